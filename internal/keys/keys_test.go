@@ -1,0 +1,183 @@
+package keys
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func genFiles(t *testing.T) (dir, sec, pub string, k *SecretKey) {
+	t.Helper()
+	dir = t.TempDir()
+	sec, pub = filepath.Join(dir, "user.sec"), filepath.Join(dir, "user.pub")
+	k, err := Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFiles(k, sec, pub, WriteOptions{Comment: "alice's laptop"}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, sec, pub, k
+}
+
+func TestRoundTrip(t *testing.T) {
+	_, sec, pub, k := genFiles(t)
+	info, err := os.Stat(sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("secret file mode = %04o, want 0600", info.Mode().Perm())
+	}
+	k2, err := LoadSecret(sec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k2.Public().Equal(k.Public()) {
+		t.Error("loaded secret key differs from the generated one")
+	}
+	p, err := LoadPublic(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Equal(k.Public()) {
+		t.Error("loaded public key differs from the generated one")
+	}
+	if !strings.HasPrefix(p.String(), PublicPrefix) || !strings.HasPrefix(k.String(), SecretPrefix) {
+		t.Errorf("unexpected prefixes: %q %q", p.String()[:16], k.String()[:16])
+	}
+	msg := []byte("hello")
+	sig := k2.Sign(msg)
+	if len(sig) != 64 {
+		t.Fatalf("signature is %d bytes", len(sig))
+	}
+	// The derived halves are distinct keys.
+	if bytes.Equal(p.X25519.Bytes(), p.Ed25519) {
+		t.Error("X25519 and Ed25519 public keys are equal")
+	}
+}
+
+func TestNoOverwrite(t *testing.T) {
+	_, sec, pub, k := genFiles(t)
+	before, _ := os.ReadFile(sec)
+	err := WriteFiles(k, sec, pub, WriteOptions{})
+	if !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), sec) {
+		t.Fatalf("second write: got %v, want ErrExists naming %s", err, sec)
+	}
+	after, _ := os.ReadFile(sec)
+	if !bytes.Equal(before, after) {
+		t.Fatal("secret file changed without --force")
+	}
+	k2, _ := Generate(rand.Reader)
+	if err := WriteFiles(k2, sec, pub, WriteOptions{Force: true}); err != nil {
+		t.Fatalf("forced write: %v", err)
+	}
+	got, err := LoadSecret(sec)
+	if err != nil || !got.Public().Equal(k2.Public()) {
+		t.Fatalf("forced write did not replace the key: %v", err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir, sec, pub, _ := genFiles(t)
+	secText, _ := os.ReadFile(sec)
+	pubText, _ := os.ReadFile(pub)
+	write := func(name string, data []byte, perm os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, perm); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, perm); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyLine := func(b []byte) string {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "CSPOOL") || strings.HasPrefix(l, "cspool") {
+				return l
+			}
+		}
+		t.Fatal("no key line")
+		return ""
+	}
+	sl := keyLine(secText)
+	flipped := []byte(sl)
+	i := len(SecretPrefix) + 5
+	if flipped[i] == 'A' {
+		flipped[i] = 'B'
+	} else {
+		flipped[i] = 'A'
+	}
+	tests := []struct {
+		name   string
+		path   string
+		secret bool
+		want   error
+	}{
+		{"missing", filepath.Join(dir, "nope.sec"), true, os.ErrNotExist},
+		{"truncated", write("trunc.sec", []byte(sl[:len(sl)-6]+"\n"), 0o600), true, ErrMalformed},
+		{"public as secret", write("pub-as.sec", pubText, 0o600), true, ErrWrongKind},
+		{"secret as public", write("sec-as.pub", secText, 0o600), false, ErrWrongKind},
+		{"bad checksum", write("flip.sec", append(flipped, '\n'), 0o600), true, ErrBadChecksum},
+		{"world readable", write("open.sec", secText, 0o644), true, ErrTooOpen},
+		{"empty", write("empty.sec", []byte("# just a comment\n"), 0o600), true, ErrNoKey},
+		{"garbage", write("garbage.pub", []byte("ssh-ed25519 AAAA\n"), 0o644), false, ErrUnknownFormat},
+		{"future version", write("v9.pub", []byte("cspool-pub-9:AAAA\n"), 0o644), false, ErrUnknownFormat},
+		{"two keys", write("two.pub", append(append([]byte{}, pubText...), pubText...), 0o644), false, ErrMalformed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			if tc.secret {
+				_, err = LoadSecret(tc.path)
+			} else {
+				_, err = LoadPublic(tc.path)
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.path) {
+				t.Fatalf("error %q does not name the file %s", err, tc.path)
+			}
+		})
+	}
+}
+
+func TestDeterministicDerivation(t *testing.T) {
+	seed := bytes.Repeat([]byte{7}, 32)
+	a, _ := NewSecretKey(seed)
+	b, _ := NewSecretKey(seed)
+	if a.String() != b.String() || !a.Public().Equal(b.Public()) {
+		t.Fatal("same seed gave different keys")
+	}
+	if _, err := NewSecretKey(seed[:31]); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("short seed: got %v", err)
+	}
+}
+
+func TestParseUsers(t *testing.T) {
+	k, _ := Generate(rand.Reader)
+	good := "# users\n\nalice " + k.Public().String() + "\n bob.smith  " + k.Public().String() + "\n"
+	u, err := ParseUsers(strings.NewReader(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(u) != 2 || !u["bob.smith"].Equal(k.Public()) {
+		t.Fatalf("got %v", u)
+	}
+	for _, bad := range []string{
+		"alice\n",
+		"al/ice " + k.Public().String() + "\n",
+		"alice " + k.Public().String() + "\nalice " + k.Public().String() + "\n",
+		"alice " + k.String() + "\n",
+	} {
+		if _, err := ParseUsers(strings.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "line ") {
+			t.Errorf("ParseUsers(%q) = %v, want an error with a line number", bad[:10], err)
+		}
+	}
+}

@@ -1,0 +1,87 @@
+package keys
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// ErrBadUserName is returned for a user name outside the allowed set.
+var ErrBadUserName = errors.New("invalid user name")
+
+// CheckUserName reports whether name may name a user: 1 to 64 bytes of
+// ASCII letters, digits and ". _ + -", not starting with '.' or '-'. The same
+// rule applies everywhere (users file, LMTP local parts, API paths), so a
+// name is never escaped or re-encoded anywhere.
+func CheckUserName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("%w %q: must be 1 to 64 characters", ErrBadUserName, name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '_' || c == '+' || c == '-'
+		if !ok {
+			return fmt.Errorf("%w %q: character %q not allowed", ErrBadUserName, name, c)
+		}
+	}
+	if name[0] == '.' || name[0] == '-' {
+		return fmt.Errorf("%w %q: must not start with %q", ErrBadUserName, name, name[0])
+	}
+	return nil
+}
+
+// Users maps user names to public keys.
+type Users map[string]PublicKey
+
+// ParseUsers reads a users file: one "NAME PUBLIC-KEY" pair per line, blank
+// lines and lines starting with '#' ignored. Errors carry the line number.
+func ParseUsers(r io.Reader) (Users, error) {
+	users := Users{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 2 {
+			return nil, fmt.Errorf("line %d: want \"NAME %sKEY\", found %d fields", n, PublicPrefix, len(fields))
+		}
+		if err := CheckUserName(fields[0]); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		if _, dup := users[fields[0]]; dup {
+			return nil, fmt.Errorf("line %d: user %q listed twice", n, fields[0])
+		}
+		k, err := ParsePublic(fields[1])
+		if err != nil {
+			return nil, fmt.Errorf("line %d: user %q: %w", n, fields[0], err)
+		}
+		users[fields[0]] = k
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	return users, nil
+}
+
+// LoadUsers reads a users file; errors name the file.
+func LoadUsers(path string) (Users, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &FileError{path, unwrapPathError(err)}
+	}
+	defer f.Close()
+	u, err := ParseUsers(f)
+	if err != nil {
+		return nil, &FileError{path, err}
+	}
+	return u, nil
+}
