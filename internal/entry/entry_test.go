@@ -1,0 +1,283 @@
+package entry
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"testing"
+
+	"cspool/internal/command"
+	"cspool/internal/keys"
+)
+
+type fixture struct {
+	user, spool, other *keys.SecretKey
+}
+
+func newFixture(t testing.TB) fixture {
+	t.Helper()
+	gen := func() *keys.SecretKey {
+		k, err := keys.Generate(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	return fixture{gen(), gen(), gen()}
+}
+
+func deliver(body []byte) *command.Command {
+	return &command.Command{Kind: command.Deliver, Date: 1700000000000, Body: body}
+}
+
+func TestRoundTrip(t *testing.T) {
+	f := newFixture(t)
+	for _, size := range []int{0, 1, 1000, 100 << 10, 3 << 20} {
+		body := make([]byte, size)
+		rand.Read(body)
+		for _, pad := range []bool{false, true} {
+			b, id, err := Seal(deliver(body), f.spool, f.user.Public(), "alice", &Options{NoPadding: !pad})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, err := Open(b, f.user, "alice", f.user.Public(), f.spool.Public())
+			if err != nil {
+				t.Fatalf("size %d pad %v: %v", size, pad, err)
+			}
+			if o.ID != id || !o.Author.Equal(f.spool.Public()) || o.User != "alice" {
+				t.Fatalf("size %d: wrong id/author/user: %v %v", size, o.ID, o.User)
+			}
+			if !bytes.Equal(o.Cmd.Body, body) || o.Cmd.Kind != command.Deliver {
+				t.Fatalf("size %d: body or kind changed", size)
+			}
+			if pad && len(b)-headerSize-tagSize != Padme(innerFixed+5+len(body)+headerLen(t, body)) {
+				t.Errorf("size %d: padded inner length %d is not a Padmé length", size, len(b)-headerSize-tagSize)
+			}
+		}
+	}
+}
+
+func headerLen(t *testing.T, body []byte) int {
+	h, err := command.EncodeHeader(deliver(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(h)
+}
+
+// The spool's secret key must not open what the spool sealed: encryption
+// uses an ephemeral key, not the author's.
+func TestSpoolCannotDecrypt(t *testing.T) {
+	f := newFixture(t)
+	secret := []byte("Subject: secret\r\n\r\nthe token 4c1d-unique\r\n")
+	b, _, err := Seal(deliver(secret), f.spool, f.user.Public(), "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("4c1d-unique")) {
+		t.Fatal("plaintext visible in the sealed entry")
+	}
+	_, err = Open(b, f.spool, "alice", f.spool.Public(), f.user.Public())
+	if !errors.Is(err, ErrNotForUser) {
+		t.Fatalf("open with the spool key: got %v, want ErrNotForUser", err)
+	}
+	// Even if the key id check is bypassed, the AEAD key cannot be derived.
+	forged := append([]byte(nil), b...)
+	id := f.spool.Public().KeyID()
+	copy(forged[len(magic)+1:], id[:])
+	_, err = Open(forged, f.spool, "alice", f.spool.Public())
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open with the spool key and a patched key id: got %v, want ErrCorrupt", err)
+	}
+}
+
+// reseal encrypts a hand-made inner plaintext, for tests that need a valid
+// ciphertext around invalid content.
+func reseal(t *testing.T, inner []byte, to keys.PublicKey) []byte {
+	t.Helper()
+	out := make([]byte, headerSize+len(inner)+tagSize)
+	copy(out[headerSize:], inner)
+	if err := encryptInPlace(out, to); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// buildInner lays out an inner plaintext like Seal does, with a signature
+// over signedBytes (normally equal to the prefix itself).
+func buildInner(t *testing.T, author *keys.SecretKey, to keys.PublicKey, user string, cmd []byte, mutate func(prefix []byte)) []byte {
+	t.Helper()
+	var p []byte
+	p = append(p, bytes.Repeat([]byte{9}, command.IDSize)...)
+	p = append(p, author.Public().Ed25519...)
+	p = append(p, byte(len(user)))
+	p = append(p, user...)
+	p = binary.BigEndian.AppendUint64(p, uint64(len(cmd)))
+	p = append(p, cmd...)
+	sig := author.Sign(signedDigest(to.KeyID(), p))
+	if mutate != nil {
+		mutate(p)
+	}
+	return append(p, sig...)
+}
+
+func TestOpenErrors(t *testing.T) {
+	f := newFixture(t)
+	trusted := []keys.PublicKey{f.user.Public(), f.spool.Public()}
+	good, _, err := Seal(deliver([]byte("hello world, a message")), f.spool, f.user.Public(), "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := func(fn func(b []byte) []byte) []byte { return fn(append([]byte(nil), good...)) }
+	cmdBytes, _ := command.Encode(deliver([]byte("hi")))
+
+	tests := []struct {
+		name    string
+		b       []byte
+		user    string
+		trusted []keys.PublicKey
+		want    error
+	}{
+		{"good", good, "alice", trusted, nil},
+		{"empty", nil, "alice", trusted, ErrTruncated},
+		{"truncated header", good[:20], "alice", trusted, ErrTruncated},
+		{"truncated body", good[:len(good)-1], "alice", trusted, ErrTruncated},
+		{"extra bytes", append(append([]byte(nil), good...), 0), "alice", trusted, ErrCorrupt},
+		{"bit flipped in ciphertext", mod(func(b []byte) []byte { b[headerSize+10] ^= 1; return b }), "alice", trusted, ErrCorrupt},
+		{"bit flipped in tag", mod(func(b []byte) []byte { b[len(b)-1] ^= 0x80; return b }), "alice", trusted, ErrCorrupt},
+		{"bit flipped in ephemeral key", mod(func(b []byte) []byte { b[headerSize-1] ^= 1; return b }), "alice", trusted, ErrCorrupt},
+		{"bad magic", mod(func(b []byte) []byte { b[0] = 'X'; return b }), "alice", trusted, ErrCorrupt},
+		{"unknown version", mod(func(b []byte) []byte { b[4] = 2; return b }), "alice", trusted, ErrUnknownVersion},
+		{"for another key", mod(func(b []byte) []byte { b[6] ^= 1; return b }), "alice", trusted, ErrNotForUser},
+		{"for another user name", good, "bob", trusted, ErrNotForUser},
+		{"unknown author", good, "alice", []keys.PublicKey{f.user.Public(), f.other.Public()}, ErrUnknownAuthor},
+		{"bad signature", reseal(t, buildInner(t, f.spool, f.user.Public(), "alice", cmdBytes, func(p []byte) { p[len(p)-1] ^= 1 }), f.user.Public()), "alice", trusted, ErrBadSignature},
+		{"signature by untrusted key claiming trusted author", reseal(t, forgeAuthor(t, f), f.user.Public()), "alice", trusted, ErrBadSignature},
+		{"signed garbage command", reseal(t, buildInner(t, f.user, f.user.Public(), "alice", []byte{0x83, 1, 1}, nil), f.user.Public()), "alice", trusted, ErrBadCommand},
+		{"nonzero padding", reseal(t, append(buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil), 0, 1), f.user.Public()), "alice", trusted, ErrCorrupt},
+		{"overlong command length", reseal(t, overlong(t, f), f.user.Public()), "alice", trusted, ErrCorrupt},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Open(tc.b, f.user, tc.user, tc.trusted...)
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("got %v, want success", err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Each sentinel is distinct.
+	errs := []error{ErrTruncated, ErrUnknownVersion, ErrNotForUser, ErrCorrupt, ErrUnknownAuthor, ErrBadSignature, ErrBadCommand}
+	for i, a := range errs {
+		for j, b := range errs {
+			if i != j && errors.Is(a, b) {
+				t.Errorf("%v is also %v", a, b)
+			}
+		}
+	}
+}
+
+// forgeAuthor writes the spool's public key as author but signs with another key.
+func forgeAuthor(t *testing.T, f fixture) []byte {
+	cmd, _ := command.Encode(deliver([]byte("forged")))
+	in := buildInner(t, f.other, f.user.Public(), "alice", cmd, nil)
+	copy(in[command.IDSize:], f.spool.Public().Ed25519)
+	return in
+}
+
+func overlong(t *testing.T, f fixture) []byte {
+	cmd, _ := command.Encode(deliver([]byte("x")))
+	in := buildInner(t, f.user, f.user.Public(), "alice", cmd, nil)
+	off := command.IDSize + authorSize + 1 + len("alice")
+	binary.BigEndian.PutUint64(in[off:], 1<<40)
+	return in
+}
+
+func TestSealRejectsInvalid(t *testing.T) {
+	f := newFixture(t)
+	if _, _, err := Seal(&command.Command{Kind: command.Deliver}, f.spool, f.user.Public(), "alice", nil); !errors.Is(err, command.ErrInvalid) {
+		t.Fatalf("invalid command: got %v", err)
+	}
+	if _, _, err := Seal(deliver(nil), f.spool, f.user.Public(), "", nil); err == nil {
+		t.Fatal("empty user accepted")
+	}
+}
+
+func TestUniqueIDs(t *testing.T) {
+	f := newFixture(t)
+	seen := map[command.ID]bool{}
+	for i := 0; i < 100; i++ {
+		_, id, err := Seal(deliver([]byte("x")), f.spool, f.user.Public(), "alice", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[id] {
+			t.Fatal("entry id repeated")
+		}
+		seen[id] = true
+	}
+}
+
+func TestPadme(t *testing.T) {
+	prev := 0
+	for n := 0; n < 1<<20; n += 1 + n/7 {
+		p := Padme(n)
+		if p < n || p < prev {
+			t.Fatalf("Padme(%d) = %d", n, p)
+		}
+		if n > 100 && float64(p-n) > 0.12*float64(n) {
+			t.Fatalf("Padme(%d) = %d: overhead over 12%%", n, p)
+		}
+		if Padme(p) != p {
+			t.Fatalf("Padme(Padme(%d)) != Padme(%d)", n, n)
+		}
+		prev = p
+	}
+}
+
+func FuzzOpen(f *testing.F) {
+	fx := newFixture(f)
+	for _, body := range [][]byte{nil, []byte("hello"), bytes.Repeat([]byte{0}, 300)} {
+		b, _, _ := Seal(deliver(body), fx.spool, fx.user.Public(), "alice", nil)
+		f.Add(b)
+	}
+	f.Add([]byte("CSPE\x01"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := Open(b, fx.user, "alice", fx.user.Public(), fx.spool.Public())
+		if err == nil && o.Cmd == nil {
+			t.Fatal("nil command without error")
+		}
+	})
+}
+
+// FuzzOpenInner feeds the inner parser directly, past the AEAD that would
+// otherwise reject nearly every random input.
+func FuzzOpenInner(f *testing.F) {
+	fx := newFixture(f)
+	cmd, _ := command.Encode(deliver([]byte("hello")))
+	var p []byte
+	p = append(p, bytes.Repeat([]byte{9}, command.IDSize)...)
+	p = append(p, fx.user.Public().Ed25519...)
+	p = append(p, 5)
+	p = append(p, "alice"...)
+	p = binary.BigEndian.AppendUint64(p, uint64(len(cmd)))
+	p = append(p, cmd...)
+	p = append(p, fx.user.Sign(signedDigest(fx.user.Public().KeyID(), p))...)
+	f.Add(p)
+	f.Add(append(p, 0, 0, 0))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if len(in) < innerFixed {
+			return
+		}
+		o, err := openInner(in, fx.user.Public().KeyID(), "alice", []keys.PublicKey{fx.user.Public()})
+		if err == nil && (o.Cmd == nil || o.User != "alice") {
+			t.Fatal("opened without a command or for the wrong user")
+		}
+	})
+}
