@@ -1,0 +1,191 @@
+// Command cspool is the encrypted mail spool: one binary whose subcommands
+// make keys, run the spool server, deliver mail into it, and run the
+// per-device IMAP daemon.
+//
+// Exit status: 0 success; 1 runtime failure (the error is on stderr); 2 usage
+// error (unknown subcommand, bad flag or argument). `cspool deliver` follows
+// sysexits(3) instead, so an MTA can tell temporary from permanent failures:
+// see its help.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// subcommand is one entry of the command table.
+type subcommand struct {
+	name    string
+	summary string
+	// run parses args with its own FlagSet and does the work.
+	run func(env *env, args []string) error
+}
+
+// env is what a subcommand sees of the process: no globals.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+}
+
+func commands() []subcommand {
+	return []subcommand{
+		{"gen-keys", "create a key pair (for a user or for the spool)", runGenKeys},
+		{"server", "run the spool server (HTTP API and LMTP)", runServer},
+		{"deliver", "deliver one message from standard input into a user's log", runDeliver},
+		{"imap-server", "run the device daemon: sync the log and serve it over IMAP", runIMAPServer},
+		{"help", "show help for cspool or a subcommand", nil},
+	}
+}
+
+func main() {
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	os.Exit(run(e, os.Args[1:]))
+}
+
+// usageError is a mistake on the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (u *usageError) Error() string { return u.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// hintError carries a suggestion printed after the error.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (h *hintError) Error() string { return h.err.Error() }
+func (h *hintError) Unwrap() error { return h.err }
+
+func withHint(err error, hint string) error {
+	if err == nil {
+		return nil
+	}
+	return &hintError{err, hint}
+}
+
+// exitError carries a specific exit status (sysexits for deliver).
+type exitError struct {
+	err  error
+	code int
+}
+
+func (x *exitError) Error() string { return x.err.Error() }
+func (x *exitError) Unwrap() error { return x.err }
+
+func run(e *env, args []string) int {
+	if len(args) == 0 {
+		printUsage(e.stderr)
+		return 2
+	}
+	name, rest := args[0], args[1:]
+	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
+		if len(rest) > 0 && name == "help" {
+			return run(e, []string{rest[0], "-h"})
+		}
+		printUsage(e.stdout)
+		return 0
+	}
+	var cmd *subcommand
+	for _, c := range commands() {
+		if c.name == name && c.run != nil {
+			cmd = &c
+			break
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(e.stderr, "cspool: unknown subcommand %q (run 'cspool help' for the list)\n", name)
+		return 2
+	}
+	err := cmd.run(e, rest)
+	return report(e.stderr, cmd.name, err)
+}
+
+// report prints err the way users read it and returns the exit status.
+func report(w io.Writer, name string, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var u *usageError
+	if errors.As(err, &u) {
+		fmt.Fprintf(w, "cspool %s: %s (run 'cspool %s -h' for help)\n", name, u.msg, name)
+		return 2
+	}
+	fmt.Fprintf(w, "cspool: error: %v\n", err)
+	var h *hintError
+	if errors.As(err, &h) && h.hint != "" {
+		fmt.Fprintf(w, "cspool: hint: %s\n", h.hint)
+	}
+	var x *exitError
+	if errors.As(err, &x) {
+		return x.code
+	}
+	return 1
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "cspool: an encrypted, append-only mail spool with IMAP on your own devices.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Usage: cspool SUBCOMMAND [flags] [arguments]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Subcommands:")
+	cmds := commands()
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'cspool SUBCOMMAND -h' for the flags of one subcommand.")
+	fmt.Fprintln(w, "Exit status: 0 success, 1 failure, 2 usage error ('cspool deliver' uses sysexits codes).")
+}
+
+// flagSet is a FlagSet with its help text.
+type flagSet struct {
+	*flag.FlagSet
+	help func()
+}
+
+// newFlagSet makes a FlagSet whose -h output lists usage, description, flags
+// and an example, and whose errors become one-line usage errors.
+func newFlagSet(e *env, name, args, desc, example string) *flagSet {
+	fs := flag.NewFlagSet("cspool "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	// The flag package calls Usage on every parse error; help is printed
+	// only for -h (see parseFlags), so errors stay one line.
+	fs.Usage = func() {}
+	help := func() {
+		w := e.stdout
+		fmt.Fprintf(w, "Usage: cspool %s [flags] %s\n\n", name, args)
+		fmt.Fprintln(w, strings.TrimSpace(desc))
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Flags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Example:")
+		for _, l := range strings.Split(strings.TrimSpace(example), "\n") {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
+	return &flagSet{fs, help}
+}
+
+// parseFlags parses args, turning -h into flag.ErrHelp (after printing
+// help) and other mistakes into usage errors.
+func parseFlags(fs *flagSet, args []string) error {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.help()
+		return flag.ErrHelp
+	}
+	if err != nil {
+		return &usageError{err.Error()}
+	}
+	return nil
+}
