@@ -218,6 +218,15 @@ func ParseHeader(b []byte) (Header, error) {
 // Open decrypts and verifies an entry sealed to me for user, accepting only
 // signatures by one of the trusted keys.
 func Open(b []byte, me *keys.SecretKey, user string, trusted ...keys.PublicKey) (*Opened, error) {
+	in, err := decrypt(b, me)
+	if err != nil {
+		return nil, err
+	}
+	return openInner(in, me.Public().KeyID(), user, trusted)
+}
+
+// decrypt checks the outer header and returns the inner plaintext.
+func decrypt(b []byte, me *keys.SecretKey) ([]byte, error) {
 	h, err := ParseHeader(b)
 	if err != nil {
 		return nil, err
@@ -256,7 +265,7 @@ func Open(b []byte, me *keys.SecretKey, user string, trusted ...keys.PublicKey) 
 	if err != nil {
 		return nil, fmt.Errorf("%w: authentication failed", ErrCorrupt)
 	}
-	return openInner(in, h.KeyID, user, trusted)
+	return in, nil
 }
 
 func openInner(in []byte, keyID [keyIDSize]byte, user string, trusted []keys.PublicKey) (*Opened, error) {
