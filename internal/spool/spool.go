@@ -1,0 +1,121 @@
+// Package spool defines the spool server's storage: an append-only log of
+// opaque entries per user, and the Store interface every backend implements.
+//
+// Implementation notes and invariants, which every Store must keep (the
+// conformance suite in spool/spooltest checks them):
+//
+//   - Positions start at 1 and are dense per user: the n-th entry ever appended
+//     to a user's log has position n. A position is never reused, even after a
+//     later compaction deletes the entry ("holes"); Read skips holes.
+//   - Head never goes down. It is the position of the last entry ever
+//     appended (0 for an empty or unknown log), not the count of entries kept.
+//   - Append is atomic and durable: a batch becomes visible all at once, at
+//     consecutive positions, and only after it is on stable storage. When
+//     Append returns a position, a crash of the process or the machine does
+//     not lose the batch. When Append returns an error other than a context
+//     error, nothing was appended; when it returns ctx.Err(), the batch may or
+//     may not have been appended (the caller cannot know, as with any network
+//     request).
+//   - Read-your-append: once Append has returned, Read and Head on the same
+//     store (and on any other handle on the same storage) see the batch.
+//   - Users are isolated: an operation names one user and never sees another
+//     user's entries. User names are opaque byte strings, validated by the
+//     callers; the store only rejects the empty name.
+//   - Entries are opaque: the store never interprets, logs or transforms Data.
+//     Empty entries (len(Data) == 0) are allowed.
+//
+// Backends live in subpackages (spool/sqlitestore; PostgreSQL later). Optional
+// capabilities, such as checkpoints and compaction, will be separate
+// interfaces a Store may also implement.
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Entry is one opaque log entry at a position. Positions start at 1 and are
+// dense per user.
+type Entry struct {
+	Pos  uint64
+	Data []byte
+}
+
+// Store is a set of per-user append-only logs. All methods are safe for
+// concurrent use.
+type Store interface {
+	// Append durably appends the batch atomically to user's log and returns the
+	// position of its first entry (the batch occupies first..first+len-1). It
+	// returns only once the batch is durable (fsync'd). Empty batch: error.
+	Append(ctx context.Context, user string, batch [][]byte) (first uint64, err error)
+	// Read returns entries with Pos > after in order, at most maxCount entries and
+	// at most maxBytes of Data in total, but always at least one entry if any exists
+	// (even if that one is larger than maxBytes).
+	Read(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64) ([]Entry, error)
+	// Head returns the position of the last entry (0 for an empty or unknown log).
+	Head(ctx context.Context, user string) (uint64, error)
+	// Wait blocks until Head(user) > after, or ctx is done (returns ctx.Err()).
+	// It must wake promptly when ANY process appends to the same store.
+	Wait(ctx context.Context, user string, after uint64) error
+	// Close releases the store. Blocked Wait calls return ErrClosed, later
+	// calls of any method return ErrClosed, and a second Close returns nil.
+	Close() error
+}
+
+// Errors returned by stores. They may be wrapped: test with errors.Is.
+var (
+	// ErrEmptyBatch: Append was called with no entries.
+	ErrEmptyBatch = errors.New("spool: empty batch")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("spool: store closed")
+	// ErrUnavailable is temporary: the disk is full, the database stayed
+	// locked too long, the database server is unreachable. Nothing was
+	// appended; the caller may retry later (HTTP 503, LMTP 451).
+	ErrUnavailable = errors.New("spool: store temporarily unavailable")
+	// ErrInvalidUser: the user name is empty.
+	ErrInvalidUser = errors.New("spool: invalid user name")
+	// ErrInvalidArgument: a limit or size is out of range (Read with
+	// maxCount < 1 or maxBytes < 0).
+	ErrInvalidArgument = errors.New("spool: invalid argument")
+	// ErrTooLarge: the batch is larger than the store accepts in one Append
+	// (permanent for this batch: HTTP 413, LMTP 552).
+	ErrTooLarge = errors.New("spool: batch too large")
+)
+
+// CheckUser returns ErrInvalidUser (wrapped) if user cannot name a log.
+func CheckUser(user string) error {
+	if user == "" {
+		return fmt.Errorf("checking user name: %w", ErrInvalidUser)
+	}
+	return nil
+}
+
+// CheckRead validates the arguments of Read.
+func CheckRead(user string, maxCount int, maxBytes int64) error {
+	if err := CheckUser(user); err != nil {
+		return err
+	}
+	if maxCount < 1 {
+		return fmt.Errorf("read with maxCount %d: %w", maxCount, ErrInvalidArgument)
+	}
+	if maxBytes < 0 {
+		return fmt.Errorf("read with maxBytes %d: %w", maxBytes, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// CheckAppend validates the arguments of Append and returns the total size of
+// the batch's data.
+func CheckAppend(user string, batch [][]byte) (size int64, err error) {
+	if err := CheckUser(user); err != nil {
+		return 0, err
+	}
+	if len(batch) == 0 {
+		return 0, fmt.Errorf("appending to log: %w", ErrEmptyBatch)
+	}
+	for _, d := range batch {
+		size += int64(len(d))
+	}
+	return size, nil
+}

@@ -1,0 +1,118 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"cspool/internal/spool"
+)
+
+// Head implements spool.Store.
+func (s *Store) Head(ctx context.Context, user string) (uint64, error) {
+	if err := spool.CheckUser(user); err != nil {
+		return 0, err
+	}
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	return s.head(ctx, s.rdb, user)
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (s *Store) head(ctx context.Context, q queryer, user string) (uint64, error) {
+	var head uint64
+	err := q.QueryRowContext(ctx, "SELECT head FROM users WHERE name = ?", []byte(user)).Scan(&head)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.dbErr("reading head", err)
+	}
+	return head, nil
+}
+
+// Read implements spool.Store. In one read transaction it first picks the
+// positions that fit the limits from the (pos, size) columns, then loads the
+// data of those entries only.
+func (s *Store) Read(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64) ([]spool.Entry, error) {
+	if err := spool.CheckRead(user, maxCount, maxBytes); err != nil {
+		return nil, err
+	}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if after >= 1<<63 {
+		return nil, nil // beyond any position SQLite can hold
+	}
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, s.dbErr("reading log", err)
+	}
+	defer tx.Rollback()
+	var id int64
+	err = tx.QueryRowContext(ctx, "SELECT id FROM users WHERE name = ?", []byte(user)).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.dbErr("reading log", err)
+	}
+	last, n, err := s.pick(ctx, tx, id, after, maxCount, maxBytes)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	rows, err := tx.QueryContext(ctx,
+		"SELECT pos, data FROM entries WHERE user_id = ? AND pos > ? AND pos <= ? ORDER BY pos", id, after, last)
+	if err != nil {
+		return nil, s.dbErr("reading log", err)
+	}
+	defer rows.Close()
+	es := make([]spool.Entry, 0, n)
+	for rows.Next() {
+		var e spool.Entry
+		if err := rows.Scan(&e.Pos, &e.Data); err != nil {
+			return nil, s.dbErr("reading log", err)
+		}
+		es = append(es, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.dbErr("reading log", err)
+	}
+	if len(es) != n {
+		return nil, fmt.Errorf("reading log: %d entries in a snapshot that had %d", len(es), n)
+	}
+	return es, nil
+}
+
+// pick returns the last position and the number of entries after `after`
+// that fit maxCount and maxBytes (at least one if any exists).
+func (s *Store) pick(ctx context.Context, tx *sql.Tx, id int64, after uint64, maxCount int, maxBytes int64) (last uint64, n int, err error) {
+	rows, err := tx.QueryContext(ctx,
+		"SELECT pos, size FROM entries WHERE user_id = ? AND pos > ? ORDER BY pos LIMIT ?", id, after, maxCount)
+	if err != nil {
+		return 0, 0, s.dbErr("reading log", err)
+	}
+	defer rows.Close()
+	var total int64
+	for rows.Next() {
+		var pos uint64
+		var size int64
+		if err := rows.Scan(&pos, &size); err != nil {
+			return 0, 0, s.dbErr("reading log", err)
+		}
+		if n > 0 && total+size > maxBytes {
+			break
+		}
+		total += size
+		last, n = pos, n+1
+	}
+	if err := rows.Err(); err != nil {
+		return 0, 0, s.dbErr("reading log", err)
+	}
+	return last, n, nil
+}

@@ -1,0 +1,98 @@
+package sqlitestore
+
+import (
+	"context"
+	"fmt"
+)
+
+// applicationID marks the file as a cspool spool ("cSp1") in the SQLite
+// header, so Open refuses another program's database.
+const applicationID = 0x63537031
+
+// migrations[i] brings the schema from version i to version i+1 (PRAGMA
+// user_version). Append only: never edit a released step. Version 1 is the
+// first; later steps (checkpoints, compaction bookkeeping) add tables.
+var migrations = [...]string{
+	// 1: users with their head, and the entries. A user's name is an opaque
+	// byte string, hence BLOB. head is the last position ever assigned and
+	// never decreases (trigger), so deleting entries leaves holes and no
+	// position is reused. size duplicates length(data) so Read can choose
+	// entries without touching their data.
+	`
+CREATE TABLE users (
+	id   INTEGER PRIMARY KEY,
+	name BLOB    NOT NULL UNIQUE CHECK (length(name) > 0),
+	head INTEGER NOT NULL DEFAULT 0 CHECK (head >= 0)
+);
+CREATE TRIGGER users_head_never_decreases
+BEFORE UPDATE OF head ON users WHEN NEW.head < OLD.head
+BEGIN
+	SELECT RAISE(ABORT, 'spool: a user''s head must never decrease');
+END;
+CREATE TABLE entries (
+	user_id INTEGER NOT NULL REFERENCES users (id),
+	pos     INTEGER NOT NULL CHECK (pos >= 1),
+	size    INTEGER NOT NULL CHECK (size >= 0),
+	data    BLOB    NOT NULL,
+	PRIMARY KEY (user_id, pos)
+);
+`,
+}
+
+// SchemaVersion is the schema version this package writes.
+const SchemaVersion = len(migrations)
+
+// migrate brings the database to SchemaVersion in one IMMEDIATE transaction,
+// so processes opening the same new spool at once apply each step once.
+func (s *Store) migrate(ctx context.Context) error {
+	tx, err := s.wdb.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
+	if err != nil {
+		return fmt.Errorf("starting migration: %w", classify(err))
+	}
+	defer tx.Rollback()
+	var appID, version int
+	if err := tx.QueryRowContext(ctx, "PRAGMA application_id").Scan(&appID); err != nil {
+		return fmt.Errorf("reading application id: %w", classify(err))
+	}
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("reading schema version: %w", classify(err))
+	}
+	if appID != 0 && appID != applicationID {
+		return fmt.Errorf("application id %#x: %w", appID, ErrNotSpool)
+	}
+	if appID == 0 && version != 0 {
+		return fmt.Errorf("schema version %d without application id: %w", version, ErrNotSpool)
+	}
+	if version > SchemaVersion {
+		return fmt.Errorf("schema version %d, this program knows up to %d (upgrade cspool): %w",
+			version, SchemaVersion, ErrNewerSchema)
+	}
+	if version == SchemaVersion {
+		return nil
+	}
+	if appID == 0 {
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&n); err != nil {
+			return fmt.Errorf("inspecting database: %w", classify(err))
+		}
+		if n != 0 {
+			return fmt.Errorf("database has %d schema objects but no application id: %w", n, ErrNotSpool)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA application_id = %d", applicationID)); err != nil {
+			return fmt.Errorf("setting application id: %w", classify(err))
+		}
+	}
+	for v := version; v < SchemaVersion; v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("migrating schema to version %d: %w", v+1, classify(err))
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion)); err != nil {
+		return fmt.Errorf("setting schema version: %w", classify(err))
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing migration: %w", classify(err))
+	}
+	s.log.Info("spool: schema migrated", "dir", s.dir, "from", version, "to", SchemaVersion)
+	return nil
+}

@@ -1,0 +1,210 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"sync"
+	"time"
+
+	"cspool/internal/spool"
+)
+
+// waiters tracks, per user with at least one Wait in progress, the highest
+// head this Store has seen committed, and a channel closed whenever it grows.
+// Heads come only from the database or from this Store's own commits, never
+// from a datagram's content.
+type waiters struct {
+	mu sync.Mutex
+	m  map[string]*userWaiters
+}
+
+type userWaiters struct {
+	n    int           // Wait calls registered
+	head uint64        // highest committed head known
+	ch   chan struct{} // closed and replaced when head grows
+}
+
+func newWaiters() *waiters {
+	return &waiters{m: map[string]*userWaiters{}}
+}
+
+func (w *waiters) add(user string) *userWaiters {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	uw := w.m[user]
+	if uw == nil {
+		uw = &userWaiters{ch: make(chan struct{})}
+		w.m[user] = uw
+	}
+	uw.n++
+	return uw
+}
+
+func (w *waiters) remove(user string, uw *userWaiters) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	uw.n--
+	if uw.n == 0 {
+		delete(w.m, user)
+	}
+}
+
+func (w *waiters) state(uw *userWaiters) (uint64, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return uw.head, uw.ch
+}
+
+// advance records that user's head is at least head, waking its waiters if
+// that is news. Users nobody waits for are ignored.
+func (w *waiters) advance(user string, head uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	uw := w.m[user]
+	if uw == nil || head <= uw.head {
+		return
+	}
+	uw.head = head
+	close(uw.ch)
+	uw.ch = make(chan struct{})
+}
+
+// users returns the users somebody waits for.
+func (w *waiters) users() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	us := make([]string, 0, len(w.m))
+	for u := range w.m {
+		us = append(us, u)
+	}
+	return us
+}
+
+func (w *waiters) waited(user string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.m[user] != nil
+}
+
+// Wait implements spool.Store. It registers first and reads the head second,
+// so an append committed in between is never missed; after that it sleeps on
+// the user's channel, with no polling of its own.
+func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
+	if err := spool.CheckUser(user); err != nil {
+		return err
+	}
+	if err := s.check(); err != nil {
+		return err
+	}
+	uw := s.waiters.add(user)
+	defer s.waiters.remove(user, uw)
+	h, err := s.head(ctx, s.rdb, user)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	s.waiters.advance(user, h)
+	for {
+		head, ch := s.waiters.state(uw)
+		if head > after {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.quit:
+			return spool.ErrClosed
+		}
+	}
+}
+
+// refresh reads the heads of users from the database and wakes their
+// waiters where the head moved.
+func (s *Store) refresh(ctx context.Context, q queryer, users []string) {
+	for _, u := range users {
+		if !s.waiters.waited(u) {
+			continue
+		}
+		h, err := s.head(ctx, q, u)
+		if err != nil {
+			if !s.closed.Load() {
+				s.log.Warn("spool: checking head for waiters", "err", err)
+			}
+			return
+		}
+		s.waiters.advance(u, h)
+	}
+}
+
+// fallback is the slow check that catches appends by other processes whose
+// datagram was lost (or never sent). While anyone waits, it compares PRAGMA
+// data_version on its own connection every FallbackInterval, and when the
+// database changed it re-reads the heads of the waited users.
+func (s *Store) fallback() {
+	defer s.bg.Done()
+	t := time.NewTicker(s.opts.FallbackInterval)
+	defer t.Stop()
+	var conn *sql.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close()
+		}
+	}()
+	last := int64(-1)
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		users := s.waiters.users()
+		if len(users) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.BusyTimeout)
+		if conn == nil {
+			c, err := s.rdb.Conn(ctx)
+			if err != nil {
+				cancel()
+				s.log.Warn("spool: fallback check", "err", err)
+				continue
+			}
+			conn = c
+		}
+		var v int64
+		if err := conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+			cancel()
+			s.log.Warn("spool: fallback check", "err", err)
+			continue
+		}
+		if v != last {
+			last = v
+			s.refresh(ctx, conn, users)
+		}
+		cancel()
+	}
+}
+
+// listenLoop wakes waiters for the users named in datagrams from other
+// processes.
+func (s *Store) listenLoop() {
+	defer s.bg.Done()
+	for {
+		users, all, err := s.notify.receive()
+		if err != nil {
+			if !s.closed.Load() {
+				s.log.Warn("spool: notify socket failed, relying on the fallback check", "err", err)
+			}
+			return
+		}
+		if all {
+			users = s.waiters.users()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.BusyTimeout)
+		s.refresh(ctx, s.rdb, users)
+		cancel()
+	}
+}

@@ -1,0 +1,205 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"cspool/internal/spool"
+)
+
+// appendReq is one Append call handed to the writer goroutine.
+type appendReq struct {
+	ctx   context.Context
+	user  string
+	batch [][]byte
+	size  int64
+	done  chan appendRes // buffered: the writer never blocks on it
+}
+
+type appendRes struct {
+	first uint64
+	err   error
+}
+
+// Append implements spool.Store. It hands the batch to the writer goroutine
+// and waits for the commit of the group it joined.
+func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
+	size, err := spool.CheckAppend(user, batch)
+	if err != nil {
+		return 0, err
+	}
+	if size > s.opts.MaxAppendBytes {
+		return 0, fmt.Errorf("appending %d bytes (limit %d): %w", size, s.opts.MaxAppendBytes, spool.ErrTooLarge)
+	}
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	r := &appendReq{ctx: ctx, user: user, batch: batch, size: size, done: make(chan appendRes, 1)}
+	select {
+	case s.reqs <- r:
+	case <-s.quit:
+		return 0, spool.ErrClosed
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case res := <-r.done:
+		return res.first, res.err
+	case <-ctx.Done():
+		// The group may still commit: the outcome is unknown to the caller.
+		return 0, ctx.Err()
+	}
+}
+
+// writer is the only goroutine that writes. It collects the Append calls
+// waiting at the moment (the unbuffered channel holds them blocked in send)
+// into a group and commits the group in one transaction.
+func (s *Store) writer() {
+	defer s.bg.Done()
+	var carry *appendReq // taken from the channel but over the last group's limits
+	for {
+		var group []*appendReq
+		var bytes int64
+		add := func(r *appendReq) bool {
+			if len(group) > 0 && (len(group) >= s.opts.MaxGroupCount || bytes+r.size > s.opts.MaxGroupBytes) {
+				return false
+			}
+			if err := r.ctx.Err(); err != nil {
+				r.done <- appendRes{err: err} // given up before it was written
+				return true
+			}
+			group = append(group, r)
+			bytes += r.size
+			return true
+		}
+		if carry != nil {
+			add(carry)
+			carry = nil
+		} else {
+			select {
+			case r := <-s.reqs:
+				add(r)
+			case <-s.quit:
+				return
+			}
+		}
+	drain:
+		for {
+			select {
+			case r := <-s.reqs:
+				if !add(r) {
+					carry = r
+					break drain
+				}
+			default:
+				break drain
+			}
+		}
+		if len(group) > 0 {
+			s.commitGroup(group)
+		}
+	}
+}
+
+// userHead is a user's head after a commit, for waking waiters.
+type userHead struct {
+	user string
+	head uint64
+}
+
+// commitGroup writes the group in one transaction with a savepoint per call,
+// answers every call and then wakes waiters here and in other processes.
+func (s *Store) commitGroup(group []*appendReq) {
+	firsts, errs, err := s.writeGroup(group)
+	if err != nil {
+		err = s.dbErr("appending to spool", err)
+		for _, r := range group {
+			r.done <- appendRes{err: err}
+		}
+		return
+	}
+	s.stats.commits.Add(1)
+	heads := map[string]uint64{}
+	for i, r := range group {
+		if errs[i] != nil {
+			r.done <- appendRes{err: s.dbErr("appending to spool", errs[i])}
+			continue
+		}
+		s.stats.appends.Add(1)
+		s.stats.entries.Add(int64(len(r.batch)))
+		r.done <- appendRes{first: firsts[i]}
+		heads[r.user] = max(heads[r.user], firsts[i]+uint64(len(r.batch))-1)
+	}
+	users := make([]string, 0, len(heads))
+	for u, h := range heads {
+		s.waiters.advance(u, h)
+		users = append(users, u)
+	}
+	if s.notify != nil && len(users) > 0 {
+		s.notify.send(users)
+	}
+}
+
+// writeGroup runs the transaction. A non-nil err means nothing was
+// committed; otherwise errs[i] tells whether call i was rolled back alone.
+func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, err error) {
+	ctx := context.Background()        // callers' contexts must not cut a commit short
+	tx, err := s.wdb.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting transaction: %w", err)
+	}
+	defer tx.Rollback()
+	ins, err := tx.PrepareContext(ctx, "INSERT INTO entries (user_id, pos, size, data) VALUES (?, ?, ?, ?)")
+	if err != nil {
+		return nil, nil, fmt.Errorf("preparing insert: %w", err)
+	}
+	defer ins.Close()
+	firsts = make([]uint64, len(group))
+	errs = make([]error, len(group))
+	for i, r := range group {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT a"); err != nil {
+			return nil, nil, fmt.Errorf("savepoint: %w", err)
+		}
+		firsts[i], errs[i] = appendOne(ctx, tx, ins, r)
+		if errs[i] != nil {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO a"); err != nil {
+				return nil, nil, fmt.Errorf("rolling back to savepoint: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE a"); err != nil {
+			return nil, nil, fmt.Errorf("releasing savepoint: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, nil, fmt.Errorf("committing: %w", err)
+	}
+	return firsts, errs, nil
+}
+
+// appendOne appends one call's batch after the user's head.
+func appendOne(ctx context.Context, tx *sql.Tx, ins *sql.Stmt, r *appendReq) (uint64, error) {
+	name := []byte(r.user)
+	var id int64
+	var head uint64
+	err := tx.QueryRowContext(ctx,
+		`INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head`,
+		name).Scan(&id, &head)
+	if err != nil {
+		return 0, fmt.Errorf("finding user: %w", err)
+	}
+	first := head + 1
+	for i, d := range r.batch {
+		if d == nil {
+			d = []byte{} // NOT NULL: an empty entry is a zero-length blob
+		}
+		if _, err := ins.ExecContext(ctx, id, first+uint64(i), len(d), d); err != nil {
+			return 0, fmt.Errorf("inserting entry %d: %w", first+uint64(i), err)
+		}
+	}
+	last := first + uint64(len(r.batch)) - 1
+	if _, err := tx.ExecContext(ctx, "UPDATE users SET head = ? WHERE id = ?", last, id); err != nil {
+		return 0, fmt.Errorf("advancing head: %w", err)
+	}
+	return first, nil
+}
