@@ -1,0 +1,168 @@
+// Package userdb is the spool server's user database: which public key owns
+// which user's log.
+//
+// Implementation notes and invariants:
+//
+//   - A DB runs in one of two modes, fixed at construction. File mode reads a
+//     users file (keys.LoadUsers: "NAME PUBLIC-KEY" lines); Reload re-reads
+//     it and swaps the table atomically, and a reload that fails keeps the
+//     old table. Test mode has no users file: the first key that
+//     authenticates as a name is registered to it, and the registrations are
+//     appended to a file in the spool directory (same format as a users
+//     file, mode 0600, fsync'd before the registration takes effect) so a
+//     restart keeps them. Test mode is logged loudly at start and at every
+//     registration: anybody who can reach the server can claim a free name.
+//   - A name maps to exactly one key. In test mode a key owns at most one
+//     name, so a registered key can never reach a second log.
+//   - Authorize distinguishes an unknown key (ErrUnknownKey: HTTP 401) from
+//     a known key that belongs to another user (ErrForbidden: HTTP 403).
+//     Lookup of a name without a key returns ErrUnknownUser (LMTP 550 5.1.1,
+//     RFC 5321 section 4.2.2 / RFC 3463 X.1.1).
+//   - The table is read under a read lock; lookups never touch the disk.
+package userdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"cspool/internal/keys"
+)
+
+// Errors returned by DB methods, wrapped with the user name: test with
+// errors.Is.
+var (
+	// ErrUnknownUser: no key is known for the name.
+	ErrUnknownUser = errors.New("unknown user")
+	// ErrUnknownKey: the key belongs to no user (and, in test mode, the name
+	// it claims is already registered to another key).
+	ErrUnknownKey = errors.New("unknown key")
+	// ErrForbidden: the key belongs to a different user than the one named.
+	ErrForbidden = errors.New("key belongs to another user")
+)
+
+// TestUsersFile is the name of the test mode registrations file inside the
+// spool directory.
+const TestUsersFile = "test-users"
+
+// DB maps user names to public keys. It is safe for concurrent use.
+type DB struct {
+	log      *slog.Logger
+	path     string // users file (file mode) or registrations file (test mode)
+	testMode bool
+
+	mu     sync.RWMutex
+	byName keys.Users
+	byKey  map[string]string // key bytes -> name; only meaningful in test mode
+	regMu  sync.Mutex        // serialises test mode registrations (file appends)
+}
+
+// Load opens a DB in file mode on the users file at path.
+func Load(path string, log *slog.Logger) (*DB, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d := &DB{log: log, path: path}
+	users, err := keys.LoadUsers(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading users: %w", err)
+	}
+	d.set(users)
+	log.Info("users file loaded", "file", path, "users", len(users))
+	return d, nil
+}
+
+// OpenTestMode opens a DB in test mode, keeping registrations in
+// dir/test-users (created on the first registration).
+func OpenTestMode(dir string, log *slog.Logger) (*DB, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d := &DB{log: log, path: filepath.Join(dir, TestUsersFile), testMode: true}
+	users, err := d.loadRegistrations()
+	if err != nil {
+		return nil, err
+	}
+	d.set(users)
+	log.Warn("TEST MODE: no users file; the first key to authenticate as a name is registered to it; do not expose this server",
+		"registrations", d.path, "registered", len(users))
+	return d, nil
+}
+
+func (d *DB) loadRegistrations() (keys.Users, error) {
+	users, err := keys.LoadUsers(d.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return keys.Users{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading test mode registrations: %w", err)
+	}
+	return users, nil
+}
+
+// TestMode reports whether d registers unknown names on first use.
+func (d *DB) TestMode() bool { return d.testMode }
+
+// Path returns the users file (file mode) or the registrations file (test
+// mode).
+func (d *DB) Path() string { return d.path }
+
+// Len returns the number of users.
+func (d *DB) Len() int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return len(d.byName)
+}
+
+func (d *DB) set(users keys.Users) {
+	byKey := make(map[string]string, len(users))
+	for name, k := range users {
+		byKey[string(k.Bytes())] = name
+	}
+	d.mu.Lock()
+	d.byName, d.byKey = users, byKey
+	d.mu.Unlock()
+}
+
+// Reload re-reads the users file (file mode) or the registrations file
+// (test mode). On error the old table stays in force, the error is logged and
+// returned.
+func (d *DB) Reload() error {
+	var (
+		users keys.Users
+		err   error
+	)
+	if d.testMode {
+		d.regMu.Lock()
+		defer d.regMu.Unlock()
+		users, err = d.loadRegistrations()
+	} else {
+		users, err = keys.LoadUsers(d.path)
+		if err != nil {
+			err = fmt.Errorf("reloading users: %w", err)
+		}
+	}
+	if err != nil {
+		d.log.Error("users reload failed; keeping the previous table", "file", d.path, "users", d.Len(), "err", err)
+		return err
+	}
+	d.set(users)
+	d.log.Info("users reloaded", "file", d.path, "users", len(users))
+	return nil
+}
+
+// Lookup returns user's public key, or an error wrapping ErrUnknownUser.
+func (d *DB) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
+	d.mu.RLock()
+	k, ok := d.byName[user]
+	d.mu.RUnlock()
+	if !ok {
+		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w", user, ErrUnknownUser)
+	}
+	return k, nil
+}

@@ -1,0 +1,209 @@
+package userdb
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"cspool/internal/keys"
+)
+
+func newKey(t *testing.T) keys.PublicKey {
+	t.Helper()
+	k, err := keys.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.Public()
+}
+
+func writeUsers(t *testing.T, path string, users map[string]keys.PublicKey) {
+	t.Helper()
+	s := "# users\n"
+	for n, k := range users {
+		s += n + " " + k.String() + "\n"
+	}
+	if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFileMode(t *testing.T) {
+	ctx := context.Background()
+	alice, bob, stranger := newKey(t), newKey(t), newKey(t)
+	path := filepath.Join(t.TempDir(), "users")
+	writeUsers(t, path, map[string]keys.PublicKey{"alice": alice, "bob": bob})
+	db, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.TestMode() {
+		t.Fatal("file mode DB says test mode")
+	}
+	tests := []struct {
+		user string
+		key  keys.PublicKey
+		want error
+	}{
+		{"alice", alice, nil},
+		{"bob", bob, nil},
+		{"alice", bob, ErrForbidden},
+		{"carol", alice, ErrForbidden},
+		{"alice", stranger, ErrUnknownKey},
+		{"carol", stranger, ErrUnknownKey},
+	}
+	for _, tc := range tests {
+		err := db.Authorize(ctx, tc.user, tc.key)
+		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("Authorize(%s, key %x) = %v, want %v", tc.user, tc.key.KeyID(), err, tc.want)
+		}
+	}
+	if k, err := db.Lookup(ctx, "alice"); err != nil || !k.Equal(alice) {
+		t.Errorf("Lookup(alice) = %x, %v; want alice's key", k.KeyID(), err)
+	}
+	if _, err := db.Lookup(ctx, "carol"); !errors.Is(err, ErrUnknownUser) {
+		t.Errorf("Lookup(carol) error = %v, want ErrUnknownUser", err)
+	}
+	if err := db.Authorize(ctx, "bad name", alice); err == nil {
+		t.Error("Authorize accepted an invalid user name")
+	}
+}
+
+func TestReload(t *testing.T) {
+	ctx := context.Background()
+	alice, carol := newKey(t), newKey(t)
+	path := filepath.Join(t.TempDir(), "users")
+	writeUsers(t, path, map[string]keys.PublicKey{"alice": alice})
+	db, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeUsers(t, path, map[string]keys.PublicKey{"carol": carol})
+	if err := db.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if _, err := db.Lookup(ctx, "alice"); !errors.Is(err, ErrUnknownUser) {
+		t.Errorf("after reload, alice: err = %v, want ErrUnknownUser", err)
+	}
+	if err := db.Authorize(ctx, "carol", carol); err != nil {
+		t.Errorf("after reload, carol refused: %v", err)
+	}
+	// A broken file keeps the old table.
+	if err := os.WriteFile(path, []byte("carol not-a-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Reload(); err == nil {
+		t.Fatal("Reload of a broken users file succeeded")
+	}
+	if err := db.Authorize(ctx, "carol", carol); err != nil {
+		t.Errorf("after failed reload, carol refused: %v", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Reload(); err == nil {
+		t.Fatal("Reload of a missing users file succeeded")
+	}
+	if db.Len() != 1 {
+		t.Errorf("after failed reloads, %d users, want 1", db.Len())
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "missing"), nil); err == nil {
+		t.Error("Load of a missing file succeeded")
+	}
+}
+
+func TestTestMode(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	alice, second, bob := newKey(t), newKey(t), newKey(t)
+	db, err := OpenTestMode(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !db.TestMode() {
+		t.Fatal("TestMode() = false")
+	}
+	if _, err := db.Lookup(ctx, "alice"); !errors.Is(err, ErrUnknownUser) {
+		t.Fatalf("Lookup before registration: %v, want ErrUnknownUser", err)
+	}
+	steps := []struct {
+		user string
+		key  keys.PublicKey
+		want error
+	}{
+		{"alice", alice, nil},            // registers
+		{"alice", alice, nil},            // known
+		{"alice", second, ErrUnknownKey}, // name taken
+		{"bob", alice, ErrForbidden},     // a key owns one name
+		{"bob", bob, nil},                // registers
+		{"alice", bob, ErrForbidden},
+	}
+	for i, s := range steps {
+		err := db.Authorize(ctx, s.user, s.key)
+		if !errors.Is(err, s.want) || (s.want == nil) != (err == nil) {
+			t.Errorf("step %d: Authorize(%s) = %v, want %v", i, s.user, err, s.want)
+		}
+	}
+	info, err := os.Stat(filepath.Join(dir, TestUsersFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o600 {
+		t.Errorf("registrations file mode %04o, want 0600", perm)
+	}
+	// A restart keeps the registrations.
+	db2, err := OpenTestMode(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err := db2.Lookup(ctx, "alice"); err != nil || !k.Equal(alice) {
+		t.Errorf("after restart, Lookup(alice) = %x, %v", k.KeyID(), err)
+	}
+	if err := db2.Authorize(ctx, "alice", second); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("after restart, second key for alice: %v, want ErrUnknownKey", err)
+	}
+	if db2.Len() != 2 {
+		t.Errorf("after restart, %d users, want 2", db2.Len())
+	}
+}
+
+func TestTestModeRace(t *testing.T) {
+	ctx := context.Background()
+	db, err := OpenTestMode(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	ks := make([]keys.PublicKey, n)
+	for i := range ks {
+		ks[i] = newKey(t)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = db.Authorize(ctx, "alice", ks[i])
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for i, err := range errs {
+		if err == nil {
+			won++
+		} else if !errors.Is(err, ErrUnknownKey) {
+			t.Errorf("key %d: %v, want nil or ErrUnknownKey", i, err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d keys registered the same name, want 1", won)
+	}
+}
