@@ -102,12 +102,6 @@ func (s *Store) writer() {
 	}
 }
 
-// userHead is a user's head after a commit, for waking waiters.
-type userHead struct {
-	user string
-	head uint64
-}
-
 // commitGroup writes the group in one transaction with a savepoint per call,
 // answers every call and then wakes waiters here and in other processes.
 func (s *Store) commitGroup(group []*appendReq) {
