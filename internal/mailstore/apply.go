@@ -1,0 +1,214 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"cspool/internal/command"
+)
+
+// rejection is returned by a command's apply step when the entry must be
+// rejected; the entry's savepoint is rolled back, so it changed nothing.
+type rejection struct {
+	reason Reason
+	detail string
+}
+
+func (r *rejection) Error() string { return string(r.reason) + ": " + r.detail }
+
+func reject(reason Reason, format string, args ...any) error {
+	return &rejection{reason: reason, detail: fmt.Sprintf(format, args...)}
+}
+
+// applier carries one Apply's transaction and what it has done so far.
+type applier struct {
+	ctx    context.Context
+	tx     *sql.Tx
+	nextUV int64 // next UIDVALIDITY to assign
+	now    int64 // Unix ms, for rejection records only
+
+	// per entry
+	pos     uint64
+	entry   command.ID
+	out     *Outcome
+	changes []Change
+}
+
+// Apply applies entries in order and records newPos as the last applied
+// position, all in one SQLite transaction: after a crash or an error either
+// everything is applied or nothing. Entries must have increasing positions
+// after the current one, and newPos must be at least the last of them (it
+// may be larger when the caller skipped positions, e.g. entries recorded
+// with RecordRejected). A rejected entry does not stop the batch: it is
+// recorded and reported in the Result.
+func (s *Store) Apply(ctx context.Context, entries []Entry, newPos uint64) (*Result, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("starting apply: %w", err)
+	}
+	defer tx.Rollback()
+	var pos int64
+	a := &applier{ctx: ctx, tx: tx, now: time.Now().UnixMilli()}
+	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &a.nextUV); err != nil {
+		return nil, fmt.Errorf("reading state: %w", err)
+	}
+	last := uint64(pos)
+	for _, e := range entries {
+		if e.Pos <= last {
+			return nil, fmt.Errorf("entry at position %d after position %d: %w", e.Pos, last, ErrPosition)
+		}
+		last = e.Pos
+	}
+	if newPos < last {
+		return nil, fmt.Errorf("new position %d before entry position %d: %w", newPos, last, ErrPosition)
+	}
+	res := &Result{Outcomes: make([]Outcome, 0, len(entries))}
+	for i, e := range entries {
+		if s.beforeEntry != nil {
+			if err := s.beforeEntry(i); err != nil {
+				return nil, fmt.Errorf("applying entry at position %d: %w", e.Pos, err)
+			}
+		}
+		out, changes, err := a.apply(e)
+		if err != nil {
+			return nil, fmt.Errorf("applying entry at position %d: %w", e.Pos, err)
+		}
+		res.Outcomes = append(res.Outcomes, out)
+		res.Changes = append(res.Changes, changes...)
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE state SET position = ?, next_uidvalidity = ?", int64(newPos), a.nextUV); err != nil {
+		return nil, fmt.Errorf("recording position %d: %w", newPos, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("committing apply up to position %d: %w", newPos, err)
+	}
+	return res, nil
+}
+
+// apply applies one entry inside its own savepoint.
+func (a *applier) apply(e Entry) (Outcome, []Change, error) {
+	out := Outcome{Pos: e.Pos, Entry: e.ID}
+	if e.Cmd != nil {
+		out.Kind = e.Cmd.Kind
+	}
+	if rej := a.authorize(e); rej != nil {
+		if rej.reason != ReasonReplay {
+			if err := a.markSeen(e); err != nil {
+				return out, nil, err
+			}
+		}
+		return out, nil, a.recordRejection(&out, rej)
+	}
+	if err := a.markSeen(e); err != nil {
+		return out, nil, err
+	}
+	if _, err := a.tx.ExecContext(a.ctx, "SAVEPOINT entry"); err != nil {
+		return out, nil, fmt.Errorf("savepoint: %w", err)
+	}
+	a.pos, a.entry, a.out, a.changes = e.Pos, e.ID, &out, nil
+	err := a.dispatch(e.Cmd)
+	var rej *rejection
+	if errors.As(err, &rej) {
+		for _, q := range []string{"ROLLBACK TO entry", "RELEASE entry"} {
+			if _, err := a.tx.ExecContext(a.ctx, q); err != nil {
+				return out, nil, fmt.Errorf("rolling back rejected entry: %w", err)
+			}
+		}
+		out.Skipped, out.Placed = nil, nil
+		return out, nil, a.recordRejection(&out, rej)
+	}
+	if err != nil {
+		return out, nil, err
+	}
+	if _, err := a.tx.ExecContext(a.ctx, "RELEASE entry"); err != nil {
+		return out, nil, fmt.Errorf("releasing savepoint: %w", err)
+	}
+	if len(out.Skipped) > 0 {
+		out.Status = Partial
+	}
+	return out, a.changes, nil
+}
+
+// authorize returns the rejection of an entry that may not be applied at
+// all: no valid command, an author beyond its rights, a replayed id.
+func (a *applier) authorize(e Entry) *rejection {
+	if e.Cmd == nil {
+		return &rejection{ReasonInvalid, "entry without a command"}
+	}
+	if err := e.Cmd.Validate(); err != nil {
+		return &rejection{ReasonInvalid, err.Error()}
+	}
+	switch e.Author {
+	case AuthorUser:
+	case AuthorSpool:
+		if e.Cmd.Kind != command.Deliver {
+			return &rejection{ReasonForbidden, "the spool may only deliver, not " + e.Cmd.Kind.String()}
+		}
+	default:
+		return &rejection{ReasonForbidden, fmt.Sprintf("unknown author %d", int(e.Author))}
+	}
+	var pos int64
+	err := a.tx.QueryRowContext(a.ctx, "SELECT pos FROM entries WHERE id = ?", e.ID[:]).Scan(&pos)
+	if err == nil {
+		return &rejection{ReasonReplay, fmt.Sprintf("entry id %s already seen at position %d", e.ID, pos)}
+	}
+	return nil
+}
+
+// markSeen records the entry id, so a later entry with the same id is a
+// replay. A lookup error surfaces here, on the insert.
+func (a *applier) markSeen(e Entry) error {
+	if _, err := a.tx.ExecContext(a.ctx, "INSERT INTO entries (id, pos) VALUES (?, ?)", e.ID[:], int64(e.Pos)); err != nil {
+		return fmt.Errorf("recording entry id: %w", err)
+	}
+	return nil
+}
+
+func (a *applier) recordRejection(out *Outcome, rej *rejection) error {
+	out.Status, out.Reason, out.Detail = Rejected, rej.reason, rej.detail
+	return insertRejection(a.ctx, a.tx, out.Pos, &out.Entry, rej.reason, rej.detail, a.now)
+}
+
+func (a *applier) dispatch(c *command.Command) error {
+	switch c.Kind {
+	case command.Deliver:
+		return a.deliver(c)
+	case command.Append:
+		return a.appendMessage(c)
+	case command.SetFlags, command.ClearFlags, command.ReplaceFlags:
+		return a.flags(c)
+	case command.Copy:
+		return a.copyMessages(c)
+	case command.Move:
+		return a.moveMessages(c)
+	case command.Expunge:
+		return a.expunge(c)
+	case command.CreateMailbox:
+		return a.createMailbox(c)
+	case command.RenameMailbox:
+		return a.renameMailbox(c)
+	case command.DeleteMailbox:
+		return a.deleteMailbox(c)
+	case command.Subscribe, command.Unsubscribe:
+		return a.subscribe(c)
+	case command.Checkpoint:
+		return nil // a marker in the log; the state does not change
+	}
+	return reject(ReasonInvalid, "unknown command kind %d", c.Kind)
+}
+
+func (a *applier) change(c Change) {
+	c.Pos = a.pos
+	a.changes = append(a.changes, c)
+}

@@ -1,0 +1,273 @@
+package mailstore
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+)
+
+// maxUIDValidity is the largest UIDVALIDITY (a nonzero 32-bit number).
+const maxUIDValidity = 1<<32 - 1
+
+// parentID names the level-th parent mailbox created implicitly by entry:
+// the first 16 bytes of SHA-256("cspool/v1 parent" || entry || uint32be(level)).
+func parentID(entry command.ID, level int) command.ID {
+	h := sha256.New()
+	h.Write([]byte("cspool/v1 parent"))
+	h.Write(entry[:])
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], uint32(level))
+	h.Write(b[:])
+	var id command.ID
+	copy(id[:], h.Sum(nil))
+	return id
+}
+
+// insertMailbox creates a mailbox with the next UIDVALIDITY.
+func (a *applier) insertMailbox(id command.ID, name, specialUse string) (*mailboxRow, error) {
+	if clash, err := mailboxByID(a.ctx, a.tx, id); err != nil {
+		return nil, err
+	} else if clash != nil {
+		return nil, reject(ReasonIDExists, "mailbox id %s exists", id)
+	}
+	if a.nextUV > maxUIDValidity {
+		return nil, fmt.Errorf("creating %q: UIDVALIDITY space exhausted", name)
+	}
+	uv := a.nextUV
+	a.nextUV++
+	mb := &mailboxRow{id: id, name: name, specialUse: specialUse, uidValidity: uv, uidNext: 1, modSeq: int64(a.pos)}
+	err := a.tx.QueryRowContext(a.ctx, `INSERT INTO mailboxes (id, name, special_use, uidvalidity, uidnext, highest_modseq)
+		VALUES (?, ?, ?, ?, 1, ?) RETURNING mid`, id[:], name, specialUse, uv, int64(a.pos)).Scan(&mb.mid)
+	if err != nil {
+		return nil, fmt.Errorf("creating mailbox: %w", err)
+	}
+	a.change(Change{Kind: MailboxCreated, Mailbox: id, Name: name})
+	return mb, nil
+}
+
+// createWithParents creates name (named id) and any missing superior
+// names (RFC 9051 section 6.3.4), outermost first.
+func (a *applier) createWithParents(id command.ID, name, specialUse string) (*mailboxRow, error) {
+	for level, p := range parents(name) {
+		mb, err := mailboxByName(a.ctx, a.tx, p)
+		if err != nil {
+			return nil, err
+		}
+		if mb == nil {
+			if _, err := a.insertMailbox(parentID(id, level), p, ""); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return a.insertMailbox(id, name, specialUse)
+}
+
+func (a *applier) createMailbox(c *command.Command) error {
+	name := NormalizeName(c.Mailbox)
+	if mb, err := mailboxByName(a.ctx, a.tx, name); err != nil {
+		return err
+	} else if mb != nil {
+		return reject(ReasonMailboxExists, "mailbox %q exists", name)
+	}
+	_, err := a.createWithParents(a.entry, name, c.SpecialUse)
+	return err
+}
+
+func (a *applier) renameMailbox(c *command.Command) error {
+	src, err := a.resolve(c.MailboxID, c.Mailbox)
+	if err != nil {
+		return err
+	}
+	if src == nil {
+		return reject(ReasonNoMailbox, "no mailbox %q to rename", c.Mailbox)
+	}
+	newName := NormalizeName(c.NewName)
+	if newName == src.name {
+		return nil
+	}
+	if src.id == InboxID() {
+		return a.renameInbox(src, newName)
+	}
+	if isChild(newName, src.name) {
+		return reject(ReasonInvalid, "cannot rename %q into itself", src.name)
+	}
+	all, err := allMailboxes(a.ctx, a.tx)
+	if err != nil {
+		return err
+	}
+	// The renamed set: src and its children, each with its new name.
+	type move struct {
+		mb      *mailboxRow
+		newName string
+	}
+	var moves []move
+	final := map[string]bool{}
+	for _, mb := range all {
+		switch {
+		case mb.mid == src.mid:
+			moves = append(moves, move{mb, newName})
+		case isChild(mb.name, src.name):
+			moves = append(moves, move{mb, newName + mb.name[len(src.name):]})
+		default:
+			final[mb.name] = true
+		}
+	}
+	for _, m := range moves {
+		if final[m.newName] {
+			return reject(ReasonMailboxExists, "mailbox %q exists", m.newName)
+		}
+		final[m.newName] = true
+	}
+	// Two steps, so that no intermediate state has two equal names: first
+	// to names no command can carry (a control character), then to the
+	// final names.
+	for _, m := range moves {
+		if _, err := a.tx.ExecContext(a.ctx, "UPDATE mailboxes SET name = ? WHERE mid = ?",
+			fmt.Sprintf("\x00%d", m.mb.mid), m.mb.mid); err != nil {
+			return fmt.Errorf("renaming mailbox: %w", err)
+		}
+	}
+	for _, m := range moves {
+		if _, err := a.tx.ExecContext(a.ctx, "UPDATE mailboxes SET name = ?, highest_modseq = ? WHERE mid = ?",
+			m.newName, int64(a.pos), m.mb.mid); err != nil {
+			return fmt.Errorf("renaming mailbox: %w", err)
+		}
+		if err := a.renameSubscription(m.mb.name, m.newName); err != nil {
+			return err
+		}
+		a.change(Change{Kind: MailboxRenamed, Mailbox: m.mb.id, Name: m.newName, OldName: m.mb.name})
+	}
+	return nil
+}
+
+// renameSubscription carries a subscription over to the new name.
+func (a *applier) renameSubscription(old, name string) error {
+	res, err := a.tx.ExecContext(a.ctx, "DELETE FROM subscriptions WHERE name = ?", old)
+	if err != nil {
+		return fmt.Errorf("renaming subscription: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil
+	}
+	if _, err := a.tx.ExecContext(a.ctx, "INSERT OR IGNORE INTO subscriptions (name) VALUES (?)", name); err != nil {
+		return fmt.Errorf("renaming subscription: %w", err)
+	}
+	return nil
+}
+
+// renameInbox follows RFC 3501 section 6.3.5: a new mailbox takes all of
+// INBOX's messages (in UID order, new UIDs), INBOX stays, empty, with its
+// UIDVALIDITY; INBOX's children are not renamed.
+func (a *applier) renameInbox(inbox *mailboxRow, newName string) error {
+	if mb, err := mailboxByName(a.ctx, a.tx, newName); err != nil {
+		return err
+	} else if mb != nil {
+		return reject(ReasonMailboxExists, "mailbox %q exists", newName)
+	}
+	dest, err := a.createWithParents(a.entry, newName, "")
+	if err != nil {
+		return err
+	}
+	msgs, err := a.messagesIn(inbox.mid)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		a.change(Change{Kind: MessageExpunged, Mailbox: inbox.id, UID: imap.UID(m.uid), Message: m.id})
+		uid, err := a.nextUID(dest)
+		if err != nil {
+			return err
+		}
+		if _, err := a.tx.ExecContext(a.ctx, "UPDATE messages SET mailbox = ?, uid = ?, modseq = ? WHERE rid = ?",
+			dest.mid, int64(uid), int64(a.pos), m.rid); err != nil {
+			return fmt.Errorf("moving message: %w", err)
+		}
+		a.change(Change{Kind: MessageAdded, Mailbox: dest.id, UID: uid, Message: m.id, Flags: m.flags.list(), Name: dest.name})
+	}
+	if len(msgs) > 0 {
+		return a.touch(inbox.mid)
+	}
+	return nil
+}
+
+// messagesIn lists a mailbox's messages in UID order.
+func (a *applier) messagesIn(mid int64) ([]*messageRow, error) {
+	rows, err := a.tx.QueryContext(a.ctx, "SELECT "+messageColumns+messageFrom+"WHERE m.mailbox = ? ORDER BY m.uid", mid)
+	if err != nil {
+		return nil, fmt.Errorf("listing messages: %w", err)
+	}
+	defer rows.Close()
+	var out []*messageRow
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing messages: %w", err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing messages: %w", err)
+	}
+	return out, nil
+}
+
+// deleteMailbox removes a mailbox and its messages. Children stay (RFC 9051
+// section 6.3.5) and so does a subscription to its name (section 6.3.7).
+func (a *applier) deleteMailbox(c *command.Command) error {
+	mb, err := a.resolve(c.MailboxID, c.Mailbox)
+	if err != nil {
+		return err
+	}
+	if mb == nil {
+		return reject(ReasonNoMailbox, "no mailbox %q to delete", c.Mailbox)
+	}
+	if mb.id == InboxID() {
+		return reject(ReasonInbox, "INBOX cannot be deleted")
+	}
+	msgs, err := a.messagesIn(mb.mid)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		if err := a.deleteMessage(m); err != nil {
+			return err
+		}
+	}
+	if _, err := a.tx.ExecContext(a.ctx, "DELETE FROM mailboxes WHERE mid = ?", mb.mid); err != nil {
+		return fmt.Errorf("deleting mailbox: %w", err)
+	}
+	a.change(Change{Kind: MailboxDeleted, Mailbox: mb.id, Name: mb.name})
+	return nil
+}
+
+// subscribe adds or removes a name from the subscription list. A mailbox
+// found by id is subscribed under its current name; a name with no mailbox
+// may be subscribed too (RFC 9051 section 6.3.7).
+func (a *applier) subscribe(c *command.Command) error {
+	name := NormalizeName(c.Mailbox)
+	if !c.MailboxID.IsZero() {
+		mb, err := mailboxByID(a.ctx, a.tx, c.MailboxID)
+		if err != nil {
+			return err
+		}
+		if mb != nil {
+			name = mb.name
+		}
+	}
+	q := "INSERT OR IGNORE INTO subscriptions (name) VALUES (?)"
+	if c.Kind == command.Unsubscribe {
+		q = "DELETE FROM subscriptions WHERE name = ?"
+	}
+	res, err := a.tx.ExecContext(a.ctx, q, name)
+	if err != nil {
+		return fmt.Errorf("updating subscriptions: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		a.change(Change{Kind: SubscriptionChanged, Name: name, Subscribed: c.Kind == command.Subscribe})
+	}
+	return nil
+}

@@ -1,0 +1,343 @@
+package mailstore
+
+import (
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+)
+
+// deliver puts the message into INBOX, named by the entry id.
+func (a *applier) deliver(c *command.Command) error {
+	inbox, err := mailboxByID(a.ctx, a.tx, InboxID())
+	if err != nil {
+		return err
+	}
+	if inbox == nil {
+		return errors.New("INBOX is missing")
+	}
+	return a.newMessage(inbox, c.Body, c.Date, flagSet{})
+}
+
+// appendMessage puts the message into the target mailbox, recreating it
+// under the command's name if it no longer exists.
+func (a *applier) appendMessage(c *command.Command) error {
+	mb, err := a.target(c)
+	if err != nil {
+		return err
+	}
+	flags, err := a.canonicalFlags(c.Flags, true)
+	if err != nil {
+		return err
+	}
+	return a.newMessage(mb, c.Body, c.Date, flags)
+}
+
+func (a *applier) newMessage(mb *mailboxRow, body []byte, date int64, flags flagSet) error {
+	if m, err := messageByID(a.ctx, a.tx, a.entry); err != nil {
+		return err
+	} else if m != nil {
+		return reject(ReasonIDExists, "message id %s exists", a.entry)
+	}
+	bid, err := a.storeBody(body)
+	if err != nil {
+		return err
+	}
+	uid, err := a.insertMessage(mb, a.entry, bid, int64(len(body)), date, flags)
+	if err != nil {
+		return err
+	}
+	a.out.Placed = append(a.out.Placed, Placement{ID: a.entry, Mailbox: mb.id, UID: uid})
+	return nil
+}
+
+// target finds the destination of an Append, Copy or Move: by id, then by
+// name; when neither exists, a mailbox of that name is created (named by the
+// entry), so a message sent to a mailbox deleted meanwhile is not lost.
+func (a *applier) target(c *command.Command) (*mailboxRow, error) {
+	mb, err := a.resolve(c.MailboxID, c.Mailbox)
+	if err != nil || mb != nil {
+		return mb, err
+	}
+	return a.createWithParents(a.entry, NormalizeName(c.Mailbox), "")
+}
+
+// resolve finds a mailbox by id first, then by name; nil if neither exists.
+func (a *applier) resolve(id command.ID, name string) (*mailboxRow, error) {
+	if !id.IsZero() {
+		mb, err := mailboxByID(a.ctx, a.tx, id)
+		if err != nil || mb != nil {
+			return mb, err
+		}
+	}
+	return mailboxByName(a.ctx, a.tx, name)
+}
+
+// storeBody stores b once: a body already stored (same SHA-256) gains a
+// reference; a new one is parsed and inserted.
+func (a *applier) storeBody(b []byte) (int64, error) {
+	digest := sha256.Sum256(b)
+	var bid int64
+	err := a.tx.QueryRowContext(a.ctx, "UPDATE bodies SET refs = refs + 1 WHERE digest = ? RETURNING bid", digest[:]).Scan(&bid)
+	if err == nil {
+		return bid, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("looking up body: %w", err)
+	}
+	p, err := parseMessage(b)
+	if err != nil {
+		return 0, err
+	}
+	err = a.tx.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure)
+		VALUES (?, 1, ?, ?, ?, ?, ?) RETURNING bid`,
+		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure).Scan(&bid)
+	if err != nil {
+		return 0, fmt.Errorf("storing body: %w", err)
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	if _, err := a.tx.ExecContext(a.ctx, "INSERT INTO blobs (bid, data) VALUES (?, ?)", bid, b); err != nil {
+		return 0, fmt.Errorf("storing body: %w", err)
+	}
+	return bid, nil
+}
+
+func (a *applier) refBody(bid int64) error {
+	if _, err := a.tx.ExecContext(a.ctx, "UPDATE bodies SET refs = refs + 1 WHERE bid = ?", bid); err != nil {
+		return fmt.Errorf("sharing body: %w", err)
+	}
+	return nil
+}
+
+// releaseBody drops one reference, and the body with its last one.
+func (a *applier) releaseBody(bid int64) error {
+	var refs int64
+	if err := a.tx.QueryRowContext(a.ctx, "SELECT refs FROM bodies WHERE bid = ?", bid).Scan(&refs); err != nil {
+		return fmt.Errorf("releasing body: %w", err)
+	}
+	var err error
+	if refs <= 1 {
+		if _, err = a.tx.ExecContext(a.ctx, "DELETE FROM blobs WHERE bid = ?", bid); err == nil {
+			_, err = a.tx.ExecContext(a.ctx, "DELETE FROM bodies WHERE bid = ?", bid)
+		}
+	} else {
+		_, err = a.tx.ExecContext(a.ctx, "UPDATE bodies SET refs = refs - 1 WHERE bid = ?", bid)
+	}
+	if err != nil {
+		return fmt.Errorf("releasing body: %w", err)
+	}
+	return nil
+}
+
+// nextUID takes mb's UIDNEXT and advances it.
+func (a *applier) nextUID(mb *mailboxRow) (imap.UID, error) {
+	var uid int64
+	err := a.tx.QueryRowContext(a.ctx,
+		"UPDATE mailboxes SET uidnext = uidnext + 1, highest_modseq = ? WHERE mid = ? RETURNING uidnext - 1",
+		int64(a.pos), mb.mid).Scan(&uid)
+	if err != nil {
+		return 0, fmt.Errorf("assigning a uid in %q: %w", mb.name, err)
+	}
+	mb.uidNext = uid + 1
+	return imap.UID(uid), nil
+}
+
+func (a *applier) touch(mid int64) error {
+	if _, err := a.tx.ExecContext(a.ctx, "UPDATE mailboxes SET highest_modseq = ? WHERE mid = ?", int64(a.pos), mid); err != nil {
+		return fmt.Errorf("updating mailbox modseq: %w", err)
+	}
+	return nil
+}
+
+func (a *applier) insertMessage(mb *mailboxRow, id command.ID, bid, size, date int64, flags flagSet) (imap.UID, error) {
+	uid, err := a.nextUID(mb)
+	if err != nil {
+		return 0, err
+	}
+	_, err = a.tx.ExecContext(a.ctx, `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id[:], mb.mid, int64(uid), bid, date, size, flags.bits, flags.encodeKeywords(), int64(a.pos))
+	if err != nil {
+		return 0, fmt.Errorf("inserting message: %w", err)
+	}
+	a.change(Change{Kind: MessageAdded, Mailbox: mb.id, UID: uid, Message: id, Flags: flags.list(), Name: mb.name})
+	return uid, nil
+}
+
+// copyMessages copies each existing message named by the command; the i-th
+// id's copy is named DeriveID(entry, i) whether or not earlier ids were
+// skipped.
+func (a *applier) copyMessages(c *command.Command) error {
+	var dest *mailboxRow
+	for i, src := range c.IDs {
+		m, err := messageByID(a.ctx, a.tx, src)
+		if err != nil {
+			return err
+		}
+		newID := command.DeriveID(a.entry, uint32(i))
+		if m == nil {
+			a.out.Skipped = append(a.out.Skipped, src)
+			continue
+		}
+		if clash, err := messageByID(a.ctx, a.tx, newID); err != nil {
+			return err
+		} else if clash != nil {
+			a.out.Skipped = append(a.out.Skipped, src)
+			continue
+		}
+		if dest == nil {
+			if dest, err = a.target(c); err != nil {
+				return err
+			}
+		}
+		if err := a.refBody(m.body); err != nil {
+			return err
+		}
+		uid, err := a.insertMessage(dest, newID, m.body, m.size, m.date, m.flags)
+		if err != nil {
+			return err
+		}
+		a.out.Placed = append(a.out.Placed, Placement{Source: src, ID: newID, Mailbox: dest.id, UID: uid})
+	}
+	return nil
+}
+
+// moveMessages moves each existing message named by the command into the
+// destination: same id, body and flags, a new UID there.
+func (a *applier) moveMessages(c *command.Command) error {
+	var dest *mailboxRow
+	for _, id := range c.IDs {
+		m, err := messageByID(a.ctx, a.tx, id)
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			a.out.Skipped = append(a.out.Skipped, id)
+			continue
+		}
+		if dest == nil {
+			if dest, err = a.target(c); err != nil {
+				return err
+			}
+		}
+		if err := a.touch(m.mailbox); err != nil {
+			return err
+		}
+		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: imap.UID(m.uid), Message: id})
+		uid, err := a.nextUID(dest)
+		if err != nil {
+			return err
+		}
+		if _, err := a.tx.ExecContext(a.ctx, "UPDATE messages SET mailbox = ?, uid = ?, modseq = ? WHERE rid = ?",
+			dest.mid, int64(uid), int64(a.pos), m.rid); err != nil {
+			return fmt.Errorf("moving message: %w", err)
+		}
+		a.change(Change{Kind: MessageAdded, Mailbox: dest.id, UID: uid, Message: id, Flags: m.flags.list(), Name: dest.name})
+		a.out.Placed = append(a.out.Placed, Placement{Source: id, ID: id, Mailbox: dest.id, UID: uid})
+	}
+	return nil
+}
+
+// expunge removes each existing message named by the command, whatever its
+// flags (the author chose the ids).
+func (a *applier) expunge(c *command.Command) error {
+	for _, id := range c.IDs {
+		m, err := messageByID(a.ctx, a.tx, id)
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			a.out.Skipped = append(a.out.Skipped, id)
+			continue
+		}
+		if err := a.deleteMessage(m); err != nil {
+			return err
+		}
+		if err := a.touch(m.mailbox); err != nil {
+			return err
+		}
+		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: imap.UID(m.uid), Message: id})
+	}
+	return nil
+}
+
+func (a *applier) deleteMessage(m *messageRow) error {
+	if _, err := a.tx.ExecContext(a.ctx, "DELETE FROM messages WHERE rid = ?", m.rid); err != nil {
+		return fmt.Errorf("deleting message: %w", err)
+	}
+	return a.releaseBody(m.body)
+}
+
+// flags applies SetFlags, ClearFlags or ReplaceFlags to each existing
+// message named; a message whose flags do not change is left untouched.
+func (a *applier) flags(c *command.Command) error {
+	given, err := a.canonicalFlags(c.Flags, c.Kind != command.ClearFlags)
+	if err != nil {
+		return err
+	}
+	for _, id := range c.IDs {
+		m, err := messageByID(a.ctx, a.tx, id)
+		if err != nil {
+			return err
+		}
+		if m == nil {
+			a.out.Skipped = append(a.out.Skipped, id)
+			continue
+		}
+		var next flagSet
+		switch c.Kind {
+		case command.SetFlags:
+			next = m.flags.union(given)
+		case command.ClearFlags:
+			next = m.flags.minus(given)
+		default:
+			next = given
+		}
+		if next.equal(m.flags) {
+			continue
+		}
+		if _, err := a.tx.ExecContext(a.ctx, "UPDATE messages SET flags = ?, keywords = ?, modseq = ? WHERE rid = ?",
+			next.bits, next.encodeKeywords(), int64(a.pos), m.rid); err != nil {
+			return fmt.Errorf("updating flags: %w", err)
+		}
+		if err := a.touch(m.mailbox); err != nil {
+			return err
+		}
+		a.change(Change{Kind: FlagsChanged, Mailbox: m.mailboxID, UID: imap.UID(m.uid), Message: id, Flags: next.list()})
+	}
+	return nil
+}
+
+// canonicalFlags turns a command's flags into a flagSet, keywords spelled
+// as first written in this store. With learn, a keyword never seen before
+// is recorded with the given spelling; without (ClearFlags), it is kept as
+// given, as it cannot be on any message anyway.
+func (a *applier) canonicalFlags(flags []string, learn bool) (flagSet, error) {
+	var f flagSet
+	for _, fl := range flags {
+		if bit := systemFlag(fl); bit != 0 {
+			f.bits |= bit
+			continue
+		}
+		spelled := fl
+		err := a.tx.QueryRowContext(a.ctx, "SELECT name FROM keywords WHERE fold = ?", foldKeyword(fl)).Scan(&spelled)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			if learn {
+				if _, err := a.tx.ExecContext(a.ctx, "INSERT INTO keywords (fold, name) VALUES (?, ?)", foldKeyword(fl), fl); err != nil {
+					return f, fmt.Errorf("recording keyword: %w", err)
+				}
+			}
+		case err != nil:
+			return f, fmt.Errorf("looking up keyword: %w", err)
+		}
+		f = f.union(flagSet{keywords: []string{spelled}})
+	}
+	return f, nil
+}

@@ -1,0 +1,236 @@
+package mailstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// The stored forms of ENVELOPE and BODYSTRUCTURE: JSON of the types below,
+// which mirror imap.Envelope and imap.BodyStructure field for field (nil and
+// empty maps and slices stay distinct). Format version 1; a change of shape
+// needs a schema migration that rewrites the stored values.
+
+type envelopeJSON struct {
+	Date      time.Time     `json:"date"`
+	Subject   string        `json:"subject,omitempty"`
+	From      []addressJSON `json:"from"`
+	Sender    []addressJSON `json:"sender"`
+	ReplyTo   []addressJSON `json:"reply_to"`
+	To        []addressJSON `json:"to"`
+	Cc        []addressJSON `json:"cc"`
+	Bcc       []addressJSON `json:"bcc"`
+	InReplyTo []string      `json:"in_reply_to"`
+	MessageID string        `json:"message_id,omitempty"`
+}
+
+type addressJSON struct {
+	Name    string `json:"name,omitempty"`
+	Mailbox string `json:"mailbox,omitempty"`
+	Host    string `json:"host,omitempty"`
+}
+
+type structureJSON struct {
+	// Multipart parts have Children and MultiExt; single parts the rest.
+	Multi    bool             `json:"multi,omitempty"`
+	Children []*structureJSON `json:"children,omitempty"`
+	MultiExt *multiExtJSON    `json:"multi_ext,omitempty"`
+
+	Type        string            `json:"type,omitempty"`
+	Subtype     string            `json:"subtype,omitempty"`
+	Params      map[string]string `json:"params"`
+	ID          string            `json:"id,omitempty"`
+	Description string            `json:"description,omitempty"`
+	Encoding    string            `json:"encoding,omitempty"`
+	Size        uint32            `json:"size,omitempty"`
+	Message     *messageJSON      `json:"message,omitempty"`
+	TextLines   *int64            `json:"text_lines,omitempty"`
+	SingleExt   *singleExtJSON    `json:"single_ext,omitempty"`
+}
+
+type messageJSON struct {
+	Envelope  *envelopeJSON  `json:"envelope"`
+	Structure *structureJSON `json:"structure"`
+	NumLines  int64          `json:"lines"`
+}
+
+type multiExtJSON struct {
+	Params      map[string]string `json:"params"`
+	Disposition *dispositionJSON  `json:"disposition,omitempty"`
+	Language    []string          `json:"language"`
+	Location    string            `json:"location,omitempty"`
+}
+
+type singleExtJSON struct {
+	Disposition *dispositionJSON `json:"disposition,omitempty"`
+	Language    []string         `json:"language"`
+	Location    string           `json:"location,omitempty"`
+}
+
+type dispositionJSON struct {
+	Value  string            `json:"value"`
+	Params map[string]string `json:"params"`
+}
+
+func addressesToJSON(in []imap.Address) []addressJSON {
+	if in == nil {
+		return nil
+	}
+	out := make([]addressJSON, len(in))
+	for i, a := range in {
+		out[i] = addressJSON(a)
+	}
+	return out
+}
+
+func addressesFromJSON(in []addressJSON) []imap.Address {
+	if in == nil {
+		return nil
+	}
+	out := make([]imap.Address, len(in))
+	for i, a := range in {
+		out[i] = imap.Address(a)
+	}
+	return out
+}
+
+func envelopeToJSON(e *imap.Envelope) *envelopeJSON {
+	if e == nil {
+		return nil
+	}
+	date := e.Date
+	if y := date.Year(); y < 1 || y > 9999 {
+		date = time.Time{} // outside what the stored form (RFC 3339) can hold
+	}
+	return &envelopeJSON{
+		Date: date, Subject: e.Subject,
+		From: addressesToJSON(e.From), Sender: addressesToJSON(e.Sender),
+		ReplyTo: addressesToJSON(e.ReplyTo), To: addressesToJSON(e.To),
+		Cc: addressesToJSON(e.Cc), Bcc: addressesToJSON(e.Bcc),
+		InReplyTo: e.InReplyTo, MessageID: e.MessageID,
+	}
+}
+
+func envelopeFromJSON(e *envelopeJSON) *imap.Envelope {
+	if e == nil {
+		return nil
+	}
+	return &imap.Envelope{
+		Date: e.Date, Subject: e.Subject,
+		From: addressesFromJSON(e.From), Sender: addressesFromJSON(e.Sender),
+		ReplyTo: addressesFromJSON(e.ReplyTo), To: addressesFromJSON(e.To),
+		Cc: addressesFromJSON(e.Cc), Bcc: addressesFromJSON(e.Bcc),
+		InReplyTo: e.InReplyTo, MessageID: e.MessageID,
+	}
+}
+
+func dispositionToJSON(d *imap.BodyStructureDisposition) *dispositionJSON {
+	if d == nil {
+		return nil
+	}
+	return &dispositionJSON{Value: d.Value, Params: d.Params}
+}
+
+func dispositionFromJSON(d *dispositionJSON) *imap.BodyStructureDisposition {
+	if d == nil {
+		return nil
+	}
+	return &imap.BodyStructureDisposition{Value: d.Value, Params: d.Params}
+}
+
+func structureToJSON(bs imap.BodyStructure) *structureJSON {
+	switch bs := bs.(type) {
+	case *imap.BodyStructureMultiPart:
+		out := &structureJSON{Multi: true, Subtype: bs.Subtype, Children: make([]*structureJSON, len(bs.Children))}
+		for i, c := range bs.Children {
+			out.Children[i] = structureToJSON(c)
+		}
+		if x := bs.Extended; x != nil {
+			out.MultiExt = &multiExtJSON{Params: x.Params, Disposition: dispositionToJSON(x.Disposition),
+				Language: x.Language, Location: x.Location}
+		}
+		return out
+	case *imap.BodyStructureSinglePart:
+		out := &structureJSON{Type: bs.Type, Subtype: bs.Subtype, Params: bs.Params, ID: bs.ID,
+			Description: bs.Description, Encoding: bs.Encoding, Size: bs.Size}
+		if m := bs.MessageRFC822; m != nil {
+			out.Message = &messageJSON{Envelope: envelopeToJSON(m.Envelope),
+				Structure: structureToJSON(m.BodyStructure), NumLines: m.NumLines}
+		}
+		if bs.Text != nil {
+			n := bs.Text.NumLines
+			out.TextLines = &n
+		}
+		if x := bs.Extended; x != nil {
+			out.SingleExt = &singleExtJSON{Disposition: dispositionToJSON(x.Disposition),
+				Language: x.Language, Location: x.Location}
+		}
+		return out
+	}
+	return nil
+}
+
+func structureFromJSON(s *structureJSON) imap.BodyStructure {
+	if s == nil {
+		return nil
+	}
+	if s.Multi {
+		out := &imap.BodyStructureMultiPart{Subtype: s.Subtype, Children: make([]imap.BodyStructure, len(s.Children))}
+		for i, c := range s.Children {
+			out.Children[i] = structureFromJSON(c)
+		}
+		if x := s.MultiExt; x != nil {
+			out.Extended = &imap.BodyStructureMultiPartExt{Params: x.Params,
+				Disposition: dispositionFromJSON(x.Disposition), Language: x.Language, Location: x.Location}
+		}
+		return out
+	}
+	out := &imap.BodyStructureSinglePart{Type: s.Type, Subtype: s.Subtype, Params: s.Params, ID: s.ID,
+		Description: s.Description, Encoding: s.Encoding, Size: s.Size}
+	if m := s.Message; m != nil {
+		out.MessageRFC822 = &imap.BodyStructureMessageRFC822{Envelope: envelopeFromJSON(m.Envelope),
+			BodyStructure: structureFromJSON(m.Structure), NumLines: m.NumLines}
+	}
+	if s.TextLines != nil {
+		out.Text = &imap.BodyStructureText{NumLines: *s.TextLines}
+	}
+	if x := s.SingleExt; x != nil {
+		out.Extended = &imap.BodyStructureSinglePartExt{Disposition: dispositionFromJSON(x.Disposition),
+			Language: x.Language, Location: x.Location}
+	}
+	return out
+}
+
+func encodeEnvelope(e *imap.Envelope) ([]byte, error) {
+	b, err := json.Marshal(envelopeToJSON(e))
+	if err != nil {
+		return nil, fmt.Errorf("encoding envelope: %w", err)
+	}
+	return b, nil
+}
+
+func decodeEnvelope(b []byte) (*imap.Envelope, error) {
+	var e *envelopeJSON
+	if err := json.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("decoding stored envelope: %w", err)
+	}
+	return envelopeFromJSON(e), nil
+}
+
+func encodeStructure(bs imap.BodyStructure) ([]byte, error) {
+	b, err := json.Marshal(structureToJSON(bs))
+	if err != nil {
+		return nil, fmt.Errorf("encoding body structure: %w", err)
+	}
+	return b, nil
+}
+
+func decodeStructure(b []byte) (imap.BodyStructure, error) {
+	var s *structureJSON
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("decoding stored body structure: %w", err)
+	}
+	return structureFromJSON(s), nil
+}

@@ -1,0 +1,275 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+)
+
+// Want says which of a message's stored parts to load besides its metadata
+// (id, UID, flags, internal date, size, modseq), which always come.
+type Want uint8
+
+const (
+	WantEnvelope  Want = 1 << iota // Message.Envelope
+	WantStructure                  // Message.BodyStructure
+	WantHeader                     // Message.Header: the raw header bytes
+	WantRaw                        // Message.Raw: the whole message, byte for byte
+)
+
+// Message is one message as FETCH and SEARCH need it.
+type Message struct {
+	ID           command.ID
+	Mailbox      command.ID
+	UID          imap.UID
+	Flags        []string // system flags first, then keywords as first spelled
+	InternalDate time.Time
+	Size         int64 // RFC822.SIZE: the raw bytes' length
+	ModSeq       uint64
+	HeaderLen    int64 // the header's length, blank line included: Raw[:HeaderLen]
+	Parse        ParseStatus
+
+	Envelope      *imap.Envelope     // with WantEnvelope
+	BodyStructure imap.BodyStructure // with WantStructure (extended data)
+	Header        []byte             // with WantHeader
+	Raw           []byte             // with WantRaw
+
+	bodyID int64
+	loader queryer
+}
+
+// LoadRaw returns the message's raw bytes: Raw if it was loaded, else read
+// now (for SEARCH BODY/TEXT, only on the messages that need it). Within a
+// Fetch callback it reads from the same snapshot.
+func (m *Message) LoadRaw(ctx context.Context) ([]byte, error) {
+	if m.Raw != nil {
+		return m.Raw, nil
+	}
+	if m.loader == nil {
+		return nil, errors.New("loading message body: no store")
+	}
+	var data []byte
+	if err := m.loader.QueryRowContext(ctx, "SELECT data FROM blobs WHERE bid = ?", m.bodyID).Scan(&data); err != nil {
+		return nil, fmt.Errorf("loading message %s: %w", m.ID, err)
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	return data, nil
+}
+
+func fetchQuery(want Want) string {
+	var b strings.Builder
+	b.WriteString("SELECT " + messageColumns + ", b.bid, b.header_len, b.parsed")
+	if want&WantEnvelope != 0 {
+		b.WriteString(", b.envelope")
+	}
+	if want&WantStructure != 0 {
+		b.WriteString(", b.structure")
+	}
+	if want&WantHeader != 0 {
+		b.WriteString(", (SELECT substr(data, 1, b.header_len) FROM blobs WHERE bid = b.bid)")
+	}
+	if want&WantRaw != 0 {
+		b.WriteString(", (SELECT data FROM blobs WHERE bid = b.bid)")
+	}
+	b.WriteString(messageFrom + "JOIN bodies b ON b.bid = m.body ")
+	return b.String()
+}
+
+func scanFetched(r scanner, want Want) (*Message, error) {
+	var row messageRow
+	var id, mbid []byte
+	var kw string
+	var bid, headerLen int64
+	var parsed int
+	var env, bs, header, raw []byte
+	dest := []any{&row.rid, &id, &row.mailbox, &mbid, &row.uid, &row.body, &row.date, &row.size,
+		&row.flags.bits, &kw, &row.modSeq, &bid, &headerLen, &parsed}
+	for _, w := range []struct {
+		bit Want
+		p   *[]byte
+	}{{WantEnvelope, &env}, {WantStructure, &bs}, {WantHeader, &header}, {WantRaw, &raw}} {
+		if want&w.bit != 0 {
+			dest = append(dest, w.p)
+		}
+	}
+	if err := r.Scan(dest...); err != nil {
+		return nil, err
+	}
+	m := &Message{
+		UID: imap.UID(row.uid), InternalDate: time.UnixMilli(row.date), Size: row.size,
+		ModSeq: uint64(row.modSeq), HeaderLen: headerLen, Parse: ParseStatus(parsed), bodyID: bid,
+	}
+	copy(m.ID[:], id)
+	copy(m.Mailbox[:], mbid)
+	row.flags.keywords = decodeKeywords(kw)
+	m.Flags = row.flags.list()
+	var err error
+	if want&WantEnvelope != 0 {
+		if m.Envelope, err = decodeEnvelope(env); err != nil {
+			return nil, err
+		}
+	}
+	if want&WantStructure != 0 {
+		if m.BodyStructure, err = decodeStructure(bs); err != nil {
+			return nil, err
+		}
+	}
+	if want&WantHeader != 0 {
+		m.Header = nonNil(header)
+	}
+	if want&WantRaw != 0 {
+		m.Raw = nonNil(raw)
+	}
+	return m, nil
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// Message returns the message with uid in mailbox.
+func (s *Store) Message(ctx context.Context, mailbox command.ID, uid imap.UID, want Want) (*Message, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	m, err := scanFetched(s.rdb.QueryRowContext(ctx, fetchQuery(want)+"WHERE mb.id = ? AND m.uid = ?", mailbox[:], int64(uid)), want)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("message uid %d in %s: %w", uid, mailbox, ErrNoMessage)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading message uid %d in %s: %w", uid, mailbox, err)
+	}
+	m.loader = s.rdb
+	return m, nil
+}
+
+// MessageByID returns the message with id, wherever it is.
+func (s *Store) MessageByID(ctx context.Context, id command.ID, want Want) (*Message, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	m, err := scanFetched(s.rdb.QueryRowContext(ctx, fetchQuery(want)+"WHERE m.id = ?", id[:]), want)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("message %s: %w", id, ErrNoMessage)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading message %s: %w", id, err)
+	}
+	m.loader = s.rdb
+	return m, nil
+}
+
+// Fetch calls fn for each message of mailbox whose UID is in uids, in UID
+// order, from one consistent snapshot. A range ending in * (Stop 0) runs to
+// the last message. Only what want asks for is loaded, one row at a time,
+// so fetching many messages never holds all their bodies; fn may call
+// LoadRaw. The Message is fn's to keep. An error from fn stops Fetch and is
+// returned.
+func (s *Store) Fetch(ctx context.Context, mailbox command.ID, uids imap.UIDSet, want Want, fn func(*Message) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	lo, hi := imap.UID(^uint32(0)), imap.UID(0)
+	for _, r := range uids {
+		start, stop := r.Start, r.Stop
+		if start == 0 {
+			start = imap.UID(^uint32(0))
+		}
+		if stop == 0 {
+			stop = imap.UID(^uint32(0))
+		}
+		if start > stop {
+			start, stop = stop, start
+		}
+		lo, hi = min(lo, start), max(hi, stop)
+	}
+	return s.scan(ctx, mailbox, "AND m.uid BETWEEN ? AND ?", []any{int64(lo), int64(hi)}, want, func(m *Message) error {
+		if !inSet(uids, m.UID) {
+			return nil
+		}
+		return fn(m)
+	})
+}
+
+// inSet reports whether uid is in uids, whose ranges may be in any order
+// and written either way round, * (0) standing for the largest UID.
+func inSet(uids imap.UIDSet, uid imap.UID) bool {
+	for _, r := range uids {
+		start, stop := r.Start, r.Stop
+		if start == 0 {
+			start = imap.UID(^uint32(0))
+		}
+		if stop == 0 {
+			stop = imap.UID(^uint32(0))
+		}
+		if start > stop {
+			start, stop = stop, start
+		}
+		if uid >= start && uid <= stop {
+			return true
+		}
+	}
+	return false
+}
+
+// Scan calls fn for every message of mailbox, in UID order, from one
+// consistent snapshot: the way to evaluate SEARCH (flags, dates and sizes
+// come with every message; headers with WantHeader; bodies through LoadRaw,
+// only when needed).
+func (s *Store) Scan(ctx context.Context, mailbox command.ID, want Want, fn func(*Message) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	return s.scan(ctx, mailbox, "", nil, want, fn)
+}
+
+func (s *Store) scan(ctx context.Context, mailbox command.ID, cond string, args []any, want Want, fn func(*Message) error) error {
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
+	}
+	defer tx.Rollback()
+	mb, err := mailboxByID(ctx, tx, mailbox)
+	if err != nil {
+		return err
+	}
+	if mb == nil {
+		return fmt.Errorf("reading mailbox %s: %w", mailbox, ErrNoMailbox)
+	}
+	rows, err := tx.QueryContext(ctx, fetchQuery(want)+"WHERE m.mailbox = ? "+cond+" ORDER BY m.uid", append([]any{mb.mid}, args...)...)
+	if err != nil {
+		return fmt.Errorf("reading messages of %q: %w", mb.name, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		m, err := scanFetched(rows, want)
+		if err != nil {
+			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
+		}
+		m.loader = tx
+		err = fn(m)
+		m.loader = s.rdb // later calls read the current state
+		if err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading messages of %q: %w", mb.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,204 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+)
+
+// Mailbox is a mailbox with the figures STATUS and LIST-STATUS need.
+type Mailbox struct {
+	ID            command.ID
+	Name          string
+	SpecialUse    string // RFC 6154 attribute or ""
+	Subscribed    bool
+	UIDValidity   uint32
+	UIDNext       imap.UID
+	HighestModSeq uint64 // log position of the last change to the mailbox
+	Messages      uint32
+	Unseen        uint32
+	Size          int64 // sum of RFC822.SIZE (STATUS SIZE, RFC 8438)
+}
+
+const mailboxStatusQuery = `SELECT mb.mid, mb.id, mb.name, mb.special_use, mb.uidvalidity, mb.uidnext, mb.highest_modseq,
+	EXISTS (SELECT 1 FROM subscriptions s WHERE s.name = mb.name),
+	count(m.rid), coalesce(sum(m.flags & 1 = 0), 0), coalesce(sum(m.size), 0)
+FROM mailboxes mb LEFT JOIN messages m ON m.mailbox = mb.mid `
+
+func scanMailboxStatus(r scanner) (*Mailbox, error) {
+	var mb Mailbox
+	var mid, uv, next, modseq int64
+	var id []byte
+	if err := r.Scan(&mid, &id, &mb.Name, &mb.SpecialUse, &uv, &next, &modseq,
+		&mb.Subscribed, &mb.Messages, &mb.Unseen, &mb.Size); err != nil {
+		return nil, err
+	}
+	copy(mb.ID[:], id)
+	mb.UIDValidity, mb.UIDNext, mb.HighestModSeq = uint32(uv), imap.UID(next), uint64(modseq)
+	return &mb, nil
+}
+
+// Mailboxes lists every mailbox, sorted by name.
+func (s *Store) Mailboxes(ctx context.Context) ([]Mailbox, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	rows, err := s.rdb.QueryContext(ctx, mailboxStatusQuery+"GROUP BY mb.mid ORDER BY mb.name")
+	if err != nil {
+		return nil, fmt.Errorf("listing mailboxes: %w", err)
+	}
+	defer rows.Close()
+	var out []Mailbox
+	for rows.Next() {
+		mb, err := scanMailboxStatus(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing mailboxes: %w", err)
+		}
+		out = append(out, *mb)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing mailboxes: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) mailboxStatus(ctx context.Context, where string, arg any, what string) (*Mailbox, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	mb, err := scanMailboxStatus(s.rdb.QueryRowContext(ctx, mailboxStatusQuery+"WHERE "+where+" GROUP BY mb.mid", arg))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("mailbox %s: %w", what, ErrNoMailbox)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading mailbox %s: %w", what, err)
+	}
+	return mb, nil
+}
+
+// MailboxByName returns the mailbox called name (INBOX in any case).
+func (s *Store) MailboxByName(ctx context.Context, name string) (*Mailbox, error) {
+	return s.mailboxStatus(ctx, "mb.name = ?", NormalizeName(name), fmt.Sprintf("%q", name))
+}
+
+// MailboxByID returns the mailbox with id.
+func (s *Store) MailboxByID(ctx context.Context, id command.ID) (*Mailbox, error) {
+	return s.mailboxStatus(ctx, "mb.id = ?", id[:], id.String())
+}
+
+// Subscriptions lists the subscribed names, sorted; a name may have no
+// mailbox (RFC 9051 section 6.3.7).
+func (s *Store) Subscriptions(ctx context.Context) ([]string, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	return queryStrings(ctx, s.rdb, "SELECT name FROM subscriptions ORDER BY name")
+}
+
+func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("querying: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("querying: %w", err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("querying: %w", err)
+	}
+	return out, nil
+}
+
+// Keywords lists the keywords ever used, as first spelled, sorted
+// case-insensitively (for the FLAGS and PERMANENTFLAGS responses).
+func (s *Store) Keywords(ctx context.Context) ([]string, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	return queryStrings(ctx, s.rdb, "SELECT name FROM keywords ORDER BY fold")
+}
+
+// UIDs returns the UIDs of a mailbox's messages in increasing order: the
+// message sequence numbers are the positions in this list (RFC 9051 section
+// 2.3.1.2).
+func (s *Store) UIDs(ctx context.Context, mailbox command.ID) ([]imap.UID, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("listing uids: %w", err)
+	}
+	defer tx.Rollback()
+	mb, err := mailboxByID(ctx, tx, mailbox)
+	if err != nil {
+		return nil, err
+	}
+	if mb == nil {
+		return nil, fmt.Errorf("listing uids of %s: %w", mailbox, ErrNoMailbox)
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT uid FROM messages WHERE mailbox = ? ORDER BY uid", mb.mid)
+	if err != nil {
+		return nil, fmt.Errorf("listing uids: %w", err)
+	}
+	defer rows.Close()
+	out := []imap.UID{}
+	for rows.Next() {
+		var uid int64
+		if err := rows.Scan(&uid); err != nil {
+			return nil, fmt.Errorf("listing uids: %w", err)
+		}
+		out = append(out, imap.UID(uid))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing uids: %w", err)
+	}
+	return out, nil
+}
+
+// Locate returns where the message with id is: its mailbox and UID.
+func (s *Store) Locate(ctx context.Context, id command.ID) (mailbox command.ID, uid imap.UID, err error) {
+	if err := s.check(); err != nil {
+		return mailbox, 0, err
+	}
+	m, err := messageByID(ctx, s.rdb, id)
+	if err != nil {
+		return mailbox, 0, err
+	}
+	if m == nil {
+		return mailbox, 0, fmt.Errorf("locating message %s: %w", id, ErrNoMessage)
+	}
+	return m.mailboxID, imap.UID(m.uid), nil
+}
+
+// MessageIDs maps UIDs of a mailbox to message ids, for building commands.
+// UIDs with no message are left out of the map.
+func (s *Store) MessageIDs(ctx context.Context, mailbox command.ID, uids []imap.UID) (map[imap.UID]command.ID, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	out := make(map[imap.UID]command.ID, len(uids))
+	if len(uids) == 0 {
+		return out, nil
+	}
+	var set imap.UIDSet
+	for _, u := range uids {
+		set.AddNum(u)
+	}
+	err := s.Fetch(ctx, mailbox, set, 0, func(m *Message) error {
+		out[m.UID] = m.ID
+		return nil
+	})
+	return out, err
+}

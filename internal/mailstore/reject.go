@@ -1,0 +1,100 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"cspool/internal/command"
+)
+
+// Rejection is one entry that was not applied.
+type Rejection struct {
+	Pos    uint64
+	Entry  *command.ID // nil when the entry could not be opened
+	Reason Reason
+	Detail string
+	At     time.Time // when this device rejected it
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// insertRejection records a rejection; a position already recorded keeps
+// its first record.
+func insertRejection(ctx context.Context, db execer, pos uint64, entry *command.ID, reason Reason, detail string, at int64) error {
+	var id []byte
+	if entry != nil {
+		id = entry[:]
+	}
+	_, err := db.ExecContext(ctx, "INSERT OR IGNORE INTO rejected (pos, entry, reason, detail, at) VALUES (?, ?, ?, ?, ?)",
+		int64(pos), id, string(reason), detail, at)
+	if err != nil {
+		return fmt.Errorf("recording rejection of position %d: %w", pos, err)
+	}
+	return nil
+}
+
+// RecordRejected records that the entry at pos was rejected before it could
+// be applied (it would not open: bad signature, unknown author, undecodable
+// command), so that it is listed and counted with the entries Apply
+// rejected. It does not move the position: the next Apply does. Recording
+// the same position twice keeps the first record.
+func (s *Store) RecordRejected(ctx context.Context, pos uint64, reason string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return insertRejection(ctx, s.wdb, pos, nil, Reason(reason), "", time.Now().UnixMilli())
+}
+
+// Rejected lists the most recent rejections, newest (highest position)
+// first, at most limit of them (all if limit <= 0).
+func (s *Store) Rejected(ctx context.Context, limit int) ([]Rejection, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = -1
+	}
+	rows, err := s.rdb.QueryContext(ctx, "SELECT pos, entry, reason, detail, at FROM rejected ORDER BY pos DESC LIMIT ?", limit)
+	if err != nil {
+		return nil, fmt.Errorf("listing rejections: %w", err)
+	}
+	defer rows.Close()
+	var out []Rejection
+	for rows.Next() {
+		var r Rejection
+		var pos, at int64
+		var id []byte
+		var reason string
+		if err := rows.Scan(&pos, &id, &reason, &r.Detail, &at); err != nil {
+			return nil, fmt.Errorf("listing rejections: %w", err)
+		}
+		r.Pos, r.Reason, r.At = uint64(pos), Reason(reason), time.UnixMilli(at)
+		if len(id) == command.IDSize {
+			r.Entry = new(command.ID)
+			copy(r.Entry[:], id)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing rejections: %w", err)
+	}
+	return out, nil
+}
+
+// RejectedCount returns how many entries were rejected in all.
+func (s *Store) RejectedCount(ctx context.Context) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM rejected").Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting rejections: %w", err)
+	}
+	return n, nil
+}

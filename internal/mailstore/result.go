@@ -1,0 +1,158 @@
+package mailstore
+
+import (
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+)
+
+// Author says who signed an entry.
+type Author int
+
+const (
+	// AuthorSpool is the delivery side: it may only Deliver.
+	AuthorSpool Author = 1
+	// AuthorUser is one of the user's devices: it may do everything.
+	AuthorUser Author = 2
+)
+
+func (a Author) String() string {
+	switch a {
+	case AuthorSpool:
+		return "spool"
+	case AuthorUser:
+		return "user"
+	}
+	return "unknown"
+}
+
+// Entry is one opened, verified log entry.
+type Entry struct {
+	Pos    uint64     // log position (dense, increasing)
+	ID     command.ID // the entry's unique id
+	Author Author
+	Cmd    *command.Command
+}
+
+// Reason says why an entry was rejected. The values are stored.
+type Reason string
+
+// Rejection reasons set by Apply. RecordRejected takes any reason.
+const (
+	ReasonForbidden     Reason = "forbidden"      // the author acts beyond its rights
+	ReasonReplay        Reason = "replay"         // the entry id was seen before
+	ReasonInvalid       Reason = "invalid"        // no command, or it fails Validate
+	ReasonNoMailbox     Reason = "no-mailbox"     // the mailbox to act on does not exist
+	ReasonMailboxExists Reason = "mailbox-exists" // the mailbox to create or rename into exists
+	ReasonInbox         Reason = "inbox"          // INBOX cannot be deleted
+	ReasonIDExists      Reason = "id-exists"      // the id a new message or mailbox would take is in use
+)
+
+// Status is an entry's outcome.
+type Status int
+
+const (
+	// Applied: the entry was applied in full.
+	Applied Status = iota
+	// Partial: applied, but some message ids it names no longer existed and
+	// were skipped (Outcome.Skipped).
+	Partial
+	// Rejected: nothing was applied (Outcome.Reason).
+	Rejected
+)
+
+func (s Status) String() string {
+	switch s {
+	case Applied:
+		return "applied"
+	case Partial:
+		return "partial"
+	case Rejected:
+		return "rejected"
+	}
+	return "unknown"
+}
+
+// Placement tells where a message created or moved by an entry went: for
+// APPENDUID and COPYUID (RFC 4315 section 3).
+type Placement struct {
+	Source  command.ID // the copied or moved message; zero for Deliver and Append
+	ID      command.ID // the message's id
+	Mailbox command.ID
+	UID     imap.UID
+}
+
+// Outcome is what became of one entry.
+type Outcome struct {
+	Pos     uint64
+	Entry   command.ID
+	Kind    command.Kind // 0 if the entry had no command
+	Status  Status
+	Reason  Reason       // when Rejected
+	Detail  string       // when Rejected: a short explanation, no message content
+	Skipped []command.ID // message ids named but no longer present
+	Placed  []Placement  // messages created or moved, in order
+}
+
+// ChangeKind says what a Change is.
+type ChangeKind int
+
+const (
+	// MessageAdded: UID was added to Mailbox (EXISTS).
+	MessageAdded ChangeKind = iota + 1
+	// MessageExpunged: UID left Mailbox (EXPUNGE).
+	MessageExpunged
+	// FlagsChanged: UID's flags are now Flags (FETCH FLAGS).
+	FlagsChanged
+	// MailboxCreated: Mailbox now exists as Name.
+	MailboxCreated
+	// MailboxRenamed: Mailbox was OldName and is now Name.
+	MailboxRenamed
+	// MailboxDeleted: Mailbox (was Name) is gone with its messages; no
+	// MessageExpunged changes are listed for them.
+	MailboxDeleted
+	// SubscriptionChanged: Name is now Subscribed or not.
+	SubscriptionChanged
+)
+
+// Change is one state change an IMAP layer must tell its sessions about.
+type Change struct {
+	Kind       ChangeKind
+	Pos        uint64     // the entry that made it
+	Mailbox    command.ID // zero for SubscriptionChanged
+	UID        imap.UID   // message changes
+	Message    command.ID // message changes
+	Flags      []string   // FlagsChanged, MessageAdded: the message's flags
+	Name       string     // mailbox changes: the (new) name
+	OldName    string     // MailboxRenamed
+	Subscribed bool       // SubscriptionChanged
+}
+
+// Result is what an Apply did.
+type Result struct {
+	Outcomes []Outcome // one per entry, in order
+	Changes  []Change  // in apply order
+}
+
+// ByMailbox returns the message and mailbox changes grouped by mailbox, each
+// list in apply order (so UIDs added to one mailbox are increasing).
+func (r *Result) ByMailbox() map[command.ID][]Change {
+	out := map[command.ID][]Change{}
+	for _, c := range r.Changes {
+		if c.Kind != SubscriptionChanged {
+			out[c.Mailbox] = append(out[c.Mailbox], c)
+		}
+	}
+	return out
+}
+
+// Rejections counts the rejected entries in r.
+func (r *Result) Rejections() int {
+	n := 0
+	for _, o := range r.Outcomes {
+		if o.Status == Rejected {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,123 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"cspool/internal/command"
+)
+
+// queryer is what *sql.DB, *sql.Conn and *sql.Tx share.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// mailboxRow is a mailboxes row.
+type mailboxRow struct {
+	mid         int64
+	id          command.ID
+	name        string
+	specialUse  string
+	uidValidity int64
+	uidNext     int64
+	modSeq      int64
+}
+
+const mailboxColumns = "mid, id, name, special_use, uidvalidity, uidnext, highest_modseq"
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanMailbox(r scanner) (*mailboxRow, error) {
+	var m mailboxRow
+	var id []byte
+	if err := r.Scan(&m.mid, &id, &m.name, &m.specialUse, &m.uidValidity, &m.uidNext, &m.modSeq); err != nil {
+		return nil, err
+	}
+	copy(m.id[:], id)
+	return &m, nil
+}
+
+// mailboxWhere returns the one mailbox matching where, or nil.
+func mailboxWhere(ctx context.Context, q queryer, where string, arg any) (*mailboxRow, error) {
+	m, err := scanMailbox(q.QueryRowContext(ctx, "SELECT "+mailboxColumns+" FROM mailboxes WHERE "+where, arg))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading mailbox: %w", err)
+	}
+	return m, nil
+}
+
+func mailboxByID(ctx context.Context, q queryer, id command.ID) (*mailboxRow, error) {
+	return mailboxWhere(ctx, q, "id = ?", id[:])
+}
+
+func mailboxByName(ctx context.Context, q queryer, name string) (*mailboxRow, error) {
+	return mailboxWhere(ctx, q, "name = ?", NormalizeName(name))
+}
+
+func allMailboxes(ctx context.Context, q queryer) ([]*mailboxRow, error) {
+	rows, err := q.QueryContext(ctx, "SELECT "+mailboxColumns+" FROM mailboxes ORDER BY name")
+	if err != nil {
+		return nil, fmt.Errorf("listing mailboxes: %w", err)
+	}
+	defer rows.Close()
+	var out []*mailboxRow
+	for rows.Next() {
+		m, err := scanMailbox(rows)
+		if err != nil {
+			return nil, fmt.Errorf("listing mailboxes: %w", err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing mailboxes: %w", err)
+	}
+	return out, nil
+}
+
+// messageRow is a messages row with its mailbox's id.
+type messageRow struct {
+	rid       int64
+	id        command.ID
+	mailbox   int64
+	mailboxID command.ID
+	uid       int64
+	body      int64
+	date      int64
+	size      int64
+	flags     flagSet
+	modSeq    int64
+}
+
+const messageColumns = "m.rid, m.id, m.mailbox, mb.id, m.uid, m.body, m.date, m.size, m.flags, m.keywords, m.modseq"
+const messageFrom = " FROM messages m JOIN mailboxes mb ON mb.mid = m.mailbox "
+
+func scanMessage(r scanner) (*messageRow, error) {
+	var m messageRow
+	var id, mbid []byte
+	var kw string
+	if err := r.Scan(&m.rid, &id, &m.mailbox, &mbid, &m.uid, &m.body, &m.date, &m.size, &m.flags.bits, &kw, &m.modSeq); err != nil {
+		return nil, err
+	}
+	copy(m.id[:], id)
+	copy(m.mailboxID[:], mbid)
+	m.flags.keywords = decodeKeywords(kw)
+	return &m, nil
+}
+
+// messageByID returns the message with id, or nil.
+func messageByID(ctx context.Context, q queryer, id command.ID) (*messageRow, error) {
+	m, err := scanMessage(q.QueryRowContext(ctx, "SELECT "+messageColumns+messageFrom+"WHERE m.id = ?", id[:]))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading message %s: %w", id, err)
+	}
+	return m, nil
+}

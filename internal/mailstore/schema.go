@@ -1,0 +1,155 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// applicationID marks the file as a cspool mail store ("cSm1") in the SQLite
+// header, so Open refuses another program's database.
+const applicationID = 0x63536d31
+
+// migrations[i] brings the schema from version i to version i+1 (PRAGMA
+// user_version). Append only: never edit a released step.
+var migrations = [...]string{
+	// 1: the state row, mailboxes, subscriptions, keyword spellings, shared
+	// bodies (metadata apart from the bytes, so scans stay small), messages,
+	// the ids of entries already seen and the rejections. The initial
+	// mailboxes are part of the schema: every device starts with them.
+	`
+CREATE TABLE state (
+	k                INTEGER PRIMARY KEY CHECK (k = 1),
+	position         INTEGER NOT NULL CHECK (position >= 0),
+	next_uidvalidity INTEGER NOT NULL CHECK (next_uidvalidity > 0)
+);
+CREATE TRIGGER state_never_goes_back
+BEFORE UPDATE ON state
+WHEN NEW.position < OLD.position OR NEW.next_uidvalidity < OLD.next_uidvalidity
+BEGIN
+	SELECT RAISE(ABORT, 'mailstore: position and uidvalidity counter never decrease');
+END;
+CREATE TABLE mailboxes (
+	mid            INTEGER PRIMARY KEY,
+	id             BLOB    NOT NULL UNIQUE CHECK (length(id) = 16),
+	name           TEXT    NOT NULL UNIQUE,
+	special_use    TEXT    NOT NULL DEFAULT '',
+	uidvalidity    INTEGER NOT NULL UNIQUE CHECK (uidvalidity > 0 AND uidvalidity < 4294967296),
+	uidnext        INTEGER NOT NULL CHECK (uidnext > 0 AND uidnext < 4294967296),
+	highest_modseq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER mailboxes_uidnext_never_decreases
+BEFORE UPDATE OF uidnext ON mailboxes WHEN NEW.uidnext < OLD.uidnext
+BEGIN
+	SELECT RAISE(ABORT, 'mailstore: uidnext never decreases');
+END;
+CREATE TABLE subscriptions (
+	name TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE keywords (
+	fold TEXT PRIMARY KEY,
+	name TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE bodies (
+	bid        INTEGER PRIMARY KEY,
+	digest     BLOB    NOT NULL UNIQUE CHECK (length(digest) = 32),
+	refs       INTEGER NOT NULL CHECK (refs > 0),
+	size       INTEGER NOT NULL,
+	header_len INTEGER NOT NULL,
+	parsed     INTEGER NOT NULL,
+	envelope   BLOB    NOT NULL,
+	structure  BLOB    NOT NULL
+);
+CREATE TABLE blobs (
+	bid  INTEGER PRIMARY KEY REFERENCES bodies (bid) ON DELETE CASCADE,
+	data BLOB NOT NULL
+);
+CREATE TABLE messages (
+	rid      INTEGER PRIMARY KEY,
+	id       BLOB    NOT NULL UNIQUE CHECK (length(id) = 16),
+	mailbox  INTEGER NOT NULL REFERENCES mailboxes (mid),
+	uid      INTEGER NOT NULL CHECK (uid > 0),
+	body     INTEGER NOT NULL REFERENCES bodies (bid),
+	date     INTEGER NOT NULL,
+	size     INTEGER NOT NULL,
+	flags    INTEGER NOT NULL DEFAULT 0,
+	keywords TEXT    NOT NULL DEFAULT '',
+	modseq   INTEGER NOT NULL,
+	UNIQUE (mailbox, uid)
+);
+CREATE INDEX messages_body ON messages (body);
+CREATE TABLE entries (
+	id  BLOB    PRIMARY KEY,
+	pos INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE rejected (
+	pos    INTEGER PRIMARY KEY,
+	entry  BLOB,
+	reason TEXT    NOT NULL,
+	detail TEXT    NOT NULL DEFAULT '',
+	at     INTEGER NOT NULL
+);
+INSERT INTO state (k, position, next_uidvalidity) VALUES (1, 0, 7);
+INSERT INTO mailboxes (id, name, special_use, uidvalidity, uidnext) VALUES
+	(x'00000000000000000000000000000001', 'INBOX',   '',          1, 1),
+	(x'00000000000000000000000000000002', 'Sent',    '\Sent',     2, 1),
+	(x'00000000000000000000000000000003', 'Drafts',  '\Drafts',   3, 1),
+	(x'00000000000000000000000000000004', 'Trash',   '\Trash',    4, 1),
+	(x'00000000000000000000000000000005', 'Junk',    '\Junk',     5, 1),
+	(x'00000000000000000000000000000006', 'Archive', '\Archive',  6, 1);
+INSERT INTO subscriptions (name) VALUES ('INBOX'), ('Sent'), ('Drafts'), ('Trash'), ('Junk'), ('Archive');
+`,
+}
+
+// SchemaVersion is the schema version this package writes.
+const SchemaVersion = len(migrations)
+
+// migrate brings the database to SchemaVersion in one IMMEDIATE transaction.
+func migrate(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("starting migration: %w", err)
+	}
+	defer tx.Rollback()
+	var appID, version int
+	if err := tx.QueryRowContext(ctx, "PRAGMA application_id").Scan(&appID); err != nil {
+		return fmt.Errorf("reading application id: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("reading schema version: %w", err)
+	}
+	if appID != 0 && appID != applicationID {
+		return fmt.Errorf("application id %#x: %w", appID, ErrNotMailstore)
+	}
+	if appID == 0 {
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&n); err != nil {
+			return fmt.Errorf("inspecting database: %w", err)
+		}
+		if n != 0 || version != 0 {
+			return fmt.Errorf("database has %d schema objects but no application id: %w", n, ErrNotMailstore)
+		}
+	}
+	if version > SchemaVersion {
+		return fmt.Errorf("schema version %d, this program knows up to %d (upgrade cspool): %w",
+			version, SchemaVersion, ErrNewerSchema)
+	}
+	if version == SchemaVersion {
+		return nil
+	}
+	for v := version; v < SchemaVersion; v++ {
+		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
+			return fmt.Errorf("migrating schema to version %d: %w", v+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA application_id = %d", applicationID)); err != nil {
+		return fmt.Errorf("setting application id: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion)); err != nil {
+		return fmt.Errorf("setting schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing migration: %w", err)
+	}
+	return nil
+}
