@@ -1,0 +1,105 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+)
+
+// DefaultMaxMessageBytes is the message size limit when none is configured.
+const DefaultMaxMessageBytes = 50 << 20
+
+// Directory resolves a user name to the user's public key; Lookup returns an
+// error wrapping ErrUnknownUser for a user it does not know. Any other error
+// is taken as temporary (the directory could not answer).
+type Directory interface {
+	Lookup(ctx context.Context, user string) (keys.PublicKey, error)
+}
+
+// StaticDirectory is a fixed Directory; keys.Users converts to it.
+type StaticDirectory map[string]keys.PublicKey
+
+// Lookup returns the key of user, or an error wrapping ErrUnknownUser.
+func (s StaticDirectory) Lookup(_ context.Context, user string) (keys.PublicKey, error) {
+	k, ok := s[user]
+	if !ok {
+		return keys.PublicKey{}, fmt.Errorf("looking up %q: %w", user, ErrUnknownUser)
+	}
+	return k, nil
+}
+
+// Appender is what deliveries are appended to: spool.Store satisfies it, and
+// so does the HTTP API client. Append returns only once the batch is durable.
+type Appender interface {
+	Append(ctx context.Context, user string, batch [][]byte) (first uint64, err error)
+}
+
+// Deliverer seals messages for users and appends them to their logs. Its
+// fields are set once before use; it is then safe for concurrent use.
+type Deliverer struct {
+	// Log receives the sealed entries.
+	Log Appender
+	// SpoolKey signs every delivery. It cannot decrypt them.
+	SpoolKey *keys.SecretKey
+	// Users resolves recipients to their public keys.
+	Users Directory
+	// Now gives the received time; nil means time.Now.
+	Now func() time.Time
+	// MaxMessageBytes is the largest message accepted; zero means
+	// DefaultMaxMessageBytes.
+	MaxMessageBytes int64
+}
+
+func (d *Deliverer) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+func (d *Deliverer) maxBytes() int64 {
+	if d.MaxMessageBytes > 0 {
+		return d.MaxMessageBytes
+	}
+	return DefaultMaxMessageBytes
+}
+
+// Deliver seals msg for user and appends it to user's log, returning the
+// entry's position once it is durable. msg is stored byte for byte, whatever
+// it holds. Errors classify with KindOf.
+func (d *Deliverer) Deliver(ctx context.Context, user string, msg []byte) (pos uint64, err error) {
+	if err := keys.CheckUserName(user); err != nil {
+		return 0, fmt.Errorf("delivering: %w: %w", ErrUnknownUser, err)
+	}
+	if n := int64(len(msg)); n > d.maxBytes() {
+		return 0, fmt.Errorf("delivering to %s: %w: %d bytes, limit %d", user, ErrTooLarge, n, d.maxBytes())
+	}
+	key, err := d.Users.Lookup(ctx, user)
+	if err != nil {
+		return 0, fmt.Errorf("delivering to %s: %w", user, err)
+	}
+	return d.deliverTo(ctx, user, key, msg, d.now())
+}
+
+// deliverTo seals and appends without checks: the caller has validated user,
+// looked up key and bounded msg.
+func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicKey, msg []byte, received time.Time) (uint64, error) {
+	if d.SpoolKey == nil {
+		return 0, errors.New("delivering: no spool key configured")
+	}
+	c := &command.Command{Kind: command.Deliver, Date: received.UnixMilli(), Body: msg}
+	sealed, _, err := entry.Seal(c, d.SpoolKey, key, user, nil)
+	if err != nil {
+		return 0, fmt.Errorf("delivering to %s: %w", user, err)
+	}
+	pos, err := d.Log.Append(ctx, user, [][]byte{sealed})
+	if err != nil {
+		return 0, fmt.Errorf("delivering to %s: appending %d bytes: %w", user, len(sealed), err)
+	}
+	return pos, nil
+}

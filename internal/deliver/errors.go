@@ -1,0 +1,81 @@
+package deliver
+
+import (
+	"errors"
+	"syscall"
+
+	"cspool/internal/keys"
+	"cspool/internal/spool"
+)
+
+// Errors returned by Deliver and the LMTP listener, wrapped with detail: test
+// with errors.Is or use KindOf.
+var (
+	// ErrUnknownUser: the recipient is not a user (or cannot name one).
+	// Permanent.
+	ErrUnknownUser = errors.New("unknown user")
+	// ErrTooLarge: the message is over the size limit. Permanent.
+	ErrTooLarge = errors.New("message too large")
+	// ErrResources: the delivery side is short of memory or storage right now.
+	// Temporary.
+	ErrResources = errors.New("insufficient resources")
+)
+
+// Kind classifies a delivery error by what the sender must do about it.
+type Kind uint8
+
+// The kinds of delivery errors, with their LMTP replies and the exit status
+// of cspool deliver.
+const (
+	// KindNone: no error (250 2.0.0; exit 0).
+	KindNone Kind = iota
+	// KindTemporary: retry later. The store is unavailable, the context ended,
+	// the server is unreachable, or something unforeseen went wrong
+	// (451 4.3.0; exit 75).
+	KindTemporary
+	// KindResources: retry later; out of storage or of the memory budget for
+	// messages in flight (452 4.3.1; exit 75).
+	KindResources
+	// KindUnknownUser: permanent; no such user (550 5.1.1; exit 67).
+	KindUnknownUser
+	// KindTooLarge: permanent; the message is over the size limit
+	// (552 5.3.4; exit 65).
+	KindTooLarge
+)
+
+var kindNames = [...]string{"none", "temporary", "resources", "unknown user", "too large"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "invalid kind"
+}
+
+// KindOf classifies err. Errors it does not recognise are KindTemporary:
+// a mail transfer agent then keeps the message and retries.
+func KindOf(err error) Kind {
+	switch {
+	case err == nil:
+		return KindNone
+	case errors.Is(err, ErrUnknownUser), errors.Is(err, keys.ErrBadUserName):
+		return KindUnknownUser
+	case errors.Is(err, ErrTooLarge), errors.Is(err, spool.ErrTooLarge):
+		return KindTooLarge
+	case errors.Is(err, ErrResources), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.ENOMEM):
+		return KindResources
+	}
+	return KindTemporary
+}
+
+// IsTemporary reports whether err is a failure worth retrying later.
+func IsTemporary(err error) bool {
+	k := KindOf(err)
+	return k == KindTemporary || k == KindResources
+}
+
+// IsPermanent reports whether err is a failure that retrying cannot fix.
+func IsPermanent(err error) bool {
+	k := KindOf(err)
+	return k == KindUnknownUser || k == KindTooLarge
+}

@@ -1,0 +1,249 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"cspool/internal/keys"
+)
+
+// errNotLocalDomain: the recipient's domain is not one of LMTPOptions.Domains.
+var errNotLocalDomain = errors.New("recipient domain is not local")
+
+// Replies (RFC 2033 section 4.2, RFC 3463 enhanced codes). The peer sees the
+// short text; the log gets the detail.
+var (
+	replyNoUser    = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user here"}
+	replyNoDomain  = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 2}, Message: "recipient domain not handled here"}
+	replyTooLarge  = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "message too large"}
+	replyResources = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "insufficient system resources, try again later"}
+	replyTemporary = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary failure, try again later"}
+)
+
+// replyFor maps a delivery error onto its LMTP reply.
+func replyFor(err error) *smtp.SMTPError {
+	if errors.Is(err, errNotLocalDomain) {
+		return replyNoDomain
+	}
+	switch KindOf(err) {
+	case KindUnknownUser:
+		return replyNoUser
+	case KindTooLarge:
+		return replyTooLarge
+	case KindResources:
+		return replyResources
+	}
+	return replyTemporary
+}
+
+func replyDelivered(pos uint64) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: fmt.Sprintf("delivered at log position %d", pos)}
+}
+
+// rcpt is one accepted RCPT: the address as the client wrote it (the key
+// for StatusCollector) and the user it resolved to.
+type rcpt struct {
+	addr string
+	user string
+	key  keys.PublicKey
+}
+
+// session is one LMTP connection.
+type session struct {
+	l     *LMTP
+	id    string // random, for logs
+	n     int    // messages received on this connection
+	rcpts []rcpt
+}
+
+var _ smtp.LMTPSession = (*session)(nil)
+
+func (s *session) Reset()        { s.rcpts = nil }
+func (s *session) Logout() error { return nil }
+
+func (s *session) Mail(_ string, opts *smtp.MailOptions) error {
+	s.rcpts = nil
+	if opts != nil && opts.Size > s.l.opts.MaxMessageBytes {
+		return replyTooLarge
+	}
+	return nil
+}
+
+func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ctx, cancel := context.WithTimeout(s.l.ctx, s.l.opts.DeliveryTimeout)
+	defer cancel()
+	user, key, err := s.l.resolve(ctx, to)
+	if err != nil {
+		reply := replyFor(err)
+		s.l.log.Info("lmtp recipient refused", "session", s.id, "code", reply.Code, "error", err.Error())
+		return reply
+	}
+	s.rcpts = append(s.rcpts, rcpt{addr: to, user: user, key: key})
+	return nil
+}
+
+// Data is not used in LMTP mode, where the library calls LMTPData.
+func (s *session) Data(io.Reader) error {
+	return errors.New("lmtp: per-recipient delivery required")
+}
+
+// target is one user of a message and the RCPT addresses that reached it.
+type target struct {
+	user  string
+	key   keys.PublicKey
+	addrs []string
+}
+
+func (s *session) targets() []*target {
+	var ts []*target
+	byUser := map[string]*target{}
+	for _, r := range s.rcpts {
+		t := byUser[r.user]
+		if t == nil {
+			t = &target{user: r.user, key: r.key}
+			byUser[r.user] = t
+			ts = append(ts, t)
+		}
+		t.addrs = append(t.addrs, r.addr)
+	}
+	return ts
+}
+
+// LMTPData reads the message and delivers it to every user, concurrently,
+// setting each recipient's status as soon as its entry is durable.
+func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
+	s.n++
+	ts := s.targets()
+	limit := s.l.opts.MaxMessageBytes
+	msg, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err == nil && int64(len(msg)) > limit {
+		err = fmt.Errorf("%w: over %d bytes", ErrTooLarge, limit)
+	} else if errors.Is(err, smtp.ErrDataTooLarge) {
+		err = fmt.Errorf("%w: %w", ErrTooLarge, err)
+	} else if err != nil {
+		err = fmt.Errorf("reading message: %w", err)
+	}
+	if err != nil {
+		s.failAll(ts, status, int64(len(msg)), err)
+		return nil
+	}
+	received := s.l.d.now()
+
+	workers := min(len(ts), s.l.opts.Parallel)
+	cost := int64(len(msg)) * int64(1+workers)
+	if !s.l.reserve(cost) {
+		s.failAll(ts, status, int64(len(msg)), fmt.Errorf("%w: %d bytes in flight", ErrResources, s.l.inflight.Load()))
+		return nil
+	}
+	defer s.l.release(cost)
+
+	ctx, cancel := context.WithTimeout(s.l.ctx, s.l.opts.DeliveryTimeout)
+	defer cancel()
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	for _, t := range ts {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			start := time.Now()
+			pos, err := s.l.d.deliverTo(ctx, t.user, t.key, msg, received)
+			var reply *smtp.SMTPError
+			if err != nil {
+				reply = replyFor(err)
+			} else {
+				reply = replyDelivered(pos)
+			}
+			s.logOutcome(t, int64(len(msg)), reply.Code, pos, time.Since(start), err)
+			for _, a := range t.addrs {
+				status.SetStatus(a, reply)
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// failAll gives every recipient the reply for err.
+func (s *session) failAll(ts []*target, status smtp.StatusCollector, size int64, err error) {
+	reply := replyFor(err)
+	for _, t := range ts {
+		s.logOutcome(t, size, reply.Code, 0, 0, err)
+		for _, a := range t.addrs {
+			status.SetStatus(a, reply)
+		}
+	}
+}
+
+// logOutcome writes the one log line of a recipient's outcome: no contents,
+// no addresses beyond the user name.
+func (s *session) logOutcome(t *target, size int64, code int, pos uint64, took time.Duration, err error) {
+	attrs := []slog.Attr{
+		slog.String("session", s.id),
+		slog.Int("msg", s.n),
+		slog.String("user", t.user),
+		slog.Int64("size", size),
+		slog.Int("code", code),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+		s.l.log.LogAttrs(context.Background(), slog.LevelWarn, "lmtp delivery failed", attrs...)
+		return
+	}
+	attrs = append(attrs, slog.Uint64("pos", pos), slog.Duration("took", took))
+	s.l.log.LogAttrs(context.Background(), slog.LevelInfo, "lmtp delivered", attrs...)
+}
+
+// resolve maps an RCPT address to a user and the user's key: the local part
+// as written, then in lower case, then (with a recipient delimiter) the same
+// for the part before the delimiter.
+func (l *LMTP) resolve(ctx context.Context, addr string) (string, keys.PublicKey, error) {
+	local, domain := addr, ""
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		local, domain = addr[:i], addr[i+1:]
+	}
+	if domain != "" && l.domains != nil && !l.domains[strings.ToLower(strings.TrimSuffix(domain, "."))] {
+		return "", keys.PublicKey{}, errNotLocalDomain
+	}
+	candidates := []string{local, strings.ToLower(local)}
+	if d := l.opts.RecipientDelimiter; d != "" {
+		if i := strings.Index(local, d); i > 0 {
+			base := local[:i]
+			candidates = append(candidates, base, strings.ToLower(base))
+		}
+	}
+	var firstErr error
+	tried := map[string]bool{}
+	for _, c := range candidates {
+		if tried[c] {
+			continue
+		}
+		tried[c] = true
+		if err := keys.CheckUserName(c); err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%w: %w", ErrUnknownUser, err)
+			}
+			continue
+		}
+		key, err := l.d.Users.Lookup(ctx, c)
+		if err == nil {
+			return c, key, nil
+		}
+		if !errors.Is(err, ErrUnknownUser) {
+			return "", keys.PublicKey{}, fmt.Errorf("looking up recipient %q: %w", c, err)
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+	}
+	return "", keys.PublicKey{}, firstErr
+}
