@@ -1,0 +1,365 @@
+// Package syncer keeps a device's mail store in step with the user's log on
+// the spool, and turns the device's own changes into signed commands in that
+// log.
+//
+// Implementation notes and invariants:
+//
+//   - One loop (Run) reads entries after the store's position, long-polling
+//     when it is at the head, opens and verifies each (trusted authors: the
+//     user's key, and the spool's key, which the store then allows only to
+//     Deliver), and applies the whole batch together with its last position in
+//     one mail store transaction. A crash at any point therefore loses nothing
+//     and applies nothing twice: the position moves only with the batch.
+//   - An entry that does not open (bad signature, unknown author, another
+//     user's entry, corrupt bytes) is recorded as rejected with its position
+//     and reason, logged, counted, and skipped; the sync goes on.
+//   - After each commit the OnApplied callback runs, in log order, before the
+//     next batch is read: the IMAP layer updates its sessions from it.
+//   - Submit seals commands with the user's key, appends them in one batch
+//     and returns only once the loop has applied the log up to them, with each
+//     entry's outcome, so a client sees its change in the order every other
+//     device sees it. When the spool cannot be reached Submit returns an error
+//     wrapping ErrUnavailable and nothing is appended.
+//   - When the spool is down the loop retries with capped exponential
+//     backoff; the store keeps serving reads meanwhile.
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+)
+
+// ErrUnavailable means the spool could not be reached or refused for now;
+// the caller may try again later (IMAP NO [UNAVAILABLE]).
+var ErrUnavailable = errors.New("spool unavailable")
+
+// Source is the user's log on the spool: the API client satisfies it.
+type Source interface {
+	// Read returns entries after `after` (at most maxCount, about maxBytes),
+	// waiting up to wait for one to arrive, and the log's head.
+	Read(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) ([]spool.Entry, uint64, error)
+	// Append appends a batch to user's log and returns the first position.
+	Append(ctx context.Context, user string, batch [][]byte) (uint64, error)
+}
+
+// Config configures a Syncer. Zero fields take the documented defaults.
+type Config struct {
+	User     string
+	UserKey  *keys.SecretKey
+	SpoolKey keys.PublicKey
+	Source   Source
+	Store    *mailstore.Store
+	Logger   *slog.Logger // nil: slog.Default()
+
+	// OnApplied, if set, runs after each committed batch, in log order.
+	OnApplied func(*mailstore.Result)
+	// IsTemporary classifies Source errors; nil treats every error as
+	// temporary.
+	IsTemporary func(error) bool
+
+	BatchCount int           // entries per read; 0 = 1000
+	BatchBytes int64         // bytes per read; 0 = 16 MiB
+	Wait       time.Duration // long-poll wait; 0 = 30 s
+	MaxBackoff time.Duration // 0 = 30 s
+}
+
+// Status is a snapshot of the sync state.
+type Status struct {
+	Position    uint64    // last applied position
+	Head        uint64    // the spool's head, as last seen
+	LastContact time.Time // last successful exchange with the spool
+	LastError   string    // the last failure, cleared by a success
+	Connected   bool      // the last exchange succeeded
+	Rejected    int       // entries rejected since start
+	Applied     int       // entries applied since start
+}
+
+// Syncer runs the sync loop and submits commands. Create it with New.
+type Syncer struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	status  Status
+	applied chan struct{} // closed and replaced on each position change
+	pending map[command.ID]chan mailstore.Outcome
+}
+
+// New returns a Syncer; call Run to start syncing.
+func New(cfg Config) (*Syncer, error) {
+	if cfg.Store == nil || cfg.Source == nil || cfg.UserKey == nil || cfg.User == "" {
+		return nil, errors.New("syncer: store, source, user and user key are required")
+	}
+	if cfg.BatchCount == 0 {
+		cfg.BatchCount = 1000
+	}
+	if cfg.BatchBytes == 0 {
+		cfg.BatchBytes = 16 << 20
+	}
+	if cfg.Wait == 0 {
+		cfg.Wait = 30 * time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.IsTemporary == nil {
+		cfg.IsTemporary = func(error) bool { return true }
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	pos, err := cfg.Store.Position(context.Background())
+	if err != nil {
+		return nil, fmt.Errorf("syncer: %w", err)
+	}
+	s := &Syncer{
+		cfg:     cfg,
+		log:     log.With("component", "sync", "user", cfg.User),
+		applied: make(chan struct{}),
+		pending: map[command.ID]chan mailstore.Outcome{},
+	}
+	s.status.Position = pos
+	return s, nil
+}
+
+// Status returns the current sync state.
+func (s *Syncer) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+// Run syncs until ctx is done. It returns ctx.Err() or a store error that
+// makes going on pointless (the local database failing).
+func (s *Syncer) Run(ctx context.Context) error {
+	backoff := 250 * time.Millisecond
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := s.step(ctx)
+		if err == nil {
+			backoff = 250 * time.Millisecond
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var se *storeError
+		if errors.As(err, &se) {
+			s.log.Error("applying to the local store failed; sync stopped", "err", err)
+			s.setError(err)
+			return err
+		}
+		s.setError(err)
+		s.log.Warn("spool unreachable; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+	}
+}
+
+// storeError marks a failure of the local store, as opposed to the spool.
+type storeError struct{ err error }
+
+func (e *storeError) Error() string { return e.err.Error() }
+func (e *storeError) Unwrap() error { return e.err }
+
+// SyncOnce applies everything up to the spool's current head without waiting
+// for new entries, and returns the number of entries applied.
+func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		before := s.Status().Position
+		n, head, err := s.readApply(ctx, 0)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if s.Status().Position >= head || s.Status().Position == before {
+			return total, nil
+		}
+	}
+}
+
+func (s *Syncer) step(ctx context.Context) error {
+	_, _, err := s.readApply(ctx, s.cfg.Wait)
+	return err
+}
+
+// readApply reads one batch (long-polling up to wait) and applies it.
+func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64, error) {
+	pos := s.Status().Position
+	entries, head, err := s.cfg.Source.Read(ctx, pos, s.cfg.BatchCount, s.cfg.BatchBytes, wait)
+	if err != nil {
+		return 0, 0, err
+	}
+	s.contact(head)
+	if len(entries) == 0 {
+		return 0, head, nil
+	}
+	batch := make([]mailstore.Entry, 0, len(entries))
+	last := pos
+	rejected := 0
+	for _, e := range entries {
+		if e.Pos <= last {
+			return 0, head, fmt.Errorf("spool sent position %d after %d: out of order", e.Pos, last)
+		}
+		last = e.Pos
+		o, err := entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+		if err != nil {
+			rejected++
+			s.log.Warn("rejected entry", "pos", e.Pos, "reason", err)
+			if err := s.cfg.Store.RecordRejected(ctx, e.Pos, rejectReason(err)); err != nil {
+				return 0, head, &storeError{err}
+			}
+			continue
+		}
+		author := mailstore.AuthorUser
+		if !o.Author.Equal(s.cfg.UserKey.Public()) {
+			author = mailstore.AuthorSpool
+		}
+		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd})
+	}
+	res, err := s.cfg.Store.Apply(ctx, batch, last)
+	if err != nil {
+		return 0, head, &storeError{err}
+	}
+	for _, o := range res.Outcomes {
+		if o.Status == mailstore.Rejected {
+			rejected++
+			s.log.Warn("rejected entry", "pos", o.Pos, "reason", o.Reason, "detail", o.Detail)
+		}
+	}
+	if s.cfg.OnApplied != nil {
+		s.cfg.OnApplied(res)
+	}
+	s.advance(last, len(res.Outcomes)-res.Rejections(), rejected, res)
+	return len(entries), head, nil
+}
+
+// rejectReason names why an entry did not open, for the rejected list.
+func rejectReason(err error) string {
+	for _, e := range []error{entry.ErrBadSignature, entry.ErrUnknownAuthor, entry.ErrNotForUser,
+		entry.ErrCorrupt, entry.ErrTruncated, entry.ErrUnknownVersion, entry.ErrBadCommand} {
+		if errors.Is(err, e) {
+			return e.Error()
+		}
+	}
+	return "unreadable entry"
+}
+
+func (s *Syncer) contact(head uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.Head = max(s.status.Head, head)
+	s.status.LastContact = time.Now()
+	s.status.Connected = true
+	s.status.LastError = ""
+}
+
+func (s *Syncer) setError(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.Connected = false
+	s.status.LastError = err.Error()
+}
+
+func (s *Syncer) advance(pos uint64, applied, rejected int, res *mailstore.Result) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.Position = pos
+	s.status.Head = max(s.status.Head, pos)
+	s.status.Applied += applied
+	s.status.Rejected += rejected
+	for _, o := range res.Outcomes {
+		if ch, ok := s.pending[o.Entry]; ok {
+			ch <- o
+			delete(s.pending, o.Entry)
+		}
+	}
+	close(s.applied)
+	s.applied = make(chan struct{})
+}
+
+// Submit seals cmds with the user's key, appends them as one batch, and waits
+// until they are applied. It returns each entry's outcome, in order.
+func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error) {
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	batch := make([][]byte, len(cmds))
+	waits := make([]chan mailstore.Outcome, len(cmds))
+	ids := make([]command.ID, len(cmds))
+	for i, c := range cmds {
+		b, id, err := entry.Seal(c, s.cfg.UserKey, s.cfg.UserKey.Public(), s.cfg.User, nil)
+		if err != nil {
+			return nil, err
+		}
+		batch[i], ids[i] = b, id
+		waits[i] = make(chan mailstore.Outcome, 1)
+	}
+	s.mu.Lock()
+	for i, id := range ids {
+		s.pending[id] = waits[i]
+	}
+	s.mu.Unlock()
+	forget := func() {
+		s.mu.Lock()
+		for _, id := range ids {
+			delete(s.pending, id)
+		}
+		s.mu.Unlock()
+	}
+	first, err := s.cfg.Source.Append(ctx, s.cfg.User, batch)
+	if err != nil {
+		forget()
+		if s.cfg.IsTemporary(err) {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("appending to the spool: %w", err)
+	}
+	last := first + uint64(len(batch)) - 1
+	outs := make([]mailstore.Outcome, len(cmds))
+	for i := range waits {
+		select {
+		case o := <-waits[i]:
+			outs[i] = o
+		case <-ctx.Done():
+			forget()
+			return nil, fmt.Errorf("waiting for position %d to be applied: %w", last, ctx.Err())
+		}
+	}
+	return outs, nil
+}
+
+// WaitApplied blocks until the store's position is at least pos.
+func (s *Syncer) WaitApplied(ctx context.Context, pos uint64) error {
+	for {
+		s.mu.Lock()
+		cur, ch := s.status.Position, s.applied
+		s.mu.Unlock()
+		if cur >= pos {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
