@@ -183,7 +183,7 @@ func TestRejectedEntriesDoNotStopSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.deliver(r.spool, &command.Command{Kind: command.CreateMailbox, Mailbox: "Evil"}) // spool beyond its rights
-	other, _, _ := entry.Seal(msg(2), r.spool, r.evil.Public(), "alice", nil)           // sealed to another key
+	other, _, _ := entry.Seal(msg(2), r.spool, r.evil.Public(), "alice", nil)          // sealed to another key
 	if _, err := r.log.Append(ctx, "alice", [][]byte{other}); err != nil {
 		t.Fatal(err)
 	}
