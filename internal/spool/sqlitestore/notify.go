@@ -6,7 +6,8 @@ import "encoding/binary"
 // length as a uvarint and the name's bytes. No user at all means "some
 // user's log changed": the receiver re-reads the heads of everyone it waits
 // for. A receiver treats anything it cannot parse the same way, so a bad
-// datagram can cause extra head reads but never a wrong wake-up.
+// datagram can cause extra head reads but never a wrong wake-up. Lengths
+// must be minimal uvarints, so each list has exactly one encoding.
 const (
 	notifyVersion   = 1
 	maxDatagram     = 2048
@@ -40,7 +41,7 @@ func decodeUsers(msg []byte) (users []string, all bool) {
 	msg = msg[1:]
 	for len(msg) > 0 {
 		n, k := binary.Uvarint(msg)
-		if k <= 0 || n == 0 || n > uint64(len(msg)-k) {
+		if k <= 0 || k != len(binary.AppendUvarint(nil, n)) || n == 0 || n > uint64(len(msg)-k) {
 			return nil, true
 		}
 		users = append(users, string(msg[k:k+int(n)]))
