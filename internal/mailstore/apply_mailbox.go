@@ -52,18 +52,27 @@ func (a *applier) insertMailbox(id command.ID, name, specialUse string) (*mailbo
 // createWithParents creates name (named id) and any missing superior
 // names (RFC 9051 section 6.3.4), outermost first.
 func (a *applier) createWithParents(id command.ID, name, specialUse string) (*mailboxRow, error) {
+	if err := a.createParents(id, name); err != nil {
+		return nil, err
+	}
+	return a.insertMailbox(id, name, specialUse)
+}
+
+// createParents creates the missing superior names of name, the level-th
+// named parentID(id, level).
+func (a *applier) createParents(id command.ID, name string) error {
 	for level, p := range parents(name) {
 		mb, err := mailboxByName(a.ctx, a.tx, p)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if mb == nil {
 			if _, err := a.insertMailbox(parentID(id, level), p, ""); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return a.insertMailbox(id, name, specialUse)
+	return nil
 }
 
 func (a *applier) createMailbox(c *command.Command) error {
@@ -141,7 +150,7 @@ func (a *applier) renameMailbox(c *command.Command) error {
 		}
 		a.change(Change{Kind: MailboxRenamed, Mailbox: m.mb.id, Name: m.newName, OldName: m.mb.name})
 	}
-	return nil
+	return a.createParents(a.entry, newName)
 }
 
 // renameSubscription carries a subscription over to the new name.

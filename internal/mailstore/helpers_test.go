@@ -1,0 +1,93 @@
+package mailstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+)
+
+func openTest(t testing.TB) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "mail.db"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// testLog hands out positions and entry ids in order.
+type testLog struct {
+	pos uint64
+}
+
+func entryID(pos uint64) command.ID {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], pos)
+	sum := sha256.Sum256(append([]byte("test entry "), b[:]...))
+	var id command.ID
+	copy(id[:], sum[:])
+	return id
+}
+
+func (l *testLog) user(c *command.Command) Entry  { return l.by(AuthorUser, c) }
+func (l *testLog) spool(c *command.Command) Entry { return l.by(AuthorSpool, c) }
+
+func (l *testLog) by(a Author, c *command.Command) Entry {
+	l.pos++
+	return Entry{Pos: l.pos, ID: entryID(l.pos), Author: a, Cmd: c}
+}
+
+func mustApply(t testing.TB, s *Store, entries ...Entry) *Result {
+	t.Helper()
+	if len(entries) == 0 {
+		t.Fatal("mustApply without entries")
+	}
+	res, err := s.Apply(context.Background(), entries, entries[len(entries)-1].Pos)
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	return res
+}
+
+func deliverCmd(body string) *command.Command {
+	return &command.Command{Kind: command.Deliver, Date: 1700000000000, Body: []byte(body)}
+}
+
+func simpleMessage(subject string) string {
+	return fmt.Sprintf("From: a@example.org\r\nTo: b@example.org\r\nSubject: %s\r\nMessage-ID: <%s@example.org>\r\n\r\nHello %s.\r\n", subject, subject, subject)
+}
+
+func mailboxID(t testing.TB, s *Store, name string) command.ID {
+	t.Helper()
+	mb, err := s.MailboxByName(context.Background(), name)
+	if err != nil {
+		t.Fatalf("MailboxByName(%q): %v", name, err)
+	}
+	return mb.ID
+}
+
+func uidsOf(t testing.TB, s *Store, name string) []imap.UID {
+	t.Helper()
+	uids, err := s.UIDs(context.Background(), mailboxID(t, s, name))
+	if err != nil {
+		t.Fatalf("UIDs(%q): %v", name, err)
+	}
+	return uids
+}
+
+func dump(t testing.TB, s *Store) *State {
+	t.Helper()
+	st, err := s.Dump(context.Background())
+	if err != nil {
+		t.Fatalf("Dump: %v", err)
+	}
+	return st
+}
