@@ -1,0 +1,212 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"cspool/internal/keys"
+	"cspool/internal/spool"
+)
+
+// maxEntry bounds one entry the client accepts in a read response.
+const maxEntry = 1 << 30
+
+// Client calls the API as one user (or as the spool, for appends). It is
+// safe for concurrent use.
+type Client struct {
+	base string // scheme://host[:port], no trailing slash
+	user string
+	key  *keys.SecretKey
+	hc   *http.Client
+	now  func() time.Time
+}
+
+// NewClient returns a client of the server at baseURL (http:// or https://,
+// no path), acting as user with key. hc nil means a plain http.Client; its
+// transport decides TLS settings.
+func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("spool server URL %q: %w", baseURL, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, fmt.Errorf("spool server URL %q: want http(s)://HOST[:PORT]", baseURL)
+	}
+	if user != "" {
+		if err := keys.CheckUserName(user); err != nil {
+			return nil, fmt.Errorf("spool client: %w", err)
+		}
+	}
+	if key == nil {
+		return nil, errors.New("spool client: no key")
+	}
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	return &Client{base: u.Scheme + "://" + u.Host, user: user, key: key, hc: hc, now: time.Now}, nil
+}
+
+// Read returns the entries after position after, at most maxCount entries
+// and about maxBytes of data (zero or less: the server's defaults), and the
+// log's head. With wait > 0 and nothing to read, the server holds the
+// request up to wait (whole seconds, capped by the server) for new entries.
+func (c *Client) Read(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) ([]spool.Entry, uint64, error) {
+	op := fmt.Sprintf("reading entries of %s after %d", c.user, after)
+	q := url.Values{"after": {strconv.FormatUint(after, 10)}}
+	if maxCount > 0 {
+		q.Set("max_count", strconv.Itoa(maxCount))
+	}
+	if maxBytes > 0 {
+		q.Set("max_bytes", strconv.FormatInt(maxBytes, 10))
+	}
+	if wait > 0 {
+		q.Set("wait", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
+	}
+	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/entries", q, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != ContentType {
+		return nil, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "unexpected Content-Type " + ct}
+	}
+	head, err := strconv.ParseUint(resp.Header.Get("Cspool-Head"), 10, 64)
+	if err != nil {
+		return nil, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "missing or bad Cspool-Head"}
+	}
+	er := &entryReader{r: bufio.NewReaderSize(resp.Body, 64<<10), maxEntry: maxEntry}
+	var entries []spool.Entry
+	last := after
+	for {
+		pos, data, err := er.next()
+		if err == io.EOF {
+			return entries, head, nil
+		}
+		if err != nil {
+			kind := ErrProtocol
+			if !errors.Is(err, errNonMinimal) && !errors.Is(err, errOverflow) && !errors.Is(err, errTrailing) && !errors.Is(err, errEntryTooBig) {
+				kind = ErrTransport // truncated or the connection failed
+			}
+			return nil, 0, &Error{Op: op, Status: resp.StatusCode, Kind: kind, Msg: "reading response body", Err: err}
+		}
+		if pos <= last || pos > head {
+			return nil, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol,
+				Msg: fmt.Sprintf("entry position %d out of order (previous %d, head %d)", pos, last, head)}
+		}
+		last = pos
+		entries = append(entries, spool.Entry{Pos: pos, Data: data})
+	}
+}
+
+// Append appends batch atomically to user's log and returns the position of
+// its first entry. It has the signature of spool.Store.Append, so deliveries
+// can go to a local store or over HTTP alike.
+func (c *Client) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
+	op := fmt.Sprintf("appending %d entries to %s", len(batch), user)
+	if err := keys.CheckUserName(user); err != nil {
+		return 0, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error()}
+	}
+	if len(batch) == 0 {
+		return 0, &Error{Op: op, Kind: ErrBadRequest, Msg: "empty batch", Err: spool.ErrEmptyBatch}
+	}
+	resp, err := c.do(ctx, op, http.MethodPost, "/v1/users/"+user+"/entries", nil, EncodeBatch(batch))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var res appendResult
+	if err := decodeJSON(resp.Body, &res); err != nil || res.Count != len(batch) || res.First == 0 {
+		return 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: fmt.Sprintf("bad answer %+v", res), Err: err}
+	}
+	return res.First, nil
+}
+
+// Head returns the position of the last entry of the client's user's log.
+func (c *Client) Head(ctx context.Context) (uint64, error) {
+	op := "reading head of " + c.user
+	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/head", nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var res struct {
+		Head *uint64 `json:"head"`
+	}
+	if err := decodeJSON(resp.Body, &res); err != nil || res.Head == nil {
+		return 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "bad head answer", Err: err}
+	}
+	return *res.Head, nil
+}
+
+// Health checks that the server answers /v1/health.
+func (c *Client) Health(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/health", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return &Error{Op: "checking health", Kind: ErrTransport, Msg: err.Error(), Err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return responseError("checking health", resp)
+	}
+	return nil
+}
+
+func decodeJSON(r io.Reader, v any) error {
+	return json.NewDecoder(io.LimitReader(r, 1<<16)).Decode(v)
+}
+
+// do sends a signed request; any answer but 200 becomes an *Error.
+func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, body []byte) (*http.Response, error) {
+	if c.user == "" && method == http.MethodGet {
+		return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: "client has no user name"}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error(), Err: err}
+	}
+	req.URL.RawQuery = q.Encode()
+	if body != nil {
+		req.Header.Set("Content-Type", ContentType)
+	} else {
+		req.Body, req.ContentLength, req.GetBody = http.NoBody, 0, nil
+	}
+	if err := SignRequest(req, body, c.key, c.now()); err != nil {
+		return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error(), Err: err}
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, &Error{Op: op, Kind: ErrTransport, Msg: err.Error(), Err: err}
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, responseError(op, resp)
+	}
+	return resp, nil
+}
+
+// responseError turns an error response into an *Error with the server's
+// text.
+func responseError(op string, resp *http.Response) error {
+	var body struct {
+		Error string `json:"error"`
+	}
+	msg := ""
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") && decodeJSON(resp.Body, &body) == nil {
+		msg = body.Error
+	}
+	return &Error{Op: op, Status: resp.StatusCode, Kind: statusKind(resp.StatusCode), Msg: msg}
+}

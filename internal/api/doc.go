@@ -1,0 +1,34 @@
+// Package api is the spool server's HTTP API v1: the server handlers, the Go
+// client, and request authentication. docs/API.md is the normative
+// description; this comment states the invariants the code keeps.
+//
+// Implementation notes and invariants:
+//
+//   - Routes live under /v1 (HTTP semantics per RFC 9110). A user's log is
+//     reached only by a request signed with that user's key (or, for
+//     appends, with the spool's key); no shared secret is stored on the
+//     server. The signature (Ed25519, RFC 8032) covers the method, the path,
+//     the canonical query, SHA-256 of the body, a timestamp and a random
+//     nonce. Timestamps outside ±Config.ClockSkew are refused, and a nonce is
+//     remembered until its timestamp leaves the window, so a captured request
+//     cannot be replayed. The signature is checked before the body is read.
+//   - Entries travel in a binary framing (application/vnd.cspool.entries):
+//     unsigned LEB128 varints as in encoding/binary, minimal encoding only,
+//     so each batch has exactly one encoding. A read response is a sequence of
+//     (position, length, bytes) frames closed by a single 0 byte (positions
+//     start at 1), so a truncated response is always detected. An append body
+//     is a sequence of (length, bytes) frames filling the body exactly.
+//   - A read response carries the log's head in the Cspool-Head header. Every
+//     entry in the body has after < position <= head, in increasing order.
+//   - Read responses are streamed: the server reads the store in chunks of
+//     at most Config.ChunkBytes and writes each chunk before reading the
+//     next, so its memory per request does not grow with max_bytes.
+//   - Long-poll: a read with wait > 0 that finds nothing blocks in
+//     spool.Store.Wait until an entry arrives (from any process) or the wait,
+//     capped at Config.MaxWait, ends; Server.Shutdown ends every wait early.
+//   - Errors are one Error type carrying a kind; the kind maps onto the HTTP
+//     status (RFC 9110 section 15) on the server and back onto the kind in
+//     the client, so IsTemporary means the same thing on both sides. Peers
+//     get a short JSON text; the log gets the detail, with a request id, and
+//     never entry contents, signatures or nonces.
+package api

@@ -1,0 +1,113 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"cspool/internal/spool"
+)
+
+// Error kinds. Every error of this package wraps exactly one of them; the
+// server maps a kind to an HTTP status and the client maps the status back.
+var (
+	ErrBadRequest      = errors.New("bad request")              // 400
+	ErrUnauthenticated = errors.New("unauthenticated")          // 401
+	ErrForbidden       = errors.New("forbidden")                // 403
+	ErrNotFound        = errors.New("not found")                // 404
+	ErrTooLarge        = errors.New("request too large")        // 413
+	ErrUnsupportedType = errors.New("unsupported content type") // 415
+	ErrInternal        = errors.New("internal server error")    // 500, temporary
+	ErrUnavailable     = errors.New("temporarily unavailable")  // 503 (and 502, 504, 429), temporary
+	// ErrTransport: the request or response did not get through (connection
+	// refused or reset, timeout, truncated response). Temporary.
+	ErrTransport = errors.New("transport failure")
+	// ErrProtocol: the server answered something this client cannot parse.
+	// Permanent: retrying will not help until one side is fixed.
+	ErrProtocol = errors.New("protocol error")
+)
+
+// Error is a failed API call, as the client sees it.
+type Error struct {
+	Op     string // what was attempted, e.g. "reading entries of alice"
+	Status int    // HTTP status, 0 if no response was received
+	Kind   error  // one of the Err* kinds above
+	Msg    string // the server's text or the local cause
+	Err    error  // the underlying error, if any (transport failures)
+}
+
+func (e *Error) Error() string {
+	s := e.Op + ": " + e.Kind.Error()
+	if e.Status != 0 {
+		s += fmt.Sprintf(" (HTTP %d)", e.Status)
+	}
+	if e.Msg != "" {
+		s += ": " + e.Msg
+	}
+	return s
+}
+
+// Unwrap returns the kind, the spool error with the same meaning (so that
+// callers written against spool.Store branch the same way), and the cause.
+func (e *Error) Unwrap() []error {
+	errs := []error{e.Kind}
+	switch e.Kind {
+	case ErrUnavailable, ErrInternal, ErrTransport:
+		errs = append(errs, spool.ErrUnavailable)
+	case ErrTooLarge:
+		errs = append(errs, spool.ErrTooLarge)
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
+
+// IsTemporary reports whether err is worth retrying later: the server was
+// unreachable, overloaded or failed internally. Authentication, permission,
+// size and format errors are permanent.
+func IsTemporary(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInternal) || errors.Is(err, ErrTransport) ||
+		errors.Is(err, spool.ErrUnavailable)
+}
+
+var kindStatus = []struct {
+	kind   error
+	status int
+}{
+	{ErrBadRequest, http.StatusBadRequest},
+	{ErrUnauthenticated, http.StatusUnauthorized},
+	{ErrForbidden, http.StatusForbidden},
+	{ErrNotFound, http.StatusNotFound},
+	{ErrTooLarge, http.StatusRequestEntityTooLarge},
+	{ErrUnsupportedType, http.StatusUnsupportedMediaType},
+	{ErrUnavailable, http.StatusServiceUnavailable},
+	{ErrInternal, http.StatusInternalServerError},
+}
+
+// statusKind maps an HTTP error status to a kind.
+func statusKind(status int) error {
+	for _, ks := range kindStatus {
+		if ks.status == status {
+			return ks.kind
+		}
+	}
+	switch {
+	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout ||
+		status == http.StatusBadGateway || status == http.StatusGatewayTimeout:
+		return ErrUnavailable
+	case status >= 500:
+		return ErrInternal
+	}
+	return ErrProtocol
+}
+
+// kindStatusOf maps a kind to its HTTP status (500 for anything else).
+func kindStatusOf(kind error) int {
+	for _, ks := range kindStatus {
+		if ks.kind == kind {
+			return ks.status
+		}
+	}
+	return http.StatusInternalServerError
+}

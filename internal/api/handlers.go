@@ -1,0 +1,209 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"cspool/internal/spool"
+)
+
+func (s *Server) head(w http.ResponseWriter, r *http.Request, c *caller) {
+	h, err := s.cfg.Store.Head(r.Context(), c.user)
+	if err != nil {
+		s.fail(w, r, storeError("reading head", err))
+		return
+	}
+	w.Header().Set("Cspool-Head", strconv.FormatUint(h, 10))
+	writeJSON(w, http.StatusOK, map[string]uint64{"head": h})
+}
+
+// appendResult is the JSON answer to an append.
+type appendResult struct {
+	First uint64 `json:"first"`
+	Count int    `json:"count"`
+}
+
+func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller) {
+	if ct := r.Header.Get("Content-Type"); ct != ContentType {
+		s.fail(w, r, errorf(ErrUnsupportedType, "Content-Type must be %s", ContentType))
+		return
+	}
+	if r.ContentLength > s.cfg.MaxBody {
+		s.fail(w, r, errorf(ErrTooLarge, "body of %d bytes exceeds the limit of %d", r.ContentLength, s.cfg.MaxBody))
+		return
+	}
+	body, err := readBody(w, r, s.cfg.MaxBody)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if sha256.Sum256(body) != c.bodyHash {
+		s.fail(w, r, errorf(ErrUnauthenticated, "body does not match the signed hash"))
+		return
+	}
+	batch, err := DecodeBatch(body, s.cfg.MaxBatchCount)
+	if err != nil {
+		s.fail(w, r, errorf(ErrBadRequest, "decoding batch: %v", err))
+		return
+	}
+	first, err := s.cfg.Store.Append(r.Context(), c.user, batch)
+	if err != nil {
+		s.fail(w, r, storeError("appending entries", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, appendResult{First: first, Count: len(batch)})
+}
+
+// readBody reads the whole body, refusing more than limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	size := int64(512)
+	if r.ContentLength > 0 {
+		size = r.ContentLength + 1 // +1: io.ReadAll sees EOF without growing
+	}
+	buf := make([]byte, 0, size)
+	body := http.MaxBytesReader(w, r.Body, limit)
+	for {
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, errorf(ErrTooLarge, "body exceeds the limit of %d bytes", limit)
+		}
+		if err != nil {
+			return nil, errorf(ErrBadRequest, "reading body: %v", err)
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
+}
+
+// readParams are the query parameters of a read.
+type readParams struct {
+	after    uint64
+	maxCount int
+	maxBytes int64
+	wait     time.Duration
+}
+
+func (s *Server) parseRead(r *http.Request) (readParams, error) {
+	p := readParams{maxCount: s.cfg.DefaultReadCount, maxBytes: s.cfg.DefaultReadBytes}
+	q := r.URL.Query()
+	num := func(name string, min, max uint64) (uint64, bool, error) {
+		v := q.Get(name)
+		if v == "" {
+			return 0, false, nil
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n < min {
+			return 0, false, errorf(ErrBadRequest, "%s=%q: want an integer >= %d", name, v, min)
+		}
+		return n, true, nil
+	}
+	after, _, err := num("after", 0, 0)
+	if err != nil {
+		return p, err
+	}
+	p.after = after
+	if n, ok, err := num("max_count", 1, 0); err != nil {
+		return p, err
+	} else if ok {
+		p.maxCount = int(min(n, uint64(s.cfg.MaxReadCount)))
+	}
+	if n, ok, err := num("max_bytes", 0, 0); err != nil {
+		return p, err
+	} else if ok {
+		p.maxBytes = int64(min(n, uint64(s.cfg.MaxReadBytes)))
+	}
+	if n, ok, err := num("wait", 0, 0); err != nil {
+		return p, err
+	} else if ok {
+		p.wait = min(time.Duration(min(n, 1<<20))*time.Second, s.cfg.MaxWait)
+	}
+	p.maxCount = min(p.maxCount, s.cfg.MaxReadCount)
+	p.maxBytes = min(p.maxBytes, s.cfg.MaxReadBytes)
+	return p, nil
+}
+
+func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
+	p, err := s.parseRead(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	st := s.cfg.Store
+	entries, err := st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
+	if err == nil && len(entries) == 0 && p.wait > 0 {
+		if err = s.wait(ctx, c.user, p.after, p.wait); err == nil {
+			entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
+		}
+	}
+	var head uint64
+	if err == nil {
+		head, err = st.Head(ctx, c.user)
+	}
+	if err != nil {
+		s.fail(w, r, storeError("reading entries", err))
+		return
+	}
+	w.Header().Set("Content-Type", ContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Cspool-Head", strconv.FormatUint(head, 10))
+	w.WriteHeader(http.StatusOK)
+	if err := s.stream(ctx, w, c.user, p, head, entries); err != nil {
+		// The status is sent; the missing end marker tells the client.
+		info(r).err = err
+	}
+}
+
+// wait blocks until the log has an entry after pos, the wait ends, or the
+// server shuts down. Only store failures and a gone client are errors.
+func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Duration) error {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	stop := context.AfterFunc(s.stopping, cancel)
+	defer stop()
+	err := s.cfg.Store.Wait(wctx, user, after)
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return nil // the wait ended: answer with what there is
+	}
+	return err
+}
+
+// stream writes entries, then further chunks read from the store, up to the
+// limits and never past head, then the end marker.
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string, p readParams, head uint64, entries []spool.Entry) error {
+	ew := &entryWriter{w: bufio.NewWriterSize(w, 64<<10)}
+	count, size, last := 0, int64(0), p.after
+	for {
+		for _, e := range entries {
+			if e.Pos > head || count == p.maxCount || (count > 0 && size+int64(len(e.Data)) > p.maxBytes) {
+				return ew.end()
+			}
+			if err := ew.write(e.Pos, e.Data); err != nil {
+				return err
+			}
+			count++
+			size += int64(len(e.Data))
+			last = e.Pos
+		}
+		if len(entries) == 0 || last >= head || count == p.maxCount || size >= p.maxBytes {
+			return ew.end()
+		}
+		var err error
+		entries, err = s.cfg.Store.Read(ctx, user, last, p.maxCount-count, min(p.maxBytes-size, s.cfg.ChunkBytes))
+		if err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,93 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"cspool/internal/keys"
+	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/userdb"
+)
+
+// env is a running API server on a real listener with a SQLite store on
+// disk, users alice and bob, and a spool key.
+type env struct {
+	dir                string
+	store              *sqlitestore.Store
+	users              *userdb.DB
+	api                *Server
+	srv                *httptest.Server
+	alice, bob, spoolK *keys.SecretKey
+	stranger           *keys.SecretKey
+}
+
+func genKey(t testing.TB) *keys.SecretKey {
+	t.Helper()
+	k, err := keys.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return nil
+}
+
+// newEnv starts a server; mod adjusts the config; testMode replaces the
+// users file with test mode.
+func newEnv(t testing.TB, testMode bool, mod func(*Config)) *env {
+	t.Helper()
+	e := &env{dir: t.TempDir(), alice: genKey(t), bob: genKey(t), spoolK: genKey(t), stranger: genKey(t)}
+	var err error
+	e.store, err = sqlitestore.Open(e.dir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.store.Close() })
+	if testMode {
+		e.users, err = userdb.OpenTestMode(e.dir, testLogger(t))
+	} else {
+		path := filepath.Join(e.dir, "users")
+		text := "alice " + e.alice.Public().String() + "\nbob " + e.bob.Public().String() + "\n"
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e.users, err = userdb.Load(path, testLogger(t))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Store: e.store, Users: e.users, SpoolKey: e.spoolK.Public(), Logger: testLogger(t)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e.api = NewServer(cfg)
+	e.srv = httptest.NewServer(e.api)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *env) client(t testing.TB, user string, key *keys.SecretKey) *Client {
+	t.Helper()
+	c, err := NewClient(e.srv.URL, user, key, e.srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

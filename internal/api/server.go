@@ -1,0 +1,194 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"cspool/internal/keys"
+	"cspool/internal/spool"
+)
+
+// Users decides which key may act as which user (userdb.DB implements it).
+// Authorize returns nil, or an error wrapping userdb.ErrUnknownKey (401) or
+// userdb.ErrForbidden (403).
+type Users interface {
+	Authorize(ctx context.Context, user string, key keys.PublicKey) error
+}
+
+// Config configures a Server. Zero fields take the documented defaults.
+type Config struct {
+	Store spool.Store // required
+	Users Users       // required
+	// SpoolKey, if set, may append entries to any user's log (deliveries
+	// over HTTP) and do nothing else.
+	SpoolKey keys.PublicKey
+	// Logger receives one line per request and the detail of errors. Nil
+	// discards.
+	Logger *slog.Logger
+	// MaxBody is the largest append body accepted (413 beyond). Zero means
+	// 64 MiB, enough for a 50 MB message sealed and framed.
+	MaxBody int64
+	// MaxBatchCount is the most entries in one append. Zero means 10000.
+	MaxBatchCount int
+	// DefaultReadCount and MaxReadCount: max_count when absent, and its cap.
+	// Zero means 1000 and 10000.
+	DefaultReadCount, MaxReadCount int
+	// DefaultReadBytes and MaxReadBytes: max_bytes when absent, and its cap.
+	// Zero means 8 MiB and 64 MiB. A read always returns at least one entry
+	// if one exists, even one larger than max_bytes.
+	DefaultReadBytes, MaxReadBytes int64
+	// ChunkBytes bounds each store read while streaming a response. Zero
+	// means 4 MiB.
+	ChunkBytes int64
+	// MaxWait caps a long-poll's wait parameter. Zero means 60 s.
+	MaxWait time.Duration
+	// ClockSkew is how far a request's timestamp may be from the server's
+	// clock. Zero means 5 minutes.
+	ClockSkew time.Duration
+	// MaxNonces bounds the replay cache. Zero means 262144.
+	MaxNonces int
+	// RetryAfter is the Retry-After sent with 503. Zero means 5 s.
+	RetryAfter time.Duration
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) fill() {
+	setDefault(&c.MaxBody, 64<<20)
+	setDefault(&c.MaxBatchCount, 10000)
+	setDefault(&c.DefaultReadCount, 1000)
+	setDefault(&c.MaxReadCount, 10000)
+	setDefault(&c.DefaultReadBytes, 8<<20)
+	setDefault(&c.MaxReadBytes, 64<<20)
+	setDefault(&c.ChunkBytes, 4<<20)
+	setDefault(&c.MaxWait, 60*time.Second)
+	setDefault(&c.ClockSkew, 5*time.Minute)
+	setDefault(&c.MaxNonces, 1<<18)
+	setDefault(&c.RetryAfter, 5*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func setDefault[T int | int64 | time.Duration](p *T, v T) {
+	if *p <= 0 {
+		*p = v
+	}
+}
+
+// Server serves the API v1. Create it with NewServer.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	mux    *http.ServeMux
+	nonces *replayCache
+
+	// stopping is cancelled by Shutdown to end long-polls.
+	stopping context.Context
+	stop     context.CancelFunc
+}
+
+// NewServer returns the API handler.
+func NewServer(cfg Config) *Server {
+	cfg.fill()
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newReplayCache(cfg.MaxNonces)}
+	s.stopping, s.stop = context.WithCancel(context.Background())
+	s.mux.HandleFunc("GET /v1/health", s.health)
+	s.mux.Handle("GET /v1/users/{user}/entries", s.authed(s.read, false))
+	s.mux.Handle("POST /v1/users/{user}/entries", s.authed(s.appendEntries, true))
+	s.mux.Handle("GET /v1/users/{user}/head", s.authed(s.head, false))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, errorf(ErrNotFound, "no route %s %s", r.Method, r.URL.Path))
+	})
+	return s
+}
+
+// Shutdown ends every long-poll in progress (they answer at once with what
+// they have) and makes health report 503. Call it before
+// http.Server.Shutdown so that waiting readers do not hold shutdown up.
+func (s *Server) Shutdown() { s.stop() }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var id [8]byte
+	rand.Read(id[:])
+	ri := &reqInfo{id: hex.EncodeToString(id[:])}
+	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
+	rw.Header().Set("Cspool-Request-Id", ri.id)
+	s.mux.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri)))
+	attrs := []any{"id", ri.id, "method", r.Method, "path", r.URL.Path, "status", rw.status,
+		"bytes", rw.bytes, "ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr}
+	if ri.keyID != "" {
+		attrs = append(attrs, "key_id", ri.keyID)
+	}
+	if ri.err != nil {
+		attrs = append(attrs, "err", ri.err.Error())
+	}
+	level := slog.LevelInfo
+	if rw.status >= 500 {
+		level = slog.LevelWarn
+	}
+	s.log.Log(r.Context(), level, "http request", attrs...)
+}
+
+// reqInfo collects what the request log line reports.
+type reqInfo struct {
+	id    string
+	keyID string
+	err   error
+}
+
+type reqInfoKey struct{}
+
+func info(r *http.Request) *reqInfo {
+	if ri, ok := r.Context().Value(reqInfoKey{}).(*reqInfo); ok {
+		return ri
+	}
+	return &reqInfo{}
+}
+
+// recorder notes the status and size of a response.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (rw *recorder) WriteHeader(code int) {
+	rw.status = code
+	rw.ResponseWriter.WriteHeader(code)
+}
+
+func (rw *recorder) Write(b []byte) (int, error) {
+	n, err := rw.ResponseWriter.Write(b)
+	rw.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (rw *recorder) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if s.stopping.Err() != nil {
+		s.fail(w, r, errorf(ErrUnavailable, "shutting down"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
