@@ -1,0 +1,272 @@
+package mailstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+)
+
+func leafTypes(bs imap.BodyStructure) []string {
+	var out []string
+	bs.Walk(func(path []int, part imap.BodyStructure) bool {
+		if _, ok := part.(*imap.BodyStructureSinglePart); ok {
+			out = append(out, part.MediaType())
+		}
+		return true
+	})
+	return out
+}
+
+// TestSampleMessages delivers every message in testdata/messages and
+// checks what FETCH will serve: the bytes, ENVELOPE and BODYSTRUCTURE.
+func TestSampleMessages(t *testing.T) {
+	tests := []struct {
+		file      string
+		status    ParseStatus
+		subject   string
+		messageID string
+		from      string // first From address
+		leaves    []string
+	}{
+		{"nested-multipart.eml", Parsed, "Nested multipart with a forwarded message", "nested-1@example.org", "alice@example.org",
+			[]string{"text/plain", "text/html", "message/rfc822"}},
+		{"attachment-base64.eml", Parsed, "Report attached", "attach-1@example.org", "sender@example.org",
+			[]string{"text/plain", "application/pdf"}},
+		{"eightbit-body.eml", Parsed, "Grüße", "8bit-1@example.de", "joerg@example.de", []string{"text/plain"}},
+		{"rfc2047-headers.eml", Parsed, "Hello, 世界 and café", "2047-1@example.fr", "francois@example.fr", []string{"text/plain"}},
+		{"no-message-id.eml", Parsed, "No Message-ID here", "", "robot@example.org", []string{"text/plain"}},
+		{"duplicate-message-id-1.eml", Parsed, "Same Message-ID, copy 1", "dup@example.org", "list@example.org", []string{"text/plain"}},
+		{"duplicate-message-id-2.eml", Parsed, "Same Message-ID, copy 2", "dup@example.org", "list@example.org", []string{"text/plain"}},
+		{"broken-mime.eml", Simplified, "Multipart that never opens its boundary", "broken-1@example.org", "broken@example.org", []string{"text/plain"}},
+		{"lf-line-endings.eml", Parsed, "LF only", "lf-1@example.org", "unix@example.org", []string{"text/plain", "text/html"}},
+		{"nul-bytes.eml", Parsed, "NUL bytes inside", "nul-1@example.org", "nul@example.org", []string{"text/plain"}},
+		{"not-a-message.bin", Unparsed, "", "", "", []string{"text/plain"}},
+	}
+	s := openTest(t)
+	ctx := context.Background()
+	var l testLog
+	var entries []Entry
+	raw := map[command.ID][]byte{}
+	for _, tc := range tests {
+		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "messages", tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := l.spool(&command.Command{Kind: command.Deliver, Date: 1700000000123, Body: b})
+		entries = append(entries, e)
+		raw[e.ID] = b
+	}
+	mustApply(t, s, entries...)
+	for i, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			id := entries[i].ID
+			m, err := s.MessageByID(ctx, id, WantEnvelope|WantStructure|WantHeader|WantRaw)
+			if err != nil {
+				t.Fatalf("MessageByID: %v", err)
+			}
+			want := raw[id]
+			if !bytes.Equal(m.Raw, want) {
+				t.Errorf("raw bytes: expected %d bytes as delivered, got %d different ones", len(want), len(m.Raw))
+			}
+			if m.Size != int64(len(want)) {
+				t.Errorf("size: expected %d, got %d", len(want), m.Size)
+			}
+			if !m.InternalDate.Equal(time.UnixMilli(1700000000123)) {
+				t.Errorf("internal date: expected %v, got %v", time.UnixMilli(1700000000123), m.InternalDate)
+			}
+			if !bytes.Equal(m.Header, want[:m.HeaderLen]) {
+				t.Errorf("header: expected the first %d bytes, got %q", m.HeaderLen, m.Header)
+			}
+			if m.Parse != tc.status {
+				t.Errorf("parse status: expected %d, got %d", tc.status, m.Parse)
+			}
+			env := m.Envelope
+			if env.Subject != tc.subject || env.MessageID != tc.messageID {
+				t.Errorf("envelope: expected subject %q, message id %q; got %q, %q", tc.subject, tc.messageID, env.Subject, env.MessageID)
+			}
+			var from string
+			if len(env.From) > 0 {
+				from = env.From[0].Addr()
+			}
+			if from != tc.from {
+				t.Errorf("envelope from: expected %q, got %q", tc.from, from)
+			}
+			if got := leafTypes(m.BodyStructure); !reflect.DeepEqual(got, tc.leaves) {
+				t.Errorf("body structure leaves: expected %v, got %v", tc.leaves, got)
+			}
+			if !wellFormed(m.BodyStructure) {
+				t.Error("body structure has an empty multipart")
+			}
+			// Every single part has extended data (BODYSTRUCTURE, not BODY).
+			m.BodyStructure.Walk(func(_ []int, p imap.BodyStructure) bool {
+				switch p := p.(type) {
+				case *imap.BodyStructureSinglePart:
+					if p.Extended == nil {
+						t.Errorf("part %s without extended data", p.MediaType())
+					}
+				case *imap.BodyStructureMultiPart:
+					if p.Extended == nil {
+						t.Errorf("multipart %s without extended data", p.MediaType())
+					}
+				}
+				return true
+			})
+		})
+	}
+	if n := len(uidsOf(t, s, "INBOX")); n != len(tests) {
+		t.Errorf("INBOX: expected %d messages, got %d", len(tests), n)
+	}
+}
+
+func TestNestedMessageStructure(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "messages", "nested-multipart.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := parseMessage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := decodeStructure(p.structure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outer, ok := bs.(*imap.BodyStructureMultiPart)
+	if !ok || outer.Subtype != "mixed" || len(outer.Children) != 2 || outer.Extended.Params["boundary"] != "outer" {
+		t.Fatalf("outer part: expected multipart/mixed with 2 parts and boundary outer, got %+v", bs)
+	}
+	fwd, ok := outer.Children[1].(*imap.BodyStructureSinglePart)
+	if !ok || fwd.MessageRFC822 == nil || fwd.MessageRFC822.Envelope.Subject != "The forwarded one" {
+		t.Fatalf("second part: expected a message/rfc822 with subject %q, got %+v", "The forwarded one", outer.Children[1])
+	}
+	if fwd.Extended.Disposition == nil || fwd.Extended.Disposition.Value != "inline" {
+		t.Errorf("forwarded part disposition: expected inline, got %+v", fwd.Extended.Disposition)
+	}
+	env, err := decodeEnvelope(p.envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(env.To) != 2 || len(env.Cc) != 1 || !reflect.DeepEqual(env.InReplyTo, []string{"earlier@example.net"}) {
+		t.Errorf("envelope: expected 2 To, 1 Cc, In-Reply-To earlier@example.net; got %+v", env)
+	}
+	if want := time.Date(2023, 11, 14, 9, 0, 0, 0, time.UTC); !env.Date.Equal(want) {
+		t.Errorf("envelope date: expected %v, got %v", want, env.Date)
+	}
+}
+
+// TestStoredFormsRoundTrip checks that the stored ENVELOPE and
+// BODYSTRUCTURE give back what the extraction produced.
+func TestStoredFormsRoundTrip(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "messages", "*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no sample messages: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := parseMessage(b)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		bs, err := decodeStructure(p.structure)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		again, err := encodeStructure(bs)
+		if err != nil || !bytes.Equal(again, p.structure) {
+			t.Errorf("%s: body structure does not round trip:\n%s\n%s", f, p.structure, again)
+		}
+		if p.status == Parsed {
+			direct := extractStructure(b)
+			if !reflect.DeepEqual(direct, bs) {
+				a, _ := json.Marshal(direct)
+				t.Errorf("%s: decoded body structure differs from the extracted one: %s", f, a)
+			}
+		}
+		env, err := decodeEnvelope(p.envelope)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		again, err = encodeEnvelope(env)
+		if err != nil || !bytes.Equal(again, p.envelope) {
+			t.Errorf("%s: envelope does not round trip:\n%s\n%s", f, p.envelope, again)
+		}
+	}
+}
+
+func TestTortureMessages(t *testing.T) {
+	deep := func(n int) []byte {
+		var b strings.Builder
+		b.WriteString("Subject: deep\r\n")
+		for i := range n {
+			b.WriteString("Content-Type: multipart/mixed; boundary=b" + strconv.Itoa(i) + "\r\n\r\n--b" + strconv.Itoa(i) + "\r\n")
+		}
+		b.WriteString("Content-Type: text/plain\r\n\r\nbottom\r\n")
+		return []byte(b.String())
+	}
+	wide := func(n int) []byte {
+		var b strings.Builder
+		b.WriteString("Subject: wide\r\nContent-Type: multipart/mixed; boundary=w\r\n\r\n")
+		for range n {
+			b.WriteString("--w\r\nContent-Type: text/plain\r\n\r\nx\r\n")
+		}
+		b.WriteString("--w--\r\n")
+		return []byte(b.String())
+	}
+	nestedMessages := func(n int) []byte {
+		var b strings.Builder
+		b.WriteString("Subject: russian doll\r\n")
+		for range n {
+			b.WriteString("Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n")
+		}
+		b.WriteString("\r\ncore\r\n")
+		return []byte(b.String())
+	}
+	tests := []struct {
+		name   string
+		body   []byte
+		status ParseStatus
+		leaves int
+	}{
+		{"nesting within bounds", deep(maxPartDepth - 1), Parsed, 1},
+		{"10000-deep multipart", deep(10000), Simplified, 1},
+		{"parts within bounds", wide(maxParts), Parsed, maxParts},
+		{"10000 parts", wide(10000), Simplified, 1},
+		{"1000 nested messages", nestedMessages(1000), Simplified, 1},
+		{"an empty message", nil, Parsed, 1},
+	}
+	s := openTest(t)
+	var l testLog
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := l.spool(&command.Command{Kind: command.Deliver, Date: 1, Body: tc.body})
+			mustApply(t, s, e)
+			m, err := s.MessageByID(context.Background(), e.ID, WantStructure|WantRaw)
+			if err != nil {
+				t.Fatalf("MessageByID: %v", err)
+			}
+			if m.Parse != tc.status {
+				t.Errorf("parse status: expected %d, got %d", tc.status, m.Parse)
+			}
+			if n := len(leafTypes(m.BodyStructure)); n != tc.leaves {
+				t.Errorf("leaf parts: expected %d, got %d", tc.leaves, n)
+			}
+			if !bytes.Equal(m.Raw, tc.body) {
+				t.Errorf("raw bytes: expected %d bytes back, got %d", len(tc.body), len(m.Raw))
+			}
+		})
+	}
+}
