@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""IMAP timings with Python's imaplib, the same client against every peer.
+
+  imapbench.py waitcount HOST PORT USER PASS N TIMEOUT   wait until INBOX has N messages
+  imapbench.py fetch HOST PORT USER PASS WORD            time FETCH 1:* (ENVELOPE FLAGS) and SEARCH BODY WORD
+
+Prints one JSON object.
+"""
+import imaplib
+import json
+import sys
+import time
+
+
+def login(host, port, user, pw):
+    deadline = time.time() + 30
+    while True:
+        try:
+            m = imaplib.IMAP4(host, int(port))
+            m.login(user, pw)
+            return m
+        except (ConnectionRefusedError, OSError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def waitcount(host, port, user, pw, n, timeout):
+    start = time.time()
+    m = login(host, port, user, pw)
+    count = 0
+    while time.time() - start < float(timeout):
+        typ, data = m.status("INBOX", "(MESSAGES)")
+        if typ == "OK":
+            count = int(data[0].split(b"MESSAGES ")[1].rstrip(b")"))
+            if count >= int(n):
+                break
+        time.sleep(0.05)
+    m.logout()
+    return {"messages": count, "seconds": round(time.time() - start, 3)}
+
+
+def fetch(host, port, user, pw, word):
+    m = login(host, port, user, pw)
+    typ, data = m.select("INBOX", readonly=True)
+    n = int(data[0])
+    t0 = time.time()
+    typ, data = m.fetch("1:*", "(ENVELOPE FLAGS)")
+    t1 = time.time()
+    fetched = sum(1 for d in data if isinstance(d, bytes) and b"ENVELOPE" in d)
+    typ, sdata = m.search(None, "BODY", word)
+    t2 = time.time()
+    hits = len(sdata[0].split()) if sdata and sdata[0] else 0
+    m.logout()
+    return {"messages": n, "fetched": fetched, "fetch_seconds": round(t1 - t0, 3),
+            "search_hits": hits, "search_seconds": round(t2 - t1, 3)}
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    out = {"waitcount": waitcount, "fetch": fetch}[cmd](*args)
+    print(json.dumps(out))
