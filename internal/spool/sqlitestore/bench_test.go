@@ -1,0 +1,87 @@
+package sqlitestore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// BenchmarkAppend appends one 10 KB entry per call with 1 and 8 concurrent
+// appenders, reporting appends/s and appends per commit (how many callers
+// shared each fsync).
+func BenchmarkAppend(b *testing.B) {
+	for _, appenders := range []int{1, 8} {
+		b.Run(fmt.Sprintf("appenders=%d", appenders), func(b *testing.B) {
+			s, err := Open(b.TempDir(), Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			entry := make([]byte, 10<<10)
+			b.SetBytes(int64(len(entry)))
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for g := 0; g < appenders; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					user := fmt.Sprintf("user%d", g%4)
+					for next.Add(1) <= int64(b.N) {
+						if _, err := s.Append(context.Background(), user, [][]byte{entry}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			st := s.Stats()
+			b.ReportMetric(float64(st.Appends)/b.Elapsed().Seconds(), "appends/s")
+			b.ReportMetric(float64(st.Appends)/float64(max(st.Commits, 1)), "appends/commit")
+		})
+	}
+}
+
+// BenchmarkRead reads a 10,000-entry log of 10 KB entries from start to end
+// in pages of at most 1,000 entries and 4 MiB.
+func BenchmarkRead(b *testing.B) {
+	const entries, size = 10_000, 10 << 10
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	entry := make([]byte, size)
+	batch := make([][]byte, 100)
+	for i := range batch {
+		batch[i] = entry
+	}
+	for i := 0; i < entries/len(batch); i++ {
+		if _, err := s.Append(context.Background(), "reader", batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(entries * size)
+	b.ResetTimer()
+	for b.Loop() {
+		after, n := uint64(0), 0
+		for {
+			es, err := s.Read(context.Background(), "reader", after, 1000, 4<<20)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(es) == 0 {
+				break
+			}
+			n += len(es)
+			after = es[len(es)-1].Pos
+		}
+		if n != entries {
+			b.Fatalf("read %d entries, want %d", n, entries)
+		}
+	}
+}
