@@ -172,11 +172,12 @@ func (s *Store) MessageByID(ctx context.Context, id command.ID, want Want) (*Mes
 }
 
 // Fetch calls fn for each message of mailbox whose UID is in uids, in UID
-// order, from one consistent snapshot. A range ending in * (Stop 0) runs to
-// the last message. Only what want asks for is loaded, one row at a time,
-// so fetching many messages never holds all their bodies; fn may call
-// LoadRaw. The Message is fn's to keep. An error from fn stops Fetch and is
-// returned.
+// order, from one consistent snapshot. * (0) in a range stands for the
+// largest UID in the mailbox (RFC 9051 section 9, seq-number), so 100:*
+// includes the last message even when its UID is below 100. Only what want
+// asks for is loaded, one row at a time, so fetching many messages never
+// holds all their bodies; fn may call LoadRaw. The Message is fn's to keep.
+// An error from fn stops Fetch and is returned.
 func (s *Store) Fetch(ctx context.Context, mailbox command.ID, uids imap.UIDSet, want Want, fn func(*Message) error) error {
 	if err := s.check(); err != nil {
 		return err
@@ -184,47 +185,33 @@ func (s *Store) Fetch(ctx context.Context, mailbox command.ID, uids imap.UIDSet,
 	if len(uids) == 0 {
 		return nil
 	}
-	lo, hi := imap.UID(^uint32(0)), imap.UID(0)
-	for _, r := range uids {
-		start, stop := r.Start, r.Stop
-		if start == 0 {
-			start = imap.UID(^uint32(0))
+	return s.scan(ctx, mailbox, want, func(last imap.UID) (string, []any, func(imap.UID) bool) {
+		ranges := make([][2]imap.UID, len(uids))
+		lo, hi := imap.UID(^uint32(0)), imap.UID(0)
+		for i, r := range uids {
+			start, stop := r.Start, r.Stop
+			if start == 0 {
+				start = last
+			}
+			if stop == 0 {
+				stop = last
+			}
+			if start > stop {
+				start, stop = stop, start
+			}
+			ranges[i] = [2]imap.UID{start, stop}
+			lo, hi = min(lo, start), max(hi, stop)
 		}
-		if stop == 0 {
-			stop = imap.UID(^uint32(0))
+		in := func(uid imap.UID) bool {
+			for _, r := range ranges {
+				if uid >= r[0] && uid <= r[1] {
+					return true
+				}
+			}
+			return false
 		}
-		if start > stop {
-			start, stop = stop, start
-		}
-		lo, hi = min(lo, start), max(hi, stop)
-	}
-	return s.scan(ctx, mailbox, "AND m.uid BETWEEN ? AND ?", []any{int64(lo), int64(hi)}, want, func(m *Message) error {
-		if !inSet(uids, m.UID) {
-			return nil
-		}
-		return fn(m)
-	})
-}
-
-// inSet reports whether uid is in uids, whose ranges may be in any order
-// and written either way round, * (0) standing for the largest UID.
-func inSet(uids imap.UIDSet, uid imap.UID) bool {
-	for _, r := range uids {
-		start, stop := r.Start, r.Stop
-		if start == 0 {
-			start = imap.UID(^uint32(0))
-		}
-		if stop == 0 {
-			stop = imap.UID(^uint32(0))
-		}
-		if start > stop {
-			start, stop = stop, start
-		}
-		if uid >= start && uid <= stop {
-			return true
-		}
-	}
-	return false
+		return "AND m.uid BETWEEN ? AND ?", []any{int64(lo), int64(hi)}, in
+	}, fn)
 }
 
 // Scan calls fn for every message of mailbox, in UID order, from one
@@ -235,10 +222,14 @@ func (s *Store) Scan(ctx context.Context, mailbox command.ID, want Want, fn func
 	if err := s.check(); err != nil {
 		return err
 	}
-	return s.scan(ctx, mailbox, "", nil, want, fn)
+	return s.scan(ctx, mailbox, want, nil, fn)
 }
 
-func (s *Store) scan(ctx context.Context, mailbox command.ID, cond string, args []any, want Want, fn func(*Message) error) error {
+// selector turns the mailbox's largest UID (0 if empty) into a condition on
+// m.uid, its arguments and an exact filter.
+type selector func(last imap.UID) (cond string, args []any, in func(imap.UID) bool)
+
+func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel selector, fn func(*Message) error) error {
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
@@ -251,7 +242,17 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, cond string, args 
 	if mb == nil {
 		return fmt.Errorf("reading mailbox %s: %w", mailbox, ErrNoMailbox)
 	}
-	rows, err := tx.QueryContext(ctx, fetchQuery(want)+"WHERE m.mailbox = ? "+cond+" ORDER BY m.uid", append([]any{mb.mid}, args...)...)
+	cond, args, in := "", []any{mb.mid}, func(imap.UID) bool { return true }
+	if sel != nil {
+		var last int64
+		if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(uid), 0) FROM messages WHERE mailbox = ?", mb.mid).Scan(&last); err != nil {
+			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
+		}
+		var more []any
+		cond, more, in = sel(imap.UID(last))
+		args = append(args, more...)
+	}
+	rows, err := tx.QueryContext(ctx, fetchQuery(want)+"WHERE m.mailbox = ? "+cond+" ORDER BY m.uid", args...)
 	if err != nil {
 		return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 	}
@@ -260,6 +261,9 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, cond string, args 
 		m, err := scanFetched(rows, want)
 		if err != nil {
 			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
+		}
+		if !in(m.UID) {
+			continue
 		}
 		m.loader = tx
 		err = fn(m)
