@@ -1,0 +1,208 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"cspool/internal/keys"
+)
+
+// rawRequest builds a signed request; tamper may change it after signing.
+type rawRequest struct {
+	method, path, query string
+	body                []byte
+	key                 *keys.SecretKey
+	at                  time.Duration // timestamp offset from now
+	tamper              func(*http.Request)
+	noSign              bool
+}
+
+func (e *env) send(t *testing.T, rr rawRequest) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(rr.method, e.srv.URL+rr.path, bytes.NewReader(rr.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.RawQuery = rr.query
+	if rr.body != nil {
+		req.Header.Set("Content-Type", ContentType)
+	}
+	if !rr.noSign {
+		if err := SignRequest(req, rr.body, rr.key, time.Now().Add(rr.at)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rr.tamper != nil {
+		rr.tamper(req)
+	}
+	return e.do(t, req)
+}
+
+func (e *env) do(t *testing.T, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var eb struct {
+		Error string `json:"error"`
+	}
+	if resp.StatusCode != 200 {
+		if err := json.Unmarshal(b, &eb); err != nil || eb.Error == "" {
+			t.Errorf("%s %s: status %d with body %q, want a JSON error", req.Method, req.URL.Path, resp.StatusCode, b)
+		}
+	}
+	return resp, eb.Error
+}
+
+func TestAuth(t *testing.T) {
+	e := newEnv(t, false, nil)
+	entries := "/v1/users/alice/entries"
+	good := EncodeBatch([][]byte{[]byte("m")})
+	tests := []struct {
+		name string
+		rr   rawRequest
+		want int
+	}{
+		{"own log read", rawRequest{method: "GET", path: entries, query: "after=0", key: e.alice}, 200},
+		{"own log append", rawRequest{method: "POST", path: entries, body: good, key: e.alice}, 200},
+		{"own head", rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice}, 200},
+		{"health needs nothing", rawRequest{method: "GET", path: "/v1/health", noSign: true}, 200},
+		{"no signature", rawRequest{method: "GET", path: entries, noSign: true}, 401},
+		{"unknown key", rawRequest{method: "GET", path: entries, key: e.stranger}, 401},
+		{"other user's log", rawRequest{method: "GET", path: entries, key: e.bob}, 403},
+		{"other user's log append", rawRequest{method: "POST", path: entries, body: good, key: e.bob}, 403},
+		{"spool key appends", rawRequest{method: "POST", path: entries, body: good, key: e.spoolK}, 200},
+		{"spool key appends to anyone", rawRequest{method: "POST", path: "/v1/users/nobody/entries", body: good, key: e.spoolK}, 200},
+		{"spool key reads", rawRequest{method: "GET", path: entries, key: e.spoolK}, 403},
+		{"spool key head", rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.spoolK}, 403},
+		{"stale timestamp", rawRequest{method: "GET", path: entries, key: e.alice, at: -6 * time.Minute}, 401},
+		{"future timestamp", rawRequest{method: "GET", path: entries, key: e.alice, at: 6 * time.Minute}, 401},
+		{"skewed within window", rawRequest{method: "GET", path: entries, key: e.alice, at: -4 * time.Minute}, 200},
+		{"tampered body", rawRequest{method: "POST", path: entries, body: good, key: e.alice, tamper: func(r *http.Request) {
+			r.Body = io.NopCloser(bytes.NewReader(EncodeBatch([][]byte{[]byte("x")})))
+		}}, 401},
+		{"tampered query", rawRequest{method: "GET", path: entries, query: "after=0", key: e.alice, tamper: func(r *http.Request) {
+			r.URL.RawQuery = "after=5"
+		}}, 401},
+		{"added query parameter", rawRequest{method: "GET", path: entries, query: "after=0", key: e.alice, tamper: func(r *http.Request) {
+			r.URL.RawQuery = "after=0&wait=5"
+		}}, 401},
+		{"tampered path", rawRequest{method: "GET", path: "/v1/users/bob/entries", key: e.alice, tamper: func(r *http.Request) {
+			r.URL.Path = entries
+		}}, 401},
+		{"tampered method", rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice, tamper: func(r *http.Request) {
+			r.Method = "POST"
+			r.URL.Path = entries
+		}}, 401},
+		{"get with signed body", rawRequest{method: "GET", path: entries, body: []byte("x"), key: e.alice}, 401},
+		{"other scheme", rawRequest{method: "GET", path: entries, key: e.alice, tamper: func(r *http.Request) {
+			r.Header.Set("Authorization", "Bearer x")
+		}}, 401},
+		{"bad signature", rawRequest{method: "GET", path: entries, key: e.alice, tamper: func(r *http.Request) {
+			h := r.Header.Get("Authorization")
+			i := strings.LastIndex(h, "sig=") + 4
+			c := byte('A')
+			if h[i] == 'A' {
+				c = 'B'
+			}
+			r.Header.Set("Authorization", h[:i]+string(c)+h[i+1:])
+		}}, 401},
+		{"two headers", rawRequest{method: "GET", path: entries, key: e.alice, tamper: func(r *http.Request) {
+			r.Header.Add("Authorization", r.Header.Get("Authorization"))
+		}}, 401},
+		{"duplicate query parameter", rawRequest{method: "GET", path: entries, key: e.alice, tamper: func(r *http.Request) {
+			r.URL.RawQuery = "after=1&after=2"
+		}}, 400},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, msg := e.send(t, tc.rr)
+			if resp.StatusCode != tc.want {
+				t.Errorf("status %d (%s), want %d", resp.StatusCode, msg, tc.want)
+			}
+			if resp.StatusCode == 401 && resp.Header.Get("WWW-Authenticate") != AuthScheme {
+				t.Errorf("401 without WWW-Authenticate: %s", AuthScheme)
+			}
+			if resp.Header.Get("Cspool-Request-Id") == "" {
+				t.Error("no Cspool-Request-Id header")
+			}
+		})
+	}
+}
+
+func TestReplay(t *testing.T) {
+	e := newEnv(t, false, nil)
+	for _, method := range []string{"GET", "POST"} {
+		var body []byte
+		if method == "POST" {
+			body = EncodeBatch([][]byte{[]byte("once")})
+		}
+		req, err := http.NewRequest(method, e.srv.URL+"/v1/users/alice/entries", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", ContentType)
+		if err := SignRequest(req, body, e.alice, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		again := req.Clone(req.Context())
+		again.Body = io.NopCloser(bytes.NewReader(body))
+		if resp, msg := e.do(t, req); resp.StatusCode != 200 {
+			t.Fatalf("%s: first request: %d %s", method, resp.StatusCode, msg)
+		}
+		if resp, msg := e.do(t, again); resp.StatusCode != 401 || !strings.Contains(msg, "replay") {
+			t.Errorf("%s: replayed request: %d %q, want 401 naming the replay", method, resp.StatusCode, msg)
+		}
+	}
+	if h, err := e.store.Head(testCtx(t), "alice"); err != nil || h != 1 {
+		t.Errorf("head after a replayed append = %d, %v; want 1", h, err)
+	}
+}
+
+func TestReplayCacheFull(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.MaxNonces = 3 })
+	c := e.client(t, "alice", e.alice)
+	ctx := testCtx(t)
+	for i := range 3 {
+		if _, err := c.Head(ctx); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	_, err := c.Head(ctx)
+	if !IsTemporary(err) {
+		t.Errorf("with a full replay cache: %v; want a temporary error (503)", err)
+	}
+	resp, _ := e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice})
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("full replay cache: status %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+func TestTestModeAPI(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := testCtx(t)
+	first := e.client(t, "carol", e.stranger)
+	if _, err := first.Append(ctx, "carol", [][]byte{[]byte("mine")}); err != nil {
+		t.Fatalf("first key for carol: %v", err)
+	}
+	second := e.client(t, "carol", e.bob)
+	if _, _, err := second.Read(ctx, 0, 0, 0, 0); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("second key for carol: %v, want ErrUnauthenticated", err)
+	}
+	if _, err := e.client(t, "dave", e.stranger).Head(ctx); !errors.Is(err, ErrForbidden) {
+		t.Errorf("carol's key as dave: %v, want ErrForbidden", err)
+	}
+	es, _, err := first.Read(ctx, 0, 0, 0, 0)
+	if err != nil || len(es) != 1 {
+		t.Errorf("carol reads her log: %d entries, %v", len(es), err)
+	}
+}

@@ -1,0 +1,100 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMalformed(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.MaxBatchCount = 4 })
+	entries := "/v1/users/alice/entries"
+	post := func(body []byte) rawRequest {
+		return rawRequest{method: "POST", path: entries, body: body, key: e.alice}
+	}
+	tests := []struct {
+		name string
+		rr   rawRequest
+		want int
+	}{
+		{"empty body", post([]byte{}), 400},
+		{"truncated data", post([]byte{5, 'a', 'b'}), 400},
+		{"truncated varint", post([]byte{0x80}), 400},
+		{"non-minimal varint", post([]byte{0x81, 0x00, 'a'}), 400},
+		{"overflowing varint", post(bytes.Repeat([]byte{0xff}, 11)), 400},
+		{"huge length", post([]byte{0xff, 0xff, 0xff, 0xff, 0x0f, 'a'}), 400},
+		{"too many entries", post(EncodeBatch([][]byte{{1}, {2}, {3}, {4}, {5}})), 400},
+		{"wrong content type", rawRequest{method: "POST", path: entries, body: EncodeBatch([][]byte{{1}}), key: e.alice,
+			tamper: func(r *http.Request) { r.Header.Set("Content-Type", "application/json") }}, 415},
+		{"after not a number", rawRequest{method: "GET", path: entries, query: "after=x", key: e.alice}, 400},
+		{"negative after", rawRequest{method: "GET", path: entries, query: "after=-1", key: e.alice}, 400},
+		{"max_count zero", rawRequest{method: "GET", path: entries, query: "max_count=0", key: e.alice}, 400},
+		{"bad wait", rawRequest{method: "GET", path: entries, query: "wait=1.5", key: e.alice}, 400},
+		{"bad user name", rawRequest{method: "GET", path: "/v1/users/.hidden/entries", key: e.alice}, 400},
+		{"unknown route", rawRequest{method: "GET", path: "/v1/nothing", key: e.alice}, 404},
+		{"unknown version", rawRequest{method: "GET", path: "/v2/users/alice/entries", key: e.alice}, 404},
+		{"unknown method", rawRequest{method: "DELETE", path: entries, key: e.alice}, 404},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, msg := e.send(t, tc.rr)
+			if resp.StatusCode != tc.want {
+				t.Errorf("status %d (%s), want %d", resp.StatusCode, msg, tc.want)
+			}
+			// The server keeps serving.
+			if _, err := e.client(t, "alice", e.alice).Head(testCtx(t)); err != nil {
+				t.Errorf("after the bad request: %v", err)
+			}
+		})
+	}
+	if h, _ := e.store.Head(testCtx(t), "alice"); h != 0 {
+		t.Errorf("bad requests appended: head %d, want 0", h)
+	}
+}
+
+func TestOversize(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.MaxBody = 1000 })
+	ctx := testCtx(t)
+	c := e.client(t, "alice", e.alice)
+	if _, err := c.Append(ctx, "alice", [][]byte{make([]byte, 990)}); err != nil {
+		t.Fatalf("body under the limit: %v", err)
+	}
+	_, err := c.Append(ctx, "alice", [][]byte{make([]byte, 1000)})
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Status != 413 || IsTemporary(err) {
+		t.Errorf("body over the limit: %v; want permanent 413", err)
+	}
+	// Without Content-Length (chunked), the limit applies while reading.
+	body := EncodeBatch([][]byte{make([]byte, 5000)})
+	resp, msg := e.send(t, rawRequest{method: "POST", path: "/v1/users/alice/entries", body: body, key: e.alice,
+		tamper: func(r *http.Request) {
+			r.ContentLength = -1
+			r.Body = readerOnly{bytes.NewReader(body)}
+		}})
+	if resp.StatusCode != 413 {
+		t.Errorf("chunked body over the limit: %d %s, want 413", resp.StatusCode, msg)
+	}
+	if h, _ := c.Head(ctx); h != 1 {
+		t.Errorf("head %d after refused appends, want 1", h)
+	}
+}
+
+type readerOnly struct{ r *bytes.Reader }
+
+func (r readerOnly) Read(p []byte) (int, error) { return r.r.Read(p) }
+func (r readerOnly) Close() error               { return nil }
+
+func TestUnavailable(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.RetryAfter = 7 * time.Second })
+	e.store.Close()
+	resp, msg := e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/entries", key: e.alice})
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "7" {
+		t.Errorf("closed store: %d %q, Retry-After %q; want 503, 7", resp.StatusCode, msg, resp.Header.Get("Retry-After"))
+	}
+	if strings.Contains(msg, "spool:") {
+		t.Errorf("error text %q leaks store detail", msg)
+	}
+}
