@@ -53,9 +53,3 @@ func (c *replayCache) add(k replayKey, expires, now time.Time) error {
 	c.seen[k] = expires
 	return nil
 }
-
-func (c *replayCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.seen)
-}
