@@ -1,9 +1,192 @@
 package main
 
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/deliver"
+	"cspool/internal/keys"
+	"cspool/internal/spool"
+	"cspool/internal/spool/sqlitestore"
+)
+
+// Exit statuses of cspool deliver, from sysexits(3), so that a mail transfer
+// agent running it as a delivery command tells temporary failures (retry)
+// from permanent ones (bounce).
+const (
+	exUsage     = 64 // EX_USAGE: bad flags or arguments
+	exDataErr   = 65 // EX_DATAERR: the message is too large
+	exNoInput   = 66 // EX_NOINPUT: standard input could not be read
+	exNoUser    = 67 // EX_NOUSER: no such user
+	exCantCreat = 73 // EX_CANTCREAT: the spool directory cannot be opened
+	exTempFail  = 75 // EX_TEMPFAIL: try again later
+	exNoPerm    = 77 // EX_NOPERM: key or users file problem, key refused
+)
+
 func runDeliver(e *env, args []string) error {
-	fs := newFlagSet(e, "deliver", "", "Run the deliver.", "cspool deliver")
+	fs := newFlagSet(e, "deliver", "< MESSAGE", `
+Deliver one message, read from standard input, into a user's log: the message
+is sealed to the user's public key, signed with the spool key, and appended
+either directly to the spool directory (safe while 'cspool server' runs on it)
+or through a spool server's HTTP API. The spool key cannot decrypt what it
+delivered. Any bytes are a message; they are stored byte for byte.
+
+The user's key comes from --user-key, or from the users file given with
+--users (as 'cspool server' reads it).
+
+On success the log position is printed on standard output (nothing with
+--quiet). Exit status follows sysexits(3), so a mail transfer agent can use
+cspool deliver as its delivery command:
+   0  delivered (the entry is durable)
+  64  usage error (bad flags)
+  65  data error: the message is larger than --max-size
+  66  standard input could not be read
+  67  unknown user (invalid name, or not in --users)
+  73  the spool directory cannot be opened
+  75  temporary failure, try again later: the spool is locked or full, the
+      server is unreachable or busy (HTTP 503)
+  77  permission problem: a key or users file is missing, unreadable, too
+      open or damaged, or the server refused the spool key`, `
+cspool deliver --user alice --user-key alice.pub --spool-key spool.sec < message.eml
+cspool deliver --users /etc/cspool/users --user alice --spool-key spool.sec \
+    --spool-server http://127.0.0.1:8080 < message.eml`)
+	user := fs.String("user", "", "the recipient's user name (required)")
+	userKey := fs.String("user-key", "", "the recipient's public key file (or use --users)")
+	usersFile := fs.String("users", "", "users file to find the recipient's public key in, instead of --user-key")
+	spoolKey := fs.String("spool-key", "", "the spool's secret key file (required)")
+	spoolDir := fs.String("spool-dir", "./spool", "spool directory to append to directly")
+	server := fs.String("spool-server", "", "append through the spool server at this URL (http://HOST:PORT) instead of --spool-dir")
+	maxSize := fs.Int64("max-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
+	timeout := fs.Duration("timeout", 5*time.Minute, "give up (exit 75) after this long")
+	quiet := fs.Bool("quiet", false, "print nothing on success")
 	if err := parseFlags(fs, args); err != nil {
+		var u *usageError
+		if errors.As(err, &u) {
+			return deliverUsage("%s", u.msg)
+		}
 		return err
 	}
-	return usagef("not built yet")
+	switch {
+	case fs.NArg() != 0:
+		return deliverUsage("unexpected argument %q: the message is read from standard input", fs.Arg(0))
+	case *user == "":
+		return deliverUsage("--user is required")
+	case *spoolKey == "":
+		return deliverUsage("--spool-key is required")
+	case (*userKey == "") == (*usersFile == ""):
+		return deliverUsage("give exactly one of --user-key and --users")
+	case *maxSize <= 0:
+		return deliverUsage("--max-size must be positive")
+	}
+	if err := keys.CheckUserName(*user); err != nil {
+		return &exitError{fmt.Errorf("--user: %w", err), exNoUser}
+	}
+
+	sk, err := keys.LoadSecret(*spoolKey)
+	if err != nil {
+		return &exitError{withHint(err, "check --spool-key: it must be the spool's secret key file, mode 0600"), exNoPerm}
+	}
+	users, err := loadDirectory(*user, *userKey, *usersFile)
+	if err != nil {
+		return err
+	}
+
+	msg, err := io.ReadAll(io.LimitReader(e.stdin, *maxSize+1))
+	if err != nil {
+		return &exitError{fmt.Errorf("reading the message from standard input: %w", err), exNoInput}
+	}
+	if int64(len(msg)) > *maxSize {
+		return &exitError{withHint(fmt.Errorf("message larger than %d bytes", *maxSize), "raise --max-size to accept it"), exDataErr}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	var log deliver.Appender
+	if *server != "" {
+		c, err := api.NewClient(*server, "", sk, nil)
+		if err != nil {
+			return deliverUsage("--spool-server: %v", err)
+		}
+		log = c
+	} else {
+		st, err := openSpoolDir(*spoolDir)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		log = st
+	}
+	d := &deliver.Deliverer{Log: log, SpoolKey: sk, Users: users, MaxMessageBytes: *maxSize}
+	pos, err := d.Deliver(ctx, *user, msg)
+	if err != nil {
+		return deliverFailure(err, *server)
+	}
+	if !*quiet {
+		fmt.Fprintf(e.stdout, "delivered %d bytes to %s at log position %d\n", len(msg), *user, pos)
+	}
+	return nil
+}
+
+func deliverUsage(format string, a ...any) error {
+	return &exitError{withHint(fmt.Errorf(format, a...), "run 'cspool deliver -h' for the flags"), exUsage}
+}
+
+// loadDirectory reads the one key deliver needs, from a key file or a users
+// file.
+func loadDirectory(user, userKey, usersFile string) (deliver.Directory, error) {
+	if userKey != "" {
+		k, err := keys.LoadPublic(userKey)
+		if err != nil {
+			return nil, &exitError{withHint(err, "check --user-key: it must be the user's public key file"), exNoPerm}
+		}
+		return deliver.StaticDirectory{user: k}, nil
+	}
+	u, err := keys.LoadUsers(usersFile)
+	if err != nil {
+		return nil, &exitError{withHint(err, "check --users: one \"NAME PUBLIC-KEY\" pair per line"), exNoPerm}
+	}
+	return deliver.StaticDirectory(u), nil
+}
+
+// openSpoolDir opens an existing spool directory; a missing one is an error,
+// so a mistyped --spool-dir does not start a new, empty spool.
+func openSpoolDir(dir string) (*sqlitestore.Store, error) {
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		if err == nil {
+			err = errors.New("not a directory")
+		}
+		return nil, &exitError{withHint(fmt.Errorf("spool directory %s: %w", dir, err),
+			"point --spool-dir at the server's spool directory, or create it with: mkdir -m 700 "+dir), exCantCreat}
+	}
+	st, err := sqlitestore.Open(dir, sqlitestore.Options{})
+	if err != nil {
+		code := exCantCreat
+		if errors.Is(err, spool.ErrUnavailable) {
+			code = exTempFail
+		}
+		return nil, &exitError{withHint(err, "check that this user may write to "+dir), code}
+	}
+	return st, nil
+}
+
+// deliverFailure maps a delivery error onto its exit status.
+func deliverFailure(err error, server string) error {
+	switch {
+	case errors.Is(err, api.ErrUnauthenticated), errors.Is(err, api.ErrForbidden):
+		return &exitError{withHint(err, "the server at "+server+" must be started with this spool key's public half"), exNoPerm}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &exitError{withHint(err, "the spool did not answer within --timeout; the message may be delivered twice if retried"), exTempFail}
+	}
+	switch deliver.KindOf(err) {
+	case deliver.KindUnknownUser:
+		return &exitError{err, exNoUser}
+	case deliver.KindTooLarge:
+		return &exitError{err, exDataErr}
+	}
+	return &exitError{withHint(err, "temporary failure: try again later"), exTempFail}
 }

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/userdb"
+)
+
+// deliverSetup is a spool directory and key files for cspool deliver.
+type deliverSetup struct {
+	dir, spoolDir        string
+	userSec              *keys.SecretKey
+	spoolSec             *keys.SecretKey
+	userPub, spoolSecKey string // file names
+	usersFile            string
+}
+
+func newDeliverSetup(t *testing.T) *deliverSetup {
+	t.Helper()
+	dir := t.TempDir()
+	s := &deliverSetup{dir: dir, spoolDir: filepath.Join(dir, "spool")}
+	var err error
+	if s.userSec, err = keys.Generate(rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	if s.spoolSec, err = keys.Generate(rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	s.userPub = filepath.Join(dir, "alice.pub")
+	s.spoolSecKey = filepath.Join(dir, "spool.sec")
+	if err := keys.WriteFiles(s.userSec, filepath.Join(dir, "alice.sec"), s.userPub, keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.WriteFiles(s.spoolSec, s.spoolSecKey, filepath.Join(dir, "spool.pub"), keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.usersFile = filepath.Join(dir, "users")
+	if err := os.WriteFile(s.usersFile, []byte("# users\nalice "+s.userSec.Public().String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(s.spoolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// buildCspool compiles this command into a temporary directory.
+func buildCspool(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cspool")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building cspool: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// bodies opens every entry of alice's log in dir with her key.
+func (s *deliverSetup) bodies(t *testing.T) [][]byte {
+	t.Helper()
+	st, err := sqlitestore.Open(s.spoolDir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	es, err := st.Read(context.Background(), "alice", 0, 1000, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for i, e := range es {
+		if e.Pos != uint64(i+1) {
+			t.Fatalf("entry %d at position %d, want dense positions", i, e.Pos)
+		}
+		o, err := entry.Open(e.Data, s.userSec, "alice", s.spoolSec.Public())
+		if err != nil {
+			t.Fatalf("opening entry %d: %v", e.Pos, err)
+		}
+		if o.Cmd.Kind != command.Deliver {
+			t.Fatalf("entry %d is %v, want Deliver", e.Pos, o.Cmd.Kind)
+		}
+		out = append(out, o.Cmd.Body)
+	}
+	return out
+}
+
+func TestDeliverCommand(t *testing.T) {
+	bin := buildCspool(t)
+	s := newDeliverSetup(t)
+	msg := []byte("Subject: caf\xc3\xa9\n\nbare LF\nNUL\x00 and \xff\r\n.\r\n")
+	big := bytes.Repeat([]byte("x"), 2000)
+	tooOpen := filepath.Join(s.dir, "open.sec")
+	b, _ := os.ReadFile(s.spoolSecKey)
+	if err := os.WriteFile(tooOpen, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := func(extra ...string) []string {
+		return append([]string{"deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, extra...)
+	}
+	cases := []struct {
+		name       string
+		args       []string
+		stdin      []byte
+		wantCode   int
+		wantStderr string // substring
+		wantStdout string // substring
+		delivered  bool
+	}{
+		{"deliver", base(), msg, 0, "", "at log position 1", true},
+		{"users file, quiet", []string{"deliver", "--user", "alice", "--users", s.usersFile, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir, "--quiet"}, msg, 0, "", "", true},
+		{"empty message", base(), nil, 0, "", "at log position 3", true},
+		{"missing spool key file", []string{"deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", filepath.Join(s.dir, "nope.sec"), "--spool-dir", s.spoolDir}, msg, 77, "nope.sec", "", false},
+		{"missing user key file", []string{"deliver", "--user", "alice", "--user-key", filepath.Join(s.dir, "nope.pub"), "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 77, "nope.pub", "", false},
+		{"spool key too open", []string{"deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", tooOpen, "--spool-dir", s.spoolDir}, msg, 77, "open.sec", "", false},
+		{"public key as spool key", []string{"deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", s.userPub, "--spool-dir", s.spoolDir}, msg, 77, "alice.pub", "", false},
+		{"unknown user in users file", []string{"deliver", "--user", "bob", "--users", s.usersFile, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 67, "unknown user", "", false},
+		{"invalid user name", []string{"deliver", "--user", "../etc", "--user-key", s.userPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 67, "invalid user name", "", false},
+		{"too large", base("--max-size", "1000"), big, 65, "larger than 1000 bytes", "", false},
+		{"missing --user", []string{"deliver", "--user-key", s.userPub, "--spool-key", s.spoolSecKey}, msg, 64, "--user is required", "", false},
+		{"unknown flag", base("--frobnicate"), msg, 64, "frobnicate", "", false},
+		{"both key sources", base("--users", s.usersFile), msg, 64, "exactly one", "", false},
+		{"no spool dir", base("--spool-dir", filepath.Join(s.dir, "typo")), msg, 73, "typo", "", false},
+		{"server unreachable", base("--spool-server", "http://127.0.0.1:1", "--timeout", "10s"), msg, 75, "127.0.0.1:1", "", false},
+		{"bad server URL", base("--spool-server", "ftp://x"), msg, 64, "spool-server", "", false},
+	}
+	want := 0
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(bin, c.args...)
+			cmd.Stdin = bytes.NewReader(c.stdin)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			var xe *exec.ExitError
+			if errors.As(err, &xe) {
+				code = xe.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != c.wantCode {
+				t.Errorf("exit status %d, want %d; stderr:\n%s", code, c.wantCode, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), c.wantStderr) {
+				t.Errorf("stderr %q does not mention %q", stderr.String(), c.wantStderr)
+			}
+			if !strings.Contains(stdout.String(), c.wantStdout) || (c.wantStdout == "" && stdout.Len() > 0) {
+				t.Errorf("stdout %q, want %q", stdout.String(), c.wantStdout)
+			}
+			if c.delivered {
+				want++
+			}
+			got := s.bodies(t)
+			if len(got) != want {
+				t.Fatalf("log has %d entries, want %d", len(got), want)
+			}
+			if c.delivered && !bytes.Equal(got[len(got)-1], c.stdin) {
+				t.Errorf("stored %q, want %q", got[len(got)-1], c.stdin)
+			}
+		})
+	}
+}
+
+// oneUser knows one user and that user's key.
+type oneUser struct {
+	name string
+	key  keys.PublicKey
+}
+
+func (u oneUser) Authorize(_ context.Context, user string, key keys.PublicKey) error {
+	if user != u.name || !key.Equal(u.key) {
+		return fmt.Errorf("key for %q: %w", user, userdb.ErrUnknownKey)
+	}
+	return nil
+}
+
+func TestDeliverCommandThroughServer(t *testing.T) {
+	bin := buildCspool(t)
+	s := newDeliverSetup(t)
+	st, err := sqlitestore.Open(s.spoolDir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	other, err := keys.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		spoolKey keys.PublicKey
+		wantCode int
+		wantHead uint64
+	}{
+		{"accepted spool key", s.spoolSec.Public(), 0, 1},
+		{"another spool key", other.Public(), 77, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := api.NewServer(api.Config{Store: st, Users: oneUser{"alice", s.userSec.Public()}, SpoolKey: c.spoolKey})
+			defer srv.Shutdown()
+			hs := httptest.NewServer(srv)
+			defer hs.Close()
+			cmd := exec.Command(bin, "deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", s.spoolSecKey, "--spool-server", hs.URL, "--timeout", "30s")
+			cmd.Stdin = strings.NewReader("Subject: over http\r\n\r\nhi\r\n")
+			out, err := cmd.CombinedOutput()
+			code := 0
+			var xe *exec.ExitError
+			if errors.As(err, &xe) {
+				code = xe.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != c.wantCode {
+				t.Errorf("exit status %d, want %d; output:\n%s", code, c.wantCode, out)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if h, err := st.Head(ctx, "alice"); err != nil || h != c.wantHead {
+				t.Errorf("head %d (%v), want %d", h, err, c.wantHead)
+			}
+		})
+	}
+	if got := s.bodies(t); len(got) != 1 || string(got[0]) != "Subject: over http\r\n\r\nhi\r\n" {
+		t.Errorf("log holds %q, want the one message", got)
+	}
+}
