@@ -189,7 +189,7 @@ func (s *session) failAll(ts []*target, status smtp.StatusCollector, size int64,
 func (s *session) logOutcome(t *target, size int64, code int, pos uint64, took time.Duration, err error) {
 	attrs := []slog.Attr{
 		slog.String("session", s.id),
-		slog.Int("msg", s.n),
+		slog.Int("seq", s.n),
 		slog.String("user", t.user),
 		slog.Int64("size", size),
 		slog.Int("code", code),
