@@ -30,6 +30,8 @@ type applier struct {
 	nextUV int64 // next UIDVALIDITY to assign
 	now    int64 // Unix ms, for rejection records only
 
+	stmts map[string]*sql.Stmt // prepared on first use, closed with tx
+
 	// per entry
 	pos     uint64
 	entry   command.ID
@@ -59,7 +61,7 @@ func (s *Store) Apply(ctx context.Context, entries []Entry, newPos uint64) (*Res
 	}
 	defer tx.Rollback()
 	var pos int64
-	a := &applier{ctx: ctx, tx: tx, now: time.Now().UnixMilli()}
+	a := &applier{ctx: ctx, tx: tx, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
 	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &a.nextUV); err != nil {
 		return nil, fmt.Errorf("reading state: %w", err)
 	}
@@ -113,7 +115,7 @@ func (a *applier) apply(e Entry) (Outcome, []Change, error) {
 	if err := a.markSeen(e); err != nil {
 		return out, nil, err
 	}
-	if _, err := a.tx.ExecContext(a.ctx, "SAVEPOINT entry"); err != nil {
+	if _, err := a.ExecContext(a.ctx, "SAVEPOINT entry"); err != nil {
 		return out, nil, fmt.Errorf("savepoint: %w", err)
 	}
 	a.pos, a.entry, a.out, a.changes = e.Pos, e.ID, &out, nil
@@ -121,7 +123,7 @@ func (a *applier) apply(e Entry) (Outcome, []Change, error) {
 	var rej *rejection
 	if errors.As(err, &rej) {
 		for _, q := range []string{"ROLLBACK TO entry", "RELEASE entry"} {
-			if _, err := a.tx.ExecContext(a.ctx, q); err != nil {
+			if _, err := a.ExecContext(a.ctx, q); err != nil {
 				return out, nil, fmt.Errorf("rolling back rejected entry: %w", err)
 			}
 		}
@@ -131,7 +133,7 @@ func (a *applier) apply(e Entry) (Outcome, []Change, error) {
 	if err != nil {
 		return out, nil, err
 	}
-	if _, err := a.tx.ExecContext(a.ctx, "RELEASE entry"); err != nil {
+	if _, err := a.ExecContext(a.ctx, "RELEASE entry"); err != nil {
 		return out, nil, fmt.Errorf("releasing savepoint: %w", err)
 	}
 	if len(out.Skipped) > 0 {
@@ -159,7 +161,7 @@ func (a *applier) authorize(e Entry) *rejection {
 		return &rejection{ReasonForbidden, fmt.Sprintf("unknown author %d", int(e.Author))}
 	}
 	var pos int64
-	err := a.tx.QueryRowContext(a.ctx, "SELECT pos FROM entries WHERE id = ?", e.ID[:]).Scan(&pos)
+	err := a.QueryRowContext(a.ctx, "SELECT pos FROM entries WHERE id = ?", e.ID[:]).Scan(&pos)
 	if err == nil {
 		return &rejection{ReasonReplay, fmt.Sprintf("entry id %s already seen at position %d", e.ID, pos)}
 	}
@@ -169,7 +171,7 @@ func (a *applier) authorize(e Entry) *rejection {
 // markSeen records the entry id, so a later entry with the same id is a
 // replay. A lookup error surfaces here, on the insert.
 func (a *applier) markSeen(e Entry) error {
-	if _, err := a.tx.ExecContext(a.ctx, "INSERT INTO entries (id, pos) VALUES (?, ?)", e.ID[:], int64(e.Pos)); err != nil {
+	if _, err := a.ExecContext(a.ctx, "INSERT INTO entries (id, pos) VALUES (?, ?)", e.ID[:], int64(e.Pos)); err != nil {
 		return fmt.Errorf("recording entry id: %w", err)
 	}
 	return nil
@@ -177,7 +179,7 @@ func (a *applier) markSeen(e Entry) error {
 
 func (a *applier) recordRejection(out *Outcome, rej *rejection) error {
 	out.Status, out.Reason, out.Detail = Rejected, rej.reason, rej.detail
-	return insertRejection(a.ctx, a.tx, out.Pos, &out.Entry, rej.reason, rej.detail, a.now)
+	return insertRejection(a.ctx, a, out.Pos, &out.Entry, rej.reason, rej.detail, a.now)
 }
 
 func (a *applier) dispatch(c *command.Command) error {
@@ -211,4 +213,46 @@ func (a *applier) dispatch(c *command.Command) error {
 func (a *applier) change(c Change) {
 	c.Pos = a.pos
 	a.changes = append(a.changes, c)
+}
+
+// stmt returns the prepared form of query, preparing it on first use: an
+// Apply runs the same few statements thousands of times.
+func (a *applier) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	if st, ok := a.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := a.tx.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	a.stmts[query] = st
+	return st, nil
+}
+
+// ExecContext, QueryContext and QueryRowContext run prepared statements in
+// the Apply's transaction; with them an applier is a queryer.
+func (a *applier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := a.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+func (a *applier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	st, err := a.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(ctx, args...)
+}
+
+func (a *applier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	st, err := a.stmt(ctx, query)
+	if err != nil {
+		// A Row carrying the error: preparing again on the transaction
+		// reports it through Scan.
+		return a.tx.QueryRowContext(ctx, query, args...)
+	}
+	return st.QueryRowContext(ctx, args...)
 }

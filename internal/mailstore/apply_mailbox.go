@@ -29,7 +29,7 @@ func parentID(entry command.ID, level int) command.ID {
 
 // insertMailbox creates a mailbox with the next UIDVALIDITY.
 func (a *applier) insertMailbox(id command.ID, name, specialUse string) (*mailboxRow, error) {
-	if clash, err := mailboxByID(a.ctx, a.tx, id); err != nil {
+	if clash, err := mailboxByID(a.ctx, a, id); err != nil {
 		return nil, err
 	} else if clash != nil {
 		return nil, reject(ReasonIDExists, "mailbox id %s exists", id)
@@ -40,7 +40,7 @@ func (a *applier) insertMailbox(id command.ID, name, specialUse string) (*mailbo
 	uv := a.nextUV
 	a.nextUV++
 	mb := &mailboxRow{id: id, name: name, specialUse: specialUse, uidValidity: uv, uidNext: 1, modSeq: int64(a.pos)}
-	err := a.tx.QueryRowContext(a.ctx, `INSERT INTO mailboxes (id, name, special_use, uidvalidity, uidnext, highest_modseq)
+	err := a.QueryRowContext(a.ctx, `INSERT INTO mailboxes (id, name, special_use, uidvalidity, uidnext, highest_modseq)
 		VALUES (?, ?, ?, ?, 1, ?) RETURNING mid`, id[:], name, specialUse, uv, int64(a.pos)).Scan(&mb.mid)
 	if err != nil {
 		return nil, fmt.Errorf("creating mailbox: %w", err)
@@ -62,7 +62,7 @@ func (a *applier) createWithParents(id command.ID, name, specialUse string) (*ma
 // named parentID(id, level).
 func (a *applier) createParents(id command.ID, name string) error {
 	for level, p := range parents(name) {
-		mb, err := mailboxByName(a.ctx, a.tx, p)
+		mb, err := mailboxByName(a.ctx, a, p)
 		if err != nil {
 			return err
 		}
@@ -77,7 +77,7 @@ func (a *applier) createParents(id command.ID, name string) error {
 
 func (a *applier) createMailbox(c *command.Command) error {
 	name := NormalizeName(c.Mailbox)
-	if mb, err := mailboxByName(a.ctx, a.tx, name); err != nil {
+	if mb, err := mailboxByName(a.ctx, a, name); err != nil {
 		return err
 	} else if mb != nil {
 		return reject(ReasonMailboxExists, "mailbox %q exists", name)
@@ -135,13 +135,13 @@ func (a *applier) renameMailbox(c *command.Command) error {
 	// to names no command can carry (a control character), then to the
 	// final names.
 	for _, m := range moves {
-		if _, err := a.tx.ExecContext(a.ctx, "UPDATE mailboxes SET name = ? WHERE mid = ?",
+		if _, err := a.ExecContext(a.ctx, "UPDATE mailboxes SET name = ? WHERE mid = ?",
 			fmt.Sprintf("\x00%d", m.mb.mid), m.mb.mid); err != nil {
 			return fmt.Errorf("renaming mailbox: %w", err)
 		}
 	}
 	for _, m := range moves {
-		if _, err := a.tx.ExecContext(a.ctx, "UPDATE mailboxes SET name = ?, highest_modseq = ? WHERE mid = ?",
+		if _, err := a.ExecContext(a.ctx, "UPDATE mailboxes SET name = ?, highest_modseq = ? WHERE mid = ?",
 			m.newName, int64(a.pos), m.mb.mid); err != nil {
 			return fmt.Errorf("renaming mailbox: %w", err)
 		}
@@ -155,14 +155,14 @@ func (a *applier) renameMailbox(c *command.Command) error {
 
 // renameSubscription carries a subscription over to the new name.
 func (a *applier) renameSubscription(old, name string) error {
-	res, err := a.tx.ExecContext(a.ctx, "DELETE FROM subscriptions WHERE name = ?", old)
+	res, err := a.ExecContext(a.ctx, "DELETE FROM subscriptions WHERE name = ?", old)
 	if err != nil {
 		return fmt.Errorf("renaming subscription: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return nil
 	}
-	if _, err := a.tx.ExecContext(a.ctx, "INSERT OR IGNORE INTO subscriptions (name) VALUES (?)", name); err != nil {
+	if _, err := a.ExecContext(a.ctx, "INSERT OR IGNORE INTO subscriptions (name) VALUES (?)", name); err != nil {
 		return fmt.Errorf("renaming subscription: %w", err)
 	}
 	return nil
@@ -172,7 +172,7 @@ func (a *applier) renameSubscription(old, name string) error {
 // INBOX's messages (in UID order, new UIDs), INBOX stays, empty, with its
 // UIDVALIDITY; INBOX's children are not renamed.
 func (a *applier) renameInbox(inbox *mailboxRow, newName string) error {
-	if mb, err := mailboxByName(a.ctx, a.tx, newName); err != nil {
+	if mb, err := mailboxByName(a.ctx, a, newName); err != nil {
 		return err
 	} else if mb != nil {
 		return reject(ReasonMailboxExists, "mailbox %q exists", newName)
@@ -191,7 +191,7 @@ func (a *applier) renameInbox(inbox *mailboxRow, newName string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := a.tx.ExecContext(a.ctx, "UPDATE messages SET mailbox = ?, uid = ?, modseq = ? WHERE rid = ?",
+		if _, err := a.ExecContext(a.ctx, "UPDATE messages SET mailbox = ?, uid = ?, modseq = ? WHERE rid = ?",
 			dest.mid, int64(uid), int64(a.pos), m.rid); err != nil {
 			return fmt.Errorf("moving message: %w", err)
 		}
@@ -205,7 +205,7 @@ func (a *applier) renameInbox(inbox *mailboxRow, newName string) error {
 
 // messagesIn lists a mailbox's messages in UID order.
 func (a *applier) messagesIn(mid int64) ([]*messageRow, error) {
-	rows, err := a.tx.QueryContext(a.ctx, "SELECT "+messageColumns+messageFrom+"WHERE m.mailbox = ? ORDER BY m.uid", mid)
+	rows, err := a.QueryContext(a.ctx, "SELECT "+messageColumns+messageFrom+"WHERE m.mailbox = ? ORDER BY m.uid", mid)
 	if err != nil {
 		return nil, fmt.Errorf("listing messages: %w", err)
 	}
@@ -246,7 +246,7 @@ func (a *applier) deleteMailbox(c *command.Command) error {
 			return err
 		}
 	}
-	if _, err := a.tx.ExecContext(a.ctx, "DELETE FROM mailboxes WHERE mid = ?", mb.mid); err != nil {
+	if _, err := a.ExecContext(a.ctx, "DELETE FROM mailboxes WHERE mid = ?", mb.mid); err != nil {
 		return fmt.Errorf("deleting mailbox: %w", err)
 	}
 	a.change(Change{Kind: MailboxDeleted, Mailbox: mb.id, Name: mb.name})
@@ -259,7 +259,7 @@ func (a *applier) deleteMailbox(c *command.Command) error {
 func (a *applier) subscribe(c *command.Command) error {
 	name := NormalizeName(c.Mailbox)
 	if !c.MailboxID.IsZero() {
-		mb, err := mailboxByID(a.ctx, a.tx, c.MailboxID)
+		mb, err := mailboxByID(a.ctx, a, c.MailboxID)
 		if err != nil {
 			return err
 		}
@@ -271,7 +271,7 @@ func (a *applier) subscribe(c *command.Command) error {
 	if c.Kind == command.Unsubscribe {
 		q = "DELETE FROM subscriptions WHERE name = ?"
 	}
-	res, err := a.tx.ExecContext(a.ctx, q, name)
+	res, err := a.ExecContext(a.ctx, q, name)
 	if err != nil {
 		return fmt.Errorf("updating subscriptions: %w", err)
 	}

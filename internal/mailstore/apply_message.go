@@ -13,7 +13,7 @@ import (
 
 // deliver puts the message into INBOX, named by the entry id.
 func (a *applier) deliver(c *command.Command) error {
-	inbox, err := mailboxByID(a.ctx, a.tx, InboxID())
+	inbox, err := mailboxByID(a.ctx, a, InboxID())
 	if err != nil {
 		return err
 	}
@@ -38,7 +38,7 @@ func (a *applier) appendMessage(c *command.Command) error {
 }
 
 func (a *applier) newMessage(mb *mailboxRow, body []byte, date int64, flags flagSet) error {
-	if m, err := messageByID(a.ctx, a.tx, a.entry); err != nil {
+	if m, err := messageByID(a.ctx, a, a.entry); err != nil {
 		return err
 	} else if m != nil {
 		return reject(ReasonIDExists, "message id %s exists", a.entry)
@@ -69,12 +69,12 @@ func (a *applier) target(c *command.Command) (*mailboxRow, error) {
 // resolve finds a mailbox by id first, then by name; nil if neither exists.
 func (a *applier) resolve(id command.ID, name string) (*mailboxRow, error) {
 	if !id.IsZero() {
-		mb, err := mailboxByID(a.ctx, a.tx, id)
+		mb, err := mailboxByID(a.ctx, a, id)
 		if err != nil || mb != nil {
 			return mb, err
 		}
 	}
-	return mailboxByName(a.ctx, a.tx, name)
+	return mailboxByName(a.ctx, a, name)
 }
 
 // storeBody stores b once: a body already stored (same SHA-256) gains a
@@ -82,7 +82,7 @@ func (a *applier) resolve(id command.ID, name string) (*mailboxRow, error) {
 func (a *applier) storeBody(b []byte) (int64, error) {
 	digest := sha256.Sum256(b)
 	var bid int64
-	err := a.tx.QueryRowContext(a.ctx, "UPDATE bodies SET refs = refs + 1 WHERE digest = ? RETURNING bid", digest[:]).Scan(&bid)
+	err := a.QueryRowContext(a.ctx, "UPDATE bodies SET refs = refs + 1 WHERE digest = ? RETURNING bid", digest[:]).Scan(&bid)
 	if err == nil {
 		return bid, nil
 	}
@@ -93,7 +93,7 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = a.tx.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure)
+	err = a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure)
 		VALUES (?, 1, ?, ?, ?, ?, ?) RETURNING bid`,
 		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure).Scan(&bid)
 	if err != nil {
@@ -102,14 +102,14 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	if b == nil {
 		b = []byte{}
 	}
-	if _, err := a.tx.ExecContext(a.ctx, "INSERT INTO blobs (bid, data) VALUES (?, ?)", bid, b); err != nil {
+	if _, err := a.ExecContext(a.ctx, "INSERT INTO blobs (bid, data) VALUES (?, ?)", bid, b); err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
 	return bid, nil
 }
 
 func (a *applier) refBody(bid int64) error {
-	if _, err := a.tx.ExecContext(a.ctx, "UPDATE bodies SET refs = refs + 1 WHERE bid = ?", bid); err != nil {
+	if _, err := a.ExecContext(a.ctx, "UPDATE bodies SET refs = refs + 1 WHERE bid = ?", bid); err != nil {
 		return fmt.Errorf("sharing body: %w", err)
 	}
 	return nil
@@ -118,16 +118,16 @@ func (a *applier) refBody(bid int64) error {
 // releaseBody drops one reference, and the body with its last one.
 func (a *applier) releaseBody(bid int64) error {
 	var refs int64
-	if err := a.tx.QueryRowContext(a.ctx, "SELECT refs FROM bodies WHERE bid = ?", bid).Scan(&refs); err != nil {
+	if err := a.QueryRowContext(a.ctx, "SELECT refs FROM bodies WHERE bid = ?", bid).Scan(&refs); err != nil {
 		return fmt.Errorf("releasing body: %w", err)
 	}
 	var err error
 	if refs <= 1 {
-		if _, err = a.tx.ExecContext(a.ctx, "DELETE FROM blobs WHERE bid = ?", bid); err == nil {
-			_, err = a.tx.ExecContext(a.ctx, "DELETE FROM bodies WHERE bid = ?", bid)
+		if _, err = a.ExecContext(a.ctx, "DELETE FROM blobs WHERE bid = ?", bid); err == nil {
+			_, err = a.ExecContext(a.ctx, "DELETE FROM bodies WHERE bid = ?", bid)
 		}
 	} else {
-		_, err = a.tx.ExecContext(a.ctx, "UPDATE bodies SET refs = refs - 1 WHERE bid = ?", bid)
+		_, err = a.ExecContext(a.ctx, "UPDATE bodies SET refs = refs - 1 WHERE bid = ?", bid)
 	}
 	if err != nil {
 		return fmt.Errorf("releasing body: %w", err)
@@ -138,7 +138,7 @@ func (a *applier) releaseBody(bid int64) error {
 // nextUID takes mb's UIDNEXT and advances it.
 func (a *applier) nextUID(mb *mailboxRow) (imap.UID, error) {
 	var uid int64
-	err := a.tx.QueryRowContext(a.ctx,
+	err := a.QueryRowContext(a.ctx,
 		"UPDATE mailboxes SET uidnext = uidnext + 1, highest_modseq = ? WHERE mid = ? RETURNING uidnext - 1",
 		int64(a.pos), mb.mid).Scan(&uid)
 	if err != nil {
@@ -149,7 +149,7 @@ func (a *applier) nextUID(mb *mailboxRow) (imap.UID, error) {
 }
 
 func (a *applier) touch(mid int64) error {
-	if _, err := a.tx.ExecContext(a.ctx, "UPDATE mailboxes SET highest_modseq = ? WHERE mid = ?", int64(a.pos), mid); err != nil {
+	if _, err := a.ExecContext(a.ctx, "UPDATE mailboxes SET highest_modseq = ? WHERE mid = ?", int64(a.pos), mid); err != nil {
 		return fmt.Errorf("updating mailbox modseq: %w", err)
 	}
 	return nil
@@ -160,7 +160,7 @@ func (a *applier) insertMessage(mb *mailboxRow, id command.ID, bid, size, date i
 	if err != nil {
 		return 0, err
 	}
-	_, err = a.tx.ExecContext(a.ctx, `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
+	_, err = a.ExecContext(a.ctx, `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id[:], mb.mid, int64(uid), bid, date, size, flags.bits, flags.encodeKeywords(), int64(a.pos))
 	if err != nil {
@@ -176,7 +176,7 @@ func (a *applier) insertMessage(mb *mailboxRow, id command.ID, bid, size, date i
 func (a *applier) copyMessages(c *command.Command) error {
 	var dest *mailboxRow
 	for i, src := range c.IDs {
-		m, err := messageByID(a.ctx, a.tx, src)
+		m, err := messageByID(a.ctx, a, src)
 		if err != nil {
 			return err
 		}
@@ -185,7 +185,7 @@ func (a *applier) copyMessages(c *command.Command) error {
 			a.out.Skipped = append(a.out.Skipped, src)
 			continue
 		}
-		if clash, err := messageByID(a.ctx, a.tx, newID); err != nil {
+		if clash, err := messageByID(a.ctx, a, newID); err != nil {
 			return err
 		} else if clash != nil {
 			a.out.Skipped = append(a.out.Skipped, src)
@@ -213,7 +213,7 @@ func (a *applier) copyMessages(c *command.Command) error {
 func (a *applier) moveMessages(c *command.Command) error {
 	var dest *mailboxRow
 	for _, id := range c.IDs {
-		m, err := messageByID(a.ctx, a.tx, id)
+		m, err := messageByID(a.ctx, a, id)
 		if err != nil {
 			return err
 		}
@@ -234,7 +234,7 @@ func (a *applier) moveMessages(c *command.Command) error {
 		if err != nil {
 			return err
 		}
-		if _, err := a.tx.ExecContext(a.ctx, "UPDATE messages SET mailbox = ?, uid = ?, modseq = ? WHERE rid = ?",
+		if _, err := a.ExecContext(a.ctx, "UPDATE messages SET mailbox = ?, uid = ?, modseq = ? WHERE rid = ?",
 			dest.mid, int64(uid), int64(a.pos), m.rid); err != nil {
 			return fmt.Errorf("moving message: %w", err)
 		}
@@ -248,7 +248,7 @@ func (a *applier) moveMessages(c *command.Command) error {
 // flags (the author chose the ids).
 func (a *applier) expunge(c *command.Command) error {
 	for _, id := range c.IDs {
-		m, err := messageByID(a.ctx, a.tx, id)
+		m, err := messageByID(a.ctx, a, id)
 		if err != nil {
 			return err
 		}
@@ -268,7 +268,7 @@ func (a *applier) expunge(c *command.Command) error {
 }
 
 func (a *applier) deleteMessage(m *messageRow) error {
-	if _, err := a.tx.ExecContext(a.ctx, "DELETE FROM messages WHERE rid = ?", m.rid); err != nil {
+	if _, err := a.ExecContext(a.ctx, "DELETE FROM messages WHERE rid = ?", m.rid); err != nil {
 		return fmt.Errorf("deleting message: %w", err)
 	}
 	return a.releaseBody(m.body)
@@ -282,7 +282,7 @@ func (a *applier) flags(c *command.Command) error {
 		return err
 	}
 	for _, id := range c.IDs {
-		m, err := messageByID(a.ctx, a.tx, id)
+		m, err := messageByID(a.ctx, a, id)
 		if err != nil {
 			return err
 		}
@@ -302,7 +302,7 @@ func (a *applier) flags(c *command.Command) error {
 		if next.equal(m.flags) {
 			continue
 		}
-		if _, err := a.tx.ExecContext(a.ctx, "UPDATE messages SET flags = ?, keywords = ?, modseq = ? WHERE rid = ?",
+		if _, err := a.ExecContext(a.ctx, "UPDATE messages SET flags = ?, keywords = ?, modseq = ? WHERE rid = ?",
 			next.bits, next.encodeKeywords(), int64(a.pos), m.rid); err != nil {
 			return fmt.Errorf("updating flags: %w", err)
 		}
@@ -326,11 +326,11 @@ func (a *applier) canonicalFlags(flags []string, learn bool) (flagSet, error) {
 			continue
 		}
 		spelled := fl
-		err := a.tx.QueryRowContext(a.ctx, "SELECT name FROM keywords WHERE fold = ?", foldKeyword(fl)).Scan(&spelled)
+		err := a.QueryRowContext(a.ctx, "SELECT name FROM keywords WHERE fold = ?", foldKeyword(fl)).Scan(&spelled)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			if learn {
-				if _, err := a.tx.ExecContext(a.ctx, "INSERT INTO keywords (fold, name) VALUES (?, ?)", foldKeyword(fl), fl); err != nil {
+				if _, err := a.ExecContext(a.ctx, "INSERT INTO keywords (fold, name) VALUES (?, ?)", foldKeyword(fl), fl); err != nil {
 					return f, fmt.Errorf("recording keyword: %w", err)
 				}
 			}
