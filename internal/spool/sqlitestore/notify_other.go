@@ -15,6 +15,7 @@ type notifier struct{}
 
 func listen(string, *slog.Logger) (*notifier, error) { return nil, errNotifyUnsupported }
 
-func (*notifier) close()                           {}
+func (*notifier) stop()                            {}
+func (*notifier) cleanup()                         {}
 func (*notifier) send([]string)                    {}
 func (*notifier) receive() ([]string, bool, error) { return nil, false, errNotifyUnsupported }

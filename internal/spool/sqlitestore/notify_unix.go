@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -32,8 +31,6 @@ type notifier struct {
 	raw  syscall.RawConn
 	log  *slog.Logger
 	buf  []byte
-
-	closeOnce sync.Once
 }
 
 // listen binds a new socket with a random name in dir, creating dir (0700).
@@ -94,13 +91,17 @@ func (n *notifier) closeDir() {
 	}
 }
 
-// close unbinds the socket and removes its file.
-func (n *notifier) close() {
-	n.closeOnce.Do(func() {
-		n.conn.Close()
-		os.Remove(filepath.Join(n.dir, n.self))
-		n.closeDir()
-	})
+// stop closes the socket, which ends a blocked receive; send then fails
+// harmlessly.
+func (n *notifier) stop() {
+	n.conn.Close()
+}
+
+// cleanup removes the socket's file; call it after stop, once nothing
+// sends any more.
+func (n *notifier) cleanup() {
+	os.Remove(filepath.Join(n.dir, n.self))
+	n.closeDir()
 }
 
 // receive blocks for the next datagram.

@@ -276,9 +276,12 @@ func (s *Store) Close() error {
 	}
 	close(s.quit)
 	if s.notify != nil {
-		s.notify.close()
+		s.notify.stop()
 	}
 	s.bg.Wait()
+	if s.notify != nil {
+		s.notify.cleanup()
+	}
 	if err := s.closeDBs(); err != nil {
 		return fmt.Errorf("closing spool %s: %w", s.dir, err)
 	}
