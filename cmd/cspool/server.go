@@ -1,9 +1,282 @@
 package main
 
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/deliver"
+	"cspool/internal/keys"
+	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/userdb"
+)
+
+// shutdownGrace bounds how long in-flight requests and deliveries may take
+// to finish after SIGTERM or SIGINT.
+const shutdownGrace = 30 * time.Second
+
 func runServer(e *env, args []string) error {
-	fs := newFlagSet(e, "server", "", "Run the spool server.", "cspool server")
+	fs := newFlagSet(e, "server", "", `
+Run the spool server: the HTTP API v1 (docs/API.md) through which devices
+read and append their users' encrypted logs, and optionally an LMTP listener
+(RFC 2033) through which a mail transfer agent delivers mail.
+
+Users are listed in a users file (--users; lines "NAME PUBLIC-KEY", as
+printed by 'cspool gen-keys'); send SIGHUP to reload it. Without --users the
+server runs in TEST MODE: the first key that authenticates as a name is
+registered to it (kept in SPOOL_DIR/test-users). Never expose a test mode
+server to people you do not trust.
+
+The spool key (--spool-key, a secret key file) signs LMTP deliveries, and its
+public half may append to any user's log over HTTP ('cspool deliver
+--spool-server'). It cannot decrypt anything.
+
+Listeners default to localhost. SIGTERM or SIGINT stops accepting, lets
+requests and deliveries in flight finish (up to 30 s), and closes the store.`, `
+cspool server --users /etc/cspool/users --spool-dir /var/lib/cspool \
+    --spool-key /etc/cspool/spool.sec --lmtp 127.0.0.1:2424 --lmtp-domains example.org
+cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
+	port := fs.Int("port", 3999, "HTTP API port")
+	addr := fs.String("addr", "127.0.0.1", "HTTP API address to listen on")
+	spoolDir := fs.String("spool-dir", "./spool", "spool directory (SQLite store)")
+	debug := fs.Bool("debug", false, "log at debug level")
+	usersFile := fs.String("users", "", "users file; empty runs the server in TEST MODE")
+	spoolKeyFile := fs.String("spool-key", "", "the spool's secret key file (required with --lmtp)")
+	lmtpAddr := fs.String("lmtp", "", "LMTP listen address, e.g. 127.0.0.1:2424; empty: no LMTP")
+	lmtpDomains := fs.String("lmtp-domains", "", "comma-separated recipient domains accepted over LMTP; empty: any")
+	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
+	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	return usagef("not built yet")
+	if fs.NArg() != 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if *port < 0 || *port > 65535 {
+		return usagef("--port %d out of range", *port)
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	if *lmtpAddr != "" && *spoolKeyFile == "" {
+		return usagef("--lmtp needs --spool-key: deliveries are signed with the spool key")
+	}
+	if *maxMsg <= 0 {
+		return usagef("--max-message-size must be positive")
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	s := &serverRun{log: log}
+	defer s.close()
+	return s.run(serverFlags{
+		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
+		spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
+		tlsCert: *tlsCert, tlsKey: *tlsKey,
+	})
+}
+
+type serverFlags struct {
+	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
+	maxMsg                                                                             int64
+}
+
+// serverRun holds what a running server must release.
+type serverRun struct {
+	log    *slog.Logger
+	store  *sqlitestore.Store
+	httpLn net.Listener
+	lmtpLn net.Listener
+}
+
+func (s *serverRun) close() {
+	for _, ln := range []net.Listener{s.httpLn, s.lmtpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			s.log.Error("closing the store", "err", err)
+		}
+	}
+}
+
+// directory lets deliver look users up in the users database.
+type directory struct{ db *userdb.DB }
+
+func (d directory) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
+	k, err := d.db.Lookup(ctx, user)
+	if errors.Is(err, userdb.ErrUnknownUser) {
+		return k, fmt.Errorf("%w: %w", deliver.ErrUnknownUser, err)
+	}
+	return k, err
+}
+
+func (s *serverRun) run(f serverFlags) error {
+	var spoolKey *keys.SecretKey
+	if f.spoolKeyFile != "" {
+		k, err := keys.LoadSecret(f.spoolKeyFile)
+		if err != nil {
+			return withHint(err, "pass the spool's secret key file, made with 'cspool gen-keys spool.sec spool.pub'")
+		}
+		spoolKey = k
+	}
+	var tlsCert tls.Certificate
+	if f.tlsCert != "" {
+		c, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return withHint(fmt.Errorf("loading TLS certificate %s and key %s: %w", f.tlsCert, f.tlsKey, err), "both files must be PEM; the key must match the certificate")
+		}
+		tlsCert = c
+	}
+	store, err := sqlitestore.Open(f.spoolDir, sqlitestore.Options{Logger: s.log})
+	if err != nil {
+		return withHint(err, "check that --spool-dir names a directory this user can write")
+	}
+	s.store = store
+	var users *userdb.DB
+	if f.usersFile != "" {
+		users, err = userdb.Load(f.usersFile, s.log)
+		if err != nil {
+			return withHint(err, "each line of the users file is NAME PUBLIC-KEY; run without --users for test mode")
+		}
+	} else {
+		if users, err = userdb.OpenTestMode(f.spoolDir, s.log); err != nil {
+			return err
+		}
+	}
+	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20)}
+	if spoolKey != nil {
+		cfg.SpoolKey = spoolKey.Public()
+	}
+	apiSrv := api.NewServer(cfg)
+	if s.httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {
+		return withHint(fmt.Errorf("listening on %s: %w", f.httpAddr, err), "pick another --port or --addr")
+	}
+	httpSrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	var lmtp *deliver.LMTP
+	if f.lmtpAddr != "" {
+		if s.lmtpLn, err = net.Listen("tcp", f.lmtpAddr); err != nil {
+			return withHint(fmt.Errorf("listening for LMTP on %s: %w", f.lmtpAddr, err), "pick another --lmtp address")
+		}
+		host, _ := os.Hostname()
+		d := &deliver.Deliverer{Log: store, SpoolKey: spoolKey, Users: directory{users}, MaxMessageBytes: f.maxMsg}
+		lmtp = deliver.NewLMTP(d, deliver.LMTPOptions{Hostname: host, Domains: splitList(f.lmtpDomains),
+			MaxMessageBytes: f.maxMsg, Logger: s.log})
+	}
+
+	errc := make(chan error, 2)
+	go func() {
+		var err error
+		if f.tlsCert != "" {
+			httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
+			err = httpSrv.ServeTLS(s.httpLn, "", "")
+		} else {
+			err = httpSrv.Serve(s.httpLn)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving HTTP on %s: %w", f.httpAddr, err)
+		}
+	}()
+	if lmtp != nil {
+		go func() {
+			if err := lmtp.Serve(s.lmtpLn); err != nil {
+				errc <- fmt.Errorf("serving LMTP on %s: %w", f.lmtpAddr, err)
+			}
+		}()
+	}
+	s.logStart(f, users, spoolKey)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	failure := s.waitForStop(sigs, errc, users)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	apiSrv.Shutdown()
+	err = httpSrv.Shutdown(ctx)
+	if lmtp != nil {
+		err = errors.Join(err, lmtp.Shutdown(ctx))
+	}
+	s.httpLn, s.lmtpLn = nil, nil
+	if err != nil {
+		s.log.Warn("requests still in flight at the end of the grace period were cut", "err", err)
+	}
+	cerr := s.store.Close()
+	s.store = nil
+	if cerr != nil {
+		return fmt.Errorf("closing the store: %w", cerr)
+	}
+	s.log.Info("stopped")
+	return failure
+}
+
+// waitForStop reloads users on SIGHUP until SIGTERM, SIGINT or a listener
+// failure (returned).
+func (s *serverRun) waitForStop(sigs <-chan os.Signal, errc <-chan error, users *userdb.DB) error {
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				users.Reload() // logs its outcome; a failure keeps the old table
+				continue
+			}
+			s.log.Info("shutting down", "signal", sig.String(), "grace", shutdownGrace)
+			return nil
+		case err := <-errc:
+			s.log.Error("listener failed; shutting down", "err", err)
+			return err
+		}
+	}
+}
+
+func (s *serverRun) logStart(f serverFlags, users *userdb.DB, spoolKey *keys.SecretKey) {
+	scheme := "http"
+	if f.tlsCert != "" {
+		scheme = "https"
+	}
+	attrs := []any{"http", scheme + "://" + s.httpLn.Addr().String(), "lmtp", "off",
+		"store", "sqlite:" + f.spoolDir, "max_message_size", f.maxMsg}
+	if s.lmtpLn != nil {
+		attrs[3] = s.lmtpLn.Addr().String()
+	}
+	if users.TestMode() {
+		attrs = append(attrs, "users", "TEST MODE ("+users.Path()+")")
+	} else {
+		attrs = append(attrs, "users", users.Path())
+	}
+	attrs = append(attrs, "user_count", users.Len())
+	if spoolKey != nil {
+		attrs = append(attrs, "spool_key_id", fmt.Sprintf("%x", spoolKey.Public().KeyID()))
+	}
+	s.log.Info("cspool server started", attrs...)
+	if users.TestMode() {
+		s.log.Warn("TEST MODE: anyone who reaches this server can claim any free user name; pass --users FILE in production")
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"cspool/internal/api"
+	"cspool/internal/keys"
+)
+
+// lockedBuffer collects a subprocess's stderr.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// serverProc is a `cspool server` subprocess.
+type serverProc struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	url    string
+	done   chan error
+}
+
+func startServer(t *testing.T, bin string, args ...string) *serverProc {
+	t.Helper()
+	port := freePort(t)
+	p := &serverProc{stderr: &lockedBuffer{}, url: fmt.Sprintf("http://127.0.0.1:%d", port), done: make(chan error, 1)}
+	p.cmd = exec.Command(bin, append([]string{"server", "--port", fmt.Sprint(port)}, args...)...)
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", p.stderr)
+		}
+	})
+	// Wait for /v1/health.
+	c, err := api.NewClient(p.url, "", mustKey(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Health(ctx)
+		cancel()
+		if err == nil {
+			return p
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("server exited before answering: %v\n%s", err, p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not healthy after 20 s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and requires exit status 0.
+func (p *serverProc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("server exit after SIGTERM: %v, want status 0", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("server did not exit within 40 s of SIGTERM")
+	}
+}
+
+func mustKey(t *testing.T) *keys.SecretKey {
+	t.Helper()
+	k, err := keys.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func writeUsersFile(t *testing.T, path string, users map[string]*keys.SecretKey) {
+	t.Helper()
+	var b strings.Builder
+	for n, k := range users {
+		fmt.Fprintf(&b, "%s %s\n", n, k.Public())
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func buildServerBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cspool")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestServerCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	t.Run("users file, LMTP, reload", func(t *testing.T) { testServerUsersFile(t, bin) })
+	t.Run("test mode", func(t *testing.T) { testServerTestMode(t, bin) })
+}
+
+func testServerUsersFile(t *testing.T, bin string) {
+	dir := t.TempDir()
+	alice, bob, spoolK := mustKey(t), mustKey(t), mustKey(t)
+	usersPath := filepath.Join(dir, "users")
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice})
+	spoolSec, spoolPub := filepath.Join(dir, "spool.sec"), filepath.Join(dir, "spool.pub")
+	if err := keys.WriteFiles(spoolK, spoolSec, spoolPub, keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startServer(t, bin, "--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
+		"--spool-key", spoolSec, "--lmtp", lmtpAddr, "--lmtp-domains", "example.org")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	ac, err := api.NewClient(p.url, "alice", alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := ac.Append(ctx, "alice", [][]byte{[]byte("one\x00"), []byte("two")}); err != nil || first != 1 {
+		t.Fatalf("alice appends: first %d, %v", first, err)
+	}
+	sc, err := api.NewClient(p.url, "", spoolK, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := sc.Append(ctx, "alice", [][]byte{[]byte("delivered over HTTP")}); err != nil || first != 3 {
+		t.Fatalf("spool key appends: first %d, %v", first, err)
+	}
+	// One message over LMTP.
+	conn, err := net.Dial("tcp", lmtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := smtp.NewClientLMTP(conn)
+	if err := lc.SendMail("sender@example.net", []string{"alice@example.org"}, strings.NewReader("Subject: hi\r\n\r\nbody\r\n")); err != nil {
+		t.Fatalf("LMTP delivery: %v", err)
+	}
+	lc.Close()
+	es, head, err := ac.Read(ctx, 0, 0, 0, 0)
+	if err != nil || head != 4 || len(es) != 4 || string(es[0].Data) != "one\x00" || string(es[2].Data) != "delivered over HTTP" {
+		t.Fatalf("alice reads: %d entries, head %d, %v; want 4 entries", len(es), head, err)
+	}
+
+	// Bob is refused until the users file lists him and SIGHUP reloads it.
+	bc, err := api.NewClient(p.url, "bob", bob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bc.Head(ctx); !errors.Is(err, api.ErrUnauthenticated) {
+		t.Fatalf("bob before reload: %v, want ErrUnauthenticated", err)
+	}
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice, "bob": bob})
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err = bc.Head(ctx); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob still refused 10 s after SIGHUP: %v", err)
+		}
+	}
+	p.stop(t)
+	log := p.stderr.String()
+	for _, want := range []string{"cspool server started", "lmtp=" + lmtpAddr, "users reloaded", "stopped"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("server log lacks %q", want)
+		}
+	}
+	if strings.Contains(log, "one\x00") || strings.Contains(log, "Subject: hi") || strings.Contains(log, "sig=") {
+		t.Error("server log holds message contents or signatures")
+	}
+}
+
+func testServerTestMode(t *testing.T, bin string) {
+	dir := t.TempDir()
+	carol, other := mustKey(t), mustKey(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for run := range 2 { // a restart keeps the registration
+		p := startServer(t, bin, "--spool-dir", dir)
+		cc, err := api.NewClient(p.url, "carol", carol, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first, err := cc.Append(ctx, "carol", [][]byte{[]byte("x")}); err != nil || first != uint64(run+1) {
+			t.Fatalf("run %d: carol appends: first %d, %v", run, first, err)
+		}
+		oc, err := api.NewClient(p.url, "carol", other, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oc.Head(ctx); !errors.Is(err, api.ErrUnauthenticated) {
+			t.Errorf("run %d: second key for carol: %v, want ErrUnauthenticated", run, err)
+		}
+		p.stop(t)
+		if !strings.Contains(p.stderr.String(), "TEST MODE") {
+			t.Errorf("run %d: log does not announce test mode", run)
+		}
+	}
+}
+
+func TestServerUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
+	tests := [][]string{
+		{"server", "--lmtp", "127.0.0.1:2424"},
+		{"server", "--tls-cert", "c.pem"},
+		{"server", "--port", "70000"},
+		{"server", "extra"},
+	}
+	for _, args := range tests {
+		if code := run(e, args); code != 2 {
+			t.Errorf("cspool %v: exit %d, want 2 (stderr %q)", args, code, errb.String())
+		}
+	}
+	out.Reset()
+	if code := run(e, []string{"server", "-h"}); code != 0 || !strings.Contains(out.String(), "Example:") {
+		t.Errorf("server -h: exit %d, output %q", code, out.String())
+	}
+}
