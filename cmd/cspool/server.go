@@ -92,7 +92,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 
 type serverFlags struct {
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
-	maxMsg                                                                             int64
+	maxMsg                                                                              int64
 }
 
 // serverRun holds what a running server must release.
