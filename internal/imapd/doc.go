@@ -1,0 +1,58 @@
+// Package imapd serves a device's mail store over IMAP (go-imap v2's
+// imapserver), turning every mutation into a log command.
+//
+// Implementation notes and invariants (docs/IMAP.md has the full story):
+//
+//   - Mutations go through the log. STORE, COPY, MOVE, EXPUNGE, APPEND,
+//     CREATE, DELETE, RENAME, (UN)SUBSCRIBE and the implicit \Seen of a
+//     FETCH BODY[] each become exactly one command (one log entry, naming
+//     every message it touches by id, never one entry per message), submitted
+//     through Submitter. The tagged reply is written only after Submit
+//     returns, that is after the device has applied the log up to that entry,
+//     so a client sees its change in the order every other device sees it.
+//     The session never writes the store itself.
+//   - UIDs (RFC 9051 section 2.3.1.1, RFC 3501 section 2.3.1.1) and
+//     UIDVALIDITY come from the mail store, which assigns them in log order;
+//     they are the same on every device and never reused.
+//   - Sequence numbers (RFC 9051 section 2.3.1.2): for each mailbox selected
+//     by at least one session the server keeps the ordered UID list (the
+//     server view: sequence number n is uids[n-1]) and one
+//     imapserver.MailboxTracker, changed together under the mailbox mutex
+//     (lock-step): an added UID is appended and announced with
+//     QueueNumMessages(len) (one message at a time: the tracker cannot map
+//     jumps larger than one), a removed UID is announced with
+//     QueueExpunge(its index+1) before the next change is looked at, a flag
+//     change with QueueMessageFlags. Client sequence numbers are mapped
+//     through the session's SessionTracker (EncodeSeqNum, DecodeSeqNum)
+//     under the same mutex, so the tracker never sees a count or a sequence
+//     number out of range.
+//   - Loading: a mailbox's UID list is read lazily, when a session selects
+//     it, together with the store position it reflects (the position read
+//     before and after the list must agree). Applied ignores changes at or
+//     before that position, since the list already has them: the sync loop
+//     may be applying while a list loads. The list is dropped when the last
+//     session leaves the mailbox.
+//   - Expunges are sent only through the tracker (never also through
+//     ExpungeWriter or MoveWriter.WriteExpunge), so a client never sees one
+//     twice; non-UID FETCH, STORE and SEARCH do not flush them (RFC 9051
+//     section 7.5.1), the conn's poll after the next command does.
+//   - Memory: only UID lists stay in memory; FETCH and SEARCH stream
+//     messages one at a time from mailstore.Fetch and mailstore.Scan, and
+//     the mailbox mutex is never held while writing to the network: the
+//     targets of a command are resolved under the mutex, then the mutex is
+//     released before any response is written.
+//   - EXAMINE is read-only (RFC 9051 section 6.3.3): every mutation of the
+//     selected mailbox gets NO, and FETCH BODY[] does not set \Seen.
+//   - A session's own STORE does not come back to it as a duplicate untagged
+//     FETCH: while its command is in flight the messages it names are
+//     registered as "quiet" for it, and the tracker update made from the
+//     applied change skips that session (QueueMessageFlags' source); the
+//     session writes the FETCH FLAGS itself unless .SILENT (RFC 9051 section
+//     6.4.6).
+//   - Outcomes: a Rejected command gets NO with a response code (RFC 5530);
+//     a Partial one (another device expunged some of the messages first) is
+//     OK for what could be done (COPYUID lists only the copies made), with
+//     the EXPUNGEs arriving as untagged responses; when nothing at all could
+//     be copied or moved the reply is NO [EXPUNGEISSUED]. An unreachable
+//     spool gives NO [UNAVAILABLE] and changes nothing; reads go on.
+package imapd

@@ -1,0 +1,244 @@
+package imapd
+
+import (
+	"bytes"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+)
+
+// Fetch implements imapserver.Session. Messages are streamed from the store
+// one at a time; a BODY[] or BINARY[] without PEEK on a read-write mailbox
+// first sets \Seen on the messages lacking it, with one SetFlags command.
+func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.FetchOptions) error {
+	sel, err := s.current()
+	if err != nil {
+		return err
+	}
+	refs := sel.mb.resolve(sel.st, set, sel.searchRes)
+	if len(refs) == 0 {
+		return nil
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	span := imap.UIDSet{{Start: refs[0].uid, Stop: refs[len(refs)-1].uid}}
+
+	markSeen := !sel.readOnly && setsSeen(opts)
+	if markSeen {
+		var ids []command.ID
+		err := s.store().Fetch(ctx, sel.mb.id, span, 0, func(m *mailstore.Message) error {
+			if _, ok := findRef(refs, m.UID); ok && !hasFlag(m.Flags, `\Seen`) {
+				ids = append(ids, m.ID)
+			}
+			return nil
+		})
+		if err != nil {
+			return s.storeError(err, "")
+		}
+		if len(ids) > 0 {
+			// The FETCH below reports the new flags itself.
+			sel.mb.hush(sel.st, ids)
+			_, err := s.submit(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: ids})
+			sel.mb.unhush(sel.st)
+			if err != nil {
+				// Reads go on without the spool: serve the content and
+				// leave \Seen unset.
+				s.srv.log.Warn("could not set \\Seen on fetched messages", "err", err)
+				markSeen = false
+			}
+		} else {
+			markSeen = false
+		}
+	}
+
+	want := fetchWant(opts)
+	var writeErr error
+	err = s.store().Fetch(ctx, sel.mb.id, span, want, func(m *mailstore.Message) error {
+		r, ok := findRef(refs, m.UID)
+		if !ok {
+			return nil
+		}
+		writeErr = writeMessage(w.CreateMessage(r.seq), m, opts, markSeen)
+		return writeErr
+	})
+	if writeErr != nil {
+		return writeErr // the connection is gone
+	}
+	if err != nil {
+		return s.storeError(err, "")
+	}
+	return nil
+}
+
+// setsSeen reports whether opts fetch a body section without PEEK.
+func setsSeen(opts *imap.FetchOptions) bool {
+	for _, b := range opts.BodySection {
+		if !b.Peek {
+			return true
+		}
+	}
+	for _, b := range opts.BinarySection {
+		if !b.Peek {
+			return true
+		}
+	}
+	return false
+}
+
+// fetchWant says what to load for opts: the header alone when only
+// top-level header sections are asked for.
+func fetchWant(opts *imap.FetchOptions) mailstore.Want {
+	var want mailstore.Want
+	if opts.Envelope {
+		want |= mailstore.WantEnvelope
+	}
+	if opts.BodyStructure != nil {
+		want |= mailstore.WantStructure
+	}
+	if len(opts.BinarySection) > 0 || len(opts.BinarySectionSize) > 0 {
+		return want | mailstore.WantRaw
+	}
+	for _, b := range opts.BodySection {
+		if len(b.Part) > 0 || (b.Specifier != imap.PartSpecifierHeader && len(b.HeaderFields) == 0 && len(b.HeaderFieldsNot) == 0) {
+			return want | mailstore.WantRaw
+		}
+	}
+	if len(opts.BodySection) > 0 {
+		want |= mailstore.WantHeader
+	}
+	return want
+}
+
+// writeMessage writes one FETCH response.
+func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, opts *imap.FetchOptions, seenSet bool) error {
+	if opts.UID {
+		rw.WriteUID(m.UID)
+	}
+	if opts.Flags || seenSet {
+		rw.WriteFlags(toFlags(m.Flags))
+	}
+	if opts.InternalDate {
+		rw.WriteInternalDate(m.InternalDate)
+	}
+	if opts.RFC822Size {
+		rw.WriteRFC822Size(m.Size)
+	}
+	if opts.Envelope {
+		rw.WriteEnvelope(m.Envelope)
+	}
+	if opts.BodyStructure != nil {
+		rw.WriteBodyStructure(m.BodyStructure)
+	}
+	for _, sec := range opts.BodySection {
+		b := bodySection(m, sec)
+		wc := rw.WriteBodySection(sec, int64(len(b)))
+		if _, err := wc.Write(b); err != nil {
+			return err
+		}
+		if err := wc.Close(); err != nil {
+			return err
+		}
+	}
+	for _, sec := range opts.BinarySection {
+		b := binarySection(m, sec.Part)
+		b = partial(b, sec.Partial)
+		wc := rw.WriteBinarySection(sec, int64(len(b)))
+		if _, err := wc.Write(b); err != nil {
+			return err
+		}
+		if err := wc.Close(); err != nil {
+			return err
+		}
+	}
+	for _, sec := range opts.BinarySectionSize {
+		rw.WriteBinarySectionSize(sec, uint32(len(binarySection(m, sec.Part))))
+	}
+	return rw.Close()
+}
+
+// raw returns the message bytes loaded: the whole message, or the header
+// alone when only the header was loaded.
+func raw(m *mailstore.Message) []byte {
+	if m.Raw != nil {
+		return m.Raw
+	}
+	return m.Header
+}
+
+// singlePart reports whether the message is served as one text part: not
+// parsed as MIME (or beyond the parsing bounds), or not multipart.
+func singlePart(m *mailstore.Message) bool {
+	if m.Parse != mailstore.Parsed {
+		return true
+	}
+	_, multi := m.BodyStructure.(*imap.BodyStructureMultiPart)
+	return m.BodyStructure != nil && !multi
+}
+
+// bodySection returns BODY[section]<partial>. The whole message, its header
+// and its text are served byte for byte from the stored bytes; deeper
+// sections are extracted with imapserver.ExtractBodySection. A message
+// that is not MIME is one text part: BODY[1] is its text.
+func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
+	b := raw(m)
+	hl := min(int(m.HeaderLen), len(b))
+	plain := len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0
+	switch {
+	case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierNone:
+		return partial(b, sec.Partial)
+	case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierText:
+		return partial(b[hl:], sec.Partial)
+	case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierHeader && plain:
+		return partial(b[:hl], sec.Partial)
+	case m.Parse != mailstore.Parsed && len(sec.Part) == 1 && sec.Part[0] == 1 && sec.Specifier == imap.PartSpecifierNone:
+		return partial(b[hl:], sec.Partial)
+	case m.Parse == mailstore.Unparsed:
+		if sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierMIME {
+			return partial([]byte("\r\n"), sec.Partial)
+		}
+		return nil
+	}
+	out := imapserver.ExtractBodySection(bytes.NewReader(b), sec)
+	if out == nil {
+		out = []byte{}
+	}
+	return out
+}
+
+// binarySection returns BINARY[part] without its partial: the decoded
+// content; for a message that is not MIME, its bytes.
+func binarySection(m *mailstore.Message, part []int) []byte {
+	b := raw(m)
+	hl := min(int(m.HeaderLen), len(b))
+	if m.Parse != mailstore.Parsed {
+		if len(part) == 0 {
+			return b
+		}
+		return b[hl:]
+	}
+	out := imapserver.ExtractBinarySection(bytes.NewReader(b), &imap.FetchItemBinarySection{Part: part})
+	if out == nil && len(part) == 1 && part[0] == 1 && singlePart(m) {
+		return b[hl:]
+	}
+	if out == nil {
+		out = []byte{}
+	}
+	return out
+}
+
+func partial(b []byte, p *imap.SectionPartial) []byte {
+	if p == nil {
+		return b
+	}
+	if p.Offset >= int64(len(b)) {
+		return []byte{}
+	}
+	end := int64(len(b))
+	if p.Size >= 0 && p.Offset+p.Size < end {
+		end = p.Offset + p.Size
+	}
+	return b[p.Offset:end]
+}

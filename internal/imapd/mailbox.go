@@ -1,0 +1,342 @@
+package imapd
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+)
+
+// maxLoadTries bounds the retries of a UID list load racing with applies.
+const maxLoadTries = 20
+
+// mailbox is the in-memory state of a selected mailbox: its UID list (the
+// server view of sequence numbers) and its tracker, in lock-step under mu.
+type mailbox struct {
+	id   command.ID
+	refs int // sessions using it; guarded by Server.mu
+
+	mu      sync.Mutex
+	loaded  bool
+	pos     uint64     // store position the loaded list reflects
+	uids    []imap.UID // increasing; sequence number n is uids[n-1]
+	tracker *imapserver.MailboxTracker
+	deleted bool // the mailbox was deleted while selected
+	// quiet lists, per session, messages whose next flag change that
+	// session made itself and reports on its own.
+	quiet map[*imapserver.SessionTracker]map[command.ID]bool
+}
+
+// load reads the UID list and the position it reflects, once.
+func (mb *mailbox) load(ctx context.Context, st *mailstore.Store) error {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if mb.loaded {
+		return nil
+	}
+	for try := 0; try < maxLoadTries; try++ {
+		before, err := st.Position(ctx)
+		if err != nil {
+			return err
+		}
+		uids, err := st.UIDs(ctx, mb.id)
+		if err != nil {
+			return err
+		}
+		after, err := st.Position(ctx)
+		if err != nil {
+			return err
+		}
+		if before != after {
+			continue // an apply committed meanwhile: the list may be newer than before
+		}
+		mb.uids, mb.pos, mb.loaded = uids, before, true
+		mb.tracker = imapserver.NewMailboxTracker(uint32(len(uids)))
+		mb.quiet = map[*imapserver.SessionTracker]map[command.ID]bool{}
+		return nil
+	}
+	return fmt.Errorf("loading mailbox %s: the store kept changing during %d tries", mb.id, maxLoadTries)
+}
+
+// find returns the index of uid in the list.
+func (mb *mailbox) find(uid imap.UID) (int, bool) {
+	return slices.BinarySearch(mb.uids, uid)
+}
+
+// apply turns one mailbox's changes (in apply order) into tracker updates.
+func (mb *mailbox) apply(changes []mailstore.Change) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if !mb.loaded || mb.deleted {
+		return
+	}
+	for i := 0; i < len(changes); i++ {
+		c := changes[i]
+		if c.Pos <= mb.pos {
+			continue // already in the loaded list
+		}
+		switch c.Kind {
+		case mailstore.MessageAdded:
+			if n := len(mb.uids); n > 0 && mb.uids[n-1] >= c.UID {
+				continue
+			}
+			mb.uids = append(mb.uids, c.UID)
+			mb.tracker.QueueNumMessages(uint32(len(mb.uids)))
+		case mailstore.MessageExpunged:
+			// A run of expunges is announced from the highest sequence
+			// number down, so each number is valid when queued, and the
+			// list is compacted once.
+			j := i
+			for j < len(changes) && changes[j].Kind == mailstore.MessageExpunged && changes[j].Pos > mb.pos {
+				j++
+			}
+			mb.expunge(changes[i:j])
+			i = j - 1
+		case mailstore.FlagsChanged:
+			k, ok := mb.find(c.UID)
+			if !ok {
+				continue
+			}
+			var source *imapserver.SessionTracker
+			for st, set := range mb.quiet {
+				if set[c.Message] {
+					delete(set, c.Message)
+					source = st
+					break
+				}
+			}
+			mb.tracker.QueueMessageFlags(uint32(k+1), c.UID, toFlags(c.Flags), source)
+		case mailstore.MailboxDeleted:
+			for n := len(mb.uids); n > 0; n-- {
+				mb.tracker.QueueExpunge(uint32(n))
+			}
+			mb.uids = nil
+			mb.deleted = true
+			return
+		}
+	}
+}
+
+func (mb *mailbox) expunge(run []mailstore.Change) {
+	var idx []int
+	for _, c := range run {
+		if k, ok := mb.find(c.UID); ok {
+			idx = append(idx, k)
+		}
+	}
+	if len(idx) == 0 {
+		return
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(idx)))
+	idx = slices.Compact(idx)
+	gone := make(map[int]bool, len(idx))
+	for _, k := range idx {
+		mb.tracker.QueueExpunge(uint32(k + 1))
+		gone[k] = true
+	}
+	out := mb.uids[:0]
+	for k, u := range mb.uids {
+		if !gone[k] {
+			out = append(out, u)
+		}
+	}
+	mb.uids = out
+}
+
+// ref is a message a command acts on: its UID and its sequence number in
+// the client's view.
+type ref struct {
+	uid imap.UID
+	seq uint32
+}
+
+// clientMax returns the highest sequence number the client knows of, with
+// mb.mu held: the client view of the last message visible to it.
+func (mb *mailbox) clientMax(st *imapserver.SessionTracker) uint32 {
+	for s := len(mb.uids); s > 0; s-- {
+		if c := st.EncodeSeqNum(uint32(s)); c != 0 {
+			return c
+		}
+	}
+	return 0
+}
+
+// resolve returns the messages of set visible to the client, in UID order.
+// A SEARCHRES set ($) is resolved against saved.
+func (mb *mailbox) resolve(st *imapserver.SessionTracker, set imap.NumSet, saved []imap.UID) []ref {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if imap.IsSearchRes(set) {
+		var us imap.UIDSet
+		for _, u := range saved {
+			us.AddNum(u)
+		}
+		set = us
+	}
+	var out []ref
+	switch set := set.(type) {
+	case imap.UIDSet:
+		if len(mb.uids) == 0 {
+			return nil
+		}
+		last := mb.uids[len(mb.uids)-1]
+		for _, r := range set {
+			lo, hi := r.Start, r.Stop
+			if lo == 0 {
+				lo = last
+			}
+			if hi == 0 {
+				hi = last
+			}
+			if lo > hi {
+				lo, hi = hi, lo
+			}
+			k, _ := mb.find(lo)
+			for ; k < len(mb.uids) && mb.uids[k] <= hi; k++ {
+				if c := st.EncodeSeqNum(uint32(k + 1)); c != 0 {
+					out = append(out, ref{mb.uids[k], c})
+				}
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].uid < out[j].uid })
+		out = slices.CompactFunc(out, func(a, b ref) bool { return a.uid == b.uid })
+	case imap.SeqSet:
+		if small(set, len(mb.uids)) {
+			for _, r := range set {
+				lo, hi := min(r.Start, r.Stop), max(r.Start, r.Stop)
+				for c := lo; c <= hi && c != 0; c++ {
+					s := st.DecodeSeqNum(c)
+					if s != 0 && int(s) <= len(mb.uids) && st.EncodeSeqNum(s) == c {
+						out = append(out, ref{mb.uids[s-1], c})
+					}
+				}
+			}
+			sort.Slice(out, func(i, j int) bool { return out[i].uid < out[j].uid })
+			return slices.CompactFunc(out, func(a, b ref) bool { return a.uid == b.uid })
+		}
+		max := mb.clientMax(st)
+		for k, u := range mb.uids {
+			c := st.EncodeSeqNum(uint32(k + 1))
+			if c != 0 && seqIn(set, c, max) {
+				out = append(out, ref{u, c})
+			}
+		}
+	}
+	return out
+}
+
+// small reports whether set has no * and fewer numbers than a scan of n
+// messages would visit.
+func small(set imap.SeqSet, n int) bool {
+	total := 0
+	for _, r := range set {
+		if r.Start == 0 || r.Stop == 0 {
+			return false
+		}
+		total += int(max(r.Start, r.Stop)-min(r.Start, r.Stop)) + 1
+		if total > n {
+			return false
+		}
+	}
+	return true
+}
+
+// seqIn reports whether client sequence number c is in set, * (0) standing
+// for max.
+func seqIn(set imap.SeqSet, c, max uint32) bool {
+	for _, r := range set {
+		lo, hi := r.Start, r.Stop
+		if lo == 0 {
+			lo = max
+		}
+		if hi == 0 {
+			hi = max
+		}
+		if lo > hi {
+			lo, hi = hi, lo
+		}
+		if c >= lo && c <= hi {
+			return true
+		}
+	}
+	return false
+}
+
+// view returns, with their client sequence numbers, all messages visible to
+// the client (for SEARCH), and the highest client sequence number.
+func (mb *mailbox) view(st *imapserver.SessionTracker) ([]ref, uint32) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	out := make([]ref, 0, len(mb.uids))
+	for k, u := range mb.uids {
+		if c := st.EncodeSeqNum(uint32(k + 1)); c != 0 {
+			out = append(out, ref{u, c})
+		}
+	}
+	return out, mb.clientMax(st)
+}
+
+// hush registers ids as changed by st itself; unhush forgets them.
+func (mb *mailbox) hush(st *imapserver.SessionTracker, ids []command.ID) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	set := mb.quiet[st]
+	if set == nil {
+		set = map[command.ID]bool{}
+		mb.quiet[st] = set
+	}
+	for _, id := range ids {
+		set[id] = true
+	}
+}
+
+func (mb *mailbox) unhush(st *imapserver.SessionTracker) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	delete(mb.quiet, st)
+}
+
+// open starts a session on the mailbox: its tracker session and the count
+// it starts from, taken together.
+func (mb *mailbox) open() (*imapserver.SessionTracker, uint32, bool) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	return mb.tracker.NewSession(), uint32(len(mb.uids)), mb.deleted
+}
+
+func (mb *mailbox) close(st *imapserver.SessionTracker) {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	delete(mb.quiet, st)
+	st.Close()
+}
+
+func (mb *mailbox) isDeleted() bool {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	return mb.deleted
+}
+
+// findRef returns the entry of refs (sorted by UID) for uid.
+func findRef(refs []ref, uid imap.UID) (ref, bool) {
+	k := sort.Search(len(refs), func(i int) bool { return refs[i].uid >= uid })
+	if k < len(refs) && refs[k].uid == uid {
+		return refs[k], true
+	}
+	return ref{}, false
+}
+
+func toFlags(fs []string) []imap.Flag {
+	out := make([]imap.Flag, len(fs))
+	for i, f := range fs {
+		out[i] = imap.Flag(f)
+	}
+	return out
+}

@@ -1,0 +1,290 @@
+package imapd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+)
+
+// mailboxName cleans a client's mailbox name (a trailing delimiter is
+// dropped, RFC 9051 section 6.3.4) and checks it.
+func mailboxName(name string) (string, error) {
+	name = mailstore.NormalizeName(strings.TrimSuffix(name, string(mailstore.Delim)))
+	if err := command.CheckMailboxName(name); err != nil {
+		return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: fmt.Sprintf("invalid mailbox name %q", cleanText(name))}
+	}
+	return name, nil
+}
+
+// Create implements imapserver.Session: one CreateMailbox command
+// (RFC 6154 section 3 for USE).
+func (s *session) Create(name string, opts *imap.CreateOptions) error {
+	name, err := mailboxName(name)
+	if err != nil {
+		return err
+	}
+	cmd := &command.Command{Kind: command.CreateMailbox, Mailbox: name}
+	if opts != nil && len(opts.SpecialUse) > 0 {
+		if len(opts.SpecialUse) > 1 {
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "USEATTR",
+				Text: "only one special use per mailbox"}
+		}
+		switch a := opts.SpecialUse[0]; a {
+		case imap.MailboxAttrAll, imap.MailboxAttrArchive, imap.MailboxAttrDrafts, imap.MailboxAttrFlagged,
+			imap.MailboxAttrJunk, imap.MailboxAttrSent, imap.MailboxAttrTrash:
+			cmd.SpecialUse = string(a)
+		default:
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: "USEATTR",
+				Text: fmt.Sprintf("unknown special use %q", cleanText(string(a)))}
+		}
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	if _, err := s.store().MailboxByName(ctx, name); err == nil {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists,
+			Text: fmt.Sprintf("mailbox %q exists already", cleanText(name))}
+	}
+	_, err = s.submit(cmd)
+	return err
+}
+
+// Delete implements imapserver.Session: one DeleteMailbox command.
+func (s *session) Delete(name string) error {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	mb, err := s.store().MailboxByName(ctx, name)
+	if err != nil {
+		return s.storeError(err, name)
+	}
+	if mb.ID == mailstore.InboxID() {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "INBOX cannot be deleted"}
+	}
+	_, err = s.submit(&command.Command{Kind: command.DeleteMailbox, Mailbox: mb.Name, MailboxID: mb.ID})
+	return err
+}
+
+// Rename implements imapserver.Session: one RenameMailbox command.
+func (s *session) Rename(name, newName string, _ *imap.RenameOptions) error {
+	newName, err := mailboxName(newName)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	mb, err := s.store().MailboxByName(ctx, name)
+	if err != nil {
+		return s.storeError(err, name)
+	}
+	if _, err := s.store().MailboxByName(ctx, newName); err == nil {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists,
+			Text: fmt.Sprintf("mailbox %q exists already", cleanText(newName))}
+	}
+	_, err = s.submit(&command.Command{Kind: command.RenameMailbox, Mailbox: mb.Name, MailboxID: mb.ID, NewName: newName})
+	return err
+}
+
+// Subscribe implements imapserver.Session.
+func (s *session) Subscribe(name string) error { return s.subscribe(command.Subscribe, name) }
+
+// Unsubscribe implements imapserver.Session.
+func (s *session) Unsubscribe(name string) error { return s.subscribe(command.Unsubscribe, name) }
+
+func (s *session) subscribe(kind command.Kind, name string) error {
+	name, err := mailboxName(name)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	cmd := &command.Command{Kind: kind, Mailbox: name}
+	if mb, err := s.store().MailboxByName(ctx, name); err == nil {
+		cmd.Mailbox, cmd.MailboxID = mb.Name, mb.ID
+	} else if !errors.Is(err, mailstore.ErrNoMailbox) {
+		return s.storeError(err, name)
+	} else if kind == command.Subscribe {
+		return noMailbox(name)
+	}
+	_, err = s.submit(cmd)
+	return err
+}
+
+// listEntry is one name LIST may return.
+type listEntry struct {
+	name       string
+	mb         *mailstore.Mailbox // nil: a name with no mailbox
+	subscribed bool
+	children   bool
+	subChild   bool // a subscribed name below it (RECURSIVEMATCH)
+}
+
+// List implements imapserver.Session (LIST, LSUB, RFC 5258 LIST-EXTENDED,
+// RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE, RFC 3348 CHILDREN).
+func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, opts *imap.ListOptions) error {
+	if opts == nil {
+		opts = &imap.ListOptions{}
+	}
+	if len(patterns) == 1 && patterns[0] == "" {
+		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: mailstore.Delim})
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	boxes, err := s.store().Mailboxes(ctx)
+	if err != nil {
+		return s.storeError(err, "")
+	}
+	subs, err := s.store().Subscriptions(ctx)
+	if err != nil {
+		return s.storeError(err, "")
+	}
+	entries := map[string]*listEntry{}
+	get := func(name string) *listEntry {
+		e := entries[name]
+		if e == nil {
+			e = &listEntry{name: name}
+			entries[name] = e
+		}
+		return e
+	}
+	for i := range boxes {
+		get(boxes[i].Name).mb = &boxes[i]
+	}
+	for _, n := range subs {
+		get(n).subscribed = true
+	}
+	// Every level above a name is listed too (as \NonExistent when it has
+	// no mailbox), so that % finds the way down.
+	for _, n := range sortedNames(entries) {
+		e := entries[n]
+		for i := 0; i < len(n); i++ {
+			if n[i] == mailstore.Delim {
+				p := get(n[:i])
+				p.children = true
+				if e.subscribed {
+					p.subChild = true
+				}
+			}
+		}
+	}
+	for _, n := range sortedNames(entries) {
+		e := entries[n]
+		if !matchAny(n, ref, patterns) {
+			continue
+		}
+		if opts.SelectSubscribed && !e.subscribed && !(opts.SelectRecursiveMatch && e.subChild) {
+			continue
+		}
+		if opts.SelectSpecialUse && (e.mb == nil || e.mb.SpecialUse == "") {
+			continue
+		}
+		if e.mb == nil && !e.subscribed && !e.children {
+			continue
+		}
+		data := &imap.ListData{Delim: mailstore.Delim, Mailbox: n}
+		if e.mb == nil {
+			if e.children {
+				data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
+			} else {
+				data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
+			}
+		}
+		if e.children {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
+		} else {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrHasNoChildren)
+		}
+		if e.subscribed && (opts.ReturnSubscribed || opts.SelectSubscribed) {
+			data.Attrs = append(data.Attrs, imap.MailboxAttrSubscribed)
+		}
+		if e.mb != nil && e.mb.SpecialUse != "" {
+			data.Attrs = append(data.Attrs, imap.MailboxAttr(e.mb.SpecialUse))
+		}
+		if opts.SelectRecursiveMatch && e.subChild && !e.subscribed {
+			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
+		}
+		if opts.ReturnStatus != nil && e.mb != nil {
+			if data.Status, err = s.statusData(ctx, e.mb, opts.ReturnStatus); err != nil {
+				return err
+			}
+		}
+		if err := w.WriteList(data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortedNames(m map[string]*listEntry) []string {
+	out := make([]string, 0, len(m))
+	for n := range m {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func matchAny(name, ref string, patterns []string) bool {
+	for _, p := range patterns {
+		if imapserver.MatchList(name, mailstore.Delim, ref, p) {
+			return true
+		}
+		// INBOX matches case-insensitively (RFC 9051 section 5.1).
+		if name == mailstore.InboxName && imapserver.MatchList(name, mailstore.Delim, strings.ToUpper(ref), strings.ToUpper(p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// Status implements imapserver.Session.
+func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusData, error) {
+	ctx, cancel := s.ctx()
+	defer cancel()
+	mb, err := s.store().MailboxByName(ctx, name)
+	if err != nil {
+		return nil, s.storeError(err, name)
+	}
+	return s.statusData(ctx, mb, opts)
+}
+
+func (s *session) statusData(ctx context.Context, mb *mailstore.Mailbox, opts *imap.StatusOptions) (*imap.StatusData, error) {
+	data := &imap.StatusData{Mailbox: mb.Name, UIDNext: mb.UIDNext, UIDValidity: mb.UIDValidity}
+	if opts.NumMessages {
+		n := mb.Messages
+		data.NumMessages = &n
+	}
+	if opts.NumUnseen {
+		n := mb.Unseen
+		data.NumUnseen = &n
+	}
+	if opts.NumRecent {
+		var zero uint32
+		data.NumRecent = &zero
+	}
+	if opts.Size {
+		n := mb.Size
+		data.Size = &n
+	}
+	if opts.NumDeleted {
+		var n uint32
+		err := s.store().Scan(ctx, mb.ID, 0, func(m *mailstore.Message) error {
+			if hasFlag(m.Flags, `\Deleted`) {
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, s.storeError(err, mb.Name)
+		}
+		data.NumDeleted = &n
+	}
+	return data, nil
+}

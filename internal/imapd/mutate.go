@@ -1,0 +1,270 @@
+package imapd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+)
+
+// appendLimit is the largest message APPEND takes (imapserver's default).
+const appendLimit = 100 << 20
+
+// codeExpungeIssued is RFC 9051's EXPUNGEISSUED response code.
+const codeExpungeIssued imap.ResponseCode = "EXPUNGEISSUED"
+
+// targets resolves set to messages and their ids, in UID order; messages
+// gone from the store meanwhile are left out.
+func (s *session) targets(ctx context.Context, sel *selected, set imap.NumSet) ([]ref, []command.ID, map[command.ID]imap.UID, error) {
+	refs := sel.mb.resolve(sel.st, set, sel.searchRes)
+	if len(refs) == 0 {
+		return nil, nil, nil, nil
+	}
+	uids := make([]imap.UID, len(refs))
+	for i, r := range refs {
+		uids[i] = r.uid
+	}
+	byUID, err := s.store().MessageIDs(ctx, sel.mb.id, uids)
+	if err != nil {
+		return nil, nil, nil, s.storeError(err, "")
+	}
+	ids := make([]command.ID, 0, len(byUID))
+	byID := make(map[command.ID]imap.UID, len(byUID))
+	kept := refs[:0]
+	for _, r := range refs {
+		if id, ok := byUID[r.uid]; ok {
+			ids = append(ids, id)
+			byID[id] = r.uid
+			kept = append(kept, r)
+		}
+	}
+	return kept, ids, byID, nil
+}
+
+// Store implements imapserver.Session: one SetFlags, ClearFlags or
+// ReplaceFlags command for all the messages.
+func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.StoreFlags, _ *imap.StoreOptions) error {
+	sel, err := s.writable()
+	if err != nil {
+		return err
+	}
+	list, err := canonicalFlags(flags.Flags)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	refs, ids, _, err := s.targets(ctx, sel, set)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	var kind command.Kind
+	switch flags.Op {
+	case imap.StoreFlagsAdd:
+		kind = command.SetFlags
+	case imap.StoreFlagsDel:
+		kind = command.ClearFlags
+	default:
+		kind = command.ReplaceFlags
+	}
+	if len(list) > 0 || kind == command.ReplaceFlags {
+		sel.mb.hush(sel.st, ids)
+		_, err = s.submit(&command.Command{Kind: kind, Flags: list, IDs: ids})
+		sel.mb.unhush(sel.st)
+		if err != nil {
+			return err
+		}
+	}
+	if flags.Silent {
+		return nil
+	}
+	_, isUID := set.(imap.UIDSet)
+	return s.writeFlags(ctx, w, sel, refs, isUID)
+}
+
+// writeFlags writes FETCH (FLAGS) for refs with their current flags.
+func (s *session) writeFlags(ctx context.Context, w *imapserver.FetchWriter, sel *selected, refs []ref, uid bool) error {
+	if len(refs) == 0 {
+		return nil
+	}
+	span := imap.UIDSet{{Start: refs[0].uid, Stop: refs[len(refs)-1].uid}}
+	return s.store().Fetch(ctx, sel.mb.id, span, 0, func(m *mailstore.Message) error {
+		r, ok := findRef(refs, m.UID)
+		if !ok {
+			return nil
+		}
+		rw := w.CreateMessage(r.seq)
+		if uid {
+			rw.WriteUID(m.UID)
+		}
+		rw.WriteFlags(toFlags(m.Flags))
+		return rw.Close()
+	})
+}
+
+// Expunge implements imapserver.Session: one Expunge command naming the
+// visible messages flagged \Deleted (within uids for UID EXPUNGE). The
+// EXPUNGE responses come from the tracker, never from w.
+func (s *session) Expunge(_ *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+	sel, err := s.writable()
+	if err != nil {
+		return err
+	}
+	var set imap.NumSet = imap.SeqSet{{Start: 1, Stop: 0}}
+	if uids != nil {
+		set = *uids
+	}
+	refs := sel.mb.resolve(sel.st, set, sel.searchRes)
+	if len(refs) == 0 {
+		return nil
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	var ids []command.ID
+	span := imap.UIDSet{{Start: refs[0].uid, Stop: refs[len(refs)-1].uid}}
+	err = s.store().Fetch(ctx, sel.mb.id, span, 0, func(m *mailstore.Message) error {
+		if _, ok := findRef(refs, m.UID); ok && hasFlag(m.Flags, `\Deleted`) {
+			ids = append(ids, m.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return s.storeError(err, "")
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err = s.submit(&command.Command{Kind: command.Expunge, IDs: ids})
+	return err
+}
+
+func hasFlag(flags []string, f string) bool {
+	for _, x := range flags {
+		if x == f {
+			return true
+		}
+	}
+	return false
+}
+
+// Copy implements imapserver.Session: one Copy command.
+func (s *session) Copy(set imap.NumSet, dest string) (*imap.CopyData, error) {
+	return s.transfer(command.Copy, set, dest)
+}
+
+// Move implements imapserver.SessionMove: one Move command. Only the
+// COPYUID goes through w; the EXPUNGEs come from the tracker.
+func (s *session) Move(w *imapserver.MoveWriter, set imap.NumSet, dest string) error {
+	if _, err := s.writable(); err != nil {
+		return err
+	}
+	data, err := s.transfer(command.Move, set, dest)
+	if err != nil {
+		return err
+	}
+	return w.WriteCopyData(data)
+}
+
+func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*imap.CopyData, error) {
+	sel, err := s.current()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	to, err := s.store().MailboxByName(ctx, dest)
+	if err != nil {
+		if errors.Is(err, mailstore.ErrNoMailbox) {
+			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate,
+				Text: fmt.Sprintf("no mailbox %q; create it first", cleanText(dest))}
+		}
+		return nil, s.storeError(err, dest)
+	}
+	_, ids, byID, err := s.targets(ctx, sel, set)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: codeExpungeIssued,
+			Text: "none of these messages exist any more"}
+	}
+	o, err := s.submit(&command.Command{Kind: kind, Mailbox: to.Name, MailboxID: to.ID, IDs: ids})
+	if err != nil {
+		return nil, err
+	}
+	if len(o.Placed) == 0 {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: codeExpungeIssued,
+			Text: "the messages were expunged by another device meanwhile; nothing was done"}
+	}
+	data := &imap.CopyData{UIDValidity: to.UIDValidity}
+	if p := o.Placed[0].Mailbox; p != to.ID {
+		if mb, err := s.store().MailboxByID(ctx, p); err == nil {
+			data.UIDValidity = mb.UIDValidity
+		}
+	}
+	var src, dst imap.UIDSet
+	for _, p := range o.Placed {
+		src.AddNum(byID[p.Source])
+		dst.AddNum(p.UID)
+	}
+	data.SourceUIDs, data.DestUIDs = src, dst
+	return data, nil
+}
+
+// Append implements imapserver.Session: one Append command.
+func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOptions) (*imap.AppendData, error) {
+	if r.Size() > appendLimit {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig,
+			Text: fmt.Sprintf("messages are limited to %d bytes", appendLimit)}
+	}
+	body, err := io.ReadAll(io.LimitReader(r, appendLimit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading appended message: %w", err)
+	}
+	ctx, cancel := s.ctx()
+	defer cancel()
+	to, err := s.store().MailboxByName(ctx, name)
+	if err != nil {
+		if errors.Is(err, mailstore.ErrNoMailbox) {
+			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate,
+				Text: fmt.Sprintf("no mailbox %q; create it first", cleanText(name))}
+		}
+		return nil, s.storeError(err, name)
+	}
+	var flags []string
+	date := time.Now()
+	if opts != nil {
+		if flags, err = canonicalFlags(opts.Flags); err != nil {
+			return nil, err
+		}
+		if !opts.Time.IsZero() {
+			date = opts.Time
+		}
+	}
+	ms := date.UnixMilli()
+	if ms == 0 {
+		ms = 1 // 0 means "no date" in a command
+	}
+	o, err := s.submit(&command.Command{Kind: command.Append, Mailbox: to.Name, MailboxID: to.ID,
+		Flags: flags, Date: ms, Body: body})
+	if err != nil {
+		return nil, err
+	}
+	if len(o.Placed) != 1 {
+		return nil, fmt.Errorf("append applied without placing the message")
+	}
+	data := &imap.AppendData{UID: o.Placed[0].UID, UIDValidity: to.UIDValidity}
+	if p := o.Placed[0].Mailbox; p != to.ID {
+		if mb, err := s.store().MailboxByID(ctx, p); err == nil {
+			data.UIDValidity = mb.UIDValidity
+		}
+	}
+	return data, nil
+}

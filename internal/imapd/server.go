@@ -1,0 +1,158 @@
+package imapd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+)
+
+// Submitter appends commands to the user's log and returns once the device
+// has applied the log up to them, with each entry's outcome (*syncer.Syncer).
+type Submitter interface {
+	Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	Store  *mailstore.Store // required
+	Submit Submitter        // required
+	// User is the IMAP login name (required).
+	User string
+	// Password is compared in constant time. An empty Password is refused
+	// unless AllowEmptyPassword is set.
+	Password           string
+	AllowEmptyPassword bool
+	// Logger gets connection and command failures; nil: slog.Default().
+	Logger *slog.Logger
+	// Alert, if non-nil and returning a non-empty text, is sent as an
+	// untagged OK [ALERT] right after a successful login.
+	Alert func() string
+}
+
+// Server is an IMAP server over a mail store. Create it with New.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	srv    *imapserver.Server
+	ctx    context.Context // cancelled by Close: stops waiting submits
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	boxes map[command.ID]*mailbox // mailboxes selected by at least one session
+}
+
+// New returns a Server; call Serve to accept connections.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil || cfg.Submit == nil {
+		return nil, errors.New("imapd: store and submitter are required")
+	}
+	if cfg.User == "" {
+		return nil, errors.New("imapd: a user name is required")
+	}
+	if cfg.Password == "" && !cfg.AllowEmptyPassword {
+		return nil, errors.New("imapd: an empty password is not allowed (set AllowEmptyPassword to allow it)")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.srv = imapserver.New(&imapserver.Options{
+		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return &session{srv: s, conn: c}, nil, nil
+		},
+		Caps: imap.CapSet{
+			imap.CapIMAP4rev1:        {},
+			imap.CapIMAP4rev2:        {},
+			imap.CapSpecialUse:       {},
+			imap.CapCreateSpecialUse: {},
+			imap.CapBinary:           {},
+			imap.CapLiteralPlus:      {},
+			imap.CapUIDPlus:          {},
+			imap.CapMove:             {},
+			imap.CapNamespace:        {},
+			imap.CapListStatus:       {},
+			imap.CapChildren:         {},
+			imap.CapESearch:          {},
+			imap.CapSearchRes:        {},
+		},
+		Logger:       printfLogger{s.log},
+		InsecureAuth: true, // localhost only; see docs/IMAP.md
+	})
+	return s, nil
+}
+
+// Serve accepts connections on ln until Close.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.srv.Serve(ln)
+}
+
+// Close stops the listeners and closes every connection.
+func (s *Server) Close() error {
+	s.cancel()
+	if err := s.srv.Close(); err != nil {
+		return fmt.Errorf("closing imap server: %w", err)
+	}
+	return nil
+}
+
+// Applied tells the sessions about a batch the syncer applied: install it as
+// syncer.Config.OnApplied. It returns once every tracker is updated; it never
+// writes to the network.
+func (s *Server) Applied(res *mailstore.Result) {
+	if res == nil {
+		return
+	}
+	for id, changes := range res.ByMailbox() {
+		s.mu.Lock()
+		mb := s.boxes[id]
+		s.mu.Unlock()
+		if mb != nil {
+			mb.apply(changes)
+		}
+	}
+}
+
+// acquire returns the in-memory state of mailbox id, loaded, and counts a
+// user of it; release undoes it.
+func (s *Server) acquire(ctx context.Context, id command.ID) (*mailbox, error) {
+	s.mu.Lock()
+	mb := s.boxes[id]
+	if mb == nil {
+		mb = &mailbox{id: id}
+		s.boxes[id] = mb
+	}
+	mb.refs++
+	s.mu.Unlock()
+	if err := mb.load(ctx, s.cfg.Store); err != nil {
+		s.release(mb)
+		return nil, err
+	}
+	return mb, nil
+}
+
+func (s *Server) release(mb *mailbox) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mb.refs--
+	if mb.refs == 0 && s.boxes[mb.id] == mb {
+		delete(s.boxes, mb.id)
+	}
+}
+
+// printfLogger adapts slog to imapserver.Logger.
+type printfLogger struct{ log *slog.Logger }
+
+func (l printfLogger) Printf(format string, args ...any) {
+	l.log.Warn(fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,227 @@
+package imapd
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"cspool/internal/mailstore"
+)
+
+// session is one IMAP connection.
+type session struct {
+	srv  *Server
+	conn *imapserver.Conn
+
+	authed bool
+	sel    *selected
+}
+
+// selected is the state of the selected mailbox.
+type selected struct {
+	mb        *mailbox
+	st        *imapserver.SessionTracker
+	readOnly  bool
+	searchRes []imap.UID // SEARCHRES ($), RFC 5182
+}
+
+var _ imapserver.SessionIMAP4rev2 = (*session)(nil)
+
+// readTimeout bounds store reads for one command.
+const readTimeout = 5 * time.Minute
+
+// submitTimeout bounds the wait for a submitted command to be applied.
+const submitTimeout = 2 * time.Minute
+
+func (s *session) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.srv.ctx, readTimeout)
+}
+
+func (s *session) store() *mailstore.Store { return s.srv.cfg.Store }
+
+// Close implements imapserver.Session.
+func (s *session) Close() error {
+	s.unselect()
+	return nil
+}
+
+// Login implements imapserver.Session.
+func (s *session) Login(user, pass string) error {
+	cfg := &s.srv.cfg
+	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(cfg.User))
+	okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(cfg.Password))
+	if okUser&okPass != 1 {
+		s.srv.log.Warn("failed login", "user", user, "remote", s.conn.NetConn().RemoteAddr().String())
+		return imapserver.ErrAuthFailed
+	}
+	s.authed = true
+	if cfg.Alert != nil {
+		if text := cleanText(cfg.Alert()); text != "" {
+			// The conn writes nothing else while a command is handled and
+			// flushes every response, so one line can go straight out.
+			if _, err := fmt.Fprintf(s.conn.NetConn(), "* OK [ALERT] %s\r\n", text); err != nil {
+				return fmt.Errorf("writing alert: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// cleanText makes s safe as IMAP resp-text: one line of printable ASCII.
+func cleanText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r >= 0x20 && r < 0x7f {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte(' ')
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// Select implements imapserver.Session (SELECT and EXAMINE).
+func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectData, error) {
+	s.unselect()
+	ctx, cancel := s.ctx()
+	defer cancel()
+	info, err := s.store().MailboxByName(ctx, name)
+	if err != nil {
+		return nil, s.storeError(err, name)
+	}
+	mb, err := s.srv.acquire(ctx, info.ID)
+	if err != nil {
+		return nil, s.storeError(err, name)
+	}
+	st, n, deleted := mb.open()
+	if deleted {
+		mb.close(st)
+		s.srv.release(mb)
+		return nil, noMailbox(name)
+	}
+	s.sel = &selected{mb: mb, st: st, readOnly: opts != nil && opts.ReadOnly}
+	flags, err := s.mailboxFlags(ctx)
+	if err != nil {
+		s.unselect()
+		return nil, err
+	}
+	next := info.UIDNext
+	mb.mu.Lock()
+	if k := len(mb.uids); k > 0 && mb.uids[k-1] >= next {
+		next = mb.uids[k-1] + 1
+	}
+	mb.mu.Unlock()
+	perm := append(append([]imap.Flag{}, flags...), imap.FlagWildcard)
+	if s.sel.readOnly {
+		perm = []imap.Flag{}
+	}
+	return &imap.SelectData{
+		Flags:          flags,
+		PermanentFlags: perm,
+		NumMessages:    n,
+		UIDNext:        next,
+		UIDValidity:    info.UIDValidity,
+	}, nil
+}
+
+// mailboxFlags lists the system flags and every keyword in use.
+func (s *session) mailboxFlags(ctx context.Context) ([]imap.Flag, error) {
+	kw, err := s.store().Keywords(ctx)
+	if err != nil {
+		return nil, s.storeError(err, "")
+	}
+	flags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
+	for _, k := range kw {
+		flags = append(flags, imap.Flag(k))
+	}
+	return flags, nil
+}
+
+// Unselect implements imapserver.Session (UNSELECT, and CLOSE after its
+// expunge).
+func (s *session) Unselect() error {
+	s.unselect()
+	return nil
+}
+
+func (s *session) unselect() {
+	if s.sel == nil {
+		return
+	}
+	s.sel.mb.close(s.sel.st)
+	s.srv.release(s.sel.mb)
+	s.sel = nil
+}
+
+// Poll implements imapserver.Session.
+func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
+	if s.sel == nil {
+		return nil
+	}
+	return s.sel.st.Poll(w, allowExpunge)
+}
+
+// Idle implements imapserver.Session.
+func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
+	if s.sel == nil {
+		<-stop
+		return nil
+	}
+	return s.sel.st.Idle(w, stop)
+}
+
+// Namespace implements imapserver.SessionNamespace: one personal namespace.
+func (s *session) Namespace() (*imap.NamespaceData, error) {
+	return &imap.NamespaceData{Personal: []imap.NamespaceDescriptor{{Prefix: "", Delim: mailstore.Delim}}}, nil
+}
+
+// current returns the selected mailbox, failing if it was deleted.
+func (s *session) current() (*selected, error) {
+	if s.sel == nil {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "no mailbox selected"}
+	}
+	if s.sel.mb.isDeleted() {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent,
+			Text: "the selected mailbox was deleted (by this or another device)"}
+	}
+	return s.sel, nil
+}
+
+// writable returns the selected mailbox if it may be changed.
+func (s *session) writable() (*selected, error) {
+	sel, err := s.current()
+	if err != nil {
+		return nil, err
+	}
+	if sel.readOnly {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: "the mailbox is read-only (EXAMINE); SELECT it to change it"}
+	}
+	return sel, nil
+}
+
+func noMailbox(name string) error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent,
+		Text: fmt.Sprintf("no mailbox %q", cleanText(name))}
+}
+
+// storeError turns a mail store failure into an IMAP error, logging the
+// detail.
+func (s *session) storeError(err error, name string) error {
+	if errors.Is(err, mailstore.ErrNoMailbox) {
+		return noMailbox(name)
+	}
+	var ie *imap.Error
+	if errors.As(err, &ie) {
+		return err
+	}
+	s.srv.log.Error("mail store failure", "err", err)
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug,
+		Text: "the local mail store failed; see the daemon's log"}
+}

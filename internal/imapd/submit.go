@@ -1,0 +1,107 @@
+package imapd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+	"cspool/internal/syncer"
+)
+
+// submit sends one command through the log and returns its outcome, or
+// the IMAP error to reply with: NO [UNAVAILABLE] when the spool cannot be
+// reached, NO with a code when the command was rejected.
+func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
+	ctx, cancel := context.WithTimeout(s.srv.ctx, submitTimeout)
+	defer cancel()
+	outs, err := s.srv.cfg.Submit.Submit(ctx, cmd)
+	switch {
+	case errors.Is(err, syncer.ErrUnavailable):
+		s.srv.log.Warn("change not made: spool unavailable", "command", cmd.Kind, "err", err)
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
+			Text: "the mail spool cannot be reached; nothing was changed, try again later"}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		s.srv.log.Warn("change sent but not applied in time", "command", cmd.Kind, "err", err)
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
+			Text: "the change was sent to the spool but is not applied yet; check again later"}
+	case err != nil:
+		s.srv.log.Error("submitting a change failed", "command", cmd.Kind, "err", err)
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug,
+			Text: "the change could not be submitted; see the daemon's log"}
+	case len(outs) != 1:
+		return nil, fmt.Errorf("submitting %s: got %d outcomes for one command", cmd.Kind, len(outs))
+	}
+	o := &outs[0]
+	switch o.Status {
+	case mailstore.Rejected:
+		s.srv.log.Info("change rejected", "command", cmd.Kind, "reason", o.Reason, "pos", o.Pos)
+		return o, rejection(o)
+	case mailstore.Partial:
+		s.srv.log.Info("change partly applied: messages gone", "command", cmd.Kind, "skipped", len(o.Skipped), "pos", o.Pos)
+	}
+	return o, nil
+}
+
+// rejection is the reply for a rejected command (RFC 5530 codes).
+func rejection(o *mailstore.Outcome) error {
+	code := imap.ResponseCodeCannot
+	text := "the change was refused"
+	switch o.Reason {
+	case mailstore.ReasonNoMailbox:
+		code, text = imap.ResponseCodeNonExistent, "the mailbox does not exist (any more)"
+	case mailstore.ReasonMailboxExists:
+		code, text = imap.ResponseCodeAlreadyExists, "the mailbox exists already"
+	case mailstore.ReasonInbox:
+		text = "INBOX cannot be deleted"
+	case mailstore.ReasonInvalid:
+		text = "the change is not valid"
+	case mailstore.ReasonIDExists, mailstore.ReasonReplay, mailstore.ReasonForbidden:
+		code, text = imap.ResponseCodeServerBug, "the change was rejected by the log"
+	}
+	if o.Detail != "" {
+		text += ": " + cleanText(o.Detail)
+	}
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: text}
+}
+
+// canonicalFlags checks a client's flags and spells system flags
+// canonically; \Recent is dropped (session state, never stored).
+func canonicalFlags(in []imap.Flag) ([]string, error) {
+	out := make([]string, 0, len(in))
+	seen := map[string]bool{}
+	for _, f := range in {
+		s := string(f)
+		if strings.HasPrefix(s, `\`) {
+			switch strings.ToLower(s) {
+			case `\seen`:
+				s = `\Seen`
+			case `\answered`:
+				s = `\Answered`
+			case `\flagged`:
+				s = `\Flagged`
+			case `\deleted`:
+				s = `\Deleted`
+			case `\draft`:
+				s = `\Draft`
+			case `\recent`:
+				continue
+			default:
+				return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug,
+					Text: fmt.Sprintf("%q is not a flag that can be stored", cleanText(s))}
+			}
+		} else if err := command.CheckFlag(s); err != nil {
+			return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug,
+				Text: fmt.Sprintf("%q is not a valid keyword", cleanText(s))}
+		}
+		if k := strings.ToLower(s); !seen[k] {
+			seen[k] = true
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
