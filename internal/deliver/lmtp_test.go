@@ -388,3 +388,41 @@ func TestReserve(t *testing.T) {
 		t.Fatal("reserve over a full budget succeeded")
 	}
 }
+
+// barrierLog lets appends return only once n of them are in flight at the
+// same time, so it fails (as unavailable) unless a message's users are
+// appended concurrently.
+type barrierLog struct {
+	Appender
+	n       int
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func (b *barrierLog) Append(ctx testContext, user string, batch [][]byte) (uint64, error) {
+	b.arrived <- struct{}{}
+	select {
+	case <-b.release:
+	case <-time.After(20 * time.Second):
+		return 0, errUnavailableForTest
+	}
+	return b.Appender.Append(ctx, user, batch)
+}
+
+func TestLMTPRecipientsAppendConcurrently(t *testing.T) {
+	f := newFixture(t, "alice", "bob", "carol")
+	b := &barrierLog{Appender: f.store, n: 3, arrived: make(chan struct{}, 3), release: make(chan struct{})}
+	go func() {
+		for range b.n {
+			<-b.arrived
+		}
+		close(b.release)
+	}()
+	f.d.Log = b
+	addr := serve(t, f.d, LMTPOptions{})
+	c := dialLMTP(t, addr)
+	r, d := sendGo(t, c, []byte("hi\r\n"), "alice@example.org", "bob@example.org", "carol@example.org")
+	if len(r)+len(d) > 0 {
+		t.Fatalf("RCPT errors %v, DATA errors %v; want all delivered concurrently", r, d)
+	}
+}
