@@ -54,7 +54,7 @@ cspool deliver as its delivery command:
       open or damaged, or the server refused the spool key`, `
 cspool deliver --user alice --user-key alice.pub --spool-key spool.sec < message.eml
 cspool deliver --users /etc/cspool/users --user alice --spool-key spool.sec \
-    --spool-server http://127.0.0.1:8080 < message.eml`)
+    --spool-server http://127.0.0.1:3999 < message.eml`)
 	user := fs.String("user", "", "the recipient's user name (required)")
 	userKey := fs.String("user-key", "", "the recipient's public key file (or use --users)")
 	usersFile := fs.String("users", "", "users file to find the recipient's public key in, instead of --user-key")
