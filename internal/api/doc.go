@@ -21,8 +21,9 @@
 //   - A read response carries the log's head in the Cspool-Head header. Every
 //     entry in the body has after < position <= head, in increasing order.
 //   - Read responses are streamed: the server reads the store in chunks of
-//     at most Config.ChunkBytes and writes each chunk before reading the
-//     next, so its memory per request does not grow with max_bytes.
+//     at most Config.ChunkBytes, reading the next chunk while writing the
+//     current one, so its memory per request is about two chunks whatever
+//     max_bytes is (plus one entry larger than a chunk).
 //   - Long-poll: a read with wait > 0 that finds nothing blocks in
 //     spool.Store.Wait until an entry arrives (from any process) or the wait,
 //     capped at Config.MaxWait, ends; Server.Shutdown ends every wait early.

@@ -181,29 +181,52 @@ func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Dur
 }
 
 // stream writes entries, then further chunks read from the store, up to the
-// limits and never past head, then the end marker.
+// limits and never past head, then the end marker. The next chunk is read
+// while the current one is written, so the store and the network work at
+// the same time; at most two chunks are in memory.
 func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string, p readParams, head uint64, entries []spool.Entry) error {
 	ew := &entryWriter{w: bufio.NewWriterSize(w, 64<<10)}
-	count, size, last := 0, int64(0), p.after
+	count, size := 0, int64(0)
+	type chunk struct {
+		entries []spool.Entry
+		err     error
+	}
 	for {
+		// Plan the next chunk from what this one will write.
+		n, sz, last, full := count, size, p.after, false
 		for _, e := range entries {
-			if e.Pos > head || count == p.maxCount || (count > 0 && size+int64(len(e.Data)) > p.maxBytes) {
-				return ew.end()
+			if e.Pos > head || n == p.maxCount || (n > 0 && sz+int64(len(e.Data)) > p.maxBytes) {
+				full = true
+				break
 			}
-			if err := ew.write(e.Pos, e.Data); err != nil {
-				return err
-			}
-			count++
-			size += int64(len(e.Data))
+			n++
+			sz += int64(len(e.Data))
 			last = e.Pos
 		}
-		if len(entries) == 0 || last >= head || count == p.maxCount || size >= p.maxBytes {
+		var next chan chunk
+		if !full && len(entries) > 0 && last < head && n < p.maxCount && sz < p.maxBytes {
+			next = make(chan chunk, 1)
+			go func() {
+				es, err := s.cfg.Store.Read(ctx, user, last, p.maxCount-n, min(p.maxBytes-sz, s.cfg.ChunkBytes))
+				next <- chunk{es, err}
+			}()
+		}
+		for _, e := range entries[:n-count] {
+			if err := ew.write(e.Pos, e.Data); err != nil {
+				if next != nil {
+					<-next
+				}
+				return err
+			}
+		}
+		count, size, p.after = n, sz, last
+		if next == nil {
 			return ew.end()
 		}
-		var err error
-		entries, err = s.cfg.Store.Read(ctx, user, last, p.maxCount-count, min(p.maxBytes-size, s.cfg.ChunkBytes))
-		if err != nil {
-			return err
+		c := <-next
+		if c.err != nil {
+			return c.err
 		}
+		entries = c.entries
 	}
 }
