@@ -168,7 +168,8 @@ func (s *serverRun) run(f serverFlags) error {
 	if s.httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {
 		return withHint(fmt.Errorf("listening on %s: %w", f.httpAddr, err), "pick another --port or --addr")
 	}
-	httpSrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+	httpSrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 30 * time.Second, ReadTimeout: 10 * time.Minute,
+		IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	var lmtp *deliver.LMTP
 	if f.lmtpAddr != "" {
