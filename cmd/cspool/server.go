@@ -170,7 +170,7 @@ func (s *serverRun) run(f serverFlags) error {
 	}
 	httpSrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 30 * time.Second, ReadTimeout: 10 * time.Minute,
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	var lmtp *deliver.LMTP
 	if f.lmtpAddr != "" {
 		if s.lmtpLn, err = net.Listen("tcp", f.lmtpAddr); err != nil {
