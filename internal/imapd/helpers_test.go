@@ -1,0 +1,265 @@
+package imapd
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/syncer"
+)
+
+const testPassword = "correct horse battery staple"
+
+// rig is one user's spool with its keys.
+type rig struct {
+	t           *testing.T
+	log         spool.Store
+	user, spool *keys.SecretKey
+	dir         string
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := sqlitestore.Open(filepath.Join(dir, "spool"), sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	gen := func() *keys.SecretKey {
+		k, err := keys.Generate(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	return &rig{t: t, log: st, user: gen(), spool: gen(), dir: dir}
+}
+
+// deliver appends a delivery of body, as the delivery side does.
+func (r *rig) deliver(body []byte) uint64 {
+	r.t.Helper()
+	c := &command.Command{Kind: command.Deliver, Date: time.Date(2025, 11, 24, 10, 0, 0, 0, time.UTC).UnixMilli(), Body: body}
+	b, _, err := entry.Seal(c, r.spool, r.user.Public(), "alice", nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	pos, err := r.log.Append(context.Background(), "alice", [][]byte{b})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return pos
+}
+
+// appendUser appends a command signed by the user, as another device would.
+func (r *rig) appendUser(c *command.Command) uint64 {
+	r.t.Helper()
+	b, _, err := entry.Seal(c, r.user, r.user.Public(), "alice", nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	pos, err := r.log.Append(context.Background(), "alice", [][]byte{b})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return pos
+}
+
+func (r *rig) head() uint64 {
+	r.t.Helper()
+	h, err := r.log.Head(context.Background(), "alice")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return h
+}
+
+// device is one device: a mail store, its syncer and an IMAP server on a
+// real listener.
+type device struct {
+	t     *testing.T
+	store *mailstore.Store
+	sync  *syncer.Syncer
+	srv   *Server
+	addr  string
+	sub   *switchSubmitter
+}
+
+// switchSubmitter forwards to the syncer, or fails as an unreachable spool
+// would, or runs a hook first.
+type switchSubmitter struct {
+	mu     sync.Mutex
+	next   Submitter
+	down   bool
+	before func(cmds []*command.Command)
+	count  int
+}
+
+func (s *switchSubmitter) Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error) {
+	s.mu.Lock()
+	down, before := s.down, s.before
+	s.count++
+	s.mu.Unlock()
+	if down {
+		return nil, errors.Join(syncer.ErrUnavailable, errors.New("dial tcp: connection refused"))
+	}
+	if before != nil {
+		before(cmds)
+	}
+	return s.next.Submit(ctx, cmds...)
+}
+
+func (s *switchSubmitter) set(down bool, before func([]*command.Command)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down, s.before = down, before
+}
+
+func (s *switchSubmitter) submits() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count
+}
+
+func (r *rig) device(name string) *device {
+	r.t.Helper()
+	t := r.t
+	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	d := &device{t: t, store: ms}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	var srvMu sync.Mutex
+	var srv *Server
+	d.sync, err = syncer.New(syncer.Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(),
+		Source: syncer.StoreSource{Store: r.log, User: "alice"}, Store: ms, Logger: logger,
+		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond,
+		OnApplied: func(res *mailstore.Result) {
+			srvMu.Lock()
+			s := srv
+			srvMu.Unlock()
+			s.Applied(res)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.sub = &switchSubmitter{next: d.sync}
+	s, err := New(Config{Store: ms, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvMu.Lock()
+	srv = s
+	srvMu.Unlock()
+	d.srv = s
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.sync.Run(ctx) }()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.addr = ln.Addr().String()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		s.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		<-served
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("sync loop ended with %v", err)
+		}
+	})
+	return d
+}
+
+// synced waits until the device has applied the log up to pos.
+func (d *device) synced(pos uint64) {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.sync.WaitApplied(ctx, pos); err != nil {
+		d.t.Fatalf("device did not apply position %d: %v", pos, err)
+	}
+}
+
+// client logs a go-imap client in.
+func (d *device) client(h *imapclient.UnilateralDataHandler) *imapclient.Client {
+	d.t.Helper()
+	c, err := imapclient.DialInsecure(d.addr, &imapclient.Options{UnilateralDataHandler: h})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() { c.Close() })
+	if err := c.Login("alice", testPassword).Wait(); err != nil {
+		d.t.Fatalf("login: %v", err)
+	}
+	return c
+}
+
+func mustSelect(t *testing.T, c *imapclient.Client, name string) *imap.SelectData {
+	t.Helper()
+	data, err := c.Select(name, nil).Wait()
+	if err != nil {
+		t.Fatalf("SELECT %s: %v", name, err)
+	}
+	return data
+}
+
+// needTool finds a program, skipping the test when it is missing, unless
+// CI=true, where a missing tool is a failure.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required in CI but not found: %v", name, err)
+		}
+		t.Skipf("%s not installed (apt-get install %s); skipping", name, name)
+	}
+	return p
+}
+
+// messages are test messages with real shapes.
+var messages = map[string]string{
+	"plain": "From: Bob Example <bob@example.org>\r\nTo: alice@example.net\r\nSubject: Lunch on Friday\r\n" +
+		"Date: Mon, 24 Nov 2025 09:30:00 +0100\r\nMessage-ID: <lunch-1@example.org>\r\n\r\n" +
+		"Shall we meet at noon?\r\nBob\r\n",
+	"multipart": "From: Carol <carol@example.com>\r\nTo: alice@example.net\r\nSubject: =?UTF-8?Q?R=C3=A9sum=C3=A9_attached?=\r\n" +
+		"Date: Tue, 25 Nov 2025 14:00:00 +0000\r\nMIME-Version: 1.0\r\n" +
+		"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n" +
+		"preamble\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" +
+		"Voil=C3=A0 mon CV, caf=C3=A9 compris.\r\n--b1\r\nContent-Type: application/pdf; name=\"cv.pdf\"\r\n" +
+		"Content-Disposition: attachment; filename=\"cv.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+		"JVBERi0xLjQKJcOkw7zDtsOfCjIgMCBvYmoKPDwvTGVuZ3RoIDMgMCBSPj4Kc3RyZWFtCg==\r\n--b1--\r\n",
+	"latin1": "From: Dieter <dieter@example.de>\r\nTo: alice@example.net\r\nSubject: Gr\xfc\xdfe\r\n" +
+		"Date: Wed, 26 Nov 2025 08:00:00 +0100\r\nContent-Type: text/plain; charset=iso-8859-1\r\n" +
+		"Content-Transfer-Encoding: 8bit\r\n\r\nViele Gr\xfc\xdfe aus M\xfcnchen\r\n",
+	"broken": "this is not a mail header at all\x00\x01\r\nno colon here\r\n\r\nbody \xff\xfe bytes\r\n",
+}

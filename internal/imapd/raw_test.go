@@ -1,0 +1,110 @@
+package imapd
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rawConn speaks IMAP line by line.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc := &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+	rc.until("* OK")
+	return rc
+}
+
+func (rc *rawConn) cmd(line string) {
+	rc.t.Helper()
+	rc.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rc.c.Write([]byte(line + "\r\n")); err != nil {
+		rc.t.Fatalf("writing %q: %v", line, err)
+	}
+}
+
+// until reads lines up to and including one starting with prefix, at most
+// 1000 lines, within 10 s.
+func (rc *rawConn) until(prefix string) string {
+	rc.t.Helper()
+	var b strings.Builder
+	rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < 1000; i++ {
+		line, err := rc.br.ReadString('\n')
+		b.WriteString(line)
+		if err != nil {
+			rc.t.Fatalf("reading until %q: %v; got:\n%s", prefix, err, b.String())
+		}
+		if strings.HasPrefix(line, prefix) {
+			return b.String()
+		}
+	}
+	rc.t.Fatalf("no line starting with %q in 1000 lines", prefix)
+	return ""
+}
+
+func TestMalformedLinesGetBAD(t *testing.T) {
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	rc := dialRaw(t, d.addr)
+	rc.cmd("a1 LOGIN alice \"" + testPassword + "\"")
+	if got := rc.until("a1 "); !strings.Contains(got, "a1 OK") {
+		t.Fatalf("LOGIN: %s", got)
+	}
+	rc.cmd("a2 SELECT INBOX")
+	rc.until("a2 ")
+	for i, line := range []string{
+		"b1 FETCH (FLAGS)",
+		"b2 FETCH 1 (FLAGS",
+		"b3 STORE 1 +FLAGS (\\Seen",
+		"b4 SEARCH (((",
+		"b5 FROBNICATE",
+		"b6 UID FETCH",
+		"b7 STORE 1 FLAGZ (\\Seen)",
+	} {
+		rc.cmd(line)
+		tag := strings.Fields(line)[0]
+		got := rc.until(tag + " ")
+		if !strings.Contains(got, tag+" BAD") {
+			t.Errorf("line %d %q: got %q, want BAD", i, line, got)
+		}
+	}
+	rc.cmd("c1 FETCH 1 (UID FLAGS)")
+	if got := rc.until("c1 "); !strings.Contains(got, "* 1 FETCH (UID 1 FLAGS ())") || !strings.Contains(got, "c1 OK") {
+		t.Fatalf("FETCH after malformed lines: %s", got)
+	}
+	// A UID range beyond the last UID still names the last message
+	// (RFC 9051 section 6.4.9).
+	rc.cmd("c3 UID FETCH 100:* (FLAGS)")
+	if got := rc.until("c3 "); !strings.Contains(got, "* 4 FETCH (UID 4 FLAGS ())") {
+		t.Fatalf("UID FETCH 100:*: %s", got)
+	}
+	rc.cmd("c4 LSUB \"\" \"*\"")
+	if got := rc.until("c4 "); !strings.Contains(got, "\"/\" INBOX\r\n") || !strings.Contains(got, "* LSUB") {
+		t.Fatalf("LSUB: %s", got)
+	}
+	// IDLE over the raw socket, then a delivery.
+	rc.cmd("c2 IDLE")
+	rc.until("+ ")
+	r.deliver([]byte("Subject: raw idle\r\n\r\nhi\r\n"))
+	if got := rc.until("* 5 EXISTS"); !strings.Contains(got, "* 5 EXISTS") {
+		t.Fatalf("IDLE: %s", got)
+	}
+	rc.cmd("DONE")
+	if got := rc.until("c2 "); !strings.Contains(got, "c2 OK") {
+		t.Fatalf("IDLE DONE: %s", got)
+	}
+}
