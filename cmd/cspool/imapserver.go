@@ -1,9 +1,234 @@
 package main
 
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"os/user"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/imapd"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/syncer"
+)
+
 func runIMAPServer(e *env, args []string) error {
-	fs := newFlagSet(e, "imap-server", "", "Run the imap-server.", "cspool imap-server")
+	fs := newFlagSet(e, "imap-server", "", `
+Run the device daemon: keep a local copy of the user's mailbox (an SQLite
+database) in step with the spool, and serve it over IMAP to any mail client.
+
+The daemon reads the user's log from the spool server, verifies every entry
+(the spool key may only deliver into INBOX; the user key may do anything),
+applies it to the database, and pushes new mail to idling clients at once.
+Every change a client makes is sealed with the user key and appended to the
+log, so the user's other devices see it too. Reading mail works offline.
+
+The IMAP login is the user name. With no --password, a password is generated
+on first start, stored next to the database (DB.password, mode 0600) and
+printed once. An empty password needs an explicit --password ''.`, `
+cspool imap-server --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub
+cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
+	userKeyPath := fs.String("user-key", "user.sec", "the user's secret key `file`")
+	userPubPath := fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key)")
+	spoolPubPath := fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)")
+	userName := fs.String("user", defaultUser(e), "the user `name` (the log's name on the spool and the IMAP login)")
+	password := fs.String("password", "", "IMAP `password` (default: generated, stored in DB.password)")
+	dbPath := fs.String("db", "test.db", "local mail database `file`")
+	spoolURL := fs.String("spool-server", "http://localhost:3999", "spool server `URL`")
+	port := fs.Int("port", 1143, "IMAP port")
+	addr := fs.String("addr", "127.0.0.1", "IMAP listen `address` (keep it on localhost unless you add TLS in front)")
+	debug := fs.Bool("debug", false, "log debug detail")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	return usagef("not built yet")
+	if fs.NArg() != 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	passwordSet := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "password" {
+			passwordSet = true
+		}
+	})
+	if err := keys.CheckUserName(*userName); err != nil {
+		return usagef("%v", err)
+	}
+	log := newLogger(e, *debug)
+
+	userKey, err := keys.LoadSecret(*userKeyPath)
+	if err != nil {
+		return withHint(err, "create a key pair with: cspool gen-keys user.sec user.pub")
+	}
+	userPub, err := keys.LoadPublic(*userPubPath)
+	if err != nil {
+		return withHint(err, "pass the public file made with the secret key: --user-public-key user.pub")
+	}
+	if !userPub.Equal(userKey.Public()) {
+		return withHint(fmt.Errorf("%s is not the public half of %s", *userPubPath, *userKeyPath),
+			"pass the .pub file that gen-keys wrote together with the .sec file")
+	}
+	spoolPub, err := keys.LoadPublic(*spoolPubPath)
+	if err != nil {
+		return withHint(err, "copy the spool's public key file (spool.pub) from the server")
+	}
+	pw, generated, err := resolvePassword(*dbPath, *password, passwordSet)
+	if err != nil {
+		return err
+	}
+	if passwordSet && pw == "" {
+		log.Warn("IMAP login accepts an empty password: anyone who can reach the port can read this mailbox", "addr", *addr)
+	}
+
+	store, err := mailstore.Open(*dbPath)
+	if err != nil {
+		return withHint(err, "check that the directory of --db exists and is writable")
+	}
+	defer store.Close()
+	client, err := api.NewClient(*spoolURL, *userName, userKey, nil)
+	if err != nil {
+		return usagef("--spool-server: %v", err)
+	}
+	// The IMAP server hears of every applied batch; it exists before the
+	// sync loop starts, so the callback never sees a nil server.
+	var srv *imapd.Server
+	sy, err := syncer.New(syncer.Config{
+		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: client, Store: store,
+		Logger: log, OnApplied: func(r *mailstore.Result) { srv.Applied(r) }, IsTemporary: api.IsTemporary,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err = imapd.New(imapd.Config{
+		Store: store, Submit: sy, User: *userName, Password: pw, AllowEmptyPassword: passwordSet && pw == "",
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	listenAddr := net.JoinHostPort(*addr, strconv.Itoa(*port))
+	ln, err := net.Listen("tcp", listenAddr)
+	if err != nil {
+		return withHint(fmt.Errorf("listening for IMAP on %s: %w", listenAddr, err), "pick another --port, or stop the daemon already using it")
+	}
+	pos, _ := store.Position(context.Background())
+	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "user", *userName,
+		"db", *dbPath, "position", pos, "spool", *spoolURL)
+	printSettings(e, ln.Addr(), *userName, pw, generated, *dbPath)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	syncDone := make(chan error, 1)
+	go func() { syncDone <- sy.Run(ctx) }()
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- srv.Serve(ln) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-syncDone:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			runErr = fmt.Errorf("sync stopped: %w", err)
+		}
+	case err := <-serveDone:
+		runErr = fmt.Errorf("IMAP server stopped: %w", err)
+	}
+	stop()
+	srv.Close()
+	select {
+	case <-syncDone:
+	case <-time.After(5 * time.Second):
+		log.Warn("sync loop did not stop within 5s")
+	}
+	return runErr
+}
+
+func defaultUser(e *env) string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	if u := e.getenv("USER"); u != "" {
+		return u
+	}
+	return "user"
+}
+
+func newLogger(e *env, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// resolvePassword returns the IMAP password: the flag's value when given
+// (even empty), else the one stored beside the database, else a new one,
+// stored there with mode 0600.
+func resolvePassword(dbPath, flagValue string, set bool) (pw string, generated bool, err error) {
+	if set {
+		return flagValue, false, nil
+	}
+	path := dbPath + ".password"
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		info, serr := os.Stat(path)
+		if serr == nil && info.Mode().Perm()&0o077 != 0 {
+			return "", false, withHint(fmt.Errorf("password file %s is readable by others (mode %04o)", path, info.Mode().Perm()),
+				"run: chmod 600 "+path)
+		}
+		pw = strings.TrimSpace(string(b))
+		if pw == "" {
+			return "", false, fmt.Errorf("password file %s is empty; remove it to generate a new password", path)
+		}
+		return pw, false, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", false, fmt.Errorf("reading password file: %w", err)
+	}
+	raw := make([]byte, 15)
+	if _, err := rand.Read(raw); err != nil {
+		return "", false, err
+	}
+	pw = strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", false, fmt.Errorf("storing the generated password: %w", err)
+	}
+	if _, err := f.WriteString(pw + "\n"); err != nil {
+		f.Close()
+		return "", false, fmt.Errorf("storing the generated password: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", false, fmt.Errorf("storing the generated password: %w", err)
+	}
+	return pw, true, nil
+}
+
+func printSettings(e *env, addr net.Addr, user, pw string, generated bool, dbPath string) {
+	host, port, _ := net.SplitHostPort(addr.String())
+	w := e.stdout
+	fmt.Fprintln(w, "IMAP settings for your mail client:")
+	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: none (localhost only)\n  user:     %s\n", host, port, user)
+	switch {
+	case generated:
+		fmt.Fprintf(w, "  password: %s\n  (generated now and stored in %s.password; it is not shown again)\n", pw, dbPath)
+	case pw == "":
+		fmt.Fprintln(w, "  password: (empty)")
+	default:
+		fmt.Fprintf(w, "  password: as given, or in %s.password\n", dbPath)
+	}
 }
