@@ -166,12 +166,12 @@ func TestStaleSocketRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(ents) != 3 {
-		t.Errorf("notify directory has %d files, want the 2 live sockets and README", len(ents))
+		t.Errorf("notify directory has %v, want the 2 live sockets and README", names(ents))
 	}
 	waiter.Close()
 	appender.Close()
 	if ents, _ := os.ReadDir(filepath.Join(dir, "notify")); len(ents) != 1 {
-		t.Errorf("after Close the notify directory has %d files, want only README", len(ents))
+		t.Errorf("after Close the notify directory has %v, want only README", names(ents))
 	}
 }
 
@@ -189,4 +189,12 @@ func TestLongDirectory(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func names(ents []os.DirEntry) []string {
+	var ns []string
+	for _, e := range ents {
+		ns = append(ns, e.Name())
+	}
+	return ns
 }
