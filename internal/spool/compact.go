@@ -1,0 +1,50 @@
+package spool
+
+import (
+	"context"
+	"errors"
+)
+
+// Checkpoint is a device's snapshot of the user's mailbox state covering
+// every entry at positions up to and including Pos. Data is opaque to the
+// store (sealed and signed by the device, like an entry).
+type Checkpoint struct {
+	Pos  uint64
+	Data []byte
+}
+
+// CompactStats says what a Compact did.
+type CompactStats struct {
+	Deleted int   // entries deleted
+	Bytes   int64 // entry bytes deleted
+	Kept    int   // entries at or before the checkpoint kept because listed
+}
+
+// Compactor is the optional checkpoint and compaction capability of a Store.
+//
+// Invariants: a user has at most one checkpoint, the newest; a checkpoint is
+// replaced only by one at a higher position; Compact never deletes an entry
+// after the checkpoint's position, never renumbers, and never lowers the
+// head; storing the checkpoint and deleting the entries happen in one
+// transaction, so a crash leaves either the old state or the new one.
+type Compactor interface {
+	// Compact stores cp as user's newest checkpoint and deletes every entry
+	// at a position <= cp.Pos except the positions listed in keep. It fails
+	// with ErrStaleCheckpoint if the user already has a checkpoint at cp.Pos
+	// or later, and with ErrInvalidArgument if cp.Pos is 0 or beyond the
+	// head, or keep lists a position beyond cp.Pos. Positions in keep that
+	// are already holes are ignored.
+	Compact(ctx context.Context, user string, cp Checkpoint, keep []uint64) (CompactStats, error)
+	// LatestCheckpoint returns user's newest checkpoint, or
+	// ErrNoCheckpoint.
+	LatestCheckpoint(ctx context.Context, user string) (Checkpoint, error)
+}
+
+// Errors of the Compactor capability.
+var (
+	// ErrStaleCheckpoint: a checkpoint at the same or a later position is
+	// already stored (HTTP 409). Another device got there first.
+	ErrStaleCheckpoint = errors.New("spool: a newer checkpoint exists")
+	// ErrNoCheckpoint: the user has no checkpoint (HTTP 404).
+	ErrNoCheckpoint = errors.New("spool: no checkpoint")
+)
