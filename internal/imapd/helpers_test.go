@@ -110,13 +110,11 @@ type switchSubmitter struct {
 	next   Submitter
 	down   bool
 	before func(cmds []*command.Command)
-	count  int
 }
 
 func (s *switchSubmitter) Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error) {
 	s.mu.Lock()
 	down, before := s.down, s.before
-	s.count++
 	s.mu.Unlock()
 	if down {
 		return nil, errors.Join(syncer.ErrUnavailable, errors.New("dial tcp: connection refused"))
@@ -131,12 +129,6 @@ func (s *switchSubmitter) set(down bool, before func([]*command.Command)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.down, s.before = down, before
-}
-
-func (s *switchSubmitter) submits() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.count
 }
 
 func (r *rig) device(name string) *device {
