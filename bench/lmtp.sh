@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# LMTP delivery rate and append-ack latency: cspool server (SQLite spool,
+# synchronous=FULL) against Dovecot's LMTP (Maildir, default fsync), same
+# 10 KB messages, same load generator, same machine, one run.
+#
+#   bash bench/lmtp.sh            # COUNT1=2000 COUNT8=4000 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib/dovecot.sh
+work=$(mktemp -d /tmp/cspool-bench-lmtp.XXXXXX)
+chmod 755 "$work" # Dovecot delivers as the vmail user
+spid=
+cleanup() {
+	[ -n "$spid" ] && kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null || true
+	dovecot_stop "$work/dovecot"
+	rm -rf "$work"
+}
+trap cleanup EXIT
+go build -o "$work/cspool" ./cmd/cspool
+go build -o "$work/lmtpload" ./bench/lmtp
+C=$work/cspool
+$C gen-keys "$work/bench.sec" "$work/bench.pub" >/dev/null
+$C gen-keys "$work/spool.sec" "$work/spool.pub" >/dev/null
+echo "bench $(grep -v '^#' "$work/bench.pub")" >"$work/users"
+$C server --spool-dir "$work/spool" --users "$work/users" --spool-key "$work/spool.sec" \
+	--port 23999 --lmtp 127.0.0.1:22424 2>"$work/server.log" &
+spid=$!
+dovecot_start "$work/dovecot" 22143 22425 bench pw
+for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/22424) 2>/dev/null && break; sleep 0.1; done
+
+run() { # name addr conns count
+	"$work/lmtpload" --addr "$2" --conns "$3" --count "$4" --size 10240 --rcpt bench@example.org --json
+}
+printf '%-8s %5s %10s %10s %9s %9s\n' peer conns msg/s p50ms p99ms failed
+declare -A rate
+for conns in 1 8; do
+	count=${COUNT1:-2000}
+	[ "$conns" = 8 ] && count=${COUNT8:-4000}
+	for peer in cspool dovecot; do
+		addr=127.0.0.1:22424
+		[ "$peer" = dovecot ] && addr=127.0.0.1:22425
+		out=$(run "$peer" "$addr" "$conns" "$count")
+		r=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.0f %.1f %.1f %d" % (d["MsgPerSec"], d["P50ms"], d["P99ms"], d["Failed"]))' "$out")
+		set -- $r
+		rate[$peer$conns]=$1
+		printf '%-8s %5s %10s %10s %9s %9s\n' "$peer" "$conns" "$1" "$2" "$3" "$4"
+	done
+done
+echo
+for conns in 1 8; do
+	python3 -c "print('ratio cspool/dovecot at $conns conns: %.2fx' % (${rate[cspool$conns]}/${rate[dovecot$conns]}))"
+done
+# Bytes stored on the spool per message versus the plaintext size.
+python3 - "$work/spool/spool.db" <<'PY'
+import os, sqlite3, sys
+db = sys.argv[1]
+n, total = sqlite3.connect(db).execute("select count(*), sum(length(data)) from entries").fetchone()
+size = sum(os.path.getsize(db + s) for s in ("", "-wal") if os.path.exists(db + s))
+print("spool: %d entries, %.0f entry bytes per 10240-byte message (%.3fx), %.0f file bytes per message" % (n, total / n, total / n / 10240, size / n))
+PY
