@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"regexp"
 	"strconv"
@@ -44,17 +43,9 @@ func classify(err error) error {
 		}
 		return err
 	}
-	// Anything below SQL: refused or lost connections, TLS, DNS, timeouts of
-	// our own deadline, a pool that cannot connect.
-	var ne net.Error
-	var ce *pgconn.ConnectError
-	switch {
-	case errors.As(err, &ce), errors.As(err, &ne), pgconn.Timeout(err),
-		errors.Is(err, context.DeadlineExceeded), pgconn.SafeToRetry(err):
-		return fmt.Errorf("%w: %w", spool.ErrUnavailable, err)
-	}
-	// pgx reports a connection that died mid-statement with plain errors
-	// ("conn closed", "unexpected EOF"): temporary as well.
+	// Anything below SQL is temporary: refused or lost connections
+	// ("conn closed", "unexpected EOF"), TLS, DNS, our own deadline, a pool
+	// that cannot connect.
 	return fmt.Errorf("%w: %w", spool.ErrUnavailable, err)
 }
 
