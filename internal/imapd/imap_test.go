@@ -435,6 +435,10 @@ func TestExamineIsReadOnly(t *testing.T) {
 	if _, err := c.Copy(imap.SeqSetNum(1), "Archive").Wait(); err != nil {
 		t.Errorf("COPY from an EXAMINEd mailbox: %v", err)
 	}
+	// CLOSE of a read-only mailbox closes without expunging.
+	if err := c.UnselectAndExpunge().Wait(); err != nil {
+		t.Errorf("CLOSE of an EXAMINEd mailbox: %v", err)
+	}
 }
 
 func TestSearch(t *testing.T) {

@@ -112,7 +112,12 @@ func (s *session) writeFlags(ctx context.Context, w *imapserver.FetchWriter, sel
 // Expunge implements imapserver.Session: one Expunge command naming the
 // visible messages flagged \Deleted (within uids for UID EXPUNGE). The
 // EXPUNGE responses come from the tracker, never from w.
-func (s *session) Expunge(_ *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
+	// CLOSE calls Expunge with an empty writer; on a read-only mailbox it
+	// just closes (RFC 9051 section 6.4.1).
+	if s.sel != nil && s.sel.readOnly && uids == nil && *w == (imapserver.ExpungeWriter{}) {
+		return nil
+	}
 	sel, err := s.writable()
 	if err != nil {
 		return err
