@@ -6,6 +6,7 @@
 //
 //	go run ./bench/seed spool --spool-dir DIR --user alice --user-key user.pub --spool-key spool.sec --count 10000
 //	go run ./bench/seed lmtp --addr 127.0.0.1:24 --rcpt alice@example.org --count 10000
+//	go run ./bench/seed maildir --dir Maildir --count 10000
 package main
 
 import (
@@ -15,6 +16,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -37,6 +39,8 @@ func main() {
 		err = seedSpool(os.Args[2:])
 	case "lmtp":
 		err = seedLMTP(os.Args[2:])
+	case "maildir":
+		err = seedMaildir(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -155,4 +159,30 @@ func seedLMTP(args []string) error {
 	}
 	fmt.Printf("delivered %d messages to %s in %s\n", *count, *addr, time.Since(start).Round(time.Millisecond))
 	return c.Quit()
+}
+
+// seedMaildir writes the messages as files into a Maildir's cur/ folder (for
+// a peer whose own delivery is too slow to seed large mailboxes).
+func seedMaildir(args []string) error {
+	fs := flag.NewFlagSet("seed maildir", flag.ExitOnError)
+	dir := fs.String("dir", "Maildir", "Maildir folder")
+	count := fs.Int("count", 10000, "messages")
+	size := fs.Int("size", 10<<10, "approximate message size")
+	seed := fs.Uint64("seed", 1, "content seed")
+	fs.Parse(args)
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(*dir, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	for i := 0; i < *count; i++ {
+		m := message(*seed, i, *size)
+		name := fmt.Sprintf("%d.M%dP1.bench,S=%d:2,", 1764000000+i, i, len(m))
+		if err := os.WriteFile(filepath.Join(*dir, "cur", name), m, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("wrote %d messages into %s in %s\n", *count, *dir, time.Since(start).Round(time.Millisecond))
+	return nil
 }
