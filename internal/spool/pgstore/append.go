@@ -1,0 +1,81 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+
+	"cspool/internal/spool"
+)
+
+// NotifyChannel is the LISTEN/NOTIFY channel appends announce themselves
+// on. The payload is the user name in lower-case hex, or empty ("some log
+// changed") when that would exceed PostgreSQL's payload limit.
+const NotifyChannel = "cspool_append"
+
+// maxNotifyName is the longest user name whose hex fits in a NOTIFY payload
+// (limit 8000 bytes).
+const maxNotifyName = 3900
+
+// appendSQL appends a batch in one statement, hence one transaction:
+// the upsert locks the user's row (serialising appenders of that user across
+// every connection) and advances head; the entries take head-n+1..head; the
+// notice is delivered to listeners at commit.
+const appendSQL = `
+WITH u AS (
+    INSERT INTO cspool_logs AS l (name, head) VALUES ($1, $2)
+    ON CONFLICT (name) DO UPDATE SET head = l.head + EXCLUDED.head
+    RETURNING id, head
+), e AS (
+    INSERT INTO cspool_entries (log_id, pos, size, data)
+    SELECT u.id, u.head - $2 + d.ord, length(d.data), d.data
+    FROM u, unnest($3::bytea[]) WITH ORDINALITY AS d (data, ord)
+)
+SELECT u.head - $2 + 1, pg_notify('` + NotifyChannel + `', $4) FROM u`
+
+// Append durably appends batch to user's log, atomically, and returns the
+// position of its first entry.
+func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
+	size, err := spool.CheckAppend(user, batch)
+	if err != nil {
+		return 0, err
+	}
+	if size > s.opts.MaxAppendBytes {
+		return 0, fmt.Errorf("appending %d bytes to %q (limit %d): %w", size, user, s.opts.MaxAppendBytes, spool.ErrTooLarge)
+	}
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
+	payload := ""
+	if len(user) <= maxNotifyName {
+		payload = hex.EncodeToString([]byte(user))
+	}
+	batch = nonNil(batch)
+	var first int64
+	err = s.pool.QueryRow(cctx, appendSQL, []byte(user), int64(len(batch)), batch, payload).Scan(&first, nil)
+	if err != nil {
+		return 0, callErr(ctx, fmt.Sprintf("appending %d entries to %q", len(batch), user), err)
+	}
+	s.waiters.wake(user)
+	return uint64(first), nil
+}
+
+// nonNil returns batch with nil entries (NULL to PostgreSQL) replaced by
+// empty ones, copying it only when needed: the caller's slice is not ours.
+func nonNil(batch [][]byte) [][]byte {
+	for i, d := range batch {
+		if d != nil {
+			continue
+		}
+		out := append([][]byte(nil), batch...)
+		for j := i; j < len(out); j++ {
+			if out[j] == nil {
+				out[j] = []byte{}
+			}
+		}
+		return out
+	}
+	return batch
+}

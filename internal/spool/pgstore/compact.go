@@ -1,0 +1,115 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"cspool/internal/spool"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Compact stores cp as user's newest checkpoint and deletes every entry at a
+// position <= cp.Pos except those in keep, in one transaction. It does not
+// lock the user's log row: head never decreases, so a checkpoint position
+// valid once stays valid, and appends only insert beyond the head. Two
+// Compacts of one user serialise on the checkpoint row.
+func (s *Store) Compact(ctx context.Context, user string, cp spool.Checkpoint, keep []uint64) (spool.CompactStats, error) {
+	var st spool.CompactStats
+	if err := spool.CheckUser(user); err != nil {
+		return st, err
+	}
+	if cp.Pos == 0 || cp.Pos > 1<<63-1 {
+		return st, fmt.Errorf("compacting %q at position %d: %w", user, cp.Pos, spool.ErrInvalidArgument)
+	}
+	keepPos := make([]int64, 0, len(keep))
+	for _, k := range keep {
+		if k > cp.Pos {
+			return st, fmt.Errorf("compacting %q at %d, keeping position %d beyond it: %w", user, cp.Pos, k, spool.ErrInvalidArgument)
+		}
+		keepPos = append(keepPos, int64(k))
+	}
+	if cp.Data == nil {
+		cp.Data = []byte{}
+	}
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return st, err
+	}
+	defer cancel()
+	op := fmt.Sprintf("compacting %q at position %d", user, cp.Pos)
+	err = pgx.BeginFunc(cctx, s.pool, func(tx pgx.Tx) error {
+		var logID, head int64
+		err := tx.QueryRow(cctx, "SELECT id, head FROM cspool_logs WHERE name = $1", []byte(user)).Scan(&logID, &head)
+		if errors.Is(err, pgx.ErrNoRows) {
+			head = 0
+		} else if err != nil {
+			return callErr(ctx, op, err)
+		}
+		if int64(cp.Pos) > head {
+			return fmt.Errorf("%s beyond the head %d: %w", op, head, spool.ErrInvalidArgument)
+		}
+		var stored bool
+		err = tx.QueryRow(cctx, `INSERT INTO cspool_checkpoints AS c (log_id, pos, data) VALUES ($1, $2, $3)
+			ON CONFLICT (log_id) DO UPDATE SET pos = EXCLUDED.pos, data = EXCLUDED.data
+			WHERE c.pos < EXCLUDED.pos RETURNING true`, logID, int64(cp.Pos), cp.Data).Scan(&stored)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%s: %w", op, spool.ErrStaleCheckpoint)
+		}
+		if err != nil {
+			return callErr(ctx, op, err)
+		}
+		err = tx.QueryRow(cctx, `WITH d AS (
+				DELETE FROM cspool_entries WHERE log_id = $1 AND pos <= $2 AND pos <> ALL ($3::bigint[])
+				RETURNING size)
+			SELECT count(*), coalesce(sum(size), 0)::bigint FROM d`, logID, int64(cp.Pos), keepPos).Scan(&st.Deleted, &st.Bytes)
+		if err != nil {
+			return callErr(ctx, op, err)
+		}
+		err = tx.QueryRow(cctx, `SELECT count(*) FROM cspool_entries
+			WHERE log_id = $1 AND pos = ANY ($2::bigint[])`, logID, keepPos).Scan(&st.Kept)
+		if err != nil {
+			return callErr(ctx, op, err)
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return spool.CompactStats{}, ctx.Err()
+		}
+		if errors.Is(err, spool.ErrInvalidArgument) || errors.Is(err, spool.ErrStaleCheckpoint) || errors.Is(err, spool.ErrUnavailable) {
+			return spool.CompactStats{}, err
+		}
+		return spool.CompactStats{}, fmt.Errorf("%s: %w", op, classify(err))
+	}
+	return st, nil
+}
+
+// LatestCheckpoint returns user's newest checkpoint, or an error wrapping
+// spool.ErrNoCheckpoint.
+func (s *Store) LatestCheckpoint(ctx context.Context, user string) (spool.Checkpoint, error) {
+	var cp spool.Checkpoint
+	if err := spool.CheckUser(user); err != nil {
+		return cp, err
+	}
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return cp, err
+	}
+	defer cancel()
+	var pos int64
+	err = s.pool.QueryRow(cctx, `SELECT c.pos, c.data FROM cspool_checkpoints c
+		JOIN cspool_logs l ON l.id = c.log_id WHERE l.name = $1`, []byte(user)).Scan(&pos, &cp.Data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return cp, fmt.Errorf("checkpoint of %q: %w", user, spool.ErrNoCheckpoint)
+	}
+	if err != nil {
+		return cp, callErr(ctx, fmt.Sprintf("reading the checkpoint of %q", user), err)
+	}
+	cp.Pos = uint64(pos)
+	if cp.Data == nil {
+		cp.Data = []byte{}
+	}
+	return cp, nil
+}

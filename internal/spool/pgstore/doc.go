@@ -1,0 +1,41 @@
+// Package pgstore is the PostgreSQL spool.Store: every user's log in one
+// PostgreSQL database, shared by any number of cspool server processes.
+//
+// Implementation notes and invariants (docs/POSTGRES.md has the full story):
+//
+//   - Schema: created and migrated by Open from versioned SQL files embedded
+//     in the binary (schema/NNNN.sql). Migration runs in one transaction that
+//     first takes pg_advisory_xact_lock(SchemaLockKey), so servers starting at
+//     the same time apply each step exactly once. A database whose
+//     cspool_schema.version is newer than the newest file is refused
+//     (ErrNewerSchema) and never touched.
+//   - Positions: cspool_logs.head is the last position ever assigned to a
+//     user. One Append is one statement (hence one transaction) that upserts
+//     the user's row with head = head + n RETURNING head, which takes the
+//     row lock: appenders of one user are serialised by that lock, whatever
+//     pool or process they come from, and appenders of different users never
+//     contend. The batch's entries are inserted at head-n+1..head by the same
+//     statement, so a batch is visible all at once or not at all. A trigger
+//     refuses any update lowering head; compaction deletes entries rows only,
+//     so positions are never reused or renumbered.
+//   - Durability: every connection runs with synchronous_commit = on, so
+//     COMMIT returns only after the commit record is flushed to the WAL on
+//     disk; Append returns after COMMIT. Concurrent commits share WAL
+//     flushes (PostgreSQL's own group commit).
+//   - Wake-up: the append statement calls pg_notify(NotifyChannel, hex of
+//     the user name); PostgreSQL delivers it to every listener at commit.
+//     Each Store keeps one dedicated connection that LISTENs and fans
+//     notices out to its in-process waiters, which then re-read the head
+//     from the database (a notice never wakes a waiter by itself). After
+//     losing that connection the Store reconnects and wakes every waiter so
+//     it re-checks; waiters also re-check every Options.RecheckInterval as a
+//     safety net.
+//   - Reads are bounded: positions and sizes are chosen first with a LIMIT
+//     over the small (pos, size) columns, then exactly the chosen entries'
+//     data is streamed.
+//   - Failures: every call is bounded by Options.StatementTimeout (server
+//     side statement_timeout and a client deadline). A lost or refused
+//     connection, an admin shutdown, a statement timeout, a serialization
+//     failure or deadlock, or a full disk is wrapped in spool.ErrUnavailable;
+//     the pool reconnects by itself once the server is back.
+package pgstore

@@ -1,0 +1,94 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strconv"
+
+	"cspool/internal/spool"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrNewerSchema means the database was migrated by a newer cspool: this
+// version cannot know what its schema means, so it refuses to touch it.
+var ErrNewerSchema = errors.New("pgstore: database schema is newer than this program")
+
+// classify wraps err with spool.ErrUnavailable when it is temporary and with
+// spool.ErrTooLarge when PostgreSQL refused a value's size. Server errors
+// with another SQLSTATE (bugs, constraint violations) are returned as they
+// are.
+func classify(err error) error {
+	if err == nil || errors.Is(err, spool.ErrUnavailable) {
+		return err
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case pe.Code == "57014", // query_canceled: statement_timeout
+			pe.Code == "40001", pe.Code == "40P01", // serialization failure, deadlock
+			pe.Code == "55P03",                // lock_not_available
+			pe.Code[:2] == "08",               // connection exception
+			pe.Code[:2] == "53",               // insufficient resources: disk full, out of memory, too many connections
+			pe.Code[:2] == "57",               // operator intervention: admin/crash shutdown, cannot connect now
+			pe.Code[:2] == "58",               // system error: I/O
+			pe.Code == "25006":               // read_only_sql_transaction: a standby during failover
+			return fmt.Errorf("%w: %w", spool.ErrUnavailable, err)
+		case pe.Code[:2] == "54": // program limit exceeded
+			return fmt.Errorf("%w: %w", spool.ErrTooLarge, err)
+		}
+		return err
+	}
+	// Anything below SQL is temporary: refused or lost connections
+	// ("conn closed", "unexpected EOF"), TLS, DNS, our own deadline, a pool
+	// that cannot connect.
+	return fmt.Errorf("%w: %w", spool.ErrUnavailable, err)
+}
+
+// callErr turns the error of a call that used ctx (the caller's) and cctx
+// (bounded by the statement timeout) into the store's answer: the caller's
+// own cancellation comes back as ctx.Err(), everything else classified.
+func callErr(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	return fmt.Errorf("%s: %w", op, classify(err))
+}
+
+var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
+// Redact returns dsn with its password replaced by "xxxxx", for logs and
+// error messages.
+func Redact(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+		q := u.Query()
+		if q.Has("password") {
+			q.Set("password", "xxxxx")
+			u.RawQuery = q.Encode()
+		}
+		return u.Redacted()
+	}
+	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
+}
+
+// configure sets what every connection of a Store needs.
+func configure(cc *pgx.ConnConfig, o Options) {
+	if cc.RuntimeParams == nil {
+		cc.RuntimeParams = map[string]string{}
+	}
+	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
+	cc.RuntimeParams["synchronous_commit"] = "on"
+	if cc.RuntimeParams["application_name"] == "" {
+		cc.RuntimeParams["application_name"] = "cspool"
+	}
+	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > o.ConnectTimeout {
+		cc.ConnectTimeout = o.ConnectTimeout
+	}
+}

@@ -1,0 +1,153 @@
+package pgstore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"cspool/internal/spool"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+var (
+	_ spool.Store     = (*Store)(nil)
+	_ spool.Compactor = (*Store)(nil)
+)
+
+// Options configures a Store. The zero value gives the documented defaults.
+type Options struct {
+	// MaxConns is the size of the connection pool (the listening connection
+	// comes on top). Zero means 16.
+	MaxConns int32
+	// StatementTimeout bounds every statement on the server
+	// (statement_timeout) and every call on the client. A call that runs
+	// out of time fails with spool.ErrUnavailable. Zero means 30 s.
+	StatementTimeout time.Duration
+	// ConnectTimeout bounds establishing one connection. Zero means 5 s.
+	ConnectTimeout time.Duration
+	// MaxAppendBytes is the largest batch one Append accepts; larger ones
+	// fail with spool.ErrTooLarge. Zero means 256 MiB (PostgreSQL refuses a
+	// single value over 1 GB).
+	MaxAppendBytes int64
+	// RecheckInterval is how often a blocked Wait re-reads the head even
+	// without a notification (a safety net for lost notices). Zero means 5 s.
+	RecheckInterval time.Duration
+	// Logger receives connection-level events (listener lost and back).
+	// Nil discards. Entry contents are never logged; DSNs only with the
+	// password removed.
+	Logger *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.MaxConns <= 0 {
+		o.MaxConns = 16
+	}
+	if o.StatementTimeout <= 0 {
+		o.StatementTimeout = 30 * time.Second
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 5 * time.Second
+	}
+	if o.MaxAppendBytes <= 0 {
+		o.MaxAppendBytes = 256 << 20
+	}
+	if o.RecheckInterval <= 0 {
+		o.RecheckInterval = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Store is a spool.Store and spool.Compactor on PostgreSQL.
+type Store struct {
+	opts    Options
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	dsn     string // for the listener; never logged
+	waiters waiters
+
+	closed   chan struct{}
+	closeMu  sync.Mutex
+	isClosed bool
+	stopL    context.CancelFunc
+	lDone    chan struct{}
+}
+
+// Open connects to the PostgreSQL database named by dsn (a URL or a
+// key=value string, as libpq takes it), creates or migrates the schema, and
+// starts the listener for cross-process wake-ups.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	opts.defaults()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the PostgreSQL DSN %s: %w", Redact(dsn), err)
+	}
+	configure(cfg.ConnConfig, opts)
+	cfg.MaxConns = opts.MaxConns
+	cfg.HealthCheckPeriod = 10 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL %s: %w", Redact(dsn), classify(err))
+	}
+	s := &Store{opts: opts, pool: pool, log: opts.Logger, dsn: dsn, closed: make(chan struct{}),
+		waiters: waiters{m: map[string]*waitSlot{}}}
+	mctx, cancel := context.WithTimeout(ctx, 2*opts.StatementTimeout)
+	defer cancel()
+	if err := migrate(mctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("preparing the schema in %s: %w", Redact(dsn), err)
+	}
+	lctx, stop := context.WithCancel(context.Background())
+	s.stopL, s.lDone = stop, make(chan struct{})
+	ready := make(chan error, 1)
+	go s.listen(lctx, ready)
+	select {
+	case err = <-ready:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("listening for appends on %s: %w", Redact(dsn), err)
+	}
+	return s, nil
+}
+
+// Close ends blocked Waits with spool.ErrClosed, stops the listener and
+// closes the pool once the calls in flight have returned their connections.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.isClosed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.isClosed = true
+	close(s.closed)
+	s.closeMu.Unlock()
+	if s.stopL != nil {
+		s.stopL()
+		<-s.lDone
+	}
+	s.pool.Close()
+	return nil
+}
+
+// begin checks that s is open and bounds the call by the statement timeout.
+func (s *Store) begin(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	select {
+	case <-s.closed:
+		return nil, nil, spool.ErrClosed
+	default:
+	}
+	c, cancel := context.WithTimeout(ctx, s.opts.StatementTimeout+2*time.Second)
+	return c, cancel, nil
+}
+
+// Pool returns the store's connection pool, for tests and tools that look at
+// the tables directly.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }

@@ -1,0 +1,210 @@
+package pgstore
+
+import (
+	"context"
+	"encoding/hex"
+	"sync"
+	"time"
+
+	"cspool/internal/spool"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// waiters fans wake-ups out to the Waits blocked in this process. A wake
+// closes the user's channel; waiters then re-read the head from the
+// database, so a spurious wake costs a read, never a wrong answer.
+type waiters struct {
+	mu sync.Mutex
+	m  map[string]*waitSlot
+}
+
+type waitSlot struct {
+	ch chan struct{}
+	n  int // Waits registered on this user
+}
+
+// channel returns the channel the next wake of user closes; the caller must
+// have registered (add).
+func (w *waiters) channel(user string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.m[user].ch
+}
+
+func (w *waiters) add(user string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sl := w.m[user]
+	if sl == nil {
+		sl = &waitSlot{ch: make(chan struct{})}
+		w.m[user] = sl
+	}
+	sl.n++
+}
+
+func (w *waiters) remove(user string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if sl := w.m[user]; sl != nil {
+		if sl.n--; sl.n == 0 {
+			delete(w.m, user)
+		}
+	}
+}
+
+func (w *waiters) wake(user string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if sl := w.m[user]; sl != nil {
+		close(sl.ch)
+		sl.ch = make(chan struct{})
+	}
+}
+
+func (w *waiters) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, sl := range w.m {
+		close(sl.ch)
+		sl.ch = make(chan struct{})
+	}
+}
+
+// Wait returns nil once user's head is beyond after, ctx.Err() when ctx
+// ends, spool.ErrClosed when the store closes, and an error wrapping
+// spool.ErrUnavailable when the head cannot be read.
+func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
+	if err := spool.CheckUser(user); err != nil {
+		return err
+	}
+	select {
+	case <-s.closed:
+		return spool.ErrClosed
+	default:
+	}
+	s.waiters.add(user)
+	defer s.waiters.remove(user)
+	recheck := time.NewTicker(s.opts.RecheckInterval)
+	defer recheck.Stop()
+	for {
+		// Take the channel before reading the head: an append committed
+		// after the read closes this very channel.
+		ch := s.waiters.channel(user)
+		head, err := s.Head(ctx, user)
+		if err != nil {
+			return err
+		}
+		if head > after {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-recheck.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closed:
+			return spool.ErrClosed
+		}
+	}
+}
+
+// listen keeps one connection LISTENing on NotifyChannel and wakes the
+// waiters each notice names. It reports the first connection's outcome on
+// ready; after that it reconnects (with backoff) whenever the connection is
+// lost, and wakes every waiter once it is back, since notices sent while it
+// was away are lost.
+func (s *Store) listen(ctx context.Context, ready chan<- error) {
+	defer close(s.lDone)
+	backoff := 100 * time.Millisecond
+	first := true
+	for {
+		conn, err := s.listenConn(ctx)
+		if first {
+			ready <- err
+			if err != nil {
+				return
+			}
+			first = false
+		} else if err == nil {
+			s.log.Info("postgres listener reconnected", "dsn", Redact(s.dsn))
+			s.waiters.wakeAll()
+		}
+		if err == nil {
+			backoff = 100 * time.Millisecond
+			err = s.receive(ctx, conn)
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			conn.Close(cctx)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("postgres listener lost its connection; reconnecting", "dsn", Redact(s.dsn), "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+func (s *Store) listenConn(ctx context.Context) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(s.dsn)
+	if err != nil {
+		return nil, err
+	}
+	configure(cfg, s.opts)
+	cctx, cancel := context.WithTimeout(ctx, s.opts.ConnectTimeout+s.opts.StatementTimeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return nil, classify(err)
+	}
+	if _, err := conn.Exec(cctx, "LISTEN "+NotifyChannel); err != nil {
+		conn.Close(context.Background())
+		return nil, classify(err)
+	}
+	return conn, nil
+}
+
+// receive delivers notices until the connection fails or ctx ends. A
+// keepalive query every few seconds notices a dead connection even when no
+// notice comes.
+func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		switch {
+		case err == nil:
+			s.deliver(n.Payload)
+			continue
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case wctx.Err() == nil:
+			return err
+		}
+		// Idle for 5 s: check the connection is alive.
+		pctx, pcancel := context.WithTimeout(ctx, s.opts.ConnectTimeout)
+		err = conn.Ping(pctx)
+		pcancel()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Store) deliver(payload string) {
+	if payload == "" {
+		s.waiters.wakeAll()
+		return
+	}
+	name, err := hex.DecodeString(payload)
+	if err != nil {
+		s.waiters.wakeAll()
+		return
+	}
+	s.waiters.wake(string(name))
+}
