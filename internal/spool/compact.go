@@ -48,3 +48,13 @@ var (
 	// ErrNoCheckpoint: the user has no checkpoint (HTTP 404).
 	ErrNoCheckpoint = errors.New("spool: no checkpoint")
 )
+
+// LogRead is one read of a user's log, with what a device needs to know to
+// trust it: the head, and the position of the newest checkpoint (0 if none).
+// A reader whose position is below Checkpoint may have missed entries that
+// compaction deleted, and must rebuild from the checkpoint.
+type LogRead struct {
+	Entries    []Entry
+	Head       uint64
+	Checkpoint uint64
+}
