@@ -31,12 +31,12 @@ func classify(err error) error {
 		switch {
 		case pe.Code == "57014", // query_canceled: statement_timeout
 			pe.Code == "40001", pe.Code == "40P01", // serialization failure, deadlock
-			pe.Code == "55P03",                // lock_not_available
-			pe.Code[:2] == "08",               // connection exception
-			pe.Code[:2] == "53",               // insufficient resources: disk full, out of memory, too many connections
-			pe.Code[:2] == "57",               // operator intervention: admin/crash shutdown, cannot connect now
-			pe.Code[:2] == "58",               // system error: I/O
-			pe.Code == "25006":               // read_only_sql_transaction: a standby during failover
+			pe.Code == "55P03",  // lock_not_available
+			pe.Code[:2] == "08", // connection exception
+			pe.Code[:2] == "53", // insufficient resources: disk full, out of memory, too many connections
+			pe.Code[:2] == "57", // operator intervention: admin/crash shutdown, cannot connect now
+			pe.Code[:2] == "58", // system error: I/O
+			pe.Code == "25006":  // read_only_sql_transaction: a standby during failover
 			return fmt.Errorf("%w: %w", spool.ErrUnavailable, err)
 		case pe.Code[:2] == "54": // program limit exceeded
 			return fmt.Errorf("%w: %w", spool.ErrTooLarge, err)
