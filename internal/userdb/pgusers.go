@@ -1,0 +1,179 @@
+package userdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"cspool/internal/keys"
+	"cspool/internal/spool"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// UsersTable is the PostgreSQL table PG reads users from.
+const UsersTable = "cspool_users"
+
+// usersLockKey is the pg_advisory_xact_lock key held while the users table
+// is created ("cSu1" in ASCII).
+const usersLockKey int64 = 0x63537531
+
+const usersTableSQL = `CREATE TABLE IF NOT EXISTS cspool_users (
+    name       text NOT NULL PRIMARY KEY,   -- user name (keys.CheckUserName)
+    public_key text NOT NULL                -- cspool-pub-1:... as printed by cspool gen-keys
+);
+CREATE INDEX IF NOT EXISTS cspool_users_public_key ON cspool_users (public_key)`
+
+// PG is the user database kept in the PostgreSQL table cspool_users
+// (name, public_key), shared by every server process on the database.
+//
+// Every lookup queries the table, so a row inserted, changed or deleted with
+// SQL takes effect at once in every process; Reload has nothing to do. A row
+// whose key does not parse makes lookups of that name fail (and is logged),
+// never authorizes anything. When the database cannot answer, lookups fail
+// with an error wrapping spool.ErrUnavailable (LMTP 451).
+type PG struct {
+	pool    *pgxpool.Pool
+	log     *slog.Logger
+	timeout time.Duration
+}
+
+// OpenPG connects to the database at dsn and creates the users table if it
+// is missing. timeout bounds each lookup (zero: 10 s).
+func OpenPG(ctx context.Context, dsn string, timeout time.Duration, log *slog.Logger) (*PG, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("users table: parsing the PostgreSQL DSN: %w", err)
+	}
+	cfg.MaxConns = 4
+	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "cspool"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("users table: connecting: %w", pgUnavailable(err))
+	}
+	p := &PG{pool: pool, log: log, timeout: timeout}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err = pgx.BeginFunc(cctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(cctx, "SELECT pg_advisory_xact_lock($1)", usersLockKey); err != nil {
+			return err
+		}
+		_, err := tx.Exec(cctx, usersTableSQL)
+		return err
+	})
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("users table: creating %s: %w", UsersTable, pgUnavailable(err))
+	}
+	n := p.Len()
+	log.Info("users table opened", "table", UsersTable, "users", n)
+	return p, nil
+}
+
+// Close closes the connection pool.
+func (p *PG) Close() { p.pool.Close() }
+
+// TestMode is always false: the table lists the users.
+func (p *PG) TestMode() bool { return false }
+
+// Path names the source of users, for logs.
+func (p *PG) Path() string { return "postgres table " + UsersTable }
+
+// Len counts the users, or returns -1 when the database cannot answer.
+func (p *PG) Len() int {
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	defer cancel()
+	var n int
+	if err := p.pool.QueryRow(ctx, "SELECT count(*) FROM "+UsersTable).Scan(&n); err != nil {
+		return -1
+	}
+	return n
+}
+
+// Reload does nothing: every lookup reads the table.
+func (p *PG) Reload() error {
+	p.log.Info("users table is read on every lookup; nothing to reload", "table", UsersTable)
+	return nil
+}
+
+// Lookup returns user's public key, or an error wrapping ErrUnknownUser,
+// or spool.ErrUnavailable when the database cannot answer.
+func (p *PG) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
+	cctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	var text string
+	err := p.pool.QueryRow(cctx, "SELECT public_key FROM "+UsersTable+" WHERE name = $1", user).Scan(&text)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w", user, ErrUnknownUser)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return keys.PublicKey{}, ctx.Err()
+		}
+		return keys.PublicKey{}, fmt.Errorf("looking up user %q in %s: %w", user, UsersTable, pgUnavailable(err))
+	}
+	k, err := keys.ParsePublic(strings.TrimSpace(text))
+	if err != nil {
+		p.log.Error("users table: bad public key", "user", user, "err", err)
+		return keys.PublicKey{}, fmt.Errorf("users table: key of user %q: %w", user, err)
+	}
+	return k, nil
+}
+
+// Authorize reports whether key may act as user: nil, or an error wrapping
+// ErrUnknownKey, ErrForbidden, or spool.ErrUnavailable.
+func (p *PG) Authorize(ctx context.Context, user string, key keys.PublicKey) error {
+	if err := keys.CheckUserName(user); err != nil {
+		return fmt.Errorf("authorizing: %w", err)
+	}
+	k, err := p.Lookup(ctx, user)
+	switch {
+	case err == nil && k.Equal(key):
+		return nil
+	case err != nil && !errors.Is(err, ErrUnknownUser):
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	var other string
+	err = p.pool.QueryRow(cctx, "SELECT name FROM "+UsersTable+" WHERE public_key = $1 LIMIT 1", key.String()).Scan(&other)
+	switch {
+	case err == nil:
+		return fmt.Errorf("key %x acting as user %q: %w", key.KeyID(), user, ErrForbidden)
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("key %x for user %q: %w", key.KeyID(), user, ErrUnknownKey)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return fmt.Errorf("authorizing user %q: %w", user, pgUnavailable(err))
+}
+
+// pgUnavailable wraps database failures with spool.ErrUnavailable, except
+// errors the server reports for a statement (a bug, not an outage), other
+// than shutdowns, timeouts and resource shortages.
+func pgUnavailable(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code[:2] {
+		case "08", "53", "57", "58":
+		default:
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %w", spool.ErrUnavailable, err)
+}
