@@ -128,7 +128,9 @@ type Command struct {
 	// Body is the message, byte for byte (Deliver, Append).
 	Body []byte
 	// Position and Digest describe a checkpoint: the log position it covers
-	// and the SHA-256 of its encoded state.
+	// and the SHA-256 of its encoded state, which is the Body when the
+	// checkpoint itself is carried (it is not a log entry then, but sealed
+	// the same way).
 	Position uint64
 	Digest   []byte
 
@@ -182,7 +184,7 @@ func fieldsOf(k Kind) (required, optional field) {
 	case DeleteMailbox, Subscribe, Unsubscribe:
 		return fMailbox, fMailboxID
 	case Checkpoint:
-		return fPosition | fDigest, 0
+		return fPosition | fDigest, fBody
 	}
 	return 0, 0
 }

@@ -93,9 +93,9 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure)
-		VALUES (?, 1, ?, ?, ?, ?, ?) RETURNING bid`,
-		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure).Scan(&bid)
+	err = a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin)
+		VALUES (?, 1, ?, ?, ?, ?, ?, ?) RETURNING bid`,
+		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos)).Scan(&bid)
 	if err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}

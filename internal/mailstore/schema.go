@@ -99,6 +99,12 @@ INSERT INTO mailboxes (id, name, special_use, uidvalidity, uidnext) VALUES
 	(x'00000000000000000000000000000006', 'Archive', '\Archive',  6, 1);
 INSERT INTO subscriptions (name) VALUES ('INBOX'), ('Sent'), ('Drafts'), ('Trash'), ('Junk'), ('Archive');
 `,
+	// 2: the log position of the entry that holds each body (a Deliver or
+	// Append whose message has these bytes), so a checkpoint can name the
+	// entries compaction must keep. 0 for bodies stored before this step.
+	`
+ALTER TABLE bodies ADD COLUMN origin INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

@@ -1,0 +1,238 @@
+package mailstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"cspool/internal/command"
+)
+
+// SnapshotVersion is the version of the checkpoint state encoding.
+const SnapshotVersion = 1
+
+// Snapshot is the complete replicated state at a log position: what a
+// checkpoint carries. With the entries it names in Messages[].Body (the
+// Deliver or Append entries holding the bytes), it rebuilds a store equal,
+// field for field and UID for UID, to one that applied the whole log.
+// docs/FORMAT.md section 5 specifies its CBOR encoding.
+type Snapshot struct {
+	Version         uint64        `cbor:"1,keyasint"`
+	Position        uint64        `cbor:"2,keyasint"`
+	NextUIDValidity uint32        `cbor:"3,keyasint"`
+	Mailboxes       []SnapMailbox `cbor:"4,keyasint"`
+	Subscriptions   []string      `cbor:"5,keyasint"`
+	Keywords        []string      `cbor:"6,keyasint"`
+	Messages        []SnapMessage `cbor:"7,keyasint"`
+	Entries         []byte        `cbor:"8,keyasint"` // seen entry ids: 16-byte id, 8-byte position, sorted by id
+}
+
+// SnapMailbox is one mailbox of a Snapshot.
+type SnapMailbox struct {
+	_           struct{} `cbor:",toarray"`
+	ID          []byte
+	Name        string
+	SpecialUse  string
+	UIDValidity uint32
+	UIDNext     uint32
+	ModSeq      uint64
+}
+
+// SnapMessage is one message of a Snapshot.
+type SnapMessage struct {
+	_        struct{} `cbor:",toarray"`
+	ID       []byte
+	Mailbox  uint32 // index into Snapshot.Mailboxes
+	UID      uint32
+	Flags    uint8  // system flag bits
+	Keywords string // space-separated, as stored
+	Date     int64
+	Size     int64
+	ModSeq   uint64
+	Body     uint64 // position of the entry holding the bytes
+	Digest   []byte // SHA-256 of the bytes
+}
+
+// Errors of checkpoints.
+var (
+	// ErrSnapshot: a snapshot is malformed or does not fit this store.
+	ErrSnapshot = errors.New("invalid checkpoint state")
+	// ErrNoOrigin: a live body has no known origin entry (stored before the
+	// store tracked origins), so no checkpoint can name it.
+	ErrNoOrigin = errors.New("body without an origin entry")
+)
+
+// EncodeSnapshot returns the canonical CBOR encoding of sn.
+func EncodeSnapshot(sn *Snapshot) ([]byte, error) {
+	return snapCodecs.enc.Marshal(sn)
+}
+
+// DecodeSnapshot parses and checks an encoded snapshot.
+func DecodeSnapshot(b []byte) (*Snapshot, error) {
+	var sn Snapshot
+	if err := snapCodecs.dec.Unmarshal(b, &sn); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSnapshot, err)
+	}
+	if sn.Version != SnapshotVersion {
+		return nil, fmt.Errorf("%w: version %d", ErrSnapshot, sn.Version)
+	}
+	if err := sn.check(); err != nil {
+		return nil, err
+	}
+	return &sn, nil
+}
+
+func (sn *Snapshot) check() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrSnapshot}, a...)...)
+	}
+	if sn.Position == 0 {
+		return bad("position 0")
+	}
+	names := map[string]bool{}
+	for _, mb := range sn.Mailboxes {
+		if len(mb.ID) != command.IDSize || mb.UIDValidity == 0 || mb.UIDNext == 0 || names[mb.Name] {
+			return bad("mailbox %q", mb.Name)
+		}
+		names[mb.Name] = true
+	}
+	if !names["INBOX"] {
+		return bad("no INBOX")
+	}
+	type key struct{ mb, uid uint32 }
+	seen := map[key]bool{}
+	for _, m := range sn.Messages {
+		if len(m.ID) != command.IDSize || len(m.Digest) != sha256.Size || m.Body == 0 || m.Body > sn.Position ||
+			int(m.Mailbox) >= len(sn.Mailboxes) || m.UID == 0 || m.UID >= sn.Mailboxes[m.Mailbox].UIDNext ||
+			seen[key{m.Mailbox, m.UID}] {
+			return bad("message %x", m.ID)
+		}
+		seen[key{m.Mailbox, m.UID}] = true
+	}
+	if len(sn.Entries)%24 != 0 {
+		return bad("entries field of %d bytes", len(sn.Entries))
+	}
+	return nil
+}
+
+// Keep returns the positions of the entries the snapshot needs (the
+// bodies of live messages), sorted and without repeats.
+func (sn *Snapshot) Keep() []uint64 {
+	set := map[uint64]bool{}
+	for _, m := range sn.Messages {
+		set[m.Body] = true
+	}
+	out := make([]uint64, 0, len(set))
+	for p := range set {
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+type snapCodec struct {
+	enc cbor.EncMode
+	dec cbor.DecMode
+}
+
+// snapCodecs is immutable after initialisation.
+var snapCodecs = func() snapCodec {
+	enc, err := cbor.CoreDetEncOptions().EncMode()
+	if err != nil {
+		panic(err)
+	}
+	dec, err := cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		MaxArrayElements:  1 << 26,
+		UTF8:              cbor.UTF8RejectInvalid,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return snapCodec{enc, dec}
+}()
+
+// Snapshot reads the whole replicated state from one read transaction.
+func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("taking snapshot: %w", err)
+	}
+	defer tx.Rollback()
+	sn := &Snapshot{Version: SnapshotVersion, Subscriptions: []string{}, Keywords: []string{}, Messages: []SnapMessage{}}
+	var pos, uv int64
+	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &uv); err != nil {
+		return nil, fmt.Errorf("taking snapshot: %w", err)
+	}
+	sn.Position, sn.NextUIDValidity = uint64(pos), uint32(uv)
+	index := map[int64]uint32{}
+	if err := dumpRows(ctx, tx, "SELECT mid, id, name, special_use, uidvalidity, uidnext, highest_modseq FROM mailboxes ORDER BY id",
+		func(r scanner) error {
+			var m SnapMailbox
+			var mid int64
+			if err := r.Scan(&mid, &m.ID, &m.Name, &m.SpecialUse, &m.UIDValidity, &m.UIDNext, &m.ModSeq); err != nil {
+				return err
+			}
+			index[mid] = uint32(len(sn.Mailboxes))
+			sn.Mailboxes = append(sn.Mailboxes, m)
+			return nil
+		}); err != nil {
+		return nil, err
+	}
+	if sn.Subscriptions, err = queryStrings(ctx, tx, "SELECT name FROM subscriptions ORDER BY name"); err != nil {
+		return nil, err
+	}
+	if sn.Keywords, err = queryStrings(ctx, tx, "SELECT name FROM keywords ORDER BY fold"); err != nil {
+		return nil, err
+	}
+	if err := dumpRows(ctx, tx, `SELECT m.id, m.mailbox, m.uid, m.flags, m.keywords, m.date, m.size, m.modseq, b.origin, b.digest
+		FROM messages m JOIN bodies b ON b.bid = m.body ORDER BY m.id`,
+		func(r scanner) error {
+			var m SnapMessage
+			var mid, origin int64
+			if err := r.Scan(&m.ID, &mid, &m.UID, &m.Flags, &m.Keywords, &m.Date, &m.Size, &m.ModSeq, &origin, &m.Digest); err != nil {
+				return err
+			}
+			if origin <= 0 {
+				return fmt.Errorf("message %x: %w", m.ID, ErrNoOrigin)
+			}
+			m.Mailbox, m.Body = index[mid], uint64(origin)
+			sn.Messages = append(sn.Messages, m)
+			return nil
+		}); err != nil {
+		return nil, err
+	}
+	var ents bytes.Buffer
+	if err := dumpRows(ctx, tx, "SELECT id, pos FROM entries ORDER BY id", func(r scanner) error {
+		var id []byte
+		var p int64
+		if err := r.Scan(&id, &p); err != nil {
+			return err
+		}
+		ents.Write(id)
+		return binary.Write(&ents, binary.BigEndian, uint64(p))
+	}); err != nil {
+		return nil, err
+	}
+	sn.Entries = ents.Bytes()
+	if sn.Subscriptions == nil {
+		sn.Subscriptions = []string{}
+	}
+	if sn.Keywords == nil {
+		sn.Keywords = []string{}
+	}
+	return sn, nil
+}

@@ -1,0 +1,145 @@
+package mailstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"cspool/internal/command"
+)
+
+// bodiesOf maps each Deliver/Append entry's position to its body: what the
+// spool keeps for a checkpoint.
+func bodiesOf(entries []Entry) map[uint64][]byte {
+	m := map[uint64][]byte{}
+	for _, e := range entries {
+		if e.Cmd != nil && (e.Cmd.Kind == command.Deliver || e.Cmd.Kind == command.Append) {
+			m[e.Pos] = e.Cmd.Body
+		}
+	}
+	return m
+}
+
+func fetchFrom(bodies map[uint64][]byte, asked *int) BodyFetcher {
+	return func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
+		for _, p := range need {
+			*asked++
+			b, ok := bodies[p]
+			if !ok {
+				return fmt.Errorf("entry %d was compacted away", p)
+			}
+			if err := put(p, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func TestSnapshotRestore(t *testing.T) {
+	ctx := context.Background()
+	for seed := uint64(1); seed <= 3; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			entries := generateLog(seed, 300)
+			full := openTest(t)
+			applyInBatches(t, full, entries, 50)
+			sn, err := full.Snapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc, err := EncodeSnapshot(sn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sn2, err := DecodeSnapshot(enc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, _ := EncodeSnapshot(sn2)
+			if !bytes.Equal(enc, again) {
+				t.Fatal("snapshot encoding does not round trip")
+			}
+			// Keep only the entries the snapshot names, as the spool would.
+			all := bodiesOf(entries)
+			kept := map[uint64][]byte{}
+			for _, p := range sn2.Keep() {
+				b, ok := all[p]
+				if !ok {
+					t.Fatalf("snapshot keeps position %d, which holds no body", p)
+				}
+				kept[p] = b
+			}
+
+			// A new device rebuilds from the checkpoint alone.
+			fresh := openTest(t)
+			asked := 0
+			res, err := fresh.Restore(ctx, sn2, fetchFrom(kept, &asked))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := Diff(dump(t, full), dump(t, fresh), 10); d != nil {
+				t.Fatalf("restored store differs from the one that applied the log: %v", d)
+			}
+			added := 0
+			for _, c := range res.Changes {
+				if c.Kind == MessageAdded {
+					added++
+				}
+			}
+			if added != len(sn2.Messages) {
+				t.Errorf("restore reported %d added messages, want %d", added, len(sn2.Messages))
+			}
+
+			// A device that applied a prefix catches up by restoring, asks
+			// only for bodies it lacks, and its UIDs stay.
+			old := openTest(t)
+			applyInBatches(t, old, entries[:150], 50)
+			asked = 0
+			if _, err := old.Restore(ctx, sn2, fetchFrom(kept, &asked)); err != nil {
+				t.Fatal(err)
+			}
+			if d := Diff(dump(t, full), dump(t, old), 10); d != nil {
+				t.Fatalf("caught-up store differs: %v", d)
+			}
+			if asked >= len(sn2.Keep()) && len(sn2.Keep()) > 0 {
+				t.Errorf("device with half the log fetched %d of %d bodies", asked, len(sn2.Keep()))
+			}
+			// Applying the rest of the log after the checkpoint works as usual.
+			if _, err := old.Restore(ctx, sn2, fetchFrom(kept, &asked)); !errors.Is(err, ErrPosition) {
+				t.Fatalf("restoring the same checkpoint twice: got %v, want ErrPosition", err)
+			}
+		})
+	}
+}
+
+func TestRestoreRejectsWrongBodies(t *testing.T) {
+	ctx := context.Background()
+	entries := generateLog(7, 100)
+	full := openTest(t)
+	applyInBatches(t, full, entries, 50)
+	sn, err := full.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sn.Messages) == 0 {
+		t.Skip("log left no messages")
+	}
+	bad := map[uint64][]byte{}
+	for _, p := range sn.Keep() {
+		bad[p] = []byte("not the message")
+	}
+	fresh := openTest(t)
+	before := dump(t, fresh)
+	n := 0
+	if _, err := fresh.Restore(ctx, sn, fetchFrom(bad, &n)); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("got %v, want ErrSnapshot", err)
+	}
+	if d := Diff(before, dump(t, fresh), 5); d != nil {
+		t.Fatalf("a failed restore changed the store: %v", d)
+	}
+	if _, err := DecodeSnapshot([]byte{0xa0}); !errors.Is(err, ErrSnapshot) {
+		t.Fatalf("empty map: got %v", err)
+	}
+}

@@ -1,0 +1,384 @@
+package mailstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"fmt"
+	"sort"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+)
+
+// BodyFetcher supplies the bytes of the entries a Restore needs: it calls
+// put once for each position in need, in any order. put checks the bytes
+// against the snapshot's digest and stores them.
+type BodyFetcher func(ctx context.Context, need []uint64, put func(pos uint64, raw []byte) error) error
+
+// Restore replaces the whole replicated state with sn, in one transaction:
+// a device that fell behind a compaction, or a new device, continues from
+// sn.Position as if it had applied the log up to there. Bodies the store
+// already holds (same SHA-256) are reused; the others are asked of fetch.
+// Local rejection records are kept. The Result lists, as Changes, how the
+// state differs from before (so IMAP sessions see expunges, new messages
+// and flag changes, and no UIDVALIDITY change where the mailbox is the same).
+func (s *Store) Restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher) (*Result, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if err := sn.check(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("starting restore: %w", err)
+	}
+	defer tx.Rollback()
+	r := &restorer{ctx: ctx, tx: tx, sn: sn}
+	var pos int64
+	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
+		return nil, fmt.Errorf("reading state: %w", err)
+	}
+	if uint64(pos) >= sn.Position {
+		return nil, fmt.Errorf("%w: checkpoint at %d is not after position %d", ErrPosition, sn.Position, pos)
+	}
+	if err := r.readOld(); err != nil {
+		return nil, err
+	}
+	if err := r.bodies(fetch); err != nil {
+		return nil, err
+	}
+	if err := r.replace(); err != nil {
+		return nil, err
+	}
+	res := r.diff()
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
+	}
+	return res, nil
+}
+
+type oldMessage struct {
+	mailbox command.ID
+	uid     imap.UID
+	flags   []string
+}
+
+type restorer struct {
+	ctx context.Context
+	tx  *sql.Tx
+	sn  *Snapshot
+
+	oldMailboxes map[command.ID]SnapMailbox
+	oldMessages  map[command.ID]oldMessage
+	oldSubs      map[string]bool
+	bid          map[[32]byte]int64 // digest -> body row
+}
+
+func (r *restorer) readOld() error {
+	r.oldMailboxes = map[command.ID]SnapMailbox{}
+	r.oldMessages = map[command.ID]oldMessage{}
+	r.oldSubs = map[string]bool{}
+	r.bid = map[[32]byte]int64{}
+	mids := map[int64]command.ID{}
+	err := dumpRows(r.ctx, r.tx, "SELECT mid, id, name, special_use, uidvalidity, uidnext FROM mailboxes", func(sc scanner) error {
+		var m SnapMailbox
+		var mid int64
+		if err := sc.Scan(&mid, &m.ID, &m.Name, &m.SpecialUse, &m.UIDValidity, &m.UIDNext); err != nil {
+			return err
+		}
+		var id command.ID
+		copy(id[:], m.ID)
+		mids[mid] = id
+		r.oldMailboxes[id] = m
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = dumpRows(r.ctx, r.tx, "SELECT id, mailbox, uid, flags, keywords FROM messages", func(sc scanner) error {
+		var idb []byte
+		var mid, uid int64
+		var f flagSet
+		var kw string
+		if err := sc.Scan(&idb, &mid, &uid, &f.bits, &kw); err != nil {
+			return err
+		}
+		var id command.ID
+		copy(id[:], idb)
+		f.keywords = decodeKeywords(kw)
+		r.oldMessages[id] = oldMessage{mailbox: mids[mid], uid: imap.UID(uid), flags: f.list()}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	subs, err := queryStrings(r.ctx, r.tx, "SELECT name FROM subscriptions")
+	if err != nil {
+		return err
+	}
+	for _, n := range subs {
+		r.oldSubs[n] = true
+	}
+	return dumpRows(r.ctx, r.tx, "SELECT bid, digest FROM bodies", func(sc scanner) error {
+		var bid int64
+		var d []byte
+		if err := sc.Scan(&bid, &d); err != nil {
+			return err
+		}
+		var k [32]byte
+		copy(k[:], d)
+		r.bid[k] = bid
+		return nil
+	})
+}
+
+// bodies makes sure every body the snapshot names is stored, asking fetch
+// for the missing ones.
+func (r *restorer) bodies(fetch BodyFetcher) error {
+	want := map[uint64][32]byte{} // position -> digest, for the missing
+	for _, m := range r.sn.Messages {
+		var d [32]byte
+		copy(d[:], m.Digest)
+		if _, ok := r.bid[d]; ok {
+			continue
+		}
+		if prev, ok := want[m.Body]; ok && prev != d {
+			return fmt.Errorf("%w: entry %d named with two digests", ErrSnapshot, m.Body)
+		}
+		want[m.Body] = d
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	need := make([]uint64, 0, len(want))
+	for p := range want {
+		need = append(need, p)
+	}
+	sort.Slice(need, func(i, j int) bool { return need[i] < need[j] })
+	got := map[uint64]bool{}
+	a := &applier{ctx: r.ctx, tx: r.tx, stmts: map[string]*sql.Stmt{}}
+	put := func(pos uint64, raw []byte) error {
+		d, ok := want[pos]
+		if !ok || got[pos] {
+			return fmt.Errorf("%w: entry %d was not asked for", ErrSnapshot, pos)
+		}
+		if sha256.Sum256(raw) != d {
+			return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
+		}
+		a.pos = pos
+		bid, err := a.storeBody(raw)
+		if err != nil {
+			return err
+		}
+		r.bid[d] = bid
+		got[pos] = true
+		return nil
+	}
+	if err := fetch(r.ctx, need, put); err != nil {
+		return fmt.Errorf("fetching message bodies: %w", err)
+	}
+	if len(got) != len(need) {
+		return fmt.Errorf("%w: %d of %d bodies could not be fetched", ErrSnapshot, len(need)-len(got), len(need))
+	}
+	return nil
+}
+
+// replace writes the snapshot's state over the old one.
+func (r *restorer) replace() error {
+	exec := func(q string, args ...any) error {
+		if _, err := r.tx.ExecContext(r.ctx, q, args...); err != nil {
+			return fmt.Errorf("restoring: %w", err)
+		}
+		return nil
+	}
+	for _, q := range []string{"DELETE FROM messages", "DELETE FROM mailboxes", "DELETE FROM subscriptions",
+		"DELETE FROM keywords", "DELETE FROM entries"} {
+		if err := exec(q); err != nil {
+			return err
+		}
+	}
+	mids := make([]int64, len(r.sn.Mailboxes))
+	for i, mb := range r.sn.Mailboxes {
+		err := r.tx.QueryRowContext(r.ctx, `INSERT INTO mailboxes (id, name, special_use, uidvalidity, uidnext, highest_modseq)
+			VALUES (?, ?, ?, ?, ?, ?) RETURNING mid`, mb.ID, mb.Name, mb.SpecialUse, mb.UIDValidity, mb.UIDNext, int64(mb.ModSeq)).Scan(&mids[i])
+		if err != nil {
+			return fmt.Errorf("restoring mailbox %q: %w", mb.Name, err)
+		}
+	}
+	for _, n := range r.sn.Subscriptions {
+		if err := exec("INSERT INTO subscriptions (name) VALUES (?)", n); err != nil {
+			return err
+		}
+	}
+	for _, k := range r.sn.Keywords {
+		if err := exec("INSERT INTO keywords (fold, name) VALUES (?, ?)", foldKeyword(k), k); err != nil {
+			return err
+		}
+	}
+	ins, err := r.tx.PrepareContext(r.ctx, `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return fmt.Errorf("restoring: %w", err)
+	}
+	defer ins.Close()
+	for _, m := range r.sn.Messages {
+		var d [32]byte
+		copy(d[:], m.Digest)
+		if _, err := ins.ExecContext(r.ctx, m.ID, mids[m.Mailbox], m.UID, r.bid[d], m.Date, m.Size, m.Flags, m.Keywords, int64(m.ModSeq)); err != nil {
+			return fmt.Errorf("restoring message %x: %w", m.ID, err)
+		}
+	}
+	// Reference counts follow the messages; bodies nobody uses go.
+	for _, q := range []string{
+		"UPDATE bodies SET refs = (SELECT count(*) FROM messages WHERE body = bid) + 1",
+		"DELETE FROM blobs WHERE bid IN (SELECT bid FROM bodies WHERE refs = 1)",
+		"DELETE FROM bodies WHERE refs = 1",
+		"UPDATE bodies SET refs = refs - 1",
+	} {
+		if err := exec(q); err != nil {
+			return err
+		}
+	}
+	ents := r.sn.Entries
+	for len(ents) >= 24 {
+		if err := exec("INSERT INTO entries (id, pos) VALUES (?, ?)", ents[:16], int64(binary.BigEndian.Uint64(ents[16:24]))); err != nil {
+			return err
+		}
+		ents = ents[24:]
+	}
+	return exec("UPDATE state SET position = ?, next_uidvalidity = ?", int64(r.sn.Position), int64(r.sn.NextUIDValidity))
+}
+
+// diff lists, as Changes at the snapshot's position, how the new state
+// differs from the old: mailboxes created first, then per mailbox the
+// expunged, added (UID order) and re-flagged messages, then deleted
+// mailboxes and subscription changes.
+func (r *restorer) diff() *Result {
+	pos := r.sn.Position
+	res := &Result{}
+	add := func(c Change) {
+		c.Pos = pos
+		res.Changes = append(res.Changes, c)
+	}
+	newMB := map[command.ID]SnapMailbox{}
+	var created, kept []command.ID
+	for _, mb := range r.sn.Mailboxes {
+		var id command.ID
+		copy(id[:], mb.ID)
+		newMB[id] = mb
+		old, ok := r.oldMailboxes[id]
+		switch {
+		case !ok:
+			created = append(created, id)
+		case old.UIDValidity != mb.UIDValidity:
+			add(Change{Kind: MailboxDeleted, Mailbox: id, Name: old.Name})
+			created = append(created, id)
+		default:
+			kept = append(kept, id)
+			if old.Name != mb.Name {
+				add(Change{Kind: MailboxRenamed, Mailbox: id, Name: mb.Name, OldName: old.Name})
+			}
+		}
+	}
+	for _, id := range created {
+		add(Change{Kind: MailboxCreated, Mailbox: id, Name: newMB[id].Name})
+	}
+	keptSet := map[command.ID]bool{}
+	for _, id := range kept {
+		keptSet[id] = true
+	}
+	type msgKey struct {
+		mb  command.ID
+		uid imap.UID
+	}
+	newAt := map[msgKey]SnapMessage{}
+	for _, m := range r.sn.Messages {
+		var mb command.ID
+		copy(mb[:], r.sn.Mailboxes[m.Mailbox].ID)
+		newAt[msgKey{mb, imap.UID(m.UID)}] = m
+	}
+	oldAt := map[msgKey]command.ID{}
+	var expunged []msgKey
+	for id, m := range r.oldMessages {
+		k := msgKey{m.mailbox, m.uid}
+		oldAt[k] = id
+		if !keptSet[m.mailbox] {
+			continue // its mailbox went or was replaced: no per-message changes
+		}
+		if n, ok := newAt[k]; !ok || !bytes.Equal(n.ID, id[:]) {
+			expunged = append(expunged, k)
+		}
+	}
+	sort.Slice(expunged, func(i, j int) bool { return expunged[i].uid < expunged[j].uid })
+	for _, k := range expunged {
+		add(Change{Kind: MessageExpunged, Mailbox: k.mb, UID: k.uid, Message: oldAt[k], Name: newMB[k.mb].Name})
+	}
+	var added, reflagged []Change
+	for k, m := range newAt {
+		var id command.ID
+		copy(id[:], m.ID)
+		flags := flagSet{bits: m.Flags, keywords: decodeKeywords(m.Keywords)}.list()
+		old, had := oldAt[k]
+		switch {
+		case !keptSet[k.mb] && !containsID(created, k.mb):
+		case !had || old != id:
+			added = append(added, Change{Kind: MessageAdded, Mailbox: k.mb, UID: k.uid, Message: id, Flags: flags, Name: newMB[k.mb].Name})
+		case !equalStrings(r.oldMessages[id].flags, flags):
+			reflagged = append(reflagged, Change{Kind: FlagsChanged, Mailbox: k.mb, UID: k.uid, Message: id, Flags: flags, Name: newMB[k.mb].Name})
+		}
+	}
+	sort.Slice(added, func(i, j int) bool { return added[i].UID < added[j].UID })
+	sort.Slice(reflagged, func(i, j int) bool { return reflagged[i].UID < reflagged[j].UID })
+	for _, c := range added {
+		add(c)
+	}
+	for _, c := range reflagged {
+		add(c)
+	}
+	for id, old := range r.oldMailboxes {
+		if _, ok := newMB[id]; !ok {
+			add(Change{Kind: MailboxDeleted, Mailbox: id, Name: old.Name})
+		}
+	}
+	newSubs := map[string]bool{}
+	for _, n := range r.sn.Subscriptions {
+		newSubs[n] = true
+		if !r.oldSubs[n] {
+			add(Change{Kind: SubscriptionChanged, Name: n, Subscribed: true})
+		}
+	}
+	for n := range r.oldSubs {
+		if !newSubs[n] {
+			add(Change{Kind: SubscriptionChanged, Name: n})
+		}
+	}
+	return res
+}
+
+func containsID(created []command.ID, id command.ID) bool {
+	for _, c := range created {
+		if c == id {
+			return true
+		}
+	}
+	return false
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
