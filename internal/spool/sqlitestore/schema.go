@@ -10,8 +10,7 @@ import (
 const applicationID = 0x63537031
 
 // migrations[i] brings the schema from version i to version i+1 (PRAGMA
-// user_version). Append only: never edit a released step. Version 1 is the
-// first; later steps (checkpoints, compaction bookkeeping) add tables.
+// user_version). Append only: never edit a released step.
 var migrations = [...]string{
 	// 1: users with their head, and the entries. A user's name is an opaque
 	// byte string, hence BLOB. head is the last position ever assigned and
@@ -36,6 +35,22 @@ CREATE TABLE entries (
 	data    BLOB    NOT NULL,
 	PRIMARY KEY (user_id, pos)
 );
+`,
+	// 2: each user's newest checkpoint (Compactor). One row per user; pos
+	// comes before data so reading the position alone never touches the
+	// data's overflow pages. A trigger refuses replacing a checkpoint by one
+	// at the same or a lower position.
+	`
+CREATE TABLE checkpoints (
+	user_id INTEGER PRIMARY KEY REFERENCES users (id),
+	pos     INTEGER NOT NULL CHECK (pos >= 1),
+	data    BLOB    NOT NULL
+);
+CREATE TRIGGER checkpoints_pos_only_grows
+BEFORE UPDATE OF pos ON checkpoints WHEN NEW.pos <= OLD.pos
+BEGIN
+	SELECT RAISE(ABORT, 'spool: a checkpoint may only be replaced by a later one');
+END;
 `,
 }
 

@@ -30,6 +30,16 @@
 //   - Read takes one read transaction (a consistent WAL snapshot), first
 //     choosing positions from the small (pos, size) columns, then loading only
 //     the chosen entries' data.
+//   - Compaction (spool.Compactor) runs on the writer goroutine between two
+//     append groups, in its own IMMEDIATE transaction: the checkpoint row and
+//     the deletions commit together or not at all, and appends keep their
+//     group-commit guarantees. users.head is never touched by compaction.
+//   - Space: a database created by this version has auto_vacuum=INCREMENTAL
+//     (set before its first page is written), and after a compaction the
+//     free pages are handed back to the file system in bounded steps, each
+//     its own job on the writer. A database created before that keeps
+//     auto_vacuum=NONE: its free pages are reused by later appends but the
+//     file does not shrink until an offline VACUUM (docs/STORE.md).
 package sqlitestore
 
 import (
@@ -50,7 +60,10 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-var _ spool.Store = (*Store)(nil)
+var (
+	_ spool.Store     = (*Store)(nil)
+	_ spool.Compactor = (*Store)(nil)
+)
 
 // DBName is the database file's name inside the spool directory.
 const DBName = "spool.db"
@@ -119,7 +132,8 @@ type Store struct {
 	rdb *sql.DB // read connections
 
 	reqs    chan *appendReq
-	quit    chan struct{} // closed by Close
+	jobs    chan *writeJob // compactions and space reclamation
+	quit    chan struct{}  // closed by Close
 	closed  atomic.Bool
 	bg      sync.WaitGroup // writer, notify listener and fallback poller
 	closeMu sync.Mutex
@@ -173,6 +187,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		reqs:    make(chan *appendReq),
+		jobs:    make(chan *writeJob),
 		quit:    make(chan struct{}),
 		waiters: newWaiters(),
 	}
@@ -235,8 +250,11 @@ func syncDir(dir string) error {
 func (s *Store) openDBs(path string) error {
 	busy := s.opts.BusyTimeout.Milliseconds()
 	base := "file:" + path + fmt.Sprintf("?_pragma=busy_timeout(%d)", busy)
+	// auto_vacuum must come before journal_mode: switching a new, empty file
+	// to WAL writes its first page, after which auto_vacuum is fixed. On an
+	// existing database it changes nothing (see the package notes).
 	w, err := sql.Open("sqlite", base+
-		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)"+
+		"&_pragma=auto_vacuum(INCREMENTAL)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(ON)"+
 		"&_pragma=journal_size_limit(67108864)&_txlock=immediate")
 	if err != nil {
 		return fmt.Errorf("opening spool %s: %w", path, err)

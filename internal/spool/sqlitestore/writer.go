@@ -54,7 +54,9 @@ func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64
 
 // writer is the only goroutine that writes. It collects the Append calls
 // waiting at the moment (the unbuffered channel holds them blocked in send)
-// into a group and commits the group in one transaction.
+// into a group and commits the group in one transaction. Between groups it
+// runs other write jobs (compactions), one at a time, each in its own
+// transaction.
 func (s *Store) writer() {
 	defer s.bg.Done()
 	var carry *appendReq // taken from the channel but over the last group's limits
@@ -80,6 +82,10 @@ func (s *Store) writer() {
 			select {
 			case r := <-s.reqs:
 				add(r)
+			case j := <-s.jobs:
+				j.run(s.wdb)
+				close(j.done)
+				continue
 			case <-s.quit:
 				return
 			}
