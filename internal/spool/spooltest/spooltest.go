@@ -15,6 +15,12 @@
 // waiters, through the other. Without Reopen those subtests are skipped, and
 // under CI (the CI environment variable is set) a skip is a failure.
 //
+// Stores that also implement spool.Compactor get the compaction checks too
+// (checkpoint round trip, stale checkpoints, deletion with kept positions and
+// holes, reads over holes, positions never reused, invalid arguments,
+// concurrent compactions through two handles); for other stores those
+// subtests are skipped.
+//
 // The suite only uses timing in generous bounds (a wake-up must come within
 // WakeTimeout, 5 s by default) and bounds every loop in count.
 package spooltest
@@ -44,6 +50,11 @@ type Options struct {
 	WakeTimeout time.Duration
 }
 
+type namedTest struct {
+	name string
+	fn   func(t *testing.T)
+}
+
 type suite struct {
 	open func(t *testing.T) spool.Store
 	opts Options
@@ -58,10 +69,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		opts.WakeTimeout = 5 * time.Second
 	}
 	s := &suite{open: open, opts: opts}
-	tests := []struct {
-		name string
-		fn   func(t *testing.T)
-	}{
+	tests := []namedTest{
 		{"RoundTrip", s.testRoundTrip},
 		{"DensePositions", s.testDensePositions},
 		{"InvalidArguments", s.testInvalidArguments},
@@ -80,6 +88,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		{"WaitWakesFromSecondHandle", s.testWaitWakesFromSecondHandle},
 		{"Closed", s.testClosed},
 	}
+	tests = append(tests, s.compactTests()...)
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
 	}
