@@ -12,6 +12,7 @@ import (
 	"cspool/internal/deliver"
 	"cspool/internal/keys"
 	"cspool/internal/spool"
+	"cspool/internal/spool/pgstore"
 	"cspool/internal/spool/sqlitestore"
 )
 
@@ -32,8 +33,9 @@ func runDeliver(e *env, args []string) error {
 	fs := newFlagSet(e, "deliver", "< MESSAGE", `
 Deliver one message, read from standard input, into a user's log: the message
 is sealed to the user's public key, signed with the spool key, and appended
-either directly to the spool directory (safe while 'cspool server' runs on it)
-or through a spool server's HTTP API. The spool key cannot decrypt what it
+either directly to the spool (safe while 'cspool server' runs on it): the
+SQLite spool directory, or with --store postgres the PostgreSQL database at
+--dsn (or $CSPOOL_DSN); or through a spool server's HTTP API. The spool key cannot decrypt what it
 delivered. Any bytes are a message; they are stored byte for byte.
 
 The user's key comes from --user-key, or from the users file given with
@@ -47,19 +49,23 @@ cspool deliver as its delivery command:
   65  data error: the message is larger than --max-size
   66  standard input could not be read
   67  unknown user (invalid name, or not in --users)
-  73  the spool directory cannot be opened
+  73  the spool directory or database cannot be opened
   75  temporary failure, try again later: the spool is locked or full, the
-      server is unreachable or busy (HTTP 503)
+      server or database is unreachable or busy (HTTP 503)
   77  permission problem: a key or users file is missing, unreadable, too
       open or damaged, or the server refused the spool key`, `
 cspool deliver --user alice --user-key alice.pub --spool-key spool.sec < message.eml
 cspool deliver --users /etc/cspool/users --user alice --spool-key spool.sec \
-    --spool-server http://127.0.0.1:3999 < message.eml`)
+    --spool-server http://127.0.0.1:3999 < message.eml
+cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
+    --store postgres --dsn postgres://cspool@db.example.org/cspool < message.eml`)
 	user := fs.String("user", "", "the recipient's user name (required)")
 	userKey := fs.String("user-key", "", "the recipient's public key file (or use --users)")
 	usersFile := fs.String("users", "", "users file to find the recipient's public key in, instead of --user-key")
 	spoolKey := fs.String("spool-key", "", "the spool's secret key file (required)")
 	spoolDir := fs.String("spool-dir", "./spool", "spool directory to append to directly")
+	storeKind := fs.String("store", "sqlite", "the spool to append to directly: sqlite (--spool-dir) or postgres (--dsn)")
+	dsn := fs.String("dsn", "", "PostgreSQL connection URL for --store postgres (default: $CSPOOL_DSN)")
 	server := fs.String("spool-server", "", "append through the spool server at this URL (http://HOST:PORT) instead of --spool-dir")
 	maxSize := fs.Int64("max-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up (exit 75) after this long")
@@ -70,6 +76,9 @@ cspool deliver --users /etc/cspool/users --user alice --spool-key spool.sec \
 			return deliverUsage("%s", u.msg)
 		}
 		return err
+	}
+	if *dsn == "" {
+		*dsn = e.getenv("CSPOOL_DSN")
 	}
 	switch {
 	case fs.NArg() != 0:
@@ -82,6 +91,10 @@ cspool deliver --users /etc/cspool/users --user alice --spool-key spool.sec \
 		return deliverUsage("give exactly one of --user-key and --users")
 	case *maxSize <= 0:
 		return deliverUsage("--max-size must be positive")
+	case *storeKind != "sqlite" && *storeKind != "postgres":
+		return deliverUsage("--store %q: want sqlite or postgres", *storeKind)
+	case *storeKind == "postgres" && *dsn == "" && *server == "":
+		return deliverUsage("--store postgres needs --dsn (or CSPOOL_DSN)")
 	}
 	if err := keys.CheckUserName(*user); err != nil {
 		return &exitError{fmt.Errorf("--user: %w", err), exNoUser}
@@ -113,6 +126,13 @@ cspool deliver --users /etc/cspool/users --user alice --spool-key spool.sec \
 			return deliverUsage("--spool-server: %v", err)
 		}
 		log = c
+	} else if *storeKind == "postgres" {
+		st, err := openPostgres(ctx, *dsn)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		log = st
 	} else {
 		st, err := openSpoolDir(*spoolDir)
 		if err != nil {
@@ -170,6 +190,20 @@ func openSpoolDir(dir string) (*sqlitestore.Store, error) {
 			code = exTempFail
 		}
 		return nil, &exitError{withHint(err, "check that this user may write to "+dir), code}
+	}
+	return st, nil
+}
+
+// openPostgres opens the PostgreSQL store at dsn; an unreachable server is
+// temporary (75), anything else (bad DSN, refused login, newer schema) 73.
+func openPostgres(ctx context.Context, dsn string) (*pgstore.Store, error) {
+	st, err := pgstore.Open(ctx, dsn, pgstore.Options{MaxConns: 2})
+	if err != nil {
+		code := exCantCreat
+		if errors.Is(err, spool.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			code = exTempFail
+		}
+		return nil, &exitError{withHint(err, "check --dsn (postgres://USER@HOST:PORT/DATABASE)"), code}
 	}
 	return st, nil
 }

@@ -18,6 +18,8 @@ import (
 	"cspool/internal/api"
 	"cspool/internal/deliver"
 	"cspool/internal/keys"
+	"cspool/internal/spool"
+	"cspool/internal/spool/pgstore"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/userdb"
 )
@@ -32,11 +34,18 @@ Run the spool server: the HTTP API v1 (docs/API.md) through which devices
 read and append their users' encrypted logs, and optionally an LMTP listener
 (RFC 2033) through which a mail transfer agent delivers mail.
 
+The logs are kept in SQLite in --spool-dir (the default, zero setup), or
+with --store postgres in the PostgreSQL database named by --dsn (or the
+CSPOOL_DSN environment variable, which keeps a password out of the process
+list); several servers may share one PostgreSQL database (docs/POSTGRES.md).
+
 Users are listed in a users file (--users; lines "NAME PUBLIC-KEY", as
-printed by 'cspool gen-keys'); send SIGHUP to reload it. Without --users the
-server runs in TEST MODE: the first key that authenticates as a name is
-registered to it (kept in SPOOL_DIR/test-users). Never expose a test mode
-server to people you do not trust.
+printed by 'cspool gen-keys'); send SIGHUP to reload it. With --store
+postgres, --users-table reads them from the table cspool_users(name,
+public_key) of the same database instead, on every lookup. --users wins over
+--users-table. With neither the server runs in TEST MODE: the first key that
+authenticates as a name is registered to it (kept in SPOOL_DIR/test-users).
+Never expose a test mode server to people you do not trust.
 
 The spool key (--spool-key, a secret key file) signs LMTP deliveries, and its
 public half may append to any user's log over HTTP ('cspool deliver
@@ -46,10 +55,15 @@ Listeners default to localhost. SIGTERM or SIGINT stops accepting, lets
 requests and deliveries in flight finish (up to 30 s), and closes the store.`, `
 cspool server --users /etc/cspool/users --spool-dir /var/lib/cspool \
     --spool-key /etc/cspool/spool.sec --lmtp 127.0.0.1:2424 --lmtp-domains example.org
+cspool server --store postgres --dsn 'postgres://cspool@db.example.org/cspool' \
+    --users-table --spool-key /etc/cspool/spool.sec --lmtp 127.0.0.1:2424
 cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	port := fs.Int("port", 3999, "HTTP API port")
 	addr := fs.String("addr", "127.0.0.1", "HTTP API address to listen on")
-	spoolDir := fs.String("spool-dir", "./spool", "spool directory (SQLite store)")
+	spoolDir := fs.String("spool-dir", "./spool", "spool directory (SQLite store; test mode registrations)")
+	storeKind := fs.String("store", "sqlite", "where the logs are kept: sqlite (in --spool-dir) or postgres (at --dsn)")
+	dsn := fs.String("dsn", "", "PostgreSQL connection URL for --store postgres (default: $CSPOOL_DSN)")
+	usersTable := fs.Bool("users-table", false, "read users from the PostgreSQL table cspool_users (with --store postgres)")
 	debug := fs.Bool("debug", false, "log at debug level")
 	usersFile := fs.String("users", "", "users file; empty runs the server in TEST MODE")
 	spoolKeyFile := fs.String("spool-key", "", "the spool's secret key file (required with --lmtp)")
@@ -60,6 +74,9 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *dsn == "" {
+		*dsn = e.getenv("CSPOOL_DSN")
 	}
 	if fs.NArg() != 0 {
 		return usagef("unexpected arguments %q", fs.Args())
@@ -76,6 +93,14 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	if *maxMsg <= 0 {
 		return usagef("--max-message-size must be positive")
 	}
+	switch {
+	case *storeKind != "sqlite" && *storeKind != "postgres":
+		return usagef("--store %q: want sqlite or postgres", *storeKind)
+	case *storeKind == "postgres" && *dsn == "":
+		return usagef("--store postgres needs --dsn (or CSPOOL_DSN)")
+	case *usersTable && *storeKind != "postgres":
+		return usagef("--users-table needs --store postgres")
+	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug
@@ -86,19 +111,38 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	return s.run(serverFlags{
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
 		spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
-		tlsCert: *tlsCert, tlsKey: *tlsKey,
+		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 	})
 }
 
 type serverFlags struct {
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
+	storeKind, dsn                                                                      string
+	usersTable                                                                          bool
 	maxMsg                                                                              int64
 }
+
+// users is what the server needs of a user database: the users file or
+// test mode (userdb.DB), or the PostgreSQL table (userdb.PG).
+type users interface {
+	api.Users
+	Lookup(ctx context.Context, user string) (keys.PublicKey, error)
+	Reload() error
+	TestMode() bool
+	Path() string
+	Len() int
+}
+
+var (
+	_ users = (*userdb.DB)(nil)
+	_ users = (*userdb.PG)(nil)
+)
 
 // serverRun holds what a running server must release.
 type serverRun struct {
 	log    *slog.Logger
-	store  *sqlitestore.Store
+	store  spool.Store
+	pgUser *userdb.PG
 	httpLn net.Listener
 	lmtpLn net.Listener
 }
@@ -114,10 +158,13 @@ func (s *serverRun) close() {
 			s.log.Error("closing the store", "err", err)
 		}
 	}
+	if s.pgUser != nil {
+		s.pgUser.Close()
+	}
 }
 
 // directory lets deliver look users up in the users database.
-type directory struct{ db *userdb.DB }
+type directory struct{ db users }
 
 func (d directory) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
 	k, err := d.db.Lookup(ctx, user)
@@ -144,21 +191,14 @@ func (s *serverRun) run(f serverFlags) error {
 		}
 		tlsCert = c
 	}
-	store, err := sqlitestore.Open(f.spoolDir, sqlitestore.Options{Logger: s.log})
+	store, err := s.openStore(f)
 	if err != nil {
-		return withHint(err, "check that --spool-dir names a directory this user can write")
+		return err
 	}
 	s.store = store
-	var users *userdb.DB
-	if f.usersFile != "" {
-		users, err = userdb.Load(f.usersFile, s.log)
-		if err != nil {
-			return withHint(err, "each line of the users file is NAME PUBLIC-KEY; run without --users for test mode")
-		}
-	} else {
-		if users, err = userdb.OpenTestMode(f.spoolDir, s.log); err != nil {
-			return err
-		}
+	users, err := s.openUsers(f)
+	if err != nil {
+		return err
 	}
 	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20)}
 	if spoolKey != nil {
@@ -230,7 +270,7 @@ func (s *serverRun) run(f serverFlags) error {
 
 // waitForStop reloads users on SIGHUP until SIGTERM, SIGINT or a listener
 // failure (returned).
-func (s *serverRun) waitForStop(sigs <-chan os.Signal, errc <-chan error, users *userdb.DB) error {
+func (s *serverRun) waitForStop(sigs <-chan os.Signal, errc <-chan error, users users) error {
 	for {
 		select {
 		case sig := <-sigs:
@@ -247,13 +287,16 @@ func (s *serverRun) waitForStop(sigs <-chan os.Signal, errc <-chan error, users 
 	}
 }
 
-func (s *serverRun) logStart(f serverFlags, users *userdb.DB, spoolKey *keys.SecretKey) {
+func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKey) {
 	scheme := "http"
 	if f.tlsCert != "" {
 		scheme = "https"
 	}
 	attrs := []any{"http", scheme + "://" + s.httpLn.Addr().String(), "lmtp", "off",
 		"store", "sqlite:" + f.spoolDir, "max_message_size", f.maxMsg}
+	if f.storeKind == "postgres" {
+		attrs[5] = "postgres:" + pgstore.Redact(f.dsn)
+	}
 	if s.lmtpLn != nil {
 		attrs[3] = s.lmtpLn.Addr().String()
 	}
@@ -280,4 +323,49 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// openStore opens the SQLite store in --spool-dir or the PostgreSQL store at
+// --dsn.
+func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
+	if f.storeKind == "postgres" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		st, err := pgstore.Open(ctx, f.dsn, pgstore.Options{Logger: s.log})
+		if err != nil {
+			return nil, withHint(err, "check --dsn (postgres://USER@HOST:PORT/DATABASE) and that the server accepts this user")
+		}
+		return st, nil
+	}
+	st, err := sqlitestore.Open(f.spoolDir, sqlitestore.Options{Logger: s.log})
+	if err != nil {
+		return nil, withHint(err, "check that --spool-dir names a directory this user can write")
+	}
+	return st, nil
+}
+
+// openUsers opens the users file (--users wins), the PostgreSQL users table
+// (--users-table), or test mode.
+func (s *serverRun) openUsers(f serverFlags) (users, error) {
+	switch {
+	case f.usersFile != "":
+		u, err := userdb.Load(f.usersFile, s.log)
+		if err != nil {
+			return nil, withHint(err, "each line of the users file is NAME PUBLIC-KEY; run without --users for test mode")
+		}
+		if f.usersTable {
+			s.log.Warn("--users and --users-table both given: using the users file", "file", f.usersFile)
+		}
+		return u, nil
+	case f.usersTable:
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		u, err := userdb.OpenPG(ctx, f.dsn, 0, s.log)
+		if err != nil {
+			return nil, withHint(err, "check --dsn; the table is created if missing: INSERT INTO cspool_users (name, public_key) VALUES (...)")
+		}
+		s.pgUser = u
+		return u, nil
+	}
+	return userdb.OpenTestMode(f.spoolDir, s.log)
 }
