@@ -20,6 +20,19 @@ func newOpener(t *testing.T) *opener {
 	return &opener{db: pgtest.Database(t), dsns: map[*Store]string{}}
 }
 
+func dbForBench(b *testing.B) string { return pgtest.Database(b) }
+
+func openBench(b *testing.B, o *opener) *Store {
+	ctx := context.Background()
+	dsn := pgtest.Schema(b, o.db)
+	s, err := Open(ctx, dsn, Options{})
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
 func (o *opener) openDSN(t *testing.T, dsn string, opts Options) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
