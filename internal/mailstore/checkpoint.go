@@ -236,3 +236,16 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	}
 	return sn, nil
 }
+
+// LiveBodies returns how many distinct bodies live messages hold: the
+// number of entries a checkpoint taken now would keep.
+func (s *Store) LiveBodies(ctx context.Context) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM bodies").Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting bodies: %w", err)
+	}
+	return n, nil
+}
