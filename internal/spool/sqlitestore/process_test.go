@@ -19,12 +19,16 @@ import (
 )
 
 // The test binary doubles as an appending process: with helperEnv set,
-// TestMain runs appendProcess instead of the tests.
+// TestMain runs appendProcess instead of the tests (and compactProcess with
+// compactHelperEnv).
 const helperEnv = "CSPOOL_SQLITESTORE_HELPER"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(appendProcess())
+	}
+	if os.Getenv(compactHelperEnv) != "" {
+		os.Exit(compactProcess())
 	}
 	os.Exit(m.Run())
 }
