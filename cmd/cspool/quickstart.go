@@ -1,0 +1,434 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/deliver"
+	"cspool/internal/imapd"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/syncer"
+	"cspool/internal/userdb"
+)
+
+// The quickstart's default ports: the real daemons' defaults (HTTP 3999, IMAP
+// 1143, LMTP 2424 in the docs) with a 1 in front, so a quickstart runs beside
+// them.
+const (
+	quickstartHTTPPort = 13999
+	quickstartIMAPPort = 11143
+	quickstartLMTPPort = 12424
+)
+
+// Files in the quickstart's state folder (docs/QUICKSTART.md).
+const (
+	qsUserSec  = "user.sec"
+	qsUserPub  = "user.pub"
+	qsSpoolSec = "spool.sec"
+	qsSpoolPub = "spool.pub"
+	qsUsers    = "users"
+	qsSpoolDir = "spool"
+	qsMailDB   = "mail.db"
+	qsWelcome  = "welcome-delivered"
+)
+
+func runQuickstart(e *env, args []string) error {
+	fs := newFlagSet(e, "quickstart", "", `
+Try cspool on one machine, in one process: create (on first run) keys for a
+user and for the spool and a users file in a state folder, then run the spool
+server (HTTP API and LMTP) and the IMAP daemon together, deliver a welcome
+message, and print what to type into a mail client and how to deliver more
+mail. Everything listens on 127.0.0.1 only.
+
+Running it again with the same --dir reuses the same keys, password and
+mailbox; the welcome message is delivered only once. Ctrl-C stops it. Remove
+the folder to start afresh. A port of 0 picks a free one.`, `
+go run ./cmd/cspool quickstart
+cspool quickstart --dir /tmp/demo --user alice --imap-port 0`)
+	dir := fs.String("dir", "./cspool-quickstart", "state `folder` (created if missing)")
+	userName := fs.String("user", defaultUser(e), "the demo user's `name` (the IMAP login)")
+	httpPort := fs.Int("http-port", quickstartHTTPPort, "spool server HTTP API port")
+	imapPort := fs.Int("imap-port", quickstartIMAPPort, "IMAP port")
+	lmtpPort := fs.Int("lmtp-port", quickstartLMTPPort, "LMTP port")
+	debug := fs.Bool("debug", false, "log every HTTP request and debug detail")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	for name, p := range map[string]int{"http-port": *httpPort, "imap-port": *imapPort, "lmtp-port": *lmtpPort} {
+		if p < 0 || p > 65535 {
+			return usagef("--%s %d out of range", name, p)
+		}
+	}
+	userSet := false
+	fs.Visit(func(f *flag.Flag) { userSet = userSet || f.Name == "user" })
+	if err := keys.CheckUserName(*userName); err != nil {
+		return usagef("--user: %v", err)
+	}
+	absDir, err := filepath.Abs(*dir)
+	if err != nil {
+		return fmt.Errorf("state folder %s: %w", *dir, err)
+	}
+	q := &quickstart{e: e, dir: absDir, log: newLogger(e, *debug), debug: *debug}
+	defer func() {
+		q.close()
+		q.log.Info("stopped")
+	}()
+	// Listen first: a second quickstart on the same ports fails here, before
+	// it touches the state folder.
+	if err := q.listen(*httpPort, *imapPort, *lmtpPort); err != nil {
+		return err
+	}
+	if err := q.prepare(*userName, userSet); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return q.run(ctx)
+}
+
+// quickstart is one running quickstart: its state and what it must release.
+type quickstart struct {
+	e     *env
+	dir   string
+	log   *slog.Logger
+	debug bool
+
+	user              string
+	userKey, spoolKey *keys.SecretKey
+
+	httpLn, imapLn, lmtpLn net.Listener
+	closers                []func()
+}
+
+func (q *quickstart) path(name string) string { return filepath.Join(q.dir, name) }
+
+// close releases everything still held, last opened first.
+func (q *quickstart) close() {
+	for i := len(q.closers) - 1; i >= 0; i-- {
+		q.closers[i]()
+	}
+	q.closers = nil
+}
+
+func (q *quickstart) listen(httpPort, imapPort, lmtpPort int) error {
+	for _, l := range []struct {
+		ln   *net.Listener
+		port int
+		what string
+		flag string
+	}{{&q.httpLn, httpPort, "the HTTP API", "http-port"}, {&q.imapLn, imapPort, "IMAP", "imap-port"}, {&q.lmtpLn, lmtpPort, "LMTP", "lmtp-port"}} {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(l.port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return withHint(fmt.Errorf("listening for %s on %s: %w", l.what, addr, err),
+				fmt.Sprintf("is a quickstart already running? Stop it, or pick another port with --%s (0 picks a free one)", l.flag))
+		}
+		*l.ln = ln
+		q.closers = append(q.closers, func() { ln.Close() })
+	}
+	return nil
+}
+
+// prepare creates the state folder's keys and users file, or loads them.
+func (q *quickstart) prepare(userName string, userSet bool) error {
+	if err := os.MkdirAll(q.dir, 0o700); err != nil {
+		return withHint(fmt.Errorf("creating state folder: %w", err), "pick a writable --dir")
+	}
+	if users, err := keys.LoadUsers(q.path(qsUsers)); err == nil {
+		stored := ""
+		for name := range users {
+			stored = name
+		}
+		if len(users) != 1 {
+			return withHint(fmt.Errorf("users file %s lists %d users, want 1", q.path(qsUsers), len(users)),
+				"this folder was not made by cspool quickstart: pick another --dir")
+		}
+		if userSet && stored != userName {
+			return withHint(fmt.Errorf("state folder %s belongs to user %q, not %q", q.dir, stored, userName),
+				"run with --user "+stored+", or pick another --dir for a new user")
+		}
+		userName = stored
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return withHint(err, "remove the state folder to start afresh")
+	}
+	q.user = userName
+	var err error
+	if q.userKey, err = loadOrMakeKey(q.path(qsUserSec), q.path(qsUserPub), "user key of "+userName); err != nil {
+		return err
+	}
+	if q.spoolKey, err = loadOrMakeKey(q.path(qsSpoolSec), q.path(qsSpoolPub), "spool key"); err != nil {
+		return err
+	}
+	line := fmt.Sprintf("# cspool users file: NAME PUBLIC-KEY\n%s %s\n", userName, q.userKey.Public())
+	f, err := os.OpenFile(q.path(qsUsers), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		users, err := keys.LoadUsers(q.path(qsUsers))
+		if err != nil {
+			return withHint(err, "remove the state folder to start afresh")
+		}
+		if k, ok := users[userName]; !ok || !k.Equal(q.userKey.Public()) {
+			return withHint(fmt.Errorf("users file %s does not hold the key in %s", q.path(qsUsers), q.path(qsUserPub)),
+				"remove the state folder to start afresh")
+		}
+	case err != nil:
+		return fmt.Errorf("creating users file: %w", err)
+	default:
+		_, werr := io.WriteString(f, line)
+		if err := errors.Join(werr, f.Close()); err != nil {
+			return fmt.Errorf("writing users file %s: %w", q.path(qsUsers), err)
+		}
+	}
+	return nil
+}
+
+// loadOrMakeKey loads a key pair, or creates it if the secret file is
+// missing.
+func loadOrMakeKey(sec, pub, comment string) (*keys.SecretKey, error) {
+	if _, err := os.Lstat(sec); errors.Is(err, fs.ErrNotExist) {
+		k, err := keys.Generate(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		if err := keys.WriteFiles(k, sec, pub, keys.WriteOptions{Comment: comment + " (cspool quickstart)"}); err != nil {
+			return nil, withHint(err, "remove the state folder to start afresh")
+		}
+		return k, nil
+	}
+	k, err := keys.LoadSecret(sec)
+	if err != nil {
+		return nil, withHint(err, "remove the state folder to start afresh")
+	}
+	p, err := keys.LoadPublic(pub)
+	if err != nil || !p.Equal(k.Public()) {
+		return nil, withHint(fmt.Errorf("%s is missing, damaged or not the public half of %s", pub, sec),
+			"remove the state folder to start afresh")
+	}
+	return k, nil
+}
+
+// run starts the spool server, the LMTP listener and the IMAP daemon, sends
+// the welcome message once, prints the settings and waits for ctx.
+func (q *quickstart) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	store, err := sqlitestore.Open(q.path(qsSpoolDir), sqlitestore.Options{Logger: q.log})
+	if err != nil {
+		return withHint(err, "remove the state folder to start afresh")
+	}
+	q.closers = append(q.closers, func() {
+		if err := store.Close(); err != nil {
+			q.log.Error("closing the spool store", "err", err)
+		}
+	})
+	users, err := userdb.Load(q.path(qsUsers), q.log)
+	if err != nil {
+		return err
+	}
+	apiLog := slog.New(slog.DiscardHandler)
+	if q.debug {
+		apiLog = q.log
+	}
+	apiSrv := api.NewServer(api.Config{Store: store, Users: users, SpoolKey: q.spoolKey.Public(), Logger: apiLog})
+	httpSrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(q.log.Handler(), slog.LevelWarn)}
+	d := &deliver.Deliverer{Log: store, SpoolKey: q.spoolKey, Users: directory{users}}
+	lmtp := deliver.NewLMTP(d, deliver.LMTPOptions{Hostname: "localhost", RecipientDelimiter: "+", Logger: q.log})
+	errc := make(chan error, 4)
+	go func() {
+		if err := httpSrv.Serve(q.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving HTTP: %w", err)
+		}
+	}()
+	go func() {
+		if err := lmtp.Serve(q.lmtpLn); err != nil {
+			errc <- fmt.Errorf("serving LMTP: %w", err)
+		}
+	}()
+	q.closers = append(q.closers, func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		apiSrv.Shutdown()
+		if err := errors.Join(httpSrv.Shutdown(sctx), lmtp.Shutdown(sctx)); err != nil {
+			q.log.Warn("requests still in flight were cut", "err", err)
+		}
+	})
+
+	srv, syncDone, pw, err := q.startDevice(ctx, errc)
+	if err != nil {
+		return err
+	}
+	q.closers = append(q.closers, func() {
+		cancel()
+		srv.Close()
+		select {
+		case <-syncDone:
+		case <-time.After(5 * time.Second):
+			q.log.Warn("sync loop did not stop within 5s")
+		}
+	})
+	if err := q.welcome(ctx, d); err != nil {
+		return err
+	}
+	q.printSettings(pw)
+
+	select {
+	case <-ctx.Done():
+		q.log.Info("shutting down")
+		return nil
+	case err := <-errc:
+		q.log.Error("quickstart failed; shutting down", "err", err)
+		return err
+	}
+}
+
+// startDevice opens the device database and starts the sync loop and the
+// IMAP server, as cspool imap-server does.
+func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *imapd.Server, syncDone <-chan error, pw string, err error) {
+	dbPath := q.path(qsMailDB)
+	if pw, _, err = resolvePassword(dbPath, "", false); err != nil {
+		return nil, nil, "", err
+	}
+	ms, err := mailstore.Open(dbPath)
+	if err != nil {
+		return nil, nil, "", withHint(err, "remove the state folder to start afresh")
+	}
+	q.closers = append(q.closers, func() { ms.Close() })
+	client, err := api.NewClient("http://"+q.httpLn.Addr().String(), q.user, q.userKey, nil)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	sy, err := syncer.New(syncer.Config{User: q.user, UserKey: q.userKey, SpoolKey: q.spoolKey.Public(),
+		Source: client, Store: ms, Logger: q.log, OnApplied: func(r *mailstore.Result) { srv.Applied(r) },
+		IsTemporary: api.IsTemporary})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if srv, err = imapd.New(imapd.Config{Store: ms, Submit: sy, User: q.user, Password: pw, Logger: q.log}); err != nil {
+		return nil, nil, "", err
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := sy.Run(ctx)
+		done <- err
+		if err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("sync stopped: %w", err)
+		}
+	}()
+	go func() {
+		if err := srv.Serve(q.imapLn); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("serving IMAP: %w", err)
+		}
+	}()
+	return srv, done, pw, nil
+}
+
+// welcome delivers the welcome message unless the state folder records that
+// it was delivered before.
+func (q *quickstart) welcome(ctx context.Context, d *deliver.Deliverer) error {
+	marker := q.path(qsWelcome)
+	if _, err := os.Stat(marker); err == nil {
+		return nil
+	}
+	pos, err := d.Deliver(ctx, q.user, welcomeMessage(q.user, time.Now()))
+	if err != nil {
+		return fmt.Errorf("delivering the welcome message: %w", err)
+	}
+	note := fmt.Sprintf("welcome message delivered at log position %d, %s\n", pos, time.Now().UTC().Format(time.RFC3339))
+	if err := os.WriteFile(marker, []byte(note), 0o600); err != nil {
+		return fmt.Errorf("recording the welcome message: %w", err)
+	}
+	q.log.Info("welcome message delivered", "user", q.user, "pos", pos)
+	return nil
+}
+
+func welcomeMessage(user string, now time.Time) []byte {
+	var id [8]byte
+	rand.Read(id[:])
+	lines := []string{
+		"From: cspool quickstart <quickstart@localhost>",
+		"To: " + user + "@localhost",
+		"Subject: Welcome to cspool",
+		"Date: " + now.Format(time.RFC1123Z),
+		"Message-ID: <welcome." + hex.EncodeToString(id[:]) + "@localhost>",
+		"MIME-Version: 1.0",
+		"Content-Type: text/plain; charset=utf-8",
+		"",
+		"Hello " + user + ",",
+		"",
+		"this message was sealed to your public key the moment it arrived and",
+		"appended to your log on the spool server. The server cannot read it:",
+		"only your key opens it. The IMAP daemon you are reading it through",
+		"replayed the log into a local database.",
+		"",
+		"Flag it, move it, delete it: each change is appended to the log as a",
+		"signed, encrypted command, so every device of yours sees the same.",
+		"",
+		"The terminal running 'cspool quickstart' shows how to deliver more mail.",
+	}
+	return []byte(strings.Join(lines, "\r\n") + "\r\n")
+}
+
+func (q *quickstart) printSettings(pw string) {
+	w := q.e.stdout
+	host, port, _ := net.SplitHostPort(q.imapLn.Addr().String())
+	httpURL := "http://" + q.httpLn.Addr().String()
+	fmt.Fprintf(w, "\ncspool quickstart is running; its state is in %s. Ctrl-C stops it.\n\n", q.dir)
+	fmt.Fprintln(w, "Mail client settings (IMAP, no encryption: it listens on localhost only):")
+	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  user:     %s\n  password: %s\n", host, port, q.user, pw)
+	fmt.Fprintf(w, "  (the password is kept in %s; it stays the same on every run)\n\n", q.path(qsMailDB)+".password")
+	fmt.Fprintln(w, "Deliver more mail from a file (any message, e.g. one saved as .eml):")
+	fmt.Fprintf(w, "  %s deliver --user=%s --user-key=%s --spool-key=%s --spool-server=%s < message.eml\n\n",
+		selfCommand(), q.user, shellQuote(q.path(qsUserPub)), shellQuote(q.path(qsSpoolSec)), httpURL)
+	fmt.Fprintf(w, "or over LMTP, as a mail server would (any domain; --to USER@anything):\n")
+	fmt.Fprintf(w, "  swaks --protocol LMTP --server %s --to %s@localhost --from you@example.org\n\n", q.lmtpLn.Addr(), q.user)
+	fmt.Fprintf(w, "Spool server HTTP API: %s (users file %s). LMTP: %s.\n", httpURL, q.path(qsUsers), q.lmtpLn.Addr())
+}
+
+// selfCommand is how to run this binary again from a shell: through go run
+// when it was built by go run, else by its absolute path.
+func selfCommand() string {
+	exe, err := os.Executable()
+	switch {
+	case err != nil:
+		return "cspool"
+	case strings.Contains(exe, string(filepath.Separator)+"go-build"):
+		return "go run ./cmd/cspool"
+	case !strings.ContainsRune(os.Args[0], filepath.Separator):
+		return "cspool"
+	}
+	return shellQuote(exe)
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	safe := func(r rune) bool {
+		return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+=:,@%", r)
+	}
+	if s != "" && strings.IndexFunc(s, func(r rune) bool { return !safe(r) }) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
