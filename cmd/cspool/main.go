@@ -38,6 +38,7 @@ func commands() []subcommand {
 		{"server", "run the spool server (HTTP API and LMTP)", runServer},
 		{"deliver", "deliver one message from standard input into a user's log", runDeliver},
 		{"imap-server", "run the device daemon: sync the log and serve it over IMAP", runIMAPServer},
+		{"quickstart", "try cspool on this machine: server, LMTP and IMAP in one process", runQuickstart},
 		{"help", "show help for cspool or a subcommand", nil},
 	}
 }
