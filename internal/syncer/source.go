@@ -3,48 +3,84 @@ package syncer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"cspool/internal/spool"
 )
 
 // StoreSource reads and appends a user's log straight from a spool.Store in
-// the same process: for tests, and for tools that run beside the store.
+// the same process: for tests, and for tools that run beside the store. It
+// is a Checkpointer when the store is a spool.Compactor.
 type StoreSource struct {
 	Store spool.Store
 	User  string
 }
 
-var _ Source = StoreSource{}
+var (
+	_ Source       = StoreSource{}
+	_ Checkpointer = StoreSource{}
+)
 
-// Read implements Source, waiting with Store.Wait when nothing is new.
-func (s StoreSource) Read(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) ([]spool.Entry, uint64, error) {
+// ErrNoCheckpoints: the source cannot store checkpoints.
+var ErrNoCheckpoints = errors.New("the spool does not support checkpoints")
+
+// ReadLog implements Source, waiting with Store.Wait when nothing is new.
+func (s StoreSource) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error) {
 	entries, err := s.Store.Read(ctx, s.User, after, maxCount, maxBytes)
 	if err != nil {
-		return nil, 0, err
+		return spool.LogRead{}, err
 	}
 	if len(entries) == 0 && wait > 0 {
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		err := s.Store.Wait(wctx, s.User, after)
 		cancel()
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, 0, err
+			return spool.LogRead{}, err
 		}
 		if ctx.Err() != nil {
-			return nil, 0, ctx.Err()
+			return spool.LogRead{}, ctx.Err()
 		}
 		if entries, err = s.Store.Read(ctx, s.User, after, maxCount, maxBytes); err != nil {
-			return nil, 0, err
+			return spool.LogRead{}, err
 		}
 	}
 	head, err := s.Store.Head(ctx, s.User)
 	if err != nil {
-		return nil, 0, err
+		return spool.LogRead{}, err
 	}
-	return entries, head, nil
+	lr := spool.LogRead{Entries: entries, Head: head}
+	if c, ok := s.Store.(spool.Compactor); ok {
+		cp, err := c.LatestCheckpoint(ctx, s.User)
+		switch {
+		case err == nil:
+			lr.Checkpoint = cp.Pos
+		case !errors.Is(err, spool.ErrNoCheckpoint):
+			return spool.LogRead{}, err
+		}
+	}
+	return lr, nil
 }
 
 // Append implements Source.
 func (s StoreSource) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
 	return s.Store.Append(ctx, user, batch)
+}
+
+// Checkpoint implements Checkpointer.
+func (s StoreSource) Checkpoint(ctx context.Context) (spool.Checkpoint, error) {
+	c, ok := s.Store.(spool.Compactor)
+	if !ok {
+		return spool.Checkpoint{}, ErrNoCheckpoints
+	}
+	return c.LatestCheckpoint(ctx, s.User)
+}
+
+// PutCheckpoint implements Checkpointer.
+func (s StoreSource) PutCheckpoint(ctx context.Context, cp spool.Checkpoint, keep []uint64) (spool.CompactStats, error) {
+	c, ok := s.Store.(spool.Compactor)
+	if !ok {
+		return spool.CompactStats{}, fmt.Errorf("storing checkpoint: %w", ErrNoCheckpoints)
+	}
+	return c.Compact(ctx, s.User, cp, keep)
 }

@@ -43,13 +43,28 @@ import (
 // the caller may try again later (IMAP NO [UNAVAILABLE]).
 var ErrUnavailable = errors.New("spool unavailable")
 
+// ErrGap means the spool's answer skipped positions that no checkpoint
+// explains: entries are missing, and applying on would diverge.
+var ErrGap = errors.New("gap in the log")
+
 // Source is the user's log on the spool: the API client satisfies it.
 type Source interface {
-	// Read returns entries after `after` (at most maxCount, about maxBytes),
-	// waiting up to wait for one to arrive, and the log's head.
-	Read(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) ([]spool.Entry, uint64, error)
+	// ReadLog returns entries after `after` (at most maxCount, about
+	// maxBytes), waiting up to wait for one to arrive, with the log's head
+	// and newest checkpoint position.
+	ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error)
 	// Append appends a batch to user's log and returns the first position.
 	Append(ctx context.Context, user string, batch [][]byte) (uint64, error)
+}
+
+// Checkpointer is the optional checkpoint capability of a Source.
+type Checkpointer interface {
+	// Checkpoint returns the newest checkpoint (spool.ErrNoCheckpoint if
+	// none).
+	Checkpoint(ctx context.Context) (spool.Checkpoint, error)
+	// PutCheckpoint stores cp and lets the spool delete every entry up to
+	// cp.Pos except keep (spool.ErrStaleCheckpoint if a newer one exists).
+	PutCheckpoint(ctx context.Context, cp spool.Checkpoint, keep []uint64) (spool.CompactStats, error)
 }
 
 // Config configures a Syncer. Zero fields take the documented defaults.
@@ -67,6 +82,11 @@ type Config struct {
 	// temporary.
 	IsTemporary func(error) bool
 
+	// CheckpointMin is the fewest entries since the newest checkpoint
+	// before this device writes one (it also waits until they outnumber
+	// the live bodies); 0 = 1000, negative = never write checkpoints.
+	CheckpointMin int
+
 	BatchCount int           // entries per read; 0 = 1000
 	BatchBytes int64         // bytes per read; 0 = 16 MiB
 	Wait       time.Duration // long-poll wait; 0 = 30 s
@@ -82,6 +102,11 @@ type Status struct {
 	Connected   bool      // the last exchange succeeded
 	Rejected    int       // entries rejected since start
 	Applied     int       // entries applied since start
+
+	Checkpoint        uint64    // newest checkpoint position on the spool, as last seen
+	CheckpointWritten time.Time // when this device last stored a checkpoint
+	Restores          int       // rebuilds from a checkpoint since start
+	BadCheckpoint     uint64    // position of a checkpoint that failed validation, if any
 }
 
 // Syncer runs the sync loop and submits commands. Create it with New.
@@ -108,6 +133,9 @@ func New(cfg Config) (*Syncer, error) {
 	}
 	if cfg.Wait == 0 {
 		cfg.Wait = 30 * time.Second
+	}
+	if cfg.CheckpointMin == 0 {
+		cfg.CheckpointMin = 1000
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 30 * time.Second
@@ -151,6 +179,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		err := s.step(ctx)
 		if err == nil {
 			backoff = 250 * time.Millisecond
+			s.maybeCheckpoint(ctx)
 			continue
 		}
 		if ctx.Err() != nil {
@@ -201,23 +230,33 @@ func (s *Syncer) step(ctx context.Context) error {
 	return err
 }
 
-// readApply reads one batch (long-polling up to wait) and applies it.
+// readApply reads one batch (long-polling up to wait) and applies it, or
+// rebuilds from the newest checkpoint when compaction went past the
+// store's position.
 func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64, error) {
 	pos := s.Status().Position
-	entries, head, err := s.cfg.Source.Read(ctx, pos, s.cfg.BatchCount, s.cfg.BatchBytes, wait)
+	lr, err := s.cfg.Source.ReadLog(ctx, pos, s.cfg.BatchCount, s.cfg.BatchBytes, wait)
 	if err != nil {
 		return 0, 0, err
 	}
-	s.contact(head)
-	if len(entries) == 0 {
-		return 0, head, nil
+	s.contact(lr.Head, lr.Checkpoint)
+	if lr.Checkpoint > pos && lr.Checkpoint != s.badCheckpoint() {
+		n, head, err := s.bootstrap(ctx, lr.Head, lr.Entries)
+		if err != nil || s.badCheckpoint() != lr.Checkpoint {
+			return n, head, err
+		}
+		// The checkpoint was rejected: go on with the log as read, which
+		// works as long as compaction left no gap after the position.
 	}
-	batch := make([]mailstore.Entry, 0, len(entries))
+	if len(lr.Entries) == 0 {
+		return 0, lr.Head, nil
+	}
+	batch := make([]mailstore.Entry, 0, len(lr.Entries))
 	last := pos
 	rejected := 0
-	for _, e := range entries {
-		if e.Pos <= last {
-			return 0, head, fmt.Errorf("spool sent position %d after %d: out of order", e.Pos, last)
+	for _, e := range lr.Entries {
+		if e.Pos != last+1 {
+			return 0, lr.Head, fmt.Errorf("%w: the spool sent position %d after %d", ErrGap, e.Pos, last)
 		}
 		last = e.Pos
 		o, err := entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
@@ -225,7 +264,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 			rejected++
 			s.log.Warn("rejected entry", "pos", e.Pos, "reason", err)
 			if err := s.cfg.Store.RecordRejected(ctx, e.Pos, rejectReason(err)); err != nil {
-				return 0, head, &storeError{err}
+				return 0, lr.Head, &storeError{err}
 			}
 			continue
 		}
@@ -237,7 +276,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	}
 	res, err := s.cfg.Store.Apply(ctx, batch, last)
 	if err != nil {
-		return 0, head, &storeError{err}
+		return 0, lr.Head, &storeError{err}
 	}
 	for _, o := range res.Outcomes {
 		if o.Status == mailstore.Rejected {
@@ -249,7 +288,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		s.cfg.OnApplied(res)
 	}
 	s.advance(last, len(res.Outcomes)-res.Rejections(), rejected, res)
-	return len(entries), head, nil
+	return len(lr.Entries), lr.Head, nil
 }
 
 // rejectReason names why an entry did not open, for the rejected list.
@@ -263,10 +302,11 @@ func rejectReason(err error) string {
 	return "unreadable entry"
 }
 
-func (s *Syncer) contact(head uint64) {
+func (s *Syncer) contact(head, checkpoint uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.status.Head = max(s.status.Head, head)
+	s.status.Checkpoint = max(s.status.Checkpoint, checkpoint)
 	s.status.LastContact = time.Now()
 	s.status.Connected = true
 	s.status.LastError = ""

@@ -235,11 +235,11 @@ func (f *flaky) isDown() bool  { f.mu.Lock(); defer f.mu.Unlock(); return f.down
 
 var errDown = errors.New("connection refused")
 
-func (f *flaky) Read(ctx context.Context, after uint64, n int, b int64, wait time.Duration) ([]spool.Entry, uint64, error) {
+func (f *flaky) ReadLog(ctx context.Context, after uint64, n int, b int64, wait time.Duration) (spool.LogRead, error) {
 	if f.isDown() {
-		return nil, 0, errDown
+		return spool.LogRead{}, errDown
 	}
-	return f.Source.Read(ctx, after, n, b, min(wait, 200*time.Millisecond))
+	return f.Source.ReadLog(ctx, after, n, b, min(wait, 200*time.Millisecond))
 }
 
 func (f *flaky) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {

@@ -1,0 +1,253 @@
+package syncer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+)
+
+// ErrBadCheckpoint: the newest checkpoint failed validation (signature,
+// format, or its content), so the device cannot rebuild from it.
+var ErrBadCheckpoint = errors.New("invalid checkpoint")
+
+// WriteCheckpoint seals the store's current state as a checkpoint, signed
+// by the user key, and hands it to the spool with the positions of the
+// entries holding live message bodies; the spool then deletes the rest of
+// the log up to the checkpoint. Another device's newer checkpoint makes
+// this one stale: that is not an error (the stats are zero).
+func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint64, error) {
+	cpr, ok := s.cfg.Source.(Checkpointer)
+	if !ok {
+		return spool.CompactStats{}, 0, ErrNoCheckpoints
+	}
+	sn, err := s.cfg.Store.Snapshot(ctx)
+	if err != nil {
+		return spool.CompactStats{}, 0, fmt.Errorf("writing checkpoint: %w", err)
+	}
+	if sn.Position == 0 {
+		return spool.CompactStats{}, 0, nil
+	}
+	state, err := mailstore.EncodeSnapshot(sn)
+	if err != nil {
+		return spool.CompactStats{}, 0, fmt.Errorf("writing checkpoint: %w", err)
+	}
+	digest := sha256.Sum256(state)
+	c := &command.Command{Kind: command.Checkpoint, Position: sn.Position, Digest: digest[:], Body: state}
+	sealed, _, err := entry.Seal(c, s.cfg.UserKey, s.cfg.UserKey.Public(), s.cfg.User, nil)
+	if err != nil {
+		return spool.CompactStats{}, 0, fmt.Errorf("writing checkpoint: %w", err)
+	}
+	keep := sn.Keep()
+	stats, err := cpr.PutCheckpoint(ctx, spool.Checkpoint{Pos: sn.Position, Data: sealed}, keep)
+	if errors.Is(err, spool.ErrStaleCheckpoint) {
+		s.log.Info("checkpoint not needed: a newer one exists", "pos", sn.Position)
+		return spool.CompactStats{}, sn.Position, nil
+	}
+	if err != nil {
+		if s.cfg.IsTemporary(err) {
+			return spool.CompactStats{}, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return spool.CompactStats{}, 0, fmt.Errorf("storing checkpoint: %w", err)
+	}
+	s.mu.Lock()
+	s.status.Checkpoint = max(s.status.Checkpoint, sn.Position)
+	s.status.CheckpointWritten = time.Now()
+	s.mu.Unlock()
+	s.log.Info("checkpoint stored", "pos", sn.Position, "state_bytes", len(state), "kept", len(keep),
+		"deleted", stats.Deleted, "reclaimed_bytes", stats.Bytes)
+	return stats, sn.Position, nil
+}
+
+// maybeCheckpoint writes a checkpoint when the log since the last one has
+// grown to at least as many entries as the live bodies it must keep (about
+// half of what the spool stores is then reclaimable), and at least
+// CheckpointMin entries. Failures are logged; the sync goes on.
+func (s *Syncer) maybeCheckpoint(ctx context.Context) {
+	if s.cfg.CheckpointMin < 0 {
+		return
+	}
+	if _, ok := s.cfg.Source.(Checkpointer); !ok {
+		return
+	}
+	st := s.Status()
+	since := st.Position - min(st.Checkpoint, st.Position)
+	if since < uint64(s.cfg.CheckpointMin) {
+		return
+	}
+	live, err := s.cfg.Store.LiveBodies(ctx)
+	if err != nil || since < uint64(live) {
+		return
+	}
+	if _, _, err := s.WriteCheckpoint(ctx); err != nil && ctx.Err() == nil {
+		s.log.Warn("writing checkpoint failed", "err", err)
+	}
+}
+
+func (s *Syncer) badCheckpoint() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.BadCheckpoint
+}
+
+// bootstrap rebuilds the store from the newest checkpoint: the spool has
+// compacted past the store's position (or the store is new). read holds
+// the entries the read that noticed it returned, used before asking again.
+func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry) (int, uint64, error) {
+	cpr, ok := s.cfg.Source.(Checkpointer)
+	if !ok {
+		return 0, head, fmt.Errorf("%w: the log was compacted but the source cannot read checkpoints", ErrGap)
+	}
+	cp, err := cpr.Checkpoint(ctx)
+	if err != nil {
+		return 0, head, fmt.Errorf("reading checkpoint: %w", err)
+	}
+	start := time.Now()
+	sn, err := s.openCheckpoint(cp)
+	if err != nil {
+		s.log.Error("rejected checkpoint; falling back to the log", "pos", cp.Pos, "err", err)
+		s.mu.Lock()
+		s.status.BadCheckpoint = cp.Pos
+		s.status.Rejected++
+		s.mu.Unlock()
+		if rerr := s.cfg.Store.RecordRejected(ctx, cp.Pos, "checkpoint: "+err.Error()); rerr != nil {
+			return 0, head, &storeError{rerr}
+		}
+		return 0, head, nil
+	}
+	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
+		return s.fetchBodies(ctx, need, read, put)
+	}
+	res, err := s.cfg.Store.Restore(ctx, sn, fetch)
+	if err != nil {
+		var se *storeError
+		if errors.As(err, &se) || errors.Is(err, mailstore.ErrSnapshot) {
+			return 0, head, err
+		}
+		return 0, head, fmt.Errorf("restoring from checkpoint %d: %w", cp.Pos, err)
+	}
+	if s.cfg.OnApplied != nil {
+		s.cfg.OnApplied(res)
+	}
+	s.mu.Lock()
+	s.status.Restores++
+	s.mu.Unlock()
+	s.advance(sn.Position, 0, 0, res)
+	s.log.Info("rebuilt from checkpoint", "pos", sn.Position, "messages", len(sn.Messages),
+		"bodies", len(sn.Keep()), "took", time.Since(start).Round(time.Millisecond))
+	return len(sn.Messages), head, nil
+}
+
+// openCheckpoint verifies a checkpoint like any entry (sealed to the user,
+// signed by the user key, a Checkpoint command whose digest matches) and
+// decodes its state.
+func (s *Syncer) openCheckpoint(cp spool.Checkpoint) (*mailstore.Snapshot, error) {
+	o, err := entry.Open(cp.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
+	c := o.Cmd
+	digest := sha256.Sum256(c.Body)
+	switch {
+	case c.Kind != command.Checkpoint:
+		return nil, fmt.Errorf("%w: holds a %s command", ErrBadCheckpoint, c.Kind)
+	case c.Position != cp.Pos:
+		return nil, fmt.Errorf("%w: covers position %d, stored as %d", ErrBadCheckpoint, c.Position, cp.Pos)
+	case !bytes.Equal(digest[:], c.Digest):
+		return nil, fmt.Errorf("%w: state digest mismatch", ErrBadCheckpoint)
+	}
+	sn, err := mailstore.DecodeSnapshot(c.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
+	if sn.Position != cp.Pos {
+		return nil, fmt.Errorf("%w: state at position %d, stored as %d", ErrBadCheckpoint, sn.Position, cp.Pos)
+	}
+	return sn, nil
+}
+
+// fetchBodies hands over the message bytes of the entries a restore needs:
+// from the entries already read, then by reading the rest one by one when
+// few are missing, else by scanning the (compacted, so mostly needed) log up
+// to the last of them.
+func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.Entry, put func(uint64, []byte) error) error {
+	want := map[uint64]bool{}
+	for _, p := range need {
+		want[p] = true
+	}
+	use := func(e spool.Entry) error {
+		if !want[e.Pos] {
+			return nil
+		}
+		o, err := entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+		if err != nil {
+			return fmt.Errorf("entry %d: %w", e.Pos, err)
+		}
+		if k := o.Cmd.Kind; k != command.Deliver && k != command.Append {
+			return fmt.Errorf("entry %d holds a %s, not a message", e.Pos, k)
+		}
+		// Who signed it does not matter here: Restore checks the bytes
+		// against the digest in the user-signed checkpoint.
+		delete(want, e.Pos)
+		return put(e.Pos, o.Cmd.Body)
+	}
+	for _, e := range read {
+		if err := use(e); err != nil {
+			return err
+		}
+	}
+	need = need[:0:0]
+	for p := range want {
+		need = append(need, p)
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	slices.Sort(need)
+	if len(need) <= 64 {
+		for _, p := range need {
+			lr, err := s.cfg.Source.ReadLog(ctx, p-1, 1, 1, 0)
+			if err != nil {
+				return err
+			}
+			if len(lr.Entries) == 0 || lr.Entries[0].Pos != p {
+				return fmt.Errorf("entry %d is gone from the spool", p)
+			}
+			if err := use(lr.Entries[0]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	after, last := need[0]-1, need[len(need)-1]
+	for after < last {
+		lr, err := s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
+		if err != nil {
+			return err
+		}
+		if len(lr.Entries) == 0 {
+			break
+		}
+		for _, e := range lr.Entries {
+			if e.Pos > last {
+				break
+			}
+			if err := use(e); err != nil {
+				return err
+			}
+		}
+		after = lr.Entries[len(lr.Entries)-1].Pos
+	}
+	if len(want) > 0 {
+		return fmt.Errorf("%d entries the checkpoint needs are gone from the spool", len(want))
+	}
+	return nil
+}

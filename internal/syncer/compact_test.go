@@ -1,0 +1,177 @@
+package syncer
+
+import (
+	"context"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+)
+
+// countingSource counts the entries a device reads.
+type countingSource struct {
+	StoreSource
+	entries int
+}
+
+func (c *countingSource) ReadLog(ctx context.Context, after uint64, n int, b int64, wait time.Duration) (spool.LogRead, error) {
+	lr, err := c.StoreSource.ReadLog(ctx, after, n, b, wait)
+	c.entries += len(lr.Entries)
+	return lr, err
+}
+
+func syncAll(t *testing.T, s *Syncer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sameState(t *testing.T, a, b *mailstore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	da, err := a.Dump(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := b.Dump(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := mailstore.Diff(da, db, 10); d != nil {
+		t.Fatalf("devices differ: %v", d)
+	}
+}
+
+// churn delivers n messages, then flags, moves and expunges through the
+// device's own Submit, and returns the ids still alive.
+func churn(t *testing.T, r *rig, s *Syncer, ms *mailstore.Store, n int, seed uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	syncAll(t, s)
+	stop := run(t, s)
+	defer stop()
+	_, msgs := inbox(t, ms)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	ids := make([]command.ID, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	submit := func(c *command.Command) {
+		if _, err := s.Submit(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 0; round < 30; round++ {
+		pick := []command.ID{ids[rng.IntN(len(ids))], ids[rng.IntN(len(ids))]}
+		switch rng.IntN(3) {
+		case 0:
+			submit(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, "$Later"}, IDs: pick})
+		case 1:
+			submit(&command.Command{Kind: command.ClearFlags, Flags: []string{`\Seen`}, IDs: pick})
+		case 2:
+			submit(&command.Command{Kind: command.Copy, Mailbox: "Archive", IDs: pick})
+		}
+	}
+	submit(&command.Command{Kind: command.Move, Mailbox: "Trash", IDs: ids[:n/4]})
+	submit(&command.Command{Kind: command.Expunge, IDs: ids[n/4 : n/2]})
+}
+
+func TestCompactionNewAndOfflineDevices(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	a, msa := r.device("a", nil, nil)
+	a.cfg.CheckpointMin = -1
+	// b syncs the first deliveries, then goes offline.
+	b, msb := r.device("b", nil, nil)
+	for i := 0; i < 5; i++ {
+		r.deliver(r.spool, msg(1000+i))
+	}
+	syncAll(t, b)
+	churn(t, r, a, msa, 60, 1)
+	syncAll(t, a)
+	headBefore, _ := r.log.Head(ctx, "alice")
+
+	stats, pos, err := a.WriteCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos != headBefore || stats.Deleted == 0 {
+		t.Fatalf("checkpoint at %d deleted %d entries; want position %d and deletions", pos, stats.Deleted, headBefore)
+	}
+	// More traffic after the checkpoint.
+	r.deliver(r.spool, msg(2000))
+	syncAll(t, a)
+
+	// A new device rebuilds from the checkpoint and reads only live entries.
+	src := &countingSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	c, msc := r.device("c", src, nil)
+	syncAll(t, c)
+	sameState(t, msa, msc)
+	if st := c.Status(); st.Restores != 1 {
+		t.Errorf("new device restored %d times, want 1", st.Restores)
+	}
+	head, _ := r.log.Head(ctx, "alice")
+	sn, err := msa.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limit := len(sn.Keep()) + 2*int(head-pos); src.entries > limit {
+		t.Errorf("new device read %d entries of a %d-entry history; the live mailbox needs %d: not proportional to it",
+			src.entries, head, limit)
+	}
+
+	// The device that was offline across the compaction catches up too.
+	syncAll(t, b)
+	sameState(t, msa, msb)
+	if st := b.Status(); st.Restores != 1 {
+		t.Errorf("offline device restored %d times, want 1", st.Restores)
+	}
+
+	// A second checkpoint by another device at the same position is stale
+	// and harmless.
+	if _, _, err := c.WriteCheckpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.WriteCheckpoint(ctx); err != nil {
+		t.Fatalf("stale checkpoint reported an error: %v", err)
+	}
+}
+
+func TestBadCheckpointFallsBackToLog(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	comp, ok := r.log.(spool.Compactor)
+	if !ok {
+		t.Fatal("the SQLite store is not a Compactor")
+	}
+	// A checkpoint that is not signed by the user: the spool forging one.
+	if _, err := comp.Compact(ctx, "alice", spool.Checkpoint{Pos: 3, Data: []byte("forged state")}, []uint64{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	d, ms := r.device("d", nil, nil)
+	syncAll(t, d)
+	if st := d.Status(); st.BadCheckpoint != 3 || st.Restores != 0 {
+		t.Fatalf("status %+v: want the forged checkpoint rejected", st)
+	}
+	_, msgs := inbox(t, ms)
+	if len(msgs) != 3 {
+		t.Fatalf("fell back to the log but INBOX has %d messages, want 3", len(msgs))
+	}
+	rej, _ := ms.Rejected(ctx, 0)
+	if len(rej) == 0 || rej[0].Pos != 3 {
+		t.Fatalf("rejections %+v: want the checkpoint at 3 listed", rej)
+	}
+}
