@@ -57,4 +57,11 @@ type LogRead struct {
 	Entries    []Entry
 	Head       uint64
 	Checkpoint uint64
+
+	// Chained reports whether the source vouched for the hashes below
+	// (its store is a Chainer); StartHash is the chain hash at the position
+	// the read started after, HeadHash the chain hash at Head.
+	Chained   bool
+	StartHash Hash
+	HeadHash  Hash
 }

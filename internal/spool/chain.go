@@ -1,0 +1,43 @@
+package spool
+
+import (
+	"context"
+	"crypto/sha256"
+)
+
+// Hash is a chain hash: the tamper-evident summary of a log's history up to
+// a position.
+type Hash [sha256.Size]byte
+
+// ChainNext returns the chain hash after appending an entry with data to a
+// log whose chain hash was prev:
+//
+//	h(0) = 32 zero bytes
+//	h(n) = SHA-256("cspool/v1 chain" || h(n-1) || SHA-256(data(n)))
+//
+// Two logs with equal chain hashes at a position hold the same entries, in
+// the same order, up to it. The store computes it at append time and keeps
+// it for every position forever (compaction deletes entries, not their
+// hashes); devices recompute it from what they are given and compare.
+func ChainNext(prev Hash, data []byte) Hash {
+	leaf := sha256.Sum256(data)
+	h := sha256.New()
+	h.Write([]byte("cspool/v1 chain"))
+	h.Write(prev[:])
+	h.Write(leaf[:])
+	var out Hash
+	copy(out[:], h.Sum(nil))
+	return out
+}
+
+// Chainer is the optional tamper-evidence capability of a Store.
+//
+// Invariants: ChainHash(user, n) = ChainNext(ChainHash(user, n-1), data of
+// entry n) for every n from 1 to the head, computed in the same transaction
+// that appends entry n; it is never changed afterwards and survives
+// compaction.
+type Chainer interface {
+	// ChainHash returns the chain hash at pos (the zero Hash for pos 0).
+	// It fails with ErrInvalidArgument when pos is beyond the head.
+	ChainHash(ctx context.Context, user string, pos uint64) (Hash, error)
+}
