@@ -60,7 +60,26 @@ func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Cli
 // and about maxBytes of data (zero or less: the server's defaults), and the
 // log's head. With wait > 0 and nothing to read, the server holds the
 // request up to wait (whole seconds, capped by the server) for new entries.
+// A device that must notice compactions uses ReadLog.
 func (c *Client) Read(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) ([]spool.Entry, uint64, error) {
+	lr, err := c.readLog(ctx, after, maxCount, maxBytes, wait, false)
+	if err != nil {
+		return nil, 0, err
+	}
+	return lr.Entries, lr.Head, nil
+}
+
+// ReadLog is Read, also returning the position of the newest checkpoint
+// (Cspool-Checkpoint, 0 if none). If lr.Checkpoint > after, compaction may
+// have deleted entries after `after` that the caller has not seen, and it
+// must rebuild from the checkpoint (Checkpoint) before applying lr.Entries.
+func (c *Client) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error) {
+	return c.readLog(ctx, after, maxCount, maxBytes, wait, true)
+}
+
+// readLog reads entries; with needCheckpoint, a response without a valid
+// Cspool-Checkpoint header is a protocol error.
+func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, needCheckpoint bool) (spool.LogRead, error) {
 	op := fmt.Sprintf("reading entries of %s after %d", c.user, after)
 	q := url.Values{"after": {strconv.FormatUint(after, 10)}}
 	if maxCount > 0 {
@@ -74,37 +93,45 @@ func (c *Client) Read(ctx context.Context, after uint64, maxCount int, maxBytes 
 	}
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/entries", q, nil)
 	if err != nil {
-		return nil, 0, err
+		return spool.LogRead{}, err
 	}
 	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); ct != ContentType {
-		return nil, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "unexpected Content-Type " + ct}
+	protoErr := func(msg string, err error) error {
+		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
-	head, err := strconv.ParseUint(resp.Header.Get("Cspool-Head"), 10, 64)
+	if ct := resp.Header.Get("Content-Type"); ct != ContentType {
+		return spool.LogRead{}, protoErr("unexpected Content-Type "+ct, nil)
+	}
+	var lr spool.LogRead
+	lr.Head, err = strconv.ParseUint(resp.Header.Get("Cspool-Head"), 10, 64)
 	if err != nil {
-		return nil, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "missing or bad Cspool-Head"}
+		return spool.LogRead{}, protoErr("missing or bad Cspool-Head", nil)
+	}
+	if needCheckpoint {
+		lr.Checkpoint, err = strconv.ParseUint(resp.Header.Get("Cspool-Checkpoint"), 10, 64)
+		if err != nil || lr.Checkpoint > lr.Head {
+			return spool.LogRead{}, protoErr(fmt.Sprintf("missing or bad Cspool-Checkpoint %q (head %d)", resp.Header.Get("Cspool-Checkpoint"), lr.Head), nil)
+		}
 	}
 	er := &entryReader{r: bufio.NewReaderSize(resp.Body, 64<<10), maxEntry: maxEntry}
-	var entries []spool.Entry
 	last := after
 	for {
 		pos, data, err := er.next()
 		if err == io.EOF {
-			return entries, head, nil
+			return lr, nil
 		}
 		if err != nil {
 			kind := ErrProtocol
 			if !errors.Is(err, errNonMinimal) && !errors.Is(err, errOverflow) && !errors.Is(err, errTrailing) && !errors.Is(err, errEntryTooBig) {
 				kind = ErrTransport // truncated or the connection failed
 			}
-			return nil, 0, &Error{Op: op, Status: resp.StatusCode, Kind: kind, Msg: "reading response body", Err: err}
+			return spool.LogRead{}, &Error{Op: op, Status: resp.StatusCode, Kind: kind, Msg: "reading response body", Err: err}
 		}
-		if pos <= last || pos > head {
-			return nil, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol,
-				Msg: fmt.Sprintf("entry position %d out of order (previous %d, head %d)", pos, last, head)}
+		if pos <= last || pos > lr.Head {
+			return spool.LogRead{}, protoErr(fmt.Sprintf("entry position %d out of order (previous %d, head %d)", pos, last, lr.Head), nil)
 		}
 		last = pos
-		entries = append(entries, spool.Entry{Pos: pos, Data: data})
+		lr.Entries = append(lr.Entries, spool.Entry{Pos: pos, Data: data})
 	}
 }
 
@@ -169,8 +196,14 @@ func decodeJSON(r io.Reader, v any) error {
 	return json.NewDecoder(io.LimitReader(r, 1<<16)).Decode(v)
 }
 
-// do sends a signed request; any answer but 200 becomes an *Error.
+// do sends a signed request with an entries body (if any); any answer but
+// 200 becomes an *Error.
 func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, body []byte) (*http.Response, error) {
+	return c.send(ctx, op, method, path, q, body, ContentType)
+}
+
+// send is do with the body's Content-Type.
+func (c *Client) send(ctx context.Context, op, method, path string, q url.Values, body []byte, contentType string) (*http.Response, error) {
 	if c.user == "" && method == http.MethodGet {
 		return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: "client has no user name"}
 	}
@@ -180,7 +213,7 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 	}
 	req.URL.RawQuery = q.Encode()
 	if body != nil {
-		req.Header.Set("Content-Type", ContentType)
+		req.Header.Set("Content-Type", contentType)
 	} else {
 		req.Body, req.ContentLength, req.GetBody = http.NoBody, 0, nil
 	}
@@ -193,14 +226,18 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		return nil, responseError(op, resp)
+		err := responseError(op, resp)
+		if resp.StatusCode == http.StatusNotFound && resp.Header.Get("Cspool-Checkpoint-Pos") == "0" {
+			err.Err = spool.ErrNoCheckpoint // the route exists, the checkpoint does not
+		}
+		return nil, err
 	}
 	return resp, nil
 }
 
 // responseError turns an error response into an *Error with the server's
 // text.
-func responseError(op string, resp *http.Response) error {
+func responseError(op string, resp *http.Response) *Error {
 	var body struct {
 		Error string `json:"error"`
 	}

@@ -15,9 +15,11 @@ var (
 	ErrUnauthenticated = errors.New("unauthenticated")          // 401
 	ErrForbidden       = errors.New("forbidden")                // 403
 	ErrNotFound        = errors.New("not found")                // 404
+	ErrConflict        = errors.New("conflict")                 // 409: a newer checkpoint exists
 	ErrTooLarge        = errors.New("request too large")        // 413
 	ErrUnsupportedType = errors.New("unsupported content type") // 415
 	ErrInternal        = errors.New("internal server error")    // 500, temporary
+	ErrNotImplemented  = errors.New("not implemented")          // 501: the store cannot compact
 	ErrUnavailable     = errors.New("temporarily unavailable")  // 503 (and 502, 504, 429), temporary
 	// ErrTransport: the request or response did not get through (connection
 	// refused or reset, timeout, truncated response). Temporary.
@@ -56,6 +58,8 @@ func (e *Error) Unwrap() []error {
 		errs = append(errs, spool.ErrUnavailable)
 	case ErrTooLarge:
 		errs = append(errs, spool.ErrTooLarge)
+	case ErrConflict:
+		errs = append(errs, spool.ErrStaleCheckpoint)
 	}
 	if e.Err != nil {
 		errs = append(errs, e.Err)
@@ -79,10 +83,12 @@ var kindStatus = []struct {
 	{ErrUnauthenticated, http.StatusUnauthorized},
 	{ErrForbidden, http.StatusForbidden},
 	{ErrNotFound, http.StatusNotFound},
+	{ErrConflict, http.StatusConflict},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge},
 	{ErrUnsupportedType, http.StatusUnsupportedMediaType},
 	{ErrUnavailable, http.StatusServiceUnavailable},
 	{ErrInternal, http.StatusInternalServerError},
+	{ErrNotImplemented, http.StatusNotImplemented},
 }
 
 // statusKind maps an HTTP error status to a kind.

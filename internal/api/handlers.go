@@ -148,9 +148,14 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 			entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
 		}
 	}
-	var head uint64
+	// The head and the checkpoint are read after the entries: a compaction
+	// that deleted any of them committed before, so the header reports it.
+	var head, cp uint64
 	if err == nil {
 		head, err = st.Head(ctx, c.user)
+	}
+	if err == nil {
+		cp, err = s.checkpointPos(ctx, c.user)
 	}
 	if err != nil {
 		s.fail(w, r, storeError("reading entries", err))
@@ -159,8 +164,9 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 	w.Header().Set("Content-Type", ContentType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Cspool-Head", strconv.FormatUint(head, 10))
+	w.Header().Set("Cspool-Checkpoint", strconv.FormatUint(cp, 10))
 	w.WriteHeader(http.StatusOK)
-	if err := s.stream(ctx, w, c.user, p, head, entries); err != nil {
+	if err := s.stream(ctx, w, c.user, p, head, cp, entries); err != nil {
 		// The status is sent; the missing end marker tells the client.
 		info(r).err = err
 	}
@@ -184,11 +190,18 @@ func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Dur
 // limits and never past head, then the end marker. The next chunk is read
 // while the current one is written, so the store and the network work at
 // the same time; at most two chunks are in memory.
-func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string, p readParams, head uint64, entries []spool.Entry) error {
+//
+// cp is the checkpoint position sent in the header. After reading each
+// further chunk, stream reads the checkpoint position again; if it moved,
+// a compaction may have deleted entries of that chunk, so the chunk is
+// dropped and the response ends early: the client's next read reports the
+// new checkpoint.
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string, p readParams, head, cp uint64, entries []spool.Entry) error {
 	ew := &entryWriter{w: bufio.NewWriterSize(w, 64<<10)}
 	count, size := 0, int64(0)
 	type chunk struct {
 		entries []spool.Entry
+		moved   bool // the checkpoint moved past cp: entries may lack some
 		err     error
 	}
 	for {
@@ -208,7 +221,11 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 			next = make(chan chunk, 1)
 			go func() {
 				es, err := s.cfg.Store.Read(ctx, user, last, p.maxCount-n, min(p.maxBytes-sz, s.cfg.ChunkBytes))
-				next <- chunk{es, err}
+				var now uint64
+				if err == nil {
+					now, err = s.checkpointPos(ctx, user)
+				}
+				next <- chunk{es, now != cp, err}
 			}()
 		}
 		for _, e := range entries[:n-count] {
@@ -226,6 +243,9 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 		c := <-next
 		if c.err != nil {
 			return c.err
+		}
+		if c.moved {
+			return ew.end()
 		}
 		entries = c.entries
 	}

@@ -23,8 +23,12 @@ type Users interface {
 
 // Config configures a Server. Zero fields take the documented defaults.
 type Config struct {
-	Store spool.Store // required
-	Users Users       // required
+	// Store is required. If it also implements spool.Compactor, the
+	// checkpoint routes work (else they answer 501); if it implements
+	// CheckpointPositioner too, reads learn the checkpoint's position
+	// without loading the checkpoint.
+	Store spool.Store
+	Users Users // required
 	// SpoolKey, if set, may append entries to any user's log (deliveries
 	// over HTTP) and do nothing else.
 	SpoolKey keys.PublicKey
@@ -36,6 +40,12 @@ type Config struct {
 	MaxBody int64
 	// MaxBatchCount is the most entries in one append. Zero means 10000.
 	MaxBatchCount int
+	// MaxCheckpointBody is the largest checkpoint upload accepted (413
+	// beyond). Zero means the larger of 64 MiB and MaxBody.
+	MaxCheckpointBody int64
+	// MaxCheckpointKeep is the most kept positions one checkpoint upload
+	// may list (413 beyond). Zero means 4,000,000 (32 MB in memory).
+	MaxCheckpointKeep int
 	// DefaultReadCount and MaxReadCount: max_count when absent, and its cap.
 	// Zero means 1000 and 10000.
 	DefaultReadCount, MaxReadCount int
@@ -62,6 +72,8 @@ type Config struct {
 func (c *Config) fill() {
 	setDefault(&c.MaxBody, 64<<20)
 	setDefault(&c.MaxBatchCount, 10000)
+	setDefault(&c.MaxCheckpointBody, max(64<<20, c.MaxBody))
+	setDefault(&c.MaxCheckpointKeep, 4_000_000)
 	setDefault(&c.DefaultReadCount, 1000)
 	setDefault(&c.MaxReadCount, 10000)
 	setDefault(&c.DefaultReadBytes, 8<<20)
@@ -103,9 +115,11 @@ func NewServer(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newReplayCache(cfg.MaxNonces)}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.mux.HandleFunc("GET /v1/health", s.health)
-	s.mux.Handle("GET /v1/users/{user}/entries", s.authed(s.read, false))
-	s.mux.Handle("POST /v1/users/{user}/entries", s.authed(s.appendEntries, true))
-	s.mux.Handle("GET /v1/users/{user}/head", s.authed(s.head, false))
+	s.mux.Handle("GET /v1/users/{user}/entries", s.authed(s.read, routeRead))
+	s.mux.Handle("POST /v1/users/{user}/entries", s.authed(s.appendEntries, routeAppend))
+	s.mux.Handle("GET /v1/users/{user}/head", s.authed(s.head, routeRead))
+	s.mux.Handle("PUT /v1/users/{user}/checkpoint", s.authed(s.putCheckpoint, routeUserWrite))
+	s.mux.Handle("GET /v1/users/{user}/checkpoint", s.authed(s.getCheckpoint, routeRead))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(ErrNotFound, "no route %s %s", r.Method, r.URL.Path))
 	})

@@ -24,12 +24,21 @@ type caller struct {
 
 type handler func(w http.ResponseWriter, r *http.Request, c *caller)
 
+// route says who may call a user route and whether it carries a body.
+type route int
+
+const (
+	routeRead      route = iota // the user's key; no body
+	routeAppend                 // the user's key or the spool key; a body
+	routeUserWrite              // the user's key only; a body
+)
+
 // authed checks the path's user name and the request's signature, then
 // authorizes the signer for the route: the user's own key for every user
 // route, the spool key for appends only.
-func (s *Server) authed(h handler, appendRoute bool) http.Handler {
+func (s *Server) authed(h handler, rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := s.authenticate(r, appendRoute)
+		c, err := s.authenticate(r, rt)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -40,7 +49,7 @@ func (s *Server) authed(h handler, appendRoute bool) http.Handler {
 
 var emptyHash = sha256.Sum256(nil)
 
-func (s *Server) authenticate(r *http.Request, appendRoute bool) (*caller, error) {
+func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	user := r.PathValue("user")
 	if err := keys.CheckUserName(user); err != nil {
 		return nil, errorf(ErrBadRequest, "%v", err)
@@ -77,11 +86,11 @@ func (s *Server) authenticate(r *http.Request, appendRoute bool) (*caller, error
 		return nil, errorf(ErrUnavailable, "%v", err)
 	}
 	c := &caller{user: user, key: a.key, bodyHash: a.bodyHash}
-	if !appendRoute && a.bodyHash != emptyHash {
+	if rt == routeRead && a.bodyHash != emptyHash {
 		return nil, errorf(ErrUnauthenticated, "signed body hash is not that of an empty body")
 	}
 	if s.cfg.SpoolKey.Ed25519 != nil && a.key.Equal(s.cfg.SpoolKey) {
-		if !appendRoute {
+		if rt != routeAppend {
 			return nil, errorf(ErrForbidden, "the spool key may only append entries")
 		}
 		c.spool = true
@@ -128,6 +137,10 @@ func storeError(op string, err error) *srvError {
 		kind = ErrTooLarge
 	case errors.Is(err, spool.ErrInvalidArgument), errors.Is(err, spool.ErrEmptyBatch), errors.Is(err, spool.ErrInvalidUser):
 		kind = ErrBadRequest
+	case errors.Is(err, spool.ErrStaleCheckpoint):
+		kind = ErrConflict
+	case errors.Is(err, spool.ErrNoCheckpoint):
+		kind = ErrNotFound
 	}
 	return &srvError{kind: kind, msg: op, detail: err}
 }

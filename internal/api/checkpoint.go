@@ -1,0 +1,127 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"cspool/internal/spool"
+)
+
+// CheckpointPositioner is an optional capability of a store: the position of
+// a user's newest checkpoint (0 if none) without loading the checkpoint.
+// Every read response reports that position, so a store that compacts
+// should have it; without it the server falls back to
+// spool.Compactor.LatestCheckpoint, which loads the whole checkpoint.
+type CheckpointPositioner interface {
+	CheckpointPos(ctx context.Context, user string) (uint64, error)
+}
+
+// compactStats is the JSON answer to a checkpoint upload.
+type compactStats struct {
+	Deleted int   `json:"deleted"`
+	Bytes   int64 `json:"bytes"`
+	Kept    int   `json:"kept"`
+}
+
+// checkpointPos returns the position of user's newest checkpoint, 0 if
+// there is none or the store does not compact.
+func (s *Server) checkpointPos(ctx context.Context, user string) (uint64, error) {
+	if p, ok := s.cfg.Store.(CheckpointPositioner); ok {
+		return p.CheckpointPos(ctx, user)
+	}
+	c, ok := s.cfg.Store.(spool.Compactor)
+	if !ok {
+		return 0, nil
+	}
+	cp, err := c.LatestCheckpoint(ctx, user)
+	if errors.Is(err, spool.ErrNoCheckpoint) {
+		return 0, nil
+	}
+	return cp.Pos, err
+}
+
+// compactor returns the store as a spool.Compactor, or the 501 error.
+func (s *Server) compactor() (spool.Compactor, error) {
+	c, ok := s.cfg.Store.(spool.Compactor)
+	if !ok {
+		return nil, errorf(ErrNotImplemented, "this server's store does not keep checkpoints")
+	}
+	return c, nil
+}
+
+func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller) {
+	comp, err := s.compactor()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != CheckpointContentType {
+		s.fail(w, r, errorf(ErrUnsupportedType, "Content-Type must be %s", CheckpointContentType))
+		return
+	}
+	v := r.URL.Query().Get("pos")
+	pos, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || pos == 0 {
+		s.fail(w, r, errorf(ErrBadRequest, "pos=%q: want an integer >= 1", v))
+		return
+	}
+	limit := s.cfg.MaxCheckpointBody
+	if r.ContentLength > limit {
+		s.fail(w, r, errorf(ErrTooLarge, "body of %d bytes exceeds the limit of %d", r.ContentLength, limit))
+		return
+	}
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if sha256.Sum256(body) != c.bodyHash {
+		s.fail(w, r, errorf(ErrUnauthenticated, "body does not match the signed hash"))
+		return
+	}
+	keep, data, err := DecodeCheckpoint(body, s.cfg.MaxCheckpointKeep)
+	if errors.Is(err, errTooManyKept) {
+		s.fail(w, r, errorf(ErrTooLarge, "decoding checkpoint: %v", err))
+		return
+	}
+	if err != nil {
+		s.fail(w, r, errorf(ErrBadRequest, "decoding checkpoint: %v", err))
+		return
+	}
+	st, err := comp.Compact(r.Context(), c.user, spool.Checkpoint{Pos: pos, Data: data}, keep)
+	if err != nil {
+		s.fail(w, r, storeError("storing checkpoint", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, compactStats{Deleted: st.Deleted, Bytes: st.Bytes, Kept: st.Kept})
+}
+
+func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request, c *caller) {
+	comp, err := s.compactor()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	cp, err := comp.LatestCheckpoint(r.Context(), c.user)
+	if errors.Is(err, spool.ErrNoCheckpoint) {
+		// The header tells "no checkpoint" apart from "no such route".
+		w.Header().Set("Cspool-Checkpoint-Pos", "0")
+		s.fail(w, r, errorf(ErrNotFound, "no checkpoint"))
+		return
+	}
+	if err != nil {
+		s.fail(w, r, storeError("reading checkpoint", err))
+		return
+	}
+	w.Header().Set("Content-Type", CheckpointContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Cspool-Checkpoint-Pos", strconv.FormatUint(cp.Pos, 10))
+	w.Header().Set("Content-Length", strconv.Itoa(len(cp.Data)))
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(cp.Data); err != nil {
+		info(r).err = err
+	}
+}

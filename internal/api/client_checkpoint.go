@@ -1,0 +1,82 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+
+	"cspool/internal/spool"
+)
+
+// maxCheckpoint bounds the checkpoint the client accepts in a download.
+const maxCheckpoint = 1 << 30
+
+// PutCheckpoint uploads cp as the newest checkpoint of the client's user and
+// asks the server to delete every entry at or before cp.Pos except those at
+// the positions in keep (in any order; duplicates are ignored). An error
+// matches spool.ErrStaleCheckpoint (409) when a checkpoint at cp.Pos or
+// later is already stored; invalid arguments (cp.Pos 0 or beyond the head,
+// a kept position 0 or beyond cp.Pos) give ErrBadRequest (400).
+func (c *Client) PutCheckpoint(ctx context.Context, cp spool.Checkpoint, keep []uint64) (spool.CompactStats, error) {
+	op := fmt.Sprintf("storing checkpoint of %s at %d", c.user, cp.Pos)
+	if c.user == "" {
+		return spool.CompactStats{}, &Error{Op: op, Kind: ErrBadRequest, Msg: "client has no user name"}
+	}
+	keep = slices.Clone(keep)
+	slices.Sort(keep)
+	keep = slices.Compact(keep)
+	body, err := EncodeCheckpoint(keep, cp.Data)
+	if err != nil {
+		return spool.CompactStats{}, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error()}
+	}
+	q := url.Values{"pos": {strconv.FormatUint(cp.Pos, 10)}}
+	resp, err := c.send(ctx, op, http.MethodPut, "/v1/users/"+c.user+"/checkpoint", q, body, CheckpointContentType)
+	if err != nil {
+		return spool.CompactStats{}, err
+	}
+	defer resp.Body.Close()
+	var res compactStats
+	if err := decodeJSON(resp.Body, &res); err != nil || res.Deleted < 0 || res.Bytes < 0 || res.Kept < 0 {
+		return spool.CompactStats{}, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: fmt.Sprintf("bad answer %+v", res), Err: err}
+	}
+	return spool.CompactStats{Deleted: res.Deleted, Bytes: res.Bytes, Kept: res.Kept}, nil
+}
+
+// Checkpoint downloads the newest checkpoint of the client's user. An error
+// matches spool.ErrNoCheckpoint when the user has none.
+func (c *Client) Checkpoint(ctx context.Context) (spool.Checkpoint, error) {
+	op := "reading checkpoint of " + c.user
+	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/checkpoint", nil, nil)
+	if err != nil {
+		return spool.Checkpoint{}, err
+	}
+	defer resp.Body.Close()
+	protoErr := func(msg string, err error) error {
+		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != CheckpointContentType {
+		return spool.Checkpoint{}, protoErr("unexpected Content-Type "+ct, nil)
+	}
+	pos, err := strconv.ParseUint(resp.Header.Get("Cspool-Checkpoint-Pos"), 10, 64)
+	if err != nil || pos == 0 {
+		return spool.Checkpoint{}, protoErr("missing or bad Cspool-Checkpoint-Pos", nil)
+	}
+	if resp.ContentLength > maxCheckpoint {
+		return spool.Checkpoint{}, protoErr(fmt.Sprintf("checkpoint of %d bytes exceeds %d", resp.ContentLength, maxCheckpoint), nil)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxCheckpoint+1))
+	if err != nil {
+		return spool.Checkpoint{}, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "reading response body", Err: err}
+	}
+	if len(data) > maxCheckpoint {
+		return spool.Checkpoint{}, protoErr(fmt.Sprintf("checkpoint exceeds %d bytes", maxCheckpoint), nil)
+	}
+	if resp.ContentLength >= 0 && int64(len(data)) != resp.ContentLength {
+		return spool.Checkpoint{}, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "truncated checkpoint"}
+	}
+	return spool.Checkpoint{Pos: pos, Data: data}, nil
+}
