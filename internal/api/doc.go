@@ -20,6 +20,17 @@
 //     is a sequence of (length, bytes) frames filling the body exactly.
 //   - A read response carries the log's head in the Cspool-Head header. Every
 //     entry in the body has after < position <= head, in increasing order.
+//   - Checkpoints: PUT /v1/users/{user}/checkpoint?pos=P stores the user's
+//     checkpoint and compacts the log (spool.Compactor); only the user's own
+//     key may upload or download one. The upload body is the kept positions
+//     (a uvarint count, then uvarint differences, strictly increasing) and
+//     the checkpoint's bytes to the end: one encoding per upload.
+//   - Every read response carries Cspool-Checkpoint, the newest checkpoint's
+//     position, read after the entries, so a compaction that deleted any
+//     entry the response lacks is reported. If the checkpoint moves while a
+//     response streams further chunks, the response ends before the chunk
+//     read after the move; the next read reports it. A reader whose position
+//     is below Cspool-Checkpoint rebuilds from the checkpoint.
 //   - Read responses are streamed: the server reads the store in chunks of
 //     at most Config.ChunkBytes, reading the next chunk while writing the
 //     current one, so its memory per request is about two chunks whatever
