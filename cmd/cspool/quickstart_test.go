@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"cspool/internal/spool/sqlitestore"
+)
+
+// TestQuickstart runs cspool quickstart twice on one state folder: the first
+// run delivers the welcome message, takes one more delivery through the
+// printed deliver line, and stops on SIGINT; the second run has the same
+// password and both messages, and no second welcome.
+func TestQuickstart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	python := needTool(t, "python3", "python3")
+	sh := needTool(t, "sh", "dash")
+	bin := buildServerBinary(t)
+	work := t.TempDir()
+	state := filepath.Join(work, "state")
+	ports := []string{fmt.Sprint(freePort(t)), fmt.Sprint(freePort(t)), fmt.Sprint(freePort(t))}
+	args := []string{"quickstart", "--dir", state, "--user", "alice",
+		"--http-port", ports[0], "--imap-port", ports[1], "--lmtp-port", ports[2]}
+	extra := "From: carol@example.org\r\nTo: alice@localhost\r\nSubject: second\r\n\r\nanother one\r\n"
+	if err := os.WriteFile(filepath.Join(work, "message.eml"), []byte(extra), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// First run.
+	qs := startProc(t, "cspool quickstart", work, os.Environ(), bin, args...)
+	out := qs.waitOutput(t, "Spool server HTTP API:", 60*time.Second)
+	host, port := settingValue(t, out, "server"), settingValue(t, out, "port")
+	user, password := settingValue(t, out, "user"), settingValue(t, out, "password")
+	if host != "127.0.0.1" || port != ports[1] || user != "alice" || len(password) < 16 {
+		t.Fatalf("printed server %q port %q user %q password %q; want 127.0.0.1, %s, alice and a password", host, port, user, password, ports[1])
+	}
+	if !strings.Contains(out, "swaks --protocol LMTP --server 127.0.0.1:"+ports[2]) {
+		t.Errorf("output lacks the swaks line for LMTP port %s", ports[2])
+	}
+	msgs := fetchIMAP(t, python, host, port, user, password, 1)
+	if len(msgs) != 1 || !bytes.Contains(msgs[0], []byte("Subject: Welcome to cspool\r\n")) {
+		t.Fatalf("first run: %d messages, want the welcome message; first:\n%s", len(msgs), msgs[0])
+	}
+	// The printed deliver line, pasted into a shell as it is.
+	line := deliverLine(t, out)
+	if !strings.HasPrefix(line, bin+" deliver ") {
+		t.Errorf("deliver line %q does not start with the binary's path", line)
+	}
+	dout := runCmd(t, work, os.Environ(), "", sh, "-c", line)
+	if !strings.Contains(dout, "delivered") {
+		t.Errorf("deliver line printed %q", dout)
+	}
+	msgs = fetchIMAP(t, python, host, port, user, password, 2)
+	if len(msgs) != 2 || !bytes.Equal(msgs[1], []byte(extra)) {
+		t.Fatalf("after delivering: %d messages, want the welcome and %q", len(msgs), extra)
+	}
+	qs.stop(t, syscall.SIGINT, 30*time.Second)
+	if log := qs.stderr.String(); !strings.Contains(log, "stopped") || strings.Contains(log, password) || strings.Contains(log, "another one") {
+		t.Errorf("first run's log: want \"stopped\", no password, no message contents:\n%s", log)
+	}
+
+	// A second quickstart for another user on the same folder is refused.
+	cmd := exec.Command(bin, "quickstart", "--dir", state, "--user", "bob", "--http-port", "0", "--imap-port", "0", "--lmtp-port", "0")
+	if b, err := cmd.CombinedOutput(); exitCode(t, err) != 1 || !strings.Contains(string(b), `belongs to user "alice"`) {
+		t.Errorf("quickstart --user bob on alice's folder: %v\n%s\nwant exit 1 naming alice", err, b)
+	}
+
+	// Second run: same password, both messages, no second welcome.
+	qs2 := startProc(t, "cspool quickstart (again)", work, os.Environ(), bin, args...)
+	out2 := qs2.waitOutput(t, "Spool server HTTP API:", 60*time.Second)
+	if pw := settingValue(t, out2, "password"); pw != password {
+		t.Errorf("second run's password %q, want the first run's %q", pw, password)
+	}
+	msgs = fetchIMAP(t, python, host, port, user, password, 2)
+	if len(msgs) != 2 || !bytes.Contains(msgs[0], []byte("Welcome to cspool")) || !bytes.Equal(msgs[1], []byte(extra)) {
+		t.Errorf("second run: %d messages, want the welcome and the delivered one", len(msgs))
+	}
+	// While it runs, a third one cannot take its ports.
+	cmd = exec.Command(bin, args...)
+	if b, err := cmd.CombinedOutput(); exitCode(t, err) != 1 || !strings.Contains(string(b), "already running") {
+		t.Errorf("a second quickstart on the same ports: %v\n%s\nwant exit 1 and a hint", err, b)
+	}
+	qs2.stop(t, syscall.SIGTERM, 30*time.Second)
+
+	// The log holds exactly the two deliveries.
+	st, err := sqlitestore.Open(filepath.Join(state, "spool"), sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if head, err := st.Head(ctx, "alice"); err != nil || head != 2 {
+		t.Errorf("alice's log head %d (%v), want 2: one welcome, one delivery", head, err)
+	}
+}
+
+// deliverLine finds the printed deliver command and points it at
+// message.eml.
+func deliverLine(t *testing.T, out string) string {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); strings.Contains(l, " deliver --user=") {
+			if !strings.HasSuffix(l, "< message.eml") {
+				t.Fatalf("deliver line %q does not read message.eml", l)
+			}
+			return l
+		}
+	}
+	t.Fatalf("no deliver line in output:\n%s", out)
+	return ""
+}
+
+func TestQuickstartUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
+	for _, args := range [][]string{
+		{"quickstart", "--imap-port", "70000"},
+		{"quickstart", "--user", "../x"},
+		{"quickstart", "extra"},
+	} {
+		errb.Reset()
+		if code := run(e, args); code != 2 {
+			t.Errorf("cspool %v: exit %d, want 2 (stderr %q)", args, code, errb.String())
+		}
+	}
+	// A taken port fails with a hint naming the flag.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	errb.Reset()
+	taken := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+	code := run(e, []string{"quickstart", "--dir", t.TempDir(), "--http-port", "0", "--lmtp-port", "0", "--imap-port", taken})
+	if code != 1 || !strings.Contains(errb.String(), "--imap-port") {
+		t.Errorf("taken IMAP port: exit %d, stderr %q; want 1 and a hint naming --imap-port", code, errb.String())
+	}
+	out.Reset()
+	if code := run(e, []string{"quickstart", "-h"}); code != 0 || !strings.Contains(out.String(), "Example:") {
+		t.Errorf("quickstart -h: exit %d, output %q", code, out.String())
+	}
+}
