@@ -79,7 +79,7 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	if sha256.Sum256(body) != c.bodyHash {
-		s.fail(w, r, errorf(ErrUnauthenticated, "body does not match the signed hash"))
+		s.fail(w, r, authErr(ErrUnauthenticated, AuthReasonBodyHash, "body does not match the signed hash"))
 		return
 	}
 	keep, data, err := DecodeCheckpoint(body, s.cfg.MaxCheckpointKeep)

@@ -44,7 +44,7 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	if sha256.Sum256(body) != c.bodyHash {
-		s.fail(w, r, errorf(ErrUnauthenticated, "body does not match the signed hash"))
+		s.fail(w, r, authErr(ErrUnauthenticated, AuthReasonBodyHash, "body does not match the signed hash"))
 		return
 	}
 	batch, err := DecodeBatch(body, s.cfg.MaxBatchCount)
@@ -52,7 +52,9 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, errorf(ErrBadRequest, "decoding batch: %v", err))
 		return
 	}
+	start := time.Now()
 	first, err := s.cfg.Store.Append(r.Context(), c.user, batch)
+	s.cfg.Metrics.StoreAppend(time.Since(start), err)
 	if err != nil {
 		s.fail(w, r, storeError("appending entries", err))
 		return
@@ -175,6 +177,8 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 // wait blocks until the log has an entry after pos, the wait ends, or the
 // server shuts down. Only store failures and a gone client are errors.
 func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Duration) error {
+	s.cfg.Metrics.LongPoll(1)
+	defer s.cfg.Metrics.LongPoll(-1)
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	stop := context.AfterFunc(s.stopping, cancel)

@@ -67,6 +67,9 @@ type Config struct {
 	RetryAfter time.Duration
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
+	// Metrics receives counts and durations for monitoring. Nil turns them
+	// off.
+	Metrics Metrics
 }
 
 func (c *Config) fill() {
@@ -88,6 +91,9 @@ func (c *Config) fill() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Metrics == nil {
+		c.Metrics = noMetrics{}
 	}
 }
 
@@ -139,7 +145,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ri := &reqInfo{id: hex.EncodeToString(id[:])}
 	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rw.Header().Set("Cspool-Request-Id", ri.id)
-	s.mux.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri)))
+	rr := r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
+	s.mux.ServeHTTP(rw, rr)
+	s.observe(rr, rw.status, ri)
 	attrs := []any{"id", ri.id, "method", r.Method, "path", r.URL.Path, "status", rw.status,
 		"bytes", rw.bytes, "ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr}
 	if ri.keyID != "" {
@@ -159,6 +167,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type reqInfo struct {
 	id    string
 	keyID string
+	spool bool // signed with the spool key
 	err   error
 }
 

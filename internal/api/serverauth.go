@@ -56,24 +56,24 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	}
 	hs := r.Header.Values("Authorization")
 	if len(hs) != 1 {
-		return nil, errorf(ErrUnauthenticated, "want one Authorization header, found %d", len(hs))
+		return nil, authErr(ErrUnauthenticated, AuthReasonMissing, "want one Authorization header, found %d", len(hs))
 	}
 	a, err := parseAuthorization(hs[0])
 	if err != nil {
-		return nil, errorf(ErrUnauthenticated, "%v", err)
+		return nil, authErr(ErrUnauthenticated, AuthReasonMalformed, "%v", err)
 	}
 	info(r).keyID = fmt.Sprintf("%x", a.key.KeyID())
 	now := s.cfg.Now()
 	ts := time.Unix(a.ts, 0)
 	if d := now.Sub(ts); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
-		return nil, errorf(ErrUnauthenticated, "timestamp %d is %v from the server's clock (limit %v)", a.ts, d.Round(time.Second), s.cfg.ClockSkew)
+		return nil, authErr(ErrUnauthenticated, AuthReasonStale, "timestamp %d is %v from the server's clock (limit %v)", a.ts, d.Round(time.Second), s.cfg.ClockSkew)
 	}
 	q, err := canonicalQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, errorf(ErrBadRequest, "%v", err)
 	}
 	if !ed25519.Verify(a.key.Ed25519, signedMessage(r.Method, r.URL.Path, q, a), a.sig) {
-		return nil, errorf(ErrUnauthenticated, "bad signature")
+		return nil, authErr(ErrUnauthenticated, AuthReasonBadSignature, "bad signature")
 	}
 	var rk replayKey
 	id := a.key.KeyID()
@@ -81,28 +81,29 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	copy(rk[8:], a.nonce[:])
 	switch err := s.nonces.add(rk, ts.Add(s.cfg.ClockSkew+time.Second), now); {
 	case errors.Is(err, errReplayed):
-		return nil, errorf(ErrUnauthenticated, "replayed request (nonce already used)")
+		return nil, authErr(ErrUnauthenticated, AuthReasonReplayed, "replayed request (nonce already used)")
 	case err != nil:
 		return nil, errorf(ErrUnavailable, "%v", err)
 	}
 	c := &caller{user: user, key: a.key, bodyHash: a.bodyHash}
 	if rt == routeRead && a.bodyHash != emptyHash {
-		return nil, errorf(ErrUnauthenticated, "signed body hash is not that of an empty body")
+		return nil, authErr(ErrUnauthenticated, AuthReasonBodyHash, "signed body hash is not that of an empty body")
 	}
 	if s.cfg.SpoolKey.Ed25519 != nil && a.key.Equal(s.cfg.SpoolKey) {
 		if rt != routeAppend {
-			return nil, errorf(ErrForbidden, "the spool key may only append entries")
+			return nil, authErr(ErrForbidden, AuthReasonSpoolKeyForbidden, "the spool key may only append entries")
 		}
 		c.spool = true
+		info(r).spool = true
 		return c, nil
 	}
 	switch err := s.cfg.Users.Authorize(r.Context(), user, a.key); {
 	case err == nil:
 		return c, nil
 	case errors.Is(err, userdb.ErrForbidden):
-		return nil, errorf(ErrForbidden, "key may not access the log of %q", user)
+		return nil, authErr(ErrForbidden, AuthReasonForbidden, "key may not access the log of %q", user)
 	case errors.Is(err, userdb.ErrUnknownKey):
-		return nil, errorf(ErrUnauthenticated, "unknown key for %q", user)
+		return nil, authErr(ErrUnauthenticated, AuthReasonUnknownKey, "unknown key for %q", user)
 	default:
 		return nil, &srvError{kind: ErrInternal, msg: "authorizing", detail: err}
 	}
@@ -114,6 +115,7 @@ type srvError struct {
 	kind   error
 	msg    string
 	detail error
+	reason string // an AuthReason for 401 and 403
 }
 
 func (e *srvError) Error() string {
@@ -125,6 +127,13 @@ func (e *srvError) Error() string {
 
 func errorf(kind error, format string, a ...any) *srvError {
 	return &srvError{kind: kind, msg: fmt.Sprintf(format, a...)}
+}
+
+// authErr is errorf for a refused authentication or authorization.
+func authErr(kind error, reason, format string, a ...any) *srvError {
+	e := errorf(kind, format, a...)
+	e.reason = reason
+	return e
 }
 
 // storeError classifies an error from the store.
@@ -152,6 +161,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		se = &srvError{kind: ErrInternal, msg: "internal error", detail: err}
 	}
 	info(r).err = se
+	if se.reason != "" {
+		s.cfg.Metrics.AuthFailure(se.reason)
+	}
 	status := kindStatusOf(se.kind)
 	switch status {
 	case http.StatusUnauthorized:

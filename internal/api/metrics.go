@@ -1,0 +1,66 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Metrics receives what the server observes, for monitoring. Its methods are
+// called concurrently from request goroutines and must return quickly.
+// Config.Metrics nil turns instrumentation off. No method is given a user
+// name, a key or entry data: labels built from the arguments stay few and
+// reveal nothing about users.
+type Metrics interface {
+	// Request is called once per request, after the answer: the method and
+	// route pattern (e.g. "GET", "/v1/users/{user}/entries"; both "other"
+	// for a request that matched no route) and the status sent.
+	Request(method, route string, status int)
+	// AuthFailure is called once per request refused by authentication or
+	// authorization (401, 403) with one of the AuthReason constants.
+	AuthFailure(reason string)
+	// LongPoll is called with +1 when a read starts waiting for new entries
+	// and with -1 when it stops waiting.
+	LongPoll(delta int)
+	// StoreAppend is called after each Store.Append made for an append
+	// request, with its duration and error.
+	StoreAppend(took time.Duration, err error)
+	// Delivery is called once per append request signed by the spool key (a
+	// delivery over HTTP), after the answer, with the status sent.
+	Delivery(status int)
+}
+
+// Reasons given to Metrics.AuthFailure.
+const (
+	AuthReasonMissing           = "missing"             // no Authorization header, or several
+	AuthReasonMalformed         = "malformed"           // the header does not parse
+	AuthReasonStale             = "stale_timestamp"     // ts outside the allowed clock skew
+	AuthReasonBadSignature      = "bad_signature"       // the signature does not verify
+	AuthReasonReplayed          = "replayed"            // the nonce was used before
+	AuthReasonBodyHash          = "body_hash"           // the body does not match the signed hash
+	AuthReasonUnknownKey        = "unknown_key"         // the key is no user's (or another key owns the name)
+	AuthReasonForbidden         = "forbidden"           // a user's key acting on another user's log
+	AuthReasonSpoolKeyForbidden = "spool_key_forbidden" // the spool key doing more than append
+)
+
+// noMetrics is the Metrics of a server configured without any.
+type noMetrics struct{}
+
+func (noMetrics) Request(string, string, int)      {}
+func (noMetrics) AuthFailure(string)               {}
+func (noMetrics) LongPoll(int)                     {}
+func (noMetrics) StoreAppend(time.Duration, error) {}
+func (noMetrics) Delivery(int)                     {}
+
+// observe reports an answered request to the metrics. r is the request as
+// the mux saw it (with its Pattern).
+func (s *Server) observe(r *http.Request, status int, ri *reqInfo) {
+	method, route := "other", "other"
+	if m, p, ok := strings.Cut(r.Pattern, " "); ok {
+		method, route = m, p
+	}
+	s.cfg.Metrics.Request(method, route, status)
+	if ri.spool {
+		s.cfg.Metrics.Delivery(status)
+	}
+}
