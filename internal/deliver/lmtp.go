@@ -55,6 +55,8 @@ type LMTPOptions struct {
 	// Logger receives one line per recipient outcome and connection errors.
 	// Nil discards them.
 	Logger *slog.Logger
+	// Metrics receives recipient outcomes. Nil turns them off.
+	Metrics Metrics
 }
 
 func (o *LMTPOptions) fill(d *Deliverer) {
@@ -84,6 +86,9 @@ func (o *LMTPOptions) fill(d *Deliverer) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Metrics == nil {
+		o.Metrics = noMetrics{}
 	}
 }
 

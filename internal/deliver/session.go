@@ -72,6 +72,7 @@ func (s *session) Logout() error { return nil }
 func (s *session) Mail(_ string, opts *smtp.MailOptions) error {
 	s.rcpts = nil
 	if opts != nil && opts.Size > s.l.opts.MaxMessageBytes {
+		s.l.opts.Metrics.Delivery(OutcomeTooLarge)
 		return replyTooLarge
 	}
 	return nil
@@ -84,6 +85,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if err != nil {
 		reply := replyFor(err)
 		s.l.log.Info("lmtp recipient refused", "session", s.id, "code", reply.Code, "error", err.Error())
+		s.l.opts.Metrics.Delivery(OutcomeOf(err))
 		return reply
 	}
 	s.rcpts = append(s.rcpts, rcpt{addr: to, user: user, key: key})
@@ -187,6 +189,7 @@ func (s *session) failAll(ts []*target, status smtp.StatusCollector, size int64,
 // logOutcome writes the one log line of a recipient's outcome: no contents,
 // no addresses beyond the user name.
 func (s *session) logOutcome(t *target, size int64, code int, pos uint64, took time.Duration, err error) {
+	s.l.opts.Metrics.Delivery(OutcomeOf(err))
 	attrs := []slog.Attr{
 		slog.String("session", s.id),
 		slog.Int("seq", s.n),
