@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cspool/internal/command"
+	"cspool/internal/spool"
 )
 
 // rejection is returned by a command's apply step when the entry must be
@@ -47,6 +48,14 @@ type applier struct {
 // with RecordRejected). A rejected entry does not stop the batch: it is
 // recorded and reported in the Result.
 func (s *Store) Apply(ctx context.Context, entries []Entry, newPos uint64) (*Result, error) {
+	return s.ApplyChained(ctx, entries, newPos, nil)
+}
+
+// ApplyChained is Apply that also records, in the same transaction, the
+// log's chain hash at each position the batch covers: chain[i] is the hash
+// at position oldPos+1+i, for every position up to newPos (rejected and
+// unreadable entries included), or nil to record none.
+func (s *Store) ApplyChained(ctx context.Context, entries []Entry, newPos uint64, chain []spool.Hash) (*Result, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -88,6 +97,16 @@ func (s *Store) Apply(ctx context.Context, entries []Entry, newPos uint64) (*Res
 		}
 		res.Outcomes = append(res.Outcomes, out)
 		res.Changes = append(res.Changes, changes...)
+	}
+	if chain != nil {
+		if uint64(len(chain)) != newPos-uint64(pos) {
+			return nil, fmt.Errorf("%d chain hashes for positions %d to %d: %w", len(chain), pos+1, newPos, ErrPosition)
+		}
+		for i, h := range chain {
+			if _, err := a.ExecContext(ctx, "INSERT INTO chain (pos, hash) VALUES (?, ?)", pos+1+int64(i), h[:]); err != nil {
+				return nil, fmt.Errorf("recording chain hash: %w", err)
+			}
+		}
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE state SET position = ?, next_uidvalidity = ?", int64(newPos), a.nextUV); err != nil {
 		return nil, fmt.Errorf("recording position %d: %w", newPos, err)

@@ -17,12 +17,12 @@ type step struct {
 }
 
 func user(c func(id func(uint64) command.ID) *command.Command) step  { return step{AuthorUser, c} }
-func spool(c func(id func(uint64) command.ID) *command.Command) step { return step{AuthorSpool, c} }
+func bySpool(c func(id func(uint64) command.ID) *command.Command) step { return step{AuthorSpool, c} }
 func fixed(c *command.Command) func(func(uint64) command.ID) *command.Command {
 	return func(func(uint64) command.ID) *command.Command { return c }
 }
 
-func deliverStep(subject string) step { return spool(fixed(deliverCmd(simpleMessage(subject)))) }
+func deliverStep(subject string) step { return bySpool(fixed(deliverCmd(simpleMessage(subject)))) }
 
 func appendCmd(mailbox string, flags ...string) *command.Command {
 	return &command.Command{Kind: command.Append, Mailbox: mailbox, Flags: flags, Date: 1700000001000, Body: []byte(simpleMessage("appended"))}
@@ -65,10 +65,10 @@ func TestApplyCommands(t *testing.T) {
 		{
 			name: "duplicate and missing Message-ID both appear",
 			steps: []step{
-				spool(fixed(deliverCmd("Message-ID: <same@x>\r\nSubject: a\r\n\r\nA\r\n"))),
-				spool(fixed(deliverCmd("Message-ID: <same@x>\r\nSubject: b\r\n\r\nB\r\n"))),
-				spool(fixed(deliverCmd("Subject: no id\r\n\r\nC\r\n"))),
-				spool(fixed(deliverCmd("Subject: no id\r\n\r\nC\r\n"))), // identical bytes too
+				bySpool(fixed(deliverCmd("Message-ID: <same@x>\r\nSubject: a\r\n\r\nA\r\n"))),
+				bySpool(fixed(deliverCmd("Message-ID: <same@x>\r\nSubject: b\r\n\r\nB\r\n"))),
+				bySpool(fixed(deliverCmd("Subject: no id\r\n\r\nC\r\n"))),
+				bySpool(fixed(deliverCmd("Subject: no id\r\n\r\nC\r\n"))), // identical bytes too
 			},
 			boxes: map[string][]msgWant{"INBOX": {{1, []string{}}, {2, []string{}}, {3, []string{}}, {4, []string{}}}},
 			check: func(t *testing.T, s *Store, _ *Result) {
@@ -293,9 +293,9 @@ func TestApplyCommands(t *testing.T) {
 			name: "spool may only deliver",
 			steps: []step{
 				deliverStep("one"),
-				spool(idsCmd(command.Expunge, "", nil, 1)),
-				spool(fixed(appendCmd("INBOX"))),
-				spool(mailboxCmd(command.CreateMailbox, "Evil", "")),
+				bySpool(idsCmd(command.Expunge, "", nil, 1)),
+				bySpool(fixed(appendCmd("INBOX"))),
+				bySpool(mailboxCmd(command.CreateMailbox, "Evil", "")),
 			},
 			statuses: []Status{Applied, Rejected, Rejected, Rejected},
 			reasons:  map[int]Reason{1: ReasonForbidden, 2: ReasonForbidden, 3: ReasonForbidden},

@@ -31,7 +31,8 @@ type Snapshot struct {
 	Subscriptions   []string      `cbor:"5,keyasint"`
 	Keywords        []string      `cbor:"6,keyasint"`
 	Messages        []SnapMessage `cbor:"7,keyasint"`
-	Entries         []byte        `cbor:"8,keyasint"` // seen entry ids: 16-byte id, 8-byte position, sorted by id
+	Entries         []byte        `cbor:"8,keyasint"`           // seen entry ids: 16-byte id, 8-byte position, sorted by id
+	Chain           []byte        `cbor:"9,keyasint,omitempty"` // the log's chain hash at Position, when known
 }
 
 // SnapMailbox is one mailbox of a Snapshot.
@@ -115,6 +116,9 @@ func (sn *Snapshot) check() error {
 			return bad("message %x", m.ID)
 		}
 		seen[key{m.Mailbox, m.UID}] = true
+	}
+	if sn.Chain != nil && len(sn.Chain) != sha256.Size {
+		return bad("chain hash of %d bytes", len(sn.Chain))
 	}
 	if len(sn.Entries)%24 != 0 {
 		return bad("entries field of %d bytes", len(sn.Entries))
@@ -228,6 +232,14 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 		return nil, err
 	}
 	sn.Entries = ents.Bytes()
+	var chain []byte
+	err = tx.QueryRowContext(ctx, "SELECT hash FROM chain WHERE pos = ?", pos).Scan(&chain)
+	switch {
+	case err == nil:
+		sn.Chain = chain
+	case !errors.Is(err, sql.ErrNoRows):
+		return nil, fmt.Errorf("taking snapshot: %w", err)
+	}
 	if sn.Subscriptions == nil {
 		sn.Subscriptions = []string{}
 	}

@@ -253,6 +253,11 @@ func (r *restorer) replace() error {
 		}
 		ents = ents[24:]
 	}
+	if r.sn.Chain != nil {
+		if err := exec("INSERT OR REPLACE INTO chain (pos, hash) VALUES (?, ?)", int64(r.sn.Position), r.sn.Chain); err != nil {
+			return err
+		}
+	}
 	return exec("UPDATE state SET position = ?, next_uidvalidity = ?", int64(r.sn.Position), int64(r.sn.NextUIDValidity))
 }
 

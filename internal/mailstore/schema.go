@@ -105,6 +105,21 @@ INSERT INTO subscriptions (name) VALUES ('INBOX'), ('Sent'), ('Drafts'), ('Trash
 	`
 ALTER TABLE bodies ADD COLUMN origin INTEGER NOT NULL DEFAULT 0;
 `,
+	// 3: tamper evidence: the log's chain hash at every applied position
+	// (to check the heads other devices saw), and integrity alarms, which
+	// stay until a person clears them.
+	`
+CREATE TABLE chain (
+	pos  INTEGER PRIMARY KEY,
+	hash BLOB NOT NULL CHECK (length(hash) = 32)
+);
+CREATE TABLE alarms (
+	id     INTEGER PRIMARY KEY,
+	at     INTEGER NOT NULL,
+	pos    INTEGER NOT NULL,
+	detail TEXT    NOT NULL
+);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

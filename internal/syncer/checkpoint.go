@@ -140,7 +140,16 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	s.mu.Lock()
 	s.status.Restores++
 	s.mu.Unlock()
-	s.advance(sn.Position, 0, 0, res)
+	s.setChain(spool.Hash{}, false)
+	var chain *spool.Hash
+	if len(sn.Chain) == len(spool.Hash{}) {
+		chain = new(spool.Hash)
+		copy(chain[:], sn.Chain)
+	}
+	s.advance(sn.Position, chain, 0, 0, res)
+	if chain != nil {
+		s.setChain(*chain, true)
+	}
 	s.log.Info("rebuilt from checkpoint", "pos", sn.Position, "messages", len(sn.Messages),
 		"bodies", len(sn.Keep()), "took", time.Since(start).Round(time.Millisecond))
 	return len(sn.Messages), head, nil

@@ -107,6 +107,10 @@ type Status struct {
 	CheckpointWritten time.Time // when this device last stored a checkpoint
 	Restores          int       // rebuilds from a checkpoint since start
 	BadCheckpoint     uint64    // position of a checkpoint that failed validation, if any
+
+	// Alarm, when not empty, is an integrity alarm: what a tamper-evidence
+	// check saw. The sync is stopped while it is set.
+	Alarm string
 }
 
 // Syncer runs the sync loop and submits commands. Create it with New.
@@ -114,8 +118,10 @@ type Syncer struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	status  Status
+	mu         sync.Mutex
+	status     Status
+	chain      spool.Hash // chain hash at status.Position
+	chainKnown bool
 	applied chan struct{} // closed and replaced on each position change
 	pending map[command.ID]chan mailstore.Outcome
 }
@@ -158,6 +164,9 @@ func New(cfg Config) (*Syncer, error) {
 		pending: map[command.ID]chan mailstore.Outcome{},
 	}
 	s.status.Position = pos
+	if err := s.loadIntegrity(context.Background()); err != nil {
+		return nil, fmt.Errorf("syncer: %w", err)
+	}
 	return s, nil
 }
 
@@ -183,6 +192,11 @@ func (s *Syncer) Run(ctx context.Context) error {
 			continue
 		}
 		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, ErrIntegrity) {
+			// Stop applying; keep serving reads until shut down.
+			<-ctx.Done()
 			return ctx.Err()
 		}
 		var se *storeError
@@ -232,8 +246,12 @@ func (s *Syncer) step(ctx context.Context) error {
 
 // readApply reads one batch (long-polling up to wait) and applies it, or
 // rebuilds from the newest checkpoint when compaction went past the
-// store's position.
+// store's position. It checks the read against the chain of hashes this
+// device has applied (see integrity.go) before applying anything.
 func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64, error) {
+	if s.Status().Alarm != "" {
+		return 0, 0, ErrIntegrity
+	}
 	pos := s.Status().Position
 	lr, err := s.cfg.Source.ReadLog(ctx, pos, s.cfg.BatchCount, s.cfg.BatchBytes, wait)
 	if err != nil {
@@ -248,18 +266,32 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		// The checkpoint was rejected: go on with the log as read, which
 		// works as long as compaction left no gap after the position.
 	}
+	if err := s.checkRead(ctx, pos, lr); err != nil {
+		return 0, lr.Head, err
+	}
 	if len(lr.Entries) == 0 {
 		return 0, lr.Head, nil
 	}
 	batch := make([]mailstore.Entry, 0, len(lr.Entries))
+	hashes := make([]spool.Hash, 0, len(lr.Entries))
+	h, known := s.chainState()
 	last := pos
 	rejected := 0
+	var alarm *integrityFailure
 	for _, e := range lr.Entries {
 		if e.Pos != last+1 {
 			return 0, lr.Head, fmt.Errorf("%w: the spool sent position %d after %d", ErrGap, e.Pos, last)
 		}
-		last = e.Pos
+		h = spool.ChainNext(h, e.Data)
 		o, err := entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+		if err == nil && known {
+			if f := s.checkSeen(ctx, e.Pos, o.Cmd.Seen, pos, hashes); f != nil {
+				alarm = f
+				break
+			}
+		}
+		hashes = append(hashes, h)
+		last = e.Pos
 		if err != nil {
 			rejected++
 			s.log.Warn("rejected entry", "pos", e.Pos, "reason", err)
@@ -274,7 +306,18 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		}
 		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd})
 	}
-	res, err := s.cfg.Store.Apply(ctx, batch, last)
+	if alarm == nil && lr.Chained && known && last == lr.Head && h != lr.HeadHash {
+		return 0, lr.Head, s.raise(ctx, last, fmt.Sprintf(
+			"the entries up to position %d do not hash to the head the spool claims: entries were altered, dropped or reordered", last))
+	}
+	if last == pos {
+		return 0, lr.Head, s.raise(ctx, alarm.pos, alarm.detail)
+	}
+	var chain []spool.Hash
+	if known {
+		chain = hashes
+	}
+	res, err := s.cfg.Store.ApplyChained(ctx, batch, last, chain)
 	if err != nil {
 		return 0, lr.Head, &storeError{err}
 	}
@@ -287,7 +330,14 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	if s.cfg.OnApplied != nil {
 		s.cfg.OnApplied(res)
 	}
-	s.advance(last, len(res.Outcomes)-res.Rejections(), rejected, res)
+	var newChain *spool.Hash
+	if known {
+		newChain = &hashes[len(hashes)-1]
+	}
+	s.advance(last, newChain, len(res.Outcomes)-res.Rejections(), rejected, res)
+	if alarm != nil {
+		return len(hashes), lr.Head, s.raise(ctx, alarm.pos, alarm.detail)
+	}
 	return len(lr.Entries), lr.Head, nil
 }
 
@@ -319,10 +369,13 @@ func (s *Syncer) setError(err error) {
 	s.status.LastError = err.Error()
 }
 
-func (s *Syncer) advance(pos uint64, applied, rejected int, res *mailstore.Result) {
+func (s *Syncer) advance(pos uint64, chain *spool.Hash, applied, rejected int, res *mailstore.Result) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.status.Position = pos
+	if chain != nil {
+		s.chain = *chain
+	}
 	s.status.Head = max(s.status.Head, pos)
 	s.status.Applied += applied
 	s.status.Rejected += rejected
@@ -342,10 +395,18 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	if len(cmds) == 0 {
 		return nil, nil
 	}
+	st := s.Status()
+	if st.Alarm != "" {
+		return nil, fmt.Errorf("%w: %s", ErrIntegrity, st.Alarm)
+	}
+	seen := s.seenHead()
 	batch := make([][]byte, len(cmds))
 	waits := make([]chan mailstore.Outcome, len(cmds))
 	ids := make([]command.ID, len(cmds))
 	for i, c := range cmds {
+		if seen != nil {
+			c.Seen = seen
+		}
 		b, id, err := entry.Seal(c, s.cfg.UserKey, s.cfg.UserKey.Public(), s.cfg.User, nil)
 		if err != nil {
 			return nil, err
@@ -385,6 +446,16 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		}
 	}
 	return outs, nil
+}
+
+// seenHead is the head this device has applied, for its commands to carry.
+func (s *Syncer) seenHead() *command.Head {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.chainKnown || s.status.Position == 0 {
+		return nil
+	}
+	return &command.Head{Pos: s.status.Position, Hash: append([]byte(nil), s.chain[:]...)}
 }
 
 // WaitApplied blocks until the store's position is at least pos.

@@ -1,0 +1,91 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"cspool/internal/spool"
+)
+
+// ChainAt returns the chain hash this store recorded at pos, and false when
+// it has none (a position before a restored checkpoint, or never applied).
+func (s *Store) ChainAt(ctx context.Context, pos uint64) (spool.Hash, bool, error) {
+	var h spool.Hash
+	if err := s.check(); err != nil {
+		return h, false, err
+	}
+	if pos == 0 {
+		return h, true, nil
+	}
+	var b []byte
+	err := s.rdb.QueryRowContext(ctx, "SELECT hash FROM chain WHERE pos = ?", int64(pos)).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return h, false, nil
+	}
+	if err != nil {
+		return h, false, fmt.Errorf("reading chain hash at %d: %w", pos, err)
+	}
+	copy(h[:], b)
+	return h, true, nil
+}
+
+// Alarm is an integrity alarm: what a check saw, at which log position.
+type Alarm struct {
+	At     time.Time
+	Pos    uint64
+	Detail string
+}
+
+// RaiseAlarm records an integrity alarm. It stays until ClearAlarms.
+func (s *Store) RaiseAlarm(ctx context.Context, pos uint64, detail string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, err := s.wdb.ExecContext(ctx, "INSERT INTO alarms (at, pos, detail) VALUES (?, ?, ?)", time.Now().UnixMilli(), int64(pos), detail)
+	if err != nil {
+		return fmt.Errorf("recording integrity alarm: %w", err)
+	}
+	return nil
+}
+
+// Alarms lists the recorded integrity alarms, oldest first.
+func (s *Store) Alarms(ctx context.Context) ([]Alarm, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	rows, err := s.rdb.QueryContext(ctx, "SELECT at, pos, detail FROM alarms ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("reading alarms: %w", err)
+	}
+	defer rows.Close()
+	var out []Alarm
+	for rows.Next() {
+		var a Alarm
+		var at, pos int64
+		if err := rows.Scan(&at, &pos, &a.Detail); err != nil {
+			return nil, fmt.Errorf("reading alarms: %w", err)
+		}
+		a.At, a.Pos = time.UnixMilli(at), uint64(pos)
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// ClearAlarms removes every integrity alarm: a person's decision, after
+// looking into what was seen.
+func (s *Store) ClearAlarms(ctx context.Context) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.wdb.ExecContext(ctx, "DELETE FROM alarms"); err != nil {
+		return fmt.Errorf("clearing alarms: %w", err)
+	}
+	return nil
+}

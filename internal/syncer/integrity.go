@@ -1,0 +1,146 @@
+package syncer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"cspool/internal/command"
+	"cspool/internal/spool"
+)
+
+// Tamper evidence, device side. Invariants:
+//
+//   - The device knows the chain hash h(p) at its position p (see
+//     spool.ChainNext), recomputes it over every entry it is given, and
+//     records it for every position it applies.
+//   - A read must start from the device's own h(p) (the spool's StartHash):
+//     otherwise the spool rewrote or rolled back the history the device
+//     applied, or shows it a different one than before.
+//   - A read that reaches the head must hash to the spool's HeadHash:
+//     otherwise entries were dropped, altered or reordered in transit.
+//   - The spool's head is never behind the device's position (rollback).
+//   - Every command a device signs carries the head it had applied
+//     (command.Head). Applying another device's command, the device checks
+//     that head against its own chain at that position: a difference means
+//     the spool showed the two devices different histories (a fork), found
+//     as soon as their histories meet.
+//   - A failed check raises an integrity alarm: recorded in the mail store,
+//     shown in Status, on the status page and at IMAP login, and the sync
+//     stops applying until a person clears it. Nothing repairs itself.
+
+// ErrIntegrity: the sync stopped because an integrity check failed.
+var ErrIntegrity = errors.New("integrity alarm: sync stopped")
+
+type integrityFailure struct {
+	pos    uint64
+	detail string
+}
+
+func (s *Syncer) chainState() (spool.Hash, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.chain, s.chainKnown
+}
+
+func (s *Syncer) setChain(h spool.Hash, known bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.chain, s.chainKnown = h, known
+}
+
+// checkRead checks a read's claims against what the device applied.
+func (s *Syncer) checkRead(ctx context.Context, pos uint64, lr spool.LogRead) error {
+	if lr.Head < pos {
+		return s.raise(ctx, pos, fmt.Sprintf(
+			"the spool's head %d is behind position %d, which this device already applied: the log was rolled back", lr.Head, pos))
+	}
+	h, known := s.chainState()
+	if !lr.Chained {
+		return nil
+	}
+	if !known {
+		// No hash of our own at this position (a store that predates
+		// chain tracking, or a checkpoint without one): start from the
+		// spool's, and check everything after it.
+		s.setChain(lr.StartHash, true)
+		return nil
+	}
+	if lr.StartHash != h {
+		return s.raise(ctx, pos, fmt.Sprintf(
+			"the spool's history up to position %d (hash %x) differs from the one this device applied (hash %x): rewritten, rolled back or forked",
+			pos, lr.StartHash[:6], h[:6]))
+	}
+	if len(lr.Entries) == 0 && lr.Head == pos && lr.HeadHash != h {
+		return s.raise(ctx, pos, fmt.Sprintf(
+			"the spool's head hash at position %d differs from the one this device computed", pos))
+	}
+	return nil
+}
+
+// checkSeen checks the head a command's author had applied against this
+// device's chain. batchStart is the position before the batch; hashes are
+// the batch's hashes so far.
+func (s *Syncer) checkSeen(ctx context.Context, at uint64, seen *command.Head, batchStart uint64, hashes []spool.Hash) *integrityFailure {
+	if seen == nil {
+		return nil
+	}
+	if seen.Pos >= at {
+		return &integrityFailure{at, fmt.Sprintf(
+			"entry %d claims its author had applied position %d, at or after the entry itself: entries were reordered or replayed", at, seen.Pos)}
+	}
+	var mine spool.Hash
+	switch {
+	case seen.Pos > batchStart:
+		mine = hashes[seen.Pos-batchStart-1]
+	default:
+		h, ok, err := s.cfg.Store.ChainAt(ctx, seen.Pos)
+		if err != nil || !ok {
+			return nil // before a restored checkpoint: nothing to compare with
+		}
+		mine = h
+	}
+	if !bytes.Equal(mine[:], seen.Hash) {
+		return &integrityFailure{at, fmt.Sprintf(
+			"the device that wrote entry %d saw a different history at position %d (hash %x, here %x): the spool showed devices different logs (fork)",
+			at, seen.Pos, prefix(seen.Hash), mine[:6])}
+	}
+	return nil
+}
+
+func prefix(b []byte) []byte {
+	if len(b) > 6 {
+		return b[:6]
+	}
+	return b
+}
+
+// raise records an integrity alarm and stops the sync.
+func (s *Syncer) raise(ctx context.Context, pos uint64, detail string) error {
+	s.log.Error("INTEGRITY ALARM: sync stopped", "pos", pos, "detail", detail)
+	s.mu.Lock()
+	s.status.Alarm = detail
+	s.mu.Unlock()
+	if err := s.cfg.Store.RaiseAlarm(context.WithoutCancel(ctx), pos, detail); err != nil {
+		s.log.Error("recording the integrity alarm failed", "err", err)
+	}
+	return fmt.Errorf("%w: %s", ErrIntegrity, detail)
+}
+
+// loadIntegrity restores the chain state and any recorded alarm at start.
+func (s *Syncer) loadIntegrity(ctx context.Context) error {
+	h, ok, err := s.cfg.Store.ChainAt(ctx, s.status.Position)
+	if err != nil {
+		return err
+	}
+	s.chain, s.chainKnown = h, ok
+	alarms, err := s.cfg.Store.Alarms(ctx)
+	if err != nil {
+		return err
+	}
+	if n := len(alarms); n > 0 {
+		s.status.Alarm = alarms[n-1].Detail
+	}
+	return nil
+}
