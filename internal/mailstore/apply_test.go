@@ -16,7 +16,7 @@ type step struct {
 	cmd    func(id func(pos uint64) command.ID) *command.Command
 }
 
-func user(c func(id func(uint64) command.ID) *command.Command) step  { return step{AuthorUser, c} }
+func user(c func(id func(uint64) command.ID) *command.Command) step    { return step{AuthorUser, c} }
 func bySpool(c func(id func(uint64) command.ID) *command.Command) step { return step{AuthorSpool, c} }
 func fixed(c *command.Command) func(func(uint64) command.ID) *command.Command {
 	return func(func(uint64) command.ID) *command.Command { return c }

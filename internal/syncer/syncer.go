@@ -122,8 +122,8 @@ type Syncer struct {
 	status     Status
 	chain      spool.Hash // chain hash at status.Position
 	chainKnown bool
-	applied chan struct{} // closed and replaced on each position change
-	pending map[command.ID]chan mailstore.Outcome
+	applied    chan struct{} // closed and replaced on each position change
+	pending    map[command.ID]chan mailstore.Outcome
 }
 
 // New returns a Syncer; call Run to start syncing.
