@@ -114,6 +114,12 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	srv, err = imapd.New(imapd.Config{
 		Store: store, Submit: sy, User: *userName, Password: pw, AllowEmptyPassword: passwordSet && pw == "",
 		Logger: log,
+		Alert: func() string {
+			if a := sy.Status().Alarm; a != "" {
+				return "cspool integrity alarm, sync stopped: " + a
+			}
+			return ""
+		},
 	})
 	if err != nil {
 		return err
