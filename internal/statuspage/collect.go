@@ -1,0 +1,121 @@
+package statuspage
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"cspool/internal/mailstore"
+	"cspool/internal/syncer"
+)
+
+// Source gives the report the page shows. Collector is the daemon's.
+type Source interface {
+	Report(ctx context.Context) (*Report, error)
+}
+
+// SyncStatus is the part of the sync loop the page reads
+// (*syncer.Syncer satisfies it).
+type SyncStatus interface {
+	Status() syncer.Status
+}
+
+// Store is the part of the mail store the page reads
+// (*mailstore.Store satisfies it).
+type Store interface {
+	Mailboxes(ctx context.Context) ([]mailstore.Mailbox, error)
+	Rejected(ctx context.Context, limit int) ([]mailstore.Rejection, error)
+	RejectedCount(ctx context.Context) (int, error)
+}
+
+var (
+	_ SyncStatus = (*syncer.Syncer)(nil)
+	_ Store      = (*mailstore.Store)(nil)
+	_ Source     = (*Collector)(nil)
+)
+
+// Collector builds a Report from a running daemon's parts.
+type Collector struct {
+	Sync  SyncStatus // required
+	Store Store      // required
+	IMAP  IMAPSettings
+	Spool string // the spool server's URL, shown as is
+	// Alarm, if set, adds an integrity alarm when it returns non-empty
+	// text (the same hook imapd.Config.Alert takes).
+	Alarm func() string
+	// MaxRejected bounds the rejections listed; 0 = 20.
+	MaxRejected int
+	// Now is the clock; nil = time.Now.
+	Now func() time.Time
+}
+
+// Report implements Source.
+func (c *Collector) Report(ctx context.Context) (*Report, error) {
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
+	st := c.Sync.Status()
+	r := &Report{
+		Version:   ReportVersion,
+		Generated: now(),
+		Alarms:    Alarms(st),
+		IMAP:      c.IMAP,
+		Sync: SyncState{
+			Position: st.Position, Head: max(st.Head, st.Position), Connected: st.Connected,
+			LastContact: st.LastContact, LastError: st.LastError, Applied: st.Applied, Spool: c.Spool,
+		},
+		Checkpoint: Checkpoint{
+			Position: st.Checkpoint, Written: st.CheckpointWritten, Restores: st.Restores, Bad: st.BadCheckpoint,
+		},
+		Mailboxes: []Mailbox{},
+		Rejected:  Rejections{Recent: []Rejection{}},
+	}
+	r.Sync.Lag = r.Sync.Head - r.Sync.Position
+	if c.Alarm != nil {
+		if a := strings.TrimSpace(c.Alarm()); a != "" {
+			r.Alarms = append(r.Alarms, a)
+		}
+	}
+	mbs, err := c.Store.Mailboxes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status report: %w", err)
+	}
+	for _, mb := range mbs {
+		r.Mailboxes = append(r.Mailboxes, Mailbox{
+			Name: mb.Name, SpecialUse: mb.SpecialUse, Messages: mb.Messages, Unseen: mb.Unseen, Size: mb.Size,
+		})
+	}
+	if r.Rejected.Count, err = c.Store.RejectedCount(ctx); err != nil {
+		return nil, fmt.Errorf("status report: %w", err)
+	}
+	limit := c.MaxRejected
+	if limit <= 0 {
+		limit = 20
+	}
+	rej, err := c.Store.Rejected(ctx, limit)
+	if err != nil {
+		return nil, fmt.Errorf("status report: %w", err)
+	}
+	for _, x := range rej {
+		r.Rejected.Recent = append(r.Rejected.Recent, Rejection{Pos: x.Pos, Reason: string(x.Reason), Detail: x.Detail, At: x.At})
+	}
+	return r, nil
+}
+
+// Alarms returns the integrity alarms a sync status carries: a checkpoint
+// that failed validation, and a gap in the log. A new kind of alarm in
+// syncer.Status is added here, and shows on the page and in `cspool
+// status` without other changes.
+func Alarms(st syncer.Status) []string {
+	out := []string{}
+	if st.BadCheckpoint != 0 {
+		out = append(out, fmt.Sprintf("the checkpoint at position %d failed validation: this device does not trust it and syncs from the log instead", st.BadCheckpoint))
+	}
+	if strings.Contains(st.LastError, syncer.ErrGap.Error()) {
+		out = append(out, "the spool's log has a gap that no checkpoint explains; sync is halted at position "+
+			fmt.Sprint(st.Position)+": "+st.LastError)
+	}
+	return out
+}

@@ -1,0 +1,163 @@
+package statuspage
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Config configures a Handler. Zero fields take the documented defaults.
+type Config struct {
+	Source Source // required
+
+	// User and Password are the IMAP login; HTTP Basic auth must match
+	// both. An empty Password is refused unless AllowEmptyPassword is set.
+	User               string
+	Password           string
+	AllowEmptyPassword bool
+
+	// Hosts are the names (without port) a request's Host header may
+	// carry, compared case-insensitively; nil allows any. The daemon sets
+	// its listen host and the loopback names.
+	Hosts []string
+
+	// Refresh is how often the page reloads itself; 0 = 5 s.
+	Refresh time.Duration
+	// Logger gets failures to build the report; nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler serves the status page (/) and /status.json.
+type Handler struct {
+	cfg  Config
+	log  *slog.Logger
+	tmpl *template.Template
+	csp  string
+	user [32]byte
+	pass [32]byte
+}
+
+// New returns a Handler.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Source == nil || cfg.User == "" {
+		return nil, errors.New("statuspage: source and user are required")
+	}
+	if cfg.Password == "" && !cfg.AllowEmptyPassword {
+		return nil, errors.New("statuspage: a password is required (or AllowEmptyPassword)")
+	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = 5 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	tmpl, err := parsePage()
+	if err != nil {
+		return nil, err
+	}
+	styleHash := sha256.Sum256([]byte(pageStyle))
+	h := &Handler{
+		cfg:  cfg,
+		log:  log.With("component", "status"),
+		tmpl: tmpl,
+		csp: "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(styleHash[:]) + "'; " +
+			"img-src 'none'; script-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
+		user: sha256.Sum256([]byte(cfg.User)),
+		pass: sha256.Sum256([]byte(cfg.Password)),
+	}
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Cache-Control", "no-store, max-age=0")
+	hd.Set("Pragma", "no-cache")
+	hd.Set("Content-Security-Policy", h.csp)
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("X-Frame-Options", "DENY")
+	hd.Set("Referrer-Policy", "no-referrer")
+	if !h.hostAllowed(r.Host) {
+		http.Error(w, "misdirected request: unknown host name", http.StatusMisdirectedRequest)
+		return
+	}
+	if !h.authorized(r) {
+		hd.Set("WWW-Authenticate", `Basic realm="cspool status", charset="UTF-8"`)
+		http.Error(w, "log in with the IMAP user name and password", http.StatusUnauthorized)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		hd.Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	switch r.URL.Path {
+	case "/", "/status.json":
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	rep, err := h.cfg.Source.Report(r.Context())
+	if err != nil {
+		h.log.Error("building the status report", "err", err)
+		http.Error(w, "the daemon's state could not be read; see its log", http.StatusInternalServerError)
+		return
+	}
+	var buf bytes.Buffer
+	if r.URL.Path == "/status.json" {
+		enc := json.NewEncoder(&buf)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(rep)
+		hd.Set("Content-Type", "application/json")
+	} else {
+		err = h.tmpl.Execute(&buf, pageData{Report: rep, Refresh: int(h.cfg.Refresh.Round(time.Second) / time.Second), Style: template.CSS(pageStyle)})
+		hd.Set("Content-Type", "text/html; charset=utf-8")
+	}
+	if err != nil {
+		h.log.Error("rendering the status report", "err", err)
+		http.Error(w, "rendering failed; see the daemon's log", http.StatusInternalServerError)
+		return
+	}
+	w.Write(buf.Bytes())
+}
+
+// authorized checks Basic credentials against the configured user and
+// password in constant time (both compared as SHA-256 digests, so their
+// lengths leak nothing either).
+func (h *Handler) authorized(r *http.Request) bool {
+	u, p, ok := r.BasicAuth()
+	if !ok {
+		return false
+	}
+	uh, ph := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
+	okU := subtle.ConstantTimeCompare(uh[:], h.user[:])
+	okP := subtle.ConstantTimeCompare(ph[:], h.pass[:])
+	return okU&okP == 1
+}
+
+func (h *Handler) hostAllowed(hostport string) bool {
+	if h.cfg.Hosts == nil {
+		return true
+	}
+	host := hostport
+	if hh, _, err := net.SplitHostPort(hostport); err == nil {
+		host = hh
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	for _, a := range h.cfg.Hosts {
+		if strings.EqualFold(host, strings.TrimSuffix(strings.TrimPrefix(a, "["), "]")) {
+			return true
+		}
+	}
+	return false
+}

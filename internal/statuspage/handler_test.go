@@ -1,0 +1,236 @@
+package statuspage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fixedSource returns a copy of its report, or its error.
+type fixedSource struct {
+	r   Report
+	err error
+}
+
+func (f *fixedSource) Report(context.Context) (*Report, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	r := f.r
+	return &r, nil
+}
+
+func sampleReport() Report {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	return Report{
+		Version: ReportVersion, Generated: now, Alarms: []string{},
+		IMAP: IMAPSettings{Host: "127.0.0.1", Port: 1143, User: "alice", PasswordFile: "/home/alice/mail.db.password"},
+		Sync: SyncState{Position: 40, Head: 42, Lag: 2, Connected: true, LastContact: now.Add(-3 * time.Second), Applied: 40},
+		Mailboxes: []Mailbox{
+			{Name: "INBOX", Messages: 7, Unseen: 3, Size: 20480},
+			{Name: "<script>alert(1)</script>", Messages: 1},
+		},
+		Rejected: Rejections{Count: 1, Recent: []Rejection{{Pos: 12, Reason: "bad signature", At: now}}},
+	}
+}
+
+// serve starts the handler on a real 127.0.0.1 listener.
+func serve(t *testing.T, cfg Config) *httptest.Server {
+	t.Helper()
+	h, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, method, url, user, pass string, host string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user != "" || pass != "" {
+		req.SetBasicAuth(user, pass)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+func TestAuthAndHeaders(t *testing.T) {
+	src := &fixedSource{r: sampleReport()}
+	srv := serve(t, Config{Source: src, User: "alice", Password: "s3cret", Hosts: []string{"127.0.0.1", "localhost"}})
+	cases := []struct {
+		name, method, path, user, pass, host string
+		want                                 int
+	}{
+		{"no credentials", "GET", "/", "", "", "", http.StatusUnauthorized},
+		{"wrong password", "GET", "/", "alice", "s3creT", "", http.StatusUnauthorized},
+		{"password prefix", "GET", "/", "alice", "s3cre", "", http.StatusUnauthorized},
+		{"wrong user", "GET", "/status.json", "bob", "s3cret", "", http.StatusUnauthorized},
+		{"page", "GET", "/", "alice", "s3cret", "", http.StatusOK},
+		{"json", "GET", "/status.json", "alice", "s3cret", "", http.StatusOK},
+		{"head", "HEAD", "/", "alice", "s3cret", "", http.StatusOK},
+		{"localhost name", "GET", "/", "alice", "s3cret", "localhost:1144", http.StatusOK},
+		{"rebound name", "GET", "/", "alice", "s3cret", "evil.example:1144", http.StatusMisdirectedRequest},
+		{"other path", "GET", "/favicon.ico", "alice", "s3cret", "", http.StatusNotFound},
+		{"post", "POST", "/", "alice", "s3cret", "", http.StatusMethodNotAllowed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := get(t, c.method, srv.URL+c.path, c.user, c.pass, c.host)
+			if resp.StatusCode != c.want {
+				t.Fatalf("status %d, want %d (body %q)", resp.StatusCode, c.want, body)
+			}
+			if cc := resp.Header.Get("Cache-Control"); !strings.Contains(cc, "no-store") {
+				t.Errorf("Cache-Control %q, want no-store", cc)
+			}
+			csp := resp.Header.Get("Content-Security-Policy")
+			if !strings.Contains(csp, "default-src 'none'") {
+				t.Errorf("Content-Security-Policy %q, want default-src 'none'", csp)
+			}
+			if c.want == http.StatusUnauthorized && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Basic ") {
+				t.Errorf("401 without a Basic challenge: %q", resp.Header.Get("WWW-Authenticate"))
+			}
+			if c.want != http.StatusOK && strings.Contains(body, "INBOX") {
+				t.Errorf("refused request got the report: %q", body)
+			}
+		})
+	}
+}
+
+func TestPage(t *testing.T) {
+	src := &fixedSource{r: sampleReport()}
+	srv := serve(t, Config{Source: src, User: "alice", Password: "s3cret", Refresh: 3 * time.Second})
+	resp, body := get(t, "GET", srv.URL+"/", "alice", "s3cret", "")
+	if ct := resp.Header.Get("Content-Type"); ct != "text/html; charset=utf-8" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	for _, want := range []string{
+		`<meta http-equiv="refresh" content="3">`,
+		`<span id="user">alice</span>`,
+		`<td id="imap-port" class="mono">1143</td>`,
+		`<span id="position" class="mono">40</span>`,
+		`<span id="head" class="mono">42</span>`,
+		`<span id="lag" class="warn">2</span>`,
+		`<tr data-mailbox="INBOX">`,
+		`data-messages="7"`,
+		`&lt;script&gt;alert(1)&lt;/script&gt;`,
+		`/home/alice/mail.db.password`,
+		`bad signature`,
+		`connected`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "<script>") || strings.Contains(body, "s3cret") {
+		t.Error("page carries a script tag or the password")
+	}
+	if strings.Contains(body, `class="alarm"`) {
+		t.Error("page shows an alarm, want none")
+	}
+	// The CSP allows exactly the inline style the page carries.
+	m := regexp.MustCompile(`(?s)<style>(.*?)</style>`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatal("page has no style element")
+	}
+	sum := sha256.Sum256([]byte(m[1]))
+	want := "style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, want) {
+		t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+	}
+
+	src.r.Alarms = []string{"the spool's log has a gap"}
+	_, body = get(t, "GET", srv.URL+"/", "alice", "s3cret", "")
+	if !strings.Contains(body, `<div class="alarm" role="alert">Integrity alarm: the spool&#39;s log has a gap</div>`) {
+		t.Errorf("alarm not shown; page:\n%s", body)
+	}
+	if !strings.Contains(body, "<title>ALARM - ") {
+		t.Error("alarm not in the title")
+	}
+}
+
+func TestJSON(t *testing.T) {
+	src := &fixedSource{r: sampleReport()}
+	srv := serve(t, Config{Source: src, User: "alice", Password: "s3cret"})
+	resp, body := get(t, "GET", srv.URL+"/status.json", "alice", "s3cret", "")
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	var got Report
+	if err := json.Unmarshal([]byte(body), &got); err != nil {
+		t.Fatalf("decoding %q: %v", body, err)
+	}
+	want := sampleReport()
+	if got.Version != ReportVersion || got.Sync != want.Sync || got.IMAP != want.IMAP ||
+		len(got.Mailboxes) != 2 || got.Mailboxes[0] != want.Mailboxes[0] || got.Rejected.Count != 1 ||
+		got.Rejected.Recent[0].Pos != 12 || !got.Generated.Equal(want.Generated) {
+		t.Errorf("JSON gave %+v, want %+v", got, want)
+	}
+}
+
+func TestSourceFailure(t *testing.T) {
+	srv := serve(t, Config{Source: &fixedSource{err: errors.New("database is locked at /secret/path")}, User: "alice", Password: "s3cret"})
+	resp, body := get(t, "GET", srv.URL+"/status.json", "alice", "s3cret", "")
+	if resp.StatusCode != http.StatusInternalServerError || strings.Contains(body, "/secret/path") {
+		t.Errorf("status %d body %q, want 500 without the detail", resp.StatusCode, body)
+	}
+}
+
+func TestEmptyPassword(t *testing.T) {
+	if _, err := New(Config{Source: &fixedSource{}, User: "alice"}); err == nil {
+		t.Error("New accepted an empty password without AllowEmptyPassword")
+	}
+	srv := serve(t, Config{Source: &fixedSource{r: sampleReport()}, User: "alice", AllowEmptyPassword: true})
+	if resp, _ := get(t, "GET", srv.URL+"/", "alice", "", ""); resp.StatusCode != http.StatusOK {
+		t.Errorf("empty password allowed: status %d, want 200", resp.StatusCode)
+	}
+	if resp, _ := get(t, "GET", srv.URL+"/", "", "", ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("no credentials: status %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestAge(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{-time.Second, "just now"}, {3 * time.Second, "3 s ago"}, {90 * time.Second, "1 min ago"},
+		{5 * time.Hour, "5 h ago"}, {72 * time.Hour, "3 days ago"},
+	} {
+		if got := age(c.d); got != c.want {
+			t.Errorf("age(%v) = %q, want %q", c.d, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		n    int64
+		want string
+	}{{0, "0 B"}, {1023, "1023 B"}, {1536, "1.5 KiB"}, {5 << 20, "5.0 MiB"}} {
+		if got := humanSize(c.n); got != c.want {
+			t.Errorf("humanSize(%d) = %q, want %q", c.n, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,136 @@
+package statuspage
+
+import (
+	"fmt"
+	"html/template"
+	"time"
+)
+
+// pageData is what the template sees.
+type pageData struct {
+	*Report
+	Refresh int // seconds
+	Style   template.CSS
+}
+
+// pageStyle is the page's only style; the Content-Security-Policy allows
+// exactly this text by its hash.
+const pageStyle = `
+body{font:15px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:60em;padding:0 1em;color:#1b1b1b;background:#fff}
+h1{font-size:1.4em;margin:0 0 .2em}
+h2{font-size:1.1em;margin:1.6em 0 .4em;border-bottom:1px solid #ddd}
+.meta{color:#666;font-size:.9em}
+.alarm{background:#b00020;color:#fff;font-weight:bold;padding:.8em 1em;margin:1em 0;border-radius:4px}
+.ok{color:#11661e;font-weight:bold}
+.warn{color:#a35200;font-weight:bold}
+.err{color:#b00020}
+table{border-collapse:collapse}
+th,td{text-align:left;padding:.2em 1.2em .2em 0;vertical-align:top}
+td.num,th.num{text-align:right}
+code,.mono{font-family:ui-monospace,monospace}
+`
+
+func parsePage() (*template.Template, error) {
+	funcs := template.FuncMap{
+		"when": func(t, now time.Time) string {
+			if t.IsZero() {
+				return "never (since the daemon started)"
+			}
+			return t.Local().Format("2006-01-02 15:04:05") + " (" + age(now.Sub(t)) + ")"
+		},
+		"size": humanSize,
+	}
+	t, err := template.New("page").Funcs(funcs).Parse(pageTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("statuspage: parsing the page template: %w", err)
+	}
+	return t, nil
+}
+
+// age says how long ago, in the largest whole unit.
+func age(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%d s ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%d min ago", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d h ago", int(d/time.Hour))
+	default:
+		return fmt.Sprintf("%d days ago", int(d/(24*time.Hour)))
+	}
+}
+
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+const pageTemplate = `<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="{{.Refresh}}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{{if .Alarms}}ALARM - {{end}}cspool: {{.IMAP.User}}</title>
+<style>{{.Style}}</style>
+</head>
+<body>
+<h1>cspool for <span id="user">{{.IMAP.User}}</span></h1>
+<p class="meta">As of {{.Generated.Local.Format "2006-01-02 15:04:05"}}; this page reloads every {{.Refresh}} s.</p>
+{{range .Alarms}}<div class="alarm" role="alert">Integrity alarm: {{.}}</div>
+{{end}}
+<h2>Mail client settings</h2>
+<table id="imap">
+<tr><th>Server</th><td id="imap-host" class="mono">{{.IMAP.Host}}</td></tr>
+<tr><th>Port</th><td id="imap-port" class="mono">{{.IMAP.Port}}</td></tr>
+<tr><th>Security</th><td>none (the daemon listens on this machine only)</td></tr>
+<tr><th>User</th><td id="imap-user" class="mono">{{.IMAP.User}}</td></tr>
+<tr><th>Password</th><td>{{if .IMAP.EmptyPassword}}empty{{else}}the one you logged in to this page with{{if .IMAP.PasswordFile}}; stored in <code>{{.IMAP.PasswordFile}}</code>{{end}}{{end}}</td></tr>
+</table>
+
+<h2>Sync</h2>
+<table id="sync">
+<tr><th>Spool</th><td>{{if .Sync.Connected}}<span id="connected" class="ok">connected</span>{{else}}<span id="connected" class="warn">not connected</span>{{end}}{{with .Sync.Spool}} <span class="mono">{{.}}</span>{{end}}</td></tr>
+<tr><th>Applied up to</th><td>position <span id="position" class="mono">{{.Sync.Position}}</span></td></tr>
+<tr><th>Spool head</th><td>position <span id="head" class="mono">{{.Sync.Head}}</span></td></tr>
+<tr><th>Behind by</th><td>{{if .Sync.Lag}}<span id="lag" class="warn">{{.Sync.Lag}}</span> entries{{else}}<span id="lag" class="ok">0</span> entries (up to date){{end}}</td></tr>
+<tr><th>Last contact</th><td id="last-contact">{{when .Sync.LastContact .Generated}}</td></tr>
+<tr><th>Last error</th><td id="last-error">{{with .Sync.LastError}}<span class="err">{{.}}</span>{{else}}none{{end}}</td></tr>
+<tr><th>Applied since start</th><td>{{.Sync.Applied}} entries</td></tr>
+</table>
+
+<h2>Folders</h2>
+<table id="mailboxes">
+<tr><th>Folder</th><th>Use</th><th class="num">Messages</th><th class="num">Unseen</th><th class="num">Size</th></tr>
+{{range .Mailboxes}}<tr data-mailbox="{{.Name}}"><td class="mono">{{.Name}}</td><td>{{.SpecialUse}}</td><td class="num" data-messages="{{.Messages}}">{{.Messages}}</td><td class="num" data-unseen="{{.Unseen}}">{{.Unseen}}</td><td class="num">{{size .Size}}</td></tr>
+{{end}}</table>
+
+<h2>Checkpoint</h2>
+<table id="checkpoint">
+<tr><th>Newest on the spool</th><td>{{if .Checkpoint.Position}}position <span class="mono">{{.Checkpoint.Position}}</span>{{else}}none yet{{end}}</td></tr>
+<tr><th>Written by this device</th><td>{{when .Checkpoint.Written .Generated}}</td></tr>
+<tr><th>Rebuilds from a checkpoint</th><td>{{.Checkpoint.Restores}} since start</td></tr>
+{{with .Checkpoint.Bad}}<tr><th>Failed validation</th><td class="err">position {{.}}</td></tr>{{end}}
+</table>
+
+<h2>Rejected entries</h2>
+<p id="rejected-count">{{if .Rejected.Count}}<span class="warn">{{.Rejected.Count}}</span> entries of the log were refused and not applied{{if gt .Rejected.Count (len .Rejected.Recent)}} (the newest {{len .Rejected.Recent}} below){{end}}.{{else}}None: every entry of the log was accepted.{{end}}</p>
+{{if .Rejected.Recent}}<table id="rejected">
+<tr><th class="num">Position</th><th>Reason</th><th>Detail</th><th>When</th></tr>
+{{range .Rejected.Recent}}<tr><td class="num mono">{{.Pos}}</td><td>{{.Reason}}</td><td>{{.Detail}}</td><td>{{.At.Local.Format "2006-01-02 15:04:05"}}</td></tr>
+{{end}}</table>{{end}}
+</body>
+</html>
+`

@@ -1,0 +1,80 @@
+package statuspage
+
+import "time"
+
+// ReportVersion is the version of the JSON form of Report. A change that
+// removes or redefines a field increments it; new fields do not.
+const ReportVersion = 1
+
+// Report is everything the status page shows, and the body of /status.json.
+type Report struct {
+	Version   int       `json:"version"`
+	Generated time.Time `json:"generated"`
+
+	// Alarms are integrity problems the user must look at: a gap in the
+	// log, a checkpoint that failed validation, a forked log. Empty when
+	// all is well.
+	Alarms []string `json:"alarms"`
+
+	IMAP       IMAPSettings `json:"imap"`
+	Sync       SyncState    `json:"sync"`
+	Checkpoint Checkpoint   `json:"checkpoint"`
+	Rejected   Rejections   `json:"rejected"`
+	Mailboxes  []Mailbox    `json:"mailboxes"`
+}
+
+// IMAPSettings is what a mail client needs. It never holds the password.
+type IMAPSettings struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	User string `json:"user"`
+	// PasswordFile is where the password is stored ("" when it was given
+	// on the command line).
+	PasswordFile string `json:"password_file,omitempty"`
+	// EmptyPassword is set when the daemon accepts an empty password.
+	EmptyPassword bool `json:"empty_password,omitempty"`
+}
+
+// SyncState is the sync loop's progress against the spool.
+type SyncState struct {
+	Position    uint64    `json:"position"`     // last applied log position
+	Head        uint64    `json:"head"`         // the spool's head, as last seen
+	Lag         uint64    `json:"lag"`          // head - position (0 when not behind)
+	Connected   bool      `json:"connected"`    // the last exchange with the spool succeeded
+	LastContact time.Time `json:"last_contact"` // zero: no contact since start
+	LastError   string    `json:"last_error,omitempty"`
+	Applied     int       `json:"applied"` // entries applied since the daemon started
+	Spool       string    `json:"spool,omitempty"`
+}
+
+// Checkpoint is the state of checkpoints as this device knows it.
+type Checkpoint struct {
+	Position uint64    `json:"position"` // newest on the spool, as last seen (0: none)
+	Written  time.Time `json:"written"`  // when this device last wrote one (zero: not since start)
+	Restores int       `json:"restores"` // rebuilds from a checkpoint since start
+	// Bad is the position of a checkpoint that failed validation (0: none).
+	Bad uint64 `json:"bad,omitempty"`
+}
+
+// Rejections are the log entries this device refused to apply.
+type Rejections struct {
+	Count  int         `json:"count"`  // all recorded, ever
+	Recent []Rejection `json:"recent"` // the newest, at most Config.MaxRejected
+}
+
+// Rejection is one refused entry.
+type Rejection struct {
+	Pos    uint64    `json:"pos"`
+	Reason string    `json:"reason"`
+	Detail string    `json:"detail,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// Mailbox is one folder's counts.
+type Mailbox struct {
+	Name       string `json:"name"`
+	SpecialUse string `json:"special_use,omitempty"`
+	Messages   uint32 `json:"messages"`
+	Unseen     uint32 `json:"unseen"`
+	Size       int64  `json:"size"`
+}
