@@ -16,9 +16,8 @@ ADMIN=${CSPOOL_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/test?sslmode=d
 DB=cspool_bench_$$
 DSN=$(echo "$ADMIN" | sed "s#/[^/?]*\(?\|\$\)#/$DB\1#")
 TMP=$(mktemp -d)
-PIDS=""
 cleanup() {
-	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+	stop_servers
 	wait 2>/dev/null || true
 	psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 	rm -rf "$TMP"
@@ -30,21 +29,23 @@ go build -o "$TMP/lmtpbench" ./bench/lmtp
 psql -q "$ADMIN" -c "CREATE DATABASE $DB" >/dev/null
 "$TMP/cspool" gen-keys "$TMP/spool.sec" "$TMP/spool.pub" >/dev/null
 "$TMP/cspool" gen-keys "$TMP/user.sec" "$TMP/user.pub" >/dev/null
-echo "bench $(cat "$TMP/user.pub")" > "$TMP/users"
+echo "bench $(grep -o 'cspool-pub-1:[^ ]*' "$TMP/user.pub")" > "$TMP/users"
 chmod 600 "$TMP/users"
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# server NAME ARGS...: start a server with an LMTP listener; prints its address.
+# server NAME ARGS...: start a server with an LMTP listener; sets ADDR.
 server() {
 	name=$1; shift
 	lp=$(port); hp=$(port)
 	"$TMP/cspool" server --port "$hp" --users "$TMP/users" --spool-key "$TMP/spool.sec" \
-		--lmtp "127.0.0.1:$lp" "$@" 2>"$TMP/$name.log" &
-	PIDS="$PIDS $!"
+		--lmtp "127.0.0.1:$lp" "$@" >"$TMP/$name.log" 2>&1 &
+	pid=$!
+	echo $pid >> "$TMP/pids"
 	for _ in $(seq 100); do
+		kill -0 $pid 2>/dev/null || break
 		if python3 -c "import socket; socket.create_connection(('127.0.0.1',$lp),1)" 2>/dev/null; then
-			echo "127.0.0.1:$lp"; return
+			ADDR="127.0.0.1:$lp"; return
 		fi
 		sleep 0.1
 	done
@@ -52,9 +53,11 @@ server() {
 }
 
 stop_servers() {
-	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	PIDS=""
+	if [ -f "$TMP/pids" ]; then
+		for p in $(cat "$TMP/pids"); do kill "$p" 2>/dev/null || true; done
+		for p in $(cat "$TMP/pids"); do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+		rm -f "$TMP/pids"
+	fi
 }
 
 load() { # ADDR CONNS COUNT
@@ -63,18 +66,18 @@ load() { # ADDR CONNS COUNT
 
 echo "== SQLite store, 1 server, 8 connections, $COUNT x 10 KB"
 mkdir -m 700 "$TMP/spool"
-A=$(server sqlite --spool-dir "$TMP/spool")
+server sqlite --spool-dir "$TMP/spool"; A=$ADDR
 load "$A" 8 "$COUNT"
 stop_servers
 
 echo "== PostgreSQL store, 1 server, 8 connections, $COUNT x 10 KB"
-A=$(server pg1 --store postgres --dsn "$DSN" --spool-dir "$TMP")
+server pg1 --store postgres --dsn "$DSN" --spool-dir "$TMP"; A=$ADDR
 load "$A" 8 "$COUNT"
 stop_servers
 
 echo "== PostgreSQL store, 2 servers, 4 connections each, $COUNT x 10 KB in all"
-A=$(server pgA --store postgres --dsn "$DSN" --spool-dir "$TMP")
-B=$(server pgB --store postgres --dsn "$DSN" --spool-dir "$TMP")
+server pgA --store postgres --dsn "$DSN" --spool-dir "$TMP"; A=$ADDR
+server pgB --store postgres --dsn "$DSN" --spool-dir "$TMP"; B=$ADDR
 load "$A" 4 $((COUNT / 2)) > "$TMP/a.out" &
 LA=$!
 load "$B" 4 $((COUNT / 2)) > "$TMP/b.out"
