@@ -159,10 +159,7 @@ func parseSample(line string) (Sample, error) {
 				return s, fmt.Errorf("label %s twice", name)
 			}
 			s.Labels[name] = v
-			line = line[eq+3+end:]
-			if strings.HasPrefix(line, ",") {
-				line = line[1:]
-			}
+			line = strings.TrimPrefix(line[eq+3+end:], ",")
 		}
 		if !strings.HasPrefix(line, "}") {
 			return s, fmt.Errorf("unterminated labels")
