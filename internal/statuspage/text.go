@@ -1,0 +1,84 @@
+package statuspage
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteText writes r as the human-readable lines `cspool status` prints,
+// alarms first; now is the reader's clock, for the ages.
+func WriteText(w io.Writer, r *Report, now time.Time) error {
+	var b strings.Builder
+	for _, a := range r.Alarms {
+		fmt.Fprintf(&b, "ALARM: %s\n", a)
+	}
+	fmt.Fprintf(&b, "cspool daemon for %s, as of %s\n", r.IMAP.User, r.Generated.Local().Format("2006-01-02 15:04:05"))
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	pw := "the daemon's password"
+	switch {
+	case r.IMAP.EmptyPassword:
+		pw = "empty"
+	case r.IMAP.PasswordFile != "":
+		pw = "in " + r.IMAP.PasswordFile
+	}
+	fmt.Fprintf(tw, "IMAP:\t%s port %d, user %s, password %s\n", r.IMAP.Host, r.IMAP.Port, r.IMAP.User, pw)
+	conn := "not connected to the spool"
+	if r.Sync.Connected {
+		conn = "connected to the spool"
+	}
+	if r.Sync.Spool != "" {
+		conn += " " + r.Sync.Spool
+	}
+	fmt.Fprintf(tw, "Sync:\t%s\n", conn)
+	behind := "up to date"
+	if r.Sync.Lag > 0 {
+		behind = fmt.Sprintf("%d behind", r.Sync.Lag)
+	}
+	fmt.Fprintf(tw, "Position:\t%d of %d (%s)\n", r.Sync.Position, r.Sync.Head, behind)
+	fmt.Fprintf(tw, "Last contact:\t%s\n", whenText(r.Sync.LastContact, now))
+	lastErr := "none"
+	if r.Sync.LastError != "" {
+		lastErr = r.Sync.LastError
+	}
+	fmt.Fprintf(tw, "Last error:\t%s\n", lastErr)
+	cp := "none on the spool"
+	if r.Checkpoint.Position != 0 {
+		cp = fmt.Sprintf("position %d on the spool", r.Checkpoint.Position)
+	}
+	fmt.Fprintf(tw, "Checkpoint:\t%s; written by this device: %s; rebuilds: %d\n", cp, whenText(r.Checkpoint.Written, now), r.Checkpoint.Restores)
+	if r.Checkpoint.Bad != 0 {
+		fmt.Fprintf(tw, "Bad checkpoint:\tposition %d failed validation\n", r.Checkpoint.Bad)
+	}
+	fmt.Fprintf(tw, "Rejected:\t%d entries\n", r.Rejected.Count)
+	for _, x := range r.Rejected.Recent {
+		d := ""
+		if x.Detail != "" {
+			d = " (" + x.Detail + ")"
+		}
+		fmt.Fprintf(tw, "\tposition %d: %s%s\n", x.Pos, x.Reason, d)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	b.WriteString("Folders:\n")
+	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "\tmessages\tunseen\tsize\t\n")
+	for _, mb := range r.Mailboxes {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t\n", "  "+mb.Name, mb.Messages, mb.Unseen, humanSize(mb.Size))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func whenText(t, now time.Time) string {
+	if t.IsZero() {
+		return "never (since the daemon started)"
+	}
+	return t.Local().Format("2006-01-02 15:04:05") + " (" + age(now.Sub(t)) + ")"
+}
