@@ -1,0 +1,375 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"cspool/internal/keys"
+)
+
+// postfixMessage is sent into Postfix over SMTP: 8-bit UTF-8, MIME, CRLF, a
+// leading dot. It has Date, Message-ID and From so that Postfix adds none.
+const postfixMessage = "From: Bob Example <bob@example.org>\r\n" +
+	"To: Alice <alice@example.test>\r\n" +
+	"Subject: =?UTF-8?Q?Through_Postfix_=E2=9C=89?=\r\n" +
+	"Date: Wed, 26 Nov 2025 10:00:00 +0100\r\n" +
+	"Message-ID: <postfix-e2e-1@example.org>\r\n" +
+	"MIME-Version: 1.0\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\n" +
+	"Content-Transfer-Encoding: 8bit\r\n" +
+	"\r\n" +
+	"Gr\xc3\xbc\xc3\x9fe from Postfix, through LMTP, into the log.\r\n" +
+	".a line that starts with a dot\r\n" +
+	"\r\n" +
+	"Bob\r\n"
+
+// smtplibSend sends the file PATH from SENDER to RCPT and prints SENT, or
+// REFUSED CODE TEXT when the recipient is refused.
+const smtplibSend = `
+import smtplib, sys
+host, port, sender, rcpt, path = sys.argv[1:6]
+s = smtplib.SMTP(host, int(port), timeout=60)
+s.ehlo("client.example.org")
+try:
+    s.sendmail(sender, [rcpt], open(path, "rb").read())
+    print("SENT")
+except smtplib.SMTPRecipientsRefused as e:
+    code, text = e.recipients[rcpt]
+    print("REFUSED %d %s" % (code, text.decode(errors="replace")))
+s.quit()
+`
+
+// TestPostfix sends mail into a throwaway Postfix instance over SMTP; Postfix
+// routes the test domain to cspool's LMTP listener (transport_maps), and the
+// message is read back through cspool imap-server with Python's imaplib. It
+// also checks recipient validation (reject_unverified_recipient answered by
+// the listener's 550 at RCPT) and that mail queued while the spool server is
+// down arrives after it is back.
+func TestPostfix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs Postfix")
+	}
+	postfix := needPostfix(t)
+	python := needTool(t, "python3", "python3")
+	bin := buildServerBinary(t)
+	work := postfixWorkDir(t)
+	env := os.Environ()
+
+	alice, spoolK := mustKey(t), mustKey(t)
+	if err := keys.WriteFiles(alice, filepath.Join(work, "alice.sec"), filepath.Join(work, "alice.pub"), keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.WriteFiles(spoolK, filepath.Join(work, "spool.sec"), filepath.Join(work, "spool.pub"), keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	writeUsersFile(t, filepath.Join(work, "users"), map[string]*keys.SecretKey{"alice": alice})
+	if err := os.WriteFile(filepath.Join(work, "message.eml"), []byte(postfixMessage), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpPort, imapPort, lmtpPort, smtpPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	spoolURL := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", lmtpPort)
+	serverArgs := []string{"server", "--port", fmt.Sprint(httpPort), "--spool-dir", "spool", "--users", "users",
+		"--spool-key", "spool.sec", "--lmtp", lmtpAddr, "--lmtp-domains", "example.test"}
+	server := startProc(t, "cspool server", work, env, bin, serverArgs...)
+	waitHealthy(t, spoolURL, server)
+	daemon := startProc(t, "cspool imap-server", work, env, bin, "imap-server", "--user", "alice",
+		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub",
+		"--db", "alice.db", "--port", fmt.Sprint(imapPort), "--spool-server", spoolURL)
+	password := settingValue(t, daemon.waitOutput(t, "password:", 30*time.Second), "password")
+
+	start := time.Now()
+	pf := startPostfix(t, postfix, work, smtpPort, lmtpAddr)
+	t.Logf("Postfix started in %v", time.Since(start).Round(time.Millisecond))
+	send := func(rcpt string) string {
+		t.Helper()
+		out := runCmd(t, work, env, "", python, "-c", smtplibSend, "127.0.0.1", fmt.Sprint(smtpPort),
+			"bob@example.org", rcpt, filepath.Join(work, "message.eml"))
+		return strings.TrimSpace(out)
+	}
+
+	// 1. A message for alice arrives, byte for byte after Postfix's header.
+	start = time.Now()
+	if got := send("alice@example.test"); got != "SENT" {
+		t.Fatalf("SMTP to alice@example.test: %q, want SENT", got)
+	}
+	msgs := fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", password, 1)
+	t.Logf("SMTP to IMAP (with address verification) in %v", time.Since(start).Round(time.Millisecond))
+	added := checkPostfixCopy(t, msgs[0])
+	t.Logf("Postfix added %q before the original message", added)
+
+	// 2. An unknown user is refused during the SMTP dialogue: Postfix's
+	// address verification asks the LMTP listener, which answers 550 5.1.1.
+	start = time.Now()
+	if got := send("bob@example.test"); !strings.HasPrefix(got, "REFUSED 550 ") {
+		t.Errorf("SMTP to bob@example.test: %q, want REFUSED 550", got)
+	}
+
+	// 3. While the spool server is down the message waits in Postfix's
+	// queue (a temporary failure); it is delivered once the server is back
+	// and the queue flushed.
+	t.Logf("unknown recipient refused in %v", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	server.stop(t, syscall.SIGTERM, 40*time.Second)
+	if got := send("alice@example.test"); got != "SENT" {
+		t.Fatalf("SMTP to alice@example.test with the spool server down: %q, want SENT (queued)", got)
+	}
+	pf.waitLog(t, "status=deferred", 60*time.Second)
+	t.Logf("server stopped and message deferred in %v", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	server = startProc(t, "cspool server (restarted)", work, env, bin, serverArgs...)
+	waitHealthy(t, spoolURL, server)
+	pf.run(t, "flush")
+	msgs = fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", password, 2)
+	if len(msgs) != 2 {
+		t.Fatalf("after the flush: %d messages, want 2", len(msgs))
+	}
+	t.Logf("spool server restart and queue flush to IMAP in %v", time.Since(start).Round(time.Millisecond))
+	checkPostfixCopy(t, msgs[1])
+
+	start = time.Now()
+	pf.stop(t)
+	t.Logf("Postfix stopped in %v", time.Since(start).Round(time.Millisecond))
+	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	server.stop(t, syscall.SIGTERM, 40*time.Second)
+	if log := server.stderr.String(); strings.Contains(log, "Postfix") || strings.Contains(log, "bob@example.org") {
+		t.Error("the server log holds message contents or a sender address")
+	}
+}
+
+// checkPostfixCopy requires got to be Postfix's added header fields followed
+// by postfixMessage exactly, and returns the added part. Over LMTP Postfix
+// adds one Received field; no Return-Path or Delivered-To.
+func checkPostfixCopy(t *testing.T, got []byte) string {
+	t.Helper()
+	if !bytes.HasSuffix(got, []byte(postfixMessage)) {
+		t.Fatalf("message read back does not end with the message sent:\n%q\nwant suffix\n%q", got, postfixMessage)
+	}
+	added := string(got[:len(got)-len(postfixMessage)])
+	var names []string
+	for _, l := range strings.SplitAfter(added, "\r\n") {
+		switch {
+		case l == "":
+		case !strings.HasSuffix(l, "\r\n"):
+			t.Errorf("added header line %q does not end in CRLF", l)
+		case l[0] == ' ' || l[0] == '\t':
+		default:
+			name, _, ok := strings.Cut(l, ":")
+			if !ok {
+				t.Errorf("added line %q is not a header field", l)
+			}
+			names = append(names, name)
+		}
+	}
+	if strings.Join(names, ",") != "Received" {
+		t.Errorf("Postfix added fields %v, want one Received", names)
+	}
+	return added
+}
+
+// needPostfix returns the postfix command (Debian package postfix), skipping
+// or, under CI=true, failing when it is missing or the test is not root.
+func needPostfix(t *testing.T) string {
+	t.Helper()
+	const path = "/usr/sbin/postfix"
+	problem := ""
+	if _, err := os.Stat(path); err != nil {
+		problem = fmt.Sprintf("%s not installed (apt-get install postfix): %v", path, err)
+	} else if os.Geteuid() != 0 {
+		problem = "a Postfix instance needs root"
+	}
+	if problem != "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("required in CI: %s", problem)
+		}
+		t.Skipf("%s; skipping", problem)
+	}
+	return path
+}
+
+// postfixWorkDir is a temporary folder that Postfix's unprivileged daemons
+// can traverse.
+func postfixWorkDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// postfixInstance is a throwaway Postfix with its own configuration, queue
+// and data directories under one folder.
+type postfixInstance struct {
+	bin, conf, queue, maillog string
+}
+
+func startPostfix(t *testing.T, bin, work string, smtpPort int, lmtpAddr string) *postfixInstance {
+	t.Helper()
+	root := filepath.Join(work, "postfix")
+	p := &postfixInstance{bin: bin, conf: filepath.Join(root, "conf"), queue: filepath.Join(root, "queue"),
+		maillog: filepath.Join(root, "maillog")}
+	for _, d := range []string{p.conf, p.queue} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mainCF := strings.Join([]string{
+		"compatibility_level = 3.6",
+		"queue_directory = " + p.queue,
+		"data_directory = " + filepath.Join(root, "data"),
+		"maillog_file = " + p.maillog,
+		"maillog_file_prefixes = " + root,
+		"myhostname = mx.cspool-test.invalid",
+		"mydomain = cspool-test.invalid",
+		"inet_interfaces = loopback-only",
+		"inet_protocols = ipv4",
+		"mynetworks = 127.0.0.0/8",
+		"mydestination =",
+		"local_recipient_maps =",
+		"relay_domains = example.test",
+		"transport_maps = texthash:" + filepath.Join(p.conf, "transport"),
+		// Nothing leaves this instance: bounces to other domains fail at once.
+		"default_transport = error:this test instance sends no outside mail",
+		"smtpd_recipient_restrictions = reject_unauth_destination, reject_unverified_recipient",
+		"unverified_recipient_reject_code = 550",
+		"address_verify_map =",
+		"address_verify_poll_delay = 1s",
+		"smtputf8_enable = no",
+		"biff = no",
+		"",
+	}, "\n")
+	// No chroot, so no copies of /etc inside the queue; smtpd on the test
+	// port only.
+	masterCF := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n -  0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n -  - trivial-rewrite
+bounce    unix  - - n -  0 bounce
+defer     unix  - - n -  0 bounce
+trace     unix  - - n -  0 bounce
+verify    unix  - - n -  1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -  - proxymap
+smtp      unix  - - n -  - smtp
+relay     unix  - - n -  - smtp
+showq     unix  n - n -  - showq
+error     unix  - - n -  - error
+retry     unix  - - n -  - error
+discard   unix  - - n -  - discard
+lmtp      unix  - - n -  - lmtp
+anvil     unix  - - n -  1 anvil
+scache    unix  - - n -  1 scache
+postlog   unix-dgram n - n - 1 postlogd
+`, smtpPort)
+	files := map[string]string{"main.cf": mainCF, "master.cf": masterCF,
+		"transport": "example.test lmtp:inet:" + lmtpAddr + "\n"}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(p.conf, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.run(t, "start")
+	t.Cleanup(func() {
+		if p.masterPID() != 0 {
+			p.stop(t)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(p.maillog)
+			t.Logf("Postfix maillog:\n%s", b)
+		}
+	})
+	// Wait for smtpd's port.
+	addr := fmt.Sprintf("127.0.0.1:%d", smtpPort)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Postfix not listening on %s after 30 s: %v", addr, err)
+		}
+	}
+}
+
+// run runs `postfix -c CONF VERB`, bounded.
+func (p *postfixInstance) run(t *testing.T, verb string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, p.bin, "-c", p.conf, verb).CombinedOutput()
+	if err != nil {
+		b, _ := os.ReadFile(p.maillog)
+		t.Fatalf("postfix %s: %v\n%s\nmaillog:\n%s", verb, err, out, b)
+	}
+}
+
+// masterPID is the running master's process id, or 0.
+func (p *postfixInstance) masterPID() int {
+	b, err := os.ReadFile(filepath.Join(p.queue, "pid", "master.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 || !alive(pid) {
+		return 0
+	}
+	return pid
+}
+
+// alive tells whether a process exists and is not a zombie (the master is
+// not the test's child, so nothing here reaps it).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	_, rest, _ := bytes.Cut(b, []byte(") "))
+	return len(rest) > 0 && rest[0] != 'Z'
+}
+
+// stop stops the instance and waits (bounded) for its master to exit,
+// killing it by its PID as a last resort.
+func (p *postfixInstance) stop(t *testing.T) {
+	t.Helper()
+	pid := p.masterPID()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, p.bin, "-c", p.conf, "stop").CombinedOutput(); err != nil {
+		t.Errorf("postfix stop: %v\n%s", err, out)
+	}
+	for deadline := time.Now().Add(20 * time.Second); pid != 0 && alive(pid); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("Postfix master %d still running 20 s after stop; killing it", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+			break
+		}
+	}
+}
+
+// waitLog waits until Postfix's log contains want.
+func (p *postfixInstance) waitLog(t *testing.T, want string, d time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		if b, _ := os.ReadFile(p.maillog); bytes.Contains(b, []byte(want)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Postfix's log lacks %q after %v", want, d)
+		}
+	}
+}
