@@ -4,15 +4,18 @@
 //
 //   - a first sync of N delivered messages: HTTP requests and bytes on the
 //     wire with the sync loop's batching, against one entry per request;
+//
 //   - a STORE \Seen over all N messages: one command naming every message,
 //     against one command per message (measured on a sample, scaled up);
+//
 //   - churn: FLAGS flag changes and moves as separate entries, then half the
 //     messages expunged; the spool's bytes after a checkpoint and compaction
 //     against the bytes of the live messages' entries;
+//
 //   - a new device's bootstrap from the checkpoint against a full replay of
 //     the uncompacted log.
 //
-//	go run ./bench/churn -n 10000 -flags 100000
+//     go run ./bench/churn -n 10000 -flags 100000
 package main
 
 import (
