@@ -51,6 +51,10 @@ The spool key (--spool-key, a secret key file) signs LMTP deliveries, and its
 public half may append to any user's log over HTTP ('cspool deliver
 --spool-server'). It cannot decrypt anything.
 
+Prometheus metrics (docs/METRICS.md) are served at /metrics on a listener of
+their own with --metrics-addr; they are off by default and carry no user
+names.
+
 Listeners default to localhost. SIGTERM or SIGINT stops accepting, lets
 requests and deliveries in flight finish (up to 30 s), and closes the store.`, `
 cspool server --users /etc/cspool/users --spool-dir /var/lib/cspool \
@@ -72,6 +76,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9399; empty: off")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -112,12 +117,13 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
 		spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
+		metricsAddr: *metricsAddr,
 	})
 }
 
 type serverFlags struct {
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
-	storeKind, dsn                                                                      string
+	storeKind, dsn, metricsAddr                                                         string
 	usersTable                                                                          bool
 	maxMsg                                                                              int64
 }
@@ -145,9 +151,11 @@ type serverRun struct {
 	pgUser *userdb.PG
 	httpLn net.Listener
 	lmtpLn net.Listener
+	mon    *metricsRun // nil: metrics off
 }
 
 func (s *serverRun) close() {
+	s.mon.close()
 	for _, ln := range []net.Listener{s.httpLn, s.lmtpLn} {
 		if ln != nil {
 			ln.Close()
@@ -200,9 +208,20 @@ func (s *serverRun) run(f serverFlags) error {
 	if err != nil {
 		return err
 	}
+	errc := make(chan error, 3)
 	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20)}
 	if spoolKey != nil {
 		cfg.SpoolKey = spoolKey.Public()
+	}
+	var deliveryLog deliver.Appender = store
+	lmtpOpts := deliver.LMTPOptions{Domains: splitList(f.lmtpDomains), MaxMessageBytes: f.maxMsg, Logger: s.log}
+	if f.metricsAddr != "" {
+		if s.mon, err = s.startMetrics(f.metricsAddr, store, errc); err != nil {
+			return err
+		}
+		cfg.Metrics = s.mon.spool.HTTP()
+		lmtpOpts.Metrics = s.mon.spool.LMTP()
+		deliveryLog = s.mon.spool.TimeAppends(store)
 	}
 	apiSrv := api.NewServer(cfg)
 	if s.httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {
@@ -216,13 +235,11 @@ func (s *serverRun) run(f serverFlags) error {
 		if s.lmtpLn, err = net.Listen("tcp", f.lmtpAddr); err != nil {
 			return withHint(fmt.Errorf("listening for LMTP on %s: %w", f.lmtpAddr, err), "pick another --lmtp address")
 		}
-		host, _ := os.Hostname()
-		d := &deliver.Deliverer{Log: store, SpoolKey: spoolKey, Users: directory{users}, MaxMessageBytes: f.maxMsg}
-		lmtp = deliver.NewLMTP(d, deliver.LMTPOptions{Hostname: host, Domains: splitList(f.lmtpDomains),
-			MaxMessageBytes: f.maxMsg, Logger: s.log})
+		lmtpOpts.Hostname, _ = os.Hostname()
+		d := &deliver.Deliverer{Log: deliveryLog, SpoolKey: spoolKey, Users: directory{users}, MaxMessageBytes: f.maxMsg}
+		lmtp = deliver.NewLMTP(d, lmtpOpts)
 	}
 
-	errc := make(chan error, 2)
 	go func() {
 		var err error
 		if f.tlsCert != "" {
@@ -256,6 +273,8 @@ func (s *serverRun) run(f serverFlags) error {
 		err = errors.Join(err, lmtp.Shutdown(ctx))
 	}
 	s.httpLn, s.lmtpLn = nil, nil
+	s.mon.close()
+	s.mon = nil
 	if err != nil {
 		s.log.Warn("requests still in flight at the end of the grace period were cut", "err", err)
 	}
@@ -299,6 +318,11 @@ func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKe
 	}
 	if s.lmtpLn != nil {
 		attrs[3] = s.lmtpLn.Addr().String()
+	}
+	if s.mon != nil {
+		attrs = append(attrs, "metrics", "http://"+s.mon.ln.Addr().String()+"/metrics")
+	} else {
+		attrs = append(attrs, "metrics", "off")
 	}
 	if users.TestMode() {
 		attrs = append(attrs, "users", "TEST MODE ("+users.Path()+")")

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"cspool/internal/api"
+	"cspool/internal/keys"
+	"cspool/internal/metrics"
+)
+
+// scrape fetches and parses /metrics.
+func scrape(t *testing.T, url string) (map[string]*metrics.Family, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("scraping %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("scraping %s: status %d, %v", url, resp.StatusCode, err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != metrics.ContentType {
+		t.Errorf("Content-Type %q, want %q", ct, metrics.ContentType)
+	}
+	fams, err := metrics.Parse(strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v\n%s", err, body)
+	}
+	return fams, string(body)
+}
+
+// value returns one sample's value, 0 when the series does not exist yet.
+func value(fams map[string]*metrics.Family, family, sample string, labels map[string]string) float64 {
+	f := fams[family]
+	if f == nil {
+		return 0
+	}
+	v, _ := f.Get(sample, labels)
+	return v
+}
+
+// TestServerMetrics runs `cspool server --metrics-addr`, makes deliveries
+// (LMTP and HTTP), appends, a long-poll and refused requests, and checks
+// that /metrics counts each of them and names no user.
+func TestServerMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	alice, bob, spoolK, stranger := mustKey(t), mustKey(t), mustKey(t), mustKey(t)
+	usersPath := filepath.Join(dir, "users")
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice, "bob": bob})
+	spoolSec := filepath.Join(dir, "spool.sec")
+	if err := keys.WriteFiles(spoolK, spoolSec, filepath.Join(dir, "spool.pub"), keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startServer(t, bin, "--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
+		"--spool-key", spoolSec, "--lmtp", lmtpAddr, "--metrics-addr", metricsAddr)
+	url := "http://" + metricsAddr + "/metrics"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	before, _ := scrape(t, url)
+	for _, name := range []string{"cspool_deliveries_total", "cspool_store_append_seconds", "cspool_longpolls_open",
+		"cspool_auth_failures_total", "cspool_http_requests_total", "cspool_store_size_bytes", "cspool_sqlite_commits_total"} {
+		if before[name] == nil {
+			t.Errorf("family %s missing before any traffic", name)
+		}
+	}
+
+	client := func(user string, k *keys.SecretKey) *api.Client {
+		c, err := api.NewClient(p.url, user, k, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ac := client("alice", alice)
+	if _, err := ac.Append(ctx, "alice", [][]byte{[]byte("from a device")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client("", spoolK).Append(ctx, "alice", [][]byte{[]byte("delivered over HTTP")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client("alice", stranger).Head(ctx); !errors.Is(err, api.ErrUnauthenticated) {
+		t.Errorf("stranger: %v, want ErrUnauthenticated", err)
+	}
+	if _, err := client("bob", alice).Head(ctx); !errors.Is(err, api.ErrForbidden) {
+		t.Errorf("alice on bob's log: %v, want ErrForbidden", err)
+	}
+
+	// A long-poll is open while it waits, and closed once mail arrives.
+	polled := make(chan error, 1)
+	go func() {
+		es, _, err := ac.Read(ctx, 2, 0, 0, 30*time.Second)
+		if err == nil && len(es) != 1 {
+			err = fmt.Errorf("long-poll returned %d entries, want 1", len(es))
+		}
+		polled <- err
+	}()
+	waitMetric(t, url, "cspool_longpolls_open", nil, 1)
+
+	lmtpSendOne(t, lmtpAddr, "alice@example.org", 0)
+	lmtpSendOne(t, lmtpAddr, "nobody@example.org", 550)
+	if err := <-polled; err != nil {
+		t.Fatalf("long-poll: %v", err)
+	}
+	waitMetric(t, url, "cspool_longpolls_open", nil, 0)
+
+	after, text := scrape(t, url)
+	checks := []struct {
+		family, sample string
+		labels         map[string]string
+		want           float64
+	}{
+		{"cspool_deliveries_total", "cspool_deliveries_total", map[string]string{"via": "lmtp", "outcome": "ok"}, 1},
+		{"cspool_deliveries_total", "cspool_deliveries_total", map[string]string{"via": "lmtp", "outcome": "unknown_user"}, 1},
+		{"cspool_deliveries_total", "cspool_deliveries_total", map[string]string{"via": "http", "outcome": "ok"}, 1},
+		{"cspool_auth_failures_total", "cspool_auth_failures_total", map[string]string{"reason": "unknown_key"}, 1},
+		{"cspool_auth_failures_total", "cspool_auth_failures_total", map[string]string{"reason": "forbidden"}, 1},
+		{"cspool_http_requests_total", "cspool_http_requests_total", map[string]string{"method": "POST", "route": "/v1/users/{user}/entries", "status": "200"}, 2},
+		{"cspool_http_requests_total", "cspool_http_requests_total", map[string]string{"method": "GET", "route": "/v1/users/{user}/head", "status": "401"}, 1},
+		{"cspool_http_requests_total", "cspool_http_requests_total", map[string]string{"method": "GET", "route": "/v1/users/{user}/entries", "status": "200"}, 1},
+		{"cspool_store_append_seconds", "cspool_store_append_seconds_count", map[string]string{"via": "http"}, 2},
+		{"cspool_store_append_seconds", "cspool_store_append_seconds_count", map[string]string{"via": "lmtp"}, 1},
+		{"cspool_sqlite_entries_total", "cspool_sqlite_entries_total", nil, 3},
+	}
+	for _, c := range checks {
+		if got := value(after, c.family, c.sample, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.sample, c.labels, got, c.want)
+		}
+	}
+	if size := value(after, "cspool_store_size_bytes", "cspool_store_size_bytes", map[string]string{"backend": "sqlite"}); size <= 0 {
+		t.Errorf("cspool_store_size_bytes{backend=sqlite} = %v, want > 0", size)
+	}
+	for _, secret := range []string{"alice", "bob", "nobody", "example.org", "Subject"} {
+		if strings.Contains(text, secret) {
+			t.Errorf("/metrics mentions %q", secret)
+		}
+	}
+	p.stop(t)
+	if log := p.stderr.String(); !strings.Contains(log, "metrics=http://"+metricsAddr+"/metrics") {
+		t.Errorf("start line lacks the metrics address:\n%s", log)
+	}
+}
+
+// lmtpSendOne delivers one message to rcpt over its own connection and
+// checks the reply code (0: success).
+func lmtpSendOne(t *testing.T, addr, rcpt string, wantCode int) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := smtp.NewClientLMTP(conn)
+	defer lc.Close()
+	err = lc.SendMail("sender@example.net", []string{rcpt}, strings.NewReader("Subject: hi\r\n\r\nbody\r\n"))
+	var se *smtp.SMTPError
+	switch {
+	case wantCode == 0 && err != nil:
+		t.Fatalf("LMTP to %s: %v", rcpt, err)
+	case wantCode != 0 && (!errors.As(err, &se) || se.Code != wantCode):
+		t.Fatalf("LMTP to %s: %v, want %d", rcpt, err, wantCode)
+	}
+}
+
+// waitMetric scrapes until the sample has the value (bounded: 20 s).
+func waitMetric(t *testing.T, url, name string, labels map[string]string, want float64) {
+	t.Helper()
+	var got float64
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		fams, _ := scrape(t, url)
+		if got = value(fams, name, name, labels); got == want {
+			return
+		}
+	}
+	t.Fatalf("%s%v stayed %v, want %v", name, labels, got, want)
+}
+
+// TestServerMetricsOff checks that no metrics listener exists by default.
+func TestServerMetricsOffByDefault(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	p := startServer(t, bin, "--spool-dir", filepath.Join(t.TempDir(), "spool"))
+	p.stop(t)
+	if log := p.stderr.String(); !strings.Contains(log, "metrics=off") {
+		t.Errorf("start line does not say metrics=off:\n%s", log)
+	}
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"cspool/internal/metrics"
+	"cspool/internal/spool"
+	"cspool/internal/spool/pgstore"
+	"cspool/internal/spool/sqlitestore"
+)
+
+// metricsRun is the metrics listener of a running server.
+type metricsRun struct {
+	spool *metrics.Spool
+	ln    net.Listener
+	srv   *http.Server
+}
+
+// startMetrics registers the server's metrics, listens on addr and serves
+// GET /metrics (docs/METRICS.md). Nothing it serves names a user.
+func (s *serverRun) startMetrics(addr string, store spool.Store, errc chan<- error) (*metricsRun, error) {
+	reg := metrics.NewRegistry()
+	m := &metricsRun{spool: metrics.NewSpool(reg)}
+	registerStoreMetrics(reg, store)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("listening for metrics on %s: %w", addr, err), "pick another --metrics-addr, or leave it empty to turn metrics off")
+	}
+	m.ln = ln
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", reg.Handler(s.log))
+	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
+	go func() {
+		if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving metrics on %s: %w", addr, err)
+		}
+	}()
+	return m, nil
+}
+
+func (m *metricsRun) close() {
+	if m != nil {
+		m.srv.Close()
+	}
+}
+
+// registerStoreMetrics adds the size of the store and, for SQLite, its
+// append and commit counters (group commit shows as commits < appends).
+func registerStoreMetrics(reg *metrics.Registry, store spool.Store) {
+	const sizeHelp = "Bytes the store occupies: SQLite database and WAL files, or PostgreSQL tables with indexes and TOAST."
+	switch st := store.(type) {
+	case *sqlitestore.Store:
+		reg.GaugeFunc("cspool_store_size_bytes", sizeHelp, metrics.Labels{"backend": "sqlite"}, func() (float64, bool) {
+			var n int64
+			for _, name := range []string{sqlitestore.DBName, sqlitestore.DBName + "-wal"} {
+				if fi, err := os.Stat(filepath.Join(st.Dir(), name)); err == nil {
+					n += fi.Size()
+				}
+			}
+			return float64(n), true
+		})
+		stat := func(f func(sqlitestore.Stats) int64) func() (float64, bool) {
+			return func() (float64, bool) { return float64(f(st.Stats())), true }
+		}
+		reg.CounterFunc("cspool_sqlite_appends_total", "Append calls committed by the SQLite store.", nil,
+			stat(func(s sqlitestore.Stats) int64 { return s.Appends }))
+		reg.CounterFunc("cspool_sqlite_entries_total", "Entries appended to the SQLite store.", nil,
+			stat(func(s sqlitestore.Stats) int64 { return s.Entries }))
+		reg.CounterFunc("cspool_sqlite_commits_total", "Write transactions (one fsync each) of the SQLite store.", nil,
+			stat(func(s sqlitestore.Stats) int64 { return s.Commits }))
+	case *pgstore.Store:
+		reg.GaugeFunc("cspool_store_size_bytes", sizeHelp, metrics.Labels{"backend": "postgres"}, func() (float64, bool) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			var n int64
+			err := st.Pool().QueryRow(ctx, `SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+				FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace
+				WHERE c.relkind = 'r' AND ns.nspname = current_schema()
+				AND c.relname IN ('cspool_logs', 'cspool_entries', 'cspool_checkpoints')`).Scan(&n)
+			return float64(n), err == nil // left out of the scrape when the database does not answer
+		})
+	}
+}
