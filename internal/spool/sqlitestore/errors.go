@@ -17,6 +17,11 @@ var ErrNewerSchema = errors.New("sqlitestore: database schema is newer than this
 // ErrNotSpool means the database file belongs to another application.
 var ErrNotSpool = errors.New("sqlitestore: not a cspool spool database")
 
+// ErrCompactedLog means a log lost entries to compaction before this
+// version kept chain hashes: its chain cannot be computed, so the migration
+// that introduces the chain refuses to run (docs/STORE.md, schema 3).
+var ErrCompactedLog = errors.New("sqlitestore: a log compacted before schema version 3 cannot be chained")
+
 // classify wraps err with spool.ErrUnavailable when it is temporary (a lock
 // held too long, a full disk, an I/O error, memory) and with spool.ErrTooLarge
 // when SQLite refused a value's size.

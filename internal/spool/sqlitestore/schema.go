@@ -2,6 +2,7 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 )
 
@@ -52,6 +53,40 @@ BEGIN
 	SELECT RAISE(ABORT, 'spool: a checkpoint may only be replaced by a later one');
 END;
 `,
+	// 3: the hash chain (Chainer). users.chain is the chain hash at the
+	// user's head; chain holds the hash of every position ever assigned
+	// and is never updated or deleted from (triggers), so compaction keeps
+	// it. WITHOUT ROWID: the primary key is the row, no second b-tree.
+	// The hashes of logs present at migration are computed by
+	// backfillChain in the same transaction.
+	`
+ALTER TABLE users ADD COLUMN chain BLOB NOT NULL
+	DEFAULT X'0000000000000000000000000000000000000000000000000000000000000000'
+	CHECK (length(chain) = 32);
+CREATE TABLE chain (
+	user_id INTEGER NOT NULL REFERENCES users (id),
+	pos     INTEGER NOT NULL CHECK (pos >= 1),
+	hash    BLOB    NOT NULL CHECK (length(hash) = 32),
+	PRIMARY KEY (user_id, pos)
+) WITHOUT ROWID;
+CREATE TRIGGER chain_never_updated BEFORE UPDATE ON chain
+BEGIN
+	SELECT RAISE(ABORT, 'spool: a chain hash never changes');
+END;
+CREATE TRIGGER chain_never_deleted BEFORE DELETE ON chain
+BEGIN
+	SELECT RAISE(ABORT, 'spool: a chain hash is never deleted');
+END;
+`,
+}
+
+// afterStep runs the part of migration step v (to version v) that SQL alone
+// cannot do, in the migration's transaction.
+func afterStep(ctx context.Context, tx *sql.Tx, v int) error {
+	if v == 3 {
+		return backfillChain(ctx, tx)
+	}
+	return nil
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -100,6 +135,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	for v := version; v < SchemaVersion; v++ {
 		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
 			return fmt.Errorf("migrating schema to version %d: %w", v+1, classify(err))
+		}
+		if err := afterStep(ctx, tx, v+1); err != nil {
+			return fmt.Errorf("migrating schema to version %d: %w", v+1, err)
 		}
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", SchemaVersion)); err != nil {

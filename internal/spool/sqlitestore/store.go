@@ -34,6 +34,11 @@
 //     append groups, in its own IMMEDIATE transaction: the checkpoint row and
 //     the deletions commit together or not at all, and appends keep their
 //     group-commit guarantees. users.head is never touched by compaction.
+//   - Chain (spool.Chainer): the append transaction computes the chain hash
+//     of every entry from the hash kept on the user's row (users.chain, the
+//     hash at the head) and stores it in the chain table, which nothing
+//     updates or deletes from (triggers); compaction deletes entries only,
+//     so the hash of every position up to the head stays answerable.
 //   - Space: a database created by this version has auto_vacuum=INCREMENTAL
 //     (set before its first page is written), and after a compaction the
 //     free pages are handed back to the file system in bounded steps, each
@@ -63,6 +68,7 @@ import (
 var (
 	_ spool.Store     = (*Store)(nil)
 	_ spool.Compactor = (*Store)(nil)
+	_ spool.Chainer   = (*Store)(nil)
 )
 
 // DBName is the database file's name inside the spool directory.

@@ -155,13 +155,18 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 		return nil, nil, fmt.Errorf("preparing insert: %w", err)
 	}
 	defer ins.Close()
+	chainIns, err := tx.PrepareContext(ctx, "INSERT INTO chain (user_id, pos, hash) VALUES (?, ?, ?)")
+	if err != nil {
+		return nil, nil, fmt.Errorf("preparing chain insert: %w", err)
+	}
+	defer chainIns.Close()
 	firsts = make([]uint64, len(group))
 	errs = make([]error, len(group))
 	for i, r := range group {
 		if _, err := tx.ExecContext(ctx, "SAVEPOINT a"); err != nil {
 			return nil, nil, fmt.Errorf("savepoint: %w", err)
 		}
-		firsts[i], errs[i] = appendOne(ctx, tx, ins, r)
+		firsts[i], errs[i] = appendOne(ctx, tx, ins, chainIns, r)
 		if errs[i] != nil {
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO a"); err != nil {
 				return nil, nil, fmt.Errorf("rolling back to savepoint: %w", err)
@@ -177,17 +182,26 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 	return firsts, errs, nil
 }
 
-// appendOne appends one call's batch after the user's head.
-func appendOne(ctx context.Context, tx *sql.Tx, ins *sql.Stmt, r *appendReq) (uint64, error) {
+// appendOne appends one call's batch after the user's head, with the chain
+// hash of every entry computed from the hash kept on the user's row. The
+// write transaction serialises it with every other append, in this process
+// and in others, so the chain stays dense and follows the positions.
+func appendOne(ctx context.Context, tx *sql.Tx, ins, chainIns *sql.Stmt, r *appendReq) (uint64, error) {
 	name := []byte(r.user)
 	var id int64
 	var head uint64
+	var prev []byte
 	err := tx.QueryRowContext(ctx,
-		`INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head`,
-		name).Scan(&id, &head)
+		`INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head, chain`,
+		name).Scan(&id, &head, &prev)
 	if err != nil {
 		return 0, fmt.Errorf("finding user: %w", err)
 	}
+	var h spool.Hash
+	if len(prev) != len(h) {
+		return 0, fmt.Errorf("user's chain hash has %d bytes", len(prev))
+	}
+	copy(h[:], prev)
 	first := head + 1
 	for i, d := range r.batch {
 		if d == nil {
@@ -197,8 +211,12 @@ func appendOne(ctx context.Context, tx *sql.Tx, ins *sql.Stmt, r *appendReq) (ui
 			return 0, fmt.Errorf("inserting entry %d: %w", first+uint64(i), err)
 		}
 	}
+	h, err = chainRows(ctx, chainIns, id, first, h, r.batch)
+	if err != nil {
+		return 0, err
+	}
 	last := first + uint64(len(r.batch)) - 1
-	if _, err := tx.ExecContext(ctx, "UPDATE users SET head = ? WHERE id = ?", last, id); err != nil {
+	if _, err := tx.ExecContext(ctx, "UPDATE users SET head = ?, chain = ? WHERE id = ?", last, h[:], id); err != nil {
 		return 0, fmt.Errorf("advancing head: %w", err)
 	}
 	return first, nil
