@@ -50,6 +50,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	spoolURL := fs.String("spool-server", "http://localhost:3999", "spool server `URL`")
 	port := fs.Int("port", 1143, "IMAP port")
 	addr := fs.String("addr", "127.0.0.1", "IMAP listen `address` (keep it on localhost unless you add TLS in front)")
+	statusAddr := fs.String("status-addr", defaultStatusAddr, "status page `address` (host:port, see docs/STATUS.md; '' turns it off)")
 	debug := fs.Bool("debug", false, "log debug detail")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -92,6 +93,11 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 		log.Warn("IMAP login accepts an empty password: anyone who can reach the port can read this mailbox", "addr", *addr)
 	}
 
+	unlock, err := lockDatabase(*dbPath, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	store, err := mailstore.Open(*dbPath)
 	if err != nil {
 		return withHint(err, "check that the directory of --db exists and is writable")
@@ -134,6 +140,15 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "user", *userName,
 		"db", *dbPath, "position", pos, "spool", *spoolURL)
 	printSettings(e, ln.Addr(), *userName, pw, generated, *dbPath)
+	stopStatus, err := startStatusPage(e, statusPageConfig{
+		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: newStatusCollector(sy, store, ln.Addr(), *userName, *dbPath, passwordSet, pw, *spoolURL),
+		user: *userName, password: pw, allowEmpty: passwordSet && pw == "", log: log,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopStatus()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

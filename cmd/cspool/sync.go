@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+	"cspool/internal/syncer"
+)
+
+func runSync(e *env, args []string) error {
+	fs := newFlagSet(e, "sync", "", `
+Bring the local mail database up to date with the spool, without serving
+IMAP: read the user's log from the spool server from the database's
+position to the spool's head, verify and apply every entry, show progress,
+and exit. With --once=false it goes on following the log until interrupted.
+
+Progress (entries and bytes read, rate, entries remaining) is one updating
+line on a terminal and a line every few seconds otherwise.
+
+Only one process syncs a database: the daemon (cspool imap-server) holds a
+lock on DB.lock while it runs, and this command refuses to start while it
+does; the daemon already syncs the database.`, `
+cspool sync --once --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub
+cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
+	userKeyPath := fs.String("user-key", "user.sec", "the user's secret key `file`")
+	userPubPath := fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key)")
+	spoolPubPath := fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)")
+	userName := fs.String("user", defaultUser(e), "the user `name` (the log's name on the spool)")
+	dbPath := fs.String("db", "test.db", "local mail database `file`")
+	spoolURL := fs.String("spool-server", "http://localhost:3999", "spool server `URL`")
+	once := fs.Bool("once", true, "sync up to the spool's head and exit (false: keep following the log)")
+	interval := fs.Duration("progress", 0, "progress `interval` (0: 250ms on a terminal, 2s otherwise)")
+	debug := fs.Bool("debug", false, "log debug detail")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if err := keys.CheckUserName(*userName); err != nil {
+		return usagef("%v", err)
+	}
+	userKey, err := keys.LoadSecret(*userKeyPath)
+	if err != nil {
+		return withHint(err, "create a key pair with: cspool gen-keys user.sec user.pub")
+	}
+	userPub, err := keys.LoadPublic(*userPubPath)
+	if err != nil {
+		return withHint(err, "pass the public file made with the secret key: --user-public-key user.pub")
+	}
+	if !userPub.Equal(userKey.Public()) {
+		return withHint(fmt.Errorf("%s is not the public half of %s", *userPubPath, *userKeyPath),
+			"pass the .pub file that gen-keys wrote together with the .sec file")
+	}
+	spoolPub, err := keys.LoadPublic(*spoolPubPath)
+	if err != nil {
+		return withHint(err, "copy the spool's public key file (spool.pub) from the server")
+	}
+	unlock, err := lockDatabase(*dbPath, "it is being synced already; see its state with: cspool status --db "+*dbPath)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	store, err := mailstore.Open(*dbPath)
+	if err != nil {
+		return withHint(err, "check that the directory of --db exists and is writable")
+	}
+	defer store.Close()
+	client, err := api.NewClient(*spoolURL, *userName, userKey, nil)
+	if err != nil {
+		return usagef("--spool-server: %v", err)
+	}
+	src := newCountingSource(client)
+	log := newLogger(e, *debug)
+	sy, err := syncer.New(syncer.Config{
+		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: src, Store: store,
+		Logger: log, IsTemporary: api.IsTemporary,
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	p := newProgress(e.stdout, isTerminal(e.stdout), sy, src)
+	every := *interval
+	if every <= 0 {
+		every = 2 * time.Second
+		if p.tty {
+			every = 250 * time.Millisecond
+		}
+	}
+	done := make(chan struct{})
+	ticked := make(chan struct{})
+	go func() {
+		defer close(ticked)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				p.show()
+			}
+		}
+	}()
+	if *once {
+		_, err = sy.SyncOnce(ctx)
+	} else {
+		err = sy.Run(ctx)
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			err = nil
+		}
+	}
+	close(done)
+	<-ticked
+	p.finish()
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.ECONNREFUSED) || api.IsTemporary(err):
+		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), "check that the spool server is running and --spool-server is right")
+	case errors.Is(err, syncer.ErrGap):
+		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err),
+			"the spool is missing entries after this device's position: report it to the spool's operator; do not trust this spool until it is explained")
+	}
+	return fmt.Errorf("syncing with %s: %w", *spoolURL, err)
+}
+
+// countingSource passes reads through and counts the entries and bytes.
+type countingSource struct {
+	syncer.Source
+	entries, bytes atomic.Int64
+}
+
+func (c *countingSource) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error) {
+	lr, err := c.Source.ReadLog(ctx, after, maxCount, maxBytes, wait)
+	n := 0
+	for _, e := range lr.Entries {
+		n += len(e.Data)
+	}
+	c.entries.Add(int64(len(lr.Entries)))
+	c.bytes.Add(int64(n))
+	return lr, err
+}
+
+// countingCheckpointer is a countingSource over a source with checkpoints:
+// the syncer finds the capability with a type assertion, so it must stay
+// visible through the wrapper.
+type countingCheckpointer struct {
+	*countingSource
+	cp syncer.Checkpointer
+}
+
+func (c countingCheckpointer) Checkpoint(ctx context.Context) (spool.Checkpoint, error) {
+	cp, err := c.cp.Checkpoint(ctx)
+	c.bytes.Add(int64(len(cp.Data)))
+	return cp, err
+}
+
+func (c countingCheckpointer) PutCheckpoint(ctx context.Context, cp spool.Checkpoint, keep []uint64) (spool.CompactStats, error) {
+	return c.cp.PutCheckpoint(ctx, cp, keep)
+}
+
+// counter is what progress reads of the source.
+type counter interface {
+	counts() (entries, bytes int64)
+	syncer.Source
+}
+
+func (c *countingSource) counts() (int64, int64) { return c.entries.Load(), c.bytes.Load() }
+
+func newCountingSource(s syncer.Source) counter {
+	c := &countingSource{Source: s}
+	if cp, ok := s.(syncer.Checkpointer); ok {
+		return countingCheckpointer{c, cp}
+	}
+	return c
+}
+
+// progress prints the sync's progress: one line rewritten with \r on a
+// terminal, plain lines otherwise.
+type progress struct {
+	w     io.Writer
+	tty   bool
+	sy    *syncer.Syncer
+	src   counter
+	start time.Time
+	last  string
+	width int
+}
+
+func newProgress(w io.Writer, tty bool, sy *syncer.Syncer, src counter) *progress {
+	return &progress{w: w, tty: tty, sy: sy, src: src, start: time.Now()}
+}
+
+func (p *progress) line() string {
+	st := p.sy.Status()
+	entries, bytes := p.src.counts()
+	secs := time.Since(p.start).Seconds()
+	head := "?"
+	remaining := "?"
+	if st.Head > 0 || st.Connected {
+		h := max(st.Head, st.Position)
+		head = strconv.FormatUint(h, 10)
+		remaining = strconv.FormatUint(h-st.Position, 10)
+	}
+	rate := 0.0
+	if secs > 0 {
+		rate = float64(entries) / secs
+	}
+	s := fmt.Sprintf("position %d of %s, %s remaining; read %d entries (%s) in %.1f s, %.0f entries/s, %s/s",
+		st.Position, head, remaining, entries, sizeText(bytes), secs, rate, sizeText(int64(float64(bytes)/max(secs, 0.001))))
+	if st.Rejected > 0 {
+		s += fmt.Sprintf(", %d rejected", st.Rejected)
+	}
+	if st.LastError != "" && !st.Connected {
+		s += "; retrying: " + st.LastError
+	}
+	return s
+}
+
+func (p *progress) show() {
+	s := p.line()
+	if p.tty {
+		pad := ""
+		if n := p.width - len(s); n > 0 {
+			pad = strings.Repeat(" ", n)
+		}
+		fmt.Fprintf(p.w, "\r%s%s", s, pad)
+		p.width = len(s)
+		return
+	}
+	// Plain output: a line only when the position or the counts changed.
+	if key, _, _ := strings.Cut(s, " in "); key != p.last {
+		fmt.Fprintln(p.w, s)
+		p.last = key
+	}
+}
+
+func (p *progress) finish() {
+	st := p.sy.Status()
+	entries, bytes := p.src.counts()
+	secs := time.Since(p.start).Seconds()
+	s := fmt.Sprintf("synced to position %d (head %d): read %d entries (%s) in %.1f s, %.0f entries/s, %d applied, %d rejected",
+		st.Position, max(st.Head, st.Position), entries, sizeText(bytes), secs, float64(entries)/max(secs, 0.001), st.Applied, st.Rejected)
+	if p.tty {
+		pad := ""
+		if n := p.width - len(s); n > 0 {
+			pad = strings.Repeat(" ", n)
+		}
+		fmt.Fprintf(p.w, "\r%s%s\n", s, pad)
+		return
+	}
+	fmt.Fprintln(p.w, s)
+}
+
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// isTerminal reports whether w is a character device (a terminal, in
+// practice), for the \r progress line.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
+}
+
+// errDatabaseBusy: another process holds the database's lock.
+var errDatabaseBusy = errors.New("database in use by another cspool process")
+
+// lockDatabase takes the exclusive lock DB.lock (flock(2), released when
+// the process ends, however it ends) and writes the process id into it.
+// Only one process syncs a database at a time: two would both apply the
+// log, and the second apply of a batch fails on the position.
+func lockDatabase(dbPath, hint string) (unlock func(), err error) {
+	path := dbPath + ".lock"
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("opening lock file: %w", err), "check that the directory of --db exists and is writable")
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(io.LimitReader(f, 32))
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			pid := strings.TrimSpace(string(b))
+			if pid == "" {
+				pid = "unknown"
+			}
+			return nil, withHint(fmt.Errorf("%s: %w (pid %s holds %s)", dbPath, errDatabaseBusy, pid, path), hint)
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() { f.Close() }, nil
+}
