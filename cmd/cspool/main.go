@@ -38,6 +38,8 @@ func commands() []subcommand {
 		{"server", "run the spool server (HTTP API and LMTP)", runServer},
 		{"deliver", "deliver one message from standard input into a user's log", runDeliver},
 		{"imap-server", "run the device daemon: sync the log and serve it over IMAP", runIMAPServer},
+		{"status", "show the running device daemon's sync state, folders and alarms", runStatus},
+		{"sync", "bring the local mail database up to date with the spool, without IMAP", runSync},
 		{"quickstart", "try cspool on this machine: server, LMTP and IMAP in one process", runQuickstart},
 		{"help", "show help for cspool or a subcommand", nil},
 	}
