@@ -21,6 +21,12 @@
 // concurrent compactions through two handles); for other stores those
 // subtests are skipped.
 //
+// Stores that implement spool.Chainer get the chain checks: every hash
+// equals spool.ChainNext recomputed over the entries appended, the zero
+// hash at 0, ErrInvalidArgument beyond the head, a dense and correct chain
+// under 8 concurrent writers over two handles, and no hash changed or lost
+// by compaction.
+//
 // The suite only uses timing in generous bounds (a wake-up must come within
 // WakeTimeout, 5 s by default) and bounds every loop in count.
 package spooltest
@@ -89,6 +95,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		{"Closed", s.testClosed},
 	}
 	tests = append(tests, s.compactTests()...)
+	tests = append(tests, s.chainTests()...)
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
 	}

@@ -1,0 +1,175 @@
+package spooltest
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"cspool/internal/spool"
+)
+
+// chainTests are the checks of the spool.Chainer capability. They run only
+// against stores that implement it.
+func (s *suite) chainTests() []namedTest {
+	return []namedTest{
+		{"ChainMatchesEntries", s.testChainMatchesEntries},
+		{"ChainInvalid", s.testChainInvalid},
+		{"ChainConcurrent", s.testChainConcurrent},
+		{"ChainSurvivesCompaction", s.testChainSurvivesCompaction},
+	}
+}
+
+// asChainer returns st as a Chainer, or skips the test.
+func asChainer(t *testing.T, st spool.Store) spool.Chainer {
+	t.Helper()
+	c, ok := st.(spool.Chainer)
+	if !ok {
+		t.Skip("the store does not implement spool.Chainer")
+	}
+	return c
+}
+
+// chainOf recomputes the chain over data (data[0] unused): out[p] is the
+// hash at position p.
+func chainOf(data [][]byte) []spool.Hash {
+	out := make([]spool.Hash, len(data))
+	for p := 1; p < len(data); p++ {
+		out[p] = spool.ChainNext(out[p-1], data[p])
+	}
+	return out
+}
+
+// checkChain compares c's hash at every position 0..len(want)-1 with want,
+// and checks that the position after is refused as beyond the head.
+func checkChain(t *testing.T, c spool.Chainer, user string, want []spool.Hash) {
+	t.Helper()
+	for p, w := range want {
+		got, err := c.ChainHash(ctxT(t), user, uint64(p))
+		if err != nil {
+			t.Fatalf("%s: ChainHash(%d): %v", user, p, err)
+		}
+		if got != w {
+			t.Fatalf("%s: ChainHash(%d) = %x, recomputed %x", user, p, got[:8], w[:8])
+		}
+	}
+	if _, err := c.ChainHash(ctxT(t), user, uint64(len(want))); !errors.Is(err, spool.ErrInvalidArgument) {
+		t.Errorf("%s: ChainHash(%d) beyond the head %d: %v, want ErrInvalidArgument", user, len(want), len(want)-1, err)
+	}
+}
+
+// testChainMatchesEntries: hashes equal ChainNext over the entries as
+// appended (batches of several sizes, empty and binary entries), per user.
+func (s *suite) testChainMatchesEntries(t *testing.T) {
+	st := s.store(t)
+	c := asChainer(t, st)
+	data := map[string][][]byte{"ann": {nil}, "bob": {nil}}
+	for i, n := range []int{1, 3, 1, 7, 2} {
+		for _, user := range []string{"ann", "bob"} {
+			batch := make([][]byte, n)
+			for j := range batch {
+				batch[j] = fmt.Appendf(nil, "%s\x00%d.%d", user, i, j)
+			}
+			if i == 3 {
+				batch[1] = []byte{}
+			}
+			mustAppend(t, st, user, batch...)
+			data[user] = append(data[user], batch...)
+		}
+	}
+	for user, d := range data {
+		checkChain(t, c, user, chainOf(d))
+	}
+	if a, _ := c.ChainHash(ctxT(t), "ann", 14); a == chainOf(data["bob"])[14] {
+		t.Error("two users with different entries have equal chain hashes")
+	}
+}
+
+// testChainInvalid: pos 0 is the zero hash for any user, known or not;
+// anything beyond the head is ErrInvalidArgument; the empty user is refused.
+func (s *suite) testChainInvalid(t *testing.T) {
+	st := s.store(t)
+	c := asChainer(t, st)
+	mustAppend(t, st, "u", []byte("a"))
+	for _, user := range []string{"u", "nobody"} {
+		if h, err := c.ChainHash(ctxT(t), user, 0); err != nil || h != (spool.Hash{}) {
+			t.Errorf("ChainHash(%q, 0) = %x, %v; want the zero hash", user, h[:8], err)
+		}
+	}
+	for _, tc := range []struct {
+		user string
+		pos  uint64
+	}{{"u", 2}, {"u", 1 << 40}, {"u", 1<<64 - 1}, {"nobody", 1}} {
+		if _, err := c.ChainHash(ctxT(t), tc.user, tc.pos); !errors.Is(err, spool.ErrInvalidArgument) {
+			t.Errorf("ChainHash(%q, %d): %v, want ErrInvalidArgument", tc.user, tc.pos, err)
+		}
+	}
+	if _, err := c.ChainHash(ctxT(t), "", 0); !errors.Is(err, spool.ErrInvalidUser) {
+		t.Errorf("ChainHash of the empty user: %v, want ErrInvalidUser", err)
+	}
+}
+
+// testChainConcurrent: 8 writers over two handles append to one user; the
+// chain is dense and follows the positions the entries got, through both
+// handles.
+func (s *suite) testChainConcurrent(t *testing.T) {
+	st := s.store(t)
+	c := asChainer(t, st)
+	handles := []spool.Store{st, s.reopen(t, st)}
+	const writers, batches = 8, 25
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := handles[w%2]
+			for b := 0; b < batches; b++ {
+				batch := make([][]byte, 1+(w+b)%3)
+				for i := range batch {
+					batch[i] = concurrentEntry(w, b, i, len(batch))
+				}
+				if _, err := h.Append(ctxT(t), "shared", batch); err != nil {
+					t.Errorf("writer %d batch %d: Append: %v", w, b, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	es := readAll(t, st, "shared")
+	data := [][]byte{nil}
+	for i, e := range es {
+		if e.Pos != uint64(i+1) {
+			t.Fatalf("entry %d at position %d: not dense", i, e.Pos)
+		}
+		data = append(data, e.Data)
+	}
+	want := chainOf(data)
+	checkChain(t, c, "shared", want)
+	checkChain(t, asChainer(t, handles[1]), "shared", want)
+}
+
+// testChainSurvivesCompaction: compaction changes no hash, the hashes of
+// deleted positions are still answered, and appends after it continue the
+// chain over the deleted entries too.
+func (s *suite) testChainSurvivesCompaction(t *testing.T) {
+	st := s.store(t)
+	c := asChainer(t, st)
+	comp, ok := st.(spool.Compactor)
+	if !ok {
+		t.Skip("the store does not implement spool.Compactor")
+	}
+	data := numbered(t, st, "cc", 20)
+	want := chainOf(data)
+	checkChain(t, c, "cc", want)
+	mustCompact(t, comp, "cc", spool.Checkpoint{Pos: 15, Data: []byte("cp")}, []uint64{3, 9})
+	checkPositions(t, st, "cc", data, append([]uint64{3, 9}, span(16, 20)...))
+	checkChain(t, c, "cc", want)
+	mustCompact(t, comp, "cc", spool.Checkpoint{Pos: 20, Data: []byte("cp2")}, nil)
+	checkChain(t, c, "cc", want)
+	mustAppend(t, st, "cc", []byte("after"))
+	checkChain(t, c, "cc", chainOf(append(data, []byte("after"))))
+}
