@@ -30,6 +30,8 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	// configFile: the running subcommand accepts --config.
+	configFile bool
 }
 
 func commands() []subcommand {
@@ -106,7 +108,9 @@ func run(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "cspool: unknown subcommand %q (run 'cspool help' for the list)\n", name)
 		return 2
 	}
-	err := cmd.run(e, rest)
+	ce := *e
+	ce.configFile = acceptsConfigFile(cmd.name)
+	err := cmd.run(&ce, rest)
 	return report(e.stderr, cmd.name, err)
 }
 
@@ -150,7 +154,8 @@ func printUsage(w io.Writer) {
 // flagSet is a FlagSet with its help text.
 type flagSet struct {
 	*flag.FlagSet
-	help func()
+	help   func()
+	config *string // --config, for subcommands that accept a config file
 }
 
 // newFlagSet makes a FlagSet whose -h output lists usage, description, flags
@@ -176,7 +181,11 @@ func newFlagSet(e *env, name, args, desc, example string) *flagSet {
 			fmt.Fprintf(w, "  %s\n", l)
 		}
 	}
-	return &flagSet{fs, help}
+	f := &flagSet{FlagSet: fs, help: help}
+	if e.configFile {
+		f.config = fs.String("config", "", configFlagUsage)
+	}
+	return f
 }
 
 // parseFlags parses args, turning -h into flag.ErrHelp (after printing
@@ -189,6 +198,9 @@ func parseFlags(fs *flagSet, args []string) error {
 	}
 	if err != nil {
 		return &usageError{err.Error()}
+	}
+	if fs.config != nil && *fs.config != "" {
+		return applyConfigFile(fs.FlagSet, *fs.config)
 	}
 	return nil
 }

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Configuration files (docs/CONFIG.md) give the long flags of a subcommand
+// as "name = value" lines, so that a service can keep its settings in one
+// file. The subcommands named by acceptsConfigFile have --config.
+//
+// Rules: blank lines and lines whose first non-blank character is '#' are
+// ignored; every other line is NAME = VALUE, where NAME is a flag of the
+// subcommand without dashes and VALUE runs to the end of the line, trimmed
+// of blanks ('#' inside it is part of the value). A VALUE in double quotes
+// is read as a Go string literal, for values with surrounding blanks or
+// escapes. Boolean flags take true or false. A name given twice, an unknown
+// name, and "config" itself are errors. Flags given on the command line win
+// over the file.
+
+// configFlagUsage is the help text of --config.
+const configFlagUsage = "read flags from this `file` of \"name = value\" lines (docs/CONFIG.md); command-line flags win"
+
+// applyConfigFile sets, from the file at path, every flag of fs that the
+// command line did not set. Mistakes in the file are usage errors naming the
+// file and line.
+func applyConfigFile(fs *flag.FlagSet, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return withHint(fmt.Errorf("reading config file: %w", err), "--config names a file of \"name = value\" lines, see docs/CONFIG.md")
+	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+	settings, err := parseConfig(data)
+	if err != nil {
+		return usagef("config file %s:%v", path, err)
+	}
+	for _, s := range settings {
+		f := fs.Lookup(s.name)
+		switch {
+		case s.name == "config":
+			return usagef("config file %s:%d: a config file cannot name another", path, s.line)
+		case f == nil:
+			return usagef("config file %s:%d: unknown setting %q for %s", path, s.line, s.name, fs.Name())
+		case onCommandLine[s.name]:
+			continue
+		}
+		if err := fs.Set(s.name, s.value); err != nil {
+			return usagef("config file %s:%d: %s = %q: %v", path, s.line, s.name, s.value, err)
+		}
+	}
+	return nil
+}
+
+// setting is one NAME = VALUE line.
+type setting struct {
+	name, value string
+	line        int
+}
+
+// parseConfig reads the lines of a config file.
+func parseConfig(data []byte) ([]setting, error) {
+	var out []setting
+	seen := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		if !ok || name == "" {
+			return nil, fmt.Errorf("%d: want name = value", n)
+		}
+		if strings.HasPrefix(name, "-") || strings.ContainsAny(name, " \t") {
+			return nil, fmt.Errorf("%d: %q is not a flag name (write it without dashes)", n, name)
+		}
+		if first, dup := seen[name]; dup {
+			return nil, fmt.Errorf("%d: %s given again (first on line %d)", n, name, first)
+		}
+		seen[name] = n
+		if strings.HasPrefix(value, `"`) {
+			v, err := strconv.Unquote(value)
+			if err != nil {
+				return nil, fmt.Errorf("%d: %s: bad quoted value: %v", n, name, err)
+			}
+			value = v
+		}
+		out = append(out, setting{name: name, value: value, line: n})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf(" reading: %w", err)
+	}
+	return out, nil
+}
+
+// acceptsConfigFile reports whether the subcommand has --config: the
+// long-running services.
+func acceptsConfigFile(name string) bool { return name == "server" || name == "imap-server" }

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cspool.conf")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// testFlags is a flag set like a subcommand's, with --config.
+func testFlags(t *testing.T, args []string, config string) (*flagSet, map[string]*string, *bool, error) {
+	t.Helper()
+	e := &env{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }, configFile: true}
+	fs := newFlagSet(e, "test", "", "desc", "example")
+	vals := map[string]*string{
+		"addr":      fs.String("addr", "127.0.0.1", ""),
+		"spool-dir": fs.String("spool-dir", "./spool", ""),
+		"dsn":       fs.String("dsn", "", ""),
+		"password":  fs.String("password", "x", ""),
+	}
+	debug := fs.Bool("debug", false, "")
+	if config != "" {
+		args = append([]string{"--config", writeConfig(t, config)}, args...)
+	}
+	err := parseFlags(fs, args)
+	return fs, vals, debug, err
+}
+
+func TestConfigFile(t *testing.T) {
+	_, v, debug, err := testFlags(t, []string{"--addr", "0.0.0.0"}, `
+# a comment
+   # an indented comment
+
+addr = 192.0.2.1
+spool-dir=/var/lib/cspool
+dsn = postgres://u:p#w@db/cspool?sslmode=require
+password = "  spaced \"quoted\"  "
+debug = true
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"addr":      "0.0.0.0", // the command line wins
+		"spool-dir": "/var/lib/cspool",
+		"dsn":       "postgres://u:p#w@db/cspool?sslmode=require", // '#' inside a value is kept
+		"password":  `  spaced "quoted"  `,
+	}
+	for k, w := range want {
+		if *v[k] != w {
+			t.Errorf("%s = %q, want %q", k, *v[k], w)
+		}
+	}
+	if !*debug {
+		t.Error("debug = true in the file did not set --debug")
+	}
+}
+
+func TestConfigFileMistakes(t *testing.T) {
+	for _, c := range []struct{ text, want string }{
+		{"nonsense\n", ":1: want name = value"},
+		{"addr = 1\n\naddr = 2\n", "addr given again (first on line 1)"},
+		{"port = 1\n", `:1: unknown setting "port"`},
+		{"--addr = 1\n", "not a flag name"},
+		{"config = other.conf\n", "cannot name another"},
+		{"debug = maybe\n", "debug"},
+		{`password = "unterminated` + "\n", "bad quoted value"},
+	} {
+		_, _, _, err := testFlags(t, nil, c.text)
+		var u *usageError
+		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.As(err, &u) {
+			t.Errorf("config %q: error %v, want a usage error containing %q", c.text, err, c.want)
+		}
+	}
+	_, _, _, err := testFlags(t, []string{"--config", filepath.Join(t.TempDir(), "missing")}, "")
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("missing config file: %v, want an error naming it", err)
+	}
+}
+
+// TestConfigFileSubcommands runs the real subcommands with a config file
+// holding a bad value, so each stops at validation: the file reached their
+// flags, and a command-line flag overrides it.
+func TestConfigFileSubcommands(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		conf string
+		want string
+	}{
+		{[]string{"server"}, "max-message-size = 0\n", "--max-message-size must be positive"},
+		{[]string{"server"}, "store = mysql\n", `--store "mysql"`},
+		{[]string{"server", "--store", "sqlite", "--max-message-size", "-1"}, "store = mysql\n", "--max-message-size must be positive"},
+		{[]string{"imap-server"}, "user = -bad\n", "-bad"},
+		{[]string{"server"}, "user = alice\n", `unknown setting "user" for cspool server`},
+	} {
+		var stdout, stderr bytes.Buffer
+		e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+		args := append(slices.Clone(c.args), "--config", writeConfig(t, c.conf))
+		code := run(e, args)
+		if code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("cspool %v with %q: exit %d, stderr %q; want 2 and %q", c.args, c.conf, code, stderr.String(), c.want)
+		}
+	}
+	var stderr bytes.Buffer
+	e := &env{stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
+	if code := run(e, []string{"gen-keys", "--config", "x"}); code != 2 {
+		t.Errorf("gen-keys --config: exit %d, want 2 (only services take a config file)", code)
+	}
+}
+
+// flagNames runs `cspool SUB -h` and returns the flag names it lists.
+func flagNames(t *testing.T, sub string) []string {
+	t.Helper()
+	var stdout bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }}
+	if code := run(e, []string{sub, "-h"}); code != 0 {
+		t.Fatalf("cspool %s -h: exit %d", sub, code)
+	}
+	var names []string
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z][a-z0-9-]*)`).FindAllStringSubmatch(stdout.String(), -1) {
+		names = append(names, m[1])
+	}
+	if len(names) < 3 {
+		t.Fatalf("cspool %s -h lists %d flags:\n%s", sub, len(names), stdout.String())
+	}
+	return names
+}
+
+// TestConfigDocs keeps docs/CONFIG.md in step with the flags: every flag of
+// server and imap-server has a row "| `name` |" in its section, and every
+// row names a flag that exists.
+func TestConfigDocs(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/CONFIG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]string{}
+	parts := regexp.MustCompile(`(?m)^## `).Split(string(doc), -1)
+	for _, p := range parts[1:] {
+		title, body, _ := strings.Cut(p, "\n")
+		sections[strings.TrimSpace(title)] = body
+	}
+	row := regexp.MustCompile("(?m)^\\| `([a-z0-9-]+)` \\|")
+	for _, sub := range []string{"server", "imap-server"} {
+		body, ok := sections["cspool "+sub]
+		if !ok {
+			t.Errorf("docs/CONFIG.md has no section \"## cspool %s\"", sub)
+			continue
+		}
+		var documented []string
+		for _, m := range row.FindAllStringSubmatch(body, -1) {
+			documented = append(documented, m[1])
+		}
+		flags := flagNames(t, sub)
+		for _, f := range flags {
+			if f != "config" && !slices.Contains(documented, f) {
+				t.Errorf("docs/CONFIG.md, cspool %s: flag %s is not documented (add a row \"| `%s` | ...\")", sub, f, f)
+			}
+		}
+		for _, d := range documented {
+			if !slices.Contains(flags, d) {
+				t.Errorf("docs/CONFIG.md, cspool %s: %s is documented but is no flag", sub, d)
+			}
+		}
+	}
+}
+
