@@ -178,12 +178,17 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	return runErr
 }
 
+// defaultUser is the login name, found as the prototype found it: the
+// LOGNAME, USER, LNAME and USERNAME environment variables, then the
+// account database.
 func defaultUser(e *env) string {
+	for _, v := range []string{"LOGNAME", "USER", "LNAME", "USERNAME"} {
+		if u := e.getenv(v); u != "" {
+			return u
+		}
+	}
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		return u.Username
-	}
-	if u := e.getenv("USER"); u != "" {
-		return u
 	}
 	return "user"
 }
