@@ -197,14 +197,14 @@ func newCountingSource(s syncer.Source) counter {
 type progress struct {
 	w     io.Writer
 	tty   bool
-	sy    *syncer.Syncer
+	sy    interface{ Status() syncer.Status }
 	src   counter
 	start time.Time
 	last  string
 	width int
 }
 
-func newProgress(w io.Writer, tty bool, sy *syncer.Syncer, src counter) *progress {
+func newProgress(w io.Writer, tty bool, sy interface{ Status() syncer.Status }, src counter) *progress {
 	return &progress{w: w, tty: tty, sy: sy, src: src, start: time.Now()}
 }
 

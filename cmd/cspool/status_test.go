@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+	"cspool/internal/statuspage"
+	"cspool/internal/syncer"
+)
+
+// statusSetup is a spool server and, once started, a device daemon, run
+// from the built binary in a fresh folder.
+type statusSetup struct {
+	bin, dir, user string
+	env            []string
+	spoolURL       string
+	server         *proc
+	daemon         *proc
+	imapPort       int
+	statusAddr     string
+	password       string
+}
+
+// newStatusSetup makes keys and starts `cspool server` (test mode, with the
+// spool key so that `cspool deliver` may append).
+func newStatusSetup(t *testing.T, bin string) *statusSetup {
+	t.Helper()
+	s := &statusSetup{bin: bin, dir: t.TempDir(), user: "alice"}
+	s.env = append(os.Environ(), "USER="+s.user)
+	runCmd(t, s.dir, s.env, "", bin, "gen-keys", "user.sec", "user.pub")
+	runCmd(t, s.dir, s.env, "", bin, "gen-keys", "spool.sec", "spool.pub")
+	port := freePort(t)
+	s.spoolURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	s.server = startProc(t, "cspool server", s.dir, s.env, bin, "server", "--port", fmt.Sprint(port), "--spool-key", "spool.sec")
+	waitHealthy(t, s.spoolURL, s.server)
+	return s
+}
+
+// keyFlags are the flags imap-server and sync share.
+func (s *statusSetup) keyFlags(db string) []string {
+	return []string{"--user", s.user, "--user-key=user.sec", "--spool-key=spool.pub", "--user-public-key=user.pub",
+		"--db", db, "--spool-server", s.spoolURL}
+}
+
+// startDaemon runs `cspool imap-server` on free ports with database db.
+func (s *statusSetup) startDaemon(t *testing.T, db string) {
+	t.Helper()
+	s.imapPort = freePort(t)
+	s.statusAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	args := append([]string{"imap-server", "--port", fmt.Sprint(s.imapPort), "--status-addr", s.statusAddr}, s.keyFlags(db)...)
+	s.daemon = startProc(t, "cspool imap-server", s.dir, s.env, s.bin, args...)
+	out := s.daemon.waitOutput(t, "status:", 30*time.Second)
+	s.password = settingValue(t, out, "password")
+	if want := "http://" + s.statusAddr + "/"; !strings.HasPrefix(settingValue(t, out, "status"), want) {
+		t.Fatalf("daemon printed status %q, want %s", settingValue(t, out, "status"), want)
+	}
+}
+
+// deliver appends n messages with `cspool deliver`.
+func (s *statusSetup) deliver(t *testing.T, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("msg%d", i)
+		msg := fmt.Sprintf("From: bob@example.org\r\nTo: alice@example.org\r\nSubject: status test %d\r\n\r\nBody %d.\r\n", i, i)
+		if err := os.WriteFile(filepath.Join(s.dir, name), []byte(msg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		runCmd(t, s.dir, s.env, name, s.bin, "deliver", "--user", s.user, "--user-key=user.pub", "--spool-key=spool.sec",
+			"--spool-server", s.spoolURL)
+	}
+}
+
+// waitReport polls the daemon's /status.json (at most 30 s) until ok
+// accepts the report, and returns it.
+func (s *statusSetup) waitReport(t *testing.T, what string, ok func(*statuspage.Report) bool) *statuspage.Report {
+	t.Helper()
+	var last *statuspage.Report
+	var err error
+	for range 300 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		last, err = statuspage.Fetch(ctx, http.DefaultClient, "http://"+s.statusAddr, s.user, s.password)
+		cancel()
+		if err == nil && ok(last) {
+			return last
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("daemon's status never showed %s; last %+v, err %v", what, last, err)
+	return nil
+}
+
+func inboxCount(r *statuspage.Report) int {
+	for _, mb := range r.Mailboxes {
+		if mb.Name == "INBOX" {
+			return int(mb.Messages)
+		}
+	}
+	return -1
+}
+
+// runExit runs the binary (bounded) and returns its exit status, stdout and
+// stderr.
+func runExit(t *testing.T, dir string, env []string, bin string, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir, cmd.Env = dir, env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return exitCode(t, err), stdout.String(), stderr.String()
+}
+
+func TestStatusCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	s := newStatusSetup(t, bin)
+	s.startDaemon(t, "mail.db")
+	s.deliver(t, 2)
+	s.waitReport(t, "position 2 and INBOX 2", func(r *statuspage.Report) bool {
+		return r.Sync.Position == 2 && inboxCount(r) == 2
+	})
+
+	status := []string{"status", "--status-addr", s.statusAddr, "--user", s.user}
+	code, out, errOut := runExit(t, s.dir, s.env, bin, append(status, "--db", "mail.db")...)
+	if code != 0 {
+		t.Fatalf("cspool status: exit %d, stderr %q", code, errOut)
+	}
+	for _, want := range []string{"cspool daemon for alice", fmt.Sprintf("port %d", s.imapPort), "connected to the spool",
+		"2 of 2 (up to date)", "mail.db.password"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cspool status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, s.password) || strings.Contains(out, "status test") {
+		t.Errorf("cspool status shows the password or message contents:\n%s", out)
+	}
+	if !strings.Contains(strings.Join(strings.Fields(out), " "), "INBOX 2 2") {
+		t.Errorf("cspool status does not show INBOX with 2 messages, 2 unseen:\n%s", out)
+	}
+
+	// --json is the report itself; --password replaces the file.
+	code, out, errOut = runExit(t, s.dir, s.env, bin, append(status, "--password", s.password, "--db", "nowhere.db", "--json")...)
+	var rep statuspage.Report
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Sync.Head != 2 || rep.IMAP.Port != s.imapPort {
+		t.Errorf("cspool status --json: exit %d, report %+v, stderr %q", code, rep, errOut)
+	}
+
+	cases := []struct {
+		name      string
+		args      []string
+		wantError string
+		wantHint  string
+	}{
+		{"wrong password", append(status, "--password", "x"+s.password), "refused user", "--password"},
+		{"no password file", append(status, "--db", "nowhere.db"), "no password file nowhere.db.password", "--db"},
+		{"no daemon", []string{"status", "--status-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--db", "mail.db", "--user", s.user},
+			"no cspool daemon answering", "cspool imap-server"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := runExit(t, s.dir, s.env, bin, c.args...)
+			if code != 1 || !strings.Contains(errOut, c.wantError) || !strings.Contains(errOut, "cspool: hint:") || !strings.Contains(errOut, c.wantHint) {
+				t.Errorf("exit %d, stderr %q; want 1 with %q and a hint naming %q", code, errOut, c.wantError, c.wantHint)
+			}
+			if out != "" {
+				t.Errorf("stdout %q, want nothing", out)
+			}
+		})
+	}
+	s.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	code, _, errOut = runExit(t, s.dir, s.env, bin, append(status, "--db", "mail.db")...)
+	if code != 1 || !strings.Contains(errOut, "no cspool daemon answering on "+s.statusAddr) {
+		t.Errorf("status after the daemon stopped: exit %d, stderr %q; want 1, no daemon answering", code, errOut)
+	}
+}
+
+func TestSyncCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	s := newStatusSetup(t, bin)
+	const n = 5
+	s.deliver(t, n)
+
+	sync := append([]string{"sync", "--once"}, s.keyFlags("mail.db")...)
+	code, out, errOut := runExit(t, s.dir, s.env, bin, sync...)
+	if code != 0 {
+		t.Fatalf("cspool sync: exit %d, stderr %q", code, errOut)
+	}
+	last := lastLine(out)
+	if !strings.HasPrefix(last, fmt.Sprintf("synced to position %d (head %d): read %d entries (", n, n, n)) ||
+		!strings.Contains(last, fmt.Sprintf("%d applied, 0 rejected", n)) {
+		t.Errorf("cspool sync ended with %q, want position %d of %d, %d read and applied", last, n, n, n)
+	}
+	if strings.Contains(out, "\r") {
+		t.Errorf("cspool sync wrote \\r to a pipe: %q", out)
+	}
+	if got := storeInbox(t, filepath.Join(s.dir, "mail.db")); got != n {
+		t.Errorf("INBOX has %d messages after sync, want %d", got, n)
+	}
+
+	// Nothing new: a second sync reads nothing.
+	code, out, errOut = runExit(t, s.dir, s.env, bin, sync...)
+	if code != 0 || !strings.HasPrefix(lastLine(out), fmt.Sprintf("synced to position %d (head %d): read 0 entries", n, n)) {
+		t.Errorf("second sync: exit %d, last line %q, stderr %q", code, lastLine(out), errOut)
+	}
+
+	// The daemon holds the database: sync refuses, and says why.
+	s.startDaemon(t, "mail.db")
+	code, _, errOut = runExit(t, s.dir, s.env, bin, sync...)
+	if code != 1 || !strings.Contains(errOut, "database in use by another cspool process") || !strings.Contains(errOut, "cspool status") {
+		t.Errorf("sync beside the daemon: exit %d, stderr %q; want 1, database in use, hint cspool status", code, errOut)
+	}
+	// A second daemon on the same database is refused too.
+	args := append([]string{"imap-server", "--port", fmt.Sprint(freePort(t)), "--status-addr", ""}, s.keyFlags("mail.db")...)
+	code, _, errOut = runExit(t, s.dir, s.env, bin, args...)
+	if code != 1 || !strings.Contains(errOut, "database in use") {
+		t.Errorf("second daemon: exit %d, stderr %q; want 1, database in use", code, errOut)
+	}
+	s.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+
+	// No spool: exit 1 with a hint, the database untouched.
+	s.server.stop(t, syscall.SIGTERM, 30*time.Second)
+	code, _, errOut = runExit(t, s.dir, s.env, bin, sync...)
+	if code != 1 || !strings.Contains(errOut, "syncing with "+s.spoolURL) || !strings.Contains(errOut, "cspool: hint:") {
+		t.Errorf("sync without a spool: exit %d, stderr %q; want 1 naming %s, with a hint", code, errOut, s.spoolURL)
+	}
+	if got := storeInbox(t, filepath.Join(s.dir, "mail.db")); got != n {
+		t.Errorf("INBOX has %d messages after the failed sync, want %d", got, n)
+	}
+}
+
+func lastLine(out string) string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	return lines[len(lines)-1]
+}
+
+// storeInbox opens the database (real SQLite) and counts INBOX.
+func storeInbox(t *testing.T, path string) int {
+	t.Helper()
+	st, err := mailstore.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	mb, err := st.MailboxByName(context.Background(), "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(mb.Messages)
+}
+
+// fakeProgress feeds the progress printer.
+type fakeProgress struct {
+	st             syncer.Status
+	entries, bytes int64
+}
+
+func (f *fakeProgress) Status() syncer.Status { return f.st }
+func (f *fakeProgress) counts() (int64, int64) {
+	return f.entries, f.bytes
+}
+func (f *fakeProgress) ReadLog(context.Context, uint64, int, int64, time.Duration) (spool.LogRead, error) {
+	return spool.LogRead{}, nil
+}
+func (f *fakeProgress) Append(context.Context, string, [][]byte) (uint64, error) { return 0, nil }
+
+func TestProgressLine(t *testing.T) {
+	for _, tty := range []bool{true, false} {
+		t.Run(fmt.Sprint("tty=", tty), func(t *testing.T) {
+			var b bytes.Buffer
+			f := &fakeProgress{}
+			p := newProgress(&b, tty, f, f)
+			p.show() // before any contact: head unknown
+			f.st = syncer.Status{Position: 1000, Head: 5000, Connected: true}
+			f.entries, f.bytes = 1000, 3<<20
+			p.show()
+			p.show() // unchanged
+			f.st.Position, f.st.Applied, f.st.Rejected = 5000, 4999, 1
+			f.entries = 5000
+			p.finish()
+			out := b.String()
+			for _, want := range []string{"position 0 of ?, ? remaining", "position 1000 of 5000, 4000 remaining; read 1000 entries (3.0 MiB)",
+				"synced to position 5000 (head 5000): read 5000 entries", "4999 applied, 1 rejected"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("progress lacks %q:\n%q", want, out)
+				}
+			}
+			lines := strings.Count(out, "\n")
+			if tty && (lines != 1 || strings.Count(out, "\r") != 4) {
+				t.Errorf("terminal output has %d newlines and %d \\r, want 1 and 4: %q", lines, strings.Count(out, "\r"), out)
+			}
+			if !tty && (lines != 3 || strings.Contains(out, "\r")) {
+				t.Errorf("plain output has %d lines, want 3 (an unchanged state prints nothing), no \\r: %q", lines, out)
+			}
+		})
+	}
+}
