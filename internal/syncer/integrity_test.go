@@ -35,6 +35,27 @@ func (f *twoFaced) ReadLog(ctx context.Context, after uint64, n int, b int64, wa
 	if f.rewind != 0 {
 		lr.Head, lr.Entries = f.rewind, nil
 	}
+	if err == nil && lr.Chained && f.at != 0 {
+		// A forking spool keeps its story consistent: the hashes it
+		// vouches for are those of the history it shows.
+		all, rerr := f.Store.Read(ctx, f.User, 0, 1<<20, 1<<40)
+		if rerr != nil {
+			return lr, rerr
+		}
+		var h spool.Hash
+		for _, e := range all {
+			if e.Pos == f.at {
+				e.Data = f.data
+			}
+			h = spool.ChainNext(h, e.Data)
+			if e.Pos == after {
+				lr.StartHash = h
+			}
+			if e.Pos == lr.Head {
+				lr.HeadHash = h
+			}
+		}
+	}
 	return lr, err
 }
 

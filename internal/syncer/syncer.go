@@ -280,7 +280,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	var alarm *integrityFailure
 	for _, e := range lr.Entries {
 		if e.Pos != last+1 {
-			return 0, lr.Head, fmt.Errorf("%w: the spool sent position %d after %d", ErrGap, e.Pos, last)
+			return 0, lr.Head, s.raise(ctx, last, fmt.Sprintf(
+				"the spool skipped from position %d to %d, and no valid checkpoint covers the gap: entries were dropped or withheld (%v)",
+				last, e.Pos, ErrGap))
 		}
 		h = spool.ChainNext(h, e.Data)
 		o, err := entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
@@ -325,6 +327,11 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		if o.Status == mailstore.Rejected {
 			rejected++
 			s.log.Warn("rejected entry", "pos", o.Pos, "reason", o.Reason, "detail", o.Detail)
+			if o.Reason == mailstore.ReasonReplay && alarm == nil {
+				// Devices never reuse an entry id: the spool served an old
+				// entry again.
+				alarm = &integrityFailure{o.Pos, fmt.Sprintf("entry %d replays an entry already applied (%s)", o.Pos, o.Detail)}
+			}
 		}
 	}
 	if s.cfg.OnApplied != nil {
