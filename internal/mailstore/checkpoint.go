@@ -87,6 +87,11 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 	if err := sn.check(); err != nil {
 		return nil, err
 	}
+	// Exactly one encoding: what we would write, byte for byte.
+	again, err := EncodeSnapshot(&sn)
+	if err != nil || !bytes.Equal(again, b) {
+		return nil, fmt.Errorf("%w: not in canonical form", ErrSnapshot)
+	}
 	return &sn, nil
 }
 
