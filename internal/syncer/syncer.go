@@ -87,6 +87,11 @@ type Config struct {
 	// the live bodies); 0 = 1000, negative = never write checkpoints.
 	CheckpointMin int
 
+	// DisableIntegrity turns off the tamper-evidence checks (chain hashes,
+	// seen heads). It exists to measure what they cost; never set it in
+	// production.
+	DisableIntegrity bool
+
 	BatchCount int           // entries per read; 0 = 1000
 	BatchBytes int64         // bytes per read; 0 = 16 MiB
 	Wait       time.Duration // long-poll wait; 0 = 30 s
