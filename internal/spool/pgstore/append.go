@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 
@@ -9,7 +10,7 @@ import (
 )
 
 // NotifyChannel is the LISTEN/NOTIFY channel appends announce themselves
-// on. The payload is the user name in lower-case hex, or empty ("some log
+// on (cspool_append in schema/0002.sql names it too). The payload is the user name in lower-case hex, or empty ("some log
 // changed") when that would exceed PostgreSQL's payload limit.
 const NotifyChannel = "cspool_append"
 
@@ -17,21 +18,14 @@ const NotifyChannel = "cspool_append"
 // (limit 8000 bytes).
 const maxNotifyName = 3900
 
-// appendSQL appends a batch in one statement, hence one transaction:
-// the upsert locks the user's row (serialising appenders of that user across
-// every connection) and advances head; the entries take head-n+1..head; the
-// notice is delivered to listeners at commit.
-const appendSQL = `
-WITH u AS (
-    INSERT INTO cspool_logs AS l (name, head) VALUES ($1, $2)
-    ON CONFLICT (name) DO UPDATE SET head = l.head + EXCLUDED.head
-    RETURNING id, head
-), e AS (
-    INSERT INTO cspool_entries (log_id, pos, size, data)
-    SELECT u.id, u.head - $2 + d.ord, length(d.data), d.data
-    FROM u, unnest($3::bytea[]) WITH ORDINALITY AS d (data, ord)
-)
-SELECT u.head - $2 + 1, pg_notify('` + NotifyChannel + `', $4) FROM u`
+// appendSQL appends a batch in one statement, hence one transaction, by
+// calling cspool_append (schema/0002.sql): the upsert locks the user's row
+// (serialising appenders of that user across every connection) and
+// advances head; the entries take head-n+1..head; their chain hashes are
+// computed from the hash on the row and the leaves ($3, SHA-256 of each
+// entry) and stored with them; the notice is delivered to listeners at
+// commit.
+const appendSQL = `SELECT cspool_append($1, $2::bytea[], $3::bytea[], $4)`
 
 // Append durably appends batch to user's log, atomically, and returns the
 // position of its first entry.
@@ -53,8 +47,13 @@ func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64
 		payload = hex.EncodeToString([]byte(user))
 	}
 	batch = nonNil(batch)
+	leaves := make([][]byte, len(batch))
+	for i, d := range batch {
+		l := sha256.Sum256(d)
+		leaves[i] = l[:]
+	}
 	var first int64
-	err = s.pool.QueryRow(cctx, appendSQL, []byte(user), int64(len(batch)), batch, payload).Scan(&first, nil)
+	err = s.pool.QueryRow(cctx, appendSQL, []byte(user), batch, leaves, payload).Scan(&first)
 	if err != nil {
 		return 0, callErr(ctx, fmt.Sprintf("appending %d entries to %q", len(batch), user), err)
 	}

@@ -18,6 +18,12 @@
 //     statement, so a batch is visible all at once or not at all. A trigger
 //     refuses any update lowering head; compaction deletes entries rows only,
 //     so positions are never reused or renumbered.
+//   - Chain (spool.Chainer): the append (one call of the cspool_append
+//     function, under the same row lock) computes the chain hash of every
+//     entry from the hash kept on the user's row (cspool_logs.chain, the
+//     hash at the head) and stores it in cspool_chain, which nothing updates
+//     or deletes from (triggers); compaction deletes entries rows only, so
+//     the hash of every position up to the head stays answerable.
 //   - Durability: every connection runs with synchronous_commit = on, so
 //     COMMIT returns only after the commit record is flushed to the WAL on
 //     disk; Append returns after COMMIT. Concurrent commits share WAL

@@ -18,6 +18,14 @@ import (
 // version cannot know what its schema means, so it refuses to touch it.
 var ErrNewerSchema = errors.New("pgstore: database schema is newer than this program")
 
+// ErrCompactedLog means a log lost entries to compaction before this
+// version kept chain hashes: its chain cannot be computed, so the migration
+// to schema version 2 refuses to run and changes nothing (docs/POSTGRES.md).
+var ErrCompactedLog = errors.New("pgstore: a log compacted before schema version 2 cannot be chained")
+
+// compactedLogCode is the SQLSTATE schema/0002.sql raises for such a log.
+const compactedLogCode = "CSP01"
+
 // classify wraps err with spool.ErrUnavailable when it is temporary and with
 // spool.ErrTooLarge when PostgreSQL refused a value's size. Server errors
 // with another SQLSTATE (bugs, constraint violations) are returned as they

@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -91,6 +93,10 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 		}
 		for _, m := range ms[have:] {
 			if _, err := tx.Exec(ctx, m.sql); err != nil {
+				var pe *pgconn.PgError
+				if errors.As(err, &pe) && pe.Code == compactedLogCode {
+					return fmt.Errorf("applying schema step %d: %s: %w", m.version, pe.Message, ErrCompactedLog)
+				}
 				return fmt.Errorf("applying schema step %d: %w", m.version, classify(err))
 			}
 		}

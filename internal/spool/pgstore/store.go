@@ -16,6 +16,7 @@ import (
 var (
 	_ spool.Store     = (*Store)(nil)
 	_ spool.Compactor = (*Store)(nil)
+	_ spool.Chainer   = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value gives the documented defaults.

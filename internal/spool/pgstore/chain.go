@@ -1,0 +1,49 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"cspool/internal/spool"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ChainHash implements spool.Chainer: the zero Hash for pos 0, the stored
+// hash of pos for 1 <= pos <= head (also for positions compaction deleted),
+// and spool.ErrInvalidArgument beyond the head. Head and hash come from one
+// statement, hence one snapshot.
+func (s *Store) ChainHash(ctx context.Context, user string, pos uint64) (spool.Hash, error) {
+	var h spool.Hash
+	if err := spool.CheckUser(user); err != nil {
+		return h, err
+	}
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return h, err
+	}
+	defer cancel()
+	if pos == 0 {
+		return h, nil
+	}
+	if pos > 1<<63-1 {
+		return h, fmt.Errorf("chain hash of %q at %d: beyond the head: %w", user, pos, spool.ErrInvalidArgument)
+	}
+	var head int64
+	var hash []byte
+	err = s.pool.QueryRow(cctx, `SELECT l.head, c.hash FROM cspool_logs l
+		LEFT JOIN cspool_chain c ON c.log_id = l.id AND c.pos = $2 WHERE l.name = $1`,
+		[]byte(user), int64(pos)).Scan(&head, &hash)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return h, callErr(ctx, fmt.Sprintf("reading the chain hash of %q at %d", user, pos), err)
+	}
+	if int64(pos) > head {
+		return h, fmt.Errorf("chain hash of %q at %d: beyond the head %d: %w", user, pos, head, spool.ErrInvalidArgument)
+	}
+	if len(hash) != len(h) {
+		return h, fmt.Errorf("chain hash of %q at %d (head %d): missing from the database", user, pos, head)
+	}
+	copy(h[:], hash)
+	return h, nil
+}
