@@ -73,6 +73,9 @@ func (c *Client) Read(ctx context.Context, after uint64, maxCount int, maxBytes 
 // (Cspool-Checkpoint, 0 if none). If lr.Checkpoint > after, compaction may
 // have deleted entries after `after` that the caller has not seen, and it
 // must rebuild from the checkpoint (Checkpoint) before applying lr.Entries.
+// When the response carries both chain headers, lr.Chained is set and
+// lr.StartHash and lr.HeadHash hold the hashes at after and at lr.Head; a
+// response with one of them, or a malformed one, is an ErrProtocol error.
 func (c *Client) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error) {
 	return c.readLog(ctx, after, maxCount, maxBytes, wait, true)
 }
@@ -111,6 +114,9 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 		lr.Checkpoint, err = strconv.ParseUint(resp.Header.Get("Cspool-Checkpoint"), 10, 64)
 		if err != nil || lr.Checkpoint > lr.Head {
 			return spool.LogRead{}, protoErr(fmt.Sprintf("missing or bad Cspool-Checkpoint %q (head %d)", resp.Header.Get("Cspool-Checkpoint"), lr.Head), nil)
+		}
+		if err := parseChainHeaders(resp.Header, &lr); err != nil {
+			return spool.LogRead{}, protoErr("bad chain headers", err)
 		}
 	}
 	er := &entryReader{r: bufio.NewReaderSize(resp.Body, 64<<10), maxEntry: maxEntry}

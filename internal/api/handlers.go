@@ -159,9 +159,20 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 	if err == nil {
 		cp, err = s.checkpointPos(ctx, c.user)
 	}
+	// The chain hashes come after the head: the hash at head is fixed once
+	// head exists, and every entry sent is at or before head.
+	var chainStart, chainHead string
+	var chained bool
+	if err == nil {
+		chainStart, chainHead, chained, err = s.chainHeaders(ctx, c.user, p.after, head)
+	}
 	if err != nil {
 		s.fail(w, r, storeError("reading entries", err))
 		return
+	}
+	if chained {
+		w.Header().Set(HeaderChainStart, chainStart)
+		w.Header().Set(HeaderChainHead, chainHead)
 	}
 	w.Header().Set("Content-Type", ContentType)
 	w.Header().Set("Cache-Control", "no-store")

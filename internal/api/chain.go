@@ -1,0 +1,76 @@
+package api
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+
+	"cspool/internal/spool"
+)
+
+// Headers of a read response carrying chain hashes (spool.Chainer).
+const (
+	// HeaderChainStart is the chain hash at the read's `after`.
+	HeaderChainStart = "Cspool-Chain-Start"
+	// HeaderChainHead is the chain hash at the head sent in Cspool-Head.
+	HeaderChainHead = "Cspool-Chain-Head"
+)
+
+// chainHeaders returns the values of the chain headers of a read after
+// `after` whose Cspool-Head is head, or ok false when the store keeps no
+// chain or after is beyond head (no hash to give). head must have been read
+// from the store after the response's first entries: a chain hash never
+// changes once its position exists, so the hash at head is exactly what a
+// client recomputes over the entries up to head, whenever it is read.
+func (s *Server) chainHeaders(ctx context.Context, user string, after, head uint64) (start, headHash string, ok bool, err error) {
+	c, isChainer := s.cfg.Store.(spool.Chainer)
+	if !isChainer || after > head {
+		return "", "", false, nil
+	}
+	sh, err := c.ChainHash(ctx, user, after)
+	if err != nil {
+		return "", "", false, fmt.Errorf("reading the chain hash at %d: %w", after, err)
+	}
+	hh, err := c.ChainHash(ctx, user, head)
+	if err != nil {
+		return "", "", false, fmt.Errorf("reading the chain hash at the head %d: %w", head, err)
+	}
+	return hex.EncodeToString(sh[:]), hex.EncodeToString(hh[:]), true, nil
+}
+
+// parseChainHeaders fills lr's chain fields from a response's headers:
+// Chained when both are present, an error when only one is or either is
+// not exactly 64 lowercase hex digits.
+func parseChainHeaders(h http.Header, lr *spool.LogRead) error {
+	start, okStart := h[HeaderChainStart]
+	head, okHead := h[HeaderChainHead]
+	if !okStart && !okHead {
+		return nil
+	}
+	if len(start) != 1 || len(head) != 1 {
+		return fmt.Errorf("want exactly one %s and one %s, got %d and %d", HeaderChainStart, HeaderChainHead, len(start), len(head))
+	}
+	if err := parseHash(start[0], &lr.StartHash); err != nil {
+		return fmt.Errorf("%s: %w", HeaderChainStart, err)
+	}
+	if err := parseHash(head[0], &lr.HeadHash); err != nil {
+		return fmt.Errorf("%s: %w", HeaderChainHead, err)
+	}
+	lr.Chained = true
+	return nil
+}
+
+// parseHash decodes the one encoding of a hash: 64 lowercase hex digits.
+func parseHash(s string, h *spool.Hash) error {
+	if len(s) != 2*len(h) {
+		return fmt.Errorf("%d characters, want %d", len(s), 2*len(h))
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return fmt.Errorf("character %d is not a lowercase hex digit", i)
+		}
+	}
+	_, err := hex.Decode(h[:], []byte(s))
+	return err
+}
