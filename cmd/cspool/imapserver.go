@@ -52,6 +52,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	addr := fs.String("addr", "127.0.0.1", "IMAP listen `address` (keep it on localhost unless you add TLS in front)")
 	statusAddr := fs.String("status-addr", defaultStatusAddr, "status page `address` (host:port, see docs/STATUS.md; '' turns it off)")
 	debug := fs.Bool("debug", false, "log debug detail")
+	checkpointMin := fs.Int("checkpoint-min", 1000, "write a checkpoint (letting the spool compact the log) once this many entries, and more than the live messages, follow the last one; negative: never")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -113,6 +114,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	sy, err := syncer.New(syncer.Config{
 		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: client, Store: store,
 		Logger: log, OnApplied: func(r *mailstore.Result) { srv.Applied(r) }, IsTemporary: api.IsTemporary,
+		CheckpointMin: *checkpointMin,
 	})
 	if err != nil {
 		return err
