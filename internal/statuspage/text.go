@@ -63,14 +63,13 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	b.WriteString("Folders:\n")
-	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "\tmessages\tunseen\tsize\t\n")
+	width := len("Folders:")
 	for _, mb := range r.Mailboxes {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t\n", "  "+mb.Name, mb.Messages, mb.Unseen, humanSize(mb.Size))
+		width = max(width, 2+len(mb.Name))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
+	fmt.Fprintf(&b, "%-*s %9s %7s %10s\n", width, "Folders:", "messages", "unseen", "size")
+	for _, mb := range r.Mailboxes {
+		fmt.Fprintf(&b, "  %-*s %9d %7d %10s\n", width-2, mb.Name, mb.Messages, mb.Unseen, humanSize(mb.Size))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
