@@ -1,0 +1,28 @@
+// Package faults holds cspool's fault-injection and soak tests. It has no
+// code of its own: the tests build the cspool binary and run it as a real
+// spool server (SQLite or PostgreSQL store, HTTP API and LMTP) and two
+// device daemons (`cspool imap-server`), drive them with LMTP deliveries and
+// IMAP mutations over loopback TCP, and break things while the load runs:
+// kill -9 of the server, of a daemon and of PostgreSQL, the spool stopped
+// for a while, and a full disk under the spool and under a device.
+//
+// Implementation notes. After every fault the tests check the invariants the
+// design promises:
+//
+//   - every message acknowledged with 250 is in INBOX or Archive exactly once
+//     on both devices (each delivery carries a unique X-Fault-Token header);
+//     a message that got a temporary failure may be there too (at least
+//     once, docs/DELIVERY.md), but never twice;
+//   - nothing is applied twice: no token is seen twice and no device has
+//     rejected a replayed entry;
+//   - both devices converge: once both have applied the log to the spool's
+//     head, their mailstore Dumps are equal field for field;
+//   - while a fault lasts the clients see only the documented temporary
+//     errors: LMTP 4xx or a refused or dropped connection, IMAP NO
+//     [UNAVAILABLE] (and NO [EXPUNGEISSUED] when two devices race for one
+//     message), HTTP 503.
+//
+// docs/FAULTS.md has the table of faults, expected and observed outcomes,
+// and the soak figures. CSPOOL_SOAK sets the soak test's duration (default
+// 15s).
+package faults
