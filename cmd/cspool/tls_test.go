@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"cspool/internal/api"
+)
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and localhost
+// (its own CA) and its key, PEM, into dir.
+func selfSigned(t *testing.T, dir string) (certPath, keyPath string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "cspool test spool"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "spool.crt"), filepath.Join(dir, "spool.key")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certPath, keyPath, pool
+}
+
+// TestServerTLS serves the API over HTTPS with a self-signed certificate,
+// talks to it with the api client trusting that certificate, and runs the
+// whole path (cspool deliver --spool-server https://..., cspool imap-server
+// --spool-server https://..., IMAP) with the certificate trusted through
+// SSL_CERT_FILE, as docs/TLS.md describes.
+func TestServerTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	python := needTool(t, "python3", "python3")
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	certPath, keyPath, pool := selfSigned(t, dir)
+	user := loginName()
+	env := append(os.Environ(), "USER="+user)
+	runCmd(t, dir, env, "", bin, "gen-keys", "user.sec", "user.pub")
+	runCmd(t, dir, env, "", bin, "gen-keys", "spool.sec", "spool.pub")
+
+	port := freePort(t)
+	url := fmt.Sprintf("https://127.0.0.1:%d", port)
+	server := startProc(t, "cspool server", dir, env, bin, "server", "--port", fmt.Sprint(port),
+		"--tls-cert", certPath, "--tls-key", keyPath, "--spool-key", "spool.sec")
+
+	trusting := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	health, err := api.NewClient(url, "", mustKey(t), trusting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if err = health.Health(ctx); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("HTTPS server not healthy after 20 s: %v\n%s", err, server.stderr)
+		}
+	}
+
+	// The api client with a custom http.Client trusting the certificate.
+	alice := mustKey(t)
+	ac, err := api.NewClient(url, "alice", alice, trusting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := ac.Append(ctx, "alice", [][]byte{[]byte("over TLS")}); err != nil || first != 1 {
+		t.Fatalf("append over HTTPS: first %d, %v", first, err)
+	}
+	es, head, err := ac.Read(ctx, 0, 0, 0, 0)
+	if err != nil || head != 1 || len(es) != 1 || string(es[0].Data) != "over TLS" {
+		t.Fatalf("read over HTTPS: %d entries, head %d, %v", len(es), head, err)
+	}
+	// Without trusting it, the client refuses the certificate.
+	untrusting, err := api.NewClient(url, "alice", alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uae x509.UnknownAuthorityError
+	if _, err := untrusting.Head(ctx); !errors.As(err, &uae) {
+		t.Errorf("client with the system roots: %v, want x509.UnknownAuthorityError", err)
+	}
+	// Plain HTTP to the TLS port gets no API answer.
+	plain, _ := api.NewClient(strings.Replace(url, "https:", "http:", 1), "alice", alice, nil)
+	if _, err := plain.Head(ctx); err == nil {
+		t.Error("plain HTTP to the HTTPS port succeeded")
+	}
+
+	// The daemon and cspool deliver trust the private certificate through
+	// SSL_CERT_FILE.
+	tlsEnv := append(env, "SSL_CERT_FILE="+certPath)
+	imapPort := freePort(t)
+	daemon := startProc(t, "cspool imap-server", dir, tlsEnv, bin, "imap-server", "--user-key=user.sec",
+		"--spool-key=spool.pub", "--user-public-key=user.pub", "--port", fmt.Sprint(imapPort),
+		"--status-addr", "", "--spool-server", url)
+	password := settingValue(t, daemon.waitOutput(t, "password:", 30*time.Second), "password")
+	msg := "Subject: sealed in transit too\r\n\r\nhello over https\r\n"
+	if err := os.WriteFile(filepath.Join(dir, "message"), []byte(msg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, dir, tlsEnv, "message", bin, "deliver", "--user="+user, "--user-key=user.pub", "--spool-key=spool.sec",
+		"--spool-server", url)
+	msgs := fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), user, password, 1)
+	if len(msgs) != 1 || string(msgs[0]) != msg {
+		t.Fatalf("IMAP shows %d messages (%q), want the one delivered over HTTPS", len(msgs), msgs)
+	}
+	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	server.stop(t, syscall.SIGTERM, 40*time.Second)
+	if log := server.stderr.String(); !strings.Contains(log, "http="+url) {
+		t.Errorf("server start line lacks http=%s:\n%s", url, log)
+	}
+}
