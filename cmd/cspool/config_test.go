@@ -177,4 +177,3 @@ func TestConfigDocs(t *testing.T) {
 		}
 	}
 }
-
