@@ -222,6 +222,16 @@ func TestSyncCommand(t *testing.T) {
 		t.Errorf("second sync: exit %d, last line %q, stderr %q", code, lastLine(out), errOut)
 	}
 
+	// --once=false follows the log until stopped.
+	follow := startProc(t, "cspool sync --once=false", s.dir, s.env, bin,
+		append([]string{"sync", "--once=false", "--progress", "100ms"}, s.keyFlags("mail.db")...)...)
+	s.deliver(t, 1)
+	follow.waitOutput(t, fmt.Sprintf("position %d of %d, 0 remaining; read 1 entries", n+1, n+1), 30*time.Second)
+	follow.stop(t, syscall.SIGTERM, 30*time.Second)
+	if last := lastLine(follow.stdout.String()); !strings.HasPrefix(last, fmt.Sprintf("synced to position %d", n+1)) {
+		t.Errorf("following sync ended with %q, want the summary at position %d", last, n+1)
+	}
+
 	// The daemon holds the database: sync refuses, and says why.
 	s.startDaemon(t, "mail.db")
 	code, _, errOut = runExit(t, s.dir, s.env, bin, sync...)
@@ -242,8 +252,8 @@ func TestSyncCommand(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "syncing with "+s.spoolURL) || !strings.Contains(errOut, "cspool: hint:") {
 		t.Errorf("sync without a spool: exit %d, stderr %q; want 1 naming %s, with a hint", code, errOut, s.spoolURL)
 	}
-	if got := storeInbox(t, filepath.Join(s.dir, "mail.db")); got != n {
-		t.Errorf("INBOX has %d messages after the failed sync, want %d", got, n)
+	if got := storeInbox(t, filepath.Join(s.dir, "mail.db")); got != n+1 {
+		t.Errorf("INBOX has %d messages after the failed sync, want %d", got, n+1)
 	}
 }
 
