@@ -1,0 +1,124 @@
+package hostile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+
+	"cspool/internal/spool"
+)
+
+// Proxy is a dishonest spool in front of a real one. Create it with New.
+type Proxy struct {
+	user  string
+	store spool.Store
+	rp    *httputil.ReverseProxy
+
+	mu     sync.Mutex
+	fronts map[string]*front
+}
+
+type front struct {
+	name string
+	url  string
+	srv  *http.Server
+	view *View
+}
+
+// New returns a Proxy forwarding to the API server at upstream (a base
+// URL) for user, whose log it reads from store, the server's own store.
+func New(upstream string, store spool.Store, user string) (*Proxy, error) {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		return nil, fmt.Errorf("parsing upstream %q: %w", upstream, err)
+	}
+	return &Proxy{
+		user:   user,
+		store:  store,
+		rp:     httputil.NewSingleHostReverseProxy(u),
+		fronts: map[string]*front{},
+	}, nil
+}
+
+// Listen opens a listener on 127.0.0.1 for one device and returns its base
+// URL. The listener starts honest.
+func (p *Proxy) Listen(name string) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.fronts[name]; ok {
+		return "", fmt.Errorf("listener %q exists", name)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("listening for %q: %w", name, err)
+	}
+	f := &front{name: name, url: "http://" + ln.Addr().String()}
+	f.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.serve(f, w, r) })}
+	p.fronts[name] = f
+	go f.srv.Serve(ln)
+	return f.url, nil
+}
+
+// Set gives listener name a View; nil makes it honest again.
+func (p *Proxy) Set(name string, v *View) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f, ok := p.fronts[name]; ok {
+		f.view = v
+	}
+}
+
+// Close closes every listener.
+func (p *Proxy) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, f := range p.fronts {
+		f.srv.Close()
+	}
+}
+
+func (p *Proxy) viewOf(f *front) *View {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return f.view
+}
+
+// serve routes one request: reads, head and checkpoint downloads of the
+// user's log follow the listener's View; the rest goes to the server.
+func (p *Proxy) serve(f *front, w http.ResponseWriter, r *http.Request) {
+	v := p.viewOf(f)
+	if v == nil || r.Method != http.MethodGet {
+		p.rp.ServeHTTP(w, r)
+		return
+	}
+	user, route, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v1/users/"), "/")
+	if !ok || user != p.user {
+		p.rp.ServeHTTP(w, r)
+		return
+	}
+	var err error
+	switch route {
+	case "entries":
+		err = p.read(r.Context(), w, r.URL.Query(), v)
+	case "head":
+		err = p.head(r.Context(), w, v)
+	case "checkpoint":
+		if v.Checkpoint == nil {
+			p.rp.ServeHTTP(w, r)
+			return
+		}
+		err = writeCheckpoint(w, *v.Checkpoint)
+	default:
+		p.rp.ServeHTTP(w, r)
+		return
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		http.Error(w, `{"error":"internal"}`, http.StatusInternalServerError)
+	}
+}

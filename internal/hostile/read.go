@@ -1,0 +1,176 @@
+package hostile
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/spool"
+)
+
+// The chain headers of a read (docs/API.md §3).
+const (
+	headerChainStart = "Cspool-Chain-Start"
+	headerChainHead  = "Cspool-Chain-Head"
+)
+
+// story is the log as a View shows it at one moment.
+type story struct {
+	honest, shown []spool.Entry
+	head          uint64
+	realHead      uint64
+}
+
+// tell reads the honest log and rewrites it.
+func (p *Proxy) tell(ctx context.Context, v *View) (*story, error) {
+	realHead, err := p.store.Head(ctx, p.user)
+	if err != nil {
+		return nil, fmt.Errorf("reading the head: %w", err)
+	}
+	honest, err := p.store.Read(ctx, p.user, 0, 1<<30, 1<<40)
+	if err != nil {
+		return nil, fmt.Errorf("reading the log: %w", err)
+	}
+	s := &story{honest: honest, shown: honest, realHead: realHead, head: realHead}
+	if v.Rewrite != nil {
+		s.shown = v.Rewrite(honest)
+		s.head = 0
+		if n := len(s.shown); n > 0 {
+			s.head = s.shown[n-1].Pos
+		}
+	}
+	return s, nil
+}
+
+// hash returns the chain hash the liar vouches for at pos.
+func (p *Proxy) hash(ctx context.Context, s *story, v *View, pos uint64) (spool.Hash, error) {
+	c, ok := p.store.(spool.Chainer)
+	if !ok {
+		return spool.Hash{}, errors.New("the store keeps no chain")
+	}
+	d := divergence(s.honest, s.shown)
+	if v.KeepHeaders || pos < d {
+		return c.ChainHash(ctx, p.user, min(pos, s.realHead))
+	}
+	h, err := c.ChainHash(ctx, p.user, d-1)
+	if err != nil {
+		return h, err
+	}
+	for _, e := range s.shown {
+		if e.Pos >= d && e.Pos <= pos {
+			h = spool.ChainNext(h, e.Data)
+		}
+	}
+	return h, nil
+}
+
+// checkpointPos is the newest checkpoint's position, or the View's.
+func (p *Proxy) checkpointPos(ctx context.Context, v *View) (uint64, error) {
+	if v.Checkpoint != nil {
+		return v.Checkpoint.Pos, nil
+	}
+	c, ok := p.store.(spool.Compactor)
+	if !ok {
+		return 0, nil
+	}
+	cp, err := c.LatestCheckpoint(ctx, p.user)
+	if errors.Is(err, spool.ErrNoCheckpoint) {
+		return 0, nil
+	}
+	return cp.Pos, err
+}
+
+func queryUint(q url.Values, name string, def uint64) uint64 {
+	n, err := strconv.ParseUint(q.Get(name), 10, 64)
+	if err != nil {
+		return def
+	}
+	return n
+}
+
+// read answers GET entries with the View's story (docs/API.md §3).
+func (p *Proxy) read(ctx context.Context, w http.ResponseWriter, q url.Values, v *View) error {
+	after := queryUint(q, "after", 0)
+	maxCount := min(queryUint(q, "max_count", 1000), 10000)
+	maxBytes := min(queryUint(q, "max_bytes", 8<<20), 64<<20)
+	wait := time.Duration(min(queryUint(q, "wait", 0), 60)) * time.Second
+	s, err := p.tell(ctx, v)
+	if err != nil {
+		return err
+	}
+	if s.head <= after && wait > 0 {
+		// Long-poll: nothing to show yet; wait for the real log to grow.
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		err := p.store.Wait(wctx, p.user, s.realHead)
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		if s, err = p.tell(ctx, v); err != nil {
+			return err
+		}
+	}
+	var out []spool.Entry
+	var bytes uint64
+	for _, e := range s.shown {
+		if e.Pos <= after {
+			continue
+		}
+		if len(out) > 0 && (uint64(len(out)) >= maxCount || bytes+uint64(len(e.Data)) > maxBytes) {
+			break
+		}
+		out = append(out, e)
+		bytes += uint64(len(e.Data))
+	}
+	cp, err := p.checkpointPos(ctx, v)
+	if err != nil {
+		return err
+	}
+	h := w.Header()
+	if after <= s.head {
+		start, err := p.hash(ctx, s, v, after)
+		if err != nil {
+			return err
+		}
+		head, err := p.hash(ctx, s, v, s.head)
+		if err != nil {
+			return err
+		}
+		h.Set(headerChainStart, hex.EncodeToString(start[:]))
+		h.Set(headerChainHead, hex.EncodeToString(head[:]))
+	}
+	h.Set("Content-Type", api.ContentType)
+	h.Set("Cache-Control", "no-store")
+	h.Set("Cspool-Head", strconv.FormatUint(s.head, 10))
+	h.Set("Cspool-Checkpoint", strconv.FormatUint(min(cp, s.head), 10))
+	w.WriteHeader(http.StatusOK)
+	return writeFrames(bufio.NewWriter(w), out, v.CutShort)
+}
+
+// head answers GET head with the story's head.
+func (p *Proxy) head(ctx context.Context, w http.ResponseWriter, v *View) error {
+	s, err := p.tell(ctx, v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cspool-Head", strconv.FormatUint(s.head, 10))
+	_, err = fmt.Fprintf(w, "{\"head\":%d}\n", s.head)
+	return err
+}
+
+// writeCheckpoint answers GET checkpoint with cp (docs/API.md §5).
+func writeCheckpoint(w http.ResponseWriter, cp spool.Checkpoint) error {
+	w.Header().Set("Content-Type", api.CheckpointContentType)
+	w.Header().Set("Cspool-Checkpoint-Pos", strconv.FormatUint(cp.Pos, 10))
+	w.Header().Set("Content-Length", strconv.Itoa(len(cp.Data)))
+	_, err := w.Write(cp.Data)
+	return err
+}

@@ -1,0 +1,219 @@
+package hostile
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/syncer"
+	"cspool/internal/userdb"
+)
+
+const user = "alice"
+
+// rig is a real spool (SQLite store behind the HTTP API on loopback) with
+// the hostile proxy in front of it.
+type rig struct {
+	t        testing.TB
+	dir      string
+	userKey  *keys.SecretKey
+	spoolKey *keys.SecretKey
+	store    *sqlitestore.Store
+	upstream string
+	proxy    *Proxy
+	spool    *api.Client // the operator's own client, signing with the spool key
+	quiet    *slog.Logger
+}
+
+func newRig(t testing.TB) *rig {
+	t.Helper()
+	r := &rig{t: t, dir: t.TempDir(), quiet: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var err error
+	if r.userKey, err = keys.Generate(rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	if r.spoolKey, err = keys.Generate(rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	usersFile := filepath.Join(r.dir, "users")
+	if err := os.WriteFile(usersFile, []byte(user+" "+r.userKey.Public().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	users, err := userdb.Load(usersFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.store, err = sqlitestore.Open(filepath.Join(r.dir, "spool"), sqlitestore.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.store.Close() })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: api.NewServer(api.Config{Store: r.store, Users: users, SpoolKey: r.spoolKey.Public(), Logger: r.quiet})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	r.upstream = "http://" + ln.Addr().String()
+	if r.proxy, err = New(r.upstream, r.store, user); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.proxy.Close)
+	if r.spool, err = api.NewClient(r.upstream, user, r.spoolKey, nil); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// device is one of the user's devices: a mail store on disk and a syncer
+// reaching the spool through its own listener of the proxy.
+type device struct {
+	name string
+	s    *syncer.Syncer
+	ms   *mailstore.Store
+}
+
+func (r *rig) device(name string) *device {
+	r.t.Helper()
+	base, err := r.proxy.Listen(name)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return r.deviceAt(name, base, false)
+}
+
+func (r *rig) deviceAt(name, base string, noChecks bool) *device {
+	r.t.Helper()
+	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { ms.Close() })
+	client, err := api.NewClient(base, user, r.userKey, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	s, err := syncer.New(syncer.Config{User: user, UserKey: r.userKey, SpoolKey: r.spoolKey.Public(),
+		Source: client, Store: ms, Logger: r.quiet, IsTemporary: api.IsTemporary,
+		CheckpointMin: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond, DisableIntegrity: noChecks})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return &device{name: name, s: s, ms: ms}
+}
+
+func message(i int) []byte {
+	return fmt.Appendf(nil, "From: s%d@example.org\r\nTo: alice@example.org\r\nSubject: test %d\r\nMessage-ID: <%d@hostile>\r\n\r\nbody %d\r\n", i, i, i, i)
+}
+
+// seal seals c as the spool would (the operator holds the spool key).
+func (r *rig) seal(c *command.Command) []byte {
+	r.t.Helper()
+	b, _, err := entry.Seal(c, r.spoolKey, r.userKey.Public(), user, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return b
+}
+
+// deliver appends n deliveries through the API with the spool key.
+func (r *rig) deliver(n int) {
+	r.t.Helper()
+	var batch [][]byte
+	for i := 0; i < n; i++ {
+		batch = append(batch, r.seal(&command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: message(i)}))
+	}
+	if _, err := r.spool.Append(context.Background(), user, batch); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// sync applies the log as the device sees it, up to its head.
+func (d *device) sync(t testing.TB) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := d.s.SyncOnce(ctx)
+	return err
+}
+
+func (d *device) mustSync(t testing.TB) {
+	t.Helper()
+	if err := d.sync(t); err != nil {
+		t.Fatalf("device %s: sync: %v", d.name, err)
+	}
+	if a := d.s.Status().Alarm; a != "" {
+		t.Fatalf("device %s: alarm %q", d.name, a)
+	}
+}
+
+// submit runs the device's sync loop until cmds are appended and applied.
+func (d *device) submit(t testing.TB, cmds ...*command.Command) []mailstore.Outcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- d.s.Run(ctx) }()
+	outs, err := d.s.Submit(ctx, cmds...)
+	cancel()
+	if rerr := <-done; rerr != nil && !errors.Is(rerr, context.Canceled) {
+		t.Fatalf("device %s: sync loop: %v", d.name, rerr)
+	}
+	if err != nil {
+		t.Fatalf("device %s: submit: %v", d.name, err)
+	}
+	return outs
+}
+
+// inbox returns the messages in the device's INBOX.
+func (d *device) inbox(t testing.TB) []*mailstore.Message {
+	t.Helper()
+	ctx := context.Background()
+	mb, err := d.ms.MailboxByName(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*mailstore.Message
+	if err := d.ms.Scan(ctx, mb.ID, 0, func(m *mailstore.Message) error { out = append(out, m); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// state is the device's replicated state, for comparing devices.
+func (d *device) state(t testing.TB) []byte {
+	t.Helper()
+	sn, err := d.ms.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := mailstore.EncodeSnapshot(sn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// position is the device's applied position, from its store.
+func (d *device) position(t testing.TB) uint64 {
+	t.Helper()
+	p, err := d.ms.Position(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

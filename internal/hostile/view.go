@@ -1,0 +1,173 @@
+package hostile
+
+import (
+	"bytes"
+	"slices"
+
+	"cspool/internal/spool"
+)
+
+// View is the story a listener tells about the log. The zero View tells the
+// truth through the proxy's own read path.
+type View struct {
+	// Rewrite maps the honest log (every entry the store still holds, in
+	// order, with holes where compaction deleted) to the log shown. It must
+	// return entries with increasing positions and may reuse data slices;
+	// nil shows the honest log.
+	Rewrite func(honest []spool.Entry) []spool.Entry
+	// KeepHeaders sends the server's real chain hashes rather than the
+	// hashes of the log shown: a naive liar.
+	KeepHeaders bool
+	// Checkpoint, when set, is served on GET checkpoint, and its position as
+	// Cspool-Checkpoint on reads, instead of the newest checkpoint.
+	Checkpoint *spool.Checkpoint
+	// CutShort ends every read body without its end marker.
+	CutShort bool
+}
+
+// Drop hides the entry at pos. With renumber, the entries after it move
+// down one position, so the log shows no hole; without, pos is a hole.
+func Drop(pos uint64, renumber bool) func([]spool.Entry) []spool.Entry {
+	return DropRange(pos, pos, renumber)
+}
+
+// DropRange hides the entries from first to last, like Drop.
+func DropRange(first, last uint64, renumber bool) func([]spool.Entry) []spool.Entry {
+	return func(h []spool.Entry) []spool.Entry {
+		out := make([]spool.Entry, 0, len(h))
+		var gone uint64
+		for _, e := range h {
+			if e.Pos >= first && e.Pos <= last {
+				gone++
+				continue
+			}
+			if renumber && e.Pos > last {
+				e.Pos -= gone
+			}
+			out = append(out, e)
+		}
+		return out
+	}
+}
+
+// Swap shows the entries at a and b in each other's place.
+func Swap(a, b uint64) func([]spool.Entry) []spool.Entry {
+	return func(h []spool.Entry) []spool.Entry {
+		out := slices.Clone(h)
+		ia, ib := index(out, a), index(out, b)
+		if ia >= 0 && ib >= 0 {
+			out[ia].Data, out[ib].Data = out[ib].Data, out[ia].Data
+		}
+		return out
+	}
+}
+
+// Replay shows the entry at from a second time, right after position
+// after; the entries after that move up one position.
+func Replay(from, after uint64) func([]spool.Entry) []spool.Entry {
+	return func(h []spool.Entry) []spool.Entry {
+		i := index(h, from)
+		if i < 0 {
+			return h
+		}
+		return Insert(after, h[i].Data)(h)
+	}
+}
+
+// Insert shows data as a new entry right after position after; the entries
+// after that move up one position. Before position after exists, it shows
+// the honest log.
+func Insert(after uint64, data []byte) func([]spool.Entry) []spool.Entry {
+	return func(h []spool.Entry) []spool.Entry {
+		if len(h) == 0 || h[len(h)-1].Pos < after {
+			return h
+		}
+		out := make([]spool.Entry, 0, len(h)+1)
+		for _, e := range h {
+			if e.Pos > after {
+				e.Pos++
+			}
+			out = append(out, e)
+		}
+		i, _ := slices.BinarySearchFunc(out, after+1, func(e spool.Entry, p uint64) int { return cmpPos(e.Pos, p) })
+		return slices.Insert(out, i, spool.Entry{Pos: after + 1, Data: data})
+	}
+}
+
+// Truncate shows the log up to position at only, as if nothing came after.
+func Truncate(at uint64) func([]spool.Entry) []spool.Entry {
+	return func(h []spool.Entry) []spool.Entry {
+		i := 0
+		for i < len(h) && h[i].Pos <= at {
+			i++
+		}
+		return h[:i]
+	}
+}
+
+// Replace shows data instead of the entry at pos.
+func Replace(pos uint64, data []byte) func([]spool.Entry) []spool.Entry {
+	return func(h []spool.Entry) []spool.Entry {
+		out := slices.Clone(h)
+		if i := index(out, pos); i >= 0 {
+			out[i].Data = data
+		}
+		return out
+	}
+}
+
+// Flip shows the entry at pos with the byte at offset (from the end when
+// negative) inverted.
+func Flip(pos uint64, offset int) func([]spool.Entry) []spool.Entry {
+	return func(h []spool.Entry) []spool.Entry {
+		out := slices.Clone(h)
+		if i := index(out, pos); i >= 0 {
+			d := bytes.Clone(out[i].Data)
+			o := offset
+			if o < 0 {
+				o += len(d)
+			}
+			d[o] ^= 0xff
+			out[i].Data = d
+		}
+		return out
+	}
+}
+
+func index(es []spool.Entry, pos uint64) int {
+	i, ok := slices.BinarySearchFunc(es, pos, func(e spool.Entry, p uint64) int { return cmpPos(e.Pos, p) })
+	if !ok {
+		return -1
+	}
+	return i
+}
+
+func cmpPos(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// divergence returns the first position at which shown departs from
+// honest: below it both hold the same entries at the same positions (and
+// the same holes), so the real chain hashes hold there. It returns
+// ^uint64(0) when shown is honest.
+func divergence(honest, shown []spool.Entry) uint64 {
+	i := 0
+	for i < len(honest) && i < len(shown) && honest[i].Pos == shown[i].Pos && bytes.Equal(honest[i].Data, shown[i].Data) {
+		i++
+	}
+	switch {
+	case i < len(honest) && i < len(shown):
+		return min(honest[i].Pos, shown[i].Pos)
+	case i < len(shown):
+		return shown[i].Pos
+	case i < len(honest):
+		return honest[i].Pos
+	}
+	return ^uint64(0)
+}
