@@ -248,9 +248,12 @@ func TestSyncCommand(t *testing.T) {
 
 	// No spool: exit 1 with a hint, the database untouched.
 	s.server.stop(t, syscall.SIGTERM, 30*time.Second)
-	code, _, errOut = runExit(t, s.dir, s.env, bin, sync...)
+	code, out, errOut = runExit(t, s.dir, s.env, bin, sync...)
 	if code != 1 || !strings.Contains(errOut, "syncing with "+s.spoolURL) || !strings.Contains(errOut, "cspool: hint:") {
 		t.Errorf("sync without a spool: exit %d, stderr %q; want 1 naming %s, with a hint", code, errOut, s.spoolURL)
+	}
+	if want := fmt.Sprintf("stopped at position %d (head ?)", n+1); !strings.HasPrefix(lastLine(out), want) {
+		t.Errorf("sync without a spool ended with %q, want %q", lastLine(out), want)
 	}
 	if got := storeInbox(t, filepath.Join(s.dir, "mail.db")); got != n+1 {
 		t.Errorf("INBOX has %d messages after the failed sync, want %d", got, n+1)
@@ -299,13 +302,13 @@ func TestProgressLine(t *testing.T) {
 			f := &fakeProgress{}
 			p := newProgress(&b, tty, f, f)
 			p.show() // before any contact: head unknown
-			f.st = syncer.Status{Position: 1000, Head: 5000, Connected: true}
+			f.st = syncer.Status{Position: 1000, Head: 5000, Connected: true, LastContact: time.Now()}
 			f.entries, f.bytes = 1000, 3<<20
 			p.show()
 			p.show() // unchanged
 			f.st.Position, f.st.Applied, f.st.Rejected = 5000, 4999, 1
 			f.entries = 5000
-			p.finish()
+			p.finish(false)
 			out := b.String()
 			for _, want := range []string{"position 0 of ?, ? remaining", "position 1000 of 5000, 4000 remaining; read 1000 entries (3.0 MiB)",
 				"synced to position 5000 (head 5000): read 5000 entries", "4999 applied, 1 rejected"} {

@@ -128,7 +128,7 @@ cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.ex
 	}
 	close(done)
 	<-ticked
-	p.finish()
+	p.finish(err != nil)
 	switch {
 	case err == nil:
 		return nil
@@ -212,9 +212,8 @@ func (p *progress) line() string {
 	st := p.sy.Status()
 	entries, bytes := p.src.counts()
 	secs := time.Since(p.start).Seconds()
-	head := "?"
-	remaining := "?"
-	if st.Head > 0 || st.Connected {
+	head, remaining := "?", "?"
+	if known(st) {
 		h := max(st.Head, st.Position)
 		head = strconv.FormatUint(h, 10)
 		remaining = strconv.FormatUint(h-st.Position, 10)
@@ -252,12 +251,24 @@ func (p *progress) show() {
 	}
 }
 
-func (p *progress) finish() {
+// known reports whether the spool's head is known: the sync has heard from
+// the spool at least once.
+func known(st syncer.Status) bool { return !st.LastContact.IsZero() || st.Head > 0 }
+
+// finish prints the summary line; failed says the sync stopped on an error.
+func (p *progress) finish(failed bool) {
 	st := p.sy.Status()
 	entries, bytes := p.src.counts()
 	secs := time.Since(p.start).Seconds()
-	s := fmt.Sprintf("synced to position %d (head %d): read %d entries (%s) in %.1f s, %.0f entries/s, %d applied, %d rejected",
-		st.Position, max(st.Head, st.Position), entries, sizeText(bytes), secs, float64(entries)/max(secs, 0.001), st.Applied, st.Rejected)
+	verb, head := "synced to", "?"
+	if failed {
+		verb = "stopped at"
+	}
+	if known(st) {
+		head = strconv.FormatUint(max(st.Head, st.Position), 10)
+	}
+	s := fmt.Sprintf("%s position %d (head %s): read %d entries (%s) in %.1f s, %.0f entries/s, %d applied, %d rejected",
+		verb, st.Position, head, entries, sizeText(bytes), secs, float64(entries)/max(secs, 0.001), st.Applied, st.Rejected)
 	if p.tty {
 		pad := ""
 		if n := p.width - len(s); n > 0 {
