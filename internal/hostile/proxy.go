@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -38,12 +40,9 @@ func New(upstream string, store spool.Store, user string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parsing upstream %q: %w", upstream, err)
 	}
-	return &Proxy{
-		user:   user,
-		store:  store,
-		rp:     httputil.NewSingleHostReverseProxy(u),
-		fronts: map[string]*front{},
-	}, nil
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // a device that hung up is no news
+	return &Proxy{user: user, store: store, rp: rp, fronts: map[string]*front{}}, nil
 }
 
 // Listen opens a listener on 127.0.0.1 for one device and returns its base
