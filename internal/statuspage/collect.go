@@ -104,16 +104,20 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 	return r, nil
 }
 
-// Alarms returns the integrity alarms a sync status carries: a checkpoint
-// that failed validation, and a gap in the log. A new kind of alarm in
-// syncer.Status is added here, and shows on the page and in `cspool
-// status` without other changes.
+// Alarms returns the integrity alarms a sync status carries: the syncer's
+// own alarm (a fork, a rollback, a replay, a gap: the sync is stopped), a
+// checkpoint that failed validation, and a gap reported only as the last
+// error. A new kind of alarm in syncer.Status is added here, and shows on
+// the page and in `cspool status` without other changes.
 func Alarms(st syncer.Status) []string {
 	out := []string{}
+	if st.Alarm != "" {
+		out = append(out, "sync stopped at position "+fmt.Sprint(st.Position)+": "+st.Alarm)
+	}
 	if st.BadCheckpoint != 0 {
 		out = append(out, fmt.Sprintf("the checkpoint at position %d failed validation: this device does not trust it and syncs from the log instead", st.BadCheckpoint))
 	}
-	if strings.Contains(st.LastError, syncer.ErrGap.Error()) {
+	if st.Alarm == "" && strings.Contains(st.LastError, syncer.ErrGap.Error()) {
 		out = append(out, "the spool's log has a gap that no checkpoint explains; sync is halted at position "+
 			fmt.Sprint(st.Position)+": "+st.LastError)
 	}

@@ -114,6 +114,8 @@ func TestAlarms(t *testing.T) {
 		{"bad checkpoint", syncer.Status{BadCheckpoint: 77}, "", []string{"checkpoint at position 77 failed validation"}},
 		{"gap", syncer.Status{Position: 4, LastError: gap}, "", []string{"gap", "position 4", "position 9 after 4"}},
 		{"hook", syncer.Status{}, "fork detected at position 5", []string{"fork detected at position 5"}},
+		{"syncer alarm", syncer.Status{Position: 8, Alarm: "chain hash mismatch at position 9", LastError: gap},
+			"", []string{"sync stopped at position 8: chain hash mismatch at position 9"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -125,6 +127,9 @@ func TestAlarms(t *testing.T) {
 			all := strings.Join(r.Alarms, "\n")
 			if len(c.want) == 0 && len(r.Alarms) != 0 {
 				t.Errorf("alarms %q, want none", r.Alarms)
+			}
+			if c.st.Alarm != "" && len(r.Alarms) != 1 {
+				t.Errorf("alarms %q, want only the syncer's", r.Alarms)
 			}
 			for _, w := range c.want {
 				if !strings.Contains(all, w) {
