@@ -134,9 +134,9 @@ cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.ex
 		return nil
 	case errors.Is(err, syscall.ECONNREFUSED) || api.IsTemporary(err):
 		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), "check that the spool server is running and --spool-server is right")
-	case errors.Is(err, syncer.ErrGap):
+	case errors.Is(err, syncer.ErrGap) || errors.Is(err, syncer.ErrIntegrity):
 		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err),
-			"the spool is missing entries after this device's position: report it to the spool's operator; do not trust this spool until it is explained")
+			"the spool's log failed an integrity check (missing, reordered or forged entries): report it to the spool's operator, keep this database, and do not trust this spool until it is explained")
 	}
 	return fmt.Errorf("syncing with %s: %w", *spoolURL, err)
 }
