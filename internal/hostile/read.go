@@ -2,6 +2,7 @@ package hostile
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -55,7 +56,10 @@ func (p *Proxy) hash(ctx context.Context, s *story, v *View, pos uint64) (spool.
 	if !ok {
 		return spool.Hash{}, errors.New("the store keeps no chain")
 	}
-	d := divergence(s.honest, s.shown)
+	d, err := p.divergence(ctx, s)
+	if err != nil {
+		return spool.Hash{}, err
+	}
 	if v.KeepHeaders || pos < d {
 		return c.ChainHash(ctx, p.user, min(pos, s.realHead))
 	}
@@ -69,6 +73,45 @@ func (p *Proxy) hash(ctx context.Context, s *story, v *View, pos uint64) (spool.
 		}
 	}
 	return h, nil
+}
+
+// divergence returns the first position at which the story departs from
+// the log the chain hashes: below it the real chain hashes hold for the
+// story. A position the store no longer holds (compacted) but the story
+// shows departs unless its data is what the chain hashed there. It returns
+// the largest position when the story is the truth.
+func (p *Proxy) divergence(ctx context.Context, s *story) (uint64, error) {
+	c, _ := p.store.(spool.Chainer)
+	hs, ss := s.honest, s.shown
+	for len(hs) > 0 || len(ss) > 0 {
+		switch {
+		case len(hs) > 0 && len(ss) > 0 && hs[0].Pos == ss[0].Pos:
+			if !bytes.Equal(hs[0].Data, ss[0].Data) {
+				return hs[0].Pos, nil
+			}
+			hs, ss = hs[1:], ss[1:]
+		case len(ss) > 0 && (len(hs) == 0 || ss[0].Pos < hs[0].Pos):
+			pos := ss[0].Pos
+			if pos > s.realHead || c == nil {
+				return pos, nil
+			}
+			prev, err := c.ChainHash(ctx, p.user, pos-1)
+			if err != nil {
+				return 0, err
+			}
+			cur, err := c.ChainHash(ctx, p.user, pos)
+			if err != nil {
+				return 0, err
+			}
+			if spool.ChainNext(prev, ss[0].Data) != cur {
+				return pos, nil
+			}
+			ss = ss[1:]
+		default: // the store holds an entry the story leaves out
+			return hs[0].Pos, nil
+		}
+	}
+	return ^uint64(0), nil
 }
 
 // checkpointPos is the newest checkpoint's position, or the View's.

@@ -38,6 +38,7 @@ type rig struct {
 	proxy    *Proxy
 	spool    *api.Client // the operator's own client, signing with the spool key
 	quiet    *slog.Logger
+	sent     int // deliveries so far, so that each body differs
 }
 
 func newRig(t testing.TB) *rig {
@@ -135,8 +136,9 @@ func (r *rig) seal(c *command.Command) []byte {
 func (r *rig) deliver(n int) {
 	r.t.Helper()
 	var batch [][]byte
-	for i := 0; i < n; i++ {
-		batch = append(batch, r.seal(&command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: message(i)}))
+	for range n {
+		r.sent++
+		batch = append(batch, r.seal(&command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: message(r.sent)}))
 	}
 	if _, err := r.spool.Append(context.Background(), user, batch); err != nil {
 		r.t.Fatal(err)

@@ -152,22 +152,20 @@ func cmpPos(a, b uint64) int {
 	return 0
 }
 
-// divergence returns the first position at which shown departs from
-// honest: below it both hold the same entries at the same positions (and
-// the same holes), so the real chain hashes hold there. It returns
-// ^uint64(0) when shown is honest.
-func divergence(honest, shown []spool.Entry) uint64 {
-	i := 0
-	for i < len(honest) && i < len(shown) && honest[i].Pos == shown[i].Pos && bytes.Equal(honest[i].Data, shown[i].Data) {
-		i++
+// Backfill shows, besides the honest log, the entries of backup (an older
+// copy of the log) up to position upTo that compaction has deleted since:
+// an operator that kept what it was told to delete.
+func Backfill(backup []spool.Entry, upTo uint64) func([]spool.Entry) []spool.Entry {
+	return func(h []spool.Entry) []spool.Entry {
+		out := slices.Clone(h)
+		for _, e := range backup {
+			if e.Pos > upTo {
+				break
+			}
+			if i, ok := slices.BinarySearchFunc(out, e.Pos, func(x spool.Entry, p uint64) int { return cmpPos(x.Pos, p) }); !ok {
+				out = slices.Insert(out, i, e)
+			}
+		}
+		return out
 	}
-	switch {
-	case i < len(honest) && i < len(shown):
-		return min(honest[i].Pos, shown[i].Pos)
-	case i < len(shown):
-		return shown[i].Pos
-	case i < len(honest):
-		return honest[i].Pos
-	}
-	return ^uint64(0)
 }

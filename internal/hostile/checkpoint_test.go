@@ -1,0 +1,73 @@
+package hostile
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"cspool/internal/command"
+)
+
+// TestOldCheckpoint: after a second checkpoint compacted away the flag
+// change and the expunge written since the first, the spool serves the
+// first checkpoint again (on GET checkpoint and as Cspool-Checkpoint) to a
+// new device and to one that stopped at the first checkpoint's position.
+// Rebuilt from it, they would show the expunged message again; the entries
+// that would bring them up to date are gone, and the gap is what they see.
+// The operator kept a copy of the log before compaction, so it can also
+// serve the old entries the old checkpoint needs; without that copy a new
+// device cannot even rebuild from the old checkpoint.
+func TestOldCheckpoint(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	a, b := r.device("a"), r.device("b")
+	r.deliver(6)
+	a.mustSync(t)
+	msgs := a.inbox(t)
+	a.submit(t, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{msgs[0].ID}})
+	if _, pos, err := a.s.WriteCheckpoint(ctx); err != nil || pos != 7 {
+		t.Fatalf("first checkpoint: position %d, %v: want 7", pos, err)
+	}
+	old, err := r.store.LatestCheckpoint(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mustSync(t) // b stops at 7
+	backup, err := r.store.Read(ctx, user, 0, 100, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.submit(t, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{msgs[1].ID}})
+	a.submit(t, &command.Command{Kind: command.Expunge, IDs: []command.ID{msgs[2].ID}})
+	r.deliver(2) // 10, 11
+	a.mustSync(t)
+	if _, pos, err := a.s.WriteCheckpoint(ctx); err != nil || pos != 11 {
+		t.Fatalf("second checkpoint: position %d, %v: want 11", pos, err)
+	}
+	if left, err := r.store.Read(ctx, user, 7, 10, 1<<20); err != nil || len(left) != 2 || left[0].Pos != 10 {
+		t.Fatalf("after compaction, entries after 7: %v, %v: want only 10 and 11", left, err)
+	}
+
+	// Without the copy: the new device cannot rebuild, and waits.
+	n := r.device("n")
+	r.proxy.Set("n", &View{Checkpoint: &old})
+	err = n.sync(t)
+	if err == nil || !strings.Contains(err.Error(), "entry 3 is gone from the spool") || n.s.Status().Alarm != "" || n.position(t) != 0 {
+		t.Fatalf("device n, old checkpoint without its bodies: %v, alarm %q, position %d: want the restore refused (entry 3 gone), no alarm, nothing applied",
+			err, n.s.Status().Alarm, n.position(t))
+	}
+
+	c := r.device("c")
+	r.proxy.Set("b", &View{Checkpoint: &old})
+	r.proxy.Set("c", &View{Checkpoint: &old, Rewrite: Backfill(backup, old.Pos)})
+	bBefore := b.state(t)
+	alarmed(t, b, b.sync(t), "skipped from position 7 to 10", 7, bBefore)
+	err = c.sync(t)
+	if got := c.s.Status().Restores; got != 1 {
+		t.Fatalf("device c: %d restores (%v): want 1, from the old checkpoint", got, err)
+	}
+	alarmed(t, c, err, "skipped from position 7 to 10", 7, nil)
+	if n := len(c.inbox(t)); n != 6 {
+		t.Fatalf("device c: %d messages: want the old checkpoint's 6 and nothing applied after it", n)
+	}
+}
