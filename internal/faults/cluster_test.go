@@ -93,7 +93,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	return c
 }
 
-func (c *cluster) url() string     { return fmt.Sprintf("http://127.0.0.1:%d", c.httpPort) }
+func (c *cluster) url() string      { return fmt.Sprintf("http://127.0.0.1:%d", c.httpPort) }
 func (c *cluster) lmtpAddr() string { return fmt.Sprintf("127.0.0.1:%d", c.lmtpPort) }
 
 // startServer starts the spool server and waits for /v1/health.
@@ -174,6 +174,9 @@ func (c *cluster) waitConverged(d time.Duration) uint64 {
 		ok := err == nil
 		last = fmt.Sprintf("head %d (%v)", head, err)
 		for _, dv := range c.devices {
+			if dv.p.exited() {
+				c.t.Fatalf("device %s exited (%v) before converging", dv.name, dv.p.err)
+			}
 			pos, err := position(dv.db)
 			last += fmt.Sprintf(", %s at %d (%v)", dv.name, pos, err)
 			ok = ok && err == nil && pos == head

@@ -32,7 +32,7 @@ func pause(r *rand.Rand, lo, hi time.Duration) {
 func TestKillServer(t *testing.T) {
 	c := newCluster(t, clusterOptions{})
 	l := newLedger()
-	ld := startLoad(t, c, l, loadOptions{maxMessages: 400, pace: 5 * time.Millisecond, mutators: true})
+	ld := startLoad(t, c, l, loadOptions{maxMessages: 3000, pace: 5 * time.Millisecond, mutators: true})
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 3; i++ {
 		pause(r, 300*time.Millisecond, 1200*time.Millisecond)
@@ -52,7 +52,7 @@ func TestKillServer(t *testing.T) {
 func TestKillDaemon(t *testing.T) {
 	c := newCluster(t, clusterOptions{})
 	l := newLedger()
-	ld := startLoad(t, c, l, loadOptions{maxMessages: 400, pace: 5 * time.Millisecond, mutators: true})
+	ld := startLoad(t, c, l, loadOptions{maxMessages: 3000, pace: 5 * time.Millisecond, mutators: true})
 	r := rand.New(rand.NewPCG(3, 4))
 	for i := 0; i < 4; i++ {
 		d := c.devices[i%2]

@@ -1,0 +1,119 @@
+package faults
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cspool/internal/api"
+)
+
+// TestDiskFullSpool: the server's spool directory is on an 8 MB tmpfs that
+// fills up under load. Deliveries get LMTP 4xx, an HTTP append gets 503,
+// nothing acknowledged is lost; once space is freed, deliveries succeed
+// again.
+func TestDiskFullSpool(t *testing.T) {
+	binary(t)
+	mnt := filepath.Join(t.TempDir(), "spoolfs")
+	needMount(t, mnt, "8m")
+	c := newCluster(t, clusterOptions{spoolDir: filepath.Join(mnt, "spool")})
+	fill(t, filepath.Join(mnt, "filler"), 1<<20)
+	l := newLedger()
+	ld := startLoad(t, c, l, loadOptions{maxMessages: 3000, bodyBytes: 32 << 10, pace: 5 * time.Millisecond, mutators: true})
+	deadline := time.Now().Add(30 * time.Second)
+	for !hasTemporary(l) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !hasTemporary(l) {
+		ld.stop()
+		t.Fatalf("no LMTP 4xx within 30 s of filling the disk: %s", l.summary())
+	}
+	sc, err := api.NewClient(c.url(), "", c.spoolKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err = sc.Append(ctx, userName, [][]byte{make([]byte, 256<<10)})
+	cancel()
+	if err == nil || !api.IsTemporary(err) || !strings.Contains(err.Error(), "503") {
+		t.Errorf("HTTP append on a full disk: %v, want a temporary failure with status 503", err)
+	}
+	time.Sleep(time.Second)
+	if err := os.Remove(filepath.Join(mnt, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	ackedWhileFull := len(l.acked)
+	l.mu.Unlock()
+	time.Sleep(2 * time.Second)
+	ld.stop()
+	t.Log(l.summary())
+	l.mu.Lock()
+	recovered := len(l.acked) - ackedWhileFull
+	l.mu.Unlock()
+	if recovered == 0 {
+		t.Errorf("no delivery acknowledged in the 2 s after space was freed")
+	}
+	l.checkErrors(t, []string{"451", "452", "conn: "}, joinLists(imapTemporary, imapRaces))
+	if c.server.exited() {
+		t.Fatalf("the server exited on a full disk: %v", c.server.err)
+	}
+	verify(t, c, l)
+}
+
+func hasTemporary(l *ledger) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lmtpErrs["451"]+l.lmtpErrs["452"] > 0
+}
+
+// TestDiskFullDevice: device a's database is on a tmpfs that fills up while
+// mail keeps arriving. The daemon logs a clear error and, once space is
+// freed, catches up; both devices converge.
+func TestDiskFullDevice(t *testing.T) {
+	binary(t)
+	mnt := filepath.Join(t.TempDir(), "devicefs")
+	needMount(t, mnt, "8m")
+	c := newCluster(t, clusterOptions{dbDirs: []string{mnt}})
+	fill(t, filepath.Join(mnt, "filler"), 256<<10)
+	l := newLedger()
+	ld := startLoad(t, c, l, loadOptions{maxMessages: 600, bodyBytes: 2 << 10, pace: 5 * time.Millisecond, mutators: true})
+	deadline := time.Now().Add(30 * time.Second)
+	log := c.devices[0].p.stderr
+	for !strings.Contains(log.String(), "full") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(log.String(), "full") {
+		ld.stop()
+		t.Fatalf("device a did not report a full disk within 30 s; its log ends:\n%s", tail(log.String(), 2000))
+	}
+	// Give the daemon time to act on the error: retry, or exit.
+	a := c.devices[0]
+	for wait := time.Now().Add(15 * time.Second); !a.p.exited() && time.Now().Before(wait); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	exited := a.p.exited()
+	if err := os.Remove(filepath.Join(mnt, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	if exited {
+		// The expected outcome is a daemon that keeps serving reads and
+		// retries; restart it so the remaining checks still run.
+		t.Errorf("device a exited on a full disk (%v) instead of retrying until space is freed", a.p.err)
+		c.startDevice(a)
+	}
+	time.Sleep(2 * time.Second)
+	ld.stop()
+	t.Log(l.summary())
+	for _, line := range strings.Split(log.String(), "\n") {
+		if strings.Contains(line, "full") {
+			t.Logf("device a reported: %s", line)
+			break
+		}
+	}
+	l.checkErrors(t, nil, joinLists(imapTemporary, imapRaces, []string{"NO [SERVERBUG]"}))
+	verify(t, c, l)
+}

@@ -1,0 +1,137 @@
+package faults
+
+import (
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/spool/pgstore/pgtest"
+)
+
+// TestSpoolUnreachable: the server is stopped for 3 s under load. LMTP
+// connections are refused, IMAP mutations get NO [UNAVAILABLE], reads keep
+// working on both devices.
+func TestSpoolUnreachable(t *testing.T) {
+	c := newCluster(t, clusterOptions{})
+	l := newLedger()
+	ld := startLoad(t, c, l, loadOptions{maxMessages: 3000, pace: 5 * time.Millisecond, mutators: true})
+	time.Sleep(time.Second)
+	c.server.stop(t)
+	downSince := time.Now()
+	if conn, err := net.DialTimeout("tcp", c.lmtpAddr(), time.Second); err == nil {
+		conn.Close()
+		t.Error("the LMTP port accepts connections while the server is stopped")
+	}
+	for _, d := range c.devices {
+		cl, conn, err := dialIMAP(d.addr())
+		if err != nil {
+			t.Fatalf("device %s: login while the spool is down: %v", d.name, err)
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		sel, err := cl.Select("INBOX", nil).Wait()
+		if err != nil || sel.NumMessages == 0 {
+			t.Fatalf("device %s: SELECT INBOX while the spool is down: %v (%v messages), want OK with the mail", d.name, err, sel)
+		}
+		msgs, err := cl.Fetch(seqRange(1, sel.NumMessages), &imap.FetchOptions{Flags: true, Envelope: true}).Collect()
+		if err != nil || len(msgs) != int(sel.NumMessages) {
+			t.Errorf("device %s: FETCH while the spool is down: %d messages, %v; want %d", d.name, len(msgs), err, sel.NumMessages)
+		}
+		if _, err := cl.Search(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "X-Fault-Token", Value: "t0"}}}, nil).Wait(); err != nil {
+			t.Errorf("device %s: SEARCH while the spool is down: %v", d.name, err)
+		}
+		err = cl.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close()
+		if !isCode(err, imap.ResponseCodeUnavailable) {
+			t.Errorf("device %s: STORE while the spool is down: %v, want NO [UNAVAILABLE]", d.name, err)
+		}
+		cl.Close()
+	}
+	time.Sleep(3*time.Second - time.Since(downSince))
+	c.startServer()
+	time.Sleep(time.Second)
+	ld.stop()
+	t.Log(l.summary())
+	l.checkErrors(t, lmtpTemporary, joinLists(imapTemporary, imapRaces))
+	verify(t, c, l)
+}
+
+// TestKillPostgres: the PostgreSQL cluster under a --store postgres server
+// is stopped with -m immediate (no shutdown checkpoint, the closest to kill
+// -9) twice under load, and started again.
+func TestKillPostgres(t *testing.T) {
+	binary(t)
+	dsn := pgtest.Database(t)
+	pg := pgtest.LocalCluster(t)
+	versions, _ := filepath.Glob("/etc/postgresql/*/main")
+	version := filepath.Base(filepath.Dir(versions[0]))
+	c := newCluster(t, clusterOptions{store: []string{"--store", "postgres", "--dsn", dsn}})
+	l := newLedger()
+	ld := startLoad(t, c, l, loadOptions{maxMessages: 3000, pace: 5 * time.Millisecond, mutators: true})
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 2; i++ {
+		pause(r, 500*time.Millisecond, 1500*time.Millisecond)
+		out, err := exec.Command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "stop", "-m", "immediate").CombinedOutput()
+		if err != nil {
+			t.Fatalf("stopping PostgreSQL: %v\n%s", err, out)
+		}
+		pause(r, time.Second, 2*time.Second)
+		pg.Start()
+	}
+	time.Sleep(2 * time.Second)
+	ld.stop()
+	t.Log(l.summary())
+	l.checkErrors(t, lmtpTemporary, joinLists(imapTemporary, imapRaces))
+	if c.server.exited() {
+		t.Fatalf("the server exited while PostgreSQL was down: %v", c.server.err)
+	}
+	verify(t, c, l)
+}
+
+// needMount mounts a tmpfs of size bytes on dir, or skips when this machine
+// cannot (not root, or mounting not permitted), failing instead under CI
+// only when mounting does work here. The mount is removed at cleanup.
+func needMount(t *testing.T, dir, size string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		// Under CI a mount that fails here is a skip too: the check is
+		// whether this machine permits it at all.
+		t.Skipf("cannot mount a tmpfs on %s (needs root and permission to mount): %v %s", dir, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("unmounting %s: %v %s", dir, err, out)
+		}
+	})
+}
+
+// fill writes a file of zeros into dir until the file system is full, then
+// frees keep bytes of it.
+func fill(t *testing.T, path string, keep int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	var n int64
+	for {
+		w, err := f.Write(buf)
+		n += int64(w)
+		if err != nil {
+			break
+		}
+	}
+	if err := f.Truncate(max(n-keep, 0)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
