@@ -110,7 +110,8 @@ for row in "cspool server:$spid:$s0:$s1:$srss" "cspool imap-server:$dpid:$d0:$d1
 done
 
 # Quickstart: start to first successful IMAP login.
-if ! $C help | grep -q '^  quickstart'; then
+helptext=$($C help)
+if ! grep -q '^  quickstart' <<<"$helptext"; then
 	echo "quickstart: subcommand not present, skipped"
 	exit 0
 fi
