@@ -46,7 +46,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("opening mail store: %w", err)
 	}
 	base := "file:" + path + fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=foreign_keys(ON)", busyTimeoutMS)
-	w, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-32768)&_txlock=immediate")
+	w, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-16384)&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store %s: %w", path, err)
 	}

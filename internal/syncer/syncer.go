@@ -93,7 +93,7 @@ type Config struct {
 	DisableIntegrity bool
 
 	BatchCount int           // entries per read; 0 = 1000
-	BatchBytes int64         // bytes per read; 0 = 16 MiB
+	BatchBytes int64         // bytes per read; 0 = 4 MiB
 	Wait       time.Duration // long-poll wait; 0 = 30 s
 	MaxBackoff time.Duration // 0 = 30 s
 }
@@ -140,7 +140,7 @@ func New(cfg Config) (*Syncer, error) {
 		cfg.BatchCount = 1000
 	}
 	if cfg.BatchBytes == 0 {
-		cfg.BatchBytes = 16 << 20
+		cfg.BatchBytes = 4 << 20
 	}
 	if cfg.Wait == 0 {
 		cfg.Wait = 30 * time.Second
@@ -244,8 +244,15 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 	}
 }
 
+// step reads and applies one batch. The first read of a run, and any read
+// while behind the head, does not wait, so the status shows contact with
+// the spool at once.
 func (s *Syncer) step(ctx context.Context) error {
-	_, _, err := s.readApply(ctx, s.cfg.Wait)
+	wait := s.cfg.Wait
+	if st := s.Status(); st.LastContact.IsZero() || st.Position < st.Head {
+		wait = 0
+	}
+	_, _, err := s.readApply(ctx, wait)
 	return err
 }
 
