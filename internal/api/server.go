@@ -157,10 +157,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		attrs = append(attrs, "err", ri.err.Error())
 	}
 	level := slog.LevelInfo
-	if rw.status >= 500 {
+	switch {
+	case r.Context().Err() != nil:
+		// The client went away (a daemon stopping mid long-poll): not a
+		// server failure, and nobody reads the status.
+		attrs = append(attrs, "client_gone", true)
+	case rw.status >= 500:
 		level = slog.LevelWarn
 	}
-	s.log.Log(r.Context(), level, "http request", attrs...)
+	s.log.Log(context.WithoutCancel(r.Context()), level, "http request", attrs...)
 }
 
 // reqInfo collects what the request log line reports.

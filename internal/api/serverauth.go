@@ -104,6 +104,9 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		return nil, authErr(ErrForbidden, AuthReasonForbidden, "key may not access the log of %q", user)
 	case errors.Is(err, userdb.ErrUnknownKey):
 		return nil, authErr(ErrUnauthenticated, AuthReasonUnknownKey, "unknown key for %q", user)
+	case errors.Is(err, spool.ErrUnavailable):
+		// The users table's database is down: temporary, like the store.
+		return nil, &srvError{kind: ErrUnavailable, msg: "users database unavailable", detail: err}
 	default:
 		return nil, &srvError{kind: ErrInternal, msg: "authorizing", detail: err}
 	}
