@@ -304,6 +304,9 @@ func (q *quickstart) run(ctx context.Context) error {
 	}
 }
 
+// qsStatusAddr is the quickstart's status page: next to its IMAP port.
+const qsStatusAddr = "127.0.0.1:11144"
+
 // startDevice opens the device database and starts the sync loop and the
 // IMAP server, as cspool imap-server does.
 func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *imapd.Server, syncDone <-chan error, pw string, err error) {
@@ -311,6 +314,11 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 	if pw, _, err = resolvePassword(dbPath, "", false); err != nil {
 		return nil, nil, "", err
 	}
+	unlock, err := lockDatabase(dbPath, "a quickstart or daemon is using this state folder already")
+	if err != nil {
+		return nil, nil, "", err
+	}
+	q.closers = append(q.closers, unlock)
 	ms, err := mailstore.Open(dbPath)
 	if err != nil {
 		return nil, nil, "", withHint(err, "remove the state folder to start afresh")
@@ -326,8 +334,23 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if srv, err = imapd.New(imapd.Config{Store: ms, Submit: sy, User: q.user, Password: pw, Logger: q.log}); err != nil {
+	alert := func() string {
+		if a := sy.Status().Alarm; a != "" {
+			return "cspool integrity alarm, sync stopped: " + a
+		}
+		return ""
+	}
+	if srv, err = imapd.New(imapd.Config{Store: ms, Submit: sy, User: q.user, Password: pw, Logger: q.log, Alert: alert}); err != nil {
 		return nil, nil, "", err
+	}
+	// The status page, when its port is free (it is a convenience here).
+	stopStatus, err := startStatusPage(&env{stdout: io.Discard, stderr: io.Discard}, statusPageConfig{
+		addr:   qsStatusAddr,
+		source: newStatusCollector(sy, ms, q.imapLn.Addr(), q.user, dbPath, false, pw, "http://"+q.httpLn.Addr().String()),
+		user:   q.user, password: pw, log: q.log,
+	})
+	if err == nil {
+		q.closers = append(q.closers, stopStatus)
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -405,6 +428,7 @@ func (q *quickstart) printSettings(pw string) {
 	fmt.Fprintf(w, "or over LMTP, as a mail server would (any domain; --to USER@anything):\n")
 	fmt.Fprintf(w, "  swaks --protocol LMTP --server %s --to %s@localhost --from you@example.org\n\n", q.lmtpLn.Addr(), q.user)
 	fmt.Fprintf(w, "Spool server HTTP API: %s (users file %s). LMTP: %s.\n", httpURL, q.path(qsUsers), q.lmtpLn.Addr())
+	fmt.Fprintf(w, "Status page (same user and password): http://%s/ when that port was free.\n", qsStatusAddr)
 }
 
 // selfCommand is how to run this binary again from a shell: through go run
