@@ -62,7 +62,7 @@ func KindOf(err error) Kind {
 		return KindUnknownUser
 	case errors.Is(err, ErrTooLarge), errors.Is(err, spool.ErrTooLarge):
 		return KindTooLarge
-	case errors.Is(err, ErrResources), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.ENOMEM):
+	case errors.Is(err, ErrResources), errors.Is(err, spool.ErrFull), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.ENOMEM):
 		return KindResources
 	}
 	return KindTemporary

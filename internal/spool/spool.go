@@ -78,6 +78,9 @@ var (
 	// ErrInvalidArgument: a limit or size is out of range (Read with
 	// maxCount < 1 or maxBytes < 0).
 	ErrInvalidArgument = errors.New("spool: invalid argument")
+	// ErrFull: the store's disk is full. It always comes with
+	// ErrUnavailable (it is temporary); LMTP answers 452 4.3.1 for it.
+	ErrFull = errors.New("spool: storage full")
 	// ErrTooLarge: the batch is larger than the store accepts in one Append
 	// (permanent for this batch: HTTP 413, LMTP 552).
 	ErrTooLarge = errors.New("spool: batch too large")

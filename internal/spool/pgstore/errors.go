@@ -37,6 +37,8 @@ func classify(err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		switch {
+		case pe.Code == "53100": // disk_full
+			return fmt.Errorf("%w: %w: %w", spool.ErrUnavailable, spool.ErrFull, err)
 		case pe.Code == "57014", // query_canceled: statement_timeout
 			pe.Code == "40001", pe.Code == "40P01", // serialization failure, deadlock
 			pe.Code == "55P03",  // lock_not_available

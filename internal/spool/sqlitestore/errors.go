@@ -31,7 +31,9 @@ func classify(err error) error {
 		return err
 	}
 	switch se.Code() & 0xff {
-	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL,
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("%w: %w: %w", spool.ErrUnavailable, spool.ErrFull, err)
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
 		sqlite3.SQLITE_IOERR, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_PROTOCOL,
 		sqlite3.SQLITE_CANTOPEN:
 		return fmt.Errorf("%w: %w", spool.ErrUnavailable, err)
