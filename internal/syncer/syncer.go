@@ -182,8 +182,10 @@ func (s *Syncer) Status() Status {
 	return s.status
 }
 
-// Run syncs until ctx is done. It returns ctx.Err() or a store error that
-// makes going on pointless (the local database failing).
+// Run syncs until ctx is done, and returns ctx.Err() (or ErrClosed when the
+// store was closed under it). Failures of the spool or of the local store
+// (a full disk) are retried with backoff; an integrity alarm stops applying
+// but Run still waits for ctx, so the daemon keeps serving reads.
 func (s *Syncer) Run(ctx context.Context) error {
 	backoff := 250 * time.Millisecond
 	for {
@@ -204,14 +206,18 @@ func (s *Syncer) Run(ctx context.Context) error {
 			<-ctx.Done()
 			return ctx.Err()
 		}
-		var se *storeError
-		if errors.As(err, &se) {
-			s.log.Error("applying to the local store failed; sync stopped", "err", err)
-			s.setError(err)
+		if errors.Is(err, mailstore.ErrClosed) {
 			return err
 		}
 		s.setError(err)
-		s.log.Warn("spool unreachable; retrying", "err", err, "in", backoff)
+		var se *storeError
+		if errors.As(err, &se) {
+			// A full disk or a locked database: nothing was applied (the
+			// batch is one transaction); reads go on, and so do retries.
+			s.log.Error("applying to the local store failed; retrying", "err", err, "in", backoff)
+		} else {
+			s.log.Warn("spool unreachable; retrying", "err", err, "in", backoff)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
