@@ -2,10 +2,12 @@ package hostile
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
 	"cspool/internal/command"
+	"cspool/internal/spool"
 )
 
 // TestOldCheckpoint: after a second checkpoint compacted away the flag
@@ -69,5 +71,41 @@ func TestOldCheckpoint(t *testing.T) {
 	alarmed(t, c, err, "skipped from position 7 to 10", 7, nil)
 	if n := len(c.inbox(t)); n != 6 {
 		t.Fatalf("device c: %d messages: want the old checkpoint's 6 and nothing applied after it", n)
+	}
+}
+
+// TestReplayAfterCheckpoint: a device rebuilt from a checkpoint has never
+// applied the entries the checkpoint covers; the spool replays one of them
+// (kept from before compaction) after the checkpoint, to undo the user's
+// later change. The checkpoint carries the ids of the entries it covers.
+func TestReplayAfterCheckpoint(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	a := r.device("a")
+	r.deliver(3)
+	a.mustSync(t)
+	id := a.inbox(t)[0].ID
+	a.submit(t, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{id}})
+	a.submit(t, &command.Command{Kind: command.ClearFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{id}})
+	backup, err := r.store.Read(ctx, user, 0, 100, 1<<30)
+	if err != nil || len(backup) != 5 {
+		t.Fatalf("log before compaction: %d entries, %v: want 5", len(backup), err)
+	}
+	if _, pos, err := a.s.WriteCheckpoint(ctx); err != nil || pos != 5 {
+		t.Fatalf("checkpoint: position %d, %v: want 5", pos, err)
+	}
+	c := r.device("c")
+	r.proxy.Set("c", &View{Rewrite: func(h []spool.Entry) []spool.Entry {
+		return append(slices.Clone(h), spool.Entry{Pos: 6, Data: backup[3].Data})
+	}})
+	err = c.sync(t)
+	if got := c.s.Status().Restores; got != 1 {
+		t.Fatalf("device c: %d restores (%v): want 1", got, err)
+	}
+	alarmed(t, c, err, "entry 6 replays an entry already applied", 6, nil)
+	for _, m := range c.inbox(t) {
+		if slices.Contains(m.Flags, `\Flagged`) {
+			t.Fatalf("the replayed command flagged message %s again", m.ID)
+		}
 	}
 }
