@@ -102,7 +102,7 @@ func TestReplayAfterCheckpoint(t *testing.T) {
 	if got := c.s.Status().Restores; got != 1 {
 		t.Fatalf("device c: %d restores (%v): want 1", got, err)
 	}
-	alarmed(t, c, err, "entry 6 replays an entry already applied", 6, nil)
+	alarmed(t, c, err, "entry 6 replays entry 4", 5, nil)
 	for _, m := range c.inbox(t) {
 		if slices.Contains(m.Flags, `\Flagged`) {
 			t.Fatalf("the replayed command flagged message %s again", m.ID)

@@ -89,3 +89,20 @@ func (s *Store) ClearAlarms(ctx context.Context) error {
 	}
 	return nil
 }
+
+// EntrySeen reports whether an entry id was applied or rejected before, and
+// at which position: a second entry with the same id is a replay.
+func (s *Store) EntrySeen(ctx context.Context, id [16]byte) (uint64, bool, error) {
+	if err := s.check(); err != nil {
+		return 0, false, err
+	}
+	var pos int64
+	err := s.rdb.QueryRowContext(ctx, "SELECT pos FROM entries WHERE id = ?", id[:]).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("looking up entry id: %w", err)
+	}
+	return uint64(pos), true, nil
+}

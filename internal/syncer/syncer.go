@@ -296,6 +296,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	last := pos
 	rejected := 0
 	var alarm *integrityFailure
+	batchIDs := map[command.ID]uint64{}
 	for _, e := range lr.Entries {
 		if e.Pos != last+1 {
 			return 0, lr.Head, s.raise(ctx, last, fmt.Sprintf(
@@ -309,6 +310,21 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 				alarm = f
 				break
 			}
+		}
+		if err == nil && !s.cfg.DisableIntegrity {
+			// Devices never reuse an entry id: a second one is the spool
+			// serving an old entry again. Stop before it.
+			if first, dup := batchIDs[o.ID]; dup {
+				alarm = &integrityFailure{e.Pos, fmt.Sprintf("entry %d replays entry %d (same entry id %s)", e.Pos, first, o.ID)}
+				break
+			}
+			if first, seen, serr := s.cfg.Store.EntrySeen(ctx, o.ID); serr != nil {
+				return 0, lr.Head, &storeError{serr}
+			} else if seen {
+				alarm = &integrityFailure{e.Pos, fmt.Sprintf("entry %d replays entry %d (same entry id %s)", e.Pos, first, o.ID)}
+				break
+			}
+			batchIDs[o.ID] = e.Pos
 		}
 		hashes = append(hashes, h)
 		last = e.Pos
