@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every benchmark of docs/BENCHMARKS.md in one run, on one machine, output
+# in bench/out/ (one file per part). Peers (Dovecot, mbsync) come from
+# Debian: apt-get install -y dovecot-imapd dovecot-lmtpd isync.
+#
+#   bash bench/run-all.sh          # about 20 minutes on 2 cores
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=bench/out
+mkdir -p "$out"
+run() { # name command...
+	local name=$1
+	shift
+	echo "== $name: $*"
+	{ echo "# $*"; echo "# $(date -u +%FT%TZ) $(nproc) cores, $(go version)"; "$@"; } >"$out/$name.txt" 2>&1
+	tail -n 12 "$out/$name.txt"
+}
+run entry bash bench/entry.sh
+run lmtp bash bench/lmtp.sh
+run push bash bench/push.sh
+run imap env N=10000 BIG=100000 bash bench/imap.sh
+run churn go run ./bench/churn -n 10000 -flags 100000
+run api go test -run '^$' -bench 'BenchmarkRead10k' -benchtime 3x ./internal/api/
+run integrity go test -run '^$' -bench 'BenchmarkIntegrityCost|BenchmarkChainPerEntry' -benchtime 4x ./internal/hostile/
+run postgres sh bench/postgres/run.sh 2000
+run idle bash bench/idle.sh
