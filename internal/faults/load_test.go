@@ -358,4 +358,24 @@ func createCopies(t *testing.T, c *cluster) {
 	if err := cl.Create("Copies", nil).Wait(); err != nil && !isCode(err, imap.ResponseCodeAlreadyExists) {
 		t.Fatalf("creating Copies: %v", err)
 	}
+	// Every device must know the folder before the load copies into it;
+	// otherwise a COPY on a device that has not synced the CREATE yet gets
+	// a (correct) NO [NONEXISTENT].
+	for _, d := range c.devices[1:] {
+		cb, _, err := dialIMAP(d.addr())
+		if err != nil {
+			t.Fatalf("logging in to device %s: %v", d.name, err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if _, err := cb.Status("Copies", &imap.StatusOptions{NumMessages: true}).Wait(); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("device %s did not see the Copies folder within 20 s", d.name)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cb.Close()
+	}
 }
