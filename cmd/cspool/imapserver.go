@@ -70,21 +70,9 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	}
 	log := newLogger(e, *debug)
 
-	userKey, err := keys.LoadSecret(*userKeyPath)
+	userKey, spoolPub, err := loadDeviceKeys(*userKeyPath, *userPubPath, *spoolPubPath)
 	if err != nil {
-		return withHint(err, "create a key pair with: cspool gen-keys user.sec user.pub")
-	}
-	userPub, err := keys.LoadPublic(*userPubPath)
-	if err != nil {
-		return withHint(err, "pass the public file made with the secret key: --user-public-key user.pub")
-	}
-	if !userPub.Equal(userKey.Public()) {
-		return withHint(fmt.Errorf("%s is not the public half of %s", *userPubPath, *userKeyPath),
-			"pass the .pub file that gen-keys wrote together with the .sec file")
-	}
-	spoolPub, err := keys.LoadPublic(*spoolPubPath)
-	if err != nil {
-		return withHint(err, "copy the spool's public key file (spool.pub) from the server")
+		return err
 	}
 	pw, generated, err := resolvePassword(*dbPath, *password, passwordSet)
 	if err != nil {
@@ -259,4 +247,26 @@ func printSettings(e *env, addr net.Addr, user, pw string, generated bool, dbPat
 	default:
 		fmt.Fprintf(w, "  password: as given, or in %s.password\n", dbPath)
 	}
+}
+
+// loadDeviceKeys loads what a device needs: the user's secret key (checked
+// against the public file given with it) and the spool's public key.
+func loadDeviceKeys(userKeyPath, userPubPath, spoolPubPath string) (*keys.SecretKey, keys.PublicKey, error) {
+	userKey, err := keys.LoadSecret(userKeyPath)
+	if err != nil {
+		return nil, keys.PublicKey{}, withHint(err, "create a key pair with: cspool gen-keys user.sec user.pub")
+	}
+	userPub, err := keys.LoadPublic(userPubPath)
+	if err != nil {
+		return nil, keys.PublicKey{}, withHint(err, "pass the public file made with the secret key: --user-public-key user.pub")
+	}
+	if !userPub.Equal(userKey.Public()) {
+		return nil, keys.PublicKey{}, withHint(fmt.Errorf("%s is not the public half of %s", userPubPath, userKeyPath),
+			"pass the .pub file that gen-keys wrote together with the .sec file")
+	}
+	spoolPub, err := keys.LoadPublic(spoolPubPath)
+	if err != nil {
+		return nil, keys.PublicKey{}, withHint(err, "copy the spool's public key file (spool.pub) from the server")
+	}
+	return userKey, spoolPub, nil
 }

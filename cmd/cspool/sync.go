@@ -53,21 +53,9 @@ cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.ex
 	if err := keys.CheckUserName(*userName); err != nil {
 		return usagef("%v", err)
 	}
-	userKey, err := keys.LoadSecret(*userKeyPath)
+	userKey, spoolPub, err := loadDeviceKeys(*userKeyPath, *userPubPath, *spoolPubPath)
 	if err != nil {
-		return withHint(err, "create a key pair with: cspool gen-keys user.sec user.pub")
-	}
-	userPub, err := keys.LoadPublic(*userPubPath)
-	if err != nil {
-		return withHint(err, "pass the public file made with the secret key: --user-public-key user.pub")
-	}
-	if !userPub.Equal(userKey.Public()) {
-		return withHint(fmt.Errorf("%s is not the public half of %s", *userPubPath, *userKeyPath),
-			"pass the .pub file that gen-keys wrote together with the .sec file")
-	}
-	spoolPub, err := keys.LoadPublic(*spoolPubPath)
-	if err != nil {
-		return withHint(err, "copy the spool's public key file (spool.pub) from the server")
+		return err
 	}
 	unlock, err := lockDatabase(*dbPath, "it is being synced already; see its state with: cspool status --db "+*dbPath)
 	if err != nil {
