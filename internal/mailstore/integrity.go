@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"cspool/internal/spool"
@@ -105,4 +106,43 @@ func (s *Store) EntrySeen(ctx context.Context, id [16]byte) (uint64, bool, error
 		return 0, false, fmt.Errorf("looking up entry id: %w", err)
 	}
 	return uint64(pos), true, nil
+}
+
+// EntriesSeen returns, of the given entry ids, those applied or rejected
+// before, with their positions: EntrySeen for a whole batch in a few
+// queries.
+func (s *Store) EntriesSeen(ctx context.Context, ids [][16]byte) (map[[16]byte]uint64, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	out := map[[16]byte]uint64{}
+	const chunk = 500
+	for len(ids) > 0 {
+		n := min(chunk, len(ids))
+		args := make([]any, n)
+		for i := range args {
+			args[i] = ids[i][:]
+		}
+		q := "SELECT id, pos FROM entries WHERE id IN (?" + strings.Repeat(", ?", n-1) + ")"
+		rows, err := s.rdb.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("looking up entry ids: %w", err)
+		}
+		for rows.Next() {
+			var b []byte
+			var pos int64
+			if err := rows.Scan(&b, &pos); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("looking up entry ids: %w", err)
+			}
+			var id [16]byte
+			copy(id[:], b)
+			out[id] = uint64(pos)
+		}
+		if err := rows.Close(); err != nil {
+			return nil, err
+		}
+		ids = ids[n:]
+	}
+	return out, nil
 }

@@ -82,7 +82,7 @@ func (s *Syncer) checkRead(ctx context.Context, pos uint64, lr spool.LogRead) er
 // checkSeen checks the head a command's author had applied against this
 // device's chain. batchStart is the position before the batch; hashes are
 // the batch's hashes so far.
-func (s *Syncer) checkSeen(ctx context.Context, at uint64, seen *command.Head, batchStart uint64, hashes []spool.Hash) *integrityFailure {
+func (s *Syncer) checkSeen(ctx context.Context, at uint64, seen *command.Head, batchStart uint64, hashes []spool.Hash, cache map[uint64]spool.Hash) *integrityFailure {
 	if seen == nil {
 		return nil
 	}
@@ -95,9 +95,14 @@ func (s *Syncer) checkSeen(ctx context.Context, at uint64, seen *command.Head, b
 	case seen.Pos > batchStart:
 		mine = hashes[seen.Pos-batchStart-1]
 	default:
-		h, ok, err := s.cfg.Store.ChainAt(ctx, seen.Pos)
-		if err != nil || !ok {
-			return nil // before a restored checkpoint: nothing to compare with
+		h, ok := cache[seen.Pos]
+		if !ok {
+			var err error
+			h, ok, err = s.cfg.Store.ChainAt(ctx, seen.Pos)
+			if err != nil || !ok {
+				return nil // before a restored checkpoint: nothing to compare with
+			}
+			cache[seen.Pos] = h
 		}
 		mine = h
 	}

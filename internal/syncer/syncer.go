@@ -296,17 +296,34 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	last := pos
 	rejected := 0
 	var alarm *integrityFailure
+	// Open every entry first, so replays are looked up in one query.
+	opened := make([]*entry.Opened, len(lr.Entries))
+	openErr := make([]error, len(lr.Entries))
+	ids := make([][16]byte, 0, len(lr.Entries))
+	for i, e := range lr.Entries {
+		opened[i], openErr[i] = entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+		if openErr[i] == nil {
+			ids = append(ids, opened[i].ID)
+		}
+	}
+	var seenBefore map[[16]byte]uint64
+	if !s.cfg.DisableIntegrity {
+		if seenBefore, err = s.cfg.Store.EntriesSeen(ctx, ids); err != nil {
+			return 0, lr.Head, &storeError{err}
+		}
+	}
 	batchIDs := map[command.ID]uint64{}
-	for _, e := range lr.Entries {
+	chainCache := map[uint64]spool.Hash{}
+	for i, e := range lr.Entries {
 		if e.Pos != last+1 {
 			return 0, lr.Head, s.raise(ctx, last, fmt.Sprintf(
 				"the spool skipped from position %d to %d, and no valid checkpoint covers the gap: entries were dropped or withheld (%v)",
 				last, e.Pos, ErrGap))
 		}
 		h = spool.ChainNext(h, e.Data)
-		o, err := entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+		o, err := opened[i], openErr[i]
 		if err == nil && known {
-			if f := s.checkSeen(ctx, e.Pos, o.Cmd.Seen, pos, hashes); f != nil {
+			if f := s.checkSeen(ctx, e.Pos, o.Cmd.Seen, pos, hashes, chainCache); f != nil {
 				alarm = f
 				break
 			}
@@ -314,13 +331,11 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		if err == nil && !s.cfg.DisableIntegrity {
 			// Devices never reuse an entry id: a second one is the spool
 			// serving an old entry again. Stop before it.
-			if first, dup := batchIDs[o.ID]; dup {
-				alarm = &integrityFailure{e.Pos, fmt.Sprintf("entry %d replays entry %d (same entry id %s)", e.Pos, first, o.ID)}
-				break
+			first, dup := batchIDs[o.ID]
+			if !dup {
+				first, dup = seenBefore[o.ID]
 			}
-			if first, seen, serr := s.cfg.Store.EntrySeen(ctx, o.ID); serr != nil {
-				return 0, lr.Head, &storeError{serr}
-			} else if seen {
+			if dup {
 				alarm = &integrityFailure{e.Pos, fmt.Sprintf("entry %d replays entry %d (same entry id %s)", e.Pos, first, o.ID)}
 				break
 			}
