@@ -16,11 +16,10 @@ import (
 // forking the log between devices.
 type twoFaced struct {
 	StoreSource
-	mu      sync.Mutex
-	at      uint64
-	data    []byte
-	rewind  uint64 // when set, report this head (a rollback)
-	chained bool
+	mu     sync.Mutex
+	at     uint64
+	data   []byte
+	rewind uint64 // when set, report this head (a rollback)
 }
 
 func (f *twoFaced) ReadLog(ctx context.Context, after uint64, n int, b int64, wait time.Duration) (spool.LogRead, error) {
