@@ -82,16 +82,11 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 		log.Warn("IMAP login accepts an empty password: anyone who can reach the port can read this mailbox", "addr", *addr)
 	}
 
-	unlock, err := lockDatabase(*dbPath, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
+	store, closeStore, err := openDeviceStore(*dbPath, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	store, err := mailstore.Open(*dbPath)
-	if err != nil {
-		return withHint(err, "check that the directory of --db exists and is writable")
-	}
-	defer store.Close()
+	defer closeStore()
 	client, err := api.NewClient(*spoolURL, *userName, userKey, nil)
 	if err != nil {
 		return usagef("--spool-server: %v", err)
@@ -269,4 +264,20 @@ func loadDeviceKeys(userKeyPath, userPubPath, spoolPubPath string) (*keys.Secret
 		return nil, keys.PublicKey{}, withHint(err, "copy the spool's public key file (spool.pub) from the server")
 	}
 	return userKey, spoolPub, nil
+}
+
+// openDeviceStore takes the database's lock (one process syncs a database
+// at a time; busy explains who holds it) and opens the mail store.
+// closeStore closes the store, then releases the lock.
+func openDeviceStore(dbPath, busy string) (store *mailstore.Store, closeStore func(), err error) {
+	unlock, err := lockDatabase(dbPath, busy)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err = mailstore.Open(dbPath)
+	if err != nil {
+		unlock()
+		return nil, nil, withHint(err, "check that the directory of --db exists and is writable")
+	}
+	return store, func() { store.Close(); unlock() }, nil
 }

@@ -15,7 +15,6 @@ import (
 
 	"cspool/internal/api"
 	"cspool/internal/keys"
-	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 	"cspool/internal/syncer"
 )
@@ -57,16 +56,11 @@ cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.ex
 	if err != nil {
 		return err
 	}
-	unlock, err := lockDatabase(*dbPath, "it is being synced already; see its state with: cspool status --db "+*dbPath)
+	store, closeStore, err := openDeviceStore(*dbPath, "it is being synced already; see its state with: cspool status --db "+*dbPath)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	store, err := mailstore.Open(*dbPath)
-	if err != nil {
-		return withHint(err, "check that the directory of --db exists and is writable")
-	}
-	defer store.Close()
+	defer closeStore()
 	client, err := api.NewClient(*spoolURL, *userName, userKey, nil)
 	if err != nil {
 		return usagef("--spool-server: %v", err)
