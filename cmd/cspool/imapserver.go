@@ -121,10 +121,6 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	if err != nil {
 		return withHint(fmt.Errorf("listening for IMAP on %s: %w", listenAddr, err), "pick another --port, or stop the daemon already using it")
 	}
-	pos, _ := store.Position(context.Background())
-	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "user", *userName,
-		"db", *dbPath, "position", pos, "spool", *spoolURL)
-	printSettings(e, ln.Addr(), *userName, pw, generated, *dbPath)
 	stopStatus, err := startStatusPage(e, statusPageConfig{
 		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: newStatusCollector(sy, store, ln.Addr(), *userName, *dbPath, passwordSet, pw, *spoolURL),
 		user: *userName, password: pw, allowEmpty: passwordSet && pw == "", log: log,
@@ -134,6 +130,14 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 		return err
 	}
 	defer stopStatus()
+	pos, _ := store.Position(context.Background())
+	status := *statusAddr
+	if status == "" {
+		status = "off"
+	}
+	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "status_page", status, "user", *userName,
+		"db", *dbPath, "position", pos, "spool", *spoolURL)
+	printSettings(e, ln.Addr(), *userName, pw, generated, *dbPath)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
