@@ -125,6 +125,9 @@ func prefix(b []byte) []byte {
 func (s *Syncer) raise(ctx context.Context, pos uint64, detail string) error {
 	s.log.Error("INTEGRITY ALARM: sync stopped", "pos", pos, "detail", detail)
 	s.mu.Lock()
+	if s.status.Alarm == "" {
+		close(s.alarmed)
+	}
 	s.status.Alarm = detail
 	s.mu.Unlock()
 	if err := s.cfg.Store.RaiseAlarm(context.WithoutCancel(ctx), pos, detail); err != nil {
@@ -146,6 +149,7 @@ func (s *Syncer) loadIntegrity(ctx context.Context) error {
 	}
 	if n := len(alarms); n > 0 {
 		s.status.Alarm = alarms[n-1].Detail
+		close(s.alarmed)
 	}
 	return nil
 }

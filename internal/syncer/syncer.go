@@ -128,6 +128,7 @@ type Syncer struct {
 	chain      spool.Hash // chain hash at status.Position
 	chainKnown bool
 	applied    chan struct{} // closed and replaced on each position change
+	alarmed    chan struct{} // closed when an integrity alarm stops the sync
 	pending    map[command.ID]chan mailstore.Outcome
 }
 
@@ -166,6 +167,7 @@ func New(cfg Config) (*Syncer, error) {
 		cfg:     cfg,
 		log:     log.With("component", "sync", "user", cfg.User),
 		applied: make(chan struct{}),
+		alarmed: make(chan struct{}),
 		pending: map[command.ID]chan mailstore.Outcome{},
 	}
 	s.status.Position = pos
@@ -496,6 +498,9 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		select {
 		case o := <-waits[i]:
 			outs[i] = o
+		case <-s.alarmed:
+			forget()
+			return nil, fmt.Errorf("%w: %s (the change is in the log at position %d but not applied here)", ErrIntegrity, s.Status().Alarm, last)
 		case <-ctx.Done():
 			forget()
 			return nil, fmt.Errorf("waiting for position %d to be applied: %w", last, ctx.Err())
