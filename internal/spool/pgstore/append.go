@@ -18,17 +18,19 @@ const NotifyChannel = "cspool_append"
 // (limit 8000 bytes).
 const maxNotifyName = 3900
 
-// appendSQL appends a batch in one statement, hence one transaction, by
-// calling cspool_append (schema/0002.sql): the upsert locks the user's row
-// (serialising appenders of that user across every connection) and
-// advances head; the entries take head-n+1..head; their chain hashes are
+// appendSQL appends a batch in one statement by calling cspool_append
+// (schema/0002.sql): the upsert locks the user's row until the group's
+// transaction commits (serialising appenders of that user across every
+// connection) and advances head; the entries take head-n+1..head; their chain hashes are
 // computed from the hash on the row and the leaves ($3, SHA-256 of each
 // entry) and stored with them; the notice is delivered to listeners at
 // commit.
 const appendSQL = `SELECT cspool_append($1, $2::bytea[], $3::bytea[], $4)`
 
 // Append durably appends batch to user's log, atomically, and returns the
-// position of its first entry.
+// position of its first entry. The writer goroutine runs it together with
+// the other Appends waiting at the moment, in one transaction under a
+// savepoint of its own (writer.go); Append returns after that COMMIT.
 func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
 	size, err := spool.CheckAppend(user, batch)
 	if err != nil {
@@ -37,11 +39,11 @@ func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64
 	if size > s.opts.MaxAppendBytes {
 		return 0, fmt.Errorf("appending %d bytes to %q (limit %d): %w", size, user, s.opts.MaxAppendBytes, spool.ErrTooLarge)
 	}
-	cctx, cancel, err := s.begin(ctx)
-	if err != nil {
-		return 0, err
+	select {
+	case <-s.closed:
+		return 0, spool.ErrClosed
+	default:
 	}
-	defer cancel()
 	payload := ""
 	if len(user) <= maxNotifyName {
 		payload = hex.EncodeToString([]byte(user))
@@ -52,13 +54,8 @@ func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64
 		l := sha256.Sum256(d)
 		leaves[i] = l[:]
 	}
-	var first int64
-	err = s.pool.QueryRow(cctx, appendSQL, []byte(user), batch, leaves, payload).Scan(&first)
-	if err != nil {
-		return 0, callErr(ctx, fmt.Sprintf("appending %d entries to %q", len(batch), user), err)
-	}
-	s.waiters.wake(user)
-	return uint64(first), nil
+	return s.submit(&appendReq{ctx: ctx, user: user, batch: batch, leaves: leaves, payload: payload,
+		size: size, done: make(chan appendRes, 1)})
 }
 
 // nonNil returns batch with nil entries (NULL to PostgreSQL) replaced by

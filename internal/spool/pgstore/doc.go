@@ -10,7 +10,7 @@
 //     cspool_schema.version is newer than the newest file is refused
 //     (ErrNewerSchema) and never touched.
 //   - Positions: cspool_logs.head is the last position ever assigned to a
-//     user. One Append is one statement (hence one transaction) that upserts
+//     user. One Append is one statement (in the group's transaction) that upserts
 //     the user's row with head = head + n RETURNING head, which takes the
 //     row lock: appenders of one user are serialised by that lock, whatever
 //     pool or process they come from, and appenders of different users never
@@ -26,8 +26,14 @@
 //     the hash of every position up to the head stays answerable.
 //   - Durability: every connection runs with synchronous_commit = on, so
 //     COMMIT returns only after the commit record is flushed to the WAL on
-//     disk; Append returns after COMMIT. Concurrent commits share WAL
-//     flushes (PostgreSQL's own group commit).
+//     disk; Append returns after COMMIT.
+//   - Group commit (writer.go): one writer goroutine per Store takes every
+//     Append waiting at the moment (bounded by Options.MaxGroupCount and
+//     MaxGroupBytes), sorts them by user name (stable), and runs them in one
+//     transaction, each under its own savepoint, pipelined in one round
+//     trip; a failing call is rolled back to its savepoint alone. One COMMIT,
+//     one WAL flush, then every caller is answered. Row locks are taken in
+//     name order by every group of every process, so groups cannot deadlock.
 //   - Wake-up: the append statement calls pg_notify(NotifyChannel, hex of
 //     the user name); PostgreSQL delivers it to every listener at commit.
 //     Each Store keeps one dedicated connection that LISTENs and fans

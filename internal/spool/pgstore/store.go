@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cspool/internal/spool"
@@ -34,6 +35,12 @@ type Options struct {
 	// fail with spool.ErrTooLarge. Zero means 256 MiB (PostgreSQL refuses a
 	// single value over 1 GB).
 	MaxAppendBytes int64
+	// MaxGroupCount is the most Append calls committed in one transaction
+	// (group commit). Zero means 64.
+	MaxGroupCount int
+	// MaxGroupBytes is the most entry bytes committed in one transaction; a
+	// single larger call goes alone. Zero means 64 MiB.
+	MaxGroupBytes int64
 	// RecheckInterval is how often a blocked Wait re-reads the head even
 	// without a notification (a safety net for lost notices). Zero means 5 s.
 	RecheckInterval time.Duration
@@ -56,6 +63,12 @@ func (o *Options) defaults() {
 	if o.MaxAppendBytes <= 0 {
 		o.MaxAppendBytes = 256 << 20
 	}
+	if o.MaxGroupCount <= 0 {
+		o.MaxGroupCount = 64
+	}
+	if o.MaxGroupBytes <= 0 {
+		o.MaxGroupBytes = 64 << 20
+	}
 	if o.RecheckInterval <= 0 {
 		o.RecheckInterval = 5 * time.Second
 	}
@@ -77,6 +90,11 @@ type Store struct {
 	isClosed bool
 	stopL    context.CancelFunc
 	lDone    chan struct{}
+
+	reqs  chan *appendReq // to the writer; unbuffered
+	wDone chan struct{}   // closed when the writer has returned
+
+	commits, appends atomic.Int64 // group transactions committed, Appends in them
 }
 
 // Open connects to the PostgreSQL database named by dsn (a URL or a
@@ -103,6 +121,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("preparing the schema in %s: %w", Redact(dsn), err)
 	}
+	s.reqs, s.wDone = make(chan *appendReq), make(chan struct{})
+	go s.writer()
 	lctx, stop := context.WithCancel(context.Background())
 	s.stopL, s.lDone = stop, make(chan struct{})
 	ready := make(chan error, 1)
@@ -119,8 +139,10 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// Close ends blocked Waits with spool.ErrClosed, stops the listener and
-// closes the pool once the calls in flight have returned their connections.
+// Close ends blocked Waits with spool.ErrClosed, lets the writer finish the
+// group it is committing (its callers get their answers; Appends not yet
+// taken get spool.ErrClosed), stops the listener and closes the pool once
+// the calls in flight have returned their connections.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	if s.isClosed {
@@ -133,6 +155,9 @@ func (s *Store) Close() error {
 	if s.stopL != nil {
 		s.stopL()
 		<-s.lDone
+	}
+	if s.wDone != nil {
+		<-s.wDone
 	}
 	s.pool.Close()
 	return nil
