@@ -97,6 +97,12 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 		p.kill()
 		if t.Failed() {
 			t.Logf("%s (pid %d) stderr, last 4000 bytes:\n%s", name, p.cmd.Process.Pid, tail(p.stderr.String(), 4000))
+			// The lines that explain a refused IMAP change, wherever they are.
+			for _, l := range strings.Split(p.stderr.String(), "\n") {
+				if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+					t.Logf("%s: %s", name, l)
+				}
+			}
 		}
 	})
 	return p
