@@ -150,6 +150,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	if chain != nil {
 		s.setChain(*chain, true)
 	}
+	s.resolveRestored(ctx)
 	s.log.Info("rebuilt from checkpoint", "pos", sn.Position, "messages", len(sn.Messages),
 		"bodies", len(sn.Keep()), "took", time.Since(start).Round(time.Millisecond))
 	return len(sn.Messages), head, nil
@@ -259,4 +260,62 @@ func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.En
 		return fmt.Errorf("%d entries the checkpoint needs are gone from the spool", len(want))
 	}
 	return nil
+}
+
+// resolveRestored answers the Submit calls whose entries the restored
+// checkpoint already covers: another device applied them and wrote the
+// checkpoint before this device read them, so no Apply will report them.
+// Their outcome is rebuilt from the restored state: where the messages they
+// created or moved are now.
+func (s *Syncer) resolveRestored(ctx context.Context) {
+	s.mu.Lock()
+	waiting := make(map[command.ID]pendingEntry, len(s.pending))
+	for id, p := range s.pending {
+		waiting[id] = p
+	}
+	s.mu.Unlock()
+	if len(waiting) == 0 {
+		return
+	}
+	ids := make([][16]byte, 0, len(waiting))
+	for id := range waiting {
+		ids = append(ids, id)
+	}
+	seen, err := s.cfg.Store.EntriesSeen(ctx, ids)
+	if err != nil {
+		s.log.Warn("resolving submitted changes after a restore", "err", err)
+		return
+	}
+	for id, pos := range seen {
+		p := waiting[id]
+		o := mailstore.Outcome{Pos: pos, Entry: id, Kind: p.cmd.Kind, Status: mailstore.Applied}
+		place := func(src, msg command.ID) {
+			if mb, uid, err := s.cfg.Store.Locate(ctx, msg); err == nil {
+				o.Placed = append(o.Placed, mailstore.Placement{Source: src, ID: msg, Mailbox: mb, UID: uid})
+			} else if !src.IsZero() {
+				o.Skipped = append(o.Skipped, src)
+			}
+		}
+		switch p.cmd.Kind {
+		case command.Append, command.Deliver:
+			place(command.ID{}, id)
+		case command.Copy:
+			for i, src := range p.cmd.IDs {
+				place(src, command.DeriveID(id, uint32(i)))
+			}
+		case command.Move:
+			for _, src := range p.cmd.IDs {
+				place(src, src)
+			}
+		}
+		if len(o.Skipped) > 0 {
+			o.Status = mailstore.Partial
+		}
+		s.mu.Lock()
+		if q, ok := s.pending[id]; ok {
+			q.ch <- o
+			delete(s.pending, id)
+		}
+		s.mu.Unlock()
+	}
 }

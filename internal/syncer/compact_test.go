@@ -175,3 +175,63 @@ func TestBadCheckpointFallsBackToLog(t *testing.T) {
 		t.Fatalf("rejections %+v: want the checkpoint at 3 listed", rej)
 	}
 }
+
+// A change submitted by one device, applied and checkpointed by another
+// before the first device reads it back, is still answered: the first
+// device rebuilds from the checkpoint and finds its entry there.
+func TestSubmitAnsweredAfterRestore(t *testing.T) {
+	r := newRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	a, msa := r.device("a", nil, nil)
+	a.cfg.CheckpointMin = -1
+	b, _ := r.device("b", nil, nil)
+	b.cfg.CheckpointMin = -1
+	syncAll(t, a)
+
+	type result struct {
+		outs []mailstore.Outcome
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		outs, err := a.Submit(ctx, &command.Command{Kind: command.Append, Mailbox: "Drafts", Date: 1, Body: []byte("Subject: draft\r\n\r\nx\r\n")})
+		done <- result{outs, err}
+	}()
+	// Wait until the entry is in the log, then let b apply and checkpoint it.
+	for {
+		if h, _ := r.log.Head(ctx, "alice"); h == 4 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the submitted entry never reached the log")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	syncAll(t, b)
+	if _, pos, err := b.WriteCheckpoint(ctx); err != nil || pos != 4 {
+		t.Fatalf("checkpoint: %d, %v", pos, err)
+	}
+	stop := run(t, a)
+	defer stop()
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("submit: %v", res.err)
+	}
+	if len(res.outs) != 1 || res.outs[0].Status != mailstore.Applied || len(res.outs[0].Placed) != 1 {
+		t.Fatalf("outcome %+v: want applied with the message placed", res.outs)
+	}
+	drafts, err := msa.MailboxByName(ctx, "Drafts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.outs[0].Placed[0]; p.Mailbox != drafts.ID || p.UID != 1 {
+		t.Fatalf("placed %+v: want Drafts UID 1", p)
+	}
+	if a.Status().Restores != 1 {
+		t.Fatalf("device a restored %d times, want 1", a.Status().Restores)
+	}
+}

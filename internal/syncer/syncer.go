@@ -129,7 +129,7 @@ type Syncer struct {
 	chainKnown bool
 	applied    chan struct{} // closed and replaced on each position change
 	alarmed    chan struct{} // closed when an integrity alarm stops the sync
-	pending    map[command.ID]chan mailstore.Outcome
+	pending    map[command.ID]pendingEntry
 }
 
 // New returns a Syncer; call Run to start syncing.
@@ -168,7 +168,7 @@ func New(cfg Config) (*Syncer, error) {
 		log:     log.With("component", "sync", "user", cfg.User),
 		applied: make(chan struct{}),
 		alarmed: make(chan struct{}),
-		pending: map[command.ID]chan mailstore.Outcome{},
+		pending: map[command.ID]pendingEntry{},
 	}
 	s.status.Position = pos
 	if err := s.loadIntegrity(context.Background()); err != nil {
@@ -438,8 +438,8 @@ func (s *Syncer) advance(pos uint64, chain *spool.Hash, applied, rejected int, r
 	s.status.Applied += applied
 	s.status.Rejected += rejected
 	for _, o := range res.Outcomes {
-		if ch, ok := s.pending[o.Entry]; ok {
-			ch <- o
+		if p, ok := s.pending[o.Entry]; ok {
+			p.ch <- o
 			delete(s.pending, o.Entry)
 		}
 	}
@@ -474,7 +474,7 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	}
 	s.mu.Lock()
 	for i, id := range ids {
-		s.pending[id] = waits[i]
+		s.pending[id] = pendingEntry{ch: waits[i], cmd: cmds[i]}
 	}
 	s.mu.Unlock()
 	forget := func() {
@@ -507,6 +507,12 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		}
 	}
 	return outs, nil
+}
+
+// pendingEntry is a submitted command waiting for its outcome.
+type pendingEntry struct {
+	ch  chan mailstore.Outcome
+	cmd *command.Command
 }
 
 // seenHead is the head this device has applied, for its commands to carry.
