@@ -174,27 +174,25 @@ func (a *applier) insertMessage(mb *mailboxRow, id command.ID, bid, size, date i
 // id's copy is named DeriveID(entry, i) whether or not earlier ids were
 // skipped.
 func (a *applier) copyMessages(c *command.Command) error {
-	var dest *mailboxRow
+	targetOf := a.lazyTarget(c)
 	for i, src := range c.IDs {
-		m, err := messageByID(a.ctx, a, src)
+		m, err := a.present(src)
 		if err != nil {
 			return err
 		}
-		newID := command.DeriveID(a.entry, uint32(i))
 		if m == nil {
-			a.out.Skipped = append(a.out.Skipped, src)
 			continue
 		}
+		newID := command.DeriveID(a.entry, uint32(i))
 		if clash, err := messageByID(a.ctx, a, newID); err != nil {
 			return err
 		} else if clash != nil {
 			a.out.Skipped = append(a.out.Skipped, src)
 			continue
 		}
-		if dest == nil {
-			if dest, err = a.target(c); err != nil {
-				return err
-			}
+		dest, err := targetOf()
+		if err != nil {
+			return err
 		}
 		if err := a.refBody(m.body); err != nil {
 			return err
@@ -208,23 +206,45 @@ func (a *applier) copyMessages(c *command.Command) error {
 	return nil
 }
 
+// present returns the message named id, or nil after recording it as
+// skipped when it no longer exists.
+func (a *applier) present(id command.ID) (*messageRow, error) {
+	m, err := messageByID(a.ctx, a, id)
+	if err == nil && m == nil {
+		a.out.Skipped = append(a.out.Skipped, id)
+	}
+	return m, err
+}
+
+// lazyTarget returns a function giving c's destination mailbox, resolved
+// (or recreated) only when the first message is actually placed there.
+func (a *applier) lazyTarget(c *command.Command) func() (*mailboxRow, error) {
+	var dest *mailboxRow
+	return func() (*mailboxRow, error) {
+		if dest != nil {
+			return dest, nil
+		}
+		var err error
+		dest, err = a.target(c)
+		return dest, err
+	}
+}
+
 // moveMessages moves each existing message named by the command into the
 // destination: same id, body and flags, a new UID there.
 func (a *applier) moveMessages(c *command.Command) error {
-	var dest *mailboxRow
+	targetOf := a.lazyTarget(c)
 	for _, id := range c.IDs {
-		m, err := messageByID(a.ctx, a, id)
+		m, err := a.present(id)
 		if err != nil {
 			return err
 		}
 		if m == nil {
-			a.out.Skipped = append(a.out.Skipped, id)
 			continue
 		}
-		if dest == nil {
-			if dest, err = a.target(c); err != nil {
-				return err
-			}
+		dest, err := targetOf()
+		if err != nil {
+			return err
 		}
 		if err := a.touch(m.mailbox); err != nil {
 			return err
