@@ -166,10 +166,12 @@ func (er *entryReader) next() (pos uint64, data []byte, err error) {
 	if n > er.maxEntry {
 		return 0, nil, fmt.Errorf("entry %d: %d bytes: %w", pos, n, errEntryTooBig)
 	}
-	// Grow with the data actually received, not with the announced length.
-	data = make([]byte, 0, min(n, 1<<20))
+	// Grow with the data actually received, not with the announced length:
+	// start small and at most double what has arrived so far, so a peer
+	// announcing a large entry and sending little costs little.
+	data = make([]byte, 0, min(n, 64<<10))
 	for uint64(len(data)) < n {
-		chunk := min(n-uint64(len(data)), 1<<20)
+		chunk := min(n-uint64(len(data)), max(64<<10, uint64(len(data))))
 		start := len(data)
 		data = slices.Grow(data, int(chunk))[:start+int(chunk)]
 		if _, err := io.ReadFull(er.r, data[start:]); err != nil {
