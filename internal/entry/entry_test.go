@@ -33,7 +33,7 @@ func deliver(body []byte) *command.Command {
 
 func TestRoundTrip(t *testing.T) {
 	f := newFixture(t)
-	for _, size := range []int{0, 1, 1000, 100 << 10, 3 << 20} {
+	for _, size := range []int{0, 1, 1000, ChunkSize - 130, ChunkSize - 60, 2*ChunkSize + 7, 100 << 10, 3 << 20} {
 		body := make([]byte, size)
 		rand.Read(body)
 		for _, pad := range []bool{false, true} {
@@ -51,8 +51,16 @@ func TestRoundTrip(t *testing.T) {
 			if !bytes.Equal(o.Cmd.Body, body) || o.Cmd.Kind != command.Deliver {
 				t.Fatalf("size %d: body or kind changed", size)
 			}
-			if pad && len(b)-headerSize-tagSize != Padme(innerFixed+5+len(body)+headerLen(t, body)) {
-				t.Errorf("size %d: padded inner length %d is not a Padmé length", size, len(b)-headerSize-tagSize)
+			innerLen, ok := innerSize(uint64(len(b) - headerSize))
+			if !ok || ciphertextSize(innerLen) != len(b)-headerSize {
+				t.Fatalf("size %d: ciphertext of %d bytes has no inner length", size, len(b)-headerSize)
+			}
+			want := innerFixed + 5 + len(body) + headerLen(t, body)
+			if pad {
+				want = Padme(want)
+			}
+			if innerLen != want {
+				t.Errorf("size %d pad %v: inner length %d, want %d", size, pad, innerLen, want)
 			}
 		}
 	}
@@ -92,21 +100,24 @@ func TestSpoolCannotDecrypt(t *testing.T) {
 	}
 }
 
-// reseal encrypts a hand-made inner plaintext, for tests that need a valid
-// ciphertext around invalid content.
-func reseal(t *testing.T, inner []byte, to keys.PublicKey) []byte {
+// reseal encrypts a hand-made inner plaintext and signature, for tests that
+// need a valid ciphertext around invalid content.
+func reseal(t *testing.T, inner, sig []byte, to keys.PublicKey) []byte {
 	t.Helper()
-	out := make([]byte, headerSize+len(inner)+tagSize)
-	copy(out[headerSize:], inner)
-	if err := encryptInPlace(out, to); err != nil {
+	out := make([]byte, headerSize+ciphertextSize(len(inner)))
+	aead, err := sealHeader(out, to)
+	if err != nil {
 		t.Fatal(err)
 	}
+	sealChunks(out, aead, innerSource{prefix: inner, size: len(inner)})
+	pos := len(out) - sigBoxSize
+	aead.Seal(out[pos:pos], sigNonce[:], sig, out[:headerSize])
 	return out
 }
 
-// buildInner lays out an inner plaintext like Seal does, with a signature
-// over signedBytes (normally equal to the prefix itself).
-func buildInner(t *testing.T, author *keys.SecretKey, to keys.PublicKey, user string, cmd []byte, mutate func(prefix []byte)) []byte {
+// buildInner lays out an inner plaintext like Seal does and signs it; mutate
+// may change the inner bytes after signing.
+func buildInner(t *testing.T, author *keys.SecretKey, to keys.PublicKey, user string, cmd []byte, mutate func(prefix []byte)) (inner, sig []byte) {
 	t.Helper()
 	var p []byte
 	p = append(p, bytes.Repeat([]byte{9}, command.IDSize)...)
@@ -115,11 +126,11 @@ func buildInner(t *testing.T, author *keys.SecretKey, to keys.PublicKey, user st
 	p = append(p, user...)
 	p = binary.BigEndian.AppendUint64(p, uint64(len(cmd)))
 	p = append(p, cmd...)
-	sig := author.Sign(signedDigest(to.KeyID(), p))
+	sig = author.Sign(innerDigest(to.KeyID(), p))
 	if mutate != nil {
 		mutate(p)
 	}
-	return append(p, sig...)
+	return p, sig
 }
 
 func TestOpenErrors(t *testing.T) {
@@ -131,6 +142,9 @@ func TestOpenErrors(t *testing.T) {
 	}
 	mod := func(fn func(b []byte) []byte) []byte { return fn(append([]byte(nil), good...)) }
 	cmdBytes, _ := command.Encode(deliver([]byte("hi")))
+	in, sig := buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil)
+	rs := func(in, sig []byte) []byte { return reseal(t, in, sig, f.user.Public()) }
+	padded := func(in, sig []byte) ([]byte, []byte) { return append(in, 0, 1), sig }
 
 	tests := []struct {
 		name    string
@@ -148,15 +162,17 @@ func TestOpenErrors(t *testing.T) {
 		{"bit flipped in tag", mod(func(b []byte) []byte { b[len(b)-1] ^= 0x80; return b }), "alice", trusted, ErrCorrupt},
 		{"bit flipped in ephemeral key", mod(func(b []byte) []byte { b[headerSize-1] ^= 1; return b }), "alice", trusted, ErrCorrupt},
 		{"bad magic", mod(func(b []byte) []byte { b[0] = 'X'; return b }), "alice", trusted, ErrCorrupt},
-		{"unknown version", mod(func(b []byte) []byte { b[4] = 2; return b }), "alice", trusted, ErrUnknownVersion},
+		{"unknown version", mod(func(b []byte) []byte { b[4] = 3; return b }), "alice", trusted, ErrUnknownVersion},
+		{"version 1", mod(func(b []byte) []byte { b[4] = 1; return b }), "alice", trusted, ErrUnknownVersion},
 		{"for another key", mod(func(b []byte) []byte { b[6] ^= 1; return b }), "alice", trusted, ErrNotForUser},
 		{"for another user name", good, "bob", trusted, ErrNotForUser},
 		{"unknown author", good, "alice", []keys.PublicKey{f.user.Public(), f.other.Public()}, ErrUnknownAuthor},
-		{"bad signature", reseal(t, buildInner(t, f.spool, f.user.Public(), "alice", cmdBytes, func(p []byte) { p[len(p)-1] ^= 1 }), f.user.Public()), "alice", trusted, ErrBadSignature},
-		{"signature by untrusted key claiming trusted author", reseal(t, forgeAuthor(t, f), f.user.Public()), "alice", trusted, ErrBadSignature},
-		{"signed garbage command", reseal(t, buildInner(t, f.user, f.user.Public(), "alice", []byte{0x83, 1, 1}, nil), f.user.Public()), "alice", trusted, ErrBadCommand},
-		{"nonzero padding", reseal(t, append(buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil), 0, 1), f.user.Public()), "alice", trusted, ErrCorrupt},
-		{"overlong command length", reseal(t, overlong(t, f), f.user.Public()), "alice", trusted, ErrCorrupt},
+		{"bad signature", rs(buildInner(t, f.spool, f.user.Public(), "alice", cmdBytes, func(p []byte) { p[len(p)-1] ^= 1 })), "alice", trusted, ErrBadSignature},
+		{"signature by untrusted key claiming trusted author", rs(forgeAuthor(t, f)), "alice", trusted, ErrBadSignature},
+		{"signed garbage command", rs(buildInner(t, f.user, f.user.Public(), "alice", []byte{0x83, 1, 1}, nil)), "alice", trusted, ErrBadCommand},
+		{"nonzero padding", rs(padded(buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil))), "alice", trusted, ErrCorrupt},
+		{"overlong command length", rs(overlong(t, f)), "alice", trusted, ErrCorrupt},
+		{"short signature", rs(in, sig[:63]), "alice", trusted, ErrCorrupt},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,19 +200,19 @@ func TestOpenErrors(t *testing.T) {
 }
 
 // forgeAuthor writes the spool's public key as author but signs with another key.
-func forgeAuthor(t *testing.T, f fixture) []byte {
+func forgeAuthor(t *testing.T, f fixture) ([]byte, []byte) {
 	cmd, _ := command.Encode(deliver([]byte("forged")))
-	in := buildInner(t, f.other, f.user.Public(), "alice", cmd, nil)
+	in, sig := buildInner(t, f.other, f.user.Public(), "alice", cmd, nil)
 	copy(in[command.IDSize:], f.spool.Public().Ed25519)
-	return in
+	return in, sig
 }
 
-func overlong(t *testing.T, f fixture) []byte {
+func overlong(t *testing.T, f fixture) ([]byte, []byte) {
 	cmd, _ := command.Encode(deliver([]byte("x")))
-	in := buildInner(t, f.user, f.user.Public(), "alice", cmd, nil)
+	in, sig := buildInner(t, f.user, f.user.Public(), "alice", cmd, nil)
 	off := command.IDSize + authorSize + 1 + len("alice")
 	binary.BigEndian.PutUint64(in[off:], 1<<40)
-	return in
+	return in, sig
 }
 
 func TestSealRejectsInvalid(t *testing.T) {
@@ -247,7 +263,7 @@ func FuzzOpen(f *testing.F) {
 		b, _, _ := Seal(deliver(body), fx.spool, fx.user.Public(), "alice", nil)
 		f.Add(b)
 	}
-	f.Add([]byte("CSPE\x01"))
+	f.Add([]byte("CSPE\x02"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		o, err := Open(b, fx.user, "alice", fx.user.Public(), fx.spool.Public())
 		if err == nil && o.Cmd == nil {
@@ -268,16 +284,64 @@ func FuzzOpenInner(f *testing.F) {
 	p = append(p, "alice"...)
 	p = binary.BigEndian.AppendUint64(p, uint64(len(cmd)))
 	p = append(p, cmd...)
-	p = append(p, fx.user.Sign(signedDigest(fx.user.Public().KeyID(), p))...)
-	f.Add(p)
-	f.Add(append(p, 0, 0, 0))
-	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) < innerFixed {
-			return
-		}
-		o, err := openInner(in, fx.user.Public().KeyID(), "alice", []keys.PublicKey{fx.user.Public()})
+	keyID := fx.user.Public().KeyID()
+	sig := fx.user.Sign(innerDigest(keyID, p))
+	f.Add(p, sig)
+	f.Add(append(p, 0, 0, 0), sig)
+	f.Fuzz(func(t *testing.T, in, sig []byte) {
+		o, err := openInner(in, sig, nil, keyID, "alice", []keys.PublicKey{fx.user.Public()})
 		if err == nil && (o.Cmd == nil || o.User != "alice") {
 			t.Fatal("opened without a command or for the wrong user")
 		}
 	})
+}
+
+// The chunk layout: every inner length has exactly one ciphertext size, and
+// sizes no inner length gives are refused.
+func TestChunkSizes(t *testing.T) {
+	for _, n := range []int{innerFixed + 1, 1000, ChunkSize - 1, ChunkSize, ChunkSize + 1, 3*ChunkSize - 5, 3 * ChunkSize, 50 << 20} {
+		size := ciphertextSize(n)
+		if got, ok := innerSize(uint64(size)); !ok || got != n {
+			t.Errorf("inner %d: ciphertext %d maps back to %d, %v", n, size, got, ok)
+		}
+	}
+	for _, size := range []uint64{0, sigBoxSize + tagSize, sealedSize + sigBoxSize + 1, 2*sealedSize + sigBoxSize + tagSize, 1 << 62} {
+		if n, ok := innerSize(size); ok {
+			t.Errorf("ciphertext size %d accepted as inner %d", size, n)
+		}
+	}
+}
+
+// Chunks cannot be swapped, dropped or taken from another entry, and the
+// signature box cannot be moved between entries.
+func TestChunkTampering(t *testing.T) {
+	f := newFixture(t)
+	body := make([]byte, 3*ChunkSize)
+	rand.Read(body)
+	a, _, err := Seal(deliver(body), f.spool, f.user.Public(), "alice", &Options{NoPadding: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := Seal(deliver(body), f.spool, f.user.Public(), "alice", &Options{NoPadding: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := func(e []byte, i int) []byte { return e[headerSize+i*sealedSize : headerSize+(i+1)*sealedSize] }
+	swapped := append([]byte(nil), a...)
+	copy(chunk(swapped, 0), chunk(a, 1))
+	copy(chunk(swapped, 1), chunk(a, 0))
+	foreign := append([]byte(nil), a...)
+	copy(chunk(foreign, 1), chunk(b, 1))
+	sigFromB := append(append([]byte(nil), a[:len(a)-sigBoxSize]...), b[len(b)-sigBoxSize:]...)
+	dropped := append(append([]byte(nil), a[:headerSize+sealedSize]...), a[headerSize+2*sealedSize:]...)
+	binary.BigEndian.PutUint64(dropped[len(magic)+1+keyIDSize:], uint64(len(dropped)-headerSize))
+	for name, e := range map[string][]byte{"swapped chunks": swapped, "chunk from another entry": foreign,
+		"signature box from another entry": sigFromB, "chunk dropped, length fixed up": dropped} {
+		if _, err := Open(e, f.user, "alice", f.spool.Public()); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: got %v, want ErrCorrupt", name, err)
+		}
+	}
+	if _, err := Open(a, f.user, "alice", f.spool.Public()); err != nil {
+		t.Fatalf("the untouched entry: %v", err)
+	}
 }

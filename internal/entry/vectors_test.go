@@ -2,13 +2,22 @@ package entry
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"testing/cryptotest"
+
+	"github.com/zeebo/blake3"
+	"golang.org/x/crypto/chacha20poly1305"
 
 	"cspool/internal/command"
 	"cspool/internal/keys"
@@ -54,7 +63,17 @@ func vectorCommands() []struct {
 			Body: []byte("no headers at all\n\x00\xff 8-bit\n")}},
 		{"set flags, user author", true, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, "$Important"}, IDs: ids}},
 		{"rename mailbox, user author", false, &command.Command{Kind: command.RenameMailbox, Mailbox: "Projects", MailboxID: ids[0], NewName: "Archive/Projects"}},
+		{"deliver, two chunks, padded", true, &command.Command{Kind: command.Deliver, Date: 1764000000002, Body: twoChunkBody()}},
 	}
+}
+
+// twoChunkBody is a message whose inner plaintext spans two chunks.
+func twoChunkBody() []byte {
+	b := []byte("Subject: two chunks\r\n\r\n")
+	for i := 0; len(b) < ChunkSize; i++ {
+		b = fmt.Appendf(b, "line %05d of a message longer than one chunk\r\n", i)
+	}
+	return b
 }
 
 func seedKey(t *testing.T, b byte) (*keys.SecretKey, string) {
@@ -141,11 +160,11 @@ func TestVectors(t *testing.T) {
 // innerOf decrypts an entry and returns its inner plaintext.
 func innerOf(t *testing.T, b []byte, k *keys.SecretKey) []byte {
 	t.Helper()
-	in, err := decrypt(b, k)
+	d, err := decrypt(b, k, k.Public().KeyID())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return in
+	return d.inner
 }
 
 func writeVectors(t *testing.T, path string) {
@@ -187,5 +206,107 @@ func writeVectors(t *testing.T, path string) {
 	}
 	if err := os.WriteFile(path, append(out, '\n'), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestVectorsByHand opens every frozen entry following docs/FORMAT.md step by
+// step, with the primitives alone and none of this package's code, so the
+// document and the implementation cannot drift apart unnoticed.
+func TestVectorsByHand(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "vectors", "entries.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []vector
+	if err := json.Unmarshal(data, &vs); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs {
+		t.Run(v.Name, func(t *testing.T) {
+			unhex := func(s string) []byte {
+				b, err := hex.DecodeString(s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+			user, err := keys.NewSecretKey(unhex(v.UserSeed))
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := unhex(v.Sealed)
+			// Header: magic, version, key id, ciphertext length, enc.
+			if string(e[:4]) != "CSPE" || e[4] != 2 {
+				t.Fatalf("header starts %q", e[:5])
+			}
+			keyID := sha256.Sum256(slices.Concat([]byte("cspool/v1 key id"), user.Public().X25519.Bytes(), user.Public().Ed25519))
+			if !bytes.Equal(e[5:13], keyID[:8]) {
+				t.Fatal("key id")
+			}
+			if binary.BigEndian.Uint64(e[13:21]) != uint64(len(e)-53) {
+				t.Fatal("ciphertext length")
+			}
+			header, ct := e[:53], e[53:]
+			sk, err := hpke.NewDHKEMPrivateKey(user.X25519())
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := hpke.NewRecipient(header[21:53], sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte("cspool/v2 entry"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := r.Export("cspool/v2 entry key", 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			aead, err := chacha20poly1305.New(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Chunks of 65536 plaintext bytes (+16 tag), then the
+			// 80-byte signature box.
+			sigBox, chunks := ct[len(ct)-80:], ct[:len(ct)-80]
+			var inner []byte
+			sum := blake3.New()
+			sum.WriteString("cspool/v2 entry signature\x00")
+			sum.Write(keyID[:8])
+			for i := 0; len(chunks) > 0; i++ {
+				n := min(len(chunks), 65536+16)
+				nonce := make([]byte, 12)
+				binary.BigEndian.PutUint64(nonce[4:], uint64(i))
+				pt, err := aead.Open(nil, nonce, chunks[:n], header)
+				if err != nil {
+					t.Fatalf("chunk %d: %v", i, err)
+				}
+				h := blake3.Sum256(pt)
+				sum.Write(h[:])
+				inner = append(inner, pt...)
+				chunks = chunks[n:]
+			}
+			sig, err := aead.Open(nil, []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0}, sigBox, header)
+			if err != nil {
+				t.Fatalf("signature box: %v", err)
+			}
+			if hex.EncodeToString(inner) != v.Inner {
+				t.Fatal("inner plaintext differs from the vector's")
+			}
+			// Inner: id, author, user, command; the signature covers the
+			// digest of every chunk.
+			author := ed25519.PublicKey(inner[16:48])
+			if !ed25519.Verify(author, sum.Sum(nil), sig) {
+				t.Fatal("signature does not verify")
+			}
+			ulen := int(inner[48])
+			if string(inner[49:49+ulen]) != v.User {
+				t.Fatal("user name")
+			}
+			cmdLen := binary.BigEndian.Uint64(inner[49+ulen:])
+			if hex.EncodeToString(inner[57+ulen:57+ulen+int(cmdLen)]) != v.Command {
+				t.Fatal("command bytes")
+			}
+			if len(bytes.Trim(inner[57+ulen+int(cmdLen):], "\x00")) != 0 {
+				t.Fatal("padding not zero")
+			}
+		})
 	}
 }
