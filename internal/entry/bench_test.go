@@ -1,6 +1,8 @@
 package entry
 
 import (
+	"crypto/ecdh"
+	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
 	"runtime"
@@ -11,7 +13,7 @@ import (
 	"cspool/internal/command"
 )
 
-var benchSizes = []int{1 << 10, 100 << 10, 10 << 20}
+var benchSizes = []int{1 << 10, 100 << 10, 1 << 20, 10 << 20}
 
 func sizeName(n int) string {
 	switch {
@@ -149,5 +151,37 @@ func BenchmarkPeakHeap50MB(b *testing.B) {
 			peak = max(peak, p)
 		}
 		b.ReportMetric(float64(peak)/n, "peak-heap/msg")
+	})
+}
+
+// BenchmarkPublicKeyOps measures the public-key operations every entry
+// needs whatever its size: sealing makes an ephemeral X25519 key, one X25519
+// agreement and one Ed25519 signature; opening one agreement and one
+// verification. Their sum is the floor of the per-entry fixed cost.
+func BenchmarkPublicKeyOps(b *testing.B) {
+	eph, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	peer, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	msg := make([]byte, 32)
+	sig := ed25519.Sign(priv, msg)
+	b.Run("x25519-keygen", func(b *testing.B) {
+		for b.Loop() {
+			ecdh.X25519().GenerateKey(rand.Reader)
+		}
+	})
+	b.Run("x25519-agree", func(b *testing.B) {
+		for b.Loop() {
+			eph.ECDH(peer.PublicKey())
+		}
+	})
+	b.Run("ed25519-sign", func(b *testing.B) {
+		for b.Loop() {
+			ed25519.Sign(priv, msg)
+		}
+	})
+	b.Run("ed25519-verify", func(b *testing.B) {
+		for b.Loop() {
+			ed25519.Verify(pub, msg, sig)
+		}
 	})
 }
