@@ -105,12 +105,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	srv, err = imapd.New(imapd.Config{
 		Store: store, Submit: sy, User: *userName, Password: pw, AllowEmptyPassword: passwordSet && pw == "",
 		Logger: log,
-		Alert: func() string {
-			if a := sy.Status().Alarm; a != "" {
-				return "cspool integrity alarm, sync stopped: " + a
-			}
-			return ""
-		},
+		Alert:  func() string { return sy.Status().Alert() },
 	})
 	if err != nil {
 		return err

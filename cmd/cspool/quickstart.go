@@ -334,12 +334,7 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 	if err != nil {
 		return nil, nil, "", err
 	}
-	alert := func() string {
-		if a := sy.Status().Alarm; a != "" {
-			return "cspool integrity alarm, sync stopped: " + a
-		}
-		return ""
-	}
+	alert := func() string { return sy.Status().Alert() }
 	if srv, err = imapd.New(imapd.Config{Store: ms, Submit: sy, User: q.user, Password: pw, Logger: q.log, Alert: alert}); err != nil {
 		return nil, nil, "", err
 	}

@@ -3,6 +3,8 @@ package hostile
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 
 	"cspool/internal/api"
@@ -10,6 +12,7 @@ import (
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
+	"cspool/internal/statuspage"
 	"cspool/internal/syncer"
 )
 
@@ -117,8 +120,30 @@ func TestForgedSpoolCommands(t *testing.T) {
 	if len(rej) != len(forged) {
 		t.Errorf("%d rejections: want %d", len(rej), len(forged))
 	}
-	if d.s.Status().Alarm != "" {
-		t.Errorf("alarm %q: a forbidden entry is rejected, not alarmed", d.s.Status().Alarm)
+	// The sync goes on, but the misuse of the spool key is an alarm on
+	// every surface, and stays one after a restart.
+	st := d.s.Status()
+	if st.Alarm != "" {
+		t.Errorf("alarm %q: a forbidden entry is rejected without stopping the sync", st.Alarm)
+	}
+	wantMisuse := fmt.Sprintf("the spool's key signed %d entries that only the user may write (the newest at position %d: the spool may only deliver, not Append); they were rejected and the mailbox is unchanged, but whoever holds the spool key tried to change it",
+		len(forged), first+uint64(len(forged))-1)
+	if st.Misuse != wantMisuse {
+		t.Errorf("misuse %q\nwant %q", st.Misuse, wantMisuse)
+	}
+	if got := st.Alert(); got != "cspool integrity alarm: "+wantMisuse {
+		t.Errorf("IMAP alert %q", got)
+	}
+	if got := statuspage.Alarms(st); !slices.Contains(got, wantMisuse) {
+		t.Errorf("status page alarms %q: want the misuse", got)
+	}
+	base, err := r.proxy.Listen("d-restarted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := r.deviceAt("d", base, false)
+	if got := again.s.Status().Misuse; got != wantMisuse {
+		t.Errorf("after a restart, misuse %q", got)
 	}
 	if got := d.position(t); got != first+uint64(len(forged))-1 {
 		t.Errorf("position %d: want the sync past the forgeries", got)

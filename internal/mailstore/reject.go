@@ -98,3 +98,27 @@ func (s *Store) RejectedCount(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// Forbidden returns how many entries were rejected because their author
+// acted beyond its rights (ReasonForbidden: the spool's key signing anything
+// but a delivery), and the newest of them, nil if none.
+func (s *Store) Forbidden(ctx context.Context) (int, *Rejection, error) {
+	if err := s.check(); err != nil {
+		return 0, nil, err
+	}
+	var n int
+	var pos, at int64
+	var detail string
+	err := s.rdb.QueryRowContext(ctx, "SELECT count(*), coalesce(max(pos), 0) FROM rejected WHERE reason = ?", string(ReasonForbidden)).Scan(&n, &pos)
+	if err != nil {
+		return 0, nil, fmt.Errorf("counting forbidden entries: %w", err)
+	}
+	if n == 0 {
+		return 0, nil, nil
+	}
+	err = s.rdb.QueryRowContext(ctx, "SELECT detail, at FROM rejected WHERE pos = ?", pos).Scan(&detail, &at)
+	if err != nil {
+		return 0, nil, fmt.Errorf("reading forbidden entry %d: %w", pos, err)
+	}
+	return n, &Rejection{Pos: uint64(pos), Reason: ReasonForbidden, Detail: detail, At: time.UnixMilli(at)}, nil
+}

@@ -105,14 +105,18 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 }
 
 // Alarms returns the integrity alarms a sync status carries: the syncer's
-// own alarm (a fork, a rollback, a replay, a gap: the sync is stopped), a
-// checkpoint that failed validation, and a gap reported only as the last
-// error. A new kind of alarm in syncer.Status is added here, and shows on
+// own alarm (a fork, a rollback, a replay, a gap: the sync is stopped),
+// entries the spool's key signed beyond its rights (rejected; the sync goes
+// on), a checkpoint that failed validation, and a gap reported only as the
+// last error. A new kind of alarm in syncer.Status is added here, and shows on
 // the page and in `cspool status` without other changes.
 func Alarms(st syncer.Status) []string {
 	out := []string{}
 	if st.Alarm != "" {
 		out = append(out, "sync stopped at position "+fmt.Sprint(st.Position)+": "+st.Alarm)
+	}
+	if st.Misuse != "" {
+		out = append(out, st.Misuse)
 	}
 	if st.BadCheckpoint != 0 {
 		out = append(out, fmt.Sprintf("the checkpoint at position %d failed validation: this device does not trust it and syncs from the log instead", st.BadCheckpoint))

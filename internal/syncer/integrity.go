@@ -151,5 +151,25 @@ func (s *Syncer) loadIntegrity(ctx context.Context) error {
 		s.status.Alarm = alarms[n-1].Detail
 		close(s.alarmed)
 	}
+	return s.loadMisuse(ctx)
+}
+
+// loadMisuse sets Status.Misuse from the entries the store rejected as
+// beyond their author's rights: only the spool's key can sign those, and
+// only by signing something it must not.
+func (s *Syncer) loadMisuse(ctx context.Context) error {
+	n, newest, err := s.cfg.Store.Forbidden(ctx)
+	if err != nil || n == 0 {
+		return err
+	}
+	entries := "entry"
+	if n > 1 {
+		entries = "entries"
+	}
+	msg := fmt.Sprintf("the spool's key signed %d %s that only the user may write (the newest at position %d: %s); they were rejected and the mailbox is unchanged, but whoever holds the spool key tried to change it",
+		n, entries, newest.Pos, newest.Detail)
+	s.mu.Lock()
+	s.status.Misuse = msg
+	s.mu.Unlock()
 	return nil
 }

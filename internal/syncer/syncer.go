@@ -116,6 +116,23 @@ type Status struct {
 	// Alarm, when not empty, is an integrity alarm: what a tamper-evidence
 	// check saw. The sync is stopped while it is set.
 	Alarm string
+	// Misuse, when not empty, says that the spool's key signed entries only
+	// the user may write. They were rejected and the sync goes on, but it is
+	// proof that whoever holds the spool key tried to change the mailbox,
+	// so it is shown with the alarms.
+	Misuse string
+}
+
+// Alert is the text of the IMAP ALERT given at login, or "" when all is
+// well.
+func (st Status) Alert() string {
+	switch {
+	case st.Alarm != "":
+		return "cspool integrity alarm, sync stopped: " + st.Alarm
+	case st.Misuse != "":
+		return "cspool integrity alarm: " + st.Misuse
+	}
+	return ""
 }
 
 // Syncer runs the sync loop and submits commands. Create it with New.
@@ -374,10 +391,15 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	if err != nil {
 		return 0, lr.Head, &storeError{err}
 	}
+	misused := false
 	for _, o := range res.Outcomes {
 		if o.Status == mailstore.Rejected {
 			rejected++
 			s.log.Warn("rejected entry", "pos", o.Pos, "reason", o.Reason, "detail", o.Detail)
+			if o.Reason == mailstore.ReasonForbidden {
+				s.log.Error("INTEGRITY ALARM: the spool's key signed an entry only the user may write; rejected", "pos", o.Pos, "detail", o.Detail)
+				misused = true
+			}
 			if o.Reason == mailstore.ReasonReplay && alarm == nil {
 				// Devices never reuse an entry id: the spool served an old
 				// entry again.
@@ -393,6 +415,11 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		newChain = &hashes[len(hashes)-1]
 	}
 	s.advance(last, newChain, len(res.Outcomes)-res.Rejections(), rejected, res)
+	if misused {
+		if err := s.loadMisuse(ctx); err != nil {
+			s.log.Error("reading the rejected entries failed", "err", err)
+		}
+	}
 	if alarm != nil {
 		return len(hashes), lr.Head, s.raise(ctx, alarm.pos, alarm.detail)
 	}
