@@ -19,6 +19,13 @@ import (
 // format, or its content), so the device cannot rebuild from it.
 var ErrBadCheckpoint = errors.New("invalid checkpoint")
 
+// ErrBodiesGone reports that entries a checkpoint needs (the messages it
+// keeps) are no longer on the spool. A correct spool only compacts what its
+// newest checkpoint does not need, so this is either a race with a newer
+// checkpoint (the next attempt finds it) or a spool serving an old
+// checkpoint, or one that compacted past its own.
+var ErrBodiesGone = errors.New("gone from the spool")
+
 // WriteCheckpoint seals the store's current state as a checkpoint, signed
 // by the user key, and hands it to the spool with the positions of the
 // entries holding live message bodies; the spool then deletes the rest of
@@ -132,8 +139,24 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		if errors.As(err, &se) || errors.Is(err, mailstore.ErrSnapshot) {
 			return 0, head, err
 		}
+		if errors.Is(err, ErrBodiesGone) {
+			// Once may be a race with a newer checkpoint and its
+			// compaction; the same checkpoint twice is not.
+			s.mu.Lock()
+			again := s.goneAt == cp.Pos
+			s.goneAt = cp.Pos
+			s.mu.Unlock()
+			if again {
+				return 0, head, s.raise(ctx, s.Status().Position, fmt.Sprintf(
+					"the spool serves the checkpoint at position %d as its newest, but %v: it serves an old checkpoint, or compacted entries its newest checkpoint needs",
+					cp.Pos, err))
+			}
+		}
 		return 0, head, fmt.Errorf("restoring from checkpoint %d: %w", cp.Pos, err)
 	}
+	s.mu.Lock()
+	s.goneAt = 0
+	s.mu.Unlock()
 	if s.cfg.OnApplied != nil {
 		s.cfg.OnApplied(res)
 	}
@@ -229,7 +252,7 @@ func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.En
 				return err
 			}
 			if len(lr.Entries) == 0 || lr.Entries[0].Pos != p {
-				return fmt.Errorf("entry %d is gone from the spool", p)
+				return fmt.Errorf("entry %d is %w", p, ErrBodiesGone)
 			}
 			if err := use(lr.Entries[0]); err != nil {
 				return err
@@ -257,7 +280,7 @@ func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.En
 		after = lr.Entries[len(lr.Entries)-1].Pos
 	}
 	if len(want) > 0 {
-		return fmt.Errorf("%d entries the checkpoint needs are gone from the spool", len(want))
+		return fmt.Errorf("%d entries the checkpoint needs are %w", len(want), ErrBodiesGone)
 	}
 	return nil
 }

@@ -147,6 +147,7 @@ type Syncer struct {
 	applied    chan struct{} // closed and replaced on each position change
 	alarmed    chan struct{} // closed when an integrity alarm stops the sync
 	pending    map[command.ID]pendingEntry
+	goneAt     uint64 // checkpoint whose restore last found bodies gone
 }
 
 // New returns a Syncer; call Run to start syncing.
