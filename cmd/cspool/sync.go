@@ -15,6 +15,7 @@ import (
 
 	"cspool/internal/api"
 	"cspool/internal/keys"
+	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 	"cspool/internal/syncer"
 )
@@ -31,9 +32,18 @@ line on a terminal and a line every few seconds otherwise.
 
 Only one process syncs a database: the daemon (cspool imap-server) holds a
 lock on DB.lock while it runs, and this command refuses to start while it
-does; the daemon already syncs the database.`, `
+does; the daemon already syncs the database.
+
+An integrity alarm (the spool's log failed a tamper-evidence check) stops
+the sync, here and in the daemon, until a person clears it. --clear-alarm
+prints the recorded alarms, removes them, then syncs. Clear only after
+finding out what happened (ask the spool's operator): clearing repairs
+nothing, it only lets the checks run again from the database's position,
+and a log that still fails them raises the alarm again. Stop the daemon
+first; this command refuses to run beside it.`, `
 cspool sync --once --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub
-cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
+cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org
+cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
 	userKeyPath := fs.String("user-key", "user.sec", "the user's secret key `file`")
 	userPubPath := fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key)")
 	spoolPubPath := fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)")
@@ -43,6 +53,7 @@ cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.ex
 	once := fs.Bool("once", true, "sync up to the spool's head and exit (false: keep following the log)")
 	interval := fs.Duration("progress", 0, "progress `interval` (0: 250ms on a terminal, 2s otherwise)")
 	debug := fs.Bool("debug", false, "log debug detail")
+	clearAlarm := fs.Bool("clear-alarm", false, "remove the recorded integrity alarms, then sync: a person's decision after asking the spool's operator; it repairs nothing, it only lets the checks run again")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -61,6 +72,11 @@ cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.ex
 		return err
 	}
 	defer closeStore()
+	if *clearAlarm {
+		if err := clearAlarms(context.Background(), e.stdout, store); err != nil {
+			return err
+		}
+	}
 	client, err := api.NewClient(*spoolURL, *userName, userKey, nil)
 	if err != nil {
 		return usagef("--spool-server: %v", err)
@@ -103,13 +119,23 @@ cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.ex
 	if *once {
 		_, err = sy.SyncOnce(ctx)
 	} else {
-		err = sy.Run(ctx)
+		// After an integrity alarm Run waits for the end (the daemon goes
+		// on serving what it has); this command has nothing left to do.
+		runCtx, cancelRun := context.WithCancel(ctx)
+		go cancelOnAlarm(runCtx, sy, cancelRun)
+		err = sy.Run(runCtx)
+		cancelRun()
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			err = nil
 		}
 	}
 	close(done)
 	<-ticked
+	// A sync that starts with a recorded alarm stops with ErrIntegrity
+	// alone, and Run ends on one with the cancellation: name the alarm.
+	if a := sy.Status().Alarm; a != "" && (err == nil || !strings.Contains(err.Error(), a)) {
+		err = fmt.Errorf("%w: %s", syncer.ErrIntegrity, a)
+	}
 	p.finish(err != nil)
 	switch {
 	case err == nil:
@@ -117,10 +143,51 @@ cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.ex
 	case errors.Is(err, syscall.ECONNREFUSED) || api.IsTemporary(err):
 		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), "check that the spool server is running and --spool-server is right")
 	case errors.Is(err, syncer.ErrGap) || errors.Is(err, syncer.ErrIntegrity):
-		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err),
-			"the spool's log failed an integrity check (missing, reordered or forged entries): report it to the spool's operator, keep this database, and do not trust this spool until it is explained")
+		hint := "the spool's log failed an integrity check (missing, reordered or forged entries): report it to the spool's operator, keep this database, and do not trust this spool until it is explained"
+		if errors.Is(err, syncer.ErrIntegrity) {
+			hint += "; once it is, cspool sync --clear-alarm lets the checks run again"
+		}
+		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), hint)
 	}
 	return fmt.Errorf("syncing with %s: %w", *spoolURL, err)
+}
+
+// clearAlarms prints the recorded integrity alarms, one a line, and removes
+// them, so that the sync's checks run again.
+func clearAlarms(ctx context.Context, w io.Writer, store *mailstore.Store) error {
+	alarms, err := store.Alarms(ctx)
+	if err != nil {
+		return err
+	}
+	if len(alarms) == 0 {
+		fmt.Fprintln(w, "no integrity alarm recorded")
+	}
+	for _, a := range alarms {
+		fmt.Fprintf(w, "clearing integrity alarm at position %d (recorded %s): %s\n",
+			a.Pos, a.At.Local().Format("2006-01-02 15:04:05"), oneLine(a.Detail))
+	}
+	return store.ClearAlarms(ctx)
+}
+
+// oneLine joins a text's lines and runs of blanks with single spaces.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// cancelOnAlarm calls cancel once the syncer reports an integrity alarm, or
+// returns when ctx ends.
+func cancelOnAlarm(ctx context.Context, sy interface{ Status() syncer.Status }, cancel func()) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if sy.Status().Alarm != "" {
+				cancel()
+				return
+			}
+		}
+	}
 }
 
 // countingSource passes reads through and counts the entries and bytes.
