@@ -122,7 +122,13 @@ cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server ht
 		// After an integrity alarm Run waits for the end (the daemon goes
 		// on serving what it has); this command has nothing left to do.
 		runCtx, cancelRun := context.WithCancel(ctx)
-		go cancelOnAlarm(runCtx, sy, cancelRun)
+		go func() {
+			select {
+			case <-sy.Alarmed():
+				cancelRun()
+			case <-runCtx.Done():
+			}
+		}()
 		err = sy.Run(runCtx)
 		cancelRun()
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
@@ -171,24 +177,6 @@ func clearAlarms(ctx context.Context, w io.Writer, store *mailstore.Store) error
 
 // oneLine joins a text's lines and runs of blanks with single spaces.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
-
-// cancelOnAlarm calls cancel once the syncer reports an integrity alarm, or
-// returns when ctx ends.
-func cancelOnAlarm(ctx context.Context, sy interface{ Status() syncer.Status }, cancel func()) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if sy.Status().Alarm != "" {
-				cancel()
-				return
-			}
-		}
-	}
-}
 
 // countingSource passes reads through and counts the entries and bytes.
 type countingSource struct {

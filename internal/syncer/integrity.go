@@ -121,6 +121,10 @@ func prefix(b []byte) []byte {
 	return b
 }
 
+// Alarmed is closed once an integrity alarm stops the sync (at once if one
+// was recorded before the Syncer was created).
+func (s *Syncer) Alarmed() <-chan struct{} { return s.alarmed }
+
 // raise records an integrity alarm and stops the sync.
 func (s *Syncer) raise(ctx context.Context, pos uint64, detail string) error {
 	s.log.Error("INTEGRITY ALARM: sync stopped", "pos", pos, "detail", detail)
