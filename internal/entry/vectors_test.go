@@ -85,11 +85,10 @@ func seedKey(t *testing.T, b byte) (*keys.SecretKey, string) {
 	return k, hex.EncodeToString(seed)
 }
 
-func TestVectors(t *testing.T) {
-	path := filepath.Join("..", "..", "testdata", "vectors", "entries.json")
-	if *update {
-		writeVectors(t, path)
-	}
+var vectorsPath = filepath.Join("..", "..", "testdata", "vectors", "entries.json")
+
+func loadVectors(t *testing.T, path string) []vector {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("reading vectors: %v (run go test ./internal/entry -run TestVectors -update to create them)", err)
@@ -98,18 +97,29 @@ func TestVectors(t *testing.T) {
 	if err := json.Unmarshal(data, &vs); err != nil {
 		t.Fatal(err)
 	}
+	return vs
+}
+
+func unhexT(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestVectors(t *testing.T) {
+	if *update {
+		writeVectors(t, vectorsPath)
+	}
+	vs := loadVectors(t, vectorsPath)
 	if len(vs) != len(vectorCommands()) {
 		t.Fatalf("%d vectors, want %d", len(vs), len(vectorCommands()))
 	}
 	for i, v := range vs {
 		t.Run(v.Name, func(t *testing.T) {
-			unhex := func(s string) []byte {
-				b, err := hex.DecodeString(s)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return b
-			}
+			unhex := func(s string) []byte { return unhexT(t, s) }
 			user, err := keys.NewSecretKey(unhex(v.UserSeed))
 			if err != nil {
 				t.Fatal(err)
@@ -213,23 +223,9 @@ func writeVectors(t *testing.T, path string) {
 // step, with the primitives alone and none of this package's code, so the
 // document and the implementation cannot drift apart unnoticed.
 func TestVectorsByHand(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "vectors", "entries.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vs []vector
-	if err := json.Unmarshal(data, &vs); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range vs {
+	for _, v := range loadVectors(t, vectorsPath) {
 		t.Run(v.Name, func(t *testing.T) {
-			unhex := func(s string) []byte {
-				b, err := hex.DecodeString(s)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return b
-			}
+			unhex := func(s string) []byte { return unhexT(t, s) }
 			user, err := keys.NewSecretKey(unhex(v.UserSeed))
 			if err != nil {
 				t.Fatal(err)
