@@ -21,6 +21,7 @@ run push bash bench/push.sh
 run imap env N=10000 BIG=100000 bash bench/imap.sh
 run churn go run ./bench/churn -n 10000 -flags 100000
 run api go test -run '^$' -bench 'BenchmarkRead10k' -benchtime 3x ./internal/api/
-run integrity go test -run '^$' -bench 'BenchmarkIntegrityCost|BenchmarkChainPerEntry' -benchtime 4x ./internal/hostile/
+run integrity go test -run '^$' -bench 'BenchmarkIntegrityCost' -benchtime 4x ./internal/hostile/
+run chain go test -run '^$' -bench 'BenchmarkChainPerEntry' ./internal/hostile/
 run postgres sh bench/postgres/run.sh 2000
 run idle bash bench/idle.sh
