@@ -129,8 +129,7 @@ var sigNonce = [chacha20poly1305.NonceSize]byte{0xff, 0xff, 0xff, 0xff}
 // ciphertextSize is the length after the header of an entry whose inner
 // plaintext is innerLen bytes (innerLen > 0).
 func ciphertextSize(innerLen int) int {
-	chunks := (innerLen + ChunkSize - 1) / ChunkSize
-	return innerLen + chunks*tagSize + sigBoxSize
+	return innerLen + numChunks(innerLen)*tagSize + sigBoxSize
 }
 
 // innerSize inverts ciphertextSize, or reports that no inner length gives
