@@ -345,3 +345,36 @@ func TestChunkTampering(t *testing.T) {
 		t.Fatalf("the untouched entry: %v", err)
 	}
 }
+
+// TestFiftyMegabytes: a 50 MB message seals and opens, byte for byte, with
+// less than 3x the message of extra heap either way.
+func TestFiftyMegabytes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("50 MB")
+	}
+	f := newFixture(t)
+	const n = 50 << 20
+	body := make([]byte, n)
+	rand.Read(body)
+	var sealed []byte
+	var err error
+	peak := peakHeap(func() { sealed, _, err = Seal(deliver(body), f.spool, f.user.Public(), "alice", nil) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peak >= 3*n {
+		t.Errorf("sealing 50 MB: peak extra heap %.2fx the message", float64(peak)/n)
+	}
+	var o *Opened
+	peak = peakHeap(func() { o, err = Open(sealed, f.user, "alice", f.spool.Public()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peak >= 3*n {
+		t.Errorf("opening 50 MB: peak extra heap %.2fx the message", float64(peak)/n)
+	}
+	if !bytes.Equal(o.Cmd.Body, body) {
+		t.Fatal("50 MB body changed")
+	}
+	t.Logf("50 MB: %d entry bytes", len(sealed))
+}
