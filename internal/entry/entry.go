@@ -246,11 +246,16 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 	ret := slices.Grow(dst, headerSize+ciphertextSize(innerLen))
 	ret = ret[:len(dst)+headerSize+ciphertextSize(innerLen)]
 	out := ret[len(dst):]
-	aead, err := sealHeader(out, to)
+	var aead cipherAEAD
+	var hashes [][32]byte
+	if innerLen >= parallelMin {
+		aead, hashes, err = sealOverlapped(out, to, src)
+	} else if aead, err = sealHeader(out, to); err == nil {
+		hashes = sealChunks(out, aead, src)
+	}
 	if err != nil {
 		return dst, command.ID{}, fmt.Errorf("sealing entry: %w", err)
 	}
-	hashes := sealChunks(out, aead, src)
 	sig := author.Sign(digest(to.KeyID(), hashes))
 	aead.Seal(out[len(out)-sigBoxSize:len(out)-sigBoxSize], sigNonce[:], sig, out[:headerSize])
 	return ret, id, nil
@@ -275,6 +280,73 @@ func sealChunks(out []byte, aead cipherAEAD, src innerSource) [][32]byte {
 		aead.Seal(out[pos:pos], chunkNonce(&nonce, i), pt, header)
 	})
 	return hashes
+}
+
+// sealOverlapped is sealHeader and sealChunks for a large entry, on up to
+// maxWorkers goroutines: hashing a chunk needs no key, so other workers hash
+// chunks while the calling goroutine does the HPKE setup, and once the key
+// is ready every worker encrypts, then hashes what is left.
+func sealOverlapped(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32]byte, error) {
+	n := numChunks(src.size)
+	hashes := make([][32]byte, n)
+	header := out[:headerSize]
+	var aead cipherAEAD // set before ready is closed; nil if the setup failed
+	ready := make(chan struct{})
+	var nextHash, nextSeal atomic.Int64
+	worker := func() {
+		var scratch []byte
+		plain := func(i int) []byte {
+			off := i * ChunkSize
+			size := min(ChunkSize, src.size-off)
+			if pt := src.slice(off, size); pt != nil {
+				return pt
+			}
+			if scratch == nil {
+				scratch = make([]byte, ChunkSize)
+			}
+			return src.fill(scratch[:size], off)
+		}
+		for {
+			select {
+			case <-ready:
+				if aead == nil {
+					return
+				}
+				if i := int(nextSeal.Add(1) - 1); i < n {
+					var nonce [chacha20poly1305.NonceSize]byte
+					pos := headerSize + i*sealedSize
+					aead.Seal(out[pos:pos], chunkNonce(&nonce, i), plain(i), header)
+					continue
+				}
+				if i := int(nextHash.Add(1) - 1); i < n {
+					hashes[i] = blake3.Sum256(plain(i))
+					continue
+				}
+				return
+			default:
+				if i := int(nextHash.Add(1) - 1); i < n {
+					hashes[i] = blake3.Sum256(plain(i))
+					continue
+				}
+				<-ready
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), maxWorkers, n) - 1 {
+		wg.Go(worker)
+	}
+	a, err := sealHeader(out, to)
+	if err == nil {
+		aead = a
+	}
+	close(ready)
+	worker()
+	wg.Wait()
+	if err != nil {
+		return nil, nil, err
+	}
+	return aead, hashes, nil
 }
 
 // innerSource is the inner plaintext as pieces: the fields and command
