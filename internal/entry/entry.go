@@ -19,10 +19,10 @@
 //     author nor content.
 //   - Speed: hashing a chunk and encrypting (or decrypting) it is independent
 //     of every other chunk, so large entries are spread over a few
-//     goroutines, each hashing and encrypting its chunks while they are in
-//     cache. BLAKE3 is used because it is about twice as fast as SHA-256
-//     here; the signature's hash is the only pass over the message besides
-//     the cipher.
+//     goroutines; when sealing, chunks are already hashed while the HPKE
+//     setup runs. BLAKE3 is used because it is about twice as fast as
+//     SHA-256 here; the signature's hash is the only pass over the message
+//     besides the cipher.
 //   - Errors are distinct sentinels (ErrTruncated, ErrUnknownVersion,
 //     ErrNotForUser, ErrCorrupt, ErrUnknownAuthor, ErrBadSignature,
 //     ErrBadCommand) checked in that order of layers; Open never panics.
