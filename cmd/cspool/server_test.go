@@ -20,6 +20,7 @@ import (
 
 	"cspool/internal/api"
 	"cspool/internal/keys"
+	"cspool/internal/testports"
 )
 
 // lockedBuffer collects a subprocess's stderr.
@@ -40,15 +41,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort is a loopback port for a server started in another process.
+func freePort(t *testing.T) int { return testports.Free(t) }
 
 // serverProc is a `cspool server` subprocess.
 type serverProc struct {

@@ -3,7 +3,6 @@ package faults
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"cspool/internal/testports"
 )
 
 // The binary is built once per test process, into a folder removed by
@@ -185,12 +186,5 @@ func (p *proc) rssKB(t *testing.T) int {
 	return 0
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort is a loopback port for a server started in another process.
+func freePort(t *testing.T) int { return testports.Free(t) }

@@ -1,0 +1,50 @@
+// Package testports hands out loopback TCP ports for tests that start
+// servers in other processes, which must be told a port rather than given a
+// listener.
+//
+// Ports come from 20000-31999, below Linux's default ephemeral range
+// (32768-60999), so the kernel never picks one of them for an outgoing
+// connection or a listener on port 0 in the meantime; a port is handed out
+// at most once per process and only after a bind on it succeeded.
+package testports
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"testing"
+)
+
+const (
+	low  = 20000
+	span = 12000
+)
+
+var (
+	mu   sync.Mutex
+	used = map[int]bool{}
+)
+
+// Free returns a port on 127.0.0.1 that was free a moment ago and that no
+// other caller in this process has been given.
+func Free(t testing.TB) int {
+	t.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	for range 200 {
+		p := low + rand.IntN(span)
+		if used[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		used[p] = true
+		return p
+	}
+	t.Fatal("no free loopback port in 20000-31999")
+	return 0
+}
