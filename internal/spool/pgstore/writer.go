@@ -24,6 +24,17 @@ type appendReq struct {
 	done    chan appendRes // buffered: the writer never blocks on it
 }
 
+func (r *appendReq) Size() int64 { return r.size }
+
+// Abandoned answers a call whose caller gave up before it was written.
+func (r *appendReq) Abandoned() bool {
+	if err := r.ctx.Err(); err != nil {
+		r.done <- appendRes{err: err}
+		return true
+	}
+	return false
+}
+
 type appendRes struct {
 	first uint64
 	err   error
@@ -35,46 +46,17 @@ type appendRes struct {
 // and commits them in one transaction, hence one WAL flush.
 func (s *Store) writer() {
 	defer close(s.wDone)
-	var carry *appendReq // taken from the channel but over the last group's limits
+	g := &spool.Grouper[*appendReq]{MaxCount: s.opts.MaxGroupCount, MaxBytes: s.opts.MaxGroupBytes}
 	for {
-		var group []*appendReq
-		var bytes int64
-		add := func(r *appendReq) bool {
-			if len(group) > 0 && (len(group) >= s.opts.MaxGroupCount || bytes+r.size > s.opts.MaxGroupBytes) {
-				return false
-			}
-			if err := r.ctx.Err(); err != nil {
-				r.done <- appendRes{err: err} // given up before it was written
-				return true
-			}
-			group = append(group, r)
-			bytes += r.size
-			return true
-		}
-		if carry != nil {
-			add(carry)
-			carry = nil
-		} else {
+		first, ok := g.Carried()
+		if !ok {
 			select {
-			case r := <-s.reqs:
-				add(r)
+			case first = <-s.reqs:
 			case <-s.closed:
 				return
 			}
 		}
-	drain:
-		for {
-			select {
-			case r := <-s.reqs:
-				if !add(r) {
-					carry = r
-					break drain
-				}
-			default:
-				break drain
-			}
-		}
-		if len(group) > 0 {
+		if group := g.Group(first, s.reqs); len(group) > 0 {
 			s.commitGroup(group)
 		}
 	}
