@@ -71,29 +71,10 @@ func startServer(t *testing.T, bin string, args ...string) *serverProc {
 			t.Logf("server log:\n%s", p.stderr)
 		}
 	})
-	// Wait for /v1/health.
-	c, err := api.NewClient(p.url, "", mustKey(t), nil)
-	if err != nil {
-		t.Fatal(err)
+	if exited, err := awaitHealth(t, p.url, p.done); exited {
+		t.Fatalf("server exited before answering: %v\n%s", err, p.stderr)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Health(ctx)
-		cancel()
-		if err == nil {
-			return p
-		}
-		select {
-		case err := <-p.done:
-			t.Fatalf("server exited before answering: %v\n%s", err, p.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not healthy after 20 s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return p
 }
 
 // stop sends SIGTERM and requires exit status 0.

@@ -141,6 +141,17 @@ func runCmd(t *testing.T, dir string, env []string, stdin string, bin string, ar
 // waitHealthy waits for a spool server's /v1/health.
 func waitHealthy(t *testing.T, url string, p *proc) {
 	t.Helper()
+	if exited, err := awaitHealth(t, url, p.done); exited {
+		p.exited, p.err = true, err
+		t.Fatalf("%s exited (%v) before answering on %s", p.name, err, url)
+	}
+}
+
+// awaitHealth polls url's /v1/health until it answers, for at most 20 s
+// (then the test fails), or until the server's process exits: then it
+// returns true and the exit error taken from done.
+func awaitHealth(t *testing.T, url string, done <-chan error) (exited bool, exitErr error) {
+	t.Helper()
 	c, err := api.NewClient(url, "", mustKey(t), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -151,16 +162,15 @@ func waitHealthy(t *testing.T, url string, p *proc) {
 		err := c.Health(ctx)
 		cancel()
 		if err == nil {
-			return
+			return false, nil
 		}
 		select {
-		case err := <-p.done:
-			p.exited, p.err = true, err
-			t.Fatalf("%s exited (%v) before answering on %s", p.name, err, url)
+		case err := <-done:
+			return true, err
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not healthy on %s after 20 s: %v", p.name, url, err)
+			t.Fatalf("no healthy server on %s after 20 s: %v", url, err)
 		}
 	}
 }
