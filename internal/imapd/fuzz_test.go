@@ -143,24 +143,7 @@ func fuzzServer(f *testing.F) string {
 		f.Fatal(err)
 	}
 	applied <- srv
-	ctx, cancel := context.WithCancel(context.Background())
-	syncDone := make(chan error, 1)
-	go func() { syncDone <- sy.Run(ctx) }()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(ln)
-	}()
-	f.Cleanup(func() {
-		srv.Close()
-		<-served
-		cancel()
-		<-syncDone
-	})
+	addr := serveAndSync(f, srv, sy)
 	var pos uint64
 	for _, k := range order {
 		c := &command.Command{Kind: command.Deliver, Date: time.Date(2025, 11, 24, 10, 0, 0, 0, time.UTC).UnixMilli(), Body: []byte(messages[k])}
@@ -177,5 +160,5 @@ func fuzzServer(f *testing.F) string {
 	if err := sy.WaitApplied(wctx, pos); err != nil {
 		f.Fatalf("device did not apply the test messages: %v", err)
 	}
-	return ln.Addr().String()
+	return addr
 }

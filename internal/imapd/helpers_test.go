@@ -167,28 +167,36 @@ func (r *rig) device(name string) *device {
 	srv = s
 	srvMu.Unlock()
 	d.srv = s
+	d.addr = serveAndSync(t, s, d.sync)
+	return d
+}
+
+// serveAndSync serves srv on a loopback port and runs sy's sync loop until
+// the test ends, and returns the IMAP address.
+func serveAndSync(tb testing.TB, srv *Server, sy *syncer.Syncer) string {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- d.sync.Run(ctx) }()
+	go func() { done <- sy.Run(ctx) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		cancel()
+		tb.Fatal(err)
 	}
-	d.addr = ln.Addr().String()
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		s.Serve(ln)
+		srv.Serve(ln)
 	}()
-	t.Cleanup(func() {
-		s.Close()
+	tb.Cleanup(func() {
+		srv.Close()
 		<-served
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("sync loop ended with %v", err)
+			tb.Errorf("sync loop ended with %v", err)
 		}
 	})
-	return d
+	return ln.Addr().String()
 }
 
 // synced waits until the device has applied the log up to pos.
