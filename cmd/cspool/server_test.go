@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,29 +19,14 @@ import (
 
 	"cspool/internal/api"
 	"cspool/internal/keys"
-	"cspool/internal/testports"
+	"cspool/internal/testproc"
 )
 
 // lockedBuffer collects a subprocess's stderr.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testproc.Buffer
 
 // freePort is a loopback port for a server started in another process.
-func freePort(t *testing.T) int { return testports.Free(t) }
+func freePort(t *testing.T) int { return testproc.FreePort(t) }
 
 // serverProc is a `cspool server` subprocess.
 type serverProc struct {

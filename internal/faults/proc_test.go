@@ -1,7 +1,6 @@
 package faults
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"cspool/internal/testports"
+	"cspool/internal/testproc"
 )
 
 // The binary is built once per test process, into a folder removed by
@@ -55,22 +54,7 @@ func binary(t *testing.T) string {
 }
 
 // lockedBuffer collects a subprocess's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testproc.Buffer
 
 // proc is one run of a subprocess. Every run is killed (by its PID) and
 // waited for at the end of the test if it is still running.
@@ -187,4 +171,4 @@ func (p *proc) rssKB(t *testing.T) int {
 }
 
 // freePort is a loopback port for a server started in another process.
-func freePort(t *testing.T) int { return testports.Free(t) }
+func freePort(t *testing.T) int { return testproc.FreePort(t) }

@@ -1,4 +1,4 @@
-package testports
+package testproc
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 func TestFreeDistinctBindable(t *testing.T) {
 	seen := map[int]bool{}
 	for range 50 {
-		p := Free(t)
+		p := FreePort(t)
 		if p < low || p >= low+span {
 			t.Fatalf("port %d outside %d-%d", p, low, low+span-1)
 		}

@@ -1,14 +1,15 @@
-// Package testports hands out loopback TCP ports for tests that start
-// servers in other processes, which must be told a port rather than given a
-// listener.
+// Package testproc helps tests that run cspool's servers as subprocesses:
+// loopback ports to tell them (they cannot be handed a listener), and a
+// buffer their output can be written to while the test reads it.
 //
 // Ports come from 20000-31999, below Linux's default ephemeral range
 // (32768-60999), so the kernel never picks one of them for an outgoing
 // connection or a listener on port 0 in the meantime; a port is handed out
 // at most once per process and only after a bind on it succeeded.
-package testports
+package testproc
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -26,9 +27,9 @@ var (
 	used = map[int]bool{}
 )
 
-// Free returns a port on 127.0.0.1 that was free a moment ago and that no
+// FreePort returns a port on 127.0.0.1 that was free a moment ago and that no
 // other caller in this process has been given.
-func Free(t testing.TB) int {
+func FreePort(t testing.TB) int {
 	t.Helper()
 	mu.Lock()
 	defer mu.Unlock()
@@ -47,4 +48,22 @@ func Free(t testing.TB) int {
 	}
 	t.Fatal("no free loopback port in 20000-31999")
 	return 0
+}
+
+// Buffer collects a subprocess's output; it may be read while written.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *Buffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *Buffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
