@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"net/http"
 	"strconv"
@@ -68,18 +67,9 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, errorf(ErrBadRequest, "pos=%q: want an integer >= 1", v))
 		return
 	}
-	limit := s.cfg.MaxCheckpointBody
-	if r.ContentLength > limit {
-		s.fail(w, r, errorf(ErrTooLarge, "body of %d bytes exceeds the limit of %d", r.ContentLength, limit))
-		return
-	}
-	body, err := readBody(w, r, limit)
+	body, err := readSignedBody(w, r, c, s.cfg.MaxCheckpointBody)
 	if err != nil {
 		s.fail(w, r, err)
-		return
-	}
-	if sha256.Sum256(body) != c.bodyHash {
-		s.fail(w, r, authErr(ErrUnauthenticated, AuthReasonBodyHash, "body does not match the signed hash"))
 		return
 	}
 	keep, data, err := DecodeCheckpoint(body, s.cfg.MaxCheckpointKeep)

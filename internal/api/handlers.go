@@ -34,17 +34,9 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, errorf(ErrUnsupportedType, "Content-Type must be %s", ContentType))
 		return
 	}
-	if r.ContentLength > s.cfg.MaxBody {
-		s.fail(w, r, errorf(ErrTooLarge, "body of %d bytes exceeds the limit of %d", r.ContentLength, s.cfg.MaxBody))
-		return
-	}
-	body, err := readBody(w, r, s.cfg.MaxBody)
+	body, err := readSignedBody(w, r, c, s.cfg.MaxBody)
 	if err != nil {
 		s.fail(w, r, err)
-		return
-	}
-	if sha256.Sum256(body) != c.bodyHash {
-		s.fail(w, r, authErr(ErrUnauthenticated, AuthReasonBodyHash, "body does not match the signed hash"))
 		return
 	}
 	batch, err := DecodeBatch(body, s.cfg.MaxBatchCount)
@@ -60,6 +52,22 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	writeJSON(w, http.StatusOK, appendResult{First: first, Count: len(batch)})
+}
+
+// readSignedBody reads the whole body, refusing more than limit bytes and
+// a body other than the one the caller's signature covers.
+func readSignedBody(w http.ResponseWriter, r *http.Request, c *caller, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, errorf(ErrTooLarge, "body of %d bytes exceeds the limit of %d", r.ContentLength, limit)
+	}
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		return nil, err
+	}
+	if sha256.Sum256(body) != c.bodyHash {
+		return nil, authErr(ErrUnauthenticated, AuthReasonBodyHash, "body does not match the signed hash")
+	}
+	return body, nil
 }
 
 // readBody reads the whole body, refusing more than limit bytes.
