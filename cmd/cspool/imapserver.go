@@ -41,13 +41,9 @@ on first start, stored next to the database (DB.password, mode 0600) and
 printed once. An empty password needs an explicit --password ''.`, `
 cspool imap-server --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub
 cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
-	userKeyPath := fs.String("user-key", "user.sec", "the user's secret key `file`")
-	userPubPath := fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key)")
-	spoolPubPath := fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)")
-	userName := fs.String("user", defaultUser(e), "the user `name` (the log's name on the spool and the IMAP login)")
+	dev := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool and the IMAP login)")
+	userName, dbPath, spoolURL := dev.user, dev.db, dev.spoolURL
 	password := fs.String("password", "", "IMAP `password` (default: generated, stored in DB.password)")
-	dbPath := fs.String("db", "test.db", "local mail database `file`")
-	spoolURL := fs.String("spool-server", "http://localhost:3999", "spool server `URL`")
 	port := fs.Int("port", 1143, "IMAP port")
 	addr := fs.String("addr", "127.0.0.1", "IMAP listen `address` (keep it on localhost unless you add TLS in front)")
 	statusAddr := fs.String("status-addr", defaultStatusAddr, "status page `address` (host:port, see docs/STATUS.md; '' turns it off)")
@@ -65,15 +61,11 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 			passwordSet = true
 		}
 	})
-	if err := keys.CheckUserName(*userName); err != nil {
-		return usagef("%v", err)
-	}
-	log := newLogger(e, *debug)
-
-	userKey, spoolPub, err := loadDeviceKeys(*userKeyPath, *userPubPath, *spoolPubPath)
+	userKey, spoolPub, err := dev.loadKeys()
 	if err != nil {
 		return err
 	}
+	log := newLogger(e, *debug)
 	pw, generated, err := resolvePassword(*dbPath, *password, passwordSet)
 	if err != nil {
 		return err
@@ -245,6 +237,31 @@ func printSettings(e *env, addr net.Addr, user, pw string, generated bool, dbPat
 
 // loadDeviceKeys loads what a device needs: the user's secret key (checked
 // against the public file given with it) and the spool's public key.
+// deviceFlags are the flags of the commands that sync a device's database
+// (imap-server, sync).
+type deviceFlags struct {
+	userKey, userPub, spoolPub, user, db, spoolURL *string
+}
+
+func addDeviceFlags(fs *flagSet, e *env, userHelp string) *deviceFlags {
+	return &deviceFlags{
+		userKey:  fs.String("user-key", "user.sec", "the user's secret key `file`"),
+		userPub:  fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key)"),
+		spoolPub: fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)"),
+		user:     fs.String("user", defaultUser(e), userHelp),
+		db:       fs.String("db", "test.db", "local mail database `file`"),
+		spoolURL: fs.String("spool-server", "http://localhost:3999", "spool server `URL`"),
+	}
+}
+
+// loadKeys checks the user name and loads the device's keys.
+func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
+	if err := keys.CheckUserName(*d.user); err != nil {
+		return nil, keys.PublicKey{}, usagef("%v", err)
+	}
+	return loadDeviceKeys(*d.userKey, *d.userPub, *d.spoolPub)
+}
+
 func loadDeviceKeys(userKeyPath, userPubPath, spoolPubPath string) (*keys.SecretKey, keys.PublicKey, error) {
 	userKey, err := keys.LoadSecret(userKeyPath)
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"cspool/internal/api"
-	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 	"cspool/internal/syncer"
@@ -44,12 +43,8 @@ first; this command refuses to run beside it.`, `
 cspool sync --once --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub
 cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org
 cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
-	userKeyPath := fs.String("user-key", "user.sec", "the user's secret key `file`")
-	userPubPath := fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key)")
-	spoolPubPath := fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)")
-	userName := fs.String("user", defaultUser(e), "the user `name` (the log's name on the spool)")
-	dbPath := fs.String("db", "test.db", "local mail database `file`")
-	spoolURL := fs.String("spool-server", "http://localhost:3999", "spool server `URL`")
+	dev := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool)")
+	userName, dbPath, spoolURL := dev.user, dev.db, dev.spoolURL
 	once := fs.Bool("once", true, "sync up to the spool's head and exit (false: keep following the log)")
 	interval := fs.Duration("progress", 0, "progress `interval` (0: 250ms on a terminal, 2s otherwise)")
 	debug := fs.Bool("debug", false, "log debug detail")
@@ -60,10 +55,7 @@ cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server ht
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	if err := keys.CheckUserName(*userName); err != nil {
-		return usagef("%v", err)
-	}
-	userKey, spoolPub, err := loadDeviceKeys(*userKeyPath, *userPubPath, *spoolPubPath)
+	userKey, spoolPub, err := dev.loadKeys()
 	if err != nil {
 		return err
 	}
