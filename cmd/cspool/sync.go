@@ -129,9 +129,8 @@ cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server ht
 	}
 	close(done)
 	<-ticked
-	// A sync that starts with a recorded alarm stops with ErrIntegrity
-	// alone, and Run ends on one with the cancellation: name the alarm.
-	if a := sy.Status().Alarm; a != "" && (err == nil || !strings.Contains(err.Error(), a)) {
+	// Run ends on an alarm with the cancellation above: name the alarm.
+	if a := sy.Status().Alarm; a != "" && !errors.Is(err, syncer.ErrIntegrity) {
 		err = fmt.Errorf("%w: %s", syncer.ErrIntegrity, a)
 	}
 	p.finish(err != nil)

@@ -287,8 +287,8 @@ func (s *Syncer) step(ctx context.Context) error {
 // store's position. It checks the read against the chain of hashes this
 // device has applied (see integrity.go) before applying anything.
 func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64, error) {
-	if s.Status().Alarm != "" {
-		return 0, 0, ErrIntegrity
+	if a := s.Status().Alarm; a != "" {
+		return 0, 0, fmt.Errorf("%w: %s", ErrIntegrity, a)
 	}
 	pos := s.Status().Position
 	lr, err := s.cfg.Source.ReadLog(ctx, pos, s.cfg.BatchCount, s.cfg.BatchBytes, wait)
