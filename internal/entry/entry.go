@@ -170,30 +170,33 @@ func innerDigest(keyID [keyIDSize]byte, in []byte) []byte {
 
 func numChunks(innerLen int) int { return (innerLen + ChunkSize - 1) / ChunkSize }
 
-// eachChunk calls fn for every chunk of an inner plaintext of innerLen
-// bytes, with a scratch slot owned by the calling goroutine. Large entries
-// are spread over up to maxWorkers goroutines; fn must only touch its own
-// chunk.
-func eachChunk(innerLen int, fn func(i, off, n int, scratch *[]byte)) {
-	chunks := numChunks(innerLen)
-	workers := 1
-	if innerLen >= parallelMin {
-		workers = min(runtime.GOMAXPROCS(0), maxWorkers, chunks)
+// workers is how many goroutines hash and encrypt (or decrypt) an inner
+// plaintext of innerLen bytes: one below parallelMin, else one per core up
+// to maxWorkers and the number of chunks.
+func workers(innerLen int) int {
+	if innerLen < parallelMin {
+		return 1
 	}
+	return min(runtime.GOMAXPROCS(0), maxWorkers, numChunks(innerLen))
+}
+
+// eachChunk calls fn for every chunk of an inner plaintext of innerLen
+// bytes, on workers(innerLen) goroutines; fn must only touch its own chunk.
+func eachChunk(innerLen int, fn func(i, off, n int)) {
+	chunks := numChunks(innerLen)
 	var next atomic.Int64
 	run := func() {
-		var scratch []byte
 		for {
 			i := int(next.Add(1) - 1)
 			if i >= chunks {
 				return
 			}
 			off := i * ChunkSize
-			fn(i, off, min(ChunkSize, innerLen-off), &scratch)
+			fn(i, off, min(ChunkSize, innerLen-off))
 		}
 	}
 	var wg sync.WaitGroup
-	for range workers - 1 {
+	for range workers(innerLen) - 1 {
 		wg.Go(run)
 	}
 	run()
@@ -246,13 +249,7 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 	ret := slices.Grow(dst, headerSize+ciphertextSize(innerLen))
 	ret = ret[:len(dst)+headerSize+ciphertextSize(innerLen)]
 	out := ret[len(dst):]
-	var aead cipherAEAD
-	var hashes [][32]byte
-	if innerLen >= parallelMin {
-		aead, hashes, err = sealOverlapped(out, to, src)
-	} else if aead, err = sealHeader(out, to); err == nil {
-		hashes = sealChunks(out, aead, src)
-	}
+	aead, hashes, err := sealBody(out, to, src)
 	if err != nil {
 		return dst, command.ID{}, fmt.Errorf("sealing entry: %w", err)
 	}
@@ -261,32 +258,13 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 	return ret, id, nil
 }
 
-// sealChunks hashes and encrypts the inner plaintext chunk by chunk into out
-// after the header, and returns the chunks' hashes.
-func sealChunks(out []byte, aead cipherAEAD, src innerSource) [][32]byte {
-	header := out[:headerSize]
-	hashes := make([][32]byte, numChunks(src.size))
-	eachChunk(src.size, func(i, off, n int, scratch *[]byte) {
-		pt := src.slice(off, n)
-		if pt == nil {
-			if *scratch == nil {
-				*scratch = make([]byte, min(ChunkSize, src.size))
-			}
-			pt = src.fill((*scratch)[:n], off)
-		}
-		hashes[i] = blake3.Sum256(pt)
-		var nonce [chacha20poly1305.NonceSize]byte
-		pos := headerSize + i*sealedSize
-		aead.Seal(out[pos:pos], chunkNonce(&nonce, i), pt, header)
-	})
-	return hashes
-}
-
-// sealOverlapped is sealHeader and sealChunks for a large entry, on up to
-// maxWorkers goroutines: hashing a chunk needs no key, so other workers hash
-// chunks while the calling goroutine does the HPKE setup, and once the key
-// is ready every worker encrypts, then hashes what is left.
-func sealOverlapped(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32]byte, error) {
+// sealBody writes the header (sealHeader) and every chunk of the inner
+// plaintext into out, and returns the entry's AEAD and the chunks' hashes.
+// A large entry uses up to maxWorkers goroutines: hashing a chunk needs no
+// key, so other workers hash chunks while the calling goroutine does the
+// HPKE setup, and once the key is ready every worker encrypts, then hashes
+// what is left.
+func sealBody(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32]byte, error) {
 	n := numChunks(src.size)
 	hashes := make([][32]byte, n)
 	header := out[:headerSize]
@@ -333,7 +311,7 @@ func sealOverlapped(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD,
 		}
 	}
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), maxWorkers, n) - 1 {
+	for range workers(src.size) - 1 {
 		wg.Go(worker)
 	}
 	a, err := sealHeader(out, to)
@@ -503,7 +481,7 @@ func decrypt(b []byte, me *keys.SecretKey, keyID [keyIDSize]byte) (decrypted, er
 	in := make([]byte, innerLen)
 	hashes := make([][32]byte, numChunks(innerLen))
 	var failed atomic.Int64 // 1 + index of a chunk that failed
-	eachChunk(innerLen, func(i, off, n int, _ *[]byte) {
+	eachChunk(innerLen, func(i, off, n int) {
 		var nonce [chacha20poly1305.NonceSize]byte
 		pos := i * sealedSize
 		if _, err := aead.Open(in[off:off], chunkNonce(&nonce, i), body[pos:pos+n+tagSize], header); err != nil {

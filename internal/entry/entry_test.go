@@ -105,11 +105,10 @@ func TestSpoolCannotDecrypt(t *testing.T) {
 func reseal(t *testing.T, inner, sig []byte, to keys.PublicKey) []byte {
 	t.Helper()
 	out := make([]byte, headerSize+ciphertextSize(len(inner)))
-	aead, err := sealHeader(out, to)
+	aead, _, err := sealBody(out, to, innerSource{prefix: inner, size: len(inner)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sealChunks(out, aead, innerSource{prefix: inner, size: len(inner)})
 	pos := len(out) - sigBoxSize
 	aead.Seal(out[pos:pos], sigNonce[:], sig, out[:headerSize])
 	return out
