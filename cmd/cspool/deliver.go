@@ -100,9 +100,9 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		return &exitError{fmt.Errorf("--user: %w", err), exNoUser}
 	}
 
-	sk, err := keys.LoadSecret(*spoolKey)
+	sk, err := deliverSpoolKey.loadSecret(*spoolKey)
 	if err != nil {
-		return &exitError{withHint(err, "check --spool-key: it must be the spool's secret key file, mode 0600"), exNoPerm}
+		return &exitError{err, exNoPerm}
 	}
 	users, err := loadDirectory(*user, *userKey, *usersFile)
 	if err != nil {
@@ -160,9 +160,9 @@ func deliverUsage(format string, a ...any) error {
 // file.
 func loadDirectory(user, userKey, usersFile string) (deliver.Directory, error) {
 	if userKey != "" {
-		k, err := keys.LoadPublic(userKey)
+		k, err := deliverUserPub.loadPublic(userKey)
 		if err != nil {
-			return nil, &exitError{withHint(err, "check --user-key: it must be the user's public key file"), exNoPerm}
+			return nil, &exitError{err, exNoPerm}
 		}
 		return deliver.StaticDirectory{user: k}, nil
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 
 	"cspool/internal/keys"
@@ -32,7 +33,10 @@ cspool gen-keys --comment "delivery key" spool.sec spool.pub`)
 		return err
 	}
 	if err := keys.WriteFiles(k, sec, pub, keys.WriteOptions{Force: *force, Comment: *comment}); err != nil {
-		return withHint(err, "pick other file names, or pass --force to replace the old key (anything sealed to it becomes unreadable)")
+		if errors.Is(err, keys.ErrExists) {
+			return withHint(err, "pick other file names; --force replaces the existing key, and whatever was sealed to it can never be read again")
+		}
+		return withHint(err, "check that the folder exists and that you may write to it")
 	}
 	fmt.Fprintf(e.stdout, "wrote secret key %s (keep it private) and public key %s\n", sec, pub)
 	fmt.Fprintf(e.stdout, "public key: %s\n", k.Public())

@@ -263,21 +263,21 @@ func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
 }
 
 func loadDeviceKeys(userKeyPath, userPubPath, spoolPubPath string) (*keys.SecretKey, keys.PublicKey, error) {
-	userKey, err := keys.LoadSecret(userKeyPath)
+	userKey, err := deviceUserKey.loadSecret(userKeyPath)
 	if err != nil {
-		return nil, keys.PublicKey{}, withHint(err, "create a key pair with: cspool gen-keys user.sec user.pub")
+		return nil, keys.PublicKey{}, err
 	}
-	userPub, err := keys.LoadPublic(userPubPath)
+	userPub, err := deviceUserPub.loadPublic(userPubPath)
 	if err != nil {
-		return nil, keys.PublicKey{}, withHint(err, "pass the public file made with the secret key: --user-public-key user.pub")
+		return nil, keys.PublicKey{}, err
 	}
 	if !userPub.Equal(userKey.Public()) {
 		return nil, keys.PublicKey{}, withHint(fmt.Errorf("%s is not the public half of %s", userPubPath, userKeyPath),
 			"pass the .pub file that gen-keys wrote together with the .sec file")
 	}
-	spoolPub, err := keys.LoadPublic(spoolPubPath)
+	spoolPub, err := deviceSpoolPub.loadPublic(spoolPubPath)
 	if err != nil {
-		return nil, keys.PublicKey{}, withHint(err, "copy the spool's public key file (spool.pub) from the server")
+		return nil, keys.PublicKey{}, err
 	}
 	return userKey, spoolPub, nil
 }

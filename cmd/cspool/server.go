@@ -185,9 +185,9 @@ func (d directory) Lookup(ctx context.Context, user string) (keys.PublicKey, err
 func (s *serverRun) run(f serverFlags) error {
 	var spoolKey *keys.SecretKey
 	if f.spoolKeyFile != "" {
-		k, err := keys.LoadSecret(f.spoolKeyFile)
+		k, err := serverSpoolKey.loadSecret(f.spoolKeyFile)
 		if err != nil {
-			return withHint(err, "pass the spool's secret key file, made with 'cspool gen-keys spool.sec spool.pub'")
+			return err
 		}
 		spoolKey = k
 	}

@@ -23,20 +23,23 @@ func (e *FileError) Unwrap() error { return e.Err }
 // maxKeyFile bounds how much of a file is read: key files are tiny.
 const maxKeyFile = 64 << 10
 
-// LoadSecret reads a secret key file. It refuses files that group or others
-// can read, files holding a public key, and damaged keys; the error names the
-// file.
+// LoadSecret reads a secret key file. It refuses files holding a public key
+// (ErrWrongKind, checked first), damaged keys, and files that group or others
+// can read (ErrTooOpen); the error names the file.
 func LoadSecret(path string) (*SecretKey, error) {
 	line, info, err := readKeyLine(path)
 	if err != nil {
 		return nil, err
 	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return nil, &FileError{path, fmt.Errorf("%w: permissions %04o (run: chmod 600 %s)", ErrTooOpen, perm, path)}
-	}
+	// The kind first: a public key passed where the secret one belongs is
+	// a swap of two flags, and telling its owner to chmod it would only
+	// mislead.
 	k, err := ParseSecret(line)
 	if err != nil {
 		return nil, &FileError{path, err}
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		return nil, &FileError{path, fmt.Errorf("%w: permissions %04o (run: chmod 600 %s)", ErrTooOpen, perm, path)}
 	}
 	return k, nil
 }
@@ -148,7 +151,16 @@ func WriteFiles(k *SecretKey, secretPath, publicPath string, o WriteOptions) err
 		return err
 	}
 	pub := append(header("public key"), k.Public().String()+"\n"...)
-	return writeFile(publicPath, pub, 0o644, o.Force)
+	if err := writeFile(publicPath, pub, 0o644, o.Force); err != nil {
+		if !o.Force {
+			// A secret key without its public half is a trap for the
+			// next run ("file exists"); it was just made and sealed
+			// nothing yet.
+			_ = os.Remove(secretPath)
+		}
+		return err
+	}
+	return nil
 }
 
 func writeFile(path string, data []byte, perm os.FileMode, force bool) error {

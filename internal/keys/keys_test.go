@@ -123,6 +123,9 @@ func TestLoadErrors(t *testing.T) {
 		{"truncated", write("trunc.sec", []byte(sl[:len(sl)-6]+"\n"), 0o600), true, ErrMalformed},
 		{"public as secret", write("pub-as.sec", pubText, 0o600), true, ErrWrongKind},
 		{"secret as public", write("sec-as.pub", secText, 0o600), false, ErrWrongKind},
+		// A public key file is world-readable as it should be: passed where
+		// the secret key belongs, the kind is the problem, not the mode.
+		{"readable public as secret", write("pub-as-open.sec", pubText, 0o644), true, ErrWrongKind},
 		{"bad checksum", write("flip.sec", append(flipped, '\n'), 0o600), true, ErrBadChecksum},
 		{"world readable", write("open.sec", secText, 0o644), true, ErrTooOpen},
 		{"empty", write("empty.sec", []byte("# just a comment\n"), 0o600), true, ErrNoKey},

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"cspool/internal/keys"
+)
+
+// keyFlag describes a flag that names a key file, so that a key that
+// cannot be loaded gets a hint about that flag: which flag the file
+// probably belongs to when the kinds are swapped, and where the right key
+// comes from. A key that must already exist (the user's key on a device,
+// the spool's key on the delivery side) never gets "make a new one" as
+// advice: a new key cannot open what was sealed to the old one.
+type keyFlag struct {
+	flag   string // e.g. "--user-key"
+	secret bool   // the flag takes a secret key file
+	// swap is the flag of the same command that takes the other kind, if
+	// any: a wrong-kind key there is most likely a swap of the two.
+	swap string
+	// obtain says where this key comes from, for a missing file.
+	obtain string
+}
+
+// The key flags of each command.
+var (
+	deviceUserKey = keyFlag{flag: "--user-key", secret: true, swap: "--user-public-key",
+		obtain: "a device uses the user's existing key pair: copy user.sec and user.pub from another of the user's devices (a new key pair could not open the mail already sealed to the user); only a new user makes one, with 'cspool gen-keys user.sec user.pub'"}
+	deviceUserPub = keyFlag{flag: "--user-public-key", secret: false, swap: "--user-key",
+		obtain: "pass the public file made with the user's secret key (user.pub, next to user.sec)"}
+	deviceSpoolPub = keyFlag{flag: "--spool-key", secret: false,
+		obtain: "copy the spool's public key file (spool.pub) from the spool server's operator"}
+	deliverSpoolKey = keyFlag{flag: "--spool-key", secret: true, swap: "--user-key",
+		obtain: "pass the spool's secret key file, the one the spool server runs with (--spool-key of cspool server)"}
+	deliverUserPub = keyFlag{flag: "--user-key", secret: false, swap: "--spool-key",
+		obtain: "pass the recipient's public key file (the key registered for the user in the server's users file), or --users FILE"}
+	serverSpoolKey = keyFlag{flag: "--spool-key", secret: true,
+		obtain: "pass the spool's secret key file; on a new installation make it with 'cspool gen-keys spool.sec spool.pub'"}
+)
+
+// hint returns what to try after err, a failure to load path for f.
+func (f keyFlag) hint(path string, err error) string {
+	kind, other := "public", "secret"
+	if f.secret {
+		kind, other = "secret", "public"
+	}
+	switch {
+	case errors.Is(err, keys.ErrWrongKind) && f.swap != "":
+		return fmt.Sprintf("%s takes a %s key file, and %s holds a %s key: %s and %s look swapped; give each flag the other's file",
+			f.flag, kind, path, other, f.flag, f.swap)
+	case errors.Is(err, keys.ErrWrongKind) && !f.secret:
+		return fmt.Sprintf("%s takes a public key file, and %s holds a secret key: pass the public file made with it, and keep the secret one private", f.flag, path)
+	case errors.Is(err, keys.ErrWrongKind):
+		return fmt.Sprintf("%s takes a secret key file, and %s holds a public key: %s", f.flag, path, f.obtain)
+	case errors.Is(err, keys.ErrTooOpen):
+		return fmt.Sprintf("run: chmod 600 %s (and check who could have read it)", path)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("%s: no such file; %s", f.flag, f.obtain)
+	case errors.Is(err, keys.ErrBadChecksum), errors.Is(err, keys.ErrMalformed), errors.Is(err, keys.ErrNoKey):
+		return fmt.Sprintf("the key in %s is damaged: restore the file from a backup or another device (%s)", path, f.flag)
+	}
+	return fmt.Sprintf("check %s: %s", f.flag, f.obtain)
+}
+
+// loadSecret loads the secret key file path given to f.
+func (f keyFlag) loadSecret(path string) (*keys.SecretKey, error) {
+	k, err := keys.LoadSecret(path)
+	if err != nil {
+		return nil, withHint(err, f.hint(path, err))
+	}
+	return k, nil
+}
+
+// loadPublic loads the public key file path given to f.
+func (f keyFlag) loadPublic(path string) (keys.PublicKey, error) {
+	k, err := keys.LoadPublic(path)
+	if err != nil {
+		return keys.PublicKey{}, withHint(err, f.hint(path, err))
+	}
+	return k, nil
+}

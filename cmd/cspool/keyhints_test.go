@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMixedUpKeys passes each command's key flags the wrong files, as an
+// operator in a hurry does: the error names the file, the hint names the
+// swap (before any advice about file modes), and no hint tells the user to
+// make a new key where an existing one is needed.
+func TestMixedUpKeys(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	for _, who := range []string{"user", "spool"} {
+		var out bytes.Buffer
+		e := &env{stdout: &out, stderr: &out, getenv: func(string) string { return "" }}
+		if code := run(e, []string{"gen-keys", p(who + ".sec"), p(who + ".pub")}); code != 0 {
+			t.Fatalf("gen-keys %s: exit %d: %s", who, code, out.String())
+		}
+	}
+	device := func(userKey, userPub, spoolPub string) []string {
+		return []string{"sync", "--user", "alice", "--db", p("mail.db"), "--spool-server", "http://127.0.0.1:1",
+			"--user-key", userKey, "--user-public-key", userPub, "--spool-key", spoolPub}
+	}
+	deliver := func(userKey, spoolKey string) []string {
+		return []string{"deliver", "--user", "alice", "--spool-dir", p("spool"), "--user-key", userKey, "--spool-key", spoolKey}
+	}
+	cases := []struct {
+		name     string
+		args     []string
+		want     []string // in stderr
+		dontWant []string
+	}{
+		{"device: user keys swapped", device(p("user.pub"), p("user.sec"), p("spool.pub")),
+			[]string{p("user.pub"), "wrong kind of key", "--user-key and --user-public-key look swapped"},
+			[]string{"chmod", "gen-keys"}},
+		{"device: spool secret key given", device(p("user.sec"), p("user.pub"), p("spool.sec")),
+			[]string{p("spool.sec"), "--spool-key takes a public key file", "keep the secret one private"},
+			[]string{"gen-keys"}},
+		{"device: user key missing", device(p("nothere.sec"), p("user.pub"), p("spool.pub")),
+			[]string{p("nothere.sec"), "copy user.sec and user.pub from another of the user's devices"},
+			[]string{"chmod"}},
+		{"deliver: keys swapped", deliver(p("spool.sec"), p("user.pub")),
+			[]string{p("user.pub"), "--spool-key and --user-key look swapped"},
+			[]string{"chmod", "gen-keys"}},
+		{"server: public spool key", []string{"server", "--spool-dir", p("spool"), "--port", "1", "--spool-key", p("spool.pub")},
+			[]string{p("spool.pub"), "--spool-key takes a secret key file"},
+			[]string{"chmod"}},
+		{"gen-keys: no such folder", []string{"gen-keys", p("no/such/dir/a.sec"), p("no/such/dir/a.pub")},
+			[]string{"no/such/dir/a.sec", "check that the folder exists"},
+			[]string{"--force", "replace"}},
+		{"gen-keys: public file's folder missing", []string{"gen-keys", p("half.sec"), p("no/such/dir/half.pub")},
+			[]string{"no/such/dir/half.pub", "check that the folder exists"},
+			[]string{"--force"}},
+		{"gen-keys: key exists", []string{"gen-keys", p("user.sec"), p("other.pub")},
+			[]string{p("user.sec"), "file exists", "--force replaces the existing key"},
+			nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			e := &env{stdin: strings.NewReader("Subject: x\r\n\r\nx\r\n"), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+			code := run(e, c.args)
+			msg := stderr.String()
+			if code == 0 {
+				t.Fatalf("cspool %v: exit 0, want a failure; stderr %q", c.args, msg)
+			}
+			if !strings.Contains(msg, "cspool: hint:") {
+				t.Errorf("no hint in %q", msg)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("stderr %q does not say %q", msg, w)
+				}
+			}
+			for _, w := range c.dontWant {
+				if strings.Contains(msg, w) {
+					t.Errorf("stderr %q says %q", msg, w)
+				}
+			}
+		})
+	}
+	// Nothing was left behind by the failed gen-keys.
+	for _, f := range []string{"other.pub", "half.sec"} {
+		if _, err := os.Stat(p(f)); err == nil {
+			t.Errorf("a failed gen-keys left %s behind", f)
+		}
+	}
+	// A secret key passed where the public one belongs is never echoed.
+	sec, err := os.ReadFile(p("spool.sec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	e := &env{stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
+	run(e, device(p("user.sec"), p("user.pub"), p("spool.sec")))
+	for _, line := range strings.Split(string(sec), "\n") {
+		if strings.HasPrefix(line, "CSPOOL-SECRET-KEY-1:") && strings.Contains(stderr.String(), line[20:]) {
+			t.Errorf("the error shows the secret key: %q", stderr.String())
+		}
+	}
+}
