@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"cspool/internal/mailstore"
+)
+
+func runExport(e *env, args []string) error {
+	fs := newFlagSet(e, "export", "DEST", `
+Copy the mail of a device's database into DEST, as Maildir (the default) or
+mbox, so it can be read by other mail software or kept as a plain backup.
+It reads the local database only: no keys, no spool, and the daemon may keep
+running.
+
+Maildir: one Maildir per mailbox, the hierarchy as folders (INBOX in
+DEST/INBOX, "Archive/2024" in DEST/Archive/2024), each message in cur/ with
+its flags in the file name (D draft, F flagged, P $Forwarded, R answered,
+S seen, T deleted) and its internal date as the file's time. mbox: one
+mboxrd file per mailbox (DEST/INBOX.mbox, DEST/Archive/2024.mbox); mbox has
+no standard place for flags, so they are not kept.
+
+Messages are written with LF line ends, as Unix mail software expects;
+--crlf keeps every message's bytes exactly as stored. DEST must not exist
+or be an empty folder.`, `
+cspool export --db mail.db ~/mail-export
+cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbox`)
+	db := fs.String("db", "test.db", "local mail database `file`")
+	format := fs.String("format", "maildir", "`maildir` or mbox")
+	crlf := fs.Bool("crlf", false, "keep CRLF line ends (every byte as stored)")
+	var only []string
+	fs.Func("mailbox", "export only this mailbox `NAME` (repeatable; default: all)", func(s string) error {
+		only = append(only, mailstore.NormalizeName(s))
+		return nil
+	})
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want 1 argument, DEST; got %d", fs.NArg())
+	}
+	var w exportWriter
+	switch *format {
+	case "maildir":
+		w = &maildirWriter{}
+	case "mbox":
+		w = &mboxWriter{}
+	default:
+		return usagef("--format %q: want maildir or mbox", *format)
+	}
+	if _, err := os.Stat(*db); err != nil {
+		return withHint(fmt.Errorf("opening %s: %w", *db, unwrapPath(err)), "pass the device's database with --db (the --db of cspool imap-server)")
+	}
+	store, err := mailstore.Open(*db)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx := context.Background()
+	boxes, err := store.Mailboxes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, name := range only {
+		if !slices.ContainsFunc(boxes, func(mb mailstore.Mailbox) bool { return mb.Name == name }) {
+			return withHint(fmt.Errorf("no mailbox %q in %s", name, *db), "cspool status lists the mailboxes")
+		}
+	}
+	dest := fs.Arg(0)
+	if err := checkExportDest(dest); err != nil {
+		return withHint(err, "export into a new folder")
+	}
+	total := 0
+	for _, mb := range boxes {
+		if len(only) > 0 && !slices.Contains(only, mb.Name) {
+			continue
+		}
+		path, err := exportPath(dest, mb.Name)
+		if err != nil {
+			return err
+		}
+		if err := w.begin(path); err != nil {
+			return err
+		}
+		n := 0
+		err = store.Scan(ctx, mb.ID, mailstore.WantRaw, func(m *mailstore.Message) error {
+			raw := m.Raw
+			if !*crlf {
+				raw = bytes.ReplaceAll(raw, []byte("\r\n"), []byte("\n"))
+			}
+			n++
+			return w.add(m, raw)
+		})
+		if err == nil {
+			err = w.end()
+		}
+		if err != nil {
+			return fmt.Errorf("exporting %q: %w", mb.Name, err)
+		}
+		fmt.Fprintf(e.stdout, "%-30s %6d messages\n", mb.Name, n)
+		total += n
+	}
+	fmt.Fprintf(e.stdout, "exported %d messages to %s (%s)\n", total, dest, *format)
+	return nil
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// checkExportDest makes dest, or accepts it if it is an empty folder: an
+// export never mixes with, or overwrites, what is already there.
+func checkExportDest(dest string) error {
+	ents, err := os.ReadDir(dest)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dest, 0o700); err != nil {
+			return fmt.Errorf("creating %s: %w", dest, unwrapPath(err))
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("%s: %w", dest, unwrapPath(err))
+	case len(ents) > 0:
+		return fmt.Errorf("%s is not empty", dest)
+	}
+	return nil
+}
+
+// exportPath maps a mailbox name onto a path below dest, one folder per
+// level of the hierarchy. A level that could not be a folder name of its
+// own ("", ".", "..", or Maildir's cur, new and tmp, which would mix with
+// the parent's messages) is written with every byte as %XX, and so is any
+// "%" in a name: the mapping is one to one.
+func exportPath(dest, name string) (string, error) {
+	parts := strings.Split(name, string(mailstore.Delim))
+	for i, p := range parts {
+		switch p {
+		case "", ".", "..", "cur", "new", "tmp":
+			var b strings.Builder
+			for j := 0; j < len(p); j++ {
+				fmt.Fprintf(&b, "%%%02X", p[j])
+			}
+			if p == "" {
+				b.WriteString("%")
+			}
+			parts[i] = b.String()
+		default:
+			if strings.ContainsRune(p, 0) {
+				return "", fmt.Errorf("mailbox name %q holds a NUL byte", name)
+			}
+			parts[i] = strings.ReplaceAll(p, "%", "%25")
+		}
+	}
+	return filepath.Join(append([]string{dest}, parts...)...), nil
+}
+
+// exportWriter writes one mailbox after another.
+type exportWriter interface {
+	begin(path string) error
+	add(m *mailstore.Message, raw []byte) error
+	end() error
+}
+
+// maildirWriter writes Maildirs (https://cr.yp.to/proto/maildir.html):
+// each message is written in tmp/ and renamed into cur/.
+type maildirWriter struct{ dir string }
+
+func (w *maildirWriter) begin(path string) error {
+	w.dir = path
+	for _, sub := range []string{"cur", "new", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(path, sub), 0o700); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maildirFlags are the Maildir info letters, in the ASCII order the format
+// requires.
+var maildirFlags = []struct {
+	letter byte
+	flag   string
+}{{'D', `\Draft`}, {'F', `\Flagged`}, {'P', `$Forwarded`}, {'R', `\Answered`}, {'S', `\Seen`}, {'T', `\Deleted`}}
+
+func (w *maildirWriter) add(m *mailstore.Message, raw []byte) error {
+	info := []byte(":2,")
+	for _, f := range maildirFlags {
+		if slices.ContainsFunc(m.Flags, func(g string) bool { return strings.EqualFold(g, f.flag) }) {
+			info = append(info, f.letter)
+		}
+	}
+	// Unique within the export: the message's id is.
+	base := fmt.Sprintf("%d.%s.cspool", m.InternalDate.Unix(), m.ID)
+	tmp := filepath.Join(w.dir, "tmp", base)
+	if err := writeSynced(tmp, raw); err != nil {
+		return err
+	}
+	if err := os.Chtimes(tmp, m.InternalDate, m.InternalDate); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(w.dir, "cur", base+string(info)))
+}
+
+func (w *maildirWriter) end() error { return nil }
+
+// mboxWriter writes mboxrd files: each message after a "From " line, with
+// every line that starts with zero or more '>' and "From " quoted by one
+// more '>', so that the quoting can be undone exactly.
+type mboxWriter struct {
+	f *os.File
+	b bytes.Buffer
+}
+
+func (w *mboxWriter) begin(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path+".mbox", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	w.f = f
+	return nil
+}
+
+func (w *mboxWriter) add(m *mailstore.Message, raw []byte) error {
+	w.b.Reset()
+	fmt.Fprintf(&w.b, "From MAILER-DAEMON %s\n", m.InternalDate.UTC().Format(time.ANSIC))
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line = raw[:i+1]
+		}
+		raw = raw[len(line):]
+		if bytes.HasPrefix(bytes.TrimLeft(line, ">"), []byte("From ")) {
+			w.b.WriteByte('>')
+		}
+		w.b.Write(line)
+	}
+	if n := w.b.Len(); w.b.Bytes()[n-1] != '\n' {
+		w.b.WriteByte('\n')
+	}
+	w.b.WriteByte('\n')
+	_, err := w.f.Write(w.b.Bytes())
+	return err
+}
+
+func (w *mboxWriter) end() error {
+	if err := w.f.Sync(); err != nil {
+		w.f.Close()
+		return err
+	}
+	return w.f.Close()
+}
+
+// writeSynced writes data to a new file at path and syncs it.
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+)
+
+// exportFixture is a device database with messages of awkward shapes in
+// mailboxes of awkward names, and the bytes each message must come back as.
+type exportFixture struct {
+	db       string
+	messages map[string][][]byte // mailbox name -> raw messages in UID order
+	flags    map[string][]string // first 20 bytes of a message -> its Maildir letters
+}
+
+func newExportFixture(t *testing.T) *exportFixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &exportFixture{db: filepath.Join(dir, "mail.db"), messages: map[string][][]byte{}, flags: map[string][]string{}}
+	s, err := mailstore.Open(f.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var pos uint64
+	id := func() command.ID {
+		sum := sha256.Sum256(fmt.Appendf(nil, "export entry %d", pos))
+		return command.ID(sum[:16])
+	}
+	apply := func(c *command.Command) command.ID {
+		pos++
+		e := mailstore.Entry{Pos: pos, ID: id(), Author: mailstore.AuthorUser, Cmd: c}
+		if _, err := s.Apply(context.Background(), []mailstore.Entry{e}, pos); err != nil {
+			t.Fatalf("applying %v: %v", c.Kind, err)
+		}
+		return e.ID
+	}
+	date := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC).UnixMilli()
+	inbox := [][]byte{
+		[]byte("From: a@example.org\r\nSubject: plain\r\n\r\nHello.\r\n"),
+		[]byte("Subject: from lines\r\n\r\nFrom here on\r\n>From there\r\n>>From quoted twice\r\nFrom\r\nno newline at the end"),
+		[]byte("no header at all \x00\xff\r with a bare CR\nand a bare LF\r\n"),
+	}
+	var ids []command.ID
+	for _, m := range inbox {
+		ids = append(ids, apply(&command.Command{Kind: command.Deliver, Date: date, Body: m}))
+	}
+	apply(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, `\Answered`, "$Forwarded", "custom"}, IDs: ids[:1]})
+	f.messages[mailstore.InboxName] = inbox
+	f.flags[string(inbox[0][:20])] = []string{"P", "R", "S"}
+	for _, name := range []string{"Archive/2024", "Archive/cur", "100% done", "dots.in.name"} {
+		apply(&command.Command{Kind: command.CreateMailbox, Mailbox: name})
+		body := []byte("Subject: in " + name + "\r\n\r\nbody\r\n")
+		apply(&command.Command{Kind: command.Append, Mailbox: name, Date: date, Flags: []string{`\Flagged`, `\Draft`}, Body: body})
+		f.messages[name] = [][]byte{body}
+		f.flags[string(body[:20])] = []string{"D", "F"}
+	}
+	return f
+}
+
+func runExportCmd(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	e := &env{stdout: &out, stderr: &out, getenv: func(string) string { return "" }}
+	code := run(e, append([]string{"export"}, args...))
+	return code, out.String()
+}
+
+// TestExportMaildir exports every mailbox, reads each Maildir back, and
+// finds every message byte for byte (with --crlf) and every flag.
+func TestExportMaildir(t *testing.T) {
+	f := newExportFixture(t)
+	dest := filepath.Join(t.TempDir(), "out")
+	if code, out := runExportCmd(t, "--db", f.db, "--crlf", dest); code != 0 {
+		t.Fatalf("export: exit %d: %s", code, out)
+	}
+	paths := map[string]string{
+		mailstore.InboxName: "INBOX", "Archive/2024": "Archive/2024", "Archive/cur": "Archive/%63%75%72",
+		"100% done": "100%25 done", "dots.in.name": "dots.in.name",
+	}
+	for name, want := range f.messages {
+		files, err := filepath.Glob(filepath.Join(dest, paths[name], "cur", "*"))
+		if err != nil || len(files) != len(want) {
+			t.Fatalf("mailbox %q: %d files in %s/cur (%v), want %d", name, len(files), paths[name], err, len(want))
+		}
+		var got [][]byte
+		for _, p := range files {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, b)
+			info := p[strings.LastIndex(p, ":2,")+3:]
+			if w := strings.Join(f.flags[string(b[:min(20, len(b))])], ""); info != w {
+				t.Errorf("%s: flags %q, want %q", p, info, w)
+			}
+			st, err := os.Stat(p)
+			if err != nil || st.ModTime().UTC().Year() != 2026 {
+				t.Errorf("%s: time %v, want the internal date in 2026 (%v)", p, st.ModTime(), err)
+			}
+		}
+		sortBytes(got)
+		sortBytes(want)
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Errorf("mailbox %q: exported %q, want %q", name, got[i], want[i])
+			}
+		}
+	}
+	// A second export into the same, now full, folder is refused.
+	if code, out := runExportCmd(t, "--db", f.db, dest); code != 1 || !strings.Contains(out, "not empty") {
+		t.Errorf("export into a full folder: exit %d, %q; want 1 and 'not empty'", code, out)
+	}
+	// Python's mailbox module reads the LF export as Maildir, flags included.
+	py := needTool(t, "python3", "python3")
+	lf := filepath.Join(t.TempDir(), "lf")
+	if code, out := runExportCmd(t, "--db", f.db, lf); code != 0 {
+		t.Fatalf("export: exit %d: %s", code, out)
+	}
+	script := `import mailbox, sys
+md = mailbox.Maildir(sys.argv[1], factory=None, create=False)
+for key in sorted(md.keys()):
+    m = md[key]
+    print(repr(m.get_flags()), repr(m.get("Subject")), len(md.get_bytes(key)))
+`
+	out, err := exec.Command(py, "-c", script, filepath.Join(lf, "INBOX")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python3 reading the Maildir: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 3 || !slices.Contains(lines, fmt.Sprintf("'PRS' 'plain' %d", len(inbox0LF(f)))) {
+		t.Errorf("python3 read INBOX as:\n%s\nwant 3 messages, the first with flags PRS, %d bytes", out, len(inbox0LF(f)))
+	}
+}
+
+func inbox0LF(f *exportFixture) []byte {
+	return bytes.ReplaceAll(f.messages[mailstore.InboxName][0], []byte("\r\n"), []byte("\n"))
+}
+
+func sortBytes(b [][]byte) { sort.Slice(b, func(i, j int) bool { return bytes.Compare(b[i], b[j]) < 0 }) }
+
+// TestExportMbox exports two mailboxes as mboxrd, checks that Python's
+// mailbox module sees each message as one, and that undoing the quoting
+// gives back every message.
+func TestExportMbox(t *testing.T) {
+	f := newExportFixture(t)
+	dest := filepath.Join(t.TempDir(), "out")
+	code, out := runExportCmd(t, "--db", f.db, "--format", "mbox", "--mailbox", "inbox", "--mailbox", "Archive/2024", dest)
+	if code != 0 {
+		t.Fatalf("export: exit %d: %s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "dots.in.name.mbox")); err == nil {
+		t.Errorf("a mailbox not asked for was exported")
+	}
+	b, err := os.ReadFile(filepath.Join(dest, "INBOX.mbox"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Undo mboxrd: split at "From " lines, drop one '>' from quoted ones.
+	var got [][]byte
+	for _, line := range bytes.SplitAfter(b, []byte("\n")) {
+		switch {
+		case bytes.HasPrefix(line, []byte("From ")):
+			got = append(got, nil)
+			continue
+		case bytes.HasPrefix(bytes.TrimLeft(line, ">"), []byte("From ")):
+			line = line[1:]
+		}
+		got[len(got)-1] = append(got[len(got)-1], line...)
+	}
+	want := f.messages[mailstore.InboxName]
+	if len(got) != len(want) {
+		t.Fatalf("INBOX.mbox holds %d messages, want %d:\n%s", len(got), len(want), b)
+	}
+	for i, w := range want {
+		w = bytes.ReplaceAll(w, []byte("\r\n"), []byte("\n"))
+		if !bytes.HasSuffix(w, []byte("\n")) {
+			w = append(w, '\n')
+		}
+		w = append(w, '\n') // the blank line before the next "From "
+		if !bytes.Equal(got[i], w) {
+			t.Errorf("message %d: %q, want %q", i, got[i], w)
+		}
+	}
+	py := needTool(t, "python3", "python3")
+	script := `import mailbox, sys
+print(len(mailbox.mbox(sys.argv[1], create=False)), len(mailbox.mbox(sys.argv[2], create=False)))`
+	pout, err := exec.Command(py, "-c", script, filepath.Join(dest, "INBOX.mbox"), filepath.Join(dest, "Archive", "2024.mbox")).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(pout)) != "3 1" {
+		t.Errorf("python3 counts %q (%v), want \"3 1\"", pout, err)
+	}
+	// Unknown mailboxes and formats are refused before anything is written.
+	for _, args := range [][]string{
+		{"--db", f.db, "--mailbox", "Nope", filepath.Join(t.TempDir(), "x")},
+		{"--db", f.db, "--format", "mh", filepath.Join(t.TempDir(), "y")},
+		{"--db", filepath.Join(t.TempDir(), "missing.db"), filepath.Join(t.TempDir(), "z")},
+	} {
+		dest := args[len(args)-1]
+		if code, out := runExportCmd(t, args...); code == 0 || !strings.Contains(out, "cspool") {
+			t.Errorf("export %v: exit %d, %q; want a failure", args, code, out)
+		}
+		if _, err := os.Stat(dest); err == nil {
+			t.Errorf("export %v created %s", args, dest)
+		}
+	}
+}
