@@ -9,7 +9,8 @@ import (
 	"cspool/internal/spool"
 )
 
-// Headers of a read response carrying chain hashes (spool.Chainer).
+// Headers of a read response: the chain hashes (spool.Chainer). API v1
+// sends both with every read whose `after` is at or below the head.
 const (
 	// HeaderChainStart is the chain hash at the read's `after`.
 	HeaderChainStart = "Cspool-Chain-Start"
@@ -18,21 +19,20 @@ const (
 )
 
 // chainHeaders returns the values of the chain headers of a read after
-// `after` whose Cspool-Head is head, or ok false when the store keeps no
-// chain or after is beyond head (no hash to give). head must have been read
-// from the store after the response's first entries: a chain hash never
-// changes once its position exists, so the hash at head is exactly what a
-// client recomputes over the entries up to head, whenever it is read.
+// `after` whose Cspool-Head is head, or ok false when after is beyond head
+// (no hash to give). head must have been read from the store after the
+// response's first entries: a chain hash never changes once its position
+// exists, so the hash at head is exactly what a client recomputes over the
+// entries up to head, whenever it is read.
 func (s *Server) chainHeaders(ctx context.Context, user string, after, head uint64) (start, headHash string, ok bool, err error) {
-	c, isChainer := s.cfg.Store.(spool.Chainer)
-	if !isChainer || after > head {
+	if after > head {
 		return "", "", false, nil
 	}
-	sh, err := c.ChainHash(ctx, user, after)
+	sh, err := s.cfg.Store.ChainHash(ctx, user, after)
 	if err != nil {
 		return "", "", false, fmt.Errorf("reading the chain hash at %d: %w", after, err)
 	}
-	hh, err := c.ChainHash(ctx, user, head)
+	hh, err := s.cfg.Store.ChainHash(ctx, user, head)
 	if err != nil {
 		return "", "", false, fmt.Errorf("reading the chain hash at the head %d: %w", head, err)
 	}
@@ -41,7 +41,9 @@ func (s *Server) chainHeaders(ctx context.Context, user string, after, head uint
 
 // parseChainHeaders fills lr's chain fields from a response's headers:
 // Chained when both are present, an error when only one is or either is
-// not exactly 64 lowercase hex digits.
+// not exactly 64 lowercase hex digits. Neither is not an error here: the
+// caller decides what a read without the chain means (a device with its
+// own chain raises an integrity alarm, docs/SECURITY.md §3).
 func parseChainHeaders(h http.Header, lr *spool.LogRead) error {
 	start, okStart := h[HeaderChainStart]
 	head, okHead := h[HeaderChainHead]

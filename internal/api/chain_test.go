@@ -146,24 +146,34 @@ func TestReadChainUnderAppends(t *testing.T) {
 	t.Fatalf("read up to %d, want %d", after, writers*batches*2)
 }
 
-// TestReadChainAbsent: no chain headers when the store keeps no chain or
-// the read starts beyond the head; ReadLog then reports Chained false.
-func TestReadChainAbsent(t *testing.T) {
+// TestReadChainMandatory: every read at or below the head carries both
+// hashes, also from a store with no optional capability (every store keeps
+// the chain); only a read that starts beyond the head has none, and ReadLog
+// then reports Chained false.
+func TestReadChainMandatory(t *testing.T) {
 	plain := newEnv(t, false, func(c *Config) { c.Store = plainStore{c.Store} })
 	chained := newEnv(t, false, nil)
+	for _, e := range []*env{plain, chained} {
+		appendNumbered(t, e.client(t, "alice", e.alice), 2)
+	}
 	for _, tc := range []struct {
 		name  string
 		e     *env
 		after uint64
-	}{{"plain store", plain, 0}, {"beyond the head", chained, 9}} {
+		want  bool
+	}{
+		{"store without checkpoints", plain, 0, true},
+		{"at the head", chained, 2, true},
+		{"beyond the head", chained, 9, false},
+	} {
 		c := tc.e.client(t, "alice", tc.e.alice)
-		appendNumbered(t, c, 2)
 		resp, _ := tc.e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/entries", query: fmt.Sprintf("after=%d", tc.after), key: tc.e.alice})
-		if resp.Header.Get(HeaderChainStart) != "" || resp.Header.Get(HeaderChainHead) != "" {
-			t.Errorf("%s: chain headers %q, %q; want none", tc.name, resp.Header.Get(HeaderChainStart), resp.Header.Get(HeaderChainHead))
+		start, head := resp.Header.Get(HeaderChainStart), resp.Header.Get(HeaderChainHead)
+		if (start != "" && head != "") != tc.want || (start == "") != (head == "") {
+			t.Errorf("%s: chain headers %q, %q; want both: %v", tc.name, start, head, tc.want)
 		}
-		if lr, err := c.ReadLog(testCtx(t), tc.after, 0, 0, 0); err != nil || lr.Chained {
-			t.Errorf("%s: ReadLog: chained %v, %v; want false, nil", tc.name, lr.Chained, err)
+		if lr, err := c.ReadLog(testCtx(t), tc.after, 0, 0, 0); err != nil || lr.Chained != tc.want {
+			t.Errorf("%s: ReadLog: chained %v, %v; want %v, nil", tc.name, lr.Chained, err, tc.want)
 		}
 	}
 }

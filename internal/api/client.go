@@ -76,6 +76,9 @@ func (c *Client) Read(ctx context.Context, after uint64, maxCount int, maxBytes 
 // When the response carries both chain headers, lr.Chained is set and
 // lr.StartHash and lr.HeadHash hold the hashes at after and at lr.Head; a
 // response with one of them, or a malformed one, is an ErrProtocol error.
+// A response with neither gives lr.Chained false: every v1 server sends
+// them when after is at or below the head, so the caller (the syncer)
+// treats their absence as tampering.
 func (c *Client) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error) {
 	return c.readLog(ctx, after, maxCount, maxBytes, wait, true)
 }

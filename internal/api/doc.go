@@ -31,14 +31,16 @@
 //     response streams further chunks, the response ends before the chunk
 //     read after the move; the next read reports it. A reader whose position
 //     is below Cspool-Checkpoint rebuilds from the checkpoint.
-//   - Every read response of a store that keeps the hash chain
-//     (spool.Chainer) carries Cspool-Chain-Start and Cspool-Chain-Head, the
-//     chain hashes at `after` and at Cspool-Head, read after the head; no
-//     entry after the head is sent. A hash never changes once its position
-//     exists, so a client that receives every position up to the head
-//     recomputes Cspool-Chain-Head exactly. Both headers or neither (a store
-//     without the chain, or after beyond the head); each hash has one
-//     encoding, 64 lowercase hex digits, and the client refuses anything else.
+//   - Every read response whose `after` is at or below the head carries
+//     Cspool-Chain-Start and Cspool-Chain-Head, the chain hashes at `after`
+//     and at Cspool-Head (every spool.Store keeps the chain), read after the
+//     head; no entry after the head is sent. A hash never changes once its
+//     position exists, so a client that receives every position up to the
+//     head recomputes Cspool-Chain-Head exactly. They are mandatory in v1:
+//     absent only when after is beyond the head, and a device with a chain
+//     treats a read without them as an integrity alarm. Each hash has one
+//     encoding, 64 lowercase hex digits; the client refuses anything else,
+//     and one header without the other.
 //   - Read responses are streamed: the server reads the store in chunks of
 //     at most Config.ChunkBytes, reading the next chunk while writing the
 //     current one, so its memory per request is about two chunks whatever

@@ -21,7 +21,8 @@
 //     hashes up to the first position where the story departs from the log,
 //     and from there hashes recomputed with spool.ChainNext over the story,
 //     so no header contradicts the entries it comes with. View.KeepHeaders
-//     makes a naive liar instead, sending the server's real hashes.
+//     makes a naive liar instead, sending the server's real hashes, and
+//     View.Headers edits the response headers last (strip, add, alter).
 //   - Appends, checkpoint uploads and every other request are forwarded even
 //     under a View; GET checkpoint and GET head follow the View.
 //   - A View's reads do not check the request's signature: the operator

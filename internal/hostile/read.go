@@ -193,6 +193,9 @@ func (p *Proxy) read(ctx context.Context, w http.ResponseWriter, q url.Values, v
 	h.Set("Cache-Control", "no-store")
 	h.Set("Cspool-Head", strconv.FormatUint(s.head, 10))
 	h.Set("Cspool-Checkpoint", strconv.FormatUint(min(cp, s.head), 10))
+	if v.Headers != nil {
+		v.Headers(h)
+	}
 	w.WriteHeader(http.StatusOK)
 	return writeFrames(bufio.NewWriter(w), out, v.CutShort)
 }

@@ -2,6 +2,7 @@ package hostile
 
 import (
 	"bytes"
+	"net/http"
 	"slices"
 
 	"cspool/internal/spool"
@@ -23,6 +24,25 @@ type View struct {
 	Checkpoint *spool.Checkpoint
 	// CutShort ends every read body without its end marker.
 	CutShort bool
+	// Headers, when set, edits the headers of every read response just
+	// before they are sent: it may strip, add or alter any of them (see
+	// StripHeaders, SetHeader).
+	Headers func(http.Header)
+}
+
+// StripHeaders removes the named headers from a response.
+func StripHeaders(names ...string) func(http.Header) {
+	return func(h http.Header) {
+		for _, n := range names {
+			h.Del(n)
+		}
+	}
+}
+
+// SetHeader sets header name to values (several values: the header given
+// several times), in place of what the response had.
+func SetHeader(name string, values ...string) func(http.Header) {
+	return func(h http.Header) { h[http.CanonicalHeaderKey(name)] = values }
 }
 
 // Drop hides the entry at pos. With renumber, the entries after it move

@@ -30,7 +30,9 @@ func ChainNext(prev Hash, data []byte) Hash {
 	return out
 }
 
-// Chainer is the optional tamper-evidence capability of a Store.
+// Chainer is the tamper-evidence part of a Store. It is not optional: API
+// v1 sends the chain hashes with every read, and a device treats a read
+// without them as an attack on its checks (docs/SECURITY.md §3).
 //
 // Invariants: ChainHash(user, n) = ChainNext(ChainHash(user, n-1), data of
 // entry n) for every n from 1 to the head, computed in the same transaction

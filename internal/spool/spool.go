@@ -23,10 +23,12 @@
 //     callers; the store only rejects the empty name.
 //   - Entries are opaque: the store never interprets, logs or transforms Data.
 //     Empty entries (len(Data) == 0) are allowed.
+//   - Every Store keeps the hash chain (Chainer, chain.go): a device's
+//     rollback and reordering checks rest on it, so it is not optional.
 //
-// Backends live in subpackages (spool/sqlitestore; PostgreSQL later). Optional
-// capabilities, such as checkpoints and compaction, will be separate
-// interfaces a Store may also implement.
+// Backends live in subpackages (spool/sqlitestore, spool/pgstore). Optional
+// capabilities, such as checkpoints and compaction, are separate interfaces
+// a Store may also implement.
 package spool
 
 import (
@@ -58,6 +60,9 @@ type Store interface {
 	// Wait blocks until Head(user) > after, or ctx is done (returns ctx.Err()).
 	// It must wake promptly when ANY process appends to the same store.
 	Wait(ctx context.Context, user string, after uint64) error
+	// Chainer: every store keeps the log's hash chain, which the HTTP API
+	// sends with every read (API v1 requires it; docs/API.md §3).
+	Chainer
 	// Close releases the store. Blocked Wait calls return ErrClosed, later
 	// calls of any method return ErrClosed, and a second Close returns nil.
 	Close() error

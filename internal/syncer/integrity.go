@@ -15,6 +15,10 @@ import (
 //   - The device knows the chain hash h(p) at its position p (see
 //     spool.ChainNext), recomputes it over every entry it is given, and
 //     records it for every position it applies.
+//   - Every read at or below the spool's head carries the chain hashes
+//     (API v1 makes them mandatory; every spool.Store keeps the chain): a
+//     read without them is an alarm, not an old server, or a proxy could
+//     switch the checks below off by stripping two headers.
 //   - A read must start from the device's own h(p) (the spool's StartHash):
 //     otherwise the spool rewrote or rolled back the history the device
 //     applied, or shows it a different one than before.
@@ -56,10 +60,17 @@ func (s *Syncer) checkRead(ctx context.Context, pos uint64, lr spool.LogRead) er
 		return s.raise(ctx, pos, fmt.Sprintf(
 			"the spool's head %d is behind position %d, which this device already applied: the log was rolled back", lr.Head, pos))
 	}
-	h, known := s.chainState()
-	if !lr.Chained || s.cfg.DisableIntegrity {
+	if s.cfg.DisableIntegrity {
 		return nil
 	}
+	if !lr.Chained {
+		// Every API v1 server sends the hashes with a read at or below its
+		// head. Without them none of the checks below could run: a proxy
+		// that strips them must not switch the checks off.
+		return s.raise(ctx, pos, fmt.Sprintf(
+			"the spool's answer to a read after position %d carries no chain hashes (Cspool-Chain-Start, Cspool-Chain-Head), which every API v1 server sends: they were removed on the way, which would switch off the rollback and reordering checks", pos))
+	}
+	h, known := s.chainState()
 	if !known {
 		// No hash of our own at this position (a store that predates
 		// chain tracking, or a checkpoint without one): start from the

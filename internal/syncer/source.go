@@ -50,11 +50,11 @@ func (s StoreSource) ReadLog(ctx context.Context, after uint64, maxCount int, ma
 		return spool.LogRead{}, err
 	}
 	lr := spool.LogRead{Entries: entries, Head: head}
-	if c, ok := s.Store.(spool.Chainer); ok {
-		if lr.StartHash, err = c.ChainHash(ctx, s.User, after); err != nil {
+	if after <= head {
+		if lr.StartHash, err = s.Store.ChainHash(ctx, s.User, after); err != nil {
 			return spool.LogRead{}, err
 		}
-		if lr.HeadHash, err = c.ChainHash(ctx, s.User, head); err != nil {
+		if lr.HeadHash, err = s.Store.ChainHash(ctx, s.User, head); err != nil {
 			return spool.LogRead{}, err
 		}
 		lr.Chained = true

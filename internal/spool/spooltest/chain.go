@@ -9,8 +9,8 @@ import (
 	"cspool/internal/spool"
 )
 
-// chainTests are the checks of the spool.Chainer capability. They run only
-// against stores that implement it.
+// chainTests are the checks of the hash chain every store keeps
+// (spool.Chainer).
 func (s *suite) chainTests() []namedTest {
 	return []namedTest{
 		{"ChainMatchesEntries", s.testChainMatchesEntries},
@@ -18,16 +18,6 @@ func (s *suite) chainTests() []namedTest {
 		{"ChainConcurrent", s.testChainConcurrent},
 		{"ChainSurvivesCompaction", s.testChainSurvivesCompaction},
 	}
-}
-
-// asChainer returns st as a Chainer, or skips the test.
-func asChainer(t *testing.T, st spool.Store) spool.Chainer {
-	t.Helper()
-	c, ok := st.(spool.Chainer)
-	if !ok {
-		t.Skip("the store does not implement spool.Chainer")
-	}
-	return c
 }
 
 // chainOf recomputes the chain over data (data[0] unused): out[p] is the
@@ -62,7 +52,7 @@ func checkChain(t *testing.T, c spool.Chainer, user string, want []spool.Hash) {
 // appended (batches of several sizes, empty and binary entries), per user.
 func (s *suite) testChainMatchesEntries(t *testing.T) {
 	st := s.store(t)
-	c := asChainer(t, st)
+	c := st
 	data := map[string][][]byte{"ann": {nil}, "bob": {nil}}
 	for i, n := range []int{1, 3, 1, 7, 2} {
 		for _, user := range []string{"ann", "bob"} {
@@ -89,7 +79,7 @@ func (s *suite) testChainMatchesEntries(t *testing.T) {
 // anything beyond the head is ErrInvalidArgument; the empty user is refused.
 func (s *suite) testChainInvalid(t *testing.T) {
 	st := s.store(t)
-	c := asChainer(t, st)
+	c := st
 	mustAppend(t, st, "u", []byte("a"))
 	for _, user := range []string{"u", "nobody"} {
 		if h, err := c.ChainHash(ctxT(t), user, 0); err != nil || h != (spool.Hash{}) {
@@ -114,7 +104,7 @@ func (s *suite) testChainInvalid(t *testing.T) {
 // handles.
 func (s *suite) testChainConcurrent(t *testing.T) {
 	st := s.store(t)
-	c := asChainer(t, st)
+	c := st
 	handles := []spool.Store{st, s.reopen(t, st)}
 	const writers, batches = 8, 25
 	var wg sync.WaitGroup
@@ -149,7 +139,7 @@ func (s *suite) testChainConcurrent(t *testing.T) {
 	}
 	want := chainOf(data)
 	checkChain(t, c, "shared", want)
-	checkChain(t, asChainer(t, handles[1]), "shared", want)
+	checkChain(t, handles[1], "shared", want)
 }
 
 // testChainSurvivesCompaction: compaction changes no hash, the hashes of
@@ -157,7 +147,7 @@ func (s *suite) testChainConcurrent(t *testing.T) {
 // chain over the deleted entries too.
 func (s *suite) testChainSurvivesCompaction(t *testing.T) {
 	st := s.store(t)
-	c := asChainer(t, st)
+	c := st
 	comp, ok := st.(spool.Compactor)
 	if !ok {
 		t.Skip("the store does not implement spool.Compactor")

@@ -21,11 +21,11 @@
 // concurrent compactions through two handles); for other stores those
 // subtests are skipped.
 //
-// Stores that implement spool.Chainer get the chain checks: every hash
-// equals spool.ChainNext recomputed over the entries appended, the zero
-// hash at 0, ErrInvalidArgument beyond the head, a dense and correct chain
-// under 8 concurrent writers over two handles, and no hash changed or lost
-// by compaction.
+// Every store gets the chain checks (spool.Chainer is part of spool.Store):
+// every hash equals spool.ChainNext recomputed over the entries appended,
+// the zero hash at 0, ErrInvalidArgument beyond the head, a dense and
+// correct chain under 8 concurrent writers over two handles, and no hash
+// changed or lost by compaction.
 //
 // The suite only uses timing in generous bounds (a wake-up must come within
 // WakeTimeout, 5 s by default) and bounds every loop in count.
