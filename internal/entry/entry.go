@@ -17,6 +17,13 @@
 //     every plaintext chunk: entry id, author, user name, command and
 //     padding. Both are inside the encryption, so the spool learns neither
 //     author nor content.
+//   - Padding: inside the encryption, zero bytes after the command, covered
+//     by the signature; Open refuses non-zero padding but accepts any
+//     length of it. How much a writer adds is PaddedLen's rule: a device's
+//     commands other than Append fill a power-of-two bucket of at least
+//     MinPadded bytes, so the spool cannot tell them apart by size, and
+//     entries carrying a message or a checkpoint's state are padded with
+//     Padmé (at most 12% more) above the same floor.
 //   - Speed: hashing a chunk and encrypting (or decrypting) it is independent
 //     of every other chunk, so large entries are spread over a few
 //     goroutines; when sealing, chunks are already hashed while the HPKE
@@ -104,7 +111,7 @@ type Options struct {
 	Rand io.Reader
 	// ID, if not zero, is used as the entry id instead of a random one.
 	ID command.ID
-	// NoPadding turns off length padding.
+	// NoPadding turns off length padding (PaddedLen).
 	NoPadding bool
 }
 
@@ -242,12 +249,12 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 	prefix = append(prefix, hdr...)
 	innerLen := len(prefix) + len(c.Body)
 	if !o.NoPadding {
-		innerLen = Padme(innerLen)
+		innerLen = PaddedLen(c.Kind, innerLen)
 	}
 	src := innerSource{prefix: prefix, body: c.Body, size: innerLen}
 
-	ret := slices.Grow(dst, headerSize+ciphertextSize(innerLen))
-	ret = ret[:len(dst)+headerSize+ciphertextSize(innerLen)]
+	ret := slices.Grow(dst, SealedLen(innerLen))
+	ret = ret[:len(dst)+SealedLen(innerLen)]
 	out := ret[len(dst):]
 	aead, hashes, err := sealBody(out, to, src)
 	if err != nil {
@@ -576,6 +583,31 @@ func openInner(in, sig, dig []byte, keyID [keyIDSize]byte, user string, trusted 
 	o.Cmd = c
 	return &o, nil
 }
+
+// MinPadded is the smallest inner plaintext a writer seals: every entry is
+// padded to at least this length.
+const MinPadded = 1 << 10
+
+// PaddedLen returns the length a writer pads an inner plaintext of n bytes
+// to, for an entry holding a command of kind k (docs/FORMAT.md §2): the
+// kinds that carry a message or a state (Deliver, Append, Checkpoint) to
+// the Padmé length, every other kind to the next power of two, and neither
+// below MinPadded. So all of a device's small commands seal to one size,
+// and larger batches to a size that tells only the power of two.
+func PaddedLen(k command.Kind, n int) int {
+	if n <= MinPadded {
+		return MinPadded
+	}
+	switch k {
+	case command.Deliver, command.Append, command.Checkpoint:
+		return Padme(n)
+	}
+	return 1 << bits.Len(uint(n-1))
+}
+
+// SealedLen is the size of an entry whose inner plaintext is innerLen bytes
+// (innerLen > 0): what the spool stores and sees.
+func SealedLen(innerLen int) int { return headerSize + ciphertextSize(innerLen) }
 
 // Padme returns the padded length for an inner plaintext of n bytes: the
 // Padmé scheme (Nikitin et al., "Reducing Metadata Leakage from Encrypted

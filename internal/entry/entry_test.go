@@ -57,7 +57,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 			want := innerFixed + 5 + len(body) + headerLen(t, body)
 			if pad {
-				want = Padme(want)
+				want = PaddedLen(command.Deliver, want)
 			}
 			if innerLen != want {
 				t.Errorf("size %d pad %v: inner length %d, want %d", size, pad, innerLen, want)
@@ -253,6 +253,30 @@ func TestPadme(t *testing.T) {
 			t.Fatalf("Padme(Padme(%d)) != Padme(%d)", n, n)
 		}
 		prev = p
+	}
+}
+
+func TestPaddedLen(t *testing.T) {
+	message := []command.Kind{command.Deliver, command.Append, command.Checkpoint}
+	others := []command.Kind{command.SetFlags, command.ClearFlags, command.ReplaceFlags, command.Copy, command.Move,
+		command.Expunge, command.CreateMailbox, command.RenameMailbox, command.DeleteMailbox, command.Subscribe,
+		command.Unsubscribe}
+	for n := 0; n < 1<<22; n += 1 + n/5 {
+		for _, k := range message {
+			want := max(Padme(n), MinPadded)
+			if got := PaddedLen(k, n); got != want {
+				t.Fatalf("PaddedLen(%s, %d) = %d, want max(Padmé, %d) = %d", k, n, got, MinPadded, want)
+			}
+		}
+		for _, k := range others {
+			got := PaddedLen(k, n)
+			if got < n || got < MinPadded || got&(got-1) != 0 || (got > MinPadded && got/2 >= n) {
+				t.Fatalf("PaddedLen(%s, %d) = %d, want the smallest power of two >= %d and >= %d", k, n, got, n, MinPadded)
+			}
+			if PaddedLen(k, got) != got {
+				t.Fatalf("PaddedLen(%s, PaddedLen(%s, %d)) != PaddedLen(%s, %d)", k, k, n, k, n)
+			}
+		}
 	}
 }
 

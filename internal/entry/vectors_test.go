@@ -34,7 +34,7 @@ type vector struct {
 	AuthorPublic string `json:"author_public"` // text form
 	User         string `json:"user"`
 	EntryID      string `json:"entry_id"`    // hex
-	Padding      bool   `json:"padding"`     // Padmé on
+	Padding      bool   `json:"padding"`     // padded as a writer must (PaddedLen)
 	Command      string `json:"command"`     // hex of the command encoding
 	Inner        string `json:"inner"`       // hex of the inner plaintext (deterministic)
 	RandomSeed   uint64 `json:"random_seed"` // seed of the deterministic random source used for HPKE
@@ -64,7 +64,21 @@ func vectorCommands() []struct {
 		{"set flags, user author", true, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, "$Important"}, IDs: ids}},
 		{"rename mailbox, user author", false, &command.Command{Kind: command.RenameMailbox, Mailbox: "Projects", MailboxID: ids[0], NewName: "Archive/Projects"}},
 		{"deliver, two chunks, padded", true, &command.Command{Kind: command.Deliver, Date: 1764000000002, Body: twoChunkBody()}},
+		{"expunge of 100 messages, user author, padded", true, &command.Command{Kind: command.Expunge, IDs: hundredIDs(),
+			Seen: &command.Head{Pos: 4242, Hash: bytes.Repeat([]byte{0x5e}, 32)}}},
+		{"append, user author, padded", true, &command.Command{Kind: command.Append, Mailbox: "Drafts", MailboxID: ids[1],
+			Flags: []string{`\Draft`}, Date: 1764000000003, Body: []byte("Subject: draft\r\n\r\nUnfinished.\r\n")}},
 	}
+}
+
+// hundredIDs are message ids for a command that pads beyond the smallest
+// bucket.
+func hundredIDs() []command.ID {
+	ids := make([]command.ID, 100)
+	for i := range ids {
+		ids[i][0], ids[i][15] = byte(i), 0x64
+	}
+	return ids
 }
 
 // twoChunkBody is a message whose inner plaintext spans two chunks.
@@ -303,6 +317,41 @@ func TestVectorsByHand(t *testing.T) {
 			if len(bytes.Trim(inner[57+ulen+int(cmdLen):], "\x00")) != 0 {
 				t.Fatal("padding not zero")
 			}
+			// Padding length: the writer's rule, from the command's kind
+			// (its third byte, after the CBOR array head and the version).
+			want := 57 + ulen + int(cmdLen)
+			if v.Padding {
+				want = padByHand(inner[57+ulen+2], want)
+			}
+			if len(inner) != want {
+				t.Fatalf("inner plaintext of %d bytes, the padding rule gives %d", len(inner), want)
+			}
 		})
 	}
+}
+
+// padByHand is the writer's padding rule of docs/FORMAT.md §2 written from
+// the text: at least 1024 bytes; Deliver (1), Append (2) and Checkpoint
+// (14) to the Padmé length, every other kind to a power of two.
+func padByHand(kind byte, l int) int {
+	if l <= 1024 {
+		return 1024
+	}
+	if kind == 1 || kind == 2 || kind == 14 {
+		e := 0 // floor(log2 l)
+		for 1<<(e+1) <= l {
+			e++
+		}
+		s := 0 // floor(log2 e) + 1
+		for 1<<s <= e {
+			s++
+		}
+		step := 1 << (e - s)
+		return (l + step - 1) / step * step
+	}
+	p := 1
+	for p < l {
+		p *= 2
+	}
+	return p
 }

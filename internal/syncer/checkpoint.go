@@ -69,7 +69,7 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 	s.status.Checkpoint = max(s.status.Checkpoint, sn.Position)
 	s.status.CheckpointWritten = time.Now()
 	s.mu.Unlock()
-	s.log.Info("checkpoint stored", "pos", sn.Position, "state_bytes", len(state), "kept", len(keep),
+	s.log.Info("checkpoint stored", "pos", sn.Position, "sealed_bytes", len(sealed), "kept", len(keep),
 		"deleted", stats.Deleted, "reclaimed_bytes", stats.Bytes)
 	return stats, sn.Position, nil
 }
