@@ -22,6 +22,7 @@ import (
 	"cspool/internal/imapd"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/statuspage"
 	"cspool/internal/syncer"
 )
 
@@ -108,8 +109,9 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	if err != nil {
 		return withHint(fmt.Errorf("listening for IMAP on %s: %w", listenAddr, err), "pick another --port, or stop the daemon already using it")
 	}
-	stopStatus, err := startStatusPage(e, statusPageConfig{
-		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: newStatusCollector(sy, store, ln.Addr(), *userName, *dbPath, passwordSet, pw, *spoolURL),
+	collector := newStatusCollector(sy, store, ln.Addr(), *userName, *dbPath, passwordSet, pw, *spoolURL)
+	stopStatus, page, err := startStatusPage(statusPageConfig{
+		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: collector,
 		user: *userName, password: pw, allowEmpty: passwordSet && pw == "", log: log,
 	})
 	if err != nil {
@@ -117,6 +119,13 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 		return err
 	}
 	defer stopStatus()
+	collector.Page = page
+	stopSocket, err := startControlSocket(*dbPath, collector, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopSocket()
 	pos, _ := store.Position(context.Background())
 	status := *statusAddr
 	if status == "" {
@@ -124,7 +133,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	}
 	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "status_page", status, "user", *userName,
 		"db", *dbPath, "position", pos, "spool", *spoolURL)
-	printSettings(e, ln.Addr(), *userName, pw, generated, *dbPath)
+	printSettings(e, ln.Addr(), *userName, pw, generated, *dbPath, page)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -220,7 +229,7 @@ func resolvePassword(dbPath, flagValue string, set bool) (pw string, generated b
 	return pw, true, nil
 }
 
-func printSettings(e *env, addr net.Addr, user, pw string, generated bool, dbPath string) {
+func printSettings(e *env, addr net.Addr, user, pw string, generated bool, dbPath string, page statuspage.PageState) {
 	host, port, _ := net.SplitHostPort(addr.String())
 	w := e.stdout
 	fmt.Fprintln(w, "IMAP settings for your mail client:")
@@ -233,6 +242,13 @@ func printSettings(e *env, addr net.Addr, user, pw string, generated bool, dbPat
 	default:
 		fmt.Fprintf(w, "  password: as given, or in %s.password\n", dbPath)
 	}
+	switch {
+	case page.URL != "":
+		fmt.Fprintf(w, "  status:   %s (log in with the IMAP user and password)\n", page.URL)
+	case page.Problem != "":
+		fmt.Fprintf(w, "  status:   NOT SERVED: %s\n", page.Problem)
+	}
+	fmt.Fprintf(w, "  state:    cspool status --db %s\n", shellQuote(dbPath))
 }
 
 // loadDeviceKeys loads what a device needs: the user's secret key (checked

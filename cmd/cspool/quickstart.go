@@ -26,6 +26,7 @@ import (
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/statuspage"
 	"cspool/internal/syncer"
 	"cspool/internal/userdb"
 )
@@ -120,6 +121,7 @@ type quickstart struct {
 
 	httpLn, imapLn, lmtpLn net.Listener
 	closers                []func()
+	page                   statuspage.PageState // where the status page is, or why not
 }
 
 func (q *quickstart) path(name string) string { return filepath.Join(q.dir, name) }
@@ -338,15 +340,21 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 	if srv, err = imapd.New(imapd.Config{Store: ms, Submit: sy, User: q.user, Password: pw, Logger: q.log, Alert: alert}); err != nil {
 		return nil, nil, "", err
 	}
-	// The status page, when its port is free (it is a convenience here).
-	stopStatus, err := startStatusPage(&env{stdout: io.Discard, stderr: io.Discard}, statusPageConfig{
-		addr:   qsStatusAddr,
-		source: newStatusCollector(sy, ms, q.imapLn.Addr(), q.user, dbPath, false, pw, "http://"+q.httpLn.Addr().String()),
-		user:   q.user, password: pw, log: q.log,
+	// The status page, when its port is free (it is a convenience here),
+	// and the control socket for cspool status.
+	collector := newStatusCollector(sy, ms, q.imapLn.Addr(), q.user, dbPath, false, pw, "http://"+q.httpLn.Addr().String())
+	stopStatus, page, err := startStatusPage(statusPageConfig{
+		addr: qsStatusAddr, source: collector, user: q.user, password: pw, log: q.log,
 	})
 	if err == nil {
 		q.closers = append(q.closers, stopStatus)
 	}
+	collector.Page, q.page = page, page
+	stopSocket, err := startControlSocket(dbPath, collector, q.log)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	q.closers = append(q.closers, stopSocket)
 	done := make(chan error, 1)
 	go func() {
 		err := sy.Run(ctx)
@@ -423,7 +431,13 @@ func (q *quickstart) printSettings(pw string) {
 	fmt.Fprintf(w, "or over LMTP, as a mail server would (any domain; --to USER@anything):\n")
 	fmt.Fprintf(w, "  swaks --protocol LMTP --server %s --to %s@localhost --from you@example.org\n\n", q.lmtpLn.Addr(), q.user)
 	fmt.Fprintf(w, "Spool server HTTP API: %s (users file %s). LMTP: %s.\n", httpURL, q.path(qsUsers), q.lmtpLn.Addr())
-	fmt.Fprintf(w, "Status page (same user and password): http://%s/ when that port was free.\n", qsStatusAddr)
+	fmt.Fprintf(w, "\nSee the device's state with: %s status --db %s\n", selfCommand(), shellQuote(q.path(qsMailDB)))
+	switch {
+	case q.page.URL != "":
+		fmt.Fprintf(w, "or in a browser at %s (the same user and password as IMAP).\n", q.page.URL)
+	case q.page.Problem != "":
+		fmt.Fprintf(w, "The status page is NOT SERVED: %s.\n", q.page.Problem)
+	}
 }
 
 // selfCommand is how to run this binary again from a shell: through go run

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"cspool/internal/mailstore"
+	"cspool/internal/ownersock"
 	"cspool/internal/statuspage"
 	"cspool/internal/syncer"
 )
@@ -37,14 +37,17 @@ type statusPageConfig struct {
 }
 
 // startStatusPage listens on c.addr and serves the status page until stop
-// is called. With an empty address it does nothing.
-func startStatusPage(e *env, c statusPageConfig) (stop func(), err error) {
+// is called. With an empty address it does nothing. When the default address
+// is taken the daemon runs on without a page, says so loudly (someone else's
+// program there would receive the password of whoever logs in), and the
+// returned state carries the problem for `cspool status`.
+func startStatusPage(c statusPageConfig) (stop func(), state statuspage.PageState, err error) {
 	if c.addr == "" {
-		return func() {}, nil
+		return func() {}, state, nil
 	}
 	host, _, err := net.SplitHostPort(c.addr)
 	if err != nil {
-		return nil, usagef("--status-addr %q: %v", c.addr, err)
+		return nil, state, usagef("--status-addr %q: %v", c.addr, err)
 	}
 	var hosts []string
 	if isLoopback(host) {
@@ -57,28 +60,63 @@ func startStatusPage(e *env, c statusPageConfig) (stop func(), err error) {
 		Hosts: hosts, Logger: c.log,
 	})
 	if err != nil {
-		return nil, err
+		return nil, state, err
 	}
 	ln, err := net.Listen("tcp", c.addr)
 	if err != nil && !c.required {
-		// The default address is taken (another user's daemon, most
-		// likely): the daemon runs on without its page.
-		c.log.Warn("no status page: the default address is in use; pass --status-addr to choose one", "addr", c.addr, "err", err)
-		return func() {}, nil
+		state.Problem = fmt.Sprintf("%s was in use by another program when the daemon started; "+
+			"do not log in there: whatever answers there is not this daemon", c.addr)
+		c.log.Error("NO STATUS PAGE: its address is in use by another program, which would receive the password "+
+			"of anyone who logs in there; use cspool status, or pass --status-addr to choose a free address",
+			"addr", c.addr, "err", err)
+		return func() {}, state, nil
 	}
 	if err != nil {
-		return nil, withHint(fmt.Errorf("listening for the status page on %s: %w", c.addr, err),
+		return nil, state, withHint(fmt.Errorf("listening for the status page on %s: %w", c.addr, err),
 			"pick another --status-addr, or turn the page off with --status-addr ''")
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	go srv.Serve(ln)
-	url := "http://" + ln.Addr().String() + "/"
-	c.log.Info("status page listening", "url", url)
-	fmt.Fprintf(e.stdout, "  status:   %s (log in with the IMAP user and password)\n", url)
+	state.URL = "http://" + ln.Addr().String() + "/"
+	c.log.Info("status page listening", "url", state.URL)
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+	}, state, nil
+}
+
+// controlSocketPath is where the daemon for the database dbPath listens for
+// `cspool status`: a socket in a directory of its own beside the database.
+func controlSocketPath(dbPath string) string { return dbPath + ".run/control.sock" }
+
+// startControlSocket serves the daemon's report, without a login, on the
+// control socket of dbPath (docs/STATUS.md), until stop is called. The
+// socket's directory keeps every other user out; a directory that does not
+// is an error, and the daemon does not start.
+func startControlSocket(dbPath string, src statuspage.Source, log *slog.Logger) (stop func(), err error) {
+	path := controlSocketPath(dbPath)
+	h, err := statuspage.NewSocketHandler(src, log)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := ownersock.Listen(path)
+	var ue *ownersock.UnsafeDirError
+	switch {
+	case errors.As(err, &ue):
+		return nil, withHint(err, fmt.Sprintf("the daemon makes %s with mode 0700 for its own user; if you changed it, run: chmod 700 %s (or remove it)",
+			shellQuote(ue.Dir), shellQuote(ue.Dir)))
+	case err != nil:
+		return nil, withHint(fmt.Errorf("control socket for cspool status: %w", err), "check that the directory of --db is writable and the path is not too long")
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	go srv.Serve(ln)
+	log.Info("control socket listening (for cspool status)", "path", ln.Path())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		ln.Close()
 	}, nil
 }
 
@@ -90,53 +128,62 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// removedStatusFlags are flags `cspool status` had when it logged in to
+// the status page over HTTP; a script that still passes one is told why it
+// is gone.
+var removedStatusFlags = map[string]string{
+	"password":    "cspool status no longer sends a password",
+	"status-addr": "cspool status no longer reads the status page over HTTP",
+	"user":        "cspool status no longer logs in",
+}
+
 func runStatus(e *env, args []string) error {
 	fs := newFlagSet(e, "status", "", `
 Show the state of the running device daemon (cspool imap-server): its IMAP
-settings, how far it has synced (position, the spool's head, the lag), its
-last contact with the spool and last error, the folders with message and
-unseen counts, checkpoints, entries it rejected, and any integrity alarm,
-which comes first, on lines starting with ALARM.
+settings, where its status page is, how far it has synced (position, the
+spool's head, the lag), its last contact with the spool and last error, the
+folders with message and unseen counts, checkpoints, entries it rejected,
+and any integrity alarm, which comes first, on lines starting with ALARM.
 
-It reads the daemon's status page (/status.json on --status-addr), logging
-in with the IMAP user name and password: the password comes from --password
-or from the file the daemon keeps next to its database (DB.password, found
-with --db). Exit status 1 when no daemon answers.`, `
+It asks the daemon through its control socket, DB.run/control.sock beside
+the daemon's database (found with --db): a Unix socket in a directory only
+its owner can open, so no password is needed or sent. A socket directory
+that other users could reach is refused. Exit status 1 when no daemon
+answers.`, `
 cspool status
-cspool status --db ~/.cspool/alice.db --user alice --status-addr 127.0.0.1:1144`)
-	addr := fs.String("status-addr", defaultStatusAddr, "the daemon's status `address` (its --status-addr)")
-	userName := fs.String("user", defaultUser(e), "the IMAP user `name`")
-	dbPath := fs.String("db", "test.db", "the daemon's database `file` (its password is read from DB.password)")
-	password := fs.String("password", "", "the IMAP `password` (default: read from DB.password)")
+cspool status --db ~/.local/state/cspool/mail.db --json`)
+	dbPath := fs.String("db", "test.db", "the daemon's database `file` (its --db); the socket is DB.run/control.sock")
 	asJSON := fs.Bool("json", false, "print the daemon's JSON report as is")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this `duration`")
 	if err := parseFlags(fs, args); err != nil {
+		var u *usageError
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok && errors.As(err, &u) {
+			if why, gone := removedStatusFlags[strings.TrimPrefix(name, "-")]; gone {
+				return usagef("--%s is gone: %s; it asks the daemon through the control socket beside its database: pass the daemon's --db",
+					strings.TrimPrefix(name, "-"), why)
+			}
+		}
 		return err
 	}
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	if *addr == "" {
-		return usagef("--status-addr is empty")
-	}
-	pw := *password
-	if !flagGiven(fs, "password") {
-		var err error
-		if pw, err = readPasswordFile(*dbPath); err != nil {
-			return err
-		}
-	}
+	sock := controlSocketPath(*dbPath)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	base := "http://" + *addr
-	rep, err := statuspage.Fetch(ctx, &http.Client{}, base, *userName, pw)
+	rep, err := statuspage.FetchSocket(ctx, sock)
+	var ue *ownersock.UnsafeDirError
 	switch {
-	case errors.Is(err, statuspage.ErrUnauthorized):
-		return withHint(fmt.Errorf("the daemon on %s refused user %q: %w", *addr, *userName, err),
-			"pass the daemon's --user and --db (or --password)")
+	case errors.As(err, &ue):
+		return withHint(fmt.Errorf("refusing to talk to the daemon: %w", err),
+			fmt.Sprintf("another user may have put a socket there; the daemon makes %s with mode 0700 and refuses to start otherwise. Remove it, or run: chmod 700 %s",
+				shellQuote(ue.Dir), shellQuote(ue.Dir)))
+	case errors.Is(err, ownersock.ErrNotRunning):
+		return withHint(fmt.Errorf("no cspool daemon answering for %s: %w", *dbPath, err),
+			"start it with: cspool imap-server --db "+shellQuote(*dbPath)+" (or pass the --db it was started with)")
 	case err != nil && isConnError(err):
-		return withHint(fmt.Errorf("no cspool daemon answering on %s: %w", *addr, err),
-			"start it with: cspool imap-server (or pass the --status-addr it was started with)")
+		return withHint(fmt.Errorf("no answer from the cspool daemon for %s: %w", *dbPath, err),
+			"the daemon may be stuck; see its log")
 	case err != nil:
 		return err
 	}
@@ -156,21 +203,6 @@ func flagGiven(fs *flagSet, name string) bool {
 		}
 	})
 	return set
-}
-
-// readPasswordFile reads the password the daemon stored beside dbPath,
-// without making one.
-func readPasswordFile(dbPath string) (string, error) {
-	path := dbPath + ".password"
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", withHint(fmt.Errorf("no password file %s", path),
-			"pass the daemon's database with --db, or the password with --password")
-	}
-	if err != nil {
-		return "", fmt.Errorf("reading the password: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 // isConnError tells a daemon that is not there (refused, unreachable, timed

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net/http"
+	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +34,7 @@ type statusSetup struct {
 	imapPort       int
 	statusAddr     string
 	password       string
+	db             string // the daemon's --db, relative to dir
 }
 
 // newStatusSetup makes keys and starts `cspool server` (test mode, with the
@@ -57,15 +61,28 @@ func (s *statusSetup) keyFlags(db string) []string {
 // startDaemon runs `cspool imap-server` on free ports with database db.
 func (s *statusSetup) startDaemon(t *testing.T, db string) {
 	t.Helper()
-	s.imapPort = freePort(t)
 	s.statusAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	args := append([]string{"imap-server", "--port", fmt.Sprint(s.imapPort), "--status-addr", s.statusAddr}, s.keyFlags(db)...)
-	s.daemon = startProc(t, "cspool imap-server", s.dir, s.env, s.bin, args...)
-	out := s.daemon.waitOutput(t, "status:", 30*time.Second)
-	s.password = settingValue(t, out, "password")
+	out := s.startDaemonWith(t, db, "--status-addr", s.statusAddr)
 	if want := "http://" + s.statusAddr + "/"; !strings.HasPrefix(settingValue(t, out, "status"), want) {
 		t.Fatalf("daemon printed status %q, want %s", settingValue(t, out, "status"), want)
 	}
+}
+
+// startDaemonWith runs `cspool imap-server` on a free IMAP port with
+// database db and extra flags, and returns the settings it printed.
+func (s *statusSetup) startDaemonWith(t *testing.T, db string, extra ...string) string {
+	t.Helper()
+	s.imapPort, s.db = freePort(t), db
+	args := append(append([]string{"imap-server", "--port", fmt.Sprint(s.imapPort)}, extra...), s.keyFlags(db)...)
+	s.daemon = startProc(t, "cspool imap-server", s.dir, s.env, s.bin, args...)
+	out := s.daemon.waitOutput(t, "state:", 30*time.Second)
+	s.password = settingValue(t, out, "password")
+	return out
+}
+
+// socket is the daemon's control socket.
+func (s *statusSetup) socket() string {
+	return controlSocketPath(filepath.Join(s.dir, s.db))
 }
 
 // deliver appends n messages with `cspool deliver`.
@@ -82,15 +99,15 @@ func (s *statusSetup) deliver(t *testing.T, n int) {
 	}
 }
 
-// waitReport polls the daemon's /status.json (at most 30 s) until ok
-// accepts the report, and returns it.
+// waitReport polls the daemon's report on its control socket (at most
+// 30 s) until ok accepts it, and returns it.
 func (s *statusSetup) waitReport(t *testing.T, what string, ok func(*statuspage.Report) bool) *statuspage.Report {
 	t.Helper()
 	var last *statuspage.Report
 	var err error
 	for range 300 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		last, err = statuspage.Fetch(ctx, http.DefaultClient, "http://"+s.statusAddr, s.user, s.password)
+		last, err = statuspage.FetchSocket(ctx, s.socket())
 		cancel()
 		if err == nil && ok(last) {
 			return last
@@ -136,13 +153,13 @@ func TestStatusCommand(t *testing.T) {
 		return r.Sync.Position == 2 && inboxCount(r) == 2
 	})
 
-	status := []string{"status", "--status-addr", s.statusAddr, "--user", s.user}
-	code, out, errOut := runExit(t, s.dir, s.env, bin, append(status, "--db", "mail.db")...)
+	status := []string{"status", "--db", "mail.db"}
+	code, out, errOut := runExit(t, s.dir, s.env, bin, status...)
 	if code != 0 {
 		t.Fatalf("cspool status: exit %d, stderr %q", code, errOut)
 	}
 	for _, want := range []string{"cspool daemon for alice", fmt.Sprintf("port %d", s.imapPort), "connected to the spool",
-		"2 of 2 (up to date)", "mail.db.password"} {
+		"2 of 2 (up to date)", "mail.db.password", "Status page:   http://" + s.statusAddr + "/"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("cspool status lacks %q:\n%s", want, out)
 		}
@@ -154,29 +171,31 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("cspool status does not show INBOX with 2 messages, 2 unseen:\n%s", out)
 	}
 
-	// --json is the report itself; --password replaces the file.
-	code, out, errOut = runExit(t, s.dir, s.env, bin, append(status, "--password", s.password, "--db", "nowhere.db", "--json")...)
+	// --json is the report itself, and the same from another directory
+	// with an absolute --db.
+	code, out, errOut = runExit(t, t.TempDir(), s.env, bin, "status", "--db", filepath.Join(s.dir, "mail.db"), "--json")
 	var rep statuspage.Report
-	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Sync.Head != 2 || rep.IMAP.Port != s.imapPort {
+	if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || rep.Sync.Head != 2 || rep.IMAP.Port != s.imapPort ||
+		rep.Page.URL != "http://"+s.statusAddr+"/" {
 		t.Errorf("cspool status --json: exit %d, report %+v, stderr %q", code, rep, errOut)
 	}
 
 	cases := []struct {
 		name      string
 		args      []string
+		code      int
 		wantError string
 		wantHint  string
 	}{
-		{"wrong password", append(status, "--password", "x"+s.password), "refused user", "--password"},
-		{"no password file", append(status, "--db", "nowhere.db"), "no password file nowhere.db.password", "--db"},
-		{"no daemon", []string{"status", "--status-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--db", "mail.db", "--user", s.user},
-			"no cspool daemon answering", "cspool imap-server"},
+		{"no daemon", []string{"status", "--db", "nowhere.db"}, 1, "no cspool daemon answering for nowhere.db", "cspool imap-server --db nowhere.db"},
+		{"no password sent", append(status, "--password", s.password), 2, "--password is gone", ""},
+		{"no status address", append(status, "--status-addr", s.statusAddr), 2, "--status-addr is gone", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			code, out, errOut := runExit(t, s.dir, s.env, bin, c.args...)
-			if code != 1 || !strings.Contains(errOut, c.wantError) || !strings.Contains(errOut, "cspool: hint:") || !strings.Contains(errOut, c.wantHint) {
-				t.Errorf("exit %d, stderr %q; want 1 with %q and a hint naming %q", code, errOut, c.wantError, c.wantHint)
+			if code != c.code || !strings.Contains(errOut, c.wantError) || !strings.Contains(errOut, c.wantHint) {
+				t.Errorf("exit %d, stderr %q; want %d with %q and %q", code, errOut, c.code, c.wantError, c.wantHint)
 			}
 			if out != "" {
 				t.Errorf("stdout %q, want nothing", out)
@@ -184,10 +203,140 @@ func TestStatusCommand(t *testing.T) {
 		})
 	}
 	s.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
-	code, _, errOut = runExit(t, s.dir, s.env, bin, append(status, "--db", "mail.db")...)
-	if code != 1 || !strings.Contains(errOut, "no cspool daemon answering on "+s.statusAddr) {
+	if _, err := os.Lstat(s.socket()); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the control socket outlived its daemon: %v", err)
+	}
+	code, _, errOut = runExit(t, s.dir, s.env, bin, status...)
+	if code != 1 || !strings.Contains(errOut, "no cspool daemon answering for mail.db") {
 		t.Errorf("status after the daemon stopped: exit %d, stderr %q; want 1, no daemon answering", code, errOut)
 	}
+
+	// A killed daemon leaves its socket; nothing answers there, and the
+	// next daemon replaces it.
+	s.startDaemon(t, "mail.db")
+	s.waitReport(t, "position 2", func(r *statuspage.Report) bool { return r.Sync.Position == 2 })
+	s.daemon.cmd.Process.Kill()
+	s.daemon.exited, s.daemon.err = true, <-s.daemon.done
+	if _, err := os.Lstat(s.socket()); err != nil {
+		t.Fatalf("a killed daemon's socket is gone (%v); the stale case is not tested", err)
+	}
+	code, _, errOut = runExit(t, s.dir, s.env, bin, status...)
+	if code != 1 || !strings.Contains(errOut, "no cspool daemon answering") || !strings.Contains(errOut, "connection refused") {
+		t.Errorf("status after the daemon was killed: exit %d, stderr %q; want 1, connection refused", code, errOut)
+	}
+	s.startDaemon(t, "mail.db")
+	s.waitReport(t, "position 2 after the restart", func(r *statuspage.Report) bool { return r.Sync.Position == 2 })
+	s.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+
+	// A socket directory other users could reach: both sides refuse.
+	runDir := filepath.Dir(s.socket())
+	if err := os.Chmod(runDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runExit(t, s.dir, s.env, bin, status...)
+	if code != 1 || !strings.Contains(errOut, "mode 0755 lets other users in") || !strings.Contains(errOut, "chmod 700") || out != "" {
+		t.Errorf("status with a 0755 socket directory: exit %d, stdout %q, stderr %q; want 1, the mode named, a chmod hint", code, out, errOut)
+	}
+	args := append([]string{"imap-server", "--port", fmt.Sprint(freePort(t)), "--status-addr", ""}, s.keyFlags("mail.db")...)
+	code, _, errOut = runExit(t, s.dir, s.env, bin, args...)
+	if code != 1 || !strings.Contains(errOut, "mode 0755 lets other users in") || !strings.Contains(errOut, "chmod 700") {
+		t.Errorf("daemon with a 0755 socket directory: exit %d, stderr %q; want 1, the mode named, a chmod hint", code, errOut)
+	}
+}
+
+// TestStatusWithSquatter: another local user holds the status page's
+// default port before the daemon starts. The daemon says so and runs on;
+// cspool status gets the right data through the control socket and sends
+// the squatter nothing, least of all the password.
+func TestStatusWithSquatter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	squatter := squat(t, defaultStatusAddr)
+	s := newStatusSetup(t, bin)
+	out := s.startDaemonWith(t, "mail.db") // the default --status-addr
+	if !strings.Contains(out, "status:   NOT SERVED: "+defaultStatusAddr+" was in use by another program") ||
+		settingValue(t, out, "state") != "cspool status --db mail.db" {
+		t.Errorf("the daemon did not say that %s is taken:\n%s", defaultStatusAddr, out)
+	}
+	s.deliver(t, 2)
+	s.waitReport(t, "position 2 and INBOX 2", func(r *statuspage.Report) bool {
+		return r.Sync.Position == 2 && inboxCount(r) == 2
+	})
+	code, out, errOut := runExit(t, s.dir, s.env, bin, "status", "--db", "mail.db")
+	if code != 0 {
+		t.Fatalf("cspool status: exit %d, stderr %q", code, errOut)
+	}
+	flat := strings.Join(strings.Fields(out), " ")
+	for _, want := range []string{fmt.Sprintf("port %d", s.imapPort), "2 of 2 (up to date)", "INBOX 2 2",
+		"Status page: NOT SERVED: " + defaultStatusAddr + " was in use by another program"} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("cspool status lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(s.daemon.stderr.String(), "NO STATUS PAGE") {
+		t.Errorf("the daemon's log does not say the page is missing:\n%s", s.daemon.stderr.String())
+	}
+	s.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	conns, got := squatter.received()
+	if conns != 0 || strings.Contains(got, s.password) || strings.Contains(strings.ToLower(got), "authorization") {
+		t.Errorf("the squatter on %s got %d connections and %q; want none", defaultStatusAddr, conns, got)
+	}
+}
+
+// squatter is a listener on a port the daemon wants, recording what
+// arrives.
+type squatter struct {
+	mu    sync.Mutex
+	conns int
+	data  bytes.Buffer
+}
+
+// squat listens on addr (waiting up to 2 min while another test's daemon
+// holds it) and records every connection until the test ends.
+func squat(t *testing.T, addr string) *squatter {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	for range 1200 {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("cannot hold %s for the test: %v", addr, err)
+	}
+	sq := &squatter{}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			sq.mu.Lock()
+			sq.conns++
+			sq.mu.Unlock()
+			go func() {
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 4096)
+				n, _ := c.Read(buf)
+				sq.mu.Lock()
+				sq.data.Write(buf[:n])
+				sq.mu.Unlock()
+			}()
+		}
+	}()
+	return sq
+}
+
+func (sq *squatter) received() (int, string) {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	return sq.conns, sq.data.String()
 }
 
 func TestSyncCommand(t *testing.T) {

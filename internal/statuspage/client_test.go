@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"cspool/internal/ownersock"
 )
 
 func TestFetch(t *testing.T) {
@@ -26,6 +30,70 @@ func TestFetch(t *testing.T) {
 	srv2 := serve(t, Config{Source: &fixedSource{r: newer}, User: "alice", Password: "s3cret"})
 	if _, err := Fetch(ctx, http.DefaultClient, srv2.URL, "alice", "s3cret"); err == nil || !strings.Contains(err.Error(), "version") {
 		t.Errorf("newer version: %v, want a version error", err)
+	}
+}
+
+// serveSocket serves a socket handler for src on a real control socket.
+func serveSocket(t *testing.T, src Source) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "mail.db.run", "control.sock")
+	ln, err := ownersock.Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewSocketHandler(src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return path
+}
+
+func TestFetchSocket(t *testing.T) {
+	rep := sampleReport()
+	rep.Page = PageState{Problem: "127.0.0.1:1144 is in use by another program"}
+	path := serveSocket(t, &fixedSource{r: rep})
+	ctx := context.Background()
+	r, err := FetchSocket(ctx, path)
+	if err != nil {
+		t.Fatalf("FetchSocket: %v", err)
+	}
+	if r.Sync.Position != 40 || r.IMAP.Port != 1143 || r.Page.Problem == "" {
+		t.Errorf("FetchSocket gave %+v", r)
+	}
+	// A directory that lets others in is refused before anything is sent.
+	if err := os.Chmod(filepath.Dir(path), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	var ue *ownersock.UnsafeDirError
+	if _, err := FetchSocket(ctx, path); !errors.As(err, &ue) {
+		t.Errorf("FetchSocket through a 0711 directory: %v, want an UnsafeDirError", err)
+	}
+	if _, err := FetchSocket(ctx, filepath.Join(t.TempDir(), "x.run", "control.sock")); !errors.Is(err, ownersock.ErrNotRunning) {
+		t.Errorf("FetchSocket without a daemon: %v, want ErrNotRunning", err)
+	}
+}
+
+func TestWriteTextPage(t *testing.T) {
+	for _, c := range []struct {
+		page PageState
+		want string
+	}{
+		{PageState{URL: "http://127.0.0.1:1144/"}, "Status page:   http://127.0.0.1:1144/ (log in with the IMAP user and password)"},
+		{PageState{Problem: "127.0.0.1:1144 is taken"}, "Status page:   NOT SERVED: 127.0.0.1:1144 is taken"},
+		{PageState{}, "Status page:   off"},
+	} {
+		r := sampleReport()
+		r.Page = c.page
+		var b strings.Builder
+		if err := WriteText(&b, &r, r.Generated); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), c.want+"\n") {
+			t.Errorf("page %+v: output lacks %q:\n%s", c.page, c.want, b.String())
+		}
 	}
 }
 

@@ -41,6 +41,9 @@ type Collector struct {
 	Store Store      // required
 	IMAP  IMAPSettings
 	Spool string // the spool server's URL, shown as is
+	// Page is where the status page is served, or why not; set it before
+	// the first Report.
+	Page PageState
 	// Alarm, if set, adds an integrity alarm when it returns non-empty
 	// text (the same hook imapd.Config.Alert takes).
 	Alarm func() string
@@ -62,6 +65,7 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 		Generated: now(),
 		Alarms:    Alarms(st),
 		IMAP:      c.IMAP,
+		Page:      c.Page,
 		Sync: SyncState{
 			Position: st.Position, Head: max(st.Head, st.Position), Connected: st.Connected,
 			LastContact: st.LastContact, LastError: st.LastError, Applied: st.Applied, Spool: c.Spool,

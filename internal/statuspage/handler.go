@@ -38,12 +38,15 @@ type Config struct {
 
 // Handler serves the status page (/) and /status.json.
 type Handler struct {
-	cfg  Config
-	log  *slog.Logger
-	tmpl *template.Template
-	csp  string
-	user [32]byte
-	pass [32]byte
+	cfg Config
+	// owner: served on the control socket, where only the owner can
+	// connect; no login and no Host check.
+	owner bool
+	log   *slog.Logger
+	tmpl  *template.Template
+	csp   string
+	user  [32]byte
+	pass  [32]byte
 }
 
 // New returns a Handler.
@@ -78,6 +81,20 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
+// NewSocketHandler returns a Handler that asks for no login: the daemon
+// serves it on its control socket (internal/ownersock), which only the
+// user's own processes can open, for `cspool status`. It must never be
+// given a TCP listener.
+func NewSocketHandler(src Source, logger *slog.Logger) (*Handler, error) {
+	// A placeholder login keeps New's checks; it is never compared.
+	h, err := New(Config{Source: src, User: "owner", AllowEmptyPassword: true, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	h.owner = true
+	return h, nil
+}
+
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd := w.Header()
@@ -87,11 +104,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("X-Frame-Options", "DENY")
 	hd.Set("Referrer-Policy", "no-referrer")
-	if !h.hostAllowed(r.Host) {
+	if !h.owner && !h.hostAllowed(r.Host) {
 		http.Error(w, "misdirected request: unknown host name", http.StatusMisdirectedRequest)
 		return
 	}
-	if !h.authorized(r) {
+	if !h.owner && !h.authorized(r) {
 		hd.Set("WWW-Authenticate", `Basic realm="cspool status", charset="UTF-8"`)
 		http.Error(w, "log in with the IMAP user name and password", http.StatusUnauthorized)
 		return

@@ -17,6 +17,7 @@ type Report struct {
 	Alarms []string `json:"alarms"`
 
 	IMAP       IMAPSettings `json:"imap"`
+	Page       PageState    `json:"page"`
 	Sync       SyncState    `json:"sync"`
 	Checkpoint Checkpoint   `json:"checkpoint"`
 	Rejected   Rejections   `json:"rejected"`
@@ -33,6 +34,15 @@ type IMAPSettings struct {
 	PasswordFile string `json:"password_file,omitempty"`
 	// EmptyPassword is set when the daemon accepts an empty password.
 	EmptyPassword bool `json:"empty_password,omitempty"`
+}
+
+// PageState says where the daemon serves its status page, or why it does
+// not. Both empty: the page is turned off.
+type PageState struct {
+	URL string `json:"url,omitempty"` // e.g. http://127.0.0.1:1144/
+	// Problem says why the page is not served, e.g. its address was taken
+	// by another program when the daemon started.
+	Problem string `json:"problem,omitempty"`
 }
 
 // SyncState is the sync loop's progress against the spool.

@@ -25,6 +25,14 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 		pw = "in " + r.IMAP.PasswordFile
 	}
 	fmt.Fprintf(tw, "IMAP:\t%s port %d, user %s, password %s\n", r.IMAP.Host, r.IMAP.Port, r.IMAP.User, pw)
+	page := "off"
+	switch {
+	case r.Page.URL != "":
+		page = r.Page.URL + " (log in with the IMAP user and password)"
+	case r.Page.Problem != "":
+		page = "NOT SERVED: " + r.Page.Problem
+	}
+	fmt.Fprintf(tw, "Status page:\t%s\n", page)
 	conn := "not connected to the spool"
 	if r.Sync.Connected {
 		conn = "connected to the spool"
