@@ -133,6 +133,12 @@ func (s *switchSubmitter) set(down bool, before func([]*command.Command)) {
 
 func (r *rig) device(name string) *device {
 	r.t.Helper()
+	return r.deviceWith(name, Config{})
+}
+
+// deviceWith is device with the Login and Logger of extra.
+func (r *rig) deviceWith(name string, extra Config) *device {
+	r.t.Helper()
 	t := r.t
 	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"))
 	if err != nil {
@@ -159,7 +165,10 @@ func (r *rig) device(name string) *device {
 		t.Fatal(err)
 	}
 	d.sub = &switchSubmitter{next: d.sync}
-	s, err := New(Config{Store: ms, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger})
+	if extra.Logger != nil {
+		logger = extra.Logger
+	}
+	s, err := New(Config{Store: ms, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger, Login: extra.Login})
 	if err != nil {
 		t.Fatal(err)
 	}

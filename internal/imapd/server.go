@@ -36,6 +36,9 @@ type Config struct {
 	// Alert, if non-nil and returning a non-empty text, is sent as an
 	// untagged OK [ALERT] right after a successful login.
 	Alert func() string
+	// Login slows down password guessing; the zero value takes the
+	// defaults documented on LoginLimits.
+	Login LoginLimits
 }
 
 // Server is an IMAP server over a mail store. Create it with New.
@@ -43,7 +46,8 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	srv    *imapserver.Server
-	ctx    context.Context // cancelled by Close: stops waiting submits
+	guard  *loginGuard
+	ctx    context.Context // cancelled by Close: stops waiting submits and login delays
 	cancel context.CancelFunc
 
 	mu    sync.Mutex
@@ -66,6 +70,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{}}
+	s.guard = newLoginGuard(cfg.Login, s.log)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
@@ -86,7 +91,7 @@ func New(cfg Config) (*Server, error) {
 			imap.CapESearch:          {},
 			imap.CapSearchRes:        {},
 		},
-		Logger:       printfLogger{s.log},
+		Logger:       printfLogger{s.guard},
 		InsecureAuth: true, // localhost only; see docs/IMAP.md
 	})
 	return s, nil
@@ -94,12 +99,13 @@ func New(cfg Config) (*Server, error) {
 
 // Serve accepts connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(ln)
+	return s.srv.Serve(guardListener{ln})
 }
 
 // Close stops the listeners and closes every connection.
 func (s *Server) Close() error {
 	s.cancel()
+	s.guard.close()
 	if err := s.srv.Close(); err != nil {
 		return fmt.Errorf("closing imap server: %w", err)
 	}
@@ -150,9 +156,10 @@ func (s *Server) release(mb *mailbox) {
 	}
 }
 
-// printfLogger adapts slog to imapserver.Logger.
-type printfLogger struct{ log *slog.Logger }
+// printfLogger adapts slog to imapserver.Logger, within the login guard's
+// log budget.
+type printfLogger struct{ g *loginGuard }
 
 func (l printfLogger) Printf(format string, args ...any) {
-	l.log.Warn(fmt.Sprintf(format, args...))
+	l.g.libraryMessage(fmt.Sprintf(format, args...))
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -19,8 +20,10 @@ type session struct {
 	srv  *Server
 	conn *imapserver.Conn
 
-	authed bool
-	sel    *selected
+	authed   bool
+	failures int  // failed logins on this connection
+	closing  bool // failed MaxFailures times: BYE sent, closing
+	sel      *selected
 }
 
 // selected is the state of the selected mailbox.
@@ -51,13 +54,31 @@ func (s *session) Close() error {
 	return nil
 }
 
-// Login implements imapserver.Session.
+// Login implements imapserver.Session, for LOGIN and AUTHENTICATE PLAIN.
+// A failure is answered after the guard's delay; the MaxFailures-th closes
+// the connection (LoginLimits).
 func (s *session) Login(user, pass string) error {
 	cfg := &s.srv.cfg
+	g := s.srv.guard
+	nc := s.conn.NetConn()
+	if s.closing {
+		return errConnClosing
+	}
+	if err := g.admit(nc.RemoteAddr()); err != nil {
+		s.failures++
+		s.endIfLast(nc)
+		return err
+	}
 	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(cfg.User))
 	okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(cfg.Password))
 	if okUser&okPass != 1 {
-		s.srv.log.Warn("failed login", "user", user, "remote", s.conn.NetConn().RemoteAddr().String())
+		s.failures++
+		src, d := g.fail(nc.RemoteAddr(), s.failures, okUser == 1, s.failures >= g.lim.MaxFailures)
+		// Closing the server ends the wait; the connection goes with it.
+		g.lim.Wait(s.srv.ctx, d)
+		g.done(src)
+		// Only after the delay: an early BYE would tell the guess failed.
+		s.endIfLast(nc)
 		return imapserver.ErrAuthFailed
 	}
 	s.authed = true
@@ -71,6 +92,23 @@ func (s *session) Login(user, pass string) error {
 		}
 	}
 	return nil
+}
+
+// endIfLast, once the connection has failed MaxFailures logins, sends BYE
+// and ends the connection after the reply in progress.
+func (s *session) endIfLast(nc net.Conn) {
+	if s.failures < s.srv.guard.lim.MaxFailures {
+		return
+	}
+	s.closing = true
+	// As for the alert: nothing else is being written, and the tagged NO
+	// follows this line.
+	fmt.Fprintf(nc, "* BYE too many failed logins; closing the connection\r\n")
+	if gc, ok := nc.(*guardConn); ok {
+		gc.end()
+	} else {
+		nc.Close()
+	}
 }
 
 // cleanText makes s safe as IMAP resp-text: one line of printable ASCII.
