@@ -1,0 +1,39 @@
+// Package outbox is a device's durable queue of outgoing mail: it keeps what
+// the submission listener (package submit) accepted, relays it through the
+// user's provider (the smarthost), and files the copy in Sent, and a
+// delivery status notification in INBOX for what the smarthost refused,
+// through the user's log, so that every device sees them.
+//
+// Implementation notes and invariants (docs/SENDING.md has the full story):
+//
+//   - State: one SQLite file next to the mail database (DB.outbox), WAL and
+//     synchronous=FULL like the mail store: Enqueue returns only after the
+//     message and its recipients are committed, so "250 from the listener"
+//     means "on disk". Every later step (relay results, bounces to file, the
+//     Sent copy filed) is one transaction.
+//   - Order: messages are tried in the order they were accepted, over one
+//     connection to the smarthost. A connection that cannot be made holds
+//     the whole queue (with exponential backoff); a temporary reply to one
+//     message (4xx at MAIL, RCPT or DATA) holds only that message, with its
+//     own backoff, and the others go on.
+//   - Exactly once: a recipient is pending until the smarthost's reply to
+//     the end of DATA is recorded. A crash before the final dot is sent
+//     leaves nothing at the smarthost (it discards an unfinished
+//     transaction); the one window where a crash causes a duplicate is
+//     between the smarthost's 250 to the final dot and the commit that
+//     records it (milliseconds), as for any SMTP client (RFC 1047): the
+//     message is sent again after the restart. A client that lost the
+//     listener's 250 (crash between commit and reply) and sends the same
+//     message again within DuplicateWindow is recognised by Message-ID,
+//     envelope and content digest, and gets the first one's queue id.
+//   - Filing: the Sent copy (once the smarthost accepted the message for at
+//     least one recipient) and bounces are rows to file, processed in order.
+//     Before filing, the target mailbox is searched for a message with the
+//     same Message-ID added since the message was submitted: a crash
+//     between the log append and the commit that records it, or a client
+//     that saved its own copy, leaves one copy, never two. After a restart,
+//     or after an append whose outcome is unknown, nothing is filed until
+//     the device has applied the log up to the spool's head.
+//   - Bounces follow RFC 3464 (multipart/report), honour NOTIFY (RFC 3461),
+//     and carry the original message or, with RET=HDRS, its header.
+package outbox

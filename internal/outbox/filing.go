@@ -1,0 +1,361 @@
+package outbox
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+	"cspool/internal/submit"
+	"cspool/internal/syncer"
+)
+
+// Which mailbox a filing goes to.
+const (
+	sentMailbox = iota
+	inboxMailbox
+)
+
+// searchBack is how many of the newest UIDs of a mailbox are searched for
+// an earlier copy when the mailbox is no longer the one noted at submission
+// (renamed away, deleted, recreated).
+const searchBack = 1000
+
+// resolve finds the mailbox a filing goes to: INBOX, or the mailbox with
+// the \Sent special use (else the one named Sent). nil: there is none.
+func (o *Outbox) resolve(ctx context.Context, which int) (*mailstore.Mailbox, error) {
+	if which == inboxMailbox {
+		return o.cfg.Store.MailboxByID(ctx, mailstore.InboxID())
+	}
+	boxes, err := o.cfg.Store.Mailboxes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range boxes {
+		if boxes[i].SpecialUse == `\Sent` {
+			return &boxes[i], nil
+		}
+	}
+	for i := range boxes {
+		if boxes[i].Name == "Sent" {
+			return &boxes[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// mailboxMark notes where to look later for a copy: the mailbox's id and
+// its UIDNEXT now. Without a mailbox, the search looks back searchBack.
+func (o *Outbox) mailboxMark(ctx context.Context, which int) ([]byte, int64) {
+	mb, err := o.resolve(ctx, which)
+	if err != nil || mb == nil {
+		return nil, 1
+	}
+	return append([]byte(nil), mb.ID[:]...), int64(mb.UIDNext)
+}
+
+// filing is one message to put into the log.
+type filing struct {
+	fid, qid  int64
+	kind      int
+	messageID string
+	mailbox   []byte
+	fromUID   int64
+	data      []byte
+	date      time.Time
+}
+
+// nextFiling returns the oldest filing not done, or nil.
+func (o *Outbox) nextFiling(ctx context.Context) (*filing, error) {
+	f := &filing{}
+	var created, accepted int64
+	err := o.db.QueryRowContext(ctx, `SELECT f.fid, f.qid, f.kind, f.message_id, f.mailbox, f.from_uid,
+		CASE f.kind WHEN ? THEN m.data ELSE f.data END, f.created, m.accepted
+		FROM filings f JOIN messages m ON m.qid = f.qid WHERE f.done = 0 ORDER BY f.fid LIMIT 1`, fileSent).
+		Scan(&f.fid, &f.qid, &f.kind, &f.messageID, &f.mailbox, &f.fromUID, &f.data, &created, &accepted)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the filings: %w", err)
+	}
+	f.date = time.UnixMilli(created)
+	if f.kind == fileSent {
+		f.date = time.UnixMilli(accepted)
+	}
+	return f, nil
+}
+
+// uncertainError: an append whose outcome is not known (it may be in the
+// log without being applied here yet).
+type uncertainError struct{ err error }
+
+func (e *uncertainError) Error() string { return e.err.Error() }
+func (e *uncertainError) Unwrap() error { return e.err }
+
+func (o *Outbox) fileLoop(ctx context.Context) {
+	caughtUp, since := false, o.opened
+	wait := time.Second
+	purged := time.Time{}
+	for {
+		if now := o.now(); now.Sub(purged) > 10*time.Minute {
+			if err := o.purge(ctx, now); err != nil && ctx.Err() == nil {
+				o.log.Warn("purging the outbox", "err", err)
+			}
+			purged = now
+		}
+		f, err := o.nextFiling(ctx)
+		if err == nil && f != nil && !caughtUp {
+			// After a start, or an append of unknown outcome: what this
+			// device appended before may not be applied here yet, and
+			// the search before filing must see it.
+			if err = o.catchUp(ctx, since); err == nil {
+				caughtUp = true
+			}
+		}
+		if err == nil && f != nil {
+			err = o.file(ctx, f)
+			var ue *uncertainError
+			if errors.As(err, &ue) {
+				caughtUp, since = false, time.Now()
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var pause time.Duration
+		switch {
+		case err != nil:
+			o.log.Warn("filing into the log failed; retrying", "err", err, "in", wait)
+			o.setError(fmt.Errorf("filing into the log: %w", err))
+			pause = wait
+			wait = min(wait*2, time.Minute)
+		case f != nil:
+			wait = time.Second
+			continue
+		default:
+			pause = 10 * time.Minute
+		}
+		timer := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-o.fileKick:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// catchUp waits until the device has applied the log up to the head the
+// spool reported in an exchange after since: any append this device made
+// before since is then applied here.
+func (o *Outbox) catchUp(ctx context.Context, since time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		st := o.cfg.Log.Status()
+		if st.Alarm != "" {
+			return fmt.Errorf("%w: %s", syncer.ErrIntegrity, st.Alarm)
+		}
+		if st.LastContact.After(since) {
+			return o.cfg.Log.WaitApplied(ctx, st.Head)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the spool: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// file puts f into its mailbox through the log, unless a copy is there.
+func (o *Outbox) file(ctx context.Context, f *filing) error {
+	which := inboxMailbox
+	var flags []string
+	if f.kind == fileSent {
+		which, flags = sentMailbox, []string{`\Seen`}
+		o.fileMu.Lock()
+		defer o.fileMu.Unlock()
+	}
+	mb, err := o.resolve(ctx, which)
+	if err != nil {
+		return err
+	}
+	if mb == nil {
+		if err := o.createSent(ctx); err != nil {
+			return err
+		}
+		if mb, err = o.resolve(ctx, which); err != nil || mb == nil {
+			return fmt.Errorf("no Sent mailbox after creating one: %v", err)
+		}
+	}
+	found, err := o.search(ctx, mb, f)
+	if err != nil {
+		return err
+	}
+	if found != nil {
+		o.log.Info("copy already in the mailbox; not filed again", "queue_id", f.qid, "mailbox", mb.Name)
+		return o.markFiled(ctx, f, *found)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	ms := f.date.UnixMilli()
+	if ms == 0 {
+		ms = 1
+	}
+	outs, err := o.cfg.Log.Submit(sctx, &command.Command{Kind: command.Append, Mailbox: mb.Name, MailboxID: mb.ID,
+		Flags: flags, Date: ms, Body: f.data})
+	switch {
+	case errors.Is(err, syncer.ErrUnavailable):
+		return err
+	case err != nil:
+		return &uncertainError{err}
+	case len(outs) != 1:
+		return &uncertainError{fmt.Errorf("%d outcomes for one append", len(outs))}
+	}
+	out := outs[0]
+	if out.Status == mailstore.Rejected || len(out.Placed) != 1 {
+		// The mailbox went away under the append, most likely: look
+		// again next time.
+		return fmt.Errorf("the append into %s was rejected: %s %s", mb.Name, out.Reason, out.Detail)
+	}
+	if f.kind == fileBounce {
+		o.mu.Lock()
+		o.bounced++
+		o.mu.Unlock()
+	}
+	o.log.Info("filed", "queue_id", f.qid, "mailbox", mb.Name, "uid", out.Placed[0].UID, "pos", out.Pos)
+	return o.markFiled(ctx, f, out.Placed[0].ID)
+}
+
+// createSent creates the Sent mailbox (a user deleted it).
+func (o *Outbox) createSent(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	outs, err := o.cfg.Log.Submit(sctx, &command.Command{Kind: command.CreateMailbox, Mailbox: "Sent", SpecialUse: `\Sent`})
+	if err != nil {
+		return err
+	}
+	if len(outs) == 1 && outs[0].Status == mailstore.Rejected && outs[0].Reason != mailstore.ReasonMailboxExists {
+		return fmt.Errorf("creating the Sent mailbox was rejected: %s", outs[0].Reason)
+	}
+	return nil
+}
+
+// search looks in mb, among the messages added since f's mark, for one
+// with f's Message-ID.
+func (o *Outbox) search(ctx context.Context, mb *mailstore.Mailbox, f *filing) (*command.ID, error) {
+	from := imap.UID(max(1, int64(mb.UIDNext)-searchBack))
+	if bytes.Equal(f.mailbox, mb.ID[:]) {
+		from = imap.UID(f.fromUID)
+	}
+	if from >= mb.UIDNext {
+		return nil, nil
+	}
+	var found *command.ID
+	errFound := errors.New("found")
+	err := o.cfg.Store.Fetch(ctx, mb.ID, imap.UIDSet{imap.UIDRange{Start: from, Stop: 0}}, mailstore.WantEnvelope,
+		func(m *mailstore.Message) error {
+			if m.Envelope != nil && m.Envelope.MessageID == f.messageID {
+				id := m.ID
+				found = &id
+				return errFound
+			}
+			return nil
+		})
+	if err != nil && !errors.Is(err, errFound) {
+		return nil, fmt.Errorf("searching %s: %w", mb.Name, err)
+	}
+	return found, nil
+}
+
+func (o *Outbox) markFiled(ctx context.Context, f *filing, id command.ID) error {
+	return inTx(ctx, o.db, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "UPDATE filings SET done = 1, placed = ? WHERE fid = ?", id[:], f.fid); err != nil {
+			return err
+		}
+		if f.kind == fileSent {
+			if _, err := tx.ExecContext(ctx, "UPDATE messages SET sent_copy = ? WHERE qid = ?", id[:], f.qid); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Submitter is what the IMAP server submits its commands through
+// (imapd.Submitter).
+type Submitter interface {
+	Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error)
+}
+
+// SentFilter wraps the IMAP server's Submitter so that a client saving its
+// own copy of a message it just sent does not end up with two in Sent: an
+// APPEND into the Sent mailbox of a message with the Message-ID of one
+// submitted through this device within DuplicateWindow, whose copy the
+// outbox has already filed, is answered with that copy and appends
+// nothing. If the outbox has not filed it yet, the client's copy is
+// appended and the outbox later finds it and files none.
+func (o *Outbox) SentFilter(next Submitter) Submitter {
+	return sentFilter{o: o, next: next}
+}
+
+type sentFilter struct {
+	o    *Outbox
+	next Submitter
+}
+
+func (s sentFilter) Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error) {
+	if len(cmds) != 1 || cmds[0].Kind != command.Append {
+		return s.next.Submit(ctx, cmds...)
+	}
+	c := cmds[0]
+	mid := submit.MessageID(c.Body)
+	if mid == "" || !s.o.recent(ctx, mid) {
+		return s.next.Submit(ctx, cmds...)
+	}
+	mb, err := s.o.resolve(ctx, sentMailbox)
+	if err != nil || mb == nil || c.MailboxID != mb.ID {
+		return s.next.Submit(ctx, cmds...)
+	}
+	s.o.fileMu.Lock()
+	defer s.o.fileMu.Unlock()
+	if id := s.o.sentCopy(ctx, mid); id != nil {
+		if box, uid, err := s.o.cfg.Store.Locate(ctx, *id); err == nil && box == mb.ID {
+			s.o.log.Info("client's copy of a sent message not appended: the outbox filed it already", "mailbox", mb.Name, "uid", uid)
+			return []mailstore.Outcome{{Kind: command.Append, Status: mailstore.Applied,
+				Placed: []mailstore.Placement{{ID: *id, Mailbox: box, UID: uid}}}}, nil
+		}
+	}
+	return s.next.Submit(ctx, cmds...)
+}
+
+// recent reports whether a message with this Message-ID was submitted
+// within DuplicateWindow.
+func (o *Outbox) recent(ctx context.Context, mid string) bool {
+	var n int
+	err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE message_id = ? AND accepted >= ?",
+		mid, o.now().Add(-o.cfg.DuplicateWindow).UnixMilli()).Scan(&n)
+	return err == nil && n > 0
+}
+
+// sentCopy is the id of the filed Sent copy of the newest message with
+// this Message-ID, or nil.
+func (o *Outbox) sentCopy(ctx context.Context, mid string) *command.ID {
+	var b []byte
+	err := o.db.QueryRowContext(ctx, "SELECT sent_copy FROM messages WHERE message_id = ? AND sent_copy IS NOT NULL ORDER BY qid DESC LIMIT 1", mid).Scan(&b)
+	if err != nil || len(b) != command.IDSize {
+		return nil
+	}
+	var id command.ID
+	copy(id[:], b)
+	return &id
+}

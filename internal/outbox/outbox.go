@@ -1,0 +1,255 @@
+package outbox
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+	"cspool/internal/submit"
+	"cspool/internal/syncer"
+)
+
+// Log is the user's log as the outbox files into it (*syncer.Syncer).
+type Log interface {
+	// Submit appends commands and returns once the device applied them.
+	Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error)
+	// Status tells the last contact with the spool and the head seen then.
+	Status() syncer.Status
+	// WaitApplied returns once the device applied the log up to pos.
+	WaitApplied(ctx context.Context, pos uint64) error
+}
+
+// Config configures an Outbox. Zero fields take the documented defaults.
+type Config struct {
+	Path  string           // the outbox database (required), DB.outbox by convention
+	Store *mailstore.Store // the device's mail store (required)
+	Log   Log              // required
+	Relay Relay            // the smarthost (Addr required)
+	// Hostname names this device in EHLO, in added Message-IDs and in
+	// bounces. Empty means "localhost".
+	Hostname string
+	// MinBackoff is the wait after a first temporary failure; it doubles
+	// with each further one up to MaxBackoff. Zero: 1 minute and 1 hour.
+	MinBackoff, MaxBackoff time.Duration
+	// MaxAge is how long a message may wait before its pending recipients
+	// fail for good (and bounce). Zero means 5 days.
+	MaxAge time.Duration
+	// DuplicateWindow is how long after a submission the same message
+	// submitted again, or appended by the client into Sent, is recognised
+	// as the same. Zero means 10 minutes.
+	DuplicateWindow time.Duration
+	// Keep is how long a message whose recipients and filings are all done
+	// stays in the outbox. Zero means 24 hours (at least DuplicateWindow).
+	Keep time.Duration
+	// Logger gets one line per attempt, never contents or addresses.
+	// Nil: slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Outbox is the durable queue. Create it with Open, run it with Run.
+type Outbox struct {
+	cfg Config
+	db  *sql.DB
+	log *slog.Logger
+
+	opened    time.Time // the sync loop's exchanges after this see all earlier appends
+	relayKick chan struct{}
+	fileKick  chan struct{}
+	// fileMu serialises filing into Sent with a client's APPEND of the
+	// same message (see SentFilter).
+	fileMu sync.Mutex
+
+	mu        sync.Mutex
+	holdUntil time.Time // the smarthost could not be reached: wait
+	connFails int
+	lastError string
+	relayed   int
+	bounced   int
+	lastSent  time.Time
+}
+
+var _ submit.Queue = (*Outbox)(nil)
+
+// Open opens (creating if needed) the outbox database.
+func Open(cfg Config) (*Outbox, error) {
+	if cfg.Path == "" || cfg.Store == nil || cfg.Log == nil {
+		return nil, errors.New("outbox: path, store and log are required")
+	}
+	if cfg.Relay.Addr == "" {
+		return nil, errors.New("outbox: a relay address is required")
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "localhost"
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Minute
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = time.Hour
+	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = 5 * 24 * time.Hour
+	}
+	if cfg.DuplicateWindow <= 0 {
+		cfg.DuplicateWindow = 10 * time.Minute
+	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = 24 * time.Hour
+	}
+	cfg.Keep = max(cfg.Keep, cfg.DuplicateWindow)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	db, err := openDB(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	return &Outbox{cfg: cfg, db: db, log: log.With("component", "outbox"), opened: time.Now(),
+		relayKick: make(chan struct{}, 1), fileKick: make(chan struct{}, 1)}, nil
+}
+
+// Close closes the database; call it after Run returned.
+func (o *Outbox) Close() error { return o.db.Close() }
+
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (o *Outbox) now() time.Time { return o.cfg.Now() }
+
+// digest identifies a submission: envelope and bytes.
+func digest(m *submit.Message) []byte {
+	h := sha256.New()
+	h.Write([]byte(m.From))
+	for _, r := range m.Recipients {
+		h.Write([]byte{0})
+		h.Write([]byte(r.Address))
+	}
+	h.Write([]byte{0, 0})
+	h.Write(m.Data)
+	return h.Sum(nil)
+}
+
+// Enqueue stores m and its recipients in one synced transaction and returns
+// its queue id. The same submission again within DuplicateWindow (a client
+// that lost the 250) returns the first one's id and stores nothing.
+func (o *Outbox) Enqueue(ctx context.Context, m *submit.Message) (string, error) {
+	now := o.now()
+	sum := digest(m)
+	sentBox, sentFrom := o.mailboxMark(ctx, sentMailbox)
+	var qid int64
+	err := inTx(ctx, o.db, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, "SELECT qid FROM messages WHERE message_id = ? AND digest = ? AND accepted >= ? ORDER BY qid LIMIT 1",
+			m.MessageID, sum, now.Add(-o.cfg.DuplicateWindow).UnixMilli()).Scan(&qid)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `INSERT INTO messages (message_id, digest, sender, utf8, body_type, ret, envid, data,
+			accepted, sent_box, sent_from, next_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			m.MessageID, sum, m.From, m.UTF8, m.Body, m.Return, m.EnvelopeID, m.Data,
+			now.UnixMilli(), sentBox, sentFrom, now.UnixMilli())
+		if err != nil {
+			return err
+		}
+		if qid, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		for i, r := range m.Recipients {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO recipients (qid, idx, address, notify, orcpt) VALUES (?, ?, ?, ?, ?)",
+				qid, i, r.Address, joinNotify(r.Notify), r.ORCPT); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("queueing message: %w", err)
+	}
+	kick(o.relayKick)
+	return strconv.FormatInt(qid, 10), nil
+}
+
+// Run relays and files until ctx is done, then returns ctx.Err().
+func (o *Outbox) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		o.fileLoop(ctx)
+	}()
+	o.relayLoop(ctx)
+	wg.Wait()
+	return ctx.Err()
+}
+
+// Status is the queue as the status page shows it.
+type Status struct {
+	Relay     string    `json:"relay"`
+	Queued    int       `json:"queued"`   // messages with recipients still to relay
+	Deferred  int       `json:"deferred"` // of those, the ones that failed for now at least once
+	Oldest    time.Time `json:"oldest"`   // when the oldest queued message was submitted (zero: none)
+	NextTry   time.Time `json:"next_try"` // the next attempt (zero: none due)
+	ToFile    int       `json:"to_file"`  // Sent copies and bounces not yet in the log
+	LastError string    `json:"last_error,omitempty"`
+	Relayed   int       `json:"relayed"` // messages relayed since the daemon started
+	Bounced   int       `json:"bounced"` // bounces filed since the daemon started
+	LastSent  time.Time `json:"last_sent"`
+}
+
+// Status reads the queue's state.
+func (o *Outbox) Status(ctx context.Context) (Status, error) {
+	o.mu.Lock()
+	st := Status{Relay: o.cfg.Relay.String(), LastError: o.lastError, Relayed: o.relayed, Bounced: o.bounced, LastSent: o.lastSent}
+	hold := o.holdUntil
+	o.mu.Unlock()
+	var oldest, next sql.NullInt64
+	err := o.db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(attempts > 0), 0), min(accepted), min(next_try)
+		FROM messages WHERE done = 0`).Scan(&st.Queued, &st.Deferred, &oldest, &next)
+	if err != nil {
+		return st, fmt.Errorf("reading outbox status: %w", err)
+	}
+	if err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM filings WHERE done = 0").Scan(&st.ToFile); err != nil {
+		return st, fmt.Errorf("reading outbox status: %w", err)
+	}
+	if oldest.Valid {
+		st.Oldest = time.UnixMilli(oldest.Int64)
+	}
+	if next.Valid {
+		st.NextTry = time.UnixMilli(next.Int64)
+		if hold.After(st.NextTry) {
+			st.NextTry = hold
+		}
+	}
+	return st, nil
+}
+
+func (o *Outbox) setError(err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err == nil {
+		o.lastError = ""
+	} else {
+		o.lastError = err.Error()
+	}
+}

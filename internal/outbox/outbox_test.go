@@ -1,0 +1,401 @@
+package outbox_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-smtp"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+	"cspool/internal/outbox"
+	"cspool/internal/sendtest"
+	"cspool/internal/submit"
+)
+
+const wait = 30 * time.Second
+
+// startOutbox opens an outbox for dev relaying to relay and runs it until
+// the test ends.
+func startOutbox(t *testing.T, dev *sendtest.Device, relay outbox.Relay, tweak func(*outbox.Config)) *outbox.Outbox {
+	t.Helper()
+	cfg := outbox.Config{Path: filepath.Join(dev.Dir, "device.db.outbox"), Store: dev.Store, Log: dev.Sync, Relay: relay,
+		Hostname: "device.test", MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	o, err := outbox.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		o.Close()
+	})
+	return o
+}
+
+func message(id, extra string) *submit.Message {
+	data := "From: Alice <alice@example.org>\r\nTo: Bob <bob@example.net>\r\n" + extra +
+		"Subject: test " + id + "\r\nDate: Wed, 26 Nov 2025 10:00:00 +0100\r\nMessage-ID: <" + id + "@example.org>\r\n\r\nHello " + id + "\r\n"
+	return &submit.Message{From: "alice@example.org", Recipients: []submit.Recipient{{Address: "bob@example.net"}},
+		Data: []byte(data), MessageID: id + "@example.org"}
+}
+
+func enqueue(t *testing.T, o *outbox.Outbox, m *submit.Message) string {
+	t.Helper()
+	id, err := o.Enqueue(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// TestRelaySTARTTLSAuth relays through a smarthost that requires STARTTLS
+// (certificate from a test CA) and AUTH: the blind copy's address is in the
+// envelope only, the Bcc field is gone from what was relayed, and the copy
+// in Sent (on this device and on another one) is the whole message, Bcc
+// included, with \Seen.
+func TestRelaySTARTTLSAuth(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{User: "relayuser", Password: "relay secret"})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, Username: "relayuser", Password: "relay secret", RootCAs: ca.Pool}, nil)
+	m := message("starttls", "Bcc: Carol <carol@example.com>,\r\n dave@example.com\r\n")
+	m.Recipients = append(m.Recipients, submit.Recipient{Address: "carol@example.com"}, submit.Recipient{Address: "dave@example.com"})
+	enqueue(t, o, m)
+
+	got := host.Wait(t, 1, wait)[0]
+	if got.User != "relayuser" || got.From != "alice@example.org" {
+		t.Errorf("smarthost saw user %q, sender %q; want relayuser, alice@example.org", got.User, got.From)
+	}
+	if want := []string{"bob@example.net", "carol@example.com", "dave@example.com"}; !slices.Equal(got.To, want) {
+		t.Errorf("recipients %v, want %v", got.To, want)
+	}
+	if bytes.Contains(got.Data, []byte("Bcc")) || bytes.Contains(got.Data, []byte("dave@")) {
+		t.Errorf("the relayed message still has the Bcc field:\n%s", got.Data)
+	}
+	if want := submit.StripBcc(m.Data); !bytes.Equal(got.Data, want) {
+		t.Errorf("relayed:\n%q\nwant:\n%q", got.Data, want)
+	}
+	sent := sendtest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	if len(sent) != 1 || !bytes.Equal(sent[0].Raw, m.Data) || !slices.Contains(sent[0].Flags, `\Seen`) {
+		t.Fatalf("Sent: %d messages, first %q flags %v; want the whole message with \\Seen", len(sent), sent[0].Raw, sent[0].Flags)
+	}
+	other, _ := dev.Another(t, filepath.Join(dev.Dir, "other.db"))
+	if o := sendtest.WaitMessages(t, other, "Sent", 1, wait); !bytes.Equal(o[0].Raw, m.Data) {
+		t.Errorf("the other device's Sent copy differs: %q", o[0].Raw)
+	}
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 && st.ToFile == 0 && st.Relayed == 1 })
+}
+
+// TestRelayImplicitTLS relays over smtps.
+func TestRelayImplicitTLS(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{ImplicitTLS: true})
+	relay, err := outbox.ParseRelayURL("smtps://" + host.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relay.RootCAs = ca.Pool
+	o := startOutbox(t, dev, relay, nil)
+	enqueue(t, o, message("smtps", ""))
+	host.Wait(t, 1, wait)
+	sendtest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+}
+
+// TestRelayRefusesUnverifiedCertificate: a smarthost whose certificate is
+// not signed by the trusted CA gets nothing; the failure is permanent and
+// the sender finds a bounce saying why in INBOX.
+func TestRelayRefusesUnverifiedCertificate(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	trusted := sendtest.NewCA(t, t.TempDir())
+	other := sendtest.NewCA(t, t.TempDir())
+	cert, _, _ := other.Leaf(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, other, sendtest.SmarthostOptions{Cert: &cert})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: trusted.Pool}, nil)
+	enqueue(t, o, message("badcert", ""))
+	inbox := sendtest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	report := readReport(t, inbox[0].Raw)
+	if !strings.Contains(report.human, "certificate") || report.status != "5.0.0" || report.final != "bob@example.net" {
+		t.Errorf("bounce: %+v; want a certificate failure for bob@example.net", report)
+	}
+	if n := len(host.Received()); n != 0 {
+		t.Errorf("the smarthost with the unverified certificate got %d messages", n)
+	}
+	if sent := sendtest.Messages(t, dev.Store, "Sent"); len(sent) != 0 {
+		t.Errorf("Sent has %d messages for a message never relayed", len(sent))
+	}
+}
+
+// TestRelayRequiresSTARTTLS: a smtp:// smarthost that offers no STARTTLS is
+// never sent the message in the clear.
+func TestRelayRequiresSTARTTLS(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	host := sendtest.NewSmarthost(t, sendtest.NewCA(t, t.TempDir()), sendtest.SmarthostOptions{NoTLS: true})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr}, nil)
+	enqueue(t, o, message("plain", ""))
+	inbox := sendtest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	if r := readReport(t, inbox[0].Raw); !strings.Contains(r.human, "STARTTLS") {
+		t.Errorf("bounce does not name the missing STARTTLS: %+v", r)
+	}
+	if n := len(host.Received()); n != 0 {
+		t.Errorf("sent %d messages in the clear", n)
+	}
+}
+
+// TestRelayRetriesTemporaryFailures: 4xx replies (at MAIL, then at DATA)
+// are retried with backoff until the message is accepted, once.
+func TestRelayRetriesTemporaryFailures(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	var mails, datas atomic.Int32
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		switch {
+		case stage == "MAIL" && mails.Add(1) <= 2:
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		case stage == "DATA" && datas.Add(1) == 1:
+			return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "full for now"}
+		}
+		return nil
+	}})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	enqueue(t, o, message("retry", ""))
+	host.Wait(t, 1, wait)
+	sendtest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	time.Sleep(300 * time.Millisecond) // longer than the backoff: nothing more may go out
+	if n := len(host.Received()); n != 1 || mails.Load() != 4 || datas.Load() != 2 {
+		t.Errorf("received %d, MAIL %d times, DATA %d times; want 1, 4, 2", n, mails.Load(), datas.Load())
+	}
+	if inbox := sendtest.Messages(t, dev.Store, "INBOX"); len(inbox) != 0 {
+		t.Errorf("a temporary failure bounced: %q", inbox[0].Raw)
+	}
+}
+
+// TestRelayBouncesPermanentFailures: a recipient refused with 5xx gets a
+// delivery status notification (RFC 3464) in INBOX, on every device; the
+// others get the message, and Sent has its copy.
+func TestRelayBouncesPermanentFailures(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, arg string) error {
+		if stage == "RCPT" && strings.HasPrefix(arg, "nobody@") {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user here"}
+		}
+		return nil
+	}})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	m := message("bounce", "")
+	m.Recipients = append(m.Recipients, submit.Recipient{Address: "nobody@example.net", ORCPT: "RFC822;nobody@example.net"},
+		submit.Recipient{Address: "quiet@example.net", Notify: []string{"NEVER"}})
+	m.EnvelopeID = "env-17"
+	enqueue(t, o, m)
+	got := host.Wait(t, 1, wait)
+	if !slices.Equal(got[0].To, []string{"bob@example.net", "quiet@example.net"}) {
+		t.Errorf("relayed to %v", got[0].To)
+	}
+	inbox := sendtest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	r := readReport(t, inbox[0].Raw)
+	if r.final != "nobody@example.net" || r.status != "5.1.1" || !strings.Contains(r.diagnostic, "550 5.1.1 no such user here") ||
+		r.envid != "env-17" || !bytes.Equal(r.original, m.Data) {
+		t.Errorf("bounce: %+v", r)
+	}
+	if inbox[0].Envelope.Subject != "Undelivered Mail Returned to Sender" {
+		t.Errorf("bounce subject %q", inbox[0].Envelope.Subject)
+	}
+	other, _ := dev.Another(t, filepath.Join(dev.Dir, "other.db"))
+	sendtest.WaitMessages(t, other, "INBOX", 1, wait)
+	sendtest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Bounced == 1 && st.ToFile == 0 })
+}
+
+// TestRelayNotifyNever: a refused recipient that asked for no notification
+// (NOTIFY=NEVER) gets no bounce.
+func TestRelayNotifyNever(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, arg string) error {
+		if stage == "RCPT" {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no"}
+		}
+		return nil
+	}})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	m := message("never", "")
+	m.Recipients[0].Notify = []string{"NEVER"}
+	enqueue(t, o, m)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 })
+	if n := len(sendtest.Messages(t, dev.Store, "INBOX")) + len(host.Received()); n != 0 {
+		t.Errorf("%d bounces or deliveries for a refused recipient with NOTIFY=NEVER", n)
+	}
+}
+
+// TestEnqueueRecognisesResubmission: the same submission again (a client
+// that lost the 250) gets the same queue id; a different envelope does not.
+func TestEnqueueRecognisesResubmission(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	a := enqueue(t, o, message("twice", ""))
+	if b := enqueue(t, o, message("twice", "")); b != a {
+		t.Errorf("the same submission again got queue id %s, want %s", b, a)
+	}
+	m := message("twice", "")
+	m.Recipients[0].Address = "eve@example.net"
+	if c := enqueue(t, o, m); c == a {
+		t.Errorf("another envelope got the same queue id %s", c)
+	}
+	host.Wait(t, 2, wait)
+	time.Sleep(200 * time.Millisecond)
+	if n := len(host.Received()); n != 2 {
+		t.Errorf("smarthost got %d messages, want 2", n)
+	}
+}
+
+// TestSentFilterKeepsOneCopy: a client that also saves its copy in Sent
+// ends with one copy, whether it saves before the outbox files its own
+// (the smarthost was down) or after.
+func TestSentFilterKeepsOneCopy(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	var down atomic.Bool
+	down.Store(true)
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		if stage == "MAIL" && down.Load() {
+			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "down"}
+		}
+		return nil
+	}})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	filter := o.SentFilter(dev.Sync)
+	sentBox, err := dev.Store.MailboxByName(context.Background(), "Sent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientAppend := func(m *submit.Message) mailstore.Outcome {
+		outs, err := filter.Submit(context.Background(), &command.Command{Kind: command.Append, Mailbox: "Sent",
+			MailboxID: sentBox.ID, Flags: []string{`\Seen`}, Date: time.Now().UnixMilli(), Body: m.Data})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return outs[0]
+	}
+
+	// Saved first, while the message waits for the smarthost.
+	early := message("early", "")
+	enqueue(t, o, early)
+	clientAppend(early)
+	down.Store(false)
+	host.Wait(t, 1, wait)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.ToFile == 0 && st.Queued == 0 })
+
+	// Saved after the outbox filed its copy.
+	late := message("late", "")
+	enqueue(t, o, late)
+	host.Wait(t, 2, wait)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.ToFile == 0 && st.Queued == 0 })
+	sent := sendtest.WaitMessages(t, dev.Store, "Sent", 2, wait)
+	out := clientAppend(late)
+	if len(out.Placed) != 1 || out.Placed[0].ID != sent[1].ID || out.Placed[0].UID != sent[1].UID {
+		t.Errorf("the late APPEND was answered with %+v, want the outbox's copy (uid %d)", out.Placed, sent[1].UID)
+	}
+	// A message not sent through this device is appended as usual.
+	clientAppend(message("unrelated", ""))
+	sent = sendtest.WaitMessages(t, dev.Store, "Sent", 3, wait)
+	var ids []string
+	for _, m := range sent {
+		ids = append(ids, m.Envelope.MessageID)
+	}
+	if want := []string{"early@example.org", "late@example.org", "unrelated@example.org"}; !slices.Equal(ids, want) {
+		t.Errorf("Sent holds %v, want %v", ids, want)
+	}
+}
+
+func waitStatus(t *testing.T, o *outbox.Outbox, ok func(outbox.Status) bool) outbox.Status {
+	t.Helper()
+	for deadline := time.Now().Add(wait); ; time.Sleep(20 * time.Millisecond) {
+		st, err := o.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox status %+v after %v", st, wait)
+		}
+	}
+}
+
+// report is what a test reads from a bounce.
+type report struct {
+	human, final, status, diagnostic, envid string
+	original                                []byte
+}
+
+// readReport parses a multipart/report; report-type=delivery-status with
+// go-message and returns its parts.
+func readReport(t *testing.T, raw []byte) report {
+	t.Helper()
+	e, err := gomessage.Read(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt, params, _ := e.Header.ContentType()
+	if mt != "multipart/report" || params["report-type"] != "delivery-status" {
+		t.Fatalf("bounce is %s %v, want multipart/report; report-type=delivery-status", mt, params)
+	}
+	mr := e.MultipartReader()
+	var r report
+	for i := 0; ; i++ {
+		p, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(p.Body)
+		pt, _, _ := p.Header.ContentType()
+		switch pt {
+		case "text/plain":
+			r.human = string(b)
+		case "message/delivery-status":
+			for _, l := range strings.Split(string(b), "\r\n") {
+				k, v, _ := strings.Cut(l, ": ")
+				switch k {
+				case "Final-Recipient":
+					r.final = strings.TrimPrefix(v, "rfc822; ")
+				case "Status":
+					r.status = v
+				case "Diagnostic-Code":
+					r.diagnostic = v
+				case "Original-Envelope-Id":
+					r.envid = v
+				}
+			}
+		case "message/rfc822", "text/rfc822-headers":
+			r.original = b
+		default:
+			t.Errorf("unexpected part %d: %s", i, pt)
+		}
+	}
+	return r
+}

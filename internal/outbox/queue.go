@@ -1,0 +1,335 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// queued is one message as an attempt needs it: only its pending
+// recipients.
+type queued struct {
+	qid                  int64
+	messageID, sender    string
+	utf8                 bool
+	bodyType, ret, envid string
+	data                 []byte
+	accepted             time.Time
+	attempts             int
+	rcpts                []queuedRcpt
+}
+
+type queuedRcpt struct {
+	idx            int
+	address, orcpt string
+	notify         []string
+}
+
+// backoff is the wait after the n-th temporary failure in a row.
+func (o *Outbox) backoff(n int) time.Duration {
+	d := o.cfg.MinBackoff
+	for i := 1; i < n && d < o.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, o.cfg.MaxBackoff)
+}
+
+func (o *Outbox) relayLoop(ctx context.Context) {
+	for {
+		wait := o.relayPass(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if wait <= 0 {
+			continue
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-o.relayKick:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// relayPass sends every message that is due over one connection and
+// returns how long to wait before the next pass (0: at once).
+func (o *Outbox) relayPass(ctx context.Context) time.Duration {
+	now := o.now()
+	if err := o.expire(ctx, now); err != nil && ctx.Err() == nil {
+		o.log.Error("failing expired messages", "err", err)
+	}
+	o.mu.Lock()
+	hold := o.holdUntil
+	o.mu.Unlock()
+	if now.Before(hold) {
+		return hold.Sub(now)
+	}
+	due, next, err := o.due(ctx, now)
+	if err != nil {
+		if ctx.Err() == nil {
+			o.log.Error("reading the outbox", "err", err)
+		}
+		return 5 * time.Second
+	}
+	if len(due) == 0 {
+		return next
+	}
+	rc, dialErr := o.cfg.Relay.dial(ctx, o.cfg.Hostname)
+	if err := dialErr; err != nil {
+		if ctx.Err() != nil {
+			return 0
+		}
+		o.setError(err)
+		if isPermanent(err) {
+			o.log.Error("the smarthost refused the connection for good; failing the messages due", "relay", o.cfg.Relay.String(), "messages", len(due), "err", err)
+			for _, qid := range due {
+				m, err := o.load(ctx, qid)
+				if err == nil {
+					err = o.record(ctx, m, failAll(m, dialErr.Error(), dialErr))
+				}
+				if err != nil {
+					o.log.Error("recording a failed message", "queue_id", qid, "err", err)
+				}
+			}
+			return 0
+		}
+		o.mu.Lock()
+		o.connFails++
+		wait := o.backoff(o.connFails)
+		o.holdUntil = now.Add(wait)
+		o.mu.Unlock()
+		o.log.Warn("smarthost unreachable; the queue waits", "relay", o.cfg.Relay.String(), "queued", len(due), "retry_in", wait, "err", err)
+		return wait
+	}
+	o.mu.Lock()
+	o.connFails = 0
+	o.mu.Unlock()
+	for _, qid := range due {
+		if ctx.Err() != nil {
+			rc.abort()
+			return 0
+		}
+		m, err := o.load(ctx, qid)
+		if err != nil {
+			o.log.Error("reading a queued message", "queue_id", qid, "err", err)
+			continue
+		}
+		res := rc.send(m)
+		if err := o.record(ctx, m, res); err != nil {
+			// The smarthost may have it while the outbox does not know:
+			// it will be sent again (the duplicate window).
+			o.log.Error("recording the smarthost's reply failed", "queue_id", qid, "err", err)
+		}
+		if res.broken {
+			rc.abort()
+			return 0
+		}
+	}
+	rc.close()
+	return 0
+}
+
+// failAll is a result failing every pending recipient of m for good.
+func failAll(m *queued, reply string, err error) sendResult {
+	var res sendResult
+	for _, r := range m.rcpts {
+		res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: rcptFailed, reply: reply, err: err})
+	}
+	return res
+}
+
+// due returns the queue ids due now, in order, or how long until the next
+// one is.
+func (o *Outbox) due(ctx context.Context, now time.Time) ([]int64, time.Duration, error) {
+	rows, err := o.db.QueryContext(ctx, "SELECT qid FROM messages WHERE done = 0 AND next_try <= ? ORDER BY qid LIMIT 200", now.UnixMilli())
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var qid int64
+		if err := rows.Scan(&qid); err != nil {
+			return nil, 0, err
+		}
+		out = append(out, qid)
+	}
+	if err := rows.Err(); err != nil || len(out) > 0 {
+		return out, 0, err
+	}
+	var next sql.NullInt64
+	if err := o.db.QueryRowContext(ctx, "SELECT min(next_try) FROM messages WHERE done = 0").Scan(&next); err != nil {
+		return nil, 0, err
+	}
+	if !next.Valid {
+		return nil, time.Hour, nil
+	}
+	return nil, max(time.UnixMilli(next.Int64).Sub(now), time.Millisecond), nil
+}
+
+// load reads a queued message with its pending recipients.
+func (o *Outbox) load(ctx context.Context, qid int64) (*queued, error) {
+	m := &queued{qid: qid}
+	var accepted int64
+	err := o.db.QueryRowContext(ctx, `SELECT message_id, sender, utf8, body_type, ret, envid, data, accepted, attempts
+		FROM messages WHERE qid = ?`, qid).Scan(&m.messageID, &m.sender, &m.utf8, &m.bodyType, &m.ret, &m.envid, &m.data, &accepted, &m.attempts)
+	if err != nil {
+		return nil, fmt.Errorf("loading message %d: %w", qid, err)
+	}
+	m.accepted = time.UnixMilli(accepted)
+	rows, err := o.db.QueryContext(ctx, "SELECT idx, address, orcpt, notify FROM recipients WHERE qid = ? AND state = ? ORDER BY idx", qid, rcptPending)
+	if err != nil {
+		return nil, fmt.Errorf("loading message %d: %w", qid, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r queuedRcpt
+		var notify string
+		if err := rows.Scan(&r.idx, &r.address, &r.orcpt, &notify); err != nil {
+			return nil, err
+		}
+		r.notify = splitNotify(notify)
+		m.rcpts = append(m.rcpts, r)
+	}
+	return m, rows.Err()
+}
+
+// record stores the outcome of an attempt in one synced transaction: the
+// recipients' states, the message's backoff, the Sent copy to file once
+// one recipient has it, and a bounce for the recipients that failed.
+func (o *Outbox) record(ctx context.Context, m *queued, res sendResult) error {
+	now := o.now()
+	byIdx := map[int]queuedRcpt{}
+	for _, r := range m.rcpts {
+		byIdx[r.idx] = r
+	}
+	var relayed, temporary int
+	var failed []failure
+	lastErr := ""
+	for _, r := range res.rcpts {
+		switch r.state {
+		case rcptRelayed:
+			relayed++
+		case rcptFailed:
+			failed = append(failed, failure{rcpt: byIdx[r.idx], reply: r.reply})
+			lastErr = r.reply
+		default:
+			temporary++
+			lastErr = r.reply
+		}
+	}
+	inboxBox, inboxFrom := o.mailboxMark(ctx, inboxMailbox)
+	var bounce []byte
+	var bounceID string
+	if notified := notifyFailures(failed); len(notified) > 0 {
+		bounce, bounceID = buildDSN(dsnInput{hostname: o.cfg.Hostname, relay: o.cfg.Relay.Addr, m: m, failed: notified, now: now})
+	}
+	err := inTx(ctx, o.db, func(tx *sql.Tx) error {
+		for _, r := range res.rcpts {
+			if _, err := tx.ExecContext(ctx, "UPDATE recipients SET state = ?, reply = ?, at = ? WHERE qid = ? AND idx = ?",
+				r.state, r.reply, now.UnixMilli(), m.qid, r.idx); err != nil {
+				return err
+			}
+		}
+		var pending int
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM recipients WHERE qid = ? AND state = ?", m.qid, rcptPending).Scan(&pending); err != nil {
+			return err
+		}
+		attempts := m.attempts + 1
+		next := now
+		if temporary > 0 {
+			next = now.Add(o.backoff(attempts))
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE messages SET attempts = ?, next_try = ?, last_error = ?, done = ? WHERE qid = ?",
+			attempts, next.UnixMilli(), lastErr, pending == 0, m.qid); err != nil {
+			return err
+		}
+		if relayed > 0 {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO filings (qid, kind, message_id, mailbox, from_uid, created)
+				SELECT qid, ?, message_id, sent_box, sent_from, ? FROM messages WHERE qid = ?
+				AND NOT EXISTS (SELECT 1 FROM filings WHERE qid = ? AND kind = ?)`,
+				fileSent, now.UnixMilli(), m.qid, m.qid, fileSent); err != nil {
+				return err
+			}
+		}
+		if bounce != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO filings (qid, kind, message_id, mailbox, from_uid, data, created)
+				VALUES (?, ?, ?, ?, ?, ?, ?)`, m.qid, fileBounce, bounceID, inboxBox, inboxFrom, bounce, now.UnixMilli()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	o.log.Info("relay attempt", "queue_id", m.qid, "relayed", relayed, "failed", len(failed), "deferred", temporary,
+		"attempt", m.attempts+1, "reply", lastReply(res))
+	o.mu.Lock()
+	if relayed > 0 {
+		o.relayed++
+		o.lastSent = now
+	}
+	o.mu.Unlock()
+	if relayed > 0 || bounce != nil {
+		kick(o.fileKick)
+	}
+	return nil
+}
+
+func lastReply(res sendResult) string {
+	if n := len(res.rcpts); n > 0 {
+		return res.rcpts[n-1].reply
+	}
+	return ""
+}
+
+// expire fails, for good, the pending recipients of messages older than
+// MaxAge.
+func (o *Outbox) expire(ctx context.Context, now time.Time) error {
+	rows, err := o.db.QueryContext(ctx, "SELECT qid, last_error FROM messages WHERE done = 0 AND accepted < ?", now.Add(-o.cfg.MaxAge).UnixMilli())
+	if err != nil {
+		return err
+	}
+	type old struct {
+		qid  int64
+		last string
+	}
+	var olds []old
+	for rows.Next() {
+		var x old
+		if err := rows.Scan(&x.qid, &x.last); err != nil {
+			rows.Close()
+			return err
+		}
+		olds = append(olds, x)
+	}
+	rows.Close()
+	var errs []error
+	for _, x := range olds {
+		m, err := o.load(ctx, x.qid)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		reason := fmt.Sprintf("gave up after %s in the queue", o.cfg.MaxAge)
+		if x.last != "" {
+			reason += "; the last reply was: " + x.last
+		}
+		errs = append(errs, o.record(ctx, m, failAll(m, reason, errors.New(reason))))
+	}
+	return errors.Join(errs...)
+}
+
+// purge deletes messages that are done and filed, once older than Keep.
+func (o *Outbox) purge(ctx context.Context, now time.Time) error {
+	_, err := o.db.ExecContext(ctx, `DELETE FROM messages WHERE done = 1 AND accepted < ?
+		AND NOT EXISTS (SELECT 1 FROM filings f WHERE f.qid = messages.qid AND f.done = 0)`, now.Add(-o.cfg.Keep).UnixMilli())
+	return err
+}

@@ -1,0 +1,316 @@
+package outbox
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"cspool/internal/submit"
+)
+
+// Relay is the smarthost every message goes through.
+type Relay struct {
+	// Addr is host:port.
+	Addr string
+	// ImplicitTLS: TLS from the first byte (smtps, port 465); otherwise
+	// STARTTLS is required (submission, port 587).
+	ImplicitTLS bool
+	// LMTP speaks plain LMTP without TLS; only for a listener on the same
+	// machine (the quickstart relays to its own LMTP listener).
+	LMTP bool
+	// Username and Password log in (AUTH PLAIN) when Username is set.
+	Username, Password string
+	// RootCAs verify the smarthost's certificate; nil: the system's.
+	RootCAs *x509.CertPool
+	// Timeout bounds connecting and each command. Zero means 2 minutes.
+	Timeout time.Duration
+}
+
+// ParseRelayURL reads smtps://host[:465] or smtp://host[:587] (STARTTLS
+// required).
+func ParseRelayURL(s string) (Relay, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return Relay{}, err
+	}
+	if u.User != nil || u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
+		return Relay{}, fmt.Errorf("%q: want only scheme, host and port (smtps://host:465 or smtp://host:587)", s)
+	}
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		return Relay{}, fmt.Errorf("%q has no host", s)
+	}
+	var r Relay
+	switch u.Scheme {
+	case "smtps":
+		r.ImplicitTLS = true
+		if port == "" {
+			port = "465"
+		}
+	case "smtp":
+		if port == "" {
+			port = "587"
+		}
+	default:
+		return Relay{}, fmt.Errorf("%q: the scheme must be smtps (TLS) or smtp (STARTTLS, required)", s)
+	}
+	r.Addr = net.JoinHostPort(host, port)
+	return r, nil
+}
+
+// String is the relay as a URL, without credentials.
+func (r Relay) String() string {
+	switch {
+	case r.LMTP:
+		return "lmtp://" + r.Addr
+	case r.ImplicitTLS:
+		return "smtps://" + r.Addr
+	}
+	return "smtp://" + r.Addr
+}
+
+func (r Relay) timeout() time.Duration {
+	if r.Timeout > 0 {
+		return r.Timeout
+	}
+	return 2 * time.Minute
+}
+
+// permanentError is a failure that trying again will not fix: a 5xx reply,
+// a certificate that does not verify, a smarthost without STARTTLS.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func isPermanent(err error) bool {
+	var pe *permanentError
+	if errors.As(err, &pe) {
+		return true
+	}
+	var se *smtp.SMTPError
+	return errors.As(err, &se) && se.Code >= 500
+}
+
+// connError classifies a failure to connect or log in.
+func connError(what string, err error) error {
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var cie x509.CertificateInvalidError
+	if errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &he) || errors.As(err, &cie) {
+		return &permanentError{fmt.Errorf("%s: the smarthost's certificate does not verify: %w", what, err)}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// relayConn is one open connection to the smarthost.
+type relayConn struct {
+	c     *smtp.Client
+	relay Relay
+	stop  func() bool
+}
+
+// dial connects, secures and logs in. Errors are *permanentError,
+// *smtp.SMTPError (by code) or temporary.
+func (r Relay) dial(ctx context.Context, hostname string) (*relayConn, error) {
+	d := net.Dialer{Timeout: r.timeout()}
+	raw, err := d.DialContext(ctx, "tcp", r.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", r.Addr, err)
+	}
+	// Cancelling ctx cuts the connection, which ends any command.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	fail := func(err error) (*relayConn, error) {
+		stop()
+		raw.Close()
+		return nil, err
+	}
+	host, _, _ := net.SplitHostPort(r.Addr)
+	tlsConfig := &tls.Config{ServerName: host, RootCAs: r.RootCAs, MinVersion: tls.VersionTLS12}
+	var c *smtp.Client
+	switch {
+	case r.LMTP:
+		c = smtp.NewClientLMTP(raw)
+	case r.ImplicitTLS:
+		tc := tls.Client(raw, tlsConfig)
+		hctx, cancel := context.WithTimeout(ctx, r.timeout())
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			return fail(connError("TLS with "+r.Addr, err))
+		}
+		c = smtp.NewClient(tc)
+	default:
+		c, err = smtp.NewClientStartTLS(raw, tlsConfig)
+		if err != nil {
+			if strings.Contains(err.Error(), "doesn't support STARTTLS") {
+				return fail(&permanentError{fmt.Errorf("%s does not offer STARTTLS, which is required", r.Addr)})
+			}
+			return fail(connError("STARTTLS with "+r.Addr, err))
+		}
+	}
+	c.CommandTimeout = r.timeout()
+	c.SubmissionTimeout = r.timeout()
+	if err := c.Hello(hostname); err != nil {
+		return fail(connError("greeting "+r.Addr, err))
+	}
+	if !r.LMTP {
+		if _, ok := c.TLSConnectionState(); !ok {
+			return fail(&permanentError{fmt.Errorf("the connection to %s is not encrypted", r.Addr)})
+		}
+	}
+	if r.Username != "" {
+		if ok, _ := c.Extension("AUTH"); !ok {
+			return fail(&permanentError{fmt.Errorf("%s does not offer AUTH, and a --relay-user is set", r.Addr)})
+		}
+		if err := c.Auth(sasl.NewPlainClient("", r.Username, r.Password)); err != nil {
+			return fail(fmt.Errorf("logging in to %s as %s: %w", r.Addr, r.Username, err))
+		}
+	}
+	return &relayConn{c: c, relay: r, stop: stop}, nil
+}
+
+func (rc *relayConn) close() {
+	rc.c.Quit()
+	rc.stop()
+	rc.c.Close()
+}
+
+// abort drops the connection without QUIT (after an I/O error).
+func (rc *relayConn) abort() {
+	rc.stop()
+	rc.c.Close()
+}
+
+// rcptResult is the smarthost's answer for one recipient.
+type rcptResult struct {
+	idx   int
+	state int    // rcptRelayed, rcptFailed, or rcptPending (temporary)
+	reply string // the reply, for the record and for bounces
+	err   error
+}
+
+// sendResult is what became of one message's attempt.
+type sendResult struct {
+	rcpts []rcptResult
+	// broken: the connection cannot be used any more (an I/O error or a
+	// 421); the attempt counts as a temporary failure.
+	broken bool
+	// dataSent: the final dot was sent (the duplicate window, see the
+	// package comment).
+	dataSent bool
+}
+
+// send runs one transaction for the pending recipients of m.
+func (rc *relayConn) send(m *queued) sendResult {
+	var res sendResult
+	all := func(state int, err error) sendResult {
+		for _, r := range m.rcpts {
+			res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: state, reply: replyText(err), err: err})
+		}
+		return res
+	}
+	classify := func(err error) int {
+		var se *smtp.SMTPError
+		switch {
+		case isPermanent(err):
+			return rcptFailed
+		case errors.As(err, &se) && se.Code != 421:
+			return rcptPending
+		}
+		res.broken = true
+		return rcptPending
+	}
+	if m.utf8 {
+		if ok, _ := rc.c.Extension("SMTPUTF8"); !ok {
+			return all(rcptFailed, &permanentError{errors.New("the smarthost does not accept SMTPUTF8, which this message needs")})
+		}
+	}
+	opts := &smtp.MailOptions{Size: int64(len(m.data)), UTF8: m.utf8, Return: smtp.DSNReturn(m.ret), EnvelopeID: m.envid}
+	if err := rc.c.Mail(m.sender, opts); err != nil {
+		return all(classify(err), err)
+	}
+	var accepted []int
+	for i, r := range m.rcpts {
+		err := rc.c.Rcpt(r.address, rcptOptions(r))
+		if err == nil {
+			accepted = append(accepted, i)
+			continue
+		}
+		state := classify(err)
+		res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: state, reply: replyText(err), err: err})
+		if res.broken {
+			for _, rest := range m.rcpts[i+1:] {
+				res.rcpts = append(res.rcpts, rcptResult{idx: rest.idx, state: rcptPending, reply: replyText(err), err: err})
+			}
+			for _, a := range accepted {
+				res.rcpts = append(res.rcpts, rcptResult{idx: m.rcpts[a].idx, state: rcptPending, reply: replyText(err), err: err})
+			}
+			return res
+		}
+	}
+	if len(accepted) == 0 {
+		if err := rc.c.Reset(); err != nil {
+			res.broken = true
+		}
+		return res
+	}
+	acceptedAll := func(state int, reply string, err error) sendResult {
+		for _, a := range accepted {
+			res.rcpts = append(res.rcpts, rcptResult{idx: m.rcpts[a].idx, state: state, reply: reply, err: err})
+		}
+		return res
+	}
+	w, err := rc.c.Data()
+	if err != nil {
+		return acceptedAll(classify(err), replyText(err), err)
+	}
+	if _, err := w.Write(submit.StripBcc(m.data)); err != nil {
+		res.broken = true
+		return acceptedAll(rcptPending, replyText(err), err)
+	}
+	res.dataSent = true
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return acceptedAll(classify(err), replyText(err), err)
+	}
+	return acceptedAll(rcptRelayed, "250 "+resp.StatusText, nil)
+}
+
+func rcptOptions(r queuedRcpt) *smtp.RcptOptions {
+	o := &smtp.RcptOptions{}
+	for _, n := range r.notify {
+		o.Notify = append(o.Notify, smtp.DSNNotify(n))
+	}
+	if typ, addr, ok := strings.Cut(r.orcpt, ";"); ok {
+		o.OriginalRecipientType = smtp.DSNAddressType(strings.ToUpper(typ))
+		o.OriginalRecipient = addr
+	}
+	return o
+}
+
+// replyText is an error as the smarthost said it, or our description.
+func replyText(err error) string {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		s := fmt.Sprintf("%d", se.Code)
+		if se.EnhancedCode != smtp.NoEnhancedCode && se.EnhancedCode != smtp.EnhancedCodeNotSet {
+			s += fmt.Sprintf(" %d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
+		}
+		return s + " " + strings.ReplaceAll(se.Message, "\n", " ")
+	}
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

@@ -1,0 +1,357 @@
+// Package sendtest helps the tests of sending mail: a smarthost in the test
+// process (go-smtp's server, with TLS from a test CA, optional AUTH and
+// scripted replies), and a device (a spool, a mail store and a running
+// syncer) to file into.
+package sendtest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/syncer"
+)
+
+// CA is a test certificate authority.
+type CA struct {
+	Pool *x509.CertPool
+	File string // the CA certificate, PEM
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// NewCA makes a CA whose certificate is written under dir.
+func NewCA(t testing.TB, dir string) *CA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cspool test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &CA{Pool: x509.NewCertPool(), cert: cert, key: key, File: filepath.Join(dir, "ca.pem")}
+	ca.Pool.AddCert(cert)
+	if err := os.WriteFile(ca.File, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// Leaf issues a server certificate for 127.0.0.1 and localhost, and writes
+// it and its key as PEM files under dir (for Postfix).
+func (ca *CA) Leaf(t testing.TB, dir string) (tls.Certificate, string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, certFile, keyFile
+}
+
+// Received is one message a Smarthost accepted.
+type Received struct {
+	From string
+	To   []string
+	Data []byte
+	User string // who logged in ("" without AUTH)
+}
+
+// SmarthostOptions configure a Smarthost.
+type SmarthostOptions struct {
+	// ImplicitTLS serves TLS from the first byte (smtps); otherwise
+	// STARTTLS is offered, unless NoTLS.
+	ImplicitTLS, NoTLS bool
+	// Cert is the server's certificate; the CA's leaf when zero.
+	Cert *tls.Certificate
+	// User and Password, when set, are required (AUTH PLAIN).
+	User, Password string
+	// Reply, when set, may refuse a stage: "MAIL", "RCPT" (arg: the
+	// address) or "DATA" (after the message was read). A nil return
+	// accepts.
+	Reply func(stage, arg string) error
+}
+
+// Smarthost is an SMTP server in the test process standing for the user's
+// provider.
+type Smarthost struct {
+	Addr string
+	CA   *CA
+
+	opts SmarthostOptions
+	srv  *smtp.Server
+	mu   sync.Mutex
+	got  []Received
+}
+
+// NewSmarthost starts a smarthost on 127.0.0.1; it stops at the test's end.
+func NewSmarthost(t testing.TB, ca *CA, opts SmarthostOptions) *Smarthost {
+	t.Helper()
+	h := &Smarthost{CA: ca, opts: opts}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &hostSession{h: h}, nil }))
+	srv.Domain = "smarthost.test"
+	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
+	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
+	srv.MaxMessageBytes = 64 << 20
+	srv.ErrorLog = discardLog{}
+	if !opts.NoTLS {
+		cert := opts.Cert
+		if cert == nil {
+			c, _, _ := ca.Leaf(t, t.TempDir())
+			cert = &c
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{*cert}}
+	}
+	var ln net.Listener
+	var err error
+	if opts.ImplicitTLS {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", srv.TLSConfig)
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Addr, h.srv = ln.Addr().String(), srv
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return h
+}
+
+// Received returns the messages accepted so far.
+func (h *Smarthost) Received() []Received {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Received(nil), h.got...)
+}
+
+// Wait waits (at most d) until n messages were accepted and returns them.
+func (h *Smarthost) Wait(t testing.TB, n int, d time.Duration) []Received {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if got := h.Received(); len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("smarthost: %d messages after %v, want %d", len(h.Received()), d, n)
+		}
+	}
+}
+
+type hostSession struct {
+	h    *Smarthost
+	user string
+	from string
+	to   []string
+}
+
+func (s *hostSession) AuthMechanisms() []string {
+	if s.h.opts.User == "" {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+func (s *hostSession) Auth(mech string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != s.h.opts.User || pass != s.h.opts.Password {
+			return smtp.ErrAuthFailed
+		}
+		s.user = user
+		return nil
+	}), nil
+}
+
+func (s *hostSession) reply(stage, arg string) error {
+	if s.h.opts.Reply == nil {
+		return nil
+	}
+	return s.h.opts.Reply(stage, arg)
+}
+
+func (s *hostSession) Mail(from string, _ *smtp.MailOptions) error {
+	if s.h.opts.User != "" && s.user == "" {
+		return smtp.ErrAuthRequired
+	}
+	s.from, s.to = from, nil
+	return s.reply("MAIL", from)
+}
+
+func (s *hostSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := s.reply("RCPT", to); err != nil {
+		return err
+	}
+	s.to = append(s.to, to)
+	return nil
+}
+
+func (s *hostSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if err := s.reply("DATA", ""); err != nil {
+		return err
+	}
+	s.h.mu.Lock()
+	s.h.got = append(s.h.got, Received{From: s.from, To: append([]string(nil), s.to...), Data: b, User: s.user})
+	s.h.mu.Unlock()
+	return nil
+}
+
+func (s *hostSession) Reset()        { s.from, s.to = "", nil }
+func (s *hostSession) Logout() error { return nil }
+
+type discardLog struct{}
+
+func (discardLog) Printf(string, ...any) {}
+func (discardLog) Println(...any)        {}
+
+// Device is one user's spool and a device syncing it.
+type Device struct {
+	Spool spool.Store
+	User  *keys.SecretKey
+	Name  string
+	Dir   string
+	Store *mailstore.Store
+	Sync  *syncer.Syncer
+}
+
+// NewDevice makes a spool for user "alice" and a device syncing it; the
+// sync loop runs until the test ends.
+func NewDevice(t testing.TB) *Device {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := sqlitestore.Open(filepath.Join(dir, "spool"), sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	k, err := keys.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Device{Spool: st, User: k, Name: "alice", Dir: dir}
+	d.Store, d.Sync = d.Another(t, filepath.Join(dir, "device.db"))
+	return d
+}
+
+// Another opens a device database at path syncing the same log, and runs
+// its sync loop until the test ends.
+func (d *Device) Another(t testing.TB, path string) (*mailstore.Store, *syncer.Syncer) {
+	t.Helper()
+	ms, err := mailstore.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoolKey, err := keys.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sy, err := syncer.New(syncer.Config{User: d.Name, UserKey: d.User, SpoolKey: spoolKey.Public(),
+		Source: syncer.StoreSource{Store: d.Spool, User: d.Name}, Store: ms, Wait: 200 * time.Millisecond,
+		Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sy.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("sync loop: %v", err)
+		}
+		ms.Close()
+	})
+	return ms, sy
+}
+
+// Messages returns the raw messages and flags of the mailbox named name,
+// in UID order.
+func Messages(t testing.TB, ms *mailstore.Store, name string) []*mailstore.Message {
+	t.Helper()
+	ctx := context.Background()
+	mb, err := ms.MailboxByName(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*mailstore.Message
+	if err := ms.Scan(ctx, mb.ID, mailstore.WantRaw|mailstore.WantEnvelope, func(m *mailstore.Message) error {
+		out = append(out, m)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// WaitMessages waits (at most d) until the mailbox holds at least n
+// messages and returns them.
+func WaitMessages(t testing.TB, ms *mailstore.Store, name string, n int, d time.Duration) []*mailstore.Message {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
+		if got := Messages(t, ms, name); len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d messages after %v, want %d", name, len(Messages(t, ms, name)), d, n)
+		}
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

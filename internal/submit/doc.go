@@ -1,0 +1,28 @@
+// Package submit is the device's mail submission listener (RFC 6409): an
+// SMTP server on localhost that takes a mail client's outgoing messages,
+// checks them, and hands them to a durable queue (package outbox) that
+// relays them through the user's provider.
+//
+// Implementation notes and invariants (docs/SENDING.md has the full story):
+//
+//   - Authentication first: MAIL before a successful AUTH (PLAIN or LOGIN,
+//     RFC 4954, with the daemon's IMAP user and password) gets 530 5.7.0.
+//     Failed logins go through a Throttle (each failure is answered late,
+//     and a connection is closed after a few), like IMAP logins.
+//   - Identities: the envelope sender and every address of the From header
+//     (and of Sender, when present) must be one of Config.Identities,
+//     compared without regard to case; otherwise 553 5.7.1. The message
+//     must have a From header.
+//   - The message is kept byte for byte, Bcc included (the copy in Sent is
+//     the whole message); Message-ID and Date are added at the top of the
+//     header when missing (RFC 6409 section 8), so that every message has
+//     the identity the queue and the Sent copy are matched by. StripBcc
+//     gives what is relayed.
+//   - 250 means durable: Data returns only after Queue.Enqueue has returned,
+//     and Enqueue returns only once the message is on disk (fsync). A client
+//     that lost the 250 and sends the same message again is the queue's to
+//     recognise (see outbox).
+//   - Limits: the message size (SIZE, 552 5.3.4 beyond it), recipients per
+//     message (452 4.5.3), and the line length of go-smtp. Protocol errors
+//     get 5xx and the connection stays usable, up to go-smtp's error count.
+package submit

@@ -1,0 +1,412 @@
+package submit
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// Queue keeps submitted messages until they are relayed (*outbox.Outbox).
+type Queue interface {
+	// Enqueue stores m durably (on disk, synced) and returns its queue id.
+	// The client gets 250 only after it returned nil.
+	Enqueue(ctx context.Context, m *Message) (id string, err error)
+}
+
+// Message is one submitted message with its envelope.
+type Message struct {
+	From       string      // envelope sender, one of the identities
+	Recipients []Recipient // in RCPT order, no duplicates
+	// Data is the message as the client sent it, Bcc included, with the
+	// Message-ID and Date fields added when it lacked them.
+	Data      []byte
+	MessageID string // without angle brackets
+	// UTF8 is set when the client asked for SMTPUTF8 (RFC 6531).
+	UTF8 bool
+	// Body is the BODY parameter: "", 7BIT or 8BITMIME.
+	Body string
+	// Return and EnvelopeID are the DSN parameters RET and ENVID of MAIL
+	// (RFC 3461), passed on to the smarthost.
+	Return     string
+	EnvelopeID string
+}
+
+// Recipient is one RCPT with its DSN parameters (RFC 3461).
+type Recipient struct {
+	Address string
+	Notify  []string // NEVER, or some of SUCCESS, FAILURE, DELAY
+	// ORCPT is the original recipient as "type;address", e.g.
+	// "rfc822;bob@example.org" ("" when not given).
+	ORCPT string
+}
+
+// Config configures a Server. Zero fields take the documented defaults.
+type Config struct {
+	// User and Password are the login (the IMAP ones). An empty Password is
+	// refused unless AllowEmptyPassword is set.
+	User               string
+	Password           string
+	AllowEmptyPassword bool
+	// Identities are the addresses the user may send as (required).
+	Identities []string
+	Queue      Queue // required
+	// Hostname is announced in the greeting and used in added Message-IDs.
+	// Empty means "localhost".
+	Hostname string
+	// MaxMessageBytes is the largest message accepted (SIZE); larger ones
+	// get 552 5.3.4. Zero means 50 MiB.
+	MaxMessageBytes int64
+	// MaxRecipients is the most RCPT per message; more get 452 4.5.3. Zero
+	// means 100.
+	MaxRecipients int
+	// Throttle answers failed logins; nil means NewThrottle's defaults.
+	Throttle Throttle
+	// ReadTimeout bounds the wait for each command, and for a message after
+	// DATA. Zero means 10 minutes.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each reply. Zero means 1 minute.
+	WriteTimeout time.Duration
+	// EnqueueTimeout bounds storing one message. Zero means 1 minute.
+	EnqueueTimeout time.Duration
+	// Logger gets one line per message and connection errors; never
+	// message contents or addresses. Nil: slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for added Date fields; nil: time.Now.
+	Now func() time.Time
+}
+
+// Server is a submission server. Create it with New.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	srv        *smtp.Server
+	identities map[string]bool
+	ctx        context.Context // cancelled by Close
+	cancel     context.CancelFunc
+	closing    atomic.Bool
+}
+
+// New checks cfg and returns a Server; call Serve to accept connections.
+func New(cfg Config) (*Server, error) {
+	if cfg.Queue == nil {
+		return nil, errors.New("submit: a queue is required")
+	}
+	if cfg.User == "" {
+		return nil, errors.New("submit: a user name is required")
+	}
+	if cfg.Password == "" && !cfg.AllowEmptyPassword {
+		return nil, errors.New("submit: an empty password is not allowed (set AllowEmptyPassword to allow it)")
+	}
+	ids, err := IdentitySet(cfg.Identities)
+	if err != nil {
+		return nil, fmt.Errorf("submit: %w", err)
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "localhost"
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 50 << 20
+	}
+	if cfg.MaxRecipients <= 0 {
+		cfg.MaxRecipients = 100
+	}
+	if cfg.Throttle == nil {
+		cfg.Throttle = NewThrottle(ThrottleConfig{})
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Minute
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = time.Minute
+	}
+	if cfg.EnqueueTimeout <= 0 {
+		cfg.EnqueueTimeout = time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: log.With("component", "smtp"), identities: ids}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
+	srv.Domain = cfg.Hostname
+	// One byte over the limit, so that a message of exactly the limit is
+	// read to its end (the library fails a read once its budget is used).
+	srv.MaxMessageBytes = cfg.MaxMessageBytes + 1
+	srv.MaxRecipients = cfg.MaxRecipients
+	// Message lines are bounded by the message size only.
+	srv.MaxLineLength = int(min(cfg.MaxMessageBytes+1024, 1<<30))
+	srv.AllowInsecureAuth = true // localhost; see docs/SENDING.md
+	srv.EnableSMTPUTF8 = true
+	srv.EnableDSN = true
+	srv.ReadTimeout = cfg.ReadTimeout
+	srv.WriteTimeout = cfg.WriteTimeout
+	srv.ErrorLog = errorLog{s.log}
+	s.srv = srv
+	return s, nil
+}
+
+// IdentitySet checks addresses and returns them as a set, lower-cased.
+func IdentitySet(addrs []string) (map[string]bool, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("at least one identity (an address to send as) is required")
+	}
+	set := make(map[string]bool, len(addrs))
+	for _, a := range addrs {
+		local, domain, ok := strings.Cut(a, "@")
+		if !ok || local == "" || domain == "" || strings.ContainsAny(a, " \t\r\n<>,;") {
+			return nil, fmt.Errorf("identity %q is not an address like name@example.org", a)
+		}
+		set[strings.ToLower(a)] = true
+	}
+	return set, nil
+}
+
+// Serve accepts connections on ln until Close; it then returns nil.
+func (s *Server) Serve(ln net.Listener) error {
+	s.log.Info("smtp submission listening", "addr", ln.Addr().String())
+	err := s.srv.Serve(&listener{ln})
+	if s.closing.Load() || errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close stops the listener, closes every connection and cancels messages
+// being stored (their clients get no 250).
+func (s *Server) Close() error {
+	s.closing.Store(true)
+	s.cancel()
+	return s.srv.Close()
+}
+
+func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	cc, _ := c.Conn().(*conn)
+	return &session{srv: s, conn: cc, remote: c.Conn().RemoteAddr()}, nil
+}
+
+func (s *Server) allowed(addr string) bool { return s.identities[strings.ToLower(addr)] }
+
+// session is one connection's state.
+type session struct {
+	srv    *Server
+	conn   *conn // nil only if the listener was not wrapped
+	remote net.Addr
+
+	authed   bool
+	failures int
+
+	mail  *Message // the transaction after MAIL, nil before
+	rcpts map[string]bool
+}
+
+var (
+	errAuthFirst = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
+		Message: "Authentication required: log in with the IMAP user and password"}
+	errNotIdentity = func(what string) error {
+		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+			Message: what + " is not one of your identities (see --identity)"}
+	}
+)
+
+func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, user, password string) error {
+			if identity != "" && identity != user {
+				return s.loginFailed()
+			}
+			return s.login(user, password)
+		}), nil
+	case sasl.Login:
+		return newLoginServer(s.login), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (s *session) login(user, password string) error {
+	cfg := &s.srv.cfg
+	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(cfg.User)) == 1
+	okPass := subtle.ConstantTimeCompare([]byte(password), []byte(cfg.Password)) == 1
+	if !okUser || !okPass {
+		return s.loginFailed()
+	}
+	s.authed = true
+	return nil
+}
+
+// loginFailed waits for the throttle, and has the connection closed once
+// the reply is written when the throttle says so.
+func (s *session) loginFailed() error {
+	s.failures++
+	closeConn := s.srv.cfg.Throttle.Failed(s.srv.ctx, s.remote, s.failures)
+	s.srv.log.Warn("smtp login failed", "remote", s.remote.String(), "failures", s.failures, "closing", closeConn)
+	if closeConn && s.conn != nil {
+		s.conn.closeAfterWrite.Store(true)
+	}
+	return smtp.ErrAuthFailed
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if !s.authed {
+		return errAuthFirst
+	}
+	if from == "" || !s.srv.allowed(from) {
+		return errNotIdentity("the sender <" + from + ">")
+	}
+	m := &Message{From: from}
+	if opts != nil {
+		m.UTF8 = opts.UTF8
+		m.Body = string(opts.Body)
+		m.Return = string(opts.Return)
+		m.EnvelopeID = opts.EnvelopeID
+		if opts.Size > s.srv.cfg.MaxMessageBytes {
+			return smtp.ErrDataTooLarge
+		}
+	}
+	s.mail, s.rcpts = m, map[string]bool{}
+	return nil
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if !s.authed {
+		return errAuthFirst
+	}
+	if s.mail == nil {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
+	}
+	if _, domain, ok := strings.Cut(to, "@"); !ok || domain == "" {
+		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3},
+			Message: "a recipient needs a domain (name@example.org)"}
+	}
+	key := strings.ToLower(to)
+	if s.rcpts[key] {
+		return nil // said twice: one delivery
+	}
+	if len(s.mail.Recipients) >= s.srv.cfg.MaxRecipients {
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients"}
+	}
+	r := Recipient{Address: to}
+	if opts != nil {
+		for _, n := range opts.Notify {
+			r.Notify = append(r.Notify, string(n))
+		}
+		if opts.OriginalRecipient != "" {
+			r.ORCPT = string(opts.OriginalRecipientType) + ";" + opts.OriginalRecipient
+		}
+	}
+	s.rcpts[key] = true
+	s.mail.Recipients = append(s.mail.Recipients, r)
+	return nil
+}
+
+func (s *session) Data(r io.Reader) error {
+	if !s.authed {
+		return errAuthFirst
+	}
+	if s.mail == nil || len(s.mail.Recipients) == 0 {
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL and RCPT first"}
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err // the size limit: 552, or the connection is gone
+	}
+	if int64(len(data)) > s.srv.cfg.MaxMessageBytes {
+		return smtp.ErrDataTooLarge
+	}
+	h, err := ParseHeader(data)
+	if err != nil {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "The message header does not parse"}
+	}
+	addrs, err := authors(h)
+	if err != nil {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
+	}
+	for _, a := range addrs {
+		if !s.srv.allowed(a) {
+			return errNotIdentity("the From address <" + a + ">")
+		}
+	}
+	m := s.mail
+	m.Data, m.MessageID, err = completeHeader(data, h, s.srv.cfg.Hostname, s.srv.cfg.Now())
+	if err != nil {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
+	}
+	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.EnqueueTimeout)
+	defer cancel()
+	id, err := s.srv.cfg.Queue.Enqueue(ctx, m)
+	if err != nil {
+		s.srv.log.Error("storing a submitted message failed", "size", len(m.Data), "err", err)
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0},
+			Message: "The message could not be stored; nothing was sent, try again"}
+	}
+	s.srv.log.Info("message queued", "queue_id", id, "size", len(m.Data), "recipients", len(m.Recipients))
+	// go-smtp writes an *SMTPError returned by Data as the reply, whatever
+	// its code: this is how the 250 names the queue id.
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Queued as " + id}
+}
+
+func (s *session) Reset() { s.mail, s.rcpts = nil, nil }
+
+func (s *session) Logout() error { return nil }
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// listener wraps accepted connections in conn.
+type listener struct{ net.Listener }
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &conn{Conn: c}, nil
+}
+
+// conn is an accepted connection that a session can have closed right after
+// its next reply is written (the throttle's last word).
+type conn struct {
+	net.Conn
+	closeAfterWrite atomic.Bool
+	once            sync.Once
+}
+
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.closeAfterWrite.Load() {
+		c.once.Do(func() { c.Conn.Close() })
+	}
+	return n, err
+}
+
+// errorLog turns go-smtp's connection errors into log records.
+type errorLog struct{ l *slog.Logger }
+
+func (a errorLog) Printf(format string, v ...any) {
+	a.l.Warn("smtp: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+
+func (a errorLog) Println(v ...any) {
+	a.l.Warn("smtp: " + strings.TrimSpace(fmt.Sprintln(v...)))
+}

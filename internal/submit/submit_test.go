@@ -1,0 +1,245 @@
+package submit_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"cspool/internal/outbox"
+	"cspool/internal/sendtest"
+	"cspool/internal/submit"
+)
+
+const (
+	user     = "alice"
+	password = "correct horse battery staple"
+	wait     = 30 * time.Second
+)
+
+// rig is a device with its outbox, a smarthost and the submission
+// listener on a loopback port.
+type rig struct {
+	t    *testing.T
+	dev  *sendtest.Device
+	host *sendtest.Smarthost
+	box  *outbox.Outbox
+	addr string
+	dir  string
+	// failures counts the throttle's calls.
+	failures atomic.Int32
+}
+
+// countingThrottle is the default throttle with short delays, counting
+// the failures it is told of.
+type countingThrottle struct {
+	submit.Throttle
+	n *atomic.Int32
+}
+
+func (c countingThrottle) Failed(ctx context.Context, remote net.Addr, failures int) bool {
+	c.n.Add(1)
+	return c.Throttle.Failed(ctx, remote, failures)
+}
+
+func newRig(t *testing.T, maxBytes int64) *rig {
+	t.Helper()
+	r := &rig{t: t, dev: sendtest.NewDevice(t), dir: t.TempDir()}
+	ca := sendtest.NewCA(t, r.dir)
+	r.host = sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	var err error
+	r.box, err = outbox.Open(outbox.Config{Path: filepath.Join(r.dev.Dir, "device.db.outbox"), Store: r.dev.Store, Log: r.dev.Sync,
+		Relay: outbox.Relay{Addr: r.host.Addr, RootCAs: ca.Pool}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.box.Run(ctx) }()
+	srv, err := submit.New(submit.Config{User: user, Password: password, Identities: []string{"alice@example.org", "Alice.Work@Example.COM"},
+		Queue: r.box, Hostname: "device.test", MaxMessageBytes: maxBytes, Logger: slog.New(slog.DiscardHandler),
+		Throttle: countingThrottle{submit.NewThrottle(submit.ThrottleConfig{Delay: time.Millisecond, MaxDelay: 10 * time.Millisecond}), &r.failures}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		<-done
+		r.box.Close()
+	})
+	return r
+}
+
+// python runs the smtplib client script with a scenario and returns its
+// output lines.
+func (r *rig) python(pw, scenario string, args ...string) []string {
+	r.t.Helper()
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			r.t.Fatal("python3 is required in CI")
+		}
+		r.t.Skip("python3 not installed")
+	}
+	host, port, _ := net.SplitHostPort(r.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, py, append([]string{"testdata/smtplib_client.py", host, port, user, pw, scenario}, args...)...).CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("smtplib %s: %v\n%s", scenario, err, out)
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
+}
+
+func (r *rig) file(name, content string) string {
+	r.t.Helper()
+	p := filepath.Join(r.dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	return p
+}
+
+// TestEHLO: the extensions a mail client looks for.
+func TestEHLO(t *testing.T) {
+	r := newRig(t, 0)
+	got := r.python(password, "ehlo")[0]
+	for _, ext := range []string{"8bitmime", "auth", "dsn", "enhancedstatuscodes", "pipelining", "size", "smtputf8"} {
+		if !slices.Contains(strings.Fields(got), ext) {
+			t.Errorf("EHLO lacks %s: %s", ext, got)
+		}
+	}
+}
+
+// TestSubmitWithSmtplib: a message with Bcc, 8-bit UTF-8 and no Message-ID
+// or Date goes in with smtplib; the smarthost gets it without the Bcc field
+// and with the added fields, Sent keeps the whole of it.
+func TestSubmitWithSmtplib(t *testing.T) {
+	r := newRig(t, 0)
+	msg := "From: Alice <Alice.Work@example.com>\r\nTo: bob@example.net\r\nBcc: carol@example.com\r\n" +
+		"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n.leading dot\r\n"
+	path := r.file("msg.eml", msg)
+	if out := r.python(password, "send", "alice.work@example.com", path, "bob@example.net", "carol@example.com"); out[0] != "SENT 0" {
+		t.Fatalf("smtplib: %v", out)
+	}
+	got := r.host.Wait(t, 1, wait)[0]
+	if got.From != "alice.work@example.com" || !slices.Equal(got.To, []string{"bob@example.net", "carol@example.com"}) {
+		t.Errorf("envelope %s %v", got.From, got.To)
+	}
+	head, body, _ := bytes.Cut(got.Data, []byte("\r\n\r\n"))
+	if bytes.Contains(head, []byte("Bcc:")) || !bytes.Contains(head, []byte("\r\nMessage-ID: <")) && !bytes.HasPrefix(head, []byte("Message-ID: <")) ||
+		!bytes.Contains(head, []byte("Date: ")) {
+		t.Errorf("relayed header:\n%s", head)
+	}
+	if string(body) != "Gr\xc3\xbc\xc3\x9fe\r\n.leading dot\r\n" {
+		t.Errorf("relayed body %q", body)
+	}
+	sent := sendtest.WaitMessages(t, r.dev.Store, "Sent", 1, wait)
+	if !bytes.HasSuffix(sent[0].Raw, []byte(msg)) || !bytes.Contains(sent[0].Raw, []byte("Bcc: carol@example.com")) {
+		t.Errorf("Sent copy %q does not end with the message as submitted", sent[0].Raw)
+	}
+	if id := submit.MessageID(got.Data); id == "" || sent[0].Envelope.MessageID != id {
+		t.Errorf("Message-ID relayed %q, in Sent %q", id, sent[0].Envelope.MessageID)
+	}
+}
+
+// TestAuthLOGIN: the LOGIN mechanism works too.
+func TestAuthLOGIN(t *testing.T) {
+	r := newRig(t, 0)
+	if got := r.python(password, "auth-login")[0]; !strings.HasPrefix(got, "235 ") {
+		t.Errorf("AUTH LOGIN: %q, want 235", got)
+	}
+	if got := r.python("wrong", "auth-login")[0]; !strings.HasPrefix(got, "535 ") {
+		t.Errorf("AUTH LOGIN with a wrong password: %q, want 535", got)
+	}
+}
+
+// TestRefusals: what is refused, with which reply; nothing is queued.
+func TestRefusals(t *testing.T) {
+	r := newRig(t, 4096)
+	good := "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: hi\r\n\r\nhi\r\n"
+	cases := []struct {
+		name, scenario, sender, msg string
+		want                        []string
+	}{
+		{"before AUTH", "before-auth", "", "", []string{"MAIL 530 "}},
+		{"envelope sender not an identity", "refused", "mallory@example.org", good,
+			[]string{"MAIL 553 5.7.1 ", "RCPT 502 ", "DATA 502 "}},
+		{"From not an identity", "refused", "alice@example.org",
+			"From: Boss <boss@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"one of two From addresses not an identity", "refused", "alice@example.org",
+			"From: alice@example.org, boss@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"Sender not an identity", "refused", "alice@example.org",
+			"From: alice@example.org\r\nSender: boss@example.org\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"no From", "refused", "alice@example.org", "To: bob@example.net\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"over the size limit", "oversize", "alice@example.org", good + strings.Repeat("x", 5000) + "\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 552 5.3.4 ", "NOOP 250 "}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var args []string
+			if tc.sender != "" {
+				args = []string{tc.sender, r.file("m.eml", tc.msg), "bob@example.net"}
+			}
+			got := r.python(password, tc.scenario, args...)
+			if len(got) != len(tc.want) {
+				t.Fatalf("replies %q, want %q", got, tc.want)
+			}
+			for i := range got {
+				if !strings.HasPrefix(got[i], tc.want[i]) {
+					t.Errorf("reply %d: %q, want %q...", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+	st, err := r.box.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Queued != 0 || len(r.host.Received()) != 0 {
+		t.Errorf("refused messages were queued (%d) or relayed (%d)", st.Queued, len(r.host.Received()))
+	}
+}
+
+// TestWrongPasswordThrottled: every failed login goes through the throttle,
+// and the third closes the connection after its 535.
+func TestWrongPasswordThrottled(t *testing.T) {
+	r := newRig(t, 0)
+	got := r.python("not the password", "wrong-password")
+	if want := []string{"535", "535", "535", "DISCONNECTED"}; !slices.Equal(got, want) {
+		t.Errorf("logins: %v, want %v", got, want)
+	}
+	if n := r.failures.Load(); n != 3 {
+		t.Errorf("the throttle was told of %d failures, want 3", n)
+	}
+	if got := r.python(password, "auth-login")[0]; !strings.HasPrefix(got, "235 ") {
+		t.Errorf("the right password after the failures: %q", got)
+	}
+}
+
+// TestGarbageLines: lines that are no command get 500 (or 501) and the
+// connection stays usable.
+func TestGarbageLines(t *testing.T) {
+	r := newRig(t, 0)
+	got := r.python(password, "garbage")
+	if want := []string{"500", "500", "501", "NOOP 250 2.0.0 I have successfully done nothing"}; !slices.Equal(got, want) {
+		t.Errorf("replies %v, want %v", got, want)
+	}
+}
+
