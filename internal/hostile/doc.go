@@ -24,7 +24,12 @@
 //     makes a naive liar instead, sending the server's real hashes, and
 //     View.Headers edits the response headers last (strip, add, alter).
 //   - Appends, checkpoint uploads and every other request are forwarded even
-//     under a View; GET checkpoint and GET head follow the View.
+//     under a View; GET checkpoint and GET head follow the View. Two Views
+//     change that: View.HoldCheckpoints answers a checkpoint upload itself
+//     and keeps the checkpoint (Proxy.Held), so it can be served to a
+//     device on the other side of a fork; View.LoseAppendAnswers forwards
+//     an append and answers 502, so the device never learns where its
+//     entries went.
 //   - A View's reads do not check the request's signature: the operator
 //     needs no permission to lie.
 package hostile

@@ -8,11 +8,14 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 
+	"cspool/internal/api"
 	"cspool/internal/spool"
 )
 
@@ -24,6 +27,7 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	fronts map[string]*front
+	held   map[string]spool.Checkpoint // by listener, under View.HoldCheckpoints
 }
 
 type front struct {
@@ -42,7 +46,7 @@ func New(upstream string, store spool.Store, user string) (*Proxy, error) {
 	}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.ErrorLog = log.New(io.Discard, "", 0) // a device that hung up is no news
-	return &Proxy{user: user, store: store, rp: rp, fronts: map[string]*front{}}, nil
+	return &Proxy{user: user, store: store, rp: rp, fronts: map[string]*front{}, held: map[string]spool.Checkpoint{}}, nil
 }
 
 // Listen opens a listener on 127.0.0.1 for one device and returns its base
@@ -88,16 +92,34 @@ func (p *Proxy) viewOf(f *front) *View {
 	return f.view
 }
 
+// Held returns the last checkpoint listener name uploaded under
+// View.HoldCheckpoints, and whether there is one.
+func (p *Proxy) Held(name string) (spool.Checkpoint, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cp, ok := p.held[name]
+	return cp, ok
+}
+
 // serve routes one request: reads, head and checkpoint downloads of the
-// user's log follow the listener's View; the rest goes to the server.
+// user's log follow the listener's View, and so do appends and checkpoint
+// uploads when it holds or loses them; the rest goes to the server.
 func (p *Proxy) serve(f *front, w http.ResponseWriter, r *http.Request) {
 	v := p.viewOf(f)
-	if v == nil || r.Method != http.MethodGet {
+	user, route, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v1/users/"), "/")
+	if v == nil || !ok || user != p.user {
 		p.rp.ServeHTTP(w, r)
 		return
 	}
-	user, route, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v1/users/"), "/")
-	if !ok || user != p.user {
+	switch {
+	case r.Method == http.MethodPut && route == "checkpoint" && v.HoldCheckpoints:
+		p.hold(f, w, r)
+		return
+	case r.Method == http.MethodPost && route == "entries" && v.LoseAppendAnswers:
+		p.rp.ServeHTTP(httptest.NewRecorder(), r)
+		http.Error(w, `{"error":"bad gateway"}`, http.StatusBadGateway)
+		return
+	case r.Method != http.MethodGet:
 		p.rp.ServeHTTP(w, r)
 		return
 	}
@@ -120,4 +142,25 @@ func (p *Proxy) serve(f *front, w http.ResponseWriter, r *http.Request) {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		http.Error(w, `{"error":"internal"}`, http.StatusInternalServerError)
 	}
+}
+
+// hold answers a checkpoint upload as a spool that stored it would, and
+// keeps the checkpoint instead of forwarding it.
+func (p *Proxy) hold(f *front, w http.ResponseWriter, r *http.Request) {
+	pos, err := strconv.ParseUint(r.URL.Query().Get("pos"), 10, 64)
+	body, rerr := io.ReadAll(io.LimitReader(r.Body, 1<<30))
+	var keep []uint64
+	var data []byte
+	if err == nil && rerr == nil {
+		keep, data, err = api.DecodeCheckpoint(body, 1<<24)
+	}
+	if err != nil || rerr != nil || pos == 0 {
+		http.Error(w, `{"error":"bad checkpoint"}`, http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	p.held[f.name] = spool.Checkpoint{Pos: pos, Data: data}
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, "{\"deleted\":0,\"bytes\":0,\"kept\":%d}\n", len(keep))
 }

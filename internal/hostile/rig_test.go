@@ -85,6 +85,7 @@ func newRig(t testing.TB) *rig {
 // reaching the spool through its own listener of the proxy.
 type device struct {
 	name string
+	base string // the spool's URL this device reaches
 	s    *syncer.Syncer
 	ms   *mailstore.Store
 }
@@ -115,7 +116,17 @@ func (r *rig) deviceAt(name, base string, noChecks bool) *device {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	return &device{name: name, s: s, ms: ms}
+	return &device{name: name, base: base, s: s, ms: ms}
+}
+
+// restart closes the device's mail store and starts it again on the same
+// file, as a daemon restarted after a crash would.
+func (r *rig) restart(d *device) *device {
+	r.t.Helper()
+	if err := d.ms.Close(); err != nil {
+		r.t.Fatal(err)
+	}
+	return r.deviceAt(d.name, d.base, false)
 }
 
 func message(i int) []byte {

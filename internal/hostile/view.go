@@ -24,6 +24,15 @@ type View struct {
 	Checkpoint *spool.Checkpoint
 	// CutShort ends every read body without its end marker.
 	CutShort bool
+	// HoldCheckpoints makes the proxy answer this listener's checkpoint
+	// uploads itself, as a spool that stored them would, and keep them
+	// (Proxy.Held) instead of forwarding them: the checkpoint of one side
+	// of a fork, to serve to the other side.
+	HoldCheckpoints bool
+	// LoseAppendAnswers forwards this listener's appends to the server
+	// and answers 502 instead of the server's answer: the entries are in
+	// the log, but their device never learns their positions.
+	LoseAppendAnswers bool
 	// Headers, when set, edits the headers of every read response just
 	// before they are sent: it may strip, add or alter any of them (see
 	// StripHeaders, SetHeader).

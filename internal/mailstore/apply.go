@@ -98,6 +98,9 @@ func (s *Store) ApplyChained(ctx context.Context, entries []Entry, newPos uint64
 		res.Outcomes = append(res.Outcomes, out)
 		res.Changes = append(res.Changes, changes...)
 	}
+	if err := checkAppended(ctx, tx, newPos); err != nil {
+		return nil, err
+	}
 	if chain != nil {
 		if uint64(len(chain)) != newPos-uint64(pos) {
 			return nil, fmt.Errorf("%d chain hashes for positions %d to %d: %w", len(chain), pos+1, newPos, ErrPosition)

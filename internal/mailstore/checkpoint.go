@@ -31,7 +31,7 @@ type Snapshot struct {
 	Subscriptions   []string      `cbor:"5,keyasint"`
 	Keywords        []string      `cbor:"6,keyasint"`
 	Messages        []SnapMessage `cbor:"7,keyasint"`
-	Entries         []byte        `cbor:"8,keyasint"`           // seen entry ids: 16-byte id, 8-byte position, sorted by id
+	Entries         []byte        `cbor:"8,keyasint"`           // seen entry ids: 16-byte id, 8-byte position, sorted by id, no id twice
 	Chain           []byte        `cbor:"9,keyasint,omitempty"` // the log's chain hash at Position, when known
 }
 
@@ -127,6 +127,16 @@ func (sn *Snapshot) check() error {
 	}
 	if len(sn.Entries)%24 != 0 {
 		return bad("entries field of %d bytes", len(sn.Entries))
+	}
+	var prev []byte
+	for b := sn.Entries; len(b) > 0; b = b[24:] {
+		if p := binary.BigEndian.Uint64(b[16:24]); p == 0 || p > sn.Position {
+			return bad("entry %x at position %d", b[:16], p)
+		}
+		if prev != nil && bytes.Compare(prev, b[:16]) >= 0 {
+			return bad("entries not sorted by id, or an id twice (%x)", b[:16])
+		}
+		prev = b[:16]
 	}
 	return nil
 }

@@ -78,17 +78,19 @@ func (s *Store) Alarms(ctx context.Context) ([]Alarm, error) {
 }
 
 // ClearAlarms removes every integrity alarm: a person's decision, after
-// looking into what was seen.
+// looking into what was seen. It also forgets the entries this device
+// appended and has not yet seen in the log (RecordAppended): an alarm for a
+// dropped append is cleared by accepting that the change is lost, and must
+// not come back.
 func (s *Store) ClearAlarms(ctx context.Context) error {
-	if err := s.check(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, err := s.wdb.ExecContext(ctx, "DELETE FROM alarms"); err != nil {
-		return fmt.Errorf("clearing alarms: %w", err)
-	}
-	return nil
+	return s.writeTx(ctx, "clearing alarms", func(tx *sql.Tx) error {
+		for _, q := range []string{"DELETE FROM alarms", "DELETE FROM appended"} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("clearing alarms: %w", err)
+			}
+		}
+		return nil
+	})
 }
 
 // EntrySeen reports whether an entry id was applied or rejected before, and

@@ -21,7 +21,9 @@ type BodyFetcher func(ctx context.Context, need []uint64, put func(pos uint64, r
 
 // Restore replaces the whole replicated state with sn, in one transaction:
 // a device that fell behind a compaction, or a new device, continues from
-// sn.Position as if it had applied the log up to there. Bodies the store
+// sn.Position as if it had applied the log up to there. sn must extend what
+// this store knows of the log, or Restore refuses it with a *Contradiction
+// (checkHistory). Bodies the store
 // already holds (same SHA-256) are reused; the others are asked of fetch.
 // Local rejection records are kept. The Result lists, as Changes, how the
 // state differs from before (so IMAP sessions see expunges, new messages
@@ -51,10 +53,16 @@ func (s *Store) Restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher) (*
 	if err := r.readOld(); err != nil {
 		return nil, err
 	}
+	if err := r.checkHistory(uint64(pos)); err != nil {
+		return nil, err
+	}
 	if err := r.bodies(fetch); err != nil {
 		return nil, err
 	}
 	if err := r.replace(); err != nil {
+		return nil, err
+	}
+	if err := forgetAppended(ctx, tx, sn.Position); err != nil {
 		return nil, err
 	}
 	res := r.diff()
@@ -68,6 +76,7 @@ type oldMessage struct {
 	mailbox command.ID
 	uid     imap.UID
 	flags   []string
+	digest  [32]byte
 }
 
 type restorer struct {
@@ -102,18 +111,20 @@ func (r *restorer) readOld() error {
 	if err != nil {
 		return err
 	}
-	err = dumpRows(r.ctx, r.tx, "SELECT id, mailbox, uid, flags, keywords FROM messages", func(sc scanner) error {
-		var idb []byte
+	err = dumpRows(r.ctx, r.tx, "SELECT m.id, m.mailbox, m.uid, m.flags, m.keywords, b.digest FROM messages m JOIN bodies b ON b.bid = m.body", func(sc scanner) error {
+		var idb, digest []byte
 		var mid, uid int64
 		var f flagSet
 		var kw string
-		if err := sc.Scan(&idb, &mid, &uid, &f.bits, &kw); err != nil {
+		if err := sc.Scan(&idb, &mid, &uid, &f.bits, &kw, &digest); err != nil {
 			return err
 		}
 		var id command.ID
 		copy(id[:], idb)
 		f.keywords = decodeKeywords(kw)
-		r.oldMessages[id] = oldMessage{mailbox: mids[mid], uid: imap.UID(uid), flags: f.list()}
+		m := oldMessage{mailbox: mids[mid], uid: imap.UID(uid), flags: f.list()}
+		copy(m.digest[:], digest)
+		r.oldMessages[id] = m
 		return nil
 	})
 	if err != nil {
@@ -137,6 +148,72 @@ func (r *restorer) readOld() error {
 		r.bid[k] = bid
 		return nil
 	})
+}
+
+// checkHistory refuses a snapshot that does not extend what this store
+// knows of the log at its position pos: every entry it applied must be in
+// the snapshot's entries at the same position, every entry this device
+// appended at or below the snapshot's position too, and a message it holds
+// under an id the snapshot also holds must have the same bytes. Anything
+// else means the snapshot's writer was shown another history than this
+// device (a fork), or the spool dropped this device's entry.
+func (r *restorer) checkHistory(pos uint64) error {
+	cp := r.sn.Position
+	in := make(map[command.ID]uint64, len(r.sn.Entries)/24)
+	for b := r.sn.Entries; len(b) >= 24; b = b[24:] {
+		in[command.ID(b[:16])] = binary.BigEndian.Uint64(b[16:24])
+	}
+	// what the snapshot holds at p, for the alarm
+	at := func(p uint64) string {
+		for id, q := range in {
+			if q == p {
+				return "entry " + id.String()
+			}
+		}
+		return "no entry"
+	}
+	var c *Contradiction
+	err := dumpRows(r.ctx, r.tx, "SELECT id, pos FROM entries ORDER BY pos", func(sc scanner) error {
+		var idb []byte
+		var p int64
+		if err := sc.Scan(&idb, &p); err != nil {
+			return err
+		}
+		id := command.ID(idb)
+		if q, ok := in[id]; !ok || q != uint64(p) {
+			c = &Contradiction{Pos: uint64(p), Detail: fmt.Sprintf(
+				"the checkpoint at position %d does not hold entry %s at position %d, where this device (at position %d) applied it, but %s: the spool showed the checkpoint's writer a different history than this device (fork)",
+				cp, id, p, pos, at(uint64(p)))}
+			return c // stops the scan
+		}
+		return nil
+	})
+	if c != nil {
+		return c
+	}
+	if err != nil {
+		return err
+	}
+	appended, err := queryAppended(r.ctx, r.tx, "SELECT id, pos FROM appended WHERE pos <= ? ORDER BY pos", int64(cp))
+	if err != nil {
+		return err
+	}
+	for _, a := range appended {
+		if q, ok := in[a.ID]; !ok || q != a.Pos {
+			return &Contradiction{Pos: a.Pos, Detail: fmt.Sprintf(
+				"this device appended entry %s and the spool answered that it is at position %d, but the checkpoint at position %d holds %s there: the spool dropped the entry, or showed the checkpoint's writer a different history (fork)",
+				a.ID, a.Pos, cp, at(a.Pos))}
+		}
+	}
+	for _, m := range r.sn.Messages {
+		old, ok := r.oldMessages[command.ID(m.ID)]
+		if ok && !bytes.Equal(old.digest[:], m.Digest) {
+			return &Contradiction{Pos: m.Body, Detail: fmt.Sprintf(
+				"the checkpoint at position %d holds message %x with other bytes than this device holds under that id: the spool showed the checkpoint's writer a different delivery than this device (fork)",
+				cp, m.ID)}
+		}
+	}
+	return nil
 }
 
 // bodies makes sure every body the snapshot names is stored, asking fetch

@@ -120,6 +120,16 @@ CREATE TABLE alarms (
 	detail TEXT    NOT NULL
 );
 `,
+	// 4: the entries this device appended, at the positions the spool's
+	// answers gave them, until an apply or a restore reaches them and finds
+	// them there (history.go): a dropped append is noticed, also after a
+	// restart.
+	`
+CREATE TABLE appended (
+	id  BLOB    PRIMARY KEY CHECK (length(id) = 16),
+	pos INTEGER NOT NULL CHECK (pos > 0)
+) WITHOUT ROWID;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

@@ -91,6 +91,28 @@ func (s *Store) check() error {
 	return nil
 }
 
+// writeTx runs fn in one write transaction, serialised with every other
+// write, and commits if fn returns nil; what names the work in errors.
+func (s *Store) writeTx(ctx context.Context, what string, fn func(*sql.Tx) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
 // Position returns the log position of the last entry applied (0 before any).
 func (s *Store) Position(ctx context.Context) (uint64, error) {
 	if err := s.check(); err != nil {

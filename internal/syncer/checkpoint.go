@@ -134,6 +134,12 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		return s.fetchBodies(ctx, need, read, put)
 	}
 	res, err := s.cfg.Store.Restore(ctx, sn, fetch)
+	var c *mailstore.Contradiction
+	if errors.As(err, &c) {
+		// The checkpoint does not extend what this device applied or
+		// appended: nothing restored.
+		return 0, head, s.raise(ctx, s.Status().Position, c.Detail)
+	}
 	if err != nil {
 		var se *storeError
 		if errors.As(err, &se) || errors.Is(err, mailstore.ErrSnapshot) {

@@ -30,6 +30,18 @@ import (
 //     that head against its own chain at that position: a difference means
 //     the spool showed the two devices different histories (a fork), found
 //     as soon as their histories meet.
+//   - A checkpoint restored over entries the device applied must extend its
+//     history: it lists (id, position) of every entry its writer applied,
+//     and must hold each entry this device applied at the same position, and
+//     each message this device holds with the same bytes
+//     (mailstore.Restore). Otherwise its writer saw another history: a fork.
+//     Only its position being newer proves nothing.
+//   - The device knows where its own appends went: once the spool answers
+//     an append, the entries' ids and positions are recorded in the mail
+//     store (so the check survives a restart) until an apply or a restore
+//     reaches them, which must find each at its position (a dropped append
+//     is an alarm, and the waiting Submit gets it at once). An append whose
+//     answer never came has no known position and is not checked.
 //   - A failed check raises an integrity alarm: recorded in the mail store,
 //     shown in Status, on the status page and at IMAP login, and the sync
 //     stops applying until a person clears it. Nothing repairs itself.

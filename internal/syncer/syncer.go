@@ -15,10 +15,11 @@
 //     and reason, logged, counted, and skipped; the sync goes on.
 //   - After each commit the OnApplied callback runs, in log order, before the
 //     next batch is read: the IMAP layer updates its sessions from it.
-//   - Submit seals commands with the user's key, appends them in one batch
-//     and returns only once the loop has applied the log up to them, with each
-//     entry's outcome, so a client sees its change in the order every other
-//     device sees it. When the spool cannot be reached Submit returns an error
+//   - Submit seals commands with the user's key, appends them in one batch,
+//     records in the store the positions the spool's answer gave them (a
+//     dropped append is an alarm, integrity.go) and returns only once the
+//     loop has applied the log up to them, with each entry's outcome, so a
+//     client sees its change in the order every other device sees it. When the spool cannot be reached Submit returns an error
 //     wrapping ErrUnavailable and nothing is appended.
 //   - When the spool is down the loop retries with capped exponential
 //     backoff; the store keeps serving reads meanwhile.
@@ -389,6 +390,11 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		chain = hashes
 	}
 	res, err := s.cfg.Store.ApplyChained(ctx, batch, last, chain)
+	var c *mailstore.Contradiction
+	if errors.As(err, &c) {
+		// The batch skips an entry this device appended: nothing applied.
+		return 0, lr.Head, s.raise(ctx, pos, c.Detail)
+	}
 	if err != nil {
 		return 0, lr.Head, &storeError{err}
 	}
@@ -521,6 +527,10 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		return nil, fmt.Errorf("appending to the spool: %w", err)
 	}
 	last := first + uint64(len(batch)) - 1
+	if err := s.recordAppended(ctx, ids, first); err != nil {
+		forget()
+		return nil, err
+	}
 	outs := make([]mailstore.Outcome, len(cmds))
 	for i := range waits {
 		select {
@@ -535,6 +545,27 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		}
 	}
 	return outs, nil
+}
+
+// recordAppended remembers, in the store, the positions the spool's answer
+// gave the entries just appended, so that applying past one of them without
+// finding it there is an alarm, also after a restart (integrity.go). Only an
+// entry the sync loop already applied past, and did not find, is an error
+// here: the alarm. Failing to record (a full disk) only loses that check.
+func (s *Syncer) recordAppended(ctx context.Context, ids []command.ID, first uint64) error {
+	recs := make([]mailstore.Appended, len(ids))
+	for i, id := range ids {
+		recs[i] = mailstore.Appended{ID: id, Pos: first + uint64(i)}
+	}
+	err := s.cfg.Store.RecordAppended(context.WithoutCancel(ctx), recs)
+	var c *mailstore.Contradiction
+	if errors.As(err, &c) {
+		return s.raise(ctx, c.Pos, c.Detail)
+	}
+	if err != nil {
+		s.log.Warn("recording appended entries failed: a dropped append will not be noticed", "pos", first, "err", err)
+	}
+	return nil
 }
 
 // pendingEntry is a submitted command waiting for its outcome.
