@@ -16,6 +16,7 @@ run() { # name command...
 	tail -n 12 "$out/$name.txt"
 }
 run entry bash bench/entry.sh
+run padding go test -run '^$' -bench 'BenchmarkPaddingShare' -benchtime 1x ./internal/entry/
 run lmtp bash bench/lmtp.sh
 run push bash bench/push.sh
 run imap env N=10000 BIG=100000 bash bench/imap.sh

@@ -5,12 +5,15 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"cspool/internal/command"
+	"cspool/internal/keys"
 )
 
 var benchSizes = []int{1 << 10, 100 << 10, 1 << 20, 10 << 20}
@@ -183,5 +186,120 @@ func BenchmarkPublicKeyOps(b *testing.B) {
 		for b.Loop() {
 			ed25519.Verify(pub, msg, sig)
 		}
+	})
+}
+
+// padTally adds up the sizes of sealed entries: as written (padded), with
+// no padding, and as Padmé alone would have padded them (the rule for every
+// kind before the buckets).
+type padTally struct {
+	n, padded, unpadded, padme int
+}
+
+func (t *padTally) add(b testing.TB, c *command.Command, author *keys.SecretKey, to keys.PublicKey) {
+	p, _, err := Seal(c, author, to, "alice", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u, _, err := Seal(c, author, to, "alice", &Options{NoPadding: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	inner, ok := innerSize(uint64(len(u) - headerSize))
+	if !ok {
+		b.Fatalf("unpadded %s entry of %d bytes has no inner length", c.Kind, len(u))
+	}
+	t.n++
+	t.padded += len(p)
+	t.unpadded += len(u)
+	t.padme += SealedLen(Padme(inner))
+}
+
+// BenchmarkPaddingShare seals a realistic mix for real and reports what the
+// padding costs the spool: each message delivered, then ten flag changes
+// of that one message, as a device writes them (with the head it had
+// applied). Two mixes: 10 KB messages, the size bench/seed writes, and the
+// sample messages of testdata/messages (37 bytes to 3.3 KB). Then one large
+// batch, SetFlags over 10,000 messages. The figures are sizes, not times:
+// run it with -benchtime 1x.
+func BenchmarkPaddingShare(b *testing.B) {
+	f := newFixture(b)
+	names, err := filepath.Glob(filepath.Join("..", "..", "testdata", "messages", "*"))
+	if err != nil || len(names) == 0 {
+		b.Fatalf("no sample messages: %v", err)
+	}
+	var samples [][]byte
+	for _, n := range names {
+		m, err := os.ReadFile(n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, m)
+	}
+	tenKB := make([][]byte, 200)
+	for i := range tenKB {
+		m := fmt.Appendf(nil, "From: Sender %d <sender%d@example.org>\r\nTo: alice@example.org\r\nSubject: message %d\r\n\r\n", i, i, i)
+		for len(m) < 10<<10 {
+			m = append(m, "quarterly report meeting invoice travel token mail spool\r\n"...)
+		}
+		tenKB[i] = m
+	}
+	flagChanges := []struct {
+		kind command.Kind
+		flag string
+	}{
+		{command.SetFlags, `\Seen`}, {command.SetFlags, `\Flagged`}, {command.ClearFlags, `\Flagged`},
+		{command.SetFlags, `\Answered`}, {command.SetFlags, "$Label1"}, {command.ClearFlags, `\Seen`},
+		{command.SetFlags, `\Seen`}, {command.ClearFlags, "$Label1"}, {command.SetFlags, "Junk"}, {command.ClearFlags, "Junk"},
+	}
+	for _, mix := range []struct {
+		name   string
+		bodies [][]byte
+	}{{"10KB", tenKB}, {"samples", samples}} {
+		b.Run(mix.name, func(b *testing.B) {
+			var dlv, cmd padTally
+			for b.Loop() {
+				dlv, cmd = padTally{}, padTally{}
+				pos := uint64(0)
+				for _, body := range mix.bodies {
+					_, id, err := Seal(deliver(body), f.spool, f.user.Public(), "alice", nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					dlv.add(b, deliver(body), f.spool, f.user.Public())
+					pos++
+					for _, fc := range flagChanges {
+						c := &command.Command{Kind: fc.kind, Flags: []string{fc.flag}, IDs: []command.ID{id},
+							Seen: &command.Head{Pos: pos, Hash: make([]byte, 32)}}
+						cmd.add(b, c, f.user, f.user.Public())
+						pos++
+					}
+				}
+			}
+			all := padTally{padded: dlv.padded + cmd.padded, unpadded: dlv.unpadded + cmd.unpadded, padme: dlv.padme + cmd.padme}
+			perEntry := func(t padTally, v int) float64 { return float64(v) / float64(t.n) }
+			share := func(padded, unpadded int) float64 { return 100 * float64(padded-unpadded) / float64(padded) }
+			b.ReportMetric(perEntry(cmd, cmd.unpadded), "cmd-unpadded-B")
+			b.ReportMetric(perEntry(cmd, cmd.padme), "cmd-padme-B")
+			b.ReportMetric(perEntry(cmd, cmd.padded), "cmd-B")
+			b.ReportMetric(perEntry(dlv, dlv.unpadded), "dlv-unpadded-B")
+			b.ReportMetric(perEntry(dlv, dlv.padme), "dlv-padme-B")
+			b.ReportMetric(perEntry(dlv, dlv.padded), "dlv-B")
+			b.ReportMetric(share(all.padded, all.unpadded), "pad-%-of-spool")
+			b.ReportMetric(share(all.padme, all.unpadded), "padme-only-pad-%")
+			b.ReportMetric(float64(all.padded)/float64(all.padme), "spool-x-padme-only")
+			b.ReportMetric(share(dlv.padded, dlv.unpadded), "pad-%-deliveries-only")
+		})
+	}
+	// One large batch: a STORE over a 10,000-message mailbox.
+	b.Run("setflags-10000", func(b *testing.B) {
+		var t padTally
+		for b.Loop() {
+			t = padTally{}
+			t.add(b, deviceCommand(command.SetFlags, 10000), f.user, f.user.Public())
+		}
+		b.ReportMetric(float64(t.unpadded), "unpadded-B")
+		b.ReportMetric(float64(t.padme), "padme-B")
+		b.ReportMetric(float64(t.padded), "B")
 	})
 }
