@@ -183,6 +183,10 @@ type oneUser struct {
 	key  keys.PublicKey
 }
 
+func (u oneUser) Check(ctx context.Context, user string, key keys.PublicKey) error {
+	return u.Authorize(ctx, user, key)
+}
+
 func (u oneUser) Authorize(_ context.Context, user string, key keys.PublicKey) error {
 	if user != u.name || !key.Equal(u.key) {
 		return fmt.Errorf("key for %q: %w", user, userdb.ErrUnknownKey)

@@ -51,6 +51,13 @@ The spool key (--spool-key, a secret key file) signs LMTP deliveries, and its
 public half may append to any user's log over HTTP ('cspool deliver
 --spool-server'). It cannot decrypt anything.
 
+A request signed with a key the server does not know is refused before
+anything is stored. Each caller has a share of its own, and a caller over it
+gets 429 while everyone else goes on: each user key's replay budget
+(--nonces-per-key; --spool-key-nonces for the spool key), each user's
+waiting reads (--max-long-polls), each client address's connections
+(--max-conns-per-addr; behind a reverse proxy raise it, or 0 for none).
+
 Prometheus metrics (docs/METRICS.md) are served at /metrics on a listener of
 their own with --metrics-addr; they are off by default and carry no user
 names.
@@ -77,6 +84,10 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9399; empty: off")
+	maxConns := fs.Int("max-conns-per-addr", 64, "connections one client address (IPv4, or IPv6 /64) may hold open to the HTTP API; 0: no limit")
+	maxPolls := fs.Int("max-long-polls", 16, "reads of one user that may wait for new entries at once")
+	userNonces := fs.Int("nonces-per-key", 1<<14, "requests of one user's key remembered at once against replays (its budget over 5 minutes)")
+	spoolNonces := fs.Int("spool-key-nonces", 1<<18, "requests of the spool key remembered at once (deliveries over HTTP in 5 minutes)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -99,6 +110,15 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		return usagef("--max-message-size must be positive")
 	}
 	switch {
+	case *maxConns < 0:
+		return usagef("--max-conns-per-addr must be 0 (no limit) or more")
+	case *maxPolls <= 0 || *userNonces <= 0 || *spoolNonces <= 0:
+		return usagef("--max-long-polls, --nonces-per-key and --spool-key-nonces must be positive")
+	}
+	if *maxConns == 0 {
+		*maxConns = -1 // api.Config: negative is no limit
+	}
+	switch {
 	case *storeKind != "sqlite" && *storeKind != "postgres":
 		return usagef("--store %q: want sqlite or postgres", *storeKind)
 	case *storeKind == "postgres" && *dsn == "":
@@ -118,7 +138,13 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr,
+		limits:      serverLimits{conns: *maxConns, polls: *maxPolls, userNonces: *userNonces, spoolNonces: *spoolNonces},
 	})
+}
+
+// serverLimits are the shares of the HTTP API (docs/API.md §2, §3, §7).
+type serverLimits struct {
+	conns, polls, userNonces, spoolNonces int
 }
 
 type serverFlags struct {
@@ -126,6 +152,7 @@ type serverFlags struct {
 	storeKind, dsn, metricsAddr                                                         string
 	usersTable                                                                          bool
 	maxMsg                                                                              int64
+	limits                                                                              serverLimits
 }
 
 // users is what the server needs of a user database: the users file or
@@ -209,7 +236,9 @@ func (s *serverRun) run(f serverFlags) error {
 		return err
 	}
 	errc := make(chan error, 3)
-	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20)}
+	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20),
+		MaxConnsPerAddr: f.limits.conns, MaxLongPolls: f.limits.polls,
+		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces}
 	if spoolKey != nil {
 		cfg.SpoolKey = spoolKey.Public()
 	}
@@ -227,6 +256,7 @@ func (s *serverRun) run(f serverFlags) error {
 	if s.httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {
 		return withHint(fmt.Errorf("listening on %s: %w", f.httpAddr, err), "pick another --port or --addr")
 	}
+	s.httpLn = apiSrv.Listener(s.httpLn)
 	httpSrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 30 * time.Second, ReadTimeout: 10 * time.Minute,
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}

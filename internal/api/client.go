@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"cspool/internal/keys"
@@ -29,6 +30,12 @@ type Client struct {
 	key  *keys.SecretKey
 	hc   *http.Client
 	now  func() time.Time
+
+	// What the server said of its clock when it refused a timestamp: the
+	// difference between its clock and ours (nanoseconds), and the earliest
+	// timestamp it accepted then (Unix seconds).
+	offset   atomic.Int64
+	earliest atomic.Int64
 }
 
 // NewClient returns a client of the server at baseURL (http:// or https://,
@@ -211,37 +218,78 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 	return c.send(ctx, op, method, path, q, body, ContentType)
 }
 
-// send is do with the body's Content-Type.
+// send is do with the body's Content-Type. A request refused for its
+// timestamp (the client's clock is off, or the server restarted after it was
+// signed) is signed again with the server's time and sent once more; the
+// server refused it before reading its body, so nothing happened twice.
 func (c *Client) send(ctx context.Context, op, method, path string, q url.Values, body []byte, contentType string) (*http.Response, error) {
 	if c.user == "" && method == http.MethodGet {
 		return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: "client has no user name"}
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error(), Err: err}
-	}
-	req.URL.RawQuery = q.Encode()
-	if body != nil {
-		req.Header.Set("Content-Type", contentType)
-	} else {
-		req.Body, req.ContentLength, req.GetBody = http.NoBody, 0, nil
-	}
-	if err := SignRequest(req, body, c.key, c.now()); err != nil {
-		return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error(), Err: err}
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, &Error{Op: op, Kind: ErrTransport, Msg: err.Error(), Err: err}
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		err := responseError(op, resp)
-		if resp.StatusCode == http.StatusNotFound && resp.Header.Get("Cspool-Checkpoint-Pos") == "0" {
-			err.Err = spool.ErrNoCheckpoint // the route exists, the checkpoint does not
+	for retried := false; ; retried = true {
+		req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+		if err != nil {
+			return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error(), Err: err}
 		}
-		return nil, err
+		req.URL.RawQuery = q.Encode()
+		if body != nil {
+			req.Header.Set("Content-Type", contentType)
+		} else {
+			req.Body, req.ContentLength, req.GetBody = http.NoBody, 0, nil
+		}
+		if err := SignRequest(req, body, c.key, c.signingTime()); err != nil {
+			return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error(), Err: err}
+		}
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			return nil, &Error{Op: op, Kind: ErrTransport, Msg: err.Error(), Err: err}
+		}
+		if resp.StatusCode == http.StatusOK {
+			return resp, nil
+		}
+		if !retried && c.learnTime(resp) {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+			resp.Body.Close()
+			continue
+		}
+		e := responseError(op, resp)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound && resp.Header.Get("Cspool-Checkpoint-Pos") == "0" {
+			e.Err = spool.ErrNoCheckpoint // the route exists, the checkpoint does not
+		}
+		return nil, e
 	}
-	return resp, nil
+}
+
+// signingTime is the timestamp for the next request: our clock corrected
+// by what the server last said of its own, and no earlier than the earliest
+// timestamp it then accepted.
+func (c *Client) signingTime() time.Time {
+	t := c.now().Add(time.Duration(c.offset.Load()))
+	if e := time.Unix(c.earliest.Load(), 0); t.Before(e) {
+		return e
+	}
+	return t
+}
+
+// learnTime reads a refusal of the request's timestamp (401 or 503 with
+// HeaderEarliestTS): it takes the server's clock from the Date header and
+// the earliest timestamp it accepts, and reports whether to sign again.
+func (c *Client) learnTime(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusServiceUnavailable {
+		return false
+	}
+	e, err := strconv.ParseInt(resp.Header.Get(HeaderEarliestTS), 10, 64)
+	if err != nil || e <= 0 {
+		return false
+	}
+	if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+		// Date has whole seconds, so this errs towards the past, which the
+		// server allows more of.
+		c.offset.Store(int64(d.Sub(c.now())))
+	}
+	c.earliest.Store(e)
+	return true
 }
 
 // responseError turns an error response into an *Error with the server's

@@ -9,9 +9,20 @@
 //     appends, with the spool's key); no shared secret is stored on the
 //     server. The signature (Ed25519, RFC 8032) covers the method, the path,
 //     the canonical query, SHA-256 of the body, a timestamp and a random
-//     nonce. Timestamps outside ±Config.ClockSkew are refused, and a nonce is
-//     remembered until its timestamp leaves the window, so a captured request
-//     cannot be replayed. The signature is checked before the body is read.
+//     nonce. Timestamps more than Config.ClockSkew behind or
+//     Config.FutureSkew ahead are refused, and a nonce is remembered until
+//     its timestamp leaves the window, so a captured request cannot be
+//     replayed. After a start, timestamps up to the start plus FutureSkew
+//     are refused (503): an earlier process may have accepted them.
+//   - Nothing is stored for a request before it passed every check: the key
+//     is looked up (spool key or users database) before the signature is
+//     verified, the signature before the nonce is recorded, and the nonce
+//     goes into its own key's budget (Config.MaxNonces, SpoolKeyNonces), so
+//     a stranger's requests store nothing and a key that floods locks out
+//     only itself (429). The signature is checked before the body is read.
+//   - Shares: a user's waiting long-polls (Config.MaxLongPolls) and an
+//     address's connections (Config.MaxConnsPerAddr, on a listener wrapped
+//     by Server.Listener) are bounded; beyond, 429.
 //   - Entries travel in a binary framing (application/vnd.cspool.entries):
 //     unsigned LEB128 varints as in encoding/binary, minimal encoding only,
 //     so each batch has exactly one encoding. A read response is a sequence of

@@ -20,7 +20,11 @@ var (
 	ErrUnsupportedType = errors.New("unsupported content type") // 415
 	ErrInternal        = errors.New("internal server error")    // 500, temporary
 	ErrNotImplemented  = errors.New("not implemented")          // 501: the store cannot compact
-	ErrUnavailable     = errors.New("temporarily unavailable")  // 503 (and 502, 504, 429), temporary
+	ErrUnavailable     = errors.New("temporarily unavailable")  // 503 (and 502, 504), temporary
+	// ErrTooManyRequests: 429, temporary. The caller's own share is used up
+	// (its key's nonce budget, its user's long-polls, its address's
+	// connections); other callers are not affected.
+	ErrTooManyRequests = errors.New("too many requests")
 	// ErrTransport: the request or response did not get through (connection
 	// refused or reset, timeout, truncated response). Temporary.
 	ErrTransport = errors.New("transport failure")
@@ -54,7 +58,7 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() []error {
 	errs := []error{e.Kind}
 	switch e.Kind {
-	case ErrUnavailable, ErrInternal, ErrTransport:
+	case ErrUnavailable, ErrTooManyRequests, ErrInternal, ErrTransport:
 		errs = append(errs, spool.ErrUnavailable)
 	case ErrTooLarge:
 		errs = append(errs, spool.ErrTooLarge)
@@ -68,11 +72,12 @@ func (e *Error) Unwrap() []error {
 }
 
 // IsTemporary reports whether err is worth retrying later: the server was
-// unreachable, overloaded or failed internally. Authentication, permission,
-// size and format errors are permanent.
+// unreachable, overloaded or failed internally, or the caller's share of it
+// was used up (429). Authentication, permission, size and format errors are
+// permanent.
 func IsTemporary(err error) bool {
-	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrInternal) || errors.Is(err, ErrTransport) ||
-		errors.Is(err, spool.ErrUnavailable)
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTooManyRequests) || errors.Is(err, ErrInternal) ||
+		errors.Is(err, ErrTransport) || errors.Is(err, spool.ErrUnavailable)
 }
 
 var kindStatus = []struct {
@@ -87,6 +92,7 @@ var kindStatus = []struct {
 	{ErrTooLarge, http.StatusRequestEntityTooLarge},
 	{ErrUnsupportedType, http.StatusUnsupportedMediaType},
 	{ErrUnavailable, http.StatusServiceUnavailable},
+	{ErrTooManyRequests, http.StatusTooManyRequests},
 	{ErrInternal, http.StatusInternalServerError},
 	{ErrNotImplemented, http.StatusNotImplemented},
 }
@@ -99,8 +105,7 @@ func statusKind(status int) error {
 		}
 	}
 	switch {
-	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout ||
-		status == http.StatusBadGateway || status == http.StatusGatewayTimeout:
+	case status == http.StatusRequestTimeout || status == http.StatusBadGateway || status == http.StatusGatewayTimeout:
 		return ErrUnavailable
 	case status >= 500:
 		return ErrInternal

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -196,6 +197,11 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 // wait blocks until the log has an entry after pos, the wait ends, or the
 // server shuts down. Only store failures and a gone client are errors.
 func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Duration) error {
+	if !s.polls.acquire(user, s.cfg.MaxLongPolls) {
+		return &srvError{kind: ErrTooManyRequests, sampled: true,
+			msg: fmt.Sprintf("%d reads of %s are waiting already (limit): try again later", s.cfg.MaxLongPolls, user)}
+	}
+	defer s.polls.release(user)
 	s.cfg.Metrics.LongPoll(1)
 	defer s.cfg.Metrics.LongPoll(-1)
 	wctx, cancel := context.WithTimeout(ctx, d)

@@ -67,14 +67,28 @@ func newEnv(t testing.TB, testMode bool, mod func(*Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Store: e.store, Users: e.users, SpoolKey: e.spoolK.Public(), Logger: testLogger(t)}
+	// Started an hour ago: requests signed now are past the restart rule,
+	// which TestReplayAfterRestart exercises.
+	cfg := Config{Store: e.store, Users: e.users, SpoolKey: e.spoolK.Public(), Logger: testLogger(t),
+		Started: time.Now().Add(-time.Hour)}
 	if mod != nil {
 		mod(&cfg)
 	}
 	e.api = NewServer(cfg)
-	e.srv = httptest.NewServer(e.api)
-	t.Cleanup(e.srv.Close)
+	e.srv = serve(t, e.api)
 	return e
+}
+
+// connCounts returns the connections s admitted and those it is refusing.
+func connCounts(s *Server) (open, excess int) { return s.conns.counts() }
+
+// serve serves s on 127.0.0.1 through its connection limit.
+func serve(t testing.TB, s *Server) *httptest.Server {
+	srv := httptest.NewUnstartedServer(s)
+	srv.Listener = s.Listener(srv.Listener)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 func (e *env) client(t testing.TB, user string, key *keys.SecretKey) *Client {

@@ -17,7 +17,8 @@ type Metrics interface {
 	// for a request that matched no route) and the status sent.
 	Request(method, route string, status int)
 	// AuthFailure is called once per request refused by authentication or
-	// authorization (401, 403) with one of the AuthReason constants.
+	// authorization (401, 403, and the 503 and 429 of before_start and
+	// nonce_budget) with one of the AuthReason constants.
 	AuthFailure(reason string)
 	// LongPoll is called with +1 when a read starts waiting for new entries
 	// and with -1 when it stops waiting.
@@ -41,6 +42,8 @@ const (
 	AuthReasonUnknownKey        = "unknown_key"         // the key is no user's (or another key owns the name)
 	AuthReasonForbidden         = "forbidden"           // a user's key acting on another user's log
 	AuthReasonSpoolKeyForbidden = "spool_key_forbidden" // the spool key doing more than append
+	AuthReasonBeforeStart       = "before_start"        // 503: signed before the server started (the restart rule)
+	AuthReasonNonceBudget       = "nonce_budget"        // 429: the key's nonce budget is used up
 )
 
 // noMetrics is the Metrics of a server configured without any.

@@ -6,50 +6,117 @@ import (
 	"time"
 )
 
-var (
-	errReplayed   = errors.New("nonce already used")
-	errReplayFull = errors.New("replay cache full")
-)
+var errReplayed = errors.New("nonce already used")
 
-// sweepEvery is how often expired nonces are dropped.
+// sweepEvery is how often the nonces of idle keys are dropped.
 const sweepEvery = 10 * time.Second
 
-// replayKey is a key id and a nonce.
-type replayKey = [8 + nonceSize]byte
-
-// replayCache remembers each (key id, nonce) until the request's timestamp
-// has left the acceptance window, after which the timestamp check alone
-// refuses a replay. It never forgets an entry early: when full, new requests
-// are refused (503) rather than letting an old nonce be replayed.
-type replayCache struct {
+// nonceCache remembers the nonces of accepted requests, per key, each until
+// its request's timestamp has left the acceptance window (after which the
+// timestamp check alone refuses a replay). It never forgets a nonce early.
+// Each key has its own budget of nonces it may hold at once: a key whose
+// budget is used up has its requests refused until its oldest nonces
+// expire, and no other key notices. Only keys that passed the signature
+// check and authorization reach the cache, so the number of keys is bounded
+// by the users database (plus the spool key).
+type nonceCache struct {
 	mu        sync.Mutex
-	max       int
-	seen      map[replayKey]time.Time // -> forget after
+	keys      map[[8]byte]*keyNonces
 	lastSweep time.Time
 }
 
-func newReplayCache(max int) *replayCache {
-	return &replayCache{max: max, seen: map[replayKey]time.Time{}}
+// keyNonces are one key's unexpired nonces: a set for lookups and a queue
+// in arrival order for expiry.
+type keyNonces struct {
+	seen  map[[nonceSize]byte]struct{}
+	queue []nonceExpiry // queue[head:] are live, in arrival order
+	head  int
 }
 
-// add records k, valid until expires; it fails if k was seen.
-func (c *replayCache) add(k replayKey, expires, now time.Time) error {
+type nonceExpiry struct {
+	nonce   [nonceSize]byte
+	expires int64 // Unix nanoseconds from which the nonce is forgotten
+}
+
+func newNonceCache() *nonceCache {
+	return &nonceCache{keys: map[[8]byte]*keyNonces{}}
+}
+
+// budgetError is a key's budget used up; the key may retry after retry.
+type budgetError struct {
+	budget int
+	retry  time.Duration
+}
+
+func (e *budgetError) Error() string { return "nonce budget of this key used up" }
+
+// add records nonce for key id until expires. It fails with errReplayed if
+// the key used the nonce before, and with a *budgetError if the key already
+// holds budget unexpired nonces; either way nothing is stored.
+func (c *nonceCache) add(id [8]byte, nonce [nonceSize]byte, expires, now time.Time, budget int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if exp, ok := c.seen[k]; ok && now.Before(exp) {
+	t := now.UnixNano()
+	if now.Sub(c.lastSweep) >= sweepEvery {
+		c.lastSweep = now
+		c.sweep(t)
+	}
+	k := c.keys[id]
+	if k == nil {
+		k = &keyNonces{seen: map[[nonceSize]byte]struct{}{}}
+		c.keys[id] = k
+	}
+	k.expire(t)
+	if _, ok := k.seen[nonce]; ok {
 		return errReplayed
 	}
-	if len(c.seen) >= c.max || now.Sub(c.lastSweep) >= sweepEvery {
-		c.lastSweep = now
-		for s, exp := range c.seen {
-			if !now.Before(exp) {
-				delete(c.seen, s)
-			}
+	if len(k.seen) >= budget {
+		// The queue is in arrival order, not strictly in expiry order (clients'
+		// clocks differ a little), so this is when the key may next try.
+		retry := time.Duration(k.queue[k.head].expires - t)
+		return &budgetError{budget: budget, retry: max(retry, time.Second)}
+	}
+	k.seen[nonce] = struct{}{}
+	k.queue = append(k.queue, nonceExpiry{nonce, expires.UnixNano()})
+	return nil
+}
+
+// expire forgets the nonces at the front of the queue that have expired.
+// A nonce behind one that expires later waits for it: kept a little longer
+// than needed, never shorter.
+func (k *keyNonces) expire(now int64) {
+	for k.head < len(k.queue) && k.queue[k.head].expires <= now {
+		delete(k.seen, k.queue[k.head].nonce)
+		k.queue[k.head] = nonceExpiry{}
+		k.head++
+	}
+	switch {
+	case k.head == len(k.queue):
+		k.queue, k.head = k.queue[:0], 0
+	case k.head > len(k.queue)/2 && k.head > 64:
+		n := copy(k.queue, k.queue[k.head:])
+		clear(k.queue[n:])
+		k.queue, k.head = k.queue[:n], 0
+	}
+}
+
+// sweep expires every key's nonces and drops keys that hold none. c.mu is
+// held.
+func (c *nonceCache) sweep(now int64) {
+	for id, k := range c.keys {
+		k.expire(now)
+		if len(k.seen) == 0 {
+			delete(c.keys, id)
 		}
 	}
-	if len(c.seen) >= c.max {
-		return errReplayFull
+}
+
+// size returns the number of keys and of nonces held.
+func (c *nonceCache) size() (keys, nonces int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range c.keys {
+		nonces += len(k.seen)
 	}
-	c.seen[k] = expires
-	return nil
+	return len(c.keys), nonces
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,10 +15,17 @@ import (
 	"cspool/internal/spool"
 )
 
-// Users decides which key may act as which user (userdb.DB implements it).
-// Authorize returns nil, or an error wrapping userdb.ErrUnknownKey (401) or
-// userdb.ErrForbidden (403).
+// Users decides which key may act as which user (userdb.DB and userdb.PG
+// implement it).
 type Users interface {
+	// Check decides, before the request's signature is verified and without
+	// side effects: nil, or an error wrapping userdb.ErrUnknownKey (401),
+	// userdb.ErrForbidden (403), or userdb.ErrUnclaimed: the name is free
+	// and a test mode database would register it to the key.
+	Check(ctx context.Context, user string, key keys.PublicKey) error
+	// Authorize is called, after the signature, only when Check said
+	// ErrUnclaimed: it registers the name to the key (test mode), or
+	// returns an error as Check does.
 	Authorize(ctx context.Context, user string, key keys.PublicKey) error
 }
 
@@ -58,12 +66,38 @@ type Config struct {
 	ChunkBytes int64
 	// MaxWait caps a long-poll's wait parameter. Zero means 60 s.
 	MaxWait time.Duration
-	// ClockSkew is how far a request's timestamp may be from the server's
-	// clock. Zero means 5 minutes.
+	// ClockSkew is how far behind the server's clock a request's timestamp
+	// may be. Zero means 5 minutes.
 	ClockSkew time.Duration
-	// MaxNonces bounds the replay cache. Zero means 262144.
+	// FutureSkew is how far ahead of the server's clock a request's
+	// timestamp may be. Zero means 30 s. It also sets the restart rule: a
+	// request signed at or before Started plus FutureSkew is refused (503),
+	// because an earlier server process on the same store may have accepted
+	// it and its nonce is not remembered here.
+	FutureSkew time.Duration
+	// Started is when this server became the only one that could have
+	// accepted requests on its store, for the restart rule. Zero means the
+	// time NewServer is called. Set an earlier time only if no other server
+	// accepted requests for the store after it (the store was created then).
+	Started time.Time
+	// MaxNonces is the nonce budget of each user key: how many of its
+	// requests the server remembers at once (each for ClockSkew after its
+	// timestamp). Beyond it the key's requests get 429 until its oldest
+	// nonces expire; no other key is affected. Zero means 16384 (about 54
+	// requests a second, sustained, for all of a user's devices together).
 	MaxNonces int
-	// RetryAfter is the Retry-After sent with 503. Zero means 5 s.
+	// SpoolKeyNonces is the nonce budget of the spool key (deliveries over
+	// HTTP). Zero means 262144, about 870 deliveries a second sustained.
+	SpoolKeyNonces int
+	// MaxLongPolls bounds the reads of one user waiting for new entries at
+	// once; a read that would wait beyond it gets 429. Zero means 16.
+	MaxLongPolls int
+	// MaxConnsPerAddr bounds the connections one client address (an IPv4
+	// address, or an IPv6 /64) holds open at once, on a listener wrapped by
+	// Server.Listener. Zero means 64; negative means no limit.
+	MaxConnsPerAddr int
+	// RetryAfter is the Retry-After sent with 503 and 429 when the server
+	// has no better figure. Zero means 5 s.
 	RetryAfter time.Duration
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
@@ -84,13 +118,22 @@ func (c *Config) fill() {
 	setDefault(&c.ChunkBytes, 4<<20)
 	setDefault(&c.MaxWait, 60*time.Second)
 	setDefault(&c.ClockSkew, 5*time.Minute)
-	setDefault(&c.MaxNonces, 1<<18)
+	setDefault(&c.FutureSkew, 30*time.Second)
+	setDefault(&c.MaxNonces, 1<<14)
+	setDefault(&c.SpoolKeyNonces, 1<<18)
+	setDefault(&c.MaxLongPolls, 16)
+	if c.MaxConnsPerAddr == 0 {
+		c.MaxConnsPerAddr = 64
+	}
 	setDefault(&c.RetryAfter, 5*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Started.IsZero() {
+		c.Started = c.Now()
 	}
 	if c.Metrics == nil {
 		c.Metrics = noMetrics{}
@@ -108,7 +151,17 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	mux    *http.ServeMux
-	nonces *replayCache
+	nonces *nonceCache
+	polls  *pollCounter
+	conns  *connLimiter
+	// refusals thins out the log lines of requests refused before their
+	// signature was checked, so that a flood cannot fill the log.
+	refusals *logSampler
+	// fence is the restart rule: timestamps at or before it are refused.
+	// openAt is when the first timestamp after fence comes within
+	// FutureSkew of the clock.
+	fence  int64
+	openAt time.Time
 
 	// stopping is cancelled by Shutdown to end long-polls.
 	stopping context.Context
@@ -118,7 +171,11 @@ type Server struct {
 // NewServer returns the API handler.
 func NewServer(cfg Config) *Server {
 	cfg.fill()
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newReplayCache(cfg.MaxNonces)}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
+		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr),
+		refusals: &logSampler{perSecond: refusalLogsPerSecond}}
+	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
+	s.openAt = time.Unix(s.fence+1, 0).Add(-cfg.FutureSkew)
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.mux.HandleFunc("GET /v1/health", s.health)
 	s.mux.Handle("GET /v1/users/{user}/entries", s.authed(s.read, routeRead))
@@ -146,10 +203,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rw.Header().Set("Cspool-Request-Id", ri.id)
 	rr := r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
-	s.mux.ServeHTTP(rw, rr)
+	if s.conns.isExcess(r.RemoteAddr) {
+		// One answer on a connection over its address's limit, then close.
+		rw.Header().Set("Connection", "close")
+		s.fail(rw, rr, &srvError{kind: ErrTooManyRequests, sampled: true,
+			msg: fmt.Sprintf("too many connections from this address (limit %d)", s.cfg.MaxConnsPerAddr)})
+	} else {
+		s.mux.ServeHTTP(rw, rr)
+	}
 	s.observe(rr, rw.status, ri)
+	var suppressed int
+	if se, ok := ri.err.(*srvError); ok && se.sampled {
+		var log bool
+		if log, suppressed = s.refusals.allow(start); !log {
+			return
+		}
+	}
 	attrs := []any{"id", ri.id, "method", r.Method, "path", r.URL.Path, "status", rw.status,
 		"bytes", rw.bytes, "ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr}
+	if suppressed > 0 {
+		attrs = append(attrs, "similar_refusals_not_logged", suppressed)
+	}
 	if ri.keyID != "" {
 		attrs = append(attrs, "key_id", ri.keyID)
 	}

@@ -49,6 +49,17 @@ func (s *Server) authed(h handler, rt route) http.Handler {
 
 var emptyHash = sha256.Sum256(nil)
 
+// HeaderEarliestTS, sent with a refusal for the request's timestamp, is the
+// earliest timestamp (Unix seconds) the server accepts at the time of the
+// answer; with the Date header it lets a client re-sign at once.
+const HeaderEarliestTS = "Cspool-Earliest-Ts"
+
+// authenticate decides who signed r and whether they may use the route. The
+// checks run cheapest first, and nothing is stored before the last one: a
+// request is refused before its signature is verified unless its key is
+// the spool key or one the users database knows (or, in test mode, one
+// that may claim the name), and its nonce is recorded only once the
+// signature and the authorization hold, against its own key's budget.
 func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	user := r.PathValue("user")
 	if err := keys.CheckUserName(user); err != nil {
@@ -56,59 +67,120 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	}
 	hs := r.Header.Values("Authorization")
 	if len(hs) != 1 {
-		return nil, authErr(ErrUnauthenticated, AuthReasonMissing, "want one Authorization header, found %d", len(hs))
+		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonMissing, "want one Authorization header, found %d", len(hs)))
 	}
 	a, err := parseAuthorization(hs[0])
 	if err != nil {
-		return nil, authErr(ErrUnauthenticated, AuthReasonMalformed, "%v", err)
+		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonMalformed, "%v", err))
 	}
 	info(r).keyID = fmt.Sprintf("%x", a.key.KeyID())
 	now := s.cfg.Now()
-	ts := time.Unix(a.ts, 0)
-	if d := now.Sub(ts); d > s.cfg.ClockSkew || d < -s.cfg.ClockSkew {
-		return nil, authErr(ErrUnauthenticated, AuthReasonStale, "timestamp %d is %v from the server's clock (limit %v)", a.ts, d.Round(time.Second), s.cfg.ClockSkew)
+	if err := s.checkTime(r, a.ts, now); err != nil {
+		return nil, err
 	}
 	q, err := canonicalQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, errorf(ErrBadRequest, "%v", err)
 	}
-	if !ed25519.Verify(a.key.Ed25519, signedMessage(r.Method, r.URL.Path, q, a), a.sig) {
-		return nil, authErr(ErrUnauthenticated, AuthReasonBadSignature, "bad signature")
+	if rt == routeRead && a.bodyHash != emptyHash {
+		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBodyHash, "signed body hash is not that of an empty body"))
 	}
-	var rk replayKey
-	id := a.key.KeyID()
-	copy(rk[:], id[:])
-	copy(rk[8:], a.nonce[:])
-	switch err := s.nonces.add(rk, ts.Add(s.cfg.ClockSkew+time.Second), now); {
-	case errors.Is(err, errReplayed):
-		return nil, authErr(ErrUnauthenticated, AuthReasonReplayed, "replayed request (nonce already used)")
-	case err != nil:
-		return nil, errorf(ErrUnavailable, "%v", err)
+	spoolKey := s.cfg.SpoolKey.Ed25519 != nil && a.key.Equal(s.cfg.SpoolKey)
+	var claim bool
+	var forbidden *srvError // told only to whoever proves to hold the key
+	if !spoolKey {
+		switch err := s.cfg.Users.Check(r.Context(), user, a.key); {
+		case err == nil:
+		case errors.Is(err, userdb.ErrUnclaimed):
+			claim = true
+		case errors.Is(err, userdb.ErrForbidden):
+			forbidden = usersError(err, user)
+		default:
+			return nil, unverified(usersError(err, user))
+		}
+	}
+	if !ed25519.Verify(a.key.Ed25519, signedMessage(r.Method, r.URL.Path, q, a), a.sig) {
+		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBadSignature, "bad signature"))
 	}
 	c := &caller{user: user, key: a.key, bodyHash: a.bodyHash}
-	if rt == routeRead && a.bodyHash != emptyHash {
-		return nil, authErr(ErrUnauthenticated, AuthReasonBodyHash, "signed body hash is not that of an empty body")
-	}
-	if s.cfg.SpoolKey.Ed25519 != nil && a.key.Equal(s.cfg.SpoolKey) {
-		if rt != routeAppend {
-			return nil, authErr(ErrForbidden, AuthReasonSpoolKeyForbidden, "the spool key may only append entries")
-		}
+	budget := s.cfg.MaxNonces
+	switch {
+	case spoolKey && rt != routeAppend:
+		return nil, authErr(ErrForbidden, AuthReasonSpoolKeyForbidden, "the spool key may only append entries")
+	case spoolKey:
 		c.spool = true
 		info(r).spool = true
-		return c, nil
+		budget = s.cfg.SpoolKeyNonces
+	case forbidden != nil:
+		return nil, forbidden
+	case claim:
+		// Test mode: the signature proves the key; the name goes to it.
+		if err := s.cfg.Users.Authorize(r.Context(), user, a.key); err != nil {
+			return nil, usersError(err, user)
+		}
 	}
-	switch err := s.cfg.Users.Authorize(r.Context(), user, a.key); {
-	case err == nil:
-		return c, nil
+	var be *budgetError
+	switch err := s.nonces.add(a.key.KeyID(), a.nonce, time.Unix(a.ts, 0).Add(s.cfg.ClockSkew+time.Second), now, budget); {
+	case errors.Is(err, errReplayed):
+		return nil, authErr(ErrUnauthenticated, AuthReasonReplayed, "replayed request (nonce already used)")
+	case errors.As(err, &be):
+		e := authErr(ErrTooManyRequests, AuthReasonNonceBudget, "this key made %d requests within %v: try again later", be.budget, s.cfg.ClockSkew)
+		e.retryAfter, e.sampled = be.retry, true
+		return nil, e
+	}
+	return c, nil
+}
+
+// checkTime refuses a timestamp outside the window (401) or at or before
+// the restart fence (503). A request refused by the fence before any
+// timestamp after it can be accepted (the first second after the start) is
+// answered when one can, so that the client's re-signed retry succeeds.
+func (s *Server) checkTime(r *http.Request, ts int64, now time.Time) error {
+	if d := now.Sub(time.Unix(ts, 0)); d > s.cfg.ClockSkew || d < -s.cfg.FutureSkew {
+		e := authErr(ErrUnauthenticated, AuthReasonStale, "timestamp %d is %v from the server's clock (limit %v behind, %v ahead)",
+			ts, d.Round(time.Second), s.cfg.ClockSkew, s.cfg.FutureSkew)
+		e.earliestTS = s.earliest(now)
+		return unverified(e)
+	}
+	if ts > s.fence {
+		return nil
+	}
+	if wait := s.openAt.Sub(now); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+			now = s.cfg.Now()
+		case <-r.Context().Done():
+			t.Stop()
+		}
+	}
+	e := authErr(ErrUnavailable, AuthReasonBeforeStart, "request signed before this server started (timestamp %d, want after %d): sign it again", ts, s.fence)
+	e.earliestTS, e.retryAfter = s.earliest(now), time.Second
+	return unverified(e)
+}
+
+// earliest is the earliest timestamp accepted at now.
+func (s *Server) earliest(now time.Time) int64 {
+	t := now.Add(-s.cfg.ClockSkew)
+	e := t.Unix()
+	if t.After(time.Unix(e, 0)) {
+		e++
+	}
+	return max(e, s.fence+1)
+}
+
+// usersError maps an error of the users database.
+func usersError(err error, user string) *srvError {
+	switch {
 	case errors.Is(err, userdb.ErrForbidden):
-		return nil, authErr(ErrForbidden, AuthReasonForbidden, "key may not access the log of %q", user)
-	case errors.Is(err, userdb.ErrUnknownKey):
-		return nil, authErr(ErrUnauthenticated, AuthReasonUnknownKey, "unknown key for %q", user)
+		return authErr(ErrForbidden, AuthReasonForbidden, "key may not access the log of %q", user)
+	case errors.Is(err, userdb.ErrUnknownKey), errors.Is(err, userdb.ErrUnclaimed):
+		return authErr(ErrUnauthenticated, AuthReasonUnknownKey, "unknown key for %q", user)
 	case errors.Is(err, spool.ErrUnavailable):
 		// The users table's database is down: temporary, like the store.
-		return nil, &srvError{kind: ErrUnavailable, msg: "users database unavailable", detail: err}
+		return &srvError{kind: ErrUnavailable, msg: "users database unavailable", detail: err}
 	default:
-		return nil, &srvError{kind: ErrInternal, msg: "authorizing", detail: err}
+		return &srvError{kind: ErrInternal, msg: "authorizing", detail: err}
 	}
 }
 
@@ -118,7 +190,12 @@ type srvError struct {
 	kind   error
 	msg    string
 	detail error
-	reason string // an AuthReason for 401 and 403
+	reason string // an AuthReason for a refused authentication
+	// sampled: a refusal a caller can repeat at will (before its signature
+	// was checked, or of its own share): its log lines are thinned out.
+	sampled    bool
+	retryAfter time.Duration // for 503 and 429; zero: Config.RetryAfter
+	earliestTS int64         // HeaderEarliestTS, if not zero
 }
 
 func (e *srvError) Error() string {
@@ -139,8 +216,18 @@ func authErr(kind error, reason, format string, a ...any) *srvError {
 	return e
 }
 
-// storeError classifies an error from the store.
+// unverified marks a refusal made before the signature was checked.
+func unverified(e *srvError) *srvError {
+	e.sampled = true
+	return e
+}
+
+// storeError classifies an error from the store; a *srvError passes as it
+// is.
 func storeError(op string, err error) *srvError {
+	if se, ok := err.(*srvError); ok {
+		return se
+	}
 	kind := ErrInternal
 	switch {
 	case errors.Is(err, spool.ErrUnavailable), errors.Is(err, spool.ErrClosed):
@@ -171,8 +258,15 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch status {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", AuthScheme)
-	case http.StatusServiceUnavailable:
-		w.Header().Set("Retry-After", strconv.Itoa(int(s.cfg.RetryAfter.Seconds())))
+	case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+		retry := se.retryAfter
+		if retry <= 0 {
+			retry = s.cfg.RetryAfter
+		}
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((retry+time.Second-1)/time.Second), 10))
+	}
+	if se.earliestTS != 0 {
+		w.Header().Set(HeaderEarliestTS, strconv.FormatInt(se.earliestTS, 10))
 	}
 	msg := se.msg
 	if se.kind == ErrInternal {

@@ -25,6 +25,22 @@ func (d *DB) Authorize(ctx context.Context, user string, key keys.PublicKey) err
 	return d.register(ctx, user, key)
 }
 
+// Check is Authorize without its side effect: in test mode, a free name and
+// a key that owns none give an error wrapping ErrUnclaimed instead of a
+// registration. It never touches the disk.
+func (d *DB) Check(_ context.Context, user string, key keys.PublicKey) error {
+	if err := keys.CheckUserName(user); err != nil {
+		return fmt.Errorf("authorizing: %w", err)
+	}
+	d.mu.RLock()
+	err, done := d.check(user, key)
+	d.mu.RUnlock()
+	if !done && d.testMode {
+		return fmt.Errorf("key %x for user %q: %w", key.KeyID(), user, ErrUnclaimed)
+	}
+	return err
+}
+
 // check decides from the table alone; done is false when the name is free
 // and the key unknown (a registration, in test mode). d.mu is held.
 func (d *DB) check(user string, key keys.PublicKey) (err error, done bool) {

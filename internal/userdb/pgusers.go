@@ -163,6 +163,11 @@ func (p *PG) Authorize(ctx context.Context, user string, key keys.PublicKey) err
 	return fmt.Errorf("authorizing user %q: %w", user, pgUnavailable(err))
 }
 
+// Check is Authorize: the table registers nobody on first use.
+func (p *PG) Check(ctx context.Context, user string, key keys.PublicKey) error {
+	return p.Authorize(ctx, user, key)
+}
+
 // pgUnavailable wraps database failures with spool.ErrUnavailable, except
 // errors the server reports for a statement (a bug, not an outage), other
 // than shutdowns, timeouts and resource shortages.

@@ -16,6 +16,9 @@
 //     name, so a registered key can never reach a second log.
 //   - Authorize distinguishes an unknown key (ErrUnknownKey: HTTP 401) from
 //     a known key that belongs to another user (ErrForbidden: HTTP 403).
+//     Check decides the same from the table alone, without registering: the
+//     API asks it before verifying a signature, so that a request signed
+//     with a key nobody registered costs a table lookup and changes nothing.
 //     Lookup of a name without a key returns ErrUnknownUser (LMTP 550 5.1.1,
 //     RFC 5321 section 4.2.2 / RFC 3463 X.1.1).
 //   - The table is read under a read lock; lookups never touch the disk.
@@ -44,6 +47,9 @@ var (
 	ErrUnknownKey = errors.New("unknown key")
 	// ErrForbidden: the key belongs to a different user than the one named.
 	ErrForbidden = errors.New("key belongs to another user")
+	// ErrUnclaimed (from Check, in test mode only): the name has no key and
+	// the key owns no name, so Authorize would register the name to the key.
+	ErrUnclaimed = errors.New("name unclaimed")
 )
 
 // TestUsersFile is the name of the test mode registrations file inside the

@@ -61,6 +61,9 @@ func TestFileMode(t *testing.T) {
 		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
 			t.Errorf("Authorize(%s, key %x) = %v, want %v", tc.user, tc.key.KeyID(), err, tc.want)
 		}
+		if cerr := db.Check(ctx, tc.user, tc.key); !errors.Is(cerr, tc.want) || (tc.want == nil) != (cerr == nil) {
+			t.Errorf("Check(%s, key %x) = %v, want %v", tc.user, tc.key.KeyID(), cerr, tc.want)
+		}
 	}
 	if k, err := db.Lookup(ctx, "alice"); err != nil || !k.Equal(alice) {
 		t.Errorf("Lookup(alice) = %x, %v; want alice's key", k.KeyID(), err)
@@ -205,5 +208,46 @@ func TestTestModeRace(t *testing.T) {
 	}
 	if won != 1 {
 		t.Errorf("%d keys registered the same name, want 1", won)
+	}
+}
+
+// TestCheckTestMode: Check says what Authorize would do, registering
+// nothing: a free name and a key without one are ErrUnclaimed.
+func TestCheckTestMode(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	alice, other := newKey(t), newKey(t)
+	db, err := OpenTestMode(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := db.Check(ctx, "alice", alice); !errors.Is(err, ErrUnclaimed) {
+			t.Fatalf("Check of a free name: %v, want ErrUnclaimed", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, TestUsersFile)); !errors.Is(err, os.ErrNotExist) || db.Len() != 0 {
+		t.Fatalf("Check registered something: %d users, registrations file: %v", db.Len(), err)
+	}
+	if err := db.Authorize(ctx, "alice", alice); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		user string
+		key  keys.PublicKey
+		want error
+	}{
+		{"alice", alice, nil},
+		{"alice", other, ErrUnknownKey},
+		{"bob", alice, ErrForbidden},
+		{"bob", other, ErrUnclaimed},
+	}
+	for _, s := range steps {
+		if err := db.Check(ctx, s.user, s.key); !errors.Is(err, s.want) || (s.want == nil) != (err == nil) {
+			t.Errorf("Check(%s) = %v, want %v", s.user, err, s.want)
+		}
+	}
+	if db.Len() != 1 {
+		t.Errorf("%d users after the checks, want 1", db.Len())
 	}
 }

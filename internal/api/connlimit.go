@@ -1,0 +1,169 @@
+package api
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// excessGrace bounds how long a connection over its address's limit stays
+// open: time to read one request and answer it 429.
+const excessGrace = 5 * time.Second
+
+// maxExcessConns bounds the connections over their address's limit being
+// answered at once; while that many are open, a further one is closed
+// without an answer.
+const maxExcessConns = 64
+
+// Listener returns ln with the connections of each client address bounded
+// by Config.MaxConnsPerAddr. An address is an IPv4 address or an IPv6 /64
+// (one host's share of a network). A connection beyond the bound is
+// answered once, 429 with "Connection: close", and closed within 5 s; while
+// 64 such connections are open, further ones are closed without an answer.
+// Connections that are not TCP are not limited. Behind a proxy every
+// connection comes from the proxy's address: raise the limit or turn it off.
+//
+// Give Listener the plain TCP listener; http.Server.ServeTLS puts TLS on
+// top of it.
+func (s *Server) Listener(ln net.Listener) net.Listener {
+	if s.conns.max <= 0 {
+		return ln
+	}
+	return &limitedListener{Listener: ln, l: s.conns}
+}
+
+// connLimiter counts the open connections of each address.
+type connLimiter struct {
+	max int // <= 0: no limit
+
+	mu     sync.Mutex
+	open   map[string]int  // address -> connections admitted and open
+	excess map[string]bool // remote ip:port of each connection over its limit
+}
+
+func newConnLimiter(max int) *connLimiter {
+	return &connLimiter{max: max, open: map[string]int{}, excess: map[string]bool{}}
+}
+
+type limitedListener struct {
+	net.Listener
+	l *connLimiter
+}
+
+func (ln *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if lc := ln.l.admit(c); lc != nil {
+			return lc, nil
+		}
+		c.Close()
+	}
+}
+
+// admit returns c counted against its address, marked excess if the
+// address is at its limit, or nil if c is to be closed at once.
+func (l *connLimiter) admit(c net.Conn) net.Conn {
+	key := addrKey(c.RemoteAddr())
+	if key == "" {
+		return c
+	}
+	lc := &limitedConn{Conn: c, l: l, key: key, remote: c.RemoteAddr().String()}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.open[key] < l.max {
+		l.open[key]++
+		return lc
+	}
+	if len(l.excess) >= maxExcessConns {
+		return nil
+	}
+	l.excess[lc.remote] = true
+	lc.excessUntil = time.Now().Add(excessGrace)
+	c.SetDeadline(lc.excessUntil)
+	return lc
+}
+
+func (l *connLimiter) release(c *limitedConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !c.excessUntil.IsZero() {
+		delete(l.excess, c.remote)
+		return
+	}
+	if l.open[c.key]--; l.open[c.key] <= 0 {
+		delete(l.open, c.key)
+	}
+}
+
+// isExcess reports whether the connection with this remote address is over
+// its address's limit (its request gets 429).
+func (l *connLimiter) isExcess(remote string) bool {
+	if l.max <= 0 {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.excess[remote]
+}
+
+// counts returns the connections admitted and those being refused.
+func (l *connLimiter) counts() (open, excess int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, n := range l.open {
+		open += n
+	}
+	return open, len(l.excess)
+}
+
+// addrKey is the address a TCP connection counts against: the IPv4
+// address, or the /64 of an IPv6 address; "" for other connections.
+func addrKey(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// limitedConn is a counted connection. The deadlines of one over its limit
+// never reach past excessUntil, whatever the HTTP server asks for.
+type limitedConn struct {
+	net.Conn
+	l           *connLimiter
+	key, remote string
+	excessUntil time.Time // zero for a connection within the limit
+	once        sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.l.release(c) })
+	return err
+}
+
+// CloseWrite lets the HTTP server half-close the connection after its last
+// answer, so that the client reads the answer rather than a reset.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (c *limitedConn) clamp(t time.Time) time.Time {
+	if !c.excessUntil.IsZero() && (t.IsZero() || t.After(c.excessUntil)) {
+		return c.excessUntil
+	}
+	return t
+}
+
+func (c *limitedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
+func (c *limitedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
+func (c *limitedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }

@@ -1,0 +1,251 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"cspool/internal/keys"
+)
+
+// flood sends GET head requests for alice's log from workers goroutines,
+// each signed by key(i) (i counts the requests), until n are sent or d has
+// passed, and returns how many got each status.
+func (e *env) flood(t *testing.T, workers, n int, d time.Duration, sign func(req *http.Request, i int)) map[int]int {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	defer hc.CloseIdleConnections()
+	var (
+		next     atomic.Int64
+		mu       sync.Mutex
+		statuses = map[int]int{}
+		wg       sync.WaitGroup
+	)
+	deadline := time.Now().Add(d)
+	for range workers {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				i := int(next.Add(1))
+				if i > n {
+					return
+				}
+				req, err := http.NewRequest("GET", e.srv.URL+"/v1/users/alice/head", nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				sign(req, i)
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Errorf("flood request %d: %v", i, err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				mu.Lock()
+				statuses[resp.StatusCode]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return statuses
+}
+
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// legit runs alice, bob (reading and appending their logs) and the spool key
+// (appending to both) until stop is closed or each has made perKey
+// requests, and returns their failures.
+func (e *env) legit(t *testing.T, stop <-chan struct{}, perKey int) (ok int, failures []string) {
+	t.Helper()
+	ctx := testCtx(t)
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	record := func(who string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failures = append(failures, fmt.Sprintf("%s: %v", who, err))
+		} else {
+			ok++
+		}
+	}
+	for _, u := range []struct {
+		name string
+		key  *keys.SecretKey
+	}{{"alice", e.alice}, {"bob", e.bob}} {
+		c := e.client(t, u.name, u.key)
+		wg.Go(func() {
+			for i := 0; i < perKey && !stopped(stop); i++ {
+				if i%2 == 0 {
+					_, err := c.Append(ctx, u.name, [][]byte{fmt.Appendf(nil, "%s %d", u.name, i)})
+					record(u.name+" append", err)
+				} else {
+					_, _, err := c.Read(ctx, 0, 10, 0, 0)
+					record(u.name+" read", err)
+				}
+			}
+		})
+	}
+	spool := e.client(t, "", e.spoolK)
+	wg.Go(func() {
+		for i := 0; i < perKey && !stopped(stop); i++ {
+			_, err := spool.Append(ctx, []string{"alice", "bob"}[i%2], [][]byte{fmt.Appendf(nil, "delivery %d", i)})
+			record("spool append", err)
+		}
+	})
+	wg.Wait()
+	return ok, failures
+}
+
+// TestStrangerFlood: a stranger signs requests with keys nobody registered,
+// as fast as it can, while the users and the spool key keep working. The
+// budget per key is small (the size of the whole cache that such a flood
+// used to fill, answering 503 to everyone); the stranger never reaches it.
+func TestStrangerFlood(t *testing.T) {
+	one := genKey(t)
+	cases := []struct {
+		name string
+		key  func(i int) *keys.SecretKey
+	}{
+		{"a fresh key for each request", func(int) *keys.SecretKey { return genKey(t) }},
+		{"one key, a fresh nonce for each request", func(int) *keys.SecretKey { return one }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			const budget = 200
+			e := newEnv(t, false, func(c *Config) { c.MaxNonces = budget })
+			stop := make(chan struct{})
+			var (
+				statuses map[int]int
+				done     = make(chan struct{})
+			)
+			go func() {
+				defer close(done)
+				defer close(stop)
+				statuses = e.flood(t, 4, 20000, 10*time.Second, func(req *http.Request, i int) {
+					if err := SignRequest(req, nil, tc.key(i), time.Now()); err != nil {
+						t.Error(err)
+					}
+				})
+			}()
+			ok, failures := e.legit(t, stop, budget*3/4)
+			<-done
+			for _, f := range failures {
+				t.Errorf("legitimate request failed during the flood: %s", f)
+			}
+			sent := 0
+			for status, n := range statuses {
+				sent += n
+				if status != http.StatusUnauthorized {
+					t.Errorf("%d flood requests got %d, want 401", n, status)
+				}
+			}
+			t.Logf("flood: %d requests %v; legitimate: %d succeeded", sent, statuses, ok)
+			if sent < budget {
+				t.Fatalf("the flood sent only %d requests", sent)
+			}
+			if keys, nonces := e.api.nonces.size(); keys > 3 || nonces != ok {
+				t.Errorf("nonce cache holds %d keys and %d nonces, want at most 3 keys (alice, bob, spool) and the %d of the legitimate requests", keys, nonces, ok)
+			}
+			if n := e.users.Len(); n != 2 {
+				t.Errorf("users database has %d users after the flood, want 2", n)
+			}
+		})
+	}
+}
+
+// TestKeyFloodHurtsOnlyItself: a registered key that uses up its nonce
+// budget gets 429 itself; the other users and the spool key go on; requests
+// bearing a user's key with bad signatures cost that user nothing.
+func TestKeyFloodHurtsOnlyItself(t *testing.T) {
+	const budget = 50
+	e := newEnv(t, false, func(c *Config) { c.MaxNonces = budget })
+	ctx := testCtx(t)
+	alice, bob := e.client(t, "alice", e.alice), e.client(t, "bob", e.bob)
+	for i := range budget {
+		if _, err := alice.Head(ctx); err != nil {
+			t.Fatalf("alice's request %d within her budget: %v", i+1, err)
+		}
+	}
+	_, err := alice.Head(ctx)
+	if !errors.Is(err, ErrTooManyRequests) || !IsTemporary(err) {
+		t.Errorf("alice over her budget: %v; want ErrTooManyRequests (429), temporary", err)
+	}
+	resp, msg := e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice})
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("alice over her budget: %d %q, Retry-After %q; want 429 with Retry-After", resp.StatusCode, msg, resp.Header.Get("Retry-After"))
+	}
+
+	// Bob's key with signatures that do not verify: refused, and nothing
+	// of bob's budget is spent.
+	statuses := e.flood(t, 4, 3*budget, 10*time.Second, func(req *http.Request, _ int) {
+		if err := SignRequest(req, nil, e.bob, time.Now()); err != nil {
+			t.Error(err)
+		}
+		spoilSignature(req)
+	})
+	if statuses[http.StatusUnauthorized] != 3*budget {
+		t.Errorf("requests with bob's key and bad signatures: %v, want %d × 401", statuses, 3*budget)
+	}
+	for i := range budget {
+		if _, err := bob.Head(ctx); err != nil {
+			t.Fatalf("bob's request %d, after alice's flood and the bad signatures: %v", i+1, err)
+		}
+	}
+	if _, err := e.client(t, "", e.spoolK).Append(ctx, "alice", [][]byte{[]byte("mail")}); err != nil {
+		t.Errorf("spool key after alice's flood: %v", err)
+	}
+	if keys, nonces := e.api.nonces.size(); keys != 3 || nonces != 2*budget+1 {
+		t.Errorf("nonce cache: %d keys, %d nonces; want 3 keys and %d nonces", keys, nonces, 2*budget+1)
+	}
+}
+
+// TestTestModeFlood: in test mode, a stranger's fresh keys on a name that is
+// taken are refused like unknown keys, before any signature check; on free
+// names each would register a user (docs/SECURITY.md: test mode is open).
+func TestTestModeFlood(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ctx := testCtx(t)
+	carol := e.client(t, "carol", e.alice)
+	if _, err := carol.Head(ctx); err != nil {
+		t.Fatalf("carol claims her name: %v", err)
+	}
+	req := func() *http.Request {
+		r, err := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/v1/users/carol/head", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := SignRequest(r, nil, genKey(t), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for range 200 {
+		if resp, msg := e.do(t, req()); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a fresh key on carol's name: %d %q, want 401", resp.StatusCode, msg)
+		}
+	}
+	if keys, nonces := e.api.nonces.size(); keys != 1 || nonces != 1 || e.users.Len() != 1 {
+		t.Errorf("after 200 strangers on a taken name: %d keys, %d nonces, %d users; want 1, 1, 1", keys, nonces, e.users.Len())
+	}
+	if _, err := carol.Head(context.Background()); err != nil {
+		t.Errorf("carol after the flood: %v", err)
+	}
+}
