@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"cspool/internal/command"
+	"cspool/internal/loginguard"
 	"cspool/internal/mailstore"
 )
 
@@ -46,7 +47,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	srv    *imapserver.Server
-	guard  *loginGuard
+	guard  *loginguard.Guard
 	ctx    context.Context // cancelled by Close: stops waiting submits and login delays
 	cancel context.CancelFunc
 
@@ -70,7 +71,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{}}
-	s.guard = newLoginGuard(cfg.Login, s.log)
+	s.guard = loginguard.New(cfg.Login, s.log, "IMAP")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
@@ -99,13 +100,13 @@ func New(cfg Config) (*Server, error) {
 
 // Serve accepts connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(guardListener{ln})
+	return s.srv.Serve(loginguard.Listener{Listener: ln})
 }
 
 // Close stops the listeners and closes every connection.
 func (s *Server) Close() error {
 	s.cancel()
-	s.guard.close()
+	s.guard.Close()
 	if err := s.srv.Close(); err != nil {
 		return fmt.Errorf("closing imap server: %w", err)
 	}
@@ -158,8 +159,8 @@ func (s *Server) release(mb *mailbox) {
 
 // printfLogger adapts slog to imapserver.Logger, within the login guard's
 // log budget.
-type printfLogger struct{ g *loginGuard }
+type printfLogger struct{ g *loginguard.Guard }
 
 func (l printfLogger) Printf(format string, args ...any) {
-	l.g.libraryMessage(fmt.Sprintf(format, args...))
+	l.g.LibraryMessage(fmt.Sprintf(format, args...))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"cspool/internal/loginguard"
 	"cspool/internal/mailstore"
 )
 
@@ -64,19 +65,19 @@ func (s *session) Login(user, pass string) error {
 	if s.closing {
 		return errConnClosing
 	}
-	if err := g.admit(nc.RemoteAddr()); err != nil {
+	if err := g.Admit(nc.RemoteAddr()); err != nil {
 		s.failures++
 		s.endIfLast(nc)
-		return err
+		return errLoginsWaiting
 	}
 	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(cfg.User))
 	okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(cfg.Password))
 	if okUser&okPass != 1 {
 		s.failures++
-		src, d := g.fail(nc.RemoteAddr(), s.failures, okUser == 1, s.failures >= g.lim.MaxFailures)
+		src, d := g.Fail(nc.RemoteAddr(), s.failures, okUser == 1, s.failures >= g.Limits().MaxFailures)
 		// Closing the server ends the wait; the connection goes with it.
-		g.lim.Wait(s.srv.ctx, d)
-		g.done(src)
+		g.Limits().Wait(s.srv.ctx, d)
+		g.Done(src)
 		// Only after the delay: an early BYE would tell the guess failed.
 		s.endIfLast(nc)
 		return imapserver.ErrAuthFailed
@@ -97,15 +98,15 @@ func (s *session) Login(user, pass string) error {
 // endIfLast, once the connection has failed MaxFailures logins, sends BYE
 // and ends the connection after the reply in progress.
 func (s *session) endIfLast(nc net.Conn) {
-	if s.failures < s.srv.guard.lim.MaxFailures {
+	if s.failures < s.srv.guard.Limits().MaxFailures {
 		return
 	}
 	s.closing = true
 	// As for the alert: nothing else is being written, and the tagged NO
 	// follows this line.
 	fmt.Fprintf(nc, "* BYE too many failed logins; closing the connection\r\n")
-	if gc, ok := nc.(*guardConn); ok {
-		gc.end()
+	if gc, ok := nc.(*loginguard.Conn); ok {
+		gc.End()
 	} else {
 		nc.Close()
 	}

@@ -7,8 +7,9 @@
 //
 //   - Authentication first: MAIL before a successful AUTH (PLAIN or LOGIN,
 //     RFC 4954, with the daemon's IMAP user and password) gets 530 5.7.0.
-//     Failed logins go through a Throttle (each failure is answered late,
-//     and a connection is closed after a few), like IMAP logins.
+//     Failed logins go through the same guard as IMAP logins (package
+//     loginguard): each failure is answered late, a connection is closed
+//     after a few, a source with too many failures waiting is refused.
 //   - Identities: the envelope sender and every address of the From header
 //     (and of Sender, when present) must be one of Config.Identities,
 //     compared without regard to case; otherwise 553 5.7.1. The message

@@ -9,12 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"cspool/internal/loginguard"
 )
 
 // Queue keeps submitted messages until they are relayed (*outbox.Outbox).
@@ -70,8 +71,9 @@ type Config struct {
 	// MaxRecipients is the most RCPT per message; more get 452 4.5.3. Zero
 	// means 100.
 	MaxRecipients int
-	// Throttle answers failed logins; nil means NewThrottle's defaults.
-	Throttle Throttle
+	// Login slows down password guessing, as for IMAP; the zero value
+	// takes the defaults documented on loginguard.Limits.
+	Login loginguard.Limits
 	// ReadTimeout bounds the wait for each command, and for a message after
 	// DATA. Zero means 10 minutes.
 	ReadTimeout time.Duration
@@ -91,6 +93,7 @@ type Server struct {
 	cfg        Config
 	log        *slog.Logger
 	srv        *smtp.Server
+	guard      *loginguard.Guard
 	identities map[string]bool
 	ctx        context.Context // cancelled by Close
 	cancel     context.CancelFunc
@@ -121,9 +124,6 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxRecipients <= 0 {
 		cfg.MaxRecipients = 100
 	}
-	if cfg.Throttle == nil {
-		cfg.Throttle = NewThrottle(ThrottleConfig{})
-	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 10 * time.Minute
 	}
@@ -141,6 +141,7 @@ func New(cfg Config) (*Server, error) {
 		log = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: log.With("component", "smtp"), identities: ids}
+	s.guard = loginguard.New(cfg.Login, s.log, "SMTP")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
@@ -155,7 +156,7 @@ func New(cfg Config) (*Server, error) {
 	srv.EnableDSN = true
 	srv.ReadTimeout = cfg.ReadTimeout
 	srv.WriteTimeout = cfg.WriteTimeout
-	srv.ErrorLog = errorLog{s.log}
+	srv.ErrorLog = errorLog{s.guard}
 	s.srv = srv
 	return s, nil
 }
@@ -179,7 +180,7 @@ func IdentitySet(addrs []string) (map[string]bool, error) {
 // Serve accepts connections on ln until Close; it then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("smtp submission listening", "addr", ln.Addr().String())
-	err := s.srv.Serve(&listener{ln})
+	err := s.srv.Serve(loginguard.Listener{Listener: ln})
 	if s.closing.Load() || errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -191,30 +192,34 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Close() error {
 	s.closing.Store(true)
 	s.cancel()
+	s.guard.Close()
 	return s.srv.Close()
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
-	cc, _ := c.Conn().(*conn)
-	return &session{srv: s, conn: cc, remote: c.Conn().RemoteAddr()}, nil
+	return &session{srv: s, conn: c.Conn()}, nil
 }
 
 func (s *Server) allowed(addr string) bool { return s.identities[strings.ToLower(addr)] }
 
 // session is one connection's state.
 type session struct {
-	srv    *Server
-	conn   *conn // nil only if the listener was not wrapped
-	remote net.Addr
+	srv  *Server
+	conn net.Conn // a *loginguard.Conn from Serve's listener
 
 	authed   bool
-	failures int
+	failures int  // failed logins on this connection
+	closing  bool // failed MaxFailures times: ends after this reply
 
 	mail  *Message // the transaction after MAIL, nil before
 	rcpts map[string]bool
 }
 
 var (
+	errLoginsWaiting = &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+		Message: "Too many failed logins from your address; try again later"}
+	errConnClosing = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8},
+		Message: "Too many failed logins; the connection is closing"}
 	errAuthFirst = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
 		Message: "Authentication required: log in with the IMAP user and password"}
 	errNotIdentity = func(what string) error {
@@ -230,7 +235,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, user, password string) error {
 			if identity != "" && identity != user {
-				return s.loginFailed()
+				user = "" // another authorization identity: refused like a wrong user
 			}
 			return s.login(user, password)
 		}), nil
@@ -240,27 +245,46 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
+// login checks a login through the guard: a failure is answered after its
+// delay, and the MaxFailures-th ends the connection after the reply.
 func (s *session) login(user, password string) error {
-	cfg := &s.srv.cfg
-	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(cfg.User)) == 1
-	okPass := subtle.ConstantTimeCompare([]byte(password), []byte(cfg.Password)) == 1
-	if !okUser || !okPass {
-		return s.loginFailed()
+	cfg, g := &s.srv.cfg, s.srv.guard
+	remote := s.conn.RemoteAddr()
+	if s.closing {
+		return errConnClosing
+	}
+	if err := g.Admit(remote); err != nil {
+		s.failures++
+		s.endIfLast()
+		return errLoginsWaiting
+	}
+	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(cfg.User))
+	okPass := subtle.ConstantTimeCompare([]byte(password), []byte(cfg.Password))
+	if okUser&okPass != 1 {
+		s.failures++
+		src, d := g.Fail(remote, s.failures, okUser == 1, s.failures >= g.Limits().MaxFailures)
+		// Closing the server ends the wait; the connection goes with it.
+		g.Limits().Wait(s.srv.ctx, d)
+		g.Done(src)
+		s.endIfLast()
+		return smtp.ErrAuthFailed
 	}
 	s.authed = true
 	return nil
 }
 
-// loginFailed waits for the throttle, and has the connection closed once
-// the reply is written when the throttle says so.
-func (s *session) loginFailed() error {
-	s.failures++
-	closeConn := s.srv.cfg.Throttle.Failed(s.srv.ctx, s.remote, s.failures)
-	s.srv.log.Warn("smtp login failed", "remote", s.remote.String(), "failures", s.failures, "closing", closeConn)
-	if closeConn && s.conn != nil {
-		s.conn.closeAfterWrite.Store(true)
+// endIfLast, once the connection has failed MaxFailures logins, ends it
+// after the reply in progress.
+func (s *session) endIfLast() {
+	if s.failures < s.srv.guard.Limits().MaxFailures {
+		return
 	}
-	return smtp.ErrAuthFailed
+	s.closing = true
+	if gc, ok := s.conn.(*loginguard.Conn); ok {
+		gc.End()
+	} else {
+		s.conn.Close()
+	}
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
@@ -373,40 +397,14 @@ func upperFirst(s string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-// listener wraps accepted connections in conn.
-type listener struct{ net.Listener }
-
-func (l *listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return &conn{Conn: c}, nil
-}
-
-// conn is an accepted connection that a session can have closed right after
-// its next reply is written (the throttle's last word).
-type conn struct {
-	net.Conn
-	closeAfterWrite atomic.Bool
-	once            sync.Once
-}
-
-func (c *conn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	if c.closeAfterWrite.Load() {
-		c.once.Do(func() { c.Conn.Close() })
-	}
-	return n, err
-}
-
-// errorLog turns go-smtp's connection errors into log records.
-type errorLog struct{ l *slog.Logger }
+// errorLog turns go-smtp's connection errors into log records, within the
+// login guard's log budget (a client can cause one per connection).
+type errorLog struct{ g *loginguard.Guard }
 
 func (a errorLog) Printf(format string, v ...any) {
-	a.l.Warn("smtp: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
+	a.g.LibraryMessage("smtp: " + strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
 func (a errorLog) Println(v ...any) {
-	a.l.Warn("smtp: " + strings.TrimSpace(fmt.Sprintln(v...)))
+	a.g.LibraryMessage("smtp: " + strings.TrimSpace(fmt.Sprintln(v...)))
 }

@@ -10,10 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
+	"cspool/internal/loginguard"
 	"cspool/internal/outbox"
 	"cspool/internal/sendtest"
 	"cspool/internal/submit"
@@ -34,20 +35,16 @@ type rig struct {
 	box  *outbox.Outbox
 	addr string
 	dir  string
-	// failures counts the throttle's calls.
-	failures atomic.Int32
+	// waits are the delays the login guard asked for, not waited.
+	mu    sync.Mutex
+	waits []time.Duration
 }
 
-// countingThrottle is the default throttle with short delays, counting
-// the failures it is told of.
-type countingThrottle struct {
-	submit.Throttle
-	n *atomic.Int32
-}
-
-func (c countingThrottle) Failed(ctx context.Context, remote net.Addr, failures int) bool {
-	c.n.Add(1)
-	return c.Throttle.Failed(ctx, remote, failures)
+func (r *rig) wait(_ context.Context, d time.Duration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waits = append(r.waits, d)
+	return nil
 }
 
 func newRig(t *testing.T, maxBytes int64) *rig {
@@ -66,7 +63,7 @@ func newRig(t *testing.T, maxBytes int64) *rig {
 	go func() { done <- r.box.Run(ctx) }()
 	srv, err := submit.New(submit.Config{User: user, Password: password, Identities: []string{"alice@example.org", "Alice.Work@Example.COM"},
 		Queue: r.box, Hostname: "device.test", MaxMessageBytes: maxBytes, Logger: slog.New(slog.DiscardHandler),
-		Throttle: countingThrottle{submit.NewThrottle(submit.ThrottleConfig{Delay: time.Millisecond, MaxDelay: 10 * time.Millisecond}), &r.failures}})
+		Login: loginguard.Limits{Wait: r.wait}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,19 +214,27 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
-// TestWrongPasswordThrottled: every failed login goes through the throttle,
-// and the third closes the connection after its 535.
+// TestWrongPasswordThrottled: failed logins are answered after the login
+// guard's delay, doubling per failure as for IMAP, and the third closes
+// the connection after its 535; the right password is not delayed.
 func TestWrongPasswordThrottled(t *testing.T) {
 	r := newRig(t, 0)
 	got := r.python("not the password", "wrong-password")
 	if want := []string{"535", "535", "535", "DISCONNECTED"}; !slices.Equal(got, want) {
 		t.Errorf("logins: %v, want %v", got, want)
 	}
-	if n := r.failures.Load(); n != 3 {
-		t.Errorf("the throttle was told of %d failures, want 3", n)
+	// The next connection from the same (loopback) source goes on doubling.
+	if got := r.python("still not it", "auth-login")[0]; !strings.HasPrefix(got, "535 ") {
+		t.Errorf("AUTH LOGIN with a wrong password: %q, want 535", got)
 	}
 	if got := r.python(password, "auth-login")[0]; !strings.HasPrefix(got, "235 ") {
 		t.Errorf("the right password after the failures: %q", got)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}
+	if !slices.Equal(r.waits, want) {
+		t.Errorf("delays %v, want %v", r.waits, want)
 	}
 }
 
@@ -242,4 +247,3 @@ func TestGarbageLines(t *testing.T) {
 		t.Errorf("replies %v, want %v", got, want)
 	}
 }
-

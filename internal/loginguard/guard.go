@@ -1,0 +1,402 @@
+// Package loginguard slows down password guessing against the device's
+// local listeners (IMAP, SMTP submission): a failed login is answered only
+// after a delay that doubles per source and per connection, a connection is
+// closed after a few failures, a source with too many failures waiting is
+// refused unchecked, and the log keeps to a few lines a minute plus a
+// summary (docs/IMAP.md, "Login").
+//
+// Implementation notes: the per-source table is bounded (MaxSources, then
+// one shared entry); every loopback address is one source, an IPv4 address
+// one, an IPv6 /64 one. The clock and the wait are injectable through
+// Limits. A protocol maps ErrWaiting onto its own reply.
+package loginguard
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Limits slow down password guessing (docs/IMAP.md, "Login"). Zero
+// fields take the defaults in brackets.
+//
+// A failed login (LOGIN, or AUTHENTICATE PLAIN) is answered only after a
+// delay that starts at BaseDelay and doubles with every failure of the
+// same source or connection, whichever has more, up to MaxDelay. After
+// MaxFailures failures a connection gets BYE and is closed. A correct
+// password is answered at once. While MaxWaiting failed logins of one
+// source are waiting out their delay, further logins from that source are
+// refused without the password being checked (NO [UNAVAILABLE]), so
+// parallel connections do not multiply the guessing rate, and no source
+// holds more than MaxWaiting connections in a delay.
+type Limits struct {
+	// MaxFailures is how many failed logins one connection may make. [3]
+	MaxFailures int
+	// BaseDelay and MaxDelay bound the delay before a failed login's
+	// reply. [500 ms, 16 s]
+	BaseDelay, MaxDelay time.Duration
+	// Forget is how long after its last failure a source's count is kept.
+	// [15 min]
+	Forget time.Duration
+	// MaxWaiting is how many failed logins of one source may wait out
+	// their delay at once. [4]
+	MaxWaiting int
+	// MaxSources is how many sources are remembered. Sources met while the
+	// table is full share one entry (and its delays). [1024]
+	MaxSources int
+	// LogLines is how many lines about failed logins are logged per
+	// LogInterval; the failures past that are counted and logged as one
+	// summary line at the end of the interval. [5, 1 min]
+	LogLines    int
+	LogInterval time.Duration
+	// Now is the clock. [time.Now]
+	Now func() time.Time
+	// Wait waits d, or until ctx is done (the server closing). [a timer]
+	Wait func(ctx context.Context, d time.Duration) error
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxFailures, 3)
+	def(&l.MaxWaiting, 4)
+	def(&l.MaxSources, 1024)
+	def(&l.LogLines, 5)
+	defDur(&l.BaseDelay, 500*time.Millisecond)
+	defDur(&l.MaxDelay, 16*time.Second)
+	defDur(&l.Forget, 15*time.Minute)
+	defDur(&l.LogInterval, time.Minute)
+	if l.Now == nil {
+		l.Now = time.Now
+	}
+	if l.Wait == nil {
+		l.Wait = func(ctx context.Context, d time.Duration) error {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return l
+}
+
+// ErrWaiting refuses a login, unchecked, while its source has MaxWaiting
+// failed logins waiting.
+var ErrWaiting = errors.New("too many failed logins from this source are waiting")
+
+// Source is what the guard knows of one source of logins.
+type Source struct {
+	key      string
+	failures int       // since the count was last forgotten
+	last     time.Time // the last failure
+	waiting  int       // failed logins now waiting out their delay
+	unlogged int       // failures and refusals in the summary to come
+}
+
+// Guard holds the per-source state of Limits. Its memory is bounded by
+// MaxSources; it starts no goroutine but one log timer.
+type Guard struct {
+	lim   Limits
+	log   *slog.Logger
+	proto string // "IMAP", "SMTP": named in the log
+
+	mu       sync.Mutex
+	sources  map[string]*Source
+	overflow Source // the sources met while the table is full
+	library  Source // the protocol library's messages
+
+	window   time.Time   // start of the current log interval
+	lines    int         // lines logged in it
+	unlogged int         // events not logged one by one in it
+	timer    *time.Timer // flushes the summary at the interval's end
+	closed   bool
+}
+
+// New returns a guard for the listener of proto ("IMAP", "SMTP"), logging
+// to log.
+func New(lim Limits, log *slog.Logger, proto string) *Guard {
+	return &Guard{lim: lim.withDefaults(), log: log, proto: proto, sources: map[string]*Source{},
+		overflow: Source{key: "(other sources)"}, library: Source{key: "(" + strings.ToLower(proto) + " library)"}}
+}
+
+// Limits returns the limits in force, defaults filled in.
+func (g *Guard) Limits() Limits { return g.lim }
+
+// sourceKey groups addresses into sources: every loopback address is one
+// source (a local user can bind any of 127/8), an IPv4 address is one, and
+// an IPv6 /64 is one (a host usually holds a whole /64).
+func sourceKey(a net.Addr) string {
+	var ip net.IP
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip = a.IP
+	default:
+		if a == nil {
+			return "unknown"
+		}
+		host, _, err := net.SplitHostPort(a.String())
+		if err != nil {
+			return a.String()
+		}
+		ip = net.ParseIP(host)
+	}
+	switch {
+	case ip == nil:
+		return "unknown"
+	case ip.IsLoopback():
+		return "loopback"
+	case ip.To4() != nil:
+		return ip.To4().String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// lookup returns key's entry, nil for a source with no failures, or the
+// overflow entry when the table is full. create adds an entry when there is
+// room. Called with g.mu held.
+func (g *Guard) lookup(key string, now time.Time, create bool) *Source {
+	if s := g.sources[key]; s != nil {
+		if s.waiting == 0 && now.Sub(s.last) > g.lim.Forget {
+			s.failures = 0
+		}
+		return s
+	}
+	if len(g.sources) >= g.lim.MaxSources {
+		g.sweep(now)
+	}
+	if len(g.sources) >= g.lim.MaxSources {
+		if g.overflow.waiting == 0 && now.Sub(g.overflow.last) > g.lim.Forget {
+			g.overflow.failures = 0
+		}
+		return &g.overflow
+	}
+	if !create {
+		return nil
+	}
+	s := &Source{key: key}
+	g.sources[key] = s
+	return s
+}
+
+// sweep drops the entries whose failures are forgotten and that nothing
+// waits on. Called with g.mu held.
+func (g *Guard) sweep(now time.Time) {
+	for k, s := range g.sources {
+		if s.waiting == 0 && now.Sub(s.last) > g.lim.Forget {
+			g.carry(s)
+			delete(g.sources, k)
+		}
+	}
+}
+
+// carry moves a dropped entry's unlogged count into the overflow entry, so
+// the summary still counts it.
+func (g *Guard) carry(s *Source) {
+	g.overflow.unlogged += s.unlogged
+}
+
+// Admit is asked before a password is checked: it refuses (ErrWaiting)
+// while the source has MaxWaiting failed logins waiting.
+func (g *Guard) Admit(remote net.Addr) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.lim.Now()
+	s := g.lookup(sourceKey(remote), now, false)
+	if s == nil || s.waiting < g.lim.MaxWaiting {
+		return nil
+	}
+	g.note(now, s, g.proto+" login refused unchecked: too many failed logins from this source are waiting",
+		"remote", remote.String(), "source", s.key, "waiting", s.waiting)
+	return ErrWaiting
+}
+
+// Fail records a failed login, the connFailures-th on its connection, and
+// returns the delay to wait before replying. The caller must call Done
+// after the wait.
+func (g *Guard) Fail(remote net.Addr, connFailures int, userOK, closing bool) (*Source, time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.lim.Now()
+	s := g.lookup(sourceKey(remote), now, true)
+	s.failures++
+	s.last = now
+	s.waiting++
+	d := g.delay(max(s.failures, connFailures))
+	g.note(now, s, "failed "+g.proto+" login", "remote", remote.String(), "source", s.key, "user_matches", userOK,
+		"connection_failures", connFailures, "source_failures", s.failures, "delay", d, "closing", closing)
+	return s, d
+}
+
+// Done ends the wait of a failed login of s.
+func (g *Guard) Done(s *Source) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s.waiting--
+}
+
+// delay is BaseDelay doubled for each failure after the first, at most
+// MaxDelay.
+func (g *Guard) delay(n int) time.Duration {
+	d := g.lim.BaseDelay
+	for i := 1; i < n && d < g.lim.MaxDelay; i++ {
+		d *= 2
+	}
+	return min(d, g.lim.MaxDelay)
+}
+
+// note logs one event, or counts it for the interval's summary once
+// LogLines lines were logged in the interval. Called with g.mu held.
+func (g *Guard) note(now time.Time, s *Source, msg string, args ...any) {
+	if now.Sub(g.window) >= g.lim.LogInterval {
+		g.flush()
+		g.window, g.lines = now, 0
+	}
+	if g.lines < g.lim.LogLines {
+		g.lines++
+		g.log.Warn(msg, args...)
+		return
+	}
+	g.unlogged++
+	s.unlogged++
+	if g.timer == nil && !g.closed {
+		g.timer = time.AfterFunc(g.lim.LogInterval, g.flushDue)
+	}
+}
+
+// flushDue is the timer's: it logs the summary once the interval is over.
+func (g *Guard) flushDue() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.timer = nil
+	if g.lim.Now().Sub(g.window) >= g.lim.LogInterval {
+		g.flush()
+		g.window, g.lines = g.lim.Now(), 0
+	} else if g.unlogged > 0 && !g.closed {
+		g.timer = time.AfterFunc(g.lim.LogInterval, g.flushDue)
+	}
+}
+
+// flush logs the summary of the events not logged one by one: how many,
+// from how many sources, and the busiest. Called with g.mu held.
+func (g *Guard) flush() {
+	if g.unlogged == 0 {
+		return
+	}
+	sources, busiest := 0, &g.library
+	for _, s := range g.sources {
+		if s.unlogged > 0 {
+			sources++
+			if s.unlogged > busiest.unlogged {
+				busiest = s
+			}
+		}
+	}
+	if g.overflow.unlogged > 0 {
+		sources++
+		if g.overflow.unlogged > busiest.unlogged {
+			busiest = &g.overflow
+		}
+	}
+	g.log.Warn(g.proto+" log lines held back (failed and refused logins, connection errors)", "count", g.unlogged,
+		"since", g.window.Format(time.RFC3339), "sources", sources, "busiest_source", busiest.key, "busiest_count", busiest.unlogged)
+	g.unlogged = 0
+	g.overflow.unlogged, g.library.unlogged = 0, 0
+	for _, s := range g.sources {
+		s.unlogged = 0
+	}
+}
+
+// LibraryMessage logs a message of the protocol library (a connection
+// that sent garbage, a failed write...) within the same budget: a client
+// can cause one per connection.
+func (g *Guard) LibraryMessage(msg string) {
+	if strings.HasPrefix(msg, "panic") {
+		g.log.Error(msg) // a bug, not a client: always logged
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.note(g.lim.Now(), &g.library, msg)
+}
+
+// Close logs what is pending and stops the timer.
+func (g *Guard) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	if g.timer != nil {
+		g.timer.Stop()
+		g.timer = nil
+	}
+	g.flush()
+}
+
+// State reports a source's failures and waiting logins, and the number of
+// sources remembered, for tests and debugging.
+func (g *Guard) State(remote net.Addr) (failures, waiting, sources int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s := g.lookup(sourceKey(remote), g.lim.Now(), false); s != nil {
+		failures, waiting = s.failures, s.waiting
+	}
+	return failures, waiting, len(g.sources)
+}
+
+// Listener hands out connections (*Conn) the server can end after a
+// reply.
+type Listener struct{ net.Listener }
+
+// Accept implements net.Listener.
+func (l Listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{Conn: c}, nil
+}
+
+// Conn lets the server end a connection after the reply in progress:
+// once ended, the next write (that reply) goes out, later writes fail
+// with net.ErrClosed and reads see end of file. The library's loop then
+// stops at once, also for commands the client pipelined behind, and closes
+// the connection.
+type Conn struct {
+	net.Conn
+	ended  atomic.Bool
+	writes atomic.Int32 // writes since ended
+}
+
+// End lets one more write through, then ends the connection.
+func (c *Conn) End() { c.ended.Store(true) }
+
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.ended.Load() {
+		return 0, io.EOF
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *Conn) Write(p []byte) (int, error) {
+	if c.ended.Load() && c.writes.Add(1) > 1 {
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(p)
+}
