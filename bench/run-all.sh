@@ -24,5 +24,6 @@ run churn go run ./bench/churn -n 10000 -flags 100000
 run api go test -run '^$' -bench 'BenchmarkRead10k' -benchtime 3x ./internal/api/
 run integrity go test -run '^$' -bench 'BenchmarkIntegrityCost' -benchtime 4x ./internal/hostile/
 run chain go test -run '^$' -bench 'BenchmarkChainPerEntry' ./internal/hostile/
+run restorecheck go test -run '^$' -bench 'BenchmarkRestoreCheck' -benchtime 5x ./internal/mailstore/
 run postgres sh bench/postgres/run.sh 2000
 run idle bash bench/idle.sh
