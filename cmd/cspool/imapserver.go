@@ -50,6 +50,8 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	statusAddr := fs.String("status-addr", defaultStatusAddr, "status page `address` (host:port, see docs/STATUS.md; '' turns it off)")
 	debug := fs.Bool("debug", false, "log debug detail")
 	checkpointMin := fs.Int("checkpoint-min", 1000, "write a checkpoint (letting the spool compact the log) once this many entries, and more than the live messages, follow the last one; negative: never")
+	send := addSendingFlags(fs)
+	send.args = args
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -95,8 +97,16 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	if err != nil {
 		return err
 	}
+	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, store: store, sync: sy, user: *userName, pw: pw,
+		allowEmpty: passwordSet && pw == "", log: log})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	defer snd.close(stop)
 	srv, err = imapd.New(imapd.Config{
-		Store: store, Submit: sy, User: *userName, Password: pw, AllowEmptyPassword: passwordSet && pw == "",
+		Store: store, Submit: snd.submitter(sy), User: *userName, Password: pw, AllowEmptyPassword: passwordSet && pw == "",
 		Logger: log,
 		Alert:  func() string { return sy.Status().Alert() },
 	})
@@ -110,6 +120,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 		return withHint(fmt.Errorf("listening for IMAP on %s: %w", listenAddr, err), "pick another --port, or stop the daemon already using it")
 	}
 	collector := newStatusCollector(sy, store, ln.Addr(), *userName, *dbPath, passwordSet, pw, *spoolURL)
+	collector.Outbox = snd.report()
 	stopStatus, page, err := startStatusPage(statusPageConfig{
 		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: collector,
 		user: *userName, password: pw, allowEmpty: passwordSet && pw == "", log: log,
@@ -134,13 +145,13 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "status_page", status, "user", *userName,
 		"db", *dbPath, "position", pos, "spool", *spoolURL)
 	printSettings(e, ln.Addr(), *userName, pw, generated, *dbPath, page)
+	snd.printSettings(e)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	syncDone := make(chan error, 1)
 	go func() { syncDone <- sy.Run(ctx) }()
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(ln) }()
+	snd.run(ctx)
 
 	var runErr error
 	select {

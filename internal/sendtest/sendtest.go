@@ -123,6 +123,9 @@ type SmarthostOptions struct {
 	// address) or "DATA" (after the message was read). A nil return
 	// accepts.
 	Reply func(stage, arg string) error
+	// AfterData, when set, runs after a message was recorded as received
+	// and before the 250 is sent (a test may block there).
+	AfterData func()
 }
 
 // Smarthost is an SMTP server in the test process standing for the user's
@@ -250,6 +253,9 @@ func (s *hostSession) Data(r io.Reader) error {
 	s.h.mu.Lock()
 	s.h.got = append(s.h.got, Received{From: s.from, To: append([]string(nil), s.to...), Data: b, User: s.user})
 	s.h.mu.Unlock()
+	if s.h.opts.AfterData != nil {
+		s.h.opts.AfterData()
+	}
 	return nil
 }
 

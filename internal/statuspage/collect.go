@@ -47,6 +47,9 @@ type Collector struct {
 	// Alarm, if set, adds an integrity alarm when it returns non-empty
 	// text (the same hook imapd.Config.Alert takes).
 	Alarm func() string
+	// Outbox, if set, reports the queue of outgoing mail (nil, nil when
+	// sending is off).
+	Outbox func(ctx context.Context) (*Outbox, error)
 	// MaxRejected bounds the rejections listed; 0 = 20.
 	MaxRejected int
 	// Now is the clock; nil = time.Now.
@@ -104,6 +107,11 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 	}
 	for _, x := range rej {
 		r.Rejected.Recent = append(r.Rejected.Recent, Rejection{Pos: x.Pos, Reason: string(x.Reason), Detail: x.Detail, At: x.At})
+	}
+	if c.Outbox != nil {
+		if r.Outbox, err = c.Outbox(ctx); err != nil {
+			return nil, fmt.Errorf("status report: %w", err)
+		}
 	}
 	return r, nil
 }

@@ -125,6 +125,15 @@ const pageTemplate = `<!DOCTYPE html>
 {{with .Checkpoint.Bad}}<tr><th>Failed validation</th><td class="err">position {{.}}</td></tr>{{end}}
 </table>
 
+{{with .Outbox}}<h2>Outbox</h2>
+<table id="outbox">
+<tr><th>Smarthost</th><td class="mono">{{.Relay}}</td></tr>
+<tr><th>Queued</th><td id="outbox-queued" data-queued="{{.Queued}}">{{.Queued}}{{if .Queued}} ({{.Deferred}} deferred), oldest {{when .Oldest $.Generated}}{{if not .NextTry.IsZero}}, next try at {{.NextTry.Local.Format "15:04:05"}}{{end}}{{end}}</td></tr>
+<tr><th>To file in the log</th><td>{{.ToFile}} (Sent copies and bounces)</td></tr>
+<tr><th>Since start</th><td>{{.Relayed}} relayed, {{.Bounced}} bounced; last sent {{when .LastSent $.Generated}}</td></tr>
+{{with .LastError}}<tr><th>Last error</th><td class="err">{{.}}</td></tr>{{end}}
+</table>
+{{end}}
 <h2>Rejected entries</h2>
 <p id="rejected-count">{{if .Rejected.Count}}<span class="warn">{{.Rejected.Count}}</span> entries of the log were refused and not applied{{if gt .Rejected.Count (len .Rejected.Recent)}} (the newest {{len .Rejected.Recent}} below){{end}}.{{else}}None: every entry of the log was accepted.{{end}}</p>
 {{if .Rejected.Recent}}<table id="rejected">

@@ -22,6 +22,23 @@ type Report struct {
 	Checkpoint Checkpoint   `json:"checkpoint"`
 	Rejected   Rejections   `json:"rejected"`
 	Mailboxes  []Mailbox    `json:"mailboxes"`
+	// Outbox is the queue of outgoing mail; nil when sending is off
+	// (docs/SENDING.md).
+	Outbox *Outbox `json:"outbox,omitempty"`
+}
+
+// Outbox is the state of the device's queue of outgoing mail.
+type Outbox struct {
+	Relay     string    `json:"relay"`    // the smarthost, as a URL
+	Queued    int       `json:"queued"`   // messages with recipients still to relay
+	Deferred  int       `json:"deferred"` // of those, the ones that failed for now at least once
+	Oldest    time.Time `json:"oldest"`   // submission of the oldest queued (zero: none)
+	NextTry   time.Time `json:"next_try"` // the next attempt (zero: none due)
+	ToFile    int       `json:"to_file"`  // Sent copies and bounces not yet in the log
+	LastError string    `json:"last_error,omitempty"`
+	Relayed   int       `json:"relayed"`   // since the daemon started
+	Bounced   int       `json:"bounced"`   // bounces filed since the daemon started
+	LastSent  time.Time `json:"last_sent"` // zero: nothing relayed since start
 }
 
 // IMAPSettings is what a mail client needs. It never holds the password.

@@ -68,6 +68,20 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 		}
 		fmt.Fprintf(tw, "\tposition %d: %s%s\n", x.Pos, x.Reason, d)
 	}
+	if o := r.Outbox; o != nil {
+		q := fmt.Sprintf("%d queued", o.Queued)
+		if o.Queued > 0 {
+			q += fmt.Sprintf(" (%d deferred), oldest %s", o.Deferred, whenText(o.Oldest, now))
+			if !o.NextTry.IsZero() {
+				q += ", next try at " + o.NextTry.Local().Format("15:04:05")
+			}
+		}
+		fmt.Fprintf(tw, "Outbox:\t%s; %d to file in the log; via %s\n", q, o.ToFile, o.Relay)
+		fmt.Fprintf(tw, "Sent:\t%d relayed, %d bounced since start; last %s\n", o.Relayed, o.Bounced, whenText(o.LastSent, now))
+		if o.LastError != "" {
+			fmt.Fprintf(tw, "Outbox error:\t%s\n", o.LastError)
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

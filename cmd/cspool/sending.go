@@ -1,0 +1,309 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"cspool/internal/mailstore"
+	"cspool/internal/outbox"
+	"cspool/internal/statuspage"
+	"cspool/internal/submit"
+	"cspool/internal/syncer"
+)
+
+// Sending mail from the device (docs/SENDING.md): imap-server's flags for
+// the SMTP submission listener and the smarthost, and what they start.
+
+// relayPasswordEnv holds the smarthost password when no file is given.
+const relayPasswordEnv = "CSPOOL_RELAY_PASSWORD"
+
+// sendingFlags are imap-server's flags for sending.
+type sendingFlags struct {
+	smtpPort                             *int
+	smtpAddr, relay, relayUser           *string
+	relayPasswordFile, relayPassword, ca *string
+	identities                           listFlag
+	backoff                              *time.Duration
+	args                                 []string // the command line, to tell a flag given there from one in --config
+	configPath                           func() string
+}
+
+func addSendingFlags(fs *flagSet) *sendingFlags {
+	f := &sendingFlags{
+		smtpPort:          fs.Int("smtp-port", 1025, "SMTP submission port (sending, docs/SENDING.md)"),
+		smtpAddr:          fs.String("smtp-addr", "127.0.0.1", "SMTP submission listen `address` ('' turns sending off)"),
+		relay:             fs.String("relay", "", "the smarthost to send through: smtps://`host:465` or smtp://host:587 (STARTTLS required); none: sending is off"),
+		relayUser:         fs.String("relay-user", "", "the login `name` at the smarthost (none: no AUTH)"),
+		relayPasswordFile: fs.String("relay-password-file", "", "a `file` holding the smarthost password (mode 0600); else $"+relayPasswordEnv+", else --relay-password"),
+		relayPassword:     fs.String("relay-password", "", "the smarthost `password`; meant for a config file readable by its owner only (on the command line others can see it)"),
+		ca:                fs.String("relay-ca", "", "PEM `file` of CA certificates to verify the smarthost with (default: the system's)"),
+		backoff:           fs.Duration("relay-backoff", time.Minute, "the wait after a first temporary failure; it doubles with each further one, up to an hour"),
+	}
+	fs.Var(&f.identities, "identity", "an `address` the user sends as (MAIL FROM and From must be one); repeat it or give a comma-separated list")
+	f.configPath = func() string {
+		if fs.config == nil {
+			return ""
+		}
+		return *fs.config
+	}
+	return f
+}
+
+// listFlag is a repeatable flag whose values may also be comma-separated.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ", ") }
+
+func (l *listFlag) Set(v string) error {
+	for _, a := range strings.Split(v, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			*l = append(*l, a)
+		}
+	}
+	return nil
+}
+
+// onCommandLine reports whether --name was given in args (as opposed to
+// the config file).
+func onCommandLine(args []string, name string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPrivate refuses a file holding a secret that group or others can
+// read, like the IMAP password file.
+func checkPrivate(path, what string) error {
+	info, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return withHint(fmt.Errorf("%s %s is readable by others (mode %04o)", what, path, info.Mode().Perm()),
+			"run: chmod 600 "+path)
+	}
+	return nil
+}
+
+// relayPasswordFrom finds the smarthost password: the file, the
+// environment, or the flag (warned about on the command line, and refused
+// from a config file others can read).
+func (f *sendingFlags) relayPasswordFrom(e *env, log *slog.Logger) (string, error) {
+	if p := *f.relayPasswordFile; p != "" {
+		if err := checkPrivate(p, "relay password file"); err != nil {
+			return "", err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return "", fmt.Errorf("reading relay password file: %w", err)
+		}
+		pw, _, _ := strings.Cut(string(b), "\n")
+		if pw = strings.TrimRight(pw, "\r"); pw == "" {
+			return "", fmt.Errorf("relay password file %s is empty", p)
+		}
+		return pw, nil
+	}
+	if pw := e.getenv(relayPasswordEnv); pw != "" {
+		return pw, nil
+	}
+	if *f.relayPassword == "" {
+		return "", nil
+	}
+	if onCommandLine(f.args, "relay-password") {
+		log.Warn("--relay-password on the command line can be read by other users of this machine; use --relay-password-file, $" +
+			relayPasswordEnv + " or a config file of mode 0600")
+		return *f.relayPassword, nil
+	}
+	if cfg := f.configPath(); cfg != "" {
+		if err := checkPrivate(cfg, "config file (it holds relay-password)"); err != nil {
+			return "", err
+		}
+	}
+	return *f.relayPassword, nil
+}
+
+// sendingSetup is what the daemon hands to sending.
+type sendingSetup struct {
+	dbPath     string
+	store      *mailstore.Store
+	sync       *syncer.Syncer
+	user, pw   string
+	allowEmpty bool
+	log        *slog.Logger
+}
+
+// sending is the running submission listener and outbox; nil when sending
+// is off (every method of a nil *sending does nothing).
+type sending struct {
+	box   *outbox.Outbox
+	srv   *submit.Server
+	ln    net.Listener
+	log   *slog.Logger
+	ids   []string
+	user  string
+	relay string
+	wg    sync.WaitGroup
+}
+
+// open checks the flags, opens the outbox (DB.outbox) and listens for
+// submission. It returns nil when no --relay is given or --smtp-addr is
+// empty.
+func (f *sendingFlags) open(e *env, s sendingSetup) (*sending, error) {
+	if *f.relay == "" || *f.smtpAddr == "" {
+		if len(f.identities) > 0 || *f.relayUser != "" {
+			return nil, usagef("--identity and --relay-user need --relay (the smarthost to send through)")
+		}
+		s.log.Info("sending is off: no --relay given (docs/SENDING.md)")
+		return nil, nil
+	}
+	relay, err := outbox.ParseRelayURL(*f.relay)
+	if err != nil {
+		return nil, usagef("--relay: %v", err)
+	}
+	if len(f.identities) == 0 {
+		return nil, usagef("--relay needs at least one --identity (an address you send as)")
+	}
+	if _, err := submit.IdentitySet(f.identities); err != nil {
+		return nil, usagef("--identity: %v", err)
+	}
+	if *f.relayUser != "" {
+		relay.Username = *f.relayUser
+		if relay.Password, err = f.relayPasswordFrom(e, s.log); err != nil {
+			return nil, err
+		}
+		if relay.Password == "" {
+			return nil, withHint(fmt.Errorf("--relay-user %s has no password", *f.relayUser),
+				"give --relay-password-file, $"+relayPasswordEnv+" or relay-password in a config file")
+		}
+	}
+	if *f.ca != "" {
+		b, err := os.ReadFile(*f.ca)
+		if err != nil {
+			return nil, fmt.Errorf("reading --relay-ca: %w", err)
+		}
+		relay.RootCAs = x509.NewCertPool()
+		if !relay.RootCAs.AppendCertsFromPEM(b) {
+			return nil, usagef("--relay-ca %s holds no PEM certificate", *f.ca)
+		}
+	}
+	if *f.backoff <= 0 {
+		return nil, usagef("--relay-backoff must be positive")
+	}
+	return startSending(s, relay, f.identities, *f.smtpAddr, *f.smtpPort, *f.backoff)
+}
+
+// startSending opens the outbox and listens for submission (the quickstart
+// calls it directly, with its own relay).
+func startSending(s sendingSetup, relay outbox.Relay, identities []string, addr string, port int, backoff time.Duration) (*sending, error) {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "localhost"
+	}
+	box, err := outbox.Open(outbox.Config{Path: s.dbPath + ".outbox", Store: s.store, Log: s.sync, Relay: relay,
+		Hostname: host, MinBackoff: backoff, Logger: s.log})
+	if err != nil {
+		return nil, withHint(err, "check that the directory of --db is writable")
+	}
+	srv, err := submit.New(submit.Config{User: s.user, Password: s.pw, AllowEmptyPassword: s.allowEmpty,
+		Identities: identities, Queue: box, Hostname: host, Logger: s.log})
+	if err != nil {
+		box.Close()
+		return nil, err
+	}
+	listenAddr := net.JoinHostPort(addr, strconv.Itoa(port))
+	ln, err := net.Listen("tcp", listenAddr)
+	if err != nil {
+		box.Close()
+		return nil, withHint(fmt.Errorf("listening for SMTP on %s: %w", listenAddr, err),
+			"pick another --smtp-port, or turn sending off with --smtp-addr ''")
+	}
+	if !isLoopback(addr) {
+		s.log.Warn("SMTP submission is reachable from the network, without TLS", "addr", listenAddr)
+	}
+	return &sending{box: box, srv: srv, ln: ln, log: s.log, ids: identities, user: s.user, relay: relay.String()}, nil
+}
+
+// submitter is what the IMAP server submits through: the syncer, with a
+// client's own copy of a message just sent kept from doubling in Sent.
+func (s *sending) submitter(sy *syncer.Syncer) outbox.Submitter {
+	if s == nil {
+		return sy
+	}
+	return s.box.SentFilter(sy)
+}
+
+// run serves submission and runs the outbox until ctx is done.
+func (s *sending) run(ctx context.Context) {
+	if s == nil {
+		return
+	}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(s.ln); err != nil {
+			s.log.Error("SMTP submission stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.box.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Error("outbox stopped", "err", err)
+		}
+	}()
+}
+
+// close stops the listener (run's ctx must be done or cancelled next) and
+// closes the outbox once its loops ended.
+func (s *sending) close(cancel context.CancelFunc) {
+	if s == nil {
+		return
+	}
+	s.srv.Close()
+	cancel()
+	s.wg.Wait()
+	s.box.Close()
+}
+
+// report gives the outbox's state to the status page and `cspool status`;
+// nil when sending is off.
+func (s *sending) report() func(context.Context) (*statuspage.Outbox, error) {
+	if s == nil {
+		return nil
+	}
+	return func(ctx context.Context) (*statuspage.Outbox, error) {
+		st, err := s.box.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &statuspage.Outbox{Relay: st.Relay, Queued: st.Queued, Deferred: st.Deferred, Oldest: st.Oldest,
+			NextTry: st.NextTry, ToFile: st.ToFile, LastError: st.LastError, Relayed: st.Relayed, Bounced: st.Bounced,
+			LastSent: st.LastSent}, nil
+	}
+}
+
+func (s *sending) printSettings(e *env) {
+	if s == nil {
+		return
+	}
+	host, port, _ := net.SplitHostPort(s.ln.Addr().String())
+	w := e.stdout
+	fmt.Fprintln(w, "SMTP settings for your mail client (sending):")
+	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: none (localhost only)\n  user:     %s (the IMAP user and password)\n", host, port, s.user)
+	fmt.Fprintf(w, "  relaying through %s as %s\n", s.relay, strings.Join(s.ids, ", "))
+}
