@@ -56,7 +56,9 @@ anything is stored. Each caller has a share of its own, and a caller over it
 gets 429 while everyone else goes on: each user key's replay budget
 (--nonces-per-key; --spool-key-nonces for the spool key), each user's
 waiting reads (--max-long-polls), each client address's connections
-(--max-conns-per-addr; behind a reverse proxy raise it, or 0 for none).
+(--max-conns-per-addr; behind a reverse proxy raise it, or 0 for none), and
+an address whose requests keep being refused gets its answers slowly
+(--refusal-rate).
 
 Prometheus metrics (docs/METRICS.md) are served at /metrics on a listener of
 their own with --metrics-addr; they are off by default and carry no user
@@ -85,6 +87,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9399; empty: off")
 	maxConns := fs.Int("max-conns-per-addr", 64, "connections one client address (IPv4, or IPv6 /64) may hold open to the HTTP API; 0: no limit")
+	refusalRate := fs.Int("refusal-rate", 20, "refusals a second one client address gets answered at once; beyond, answers are held up to 2 s; 0: never held")
 	maxPolls := fs.Int("max-long-polls", 16, "reads of one user that may wait for new entries at once")
 	userNonces := fs.Int("nonces-per-key", 1<<14, "requests of one user's key remembered at once against replays (its budget over 5 minutes)")
 	spoolNonces := fs.Int("spool-key-nonces", 1<<18, "requests of the spool key remembered at once (deliveries over HTTP in 5 minutes)")
@@ -110,13 +113,17 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		return usagef("--max-message-size must be positive")
 	}
 	switch {
-	case *maxConns < 0:
-		return usagef("--max-conns-per-addr must be 0 (no limit) or more")
+	case *maxConns < 0 || *refusalRate < 0:
+		return usagef("--max-conns-per-addr and --refusal-rate must be 0 (no limit) or more")
 	case *maxPolls <= 0 || *userNonces <= 0 || *spoolNonces <= 0:
 		return usagef("--max-long-polls, --nonces-per-key and --spool-key-nonces must be positive")
 	}
+	// api.Config: negative is no limit.
 	if *maxConns == 0 {
-		*maxConns = -1 // api.Config: negative is no limit
+		*maxConns = -1
+	}
+	if *refusalRate == 0 {
+		*refusalRate = -1
 	}
 	switch {
 	case *storeKind != "sqlite" && *storeKind != "postgres":
@@ -138,13 +145,14 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr,
-		limits:      serverLimits{conns: *maxConns, polls: *maxPolls, userNonces: *userNonces, spoolNonces: *spoolNonces},
+		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
+			userNonces: *userNonces, spoolNonces: *spoolNonces},
 	})
 }
 
 // serverLimits are the shares of the HTTP API (docs/API.md §2, §3, §7).
 type serverLimits struct {
-	conns, polls, userNonces, spoolNonces int
+	conns, refusals, polls, userNonces, spoolNonces int
 }
 
 type serverFlags struct {
@@ -237,7 +245,7 @@ func (s *serverRun) run(f serverFlags) error {
 	}
 	errc := make(chan error, 3)
 	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20),
-		MaxConnsPerAddr: f.limits.conns, MaxLongPolls: f.limits.polls,
+		MaxConnsPerAddr: f.limits.conns, RefusalRate: f.limits.refusals, MaxLongPolls: f.limits.polls,
 		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces}
 	if spoolKey != nil {
 		cfg.SpoolKey = spoolKey.Public()

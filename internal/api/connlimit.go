@@ -2,6 +2,7 @@ package api
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -23,6 +24,12 @@ const maxExcessConns = 64
 // Connections that are not TCP are not limited. Behind a proxy every
 // connection comes from the proxy's address: raise the limit or turn it off.
 //
+// The listener also lets the server slow down an address that collects
+// refusals (Config.RefusalRate): beyond the rate, the answer to each further
+// request refused before its signature was checked, or over its caller's
+// share, is held for up to 2 s, so that one address holding its 64
+// connections gets a few dozen refusals a second, not thousands.
+//
 // Give Listener the plain TCP listener; http.Server.ServeTLS puts TLS on
 // top of it.
 func (s *Server) Listener(ln net.Listener) net.Listener {
@@ -32,17 +39,26 @@ func (s *Server) Listener(ln net.Listener) net.Listener {
 	return &limitedListener{Listener: ln, l: s.conns}
 }
 
-// connLimiter counts the open connections of each address.
+// connLimiter counts the open connections of each address, and slows down
+// the refusals of an address that collects too many (refusalBucket).
 type connLimiter struct {
-	max int // <= 0: no limit
+	max         int     // <= 0: no limit
+	refusalRate float64 // per second; <= 0: refusals are never delayed
 
 	mu     sync.Mutex
-	open   map[string]int  // address -> connections admitted and open
-	excess map[string]bool // remote ip:port of each connection over its limit
+	open   map[string]*addrState // address -> its admitted connections
+	excess map[string]bool       // remote ip:port of each connection over its limit
 }
 
-func newConnLimiter(max int) *connLimiter {
-	return &connLimiter{max: max, open: map[string]int{}, excess: map[string]bool{}}
+// addrState is what the limiter knows of an address while it has admitted
+// connections open, and forgets when the last one closes.
+type addrState struct {
+	conns    int
+	refusals refusalBucket
+}
+
+func newConnLimiter(max int, refusalRate float64) *connLimiter {
+	return &connLimiter{max: max, refusalRate: refusalRate, open: map[string]*addrState{}, excess: map[string]bool{}}
 }
 
 type limitedListener struct {
@@ -73,8 +89,13 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 	lc := &limitedConn{Conn: c, l: l, key: key, remote: c.RemoteAddr().String()}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.open[key] < l.max {
-		l.open[key]++
+	a := l.open[key]
+	if a == nil {
+		a = &addrState{}
+		l.open[key] = a
+	}
+	if a.conns < l.max {
+		a.conns++
 		return lc
 	}
 	if len(l.excess) >= maxExcessConns {
@@ -93,8 +114,10 @@ func (l *connLimiter) release(c *limitedConn) {
 		delete(l.excess, c.remote)
 		return
 	}
-	if l.open[c.key]--; l.open[c.key] <= 0 {
-		delete(l.open, c.key)
+	if a := l.open[c.key]; a != nil {
+		if a.conns--; a.conns <= 0 {
+			delete(l.open, c.key)
+		}
 	}
 }
 
@@ -113,10 +136,67 @@ func (l *connLimiter) isExcess(remote string) bool {
 func (l *connLimiter) counts() (open, excess int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, n := range l.open {
-		open += n
+	for _, a := range l.open {
+		open += a.conns
 	}
 	return open, len(l.excess)
+}
+
+// refusalDelay counts one refusal of the address of the connection with
+// this remote address, and returns how long to hold its answer.
+func (l *connLimiter) refusalDelay(remote string, now time.Time) time.Duration {
+	if l.max <= 0 || l.refusalRate <= 0 {
+		return 0
+	}
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return 0
+	}
+	key := addrKey(net.TCPAddrFromAddrPort(ap))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.open[key]
+	if a == nil || l.excess[remote] {
+		return 0 // a connection over the limit is answered at once and closed
+	}
+	return a.refusals.take(now, l.refusalRate)
+}
+
+// refusalBurst is how many refusals beyond the rate an address gets
+// answered at once, in seconds of the rate; maxRefusalDelay caps the wait.
+const (
+	refusalBurst    = 2
+	maxRefusalDelay = 2 * time.Second
+)
+
+// refusalBucket is a token bucket of refusals answered without delay: rate
+// a second, up to refusalBurst seconds' worth saved. Beyond, a refusal
+// waits for the token it takes, and the debt stops growing at
+// maxRefusalDelay, so an address holding n connections gets at most rate
+// plus n/maxRefusalDelay refusals a second.
+type refusalBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (b *refusalBucket) take(now time.Time, rate float64) time.Duration {
+	if b.last.IsZero() {
+		b.tokens = rate * refusalBurst
+	} else {
+		b.tokens = min(rate*refusalBurst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return 0
+	}
+	debt := 1 - b.tokens // the token this refusal waits for
+	wait := time.Duration(debt / rate * float64(time.Second))
+	if wait >= maxRefusalDelay {
+		return maxRefusalDelay
+	}
+	b.tokens--
+	return wait
 }
 
 // addrKey is the address a TCP connection counts against: the IPv4

@@ -22,7 +22,10 @@
 //     only itself (429). The signature is checked before the body is read.
 //   - Shares: a user's waiting long-polls (Config.MaxLongPolls) and an
 //     address's connections (Config.MaxConnsPerAddr, on a listener wrapped
-//     by Server.Listener) are bounded; beyond, 429.
+//     by Server.Listener) are bounded; beyond, 429. On that listener, an
+//     address past Config.RefusalRate refusals a second has the answers to
+//     its further refusals held (up to 2 s), so one address cannot make the
+//     server answer thousands of refusals a second.
 //   - Entries travel in a binary framing (application/vnd.cspool.entries):
 //     unsigned LEB128 varints as in encoding/binary, minimal encoding only,
 //     so each batch has exactly one encoding. A read response is a sequence of

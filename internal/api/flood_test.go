@@ -130,7 +130,9 @@ func TestStrangerFlood(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			const budget = 200
-			e := newEnv(t, false, func(c *Config) { c.MaxNonces = budget })
+			// No slowing of refusals (TestRefusalsSlowedPerAddress): the
+			// flood runs at full speed.
+			e := newEnv(t, false, func(c *Config) { c.MaxNonces = budget; c.RefusalRate = -1 })
 			stop := make(chan struct{})
 			var (
 				statuses map[int]int
@@ -176,7 +178,7 @@ func TestStrangerFlood(t *testing.T) {
 // bearing a user's key with bad signatures cost that user nothing.
 func TestKeyFloodHurtsOnlyItself(t *testing.T) {
 	const budget = 50
-	e := newEnv(t, false, func(c *Config) { c.MaxNonces = budget })
+	e := newEnv(t, false, func(c *Config) { c.MaxNonces = budget; c.RefusalRate = -1 })
 	ctx := testCtx(t)
 	alice, bob := e.client(t, "alice", e.alice), e.client(t, "bob", e.bob)
 	for i := range budget {
@@ -221,7 +223,7 @@ func TestKeyFloodHurtsOnlyItself(t *testing.T) {
 // taken are refused like unknown keys, before any signature check; on free
 // names each would register a user (docs/SECURITY.md: test mode is open).
 func TestTestModeFlood(t *testing.T) {
-	e := newEnv(t, true, nil)
+	e := newEnv(t, true, func(c *Config) { c.RefusalRate = -1 })
 	ctx := testCtx(t)
 	carol := e.client(t, "carol", e.alice)
 	if _, err := carol.Head(ctx); err != nil {
@@ -247,5 +249,40 @@ func TestTestModeFlood(t *testing.T) {
 	}
 	if _, err := carol.Head(context.Background()); err != nil {
 		t.Errorf("carol after the flood: %v", err)
+	}
+}
+
+// TestRefusalsSlowedPerAddress: once an address has had its rate of
+// refusals, the answers to its further refused requests are held, so a
+// flood from one address gets few answers; a user on the same address goes
+// on. The bound counts every way an answer can come early.
+func TestRefusalsSlowedPerAddress(t *testing.T) {
+	const rate, workers = 10, 8
+	e := newEnv(t, false, func(c *Config) { c.RefusalRate = rate })
+	stranger := genKey(t)
+	stop := make(chan struct{})
+	var statuses map[int]int
+	start := time.Now()
+	go func() {
+		defer close(stop)
+		statuses = e.flood(t, workers, 100000, 3*time.Second, func(req *http.Request, _ int) {
+			if err := SignRequest(req, nil, stranger, time.Now()); err != nil {
+				t.Error(err)
+			}
+		})
+	}()
+	ok, failures := e.legit(t, stop, 1000)
+	<-stop
+	took := time.Since(start).Seconds()
+	for _, f := range failures {
+		t.Errorf("legitimate request from the flooding address: %s", f)
+	}
+	n := statuses[http.StatusUnauthorized]
+	// Tokens: the burst and the rate; held to the cap without a token: each
+	// worker once per maxRefusalDelay; plus one in flight per worker.
+	bound := rate*(refusalBurst+took) + workers*(took/maxRefusalDelay.Seconds()+1) + workers
+	t.Logf("%d refusals in %.1f s (bound %.0f), %d legitimate requests", n, took, bound, ok)
+	if float64(n) > bound || n == 0 || len(statuses) != 1 {
+		t.Errorf("flood from one address: %v in %.1f s; want only 401s, at most %.0f", statuses, took, bound)
 	}
 }

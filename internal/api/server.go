@@ -96,6 +96,12 @@ type Config struct {
 	// address, or an IPv6 /64) holds open at once, on a listener wrapped by
 	// Server.Listener. Zero means 64; negative means no limit.
 	MaxConnsPerAddr int
+	// RefusalRate is how many requests a second one client address may have
+	// refused, before their signature was checked or over their caller's
+	// share, and answered at once (with a burst of twice as many); beyond,
+	// each answer is held until the rate allows it, up to 2 s. It needs the
+	// listener of Server.Listener. Zero means 20; negative turns it off.
+	RefusalRate int
 	// RetryAfter is the Retry-After sent with 503 and 429 when the server
 	// has no better figure. Zero means 5 s.
 	RetryAfter time.Duration
@@ -124,6 +130,9 @@ func (c *Config) fill() {
 	setDefault(&c.MaxLongPolls, 16)
 	if c.MaxConnsPerAddr == 0 {
 		c.MaxConnsPerAddr = 64
+	}
+	if c.RefusalRate == 0 {
+		c.RefusalRate = 20
 	}
 	setDefault(&c.RetryAfter, 5*time.Second)
 	if c.Logger == nil {
@@ -172,7 +181,7 @@ type Server struct {
 func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
-		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr),
+		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
 		refusals: &logSampler{perSecond: refusalLogsPerSecond}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	s.openAt = time.Unix(s.fence+1, 0).Add(-cfg.FutureSkew)

@@ -184,6 +184,22 @@ func usersError(err error, user string) *srvError {
 	}
 }
 
+// holdRefusal waits as long as r's address must for its refusal
+// (Config.RefusalRate).
+func (s *Server) holdRefusal(r *http.Request) {
+	d := s.conns.refusalDelay(r.RemoteAddr, time.Now())
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+	case <-s.stopping.Done():
+	}
+}
+
 // srvError is a failure as the server reports it: kind gives the status, msg
 // goes to the peer, detail only to the log.
 type srvError struct {
@@ -253,6 +269,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	info(r).err = se
 	if se.reason != "" {
 		s.cfg.Metrics.AuthFailure(se.reason)
+	}
+	if se.sampled {
+		s.holdRefusal(r)
 	}
 	status := kindStatusOf(se.kind)
 	switch status {
