@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -112,8 +111,8 @@ func TestExportMaildir(t *testing.T) {
 				t.Errorf("%s: time %v, want the internal date in 2026 (%v)", p, st.ModTime(), err)
 			}
 		}
-		sortBytes(got)
-		sortBytes(want)
+		slices.SortFunc(got, bytes.Compare)
+		slices.SortFunc(want, bytes.Compare)
 		for i := range want {
 			if !bytes.Equal(got[i], want[i]) {
 				t.Errorf("mailbox %q: exported %q, want %q", name, got[i], want[i])
@@ -150,7 +149,6 @@ func inbox0LF(f *exportFixture) []byte {
 	return bytes.ReplaceAll(f.messages[mailstore.InboxName][0], []byte("\r\n"), []byte("\n"))
 }
 
-func sortBytes(b [][]byte) { sort.Slice(b, func(i, j int) bool { return bytes.Compare(b[i], b[j]) < 0 }) }
 
 // TestExportMbox exports two mailboxes as mboxrd, checks that Python's
 // mailbox module sees each message as one, and that undoing the quoting
