@@ -149,7 +149,6 @@ func inbox0LF(f *exportFixture) []byte {
 	return bytes.ReplaceAll(f.messages[mailstore.InboxName][0], []byte("\r\n"), []byte("\n"))
 }
 
-
 // TestExportMbox exports two mailboxes as mboxrd, checks that Python's
 // mailbox module sees each message as one, and that undoing the quoting
 // gives back every message.
