@@ -216,7 +216,8 @@ type postfixInstance struct {
 	bin, conf, queue, maillog string
 }
 
-func startPostfix(t *testing.T, bin, work string, smtpPort int, lmtpAddr string) *postfixInstance {
+// extra lines are added to main.cf (they win over the defaults above them).
+func startPostfix(t *testing.T, bin, work string, smtpPort int, lmtpAddr string, extra ...string) *postfixInstance {
 	t.Helper()
 	root := filepath.Join(work, "postfix")
 	p := &postfixInstance{bin: bin, conf: filepath.Join(root, "conf"), queue: filepath.Join(root, "queue"),
@@ -249,8 +250,7 @@ func startPostfix(t *testing.T, bin, work string, smtpPort int, lmtpAddr string)
 		"address_verify_poll_delay = 1s",
 		"smtputf8_enable = no",
 		"biff = no",
-		"",
-	}, "\n")
+	}, "\n") + "\n" + strings.Join(append(extra, ""), "\n")
 	// No chroot, so no copies of /etc inside the queue; smtpd on the test
 	// port only.
 	masterCF := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
@@ -274,6 +274,7 @@ lmtp      unix  - - n -  - lmtp
 anvil     unix  - - n -  1 anvil
 scache    unix  - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 `, smtpPort)
 	files := map[string]string{"main.cf": mainCF, "master.cf": masterCF,
 		"transport": "example.test lmtp:inet:" + lmtpAddr + "\n"}

@@ -25,6 +25,7 @@ import (
 	"cspool/internal/imapd"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/outbox"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/statuspage"
 	"cspool/internal/syncer"
@@ -38,6 +39,7 @@ const (
 	quickstartHTTPPort = 13999
 	quickstartIMAPPort = 11143
 	quickstartLMTPPort = 12424
+	quickstartSMTPPort = 11025
 )
 
 // Files in the quickstart's state folder (docs/QUICKSTART.md).
@@ -70,6 +72,7 @@ cspool quickstart --dir /tmp/demo --user alice --imap-port 0`)
 	httpPort := fs.Int("http-port", quickstartHTTPPort, "spool server HTTP API port")
 	imapPort := fs.Int("imap-port", quickstartIMAPPort, "IMAP port")
 	lmtpPort := fs.Int("lmtp-port", quickstartLMTPPort, "LMTP port")
+	smtpPort := fs.Int("smtp-port", quickstartSMTPPort, "SMTP submission port (mail to USER@localhost comes back through LMTP)")
 	debug := fs.Bool("debug", false, "log every HTTP request and debug detail")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -77,7 +80,7 @@ cspool quickstart --dir /tmp/demo --user alice --imap-port 0`)
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	for name, p := range map[string]int{"http-port": *httpPort, "imap-port": *imapPort, "lmtp-port": *lmtpPort} {
+	for name, p := range map[string]int{"http-port": *httpPort, "imap-port": *imapPort, "lmtp-port": *lmtpPort, "smtp-port": *smtpPort} {
 		if p < 0 || p > 65535 {
 			return usagef("--%s %d out of range", name, p)
 		}
@@ -91,7 +94,7 @@ cspool quickstart --dir /tmp/demo --user alice --imap-port 0`)
 	if err != nil {
 		return fmt.Errorf("state folder %s: %w", *dir, err)
 	}
-	q := &quickstart{e: e, dir: absDir, log: newLogger(e, *debug), debug: *debug}
+	q := &quickstart{e: e, dir: absDir, log: newLogger(e, *debug), debug: *debug, smtpPort: *smtpPort, smtpRequired: flagGiven(fs, "smtp-port")}
 	defer func() {
 		q.close()
 		q.log.Info("stopped")
@@ -121,7 +124,13 @@ type quickstart struct {
 
 	httpLn, imapLn, lmtpLn net.Listener
 	closers                []func()
-	page                   statuspage.PageState // where the status page is, or why not
+
+	// smtpPort is the submission port; when it is taken and was not
+	// given, the quickstart runs without sending.
+	smtpPort     int
+	smtpRequired bool
+	send         *sending
+	page         statuspage.PageState // where the status page is, or why not
 }
 
 func (q *quickstart) path(name string) string { return filepath.Join(q.dir, name) }
@@ -336,8 +345,23 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 	if err != nil {
 		return nil, nil, "", err
 	}
+	// Sending: mail goes back into the quickstart's own LMTP listener, so
+	// a message to USER@localhost arrives in INBOX, and any other address
+	// bounces.
+	q.send, err = startSending(sendingSetup{dbPath: dbPath, store: ms, sync: sy, user: q.user, pw: pw, log: q.log},
+		outbox.Relay{Addr: q.lmtpLn.Addr().String(), LMTP: true}, []string{q.user + "@localhost"}, "127.0.0.1", q.smtpPort, time.Second)
+	if err != nil && q.smtpRequired {
+		return nil, nil, "", err
+	}
+	if err != nil {
+		q.log.Warn("no SMTP submission: its port is taken; pass --smtp-port to choose one", "err", err)
+		q.send = nil
+	}
+	sendCtx, stopSend := context.WithCancel(ctx)
+	q.closers = append(q.closers, func() { q.send.close(stopSend) })
+	q.send.run(sendCtx)
 	alert := func() string { return sy.Status().Alert() }
-	if srv, err = imapd.New(imapd.Config{Store: ms, Submit: sy, User: q.user, Password: pw, Logger: q.log, Alert: alert}); err != nil {
+	if srv, err = imapd.New(imapd.Config{Store: ms, Submit: q.send.submitter(sy), User: q.user, Password: pw, Logger: q.log, Alert: alert}); err != nil {
 		return nil, nil, "", err
 	}
 	// The status page, when its port is free (it is a convenience here),
@@ -425,6 +449,12 @@ func (q *quickstart) printSettings(pw string) {
 	fmt.Fprintln(w, "Mail client settings (IMAP, no encryption: it listens on localhost only):")
 	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  user:     %s\n  password: %s\n", host, port, q.user, pw)
 	fmt.Fprintf(w, "  (the password is kept in %s; it stays the same on every run)\n\n", q.path(qsMailDB)+".password")
+	if q.send != nil {
+		host, port, _ := net.SplitHostPort(q.send.ln.Addr().String())
+		fmt.Fprintln(w, "Sending (SMTP, the same user and password, no encryption):")
+		fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  from:     %s@localhost\n", host, port, q.user)
+		fmt.Fprintf(w, "  (mail to %s@localhost comes back into INBOX; the copy goes to Sent)\n\n", q.user)
+	}
 	fmt.Fprintln(w, "Deliver more mail from a file (any message, e.g. one saved as .eml):")
 	fmt.Fprintf(w, "  %s deliver --user=%s --user-key=%s --spool-key=%s --spool-server=%s < message.eml\n\n",
 		selfCommand(), q.user, shellQuote(q.path(qsUserPub)), shellQuote(q.path(qsSpoolSec)), httpURL)

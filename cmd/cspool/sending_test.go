@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -268,4 +271,274 @@ func TestSendingSurvivesKill(t *testing.T) {
 	})
 	t.Logf("the message killed inside the window was relayed %d times", relayed["c1"])
 	checkCounts(t, "Sent", r.sentCounts(), all, func(string) (int, int) { return 1, 1 })
+}
+
+// sendingMessage is what alice sends bob through Postfix: 8-bit UTF-8, a
+// blind copy, a leading dot.
+const sendingMessage = "From: Alice <alice@example.test>\r\n" +
+	"To: Bob <bob@example.test>\r\n" +
+	"Bcc: alice-archive@example.test\r\n" +
+	"Subject: =?UTF-8?Q?Sent_through_Postfix_=E2=9C=89?=\r\n" +
+	"Date: Mon, 30 Nov 2026 10:00:00 +0100\r\n" +
+	"Message-ID: <sending-e2e-1@example.test>\r\n" +
+	"MIME-Version: 1.0\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\n" +
+	"Content-Transfer-Encoding: 8bit\r\n" +
+	"\r\n" +
+	"Gr\xc3\xbc\xc3\x9fe from alice's device, through Postfix, into bob's log.\r\n" +
+	".a line that starts with a dot\r\n"
+
+// postfixPeers is a spool server for alice and bob with an LMTP listener,
+// a Postfix on loopback that routes example.test to it and offers STARTTLS
+// with a test CA's certificate, and a device daemon per user (two for
+// alice) with alice's relaying through Postfix.
+type postfixPeers struct {
+	work, bin, python              string
+	env                            []string
+	pf                             *postfixInstance
+	spoolURL, lmtpAddr             string
+	spoolArgs                      []string
+	spool                          *proc
+	alice, alice2, bob             *proc
+	aliceIMAP, alice2IMAP, bobIMAP int
+	smtpPort, postfixPort          int
+	aliceLog                       *lockedBuffer
+}
+
+func startPostfixPeers(t *testing.T, postfix string) *postfixPeers {
+	t.Helper()
+	p := &postfixPeers{bin: buildServerBinary(t), python: needTool(t, "python3", "python3"), work: postfixWorkDir(t), env: os.Environ()}
+	users := map[string]*keys.SecretKey{"alice": mustKey(t), "bob": mustKey(t)}
+	for name, k := range map[string]*keys.SecretKey{"alice": users["alice"], "bob": users["bob"], "spool": mustKey(t)} {
+		if err := keys.WriteFiles(k, filepath.Join(p.work, name+".sec"), filepath.Join(p.work, name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUsersFile(t, filepath.Join(p.work, "users"), users)
+	ca := sendtest.NewCA(t, p.work)
+	_, certFile, keyFile := ca.Leaf(t, p.work)
+	httpPort, lmtpPort := freePort(t), freePort(t)
+	p.postfixPort, p.smtpPort = freePort(t), freePort(t)
+	p.aliceIMAP, p.alice2IMAP, p.bobIMAP = freePort(t), freePort(t), freePort(t)
+	p.spoolURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	p.lmtpAddr = fmt.Sprintf("127.0.0.1:%d", lmtpPort)
+	p.spoolArgs = []string{"server", "--port", fmt.Sprint(httpPort), "--spool-dir", "spool", "--users", "users",
+		"--spool-key", "spool.sec", "--lmtp", p.lmtpAddr, "--lmtp-domains", "example.test"}
+	p.startSpool(t)
+	daemon := func(name, user, db string, imapPort int, extra ...string) *proc {
+		args := append([]string{"imap-server", "--user", user, "--user-key", user + ".sec", "--user-public-key", user + ".pub",
+			"--spool-key", "spool.pub", "--db", db, "--password", "pw", "--port", fmt.Sprint(imapPort), "--status-addr", "",
+			"--spool-server", p.spoolURL}, extra...)
+		d := startProc(t, name, p.work, p.env, p.bin, args...)
+		d.waitOutput(t, "IMAP settings", 30*time.Second)
+		return d
+	}
+	p.pf = startPostfix(t, postfix, p.work, p.postfixPort, p.lmtpAddr,
+		"smtpd_tls_cert_file = "+certFile, "smtpd_tls_key_file = "+keyFile, "smtpd_tls_security_level = may")
+	p.alice = daemon("alice's daemon", "alice", "alice.db", p.aliceIMAP, "--smtp-port", fmt.Sprint(p.smtpPort),
+		"--relay", fmt.Sprintf("smtp://127.0.0.1:%d", p.postfixPort), "--relay-ca", ca.File,
+		"--identity", "alice@example.test", "--relay-backoff", "100ms")
+	p.alice.waitOutput(t, "SMTP settings", 10*time.Second)
+	p.alice2 = daemon("alice's second device", "alice", "alice2.db", p.alice2IMAP, "--smtp-addr", "")
+	p.bob = daemon("bob's daemon", "bob", "bob.db", p.bobIMAP)
+	return p
+}
+
+func (p *postfixPeers) startSpool(t *testing.T) {
+	t.Helper()
+	p.spool = startProc(t, "cspool server", p.work, p.env, p.bin, p.spoolArgs...)
+	waitHealthy(t, p.spoolURL, p.spool)
+}
+
+// TestSendingThroughPostfix: Python's smtplib submits to alice's device; a
+// real Postfix on loopback is the smarthost (STARTTLS, verified against a
+// test CA) and delivers over LMTP into cspool for bob, whose daemon shows
+// the message in INBOX without the Bcc field; alice's Sent, on both of her
+// devices, has the whole message, Bcc included.
+func TestSendingThroughPostfix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs Postfix")
+	}
+	postfix := needPostfix(t)
+	p := startPostfixPeers(t, postfix)
+	path := filepath.Join(p.work, "message.eml")
+	if err := os.WriteFile(path, []byte(sendingMessage), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out := runCmd(t, p.work, p.env, "", p.python, "-c", smtplibSubmit, "127.0.0.1", fmt.Sprint(p.smtpPort),
+		"alice", "pw", "alice@example.test", "bob@example.test", path)
+	if !strings.HasPrefix(out, "250 2.0.0 Queued as") {
+		t.Fatalf("submission: %q", out)
+	}
+	inbox := fetchIMAP(t, p.python, "127.0.0.1", fmt.Sprint(p.bobIMAP), "bob", "pw", 1)
+	t.Logf("submission to bob's INBOX through Postfix in %v", time.Since(start).Round(time.Millisecond))
+	got := inbox[0]
+	if want := submitStripBcc(sendingMessage); !strings.HasSuffix(string(got), want) {
+		t.Errorf("bob got:\n%q\nwant it to end with:\n%q", got, want)
+	}
+	if strings.Contains(string(got), "Bcc") || strings.Contains(string(got), "alice-archive") {
+		t.Errorf("bob's copy shows the blind copy:\n%s", got)
+	}
+	if !strings.Contains(string(got), "ESMTPS") {
+		t.Errorf("Postfix's Received field does not show TLS (ESMTPS):\n%s", got)
+	}
+	for _, d := range []struct {
+		name string
+		port int
+	}{{"alice", p.aliceIMAP}, {"alice's second device", p.alice2IMAP}} {
+		sent := fetchIMAPBox(t, p.python, "127.0.0.1", fmt.Sprint(d.port), "alice", "pw", "Sent", 1)
+		if len(sent) != 1 || string(sent[0]) != sendingMessage {
+			t.Errorf("%s's Sent: %d messages, first %q; want the message as submitted", d.name, len(sent), sent[0])
+		}
+	}
+	if inbox := fetchIMAPBox(t, p.python, "127.0.0.1", fmt.Sprint(p.aliceIMAP), "alice", "pw", "INBOX", 0); len(inbox) != 0 {
+		t.Errorf("alice has %d messages in INBOX (a bounce?)", len(inbox))
+	}
+	if log := p.spool.stderr.String(); strings.Contains(log, "Postfix") || strings.Contains(log, "alice-archive") {
+		t.Error("the spool server's log holds message contents")
+	}
+}
+
+// submitStripBcc is the message as relayed: without its Bcc line.
+func submitStripBcc(msg string) string {
+	var out []string
+	for _, l := range strings.SplitAfter(msg, "\r\n") {
+		if !strings.HasPrefix(l, "Bcc:") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "")
+}
+
+// TestRelayPasswordRules: the smarthost password follows the IMAP
+// password's rules: a password file or a config file holding it that
+// others can read is refused, one on the command line is warned about, and
+// sending needs an identity. The cases that pass stop at a taken SMTP port,
+// after the password was read.
+func TestRelayPasswordRules(t *testing.T) {
+	dir := t.TempDir()
+	for name, k := range map[string]*keys.SecretKey{"user": mustKey(t), "spool": mustKey(t)} {
+		if err := keys.WriteFiles(k, filepath.Join(dir, name+".sec"), filepath.Join(dir, name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, takenPort, _ := net.SplitHostPort(taken.Addr().String())
+	file := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	base := func(db string) []string {
+		return []string{"imap-server", "--user", "alice", "--user-key", filepath.Join(dir, "user.sec"),
+			"--user-public-key", filepath.Join(dir, "user.pub"), "--spool-key", filepath.Join(dir, "spool.pub"),
+			"--db", filepath.Join(dir, db), "--password", "pw", "--port", "0", "--status-addr", "",
+			"--smtp-port", takenPort, "--relay", "smtps://smtp.example.org"}
+	}
+	cases := []struct {
+		name  string
+		args  []string
+		env   string
+		wants []string
+	}{
+		{"password file readable by others", []string{"--identity", "a@example.org", "--relay-user", "a",
+			"--relay-password-file", file("open.pw", "secret\n", 0o644)}, "", []string{"relay password file", "readable by others", "chmod 600"}},
+		{"private password file", []string{"--identity", "a@example.org", "--relay-user", "a",
+			"--relay-password-file", file("private.pw", "secret\n", 0o600)}, "", []string{"listening for SMTP"}},
+		{"config file readable by others", []string{"--config", file("open.conf", "identity = a@example.org, b@example.org\nrelay-user = a\nrelay-password = secret\n", 0o644)},
+			"", []string{"config file", "readable by others", "chmod 600"}},
+		{"private config file", []string{"--config", file("private.conf", "identity = a@example.org\nrelay-user = a\nrelay-password = secret\n", 0o600)},
+			"", []string{"listening for SMTP"}},
+		{"environment", []string{"--identity", "a@example.org", "--relay-user", "a"}, "secret", []string{"listening for SMTP"}},
+		{"on the command line", []string{"--identity", "a@example.org", "--relay-user", "a", "--relay-password", "secret"},
+			"", []string{"--relay-password on the command line can be read by other users", "listening for SMTP"}},
+		{"no password", []string{"--identity", "a@example.org", "--relay-user", "a"}, "", []string{"has no password"}},
+		{"no identity", nil, "", []string{"--relay needs at least one --identity"}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			e := &env{stdout: &stdout, stderr: &stderr, getenv: func(k string) string {
+				if k == relayPasswordEnv {
+					return tc.env
+				}
+				return ""
+			}}
+			code := run(e, append(base(fmt.Sprintf("d%d.db", i)), tc.args...))
+			if code == 0 {
+				t.Fatalf("exit 0, want a failure")
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
+				}
+			}
+			if strings.Contains(stderr.String(), "secret") {
+				t.Errorf("the password is in the output:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+// TestQuickstartSends: the quickstart prints SMTP settings; a message to
+// USER@localhost, submitted with smtplib, comes back into INBOX through
+// the quickstart's LMTP listener, and its copy is in Sent; a message to an
+// unknown user bounces into INBOX, and has no copy in Sent.
+func TestQuickstartSends(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	python := needTool(t, "python3", "python3")
+	bin := buildServerBinary(t)
+	work := t.TempDir()
+	smtpPort := fmt.Sprint(freePort(t))
+	qs := startProc(t, "cspool quickstart", work, os.Environ(), bin, "quickstart", "--dir", filepath.Join(work, "state"), "--user", "alice",
+		"--http-port", fmt.Sprint(freePort(t)), "--imap-port", fmt.Sprint(freePort(t)), "--lmtp-port", fmt.Sprint(freePort(t)),
+		"--smtp-port", smtpPort)
+	out := qs.waitOutput(t, "Spool server HTTP API:", 60*time.Second)
+	if !strings.Contains(out, "Sending (SMTP") || !strings.Contains(out, "port:     "+smtpPort) {
+		t.Fatalf("no SMTP settings printed:\n%s", out)
+	}
+	host, port, password := settingValue(t, out, "server"), settingValue(t, out, "port"), settingValue(t, out, "password")
+	for _, m := range []struct{ name, to string }{{"self", "alice@localhost"}, {"nobody", "nobody@localhost"}} {
+		p := filepath.Join(work, m.name+".eml")
+		msg := fmt.Sprintf("From: alice@localhost\r\nTo: %s\r\nSubject: to %s\r\n\r\nhello\r\n", m.to, m.name)
+		if err := os.WriteFile(p, []byte(msg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got := runCmd(t, work, os.Environ(), "", python, "-c", smtplibSubmit, "127.0.0.1", smtpPort, "alice", password,
+			"alice@localhost", m.to, p); !strings.HasPrefix(got, "250 ") {
+			t.Fatalf("submitting to %s: %q", m.to, got)
+		}
+	}
+	// The welcome message, the message to self, the bounce.
+	inbox := fetchIMAP(t, python, host, port, "alice", password, 3)
+	var subjects []string
+	for _, m := range inbox {
+		for _, l := range strings.Split(string(m), "\r\n") {
+			if s, ok := strings.CutPrefix(l, "Subject: "); ok {
+				subjects = append(subjects, s)
+				break
+			}
+		}
+	}
+	if want := []string{"Welcome to cspool", "to self", "Undelivered Mail Returned to Sender"}; !slices.Equal(subjects, want) {
+		t.Errorf("INBOX subjects %q, want %q", subjects, want)
+	}
+	// Only the message that was delivered has a copy in Sent: the other
+	// comes back whole inside its bounce.
+	if sent := fetchIMAPBox(t, python, host, port, "alice", password, "Sent", 1); len(sent) != 1 || !strings.Contains(string(sent[0]), "Subject: to self") {
+		t.Errorf("Sent has %d messages, want the one to self", len(sent))
+	}
+	qs.stop(t, syscall.SIGTERM, 30*time.Second)
 }

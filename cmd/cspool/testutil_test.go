@@ -187,17 +187,17 @@ func settingValue(t *testing.T, out, key string) string {
 	return ""
 }
 
-// imaplibFetch is run by Python: it logs in, waits (bounded) until INBOX has
+// imaplibFetch is run by Python: it logs in, waits (bounded) until BOX has
 // at least WANT messages, and writes every message's raw bytes (BODY.PEEK[],
 // in UID order) to OUTDIR/NNN.eml. It selects read-only, so nothing changes.
 const imaplibFetch = `
 import imaplib, os, sys, time
-host, port, user, password, want, outdir, timeout = sys.argv[1:8]
+host, port, user, password, want, outdir, timeout, box = sys.argv[1:9]
 want, deadline = int(want), time.time() + float(timeout)
 M = imaplib.IMAP4(host, int(port))
 M.login(user, password)
 while True:
-    typ, data = M.select("INBOX", readonly=True)
+    typ, data = M.select(box, readonly=True)
     if typ != "OK":
         sys.exit("select: %r" % (data,))
     n = int(data[0])
@@ -222,10 +222,16 @@ print("FETCHED %d OF %d" % (i, n))
 // in UID order, after waiting up to 30 s for at least want of them.
 func fetchIMAP(t *testing.T, python, host, port, user, password string, want int) [][]byte {
 	t.Helper()
+	return fetchIMAPBox(t, python, host, port, user, password, "INBOX", want)
+}
+
+// fetchIMAPBox is fetchIMAP for the mailbox box.
+func fetchIMAPBox(t *testing.T, python, host, port, user, password, box string, want int) [][]byte {
+	t.Helper()
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, python, "-c", imaplibFetch, host, port, user, password, fmt.Sprint(want), out, "30")
+	cmd := exec.CommandContext(ctx, python, "-c", imaplibFetch, host, port, user, password, fmt.Sprint(want), out, "30", box)
 	b, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("imaplib as %s on %s:%s: %v\n%s", user, host, port, err, b)

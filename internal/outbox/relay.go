@@ -280,6 +280,23 @@ func (rc *relayConn) send(m *queued) sendResult {
 		return acceptedAll(rcptPending, replyText(err), err)
 	}
 	res.dataSent = true
+	if rc.relay.LMTP {
+		// One reply per recipient (RFC 2033 section 4.2).
+		resps, err := w.CloseWithLMTPResponse()
+		var perRcpt smtp.LMTPDataError
+		if err != nil && !errors.As(err, &perRcpt) {
+			return acceptedAll(classify(err), replyText(err), err)
+		}
+		for _, a := range accepted {
+			r := m.rcpts[a]
+			if se := perRcpt[r.address]; se != nil {
+				res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: classify(se), reply: replyText(se), err: se})
+			} else if resp := resps[r.address]; resp != nil {
+				res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: rcptRelayed, reply: "250 " + resp.StatusText})
+			}
+		}
+		return res
+	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
 		return acceptedAll(classify(err), replyText(err), err)
