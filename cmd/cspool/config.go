@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -21,7 +22,8 @@ import (
 // is read as a Go string literal, for values with surrounding blanks or
 // escapes. Boolean flags take true or false. A name given twice, an unknown
 // name, and "config" itself are errors. Flags given on the command line win
-// over the file.
+// over the file. A file that sets a secret (secretSettings) to a non-empty
+// value must be open to its owner only, or it is refused.
 
 // configFlagUsage is the help text of --config.
 const configFlagUsage = "read flags from this `file` of \"name = value\" lines (docs/CONFIG.md); command-line flags win"
@@ -30,7 +32,7 @@ const configFlagUsage = "read flags from this `file` of \"name = value\" lines (
 // command line did not set. Mistakes in the file are usage errors naming the
 // file and line.
 func applyConfigFile(fs *flag.FlagSet, path string) error {
-	data, err := os.ReadFile(path)
+	data, info, err := readConfigFile(path)
 	if err != nil {
 		return withHint(fmt.Errorf("reading config file: %w", err), "--config names a file of \"name = value\" lines, see docs/CONFIG.md")
 	}
@@ -39,6 +41,14 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 	settings, err := parseConfig(data)
 	if err != nil {
 		return usagef("config file %s:%v", path, err)
+	}
+	for _, s := range settings {
+		if secretSettings[s.name] && s.value != "" {
+			if err := checkPrivateMode(path, "config file", info); err != nil {
+				return withHint(err, fmt.Sprintf("run: chmod 600 %s, or leave %s out of it (imap-server reads --password-file or $%s)",
+					shellQuote(path), s.name, passwordEnv))
+			}
+		}
 	}
 	for _, s := range settings {
 		f := fs.Lookup(s.name)
@@ -55,6 +65,25 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		}
 	}
 	return nil
+}
+
+// secretSettings are the settings a config file may hold only when no
+// other user can read it.
+var secretSettings = map[string]bool{"password": true}
+
+// readConfigFile reads the file, and its mode from the same open file.
+func readConfigFile(path string) ([]byte, os.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := io.ReadAll(f)
+	return data, info, err
 }
 
 // setting is one NAME = VALUE line.

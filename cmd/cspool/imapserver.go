@@ -2,19 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
 	"errors"
-	"flag"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"os/user"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -37,14 +32,17 @@ applies it to the database, and pushes new mail to idling clients at once.
 Every change a client makes is sealed with the user key and appended to the
 log, so the user's other devices see it too. Reading mail works offline.
 
-The IMAP login is the user name. With no --password, a password is generated
-on first start, stored next to the database (DB.password, mode 0600) and
-printed once. An empty password needs an explicit --password ''.`, `
+The IMAP login is the user name. The password comes from --password-file
+(a file only its owner may open), else from the environment variable
+CSPOOL_IMAP_PASSWORD, else from --password (which every local user can read
+in the process list: the daemon warns), else it is generated on first start,
+stored next to the database (DB.password, mode 0600) and printed once. An
+empty password needs an explicit --password ''.`, `
 cspool imap-server --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub
 cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
 	dev := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool and the IMAP login)")
 	userName, dbPath, spoolURL := dev.user, dev.db, dev.spoolURL
-	password := fs.String("password", "", "IMAP `password` (default: generated, stored in DB.password)")
+	pwFlags := addPasswordFlags(fs)
 	port := fs.Int("port", 1143, "IMAP port")
 	addr := fs.String("addr", "127.0.0.1", "IMAP listen `address` (keep it on localhost unless you add TLS in front)")
 	statusAddr := fs.String("status-addr", defaultStatusAddr, "status page `address` (host:port, see docs/STATUS.md; '' turns it off)")
@@ -58,22 +56,17 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	passwordSet := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "password" {
-			passwordSet = true
-		}
-	})
 	userKey, spoolPub, err := dev.loadKeys()
 	if err != nil {
 		return err
 	}
 	log := newLogger(e, *debug)
-	pw, generated, err := resolvePassword(*dbPath, *password, passwordSet)
+	ipw, err := pwFlags.resolve(e, fs, *dbPath, log)
 	if err != nil {
 		return err
 	}
-	if passwordSet && pw == "" {
+	pw, allowEmpty := ipw.value, ipw.explicit && ipw.value == ""
+	if allowEmpty {
 		log.Warn("IMAP login accepts an empty password: anyone who can reach the port can read this mailbox", "addr", *addr)
 	}
 
@@ -98,7 +91,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 		return err
 	}
 	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, store: store, sync: sy, user: *userName, pw: pw,
-		allowEmpty: passwordSet && pw == "", log: log})
+		allowEmpty: allowEmpty, log: log})
 	if err != nil {
 		return err
 	}
@@ -106,7 +99,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	defer stop()
 	defer snd.close(stop)
 	srv, err = imapd.New(imapd.Config{
-		Store: store, Submit: snd.submitter(sy), User: *userName, Password: pw, AllowEmptyPassword: passwordSet && pw == "",
+		Store: store, Submit: snd.submitter(sy), User: *userName, Password: pw, AllowEmptyPassword: allowEmpty,
 		Logger: log,
 		Alert:  func() string { return sy.Status().Alert() },
 	})
@@ -119,11 +112,11 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	if err != nil {
 		return withHint(fmt.Errorf("listening for IMAP on %s: %w", listenAddr, err), "pick another --port, or stop the daemon already using it")
 	}
-	collector := newStatusCollector(sy, store, ln.Addr(), *userName, *dbPath, passwordSet, pw, *spoolURL)
+	collector := newStatusCollector(sy, store, ln.Addr(), *userName, ipw, *spoolURL)
 	collector.Outbox = snd.report()
 	stopStatus, page, err := startStatusPage(statusPageConfig{
 		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: collector,
-		user: *userName, password: pw, allowEmpty: passwordSet && pw == "", log: log,
+		user: *userName, password: pw, allowEmpty: allowEmpty, log: log,
 	})
 	if err != nil {
 		ln.Close()
@@ -144,7 +137,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	}
 	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "status_page", status, "user", *userName,
 		"db", *dbPath, "position", pos, "spool", *spoolURL)
-	printSettings(e, ln.Addr(), *userName, pw, generated, *dbPath, page)
+	printSettings(e, ln.Addr(), *userName, ipw, *dbPath, page)
 	snd.printSettings(e)
 
 	syncDone := make(chan error, 1)
@@ -197,61 +190,20 @@ func newLogger(e *env, debug bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// resolvePassword returns the IMAP password: the flag's value when given
-// (even empty), else the one stored beside the database, else a new one,
-// stored there with mode 0600.
-func resolvePassword(dbPath, flagValue string, set bool) (pw string, generated bool, err error) {
-	if set {
-		return flagValue, false, nil
-	}
-	path := dbPath + ".password"
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		info, serr := os.Stat(path)
-		if serr == nil && info.Mode().Perm()&0o077 != 0 {
-			return "", false, withHint(fmt.Errorf("password file %s is readable by others (mode %04o)", path, info.Mode().Perm()),
-				"run: chmod 600 "+path)
-		}
-		pw = strings.TrimSpace(string(b))
-		if pw == "" {
-			return "", false, fmt.Errorf("password file %s is empty; remove it to generate a new password", path)
-		}
-		return pw, false, nil
-	case !errors.Is(err, fs.ErrNotExist):
-		return "", false, fmt.Errorf("reading password file: %w", err)
-	}
-	raw := make([]byte, 15)
-	if _, err := rand.Read(raw); err != nil {
-		return "", false, err
-	}
-	pw = strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", false, fmt.Errorf("storing the generated password: %w", err)
-	}
-	if _, err := f.WriteString(pw + "\n"); err != nil {
-		f.Close()
-		return "", false, fmt.Errorf("storing the generated password: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return "", false, fmt.Errorf("storing the generated password: %w", err)
-	}
-	return pw, true, nil
-}
-
-func printSettings(e *env, addr net.Addr, user, pw string, generated bool, dbPath string, page statuspage.PageState) {
+func printSettings(e *env, addr net.Addr, user string, pw imapPassword, dbPath string, page statuspage.PageState) {
 	host, port, _ := net.SplitHostPort(addr.String())
 	w := e.stdout
 	fmt.Fprintln(w, "IMAP settings for your mail client:")
 	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: none (localhost only)\n  user:     %s\n", host, port, user)
 	switch {
-	case generated:
-		fmt.Fprintf(w, "  password: %s\n  (generated now and stored in %s.password; it is not shown again)\n", pw, dbPath)
-	case pw == "":
+	case pw.generated:
+		fmt.Fprintf(w, "  password: %s\n  (generated now and stored in %s; it is not shown again)\n", pw.value, pw.file)
+	case pw.value == "":
 		fmt.Fprintln(w, "  password: (empty)")
+	case pw.file != "":
+		fmt.Fprintf(w, "  password: in %s\n", pw.file)
 	default:
-		fmt.Fprintf(w, "  password: as given, or in %s.password\n", dbPath)
+		fmt.Fprintln(w, "  password: as given")
 	}
 	switch {
 	case page.URL != "":

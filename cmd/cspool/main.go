@@ -157,6 +157,8 @@ type flagSet struct {
 	*flag.FlagSet
 	help   func()
 	config *string // --config, for subcommands that accept a config file
+	// cmdline holds the flags given on the command line (not by --config).
+	cmdline map[string]bool
 }
 
 // newFlagSet makes a FlagSet whose -h output lists usage, description, flags
@@ -200,6 +202,8 @@ func parseFlags(fs *flagSet, args []string) error {
 	if err != nil {
 		return &usageError{err.Error()}
 	}
+	fs.cmdline = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { fs.cmdline[f.Name] = true })
 	if fs.config != nil && *fs.config != "" {
 		return applyConfigFile(fs.FlagSet, *fs.config)
 	}

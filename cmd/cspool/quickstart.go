@@ -322,9 +322,11 @@ const qsStatusAddr = "127.0.0.1:11144"
 // IMAP server, as cspool imap-server does.
 func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *imapd.Server, syncDone <-chan error, pw string, err error) {
 	dbPath := q.path(qsMailDB)
-	if pw, _, err = resolvePassword(dbPath, "", false); err != nil {
+	stored, err := storedPassword(dbPath)
+	if err != nil {
 		return nil, nil, "", err
 	}
+	pw = stored.value
 	unlock, err := lockDatabase(dbPath, "a quickstart or daemon is using this state folder already")
 	if err != nil {
 		return nil, nil, "", err
@@ -366,7 +368,7 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 	}
 	// The status page, when its port is free (it is a convenience here),
 	// and the control socket for cspool status.
-	collector := newStatusCollector(sy, ms, q.imapLn.Addr(), q.user, dbPath, false, pw, "http://"+q.httpLn.Addr().String())
+	collector := newStatusCollector(sy, ms, q.imapLn.Addr(), q.user, stored, "http://"+q.httpLn.Addr().String())
 	stopStatus, page, err := startStatusPage(statusPageConfig{
 		addr: qsStatusAddr, source: collector, user: q.user, password: pw, log: q.log,
 	})

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 
 	"strings"
@@ -213,14 +212,9 @@ func isConnError(err error) bool {
 }
 
 // newStatusCollector is the status page's view of a running daemon.
-func newStatusCollector(sy *syncer.Syncer, store *mailstore.Store, imapAddr net.Addr, user, dbPath string, passwordSet bool, pw, spoolURL string) *statuspage.Collector {
+func newStatusCollector(sy *syncer.Syncer, store *mailstore.Store, imapAddr net.Addr, user string, pw imapPassword, spoolURL string) *statuspage.Collector {
 	host, port, _ := net.SplitHostPort(imapAddr.String())
 	p, _ := strconv.Atoi(port)
-	settings := statuspage.IMAPSettings{Host: host, Port: p, User: user, EmptyPassword: pw == ""}
-	if !passwordSet {
-		if abs, err := filepath.Abs(dbPath + ".password"); err == nil {
-			settings.PasswordFile = abs
-		}
-	}
+	settings := statuspage.IMAPSettings{Host: host, Port: p, User: user, EmptyPassword: pw.value == "", PasswordFile: pw.file}
 	return &statuspage.Collector{Sync: sy, Store: store, IMAP: settings, Spool: spoolURL}
 }

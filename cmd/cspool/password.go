@@ -1,0 +1,140 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// passwordEnv is the environment variable that may hold the IMAP password:
+// unlike a command-line argument, a process's environment is readable by
+// its own user only (/proc/PID/environ).
+const passwordEnv = "CSPOOL_IMAP_PASSWORD"
+
+// imapPassword is the daemon's IMAP password and where it came from.
+type imapPassword struct {
+	value string
+	// file holds the password, as an absolute path: --password-file or
+	// DB.password ("" when it came from --password or the environment).
+	file      string
+	generated bool // made now and stored in file
+	explicit  bool // given with --password, maybe empty (which allows an empty one)
+}
+
+// passwordFlags are imap-server's ways to be given its password.
+type passwordFlags struct {
+	password, file *string
+}
+
+func addPasswordFlags(fs *flagSet) *passwordFlags {
+	return &passwordFlags{
+		password: fs.String("password", "", "IMAP `password`; every local user can read it in the process list, so prefer --password-file or $"+passwordEnv+" (default: generated, stored in DB.password)"),
+		file:     fs.String("password-file", "", "read the IMAP password from this `file` (its first line; the file must be open to its owner only)"),
+	}
+}
+
+// resolve picks the IMAP password: --password-file, else --password (with
+// a warning when it is on the command line), else $CSPOOL_IMAP_PASSWORD,
+// else the one kept beside the database at dbPath (generated on first
+// start).
+func (p *passwordFlags) resolve(e *env, fs *flagSet, dbPath string, log *slog.Logger) (imapPassword, error) {
+	fromFlag, fromFile := flagGiven(fs, "password"), flagGiven(fs, "password-file")
+	switch {
+	case fromFlag && fromFile:
+		return imapPassword{}, usagef("give the IMAP password one way: --password or --password-file, not both")
+	case fromFile:
+		abs, err := filepath.Abs(*p.file)
+		if err != nil {
+			return imapPassword{}, fmt.Errorf("--password-file: %w", err)
+		}
+		pw, err := readSecretFile(abs, "password file")
+		if err != nil {
+			return imapPassword{}, err
+		}
+		return imapPassword{value: pw, file: abs}, nil
+	case fromFlag:
+		if fs.cmdline["password"] && *p.password != "" {
+			log.Warn("--password on the command line can be read by every user of this machine (ps, /proc/PID/cmdline); "+
+				"use --password-file FILE or the environment variable "+passwordEnv+" instead", "flag", "password")
+		}
+		return imapPassword{value: *p.password, explicit: true}, nil
+	}
+	if pw := e.getenv(passwordEnv); pw != "" {
+		return imapPassword{value: pw}, nil
+	}
+	return storedPassword(dbPath)
+}
+
+// storedPassword returns the password kept beside the database, or makes
+// one and keeps it there (mode 0600).
+func storedPassword(dbPath string) (imapPassword, error) {
+	path, err := filepath.Abs(dbPath + ".password")
+	if err != nil {
+		return imapPassword{}, fmt.Errorf("password file: %w", err)
+	}
+	pw, err := readSecretFile(path, "password file")
+	if err == nil {
+		return imapPassword{value: pw, file: path}, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return imapPassword{}, err
+	}
+	raw := make([]byte, 15)
+	if _, err := rand.Read(raw); err != nil {
+		return imapPassword{}, err
+	}
+	pw = strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return imapPassword{}, fmt.Errorf("storing the generated password: %w", err)
+	}
+	_, werr := f.WriteString(pw + "\n")
+	if err := errors.Join(werr, f.Close()); err != nil {
+		return imapPassword{}, fmt.Errorf("storing the generated password: %w", err)
+	}
+	return imapPassword{value: pw, file: path, generated: true}, nil
+}
+
+// readSecretFile reads the first line of a file that holds a secret,
+// refusing one that users other than its owner may open. A missing file is
+// an error wrapping fs.ErrNotExist.
+func readSecretFile(path, what string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", what, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", what, err)
+	}
+	if err := checkPrivateMode(path, what, info); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("reading %s %s: %w", what, path, err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	if line = strings.TrimSpace(line); line == "" {
+		return "", withHint(fmt.Errorf("%s %s is empty", what, path), "write the password on its first line (for DB.password: remove the file and a new password is generated)")
+	}
+	return line, nil
+}
+
+// checkPrivateMode refuses a file holding a secret that users other than
+// its owner may open.
+func checkPrivateMode(path, what string, info fs.FileInfo) error {
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		return withHint(fmt.Errorf("%s %s holds a password and is open to other users (mode %04o)", what, path, perm),
+			"run: chmod 600 "+shellQuote(path))
+	}
+	return nil
+}

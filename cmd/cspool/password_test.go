@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestPasswordSources runs the daemon from the built binary with each way
+// of giving it a password: --password on the command line (works, with a
+// warning: other users can read it in /proc), --password-file and the
+// environment (no warning, nothing in /proc/PID/cmdline), and a config file
+// open to its owner only. A mail client (Python's imaplib) logs in with each.
+func TestPasswordSources(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	python := needTool(t, "python3", "python3")
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	env := append(os.Environ(), "USER=alice")
+	runCmd(t, dir, env, "", bin, "gen-keys", "user.sec", "user.pub")
+	runCmd(t, dir, env, "", bin, "gen-keys", "spool.sec", "spool.pub")
+	// No spool server: the daemon starts and serves IMAP from its database.
+	spool := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pwFile := write("imap.pw", "from-the-file\n", 0o600)
+	conf := write("imap.conf", "password = from-the-config\n", 0o600)
+
+	const warning = "--password on the command line can be read by every user"
+	for _, c := range []struct {
+		name     string
+		args     []string
+		env      string
+		password string
+		warned   bool
+		printed  string
+	}{
+		{"command line", []string{"--password", "on-the-command-line"}, "", "on-the-command-line", true, "as given"},
+		{"password file", []string{"--password-file", "imap.pw"}, "", "from-the-file", false, "in " + pwFile},
+		{"environment", nil, passwordEnv + "=from-the-environment", "from-the-environment", false, "as given"},
+		{"config file", []string{"--config", conf}, "", "from-the-config", false, "as given"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			port := freePort(t)
+			args := append([]string{"imap-server", "--user", "alice", "--user-key=user.sec", "--spool-key=spool.pub",
+				"--user-public-key=user.pub", "--db", "mail.db", "--spool-server", spool, "--port", fmt.Sprint(port),
+				"--status-addr", ""}, c.args...)
+			penv := env
+			if c.env != "" {
+				penv = append(append([]string{}, env...), c.env)
+			}
+			daemon := startProc(t, "cspool imap-server", dir, penv, bin, args...)
+			out := daemon.waitOutput(t, "state:", 30*time.Second)
+			if got := settingValue(t, out, "password"); got != c.printed {
+				t.Errorf("daemon printed password %q, want %q", got, c.printed)
+			}
+			cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", daemon.cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if inArgs := bytes.Contains(cmdline, []byte(c.password)); inArgs != c.warned {
+				t.Errorf("password in /proc/PID/cmdline: %v, want %v", inArgs, c.warned)
+			}
+			if got := runPythonLogin(t, python, port, "alice", c.password); !strings.Contains(got, "OK") {
+				t.Errorf("imaplib login with %q: %q, want OK", c.password, got)
+			}
+			daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+			log := daemon.stderr.String()
+			if strings.Contains(log, warning) != c.warned {
+				t.Errorf("warning about --password in the log: %v, want %v:\n%s", !c.warned, c.warned, log)
+			}
+			if strings.Contains(log, c.password) {
+				t.Errorf("the log holds the password:\n%s", log)
+			}
+		})
+	}
+}
+
+// TestPasswordRefusals: a password file or a config file holding a
+// password that other users may open is refused before anything starts,
+// and so are two ways of giving the password at once. These run the real
+// command function.
+func TestPasswordRefusals(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, k := range []string{"user", "spool"} {
+		e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }}
+		if code := run(e, []string{"gen-keys", filepath.Join(dir, k+".sec"), filepath.Join(dir, k+".pub")}); code != 0 {
+			t.Fatalf("gen-keys %s: exit %d", k, code)
+		}
+	}
+	openFile := write("open.pw", "secret\n", 0o644)
+	groupFile := write("group.pw", "secret\n", 0o640)
+	emptyFile := write("empty.pw", "\n", 0o600)
+	goodFile := write("good.pw", "secret\n", 0o600)
+	openConf := write("open.conf", "password = secret\n", 0o644)
+	groupConf := write("group.conf", "# the daemon\npassword = secret\n", 0o604)
+	emptyPwConf := write("empty-pw.conf", "password =\nuser = -bad\n", 0o644)
+	plainConf := write("plain.conf", "user = -bad\n", 0o644)
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"password file open to all", []string{"--password-file", openFile}, 1,
+			[]string{"password file " + openFile + " holds a password and is open to other users (mode 0644)", "hint: run: chmod 600 " + openFile}},
+		{"password file open to the group", []string{"--password-file", groupFile}, 1, []string{"(mode 0640)"}},
+		{"empty password file", []string{"--password-file", emptyFile}, 1, []string{"is empty"}},
+		{"missing password file", []string{"--password-file", filepath.Join(dir, "none")}, 1, []string{"no such file"}},
+		{"config file open to all", []string{"--config", openConf}, 1,
+			[]string{"config file " + openConf + " holds a password and is open to other users (mode 0644)", "chmod 600", "--password-file"}},
+		{"config file open to others", []string{"--config", groupConf}, 1, []string{"(mode 0604)"}},
+		{"both flags", []string{"--password", "x", "--password-file", goodFile}, 2, []string{"--password or --password-file, not both"}},
+		// Only a secret makes the mode matter: these reach the user check.
+		{"empty password in an open config", []string{"--config", emptyPwConf}, 2, []string{"-bad"}},
+		{"no password in an open config", []string{"--config", plainConf}, 2, []string{"-bad"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+			db := filepath.Join(t.TempDir(), "mail.db")
+			args := append([]string{"imap-server", "--db", db, "--user-key", filepath.Join(dir, "user.sec"),
+				"--user-public-key", filepath.Join(dir, "user.pub"), "--spool-key", filepath.Join(dir, "spool.pub"),
+				"--port", "0", "--status-addr", ""}, c.args...)
+			// Each case must fail before the daemon runs; one that does not
+			// would serve forever.
+			done := make(chan int, 1)
+			go func() { done <- run(e, args) }()
+			var code int
+			select {
+			case code = <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("cspool %v did not stop at the refusal; it is serving", args)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr lacks %q", w)
+				}
+			}
+			if code != c.code || strings.Contains(stderr.String(), "secret") {
+				t.Errorf("exit %d, want %d; stderr %q", code, c.code, stderr.String())
+			}
+			if _, err := os.Stat(db); err == nil {
+				t.Errorf("the database was created; the refusal came too late")
+			}
+		})
+	}
+}
