@@ -28,16 +28,7 @@ func TestPasswordSources(t *testing.T) {
 	runCmd(t, dir, env, "", bin, "gen-keys", "spool.sec", "spool.pub")
 	// No spool server: the daemon starts and serves IMAP from its database.
 	spool := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	write := func(name, text string, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(text), mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, text string, mode os.FileMode) string { return writeMode(t, dir, name, text, mode) }
 	pwFile := write("imap.pw", "from-the-file\n", 0o600)
 	conf := write("imap.conf", "password = from-the-config\n", 0o600)
 
@@ -97,16 +88,7 @@ func TestPasswordSources(t *testing.T) {
 // command function.
 func TestPasswordRefusals(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, text string, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(text), mode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, text string, mode os.FileMode) string { return writeMode(t, dir, name, text, mode) }
 	for _, k := range []string{"user", "spool"} {
 		e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }}
 		if code := run(e, []string{"gen-keys", filepath.Join(dir, k+".sec"), filepath.Join(dir, k+".pub")}); code != 0 {
@@ -170,4 +152,17 @@ func TestPasswordRefusals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeMode writes a file in dir with exactly mode (whatever the umask).
+func writeMode(t *testing.T, dir, name, text string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(text), mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
