@@ -54,8 +54,9 @@
 //     is closed after LoginLimits.MaxFailures of them, and a source with
 //     MaxWaiting failures waiting is refused without a check. The state is
 //     bounded (MaxSources) and so is the log (LogLines per LogInterval).
-//     Closing goes through guardConn, which lets the tagged reply out and
-//     then ends reads and writes, so pipelined logins are never checked.
+//     Closing goes through loginguard.Conn, which lets the tagged reply
+//     out and then ends reads and writes, so pipelined logins are never
+//     checked.
 //   - Outcomes: a Rejected command gets NO with a response code (RFC 5530);
 //     a Partial one (another device expunged some of the messages first) is
 //     OK for what could be done (COPYUID lists only the copies made), with
