@@ -19,8 +19,11 @@
 //     records in the store the positions the spool's answer gave them (a
 //     dropped append is an alarm, integrity.go) and returns only once the
 //     loop has applied the log up to them, with each entry's outcome, so a
-//     client sees its change in the order every other device sees it. When the spool cannot be reached Submit returns an error
-//     wrapping ErrUnavailable and nothing is appended.
+//     client sees its change in the order every other device sees it.
+//     When the spool cannot be reached Submit returns an error wrapping
+//     ErrUnavailable; nothing is appended, unless only the answer was lost:
+//     then the entry is applied like any other when the loop reads it, and
+//     its position, never learnt, is not checked.
 //   - When the spool is down the loop retries with capped exponential
 //     backoff; the store keeps serving reads meanwhile.
 package syncer
