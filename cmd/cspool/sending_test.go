@@ -302,10 +302,10 @@ type postfixPeers struct {
 	alice, alice2, bob             *proc
 	aliceIMAP, alice2IMAP, bobIMAP int
 	smtpPort, postfixPort          int
-	aliceLog                       *lockedBuffer
 }
 
-func startPostfixPeers(t *testing.T, postfix string) *postfixPeers {
+// extra lines go to Postfix's main.cf.
+func startPostfixPeers(t *testing.T, postfix string, extra ...string) *postfixPeers {
 	t.Helper()
 	p := &postfixPeers{bin: buildServerBinary(t), python: needTool(t, "python3", "python3"), work: postfixWorkDir(t), env: os.Environ()}
 	users := map[string]*keys.SecretKey{"alice": mustKey(t), "bob": mustKey(t)}
@@ -333,8 +333,8 @@ func startPostfixPeers(t *testing.T, postfix string) *postfixPeers {
 		d.waitOutput(t, "IMAP settings", 30*time.Second)
 		return d
 	}
-	p.pf = startPostfix(t, postfix, p.work, p.postfixPort, p.lmtpAddr,
-		"smtpd_tls_cert_file = "+certFile, "smtpd_tls_key_file = "+keyFile, "smtpd_tls_security_level = may")
+	p.pf = startPostfix(t, postfix, p.work, p.postfixPort, p.lmtpAddr, append([]string{
+		"smtpd_tls_cert_file = " + certFile, "smtpd_tls_key_file = " + keyFile, "smtpd_tls_security_level = may"}, extra...)...)
 	p.alice = daemon("alice's daemon", "alice", "alice.db", p.aliceIMAP, "--smtp-port", fmt.Sprint(p.smtpPort),
 		"--relay", fmt.Sprintf("smtp://127.0.0.1:%d", p.postfixPort), "--relay-ca", ca.File,
 		"--identity", "alice@example.test", "--relay-backoff", "100ms")

@@ -12,7 +12,8 @@
 //     means "on disk". Every later step (relay results, bounces to file, the
 //     Sent copy filed) is one transaction.
 //   - Order: messages are tried in the order they were accepted, over one
-//     connection to the smarthost. A connection that cannot be made holds
+//     connection to the smarthost, kept open idleConn after the queue
+//     empties (RSET checks it before reuse). A connection that cannot be made holds
 //     the whole queue (with exponential backoff); a temporary reply to one
 //     message (4xx at MAIL, RCPT or DATA) holds only that message, with its
 //     own backoff, and the others go on.

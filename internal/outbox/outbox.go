@@ -69,6 +69,11 @@ type Outbox struct {
 	// same message (see SentFilter).
 	fileMu sync.Mutex
 
+	// idle is the connection to the smarthost kept open since idleSince
+	// (the relay loop's own).
+	idle      *relayConn
+	idleSince time.Time
+
 	mu        sync.Mutex
 	holdUntil time.Time // the smarthost could not be reached: wait
 	connFails int

@@ -37,6 +37,12 @@ func (o *Outbox) backoff(n int) time.Duration {
 }
 
 func (o *Outbox) relayLoop(ctx context.Context) {
+	defer func() {
+		if o.idle != nil {
+			o.idle.close()
+			o.idle = nil
+		}
+	}()
 	for {
 		wait := o.relayPass(ctx)
 		if ctx.Err() != nil {
@@ -78,9 +84,9 @@ func (o *Outbox) relayPass(ctx context.Context) time.Duration {
 		return 5 * time.Second
 	}
 	if len(due) == 0 {
-		return next
+		return o.idleWait(now, next)
 	}
-	rc, dialErr := o.cfg.Relay.dial(ctx, o.cfg.Hostname)
+	rc, dialErr := o.connect(ctx)
 	if err := dialErr; err != nil {
 		if ctx.Err() != nil {
 			return 0
@@ -131,8 +137,44 @@ func (o *Outbox) relayPass(ctx context.Context) time.Duration {
 			return 0
 		}
 	}
-	rc.close()
+	// Kept open for the next message (the TLS handshake and the login are
+	// most of a message's time); closed after idleConn.
+	o.idle, o.idleSince = rc, o.now()
 	return 0
+}
+
+// idleConn is how long a connection to the smarthost is kept open with
+// nothing to send (servers close theirs after a few minutes: RFC 5321
+// section 4.5.3.2.7).
+const idleConn = 30 * time.Second
+
+// connect returns the idle connection when it still answers (RSET), else a
+// new one.
+func (o *Outbox) connect(ctx context.Context) (*relayConn, error) {
+	if rc := o.idle; rc != nil {
+		o.idle = nil
+		if o.now().Sub(o.idleSince) < idleConn && rc.c.Reset() == nil {
+			return rc, nil
+		}
+		rc.abort()
+	}
+	return o.cfg.Relay.dial(ctx, o.cfg.Hostname)
+}
+
+// idleWait closes the idle connection once it has waited idleConn, and
+// returns how long the loop may sleep: until the next message is due or
+// the idle connection is to be closed.
+func (o *Outbox) idleWait(now time.Time, next time.Duration) time.Duration {
+	if o.idle == nil {
+		return next
+	}
+	left := idleConn - now.Sub(o.idleSince)
+	if left <= 0 {
+		o.idle.close()
+		o.idle = nil
+		return next
+	}
+	return min(next, left)
 }
 
 // failAll is a result failing every pending recipient of m for good.
