@@ -219,4 +219,3 @@ func postfixSent(t *testing.T, pf *postfixInstance) int {
 	b, _ := os.ReadFile(pf.maillog)
 	return bytes.Count(b, []byte("status=sent"))
 }
-
