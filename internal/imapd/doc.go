@@ -16,16 +16,25 @@
 //     they are the same on every device and never reused.
 //   - Sequence numbers (RFC 9051 section 2.3.1.2): for each mailbox selected
 //     by at least one session the server keeps the ordered UID list (the
-//     server view: sequence number n is uids[n-1]) and one
-//     imapserver.MailboxTracker, changed together under the mailbox mutex
-//     (lock-step): an added UID is appended and announced with
+//     server view: sequence number n is uids[n-1]) and, per session that
+//     selected it, a view with an imapserver.MailboxTracker of its own
+//     (holding that one session, so what is queued may differ between
+//     sessions), all changed together under the mailbox mutex (lock-step):
+//     an added UID is appended and announced to every view with
 //     QueueNumMessages(len) (one message at a time: the tracker cannot map
-//     jumps larger than one), a removed UID is announced with
-//     QueueExpunge(its index+1) before the next change is looked at, a flag
-//     change with QueueMessageFlags. Client sequence numbers are mapped
-//     through the session's SessionTracker (EncodeSeqNum, DecodeSeqNum)
-//     under the same mutex, so the tracker never sees a count or a sequence
-//     number out of range.
+//     jumps larger than one), a removed UID with QueueExpunge(its index+1)
+//     before the next change is looked at, a flag change with
+//     QueueMessageFlags. Client sequence numbers are mapped through the
+//     session's SessionTracker (EncodeSeqNum, DecodeSeqNum) under the same
+//     mutex, so no tracker ever sees a count or a sequence number out of
+//     range.
+//   - Updates are never left waiting (RFC 2177 section 3, RFC 9051 section
+//     7): whatever is queued for a session is written after every command
+//     the conn polls for and as soon as the session enters IDLE, then as it
+//     is queued while the session idles. Idle is ours, not
+//     SessionTracker.Idle, which only waits for updates queued after it
+//     starts: a change made between a client's DONE and its next IDLE would
+//     stay unsent until some later change or command.
 //   - Loading: a mailbox's UID list is read lazily, when a session selects
 //     it, together with the store position it reflects (the position read
 //     before and after the list must agree). Applied ignores changes at or
@@ -45,8 +54,8 @@
 //     selected mailbox gets NO, and FETCH BODY[] does not set \Seen.
 //   - A session's own STORE does not come back to it as a duplicate untagged
 //     FETCH: while its command is in flight the messages it names are
-//     registered as "quiet" for it, and the tracker update made from the
-//     applied change skips that session (QueueMessageFlags' source); the
+//     registered as "quiet" for it, and the update made from the applied
+//     change is not queued to that session's view; the
 //     session writes the FETCH FLAGS itself unless .SILENT (RFC 9051 section
 //     6.4.6).
 //   - Login (RFC 9051 sections 6.2.2, 6.2.3): failed logins are answered

@@ -18,7 +18,8 @@ import (
 const maxLoadTries = 20
 
 // mailbox is the in-memory state of a selected mailbox: its UID list (the
-// server view of sequence numbers) and its tracker, in lock-step under mu.
+// server view of sequence numbers) and one view per session that selected
+// it, in lock-step under mu.
 type mailbox struct {
 	id   command.ID
 	refs int // sessions using it; guarded by Server.mu
@@ -27,11 +28,8 @@ type mailbox struct {
 	loaded  bool
 	pos     uint64     // store position the loaded list reflects
 	uids    []imap.UID // increasing; sequence number n is uids[n-1]
-	tracker *imapserver.MailboxTracker
-	deleted bool // the mailbox was deleted while selected
-	// quiet lists, per session, messages whose next flag change that
-	// session made itself and reports on its own.
-	quiet map[*imapserver.SessionTracker]map[command.ID]bool
+	deleted bool       // the mailbox was deleted while selected
+	views   map[*imapserver.SessionTracker]*view
 }
 
 // load reads the UID list and the position it reflects, once.
@@ -58,8 +56,7 @@ func (mb *mailbox) load(ctx context.Context, st *mailstore.Store) error {
 			continue // an apply committed meanwhile: the list may be newer than before
 		}
 		mb.uids, mb.pos, mb.loaded = uids, before, true
-		mb.tracker = imapserver.NewMailboxTracker(uint32(len(uids)))
-		mb.quiet = map[*imapserver.SessionTracker]map[command.ID]bool{}
+		mb.views = map[*imapserver.SessionTracker]*view{}
 		return nil
 	}
 	return fmt.Errorf("loading mailbox %s: the store kept changing during %d tries", mb.id, maxLoadTries)
@@ -70,13 +67,15 @@ func (mb *mailbox) find(uid imap.UID) (int, bool) {
 	return slices.BinarySearch(mb.uids, uid)
 }
 
-// apply turns one mailbox's changes (in apply order) into tracker updates.
+// apply turns one mailbox's changes (in apply order) into updates queued
+// for every view, and wakes the idling ones.
 func (mb *mailbox) apply(changes []mailstore.Change) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	if !mb.loaded || mb.deleted {
 		return
 	}
+	defer mb.wake()
 	for i := 0; i < len(changes); i++ {
 		c := changes[i]
 		if c.Pos <= mb.pos {
@@ -88,7 +87,9 @@ func (mb *mailbox) apply(changes []mailstore.Change) {
 				continue
 			}
 			mb.uids = append(mb.uids, c.UID)
-			mb.tracker.QueueNumMessages(uint32(len(mb.uids)))
+			for _, v := range mb.views {
+				v.mt.QueueNumMessages(uint32(len(mb.uids)))
+			}
 		case mailstore.MessageExpunged:
 			// A run of expunges is announced from the highest sequence
 			// number down, so each number is valid when queued, and the
@@ -104,22 +105,33 @@ func (mb *mailbox) apply(changes []mailstore.Change) {
 			if !ok {
 				continue
 			}
-			var source *imapserver.SessionTracker
-			for st, set := range mb.quiet {
-				if set[c.Message] {
-					delete(set, c.Message)
-					source = st
-					break
+			for _, v := range mb.views {
+				if v.quiet[c.Message] {
+					// The session that made the change reports it itself.
+					delete(v.quiet, c.Message)
+					continue
 				}
+				v.mt.QueueMessageFlags(uint32(k+1), c.UID, toFlags(c.Flags), nil)
 			}
-			mb.tracker.QueueMessageFlags(uint32(k+1), c.UID, toFlags(c.Flags), source)
 		case mailstore.MailboxDeleted:
 			for n := len(mb.uids); n > 0; n-- {
-				mb.tracker.QueueExpunge(uint32(n))
+				for _, v := range mb.views {
+					v.mt.QueueExpunge(uint32(n))
+				}
 			}
 			mb.uids = nil
 			mb.deleted = true
 			return
+		}
+	}
+}
+
+// wake tells every idling view that updates are queued, with mb.mu held.
+func (mb *mailbox) wake() {
+	for _, v := range mb.views {
+		select {
+		case v.notify <- struct{}{}:
+		default: // a wake-up is pending already
 		}
 	}
 }
@@ -138,7 +150,9 @@ func (mb *mailbox) expunge(run []mailstore.Change) {
 	idx = slices.Compact(idx)
 	gone := make(map[int]bool, len(idx))
 	for _, k := range idx {
-		mb.tracker.QueueExpunge(uint32(k + 1))
+		for _, v := range mb.views {
+			v.mt.QueueExpunge(uint32(k + 1))
+		}
 		gone[k] = true
 	}
 	out := mb.uids[:0]
@@ -287,35 +301,38 @@ func (mb *mailbox) view(st *imapserver.SessionTracker) ([]ref, uint32) {
 func (mb *mailbox) hush(st *imapserver.SessionTracker, ids []command.ID) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	set := mb.quiet[st]
-	if set == nil {
-		set = map[command.ID]bool{}
-		mb.quiet[st] = set
-	}
+	v := mb.views[st]
 	for _, id := range ids {
-		set[id] = true
+		v.quiet[id] = true
 	}
 }
 
 func (mb *mailbox) unhush(st *imapserver.SessionTracker) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	delete(mb.quiet, st)
+	clear(mb.views[st].quiet)
 }
 
-// open starts a session on the mailbox: its tracker session and the count
-// it starts from, taken together.
-func (mb *mailbox) open() (*imapserver.SessionTracker, uint32, bool) {
+// open starts a session's view of the mailbox, with its tracker at the
+// current count, and returns the count.
+func (mb *mailbox) open(readOnly bool) (*view, uint32, bool) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	return mb.tracker.NewSession(), uint32(len(mb.uids)), mb.deleted
+	n := uint32(len(mb.uids))
+	mt := imapserver.NewMailboxTracker(n)
+	v := &view{mt: mt, st: mt.NewSession(), readOnly: readOnly,
+		notify: make(chan struct{}, 1), quiet: map[command.ID]bool{}}
+	if !mb.deleted {
+		mb.views[v.st] = v
+	}
+	return v, n, mb.deleted
 }
 
-func (mb *mailbox) close(st *imapserver.SessionTracker) {
+func (mb *mailbox) close(v *view) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	delete(mb.quiet, st)
-	st.Close()
+	delete(mb.views, v.st)
+	v.st.Close()
 }
 
 func (mb *mailbox) isDeleted() bool {

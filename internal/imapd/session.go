@@ -30,7 +30,8 @@ type session struct {
 // selected is the state of the selected mailbox.
 type selected struct {
 	mb        *mailbox
-	st        *imapserver.SessionTracker
+	v         *view
+	st        *imapserver.SessionTracker // v.st
 	readOnly  bool
 	searchRes []imap.UID // SEARCHRES ($), RFC 5182
 }
@@ -138,13 +139,14 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	if err != nil {
 		return nil, s.storeError(err, name)
 	}
-	st, n, deleted := mb.open()
+	readOnly := opts != nil && opts.ReadOnly
+	v, n, deleted := mb.open(readOnly)
 	if deleted {
-		mb.close(st)
+		mb.close(v)
 		s.srv.release(mb)
 		return nil, noMailbox(name)
 	}
-	s.sel = &selected{mb: mb, st: st, readOnly: opts != nil && opts.ReadOnly}
+	s.sel = &selected{mb: mb, v: v, st: v.st, readOnly: readOnly}
 	flags, err := s.mailboxFlags(ctx)
 	if err != nil {
 		s.unselect()
@@ -193,26 +195,9 @@ func (s *session) unselect() {
 	if s.sel == nil {
 		return
 	}
-	s.sel.mb.close(s.sel.st)
+	s.sel.mb.close(s.sel.v)
 	s.srv.release(s.sel.mb)
 	s.sel = nil
-}
-
-// Poll implements imapserver.Session.
-func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
-	if s.sel == nil {
-		return nil
-	}
-	return s.sel.st.Poll(w, allowExpunge)
-}
-
-// Idle implements imapserver.Session.
-func (s *session) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
-	if s.sel == nil {
-		<-stop
-		return nil
-	}
-	return s.sel.st.Idle(w, stop)
 }
 
 // Namespace implements imapserver.SessionNamespace: one personal namespace.
