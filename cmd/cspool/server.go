@@ -82,6 +82,8 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	spoolKeyFile := fs.String("spool-key", "", "the spool's secret key file (required with --lmtp)")
 	lmtpAddr := fs.String("lmtp", "", "LMTP listen address, e.g. 127.0.0.1:2424; empty: no LMTP")
 	lmtpDomains := fs.String("lmtp-domains", "", "comma-separated recipient domains accepted over LMTP; empty: any")
+	var lmtpLim lmtpLimits
+	lmtpLim.register(fs.FlagSet)
 	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
@@ -111,6 +113,9 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	}
 	if *maxMsg <= 0 {
 		return usagef("--max-message-size must be positive")
+	}
+	if err := lmtpLim.check(); err != nil {
+		return err
 	}
 	switch {
 	case *maxConns < 0 || *refusalRate < 0:
@@ -144,7 +149,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
 		spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
-		metricsAddr: *metricsAddr,
+		metricsAddr: *metricsAddr, lmtpLimits: lmtpLim,
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
 			userNonces: *userNonces, spoolNonces: *spoolNonces},
 	})
@@ -161,6 +166,7 @@ type serverFlags struct {
 	usersTable                                                                          bool
 	maxMsg                                                                              int64
 	limits                                                                              serverLimits
+	lmtpLimits                                                                          lmtpLimits
 }
 
 // users is what the server needs of a user database: the users file or
@@ -252,6 +258,7 @@ func (s *serverRun) run(f serverFlags) error {
 	}
 	var deliveryLog deliver.Appender = store
 	lmtpOpts := deliver.LMTPOptions{Domains: splitList(f.lmtpDomains), MaxMessageBytes: f.maxMsg, Logger: s.log}
+	f.lmtpLimits.apply(&lmtpOpts)
 	if f.metricsAddr != "" {
 		if s.mon, err = s.startMetrics(f.metricsAddr, store, errc); err != nil {
 			return err

@@ -29,6 +29,17 @@
 //     message are delivered concurrently so the store can commit them in one
 //     group (one fsync). A recipient named twice, or reached through two
 //     addresses, gets one entry and the same reply for each RCPT.
+//   - The listener's memory is bounded whatever clients send: command lines
+//     are at most CommandLineLimit octets (RFC 5321 section 4.5.3.1.4 and
+//     extensions), connections are capped in all and per client address
+//     (421 in place of the greeting), and every byte of a message is
+//     reserved in the in-flight budget before it is kept (inbox). A message
+//     refused for the budget or the size limit is still read to its end, so
+//     the sender gets its 452 or 552 and the connection stays in step.
+//   - go-smtp reads the command lines; the message after DATA is read by
+//     dotReader, not by go-smtp's reader, which misses the end of the data
+//     after a line ending in a bare CR (docs/DELIVERY.md). lmtpConn hands
+//     go-smtp one line per Read, so it never holds message bytes.
 //   - Recipients are checked at RCPT time (RFC 5321 section 3.3): a local part
 //     that is not a user gets 550 5.1.1, a domain outside LMTPOptions.Domains
 //     gets 550 5.1.2, a directory failure gets 451 4.3.0. A local part is

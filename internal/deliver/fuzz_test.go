@@ -50,6 +50,9 @@ func FuzzLMTPSession(f *testing.F) {
 		"HELO mx\r\nEHLO mx\r\nSTARTTLS\r\nAUTH PLAIN AGFsaWNlAHB3\r\nVRFY alice\r\nNOOP\r\nRSET\r\n",
 		"LHLO mx\r\nDATA\r\nRCPT TO:<alice>\r\nMAIL FROM:<a@b> BODY=8BITMIME SMTPUTF8\r\n",
 		"LHLO \x00\xff\r\n\n\r\r\nmail from:<\"q\\\"x\"@b>\r\n",
+		"LHLO mx\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice>\r\nDATA\r\nx\r\r\n.\r\nNOOP\r\n",
+		"LHLO mx\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice>\r\nDATA\r\n.\r\r\n..\r\n.\rx\r\n.\r\nRSET\r\n",
+		"LHLO mx\r\nNOOP " + strings.Repeat("x", 5000) + "\r\nNOOP\r\n",
 		"",
 	} {
 		f.Add([]byte(s))

@@ -39,11 +39,24 @@ type LMTPOptions struct {
 	// Parallel is the most users of one message sealed and appended at once.
 	// Zero means 8.
 	Parallel int
-	// MaxInflightBytes bounds the memory held by messages being delivered,
-	// across connections, counted as message size times (1 + users sealed at
-	// once). A message that does not fit gets 452 4.3.1 for every recipient,
-	// unless nothing else is in flight. Zero means 1 GiB.
+	// MaxInflightBytes bounds the memory held by messages being received
+	// and delivered, across connections. A message's share is reserved as
+	// its bytes arrive (the declared SIZE at its first byte, if there is
+	// one), counted as the buffer holding it times costFactor (1 + 2 × the
+	// users sealed at once). A message that does not fit is read to its end
+	// and dropped, and every recipient gets 452 4.3.1; the connection stays
+	// usable. A message alone in flight is never refused for the budget, so
+	// one message may take up to MaxMessageBytes × (1 + 2 × Parallel)
+	// whatever this is. Zero means 1 GiB.
 	MaxInflightBytes int64
+	// MaxConns is the most connections open at once; one more is
+	// answered "421 4.4.5" in place of the greeting and closed. Zero means
+	// 100.
+	MaxConns int
+	// MaxConnsPerAddr is the most connections open at once from one
+	// client address (an IPv4 address, or an IPv6 /64), answered the same
+	// way. Zero means 50.
+	MaxConnsPerAddr int
 	// ReadTimeout bounds the wait for each command line, and for the whole
 	// message after DATA. Zero means 10 minutes.
 	ReadTimeout time.Duration
@@ -73,7 +86,13 @@ func (o *LMTPOptions) fill(d *Deliverer) {
 		o.Parallel = 8
 	}
 	if o.MaxInflightBytes <= 0 {
-		o.MaxInflightBytes = 1 << 30
+		o.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
+	}
+	if o.MaxConnsPerAddr <= 0 {
+		o.MaxConnsPerAddr = DefaultMaxConnsPerAddr
 	}
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = 10 * time.Minute
@@ -91,6 +110,13 @@ func (o *LMTPOptions) fill(d *Deliverer) {
 		o.Metrics = noMetrics{}
 	}
 }
+
+// Defaults of LMTPOptions.
+const (
+	DefaultMaxInflightBytes = 1 << 30
+	DefaultMaxConns         = 100
+	DefaultMaxConnsPerAddr  = 50
+)
 
 // LMTP is an LMTP server (RFC 2033) delivering through a Deliverer.
 type LMTP struct {
@@ -124,14 +150,14 @@ func NewLMTP(d *Deliverer, opts LMTPOptions) *LMTP {
 	s.LMTP = true
 	s.Network = "tcp"
 	s.Domain = opts.Hostname
-	// One byte over the limit, so a message of exactly the limit is read to
-	// its end (the library fails a read once its budget is used up); the
-	// session then enforces the limit itself.
-	s.MaxMessageBytes = opts.MaxMessageBytes + 1
+	// Advertised as SIZE, checked at MAIL FROM and against the sizes of BDAT
+	// chunks; the session enforces it on the bytes it reads.
+	s.MaxMessageBytes = opts.MaxMessageBytes
 	s.MaxRecipients = opts.MaxRecipients
-	// Lines are not limited beyond the message size: any bytes are a message,
-	// including ones without line breaks.
-	s.MaxLineLength = int(min(opts.MaxMessageBytes+1024, 1<<30))
+	// The library applies this to every line it reads; it never reads a
+	// message sent with DATA (lmtpConn), so message lines are not limited.
+	// BDAT chunks are read with the limit off.
+	s.MaxLineLength = CommandLineLimit
 	s.ReadTimeout = opts.ReadTimeout
 	s.WriteTimeout = opts.WriteTimeout
 	s.ErrorLog = slogAdapter{opts.Logger}
@@ -142,7 +168,7 @@ func NewLMTP(d *Deliverer, opts LMTPOptions) *LMTP {
 // Serve accepts LMTP connections on ln until Shutdown; it then returns nil.
 func (l *LMTP) Serve(ln net.Listener) error {
 	l.log.Info("lmtp listening", "addr", ln.Addr().String())
-	err := l.srv.Serve(ln)
+	err := l.srv.Serve(newLMTPListener(ln, l))
 	if errors.Is(err, smtp.ErrServerClosed) || l.closing.Load() {
 		return nil
 	}
@@ -181,26 +207,14 @@ func (l *LMTP) Close() error {
 }
 
 func (l *LMTP) newSession(c *smtp.Conn) (smtp.Session, error) {
+	conn, ok := c.Conn().(*lmtpConn)
+	if !ok {
+		return nil, fmt.Errorf("lmtp: connection of type %T, want one accepted by LMTP.Serve", c.Conn())
+	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return &session{l: l, id: hex.EncodeToString(b[:])}, nil
+	return &session{l: l, conn: conn, id: hex.EncodeToString(b[:])}, nil
 }
-
-// reserve takes n bytes of the in-flight budget; it always succeeds when
-// nothing else is in flight, so one large message cannot starve.
-func (l *LMTP) reserve(n int64) bool {
-	for {
-		cur := l.inflight.Load()
-		if cur > 0 && cur+n > l.opts.MaxInflightBytes {
-			return false
-		}
-		if l.inflight.CompareAndSwap(cur, cur+n) {
-			return true
-		}
-	}
-}
-
-func (l *LMTP) release(n int64) { l.inflight.Add(-n) }
 
 // slogAdapter turns go-smtp's connection error messages into log records.
 type slogAdapter struct{ l *slog.Logger }

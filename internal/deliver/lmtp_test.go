@@ -372,20 +372,28 @@ func TestLMTPConfidentiality(t *testing.T) {
 	scan("store closed")
 }
 
-func TestReserve(t *testing.T) {
+func TestReservation(t *testing.T) {
 	l := NewLMTP(&Deliverer{}, LMTPOptions{MaxInflightBytes: 100})
-	if !l.reserve(500) {
-		t.Fatal("reserve with nothing in flight failed, want success whatever the size")
+	a, b := &reservation{l: l}, &reservation{l: l}
+	if !a.grow(300) || !a.grow(200) {
+		t.Fatal("growing the only reservation in flight failed, want success whatever the size")
 	}
-	if l.reserve(1) {
-		t.Fatal("reserve over the budget succeeded")
+	if b.grow(1) {
+		t.Fatal("a second reservation grew over the budget")
 	}
-	l.release(500)
-	if !l.reserve(60) || !l.reserve(40) {
-		t.Fatal("reserve within the budget failed")
+	a.release()
+	if got := l.inflight.Load(); got != 0 {
+		t.Fatalf("%d bytes in flight after release, want 0", got)
 	}
-	if l.reserve(1) {
-		t.Fatal("reserve over a full budget succeeded")
+	if !a.grow(60) || !b.grow(40) {
+		t.Fatal("growing within the budget failed")
+	}
+	if a.grow(1) || b.grow(1) {
+		t.Fatal("growing over a full budget succeeded")
+	}
+	b.release()
+	if !a.grow(40) {
+		t.Fatal("growing into a released share failed")
 	}
 }
 

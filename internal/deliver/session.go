@@ -59,21 +59,26 @@ type rcpt struct {
 // session is one LMTP connection.
 type session struct {
 	l     *LMTP
+	conn  *lmtpConn
 	id    string // random, for logs
 	n     int    // messages received on this connection
+	size  int64  // SIZE declared at MAIL FROM, 0 if none
 	rcpts []rcpt
 }
 
 var _ smtp.LMTPSession = (*session)(nil)
 
-func (s *session) Reset()        { s.rcpts = nil }
+func (s *session) Reset()        { s.rcpts, s.size = nil, 0 }
 func (s *session) Logout() error { return nil }
 
 func (s *session) Mail(_ string, opts *smtp.MailOptions) error {
-	s.rcpts = nil
+	s.Reset()
 	if opts != nil && opts.Size > s.l.opts.MaxMessageBytes {
 		s.l.opts.Metrics.Delivery(OutcomeTooLarge)
 		return replyTooLarge
+	}
+	if opts != nil && opts.Size > 0 {
+		s.size = opts.Size
 	}
 	return nil
 }
@@ -120,32 +125,35 @@ func (s *session) targets() []*target {
 }
 
 // LMTPData reads the message and delivers it to every user, concurrently,
-// setting each recipient's status as soon as its entry is durable.
+// setting each recipient's status as soon as its entry is durable. After
+// DATA, r is the library's reader, which is not used: the message is read
+// from the connection with a dotReader (see lmtpConn). After BDAT, r is the
+// content of the chunks.
 func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	s.n++
 	ts := s.targets()
-	limit := s.l.opts.MaxMessageBytes
-	msg, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err == nil && int64(len(msg)) > limit {
-		err = fmt.Errorf("%w: over %d bytes", ErrTooLarge, limit)
-	} else if errors.Is(err, smtp.ErrDataTooLarge) {
-		err = fmt.Errorf("%w: %w", ErrTooLarge, err)
-	} else if err != nil {
-		err = fmt.Errorf("reading message: %w", err)
+	workers := min(len(ts), s.l.opts.Parallel)
+	in := &inbox{res: &reservation{l: s.l}, factor: costFactor(workers), limit: s.l.opts.MaxMessageBytes, hint: s.size}
+	defer in.res.release()
+	var err error
+	if _, chunks := r.(*io.PipeReader); chunks {
+		err = in.readFrom(r)
+	} else {
+		dr := s.conn.readData()
+		err = in.readFrom(dr)
+		s.conn.doneData(dr)
 	}
 	if err != nil {
-		s.failAll(ts, status, int64(len(msg)), err)
+		err = fmt.Errorf("reading message: %w", err)
+	} else {
+		err = in.err
+	}
+	if err != nil {
+		s.failAll(ts, status, in.size, err)
 		return nil
 	}
+	msg := in.buf
 	received := s.l.d.now()
-
-	workers := min(len(ts), s.l.opts.Parallel)
-	cost := int64(len(msg)) * int64(1+workers)
-	if !s.l.reserve(cost) {
-		s.failAll(ts, status, int64(len(msg)), fmt.Errorf("%w: %d bytes in flight", ErrResources, s.l.inflight.Load()))
-		return nil
-	}
-	defer s.l.release(cost)
 
 	ctx, cancel := context.WithTimeout(s.l.ctx, s.l.opts.DeliveryTimeout)
 	defer cancel()

@@ -1,0 +1,189 @@
+package deliver
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// CommandLineLimit is the longest LMTP command line accepted, in octets
+// including the CRLF. RFC 5321 section 4.5.3.1.4 allows 512 octets, more
+// with service extensions: a MAIL FROM with a 256-octet path (section
+// 4.5.3.1.3) and SIZE, BODY, SMTPUTF8, RET, ENVID and AUTH parameters, or a
+// RCPT TO with ORCPT (RFC 3461), stays well under 2000. A longer line gets
+// "500 5.4.0" and the connection is closed. It does not apply to message
+// content, whose lines may be of any length.
+const CommandLineLimit = 4096
+
+// lmtpListener hands go-smtp the connections that fit within the
+// connection caps, each wrapped in an lmtpConn. A connection over a cap is
+// answered with 421 in place of the greeting (RFC 5321 section 3.1) and
+// closed, so the mail transfer agent keeps its mail queued and retries.
+type lmtpListener struct {
+	net.Listener
+	l *LMTP
+
+	mu      sync.Mutex
+	total   int
+	perAddr map[string]int
+
+	lastRefusalLog atomic.Int64 // Unix nanoseconds
+	refused        atomic.Int64 // since the last log line
+}
+
+func newLMTPListener(ln net.Listener, l *LMTP) *lmtpListener {
+	return &lmtpListener{Listener: ln, l: l, perAddr: map[string]int{}}
+}
+
+func (ln *lmtpListener) Accept() (net.Conn, error) {
+	for {
+		c, err := ln.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		host := remoteHost(c)
+		if why := ln.admit(host); why != "" {
+			ln.refuse(c, why)
+			continue
+		}
+		return newLMTPConn(c, func() { ln.leave(host) }), nil
+	}
+}
+
+// admit counts a new connection from host, or says which cap it is over.
+func (ln *lmtpListener) admit(host string) string {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	switch {
+	case ln.total >= ln.l.opts.MaxConns:
+		return "too many connections"
+	case ln.perAddr[host] >= ln.l.opts.MaxConnsPerAddr:
+		return "too many connections from your address"
+	}
+	ln.total++
+	ln.perAddr[host]++
+	return ""
+}
+
+func (ln *lmtpListener) leave(host string) {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	ln.total--
+	if ln.perAddr[host]--; ln.perAddr[host] <= 0 {
+		delete(ln.perAddr, host)
+	}
+}
+
+// refuse answers c with 421 and closes it. The reply is one short write to
+// a fresh socket; the deadline only guards against a peer that is gone.
+func (ln *lmtpListener) refuse(c net.Conn, why string) {
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = fmt.Fprintf(c, "421 4.4.5 %s %s, try again later\r\n", ln.l.opts.Hostname, why)
+	_ = c.Close()
+	// One log line a second at most, with the count since the last one.
+	n := ln.refused.Add(1)
+	now := time.Now().UnixNano()
+	last := ln.lastRefusalLog.Load()
+	if now-last >= int64(time.Second) && ln.lastRefusalLog.CompareAndSwap(last, now) {
+		ln.refused.Add(-n)
+		ln.l.log.Warn("lmtp connections refused", "reason", why, "count", n,
+			"max_conns", ln.l.opts.MaxConns, "max_conns_per_addr", ln.l.opts.MaxConnsPerAddr)
+	}
+}
+
+// remoteHost is the address a connection counts against for
+// MaxConnsPerAddr: the IPv4 address, or the /64 of an IPv6 address (one
+// host's share of a network), as for the HTTP API's connections.
+func remoteHost(c net.Conn) string {
+	a, ok := c.RemoteAddr().(*net.TCPAddr)
+	switch {
+	case !ok:
+		return c.RemoteAddr().String()
+	case a.IP.To4() != nil:
+		return a.IP.To4().String()
+	}
+	return a.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// lmtpConn is the connection go-smtp reads from. It hands the library at
+// most one line per Read, so the library never holds bytes past the line
+// it is working on: when that line is DATA, the message that follows is
+// still here, and the session reads it with a dotReader (readData) instead
+// of the library's reader. The library is then given the bare end marker
+// ".\r\n", which its reader takes for an empty rest of the message.
+//
+// Only one goroutine reads at a time: go-smtp reads the command lines, and
+// while it waits for the replies to DATA the session reads the message.
+type lmtpConn struct {
+	net.Conn
+	br *bufio.Reader
+
+	tail []byte // handed to the library before anything else
+	err  error  // sticky: the message could not be read to its end
+
+	closeOnce sync.Once
+	leave     func()
+}
+
+// dataEnd is what the library reads after the session has read a message.
+var dataEnd = []byte(".\r\n")
+
+func newLMTPConn(c net.Conn, leave func()) *lmtpConn {
+	return &lmtpConn{Conn: c, br: bufio.NewReaderSize(c, 16<<10), leave: leave}
+}
+
+func (c *lmtpConn) Read(p []byte) (int, error) {
+	if len(c.tail) > 0 {
+		n := copy(p, c.tail)
+		c.tail = c.tail[n:]
+		return n, nil
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.br.Buffered() == 0 {
+		if _, err := c.br.Peek(1); err != nil {
+			return 0, err
+		}
+	}
+	buf, _ := c.br.Peek(min(len(p), c.br.Buffered()))
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		buf = buf[:i+1]
+	}
+	n := copy(p, buf)
+	_, _ = c.br.Discard(n)
+	return n, nil
+}
+
+// errDataUnfinished: the session returned before the end of the message.
+var errDataUnfinished = errors.New("lmtp: message not read to its end")
+
+// readData returns a reader of the message that follows DATA. Once it has
+// been read to its end (io.EOF or an error), doneData must be called before
+// the library reads again.
+func (c *lmtpConn) readData() *dotReader { return newDotReader(c.br) }
+
+// doneData prepares the connection for the library after the message: the
+// end marker if the message was read to its end, else the read error for
+// good (the rest of the stream is no longer in step with the commands).
+func (c *lmtpConn) doneData(r *dotReader) {
+	switch r.err {
+	case io.EOF:
+		c.tail = dataEnd
+	case nil:
+		c.err = errDataUnfinished
+	default:
+		c.err = r.err
+	}
+}
+
+func (c *lmtpConn) Close() error {
+	c.closeOnce.Do(c.leave)
+	return c.Conn.Close()
+}
