@@ -224,6 +224,12 @@ func TestSendingSurvivesKill(t *testing.T) {
 	first := []string{"a1", "a2", "a3"}
 	r.submit(first...)
 	time.Sleep(300 * time.Millisecond) // a few deferred attempts
+	// cspool status shows the queue waiting, and why.
+	status := runCmd(t, r.dir, r.env, "", r.bin, "status", "--db", "alice.db")
+	if !strings.Contains(status, "Outbox:") || !strings.Contains(status, "3 queued (3 deferred)") ||
+		!strings.Contains(status, "451 4.3.0 down for now") {
+		t.Errorf("cspool status does not show the 3 deferred messages and the smarthost's reply:\n%s", status)
+	}
 	r.kill()
 	if n := len(r.host.Received()); n != 0 {
 		t.Fatalf("the smarthost accepted %d messages while refusing", n)

@@ -237,6 +237,14 @@ func (o *Outbox) Status(ctx context.Context) (Status, error) {
 	if err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM filings WHERE done = 0").Scan(&st.ToFile); err != nil {
 		return st, fmt.Errorf("reading outbox status: %w", err)
 	}
+	if st.LastError == "" && st.Deferred > 0 {
+		// The smarthost answered, but not yet for some message: its reply.
+		err := o.db.QueryRowContext(ctx, "SELECT last_error FROM messages WHERE done = 0 AND last_error != '' ORDER BY qid DESC LIMIT 1").
+			Scan(&st.LastError)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return st, fmt.Errorf("reading outbox status: %w", err)
+		}
+	}
 	if oldest.Valid {
 		st.Oldest = time.UnixMilli(oldest.Int64)
 	}

@@ -116,6 +116,7 @@ func (o *Outbox) relayPass(ctx context.Context) time.Duration {
 	o.mu.Lock()
 	o.connFails = 0
 	o.mu.Unlock()
+	o.setError(nil)
 	for _, qid := range due {
 		if ctx.Err() != nil {
 			rc.abort()
