@@ -68,7 +68,8 @@ func parseAuthorization(s string) (*authorization, error) {
 	}
 	a := &authorization{}
 	var err error
-	if a.key, err = keys.ParsePublic(vals[0]); err != nil || a.key.String() != vals[0] {
+	// ParsePublic refuses a non-canonical key but trims blanks first.
+	if a.key, err = keys.ParsePublic(vals[0]); err != nil || strings.TrimSpace(vals[0]) != vals[0] {
 		return nil, fmt.Errorf("%w: key: %v", errAuthSyntax, err)
 	}
 	a.ts, err = strconv.ParseInt(vals[1], 10, 64)

@@ -5,10 +5,9 @@ import (
 	"time"
 )
 
-// refusalLogsPerSecond bounds the log lines of sampled refusals (requests
-// refused before their signature was checked, and the other refusals a
-// caller can repeat at will); the next line logged says how many were left
-// out.
+// refusalLogsPerSecond bounds the log lines of sampled refusals (those
+// anyone can repeat at will: before the signature was checked, replays, a
+// caller over its share); the next line logged says how many were left out.
 const refusalLogsPerSecond = 20
 
 // pollCounter counts each user's reads waiting for new entries.

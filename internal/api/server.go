@@ -233,8 +233,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if suppressed > 0 {
 		attrs = append(attrs, "similar_refusals_not_logged", suppressed)
 	}
-	if ri.keyID != "" {
-		attrs = append(attrs, "key_id", ri.keyID)
+	if ri.key.Ed25519 != nil {
+		attrs = append(attrs, "key_id", fmt.Sprintf("%x", ri.key.KeyID()))
 	}
 	if ri.err != nil {
 		attrs = append(attrs, "err", ri.err.Error())
@@ -254,8 +254,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // reqInfo collects what the request log line reports.
 type reqInfo struct {
 	id    string
-	keyID string
-	spool bool // signed with the spool key
+	key   keys.PublicKey // the signer named by the Authorization header
+	spool bool           // signed with the spool key
 	err   error
 }
 

@@ -73,7 +73,7 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	if err != nil {
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonMalformed, "%v", err))
 	}
-	info(r).keyID = fmt.Sprintf("%x", a.key.KeyID())
+	info(r).key = a.key
 	now := s.cfg.Now()
 	if err := s.checkTime(r, a.ts, now); err != nil {
 		return nil, err
@@ -122,7 +122,8 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	var be *budgetError
 	switch err := s.nonces.add(a.key.KeyID(), a.nonce, time.Unix(a.ts, 0).Add(s.cfg.ClockSkew+time.Second), now, budget); {
 	case errors.Is(err, errReplayed):
-		return nil, authErr(ErrUnauthenticated, AuthReasonReplayed, "replayed request (nonce already used)")
+		// Whoever captured the request can send it again at will.
+		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonReplayed, "replayed request (nonce already used)"))
 	case errors.As(err, &be):
 		e := authErr(ErrTooManyRequests, AuthReasonNonceBudget, "this key made %d requests within %v: try again later", be.budget, s.cfg.ClockSkew)
 		e.retryAfter, e.sampled = be.retry, true
@@ -207,8 +208,9 @@ type srvError struct {
 	msg    string
 	detail error
 	reason string // an AuthReason for a refused authentication
-	// sampled: a refusal a caller can repeat at will (before its signature
-	// was checked, or of its own share): its log lines are thinned out.
+	// sampled: a refusal anyone can repeat at will (before the signature
+	// was checked, a replay, a caller over its own share): its log lines are
+	// thinned out, and its answer is held past the address's RefusalRate.
 	sampled    bool
 	retryAfter time.Duration // for 503 and 429; zero: Config.RetryAfter
 	earliestTS int64         // HeaderEarliestTS, if not zero
@@ -232,7 +234,8 @@ func authErr(kind error, reason, format string, a ...any) *srvError {
 	return e
 }
 
-// unverified marks a refusal made before the signature was checked.
+// unverified marks a refusal anyone can repeat at will: made before the
+// signature was checked, or of a captured request sent again.
 func unverified(e *srvError) *srvError {
 	e.sampled = true
 	return e
