@@ -22,6 +22,8 @@ run push bash bench/push.sh
 run imap env N=10000 BIG=100000 bash bench/imap.sh
 run churn go run ./bench/churn -n 10000 -flags 100000
 run api go test -run '^$' -bench 'BenchmarkRead10k' -benchtime 3x ./internal/api/
+run flood go run ./bench/flood -rounds 5 -phase 10s -keys 5000
+run flood-unheld go run ./bench/flood -rounds 5 -phase 10s -keys 5000 -refusal-rate -1
 run integrity go test -run '^$' -bench 'BenchmarkIntegrityCost' -benchtime 4x ./internal/hostile/
 run chain go test -run '^$' -bench 'BenchmarkChainPerEntry' ./internal/hostile/
 run restorecheck go test -run '^$' -bench 'BenchmarkRestoreCheck' -benchtime 5x ./internal/mailstore/
