@@ -6,10 +6,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -113,6 +116,82 @@ func TestServerCommand(t *testing.T) {
 	bin := buildServerBinary(t)
 	t.Run("users file, LMTP, reload", func(t *testing.T) { testServerUsersFile(t, bin) })
 	t.Run("test mode", func(t *testing.T) { testServerTestMode(t, bin) })
+	t.Run("replay across a restart, connection limit", func(t *testing.T) { testServerRestartReplay(t, bin) })
+}
+
+// testServerRestartReplay captures alice's signed append, restarts the
+// server process on the same spool directory and replays it: refused, not
+// appended. Then connections beyond --max-conns-per-addr get 429.
+func testServerRestartReplay(t *testing.T, bin string) {
+	dir := t.TempDir()
+	alice := mustKey(t)
+	usersPath := filepath.Join(dir, "users")
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice})
+	args := []string{"--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath, "--max-conns-per-addr", "2"}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	body := api.EncodeBatch([][]byte{[]byte("expunge message 7")})
+	var captured http.Header
+	// send sends the captured append, or, signed at ts, a new one to capture.
+	send := func(url string, ts time.Time) *http.Response {
+		req, err := http.NewRequestWithContext(ctx, "POST", url+"/v1/users/alice/entries", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ts.IsZero() {
+			req.Header.Set("Content-Type", api.ContentType)
+			if err := api.SignRequest(req, body, alice, ts); err != nil {
+				t.Fatal(err)
+			}
+			captured = req.Header.Clone()
+		}
+		req.Header = captured.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	p := startServer(t, bin, args...)
+	resp := send(p.url, time.Now())
+	if earliest, err := strconv.ParseInt(resp.Header.Get(api.HeaderEarliestTS), 10, 64); err == nil && resp.StatusCode == http.StatusServiceUnavailable {
+		// Signed within 30 s of the start: sign again as the server says.
+		resp = send(p.url, time.Unix(earliest, 0))
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the original append: %d", resp.StatusCode)
+	}
+	p.stop(t)
+
+	p = startServer(t, bin, args...)
+	if resp := send(p.url, time.Time{}); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(api.HeaderEarliestTS) == "" {
+		t.Errorf("the append replayed to the restarted server: %d, %s %q; want 503 with it",
+			resp.StatusCode, api.HeaderEarliestTS, resp.Header.Get(api.HeaderEarliestTS))
+	}
+	tr := &http.Transport{}
+	ac, err := api.NewClient(p.url, "alice", alice, &http.Client{Transport: tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head, err := ac.Head(ctx); err != nil || head != 1 {
+		t.Errorf("alice after the replay: head %d, %v; want 1 (the replay not appended, her client recovering)", head, err)
+	}
+	tr.CloseIdleConnections()
+
+	addr := strings.TrimPrefix(p.url, "http://")
+	for range 2 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	if _, err := ac.Head(ctx); !errors.Is(err, api.ErrTooManyRequests) {
+		t.Errorf("a third connection from 127.0.0.1: %v, want ErrTooManyRequests (429)", err)
+	}
+	p.stop(t)
 }
 
 func testServerUsersFile(t *testing.T, bin string) {
@@ -227,6 +306,9 @@ func TestServerUsage(t *testing.T) {
 		{"server", "--tls-cert", "c.pem"},
 		{"server", "--port", "70000"},
 		{"server", "extra"},
+		{"server", "--max-conns-per-addr", "-1"},
+		{"server", "--nonces-per-key", "0"},
+		{"server", "--max-long-polls", "0"},
 	}
 	for _, args := range tests {
 		if code := run(e, args); code != 2 {
