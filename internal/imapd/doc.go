@@ -66,6 +66,14 @@
 //     Closing goes through loginguard.Conn, which lets the tagged reply
 //     out and then ends reads and writes, so pipelined logins are never
 //     checked.
+//   - Framing (RFC 9051 sections 2.2 and 7.1.3): every connection's input
+//     goes through frameConn, which hands go-imap one whole command at a
+//     time and only commands it parses; a line that is not a command gets
+//     BAD there and the connection goes on. Synchronizing literals are
+//     passed as non-synchronizing and the framer sends "+" only when the
+//     library asks for the bytes, so a literal refused at its announcement
+//     (APPENDLIMIT, RFC 7889) is never sent; what is left of a command the
+//     library answered early is dropped, never read as a command.
 //   - Outcomes: a Rejected command gets NO with a response code (RFC 5530);
 //     a Partial one (another device expunged some of the messages first) is
 //     OK for what could be done (COPYUID lists only the copies made), with

@@ -18,6 +18,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	if err != nil {
 		return err
 	}
+	if err := s.checkSeqSet(set); err != nil {
+		return err
+	}
 	refs := sel.mb.resolve(sel.st, set, sel.searchRes)
 	if len(refs) == 0 {
 		return nil

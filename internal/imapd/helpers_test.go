@@ -136,7 +136,7 @@ func (r *rig) device(name string) *device {
 	return r.deviceWith(name, Config{})
 }
 
-// deviceWith is device with the Login and Logger of extra.
+// deviceWith is device with the Login, Logger and MaxMessageBytes of extra.
 func (r *rig) deviceWith(name string, extra Config) *device {
 	r.t.Helper()
 	t := r.t
@@ -168,7 +168,8 @@ func (r *rig) deviceWith(name string, extra Config) *device {
 	if extra.Logger != nil {
 		logger = extra.Logger
 	}
-	s, err := New(Config{Store: ms, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger, Login: extra.Login})
+	s, err := New(Config{Store: ms, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger, Login: extra.Login,
+		MaxMessageBytes: extra.MaxMessageBytes})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -15,20 +16,32 @@ import (
 )
 
 // mailboxName cleans a client's mailbox name (a trailing delimiter is
-// dropped, RFC 9051 section 6.3.4) and checks it.
-func mailboxName(name string) (string, error) {
+// dropped, RFC 9051 section 6.3.4) and checks it; a name the store cannot
+// take gets NO [CANNOT] with the reason.
+func (s *session) mailboxName(name string) (string, error) {
 	name = mailstore.NormalizeName(strings.TrimSuffix(name, string(mailstore.Delim)))
-	if err := command.CheckMailboxName(name); err != nil {
-		return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
-			Text: fmt.Sprintf("invalid mailbox name %q", cleanText(name))}
+	if command.CheckMailboxName(name) == nil {
+		return name, nil
 	}
-	return name, nil
+	reason := "it starts with the delimiter / or has an empty level (//)"
+	switch {
+	case name == "":
+		reason = "it is empty"
+	case len(name) > 1000:
+		reason = "names are at most 1000 bytes long"
+	case !utf8.ValidString(name):
+		reason = "it is not UTF-8"
+	case strings.IndexFunc(name, func(r rune) bool { return r < ' ' || r == 0x7f }) >= 0:
+		reason = "it has a control character"
+	}
+	return "", &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+		Text: fmt.Sprintf("%s cannot be a mailbox name: %s", s.quoteName(name), reason)}
 }
 
 // Create implements imapserver.Session: one CreateMailbox command
 // (RFC 6154 section 3 for USE).
 func (s *session) Create(name string, opts *imap.CreateOptions) error {
-	name, err := mailboxName(name)
+	name, err := s.mailboxName(name)
 	if err != nil {
 		return err
 	}
@@ -51,7 +64,7 @@ func (s *session) Create(name string, opts *imap.CreateOptions) error {
 	defer cancel()
 	if _, err := s.store().MailboxByName(ctx, name); err == nil {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists,
-			Text: fmt.Sprintf("mailbox %q exists already", cleanText(name))}
+			Text: fmt.Sprintf("mailbox %s exists already", s.quoteName(name))}
 	}
 	_, err = s.submit(cmd)
 	return err
@@ -74,7 +87,7 @@ func (s *session) Delete(name string) error {
 
 // Rename implements imapserver.Session: one RenameMailbox command.
 func (s *session) Rename(name, newName string, _ *imap.RenameOptions) error {
-	newName, err := mailboxName(newName)
+	newName, err := s.mailboxName(newName)
 	if err != nil {
 		return err
 	}
@@ -86,7 +99,7 @@ func (s *session) Rename(name, newName string, _ *imap.RenameOptions) error {
 	}
 	if _, err := s.store().MailboxByName(ctx, newName); err == nil {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists,
-			Text: fmt.Sprintf("mailbox %q exists already", cleanText(newName))}
+			Text: fmt.Sprintf("mailbox %s exists already", s.quoteName(newName))}
 	}
 	_, err = s.submit(&command.Command{Kind: command.RenameMailbox, Mailbox: mb.Name, MailboxID: mb.ID, NewName: newName})
 	return err
@@ -99,7 +112,7 @@ func (s *session) Subscribe(name string) error { return s.subscribe(command.Subs
 func (s *session) Unsubscribe(name string) error { return s.subscribe(command.Unsubscribe, name) }
 
 func (s *session) subscribe(kind command.Kind, name string) error {
-	name, err := mailboxName(name)
+	name, err := s.mailboxName(name)
 	if err != nil {
 		return err
 	}
@@ -111,7 +124,7 @@ func (s *session) subscribe(kind command.Kind, name string) error {
 	} else if !errors.Is(err, mailstore.ErrNoMailbox) {
 		return s.storeError(err, name)
 	} else if kind == command.Subscribe {
-		return noMailbox(name)
+		return s.noMailbox(name)
 	}
 	_, err = s.submit(cmd)
 	return err
@@ -122,17 +135,29 @@ type listEntry struct {
 	name       string
 	mb         *mailstore.Mailbox // nil: a name with no mailbox
 	subscribed bool
-	children   bool
-	subChild   bool // a subscribed name below it (RECURSIVEMATCH)
+	children   bool     // a mailbox below it
+	subbed     []string // subscribed names below it
 }
 
-// List implements imapserver.Session (LIST, LSUB, RFC 5258 LIST-EXTENDED,
-// RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE, RFC 3348 CHILDREN).
+// List implements imapserver.Session: LIST (RFC 9051 section 6.3.9, RFC
+// 3501 section 6.3.8), LSUB (RFC 3501 section 6.3.9), RFC 5258
+// LIST-EXTENDED, RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE and RFC 3348
+// CHILDREN.
+//
+// go-imap drops an empty pattern before calling List, so LIST with no
+// pattern at all was LIST ref "": the hierarchy delimiter and the root of
+// the reference, which is "" for every name here (no name starts with the
+// delimiter). LSUB passes its pattern as given, and is told from LIST
+// (SUBSCRIBED) by the command's name (frameConn).
 func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, opts *imap.ListOptions) error {
 	if opts == nil {
 		opts = &imap.ListOptions{}
 	}
-	if len(patterns) == 1 && patterns[0] == "" {
+	lsub := false
+	if fc := framer(s.conn.NetConn()); fc != nil {
+		lsub = fc.command() == "LSUB"
+	}
+	if len(patterns) == 0 || (lsub && len(patterns) == 1 && patterns[0] == "") {
 		return w.WriteList(&imap.ListData{Attrs: []imap.MailboxAttr{imap.MailboxAttrNoSelect}, Delim: mailstore.Delim})
 	}
 	ctx, cancel := s.ctx()
@@ -160,41 +185,63 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	for _, n := range subs {
 		get(n).subscribed = true
 	}
-	// Every level above a name is listed too (as \NonExistent when it has
-	// no mailbox), so that % finds the way down.
+	// Every level above a name is an entry too, so that % finds the way
+	// down: a level with no mailbox is listed when a mailbox is below it
+	// (\Noselect, RFC 3501 section 6.3.8), or, for LSUB and RECURSIVEMATCH,
+	// when a subscribed name below it is not matched itself.
 	for _, n := range sortedNames(entries) {
 		e := entries[n]
 		for i := 0; i < len(n); i++ {
-			if n[i] == mailstore.Delim {
-				p := get(n[:i])
+			if n[i] != mailstore.Delim {
+				continue
+			}
+			p := get(n[:i])
+			if e.mb != nil {
 				p.children = true
-				if e.subscribed {
-					p.subChild = true
-				}
+			}
+			if e.subscribed {
+				p.subbed = append(p.subbed, n)
 			}
 		}
 	}
+	// A subscribed name below e that the patterns do not match: LSUB
+	// lists e as \Noselect (RFC 3501 section 6.3.9), RECURSIVEMATCH with
+	// CHILDINFO (RFC 5258 section 3.5).
+	unmatchedSub := func(e *listEntry) bool {
+		for _, n := range e.subbed {
+			if !matchAny(n, ref, patterns) {
+				return true
+			}
+		}
+		return false
+	}
+	extended := opts.SelectSubscribed || opts.SelectSpecialUse || opts.SelectRemote
 	for _, n := range sortedNames(entries) {
 		e := entries[n]
 		if !matchAny(n, ref, patterns) {
 			continue
 		}
-		if opts.SelectSubscribed && !e.subscribed && !(opts.SelectRecursiveMatch && e.subChild) {
+		if lsub {
+			if err := s.writeLSub(w, e, unmatchedSub); err != nil {
+				return err
+			}
 			continue
 		}
-		if opts.SelectSpecialUse && (e.mb == nil || e.mb.SpecialUse == "") {
+		childInfo := opts.SelectRecursiveMatch && unmatchedSub(e)
+		switch {
+		case opts.SelectSubscribed && !e.subscribed && !childInfo:
 			continue
-		}
-		if e.mb == nil && !e.subscribed && !e.children {
+		case opts.SelectSpecialUse && (e.mb == nil || e.mb.SpecialUse == ""):
+			continue
+		case e.mb == nil && !e.children && !(opts.SelectSubscribed && (e.subscribed || childInfo)):
 			continue
 		}
 		data := &imap.ListData{Delim: mailstore.Delim, Mailbox: n}
-		if e.mb == nil {
-			if e.children {
-				data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
-			} else {
-				data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
-			}
+		switch {
+		case e.mb == nil && extended:
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNonExistent)
+		case e.mb == nil:
+			data.Attrs = append(data.Attrs, imap.MailboxAttrNoSelect)
 		}
 		if e.children {
 			data.Attrs = append(data.Attrs, imap.MailboxAttrHasChildren)
@@ -207,7 +254,7 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		if e.mb != nil && e.mb.SpecialUse != "" {
 			data.Attrs = append(data.Attrs, imap.MailboxAttr(e.mb.SpecialUse))
 		}
-		if opts.SelectRecursiveMatch && e.subChild && !e.subscribed {
+		if childInfo {
 			data.ChildInfo = &imap.ListDataChildInfo{Subscribed: true}
 		}
 		if opts.ReturnStatus != nil && e.mb != nil {
@@ -220,6 +267,22 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 		}
 	}
 	return nil
+}
+
+// writeLSub writes e's LSUB line, if LSUB lists it: a subscribed name
+// (\Noselect if it has no mailbox), or a level with a subscribed name below
+// it that the pattern stopped short of (\Noselect, RFC 3501 section 6.3.9).
+func (s *session) writeLSub(w *imapserver.ListWriter, e *listEntry, unmatchedSub func(*listEntry) bool) error {
+	var attrs []imap.MailboxAttr
+	switch {
+	case e.subscribed && e.mb != nil:
+		attrs = []imap.MailboxAttr{}
+	case e.subscribed, unmatchedSub(e):
+		attrs = []imap.MailboxAttr{imap.MailboxAttrNoSelect}
+	default:
+		return nil
+	}
+	return w.WriteList(&imap.ListData{Attrs: attrs, Delim: mailstore.Delim, Mailbox: e.name})
 }
 
 func sortedNames(m map[string]*listEntry) []string {

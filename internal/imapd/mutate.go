@@ -14,11 +14,39 @@ import (
 	"cspool/internal/mailstore"
 )
 
-// appendLimit is the largest message APPEND takes (imapserver's default).
-const appendLimit = 100 << 20
-
 // codeExpungeIssued is RFC 9051's EXPUNGEISSUED response code.
 const codeExpungeIssued imap.ResponseCode = "EXPUNGEISSUED"
+
+// checkSeqSet refuses a sequence set naming a number beyond the messages
+// the client was told of, or "*" when it was told of none, with BAD (RFC
+// 9051 and RFC 3501 section 9, seq-number). UID sets are not checked: a
+// UID that does not exist is ignored (RFC 9051 section 6.4.9).
+func (s *session) checkSeqSet(set imap.NumSet) error {
+	seqs, ok := set.(imap.SeqSet)
+	if !ok || imap.IsSearchRes(set) {
+		return nil
+	}
+	fc := framer(s.conn.NetConn())
+	if fc == nil {
+		return nil
+	}
+	known := fc.knownMessages()
+	if known < 0 {
+		return nil
+	}
+	for _, r := range seqs {
+		for _, n := range []uint32{r.Start, r.Stop} {
+			if (n == 0 && known == 0) || int64(n) > known {
+				text := fmt.Sprintf("message %d does not exist: the mailbox has %d", n, known)
+				if n == 0 {
+					text = "the mailbox is empty: * names no message"
+				}
+				return &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: text}
+			}
+		}
+	}
+	return nil
+}
 
 // targets resolves set to messages and their ids, in UID order; messages
 // gone from the store meanwhile are left out.
@@ -57,6 +85,9 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 	}
 	list, err := canonicalFlags(flags.Flags)
 	if err != nil {
+		return err
+	}
+	if err := s.checkSeqSet(set); err != nil {
 		return err
 	}
 	ctx, cancel := s.ctx()
@@ -182,13 +213,16 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 	if err != nil {
 		return nil, err
 	}
+	if err := s.checkSeqSet(set); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	to, err := s.store().MailboxByName(ctx, dest)
 	if err != nil {
 		if errors.Is(err, mailstore.ErrNoMailbox) {
 			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate,
-				Text: fmt.Sprintf("no mailbox %q; create it first", cleanText(dest))}
+				Text: fmt.Sprintf("no mailbox %s; create it first", s.quoteName(dest))}
 		}
 		return nil, s.storeError(err, dest)
 	}
@@ -225,11 +259,12 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 
 // Append implements imapserver.Session: one Append command.
 func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOptions) (*imap.AppendData, error) {
-	if r.Size() > appendLimit {
+	limit := s.srv.cfg.MaxMessageBytes
+	if r.Size() > limit {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig,
-			Text: fmt.Sprintf("messages are limited to %d bytes", appendLimit)}
+			Text: fmt.Sprintf("messages are limited to %d bytes", limit)}
 	}
-	body, err := io.ReadAll(io.LimitReader(r, appendLimit+1))
+	body, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading appended message: %w", err)
 	}
@@ -239,7 +274,7 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	if err != nil {
 		if errors.Is(err, mailstore.ErrNoMailbox) {
 			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate,
-				Text: fmt.Sprintf("no mailbox %q; create it first", cleanText(name))}
+				Text: fmt.Sprintf("no mailbox %s; create it first", s.quoteName(name))}
 		}
 		return nil, s.storeError(err, name)
 	}

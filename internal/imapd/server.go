@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"cspool/internal/command"
+	"cspool/internal/deliver"
 	"cspool/internal/loginguard"
 	"cspool/internal/mailstore"
 )
@@ -40,6 +41,10 @@ type Config struct {
 	// Login slows down password guessing; the zero value takes the
 	// defaults documented on LoginLimits.
 	Login LoginLimits
+	// MaxMessageBytes is the largest message APPEND takes, advertised as
+	// APPENDLIMIT (RFC 7889); zero means deliver.DefaultMaxMessageBytes,
+	// the spool's own default for deliveries.
+	MaxMessageBytes int64
 }
 
 // Server is an IMAP server over a mail store. Create it with New.
@@ -66,6 +71,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Password == "" && !cfg.AllowEmptyPassword {
 		return nil, errors.New("imapd: an empty password is not allowed (set AllowEmptyPassword to allow it)")
 	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = deliver.DefaultMaxMessageBytes
+	}
+	// APPENDLIMIT is a number32 (RFC 7889 section 3).
+	cfg.MaxMessageBytes = min(cfg.MaxMessageBytes, 1<<32-1)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -100,7 +110,7 @@ func New(cfg Config) (*Server, error) {
 
 // Serve accepts connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(loginguard.Listener{Listener: ln})
+	return s.srv.Serve(loginguard.Listener{Listener: frameListener{ln}})
 }
 
 // Close stops the listeners and closes every connection.

@@ -36,7 +36,15 @@ type selected struct {
 	searchRes []imap.UID // SEARCHRES ($), RFC 5182
 }
 
-var _ imapserver.SessionIMAP4rev2 = (*session)(nil)
+var (
+	_ imapserver.SessionIMAP4rev2   = (*session)(nil)
+	_ imapserver.SessionAppendLimit = (*session)(nil)
+)
+
+// AppendLimit implements imapserver.SessionAppendLimit: APPENDLIMIT in
+// CAPABILITY, and APPEND of a larger literal refused with NO [TOOBIG] at
+// its announcement (RFC 7889).
+func (s *session) AppendLimit() uint32 { return uint32(s.srv.cfg.MaxMessageBytes) }
 
 // readTimeout bounds store reads for one command.
 const readTimeout = 5 * time.Minute
@@ -84,6 +92,9 @@ func (s *session) Login(user, pass string) error {
 		return imapserver.ErrAuthFailed
 	}
 	s.authed = true
+	if fc := framer(nc); fc != nil {
+		fc.loggedIn()
+	}
 	if cfg.Alert != nil {
 		if text := cleanText(cfg.Alert()); text != "" {
 			// The conn writes nothing else while a command is handled and
@@ -144,7 +155,7 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	if deleted {
 		mb.close(v)
 		s.srv.release(mb)
-		return nil, noMailbox(name)
+		return nil, s.noMailbox(name)
 	}
 	s.sel = &selected{mb: mb, v: v, st: v.st, readOnly: readOnly}
 	flags, err := s.mailboxFlags(ctx)
@@ -230,16 +241,16 @@ func (s *session) writable() (*selected, error) {
 	return sel, nil
 }
 
-func noMailbox(name string) error {
+func (s *session) noMailbox(name string) error {
 	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent,
-		Text: fmt.Sprintf("no mailbox %q", cleanText(name))}
+		Text: fmt.Sprintf("no mailbox %s", s.quoteName(name))}
 }
 
 // storeError turns a mail store failure into an IMAP error, logging the
 // detail.
 func (s *session) storeError(err error, name string) error {
 	if errors.Is(err, mailstore.ErrNoMailbox) {
-		return noMailbox(name)
+		return s.noMailbox(name)
 	}
 	var ie *imap.Error
 	if errors.As(err, &ie) {

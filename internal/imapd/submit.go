@@ -40,7 +40,7 @@ func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
 	switch o.Status {
 	case mailstore.Rejected:
 		s.srv.log.Info("change rejected", "command", cmd.Kind, "reason", o.Reason, "pos", o.Pos)
-		return o, rejection(o)
+		return o, s.rejection(o)
 	case mailstore.Partial:
 		s.srv.log.Info("change partly applied: messages gone", "command", cmd.Kind, "skipped", len(o.Skipped), "pos", o.Pos)
 	}
@@ -48,7 +48,7 @@ func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
 }
 
 // rejection is the reply for a rejected command (RFC 5530 codes).
-func rejection(o *mailstore.Outcome) error {
+func (s *session) rejection(o *mailstore.Outcome) error {
 	code := imap.ResponseCodeCannot
 	text := "the change was refused"
 	switch o.Reason {
@@ -64,7 +64,7 @@ func rejection(o *mailstore.Outcome) error {
 		code, text = imap.ResponseCodeServerBug, "the change was rejected by the log"
 	}
 	if o.Detail != "" {
-		text += ": " + cleanText(o.Detail)
+		text += ": " + s.respText(o.Detail)
 	}
 	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: text}
 }

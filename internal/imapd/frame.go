@@ -1,0 +1,625 @@
+package imapd
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+
+	"cspool/internal/loginguard"
+)
+
+// Framing limits.
+const (
+	// maxLine bounds one line of a command (literals excluded). go-imap's
+	// parser gives up on a command beyond 50 KiB and ends the connection.
+	maxLine = 48 << 10
+	// maxRejectedBeforeLogin is how many lines the framer refuses before
+	// login before it ends the connection.
+	maxRejectedBeforeLogin = 10
+)
+
+// commands are the commands go-imap's server parses (imapserver/conn.go);
+// "UID" is followed by one of uidCommands. A line naming anything else is
+// answered here, since the library would end the connection on it before
+// login.
+var (
+	commands = map[string]bool{
+		"NOOP": true, "CHECK": true, "LOGOUT": true, "CAPABILITY": true, "STARTTLS": true,
+		"AUTHENTICATE": true, "UNAUTHENTICATE": true, "LOGIN": true, "ENABLE": true,
+		"CREATE": true, "DELETE": true, "RENAME": true, "SUBSCRIBE": true, "UNSUBSCRIBE": true,
+		"STATUS": true, "LIST": true, "LSUB": true, "NAMESPACE": true, "IDLE": true,
+		"SELECT": true, "EXAMINE": true, "CLOSE": true, "UNSELECT": true, "APPEND": true,
+		"FETCH": true, "EXPUNGE": true, "STORE": true, "COPY": true, "MOVE": true, "SEARCH": true,
+	}
+	uidCommands = map[string]bool{"FETCH": true, "EXPUNGE": true, "STORE": true, "COPY": true, "MOVE": true, "SEARCH": true}
+	// httpRequest is the first line of an HTTP request: a web page making
+	// a browser talk to the IMAP port.
+	httpRequest = regexp.MustCompile(`^[A-Z]+ \S+ HTTP/\d`)
+	// literalAt matches a literal announcement ending a line:
+	// {N}, {N+}, ~{N} or ~{N+} (RFC 9051 section 4.3, RFC 7888, RFC 3516).
+	literalAt = regexp.MustCompile(`~?\{([0-9]{1,19})(\+?)\}\r?\n$`)
+	// literalStart matches a literal announcement and its line end at the
+	// start of a string.
+	literalStart = regexp.MustCompile(`^~?\{([0-9]{1,9})\+?\}\r?\n`)
+)
+
+// frameListener wraps each accepted connection in a frameConn.
+type frameListener struct{ net.Listener }
+
+func (l frameListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newFrameConn(c), nil
+}
+
+// frameConn sits between a client and go-imap's parser and reads the
+// client's input one command at a time: lines and the literals they
+// announce (RFC 9051 section 2.2). It hands the library only commands the
+// library can parse without ending the connection, and answers the others
+// itself:
+//
+//   - a line whose tag or command name does not parse, or that names a
+//     command the server does not know, gets BAD (tagged when the tag
+//     parses, RFC 9051 section 7.1.3) and the connection goes on, before
+//     login as after; go-imap would end the connection instead. The first
+//     line of an HTTP request (a web page making a browser talk to the
+//     port) ends the connection at once, and so do more than
+//     maxRejectedBeforeLogin refused lines before login;
+//   - every synchronizing literal is passed on as non-synchronizing, and
+//     the continuation request "+" is sent here, only once the library asks
+//     for the literal's bytes: when the library refuses the command at the
+//     announcement (a literal over APPENDLIMIT gets NO [TOOBIG], RFC 7889),
+//     the client is never asked for the data;
+//   - when the library answers a command before reading all of it (a
+//     syntax error, or a refused non-synchronizing literal), the rest of
+//     that command, literals included, is read and dropped here, so no
+//     part of it is ever taken for a command.
+//
+// Only the goroutine handling commands reads; writes come from it and from
+// an IDLE update goroutine, serialised by mu.
+type frameConn struct {
+	net.Conn
+	br *bufio.Reader
+
+	mu        sync.Mutex
+	tag       string // tag of the command in progress
+	name      string // its name, upper case ("UID FETCH")
+	ended     bool   // its tagged reply has been written
+	contReqs  int    // continuation requests written for it (IDLE, AUTHENTICATE) not yet answered
+	authed    bool   // a login succeeded
+	outStart  bool   // the next byte written starts a line
+	outPrefix []byte // the start of the line being written
+	text      []byte // the command's lines and short literals, for diagnose
+	outTail   []byte // the end of the line being written
+	outSkip   int64  // bytes of a literal being written, still to skip
+	known     int64  // messages the client knows the selected mailbox has; -1: none selected
+
+	// Read state, used by the reading goroutine only.
+	pending  []byte // bytes of the current command to hand over
+	lit      int64  // literal bytes still to hand over
+	litSync  bool   // the literal still needs "+" before the client sends it
+	litWait  bool   // the literal is announced; its bytes not yet asked for
+	more     bool   // the current command goes on after the literal
+	rejected int    // lines refused before login
+}
+
+func newFrameConn(c net.Conn) *frameConn {
+	return &frameConn{Conn: c, br: bufio.NewReaderSize(c, 16<<10), outStart: true, known: -1}
+}
+
+// errFramingClosed ends the library's read loop after the framer closed the
+// connection.
+var errFramingClosed = errors.New("connection closed by the command framer")
+
+// Read hands the library the current command's bytes, reading the next
+// command when it asks for more at a command boundary.
+func (fc *frameConn) Read(p []byte) (int, error) {
+	for {
+		if len(fc.pending) > 0 {
+			n := copy(p, fc.pending)
+			fc.pending = fc.pending[n:]
+			return n, nil
+		}
+		if fc.lit > 0 || fc.litWait {
+			if fc.litWait {
+				fc.litWait = false
+				if fc.commandEnded() {
+					if err := fc.dropRest(); err != nil {
+						return 0, err
+					}
+					continue
+				}
+				if fc.litSync {
+					fc.litSync = false
+					if err := fc.reply("+ Ready for literal data"); err != nil {
+						return 0, err
+					}
+				}
+				if fc.lit == 0 {
+					continue
+				}
+			}
+			n, err := fc.br.Read(p[:min(int64(len(p)), fc.lit)])
+			fc.lit -= int64(n)
+			fc.note(p[:n])
+			return n, err
+		}
+		if fc.more {
+			if fc.commandEnded() {
+				// The library answered without reading the rest.
+				if err := fc.dropRest(); err != nil {
+					return 0, err
+				}
+				continue
+			}
+			line, long, err := fc.readLine()
+			if err != nil {
+				return 0, err
+			}
+			if long {
+				// Ends the command for the library: it answers BAD.
+				fc.more = false
+				fc.pending = []byte("\r\n")
+				continue
+			}
+			fc.note(line)
+			fc.pending = fc.literal(line)
+			continue
+		}
+		if err := fc.nextCommand(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// nextCommand reads lines until one starts a command the library can take,
+// answering the others; or passes on a line answering a continuation
+// request of the library's (IDLE's DONE, an AUTHENTICATE response).
+func (fc *frameConn) nextCommand() error {
+	for {
+		line, long, err := fc.readLine()
+		if err != nil {
+			return err
+		}
+		fc.mu.Lock()
+		cont := fc.contReqs > 0 && !fc.ended
+		if cont {
+			fc.contReqs--
+		}
+		authed := fc.authed
+		fc.mu.Unlock()
+		if cont && !long {
+			fc.pending = line
+			return nil
+		}
+		tag, name, problem := parseCommandStart(line)
+		if long {
+			problem = fmt.Sprintf("line longer than %d bytes", maxLine)
+		}
+		if problem == "" {
+			fc.mu.Lock()
+			fc.tag, fc.name, fc.ended, fc.contReqs = tag, name, false, 0
+			fc.text = append(fc.text[:0], line...)
+			if name == "SELECT" || name == "EXAMINE" || name == "CLOSE" || name == "UNSELECT" {
+				fc.known = -1
+			}
+			fc.mu.Unlock()
+			fc.pending = fc.literal(line)
+			return nil
+		}
+		// Refused: answer, and skip what the client sends for this
+		// command without being asked (non-synchronizing literals).
+		if !authed && fc.rejected == 0 && httpRequest.Match(line) {
+			fc.reply("* BYE this is an IMAP server, not a web server")
+			fc.Conn.Close()
+			return errFramingClosed
+		}
+		fc.mu.Lock()
+		fc.tag, fc.name, fc.ended, fc.contReqs = tag, "", true, 0
+		fc.mu.Unlock()
+		if tag == "" {
+			tag = "*"
+		}
+		if err := fc.reply(tag + " BAD " + problem); err != nil {
+			return err
+		}
+		if !authed {
+			fc.rejected++
+			if fc.rejected > maxRejectedBeforeLogin {
+				fc.reply("* BYE too many lines that are not commands; closing the connection")
+				fc.Conn.Close()
+				return errFramingClosed
+			}
+		}
+		if !long {
+			fc.literal(line)
+		}
+		if err := fc.dropRest(); err != nil {
+			return err
+		}
+	}
+}
+
+// parseCommandStart checks that line starts with a tag and the name of a
+// command go-imap parses (RFC 9051 section 9, command), and returns them,
+// or the reason it does not.
+func parseCommandStart(line []byte) (tag, name, problem string) {
+	s := strings.TrimRight(string(line), "\r\n")
+	if strings.TrimSpace(s) == "" {
+		return "", "", "empty line"
+	}
+	i := 0
+	for i < len(s) && isAtomChar(s[i]) {
+		i++
+	}
+	if i == 0 || strings.ContainsRune(s[:i], '+') {
+		return "", "", "a command starts with a tag"
+	}
+	tag = s[:i]
+	if i == len(s) || s[i] != ' ' {
+		return tag, "", "a command name must follow the tag"
+	}
+	words := strings.SplitN(s[i+1:], " ", 3)
+	name = strings.ToUpper(words[0])
+	if name == "" || !isAtom(name) {
+		return tag, "", "a command name must follow the tag"
+	}
+	if name == "UID" {
+		if len(words) < 2 || !uidCommands[strings.ToUpper(words[1])] {
+			return tag, "", "UID must be followed by FETCH, STORE, COPY, MOVE, SEARCH or EXPUNGE"
+		}
+		return tag, "UID " + strings.ToUpper(words[1]), ""
+	}
+	if !commands[name] {
+		return tag, "", fmt.Sprintf("unknown command %s", name)
+	}
+	return tag, name, ""
+}
+
+// isAtomChar reports whether c may appear in a tag as go-imap parses it:
+// an ATOM-CHAR (RFC 9051 section 9).
+func isAtomChar(c byte) bool {
+	switch c {
+	case '(', ')', '{', ' ', '%', '*', '"', '\\', ']':
+		return false
+	}
+	return c > 0x1f && c < 0x7f
+}
+
+func isAtom(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isAtomChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// literal notes a literal announced at the end of line and returns the line
+// to hand over, with a synchronizing announcement made non-synchronizing.
+func (fc *frameConn) literal(line []byte) []byte {
+	m := literalAt.FindSubmatchIndex(line)
+	if m == nil {
+		fc.more, fc.litSync = false, false
+		return line
+	}
+	n, err := strconv.ParseInt(string(line[m[2]:m[3]]), 10, 64)
+	if err != nil {
+		// Beyond int64: no parser takes it; pass it on as it is.
+		fc.more, fc.litSync = false, false
+		return line
+	}
+	fc.lit, fc.litWait, fc.more = n, true, true
+	fc.litSync = m[4] == m[5]
+	if !fc.litSync {
+		return line
+	}
+	out := make([]byte, 0, len(line)+1)
+	out = append(out, line[:m[5]]...)
+	out = append(out, '+')
+	return append(out, line[m[5]:]...)
+}
+
+// dropRest reads and drops the rest of a command that was answered: the
+// non-synchronizing literals and lines the client sends unasked. A
+// synchronizing literal is never sent, since "+" never was.
+func (fc *frameConn) dropRest() error {
+	for fc.more {
+		if fc.litSync {
+			fc.lit, fc.litWait, fc.litSync, fc.more = 0, false, false, false
+			return nil
+		}
+		if fc.lit > 0 {
+			if _, err := io.CopyN(io.Discard, fc.br, fc.lit); err != nil {
+				return err
+			}
+			fc.lit = 0
+		}
+		fc.litWait = false
+		line, long, err := fc.readLine()
+		if err != nil {
+			return err
+		}
+		if long {
+			fc.more = false
+			return nil
+		}
+		fc.literal(line)
+	}
+	fc.litWait = false
+	return nil
+}
+
+// readLine reads one line, LF included. A line over maxLine is read to its
+// end and dropped; long is then true.
+func (fc *frameConn) readLine() (line []byte, long bool, err error) {
+	var buf []byte
+	for {
+		chunk, err := fc.br.ReadSlice('\n')
+		if len(buf)+len(chunk) <= maxLine {
+			buf = append(buf, chunk...)
+		} else {
+			long, buf = true, nil
+		}
+		switch {
+		case err == nil:
+			return buf, long, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			if err == io.EOF && len(buf) > 0 && !long {
+				return buf, false, nil
+			}
+			return nil, long, err
+		}
+	}
+}
+
+// note keeps b as part of the command's text, for diagnose: not an
+// APPEND's message, nor more than a bounded amount.
+func (fc *frameConn) note(b []byte) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.name != "APPEND" && len(fc.text)+len(b) <= 2*maxLine {
+		fc.text = append(fc.text, b...)
+	}
+}
+
+// reply writes one line to the client.
+func (fc *frameConn) reply(line string) error {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	_, err := fc.Conn.Write([]byte(line + "\r\n"))
+	return err
+}
+
+// commandEnded reports whether the current command's tagged reply is
+// written.
+func (fc *frameConn) commandEnded() bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.ended
+}
+
+// command returns the name of the command in progress ("LSUB", "UID FETCH").
+func (fc *frameConn) command() string {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.name
+}
+
+// loggedIn tells the framer a login succeeded.
+func (fc *frameConn) loggedIn() {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.authed = true
+}
+
+// Write passes the library's output on, noting continuation requests and
+// the current command's tagged reply.
+//
+// go-imap answers a command whose mailbox name is not modified UTF-7, or
+// whose sequence set does not parse, with the "NO [SERVERBUG] Internal
+// server error" it gives for its own failures; the framer puts the reason
+// and the right response in its place (diagnose).
+func (fc *frameConn) Write(p []byte) (int, error) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	n := len(p)
+	if fc.tag != "" && !fc.ended && string(p) == fc.tag+" NO [SERVERBUG] Internal server error\r\n" {
+		if r := diagnose(fc.name, fc.text); r != "" {
+			p = []byte(fc.tag + " " + r + "\r\n")
+		}
+	}
+	fc.watch(p)
+	if _, err := fc.Conn.Write(p); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// watch looks at each response line written (literals skipped): the
+// current command's tagged reply, continuation requests, and the EXISTS
+// and EXPUNGE responses that tell the client how many messages the
+// selected mailbox has.
+func (fc *frameConn) watch(p []byte) {
+	const keep = 64
+	for len(p) > 0 {
+		if fc.outSkip > 0 {
+			k := min(fc.outSkip, int64(len(p)))
+			fc.outSkip -= k
+			p = p[k:]
+			continue
+		}
+		if fc.outStart {
+			fc.outPrefix, fc.outTail = fc.outPrefix[:0], fc.outTail[:0]
+			fc.outStart = false
+		}
+		i := bytes.IndexByte(p, '\n')
+		seg := p
+		if i >= 0 {
+			seg = p[:i+1]
+		}
+		if room := keep - len(fc.outPrefix); room > 0 {
+			fc.outPrefix = append(fc.outPrefix, seg[:min(room, len(seg))]...)
+		}
+		fc.outTail = append(fc.outTail, seg[max(0, len(seg)-keep):]...)
+		if len(fc.outTail) > keep {
+			fc.outTail = fc.outTail[len(fc.outTail)-keep:]
+		}
+		p = p[len(seg):]
+		if i < 0 {
+			return
+		}
+		fc.outStart = true
+		line := fc.outPrefix
+		switch {
+		case fc.tag != "" && bytes.HasPrefix(line, []byte(fc.tag+" ")):
+			fc.ended = true
+		case bytes.HasPrefix(line, []byte("+")) && (fc.name == "IDLE" || fc.name == "AUTHENTICATE"):
+			fc.contReqs++
+		}
+		if m := countLine.FindSubmatch(line); m != nil {
+			n, _ := strconv.ParseInt(string(m[1]), 10, 64)
+			if string(m[2]) == "EXISTS" {
+				fc.known = n
+			} else if fc.known > 0 {
+				fc.known--
+			}
+		}
+		if m := literalAt.FindSubmatch(fc.outTail); m != nil {
+			fc.outSkip, _ = strconv.ParseInt(string(m[1]), 10, 64)
+		}
+	}
+}
+
+// countLine is an EXISTS or EXPUNGE response (RFC 9051 sections 7.4.1,
+// 7.5.1).
+var countLine = regexp.MustCompile(`^\* ([0-9]{1,10}) (EXISTS|EXPUNGE)\r?\n$`)
+
+// knownMessages returns how many messages the client was told the
+// selected mailbox has (-1: not known), from the EXISTS and EXPUNGE
+// responses written since the SELECT or EXAMINE in progress or last done.
+func (fc *frameConn) knownMessages() int64 {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.known
+}
+
+// framer returns the framer under a connection go-imap hands the session.
+func framer(c net.Conn) *frameConn {
+	for {
+		switch v := c.(type) {
+		case *frameConn:
+			return v
+		case *loginguard.Conn:
+			c = v.Conn
+		default:
+			return nil
+		}
+	}
+}
+
+// seqSetRE is a sequence-set (RFC 9051 section 9); the numbers' range is
+// checked apart.
+var seqSetRE = regexp.MustCompile(`^([0-9]+|\*)(:([0-9]+|\*))?(,([0-9]+|\*)(:([0-9]+|\*))?)*$`)
+
+func validSeqSet(s string) bool {
+	if s == "$" {
+		return true
+	}
+	if !seqSetRE.MatchString(s) {
+		return false
+	}
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ':' || r == ',' }) {
+		if f == "*" {
+			continue
+		}
+		if n, err := strconv.ParseUint(f, 10, 32); err != nil || n == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// diagnose names what in a command go-imap could not decode: a string
+// that is not modified UTF-7 where a mailbox name may be (NO [CANNOT]), or
+// a sequence set that does not parse (BAD). "" when it finds neither.
+func diagnose(name string, text []byte) string {
+	toks := tokens(text)
+	if len(toks) > 0 {
+		toks = toks[1:] // the tag
+	}
+	switch name {
+	case "FETCH", "STORE", "COPY", "MOVE", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID EXPUNGE":
+		k := 1 + strings.Count(name, " ")
+		if len(toks) > k && !validSeqSet(toks[k]) {
+			return fmt.Sprintf("BAD [CLIENTBUG] %q is not a valid sequence set (RFC 9051 section 9)", toks[k])
+		}
+	case "SEARCH", "UID SEARCH":
+		for _, t := range toks {
+			if t != "" && (t[0] >= '0' && t[0] <= '9' || t[0] == '*') && !validSeqSet(t) {
+				return fmt.Sprintf("BAD [CLIENTBUG] %q is not a valid sequence set (RFC 9051 section 9)", t)
+			}
+		}
+	}
+	for _, t := range toks {
+		if !validMUTF7(t) {
+			return fmt.Sprintf("NO [CANNOT] %q is not a valid mailbox name: not modified UTF-7 (RFC 3501 section 5.1.3) nor UTF-8",
+				strings.ToValidUTF8(t, "?"))
+		}
+	}
+	return ""
+}
+
+// tokens splits a command's text into its atoms, quoted strings
+// (unquoted) and literals (their contents), leaving out parentheses.
+func tokens(text []byte) []string {
+	var out []string
+	s := string(text)
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '(' || c == ')' || c == '\r' || c == '\n':
+			i++
+		case c == '"':
+			var b strings.Builder
+			for i++; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				b.WriteByte(s[i])
+			}
+			i++
+			out = append(out, b.String())
+		case c == '{' || c == '~':
+			m := literalStart.FindStringSubmatch(s[i:])
+			if m == nil {
+				i++
+				continue
+			}
+			n, _ := strconv.Atoi(m[1])
+			start := i + len(m[0])
+			end := min(start+n, len(s))
+			out = append(out, s[start:end])
+			i = end
+		default:
+			j := i
+			for j < len(s) && !strings.ContainsRune(" ()\"\r\n", rune(s[j])) {
+				j++
+			}
+			out = append(out, s[i:j])
+			i = j
+		}
+	}
+	return out
+}

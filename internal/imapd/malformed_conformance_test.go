@@ -1,0 +1,140 @@
+package imapd
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// Malformed input (RFC 9051 sections 2.2, 7.1.3 and 9; RFC 7888; RFC 7889):
+// BAD, and the connection goes on, before login and after.
+func TestMalformedBeforeLogin(t *testing.T) {
+	r := newRig(t)
+	d := r.device("a")
+	w := dialWire(t, d.addr)
+	for _, c := range []struct{ send, want string }{
+		{"\r\n", "* BAD"},                       // an empty line: no tag
+		{"garbage\r\n", "garbage BAD"},          // a tag and nothing else
+		{"+plus NOOP\r\n", "* BAD"},             // "+" cannot be in a tag
+		{"a1 FROBNICATE\r\n", "a1 BAD"},         // go-imap would say BYE here
+		{"a2 ID NIL\r\n", "a2 BAD"},             // ID is not supported
+		{"a3 UID LIST\r\n", "a3 BAD"},           // UID takes FETCH, STORE, ...
+		{"(a4) NOOP\r\n", "* BAD"},              // not a tag
+		{"a5 NOOP extra\r\n", "a5 BAD"},         // NOOP takes no argument
+		{"a6 FROB {5}\r\n", "a6 BAD"},           // refused before the literal is asked for
+		{"a7 FROB {3+}\r\nx\r\n\r\n", "a7 BAD"}, // the literal is skipped, not read as a command
+	} {
+		w.send(c.send)
+		if got := w.response(); !strings.HasPrefix(got, c.want+" ") {
+			t.Errorf("%q: got %q, want %s", c.send, got, c.want)
+		}
+	}
+	w.ok("NOOP")
+	w.ok("CAPABILITY")
+	// Logging in with literals works after all that.
+	w.ok(fmt.Sprintf("LOGIN {5}\r\nalice {%d}\r\n%s", len(testPassword), testPassword))
+	w.ok("SELECT INBOX")
+}
+
+// A web page cannot make a browser talk IMAP to the port: the first line of
+// an HTTP request ends the connection; and a peer that does not speak IMAP
+// is cut off after 10 refused lines.
+func TestHTTPRequestEndsConnection(t *testing.T) {
+	r := newRig(t)
+	d := r.device("a")
+	w := dialWire(t, d.addr)
+	w.send("POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\na LOGIN alice guess\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "* BYE") {
+		t.Fatalf("HTTP request: got %q, want BYE", got)
+	}
+	w2 := dialWire(t, d.addr)
+	for i := 0; i < 10; i++ {
+		w2.send(fmt.Sprintf("x%d NOPE\r\n", i))
+		if got := w2.response(); !strings.HasPrefix(got, fmt.Sprintf("x%d BAD", i)) {
+			t.Fatalf("line %d: %q", i, got)
+		}
+	}
+	w2.send("x10 NOPE\r\n")
+	if got := w2.response(); !strings.HasPrefix(got, "x10 BAD") {
+		t.Fatalf("line 10: %q", got)
+	}
+	if got := w2.response(); !strings.HasPrefix(got, "* BYE") {
+		t.Fatalf("after 11 refused lines: %q, want BYE", got)
+	}
+}
+
+func TestMalformedAfterLogin(t *testing.T) {
+	r := newRig(t)
+	d := r.deviceWith("a", Config{MaxMessageBytes: 1000})
+	deliverAll(r, d)
+	w := loginWire(t, d.addr)
+	u := w.ok("CAPABILITY")
+	if len(u) != 1 || !strings.Contains(u[0], " APPENDLIMIT=1000") {
+		t.Errorf("CAPABILITY: %q, want APPENDLIMIT=1000", u)
+	}
+	w.ok("SELECT INBOX")
+	for _, c := range []struct{ cmd, want string }{
+		{"FROBNICATE", "BAD"},
+		{"FETCH 1:x (FLAGS)", "BAD [CLIENTBUG]"}, // go-imap alone: NO [SERVERBUG]
+		{"FETCH 0 (FLAGS)", "BAD [CLIENTBUG]"},
+		{"FETCH 1,,2 (UID)", "BAD [CLIENTBUG]"},
+		{"SEARCH 1:x", "BAD [CLIENTBUG]"},
+		{"FETCH 4294967296 (UID)", "BAD [CLIENTBUG]"},
+		// Beyond the mailbox's 4 messages (RFC 9051 section 9,
+		// seq-number: "The server should respond with a tagged BAD").
+		{"FETCH 5 (FLAGS)", "BAD [CLIENTBUG]"},
+		{"FETCH 2:9 (FLAGS)", "BAD [CLIENTBUG]"},
+		{"STORE 7 +FLAGS (\\Seen)", "BAD [CLIENTBUG]"},
+		{"COPY 5 Trash", "BAD [CLIENTBUG]"},
+		{"MOVE 5:* Trash", "BAD [CLIENTBUG]"},
+		// UIDs that do not exist are ignored (RFC 9051 section 6.4.9).
+		{"UID FETCH 99 (FLAGS)", "OK"},
+		{"UID STORE 99 +FLAGS (\\Seen)", "OK"},
+		{"FETCH 4 (UID)", "OK"},
+		{"FETCH 1:* (UID)", "OK"},
+	} {
+		_, tagged := w.run(c.cmd)
+		if got := status(tagged); got != c.want && !(c.want == "BAD" && strings.HasPrefix(got, "BAD")) {
+			t.Errorf("%s: got %q, want %s", c.cmd, tagged, c.want)
+		}
+	}
+	// APPEND over APPENDLIMIT: refused at the announcement with TOOBIG,
+	// before "+" (RFC 7889 section 4): run sends no byte of the message
+	// unless the server asks.
+	big := strings.Repeat("y", 1001)
+	_, tagged := w.run(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(big), big))
+	if status(tagged) != "NO [TOOBIG]" {
+		t.Errorf("APPEND of 1001 bytes: %q, want NO [TOOBIG]", tagged)
+	}
+	// A non-synchronizing one is sent anyway: refused, its bytes dropped,
+	// and none of them taken for a command.
+	smuggled := "z1 LOGOUT\r\n" + strings.Repeat("z", 1001-len("z1 LOGOUT\r\n"))
+	u, tagged = w.run(fmt.Sprintf("APPEND INBOX {%d+}\r\n%s", len(smuggled), smuggled))
+	if status(tagged) != "NO [TOOBIG]" || len(u) != 0 {
+		t.Errorf("non-synchronizing APPEND of 1001 bytes: %q %q, want NO [TOOBIG]", u, tagged)
+	}
+	// A syntax error before a non-synchronizing literal: the literal is
+	// dropped with the command.
+	u, tagged = w.run("STATUS ( {11+}\r\nz2 LOGOUT\r\n")
+	if !strings.HasPrefix(status(tagged), "BAD") || len(u) != 0 {
+		t.Errorf("STATUS with a syntax error before a literal: %q %q", u, tagged)
+	}
+	// At the limit it is taken.
+	msg := "Subject: at the limit\r\n\r\n" + strings.Repeat("a", 1000-len("Subject: at the limit\r\n\r\n"))
+	u = w.ok(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(msg), msg))
+	expectUntagged(t, "APPEND at the limit", u, "* 5 EXISTS")
+	w.ok("FETCH 5 (UID)")
+	_, tagged = w.run("FETCH 6 (UID)")
+	if status(tagged) != "BAD [CLIENTBUG]" {
+		t.Errorf("FETCH 6 of 5: %q", tagged)
+	}
+	// "*" names no message in an empty mailbox.
+	w.ok("SELECT Junk")
+	for _, cmd := range []string{"FETCH * (FLAGS)", "STORE * +FLAGS (\\Seen)", "FETCH 1 (FLAGS)"} {
+		if _, tagged := w.run(cmd); status(tagged) != "BAD [CLIENTBUG]" {
+			t.Errorf("%s in an empty mailbox: %q", cmd, tagged)
+		}
+	}
+	w.ok("UID FETCH 1:* (FLAGS)")
+	w.ok("LOGOUT")
+}

@@ -1,0 +1,66 @@
+package imapd
+
+import (
+	"strings"
+	"testing"
+)
+
+// Mailbox names (RFC 3501 section 5.1 and 5.1.3, RFC 9051 section 5.1):
+// modified UTF-7, every printable atom character, quoted and literal
+// names; accepted and listed back exactly, or refused with a reason.
+func TestNamesConformance(t *testing.T) {
+	r := newRig(t)
+	d := r.device("a")
+	w := loginWire(t, d.addr)
+	// Each is created as written and listed back as the wire form given.
+	for _, c := range []struct{ create, listed string }{
+		{`"&AOQA5A-"`, `"&AOQA5A-"`},                                                 // äö
+		{`"Projekte &APwA,A-"`, `"Projekte &APwA,A-"`},                               // Projekte üü
+		{`"&ZeVnLIqe-"`, `"&ZeVnLIqe-"`},                                             // 日本語
+		{`"&2D3eAA-"`, `"&2D3eAA-"`},                                                 // U+1F600, a surrogate pair
+		{`"Fish &- Chips"`, `"Fish &- Chips"`},                                       // & itself
+		{`!#$'+,-.0:;<=>?@^_` + "`" + `|~[]`, `"!#$'+,-.0:;<=>?@^_` + "`" + `|~[]"`}, // every atom-specials-free printable
+		{`"with space"`, `"with space"`},
+		{`"quote\"and\\back"`, `"quote\"and\\back"`},
+		{"{9}\r\nliteral n", `"literal n"`},
+		{`"Parent/Child/"`, `"Parent/Child"`},
+	} {
+		w.ok("CREATE " + c.create)
+		u := w.ok(`LIST "" ` + c.listed)
+		if len(u) != 1 || !strings.HasSuffix(strings.TrimSuffix(u[0], "\r\n"), ` "/" `+c.listed) {
+			t.Errorf("CREATE %s then LIST %s: %q", c.create, c.listed, u)
+		}
+		u = w.ok("STATUS " + c.listed + " (MESSAGES)")
+		if len(u) != 1 || !strings.HasPrefix(u[0], "* STATUS "+c.listed+" (MESSAGES 0)") {
+			t.Errorf("STATUS %s: %q", c.listed, u)
+		}
+	}
+	// Refusals: NO [CANNOT] with the reason, never [SERVERBUG]; names
+	// quoted as the client spells them.
+	for _, c := range []struct{ cmd, want, text string }{
+		{`CREATE "Projekte &APwA/A-"`, "NO [CANNOT]", "not modified UTF-7"}, // "/" is not modified base64
+		{`CREATE "&Jjo"`, "NO [CANNOT]", "not modified UTF-7"},              // no "-"
+		{`CREATE "/lead"`, "NO [CANNOT]", "empty level"},
+		{`CREATE "two//slashes"`, "NO [CANNOT]", "empty level"},
+		{`CREATE "Projekte &APwA,A-"`, "NO [ALREADYEXISTS]", `"Projekte &APwA,A-"`},
+		{`DELETE "nope &APwA,A-"`, "NO [NONEXISTENT]", `"nope &APwA,A-"`},
+		{`RENAME "nope &APwA,A-" x`, "NO [NONEXISTENT]", `"nope &APwA,A-"`},
+		{`SELECT "nope &APwA,A-"`, "NO [NONEXISTENT]", `"nope &APwA,A-"`},
+		{`RENAME "&AOQA5A-" "Projekte &APwA,A-"`, "NO [ALREADYEXISTS]", `"Projekte &APwA,A-"`},
+		{`APPEND "nope &APwA,A-" {3}` + "\r\nhi\n", "NO [TRYCREATE]", `"nope &APwA,A-"`},
+	} {
+		_, tagged := w.run(c.cmd)
+		if status(tagged) != c.want || !strings.Contains(tagged, c.text) {
+			t.Errorf("%s: got %q, want %s with %s", c.cmd, tagged, c.want, c.text)
+		}
+	}
+	// After ENABLE UTF8=ACCEPT (RFC 6855) names are UTF-8 both ways, in
+	// error texts too.
+	w.ok(`ENABLE UTF8=ACCEPT`)
+	u := w.ok(`LIST "" "Projekte*"`)
+	expectUntagged(t, "LIST after UTF8=ACCEPT", u, `* LIST (\HasNoChildren) "/" "Projekte üü"`)
+	_, tagged := w.run(`DELETE "nope üü"`)
+	if status(tagged) != "NO [NONEXISTENT]" || !strings.Contains(tagged, `"nope üü"`) {
+		t.Errorf("DELETE after UTF8=ACCEPT: %q", tagged)
+	}
+}
