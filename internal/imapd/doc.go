@@ -45,6 +45,12 @@
 //     ExpungeWriter or MoveWriter.WriteExpunge), so a client never sees one
 //     twice; non-UID FETCH, STORE and SEARCH do not flush them (RFC 9051
 //     section 7.5.1), the conn's poll after the next command does.
+//   - Keywords (RFC 9051 section 7.3.5): SELECT's FLAGS lists the keywords
+//     in use in the mailbox; no FETCH shows a session a keyword before a
+//     FLAGS that lists it. Flag changes from elsewhere queue a FLAGS first
+//     when they bring a keyword the view has not queued; a FETCH the
+//     session writes itself writes FLAGS first when the client may not
+//     know a keyword yet (keywords.go says how that is known).
 //   - Memory: only UID lists stay in memory; FETCH and SEARCH stream
 //     messages one at a time from mailstore.Fetch and mailstore.Scan, and
 //     the mailbox mutex is never held while writing to the network: the

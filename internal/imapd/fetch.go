@@ -64,6 +64,11 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		if !ok {
 			return nil
 		}
+		if opts.Flags || markSeen {
+			if writeErr = s.tell(m.Flags); writeErr != nil {
+				return writeErr
+			}
+		}
 		writeErr = writeMessage(w.CreateMessage(r.seq), m, opts, markSeen)
 		return writeErr
 	})

@@ -111,12 +111,13 @@ func (mb *mailbox) apply(changes []mailstore.Change) {
 					delete(v.quiet, c.Message)
 					continue
 				}
+				v.announce(c.Flags)
 				v.mt.QueueMessageFlags(uint32(k+1), c.UID, toFlags(c.Flags), nil)
 			}
 		case mailstore.MailboxDeleted:
 			for n := len(mb.uids); n > 0; n-- {
 				for _, v := range mb.views {
-					v.mt.QueueExpunge(uint32(n))
+					v.queueExpunge(uint32(n))
 				}
 			}
 			mb.uids = nil
@@ -151,7 +152,7 @@ func (mb *mailbox) expunge(run []mailstore.Change) {
 	gone := make(map[int]bool, len(idx))
 	for _, k := range idx {
 		for _, v := range mb.views {
-			v.mt.QueueExpunge(uint32(k + 1))
+			v.queueExpunge(uint32(k + 1))
 		}
 		gone[k] = true
 	}
@@ -314,14 +315,16 @@ func (mb *mailbox) unhush(st *imapserver.SessionTracker) {
 }
 
 // open starts a session's view of the mailbox, with its tracker at the
-// current count, and returns the count.
-func (mb *mailbox) open(readOnly bool) (*view, uint32, bool) {
+// current count, and returns the count. keywords are those the client is
+// told with SELECT's FLAGS.
+func (mb *mailbox) open(readOnly bool, keywords []string) (*view, uint32, bool) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	n := uint32(len(mb.uids))
 	mt := imapserver.NewMailboxTracker(n)
 	v := &view{mt: mt, st: mt.NewSession(), readOnly: readOnly,
-		notify: make(chan struct{}, 1), quiet: map[command.ID]bool{}}
+		notify: make(chan struct{}, 1), quiet: map[command.ID]bool{},
+		queued: newKwSet(keywords), told: newKwSet(keywords)}
 	if !mb.deleted {
 		mb.views[v.st] = v
 	}

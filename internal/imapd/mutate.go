@@ -131,6 +131,9 @@ func (s *session) writeFlags(ctx context.Context, w *imapserver.FetchWriter, sel
 		if !ok {
 			return nil
 		}
+		if err := s.tell(m.Flags); err != nil {
+			return err
+		}
 		rw := w.CreateMessage(r.seq)
 		if uid {
 			rw.WriteUID(m.UID)

@@ -151,18 +151,21 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		return nil, s.storeError(err, name)
 	}
 	readOnly := opts != nil && opts.ReadOnly
-	v, n, deleted := mb.open(readOnly)
+	// Read before the view opens: a keyword set after the read is queued
+	// to the view with a FLAGS of its own.
+	kws, err := s.store().MailboxKeywords(ctx, info.ID)
+	if err != nil {
+		s.srv.release(mb)
+		return nil, s.storeError(err, name)
+	}
+	v, n, deleted := mb.open(readOnly, kws)
 	if deleted {
 		mb.close(v)
 		s.srv.release(mb)
 		return nil, s.noMailbox(name)
 	}
 	s.sel = &selected{mb: mb, v: v, st: v.st, readOnly: readOnly}
-	flags, err := s.mailboxFlags(ctx)
-	if err != nil {
-		s.unselect()
-		return nil, err
-	}
+	flags := newKwSet(kws).flags()
 	next := info.UIDNext
 	mb.mu.Lock()
 	if k := len(mb.uids); k > 0 && mb.uids[k-1] >= next {
@@ -180,19 +183,6 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		UIDNext:        next,
 		UIDValidity:    info.UIDValidity,
 	}, nil
-}
-
-// mailboxFlags lists the system flags and every keyword in use.
-func (s *session) mailboxFlags(ctx context.Context) ([]imap.Flag, error) {
-	kw, err := s.store().Keywords(ctx)
-	if err != nil {
-		return nil, s.storeError(err, "")
-	}
-	flags := []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
-	for _, k := range kw {
-		flags = append(flags, imap.Flag(k))
-	}
-	return flags, nil
 }
 
 // Unselect implements imapserver.Session (UNSELECT, and CLOSE after its

@@ -22,6 +22,12 @@ type view struct {
 	// quiet lists messages whose next flag change this session made
 	// itself and reports on its own.
 	quiet map[command.ID]bool
+
+	// Keyword announcements (keywords.go).
+	queued   kwSet
+	pending  []queuedFlags
+	expunges int // EXPUNGEs queued that a poll may not have written yet
+	told     kwSet
 }
 
 // Poll implements imapserver.Session: the conn calls it after every
@@ -30,7 +36,17 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	if s.sel == nil {
 		return nil
 	}
-	return s.sel.st.Poll(w, allowExpunge)
+	mb, v := s.sel.mb, s.sel.v
+	mb.mu.Lock()
+	n, exps := len(v.pending), v.expunges
+	mb.mu.Unlock()
+	if err := v.st.Poll(w, allowExpunge); err != nil {
+		return err
+	}
+	mb.mu.Lock()
+	v.polled(n, exps, allowExpunge)
+	mb.mu.Unlock()
+	return nil
 }
 
 // Idle implements imapserver.Session. Whatever was queued before IDLE

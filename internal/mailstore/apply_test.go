@@ -121,6 +121,25 @@ func TestApplyCommands(t *testing.T) {
 			},
 		},
 		{
+			name: "a mailbox's keywords are those set on its messages now",
+			steps: []step{
+				deliverStep("one"),
+				deliverStep("two"),
+				user(fixed(appendCmd("Sent", "Elsewhere"))),
+				user(idsCmd(command.SetFlags, "", []string{"$Label1", "Work"}, 1)),
+				user(idsCmd(command.SetFlags, "", []string{"work", "Zebra"}, 2)),
+				user(idsCmd(command.ClearFlags, "", []string{"$label1"}, 1)),
+			},
+			boxes: map[string][]msgWant{"INBOX": {{1, []string{"Work"}}, {2, []string{"Work", "Zebra"}}},
+				"Sent": {{1, []string{"Elsewhere"}}}},
+			check: func(t *testing.T, s *Store, res *Result) {
+				kw, err := s.MailboxKeywords(context.Background(), InboxID())
+				if err != nil || !reflect.DeepEqual(kw, []string{"Work", "Zebra"}) {
+					t.Errorf("MailboxKeywords(INBOX): expected [Work Zebra], got %q, %v", kw, err)
+				}
+			},
+		},
+		{
 			name: "flag change that changes nothing reports nothing",
 			steps: []step{
 				deliverStep("one"),

@@ -129,6 +129,25 @@ func (s *Store) Keywords(ctx context.Context) ([]string, error) {
 	return queryStrings(ctx, s.rdb, "SELECT name FROM keywords ORDER BY fold")
 }
 
+// MailboxKeywords lists the keywords set on at least one message of a
+// mailbox, as spelled in the store, sorted case-insensitively: the keywords
+// of the mailbox's FLAGS (RFC 9051 section 7.3.5).
+func (s *Store) MailboxKeywords(ctx context.Context, mailbox command.ID) ([]string, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	sets, err := queryStrings(ctx, s.rdb, `SELECT DISTINCT m.keywords FROM messages m JOIN mailboxes mb ON m.mailbox = mb.mid
+WHERE mb.id = ? AND m.keywords != ''`, mailbox[:])
+	if err != nil {
+		return nil, fmt.Errorf("listing the keywords of %s: %w", mailbox, err)
+	}
+	var f flagSet
+	for _, kw := range sets {
+		f = f.union(flagSet{keywords: decodeKeywords(kw)})
+	}
+	return f.keywords, nil
+}
+
 // UIDs returns the UIDs of a mailbox's messages in increasing order: the
 // message sequence numbers are the positions in this list (RFC 9051 section
 // 2.3.1.2).

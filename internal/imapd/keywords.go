@@ -1,0 +1,194 @@
+package imapd
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// Keyword announcements (RFC 9051 section 7.3.5, RFC 3501 section 7.2.6):
+// a client may take FLAGS as the full list of flags a message can show, so
+// no FETCH may show a keyword before a FLAGS that lists it. A view keeps
+// what it has queued and what the client surely knows:
+//
+//   - queued: the keywords of the latest FLAGS queued to the view's tracker
+//     (or written by the session itself). It starts as the keywords in use
+//     when the mailbox was selected and only grows. Before a flag change
+//     with a keyword outside it is queued, a FLAGS with it added is queued.
+//   - pending: the FLAGS queued but perhaps not yet written, oldest first,
+//     each noting whether an EXPUNGE was queued before it (a poll after a
+//     non-UID FETCH, STORE or SEARCH stops at the first EXPUNGE).
+//   - told: keywords the client's current FLAGS surely has. After a poll,
+//     the last pending FLAGS that poll surely wrote; after the session
+//     writes FLAGS itself, what it wrote.
+//
+// A FETCH the session writes itself (FETCH FLAGS, STORE's answer) comes
+// from the store, which may be ahead of what was queued, and may come while
+// a FLAGS waits behind an EXPUNGE. So before each, the session compares
+// the message's keywords with told and, if one is missing, writes FLAGS
+// (and PERMANENTFLAGS) with them at once and queues the same FLAGS, so a
+// FLAGS written later from the queue, older than it, is followed again by
+// a full one before anything queued after.
+
+// systemFlags are the flags every mailbox has (\Recent is never stored).
+var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
+
+// kwSet is a set of keywords by case-folded form, with their spelling.
+type kwSet map[string]string
+
+func newKwSet(kws []string) kwSet {
+	k := kwSet{}
+	k.add(kws)
+	return k
+}
+
+// missing reports whether flags hold a keyword not in k.
+func (k kwSet) missing(flags []string) bool {
+	for _, f := range flags {
+		if isKeyword(f) {
+			if _, ok := k[strings.ToLower(f)]; !ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// add adds the keywords of flags and reports whether k grew.
+func (k kwSet) add(flags []string) bool {
+	grew := false
+	for _, f := range flags {
+		if fold := strings.ToLower(f); isKeyword(f) && k[fold] == "" {
+			k[fold] = f
+			grew = true
+		}
+	}
+	return grew
+}
+
+func (k kwSet) clone() kwSet {
+	out := make(kwSet, len(k))
+	for f, s := range k {
+		out[f] = s
+	}
+	return out
+}
+
+// flags returns the mailbox flags: the system flags, then the keywords
+// sorted by their folded form.
+func (k kwSet) flags() []imap.Flag {
+	folds := make([]string, 0, len(k))
+	for f := range k {
+		folds = append(folds, f)
+	}
+	sort.Strings(folds)
+	out := append([]imap.Flag{}, systemFlags...)
+	for _, f := range folds {
+		out = append(out, imap.Flag(k[f]))
+	}
+	return out
+}
+
+func isKeyword(f string) bool { return f != "" && f[0] != '\\' }
+
+// queuedFlags is a FLAGS queued to a view's tracker.
+type queuedFlags struct {
+	set          kwSet
+	afterExpunge bool // an EXPUNGE queued before it may still be waiting
+}
+
+// announce queues FLAGS before a flag change that shows a keyword the view
+// has not queued yet, with the mailbox mutex held.
+func (v *view) announce(flags []string) {
+	if !v.queued.missing(flags) {
+		return
+	}
+	v.queued.add(flags)
+	v.queueFlags()
+}
+
+// queueFlags queues FLAGS with v.queued, with the mailbox mutex held.
+func (v *view) queueFlags() {
+	v.mt.QueueMailboxFlags(v.queued.flags())
+	v.pending = append(v.pending, queuedFlags{set: v.queued.clone(), afterExpunge: v.expunges > 0})
+}
+
+// queueExpunge queues EXPUNGE seq, with the mailbox mutex held.
+func (v *view) queueExpunge(seq uint32) {
+	v.mt.QueueExpunge(seq)
+	v.expunges++
+}
+
+// polled records what a poll wrote: the first n FLAGS pending and exps
+// EXPUNGEs when expunges were allowed, otherwise the FLAGS ahead of any
+// EXPUNGE among the first n. With the mailbox mutex held.
+func (v *view) polled(n, exps int, allowExpunge bool) {
+	k := n
+	if allowExpunge {
+		v.expunges -= exps
+	} else {
+		k = 0
+		for k < n && !v.pending[k].afterExpunge {
+			k++
+		}
+	}
+	if k > 0 {
+		v.told = v.pending[k-1].set
+		v.pending = v.pending[k:]
+	}
+}
+
+// tell makes sure the client's FLAGS lists every keyword of flags before
+// the session writes a FETCH showing them: if one is missing, it writes
+// FLAGS and, for a read-write mailbox, PERMANENTFLAGS right away.
+func (s *session) tell(flags []string) error {
+	mb, v := s.sel.mb, s.sel.v
+	mb.mu.Lock()
+	if !v.told.missing(flags) {
+		mb.mu.Unlock()
+		return nil
+	}
+	if v.queued.add(flags) {
+		v.queueFlags()
+	}
+	v.told = v.queued.clone()
+	list := v.queued.flags()
+	mb.mu.Unlock()
+	lines := "* FLAGS (" + flagText(list) + ")\r\n"
+	if !v.readOnly {
+		lines += "* OK [PERMANENTFLAGS (" + flagText(list) + ` \*)] Flags permitted` + "\r\n"
+	}
+	return s.writeRaw(lines)
+}
+
+func flagText(list []imap.Flag) string {
+	var b strings.Builder
+	for i, f := range list {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(string(f))
+	}
+	return b.String()
+}
+
+// rawWriteTimeout bounds a response the session writes itself.
+const rawWriteTimeout = time.Minute
+
+// writeRaw writes complete untagged responses between two of the conn's
+// own. This is safe while a command is handled (the conn writes nothing
+// else then, and flushes each of its responses) and not between
+// CreateMessage and Close of a FETCH.
+func (s *session) writeRaw(lines string) error {
+	nc := s.conn.NetConn()
+	nc.SetWriteDeadline(time.Now().Add(rawWriteTimeout))
+	defer nc.SetWriteDeadline(time.Time{})
+	if _, err := io.WriteString(nc, lines); err != nil {
+		return fmt.Errorf("writing FLAGS: %w", err)
+	}
+	return nil
+}
