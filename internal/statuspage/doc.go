@@ -1,15 +1,20 @@
 // Package statuspage serves a device daemon's state to its user: an HTML
 // page that refreshes itself, and the same data as JSON (/status.json) for
-// `cspool status` and scripts.
+// scripts and, over the daemon's control socket, for `cspool status`.
 //
 // Implementation notes and invariants:
 //
 //   - The data comes through one small interface, Source, so the handler is
 //     tested without a daemon; Collector is the daemon's Source, built from
 //     the sync loop's Status and the local mail store.
-//   - Every request needs the IMAP user name and password (HTTP Basic auth,
-//     RFC 7617), both compared in constant time. No password means no page:
-//     an empty password is accepted only when the daemon allows it for IMAP.
+//   - Every request to a Handler made by New needs the IMAP user name and
+//     password (HTTP Basic auth, RFC 7617), both compared in constant time.
+//     No password means no page: an empty password is accepted only when
+//     the daemon allows it for IMAP.
+//   - NewSocketHandler asks for no login and checks no Host: it is served
+//     only on the control socket (internal/ownersock), whose directory lets
+//     no other user in. FetchSocket, its client, sends no credentials, so
+//     `cspool status` never sends the IMAP password anywhere.
 //   - Requests whose Host header is not one of the configured names are
 //     refused (421), so a web page that rebinds its DNS name to 127.0.0.1
 //     cannot read the page through the user's browser.
