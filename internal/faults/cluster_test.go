@@ -128,7 +128,10 @@ func (c *cluster) startDevice(d *device) {
 	d.p = startProc(c.t, "cspool imap-server "+d.name, "imap-server", "--user", userName,
 		"--user-key", filepath.Join(c.dir, "user.sec"), "--user-public-key", filepath.Join(c.dir, "user.pub"),
 		"--spool-key", filepath.Join(c.dir, "spool.pub"), "--db", d.db, "--spool-server", c.url(),
-		"--port", fmt.Sprint(d.port), "--password", password)
+		"--port", fmt.Sprint(d.port), "--password", password,
+		// No status page: these daemons must not hold the default port
+		// that cmd/cspool's TestStatusWithSquatter squats on.
+		"--status-addr", "")
 	d.p.waitOutput(c.t, "IMAP settings", 30*time.Second)
 	conn, err := net.DialTimeout("tcp", d.addr(), 5*time.Second)
 	if err != nil {
