@@ -54,7 +54,9 @@ const (
 	Subscribe     Kind = 12 // add a mailbox to the subscription list
 	Unsubscribe   Kind = 13 // remove a mailbox from the subscription list
 	Checkpoint    Kind = 14 // marks a checkpoint of the state at Position
-	maxKind            = Checkpoint
+	Body          Kind = 15 // a message's bytes, put back by a recovery after a restore
+	Restoration   Kind = 16 // the state after a restore, replacing the history after Base
+	maxKind            = Restoration
 )
 
 var kindNames = [...]string{
@@ -62,6 +64,7 @@ var kindNames = [...]string{
 	ReplaceFlags: "ReplaceFlags", Copy: "Copy", Move: "Move", Expunge: "Expunge",
 	CreateMailbox: "CreateMailbox", RenameMailbox: "RenameMailbox", DeleteMailbox: "DeleteMailbox",
 	Subscribe: "Subscribe", Unsubscribe: "Unsubscribe", Checkpoint: "Checkpoint",
+	Body: "Body", Restoration: "Restoration",
 }
 
 func (k Kind) String() string {
@@ -136,6 +139,9 @@ type Command struct {
 
 	// Seen, when set, is the head the author had applied.
 	Seen *Head
+	// Base is a Restoration's restored head: the last position at which
+	// the spool's log and the history its writer had applied agree.
+	Base *Head
 }
 
 // Errors returned by Decode and Validate.
@@ -160,6 +166,7 @@ const (
 	fBody
 	fPosition
 	fDigest
+	fBase
 )
 
 // required and optional fields per kind.
@@ -185,6 +192,10 @@ func fieldsOf(k Kind) (required, optional field) {
 		return fMailbox, fMailboxID
 	case Checkpoint:
 		return fPosition | fDigest, fBody
+	case Body:
+		return 0, fBody
+	case Restoration:
+		return fPosition | fDigest | fBase | fBody, 0
 	}
 	return 0, 0
 }
@@ -206,10 +217,11 @@ func (c *Command) present() field {
 	set(len(c.Body) > 0, fBody)
 	set(c.Position != 0, fPosition)
 	set(len(c.Digest) > 0, fDigest)
+	set(c.Base != nil, fBase)
 	return f
 }
 
-var fieldNames = []string{"mailbox", "mailbox id", "new name", "special use", "flags", "ids", "date", "body", "position", "digest"}
+var fieldNames = []string{"mailbox", "mailbox id", "new name", "special use", "flags", "ids", "date", "body", "position", "digest", "base"}
 
 func names(f field) string {
 	var s []string
@@ -250,8 +262,14 @@ func (c *Command) Validate() error {
 			return err
 		}
 	}
-	if c.Kind == Checkpoint && len(c.Digest) != sha256.Size {
-		return fmt.Errorf("%w: checkpoint digest is %d bytes, want %d", ErrInvalid, len(c.Digest), sha256.Size)
+	if (c.Kind == Checkpoint || c.Kind == Restoration) && len(c.Digest) != sha256.Size {
+		return fmt.Errorf("%w: %s digest is %d bytes, want %d", ErrInvalid, c.Kind, len(c.Digest), sha256.Size)
+	}
+	if c.Base != nil && len(c.Base.Hash) != sha256.Size {
+		return fmt.Errorf("%w: base hash is %d bytes, want %d", ErrInvalid, len(c.Base.Hash), sha256.Size)
+	}
+	if c.Kind == Restoration && c.Base.Pos > c.Position {
+		return fmt.Errorf("%w: restoration base %d after its position %d", ErrInvalid, c.Base.Pos, c.Position)
 	}
 	if c.Seen != nil && c.Seen.Pos == 0 && len(c.Seen.Hash) == 0 {
 		return fmt.Errorf("%w: empty seen head", ErrInvalid)

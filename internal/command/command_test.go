@@ -35,6 +35,12 @@ func samples() []*Command {
 		{Kind: Unsubscribe, Mailbox: "x", MailboxID: id(8)},
 		{Kind: Checkpoint, Position: 42, Digest: bytes.Repeat([]byte{1}, 32)},
 		{Kind: Expunge, IDs: []ID{id(6)}, Seen: &Head{Pos: 10, Hash: []byte{1, 2, 3}}},
+		{Kind: Body, Body: []byte("Subject: put back\r\n\r\nafter a restore\r\n")},
+		{Kind: Body},
+		{Kind: Restoration, Position: 42, Digest: bytes.Repeat([]byte{1}, 32),
+			Base: &Head{Pos: 30, Hash: bytes.Repeat([]byte{2}, 32)}, Body: []byte{0xa0}},
+		{Kind: Restoration, Position: 7, Digest: bytes.Repeat([]byte{1}, 32),
+			Base: &Head{Hash: make([]byte, 32)}, Body: []byte{0xa0}},
 	}
 }
 
@@ -74,6 +80,15 @@ func TestInvalid(t *testing.T) {
 		{"control char", Command{Kind: CreateMailbox, Mailbox: "a\nb"}, ErrInvalid},
 		{"bad special use", Command{Kind: CreateMailbox, Mailbox: "a", SpecialUse: `\Nope`}, ErrInvalid},
 		{"short digest", Command{Kind: Checkpoint, Position: 1, Digest: []byte{1}}, ErrInvalid},
+		{"body with a mailbox", Command{Kind: Body, Mailbox: "INBOX", Body: []byte("x")}, ErrInvalid},
+		{"restoration without base", Command{Kind: Restoration, Position: 2, Digest: bytes.Repeat([]byte{1}, 32), Body: []byte{1}}, ErrInvalid},
+		{"restoration without state", Command{Kind: Restoration, Position: 2, Digest: bytes.Repeat([]byte{1}, 32),
+			Base: &Head{Pos: 1, Hash: bytes.Repeat([]byte{2}, 32)}}, ErrInvalid},
+		{"restoration base after it", Command{Kind: Restoration, Position: 2, Digest: bytes.Repeat([]byte{1}, 32),
+			Base: &Head{Pos: 3, Hash: bytes.Repeat([]byte{2}, 32)}, Body: []byte{1}}, ErrInvalid},
+		{"short base hash", Command{Kind: Restoration, Position: 2, Digest: bytes.Repeat([]byte{1}, 32),
+			Base: &Head{Pos: 1, Hash: []byte{2}}, Body: []byte{1}}, ErrInvalid},
+		{"base on another kind", Command{Kind: Expunge, IDs: []ID{id(1)}, Base: &Head{Pos: 1, Hash: bytes.Repeat([]byte{2}, 32)}}, ErrInvalid},
 	}
 	for _, tc := range tests {
 		if _, err := Encode(&tc.c); !errors.Is(err, tc.want) {

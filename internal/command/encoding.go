@@ -30,6 +30,7 @@ type wireFields struct {
 	Position   uint64    `cbor:"9,keyasint,omitempty"`
 	Digest     []byte    `cbor:"10,keyasint,omitempty"`
 	Seen       *wireHead `cbor:"11,keyasint,omitempty"`
+	Base       *wireHead `cbor:"12,keyasint,omitempty"`
 }
 
 type wireHead struct {
@@ -89,6 +90,9 @@ func toWire(c *Command) wire {
 	f.Digest = c.Digest
 	if c.Seen != nil {
 		f.Seen = &wireHead{Pos: c.Seen.Pos, Hash: c.Seen.Hash}
+	}
+	if c.Base != nil {
+		f.Base = &wireHead{Pos: c.Base.Pos, Hash: c.Base.Hash}
 	}
 	return w
 }
@@ -164,6 +168,9 @@ func Decode(b []byte) (*Command, error) {
 	}
 	if f.Seen != nil {
 		c.Seen = &Head{Pos: f.Seen.Pos, Hash: f.Seen.Hash}
+	}
+	if f.Base != nil {
+		c.Base = &Head{Pos: f.Base.Pos, Hash: f.Base.Hash}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err

@@ -590,7 +590,8 @@ const MinPadded = 1 << 10
 
 // PaddedLen returns the length a writer pads an inner plaintext of n bytes
 // to, for an entry holding a command of kind k (docs/FORMAT.md §2): the
-// kinds that carry a message or a state (Deliver, Append, Checkpoint) to
+// kinds that carry a message or a state (Deliver, Append, Checkpoint, Body,
+// Restoration) to
 // the Padmé length, every other kind to the next power of two, and neither
 // below MinPadded. So all of a device's small commands seal to one size,
 // and larger batches to a size that tells only the power of two.
@@ -599,7 +600,7 @@ func PaddedLen(k command.Kind, n int) int {
 		return MinPadded
 	}
 	switch k {
-	case command.Deliver, command.Append, command.Checkpoint:
+	case command.Deliver, command.Append, command.Checkpoint, command.Body, command.Restoration:
 		return Padme(n)
 	}
 	return 1 << bits.Len(uint(n-1))

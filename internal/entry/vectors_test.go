@@ -68,7 +68,20 @@ func vectorCommands() []struct {
 			Seen: &command.Head{Pos: 4242, Hash: bytes.Repeat([]byte{0x5e}, 32)}}},
 		{"append, user author, padded", true, &command.Command{Kind: command.Append, Mailbox: "Drafts", MailboxID: ids[1],
 			Flags: []string{`\Draft`}, Date: 1764000000003, Body: []byte("Subject: draft\r\n\r\nUnfinished.\r\n")}},
+		{"body put back after a restore, user author, padded", true, &command.Command{Kind: command.Body,
+			Body: append([]byte("From: a@example.org\r\nSubject: kept by a device\r\n\r\n"),
+				bytes.Repeat([]byte("Only a device still had this line.\r\n"), 40)...)}},
+		{"restoration, user author, padded", true, restorationVector()},
 	}
+}
+
+// restorationVector is a Restoration whose state is a short stand-in (the
+// entry format does not look inside it; docs/FORMAT.md §5 specifies it).
+func restorationVector() *command.Command {
+	state := []byte("restoration state")
+	digest := sha256.Sum256(state)
+	return &command.Command{Kind: command.Restoration, Position: 1234, Digest: digest[:],
+		Base: &command.Head{Pos: 1000, Hash: bytes.Repeat([]byte{0xb5}, 32)}, Body: state}
 }
 
 // hundredIDs are message ids for a command that pads beyond the smallest
@@ -331,13 +344,14 @@ func TestVectorsByHand(t *testing.T) {
 }
 
 // padByHand is the writer's padding rule of docs/FORMAT.md §2 written from
-// the text: at least 1024 bytes; Deliver (1), Append (2) and Checkpoint
-// (14) to the Padmé length, every other kind to a power of two.
+// the text: at least 1024 bytes; Deliver (1), Append (2), Checkpoint (14),
+// Body (15) and Restoration (16) to the Padmé length, every other kind to a
+// power of two.
 func padByHand(kind byte, l int) int {
 	if l <= 1024 {
 		return 1024
 	}
-	if kind == 1 || kind == 2 || kind == 14 {
+	if kind == 1 || kind == 2 || kind == 14 || kind == 15 || kind == 16 {
 		e := 0 // floor(log2 l)
 		for 1<<(e+1) <= l {
 			e++

@@ -33,6 +33,8 @@ type applier struct {
 
 	stmts map[string]*sql.Stmt // prepared on first use, closed with tx
 
+	rebase *rebaseRules // inside a Rebase (restoration.go), else nil
+
 	// per entry
 	pos     uint64
 	entry   command.ID
@@ -228,6 +230,16 @@ func (a *applier) dispatch(c *command.Command) error {
 		return a.subscribe(c)
 	case command.Checkpoint:
 		return nil // a marker in the log; the state does not change
+	case command.Body:
+		return a.bodyBack(c)
+	case command.Restoration:
+		// The syncer adopts its state (Adopt) before applying it; here it
+		// only takes its place in the log, right after the position its
+		// state is at, or it is stale.
+		if c.Position+1 != a.pos {
+			return reject(ReasonInvalid, "a restoration of the state at position %d is stale at position %d", c.Position, a.pos)
+		}
+		return nil
 	}
 	return reject(ReasonInvalid, "unknown command kind %d", c.Kind)
 }

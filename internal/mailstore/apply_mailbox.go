@@ -75,6 +75,17 @@ func (a *applier) createParents(id command.ID, name string) error {
 	return nil
 }
 
+// resolveExisting finds the mailbox a RenameMailbox or DeleteMailbox acts
+// on: as resolve, except inside a rebase, where an id that does not exist
+// does not fall back to the name (the name may be a mailbox of the
+// superseded history the command's author never saw).
+func (a *applier) resolveExisting(c *command.Command) (*mailboxRow, error) {
+	if a.rebase != nil && !c.MailboxID.IsZero() {
+		return mailboxByID(a.ctx, a, c.MailboxID)
+	}
+	return a.resolve(c.MailboxID, c.Mailbox)
+}
+
 func (a *applier) createMailbox(c *command.Command) error {
 	name := NormalizeName(c.Mailbox)
 	if mb, err := mailboxByName(a.ctx, a, name); err != nil {
@@ -87,7 +98,7 @@ func (a *applier) createMailbox(c *command.Command) error {
 }
 
 func (a *applier) renameMailbox(c *command.Command) error {
-	src, err := a.resolve(c.MailboxID, c.Mailbox)
+	src, err := a.resolveExisting(c)
 	if err != nil {
 		return err
 	}
@@ -227,7 +238,7 @@ func (a *applier) messagesIn(mid int64) ([]*messageRow, error) {
 // deleteMailbox removes a mailbox and its messages. Children stay (RFC 9051
 // section 6.3.5) and so does a subscription to its name (section 6.3.7).
 func (a *applier) deleteMailbox(c *command.Command) error {
-	mb, err := a.resolve(c.MailboxID, c.Mailbox)
+	mb, err := a.resolveExisting(c)
 	if err != nil {
 		return err
 	}
@@ -236,6 +247,9 @@ func (a *applier) deleteMailbox(c *command.Command) error {
 	}
 	if mb.id == InboxID() {
 		return reject(ReasonInbox, "INBOX cannot be deleted")
+	}
+	if a.rebase != nil && a.rebase.keeps(mb) {
+		return reject(ReasonKept, "mailbox %q holds changes from before the restore", mb.name)
 	}
 	msgs, err := a.messagesIn(mb.mid)
 	if err != nil {

@@ -82,7 +82,10 @@ func (a *applier) resolve(id command.ID, name string) (*mailboxRow, error) {
 func (a *applier) storeBody(b []byte) (int64, error) {
 	digest := sha256.Sum256(b)
 	var bid int64
-	err := a.QueryRowContext(a.ctx, "UPDATE bodies SET refs = refs + 1 WHERE digest = ? RETURNING bid", digest[:]).Scan(&bid)
+	// A body whose origin is unknown (a rebase's, restoration.go) takes
+	// this entry's position: the entry holds its bytes.
+	err := a.QueryRowContext(a.ctx, "UPDATE bodies SET refs = refs + 1, origin = iif(origin = 0, ?, origin) WHERE digest = ? RETURNING bid",
+		int64(a.pos), digest[:]).Scan(&bid)
 	if err == nil {
 		return bid, nil
 	}
@@ -106,6 +109,16 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
 	return bid, nil
+}
+
+// bodyBack applies a Body entry: it changes nothing but the origin of a
+// stored body with its bytes whose origin is unknown (restoration.go).
+func (a *applier) bodyBack(c *command.Command) error {
+	digest := sha256.Sum256(c.Body)
+	if _, err := a.ExecContext(a.ctx, "UPDATE bodies SET origin = ? WHERE digest = ? AND origin = 0", int64(a.pos), digest[:]); err != nil {
+		return fmt.Errorf("recording body origin: %w", err)
+	}
+	return nil
 }
 
 func (a *applier) refBody(bid int64) error {

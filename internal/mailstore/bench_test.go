@@ -153,7 +153,7 @@ func BenchmarkRestoreCheck(b *testing.B) {
 			b.Fatal(err)
 		}
 		start := time.Now()
-		if err := r.checkHistory(n); err != nil {
+		if _, err := r.checkHistory(n); err != nil {
 			b.Fatal(err)
 		}
 		check += time.Since(start)

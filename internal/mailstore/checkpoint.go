@@ -33,6 +33,10 @@ type Snapshot struct {
 	Messages        []SnapMessage `cbor:"7,keyasint"`
 	Entries         []byte        `cbor:"8,keyasint"`           // seen entry ids: 16-byte id, 8-byte position, sorted by id, no id twice
 	Chain           []byte        `cbor:"9,keyasint,omitempty"` // the log's chain hash at Position, when known
+	// Superseded lists, like Entries, the entries of histories a
+	// restoration replaced (restoration.go), at the positions they had
+	// there: no id of Entries, positions not bounded by Position.
+	Superseded []byte `cbor:"10,keyasint,omitempty"`
 }
 
 // SnapMailbox is one mailbox of a Snapshot.
@@ -125,16 +129,40 @@ func (sn *Snapshot) check() error {
 	if sn.Chain != nil && len(sn.Chain) != sha256.Size {
 		return bad("chain hash of %d bytes", len(sn.Chain))
 	}
-	if len(sn.Entries)%24 != 0 {
-		return bad("entries field of %d bytes", len(sn.Entries))
+	if err := checkEntryList("entries", sn.Entries, sn.Position); err != nil {
+		return err
+	}
+	if err := checkEntryList("superseded entries", sn.Superseded, 0); err != nil {
+		return err
+	}
+	// No id in both lists: walk them together, both sorted by id.
+	a, b := sn.Entries, sn.Superseded
+	for len(a) > 0 && len(b) > 0 {
+		switch c := bytes.Compare(a[:16], b[:16]); {
+		case c == 0:
+			return bad("entry %x both applied and superseded", a[:16])
+		case c < 0:
+			a = a[24:]
+		default:
+			b = b[24:]
+		}
+	}
+	return nil
+}
+
+// checkEntryList checks a list of 24-byte (id, position) records: sorted by
+// id, each id once, positions above 0 and, when max is not 0, at most max.
+func checkEntryList(what string, list []byte, max uint64) error {
+	if len(list)%24 != 0 {
+		return fmt.Errorf("%w: %s field of %d bytes", ErrSnapshot, what, len(list))
 	}
 	var prev []byte
-	for b := sn.Entries; len(b) > 0; b = b[24:] {
-		if p := binary.BigEndian.Uint64(b[16:24]); p == 0 || p > sn.Position {
-			return bad("entry %x at position %d", b[:16], p)
+	for b := list; len(b) > 0; b = b[24:] {
+		if p := binary.BigEndian.Uint64(b[16:24]); p == 0 || (max != 0 && p > max) {
+			return fmt.Errorf("%w: %s: entry %x at position %d", ErrSnapshot, what, b[:16], p)
 		}
 		if prev != nil && bytes.Compare(prev, b[:16]) >= 0 {
-			return bad("entries not sorted by id, or an id twice (%x)", b[:16])
+			return fmt.Errorf("%w: %s not sorted by id, or an id twice (%x)", ErrSnapshot, what, b[:16])
 		}
 		prev = b[:16]
 	}
@@ -191,6 +219,12 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 		return nil, fmt.Errorf("taking snapshot: %w", err)
 	}
 	defer tx.Rollback()
+	return snapshotOf(ctx, tx)
+}
+
+// snapshotOf reads the whole replicated state through q, one transaction.
+func snapshotOf(ctx context.Context, tx queryer) (*Snapshot, error) {
+	var err error
 	sn := &Snapshot{Version: SnapshotVersion, Subscriptions: []string{}, Keywords: []string{}, Messages: []SnapMessage{}}
 	var pos, uv int64
 	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &uv); err != nil {
@@ -234,19 +268,12 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}); err != nil {
 		return nil, err
 	}
-	var ents bytes.Buffer
-	if err := dumpRows(ctx, tx, "SELECT id, pos FROM entries ORDER BY id", func(r scanner) error {
-		var id []byte
-		var p int64
-		if err := r.Scan(&id, &p); err != nil {
-			return err
-		}
-		ents.Write(id)
-		return binary.Write(&ents, binary.BigEndian, uint64(p))
-	}); err != nil {
+	if sn.Entries, err = entryList(ctx, tx, 0); err != nil {
 		return nil, err
 	}
-	sn.Entries = ents.Bytes()
+	if sn.Superseded, err = entryList(ctx, tx, 1); err != nil {
+		return nil, err
+	}
 	var chain []byte
 	err = tx.QueryRowContext(ctx, "SELECT hash FROM chain WHERE pos = ?", pos).Scan(&chain)
 	switch {
@@ -262,6 +289,25 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 		sn.Keywords = []string{}
 	}
 	return sn, nil
+}
+
+// entryList returns the entries table's rows of one kind (old: 0 applied
+// here, 1 superseded) as Snapshot.Entries encodes them.
+func entryList(ctx context.Context, q queryer, old int) ([]byte, error) {
+	var ents bytes.Buffer
+	err := dumpRows(ctx, q, fmt.Sprintf("SELECT id, pos FROM entries WHERE old = %d ORDER BY id", old), func(r scanner) error {
+		var id []byte
+		var p int64
+		if err := r.Scan(&id, &p); err != nil {
+			return err
+		}
+		ents.Write(id)
+		return binary.Write(&ents, binary.BigEndian, uint64(p))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ents.Bytes(), nil
 }
 
 // LiveBodies returns how many distinct bodies live messages hold: the

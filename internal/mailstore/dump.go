@@ -103,13 +103,17 @@ func (s *Store) Dump(ctx context.Context) (*State, error) {
 		return nil, err
 	}
 	h := sha256.New()
-	if err := dumpRows(ctx, tx, "SELECT id, pos FROM entries ORDER BY id", func(r scanner) error {
+	if err := dumpRows(ctx, tx, "SELECT id, pos, old FROM entries ORDER BY id", func(r scanner) error {
 		var id []byte
-		var pos int64
-		if err := r.Scan(&id, &pos); err != nil {
+		var pos, old int64
+		if err := r.Scan(&id, &pos, &old); err != nil {
 			return err
 		}
-		fmt.Fprintf(h, "%x %d\n", id, pos)
+		if old != 0 {
+			fmt.Fprintf(h, "%x %d superseded\n", id, pos)
+		} else {
+			fmt.Fprintf(h, "%x %d\n", id, pos)
+		}
 		st.Entries++
 		return nil
 	}); err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -29,47 +30,69 @@ type BodyFetcher func(ctx context.Context, need []uint64, put func(pos uint64, r
 // state differs from before (so IMAP sessions see expunges, new messages
 // and flag changes, and no UIDVALIDITY change where the mailbox is the same).
 func (s *Store) Restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher) (*Result, error) {
+	res, _, err := s.restore(ctx, sn, fetch, false)
+	return res, err
+}
+
+// restore is Restore, or Adopt when adopt is set (restoration.go).
+func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, adopt bool) (*Result, *Adoption, error) {
 	if err := s.check(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := sn.check(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("starting restore: %w", err)
+		return nil, nil, fmt.Errorf("starting restore: %w", err)
 	}
 	defer tx.Rollback()
-	r := &restorer{ctx: ctx, tx: tx, sn: sn}
-	var pos int64
-	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
-		return nil, fmt.Errorf("reading state: %w", err)
+	r := &restorer{ctx: ctx, tx: tx, sn: sn, adopt: adopt}
+	var pos, uv int64
+	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &uv); err != nil {
+		return nil, nil, fmt.Errorf("reading state: %w", err)
 	}
-	if uint64(pos) >= sn.Position {
-		return nil, fmt.Errorf("%w: checkpoint at %d is not after position %d", ErrPosition, sn.Position, pos)
+	if !adopt && uint64(pos) >= sn.Position {
+		return nil, nil, fmt.Errorf("%w: checkpoint at %d is not after position %d", ErrPosition, sn.Position, pos)
 	}
 	if err := r.readOld(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := r.checkHistory(uint64(pos)); err != nil {
-		return nil, err
+	cov, err := r.checkHistory(uint64(pos))
+	if err != nil {
+		return nil, nil, err
+	}
+	if uint64(uv) > uint64(sn.NextUIDValidity) {
+		return nil, nil, &Contradiction{Pos: sn.Position, Detail: fmt.Sprintf(
+			"the checkpoint at position %d would give out UIDVALIDITY %d again, which this device has already given out (its next is %d): its writer did not see this device's history",
+			sn.Position, sn.NextUIDValidity, uv)}
+	}
+	ad := &Adoption{Crossed: cov.crossed, Lost: cov.lost}
+	if adopt {
+		if ad.Cleared, err = r.explainAlarms(cov.explainFrom); err != nil {
+			return nil, nil, err
+		}
 	}
 	if err := r.bodies(fetch); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := r.replace(); err != nil {
-		return nil, err
+	if err := r.replace(cov.crossed); err != nil {
+		return nil, nil, err
 	}
-	if err := forgetAppended(ctx, tx, sn.Position); err != nil {
-		return nil, err
+	upTo := sn.Position
+	if cov.crossed {
+		upTo = 1<<63 - 1 // every record is of the history the checkpoint supersedes
+	}
+	if err := forgetAppended(ctx, tx, upTo); err != nil {
+		return nil, nil, err
 	}
 	res := r.diff()
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
+		return nil, nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
 	}
-	return res, nil
+	return res, ad, nil
 }
 
 type oldMessage struct {
@@ -80,9 +103,10 @@ type oldMessage struct {
 }
 
 type restorer struct {
-	ctx context.Context
-	tx  *sql.Tx
-	sn  *Snapshot
+	ctx   context.Context
+	tx    *sql.Tx
+	sn    *Snapshot
+	adopt bool
 
 	oldMailboxes map[command.ID]SnapMailbox
 	oldMessages  map[command.ID]oldMessage
@@ -150,18 +174,34 @@ func (r *restorer) readOld() error {
 	})
 }
 
+// coverage is what checkHistory found: how the snapshot holds this
+// store's history.
+type coverage struct {
+	crossed     bool       // an entry this store applied is among the snapshot's superseded ones
+	explainFrom uint64     // the lowest position of an entry applied or appended here that the snapshot supersedes (0: none)
+	lost        []Appended // entries appended here that a snapshot superseding this history does not hold
+}
+
 // checkHistory refuses a snapshot that does not extend what this store
 // knows of the log at its position pos: every entry it applied must be in
-// the snapshot's entries at the same position, every entry this device
-// appended at or below the snapshot's position too, and a message it holds
-// under an id the snapshot also holds must have the same bytes. Anything
-// else means the snapshot's writer was shown another history than this
-// device (a fork), or the spool dropped this device's entry.
-func (r *restorer) checkHistory(pos uint64) error {
+// the snapshot's entries, or among the entries of a history a restoration
+// superseded, at the same position; every entry this device appended at
+// or below the snapshot's position too; and a message it holds under an id
+// the snapshot also holds must have the same bytes. Anything else means
+// the snapshot's writer was shown another history than this device (a
+// fork), or the spool dropped this device's entry. Once the store's
+// history is superseded (a restoration replaced it), an appended entry the
+// snapshot does not hold is lost with that history (coverage.lost): this
+// device never applied it, so no client was told it was done.
+func (r *restorer) checkHistory(pos uint64) (*coverage, error) {
 	cp := r.sn.Position
-	in := make(map[command.ID]uint64, len(r.sn.Entries)/24)
-	for b := r.sn.Entries; len(b) >= 24; b = b[24:] {
-		in[command.ID(b[:16])] = binary.BigEndian.Uint64(b[16:24])
+	in := listPositions(r.sn.Entries)
+	old := listPositions(r.sn.Superseded)
+	cov := &coverage{}
+	superseded := func(p uint64) {
+		if cov.explainFrom == 0 || p < cov.explainFrom {
+			cov.explainFrom = p
+		}
 	}
 	// what the snapshot holds at p, for the alarm
 	at := func(p uint64) string {
@@ -180,27 +220,48 @@ func (r *restorer) checkHistory(pos uint64) error {
 			return err
 		}
 		id := command.ID(idb)
-		if q, ok := in[id]; !ok || q != uint64(p) {
-			c = &Contradiction{Pos: uint64(p), Detail: fmt.Sprintf(
-				"the checkpoint at position %d does not hold entry %s at position %d, where this device (at position %d) applied it, but %s: the spool showed the checkpoint's writer a different history than this device (fork)",
-				cp, id, p, pos, at(uint64(p)))}
-			return c // stops the scan
+		if q, ok := in[id]; ok && q == uint64(p) {
+			return nil
 		}
-		return nil
+		if q, ok := old[id]; ok && q == uint64(p) {
+			cov.crossed = true
+			superseded(uint64(p))
+			return nil
+		}
+		detail := fmt.Sprintf(
+			"the checkpoint at position %d does not hold entry %s at position %d, where this device (at position %d) applied it, but %s: the spool showed the checkpoint's writer a different history than this device (fork)",
+			cp, id, p, pos, at(uint64(p)))
+		if len(old) > 0 {
+			detail = fmt.Sprintf(
+				"the restoration at position %d neither holds nor supersedes entry %s, which this device applied at position %d: this device holds history the device that wrote the restoration did not have; run cspool recover on this device to put it back",
+				cp, id, p)
+		}
+		c = &Contradiction{Pos: uint64(p), Detail: detail}
+		return c // stops the scan
 	})
 	if c != nil {
-		return c
+		return nil, c
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	appended, err := queryAppended(r.ctx, r.tx, "SELECT id, pos FROM appended WHERE pos <= ? ORDER BY pos", int64(cp))
+	appended, err := queryAppended(r.ctx, r.tx, "SELECT id, pos FROM appended ORDER BY pos")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, a := range appended {
-		if q, ok := in[a.ID]; !ok || q != a.Pos {
-			return &Contradiction{Pos: a.Pos, Detail: fmt.Sprintf(
+		if q, ok := in[a.ID]; ok && q == a.Pos {
+			continue
+		}
+		if q, ok := old[a.ID]; ok && q == a.Pos {
+			superseded(a.Pos)
+			continue
+		}
+		switch {
+		case cov.crossed:
+			cov.lost = append(cov.lost, a)
+		case a.Pos <= cp:
+			return nil, &Contradiction{Pos: a.Pos, Detail: fmt.Sprintf(
 				"this device appended entry %s and the spool answered that it is at position %d, but the checkpoint at position %d holds %s there: the spool dropped the entry, or showed the checkpoint's writer a different history (fork)",
 				a.ID, a.Pos, cp, at(a.Pos))}
 		}
@@ -208,12 +269,34 @@ func (r *restorer) checkHistory(pos uint64) error {
 	for _, m := range r.sn.Messages {
 		old, ok := r.oldMessages[command.ID(m.ID)]
 		if ok && !bytes.Equal(old.digest[:], m.Digest) {
-			return &Contradiction{Pos: m.Body, Detail: fmt.Sprintf(
+			return nil, &Contradiction{Pos: m.Body, Detail: fmt.Sprintf(
 				"the checkpoint at position %d holds message %x with other bytes than this device holds under that id: the spool showed the checkpoint's writer a different delivery than this device (fork)",
 				cp, m.ID)}
 		}
 	}
-	return nil
+	if !cov.crossed && r.sn.Chain != nil {
+		// The same history: at the snapshot's position, the same chain.
+		var mine []byte
+		err := r.tx.QueryRowContext(r.ctx, "SELECT hash FROM chain WHERE pos = ?", int64(cp)).Scan(&mine)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("reading chain hash at %d: %w", cp, err)
+		}
+		if mine != nil && !bytes.Equal(mine, r.sn.Chain) {
+			return nil, &Contradiction{Pos: cp, Detail: fmt.Sprintf(
+				"the checkpoint at position %d was written over a history whose chain hash there (%x) is not this device's (%x): the spool showed its writer a different history (fork)",
+				cp, r.sn.Chain[:6], mine[:6])}
+		}
+	}
+	return cov, nil
+}
+
+// listPositions maps the ids of an encoded entry list to their positions.
+func listPositions(list []byte) map[command.ID]uint64 {
+	out := make(map[command.ID]uint64, len(list)/24)
+	for b := list; len(b) >= 24; b = b[24:] {
+		out[command.ID(b[:16])] = binary.BigEndian.Uint64(b[16:24])
+	}
+	return out
 }
 
 // bodies makes sure every body the snapshot names is stored, asking fetch
@@ -267,8 +350,10 @@ func (r *restorer) bodies(fetch BodyFetcher) error {
 	return nil
 }
 
-// replace writes the snapshot's state over the old one.
-func (r *restorer) replace() error {
+// replace writes the snapshot's state over the old one. crossed: the old
+// state was of a history the snapshot supersedes, so its chain hashes are
+// of that history and go.
+func (r *restorer) replace(crossed bool) error {
 	exec := func(q string, args ...any) error {
 		if _, err := r.tx.ExecContext(r.ctx, q, args...); err != nil {
 			return fmt.Errorf("restoring: %w", err)
@@ -323,17 +408,26 @@ func (r *restorer) replace() error {
 			return err
 		}
 	}
-	ents := r.sn.Entries
-	for len(ents) >= 24 {
-		if err := exec("INSERT INTO entries (id, pos) VALUES (?, ?)", ents[:16], int64(binary.BigEndian.Uint64(ents[16:24]))); err != nil {
+	for old, list := range [][]byte{r.sn.Entries, r.sn.Superseded} {
+		for ents := list; len(ents) >= 24; ents = ents[24:] {
+			if err := exec("INSERT INTO entries (id, pos, old) VALUES (?, ?, ?)", ents[:16], int64(binary.BigEndian.Uint64(ents[16:24])), old); err != nil {
+				return err
+			}
+		}
+	}
+	if crossed {
+		if err := exec("DELETE FROM chain"); err != nil {
 			return err
 		}
-		ents = ents[24:]
 	}
 	if r.sn.Chain != nil {
 		if err := exec("INSERT OR REPLACE INTO chain (pos, hash) VALUES (?, ?)", int64(r.sn.Position), r.sn.Chain); err != nil {
 			return err
 		}
+	}
+	if r.adopt {
+		return exec("UPDATE state SET position = ?, next_uidvalidity = ?, restorations = restorations + 1",
+			int64(r.sn.Position), int64(r.sn.NextUIDValidity))
 	}
 	return exec("UPDATE state SET position = ?, next_uidvalidity = ?", int64(r.sn.Position), int64(r.sn.NextUIDValidity))
 }

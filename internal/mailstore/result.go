@@ -46,6 +46,7 @@ const (
 	ReasonMailboxExists Reason = "mailbox-exists" // the mailbox to create or rename into exists
 	ReasonInbox         Reason = "inbox"          // INBOX cannot be deleted
 	ReasonIDExists      Reason = "id-exists"      // the id a new message or mailbox would take is in use
+	ReasonKept          Reason = "kept"           // inside a rebase: the mailbox holds changes from before the restore
 )
 
 // Status is an entry's outcome.

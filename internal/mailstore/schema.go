@@ -130,6 +130,21 @@ CREATE TABLE appended (
 	pos INTEGER NOT NULL CHECK (pos > 0)
 ) WITHOUT ROWID;
 `,
+	// 5: restorations (restoration.go): entries of a history a restore
+	// replaced stay known, marked old, so they are never applied again and
+	// a device that applied them can tell a restoration covers it; the
+	// position goes back only when a restoration is adopted, which counts.
+	`
+ALTER TABLE entries ADD COLUMN old INTEGER NOT NULL DEFAULT 0 CHECK (old IN (0, 1));
+ALTER TABLE state ADD COLUMN restorations INTEGER NOT NULL DEFAULT 0;
+DROP TRIGGER state_never_goes_back;
+CREATE TRIGGER state_never_goes_back
+BEFORE UPDATE ON state
+WHEN (NEW.position < OLD.position AND NEW.restorations <= OLD.restorations) OR NEW.next_uidvalidity < OLD.next_uidvalidity
+BEGIN
+	SELECT RAISE(ABORT, 'mailstore: position and uidvalidity counter never decrease (the position only with a restoration)');
+END;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
