@@ -72,7 +72,7 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 	}
 	for _, name := range only {
 		if !slices.ContainsFunc(boxes, func(mb mailstore.Mailbox) bool { return mb.Name == name }) {
-			return withHint(fmt.Errorf("no mailbox %q in %s", name, *db), "cspool status lists the mailboxes")
+			return withHint(fmt.Errorf("no mailbox %q in %s", name, *db), "cspool status --db "+*db+" lists the mailboxes")
 		}
 	}
 	dest := fs.Arg(0)
