@@ -60,7 +60,7 @@ func parseMessage(b []byte) (parsedMessage, error) {
 		p.status, p.headerLen = Unparsed, 0
 		env = &imap.Envelope{}
 	} else {
-		env = imapserver.ExtractEnvelope(header)
+		env = extractEnvelope(header)
 		bs = extractStructure(b)
 		if bs == nil {
 			p.status = Simplified
@@ -118,7 +118,42 @@ func extractStructure(b []byte) (bs imap.BodyStructure) {
 	if !wellFormed(bs) {
 		return nil
 	}
+	br = bufio.NewReader(bytes.NewReader(b))
+	if h, err := textproto.ReadHeader(br); err == nil {
+		nestedEnvelopes(bs, h, br)
+	}
 	return bs
+}
+
+// nestedEnvelopes gives every message/rfc822 part of bs the envelope
+// extractEnvelope makes of its header, in place of the library's (which
+// drops groups), walking the MIME tree of the part whose header is h and
+// whose body r reads, as ExtractBodyStructure did.
+func nestedEnvelopes(bs imap.BodyStructure, h textproto.Header, r io.Reader) {
+	switch bs := bs.(type) {
+	case *imap.BodyStructureMultiPart:
+		mh := gomessage.Header{Header: h}
+		_, params, _ := mh.ContentType()
+		mr := textproto.NewMultipartReader(r, params["boundary"])
+		for _, child := range bs.Children {
+			p, err := mr.NextPart()
+			if err != nil {
+				return
+			}
+			nestedEnvelopes(child, p.Header, p)
+		}
+	case *imap.BodyStructureSinglePart:
+		if bs.MessageRFC822 == nil {
+			return
+		}
+		br := bufio.NewReader(r)
+		ch, err := textproto.ReadHeader(br)
+		if err != nil {
+			return
+		}
+		bs.MessageRFC822.Envelope = extractEnvelope(ch)
+		nestedEnvelopes(bs.MessageRFC822.BodyStructure, ch, br)
+	}
 }
 
 // withinBounds walks the MIME tree without keeping it, and reports whether

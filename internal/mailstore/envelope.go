@@ -1,0 +1,281 @@
+package mailstore
+
+import (
+	"mime"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/charset"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+)
+
+// missingDomain is the host given to an address with no "@" (a local name
+// such as "root"): a NIL host would make it an RFC 3501 group marker. It
+// is the value other IMAP servers use.
+const missingDomain = "MISSING_DOMAIN"
+
+// extractEnvelope builds ENVELOPE (RFC 9051 section 7.5.2, RFC 3501
+// section 7.4.2) from a header, as imapserver.ExtractEnvelope does (the
+// subject and display names are stored decoded; go-imap encodes them again
+// as RFC 2047 words when it writes them), except that it keeps addresses
+// without a domain and writes RFC 5322 groups ("Team: a@example.org,
+// b@example.org;", "undisclosed-recipients:;") as the RFC 3501 group start
+// and end markers, (NIL NIL "Team" NIL) before the members and (NIL NIL NIL
+// NIL) after them, where go-imap drops them.
+func extractEnvelope(h textproto.Header) *imap.Envelope {
+	mh := mail.Header{Header: gomessage.Header{Header: h}}
+	date, _ := mh.Date()
+	subject, _ := mh.Subject()
+	inReplyTo, _ := mh.MsgIDList("In-Reply-To")
+	messageID, _ := mh.MessageID()
+	return &imap.Envelope{
+		Date:      date,
+		Subject:   subject,
+		From:      addressList(h, "From"),
+		Sender:    addressList(h, "Sender"),
+		ReplyTo:   addressList(h, "Reply-To"),
+		To:        addressList(h, "To"),
+		Cc:        addressList(h, "Cc"),
+		Bcc:       addressList(h, "Bcc"),
+		InReplyTo: inReplyTo,
+		MessageID: messageID,
+	}
+}
+
+// unfold undoes header folding (RFC 5322 section 2.2.3): line breaks go,
+// the white space after them stays.
+func unfold(v string) string {
+	if !strings.ContainsAny(v, "\r\n") {
+		return v
+	}
+	return strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+}
+
+// addressList parses every field named key as an address-list (RFC 5322
+// section 3.4), groups included.
+func addressList(h textproto.Header, key string) []imap.Address {
+	var out []imap.Address
+	for f := h.FieldsByKey(key); f.Next(); {
+		out = append(out, parseAddressList(unfold(f.Value()))...)
+	}
+	return out
+}
+
+// parseAddressList splits an address-list at the commas, colons and
+// semicolons that are not inside a quoted string, a comment or angle
+// brackets, and parses each mailbox. It never fails: what does not parse
+// as a mailbox is left out.
+func parseAddressList(v string) []imap.Address {
+	var out []imap.Address
+	var cur strings.Builder
+	inGroup := false
+	emit := func() {
+		if a, ok := parseMailbox(cur.String()); ok {
+			out = append(out, a)
+		}
+		cur.Reset()
+	}
+	depth, angle, quoted := 0, false, false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case quoted || depth > 0:
+			if c == '\\' && i+1 < len(v) {
+				cur.WriteByte(c)
+				i++
+				c = v[i]
+			} else if quoted && c == '"' {
+				quoted = false
+			} else if !quoted && c == '(' {
+				depth++
+			} else if !quoted && c == ')' {
+				depth--
+			}
+		case c == '"':
+			quoted = true
+		case c == '(':
+			depth++
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case angle:
+		case c == ':' && !inGroup:
+			name := phrase(cur.String())
+			cur.Reset()
+			out = append(out, imap.Address{Mailbox: name})
+			inGroup = true
+			continue
+		case c == ',':
+			emit()
+			continue
+		case c == ';' && inGroup:
+			emit()
+			out = append(out, imap.Address{})
+			inGroup = false
+			continue
+		}
+		cur.WriteByte(c)
+	}
+	emit()
+	if inGroup {
+		out = append(out, imap.Address{})
+	}
+	return out
+}
+
+// parseMailbox parses one mailbox: [display-name] <addr-spec>, or an
+// addr-spec alone.
+func parseMailbox(s string) (imap.Address, bool) {
+	s = stripComments(s)
+	var name, spec string
+	if i := topLevelIndex(s, '<'); i >= 0 {
+		name = phrase(s[:i])
+		spec = s[i+1:]
+		if j := strings.LastIndexByte(spec, '>'); j >= 0 {
+			spec = spec[:j]
+		}
+		// An obsolete route (RFC 5322 section 4.4) is dropped.
+		if strings.HasPrefix(strings.TrimSpace(spec), "@") {
+			if k := strings.IndexByte(spec, ':'); k >= 0 {
+				spec = spec[k+1:]
+			}
+		}
+	} else {
+		spec = s
+	}
+	spec = dropSpaces(spec)
+	if spec == "" {
+		return imap.Address{}, false
+	}
+	local, host := spec, missingDomain
+	if k := strings.LastIndexByte(spec, '@'); k >= 0 {
+		local, host = spec[:k], spec[k+1:]
+	}
+	if host == "" {
+		host = missingDomain
+	}
+	if len(local) >= 2 && local[0] == '"' && local[len(local)-1] == '"' {
+		local = unquote(local[1 : len(local)-1])
+	}
+	if local == "" {
+		return imap.Address{}, false
+	}
+	return imap.Address{Name: name, Mailbox: local, Host: host}, true
+}
+
+// wordDecoder decodes RFC 2047 words in every charset go-message knows.
+var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
+
+// phrase is a display name: quotes removed, white space runs made one
+// space, RFC 2047 words decoded (kept as they are when they do not decode).
+func phrase(s string) string {
+	p := plainPhrase(s)
+	if strings.Contains(p, "=?") {
+		if d, err := wordDecoder.DecodeHeader(p); err == nil {
+			return d
+		}
+	}
+	return p
+}
+
+func plainPhrase(s string) string {
+	var b strings.Builder
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && quoted && i+1 < len(s):
+			i++
+			b.WriteByte(s[i])
+		case c == '"':
+			quoted = !quoted
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return strings.Join(strings.Fields(b.String()), " ")
+}
+
+func unquote(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// stripComments removes comments (RFC 5322 section 3.2.2) outside quoted
+// strings.
+func stripComments(s string) string {
+	var b strings.Builder
+	depth, quoted := 0, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && i+1 < len(s) && (quoted || depth > 0):
+			if depth == 0 {
+				b.WriteByte(c)
+				b.WriteByte(s[i+1])
+			}
+			i++
+		case depth > 0 && c == '(':
+			depth++
+		case depth > 0 && c == ')':
+			depth--
+		case depth > 0:
+		case c == '"':
+			quoted = !quoted
+			b.WriteByte(c)
+		case c == '(' && !quoted:
+			depth++
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// topLevelIndex returns the index of the first c outside quoted strings.
+func topLevelIndex(s string, c byte) int {
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && quoted:
+			i++
+		case s[i] == '"':
+			quoted = !quoted
+		case s[i] == c && !quoted:
+			return i
+		}
+	}
+	return -1
+}
+
+// dropSpaces removes white space outside quoted strings (folding and CFWS
+// around the parts of an addr-spec).
+func dropSpaces(s string) string {
+	var b strings.Builder
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && quoted && i+1 < len(s):
+			b.WriteByte(c)
+			i++
+			c = s[i]
+		case c == '"':
+			quoted = !quoted
+		case !quoted && (c == ' ' || c == '\t' || c == '\r' || c == '\n'):
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,44 @@
+package mailstore
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// Address lists as RFC 5322 section 3.4 writes them, and the ENVELOPE
+// address structures RFC 3501 section 7.4.2 makes of them (a group is a
+// start marker with the group's name as mailbox, its members, and an end
+// marker of four NILs).
+func TestParseAddressList(t *testing.T) {
+	start := func(name string) imap.Address { return imap.Address{Mailbox: name} }
+	end := imap.Address{}
+	a := func(name, mbox, host string) imap.Address { return imap.Address{Name: name, Mailbox: mbox, Host: host} }
+	for _, c := range []struct {
+		in   string
+		want []imap.Address
+	}{
+		{`alice@example.org`, []imap.Address{a("", "alice", "example.org")}},
+		{`"Doe, John" <john@example.org>`, []imap.Address{a("Doe, John", "john", "example.org")}},
+		{`undisclosed-recipients:;`, []imap.Address{start("undisclosed-recipients"), end}},
+		{`Team: ann@example.org, "Bob B." <bob@example.org>;, carol@example.org`, []imap.Address{
+			start("Team"), a("", "ann", "example.org"), a("Bob B.", "bob", "example.org"), end, a("", "carol", "example.org")}},
+		{`A Group:Ed Jones <c@a.test>,joe@where.test,John <jdoe@one.test>;`, []imap.Address{ // RFC 5322 appendix A.1.3
+			start("A Group"), a("Ed Jones", "c", "a.test"), a("", "joe", "where.test"), a("John", "jdoe", "one.test"), end}},
+		{`=?UTF-8?Q?J=C3=BCrgen?= <j@z.org>`, []imap.Address{a("Jürgen", "j", "z.org")}},
+		{`root`, []imap.Address{a("", "root", missingDomain)}},
+		{`(comment) <@r1,@r2:carol@y.org>`, []imap.Address{a("", "carol", "y.org")}},
+		{`"Giant; \"Big\" Box" <sysservices@example.net>`, []imap.Address{a(`Giant; "Big" Box`, "sysservices", "example.net")}},
+		{`Pete(A nice \) chap) <pete(his account)@silly.test(his host)>`, []imap.Address{a("Pete", "pete", "silly.test")}},
+		{`"quoted local"@example.org`, []imap.Address{a("", "quoted local", "example.org")}},
+		{`Unclosed: a@b.test`, []imap.Address{start("Unclosed"), a("", "a", "b.test"), end}},
+		{``, nil},
+		{`, ,`, nil},
+	} {
+		got := parseAddressList(c.in)
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("%s:\n got  %v\n want %v", c.in, got, c.want)
+		}
+	}
+}
