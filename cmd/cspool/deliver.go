@@ -26,7 +26,9 @@ const (
 	exNoUser    = 67 // EX_NOUSER: no such user
 	exCantCreat = 73 // EX_CANTCREAT: the spool directory cannot be opened
 	exTempFail  = 75 // EX_TEMPFAIL: try again later
+	exProtocol  = 76 // EX_PROTOCOL: the server's answers are not the API's
 	exNoPerm    = 77 // EX_NOPERM: key or users file problem, key refused
+	exConfig    = 78 // EX_CONFIG: the server's TLS certificate is not trusted
 )
 
 func runDeliver(e *env, args []string) error {
@@ -52,8 +54,12 @@ cspool deliver as its delivery command:
   73  the spool directory or database cannot be opened
   75  temporary failure, try again later: the spool is locked or full, the
       server or database is unreachable or busy (HTTP 503)
+  76  the server's answers are not the API's (http:// for https://, or
+      another program on that port)
   77  permission problem: a key or users file is missing, unreadable, too
-      open or damaged, or the server refused the spool key`, `
+      open or damaged, or the server refused the spool key
+  78  the server's TLS certificate is not trusted (SSL_CERT_FILE,
+      docs/TLS.md), expired, or not for that host name`, `
 cspool deliver --user alice --user-key alice.pub --spool-key spool.sec < message.eml
 cspool deliver --users /etc/cspool/users --user alice --spool-key spool.sec \
     --spool-server http://127.0.0.1:3999 < message.eml
@@ -213,6 +219,10 @@ func deliverFailure(err error, server string) error {
 	switch {
 	case errors.Is(err, api.ErrUnauthenticated), errors.Is(err, api.ErrForbidden):
 		return &exitError{withHint(err, "the server at "+server+" must be started with this spool key's public half"), exNoPerm}
+	case errors.Is(err, api.ErrCertificate):
+		return &exitError{withHint(err, api.Hint(err)), exConfig}
+	case errors.Is(err, api.ErrProtocol):
+		return &exitError{withHint(err, api.Hint(err)), exProtocol}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &exitError{withHint(err, "the spool did not answer within --timeout; the message may be delivered twice if retried"), exTempFail}
 	}

@@ -85,7 +85,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	sy, err := syncer.New(syncer.Config{
 		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: client, Store: store,
 		Logger: log, OnApplied: func(r *mailstore.Result) { srv.Applied(r) }, IsTemporary: api.IsTemporary,
-		CheckpointMin: *checkpointMin,
+		Permanent: api.Hint, CheckpointMin: *checkpointMin,
 	})
 	if err != nil {
 		return err

@@ -137,6 +137,8 @@ cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server ht
 	switch {
 	case err == nil:
 		return nil
+	case api.Hint(err) != "":
+		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), api.Hint(err))
 	case errors.Is(err, syscall.ECONNREFUSED) || api.IsTemporary(err):
 		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), "check that the spool server is running and --spool-server is right")
 	case errors.Is(err, syncer.ErrGap) || errors.Is(err, syncer.ErrIntegrity):

@@ -199,7 +199,7 @@ func (c *Client) Health(ctx context.Context) error {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return &Error{Op: "checking health", Kind: ErrTransport, Msg: err.Error(), Err: err}
+		return transportError("checking health", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -242,7 +242,7 @@ func (c *Client) send(ctx context.Context, op, method, path string, q url.Values
 		}
 		resp, err := c.hc.Do(req)
 		if err != nil {
-			return nil, &Error{Op: op, Kind: ErrTransport, Msg: err.Error(), Err: err}
+			return nil, transportError(op, err)
 		}
 		if resp.StatusCode == http.StatusOK {
 			return resp, nil
@@ -299,8 +299,16 @@ func responseError(op string, resp *http.Response) *Error {
 		Error string `json:"error"`
 	}
 	msg := ""
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") && decodeJSON(resp.Body, &body) == nil {
+	ct := resp.Header.Get("Content-Type")
+	switch {
+	case strings.HasPrefix(ct, "application/json") && decodeJSON(resp.Body, &body) == nil:
 		msg = body.Error
+	case resp.StatusCode == http.StatusBadRequest:
+		// A Go HTTPS server's answer to plain HTTP is not from the API.
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		if strings.Contains(string(b), plainHTTPToTLS) {
+			return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "the server speaks HTTPS, and this request was plain HTTP"}
+		}
 	}
 	return &Error{Op: op, Status: resp.StatusCode, Kind: statusKind(resp.StatusCode), Msg: msg}
 }

@@ -31,6 +31,11 @@ var (
 	// ErrProtocol: the server answered something this client cannot parse.
 	// Permanent: retrying will not help until one side is fixed.
 	ErrProtocol = errors.New("protocol error")
+	// ErrCertificate: the server's TLS certificate did not verify (unknown
+	// authority, another host name, expired). Found by the client alone, it
+	// has no HTTP status. Permanent: it takes a person to fix the trust
+	// (SSL_CERT_FILE, docs/TLS.md) or the certificate.
+	ErrCertificate = errors.New("server certificate not trusted")
 )
 
 // Error is a failed API call, as the client sees it.

@@ -85,6 +85,17 @@ type Config struct {
 	// IsTemporary classifies Source errors; nil treats every error as
 	// temporary.
 	IsTemporary func(error) bool
+	// Permanent, if set, returns what a person must do about a Source
+	// error that retrying cannot heal (an untrusted certificate, a key the
+	// spool refuses), or "" for an error that may heal by itself. Such an
+	// error is logged once with that hint, shown in Status (LastError,
+	// Hint), and tried again only every RecheckPermanent, so that a fix on
+	// the server is noticed without a log line every 30 s. Nil: every
+	// error is retried with backoff.
+	Permanent func(error) string
+	// RecheckPermanent is how long the loop waits after an error
+	// Permanent named; 0 = 10 min.
+	RecheckPermanent time.Duration
 
 	// CheckpointMin is the fewest entries since the newest checkpoint
 	// before this device writes one (it also waits until they outnumber
@@ -125,6 +136,10 @@ type Status struct {
 	// proof that whoever holds the spool key tried to change the mailbox,
 	// so it is shown with the alarms.
 	Misuse string
+
+	// Hint, when not empty, says what a person must do about LastError:
+	// retrying alone will not fix it (Config.Permanent).
+	Hint string
 }
 
 // Alert is the text of the IMAP ALERT given at login, or "" when all is
@@ -151,7 +166,8 @@ type Syncer struct {
 	applied    chan struct{} // closed and replaced on each position change
 	alarmed    chan struct{} // closed when an integrity alarm stops the sync
 	pending    map[command.ID]pendingEntry
-	goneAt     uint64 // checkpoint whose restore last found bodies gone
+	goneAt     uint64    // checkpoint whose restore last found bodies gone
+	downSince  time.Time // when the exchanges with the spool started failing
 }
 
 // New returns a Syncer; call Run to start syncing.
@@ -173,6 +189,9 @@ func New(cfg Config) (*Syncer, error) {
 	}
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.RecheckPermanent == 0 {
+		cfg.RecheckPermanent = 10 * time.Minute
 	}
 	if cfg.IsTemporary == nil {
 		cfg.IsTemporary = func(error) bool { return true }
@@ -208,17 +227,20 @@ func (s *Syncer) Status() Status {
 
 // Run syncs until ctx is done, and returns ctx.Err() (or ErrClosed when the
 // store was closed under it). Failures of the spool or of the local store
-// (a full disk) are retried with backoff; an integrity alarm stops applying
-// but Run still waits for ctx, so the daemon keeps serving reads.
+// (a full disk) are retried with backoff, errors Config.Permanent names
+// every RecheckPermanent; an integrity alarm stops applying but Run still
+// waits for ctx, so the daemon keeps serving reads.
 func (s *Syncer) Run(ctx context.Context) error {
-	backoff := 250 * time.Millisecond
+	const firstBackoff = 250 * time.Millisecond
+	backoff := firstBackoff
+	logged := "" // the permanent error last logged
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		err := s.step(ctx)
 		if err == nil {
-			backoff = 250 * time.Millisecond
+			backoff, logged = firstBackoff, ""
 			s.maybeCheckpoint(ctx)
 			continue
 		}
@@ -233,21 +255,39 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if errors.Is(err, mailstore.ErrClosed) {
 			return err
 		}
-		s.setError(err)
+		wait := backoff
 		var se *storeError
-		if errors.As(err, &se) {
+		hint := ""
+		if !errors.As(err, &se) && s.cfg.Permanent != nil {
+			hint = s.cfg.Permanent(err)
+		}
+		s.setError(err, hint)
+		switch {
+		case se != nil:
 			// A full disk or a locked database: nothing was applied (the
 			// batch is one transaction); reads go on, and so do retries.
 			s.log.Error("applying to the local store failed; retrying", "err", err, "in", backoff)
-		} else {
+		case hint != "":
+			// Retrying every 30 s would not fix it, and would say the same
+			// thing forever: say it once, with what to do, and look again
+			// now and then in case someone fixed the server.
+			wait = s.cfg.RecheckPermanent
+			if msg := err.Error(); msg != logged {
+				logged = msg
+				s.log.Error("cannot sync with the spool until this is fixed", "err", err, "hint", hint,
+					"next_try_in", wait)
+			}
+		default:
 			s.log.Warn("spool unreachable; retrying", "err", err, "in", backoff)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
+		if hint == "" {
+			backoff = min(backoff*2, s.cfg.MaxBackoff)
+		}
 	}
 }
 
@@ -450,18 +490,33 @@ func rejectReason(err error) string {
 func (s *Syncer) contact(head, checkpoint uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.status.Connected && s.status.LastError != "" {
+		s.log.Info("spool reachable again", "was", s.status.LastError, "down_since", s.downSince.Format(time.RFC3339),
+			"down_for", time.Since(s.downSince).Round(time.Millisecond))
+	}
 	s.status.Head = max(s.status.Head, head)
 	s.status.Checkpoint = max(s.status.Checkpoint, checkpoint)
 	s.status.LastContact = time.Now()
 	s.status.Connected = true
-	s.status.LastError = ""
+	s.status.LastError, s.status.Hint = "", ""
 }
 
-func (s *Syncer) setError(err error) {
+// setError records a failed exchange with the spool, and what to do about
+// it when retrying will not help.
+func (s *Syncer) setError(err error, hint string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.status.Connected || s.status.LastError == "" {
+		s.downSince = time.Now()
+	}
 	s.status.Connected = false
 	s.status.LastError = err.Error()
+	if hint != "" {
+		// Every display of the status shows LastError: the hint goes
+		// with it.
+		s.status.LastError += "; to fix: " + hint
+	}
+	s.status.Hint = hint
 }
 
 func (s *Syncer) advance(pos uint64, chain *spool.Hash, applied, rejected int, res *mailstore.Result) {

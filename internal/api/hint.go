@@ -1,0 +1,68 @@
+package api
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// transportError classifies a failed round trip: a TLS certificate that
+// does not verify is ErrCertificate, a TLS handshake with something that
+// does not speak TLS is ErrProtocol (both permanent); anything else is
+// ErrTransport (temporary). The cause stays wrapped for errors.As.
+func transportError(op string, err error) *Error {
+	var cve *tls.CertificateVerificationError
+	var uae x509.UnknownAuthorityError
+	var he x509.HostnameError
+	var cie x509.CertificateInvalidError
+	var rhe tls.RecordHeaderError
+	switch {
+	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &he), errors.As(err, &cie):
+		return &Error{Op: op, Kind: ErrCertificate, Msg: err.Error(), Err: err}
+	case errors.As(err, &rhe):
+		return &Error{Op: op, Kind: ErrProtocol, Msg: "the server does not answer in TLS: " + err.Error(), Err: err}
+	}
+	return &Error{Op: op, Kind: ErrTransport, Msg: err.Error(), Err: err}
+}
+
+// plainHTTPToTLS is the start of what a Go HTTPS server answers to a plain
+// HTTP request (status 400, text/plain).
+const plainHTTPToTLS = "Client sent an HTTP request to an HTTPS server"
+
+// Hint says what a person must do about err when retrying cannot help, or
+// returns "" when err may heal by itself (IsTemporary) or is not an API
+// error. The daemon logs it and shows it in its status; cspool deliver
+// prints it as its hint.
+func Hint(err error) string {
+	var e *Error
+	if !errors.As(err, &e) || IsTemporary(err) {
+		return ""
+	}
+	switch e.Kind {
+	case ErrCertificate:
+		var he x509.HostnameError
+		var cie x509.CertificateInvalidError
+		switch {
+		case errors.As(err, &he):
+			return fmt.Sprintf("the spool server's certificate is not valid for %s: put a name it was issued for in the spool server URL (docs/TLS.md)", he.Host)
+		case errors.As(err, &cie) && cie.Reason == x509.Expired:
+			return "the spool server's certificate has expired or is not valid yet: renew it on the server, and check this machine's clock (docs/TLS.md)"
+		}
+		return "the spool server's certificate is not signed by a certificate authority this machine trusts: if it comes from a private CA or is self-signed, start this program with SSL_CERT_FILE=/path/to/ca.pem (docs/TLS.md)"
+	case ErrUnauthenticated:
+		return "the spool server refused this key: check that the server's users file (or table) lists this user with the public key matching the secret key given here (cspool keys are in docs/OPERATING.md), and that this machine's clock is right"
+	case ErrForbidden:
+		return "the spool server knows this key as another user's: check the user name given here against the server's users file"
+	case ErrProtocol, ErrNotFound, ErrUnsupportedType, ErrBadRequest:
+		if strings.Contains(e.Msg, "HTTPS") {
+			return "the spool server speaks HTTPS: write https:// in the spool server URL"
+		}
+		if strings.Contains(e.Msg, "TLS") {
+			return "the spool server speaks plain HTTP at this address: write http:// in the spool server URL, or point it at the TLS port"
+		}
+		return "check the spool server URL, and that the server runs the same version of cspool"
+	}
+	return ""
+}
