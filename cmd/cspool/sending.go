@@ -165,7 +165,11 @@ type sending struct {
 // submission. It returns nil when no --relay is given or --smtp-addr is
 // empty.
 func (f *sendingFlags) open(e *env, s sendingSetup) (*sending, error) {
-	if *f.relay == "" || *f.smtpAddr == "" {
+	if *f.smtpAddr == "" {
+		s.log.Info("sending is off: --smtp-addr is empty")
+		return nil, nil
+	}
+	if *f.relay == "" {
 		if len(f.identities) > 0 || *f.relayUser != "" {
 			return nil, usagef("--identity and --relay-user need --relay (the smarthost to send through)")
 		}
