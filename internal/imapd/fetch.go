@@ -69,6 +69,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 				return writeErr
 			}
 		}
+		if writeErr = checkBinary(m, opts); writeErr != nil {
+			return writeErr
+		}
 		writeErr = writeMessage(w.CreateMessage(r.seq), m, opts, markSeen)
 		return writeErr
 	})
@@ -208,6 +211,11 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 			return partial([]byte("\r\n"), sec.Partial)
 		}
 		return nil
+	case len(sec.Part) > 0 && (sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierText) &&
+		!isMessagePart(b, sec.Part):
+		// HEADER, HEADER.FIELDS and TEXT after a part number name the
+		// parts of a message/rfc822 part only (RFC 9051 section 6.4.5).
+		return []byte{}
 	}
 	out := imapserver.ExtractBodySection(bytes.NewReader(b), sec)
 	if out == nil {

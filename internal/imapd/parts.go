@@ -1,0 +1,82 @@
+package imapd
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-message/textproto"
+
+	"cspool/internal/mailstore"
+)
+
+// partHeader returns the MIME header of a body part (its BODY[part.MIME]),
+// parsed; an empty header when the part does not exist.
+func partHeader(raw []byte, part []int) *textproto.Header {
+	b := imapserver.ExtractBodySection(bytes.NewReader(raw),
+		&imap.FetchItemBodySection{Part: part, Specifier: imap.PartSpecifierMIME})
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(append(b, "\r\n"...))))
+	if err != nil {
+		return &textproto.Header{}
+	}
+	return &h
+}
+
+// decodable reports whether BINARY can undo a Content-Transfer-Encoding
+// (RFC 3516 section 4.1; RFC 2045 section 6.1).
+func decodable(cte string) bool {
+	switch strings.ToLower(strings.TrimSpace(cte)) {
+	case "", "7bit", "8bit", "binary", "base64", "quoted-printable":
+		return true
+	}
+	return false
+}
+
+// checkBinary refuses BINARY and BINARY.SIZE of a part whose transfer
+// encoding the server cannot decode: NO [UNKNOWN-CTE] (RFC 3516 section
+// 4.3), before any of the message's FETCH response is written.
+func checkBinary(m *mailstore.Message, opts *imap.FetchOptions) error {
+	if m.Parse != mailstore.Parsed {
+		return nil // served as one text part, as it is
+	}
+	var parts [][]int
+	for _, sec := range opts.BinarySection {
+		parts = append(parts, sec.Part)
+	}
+	for _, sec := range opts.BinarySectionSize {
+		parts = append(parts, sec.Part)
+	}
+	for _, p := range parts {
+		if len(p) == 0 {
+			continue
+		}
+		if cte := partHeader(raw(m), p).Get("Content-Transfer-Encoding"); !decodable(cte) {
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnknownCTE,
+				Text: fmt.Sprintf("part %s of message UID %d is in the %q transfer encoding, which the server cannot decode; fetch it with BODY", partName(p), m.UID, cleanText(cte))}
+		}
+	}
+	return nil
+}
+
+// isMessagePart reports whether part is a message/rfc822 (or
+// message/global) part: only those have a HEADER and a TEXT (RFC 9051
+// section 6.4.5).
+func isMessagePart(raw []byte, part []int) bool {
+	mt := strings.ToLower(partHeader(raw, part).Get("Content-Type"))
+	if i := strings.IndexByte(mt, ';'); i >= 0 {
+		mt = mt[:i]
+	}
+	mt = strings.TrimSpace(mt)
+	return mt == "message/rfc822" || mt == "message/global"
+}
+
+func partName(p []int) string {
+	s := make([]string, len(p))
+	for i, n := range p {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, ".")
+}
