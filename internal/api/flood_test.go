@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"cspool/internal/keys"
+	"cspool/internal/spool"
 )
 
 // flood sends GET head requests for alice's log from workers goroutines,
@@ -284,5 +285,35 @@ func TestRefusalsSlowedPerAddress(t *testing.T) {
 	t.Logf("%d refusals in %.1f s (bound %.0f), %d legitimate requests", n, took, bound, ok)
 	if float64(n) > bound || n == 0 || len(statuses) != 1 {
 		t.Errorf("flood from one address: %v in %.1f s; want only 401s, at most %.0f", statuses, took, bound)
+	}
+}
+
+// downUsers is a users database that cannot answer.
+type downUsers struct{}
+
+func (downUsers) Check(context.Context, string, keys.PublicKey) error {
+	return fmt.Errorf("users table: %w", spool.ErrUnavailable)
+}
+
+func (u downUsers) Authorize(ctx context.Context, user string, key keys.PublicKey) error {
+	return u.Check(ctx, user, key)
+}
+
+// TestUsersOutageNotHeld: when the users database fails, the 503s are the
+// server's, not refusals of the caller: its address's rate is not charged.
+func TestUsersOutageNotHeld(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.RefusalRate = 1; c.Users = downUsers{} })
+	for i := range 5 {
+		resp, msg := e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice})
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("request %d with the users database down: %d %q, want 503", i+1, resp.StatusCode, msg)
+		}
+	}
+	e.api.conns.mu.Lock()
+	defer e.api.conns.mu.Unlock()
+	for addr, a := range e.api.conns.open {
+		if !a.refusals.last.IsZero() {
+			t.Errorf("address %s was charged for the database's failures", addr)
+		}
 	}
 }

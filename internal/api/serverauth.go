@@ -96,7 +96,11 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		case errors.Is(err, userdb.ErrForbidden):
 			forbidden = usersError(err, user)
 		default:
-			return nil, unverified(usersError(err, user))
+			e := usersError(err, user)
+			if e.reason != "" { // an unknown key; not the database failing
+				e = unverified(e)
+			}
+			return nil, e
 		}
 	}
 	if !ed25519.Verify(a.key.Ed25519, signedMessage(r.Method, r.URL.Path, q, a), a.sig) {
