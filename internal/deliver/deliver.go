@@ -83,23 +83,26 @@ func (d *Deliverer) Deliver(ctx context.Context, user string, msg []byte) (pos u
 	if err != nil {
 		return 0, fmt.Errorf("delivering to %s: %w", user, err)
 	}
-	return d.deliverTo(ctx, user, key, msg, d.now())
+	pos, _, err = d.deliverTo(ctx, user, key, msg, d.now())
+	return pos, err
 }
 
 // deliverTo seals and appends without checks: the caller has validated user,
-// looked up key and bounded msg.
-func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicKey, msg []byte, received time.Time) (uint64, error) {
+// looked up key and bounded msg. It returns the entry's position and its
+// sealed (padded) size, the only size worth logging: the one the spool
+// keeps.
+func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicKey, msg []byte, received time.Time) (pos uint64, sealedLen int, err error) {
 	if d.SpoolKey == nil {
-		return 0, errors.New("delivering: no spool key configured")
+		return 0, 0, errors.New("delivering: no spool key configured")
 	}
 	c := &command.Command{Kind: command.Deliver, Date: received.UnixMilli(), Body: msg}
 	sealed, _, err := entry.Seal(c, d.SpoolKey, key, user, nil)
 	if err != nil {
-		return 0, fmt.Errorf("delivering to %s: %w", user, err)
+		return 0, 0, fmt.Errorf("delivering to %s: %w", user, err)
 	}
-	pos, err := d.Log.Append(ctx, user, [][]byte{sealed})
+	pos, err = d.Log.Append(ctx, user, [][]byte{sealed})
 	if err != nil {
-		return 0, fmt.Errorf("delivering to %s: appending %d bytes: %w", user, len(sealed), err)
+		return 0, 0, fmt.Errorf("delivering to %s: appending %d bytes: %w", user, len(sealed), err)
 	}
-	return pos, nil
+	return pos, len(sealed), nil
 }

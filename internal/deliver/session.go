@@ -149,7 +149,7 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		err = in.err
 	}
 	if err != nil {
-		s.failAll(ts, status, in.size, err)
+		s.failAll(ts, status, err)
 		return nil
 	}
 	msg := in.buf
@@ -166,14 +166,14 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 			defer wg.Done()
 			defer func() { <-sem }()
 			start := time.Now()
-			pos, err := s.l.d.deliverTo(ctx, t.user, t.key, msg, received)
+			pos, sealed, err := s.l.d.deliverTo(ctx, t.user, t.key, msg, received)
 			var reply *smtp.SMTPError
 			if err != nil {
 				reply = replyFor(err)
 			} else {
 				reply = replyDelivered(pos)
 			}
-			s.logOutcome(t, int64(len(msg)), reply.Code, pos, time.Since(start), err)
+			s.logOutcome(t, sealed, reply.Code, pos, time.Since(start), err)
 			for _, a := range t.addrs {
 				status.SetStatus(a, reply)
 			}
@@ -184,10 +184,10 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 }
 
 // failAll gives every recipient the reply for err.
-func (s *session) failAll(ts []*target, status smtp.StatusCollector, size int64, err error) {
+func (s *session) failAll(ts []*target, status smtp.StatusCollector, err error) {
 	reply := replyFor(err)
 	for _, t := range ts {
-		s.logOutcome(t, size, reply.Code, 0, 0, err)
+		s.logOutcome(t, 0, reply.Code, 0, 0, err)
 		for _, a := range t.addrs {
 			status.SetStatus(a, reply)
 		}
@@ -195,14 +195,14 @@ func (s *session) failAll(ts []*target, status smtp.StatusCollector, size int64,
 }
 
 // logOutcome writes the one log line of a recipient's outcome: no contents,
-// no addresses beyond the user name.
-func (s *session) logOutcome(t *target, size int64, code int, pos uint64, took time.Duration, err error) {
+// no addresses beyond the user name, and of the size only the sealed one
+// the spool keeps (padded, docs/FORMAT.md §2), never the message's own.
+func (s *session) logOutcome(t *target, sealed int, code int, pos uint64, took time.Duration, err error) {
 	s.l.opts.Metrics.Delivery(OutcomeOf(err))
 	attrs := []slog.Attr{
 		slog.String("session", s.id),
 		slog.Int("seq", s.n),
 		slog.String("user", t.user),
-		slog.Int64("size", size),
 		slog.Int("code", code),
 	}
 	if err != nil {
@@ -210,7 +210,7 @@ func (s *session) logOutcome(t *target, size int64, code int, pos uint64, took t
 		s.l.log.LogAttrs(context.Background(), slog.LevelWarn, "lmtp delivery failed", attrs...)
 		return
 	}
-	attrs = append(attrs, slog.Uint64("pos", pos), slog.Duration("took", took))
+	attrs = append(attrs, slog.Uint64("pos", pos), slog.Int("sealed_bytes", sealed), slog.Duration("took", took))
 	s.l.log.LogAttrs(context.Background(), slog.LevelInfo, "lmtp delivered", attrs...)
 }
 
