@@ -37,9 +37,10 @@
 //     refused for the budget or the size limit is still read to its end, so
 //     the sender gets its 452 or 552 and the connection stays in step.
 //   - go-smtp reads the command lines; the message after DATA is read by
-//     dotReader, not by go-smtp's reader, which misses the end of the data
-//     after a line ending in a bare CR (docs/DELIVERY.md). lmtpConn hands
-//     go-smtp one line per Read, so it never holds message bytes.
+//     smtpdata.Reader, not by go-smtp's reader, which misses the end of the
+//     data after a line ending in a bare CR (docs/DELIVERY.md). lmtpConn
+//     (an smtpdata.Conn) hands go-smtp one line per Read, so it never holds
+//     message bytes.
 //   - Recipients are checked at RCPT time (RFC 5321 section 3.3): a local part
 //     that is not a user gets 550 5.1.1, a domain outside LMTPOptions.Domains
 //     gets 550 5.1.2, a directory failure gets 451 4.3.0. A local part is

@@ -225,26 +225,6 @@ func (s *scripted) cmd(line, want string) string {
 	return s.expect(want)
 }
 
-// dotStuff encodes msg as DATA content (RFC 5321 section 4.5.2), ending in
-// CRLF "." CRLF. A message not ending in CRLF gets one, as a real client
-// would add.
-func dotStuff(msg []byte) string {
-	var b strings.Builder
-	atLineStart := true
-	for i, c := range msg {
-		if atLineStart && c == '.' {
-			b.WriteByte('.')
-		}
-		b.WriteByte(c)
-		atLineStart = c == '\n' && i > 0 && msg[i-1] == '\r'
-	}
-	if !strings.HasSuffix(b.String(), "\r\n") {
-		b.WriteString("\r\n")
-	}
-	b.WriteString(".\r\n")
-	return b.String()
-}
-
 func short(b []byte) string {
 	if len(b) > 80 {
 		return fmt.Sprintf("%q... (%d bytes)", b[:80], len(b))

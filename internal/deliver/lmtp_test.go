@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"cspool/internal/entry"
+	"cspool/internal/smtpdata/smtpdatatest"
 )
 
 func dialLMTP(t *testing.T, addr string) *smtp.Client {
@@ -155,7 +156,7 @@ func TestLMTPScriptedBytes(t *testing.T) {
 		s.cmd("MAIL FROM:<sender@example.net>", "250 ")
 		s.cmd("RCPT TO:<alice@example.org>", "250 ")
 		s.cmd("DATA", "354 ")
-		s.write(dotStuff(m.msg))
+		s.write(smtpdatatest.DotStuff(m.msg))
 		s.expect("250 2.0.0 <alice@example.org> delivered")
 		w := m.msg
 		if !bytes.HasSuffix(w, []byte("\r\n")) {

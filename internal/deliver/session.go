@@ -127,7 +127,7 @@ func (s *session) targets() []*target {
 // LMTPData reads the message and delivers it to every user, concurrently,
 // setting each recipient's status as soon as its entry is durable. After
 // DATA, r is the library's reader, which is not used: the message is read
-// from the connection with a dotReader (see lmtpConn). After BDAT, r is the
+// from the connection with an smtpdata.Reader (see lmtpConn). After BDAT, r is the
 // content of the chunks.
 func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	s.n++
@@ -139,9 +139,9 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	if _, chunks := r.(*io.PipeReader); chunks {
 		err = in.readFrom(r)
 	} else {
-		dr := s.conn.readData()
+		dr := s.conn.ReadData()
 		err = in.readFrom(dr)
-		s.conn.doneData(dr)
+		s.conn.DoneData(dr)
 	}
 	if err != nil {
 		err = fmt.Errorf("reading message: %w", err)

@@ -23,7 +23,10 @@
 //     and Enqueue returns only once the message is on disk (fsync). A client
 //     that lost the 250 and sends the same message again is the queue's to
 //     recognise (see outbox).
-//   - Limits: the message size (SIZE, 552 5.3.4 beyond it), recipients per
-//     message (452 4.5.3), and the line length of go-smtp. Protocol errors
+//   - DATA is read by the session (package smtpdata), byte for byte, not by
+//     go-smtp's reader, which mishandles bare CRs.
+//   - Limits: the message size (SIZE, 552 5.3.4 beyond it, read to its end
+//     so the connection stays in step), recipients per message (452 4.5.3),
+//     command lines of 4096 octets. Protocol errors
 //     get 5xx and the connection stays usable, up to go-smtp's error count.
 package submit

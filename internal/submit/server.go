@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"cspool/internal/loginguard"
+	"cspool/internal/smtpdata"
 )
 
 // Queue keeps submitted messages until they are relayed (*outbox.Outbox).
@@ -149,8 +150,9 @@ func New(cfg Config) (*Server, error) {
 	// read to its end (the library fails a read once its budget is used).
 	srv.MaxMessageBytes = cfg.MaxMessageBytes + 1
 	srv.MaxRecipients = cfg.MaxRecipients
-	// Message lines are bounded by the message size only.
-	srv.MaxLineLength = int(min(cfg.MaxMessageBytes+1024, 1<<30))
+	// Command lines only: the message after DATA is read by the session
+	// (smtpdata), not by the library.
+	srv.MaxLineLength = 4096
 	srv.AllowInsecureAuth = true // localhost; see docs/SENDING.md
 	srv.EnableSMTPUTF8 = true
 	srv.EnableDSN = true
@@ -180,7 +182,7 @@ func IdentitySet(addrs []string) (map[string]bool, error) {
 // Serve accepts connections on ln until Close; it then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("smtp submission listening", "addr", ln.Addr().String())
-	err := s.srv.Serve(loginguard.Listener{Listener: ln})
+	err := s.srv.Serve(loginguard.Listener{Listener: dataListener{ln}})
 	if s.closing.Load() || errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -197,7 +199,30 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{srv: s, conn: c.Conn()}, nil
+	// The guard's connection on top (once it ends the connection, go-smtp
+	// reads nothing more), the message reader's under it.
+	gc, _ := c.Conn().(*loginguard.Conn)
+	var dc *smtpdata.Conn
+	if gc != nil {
+		dc, _ = gc.Conn.(*smtpdata.Conn)
+	}
+	if dc == nil {
+		return nil, errors.New("submit: connection not from Serve's listener")
+	}
+	return &session{srv: s, data: dc, conn: gc}, nil
+}
+
+// dataListener wraps each connection in an smtpdata.Conn: the session
+// reads the message after DATA itself (go-smtp's reader mishandles bare
+// CRs, see package smtpdata).
+type dataListener struct{ net.Listener }
+
+func (l dataListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return smtpdata.NewConn(c), nil
 }
 
 func (s *Server) allowed(addr string) bool { return s.identities[strings.ToLower(addr)] }
@@ -205,7 +230,8 @@ func (s *Server) allowed(addr string) bool { return s.identities[strings.ToLower
 // session is one connection's state.
 type session struct {
 	srv  *Server
-	conn net.Conn // a *loginguard.Conn from Serve's listener
+	conn *loginguard.Conn // what go-smtp reads from
+	data *smtpdata.Conn   // under it: the message after DATA is read here
 
 	authed   bool
 	failures int  // failed logins on this connection
@@ -280,11 +306,7 @@ func (s *session) endIfLast() {
 		return
 	}
 	s.closing = true
-	if gc, ok := s.conn.(*loginguard.Conn); ok {
-		gc.End()
-	} else {
-		s.conn.Close()
-	}
+	s.conn.End()
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
@@ -347,12 +369,9 @@ func (s *session) Data(r io.Reader) error {
 	if s.mail == nil || len(s.mail.Recipients) == 0 {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL and RCPT first"}
 	}
-	data, err := io.ReadAll(r)
+	data, err := s.readMessage(r)
 	if err != nil {
-		return err // the size limit: 552, or the connection is gone
-	}
-	if int64(len(data)) > s.srv.cfg.MaxMessageBytes {
-		return smtp.ErrDataTooLarge
+		return err
 	}
 	h, err := ParseHeader(data)
 	if err != nil {
@@ -384,6 +403,27 @@ func (s *session) Data(r io.Reader) error {
 	// go-smtp writes an *SMTPError returned by Data as the reply, whatever
 	// its code: this is how the 250 names the queue id.
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Queued as " + id}
+}
+
+// readMessage reads the message: after BDAT, r is the chunks' content;
+// after DATA, the message is read from the connection (smtpdata.Reader).
+// A message over the limit is read to its end, so the connection stays in
+// step, and refused with 552.
+func (s *session) readMessage(r io.Reader) ([]byte, error) {
+	limit := s.srv.cfg.MaxMessageBytes
+	if _, chunks := r.(*io.PipeReader); !chunks {
+		dr := s.data.ReadData()
+		defer s.data.DoneData(dr)
+		r = dr
+	}
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err == nil && int64(len(data)) > limit {
+		_, err = io.Copy(io.Discard, r)
+		if err == nil {
+			err = smtp.ErrDataTooLarge
+		}
+	}
+	return data, err
 }
 
 func (s *session) Reset() { s.mail, s.rcpts = nil, nil }

@@ -1,8 +1,13 @@
 package submit_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
+	"encoding/base64"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -14,9 +19,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-smtp"
+	_ "modernc.org/sqlite"
+
 	"cspool/internal/loginguard"
 	"cspool/internal/outbox"
 	"cspool/internal/sendtest"
+	"cspool/internal/smtpdata/smtpdatatest"
 	"cspool/internal/submit"
 )
 
@@ -49,9 +58,14 @@ func (r *rig) wait(_ context.Context, d time.Duration) error {
 
 func newRig(t *testing.T, maxBytes int64) *rig {
 	t.Helper()
+	return newRigWith(t, maxBytes, sendtest.SmarthostOptions{})
+}
+
+func newRigWith(t *testing.T, maxBytes int64, opts sendtest.SmarthostOptions) *rig {
+	t.Helper()
 	r := &rig{t: t, dev: sendtest.NewDevice(t), dir: t.TempDir()}
 	ca := sendtest.NewCA(t, r.dir)
-	r.host = sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	r.host = sendtest.NewSmarthost(t, ca, opts)
 	var err error
 	r.box, err = outbox.Open(outbox.Config{Path: filepath.Join(r.dev.Dir, "device.db.outbox"), Store: r.dev.Store, Log: r.dev.Sync,
 		Relay: outbox.Relay{Addr: r.host.Addr, RootCAs: ca.Pool}, Logger: slog.New(slog.DiscardHandler)})
@@ -246,4 +260,100 @@ func TestGarbageLines(t *testing.T) {
 	if want := []string{"500", "500", "501", "NOOP 250 2.0.0 I have successfully done nothing"}; !slices.Equal(got, want) {
 		t.Errorf("replies %v, want %v", got, want)
 	}
+}
+
+// TestDataLineEnds sends every CR/LF shape of package smtpdata's table byte
+// for byte over a socket (smtplib would normalise them): each gets its 250
+// within seconds (go-smtp's own reader never sees the end of
+// "\r\r\n.\r\n"), the connection stays in step, and the outbox keeps
+// exactly the bytes of the table. The smarthost defers everything, so the
+// messages stay in the outbox database, read here as docs/SENDING.md
+// describes it.
+func TestDataLineEnds(t *testing.T) {
+	r := newRigWith(t, 0, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "later"}
+	}})
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	reply := func() string {
+		t.Helper()
+		// A missed end of data shows as no reply at all.
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		var last string
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading a reply: %v (after %q)", err, last)
+			}
+			if last = l; len(l) < 4 || l[3] != '-' {
+				return l
+			}
+		}
+	}
+	write := func(s string) {
+		t.Helper()
+		if _, err := io.WriteString(c, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reply()
+	write("EHLO client.test\r\n")
+	reply()
+	write("AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+password)) + "\r\n")
+	if got := reply(); !strings.HasPrefix(got, "235 ") {
+		t.Fatalf("AUTH: %q", got)
+	}
+	cases := smtpdatatest.LineEndCases()
+	var want [][]byte
+	for i, tc := range cases {
+		head := fmt.Sprintf("From: alice@example.org\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <shape-%d@example.org>\r\n\r\n", i)
+		write("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n")
+		for _, w := range []string{"250 ", "250 ", "354 "} {
+			if got := reply(); !strings.HasPrefix(got, w) {
+				t.Fatalf("%s: %q, want %s", tc.Name, got, w)
+			}
+		}
+		write(head + tc.Wire + "NOOP\r\n")
+		if got := reply(); !strings.HasPrefix(got, "250 2.0.0 Queued as") {
+			t.Fatalf("%s: reply to the end of the data %q, want 250", tc.Name, got)
+		}
+		if got := reply(); !strings.HasPrefix(got, "250 ") {
+			t.Fatalf("%s: NOOP after the message got %q (connection out of step)", tc.Name, got)
+		}
+		want = append(want, []byte(head+tc.Want))
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(r.dev.Dir, "device.db.outbox")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query("SELECT data FROM messages ORDER BY qid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	i := 0
+	for ; rows.Next(); i++ {
+		var got []byte
+		if err := rows.Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if i < len(want) && !bytes.Equal(got, want[i]) {
+			t.Errorf("%s: stored %q, want %q", cases[i].Name, short(got), short(want[i]))
+		}
+	}
+	if i != len(want) {
+		t.Errorf("the outbox holds %d messages, want %d", i, len(want))
+	}
+}
+
+func short(b []byte) string {
+	if len(b) > 120 {
+		return fmt.Sprintf("%q... (%d bytes)", b[:120], len(b))
+	}
+	return fmt.Sprintf("%q", b)
 }

@@ -1,4 +1,13 @@
-package deliver
+// Package smtpdata reads the message after an SMTP or LMTP DATA command
+// itself, in place of go-smtp v0.25.1's reader, which misses the end of the
+// data after a line that ends in a bare CR ("\r\r\n.\r\n": the session
+// then waits for its read timeout) and drops the CR of a line that starts
+// with ".\r" followed by anything but LF (docs/DELIVERY.md). Conn hands the
+// library one line per read, so the message after DATA is still unread when
+// the session is called; the session reads it with a Reader and gives the
+// library the bare end marker. The LMTP listener (package deliver) and the
+// submission listener (package submit) both use it.
+package smtpdata
 
 import (
 	"bufio"
@@ -6,7 +15,7 @@ import (
 	"io"
 )
 
-// dotReader decodes the content of a DATA command (RFC 5321 section 4.5.2)
+// Reader decodes the content of a DATA command (RFC 5321 section 4.5.2)
 // from a connection: it removes the first "." of every line that starts
 // with one, returns io.EOF after the line ".", and leaves the reader just
 // past that line's CRLF. Only CRLF ends a line: a bare CR or a bare LF is
@@ -17,8 +26,8 @@ import (
 // go-smtp v0.25.1's own DATA reader misses the end of the data after a
 // line that ends in a bare CR ("\r\r\n.\r\n"), and drops the CR of a line
 // that starts with ".\r" followed by anything but LF; this reader is used
-// for LMTP DATA in its place (see lmtpConn).
-type dotReader struct {
+// in its place (see Conn).
+type Reader struct {
 	br    *bufio.Reader
 	state int
 	err   error // sticky: io.EOF at the end, or the read error
@@ -32,9 +41,10 @@ const (
 	dotData             // inside a line
 )
 
-func newDotReader(br *bufio.Reader) *dotReader { return &dotReader{br: br} }
+// NewReader returns a Reader of the data that follows DATA on br.
+func NewReader(br *bufio.Reader) *Reader { return &Reader{br: br} }
 
-func (r *dotReader) Read(p []byte) (int, error) {
+func (r *Reader) Read(p []byte) (int, error) {
 	n := 0
 	for n < len(p) && r.err == nil {
 		if n > 0 && r.br.Buffered() == 0 {

@@ -1,4 +1,4 @@
-package deliver
+package smtpdata
 
 import (
 	"bufio"
@@ -7,10 +7,12 @@ import (
 	"io"
 	"testing"
 	"testing/iotest"
+
+	"cspool/internal/smtpdata/smtpdatatest"
 )
 
 // decodeLines is the DATA decoding of RFC 5321 section 4.5.2 written line
-// by line, as the reference for dotReader: split at each CRLF; the line
+// by line, as the reference for Reader: split at each CRLF; the line
 // "." ends the data; a line starting with "." loses it. ok is false when
 // the input ends before the line ".".
 func decodeLines(in []byte) (msg []byte, used int, ok bool) {
@@ -29,7 +31,7 @@ func decodeLines(in []byte) (msg []byte, used int, ok bool) {
 	}
 }
 
-// readers are the ways a test feeds dotReader: whole, one byte per read
+// readers are the ways a test feeds Reader: whole, one byte per read
 // into the smallest bufio.Reader, and half reads.
 var readers = []struct {
 	name string
@@ -43,9 +45,9 @@ var readers = []struct {
 	{"half reads", func(in []byte) *bufio.Reader { return bufio.NewReaderSize(iotest.HalfReader(bytes.NewReader(in)), 16) }, 7},
 }
 
-// decodeDot reads br with a dotReader in reads of step bytes.
+// decodeDot reads br with a Reader in reads of step bytes.
 func decodeDot(br *bufio.Reader, step int) ([]byte, error) {
-	r := newDotReader(br)
+	r := NewReader(br)
 	out := []byte{}
 	p := make([]byte, step)
 	for {
@@ -63,7 +65,7 @@ func decodeDot(br *bufio.Reader, step int) ([]byte, error) {
 	}
 }
 
-// checkDot compares dotReader with decodeLines on in, followed by bytes
+// checkDot compares Reader with decodeLines on in, followed by bytes
 // that belong to the next command and must be left unread.
 func checkDot(t *testing.T, in []byte) {
 	t.Helper()
@@ -96,30 +98,30 @@ func checkDot(t *testing.T, in []byte) {
 }
 
 func TestDotReaderLineEnds(t *testing.T) {
-	for _, c := range lineEndCases {
-		want, _, ok := decodeLines([]byte(c.wire))
-		if !ok || string(want) != c.want {
-			t.Fatalf("%s: the reference decodes %q to %q (end found: %v), want %q", c.name, c.wire, want, ok, c.want)
+	for _, c := range smtpdatatest.LineEndCases() {
+		want, _, ok := decodeLines([]byte(c.Wire))
+		if !ok || string(want) != c.Want {
+			t.Fatalf("%s: the reference decodes %q to %q (end found: %v), want %q", c.Name, c.Wire, want, ok, c.Want)
 		}
-		checkDot(t, []byte(c.wire))
+		checkDot(t, []byte(c.Wire))
 	}
 	for _, in := range []string{"", "a", "a\r", "a\r\n", "a\r\n.", "a\r\n.\r", ".", ".\r", "a\r\n..\r\n", "a\n.\n"} {
 		checkDot(t, []byte(in))
 	}
 }
 
-// FuzzDotReader checks dotReader against decodeLines on any input, and that
+// FuzzDotReader checks Reader against decodeLines on any input, and that
 // any message dot-stuffed by the sender's rules comes back whole.
 func FuzzDotReader(f *testing.F) {
-	for _, c := range lineEndCases {
-		if len(c.wire) < 4096 {
-			f.Add([]byte(c.wire))
+	for _, c := range smtpdatatest.LineEndCases() {
+		if len(c.Wire) < 4096 {
+			f.Add([]byte(c.Wire))
 		}
 	}
 	f.Add([]byte("a\r\r\r\r\n..\r\r\n.\r\r\n.\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		checkDot(t, in)
-		wire := dotStuff(in)
+		wire := smtpdatatest.DotStuff(in)
 		want := in
 		if !bytes.HasSuffix(in, []byte("\r\n")) { // dotStuff ends it as a client would
 			want = append(append([]byte{}, in...), "\r\n"...)

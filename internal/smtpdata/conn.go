@@ -1,0 +1,80 @@
+package smtpdata
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+)
+
+// Conn is the connection go-smtp reads from. It hands the library at most
+// one line per Read, so the library never holds bytes past the line it is
+// working on: when that line is DATA, the message that follows is still
+// here, and the session reads it with a Reader (ReadData) instead of the
+// library's reader. The library is then given the bare end marker
+// ".\r\n", which its reader takes for an empty rest of the message.
+//
+// Only one goroutine reads at a time: go-smtp reads the command lines, and
+// while it waits for the replies to DATA the session reads the message.
+type Conn struct {
+	net.Conn
+	br *bufio.Reader
+
+	tail []byte // handed to the library before anything else
+	err  error  // sticky: the message could not be read to its end
+}
+
+// dataEnd is what the library reads after the session has read a message.
+var dataEnd = []byte(".\r\n")
+
+// NewConn wraps c.
+func NewConn(c net.Conn) *Conn {
+	return &Conn{Conn: c, br: bufio.NewReaderSize(c, 16<<10)}
+}
+
+// Read implements net.Conn, one line at most.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(c.tail) > 0 {
+		n := copy(p, c.tail)
+		c.tail = c.tail[n:]
+		return n, nil
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.br.Buffered() == 0 {
+		if _, err := c.br.Peek(1); err != nil {
+			return 0, err
+		}
+	}
+	buf, _ := c.br.Peek(min(len(p), c.br.Buffered()))
+	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+		buf = buf[:i+1]
+	}
+	n := copy(p, buf)
+	_, _ = c.br.Discard(n)
+	return n, nil
+}
+
+// errDataUnfinished: the session returned before the end of the message.
+var errDataUnfinished = errors.New("smtp data: message not read to its end")
+
+// ReadData returns a reader of the message that follows DATA. Once it has
+// been read to its end (io.EOF or an error), DoneData must be called before
+// the library reads again.
+func (c *Conn) ReadData() *Reader { return NewReader(c.br) }
+
+// DoneData prepares the connection for the library after the message: the
+// end marker if the message was read to its end, else the read error for
+// good (the rest of the stream is no longer in step with the commands).
+func (c *Conn) DoneData(r *Reader) {
+	switch r.err {
+	case io.EOF:
+		c.tail = dataEnd
+	case nil:
+		c.err = errDataUnfinished
+	default:
+		c.err = r.err
+	}
+}
