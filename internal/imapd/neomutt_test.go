@@ -1,0 +1,133 @@
+package imapd
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNeomutt drives neomutt in tmux, as a person would, against a
+// mailbox with nested folders, a keyword and a multipart message: it
+// learns the delimiter with LIST "" "", shows the keyword, decodes the
+// quoted-printable part and opens a nested folder; its protocol log must
+// hold no NO or BAD.
+func TestNeomutt(t *testing.T) {
+	neomutt := needTool(t, "neomutt")
+	tmux := needTool(t, "tmux")
+	r := newRig(t)
+	d := r.device("a")
+	r.deliver([]byte(messages["plain"]))
+	d.synced(r.deliver([]byte(nestedMessage)))
+	w := loginWire(t, d.addr)
+	w.ok("CREATE Work/2025/Q1/")
+	w.ok("SELECT INBOX")
+	w.ok("STORE 1 +FLAGS (work-tag)")
+	w.ok("LOGOUT")
+
+	dir := t.TempDir()
+	host, port, _ := net.SplitHostPort(d.addr)
+	rc := filepath.Join(dir, "muttrc")
+	conf := fmt.Sprintf(`set folder="imap://alice@%s:%s/"
+set imap_pass="%s"
+set spoolfile="+INBOX"
+set ssl_starttls=no
+set ssl_force_tls=no
+set mail_check=60
+set timeout=0
+set header_cache=""
+set message_cachedir=""
+set index_format="%%4C %%-24.24s [%%g]"
+set sort=date
+set wait_key=no
+set mailcap_path=/dev/null
+set quit=yes
+`, host, port, testPassword)
+	if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "log")
+	session := fmt.Sprintf("cspool-neomutt-%d", os.Getpid())
+	start := exec.Command(tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
+		fmt.Sprintf("%s -n -F %s -d 5 -l %s", neomutt, rc, logPath))
+	start.Env = append(os.Environ(), "TERM=xterm", "HOME="+dir)
+	if out, err := start.CombinedOutput(); err != nil {
+		t.Fatalf("starting neomutt in tmux: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(tmux, "kill-session", "-t", session).Run() })
+	screen := func() string {
+		out, _ := exec.Command(tmux, "capture-pane", "-p", "-t", session).Output()
+		return string(out)
+	}
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if strings.Contains(screen(), what) {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("neomutt never showed %q; the screen:\n%s", what, screen())
+	}
+	keys := func(k ...string) {
+		t.Helper()
+		if out, err := exec.Command(tmux, append([]string{"send-keys", "-t", session}, k...)...).CombinedOutput(); err != nil {
+			t.Fatalf("tmux send-keys %q: %v %s", k, err, out)
+		}
+	}
+
+	// The index: both messages, the keyword as a tag.
+	waitFor("Lunch on Friday")
+	waitFor("[work-tag]")
+	waitFor("Grüße nested")
+	// Open the multipart message: its quoted-printable part, decoded.
+	keys("2", "Enter")
+	time.Sleep(300 * time.Millisecond)
+	keys("Enter")
+	waitFor("café crème brûlée")
+	keys("q")
+	waitFor("Lunch on Friday")
+	// A nested folder.
+	keys("c")
+	time.Sleep(300 * time.Millisecond)
+	keys("C-u", "=Work/2025/Q1", "Enter")
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(readNeomuttLog(t, logPath), `SELECT "Work/2025/Q1"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("neomutt did not select Work/2025/Q1; the screen:\n%s", screen())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	keys("q")
+
+	log := readNeomuttLog(t, logPath)
+	if !strings.Contains(log, `LIST "" ""`) || !strings.Contains(log, `< * LIST (\Noselect) "/" ""`) {
+		t.Errorf("neomutt did not learn the delimiter with LIST \"\" \"\"; its LIST lines: %q",
+			regexp.MustCompile(`(?m)^.*LIST.*$`).FindAllString(log, 10))
+	}
+	bad := regexp.MustCompile(`(?m)< a[0-9]+ (NO|BAD) .*$`)
+	if m := bad.FindAllString(log, 5); len(m) > 0 {
+		t.Errorf("NO or BAD answers in neomutt's conversation: %q", m)
+	}
+}
+
+// readNeomuttLog reads neomutt's debug log (it may rotate it to log0).
+func readNeomuttLog(t *testing.T, path string) string {
+	t.Helper()
+	var b strings.Builder
+	matches, _ := filepath.Glob(path + "*")
+	for _, p := range matches {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
+}
