@@ -174,6 +174,39 @@ func (c *Client) Append(ctx context.Context, user string, batch [][]byte) (uint6
 	return res.First, nil
 }
 
+// AppendAt is Append done only if user's head is head (if_head): otherwise
+// nothing is appended and the error wraps a *spool.HeadMovedError with the
+// head the server found (spool.HeadAppender). A device sends its own
+// commands this way, so that sending again after a lost answer cannot
+// append them twice.
+func (c *Client) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	op := fmt.Sprintf("appending %d entries to %s after %d", len(batch), user, head)
+	if err := keys.CheckUserName(user); err != nil {
+		return 0, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error()}
+	}
+	if len(batch) == 0 {
+		return 0, &Error{Op: op, Kind: ErrBadRequest, Msg: "empty batch", Err: spool.ErrEmptyBatch}
+	}
+	q := url.Values{"if_head": {strconv.FormatUint(head, 10)}}
+	resp, err := c.send(ctx, op, http.MethodPost, "/v1/users/"+user+"/entries", q, EncodeBatch(batch), ContentType)
+	var e *Error
+	if errors.As(err, &e) {
+		var moved *spool.HeadMovedError
+		if errors.As(e.Err, &moved) {
+			moved.Want = head
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var res appendResult
+	if err := decodeJSON(resp.Body, &res); err != nil || res.Count != len(batch) || res.First != head+1 {
+		return 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: fmt.Sprintf("bad answer %+v", res), Err: err}
+	}
+	return res.First, nil
+}
+
 // Head returns the position of the last entry of the client's user's log.
 func (c *Client) Head(ctx context.Context) (uint64, error) {
 	op := "reading head of " + c.user
@@ -254,6 +287,11 @@ func (c *Client) send(ctx context.Context, op, method, path string, q url.Values
 		}
 		e := responseError(op, resp)
 		resp.Body.Close()
+		if resp.StatusCode == http.StatusConflict {
+			if h, err := strconv.ParseUint(resp.Header.Get("Cspool-Head"), 10, 64); err == nil {
+				e.Err = &spool.HeadMovedError{Head: h} // a conditional append
+			}
+		}
 		if resp.StatusCode == http.StatusNotFound && resp.Header.Get("Cspool-Checkpoint-Pos") == "0" {
 			e.Err = spool.ErrNoCheckpoint // the route exists, the checkpoint does not
 		}

@@ -15,7 +15,7 @@ var (
 	ErrUnauthenticated = errors.New("unauthenticated")          // 401
 	ErrForbidden       = errors.New("forbidden")                // 403
 	ErrNotFound        = errors.New("not found")                // 404
-	ErrConflict        = errors.New("conflict")                 // 409: a newer checkpoint exists
+	ErrConflict        = errors.New("conflict")                 // 409: a newer checkpoint exists, or the head moved
 	ErrTooLarge        = errors.New("request too large")        // 413
 	ErrUnsupportedType = errors.New("unsupported content type") // 415
 	ErrInternal        = errors.New("internal server error")    // 500, temporary
@@ -68,7 +68,9 @@ func (e *Error) Unwrap() []error {
 	case ErrTooLarge:
 		errs = append(errs, spool.ErrTooLarge)
 	case ErrConflict:
-		errs = append(errs, spool.ErrStaleCheckpoint)
+		if e.Err == nil { // else the head moved under a conditional append
+			errs = append(errs, spool.ErrStaleCheckpoint)
+		}
 	}
 	if e.Err != nil {
 		errs = append(errs, e.Err)

@@ -45,14 +45,49 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, errorf(ErrBadRequest, "decoding batch: %v", err))
 		return
 	}
+	onHead, head, err := parseIfHead(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	start := time.Now()
-	first, err := s.cfg.Store.Append(r.Context(), c.user, batch)
+	var first uint64
+	if onHead {
+		ha, ok := s.cfg.Store.(spool.HeadAppender)
+		if !ok {
+			s.fail(w, r, errorf(ErrNotImplemented, "this store cannot append on a condition"))
+			return
+		}
+		first, err = ha.AppendAt(r.Context(), c.user, head, batch)
+	} else {
+		first, err = s.cfg.Store.Append(r.Context(), c.user, batch)
+	}
+	var moved *spool.HeadMovedError
+	if errors.As(err, &moved) {
+		w.Header().Set("Cspool-Head", strconv.FormatUint(moved.Head, 10))
+		s.fail(w, r, errorf(ErrConflict, "the log's head is %d, not %d: nothing appended", moved.Head, head))
+		return
+	}
 	s.cfg.Metrics.StoreAppend(time.Since(start), err)
 	if err != nil {
 		s.fail(w, r, storeError("appending entries", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, appendResult{First: first, Count: len(batch)})
+}
+
+// parseIfHead reads the optional if_head parameter of an append: the head
+// the log must have for the batch to be appended (docs/API.md §4).
+func parseIfHead(r *http.Request) (bool, uint64, error) {
+	v, ok := r.URL.Query()["if_head"]
+	if !ok {
+		return false, 0, nil
+	}
+	h, err := strconv.ParseUint(v[0], 10, 64)
+	if err != nil || len(v) != 1 || strconv.FormatUint(h, 10) != v[0] {
+		return false, 0, errorf(ErrBadRequest, "if_head=%q: want one decimal integer", v[0])
+	}
+	return true, h, nil
 }
 
 // readSignedBody reads the whole body, refusing more than limit bytes and

@@ -91,6 +91,34 @@ var (
 	ErrTooLarge = errors.New("spool: batch too large")
 )
 
+// HeadAppender is a store that can append on a condition: both stores
+// implement it, and the API's append with if_head needs it. A device
+// appends its own commands only right after the head it has applied, so
+// that an attempt whose answer was lost can be made again without the
+// entries landing twice (docs/MAILSTORE.md, "Changes made offline").
+type HeadAppender interface {
+	// AppendAt is Append, done only if user's head is head when the batch
+	// would be appended (it then takes head+1...). Otherwise nothing is
+	// appended and the error is a *HeadMovedError (errors.Is ErrHeadMoved).
+	AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (first uint64, err error)
+}
+
+// ErrHeadMoved: a conditional append found another head than the one it
+// was given; nothing was appended (HTTP 409 with Cspool-Head).
+var ErrHeadMoved = errors.New("spool: the log's head moved")
+
+// HeadMovedError is a conditional append refused because the head moved.
+type HeadMovedError struct {
+	Want, Head uint64 // the head the append was for, and the head it found
+}
+
+func (e *HeadMovedError) Error() string {
+	return fmt.Sprintf("the log's head is %d, not %d: nothing appended", e.Head, e.Want)
+}
+
+// Unwrap makes errors.Is(err, ErrHeadMoved) hold.
+func (e *HeadMovedError) Unwrap() error { return ErrHeadMoved }
+
 // CheckUser returns ErrInvalidUser (wrapped) if user cannot name a log.
 func CheckUser(user string) error {
 	if user == "" {

@@ -76,6 +76,15 @@ func (s StoreSource) Append(ctx context.Context, user string, batch [][]byte) (u
 	return s.Store.Append(ctx, user, batch)
 }
 
+// AppendAt implements HeadSource when the store is a spool.HeadAppender.
+func (s StoreSource) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	ha, ok := s.Store.(spool.HeadAppender)
+	if !ok {
+		return 0, fmt.Errorf("appending on a condition: %T cannot", s.Store)
+	}
+	return ha.AppendAt(ctx, user, head, batch)
+}
+
 // Checkpoint implements Checkpointer.
 func (s StoreSource) Checkpoint(ctx context.Context) (spool.Checkpoint, error) {
 	c, ok := s.Store.(spool.Compactor)

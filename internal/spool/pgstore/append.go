@@ -27,11 +27,29 @@ const maxNotifyName = 3900
 // commit.
 const appendSQL = `SELECT cspool_append($1, $2::bytea[], $3::bytea[], $4)`
 
+// appendAtSQL is appendSQL on a condition (schema/0003.sql): the head
+// before the batch must be $5, or the call fails with SQLSTATE
+// headMovedCode, its message the head found.
+const appendAtSQL = `SELECT cspool_append_at($1, $5, $2::bytea[], $3::bytea[], $4)`
+
+// headMovedCode is the SQLSTATE cspool_append_at raises for another head.
+const headMovedCode = "CSP02"
+
 // Append durably appends batch to user's log, atomically, and returns the
 // position of its first entry. The writer goroutine runs it together with
 // the other Appends waiting at the moment, in one transaction under a
 // savepoint of its own (writer.go); Append returns after that COMMIT.
 func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
+	return s.append(ctx, user, batch, nil)
+}
+
+// AppendAt implements spool.HeadAppender: cspool_append_at compares the
+// head under the log's row lock, inside the group's transaction.
+func (s *Store) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	return s.append(ctx, user, batch, &head)
+}
+
+func (s *Store) append(ctx context.Context, user string, batch [][]byte, head *uint64) (uint64, error) {
 	size, err := spool.CheckAppend(user, batch)
 	if err != nil {
 		return 0, err
@@ -55,7 +73,7 @@ func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64
 		leaves[i] = l[:]
 	}
 	return s.submit(&appendReq{ctx: ctx, user: user, batch: batch, leaves: leaves, payload: payload,
-		size: size, done: make(chan appendRes, 1)})
+		size: size, head: head, done: make(chan appendRes, 1)})
 }
 
 // nonNil returns batch with nil entries (NULL to PostgreSQL) replaced by

@@ -15,9 +15,10 @@ import (
 )
 
 var (
-	_ spool.Store     = (*Store)(nil)
-	_ spool.Compactor = (*Store)(nil)
-	_ spool.Chainer   = (*Store)(nil)
+	_ spool.Store        = (*Store)(nil)
+	_ spool.Compactor    = (*Store)(nil)
+	_ spool.Chainer      = (*Store)(nil)
+	_ spool.HeadAppender = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value gives the documented defaults.

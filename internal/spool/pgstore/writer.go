@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"time"
 
 	"cspool/internal/spool"
@@ -21,6 +22,7 @@ type appendReq struct {
 	leaves  [][]byte
 	payload string
 	size    int64
+	head    *uint64        // AppendAt: the head the log must have
 	done    chan appendRes // buffered: the writer never blocks on it
 }
 
@@ -78,6 +80,10 @@ func (s *Store) commitGroup(group []*appendReq) {
 		switch {
 		case err != nil:
 			r.done <- appendRes{err: callErr(r.ctx, op, err)}
+		case headMoved(errs[i]) != nil:
+			moved := headMoved(errs[i])
+			moved.Want = *r.head
+			r.done <- appendRes{err: moved}
 		case errs[i] != nil:
 			r.done <- appendRes{err: callErr(r.ctx, op, errs[i])}
 		default:
@@ -144,7 +150,11 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 			}
 			b.Queue("SAVEPOINT a")
 			started = true
-			b.Queue(appendSQL, []byte(r.user), r.batch, r.leaves, r.payload)
+			if r.head != nil {
+				b.Queue(appendAtSQL, []byte(r.user), r.batch, r.leaves, r.payload, int64(*r.head))
+			} else {
+				b.Queue(appendSQL, []byte(r.user), r.batch, r.leaves, r.payload)
+			}
 			idx = append(idx, i)
 		}
 		if len(idx) == 0 {
@@ -218,6 +228,20 @@ func runBatch(tx pgx.Tx, rt func() (context.Context, context.CancelFunc), b *pgx
 		return -1, nil, cerr
 	}
 	return -1, nil, nil
+}
+
+// headMoved returns the refusal of a conditional append that found
+// another head, or nil.
+func headMoved(err error) *spool.HeadMovedError {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != headMovedCode {
+		return nil
+	}
+	h, perr := strconv.ParseUint(pe.Message, 10, 64)
+	if perr != nil {
+		return nil
+	}
+	return &spool.HeadMovedError{Head: h}
 }
 
 // isServerError tells whether err is an error PostgreSQL sent for one

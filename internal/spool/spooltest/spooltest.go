@@ -96,6 +96,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 	}
 	tests = append(tests, s.compactTests()...)
 	tests = append(tests, s.chainTests()...)
+	tests = append(tests, s.appendAtTests()...)
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
 	}

@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"cspool/internal/spool"
@@ -15,6 +16,9 @@ type appendReq struct {
 	batch [][]byte
 	size  int64
 	done  chan appendRes // buffered: the writer never blocks on it
+	// onHead: append only if the user's head is head (AppendAt).
+	onHead bool
+	head   uint64
 }
 
 func (r *appendReq) Size() int64 { return r.size }
@@ -36,6 +40,18 @@ type appendRes struct {
 // Append implements spool.Store. It hands the batch to the writer goroutine
 // and waits for the commit of the group it joined.
 func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
+	return s.append(ctx, &appendReq{user: user, batch: batch})
+}
+
+// AppendAt implements spool.HeadAppender: the head is compared inside the
+// group's transaction, under the write lock, right before the batch would
+// be written.
+func (s *Store) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	return s.append(ctx, &appendReq{user: user, batch: batch, onHead: true, head: head})
+}
+
+func (s *Store) append(ctx context.Context, r *appendReq) (uint64, error) {
+	user, batch := r.user, r.batch
 	size, err := spool.CheckAppend(user, batch)
 	if err != nil {
 		return 0, err
@@ -46,7 +62,7 @@ func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64
 	if err := s.check(); err != nil {
 		return 0, err
 	}
-	r := &appendReq{ctx: ctx, user: user, batch: batch, size: size, done: make(chan appendRes, 1)}
+	r.ctx, r.size, r.done = ctx, size, make(chan appendRes, 1)
 	select {
 	case s.reqs <- r:
 	case <-s.quit:
@@ -104,6 +120,11 @@ func (s *Store) commitGroup(group []*appendReq) {
 	s.stats.commits.Add(1)
 	heads := map[string]uint64{}
 	for i, r := range group {
+		var moved *spool.HeadMovedError
+		if errors.As(errs[i], &moved) {
+			r.done <- appendRes{err: moved}
+			continue
+		}
 		if errs[i] != nil {
 			r.done <- appendRes{err: s.dbErr("appending to spool", errs[i])}
 			continue
@@ -184,6 +205,9 @@ func appendOne(ctx context.Context, tx *sql.Tx, ins, chainIns *sql.Stmt, r *appe
 		return 0, fmt.Errorf("user's chain hash has %d bytes", len(prev))
 	}
 	copy(h[:], prev)
+	if r.onHead && head != r.head {
+		return 0, &spool.HeadMovedError{Want: r.head, Head: head}
+	}
 	first := head + 1
 	for i, d := range r.batch {
 		if d == nil {
