@@ -34,7 +34,13 @@ type pgSetup struct {
 
 func newPGSetup(t *testing.T, names ...string) *pgSetup {
 	t.Helper()
-	s := &pgSetup{dsn: pgtest.Database(t), dir: t.TempDir(), spoolK: mustKey(t), users: map[string]*keys.SecretKey{}}
+	return newPGSetupOn(t, pgtest.Database(t), names...)
+}
+
+// newPGSetupOn is newPGSetup on the database at dsn.
+func newPGSetupOn(t *testing.T, dsn string, names ...string) *pgSetup {
+	t.Helper()
+	s := &pgSetup{dsn: dsn, dir: t.TempDir(), spoolK: mustKey(t), users: map[string]*keys.SecretKey{}}
 	s.spoolSec = filepath.Join(s.dir, "spool.sec")
 	if err := keys.WriteFiles(s.spoolK, s.spoolSec, filepath.Join(s.dir, "spool.pub"), keys.WriteOptions{}); err != nil {
 		t.Fatal(err)
@@ -290,8 +296,8 @@ func TestPostgresRestartLMTP(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	s := newPGSetup(t)
-	cluster := pgtest.LocalCluster(t)
+	cluster := pgtest.PrivateCluster(t)
+	s := newPGSetupOn(t, cluster.DSN())
 	alice := mustKey(t)
 	s.users["alice"] = alice
 	usersPath := filepath.Join(s.dir, "users")

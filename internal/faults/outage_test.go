@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -65,20 +64,14 @@ func TestSpoolUnreachable(t *testing.T) {
 // -9) twice under load, and started again.
 func TestKillPostgres(t *testing.T) {
 	binary(t)
-	dsn := pgtest.Database(t)
-	pg := pgtest.LocalCluster(t)
-	versions, _ := filepath.Glob("/etc/postgresql/*/main")
-	version := filepath.Base(filepath.Dir(versions[0]))
-	c := newCluster(t, clusterOptions{store: []string{"--store", "postgres", "--dsn", dsn}})
+	pg := pgtest.PrivateCluster(t)
+	c := newCluster(t, clusterOptions{store: []string{"--store", "postgres", "--dsn", pg.DSN()}})
 	l := newLedger()
 	ld := startLoad(t, c, l, loadOptions{maxMessages: 3000, pace: 5 * time.Millisecond, mutators: true})
 	r := rand.New(rand.NewPCG(5, 6))
 	for i := 0; i < 2; i++ {
 		pause(r, 500*time.Millisecond, 1500*time.Millisecond)
-		out, err := exec.Command("pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "stop", "-m", "immediate").CombinedOutput()
-		if err != nil {
-			t.Fatalf("stopping PostgreSQL: %v\n%s", err, out)
-		}
+		pg.Crash()
 		pause(r, time.Second, 2*time.Second)
 		pg.Start()
 	}

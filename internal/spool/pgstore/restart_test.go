@@ -17,8 +17,8 @@ import (
 // spool.ErrUnavailable; afterwards the same Store works again (pool and
 // listener reconnect), and no acknowledged entry is lost.
 func TestServerRestart(t *testing.T) {
-	o := newOpener(t)
-	cluster := pgtest.LocalCluster(t)
+	cluster := pgtest.PrivateCluster(t)
+	o := &opener{db: cluster.DSN(), dsns: map[*Store]string{}}
 	s := o.fresh(t)
 	other := o.reopen(t, s).(*Store)
 
