@@ -127,7 +127,7 @@ func imapView(t *testing.T, c *imapclient.Client) string {
 			t.Fatal(err)
 		}
 		for _, m := range msgs {
-			fmt.Fprintf(&b, "  %d %v\n", m.UID, m.Flags)
+			fmt.Fprintf(&b, "  %d %v\n", m.UID, withoutRecent(m.Flags))
 		}
 	}
 	return b.String()

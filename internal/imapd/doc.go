@@ -59,11 +59,14 @@
 //   - EXAMINE is read-only (RFC 9051 section 6.3.3): every mutation of the
 //     selected mailbox gets NO, and FETCH BODY[] does not set \Seen.
 //   - A session's own STORE does not come back to it as a duplicate untagged
-//     FETCH: while its command is in flight the messages it names are
-//     registered as "quiet" for it, and the update made from the applied
-//     change is not queued to that session's view; the
-//     session writes the FETCH FLAGS itself unless .SILENT (RFC 9051 section
-//     6.4.6).
+//     FETCH: while its command is in flight, flag changes to the messages it
+//     names are held back from its view; once its outcome is known, those
+//     made by other entries are queued after all (with the message's latest
+//     flags), its own are dropped unless an earlier flag update of that
+//     message may still be unwritten. The session writes the FETCH FLAGS
+//     itself unless .SILENT (RFC 9051 section 6.4.6).
+//   - \Recent (RFC 3501 section 2.3.2) is per device and in memory:
+//     recent.go states its rules.
 //   - Login (RFC 9051 sections 6.2.2, 6.2.3): failed logins are answered
 //     after a delay that grows per source and per connection, a connection
 //     is closed after LoginLimits.MaxFailures of them, and a source with

@@ -43,9 +43,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		}
 		if len(ids) > 0 {
 			// The FETCH below reports the new flags itself.
-			sel.mb.hush(sel.st, ids)
-			_, err := s.submit(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: ids})
-			sel.mb.unhush(sel.st)
+			_, err := s.submitQuiet(sel, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: ids})
 			if err != nil {
 				// Reads go on without the spool: serve the content and
 				// leave \Seen unset.
@@ -65,6 +63,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			return nil
 		}
 		if opts.Flags || markSeen {
+			m.Flags = s.showRecent(m.UID, m.Flags)
 			if writeErr = s.tell(m.Flags); writeErr != nil {
 				return writeErr
 			}

@@ -107,15 +107,15 @@ func TestIdleAfterDone(t *testing.T) {
 		want []string
 	}{
 		{2, imap.FlagFlagged, func() { storeUID(t, cb, 1, imap.FlagSeen) },
-			[]string{`* 2 FETCH (UID 2 FLAGS (\Flagged))`, `* 5 EXISTS`, `* 1 FETCH (UID 1 FLAGS (\Seen))`, `* 6 EXISTS`}},
+			[]string{`* 2 FETCH (UID 2 FLAGS (\Flagged`, `* 5 EXISTS`, `* 1 FETCH (UID 1 FLAGS (\Seen`, `* 6 EXISTS`}},
 		{3, imap.FlagAnswered, func() {
 			storeUID(t, cb, 1, imap.FlagDeleted)
 			if err := cb.UIDExpunge(imap.UIDSetNum(1)).Close(); err != nil {
 				t.Fatal(err)
 			}
-		}, []string{`* 3 FETCH (UID 3 FLAGS (\Answered))`, `* 7 EXISTS`, `* 1 FETCH (UID 1 FLAGS (\Seen \Deleted))`, `* 1 EXPUNGE`, `* 7 EXISTS`}},
+		}, []string{`* 3 FETCH (UID 3 FLAGS (\Answered`, `* 7 EXISTS`, `* 1 FETCH (UID 1 FLAGS (\Seen \Deleted`, `* 1 EXPUNGE`, `* 7 EXISTS`}},
 		{4, imap.FlagDraft, func() {},
-			[]string{`* 3 FETCH (UID 4 FLAGS (\Draft))`, `* 8 EXISTS`, `* 9 EXISTS`}},
+			[]string{`* 3 FETCH (UID 4 FLAGS (\Draft`, `* 8 EXISTS`, `* 9 EXISTS`}},
 	}
 	var lat []time.Duration
 	for i, round := range rounds {

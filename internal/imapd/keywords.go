@@ -20,8 +20,8 @@ import (
 //     when the mailbox was selected and only grows. Before a flag change
 //     with a keyword outside it is queued, a FLAGS with it added is queued.
 //   - pending: the FLAGS queued but perhaps not yet written, oldest first,
-//     each noting whether an EXPUNGE was queued before it (a poll after a
-//     non-UID FETCH, STORE or SEARCH stops at the first EXPUNGE).
+//     each with its place in the queue (a poll after a non-UID FETCH, STORE
+//     or SEARCH stops at the first EXPUNGE; view.written).
 //   - told: keywords the client's current FLAGS surely has. After a poll,
 //     the last pending FLAGS that poll surely wrote; after the session
 //     writes FLAGS itself, what it wrote.
@@ -97,8 +97,8 @@ func isKeyword(f string) bool { return f != "" && f[0] != '\\' }
 
 // queuedFlags is a FLAGS queued to a view's tracker.
 type queuedFlags struct {
-	set          kwSet
-	afterExpunge bool // an EXPUNGE queued before it may still be waiting
+	set kwSet
+	at  uint64 // its place in the queue (view.qn)
 }
 
 // announce queues FLAGS before a flag change that shows a keyword the view
@@ -114,27 +114,15 @@ func (v *view) announce(flags []string) {
 // queueFlags queues FLAGS with v.queued, with the mailbox mutex held.
 func (v *view) queueFlags() {
 	v.mt.QueueMailboxFlags(v.queued.flags())
-	v.pending = append(v.pending, queuedFlags{set: v.queued.clone(), afterExpunge: v.expunges > 0})
+	v.qn++
+	v.pending = append(v.pending, queuedFlags{set: v.queued.clone(), at: v.qn})
 }
 
-// queueExpunge queues EXPUNGE seq, with the mailbox mutex held.
-func (v *view) queueExpunge(seq uint32) {
-	v.mt.QueueExpunge(seq)
-	v.expunges++
-}
-
-// polled records what a poll wrote: the first n FLAGS pending and exps
-// EXPUNGEs when expunges were allowed, otherwise the FLAGS ahead of any
-// EXPUNGE among the first n. With the mailbox mutex held.
-func (v *view) polled(n, exps int, allowExpunge bool) {
-	k := n
-	if allowExpunge {
-		v.expunges -= exps
-	} else {
-		k = 0
-		for k < n && !v.pending[k].afterExpunge {
-			k++
-		}
+// wroteFlags records that every FLAGS queued up to limit was written.
+func (v *view) wroteFlags(limit uint64) {
+	k := 0
+	for k < len(v.pending) && v.pending[k].at <= limit {
+		k++
 	}
 	if k > 0 {
 		v.told = v.pending[k-1].set

@@ -22,6 +22,7 @@ const maxLoadTries = 20
 // it, in lock-step under mu.
 type mailbox struct {
 	id   command.ID
+	srv  *Server
 	refs int // sessions using it; guarded by Server.mu
 
 	mu      sync.Mutex
@@ -30,6 +31,7 @@ type mailbox struct {
 	uids    []imap.UID // increasing; sequence number n is uids[n-1]
 	deleted bool       // the mailbox was deleted while selected
 	views   map[*imapserver.SessionTracker]*view
+	serial  uint64 // views opened so far
 }
 
 // load reads the UID list and the position it reflects, once.
@@ -87,8 +89,10 @@ func (mb *mailbox) apply(changes []mailstore.Change) {
 				continue
 			}
 			mb.uids = append(mb.uids, c.UID)
+			mb.addRecent(c.UID)
 			for _, v := range mb.views {
 				v.mt.QueueNumMessages(uint32(len(mb.uids)))
+				v.recentDirty = true
 			}
 		case mailstore.MessageExpunged:
 			// A run of expunges is announced from the highest sequence
@@ -107,18 +111,21 @@ func (mb *mailbox) apply(changes []mailstore.Change) {
 			}
 			for _, v := range mb.views {
 				if v.quiet[c.Message] {
-					// The session that made the change reports it itself.
-					delete(v.quiet, c.Message)
+					// Held while the session's own change is in flight
+					// (submitQuiet).
+					v.held = append(v.held, heldChange{c.Pos, c.UID, c.Flags})
 					continue
 				}
-				v.announce(c.Flags)
-				v.mt.QueueMessageFlags(uint32(k+1), c.UID, toFlags(c.Flags), nil)
+				v.queueFetch(uint32(k+1), c.UID, c.Flags)
 			}
 		case mailstore.MailboxDeleted:
 			for n := len(mb.uids); n > 0; n-- {
 				for _, v := range mb.views {
 					v.queueExpunge(uint32(n))
 				}
+			}
+			for _, v := range mb.views {
+				v.recent, v.recentDirty = nil, true
 			}
 			mb.uids = nil
 			mb.deleted = true
@@ -142,6 +149,7 @@ func (mb *mailbox) expunge(run []mailstore.Change) {
 	for _, c := range run {
 		if k, ok := mb.find(c.UID); ok {
 			idx = append(idx, k)
+			mb.dropRecent(c.UID)
 		}
 	}
 	if len(idx) == 0 {
@@ -298,34 +306,70 @@ func (mb *mailbox) view(st *imapserver.SessionTracker) ([]ref, uint32) {
 	return out, mb.clientMax(st)
 }
 
-// hush registers ids as changed by st itself; unhush forgets them.
-func (mb *mailbox) hush(st *imapserver.SessionTracker, ids []command.ID) {
+// submitQuiet submits a flag change of the session's own, which it
+// reports itself (or not, for .SILENT): the changes to those messages
+// applied meanwhile are held back from its view; once the outcome is
+// known, those made by other entries are queued after all, with the
+// message's latest flags.
+func (s *session) submitQuiet(sel *selected, cmd *command.Command) (*mailstore.Outcome, error) {
+	mb, v := sel.mb, sel.v
 	mb.mu.Lock()
-	defer mb.mu.Unlock()
-	v := mb.views[st]
-	for _, id := range ids {
+	for _, id := range cmd.IDs {
 		v.quiet[id] = true
 	}
-}
-
-func (mb *mailbox) unhush(st *imapserver.SessionTracker) {
+	mb.mu.Unlock()
+	o, err := s.submit(cmd)
+	var own uint64
+	if o != nil {
+		own = o.Pos
+	}
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	clear(mb.views[st].quiet)
+	clear(v.quiet)
+	latest := map[imap.UID][]string{}
+	others := map[imap.UID]bool{}
+	var order []imap.UID
+	for _, h := range v.held {
+		if _, ok := latest[h.uid]; !ok {
+			order = append(order, h.uid)
+		}
+		latest[h.uid] = h.flags
+		if h.pos != own {
+			others[h.uid] = true
+		}
+	}
+	woke := false
+	for _, uid := range order {
+		// Its own change is not queued back to it, unless a flag change
+		// queued earlier may still be unwritten: that one, written after
+		// the session's own answer, would leave older flags showing.
+		_, stale := v.fetches[uid]
+		if k, ok := mb.find(uid); ok && (others[uid] || stale) {
+			v.queueFetch(uint32(k+1), uid, latest[uid])
+			woke = true
+		}
+	}
+	if woke {
+		mb.wake()
+	}
+	v.held = v.held[:0]
+	return o, err
 }
 
 // open starts a session's view of the mailbox, with its tracker at the
 // current count, and returns the count. keywords are those the client is
 // told with SELECT's FLAGS.
-func (mb *mailbox) open(readOnly bool, keywords []string) (*view, uint32, bool) {
+func (mb *mailbox) open(readOnly, rev2 bool, keywords []string) (*view, uint32, bool) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	n := uint32(len(mb.uids))
 	mt := imapserver.NewMailboxTracker(n)
-	v := &view{mt: mt, st: mt.NewSession(), readOnly: readOnly,
-		notify: make(chan struct{}, 1), quiet: map[command.ID]bool{},
+	mb.serial++
+	v := &view{mt: mt, st: mt.NewSession(), serial: mb.serial, readOnly: readOnly, rev2: rev2,
+		notify: make(chan struct{}, 1), quiet: map[command.ID]bool{}, fetches: map[imap.UID]uint64{},
 		queued: newKwSet(keywords), told: newKwSet(keywords)}
 	if !mb.deleted {
+		mb.openRecent(v)
 		mb.views[v.st] = v
 	}
 	return v, n, mb.deleted

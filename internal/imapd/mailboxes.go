@@ -329,8 +329,11 @@ func (s *session) statusData(ctx context.Context, mb *mailstore.Mailbox, opts *i
 		data.NumUnseen = &n
 	}
 	if opts.NumRecent {
-		var zero uint32
-		data.NumRecent = &zero
+		n, err := s.statusRecent(ctx, mb)
+		if err != nil {
+			return nil, s.storeError(err, mb.Name)
+		}
+		data.NumRecent = &n
 	}
 	if opts.Size {
 		n := mb.Size

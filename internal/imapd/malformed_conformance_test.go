@@ -122,7 +122,9 @@ func TestMalformedAfterLogin(t *testing.T) {
 	// At the limit it is taken.
 	msg := "Subject: at the limit\r\n\r\n" + strings.Repeat("a", 1000-len("Subject: at the limit\r\n\r\n"))
 	u = w.ok(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(msg), msg))
-	expectUntagged(t, "APPEND at the limit", u, "* 5 EXISTS")
+	// The message is recent for this session, the only one (RFC 3501
+	// section 7.3.2).
+	expectUntagged(t, "APPEND at the limit", u, "* 5 EXISTS", "* 5 RECENT")
 	w.ok("FETCH 5 (UID)")
 	_, tagged = w.run("FETCH 6 (UID)")
 	if status(tagged) != "BAD [CLIENTBUG]" {

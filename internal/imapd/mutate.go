@@ -106,9 +106,7 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 		kind = command.ReplaceFlags
 	}
 	if len(list) > 0 || kind == command.ReplaceFlags {
-		sel.mb.hush(sel.st, ids)
-		_, err = s.submit(&command.Command{Kind: kind, Flags: list, IDs: ids})
-		sel.mb.unhush(sel.st)
+		_, err = s.submitQuiet(sel, &command.Command{Kind: kind, Flags: list, IDs: ids})
 		if err != nil {
 			return err
 		}
@@ -131,6 +129,7 @@ func (s *session) writeFlags(ctx context.Context, w *imapserver.FetchWriter, sel
 		if !ok {
 			return nil
 		}
+		m.Flags = s.showRecent(m.UID, m.Flags)
 		if err := s.tell(m.Flags); err != nil {
 			return err
 		}

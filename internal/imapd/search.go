@@ -34,7 +34,7 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	view, max := sel.mb.view(sel.st)
 	ctx, cancel := s.ctx()
 	defer cancel()
-	mt := &matcher{ctx: ctx, max: max, saved: sel.searchRes}
+	mt := &matcher{ctx: ctx, max: max, saved: sel.searchRes, recent: s.recentSet()}
 	if len(view) > 0 {
 		mt.lastUID = view[len(view)-1].uid
 	}
@@ -137,6 +137,7 @@ type matcher struct {
 	max     uint32     // highest client sequence number (*)
 	lastUID imap.UID   // highest UID (*)
 	saved   []imap.UID // SEARCHRES ($)
+	recent  func(imap.UID) bool
 
 	msg    *mailstore.Message
 	seq    uint32
@@ -176,12 +177,12 @@ func (mt *matcher) match(c *imap.SearchCriteria) (bool, error) {
 		}
 	}
 	for _, f := range c.Flag {
-		if !msgHasFlag(m.Flags, f) {
+		if !mt.hasFlag(f) {
 			return false, nil
 		}
 	}
 	for _, f := range c.NotFlag {
-		if msgHasFlag(m.Flags, f) {
+		if mt.hasFlag(f) {
 			return false, nil
 		}
 	}
@@ -272,6 +273,15 @@ func (mt *matcher) inSaved() bool {
 
 func dateOf(t time.Time) time.Time {
 	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+// hasFlag is msgHasFlag with \Recent, which is the session's (RFC 3501
+// section 2.3.2; SEARCH RECENT, NEW and OLD).
+func (mt *matcher) hasFlag(f imap.Flag) bool {
+	if strings.EqualFold(string(f), `\Recent`) {
+		return mt.recent(mt.msg.UID)
+	}
+	return msgHasFlag(mt.msg.Flags, f)
 }
 
 // msgHasFlag matches system flags exactly (they are canonical on both

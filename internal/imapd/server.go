@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -56,8 +57,9 @@ type Server struct {
 	ctx    context.Context // cancelled by Close: stops waiting submits and login delays
 	cancel context.CancelFunc
 
-	mu    sync.Mutex
-	boxes map[command.ID]*mailbox // mailboxes selected by at least one session
+	mu     sync.Mutex
+	boxes  map[command.ID]*mailbox // mailboxes selected by at least one session
+	floors map[command.ID]imap.UID // \Recent: the highest UID claimed, per mailbox
 }
 
 // New returns a Server; call Serve to accept connections.
@@ -80,7 +82,13 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{}}
+	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{},
+		floors: map[command.ID]imap.UID{}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.loadFloors(ctx); err != nil {
+		return nil, fmt.Errorf("imapd: reading the mailboxes: %w", err)
+	}
 	s.guard = loginguard.New(cfg.Login, s.log, "IMAP")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.srv = imapserver.New(&imapserver.Options{
@@ -146,7 +154,7 @@ func (s *Server) acquire(ctx context.Context, id command.ID) (*mailbox, error) {
 	s.mu.Lock()
 	mb := s.boxes[id]
 	if mb == nil {
-		mb = &mailbox{id: id}
+		mb = &mailbox{id: id, srv: s}
 		s.boxes[id] = mb
 	}
 	mb.refs++

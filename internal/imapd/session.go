@@ -158,7 +158,8 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		s.srv.release(mb)
 		return nil, s.storeError(err, name)
 	}
-	v, n, deleted := mb.open(readOnly, kws)
+	rev2 := s.conn.EnabledCaps().Has(imap.CapIMAP4rev2)
+	v, n, deleted := mb.open(readOnly, rev2, kws)
 	if deleted {
 		mb.close(v)
 		s.srv.release(mb)
@@ -177,6 +178,7 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		perm = []imap.Flag{}
 	}
 	return &imap.SelectData{
+		NumRecent:      v.recentSent,
 		Flags:          flags,
 		PermanentFlags: perm,
 		NumMessages:    n,

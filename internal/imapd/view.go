@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"cspool/internal/command"
@@ -14,20 +15,43 @@ import (
 type view struct {
 	mt       *imapserver.MailboxTracker
 	st       *imapserver.SessionTracker
+	serial   uint64 // selection order in the mailbox
 	readOnly bool
+	rev2     bool // the session enabled IMAP4rev2 before selecting
 	// notify gets a token (without blocking) whenever updates are queued;
 	// Idle waits on it. Being buffered, a token sent before IDLE starts is
 	// still there when it does.
 	notify chan struct{}
-	// quiet lists messages whose next flag change this session made
-	// itself and reports on its own.
+	// quiet lists the messages of a flag change of the session's own in
+	// flight; changes to them are held meanwhile (submitQuiet).
 	quiet map[command.ID]bool
+	held  []heldChange
+
+	// What may be queued and not written yet. Each FLAGS, EXPUNGE and flag
+	// FETCH queued takes the next number qn; a poll writes everything
+	// queued before it, or, after a non-UID FETCH, STORE or SEARCH, what
+	// comes before the first EXPUNGE (written).
+	qn      uint64
+	exps    []uint64            // EXPUNGEs
+	fetches map[imap.UID]uint64 // the last flag FETCH per message
 
 	// Keyword announcements (keywords.go).
-	queued   kwSet
-	pending  []queuedFlags
-	expunges int // EXPUNGEs queued that a poll may not have written yet
-	told     kwSet
+	queued  kwSet
+	pending []queuedFlags
+	told    kwSet
+
+	// \Recent (recent.go): the UIDs recent for this session, increasing;
+	// the count last written; whether it may have changed since.
+	recent      []imap.UID
+	recentSent  uint32
+	recentDirty bool
+}
+
+// heldChange is a flag change held back from a view.
+type heldChange struct {
+	pos   uint64
+	uid   imap.UID
+	flags []string
 }
 
 // Poll implements imapserver.Session: the conn calls it after every
@@ -38,15 +62,68 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	}
 	mb, v := s.sel.mb, s.sel.v
 	mb.mu.Lock()
-	n, exps := len(v.pending), v.expunges
+	n0 := v.qn
+	dirty := v.recentDirty && !v.rev2
+	if allowExpunge {
+		v.recentDirty = false
+	}
 	mb.mu.Unlock()
 	if err := v.st.Poll(w, allowExpunge); err != nil {
 		return err
 	}
 	mb.mu.Lock()
-	v.polled(n, exps, allowExpunge)
+	v.written(n0, allowExpunge)
+	var recent uint32
+	if dirty {
+		recent = mb.recentVisible(v)
+	}
 	mb.mu.Unlock()
+	if dirty && recent != v.recentSent {
+		// RFC 3501 section 7.3.2; the library drops it for IMAP4rev2.
+		if err := w.WriteNumRecent(recent); err != nil {
+			return err
+		}
+		v.recentSent = recent
+	}
 	return nil
+}
+
+// queueExpunge queues EXPUNGE seq. With the mailbox mutex held.
+func (v *view) queueExpunge(seq uint32) {
+	v.mt.QueueExpunge(seq)
+	v.qn++
+	v.exps = append(v.exps, v.qn)
+	v.recentDirty = true
+}
+
+// queueFetch queues a flag change of the message at seq (a FLAGS first if
+// it shows a new keyword). With the mailbox mutex held.
+func (v *view) queueFetch(seq uint32, uid imap.UID, flags []string) {
+	v.announce(flags)
+	v.mt.QueueMessageFlags(seq, uid, toFlags(v.withRecent(uid, flags)), nil)
+	v.qn++
+	v.fetches[uid] = v.qn
+}
+
+// written records what a poll that started when v.qn was n0 surely wrote.
+// With the mailbox mutex held.
+func (v *view) written(n0 uint64, allowExpunge bool) {
+	limit := n0
+	if allowExpunge {
+		k := 0
+		for k < len(v.exps) && v.exps[k] <= n0 {
+			k++
+		}
+		v.exps = v.exps[k:]
+	} else if len(v.exps) > 0 && v.exps[0] <= n0 {
+		limit = v.exps[0] - 1
+	}
+	for uid, at := range v.fetches {
+		if at <= limit {
+			delete(v.fetches, uid)
+		}
+	}
+	v.wroteFlags(limit)
 }
 
 // Idle implements imapserver.Session. Whatever was queued before IDLE

@@ -133,7 +133,7 @@ func (cl *client) doLiteral(name, args string, literal []byte) (string, error) {
 			if strings.HasPrefix(l, tag+" ") {
 				return cl.tagged(name, l[len(tag)+1:]), nil
 			}
-			cl.untagged(l)
+			cl.line(name, l)
 		}
 		if err := cl.send(string(literal) + "\r\n"); err != nil {
 			return "", err
@@ -147,12 +147,17 @@ func (cl *client) doLiteral(name, args string, literal []byte) (string, error) {
 		if strings.HasPrefix(l, tag+" ") {
 			return cl.tagged(name, l[len(tag)+1:]), nil
 		}
-		if strings.HasPrefix(l, "* ") {
-			cl.untagged(l[2:])
-			continue
-		}
-		cl.rep.violation(cl.id, name, "unexpected line %q", l)
+		cl.line(name, l)
 	}
+}
+
+// line handles a line that is not the tagged reply.
+func (cl *client) line(name, l string) {
+	if strings.HasPrefix(l, "* ") {
+		cl.untagged(l[2:])
+		return
+	}
+	cl.rep.violation(cl.id, name, "unexpected line %q", l)
 }
 
 // tagged records a reply that is not OK as an error (NO [EXPUNGEISSUED]
