@@ -144,7 +144,7 @@ cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server ht
 	case errors.Is(err, syncer.ErrGap) || errors.Is(err, syncer.ErrIntegrity):
 		hint := "the spool's log failed an integrity check (missing, reordered or forged entries): report it to the spool's operator, keep this database, and do not trust this spool until it is explained"
 		if errors.Is(err, syncer.ErrIntegrity) {
-			hint += "; once it is, cspool sync --clear-alarm lets the checks run again"
+			hint += "; once it is, cspool sync --clear-alarm lets the checks run again, or, if the spool was restored from a backup, cspool recover puts back what this device holds (docs/OPERATING.md)"
 		}
 		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), hint)
 	}

@@ -168,6 +168,7 @@ type Rebase struct {
 
 	oldTouched map[command.ID]string // mailboxes the superseded history changed, by id, with their names
 	newTouched map[string]bool       // ids (as strings) and names of mailboxes the applied entries changed
+	superseded int                   // entries marked superseded
 	closed     bool
 }
 
@@ -228,8 +229,16 @@ func (rb *Rebase) begin(baseChain spool.Hash) error {
 	if err != nil {
 		return err
 	}
+	res, err := tx.ExecContext(ctx, "UPDATE entries SET old = 1 WHERE pos > ? AND old = 0", int64(rb.base))
+	if err != nil {
+		return fmt.Errorf("starting rebase: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("starting rebase: %w", err)
+	}
+	rb.superseded = int(n)
 	for _, q := range []string{
-		"UPDATE entries SET old = 1 WHERE pos > ? AND old = 0",
 		"UPDATE bodies SET origin = 0 WHERE origin > ?",
 		"DELETE FROM chain WHERE pos > ?",
 		"DELETE FROM appended WHERE pos > ?",
@@ -244,6 +253,10 @@ func (rb *Rebase) begin(baseChain spool.Hash) error {
 	}
 	return nil
 }
+
+// Superseded is the number of entries the store applied after the base,
+// now superseded.
+func (rb *Rebase) Superseded() int { return rb.superseded }
 
 // Position is the position the rebase has applied up to.
 func (rb *Rebase) Position() uint64 { return rb.pos }
@@ -446,4 +459,62 @@ func (rb *Rebase) Close() error {
 func (r *rebaseRules) keeps(mb *mailboxRow) bool {
 	_, ok := r.oldTouched[mb.id]
 	return ok
+}
+
+// Covers reports, without changing anything, whether sn holds this
+// store's history as Adopt requires: nil if so, else the
+// *Contradiction Adopt would return.
+func (s *Store) Covers(ctx context.Context, sn *Snapshot) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if err := sn.check(); err != nil {
+		return err
+	}
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("reading history: %w", err)
+	}
+	defer tx.Rollback()
+	var pos int64
+	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
+		return fmt.Errorf("reading state: %w", err)
+	}
+	r := &restorer{ctx: ctx, tx: tx, sn: sn, adopt: true}
+	if err := r.readOld(); err != nil {
+		return err
+	}
+	_, err = r.checkHistory(uint64(pos))
+	return err
+}
+
+// Lacks returns the entries of an encoded entry list (Snapshot.Entries,
+// Snapshot.Superseded) that this store has not applied, or not at the
+// same position: the history of another device's state that this one does
+// not hold.
+func (s *Store) Lacks(ctx context.Context, list []byte) ([]Appended, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	mine := map[command.ID]uint64{}
+	err := dumpRows(ctx, s.rdb, "SELECT id, pos FROM entries", func(sc scanner) error {
+		var id []byte
+		var p int64
+		if err := sc.Scan(&id, &p); err != nil {
+			return err
+		}
+		mine[command.ID(id)] = uint64(p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []Appended
+	for id, p := range listPositions(list) {
+		if q, ok := mine[id]; !ok || q != p {
+			out = append(out, Appended{ID: id, Pos: p})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Pos < out[j].Pos })
+	return out, nil
 }

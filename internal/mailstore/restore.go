@@ -177,7 +177,7 @@ func (r *restorer) readOld() error {
 // coverage is what checkHistory found: how the snapshot holds this
 // store's history.
 type coverage struct {
-	crossed     bool       // an entry this store applied is among the snapshot's superseded ones
+	crossed     bool       // an entry this store applied (not superseded here already) is among the snapshot's superseded ones
 	explainFrom uint64     // the lowest position of an entry applied or appended here that the snapshot supersedes (0: none)
 	lost        []Appended // entries appended here that a snapshot superseding this history does not hold
 }
@@ -213,19 +213,22 @@ func (r *restorer) checkHistory(pos uint64) (*coverage, error) {
 		return "no entry"
 	}
 	var c *Contradiction
-	err := dumpRows(r.ctx, r.tx, "SELECT id, pos FROM entries ORDER BY pos", func(sc scanner) error {
+	err := dumpRows(r.ctx, r.tx, "SELECT id, pos, old FROM entries ORDER BY pos", func(sc scanner) error {
 		var idb []byte
-		var p int64
-		if err := sc.Scan(&idb, &p); err != nil {
+		var p, wasOld int64
+		if err := sc.Scan(&idb, &p, &wasOld); err != nil {
 			return err
 		}
 		id := command.ID(idb)
-		if q, ok := in[id]; ok && q == uint64(p) {
+		if q, ok := in[id]; ok && q == uint64(p) && wasOld == 0 {
 			return nil
 		}
 		if q, ok := old[id]; ok && q == uint64(p) {
-			cov.crossed = true
-			superseded(uint64(p))
+			if wasOld == 0 {
+				// history this store applied, superseded now
+				cov.crossed = true
+				superseded(uint64(p))
+			}
 			return nil
 		}
 		detail := fmt.Sprintf(

@@ -1,7 +1,6 @@
 package syncer
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -118,7 +117,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		return 0, head, fmt.Errorf("reading checkpoint: %w", err)
 	}
 	start := time.Now()
-	sn, err := s.openCheckpoint(cp)
+	sn, cpCmd, err := s.openCheckpoint(cp)
 	if err != nil {
 		s.log.Error("rejected checkpoint; falling back to the log", "pos", cp.Pos, "err", err)
 		s.mu.Lock()
@@ -179,6 +178,12 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	if chain != nil {
 		s.setChain(*chain, true)
 	}
+	if cpCmd.Kind == command.Restoration {
+		// Its entry, next in the log, applies without adopting again.
+		s.mu.Lock()
+		s.adopted = adoptedKey{pos: sn.Position + 1, digest: sha256.Sum256(cpCmd.Body)}
+		s.mu.Unlock()
+	}
 	s.resolveRestored(ctx)
 	s.log.Info("rebuilt from checkpoint", "pos", sn.Position, "messages", len(sn.Messages),
 		"bodies", len(sn.Keep()), "took", time.Since(start).Round(time.Millisecond))
@@ -186,31 +191,15 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 }
 
 // openCheckpoint verifies a checkpoint like any entry (sealed to the user,
-// signed by the user key, a Checkpoint command whose digest matches) and
-// decodes its state.
-func (s *Syncer) openCheckpoint(cp spool.Checkpoint) (*mailstore.Snapshot, error) {
+// signed by the user key, a Checkpoint or Restoration command whose digest
+// matches) and decodes its state.
+func (s *Syncer) openCheckpoint(cp spool.Checkpoint) (*mailstore.Snapshot, *command.Command, error) {
 	o, err := entry.Open(cp.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
-	c := o.Cmd
-	digest := sha256.Sum256(c.Body)
-	switch {
-	case c.Kind != command.Checkpoint:
-		return nil, fmt.Errorf("%w: holds a %s command", ErrBadCheckpoint, c.Kind)
-	case c.Position != cp.Pos:
-		return nil, fmt.Errorf("%w: covers position %d, stored as %d", ErrBadCheckpoint, c.Position, cp.Pos)
-	case !bytes.Equal(digest[:], c.Digest):
-		return nil, fmt.Errorf("%w: state digest mismatch", ErrBadCheckpoint)
-	}
-	sn, err := mailstore.DecodeSnapshot(c.Body)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
-	}
-	if sn.Position != cp.Pos {
-		return nil, fmt.Errorf("%w: state at position %d, stored as %d", ErrBadCheckpoint, sn.Position, cp.Pos)
-	}
-	return sn, nil
+	sn, err := OpenState(o.Cmd, cp.Pos)
+	return sn, o.Cmd, err
 }
 
 // fetchBodies hands over the message bytes of the entries a restore needs:
@@ -230,7 +219,7 @@ func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.En
 		if err != nil {
 			return fmt.Errorf("entry %d: %w", e.Pos, err)
 		}
-		if k := o.Cmd.Kind; k != command.Deliver && k != command.Append {
+		if k := o.Cmd.Kind; k != command.Deliver && k != command.Append && k != command.Body {
 			return fmt.Errorf("entry %d holds a %s, not a message", e.Pos, k)
 		}
 		// Who signed it does not matter here: Restore checks the bytes

@@ -69,7 +69,7 @@ func (s *Syncer) setChain(h spool.Hash, known bool) {
 // checkRead checks a read's claims against what the device applied.
 func (s *Syncer) checkRead(ctx context.Context, pos uint64, lr spool.LogRead) error {
 	if lr.Head < pos {
-		return s.raise(ctx, pos, fmt.Sprintf(
+		return s.rolledBack(ctx, pos, lr, fmt.Sprintf(
 			"the spool's head %d is behind position %d, which this device already applied: the log was rolled back", lr.Head, pos))
 	}
 	if s.cfg.DisableIntegrity {
@@ -91,7 +91,7 @@ func (s *Syncer) checkRead(ctx context.Context, pos uint64, lr spool.LogRead) er
 		return nil
 	}
 	if lr.StartHash != h {
-		return s.raise(ctx, pos, fmt.Sprintf(
+		return s.rolledBack(ctx, pos, lr, fmt.Sprintf(
 			"the spool's history up to position %d (hash %x) differs from the one this device applied (hash %x): rewritten, rolled back or forked",
 			pos, lr.StartHash[:6], h[:6]))
 	}
@@ -100,6 +100,16 @@ func (s *Syncer) checkRead(ctx context.Context, pos uint64, lr spool.LogRead) er
 			"the spool's head hash at position %d differs from the one this device computed", pos))
 	}
 	return nil
+}
+
+// rolledBack handles a read whose log does not extend what this device
+// applied: adopted (errAdopted) if the spool's newest checkpoint is a
+// restoration that explains it (restoration.go), else an alarm.
+func (s *Syncer) rolledBack(ctx context.Context, pos uint64, lr spool.LogRead, detail string) error {
+	if err := s.tryRestoration(ctx, lr.Checkpoint); err != nil {
+		return err
+	}
+	return s.raise(ctx, pos, detail)
 }
 
 // checkSeen checks the head a command's author had applied against this
@@ -146,7 +156,7 @@ func prefix(b []byte) []byte {
 
 // Alarmed is closed once an integrity alarm stops the sync (at once if one
 // was recorded before the Syncer was created).
-func (s *Syncer) Alarmed() <-chan struct{} { return s.alarmed }
+func (s *Syncer) Alarmed() <-chan struct{} { return s.alarmedChan() }
 
 // raise records an integrity alarm and stops the sync.
 func (s *Syncer) raise(ctx context.Context, pos uint64, detail string) error {

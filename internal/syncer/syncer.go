@@ -168,6 +168,10 @@ type Syncer struct {
 	pending    map[command.ID]pendingEntry
 	goneAt     uint64    // checkpoint whose restore last found bodies gone
 	downSince  time.Time // when the exchanges with the spool started failing
+
+	spoolHead        uint64     // the spool's head as last read (Status.Head never goes down)
+	adopted          adoptedKey // the restoration adopted last (restoration.go)
+	triedRestoration uint64     // checkpoint position last looked at for a restoration
 }
 
 // New returns a Syncer; call Run to start syncing.
@@ -248,9 +252,13 @@ func (s *Syncer) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		if errors.Is(err, ErrIntegrity) {
-			// Stop applying; keep serving reads until shut down.
-			<-ctx.Done()
-			return ctx.Err()
+			// Stop applying; keep serving reads until shut down, and
+			// look for a restoration that explains the alarm
+			// (restoration.go) whenever the spool's log changes.
+			if !s.waitRestoration(ctx) {
+				return ctx.Err()
+			}
+			continue
 		}
 		if errors.Is(err, mailstore.ErrClosed) {
 			return err
@@ -308,7 +316,7 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, err
 		}
-		if s.Status().Position >= head || s.Status().Position == before {
+		if s.Status().Position >= head || (s.Status().Position == before && n == 0) {
 			return total, nil
 		}
 	}
@@ -332,7 +340,16 @@ func (s *Syncer) step(ctx context.Context) error {
 // device has applied (see integrity.go) before applying anything.
 func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64, error) {
 	if a := s.Status().Alarm; a != "" {
-		return 0, 0, fmt.Errorf("%w: %s", ErrIntegrity, a)
+		// Stopped, unless a restoration explains the alarm.
+		lr, err := s.cfg.Source.ReadLog(ctx, s.Status().Position, 1, 1, 0)
+		if err == nil {
+			s.contact(lr.Head, lr.Checkpoint)
+			err = s.tryRestoration(ctx, lr.Checkpoint)
+		}
+		if !errors.Is(err, errAdopted) {
+			return 0, 0, fmt.Errorf("%w: %s", ErrIntegrity, s.Status().Alarm)
+		}
+		return 1, lr.Head, nil
 	}
 	pos := s.Status().Position
 	lr, err := s.cfg.Source.ReadLog(ctx, pos, s.cfg.BatchCount, s.cfg.BatchBytes, wait)
@@ -349,6 +366,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		// works as long as compaction left no gap after the position.
 	}
 	if err := s.checkRead(ctx, pos, lr); err != nil {
+		if errors.Is(err, errAdopted) {
+			return 1, lr.Head, nil
+		}
 		return 0, lr.Head, err
 	}
 	if len(lr.Entries) == 0 {
@@ -383,6 +403,20 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 			return 0, lr.Head, s.raise(ctx, last, fmt.Sprintf(
 				"the spool skipped from position %d to %d, and no valid checkpoint covers the gap: entries were dropped or withheld (%v)",
 				last, e.Pos, ErrGap))
+		}
+		if s.isRestoration(opened[i], openErr[i], e.Pos) {
+			// Its state replaces the store's before it applies: the
+			// entries before it first, alone; then the adoption; then
+			// the entry, read again.
+			if i > 0 {
+				break
+			}
+			if !s.adoptedAt(e.Pos, opened[i]) {
+				if err := s.adoptEntry(ctx, opened[i], e.Pos); err != nil {
+					return 0, lr.Head, err
+				}
+				return 1, lr.Head, nil
+			}
 		}
 		h = spool.ChainNext(h, e.Data)
 		o, err := opened[i], openErr[i]
@@ -499,6 +533,7 @@ func (s *Syncer) contact(head, checkpoint uint64) {
 	s.status.LastContact = time.Now()
 	s.status.Connected = true
 	s.status.LastError, s.status.Hint = "", ""
+	s.spoolHead = head
 }
 
 // setError records a failed exchange with the spool, and what to do about
@@ -549,6 +584,7 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	if st.Alarm != "" {
 		return nil, fmt.Errorf("%w: %s", ErrIntegrity, st.Alarm)
 	}
+	alarmed := s.alarmedChan()
 	seen := s.seenHead()
 	batch := make([][]byte, len(cmds))
 	waits := make([]chan mailstore.Outcome, len(cmds))
@@ -594,7 +630,7 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		select {
 		case o := <-waits[i]:
 			outs[i] = o
-		case <-s.alarmed:
+		case <-alarmed:
 			forget()
 			return nil, fmt.Errorf("%w: %s (the change is in the log at position %d but not applied here)", ErrIntegrity, s.Status().Alarm, last)
 		case <-ctx.Done():

@@ -1,0 +1,497 @@
+// Package recovery puts back onto a spool restored from a backup what a
+// device still holds beyond the restored head, and records it as a
+// Restoration every other device of the user adopts (cspool recover).
+//
+// Implementation notes and invariants (docs/SECURITY.md §8 has the
+// reasoning, docs/FORMAT.md the encodings):
+//
+//   - The restored head is found, not told: it is the last position at
+//     which the chain hash this device recorded equals the spool's
+//     (Cspool-Chain-Start of a read there), found by bisection over the
+//     positions the device has a hash for. Before it both histories are
+//     the same log; after it the device's history is superseded.
+//   - Nothing is taken on trust from the spool: the entries after the
+//     restored head are read and checked like any sync (contiguous, hashed
+//     from the restored head's hash to the spool's head hash, each opened
+//     with the user's and the spool's keys, the spool's allowed only to
+//     deliver) before they are applied.
+//   - The device's store is not changed: the rebase (mailstore.Rebase) runs
+//     in one transaction that is rolled back. What the recovery leaves is
+//     on the spool: Body entries with the bytes only this device's history
+//     holds, then the Restoration, stored as the newest checkpoint at the
+//     position its state is at and appended right after it. The device
+//     adopts it afterwards like every other device (the syncer), so a
+//     recovery interrupted anywhere can be run again.
+//   - The checkpoint keeps every entry after the restored head, so another
+//     device holding more of the superseded history can rebase onto the
+//     same log and write a second restoration that holds both.
+//   - Only the user's key signs what is written: a device takes neither a
+//     Restoration nor a Body from the spool's key.
+package recovery
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+	"cspool/internal/syncer"
+)
+
+// Errors of Recover.
+var (
+	// ErrNothingToRecover: the spool's log extends what this device
+	// applied; it was not rolled back.
+	ErrNothingToRecover = errors.New("the spool's log extends this device's history: nothing to recover")
+	// ErrCovered: the spool already holds a restoration that holds this
+	// device's history; syncing adopts it.
+	ErrCovered = errors.New("a restoration on the spool already holds this device's history")
+	// ErrNoCommonHistory: no position this device has a chain hash for
+	// agrees with the spool, so the restored head cannot be found.
+	ErrNoCommonHistory = errors.New("no common history with the spool")
+	// ErrCompacted: entries written after the restored head are gone from
+	// the spool (a checkpoint compacted them), so they cannot be rebased.
+	ErrCompacted = errors.New("entries after the restored head are gone from the spool")
+	// ErrFork: a restoration on the spool holds history this device does
+	// not, and this device holds history it does not.
+	ErrFork = errors.New("a restoration on the spool holds history this device never applied")
+)
+
+// Config configures Recover. Zero fields take the documented defaults.
+type Config struct {
+	User     string
+	UserKey  *keys.SecretKey
+	SpoolKey keys.PublicKey
+	// Source must also be a syncer.Checkpointer.
+	Source syncer.Source
+	Store  *mailstore.Store
+	Logger *slog.Logger // nil: slog.Default()
+
+	BatchCount int   // entries per read and per append; 0 = 1000
+	BatchBytes int64 // bytes per read and per append; 0 = 4 MiB
+	Attempts   int   // tries to append the Restoration where its state is; 0 = 5
+}
+
+// Report says what a recovery found and wrote.
+type Report struct {
+	Position   uint64 // this device's position
+	Base       uint64 // the restored head: the last position the spool and this device agree on
+	SpoolHead  uint64 // the spool's head when the recovery started
+	Superseded int    // entries this device applied after Base, which the spool lost
+	Replayed   int    // positions of the spool's log after Base applied after them
+	Kept       int    // deletions of mailboxes the superseded history changed, refused (the mailboxes stay)
+
+	Bodies    int   // messages whose bytes were put back (Body entries)
+	BodyBytes int64 // their sealed size
+	// Restoration is the position of the restoration's state (stored as a
+	// checkpoint there); its entry is at Restoration+1.
+	Restoration uint64
+	StateBytes  int      // the sealed restoration's size
+	Messages    int      // messages in the restored state
+	Renewed     []string // mailboxes given a new UIDVALIDITY
+	Attempts    int      // appends of the restoration (more than 1: mail arrived meanwhile)
+}
+
+// Recover finds the restored head, rebases this device's history after it
+// onto the spool's log, puts back the message bytes the spool lost, and
+// writes the Restoration. The store is left as it was: syncing adopts the
+// restoration afterwards.
+func Recover(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Store == nil || cfg.Source == nil || cfg.UserKey == nil || cfg.User == "" {
+		return nil, errors.New("recovery: store, source, user and user key are required")
+	}
+	cpr, ok := cfg.Source.(syncer.Checkpointer)
+	if !ok {
+		return nil, fmt.Errorf("recovery: %w", syncer.ErrNoCheckpoints)
+	}
+	if cfg.BatchCount == 0 {
+		cfg.BatchCount = 1000
+	}
+	if cfg.BatchBytes == 0 {
+		cfg.BatchBytes = 4 << 20
+	}
+	if cfg.Attempts == 0 {
+		cfg.Attempts = 5
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &recoverer{cfg: cfg, cpr: cpr, log: cfg.Logger.With("component", "recover", "user", cfg.User)}
+	return r.run(ctx)
+}
+
+type recoverer struct {
+	cfg Config
+	cpr syncer.Checkpointer
+	log *slog.Logger
+	rep Report
+
+	rb    *mailstore.Rebase
+	chain spool.Hash // at rb.Position()
+}
+
+func (r *recoverer) run(ctx context.Context) (*Report, error) {
+	st := r.cfg.Store
+	pos, err := st.Position(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.rep.Position = pos
+	lr, err := r.cfg.Source.ReadLog(ctx, pos, 1, 1, 0)
+	if err != nil {
+		return nil, fmt.Errorf("reading the spool's log: %w", err)
+	}
+	r.rep.SpoolHead = lr.Head
+	if mine, ok, err := st.ChainAt(ctx, pos); err != nil {
+		return nil, err
+	} else if ok && lr.Chained && lr.Head >= pos && lr.StartHash == mine {
+		return &r.rep, ErrNothingToRecover
+	}
+	if err := r.checkNewest(ctx, lr.Checkpoint); err != nil {
+		return &r.rep, err
+	}
+	base, baseHash, err := r.findBase(ctx, min(pos, lr.Head))
+	if err != nil {
+		return &r.rep, err
+	}
+	r.rep.Base = base
+	r.log.Info("found the restored head", "base", base, "position", pos, "spool_head", lr.Head)
+	if r.rb, err = st.BeginRebase(ctx, base, baseHash); err != nil {
+		return &r.rep, err
+	}
+	defer r.rb.Close()
+	r.chain = baseHash
+	r.rep.Superseded = r.rb.Superseded()
+	if err := r.follow(ctx); err != nil {
+		return &r.rep, err
+	}
+	r.rep.Replayed = int(r.rb.Position() - base)
+	if err := r.putBodiesBack(ctx); err != nil {
+		return &r.rep, err
+	}
+	if err := r.writeRestoration(ctx, base, baseHash); err != nil {
+		return &r.rep, err
+	}
+	return &r.rep, nil
+}
+
+// checkNewest refuses to recover when the spool's newest checkpoint is a
+// restoration that already holds this device's history.
+func (r *recoverer) checkNewest(ctx context.Context, cpPos uint64) error {
+	if cpPos == 0 {
+		return nil
+	}
+	cp, err := r.cpr.Checkpoint(ctx)
+	if errors.Is(err, spool.ErrNoCheckpoint) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the spool's checkpoint: %w", err)
+	}
+	c, sn, err := r.openState(cp.Data)
+	if err != nil || c.Position != cp.Pos || len(sn.Superseded) == 0 {
+		return nil
+	}
+	if err := r.cfg.Store.Covers(ctx, sn); err == nil {
+		return fmt.Errorf("%w (at position %d)", ErrCovered, cp.Pos)
+	}
+	return nil
+}
+
+// openState opens a sealed checkpoint or restoration by the user's key and
+// decodes its state.
+func (r *recoverer) openState(data []byte) (*command.Command, *mailstore.Snapshot, error) {
+	o, err := entry.Open(data, r.cfg.UserKey, r.cfg.User, r.cfg.UserKey.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	sn, err := syncer.OpenState(o.Cmd, o.Cmd.Position)
+	return o.Cmd, sn, err
+}
+
+// spoolHash is the spool's chain hash at p.
+func (r *recoverer) spoolHash(ctx context.Context, p uint64) (spool.Hash, error) {
+	lr, err := r.cfg.Source.ReadLog(ctx, p, 1, 1, 0)
+	if err != nil {
+		return spool.Hash{}, fmt.Errorf("reading the spool's chain hash at %d: %w", p, err)
+	}
+	if !lr.Chained {
+		return spool.Hash{}, fmt.Errorf("the spool's answer at position %d carries no chain hashes", p)
+	}
+	return lr.StartHash, nil
+}
+
+// findBase bisects the positions at or below upTo that this device has a
+// chain hash for: the spool's hash equals the device's up to the restored
+// head and differs after it.
+func (r *recoverer) findBase(ctx context.Context, upTo uint64) (uint64, spool.Hash, error) {
+	st := r.cfg.Store
+	known, err := st.ChainPositions(ctx, upTo)
+	if err != nil {
+		return 0, spool.Hash{}, err
+	}
+	if len(known) == 0 || known[0] == 1 {
+		known = append([]uint64{0}, known...) // the empty log's hash is zero
+	}
+	agrees := func(p uint64) (bool, spool.Hash, error) {
+		mine, _, err := st.ChainAt(ctx, p)
+		if err != nil {
+			return false, mine, err
+		}
+		theirs, err := r.spoolHash(ctx, p)
+		return err == nil && theirs == mine, mine, err
+	}
+	ok, h, err := agrees(known[0])
+	if err != nil {
+		return 0, h, err
+	}
+	if !ok {
+		return 0, h, fmt.Errorf("%w: the spool's log differs from this device's already at position %d, the first it has a chain hash for (it was rebuilt from a checkpoint written after the backup)",
+			ErrNoCommonHistory, known[0])
+	}
+	// known[lo] agrees; every known position after hi disagrees.
+	lo, hi := 0, len(known)-1
+	base := h
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		ok, h, err := agrees(known[mid])
+		if err != nil {
+			return 0, h, err
+		}
+		if ok {
+			lo, base = mid, h
+		} else {
+			hi = mid - 1
+		}
+	}
+	return known[lo], base, nil
+}
+
+// follow reads the spool's log from the rebase's position to its head,
+// checks it as a sync does, and applies it in the rebase.
+func (r *recoverer) follow(ctx context.Context) error {
+	for {
+		pos := r.rb.Position()
+		lr, err := r.cfg.Source.ReadLog(ctx, pos, r.cfg.BatchCount, r.cfg.BatchBytes, 0)
+		if err != nil {
+			return fmt.Errorf("reading the spool's log after %d: %w", pos, err)
+		}
+		if !lr.Chained || lr.StartHash != r.chain {
+			return fmt.Errorf("the spool's log changed under the recovery at position %d: start again", pos)
+		}
+		if len(lr.Entries) == 0 {
+			if lr.Head > pos {
+				return fmt.Errorf("%w: the spool has no entry after %d though its head is %d", ErrCompacted, pos, lr.Head)
+			}
+			return nil
+		}
+		if err := r.apply(ctx, pos, lr); err != nil {
+			return err
+		}
+	}
+}
+
+// apply checks and applies one read.
+func (r *recoverer) apply(ctx context.Context, pos uint64, lr spool.LogRead) error {
+	var batch []mailstore.Entry
+	var hashes []spool.Hash
+	h, last := r.chain, pos
+	for _, e := range lr.Entries {
+		if e.Pos != last+1 {
+			return fmt.Errorf("%w: the spool skipped from position %d to %d (a checkpoint at %d compacted them)", ErrCompacted, last, e.Pos, lr.Checkpoint)
+		}
+		h = spool.ChainNext(h, e.Data)
+		hashes = append(hashes, h)
+		last = e.Pos
+		o, err := entry.Open(e.Data, r.cfg.UserKey, r.cfg.User, r.cfg.UserKey.Public(), r.cfg.SpoolKey)
+		if err != nil {
+			r.log.Warn("rejected entry", "pos", e.Pos, "reason", err)
+			continue
+		}
+		author := mailstore.AuthorUser
+		if !o.Author.Equal(r.cfg.UserKey.Public()) {
+			author = mailstore.AuthorSpool
+		}
+		if o.Cmd.Kind == command.Restoration && author == mailstore.AuthorUser {
+			if err := r.checkEarlier(ctx, o.Cmd, e.Pos); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd})
+	}
+	if last == lr.Head && h != lr.HeadHash {
+		return fmt.Errorf("the entries up to position %d do not hash to the head the spool claims: entries were altered, dropped or reordered", last)
+	}
+	res, err := r.rb.Apply(batch, last, hashes)
+	if err != nil {
+		return err
+	}
+	for _, o := range res.Outcomes {
+		if o.Status == mailstore.Rejected && o.Reason == mailstore.ReasonKept {
+			r.rep.Kept++
+			r.log.Warn("a mailbox deleted after the restore holds changes from before it: kept", "pos", o.Pos, "detail", o.Detail)
+		}
+	}
+	r.chain = h
+	return nil
+}
+
+// checkEarlier looks at a restoration another device (or an interrupted
+// recovery) wrote after the restored head: if it holds this device's
+// history, there is nothing to add; if it holds history this device does
+// not, rebasing would lose it.
+func (r *recoverer) checkEarlier(ctx context.Context, c *command.Command, at uint64) error {
+	if c.Position+1 != at {
+		return nil // stale: it applies as nothing
+	}
+	sn, err := mailstore.DecodeSnapshot(c.Body)
+	if err != nil {
+		return nil
+	}
+	if err := r.cfg.Store.Covers(ctx, sn); err == nil {
+		return fmt.Errorf("%w (at position %d)", ErrCovered, c.Position)
+	}
+	lacks, err := r.cfg.Store.Lacks(ctx, sn.Superseded)
+	if err != nil {
+		return err
+	}
+	if len(lacks) > 0 {
+		return fmt.Errorf("%w (the restoration at position %d holds entry %s at position %d), and this device holds history it does not: the devices were shown different logs",
+			ErrFork, c.Position, lacks[0].ID, lacks[0].Pos)
+	}
+	return nil
+}
+
+// putBodiesBack appends a Body entry for every live message body no entry
+// on the spool holds, and applies them.
+func (r *recoverer) putBodiesBack(ctx context.Context) error {
+	var batch [][]byte
+	var size int64
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if _, err := r.cfg.Source.Append(ctx, r.cfg.User, batch); err != nil {
+			return fmt.Errorf("putting message bytes back: %w", err)
+		}
+		r.rep.Bodies += len(batch)
+		r.rep.BodyBytes += size
+		batch, size = nil, 0
+		return nil
+	}
+	err := r.rb.MissingBodies(func(m mailstore.MissingBody) error {
+		sealed, _, err := entry.Seal(&command.Command{Kind: command.Body, Body: m.Raw}, r.cfg.UserKey, r.cfg.UserKey.Public(), r.cfg.User, nil)
+		if err != nil {
+			return err
+		}
+		if len(batch) > 0 && (len(batch) >= r.cfg.BatchCount || size+int64(len(sealed)) > r.cfg.BatchBytes) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		batch = append(batch, sealed)
+		size += int64(len(sealed))
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return err
+	}
+	if r.rep.Bodies == 0 {
+		return nil
+	}
+	if err := r.follow(ctx); err != nil {
+		return err
+	}
+	missing := 0
+	if err := r.rb.MissingBodies(func(mailstore.MissingBody) error { missing++; return nil }); err != nil {
+		return err
+	}
+	if missing > 0 {
+		return fmt.Errorf("%d message bodies put back are not in the spool's log", missing)
+	}
+	return nil
+}
+
+// headAppender is a Source that appends only on a given head (the API's
+// if_head): the restoration then lands right after its state or not at
+// all.
+type headAppender interface {
+	AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error)
+}
+
+// appendAfter appends the sealed restoration, only on head pos when the
+// source can, else where the spool puts it.
+func (r *recoverer) appendAfter(ctx context.Context, pos uint64, sealed []byte) (uint64, error) {
+	if ha, ok := r.cfg.Source.(headAppender); ok {
+		return ha.AppendAt(ctx, r.cfg.User, pos, [][]byte{sealed})
+	}
+	return r.cfg.Source.Append(ctx, r.cfg.User, [][]byte{sealed})
+}
+
+// writeRestoration seals the rebased state as a Restoration, stores it as
+// the newest checkpoint (keeping every entry after base) and appends it
+// right after its state's position; mail that arrives in between is
+// applied and the restoration written again.
+func (r *recoverer) writeRestoration(ctx context.Context, base uint64, baseHash spool.Hash) error {
+	for attempt := 1; attempt <= r.cfg.Attempts; attempt++ {
+		r.rep.Attempts = attempt
+		sn, renewed, err := r.rb.Snapshot()
+		if err != nil {
+			return err
+		}
+		state, err := mailstore.EncodeSnapshot(sn)
+		if err != nil {
+			return err
+		}
+		digest := sha256.Sum256(state)
+		c := &command.Command{Kind: command.Restoration, Position: sn.Position, Digest: digest[:],
+			Base: &command.Head{Pos: base, Hash: baseHash[:]}, Body: state}
+		sealed, _, err := entry.Seal(c, r.cfg.UserKey, r.cfg.UserKey.Public(), r.cfg.User, nil)
+		if err != nil {
+			return err
+		}
+		keep := sn.Keep()
+		for p := base + 1; p <= sn.Position; p++ {
+			keep = append(keep, p)
+		}
+		sort.Slice(keep, func(i, j int) bool { return keep[i] < keep[j] })
+		_, err = r.cpr.PutCheckpoint(ctx, spool.Checkpoint{Pos: sn.Position, Data: sealed}, keep)
+		switch {
+		case errors.Is(err, spool.ErrStaleCheckpoint):
+			r.log.Info("a newer checkpoint was stored meanwhile; following the log and writing again", "pos", sn.Position)
+		case err != nil:
+			return fmt.Errorf("storing the restoration at %d: %w", sn.Position, err)
+		default:
+			at, err := r.appendAfter(ctx, sn.Position, sealed)
+			if errors.Is(err, spool.ErrHeadMoved) {
+				r.log.Info("entries arrived before the restoration; following the log and writing again", "pos", sn.Position)
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("appending the restoration: %w", err)
+			}
+			if at == sn.Position+1 {
+				r.rep.Restoration, r.rep.StateBytes = sn.Position, len(sealed)
+				r.rep.Messages, r.rep.Renewed = len(sn.Messages), renewed
+				r.log.Info("restoration written", "pos", sn.Position, "base", base, "sealed_bytes", len(sealed),
+					"messages", len(sn.Messages), "bodies_put_back", r.rep.Bodies, "renewed_uidvalidity", renewed)
+				return nil
+			}
+			r.log.Info("entries arrived before the restoration; following the log and writing again", "pos", sn.Position, "appended_at", at)
+		}
+		if err := r.follow(ctx); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("the restoration could not be appended right after its state in %d attempts: mail keeps arriving; try again", r.cfg.Attempts)
+}

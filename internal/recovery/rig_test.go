@@ -1,0 +1,248 @@
+package recovery
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"cspool/internal/api"
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/syncer"
+	"cspool/internal/userdb"
+)
+
+const user = "alice"
+
+// rig is a real spool: the SQLite store in a directory behind the HTTP API
+// on a loopback port that stays the same across restarts, so that it can be
+// restored from a backup as an operator would.
+type rig struct {
+	t        testing.TB
+	dir      string
+	userKey  *keys.SecretKey
+	spoolKey *keys.SecretKey
+	users    *userdb.DB
+	addr     string
+	store    *sqlitestore.Store
+	srv      *http.Server
+	spool    *api.Client
+	quiet    *slog.Logger
+	sent     int
+}
+
+func newRig(t testing.TB) *rig {
+	t.Helper()
+	r := &rig{t: t, dir: t.TempDir(), quiet: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	var err error
+	if r.userKey, err = keys.Generate(rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	if r.spoolKey, err = keys.Generate(rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	usersFile := filepath.Join(r.dir, "users")
+	if err := os.WriteFile(usersFile, []byte(user+" "+r.userKey.Public().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r.users, err = userdb.Load(usersFile, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	t.Cleanup(r.stop)
+	if r.spool, err = api.NewClient("http://"+r.addr, user, r.spoolKey, nil); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *rig) spoolDir() string { return filepath.Join(r.dir, "spool") }
+
+// start opens the store and serves it on the rig's address.
+func (r *rig) start() {
+	r.t.Helper()
+	var err error
+	if r.store, err = sqlitestore.Open(r.spoolDir(), sqlitestore.Options{}); err != nil {
+		r.t.Fatal(err)
+	}
+	addr := r.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	r.srv = &http.Server{Handler: api.NewServer(api.Config{Store: r.store, Users: r.users, SpoolKey: r.spoolKey.Public(), Logger: r.quiet})}
+	go r.srv.Serve(ln)
+}
+
+// stop stops serving and closes the store (a second stop does nothing).
+func (r *rig) stop() {
+	if r.srv == nil {
+		return
+	}
+	r.srv.Close()
+	r.store.Close()
+	r.srv = nil
+}
+
+// backup copies the spool's database while it runs, consistently, as
+// SQLite's online backup does.
+func (r *rig) backup() string {
+	r.t.Helper()
+	path := filepath.Join(r.t.TempDir(), "spool-backup.db")
+	db, err := sql.Open("sqlite", filepath.Join(r.spoolDir(), sqlitestore.DBName))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec("VACUUM INTO ?", path); err != nil {
+		r.t.Fatal(err)
+	}
+	return path
+}
+
+// restore stops the spool, puts the backup in place and starts it again.
+func (r *rig) restore(backup string) {
+	r.t.Helper()
+	r.stop()
+	db := filepath.Join(r.spoolDir(), sqlitestore.DBName)
+	for _, f := range []string{db + "-wal", db + "-shm"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			r.t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(backup)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := os.WriteFile(db, b, 0o600); err != nil {
+		r.t.Fatal(err)
+	}
+	r.start()
+}
+
+func message(i int) []byte {
+	return fmt.Appendf(nil, "From: s%d@example.org\r\nTo: alice@example.org\r\nSubject: test %d\r\nMessage-ID: <%d@recovery>\r\n\r\nbody %d\r\n", i, i, i, i)
+}
+
+// deliver appends n deliveries, as cspool deliver does, and returns their
+// ids.
+func (r *rig) deliver(n int) []command.ID {
+	r.t.Helper()
+	var ids []command.ID
+	for range n {
+		r.sent++
+		b, id, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: 1700000000000 + int64(r.sent), Body: message(r.sent)},
+			r.spoolKey, r.userKey.Public(), user, nil)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		if _, err := r.spool.Append(context.Background(), user, [][]byte{b}); err != nil {
+			r.t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// device is one of the user's devices: a mail store on disk and a syncer.
+type device struct {
+	name   string
+	r      *rig
+	ms     *mailstore.Store
+	s      *syncer.Syncer
+	client *api.Client
+}
+
+func (r *rig) device(name string) *device {
+	r.t.Helper()
+	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { ms.Close() })
+	d := &device{name: name, r: r, ms: ms}
+	d.start()
+	return d
+}
+
+// start makes the device's syncer anew, as a daemon starting does.
+func (d *device) start() {
+	d.r.t.Helper()
+	var err error
+	if d.client, err = api.NewClient("http://"+d.r.addr, user, d.r.userKey, nil); err != nil {
+		d.r.t.Fatal(err)
+	}
+	d.s, err = syncer.New(syncer.Config{User: user, UserKey: d.r.userKey, SpoolKey: d.r.spoolKey.Public(),
+		Source: d.client, Store: d.ms, Logger: d.r.quiet, IsTemporary: api.IsTemporary,
+		CheckpointMin: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		d.r.t.Fatal(err)
+	}
+}
+
+// sync applies what the spool has; an integrity alarm is returned, other
+// failures end the test.
+func (d *device) sync() error {
+	d.r.t.Helper()
+	_, err := d.s.SyncOnce(context.Background())
+	if err != nil && !errors.Is(err, syncer.ErrIntegrity) {
+		d.r.t.Fatalf("%s: sync: %v", d.name, err)
+	}
+	return err
+}
+
+// mustSync syncs and requires no alarm.
+func (d *device) mustSync() {
+	d.r.t.Helper()
+	if err := d.sync(); err != nil {
+		d.r.t.Fatalf("%s: sync: %v", d.name, err)
+	}
+}
+
+// change writes cmds as the device's own commands and applies them.
+func (d *device) change(cmds ...*command.Command) {
+	d.r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.s.Run(ctx) }()
+	if _, err := d.s.Submit(ctx, cmds...); err != nil {
+		d.r.t.Fatalf("%s: submit: %v", d.name, err)
+	}
+	cancel()
+	<-done
+}
+
+// recover runs the recovery on the device.
+func (d *device) recover() (*Report, error) {
+	return Recover(context.Background(), Config{User: user, UserKey: d.r.userKey, SpoolKey: d.r.spoolKey.Public(),
+		Source: d.client, Store: d.ms, Logger: d.r.quiet})
+}
+
+func (d *device) dump() *mailstore.State {
+	d.r.t.Helper()
+	st, err := d.ms.Dump(context.Background())
+	if err != nil {
+		d.r.t.Fatal(err)
+	}
+	return st
+}

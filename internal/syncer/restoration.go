@@ -1,0 +1,263 @@
+package syncer
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+)
+
+// Restorations, device side (docs/SECURITY.md §8). After the spool was
+// restored from a backup, a device that held the history the restore
+// removed writes a Restoration (package recovery): its state rebased onto
+// the log as the spool has it, signed with the user's key, stored as the
+// spool's newest checkpoint and appended to the log right after the
+// position it is at. A device takes it:
+//
+//   - when it reads the entry where it belongs (it followed the spool's log
+//     after the restore): it adopts the state, then applies the entry;
+//   - when the spool's log no longer extends what it applied (a rollback:
+//     check 2 or 3), or while an integrity alarm stands: it looks at the
+//     spool's newest checkpoint, and adopts it if it supersedes what this
+//     device applied and explains every alarm (mailstore.Adopt); otherwise
+//     the alarm stands, and one that holds some but not all of this
+//     device's history raises an alarm saying to recover this device too.
+//
+// What makes it safe: only the user's key signs a restoration (the
+// spool's may only deliver, and no checkpoint is trusted from it), and a
+// device adopts one only if it holds every entry this device applied, at
+// its position, as applied or superseded, and every message with the same
+// bytes: adopting loses nothing this device had. An old restoration served
+// again holds nothing this device applied after it, so it is refused.
+
+// errAdopted: a rollback was explained by a restoration, which the device
+// adopted; the sync goes on from the restoration's position.
+var errAdopted = errors.New("adopted a restoration")
+
+// adoptedKey names the restoration a device adopted last: the position of
+// its entry and the digest of its state, so that reading the entry after
+// adopting its state applies it instead of adopting again.
+type adoptedKey struct {
+	pos    uint64
+	digest [sha256.Size]byte
+}
+
+// OpenState checks a checkpoint's or a restoration's command and decodes
+// its state, which must be at pos (the checkpoint's position, or the
+// position before a restoration entry).
+func OpenState(c *command.Command, pos uint64) (*mailstore.Snapshot, error) {
+	digest := sha256.Sum256(c.Body)
+	switch {
+	case c.Kind != command.Checkpoint && c.Kind != command.Restoration:
+		return nil, fmt.Errorf("%w: holds a %s command", ErrBadCheckpoint, c.Kind)
+	case c.Position != pos:
+		return nil, fmt.Errorf("%w: covers position %d, stored as %d", ErrBadCheckpoint, c.Position, pos)
+	case !bytes.Equal(digest[:], c.Digest):
+		return nil, fmt.Errorf("%w: state digest mismatch", ErrBadCheckpoint)
+	}
+	sn, err := mailstore.DecodeSnapshot(c.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
+	if sn.Position != pos {
+		return nil, fmt.Errorf("%w: state at position %d, stored as %d", ErrBadCheckpoint, sn.Position, pos)
+	}
+	if c.Kind == command.Restoration && len(sn.Chain) != sha256.Size {
+		return nil, fmt.Errorf("%w: a restoration without the chain hash at its position", ErrBadCheckpoint)
+	}
+	return sn, nil
+}
+
+// checkBase refuses a restoration whose restored head is not this
+// device's history: its chain hash there differs from the one this device
+// recorded (when it has one).
+func (s *Syncer) checkBase(ctx context.Context, c *command.Command, at uint64) *integrityFailure {
+	if c.Base == nil || s.cfg.DisableIntegrity {
+		return nil
+	}
+	h, ok, err := s.cfg.Store.ChainAt(ctx, c.Base.Pos)
+	if err != nil || !ok || bytes.Equal(h[:], c.Base.Hash) {
+		return nil
+	}
+	return &integrityFailure{at, fmt.Sprintf(
+		"the restoration at position %d restored the log to position %d with hash %x, but this device applied a different history there (hash %x): the spool showed its writer a different log (fork)",
+		c.Position, c.Base.Pos, prefix(c.Base.Hash), h[:6])}
+}
+
+// adoptEntry adopts the state of the restoration entry o at position at,
+// which the device reached by following the log (its position is at-1).
+func (s *Syncer) adoptEntry(ctx context.Context, o *entry.Opened, at uint64) error {
+	sn, err := OpenState(o.Cmd, at-1)
+	if err != nil {
+		return err
+	}
+	if f := s.checkBase(ctx, o.Cmd, at); f != nil {
+		return s.raise(ctx, f.pos, f.detail)
+	}
+	if err := s.adopt(ctx, sn, o.Cmd, at); err != nil {
+		var c *mailstore.Contradiction
+		if errors.As(err, &c) {
+			return s.raise(ctx, at-1, c.Detail)
+		}
+		return err
+	}
+	return nil
+}
+
+// adopt takes sn, a restoration's state (written at entry position at), and
+// updates the sync state to its position and chain.
+func (s *Syncer) adopt(ctx context.Context, sn *mailstore.Snapshot, c *command.Command, at uint64) error {
+	start := time.Now()
+	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
+		return s.fetchBodies(ctx, need, nil, put)
+	}
+	res, ad, err := s.cfg.Store.Adopt(ctx, sn, fetch)
+	if err != nil {
+		return err
+	}
+	if s.cfg.OnApplied != nil {
+		s.cfg.OnApplied(res)
+	}
+	var chain spool.Hash
+	copy(chain[:], sn.Chain)
+	s.mu.Lock()
+	s.status.Position = sn.Position
+	s.chain, s.chainKnown = chain, len(sn.Chain) == len(chain)
+	s.status.Restores++
+	if s.status.Alarm != "" {
+		s.status.Alarm = ""
+		s.alarmed = make(chan struct{})
+	}
+	s.adopted = adoptedKey{pos: at, digest: sha256.Sum256(c.Body)}
+	close(s.applied)
+	s.applied = make(chan struct{})
+	s.mu.Unlock()
+	for _, a := range ad.Cleared {
+		s.log.Warn("integrity alarm explained by a restoration; cleared", "pos", a.Pos, "detail", a.Detail)
+	}
+	for _, a := range ad.Lost {
+		s.log.Warn("a change this device appended is not in the restoration: it is lost (its client was told it failed)",
+			"entry", a.ID.String(), "pos", a.Pos)
+	}
+	base := uint64(0)
+	if c.Base != nil {
+		base = c.Base.Pos
+	}
+	s.log.Info("adopted a restoration", "pos", sn.Position, "restored_head", base,
+		"superseded", len(sn.Superseded)/24, "crossed", ad.Crossed, "messages", len(sn.Messages),
+		"took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// tryRestoration looks, after a rollback or while an alarm stands, for a
+// restoration that explains it: the spool's newest checkpoint, when it
+// supersedes history (one at a position already tried is not fetched
+// again). It returns errAdopted when it took one, nil when there is none
+// to take, and an error to retry later.
+func (s *Syncer) tryRestoration(ctx context.Context, cpPos uint64) error {
+	cpr, ok := s.cfg.Source.(Checkpointer)
+	if !ok || cpPos == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	tried := s.triedRestoration == cpPos
+	s.mu.Unlock()
+	if tried {
+		return nil
+	}
+	cp, err := cpr.Checkpoint(ctx)
+	if errors.Is(err, spool.ErrNoCheckpoint) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	remember := func() {
+		s.mu.Lock()
+		s.triedRestoration = cp.Pos
+		s.mu.Unlock()
+	}
+	o, err := entry.Open(cp.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
+	if err != nil {
+		remember()
+		return nil // not the user's: bootstrap reports a bad checkpoint
+	}
+	sn, err := OpenState(o.Cmd, cp.Pos)
+	if err != nil || len(sn.Superseded) == 0 {
+		remember()
+		return nil
+	}
+	if f := s.checkBase(ctx, o.Cmd, cp.Pos); f != nil {
+		remember()
+		return s.raise(ctx, f.pos, f.detail)
+	}
+	err = s.adopt(ctx, sn, o.Cmd, cp.Pos+1)
+	var c *mailstore.Contradiction
+	var u *mailstore.Unexplained
+	switch {
+	case err == nil:
+		return errAdopted
+	case errors.As(err, &c):
+		remember()
+		s.log.Warn("the spool's newest checkpoint is a restoration that does not hold this device's history", "pos", cp.Pos, "detail", c.Detail)
+		return s.raise(ctx, c.Pos, c.Detail)
+	case errors.As(err, &u):
+		remember()
+		s.log.Warn("the spool's newest checkpoint is a restoration, but it does not explain this device's alarms", "pos", cp.Pos, "detail", u.Error())
+		return nil
+	}
+	return err
+}
+
+// waitRestoration waits, while an integrity alarm stands, for the spool's
+// log to change (a long poll after its head) or for the backoff, so that a
+// restoration written meanwhile is found soon. It returns false when ctx
+// is done.
+func (s *Syncer) waitRestoration(ctx context.Context) bool {
+	s.mu.Lock()
+	head := s.spoolHead
+	s.mu.Unlock()
+	lr, err := s.cfg.Source.ReadLog(ctx, head, 1, 1, s.cfg.Wait)
+	if err == nil {
+		s.mu.Lock()
+		s.spoolHead = lr.Head
+		s.mu.Unlock()
+		return ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(s.cfg.MaxBackoff):
+		return true
+	}
+}
+
+// alarmedChan is the channel Alarmed returns, which adopting a restoration
+// replaces.
+func (s *Syncer) alarmedChan() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.alarmed
+}
+
+// isRestoration reports whether an opened entry at pos is a restoration
+// written by the user, where it belongs (right after its state's position).
+func (s *Syncer) isRestoration(o *entry.Opened, openErr error, pos uint64) bool {
+	return openErr == nil && o.Cmd.Kind == command.Restoration && o.Cmd.Position+1 == pos &&
+		o.Author.Equal(s.cfg.UserKey.Public())
+}
+
+// adoptedAt reports whether the restoration o at pos is the one adopted
+// last, so its entry now applies.
+func (s *Syncer) adoptedAt(pos uint64, o *entry.Opened) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.adopted == adoptedKey{pos: pos, digest: sha256.Sum256(o.Cmd.Body)}
+}
