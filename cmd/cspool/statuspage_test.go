@@ -65,7 +65,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 		`<span id="user">alice</span>`,
 		fmt.Sprintf(`<td id="imap-port" class="mono">%d</td>`, s.imapPort),
 		`<td id="imap-user" class="mono">alice</td>`,
-		`<span id="connected" class="ok">connected</span>`,
+		`<span id="connected" class="ok">connected to the spool http://127.0.0.1:`,
 	} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the browser's DOM lacks %s", want)

@@ -15,7 +15,8 @@ import (
 
 // submit sends one command through the log and returns its outcome, or
 // the IMAP error to reply with: NO [UNAVAILABLE] when the spool cannot be
-// reached, NO with a code when the command was rejected.
+// reached, NO [CONTACTADMIN] with the alarm's text while an integrity alarm
+// stops the sync, NO with a code when the command was rejected.
 func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
 	ctx, cancel := context.WithTimeout(s.srv.ctx, submitTimeout)
 	defer cancel()
@@ -25,6 +26,12 @@ func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
 		s.srv.log.Warn("change not made: spool unavailable", "command", cmd.Kind, "err", err)
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
 			Text: "the mail spool cannot be reached; nothing was changed, try again later"}
+	case errors.Is(err, syncer.ErrIntegrity):
+		// Not a bug of ours: the log failed a check and a person must act.
+		// Say which alarm, and where to read what to do.
+		s.srv.log.Warn("change refused: integrity alarm", "command", cmd.Kind, "err", err)
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeContactAdmin,
+			Text: s.respText(err.Error()) + "; tell the spool's operator, and see cspool status for what to do"}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		s.srv.log.Warn("change sent but not applied in time", "command", cmd.Kind, "err", err)
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,

@@ -71,7 +71,7 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 		Page:      c.Page,
 		Sync: SyncState{
 			Position: st.Position, Head: max(st.Head, st.Position), Connected: st.Connected,
-			LastContact: st.LastContact, LastError: st.LastError, Applied: st.Applied, Spool: c.Spool,
+			LastContact: st.LastContact, DownSince: st.DownSince, LastError: st.LastError, Applied: st.Applied, Spool: c.Spool,
 		},
 		Checkpoint: Checkpoint{
 			Position: st.Checkpoint, Written: st.CheckpointWritten, Restores: st.Restores, Bad: st.BadCheckpoint,
@@ -80,10 +80,19 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 		Rejected:  Rejections{Recent: []Rejection{}},
 	}
 	r.Sync.Lag = r.Sync.Head - r.Sync.Position
+	if !st.LastContact.IsZero() {
+		h := st.SpoolHead
+		r.Sync.SpoolHead = &h
+	}
 	if c.Alarm != nil {
 		if a := strings.TrimSpace(c.Alarm()); a != "" {
 			r.Alarms = append(r.Alarms, a)
 		}
+	}
+	r.Sync.State, r.Actions = judge(st, r.Sync, len(r.Alarms) > 0)
+	if r.Sync.LastError == "" && st.Alarm != "" {
+		// The alarm is why nothing is applied: "none" would be a lie.
+		r.Sync.LastError = "the integrity alarm above stopped the sync"
 	}
 	mbs, err := c.Store.Mailboxes(ctx)
 	if err != nil {
@@ -114,6 +123,50 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 		}
 	}
 	return r, nil
+}
+
+// Advice a report gives; the alarm's names the documents a person needs.
+const (
+	adviceAlarm = "Do not delete this device's database: it holds the history the alarm is about. " +
+		"Tell the spool's operator what the alarm says. If they restored the spool from a backup, follow " +
+		"docs/OPERATING.md, \"Backups\"; otherwise, once it is explained, stop the daemon and run " +
+		"cspool sync --clear-alarm with its --db and key flags (docs/SECURITY.md)."
+	adviceOtherAlarm  = "Tell the spool's operator what the alarm says, and do not delete this device's database."
+	adviceUnreachable = "Nothing yet: the daemon keeps trying by itself, and the mail already here stays readable. " +
+		"If it lasts, check this machine's network and ask the spool's operator whether %s is up."
+)
+
+// judge sums up the sync state, and says what to do about it. alarmed: the
+// report carries an alarm (the syncer's or another).
+func judge(st syncer.Status, s SyncState, alarmed bool) (state string, actions []string) {
+	actions = []string{}
+	switch {
+	case st.Alarm != "":
+		actions = append(actions, adviceAlarm)
+	case alarmed:
+		actions = append(actions, adviceOtherAlarm)
+	}
+	spool := s.Spool
+	if spool == "" {
+		spool = "the spool server"
+	}
+	switch {
+	case st.Alarm != "" || strings.Contains(st.LastError, syncer.ErrGap.Error()):
+		state = StateStopped
+	case !st.Connected:
+		state = StateUnknown
+		switch {
+		case st.Hint != "":
+			actions = append(actions, st.Hint)
+		case st.LastError != "":
+			actions = append(actions, fmt.Sprintf(adviceUnreachable, spool))
+		}
+	case s.Lag > 0:
+		state = StateBehind
+	default:
+		state = StateCurrent
+	}
+	return state, actions
 }
 
 // Alarms returns the integrity alarms a sync status carries: the syncer's

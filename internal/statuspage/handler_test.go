@@ -34,7 +34,7 @@ func sampleReport() Report {
 	return Report{
 		Version: ReportVersion, Generated: now, Alarms: []string{},
 		IMAP: IMAPSettings{Host: "127.0.0.1", Port: 1143, User: "alice", PasswordFile: "/home/alice/mail.db.password"},
-		Sync: SyncState{Position: 40, Head: 42, Lag: 2, Connected: true, LastContact: now.Add(-3 * time.Second), Applied: 40},
+		Sync: SyncState{State: StateBehind, Position: 40, Head: 42, Lag: 2, Connected: true, LastContact: now.Add(-3 * time.Second), Applied: 40},
 		Mailboxes: []Mailbox{
 			{Name: "INBOX", Messages: 7, Unseen: 3, Size: 20480},
 			{Name: "<script>alert(1)</script>", Messages: 1},

@@ -13,6 +13,46 @@ type pageData struct {
 	Style   template.CSS
 }
 
+// SyncView is the sync state in the page's words (the same as the text
+// form's): unknown where it is not known now.
+func (p pageData) SyncView() syncView {
+	s := p.Sync
+	v := syncView{ConnClass: "ok", Head: fmt.Sprint(s.Head), HeadClass: "mono", Lag: fmt.Sprint(s.Lag), LagClass: "warn"}
+	v.Conn, v.Position = syncLines(s, p.Generated)
+	switch {
+	case s.State == StateCurrent:
+		v.LagClass, v.LagNote = "ok", "entries (up to date)"
+	case s.State == StateBehind:
+		v.LagNote = "entries"
+	case s.State == StateStopped:
+		v.Lag, v.LagClass, v.LagNote = "stopped", "err", "by the integrity alarm"
+	default:
+		v.Lag, v.LagNote = "unknown", "(the spool does not answer now)"
+	}
+	switch {
+	case s.State == StateCurrent || s.State == StateBehind:
+	case s.SpoolHead == nil:
+		v.Head, v.HeadClass, v.HeadNote = "unknown", "warn", "(no answer since the daemon started)"
+	case s.State == StateStopped && *s.SpoolHead < s.Position:
+		v.Head, v.HeadClass, v.HeadNote = fmt.Sprint(*s.SpoolHead), "err", "behind what this device applied"
+	case s.State == StateStopped:
+		v.Head = fmt.Sprint(*s.SpoolHead)
+	default:
+		v.Head, v.HeadClass, v.HeadNote = "unknown", "warn", fmt.Sprintf("now (%d at the last contact)", *s.SpoolHead)
+	}
+	if !s.Connected || s.State == StateStopped {
+		v.ConnClass = "warn"
+	}
+	return v
+}
+
+// syncView is the Sync table's cells.
+type syncView struct {
+	Conn, ConnClass, Position string
+	Head, HeadClass, HeadNote string
+	Lag, LagClass, LagNote    string
+}
+
 // pageStyle is the page's only style; the Content-Security-Policy allows
 // exactly this text by its hash.
 const pageStyle = `
@@ -90,6 +130,8 @@ const pageTemplate = `<!DOCTYPE html>
 <h1>cspool for <span id="user">{{.IMAP.User}}</span></h1>
 <p class="meta">As of {{.Generated.Local.Format "2006-01-02 15:04:05"}}; this page reloads every {{.Refresh}} s.</p>
 {{range .Alarms}}<div class="alarm" role="alert">Integrity alarm: {{.}}</div>
+{{end}}{{with .Actions}}<h2>What to do</h2>
+<ul id="actions">{{range .}}<li>{{.}}</li>{{end}}</ul>
 {{end}}
 <h2>Mail client settings</h2>
 <table id="imap">
@@ -102,10 +144,10 @@ const pageTemplate = `<!DOCTYPE html>
 
 <h2>Sync</h2>
 <table id="sync">
-<tr><th>Spool</th><td>{{if .Sync.Connected}}<span id="connected" class="ok">connected</span>{{else}}<span id="connected" class="warn">not connected</span>{{end}}{{with .Sync.Spool}} <span class="mono">{{.}}</span>{{end}}</td></tr>
-<tr><th>Applied up to</th><td>position <span id="position" class="mono">{{.Sync.Position}}</span></td></tr>
-<tr><th>Spool head</th><td>position <span id="head" class="mono">{{.Sync.Head}}</span></td></tr>
-<tr><th>Behind by</th><td>{{if .Sync.Lag}}<span id="lag" class="warn">{{.Sync.Lag}}</span> entries{{else}}<span id="lag" class="ok">0</span> entries (up to date){{end}}</td></tr>
+{{with .SyncView}}<tr><th>Spool</th><td><span id="connected" class="{{.ConnClass}}">{{.Conn}}</span></td></tr>
+<tr><th>Applied up to</th><td>position <span id="position" class="mono">{{$.Sync.Position}}</span></td></tr>
+<tr><th>Spool head</th><td><span id="head" class="{{.HeadClass}}">{{.Head}}</span>{{with .HeadNote}} {{.}}{{end}}</td></tr>
+<tr><th>Behind by</th><td><span id="lag" class="{{.LagClass}}">{{.Lag}}</span> {{.LagNote}}</td></tr>{{end}}
 <tr><th>Last contact</th><td id="last-contact">{{when .Sync.LastContact .Generated}}</td></tr>
 <tr><th>Last error</th><td id="last-error">{{with .Sync.LastError}}<span class="err">{{.}}</span>{{else}}none{{end}}</td></tr>
 <tr><th>Applied since start</th><td>{{.Sync.Applied}} entries</td></tr>

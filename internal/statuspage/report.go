@@ -15,6 +15,10 @@ type Report struct {
 	// log, a checkpoint that failed validation, a forked log. Empty when
 	// all is well.
 	Alarms []string `json:"alarms"`
+	// Actions say what a person should do, most urgent first: about the
+	// alarms, or an error retrying will not fix, or a spool that does not
+	// answer. Empty when nothing needs doing.
+	Actions []string `json:"actions"`
 
 	IMAP       IMAPSettings `json:"imap"`
 	Page       PageState    `json:"page"`
@@ -62,16 +66,33 @@ type PageState struct {
 	Problem string `json:"problem,omitempty"`
 }
 
+// The values of SyncState.State.
+const (
+	StateCurrent = "current" // connected, at the spool's head
+	StateBehind  = "behind"  // connected, applying what the spool has
+	StateUnknown = "unknown" // no answer from the spool now: how far behind is not known
+	StateStopped = "stopped" // an integrity alarm stopped the sync
+)
+
 // SyncState is the sync loop's progress against the spool.
 type SyncState struct {
+	// State sums the rest up: StateCurrent, StateBehind, StateUnknown or
+	// StateStopped. Only StateCurrent means up to date.
+	State       string    `json:"state"`
 	Position    uint64    `json:"position"`     // last applied log position
-	Head        uint64    `json:"head"`         // the spool's head, as last seen
-	Lag         uint64    `json:"lag"`          // head - position (0 when not behind)
+	Head        uint64    `json:"head"`         // the spool's head, as last seen (never below position)
+	Lag         uint64    `json:"lag"`          // head - position, as last seen
 	Connected   bool      `json:"connected"`    // the last exchange with the spool succeeded
 	LastContact time.Time `json:"last_contact"` // zero: no contact since start
-	LastError   string    `json:"last_error,omitempty"`
-	Applied     int       `json:"applied"` // entries applied since the daemon started
-	Spool       string    `json:"spool,omitempty"`
+	// SpoolHead is the head the spool gave in its last answer, which may
+	// be below Position after a rollback; nil before the first answer.
+	SpoolHead *uint64 `json:"spool_head,omitempty"`
+	// DownSince is when the exchanges with the spool started failing
+	// (zero while connected or before the first attempt failed).
+	DownSince time.Time `json:"down_since"`
+	LastError string    `json:"last_error,omitempty"`
+	Applied   int       `json:"applied"` // entries applied since the daemon started
+	Spool     string    `json:"spool,omitempty"`
 }
 
 // Checkpoint is the state of checkpoints as this device knows it.

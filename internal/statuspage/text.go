@@ -15,6 +15,9 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 	for _, a := range r.Alarms {
 		fmt.Fprintf(&b, "ALARM: %s\n", a)
 	}
+	for _, a := range r.Actions {
+		fmt.Fprintf(&b, "TO DO: %s\n", a)
+	}
 	fmt.Fprintf(&b, "cspool daemon for %s, as of %s\n", r.IMAP.User, r.Generated.Local().Format("2006-01-02 15:04:05"))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	pw := "the daemon's password"
@@ -33,19 +36,9 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 		page = "NOT SERVED: " + r.Page.Problem
 	}
 	fmt.Fprintf(tw, "Status page:\t%s\n", page)
-	conn := "not connected to the spool"
-	if r.Sync.Connected {
-		conn = "connected to the spool"
-	}
-	if r.Sync.Spool != "" {
-		conn += " " + r.Sync.Spool
-	}
+	conn, position := syncLines(r.Sync, now)
 	fmt.Fprintf(tw, "Sync:\t%s\n", conn)
-	behind := "up to date"
-	if r.Sync.Lag > 0 {
-		behind = fmt.Sprintf("%d behind", r.Sync.Lag)
-	}
-	fmt.Fprintf(tw, "Position:\t%d of %d (%s)\n", r.Sync.Position, r.Sync.Head, behind)
+	fmt.Fprintf(tw, "Position:\t%s\n", position)
 	fmt.Fprintf(tw, "Last contact:\t%s\n", whenText(r.Sync.LastContact, now))
 	lastErr := "none"
 	if r.Sync.LastError != "" {
@@ -102,4 +95,41 @@ func whenText(t, now time.Time) string {
 		return "never (since the daemon started)"
 	}
 	return t.Local().Format("2006-01-02 15:04:05") + " (" + age(now.Sub(t)) + ")"
+}
+
+// syncLines are the words for the sync state that the page and the text
+// form share: how the device stands with the spool, and where it is in the
+// log. They say "unknown" for what is not known now, never "up to date".
+func syncLines(s SyncState, now time.Time) (conn, position string) {
+	spool := "the spool"
+	if s.Spool != "" {
+		spool += " " + s.Spool
+	}
+	switch {
+	case s.Connected:
+		conn = "connected to " + spool
+	case s.LastError == "" && s.LastContact.IsZero():
+		conn = "connecting to " + spool + " (no answer yet)"
+	case !s.DownSince.IsZero():
+		conn = "NOT CONNECTED: no answer from " + spool + " since " + whenText(s.DownSince, now)
+	default:
+		conn = "NOT CONNECTED to " + spool
+	}
+	if s.State == StateStopped {
+		conn = "STOPPED by the integrity alarm; " + conn
+	}
+	switch {
+	case s.State == StateCurrent:
+		return conn, fmt.Sprintf("%d of %d (up to date)", s.Position, s.Head)
+	case s.State == StateBehind:
+		return conn, fmt.Sprintf("%d of %d (%d behind)", s.Position, s.Head, s.Lag)
+	case s.SpoolHead == nil:
+		return conn, fmt.Sprintf("%d applied; the spool's head is unknown (no answer since the daemon started)", s.Position)
+	case s.State == StateStopped && *s.SpoolHead < s.Position:
+		return conn, fmt.Sprintf("%d applied; the spool's head is %d, behind what this device applied", s.Position, *s.SpoolHead)
+	case s.State == StateStopped:
+		return conn, fmt.Sprintf("%d applied; the spool's head is %d; nothing more is applied until the alarm is resolved", s.Position, *s.SpoolHead)
+	default:
+		return conn, fmt.Sprintf("%d applied; the spool's head is unknown now (%d at the last contact)", s.Position, *s.SpoolHead)
+	}
 }

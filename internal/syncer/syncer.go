@@ -116,12 +116,19 @@ type Config struct {
 // Status is a snapshot of the sync state.
 type Status struct {
 	Position    uint64    // last applied position
-	Head        uint64    // the spool's head, as last seen
+	Head        uint64    // the spool's head, as last seen, never below Position
 	LastContact time.Time // last successful exchange with the spool
 	LastError   string    // the last failure, cleared by a success
 	Connected   bool      // the last exchange succeeded
-	Rejected    int       // entries rejected since start
-	Applied     int       // entries applied since start
+	// SpoolHead is the head the spool gave in its last answer (meaningful
+	// once LastContact is set). Unlike Head it may be below Position: after
+	// a rollback it is where the spool's log ends now.
+	SpoolHead uint64
+	// DownSince is when the exchanges with the spool started failing
+	// (zero while connected).
+	DownSince time.Time
+	Rejected  int // entries rejected since start
+	Applied   int // entries applied since start
 
 	Checkpoint        uint64    // newest checkpoint position on the spool, as last seen
 	CheckpointWritten time.Time // when this device last stored a checkpoint
@@ -529,9 +536,11 @@ func (s *Syncer) contact(head, checkpoint uint64) {
 			"down_for", time.Since(s.downSince).Round(time.Millisecond))
 	}
 	s.status.Head = max(s.status.Head, head)
+	s.status.SpoolHead = head
 	s.status.Checkpoint = max(s.status.Checkpoint, checkpoint)
 	s.status.LastContact = time.Now()
 	s.status.Connected = true
+	s.status.DownSince = time.Time{}
 	s.status.LastError, s.status.Hint = "", ""
 	s.spoolHead = head
 }
@@ -545,6 +554,7 @@ func (s *Syncer) setError(err error, hint string) {
 		s.downSince = time.Now()
 	}
 	s.status.Connected = false
+	s.status.DownSince = s.downSince
 	s.status.LastError = err.Error()
 	if hint != "" {
 		// Every display of the status shows LastError: the hint goes
