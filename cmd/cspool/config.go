@@ -13,7 +13,11 @@ import (
 
 // Configuration files (docs/CONFIG.md) give the long flags of a subcommand
 // as "name = value" lines, so that a service can keep its settings in one
-// file. The subcommands named by acceptsConfigFile have --config.
+// file. The subcommands named by acceptsConfigFile have --config; those with
+// a configService read that service's file too: each takes the settings
+// that are its own flags and passes over the service's others, so that
+// `cspool sync --config alice.conf` and `cspool status --config alice.conf`
+// read the daemon's file as it is.
 //
 // Rules: blank lines and lines whose first non-blank character is '#' are
 // ignored; every other line is NAME = VALUE, where NAME is a flag of the
@@ -31,7 +35,7 @@ const configFlagUsage = "read flags from this `file` of \"name = value\" lines (
 // applyConfigFile sets, from the file at path, every flag of fs that the
 // command line did not set. Mistakes in the file are usage errors naming the
 // file and line.
-func applyConfigFile(fs *flag.FlagSet, path string) error {
+func applyConfigFile(fs *flag.FlagSet, path, service string) error {
 	data, info, err := readConfigFile(path)
 	if err != nil {
 		return withHint(fmt.Errorf("reading config file: %w", err), "--config names a file of \"name = value\" lines, see docs/CONFIG.md")
@@ -55,6 +59,11 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		switch {
 		case s.name == "config":
 			return usagef("config file %s:%d: a config file cannot name another", path, s.line)
+		case f == nil && service != "" && serviceFlags(service)[s.name]:
+			// The service's own setting (a port, a password...).
+			continue
+		case f == nil && service != "":
+			return usagef("config file %s:%d: unknown setting %q for %s (nor cspool %s)", path, s.line, s.name, fs.Name(), service)
 		case f == nil:
 			return usagef("config file %s:%d: unknown setting %q for %s", path, s.line, s.name, fs.Name())
 		case onCommandLine[s.name]:
@@ -130,6 +139,41 @@ func parseConfig(data []byte) ([]setting, error) {
 	return out, nil
 }
 
-// acceptsConfigFile reports whether the subcommand has --config: the
-// long-running services.
-func acceptsConfigFile(name string) bool { return name == "server" || name == "imap-server" }
+// acceptsConfigFile reports whether the subcommand has --config: every one
+// that works with a service's settings. gen-keys (two file names and a
+// comment) and quickstart (a demo of its own) do not.
+func acceptsConfigFile(name string) bool {
+	return name == "server" || name == "imap-server" || configService(name) != ""
+}
+
+// configService is the service whose config file the subcommand shares:
+// the device daemon's for the commands that work on a device's database,
+// the spool server's for deliver (spool-dir, store, dsn, users, spool-key
+// mean the same there). "" for the services themselves and the rest.
+func configService(name string) string {
+	switch name {
+	case "sync", "status", "export", "recover":
+		return "imap-server"
+	case "deliver":
+		return "server"
+	}
+	return ""
+}
+
+// serviceFlags lists the flags of the subcommand service, by building its
+// FlagSet the way `cspool SERVICE -h` does (help goes nowhere).
+func serviceFlags(service string) map[string]bool {
+	var sets []*flag.FlagSet
+	e := &env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" },
+		configFile: true, flagSets: &sets}
+	for _, c := range commands() {
+		if c.name == service && c.run != nil {
+			c.run(e, []string{"-h"})
+		}
+	}
+	names := map[string]bool{}
+	for _, fs := range sets {
+		fs.VisitAll(func(f *flag.Flag) { names[f.Name] = true })
+	}
+	return names
+}

@@ -117,7 +117,57 @@ func TestConfigFileSubcommands(t *testing.T) {
 	var stderr bytes.Buffer
 	e := &env{stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
 	if code := run(e, []string{"gen-keys", "--config", "x"}); code != 2 {
-		t.Errorf("gen-keys --config: exit %d, want 2 (only services take a config file)", code)
+		t.Errorf("gen-keys --config: exit %d, want 2 (it has no settings to keep in a file)", code)
+	}
+}
+
+// TestConfigFileShared: the commands that work on a device's database read
+// the daemon's config file as it is, and deliver the server's: each takes
+// its own settings, passes over the service's others, and still refuses a
+// name no command knows and a password others may read.
+func TestConfigFileShared(t *testing.T) {
+	dir := t.TempDir()
+	daemon := `# the daemon's file, as in docs/systemd/README.md
+user            = alice
+user-key        = ` + dir + `/none.sec
+user-public-key = ` + dir + `/none.pub
+spool-key       = ` + dir + `/spool.pub
+spool-server    = https://spool.example.org:3999
+db              = ` + dir + `/mail.db
+port            = 1143
+status-addr     =
+relay           = smtps://mail.example.org:465
+identity        = alice@example.org
+`
+	conf := writeConfig(t, daemon)
+	loose := writeMode(t, dir, "loose.conf", daemon+"password = hunter2\n", 0o644)
+	server := writeConfig(t, "users = "+dir+"/users\nspool-dir = "+dir+"/spool\nlmtp = 127.0.0.1:2424\nlmtp-domains = example.org\nstore = mysql\n")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		// The key files in the file are the ones sync tries to read.
+		{[]string{"sync", "--config", conf}, 1, dir + "/none.sec"},
+		// A flag on the command line wins over the file.
+		{[]string{"sync", "--config", conf, "--user", "-bad"}, 2, "-bad"},
+		{[]string{"status", "--config", conf}, 1, "no cspool daemon answering for " + dir + "/mail.db"},
+		{[]string{"export", "--config", conf, dir + "/out"}, 1, dir + "/mail.db"},
+		{[]string{"recover", "--config", conf}, 1, dir + "/none.sec"},
+		{[]string{"status", "--config", writeConfig(t, "db = x.db\nprot = 1143\n")}, 2,
+			`unknown setting "prot" for cspool status (nor cspool imap-server)`},
+		{[]string{"sync", "--config", loose}, 1, "holds a password and is open to other users (mode 0644)"},
+		{[]string{"status", "--config", loose}, 1, "holds a password and is open to other users (mode 0644)"},
+		// deliver reads the server's file: its store setting is taken.
+		{[]string{"deliver", "--config", server, "--user", "alice", "--spool-key", "spool.sec"}, 64, `--store "mysql"`},
+		{[]string{"deliver", "--config", writeConfig(t, "port = 3999\nmax-sise = 1\n")}, 64, `unknown setting "max-sise" for cspool deliver (nor cspool server)`},
+	} {
+		var stdout, stderr bytes.Buffer
+		e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+		code := run(e, c.args)
+		if code != c.code || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("cspool %v: exit %d, stderr %q; want %d and %q", c.args, code, stderr.String(), c.code, c.want)
+		}
 	}
 }
 

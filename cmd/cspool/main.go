@@ -32,6 +32,14 @@ type env struct {
 	getenv         func(string) string
 	// configFile: the running subcommand accepts --config.
 	configFile bool
+	// configService is the service whose config file the subcommand reads
+	// (imap-server for the device's commands, server for deliver): the
+	// file's settings for that service are not errors, they do not concern
+	// this subcommand. Empty: the subcommand is the service, or has none.
+	configService string
+	// flagSets, when set, collects the FlagSets newFlagSet makes (to list
+	// a subcommand's flags by running its -h).
+	flagSets *[]*flag.FlagSet
 }
 
 func commands() []subcommand {
@@ -112,6 +120,7 @@ func run(e *env, args []string) int {
 	}
 	ce := *e
 	ce.configFile = acceptsConfigFile(cmd.name)
+	ce.configService = configService(cmd.name)
 	err := cmd.run(&ce, rest)
 	return report(e.stderr, cmd.name, err)
 }
@@ -158,6 +167,8 @@ type flagSet struct {
 	*flag.FlagSet
 	help   func()
 	config *string // --config, for subcommands that accept a config file
+	// service is env.configService.
+	service string
 	// cmdline holds the flags given on the command line (not by --config).
 	cmdline map[string]bool
 }
@@ -185,9 +196,12 @@ func newFlagSet(e *env, name, args, desc, example string) *flagSet {
 			fmt.Fprintf(w, "  %s\n", l)
 		}
 	}
-	f := &flagSet{FlagSet: fs, help: help}
+	f := &flagSet{FlagSet: fs, help: help, service: e.configService}
 	if e.configFile {
 		f.config = fs.String("config", "", configFlagUsage)
+	}
+	if e.flagSets != nil {
+		*e.flagSets = append(*e.flagSets, fs)
 	}
 	return f
 }
@@ -206,7 +220,7 @@ func parseFlags(fs *flagSet, args []string) error {
 	fs.cmdline = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { fs.cmdline[f.Name] = true })
 	if fs.config != nil && *fs.config != "" {
-		return applyConfigFile(fs.FlagSet, *fs.config)
+		return applyConfigFile(fs.FlagSet, *fs.config, fs.service)
 	}
 	return nil
 }

@@ -145,12 +145,13 @@ folders with message and unseen counts, checkpoints, entries it rejected,
 and any integrity alarm, which comes first, on lines starting with ALARM.
 
 It asks the daemon through its control socket, DB.run/control.sock beside
-the daemon's database (found with --db): a Unix socket in a directory only
-its owner can open, so no password is needed or sent. A socket directory
+the daemon's database (found with --db, or the db setting of the daemon's
+--config file): a Unix socket in a directory only its owner can open, so no password is needed or sent. A socket directory
 that other users could reach is refused. Exit status 1 when no daemon
 answers.`, `
 cspool status
-cspool status --db ~/.local/state/cspool/mail.db --json`)
+cspool status --config ~/.config/cspool/alice.conf
+cspool status --db ~/.local/state/cspool/alice/mail.db --json`)
 	dbPath := fs.String("db", "test.db", "the daemon's database `file` (its --db); the socket is DB.run/control.sock")
 	asJSON := fs.Bool("json", false, "print the daemon's JSON report as is")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this `duration`")

@@ -42,7 +42,8 @@ and a log that still fails them raises the alarm again. Stop the daemon
 first; this command refuses to run beside it.`, `
 cspool sync --once --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub
 cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org
-cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
+cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org
+cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (docs/CONFIG.md)`)
 	dev := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool)")
 	userName, dbPath, spoolURL := dev.user, dev.db, dev.spoolURL
 	once := fs.Bool("once", true, "sync up to the spool's head and exit (false: keep following the log)")

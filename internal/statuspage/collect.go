@@ -128,8 +128,8 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 // Advice a report gives; the alarm's names the documents a person needs.
 const (
 	adviceAlarm = "Do not delete this device's database: it holds the history the alarm is about. " +
-		"Tell the spool's operator what the alarm says. If they restored the spool from a backup, follow " +
-		"docs/OPERATING.md, \"Backups\"; otherwise, once it is explained, stop the daemon and run " +
+		"Tell the spool's operator what the alarm says. If they restored the spool from a backup, stop the daemon and " +
+		"run cspool recover with its flags (docs/OPERATING.md, \"Restoring a backup\"); otherwise, once it is explained, stop the daemon and run " +
 		"cspool sync --clear-alarm with its --db and key flags (docs/SECURITY.md)."
 	adviceOtherAlarm  = "Tell the spool's operator what the alarm says, and do not delete this device's database."
 	adviceUnreachable = "Nothing yet: the daemon keeps trying by itself, and the mail already here stays readable. " +
