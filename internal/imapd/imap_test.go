@@ -676,7 +676,7 @@ func TestSecondDevice(t *testing.T) {
 }
 
 // withoutRecent drops \Recent, which every message delivered after the
-// device started has for the first session (recent_test.go tests it).
+// device started has for the first session (recent_conformance_test.go tests it).
 func withoutRecent(flags []imap.Flag) []imap.Flag {
 	return slices.DeleteFunc(slices.Clone(flags), func(f imap.Flag) bool { return f == `\Recent` })
 }

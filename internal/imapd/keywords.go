@@ -30,9 +30,9 @@ import (
 // from the store, which may be ahead of what was queued, and may come while
 // a FLAGS waits behind an EXPUNGE. So before each, the session compares
 // the message's keywords with told and, if one is missing, writes FLAGS
-// (and PERMANENTFLAGS) with them at once and queues the same FLAGS, so a
-// FLAGS written later from the queue, older than it, is followed again by
-// a full one before anything queued after.
+// (and PERMANENTFLAGS) with them at once; if an older FLAGS is still
+// queued, it queues the same FLAGS too, so that older one, written later,
+// is followed again by a full one before anything queued after.
 
 // systemFlags are the flags every mailbox has (\Recent is never stored).
 var systemFlags = []imap.Flag{imap.FlagSeen, imap.FlagAnswered, imap.FlagFlagged, imap.FlagDeleted, imap.FlagDraft}
@@ -140,7 +140,9 @@ func (s *session) tell(flags []string) error {
 		mb.mu.Unlock()
 		return nil
 	}
-	if v.queued.add(flags) {
+	// Queued too only when an older FLAGS may still be written after this
+	// one; otherwise the client keeps this one until the next.
+	if v.queued.add(flags) && len(v.pending) > 0 {
 		v.queueFlags()
 	}
 	v.told = v.queued.clone()
