@@ -66,6 +66,7 @@ cspool deliver --users /etc/cspool/users --user alice --spool-key spool.sec \
 cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
     --store postgres --dsn postgres://cspool@db.example.org/cspool < message.eml`)
 	user := fs.String("user", "", "the recipient's user name (required)")
+	pass := addPassphraseFlag(fs, e)
 	userKey := fs.String("user-key", "", "the recipient's public key file (or use --users)")
 	usersFile := fs.String("users", "", "users file to find the recipient's public key in, instead of --user-key")
 	spoolKey := fs.String("spool-key", "", "the spool's secret key file (required)")
@@ -106,7 +107,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		return &exitError{fmt.Errorf("--user: %w", err), exNoUser}
 	}
 
-	sk, err := deliverSpoolKey.loadSecret(*spoolKey)
+	sk, err := deliverSpoolKey.loadSecret(pass, *spoolKey)
 	if err != nil {
 		return &exitError{err, exNoPerm}
 	}

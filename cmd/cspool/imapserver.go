@@ -220,6 +220,7 @@ func printSettings(e *env, addr net.Addr, user string, pw imapPassword, dbPath s
 // (imap-server, sync).
 type deviceFlags struct {
 	userKey, userPub, spoolPub, user, db, spoolURL *string
+	pass                                           *passphraseSource
 }
 
 func addDeviceFlags(fs *flagSet, e *env, userHelp string) *deviceFlags {
@@ -230,6 +231,7 @@ func addDeviceFlags(fs *flagSet, e *env, userHelp string) *deviceFlags {
 		user:     fs.String("user", defaultUser(e), userHelp),
 		db:       fs.String("db", "test.db", "local mail database `file`"),
 		spoolURL: fs.String("spool-server", "http://localhost:3999", "spool server `URL`"),
+		pass:     addPassphraseFlag(fs, e),
 	}
 }
 
@@ -238,11 +240,11 @@ func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
 	if err := keys.CheckUserName(*d.user); err != nil {
 		return nil, keys.PublicKey{}, usagef("%v", err)
 	}
-	return loadDeviceKeys(*d.userKey, *d.userPub, *d.spoolPub)
+	return loadDeviceKeys(d.pass, *d.userKey, *d.userPub, *d.spoolPub)
 }
 
-func loadDeviceKeys(userKeyPath, userPubPath, spoolPubPath string) (*keys.SecretKey, keys.PublicKey, error) {
-	userKey, err := deviceUserKey.loadSecret(userKeyPath)
+func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPath string) (*keys.SecretKey, keys.PublicKey, error) {
+	userKey, err := deviceUserKey.loadSecret(src, userKeyPath)
 	if err != nil {
 		return nil, keys.PublicKey{}, err
 	}

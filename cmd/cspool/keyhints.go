@@ -22,6 +22,9 @@ type keyFlag struct {
 	swap string
 	// obtain says where this key comes from, for a missing file.
 	obtain string
+	// quiet: no notice for a key without a passphrase (cspool deliver,
+	// run by an MTA for every message, whose stderr ends up in bounces).
+	quiet bool
 }
 
 // The key flags of each command.
@@ -32,7 +35,7 @@ var (
 		obtain: "pass the public file made with the user's secret key (user.pub, next to user.sec)"}
 	deviceSpoolPub = keyFlag{flag: "--spool-key", secret: false,
 		obtain: "copy the spool's public key file (spool.pub) from the spool server's operator"}
-	deliverSpoolKey = keyFlag{flag: "--spool-key", secret: true, swap: "--user-key",
+	deliverSpoolKey = keyFlag{flag: "--spool-key", secret: true, swap: "--user-key", quiet: true,
 		obtain: "pass the spool's secret key file, the one the spool server runs with (--spool-key of cspool server)"}
 	deliverUserPub = keyFlag{flag: "--user-key", secret: false, swap: "--spool-key",
 		obtain: "pass the recipient's public key file (the key registered for the user in the server's users file), or --users FILE"}
@@ -54,6 +57,8 @@ func (f keyFlag) hint(path string, err error) string {
 		return fmt.Sprintf("%s takes a public key file, and %s holds a secret key: pass the public file made with it, and keep the secret one private", f.flag, path)
 	case errors.Is(err, keys.ErrWrongKind):
 		return fmt.Sprintf("%s takes a secret key file, and %s holds a public key: %s", f.flag, path, f.obtain)
+	case passphraseHint(path, err) != "":
+		return passphraseHint(path, err)
 	case errors.Is(err, keys.ErrTooOpen):
 		return fmt.Sprintf("run: chmod 600 %s (and check who could have read it)", path)
 	case errors.Is(err, fs.ErrNotExist):
@@ -64,13 +69,17 @@ func (f keyFlag) hint(path string, err error) string {
 	return fmt.Sprintf("check %s: %s", f.flag, f.obtain)
 }
 
-// loadSecret loads the secret key file path given to f.
-func (f keyFlag) loadSecret(path string) (*keys.SecretKey, error) {
-	k, err := keys.LoadSecret(path)
+// loadSecret loads the secret key file path given to f, asking src for
+// the passphrase if it is protected; an unprotected one gets a notice.
+func (f keyFlag) loadSecret(src *passphraseSource, path string) (*keys.SecretKey, error) {
+	sf, err := keys.LoadSecretWith(path, src.passphrase)
 	if err != nil {
 		return nil, withHint(err, f.hint(path, err))
 	}
-	return k, nil
+	if !sf.Protected && !f.quiet {
+		noticeUnprotected(src.e, path)
+	}
+	return sf.Key, nil
 }
 
 // loadPublic loads the public key file path given to f.

@@ -45,6 +45,7 @@ type env struct {
 func commands() []subcommand {
 	return []subcommand{
 		{"gen-keys", "create a key pair (for a user or for the spool)", runGenKeys},
+		{"passphrase", "add, change or remove the passphrase of a secret key file", runPassphrase},
 		{"server", "run the spool server (HTTP API and LMTP)", runServer},
 		{"deliver", "deliver one message from standard input into a user's log", runDeliver},
 		{"imap-server", "run the device daemon: sync the log and serve it over IMAP", runIMAPServer},

@@ -80,6 +80,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	debug := fs.Bool("debug", false, "log at debug level")
 	usersFile := fs.String("users", "", "users file; empty runs the server in TEST MODE")
 	spoolKeyFile := fs.String("spool-key", "", "the spool's secret key file (required with --lmtp)")
+	pass := addPassphraseFlag(fs, e)
 	lmtpAddr := fs.String("lmtp", "", "LMTP listen address, e.g. 127.0.0.1:2424; empty: no LMTP")
 	lmtpDomains := fs.String("lmtp-domains", "", "comma-separated recipient domains accepted over LMTP; empty: any")
 	var lmtpLim lmtpLimits
@@ -147,7 +148,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	defer s.close()
 	return s.run(serverFlags{
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
-		spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
+		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr, lmtpLimits: lmtpLim,
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
@@ -161,6 +162,7 @@ type serverLimits struct {
 }
 
 type serverFlags struct {
+	pass                                                                                *passphraseSource
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
 	storeKind, dsn, metricsAddr                                                         string
 	usersTable                                                                          bool
@@ -226,7 +228,7 @@ func (d directory) Lookup(ctx context.Context, user string) (keys.PublicKey, err
 func (s *serverRun) run(f serverFlags) error {
 	var spoolKey *keys.SecretKey
 	if f.spoolKeyFile != "" {
-		k, err := serverSpoolKey.loadSecret(f.spoolKeyFile)
+		k, err := serverSpoolKey.loadSecret(f.pass, f.spoolKeyFile)
 		if err != nil {
 			return err
 		}

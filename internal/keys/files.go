@@ -1,7 +1,6 @@
 package keys
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -25,9 +24,16 @@ const maxKeyFile = 64 << 10
 
 // LoadSecret reads a secret key file. It refuses files holding a public key
 // (ErrWrongKind, checked first), damaged keys, and files that group or others
-// can read (ErrTooOpen); the error names the file.
+// can read (ErrTooOpen); the error names the file. A passphrase-protected
+// file is ErrNeedPassphrase: use LoadSecretWith.
 func LoadSecret(path string) (*SecretKey, error) {
-	line, info, err := readKeyLine(path)
+	f, err := LoadSecretWith(path, nil)
+	return f.Key, err
+}
+
+// parseSecretFile parses an unprotected secret key file's text.
+func parseSecretFile(path, text string, info fs.FileInfo) (*SecretKey, error) {
+	line, err := keyLine(path, text)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +53,14 @@ func LoadSecret(path string) (*SecretKey, error) {
 // LoadPublic reads a public key file (or a secret key file's public half is
 // NOT accepted: pass the public file).
 func LoadPublic(path string) (PublicKey, error) {
-	line, _, err := readKeyLine(path)
+	text, _, err := readKeyFile(path)
+	if err != nil {
+		return PublicKey{}, err
+	}
+	if _, ok := armoredBlock(text); ok {
+		return PublicKey{}, &FileError{path, fmt.Errorf("%w: found a passphrase-protected secret key, want a public key", ErrWrongKind)}
+	}
+	line, err := keyLine(path, text)
 	if err != nil {
 		return PublicKey{}, err
 	}
@@ -58,44 +71,24 @@ func LoadPublic(path string) (PublicKey, error) {
 	return p, nil
 }
 
-func readKeyLine(path string) (string, fs.FileInfo, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", nil, &FileError{path, unwrapPathError(err)}
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return "", nil, &FileError{path, unwrapPathError(err)}
-	}
-	if !info.Mode().IsRegular() {
-		return "", nil, &FileError{path, errors.New("not a regular file")}
-	}
-	if info.Size() > maxKeyFile {
-		return "", nil, &FileError{path, fmt.Errorf("%w: file is %d bytes, too large for a key file", ErrUnknownFormat, info.Size())}
-	}
+// keyLine returns the one key line of a key file's text, skipping blank
+// lines and '#' comments.
+func keyLine(path, text string) (string, error) {
 	var key string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 4096), maxKeyFile)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
+	for n, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		if key != "" {
-			return "", nil, &FileError{path, fmt.Errorf("%w: more than one key line (line %d)", ErrMalformed, n)}
+			return "", &FileError{path, fmt.Errorf("%w: more than one key line (line %d)", ErrMalformed, n+1)}
 		}
 		key = line
 	}
-	if err := sc.Err(); err != nil {
-		return "", nil, &FileError{path, err}
-	}
 	if key == "" {
-		return "", nil, &FileError{path, ErrNoKey}
+		return "", &FileError{path, ErrNoKey}
 	}
-	return key, info, nil
+	return key, nil
 }
 
 func unwrapPathError(err error) error {
@@ -114,6 +107,11 @@ type WriteOptions struct {
 	Comment string
 	// Now is recorded in the comment line; zero means time.Now.
 	Now time.Time
+	// Passphrase, if not empty, protects the secret key (Protect).
+	Passphrase string
+	// WorkFactor is the scrypt work factor for Passphrase (0:
+	// DefaultWorkFactor).
+	WorkFactor int
 }
 
 // ErrExists is returned when a key file exists and Force is not set.
@@ -147,6 +145,18 @@ func WriteFiles(k *SecretKey, secretPath, publicPath string, o WriteOptions) err
 		}
 	}
 	sec := append(header("secret key: keep it private"), k.String()+"\n"...)
+	if o.Passphrase != "" {
+		wf := o.WorkFactor
+		if wf == 0 {
+			wf = DefaultWorkFactor
+		}
+		block, err := Protect(k, o.Passphrase, wf)
+		if err != nil {
+			return &FileError{secretPath, err}
+		}
+		sec = append(header("secret key: keep it private"), fmt.Sprintf(protectedComment, wf)...)
+		sec = append(sec, block...)
+	}
 	if err := writeFile(secretPath, sec, 0o600, o.Force); err != nil {
 		return err
 	}

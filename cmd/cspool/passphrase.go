@@ -1,0 +1,182 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/term"
+
+	"cspool/internal/keys"
+)
+
+// credentialName is the systemd credential that holds a protected key's
+// passphrase ($CREDENTIALS_DIRECTORY/cspool-passphrase, from
+// LoadCredential= or LoadCredentialEncrypted=; docs/OPERATING.md).
+const credentialName = "cspool-passphrase"
+
+// passphraseSource is how a command finds the passphrase of a protected
+// secret key: --passphrase-file, else the systemd credential, else the
+// terminal.
+type passphraseSource struct {
+	e    *env
+	file *string
+	// tty opens the terminal to ask on ("/dev/tty"; tests replace it).
+	tty func() (*os.File, error)
+}
+
+func addPassphraseFlag(fs *flagSet, e *env) *passphraseSource {
+	return &passphraseSource{
+		e: e,
+		file: fs.String("passphrase-file", "", "read the passphrase of a protected secret key from this `file` (its first line; "+
+			"the file must be open to its owner only); default: $CREDENTIALS_DIRECTORY/"+credentialName+" under systemd, else asked on the terminal"),
+		tty: openTTY,
+	}
+}
+
+func openTTY() (*os.File, error) { return os.OpenFile("/dev/tty", os.O_RDWR, 0) }
+
+// errNoTerminal: a protected key and no way to ask for its passphrase.
+var errNoTerminal = errors.New("no --passphrase-file, no systemd credential " + credentialName + " and no terminal to ask on")
+
+// passphrase returns the passphrase for the protected key file path.
+func (s *passphraseSource) passphrase(path string) (string, error) {
+	if *s.file != "" {
+		return readSecretFile(*s.file, "passphrase file")
+	}
+	if dir := s.e.getenv("CREDENTIALS_DIRECTORY"); dir != "" {
+		cred := filepath.Join(dir, credentialName)
+		pp, err := readSecretFile(cred, "systemd credential")
+		if !errors.Is(err, fs.ErrNotExist) {
+			return pp, err
+		}
+	}
+	tty, err := s.tty()
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", keys.ErrNeedPassphrase, errNoTerminal)
+	}
+	defer tty.Close()
+	return askTerminal(tty, fmt.Sprintf("Passphrase for %s: ", path))
+}
+
+// askTerminal reads one line from the terminal without echoing it.
+func askTerminal(tty *os.File, prompt string) (string, error) {
+	fmt.Fprint(tty, prompt)
+	b, err := term.ReadPassword(int(tty.Fd()))
+	fmt.Fprintln(tty)
+	if err != nil {
+		return "", fmt.Errorf("reading the passphrase from the terminal: %w", err)
+	}
+	return string(b), nil
+}
+
+// newPassphrase asks for a new passphrase twice on the terminal, or reads
+// it from file if one is given.
+func (s *passphraseSource) newPassphrase(file, path string) (string, error) {
+	if file != "" {
+		return readSecretFile(file, "new passphrase file")
+	}
+	tty, err := s.tty()
+	if err != nil {
+		return "", withHint(errors.New("no terminal to ask for the new passphrase on"), "give it with --new-passphrase-file FILE")
+	}
+	defer tty.Close()
+	a, err := askTerminal(tty, fmt.Sprintf("New passphrase for %s: ", path))
+	if err != nil {
+		return "", err
+	}
+	if a == "" {
+		return "", errors.New("the new passphrase is empty")
+	}
+	b, err := askTerminal(tty, "Repeat it: ")
+	if err != nil {
+		return "", err
+	}
+	if a != b {
+		return "", errors.New("the two passphrases differ; nothing was changed")
+	}
+	return a, nil
+}
+
+// passphraseHint says what to do about a protected key that did not open.
+func passphraseHint(path string, err error) string {
+	switch {
+	case errors.Is(err, keys.ErrWrongPassphrase):
+		return fmt.Sprintf("the passphrase does not open %s: check --passphrase-file or the systemd credential %s, or type it again; after 'cspool passphrase' the new one applies", path, credentialName)
+	case errors.Is(err, errNoTerminal):
+		return fmt.Sprintf("%s is protected by a passphrase: pass --passphrase-file FILE, or under systemd LoadCredentialEncrypted=%s:FILE (docs/OPERATING.md)", path, credentialName)
+	}
+	return ""
+}
+
+// noticeUnprotected tells the user that a secret key file has no
+// passphrase, and how to give it one.
+func noticeUnprotected(e *env, path string) {
+	fmt.Fprintf(e.stderr, "cspool: notice: %s has no passphrase: anyone who copies it can read the mail sealed to it, and this device's database; add one with: cspool passphrase %s\n",
+		path, shellQuote(path))
+}
+
+func runPassphrase(e *env, args []string) error {
+	fs := newFlagSet(e, "passphrase", "KEYFILE", `
+Add, change or remove the passphrase of a secret key file. The key itself
+stays the same: its public key, the mail sealed to it and the device
+database keyed with it are unchanged.
+
+A protected file holds the key encrypted with age's scrypt recipient
+(docs/FORMAT.md §1); every command that loads it asks for the passphrase
+on the terminal, or reads it from --passphrase-file or from the systemd
+credential `+credentialName+` ($CREDENTIALS_DIRECTORY). The current
+passphrase, if any, is found the same way; the new one is asked twice on
+the terminal, or read from --new-passphrase-file. The file is replaced
+atomically.`, `
+cspool passphrase user.sec
+cspool passphrase --remove user.sec
+cspool passphrase --passphrase-file old.txt --new-passphrase-file new.txt user.sec`)
+	src := addPassphraseFlag(fs, e)
+	newFile := fs.String("new-passphrase-file", "", "read the new passphrase from this `file` instead of asking twice on the terminal")
+	remove := fs.Bool("remove", false, "remove the passphrase: write the key unprotected")
+	workFactor := fs.Int("work-factor", keys.DefaultWorkFactor, "scrypt work factor (log2 N) for the new passphrase: 18 takes about a second")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want 1 argument, KEYFILE; got %d", fs.NArg())
+	}
+	if *remove && *newFile != "" {
+		return usagef("--remove and --new-passphrase-file exclude each other")
+	}
+	path := fs.Arg(0)
+	f, err := keys.LoadSecretWith(path, src.passphrase)
+	if err != nil {
+		if h := passphraseHint(path, err); h != "" {
+			return withHint(err, h)
+		}
+		return withHint(err, "pass a secret key file made by cspool gen-keys")
+	}
+	if *remove {
+		if !f.Protected {
+			fmt.Fprintf(e.stdout, "%s has no passphrase; nothing changed\n", path)
+			return nil
+		}
+		if err := keys.RewriteSecret(path, f.Key, "", 0); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "removed the passphrase of %s\n", path)
+		return nil
+	}
+	pp, err := src.newPassphrase(*newFile, path)
+	if err != nil {
+		return err
+	}
+	if err := keys.RewriteSecret(path, f.Key, pp, *workFactor); err != nil {
+		return err
+	}
+	verb := "added a passphrase to"
+	if f.Protected {
+		verb = "changed the passphrase of"
+	}
+	fmt.Fprintf(e.stdout, "%s %s\n", verb, path)
+	return nil
+}
