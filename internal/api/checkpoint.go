@@ -9,15 +9,6 @@ import (
 	"cspool/internal/spool"
 )
 
-// CheckpointPositioner is an optional capability of a store: the position of
-// a user's newest checkpoint (0 if none) without loading the checkpoint.
-// Every read response reports that position, so a store that compacts
-// should have it; without it the server falls back to
-// spool.Compactor.LatestCheckpoint, which loads the whole checkpoint.
-type CheckpointPositioner interface {
-	CheckpointPos(ctx context.Context, user string) (uint64, error)
-}
-
 // compactStats is the JSON answer to a checkpoint upload.
 type compactStats struct {
 	Deleted int   `json:"deleted"`
@@ -26,9 +17,10 @@ type compactStats struct {
 }
 
 // checkpointPos returns the position of user's newest checkpoint, 0 if
-// there is none or the store does not compact.
+// there is none or the store does not compact. A store without
+// spool.CheckpointPositioner makes it load the whole checkpoint.
 func (s *Server) checkpointPos(ctx context.Context, user string) (uint64, error) {
-	if p, ok := s.cfg.Store.(CheckpointPositioner); ok {
+	if p, ok := s.cfg.Store.(spool.CheckpointPositioner); ok {
 		return p.CheckpointPos(ctx, user)
 	}
 	c, ok := s.cfg.Store.(spool.Compactor)

@@ -33,7 +33,7 @@ type Users interface {
 type Config struct {
 	// Store is required. If it also implements spool.Compactor, the
 	// checkpoint routes work (else they answer 501); if it implements
-	// CheckpointPositioner too, reads learn the checkpoint's position
+	// spool.CheckpointPositioner too, reads learn the checkpoint's position
 	// without loading the checkpoint.
 	Store spool.Store
 	Users Users // required

@@ -40,6 +40,22 @@ type Compactor interface {
 	LatestCheckpoint(ctx context.Context, user string) (Checkpoint, error)
 }
 
+// CheckpointPositioner is the optional capability of a Compactor to give
+// the position of a user's newest checkpoint without loading the
+// checkpoint. The HTTP API reports that position with every read, long-polls
+// included, so a store whose checkpoints are large should have it: without
+// it every read loads the whole checkpoint (LatestCheckpoint) to learn one
+// number.
+//
+// Invariant: CheckpointPos(user) equals LatestCheckpoint(user).Pos, or 0
+// when LatestCheckpoint returns ErrNoCheckpoint, on every handle on the same
+// storage once the Compact that stored it has returned.
+type CheckpointPositioner interface {
+	// CheckpointPos returns the position of user's newest checkpoint, 0 if
+	// there is none (an unknown user included).
+	CheckpointPos(ctx context.Context, user string) (uint64, error)
+}
+
 // Errors of the Compactor capability.
 var (
 	// ErrStaleCheckpoint: a checkpoint at the same or a later position is

@@ -15,10 +15,11 @@ import (
 )
 
 var (
-	_ spool.Store        = (*Store)(nil)
-	_ spool.Compactor    = (*Store)(nil)
-	_ spool.Chainer      = (*Store)(nil)
-	_ spool.HeadAppender = (*Store)(nil)
+	_ spool.Store                = (*Store)(nil)
+	_ spool.Compactor            = (*Store)(nil)
+	_ spool.CheckpointPositioner = (*Store)(nil)
+	_ spool.Chainer              = (*Store)(nil)
+	_ spool.HeadAppender         = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value gives the documented defaults.

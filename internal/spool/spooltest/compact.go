@@ -22,6 +22,7 @@ func (s *suite) compactTests() []namedTest {
 		{"CompactInvalid", s.testCompactInvalid},
 		{"CompactConcurrent", s.testCompactConcurrent},
 		{"CompactAppendCompact", s.testCompactAppendCompact},
+		{"CheckpointPos", s.testCheckpointPos},
 	}
 }
 
@@ -326,5 +327,65 @@ func (s *suite) testCompactAppendCompact(t *testing.T) {
 	checkPositions(t, st, "hal", data, []uint64{2, 7, 10})
 	if h, err := st.Head(ctxT(t), "hal"); err != nil || h != 10 {
 		t.Errorf("Head = %d, %v; want 10", h, err)
+	}
+}
+
+// testCheckpointPos checks spool.CheckpointPositioner against
+// LatestCheckpoint: 0 without a checkpoint, the newest position after each
+// Compact (a refused one changes nothing), per user, and on a second
+// handle. Every Compactor must have it: without it each read of the HTTP
+// API, long-polls included, loads the whole checkpoint.
+func (s *suite) testCheckpointPos(t *testing.T) {
+	st, c := s.compactor(t)
+	p, ok := st.(spool.CheckpointPositioner)
+	if !ok {
+		t.Fatal("the store compacts but does not implement spool.CheckpointPositioner: every read would load the whole checkpoint")
+	}
+	handles := []spool.CheckpointPositioner{p}
+	if s.opts.Reopen != nil {
+		other, ok := s.reopen(t, st).(spool.CheckpointPositioner)
+		if !ok {
+			t.Fatal("the second handle does not implement spool.CheckpointPositioner")
+		}
+		handles = append(handles, other)
+	}
+	check := func(user string, want uint64) {
+		t.Helper()
+		for i, h := range handles {
+			got, err := h.CheckpointPos(ctxT(t), user)
+			if err != nil || got != want {
+				t.Fatalf("handle %d: CheckpointPos(%q) = %d, %v; want %d", i, user, got, err, want)
+			}
+		}
+		cp, err := c.LatestCheckpoint(ctxT(t), user)
+		switch {
+		case want == 0 && !errors.Is(err, spool.ErrNoCheckpoint):
+			t.Fatalf("LatestCheckpoint(%q) = pos %d, %v; CheckpointPos says none", user, cp.Pos, err)
+		case want != 0 && (err != nil || cp.Pos != want):
+			t.Fatalf("LatestCheckpoint(%q) = pos %d, %v; CheckpointPos says %d", user, cp.Pos, err, want)
+		}
+	}
+	check("ida", 0) // unknown user
+	numbered(t, st, "ida", 8)
+	numbered(t, st, "ida-other", 8)
+	check("ida", 0) // a log without a checkpoint
+	big := make([]byte, s.opts.LargeEntrySize)
+	mustCompact(t, c, "ida", spool.Checkpoint{Pos: 3, Data: big}, []uint64{1})
+	check("ida", 3)
+	check("ida-other", 0)
+	if _, err := c.Compact(ctxT(t), "ida", spool.Checkpoint{Pos: 2, Data: []byte("stale")}, nil); !errors.Is(err, spool.ErrStaleCheckpoint) {
+		t.Fatalf("Compact at 2 after 3: %v, want ErrStaleCheckpoint", err)
+	}
+	check("ida", 3)
+	mustCompact(t, c, "ida", spool.Checkpoint{Pos: 8, Data: []byte("eight")}, nil)
+	check("ida", 8)
+	if _, err := p.CheckpointPos(ctxT(t), ""); !errors.Is(err, spool.ErrInvalidUser) {
+		t.Errorf("CheckpointPos(empty user): %v, want ErrInvalidUser", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.CheckpointPos(ctxT(t), "ida"); !errors.Is(err, spool.ErrClosed) {
+		t.Errorf("CheckpointPos after Close: %v, want ErrClosed", err)
 	}
 }

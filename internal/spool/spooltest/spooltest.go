@@ -18,8 +18,10 @@
 // Stores that also implement spool.Compactor get the compaction checks too
 // (checkpoint round trip, stale checkpoints, deletion with kept positions and
 // holes, reads over holes, positions never reused, invalid arguments,
-// concurrent compactions through two handles); for other stores those
-// subtests are skipped.
+// concurrent compactions through two handles, and the position
+// spool.CheckpointPositioner gives without loading a checkpoint, which a
+// Compactor must implement too); for other stores those subtests are
+// skipped.
 //
 // Every store gets the chain checks (spool.Chainer is part of spool.Store):
 // every hash equals spool.ChainNext recomputed over the entries appended,

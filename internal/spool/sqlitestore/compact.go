@@ -222,8 +222,9 @@ func (s *Store) LatestCheckpoint(ctx context.Context, user string) (spool.Checkp
 	return cp, nil
 }
 
-// CheckpointPos returns the position of user's newest checkpoint, 0 if there
-// is none, without loading the checkpoint's data.
+// CheckpointPos implements spool.CheckpointPositioner: the position of
+// user's newest checkpoint, 0 if there is none, without loading the
+// checkpoint's data (pos comes before data in the row).
 func (s *Store) CheckpointPos(ctx context.Context, user string) (uint64, error) {
 	if err := spool.CheckUser(user); err != nil {
 		return 0, err

@@ -66,10 +66,11 @@ import (
 )
 
 var (
-	_ spool.Store        = (*Store)(nil)
-	_ spool.Compactor    = (*Store)(nil)
-	_ spool.Chainer      = (*Store)(nil)
-	_ spool.HeadAppender = (*Store)(nil)
+	_ spool.Store                = (*Store)(nil)
+	_ spool.Compactor            = (*Store)(nil)
+	_ spool.CheckpointPositioner = (*Store)(nil)
+	_ spool.Chainer              = (*Store)(nil)
+	_ spool.HeadAppender         = (*Store)(nil)
 )
 
 // DBName is the database file's name inside the spool directory.
