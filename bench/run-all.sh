@@ -27,5 +27,6 @@ run flood-unheld go run ./bench/flood -rounds 5 -phase 10s -keys 5000 -refusal-r
 run integrity go test -run '^$' -bench 'BenchmarkIntegrityCost' -benchtime 4x ./internal/hostile/
 run chain go test -run '^$' -bench 'BenchmarkChainPerEntry' ./internal/hostile/
 run restorecheck go test -run '^$' -bench 'BenchmarkRestoreCheck' -benchtime 5x ./internal/mailstore/
+run recover go test -run '^$' -bench 'BenchmarkRecover' -benchtime 3x ./internal/recovery/
 run postgres sh bench/postgres/run.sh 2000
 run idle bash bench/idle.sh

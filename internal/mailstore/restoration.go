@@ -314,38 +314,36 @@ func (rb *Rebase) Apply(entries []Entry, newPos uint64, chain []spool.Hash) (*Re
 	return res, nil
 }
 
-// MissingBody is a live body no entry on the spool holds: a Body entry
-// must put it back.
-type MissingBody struct {
-	Digest [32]byte
-	Raw    []byte
-}
-
-// MissingBodies calls fn, in digest order, with every live body whose
-// bytes no entry the rebase applied (or that stayed below its base) holds.
-func (rb *Rebase) MissingBodies(fn func(MissingBody) error) error {
+// MissingDigests returns, in order, the SHA-256 of every live body whose
+// bytes no entry the rebase applied (or that stayed below its base) holds:
+// a Body entry must put each back.
+func (rb *Rebase) MissingDigests() ([][32]byte, error) {
 	if rb.closed {
-		return ErrClosed
+		return nil, ErrClosed
 	}
-	rows, err := rb.tx.QueryContext(rb.ctx, `SELECT b.digest, l.data FROM bodies b JOIN blobs l ON l.bid = b.bid
-		WHERE b.origin = 0 ORDER BY b.digest`)
-	if err != nil {
-		return fmt.Errorf("reading bodies: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var d, raw []byte
-		if err := rows.Scan(&d, &raw); err != nil {
-			return fmt.Errorf("reading bodies: %w", err)
-		}
-		var m MissingBody
-		copy(m.Digest[:], d)
-		m.Raw = raw
-		if err := fn(m); err != nil {
+	var out [][32]byte
+	err := dumpRows(rb.ctx, rb.tx, "SELECT digest FROM bodies WHERE origin = 0 ORDER BY digest", func(sc scanner) error {
+		var d []byte
+		if err := sc.Scan(&d); err != nil {
 			return err
 		}
+		out = append(out, [32]byte(d))
+		return nil
+	})
+	return out, err
+}
+
+// Body returns the bytes of the stored body with this digest.
+func (rb *Rebase) Body(digest [32]byte) ([]byte, error) {
+	if rb.closed {
+		return nil, ErrClosed
 	}
-	return rows.Err()
+	var raw []byte
+	err := rb.tx.QueryRowContext(rb.ctx, "SELECT l.data FROM bodies b JOIN blobs l ON l.bid = b.bid WHERE b.digest = ?", digest[:]).Scan(&raw)
+	if err != nil {
+		return nil, fmt.Errorf("reading body %x: %w", digest[:6], err)
+	}
+	return raw, nil
 }
 
 // Snapshot returns the state the rebase has reached, at its position: the

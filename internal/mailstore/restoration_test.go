@@ -116,9 +116,17 @@ func TestRebaseAndAdopt(t *testing.T) {
 		t.Errorf("the deletion of Projects, which the superseded history changed: %+v, want rejected as kept", o)
 	}
 	// The bodies only the superseded history holds: m4's and the budget.
-	var missing [][]byte
-	if err := rb.MissingBodies(func(m MissingBody) error { missing = append(missing, m.Raw); return nil }); err != nil {
+	digests, err := rb.MissingDigests()
+	if err != nil {
 		t.Fatal(err)
+	}
+	var missing [][]byte
+	for _, d := range digests {
+		raw, err := rb.Body(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		missing = append(missing, raw)
 	}
 	if len(missing) != 2 {
 		t.Fatalf("%d bodies to put back, want 2 (m4, budget)", len(missing))
@@ -130,8 +138,8 @@ func TestRebaseAndAdopt(t *testing.T) {
 	if _, err := rb.Apply(carriers, newLog.pos, newLog.hashes[carriers[0].Pos:]); err != nil {
 		t.Fatal(err)
 	}
-	if err := rb.MissingBodies(func(m MissingBody) error { return errors.New("a body is still missing") }); err != nil {
-		t.Fatal(err)
+	if left, err := rb.MissingDigests(); err != nil || len(left) != 0 {
+		t.Fatalf("%d bodies still missing (%v) after the Body entries", len(left), err)
 	}
 	sn, renewed, err := rb.Snapshot()
 	if err != nil {

@@ -69,7 +69,7 @@ type Config struct {
 	User     string
 	UserKey  *keys.SecretKey
 	SpoolKey keys.PublicKey
-	// Source must also be a syncer.Checkpointer.
+	// Source must also be a syncer.Checkpointer and a HeadAppender.
 	Source syncer.Source
 	Store  *mailstore.Store
 	Logger *slog.Logger // nil: slog.Default()
@@ -111,6 +111,10 @@ func Recover(ctx context.Context, cfg Config) (*Report, error) {
 	if !ok {
 		return nil, fmt.Errorf("recovery: %w", syncer.ErrNoCheckpoints)
 	}
+	ha, ok := cfg.Source.(HeadAppender)
+	if !ok {
+		return nil, errors.New("recovery: the source cannot append on a condition (if_head)")
+	}
 	if cfg.BatchCount == 0 {
 		cfg.BatchCount = 1000
 	}
@@ -123,13 +127,14 @@ func Recover(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &recoverer{cfg: cfg, cpr: cpr, log: cfg.Logger.With("component", "recover", "user", cfg.User)}
+	r := &recoverer{cfg: cfg, cpr: cpr, ha: ha, log: cfg.Logger.With("component", "recover", "user", cfg.User)}
 	return r.run(ctx)
 }
 
 type recoverer struct {
 	cfg Config
 	cpr syncer.Checkpointer
+	ha  HeadAppender
 	log *slog.Logger
 	rep Report
 
@@ -372,70 +377,82 @@ func (r *recoverer) checkEarlier(ctx context.Context, c *command.Command, at uin
 // putBodiesBack appends a Body entry for every live message body no entry
 // on the spool holds, and applies them.
 func (r *recoverer) putBodiesBack(ctx context.Context) error {
-	var batch [][]byte
-	var size int64
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+	digests, err := r.rb.MissingDigests()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < len(digests); {
+		var batch [][]byte
+		var entries []mailstore.Entry
+		var size int64
+		for ; i < len(digests) && len(batch) < r.cfg.BatchCount && (len(batch) == 0 || size < r.cfg.BatchBytes); i++ {
+			raw, err := r.rb.Body(digests[i])
+			if err != nil {
+				return err
+			}
+			c := &command.Command{Kind: command.Body, Body: raw}
+			sealed, id, err := entry.Seal(c, r.cfg.UserKey, r.cfg.UserKey.Public(), r.cfg.User, nil)
+			if err != nil {
+				return err
+			}
+			batch = append(batch, sealed)
+			entries = append(entries, mailstore.Entry{ID: id, Author: mailstore.AuthorUser, Cmd: c})
+			size += int64(len(sealed))
 		}
-		if _, err := r.cfg.Source.Append(ctx, r.cfg.User, batch); err != nil {
+		if err := r.put(ctx, batch, entries); err != nil {
 			return fmt.Errorf("putting message bytes back: %w", err)
 		}
 		r.rep.Bodies += len(batch)
 		r.rep.BodyBytes += size
-		batch, size = nil, 0
-		return nil
 	}
-	err := r.rb.MissingBodies(func(m mailstore.MissingBody) error {
-		sealed, _, err := entry.Seal(&command.Command{Kind: command.Body, Body: m.Raw}, r.cfg.UserKey, r.cfg.UserKey.Public(), r.cfg.User, nil)
-		if err != nil {
-			return err
-		}
-		if len(batch) > 0 && (len(batch) >= r.cfg.BatchCount || size+int64(len(sealed)) > r.cfg.BatchBytes) {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		batch = append(batch, sealed)
-		size += int64(len(sealed))
-		return nil
-	})
-	if err == nil {
-		err = flush()
-	}
+	left, err := r.rb.MissingDigests()
 	if err != nil {
 		return err
 	}
-	if r.rep.Bodies == 0 {
-		return nil
-	}
-	if err := r.follow(ctx); err != nil {
-		return err
-	}
-	missing := 0
-	if err := r.rb.MissingBodies(func(mailstore.MissingBody) error { missing++; return nil }); err != nil {
-		return err
-	}
-	if missing > 0 {
-		return fmt.Errorf("%d message bodies put back are not in the spool's log", missing)
+	if len(left) > 0 {
+		return fmt.Errorf("%d message bodies put back are not in the spool's log", len(left))
 	}
 	return nil
 }
 
-// headAppender is a Source that appends only on a given head (the API's
-// if_head): the restoration then lands right after its state or not at
-// all.
-type headAppender interface {
-	AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error)
+// put appends a batch of this device's entries (sealed, and as the
+// rebase applies them) right after the rebase's position, and applies it:
+// what was sent is then what the log holds, so it is not read back. Mail
+// that arrived first is followed, and the batch sent again.
+func (r *recoverer) put(ctx context.Context, batch [][]byte, entries []mailstore.Entry) error {
+	for range r.cfg.Attempts {
+		pos := r.rb.Position()
+		first, err := r.ha.AppendAt(ctx, r.cfg.User, pos, batch)
+		if errors.Is(err, spool.ErrHeadMoved) {
+			if err := r.follow(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		h := r.chain
+		hashes := make([]spool.Hash, len(batch))
+		for k, sealed := range batch {
+			h = spool.ChainNext(h, sealed)
+			hashes[k] = h
+			entries[k].Pos = first + uint64(k)
+		}
+		if _, err := r.rb.Apply(entries, first+uint64(len(batch))-1, hashes); err != nil {
+			return err
+		}
+		r.chain = h
+		return nil
+	}
+	return fmt.Errorf("mail kept arriving: %d appends found the log moved on", r.cfg.Attempts)
 }
 
-// appendAfter appends the sealed restoration, only on head pos when the
-// source can, else where the spool puts it.
-func (r *recoverer) appendAfter(ctx context.Context, pos uint64, sealed []byte) (uint64, error) {
-	if ha, ok := r.cfg.Source.(headAppender); ok {
-		return ha.AppendAt(ctx, r.cfg.User, pos, [][]byte{sealed})
-	}
-	return r.cfg.Source.Append(ctx, r.cfg.User, [][]byte{sealed})
+// HeadAppender is a Source that appends only on a given head (the API's
+// if_head, spool.HeadAppender): what the recovery appends lands right
+// after what it applied, or not at all.
+type HeadAppender interface {
+	AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error)
 }
 
 // writeRestoration seals the rebased state as a Restoration, stores it as
@@ -472,7 +489,7 @@ func (r *recoverer) writeRestoration(ctx context.Context, base uint64, baseHash 
 		case err != nil:
 			return fmt.Errorf("storing the restoration at %d: %w", sn.Position, err)
 		default:
-			at, err := r.appendAfter(ctx, sn.Position, sealed)
+			_, err := r.ha.AppendAt(ctx, r.cfg.User, sn.Position, [][]byte{sealed})
 			if errors.Is(err, spool.ErrHeadMoved) {
 				r.log.Info("entries arrived before the restoration; following the log and writing again", "pos", sn.Position)
 				break
@@ -480,14 +497,11 @@ func (r *recoverer) writeRestoration(ctx context.Context, base uint64, baseHash 
 			if err != nil {
 				return fmt.Errorf("appending the restoration: %w", err)
 			}
-			if at == sn.Position+1 {
-				r.rep.Restoration, r.rep.StateBytes = sn.Position, len(sealed)
-				r.rep.Messages, r.rep.Renewed = len(sn.Messages), renewed
-				r.log.Info("restoration written", "pos", sn.Position, "base", base, "sealed_bytes", len(sealed),
-					"messages", len(sn.Messages), "bodies_put_back", r.rep.Bodies, "renewed_uidvalidity", renewed)
-				return nil
-			}
-			r.log.Info("entries arrived before the restoration; following the log and writing again", "pos", sn.Position, "appended_at", at)
+			r.rep.Restoration, r.rep.StateBytes = sn.Position, len(sealed)
+			r.rep.Messages, r.rep.Renewed = len(sn.Messages), renewed
+			r.log.Info("restoration written", "pos", sn.Position, "base", base, "sealed_bytes", len(sealed),
+				"messages", len(sn.Messages), "bodies_put_back", r.rep.Bodies, "renewed_uidvalidity", renewed)
+			return nil
 		}
 		if err := r.follow(ctx); err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"cspool/internal/api"
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
 )
@@ -168,6 +169,65 @@ func noUIDReused(t *testing.T, device string, old, now *mailstore.State) {
 		mb := ob[msg.Mailbox]
 		if id, ok := at[key{mb.Name, mb.UIDValidity, msg.UID}]; ok && id != msg.ID {
 			t.Errorf("%s showed UID %d of %s (UIDVALIDITY %d) for message %s; now it names %s", device, msg.UID, mb.Name, mb.UIDValidity, msg.ID, id)
+		}
+	}
+}
+
+// interloper is the device's spool client with one delivery slipped in
+// before the first conditional append of the message bytes (a batch of
+// two) and of the restoration (one): mail arriving while the recovery
+// runs.
+type interloper struct {
+	*api.Client
+	r    *rig
+	done map[int]bool
+	ids  []command.ID
+}
+
+func (i *interloper) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	if !i.done[len(batch)] {
+		i.done[len(batch)] = true
+		i.ids = append(i.ids, i.r.deliver(1)...)
+	}
+	return i.Client.AppendAt(ctx, user, head, batch)
+}
+
+// TestRecoverWhileMailArrives: deliveries land while the recovery appends
+// the message bytes and the restoration; it follows them and appends
+// again, and the restoration holds them.
+func TestRecoverWhileMailArrives(t *testing.T) {
+	r := newRig(t)
+	a, b := r.device("a"), r.device("b")
+	r.deliver(2)
+	a.mustSync()
+	backup := r.backup()
+	r.deliver(2)
+	a.mustSync()
+	b.mustSync()
+	r.restore(backup)
+	r.deliver(1)
+	il := &interloper{Client: a.client, r: r, done: map[int]bool{}}
+	rep, err := Recover(context.Background(), Config{User: user, UserKey: r.userKey, SpoolKey: r.spoolKey.Public(),
+		Source: il, Store: a.ms, Logger: r.quiet})
+	if err != nil {
+		t.Fatalf("recover: %v (report %+v)", err, rep)
+	}
+	if rep.Messages != 7 || rep.Attempts != 2 || len(il.ids) != 2 {
+		t.Errorf("the restoration holds %d messages after %d attempts with %d deliveries during the recovery; want 7 (2 before the backup, 2 after, 1 after the restore, 2 during the recovery) after 2",
+			rep.Messages, rep.Attempts, len(il.ids))
+	}
+	a.mustSync()
+	b.mustSync()
+	if d := mailstore.Diff(a.dump(), b.dump(), 5); d != nil {
+		t.Errorf("b differs from a: %v", d)
+	}
+	got := map[command.ID]bool{}
+	for _, m := range a.dump().Messages {
+		got[m.ID] = true
+	}
+	for _, id := range il.ids {
+		if !got[id] {
+			t.Errorf("the delivery %s that arrived during the recovery is missing", id)
 		}
 	}
 }

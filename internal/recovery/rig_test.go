@@ -184,12 +184,15 @@ func (r *rig) device(name string) *device {
 	return d
 }
 
-// start makes the device's syncer anew, as a daemon starting does.
+// start makes the device's syncer anew, as a daemon starting does (with
+// the device's client, made on the first start).
 func (d *device) start() {
 	d.r.t.Helper()
 	var err error
-	if d.client, err = api.NewClient("http://"+d.r.addr, user, d.r.userKey, nil); err != nil {
-		d.r.t.Fatal(err)
+	if d.client == nil {
+		if d.client, err = api.NewClient("http://"+d.r.addr, user, d.r.userKey, nil); err != nil {
+			d.r.t.Fatal(err)
+		}
 	}
 	d.s, err = syncer.New(syncer.Config{User: user, UserKey: d.r.userKey, SpoolKey: d.r.spoolKey.Public(),
 		Source: d.client, Store: d.ms, Logger: d.r.quiet, IsTemporary: api.IsTemporary,
