@@ -73,6 +73,7 @@ cspool quickstart --dir /tmp/demo --user alice --imap-port 0`)
 	imapPort := fs.Int("imap-port", quickstartIMAPPort, "IMAP port")
 	lmtpPort := fs.Int("lmtp-port", quickstartLMTPPort, "LMTP port")
 	smtpPort := fs.Int("smtp-port", quickstartSMTPPort, "SMTP submission port (mail to USER@localhost comes back through LMTP)")
+	statusAddr := fs.String("status-addr", qsStatusAddr, "status page `address` (host:port; port 0 picks a free one; '' turns it off); given, it must be free")
 	debug := fs.Bool("debug", false, "log every HTTP request and debug detail")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -94,7 +95,8 @@ cspool quickstart --dir /tmp/demo --user alice --imap-port 0`)
 	if err != nil {
 		return fmt.Errorf("state folder %s: %w", *dir, err)
 	}
-	q := &quickstart{e: e, dir: absDir, log: newLogger(e, *debug), debug: *debug, smtpPort: *smtpPort, smtpRequired: flagGiven(fs, "smtp-port")}
+	q := &quickstart{e: e, dir: absDir, log: newLogger(e, *debug), debug: *debug, smtpPort: *smtpPort, smtpRequired: flagGiven(fs, "smtp-port"),
+		statusAddr: *statusAddr, statusRequired: flagGiven(fs, "status-addr")}
 	defer func() {
 		q.close()
 		q.log.Info("stopped")
@@ -130,7 +132,13 @@ type quickstart struct {
 	smtpPort     int
 	smtpRequired bool
 	send         *sending
-	page         statuspage.PageState // where the status page is, or why not
+	// statusAddr is where to serve the status page ("" = nowhere); when
+	// it is taken and was not given, the quickstart runs without a page
+	// and says so, rather than point at whatever answers there.
+	statusAddr     string
+	statusRequired bool
+	statusLn       net.Listener         // nil: no page
+	page           statuspage.PageState // where the status page is, or why not
 }
 
 func (q *quickstart) path(name string) string { return filepath.Join(q.dir, name) }
@@ -159,6 +167,17 @@ func (q *quickstart) listen(httpPort, imapPort, lmtpPort int) error {
 		*l.ln = ln
 		q.closers = append(q.closers, func() { ln.Close() })
 	}
+	// The status page: at --status-addr, which must be free; at the
+	// default when it is free (it is a convenience here).
+	ln, page, err := listenStatusPage(q.statusAddr, q.statusRequired, q.log)
+	if err != nil {
+		return err
+	}
+	if ln != nil {
+		q.statusLn = ln
+		q.closers = append(q.closers, func() { ln.Close() })
+	}
+	q.page = page
 	return nil
 }
 
@@ -366,16 +385,17 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 	if srv, err = imapd.New(imapd.Config{Store: ms, Submit: q.send.submitter(sy), User: q.user, Password: pw, Logger: q.log, Alert: alert}); err != nil {
 		return nil, nil, "", err
 	}
-	// The status page, when its port is free (it is a convenience here),
-	// and the control socket for cspool status.
+	// The status page, if its address was free (listen), and the control
+	// socket for cspool status in any case.
 	collector := newStatusCollector(sy, ms, q.imapLn.Addr(), q.user, stored, "http://"+q.httpLn.Addr().String())
-	stopStatus, page, err := startStatusPage(statusPageConfig{
-		addr: qsStatusAddr, source: collector, user: q.user, password: pw, log: q.log,
-	})
-	if err == nil {
+	collector.Page = q.page
+	if q.statusLn != nil {
+		stopStatus, err := serveStatusPage(q.statusLn, statusPageConfig{source: collector, user: q.user, password: pw, log: q.log})
+		if err != nil {
+			return nil, nil, "", err
+		}
 		q.closers = append(q.closers, stopStatus)
 	}
-	collector.Page, q.page = page, page
 	stopSocket, err := startControlSocket(dbPath, collector, q.log)
 	if err != nil {
 		return nil, nil, "", err
@@ -463,12 +483,15 @@ func (q *quickstart) printSettings(pw string) {
 	fmt.Fprintf(w, "or over LMTP, as a mail server would (any domain; --to USER@anything):\n")
 	fmt.Fprintf(w, "  swaks --protocol LMTP --server %s --to %s@localhost --from you@example.org\n\n", q.lmtpLn.Addr(), q.user)
 	fmt.Fprintf(w, "Spool server HTTP API: %s (users file %s). LMTP: %s.\n", httpURL, q.path(qsUsers), q.lmtpLn.Addr())
-	fmt.Fprintf(w, "\nSee the device's state with: %s status --db %s\n", selfCommand(), shellQuote(q.path(qsMailDB)))
+	fmt.Fprintf(w, "\nSee this quickstart's state with: %s status --db %s\n", selfCommand(), shellQuote(q.path(qsMailDB)))
+	fmt.Fprintln(w, "(it asks this quickstart, and no other, through the socket beside that database)")
 	switch {
 	case q.page.URL != "":
 		fmt.Fprintf(w, "or in a browser at %s (the same user and password as IMAP).\n", q.page.URL)
 	case q.page.Problem != "":
-		fmt.Fprintf(w, "The status page is NOT SERVED: %s.\n", q.page.Problem)
+		fmt.Fprintf(w, "The status page is NOT SERVED: %s; choose a free address with --status-addr.\n", q.page.Problem)
+	default:
+		fmt.Fprintln(w, "The status page is off (--status-addr '').")
 	}
 }
 

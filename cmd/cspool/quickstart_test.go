@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,5 +151,68 @@ func TestQuickstartUsage(t *testing.T) {
 	out.Reset()
 	if code := run(e, []string{"quickstart", "-h"}); code != 0 || !strings.Contains(out.String(), "Example:") {
 		t.Errorf("quickstart -h: exit %d, output %q", code, out.String())
+	}
+}
+
+// TestQuickstartStatusAddr: the quickstart serves its status page where
+// --status-addr says, refuses to start when that address is taken, and
+// when another program holds the default address it prints no URL there
+// (whatever answers is not this quickstart) and sends it nothing. The
+// banner's cspool status line, run as printed, reaches this quickstart.
+func TestQuickstartStatusAddr(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	sh := needTool(t, "sh", "dash")
+	bin := buildServerBinary(t)
+	work := t.TempDir()
+	args := func(state string, extra ...string) []string {
+		return append([]string{"quickstart", "--dir", filepath.Join(work, state), "--user", "alice", "--http-port", "0",
+			"--imap-port", "0", "--lmtp-port", "0", "--smtp-port", "0"}, extra...)
+	}
+
+	// An explicit address that is taken: no start, a hint naming the flag.
+	taken := squat(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	code, _, errOut := runExit(t, work, os.Environ(), bin, args("a", "--status-addr", taken.addr)...)
+	if code != 1 || !strings.Contains(errOut, "--status-addr") {
+		t.Errorf("quickstart with a taken --status-addr: exit %d, stderr %q; want 1 and a hint naming --status-addr", code, errOut)
+	}
+
+	// Port 0: a page of its own, which shows this quickstart.
+	qs := startProc(t, "cspool quickstart", work, os.Environ(), bin, args("b", "--status-addr", "127.0.0.1:0")...)
+	out := qs.waitOutput(t, "See this quickstart's state with:", 60*time.Second)
+	out = qs.waitOutput(t, "IMAP).", 10*time.Second)
+	port, password := settingValue(t, out, "port"), settingValue(t, out, "password")
+	m := regexp.MustCompile(`or in a browser at (http://127\.0\.0\.1:(\d+)/) `).FindStringSubmatch(out)
+	if m == nil || m[2] == "0" {
+		t.Fatalf("banner names no status page of its own:\n%s", out)
+	}
+	page := (&statusSetup{user: "alice", password: password, statusAddr: strings.TrimSuffix(strings.TrimPrefix(m[1], "http://"), "/")}).page(t)
+	if !strings.Contains(page, `<td id="imap-port" class="mono">`+port+`</td>`) {
+		t.Errorf("the page at %s is not this quickstart's (IMAP port %s):\n%s", m[1], port, page)
+	}
+	// The status line of the banner, pasted into a shell as it is.
+	line := ""
+	for _, l := range strings.Split(out, "\n") {
+		if _, cmd, ok := strings.Cut(l, "See this quickstart's state with: "); ok {
+			line = cmd
+		}
+	}
+	status := runCmd(t, work, os.Environ(), "", sh, "-c", line)
+	if !strings.Contains(status, "127.0.0.1 port "+port+", user alice") || !strings.Contains(status, "Status page:   "+m[1]) {
+		t.Errorf("%s printed:\n%s\nwant this quickstart's IMAP port %s and page %s", line, status, port, m[1])
+	}
+	qs.stop(t, syscall.SIGINT, 30*time.Second)
+
+	// The default address held by another program: no URL printed.
+	sq := squat(t, qsStatusAddr)
+	qs = startProc(t, "cspool quickstart (default page taken)", work, os.Environ(), bin, args("b")...)
+	out = qs.waitOutput(t, "choose a free address with --status-addr.", 60*time.Second)
+	if strings.Contains(out, "http://"+qsStatusAddr) || !strings.Contains(out, "The status page is NOT SERVED: "+qsStatusAddr+" was in use") {
+		t.Errorf("with the default page address taken the banner says:\n%s", out)
+	}
+	qs.stop(t, syscall.SIGINT, 30*time.Second)
+	if n, data := sq.received(); n != 0 {
+		t.Errorf("the program holding %s got %d connections: %q", qsStatusAddr, n, data)
 	}
 }

@@ -41,48 +41,70 @@ type statusPageConfig struct {
 // program there would receive the password of whoever logs in), and the
 // returned state carries the problem for `cspool status`.
 func startStatusPage(c statusPageConfig) (stop func(), state statuspage.PageState, err error) {
-	if c.addr == "" {
-		return func() {}, state, nil
+	ln, state, err := listenStatusPage(c.addr, c.required, c.log)
+	if err != nil || ln == nil {
+		return func() {}, state, err
 	}
-	host, _, err := net.SplitHostPort(c.addr)
+	stop, err = serveStatusPage(ln, c)
 	if err != nil {
-		return nil, state, usagef("--status-addr %q: %v", c.addr, err)
+		ln.Close()
+		return nil, statuspage.PageState{}, err
 	}
+	return stop, state, nil
+}
+
+// listenStatusPage takes the status page's address: nil and no error when
+// addr is empty, or taken while not required (state says why then).
+func listenStatusPage(addr string, required bool, log *slog.Logger) (net.Listener, statuspage.PageState, error) {
+	var state statuspage.PageState
+	if addr == "" {
+		return nil, state, nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, state, usagef("--status-addr %q: %v", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil && !required {
+		state.Problem = fmt.Sprintf("%s was in use by another program when the daemon started; "+
+			"do not log in there: whatever answers there is not this daemon", addr)
+		log.Error("NO STATUS PAGE: its address is in use by another program, which would receive the password "+
+			"of anyone who logs in there; use cspool status, or pass --status-addr to choose a free address",
+			"addr", addr, "err", err)
+		return nil, state, nil
+	}
+	if err != nil {
+		return nil, state, withHint(fmt.Errorf("listening for the status page on %s: %w", addr, err),
+			"pick another --status-addr, or turn the page off with --status-addr ''")
+	}
+	state.URL = "http://" + ln.Addr().String() + "/"
+	return ln, state, nil
+}
+
+// serveStatusPage serves the status page on ln (from listenStatusPage)
+// until stop is called.
+func serveStatusPage(ln net.Listener, c statusPageConfig) (stop func(), err error) {
+	host, _, _ := net.SplitHostPort(ln.Addr().String())
 	var hosts []string
 	if isLoopback(host) {
 		hosts = []string{"localhost", "127.0.0.1", "::1", host}
 	} else {
-		c.log.Warn("the status page is reachable from the network, without TLS", "addr", c.addr)
+		c.log.Warn("the status page is reachable from the network, without TLS", "addr", ln.Addr().String())
 	}
 	h, err := statuspage.New(statuspage.Config{
 		Source: c.source, User: c.user, Password: c.password, AllowEmptyPassword: c.allowEmpty,
 		Hosts: hosts, Logger: c.log,
 	})
 	if err != nil {
-		return nil, state, err
-	}
-	ln, err := net.Listen("tcp", c.addr)
-	if err != nil && !c.required {
-		state.Problem = fmt.Sprintf("%s was in use by another program when the daemon started; "+
-			"do not log in there: whatever answers there is not this daemon", c.addr)
-		c.log.Error("NO STATUS PAGE: its address is in use by another program, which would receive the password "+
-			"of anyone who logs in there; use cspool status, or pass --status-addr to choose a free address",
-			"addr", c.addr, "err", err)
-		return func() {}, state, nil
-	}
-	if err != nil {
-		return nil, state, withHint(fmt.Errorf("listening for the status page on %s: %w", c.addr, err),
-			"pick another --status-addr, or turn the page off with --status-addr ''")
+		return nil, err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
 	go srv.Serve(ln)
-	state.URL = "http://" + ln.Addr().String() + "/"
-	c.log.Info("status page listening", "url", state.URL)
+	c.log.Info("status page listening", "url", "http://"+ln.Addr().String()+"/")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-	}, state, nil
+	}, nil
 }
 
 // controlSocketPath is where the daemon for the database dbPath listens for

@@ -288,6 +288,7 @@ func TestStatusWithSquatter(t *testing.T) {
 // squatter is a listener on a port the daemon wants, recording what
 // arrives.
 type squatter struct {
+	addr  string
 	mu    sync.Mutex
 	conns int
 	data  bytes.Buffer
@@ -308,7 +309,7 @@ func squat(t *testing.T, addr string) *squatter {
 	if err != nil {
 		t.Fatalf("cannot hold %s for the test: %v", addr, err)
 	}
-	sq := &squatter{}
+	sq := &squatter{addr: ln.Addr().String()}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
