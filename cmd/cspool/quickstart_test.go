@@ -180,8 +180,8 @@ func TestQuickstartStatusAddr(t *testing.T) {
 
 	// Port 0: a page of its own, which shows this quickstart.
 	qs := startProc(t, "cspool quickstart", work, os.Environ(), bin, args("b", "--status-addr", "127.0.0.1:0")...)
-	out := qs.waitOutput(t, "See this quickstart's state with:", 60*time.Second)
-	out = qs.waitOutput(t, "IMAP).", 10*time.Second)
+	qs.waitOutput(t, "See this quickstart's state with:", 60*time.Second)
+	out := qs.waitOutput(t, "IMAP).", 10*time.Second)
 	port, password := settingValue(t, out, "port"), settingValue(t, out, "password")
 	m := regexp.MustCompile(`or in a browser at (http://127\.0\.0\.1:(\d+)/) `).FindStringSubmatch(out)
 	if m == nil || m[2] == "0" {
