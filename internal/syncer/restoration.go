@@ -129,6 +129,8 @@ func (s *Syncer) adopt(ctx context.Context, sn *mailstore.Snapshot, c *command.C
 	copy(chain[:], sn.Chain)
 	s.mu.Lock()
 	s.status.Position = sn.Position
+	// The head seen before a restore is not the spool's any more.
+	s.status.Head = max(sn.Position, s.spoolHead)
 	s.chain, s.chainKnown = chain, len(sn.Chain) == len(chain)
 	s.status.Restores++
 	if s.status.Alarm != "" {
