@@ -73,7 +73,7 @@ func (s *Store) ApplyChained(ctx context.Context, entries []Entry, newPos uint64
 	defer tx.Rollback()
 	var pos int64
 	a := &applier{ctx: ctx, tx: tx, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
-	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &a.nextUV); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
 		return nil, fmt.Errorf("reading state: %w", err)
 	}
 	last := uint64(pos)
@@ -85,6 +85,15 @@ func (s *Store) ApplyChained(ctx context.Context, entries []Entry, newPos uint64
 	}
 	if newPos < last {
 		return nil, fmt.Errorf("new position %d before entry position %d: %w", newPos, last, ErrPosition)
+	}
+	// Changes made on this device: those the batch starts with are
+	// confirmed; before anything else, the rest is taken back (queue.go).
+	ov, entries, err := openQueue(ctx, tx, entries)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&a.nextUV); err != nil {
+		return nil, fmt.Errorf("reading state: %w", err)
 	}
 	res := &Result{Outcomes: make([]Outcome, 0, len(entries))}
 	for i, e := range entries {
@@ -116,6 +125,9 @@ func (s *Store) ApplyChained(ctx context.Context, entries []Entry, newPos uint64
 	if _, err := tx.ExecContext(ctx, "UPDATE state SET position = ?, next_uidvalidity = ?", int64(newPos), a.nextUV); err != nil {
 		return nil, fmt.Errorf("recording position %d: %w", newPos, err)
 	}
+	if err := ov.finish(a, newPos, res); err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing apply up to position %d: %w", newPos, err)
 	}
@@ -130,8 +142,10 @@ func (a *applier) apply(e Entry) (Outcome, []Change, error) {
 	}
 	if rej := a.authorize(e); rej != nil {
 		if rej.reason != ReasonReplay {
-			if err := a.markSeen(e); err != nil {
-				return out, nil, err
+			// An invalid or forbidden entry served again is rejected for
+			// the same reason; its id stays at its first position.
+			if _, err := a.ExecContext(a.ctx, "INSERT OR IGNORE INTO entries (id, pos) VALUES (?, ?)", e.ID[:], int64(e.Pos)); err != nil {
+				return out, nil, fmt.Errorf("recording entry id: %w", err)
 			}
 		}
 		return out, nil, a.recordRejection(&out, rej)

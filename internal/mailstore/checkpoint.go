@@ -209,7 +209,9 @@ var snapCodecs = func() snapCodec {
 	return snapCodec{enc, dec}
 }()
 
-// Snapshot reads the whole replicated state from one read transaction.
+// Snapshot reads the whole replicated state from one read transaction. It
+// returns ErrQueued while changes made on this device wait for the log:
+// the state then is not the log's alone.
 func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -219,6 +221,13 @@ func (s *Store) Snapshot(ctx context.Context) (*Snapshot, error) {
 		return nil, fmt.Errorf("taking snapshot: %w", err)
 	}
 	defer tx.Rollback()
+	var queued int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM queue").Scan(&queued); err != nil {
+		return nil, fmt.Errorf("taking snapshot: %w", err)
+	}
+	if queued > 0 {
+		return nil, fmt.Errorf("taking snapshot: %d queued: %w", queued, ErrQueued)
+	}
 	return snapshotOf(ctx, tx)
 }
 

@@ -100,7 +100,7 @@ func (s *Store) EntrySeen(ctx context.Context, id [16]byte) (uint64, bool, error
 		return 0, false, err
 	}
 	var pos int64
-	err := s.rdb.QueryRowContext(ctx, "SELECT pos FROM entries WHERE id = ?", id[:]).Scan(&pos)
+	err := s.rdb.QueryRowContext(ctx, "SELECT pos FROM entries WHERE id = ? AND id NOT IN (SELECT id FROM queue)", id[:]).Scan(&pos)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, nil
 	}
@@ -125,7 +125,7 @@ func (s *Store) EntriesSeen(ctx context.Context, ids [][16]byte) (map[[16]byte]u
 		for i := range args {
 			args[i] = ids[i][:]
 		}
-		q := "SELECT id, pos FROM entries WHERE id IN (?" + strings.Repeat(", ?", n-1) + ")"
+		q := "SELECT id, pos FROM entries WHERE id IN (?" + strings.Repeat(", ?", n-1) + ") AND id NOT IN (SELECT id FROM queue)"
 		rows, err := s.rdb.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("looking up entry ids: %w", err)

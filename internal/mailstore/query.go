@@ -25,7 +25,10 @@ type Mailbox struct {
 	Size          int64 // sum of RFC822.SIZE (STATUS SIZE, RFC 8438)
 }
 
-const mailboxStatusQuery = `SELECT mb.mid, mb.id, mb.name, mb.special_use, mb.uidvalidity, mb.uidnext, mb.highest_modseq,
+// The UIDVALIDITY is the one this device gave the mailbox, if any
+// (queue.go), else the log's.
+const mailboxStatusQuery = `SELECT mb.mid, mb.id, mb.name, mb.special_use,
+	coalesce((SELECT o.uidvalidity FROM uidvalidity_override o WHERE o.mailbox = mb.id), mb.uidvalidity), mb.uidnext, mb.highest_modseq,
 	EXISTS (SELECT 1 FROM subscriptions s WHERE s.name = mb.name),
 	count(m.rid), coalesce(sum(m.flags & 1 = 0), 0), coalesce(sum(m.size), 0)
 FROM mailboxes mb LEFT JOIN messages m ON m.mailbox = mb.mid `

@@ -145,6 +145,60 @@ BEGIN
 	SELECT RAISE(ABORT, 'mailstore: position and uidvalidity counter never decrease (the position only with a restoration)');
 END;
 `,
+	// 6: changes made on this device wait in a queue until the spool has
+	// them, applied provisionally meanwhile (queue.go): the queue, the undo
+	// log the provisional applies write (its triggers come from
+	// makeUndoTriggers, made again whenever the schema version moves), and
+	// the UIDVALIDITYs this device gives mailboxes whose provisional UIDs
+	// the log did not keep. The never-decrease triggers let an undo
+	// through.
+	`
+CREATE TABLE queue (
+	seq     INTEGER PRIMARY KEY,
+	id      BLOB    NOT NULL UNIQUE CHECK (length(id) = 16),
+	cmd     BLOB    NOT NULL,
+	vpos    INTEGER,
+	outcome BLOB
+);
+CREATE TABLE undo (
+	seq  INTEGER PRIMARY KEY,
+	qseq INTEGER NOT NULL,
+	stmt TEXT    NOT NULL,
+	mb1  BLOB, uid1 INTEGER,
+	mb2  BLOB, uid2 INTEGER,
+	mbox BLOB
+);
+CREATE INDEX undo_qseq ON undo (qseq);
+CREATE TABLE capture (
+	k       INTEGER PRIMARY KEY CHECK (k = 1),
+	qseq    INTEGER,
+	undoing INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO capture (k) VALUES (1);
+CREATE TABLE uidvalidity_override (
+	mailbox     BLOB    PRIMARY KEY CHECK (length(mailbox) = 16),
+	uidvalidity INTEGER NOT NULL UNIQUE CHECK (uidvalidity >= 2147483648 AND uidvalidity < 4294967296)
+) WITHOUT ROWID;
+CREATE TABLE local (
+	k                INTEGER PRIMARY KEY CHECK (k = 1),
+	next_uidvalidity INTEGER NOT NULL CHECK (next_uidvalidity >= 2147483648)
+);
+INSERT INTO local (k, next_uidvalidity) VALUES (1, 2147483648);
+DROP TRIGGER state_never_goes_back;
+CREATE TRIGGER state_never_goes_back
+BEFORE UPDATE ON state
+WHEN ((NEW.position < OLD.position AND NEW.restorations <= OLD.restorations) OR NEW.next_uidvalidity < OLD.next_uidvalidity)
+	AND NOT (SELECT undoing FROM capture)
+BEGIN
+	SELECT RAISE(ABORT, 'mailstore: position and uidvalidity counter never decrease (the position only with a restoration)');
+END;
+DROP TRIGGER mailboxes_uidnext_never_decreases;
+CREATE TRIGGER mailboxes_uidnext_never_decreases
+BEFORE UPDATE OF uidnext ON mailboxes WHEN NEW.uidnext < OLD.uidnext AND NOT (SELECT undoing FROM capture)
+BEGIN
+	SELECT RAISE(ABORT, 'mailstore: uidnext never decreases');
+END;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -187,6 +241,9 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
 			return fmt.Errorf("migrating schema to version %d: %w", v+1, err)
 		}
+	}
+	if err := makeUndoTriggers(ctx, tx); err != nil {
+		return err
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA application_id = %d", applicationID)); err != nil {
 		return fmt.Errorf("setting application id: %w", err)

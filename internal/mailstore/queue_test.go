@@ -1,0 +1,421 @@
+package mailstore
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
+)
+
+// extra is what Dump leaves out but an undo must put back too: bodies
+// (reference counts, origins), keyword spellings and rejections.
+type extra struct {
+	Bodies   map[[32]byte][2]int64 // digest -> refs, origin
+	Keywords map[string]string
+	Rejected map[int64]string // pos -> entry and reason
+}
+
+func extraOf(t *testing.T, s *Store) extra {
+	t.Helper()
+	ctx := context.Background()
+	x := extra{Bodies: map[[32]byte][2]int64{}, Keywords: map[string]string{}, Rejected: map[int64]string{}}
+	rows, err := s.rdb.QueryContext(ctx, "SELECT digest, refs, origin FROM bodies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var d []byte
+		var refs, origin int64
+		if err := rows.Scan(&d, &refs, &origin); err != nil {
+			t.Fatal(err)
+		}
+		x.Bodies[[32]byte(d)] = [2]int64{refs, origin}
+	}
+	rows.Close()
+	rows, err = s.rdb.QueryContext(ctx, "SELECT fold, name FROM keywords")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var f, n string
+		if err := rows.Scan(&f, &n); err != nil {
+			t.Fatal(err)
+		}
+		x.Keywords[f] = n
+	}
+	rows.Close()
+	rows, err = s.rdb.QueryContext(ctx, "SELECT pos, hex(entry), reason FROM rejected")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var p int64
+		var e, r string
+		if err := rows.Scan(&p, &e, &r); err != nil {
+			t.Fatal(err)
+		}
+		x.Rejected[p] = e + " " + r
+	}
+	rows.Close()
+	return x
+}
+
+// sameState fails unless got shows what want does (the position apart
+// when ignorePos: provisional changes do not move it).
+func sameState(t *testing.T, what string, got, want *Store, ignorePos bool) {
+	t.Helper()
+	g, w := dump(t, got), dump(t, want)
+	if ignorePos {
+		g.Position = w.Position
+	}
+	if d := Diff(g, w, 10); len(d) > 0 {
+		t.Fatalf("%s: the state differs from the reference:\n%v", what, d)
+	}
+	if ge, we := extraOf(t, got), extraOf(t, want); !reflect.DeepEqual(ge, we) {
+		t.Fatalf("%s: bodies, keywords or rejections differ from the reference:\n got %+v\nwant %+v", what, ge, we)
+	}
+}
+
+// sessionModel is what an IMAP session that selected every mailbox knows,
+// kept only from the changes the store reports, and checked against the
+// store: UIDs never reused or decreasing while a mailbox keeps its
+// UIDVALIDITY.
+type sessionModel struct {
+	uids map[command.ID][]imap.UID
+	max  map[command.ID]imap.UID // highest UID ever shown
+	uv   map[command.ID]uint32
+}
+
+func newSessionModel(t *testing.T, s *Store) *sessionModel {
+	m := &sessionModel{uids: map[command.ID][]imap.UID{}, max: map[command.ID]imap.UID{}, uv: map[command.ID]uint32{}}
+	m.reload(t, s)
+	return m
+}
+
+func (m *sessionModel) reload(t *testing.T, s *Store) {
+	t.Helper()
+	mbs, err := s.Mailboxes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mb := range mbs {
+		if _, ok := m.uids[mb.ID]; ok {
+			continue
+		}
+		m.load(t, s, mb)
+	}
+}
+
+func (m *sessionModel) load(t *testing.T, s *Store, mb Mailbox) {
+	t.Helper()
+	uids, err := s.UIDs(context.Background(), mb.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old, ok := m.uv[mb.ID]; ok && mb.UIDValidity <= old {
+		t.Fatalf("mailbox %s came back with UIDVALIDITY %d, not above %d", mb.Name, mb.UIDValidity, old)
+	}
+	m.uids[mb.ID], m.uv[mb.ID] = uids, mb.UIDValidity
+	m.max[mb.ID] = max(mb.UIDNext-1, 0)
+	if n := len(uids); n > 0 {
+		m.max[mb.ID] = max(m.max[mb.ID], uids[n-1])
+	}
+}
+
+// apply follows res's changes as imapd does, then compares with the store.
+func (m *sessionModel) apply(t *testing.T, what string, s *Store, res *Result) {
+	t.Helper()
+	gone := map[command.ID]bool{}
+	for _, c := range res.Changes {
+		if _, known := m.uids[c.Mailbox]; !known {
+			continue // not selected yet: a session loads it when it is
+		}
+		switch c.Kind {
+		case MessageAdded:
+			if c.UID <= m.max[c.Mailbox] {
+				t.Fatalf("%s: UID %d added to %s, at or below %d already shown: a UID reused", what, c.UID, c.Name, m.max[c.Mailbox])
+			}
+			m.uids[c.Mailbox] = append(m.uids[c.Mailbox], c.UID)
+			m.max[c.Mailbox] = c.UID
+		case MessageExpunged:
+			k := slices.Index(m.uids[c.Mailbox], c.UID)
+			if k < 0 {
+				t.Fatalf("%s: UID %d expunged from %s, which does not show it", what, c.UID, c.Mailbox)
+			}
+			m.uids[c.Mailbox] = slices.Delete(m.uids[c.Mailbox], k, k+1)
+		case MailboxDeleted:
+			delete(m.uids, c.Mailbox)
+			gone[c.Mailbox] = true
+		}
+	}
+	// Sessions of a deleted (or reset) mailbox select it again.
+	mbs, err := s.Mailboxes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mb := range mbs {
+		if _, ok := m.uids[mb.ID]; !ok {
+			m.load(t, s, mb)
+			continue
+		}
+		if mb.UIDValidity != m.uv[mb.ID] {
+			t.Fatalf("%s: mailbox %s shows UIDVALIDITY %d, sessions were not told it changed from %d", what, mb.Name, mb.UIDValidity, m.uv[mb.ID])
+		}
+		uids, err := s.UIDs(context.Background(), mb.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(uids, m.uids[mb.ID]) {
+			t.Fatalf("%s: mailbox %s shows UIDs %v, the sessions heard of %v", what, mb.Name, uids, m.uids[mb.ID])
+		}
+		if mb.UIDNext <= m.max[mb.ID] {
+			t.Fatalf("%s: mailbox %s has UIDNEXT %d, but UID %d was shown", what, mb.Name, mb.UIDNext, m.max[mb.ID])
+		}
+	}
+}
+
+// TestQueueConverges: a device queues random changes while other devices'
+// entries arrive, in random batches; after every step its state is the
+// log applied and then the queue (as a fresh store computes it), what it
+// told sessions matches what it shows with no UID reused, and once its own
+// entries come back from the log the queue is empty and the state is the
+// log's.
+func TestQueueConverges(t *testing.T) {
+	seeds := []uint64{1, 2, 4}
+	if *seedFlag != 0 {
+		seeds = []uint64{*seedFlag}
+	}
+	for _, seed := range seeds {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			testQueueConverges(t, seed)
+		})
+	}
+}
+
+func testQueueConverges(t *testing.T, seed uint64) {
+	ctx := context.Background()
+	log := generateLog(seed, 240)
+	base, later := log[:80], log[80:]
+	r := rand.New(rand.NewPCG(seed, 77))
+	// Of the later entries, this device writes some of the user's; the
+	// rest come from other devices (and the spool) meanwhile.
+	// A device never queues an id twice, and nobody else can append an
+	// entry of its before it does: replays of those are left out.
+	var mine, others []Entry
+	seen := map[command.ID]bool{}
+	for _, e := range base {
+		seen[e.ID] = true
+	}
+	for _, e := range later {
+		if e.Author == AuthorUser && !seen[e.ID] && r.IntN(2) == 0 {
+			mine = append(mine, e)
+		} else {
+			others = append(others, e)
+		}
+		seen[e.ID] = true
+	}
+	isMine := map[command.ID]bool{}
+	for _, e := range mine {
+		isMine[e.ID] = true
+	}
+	others = slices.DeleteFunc(others, func(e Entry) bool { return isMine[e.ID] })
+	s := openTest(t)
+	mustApply(t, s, base...)
+	model := newSessionModel(t, s)
+	var queued []Entry // mine, as queued (some refused at once)
+	othersDone := 0
+	reference := func(withQueued bool) *Store {
+		ref := openTest(t)
+		mustApply(t, ref, base...)
+		pos := base[len(base)-1].Pos
+		var es []Entry
+		for _, e := range others[:othersDone] {
+			pos++
+			es = append(es, Entry{Pos: pos, ID: e.ID, Author: e.Author, Cmd: e.Cmd})
+		}
+		if withQueued {
+			for _, e := range queued {
+				pos++
+				es = append(es, Entry{Pos: pos, ID: e.ID, Author: e.Author, Cmd: e.Cmd})
+			}
+		}
+		if len(es) > 0 {
+			mustApply(t, ref, es...)
+		}
+		return ref
+	}
+	pos := base[len(base)-1].Pos
+	applyOthers := func(n int) {
+		var es []Entry
+		for _, e := range others[othersDone : othersDone+n] {
+			pos++
+			es = append(es, Entry{Pos: pos, ID: e.ID, Author: e.Author, Cmd: e.Cmd})
+		}
+		res, err := s.Apply(ctx, es, pos)
+		if err != nil {
+			t.Fatalf("applying others' entries %d..%d: %v", othersDone, othersDone+n, err)
+		}
+		othersDone += n
+		model.apply(t, fmt.Sprintf("after others' entries up to %d", othersDone), s, res)
+		sameState(t, fmt.Sprintf("after others' entries up to %d", othersDone), s, reference(true), true)
+	}
+	for i, e := range mine {
+		res, err := s.Enqueue(ctx, e.ID, e.Cmd)
+		if err != nil {
+			t.Fatalf("Enqueue %d (%s): %v", i, e.Cmd.Kind, err)
+		}
+		if res.Outcomes[0].Status != Rejected {
+			queued = append(queued, e)
+		}
+		model.apply(t, fmt.Sprintf("after queueing %d (%s)", i, e.Cmd.Kind), s, res)
+		if r.IntN(3) == 0 && othersDone < len(others) {
+			applyOthers(1 + r.IntN(min(5, len(others)-othersDone)))
+		}
+	}
+	sameState(t, "all queued", s, reference(true), true)
+	for othersDone < len(others) {
+		applyOthers(1 + r.IntN(min(8, len(others)-othersDone)))
+	}
+	if n, _ := s.QueueLen(ctx); n != len(queued) {
+		t.Fatalf("queue holds %d, want %d", n, len(queued))
+	}
+	// The spool takes them: they come back right after the others, in
+	// batches, and are confirmed.
+	for i := 0; i < len(queued); {
+		n := 1 + r.IntN(min(6, len(queued)-i))
+		var es []Entry
+		for _, e := range queued[i : i+n] {
+			pos++
+			es = append(es, Entry{Pos: pos, ID: e.ID, Author: e.Author, Cmd: e.Cmd})
+		}
+		res, err := s.Apply(ctx, es, pos)
+		if err != nil {
+			t.Fatalf("applying my own entries: %v", err)
+		}
+		if len(res.Changes) != 0 {
+			t.Fatalf("confirming my own entries told sessions of %d changes, want none: they saw them already", len(res.Changes))
+		}
+		for j, o := range res.Outcomes {
+			if o.Entry != es[j].ID || o.Pos != es[j].Pos {
+				t.Fatalf("outcome %d: entry %s at %d, want %s at %d", j, o.Entry, o.Pos, es[j].ID, es[j].Pos)
+			}
+		}
+		i += n
+	}
+	if n, _ := s.QueueLen(ctx); n != 0 {
+		t.Fatalf("queue holds %d after the log has them all", n)
+	}
+	sameState(t, "after the log has everything", s, reference(true), false)
+	var undo int
+	if err := s.rdb.QueryRow("SELECT count(*) FROM undo").Scan(&undo); err != nil || undo != 0 {
+		t.Fatalf("%d undo records are still kept (%v)", undo, err)
+	}
+}
+
+// TestQueueUndo: taking the whole queue back gives the state before it,
+// table for table.
+func TestQueueUndo(t *testing.T) {
+	ctx := context.Background()
+	log := generateLog(9, 200)
+	s := openTest(t)
+	mustApply(t, s, log[:100]...)
+	before := openTest(t)
+	mustApply(t, before, log[:100]...)
+	for _, e := range log[100:] {
+		if e.Author != AuthorUser {
+			continue
+		}
+		if _, err := s.Enqueue(ctx, e.ID, e.Cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := undoQueued(ctx, tx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("DELETE FROM queue"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	sameState(t, "after undoing the whole queue", s, before, false)
+}
+
+// TestQueueUIDConflict: a message appended while offline is shown at the
+// next UID; another device's delivery takes that UID in the log first.
+// The mailbox gets a new UIDVALIDITY (from 2^31 up), its sessions hear it
+// went away and came back, and the appended message ends at the UID the
+// log gives it.
+func TestQueueUIDConflict(t *testing.T) {
+	ctx := context.Background()
+	var l testLog
+	s := openTest(t)
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))))
+	inbox := mailboxID(t, s, "INBOX")
+	mine := entryID(1000)
+	res, err := s.Enqueue(ctx, mine, &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: inbox, Date: 5, Body: []byte(simpleMessage("mine"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.Outcomes[0].Placed; len(p) != 1 || p[0].UID != 2 {
+		t.Fatalf("provisional placement %+v, want UID 2", p)
+	}
+	mb, _ := s.MailboxByID(ctx, inbox)
+	if mb.UIDValidity != 1 || mb.UIDNext != 3 {
+		t.Fatalf("INBOX UIDVALIDITY %d UIDNEXT %d, want 1 and 3", mb.UIDValidity, mb.UIDNext)
+	}
+	// A flag change elsewhere does not disturb it.
+	res = mustApply(t, s, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{entryID(1)}}))
+	if mb, _ := s.MailboxByID(ctx, inbox); mb.UIDValidity != 1 {
+		t.Fatalf("UIDVALIDITY %d after an unrelated change, want 1", mb.UIDValidity)
+	}
+	if len(res.Changes) != 1 || res.Changes[0].Kind != FlagsChanged {
+		t.Fatalf("changes %+v, want the flag change only", res.Changes)
+	}
+	// Another delivery takes UID 2 in the log.
+	res = mustApply(t, s, l.spool(deliverCmd(simpleMessage("two"))))
+	mb, _ = s.MailboxByID(ctx, inbox)
+	if mb.UIDValidity < 1<<31 {
+		t.Fatalf("UIDVALIDITY %d after the log gave UID 2 to another message, want one of this device's (>= 2^31)", mb.UIDValidity)
+	}
+	kinds := []ChangeKind{}
+	for _, c := range res.Changes {
+		if c.Mailbox == inbox {
+			kinds = append(kinds, c.Kind)
+		}
+	}
+	if !slices.Equal(kinds, []ChangeKind{MailboxDeleted, MailboxCreated}) {
+		t.Fatalf("INBOX changes %v, want deleted then created", kinds)
+	}
+	if u := uidsOf(t, s, "INBOX"); !slices.Equal(u, []imap.UID{1, 2, 3}) {
+		t.Fatalf("INBOX UIDs %v, want 1 2 3 (the delivery at 2, mine again at 3)", u)
+	}
+	// The log takes mine at the next position: confirmed, nothing more
+	// changes, and the UIDVALIDITY stays this device's.
+	res, err = s.Apply(ctx, []Entry{{Pos: 4, ID: mine, Author: AuthorUser, Cmd: &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: inbox, Date: 5, Body: []byte(simpleMessage("mine"))}}}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Changes) != 0 {
+		t.Fatalf("confirming: changes %+v, want none", res.Changes)
+	}
+	if m, err := s.Message(ctx, inbox, 3, 0); err != nil || m.ID != mine {
+		t.Fatalf("UID 3 is %v (%v), want mine", m, err)
+	}
+	if mb2, _ := s.MailboxByID(ctx, inbox); mb2.UIDValidity != mb.UIDValidity {
+		t.Fatalf("UIDVALIDITY moved from %d to %d when the log confirmed", mb.UIDValidity, mb2.UIDValidity)
+	}
+	if n, _ := s.QueueLen(ctx); n != 0 {
+		t.Fatalf("queue holds %d", n)
+	}
+}
