@@ -37,7 +37,8 @@ The IMAP login is the user name. The password comes from --password-file
 CSPOOL_IMAP_PASSWORD, else from --password (which every local user can read
 in the process list: the daemon warns), else it is generated on first start,
 stored next to the database (DB.password, mode 0600) and printed once. An
-empty password needs an explicit --password ''.`, `
+empty password needs an explicit --password ''. The daemon never prints or
+logs the password: it says which file holds it.`, `
 cspool imap-server --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub
 cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
 	dev := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool and the IMAP login)")
@@ -197,7 +198,9 @@ func printSettings(e *env, addr net.Addr, user string, pw imapPassword, dbPath s
 	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: none (localhost only)\n  user:     %s\n", host, port, user)
 	switch {
 	case pw.generated:
-		fmt.Fprintf(w, "  password: %s\n  (generated now and stored in %s; it is not shown again)\n", pw.value, pw.file)
+		// Not the password itself: under a service manager this output
+		// goes to a log (the journal) that others may read.
+		fmt.Fprintf(w, "  password: in %s (generated now, mode 0600; show it with: cat %s)\n", pw.file, shellQuote(pw.file))
 	case pw.value == "":
 		fmt.Fprintln(w, "  password: (empty)")
 	case pw.file != "":

@@ -48,7 +48,7 @@ func startPaddingDaemon(t *testing.T, s *statusSetup, db string, extra ...string
 		s.keyFlags(db)...)
 	p := startProc(t, "cspool imap-server", s.dir, s.env, s.bin, append(args, extra...)...)
 	out := p.waitOutput(t, "status:", 30*time.Second)
-	return p, fmt.Sprintf("127.0.0.1:%d", port), settingValue(t, out, "password")
+	return p, fmt.Sprintf("127.0.0.1:%d", port), daemonPassword(t, out)
 }
 
 // TestSpoolSeesOnlyBuckets runs a device's ordinary day against the real

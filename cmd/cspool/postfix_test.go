@@ -86,7 +86,7 @@ func TestPostfix(t *testing.T) {
 	daemon := startProc(t, "cspool imap-server", work, env, bin, "imap-server", "--user", "alice",
 		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub",
 		"--db", "alice.db", "--port", fmt.Sprint(imapPort), "--spool-server", spoolURL)
-	password := settingValue(t, daemon.waitOutput(t, "password:", 30*time.Second), "password")
+	password := daemonPassword(t, daemon.waitOutput(t, "state:", 30*time.Second))
 
 	start := time.Now()
 	pf := startPostfix(t, postfix, work, smtpPort, lmtpAddr)

@@ -76,7 +76,7 @@ func (s *statusSetup) startDaemonWith(t *testing.T, db string, extra ...string) 
 	args := append(append([]string{"imap-server", "--port", fmt.Sprint(s.imapPort)}, extra...), s.keyFlags(db)...)
 	s.daemon = startProc(t, "cspool imap-server", s.dir, s.env, s.bin, args...)
 	out := s.daemon.waitOutput(t, "state:", 30*time.Second)
-	s.password = settingValue(t, out, "password")
+	s.password = daemonPassword(t, out)
 	return out
 }
 

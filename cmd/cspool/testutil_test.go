@@ -187,6 +187,24 @@ func settingValue(t *testing.T, out, key string) string {
 	return ""
 }
 
+// daemonPassword is the IMAP password the daemon's settings name: printed
+// as given, or "in FILE" (a generated one is never printed), then read from
+// that file.
+func daemonPassword(t *testing.T, out string) string {
+	t.Helper()
+	v := settingValue(t, out, "password")
+	path, ok := strings.CutPrefix(v, "in ")
+	if !ok {
+		return v
+	}
+	path, _, _ = strings.Cut(path, " (")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("the daemon's password file: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // imaplibFetch is run by Python: it logs in, waits (bounded) until BOX has
 // at least WANT messages, and writes every message's raw bytes (BODY.PEEK[],
 // in UID order) to OUTDIR/NNN.eml. It selects read-only, so nothing changes.

@@ -142,7 +142,7 @@ func TestServerTLS(t *testing.T) {
 	daemon := startProc(t, "cspool imap-server", dir, tlsEnv, bin, "imap-server", "--user-key=user.sec",
 		"--spool-key=spool.pub", "--user-public-key=user.pub", "--port", fmt.Sprint(imapPort),
 		"--status-addr", "", "--spool-server", url)
-	password := settingValue(t, daemon.waitOutput(t, "password:", 30*time.Second), "password")
+	password := daemonPassword(t, daemon.waitOutput(t, "state:", 30*time.Second))
 	msg := "Subject: sealed in transit too\r\n\r\nhello over https\r\n"
 	if err := os.WriteFile(filepath.Join(dir, "message"), []byte(msg), 0o600); err != nil {
 		t.Fatal(err)

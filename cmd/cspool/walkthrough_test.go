@@ -62,7 +62,7 @@ func testWalkthrough(t *testing.T, bin, python string, extra []string) {
 		"--port", fmt.Sprint(imapPort), "--spool-server", spoolURL}, extra...)
 	daemon := startProc(t, "cspool imap-server", dir, env, bin, args...)
 	settings := daemon.waitOutput(t, "password:", 30*time.Second)
-	password := settingValue(t, settings, "password")
+	password := daemonPassword(t, settings)
 	if len(extra) > 0 {
 		if password != "(empty)" {
 			t.Fatalf("daemon printed password %q, want (empty)", password)
@@ -95,6 +95,11 @@ func testWalkthrough(t *testing.T, bin, python string, extra []string) {
 	}
 	if password != "" && strings.Contains(log+server.stderr.String(), password) {
 		t.Error("the password appears in a log")
+	}
+	// Standard output is the journal under systemd: the generated password
+	// is named by its file there, never printed.
+	if password != "" && strings.Contains(daemon.stdout.String(), password) {
+		t.Errorf("the daemon printed the generated password:\n%s", daemon.stdout.String())
 	}
 	if strings.Contains(log+server.stderr.String(), "Friday") {
 		t.Error("message contents appear in a log")
