@@ -20,7 +20,7 @@ import (
 // postfixMessage is sent into Postfix over SMTP: 8-bit UTF-8, MIME, CRLF, a
 // leading dot. It has Date, Message-ID and From so that Postfix adds none.
 const postfixMessage = "From: Bob Example <bob@example.org>\r\n" +
-	"To: Alice <alice@example.test>\r\n" +
+	"To: Alice <alice@example.org>\r\n" +
 	"Subject: =?UTF-8?Q?Through_Postfix_=E2=9C=89?=\r\n" +
 	"Date: Wed, 26 Nov 2025 10:00:00 +0100\r\n" +
 	"Message-ID: <postfix-e2e-1@example.org>\r\n" +
@@ -49,12 +49,14 @@ except smtplib.SMTPRecipientsRefused as e:
 s.quit()
 `
 
-// TestPostfix sends mail into a throwaway Postfix instance over SMTP; Postfix
-// routes the test domain to cspool's LMTP listener (transport_maps), and the
+// TestPostfix sends mail into a throwaway Postfix instance over SMTP, whose
+// main.cf holds docs/POSTFIX.md's main.cf exactly as printed there; Postfix
+// routes example.org to cspool's LMTP listener (transport_maps), and the
 // message is read back through cspool imap-server with Python's imaplib. It
 // also checks recipient validation (reject_unverified_recipient answered by
-// the listener's 550 at RCPT) and that mail queued while the spool server is
-// down arrives after it is back.
+// the listener's 550 at RCPT) for a client in mynetworks, with no bounce,
+// and that mail queued while the spool server is down arrives after it is
+// back.
 func TestPostfix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs Postfix")
@@ -80,7 +82,7 @@ func TestPostfix(t *testing.T) {
 	spoolURL := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", lmtpPort)
 	serverArgs := []string{"server", "--port", fmt.Sprint(httpPort), "--spool-dir", "spool", "--users", "users",
-		"--spool-key", "spool.sec", "--lmtp", lmtpAddr, "--lmtp-domains", "example.test"}
+		"--spool-key", "spool.sec", "--lmtp", lmtpAddr, "--lmtp-domains", "example.org"}
 	server := startProc(t, "cspool server", work, env, bin, serverArgs...)
 	waitHealthy(t, spoolURL, server)
 	daemon := startProc(t, "cspool imap-server", work, env, bin, "imap-server", "--user", "alice",
@@ -88,8 +90,17 @@ func TestPostfix(t *testing.T) {
 		"--db", "alice.db", "--port", fmt.Sprint(imapPort), "--spool-server", spoolURL)
 	password := daemonPassword(t, daemon.waitOutput(t, "state:", 30*time.Second))
 
+	// The recipe as printed: main.cf verbatim (its transport map is
+	// /etc/postfix/transport, mounted for this instance alone); the
+	// transport line with this test's LMTP port.
+	mainCF, transport := postfixRecipe(t)
+	const docLMTP = "lmtp:inet:127.0.0.1:2424"
+	if !strings.Contains(transport, docLMTP) {
+		t.Fatalf("docs/POSTFIX.md's transport line %q lacks %s", transport, docLMTP)
+	}
 	start := time.Now()
-	pf := startPostfix(t, postfix, work, smtpPort, lmtpAddr)
+	pf := startPostfixWith(t, postfix, work, smtpPort, mainCF,
+		map[string]string{"transport": strings.Replace(transport, docLMTP, "lmtp:inet:"+lmtpAddr, 1)}, filepath.Join(work, "etc-postfix"))
 	t.Logf("Postfix started in %v", time.Since(start).Round(time.Millisecond))
 	send := func(rcpt string) string {
 		t.Helper()
@@ -100,19 +111,20 @@ func TestPostfix(t *testing.T) {
 
 	// 1. A message for alice arrives, byte for byte after Postfix's header.
 	start = time.Now()
-	if got := send("alice@example.test"); got != "SENT" {
-		t.Fatalf("SMTP to alice@example.test: %q, want SENT", got)
+	if got := send("alice@example.org"); got != "SENT" {
+		t.Fatalf("SMTP to alice@example.org: %q, want SENT", got)
 	}
 	msgs := fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", password, 1)
 	t.Logf("SMTP to IMAP (with address verification) in %v", time.Since(start).Round(time.Millisecond))
 	added := checkPostfixCopy(t, msgs[0])
 	t.Logf("Postfix added %q before the original message", added)
 
-	// 2. An unknown user is refused during the SMTP dialogue: Postfix's
-	// address verification asks the LMTP listener, which answers 550 5.1.1.
+	// 2. An unknown user is refused during the SMTP dialogue, although the
+	// client (127.0.0.1) is in mynetworks: Postfix's address verification
+	// asks the LMTP listener, which answers 550 5.1.1. Nothing is bounced.
 	start = time.Now()
-	if got := send("bob@example.test"); !strings.HasPrefix(got, "REFUSED 550 ") {
-		t.Errorf("SMTP to bob@example.test: %q, want REFUSED 550", got)
+	if got := send("bob@example.org"); !strings.HasPrefix(got, "REFUSED 550 ") {
+		t.Errorf("SMTP from a local client to bob@example.org: %q, want REFUSED 550 (accepting it would bounce it later)", got)
 	}
 
 	// 3. While the spool server is down the message waits in Postfix's
@@ -121,8 +133,8 @@ func TestPostfix(t *testing.T) {
 	t.Logf("unknown recipient refused in %v", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
 	server.stop(t, syscall.SIGTERM, 40*time.Second)
-	if got := send("alice@example.test"); got != "SENT" {
-		t.Fatalf("SMTP to alice@example.test with the spool server down: %q, want SENT (queued)", got)
+	if got := send("alice@example.org"); got != "SENT" {
+		t.Fatalf("SMTP to alice@example.org with the spool server down: %q, want SENT (queued)", got)
 	}
 	pf.waitLog(t, "status=deferred", 60*time.Second)
 	t.Logf("server stopped and message deferred in %v", time.Since(start).Round(time.Millisecond))
@@ -140,10 +152,52 @@ func TestPostfix(t *testing.T) {
 	start = time.Now()
 	pf.stop(t)
 	t.Logf("Postfix stopped in %v", time.Since(start).Round(time.Millisecond))
+	if b, _ := os.ReadFile(pf.maillog); bytes.Contains(b, []byte("status=bounced")) {
+		t.Errorf("Postfix bounced a message; the recipe refuses unknown users at RCPT:\n%s", b)
+	}
 	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
 	server.stop(t, syscall.SIGTERM, 40*time.Second)
 	if log := server.stderr.String(); strings.Contains(log, "Postfix") || strings.Contains(log, "bob@example.org") {
 		t.Error("the server log holds message contents or a sender address")
+	}
+}
+
+// postfixRecipe returns the main.cf block of docs/POSTFIX.md (the first
+// code block under "## main.cf") and the transport block after it, as
+// printed.
+func postfixRecipe(t *testing.T) (mainCF, transport string) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/POSTFIX.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## main.cf\n")
+	if !ok {
+		t.Fatal(`docs/POSTFIX.md has no "## main.cf" section`)
+	}
+	blocks := codeBlocks(section)
+	if len(blocks) < 2 || !strings.Contains(blocks[0], "smtpd_recipient_restrictions") || !strings.Contains(blocks[1], "lmtp:inet:") {
+		t.Fatalf("docs/POSTFIX.md's main.cf section: want the main.cf block, then the transport block; got %q", blocks)
+	}
+	return blocks[0], blocks[1]
+}
+
+// codeBlocks returns the fenced code blocks of a Markdown text, in order,
+// each without its fences.
+func codeBlocks(md string) []string {
+	var out []string
+	for {
+		_, rest, ok := strings.Cut(md, "```")
+		if !ok {
+			return out
+		}
+		_, rest, _ = strings.Cut(rest, "\n") // the info string
+		block, after, ok := strings.Cut(rest, "```")
+		if !ok {
+			return out
+		}
+		out = append(out, block)
+		md = after
 	}
 }
 
@@ -214,14 +268,37 @@ func postfixWorkDir(t *testing.T) string {
 // and data directories under one folder.
 type postfixInstance struct {
 	bin, conf, queue, maillog string
+	// etc, when set, is mounted on /etc/postfix for every postfix command
+	// and daemon of the instance, in a mount namespace of their own: the
+	// documented main.cf names /etc/postfix/transport, and the machine's
+	// own /etc/postfix stays untouched.
+	etc string
 }
 
-// extra lines are added to main.cf (they win over the defaults above them).
+// startPostfix starts an instance relaying example.test to lmtpAddr, with
+// recipient validation. extra lines are added to main.cf (they win over
+// the defaults above them).
 func startPostfix(t *testing.T, bin, work string, smtpPort int, lmtpAddr string, extra ...string) *postfixInstance {
+	t.Helper()
+	conf := filepath.Join(work, "postfix", "conf")
+	recipe := strings.Join([]string{
+		"relay_domains = example.test",
+		"transport_maps = texthash:" + filepath.Join(conf, "transport"),
+		"smtpd_recipient_restrictions = reject_unauth_destination, reject_unverified_recipient",
+		"unverified_recipient_reject_code = 550",
+	}, "\n") + "\n" + strings.Join(append(extra, ""), "\n")
+	return startPostfixWith(t, bin, work, smtpPort, recipe, map[string]string{"transport": "example.test lmtp:inet:" + lmtpAddr + "\n"}, "")
+}
+
+// startPostfixWith starts an instance whose main.cf is the test instance's
+// own settings (its folders, loopback only, nothing leaves) followed by
+// recipe; files are written into its configuration folder, and into etc
+// when that is set (mounted on /etc/postfix, see postfixInstance.etc).
+func startPostfixWith(t *testing.T, bin, work string, smtpPort int, recipe string, files map[string]string, etc string) *postfixInstance {
 	t.Helper()
 	root := filepath.Join(work, "postfix")
 	p := &postfixInstance{bin: bin, conf: filepath.Join(root, "conf"), queue: filepath.Join(root, "queue"),
-		maillog: filepath.Join(root, "maillog")}
+		maillog: filepath.Join(root, "maillog"), etc: etc}
 	for _, d := range []string{p.conf, p.queue} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -240,17 +317,13 @@ func startPostfix(t *testing.T, bin, work string, smtpPort int, lmtpAddr string,
 		"mynetworks = 127.0.0.0/8",
 		"mydestination =",
 		"local_recipient_maps =",
-		"relay_domains = example.test",
-		"transport_maps = texthash:" + filepath.Join(p.conf, "transport"),
 		// Nothing leaves this instance: bounces to other domains fail at once.
 		"default_transport = error:this test instance sends no outside mail",
-		"smtpd_recipient_restrictions = reject_unauth_destination, reject_unverified_recipient",
-		"unverified_recipient_reject_code = 550",
 		"address_verify_map =",
 		"address_verify_poll_delay = 1s",
 		"smtputf8_enable = no",
 		"biff = no",
-	}, "\n") + "\n" + strings.Join(append(extra, ""), "\n")
+	}, "\n") + "\n" + recipe
 	// No chroot, so no copies of /etc inside the queue; smtpd on the test
 	// port only.
 	masterCF := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
@@ -276,10 +349,20 @@ scache    unix  - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd
 tlsmgr    unix  - - n 1000? 1 tlsmgr
 `, smtpPort)
-	files := map[string]string{"main.cf": mainCF, "master.cf": masterCF,
-		"transport": "example.test lmtp:inet:" + lmtpAddr + "\n"}
+	files["main.cf"], files["master.cf"] = mainCF, masterCF
+	dir := p.conf
+	if etc != "" {
+		dir = etc
+		if err := os.MkdirAll(etc, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(p.conf, name), []byte(content), 0o644); err != nil {
+		d := dir
+		if name == "main.cf" || name == "master.cf" {
+			d = p.conf
+		}
+		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -312,11 +395,25 @@ func (p *postfixInstance) run(t *testing.T, verb string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, p.bin, "-c", p.conf, verb).CombinedOutput()
+	out, err := p.command(ctx, verb).CombinedOutput()
 	if err != nil {
 		b, _ := os.ReadFile(p.maillog)
 		t.Fatalf("postfix %s: %v\n%s\nmaillog:\n%s", verb, err, out, b)
 	}
+}
+
+// command is `postfix -c CONF VERB`, in a mount namespace with etc on
+// /etc/postfix when the instance has one. The package's list of its own
+// files (postfix-files, which postfix start checks) is copied there first.
+func (p *postfixInstance) command(ctx context.Context, verb string) *exec.Cmd {
+	if p.etc == "" {
+		return exec.CommandContext(ctx, p.bin, "-c", p.conf, verb)
+	}
+	const script = `for f in /etc/postfix/postfix-files /etc/postfix/postfix-files.d; do
+	[ -e "$f" ] && [ ! -e "$1/${f##*/}" ] && cp -a "$f" "$1/"
+done
+mount --bind "$1" /etc/postfix && exec "$2" -c "$3" "$4"`
+	return exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", p.etc, p.bin, p.conf, verb)
 }
 
 // masterPID is the running master's process id, or 0.
@@ -350,7 +447,7 @@ func (p *postfixInstance) stop(t *testing.T) {
 	pid := p.masterPID()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, p.bin, "-c", p.conf, "stop").CombinedOutput(); err != nil {
+	if out, err := p.command(ctx, "stop").CombinedOutput(); err != nil {
 		t.Errorf("postfix stop: %v\n%s", err, out)
 	}
 	for deadline := time.Now().Add(20 * time.Second); pid != 0 && alive(pid); time.Sleep(100 * time.Millisecond) {
