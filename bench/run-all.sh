@@ -20,6 +20,7 @@ run padding go test -run '^$' -bench 'BenchmarkPaddingShare' -benchtime 1x ./int
 run lmtp bash bench/lmtp.sh
 run push bash bench/push.sh
 run imap env N=10000 BIG=100000 bash bench/imap.sh
+run imapstress env N=50 DUR=30 ROUNDS=3 bash bench/imapstress.sh
 run churn go run ./bench/churn -n 10000 -flags 100000
 run api go test -run '^$' -bench 'BenchmarkRead10k' -benchtime 3x ./internal/api/
 run flood go run ./bench/flood -rounds 5 -phase 10s -keys 5000

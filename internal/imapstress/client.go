@@ -111,6 +111,7 @@ func (cl *client) do(name, args string) (string, error) {
 // doLiteral is do with a synchronizing literal ending the command.
 func (cl *client) doLiteral(name, args string, literal []byte) (string, error) {
 	cl.next++
+	start := time.Now()
 	tag := fmt.Sprintf("c%d.%d", cl.id, cl.next)
 	cl.cmd = name
 	defer func() { cl.cmd = "" }()
@@ -131,7 +132,7 @@ func (cl *client) doLiteral(name, args string, literal []byte) (string, error) {
 				break
 			}
 			if strings.HasPrefix(l, tag+" ") {
-				return cl.tagged(name, l[len(tag)+1:]), nil
+				return cl.tagged(name, l[len(tag)+1:], start), nil
 			}
 			cl.line(name, l)
 		}
@@ -145,7 +146,7 @@ func (cl *client) doLiteral(name, args string, literal []byte) (string, error) {
 			return "", err
 		}
 		if strings.HasPrefix(l, tag+" ") {
-			return cl.tagged(name, l[len(tag)+1:]), nil
+			return cl.tagged(name, l[len(tag)+1:], start), nil
 		}
 		cl.line(name, l)
 	}
@@ -163,13 +164,13 @@ func (cl *client) line(name, l string) {
 // tagged records a reply that is not OK as an error (NO [EXPUNGEISSUED]
 // is counted apart: RFC 9051 allows it when another session expunged a
 // message the command names).
-func (cl *client) tagged(name, rest string) string {
+func (cl *client) tagged(name, rest string, start time.Time) string {
 	status, _, _ := strings.Cut(rest, " ")
 	switch {
 	case status == "OK":
-		cl.rep.done(name)
+		cl.rep.done(name, time.Since(start))
 	case status == "NO" && strings.Contains(rest, "[EXPUNGEISSUED]"):
-		cl.rep.done(name)
+		cl.rep.done(name, time.Since(start))
 		cl.rep.expungeIssued()
 	default:
 		cl.rep.violation(cl.id, name, "%s", rest)

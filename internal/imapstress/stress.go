@@ -63,8 +63,10 @@ type Config struct {
 // Report is what a Run saw.
 type Report struct {
 	Elapsed time.Duration
-	// Ops counts completed commands by name ("FETCH", "UID STORE", ...).
-	Ops map[string]int
+	// Ops counts completed commands by name ("FETCH", "UID STORE", ...);
+	// Time sums their durations, from sending to the tagged reply.
+	Ops  map[string]int
+	Time map[string]time.Duration
 	// Violations lists the first 100 protocol errors seen; Count has them
 	// all.
 	Violations []string
@@ -98,9 +100,10 @@ type recorder struct {
 	rep *Report
 }
 
-func (r *recorder) done(name string) {
+func (r *recorder) done(name string, d time.Duration) {
 	r.mu.Lock()
 	r.rep.Ops[name]++
+	r.rep.Time[name] += d
 	r.mu.Unlock()
 }
 
@@ -148,7 +151,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Mix == nil {
 		cfg.Mix = DefaultMix
 	}
-	rep := &Report{Ops: map[string]int{}}
+	rep := &Report{Ops: map[string]int{}, Time: map[string]time.Duration{}}
 	rec := &recorder{rep: rep}
 	clients := make([]*client, cfg.Clients)
 	defer func() {
