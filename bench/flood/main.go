@@ -39,6 +39,8 @@ import (
 	"time"
 
 	"cspool/internal/api"
+	"cspool/internal/command"
+	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/userdb"
@@ -275,8 +277,16 @@ func run(rounds int, phase time.Duration, nusers int, interval time.Duration, co
 	if err != nil {
 		return err
 	}
+	// The server takes from the spool key only entries sealed to the user.
+	mail := make([][]byte, nusers)
+	for i, k := range userKeys {
+		c := &command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: body}
+		if mail[i], _, err = entry.Seal(c, spoolKey, k.Public(), fmt.Sprintf("user%d", i), nil); err != nil {
+			return err
+		}
+	}
 	callers = append(callers, caller{"spool", func(ctx context.Context, i int) error {
-		_, err := delivery.Append(ctx, fmt.Sprintf("user%d", i%nusers), [][]byte{body})
+		_, err := delivery.Append(ctx, fmt.Sprintf("user%d", i%nusers), [][]byte{mail[i%nusers]})
 		return err
 	}})
 	// Warm up: connections, the store, and the restart rule's first second.

@@ -21,9 +21,9 @@ import (
 // from permanent ones (bounce).
 const (
 	exUsage     = 64 // EX_USAGE: bad flags or arguments
-	exDataErr   = 65 // EX_DATAERR: the message is too large
+	exDataErr   = 65 // EX_DATAERR: the message is too large, or sealed to a key the server does not have for the user
 	exNoInput   = 66 // EX_NOINPUT: standard input could not be read
-	exNoUser    = 67 // EX_NOUSER: no such user
+	exNoUser    = 67 // EX_NOUSER: no such user (here or on the server)
 	exCantCreat = 73 // EX_CANTCREAT: the spool directory cannot be opened
 	exTempFail  = 75 // EX_TEMPFAIL: try again later
 	exProtocol  = 76 // EX_PROTOCOL: the server's answers are not the API's
@@ -48,9 +48,10 @@ On success the log position is printed on standard output (nothing with
 cspool deliver as its delivery command:
    0  delivered (the entry is durable)
   64  usage error (bad flags)
-  65  data error: the message is larger than --max-size
+  65  data error: the message is larger than --max-size, or the server has
+      another key for the user than the one it was sealed to (--user-key)
   66  standard input could not be read
-  67  unknown user (invalid name, or not in --users)
+  67  unknown user (invalid name, not in --users, or not a user of the server)
   73  the spool directory or database cannot be opened
   75  temporary failure, try again later: the spool is locked or full, the
       server or database is unreachable or busy (HTTP 503)
@@ -218,6 +219,10 @@ func openPostgres(ctx context.Context, dsn string) (*pgstore.Store, error) {
 // deliverFailure maps a delivery error onto its exit status.
 func deliverFailure(err error, server string) error {
 	switch {
+	case errors.Is(err, api.ErrUnknownUser):
+		return &exitError{withHint(err, "the server at "+server+" has no such user: check the name, or add the user to its users file"), exNoUser}
+	case errors.Is(err, api.ErrWrongKey):
+		return &exitError{withHint(err, "the server has another key for this user: deliver with --users and the server's users file, or with the user's current public key"), exDataErr}
 	case errors.Is(err, api.ErrUnauthenticated), errors.Is(err, api.ErrForbidden):
 		return &exitError{withHint(err, "the server at "+server+" must be started with this spool key's public half"), exNoPerm}
 	case errors.Is(err, api.ErrCertificate):

@@ -194,6 +194,13 @@ func (u oneUser) Authorize(_ context.Context, user string, key keys.PublicKey) e
 	return nil
 }
 
+func (u oneUser) Lookup(_ context.Context, user string) (keys.PublicKey, error) {
+	if user != u.name {
+		return keys.PublicKey{}, fmt.Errorf("looking up %q: %w", user, userdb.ErrUnknownUser)
+	}
+	return u.key, nil
+}
+
 func TestDeliverCommandThroughServer(t *testing.T) {
 	bin := buildCspool(t)
 	s := newDeliverSetup(t)

@@ -94,7 +94,7 @@ func TestServerMetrics(t *testing.T) {
 	if _, err := ac.Append(ctx, "alice", [][]byte{[]byte("from a device")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := client("", spoolK).Append(ctx, "alice", [][]byte{[]byte("delivered over HTTP")}); err != nil {
+	if _, err := client("", spoolK).Append(ctx, "alice", [][]byte{sealDelivery(t, spoolK, alice.Public(), "alice", "delivered over HTTP")}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := client("alice", stranger).Head(ctx); !errors.Is(err, api.ErrUnauthenticated) {

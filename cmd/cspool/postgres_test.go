@@ -340,7 +340,7 @@ func TestPostgresRestartLMTP(t *testing.T) {
 			t.Errorf("delivery while PostgreSQL is down took %v", d)
 		}
 	}
-	if _, err := sc.Append(ctx, "alice", [][]byte{[]byte("x")}); !errors.Is(err, spool.ErrUnavailable) {
+	if _, err := sc.Append(ctx, "alice", [][]byte{sealDelivery(t, s.spoolK, alice.Public(), "alice", "x")}); !errors.Is(err, spool.ErrUnavailable) {
 		t.Errorf("HTTP append while PostgreSQL is down: %v, want 503 (ErrUnavailable)", err)
 	}
 	cluster.Start()

@@ -21,6 +21,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"cspool/internal/api"
+	"cspool/internal/command"
+	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/testproc"
 )
@@ -87,6 +89,17 @@ func mustKey(t *testing.T) *keys.SecretKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// sealDelivery seals msg as a delivery by the spool key to user, whose key
+// is to: an entry the server takes from the spool key.
+func sealDelivery(t *testing.T, spoolK *keys.SecretKey, to keys.PublicKey, user, msg string) []byte {
+	t.Helper()
+	b, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: []byte(msg)}, spoolK, to, user, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func writeUsersFile(t *testing.T, path string, users map[string]*keys.SecretKey) {
@@ -220,7 +233,8 @@ func testServerUsersFile(t *testing.T, bin string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if first, err := sc.Append(ctx, "alice", [][]byte{[]byte("delivered over HTTP")}); err != nil || first != 3 {
+	delivered := sealDelivery(t, spoolK, alice.Public(), "alice", "delivered over HTTP")
+	if first, err := sc.Append(ctx, "alice", [][]byte{delivered}); err != nil || first != 3 {
 		t.Fatalf("spool key appends: first %d, %v", first, err)
 	}
 	// One message over LMTP.
@@ -234,7 +248,7 @@ func testServerUsersFile(t *testing.T, bin string) {
 	}
 	lc.Close()
 	es, head, err := ac.Read(ctx, 0, 0, 0, 0)
-	if err != nil || head != 4 || len(es) != 4 || string(es[0].Data) != "one\x00" || string(es[2].Data) != "delivered over HTTP" {
+	if err != nil || head != 4 || len(es) != 4 || string(es[0].Data) != "one\x00" || !bytes.Equal(es[2].Data, delivered) {
 		t.Fatalf("alice reads: %d entries, head %d, %v; want 4 entries", len(es), head, err)
 	}
 

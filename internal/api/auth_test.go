@@ -78,6 +78,7 @@ func TestAuth(t *testing.T) {
 	e := newEnv(t, false, nil)
 	entries := "/v1/users/alice/entries"
 	good := EncodeBatch([][]byte{[]byte("m")})
+	mail := EncodeBatch([][]byte{e.delivery(t, "alice", "m")})
 	tests := []struct {
 		name string
 		rr   rawRequest
@@ -91,8 +92,8 @@ func TestAuth(t *testing.T) {
 		{"unknown key", rawRequest{method: "GET", path: entries, key: e.stranger}, 401},
 		{"other user's log", rawRequest{method: "GET", path: entries, key: e.bob}, 403},
 		{"other user's log append", rawRequest{method: "POST", path: entries, body: good, key: e.bob}, 403},
-		{"spool key appends", rawRequest{method: "POST", path: entries, body: good, key: e.spoolK}, 200},
-		{"spool key appends to anyone", rawRequest{method: "POST", path: "/v1/users/nobody/entries", body: good, key: e.spoolK}, 200},
+		{"spool key appends", rawRequest{method: "POST", path: entries, body: mail, key: e.spoolK}, 200},
+		{"spool key appends to no user", rawRequest{method: "POST", path: "/v1/users/nobody/entries", body: mail, key: e.spoolK}, 404},
 		{"spool key reads", rawRequest{method: "GET", path: entries, key: e.spoolK}, 403},
 		{"spool key head", rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.spoolK}, 403},
 		{"stale timestamp", rawRequest{method: "GET", path: entries, key: e.alice, at: -6 * time.Minute}, 401},

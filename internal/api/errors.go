@@ -18,9 +18,13 @@ var (
 	ErrConflict        = errors.New("conflict")                 // 409: a newer checkpoint exists, or the head moved
 	ErrTooLarge        = errors.New("request too large")        // 413
 	ErrUnsupportedType = errors.New("unsupported content type") // 415
-	ErrInternal        = errors.New("internal server error")    // 500, temporary
-	ErrNotImplemented  = errors.New("not implemented")          // 501: the store cannot compact
-	ErrUnavailable     = errors.New("temporarily unavailable")  // 503 (and 502, 504), temporary
+	// ErrWrongKey: 422, permanent. An entry the spool key appended is not
+	// sealed to the user's registered key (or is not an entry at all):
+	// the user's devices could not open it. Nothing was appended.
+	ErrWrongKey       = errors.New("entry not sealed to the user's key")
+	ErrInternal       = errors.New("internal server error")   // 500, temporary
+	ErrNotImplemented = errors.New("not implemented")         // 501: the store cannot compact
+	ErrUnavailable    = errors.New("temporarily unavailable") // 503 (and 502, 504), temporary
 	// ErrTooManyRequests: 429, temporary. The caller's own share is used up
 	// (its key's nonce budget, its user's long-polls, its address's
 	// connections); other callers are not affected.
@@ -37,6 +41,15 @@ var (
 	// (SSL_CERT_FILE, docs/TLS.md) or the certificate.
 	ErrCertificate = errors.New("server certificate not trusted")
 )
+
+// ErrUnknownUser is the Err of a 404 answer to an append naming a user the
+// server does not have (with HeaderUnknownUser): permanent, nothing was
+// appended.
+var ErrUnknownUser = errors.New("no such user")
+
+// HeaderUnknownUser marks a 404 as "no such user" rather than "no such
+// route"; its value is the user name.
+const HeaderUnknownUser = "Cspool-Unknown-User"
 
 // Error is a failed API call, as the client sees it.
 type Error struct {
@@ -98,6 +111,7 @@ var kindStatus = []struct {
 	{ErrConflict, http.StatusConflict},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge},
 	{ErrUnsupportedType, http.StatusUnsupportedMediaType},
+	{ErrWrongKey, http.StatusUnprocessableEntity},
 	{ErrUnavailable, http.StatusServiceUnavailable},
 	{ErrTooManyRequests, http.StatusTooManyRequests},
 	{ErrInternal, http.StatusInternalServerError},

@@ -105,9 +105,10 @@ func (e *env) legit(t *testing.T, stop <-chan struct{}, perKey int) (ok int, fai
 		})
 	}
 	spool := e.client(t, "", e.spoolK)
+	mail := [][]byte{e.delivery(t, "alice", "delivery"), e.delivery(t, "bob", "delivery")}
 	wg.Go(func() {
 		for i := 0; i < perKey && !stopped(stop); i++ {
-			_, err := spool.Append(ctx, []string{"alice", "bob"}[i%2], [][]byte{fmt.Appendf(nil, "delivery %d", i)})
+			_, err := spool.Append(ctx, []string{"alice", "bob"}[i%2], [][]byte{mail[i%2]})
 			record("spool append", err)
 		}
 	})
@@ -212,7 +213,7 @@ func TestKeyFloodHurtsOnlyItself(t *testing.T) {
 			t.Fatalf("bob's request %d, after alice's flood and the bad signatures: %v", i+1, err)
 		}
 	}
-	if _, err := e.client(t, "", e.spoolK).Append(ctx, "alice", [][]byte{[]byte("mail")}); err != nil {
+	if _, err := e.client(t, "", e.spoolK).Append(ctx, "alice", [][]byte{e.delivery(t, "alice", "mail")}); err != nil {
 		t.Errorf("spool key after alice's flood: %v", err)
 	}
 	if keys, nonces := e.api.nonces.size(); keys != 3 || nonces != 2*budget+1 {
@@ -297,6 +298,10 @@ func (downUsers) Check(context.Context, string, keys.PublicKey) error {
 
 func (u downUsers) Authorize(ctx context.Context, user string, key keys.PublicKey) error {
 	return u.Check(ctx, user, key)
+}
+
+func (downUsers) Lookup(context.Context, string) (keys.PublicKey, error) {
+	return keys.PublicKey{}, fmt.Errorf("users table: %w", spool.ErrUnavailable)
 }
 
 // TestUsersOutageNotHeld: when the users database fails, the 503s are the

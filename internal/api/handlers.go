@@ -11,7 +11,10 @@ import (
 	"strconv"
 	"time"
 
+	"cspool/internal/entry"
+	"cspool/internal/keys"
 	"cspool/internal/spool"
+	"cspool/internal/userdb"
 )
 
 func (s *Server) head(w http.ResponseWriter, r *http.Request, c *caller) {
@@ -35,6 +38,20 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, errorf(ErrUnsupportedType, "Content-Type must be %s", ContentType))
 		return
 	}
+	// A delivery's recipient is looked up before its body is read.
+	var to *keys.PublicKey
+	if c.spool {
+		k, err := s.recipient(r.Context(), c.user)
+		if err != nil {
+			if errors.Is(err, userdb.ErrUnknownUser) {
+				w.Header().Set(HeaderUnknownUser, c.user)
+				err = &srvError{kind: ErrNotFound, msg: fmt.Sprintf("no such user %q: nothing appended", c.user), detail: err}
+			}
+			s.fail(w, r, err)
+			return
+		}
+		to = k
+	}
 	body, err := readSignedBody(w, r, c, s.cfg.MaxBody)
 	if err != nil {
 		s.fail(w, r, err)
@@ -44,6 +61,12 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 	if err != nil {
 		s.fail(w, r, errorf(ErrBadRequest, "decoding batch: %v", err))
 		return
+	}
+	if to != nil {
+		if err := checkSealedTo(batch, c.user, *to); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	onHead, head, err := parseIfHead(r)
 	if err != nil {
@@ -74,6 +97,38 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	writeJSON(w, http.StatusOK, appendResult{First: first, Count: len(batch)})
+}
+
+// recipient returns the key a delivery to user must be sealed to, nil when
+// there is none to check against (test mode, a name nobody registered), or
+// an error wrapping userdb.ErrUnknownUser for a name that is no user.
+func (s *Server) recipient(ctx context.Context, user string) (*keys.PublicKey, error) {
+	k, err := s.cfg.Users.Lookup(ctx, user)
+	switch {
+	case err == nil:
+		return &k, nil
+	case errors.Is(err, userdb.ErrUnclaimed):
+		return nil, nil
+	case errors.Is(err, userdb.ErrUnknownUser):
+		return nil, err
+	}
+	return nil, usersError(err, user)
+}
+
+// checkSealedTo refuses a batch with an entry that is not sealed to the
+// user's key, as far as the spool can tell without a secret: the header's
+// recipient key id, its version and the length (docs/FORMAT.md section 2).
+// Such an entry is one the user's devices could never open: a delivery
+// made with a stale or mixed-up public key.
+func checkSealedTo(batch [][]byte, user string, to keys.PublicKey) error {
+	for i, e := range batch {
+		if err := entry.CheckSealedTo(e, to); err != nil {
+			return &srvError{kind: ErrWrongKey, msg: fmt.Sprintf(
+				"entry %d of %d is not sealed to the key registered for %q (key id %x): %v; nothing appended",
+				i+1, len(batch), user, to.KeyID(), err)}
+		}
+	}
+	return nil
 }
 
 // parseIfHead reads the optional if_head parameter of an append: the head

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"cspool/internal/command"
+	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/userdb"
@@ -98,6 +100,21 @@ func (e *env) client(t testing.TB, user string, key *keys.SecretKey) *Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// delivery seals msg as the spool key's delivery to user, whose key it
+// looks up in e's users: an entry the server accepts from the spool key.
+func (e *env) delivery(t testing.TB, user, msg string) []byte {
+	t.Helper()
+	k, err := e.users.Lookup(context.Background(), user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: 1, Body: []byte(msg)}, e.spoolK, k, user, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func testCtx(t testing.TB) context.Context {

@@ -61,7 +61,7 @@ func TestMetricsHooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	spool := e.client(t, "alice", e.spoolK)
-	if _, err := spool.Append(ctx, "alice", [][]byte{[]byte("y")}); err != nil {
+	if _, err := spool.Append(ctx, "alice", [][]byte{e.delivery(t, "alice", "y")}); err != nil {
 		t.Fatal(err)
 	}
 	e.send(t, rawRequest{method: "GET", path: "/v1/users/bob/head", key: e.alice})

@@ -27,6 +27,12 @@ type Users interface {
 	// ErrUnclaimed: it registers the name to the key (test mode), or
 	// returns an error as Check does.
 	Authorize(ctx context.Context, user string, key keys.PublicKey) error
+	// Lookup returns user's registered key, against which the entries the
+	// spool key appends are checked: an error wrapping
+	// userdb.ErrUnknownUser refuses them (404), unless it also wraps
+	// userdb.ErrUnclaimed (test mode: nobody registered the name yet, so
+	// there is no key to check against).
+	Lookup(ctx context.Context, user string) (keys.PublicKey, error)
 }
 
 // Config configures a Server. Zero fields take the documented defaults.

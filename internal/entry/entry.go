@@ -429,6 +429,41 @@ func ParseHeader(b []byte) (Header, error) {
 	return h, nil
 }
 
+// checkOuter runs the checks of an entry that need no secret (docs/FORMAT.md
+// section 2, steps 1 to 3): the header, the recipient key id, and a length
+// that some inner plaintext gives. It returns that length.
+func checkOuter(b []byte, keyID [keyIDSize]byte) (int, error) {
+	h, err := ParseHeader(b)
+	if err != nil {
+		return 0, err
+	}
+	if h.KeyID != keyID {
+		return 0, fmt.Errorf("%w: sealed to key %x", ErrNotForUser, h.KeyID)
+	}
+	switch body := uint64(len(b) - headerSize); {
+	case body < h.Size:
+		return 0, fmt.Errorf("%w: %d of %d ciphertext bytes", ErrTruncated, body, h.Size)
+	case body > h.Size:
+		return 0, fmt.Errorf("%w: %d bytes after the ciphertext", ErrCorrupt, body-h.Size)
+	}
+	innerLen, ok := innerSize(h.Size)
+	if !ok {
+		return 0, fmt.Errorf("%w: no inner plaintext gives a ciphertext of %d bytes", ErrCorrupt, h.Size)
+	}
+	return innerLen, nil
+}
+
+// CheckSealedTo checks, without any secret, that b is an entry of this
+// format sealed to the key to: what the spool can check before it stores
+// an entry (docs/FORMAT.md section 2, steps 1 to 3). The errors are Open's:
+// ErrNotForUser for another recipient key; ErrTruncated, ErrCorrupt or
+// ErrUnknownVersion for bytes that are not such an entry. Only the
+// recipient can check the rest.
+func CheckSealedTo(b []byte, to keys.PublicKey) error {
+	_, err := checkOuter(b, to.KeyID())
+	return err
+}
+
 // Open decrypts and verifies an entry sealed to me for user, accepting only
 // signatures by one of the trusted keys.
 func Open(b []byte, me *keys.SecretKey, user string, trusted ...keys.PublicKey) (*Opened, error) {
@@ -449,24 +484,11 @@ type decrypted struct {
 // decrypt checks the outer header, decrypts every chunk and the signature
 // box, and hashes what the signature covers.
 func decrypt(b []byte, me *keys.SecretKey, keyID [keyIDSize]byte) (decrypted, error) {
-	h, err := ParseHeader(b)
+	innerLen, err := checkOuter(b, keyID)
 	if err != nil {
 		return decrypted{}, err
 	}
-	if h.KeyID != keyID {
-		return decrypted{}, fmt.Errorf("%w: sealed to key %x", ErrNotForUser, h.KeyID)
-	}
 	body := b[headerSize:]
-	switch {
-	case uint64(len(body)) < h.Size:
-		return decrypted{}, fmt.Errorf("%w: %d of %d ciphertext bytes", ErrTruncated, len(body), h.Size)
-	case uint64(len(body)) > h.Size:
-		return decrypted{}, fmt.Errorf("%w: %d bytes after the ciphertext", ErrCorrupt, uint64(len(body))-h.Size)
-	}
-	innerLen, ok := innerSize(h.Size)
-	if !ok {
-		return decrypted{}, fmt.Errorf("%w: no inner plaintext gives a ciphertext of %d bytes", ErrCorrupt, h.Size)
-	}
 	sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
 	if err != nil {
 		return decrypted{}, fmt.Errorf("opening entry: %w", err)

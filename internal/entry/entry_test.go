@@ -401,3 +401,35 @@ func TestFiftyMegabytes(t *testing.T) {
 	}
 	t.Logf("50 MB: %d entry bytes", len(sealed))
 }
+
+// TestCheckSealedTo: what the spool can check without a secret agrees with
+// Open on the recipient, the header and the length.
+func TestCheckSealedTo(t *testing.T) {
+	f := newFixture(t)
+	b, _, err := Seal(deliver([]byte("hello")), f.spool, f.user.Public(), "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherVersion := bytes.Clone(b)
+	otherVersion[len(magic)] = 1
+	for _, c := range []struct {
+		name string
+		data []byte
+		to   keys.PublicKey
+		want error
+	}{
+		{"sealed to the key", b, f.user.Public(), nil},
+		{"sealed to another key", b, f.other.Public(), ErrNotForUser},
+		{"empty", nil, f.user.Public(), ErrTruncated},
+		{"not an entry", []byte("Subject: hi\r\n\r\nplain text, not sealed\r\n"), f.user.Public(), ErrCorrupt},
+		{"header only", b[:headerSize], f.user.Public(), ErrTruncated},
+		{"cut short", b[:len(b)-1], f.user.Public(), ErrTruncated},
+		{"trailing bytes", append(bytes.Clone(b), 0), f.user.Public(), ErrCorrupt},
+		{"version 1", otherVersion, f.user.Public(), ErrUnknownVersion},
+	} {
+		err := CheckSealedTo(c.data, c.to)
+		if c.want == nil && err != nil || c.want != nil && !errors.Is(err, c.want) {
+			t.Errorf("%s: CheckSealedTo = %v, want %v", c.name, err, c.want)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"cspool/internal/api"
+	"cspool/internal/command"
+	"cspool/internal/entry"
 )
 
 // TestDiskFullSpool: the server's spool directory is on an 8 MB tmpfs that
@@ -36,7 +38,12 @@ func TestDiskFullSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err = sc.Append(ctx, userName, [][]byte{make([]byte, 256<<10)})
+	mail, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: make([]byte, 256<<10)},
+		c.spoolKey, c.userKey.Public(), userName, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sc.Append(ctx, userName, [][]byte{mail})
 	cancel()
 	if err == nil || !api.IsTemporary(err) || !strings.Contains(err.Error(), "503") {
 		t.Errorf("HTTP append on a full disk: %v, want a temporary failure with status 503", err)

@@ -76,6 +76,10 @@ func httpOutcome(status int) string {
 		return "unauthenticated"
 	case status == http.StatusForbidden:
 		return "forbidden"
+	case status == http.StatusNotFound:
+		return "unknown_user"
+	case status == http.StatusUnprocessableEntity:
+		return "wrong_key"
 	case status >= 500:
 		return "temporary"
 	}

@@ -163,10 +163,15 @@ func (d *DB) Reload() error {
 }
 
 // Lookup returns user's public key, or an error wrapping ErrUnknownUser.
+// In test mode the error for a name nobody has registered also wraps
+// ErrUnclaimed: its first key may still claim it.
 func (d *DB) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
 	d.mu.RLock()
 	k, ok := d.byName[user]
 	d.mu.RUnlock()
+	if !ok && d.testMode {
+		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w (%w in test mode)", user, ErrUnknownUser, ErrUnclaimed)
+	}
 	if !ok {
 		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w", user, ErrUnknownUser)
 	}
