@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"cspool/internal/api"
@@ -14,6 +15,7 @@ import (
 	"cspool/internal/spool"
 	"cspool/internal/spool/pgstore"
 	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/userdb"
 )
 
 // Exit statuses of cspool deliver, from sysexits(3), so that a mail transfer
@@ -41,7 +43,10 @@ SQLite spool directory, or with --store postgres the PostgreSQL database at
 delivered. Any bytes are a message; they are stored byte for byte.
 
 The user's key comes from --user-key, or from the users file given with
---users (as 'cspool server' reads it).
+--users (as 'cspool server' reads it). Straight into the store, give
+--users, so that the name and the key are checked as the server checks them
+(--user-key is taken there only for a SQLite spool in test mode, against
+its registrations); through --spool-server the server checks both.
 
 On success the log position is printed on standard output (nothing with
 --quiet). Exit status follows sysexits(3), so a mail transfer agent can use
@@ -125,6 +130,11 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		return &exitError{withHint(fmt.Errorf("message larger than %d bytes", *maxSize), "raise --max-size to accept it"), exDataErr}
 	}
 
+	if *server == "" && *userKey != "" {
+		if err := checkTestModeUser(*storeKind, *spoolDir, *user, users); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	var log deliver.Appender
@@ -166,7 +176,7 @@ func deliverUsage(format string, a ...any) error {
 
 // loadDirectory reads the one key deliver needs, from a key file or a users
 // file.
-func loadDirectory(user, userKey, usersFile string) (deliver.Directory, error) {
+func loadDirectory(user, userKey, usersFile string) (deliver.StaticDirectory, error) {
 	if userKey != "" {
 		k, err := deliverUserPub.loadPublic(userKey)
 		if err != nil {
@@ -179,6 +189,38 @@ func loadDirectory(user, userKey, usersFile string) (deliver.Directory, error) {
 		return nil, &exitError{withHint(err, "check --users: one \"NAME PUBLIC-KEY\" pair per line"), exNoPerm}
 	}
 	return deliver.StaticDirectory(u), nil
+}
+
+// checkTestModeUser stands, for a delivery straight into the store with
+// --user-key, for the check the server makes of every delivery (docs/API.md
+// §4): the name must be a user and the key the one registered for it. Only
+// a SQLite spool in test mode holds its users itself (DIR/test-users, which
+// the server creates at start); there a name registered to another key
+// exits 65 and a name nobody registered yet is taken, as the server takes
+// it. Any other store's users are in the server's users file or table, so
+// --user-key cannot be checked there: exit 64, to use --users.
+func checkTestModeUser(storeKind, spoolDir, user string, dir deliver.StaticDirectory) error {
+	reg := filepath.Join(spoolDir, userdb.TestUsersFile)
+	hint := "give the server's users file with --users (the user's name and key are checked there), or deliver through the server with --spool-server"
+	if storeKind != "sqlite" {
+		return &exitError{withHint(errors.New("--user-key cannot be checked against the users of a PostgreSQL spool"), hint), exUsage}
+	}
+	if _, err := os.Stat(spoolDir); err != nil {
+		return nil // openSpoolDir says what is wrong with it
+	}
+	registered, err := keys.LoadUsers(reg)
+	if errors.Is(err, os.ErrNotExist) {
+		return &exitError{withHint(fmt.Errorf("%s is not a spool in test mode (it has no %s): its server reads its users from a users file, against which --user-key cannot be checked",
+			spoolDir, userdb.TestUsersFile), hint), exUsage}
+	}
+	if err != nil {
+		return &exitError{withHint(err, "the spool's test mode registrations cannot be read: check "+reg), exNoPerm}
+	}
+	if k, ok := registered[user]; ok && !k.Equal(dir[user]) {
+		return &exitError{withHint(fmt.Errorf("%s is registered to another key (id %x) than --user-key's (id %x) in %s: nothing stored",
+			user, k.KeyID(), dir[user].KeyID(), reg), "pass the public key of the device that registered "+user), exDataErr}
+	}
+	return nil
 }
 
 // openSpoolDir opens an existing spool directory; a missing one is an error,

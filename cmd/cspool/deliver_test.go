@@ -57,6 +57,11 @@ func newDeliverSetup(t *testing.T) *deliverSetup {
 	if err := os.Mkdir(s.spoolDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// A spool in test mode, where alice registered her key.
+	reg := filepath.Join(s.spoolDir, userdb.TestUsersFile)
+	if err := os.WriteFile(reg, []byte("alice "+s.userSec.Public().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
@@ -113,6 +118,14 @@ func TestDeliverCommand(t *testing.T) {
 	base := func(extra ...string) []string {
 		return append([]string{"deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, extra...)
 	}
+	plainSpool := filepath.Join(s.dir, "users-file-spool") // its server reads a users file
+	if err := os.Mkdir(plainSpool, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	otherPub := filepath.Join(s.dir, "other.pub")
+	if err := keys.WriteFiles(mustKey(t), filepath.Join(s.dir, "other.sec"), otherPub, keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name       string
 		args       []string
@@ -132,6 +145,10 @@ func TestDeliverCommand(t *testing.T) {
 		{"unknown user in users file", []string{"deliver", "--user", "bob", "--users", s.usersFile, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 67, "unknown user", "", false},
 		{"invalid user name", []string{"deliver", "--user", "../etc", "--user-key", s.userPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 67, "invalid user name", "", false},
 		{"too large", base("--max-size", "1000"), big, 65, "larger than 1000 bytes", "", false},
+		{"another key than the registered one", []string{"deliver", "--user", "alice", "--user-key", otherPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 65, "registered to another key", "", false},
+		{"a name nobody registered, test mode", []string{"deliver", "--user", "carol", "--user-key", otherPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 0, "", "to carol at log position 1", false},
+		{"--user-key into a spool not in test mode", base("--spool-dir", plainSpool), msg, 64, "not a spool in test mode", "", false},
+		{"--user-key into PostgreSQL", base("--store", "postgres", "--dsn", "postgres://127.0.0.1:1/none"), msg, 64, "PostgreSQL", "", false},
 		{"missing --user", []string{"deliver", "--user-key", s.userPub, "--spool-key", s.spoolSecKey}, msg, 64, "--user is required", "", false},
 		{"unknown flag", base("--frobnicate"), msg, 64, "frobnicate", "", false},
 		{"both key sources", base("--users", s.usersFile), msg, 64, "exactly one", "", false},
@@ -139,6 +156,11 @@ func TestDeliverCommand(t *testing.T) {
 		{"server unreachable", base("--spool-server", "http://127.0.0.1:1", "--timeout", "10s"), msg, 75, "127.0.0.1:1", "", false},
 		{"bad server URL", base("--spool-server", "ftp://x"), msg, 64, "spool-server", "", false},
 	}
+	t.Cleanup(func() {
+		if _, err := os.Stat(filepath.Join(plainSpool, sqlitestore.DBName)); err == nil {
+			t.Errorf("a refused delivery created a spool database in %s", plainSpool)
+		}
+	})
 	want := 0
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

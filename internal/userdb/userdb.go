@@ -12,6 +12,8 @@
 //     file, mode 0600, fsync'd before the registration takes effect) so a
 //     restart keeps them. Test mode is logged loudly at start and at every
 //     registration: anybody who can reach the server can claim a free name.
+//     The registrations file is created at open, so its presence marks a
+//     spool directory in test mode.
 //   - A name maps to exactly one key. In test mode a key owns at most one
 //     name, so a registered key can never reach a second log.
 //   - Authorize distinguishes an unknown key (ErrUnknownKey: HTTP 401) from
@@ -93,6 +95,12 @@ func OpenTestMode(dir string, log *slog.Logger) (*DB, error) {
 	users, err := d.loadRegistrations()
 	if err != nil {
 		return nil, err
+	}
+	// The file, empty until the first registration, also marks the spool
+	// as one in test mode: cspool deliver straight into the directory
+	// checks its users there (docs/DELIVERY.md).
+	if err := appendLine(d.path, ""); err != nil {
+		return nil, fmt.Errorf("creating the test mode registrations file: %w", err)
 	}
 	d.set(users)
 	log.Warn("TEST MODE: no users file; the first key to authenticate as a name is registered to it; do not expose this server",

@@ -226,8 +226,8 @@ func TestCheckTestMode(t *testing.T) {
 			t.Fatalf("Check of a free name: %v, want ErrUnclaimed", err)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, TestUsersFile)); !errors.Is(err, os.ErrNotExist) || db.Len() != 0 {
-		t.Fatalf("Check registered something: %d users, registrations file: %v", db.Len(), err)
+	if b, err := os.ReadFile(filepath.Join(dir, TestUsersFile)); err != nil || len(b) != 0 || db.Len() != 0 {
+		t.Fatalf("Check registered something: %d users, registrations file %q, %v; want an empty file", db.Len(), b, err)
 	}
 	if err := db.Authorize(ctx, "alice", alice); err != nil {
 		t.Fatal(err)
