@@ -28,15 +28,20 @@ func (s *Server) chainHeaders(ctx context.Context, user string, after, head uint
 	if after > head {
 		return "", "", false, nil
 	}
-	sh, err := s.cfg.Store.ChainHash(ctx, user, after)
-	if err != nil {
-		return "", "", false, fmt.Errorf("reading the chain hash at %d: %w", after, err)
-	}
 	hh, err := s.cfg.Store.ChainHash(ctx, user, head)
 	if err != nil {
 		return "", "", false, fmt.Errorf("reading the chain hash at the head %d: %w", head, err)
 	}
-	return hex.EncodeToString(sh[:]), hex.EncodeToString(hh[:]), true, nil
+	headHash = hex.EncodeToString(hh[:])
+	if after == head {
+		// A device up to date, renewing its long-poll: one hash.
+		return headHash, headHash, true, nil
+	}
+	sh, err := s.cfg.Store.ChainHash(ctx, user, after)
+	if err != nil {
+		return "", "", false, fmt.Errorf("reading the chain hash at %d: %w", after, err)
+	}
+	return hex.EncodeToString(sh[:]), headHash, true, nil
 }
 
 // parseChainHeaders fills lr's chain fields from a response's headers:

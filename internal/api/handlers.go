@@ -246,7 +246,8 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 	st := s.cfg.Store
 	entries, err := st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
 	if err == nil && len(entries) == 0 && p.wait > 0 {
-		if err = s.wait(ctx, c.user, p.after, p.wait); err == nil {
+		var moved bool
+		if moved, err = s.wait(ctx, c.user, p.after, p.wait); err == nil && moved {
 			entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
 		}
 	}
@@ -285,11 +286,14 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 	}
 }
 
-// wait blocks until the log has an entry after pos, the wait ends, or the
-// server shuts down. Only store failures and a gone client are errors.
-func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Duration) error {
+// wait blocks until the log has an entry after pos (moved), the wait ends,
+// or the server shuts down. Only store failures and a gone client are
+// errors. When the wait ended without the head moving there is nothing new
+// to read: the read answers with the head alone, which is what a waiting
+// device renews its long-poll for, every few tens of seconds.
+func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Duration) (moved bool, err error) {
 	if !s.polls.acquire(user, s.cfg.MaxLongPolls) {
-		return &srvError{kind: ErrTooManyRequests, sampled: true,
+		return false, &srvError{kind: ErrTooManyRequests, sampled: true,
 			msg: fmt.Sprintf("%d reads of %s are waiting already (limit): try again later", s.cfg.MaxLongPolls, user)}
 	}
 	defer s.polls.release(user)
@@ -299,11 +303,11 @@ func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Dur
 	defer cancel()
 	stop := context.AfterFunc(s.stopping, cancel)
 	defer stop()
-	err := s.cfg.Store.Wait(wctx, user, after)
+	err = s.cfg.Store.Wait(wctx, user, after)
 	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
-		return nil // the wait ended: answer with what there is
+		return false, nil // the wait ended: answer with what there is
 	}
-	return err
+	return err == nil, err
 }
 
 // stream writes entries, then further chunks read from the store, up to the
@@ -317,7 +321,16 @@ func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Dur
 // dropped and the response ends early: the client's next read reports the
 // new checkpoint.
 func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string, p readParams, head, cp uint64, entries []spool.Entry) error {
-	ew := &entryWriter{w: bufio.NewWriterSize(w, 64<<10)}
+	bw, _ := s.buffers.Get().(*bufio.Writer)
+	if bw == nil {
+		bw = bufio.NewWriterSize(w, 64<<10)
+	}
+	bw.Reset(w)
+	defer func() {
+		bw.Reset(nil)
+		s.buffers.Put(bw)
+	}()
+	ew := &entryWriter{w: bw}
 	count, size := 0, int64(0)
 	type chunk struct {
 		entries []spool.Entry

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"cspool/internal/keys"
@@ -177,6 +178,12 @@ type Server struct {
 	// FutureSkew of the clock.
 	fence  int64
 	openAt time.Time
+
+	// buffers are the write buffers of read responses, reused: most
+	// responses are the empty answers to long-polls that ended, thousands
+	// a minute with many devices, and a fresh 64 KiB each would be
+	// garbage.
+	buffers sync.Pool
 
 	// stopping is cancelled by Shutdown to end long-polls.
 	stopping context.Context

@@ -29,8 +29,7 @@ func (s *Store) ChainHash(ctx context.Context, user string, pos uint64) (spool.H
 	}
 	var head uint64
 	var hash []byte
-	err := s.rdb.QueryRowContext(ctx, `SELECT u.head, c.hash FROM users u
-		LEFT JOIN chain c ON c.user_id = u.id AND c.pos = ? WHERE u.name = ?`, pos, []byte(user)).Scan(&head, &hash)
+	err := s.stmts.chain.QueryRowContext(ctx, pos, []byte(user)).Scan(&head, &hash)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return h, s.dbErr(fmt.Sprintf("reading chain hash at %d", pos), err)
 	}

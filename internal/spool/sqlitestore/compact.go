@@ -233,8 +233,7 @@ func (s *Store) CheckpointPos(ctx context.Context, user string) (uint64, error) 
 		return 0, err
 	}
 	var pos uint64
-	err := s.rdb.QueryRowContext(ctx, `SELECT c.pos FROM checkpoints c
-		JOIN users u ON u.id = c.user_id WHERE u.name = ?`, []byte(user)).Scan(&pos)
+	err := s.stmts.cpPos.QueryRowContext(ctx, []byte(user)).Scan(&pos)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}

@@ -1,11 +1,13 @@
 package sqlitestore
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -206,4 +208,64 @@ func names(ents []os.DirEntry) []string {
 		ns = append(ns, e.Name())
 	}
 	return ns
+}
+
+// TestFallbackIgnoresOwnAppends: with many waiters, appends made through
+// the same Store must not make the fallback check re-read every waited
+// head (they wake their waiters directly); an append by another handle,
+// as by another process, still wakes its waiter through the check.
+func TestFallbackIgnoresOwnAppends(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, dir, Options{DisableNotify: true, FallbackInterval: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	const waiting = 100
+	var wg sync.WaitGroup
+	for i := 0; i < waiting; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Wait(ctx, fmt.Sprintf("w%d", i), 0)
+		}()
+	}
+	defer wg.Wait()
+	defer cancel()
+	for i := 0; i < 100 && !waitersAt(s, waiting); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !waitersAt(s, waiting) {
+		t.Fatal("the waiters did not register")
+	}
+	// The first check after the waiters came reads their heads once: it
+	// cannot know what happened before it.
+	for i := 0; i < 500 && s.Stats().HeadChecks < waiting; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := s.Stats().HeadChecks
+	// Appends of this Store, with fallback checks in between.
+	for i := 0; i < 20; i++ {
+		if _, err := s.Append(ctxT(t), "busy", [][]byte{[]byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(15 * time.Millisecond)
+	}
+	if n := s.Stats().HeadChecks - before; n != 0 {
+		t.Fatalf("20 appends of this Store made the fallback read %d heads of waited users; want 0", n)
+	}
+	// Another handle's append is found by the check.
+	other := openT(t, dir, Options{DisableNotify: true})
+	waitWithin(t, s, "w7", 0, 5*time.Second, func() {
+		if _, err := other.Append(ctxT(t), "w7", [][]byte{[]byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if s.Stats().HeadChecks == before {
+		t.Error("the wake-up after another handle's append read no head")
+	}
+}
+
+func waitersAt(s *Store, n int) bool {
+	s.waiters.mu.Lock()
+	defer s.waiters.mu.Unlock()
+	return len(s.waiters.m) >= n
 }

@@ -9,6 +9,54 @@ import (
 	"cspool/internal/spool"
 )
 
+// The statements of the read path. They are prepared once on the read
+// pool (database/sql prepares each on a connection the first time it runs
+// there and keeps it), so that the queries of a long-poll, which every
+// waiting device renews every few tens of seconds, are not parsed again
+// each time.
+const (
+	headSQL   = "SELECT head FROM users WHERE name = ?"
+	userIDSQL = "SELECT id FROM users WHERE name = ?"
+	pickSQL   = "SELECT pos, size FROM entries WHERE user_id = ? AND pos > ? ORDER BY pos LIMIT ?"
+	dataSQL   = "SELECT pos, data FROM entries WHERE user_id = ? AND pos > ? AND pos <= ? ORDER BY pos"
+	chainSQL  = `SELECT u.head, c.hash FROM users u
+		LEFT JOIN chain c ON c.user_id = u.id AND c.pos = ? WHERE u.name = ?`
+	cpPosSQL = `SELECT c.pos FROM checkpoints c
+		JOIN users u ON u.id = c.user_id WHERE u.name = ?`
+)
+
+// readStmts are the prepared statements of the read path.
+type readStmts struct {
+	head, userID, pick, data, chain, cpPos *sql.Stmt
+}
+
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		sql  string
+	}{
+		{&s.stmts.head, headSQL}, {&s.stmts.userID, userIDSQL}, {&s.stmts.pick, pickSQL},
+		{&s.stmts.data, dataSQL}, {&s.stmts.chain, chainSQL}, {&s.stmts.cpPos, cpPosSQL},
+	} {
+		st, err := s.rdb.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return fmt.Errorf("preparing %q: %w", p.sql, classify(err))
+		}
+		*p.stmt = st
+	}
+	return nil
+}
+
+func (st *readStmts) close() error {
+	var errs []error
+	for _, s := range []*sql.Stmt{st.head, st.userID, st.pick, st.data, st.chain, st.cpPos} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Head implements spool.Store.
 func (s *Store) Head(ctx context.Context, user string) (uint64, error) {
 	if err := spool.CheckUser(user); err != nil {
@@ -17,16 +65,12 @@ func (s *Store) Head(ctx context.Context, user string) (uint64, error) {
 	if err := s.check(); err != nil {
 		return 0, err
 	}
-	return s.head(ctx, s.rdb, user)
+	return s.head(ctx, user)
 }
 
-type queryer interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func (s *Store) head(ctx context.Context, q queryer, user string) (uint64, error) {
+func (s *Store) head(ctx context.Context, user string) (uint64, error) {
 	var head uint64
-	err := q.QueryRowContext(ctx, "SELECT head FROM users WHERE name = ?", []byte(user)).Scan(&head)
+	err := s.stmts.head.QueryRowContext(ctx, []byte(user)).Scan(&head)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -55,7 +99,7 @@ func (s *Store) Read(ctx context.Context, user string, after uint64, maxCount in
 	}
 	defer tx.Rollback()
 	var id int64
-	err = tx.QueryRowContext(ctx, "SELECT id FROM users WHERE name = ?", []byte(user)).Scan(&id)
+	err = tx.StmtContext(ctx, s.stmts.userID).QueryRowContext(ctx, []byte(user)).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -66,8 +110,7 @@ func (s *Store) Read(ctx context.Context, user string, after uint64, maxCount in
 	if err != nil || n == 0 {
 		return nil, err
 	}
-	rows, err := tx.QueryContext(ctx,
-		"SELECT pos, data FROM entries WHERE user_id = ? AND pos > ? AND pos <= ? ORDER BY pos", id, after, last)
+	rows, err := tx.StmtContext(ctx, s.stmts.data).QueryContext(ctx, id, after, last)
 	if err != nil {
 		return nil, s.dbErr("reading log", err)
 	}
@@ -92,8 +135,7 @@ func (s *Store) Read(ctx context.Context, user string, after uint64, maxCount in
 // pick returns the last position and the number of entries after `after`
 // that fit maxCount and maxBytes (at least one if any exists).
 func (s *Store) pick(ctx context.Context, tx *sql.Tx, id int64, after uint64, maxCount int, maxBytes int64) (last uint64, n int, err error) {
-	rows, err := tx.QueryContext(ctx,
-		"SELECT pos, size FROM entries WHERE user_id = ? AND pos > ? ORDER BY pos LIMIT ?", id, after, maxCount)
+	rows, err := tx.StmtContext(ctx, s.stmts.pick).QueryContext(ctx, id, after, maxCount)
 	if err != nil {
 		return 0, 0, s.dbErr("reading log", err)
 	}

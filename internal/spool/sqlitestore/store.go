@@ -24,8 +24,10 @@
 //     touched. After each commit the writer also sends one datagram naming the
 //     users to every other socket in notify/ (best effort, never blocking);
 //     a socket nobody listens on any more is removed. A slow fallback check
-//     (PRAGMA data_version every Options.FallbackInterval, only while someone
-//     waits) catches lost datagrams, so a lost one only delays a wake-up.
+//     (PRAGMA data_version on the write connection every
+//     Options.FallbackInterval, only while someone waits) catches lost
+//     datagrams, so a lost one only delays a wake-up; it re-reads heads only
+//     after another process committed, never for this process's own appends.
 //     Waiters trust only the database: a datagram makes them re-read heads.
 //   - Read takes one read transaction (a consistent WAL snapshot), first
 //     choosing positions from the small (pos, size) columns, then loading only
@@ -136,8 +138,9 @@ type Store struct {
 	opts Options
 	log  *slog.Logger
 
-	wdb *sql.DB // one connection, used only by the writer goroutine
-	rdb *sql.DB // read connections
+	wdb   *sql.DB // one connection, used only by the writer goroutine
+	rdb   *sql.DB // read connections
+	stmts readStmts
 
 	reqs    chan *appendReq
 	jobs    chan *writeJob // compactions and space reclamation
@@ -157,10 +160,14 @@ type Stats struct {
 	Appends int64 // successful Append calls
 	Entries int64 // entries appended
 	Commits int64 // write transactions committed (one fsync each)
+	// HeadChecks counts the heads of waited users read again because
+	// another process may have appended (a datagram, or the fallback
+	// check seeing another connection's commit).
+	HeadChecks int64
 }
 
 type counters struct {
-	appends, entries, commits atomic.Int64
+	appends, entries, commits, headChecks atomic.Int64
 }
 
 // Stats returns the counters of s.
@@ -169,6 +176,8 @@ func (s *Store) Stats() Stats {
 		Appends: s.stats.appends.Load(),
 		Entries: s.stats.entries.Load(),
 		Commits: s.stats.commits.Load(),
+
+		HeadChecks: s.stats.headChecks.Load(),
 	}
 }
 
@@ -203,6 +212,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	if err := s.migrate(context.Background()); err != nil {
+		s.closeDBs()
+		return nil, fmt.Errorf("opening spool %s: %w", path, err)
+	}
+	if err := s.prepare(context.Background()); err != nil {
 		s.closeDBs()
 		return nil, fmt.Errorf("opening spool %s: %w", path, err)
 	}
@@ -280,15 +293,14 @@ func (s *Store) openDBs(path string) error {
 		w.Close()
 		return fmt.Errorf("opening spool %s: %w", path, err)
 	}
-	// One more than ReadConns: the fallback check keeps one for itself.
-	r.SetMaxOpenConns(s.opts.ReadConns + 1)
-	r.SetMaxIdleConns(s.opts.ReadConns + 1)
+	r.SetMaxOpenConns(s.opts.ReadConns)
+	r.SetMaxIdleConns(s.opts.ReadConns)
 	s.wdb, s.rdb = w, r
 	return nil
 }
 
 func (s *Store) closeDBs() error {
-	return errors.Join(s.rdb.Close(), s.wdb.Close())
+	return errors.Join(s.stmts.close(), s.rdb.Close(), s.wdb.Close())
 }
 
 // Close stops the writer after the group it is committing, wakes every Wait

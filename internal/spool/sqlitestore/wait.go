@@ -80,6 +80,12 @@ func (w *waiters) users() []string {
 	return us
 }
 
+func (w *waiters) any() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.m) > 0
+}
+
 func (w *waiters) waited(user string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -98,7 +104,7 @@ func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
 	}
 	uw := s.waiters.add(user)
 	defer s.waiters.remove(user, uw)
-	h, err := s.head(ctx, s.rdb, user)
+	h, err := s.head(ctx, user)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -123,12 +129,13 @@ func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
 
 // refresh reads the heads of users from the database and wakes their
 // waiters where the head moved.
-func (s *Store) refresh(ctx context.Context, q queryer, users []string) {
+func (s *Store) refresh(ctx context.Context, users []string) {
 	for _, u := range users {
 		if !s.waiters.waited(u) {
 			continue
 		}
-		h, err := s.head(ctx, q, u)
+		s.stats.headChecks.Add(1)
+		h, err := s.head(ctx, u)
 		if err != nil {
 			if !s.closed.Load() {
 				s.log.Warn("spool: checking head for waiters", "err", err)
@@ -139,20 +146,53 @@ func (s *Store) refresh(ctx context.Context, q queryer, users []string) {
 	}
 }
 
+// scanBeyond is the number of waited users from which refreshAll reads
+// every user's head in one pass rather than one query each.
+const scanBeyond = 64
+
+// refreshAll re-reads the head of every user somebody waits for: one query
+// each when they are few, else one pass over the users table, which costs
+// a fraction of that many queries.
+func (s *Store) refreshAll(ctx context.Context) {
+	users := s.waiters.users()
+	if len(users) <= scanBeyond {
+		s.refresh(ctx, users)
+		return
+	}
+	s.stats.headChecks.Add(int64(len(users)))
+	rows, err := s.rdb.QueryContext(ctx, "SELECT name, head FROM users")
+	if err != nil {
+		if !s.closed.Load() {
+			s.log.Warn("spool: checking heads for waiters", "err", classify(err))
+		}
+		return
+	}
+	defer rows.Close()
+	var name []byte
+	var head uint64
+	for rows.Next() {
+		if err := rows.Scan(&name, &head); err != nil {
+			break
+		}
+		s.waiters.advance(string(name), head)
+	}
+	if err := rows.Err(); err != nil && !s.closed.Load() {
+		s.log.Warn("spool: checking heads for waiters", "err", classify(err))
+	}
+}
+
 // fallback is the slow check that catches appends by other processes whose
-// datagram was lost (or never sent). While anyone waits, it compares PRAGMA
-// data_version on its own connection every FallbackInterval, and when the
-// database changed it re-reads the heads of the waited users.
+// datagram was lost (or never sent). While anyone waits, it asks the write
+// connection for PRAGMA data_version every FallbackInterval: that number
+// changes only when another connection, hence another process, committed
+// (every append of this process goes through that very connection), so
+// this process's own appends, which wake their waiters directly, cost the
+// check nothing. Only when another process committed does it re-read the
+// heads of the waited users (refreshAll).
 func (s *Store) fallback() {
 	defer s.bg.Done()
 	t := time.NewTicker(s.opts.FallbackInterval)
 	defer t.Stop()
-	var conn *sql.Conn
-	defer func() {
-		if conn != nil {
-			conn.Close()
-		}
-	}()
 	last := int64(-1)
 	for {
 		select {
@@ -160,29 +200,27 @@ func (s *Store) fallback() {
 			return
 		case <-t.C:
 		}
-		users := s.waiters.users()
-		if len(users) == 0 {
+		if !s.waiters.any() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.BusyTimeout)
-		if conn == nil {
-			c, err := s.rdb.Conn(ctx)
-			if err != nil {
-				cancel()
-				s.log.Warn("spool: fallback check", "err", err)
-				continue
-			}
-			conn = c
-		}
 		var v int64
-		if err := conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+		var err error
+		if jerr := s.onWriter(ctx, func(db *sql.DB) {
+			err = db.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v)
+		}); jerr != nil {
+			err = jerr
+		}
+		if err != nil {
 			cancel()
-			s.log.Warn("spool: fallback check", "err", err)
+			if !s.closed.Load() {
+				s.log.Warn("spool: fallback check", "err", err)
+			}
 			continue
 		}
 		if v != last {
 			last = v
-			s.refresh(ctx, conn, users)
+			s.refreshAll(ctx)
 		}
 		cancel()
 	}
@@ -200,11 +238,12 @@ func (s *Store) listenLoop() {
 			}
 			return
 		}
-		if all {
-			users = s.waiters.users()
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.BusyTimeout)
-		s.refresh(ctx, s.rdb, users)
+		if all {
+			s.refreshAll(ctx)
+		} else {
+			s.refresh(ctx, users)
+		}
 		cancel()
 	}
 }
