@@ -89,6 +89,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9399; empty: off")
+	pprofAddr := fs.String("pprof-addr", "", "serve the Go runtime's profiles at http://ADDR/debug/pprof/ (keep it on localhost); empty: off")
 	maxConns := fs.Int("max-conns-per-addr", 64, "connections one client address (IPv4, or IPv6 /64) may hold open to the HTTP API; 0: no limit")
 	refusalRate := fs.Int("refusal-rate", 20, "refusals a second one client address gets answered at once; beyond, answers are held up to 2 s; 0: never held")
 	maxPolls := fs.Int("max-long-polls", 16, "reads of one user that may wait for new entries at once")
@@ -150,7 +151,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
 		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
-		metricsAddr: *metricsAddr, lmtpLimits: lmtpLim,
+		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim,
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
 			userNonces: *userNonces, spoolNonces: *spoolNonces},
 	})
@@ -164,7 +165,7 @@ type serverLimits struct {
 type serverFlags struct {
 	pass                                                                                *passphraseSource
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
-	storeKind, dsn, metricsAddr                                                         string
+	storeKind, dsn, metricsAddr, pprofAddr                                              string
 	usersTable                                                                          bool
 	maxMsg                                                                              int64
 	limits                                                                              serverLimits
@@ -194,11 +195,15 @@ type serverRun struct {
 	pgUser *userdb.PG
 	httpLn net.Listener
 	lmtpLn net.Listener
-	mon    *metricsRun // nil: metrics off
+	mon    *metricsRun  // nil: metrics off
+	pprof  *http.Server // nil: profiles off
 }
 
 func (s *serverRun) close() {
 	s.mon.close()
+	if s.pprof != nil {
+		s.pprof.Close()
+	}
 	for _, ln := range []net.Listener{s.httpLn, s.lmtpLn} {
 		if ln != nil {
 			ln.Close()
@@ -251,7 +256,7 @@ func (s *serverRun) run(f serverFlags) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20),
 		MaxConnsPerAddr: f.limits.conns, RefusalRate: f.limits.refusals, MaxLongPolls: f.limits.polls,
 		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces}
@@ -268,6 +273,11 @@ func (s *serverRun) run(f serverFlags) error {
 		cfg.Metrics = s.mon.spool.HTTP()
 		lmtpOpts.Metrics = s.mon.spool.LMTP()
 		deliveryLog = s.mon.spool.TimeAppends(store)
+	}
+	if f.pprofAddr != "" {
+		if s.pprof, err = startPprof(f.pprofAddr, errc); err != nil {
+			return err
+		}
 	}
 	apiSrv := api.NewServer(cfg)
 	if s.httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {

@@ -1,0 +1,636 @@
+// Command devices measures a spool server under many idle devices: it
+// builds an installation of --users users from scratch (keys, a users
+// file, one delivered message in every log), starts --servers `cspool
+// server` processes on it (SQLite, or PostgreSQL with --store postgres),
+// and connects one device per user. A device does what the daemon's sync
+// loop does once it is up to date: a signed read of its log with a
+// long-poll of --wait, again and again, each from a loopback address of its
+// own (127.0.0.0/8 is all loopback on Linux), so the server's limit of
+// connections per address applies as it would to real devices.
+//
+// With every device waiting it measures, for each server process, the
+// resident memory and the CPU it uses over --idle seconds, then delivers
+// --pushes messages over LMTP, one every --push-every, each to a random
+// device, and measures from the LMTP 250 to that device's read returning
+// the entry (the push latency). With two servers, devices are spread over
+// both and deliveries go through the first, so half of the pushes cross
+// from one server process to the other.
+//
+// Every phase is bounded in time; the run fails if a device cannot
+// connect or a push is not seen within a minute.
+//
+//	go run ./bench/devices --cspool /tmp/cspool --users 10000 --idle 60s
+//	go run ./bench/devices --cspool /tmp/cspool --users 10000 --store postgres --servers 2
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"cspool/internal/api"
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/spool"
+	"cspool/internal/spool/pgstore"
+	"cspool/internal/spool/sqlitestore"
+)
+
+type config struct {
+	cspool    string
+	users     int
+	servers   int
+	store     string
+	dsn       string
+	wait      time.Duration
+	idle      time.Duration
+	ramp      time.Duration
+	pushes    int
+	pushEvery time.Duration
+	work      string
+	keep      bool
+	jsonOut   bool
+	extra     string
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.cspool, "cspool", "", "the cspool binary to run as the server (required)")
+	flag.IntVar(&c.users, "users", 10000, "users, one device each")
+	flag.IntVar(&c.servers, "servers", 1, "server processes on the same store (1 or 2)")
+	flag.StringVar(&c.store, "store", "sqlite", "sqlite or postgres")
+	flag.StringVar(&c.dsn, "dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL admin DSN; a fresh database is made and dropped")
+	flag.DurationVar(&c.wait, "wait", 30*time.Second, "long-poll wait of each read (the daemon's default)")
+	flag.DurationVar(&c.idle, "idle", 60*time.Second, "idle window measured")
+	flag.DurationVar(&c.ramp, "ramp", 20*time.Second, "devices start spread over this long")
+	flag.IntVar(&c.pushes, "pushes", 200, "deliveries whose push latency is measured")
+	flag.DurationVar(&c.pushEvery, "push-every", 50*time.Millisecond, "time between deliveries")
+	flag.StringVar(&c.work, "work", "", "work directory (default: a new temporary one, removed afterwards)")
+	flag.BoolVar(&c.keep, "keep", false, "keep the work directory")
+	flag.BoolVar(&c.jsonOut, "json", false, "also print the result as one JSON line")
+	flag.StringVar(&c.extra, "server-flags", "", "extra flags for every server, space-separated")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "devices:", err)
+		os.Exit(1)
+	}
+}
+
+// result is what one run measured.
+type result struct {
+	Users, Servers           int
+	Store                    string
+	SetupSeconds             float64
+	RampSeconds              float64
+	IdleSeconds              float64
+	ServerRSSMB              []float64 // at the end of the idle window
+	ServerPeakMB             []float64 // VmHWM at the end of the run
+	ServerIdleCPUPct         []float64 // of one core, over the idle window
+	LoadCPUPct               float64   // the devices' own process, same window
+	IdleRequestsPerSec       float64
+	PushP50ms, PushP99ms     float64
+	PushMaxms                float64
+	Pushes                   int
+	DeviceErrors             map[string]int64
+	LoadAverage              string
+	PushFromDataEndP99ms     float64
+	ServerThreads            []int
+	ServerRSSPerDeviceKB     []float64
+	ServerRSSBeforeDevicesMB []float64
+}
+
+func run(c config) error {
+	if c.cspool == "" {
+		return errors.New("--cspool is required")
+	}
+	if c.servers < 1 || c.servers > 2 {
+		return errors.New("--servers must be 1 or 2")
+	}
+	work := c.work
+	if work != "" {
+		if err := os.MkdirAll(work, 0o700); err != nil {
+			return err
+		}
+	} else {
+		d, err := os.MkdirTemp("", "cspool-devices-")
+		if err != nil {
+			return err
+		}
+		work = d
+		if !c.keep {
+			defer os.RemoveAll(work)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := result{Users: c.users, Servers: c.servers, Store: c.store, DeviceErrors: map[string]int64{}}
+
+	// 1. The installation, from scratch.
+	start := time.Now()
+	inst, err := setup(ctx, c, work)
+	if err != nil {
+		return err
+	}
+	defer inst.cleanup()
+	res.SetupSeconds = time.Since(start).Seconds()
+	fmt.Printf("setup: %d users, keys, users file and one delivery per log in %.1f s\n", c.users, res.SetupSeconds)
+
+	// 2. The servers.
+	started := time.Now()
+	srvs := make([]*server, c.servers)
+	for i := range srvs {
+		s, err := startServer(c, inst, work, i)
+		if err != nil {
+			return err
+		}
+		defer s.stop()
+		srvs[i] = s
+	}
+	for _, s := range srvs {
+		res.ServerRSSBeforeDevicesMB = append(res.ServerRSSBeforeDevicesMB, rssMB(s.pid(), "VmRSS"))
+	}
+	// A server refuses requests signed before its start plus 30 s (the
+	// restart rule, docs/API.md §2): devices that were connected before it
+	// started would sign again; these connect once that has passed.
+	time.Sleep(time.Until(started.Add(31 * time.Second)))
+
+	// 3. The devices, each from its own loopback address.
+	var errs sync.Map // kind -> *atomic.Int64
+	countErr := func(kind string) {
+		v, _ := errs.LoadOrStore(kind, new(atomic.Int64))
+		v.(*atomic.Int64).Add(1)
+	}
+	var nextAddr atomic.Uint32
+	dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		n := nextAddr.Add(1)
+		// 127.1.0.1 upwards: one source address per connection.
+		ip := net.IPv4(127, byte(1+n>>16), byte(n>>8), byte(n))
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+		return d.DialContext(ctx, network, addr)
+	}
+	tr := &http.Transport{DialContext: dialer, MaxIdleConns: 2*c.users + 100, MaxIdleConnsPerHost: 2*c.users + 100,
+		IdleConnTimeout: 5 * time.Minute, DisableCompression: true}
+	hc := &http.Client{Transport: tr}
+	devs := make([]*device, c.users)
+	var requests atomic.Int64
+	var ready sync.WaitGroup
+	ready.Add(c.users)
+	start = time.Now()
+	for i := range devs {
+		cl, err := api.NewClient(srvs[i%c.servers].url, inst.names[i], inst.keys[i], hc)
+		if err != nil {
+			return err
+		}
+		d := &device{name: inst.names[i], client: cl, got: make(chan time.Time, 1)}
+		devs[i] = d
+		delay := time.Duration(int64(c.ramp) * int64(i) / int64(c.users))
+		go d.run(ctx, delay, c.wait, &requests, &ready, countErr)
+	}
+	if !waitGroup(&ready, c.ramp+2*time.Minute) {
+		return fmt.Errorf("not every device read its log within %s", c.ramp+2*time.Minute)
+	}
+	res.RampSeconds = time.Since(start).Seconds()
+	fmt.Printf("devices: %d up (each read its first entry, now long-polling with wait=%s) in %.1f s\n", c.users, c.wait, res.RampSeconds)
+	time.Sleep(5 * time.Second) // the last reads turn into long-polls
+
+	// 4. Idle: nothing is delivered; devices only renew their long-polls.
+	t0 := make([]int64, len(srvs))
+	for i, s := range srvs {
+		t0[i] = cpuTicks(s.pid())
+	}
+	self0 := cpuTicks(os.Getpid())
+	r0 := requests.Load()
+	time.Sleep(c.idle)
+	hz := 100.0 // CLK_TCK on Linux
+	for i, s := range srvs {
+		pct := float64(cpuTicks(s.pid())-t0[i]) / hz / c.idle.Seconds() * 100
+		rss := rssMB(s.pid(), "VmRSS")
+		res.ServerIdleCPUPct = append(res.ServerIdleCPUPct, pct)
+		res.ServerRSSMB = append(res.ServerRSSMB, rss)
+		res.ServerRSSPerDeviceKB = append(res.ServerRSSPerDeviceKB,
+			(rss-res.ServerRSSBeforeDevicesMB[i])*1024/float64(c.users/c.servers))
+		res.ServerThreads = append(res.ServerThreads, threads(s.pid()))
+	}
+	res.LoadCPUPct = float64(cpuTicks(os.Getpid())-self0) / hz / c.idle.Seconds() * 100
+	res.IdleRequestsPerSec = float64(requests.Load()-r0) / c.idle.Seconds()
+	res.IdleSeconds = c.idle.Seconds()
+
+	// 5. Pushes through the first server's LMTP.
+	fromAck, fromEnd, err := push(c, srvs[0].lmtp, devs)
+	errs.Range(func(k, v any) bool {
+		res.DeviceErrors[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("%w (device errors so far: %v)", err, res.DeviceErrors)
+	}
+	res.Pushes = len(fromAck)
+	res.PushP50ms, res.PushP99ms, res.PushMaxms = pct(fromAck, 50), pct(fromAck, 99), pct(fromAck, 100)
+	res.PushFromDataEndP99ms = pct(fromEnd, 99)
+	for _, s := range srvs {
+		res.ServerPeakMB = append(res.ServerPeakMB, rssMB(s.pid(), "VmHWM"))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		res.LoadAverage = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	cancel()
+	report(res)
+	if c.jsonOut {
+		b, _ := json.Marshal(res)
+		fmt.Println(string(b))
+	}
+	return nil
+}
+
+func report(r result) {
+	fmt.Printf("store %s, %d server(s), %d devices\n", r.Store, r.Servers, r.Users)
+	for i := range r.ServerRSSMB {
+		fmt.Printf("server %d: RSS %.1f MB idle (%.1f MB before the devices, %.1f KB more per device), peak %.1f MB, %d threads; idle CPU %.2f%% of one core over %.0f s\n",
+			i+1, r.ServerRSSMB[i], r.ServerRSSBeforeDevicesMB[i], r.ServerRSSPerDeviceKB[i], r.ServerPeakMB[i], r.ServerThreads[i],
+			r.ServerIdleCPUPct[i], r.IdleSeconds)
+	}
+	fmt.Printf("devices renewed %.0f long-polls a second while idle; the devices' process used %.1f%% of one core\n",
+		r.IdleRequestsPerSec, r.LoadCPUPct)
+	fmt.Printf("push, LMTP 250 -> the device's read returns: %d deliveries, p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 from the end of DATA: %.1f ms)\n",
+		r.Pushes, r.PushP50ms, r.PushP99ms, r.PushMaxms, r.PushFromDataEndP99ms)
+	if len(r.DeviceErrors) > 0 {
+		fmt.Printf("device errors: %v\n", r.DeviceErrors)
+	}
+	fmt.Printf("load average at the end: %s\n", r.LoadAverage)
+}
+
+// install is the installation the servers run on.
+type install struct {
+	names     []string
+	keys      []*keys.SecretKey
+	usersFile string
+	spoolSec  string
+	spoolDir  string
+	dsn       string // the fresh PostgreSQL database, if any
+	cleanup   func()
+}
+
+func setup(ctx context.Context, c config, work string) (*install, error) {
+	in := &install{cleanup: func() {}, spoolDir: filepath.Join(work, "spool")}
+	spoolKey, err := keys.Generate(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	in.spoolSec = filepath.Join(work, "spool.sec")
+	if err := keys.WriteFiles(spoolKey, in.spoolSec, filepath.Join(work, "spool.pub"), keys.WriteOptions{Force: true}); err != nil {
+		return nil, err
+	}
+	var users strings.Builder
+	in.names = make([]string, c.users)
+	in.keys = make([]*keys.SecretKey, c.users)
+	for i := range in.names {
+		k, err := keys.Generate(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		in.names[i], in.keys[i] = fmt.Sprintf("d%05d", i), k
+		fmt.Fprintf(&users, "%s %s\n", in.names[i], k.Public())
+	}
+	in.usersFile = filepath.Join(work, "users")
+	if err := os.WriteFile(in.usersFile, []byte(users.String()), 0o600); err != nil {
+		return nil, err
+	}
+	var store spool.Store
+	switch c.store {
+	case "sqlite":
+		store, err = sqlitestore.Open(in.spoolDir, sqlitestore.Options{})
+	case "postgres":
+		db := fmt.Sprintf("cspool_devices_%d", os.Getpid())
+		if err := psql(c.dsn, "CREATE DATABASE "+db); err != nil {
+			return nil, err
+		}
+		in.cleanup = func() { psql(c.dsn, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)") }
+		in.dsn = withDB(c.dsn, db)
+		store, err = pgstore.Open(ctx, in.dsn, pgstore.Options{})
+	default:
+		return nil, fmt.Errorf("unknown store %q", c.store)
+	}
+	if err != nil {
+		in.cleanup()
+		return nil, err
+	}
+	defer store.Close()
+	// One sealed delivery in every log, appended by 16 goroutines so that
+	// group commit shares the fsyncs.
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, 16)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < c.users; i = int(next.Add(1)) - 1 {
+				cmd := &command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(),
+					Body: fmt.Appendf(nil, "From: setup@example.org\r\nTo: %s@example.org\r\nSubject: welcome\r\n\r\nhello\r\n", in.names[i])}
+				b, _, err := entry.Seal(cmd, spoolKey, in.keys[i].Public(), in.names[i], nil)
+				if err == nil {
+					_, err = store.Append(ctx, in.names[i], [][]byte{b})
+				}
+				if err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		in.cleanup()
+		return nil, err
+	}
+	return in, nil
+}
+
+func psql(dsn, stmt string) error {
+	out, err := exec.Command("psql", "-q", dsn, "-c", stmt).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("psql %q: %v: %s", stmt, err, out)
+	}
+	return nil
+}
+
+// withDB returns dsn (a URL) naming database db instead.
+func withDB(dsn, db string) string {
+	u, q, _ := strings.Cut(dsn, "?")
+	if i := strings.LastIndex(u, "/"); i > len("postgres://") {
+		u = u[:i]
+	}
+	if q != "" {
+		return u + "/" + db + "?" + q
+	}
+	return u + "/" + db
+}
+
+// server is one running `cspool server`.
+type server struct {
+	cmd  *exec.Cmd
+	url  string
+	lmtp string
+}
+
+func (s *server) pid() int { return s.cmd.Process.Pid }
+
+func (s *server) stop() {
+	s.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(40 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func startServer(c config, in *install, work string, i int) (*server, error) {
+	hp, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	lp, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"server", "--port", strconv.Itoa(hp), "--users", in.usersFile, "--spool-key", in.spoolSec,
+		"--lmtp", fmt.Sprintf("127.0.0.1:%d", lp)}
+	if c.store == "postgres" {
+		args = append(args, "--store", "postgres", "--dsn", in.dsn, "--spool-dir", work)
+	} else {
+		args = append(args, "--spool-dir", in.spoolDir)
+	}
+	args = append(args, strings.Fields(c.extra)...)
+	cmd := exec.Command(c.cspool, args...)
+	logf, err := os.Create(filepath.Join(work, fmt.Sprintf("server%d.log", i+1)))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &server{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", hp), lmtp: fmt.Sprintf("127.0.0.1:%d", lp)}
+	for range 200 {
+		if conn, err := net.Dial("tcp", s.lmtp); err == nil {
+			conn.Close()
+			if conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", hp)); err == nil {
+				conn.Close()
+				return s, nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.stop()
+	return nil, fmt.Errorf("server %d did not start; see %s", i+1, logf.Name())
+}
+
+// device is one user's device after its first sync: it long-polls its log.
+type device struct {
+	name   string
+	client *api.Client
+	got    chan time.Time // when a read returned new entries (latest only)
+}
+
+func (d *device) run(ctx context.Context, delay, wait time.Duration, requests *atomic.Int64, ready *sync.WaitGroup, countErr func(string)) {
+	select {
+	case <-time.After(delay):
+	case <-ctx.Done():
+		ready.Done()
+		return
+	}
+	var pos uint64
+	first := true
+	fails := 0
+	for ctx.Err() == nil {
+		w := wait
+		if first {
+			w = 0
+		}
+		requests.Add(1)
+		lr, err := d.client.ReadLog(ctx, pos, 1000, 4<<20, w)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			countErr(errKind(err))
+			fails++
+			select {
+			case <-time.After(time.Duration(min(fails, 10)) * 500 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		fails = 0
+		if n := len(lr.Entries); n > 0 {
+			pos = lr.Entries[n-1].Pos
+			if first {
+				first = false
+				ready.Done()
+				continue
+			}
+			now := time.Now()
+			select {
+			case <-d.got:
+			default:
+			}
+			d.got <- now
+		}
+	}
+	if first {
+		ready.Done()
+	}
+}
+
+func errKind(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.Status != 0 {
+		return strconv.Itoa(ae.Status)
+	}
+	s := err.Error()
+	if i := strings.LastIndex(s, ": "); i >= 0 {
+		s = s[i+2:]
+	}
+	return s
+}
+
+// push delivers c.pushes messages over LMTP, each to a random device, and
+// returns the latencies from the 250 and from the end of DATA to the
+// device's read returning it.
+func push(c config, addr string, devs []*device) (fromAck, fromEnd []time.Duration, err error) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	lc := smtp.NewClientLMTP(conn)
+	defer lc.Close()
+	if err := lc.Hello("devices.example.org"); err != nil {
+		return nil, nil, err
+	}
+	body := "From: push@example.org\r\nSubject: push\r\n\r\n" + strings.Repeat("x", 1000) + "\r\n"
+	deadline := time.Now().Add(time.Duration(c.pushes)*(c.pushEvery+time.Second) + time.Minute)
+	for i := 0; i < c.pushes && time.Now().Before(deadline); i++ {
+		n, _ := rand.Int(rand.Reader, big.NewInt(int64(len(devs))))
+		d := devs[n.Int64()]
+		select {
+		case <-d.got:
+		default:
+		}
+		if err := lc.Mail("push@example.org", nil); err != nil {
+			return nil, nil, err
+		}
+		if err := lc.Rcpt(d.name+"@example.org", nil); err != nil {
+			return nil, nil, err
+		}
+		w, err := lc.Data()
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := io.WriteString(w, body); err != nil {
+			return nil, nil, err
+		}
+		end := time.Now()
+		if _, err := w.CloseWithLMTPResponse(); err != nil {
+			return nil, nil, fmt.Errorf("delivery %d: %w", i, err)
+		}
+		ack := time.Now()
+		select {
+		case got := <-d.got:
+			fromAck = append(fromAck, max(0, got.Sub(ack)))
+			fromEnd = append(fromEnd, got.Sub(end))
+		case <-time.After(time.Minute):
+			return nil, nil, fmt.Errorf("delivery %d to %s not pushed within a minute", i, d.name)
+		}
+		time.Sleep(c.pushEvery)
+	}
+	return fromAck, fromEnd, lc.Quit()
+}
+
+func pct(ds []time.Duration, p int) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := min(len(s)-1, (len(s)*p+99)/100-1)
+	return float64(s[max(i, 0)].Microseconds()) / 1000
+}
+
+func waitGroup(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// cpuTicks is the process's user+system CPU time in clock ticks.
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
+}
+
+func rssMB(pid int, field string) float64 {
+	return statusKB(pid, field) / 1024
+}
+
+func threads(pid int) int { return int(statusKB(pid, "Threads")) }
+
+func statusKB(pid int, field string) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			v, _ := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+			return v
+		}
+	}
+	return 0
+}
