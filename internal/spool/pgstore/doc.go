@@ -40,8 +40,9 @@
 //     notices out to its in-process waiters, which then re-read the head
 //     from the database (a notice never wakes a waiter by itself). After
 //     losing that connection the Store reconnects and wakes every waiter so
-//     it re-checks; waiters also re-check every Options.RecheckInterval as a
-//     safety net.
+//     it re-checks. As a safety net the Store re-reads, every
+//     Options.RecheckInterval, the heads of all waited users in one query
+//     and wakes those whose head moved; a Wait has no timer of its own.
 //   - Reads are bounded: positions and sizes are chosen first with a LIMIT
 //     over the small (pos, size) columns, then exactly the chosen entries'
 //     data is streamed.

@@ -43,8 +43,10 @@ type Options struct {
 	// MaxGroupBytes is the most entry bytes committed in one transaction; a
 	// single larger call goes alone. Zero means 64 MiB.
 	MaxGroupBytes int64
-	// RecheckInterval is how often a blocked Wait re-reads the head even
-	// without a notification (a safety net for lost notices). Zero means 5 s.
+	// RecheckInterval is how often the Store re-reads, in one query, the
+	// heads of the users its Waits wait for, even without a notification
+	// (a safety net for lost notices), and how soon a Wait notices the
+	// database is down. Zero means 5 s.
 	RecheckInterval time.Duration
 	// Logger receives connection-level events (listener lost and back).
 	// Nil discards. Entry contents are never logged; DSNs only with the
@@ -92,6 +94,7 @@ type Store struct {
 	isClosed bool
 	stopL    context.CancelFunc
 	lDone    chan struct{}
+	rDone    chan struct{} // closed when the recheck has returned
 
 	reqs  chan *appendReq // to the writer; unbuffered
 	wDone chan struct{}   // closed when the writer has returned
@@ -125,6 +128,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	}
 	s.reqs, s.wDone = make(chan *appendReq), make(chan struct{})
 	go s.writer()
+	s.rDone = make(chan struct{})
+	go s.recheck()
 	lctx, stop := context.WithCancel(context.Background())
 	s.stopL, s.lDone = stop, make(chan struct{})
 	ready := make(chan error, 1)
@@ -160,6 +165,9 @@ func (s *Store) Close() error {
 	}
 	if s.wDone != nil {
 		<-s.wDone
+	}
+	if s.rDone != nil {
+		<-s.rDone
 	}
 	s.pool.Close()
 	return nil

@@ -20,8 +20,9 @@ type waiters struct {
 }
 
 type waitSlot struct {
-	ch chan struct{}
-	n  int // Waits registered on this user
+	ch   chan struct{}
+	n    int    // Waits registered on this user
+	head uint64 // the highest head a Wait of this user has read
 }
 
 // channel returns the channel the next wake of user closes; the caller must
@@ -53,10 +54,30 @@ func (w *waiters) remove(user string) {
 	}
 }
 
+// seen records a head a Wait of user read, for the recheck to compare with.
+func (w *waiters) seen(user string, head uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if sl := w.m[user]; sl != nil && head > sl.head {
+		sl.head = head
+	}
+}
+
 func (w *waiters) wake(user string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if sl := w.m[user]; sl != nil {
+		close(sl.ch)
+		sl.ch = make(chan struct{})
+	}
+}
+
+// wakeBeyond wakes user's waiters if head is beyond every head they read.
+func (w *waiters) wakeBeyond(user string, head uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if sl := w.m[user]; sl != nil && head > sl.head {
+		sl.head = head
 		close(sl.ch)
 		sl.ch = make(chan struct{})
 	}
@@ -71,9 +92,23 @@ func (w *waiters) wakeAll() {
 	}
 }
 
+// users returns the names of the users somebody waits for.
+func (w *waiters) users() [][]byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	us := make([][]byte, 0, len(w.m))
+	for u := range w.m {
+		us = append(us, []byte(u))
+	}
+	return us
+}
+
 // Wait returns nil once user's head is beyond after, ctx.Err() when ctx
 // ends, spool.ErrClosed when the store closes, and an error wrapping
-// spool.ErrUnavailable when the head cannot be read.
+// spool.ErrUnavailable when the head cannot be read. Between reads of the
+// head it sleeps on the user's channel, with no timer of its own: a notice,
+// an append through this Store, the listener coming back, or the Store's
+// recheck (recheck) wakes it.
 func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
 	if err := spool.CheckUser(user); err != nil {
 		return err
@@ -85,8 +120,6 @@ func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
 	}
 	s.waiters.add(user)
 	defer s.waiters.remove(user)
-	recheck := time.NewTicker(s.opts.RecheckInterval)
-	defer recheck.Stop()
 	for {
 		// Take the channel before reading the head: an append committed
 		// after the read closes this very channel.
@@ -98,15 +131,68 @@ func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
 		if head > after {
 			return nil
 		}
+		s.waiters.seen(user, head)
 		select {
 		case <-ch:
-		case <-recheck.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.closed:
 			return spool.ErrClosed
 		}
 	}
+}
+
+// recheckChunk bounds the names one recheck query carries.
+const recheckChunk = 5000
+
+// recheck is the safety net for notices that never came (none are lost
+// while the listener's connection lives, and it wakes everyone when it
+// comes back): every Options.RecheckInterval, while anyone waits, it reads
+// the heads of every waited user in one query per recheckChunk names and
+// wakes those whose head moved beyond what their Waits read. When the
+// query fails (the database is down) it wakes everyone, so that each Wait
+// reads its head and reports the failure. One query for all waiters, not
+// one timer and one query per Wait: with 10,000 waiting devices that was
+// 2,000 queries a second.
+func (s *Store) recheck() {
+	defer close(s.rDone)
+	t := time.NewTicker(s.opts.RecheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-t.C:
+		}
+		users := s.waiters.users()
+		for len(users) > 0 {
+			chunk := users[:min(len(users), recheckChunk)]
+			users = users[len(chunk):]
+			if err := s.recheckHeads(chunk); err != nil {
+				s.waiters.wakeAll()
+				break
+			}
+		}
+	}
+}
+
+func (s *Store) recheckHeads(names [][]byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StatementTimeout)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, "SELECT name, head FROM cspool_logs WHERE name = ANY ($1::bytea[])", names)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var name []byte
+	var head int64
+	for rows.Next() {
+		if err := rows.Scan(&name, &head); err != nil {
+			return err
+		}
+		s.waiters.wakeBeyond(string(name), uint64(head))
+	}
+	return rows.Err()
 }
 
 // listen keeps one connection LISTENing on NotifyChannel and wakes the

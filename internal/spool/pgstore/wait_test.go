@@ -1,0 +1,74 @@
+package pgstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"cspool/internal/spool/pgstore/pgtest"
+)
+
+// TestWaitersShareOneRecheck: many idle Waits cost the database one query
+// per recheck interval between them, not one each (each Head or recheck
+// query takes a connection from the pool, which the pool counts).
+func TestWaitersShareOneRecheck(t *testing.T) {
+	o := newOpener(t)
+	s := o.openDSN(t, pgtest.Schema(t, o.db), Options{RecheckInterval: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	const waiting = 200
+	var wg sync.WaitGroup
+	for i := 0; i < waiting; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.Wait(ctx, fmt.Sprintf("w%d", i), 0)
+		}()
+	}
+	defer wg.Wait()
+	defer cancel()
+	// Every Wait read its head once.
+	for i := 0; i < 500 && s.pool.Stat().AcquireCount() < waiting; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := s.pool.Stat().AcquireCount()
+	const window = time.Second
+	time.Sleep(window)
+	// At most one query per interval (fewer when the machine is slow);
+	// a timer per Wait would make 200 per interval.
+	if n, most := s.pool.Stat().AcquireCount()-before, int64(window/(50*time.Millisecond))+5; n > most {
+		t.Errorf("%d idle Waits took %d connections in %v; want at most %d (one recheck per interval)", waiting, n, window, most)
+	}
+}
+
+// TestRecheckWakesWithoutNotice: an append whose notice names someone else
+// (as if the notice were lost) still wakes the waiter, through the
+// Store's recheck.
+func TestRecheckWakesWithoutNotice(t *testing.T) {
+	o := newOpener(t)
+	s := o.openDSN(t, pgtest.Schema(t, o.db), Options{RecheckInterval: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.Append(ctx, "quiet", [][]byte{[]byte("one")}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Wait(ctx, "quiet", 1) }()
+	time.Sleep(200 * time.Millisecond)
+	leaf := sha256.Sum256([]byte("two"))
+	if _, err := s.pool.Exec(ctx, "SELECT cspool_append($1, $2::bytea[], $3::bytea[], $4)",
+		[]byte("quiet"), [][]byte{[]byte("two")}, [][]byte{leaf[:]}, hex.EncodeToString([]byte("someone-else"))); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Wait: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiter was not woken by the recheck within 20 s")
+	}
+}
