@@ -194,9 +194,7 @@ func (s *restoreSetup) start(t *testing.T, d *deviceDaemon) {
 		"--user", "alice", "--user-key", filepath.Join(conf, "user.sec"), "--user-public-key", filepath.Join(conf, "user.pub"),
 		"--spool-key", filepath.Join(conf, "spool.pub"), "--db", d.db, "--spool-server", s.url)
 	out := d.daemon.waitOutput(t, "state:", 30*time.Second)
-	if pw := settingValue(t, out, "password"); !strings.HasPrefix(pw, "in ") {
-		d.password = pw
-	}
+	d.password = daemonPassword(t, out)
 }
 
 func (d *deviceDaemon) stop(t *testing.T) {
@@ -395,7 +393,7 @@ func TestRecoverAfterRestore(t *testing.T) {
 	s.start(t, a)
 	s.start(t, b)
 	if a.password == "" || b.password == "" {
-		t.Fatal("the daemons printed no generated password")
+		t.Fatal("the daemons named no generated password")
 	}
 
 	m := s.deliver(t, 4)
