@@ -140,6 +140,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 		"db", *dbPath, "position", pos, "spool", *spoolURL)
 	printSettings(e, ln.Addr(), *userName, ipw, *dbPath, page)
 	snd.printSettings(e)
+	notifyReady(e, log)
 
 	syncDone := make(chan error, 1)
 	go func() { syncDone <- sy.Run(ctx) }()

@@ -86,8 +86,9 @@ print(json.dumps(out))
 
 // restoreSetup is a spool server restored from a backup as
 // docs/OPERATING.md says, and the user's devices, each a daemon started as
-// the documented systemd user unit starts it (its own HOME, keys in
-// ~/.config/cspool, the database in ~/.local/state/cspool).
+// the documented systemd user unit starts it (its own HOME, keys and
+// alice.conf in ~/.config/cspool, the database in
+// ~/.local/state/cspool/alice; docs/systemd/README.md).
 type restoreSetup struct {
 	bin, dir, python  string
 	env               []string
@@ -155,28 +156,34 @@ func (s *restoreSetup) deliver(t *testing.T, n int) []string {
 	return subjects
 }
 
-// newDevice makes a device's HOME with the user's keys where the
-// documented unit expects them.
+// newDevice makes a device's HOME with the user's keys and config file
+// where docs/systemd/README.md puts them (the spool server's URL being this
+// test's).
 func (s *restoreSetup) newDevice(t *testing.T, name string) *deviceDaemon {
 	t.Helper()
 	d := &deviceDaemon{name: name, home: filepath.Join(s.dir, name)}
 	conf := filepath.Join(d.home, ".config", "cspool")
-	state := filepath.Join(d.home, ".local", "state", "cspool")
+	state := filepath.Join(d.home, ".local", "state", "cspool", "alice")
 	for _, dir := range []string{conf, state} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{"user.sec", "user.pub", "spool.pub"} {
-		b, err := os.ReadFile(filepath.Join(s.dir, f))
+	for from, to := range map[string]string{"user.sec": "alice.sec", "user.pub": "alice.pub", "spool.pub": "spool.pub"} {
+		b, err := os.ReadFile(filepath.Join(s.dir, from))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(conf, f), b, 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(conf, to), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	d.db = filepath.Join(state, "mail.db")
+	cfg := fmt.Sprintf("user = alice\nuser-key = %s\nuser-public-key = %s\nspool-key = %s\nspool-server = %s\ndb = %s\n",
+		filepath.Join(conf, "alice.sec"), filepath.Join(conf, "alice.pub"), filepath.Join(conf, "spool.pub"), s.url, d.db)
+	if err := os.WriteFile(filepath.Join(conf, "alice.conf"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	return d
 }
 
@@ -190,9 +197,8 @@ func (s *restoreSetup) start(t *testing.T, d *deviceDaemon) {
 	conf := filepath.Join(d.home, ".config", "cspool")
 	d.imapPort = freePort(t)
 	d.daemon = startProc(t, "cspool imap-server ("+d.name+")", d.home, s.deviceEnv(d), s.bin, "imap-server",
-		"--port", fmt.Sprint(d.imapPort), "--status-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		"--user", "alice", "--user-key", filepath.Join(conf, "user.sec"), "--user-public-key", filepath.Join(conf, "user.pub"),
-		"--spool-key", filepath.Join(conf, "spool.pub"), "--db", d.db, "--spool-server", s.url)
+		"--config", filepath.Join(conf, "alice.conf"),
+		"--port", fmt.Sprint(d.imapPort), "--status-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 	out := d.daemon.waitOutput(t, "state:", 30*time.Second)
 	d.password = daemonPassword(t, out)
 }
@@ -451,11 +457,11 @@ func TestRecoverAfterRestore(t *testing.T) {
 	recover := func(d *deviceDaemon) string {
 		return runRecipe(t, steps[1], d.home, s.deviceEnv(d), user, func(l string) {
 			switch l {
-			case "systemctl --user stop cspool-imap":
+			case "systemctl --user stop cspool-imap@alice":
 				if !d.daemon.exited {
 					d.stop(t)
 				}
-			case "systemctl --user start cspool-imap":
+			case "systemctl --user start cspool-imap@alice":
 				s.start(t, d)
 			default:
 				t.Fatalf("unexpected %q in the user's recipe", l)
@@ -486,9 +492,7 @@ func TestRecoverAfterRestore(t *testing.T) {
 	// A new device, with cspool sync.
 	c := s.newDevice(t, "c")
 	conf := filepath.Join(c.home, ".config", "cspool")
-	runCmd(t, c.home, s.deviceEnv(c), "", bin, "sync", "--user", "alice", "--user-key", filepath.Join(conf, "user.sec"),
-		"--user-public-key", filepath.Join(conf, "user.pub"), "--spool-key", filepath.Join(conf, "spool.pub"),
-		"--db", c.db, "--spool-server", s.url)
+	runCmd(t, c.home, s.deviceEnv(c), "", bin, "sync", "--config", filepath.Join(conf, "alice.conf"))
 
 	viewA, viewB := s.list(t, a), s.list(t, b)
 	noUIDReused(t, "b", seenB, viewB)

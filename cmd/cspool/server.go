@@ -145,7 +145,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-	s := &serverRun{log: log}
+	s := &serverRun{e: e, log: log}
 	defer s.close()
 	return s.run(serverFlags{
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
@@ -190,6 +190,7 @@ var (
 
 // serverRun holds what a running server must release.
 type serverRun struct {
+	e      *env
 	log    *slog.Logger
 	store  spool.Store
 	pgUser *userdb.PG
@@ -317,6 +318,7 @@ func (s *serverRun) run(f serverFlags) error {
 		}()
 	}
 	s.logStart(f, users, spoolKey)
+	notifyReady(s.e, s.log)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)

@@ -24,9 +24,9 @@ import (
 	"cspool/internal/api"
 )
 
-// selfSigned writes a self-signed certificate for 127.0.0.1 and localhost
-// (its own CA) and its key, PEM, into dir.
-func selfSigned(t *testing.T, dir string) (certPath, keyPath string, pool *x509.CertPool) {
+// selfSigned writes a self-signed certificate for 127.0.0.1, localhost and
+// names (its own CA) and its key, PEM, into dir.
+func selfSigned(t *testing.T, dir string, names ...string) (certPath, keyPath string, pool *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -41,7 +41,7 @@ func selfSigned(t *testing.T, dir string) (certPath, keyPath string, pool *x509.
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
+		DNSNames:              append([]string{"localhost"}, names...),
 		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
