@@ -19,22 +19,19 @@ const (
 )
 
 // chainHeaders returns the values of the chain headers of a read after
-// `after` whose Cspool-Head is head, or ok false when after is beyond head
-// (no hash to give). head must have been read from the store after the
-// response's first entries: a chain hash never changes once its position
-// exists, so the hash at head is exactly what a client recomputes over the
-// entries up to head, whenever it is read.
-func (s *Server) chainHeaders(ctx context.Context, user string, after, head uint64) (start, headHash string, ok bool, err error) {
-	if after > head {
+// `after` whose tip (Cspool-Head and the hash at it) is tip, or ok false
+// when after is beyond the head (no hash to give). The tip must have been
+// read from the store after the response's first entries: a chain hash
+// never changes once its position exists, so the hash at the head is
+// exactly what a client recomputes over the entries up to it, whenever it
+// is read.
+func (s *Server) chainHeaders(ctx context.Context, user string, after uint64, tip spool.Tip) (start, headHash string, ok bool, err error) {
+	if after > tip.Head {
 		return "", "", false, nil
 	}
-	hh, err := s.cfg.Store.ChainHash(ctx, user, head)
-	if err != nil {
-		return "", "", false, fmt.Errorf("reading the chain hash at the head %d: %w", head, err)
-	}
-	headHash = hex.EncodeToString(hh[:])
-	if after == head {
-		// A device up to date, renewing its long-poll: one hash.
+	headHash = hex.EncodeToString(tip.HeadHash[:])
+	if after == tip.Head {
+		// A device up to date, renewing its long-poll.
 		return headHash, headHash, true, nil
 	}
 	sh, err := s.cfg.Store.ChainHash(ctx, user, after)
@@ -42,6 +39,26 @@ func (s *Server) chainHeaders(ctx context.Context, user string, after, head uint
 		return "", "", false, fmt.Errorf("reading the chain hash at %d: %w", after, err)
 	}
 	return hex.EncodeToString(sh[:]), headHash, true, nil
+}
+
+// tip reads the head, the chain hash at it and the checkpoint's position:
+// in one read from a spool.TipReader, else one after the other.
+func (s *Server) tip(ctx context.Context, user string) (spool.Tip, error) {
+	if tr, ok := s.cfg.Store.(spool.TipReader); ok {
+		return tr.Tip(ctx, user)
+	}
+	var t spool.Tip
+	var err error
+	if t.Head, err = s.cfg.Store.Head(ctx, user); err != nil {
+		return t, err
+	}
+	if t.Checkpoint, err = s.checkpointPos(ctx, user); err != nil {
+		return t, err
+	}
+	if t.HeadHash, err = s.cfg.Store.ChainHash(ctx, user, t.Head); err != nil {
+		return t, fmt.Errorf("reading the chain hash at the head %d: %w", t.Head, err)
+	}
+	return t, nil
 }
 
 // parseChainHeaders fills lr's chain fields from a response's headers:

@@ -244,28 +244,31 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 	}
 	ctx := r.Context()
 	st := s.cfg.Store
-	entries, err := st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
+	// A device that is up to date renews its long-poll with nothing to
+	// read, every 30 s: the tip says so without reading entries.
+	tip, err := s.tip(ctx, c.user)
+	var entries []spool.Entry
+	if err == nil && tip.Head > p.after {
+		entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
+	}
 	if err == nil && len(entries) == 0 && p.wait > 0 {
 		var moved bool
 		if moved, err = s.wait(ctx, c.user, p.after, p.wait); err == nil && moved {
 			entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
 		}
 	}
-	// The head and the checkpoint are read after the entries: a compaction
-	// that deleted any of them committed before, so the header reports it.
-	var head, cp uint64
+	// The head and the checkpoint are read again after the entries: a
+	// compaction that deleted any of them committed before, so the header
+	// reports it. The hash at the head is fixed once the head exists, and
+	// every entry sent is at or before it.
 	if err == nil {
-		head, err = st.Head(ctx, c.user)
+		tip, err = s.tip(ctx, c.user)
 	}
-	if err == nil {
-		cp, err = s.checkpointPos(ctx, c.user)
-	}
-	// The chain hashes come after the head: the hash at head is fixed once
-	// head exists, and every entry sent is at or before head.
+	head, cp := tip.Head, tip.Checkpoint
 	var chainStart, chainHead string
 	var chained bool
 	if err == nil {
-		chainStart, chainHead, chained, err = s.chainHeaders(ctx, c.user, p.after, head)
+		chainStart, chainHead, chained, err = s.chainHeaders(ctx, c.user, p.after, tip)
 	}
 	if err != nil {
 		s.fail(w, r, storeError("reading entries", err))

@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"maps"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,5 +118,90 @@ func TestShutdownEndsLongPoll(t *testing.T) {
 	}
 	if err := e.client(t, "alice", e.alice).Health(ctx); !IsTemporary(err) {
 		t.Errorf("health after Shutdown: %v, want a temporary error", err)
+	}
+}
+
+// countingStore counts the store calls of the read path; it keeps every
+// capability of the SQLite store it wraps.
+type countingStore struct {
+	*sqlitestore.Store
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (c *countingStore) count(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls[name]++
+}
+
+func (c *countingStore) Read(ctx context.Context, user string, after uint64, n int, b int64) ([]spool.Entry, error) {
+	c.count("Read")
+	return c.Store.Read(ctx, user, after, n, b)
+}
+
+func (c *countingStore) Head(ctx context.Context, user string) (uint64, error) {
+	c.count("Head")
+	return c.Store.Head(ctx, user)
+}
+
+func (c *countingStore) ChainHash(ctx context.Context, user string, pos uint64) (spool.Hash, error) {
+	c.count("ChainHash")
+	return c.Store.ChainHash(ctx, user, pos)
+}
+
+func (c *countingStore) CheckpointPos(ctx context.Context, user string) (uint64, error) {
+	c.count("CheckpointPos")
+	return c.Store.CheckpointPos(ctx, user)
+}
+
+func (c *countingStore) Tip(ctx context.Context, user string) (spool.Tip, error) {
+	c.count("Tip")
+	return c.Store.Tip(ctx, user)
+}
+
+func (c *countingStore) Wait(ctx context.Context, user string, after uint64) error {
+	c.count("Wait")
+	return c.Store.Wait(ctx, user, after)
+}
+
+func (c *countingStore) total() (n int, calls map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, v := range c.calls {
+		n += v
+	}
+	return n, maps.Clone(c.calls)
+}
+
+// TestLongPollRenewalIsCheap: a device that is up to date renews its
+// long-poll every 30 s, and with many devices these renewals are most of
+// an idle server's work. One that ends without news reads the log's tip
+// before and after waiting, and nothing else: no entries, no head, no
+// chain hash, no checkpoint of their own.
+func TestLongPollRenewalIsCheap(t *testing.T) {
+	var cs *countingStore
+	e := newEnv(t, false, func(c *Config) {
+		cs = &countingStore{Store: c.Store.(*sqlitestore.Store), calls: map[string]int{}}
+		c.Store = cs
+	})
+	ctx := testCtx(t)
+	if _, err := e.store.Append(ctx, "alice", [][]byte{[]byte("one"), []byte("two")}); err != nil {
+		t.Fatal(err)
+	}
+	c := e.client(t, "alice", e.alice)
+	lr, err := c.ReadLog(ctx, 2, 0, 0, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lr.Entries) != 0 || lr.Head != 2 || !lr.Chained || lr.StartHash != lr.HeadHash {
+		t.Fatalf("renewal answered %d entries, head %d, chained %v; want none, 2, the same hash twice", len(lr.Entries), lr.Head, lr.Chained)
+	}
+	want, _ := e.store.ChainHash(ctx, "alice", 2)
+	if lr.HeadHash != want {
+		t.Errorf("head hash %x, want %x", lr.HeadHash[:4], want[:4])
+	}
+	if n, calls := cs.total(); n > 3 {
+		t.Errorf("a renewal that ended without news made %d store calls %v; want at most 3 (tip, wait, tip)", n, calls)
 	}
 }

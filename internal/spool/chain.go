@@ -43,3 +43,26 @@ type Chainer interface {
 	// It fails with ErrInvalidArgument when pos is beyond the head.
 	ChainHash(ctx context.Context, user string, pos uint64) (Hash, error)
 }
+
+// Tip is what a reader of a log needs besides its entries: the head, the
+// chain hash at the head and the position of the newest checkpoint (0 if
+// none), as they were at one instant.
+type Tip struct {
+	Head       uint64
+	HeadHash   Hash
+	Checkpoint uint64
+}
+
+// TipReader is the optional capability of a Store to read a log's Tip in
+// one consistent read, where Head, ChainHash(Head) and CheckpointPos would
+// take three. The HTTP API answers every read with the three, and a device
+// that is up to date renews its long-poll every 30 s with a read that has
+// nothing else to answer: with many devices these reads are most of an
+// idle server's work.
+//
+// Invariant: Tip(user) equals Head(user), ChainHash(user, Head(user)) and
+// the checkpoint position (spool.CheckpointPositioner, 0 for a store that
+// does not compact) read at one instant; the zero Tip for an unknown user.
+type TipReader interface {
+	Tip(ctx context.Context, user string) (Tip, error)
+}

@@ -47,3 +47,35 @@ func (s *Store) ChainHash(ctx context.Context, user string, pos uint64) (spool.H
 	copy(h[:], hash)
 	return h, nil
 }
+
+// Tip implements spool.TipReader: the head, the chain hash kept on the
+// log's row (the hash at the head, set in the append's transaction) and
+// the checkpoint's position, in one statement.
+func (s *Store) Tip(ctx context.Context, user string) (spool.Tip, error) {
+	var t spool.Tip
+	if err := spool.CheckUser(user); err != nil {
+		return t, err
+	}
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return t, err
+	}
+	defer cancel()
+	var head, cp int64
+	var hash []byte
+	err = s.pool.QueryRow(cctx, `SELECT l.head, l.chain,
+			coalesce((SELECT c.pos FROM cspool_checkpoints c WHERE c.log_id = l.id), 0)
+		FROM cspool_logs l WHERE l.name = $1`, []byte(user)).Scan(&head, &hash, &cp)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return spool.Tip{}, nil
+	}
+	if err != nil {
+		return spool.Tip{}, callErr(ctx, fmt.Sprintf("reading the tip of %q", user), err)
+	}
+	if len(hash) != len(t.HeadHash) {
+		return spool.Tip{}, fmt.Errorf("reading the tip of %q: chain hash of %d bytes", user, len(hash))
+	}
+	t.Head, t.Checkpoint = uint64(head), uint64(cp)
+	copy(t.HeadHash[:], hash)
+	return t, nil
+}

@@ -17,6 +17,7 @@ func (s *suite) chainTests() []namedTest {
 		{"ChainInvalid", s.testChainInvalid},
 		{"ChainConcurrent", s.testChainConcurrent},
 		{"ChainSurvivesCompaction", s.testChainSurvivesCompaction},
+		{"Tip", s.testTip},
 	}
 }
 
@@ -162,4 +163,65 @@ func (s *suite) testChainSurvivesCompaction(t *testing.T) {
 	checkChain(t, c, "cc", want)
 	mustAppend(t, st, "cc", []byte("after"))
 	checkChain(t, c, "cc", chainOf(append(data, []byte("after"))))
+}
+
+// testTip checks spool.TipReader against Head, ChainHash and the
+// checkpoint's position: for an unknown user, after appends, after a
+// compaction, and through a second handle.
+func (s *suite) testTip(t *testing.T) {
+	st := s.store(t)
+	tr, ok := st.(spool.TipReader)
+	if !ok {
+		t.Skip("the store does not implement spool.TipReader")
+	}
+	handles := []spool.TipReader{tr}
+	if s.opts.Reopen != nil {
+		other, ok := s.reopen(t, st).(spool.TipReader)
+		if !ok {
+			t.Fatal("the second handle does not implement spool.TipReader")
+		}
+		handles = append(handles, other)
+	}
+	check := func(user string, head uint64, hash spool.Hash, cp uint64) {
+		t.Helper()
+		want := spool.Tip{Head: head, HeadHash: hash, Checkpoint: cp}
+		for i, h := range handles {
+			got, err := h.Tip(ctxT(t), user)
+			if err != nil || got != want {
+				t.Fatalf("handle %d: Tip(%q) = %+v, %v; want %+v", i, user, got, err, want)
+			}
+		}
+	}
+	check("tia", 0, spool.Hash{}, 0)
+	data := numbered(t, st, "tia", 5)
+	numbered(t, st, "tia-other", 3)
+	chain := chainOf(data)
+	check("tia", 5, chain[5], 0)
+	if c, ok := st.(spool.Compactor); ok {
+		mustCompact(t, c, "tia", spool.Checkpoint{Pos: 4, Data: []byte("four")}, []uint64{2})
+		check("tia", 5, chain[5], 4)
+	}
+	cp := uint64(0)
+	if _, ok := st.(spool.Compactor); ok {
+		cp = 4
+	}
+	d := []byte("tia 6")
+	if first := mustAppend(t, st, "tia", d); first != 6 {
+		t.Fatalf("append at %d, want 6", first)
+	}
+	check("tia", 6, spool.ChainNext(chain[5], d), cp)
+	check("tia-other", 3, chainOf(numberedData("tia-other", 3))[3], 0)
+	if _, err := tr.Tip(ctxT(t), ""); !errors.Is(err, spool.ErrInvalidUser) {
+		t.Errorf("Tip(empty user): %v, want ErrInvalidUser", err)
+	}
+}
+
+// numberedData is the data numbered appends: "<user> <pos>" (index 0
+// unused).
+func numberedData(user string, n int) [][]byte {
+	data := make([][]byte, n+1)
+	for p := 1; p <= n; p++ {
+		data[p] = fmt.Appendf(nil, "%s %d", user, p)
+	}
+	return data
 }

@@ -41,13 +41,8 @@ func (s *suite) compactor(t *testing.T) (spool.Store, spool.Compactor) {
 // their data by position (index 0 unused).
 func numbered(t *testing.T, st spool.Store, user string, n int) [][]byte {
 	t.Helper()
-	data := make([][]byte, n+1)
-	var batch [][]byte
-	for p := 1; p <= n; p++ {
-		data[p] = fmt.Appendf(nil, "%s %d", user, p)
-		batch = append(batch, data[p])
-	}
-	if first := mustAppend(t, st, user, batch...); first != 1 {
+	data := numberedData(user, n)
+	if first := mustAppend(t, st, user, data[1:]...); first != 1 {
 		t.Fatalf("numbered entries of %q start at %d, want 1", user, first)
 	}
 	return data

@@ -150,3 +150,29 @@ func chainLog(ctx context.Context, tx *sql.Tx, ins *sql.Stmt, id int64, head uin
 	}
 	return h, nil
 }
+
+// Tip implements spool.TipReader: the head, the chain hash kept on the
+// user's row (the hash at the head) and the checkpoint's position, in one
+// statement.
+func (s *Store) Tip(ctx context.Context, user string) (spool.Tip, error) {
+	var t spool.Tip
+	if err := spool.CheckUser(user); err != nil {
+		return t, err
+	}
+	if err := s.check(); err != nil {
+		return t, err
+	}
+	var hash []byte
+	err := s.stmts.tip.QueryRowContext(ctx, []byte(user)).Scan(&t.Head, &hash, &t.Checkpoint)
+	if errors.Is(err, sql.ErrNoRows) {
+		return spool.Tip{}, nil
+	}
+	if err != nil {
+		return spool.Tip{}, s.dbErr("reading the log's tip", err)
+	}
+	if len(hash) != len(t.HeadHash) {
+		return spool.Tip{}, fmt.Errorf("reading the log's tip: chain hash of %d bytes", len(hash))
+	}
+	copy(t.HeadHash[:], hash)
+	return t, nil
+}

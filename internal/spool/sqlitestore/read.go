@@ -23,11 +23,13 @@ const (
 		LEFT JOIN chain c ON c.user_id = u.id AND c.pos = ? WHERE u.name = ?`
 	cpPosSQL = `SELECT c.pos FROM checkpoints c
 		JOIN users u ON u.id = c.user_id WHERE u.name = ?`
+	tipSQL = `SELECT u.head, u.chain, coalesce((SELECT c.pos FROM checkpoints c WHERE c.user_id = u.id), 0)
+		FROM users u WHERE u.name = ?`
 )
 
 // readStmts are the prepared statements of the read path.
 type readStmts struct {
-	head, userID, pick, data, chain, cpPos *sql.Stmt
+	head, userID, pick, data, chain, cpPos, tip *sql.Stmt
 }
 
 func (s *Store) prepare(ctx context.Context) error {
@@ -37,6 +39,7 @@ func (s *Store) prepare(ctx context.Context) error {
 	}{
 		{&s.stmts.head, headSQL}, {&s.stmts.userID, userIDSQL}, {&s.stmts.pick, pickSQL},
 		{&s.stmts.data, dataSQL}, {&s.stmts.chain, chainSQL}, {&s.stmts.cpPos, cpPosSQL},
+		{&s.stmts.tip, tipSQL},
 	} {
 		st, err := s.rdb.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -49,7 +52,7 @@ func (s *Store) prepare(ctx context.Context) error {
 
 func (st *readStmts) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.head, st.userID, st.pick, st.data, st.chain, st.cpPos} {
+	for _, s := range []*sql.Stmt{st.head, st.userID, st.pick, st.data, st.chain, st.cpPos, st.tip} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
