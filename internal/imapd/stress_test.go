@@ -53,11 +53,23 @@ func storeView(t *testing.T, st *mailstore.Store, mailbox string) []imapstress.M
 	return out
 }
 
-// runStress runs imapstress against the devices and fails the test on any
-// protocol error, a connection that broke, a panic in the log, or a final
-// view that is not the stores'.
-func runStress(t *testing.T, r *rig, devs []*device, logs []*logBuffer, cfg imapstress.Config) *imapstress.Report {
+// runStress runs imapstress against two devices of one account, their
+// INBOX holding n messages, and fails the test on any protocol error, a
+// connection that broke, a panic in the log, or a final view that is not
+// the stores'.
+func runStress(t *testing.T, n int, cfg imapstress.Config) *imapstress.Report {
 	t.Helper()
+	r := newRig(t)
+	a, la := stressDevice(r, "a")
+	b, lb := stressDevice(r, "b")
+	for i := 0; i < n; i++ {
+		r.deliver([]byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i)))
+	}
+	devs, logs := []*device{a, b}, []*logBuffer{la, lb}
+	for _, d := range devs {
+		d.synced(r.head())
+	}
+	cfg.Duration, cfg.MaxOps = stressBounds(t)
 	for _, d := range devs {
 		cfg.Addrs = append(cfg.Addrs, d.addr)
 	}
@@ -109,17 +121,7 @@ func stressDevice(r *rig, name string) (*device, *logBuffer) {
 // FLAGS), no panic, and every view converges to the stores'. Bounded in
 // operations and time; CSPOOL_STRESS=5m runs it for five minutes.
 func TestConcurrentClients(t *testing.T) {
-	r := newRig(t)
-	a, la := stressDevice(r, "a")
-	b, lb := stressDevice(r, "b")
-	for i := 0; i < 20; i++ {
-		r.deliver([]byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i)))
-	}
-	a.synced(r.head())
-	b.synced(r.head())
-	dur, ops := stressBounds(t)
-	rep := runStress(t, r, []*device{a, b}, []*logBuffer{la, lb}, imapstress.Config{
-		Clients: 10, Duration: dur, MaxOps: ops, Seed: 1})
+	rep := runStress(t, 20, imapstress.Config{Clients: 10, Seed: 1})
 	for _, name := range []string{"SELECT", "FETCH", "STORE", "UID STORE", "EXPUNGE", "APPEND", "LOGOUT"} {
 		if rep.Ops[name] == 0 {
 			t.Errorf("no %s completed: %v", name, rep.Ops)
@@ -131,17 +133,7 @@ func TestConcurrentClients(t *testing.T) {
 // mailbox (and fetching flags), on two devices: no client ever sees a
 // keyword that FLAGS did not announce to it.
 func TestConcurrentKeywords(t *testing.T) {
-	r := newRig(t)
-	a, la := stressDevice(r, "a")
-	b, lb := stressDevice(r, "b")
-	for i := 0; i < 8; i++ {
-		r.deliver([]byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i)))
-	}
-	a.synced(r.head())
-	b.synced(r.head())
-	dur, ops := stressBounds(t)
-	runStress(t, r, []*device{a, b}, []*logBuffer{la, lb}, imapstress.Config{
-		Clients: 10, Duration: dur, MaxOps: ops, Seed: 2,
+	runStress(t, 8, imapstress.Config{Clients: 10, Seed: 2,
 		Keywords: []string{"$k0", "$k1", "$k2", "$k3", "$k4", "$k5", "$k6", "$k7", "$k8", "$k9"},
 		Mix:      map[string]int{"FETCH": 25, "FETCH n:m": 15, "STORE": 30, "UID STORE": 20, "NOOP": 10}})
 }
