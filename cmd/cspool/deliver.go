@@ -59,7 +59,8 @@ cspool deliver as its delivery command:
   67  unknown user (invalid name, not in --users, or not a user of the server)
   73  the spool directory or database cannot be opened
   75  temporary failure, try again later: the spool is locked or full, the
-      server or database is unreachable or busy (HTTP 503)
+      server or database is unreachable or busy (HTTP 503), or the user's
+      log is over its quota (HTTP 507, --quota)
   76  the server's answers are not the API's (http:// for https://, or
       another program on that port)
   77  permission problem: a key or users file is missing, unreadable, too
@@ -81,6 +82,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	dsn := fs.String("dsn", "", "PostgreSQL connection URL for --store postgres (default: $CSPOOL_DSN)")
 	server := fs.String("spool-server", "", "append through the spool server at this URL (http://HOST:PORT) instead of --spool-dir")
 	maxSize := fs.Int64("max-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
+	quota := fs.Int64("quota", 0, "straight into the store: most bytes the user's log may hold for the message to be taken (exit 75 beyond), as the server's --quota; 0: none")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up (exit 75) after this long")
 	quiet := fs.Bool("quiet", false, "print nothing on success")
 	if err := parseFlags(fs, args); err != nil {
@@ -104,6 +106,10 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		return deliverUsage("give exactly one of --user-key and --users")
 	case *maxSize <= 0:
 		return deliverUsage("--max-size must be positive")
+	case *quota < 0:
+		return deliverUsage("--quota must be 0 (none) or more")
+	case *quota > 0 && *server != "":
+		return deliverUsage("--quota is for deliveries straight into the store: the server at --spool-server applies its own")
 	case *storeKind != "sqlite" && *storeKind != "postgres":
 		return deliverUsage("--store %q: want sqlite or postgres", *storeKind)
 	case *storeKind == "postgres" && *dsn == "" && *server == "":
@@ -150,14 +156,14 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 			return err
 		}
 		defer st.Close()
-		log = st
+		log = withinQuota(st, *quota)
 	} else {
 		st, err := openSpoolDir(*spoolDir)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		log = st
+		log = withinQuota(st, *quota)
 	}
 	d := &deliver.Deliverer{Log: log, SpoolKey: sk, Users: users, MaxMessageBytes: *maxSize}
 	pos, err := d.Deliver(ctx, *user, msg)
@@ -168,6 +174,17 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		fmt.Fprintf(e.stdout, "delivered %d bytes to %s at log position %d\n", len(msg), *user, pos)
 	}
 	return nil
+}
+
+// withinQuota appends to st within limit, if above zero.
+func withinQuota(st interface {
+	spool.Store
+	spool.Quotas
+}, limit int64) deliver.Appender {
+	if limit > 0 {
+		return spool.WithinQuota(st, limit)
+	}
+	return st
 }
 
 func deliverUsage(format string, a ...any) error {
@@ -279,6 +296,8 @@ func deliverFailure(err error, server string) error {
 		return &exitError{err, exNoUser}
 	case deliver.KindTooLarge:
 		return &exitError{err, exDataErr}
+	case deliver.KindOverQuota:
+		return &exitError{withHint(err, "the user's log is over its quota: the message waits until the user deletes mail (retry later), or the quota is raised"), exTempFail}
 	}
 	return &exitError{withHint(err, "temporary failure: try again later"), exTempFail}
 }

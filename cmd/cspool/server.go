@@ -86,6 +86,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	var lmtpLim lmtpLimits
 	lmtpLim.register(fs.FlagSet)
 	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
+	quota := fs.Int64("quota", 0, "most bytes a user's log may hold for a delivery to be taken (LMTP 452 4.2.2, HTTP 507 beyond); 0: no quota")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9399; empty: off")
@@ -115,6 +116,9 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	}
 	if *maxMsg <= 0 {
 		return usagef("--max-message-size must be positive")
+	}
+	if *quota < 0 {
+		return usagef("--quota must be 0 (no quota) or more")
 	}
 	if err := lmtpLim.check(); err != nil {
 		return err
@@ -149,7 +153,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	defer s.close()
 	return s.run(serverFlags{
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
-		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg,
+		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg, quota: *quota,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim,
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
@@ -167,7 +171,7 @@ type serverFlags struct {
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
 	storeKind, dsn, metricsAddr, pprofAddr                                              string
 	usersTable                                                                          bool
-	maxMsg                                                                              int64
+	maxMsg, quota                                                                       int64
 	limits                                                                              serverLimits
 	lmtpLimits                                                                          lmtpLimits
 }
@@ -264,16 +268,26 @@ func (s *serverRun) run(f serverFlags) error {
 	if spoolKey != nil {
 		cfg.SpoolKey = spoolKey.Public()
 	}
+	// Both stores keep the logs' usage; deliveries, over HTTP and LMTP,
+	// are appended within the quota.
+	quotas, ok := store.(spool.Quotas)
+	if !ok {
+		return fmt.Errorf("the %s store does not keep the logs' usage", f.storeKind)
+	}
+	cfg.Quota = f.quota
 	var deliveryLog deliver.Appender = store
+	if f.quota > 0 {
+		deliveryLog = spool.WithinQuota(quotas, f.quota)
+	}
 	lmtpOpts := deliver.LMTPOptions{Domains: splitList(f.lmtpDomains), MaxMessageBytes: f.maxMsg, Logger: s.log}
 	f.lmtpLimits.apply(&lmtpOpts)
 	if f.metricsAddr != "" {
-		if s.mon, err = s.startMetrics(f.metricsAddr, store, errc); err != nil {
+		if s.mon, err = s.startMetrics(f.metricsAddr, store, quotas, f.quota, errc); err != nil {
 			return err
 		}
 		cfg.Metrics = s.mon.spool.HTTP()
 		lmtpOpts.Metrics = s.mon.spool.LMTP()
-		deliveryLog = s.mon.spool.TimeAppends(store)
+		deliveryLog = s.mon.spool.TimeAppends(deliveryLog)
 	}
 	if f.pprofAddr != "" {
 		if s.pprof, err = startPprof(f.pprofAddr, errc); err != nil {
@@ -371,7 +385,7 @@ func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKe
 		scheme = "https"
 	}
 	attrs := []any{"http", scheme + "://" + s.httpLn.Addr().String(), "lmtp", "off",
-		"store", "sqlite:" + f.spoolDir, "max_message_size", f.maxMsg}
+		"store", "sqlite:" + f.spoolDir, "max_message_size", f.maxMsg, "quota", f.quota}
 	if f.storeKind == "postgres" {
 		attrs[5] = "postgres:" + pgstore.Redact(f.dsn)
 	}

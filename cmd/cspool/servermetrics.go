@@ -23,11 +23,13 @@ type metricsRun struct {
 	srv   *http.Server
 }
 
-// startMetrics registers the server's metrics, listens on addr and serves
-// GET /metrics (docs/METRICS.md). Nothing it serves names a user.
-func (s *serverRun) startMetrics(addr string, store spool.Store, errc chan<- error) (*metricsRun, error) {
+// startMetrics registers the server's metrics, the logs' usage against the
+// quota included, listens on addr and serves GET /metrics
+// (docs/METRICS.md). Nothing it serves names a user.
+func (s *serverRun) startMetrics(addr string, store spool.Store, quotas spool.Quotas, quota int64, errc chan<- error) (*metricsRun, error) {
 	reg := metrics.NewRegistry()
 	m := &metricsRun{spool: metrics.NewSpool(reg)}
+	metrics.RegisterUsage(reg, quotas, quota)
 	registerStoreMetrics(reg, store)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

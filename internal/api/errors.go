@@ -21,7 +21,11 @@ var (
 	// ErrWrongKey: 422, permanent. An entry the spool key appended is not
 	// sealed to the user's registered key (or is not an entry at all):
 	// the user's devices could not open it. Nothing was appended.
-	ErrWrongKey       = errors.New("entry not sealed to the user's key")
+	ErrWrongKey = errors.New("entry not sealed to the user's key")
+	// ErrOverQuota: 507, temporary. A delivery would take the user's log
+	// past the server's quota (--quota); nothing was appended. The user
+	// can make room, so a sender keeps the message and retries.
+	ErrOverQuota      = errors.New("over quota")
 	ErrInternal       = errors.New("internal server error")   // 500, temporary
 	ErrNotImplemented = errors.New("not implemented")         // 501: the store cannot compact
 	ErrUnavailable    = errors.New("temporarily unavailable") // 503 (and 502, 504), temporary
@@ -80,6 +84,8 @@ func (e *Error) Unwrap() []error {
 		errs = append(errs, spool.ErrUnavailable)
 	case ErrTooLarge:
 		errs = append(errs, spool.ErrTooLarge)
+	case ErrOverQuota:
+		errs = append(errs, spool.ErrOverQuota)
 	case ErrConflict:
 		if e.Err == nil { // else the head moved under a conditional append
 			errs = append(errs, spool.ErrStaleCheckpoint)
@@ -92,12 +98,12 @@ func (e *Error) Unwrap() []error {
 }
 
 // IsTemporary reports whether err is worth retrying later: the server was
-// unreachable, overloaded or failed internally, or the caller's share of it
-// was used up (429). Authentication, permission, size and format errors are
-// permanent.
+// unreachable, overloaded or failed internally, the caller's share of it
+// was used up (429), or the user's log is over its quota (507).
+// Authentication, permission, size and format errors are permanent.
 func IsTemporary(err error) bool {
 	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTooManyRequests) || errors.Is(err, ErrInternal) ||
-		errors.Is(err, ErrTransport) || errors.Is(err, spool.ErrUnavailable)
+		errors.Is(err, ErrTransport) || errors.Is(err, spool.ErrUnavailable) || errors.Is(err, ErrOverQuota)
 }
 
 var kindStatus = []struct {
@@ -112,6 +118,7 @@ var kindStatus = []struct {
 	{ErrTooLarge, http.StatusRequestEntityTooLarge},
 	{ErrUnsupportedType, http.StatusUnsupportedMediaType},
 	{ErrWrongKey, http.StatusUnprocessableEntity},
+	{ErrOverQuota, http.StatusInsufficientStorage},
 	{ErrUnavailable, http.StatusServiceUnavailable},
 	{ErrTooManyRequests, http.StatusTooManyRequests},
 	{ErrInternal, http.StatusInternalServerError},

@@ -75,7 +75,15 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 	}
 	start := time.Now()
 	var first uint64
-	if onHead {
+	quotas, limited := s.cfg.Store.(spool.Quotas)
+	limited = limited && c.spool && s.cfg.Quota > 0
+	if onHead && c.spool {
+		s.fail(w, r, errorf(ErrBadRequest, "if_head is for a user's own appends, not for deliveries"))
+		return
+	}
+	if limited {
+		first, err = quotas.AppendWithin(r.Context(), c.user, s.cfg.Quota, batch)
+	} else if onHead {
 		ha, ok := s.cfg.Store.(spool.HeadAppender)
 		if !ok {
 			s.fail(w, r, errorf(ErrNotImplemented, "this store cannot append on a condition"))
@@ -92,6 +100,12 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	s.cfg.Metrics.StoreAppend(time.Since(start), err)
+	var over *spool.OverQuotaError
+	if errors.As(err, &over) {
+		s.fail(w, r, errorf(ErrOverQuota, "the log of %q is over its quota (%d of %d bytes; %d more asked): nothing appended",
+			c.user, over.Usage, over.Limit, over.Size))
+		return
+	}
 	if err != nil {
 		s.fail(w, r, storeError("appending entries", err))
 		return

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
+	sp "cspool/internal/spool"
 )
 
 // TestDeliveryRecipient: the spool key appends only entries sealed to the
@@ -93,5 +95,40 @@ func TestDeliveryRecipientTestMode(t *testing.T) {
 	}
 	if _, err := e.users.Lookup(context.Background(), "newcomer"); err == nil {
 		t.Error("a delivery registered its user")
+	}
+}
+
+// TestDeliveryQuota: with a quota, a delivery that would take the log past
+// it gets 507 (temporary) and appends nothing; the user's own appends
+// count but are never refused, so the user can always delete and compact;
+// a delivery may not name if_head.
+func TestDeliveryQuota(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.Quota = 4000 })
+	ctx := testCtx(t)
+	spool := e.client(t, "", e.spoolK)
+	mail := e.delivery(t, "alice", strings.Repeat("m", 1500))
+	if _, err := spool.Append(ctx, "alice", [][]byte{mail, mail}); err != nil {
+		t.Fatalf("two deliveries within the quota: %v", err)
+	}
+	_, err := spool.Append(ctx, "alice", [][]byte{mail})
+	var ae *Error
+	if !errors.Is(err, ErrOverQuota) || !errors.Is(err, sp.ErrOverQuota) || !IsTemporary(err) || !errors.As(err, &ae) ||
+		ae.Status != http.StatusInsufficientStorage {
+		t.Fatalf("a delivery past the quota: %v, want a temporary 507", err)
+	}
+	alice := e.client(t, "alice", e.alice)
+	if _, err := alice.Append(ctx, "alice", [][]byte{make([]byte, 5000)}); err != nil {
+		t.Fatalf("alice's own append over the quota: %v, want it taken", err)
+	}
+	if h, err := e.store.Head(ctx, "alice"); err != nil || h != 3 {
+		t.Fatalf("head %d, %v; want 3", h, err)
+	}
+	if _, err := spool.Append(ctx, "bob", [][]byte{e.delivery(t, "bob", "hi")}); err != nil {
+		t.Errorf("a delivery to bob, whose log has room: %v", err)
+	}
+	resp, _ := e.send(t, rawRequest{method: "POST", path: "/v1/users/bob/entries", query: "if_head=1",
+		body: EncodeBatch([][]byte{e.delivery(t, "bob", "x")}), key: e.spoolK})
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a delivery with if_head: status %d, want 400", resp.StatusCode)
 	}
 }

@@ -47,6 +47,12 @@ type Config struct {
 	// SpoolKey, if set, may append entries to any user's log (deliveries
 	// over HTTP) and do nothing else.
 	SpoolKey keys.PublicKey
+	// Quota, if above zero, is the most bytes a user's log may hold for a
+	// delivery to be appended to it: a spool key append that would take
+	// the log past it gets 507 (docs/API.md §4). It needs a Store that
+	// implements spool.Quotas. A user's own appends count towards it but
+	// are never refused for it.
+	Quota int64
 	// Logger receives one line per request and the detail of errors. Nil
 	// discards.
 	Logger *slog.Logger

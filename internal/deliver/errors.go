@@ -41,9 +41,13 @@ const (
 	// KindTooLarge: permanent; the message is over the size limit
 	// (552 5.3.4; exit 65).
 	KindTooLarge
+	// KindOverQuota: retry later; the user's log is over the spool's
+	// quota, until the user deletes mail (452 4.2.2, RFC 3463 X.2.2
+	// "mailbox full"; exit 75).
+	KindOverQuota
 )
 
-var kindNames = [...]string{"none", "temporary", "resources", "unknown user", "too large"}
+var kindNames = [...]string{"none", "temporary", "resources", "unknown user", "too large", "over quota"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -62,6 +66,8 @@ func KindOf(err error) Kind {
 		return KindUnknownUser
 	case errors.Is(err, ErrTooLarge), errors.Is(err, spool.ErrTooLarge):
 		return KindTooLarge
+	case errors.Is(err, spool.ErrOverQuota):
+		return KindOverQuota
 	case errors.Is(err, ErrResources), errors.Is(err, spool.ErrFull), errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.ENOMEM):
 		return KindResources
 	}
@@ -71,7 +77,7 @@ func KindOf(err error) Kind {
 // IsTemporary reports whether err is a failure worth retrying later.
 func IsTemporary(err error) bool {
 	k := KindOf(err)
-	return k == KindTemporary || k == KindResources
+	return k == KindTemporary || k == KindResources || k == KindOverQuota
 }
 
 // IsPermanent reports whether err is a failure that retrying cannot fix.

@@ -19,6 +19,7 @@ const (
 	OutcomeUnknownDomain = "unknown_domain" // 550 5.1.2
 	OutcomeTooLarge      = "too_large"      // 552 5.3.4
 	OutcomeResources     = "resources"      // 452 4.3.1
+	OutcomeOverQuota     = "over_quota"     // 452 4.2.2
 	OutcomeTemporary     = "temporary"      // 451 4.3.0
 )
 
@@ -36,6 +37,8 @@ func OutcomeOf(err error) string {
 		return OutcomeTooLarge
 	case KindResources:
 		return OutcomeResources
+	case KindOverQuota:
+		return OutcomeOverQuota
 	}
 	return OutcomeTemporary
 }

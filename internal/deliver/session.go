@@ -26,6 +26,7 @@ var (
 	replyTooLarge  = &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4}, Message: "message too large"}
 	replyResources = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "insufficient system resources, try again later"}
 	replyTemporary = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "temporary failure, try again later"}
+	replyOverQuota = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "mailbox full, try again later"}
 )
 
 // replyFor maps a delivery error onto its LMTP reply.
@@ -40,6 +41,8 @@ func replyFor(err error) *smtp.SMTPError {
 		return replyTooLarge
 	case KindResources:
 		return replyResources
+	case KindOverQuota:
+		return replyOverQuota
 	}
 	return replyTemporary
 }

@@ -80,6 +80,8 @@ func httpOutcome(status int) string {
 		return "unknown_user"
 	case status == http.StatusUnprocessableEntity:
 		return "wrong_key"
+	case status == http.StatusInsufficientStorage:
+		return "over_quota"
 	case status >= 500:
 		return "temporary"
 	}

@@ -18,38 +18,48 @@ const NotifyChannel = "cspool_append"
 // (limit 8000 bytes).
 const maxNotifyName = 3900
 
-// appendSQL appends a batch in one statement by calling cspool_append
-// (schema/0002.sql): the upsert locks the user's row until the group's
+// appendSQL appends a batch in one statement by calling
+// cspool_append_within (schema/0004.sql, after cspool_append of
+// schema/0002.sql): the upsert locks the user's row until the group's
 // transaction commits (serialising appenders of that user across every
-// connection) and advances head; the entries take head-n+1..head; their chain hashes are
-// computed from the hash on the row and the leaves ($3, SHA-256 of each
-// entry) and stored with them; the notice is delivered to listeners at
-// commit.
-const appendSQL = `SELECT cspool_append($1, $2::bytea[], $3::bytea[], $4)`
+// connection) and advances head and usage; the entries take
+// head-n+1..head; their chain hashes are computed from the hash on the row
+// and the leaves ($5, SHA-256 of each entry) and stored with them; the
+// notice is delivered to listeners at commit. On conditions: the head
+// before the batch must be $2 (AppendAt, schema/0003.sql), or the call
+// fails with SQLSTATE headMovedCode, its message the head found; the usage
+// after it must be at most $3 (AppendWithin), or it fails with
+// overQuotaCode, its message the usage before. NULL: no condition.
+const appendSQL = `SELECT cspool_append_within($1, $2, $3, $4::bytea[], $5::bytea[], $6)`
 
-// appendAtSQL is appendSQL on a condition (schema/0003.sql): the head
-// before the batch must be $5, or the call fails with SQLSTATE
-// headMovedCode, its message the head found.
-const appendAtSQL = `SELECT cspool_append_at($1, $5, $2::bytea[], $3::bytea[], $4)`
-
-// headMovedCode is the SQLSTATE cspool_append_at raises for another head.
-const headMovedCode = "CSP02"
+// headMovedCode is the SQLSTATE cspool_append_at raises for another head,
+// overQuotaCode the one cspool_append_within raises beyond the limit.
+const (
+	headMovedCode = "CSP02"
+	overQuotaCode = "CSP03"
+)
 
 // Append durably appends batch to user's log, atomically, and returns the
 // position of its first entry. The writer goroutine runs it together with
 // the other Appends waiting at the moment, in one transaction under a
 // savepoint of its own (writer.go); Append returns after that COMMIT.
 func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
-	return s.append(ctx, user, batch, nil)
+	return s.append(ctx, user, batch, nil, 0)
 }
 
-// AppendAt implements spool.HeadAppender: cspool_append_at compares the
-// head under the log's row lock, inside the group's transaction.
+// AppendAt implements spool.HeadAppender: cspool_append_within compares
+// the head under the log's row lock, inside the group's transaction.
 func (s *Store) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
-	return s.append(ctx, user, batch, &head)
+	return s.append(ctx, user, batch, &head, 0)
 }
 
-func (s *Store) append(ctx context.Context, user string, batch [][]byte, head *uint64) (uint64, error) {
+// AppendWithin implements spool.Quotas: cspool_append_within compares the
+// usage under the log's row lock, inside the group's transaction.
+func (s *Store) AppendWithin(ctx context.Context, user string, limit int64, batch [][]byte) (uint64, error) {
+	return s.append(ctx, user, batch, nil, limit)
+}
+
+func (s *Store) append(ctx context.Context, user string, batch [][]byte, head *uint64, limit int64) (uint64, error) {
 	size, err := spool.CheckAppend(user, batch)
 	if err != nil {
 		return 0, err
@@ -73,7 +83,7 @@ func (s *Store) append(ctx context.Context, user string, batch [][]byte, head *u
 		leaves[i] = l[:]
 	}
 	return s.submit(&appendReq{ctx: ctx, user: user, batch: batch, leaves: leaves, payload: payload,
-		size: size, head: head, done: make(chan appendRes, 1)})
+		size: size, head: head, limit: limit, done: make(chan appendRes, 1)})
 }
 
 // nonNil returns batch with nil entries (NULL to PostgreSQL) replaced by

@@ -69,6 +69,7 @@ func TestChainMigrateFromVersion1(t *testing.T) {
 		`INSERT INTO cspool_logs (name, head) VALUES ('old'::bytea, 3), ('two'::bytea, 1), ('none'::bytea, 0)`,
 		`INSERT INTO cspool_entries (log_id, pos, size, data) VALUES
 			(1, 1, 1, 'a'::bytea), (1, 2, 0, ''::bytea), (1, 3, 1, 'c'::bytea), (2, 1, 2, 'zz'::bytea)`,
+		`INSERT INTO cspool_checkpoints (log_id, pos, data) VALUES (2, 1, 'cp'::bytea)`,
 	)
 	s := o.openDSN(t, dsn, Options{})
 	old := [][]byte{nil, []byte("a"), {}, []byte("c")}
@@ -79,6 +80,12 @@ func TestChainMigrateFromVersion1(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantChain(t, s, "old", append(old, []byte("d"), []byte("e")))
+	// Schema 4 counted the usage of the logs already there.
+	for user, want := range map[string]int64{"old": 4, "two": 4, "none": 0} {
+		if got, err := s.Usage(context.Background(), user); err != nil || got != want {
+			t.Errorf("usage of %s after the migration: %d, %v; want %d", user, got, err, want)
+		}
+	}
 }
 
 // TestChainMigrateRefusesCompacted: a log with holes cannot be chained; the

@@ -50,6 +50,16 @@ func (s *Store) Compact(ctx context.Context, user string, cp spool.Checkpoint, k
 		if int64(cp.Pos) > head {
 			return fmt.Errorf("%s beyond the head %d: %w", op, head, spool.ErrInvalidArgument)
 		}
+		// Compactions of one log take turns, so the old checkpoint's size
+		// read here is the one replaced: the usage stays exact.
+		if _, err := tx.Exec(cctx, "SELECT pg_advisory_xact_lock($1, $2)", compactLockClass, int32(logID)); err != nil {
+			return callErr(ctx, op, err)
+		}
+		var oldLen int64
+		err = tx.QueryRow(cctx, "SELECT length(data) FROM cspool_checkpoints WHERE log_id = $1", logID).Scan(&oldLen)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return callErr(ctx, op, err)
+		}
 		var stored bool
 		err = tx.QueryRow(cctx, `INSERT INTO cspool_checkpoints AS c (log_id, pos, data) VALUES ($1, $2, $3)
 			ON CONFLICT (log_id) DO UPDATE SET pos = EXCLUDED.pos, data = EXCLUDED.data
@@ -72,6 +82,13 @@ func (s *Store) Compact(ctx context.Context, user string, cp spool.Checkpoint, k
 		if err != nil {
 			return callErr(ctx, op, err)
 		}
+		// Last, so the log's row lock (appends to it wait) is held only to
+		// the commit.
+		_, err = tx.Exec(cctx, "UPDATE cspool_logs SET bytes = bytes - $2 - $3 + $4 WHERE id = $1",
+			logID, st.Bytes, oldLen, int64(len(cp.Data)))
+		if err != nil {
+			return callErr(ctx, op, err)
+		}
 		return nil
 	})
 	if err != nil {
@@ -85,6 +102,10 @@ func (s *Store) Compact(ctx context.Context, user string, cp spool.Checkpoint, k
 	}
 	return st, nil
 }
+
+// compactLockClass is the first key of the transaction advisory lock a
+// compaction holds on its log ("cSp2"); the second is the log's id.
+const compactLockClass int32 = 0x63537032
 
 // LatestCheckpoint returns user's newest checkpoint, or an error wrapping
 // spool.ErrNoCheckpoint.

@@ -23,6 +23,7 @@ type appendReq struct {
 	payload string
 	size    int64
 	head    *uint64        // AppendAt: the head the log must have
+	limit   int64          // AppendWithin, if > 0: the most the log may hold after
 	done    chan appendRes // buffered: the writer never blocks on it
 }
 
@@ -84,6 +85,10 @@ func (s *Store) commitGroup(group []*appendReq) {
 			moved := headMoved(errs[i])
 			moved.Want = *r.head
 			r.done <- appendRes{err: moved}
+		case overQuota(errs[i]) != nil:
+			over := overQuota(errs[i])
+			over.Size, over.Limit = r.size, r.limit
+			r.done <- appendRes{err: over}
 		case errs[i] != nil:
 			r.done <- appendRes{err: callErr(r.ctx, op, errs[i])}
 		default:
@@ -150,11 +155,15 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 			}
 			b.Queue("SAVEPOINT a")
 			started = true
+			var head, limit *int64
 			if r.head != nil {
-				b.Queue(appendAtSQL, []byte(r.user), r.batch, r.leaves, r.payload, int64(*r.head))
-			} else {
-				b.Queue(appendSQL, []byte(r.user), r.batch, r.leaves, r.payload)
+				h := int64(*r.head)
+				head = &h
 			}
+			if r.limit > 0 {
+				limit = &r.limit
+			}
+			b.Queue(appendSQL, []byte(r.user), head, limit, r.batch, r.leaves, r.payload)
 			idx = append(idx, i)
 		}
 		if len(idx) == 0 {
@@ -242,6 +251,20 @@ func headMoved(err error) *spool.HeadMovedError {
 		return nil
 	}
 	return &spool.HeadMovedError{Head: h}
+}
+
+// overQuota returns the refusal of an append beyond its limit, with the
+// usage it found, or nil.
+func overQuota(err error) *spool.OverQuotaError {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != overQuotaCode {
+		return nil
+	}
+	u, perr := strconv.ParseInt(pe.Message, 10, 64)
+	if perr != nil {
+		return nil
+	}
+	return &spool.OverQuotaError{Usage: u}
 }
 
 // isServerError tells whether err is an error PostgreSQL sent for one

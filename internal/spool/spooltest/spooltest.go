@@ -29,6 +29,11 @@
 // correct chain under 8 concurrent writers over two handles, and no hash
 // changed or lost by compaction.
 //
+// Every store gets the quota checks (spool.Quotas): the usage of appends
+// and compactions, AppendWithin refusing past the limit with nothing
+// appended and no log created, and exactly the deliveries that fit going
+// through when 16 race through two handles.
+//
 // The suite only uses timing in generous bounds (a wake-up must come within
 // WakeTimeout, 5 s by default) and bounds every loop in count.
 package spooltest
@@ -99,6 +104,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 	tests = append(tests, s.compactTests()...)
 	tests = append(tests, s.chainTests()...)
 	tests = append(tests, s.appendAtTests()...)
+	tests = append(tests, s.quotaTests()...)
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
 	}

@@ -53,6 +53,7 @@ func TestChainMigrateFromVersion2(t *testing.T) {
 	buildV2(t, dir,
 		"INSERT INTO users (name, head) VALUES (CAST('old' AS BLOB), 3), (CAST('two' AS BLOB), 1), (CAST('none' AS BLOB), 0)",
 		"INSERT INTO entries (user_id, pos, size, data) VALUES (1, 1, 1, x'61'), (1, 2, 0, x''), (1, 3, 1, x'63'), (2, 1, 2, x'7a7a')",
+		"INSERT INTO checkpoints (user_id, pos, data) VALUES (2, 1, x'6370')",
 	)
 	s := openT(t, dir, Options{})
 	if v := pragmaInt(t, s, "user_version"); v != int64(SchemaVersion) {
@@ -66,6 +67,12 @@ func TestChainMigrateFromVersion2(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantChain(t, s, "old", append(old, []byte("d"), []byte("e")))
+	// Schema 4 counted the usage of the logs already there.
+	for user, want := range map[string]int64{"old": 4, "two": 4, "none": 0} {
+		if got, err := s.Usage(ctxT(t), user); err != nil || got != want {
+			t.Errorf("usage of %s after the migration: %d, %v; want %d", user, got, err, want)
+		}
+	}
 }
 
 // TestChainMigrateRefusesCompacted: a log with holes cannot be chained; the

@@ -104,7 +104,8 @@ func compactTx(ctx context.Context, db *sql.DB, user string, cp spool.Checkpoint
 		return st, fmt.Errorf("beyond the head %d: %w", head, spool.ErrInvalidArgument)
 	}
 	var old uint64
-	err = tx.QueryRowContext(ctx, "SELECT pos FROM checkpoints WHERE user_id = ?", id).Scan(&old)
+	var oldLen int64
+	err = tx.QueryRowContext(ctx, "SELECT pos, length(data) FROM checkpoints WHERE user_id = ?", id).Scan(&old, &oldLen)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return st, fmt.Errorf("reading checkpoint: %w", err)
 	}
@@ -137,6 +138,9 @@ func compactTx(ctx context.Context, db *sql.DB, user string, cp spool.Checkpoint
 	}
 	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM entries WHERE user_id = ? AND pos <= ?", id, cp.Pos).Scan(&st.Kept); err != nil {
 		return st, fmt.Errorf("counting kept entries: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE users SET bytes = bytes - ? - ? + ? WHERE id = ?", st.Bytes, oldLen, len(cp.Data), id); err != nil {
+		return st, fmt.Errorf("updating usage: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return st, fmt.Errorf("committing: %w", err)

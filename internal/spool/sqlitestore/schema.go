@@ -78,6 +78,15 @@ BEGIN
 	SELECT RAISE(ABORT, 'spool: a chain hash is never deleted');
 END;
 `,
+	// 4: each log's usage (spool.Quotas): the bytes of the entries
+	// compaction has not deleted and of the checkpoint, kept by the append
+	// and compaction transactions; computed here for the logs present.
+	`
+ALTER TABLE users ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0 CHECK (bytes >= 0);
+UPDATE users SET bytes =
+	coalesce((SELECT sum(size) FROM entries WHERE entries.user_id = users.id), 0) +
+	coalesce((SELECT length(data) FROM checkpoints WHERE checkpoints.user_id = users.id), 0);
+`,
 }
 
 // afterStep runs the part of migration step v (to version v) that SQL alone

@@ -19,6 +19,8 @@ type appendReq struct {
 	// onHead: append only if the user's head is head (AppendAt).
 	onHead bool
 	head   uint64
+	// limit > 0: append only within this usage (AppendWithin).
+	limit int64
 }
 
 func (r *appendReq) Size() int64 { return r.size }
@@ -48,6 +50,13 @@ func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64
 // be written.
 func (s *Store) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
 	return s.append(ctx, &appendReq{user: user, batch: batch, onHead: true, head: head})
+}
+
+// AppendWithin implements spool.Quotas: the usage is compared inside the
+// group's transaction, under the write lock, right before the batch would
+// be written.
+func (s *Store) AppendWithin(ctx context.Context, user string, limit int64, batch [][]byte) (uint64, error) {
+	return s.append(ctx, &appendReq{user: user, batch: batch, limit: limit})
 }
 
 func (s *Store) append(ctx context.Context, r *appendReq) (uint64, error) {
@@ -125,6 +134,11 @@ func (s *Store) commitGroup(group []*appendReq) {
 			r.done <- appendRes{err: moved}
 			continue
 		}
+		var over *spool.OverQuotaError
+		if errors.As(errs[i], &over) {
+			r.done <- appendRes{err: over}
+			continue
+		}
 		if errs[i] != nil {
 			r.done <- appendRes{err: s.dbErr("appending to spool", errs[i])}
 			continue
@@ -194,11 +208,16 @@ func appendOne(ctx context.Context, tx *sql.Tx, ins, chainIns *sql.Stmt, r *appe
 	var id int64
 	var head uint64
 	var prev []byte
+	var usage int64
 	err := tx.QueryRowContext(ctx,
-		`INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head, chain`,
-		name).Scan(&id, &head, &prev)
+		`INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head, chain, bytes`,
+		name).Scan(&id, &head, &prev, &usage)
 	if err != nil {
 		return 0, fmt.Errorf("finding user: %w", err)
+	}
+	if r.limit > 0 && usage+r.size > r.limit {
+		// The savepoint's rollback also takes back a row just created.
+		return 0, &spool.OverQuotaError{Usage: usage, Size: r.size, Limit: r.limit}
 	}
 	var h spool.Hash
 	if len(prev) != len(h) {
@@ -222,7 +241,7 @@ func appendOne(ctx context.Context, tx *sql.Tx, ins, chainIns *sql.Stmt, r *appe
 		return 0, err
 	}
 	last := first + uint64(len(r.batch)) - 1
-	if _, err := tx.ExecContext(ctx, "UPDATE users SET head = ?, chain = ? WHERE id = ?", last, h[:], id); err != nil {
+	if _, err := tx.ExecContext(ctx, "UPDATE users SET head = ?, chain = ?, bytes = bytes + ? WHERE id = ?", last, h[:], r.size, id); err != nil {
 		return 0, fmt.Errorf("advancing head: %w", err)
 	}
 	return first, nil
