@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"cspool/internal/mailstore"
 )
 
 // TestSyncClearAlarm provokes a real integrity alarm (a second spool server
@@ -103,7 +101,7 @@ func TestSyncClearAlarm(t *testing.T) {
 // exactly one per detail given, each containing that text.
 func checkAlarms(t *testing.T, path string, want ...string) {
 	t.Helper()
-	st, err := mailstore.Open(path)
+	st, err := openDevice(path)
 	if err != nil {
 		t.Fatal(err)
 	}

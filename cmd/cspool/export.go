@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
 )
 
@@ -19,8 +20,9 @@ func runExport(e *env, args []string) error {
 	fs := newFlagSet(e, "export", "DEST", `
 Copy the mail of a device's database into DEST, as Maildir (the default) or
 mbox, so it can be read by other mail software or kept as a plain backup.
-It reads the local database only: no keys, no spool, and the daemon may keep
-running.
+It reads the local database only, not the spool, and the daemon may keep
+running. The database is encrypted with the user's key (docs/SECURITY.md
+§8): pass --user-key as to the daemon, and its passphrase if it has one.
 
 Maildir: one Maildir per mailbox, the hierarchy as folders (INBOX in
 DEST/INBOX, "Archive/2024" in DEST/Archive/2024), each message in cur/ with
@@ -35,6 +37,8 @@ or be an empty folder.`, `
 cspool export --db mail.db ~/mail-export
 cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbox`)
 	db := fs.String("db", "test.db", "local mail database `file`")
+	userKey := fs.String("user-key", "user.sec", "the user's secret key `file` (the database is encrypted with it)")
+	pass := addPassphraseFlag(fs, e)
 	format := fs.String("format", "maildir", "`maildir` or mbox")
 	crlf := fs.Bool("crlf", false, "keep CRLF line ends (every byte as stored)")
 	var only []string
@@ -60,8 +64,17 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 	if _, err := os.Stat(*db); err != nil {
 		return withHint(fmt.Errorf("opening %s: %w", *db, unwrapPath(err)), "pass the device's database with --db (the --db of cspool imap-server)")
 	}
-	store, err := mailstore.Open(*db)
-	if err != nil {
+	var store *mailstore.Store
+	var err error
+	if st, _ := devicedb.Inspect(*db, nil); st == devicedb.Encrypted {
+		k, err := deviceUserKey.loadSecret(pass, *userKey)
+		if err != nil {
+			return err
+		}
+		if store, err = openMailStore(e.stderr, *db, k, true); err != nil {
+			return err
+		}
+	} else if store, err = mailstore.Open(*db); err != nil {
 		return err
 	}
 	defer store.Close()

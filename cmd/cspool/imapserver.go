@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"cspool/internal/api"
+	"cspool/internal/devicedb"
 	"cspool/internal/imapd"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
@@ -71,7 +73,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 		log.Warn("IMAP login accepts an empty password: anyone who can reach the port can read this mailbox", "addr", *addr)
 	}
 
-	store, closeStore, err := openDeviceStore(*dbPath, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
+	store, closeStore, err := openDeviceStore(e.stderr, *dbPath, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath, userKey)
 	if err != nil {
 		return err
 	}
@@ -91,7 +93,8 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	if err != nil {
 		return err
 	}
-	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, store: store, sync: sy, user: *userName, pw: pw,
+	outboxKey := devicedb.Key(userKey.DatabaseKey("outbox"))
+	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, key: &outboxKey, store: store, sync: sy, user: *userName, pw: pw,
 		allowEmpty: allowEmpty, log: log})
 	if err != nil {
 		return err
@@ -268,17 +271,54 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 }
 
 // openDeviceStore takes the database's lock (one process syncs a database
-// at a time; busy explains who holds it) and opens the mail store.
+// at a time; busy explains who holds it) and opens the mail store,
+// encrypted at rest with a key derived from userKey: a plaintext database
+// (an earlier cspool's) is encrypted in place first, with a line on w.
 // closeStore closes the store, then releases the lock.
-func openDeviceStore(dbPath, busy string) (store *mailstore.Store, closeStore func(), err error) {
+func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) (store *mailstore.Store, closeStore func(), err error) {
 	unlock, err := lockDatabase(dbPath, busy)
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err = mailstore.Open(dbPath)
+	store, err = openMailStore(w, dbPath, userKey, false)
 	if err != nil {
 		unlock()
-		return nil, nil, withHint(err, "check that the directory of --db exists and is writable")
+		return nil, nil, err
 	}
 	return store, func() { store.Close(); unlock() }, nil
+}
+
+// openMailStore opens the device's mail store encrypted with userKey's
+// database key; readOnly leaves a plaintext database unencrypted (the
+// caller holds no lock on it).
+func openMailStore(w io.Writer, dbPath string, userKey *keys.SecretKey, readOnly bool) (*mailstore.Store, error) {
+	key := devicedb.Key(userKey.DatabaseKey("mailstore"))
+	migrating := false
+	if st, err := devicedb.Inspect(dbPath, &key); err == nil && st == devicedb.Plaintext && !readOnly {
+		migrating = true
+		size := int64(0)
+		if info, err := os.Stat(dbPath); err == nil {
+			size = info.Size()
+		}
+		fmt.Fprintf(w, "cspool: encrypting %s in place (%s; once, and safe to interrupt)\n", dbPath, sizeText(size))
+	}
+	store, err := mailstore.OpenWith(dbPath, mailstore.Options{Key: &key, NoMigrate: readOnly})
+	if err != nil {
+		return nil, withHint(err, storeHint(dbPath, err))
+	}
+	if migrating {
+		fmt.Fprintf(w, "cspool: %s is encrypted now\n", dbPath)
+	}
+	return store, nil
+}
+
+// storeHint says what to do about a device database that did not open.
+func storeHint(dbPath string, err error) string {
+	switch {
+	case errors.Is(err, devicedb.ErrWrongKey):
+		return fmt.Sprintf("%s was encrypted with another secret key: pass the --user-key this device has always used; a database made with a different key cannot be read, but it is only a copy: move it away and a new one syncs from the spool", dbPath)
+	case errors.Is(err, devicedb.ErrEncrypted):
+		return "the database is encrypted with the user's key: pass --user-key (and its passphrase)"
+	}
+	return "check that the directory of --db exists and is writable"
 }

@@ -351,9 +351,9 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 		return nil, nil, "", err
 	}
 	q.closers = append(q.closers, unlock)
-	ms, err := mailstore.Open(dbPath)
+	ms, err := openMailStore(q.e.stderr, dbPath, q.userKey, false)
 	if err != nil {
-		return nil, nil, "", withHint(err, "remove the state folder to start afresh")
+		return nil, nil, "", err
 	}
 	q.closers = append(q.closers, func() { ms.Close() })
 	client, err := api.NewClient("http://"+q.httpLn.Addr().String(), q.user, q.userKey, nil)

@@ -60,7 +60,7 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 	if err != nil {
 		return err
 	}
-	store, closeStore, err := openDeviceStore(*dev.db, "stop the daemon (cspool imap-server) for this database first, then run cspool recover again")
+	store, closeStore, err := openDeviceStore(e.stderr, *dev.db, "stop the daemon (cspool imap-server) for this database first, then run cspool recover again", userKey)
 	if err != nil {
 		return err
 	}

@@ -539,12 +539,7 @@ func TestRecoverAfterRestore(t *testing.T) {
 
 func (s *restoreSetup) dumpOf(t *testing.T, path string) *mailstore.State {
 	t.Helper()
-	st, err := mailstore.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	d, err := st.Dump(context.Background())
+	d, err := openTestStore(t, path, s.userKey).Dump(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
 	"cspool/internal/outbox"
 	"cspool/internal/statuspage"
@@ -141,6 +142,7 @@ func (f *sendingFlags) relayPasswordFrom(e *env, log *slog.Logger) (string, erro
 // sendingSetup is what the daemon hands to sending.
 type sendingSetup struct {
 	dbPath     string
+	key        *devicedb.Key // encrypts the outbox at rest
 	store      *mailstore.Store
 	sync       *syncer.Syncer
 	user, pw   string
@@ -219,7 +221,7 @@ func startSending(s sendingSetup, relay outbox.Relay, identities []string, addr 
 	if host == "" {
 		host = "localhost"
 	}
-	box, err := outbox.Open(outbox.Config{Path: s.dbPath + ".outbox", Store: s.store, Log: s.sync, Relay: relay,
+	box, err := outbox.Open(outbox.Config{Path: s.dbPath + ".outbox", Key: s.key, Store: s.store, Log: s.sync, Relay: relay,
 		Hostname: host, MinBackoff: backoff, Logger: s.log})
 	if err != nil {
 		return nil, withHint(err, "check that the directory of --db is writable")

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 	"cspool/internal/statuspage"
 	"cspool/internal/syncer"
@@ -418,7 +417,7 @@ func lastLine(out string) string {
 // storeInbox opens the database (real SQLite) and counts INBOX.
 func storeInbox(t *testing.T, path string) int {
 	t.Helper()
-	st, err := mailstore.Open(path)
+	st, err := openDevice(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 	if err != nil {
 		return err
 	}
-	store, closeStore, err := openDeviceStore(*dbPath, "it is being synced already; see its state with: cspool status --db "+*dbPath)
+	store, closeStore, err := openDeviceStore(e.stderr, *dbPath, "it is being synced already; see its state with: cspool status --db "+*dbPath, userKey)
 	if err != nil {
 		return err
 	}

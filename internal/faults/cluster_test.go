@@ -3,7 +3,6 @@ package faults
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -11,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	_ "modernc.org/sqlite" // reads a device's log position
-
 	"cspool/internal/api"
+	"cspool/internal/devicedb"
 	"cspool/internal/keys"
 )
 
@@ -150,9 +148,11 @@ func (c *cluster) head(ctx context.Context) (uint64, error) {
 }
 
 // position reads the log position a device's database has applied, from a
-// read-only connection of its own (the daemon keeps running).
-func position(db string) (uint64, error) {
-	h, err := sql.Open("sqlite", "file:"+db+"?mode=ro&_pragma=busy_timeout(5000)")
+// read-only connection of its own (the daemon keeps running), with the
+// key the daemon encrypts it with.
+func (c *cluster) position(db string) (uint64, error) {
+	key := devicedb.Key(c.userKey.DatabaseKey("mailstore"))
+	h, err := devicedb.Open(db, devicedb.Options{Key: &key, NoMigrate: true, Params: "mode=ro&_pragma=busy_timeout(5000)"})
 	if err != nil {
 		return 0, err
 	}
@@ -180,7 +180,7 @@ func (c *cluster) waitConverged(d time.Duration) uint64 {
 			if dv.p.exited() {
 				c.t.Fatalf("device %s exited (%v) before converging", dv.name, dv.p.err)
 			}
-			pos, err := position(dv.db)
+			pos, err := c.position(dv.db)
 			last += fmt.Sprintf(", %s at %d (%v)", dv.name, pos, err)
 			ok = ok && err == nil && pos == head
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 
+	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
 )
 
@@ -95,7 +96,8 @@ func verify(t *testing.T, c *cluster, l *ledger) {
 	var states []*mailstore.State
 	for _, d := range c.devices {
 		d.p.stop(t)
-		ms, err := mailstore.Open(d.db)
+		key := devicedb.Key(c.userKey.DatabaseKey("mailstore"))
+		ms, err := mailstore.OpenWith(d.db, mailstore.Options{Key: &key, NoMigrate: true})
 		if err != nil {
 			t.Fatalf("opening device %s's database: %v", d.name, err)
 		}

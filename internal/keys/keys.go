@@ -110,6 +110,17 @@ func NewSecretKey(seed []byte) (*SecretKey, error) {
 	return k, nil
 }
 
+// DatabaseKey derives the 32-byte key that encrypts one of the device's
+// databases at rest: HKDF-SHA256 over the seed with info
+// "cspool/v1 device database " || purpose ("mailstore", "outbox").
+func (k *SecretKey) DatabaseKey(purpose string) [32]byte {
+	b, err := hkdf.Key(sha256.New, k.seed[:], nil, "cspool/v1 device database "+purpose, 32)
+	if err != nil {
+		panic(err) // unreachable: 32 bytes of SHA-256 HKDF output
+	}
+	return [32]byte(b)
+}
+
 // Public returns the public half.
 func (k *SecretKey) Public() PublicKey { return k.public }
 

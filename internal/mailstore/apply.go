@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"cspool/internal/command"
+	"cspool/internal/devicedb"
 	"cspool/internal/spool"
 )
 
@@ -58,6 +59,11 @@ func (s *Store) Apply(ctx context.Context, entries []Entry, newPos uint64) (*Res
 // at position oldPos+1+i, for every position up to newPos (rejected and
 // unreadable entries included), or nil to record none.
 func (s *Store) ApplyChained(ctx context.Context, entries []Entry, newPos uint64, chain []spool.Hash) (*Result, error) {
+	res, err := s.applyChained(ctx, entries, newPos, chain)
+	return res, devicedb.Explain(s.path, err)
+}
+
+func (s *Store) applyChained(ctx context.Context, entries []Entry, newPos uint64, chain []spool.Hash) (*Result, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}

@@ -5,11 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"cspool/internal/devicedb"
 )
 
 // busyTimeoutMS is how long a statement waits for another connection's lock.
@@ -32,23 +31,33 @@ type Store struct {
 	beforeEntry func(i int) error
 }
 
-// Open opens the mail store in the SQLite file at path, creating it (mode
-// 0600) with the initial mailboxes if needed and migrating its schema.
-func Open(path string) (*Store, error) {
+// Open opens the mail store in the SQLite file at path in plaintext,
+// creating it (mode 0600) with the initial mailboxes if needed and
+// migrating its schema. Devices open it encrypted, with OpenWith.
+func Open(path string) (*Store, error) { return OpenWith(path, Options{}) }
+
+// Options say how OpenWith opens the store.
+type Options struct {
+	// Key encrypts the database at rest (package devicedb); nil opens it
+	// in plaintext. With a key, a plaintext database is encrypted in place
+	// first: the caller must hold the database's lock.
+	Key *devicedb.Key
+	// NoMigrate opens a plaintext database as it is even with a key
+	// (readers that do not hold the database's lock, such as export).
+	NoMigrate bool
+}
+
+// OpenWith opens the mail store in the SQLite file at path, as Open does,
+// encrypted at rest when o.Key is set.
+func OpenWith(path string, o Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("opening mail store: empty file name")
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	base := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(ON)", busyTimeoutMS)
+	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate,
+		Params: base + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-16384)&_txlock=immediate"})
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("opening mail store: %w", err)
-	}
-	base := "file:" + path + fmt.Sprintf("?_pragma=busy_timeout(%d)&_pragma=foreign_keys(ON)", busyTimeoutMS)
-	w, err := sql.Open("sqlite", base+"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-16384)&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("opening mail store %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
@@ -58,10 +67,10 @@ func Open(path string) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("opening mail store %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", base+"&_pragma=query_only(1)")
+	r, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: true, Params: base + "&_pragma=query_only(1)"})
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("opening mail store %s: %w", path, err)
+		return nil, fmt.Errorf("opening mail store: %w", err)
 	}
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
@@ -101,14 +110,14 @@ func (s *Store) writeTx(ctx context.Context, what string, fn func(*sql.Tx) error
 	defer s.mu.Unlock()
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return devicedb.Explain(s.path, fmt.Errorf("%s: %w", what, err))
 	}
 	defer tx.Rollback()
 	if err := fn(tx); err != nil {
-		return err
+		return devicedb.Explain(s.path, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return devicedb.Explain(s.path, fmt.Errorf("%s: %w", what, err))
 	}
 	return nil
 }

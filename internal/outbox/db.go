@@ -5,10 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"cspool/internal/devicedb"
 )
 
 // applicationID marks the file as a cspool outbox ("cSo1").
@@ -79,19 +78,14 @@ const (
 	fileBounce = 2 // a delivery status notification in INBOX
 )
 
-// openDB opens (creating, mode 0600) and migrates the outbox database.
-func openDB(path string) (*sql.DB, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+// openDB opens (creating, mode 0600) and migrates the outbox database,
+// encrypted at rest when key is not nil (package devicedb; a plaintext
+// outbox is encrypted in place).
+func openDB(path string, key *devicedb.Key) (*sql.DB, error) {
+	db, err := devicedb.Open(path, devicedb.Options{Key: key,
+		Params: "_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"})
 	if err != nil {
 		return nil, fmt.Errorf("opening outbox: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("opening outbox: %w", err)
-	}
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)"+
-		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate")
-	if err != nil {
-		return nil, fmt.Errorf("opening outbox %s: %w", path, err)
 	}
 	// One connection: every write is serialised, and reads see them.
 	db.SetMaxOpenConns(1)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"cspool/internal/command"
+	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
 	"cspool/internal/submit"
 	"cspool/internal/syncer"
@@ -29,7 +30,9 @@ type Log interface {
 
 // Config configures an Outbox. Zero fields take the documented defaults.
 type Config struct {
-	Path  string           // the outbox database (required), DB.outbox by convention
+	Path string // the outbox database (required), DB.outbox by convention
+	// Key encrypts the outbox at rest (package devicedb); nil: plaintext.
+	Key   *devicedb.Key
 	Store *mailstore.Store // the device's mail store (required)
 	Log   Log              // required
 	Relay Relay            // the smarthost (Addr required)
@@ -120,7 +123,7 @@ func Open(cfg Config) (*Outbox, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	db, err := openDB(cfg.Path)
+	db, err := openDB(cfg.Path, cfg.Key)
 	if err != nil {
 		return nil, err
 	}

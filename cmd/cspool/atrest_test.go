@@ -1,0 +1,368 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/command"
+	"cspool/internal/devicedb"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/syncer"
+)
+
+// imaplibLeak searches, makes a folder, copies a message into it and sets
+// a keyword, as a mail client would; it prints the SEARCH answers.
+const imaplibLeak = `
+import imaplib, sys
+host, port, user, password, body, subj, folder, kw = sys.argv[1:9]
+M = imaplib.IMAP4(host, int(port))
+M.login(user, password)
+M.select("INBOX")
+for crit in (("BODY", body), ("TEXT", body), ("SUBJECT", subj)):
+    typ, data = M.search(None, *crit)
+    print("SEARCH %s %s" % (crit[0], data[0].decode()))
+typ, data = M.create(folder)
+assert typ == "OK", data
+typ, data = M.copy("1", folder)
+assert typ == "OK", data
+typ, data = M.store("1", "+FLAGS", "(%s)" % kw)
+assert typ == "OK", data
+M.logout()
+print("DONE")
+`
+
+// grepTree returns, for each token, the files under root whose bytes hold
+// it.
+func grepTree(t *testing.T, root string, tokens []string) map[string][]string {
+	t.Helper()
+	hits := map[string][]string{}
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Errorf("reading %s: %v", p, err)
+			return nil
+		}
+		lower := bytes.ToLower(b)
+		for _, tok := range tokens {
+			if bytes.Contains(lower, []byte(strings.ToLower(tok))) {
+				hits[tok] = append(hits[tok], p)
+			}
+		}
+		return nil
+	})
+	return hits
+}
+
+// TestPlaintextLeak delivers messages with unique tokens in the body, the
+// subject and the addresses, syncs them to a real daemon, searches them,
+// makes a folder and sets a keyword with tokens of their own over IMAP,
+// queues a message with a token in the outbox, and then looks for every
+// token in every file under the device's directory (database, WAL, SHM,
+// outbox, password, lock, control socket) and in the daemon's TMPDIR,
+// while it runs and after it stops: none may be there.
+func TestPlaintextLeak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	python := needTool(t, "python3", "python3")
+	bin := buildServerBinary(t)
+	dir, devDir, tmp := t.TempDir(), t.TempDir(), t.TempDir()
+	env := append(os.Environ(), "TMPDIR="+tmp, "CREDENTIALS_DIRECTORY=")
+	alice, spoolK := mustKey(t), mustKey(t)
+	for name, k := range map[string]*keys.SecretKey{"alice": alice, "spool": spoolK} {
+		if err := keys.WriteFiles(k, filepath.Join(dir, name+".sec"), filepath.Join(dir, name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := func(what string) string { return fmt.Sprintf("%stok%d", what, time.Now().UnixNano()%1e9) }
+	body, subj, from, to := tok("body"), tok("subj"), tok("from"), tok("to")
+	folder, kw, out := tok("folder"), tok("kw"), tok("outbox")
+	tokens := []string{body, subj, from, to, folder, kw, out}
+
+	httpPort, imapPort, smtpPort := freePort(t), freePort(t), freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	server := startProc(t, "cspool server", dir, env, bin, "server", "--port", fmt.Sprint(httpPort))
+	waitHealthy(t, url, server)
+	for i := 0; i < 3; i++ {
+		msg := fmt.Sprintf("From: Sender <%s@example.org>\r\nTo: %s@example.net\r\nSubject: hello %s %d\r\n\r\nThe secret word is %s, number %d.\r\n",
+			from, to, subj, i, body, i)
+		if err := os.WriteFile(filepath.Join(dir, "message"), []byte(msg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		runCmd(t, dir, env, "message", bin, "deliver", "--user=alice", "--user-key=alice.pub", "--spool-key=spool.sec")
+	}
+	db := filepath.Join(devDir, "alice.db")
+	deadRelay := freePort(t) // nothing listens: the message stays queued
+	daemon := startProc(t, "cspool imap-server", dir, env, bin, "imap-server", "--user", "alice",
+		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub", "--db", db,
+		"--port", fmt.Sprint(imapPort), "--status-addr", "", "--spool-server", url,
+		"--smtp-port", fmt.Sprint(smtpPort), "--relay", fmt.Sprintf("smtp://127.0.0.1:%d", deadRelay),
+		"--identity", "alice@example.org", "--relay-backoff", "1h")
+	daemon.waitOutput(t, "SMTP settings", 30*time.Second)
+	pwBytes, err := os.ReadFile(db + ".password")
+	if err != nil {
+		t.Fatalf("the generated password: %v", err)
+	}
+	pw := strings.TrimSpace(string(pwBytes))
+	fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", pw, 3)
+
+	got := runCmd(t, dir, env, "", python, "-c", imaplibLeak, "127.0.0.1", fmt.Sprint(imapPort), "alice", pw, body, subj, folder, kw)
+	for _, want := range []string{"SEARCH BODY 1 2 3", "SEARCH TEXT 1 2 3", "SEARCH SUBJECT 1 2 3", "DONE"} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("imaplib: want %q in\n%s", want, got)
+		}
+	}
+	outMsg := filepath.Join(dir, "out.eml")
+	if err := os.WriteFile(outMsg, []byte("From: alice@example.org\r\nTo: bob@example.net\r\nSubject: "+out+"\r\n\r\nqueued "+out+"\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sent := runCmd(t, dir, env, "", python, "-c", smtplibSubmit, "127.0.0.1", fmt.Sprint(smtpPort), "alice", pw,
+		"alice@example.org", "bob@example.net", outMsg)
+	if !strings.Contains(sent, "250 2.0.0 Queued as") {
+		t.Fatalf("submission: %s", sent)
+	}
+	if _, err := os.Stat(db + ".outbox"); err != nil {
+		t.Fatalf("no outbox: %v", err)
+	}
+	// The flag and the folder travel through the log and come back.
+	time.Sleep(500 * time.Millisecond)
+
+	check := func(when string) {
+		t.Helper()
+		entries, _ := os.ReadDir(devDir)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		for _, root := range []string{devDir, tmp} {
+			for tok, files := range grepTree(t, root, tokens) {
+				t.Errorf("%s: token %s in plaintext in %v", when, tok, files)
+			}
+		}
+		t.Logf("%s: device directory holds %v", when, names)
+	}
+	check("while the daemon runs")
+	// The control: the tokens are where they should be, in the mail.
+	for _, tc := range []struct {
+		file string
+		key  string
+	}{{db, "mailstore"}, {db + ".outbox", "outbox"}} {
+		if st, err := devicedb.Inspect(tc.file, nil); st != devicedb.Encrypted || err != nil {
+			t.Errorf("%s: %v %v, want encrypted", tc.file, st, err)
+		}
+		k := devicedb.Key(alice.DatabaseKey(tc.key))
+		if _, err := devicedb.Inspect(tc.file, &k); err != nil {
+			t.Errorf("%s does not open with the key: %v", tc.file, err)
+		}
+	}
+	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	check("after the daemon stopped")
+
+	// The database holds the mail: read back through the daemon's key.
+	ms := openTestStore(t, db, alice)
+	n := 0
+	boxes, err := ms.Mailboxes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range boxes {
+		if b.Name == folder {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the folder %s is not in the encrypted database: %v", folder, boxes)
+	}
+}
+
+// openTestStore opens a device's database with the key the daemon uses.
+func openTestStore(t *testing.T, db string, user *keys.SecretKey) *mailstore.Store {
+	t.Helper()
+	k := devicedb.Key(user.DatabaseKey("mailstore"))
+	ms, err := mailstore.OpenWith(db, mailstore.Options{Key: &k, NoMigrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	return ms
+}
+
+// TestMigrationKilled encrypts a plaintext device database of 10,000
+// messages (as an earlier cspool left it) with cspool sync, kills the
+// process with SIGKILL while the encrypted copy is being written, and runs
+// it again: the migration completes and the state is the same, message
+// for message.
+func TestMigrationKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary; 10,000 messages")
+	}
+	const count = 10000
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	env := append(os.Environ(), "CREDENTIALS_DIRECTORY=")
+	alice, spoolK := mustKey(t), mustKey(t)
+	for name, k := range map[string]*keys.SecretKey{"alice": alice, "spool": spoolK} {
+		if err := keys.WriteFiles(k, filepath.Join(dir, name+".sec"), filepath.Join(dir, name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seedSpool(t, filepath.Join(dir, "spool"), "alice", alice.Public(), spoolK, count, 4<<10)
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	server := startProc(t, "cspool server", dir, env, bin, "server", "--port", fmt.Sprint(port))
+	waitHealthy(t, url, server)
+
+	// The plaintext database, synced in this process as before encryption.
+	db := filepath.Join(dir, "alice.db")
+	plain, err := mailstore.Open(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncPlain(t, plain, url, alice, spoolK.Public(), count)
+	before, err := plain.Dump(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := devicedb.Inspect(db, nil); st != devicedb.Plaintext {
+		t.Fatalf("the database to migrate is %v, want plaintext", st)
+	}
+
+	args := []string{"sync", "--once", "--user", "alice", "--user-key", "alice.sec", "--user-public-key", "alice.pub",
+		"--spool-key", "spool.pub", "--db", db, "--spool-server", url}
+	p := startProc(t, "cspool sync", dir, env, bin, args...)
+	tmp := db + ".encrypting"
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		if info, err := os.Stat(tmp); err == nil && info.Size() > 4<<20 {
+			break
+		}
+		select {
+		case err := <-p.done:
+			p.exited = true
+			t.Fatalf("cspool sync finished (%v) before it could be killed midway; output:\n%s", err, p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no encrypted copy growing after 120 s; output:\n%s", p.stderr)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	p.exited = true
+	info, _ := os.Stat(tmp)
+	t.Logf("killed with %d bytes of the encrypted copy written", info.Size())
+	if st, _ := devicedb.Inspect(db, nil); st != devicedb.Plaintext {
+		t.Fatalf("after the kill the database is %v, want still plaintext", st)
+	}
+
+	out := runCmd(t, dir, env, "", bin, args...)
+	for _, want := range []string{"encrypting " + db + " in place", db + " is encrypted now", "synced to position"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the second run does not say %q:\n%s", want, out)
+		}
+	}
+	if st, err := devicedb.Inspect(db, nil); st != devicedb.Encrypted || err != nil {
+		t.Fatalf("after the second run: %v %v, want encrypted", st, err)
+	}
+	if _, err := os.Stat(tmp); !os.IsNotExist(err) {
+		t.Errorf("the encrypted copy is left behind: %v", err)
+	}
+	after, err := openTestStore(t, db, alice).Dump(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Messages) != count || after.Checksum() != before.Checksum() {
+		t.Fatalf("after the migration %d messages, checksum %x; before %d, %x", len(after.Messages), after.Checksum(), len(before.Messages), before.Checksum())
+	}
+}
+
+// seedSpool appends count sealed deliveries of about size bytes for user
+// straight into the spool directory, in batches.
+func seedSpool(t *testing.T, spoolDir, user string, userPub keys.PublicKey, spoolKey *keys.SecretKey, count, size int) {
+	t.Helper()
+	st, err := sqlitestore.Open(spoolDir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	line := strings.Repeat("the quarterly report travels by mail ", 2) + "\r\n"
+	var batch [][]byte
+	for i := 0; i < count; i++ {
+		var b strings.Builder
+		fmt.Fprintf(&b, "From: sender%d@example.org\r\nTo: %s@example.org\r\nSubject: message %d\r\n\r\n", i%97, user, i)
+		for b.Len() < size {
+			b.WriteString(line)
+		}
+		c := &command.Command{Kind: command.Deliver, Date: 1764000000000 + int64(i), Body: []byte(b.String())}
+		e, _, err := entry.Seal(c, spoolKey, userPub, user, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if batch = append(batch, e); len(batch) == 500 || i == count-1 {
+			if _, err := st.Append(t.Context(), user, batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+}
+
+// syncPlain applies the user's log to store until it holds want entries.
+func syncPlain(t *testing.T, store *mailstore.Store, url string, user *keys.SecretKey, spoolPub keys.PublicKey, want uint64) {
+	t.Helper()
+	client, err := api.NewClient(url, "alice", user, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sy, err := syncer.New(syncer.Config{User: "alice", UserKey: user, SpoolKey: spoolPub, Source: client, Store: store,
+		IsTemporary: api.IsTemporary, CheckpointMin: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		if _, err := sy.SyncOnce(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if pos, _ := store.Position(t.Context()); pos >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the plaintext sync did not finish in 5 minutes")
+		}
+	}
+}
+
+// openDevice opens a device's database as its daemon does, with the key of
+// the user's secret key file kept beside it (user.sec or alice.sec, as the
+// tests lay them out); a plaintext database opens as it is.
+func openDevice(db string) (*mailstore.Store, error) {
+	for _, name := range []string{"user.sec", "alice.sec"} {
+		k, err := keys.LoadSecret(filepath.Join(filepath.Dir(db), name))
+		if err != nil {
+			continue
+		}
+		key := devicedb.Key(k.DatabaseKey("mailstore"))
+		return mailstore.OpenWith(db, mailstore.Options{Key: &key, NoMigrate: true})
+	}
+	return nil, fmt.Errorf("no user.sec or alice.sec beside %s", db)
+}
