@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/zalando/go-keyring"
 	"golang.org/x/term"
 
 	"cspool/internal/keys"
@@ -17,9 +19,17 @@ import (
 // LoadCredential= or LoadCredentialEncrypted=; docs/OPERATING.md).
 const credentialName = "cspool-passphrase"
 
+// keyringService names cspool's items in the desktop's Secret Service;
+// each item's user name is the key file's absolute path.
+const keyringService = "cspool"
+
+// keyringWait bounds a Secret Service look-up (a locked keyring may ask
+// the desktop user to unlock it).
+const keyringWait = 60 * time.Second
+
 // passphraseSource is how a command finds the passphrase of a protected
 // secret key: --passphrase-file, else the systemd credential, else the
-// terminal.
+// desktop's Secret Service (where a session bus runs), else the terminal.
 type passphraseSource struct {
 	e    *env
 	file *string
@@ -53,12 +63,67 @@ func (s *passphraseSource) passphrase(path string) (string, error) {
 			return pp, err
 		}
 	}
+	if pp, ok := s.fromKeyring(path); ok {
+		return pp, nil
+	}
 	tty, err := s.tty()
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", keys.ErrNeedPassphrase, errNoTerminal)
 	}
 	defer tty.Close()
 	return askTerminal(tty, fmt.Sprintf("Passphrase for %s: ", path))
+}
+
+// fromKeyring looks the passphrase of path up in the desktop's Secret
+// Service, when a session bus runs; it says why it found none only when
+// the service itself failed.
+func (s *passphraseSource) fromKeyring(path string) (string, bool) {
+	if s.e.getenv("DBUS_SESSION_BUS_ADDRESS") == "" {
+		return "", false
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", false
+	}
+	type answer struct {
+		pp  string
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		pp, err := keyring.Get(keyringService, abs)
+		got <- answer{pp, err}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil && !errors.Is(a.err, keyring.ErrNotFound) {
+			fmt.Fprintf(s.e.stderr, "cspool: notice: the Secret Service did not answer for %s: %v\n", path, a.err)
+		}
+		return a.pp, a.err == nil && a.pp != ""
+	case <-time.After(keyringWait):
+		fmt.Fprintf(s.e.stderr, "cspool: notice: the Secret Service did not answer for %s within %v\n", path, keyringWait)
+		return "", false
+	}
+}
+
+// saveToKeyring stores (or, with pp empty, deletes) the passphrase of path
+// in the desktop's Secret Service.
+func saveToKeyring(path, pp string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	if pp == "" {
+		if err := keyring.Delete(keyringService, abs); err != nil && !errors.Is(err, keyring.ErrNotFound) {
+			return fmt.Errorf("removing the passphrase of %s from the Secret Service: %w", path, err)
+		}
+		return nil
+	}
+	if err := keyring.Set(keyringService, abs, pp); err != nil {
+		return withHint(fmt.Errorf("storing the passphrase of %s in the Secret Service: %w", path, err),
+			"the key file is written; --keyring needs a desktop session with a Secret Service (GNOME Keyring, KWallet)")
+	}
+	return nil
 }
 
 // askTerminal reads one line from the terminal without echoing it.
@@ -126,9 +191,10 @@ database keyed with it are unchanged.
 
 A protected file holds the key encrypted with age's scrypt recipient
 (docs/FORMAT.md §1); every command that loads it asks for the passphrase
-on the terminal, or reads it from --passphrase-file or from the systemd
-credential `+credentialName+` ($CREDENTIALS_DIRECTORY). The current
-passphrase, if any, is found the same way; the new one is asked twice on
+on the terminal, or reads it from --passphrase-file, from the systemd
+credential `+credentialName+` ($CREDENTIALS_DIRECTORY) or from the desktop's
+Secret Service (--keyring stores it there). The current passphrase, if any,
+is found the same way; the new one is asked twice on
 the terminal, or read from --new-passphrase-file. The file is replaced
 atomically.`, `
 cspool passphrase user.sec
@@ -137,6 +203,7 @@ cspool passphrase --passphrase-file old.txt --new-passphrase-file new.txt user.s
 	src := addPassphraseFlag(fs, e)
 	newFile := fs.String("new-passphrase-file", "", "read the new passphrase from this `file` instead of asking twice on the terminal")
 	remove := fs.Bool("remove", false, "remove the passphrase: write the key unprotected")
+	toKeyring := fs.Bool("keyring", false, "also store the new passphrase in the desktop's Secret Service (removed from it with --remove), where every command finds it")
 	workFactor := fs.Int("work-factor", keys.DefaultWorkFactor, "scrypt work factor (log2 N) for the new passphrase: 18 takes about a second")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -164,6 +231,9 @@ cspool passphrase --passphrase-file old.txt --new-passphrase-file new.txt user.s
 			return err
 		}
 		fmt.Fprintf(e.stdout, "removed the passphrase of %s\n", path)
+		if *toKeyring {
+			return saveToKeyring(path, "")
+		}
 		return nil
 	}
 	pp, err := src.newPassphrase(*newFile, path)
@@ -178,5 +248,11 @@ cspool passphrase --passphrase-file old.txt --new-passphrase-file new.txt user.s
 		verb = "changed the passphrase of"
 	}
 	fmt.Fprintf(e.stdout, "%s %s\n", verb, path)
+	if *toKeyring {
+		if err := saveToKeyring(path, pp); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "stored it in the Secret Service (service %s, user %s)\n", keyringService, path)
+	}
 	return nil
 }

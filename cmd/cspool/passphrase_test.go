@@ -128,7 +128,47 @@ func TestPassphrasePaths(t *testing.T) {
 		t.Errorf("an unprotected key got no notice saying how to protect it:\n%s", out)
 	}
 
-	testPassphraseTerminal(t, bin, dir, url)
+	t.Run("secret service", func(t *testing.T) { testPassphraseKeyring(t, bin, dir, url, pp1) })
+	t.Run("terminal", func(t *testing.T) { testPassphraseTerminal(t, bin, dir, url) })
+}
+
+// testPassphraseKeyring runs a real Secret Service (GNOME Keyring in a
+// D-Bus session of its own): cspool passphrase --keyring protects the key
+// and stores the passphrase there, and cspool sync, with no passphrase
+// file and no terminal, finds it; outside the session it cannot.
+func testPassphraseKeyring(t *testing.T, bin, dir, url, pp string) {
+	session := needTool(t, "dbus-run-session", "dbus-daemon")
+	needTool(t, "gnome-keyring-daemon", "gnome-keyring")
+	home := t.TempDir()
+	sync := fmt.Sprintf("setsid -w %s sync --once --user alice --db alice.db --spool-server %s", bin, url)
+	script := fmt.Sprintf(`printf unlock | gnome-keyring-daemon --unlock --components=secrets >/dev/null || exit 9
+%s passphrase --keyring --new-passphrase-file %s --work-factor 10 user.sec || exit 8
+%s; echo "sync-exit=$?"`, bin, pp, sync)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, session, "--", "sh", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+home, "CREDENTIALS_DIRECTORY=", "XDG_RUNTIME_DIR="+home)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the D-Bus session: %v\n%s", err, out)
+	}
+	for _, want := range []string{"added a passphrase to user.sec", "stored it in the Secret Service", "synced to position", "sync-exit=0"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the session's output lacks %q:\n%s", want, out)
+		}
+	}
+	// Outside the session nothing holds the passphrase.
+	code, rest := cspoolNoTTY(t, dir, append(os.Environ(), "CREDENTIALS_DIRECTORY=", "DBUS_SESSION_BUS_ADDRESS="), bin,
+		"sync", "--once", "--user", "alice", "--db", "alice.db", "--spool-server", url)
+	if code != 1 || !strings.Contains(rest, "protected by a passphrase") {
+		t.Errorf("sync outside the session: exit %d, want 1 and no passphrase found:\n%s", code, rest)
+	}
+	code, rest = cspoolNoTTY(t, dir, append(os.Environ(), "CREDENTIALS_DIRECTORY="), bin, "passphrase", "--remove", "--passphrase-file", pp, "user.sec")
+	if code != 0 {
+		t.Fatalf("cspool passphrase --remove: exit %d\n%s", code, rest)
+	}
 }
 
 // testPassphraseTerminal types passphrases into cspool on a terminal:
