@@ -57,12 +57,16 @@ type inbox struct {
 	err  error // why the message is not kept: ErrTooLarge or ErrResources
 }
 
-// inboxFirstGrowth is the first buffer of a message without a declared SIZE.
-const inboxFirstGrowth = 64 << 10
+// inboxFirstGrowth is the first buffer of a message without a declared
+// SIZE: most mail fits, and a larger message grows it by half each time.
+const inboxFirstGrowth = 16 << 10
 
 // readFrom reads src to its end; the error is src's, not the reason the
 // message was not kept (in.err).
 func (in *inbox) readFrom(src io.Reader) error {
+	// The first buffer is taken before the first read, so that a message
+	// that fits (most do) is read straight into it, with no copy.
+	in.keep(nil)
 	var spare []byte // for reads when the buffer is full or not kept
 	for {
 		p, direct := in.buf[len(in.buf):cap(in.buf)], true
@@ -93,7 +97,7 @@ func (in *inbox) keep(p []byte) {
 	if in.err != nil {
 		return
 	}
-	need := int64(len(in.buf) + len(p))
+	need := max(int64(len(in.buf)+len(p)), 1) // nil p: the first buffer
 	if need > in.limit {
 		in.drop(fmt.Errorf("%w: over %d bytes", ErrTooLarge, in.limit))
 		return

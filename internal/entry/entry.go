@@ -287,7 +287,9 @@ func sealBody(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32
 				return pt
 			}
 			if scratch == nil {
-				scratch = make([]byte, ChunkSize)
+				// A chunk at most; a message smaller than a chunk (most
+				// mail) needs only its own size, not 64 KiB.
+				scratch = make([]byte, min(ChunkSize, src.size))
 			}
 			return src.fill(scratch[:size], off)
 		}

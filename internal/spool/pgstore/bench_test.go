@@ -42,15 +42,15 @@ func BenchmarkAppendLogSize(b *testing.B) {
 	}
 }
 
-// BenchmarkAppendUsers: 10 KB appends spread over 10 to 10,000 users with
-// 100 entries each (8 appenders).
+// BenchmarkAppendUsers: 10 KB appends spread over 10 to 100,000 users with
+// 10 entries each (8 appenders).
 func BenchmarkAppendUsers(b *testing.B) {
 	o := &opener{dsns: map[*Store]string{}}
 	o.db = dbForBench(b)
-	for _, n := range []int{10, 100, 1_000, 10_000} {
+	for _, n := range []int{10, 100, 1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) {
 			s := openBench(b, o)
-			seed(b, s, n, 100)
+			seed(b, s, n, 10)
 			benchAppends(b, s, n)
 		})
 	}

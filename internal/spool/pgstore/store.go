@@ -43,6 +43,11 @@ type Options struct {
 	// MaxGroupBytes is the most entry bytes committed in one transaction; a
 	// single larger call goes alone. Zero means 64 MiB.
 	MaxGroupBytes int64
+	// MaxGroupLinger is the longest a group waits for the callers in
+	// flight to come back before it commits (spool.Grouper), and never
+	// more than half the last commit's duration. Zero means 2 ms; negative
+	// turns the wait off.
+	MaxGroupLinger time.Duration
 	// RecheckInterval is how often the Store re-reads, in one query, the
 	// heads of the users its Waits wait for, even without a notification
 	// (a safety net for lost notices), and how soon a Wait notices the
@@ -72,6 +77,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxGroupBytes <= 0 {
 		o.MaxGroupBytes = 64 << 20
+	}
+	if o.MaxGroupLinger == 0 {
+		o.MaxGroupLinger = 2 * time.Millisecond
 	}
 	if o.RecheckInterval <= 0 {
 		o.RecheckInterval = 5 * time.Second

@@ -49,18 +49,28 @@ type appendRes struct {
 // and commits them in one transaction, hence one WAL flush.
 func (s *Store) writer() {
 	defer close(s.wDone)
-	g := &spool.Grouper[*appendReq]{MaxCount: s.opts.MaxGroupCount, MaxBytes: s.opts.MaxGroupBytes}
+	g := &spool.Grouper[*appendReq]{MaxCount: s.opts.MaxGroupCount, MaxBytes: s.opts.MaxGroupBytes,
+		MaxLinger: s.opts.MaxGroupLinger}
 	for {
-		first, ok := g.Carried()
-		if !ok {
+		first, queued := g.Carried()
+		if !queued {
+			select {
+			case first = <-s.reqs:
+				queued = true
+			default:
+			}
+		}
+		if !queued {
 			select {
 			case first = <-s.reqs:
 			case <-s.closed:
 				return
 			}
 		}
-		if group := g.Group(first, s.reqs); len(group) > 0 {
+		if group := g.Group(first, queued, s.reqs); len(group) > 0 {
+			start := time.Now()
 			s.commitGroup(group)
+			g.Committed(time.Since(start))
 		}
 	}
 }

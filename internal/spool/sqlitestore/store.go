@@ -86,6 +86,11 @@ type Options struct {
 	// MaxGroupBytes is the most entry bytes committed in one transaction; a
 	// single Append larger than this is committed alone. Zero means 64 MiB.
 	MaxGroupBytes int64
+	// MaxGroupLinger is the longest a group waits for the callers in
+	// flight to come back before it commits (spool.Grouper), and never
+	// more than half the last commit's duration. Zero means 2 ms; negative
+	// turns the wait off.
+	MaxGroupLinger time.Duration
 	// MaxAppendBytes is the largest batch one Append accepts; larger ones
 	// fail with spool.ErrTooLarge. Zero means 512 MiB (SQLite itself refuses
 	// a single entry over 1e9 bytes).
@@ -115,6 +120,9 @@ func (o *Options) fill() {
 	if o.MaxGroupBytes <= 0 {
 		o.MaxGroupBytes = 64 << 20
 	}
+	if o.MaxGroupLinger == 0 {
+		o.MaxGroupLinger = 2 * time.Millisecond
+	}
 	if o.MaxAppendBytes <= 0 {
 		o.MaxAppendBytes = 512 << 20
 	}
@@ -138,9 +146,10 @@ type Store struct {
 	opts Options
 	log  *slog.Logger
 
-	wdb   *sql.DB // one connection, used only by the writer goroutine
-	rdb   *sql.DB // read connections
-	stmts readStmts
+	wdb    *sql.DB // one connection, used only by the writer goroutine
+	rdb    *sql.DB // read connections
+	stmts  readStmts
+	wstmts *writeStmts // the append group's, on wdb
 
 	reqs    chan *appendReq
 	jobs    chan *writeJob // compactions and space reclamation
@@ -216,6 +225,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening spool %s: %w", path, err)
 	}
 	if err := s.prepare(context.Background()); err != nil {
+		s.closeDBs()
+		return nil, fmt.Errorf("opening spool %s: %w", path, err)
+	}
+	if s.wstmts, err = prepareWrite(context.Background(), s.wdb); err != nil {
 		s.closeDBs()
 		return nil, fmt.Errorf("opening spool %s: %w", path, err)
 	}
@@ -300,7 +313,11 @@ func (s *Store) openDBs(path string) error {
 }
 
 func (s *Store) closeDBs() error {
-	return errors.Join(s.stmts.close(), s.rdb.Close(), s.wdb.Close())
+	var werr error
+	if s.wstmts != nil {
+		werr = s.wstmts.close()
+	}
+	return errors.Join(s.stmts.close(), werr, s.rdb.Close(), s.wdb.Close())
 }
 
 // Close stops the writer after the group it is committing, wakes every Wait

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"cspool/internal/spool"
 )
@@ -95,10 +96,24 @@ func (s *Store) append(ctx context.Context, r *appendReq) (uint64, error) {
 // transaction.
 func (s *Store) writer() {
 	defer s.bg.Done()
-	g := &spool.Grouper[*appendReq]{MaxCount: s.opts.MaxGroupCount, MaxBytes: s.opts.MaxGroupBytes}
+	g := &spool.Grouper[*appendReq]{MaxCount: s.opts.MaxGroupCount, MaxBytes: s.opts.MaxGroupBytes,
+		MaxLinger: s.opts.MaxGroupLinger}
 	for {
-		first, ok := g.Carried()
-		if !ok {
+		first, queued := g.Carried()
+		if !queued {
+			// A call that queued during the last commit (a job as
+			// likely, when both wait).
+			select {
+			case first = <-s.reqs:
+				queued = true
+			case j := <-s.jobs:
+				j.run(s.wdb)
+				close(j.done)
+				continue
+			default:
+			}
+		}
+		if !queued {
 			select {
 			case first = <-s.reqs:
 			case j := <-s.jobs:
@@ -109,8 +124,10 @@ func (s *Store) writer() {
 				return
 			}
 		}
-		if group := g.Group(first, s.reqs); len(group) > 0 {
+		if group := g.Group(first, queued, s.reqs); len(group) > 0 {
+			start := time.Now()
 			s.commitGroup(group)
+			g.Committed(time.Since(start))
 		}
 	}
 }
@@ -158,6 +175,62 @@ func (s *Store) commitGroup(group []*appendReq) {
 	}
 }
 
+// The statements of an append group, prepared once on the write
+// connection: parsing them again for every group was an eighth of the
+// writer's time, and the writer is what every delivery waits for.
+const (
+	savepointSQL  = "SAVEPOINT a"
+	releaseSQL    = "RELEASE a"
+	rollbackToSQL = "ROLLBACK TO a"
+	upsertUserSQL = `INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head, chain, bytes`
+	insEntrySQL   = "INSERT INTO entries (user_id, pos, size, data) VALUES (?, ?, ?, ?)"
+	insChainSQL   = "INSERT INTO chain (user_id, pos, hash) VALUES (?, ?, ?)"
+	setHeadSQL    = "UPDATE users SET head = ?, chain = ?, bytes = bytes + ? WHERE id = ?"
+)
+
+// writeStmts are the prepared statements of an append group, on the write
+// connection, or bound to one transaction (in).
+type writeStmts struct {
+	savepoint, release, rollbackTo, upsertUser, insEntry, insChain, setHead *sql.Stmt
+}
+
+func (w *writeStmts) all() []**sql.Stmt {
+	return []**sql.Stmt{&w.savepoint, &w.release, &w.rollbackTo, &w.upsertUser, &w.insEntry, &w.insChain, &w.setHead}
+}
+
+func prepareWrite(ctx context.Context, db *sql.DB) (*writeStmts, error) {
+	w := &writeStmts{}
+	for i, q := range []string{savepointSQL, releaseSQL, rollbackToSQL, upsertUserSQL, insEntrySQL, insChainSQL, setHeadSQL} {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("preparing %q: %w", q, classify(err))
+		}
+		*w.all()[i] = st
+	}
+	return w, nil
+}
+
+// in returns the statements bound to tx (on the same connection: no
+// statement is prepared again).
+func (w *writeStmts) in(ctx context.Context, tx *sql.Tx) *writeStmts {
+	b := &writeStmts{}
+	for i, p := range w.all() {
+		*b.all()[i] = tx.StmtContext(ctx, *p)
+	}
+	return b
+}
+
+func (w *writeStmts) close() error {
+	var errs []error
+	for _, p := range w.all() {
+		if *p != nil {
+			errs = append(errs, (*p).Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // writeGroup runs the transaction. A non-nil err means nothing was
 // committed; otherwise errs[i] tells whether call i was rolled back alone.
 func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, err error) {
@@ -167,29 +240,20 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 		return nil, nil, fmt.Errorf("starting transaction: %w", err)
 	}
 	defer tx.Rollback()
-	ins, err := tx.PrepareContext(ctx, "INSERT INTO entries (user_id, pos, size, data) VALUES (?, ?, ?, ?)")
-	if err != nil {
-		return nil, nil, fmt.Errorf("preparing insert: %w", err)
-	}
-	defer ins.Close()
-	chainIns, err := tx.PrepareContext(ctx, "INSERT INTO chain (user_id, pos, hash) VALUES (?, ?, ?)")
-	if err != nil {
-		return nil, nil, fmt.Errorf("preparing chain insert: %w", err)
-	}
-	defer chainIns.Close()
+	st := s.wstmts.in(ctx, tx)
 	firsts = make([]uint64, len(group))
 	errs = make([]error, len(group))
 	for i, r := range group {
-		if _, err := tx.ExecContext(ctx, "SAVEPOINT a"); err != nil {
+		if _, err := st.savepoint.ExecContext(ctx); err != nil {
 			return nil, nil, fmt.Errorf("savepoint: %w", err)
 		}
-		firsts[i], errs[i] = appendOne(ctx, tx, ins, chainIns, r)
+		firsts[i], errs[i] = appendOne(ctx, st, r)
 		if errs[i] != nil {
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO a"); err != nil {
+			if _, err := st.rollbackTo.ExecContext(ctx); err != nil {
 				return nil, nil, fmt.Errorf("rolling back to savepoint: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, "RELEASE a"); err != nil {
+		if _, err := st.release.ExecContext(ctx); err != nil {
 			return nil, nil, fmt.Errorf("releasing savepoint: %w", err)
 		}
 	}
@@ -203,16 +267,13 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 // hash of every entry computed from the hash kept on the user's row. The
 // write transaction serialises it with every other append, in this process
 // and in others, so the chain stays dense and follows the positions.
-func appendOne(ctx context.Context, tx *sql.Tx, ins, chainIns *sql.Stmt, r *appendReq) (uint64, error) {
+func appendOne(ctx context.Context, st *writeStmts, r *appendReq) (uint64, error) {
 	name := []byte(r.user)
 	var id int64
 	var head uint64
 	var prev []byte
 	var usage int64
-	err := tx.QueryRowContext(ctx,
-		`INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head, chain, bytes`,
-		name).Scan(&id, &head, &prev, &usage)
-	if err != nil {
+	if err := st.upsertUser.QueryRowContext(ctx, name).Scan(&id, &head, &prev, &usage); err != nil {
 		return 0, fmt.Errorf("finding user: %w", err)
 	}
 	if r.limit > 0 && usage+r.size > r.limit {
@@ -232,16 +293,16 @@ func appendOne(ctx context.Context, tx *sql.Tx, ins, chainIns *sql.Stmt, r *appe
 		if d == nil {
 			d = []byte{} // NOT NULL: an empty entry is a zero-length blob
 		}
-		if _, err := ins.ExecContext(ctx, id, first+uint64(i), len(d), d); err != nil {
+		if _, err := st.insEntry.ExecContext(ctx, id, first+uint64(i), len(d), d); err != nil {
 			return 0, fmt.Errorf("inserting entry %d: %w", first+uint64(i), err)
 		}
 	}
-	h, err = chainRows(ctx, chainIns, id, first, h, r.batch)
+	h, err := chainRows(ctx, st.insChain, id, first, h, r.batch)
 	if err != nil {
 		return 0, err
 	}
 	last := first + uint64(len(r.batch)) - 1
-	if _, err := tx.ExecContext(ctx, "UPDATE users SET head = ?, chain = ?, bytes = bytes + ? WHERE id = ?", last, h[:], r.size, id); err != nil {
+	if _, err := st.setHead.ExecContext(ctx, last, h[:], r.size, id); err != nil {
 		return 0, fmt.Errorf("advancing head: %w", err)
 	}
 	return first, nil
