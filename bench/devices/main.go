@@ -107,6 +107,7 @@ type result struct {
 	ServerPeakMB             []float64 // VmHWM at the end of the run
 	ServerIdleCPUPct         []float64 // of one core, over the idle window
 	LoadCPUPct               float64   // the devices' own process, same window
+	PostgresCPUPct           float64   // the servers' PostgreSQL backends, same window
 	IdleRequestsPerSec       float64
 	PushP50ms, PushP99ms     float64
 	PushMaxms                float64
@@ -219,6 +220,7 @@ func run(c config) error {
 		t0[i] = cpuTicks(s.pid())
 	}
 	self0 := cpuTicks(os.Getpid())
+	pg0 := pgTicks(inst.dsn)
 	r0 := requests.Load()
 	time.Sleep(c.idle)
 	hz := 100.0 // CLK_TCK on Linux
@@ -232,6 +234,15 @@ func run(c config) error {
 		res.ServerThreads = append(res.ServerThreads, threads(s.pid()))
 	}
 	res.LoadCPUPct = float64(cpuTicks(os.Getpid())-self0) / hz / c.idle.Seconds() * 100
+	if inst.dsn != "" {
+		var d int64
+		for pid, t1 := range pgTicks(inst.dsn) {
+			if t0, ok := pg0[pid]; ok {
+				d += t1 - t0
+			}
+		}
+		res.PostgresCPUPct = float64(d) / hz / c.idle.Seconds() * 100
+	}
 	res.IdleRequestsPerSec = float64(requests.Load()-r0) / c.idle.Seconds()
 	res.IdleSeconds = c.idle.Seconds()
 
@@ -271,6 +282,9 @@ func report(r result) {
 	}
 	fmt.Printf("devices renewed %.0f long-polls a second while idle; the devices' process used %.1f%% of one core\n",
 		r.IdleRequestsPerSec, r.LoadCPUPct)
+	if r.Store == "postgres" {
+		fmt.Printf("the servers' PostgreSQL backends used %.2f%% of one core over the idle window\n", r.PostgresCPUPct)
+	}
 	fmt.Printf("push, LMTP 250 -> the device's read returns: %d deliveries, p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 from the end of DATA: %.1f ms)\n",
 		r.Pushes, r.PushP50ms, r.PushP99ms, r.PushMaxms, r.PushFromDataEndP99ms)
 	if len(r.DeviceErrors) > 0 {
@@ -598,6 +612,26 @@ func waitGroup(wg *sync.WaitGroup, d time.Duration) bool {
 	case <-time.After(d):
 		return false
 	}
+}
+
+// pgTicks returns the CPU ticks of every PostgreSQL backend connected to
+// the database of dsn (the servers' pools and listeners), by process id.
+func pgTicks(dsn string) map[int]int64 {
+	if dsn == "" {
+		return nil
+	}
+	out, err := exec.Command("psql", "-tA", dsn, "-c",
+		"SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()").Output()
+	if err != nil {
+		return nil
+	}
+	m := map[int]int64{}
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			m[pid] = cpuTicks(pid)
+		}
+	}
+	return m
 }
 
 // cpuTicks is the process's user+system CPU time in clock ticks.
