@@ -30,4 +30,5 @@ run chain go test -run '^$' -bench 'BenchmarkChainPerEntry' ./internal/hostile/
 run restorecheck go test -run '^$' -bench 'BenchmarkRestoreCheck' -benchtime 5x ./internal/mailstore/
 run recover go test -run '^$' -bench 'BenchmarkRecover' -benchtime 3x ./internal/recovery/
 run postgres sh bench/postgres/run.sh 2000
+run server bash bench/server.sh
 run idle bash bench/idle.sh
