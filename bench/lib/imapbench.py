@@ -3,6 +3,7 @@
 
   imapbench.py waitcount HOST PORT USER PASS N TIMEOUT   wait until INBOX has N messages
   imapbench.py fetch HOST PORT USER PASS WORD            time FETCH 1:* (ENVELOPE FLAGS) and SEARCH BODY WORD
+  imapbench.py search HOST PORT USER PASS RUNS KEY VALUE time SEARCH KEY VALUE, RUNS times: the median, the first, the hits
 
 Prints one JSON object.
 """
@@ -56,7 +57,24 @@ def fetch(host, port, user, pw, word):
             "search_hits": hits, "search_seconds": round(t2 - t1, 3)}
 
 
+def search(host, port, user, pw, runs, key, value):
+    m = login(host, port, user, pw)
+    m.select("INBOX", readonly=True)
+    times, hits = [], 0
+    for _ in range(int(runs)):
+        t0 = time.time()
+        typ, data = m.search(None, key, value)
+        times.append(time.time() - t0)
+        if typ != "OK":
+            raise SystemExit("search: %r" % (data,))
+        hits = len(data[0].split()) if data and data[0] else 0
+    m.logout()
+    first = times[0]
+    times.sort()
+    return {"median_ms": round(1000 * times[len(times) // 2], 1), "first_ms": round(1000 * first, 1), "hits": hits}
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    out = {"waitcount": waitcount, "fetch": fetch}[cmd](*args)
+    out = {"waitcount": waitcount, "fetch": fetch, "search": search}[cmd](*args)
     print(json.dumps(out))

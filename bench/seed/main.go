@@ -51,7 +51,8 @@ func main() {
 }
 
 // message returns the i-th generated message of about size bytes: real
-// headers, a text body of words.
+// headers, a text body of common words, and in one message of 1,000 the
+// word "xylophone".
 func message(seed uint64, i, size int) []byte {
 	r := rand.New(rand.NewPCG(seed, uint64(i)))
 	var b strings.Builder
@@ -62,6 +63,10 @@ func message(seed uint64, i, size int) []byte {
 	fmt.Fprintf(&b, "Message-ID: <bench-%d-%d@example.org>\r\n", seed, i)
 	b.WriteString("MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
 	words := []string{"mail", "spool", "log", "device", "sync", "quarterly", "report", "meeting", "invoice", "travel", "token"}
+	if i%1000 == 500 {
+		// One message in 1,000 holds a rare word, for the search figures.
+		b.WriteString("xylophone ")
+	}
 	line := 0
 	for b.Len() < size {
 		b.WriteString(words[r.IntN(len(words))])
@@ -169,6 +174,7 @@ func seedMaildir(args []string) error {
 	count := fs.Int("count", 10000, "messages")
 	size := fs.Int("size", 10<<10, "approximate message size")
 	seed := fs.Uint64("seed", 1, "content seed")
+	first := fs.Int("first", 0, "number the files from this (to add to a Maildir already seeded)")
 	fs.Parse(args)
 	for _, sub := range []string{"cur", "new", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(*dir, sub), 0o755); err != nil {
@@ -178,7 +184,7 @@ func seedMaildir(args []string) error {
 	start := time.Now()
 	for i := 0; i < *count; i++ {
 		m := message(*seed, i, *size)
-		name := fmt.Sprintf("%d.M%dP1.bench,S=%d:2,", 1764000000+i, i, len(m))
+		name := fmt.Sprintf("%d.M%dP1.bench,S=%d:2,", 1764000000+*first+i, *first+i, len(m))
 		if err := os.WriteFile(filepath.Join(*dir, "cur", name), m, 0o644); err != nil {
 			return err
 		}

@@ -170,6 +170,13 @@ func TestPlaintextLeak(t *testing.T) {
 	}
 	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
 	check("after the daemon stopped")
+	// The index, dropped and rebuilt by the command, is inside the
+	// encrypted file too.
+	rep := runCmd(t, dir, env, "", bin, "reindex", "--db", db, "--user-key", "alice.sec")
+	if !strings.Contains(rep, "indexed 3 messages: the index holds") {
+		t.Errorf("cspool reindex: %s", rep)
+	}
+	check("after cspool reindex")
 
 	// The database holds the mail: read back through the daemon's key.
 	ms := openTestStore(t, db, alice)
@@ -185,6 +192,10 @@ func TestPlaintextLeak(t *testing.T) {
 	}
 	if n != 1 {
 		t.Errorf("the folder %s is not in the encrypted database: %v", folder, boxes)
+	}
+	// The daemon indexed the mail for search, inside the encrypted file.
+	if st, err := ms.IndexSize(t.Context()); err != nil || st.Unindexed != 0 || st.IndexBytes == 0 {
+		t.Errorf("search index after the daemon ran: %+v, %v; want every body indexed", st, err)
 	}
 }
 

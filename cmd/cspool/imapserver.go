@@ -85,9 +85,10 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	// The IMAP server hears of every applied batch; it exists before the
 	// sync loop starts, so the callback never sees a nil server.
 	var srv *imapd.Server
+	ix := newIndexer(store, log)
 	sy, err := syncer.New(syncer.Config{
 		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: client, Store: store,
-		Logger: log, OnApplied: func(r *mailstore.Result) { srv.Applied(r) }, IsTemporary: api.IsTemporary,
+		Logger: log, OnApplied: func(r *mailstore.Result) { srv.Applied(r); ix.applied() }, IsTemporary: api.IsTemporary,
 		Permanent: api.Hint, CheckpointMin: *checkpointMin,
 	})
 	if err != nil {
@@ -145,6 +146,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	snd.printSettings(e)
 	notifyReady(e, log)
 
+	go ix.run(ctx)
 	syncDone := make(chan error, 1)
 	go func() { syncDone <- sy.Run(ctx) }()
 	serveDone := make(chan error, 1)

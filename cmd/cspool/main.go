@@ -52,6 +52,7 @@ func commands() []subcommand {
 		{"status", "show the running device daemon's sync state, folders and alarms", runStatus},
 		{"sync", "bring the local mail database up to date with the spool, without IMAP", runSync},
 		{"recover", "after the spool was restored from a backup: put back what this device holds", runRecover},
+		{"reindex", "rebuild the search index of a device's database", runReindex},
 		{"export", "copy a device's mail into Maildir or mbox", runExport},
 		{"quickstart", "try cspool on this machine: server, LMTP and IMAP in one process", runQuickstart},
 		{"help", "show help for cspool or a subcommand", nil},

@@ -356,12 +356,14 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 		return nil, nil, "", err
 	}
 	q.closers = append(q.closers, func() { ms.Close() })
+	ix := newIndexer(ms, q.log)
+	go ix.run(ctx)
 	client, err := api.NewClient("http://"+q.httpLn.Addr().String(), q.user, q.userKey, nil)
 	if err != nil {
 		return nil, nil, "", err
 	}
 	sy, err := syncer.New(syncer.Config{User: q.user, UserKey: q.userKey, SpoolKey: q.spoolKey.Public(),
-		Source: client, Store: ms, Logger: q.log, OnApplied: func(r *mailstore.Result) { srv.Applied(r) },
+		Source: client, Store: ms, Logger: q.log, OnApplied: func(r *mailstore.Result) { srv.Applied(r); ix.applied() },
 		IsTemporary: api.IsTemporary, Permanent: api.Hint})
 	if err != nil {
 		return nil, nil, "", err

@@ -1,26 +1,17 @@
 package imapd
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"io"
-	"mime"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
-	gomessage "github.com/emersion/go-message"
-	"github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/textproto"
 
+	"cspool/internal/command"
 	"cspool/internal/mailstore"
 )
-
-// maxDecodedText bounds the decoded text SEARCH BODY/TEXT looks at in one
-// message.
-const maxDecodedText = 16 << 20
 
 // Search implements imapserver.Session with a matcher over the stored
 // fields (RFC 9051 section 6.4.4): flags, dates and sizes come with every
@@ -38,9 +29,13 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	if len(view) > 0 {
 		mt.lastUID = view[len(view)-1].uid
 	}
-	want := needs(c)
+	mt.index, err = askIndex(ctx, s.store(), sel.mb.id, c)
+	if err != nil {
+		return nil, s.storeError(err, "")
+	}
+	want := needs(c, mt.index)
 	var matched []ref
-	err = s.store().Scan(ctx, sel.mb.id, want, func(m *mailstore.Message) error {
+	visit := func(m *mailstore.Message) error {
 		r, ok := findRef(view, m.UID)
 		if !ok {
 			return nil
@@ -51,7 +46,14 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 			matched = append(matched, r)
 		}
 		return err
-	})
+	}
+	// A text criterion of the top level that the index answers limits the
+	// messages to look at to its candidates.
+	if a := mt.index.narrowest(c); a != nil {
+		err = s.store().ScanUIDs(ctx, sel.mb.id, a.Candidates(), want, visit)
+	} else {
+		err = s.store().Scan(ctx, sel.mb.id, want, visit)
+	}
 	if err != nil {
 		return nil, s.storeError(err, "")
 	}
@@ -112,22 +114,37 @@ func savedResult(matched []ref, opts *imap.SearchOptions) []imap.UID {
 	return out
 }
 
-// needs says what the criteria need loaded with every message.
-func needs(c *imap.SearchCriteria) mailstore.Want {
+// needs says what the criteria need loaded with every message: the
+// header only for header criteria the index does not answer.
+func needs(c *imap.SearchCriteria, ia indexAnswers) mailstore.Want {
 	var w mailstore.Want
 	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
 		w |= mailstore.WantEnvelope
 	}
-	if len(c.Header) > 0 || len(c.Text) > 0 {
-		w |= mailstore.WantHeader
+	for _, h := range c.Header {
+		if key, ok := mailstore.HeaderSearchKey(h.Key); !ok || !ia.complete(key, h.Value) {
+			w |= mailstore.WantHeader
+		}
+	}
+	for _, t := range c.Text {
+		if !ia.complete(mailstore.SearchText, t) {
+			w |= mailstore.WantHeader
+		}
 	}
 	for i := range c.Not {
-		w |= needs(&c.Not[i])
+		w |= needs(&c.Not[i], ia)
 	}
 	for i := range c.Or {
-		w |= needs(&c.Or[i][0]) | needs(&c.Or[i][1])
+		w |= needs(&c.Or[i][0], ia) | needs(&c.Or[i][1], ia)
 	}
 	return w
+}
+
+// complete reports whether the index answered for needle under key for
+// every message.
+func (ia indexAnswers) complete(key mailstore.SearchKey, needle string) bool {
+	a := ia[indexQuestion{key, needle}]
+	return a != nil && len(a.Unindexed) == 0
 }
 
 // matcher evaluates criteria on one message at a time, loading and
@@ -138,6 +155,8 @@ type matcher struct {
 	lastUID imap.UID   // highest UID (*)
 	saved   []imap.UID // SEARCHRES ($)
 	recent  func(imap.UID) bool
+
+	index indexAnswers // what the search index says, per text criterion
 
 	msg    *mailstore.Message
 	seq    uint32
@@ -193,18 +212,38 @@ func (mt *matcher) match(c *imap.SearchCriteria) (bool, error) {
 		return false, nil
 	}
 	for _, h := range c.Header {
+		if key, ok := mailstore.HeaderSearchKey(h.Key); ok {
+			if found, known := mt.index.says(key, h.Value, m.UID); known {
+				if !found {
+					return false, nil
+				}
+				continue
+			}
+		}
 		if !mt.headerHas(h.Key, h.Value) {
 			return false, nil
 		}
 	}
 	for _, s := range c.Body {
+		if found, known := mt.index.says(mailstore.SearchBody, s, m.UID); known {
+			if !found {
+				return false, nil
+			}
+			continue
+		}
 		ok, err := mt.bodyHas(s)
 		if err != nil || !ok {
 			return false, err
 		}
 	}
 	for _, s := range c.Text {
-		if containsFold(string(m.Header), s) || mt.headerDecodedHas(s) {
+		if found, known := mt.index.says(mailstore.SearchText, s, m.UID); known {
+			if !found {
+				return false, nil
+			}
+			continue
+		}
+		if mailstore.ContainsFold(string(mt.headerBytes()), s) || mt.headerDecodedHas(s) {
 			continue
 		}
 		ok, err := mt.bodyHas(s)
@@ -295,18 +334,26 @@ func msgHasFlag(flags []string, f imap.Flag) bool {
 	return false
 }
 
+// headerBytes returns the raw header: loaded with the message when the
+// criteria needed it, else read now (a message the index could not
+// answer for).
+func (mt *matcher) headerBytes() []byte {
+	if mt.msg.Header != nil {
+		return mt.msg.Header
+	}
+	if raw, err := mt.rawBody(); err == nil {
+		mt.msg.Header = raw[:min(int(mt.msg.HeaderLen), len(raw))]
+	}
+	return mt.msg.Header
+}
+
 func (mt *matcher) parsedHeader() *textproto.Header {
 	if mt.header == nil {
-		h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(mt.msg.Header)))
-		if err != nil {
-			h = textproto.Header{}
-		}
+		h := mailstore.ParseHeader(mt.headerBytes())
 		mt.header = &h
 	}
 	return mt.header
 }
-
-var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
 
 // headerHas matches HEADER key value: a field named key whose value,
 // raw or with RFC 2047 words decoded, contains value (any, if empty).
@@ -317,10 +364,10 @@ func (mt *matcher) headerHas(key, value string) bool {
 			return true
 		}
 		v := f.Value()
-		if containsFold(v, value) {
+		if mailstore.ContainsFold(v, value) {
 			return true
 		}
-		if d, err := wordDecoder.DecodeHeader(v); err == nil && containsFold(d, value) {
+		if d, ok := mailstore.DecodeHeaderValue(v); ok && mailstore.ContainsFold(d, value) {
 			return true
 		}
 	}
@@ -330,68 +377,135 @@ func (mt *matcher) headerHas(key, value string) bool {
 func (mt *matcher) headerDecodedHas(s string) bool {
 	h := mt.parsedHeader()
 	for f := h.Fields(); f.Next(); {
-		if d, err := wordDecoder.DecodeHeader(f.Value()); err == nil && containsFold(d, s) {
+		if d, ok := mailstore.DecodeHeaderValue(f.Value()); ok && mailstore.ContainsFold(d, s) {
 			return true
 		}
 	}
 	return false
 }
 
-// bodyHas matches BODY s: in the raw text, or in a decoded text part
-// (transfer encoding and charset undone).
-func (mt *matcher) bodyHas(s string) (bool, error) {
+func (mt *matcher) rawBody() ([]byte, error) {
 	if mt.body == nil {
 		b, err := mt.msg.LoadRaw(mt.ctx)
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		mt.body = b
 	}
-	hl := min(int(mt.msg.HeaderLen), len(mt.body))
-	if containsFold(string(mt.body[hl:]), s) {
-		return true, nil
+	return mt.body, nil
+}
+
+// bodyHas matches BODY s in the body's text (mailstore.BodyTexts).
+func (mt *matcher) bodyHas(s string) (bool, error) {
+	raw, err := mt.rawBody()
+	if err != nil {
+		return false, err
 	}
 	if mt.text == nil {
-		mt.text = decodedText(mt.body)
+		mt.text = mailstore.BodyTexts(raw, mt.msg.HeaderLen)
 	}
 	for _, t := range mt.text {
-		if containsFold(t, s) {
+		if mailstore.ContainsFold(t, s) {
 			return true, nil
 		}
 	}
 	return false, nil
 }
 
-// decodedText returns the decoded text/* parts of a message.
-func decodedText(raw []byte) []string {
-	out := []string{}
-	e, err := gomessage.Read(bytes.NewReader(raw))
-	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
-		return out
-	}
-	budget := int64(maxDecodedText)
-	_ = e.Walk(func(_ []int, part *gomessage.Entity, err error) error {
-		if err != nil || part == nil || budget <= 0 {
-			return nil
-		}
-		t, _, _ := part.Header.ContentType()
-		if t != "" && !strings.HasPrefix(t, "text/") {
-			return nil
-		}
-		if strings.HasPrefix(t, "multipart/") {
-			return nil
-		}
-		b, _ := io.ReadAll(io.LimitReader(part.Body, budget))
-		budget -= int64(len(b))
-		out = append(out, string(b))
-		return nil
-	})
-	return out
+// indexAnswers holds what the search index answered for each text
+// criterion it can answer (mailstore.Indexable), by key and needle.
+type indexAnswers map[indexQuestion]*mailstore.TextAnswer
+
+type indexQuestion struct {
+	key    mailstore.SearchKey
+	needle string
 }
 
-func containsFold(hay, needle string) bool {
-	if needle == "" {
-		return true
+// askIndex asks the index about every text criterion in c, at any depth,
+// that it answers exactly.
+func askIndex(ctx context.Context, st *mailstore.Store, mailbox command.ID, c *imap.SearchCriteria) (indexAnswers, error) {
+	ans := indexAnswers{}
+	var walk func(c *imap.SearchCriteria) error
+	ask := func(key mailstore.SearchKey, needle string) error {
+		q := indexQuestion{key, needle}
+		if _, done := ans[q]; done || !mailstore.Indexable(needle) {
+			return nil
+		}
+		a, err := st.TextSearch(ctx, mailbox, key, needle)
+		if err != nil {
+			return err
+		}
+		ans[q] = a
+		return nil
 	}
-	return strings.Contains(strings.ToLower(hay), strings.ToLower(needle))
+	walk = func(c *imap.SearchCriteria) error {
+		for _, h := range c.Header {
+			if key, ok := mailstore.HeaderSearchKey(h.Key); ok {
+				if err := ask(key, h.Value); err != nil {
+					return err
+				}
+			}
+		}
+		for _, s := range c.Body {
+			if err := ask(mailstore.SearchBody, s); err != nil {
+				return err
+			}
+		}
+		for _, s := range c.Text {
+			if err := ask(mailstore.SearchText, s); err != nil {
+				return err
+			}
+		}
+		for i := range c.Not {
+			if err := walk(&c.Not[i]); err != nil {
+				return err
+			}
+		}
+		for i := range c.Or {
+			if err := walk(&c.Or[i][0]); err != nil {
+				return err
+			}
+			if err := walk(&c.Or[i][1]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return ans, walk(c)
+}
+
+// says returns whether the message uid holds needle under key, and whether
+// the index knows (it does not for a needle it cannot answer, or a body
+// not indexed yet).
+func (ia indexAnswers) says(key mailstore.SearchKey, needle string, uid imap.UID) (found, known bool) {
+	a := ia[indexQuestion{key, needle}]
+	if a == nil || a.Unindexed[uid] {
+		return false, false
+	}
+	return a.Match[uid], true
+}
+
+// narrowest returns the answer with the fewest candidates among the text
+// criteria of c's top level (every message that matches c is among its
+// candidates), or nil if there is none.
+func (ia indexAnswers) narrowest(c *imap.SearchCriteria) *mailstore.TextAnswer {
+	var best *mailstore.TextAnswer
+	consider := func(key mailstore.SearchKey, needle string) {
+		a := ia[indexQuestion{key, needle}]
+		if a != nil && (best == nil || len(a.Match)+len(a.Unindexed) < len(best.Match)+len(best.Unindexed)) {
+			best = a
+		}
+	}
+	for _, h := range c.Header {
+		if key, ok := mailstore.HeaderSearchKey(h.Key); ok {
+			consider(key, h.Value)
+		}
+	}
+	for _, s := range c.Body {
+		consider(mailstore.SearchBody, s)
+	}
+	for _, s := range c.Text {
+		consider(mailstore.SearchText, s)
+	}
+	return best
 }

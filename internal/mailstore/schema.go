@@ -199,6 +199,28 @@ BEGIN
 	SELECT RAISE(ABORT, 'mailstore: uidnext never decreases');
 END;
 `,
+	// 7: the search index (search.go): an FTS5 table with the trigram
+	// tokenizer, one row per body (rowid = bid), contentless; the bodies
+	// not indexed (yet) are listed in unindexed, every existing one at
+	// first, and each new one as it is inserted; the daemon indexes them
+	// in the background, and searches scan them meanwhile.
+	`
+CREATE VIRTUAL TABLE fts USING fts5 (body, hdr, hfrom, hto, hcc, hbcc, hsubject,
+	content = '', contentless_delete = 1, tokenize = 'trigram case_sensitive 1');
+CREATE TABLE unindexed (
+	bid INTEGER PRIMARY KEY
+);
+INSERT INTO unindexed (bid) SELECT bid FROM bodies;
+CREATE TRIGGER bodies_unindexed AFTER INSERT ON bodies
+BEGIN
+	INSERT INTO unindexed (bid) VALUES (NEW.bid);
+END;
+CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+BEGIN
+	DELETE FROM fts WHERE rowid = OLD.bid;
+	DELETE FROM unindexed WHERE bid = OLD.bid;
+END;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"cspool/internal/mailstore"
+)
+
+// indexBatch is how many bodies one indexing transaction of cspool
+// reindex takes; the daemon's take indexBatchLive, so that the write lock
+// they hold (about 10 ms a body on a loaded 2-core machine) never keeps an
+// apply or an IMAP change waiting long.
+const (
+	indexBatch     = 200
+	indexBatchLive = 20
+)
+
+func runReindex(e *env, args []string) error {
+	fs := newFlagSet(e, "reindex", "", `
+Rebuild the search index of a device's database: drop it, then index every
+message again (decoded text parts and headers, docs/IMAP.md "Search").
+
+The daemon indexes mail in the background as it arrives, and what a
+database made by an earlier cspool lacks; searches stay exact meanwhile
+(they read the messages not indexed yet). Use this command when
+the index is damaged or was lost. Stop the daemon first: this command
+refuses to run beside it.`, `
+cspool reindex --db ~/.local/state/cspool/alice/mail.db --user-key ~/.config/cspool/user.sec`)
+	db := fs.String("db", "test.db", "local mail database `file`")
+	userKey := fs.String("user-key", "user.sec", "the user's secret key `file` (the database is encrypted with it)")
+	pass := addPassphraseFlag(fs, e)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if _, err := os.Stat(*db); err != nil {
+		return withHint(fmt.Errorf("opening %s: %w", *db, unwrapPath(err)), "pass the device's database with --db (the --db of cspool imap-server)")
+	}
+	k, err := deviceUserKey.loadSecret(pass, *userKey)
+	if err != nil {
+		return err
+	}
+	store, closeStore, err := openDeviceStore(e.stderr, *db, "stop the daemon (cspool imap-server) for this database first, then run cspool reindex again", k)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := store.Reindex(ctx); err != nil {
+		return err
+	}
+	n, err := buildIndex(ctx, store, e.stdout)
+	if err != nil {
+		return withHint(err, "run cspool reindex again; until then searches read every message")
+	}
+	st, err := store.IndexSize(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "indexed %d messages: the index holds %s for %s of mail (%.0f%%)\n",
+		n, sizeText(st.IndexBytes), sizeText(st.BodyBytes), 100*float64(st.IndexBytes)/float64(max(st.BodyBytes, 1)))
+	return nil
+}
+
+// buildIndex indexes every body the index lacks, a batch per transaction,
+// with a progress line on w for each tenth of the work.
+func buildIndex(ctx context.Context, store *mailstore.Store, w io.Writer) (int, error) {
+	_, left, err := store.IndexPending(ctx, 0)
+	if err != nil {
+		return 0, err
+	}
+	total, n, shown := left, 0, 0
+	for left > 0 {
+		done, l, err := store.IndexPending(ctx, indexBatch)
+		if err != nil {
+			return n, err
+		}
+		n, left = n+done, l
+		if done == 0 {
+			break
+		}
+		if w != nil && n*10/total > shown {
+			shown = n * 10 / total
+			fmt.Fprintf(w, "indexed %d of %d messages\n", n, total)
+		}
+	}
+	return n, nil
+}
+
+// indexer keeps the search index up with the store while a daemon runs:
+// it indexes what the index lacks (the mail just applied, a database from
+// before the index, bodies an undo put back), a batch per transaction,
+// and gives way to the sync: while batches are being applied it waits
+// until applying has been quiet for a moment, so a first sync is not
+// slowed by the indexing it makes necessary.
+type indexer struct {
+	store *mailstore.Store
+	log   *slog.Logger
+	wake  chan struct{}
+	last  atomic.Int64 // unix ns of the last apply
+}
+
+// indexQuiet is how long applying must have been quiet before a batch.
+const indexQuiet = time.Second
+
+func newIndexer(store *mailstore.Store, log *slog.Logger) *indexer {
+	return &indexer{store: store, log: log, wake: make(chan struct{}, 1)}
+}
+
+// applied tells the indexer that a batch was applied.
+func (x *indexer) applied() {
+	x.last.Store(time.Now().UnixNano())
+	select {
+	case x.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run indexes until ctx ends.
+func (x *indexer) run(ctx context.Context) {
+	if _, left, err := x.store.IndexPending(ctx, 0); err == nil && left > 0 {
+		x.log.Info("building the search index in the background; searches read the messages not indexed yet", "messages", left)
+	}
+	for {
+		indexed := 0
+		for {
+			if wait := time.Until(time.Unix(0, x.last.Load()).Add(indexQuiet)); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				continue
+			}
+			done, left, err := x.store.IndexPending(ctx, indexBatchLive)
+			if err != nil {
+				if ctx.Err() == nil {
+					x.log.Warn("building the search index failed; trying again at the next change", "err", err)
+				}
+				break
+			}
+			indexed += done
+			if left == 0 || done == 0 {
+				break
+			}
+		}
+		if indexed >= 100 {
+			x.log.Info("search index complete", "indexed", indexed)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-x.wake:
+		}
+	}
+}

@@ -1,0 +1,352 @@
+package mailstore
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/emersion/go-imap/v2"
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
+
+	"cspool/internal/command"
+)
+
+// The search index (docs/MAILSTORE.md, "Search index").
+//
+// IMAP SEARCH BODY, TEXT and HEADER are case-insensitive substring tests
+// (RFC 9051 section 6.4.4). What they test is defined here once, for the
+// scan and the index alike:
+//
+//   - a body's text is its decoded text parts (transfer encoding and
+//     charset undone; text/* and message/* leaves, not attachments), or the
+//     raw bytes after the header when the message is not MIME-parseable;
+//   - a header field's text is its value, raw and with RFC 2047 words
+//     decoded; TEXT also tests the raw header as a whole.
+//
+// "Contains" is strings.Contains over strings.ToLower of both sides.
+//
+// The index is an FTS5 table with the trigram tokenizer, case-sensitive,
+// over the lower-cased texts: one row per body (rowid = bodies.bid), a
+// column per searchable part, a part's several texts joined with "\n". A
+// trigram phrase query is a substring test on code points, so for a needle
+// of at least three code points (lower-cased) holding no "\n" and no NUL,
+// the index answers exactly what the definition above does: a match cannot
+// span two joined texts without holding the "\n" between them. Other
+// needles are tested by the scan. A stored body is listed in table
+// unindexed (a trigger) until IndexPending indexes it, which the daemon
+// runs in the background as mail is applied: trigrams cost about 1 ms of
+// CPU per KB of text, too much for the apply's transaction (the first
+// sync of 10,000 messages would take minutes). Searches test the bodies
+// not indexed yet with the scan, so answers are exact meanwhile.
+
+// SearchKey is what a SEARCH text criterion looks in.
+type SearchKey uint8
+
+const (
+	SearchBody    SearchKey = iota // BODY: the body's text
+	SearchText                     // TEXT: the header, raw and decoded, and the body's text
+	SearchFrom                     // HEADER From (FROM)
+	SearchTo                       // HEADER To (TO)
+	SearchCc                       // HEADER Cc (CC)
+	SearchBcc                      // HEADER Bcc (BCC)
+	SearchSubject                  // HEADER Subject (SUBJECT)
+)
+
+// indexedFields are the header fields with a column of their own, in
+// SearchFrom order.
+var indexedFields = [...]string{"From", "To", "Cc", "Bcc", "Subject"}
+
+// ftsFilter is each key's FTS5 column filter.
+var ftsFilter = [...]string{"{body}", "{hdr body}", "{hfrom}", "{hto}", "{hcc}", "{hbcc}", "{hsubject}"}
+
+// HeaderSearchKey returns the key of HEADER field, if the index has it.
+func HeaderSearchKey(field string) (SearchKey, bool) {
+	for i, f := range indexedFields {
+		if strings.EqualFold(f, field) {
+			return SearchFrom + SearchKey(i), true
+		}
+	}
+	return 0, false
+}
+
+// Indexable reports whether the index answers a search for needle exactly.
+func Indexable(needle string) bool {
+	n := strings.ToLower(needle)
+	return utf8.RuneCountInString(n) >= 3 && !strings.ContainsAny(n, "\n\x00")
+}
+
+// ContainsFold is the SEARCH substring test.
+func ContainsFold(hay, needle string) bool {
+	if needle == "" {
+		return true
+	}
+	return strings.Contains(strings.ToLower(hay), strings.ToLower(needle))
+}
+
+// ParseHeader parses a raw header as SEARCH does; a header that does not
+// parse has no fields.
+func ParseHeader(raw []byte) textproto.Header {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil {
+		return textproto.Header{}
+	}
+	return h
+}
+
+// DecodeHeaderValue undoes RFC 2047 encoded words in a field value.
+func DecodeHeaderValue(v string) (string, bool) {
+	d, err := wordDecoder.DecodeHeader(v)
+	return d, err == nil
+}
+
+// maxDecodedText bounds the decoded text of one message that SEARCH looks
+// at and the index holds.
+const maxDecodedText = 16 << 20
+
+// BodyTexts returns the texts SEARCH BODY tests in a message: its decoded
+// text/* and message/* parts, or, when the message is not MIME-parseable,
+// the raw bytes after the header (headerLen bytes).
+func BodyTexts(raw []byte, headerLen int64) []string {
+	e, err := gomessage.Read(bytes.NewReader(raw))
+	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
+		hl := min(int(headerLen), len(raw))
+		return []string{string(raw[hl:])}
+	}
+	out := []string{}
+	budget := int64(maxDecodedText)
+	_ = e.Walk(func(_ []int, part *gomessage.Entity, err error) error {
+		if err != nil || part == nil || budget <= 0 {
+			return nil
+		}
+		t, _, _ := part.Header.ContentType()
+		if strings.HasPrefix(t, "multipart/") {
+			return nil
+		}
+		if t != "" && !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") {
+			return nil
+		}
+		b, _ := io.ReadAll(io.LimitReader(part.Body, budget))
+		budget -= int64(len(b))
+		out = append(out, string(b))
+		return nil
+	})
+	return out
+}
+
+// indexRow returns a body's index columns: body, hdr, then the fields of
+// indexedFields, each lower-cased.
+func indexRow(raw []byte, headerLen int64) []any {
+	hl := min(int(headerLen), len(raw))
+	hdr := []string{string(raw[:hl])}
+	var fields [len(indexedFields)][]string
+	h := ParseHeader(raw[:hl])
+	for f := h.Fields(); f.Next(); {
+		v := f.Value()
+		d, ok := DecodeHeaderValue(v)
+		if ok {
+			hdr = append(hdr, d)
+		}
+		if k, found := HeaderSearchKey(f.Key()); found {
+			i := k - SearchFrom
+			fields[i] = append(fields[i], v)
+			if ok {
+				fields[i] = append(fields[i], d)
+			}
+		}
+	}
+	row := []any{joinLower(BodyTexts(raw, headerLen)), joinLower(hdr)}
+	for _, f := range fields {
+		row = append(row, joinLower(f))
+	}
+	return row
+}
+
+func joinLower(s []string) string { return strings.ToLower(strings.Join(s, "\n")) }
+
+// ftsQuery is the FTS5 query for needle under key: a phrase, its quotes
+// doubled.
+func ftsQuery(key SearchKey, needle string) string {
+	return ftsFilter[key] + ` : "` + strings.ReplaceAll(strings.ToLower(needle), `"`, `""`) + `"`
+}
+
+// indexBody indexes one stored body that is listed as unindexed.
+func indexBody(ctx context.Context, q *sql.Tx, bid int64, raw []byte, headerLen int64) error {
+	row := append([]any{bid}, indexRow(raw, headerLen)...)
+	if _, err := q.ExecContext(ctx, "INSERT INTO fts (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row...); err != nil {
+		return fmt.Errorf("indexing body: %w", err)
+	}
+	if _, err := q.ExecContext(ctx, "DELETE FROM unindexed WHERE bid = ?", bid); err != nil {
+		return fmt.Errorf("indexing body: %w", err)
+	}
+	return nil
+}
+
+// TextAnswer is what the index says about a text criterion in a mailbox.
+type TextAnswer struct {
+	// Match holds the UIDs whose indexed text holds the needle.
+	Match map[imap.UID]bool
+	// Unindexed holds the UIDs whose bodies are not indexed: the index
+	// says nothing about them.
+	Unindexed map[imap.UID]bool
+}
+
+// Candidates returns Match and Unindexed together, in UID order.
+func (a *TextAnswer) Candidates() []imap.UID {
+	out := make([]imap.UID, 0, len(a.Match)+len(a.Unindexed))
+	for u := range a.Match {
+		out = append(out, u)
+	}
+	for u := range a.Unindexed {
+		if !a.Match[u] {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TextSearch asks the index which messages of mailbox hold needle under
+// key; needle must be Indexable.
+func (s *Store) TextSearch(ctx context.Context, mailbox command.ID, key SearchKey, needle string) (*TextAnswer, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if !Indexable(needle) || int(key) >= len(ftsFilter) {
+		return nil, fmt.Errorf("searching the index: %q cannot be searched there", needle)
+	}
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("searching the index: %w", err)
+	}
+	defer tx.Rollback()
+	a := &TextAnswer{Match: map[imap.UID]bool{}, Unindexed: map[imap.UID]bool{}}
+	for _, q := range []struct {
+		sql  string
+		args []any
+		into map[imap.UID]bool
+	}{
+		// CROSS JOIN: from the index's answer (or the short list of bodies
+		// not indexed) to the messages, never the other way round, which
+		// would read every message of the mailbox.
+		{"SELECT m.uid FROM fts CROSS JOIN messages m ON m.body = fts.rowid WHERE fts MATCH ? AND m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
+			[]any{ftsQuery(key, needle), mailbox[:]}, a.Match},
+		{"SELECT m.uid FROM unindexed u CROSS JOIN messages m ON m.body = u.bid WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
+			[]any{mailbox[:]}, a.Unindexed},
+	} {
+		rows, err := tx.QueryContext(ctx, q.sql, q.args...)
+		if err != nil {
+			return nil, fmt.Errorf("searching the index: %w", err)
+		}
+		for rows.Next() {
+			var uid int64
+			if err := rows.Scan(&uid); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("searching the index: %w", err)
+			}
+			q.into[imap.UID(uid)] = true
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("searching the index: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// ScanUIDs is Scan over the messages of mailbox with the given UIDs only
+// (sorted): SEARCH over the candidates the index gave.
+func (s *Store) ScanUIDs(ctx context.Context, mailbox command.ID, uids []imap.UID, want Want, fn func(*Message) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	list, err := json.Marshal(uids)
+	if err != nil {
+		return err
+	}
+	return s.scan(ctx, mailbox, want, func(imap.UID) (string, []any, func(imap.UID) bool) {
+		return "AND m.uid IN (SELECT value FROM json_each(?))", []any{string(list)}, func(imap.UID) bool { return true }
+	}, fn)
+}
+
+// IndexPending indexes up to max bodies that are not indexed, in one
+// write transaction, and returns how many it indexed and how many are
+// left.
+func (s *Store) IndexPending(ctx context.Context, max int) (done, left int, err error) {
+	err = s.writeTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT u.bid, b.header_len, l.data FROM unindexed u
+			JOIN bodies b ON b.bid = u.bid JOIN blobs l ON l.bid = u.bid ORDER BY u.bid LIMIT ?`, max)
+		if err != nil {
+			return err
+		}
+		type pending struct {
+			bid, hl int64
+			raw     []byte
+		}
+		var todo []pending
+		for rows.Next() {
+			var p pending
+			if err := rows.Scan(&p.bid, &p.hl, &p.raw); err != nil {
+				rows.Close()
+				return err
+			}
+			todo = append(todo, p)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		for _, p := range todo {
+			if err := indexBody(ctx, tx, p.bid, p.raw, p.hl); err != nil {
+				return err
+			}
+		}
+		done = len(todo)
+		return tx.QueryRowContext(ctx, "SELECT count(*) FROM unindexed").Scan(&left)
+	})
+	return done, left, err
+}
+
+// Reindex drops the whole search index and lists every body as unindexed,
+// for IndexPending to build again (cspool reindex).
+func (s *Store) Reindex(ctx context.Context) error {
+	return s.writeTx(ctx, "dropping the search index", func(tx *sql.Tx) error {
+		for _, q := range []string{
+			"INSERT INTO fts (fts) VALUES ('delete-all')",
+			"DELETE FROM unindexed",
+			"INSERT INTO unindexed (bid) SELECT bid FROM bodies",
+		} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("dropping the search index: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+// IndexStats says how large the search index is.
+type IndexStats struct {
+	Bodies, Unindexed int
+	IndexBytes        int64 // the index's own data: FTS5's blocks and its term index
+	BodyBytes         int64 // the raw bytes of every body
+}
+
+// IndexSize measures the search index against the mail it indexes.
+func (s *Store) IndexSize(ctx context.Context) (IndexStats, error) {
+	var st IndexStats
+	err := s.rdb.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM bodies), (SELECT count(*) FROM unindexed),
+		(SELECT coalesce(sum(length(block)), 0) FROM fts_data) + (SELECT coalesce(sum(length(term) + 16), 0) FROM fts_idx),
+		(SELECT coalesce(sum(size), 0) FROM bodies)`).Scan(&st.Bodies, &st.Unindexed, &st.IndexBytes, &st.BodyBytes)
+	if err != nil {
+		return st, fmt.Errorf("measuring the search index: %w", err)
+	}
+	return st, nil
+}
