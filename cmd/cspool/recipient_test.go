@@ -144,7 +144,12 @@ func testDeliverRefusals(t *testing.T, bin, backend string) {
 	if code != 0 {
 		t.Fatalf("cspool sync: exit %d\n%s", code, errOut)
 	}
-	got := inboxMessages(t, db)
+	aliceKey, err := keys.LoadSecret(filepath.Join(dir, "alice.sec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := openTestStore(t, db, aliceKey)
+	got := inboxRaw(t, st)
 	if len(got) != len(acknowledged) {
 		t.Fatalf("the device has %d messages, want the %d acknowledged", len(got), len(acknowledged))
 	}
@@ -153,25 +158,15 @@ func testDeliverRefusals(t *testing.T, bin, backend string) {
 			t.Errorf("message %d is %q, want %q", i+1, got[i], acknowledged[i])
 		}
 	}
-	st, err := mailstore.Open(db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	if n, err := st.RejectedCount(ctx); err != nil || n != 0 {
 		t.Errorf("the device rejected %d entries (%v), want none", n, err)
 	}
 }
 
-// inboxMessages returns the raw bytes of every INBOX message of the mail
-// store at path, in UID order.
-func inboxMessages(t *testing.T, path string) [][]byte {
+// inboxRaw returns the raw bytes of every INBOX message of a mail
+// store, in UID order.
+func inboxRaw(t *testing.T, st *mailstore.Store) [][]byte {
 	t.Helper()
-	st, err := mailstore.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	ctx := context.Background()
 	mb, err := st.MailboxByName(ctx, "INBOX")
 	if err != nil {
