@@ -35,6 +35,12 @@ import (
 // Version is the command encoding version written by this package.
 const Version = 1
 
+// DefaultMaxMessageBytes is the largest message a Deliver or Append carries
+// when nothing else is configured: the spool's default for deliveries
+// (LMTP, cspool deliver) and a device's for IMAP APPEND, so that what one
+// side takes the other does too.
+const DefaultMaxMessageBytes = 50 << 20
+
 // Kind says what a command does.
 type Kind uint8
 

@@ -11,8 +11,9 @@ import (
 	"cspool/internal/keys"
 )
 
-// DefaultMaxMessageBytes is the message size limit when none is configured.
-const DefaultMaxMessageBytes = 50 << 20
+// DefaultMaxMessageBytes is the message size limit when none is configured
+// (command.DefaultMaxMessageBytes, which devices use for APPEND).
+const DefaultMaxMessageBytes = command.DefaultMaxMessageBytes
 
 // Directory resolves a user name to the user's public key; Lookup returns an
 // error wrapping ErrUnknownUser for a user it does not know. Any other error

@@ -13,7 +13,6 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"cspool/internal/command"
-	"cspool/internal/deliver"
 	"cspool/internal/loginguard"
 	"cspool/internal/mailstore"
 )
@@ -43,7 +42,7 @@ type Config struct {
 	// defaults documented on LoginLimits.
 	Login LoginLimits
 	// MaxMessageBytes is the largest message APPEND takes, advertised as
-	// APPENDLIMIT (RFC 7889); zero means deliver.DefaultMaxMessageBytes,
+	// APPENDLIMIT (RFC 7889); zero means command.DefaultMaxMessageBytes,
 	// the spool's own default for deliveries.
 	MaxMessageBytes int64
 }
@@ -74,7 +73,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("imapd: an empty password is not allowed (set AllowEmptyPassword to allow it)")
 	}
 	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = deliver.DefaultMaxMessageBytes
+		cfg.MaxMessageBytes = command.DefaultMaxMessageBytes
 	}
 	// APPENDLIMIT is a number32 (RFC 7889 section 3).
 	cfg.MaxMessageBytes = min(cfg.MaxMessageBytes, 1<<32-1)
