@@ -1,6 +1,7 @@
 package archtest
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -278,6 +279,46 @@ func TestRealGraphCatchesWrongImport(t *testing.T) {
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("missing violation %q; got:\n  %s", want, strings.Join(got, "\n  "))
+		}
+	}
+}
+
+// TestDocsNameEveryPackageAndRule requires the README's layout and
+// docs/ARCHITECTURE.md to name every package of the module (the benchmark
+// commands as bench/), and docs/ARCHITECTURE.md to state every rule and
+// exception.
+func TestDocsNameEveryPackageAndRule(t *testing.T) {
+	g := loadReal(t)
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("..", "..", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	readme, arch := read("README.md"), read("docs/ARCHITECTURE.md")
+	flat := strings.Join(strings.Fields(arch), " ")
+	layout, _, _ := strings.Cut(readme[strings.Index(readme, "## Layout"):], "\n## ")
+	for _, p := range sortedModule(g) {
+		rel := strings.TrimPrefix(p.Path, "cspool/")
+		if strings.HasPrefix(rel, "bench/") {
+			rel = "bench/"
+		}
+		if !strings.Contains(layout, rel) {
+			t.Errorf("the README's layout does not name %s", rel)
+		}
+		if !strings.Contains(arch, rel) {
+			t.Errorf("docs/ARCHITECTURE.md does not name %s", rel)
+		}
+	}
+	for _, r := range Rules {
+		if !strings.Contains(flat, r.Name) {
+			t.Errorf("docs/ARCHITECTURE.md does not state the rule %q", r.Name)
+		}
+		for _, e := range r.Except {
+			if !strings.Contains(flat, e.Why) {
+				t.Errorf("docs/ARCHITECTURE.md does not give the reason for the exception %s -> %s: %q", e.From, e.To, e.Why)
+			}
 		}
 	}
 }
