@@ -3,7 +3,11 @@
 // imports only packages on floors below its own), the two sides (the spool
 // server depends on nothing of the device), who may open entries, what
 // the mail store may speak and how the IMAP server reaches the spool.
-// docs/ARCHITECTURE.md explains each rule and each exception.
+// docs/ARCHITECTURE.md explains each rule and each exception. Its tests
+// also hold the documents to the code: the README's layout and
+// docs/ARCHITECTURE.md name every package, and every link, document,
+// section number and quoted heading cited in README.md, docs/ and the
+// code's comments resolves (docs_test.go).
 //
 // Implementation notes:
 //

@@ -74,9 +74,26 @@ var (
 	ErrNoOrigin = errors.New("body without an origin entry")
 )
 
-// EncodeSnapshot returns the canonical CBOR encoding of sn.
+// EncodeSnapshot returns the canonical CBOR encoding of sn. An empty list
+// is an empty array (an empty byte string for Entries), never null, whether
+// the field is nil or empty: so DecodeSnapshot, which encodes again and
+// compares, refuses null.
 func EncodeSnapshot(sn *Snapshot) ([]byte, error) {
-	return snapCodecs.enc.Marshal(sn)
+	c := *sn
+	c.Mailboxes = nonNilSlice(c.Mailboxes)
+	c.Subscriptions = nonNilSlice(c.Subscriptions)
+	c.Keywords = nonNilSlice(c.Keywords)
+	c.Messages = nonNilSlice(c.Messages)
+	c.Entries = nonNilSlice(c.Entries)
+	return snapCodecs.enc.Marshal(&c)
+}
+
+// nonNilSlice returns s, or an empty slice for nil.
+func nonNilSlice[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // DecodeSnapshot parses and checks an encoded snapshot.
@@ -107,18 +124,34 @@ func (sn *Snapshot) check() error {
 		return bad("position 0")
 	}
 	names := map[string]bool{}
-	for _, mb := range sn.Mailboxes {
+	for i, mb := range sn.Mailboxes {
 		if len(mb.ID) != command.IDSize || mb.UIDValidity == 0 || mb.UIDNext == 0 || names[mb.Name] {
 			return bad("mailbox %q", mb.Name)
 		}
+		if i > 0 && bytes.Compare(sn.Mailboxes[i-1].ID, mb.ID) >= 0 {
+			return bad("mailboxes not sorted by id, or an id twice (%x)", mb.ID)
+		}
 		names[mb.Name] = true
+	}
+	for i := 1; i < len(sn.Subscriptions); i++ {
+		if sn.Subscriptions[i-1] >= sn.Subscriptions[i] {
+			return bad("subscriptions not sorted, or a name twice (%q)", sn.Subscriptions[i])
+		}
+	}
+	for i := 1; i < len(sn.Keywords); i++ {
+		if foldKeyword(sn.Keywords[i-1]) >= foldKeyword(sn.Keywords[i]) {
+			return bad("keywords not sorted by their lower-case form, or a keyword twice (%q)", sn.Keywords[i])
+		}
 	}
 	if !names["INBOX"] {
 		return bad("no INBOX")
 	}
 	type key struct{ mb, uid uint32 }
 	seen := map[key]bool{}
-	for _, m := range sn.Messages {
+	for i, m := range sn.Messages {
+		if i > 0 && bytes.Compare(sn.Messages[i-1].ID, m.ID) >= 0 {
+			return bad("messages not sorted by id, or an id twice (%x)", m.ID)
+		}
 		if len(m.ID) != command.IDSize || len(m.Digest) != sha256.Size || m.Body == 0 || m.Body > sn.Position ||
 			int(m.Mailbox) >= len(sn.Mailboxes) || m.UID == 0 || m.UID >= sn.Mailboxes[m.Mailbox].UIDNext ||
 			seen[key{m.Mailbox, m.UID}] {

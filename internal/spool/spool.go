@@ -95,7 +95,7 @@ var (
 // implement it, and the API's append with if_head needs it. A device
 // appends its own commands only right after the head it has applied, so
 // that an attempt whose answer was lost can be made again without the
-// entries landing twice (docs/MAILSTORE.md, "Changes made offline").
+// entries landing twice (docs/MAILSTORE.md, "Changes made on this device").
 type HeadAppender interface {
 	// AppendAt is Append, done only if user's head is head when the batch
 	// would be appended (it then takes head+1...). Otherwise nothing is
