@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"cspool/internal/api"
@@ -40,7 +42,11 @@ is sealed to the user's public key, signed with the spool key, and appended
 either directly to the spool (safe while 'cspool server' runs on it): the
 SQLite spool directory, or with --store postgres the PostgreSQL database at
 --dsn (or $CSPOOL_DSN); or through a spool server's HTTP API. The spool key cannot decrypt what it
-delivered. Any bytes are a message; they are stored byte for byte.
+delivered. Any bytes are a message; they are stored byte for byte, after
+the Return-Path and Delivered-To fields that --sender and --recipient put
+in front of them (as a delivery agent records the envelope). An mbox
+"From SENDER DATE" line in front, as Postfix's local(8) pipes a message
+after its own Return-Path and Delivered-To, is dropped.
 
 The user's key comes from --user-key, or from the users file given with
 --users (as 'cspool server' reads it). Straight into the store, give
@@ -69,7 +75,7 @@ cspool deliver as its delivery command:
       docs/TLS.md), expired, or not for that host name`, `
 cspool deliver --user alice --user-key alice.pub --spool-key spool.sec < message.eml
 cspool deliver --users /etc/cspool/users --user alice --spool-key spool.sec \
-    --spool-server http://127.0.0.1:3999 < message.eml
+    --spool-server http://127.0.0.1:3999 --sender "$SENDER" --recipient "$RECIPIENT" < message.eml
 cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
     --store postgres --dsn postgres://cspool@db.example.org/cspool < message.eml`)
 	user := fs.String("user", "", "the recipient's user name (required)")
@@ -85,6 +91,8 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	quota := fs.Int64("quota", 0, "straight into the store: most bytes the user's log may hold for the message to be taken (exit 75 beyond), as the server's --quota; 0: none")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up (exit 75) after this long")
 	quiet := fs.Bool("quiet", false, "print nothing on success")
+	sender := fs.String("sender", "", "the envelope sender (MAIL FROM), \"\" or \"<>\" for the null sender: adds \"Return-Path: <SENDER>\" in front of the message (omit it when the mail transfer agent adds one, as Postfix's local(8) does)")
+	recipient := fs.String("recipient", "", "the address the message was delivered to (RCPT TO): adds \"Delivered-To: ADDRESS\" in front of the message")
 	if err := parseFlags(fs, args); err != nil {
 		var u *usageError
 		if errors.As(err, &u) {
@@ -135,6 +143,11 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	if int64(len(msg)) > *maxSize {
 		return &exitError{withHint(fmt.Errorf("message larger than %d bytes", *maxSize), "raise --max-size to accept it"), exDataErr}
 	}
+	msg = cutFromLine(msg)
+	env := deliver.Envelope{Recipient: *recipient}
+	if fs.cmdline["sender"] {
+		env.Sender, env.HasSender = strings.TrimSuffix(strings.TrimPrefix(*sender, "<"), ">"), true
+	}
 
 	if *server == "" && *userKey != "" {
 		if err := checkTestModeUser(*storeKind, *spoolDir, *user, users); err != nil {
@@ -166,7 +179,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		log = withinQuota(st, *quota)
 	}
 	d := &deliver.Deliverer{Log: log, SpoolKey: sk, Users: users, MaxMessageBytes: *maxSize}
-	pos, err := d.Deliver(ctx, *user, msg)
+	pos, err := d.DeliverEnvelope(ctx, *user, env, msg)
 	if err != nil {
 		return deliverFailure(err, *server)
 	}
@@ -174,6 +187,23 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		fmt.Fprintf(e.stdout, "delivered %d bytes to %s at log position %d\n", len(msg), *user, pos)
 	}
 	return nil
+}
+
+// cutFromLine drops the "From SENDER DATE" line a mail transfer agent
+// puts in front of a message it pipes to a delivery command (Postfix's
+// local(8) does, before its Return-Path and Delivered-To), as mbox
+// delivery agents do: it is not a header field, and a client would show
+// the message's header as broken. A first line "From" followed by
+// blanks and a colon is an (obsolete) From field and stays.
+func cutFromLine(msg []byte) []byte {
+	rest, ok := bytes.CutPrefix(msg, []byte("From "))
+	if !ok || bytes.HasPrefix(bytes.TrimLeft(rest, " \t"), []byte(":")) {
+		return msg
+	}
+	if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+		return rest[i+1:]
+	}
+	return msg
 }
 
 // withinQuota appends to st within limit, if above zero.

@@ -201,9 +201,10 @@ func codeBlocks(md string) []string {
 	}
 }
 
-// checkPostfixCopy requires got to be Postfix's added header fields followed
-// by postfixMessage exactly, and returns the added part. Over LMTP Postfix
-// adds one Received field; no Return-Path or Delivered-To.
+// checkPostfixCopy requires got to be the header fields added on the way
+// followed by postfixMessage exactly, and returns the added part: the
+// listener's Return-Path (the envelope sender Postfix passed on) and
+// Delivered-To, then Postfix's one Received field.
 func checkPostfixCopy(t *testing.T, got []byte) string {
 	t.Helper()
 	if !bytes.HasSuffix(got, []byte(postfixMessage)) {
@@ -225,8 +226,11 @@ func checkPostfixCopy(t *testing.T, got []byte) string {
 			names = append(names, name)
 		}
 	}
-	if strings.Join(names, ",") != "Received" {
-		t.Errorf("Postfix added fields %v, want one Received", names)
+	if strings.Join(names, ",") != "Return-Path,Delivered-To,Received" {
+		t.Errorf("added fields %v, want Return-Path, Delivered-To and one Received", names)
+	}
+	if want := "Return-Path: <bob@example.org>\r\nDelivered-To: alice@example.org\r\nReceived: "; !strings.HasPrefix(added, want) {
+		t.Errorf("added fields %q, want them to start %q", added, want)
 	}
 	return added
 }

@@ -100,10 +100,26 @@ func toWire(c *Command) wire {
 // EncodeHeader returns the CBOR item of c, without the body. The full
 // encoding is EncodeHeader(c) followed by c.Body.
 func EncodeHeader(c *Command) ([]byte, error) {
-	if err := c.Validate(); err != nil {
+	return EncodeHeaderPrefixed(c, 0)
+}
+
+// EncodeHeaderPrefixed is EncodeHeader for a body of prefixLen bytes
+// followed by c.Body: the full encoding is EncodeHeaderPrefixed(c, len(p))
+// followed by p and c.Body, the same bytes as for a command whose Body is
+// p and c.Body joined.
+func EncodeHeaderPrefixed(c *Command, prefixLen int) ([]byte, error) {
+	v := c
+	if prefixLen > 0 && len(c.Body) == 0 {
+		withBody := *c
+		withBody.Body = []byte{0}
+		v = &withBody
+	}
+	if err := v.Validate(); err != nil {
 		return nil, err
 	}
-	return codecs.enc.Marshal(toWire(c))
+	w := toWire(c)
+	w.Fields.BodySize += uint64(prefixLen)
+	return codecs.enc.Marshal(w)
 }
 
 // Encode returns the full encoding of c: the CBOR item followed by the body.

@@ -74,6 +74,15 @@ func (d *Deliverer) maxBytes() int64 {
 // entry's position once it is durable. msg is stored byte for byte, whatever
 // it holds. Errors classify with KindOf.
 func (d *Deliverer) Deliver(ctx context.Context, user string, msg []byte) (pos uint64, err error) {
+	return d.DeliverEnvelope(ctx, user, Envelope{}, msg)
+}
+
+// DeliverEnvelope is Deliver with the header fields env adds (Return-Path,
+// Delivered-To) in front of msg, which follows them byte for byte. Each
+// ends as msg's first line does: in a bare LF, as a message a mail
+// transfer agent pipes to a command often is, or else in CRLF. The size
+// limit applies to msg.
+func (d *Deliverer) DeliverEnvelope(ctx context.Context, user string, env Envelope, msg []byte) (pos uint64, err error) {
 	if err := keys.CheckUserName(user); err != nil {
 		return 0, fmt.Errorf("delivering: %w: %w", ErrUnknownUser, err)
 	}
@@ -84,20 +93,20 @@ func (d *Deliverer) Deliver(ctx context.Context, user string, msg []byte) (pos u
 	if err != nil {
 		return 0, fmt.Errorf("delivering to %s: %w", user, err)
 	}
-	pos, _, err = d.deliverTo(ctx, user, key, msg, d.now())
+	pos, _, err = d.deliverTo(ctx, user, key, traceFields(env, lineEnd(msg)), msg, d.now())
 	return pos, err
 }
 
-// deliverTo seals and appends without checks: the caller has validated user,
-// looked up key and bounded msg. It returns the entry's position and its
+// deliverTo seals trace followed by msg and appends it without checks: the
+// caller has validated user, looked up key and bounded msg. It returns the entry's position and its
 // sealed (padded) size, the only size worth logging: the one the spool
 // keeps.
-func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicKey, msg []byte, received time.Time) (pos uint64, sealedLen int, err error) {
+func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicKey, trace, msg []byte, received time.Time) (pos uint64, sealedLen int, err error) {
 	if d.SpoolKey == nil {
 		return 0, 0, errors.New("delivering: no spool key configured")
 	}
 	c := &command.Command{Kind: command.Deliver, Date: received.UnixMilli(), Body: msg}
-	sealed, _, err := entry.Seal(c, d.SpoolKey, key, user, nil)
+	sealed, _, err := entry.Seal(c, d.SpoolKey, key, user, &entry.Options{BodyPrefix: trace})
 	if err != nil {
 		return 0, 0, fmt.Errorf("delivering to %s: %w", user, err)
 	}

@@ -11,7 +11,9 @@
 //     message once Deliver has returned. Nothing here logs message contents or
 //     full addresses; logs name the user, sizes and log positions only.
 //   - Any byte string is a message: 8-bit data, NUL bytes, bare LF, no header
-//     at all. The bytes are stored whole and never parsed or rewritten. Over
+//     at all. The bytes are stored whole and never parsed or rewritten; only
+//     the envelope's Return-Path and Delivered-To fields go in front (RFC 5321
+//     section 4.4, Envelope), sealed with the message without copying it. Over
 //     LMTP the message is the DATA content after dot-unstuffing (RFC 5321
 //     section 4.5.2), up to and including the CRLF before the final ".".
 //   - Success is reported only after the store acknowledged the append, which

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -136,13 +137,25 @@ func openLog(t *testing.T, st spool.Store, user string, userKey *keys.SecretKey,
 	}
 }
 
+// bodies returns the messages in user's log as the LMTP listener received
+// them: each entry must start with the Return-Path and Delivered-To fields
+// the listener adds, which are cut off.
 func (f *fixture) bodies(t *testing.T, user string) [][]byte {
+	t.Helper()
 	var b [][]byte
 	for _, o := range f.opened(t, user) {
-		b = append(b, o.Cmd.Body)
+		m := lmtpTraceRE.FindIndex(o.Cmd.Body)
+		if m == nil {
+			t.Fatalf("%s: entry does not start with the Return-Path and Delivered-To fields of an LMTP delivery: %s", user, short(o.Cmd.Body))
+		}
+		b = append(b, o.Cmd.Body[m[1]:])
 	}
 	return b
 }
+
+// lmtpTraceRE matches the fields the LMTP listener puts in front of a
+// message.
+var lmtpTraceRE = regexp.MustCompile(`\AReturn-Path: <[^\r\n]*>\r\nDelivered-To: [^\r\n]+\r\n`)
 
 // requireTool finds an external program; without it the test is skipped,
 // or fails when CI=true.

@@ -90,8 +90,9 @@ func TestLMTPDataLineEnds(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: reading message %d on the device: %v", c.Name, i+1, err)
 		}
-		if !bytes.Equal(m.Raw, []byte(c.Want)) {
-			t.Errorf("%s: device holds %s, want %s", c.Name, short(m.Raw), short([]byte(c.Want)))
+		want := "Return-Path: <sender@example.net>\r\nDelivered-To: alice@example.org\r\n" + c.Want
+		if !bytes.Equal(m.Raw, []byte(want)) {
+			t.Errorf("%s: device holds %s, want %s", c.Name, short(m.Raw), short([]byte(want)))
 		}
 	}
 	cancel()

@@ -66,16 +66,18 @@ type session struct {
 	id    string // random, for logs
 	n     int    // messages received on this connection
 	size  int64  // SIZE declared at MAIL FROM, 0 if none
+	from  string // the envelope sender, "" for <>
 	rcpts []rcpt
 }
 
 var _ smtp.LMTPSession = (*session)(nil)
 
-func (s *session) Reset()        { s.rcpts, s.size = nil, 0 }
+func (s *session) Reset()        { s.rcpts, s.size, s.from = nil, 0, "" }
 func (s *session) Logout() error { return nil }
 
-func (s *session) Mail(_ string, opts *smtp.MailOptions) error {
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.Reset()
+	s.from = from
 	if opts != nil && opts.Size > s.l.opts.MaxMessageBytes {
 		s.l.opts.Metrics.Delivery(OutcomeTooLarge)
 		return replyTooLarge
@@ -169,7 +171,10 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 			defer wg.Done()
 			defer func() { <-sem }()
 			start := time.Now()
-			pos, sealed, err := s.l.d.deliverTo(ctx, t.user, t.key, msg, received)
+			// LMTP's lines end in CRLF; Delivered-To is the first
+			// address that reached the user.
+			trace := traceFields(Envelope{Sender: s.from, HasSender: true, Recipient: t.addrs[0]}, "\r\n")
+			pos, sealed, err := s.l.d.deliverTo(ctx, t.user, t.key, trace, msg, received)
 			var reply *smtp.SMTPError
 			if err != nil {
 				reply = replyFor(err)

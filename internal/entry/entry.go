@@ -113,6 +113,12 @@ type Options struct {
 	ID command.ID
 	// NoPadding turns off length padding (PaddedLen).
 	NoPadding bool
+	// BodyPrefix is sealed in front of c.Body as the start of the
+	// command's body: the entry is the one Seal gives for a command whose
+	// Body is BodyPrefix followed by c.Body, and Open returns them joined.
+	// A delivery prepends its trace header fields with it without copying
+	// the message.
+	BodyPrefix []byte
 }
 
 // Opened is an entry after Open: verified and decoded.
@@ -225,7 +231,7 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 	if len(user) == 0 || len(user) > MaxUserLen {
 		return nil, command.ID{}, fmt.Errorf("sealing entry: user name must be 1 to %d bytes", MaxUserLen)
 	}
-	hdr, err := command.EncodeHeader(c)
+	hdr, err := command.EncodeHeaderPrefixed(c, len(o.BodyPrefix))
 	if err != nil {
 		return nil, command.ID{}, fmt.Errorf("sealing entry: %w", err)
 	}
@@ -239,7 +245,7 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 			return nil, command.ID{}, fmt.Errorf("sealing entry: reading entry id: %w", err)
 		}
 	}
-	cmdLen := len(hdr) + len(c.Body)
+	cmdLen := len(hdr) + len(o.BodyPrefix) + len(c.Body)
 	var prefix []byte
 	prefix = append(prefix, id[:]...)
 	prefix = append(prefix, author.Public().Ed25519...)
@@ -247,6 +253,7 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 	prefix = append(prefix, user...)
 	prefix = binary.BigEndian.AppendUint64(prefix, uint64(cmdLen))
 	prefix = append(prefix, hdr...)
+	prefix = append(prefix, o.BodyPrefix...)
 	innerLen := len(prefix) + len(c.Body)
 	if !o.NoPadding {
 		innerLen = PaddedLen(c.Kind, innerLen)

@@ -433,3 +433,38 @@ func TestCheckSealedTo(t *testing.T) {
 		}
 	}
 }
+
+// Options.BodyPrefix seals the same entry as a body that starts with it:
+// Open gives them joined, the length is the joined body's, and chunks that
+// straddle the prefix and the body are right.
+func TestBodyPrefix(t *testing.T) {
+	f := newFixture(t)
+	prefix := []byte("Return-Path: <bob@example.org>\r\nDelivered-To: alice@example.org\r\n")
+	for _, size := range []int{0, 1, 1000, ChunkSize - 200, ChunkSize - 100, ChunkSize + 3, 2*ChunkSize + 7} {
+		body := make([]byte, size)
+		rand.Read(body)
+		joined := append(append([]byte(nil), prefix...), body...)
+		var id command.ID
+		rand.Read(id[:])
+		for _, pad := range []bool{false, true} {
+			b, _, err := Seal(deliver(body), f.spool, f.user.Public(), "alice", &Options{ID: id, NoPadding: !pad, BodyPrefix: prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			whole, _, err := Seal(deliver(joined), f.spool, f.user.Public(), "alice", &Options{ID: id, NoPadding: !pad})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) != len(whole) {
+				t.Errorf("size %d pad %v: %d bytes sealed with the prefix, %d with the joined body", size, pad, len(b), len(whole))
+			}
+			o, err := Open(b, f.user, "alice", f.user.Public(), f.spool.Public())
+			if err != nil {
+				t.Fatalf("size %d pad %v: %v", size, pad, err)
+			}
+			if !bytes.Equal(o.Cmd.Body, joined) {
+				t.Fatalf("size %d pad %v: opened body is not the prefix followed by the body", size, pad)
+			}
+		}
+	}
+}
