@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -127,7 +126,7 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 }
 
 func unwrapPath(err error) error {
-	var pe *fs.PathError
+	var pe *os.PathError
 	if errors.As(err, &pe) {
 		return pe.Err
 	}
@@ -139,7 +138,7 @@ func unwrapPath(err error) error {
 func checkExportDest(dest string) error {
 	ents, err := os.ReadDir(dest)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, os.ErrNotExist):
 		if err := os.MkdirAll(dest, 0o700); err != nil {
 			return fmt.Errorf("creating %s: %w", dest, unwrapPath(err))
 		}

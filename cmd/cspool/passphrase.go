@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -59,7 +58,7 @@ func (s *passphraseSource) passphrase(path string) (string, error) {
 	if dir := s.e.getenv("CREDENTIALS_DIRECTORY"); dir != "" {
 		cred := filepath.Join(dir, credentialName)
 		pp, err := readSecretFile(cred, "systemd credential")
-		if !errors.Is(err, fs.ErrNotExist) {
+		if !errors.Is(err, os.ErrNotExist) {
 			return pp, err
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -83,7 +82,7 @@ func storedPassword(dbPath string) (imapPassword, error) {
 	if err == nil {
 		return imapPassword{value: pw, file: path}, nil
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
+	if !errors.Is(err, os.ErrNotExist) {
 		return imapPassword{}, err
 	}
 	raw := make([]byte, 15)
@@ -104,7 +103,7 @@ func storedPassword(dbPath string) (imapPassword, error) {
 
 // readSecretFile reads the first line of a file that holds a secret,
 // refusing one that users other than its owner may open. A missing file is
-// an error wrapping fs.ErrNotExist.
+// an error wrapping os.ErrNotExist.
 func readSecretFile(path, what string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -131,7 +130,7 @@ func readSecretFile(path, what string) (string, error) {
 
 // checkPrivateMode refuses a file holding a secret that users other than
 // its owner may open.
-func checkPrivateMode(path, what string, info fs.FileInfo) error {
+func checkPrivateMode(path, what string, info os.FileInfo) error {
 	if perm := info.Mode().Perm(); perm&0o077 != 0 {
 		return withHint(fmt.Errorf("%s %s holds a password and is open to other users (mode %04o)", what, path, perm),
 			"run: chmod 600 "+shellQuote(path))

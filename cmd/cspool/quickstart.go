@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -200,7 +199,7 @@ func (q *quickstart) prepare(userName string, userSet bool) error {
 				"run with --user "+stored+", or pick another --dir for a new user")
 		}
 		userName = stored
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	} else if !errors.Is(err, os.ErrNotExist) {
 		return withHint(err, "remove the state folder to start afresh")
 	}
 	q.user = userName
@@ -214,7 +213,7 @@ func (q *quickstart) prepare(userName string, userSet bool) error {
 	line := fmt.Sprintf("# cspool users file: NAME PUBLIC-KEY\n%s %s\n", userName, q.userKey.Public())
 	f, err := os.OpenFile(q.path(qsUsers), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	switch {
-	case errors.Is(err, fs.ErrExist):
+	case errors.Is(err, os.ErrExist):
 		users, err := keys.LoadUsers(q.path(qsUsers))
 		if err != nil {
 			return withHint(err, "remove the state folder to start afresh")
@@ -237,7 +236,7 @@ func (q *quickstart) prepare(userName string, userSet bool) error {
 // loadOrMakeKey loads a key pair, or creates it if the secret file is
 // missing.
 func loadOrMakeKey(sec, pub, comment string) (*keys.SecretKey, error) {
-	if _, err := os.Lstat(sec); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(sec); errors.Is(err, os.ErrNotExist) {
 		k, err := keys.Generate(rand.Reader)
 		if err != nil {
 			return nil, err

@@ -384,14 +384,16 @@ func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKe
 	if f.tlsCert != "" {
 		scheme = "https"
 	}
-	attrs := []any{"http", scheme + "://" + s.httpLn.Addr().String(), "lmtp", "off",
-		"store", "sqlite:" + f.spoolDir, "max_message_size", f.maxMsg, "quota", f.quota}
-	if f.storeKind == "postgres" {
-		attrs[5] = "postgres:" + pgstore.Redact(f.dsn)
-	}
+	lmtp := "off"
 	if s.lmtpLn != nil {
-		attrs[3] = s.lmtpLn.Addr().String()
+		lmtp = s.lmtpLn.Addr().String()
 	}
+	store := "sqlite:" + f.spoolDir
+	if f.storeKind == "postgres" {
+		store = "postgres:" + pgstore.Redact(f.dsn)
+	}
+	attrs := []any{"http", scheme + "://" + s.httpLn.Addr().String(), "lmtp", lmtp,
+		"store", store, "max_message_size", f.maxMsg, "quota", f.quota}
 	if s.mon != nil {
 		attrs = append(attrs, "metrics", "http://"+s.mon.ln.Addr().String()+"/metrics")
 	} else {

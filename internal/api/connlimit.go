@@ -57,8 +57,8 @@ type addrState struct {
 	refusals refusalBucket
 }
 
-func newConnLimiter(max int, refusalRate float64) *connLimiter {
-	return &connLimiter{max: max, refusalRate: refusalRate, open: map[string]*addrState{}, excess: map[string]bool{}}
+func newConnLimiter(perAddr int, refusalRate float64) *connLimiter {
+	return &connLimiter{max: perAddr, refusalRate: refusalRate, open: map[string]*addrState{}, excess: map[string]bool{}}
 }
 
 type limitedListener struct {

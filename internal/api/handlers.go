@@ -214,33 +214,33 @@ type readParams struct {
 func (s *Server) parseRead(r *http.Request) (readParams, error) {
 	p := readParams{maxCount: s.cfg.DefaultReadCount, maxBytes: s.cfg.DefaultReadBytes}
 	q := r.URL.Query()
-	num := func(name string, min, max uint64) (uint64, bool, error) {
+	num := func(name string, least uint64) (uint64, bool, error) {
 		v := q.Get(name)
 		if v == "" {
 			return 0, false, nil
 		}
 		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil || n < min {
-			return 0, false, errorf(ErrBadRequest, "%s=%q: want an integer >= %d", name, v, min)
+		if err != nil || n < least {
+			return 0, false, errorf(ErrBadRequest, "%s=%q: want an integer >= %d", name, v, least)
 		}
 		return n, true, nil
 	}
-	after, _, err := num("after", 0, 0)
+	after, _, err := num("after", 0)
 	if err != nil {
 		return p, err
 	}
 	p.after = after
-	if n, ok, err := num("max_count", 1, 0); err != nil {
+	if n, ok, err := num("max_count", 1); err != nil {
 		return p, err
 	} else if ok {
 		p.maxCount = int(min(n, uint64(s.cfg.MaxReadCount)))
 	}
-	if n, ok, err := num("max_bytes", 0, 0); err != nil {
+	if n, ok, err := num("max_bytes", 0); err != nil {
 		return p, err
 	} else if ok {
 		p.maxBytes = int64(min(n, uint64(s.cfg.MaxReadBytes)))
 	}
-	if n, ok, err := num("wait", 0, 0); err != nil {
+	if n, ok, err := num("wait", 0); err != nil {
 		return p, err
 	} else if ok {
 		p.wait = min(time.Duration(min(n, 1<<20))*time.Second, s.cfg.MaxWait)

@@ -16,11 +16,11 @@ type pollCounter struct {
 	waiting map[string]int
 }
 
-// acquire counts one more waiting read of user, unless max are waiting.
-func (p *pollCounter) acquire(user string, max int) bool {
+// acquire counts one more waiting read of user, unless limit are waiting.
+func (p *pollCounter) acquire(user string, limit int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.waiting[user] >= max {
+	if p.waiting[user] >= limit {
 		return false
 	}
 	p.waiting[user]++

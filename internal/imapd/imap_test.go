@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,7 +185,15 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
-	c := d.client(nil)
+	var (
+		expMu    sync.Mutex
+		expunged []uint32 // the EXPUNGE responses, in order
+	)
+	c := d.client(&imapclient.UnilateralDataHandler{Expunge: func(seq uint32) {
+		expMu.Lock()
+		expunged = append(expunged, seq)
+		expMu.Unlock()
+	}})
 	mustSelect(t, c, "INBOX")
 
 	// One STORE over several messages is one entry.
@@ -238,7 +247,13 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 	}
 
 	// MOVE: COPYUID and one EXPUNGE per message, none twice.
-	var expunged []uint32
+	uidsBefore, err := d.store.UIDs(context.Background(), mailstore.InboxID())
+	if err != nil || len(uidsBefore) != 4 {
+		t.Fatalf("INBOX UIDs before MOVE: %v, %v; want 4", uidsBefore, err)
+	}
+	expMu.Lock()
+	expunged = nil
+	expMu.Unlock()
 	md, err := c.Move(imap.SeqSetNum(2, 3), "Trash").Wait()
 	if err != nil {
 		t.Fatal(err)
@@ -249,7 +264,24 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 	if n := c.Mailbox().NumMessages; n != 2 {
 		t.Errorf("after MOVE the client counts %d messages, want 2", n)
 	}
-	_ = expunged
+	// Replay the EXPUNGEs on the list as the client saw it: each must name a
+	// message still there, and together exactly the two moved.
+	expMu.Lock()
+	seen := slices.Clone(expunged)
+	expMu.Unlock()
+	view := slices.Clone(uidsBefore)
+	var gone []imap.UID
+	for _, seq := range seen {
+		if seq == 0 || int(seq) > len(view) {
+			t.Fatalf("MOVE: EXPUNGE %d with %d messages left (EXPUNGEs %v)", seq, len(view), seen)
+		}
+		gone = append(gone, view[seq-1])
+		view = slices.Delete(view, int(seq-1), int(seq))
+	}
+	slices.Sort(gone)
+	if want := uidsBefore[1:3]; !slices.Equal(gone, want) {
+		t.Errorf("MOVE of 2:3: EXPUNGEs %v removed UIDs %v, want each of %v once", seen, gone, want)
+	}
 
 	// EXPUNGE of \Deleted messages; UID EXPUNGE only within its set.
 	if err := c.Store(imap.SeqSetNum(1, 2), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true,

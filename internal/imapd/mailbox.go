@@ -272,15 +272,15 @@ func small(set imap.SeqSet, n int) bool {
 }
 
 // seqIn reports whether client sequence number c is in set, * (0) standing
-// for max.
-func seqIn(set imap.SeqSet, c, max uint32) bool {
+// for last, the highest.
+func seqIn(set imap.SeqSet, c, last uint32) bool {
 	for _, r := range set {
 		lo, hi := r.Start, r.Stop
 		if lo == 0 {
-			lo = max
+			lo = last
 		}
 		if hi == 0 {
-			hi = max
+			hi = last
 		}
 		if lo > hi {
 			lo, hi = hi, lo

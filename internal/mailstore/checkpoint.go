@@ -184,14 +184,15 @@ func (sn *Snapshot) check() error {
 }
 
 // checkEntryList checks a list of 24-byte (id, position) records: sorted by
-// id, each id once, positions above 0 and, when max is not 0, at most max.
-func checkEntryList(what string, list []byte, max uint64) error {
+// id, each id once, positions above 0 and, when limit is not 0, at most
+// limit.
+func checkEntryList(what string, list []byte, limit uint64) error {
 	if len(list)%24 != 0 {
 		return fmt.Errorf("%w: %s field of %d bytes", ErrSnapshot, what, len(list))
 	}
 	var prev []byte
 	for b := list; len(b) > 0; b = b[24:] {
-		if p := binary.BigEndian.Uint64(b[16:24]); p == 0 || (max != 0 && p > max) {
+		if p := binary.BigEndian.Uint64(b[16:24]); p == 0 || (limit != 0 && p > limit) {
 			return fmt.Errorf("%w: %s: entry %x at position %d", ErrSnapshot, what, b[:16], p)
 		}
 		if prev != nil && bytes.Compare(prev, b[:16]) >= 0 {

@@ -159,9 +159,14 @@ func (s *Store) ChainPositions(ctx context.Context, upTo uint64) ([]uint64, erro
 // exist does not fall back to the name, and a DeleteMailbox of a mailbox
 // the superseded history changed is refused (the mailbox and its messages
 // stay).
+//
+// A Rebase is one transaction, and lives in the context BeginRebase was
+// given, as its *sql.Tx does (database/sql rolls the transaction back when
+// that context ends): so its methods take no context of their own, and
+// keep that one beside the transaction.
 type Rebase struct {
 	s    *Store
-	ctx  context.Context
+	ctx  context.Context // BeginRebase's, which bounds tx
 	tx   *sql.Tx
 	base uint64
 	pos  uint64

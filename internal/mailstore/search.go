@@ -278,13 +278,13 @@ func (s *Store) ScanUIDs(ctx context.Context, mailbox command.ID, uids []imap.UI
 	}, fn)
 }
 
-// IndexPending indexes up to max bodies that are not indexed, in one
+// IndexPending indexes up to limit bodies that are not indexed, in one
 // write transaction, and returns how many it indexed and how many are
 // left.
-func (s *Store) IndexPending(ctx context.Context, max int) (done, left int, err error) {
+func (s *Store) IndexPending(ctx context.Context, limit int) (done, left int, err error) {
 	err = s.writeTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT u.bid, b.header_len, l.data FROM unindexed u
-			JOIN bodies b ON b.bid = u.bid JOIN blobs l ON l.bid = u.bid ORDER BY u.bid LIMIT ?`, max)
+			JOIN bodies b ON b.bid = u.bid JOIN blobs l ON l.bid = u.bid ORDER BY u.bid LIMIT ?`, limit)
 		if err != nil {
 			return err
 		}

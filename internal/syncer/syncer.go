@@ -467,6 +467,12 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 			"the entries up to position %d do not hash to the head the spool claims: entries were altered, dropped or reordered", last))
 	}
 	if last == pos {
+		// Nothing of the batch was taken: the loop stopped at its first
+		// entry, which only an alarm does there (a gap returns at once, and
+		// a restoration first in the batch is adopted, or was already).
+		if alarm == nil {
+			return 0, lr.Head, fmt.Errorf("syncer: took no entry of the batch after position %d and raised no alarm (a bug)", pos)
+		}
 		return 0, lr.Head, s.raise(ctx, alarm.pos, alarm.detail)
 	}
 	var chain []spool.Hash
