@@ -19,8 +19,8 @@ import (
 
 // Rule is one rule of the map. Either it forbids imports (Forbid: what
 // Packages, or the Files of them, may not import, or with Transitive not
-// depend on at all), or it reserves a symbol (Symbol: only the Only
-// packages may refer to it). Rules speak of production code: tests may
+// depend on at all), or it reserves a symbol (Symbol: of the Packages, or
+// of all when Packages is empty, only the Only packages may refer to it). Rules speak of production code: tests may
 // import and call what they need to set up and check.
 type Rule struct {
 	Name string
@@ -140,7 +140,7 @@ func Check(g Graph, rules []Rule) []Violation {
 		}
 		for _, p := range sortedModule(g) {
 			if r.Symbol != "" {
-				if matchAny(r.Only, p.Path) {
+				if matchAny(r.Only, p.Path) || len(r.Packages) > 0 && !matchAny(r.Packages, p.Path) {
 					continue
 				}
 				for _, name := range sortedKeys(p.Files) {
