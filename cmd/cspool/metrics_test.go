@@ -13,14 +13,16 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"cspool/internal/api"
 	"cspool/internal/keys"
-	"cspool/internal/metrics"
 )
 
-// scrape fetches and parses /metrics.
-func scrape(t *testing.T, url string) (map[string]*metrics.Family, string) {
+// scrape fetches /metrics in the text format and parses it with expfmt.
+func scrape(t *testing.T, url string) (map[string]*dto.MetricFamily, string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -31,24 +33,48 @@ func scrape(t *testing.T, url string) (map[string]*metrics.Family, string) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("scraping %s: status %d, %v", url, resp.StatusCode, err)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != metrics.ContentType {
-		t.Errorf("Content-Type %q, want %q", ct, metrics.ContentType)
+	if f := expfmt.ResponseFormat(resp.Header); f.FormatType() != expfmt.TypeTextPlain {
+		t.Errorf("Content-Type %q, want the text format", resp.Header.Get("Content-Type"))
 	}
-	fams, err := metrics.Parse(strings.NewReader(string(body)))
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(string(body)))
 	if err != nil {
 		t.Fatalf("parsing /metrics: %v\n%s", err, body)
 	}
 	return fams, string(body)
 }
 
-// value returns one sample's value, 0 when the series does not exist yet.
-func value(fams map[string]*metrics.Family, family, sample string, labels map[string]string) float64 {
+// value returns one sample's value, 0 when the series does not exist yet:
+// sample is the family's name for a counter or gauge, or the family's name
+// with _count or _sum for a histogram.
+func value(fams map[string]*dto.MetricFamily, family, sample string, labels map[string]string) float64 {
 	f := fams[family]
 	if f == nil {
 		return 0
 	}
-	v, _ := f.Get(sample, labels)
-	return v
+next:
+	for _, m := range f.GetMetric() {
+		have := map[string]string{}
+		for _, l := range m.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		for k, v := range labels {
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case sample == family && m.Counter != nil:
+			return m.Counter.GetValue()
+		case sample == family && m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case sample == family+"_count" && m.Histogram != nil:
+			return float64(m.Histogram.GetSampleCount())
+		case sample == family+"_sum" && m.Histogram != nil:
+			return m.Histogram.GetSampleSum()
+		}
+	}
+	return 0
 }
 
 // TestServerMetrics runs `cspool server --metrics-addr`, makes deliveries
@@ -147,6 +173,30 @@ func TestServerMetrics(t *testing.T) {
 	}
 	if size := value(after, "cspool_store_size_bytes", "cspool_store_size_bytes", map[string]string{"backend": "sqlite"}); size <= 0 {
 		t.Errorf("cspool_store_size_bytes{backend=sqlite} = %v, want > 0", size)
+	}
+	for _, name := range []string{"process_cpu_seconds_total", "process_resident_memory_bytes", "go_goroutines", "go_gc_duration_seconds"} {
+		if after[name] == nil {
+			t.Errorf("family %s missing: the process and Go runtime collectors", name)
+		}
+	}
+	// A scraper that asks for OpenMetrics gets it; the figures are the same
+	// (expfmt's parser of it is checked in internal/metrics).
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Error(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if f := expfmt.ResponseFormat(resp.Header); f.FormatType() != expfmt.TypeOpenMetrics ||
+			!strings.HasSuffix(string(body), "# EOF\n") || !strings.Contains(string(body), "\n# TYPE cspool_deliveries counter\n") {
+			t.Errorf("OpenMetrics asked: Content-Type %q, body:\n%s", resp.Header.Get("Content-Type"), body)
+		}
+	}
+	if resp, err := http.Post(url, "text/plain", nil); err != nil {
+		t.Error(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics: status %d, want 405", resp.StatusCode)
 	}
 	for _, secret := range []string{"alice", "bob", "nobody", "example.org", "Subject"} {
 		if strings.Contains(text, secret) {

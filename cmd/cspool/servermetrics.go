@@ -10,6 +10,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"cspool/internal/api"
+	"cspool/internal/deliver"
 	"cspool/internal/metrics"
 	"cspool/internal/spool"
 	"cspool/internal/spool/pgstore"
@@ -27,17 +31,15 @@ type metricsRun struct {
 // quota included, listens on addr and serves GET /metrics
 // (docs/METRICS.md). Nothing it serves names a user.
 func (s *serverRun) startMetrics(addr string, store spool.Store, quotas spool.Quotas, quota int64, errc chan<- error) (*metricsRun, error) {
-	reg := metrics.NewRegistry()
-	m := &metricsRun{spool: metrics.NewSpool(reg)}
-	metrics.RegisterUsage(reg, quotas, quota)
-	registerStoreMetrics(reg, store)
+	reg, sp := newServerRegistry(store, quotas, quota)
+	m := &metricsRun{spool: sp}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, withHint(fmt.Errorf("listening for metrics on %s: %w", addr, err), "pick another --metrics-addr, or leave it empty to turn metrics off")
 	}
 	m.ln = ln
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", reg.Handler(s.log))
+	mux.Handle("GET /metrics", metrics.Handler(reg, s.log))
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
 	go func() {
 		if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -53,13 +55,28 @@ func (m *metricsRun) close() {
 	}
 }
 
+// newServerRegistry registers every metric of the server (docs/METRICS.md):
+// the process and Go runtime collectors, the spool's families, the logs'
+// usage against the quota and the store's own figures.
+func newServerRegistry(store spool.Store, quotas spool.Quotas, quota int64) (*prometheus.Registry, *metrics.Spool) {
+	reg := metrics.NewRegistry()
+	sp := metrics.NewSpool(reg, metrics.Known{LMTPOutcomes: deliver.Outcomes, AuthReasons: api.AuthReasons})
+	metrics.RegisterUsage(reg, quotas, quota)
+	registerStoreMetrics(reg, store)
+	return reg, sp
+}
+
 // registerStoreMetrics adds the size of the store and, for SQLite, its
 // append and commit counters (group commit shows as commits < appends).
-func registerStoreMetrics(reg *metrics.Registry, store spool.Store) {
-	const sizeHelp = "Bytes the store occupies: SQLite database and WAL files, or PostgreSQL tables with indexes and TOAST."
+func registerStoreMetrics(reg prometheus.Registerer, store spool.Store) {
+	size := func(backend string) prometheus.GaugeOpts {
+		return prometheus.GaugeOpts{Name: "cspool_store_size_bytes",
+			Help:        "Bytes the store occupies: SQLite database and WAL files, or PostgreSQL tables with indexes and TOAST.",
+			ConstLabels: prometheus.Labels{"backend": backend}}
+	}
 	switch st := store.(type) {
 	case *sqlitestore.Store:
-		reg.GaugeFunc("cspool_store_size_bytes", sizeHelp, metrics.Labels{"backend": "sqlite"}, func() (float64, bool) {
+		reg.MustRegister(metrics.OptionalGauge(size("sqlite"), func() (float64, bool) {
 			var n int64
 			for _, name := range []string{sqlitestore.DBName, sqlitestore.DBName + "-wal"} {
 				if fi, err := os.Stat(filepath.Join(st.Dir(), name)); err == nil {
@@ -67,18 +84,21 @@ func registerStoreMetrics(reg *metrics.Registry, store spool.Store) {
 				}
 			}
 			return float64(n), true
-		})
-		stat := func(f func(sqlitestore.Stats) int64) func() (float64, bool) {
-			return func() (float64, bool) { return float64(f(st.Stats())), true }
+		}))
+		counter := func(name, help string, f func(sqlitestore.Stats) int64) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+				func() float64 { return float64(f(st.Stats())) })
 		}
-		reg.CounterFunc("cspool_sqlite_appends_total", "Append calls committed by the SQLite store.", nil,
-			stat(func(s sqlitestore.Stats) int64 { return s.Appends }))
-		reg.CounterFunc("cspool_sqlite_entries_total", "Entries appended to the SQLite store.", nil,
-			stat(func(s sqlitestore.Stats) int64 { return s.Entries }))
-		reg.CounterFunc("cspool_sqlite_commits_total", "Write transactions (one fsync each) of the SQLite store.", nil,
-			stat(func(s sqlitestore.Stats) int64 { return s.Commits }))
+		reg.MustRegister(
+			counter("cspool_sqlite_appends_total", "Append calls committed by the SQLite store.",
+				func(s sqlitestore.Stats) int64 { return s.Appends }),
+			counter("cspool_sqlite_entries_total", "Entries appended to the SQLite store.",
+				func(s sqlitestore.Stats) int64 { return s.Entries }),
+			counter("cspool_sqlite_commits_total", "Write transactions (one fsync each) of the SQLite store.",
+				func(s sqlitestore.Stats) int64 { return s.Commits }),
+		)
 	case *pgstore.Store:
-		reg.GaugeFunc("cspool_store_size_bytes", sizeHelp, metrics.Labels{"backend": "postgres"}, func() (float64, bool) {
+		reg.MustRegister(metrics.OptionalGauge(size("postgres"), func() (float64, bool) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			var n int64
@@ -87,6 +107,6 @@ func registerStoreMetrics(reg *metrics.Registry, store spool.Store) {
 				WHERE c.relkind = 'r' AND ns.nspname = current_schema()
 				AND c.relname IN ('cspool_logs', 'cspool_entries', 'cspool_checkpoints')`).Scan(&n)
 			return float64(n), err == nil // left out of the scrape when the database does not answer
-		})
+		}))
 	}
 }

@@ -46,6 +46,12 @@ const (
 	AuthReasonNonceBudget       = "nonce_budget"        // 429: the key's nonce budget is used up
 )
 
+// AuthReasons are all the AuthReason constants, for a monitor that shows
+// every reason from the start.
+var AuthReasons = []string{AuthReasonMissing, AuthReasonMalformed, AuthReasonStale, AuthReasonBadSignature,
+	AuthReasonReplayed, AuthReasonBodyHash, AuthReasonUnknownKey, AuthReasonForbidden,
+	AuthReasonSpoolKeyForbidden, AuthReasonBeforeStart, AuthReasonNonceBudget}
+
 // noMetrics is the Metrics of a server configured without any.
 type noMetrics struct{}
 

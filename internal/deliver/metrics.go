@@ -23,6 +23,11 @@ const (
 	OutcomeTemporary     = "temporary"      // 451 4.3.0
 )
 
+// Outcomes are all the Outcome constants, for a monitor that shows every
+// outcome from the start.
+var Outcomes = []string{OutcomeOK, OutcomeUnknownUser, OutcomeUnknownDomain, OutcomeTooLarge,
+	OutcomeResources, OutcomeOverQuota, OutcomeTemporary}
+
 // OutcomeOf names the outcome of a delivery that ended with err.
 func OutcomeOf(err error) string {
 	if errors.Is(err, errNotLocalDomain) {

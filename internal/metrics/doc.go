@@ -1,23 +1,17 @@
-// Package metrics keeps counters, gauges and histograms in a Registry and
-// writes them in the Prometheus text exposition format, version 0.0.4.
+// Package metrics is what `cspool server` exports to Prometheus
+// (docs/METRICS.md), on github.com/prometheus/client_golang.
 //
 // Implementation notes:
 //
-//   - There are no package globals: a program makes one Registry, passes it
-//     (or the metric values registered in it) to whatever it instruments, and
-//     serves Registry.Handler on a listener of its own.
-//   - Registering a metric with an invalid or duplicate name, or using a
-//     vector with the wrong number of label values, is a programming error
-//     and panics at once, like a bad regular expression in regexp.MustCompile.
-//   - Label values are escaped (backslash, double quote, line feed) and help
-//     texts too (backslash, line feed), as the format requires. Families are
-//     written sorted by name, the series of a family sorted by label values,
-//     so the output is stable from one scrape to the next.
-//   - A histogram's buckets are cumulative and written with the upper bound
-//     le="+Inf" equal to _count; one mutex per histogram keeps _bucket, _sum
-//     and _count of one scrape consistent with each other.
-//   - Label values come from the program, never from peers, unless the caller
-//     bounds them: every distinct value is a series kept forever.
-//
-// Spool holds the metrics of `cspool server` (docs/METRICS.md).
+//   - There are no package globals: a program makes one registry
+//     (NewRegistry: the process and Go runtime collectors in a registry of
+//     its own, not the library's default one), registers its metrics in it
+//     and serves Handler on a listener of its own.
+//   - Spool holds the server's own families and the hooks the API server
+//     and the LMTP listener call; RegisterUsage adds the logs' usage against
+//     the quota, OptionalGauge a figure a scrape leaves out rather than
+//     invent when it cannot be read.
+//   - Label values come from fixed sets in the code (route patterns, status
+//     codes, outcomes, reasons), never from peers: every distinct value is a
+//     series kept forever, so none may name a user.
 package metrics

@@ -5,37 +5,65 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Spool is the metric set of `cspool server` (docs/METRICS.md). No series
 // carries a user name, key or address: labels are the route, the status,
 // the outcome, the reason and the way in ("lmtp" or "http").
 type Spool struct {
-	deliveries   *CounterVec
-	appendSecs   *HistogramVec
-	appendErrors *CounterVec
-	longPolls    *Gauge
-	authFailures *CounterVec
-	requests     *CounterVec
+	deliveries   *prometheus.CounterVec
+	appendSecs   *prometheus.HistogramVec
+	appendErrors *prometheus.CounterVec
+	longPolls    prometheus.Gauge
+	authFailures *prometheus.CounterVec
+	requests     *prometheus.CounterVec
+}
+
+// Known are the label values the hooks are given from fixed sets: their
+// series are created at 0 by NewSpool, so that a dashboard sees every one
+// and rate() the first count.
+type Known struct {
+	LMTPOutcomes []string // deliver.Outcomes
+	AuthReasons  []string // api.AuthReasons
 }
 
 // NewSpool registers the spool server's metrics in r.
-func NewSpool(r *Registry) *Spool {
-	return &Spool{
-		deliveries: r.Counter("cspool_deliveries_total",
-			"Deliveries by way in (lmtp, http) and outcome; LMTP counts each recipient.", "via", "outcome"),
-		appendSecs: r.Histogram("cspool_store_append_seconds",
-			"Duration of store appends (until durable), by way in: lmtp deliveries, http appends by devices and deliveries.",
-			LatencyBuckets(), "via"),
-		appendErrors: r.Counter("cspool_store_append_errors_total",
-			"Store appends that failed, by way in.", "via"),
-		longPolls: r.Gauge("cspool_longpolls_open",
-			"Reads currently waiting for new entries (long-polls).").With(),
-		authFailures: r.Counter("cspool_auth_failures_total",
-			"HTTP requests refused with 401 or 403, by reason.", "reason"),
-		requests: r.Counter("cspool_http_requests_total",
-			"HTTP API requests by method, route pattern and status.", "method", "route", "status"),
+func NewSpool(r prometheus.Registerer, known Known) *Spool {
+	s := &Spool{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_deliveries_total",
+			Help: "Deliveries by way in (lmtp, http) and outcome; LMTP counts each recipient."}, []string{"via", "outcome"}),
+		appendSecs: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cspool_store_append_seconds",
+			Help:    "Duration of store appends (until durable), by way in: lmtp deliveries, http appends by devices and deliveries.",
+			Buckets: LatencyBuckets()}, []string{"via"}),
+		appendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_store_append_errors_total",
+			Help: "Store appends that failed, by way in."}, []string{"via"}),
+		longPolls: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cspool_longpolls_open",
+			Help: "Reads currently waiting for new entries (long-polls)."}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_auth_failures_total",
+			Help: "HTTP requests refused with 401 or 403, by reason."}, []string{"reason"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_http_requests_total",
+			Help: "HTTP API requests by method, route pattern and status."}, []string{"method", "route", "status"}),
 	}
+	r.MustRegister(s.deliveries, s.appendSecs, s.appendErrors, s.longPolls, s.authFailures, s.requests)
+	// Every series of a fixed label set is there from the start, at 0: a
+	// counter that first appears at 1 loses that 1 to rate() and increase(),
+	// and a dashboard or alert finds every outcome and reason to select.
+	for _, via := range []string{"lmtp", "http"} {
+		s.appendSecs.WithLabelValues(via)
+		s.appendErrors.WithLabelValues(via)
+	}
+	for _, o := range known.LMTPOutcomes {
+		s.deliveries.WithLabelValues("lmtp", o)
+	}
+	for code := 100; code < 600; code++ {
+		s.deliveries.WithLabelValues("http", httpOutcome(code))
+	}
+	for _, r := range known.AuthReasons {
+		s.authFailures.WithLabelValues(r)
+	}
+	return s
 }
 
 // HTTP returns the hooks for the HTTP API server (api.Config.Metrics).
@@ -49,11 +77,11 @@ type HTTPHooks struct{ s *Spool }
 
 // Request counts one answered request.
 func (h *HTTPHooks) Request(method, route string, status int) {
-	h.s.requests.With(method, route, strconv.Itoa(status)).Inc()
+	h.s.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
 }
 
 // AuthFailure counts one refused request.
-func (h *HTTPHooks) AuthFailure(reason string) { h.s.authFailures.With(reason).Inc() }
+func (h *HTTPHooks) AuthFailure(reason string) { h.s.authFailures.WithLabelValues(reason).Inc() }
 
 // LongPoll moves the open long-poll gauge.
 func (h *HTTPHooks) LongPoll(delta int) { h.s.longPolls.Add(float64(delta)) }
@@ -62,7 +90,9 @@ func (h *HTTPHooks) LongPoll(delta int) { h.s.longPolls.Add(float64(delta)) }
 func (h *HTTPHooks) StoreAppend(took time.Duration, err error) { h.s.observeAppend("http", took, err) }
 
 // Delivery counts one append signed by the spool key.
-func (h *HTTPHooks) Delivery(status int) { h.s.deliveries.With("http", httpOutcome(status)).Inc() }
+func (h *HTTPHooks) Delivery(status int) {
+	h.s.deliveries.WithLabelValues("http", httpOutcome(status)).Inc()
+}
 
 // httpOutcome names a delivery over HTTP by its status, with the names the
 // LMTP listener uses where they mean the same.
@@ -92,12 +122,12 @@ func httpOutcome(status int) string {
 type LMTPHooks struct{ s *Spool }
 
 // Delivery counts one recipient's outcome.
-func (l *LMTPHooks) Delivery(outcome string) { l.s.deliveries.With("lmtp", outcome).Inc() }
+func (l *LMTPHooks) Delivery(outcome string) { l.s.deliveries.WithLabelValues("lmtp", outcome).Inc() }
 
 func (s *Spool) observeAppend(via string, took time.Duration, err error) {
-	s.appendSecs.With(via).Observe(took.Seconds())
+	s.appendSecs.WithLabelValues(via).Observe(took.Seconds())
 	if err != nil {
-		s.appendErrors.With(via).Inc()
+		s.appendErrors.WithLabelValues(via).Inc()
 	}
 }
 
