@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -40,14 +41,27 @@ CSPOOL_IMAP_PASSWORD, else from --password (which every local user can read
 in the process list: the daemon warns), else it is generated on first start,
 stored next to the database (DB.password, mode 0600) and printed once. An
 empty password needs an explicit --password ''. The daemon never prints or
-logs the password: it says which file holds it.`, `
+logs the password: it says which file holds it.
+
+IMAP listens on --addr, 127.0.0.1 by default. To reach it from another
+machine, give it a certificate with --tls-cert and --tls-key: the --port
+then offers STARTTLS and takes logins from other machines only after it
+(LOGINDISABLED before), and --imaps-port, if given, speaks TLS from the
+first byte (docs/IMAP.md, "TLS"). Without them, an --addr that is not a
+loopback address is warned about: the password would cross the network in
+the clear.`, `
 cspool imap-server --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub
-cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org`)
+cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org
+cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-port 1993 \
+    --tls-cert /etc/ssl/laptop.pem --tls-key ~/.config/cspool/laptop.key`)
 	dev := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool and the IMAP login)")
 	userName, dbPath, spoolURL := dev.user, dev.db, dev.spoolURL
 	pwFlags := addPasswordFlags(fs)
 	port := fs.Int("port", 1143, "IMAP port")
-	addr := fs.String("addr", "127.0.0.1", "IMAP listen `address` (keep it on localhost unless you add TLS in front)")
+	addr := fs.String("addr", "127.0.0.1", "IMAP listen `address` (beyond localhost, give --tls-cert and --tls-key)")
+	tlsCert := fs.String("tls-cert", "", "TLS certificate `file` (PEM, the full chain) for IMAP (STARTTLS, --imaps-port) and SMTP submission")
+	tlsKey := fs.String("tls-key", "", "TLS private key `file` (PEM) matching --tls-cert")
+	imapsPort := fs.Int("imaps-port", 0, "IMAP port speaking TLS from the first byte (IMAPS, RFC 8314) on --addr; needs --tls-cert; 0: none")
 	statusAddr := fs.String("status-addr", defaultStatusAddr, "status page `address` (host:port, see docs/STATUS.md; '' turns it off)")
 	debug := fs.Bool("debug", false, "log debug detail")
 	checkpointMin := fs.Int("checkpoint-min", 1000, "write a checkpoint (letting the spool compact the log) once this many entries, and more than the live messages, follow the last one; negative: never")
@@ -58,6 +72,19 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	}
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	if *imapsPort != 0 && *tlsCert == "" {
+		return usagef("--imaps-port needs --tls-cert and --tls-key")
+	}
+	if *imapsPort < 0 || *imapsPort > 65535 {
+		return usagef("--imaps-port %d: want a port number, or 0 for none", *imapsPort)
+	}
+	tlsConfig, err := loadServerTLS(*tlsCert, *tlsKey)
+	if err != nil {
+		return err
 	}
 	userKey, spoolPub, err := dev.loadKeys()
 	if err != nil {
@@ -71,6 +98,9 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	pw, allowEmpty := ipw.value, ipw.explicit && ipw.value == ""
 	if allowEmpty {
 		log.Warn("IMAP login accepts an empty password: anyone who can reach the port can read this mailbox", "addr", *addr)
+	}
+	if tlsConfig == nil && !isLoopback(*addr) {
+		cleartextWarning(e.stderr, log, "IMAP", *addr, "--addr")
 	}
 
 	store, closeStore, err := openDeviceStore(e.stderr, *dbPath, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath, userKey)
@@ -96,7 +126,7 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	}
 	outboxKey := devicedb.Key(userKey.DatabaseKey("outbox"))
 	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, key: &outboxKey, store: store, sync: sy, user: *userName, pw: pw,
-		allowEmpty: allowEmpty, log: log})
+		allowEmpty: allowEmpty, log: log, tls: tlsConfig, stderr: e.stderr})
 	if err != nil {
 		return err
 	}
@@ -105,8 +135,8 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	defer snd.close(stop)
 	srv, err = imapd.New(imapd.Config{
 		Store: store, Submit: snd.submitter(sy), User: *userName, Password: pw, AllowEmptyPassword: allowEmpty,
-		Logger: log,
-		Alert:  func() string { return sy.Status().Alert() },
+		Logger: log, TLS: tlsConfig,
+		Alert: func() string { return sy.Status().Alert() },
 	})
 	if err != nil {
 		return err
@@ -117,6 +147,14 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	if err != nil {
 		return withHint(fmt.Errorf("listening for IMAP on %s: %w", listenAddr, err), "pick another --port, or stop the daemon already using it")
 	}
+	var tlsLn net.Listener
+	if *imapsPort != 0 {
+		imapsAddr := net.JoinHostPort(*addr, strconv.Itoa(*imapsPort))
+		if tlsLn, err = net.Listen("tcp", imapsAddr); err != nil {
+			ln.Close()
+			return withHint(fmt.Errorf("listening for IMAPS on %s: %w", imapsAddr, err), "pick another --imaps-port, or stop the program already using it")
+		}
+	}
 	collector := newStatusCollector(sy, store, ln.Addr(), *userName, ipw, *spoolURL)
 	collector.Outbox = snd.report()
 	stopStatus, page, err := startStatusPage(statusPageConfig{
@@ -125,6 +163,9 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	})
 	if err != nil {
 		ln.Close()
+		if tlsLn != nil {
+			tlsLn.Close()
+		}
 		return err
 	}
 	defer stopStatus()
@@ -132,6 +173,9 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	stopSocket, err := startControlSocket(*dbPath, collector, log)
 	if err != nil {
 		ln.Close()
+		if tlsLn != nil {
+			tlsLn.Close()
+		}
 		return err
 	}
 	defer stopSocket()
@@ -140,17 +184,24 @@ cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://s
 	if status == "" {
 		status = "off"
 	}
-	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "status_page", status, "user", *userName,
-		"db", *dbPath, "position", pos, "spool", *spoolURL)
-	printSettings(e, ln.Addr(), *userName, ipw, *dbPath, page)
+	imapsText := "off"
+	if tlsLn != nil {
+		imapsText = tlsLn.Addr().String()
+	}
+	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "imaps", imapsText, "starttls", tlsConfig != nil,
+		"status_page", status, "user", *userName, "db", *dbPath, "position", pos, "spool", *spoolURL)
+	printSettings(e, ln.Addr(), tlsLn, tlsConfig != nil, *userName, ipw, *dbPath, page)
 	snd.printSettings(e)
 	notifyReady(e, log)
 
 	go ix.run(ctx)
 	syncDone := make(chan error, 1)
 	go func() { syncDone <- sy.Run(ctx) }()
-	serveDone := make(chan error, 1)
+	serveDone := make(chan error, 2)
 	go func() { serveDone <- srv.Serve(ln) }()
+	if tlsLn != nil {
+		go func() { serveDone <- srv.ServeTLS(tlsLn) }()
+	}
 	snd.run(ctx)
 
 	var runErr error
@@ -197,11 +248,16 @@ func newLogger(e *env, debug bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
 
-func printSettings(e *env, addr net.Addr, user string, pw imapPassword, dbPath string, page statuspage.PageState) {
+func printSettings(e *env, addr net.Addr, tlsLn net.Listener, starttls bool, user string, pw imapPassword, dbPath string, page statuspage.PageState) {
 	host, port, _ := net.SplitHostPort(addr.String())
 	w := e.stdout
 	fmt.Fprintln(w, "IMAP settings for your mail client:")
-	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: none (localhost only)\n  user:     %s\n", host, port, user)
+	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: %s\n", host, port, connSecurity(addr, starttls))
+	if tlsLn != nil {
+		_, tport, _ := net.SplitHostPort(tlsLn.Addr().String())
+		fmt.Fprintf(w, "  imaps:    port %s, security SSL/TLS\n", tport)
+	}
+	fmt.Fprintf(w, "  user:     %s\n", user)
 	switch {
 	case pw.generated:
 		// Not the password itself: under a service manager this output
@@ -323,4 +379,41 @@ func storeHint(dbPath string, err error) string {
 		return "the database is encrypted with the user's key: pass --user-key (and its passphrase)"
 	}
 	return "check that the directory of --db exists and is writable"
+}
+
+// connSecurity says what protects a plain listener's connections.
+func connSecurity(addr net.Addr, starttls bool) string {
+	host, _, _ := net.SplitHostPort(addr.String())
+	switch {
+	case starttls && isLoopback(host):
+		return "STARTTLS (or none from this machine)"
+	case starttls:
+		return "STARTTLS (required from other machines)"
+	case isLoopback(host):
+		return "none (localhost only)"
+	}
+	return "NONE: the password crosses the network in the clear"
+}
+
+// loadServerTLS reads the certificate and key of the device's listeners;
+// nil without them. They are read once, at start.
+func loadServerTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" {
+		return nil, nil
+	}
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("loading TLS certificate %s and key %s: %w", certFile, keyFile, err),
+			"both files must be PEM; the key must match the certificate")
+	}
+	return &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// cleartextWarning says, on standard error and in the log, that a listener
+// on another address than a loopback one has no TLS: logins (and all mail)
+// cross the network in the clear.
+func cleartextWarning(w io.Writer, log *slog.Logger, what, addr, flag string) {
+	fmt.Fprintf(w, "cspool: warning: %s listens on %s without TLS: its password and all mail cross the network in the clear, readable by anyone on the path\n", what, addr)
+	fmt.Fprintf(w, "cspool: hint: give --tls-cert and --tls-key (docs/IMAP.md, \"TLS\"), or keep %s on 127.0.0.1\n", flag)
+	log.Warn(what+" listens beyond localhost without TLS: passwords and mail cross the network in the clear", "addr", addr)
 }

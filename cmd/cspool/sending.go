@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -29,7 +31,7 @@ const relayPasswordEnv = "CSPOOL_RELAY_PASSWORD"
 
 // sendingFlags are imap-server's flags for sending.
 type sendingFlags struct {
-	smtpPort                             *int
+	smtpPort, smtpsPort                  *int
 	smtpAddr, relay, relayUser           *string
 	relayPasswordFile, relayPassword, ca *string
 	identities                           listFlag
@@ -41,7 +43,8 @@ type sendingFlags struct {
 func addSendingFlags(fs *flagSet) *sendingFlags {
 	f := &sendingFlags{
 		smtpPort:          fs.Int("smtp-port", 1025, "SMTP submission port (sending, docs/SENDING.md)"),
-		smtpAddr:          fs.String("smtp-addr", "127.0.0.1", "SMTP submission listen `address` ('' turns sending off)"),
+		smtpAddr:          fs.String("smtp-addr", "127.0.0.1", "SMTP submission listen `address` ('' turns sending off; beyond localhost, give --tls-cert and --tls-key)"),
+		smtpsPort:         fs.Int("smtps-port", 0, "SMTP submission port speaking TLS from the first byte (submissions, RFC 8314) on --smtp-addr; needs --tls-cert; 0: none"),
 		relay:             fs.String("relay", "", "the smarthost to send through: smtps://`host:465` or smtp://host:587 (STARTTLS required); none: sending is off"),
 		relayUser:         fs.String("relay-user", "", "the login `name` at the smarthost (none: no AUTH)"),
 		relayPasswordFile: fs.String("relay-password-file", "", "a `file` holding the smarthost password (mode 0600); else $"+relayPasswordEnv+", else --relay-password"),
@@ -148,6 +151,8 @@ type sendingSetup struct {
 	user, pw   string
 	allowEmpty bool
 	log        *slog.Logger
+	tls        *tls.Config // STARTTLS and --smtps-port; nil: none
+	stderr     io.Writer   // where a listener without TLS beyond localhost is warned about
 }
 
 // sending is the running submission listener and outbox; nil when sending
@@ -156,6 +161,7 @@ type sending struct {
 	box   *outbox.Outbox
 	srv   *submit.Server
 	ln    net.Listener
+	tlsLn net.Listener // submissions (implicit TLS), nil: none
 	log   *slog.Logger
 	ids   []string
 	user  string
@@ -211,7 +217,28 @@ func (f *sendingFlags) open(e *env, s sendingSetup) (*sending, error) {
 	if *f.backoff <= 0 {
 		return nil, usagef("--relay-backoff must be positive")
 	}
-	return startSending(s, relay, f.identities, *f.smtpAddr, *f.smtpPort, *f.backoff)
+	if *f.smtpsPort != 0 && s.tls == nil {
+		return nil, usagef("--smtps-port needs --tls-cert and --tls-key")
+	}
+	if *f.smtpsPort < 0 || *f.smtpsPort > 65535 {
+		return nil, usagef("--smtps-port %d: want a port number, or 0 for none", *f.smtpsPort)
+	}
+	if s.tls == nil && !isLoopback(*f.smtpAddr) {
+		cleartextWarning(s.stderr, s.log, "SMTP submission", *f.smtpAddr, "--smtp-addr")
+	}
+	snd, err := startSending(s, relay, f.identities, *f.smtpAddr, *f.smtpPort, *f.backoff)
+	if err != nil || *f.smtpsPort == 0 {
+		return snd, err
+	}
+	tlsAddr := net.JoinHostPort(*f.smtpAddr, strconv.Itoa(*f.smtpsPort))
+	if snd.tlsLn, err = net.Listen("tcp", tlsAddr); err != nil {
+		snd.ln.Close()
+		snd.srv.Close()
+		snd.box.Close()
+		return nil, withHint(fmt.Errorf("listening for SMTP submission over TLS on %s: %w", tlsAddr, err),
+			"pick another --smtps-port, or stop the program already using it")
+	}
+	return snd, nil
 }
 
 // startSending opens the outbox and listens for submission (the quickstart
@@ -227,7 +254,7 @@ func startSending(s sendingSetup, relay outbox.Relay, identities []string, addr 
 		return nil, withHint(err, "check that the directory of --db is writable")
 	}
 	srv, err := submit.New(submit.Config{User: s.user, Password: s.pw, AllowEmptyPassword: s.allowEmpty,
-		Identities: identities, Queue: box, Hostname: host, Logger: s.log})
+		Identities: identities, Queue: box, Hostname: host, Logger: s.log, TLS: s.tls})
 	if err != nil {
 		box.Close()
 		return nil, err
@@ -238,9 +265,6 @@ func startSending(s sendingSetup, relay outbox.Relay, identities []string, addr 
 		box.Close()
 		return nil, withHint(fmt.Errorf("listening for SMTP on %s: %w", listenAddr, err),
 			"pick another --smtp-port, or turn sending off with --smtp-addr ''")
-	}
-	if !isLoopback(addr) {
-		s.log.Warn("SMTP submission is reachable from the network, without TLS", "addr", listenAddr)
 	}
 	return &sending{box: box, srv: srv, ln: ln, log: s.log, ids: identities, user: s.user, relay: relay.String()}, nil
 }
@@ -266,6 +290,15 @@ func (s *sending) run(ctx context.Context) {
 			s.log.Error("SMTP submission stopped", "err", err)
 		}
 	}()
+	if s.tlsLn != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.srv.ServeTLS(s.tlsLn); err != nil {
+				s.log.Error("SMTP submission over TLS stopped", "err", err)
+			}
+		}()
+	}
 	go func() {
 		defer s.wg.Done()
 		if err := s.box.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -310,6 +343,11 @@ func (s *sending) printSettings(e *env) {
 	host, port, _ := net.SplitHostPort(s.ln.Addr().String())
 	w := e.stdout
 	fmt.Fprintln(w, "SMTP settings for your mail client (sending):")
-	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: none (localhost only)\n  user:     %s (the IMAP user and password)\n", host, port, s.user)
+	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: %s\n", host, port, connSecurity(s.ln.Addr(), s.srv.HasTLS()))
+	if s.tlsLn != nil {
+		_, tport, _ := net.SplitHostPort(s.tlsLn.Addr().String())
+		fmt.Fprintf(w, "  smtps:    port %s, security SSL/TLS\n", tport)
+	}
+	fmt.Fprintf(w, "  user:     %s (the IMAP user and password)\n", s.user)
 	fmt.Fprintf(w, "  relaying through %s as %s\n", s.relay, strings.Join(s.ids, ", "))
 }

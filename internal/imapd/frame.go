@@ -3,6 +3,7 @@ package imapd
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -50,15 +51,34 @@ var (
 	literalStart = regexp.MustCompile(`^~?\{([0-9]{1,9})\+?\}\r?\n`)
 )
 
-// frameListener wraps each accepted connection in a frameConn.
-type frameListener struct{ net.Listener }
+// frameListener wraps each accepted connection in a frameConn. tls, if
+// set, is offered with STARTTLS on connections that are not TLS already;
+// requireTLS refuses logins over a connection without TLS from a client
+// that is not on a loopback address.
+type frameListener struct {
+	net.Listener
+	tls        *tls.Config
+	requireTLS bool
+}
 
 func (l frameListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return newFrameConn(c), nil
+	fc := newFrameConn(c)
+	_, fc.secure = c.(*tls.Conn)
+	if !fc.secure {
+		fc.startTLS = l.tls
+	}
+	fc.cleartextLogin = !l.requireTLS || fromLoopback(c)
+	return fc, nil
+}
+
+// fromLoopback reports whether c's client is on this machine.
+func fromLoopback(c net.Conn) bool {
+	a, ok := c.RemoteAddr().(*net.TCPAddr)
+	return ok && a.IP.IsLoopback()
 }
 
 // frameConn sits between a client and go-imap's parser and reads the
@@ -102,6 +122,15 @@ type frameConn struct {
 	outTail   []byte // the end of the line being written
 	outSkip   int64  // bytes of a literal being written, still to skip
 	known     int64  // messages the client knows the selected mailbox has; -1: none selected
+
+	// TLS (RFC 9051 sections 6.2.1 and 11.1): go-imap is told nothing of
+	// it, since the framer reads above the TLS layer (the library would
+	// upgrade the connection under the framer). The framer answers
+	// STARTTLS itself and puts STARTTLS and LOGINDISABLED into the
+	// library's capability lists before login.
+	secure         bool        // the connection is TLS (implicit, or after STARTTLS)
+	startTLS       *tls.Config // STARTTLS is offered (nil: not, or done)
+	cleartextLogin bool        // a login is taken without TLS
 
 	// Read state, used by the reading goroutine only.
 	pending  []byte // bytes of the current command to hand over
@@ -205,6 +234,12 @@ func (fc *frameConn) nextCommand() error {
 		if long {
 			problem = fmt.Sprintf("line longer than %d bytes", maxLine)
 		}
+		if problem == "" && name == "STARTTLS" && (fc.startTLS != nil || fc.secure) {
+			if err := fc.handleStartTLS(tag, line, authed); err != nil {
+				return err
+			}
+			continue
+		}
 		if problem == "" {
 			fc.mu.Lock()
 			fc.tag, fc.name, fc.ended, fc.contReqs = tag, name, false, 0
@@ -247,6 +282,90 @@ func (fc *frameConn) nextCommand() error {
 			return err
 		}
 	}
+}
+
+// handleStartTLS answers STARTTLS (RFC 9051 section 6.2.1) and, on OK,
+// starts TLS under the framer: what the client sent after the command in
+// the clear is taken as the start of the TLS handshake, never as a command
+// (no command injection across the upgrade).
+func (fc *frameConn) handleStartTLS(tag string, line []byte, authed bool) error {
+	fc.mu.Lock()
+	fc.tag, fc.name, fc.ended, fc.contReqs = tag, "STARTTLS", true, 0
+	fc.mu.Unlock()
+	switch {
+	case !strings.EqualFold(strings.TrimRight(string(line), "\r\n")[len(tag):], " STARTTLS"):
+		return fc.reply(tag + " BAD STARTTLS takes no arguments")
+	case fc.secure:
+		return fc.reply(tag + " BAD TLS is active already")
+	case authed:
+		return fc.reply(tag + " BAD STARTTLS is only allowed before login")
+	}
+	if err := fc.reply(tag + " OK Begin TLS negotiation now"); err != nil {
+		return err
+	}
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	var clear net.Conn = fc.Conn
+	if n := fc.br.Buffered(); n > 0 {
+		early, _ := fc.br.Peek(n)
+		clear = prefixConn{Conn: fc.Conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(early)), fc.Conn)}
+	}
+	fc.Conn = tls.Server(clear, fc.startTLS)
+	fc.br.Reset(fc.Conn)
+	fc.secure, fc.startTLS = true, nil
+	return nil
+}
+
+// prefixConn reads r, the bytes a bufio.Reader held and then the
+// connection's, for a TLS handshake that starts in them.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// loginAllowed reports whether a login may be checked on this connection:
+// over TLS, or in the clear where that is allowed (frameListener).
+func (fc *frameConn) loginAllowed() bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.secure || fc.cleartextLogin
+}
+
+// capabilityLine matches a capability list the library writes before
+// login: the greeting's response code and the CAPABILITY response.
+var capabilityLine = regexp.MustCompile(`^(\* OK \[CAPABILITY |\* CAPABILITY )([^\]\r\n]*)`)
+
+// rewriteCapabilities adds STARTTLS to a capability list written before
+// login while it is offered, and while a login needs TLS first puts
+// LOGINDISABLED in place of the AUTH= mechanisms (RFC 9051 section 7.2.2).
+// Called with mu held.
+func (fc *frameConn) rewriteCapabilities(p []byte) []byte {
+	if fc.authed || (fc.startTLS == nil && (fc.secure || fc.cleartextLogin)) {
+		return p
+	}
+	m := capabilityLine.FindSubmatchIndex(p)
+	if m == nil {
+		return p
+	}
+	var caps []string
+	for _, c := range strings.Fields(string(p[m[4]:m[5]])) {
+		if !fc.secure && !fc.cleartextLogin && strings.HasPrefix(strings.ToUpper(c), "AUTH=") {
+			continue
+		}
+		caps = append(caps, c)
+	}
+	if fc.startTLS != nil {
+		caps = append(caps, "STARTTLS")
+	}
+	if !fc.secure && !fc.cleartextLogin {
+		caps = append(caps, "LOGINDISABLED")
+	}
+	out := make([]byte, 0, len(p)+32)
+	out = append(out, p[:m[4]]...)
+	out = append(out, strings.Join(caps, " ")...)
+	return append(out, p[m[5]:]...)
 }
 
 // parseCommandStart checks that line starts with a tag and the name of a
@@ -440,6 +559,7 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 			p = []byte(fc.tag + " " + r + "\r\n")
 		}
 	}
+	p = fc.rewriteCapabilities(p)
 	fc.watch(p)
 	if _, err := fc.Conn.Write(p); err != nil {
 		return 0, err

@@ -136,7 +136,7 @@ func (r *rig) device(name string) *device {
 	return r.deviceWith(name, Config{})
 }
 
-// deviceWith is device with the Login, Logger and MaxMessageBytes of extra.
+// deviceWith is device with the Login, Logger, MaxMessageBytes and TLS of extra.
 func (r *rig) deviceWith(name string, extra Config) *device {
 	r.t.Helper()
 	t := r.t
@@ -169,7 +169,7 @@ func (r *rig) deviceWith(name string, extra Config) *device {
 		logger = extra.Logger
 	}
 	s, err := New(Config{Store: ms, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger, Login: extra.Login,
-		MaxMessageBytes: extra.MaxMessageBytes})
+		MaxMessageBytes: extra.MaxMessageBytes, TLS: extra.TLS})
 	if err != nil {
 		t.Fatal(err)
 	}

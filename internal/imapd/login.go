@@ -19,3 +19,9 @@ var errLoginsWaiting = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.R
 // that closed its connection (pipelined in the same read).
 var errConnClosing = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthenticationFailed,
 	Text: "too many failed logins; the connection is closing"}
+
+// errPrivacyRequired refuses, unchecked, a login in the clear from another
+// machine when the server has TLS (Config.TLS): the client must STARTTLS
+// first or use the implicit TLS port (RFC 9051 section 7.1, PRIVACYREQUIRED).
+var errPrivacyRequired = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodePrivacyRequired,
+	Text: "log in over TLS: STARTTLS first, or use the IMAPS port"}

@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,13 @@ type Config struct {
 	// Login slows down password guessing; the zero value takes the
 	// defaults documented on LoginLimits.
 	Login LoginLimits
+	// TLS, if set, is the server's TLS configuration (certificate, minimum
+	// version): Serve offers STARTTLS with it and ServeTLS speaks TLS from
+	// the first byte (implicit TLS, RFC 8314). With it, a login over a
+	// connection without TLS is refused (LOGINDISABLED until STARTTLS,
+	// NO [PRIVACYREQUIRED]) unless the client is on a loopback address.
+	// Nil: no TLS, every login is taken in the clear.
+	TLS *tls.Config
 	// MaxMessageBytes is the largest message APPEND takes, advertised as
 	// APPENDLIMIT (RFC 7889); zero means command.DefaultMaxMessageBytes,
 	// the spool's own default for deliveries.
@@ -115,9 +123,19 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Serve accepts connections on ln until Close.
+// Serve accepts connections on ln until Close, offering STARTTLS when
+// Config.TLS is set.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(loginguard.Listener{Listener: frameListener{ln}})
+	return s.srv.Serve(loginguard.Listener{Listener: frameListener{Listener: ln, tls: s.cfg.TLS, requireTLS: s.cfg.TLS != nil}})
+}
+
+// ServeTLS accepts connections on ln until Close and speaks TLS on them
+// from the first byte with Config.TLS, which must be set.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.cfg.TLS == nil {
+		return errors.New("imapd: ServeTLS needs Config.TLS")
+	}
+	return s.srv.Serve(loginguard.Listener{Listener: frameListener{Listener: tls.NewListener(ln, s.cfg.TLS), requireTLS: true}})
 }
 
 // Close stops the listeners and closes every connection.

@@ -74,6 +74,11 @@ func (s *session) Login(user, pass string) error {
 	if s.closing {
 		return errConnClosing
 	}
+	if fc := framer(nc); fc != nil && !fc.loginAllowed() {
+		// Refused unchecked: the password is not compared, so nothing
+		// is learnt from it and no failure is counted.
+		return errPrivacyRequired
+	}
 	if err := g.Admit(nc.RemoteAddr()); err != nil {
 		s.failures++
 		s.endIfLast(nc)

@@ -3,6 +3,7 @@ package smtpdata
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -78,3 +79,27 @@ func (c *Conn) DoneData(r *Reader) {
 		c.err = r.err
 	}
 }
+
+// StartTLS puts TLS under the connection with cfg (RFC 3207), once the
+// "220" to STARTTLS is written: what the client sent after the command in
+// the clear is taken as the start of the TLS handshake, never as a
+// command (no command injection across the upgrade). The handshake runs
+// at the next read or write.
+func (c *Conn) StartTLS(cfg *tls.Config) {
+	var clear net.Conn = c.Conn
+	if n := c.br.Buffered(); n > 0 {
+		early, _ := c.br.Peek(n)
+		clear = prefixConn{Conn: c.Conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(early)), c.Conn)}
+	}
+	c.Conn = tls.Server(clear, cfg)
+	c.br.Reset(c.Conn)
+}
+
+// prefixConn reads r: the bytes a bufio.Reader held, then the
+// connection's.
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -3,6 +3,7 @@ package submit
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -72,6 +73,13 @@ type Config struct {
 	// MaxRecipients is the most RCPT per message; more get 452 4.5.3. Zero
 	// means 100.
 	MaxRecipients int
+	// TLS, if set, is the server's TLS configuration: Serve offers
+	// STARTTLS with it and ServeTLS speaks TLS from the first byte
+	// (submissions, RFC 8314). With it, a login over a connection without
+	// TLS from a client not on a loopback address is refused (AUTH is not
+	// offered before STARTTLS; 538 5.7.11). Nil: no TLS, logins are taken
+	// in the clear.
+	TLS *tls.Config
 	// Login slows down password guessing, as for IMAP; the zero value
 	// takes the defaults documented on loginguard.Limits.
 	Login loginguard.Limits
@@ -179,10 +187,28 @@ func IdentitySet(addrs []string) (map[string]bool, error) {
 	return set, nil
 }
 
-// Serve accepts connections on ln until Close; it then returns nil.
+// Serve accepts connections on ln until Close, offering STARTTLS when
+// Config.TLS is set; it then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
-	s.log.Info("smtp submission listening", "addr", ln.Addr().String())
-	err := s.srv.Serve(loginguard.Listener{Listener: dataListener{ln}})
+	s.log.Info("smtp submission listening", "addr", ln.Addr().String(), "starttls", s.cfg.TLS != nil)
+	return s.serve(tlsListener{Listener: ln, tls: s.cfg.TLS, requireTLS: s.cfg.TLS != nil})
+}
+
+// HasTLS reports whether the server was given a TLS configuration.
+func (s *Server) HasTLS() bool { return s.cfg.TLS != nil }
+
+// ServeTLS is Serve speaking TLS from the first byte with Config.TLS,
+// which must be set.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.cfg.TLS == nil {
+		return errors.New("submit: ServeTLS needs Config.TLS")
+	}
+	s.log.Info("smtp submission listening", "addr", ln.Addr().String(), "tls", true)
+	return s.serve(tlsListener{Listener: tls.NewListener(ln, s.cfg.TLS), requireTLS: true})
+}
+
+func (s *Server) serve(ln net.Listener) error {
+	err := s.srv.Serve(loginguard.Listener{Listener: ln})
 	if s.closing.Load() || errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -201,28 +227,18 @@ func (s *Server) Close() error {
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	// The guard's connection on top (once it ends the connection, go-smtp
 	// reads nothing more), the message reader's under it.
+	// Under them the TLS layer (tlsConn), whose smtpdata.Conn the
+	// session reads the message after DATA from itself (go-smtp's reader
+	// mishandles bare CRs, see package smtpdata).
 	gc, _ := c.Conn().(*loginguard.Conn)
-	var dc *smtpdata.Conn
+	var tc *tlsConn
 	if gc != nil {
-		dc, _ = gc.Conn.(*smtpdata.Conn)
+		tc, _ = gc.Conn.(*tlsConn)
 	}
-	if dc == nil {
+	if tc == nil {
 		return nil, errors.New("submit: connection not from Serve's listener")
 	}
-	return &session{srv: s, data: dc, conn: gc}, nil
-}
-
-// dataListener wraps each connection in an smtpdata.Conn: the session
-// reads the message after DATA itself (go-smtp's reader mishandles bare
-// CRs, see package smtpdata).
-type dataListener struct{ net.Listener }
-
-func (l dataListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	return smtpdata.NewConn(c), nil
+	return &session{srv: s, data: tc.Conn, conn: gc, tls: tc}, nil
 }
 
 func (s *Server) allowed(addr string) bool { return s.identities[strings.ToLower(addr)] }
@@ -231,7 +247,8 @@ func (s *Server) allowed(addr string) bool { return s.identities[strings.ToLower
 type session struct {
 	srv  *Server
 	conn *loginguard.Conn // what go-smtp reads from
-	data *smtpdata.Conn   // under it: the message after DATA is read here
+	tls  *tlsConn         // under it: STARTTLS
+	data *smtpdata.Conn   // under that: the message after DATA is read here
 
 	authed   bool
 	failures int  // failed logins on this connection
@@ -256,7 +273,15 @@ var (
 
 func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
 
+// errEncryptionRequired refuses, unchecked, a login in the clear from
+// another machine when the server has TLS (RFC 4954 section 6).
+var errEncryptionRequired = &smtp.SMTPError{Code: 538, EnhancedCode: smtp.EnhancedCode{5, 7, 11},
+	Message: "Encryption required: STARTTLS first, or use the submissions port"}
+
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	if !s.tls.loginAllowed() {
+		return nil, errEncryptionRequired
+	}
 	switch mech {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, user, password string) error {
@@ -296,6 +321,7 @@ func (s *session) login(user, password string) error {
 		return smtp.ErrAuthFailed
 	}
 	s.authed = true
+	s.tls.loggedIn()
 	return nil
 }
 

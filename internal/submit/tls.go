@@ -1,0 +1,146 @@
+package submit
+
+import (
+	"bytes"
+	"crypto/tls"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+
+	"cspool/internal/smtpdata"
+)
+
+// tlsConn sits between go-smtp and the message reader and does TLS for the
+// server (RFC 3207, RFC 8314): go-smtp is told nothing of it, since the
+// reader below must read above the TLS layer (the library would upgrade
+// the connection under it). It answers STARTTLS itself, adds STARTTLS to
+// the EHLO reply while it is offered, and leaves AUTH out of it while a
+// login needs TLS first; session.Auth refuses such a login unchecked.
+//
+// go-smtp hands it one command line per Read (smtpdata.Conn) and writes
+// one reply line per Write (textproto flushes each line).
+type tlsConn struct {
+	*smtpdata.Conn
+
+	mu             sync.Mutex
+	startTLS       *tls.Config // STARTTLS is offered (nil: not, or done)
+	secure         bool        // TLS from the first byte, or after STARTTLS
+	cleartextLogin bool        // a login is taken without TLS
+	ehlo           bool        // the reply being written is EHLO's
+	authed         bool        // a login succeeded: STARTTLS is refused
+
+	// Read state, used by go-smtp's reading goroutine only.
+	midLine bool  // the last Read ended inside a line
+	chunk   int64 // bytes of a BDAT chunk still to hand over, never commands
+}
+
+// tlsListener wraps each connection in a smtpdata.Conn and a tlsConn.
+// tls, if set, is offered with STARTTLS on connections that are not TLS
+// already; requireTLS refuses logins without TLS from a client that is not
+// on a loopback address.
+type tlsListener struct {
+	net.Listener
+	tls        *tls.Config
+	requireTLS bool
+}
+
+func (l tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &tlsConn{Conn: smtpdata.NewConn(c)}
+	_, tc.secure = c.(*tls.Conn)
+	if !tc.secure {
+		tc.startTLS = l.tls
+	}
+	a, ok := c.RemoteAddr().(*net.TCPAddr)
+	tc.cleartextLogin = !l.requireTLS || (ok && a.IP.IsLoopback())
+	return tc, nil
+}
+
+// Read hands go-smtp the next command line, answering STARTTLS here.
+func (c *tlsConn) Read(p []byte) (int, error) {
+	for {
+		if c.chunk > 0 {
+			n, err := c.Conn.Read(p[:min(int64(len(p)), c.chunk)])
+			c.chunk -= int64(n)
+			return n, err
+		}
+		n, err := c.Conn.Read(p)
+		whole := !c.midLine && n > 0 && p[n-1] == '\n'
+		c.midLine = n > 0 && p[n-1] != '\n'
+		line := strings.TrimRight(string(p[:n]), "\r\n")
+		c.mu.Lock()
+		offered, authed := c.startTLS, c.authed
+		c.mu.Unlock()
+		verb, arg, _ := strings.Cut(line, " ")
+		switch {
+		case !whole:
+		case strings.EqualFold(verb, "BDAT"):
+			size, _, _ := strings.Cut(arg, " ")
+			c.chunk, _ = strconv.ParseInt(size, 10, 64)
+		case strings.EqualFold(verb, "EHLO"):
+			c.mu.Lock()
+			c.ehlo = true
+			c.mu.Unlock()
+		case strings.EqualFold(line, "STARTTLS") && offered != nil:
+			if authed {
+				if _, err := c.Conn.Write([]byte("503 5.5.1 STARTTLS is not allowed after AUTH\r\n")); err != nil {
+					return 0, err
+				}
+				continue
+			}
+			if _, err := c.Conn.Write([]byte("220 2.0.0 Ready to start TLS\r\n")); err != nil {
+				return 0, err
+			}
+			c.mu.Lock()
+			c.Conn.StartTLS(offered)
+			c.startTLS, c.secure = nil, true
+			c.mu.Unlock()
+			// The client starts again with EHLO (RFC 3207 section 4.2),
+			// which resets go-smtp's transaction.
+			continue
+		}
+		return n, err
+	}
+}
+
+// Write passes go-smtp's reply lines on, with the EHLO reply's
+// capabilities adjusted to TLS.
+func (c *tlsConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	out := p
+	if c.ehlo {
+		switch {
+		case bytes.Equal(p, []byte("250-CHUNKING\r\n")) && c.startTLS != nil:
+			out = []byte("250-CHUNKING\r\n250-STARTTLS\r\n")
+		case bytes.HasPrefix(p, []byte("250-AUTH ")) && !c.secure && !c.cleartextLogin:
+			out = nil
+		case bytes.HasPrefix(p, []byte("250 ")):
+			c.ehlo = false
+		}
+	}
+	c.mu.Unlock()
+	if len(out) > 0 {
+		if _, err := c.Conn.Write(out); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// loginAllowed reports whether a login may be checked on this connection.
+func (c *tlsConn) loginAllowed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.secure || c.cleartextLogin
+}
+
+// loggedIn tells the connection a login succeeded.
+func (c *tlsConn) loggedIn() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.authed = true
+}
