@@ -127,11 +127,11 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		return &exitError{fmt.Errorf("--user: %w", err), exNoUser}
 	}
 
-	sk, err := deliverSpoolKey.loadSecret(pass, *spoolKey)
+	sk, err := deliverSpoolKey.loadSecret(pass, *spoolKey, *userKey)
 	if err != nil {
 		return &exitError{err, exNoPerm}
 	}
-	users, err := loadDirectory(*user, *userKey, *usersFile)
+	users, err := loadDirectory(*user, *userKey, *usersFile, *spoolKey)
 	if err != nil {
 		return err
 	}
@@ -222,10 +222,10 @@ func deliverUsage(format string, a ...any) error {
 }
 
 // loadDirectory reads the one key deliver needs, from a key file or a users
-// file.
-func loadDirectory(user, userKey, usersFile string) (deliver.StaticDirectory, error) {
+// file (spoolKey is --spool-key's file, for the hint of a swap).
+func loadDirectory(user, userKey, usersFile, spoolKey string) (deliver.StaticDirectory, error) {
 	if userKey != "" {
-		k, err := deliverUserPub.loadPublic(userKey)
+		k, err := deliverUserPub.loadPublic(userKey, spoolKey)
 		if err != nil {
 			return nil, &exitError{err, exNoPerm}
 		}

@@ -66,7 +66,7 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 	var store *mailstore.Store
 	var err error
 	if st, _ := devicedb.Inspect(*db, nil); st == devicedb.Encrypted {
-		k, err := deviceUserKey.loadSecret(pass, *userKey)
+		k, err := deviceUserKey.loadSecret(pass, *userKey, "")
 		if err != nil {
 			return err
 		}

@@ -309,11 +309,11 @@ func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
 }
 
 func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPath string) (*keys.SecretKey, keys.PublicKey, error) {
-	userKey, err := deviceUserKey.loadSecret(src, userKeyPath)
+	userKey, err := deviceUserKey.loadSecret(src, userKeyPath, userPubPath)
 	if err != nil {
 		return nil, keys.PublicKey{}, err
 	}
-	userPub, err := deviceUserPub.loadPublic(userPubPath)
+	userPub, err := deviceUserPub.loadPublic(userPubPath, userKeyPath)
 	if err != nil {
 		return nil, keys.PublicKey{}, err
 	}
@@ -321,7 +321,7 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 		return nil, keys.PublicKey{}, withHint(fmt.Errorf("%s is not the public half of %s", userPubPath, userKeyPath),
 			"pass the .pub file that gen-keys wrote together with the .sec file")
 	}
-	spoolPub, err := deviceSpoolPub.loadPublic(spoolPubPath)
+	spoolPub, err := deviceSpoolPub.loadPublic(spoolPubPath, "")
 	if err != nil {
 		return nil, keys.PublicKey{}, err
 	}

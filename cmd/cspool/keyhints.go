@@ -22,6 +22,9 @@ type keyFlag struct {
 	swap string
 	// obtain says where this key comes from, for a missing file.
 	obtain string
+	// wrongKind, if set, says what to pass instead of a key of the other
+	// kind that is not a swap; obtain otherwise.
+	wrongKind string
 	// quiet: no notice for a key without a passphrase (cspool deliver,
 	// run by an MTA for every message, whose stderr ends up in bounces).
 	quiet bool
@@ -30,7 +33,8 @@ type keyFlag struct {
 // The key flags of each command.
 var (
 	deviceUserKey = keyFlag{flag: "--user-key", secret: true, swap: "--user-public-key",
-		obtain: "a device uses the user's existing key pair: copy user.sec and user.pub from another of the user's devices (a new key pair could not open the mail already sealed to the user); only a new user makes one, with 'cspool gen-keys user.sec user.pub'"}
+		obtain:    "a device uses the user's existing key pair: copy user.sec and user.pub from another of the user's devices (a new key pair could not open the mail already sealed to the user); only a new user makes one, with 'cspool gen-keys user.sec user.pub'",
+		wrongKind: "pass the user's secret key file, written together with the public one (user.sec next to user.pub); if this device has none, copy user.sec from another of the user's devices (no other key opens the mail sealed to the user)"}
 	deviceUserPub = keyFlag{flag: "--user-public-key", secret: false, swap: "--user-key",
 		obtain: "pass the public file made with the user's secret key (user.pub, next to user.sec)"}
 	deviceSpoolPub = keyFlag{flag: "--spool-key", secret: false,
@@ -43,18 +47,21 @@ var (
 		obtain: "pass the spool's secret key file; on a new installation make it with 'cspool gen-keys spool.sec spool.pub'"}
 )
 
-// hint returns what to try after err, a failure to load path for f.
-func (f keyFlag) hint(path string, err error) string {
+// hint returns what to try after err, a failure to load path for f;
+// swapPath is the file given to f.swap ("" if none).
+func (f keyFlag) hint(path, swapPath string, err error) string {
 	kind, other := "public", "secret"
 	if f.secret {
 		kind, other = "secret", "public"
 	}
 	switch {
-	case errors.Is(err, keys.ErrWrongKind) && f.swap != "":
+	case errors.Is(err, keys.ErrWrongKind) && f.swap != "" && holdsKind(swapPath, f.secret):
 		return fmt.Sprintf("%s takes a %s key file, and %s holds a %s key: %s and %s look swapped; give each flag the other's file",
 			f.flag, kind, path, other, f.flag, f.swap)
 	case errors.Is(err, keys.ErrWrongKind) && !f.secret:
 		return fmt.Sprintf("%s takes a public key file, and %s holds a secret key: pass the public file made with it, and keep the secret one private", f.flag, path)
+	case errors.Is(err, keys.ErrWrongKind) && f.wrongKind != "":
+		return fmt.Sprintf("%s takes a secret key file, and %s holds a public key: %s", f.flag, path, f.wrongKind)
 	case errors.Is(err, keys.ErrWrongKind):
 		return fmt.Sprintf("%s takes a secret key file, and %s holds a public key: %s", f.flag, path, f.obtain)
 	case passphraseHint(path, err) != "":
@@ -69,12 +76,27 @@ func (f keyFlag) hint(path string, err error) string {
 	return fmt.Sprintf("check %s: %s", f.flag, f.obtain)
 }
 
+// holdsKind reports whether path holds a key of the kind a flag wants
+// (a secret key if secret, else a public one): only then is a wrong-kind
+// key on the other flag a swap of the two files. Nothing is decrypted.
+func holdsKind(path string, secret bool) bool {
+	if path == "" {
+		return false
+	}
+	_, err := keys.LoadPublic(path)
+	if secret {
+		return errors.Is(err, keys.ErrWrongKind)
+	}
+	return err == nil
+}
+
 // loadSecret loads the secret key file path given to f, asking src for
 // the passphrase if it is protected; an unprotected one gets a notice.
-func (f keyFlag) loadSecret(src *passphraseSource, path string) (*keys.SecretKey, error) {
+// swapPath is the file given to f.swap ("" if none), for the hint.
+func (f keyFlag) loadSecret(src *passphraseSource, path, swapPath string) (*keys.SecretKey, error) {
 	sf, err := keys.LoadSecretWith(path, src.passphrase)
 	if err != nil {
-		return nil, withHint(err, f.hint(path, err))
+		return nil, withHint(err, f.hint(path, swapPath, err))
 	}
 	if !sf.Protected && !f.quiet {
 		noticeUnprotected(src.e, path)
@@ -82,11 +104,12 @@ func (f keyFlag) loadSecret(src *passphraseSource, path string) (*keys.SecretKey
 	return sf.Key, nil
 }
 
-// loadPublic loads the public key file path given to f.
-func (f keyFlag) loadPublic(path string) (keys.PublicKey, error) {
+// loadPublic loads the public key file path given to f; swapPath as for
+// loadSecret.
+func (f keyFlag) loadPublic(path, swapPath string) (keys.PublicKey, error) {
 	k, err := keys.LoadPublic(path)
 	if err != nil {
-		return keys.PublicKey{}, withHint(err, f.hint(path, err))
+		return keys.PublicKey{}, withHint(err, f.hint(path, swapPath, err))
 	}
 	return k, nil
 }

@@ -47,6 +47,14 @@ func TestMixedUpKeys(t *testing.T) {
 		{"deliver: keys swapped", deliver(p("spool.sec"), p("user.pub")),
 			[]string{p("user.pub"), "--spool-key and --user-key look swapped"},
 			[]string{"chmod", "gen-keys"}},
+		// A wrong kind is a swap only when the other flag's file is of
+		// the kind this one wants: swapping these would not help.
+		{"device: public key for both", device(p("user.pub"), p("user.pub"), p("spool.pub")),
+			[]string{p("user.pub"), "--user-key takes a secret key file", "user.sec next to user.pub"},
+			[]string{"swapped", "chmod", "gen-keys"}},
+		{"deliver: the user's secret key", deliver(p("user.sec"), p("spool.sec")),
+			[]string{p("user.sec"), "--user-key takes a public key file", "keep the secret one private"},
+			[]string{"swapped", "gen-keys"}},
 		{"server: public spool key", []string{"server", "--spool-dir", p("spool"), "--port", "1", "--spool-key", p("spool.pub")},
 			[]string{p("spool.pub"), "--spool-key takes a secret key file"},
 			[]string{"chmod"}},

@@ -46,7 +46,7 @@ cspool reindex --db ~/.local/state/cspool/alice/mail.db --user-key ~/.config/csp
 	if _, err := os.Stat(*db); err != nil {
 		return withHint(fmt.Errorf("opening %s: %w", *db, unwrapPath(err)), "pass the device's database with --db (the --db of cspool imap-server)")
 	}
-	k, err := deviceUserKey.loadSecret(pass, *userKey)
+	k, err := deviceUserKey.loadSecret(pass, *userKey, "")
 	if err != nil {
 		return err
 	}

@@ -238,7 +238,7 @@ func (d directory) Lookup(ctx context.Context, user string) (keys.PublicKey, err
 func (s *serverRun) run(f serverFlags) error {
 	var spoolKey *keys.SecretKey
 	if f.spoolKeyFile != "" {
-		k, err := serverSpoolKey.loadSecret(f.pass, f.spoolKeyFile)
+		k, err := serverSpoolKey.loadSecret(f.pass, f.spoolKeyFile, "")
 		if err != nil {
 			return err
 		}
