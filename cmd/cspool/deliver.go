@@ -308,7 +308,7 @@ func openPostgres(ctx context.Context, dsn string) (*pgstore.Store, error) {
 // deliverFailure maps a delivery error onto its exit status.
 func deliverFailure(err error, server string) error {
 	switch {
-	case errors.Is(err, api.ErrUnknownUser):
+	case errors.Is(err, keys.ErrUnknownUser):
 		return &exitError{withHint(err, "the server at "+server+" has no such user: check the name, or add the user to its users file"), exNoUser}
 	case errors.Is(err, api.ErrWrongKey):
 		return &exitError{withHint(err, "the server has another key for this user: deliver with --users and the server's users file, or with the user's current public key"), exDataErr}

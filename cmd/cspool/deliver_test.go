@@ -218,7 +218,7 @@ func (u oneUser) Authorize(_ context.Context, user string, key keys.PublicKey) e
 
 func (u oneUser) Lookup(_ context.Context, user string) (keys.PublicKey, error) {
 	if user != u.name {
-		return keys.PublicKey{}, fmt.Errorf("looking up %q: %w", user, userdb.ErrUnknownUser)
+		return keys.PublicKey{}, fmt.Errorf("looking up %q: %w", user, keys.ErrUnknownUser)
 	}
 	return u.key, nil
 }

@@ -283,7 +283,7 @@ func (q *quickstart) run(ctx context.Context) error {
 	apiSrv := api.NewServer(api.Config{Store: store, Users: users, SpoolKey: q.spoolKey.Public(), Logger: apiLog})
 	httpSrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog: slog.NewLogLogger(q.log.Handler(), slog.LevelWarn)}
-	d := &deliver.Deliverer{Log: store, SpoolKey: q.spoolKey, Users: directory{users}}
+	d := &deliver.Deliverer{Log: store, SpoolKey: q.spoolKey, Users: users}
 	lmtp := deliver.NewLMTP(d, deliver.LMTPOptions{Hostname: "localhost", RecipientDelimiter: "+", Logger: q.log})
 	errc := make(chan error, 4)
 	go func() {

@@ -224,17 +224,6 @@ func (s *serverRun) close() {
 	}
 }
 
-// directory lets deliver look users up in the users database.
-type directory struct{ db users }
-
-func (d directory) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
-	k, err := d.db.Lookup(ctx, user)
-	if errors.Is(err, userdb.ErrUnknownUser) {
-		return k, fmt.Errorf("%w: %w", deliver.ErrUnknownUser, err)
-	}
-	return k, err
-}
-
 func (s *serverRun) run(f serverFlags) error {
 	var spoolKey *keys.SecretKey
 	if f.spoolKeyFile != "" {
@@ -308,7 +297,7 @@ func (s *serverRun) run(f serverFlags) error {
 			return withHint(fmt.Errorf("listening for LMTP on %s: %w", f.lmtpAddr, err), "pick another --lmtp address")
 		}
 		lmtpOpts.Hostname, _ = os.Hostname()
-		d := &deliver.Deliverer{Log: deliveryLog, SpoolKey: spoolKey, Users: directory{users}, MaxMessageBytes: f.maxMsg}
+		d := &deliver.Deliverer{Log: deliveryLog, SpoolKey: spoolKey, Users: users, MaxMessageBytes: f.maxMsg}
 		lmtp = deliver.NewLMTP(d, lmtpOpts)
 	}
 

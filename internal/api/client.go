@@ -296,7 +296,7 @@ func (c *Client) send(ctx context.Context, op, method, path string, q url.Values
 			e.Err = spool.ErrNoCheckpoint // the route exists, the checkpoint does not
 		}
 		if resp.StatusCode == http.StatusNotFound && resp.Header.Get(HeaderUnknownUser) != "" {
-			e.Err = ErrUnknownUser // the route exists, the user does not
+			e.Err = keys.ErrUnknownUser // the route exists, the user does not
 		}
 		return nil, e
 	}

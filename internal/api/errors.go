@@ -46,10 +46,9 @@ var (
 	ErrCertificate = errors.New("server certificate not trusted")
 )
 
-// ErrUnknownUser is the Err of a 404 answer to an append naming a user the
-// server does not have (with HeaderUnknownUser): permanent, nothing was
-// appended.
-var ErrUnknownUser = errors.New("no such user")
+// A 404 answer to an append naming a user the server does not have (with
+// HeaderUnknownUser) has keys.ErrUnknownUser as its Err: permanent, nothing
+// was appended.
 
 // HeaderUnknownUser marks a 404 as "no such user" rather than "no such
 // route"; its value is the user name.

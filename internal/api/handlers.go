@@ -43,7 +43,7 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 	if c.spool {
 		k, err := s.recipient(r.Context(), c.user)
 		if err != nil {
-			if errors.Is(err, userdb.ErrUnknownUser) {
+			if errors.Is(err, keys.ErrUnknownUser) {
 				w.Header().Set(HeaderUnknownUser, c.user)
 				err = &srvError{kind: ErrNotFound, msg: fmt.Sprintf("no such user %q: nothing appended", c.user), detail: err}
 			}
@@ -115,7 +115,7 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 
 // recipient returns the key a delivery to user must be sealed to, nil when
 // there is none to check against (test mode, a name nobody registered), or
-// an error wrapping userdb.ErrUnknownUser for a name that is no user.
+// an error wrapping keys.ErrUnknownUser for a name that is no user.
 func (s *Server) recipient(ctx context.Context, user string) (*keys.PublicKey, error) {
 	k, err := s.cfg.Users.Lookup(ctx, user)
 	switch {
@@ -123,7 +123,7 @@ func (s *Server) recipient(ctx context.Context, user string) (*keys.PublicKey, e
 		return &k, nil
 	case errors.Is(err, userdb.ErrUnclaimed):
 		return nil, nil
-	case errors.Is(err, userdb.ErrUnknownUser):
+	case errors.Is(err, keys.ErrUnknownUser):
 		return nil, err
 	}
 	return nil, usersError(err, user)

@@ -43,7 +43,7 @@ func TestDeliveryRecipient(t *testing.T) {
 		{"one good entry, one not", "alice", [][]byte{e.delivery(t, "alice", "ok"), seal(e.bob.Public(), "alice", "no")}, ErrWrongKey, http.StatusUnprocessableEntity},
 		{"not an entry", "alice", [][]byte{[]byte("From: x\r\n\r\nplain text\r\n")}, ErrWrongKey, http.StatusUnprocessableEntity},
 		{"empty entry", "alice", [][]byte{{}}, ErrWrongKey, http.StatusUnprocessableEntity},
-		{"no such user", "carol", [][]byte{seal(e.alice.Public(), "carol", "to nobody")}, ErrUnknownUser, http.StatusNotFound},
+		{"no such user", "carol", [][]byte{seal(e.alice.Public(), "carol", "to nobody")}, keys.ErrUnknownUser, http.StatusNotFound},
 	} {
 		_, err := spool.Append(ctx, c.user, c.batch)
 		var ae *Error

@@ -21,7 +21,7 @@ import (
 type Users interface {
 	// Check decides, before the request's signature is verified and without
 	// side effects: nil, or an error wrapping userdb.ErrUnknownKey (401),
-	// userdb.ErrForbidden (403), or userdb.ErrUnclaimed: the name is free
+	// keys.ErrForbidden (403), or userdb.ErrUnclaimed: the name is free
 	// and a test mode database would register it to the key.
 	Check(ctx context.Context, user string, key keys.PublicKey) error
 	// Authorize is called, after the signature, only when Check said
@@ -30,7 +30,7 @@ type Users interface {
 	Authorize(ctx context.Context, user string, key keys.PublicKey) error
 	// Lookup returns user's registered key, against which the entries the
 	// spool key appends are checked: an error wrapping
-	// userdb.ErrUnknownUser refuses them (404), unless it also wraps
+	// keys.ErrUnknownUser refuses them (404), unless it also wraps
 	// userdb.ErrUnclaimed (test mode: nobody registered the name yet, so
 	// there is no key to check against).
 	Lookup(ctx context.Context, user string) (keys.PublicKey, error)

@@ -93,7 +93,7 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		case err == nil:
 		case errors.Is(err, userdb.ErrUnclaimed):
 			claim = true
-		case errors.Is(err, userdb.ErrForbidden):
+		case errors.Is(err, keys.ErrForbidden):
 			forbidden = usersError(err, user)
 		default:
 			e := usersError(err, user)
@@ -177,7 +177,7 @@ func (s *Server) earliest(now time.Time) int64 {
 // usersError maps an error of the users database.
 func usersError(err error, user string) *srvError {
 	switch {
-	case errors.Is(err, userdb.ErrForbidden):
+	case errors.Is(err, keys.ErrForbidden):
 		return authErr(ErrForbidden, AuthReasonForbidden, "key may not access the log of %q", user)
 	case errors.Is(err, userdb.ErrUnknownKey), errors.Is(err, userdb.ErrUnclaimed):
 		return authErr(ErrUnauthenticated, AuthReasonUnknownKey, "unknown key for %q", user)

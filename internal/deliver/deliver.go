@@ -16,7 +16,7 @@ import (
 const DefaultMaxMessageBytes = command.DefaultMaxMessageBytes
 
 // Directory resolves a user name to the user's public key; Lookup returns an
-// error wrapping ErrUnknownUser for a user it does not know. Any other error
+// error wrapping keys.ErrUnknownUser for a user it does not know. Any other error
 // is taken as temporary (the directory could not answer).
 type Directory interface {
 	Lookup(ctx context.Context, user string) (keys.PublicKey, error)
@@ -25,11 +25,11 @@ type Directory interface {
 // StaticDirectory is a fixed Directory; keys.Users converts to it.
 type StaticDirectory map[string]keys.PublicKey
 
-// Lookup returns the key of user, or an error wrapping ErrUnknownUser.
+// Lookup returns the key of user, or an error wrapping keys.ErrUnknownUser.
 func (s StaticDirectory) Lookup(_ context.Context, user string) (keys.PublicKey, error) {
 	k, ok := s[user]
 	if !ok {
-		return keys.PublicKey{}, fmt.Errorf("looking up %q: %w", user, ErrUnknownUser)
+		return keys.PublicKey{}, fmt.Errorf("looking up %q: %w", user, keys.ErrUnknownUser)
 	}
 	return k, nil
 }
@@ -84,7 +84,7 @@ func (d *Deliverer) Deliver(ctx context.Context, user string, msg []byte) (pos u
 // limit applies to msg.
 func (d *Deliverer) DeliverEnvelope(ctx context.Context, user string, env Envelope, msg []byte) (pos uint64, err error) {
 	if err := keys.CheckUserName(user); err != nil {
-		return 0, fmt.Errorf("delivering: %w: %w", ErrUnknownUser, err)
+		return 0, fmt.Errorf("delivering: %w: %w", keys.ErrUnknownUser, err)
 	}
 	if n := int64(len(msg)); n > d.maxBytes() {
 		return 0, fmt.Errorf("delivering to %s: %w: %d bytes, limit %d", user, ErrTooLarge, n, d.maxBytes())

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/spool"
+	"cspool/internal/userdb"
 )
 
 // odd message shapes a mail transfer agent may hand over.
@@ -120,6 +123,29 @@ func TestDeliverErrorKinds(t *testing.T) {
 	}
 }
 
+// TestUsersDatabaseAsDirectory: the server's users database serves delivery
+// as it is, with no adapter: a recipient it does not know is an unknown user
+// (550 5.1.1, exit 67), not a failure worth retrying.
+func TestUsersDatabaseAsDirectory(t *testing.T) {
+	alice := mustKey(t)
+	path := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(path, []byte("alice "+alice.Public().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := userdb.Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Deliverer{Log: fakeLog{}, SpoolKey: mustKey(t), Users: db}
+	if _, err := d.Deliver(testCtx(t), "alice", []byte("x\r\n")); err != nil {
+		t.Fatalf("delivering to alice: %v", err)
+	}
+	_, err = d.Deliver(testCtx(t), "carol", []byte("x\r\n"))
+	if KindOf(err) != KindUnknownUser || !errors.Is(err, keys.ErrUnknownUser) || IsTemporary(err) {
+		t.Errorf("delivering to carol, whom the users file lacks: %v (kind %v), want a permanent unknown user", err, KindOf(err))
+	}
+}
+
 func TestStaticDirectory(t *testing.T) {
 	k := mustKey(t).Public()
 	d := StaticDirectory(keys.Users{"alice": k})
@@ -127,7 +153,7 @@ func TestStaticDirectory(t *testing.T) {
 	if err != nil || !got.Equal(k) {
 		t.Errorf("Lookup(alice) = %v, %v; want the key", got, err)
 	}
-	if _, err := d.Lookup(testCtx(t), "Alice"); !errors.Is(err, ErrUnknownUser) {
+	if _, err := d.Lookup(testCtx(t), "Alice"); !errors.Is(err, keys.ErrUnknownUser) {
 		t.Errorf("Lookup(Alice) = %v, want ErrUnknownUser", err)
 	}
 }

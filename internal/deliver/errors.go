@@ -9,11 +9,9 @@ import (
 )
 
 // Errors returned by Deliver and the LMTP listener, wrapped with detail: test
-// with errors.Is or use KindOf.
+// with errors.Is or use KindOf. A recipient that is not a user (or cannot
+// name one) is keys.ErrUnknownUser, as the users database says it.
 var (
-	// ErrUnknownUser: the recipient is not a user (or cannot name one).
-	// Permanent.
-	ErrUnknownUser = errors.New("unknown user")
 	// ErrTooLarge: the message is over the size limit. Permanent.
 	ErrTooLarge = errors.New("message too large")
 	// ErrResources: the delivery side is short of memory or storage right now.
@@ -62,7 +60,7 @@ func KindOf(err error) Kind {
 	switch {
 	case err == nil:
 		return KindNone
-	case errors.Is(err, ErrUnknownUser), errors.Is(err, keys.ErrBadUserName):
+	case errors.Is(err, keys.ErrUnknownUser), errors.Is(err, keys.ErrBadUserName):
 		return KindUnknownUser
 	case errors.Is(err, ErrTooLarge), errors.Is(err, spool.ErrTooLarge):
 		return KindTooLarge

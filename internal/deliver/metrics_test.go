@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"cspool/internal/keys"
 )
 
 // countMetrics counts outcomes.
@@ -41,7 +43,7 @@ func TestOutcomeOf(t *testing.T) {
 		want string
 	}{
 		{nil, OutcomeOK},
-		{fmt.Errorf("x: %w", ErrUnknownUser), OutcomeUnknownUser},
+		{fmt.Errorf("x: %w", keys.ErrUnknownUser), OutcomeUnknownUser},
 		{errNotLocalDomain, OutcomeUnknownDomain},
 		{fmt.Errorf("x: %w", ErrTooLarge), OutcomeTooLarge},
 		{fmt.Errorf("x: %w", ErrResources), OutcomeResources},

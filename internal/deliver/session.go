@@ -249,7 +249,7 @@ func (l *LMTP) resolve(ctx context.Context, addr string) (string, keys.PublicKey
 		tried[c] = true
 		if err := keys.CheckUserName(c); err != nil {
 			if firstErr == nil {
-				firstErr = fmt.Errorf("%w: %w", ErrUnknownUser, err)
+				firstErr = fmt.Errorf("%w: %w", keys.ErrUnknownUser, err)
 			}
 			continue
 		}
@@ -257,7 +257,7 @@ func (l *LMTP) resolve(ctx context.Context, addr string) (string, keys.PublicKey
 		if err == nil {
 			return c, key, nil
 		}
-		if !errors.Is(err, ErrUnknownUser) {
+		if !errors.Is(err, keys.ErrUnknownUser) {
 			return "", keys.PublicKey{}, fmt.Errorf("looking up recipient %q: %w", c, err)
 		}
 		if firstErr == nil {

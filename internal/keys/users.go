@@ -12,6 +12,18 @@ import (
 // ErrBadUserName is returned for a user name outside the allowed set.
 var ErrBadUserName = errors.New("invalid user name")
 
+// Who may act for which user: the server's users database (package userdb)
+// says it, and the API and delivery answer with it, so each is defined here
+// once and every side tests it with errors.Is.
+var (
+	// ErrUnknownUser: no key is known for the name. Permanent: HTTP 404
+	// with Cspool-Unknown-User, LMTP 550 5.1.1, cspool deliver's exit 67.
+	ErrUnknownUser = errors.New("unknown user")
+	// ErrForbidden: the key belongs to a different user than the one
+	// named (HTTP 403).
+	ErrForbidden = errors.New("key belongs to another user")
+)
+
 // CheckUserName reports whether name may name a user: 1 to 64 bytes of
 // ASCII letters, digits and ". _ + -", not starting with '.' or '-'. The same
 // rule applies everywhere (users file, LMTP local parts, API paths), so a

@@ -10,7 +10,7 @@ import (
 
 // Authorize reports whether key may act as user. The signature proving that
 // the caller holds key has been checked already. It returns nil, or an error
-// wrapping ErrUnknownKey or ErrForbidden. In test mode a free name is
+// wrapping ErrUnknownKey or keys.ErrForbidden. In test mode a free name is
 // registered to a key that owns no name yet.
 func (d *DB) Authorize(ctx context.Context, user string, key keys.PublicKey) error {
 	if err := keys.CheckUserName(user); err != nil {
@@ -49,7 +49,7 @@ func (d *DB) check(user string, key keys.PublicKey) (err error, done bool) {
 		return nil, true
 	}
 	if _, owner := d.byKey[string(key.Bytes())]; owner {
-		return fmt.Errorf("key %x acting as user %q: %w", key.KeyID(), user, ErrForbidden), true
+		return fmt.Errorf("key %x acting as user %q: %w", key.KeyID(), user, keys.ErrForbidden), true
 	}
 	if ok {
 		return fmt.Errorf("key %x for user %q: %w", key.KeyID(), user, ErrUnknownKey), true

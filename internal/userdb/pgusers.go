@@ -111,7 +111,7 @@ func (p *PG) Reload() error {
 	return nil
 }
 
-// Lookup returns user's public key, or an error wrapping ErrUnknownUser,
+// Lookup returns user's public key, or an error wrapping keys.ErrUnknownUser,
 // or spool.ErrUnavailable when the database cannot answer.
 func (p *PG) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
@@ -119,7 +119,7 @@ func (p *PG) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
 	var text string
 	err := p.pool.QueryRow(cctx, "SELECT public_key FROM "+UsersTable+" WHERE name = $1", user).Scan(&text)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w", user, ErrUnknownUser)
+		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w", user, keys.ErrUnknownUser)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -136,7 +136,7 @@ func (p *PG) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
 }
 
 // Authorize reports whether key may act as user: nil, or an error wrapping
-// ErrUnknownKey, ErrForbidden, or spool.ErrUnavailable.
+// ErrUnknownKey, keys.ErrForbidden, or spool.ErrUnavailable.
 func (p *PG) Authorize(ctx context.Context, user string, key keys.PublicKey) error {
 	if err := keys.CheckUserName(user); err != nil {
 		return fmt.Errorf("authorizing: %w", err)
@@ -145,7 +145,7 @@ func (p *PG) Authorize(ctx context.Context, user string, key keys.PublicKey) err
 	switch {
 	case err == nil && k.Equal(key):
 		return nil
-	case err != nil && !errors.Is(err, ErrUnknownUser):
+	case err != nil && !errors.Is(err, keys.ErrUnknownUser):
 		return err
 	}
 	cctx, cancel := context.WithTimeout(ctx, p.timeout)
@@ -154,7 +154,7 @@ func (p *PG) Authorize(ctx context.Context, user string, key keys.PublicKey) err
 	err = p.pool.QueryRow(cctx, "SELECT name FROM "+UsersTable+" WHERE public_key = $1 LIMIT 1", key.String()).Scan(&other)
 	switch {
 	case err == nil:
-		return fmt.Errorf("key %x acting as user %q: %w", key.KeyID(), user, ErrForbidden)
+		return fmt.Errorf("key %x acting as user %q: %w", key.KeyID(), user, keys.ErrForbidden)
 	case errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("key %x for user %q: %w", key.KeyID(), user, ErrUnknownKey)
 	case ctx.Err() != nil:

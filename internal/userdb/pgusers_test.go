@@ -37,10 +37,10 @@ func TestPGUsers(t *testing.T) {
 	if k, err := db.Lookup(ctx, "bob"); err != nil || !k.Equal(bob) {
 		t.Errorf("Lookup(bob): %v, %v; want bob's key", k, err)
 	}
-	if _, err := db.Lookup(ctx, "carol"); !errors.Is(err, ErrUnknownUser) {
+	if _, err := db.Lookup(ctx, "carol"); !errors.Is(err, keys.ErrUnknownUser) {
 		t.Errorf("Lookup(carol): %v, want ErrUnknownUser", err)
 	}
-	if _, err := db.Lookup(ctx, "broken"); err == nil || errors.Is(err, ErrUnknownUser) {
+	if _, err := db.Lookup(ctx, "broken"); err == nil || errors.Is(err, keys.ErrUnknownUser) {
 		t.Errorf("Lookup(broken): %v, want a key error", err)
 	}
 	for _, tc := range []struct {
@@ -50,8 +50,8 @@ func TestPGUsers(t *testing.T) {
 	}{
 		{"alice", alice, nil},
 		{"bob", bob, nil},
-		{"bob", alice, ErrForbidden},
-		{"carol", alice, ErrForbidden},
+		{"bob", alice, keys.ErrForbidden},
+		{"carol", alice, keys.ErrForbidden},
 		{"alice", stranger, ErrUnknownKey},
 		{"carol", stranger, ErrUnknownKey},
 	} {

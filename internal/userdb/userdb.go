@@ -17,11 +17,11 @@
 //   - A name maps to exactly one key. In test mode a key owns at most one
 //     name, so a registered key can never reach a second log.
 //   - Authorize distinguishes an unknown key (ErrUnknownKey: HTTP 401) from
-//     a known key that belongs to another user (ErrForbidden: HTTP 403).
+//     a known key that belongs to another user (keys.ErrForbidden: HTTP 403).
 //     Check decides the same from the table alone, without registering: the
 //     API asks it before verifying a signature, so that a request signed
 //     with a key nobody registered costs a table lookup and changes nothing.
-//     Lookup of a name without a key returns ErrUnknownUser (LMTP 550 5.1.1,
+//     Lookup of a name without a key returns keys.ErrUnknownUser (LMTP 550 5.1.1,
 //     RFC 5321 section 4.2.2 / RFC 3463 X.1.1).
 //   - The table is read under a read lock; lookups never touch the disk.
 package userdb
@@ -41,14 +41,12 @@ import (
 
 // Errors returned by DB methods, wrapped with the user name: test with
 // errors.Is.
+// The unknown user and the forbidden key are keys.ErrUnknownUser and
+// keys.ErrForbidden, which the API and delivery answer with.
 var (
-	// ErrUnknownUser: no key is known for the name.
-	ErrUnknownUser = errors.New("unknown user")
 	// ErrUnknownKey: the key belongs to no user (and, in test mode, the name
 	// it claims is already registered to another key).
 	ErrUnknownKey = errors.New("unknown key")
-	// ErrForbidden: the key belongs to a different user than the one named.
-	ErrForbidden = errors.New("key belongs to another user")
 	// ErrUnclaimed (from Check, in test mode only): the name has no key and
 	// the key owns no name, so Authorize would register the name to the key.
 	ErrUnclaimed = errors.New("name unclaimed")
@@ -170,7 +168,7 @@ func (d *DB) Reload() error {
 	return nil
 }
 
-// Lookup returns user's public key, or an error wrapping ErrUnknownUser.
+// Lookup returns user's public key, or an error wrapping keys.ErrUnknownUser.
 // In test mode the error for a name nobody has registered also wraps
 // ErrUnclaimed: its first key may still claim it.
 func (d *DB) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
@@ -178,10 +176,10 @@ func (d *DB) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
 	k, ok := d.byName[user]
 	d.mu.RUnlock()
 	if !ok && d.testMode {
-		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w (%w in test mode)", user, ErrUnknownUser, ErrUnclaimed)
+		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w (%w in test mode)", user, keys.ErrUnknownUser, ErrUnclaimed)
 	}
 	if !ok {
-		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w", user, ErrUnknownUser)
+		return keys.PublicKey{}, fmt.Errorf("looking up user %q: %w", user, keys.ErrUnknownUser)
 	}
 	return k, nil
 }

@@ -51,8 +51,8 @@ func TestFileMode(t *testing.T) {
 	}{
 		{"alice", alice, nil},
 		{"bob", bob, nil},
-		{"alice", bob, ErrForbidden},
-		{"carol", alice, ErrForbidden},
+		{"alice", bob, keys.ErrForbidden},
+		{"carol", alice, keys.ErrForbidden},
 		{"alice", stranger, ErrUnknownKey},
 		{"carol", stranger, ErrUnknownKey},
 	}
@@ -68,7 +68,7 @@ func TestFileMode(t *testing.T) {
 	if k, err := db.Lookup(ctx, "alice"); err != nil || !k.Equal(alice) {
 		t.Errorf("Lookup(alice) = %x, %v; want alice's key", k.KeyID(), err)
 	}
-	if _, err := db.Lookup(ctx, "carol"); !errors.Is(err, ErrUnknownUser) {
+	if _, err := db.Lookup(ctx, "carol"); !errors.Is(err, keys.ErrUnknownUser) {
 		t.Errorf("Lookup(carol) error = %v, want ErrUnknownUser", err)
 	}
 	if err := db.Authorize(ctx, "bad name", alice); err == nil {
@@ -89,7 +89,7 @@ func TestReload(t *testing.T) {
 	if err := db.Reload(); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
-	if _, err := db.Lookup(ctx, "alice"); !errors.Is(err, ErrUnknownUser) {
+	if _, err := db.Lookup(ctx, "alice"); !errors.Is(err, keys.ErrUnknownUser) {
 		t.Errorf("after reload, alice: err = %v, want ErrUnknownUser", err)
 	}
 	if err := db.Authorize(ctx, "carol", carol); err != nil {
@@ -133,7 +133,7 @@ func TestTestMode(t *testing.T) {
 	if !db.TestMode() {
 		t.Fatal("TestMode() = false")
 	}
-	if _, err := db.Lookup(ctx, "alice"); !errors.Is(err, ErrUnknownUser) {
+	if _, err := db.Lookup(ctx, "alice"); !errors.Is(err, keys.ErrUnknownUser) {
 		t.Fatalf("Lookup before registration: %v, want ErrUnknownUser", err)
 	}
 	steps := []struct {
@@ -141,12 +141,12 @@ func TestTestMode(t *testing.T) {
 		key  keys.PublicKey
 		want error
 	}{
-		{"alice", alice, nil},            // registers
-		{"alice", alice, nil},            // known
-		{"alice", second, ErrUnknownKey}, // name taken
-		{"bob", alice, ErrForbidden},     // a key owns one name
-		{"bob", bob, nil},                // registers
-		{"alice", bob, ErrForbidden},
+		{"alice", alice, nil},             // registers
+		{"alice", alice, nil},             // known
+		{"alice", second, ErrUnknownKey},  // name taken
+		{"bob", alice, keys.ErrForbidden}, // a key owns one name
+		{"bob", bob, nil},                 // registers
+		{"alice", bob, keys.ErrForbidden},
 	}
 	for i, s := range steps {
 		err := db.Authorize(ctx, s.user, s.key)
@@ -239,7 +239,7 @@ func TestCheckTestMode(t *testing.T) {
 	}{
 		{"alice", alice, nil},
 		{"alice", other, ErrUnknownKey},
-		{"bob", alice, ErrForbidden},
+		{"bob", alice, keys.ErrForbidden},
 		{"bob", other, ErrUnclaimed},
 	}
 	for _, s := range steps {
