@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
-# The device's at-rest encryption and search index against the plaintext
-# daemon they replaced, and SEARCH against Dovecot, in one run:
-#  1. first sync of N messages of ~10 KB (until IMAP STATUS shows them all),
-#     FETCH 1:* (ENVELOPE FLAGS) of the N, with the new daemon (encrypted
-#     database, search index) and with OLD, the daemon built from the commit
-#     before the encryption (plaintext, modernc SQLite, no index);
-#  2. with BIG messages (90% of them 2 KB): the daemons' RSS idle and at
-#     their peak (sync and a full FETCH), the database and index sizes;
-#  3. SEARCH BODY and TEXT over the BIG messages, for a word (in 1 message
-#     of 1,000) and a substring of it, and for a word in every message: new
-#     daemon (index), OLD (scan), and Dovecot (default configuration, no
-#     full-text plugin) on the same messages; the median of 3 runs each.
+# The device's at-rest encryption and search index against plaintext and
+# the scan, and SEARCH against Dovecot, in one run. Three builds of the
+# daemon, each on a database of its own, synced from one spool server:
+#   new:   this tree (encrypted database, search index);
+#   plain: this tree built with -tags cspool_bench_plaintext (the same
+#          driver, schema and index, the databases in plaintext): the
+#          cost of encryption is new against plain;
+#   old:   OLD, the commit before the encryption (plaintext, modernc
+#          SQLite, no index: SEARCH scans every message).
+#  1. ROUNDS rounds of: first sync of N messages of ~10 KB (from start
+#     until IMAP STATUS shows them all), then FETCH 1:* (ENVELOPE FLAGS)
+#     of the N (median of 3, once the index is complete), for each build
+#     in turn;
+#  2. with BIG messages (90% of them 2 KB), all three daemons at once: the
+#     time to index them, each daemon's RSS idle and at its peak (sync,
+#     indexing, a full FETCH), the database and index sizes;
+#  3. SEARCH over the BIG messages for a rare word (in 1 message of
+#     1,000), a substring of it, a word in every message, a Message-ID
+#     (HEADER) and a sender (FROM): new, plain, old and Dovecot (default
+#     configuration, no full-text plugin, on the same messages), one query
+#     at a time for all four; the median of RUNS (3) each.
+# Every figure line ends with the load average when it was taken.
 #
 #   N=10000 BIG=100000 bash bench/atrest.sh
 set -euo pipefail
@@ -18,6 +28,8 @@ cd "$(dirname "$0")/.."
 source bench/lib/dovecot.sh
 N=${N:-10000}
 BIG=${BIG:-100000}
+ROUNDS=${ROUNDS:-2}
+RUNS=${RUNS:-3}
 OLD=${OLD:-$(git log --diff-filter=A --format=%H -- internal/devicedb/devicedb.go | tail -1)^}
 work=$(mktemp -d /tmp/cspool-bench-atrest.XXXXXX)
 chmod 755 "$work"
@@ -30,6 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 go build -o "$work/cspool" ./cmd/cspool
+go build -tags cspool_bench_plaintext -o "$work/cspool-plain" ./cmd/cspool
 go build -o "$work/seed" ./bench/seed
 git worktree add --detach "$work/old-src" "$OLD" >/dev/null 2>&1
 (cd "$work/old-src" && go build -o "$work/cspool-old" ./cmd/cspool)
@@ -44,74 +57,78 @@ $C server --spool-dir spool --users users --spool-key spool.sec --port 24999 2>s
 pids+=($!)
 for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/24999) 2>/dev/null && break; sleep 0.1; done
 
-rss() { awk '/VmHWM/ {print $2/1024}' "/proc/$1/status"; }
-cur() { awk '/VmRSS/ {print $2/1024}' "/proc/$1/status"; }
+load() { printf '(load %s)' "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+hwm() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+cur() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 mb() { du -m "$1" | cut -f1; }
+bin() { case $1 in new) echo "$C" ;; plain) echo "$work/cspool-plain" ;; old) echo "$work/cspool-old" ;; esac; }
 
-# daemon NAME BINARY DB PORT COUNT: start a daemon, wait until INBOX holds
+# daemon NAME BUILD DB PORT COUNT: start a daemon, wait until INBOX holds
 # COUNT messages; sets dpid and dsync (seconds).
 daemon() {
 	local t0 t1
 	t0=$(date +%s.%N)
-	$2 imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
+	$(bin "$2") imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
 		--spool-server http://127.0.0.1:24999 --db "$3" --password pw --port "$4" --status-addr '' \
 		2>"$1.log" >/dev/null &
 	dpid=$!
 	pids+=($dpid)
-	$IB waitcount 127.0.0.1 "$4" alice pw "$5" 1800 >/dev/null
+	$IB waitcount 127.0.0.1 "$4" alice pw "$5" 3600 >/dev/null
 	t1=$(date +%s.%N)
 	dsync=$(python3 -c "print('%.2f' % ($t1 - $t0))")
 }
 
-# 1. First sync and FETCH of N messages, new then old, each on its own
-# database.
-daemon new "$C" new.db 24143 "$N"
-new_sync=$dsync new_rss=$(rss $dpid)
-# FETCH once the background indexing is done, as on a device in use.
-t0=$(date +%s)
-until grep -q "search index complete" new.log; do sleep 1; done
-echo "new daemon: search index of $N messages complete $(( $(date +%s) - t0 )) s after the sync"
-new_fetch=$($IB fetch 127.0.0.1 24143 alice pw quarterly)
-kill $dpid; wait $dpid 2>/dev/null || true
-daemon old "$work/cspool-old" old.db 24143 "$N"
-old_sync=$dsync old_rss=$(rss $dpid)
-old_fetch=$($IB fetch 127.0.0.1 24143 alice pw quarterly)
-kill $dpid; wait $dpid 2>/dev/null || true
-python3 - "$N" "$new_sync" "$old_sync" "$new_rss" "$old_rss" "$new_fetch" "$old_fetch" <<'PY'
+# indexed DB BUILD: wait (an hour at most) until the daemon on DB says
+# its search index is complete (cspool status); prints the seconds.
+indexed() {
+	local t0=$SECONDS
+	[ "$2" = old ] && { echo 0; return; }
+	until [ "$($C status --db "$1" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["search"]["unindexed"])')" = 0 ]; do
+		[ $((SECONDS - t0)) -lt 3600 ] || { echo "no complete index after an hour" >&2; exit 1; }
+		sleep 1
+	done
+	echo $((SECONDS - t0))
+}
+
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+# 1. First sync and FETCH of N messages, each build on a new database,
+# ROUNDS times in turn.
+for r in $(seq 1 "$ROUNDS"); do
+	for b in new plain old; do
+		daemon "$b-$r" "$b" "$b-$r.db" 24143 "$N"
+		peak=$(hwm "$dpid") l=$(load)
+		ix=$(indexed "$b-$r.db" "$b")
+		f=$($IB fetch 127.0.0.1 24143 alice pw xylophone 3)
+		python3 - "$b" "$r" "$N" "$dsync" "$peak" "$ix" "$f" "$l" "$(load)" <<'PY'
 import json, sys
-n, ns, os_, nr, or_, nf, of = sys.argv[1:]
-nf, of = json.loads(nf), json.loads(of)
-print(f"first sync of {n} messages: encrypted {ns} s (peak RSS {float(nr):.0f} MB), plaintext {os_} s ({float(or_):.0f} MB): {float(ns)/float(os_):.2f}x the time")
-print(f"FETCH 1:* (ENVELOPE FLAGS) of {n}: encrypted {nf['fetch_seconds']} s, plaintext {of['fetch_seconds']} s: {nf['fetch_seconds']/max(of['fetch_seconds'],1e-3):.2f}x")
+b, r, n, sync, peak, ix, f, l1, l2 = sys.argv[1:]
+f = json.loads(f)
+print(f"round {r} {b}: first sync of {n} messages {sync} s (peak RSS {peak} MB) {l1}; index complete {ix} s later; "
+      f"FETCH 1:* (ENVELOPE FLAGS) {f['fetch_seconds']} s {l2}")
 PY
+		stop "$dpid"
+		rm -rf "$b-$r".db*
+	done
+done
 
 [ "$BIG" -gt 0 ] || exit 0
 
-# 2. BIG messages: RSS and sizes.
+# 2. BIG messages: every build syncs them, indexes them, and stays up.
 ./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$((BIG - N))" --size 2048 --seed 2 >/dev/null
-for which in new old; do
-	bin=$C
-	[ $which = old ] && bin=$work/cspool-old
-	daemon "big-$which" "$bin" "big-$which.db" 24145 "$BIG"
-	if [ $which = new ]; then
-		# The index is built in the background: search once it is complete.
-		t0=$(date +%s)
-		until grep -q "search index complete" "big-$which.log"; do sleep 1; done
-		echo "new daemon: search index complete $(( $(date +%s) - t0 )) s after the sync"
-	fi
+declare -A port dp
+port=([new]=24145 [plain]=24146 [old]=24147)
+for b in new plain old; do
+	daemon "big-$b" "$b" "big-$b.db" "${port[$b]}" "$BIG"
+	dp[$b]=$dpid
+	l=$(load)
+	ix=$(indexed "big-$b.db" "$b")
 	sleep 2
-	idle=$(cur $dpid)
-	$IB fetch 127.0.0.1 24145 alice pw quarterly >"big-$which-fetch.json"
-	peak=$(rss $dpid)
-	printf '%s daemon with %d messages: sync %s s, RSS idle %.0f MB, peak (sync and full FETCH) %.0f MB, database %s MB\n' \
-		"$which" "$BIG" "$dsync" "$idle" "$peak" "$(mb big-$which.db)"
-	# 3. SEARCH against this daemon (median of 5).
-	for q in "BODY xylophone" "BODY ylophon" "TEXT xylophone" "TEXT ylophon" "BODY quarterly"; do
-		printf '%s SEARCH %s: %s\n' "$which" "$q" "$($IB search 127.0.0.1 24145 alice pw 3 $q)"
-	done
-	kill $dpid; wait $dpid 2>/dev/null || true
+	idle=$(cur "$dpid")
+	$IB fetch 127.0.0.1 "${port[$b]}" alice pw xylophone 1 >"big-$b-fetch.json"
+	printf '%s daemon with %d messages: sync %s s %s, index complete %s s later, RSS idle %s MB, peak (sync, indexing and a full FETCH) %s MB, database %s MB %s\n' \
+		"$b" "$BIG" "$dsync" "$l" "$ix" "$idle" "$(hwm "$dpid")" "$(mb "big-$b.db")" "$(load)"
 done
-echo "search index: $($C reindex --db big-new.db --user-key user.sec 2>/dev/null | tail -1)"
 
 # Dovecot on the same BIG messages (Maildir, default settings, no FTS).
 dovecot_start "$work/dovecot" 24144 24425 alice pw
@@ -119,6 +136,21 @@ dovecot_start "$work/dovecot" 24144 24425 alice pw
 ./seed maildir --dir "$work/dovecot/mail/alice/Maildir" --count "$((BIG - N))" --size 2048 --seed 2 --first "$N" >/dev/null
 chown -R vmail:vmail "$work/dovecot/mail"
 doveadm -c "$work/dovecot/dovecot.conf" index -u alice INBOX 2>/dev/null || true
-for q in "BODY xylophone" "BODY ylophon" "TEXT xylophone" "TEXT ylophon" "BODY quarterly"; do
-	printf 'dovecot SEARCH %s: %s\n' "$q" "$($IB search 127.0.0.1 24144 alice pw 3 $q)"
+port[dovecot]=24144
+
+# 3. SEARCH, one query at a time on all four.
+queries=("BODY xylophone" "BODY ylophon" "TEXT xylophone" "TEXT ylophon" "BODY quarterly"
+	"HEADER Message-ID bench-2-4242@" "FROM sender42@")
+for q in "${queries[@]}"; do
+	for b in new plain old dovecot; do
+		# shellcheck disable=SC2086 # the query is split into its words
+		printf '%s SEARCH %s: %s %s\n' "$b" "$q" "$($IB search 127.0.0.1 "${port[$b]}" alice pw "$RUNS" $q)" "$(load)"
+	done
 done
+for b in new plain old; do
+	printf '%s daemon: peak RSS over the whole run %s MB\n' "$b" "$(hwm "${dp[$b]}")"
+	stop "${dp[$b]}"
+done
+t0=$SECONDS
+r=$($C reindex --db big-new.db --user-key user.sec 2>/dev/null | tail -1)
+echo "cspool reindex of the new daemon's database: $r, in $((SECONDS - t0)) s $(load)"

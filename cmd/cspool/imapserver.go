@@ -124,8 +124,12 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	if err != nil {
 		return err
 	}
-	outboxKey := devicedb.Key(userKey.DatabaseKey("outbox"))
-	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, key: &outboxKey, store: store, sync: sy, user: *userName, pw: pw,
+	var outboxKey *devicedb.Key
+	if !benchPlaintext {
+		k := devicedb.Key(userKey.DatabaseKey("outbox"))
+		outboxKey = &k
+	}
+	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, key: outboxKey, store: store, sync: sy, user: *userName, pw: pw,
 		allowEmpty: allowEmpty, log: log, tls: tlsConfig, stderr: e.stderr})
 	if err != nil {
 		return err
@@ -157,6 +161,13 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	}
 	collector := newStatusCollector(sy, store, ln.Addr(), *userName, ipw, *spoolURL)
 	collector.Outbox = snd.report()
+	collector.Search = func(ctx context.Context) (*statuspage.SearchIndex, error) {
+		n, err := store.UnindexedCount(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &statuspage.SearchIndex{Unindexed: n}, nil
+	}
 	stopStatus, page, err := startStatusPage(statusPageConfig{
 		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: collector,
 		user: *userName, password: pw, allowEmpty: allowEmpty, log: log,
@@ -350,6 +361,10 @@ func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) 
 // database key; readOnly leaves a plaintext database unencrypted (the
 // caller holds no lock on it).
 func openMailStore(w io.Writer, dbPath string, userKey *keys.SecretKey, readOnly bool) (*mailstore.Store, error) {
+	if benchPlaintext {
+		fmt.Fprintf(w, "cspool: this build (cspool_bench_plaintext) keeps %s in plaintext, for benchmarks only\n", dbPath)
+		return mailstore.OpenWith(dbPath, mailstore.Options{NoMigrate: readOnly})
+	}
 	key := devicedb.Key(userKey.DatabaseKey("mailstore"))
 	migrating := false
 	if st, err := devicedb.Inspect(dbPath, &key); err == nil && st == devicedb.Plaintext && !readOnly {

@@ -148,8 +148,8 @@ func TestStatusCommand(t *testing.T) {
 	s := newStatusSetup(t, bin)
 	s.startDaemon(t, "mail.db")
 	s.deliver(t, 2)
-	s.waitReport(t, "position 2 and INBOX 2", func(r *statuspage.Report) bool {
-		return r.Sync.Position == 2 && inboxCount(r) == 2
+	s.waitReport(t, "position 2, INBOX 2 and the search index complete", func(r *statuspage.Report) bool {
+		return r.Sync.Position == 2 && inboxCount(r) == 2 && r.Search != nil && r.Search.Unindexed == 0
 	})
 
 	status := []string{"status", "--db", "mail.db"}
@@ -158,7 +158,7 @@ func TestStatusCommand(t *testing.T) {
 		t.Fatalf("cspool status: exit %d, stderr %q", code, errOut)
 	}
 	for _, want := range []string{"cspool daemon for alice", fmt.Sprintf("port %d", s.imapPort), "connected to the spool",
-		"2 of 2 (up to date)", "mail.db.password", "Status page:   http://" + s.statusAddr + "/"} {
+		"2 of 2 (up to date)", "mail.db.password", "Status page:   http://" + s.statusAddr + "/", "Search index:  complete"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("cspool status lacks %q:\n%s", want, out)
 		}

@@ -2,6 +2,8 @@ package imapd
 
 import (
 	"context"
+	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +37,15 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	}
 	want := needs(c, mt.index)
 	var matched []ref
+	if uids, ok := mt.index.only(c); ok {
+		// The index answers every criterion: no message is read.
+		for _, u := range uids {
+			if r, ok := findRef(view, u); ok {
+				matched = append(matched, r)
+			}
+		}
+		return searchData(kind, matched, sel, opts), nil
+	}
 	visit := func(m *mailstore.Message) error {
 		r, ok := findRef(view, m.UID)
 		if !ok {
@@ -57,6 +68,12 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	if err != nil {
 		return nil, s.storeError(err, "")
 	}
+	return searchData(kind, matched, sel, opts), nil
+}
+
+// searchData is the answer to SEARCH for the matched messages, in
+// sequence order; it saves the result when asked to (SEARCHRES).
+func searchData(kind imapserver.NumKind, matched []ref, sel *selected, opts *imap.SearchOptions) *imap.SearchData {
 	data := &imap.SearchData{Count: uint32(len(matched))}
 	num := func(r ref) uint32 {
 		if kind == imapserver.NumKindUID {
@@ -91,7 +108,7 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	if opts != nil && opts.ReturnSave {
 		sel.searchRes = savedResult(matched, opts)
 	}
-	return data, nil
+	return data
 }
 
 // savedResult is what SEARCH RETURN (SAVE ...) keeps (RFC 5182 section 2.1):
@@ -122,7 +139,7 @@ func needs(c *imap.SearchCriteria, ia indexAnswers) mailstore.Want {
 		w |= mailstore.WantEnvelope
 	}
 	for _, h := range c.Header {
-		if key, ok := mailstore.HeaderSearchKey(h.Key); !ok || !ia.complete(key, h.Value) {
+		if !ia.complete(mailstore.HeaderSearchKey(h.Key), h.Value) {
 			w |= mailstore.WantHeader
 		}
 	}
@@ -141,10 +158,59 @@ func needs(c *imap.SearchCriteria, ia indexAnswers) mailstore.Want {
 }
 
 // complete reports whether the index answered for needle under key for
-// every message.
+// every message, exactly.
 func (ia indexAnswers) complete(key mailstore.SearchKey, needle string) bool {
 	a := ia[indexQuestion{key, needle}]
-	return a != nil && len(a.Unindexed) == 0
+	return a != nil && len(a.Unindexed) == 0 && !a.Superset
+}
+
+// only returns the UIDs, in order, that match c when c holds nothing but
+// text criteria, at its top level, that the index answered completely
+// (each one's Match, intersected); ok is false otherwise.
+func (ia indexAnswers) only(c *imap.SearchCriteria) (uids []imap.UID, ok bool) {
+	rest := *c
+	rest.Header, rest.Body, rest.Text = nil, nil, nil
+	if !reflect.DeepEqual(rest, imap.SearchCriteria{}) {
+		return nil, false
+	}
+	var answers []*mailstore.TextAnswer
+	add := func(key mailstore.SearchKey, needle string) bool {
+		if !ia.complete(key, needle) {
+			return false
+		}
+		answers = append(answers, ia[indexQuestion{key, needle}])
+		return true
+	}
+	for _, h := range c.Header {
+		if !add(mailstore.HeaderSearchKey(h.Key), h.Value) {
+			return nil, false
+		}
+	}
+	for _, t := range c.Body {
+		if !add(mailstore.SearchBody, t) {
+			return nil, false
+		}
+	}
+	for _, t := range c.Text {
+		if !add(mailstore.SearchText, t) {
+			return nil, false
+		}
+	}
+	if len(answers) == 0 {
+		return nil, false
+	}
+	slices.SortFunc(answers, func(a, b *mailstore.TextAnswer) int { return len(a.Match) - len(b.Match) })
+	for u := range answers[0].Match {
+		in := true
+		for _, a := range answers[1:] {
+			in = in && a.Match[u]
+		}
+		if in {
+			uids = append(uids, u)
+		}
+	}
+	slices.Sort(uids)
+	return uids, true
 }
 
 // matcher evaluates criteria on one message at a time, loading and
@@ -212,13 +278,11 @@ func (mt *matcher) match(c *imap.SearchCriteria) (bool, error) {
 		return false, nil
 	}
 	for _, h := range c.Header {
-		if key, ok := mailstore.HeaderSearchKey(h.Key); ok {
-			if found, known := mt.index.says(key, h.Value, m.UID); known {
-				if !found {
-					return false, nil
-				}
-				continue
+		if found, known := mt.index.says(mailstore.HeaderSearchKey(h.Key), h.Value, m.UID); known {
+			if !found {
+				return false, nil
 			}
+			continue
 		}
 		if !mt.headerHas(h.Key, h.Value) {
 			return false, nil
@@ -243,7 +307,7 @@ func (mt *matcher) match(c *imap.SearchCriteria) (bool, error) {
 			}
 			continue
 		}
-		if mailstore.ContainsFold(string(mt.headerBytes()), s) || mt.headerDecodedHas(s) {
+		if mailstore.ContainsFold(string(mt.headerBytes()), s) || mt.headerFieldsHave(s) {
 			continue
 		}
 		ok, err := mt.bodyHas(s)
@@ -356,29 +420,32 @@ func (mt *matcher) parsedHeader() *textproto.Header {
 }
 
 // headerHas matches HEADER key value: a field named key whose value,
-// raw or with RFC 2047 words decoded, contains value (any, if empty).
+// unfolded, raw or with RFC 2047 words decoded, contains value (any, if
+// empty).
 func (mt *matcher) headerHas(key, value string) bool {
 	h := mt.parsedHeader()
 	for f := h.FieldsByKey(key); f.Next(); {
 		if value == "" {
 			return true
 		}
-		v := f.Value()
-		if mailstore.ContainsFold(v, value) {
-			return true
-		}
-		if d, ok := mailstore.DecodeHeaderValue(v); ok && mailstore.ContainsFold(d, value) {
-			return true
+		for _, t := range mailstore.HeaderFieldTexts(f.Value()) {
+			if mailstore.ContainsFold(t, value) {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-func (mt *matcher) headerDecodedHas(s string) bool {
+// headerFieldsHave reports whether any header field's value, unfolded,
+// raw or decoded, contains s (for TEXT, besides the raw header).
+func (mt *matcher) headerFieldsHave(s string) bool {
 	h := mt.parsedHeader()
 	for f := h.Fields(); f.Next(); {
-		if d, ok := mailstore.DecodeHeaderValue(f.Value()); ok && mailstore.ContainsFold(d, s) {
-			return true
+		for _, t := range mailstore.HeaderFieldTexts(f.Value()) {
+			if mailstore.ContainsFold(t, s) {
+				return true
+			}
 		}
 	}
 	return false
@@ -440,10 +507,8 @@ func askIndex(ctx context.Context, st *mailstore.Store, mailbox command.ID, c *i
 	}
 	walk = func(c *imap.SearchCriteria) error {
 		for _, h := range c.Header {
-			if key, ok := mailstore.HeaderSearchKey(h.Key); ok {
-				if err := ask(key, h.Value); err != nil {
-					return err
-				}
+			if err := ask(mailstore.HeaderSearchKey(h.Key), h.Value); err != nil {
+				return err
 			}
 		}
 		for _, s := range c.Body {
@@ -475,11 +540,11 @@ func askIndex(ctx context.Context, st *mailstore.Store, mailbox command.ID, c *i
 }
 
 // says returns whether the message uid holds needle under key, and whether
-// the index knows (it does not for a needle it cannot answer, or a body
-// not indexed yet).
+// the index knows (it does not for a needle it cannot answer, a body not
+// indexed yet, or a message a superset answer holds).
 func (ia indexAnswers) says(key mailstore.SearchKey, needle string, uid imap.UID) (found, known bool) {
 	a := ia[indexQuestion{key, needle}]
-	if a == nil || a.Unindexed[uid] {
+	if a == nil || a.Unindexed[uid] || (a.Superset && a.Match[uid]) {
 		return false, false
 	}
 	return a.Match[uid], true
@@ -497,9 +562,7 @@ func (ia indexAnswers) narrowest(c *imap.SearchCriteria) *mailstore.TextAnswer {
 		}
 	}
 	for _, h := range c.Header {
-		if key, ok := mailstore.HeaderSearchKey(h.Key); ok {
-			consider(key, h.Value)
-		}
+		consider(mailstore.HeaderSearchKey(h.Key), h.Value)
 	}
 	for _, s := range c.Body {
 		consider(mailstore.SearchBody, s)

@@ -65,6 +65,15 @@ func randomMessage(r *rand.Rand, i int) string {
 	}
 	b.WriteString(hdr("Subject", fmt.Sprintf("%s %d %s", word(), i, word())))
 	b.WriteString(hdr("X-Other", word()))
+	if r.IntN(2) == 0 {
+		// Folded, sometimes with an encoded word that does not decode:
+		// the field's text is its unfolded value.
+		second := word()
+		if r.IntN(2) == 0 {
+			second = "=?x-unknown?q?" + strings.ToLower(word()) + "?="
+		}
+		b.WriteString(strings.TrimSuffix(hdr("X-Folded", word()), "\r\n") + "\r\n " + second + "\r\n")
+	}
 	text := randomText(r, 5+r.IntN(30))
 	switch r.IntN(8) {
 	case 0:
@@ -113,7 +122,11 @@ func randomNeedle(r *rand.Rand, msgs []string) string {
 	if r.IntN(2) == 0 {
 		src = []rune(searchWords[r.IntN(len(searchWords))] + " " + searchWords[r.IntN(len(searchWords))])
 	} else {
-		src = []rune(msgs[r.IntN(len(msgs))])
+		m := msgs[r.IntN(len(msgs))]
+		if r.IntN(3) == 0 {
+			m = strings.ReplaceAll(m, "\r\n ", " ") // across an unfolded header line
+		}
+		src = []rune(m)
 	}
 	n := 1 + r.IntN(12)
 	if n > len(src) {
@@ -144,7 +157,7 @@ func randomCriteria(r *rand.Rand, msgs []string, depth int) imap.SearchCriteria 
 	case 1:
 		c.Text = []string{needle}
 	case 2, 3:
-		c.Header = []imap.SearchCriteriaHeaderField{{Key: []string{"From", "To", "Cc", "Bcc", "Subject", "X-Other"}[r.IntN(6)], Value: needle}}
+		c.Header = []imap.SearchCriteriaHeaderField{{Key: []string{"From", "To", "Cc", "Bcc", "Subject", "X-Other", "X-Folded"}[r.IntN(7)], Value: needle}}
 	case 4:
 		if depth < 2 {
 			c.Not = []imap.SearchCriteria{randomCriteria(r, msgs, depth+1)}

@@ -221,6 +221,14 @@ BEGIN
 	DELETE FROM unindexed WHERE bid = OLD.bid;
 END;
 `,
+	// 8: the index's hdr column holds every header field's unfolded value
+	// too (TEXT tests it, and HEADER of a field without a column of its
+	// own asks hdr): every body is indexed again.
+	`
+INSERT INTO fts (fts) VALUES ('delete-all');
+DELETE FROM unindexed;
+INSERT INTO unindexed (bid) SELECT bid FROM bodies;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

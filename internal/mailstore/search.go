@@ -28,8 +28,9 @@ import (
 //   - a body's text is its decoded text parts (transfer encoding and
 //     charset undone; text/* and message/* leaves, not attachments), or the
 //     raw bytes after the header when the message is not MIME-parseable;
-//   - a header field's text is its value, raw and with RFC 2047 words
-//     decoded; TEXT also tests the raw header as a whole.
+//   - a header field's text is its value, unfolded, raw and with RFC 2047
+//     words decoded; TEXT tests the raw header as a whole and every
+//     field's text.
 //
 // "Contains" is strings.Contains over strings.ToLower of both sides.
 //
@@ -39,8 +40,12 @@ import (
 // trigram phrase query is a substring test on code points, so for a needle
 // of at least three code points (lower-cased) holding no "\n" and no NUL,
 // the index answers exactly what the definition above does: a match cannot
-// span two joined texts without holding the "\n" between them. Other
-// needles are tested by the scan. A stored body is listed in table
+// span two joined texts without holding the "\n" between them. A text
+// that another text of its column holds is left out: every needle in it
+// is in the other. Other needles are tested by the scan. HEADER of a
+// field without a column of its own asks column hdr, which holds the text
+// of every field: its answer is a superset (the needle may be in another
+// field, or span a field's name), which SEARCH tests. A stored body is listed in table
 // unindexed (a trigger) until IndexPending indexes it, which the daemon
 // runs in the background as mail is applied: trigrams cost about 1 ms of
 // CPU per KB of text, too much for the apply's transaction (the first
@@ -58,6 +63,7 @@ const (
 	SearchCc                       // HEADER Cc (CC)
 	SearchBcc                      // HEADER Bcc (BCC)
 	SearchSubject                  // HEADER Subject (SUBJECT)
+	SearchHeader                   // HEADER of any other field: the answer is a superset
 )
 
 // indexedFields are the header fields with a column of their own, in
@@ -65,16 +71,26 @@ const (
 var indexedFields = [...]string{"From", "To", "Cc", "Bcc", "Subject"}
 
 // ftsFilter is each key's FTS5 column filter.
-var ftsFilter = [...]string{"{body}", "{hdr body}", "{hfrom}", "{hto}", "{hcc}", "{hbcc}", "{hsubject}"}
+var ftsFilter = [...]string{"{body}", "{hdr body}", "{hfrom}", "{hto}", "{hcc}", "{hbcc}", "{hsubject}", "{hdr}"}
 
-// HeaderSearchKey returns the key of HEADER field, if the index has it.
-func HeaderSearchKey(field string) (SearchKey, bool) {
+// HeaderSearchKey returns the key of HEADER field: its column's, or
+// SearchHeader.
+func HeaderSearchKey(field string) SearchKey {
 	for i, f := range indexedFields {
 		if strings.EqualFold(f, field) {
-			return SearchFrom + SearchKey(i), true
+			return SearchFrom + SearchKey(i)
 		}
 	}
-	return 0, false
+	return SearchHeader
+}
+
+// HeaderFieldTexts returns the texts of a header field's value v: v, and
+// v with its RFC 2047 words decoded when they decode and differ.
+func HeaderFieldTexts(v string) []string {
+	if d, ok := DecodeHeaderValue(v); ok && d != v {
+		return []string{v, d}
+	}
+	return []string{v}
 }
 
 // Indexable reports whether the index answers a search for needle exactly.
@@ -145,31 +161,41 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 // indexedFields, each lower-cased.
 func indexRow(raw []byte, headerLen int64) []any {
 	hl := min(int(headerLen), len(raw))
-	hdr := []string{string(raw[:hl])}
-	var fields [len(indexedFields)][]string
+	var hdr column
+	hdr.add(string(raw[:hl]))
+	var fields [len(indexedFields)]column
 	h := ParseHeader(raw[:hl])
 	for f := h.Fields(); f.Next(); {
-		v := f.Value()
-		d, ok := DecodeHeaderValue(v)
-		if ok {
-			hdr = append(hdr, d)
-		}
-		if k, found := HeaderSearchKey(f.Key()); found {
-			i := k - SearchFrom
-			fields[i] = append(fields[i], v)
-			if ok {
-				fields[i] = append(fields[i], d)
+		k := HeaderSearchKey(f.Key())
+		for _, t := range HeaderFieldTexts(f.Value()) {
+			hdr.add(t)
+			if k != SearchHeader {
+				fields[k-SearchFrom].add(t)
 			}
 		}
 	}
-	row := []any{joinLower(BodyTexts(raw, headerLen)), joinLower(hdr)}
+	row := []any{strings.ToLower(strings.Join(BodyTexts(raw, headerLen), "\n")), hdr.String()}
 	for _, f := range fields {
-		row = append(row, joinLower(f))
+		row = append(row, f.String())
 	}
 	return row
 }
 
-func joinLower(s []string) string { return strings.ToLower(strings.Join(s, "\n")) }
+// column gathers an index column's texts, lower-cased, leaving out those
+// that one already there holds.
+type column struct{ texts []string }
+
+func (c *column) add(t string) {
+	t = strings.ToLower(t)
+	for _, o := range c.texts {
+		if strings.Contains(o, t) {
+			return
+		}
+	}
+	c.texts = append(c.texts, t)
+}
+
+func (c *column) String() string { return strings.Join(c.texts, "\n") }
 
 // ftsQuery is the FTS5 query for needle under key: a phrase, its quotes
 // doubled.
@@ -191,8 +217,12 @@ func indexBody(ctx context.Context, q *sql.Tx, bid int64, raw []byte, headerLen 
 
 // TextAnswer is what the index says about a text criterion in a mailbox.
 type TextAnswer struct {
-	// Match holds the UIDs whose indexed text holds the needle.
+	// Match holds the UIDs whose indexed text holds the needle; for
+	// SearchHeader, those whose header holds it somewhere (Superset).
 	Match map[imap.UID]bool
+	// Superset says that Match may hold messages that do not match, for
+	// the caller to test; those not in Match do not match.
+	Superset bool
 	// Unindexed holds the UIDs whose bodies are not indexed: the index
 	// says nothing about them.
 	Unindexed map[imap.UID]bool
@@ -227,7 +257,7 @@ func (s *Store) TextSearch(ctx context.Context, mailbox command.ID, key SearchKe
 		return nil, fmt.Errorf("searching the index: %w", err)
 	}
 	defer tx.Rollback()
-	a := &TextAnswer{Match: map[imap.UID]bool{}, Unindexed: map[imap.UID]bool{}}
+	a := &TextAnswer{Match: map[imap.UID]bool{}, Unindexed: map[imap.UID]bool{}, Superset: key == SearchHeader}
 	for _, q := range []struct {
 		sql  string
 		args []any
@@ -330,6 +360,19 @@ func (s *Store) Reindex(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// UnindexedCount returns how many stored bodies the search index does
+// not hold yet.
+func (s *Store) UnindexedCount(ctx context.Context) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM unindexed").Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting the bodies not indexed: %w", err)
+	}
+	return n, nil
 }
 
 // IndexStats says how large the search index is.

@@ -100,6 +100,7 @@ func TestWriteTextPage(t *testing.T) {
 func TestWriteText(t *testing.T) {
 	r := sampleReport()
 	r.Alarms = []string{"the spool's log has a gap"}
+	r.Search = &SearchIndex{Unindexed: 5}
 	var b strings.Builder
 	if err := WriteText(&b, &r, r.Generated); err != nil {
 		t.Fatal(err)
@@ -117,6 +118,8 @@ func TestWriteText(t *testing.T) {
 		"position 12: bad signature",
 		"Rejected:",
 		"1 entries",
+		"Search index:",
+		"building, 5 messages to go",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -50,6 +50,8 @@ type Collector struct {
 	// Outbox, if set, reports the queue of outgoing mail (nil, nil when
 	// sending is off).
 	Outbox func(ctx context.Context) (*Outbox, error)
+	// Search, if set, reports the state of the search index.
+	Search func(ctx context.Context) (*SearchIndex, error)
 	// MaxRejected bounds the rejections listed; 0 = 20.
 	MaxRejected int
 	// Now is the clock; nil = time.Now.
@@ -119,6 +121,11 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 	}
 	if c.Outbox != nil {
 		if r.Outbox, err = c.Outbox(ctx); err != nil {
+			return nil, fmt.Errorf("status report: %w", err)
+		}
+	}
+	if c.Search != nil {
+		if r.Search, err = c.Search(ctx); err != nil {
 			return nil, fmt.Errorf("status report: %w", err)
 		}
 	}

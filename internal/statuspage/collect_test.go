@@ -88,6 +88,28 @@ func TestCollector(t *testing.T) {
 	if s := fmt.Sprintf("%+v", r); strings.Contains(s, "secret") {
 		t.Errorf("the report carries message contents: %s", s)
 	}
+	if r.Search != nil {
+		t.Errorf("search %+v without a Search hook, want none", r.Search)
+	}
+
+	// The search index, as the daemon reports it: the 3 messages are not
+	// indexed until IndexPending runs.
+	c.Search = func(ctx context.Context) (*SearchIndex, error) {
+		n, err := st.UnindexedCount(ctx)
+		return &SearchIndex{Unindexed: n}, err
+	}
+	for _, want := range []int{3, 0} {
+		r, err := c.Report(context.Background())
+		if err != nil {
+			t.Fatalf("Report: %v", err)
+		}
+		if r.Search == nil || r.Search.Unindexed != want {
+			t.Errorf("search %+v, want %d unindexed", r.Search, want)
+		}
+		if _, _, err := st.IndexPending(context.Background(), 10); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func TestCollectorHeadBehindPosition(t *testing.T) {

@@ -167,7 +167,9 @@ const pageTemplate = `<!DOCTYPE html>
 {{with .Checkpoint.Bad}}<tr><th>Failed validation</th><td class="err">position {{.}}</td></tr>{{end}}
 </table>
 
-{{with .Outbox}}<h2>Outbox</h2>
+{{with .Search}}<h2>Search index</h2>
+<p id="search-index" data-unindexed="{{.Unindexed}}">{{if .Unindexed}}Building: {{.Unindexed}} messages to go (searches read them meanwhile).{{else}}Complete.{{end}}</p>
+{{end}}{{with .Outbox}}<h2>Outbox</h2>
 <table id="outbox">
 <tr><th>Smarthost</th><td class="mono">{{.Relay}}</td></tr>
 <tr><th>Queued</th><td id="outbox-queued" data-queued="{{.Queued}}">{{.Queued}}{{if .Queued}} ({{.Deferred}} deferred), oldest {{when .Oldest $.Generated}}{{if not .NextTry.IsZero}}, next try at {{.NextTry.Local.Format "15:04:05"}}{{end}}{{end}}</td></tr>

@@ -29,6 +29,17 @@ type Report struct {
 	// Outbox is the queue of outgoing mail; nil when sending is off
 	// (docs/SENDING.md).
 	Outbox *Outbox `json:"outbox,omitempty"`
+	// Search is the state of the search index; nil when not known.
+	Search *SearchIndex `json:"search,omitempty"`
+}
+
+// SearchIndex is the state of the device's search index
+// (docs/MAILSTORE.md, "Search index").
+type SearchIndex struct {
+	// Unindexed counts the stored messages the index does not hold yet:
+	// the daemon indexes them in the background, and searches read them
+	// meanwhile (exact, but slower). 0: the index is complete.
+	Unindexed int `json:"unindexed"`
 }
 
 // Outbox is the state of the device's queue of outgoing mail.

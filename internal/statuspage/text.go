@@ -75,6 +75,13 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 			fmt.Fprintf(tw, "Outbox error:\t%s\n", o.LastError)
 		}
 	}
+	if s := r.Search; s != nil {
+		if s.Unindexed == 0 {
+			fmt.Fprintf(tw, "Search index:\tcomplete\n")
+		} else {
+			fmt.Fprintf(tw, "Search index:\tbuilding, %d messages to go (searches read them meanwhile)\n", s.Unindexed)
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
