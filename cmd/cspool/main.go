@@ -54,6 +54,7 @@ func commands() []subcommand {
 		{"recover", "after the spool was restored from a backup: put back what this device holds", runRecover},
 		{"reindex", "rebuild the search index of a device's database", runReindex},
 		{"export", "copy a device's mail into Maildir or mbox", runExport},
+		{"open-entry", "read the message of an entry a device kept because it was sealed to another key", runOpenEntry},
 		{"quickstart", "try cspool on this machine: server, LMTP and IMAP in one process", runQuickstart},
 		{"help", "show help for cspool or a subcommand", nil},
 	}

@@ -179,7 +179,8 @@ func judge(st syncer.Status, s SyncState, alarmed bool) (state string, actions [
 // Alarms returns the integrity alarms a sync status carries: the syncer's
 // own alarm (a fork, a rollback, a replay, a gap: the sync is stopped),
 // entries the spool's key signed beyond its rights (rejected; the sync goes
-// on), a checkpoint that failed validation, and a gap reported only as the
+// on), entries sealed to another key (mail delivered with a wrong key,
+// kept; the sync goes on), a checkpoint that failed validation, and a gap reported only as the
 // last error. A new kind of alarm in syncer.Status is added here, and shows on
 // the page and in `cspool status` without other changes.
 func Alarms(st syncer.Status) []string {
@@ -189,6 +190,9 @@ func Alarms(st syncer.Status) []string {
 	}
 	if st.Misuse != "" {
 		out = append(out, st.Misuse)
+	}
+	if st.Misdelivered != "" {
+		out = append(out, st.Misdelivered)
 	}
 	if st.BadCheckpoint != 0 {
 		out = append(out, fmt.Sprintf("the checkpoint at position %d failed validation: this device does not trust it and syncs from the log instead", st.BadCheckpoint))

@@ -188,6 +188,9 @@ func (s *Syncer) loadIntegrity(ctx context.Context) error {
 		s.status.Alarm = alarms[n-1].Detail
 		close(s.alarmed)
 	}
+	if err := s.loadMisdelivered(ctx); err != nil {
+		return err
+	}
 	return s.loadMisuse(ctx)
 }
 

@@ -102,6 +102,13 @@ type Config struct {
 	// the live bodies); 0 = 1000, negative = never write checkpoints.
 	CheckpointMin int
 
+	// KeepDir, if set, is the folder where an entry sealed to another key
+	// or for another user (a delivery made with a wrong or stale key) is
+	// kept as POS.entry (mode 0600), so that the holder of that key can
+	// open it and deliver the message again: such an entry is an alarm
+	// (Status.Misdelivered), not only a rejection. Empty: not kept.
+	KeepDir string
+
 	// DisableIntegrity turns off the tamper-evidence checks (chain hashes,
 	// seen heads). It exists to measure what they cost; never set it in
 	// production.
@@ -144,6 +151,13 @@ type Status struct {
 	// so it is shown with the alarms.
 	Misuse string
 
+	// Misdelivered, when not empty, says that entries of the log are
+	// sealed to another key than the user's (or for another user): mail
+	// delivered with a wrong or stale key, which no device of the user can
+	// open. They were rejected, kept (Config.KeepDir) and the sync goes
+	// on; it is shown with the alarms, with what to do.
+	Misdelivered string
+
 	// Hint, when not empty, says what a person must do about LastError:
 	// retrying alone will not fix it (Config.Permanent).
 	Hint string
@@ -157,6 +171,8 @@ func (st Status) Alert() string {
 		return "cspool integrity alarm, sync stopped: " + st.Alarm
 	case st.Misuse != "":
 		return "cspool integrity alarm: " + st.Misuse
+	case st.Misdelivered != "":
+		return "cspool alarm: " + st.Misdelivered
 	}
 	return ""
 }
@@ -386,6 +402,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	h, known := s.chainState()
 	last := pos
 	rejected := 0
+	misdelivered := false
 	var alarm *integrityFailure
 	// Open every entry first, so replays are looked up in one query.
 	opened := make([]*entry.Opened, len(lr.Entries))
@@ -451,6 +468,12 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		if err != nil {
 			rejected++
 			s.log.Warn("rejected entry", "pos", e.Pos, "reason", err)
+			if errors.Is(err, entry.ErrNotForUser) {
+				misdelivered = true
+				if err := s.keep(e.Pos, e.Data, err); err != nil {
+					return 0, lr.Head, &storeError{err}
+				}
+			}
 			if err := s.cfg.Store.RecordRejected(ctx, e.Pos, rejectReason(err)); err != nil {
 				return 0, lr.Head, &storeError{err}
 			}
@@ -514,6 +537,11 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	s.advance(last, newChain, len(res.Outcomes)-res.Rejections(), rejected, res)
 	if misused {
 		if err := s.loadMisuse(ctx); err != nil {
+			s.log.Error("reading the rejected entries failed", "err", err)
+		}
+	}
+	if misdelivered {
+		if err := s.loadMisdelivered(ctx); err != nil {
 			s.log.Error("reading the rejected entries failed", "err", err)
 		}
 	}
