@@ -152,7 +152,7 @@ func acceptsConfigFile(name string) bool {
 // mean the same there). "" for the services themselves and the rest.
 func configService(name string) string {
 	switch name {
-	case "sync", "status", "export", "recover":
+	case "sync", "status", "export", "recover", "reindex":
 		return "imap-server"
 	case "deliver":
 		return "server"

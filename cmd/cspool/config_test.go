@@ -154,6 +154,7 @@ identity        = alice@example.org
 		{[]string{"status", "--config", conf}, 1, "no cspool daemon answering for " + dir + "/mail.db"},
 		{[]string{"export", "--config", conf, dir + "/out"}, 1, dir + "/mail.db"},
 		{[]string{"recover", "--config", conf}, 1, dir + "/none.sec"},
+		{[]string{"reindex", "--config", conf}, 1, dir + "/mail.db"},
 		{[]string{"status", "--config", writeConfig(t, "db = x.db\nprot = 1143\n")}, 2,
 			`unknown setting "prot" for cspool status (nor cspool imap-server)`},
 		{[]string{"sync", "--config", loose}, 1, "holds a password and is open to other users (mode 0644)"},
