@@ -119,7 +119,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	sy, err := syncer.New(syncer.Config{
 		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: client, Store: store,
 		Logger: log, OnApplied: func(r *mailstore.Result) { srv.Applied(r); ix.applied() }, IsTemporary: api.IsTemporary,
-		Permanent: api.Hint, CheckpointMin: *checkpointMin, KeepDir: keptDir(*dbPath),
+		Permanent: api.Hint, Unreachable: spoolUnreachable, CheckpointMin: *checkpointMin, KeepDir: keptDir(*dbPath),
 	})
 	if err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"cspool/internal/api"
 	"cspool/internal/mailstore"
 	"cspool/internal/ownersock"
 	"cspool/internal/statuspage"
@@ -233,6 +234,11 @@ func isConnError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) || errors.Is(err, context.DeadlineExceeded)
 }
+
+// spoolUnreachable reports whether err means that no answer came from the
+// spool server (refused, reset, timed out): the sync loop then asks it
+// every half second whether it is back (syncer.Config.Unreachable).
+func spoolUnreachable(err error) bool { return errors.Is(err, api.ErrTransport) }
 
 // newStatusCollector is the status page's view of a running daemon.
 func newStatusCollector(sy *syncer.Syncer, store *mailstore.Store, imapAddr net.Addr, user string, pw imapPassword, spoolURL string) *statuspage.Collector {

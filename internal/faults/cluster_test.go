@@ -35,13 +35,21 @@ type cluster struct {
 
 // device is one `cspool imap-server` and its database.
 type device struct {
-	name string
-	db   string
-	port int
-	p    *proc
+	name  string
+	db    string
+	port  int
+	p     *proc
+	spool string // the spool server's URL for this device; "" = the cluster's
 }
 
 func (d *device) addr() string { return fmt.Sprintf("127.0.0.1:%d", d.port) }
+
+func (d *device) spoolURL(c *cluster) string {
+	if d.spool != "" {
+		return d.spool
+	}
+	return c.url()
+}
 
 // clusterOptions changes where the state lives.
 type clusterOptions struct {
@@ -125,7 +133,7 @@ func (c *cluster) startDevice(d *device) {
 	c.t.Helper()
 	d.p = startProc(c.t, "cspool imap-server "+d.name, "imap-server", "--user", userName,
 		"--user-key", filepath.Join(c.dir, "user.sec"), "--user-public-key", filepath.Join(c.dir, "user.pub"),
-		"--spool-key", filepath.Join(c.dir, "spool.pub"), "--db", d.db, "--spool-server", c.url(),
+		"--spool-key", filepath.Join(c.dir, "spool.pub"), "--db", d.db, "--spool-server", d.spoolURL(c),
 		"--port", fmt.Sprint(d.port), "--password", password,
 		// No status page: these daemons must not hold the default port
 		// that cmd/cspool's TestStatusWithSquatter squats on.
@@ -147,25 +155,27 @@ func (c *cluster) head(ctx context.Context) (uint64, error) {
 	return cl.Head(ctx)
 }
 
-// position reads the log position a device's database has applied, from a
-// read-only connection of its own (the daemon keeps running), with the
-// key the daemon encrypts it with.
-func (c *cluster) position(db string) (uint64, error) {
+// progress reads the log position a device's database has applied and how
+// many changes made on the device wait in its queue, from a read-only
+// connection of its own (the daemon keeps running), with the key the
+// daemon encrypts it with.
+func (c *cluster) progress(db string) (pos uint64, queued int, err error) {
 	key := devicedb.Key(c.userKey.DatabaseKey("mailstore"))
 	h, err := devicedb.Open(db, devicedb.Options{Key: &key, NoMigrate: true, Params: "mode=ro&_pragma=busy_timeout(5000)"})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer h.Close()
-	var pos int64
-	if err := h.QueryRow("SELECT position FROM state").Scan(&pos); err != nil {
-		return 0, fmt.Errorf("reading the position of %s: %w", db, err)
+	var p int64
+	if err := h.QueryRow("SELECT position, (SELECT count(*) FROM queue) FROM state").Scan(&p, &queued); err != nil {
+		return 0, 0, fmt.Errorf("reading the position of %s: %w", db, err)
 	}
-	return uint64(pos), nil
+	return uint64(p), queued, nil
 }
 
 // waitConverged waits (up to d) until the spool's head has stopped moving
-// and both devices have applied it, and returns it.
+// and both devices have applied it with nothing of their own left to send,
+// and returns it.
 func (c *cluster) waitConverged(d time.Duration) uint64 {
 	c.t.Helper()
 	deadline := time.Now().Add(d)
@@ -180,9 +190,9 @@ func (c *cluster) waitConverged(d time.Duration) uint64 {
 			if dv.p.exited() {
 				c.t.Fatalf("device %s exited (%v) before converging", dv.name, dv.p.err)
 			}
-			pos, err := c.position(dv.db)
-			last += fmt.Sprintf(", %s at %d (%v)", dv.name, pos, err)
-			ok = ok && err == nil && pos == head
+			pos, queued, err := c.progress(dv.db)
+			last += fmt.Sprintf(", %s at %d with %d queued (%v)", dv.name, pos, queued, err)
+			ok = ok && err == nil && pos == head && queued == 0
 		}
 		if ok {
 			return head

@@ -20,7 +20,10 @@
 //   - while a fault lasts the clients see only the documented temporary
 //     errors: LMTP 4xx or a refused or dropped connection, IMAP NO
 //     [UNAVAILABLE] (and NO [EXPUNGEISSUED] when two devices race for one
-//     message), HTTP 503.
+//     message), HTTP 503; IMAP changes made while the spool cannot be
+//     reached are answered OK and wait on the device, and must land once
+//     (offline_test.go: the changes of a client on a device cut off, across
+//     a SIGKILL of its daemon, and another device's on the same messages).
 //
 // docs/FAULTS.md has the table of faults, expected and observed outcomes,
 // and the soak figures. CSPOOL_SOAK sets the soak test's duration (default

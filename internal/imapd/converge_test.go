@@ -122,7 +122,7 @@ func imapView(t *testing.T, c *imapclient.Client) string {
 		if sel.NumMessages == 0 {
 			continue
 		}
-		msgs, err := c.Fetch(imap.SeqSetNum(1, sel.NumMessages), &imap.FetchOptions{UID: true, Flags: true}).Collect()
+		msgs, err := c.Fetch(imap.SeqSet{{Start: 1, Stop: sel.NumMessages}}, &imap.FetchOptions{UID: true, Flags: true}).Collect()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,11 +9,16 @@
 //     every message it touches by id, never one entry per message), submitted
 //     through Submitter. The tagged reply is written only after Submit
 //     returns, that is after the device has applied the log up to that entry,
-//     so a client sees its change in the order every other device sees it.
+//     so a client sees its change in the order every other device sees it;
+//     or, while the spool cannot be reached, once the change is queued on
+//     the device and applied provisionally (docs/IMAP.md, "Offline").
 //     The session never writes the store itself.
 //   - UIDs (RFC 9051 section 2.3.1.1, RFC 3501 section 2.3.1.1) and
 //     UIDVALIDITY come from the mail store, which assigns them in log order;
-//     they are the same on every device and never reused.
+//     they are the same on every device and never reused. A mailbox whose
+//     provisional UIDs the log gave to other messages gets a UIDVALIDITY of
+//     this device's: it is deleted and created again for the sessions, and
+//     the server forgets its in-memory state so a new SELECT loads it anew.
 //   - Sequence numbers (RFC 9051 section 2.3.1.2): for each mailbox selected
 //     by at least one session the server keeps the ordered UID list (the
 //     server view: sequence number n is uids[n-1]) and, per session that

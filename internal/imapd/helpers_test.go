@@ -101,7 +101,54 @@ type device struct {
 	srv   *Server
 	addr  string
 	sub   *switchSubmitter
+	src   *switchSource
 }
+
+// errSourceDown is what a switchSource answers while down, as a spool
+// server that is not running would.
+var errSourceDown = errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+
+// switchSource is the spool as a device reaches it, which can be switched
+// off.
+type switchSource struct {
+	syncer.StoreSource
+	mu   sync.Mutex
+	down bool
+}
+
+func (s *switchSource) set(down bool) { s.mu.Lock(); s.down = down; s.mu.Unlock() }
+
+func (s *switchSource) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return errSourceDown
+	}
+	return nil
+}
+
+func (s *switchSource) ReadLog(ctx context.Context, after uint64, n int, b int64, wait time.Duration) (spool.LogRead, error) {
+	if err := s.err(); err != nil {
+		return spool.LogRead{}, err
+	}
+	return s.StoreSource.ReadLog(ctx, after, n, b, wait)
+}
+
+func (s *switchSource) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
+	if err := s.err(); err != nil {
+		return 0, err
+	}
+	return s.StoreSource.Append(ctx, user, batch)
+}
+
+func (s *switchSource) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	if err := s.err(); err != nil {
+		return 0, err
+	}
+	return s.StoreSource.AppendAt(ctx, user, head, batch)
+}
+
+func (s *switchSource) Health(context.Context) error { return s.err() }
 
 // switchSubmitter forwards to the syncer, or fails as an unreachable spool
 // would, or runs a hook first.
@@ -152,9 +199,11 @@ func (r *rig) deviceWith(name string, extra Config) *device {
 	}
 	var srvMu sync.Mutex
 	var srv *Server
+	d.src = &switchSource{StoreSource: syncer.StoreSource{Store: r.log, User: "alice"}}
 	d.sync, err = syncer.New(syncer.Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(),
-		Source: syncer.StoreSource{Store: r.log, User: "alice"}, Store: ms, Logger: logger,
-		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond,
+		Source: d.src, Store: ms, Logger: logger,
+		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		Unreachable: func(err error) bool { return errors.Is(err, errSourceDown) },
 		OnApplied: func(res *mailstore.Result) {
 			srvMu.Lock()
 			s := srv

@@ -731,34 +731,6 @@ func dump(t *testing.T, st *mailstore.Store) string {
 	return b.String()
 }
 
-func TestSpoolUnavailable(t *testing.T) {
-	r := newRig(t)
-	d := r.device("a")
-	deliverAll(r, d)
-	c := d.client(nil)
-	mustSelect(t, c, "INBOX")
-	d.sub.set(true, nil)
-	err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close()
-	if imapCode(err) != imap.ResponseCodeUnavailable {
-		t.Fatalf("STORE with the spool down: %v, want NO [UNAVAILABLE]", err)
-	}
-	if err := c.Create("New", nil).Wait(); imapCode(err) != imap.ResponseCodeUnavailable {
-		t.Fatalf("CREATE with the spool down: %v, want NO [UNAVAILABLE]", err)
-	}
-	// Reads go on, and BODY[] is served though \Seen cannot be set.
-	msgs, err := c.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{Flags: true, BodySection: []*imap.FetchItemBodySection{{}}}).Collect()
-	if err != nil || len(msgs) != 1 || string(msgs[0].FindBodySection(&imap.FetchItemBodySection{})) != messages["plain"] {
-		t.Fatalf("FETCH with the spool down: %v %v", msgs, err)
-	}
-	if _, err := c.Search(&imap.SearchCriteria{Body: []string{"noon"}}, nil).Wait(); err != nil {
-		t.Fatalf("SEARCH with the spool down: %v", err)
-	}
-	d.sub.set(false, nil)
-	if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
-		t.Fatalf("STORE after the spool is back: %v", err)
-	}
-}
-
 // TestPartialOutcome makes another device expunge a message just before
 // this device's command reaches the log.
 func TestPartialOutcome(t *testing.T) {

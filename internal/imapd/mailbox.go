@@ -70,12 +70,13 @@ func (mb *mailbox) find(uid imap.UID) (int, bool) {
 }
 
 // apply turns one mailbox's changes (in apply order) into updates queued
-// for every view, and wakes the idling ones.
-func (mb *mailbox) apply(changes []mailstore.Change) {
+// for every view, and wakes the idling ones. It reports whether the
+// mailbox is deleted for its sessions.
+func (mb *mailbox) apply(changes []mailstore.Change) (deleted bool) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	if !mb.loaded || mb.deleted {
-		return
+		return mb.deleted
 	}
 	defer mb.wake()
 	for i := 0; i < len(changes); i++ {
@@ -129,9 +130,10 @@ func (mb *mailbox) apply(changes []mailstore.Change) {
 			}
 			mb.uids = nil
 			mb.deleted = true
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // wake tells every idling view that updates are queued, with mb.mu held.

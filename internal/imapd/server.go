@@ -159,8 +159,16 @@ func (s *Server) Applied(res *mailstore.Result) {
 		s.mu.Lock()
 		mb := s.boxes[id]
 		s.mu.Unlock()
-		if mb != nil {
-			mb.apply(changes)
+		if mb != nil && mb.apply(changes) {
+			// Its sessions keep the deleted one; a mailbox of that id
+			// selected from now on is a new one (a mailbox given a new
+			// UIDVALIDITY on this device is deleted and created again,
+			// docs/MAILSTORE.md).
+			s.mu.Lock()
+			if s.boxes[id] == mb {
+				delete(s.boxes, id)
+			}
+			s.mu.Unlock()
 		}
 	}
 }

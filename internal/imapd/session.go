@@ -147,28 +147,42 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	s.unselect()
 	ctx, cancel := s.ctx()
 	defer cancel()
-	info, err := s.store().MailboxByName(ctx, name)
-	if err != nil {
-		return nil, s.storeError(err, name)
-	}
-	mb, err := s.srv.acquire(ctx, info.ID)
-	if err != nil {
-		return nil, s.storeError(err, name)
-	}
 	readOnly := opts != nil && opts.ReadOnly
-	// Read before the view opens: a keyword set after the read is queued
-	// to the view with a FLAGS of its own.
-	kws, err := s.store().MailboxKeywords(ctx, info.ID)
-	if err != nil {
-		s.srv.release(mb)
-		return nil, s.storeError(err, name)
-	}
 	rev2 := s.conn.EnabledCaps().Has(imap.CapIMAP4rev2)
-	v, n, deleted := mb.open(readOnly, rev2, kws)
-	if deleted {
+	var info *mailstore.Mailbox
+	var mb *mailbox
+	var v *view
+	var n uint32
+	var kws []string
+	// A mailbox deleted under the select may have been created again with
+	// a new UIDVALIDITY (docs/MAILSTORE.md): look it up again, a few times.
+	for try := 0; ; try++ {
+		var err error
+		info, err = s.store().MailboxByName(ctx, name)
+		if err != nil {
+			return nil, s.storeError(err, name)
+		}
+		mb, err = s.srv.acquire(ctx, info.ID)
+		if err != nil {
+			return nil, s.storeError(err, name)
+		}
+		// Read before the view opens: a keyword set after the read is
+		// queued to the view with a FLAGS of its own.
+		kws, err = s.store().MailboxKeywords(ctx, info.ID)
+		if err != nil {
+			s.srv.release(mb)
+			return nil, s.storeError(err, name)
+		}
+		var deleted bool
+		v, n, deleted = mb.open(readOnly, rev2, kws)
+		if !deleted {
+			break
+		}
 		mb.close(v)
 		s.srv.release(mb)
-		return nil, s.noMailbox(name)
+		if try == 2 {
+			return nil, s.noMailbox(name)
+		}
 	}
 	s.sel = &selected{mb: mb, v: v, st: v.st, readOnly: readOnly}
 	flags := newKwSet(kws).flags()

@@ -13,10 +13,12 @@ import (
 	"cspool/internal/syncer"
 )
 
-// submit sends one command through the log and returns its outcome, or
-// the IMAP error to reply with: NO [UNAVAILABLE] when the spool cannot be
-// reached, NO [CONTACTADMIN] with the alarm's text while an integrity alarm
-// stops the sync, NO with a code when the command was rejected.
+// submit sends one command through the log and returns its outcome (the
+// provisional one when the syncer queued it, the spool being unreachable),
+// or the IMAP error to reply with: NO [UNAVAILABLE] when a Submitter that
+// does not queue cannot reach the spool, NO [CONTACTADMIN] with the alarm's
+// text while an integrity alarm stops the sync, NO with a code when the
+// command was rejected.
 func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
 	ctx, cancel := context.WithTimeout(s.srv.ctx, submitTimeout)
 	defer cancel()

@@ -391,7 +391,6 @@ func shownMailboxes(ctx context.Context, q queryer, ids map[command.ID]bool) (ma
 // rest is applied again if it was taken back, and res gets the changes
 // sessions must hear.
 func (ov *overlay) finish(a *applier, newPos uint64, res *Result) error {
-	ctx, tx := ov.ctx, ov.tx
 	res.Outcomes = append(ov.confirmed, res.Outcomes...)
 	if !ov.takenBack {
 		// Confirmed only (and the log's entries after them, if the queue
@@ -402,6 +401,21 @@ func (ov *overlay) finish(a *applier, newPos uint64, res *Result) error {
 	for _, o := range res.Outcomes {
 		applied[o.Entry] = true
 	}
+	changes, err := ov.reapply(a, newPos, applied, res.Changes)
+	if err != nil {
+		return err
+	}
+	res.Changes = changes
+	return nil
+}
+
+// reapply applies the taken-back queue again on top of the state at
+// newPos, but for the changes the log has applied meanwhile (applied),
+// which leave the queue, and returns what sessions must hear: the net of
+// logChanges, what the log did meanwhile, and of applying the queue again
+// (netChanges).
+func (ov *overlay) reapply(a *applier, newPos uint64, applied map[command.ID]bool, logChanges []Change) ([]Change, error) {
+	ctx, tx := ov.ctx, ov.tx
 	var redo []Change
 	vpos := newPos
 	for _, r := range ov.rest {
@@ -409,17 +423,17 @@ func (ov *overlay) finish(a *applier, newPos uint64, res *Result) error {
 			// Sent, and applied with the log after another device's
 			// entries.
 			if _, err := tx.ExecContext(ctx, "DELETE FROM queue WHERE seq = ?", r.seq); err != nil {
-				return fmt.Errorf("leaving the queue: %w", err)
+				return nil, fmt.Errorf("leaving the queue: %w", err)
 			}
 			continue
 		}
 		cmd, err := command.Decode(r.cmd)
 		if err != nil {
-			return fmt.Errorf("reading queued change %d: %w", r.seq, err)
+			return nil, fmt.Errorf("reading queued change %d: %w", r.seq, err)
 		}
 		p, known, err := appendedAt(ctx, tx, r.id)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if known && p > vpos {
 			vpos = p
@@ -428,19 +442,18 @@ func (ov *overlay) finish(a *applier, newPos uint64, res *Result) error {
 		}
 		_, changes, err := a.provisional(r.seq, r.id, cmd, vpos)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		redo = append(redo, changes...)
 	}
-	changes, err := ov.netChanges(res.Changes, redo)
+	changes, err := ov.netChanges(logChanges, redo)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for i := range changes {
 		changes[i].Pos = newPos
 	}
-	res.Changes = changes
-	return nil
+	return changes, nil
 }
 
 // appendedAt returns the position the spool gave entry id, if known.

@@ -419,3 +419,113 @@ func TestQueueUIDConflict(t *testing.T) {
 		t.Fatalf("queue holds %d", n)
 	}
 }
+
+// TestQueueRestore: a device with changes queued falls behind a compaction
+// and rebuilds from a checkpoint (Restore). The queue is taken back, the
+// snapshot restored, and the queue applied again on top, but for the
+// changes the checkpoint holds already (sent before the connection was
+// lost), which leave it; the state is the reference's, sessions hear what
+// the store shows, nothing is taken for a fork, and the rest of the queue
+// is confirmed when it lands.
+func TestQueueRestore(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3} {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			testQueueRestore(t, seed)
+		})
+	}
+}
+
+func testQueueRestore(t *testing.T, seed uint64) {
+	ctx := context.Background()
+	log := generateLog(seed, 240)
+	base, later := log[:80], log[80:]
+	r := rand.New(rand.NewPCG(seed, 78))
+	var mine, others []Entry
+	seen := map[command.ID]bool{}
+	for _, e := range base {
+		seen[e.ID] = true
+	}
+	for _, e := range later {
+		if e.Author == AuthorUser && !seen[e.ID] && r.IntN(2) == 0 {
+			mine = append(mine, e)
+		} else {
+			others = append(others, e)
+		}
+		seen[e.ID] = true
+	}
+	isMine := map[command.ID]bool{}
+	for _, e := range mine {
+		isMine[e.ID] = true
+	}
+	others = slices.DeleteFunc(others, func(e Entry) bool { return isMine[e.ID] })
+
+	s := openTest(t)
+	mustApply(t, s, base...)
+	model := newSessionModel(t, s)
+	var queued []Entry
+	for i, e := range mine {
+		res, err := s.Enqueue(ctx, e.ID, e.Cmd)
+		if err != nil {
+			t.Fatalf("Enqueue %d (%s): %v", i, e.Cmd.Kind, err)
+		}
+		if res.Outcomes[0].Status != Rejected {
+			queued = append(queued, e)
+		}
+		model.apply(t, fmt.Sprintf("after queueing %d", i), s, res)
+	}
+	if len(queued) < 3 {
+		t.Fatalf("only %d changes queued: the test needs more", len(queued))
+	}
+	// The log as the spool has it: others' entries, with the first of the
+	// queued changes among them.
+	k := len(queued) / 3
+	pos := base[len(base)-1].Pos
+	renumber := func(es ...Entry) []Entry {
+		out := make([]Entry, len(es))
+		for i, e := range es {
+			pos++
+			out[i] = Entry{Pos: pos, ID: e.ID, Author: e.Author, Cmd: e.Cmd}
+		}
+		return out
+	}
+	half := len(others) / 2
+	spool := append(append(renumber(others[:half]...), renumber(queued[:k]...)...), renumber(others[half:]...)...)
+	writer := openTest(t)
+	mustApply(t, writer, base...)
+	mustApply(t, writer, spool...)
+	sn, err := writer.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	res, err := s.Restore(ctx, sn, fetchFrom(bodiesOf(append(append([]Entry{}, base...), spool...)), &asked))
+	if err != nil {
+		t.Fatalf("Restore with %d changes queued: %v", len(queued), err)
+	}
+	model.apply(t, "after the restore", s, res)
+	rest := renumber(queued[k:]...)
+	// The reference: a device at the same position without a queue that
+	// rebuilt from the same checkpoint (so it keeps the same rejection
+	// records and bodies), then applied the rest of the queue as entries.
+	ref := openTest(t)
+	mustApply(t, ref, base...)
+	if _, err := ref.Restore(ctx, sn, fetchFrom(bodiesOf(append(append([]Entry{}, base...), spool...)), &asked)); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, ref, rest...)
+	sameState(t, "after the restore", s, ref, true)
+	if n, _ := s.QueueLen(ctx); n != len(queued)-k {
+		t.Fatalf("queue holds %d after the restore, want %d", n, len(queued)-k)
+	}
+	res, err = s.Apply(ctx, rest, pos)
+	if err != nil {
+		t.Fatalf("applying the rest of the queue from the log: %v", err)
+	}
+	if len(res.Changes) != 0 {
+		t.Fatalf("confirming the rest told sessions of %d changes, want none", len(res.Changes))
+	}
+	if n, _ := s.QueueLen(ctx); n != 0 {
+		t.Fatalf("queue holds %d after the log has it all", n)
+	}
+	sameState(t, "after the log has everything", s, ref, false)
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 
@@ -57,6 +58,21 @@ func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, ad
 	if !adopt && uint64(pos) >= sn.Position {
 		return nil, nil, fmt.Errorf("%w: checkpoint at %d is not after position %d", ErrPosition, sn.Position, pos)
 	}
+	// Changes made on this device are taken back first: the checks and
+	// the differences below are of the log's state (queue.go), and they
+	// are applied again on top of the snapshot's.
+	ov := &overlay{ctx: ctx, tx: tx}
+	if ov.rest, err = loadQueue(ctx, tx); err != nil {
+		return nil, nil, err
+	}
+	if len(ov.rest) > 0 {
+		if err := ov.takeBack(); err != nil {
+			return nil, nil, err
+		}
+		if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&uv); err != nil {
+			return nil, nil, fmt.Errorf("reading state: %w", err)
+		}
+	}
 	if err := r.readOld(); err != nil {
 		return nil, nil, err
 	}
@@ -89,6 +105,24 @@ func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, ad
 		return nil, nil, err
 	}
 	res := r.diff()
+	if ov.takenBack {
+		// Queued changes the snapshot holds are in the log: they leave
+		// the queue. The others apply again, on top.
+		inLog := map[command.ID]bool{}
+		for id := range listPositions(sn.Entries) {
+			inLog[id] = true
+		}
+		for id := range listPositions(sn.Superseded) {
+			inLog[id] = true
+		}
+		a := &applier{ctx: ctx, tx: tx, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
+		if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&a.nextUV); err != nil {
+			return nil, nil, fmt.Errorf("reading state: %w", err)
+		}
+		if res.Changes, err = ov.reapply(a, sn.Position, inLog, res.Changes); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
 	}

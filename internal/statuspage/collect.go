@@ -73,7 +73,7 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 		Page:      c.Page,
 		Sync: SyncState{
 			Position: st.Position, Head: max(st.Head, st.Position), Connected: st.Connected,
-			LastContact: st.LastContact, DownSince: st.DownSince, LastError: st.LastError, Applied: st.Applied, Spool: c.Spool,
+			LastContact: st.LastContact, DownSince: st.DownSince, LastError: st.LastError, Applied: st.Applied, Queued: st.Queued, Spool: c.Spool,
 		},
 		Checkpoint: Checkpoint{
 			Position: st.Checkpoint, Written: st.CheckpointWritten, Restores: st.Restores, Bad: st.BadCheckpoint,
@@ -168,7 +168,7 @@ func judge(st syncer.Status, s SyncState, alarmed bool) (state string, actions [
 		case st.LastError != "":
 			actions = append(actions, fmt.Sprintf(adviceUnreachable, spool))
 		}
-	case s.Lag > 0:
+	case s.Lag > 0 || s.Queued > 0:
 		state = StateBehind
 	default:
 		state = StateCurrent

@@ -78,7 +78,8 @@ func parsePage() (*template.Template, error) {
 			}
 			return t.Local().Format("2006-01-02 15:04:05") + " (" + age(now.Sub(t)) + ")"
 		},
-		"size": humanSize,
+		"size":   humanSize,
+		"queued": queuedText,
 	}
 	t, err := template.New("page").Funcs(funcs).Parse(pageTemplate)
 	if err != nil {
@@ -150,6 +151,7 @@ const pageTemplate = `<!DOCTYPE html>
 <tr><th>Behind by</th><td><span id="lag" class="{{.LagClass}}">{{.Lag}}</span> {{.LagNote}}</td></tr>{{end}}
 <tr><th>Last contact</th><td id="last-contact">{{when .Sync.LastContact .Generated}}</td></tr>
 <tr><th>Last error</th><td id="last-error">{{with .Sync.LastError}}<span class="err">{{.}}</span>{{else}}none{{end}}</td></tr>
+<tr><th>Waiting to send</th><td id="queued" data-queued="{{.Sync.Queued}}">{{queued .Sync.Queued}}</td></tr>
 <tr><th>Applied since start</th><td>{{.Sync.Applied}} entries</td></tr>
 </table>
 

@@ -80,7 +80,7 @@ type PageState struct {
 // The values of SyncState.State.
 const (
 	StateCurrent = "current" // connected, at the spool's head
-	StateBehind  = "behind"  // connected, applying what the spool has
+	StateBehind  = "behind"  // connected, applying what the spool has, or sending changes queued here
 	StateUnknown = "unknown" // no answer from the spool now: how far behind is not known
 	StateStopped = "stopped" // an integrity alarm stopped the sync
 )
@@ -103,7 +103,11 @@ type SyncState struct {
 	DownSince time.Time `json:"down_since"`
 	LastError string    `json:"last_error,omitempty"`
 	Applied   int       `json:"applied"` // entries applied since the daemon started
-	Spool     string    `json:"spool,omitempty"`
+	// Queued is how many changes made on this device (shown to its IMAP
+	// clients already) wait to be sent to the spool, or for the log to
+	// take them: they go when the spool answers (docs/IMAP.md, "Offline").
+	Queued int    `json:"queued"`
+	Spool  string `json:"spool,omitempty"`
 }
 
 // Checkpoint is the state of checkpoints as this device knows it.

@@ -45,6 +45,7 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 		lastErr = r.Sync.LastError
 	}
 	fmt.Fprintf(tw, "Last error:\t%s\n", lastErr)
+	fmt.Fprintf(tw, "Queued:\t%s\n", queuedText(r.Sync.Queued))
 	cp := "none on the spool"
 	if r.Checkpoint.Position != 0 {
 		cp = fmt.Sprintf("position %d on the spool", r.Checkpoint.Position)
@@ -128,6 +129,8 @@ func syncLines(s SyncState, now time.Time) (conn, position string) {
 	switch {
 	case s.State == StateCurrent:
 		return conn, fmt.Sprintf("%d of %d (up to date)", s.Position, s.Head)
+	case s.State == StateBehind && s.Lag == 0:
+		return conn, fmt.Sprintf("%d of %d (sending the changes made here)", s.Position, s.Head)
 	case s.State == StateBehind:
 		return conn, fmt.Sprintf("%d of %d (%d behind)", s.Position, s.Head, s.Lag)
 	case s.SpoolHead == nil:
@@ -139,4 +142,15 @@ func syncLines(s SyncState, now time.Time) (conn, position string) {
 	default:
 		return conn, fmt.Sprintf("%d applied; the spool's head is unknown now (%d at the last contact)", s.Position, *s.SpoolHead)
 	}
+}
+
+// queuedText says how many changes made on this device wait for the spool.
+func queuedText(n int) string {
+	switch n {
+	case 0:
+		return "none"
+	case 1:
+		return "1 change made on this device (shown already; sent when the spool answers)"
+	}
+	return fmt.Sprintf("%d changes made on this device (shown already; sent when the spool answers)", n)
 }

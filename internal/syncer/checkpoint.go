@@ -85,6 +85,9 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 		return
 	}
 	st := s.Status()
+	if st.Queued > 0 {
+		return // the state is not the log's alone (mailstore.ErrQueued)
+	}
 	since := st.Position - min(st.Checkpoint, st.Position)
 	if since < uint64(s.cfg.CheckpointMin) {
 		return
@@ -132,7 +135,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
 		return s.fetchBodies(ctx, need, read, put)
 	}
-	res, err := s.cfg.Store.Restore(ctx, sn, fetch)
+	res, err := s.applyLocked(func() (*mailstore.Result, error) { return s.cfg.Store.Restore(ctx, sn, fetch) })
 	var c *mailstore.Contradiction
 	if errors.As(err, &c) {
 		// The checkpoint does not extend what this device applied or
@@ -162,9 +165,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	s.mu.Lock()
 	s.goneAt = 0
 	s.mu.Unlock()
-	if s.cfg.OnApplied != nil {
-		s.cfg.OnApplied(res)
-	}
+	s.refreshQueued(ctx)
 	s.mu.Lock()
 	s.status.Restores++
 	s.mu.Unlock()

@@ -118,13 +118,15 @@ func (s *Syncer) adopt(ctx context.Context, sn *mailstore.Snapshot, c *command.C
 	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
 		return s.fetchBodies(ctx, need, nil, put)
 	}
-	res, ad, err := s.cfg.Store.Adopt(ctx, sn, fetch)
+	var ad *mailstore.Adoption
+	_, err := s.applyLocked(func() (res *mailstore.Result, err error) {
+		res, ad, err = s.cfg.Store.Adopt(ctx, sn, fetch)
+		return res, err
+	})
 	if err != nil {
 		return err
 	}
-	if s.cfg.OnApplied != nil {
-		s.cfg.OnApplied(res)
-	}
+	s.refreshQueued(ctx)
 	var chain spool.Hash
 	copy(chain[:], sn.Chain)
 	s.mu.Lock()

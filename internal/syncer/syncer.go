@@ -24,8 +24,13 @@
 //     ErrUnavailable; nothing is appended, unless only the answer was lost:
 //     then the entry is applied like any other when the loop reads it, and
 //     its position, never learnt, is not checked.
+//     While the spool cannot be reached, or changes wait already, Submit
+//     queues the commands on the device instead, shown at once and sent by
+//     the loop when the spool answers again (queue.go).
 //   - When the spool is down the loop retries with capped exponential
-//     backoff; the store keeps serving reads meanwhile.
+//     backoff, asking the spool meanwhile whether it answers again so that
+//     it resumes within a ProbeInterval of its return; the store keeps
+//     serving reads meanwhile.
 package syncer
 
 import (
@@ -33,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"sync"
 	"time"
 
@@ -85,6 +91,15 @@ type Config struct {
 	// IsTemporary classifies Source errors; nil treats every error as
 	// temporary.
 	IsTemporary func(error) bool
+	// Unreachable, if set, reports whether a Source error means that no
+	// answer came from the spool (connection refused, reset or timed
+	// out). After such an error the loop asks the spool (Prober) every
+	// ProbeInterval whether it answers again instead of waiting out its
+	// backoff. Nil: it waits out the backoff.
+	Unreachable func(error) bool
+	// ProbeInterval is how often the loop asks an unreachable spool
+	// whether it answers again; 0 = 500 ms.
+	ProbeInterval time.Duration
 	// Permanent, if set, returns what a person must do about a Source
 	// error that retrying cannot heal (an untrusted certificate, a key the
 	// spool refuses), or "" for an error that may heal by itself. Such an
@@ -136,6 +151,9 @@ type Status struct {
 	DownSince time.Time
 	Rejected  int // entries rejected since start
 	Applied   int // entries applied since start
+	// Queued is how many changes made on this device wait to be sent to
+	// the spool (or for the log to confirm them).
+	Queued int
 
 	Checkpoint        uint64    // newest checkpoint position on the spool, as last seen
 	CheckpointWritten time.Time // when this device last stored a checkpoint
@@ -195,6 +213,18 @@ type Syncer struct {
 	spoolHead        uint64     // the spool's head as last read (Status.Head never goes down)
 	adopted          adoptedKey // the restoration adopted last (restoration.go)
 	triedRestoration uint64     // checkpoint position last looked at for a restoration
+
+	// applyMu serializes the store's applies and queueing with their
+	// OnApplied notices, so sessions hear them in the store's order.
+	applyMu            sync.Mutex
+	wake               chan struct{} // wakeUp: changes were queued
+	noHeadSourceLogged bool          // the loop's own
+	firstBackoff       time.Duration // the loop's first wait after a failure
+	// sentThrough is the last position where entries this device sent may
+	// be in the log without the store having applied them: an append that
+	// succeeded, or one without a clear answer, which may land later, but
+	// only on the head it named (queue.go).
+	sentThrough uint64
 }
 
 // New returns a Syncer; call Run to start syncing.
@@ -217,6 +247,9 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.MaxBackoff == 0 {
 		cfg.MaxBackoff = 30 * time.Second
 	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = 500 * time.Millisecond
+	}
 	if cfg.RecheckPermanent == 0 {
 		cfg.RecheckPermanent = 10 * time.Minute
 	}
@@ -237,8 +270,14 @@ func New(cfg Config) (*Syncer, error) {
 		applied: make(chan struct{}),
 		alarmed: make(chan struct{}),
 		pending: map[command.ID]pendingEntry{},
+		wake:    make(chan struct{}, 1),
+
+		firstBackoff: 250 * time.Millisecond,
 	}
 	s.status.Position = pos
+	if s.status.Queued, err = cfg.Store.QueueLen(context.Background()); err != nil {
+		return nil, fmt.Errorf("syncer: %w", err)
+	}
 	if err := s.loadIntegrity(context.Background()); err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
 	}
@@ -258,7 +297,7 @@ func (s *Syncer) Status() Status {
 // every RecheckPermanent; an integrity alarm stops applying but Run still
 // waits for ctx, so the daemon keeps serving reads.
 func (s *Syncer) Run(ctx context.Context) error {
-	const firstBackoff = 250 * time.Millisecond
+	firstBackoff := s.firstBackoff
 	backoff := firstBackoff
 	logged := "" // the permanent error last logged
 	for {
@@ -266,6 +305,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 			return err
 		}
 		err := s.step(ctx)
+		if err == nil {
+			err = s.sendQueue(ctx)
+		}
 		if err == nil {
 			backoff, logged = firstBackoff, ""
 			s.maybeCheckpoint(ctx)
@@ -311,10 +353,14 @@ func (s *Syncer) Run(ctx context.Context) error {
 		default:
 			s.log.Warn("spool unreachable; retrying", "err", err, "in", backoff)
 		}
-		select {
-		case <-ctx.Done():
+		if se != nil || hint != "" {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+		} else if !s.pause(ctx, wait, err) {
 			return ctx.Err()
-		case <-time.After(wait):
 		}
 		if hint == "" {
 			backoff = min(backoff*2, s.cfg.MaxBackoff)
@@ -350,10 +396,14 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 // the spool at once.
 func (s *Syncer) step(ctx context.Context) error {
 	wait := s.cfg.Wait
-	if st := s.Status(); st.LastContact.IsZero() || st.Position < st.Head {
+	if st := s.Status(); st.LastContact.IsZero() || st.Position < st.Head || st.Queued > 0 {
+		// Queued changes are sent after a read at the head.
 		wait = 0
 	}
 	_, _, err := s.readApply(ctx, wait)
+	if errors.Is(err, errWoken) {
+		return nil
+	}
 	return err
 }
 
@@ -375,7 +425,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		return 1, lr.Head, nil
 	}
 	pos := s.Status().Position
-	lr, err := s.cfg.Source.ReadLog(ctx, pos, s.cfg.BatchCount, s.cfg.BatchBytes, wait)
+	lr, err := s.readLog(ctx, pos, wait)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -502,14 +552,24 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	if known {
 		chain = hashes
 	}
+	s.applyMu.Lock()
 	res, err := s.cfg.Store.ApplyChained(ctx, batch, last, chain)
 	var c *mailstore.Contradiction
 	if errors.As(err, &c) {
 		// The batch skips an entry this device appended: nothing applied.
+		s.applyMu.Unlock()
 		return 0, lr.Head, s.raise(ctx, pos, c.Detail)
 	}
 	if err != nil {
+		s.applyMu.Unlock()
 		return 0, lr.Head, &storeError{err}
+	}
+	if s.cfg.OnApplied != nil {
+		s.cfg.OnApplied(res)
+	}
+	s.applyMu.Unlock()
+	if s.Status().Queued > 0 {
+		s.refreshQueued(ctx)
 	}
 	misused := false
 	for _, o := range res.Outcomes {
@@ -526,9 +586,6 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 				alarm = &integrityFailure{o.Pos, fmt.Sprintf("entry %d replays an entry already applied (%s)", o.Pos, o.Detail)}
 			}
 		}
-	}
-	if s.cfg.OnApplied != nil {
-		s.cfg.OnApplied(res)
 	}
 	var newChain *spool.Hash
 	if known {
@@ -619,7 +676,11 @@ func (s *Syncer) advance(pos uint64, chain *spool.Hash, applied, rejected int, r
 }
 
 // Submit seals cmds with the user's key, appends them as one batch, and waits
-// until they are applied. It returns each entry's outcome, in order.
+// until they are applied. It returns each entry's outcome, in order. While
+// the spool cannot be reached, or changes made on this device wait already,
+// it queues cmds on the device instead (queue.go) and returns their
+// provisional outcomes: they are shown at once and sent when the spool
+// answers.
 func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error) {
 	if len(cmds) == 0 {
 		return nil, nil
@@ -627,6 +688,9 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	st := s.Status()
 	if st.Alarm != "" {
 		return nil, fmt.Errorf("%w: %s", ErrIntegrity, st.Alarm)
+	}
+	if s.queueing() {
+		return s.enqueue(ctx, cmds, nil)
 	}
 	alarmed := s.alarmedChan()
 	seen := s.seenHead()
@@ -656,11 +720,14 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		}
 		s.mu.Unlock()
 	}
-	first, err := s.cfg.Source.Append(ctx, s.cfg.User, batch)
+	first, err := s.appendOwn(ctx, batch)
 	if err != nil {
 		forget()
-		if s.cfg.IsTemporary(err) {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		if errors.Is(err, spool.ErrHeadMoved) || s.cfg.IsTemporary(err) || (s.cfg.Permanent != nil && s.cfg.Permanent(err) != "") {
+			// The spool did not take them, or only the answer was lost:
+			// queued under the same ids, they land once either way.
+			s.log.Info("spool unavailable: queueing the changes", "count", len(cmds), "err", err)
+			return s.enqueue(ctx, cmds, ids)
 		}
 		return nil, fmt.Errorf("appending to the spool: %w", err)
 	}
@@ -683,6 +750,53 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		}
 	}
 	return outs, nil
+}
+
+// appendOwn appends a batch of this device's own entries: on the head it
+// has applied when the source can append on a condition, so that a request
+// that was delayed or whose answer was lost can never land after the same
+// entries sent again from the queue. A refusal because the head moved (a
+// delivery or another device came first) appended nothing for sure, so the
+// batch is sent again on the head the spool named, until ctx is done: each
+// refusal is another writer's progress, and falling back to the queue
+// would show the change before the log has it while the spool answers.
+func (s *Syncer) appendOwn(ctx context.Context, batch [][]byte) (uint64, error) {
+	hs, ok := s.cfg.Source.(HeadSource)
+	if !ok {
+		return s.cfg.Source.Append(ctx, s.cfg.User, batch)
+	}
+	return s.appendFrom(ctx, hs, s.Status().Position, batch, 0)
+}
+
+// appendFrom appends batch on head, and, while it is refused because the
+// head moved, on the head the spool named, up to tries attempts (0: until
+// ctx is done). Where the entries may be in the log is noted in
+// sentThrough: after an attempt that succeeded, or that got no clear
+// answer and may still land, on its head only.
+func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, batch [][]byte, tries int) (uint64, error) {
+	for try := 1; ; try++ {
+		first, err := hs.AppendAt(ctx, s.cfg.User, head, batch)
+		var moved *spool.HeadMovedError
+		if !errors.As(err, &moved) {
+			s.mu.Lock()
+			s.sentThrough = max(s.sentThrough, head+uint64(len(batch)))
+			s.mu.Unlock()
+			return first, err
+		}
+		s.sawHead(moved.Head)
+		if try == tries {
+			return 0, err
+		}
+		head = moved.Head
+		if try%10 == 0 {
+			// A crowd: let it pass.
+			select {
+			case <-ctx.Done():
+				return 0, err
+			case <-time.After(time.Duration(1+mrand.IntN(min(10*try, 100))) * time.Millisecond):
+			}
+		}
+	}
 }
 
 // recordAppended remembers, in the store, the positions the spool's answer

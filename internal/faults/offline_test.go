@@ -1,0 +1,437 @@
+package faults
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-smtp"
+
+	"cspool/internal/devicedb"
+	"cspool/internal/mailstore"
+)
+
+// Changes made while the spool cannot be reached (docs/IMAP.md, "Offline"),
+// end to end: the real server and daemons, IMAP clients on the devices.
+
+// deliverTokens delivers one message per token over LMTP and requires each
+// acknowledged.
+func deliverTokens(t *testing.T, c *cluster, tokens ...string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", c.lmtpAddr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	lc := smtp.NewClientLMTP(conn)
+	defer lc.Close()
+	for _, tok := range tokens {
+		if err := sendOne(lc, tok, 200); err != nil {
+			t.Fatalf("delivering %s: %v", tok, err)
+		}
+	}
+}
+
+// shown is a message as an IMAP client sees it.
+type shown struct {
+	uid   imap.UID
+	flags []string
+}
+
+// byToken lists a mailbox of a logged-in client by X-Fault-Token.
+func byToken(t *testing.T, cl *imapclient.Client, box string) map[string]shown {
+	t.Helper()
+	sel, err := cl.Select(box, nil).Wait()
+	if err != nil {
+		t.Fatalf("SELECT %s: %v", box, err)
+	}
+	out := map[string]shown{}
+	if sel.NumMessages == 0 {
+		return out
+	}
+	msgs, err := cl.Fetch(seqRange(1, sel.NumMessages), &imap.FetchOptions{UID: true, Flags: true,
+		BodySection: []*imap.FetchItemBodySection{tokenSection}}).Collect()
+	if err != nil {
+		t.Fatalf("FETCH in %s: %v", box, err)
+	}
+	for _, m := range msgs {
+		tok := strings.TrimPrefix(string(bytes.TrimSpace(m.FindBodySection(tokenSection))), "X-Fault-Token: ")
+		var flags []string
+		for _, f := range m.Flags {
+			if f != `\Recent` {
+				flags = append(flags, string(f))
+			}
+		}
+		slices.Sort(flags)
+		out[tok] = shown{m.UID, flags}
+	}
+	return out
+}
+
+// login logs in to a device, every command bounded by 30 s.
+func login(t *testing.T, d *device) *imapclient.Client {
+	t.Helper()
+	cl, conn, err := dialIMAP(d.addr())
+	if err != nil {
+		t.Fatalf("logging in to device %s: %v", d.name, err)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// mustOK fails the test on a command's error.
+func mustOK(t *testing.T, what string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// uidSet is the UID set of one message.
+func uidSet(u imap.UID) imap.UIDSet { return imap.UIDSetNum(u) }
+
+// appendToken appends a message with a token to box.
+func appendToken(t *testing.T, cl *imapclient.Client, box, tok string) {
+	t.Helper()
+	msg := message(tok, 100)
+	ac := cl.Append(box, int64(len(msg)), &imap.AppendOptions{Flags: []imap.Flag{imap.FlagDraft}})
+	if _, err := ac.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, "APPEND to "+box, ac.Close())
+	_, err := ac.Wait()
+	mustOK(t, "APPEND to "+box, err)
+}
+
+// wantBox fails unless a mailbox, as a client sees it, holds exactly want
+// (token -> sorted flags).
+func wantBox(t *testing.T, who, box string, got map[string]shown, want map[string][]string) {
+	t.Helper()
+	for tok, flags := range want {
+		g, ok := got[tok]
+		if !ok {
+			t.Errorf("%s: %s lacks %s", who, box, tok)
+		} else if fmt.Sprint(g.flags) != fmt.Sprint(flags) {
+			t.Errorf("%s: %s holds %s with flags %v, want %v", who, box, tok, g.flags, flags)
+		}
+	}
+	for tok := range got {
+		if _, ok := want[tok]; !ok {
+			t.Errorf("%s: %s holds %s, which it should not", who, box, tok)
+		}
+	}
+}
+
+// queuedStatus asks `cspool status --json` how many changes wait on a
+// device.
+func queuedStatus(t *testing.T, d *device) int {
+	t.Helper()
+	out, err := exec.Command(binary(t), "status", "--db", d.db, "--json").Output()
+	if err != nil {
+		t.Fatalf("cspool status for device %s: %v", d.name, err)
+	}
+	var rep struct {
+		Sync struct {
+			Queued *int `json:"queued"`
+		} `json:"sync"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil || rep.Sync.Queued == nil {
+		t.Fatalf("cspool status --json for device %s: %v, no sync.queued in\n%s", d.name, err, out)
+	}
+	text, err := exec.Command(binary(t), "status", "--db", d.db).Output()
+	if err != nil {
+		t.Fatalf("cspool status for device %s: %v", d.name, err)
+	}
+	if want := fmt.Sprintf("Queued:        %d change", *rep.Sync.Queued); *rep.Sync.Queued > 0 && !strings.Contains(string(text), want) {
+		t.Errorf("cspool status for device %s lacks %q:\n%s", d.name, want, text)
+	}
+	return *rep.Sync.Queued
+}
+
+// timeToConverge waits until every device has applied the spool's head
+// with an empty queue, and returns how long that took from since.
+func (c *cluster) timeToConverge(t *testing.T, since time.Time, bound time.Duration) time.Duration {
+	t.Helper()
+	deadline := since.Add(bound)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		head, err := c.head(ctx)
+		cancel()
+		ok := err == nil
+		state := fmt.Sprintf("head %d (%v)", head, err)
+		for _, d := range c.devices {
+			pos, queued, err := c.progress(d.db)
+			state += fmt.Sprintf(", %s at %d with %d queued (%v)", d.name, pos, queued, err)
+			ok = ok && err == nil && pos == head && queued == 0
+		}
+		if ok {
+			return time.Since(since)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not converged within %v: %s", bound, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// sameDumps stops the daemons and requires equal states, with no entry
+// rejected on either device.
+func sameDumps(t *testing.T, c *cluster) {
+	t.Helper()
+	var states []*mailstore.State
+	for _, d := range c.devices {
+		d.p.stop(t)
+		key := devicedb.Key(c.userKey.DatabaseKey("mailstore"))
+		ms, err := mailstore.OpenWith(d.db, mailstore.Options{Key: &key, NoMigrate: true})
+		if err != nil {
+			t.Fatalf("opening device %s's database: %v", d.name, err)
+		}
+		st, err := ms.Dump(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms.Close()
+		states = append(states, st)
+	}
+	if d := mailstore.Diff(states[0], states[1], 10); len(d) > 0 {
+		t.Errorf("devices differ:\n%s", strings.Join(d, "\n"))
+	}
+}
+
+// TestOfflineChanges: with the spool server stopped, a client changes the
+// mailbox through device a (every command answered OK, shown at once);
+// the daemon is killed with SIGKILL and started again in the middle, and
+// the changes are still shown and still waiting (cspool status counts
+// them); when the server starts again device b shows them all, each once.
+func TestOfflineChanges(t *testing.T) {
+	c := newCluster(t, clusterOptions{})
+	a, b := c.devices[0], c.devices[1]
+	deliverTokens(t, c, "m0", "m1", "m2", "m3", "m4", "m5")
+	c.waitConverged(60 * time.Second)
+	c.server.stop(t)
+	downSince := time.Now()
+
+	cl := login(t, a)
+	inbox := byToken(t, cl, "INBOX")
+	mustOK(t, "CREATE", cl.Create("Offline", nil).Wait())
+	mustOK(t, "SELECT", func() error { _, err := cl.Select("INBOX", nil).Wait(); return err }())
+	mustOK(t, "STORE", cl.Store(uidSet(inbox["m0"].uid), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close())
+	msgs, err := cl.Fetch(uidSet(inbox["m1"].uid), &imap.FetchOptions{Flags: true, BodySection: []*imap.FetchItemBodySection{{}}}).Collect()
+	mustOK(t, "FETCH BODY[]", err)
+	if len(msgs) != 1 || !slices.Contains(msgs[0].Flags, imap.FlagSeen) {
+		t.Errorf("FETCH BODY[] while offline: %+v, want \\Seen set", msgs)
+	}
+	_, err = cl.Copy(uidSet(inbox["m2"].uid), "Offline").Wait()
+	mustOK(t, "COPY", err)
+	_, err = cl.Move(uidSet(inbox["m3"].uid), "Archive").Wait()
+	mustOK(t, "MOVE", err)
+	appendToken(t, cl, "Offline", "a0")
+	mustOK(t, "STORE \\Deleted", cl.Store(uidSet(inbox["m4"].uid), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close())
+	mustOK(t, "UID EXPUNGE", cl.UIDExpunge(uidSet(inbox["m4"].uid)).Close())
+	cl.Close()
+
+	// kill -9, and the daemon started again on its database.
+	a.p.kill()
+	c.startDevice(a)
+	cl = login(t, a)
+	wantInbox := map[string][]string{"m0": {`\Flagged`}, "m1": {`\Seen`}, "m2": nil, "m5": nil}
+	wantBox(t, "device a after a restart", "INBOX", byToken(t, cl, "INBOX"), wantInbox)
+	mustOK(t, "STORE", cl.Store(uidSet(inbox["m5"].uid), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{"$AfterRestart"}}, nil).Close())
+	wantInbox["m5"] = []string{"$AfterRestart"}
+	cl.Close()
+	const changes = 9 // CREATE, STORE, the \Seen, COPY, MOVE, APPEND, STORE, EXPUNGE, STORE
+	if n := queuedStatus(t, a); n != changes {
+		t.Errorf("cspool status counts %d changes waiting, want %d", n, changes)
+	}
+	wantBox(t, "device b while a is offline", "INBOX", byToken(t, login(t, b), "INBOX"),
+		map[string][]string{"m0": nil, "m1": nil, "m2": nil, "m3": nil, "m4": nil, "m5": nil})
+
+	c.startServer()
+	back := time.Now()
+	// About half a second (the daemons ask an unreachable spool every
+	// 500 ms whether it is back); the bound leaves room for a loaded
+	// machine, and is well below the 8 s and more the backoff alone would
+	// take after this long.
+	took := c.timeToConverge(t, back, 10*time.Second)
+	t.Logf("spool down %v; both devices converged %v after it answered again (%d changes queued on a)",
+		back.Sub(downSince).Round(time.Millisecond), took.Round(time.Millisecond), changes)
+	if !strings.Contains(a.p.stderr.String(), "spool reachable again") {
+		t.Error(`device a's log does not say "spool reachable again"`)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	head, err := c.head(ctx)
+	cancel()
+	if err != nil || head != 6+changes {
+		t.Errorf("the log's head is %d (%v), want %d: each delivery and change once", head, err, 6+changes)
+	}
+	for _, d := range c.devices {
+		cl := login(t, d)
+		who := "device " + d.name
+		wantBox(t, who, "INBOX", byToken(t, cl, "INBOX"), wantInbox)
+		wantBox(t, who, "Archive", byToken(t, cl, "Archive"), map[string][]string{"m3": nil})
+		wantBox(t, who, "Offline", byToken(t, cl, "Offline"), map[string][]string{"m2": nil, "a0": {`\Draft`}})
+		cl.Close()
+	}
+	sameDumps(t, c)
+}
+
+// proxy relays TCP connections to a target, and can cut them off (new
+// connections refused, open ones closed) and let them through again on
+// the same address: one device's way to the spool.
+type proxy struct {
+	addr, target string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        map[net.Conn]bool
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	p := &proxy{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), target: target, conns: map[net.Conn]bool{}}
+	p.open(t)
+	t.Cleanup(p.cut)
+	return p
+}
+
+// open listens again.
+func (p *proxy) open(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatalf("proxy: %v", err)
+	}
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.relay(c)
+		}
+	}()
+}
+
+func (p *proxy) relay(c net.Conn) {
+	s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	p.mu.Lock()
+	if p.ln == nil {
+		p.mu.Unlock()
+		c.Close()
+		s.Close()
+		return
+	}
+	p.conns[c], p.conns[s] = true, true
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(s, c); done <- struct{}{} }()
+	go func() { io.Copy(c, s); done <- struct{}{} }()
+	<-done
+	c.Close()
+	s.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	delete(p.conns, s)
+	p.mu.Unlock()
+}
+
+// cut closes the listener and every open connection.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// TestOfflineConflict: device a is cut off from the spool while device b
+// is not; both change the same messages; when a gets through again, its
+// queue goes to the log after b's changes, and both devices end the same,
+// as the log's order decides (docs/IMAP.md, "Offline").
+func TestOfflineConflict(t *testing.T) {
+	c := newCluster(t, clusterOptions{})
+	a, b := c.devices[0], c.devices[1]
+	px := newProxy(t, fmt.Sprintf("127.0.0.1:%d", c.httpPort))
+	a.p.stop(t)
+	a.spool = "http://" + px.addr
+	c.startDevice(a)
+	deliverTokens(t, c, "m0", "m1", "m2", "m3")
+	ca, cb := login(t, a), login(t, b)
+	mustOK(t, "CREATE Work", cb.Create("Work", nil).Wait())
+	c.waitConverged(60 * time.Second)
+	px.cut()
+
+	inbox := byToken(t, ca, "INBOX")
+	store := func(cl *imapclient.Client, tok string, op imap.StoreFlagsOp, f imap.Flag) {
+		t.Helper()
+		mustOK(t, "STORE "+tok, cl.Store(uidSet(inbox[tok].uid), &imap.StoreFlags{Op: op, Silent: true, Flags: []imap.Flag{f}}, nil).Close())
+	}
+	expunge := func(cl *imapclient.Client, tok string) {
+		t.Helper()
+		store(cl, tok, imap.StoreFlagsAdd, imap.FlagDeleted)
+		mustOK(t, "UID EXPUNGE "+tok, cl.UIDExpunge(uidSet(inbox[tok].uid)).Close())
+	}
+	move := func(cl *imapclient.Client, tok, to string) {
+		t.Helper()
+		_, err := cl.Move(uidSet(inbox[tok].uid), to).Wait()
+		mustOK(t, "MOVE "+tok, err)
+	}
+	// b, online, first in time.
+	byToken(t, cb, "INBOX")
+	store(cb, "m0", imap.StoreFlagsAdd, imap.FlagSeen)
+	move(cb, "m1", "Work")
+	expunge(cb, "m2")
+	store(cb, "m3", imap.StoreFlagsAdd, imap.FlagAnswered)
+	// a, cut off, has not seen any of it, and changes the same messages.
+	wantBox(t, "device a, cut off", "INBOX", byToken(t, ca, "INBOX"),
+		map[string][]string{"m0": nil, "m1": nil, "m2": nil, "m3": nil})
+	store(ca, "m0", imap.StoreFlagsAdd, imap.FlagFlagged)
+	store(ca, "m0", imap.StoreFlagsDel, imap.FlagSeen)
+	move(ca, "m1", "Archive")
+	store(ca, "m2", imap.StoreFlagsAdd, "$Mine")
+	expunge(ca, "m3")
+	wantBox(t, "device a, cut off", "INBOX", byToken(t, ca, "INBOX"),
+		map[string][]string{"m0": {`\Flagged`}, "m2": {"$Mine"}})
+	if n := queuedStatus(t, a); n != 6 {
+		t.Errorf("cspool status counts %d changes waiting on device a, want 6", n)
+	}
+
+	px.open(t)
+	back := time.Now()
+	took := c.timeToConverge(t, back, 30*time.Second)
+	t.Logf("converged %v after device a got through again", took.Round(time.Millisecond))
+	// b's changes are in the log first: a's later \Seen removal wins, its
+	// move takes the message from where b put it, its keyword on the
+	// message b expunged does nothing, its expunge removes the message b
+	// flagged.
+	for _, d := range c.devices {
+		cl := login(t, d)
+		who := "device " + d.name
+		wantBox(t, who, "INBOX", byToken(t, cl, "INBOX"), map[string][]string{"m0": {`\Flagged`}})
+		wantBox(t, who, "Archive", byToken(t, cl, "Archive"), map[string][]string{"m1": nil})
+		wantBox(t, who, "Work", byToken(t, cl, "Work"), map[string][]string{})
+		cl.Close()
+	}
+	sameDumps(t, c)
+}

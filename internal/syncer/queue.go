@@ -1,0 +1,324 @@
+package syncer
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+)
+
+// Changes made while the spool cannot be reached (docs/MAILSTORE.md,
+// "Changes made on this device"; docs/IMAP.md, "Offline"). Invariants:
+//
+//   - Submit appends at once while the spool answers and this device's
+//     queue is empty. Otherwise (the last exchange with the spool failed,
+//     or changes wait already, which must reach the log first) it queues
+//     the commands in the store (mailstore.Enqueue), which applies them
+//     provisionally and keeps them on disk, and returns their provisional
+//     outcomes. An append that fails queues its commands under the ids it
+//     sealed them with: if only its answer was lost, the entry is in the
+//     log, and the queue drops it when the loop reads it there.
+//   - Only the sync loop sends the queue, in order, with the conditional
+//     append (spool.HeadAppender, if_head). Entries it sent may be in the
+//     log beyond the store's position only up to sentThrough: those of an
+//     append that succeeded, and of one without a clear answer, which may
+//     still land later, but only on the head it named. Once the store has
+//     applied past sentThrough, they are either applied (and out of the
+//     queue) or not in the log, and the queue is sent on the spool's head
+//     as last read, and again at once on the head a refusal names (a
+//     refusal appended nothing, and what came first is not this device's
+//     queue), so entries arriving all the time cannot starve it. Before
+//     that, it is sent only right after a read found the store at the
+//     spool's head, on that head, once: exactly one of it and an earlier
+//     attempt on that head can land. Each queued change therefore lands
+//     exactly once.
+//   - The apply of the log confirms the queued changes it finds where they
+//     were applied provisionally and takes the rest back and applies it
+//     again after other devices' entries (mailstore); the loop only sends.
+//   - Store applies and their notices to OnApplied are serialized (applyMu),
+//     so IMAP sessions hear provisional changes and the log's in the order
+//     the store made them.
+//   - A failure that means no answer came (Config.Unreachable) makes the
+//     loop, while it waits out its backoff, ask the spool (Prober) every
+//     ProbeInterval whether it answers again, and try at once when it does:
+//     a queue drains, and other devices' changes arrive, within about a
+//     ProbeInterval of the spool's return, not after up to MaxBackoff.
+
+// HeadSource is the optional capability of a Source to append on a
+// condition (spool.HeadAppender, the API's if_head): a device sends its
+// queued changes only this way. api.Client and StoreSource have it.
+type HeadSource interface {
+	// AppendAt appends batch only if the log's head is head; otherwise it
+	// appends nothing and returns an error wrapping a
+	// *spool.HeadMovedError.
+	AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error)
+}
+
+// Prober is the optional capability of a Source to ask the spool, cheaply
+// and without reading the log, whether it answers (api.Client's /v1/health).
+type Prober interface {
+	Health(ctx context.Context) error
+}
+
+var _ HeadSource = StoreSource{}
+
+// queueing reports whether Submit must queue: the last exchange with the
+// spool failed, or changes wait already.
+func (s *Syncer) queueing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status.Queued > 0 || (!s.status.Connected && s.status.LastError != "")
+}
+
+// enqueue queues cmds in the store, under ids (nil: new ones), tells
+// OnApplied what they show, and returns their provisional outcomes. A
+// command the store would reject is not queued; its outcome says why.
+func (s *Syncer) enqueue(ctx context.Context, cmds []*command.Command, ids []command.ID) ([]mailstore.Outcome, error) {
+	// Once queued, a change is the device's to send: the caller's
+	// cancellation must not leave half a batch queued.
+	ctx = context.WithoutCancel(ctx)
+	outs := make([]mailstore.Outcome, len(cmds))
+	queued := 0
+	var firstErr error
+	for i, c := range cmds {
+		var id command.ID
+		if ids != nil {
+			id = ids[i]
+		} else if _, err := rand.Read(id[:]); err != nil {
+			firstErr = fmt.Errorf("queueing a change: %w", err)
+			break
+		}
+		s.applyMu.Lock()
+		res, err := s.cfg.Store.Enqueue(ctx, id, c)
+		if err == nil && len(res.Changes) > 0 && s.cfg.OnApplied != nil {
+			s.cfg.OnApplied(res)
+		}
+		s.applyMu.Unlock()
+		if err != nil {
+			firstErr = &storeError{fmt.Errorf("queueing a change: %w", err)}
+			break
+		}
+		o := res.Outcomes[0]
+		if o.Status == mailstore.Rejected && ids != nil && (o.Reason == mailstore.ReasonIDExists || o.Reason == mailstore.ReasonReplay) {
+			// The append whose answer was lost did land, and the loop
+			// applied it before it could be queued.
+			if pos, ok, err := s.cfg.Store.EntrySeen(ctx, id); err == nil && ok {
+				o = mailstore.Outcome{Entry: id, Pos: pos, Status: mailstore.Applied}
+			}
+		} else if o.Status != mailstore.Rejected {
+			queued++
+		}
+		outs[i] = o
+	}
+	if queued > 0 {
+		s.refreshQueued(ctx)
+		s.log.Info("changes queued until the spool has them", "queued", queued, "waiting", s.Status().Queued)
+		s.wakeUp()
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return outs, nil
+}
+
+// refreshQueued reads how many changes wait into the status.
+func (s *Syncer) refreshQueued(ctx context.Context) {
+	n, err := s.cfg.Store.QueueLen(ctx)
+	if err != nil {
+		s.log.Warn("reading the queue of changes failed", "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.status.Queued = n
+	s.mu.Unlock()
+}
+
+// wakeUp ends the loop's long poll, so that it sends what was queued.
+func (s *Syncer) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// errWoken: a long poll ended early because changes were queued.
+var errWoken = errors.New("woken to send queued changes")
+
+// readLog is Source.ReadLog; a long poll (wait > 0) ends early, with
+// errWoken, when wakeUp is called.
+func (s *Syncer) readLog(ctx context.Context, after uint64, wait time.Duration) (spool.LogRead, error) {
+	if wait <= 0 {
+		return s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	woke := make(chan bool, 1)
+	go func() {
+		select {
+		case <-s.wake:
+			woke <- true
+			cancel()
+		case <-done:
+			woke <- false
+		}
+	}()
+	lr, err := s.cfg.Source.ReadLog(rctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, wait)
+	close(done)
+	if <-woke && err != nil && ctx.Err() == nil {
+		return spool.LogRead{}, errWoken
+	}
+	return lr, err
+}
+
+// sendQueue sends the queued changes, in order, right after the head this
+// device has applied, when the last read found that to be the spool's
+// head. On success the loop's next read applies them (confirming them); a
+// head that moved is not an error (the next read applies what came
+// first). Only the sync loop calls it.
+func (s *Syncer) sendQueue(ctx context.Context) error {
+	st := s.Status()
+	if st.Queued == 0 || st.Alarm != "" {
+		return nil
+	}
+	// Where to send. Once the store has applied past every position an
+	// earlier send may have reached (sentThrough), none of the queue is in
+	// the log after the position: it is sent on the spool's head as last
+	// read, and again on the head a refusal names (entries arriving all
+	// the time cannot starve it). Before, only right after a read found
+	// the store at the head, on that head, once: an attempt without a
+	// clear answer may land there, and exactly one of the two can.
+	s.mu.Lock()
+	head, tries := st.Head, 20
+	if st.Position < s.sentThrough {
+		head, tries = st.Position, 1
+	}
+	s.mu.Unlock()
+	if tries == 1 && st.Position < st.Head {
+		return nil
+	}
+	hs, ok := s.cfg.Source.(HeadSource)
+	if !ok {
+		if !s.noHeadSourceLogged {
+			s.noHeadSourceLogged = true
+			s.log.Error("changes wait in the queue but this spool client cannot append on a condition; they are not sent",
+				"queued", st.Queued)
+		}
+		return nil
+	}
+	q, err := s.cfg.Store.Queue(ctx)
+	if err != nil {
+		return &storeError{err}
+	}
+	if len(q) == 0 {
+		s.refreshQueued(ctx)
+		return nil
+	}
+	seen := s.seenHead()
+	batch := make([][]byte, 0, min(len(q), s.cfg.BatchCount))
+	ids := make([]command.ID, 0, cap(batch))
+	var size int64
+	for _, e := range q {
+		if len(batch) == s.cfg.BatchCount {
+			break
+		}
+		e.Cmd.Seen = seen
+		b, _, err := entry.Seal(e.Cmd, s.cfg.UserKey, s.cfg.UserKey.Public(), s.cfg.User, &entry.Options{ID: e.ID})
+		if err != nil {
+			return fmt.Errorf("sealing queued change %d: %w", e.Seq, err)
+		}
+		if len(batch) > 0 && size+int64(len(b)) > s.cfg.BatchBytes {
+			break
+		}
+		batch, ids = append(batch, b), append(ids, e.ID)
+		size += int64(len(b))
+	}
+	first, err := s.appendFrom(ctx, hs, head, batch, tries)
+	switch {
+	case errors.Is(err, spool.ErrHeadMoved):
+		// Read what came first, then send on the new head (the apply
+		// takes the queue back and applies it again after it).
+		return nil
+	case err != nil:
+		if s.cfg.IsTemporary(err) {
+			return fmt.Errorf("%w: sending %d queued changes: %v", ErrUnavailable, len(batch), err)
+		}
+		return fmt.Errorf("sending %d queued changes: %w", len(batch), err)
+	}
+	last := first + uint64(len(batch)) - 1
+	if err := s.recordAppended(ctx, ids, first); err != nil {
+		return err
+	}
+	s.sawHead(last)
+	s.log.Info("sent queued changes", "count", len(batch), "first", first, "last", last, "left", len(q)-len(batch))
+	return nil
+}
+
+// sawHead notes that the spool's head is at least head, so the next read
+// does not wait.
+func (s *Syncer) sawHead(head uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.Head = max(s.status.Head, head)
+}
+
+// pause waits d, or less: after a failure that means the spool did not
+// answer (Config.Unreachable), it asks the spool every ProbeInterval
+// whether it answers again and returns as soon as it does. It returns
+// false when ctx is done.
+func (s *Syncer) pause(ctx context.Context, d time.Duration, err error) bool {
+	p, ok := s.cfg.Source.(Prober)
+	if !ok || s.cfg.Unreachable == nil || !s.cfg.Unreachable(err) || d <= s.cfg.ProbeInterval {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	end := time.Now().Add(d)
+	for {
+		// A little jitter, so that devices do not all ask at once.
+		step := s.cfg.ProbeInterval * time.Duration(90+mrand.IntN(21)) / 100
+		left := time.Until(end)
+		if left <= step {
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(left):
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(step):
+		}
+		pctx, cancel := context.WithTimeout(ctx, max(s.cfg.ProbeInterval, time.Second))
+		perr := p.Health(pctx)
+		cancel()
+		if perr == nil {
+			s.log.Info("spool answers again; syncing")
+			return true
+		}
+	}
+}
+
+// applyLocked runs f, a write of the store's state, and tells OnApplied
+// its result, under applyMu.
+func (s *Syncer) applyLocked(f func() (*mailstore.Result, error)) (*mailstore.Result, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	res, err := f()
+	if err == nil && s.cfg.OnApplied != nil {
+		s.cfg.OnApplied(res)
+	}
+	return res, err
+}
