@@ -78,7 +78,7 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 	log := newLogger(e, *debug)
 	sy, err := syncer.New(syncer.Config{
 		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: src, Store: store,
-		Logger: log, IsTemporary: api.IsTemporary, KeepDir: keptDir(*dbPath),
+		Logger: log, IsTemporary: api.IsTemporary, Unreachable: spoolUnreachable, KeepDir: keptDir(*dbPath),
 	})
 	if err != nil {
 		return err
@@ -187,6 +187,25 @@ func (c *countingSource) ReadLog(ctx context.Context, after uint64, maxCount int
 	c.entries.Add(int64(len(lr.Entries)))
 	c.bytes.Add(int64(n))
 	return lr, err
+}
+
+// AppendAt passes the conditional append through (syncer.HeadSource), so
+// that the changes queued on the device are sent.
+func (c *countingSource) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	hs, ok := c.Source.(syncer.HeadSource)
+	if !ok {
+		return 0, errors.New("the spool client cannot append on a condition")
+	}
+	return hs.AppendAt(ctx, user, head, batch)
+}
+
+// Health passes the probe through (syncer.Prober).
+func (c *countingSource) Health(ctx context.Context) error {
+	p, ok := c.Source.(syncer.Prober)
+	if !ok {
+		return errors.New("the spool client cannot probe the spool")
+	}
+	return p.Health(ctx)
 }
 
 // countingCheckpointer is a countingSource over a source with checkpoints:

@@ -398,3 +398,30 @@ func TestOfflineLostAnswers(t *testing.T) {
 		t.Errorf("the other device's INBOX: %+v", got)
 	}
 }
+
+// TestSyncOnceSendsQueue: the one-shot sync (cspool sync --once, with the
+// daemon stopped) sends the changes queued on the device too.
+func TestSyncOnceSendsQueue(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.deliver(r.spool, msg(0))
+	src := &offlineSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	a, msa := r.offlineDevice("a", src, 250*time.Millisecond, nil)
+	if _, err := a.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, msgs := inbox(t, msa)
+	src.set(true)
+	submitOne(t, a, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{msgs[0].ID}})
+	submitOne(t, a, &command.Command{Kind: command.CreateMailbox, Mailbox: "Later"})
+	if q := a.Status().Queued; q != 2 {
+		t.Fatalf("%d queued, want 2", q)
+	}
+	src.set(false)
+	if _, err := a.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if head, _ := r.log.Head(ctx, "alice"); head != 3 || a.Status().Queued != 0 || a.Status().Position != 3 {
+		t.Fatalf("head %d, position %d, %d queued; want 3, 3 and none", head, a.Status().Position, a.Status().Queued)
+	}
+}

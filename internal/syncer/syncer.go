@@ -375,9 +375,11 @@ func (e *storeError) Error() string { return e.err.Error() }
 func (e *storeError) Unwrap() error { return e.err }
 
 // SyncOnce applies everything up to the spool's current head without waiting
-// for new entries, and returns the number of entries applied.
+// for new entries, sends the changes queued on this device (a few rounds at
+// most), and returns the number of entries applied.
 func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 	total := 0
+	sends := 0
 	for {
 		before := s.Status().Position
 		n, head, err := s.readApply(ctx, 0)
@@ -386,7 +388,13 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 			return total, err
 		}
 		if s.Status().Position >= head || (s.Status().Position == before && n == 0) {
-			return total, nil
+			if s.Status().Queued == 0 || sends == 10 {
+				return total, nil
+			}
+			sends++
+			if err := s.sendQueue(ctx); err != nil {
+				return total, err
+			}
 		}
 	}
 }
