@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"cspool/internal/command"
-	"cspool/internal/syncer"
+	"cspool/internal/mailstore"
 )
 
 // TestCheckpointFromOtherSideOfFork: the spool hides device a's expunge
@@ -186,7 +186,10 @@ func TestDroppedAppend(t *testing.T) {
 // answer never reaches d, so d does not know its position. Whether the
 // entry then shows up (the honest case) or not (a spool that also drops
 // it), d must not raise an alarm: it cannot tell a dropped append from a
-// failed one, and its client was told the change failed.
+// failed one. The change waits in d's queue under its entry id (its
+// client was told OK): when the entry shows up, the apply takes it out of
+// the queue; when it does not, d sends it again. Either way it is applied
+// once.
 func TestLostAppendAnswer(t *testing.T) {
 	for _, hidden := range []bool{false, true} {
 		name := "entry shown"
@@ -206,22 +209,51 @@ func TestLostAppendAnswer(t *testing.T) {
 			r.proxy.Set("d", v)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			_, err := d.s.Submit(ctx, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{id}})
-			if !errors.Is(err, syncer.ErrUnavailable) {
-				t.Fatalf("submit with its answer lost: %v: want ErrUnavailable", err)
+			outs, err := d.s.Submit(ctx, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{id}})
+			if err != nil || len(outs) != 1 || outs[0].Status == mailstore.Rejected {
+				t.Fatalf("submit with its answer lost: %+v, %v: want it queued", outs, err)
 			}
 			if head, err := r.store.Head(ctx, user); err != nil || head != 6 {
 				t.Fatalf("spool head %d, %v: want the entry stored at 6", head, err)
 			}
+			// Later answers arrive; a spool that hid the entry goes on
+			// hiding it.
+			v = &View{}
+			if hidden {
+				v.Rewrite = Drop(6, true)
+			}
+			r.proxy.Set("d", v)
 			r.deliver(2)
 			d.mustSync(t)
-			flagged := slices.Contains(d.inbox(t)[0].Flags, `\Flagged`)
-			if flagged == hidden {
-				t.Fatalf("message flagged: %v, with the entry hidden: %v", flagged, hidden)
+			if !slices.Contains(d.inbox(t)[0].Flags, `\Flagged`) {
+				t.Fatalf("message not flagged (entry hidden: %v)", hidden)
 			}
-			if p, err := d.ms.PendingAppends(ctx); err != nil || len(p) != 0 {
-				t.Fatalf("pending appends %v, %v: want none recorded", p, err)
+			if q := d.s.Status().Queued; q != 0 {
+				t.Fatalf("%d changes still queued", q)
+			}
+			if st := d.s.Status(); st.Alarm != "" {
+				t.Fatalf("alarm %q", st.Alarm)
+			}
+			if head, err := r.store.Head(ctx, user); err != nil || head != 8+uint64(btoi(hidden)) {
+				t.Fatalf("spool head %d, %v: want %d (sent again only when hidden)", head, err, 8+btoi(hidden))
+			}
+			// The lost answer is never recorded. The entry sent again got
+			// its answer, position 9, where the spool that hid entry 6
+			// shows something else: the alarm comes once d applies past it.
+			want := 0
+			if hidden {
+				want = 1
+			}
+			if p, err := d.ms.PendingAppends(ctx); err != nil || len(p) != want || (hidden && p[0].Pos != 9) {
+				t.Fatalf("pending appends %v, %v: want %d recorded (the entry sent again, at 9)", p, err, want)
 			}
 		})
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

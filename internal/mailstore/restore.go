@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -122,6 +123,11 @@ func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, ad
 		if res.Changes, err = ov.reapply(a, sn.Position, inLog, res.Changes); err != nil {
 			return nil, nil, err
 		}
+		// An appended entry of the superseded history that is still
+		// queued is not lost: it is applied again and will be sent.
+		ad.Lost = slices.DeleteFunc(ad.Lost, func(x Appended) bool {
+			return slices.ContainsFunc(ov.rest, func(r queueRow) bool { return r.id == x.ID && !inLog[r.id] })
+		})
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
