@@ -26,6 +26,7 @@ type offlineSource struct {
 	mu          sync.Mutex
 	down        bool
 	loseAnswers int
+	maxBatch    int // larger appends are refused as too large (0: any)
 }
 
 func (f *offlineSource) set(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
@@ -64,6 +65,12 @@ func (f *offlineSource) Append(ctx context.Context, user string, batch [][]byte)
 func (f *offlineSource) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
 	if f.isDown() {
 		return 0, errDown
+	}
+	f.mu.Lock()
+	most := f.maxBatch
+	f.mu.Unlock()
+	if most > 0 && len(batch) > most {
+		return 0, fmt.Errorf("appending %d entries: %w", len(batch), spool.ErrTooLarge)
 	}
 	first, err := f.StoreSource.AppendAt(ctx, user, head, batch)
 	if err == nil && f.lost() {
@@ -423,5 +430,30 @@ func TestSyncOnceSendsQueue(t *testing.T) {
 	}
 	if head, _ := r.log.Head(ctx, "alice"); head != 3 || a.Status().Queued != 0 || a.Status().Position != 3 {
 		t.Fatalf("head %d, position %d, %d queued; want 3, 3 and none", head, a.Status().Position, a.Status().Queued)
+	}
+}
+
+// TestOfflineQueueTooLarge: a spool that refuses the queue's batch as too
+// large (HTTP 413) gets it in smaller batches; nothing is lost or doubled.
+func TestOfflineQueueTooLarge(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.deliver(r.spool, msg(0))
+	src := &offlineSource{StoreSource: StoreSource{Store: r.log, User: "alice"}, maxBatch: 2}
+	a, msa := r.offlineDevice("a", src, 250*time.Millisecond, nil)
+	if _, err := a.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, msgs := inbox(t, msa)
+	src.set(true)
+	for i := 0; i < 7; i++ {
+		submitOne(t, a, &command.Command{Kind: command.SetFlags, Flags: []string{fmt.Sprintf("$K%d", i)}, IDs: []command.ID{msgs[0].ID}})
+	}
+	src.set(false)
+	stop := run(t, a)
+	defer stop()
+	waitFor(t, 30*time.Second, "the queue sent", func() bool { return a.Status().Queued == 0 && a.Status().Position == 8 })
+	if head, _ := r.log.Head(ctx, "alice"); head != 8 {
+		t.Fatalf("head %d, want 8: each change once", head)
 	}
 }

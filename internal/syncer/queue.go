@@ -39,6 +39,9 @@ import (
 //     spool's head, on that head, once: exactly one of it and an earlier
 //     attempt on that head can land. Each queued change therefore lands
 //     exactly once.
+//   - A batch the spool refuses as too large (413) is sent in halves from
+//     then on; a single change it refuses so stays queued (and so does
+//     what follows it, in order), and the error says what to do.
 //   - The apply of the log confirms the queued changes it finds where they
 //     were applied provisionally and takes the rest back and applies it
 //     again after other devices' entries (mailstore); the loop only sends.
@@ -222,11 +225,15 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		return nil
 	}
 	seen := s.seenHead()
-	batch := make([][]byte, 0, min(len(q), s.cfg.BatchCount))
+	most := s.cfg.BatchCount
+	if s.sendMax > 0 {
+		most = min(most, s.sendMax)
+	}
+	batch := make([][]byte, 0, min(len(q), most))
 	ids := make([]command.ID, 0, cap(batch))
 	var size int64
 	for _, e := range q {
-		if len(batch) == s.cfg.BatchCount {
+		if len(batch) == most {
 			break
 		}
 		e.Cmd.Seen = seen
@@ -246,6 +253,15 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		// Read what came first, then send on the new head (the apply
 		// takes the queue back and applies it again after it).
 		return nil
+	case errors.Is(err, spool.ErrTooLarge) && len(batch) > 1:
+		// The spool takes smaller requests than this: send fewer at a
+		// time (nothing was appended).
+		s.sendMax = len(batch) / 2
+		s.log.Warn("the spool refused a batch of queued changes as too large; sending fewer at a time", "count", len(batch), "bytes", size, "next", s.sendMax)
+		return nil
+	case errors.Is(err, spool.ErrTooLarge):
+		return fmt.Errorf("queued change %d (%s, %d bytes sealed) is larger than the spool takes in one request, so it cannot be sent; the spool's operator can raise its limit (cspool server --max-message-size, at least the device's): %w",
+			q[0].Seq, q[0].Cmd.Kind, size, err)
 	case err != nil:
 		if s.cfg.IsTemporary(err) {
 			return fmt.Errorf("%w: sending %d queued changes: %v", ErrUnavailable, len(batch), err)

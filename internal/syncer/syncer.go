@@ -225,6 +225,7 @@ type Syncer struct {
 	// succeeded, or one without a clear answer, which may land later, but
 	// only on the head it named (queue.go).
 	sentThrough uint64
+	sendMax     int // the most queued changes to send at once after a 413 (0: BatchCount); the loop's own
 }
 
 // New returns a Syncer; call Run to start syncing.
