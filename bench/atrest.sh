@@ -11,7 +11,7 @@
 #  1. ROUNDS rounds of: first sync of N messages of ~10 KB (from start
 #     until IMAP STATUS shows them all), then FETCH 1:* (ENVELOPE FLAGS)
 #     of the N (median of 3, once the index is complete), for each build
-#     in turn;
+#     in turn; the medians over the rounds;
 #  2. with BIG messages (90% of them 2 KB), all three daemons at once: the
 #     time to index them, each daemon's RSS idle and at its peak (sync,
 #     indexing, a full FETCH), the database and index sizes;
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 source bench/lib/dovecot.sh
 N=${N:-10000}
 BIG=${BIG:-100000}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 RUNS=${RUNS:-3}
 OLD=${OLD:-$(git log --diff-filter=A --format=%H -- internal/devicedb/devicedb.go | tail -1)^}
 work=$(mktemp -d /tmp/cspool-bench-atrest.XXXXXX)
@@ -93,14 +93,17 @@ indexed() {
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
 
 # 1. First sync and FETCH of N messages, each build on a new database,
-# ROUNDS times in turn.
+# ROUNDS times, the order turning each round (the first daemon of a run
+# reads the spool from a cold cache).
+builds=(new plain old)
 for r in $(seq 1 "$ROUNDS"); do
-	for b in new plain old; do
+	for i in 0 1 2; do
+		b=${builds[$(((i + r - 1) % 3))]}
 		daemon "$b-$r" "$b" "$b-$r.db" 24143 "$N"
 		peak=$(hwm "$dpid") l=$(load)
 		ix=$(indexed "$b-$r.db" "$b")
 		f=$($IB fetch 127.0.0.1 24143 alice pw xylophone 3)
-		python3 - "$b" "$r" "$N" "$dsync" "$peak" "$ix" "$f" "$l" "$(load)" <<'PY'
+		python3 - "$b" "$r" "$N" "$dsync" "$peak" "$ix" "$f" "$l" "$(load)" <<'PY' | tee -a rounds.txt
 import json, sys
 b, r, n, sync, peak, ix, f, l1, l2 = sys.argv[1:]
 f = json.loads(f)
@@ -111,6 +114,19 @@ PY
 		rm -rf "$b-$r".db*
 	done
 done
+python3 - <<'PY'
+import re, statistics
+sync, fetch = {}, {}
+for line in open("rounds.txt"):
+    m = re.match(r"round \d+ (\w+): first sync of \d+ messages ([\d.]+) s .* FETCH 1:\* \(ENVELOPE FLAGS\) ([\d.]+) s", line)
+    if m:
+        sync.setdefault(m[1], []).append(float(m[2]))
+        fetch.setdefault(m[1], []).append(float(m[3]))
+med = lambda d, b: statistics.median(d[b])
+for what, d in (("first sync", sync), ("FETCH", fetch)):
+    print(f"{what}, medians: new {med(d, 'new'):.3f} s, plain {med(d, 'plain'):.3f} s, old {med(d, 'old'):.3f} s; "
+          f"new/plain {med(d, 'new') / med(d, 'plain'):.2f}x, new/old {med(d, 'new') / med(d, 'old'):.2f}x")
+PY
 
 [ "$BIG" -gt 0 ] || exit 0
 

@@ -3,7 +3,7 @@
 # in bench/out/ (one file per part). Peers (Dovecot, mbsync) come from
 # Debian: apt-get install -y dovecot-imapd dovecot-lmtpd isync.
 #
-#   bash bench/run-all.sh          # about 20 minutes on 2 cores
+#   bash bench/run-all.sh          # hours on 2 cores; atrest alone takes about one
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=bench/out
@@ -20,6 +20,7 @@ run padding go test -run '^$' -bench 'BenchmarkPaddingShare' -benchtime 1x ./int
 run lmtp bash bench/lmtp.sh
 run push bash bench/push.sh
 run imap env N=10000 BIG=100000 bash bench/imap.sh
+run atrest env N=10000 BIG=100000 bash bench/atrest.sh
 run imapstress env N=50 DUR=30 ROUNDS=3 bash bench/imapstress.sh
 run churn go run ./bench/churn -n 10000 -flags 100000
 run api go test -run '^$' -bench 'BenchmarkRead10k' -benchtime 3x ./internal/api/

@@ -13,13 +13,15 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"cspool/internal/command"
 	"cspool/internal/devicedb"
 )
 
 // BenchmarkAtRest measures what encryption at rest costs the store, on the
 // same driver and the same work: applying 10,000 deliveries of ~10 KB in
 // batches of 500 (each batch one fsynced transaction), then listing the
-// ENVELOPE of all 10,000 messages, for
+// ENVELOPE of all 10,000 messages, then applying 200 flag changes, one a
+// transaction (as IMAP STORE makes them), for
 //
 //   - plaintext: no encryption;
 //   - adiantum: the whole database through the Adiantum VFS (what devices
@@ -38,7 +40,7 @@ import (
 //
 //	go test ./internal/mailstore -run - -bench AtRest -benchtime 3x
 func BenchmarkAtRest(b *testing.B) {
-	const n, batch = 10000, 500
+	const n, batch, changes = 10000, 500, 200
 	entries := deliverEntries(n)
 	aead, err := chacha20poly1305.NewX(make([]byte, 32))
 	if err != nil {
@@ -53,7 +55,7 @@ func BenchmarkAtRest(b *testing.B) {
 	key := devicedb.Key{7}
 	for _, mode := range []string{"plaintext", "adiantum", "fields"} {
 		b.Run(mode, func(b *testing.B) {
-			var apply, fetch, applyCPU, fetchCPU time.Duration
+			var apply, fetch, applyCPU, fetchCPU, change time.Duration
 			var size int64
 			for range b.N {
 				path := filepath.Join(b.TempDir(), "mail.db")
@@ -101,6 +103,17 @@ func BenchmarkAtRest(b *testing.B) {
 				}
 				fetch += time.Since(t1)
 				fetchCPU += cpuTime() - c1
+				// Small changes, one a transaction, as IMAP STORE makes
+				// them.
+				l := testLog{pos: entries[n-1].Pos}
+				t2 := time.Now()
+				for i := range changes {
+					e := l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{entries[i*(n/changes)].ID}})
+					if _, err := s.Apply(ctx, []Entry{e}, e.Pos); err != nil {
+						b.Fatal(err)
+					}
+				}
+				change += time.Since(t2)
 				if err := s.Close(); err != nil {
 					b.Fatal(err)
 				}
@@ -116,6 +129,7 @@ func BenchmarkAtRest(b *testing.B) {
 			b.ReportMetric(fetch.Seconds()/float64(b.N), "fetch-s")
 			b.ReportMetric(applyCPU.Seconds()/float64(b.N), "apply-cpu-s")
 			b.ReportMetric(fetchCPU.Seconds()/float64(b.N), "fetch-cpu-s")
+			b.ReportMetric(change.Seconds()*1000/float64(b.N*changes), "change-ms")
 			b.ReportMetric(float64(size)/1e6, "file-MB")
 			b.ReportMetric(float64(ms.HeapInuse)/1e6, "heap-MB")
 		})
