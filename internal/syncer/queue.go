@@ -287,17 +287,20 @@ func (s *Syncer) sawHead(head uint64) {
 
 // pause waits d, or less: after a failure that means the spool did not
 // answer (Config.Unreachable), it asks the spool every ProbeInterval
-// whether it answers again and returns as soon as it does. It returns
-// false when ctx is done.
-func (s *Syncer) pause(ctx context.Context, d time.Duration, err error) bool {
-	p, ok := s.cfg.Source.(Prober)
-	if !ok || s.cfg.Unreachable == nil || !s.cfg.Unreachable(err) || d <= s.cfg.ProbeInterval {
+// whether it answers again and returns as soon as it does, with answered
+// set. It returns ctx's error when ctx is done.
+func (s *Syncer) pause(ctx context.Context, d time.Duration, err error) (answered bool, _ error) {
+	sleep := func(d time.Duration) error {
 		select {
 		case <-ctx.Done():
-			return false
+			return ctx.Err()
 		case <-time.After(d):
-			return true
+			return nil
 		}
+	}
+	p, ok := s.cfg.Source.(Prober)
+	if !ok || s.cfg.Unreachable == nil || !s.cfg.Unreachable(err) || d <= s.cfg.ProbeInterval {
+		return false, sleep(d)
 	}
 	end := time.Now().Add(d)
 	for {
@@ -305,24 +308,17 @@ func (s *Syncer) pause(ctx context.Context, d time.Duration, err error) bool {
 		step := s.cfg.ProbeInterval * time.Duration(90+mrand.IntN(21)) / 100
 		left := time.Until(end)
 		if left <= step {
-			select {
-			case <-ctx.Done():
-				return false
-			case <-time.After(left):
-				return true
-			}
+			return false, sleep(left)
 		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(step):
+		if err := sleep(step); err != nil {
+			return false, err
 		}
 		pctx, cancel := context.WithTimeout(ctx, max(s.cfg.ProbeInterval, time.Second))
 		perr := p.Health(pctx)
 		cancel()
 		if perr == nil {
 			s.log.Info("spool answers again; syncing")
-			return true
+			return true, nil
 		}
 	}
 }

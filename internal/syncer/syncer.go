@@ -300,7 +300,8 @@ func (s *Syncer) Status() Status {
 func (s *Syncer) Run(ctx context.Context) error {
 	firstBackoff := s.firstBackoff
 	backoff := firstBackoff
-	logged := "" // the permanent error last logged
+	logged := ""         // the permanent error last logged
+	unreachable := false // the last failure was no answer at all
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -310,7 +311,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 			err = s.sendQueue(ctx)
 		}
 		if err == nil {
-			backoff, logged = firstBackoff, ""
+			backoff, logged, unreachable = firstBackoff, "", false
 			s.maybeCheckpoint(ctx)
 			continue
 		}
@@ -329,12 +330,21 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if errors.Is(err, mailstore.ErrClosed) {
 			return err
 		}
-		wait := backoff
 		var se *storeError
 		hint := ""
 		if !errors.As(err, &se) && s.cfg.Permanent != nil {
 			hint = s.cfg.Permanent(err)
 		}
+		wasUnreachable := unreachable
+		unreachable = se == nil && s.cfg.Unreachable != nil && s.cfg.Unreachable(err)
+		if wasUnreachable && !unreachable && se == nil {
+			// The spool answers again, with an error: one from its
+			// start (a request signed before it started, a 503 while it
+			// opens its store) heals at once, so the backoff of the
+			// outage starts over.
+			backoff = firstBackoff
+		}
+		wait := backoff
 		s.setError(err, hint)
 		switch {
 		case se != nil:
@@ -354,16 +364,22 @@ func (s *Syncer) Run(ctx context.Context) error {
 		default:
 			s.log.Warn("spool unreachable; retrying", "err", err, "in", backoff)
 		}
+		answered := false
 		if se != nil || hint != "" {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-time.After(wait):
 			}
-		} else if !s.pause(ctx, wait, err) {
-			return ctx.Err()
+		} else if answered, err = s.pause(ctx, wait, err); err != nil {
+			return err
 		}
-		if hint == "" {
+		switch {
+		case answered:
+			// A probe found the spool back: try at once, and if that
+			// fails, wait the first backoff again.
+			backoff, unreachable = firstBackoff, false
+		case hint == "":
 			backoff = min(backoff*2, s.cfg.MaxBackoff)
 		}
 	}
