@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"cspool/internal/command"
+	"cspool/internal/entry"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 )
@@ -455,5 +456,65 @@ func TestOfflineQueueTooLarge(t *testing.T) {
 	waitFor(t, 30*time.Second, "the queue sent", func() bool { return a.Status().Queued == 0 && a.Status().Position == 8 })
 	if head, _ := r.log.Head(ctx, "alice"); head != 8 {
 		t.Fatalf("head %d, want 8: each change once", head)
+	}
+}
+
+// TestOfflineSentBeforeRestart: the daemon sent its queue and was killed
+// before applying it; when it starts again, more entries than one read
+// takes follow them in the log. The queue must not be sent again before
+// the loop has read them: nothing lands twice.
+func TestOfflineSentBeforeRestart(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.deliver(r.spool, msg(0))
+	src := &offlineSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	a, msa := r.offlineDevice("a", src, 250*time.Millisecond, nil)
+	if _, err := a.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, msgs := inbox(t, msa)
+	src.set(true)
+	for i := 0; i < 3; i++ {
+		submitOne(t, a, &command.Command{Kind: command.SetFlags, Flags: []string{fmt.Sprintf("$K%d", i)}, IDs: []command.ID{msgs[0].ID}})
+	}
+	// What the killed run sent: the queue, sealed under its ids.
+	q, err := msa.Queue(ctx)
+	if err != nil || len(q) != 3 {
+		t.Fatalf("queue %d, %v", len(q), err)
+	}
+	var batch [][]byte
+	for _, e := range q {
+		b, _, err := entry.Seal(e.Cmd, r.user, r.user.Public(), "alice", &entry.Options{ID: e.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, b)
+	}
+	if _, err := r.log.Append(ctx, "alice", batch); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 6; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	msa.Close()
+	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ms.Close()
+	src.set(false)
+	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: ms,
+		BatchCount: 2, Wait: time.Second, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, s)
+	defer stop()
+	waitFor(t, 30*time.Second, "the queue empty at the head", func() bool { return s.Status().Queued == 0 && s.Status().Position == 10 })
+	if head, _ := r.log.Head(ctx, "alice"); head != 10 {
+		t.Fatalf("head %d, want 10: the queue was sent twice", head)
+	}
+	if st := s.Status(); st.Alarm != "" {
+		t.Fatalf("alarm %q", st.Alarm)
 	}
 }

@@ -37,7 +37,9 @@ import (
 //     queue), so entries arriving all the time cannot starve it. Before
 //     that, it is sent only right after a read found the store at the
 //     spool's head, on that head, once: exactly one of it and an earlier
-//     attempt on that head can land. Each queued change therefore lands
+//     attempt on that head can land. So it is too after a restart with
+//     changes queued (sentUnknown), until a send of its own lands: the
+//     run before may have sent them. Each queued change therefore lands
 //     exactly once.
 //   - A batch the spool refuses as too large (413) is sent in halves from
 //     then on; a single change it refuses so stays queued (and so does
@@ -140,6 +142,9 @@ func (s *Syncer) refreshQueued(ctx context.Context) {
 	}
 	s.mu.Lock()
 	s.status.Queued = n
+	if n == 0 {
+		s.sentUnknown = false
+	}
 	s.mu.Unlock()
 }
 
@@ -200,7 +205,7 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 	// clear answer may land there, and exactly one of the two can.
 	s.mu.Lock()
 	head, tries := st.Head, 20
-	if st.Position < s.sentThrough {
+	if s.sentUnknown || st.Position < s.sentThrough {
 		head, tries = st.Position, 1
 	}
 	s.mu.Unlock()
@@ -269,6 +274,11 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		return fmt.Errorf("sending %d queued changes: %w", len(batch), err)
 	}
 	last := first + uint64(len(batch)) - 1
+	// An earlier run's attempts were on heads before this one: none of
+	// them can land any more.
+	s.mu.Lock()
+	s.sentUnknown = false
+	s.mu.Unlock()
 	if err := s.recordAppended(ctx, ids, first); err != nil {
 		return err
 	}

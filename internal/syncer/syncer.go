@@ -225,6 +225,13 @@ type Syncer struct {
 	// succeeded, or one without a clear answer, which may land later, but
 	// only on the head it named (queue.go).
 	sentThrough uint64
+	// sentUnknown: changes were queued when this Syncer was made, and an
+	// earlier run may have sent them without the store applying them yet
+	// (a daemon killed after the spool's answer, or while the request was
+	// on its way), anywhere after the position: until a send of its own
+	// lands, or the queue is empty, the queue is sent only right after a
+	// read found the store at the spool's head.
+	sentUnknown bool
 	sendMax     int // the most queued changes to send at once after a 413 (0: BatchCount); the loop's own
 }
 
@@ -279,6 +286,7 @@ func New(cfg Config) (*Syncer, error) {
 	if s.status.Queued, err = cfg.Store.QueueLen(context.Background()); err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
 	}
+	s.sentUnknown = s.status.Queued > 0
 	if err := s.loadIntegrity(context.Background()); err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
 	}
