@@ -30,6 +30,7 @@ run integrity go test -run '^$' -bench 'BenchmarkIntegrityCost' -benchtime 4x ./
 run chain go test -run '^$' -bench 'BenchmarkChainPerEntry' ./internal/hostile/
 run restorecheck go test -run '^$' -bench 'BenchmarkRestoreCheck' -benchtime 5x ./internal/mailstore/
 run recover go test -run '^$' -bench 'BenchmarkRecover' -benchtime 3x ./internal/recovery/
+run offline go test -run '^$' -bench 'BenchmarkOfflineDrain' -benchtime 3x ./internal/syncer/
 run postgres sh bench/postgres/run.sh 2000
 run server bash bench/server.sh
 run idle bash bench/idle.sh
