@@ -251,6 +251,38 @@ func TestRebaseAndAdopt(t *testing.T) {
 	if diff := Diff(eBefore, dump(t, e), 5); diff != nil {
 		t.Fatalf("the refused adoption changed the store: %v", diff)
 	}
+
+	// A device with changes of its own waiting to be sent keeps them,
+	// applied again on top of the restoration (queue.go).
+	q := open(nh, newLog)
+	queued := []Entry{
+		{ID: entryID(9001), Author: AuthorUser, Cmd: &command.Command{Kind: command.SetFlags, Flags: []string{"$Queued"}, IDs: []command.ID{m1}}},
+		{ID: entryID(9002), Author: AuthorUser, Cmd: &command.Command{Kind: command.CreateMailbox, Mailbox: "Offline"}},
+	}
+	for _, e := range queued {
+		if res, err := q.Enqueue(ctx, e.ID, e.Cmd); err != nil || res.Outcomes[0].Status == Rejected {
+			t.Fatalf("Enqueue: %+v, %v", res, err)
+		}
+	}
+	if _, err := adopt(q); err != nil {
+		t.Fatalf("adopting with changes queued: %v", err)
+	}
+	if n, err := q.QueueLen(ctx); err != nil || n != 2 {
+		t.Fatalf("%d changes queued after adopting (%v), want 2", n, err)
+	}
+	ref := open(nh, newLog)
+	if _, err := adopt(ref); err != nil {
+		t.Fatal(err)
+	}
+	for i := range queued {
+		queued[i].Pos = sn.Position + 1 + uint64(i)
+	}
+	mustApply(t, ref, queued...)
+	got, want := dump(t, q), dump(t, ref)
+	got.Position = want.Position
+	if diff := Diff(want, got, 5); diff != nil {
+		t.Errorf("adopting with changes queued: not the restoration with them applied on top: %v", diff)
+	}
 }
 
 func mailboxName(st *State, id command.ID) string {
