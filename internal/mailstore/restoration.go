@@ -205,6 +205,19 @@ func (s *Store) BeginRebase(ctx context.Context, base uint64, baseChain spool.Ha
 
 func (rb *Rebase) begin(baseChain spool.Hash) error {
 	ctx, tx := rb.ctx, rb.tx
+	// Changes made on this device and not in the log yet are no part of
+	// the history rebased: take them back (in this transaction, which is
+	// never committed). They stay queued, and apply again on top when the
+	// device adopts the restoration.
+	q, err := loadQueue(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if len(q) > 0 {
+		if err := undoQueued(ctx, tx, q[0].seq); err != nil {
+			return err
+		}
+	}
 	var pos int64
 	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
 		return fmt.Errorf("reading state: %w", err)
@@ -222,7 +235,7 @@ func (rb *Rebase) begin(baseChain spool.Hash) error {
 			return fmt.Errorf("%w: the chain hash at the rebase's base %d is not this store's", ErrPosition, rb.base)
 		}
 	}
-	err := dumpRows(ctx, tx, fmt.Sprintf("SELECT id, name FROM mailboxes WHERE highest_modseq > %d", rb.base), func(sc scanner) error {
+	err = dumpRows(ctx, tx, fmt.Sprintf("SELECT id, name FROM mailboxes WHERE highest_modseq > %d", rb.base), func(sc scanner) error {
 		var id []byte
 		var name string
 		if err := sc.Scan(&id, &name); err != nil {

@@ -252,6 +252,38 @@ func TestRebaseAndAdopt(t *testing.T) {
 		t.Fatalf("the refused adoption changed the store: %v", diff)
 	}
 
+	// A device with changes queued writes the same restoration: they are
+	// no part of the history rebased.
+	aq := open(old[:4], oldLog)
+	if res, err := aq.Enqueue(ctx, entryID(9000), &command.Command{Kind: command.SetFlags, Flags: []string{"$Queued"}, IDs: []command.ID{m1}}); err != nil || res.Outcomes[0].Status == Rejected {
+		t.Fatalf("Enqueue: %+v, %v", res, err)
+	}
+	rbq, err := aq.BeginRebase(ctx, 5, common.hashes[5])
+	if err != nil {
+		t.Fatalf("rebasing with a change queued: %v", err)
+	}
+	if _, err := rbq.Apply(nh, newLog.pos-uint64(len(carriers)), newLog.hashes[6:6+len(nh)]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rbq.Apply(carriers, newLog.pos, newLog.hashes[carriers[0].Pos:]); err != nil {
+		t.Fatal(err)
+	}
+	snq, _, err := rbq.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rbq.Close()
+	encq, err := EncodeSnapshot(snq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(encq, enc) {
+		t.Error("the restoration written by a device with a change queued differs from the one without")
+	}
+	if n, err := aq.QueueLen(ctx); err != nil || n != 1 {
+		t.Errorf("%d changes queued after the rebase (%v), want 1", n, err)
+	}
+
 	// A device with changes of its own waiting to be sent keeps them,
 	// applied again on top of the restoration (queue.go).
 	q := open(nh, newLog)
