@@ -429,7 +429,8 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 // the spool at once.
 func (s *Syncer) step(ctx context.Context) error {
 	wait := s.cfg.Wait
-	if st := s.Status(); st.LastContact.IsZero() || st.Position < st.Head || st.Queued > 0 {
+	_, canSend := s.cfg.Source.(HeadSource)
+	if st := s.Status(); st.LastContact.IsZero() || st.Position < st.Head || (st.Queued > 0 && canSend) {
 		// Queued changes are sent after a read at the head.
 		wait = 0
 	}
