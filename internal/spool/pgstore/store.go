@@ -108,6 +108,7 @@ type Store struct {
 	wDone chan struct{}   // closed when the writer has returned
 
 	commits, appends atomic.Int64 // group transactions committed, Appends in them
+	rechecks         atomic.Int64 // recheck queries made
 }
 
 // Open connects to the PostgreSQL database named by dsn (a URL or a

@@ -177,6 +177,7 @@ func (s *Store) recheck() {
 }
 
 func (s *Store) recheckHeads(names [][]byte) error {
+	s.rechecks.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StatementTimeout)
 	defer cancel()
 	rows, err := s.pool.Query(ctx, "SELECT name, head FROM cspool_logs WHERE name = ANY ($1::bytea[])", names)
