@@ -109,13 +109,17 @@ type loadOptions struct {
 
 func startLoad(t *testing.T, c *cluster, l *ledger, o loadOptions) *load {
 	ld := &load{stopc: make(chan struct{})}
+	if o.mutators {
+		// The folder the mutators copy into exists before any delivery,
+		// so a device whose disk the deliveries fill has it already.
+		createCopies(t, c)
+	}
 	ld.wg.Add(1)
 	go func() {
 		defer ld.wg.Done()
 		deliverLoop(ld, c.lmtpAddr(), l, o)
 	}()
 	if o.mutators {
-		createCopies(t, c)
 		for i, d := range c.devices {
 			ld.wg.Add(1)
 			go func() {
