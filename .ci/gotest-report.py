@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""Reads `go test -json` on stdin and prints what `go test` prints without
+-v (each package's ok/FAIL line, and the whole output of every failed test
+and failed package), then the slowest tests and packages.
+
+Usage: go test -json ./... | python3 .ci/gotest-report.py [N]
+Exits 0; the caller takes go test's own exit status.
+"""
+import json
+import sys
+
+top = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+out = {}  # (package, test or "") -> output lines
+tests = []  # (seconds, package, test, action)
+packages = []  # (seconds, package, action)
+
+for line in sys.stdin:
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        # Not an event (a build error printed by go itself): pass it on.
+        sys.stdout.write(line)
+        continue
+    pkg = ev.get("Package", "")
+    test = ev.get("Test", "")
+    action = ev.get("Action")
+    key = (pkg, test)
+    if action == "build-output":
+        sys.stdout.write(ev.get("Output", ""))
+        continue
+    if action == "output":
+        out.setdefault(key, []).append(ev.get("Output", ""))
+        continue
+    if action not in ("pass", "fail", "skip"):
+        continue
+    elapsed = ev.get("Elapsed", 0.0)
+    lines = out.pop(key, [])
+    if test:
+        if action == "fail":
+            sys.stdout.write("".join(lines))
+        elif action == "pass" and "/" not in test:
+            tests.append((elapsed, pkg, test))
+        continue
+    # The package's end: its own output holds the ok/FAIL/? line, and on a
+    # failure what no test owned (a panic, a timeout, a build error).
+    for l in lines:
+        if action == "fail" or l.startswith(("ok ", "ok\t", "FAIL", "?")):
+            sys.stdout.write(l)
+    packages.append((elapsed, pkg))
+    sys.stdout.flush()
+
+# Output of tests that never ended (the binary died): show it.
+for (pkg, test), lines in out.items():
+    if test and lines:
+        sys.stdout.write("--- %s %s did not finish; its output:\n" % (pkg, test))
+        sys.stdout.write("".join(lines))
+
+tests.sort(reverse=True)
+packages.sort(reverse=True)
+print("slowest tests:")
+for elapsed, pkg, test in tests[:top]:
+    print("  %8.1fs  %s %s" % (elapsed, pkg, test))
+print("slowest packages:")
+for elapsed, pkg in packages[:10]:
+    print("  %8.1fs  %s" % (elapsed, pkg))
