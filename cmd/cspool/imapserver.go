@@ -65,6 +65,8 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	statusAddr := fs.String("status-addr", defaultStatusAddr, "status page `address` (host:port, see docs/STATUS.md; '' turns it off)")
 	debug := fs.Bool("debug", false, "log debug detail")
 	checkpointMin := fs.Int("checkpoint-min", 1000, "write a checkpoint (letting the spool compact the log) once this many entries, and more than the live messages, follow the last one; negative: never")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` when the daemon stops (go tool pprof FILE); empty: off")
+	pprofAddr := fs.String("pprof-addr", "", "serve the Go runtime's profiles at http://ADDR/debug/pprof/ (a loopback address only: a heap profile holds decrypted mail); empty: off")
 	send := addSendingFlags(fs)
 	send.args = args
 	if err := parseFlags(fs, args); err != nil {
@@ -82,9 +84,22 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	if *imapsPort < 0 || *imapsPort > 65535 {
 		return usagef("--imaps-port %d: want a port number, or 0 for none", *imapsPort)
 	}
+	if *pprofAddr != "" {
+		host, _, err := net.SplitHostPort(*pprofAddr)
+		if err != nil || !isLoopback(host) {
+			return usagef("--pprof-addr %q: want a loopback host:port, such as 127.0.0.1:6060 (a heap profile holds decrypted mail)", *pprofAddr)
+		}
+	}
 	tlsConfig, err := loadServerTLS(*tlsCert, *tlsKey)
 	if err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		stopProfile, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
 	}
 	userKey, spoolPub, err := dev.loadKeys()
 	if err != nil {
@@ -190,6 +205,18 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		return err
 	}
 	defer stopSocket()
+	pprofErr := make(chan error, 1)
+	if *pprofAddr != "" {
+		ps, err := startPprof(*pprofAddr, pprofErr)
+		if err != nil {
+			ln.Close()
+			if tlsLn != nil {
+				tlsLn.Close()
+			}
+			return err
+		}
+		defer ps.Close()
+	}
 	pos, _ := store.Position(context.Background())
 	status := *statusAddr
 	if status == "" {
@@ -225,6 +252,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		}
 	case err := <-serveDone:
 		runErr = fmt.Errorf("IMAP server stopped: %w", err)
+	case runErr = <-pprofErr:
 	}
 	stop()
 	srv.Close()

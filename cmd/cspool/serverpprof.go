@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/pprof"
+	httppprof "net/http/pprof"
+	"os"
+	"runtime/pprof"
 	"time"
 )
 
@@ -20,11 +22,11 @@ func startPprof(addr string, errc chan<- error) (*http.Server, error) {
 		return nil, withHint(fmt.Errorf("listening for profiles on %s: %w", addr, err), "pick another --pprof-addr, or leave it empty")
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/", httppprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", httppprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", httppprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", httppprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", httppprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -32,4 +34,21 @@ func startPprof(addr string, errc chan<- error) (*http.Server, error) {
 		}
 	}()
 	return srv, nil
+}
+
+// startCPUProfile profiles the process's CPU into file (runtime/pprof)
+// until the returned function is called, which writes the profile out.
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("--cpuprofile: %w", err), "give a file in a directory you can write to")
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
