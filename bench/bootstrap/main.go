@@ -100,7 +100,7 @@ func (e *env) device(name string) (*syncer.Syncer, *mailstore.Store, *counter, e
 		return nil, nil, nil, err
 	}
 	s, err := syncer.New(syncer.Config{User: "alice", UserKey: e.user, SpoolKey: e.spool.Public(), Source: client,
-		Store: ms, Logger: e.quiet, IsTemporary: api.IsTemporary})
+		Store: ms, Logger: e.quiet})
 	return s, ms, cnt, err
 }
 

@@ -106,7 +106,7 @@ func (e *env) device(name string, batch int) (*syncer.Syncer, *mailstore.Store, 
 		return nil, nil, nil, err
 	}
 	s, err := syncer.New(syncer.Config{User: "alice", UserKey: e.user, SpoolKey: e.spool.Public(), Source: client,
-		Store: ms, Logger: e.quiet, BatchCount: batch, CheckpointMin: -1, IsTemporary: api.IsTemporary})
+		Store: ms, Logger: e.quiet, BatchCount: batch, CheckpointMin: -1})
 	return s, ms, cnt, err
 }
 

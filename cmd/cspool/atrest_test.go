@@ -345,7 +345,7 @@ func syncPlain(t *testing.T, store *mailstore.Store, url string, user *keys.Secr
 		t.Fatal(err)
 	}
 	sy, err := syncer.New(syncer.Config{User: "alice", UserKey: user, SpoolKey: spoolPub, Source: client, Store: store,
-		IsTemporary: api.IsTemporary, CheckpointMin: -1})
+		CheckpointMin: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -133,7 +133,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	ix := newIndexer(store, log)
 	sy, err := syncer.New(syncer.Config{
 		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: client, Store: store,
-		Logger: log, OnApplied: func(r *mailstore.Result) { srv.Applied(r); ix.applied() }, IsTemporary: api.IsTemporary,
+		Logger: log, OnApplied: func(r *mailstore.Result) { srv.Applied(r); ix.applied() },
 		Permanent: api.Hint, Unreachable: spoolUnreachable, CheckpointMin: *checkpointMin, KeepDir: keptDir(*dbPath),
 	})
 	if err != nil {

@@ -363,7 +363,7 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 	}
 	sy, err := syncer.New(syncer.Config{User: q.user, UserKey: q.userKey, SpoolKey: q.spoolKey.Public(),
 		Source: client, Store: ms, Logger: q.log, OnApplied: func(r *mailstore.Result) { srv.Applied(r); ix.applied() },
-		IsTemporary: api.IsTemporary, Permanent: api.Hint, Unreachable: spoolUnreachable, KeepDir: keptDir(dbPath)})
+		Permanent: api.Hint, Unreachable: spoolUnreachable, KeepDir: keptDir(dbPath)})
 	if err != nil {
 		return nil, nil, "", err
 	}

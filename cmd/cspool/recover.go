@@ -88,7 +88,7 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 	}
 
 	sy, err := syncer.New(syncer.Config{User: *dev.user, UserKey: userKey, SpoolKey: spoolPub, Source: client,
-		Store: store, Logger: log, IsTemporary: api.IsTemporary, KeepDir: keptDir(*dev.db)})
+		Store: store, Logger: log, KeepDir: keptDir(*dev.db)})
 	if err != nil {
 		return err
 	}

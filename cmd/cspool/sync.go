@@ -78,7 +78,7 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 	log := newLogger(e, *debug)
 	sy, err := syncer.New(syncer.Config{
 		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: src, Store: store,
-		Logger: log, IsTemporary: api.IsTemporary, Unreachable: spoolUnreachable, KeepDir: keptDir(*dbPath),
+		Logger: log, Unreachable: spoolUnreachable, KeepDir: keptDir(*dbPath),
 	})
 	if err != nil {
 		return err

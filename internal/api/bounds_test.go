@@ -40,7 +40,7 @@ func (e *env) startDevice(t *testing.T) *device {
 		t.Fatal(err)
 	}
 	s, err := syncer.New(syncer.Config{User: "alice", UserKey: e.alice, SpoolKey: e.spoolK.Public(),
-		Source: c, Store: ms, Logger: testLogger(t), IsTemporary: IsTemporary,
+		Source: c, Store: ms, Logger: testLogger(t),
 		CheckpointMin: -1, Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

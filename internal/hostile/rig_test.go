@@ -111,7 +111,7 @@ func (r *rig) deviceAt(name, base string, noChecks bool) *device {
 		r.t.Fatal(err)
 	}
 	s, err := syncer.New(syncer.Config{User: user, UserKey: r.userKey, SpoolKey: r.spoolKey.Public(),
-		Source: client, Store: ms, Logger: r.quiet, IsTemporary: api.IsTemporary,
+		Source: client, Store: ms, Logger: r.quiet,
 		CheckpointMin: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond, DisableIntegrity: noChecks})
 	if err != nil {
 		r.t.Fatal(err)

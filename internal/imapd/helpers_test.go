@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -104,9 +105,9 @@ type device struct {
 	src   *switchSource
 }
 
-// errSourceDown is what a switchSource answers while down, as a spool
-// server that is not running would.
-var errSourceDown = errors.New("dial tcp 127.0.0.1:1: connect: connection refused")
+// errSourceDown is what a switchSource answers while down, as the API
+// client does for a spool server that is not running: temporary.
+var errSourceDown = fmt.Errorf("dial tcp 127.0.0.1:1: connect: connection refused: %w", spool.ErrUnavailable)
 
 // switchSource is the spool as a device reaches it, which can be switched
 // off.

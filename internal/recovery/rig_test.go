@@ -195,7 +195,7 @@ func (d *device) start() {
 		}
 	}
 	d.s, err = syncer.New(syncer.Config{User: user, UserKey: d.r.userKey, SpoolKey: d.r.spoolKey.Public(),
-		Source: d.client, Store: d.ms, Logger: d.r.quiet, IsTemporary: api.IsTemporary,
+		Source: d.client, Store: d.ms, Logger: d.r.quiet,
 		CheckpointMin: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond})
 	if err != nil {
 		d.r.t.Fatal(err)

@@ -59,7 +59,7 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 		return spool.CompactStats{}, sn.Position, nil
 	}
 	if err != nil {
-		if s.cfg.IsTemporary(err) {
+		if temporary(err) {
 			return spool.CompactStats{}, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 		return spool.CompactStats{}, 0, fmt.Errorf("storing checkpoint: %w", err)

@@ -105,7 +105,7 @@ func (h *httpSpool) device(name string) (*Syncer, *mailstore.Store) {
 		h.tb.Fatal(err)
 	}
 	s, err := New(Config{User: "alice", UserKey: h.user, SpoolKey: h.spoolKey.Public(), Source: client, Store: ms,
-		Logger: h.quiet, IsTemporary: api.IsTemporary, Permanent: api.Hint, CheckpointMin: -1,
+		Logger: h.quiet, Permanent: api.Hint, CheckpointMin: -1,
 		Unreachable: func(err error) bool { return errors.Is(err, api.ErrTransport) }})
 	if err != nil {
 		h.tb.Fatal(err)

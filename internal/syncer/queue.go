@@ -268,7 +268,7 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		return fmt.Errorf("queued change %d (%s, %d bytes sealed) is larger than the spool takes in one request, so it cannot be sent; the spool's operator can raise its limit (cspool server --max-message-size, at least the device's): %w",
 			q[0].Seq, q[0].Cmd.Kind, size, err)
 	case err != nil:
-		if s.cfg.IsTemporary(err) {
+		if temporary(err) {
 			return fmt.Errorf("%w: sending %d queued changes: %v", ErrUnavailable, len(batch), err)
 		}
 		return fmt.Errorf("sending %d queued changes: %w", len(batch), err)

@@ -58,6 +58,11 @@ var ErrUnavailable = errors.New("spool unavailable")
 var ErrGap = errors.New("gap in the log")
 
 // Source is the user's log on the spool: the API client satisfies it.
+//
+// A Source's error says whether trying again later may help: it is
+// temporary when it wraps spool.ErrUnavailable (the spool could not be
+// reached, or refused for now) or spool.ErrOverQuota, as the API client's
+// errors do and a local store's; any other error is permanent.
 type Source interface {
 	// ReadLog returns entries after `after` (at most maxCount, about
 	// maxBytes), waiting up to wait for one to arrive, with the log's head
@@ -88,9 +93,6 @@ type Config struct {
 
 	// OnApplied, if set, runs after each committed batch, in log order.
 	OnApplied func(*mailstore.Result)
-	// IsTemporary classifies Source errors; nil treats every error as
-	// temporary.
-	IsTemporary func(error) bool
 	// Unreachable, if set, reports whether a Source error means that no
 	// answer came from the spool (connection refused, reset or timed
 	// out). After such an error the loop asks the spool (Prober) every
@@ -261,9 +263,6 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.RecheckPermanent == 0 {
 		cfg.RecheckPermanent = 10 * time.Minute
 	}
-	if cfg.IsTemporary == nil {
-		cfg.IsTemporary = func(error) bool { return true }
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -391,6 +390,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 			backoff = min(backoff*2, s.cfg.MaxBackoff)
 		}
 	}
+}
+
+// temporary reports whether a Source error says that trying again later
+// may help (Source).
+func temporary(err error) bool {
+	return errors.Is(err, spool.ErrUnavailable) || errors.Is(err, spool.ErrOverQuota)
 }
 
 // storeError marks a failure of the local store, as opposed to the spool.
@@ -757,7 +762,7 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	first, err := s.appendOwn(ctx, batch)
 	if err != nil {
 		forget()
-		if errors.Is(err, spool.ErrHeadMoved) || s.cfg.IsTemporary(err) || (s.cfg.Permanent != nil && s.cfg.Permanent(err) != "") {
+		if errors.Is(err, spool.ErrHeadMoved) || temporary(err) || (s.cfg.Permanent != nil && s.cfg.Permanent(err) != "") {
 			// The spool did not take them, or only the answer was lost:
 			// queued under the same ids, they land once either way.
 			s.log.Info("spool unavailable: queueing the changes", "count", len(cmds), "err", err)

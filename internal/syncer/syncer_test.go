@@ -233,7 +233,9 @@ type flaky struct {
 func (f *flaky) set(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
 func (f *flaky) isDown() bool  { f.mu.Lock(); defer f.mu.Unlock(); return f.down }
 
-var errDown = errors.New("connection refused")
+// errDown is what a flaky source answers while down: temporary, as the
+// API client's errors for a spool that does not answer are.
+var errDown = fmt.Errorf("connection refused: %w", spool.ErrUnavailable)
 
 func (f *flaky) ReadLog(ctx context.Context, after uint64, n int, b int64, wait time.Duration) (spool.LogRead, error) {
 	if f.isDown() {
