@@ -137,6 +137,7 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, newPos uint64
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing apply up to position %d: %w", newPos, err)
 	}
+	s.commits.Add(1)
 	return res, nil
 }
 

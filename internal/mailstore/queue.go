@@ -118,6 +118,7 @@ func (s *Store) Enqueue(ctx context.Context, id command.ID, cmd *command.Command
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing a queued change: %w", err)
 	}
+	s.commits.Add(1)
 	res.Changes = changes
 	return res, nil
 }

@@ -25,6 +25,8 @@ type Store struct {
 	rdb    *sql.DB // read-only connections
 	mu     sync.Mutex
 	closed atomic.Bool
+	// commits counts the write transactions committed (Commits).
+	commits atomic.Int64
 
 	// beforeEntry, when set (tests only), runs before each entry of an
 	// Apply; an error aborts the Apply as an injected failure would.
@@ -119,8 +121,15 @@ func (s *Store) writeTx(ctx context.Context, what string, fn func(*sql.Tx) error
 	if err := tx.Commit(); err != nil {
 		return devicedb.Explain(s.path, fmt.Errorf("%s: %w", what, err))
 	}
+	s.commits.Add(1)
 	return nil
 }
+
+// Commits returns how many write transactions (each one durable commit of
+// the database: an apply, a queued change, a record of appended entries,
+// a restore) this Store has committed since it was opened, for tests and
+// benchmarks that count the device's writes.
+func (s *Store) Commits() int64 { return s.commits.Load() }
 
 // Position returns the log position of the last entry applied (0 before any).
 func (s *Store) Position(ctx context.Context) (uint64, error) {

@@ -16,8 +16,10 @@
 //   - After each commit the OnApplied callback runs, in log order, before the
 //     next batch is read: the IMAP layer updates its sessions from it.
 //   - Submit seals commands with the user's key, appends them in one batch,
-//     records in the store the positions the spool's answer gave them (a
-//     dropped append is an alarm, integrity.go) and returns only once the
+//     together with those of the other Submits that came while a request
+//     was on its way (group commit, group.go), records in the store the
+//     positions the spool's answer gave them (a dropped append is an alarm,
+//     integrity.go) and returns only once the
 //     loop has applied the log up to them, with each entry's outcome, so a
 //     client sees its change in the order every other device sees it.
 //     When the spool cannot be reached Submit returns an error wrapping
@@ -235,6 +237,12 @@ type Syncer struct {
 	// read found the store at the spool's head.
 	sentUnknown bool
 	sendMax     int // the most queued changes to send at once after a 413 (0: BatchCount); the loop's own
+
+	// Submissions waiting to be appended together, and whether one leads
+	// (group.go).
+	groupMu      sync.Mutex
+	groupWaiting []*submission
+	groupBusy    bool
 }
 
 // New returns a Syncer; call Run to start syncing.
@@ -714,8 +722,9 @@ func (s *Syncer) advance(pos uint64, chain *spool.Hash, applied, rejected int, r
 	s.applied = make(chan struct{})
 }
 
-// Submit seals cmds with the user's key, appends them as one batch, and waits
-// until they are applied. It returns each entry's outcome, in order. While
+// Submit seals cmds with the user's key, appends them as one batch (with
+// those of other Submits waiting meanwhile, group.go), and waits until they
+// are applied. It returns each entry's outcome, in order. While
 // the spool cannot be reached, or changes made on this device wait already,
 // it queues cmds on the device instead (queue.go) and returns their
 // provisional outcomes: they are shown at once and sent when the spool
@@ -733,9 +742,9 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	}
 	alarmed := s.alarmedChan()
 	seen := s.seenHead()
-	batch := make([][]byte, len(cmds))
+	sub := &submission{ctx: ctx, cmds: cmds, batch: make([][]byte, len(cmds)), ids: make([]command.ID, len(cmds)),
+		done: make(chan submitted, 1)}
 	waits := make([]chan mailstore.Outcome, len(cmds))
-	ids := make([]command.ID, len(cmds))
 	for i, c := range cmds {
 		if seen != nil {
 			c.Seen = seen
@@ -744,37 +753,25 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		if err != nil {
 			return nil, err
 		}
-		batch[i], ids[i] = b, id
+		sub.batch[i], sub.ids[i] = b, id
+		sub.size += int64(len(b))
 		waits[i] = make(chan mailstore.Outcome, 1)
 	}
 	s.mu.Lock()
-	for i, id := range ids {
+	for i, id := range sub.ids {
 		s.pending[id] = pendingEntry{ch: waits[i], cmd: cmds[i]}
 	}
 	s.mu.Unlock()
-	forget := func() {
-		s.mu.Lock()
-		for _, id := range ids {
-			delete(s.pending, id)
-		}
-		s.mu.Unlock()
-	}
-	first, err := s.appendOwn(ctx, batch)
-	if err != nil {
+	forget := func() { s.forget(sub.ids) }
+	r := s.sendGrouped(sub)
+	switch {
+	case r.err != nil:
 		forget()
-		if errors.Is(err, spool.ErrHeadMoved) || temporary(err) || (s.cfg.Permanent != nil && s.cfg.Permanent(err) != "") {
-			// The spool did not take them, or only the answer was lost:
-			// queued under the same ids, they land once either way.
-			s.log.Info("spool unavailable: queueing the changes", "count", len(cmds), "err", err)
-			return s.enqueue(ctx, cmds, ids)
-		}
-		return nil, fmt.Errorf("appending to the spool: %w", err)
+		return nil, r.err
+	case r.queued != nil:
+		return r.queued, nil
 	}
-	last := first + uint64(len(batch)) - 1
-	if err := s.recordAppended(ctx, ids, first); err != nil {
-		forget()
-		return nil, err
-	}
+	last := r.first + uint64(len(cmds)) - 1
 	outs := make([]mailstore.Outcome, len(cmds))
 	for i := range waits {
 		select {
@@ -791,10 +788,11 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	return outs, nil
 }
 
-// appendOwn appends a batch of this device's own entries: on the head it
-// has applied when the source can append on a condition, so that a request
-// that was delayed or whose answer was lost can never land after the same
-// entries sent again from the queue. A refusal because the head moved (a
+// appendOwn appends a batch of this device's own entries: on the head the
+// spool last gave it (at least the head it has applied) when the source can
+// append on a condition, so that a request that was delayed or whose answer
+// was lost can never land after the same entries sent again from the queue.
+// A refusal because the head moved (a
 // delivery or another device came first) appended nothing for sure, so the
 // batch is sent again on the head the spool named, until ctx is done: each
 // refusal is another writer's progress, and falling back to the queue
@@ -804,7 +802,7 @@ func (s *Syncer) appendOwn(ctx context.Context, batch [][]byte) (uint64, error) 
 	if !ok {
 		return s.cfg.Source.Append(ctx, s.cfg.User, batch)
 	}
-	return s.appendFrom(ctx, hs, s.Status().Position, batch, 0)
+	return s.appendFrom(ctx, hs, s.Status().Head, batch, 0)
 }
 
 // appendFrom appends batch on head, and, while it is refused because the

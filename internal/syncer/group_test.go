@@ -1,0 +1,265 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+)
+
+// gatedSource holds the first conditional append until released, counts
+// the append requests and the entries they carried, and refuses as too
+// large a request with an entry above maxEntry bytes (0: any size).
+type gatedSource struct {
+	StoreSource
+	maxEntry int
+
+	entered chan struct{} // closed when the first append arrives
+	release chan struct{} // closed to let it go on
+
+	mu       sync.Mutex
+	requests int
+	entries  int
+	gated    bool
+}
+
+func newGatedSource(src StoreSource) *gatedSource {
+	return &gatedSource{StoreSource: src, entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *gatedSource) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	g.mu.Lock()
+	first := !g.gated
+	g.gated = true
+	g.requests++
+	g.mu.Unlock()
+	if first {
+		close(g.entered)
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	for _, b := range batch {
+		if g.maxEntry > 0 && len(b) > g.maxEntry {
+			return 0, fmt.Errorf("an entry of %d bytes: %w", len(b), spool.ErrTooLarge)
+		}
+	}
+	pos, err := g.StoreSource.AppendAt(ctx, user, head, batch)
+	if err == nil {
+		g.mu.Lock()
+		g.entries += len(batch)
+		g.mu.Unlock()
+	}
+	return pos, err
+}
+
+func (g *gatedSource) counts() (requests, entries int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.requests, g.entries
+}
+
+// waiting is how many submissions wait for the next group.
+func (s *Syncer) waiting() int {
+	s.groupMu.Lock()
+	defer s.groupMu.Unlock()
+	return len(s.groupWaiting)
+}
+
+// submitResult is what one session's Submit returned.
+type submitResult struct {
+	outs []mailstore.Outcome
+	err  error
+}
+
+// TestGroupCommit: changes submitted by many sessions while an append is
+// on its way share the next one: one append request to the spool, one
+// record and one apply on the device, not one of each per change (the
+// counts say so, not the clock). Each session still gets its own outcome,
+// in order, once applied; one change refused by the apply (a mailbox that
+// exists already) is refused alone; every change is in the store, and on
+// another device.
+func TestGroupCommit(t *testing.T) {
+	r := newRig(t)
+	const n = 12
+	for i := 0; i < n; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	src := newGatedSource(StoreSource{Store: r.log, User: "alice"})
+	s, ms := r.device("a", src, nil)
+	stop := run(t, s)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := s.WaitApplied(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	_, msgs := inbox(t, ms)
+
+	// Session i sets keyword $ki on message i; session n-1 sends two
+	// changes at once; session n-2 creates INBOX, which the apply refuses.
+	cmdsOf := func(i int) []*command.Command {
+		switch i {
+		case n - 2:
+			return []*command.Command{{Kind: command.CreateMailbox, Mailbox: "INBOX"}}
+		case n - 1:
+			return []*command.Command{
+				{Kind: command.SetFlags, Flags: []string{fmt.Sprintf("$k%d", i)}, IDs: []command.ID{msgs[i].ID}},
+				{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{msgs[i].ID}},
+			}
+		}
+		return []*command.Command{{Kind: command.SetFlags, Flags: []string{fmt.Sprintf("$k%d", i)}, IDs: []command.ID{msgs[i].ID}}}
+	}
+	results := make([]submitResult, n)
+	var wg sync.WaitGroup
+	submit := func(i int) {
+		defer wg.Done()
+		outs, err := s.Submit(ctx, cmdsOf(i)...)
+		results[i] = submitResult{outs, err}
+	}
+	// Session 0's append is held on its way; the others come meanwhile.
+	wg.Add(n)
+	go submit(0)
+	<-src.entered
+	for i := 1; i < n; i++ {
+		go submit(i)
+	}
+	waitFor(t, 30*time.Second, "every other session's change waiting", func() bool { return s.waiting() == n-1 })
+	commits := ms.Commits()
+	close(src.release)
+	wg.Wait()
+	changes := n + 1
+
+	requests, entries := src.counts()
+	applyCommits := ms.Commits() - commits
+	t.Logf("%d changes from %d sessions: %d append requests, %d device commits", changes, n, requests, applyCommits)
+	if requests != 2 || entries != changes {
+		t.Errorf("%d append requests carried %d entries, want 2 requests (the held one, then the %d others together) carrying %d",
+			requests, entries, n-1, changes)
+	}
+	// The held change alone, then the group: each a record of its
+	// positions and at most one apply.
+	if applyCommits > 4 || applyCommits >= int64(changes) {
+		t.Errorf("%d device commits for %d changes, want at most 4", applyCommits, changes)
+	}
+
+	var positions []uint64
+	for i, res := range results {
+		want := len(cmdsOf(i))
+		if res.err != nil || len(res.outs) != want {
+			t.Fatalf("session %d: %d outcomes, err %v; want %d", i, len(res.outs), res.err, want)
+		}
+		for j, o := range res.outs {
+			switch {
+			case i == n-2:
+				if o.Status != mailstore.Rejected || o.Reason != mailstore.ReasonMailboxExists {
+					t.Errorf("session %d: outcome %+v, want rejected: the mailbox exists", i, o)
+				}
+			case o.Status != mailstore.Applied:
+				t.Errorf("session %d, change %d: outcome %+v, want applied", i, j, o)
+			}
+			if j > 0 && o.Pos != res.outs[j-1].Pos+1 {
+				t.Errorf("session %d: its changes at positions %d and %d, want them in order, together", i, res.outs[j-1].Pos, o.Pos)
+			}
+			positions = append(positions, o.Pos)
+		}
+	}
+	slices.Sort(positions)
+	if positions = slices.Compact(positions); len(positions) != changes || positions[0] != n+1 || positions[changes-1] != n+uint64(changes) {
+		t.Errorf("the changes are at positions %v, want each at its own, %d to %d", positions, n+1, n+changes)
+	}
+
+	// Every session's change is in the store, and reaches another device.
+	_, msgs = inbox(t, ms)
+	for i := 0; i < n; i++ {
+		if i == n-2 {
+			continue
+		}
+		if kw := fmt.Sprintf("$k%d", i); !slices.Contains(msgs[i].Flags, kw) {
+			t.Errorf("message %d has flags %v, want %s", i, msgs[i].Flags, kw)
+		}
+	}
+	if !slices.Contains(msgs[n-1].Flags, `\Flagged`) {
+		t.Errorf("message %d has flags %v, want \\Flagged too", n-1, msgs[n-1].Flags)
+	}
+	b, msb := r.device("b", nil, nil)
+	syncAll(t, b)
+	sameState(t, ms, msb)
+}
+
+// TestGroupRefusalIsOnesOwn: when the spool refuses a group's request for
+// something one member did (an entry too large), the others are sent
+// again without it and applied; only that member is told the refusal.
+func TestGroupRefusalIsOnesOwn(t *testing.T) {
+	r := newRig(t)
+	const n = 6
+	for i := 0; i < n; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	src := newGatedSource(StoreSource{Store: r.log, User: "alice"})
+	src.maxEntry = 4096
+	s, ms := r.device("a", src, nil)
+	stop := run(t, s)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := s.WaitApplied(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	mb, msgs := inbox(t, ms)
+	big := &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: mb.ID, Date: 1764000000000,
+		Body: []byte("Subject: big\r\n\r\n" + string(make([]byte, 8192)))}
+	const bigOne = 3
+	results := make([]submitResult, n)
+	var wg sync.WaitGroup
+	submit := func(i int) {
+		defer wg.Done()
+		c := &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{msgs[i].ID}}
+		if i == bigOne {
+			c = big
+		}
+		outs, err := s.Submit(ctx, c)
+		results[i] = submitResult{outs, err}
+	}
+	wg.Add(n)
+	go submit(0)
+	<-src.entered
+	for i := 1; i < n; i++ {
+		go submit(i)
+	}
+	waitFor(t, 30*time.Second, "every other session's change waiting", func() bool { return s.waiting() == n-1 })
+	close(src.release)
+	wg.Wait()
+	for i, res := range results {
+		if i == bigOne {
+			if !errors.Is(res.err, spool.ErrTooLarge) {
+				t.Errorf("session %d (too large): outcomes %+v, err %v; want the spool's refusal", i, res.outs, res.err)
+			}
+			continue
+		}
+		if res.err != nil || len(res.outs) != 1 || res.outs[0].Status != mailstore.Applied {
+			t.Errorf("session %d: outcomes %+v, err %v; want applied", i, res.outs, res.err)
+		}
+	}
+	_, msgs = inbox(t, ms)
+	if len(msgs) != n {
+		t.Errorf("INBOX has %d messages, want %d (the large one was refused)", len(msgs), n)
+	}
+	for i, m := range msgs {
+		if i != bigOne && !slices.Contains(m.Flags, `\Seen`) {
+			t.Errorf("message %d has flags %v, want \\Seen", i, m.Flags)
+		}
+	}
+	if st := s.Status(); st.Queued != 0 {
+		t.Errorf("%d changes queued, want none", st.Queued)
+	}
+}
