@@ -10,7 +10,9 @@
 //     length-preserving cipher tweaked with the block's offset). Temporary
 //     files are kept in memory (temp_store = memory), so none reach the
 //     disk. The -shm file (the WAL index: page and frame numbers, salts,
-//     checksums) is not encrypted and holds no content.
+//     checksums) is not encrypted and holds no content. Databases are
+//     opened through "cspool-adiantum": that VFS with a buffer in front of
+//     each WAL, which hands the cipher whole blocks (walbuf.go).
 //   - Key: 32 bytes derived from the user's secret key (keys.SecretKey.
 //     DatabaseKey), one per database kind, never stored. Adiantum
 //     authenticates nothing, so a wrong key would read garbage, and SQLite,
@@ -46,7 +48,6 @@ import (
 	"github.com/ncruces/go-sqlite3"
 	"github.com/ncruces/go-sqlite3/driver"
 	"github.com/ncruces/go-sqlite3/ext/fts5"
-	_ "github.com/ncruces/go-sqlite3/vfs/adiantum" // registers the "adiantum" VFS
 	"lukechampine.com/adiantum"
 )
 
@@ -205,12 +206,12 @@ func Open(path string, o Options) (*sql.DB, error) {
 	return db, nil
 }
 
-// DSN is the driver's data source name for path: the adiantum VFS and
-// the key first when key is not nil, then params.
+// DSN is the driver's data source name for path: the encrypting VFS
+// (the adiantum VFS with a WAL write buffer, walbuf.go) and the key first when key is not nil, then params.
 func DSN(path string, key *Key, params string) string {
 	q := []string{}
 	if key != nil {
-		q = append(q, "vfs=adiantum", "hexkey="+hex.EncodeToString(key[:]))
+		q = append(q, "vfs="+vfsName, "hexkey="+hex.EncodeToString(key[:]))
 	}
 	q = append(q, "_pragma=temp_store(memory)")
 	if params != "" {

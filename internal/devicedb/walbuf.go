@@ -1,0 +1,369 @@
+package devicedb
+
+import (
+	"encoding/binary"
+
+	"github.com/ncruces/go-sqlite3/util/vfsutil"
+	"github.com/ncruces/go-sqlite3/vfs"
+	_ "github.com/ncruces/go-sqlite3/vfs/adiantum" // registers the "adiantum" VFS
+)
+
+// The WAL write buffer.
+//
+// The adiantum VFS encrypts 4 KiB blocks, and a write that covers only part
+// of a block costs a locked read, a decryption, an encryption and a locked
+// write of the whole block. SQLite writes its WAL as a 24-byte frame header
+// and then a page, at offsets 32 + k × (24 + page size): with 4 KiB pages
+// no frame starts or ends on a block boundary, so every frame took three
+// such cycles. The "cspool-adiantum" VFS is the adiantum VFS with a buffer
+// in front of each WAL: the connection's consecutive WAL writes gather in
+// memory and reach the cipher as whole blocks; only the first block of a
+// run (which holds frames already committed, which other connections may
+// be reading) and the last, partial one go through the adiantum VFS's
+// locked read-modify-write. The file's format is the adiantum VFS's,
+// unchanged.
+//
+// Buffered bytes are written out before anything that could need them:
+//
+//   - the end of a commit frame (its header's "database size after
+//     commit" field is not zero; WAL format, sqlite.org/fileformat2.html
+//     §4.1): committed frames are on disk before SQLite publishes them in
+//     the WAL index;
+//   - a Sync of the WAL (synchronous = FULL syncs at every commit), a read
+//     of it, its size, a truncation, a write that does not follow the
+//     buffered bytes;
+//   - any use of the database's shared memory (the WAL index) by the same
+//     connection: SQLite takes and releases the WAL's write lock there, so
+//     a transaction that wrote frames and then rolled back leaves nothing
+//     buffered once another connection may write.
+//
+// A crash loses only what was buffered, which SQLite had not synced and
+// so had not committed: the crash guarantees are the WAL's own.
+
+// vfsName is the VFS encrypted databases are opened with.
+const vfsName = "cspool-adiantum"
+
+// walBufferMax is how much the buffer holds before it writes its whole
+// blocks out (a large transaction).
+const walBufferMax = 1 << 20
+
+func init() {
+	vfs.Register(vfsName, &walBufVFS{VFS: vfs.Find("adiantum")})
+}
+
+// walBufVFS wraps the adiantum VFS.
+type walBufVFS struct{ vfs.VFS }
+
+func (v *walBufVFS) OpenFilename(name *vfs.Filename, flags vfs.OpenFlag) (vfs.File, vfs.OpenFlag, error) {
+	f, flags, err := vfsutil.WrapOpenFilename(v.VFS, name, flags)
+	if err != nil {
+		return f, flags, err
+	}
+	switch {
+	case flags&vfs.OPEN_MAIN_DB != 0:
+		return &mainFile{File: f}, flags, nil
+	case flags&vfs.OPEN_WAL != 0:
+		// Without its database's file (which sees the WAL index used)
+		// the WAL is not buffered.
+		m, ok := vfsutil.UnwrapFile[*mainFile](name.DatabaseFile())
+		if !ok {
+			return f, flags, nil
+		}
+		w := &walFile{File: f, main: m}
+		m.wal = w
+		return w, flags, nil
+	}
+	return f, flags, nil
+}
+
+// mainFile is a database file; it writes out its connection's WAL buffer
+// whenever the connection uses the WAL index.
+type mainFile struct {
+	vfs.File
+	wal *walFile
+}
+
+// SharedMemory is called for every operation on the WAL index (map, lock,
+// unlock, barrier).
+func (m *mainFile) SharedMemory() vfs.SharedMemory {
+	if m.wal != nil && len(m.wal.buf) > 0 && m.wal.err == nil {
+		m.wal.err = m.wal.flush()
+	}
+	return vfsutil.WrapSharedMemory(m.File)
+}
+
+func (m *mainFile) Close() error {
+	if m.wal != nil {
+		m.wal.main = nil
+	}
+	return m.File.Close()
+}
+
+// The adiantum VFS's optional methods, forwarded.
+
+func (m *mainFile) Unwrap() vfs.File                   { return m.File }
+func (m *mainFile) Pragma(n, v string) (string, error) { return vfsutil.WrapPragma(m.File, n, v) }
+func (m *mainFile) LockState() vfs.LockLevel           { return vfsutil.WrapLockState(m.File) }
+func (m *mainFile) PersistentWAL() bool                { return vfsutil.WrapPersistWAL(m.File) }
+func (m *mainFile) SetPersistentWAL(keep bool)         { vfsutil.WrapSetPersistWAL(m.File, keep) }
+func (m *mainFile) HasMoved() (bool, error)            { return vfsutil.WrapHasMoved(m.File) }
+func (m *mainFile) Overwrite() error                   { return vfsutil.WrapOverwrite(m.File) }
+func (m *mainFile) SyncSuper(super string) error       { return vfsutil.WrapSyncSuper(m.File, super) }
+func (m *mainFile) CommitPhaseTwo() error              { return vfsutil.WrapCommitPhaseTwo(m.File) }
+func (m *mainFile) BeginAtomicWrite() error            { return vfsutil.WrapBeginAtomicWrite(m.File) }
+func (m *mainFile) CommitAtomicWrite() error           { return vfsutil.WrapCommitAtomicWrite(m.File) }
+func (m *mainFile) RollbackAtomicWrite() error         { return vfsutil.WrapRollbackAtomicWrite(m.File) }
+func (m *mainFile) BusyHandler(handler func() bool)    { vfsutil.WrapBusyHandler(m.File, handler) }
+func (m *mainFile) SizeHint(size int64) error          { return vfsutil.WrapSizeHint(m.File, size) }
+func (m *mainFile) ChunkSize(size int)                 { vfsutil.WrapChunkSize(m.File, size) }
+
+// CheckpointStart and CheckpointDone bracket the copying of WAL frames
+// into the database (SQLITE_FCNTL_CKPT_START and _DONE).
+func (m *mainFile) CheckpointStart() {
+	if m.wal != nil {
+		m.wal.startCheckpoint()
+	}
+	vfsutil.WrapCheckpointStart(m.File)
+}
+
+func (m *mainFile) CheckpointDone() {
+	if m.wal != nil {
+		m.wal.checkpointing = false
+	}
+	vfsutil.WrapCheckpointDone(m.File)
+}
+
+// WAL format (sqlite.org/fileformat2.html §4.1).
+const (
+	walHeaderSize      = 32
+	walFrameHeaderSize = 24
+)
+
+// walFile is a WAL with its connection's write buffer.
+type walFile struct {
+	vfs.File
+	main *mainFile
+	// buf holds the bytes written at off that the file does not have yet.
+	buf []byte
+	off int64
+	// pageSize is the WAL's page size, from its header (0: not read yet).
+	pageSize int64
+	// commitEnd is the end of the commit frame being written (0: none).
+	commitEnd int64
+	// checkpointing is set while the connection copies frames into the
+	// database; cache then holds the blocks it read last, decrypted.
+	checkpointing bool
+	cache         [2]cachedBlock
+	next          int
+	// err is a failed write-out of the buffer from SharedMemory, which
+	// cannot return it: every later operation on the WAL fails with it.
+	err error
+}
+
+func (w *walFile) WriteAt(p []byte, off int64) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if len(w.buf) > 0 && off != w.off+int64(len(w.buf)) {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+	}
+	if off == 0 && len(p) >= walHeaderSize {
+		w.pageSize = walPageSize(p)
+	}
+	if len(p) == walFrameHeaderSize && off >= walHeaderSize && binary.BigEndian.Uint32(p[4:8]) != 0 {
+		// A commit frame's header; the page follows.
+		if w.pageSize == 0 {
+			if err := w.readPageSize(); err != nil {
+				return 0, err
+			}
+		}
+		w.commitEnd = off + walFrameHeaderSize + w.pageSize
+	}
+	if len(w.buf) == 0 {
+		w.off = off
+	}
+	w.buf = append(w.buf, p...)
+	end := off + int64(len(p))
+	switch {
+	case w.commitEnd != 0 && end >= w.commitEnd:
+		w.commitEnd = 0
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+	case len(w.buf) >= walBufferMax:
+		if err := w.flushBlocks(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// walPageSize reads the page size from a WAL header (65536 is stored as 1).
+func walPageSize(h []byte) int64 {
+	s := int64(binary.BigEndian.Uint32(h[8:12]))
+	if s == 1 {
+		s = 65536
+	}
+	return s
+}
+
+// readPageSize reads the page size from the WAL's header on disk.
+func (w *walFile) readPageSize() error {
+	var h [walHeaderSize]byte
+	if _, err := w.File.ReadAt(h[:], 0); err != nil {
+		return err
+	}
+	w.pageSize = walPageSize(h[:])
+	return nil
+}
+
+// flush writes the whole buffer out.
+func (w *walFile) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.File.WriteAt(w.buf, w.off)
+	w.buf = w.buf[:0]
+	return err
+}
+
+// flushBlocks writes out the buffer up to its last block boundary and
+// keeps the rest.
+func (w *walFile) flushBlocks() error {
+	end := (w.off + int64(len(w.buf))) &^ (blockSize - 1)
+	if end <= w.off {
+		return nil
+	}
+	n := end - w.off
+	if _, err := w.File.WriteAt(w.buf[:n], w.off); err != nil {
+		w.buf = w.buf[:0]
+		return err
+	}
+	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
+	w.off = end
+	return nil
+}
+
+func (w *walFile) ReadAt(p []byte, off int64) (int, error) {
+	if err := w.settle(); err != nil {
+		return 0, err
+	}
+	if w.checkpointing {
+		if n, ok := w.readCached(p, off); ok {
+			return n, nil
+		}
+	}
+	return w.File.ReadAt(p, off)
+}
+
+// The checkpoint's read cache.
+//
+// A checkpoint reads the pages of the frames it copies, each across two
+// blocks, in page order, which in a transaction is the frames' order: the
+// adiantum VFS would read and decrypt every block twice, each time under
+// the block's I/O lock. While it runs, the frames it copies are committed
+// and the WAL cannot start over (the checkpoint holds the WAL index's
+// first read lock), so their bytes on disk do not change: the cache keeps
+// the last two blocks read, decrypted, for the length of one checkpoint.
+// A block is read whole under its I/O lock (the lock the adiantum VFS
+// takes, with the same id), since a writer may be rewriting the block that
+// holds the end of the committed frames.
+
+type cachedBlock struct {
+	off   int64 // -1: empty
+	plain [blockSize]byte
+}
+
+func (w *walFile) startCheckpoint() {
+	w.checkpointing = true
+	for i := range w.cache {
+		w.cache[i].off = -1
+	}
+}
+
+// readCached reads p at off through the cache; false if a block is not
+// whole on disk (the caller reads without the cache).
+func (w *walFile) readCached(p []byte, off int64) (int, bool) {
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		b, ok := w.cachedBlock(at &^ (blockSize - 1))
+		if !ok {
+			return 0, false
+		}
+		n += copy(p[n:], b.plain[at&(blockSize-1):])
+	}
+	return n, true
+}
+
+func (w *walFile) cachedBlock(off int64) (*cachedBlock, bool) {
+	for i := range w.cache {
+		if w.cache[i].off == off {
+			return &w.cache[i], true
+		}
+	}
+	b := &w.cache[w.next]
+	w.next = (w.next + 1) % len(w.cache)
+	b.off = -1
+	var shm vfs.SharedMemory
+	if w.main != nil {
+		shm = vfsutil.WrapSharedMemory(w.main.File)
+	}
+	if shm != nil {
+		if err := shm.IOLock(vfs.LOCK_SHARED, off); err != nil {
+			return nil, false
+		}
+		defer shm.IOLock(vfs.LOCK_NONE, off)
+	}
+	if n, err := w.File.ReadAt(b.plain[:], off); n != blockSize || err != nil {
+		return nil, false
+	}
+	b.off = off
+	return b, true
+}
+
+func (w *walFile) Sync(flags vfs.SyncFlag) error {
+	if err := w.settle(); err != nil {
+		return err
+	}
+	return w.File.Sync(flags)
+}
+
+func (w *walFile) Size() (int64, error) {
+	if err := w.settle(); err != nil {
+		return 0, err
+	}
+	return w.File.Size()
+}
+
+func (w *walFile) Truncate(size int64) error {
+	if err := w.settle(); err != nil {
+		return err
+	}
+	return w.File.Truncate(size)
+}
+
+// Close drops what is buffered: frames no commit covered, which nothing
+// will read.
+func (w *walFile) Close() error {
+	w.buf = nil
+	if w.main != nil {
+		w.main.wal = nil
+	}
+	return w.File.Close()
+}
+
+// settle writes the buffer out, or returns the error that an earlier
+// write-out failed with.
+func (w *walFile) settle() error {
+	if w.err != nil {
+		return w.err
+	}
+	return w.flush()
+}
+
+func (w *walFile) Unwrap() vfs.File          { return w.File }
+func (w *walFile) SizeHint(size int64) error { return vfsutil.WrapSizeHint(w.File, size) }
+func (w *walFile) ChunkSize(size int)        { vfsutil.WrapChunkSize(w.File, size) }
