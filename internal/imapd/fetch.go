@@ -13,7 +13,7 @@ import (
 // Fetch implements imapserver.Session. Messages are streamed from the store
 // one at a time; a BODY[] or BINARY[] without PEEK on a read-write mailbox
 // first sets \Seen on the messages lacking it, with one SetFlags command.
-func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.FetchOptions) error {
+func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.FetchOptions) (err error) {
 	sel, err := s.current()
 	if err != nil {
 		return err
@@ -55,6 +55,15 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		}
 	}
 
+	// The responses go out in blocks, not one write each.
+	if fc := framer(s.conn.NetConn()); fc != nil {
+		fc.hold()
+		defer func() {
+			if rerr := fc.release(); rerr != nil && err == nil {
+				err = rerr // the connection is gone
+			}
+		}()
+	}
 	want := fetchWant(opts)
 	var writeErr error
 	err = s.store().Fetch(ctx, sel.mb.id, span, want, func(m *mailstore.Message) error {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"cspool/internal/loginguard"
 )
@@ -131,6 +132,11 @@ type frameConn struct {
 	secure         bool        // the connection is TLS (implicit, or after STARTTLS)
 	startTLS       *tls.Config // STARTTLS is offered (nil: not, or done)
 	cleartextLogin bool        // a login is taken without TLS
+
+	// Output held back while a FETCH streams its responses (hold): go-imap
+	// flushes every response on its own, one write to the socket each.
+	holding bool
+	held    []byte
 
 	// Read state, used by the reading goroutine only.
 	pending  []byte // bytes of the current command to hand over
@@ -561,10 +567,53 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 	}
 	p = fc.rewriteCapabilities(p)
 	fc.watch(p)
+	if fc.holding {
+		fc.held = append(fc.held, p...)
+		if len(fc.held) < holdBytes {
+			return n, nil
+		}
+		p, fc.held = fc.held, fc.held[:0]
+	}
 	if _, err := fc.Conn.Write(p); err != nil {
 		return 0, err
 	}
 	return n, nil
+}
+
+// holdBytes is how much output hold gathers before it writes it out.
+const holdBytes = 32 << 10
+
+// holdWriteTimeout bounds release's write, as go-imap bounds its own.
+const holdWriteTimeout = 30 * time.Second
+
+// hold gathers what the library writes, from now until release, into
+// blocks of holdBytes: a FETCH of many messages then costs a write to the
+// socket per block rather than per message. Only the goroutine handling
+// the command may call it, and only while that command writes nothing
+// else that must reach the client before it ends.
+func (fc *frameConn) hold() {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.holding = true
+}
+
+// release writes out what hold gathered and ends it.
+func (fc *frameConn) release() error {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.holding = false
+	if len(fc.held) == 0 {
+		return nil
+	}
+	p := fc.held
+	fc.held = fc.held[:0]
+	if cap(fc.held) > 2*holdBytes {
+		fc.held = nil
+	}
+	fc.Conn.SetWriteDeadline(time.Now().Add(holdWriteTimeout))
+	_, err := fc.Conn.Write(p)
+	fc.Conn.SetWriteDeadline(time.Time{})
+	return err
 }
 
 // watch looks at each response line written (literals skipped): the
@@ -608,7 +657,9 @@ func (fc *frameConn) watch(p []byte) {
 		case bytes.HasPrefix(line, []byte("+")) && (fc.name == "IDLE" || fc.name == "AUTHENTICATE"):
 			fc.contReqs++
 		}
-		if m := countLine.FindSubmatch(line); m != nil {
+		if !mayCount(line) {
+			// Not an EXISTS or EXPUNGE response: skip the expression.
+		} else if m := countLine.FindSubmatch(line); m != nil {
 			n, _ := strconv.ParseInt(string(m[1]), 10, 64)
 			if string(m[2]) == "EXISTS" {
 				fc.known = n
@@ -616,7 +667,9 @@ func (fc *frameConn) watch(p []byte) {
 				fc.known--
 			}
 		}
-		if m := literalAt.FindSubmatch(fc.outTail); m != nil {
+		if !bytes.HasSuffix(fc.outTail, []byte("}\n")) && !bytes.HasSuffix(fc.outTail, []byte("}\r\n")) {
+			// No literal announced at the end of the line.
+		} else if m := literalAt.FindSubmatch(fc.outTail); m != nil {
 			fc.outSkip, _ = strconv.ParseInt(string(m[1]), 10, 64)
 		}
 	}
@@ -625,6 +678,18 @@ func (fc *frameConn) watch(p []byte) {
 // countLine is an EXISTS or EXPUNGE response (RFC 9051 sections 7.4.1,
 // 7.5.1).
 var countLine = regexp.MustCompile(`^\* ([0-9]{1,10}) (EXISTS|EXPUNGE)\r?\n$`)
+
+// mayCount reports whether line can match countLine: it starts with "* "
+// and ends with EXISTS or EXPUNGE and a line end. A FETCH of many
+// messages writes a line per message, none of them one of these.
+func mayCount(line []byte) bool {
+	if len(line) < 4 || line[0] != '*' || line[1] != ' ' {
+		return false
+	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	return bytes.HasSuffix(line, []byte("EXISTS")) || bytes.HasSuffix(line, []byte("EXPUNGE"))
+}
 
 // knownMessages returns how many messages the client was told the
 // selected mailbox has (-1: not known), from the EXISTS and EXPUNGE
