@@ -96,9 +96,9 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin)
-		VALUES (?, 1, ?, ?, ?, ?, ?, ?) RETURNING bid`,
-		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos)).Scan(&bid)
+	err = a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, envelope_wire)
+		VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?) RETURNING bid`,
+		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos), nullBlob(p.envelopeWire)).Scan(&bid)
 	if err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
@@ -109,6 +109,14 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
 	return bid, nil
+}
+
+// nullBlob is b, or NULL for nil.
+func nullBlob(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return b
 }
 
 // bodyBack applies a Body entry: it changes nothing but the origin of a

@@ -22,6 +22,9 @@ const (
 	WantStructure                  // Message.BodyStructure
 	WantHeader                     // Message.Header: the raw header bytes
 	WantRaw                        // Message.Raw: the whole message, byte for byte
+	// WantEnvelopeWire: Message.EnvelopeWire, the envelope's IMAP form,
+	// where the body has one; where it has none, Message.Envelope.
+	WantEnvelopeWire
 )
 
 // Message is one message as FETCH and SEARCH need it.
@@ -37,6 +40,7 @@ type Message struct {
 	Parse        ParseStatus
 
 	Envelope      *imap.Envelope     // with WantEnvelope
+	EnvelopeWire  []byte             // with WantEnvelopeWire: as a FETCH response writes it; nil: see Envelope
 	BodyStructure imap.BodyStructure // with WantStructure (extended data)
 	Header        []byte             // with WantHeader
 	Raw           []byte             // with WantRaw
@@ -80,6 +84,9 @@ func fetchQuery(want Want) string {
 	if want&WantRaw != 0 {
 		b.WriteString(", (SELECT data FROM blobs WHERE bid = b.bid)")
 	}
+	if want&WantEnvelopeWire != 0 {
+		b.WriteString(", b.envelope_wire, iif(b.envelope_wire IS NULL, b.envelope, NULL)")
+	}
 	b.WriteString(messageFrom + "JOIN bodies b ON b.bid = m.body ")
 	return b.String()
 }
@@ -90,7 +97,7 @@ func scanFetched(r scanner, want Want) (*Message, error) {
 	var kw string
 	var bid, headerLen int64
 	var parsed int
-	var env, bs, header, raw []byte
+	var env, bs, header, raw, wire, wireEnv []byte
 	dest := []any{&row.rid, &id, &row.mailbox, &mbid, &row.uid, &row.body, &row.date, &row.size,
 		&row.flags.bits, &kw, &row.modSeq, &bid, &headerLen, &parsed}
 	for _, w := range []struct {
@@ -100,6 +107,9 @@ func scanFetched(r scanner, want Want) (*Message, error) {
 		if want&w.bit != 0 {
 			dest = append(dest, w.p)
 		}
+	}
+	if want&WantEnvelopeWire != 0 {
+		dest = append(dest, &wire, &wireEnv)
 	}
 	if err := r.Scan(dest...); err != nil {
 		return nil, err
@@ -121,6 +131,15 @@ func scanFetched(r scanner, want Want) (*Message, error) {
 	if want&WantStructure != 0 {
 		if m.BodyStructure, err = decodeStructure(bs); err != nil {
 			return nil, err
+		}
+	}
+	if want&WantEnvelopeWire != 0 {
+		if wire != nil {
+			m.EnvelopeWire = wire
+		} else if m.Envelope == nil {
+			if m.Envelope, err = decodeEnvelope(wireEnv); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if want&WantHeader != 0 {

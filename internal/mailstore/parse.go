@@ -47,6 +47,10 @@ type parsedMessage struct {
 	headerLen int64
 	envelope  []byte // JSON, see codec.go
 	structure []byte // JSON, see codec.go
+	// envelopeWire is the envelope's IMAP form (envelope_wire.go), made
+	// from the envelope as stored, so that it is what FETCH wrote from the
+	// JSON; nil when it has none.
+	envelopeWire []byte
 }
 
 // parseMessage extracts the header length, ENVELOPE and extended
@@ -72,6 +76,11 @@ func parseMessage(b []byte) (parsedMessage, error) {
 	if p.envelope, err = encodeEnvelope(env); err != nil {
 		return p, err
 	}
+	stored, err := decodeEnvelope(p.envelope)
+	if err != nil {
+		return p, err
+	}
+	p.envelopeWire = envelopeWire(stored)
 	if p.structure, err = encodeStructure(bs); err != nil {
 		return p, err
 	}

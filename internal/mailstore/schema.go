@@ -229,6 +229,12 @@ INSERT INTO fts (fts) VALUES ('delete-all');
 DELETE FROM unindexed;
 INSERT INTO unindexed (bid) SELECT bid FROM bodies;
 `,
+	// 9: the envelope's IMAP form (envelope_wire.go), which FETCH writes
+	// as it is; NULL for a body stored before, and for an envelope that
+	// has none: FETCH then encodes the stored envelope.
+	`
+ALTER TABLE bodies ADD COLUMN envelope_wire BLOB;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

@@ -69,6 +69,14 @@ func TestSchema8Reindexes(t *testing.T) {
 		t.Fatalf("IndexPending: %d left, %v", left, err)
 	}
 	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
+		// Back to version 7's shape: version 9 adds a column (the undo
+		// triggers naming it are made again by the migration).
+		for _, q := range []string{"DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
+			"ALTER TABLE bodies DROP COLUMN envelope_wire"} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
 		_, err := tx.ExecContext(ctx, "PRAGMA user_version = 7")
 		return err
 	}); err != nil {

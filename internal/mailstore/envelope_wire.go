@@ -1,0 +1,124 @@
+package mailstore
+
+import (
+	"mime"
+	"strings"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// The envelope's IMAP form (RFC 9051 section 7.5.2, envelope), kept with
+// the body at apply time so that a FETCH of ENVELOPE writes stored bytes
+// instead of decoding the stored envelope and encoding it again per
+// message. It is written exactly as go-imap's server writes the envelope it
+// is handed (sender and reply-to default to from, the subject and the
+// names Q-encoded, Message-ID and In-Reply-To in angle brackets), and it is
+// made only when every string in it can be written as a quoted string on
+// any connection: printable US-ASCII, at most 4096 bytes. Another envelope
+// (8-bit addresses, a very long field) has none, and FETCH hands the
+// decoded envelope to the library, which picks a quoted string or a
+// literal by what the connection enabled.
+
+const envelopeDateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
+
+// envelopeWire returns e's IMAP form, or nil when it has none (above).
+func envelopeWire(e *imap.Envelope) []byte {
+	if e == nil {
+		e = &imap.Envelope{}
+	}
+	w := wireWriter{b: make([]byte, 0, 256)}
+	sender, replyTo := e.Sender, e.ReplyTo
+	if sender == nil {
+		sender = e.From
+	}
+	if replyTo == nil {
+		replyTo = e.From
+	}
+	w.b = append(w.b, '(')
+	if e.Date.IsZero() {
+		w.nil()
+	} else {
+		w.str(e.Date.Format(envelopeDateLayout))
+	}
+	w.b = append(w.b, ' ')
+	w.nstr(mime.QEncoding.Encode("utf-8", e.Subject))
+	for _, l := range [][]imap.Address{e.From, sender, replyTo, e.To, e.Cc, e.Bcc} {
+		w.b = append(w.b, ' ')
+		w.addresses(l)
+	}
+	w.b = append(w.b, ' ')
+	if len(e.InReplyTo) > 0 {
+		w.str("<" + strings.Join(e.InReplyTo, "> <") + ">")
+	} else {
+		w.nil()
+	}
+	w.b = append(w.b, ' ')
+	if e.MessageID != "" {
+		w.str("<" + e.MessageID + ">")
+	} else {
+		w.nil()
+	}
+	w.b = append(w.b, ')')
+	if w.bad {
+		return nil
+	}
+	return w.b
+}
+
+type wireWriter struct {
+	b   []byte
+	bad bool // a string needs a literal, or may be written otherwise on some connection
+}
+
+func (w *wireWriter) nil() { w.b = append(w.b, "NIL"...) }
+
+func (w *wireWriter) nstr(s string) {
+	if s == "" {
+		w.nil()
+		return
+	}
+	w.str(s)
+}
+
+// str writes s as a quoted string, or marks the form bad when go-imap
+// would write a literal on some connection.
+func (w *wireWriter) str(s string) {
+	if len(s) > 4096 {
+		w.bad = true
+		return
+	}
+	w.b = append(w.b, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == 0 || c == '\r' || c == '\n' || c > 0x7f:
+			w.bad = true
+			return
+		case c == '"' || c == '\\':
+			w.b = append(w.b, '\\')
+		}
+		w.b = append(w.b, c)
+	}
+	w.b = append(w.b, '"')
+}
+
+func (w *wireWriter) addresses(l []imap.Address) {
+	if len(l) == 0 {
+		w.nil()
+		return
+	}
+	w.b = append(w.b, '(')
+	for i, a := range l {
+		if i > 0 {
+			w.b = append(w.b, ' ')
+		}
+		w.b = append(w.b, '(')
+		w.nstr(mime.QEncoding.Encode("utf-8", a.Name))
+		w.b = append(w.b, " NIL "...)
+		w.nstr(a.Mailbox)
+		w.b = append(w.b, ' ')
+		w.nstr(a.Host)
+		w.b = append(w.b, ')')
+	}
+	w.b = append(w.b, ')')
+}
