@@ -363,10 +363,10 @@ func syncPlain(t *testing.T, store *mailstore.Store, url string, user *keys.Secr
 	}
 }
 
-// openDevice opens a device's database as its daemon does, with the key of
+// openDeviceDB opens a device's database as its daemon does, with the key of
 // the user's secret key file kept beside it (user.sec or alice.sec, as the
 // tests lay them out); a plaintext database opens as it is.
-func openDevice(db string) (*mailstore.Store, error) {
+func openDeviceDB(db string) (*mailstore.Store, error) {
 	for _, name := range []string{"user.sec", "alice.sec"} {
 		k, err := keys.LoadSecret(filepath.Join(filepath.Dir(db), name))
 		if err != nil {

@@ -129,7 +129,7 @@ func waitPosition(t *testing.T, db string, pos uint64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if ms, err := openDevice(db); err == nil {
+		if ms, err := openDeviceDB(db); err == nil {
 			p, err := ms.Position(context.Background())
 			ms.Close()
 			if err == nil && p >= pos {
@@ -143,7 +143,7 @@ func waitPosition(t *testing.T, db string, pos uint64) {
 
 func openDump(t *testing.T, db string) *mailstore.State {
 	t.Helper()
-	ms, err := openDevice(db)
+	ms, err := openDeviceDB(db)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -101,7 +101,7 @@ func TestSyncClearAlarm(t *testing.T) {
 // exactly one per detail given, each containing that text.
 func checkAlarms(t *testing.T, path string, want ...string) {
 	t.Helper()
-	st, err := openDevice(path)
+	st, err := openDeviceDB(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,15 +12,10 @@ import (
 	"os/user"
 	"strconv"
 	"syscall"
-	"time"
 
-	"cspool/internal/api"
 	"cspool/internal/devicedb"
 	"cspool/internal/imapd"
-	"cspool/internal/keys"
-	"cspool/internal/mailstore"
 	"cspool/internal/statuspage"
-	"cspool/internal/syncer"
 )
 
 func runIMAPServer(e *env, args []string) error {
@@ -54,8 +48,8 @@ cspool imap-server --user-key=user.sec --spool-key=spool.pub --user-public-key=u
 cspool imap-server --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org
 cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-port 1993 \
     --tls-cert /etc/ssl/laptop.pem --tls-key ~/.config/cspool/laptop.key`)
-	dev := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool and the IMAP login)")
-	userName, dbPath, spoolURL := dev.user, dev.db, dev.spoolURL
+	devFlags := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool and the IMAP login)")
+	userName, dbPath, spoolURL := devFlags.user, devFlags.db, devFlags.spoolURL
 	pwFlags := addPasswordFlags(fs)
 	port := fs.Int("port", 1143, "IMAP port")
 	addr := fs.String("addr", "127.0.0.1", "IMAP listen `address` (beyond localhost, give --tls-cert and --tls-key)")
@@ -101,7 +95,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		}
 		defer stopProfile()
 	}
-	userKey, spoolPub, err := dev.loadKeys()
+	userKey, spoolPub, err := devFlags.loadKeys()
 	if err != nil {
 		return err
 	}
@@ -118,25 +112,13 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		cleartextWarning(e.stderr, log, "IMAP", *addr, "--addr")
 	}
 
-	store, closeStore, err := openDeviceStore(e.stderr, *dbPath, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath, userKey)
+	dev, err := openDevice(e.stderr, device{user: *userName, userKey: userKey, spoolPub: spoolPub, spoolURL: *spoolURL, dbPath: *dbPath, log: log},
+		"a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
-	client, err := api.NewClient(*spoolURL, *userName, userKey, nil)
-	if err != nil {
-		return usagef("--spool-server: %v", err)
-	}
-	// The IMAP server hears of every applied batch; it exists before the
-	// sync loop starts, so the callback never sees a nil server.
-	var srv *imapd.Server
-	ix := newIndexer(store, log)
-	sy, err := syncer.New(syncer.Config{
-		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: client, Store: store,
-		Logger: log, OnApplied: func(r *mailstore.Result) { srv.Applied(r); ix.applied() },
-		Permanent: api.Hint, Unreachable: spoolUnreachable, CheckpointMin: *checkpointMin, KeepDir: keptDir(*dbPath),
-	})
-	if err != nil {
+	defer dev.close()
+	if err := dev.startSync(syncOptions{daemon: true, checkpointMin: *checkpointMin}); err != nil {
 		return err
 	}
 	var outboxKey *devicedb.Key
@@ -144,7 +126,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		k := devicedb.Key(userKey.DatabaseKey("outbox"))
 		outboxKey = &k
 	}
-	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, key: outboxKey, store: store, sync: sy, user: *userName, pw: pw,
+	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, key: outboxKey, store: dev.store, sync: dev.sync, user: *userName, pw: pw,
 		allowEmpty: allowEmpty, log: log, tls: tlsConfig, stderr: e.stderr})
 	if err != nil {
 		return err
@@ -152,12 +134,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer snd.close(stop)
-	srv, err = imapd.New(imapd.Config{
-		Store: store, Submit: snd.submitter(sy), User: *userName, Password: pw, AllowEmptyPassword: allowEmpty,
-		Logger: log, TLS: tlsConfig,
-		Alert: func() string { return sy.Status().Alert() },
-	})
-	if err != nil {
+	if err := dev.newIMAP(imapd.Config{Submit: snd.submitter(dev.sync), Password: pw, AllowEmptyPassword: allowEmpty, TLS: tlsConfig}); err != nil {
 		return err
 	}
 
@@ -174,10 +151,10 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 			return withHint(fmt.Errorf("listening for IMAPS on %s: %w", imapsAddr, err), "pick another --imaps-port, or stop the program already using it")
 		}
 	}
-	collector := newStatusCollector(sy, store, ln.Addr(), *userName, ipw, *spoolURL)
+	collector := dev.collector(ln.Addr(), ipw)
 	collector.Outbox = snd.report()
 	collector.Search = func(ctx context.Context) (*statuspage.SearchIndex, error) {
-		n, err := store.UnindexedCount(ctx)
+		n, err := dev.store.UnindexedCount(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -217,7 +194,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		}
 		defer ps.Close()
 	}
-	pos, _ := store.Position(context.Background())
+	pos, _ := dev.store.Position(context.Background())
 	status := *statusAddr
 	if status == "" {
 		status = "off"
@@ -232,35 +209,18 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	snd.printSettings(e)
 	notifyReady(e, log)
 
-	go ix.run(ctx)
-	syncDone := make(chan error, 1)
-	go func() { syncDone <- sy.Run(ctx) }()
-	serveDone := make(chan error, 2)
-	go func() { serveDone <- srv.Serve(ln) }()
-	if tlsLn != nil {
-		go func() { serveDone <- srv.ServeTLS(tlsLn) }()
-	}
+	failed := dev.serve(ctx, ln, tlsLn)
 	snd.run(ctx)
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
-	case err := <-syncDone:
-		if err != nil && !errors.Is(err, context.Canceled) {
-			runErr = fmt.Errorf("sync stopped: %w", err)
-		}
-	case err := <-serveDone:
-		runErr = fmt.Errorf("IMAP server stopped: %w", err)
+	case runErr = <-failed:
 	case runErr = <-pprofErr:
 	}
 	stop()
-	srv.Close()
-	select {
-	case <-syncDone:
-	case <-time.After(5 * time.Second):
-		log.Warn("sync loop did not stop within 5s")
-	}
+	dev.stop()
 	return runErr
 }
 
@@ -316,112 +276,6 @@ func printSettings(e *env, addr net.Addr, tlsLn net.Listener, starttls bool, use
 		fmt.Fprintf(w, "  status:   NOT SERVED: %s\n", page.Problem)
 	}
 	fmt.Fprintf(w, "  state:    cspool status --db %s\n", shellQuote(dbPath))
-}
-
-// loadDeviceKeys loads what a device needs: the user's secret key (checked
-// against the public file given with it) and the spool's public key.
-// deviceFlags are the flags of the commands that sync a device's database
-// (imap-server, sync).
-type deviceFlags struct {
-	userKey, userPub, spoolPub, user, db, spoolURL *string
-	pass                                           *passphraseSource
-}
-
-func addDeviceFlags(fs *flagSet, e *env, userHelp string) *deviceFlags {
-	return &deviceFlags{
-		userKey:  fs.String("user-key", "user.sec", "the user's secret key `file`"),
-		userPub:  fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key)"),
-		spoolPub: fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)"),
-		user:     fs.String("user", defaultUser(e), userHelp),
-		db:       fs.String("db", "test.db", "local mail database `file`"),
-		spoolURL: fs.String("spool-server", "http://localhost:3999", "spool server `URL`"),
-		pass:     addPassphraseFlag(fs, e),
-	}
-}
-
-// loadKeys checks the user name and loads the device's keys.
-func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
-	if err := keys.CheckUserName(*d.user); err != nil {
-		return nil, keys.PublicKey{}, usagef("%v", err)
-	}
-	return loadDeviceKeys(d.pass, *d.userKey, *d.userPub, *d.spoolPub)
-}
-
-func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPath string) (*keys.SecretKey, keys.PublicKey, error) {
-	userKey, err := deviceUserKey.loadSecret(src, userKeyPath, userPubPath)
-	if err != nil {
-		return nil, keys.PublicKey{}, err
-	}
-	userPub, err := deviceUserPub.loadPublic(userPubPath, userKeyPath)
-	if err != nil {
-		return nil, keys.PublicKey{}, err
-	}
-	if !userPub.Equal(userKey.Public()) {
-		return nil, keys.PublicKey{}, withHint(fmt.Errorf("%s is not the public half of %s", userPubPath, userKeyPath),
-			"pass the .pub file that gen-keys wrote together with the .sec file")
-	}
-	spoolPub, err := deviceSpoolPub.loadPublic(spoolPubPath, "")
-	if err != nil {
-		return nil, keys.PublicKey{}, err
-	}
-	return userKey, spoolPub, nil
-}
-
-// openDeviceStore takes the database's lock (one process syncs a database
-// at a time; busy explains who holds it) and opens the mail store,
-// encrypted at rest with a key derived from userKey: a plaintext database
-// (an earlier cspool's) is encrypted in place first, with a line on w.
-// closeStore closes the store, then releases the lock.
-func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) (store *mailstore.Store, closeStore func(), err error) {
-	unlock, err := lockDatabase(dbPath, busy)
-	if err != nil {
-		return nil, nil, err
-	}
-	store, err = openMailStore(w, dbPath, userKey, false)
-	if err != nil {
-		unlock()
-		return nil, nil, err
-	}
-	return store, func() { store.Close(); unlock() }, nil
-}
-
-// openMailStore opens the device's mail store encrypted with userKey's
-// database key; readOnly leaves a plaintext database unencrypted (the
-// caller holds no lock on it).
-func openMailStore(w io.Writer, dbPath string, userKey *keys.SecretKey, readOnly bool) (*mailstore.Store, error) {
-	if benchPlaintext {
-		fmt.Fprintf(w, "cspool: this build (cspool_bench_plaintext) keeps %s in plaintext, for benchmarks only\n", dbPath)
-		return mailstore.OpenWith(dbPath, mailstore.Options{NoMigrate: readOnly})
-	}
-	key := devicedb.Key(userKey.DatabaseKey("mailstore"))
-	migrating := false
-	if st, err := devicedb.Inspect(dbPath, &key); err == nil && st == devicedb.Plaintext && !readOnly {
-		migrating = true
-		size := int64(0)
-		if info, err := os.Stat(dbPath); err == nil {
-			size = info.Size()
-		}
-		fmt.Fprintf(w, "cspool: encrypting %s in place (%s; once, and safe to interrupt)\n", dbPath, sizeText(size))
-	}
-	store, err := mailstore.OpenWith(dbPath, mailstore.Options{Key: &key, NoMigrate: readOnly})
-	if err != nil {
-		return nil, withHint(err, storeHint(dbPath, err))
-	}
-	if migrating {
-		fmt.Fprintf(w, "cspool: %s is encrypted now\n", dbPath)
-	}
-	return store, nil
-}
-
-// storeHint says what to do about a device database that did not open.
-func storeHint(dbPath string, err error) string {
-	switch {
-	case errors.Is(err, devicedb.ErrWrongKey):
-		return fmt.Sprintf("%s was encrypted with another secret key: pass the --user-key this device has always used; a database made with a different key cannot be read, but it is only a copy: move it away and a new one syncs from the spool", dbPath)
-	case errors.Is(err, devicedb.ErrEncrypted):
-		return "the database is encrypted with the user's key: pass --user-key (and its passphrase)"
-	}
-	return "check that the directory of --db exists and is writable"
 }
 
 // connSecurity says what protects a plain listener's connections.

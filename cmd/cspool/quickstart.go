@@ -23,11 +23,9 @@ import (
 	"cspool/internal/deliver"
 	"cspool/internal/imapd"
 	"cspool/internal/keys"
-	"cspool/internal/mailstore"
 	"cspool/internal/outbox"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/statuspage"
-	"cspool/internal/syncer"
 	"cspool/internal/userdb"
 )
 
@@ -305,18 +303,13 @@ func (q *quickstart) run(ctx context.Context) error {
 		}
 	})
 
-	srv, syncDone, pw, err := q.startDevice(ctx, errc)
+	dev, failed, pw, err := q.startDevice(ctx)
 	if err != nil {
 		return err
 	}
 	q.closers = append(q.closers, func() {
 		cancel()
-		srv.Close()
-		select {
-		case <-syncDone:
-		case <-time.After(5 * time.Second):
-			q.log.Warn("sync loop did not stop within 5s")
-		}
+		dev.stop()
 	})
 	if err := q.welcome(ctx, d); err != nil {
 		return err
@@ -330,47 +323,40 @@ func (q *quickstart) run(ctx context.Context) error {
 	case err := <-errc:
 		q.log.Error("quickstart failed; shutting down", "err", err)
 		return err
+	case err := <-failed:
+		q.log.Error("quickstart failed; shutting down", "err", err)
+		return err
 	}
 }
 
 // qsStatusAddr is the quickstart's status page: next to its IMAP port.
 const qsStatusAddr = "127.0.0.1:11144"
 
-// startDevice opens the device database and starts the sync loop and the
-// IMAP server, as cspool imap-server does.
-func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *imapd.Server, syncDone <-chan error, pw string, err error) {
+// startDevice runs the device: the sync loop and the IMAP server on the
+// quickstart's own spool, as cspool imap-server does, with sending that
+// comes back through the quickstart's LMTP listener. The channel it
+// returns gets the first failure (device.serve).
+func (q *quickstart) startDevice(ctx context.Context) (dev *device, failed <-chan error, pw string, err error) {
 	dbPath := q.path(qsMailDB)
 	stored, err := storedPassword(dbPath)
 	if err != nil {
 		return nil, nil, "", err
 	}
 	pw = stored.value
-	unlock, err := lockDatabase(dbPath, "a quickstart or daemon is using this state folder already")
+	dev, err = openDevice(q.e.stderr, device{user: q.user, userKey: q.userKey, spoolPub: q.spoolKey.Public(),
+		spoolURL: "http://" + q.httpLn.Addr().String(), dbPath: dbPath, log: q.log},
+		"a quickstart or daemon is using this state folder already")
 	if err != nil {
 		return nil, nil, "", err
 	}
-	q.closers = append(q.closers, unlock)
-	ms, err := openMailStore(q.e.stderr, dbPath, q.userKey, false)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	q.closers = append(q.closers, func() { ms.Close() })
-	ix := newIndexer(ms, q.log)
-	go ix.run(ctx)
-	client, err := api.NewClient("http://"+q.httpLn.Addr().String(), q.user, q.userKey, nil)
-	if err != nil {
-		return nil, nil, "", err
-	}
-	sy, err := syncer.New(syncer.Config{User: q.user, UserKey: q.userKey, SpoolKey: q.spoolKey.Public(),
-		Source: client, Store: ms, Logger: q.log, OnApplied: func(r *mailstore.Result) { srv.Applied(r); ix.applied() },
-		Permanent: api.Hint, Unreachable: spoolUnreachable, KeepDir: keptDir(dbPath)})
-	if err != nil {
+	q.closers = append(q.closers, dev.close)
+	if err := dev.startSync(syncOptions{daemon: true}); err != nil {
 		return nil, nil, "", err
 	}
 	// Sending: mail goes back into the quickstart's own LMTP listener, so
 	// a message to USER@localhost arrives in INBOX, and any other address
 	// bounces.
-	q.send, err = startSending(sendingSetup{dbPath: dbPath, store: ms, sync: sy, user: q.user, pw: pw, log: q.log},
+	q.send, err = startSending(sendingSetup{dbPath: dbPath, store: dev.store, sync: dev.sync, user: q.user, pw: pw, log: q.log},
 		outbox.Relay{Addr: q.lmtpLn.Addr().String(), LMTP: true}, []string{q.user + "@localhost"}, "127.0.0.1", q.smtpPort, time.Second)
 	if err != nil && q.smtpRequired {
 		return nil, nil, "", err
@@ -382,13 +368,12 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 	sendCtx, stopSend := context.WithCancel(ctx)
 	q.closers = append(q.closers, func() { q.send.close(stopSend) })
 	q.send.run(sendCtx)
-	alert := func() string { return sy.Status().Alert() }
-	if srv, err = imapd.New(imapd.Config{Store: ms, Submit: q.send.submitter(sy), User: q.user, Password: pw, Logger: q.log, Alert: alert}); err != nil {
+	if err := dev.newIMAP(imapd.Config{Submit: q.send.submitter(dev.sync), Password: pw}); err != nil {
 		return nil, nil, "", err
 	}
 	// The status page, if its address was free (listen), and the control
 	// socket for cspool status in any case.
-	collector := newStatusCollector(sy, ms, q.imapLn.Addr(), q.user, stored, "http://"+q.httpLn.Addr().String())
+	collector := dev.collector(q.imapLn.Addr(), stored)
 	collector.Page = q.page
 	if q.statusLn != nil {
 		stopStatus, err := serveStatusPage(q.statusLn, statusPageConfig{source: collector, user: q.user, password: pw, log: q.log})
@@ -402,20 +387,7 @@ func (q *quickstart) startDevice(ctx context.Context, errc chan<- error) (srv *i
 		return nil, nil, "", err
 	}
 	q.closers = append(q.closers, stopSocket)
-	done := make(chan error, 1)
-	go func() {
-		err := sy.Run(ctx)
-		done <- err
-		if err != nil && ctx.Err() == nil {
-			errc <- fmt.Errorf("sync stopped: %w", err)
-		}
-	}()
-	go func() {
-		if err := srv.Serve(q.imapLn); err != nil && ctx.Err() == nil {
-			errc <- fmt.Errorf("serving IMAP: %w", err)
-		}
-	}()
-	return srv, done, pw, nil
+	return dev, dev.serve(ctx, q.imapLn, nil), pw, nil
 }
 
 // welcome delivers the welcome message unless the state folder records that

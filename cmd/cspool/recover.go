@@ -48,7 +48,7 @@ after an attack it would just as well put this device's history back.
 Exit status 0 (also when there is nothing to recover), 1 on failure.`, `
 cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server https://spool.example.org:3999 \
     --user-key ~/.config/cspool/user.sec --user-public-key ~/.config/cspool/user.pub --spool-key ~/.config/cspool/spool.pub`)
-	dev := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool)")
+	devFlags := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool)")
 	debug := fs.Bool("debug", false, "log debug detail")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -56,48 +56,48 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	userKey, spoolPub, err := dev.loadKeys()
+	userKey, spoolPub, err := devFlags.loadKeys()
 	if err != nil {
 		return err
 	}
-	store, closeStore, err := openDeviceStore(e.stderr, *dev.db, "stop the daemon (cspool imap-server) for this database first, then run cspool recover again", userKey)
+	log := newLogger(e, *debug)
+	dev, err := openDevice(e.stderr, device{user: *devFlags.user, userKey: userKey, spoolPub: spoolPub, spoolURL: *devFlags.spoolURL,
+		dbPath: *devFlags.db, log: log}, "stop the daemon (cspool imap-server) for this database first, then run cspool recover again")
 	if err != nil {
 		return err
 	}
-	defer closeStore()
-	client, err := api.NewClient(*dev.spoolURL, *dev.user, userKey, nil)
-	if err != nil {
-		return usagef("--spool-server: %v", err)
+	defer dev.close()
+	if err := dev.dial(); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := newLogger(e, *debug)
 	w := e.stdout
 
-	rep, err := recovery.Recover(ctx, recovery.Config{User: *dev.user, UserKey: userKey, SpoolKey: spoolPub,
-		Source: client, Store: store, Logger: log})
+	rep, err := recovery.Recover(ctx, recovery.Config{User: dev.user, UserKey: userKey, SpoolKey: spoolPub,
+		Source: dev.client, Store: dev.store, Logger: log})
 	switch {
 	case errors.Is(err, recovery.ErrNothingToRecover):
 		fmt.Fprintf(w, "nothing to recover: the spool's log (head %d) extends this device's history (position %d)\n", rep.SpoolHead, rep.Position)
 	case errors.Is(err, recovery.ErrCovered):
 		fmt.Fprintf(w, "nothing to recover: %v; syncing adopts it\n", err)
 	case err != nil:
-		return recoverFailed(*dev.spoolURL, err)
+		return recoverFailed(dev.spoolURL, err)
 	default:
 		printRecovery(w, rep)
 	}
 
-	sy, err := syncer.New(syncer.Config{User: *dev.user, UserKey: userKey, SpoolKey: spoolPub, Source: client,
-		Store: store, Logger: log, KeepDir: keptDir(*dev.db)})
-	if err != nil {
+	// The sync starts from what the recovery left in the store.
+	if err := dev.startSync(syncOptions{}); err != nil {
 		return err
 	}
+	sy := dev.sync
 	if _, err := sy.SyncOnce(ctx); err != nil {
 		hint := "check that the spool server is running and --spool-server is right, then run cspool recover again"
 		if errors.Is(err, syncer.ErrIntegrity) {
 			hint = "the spool's log still fails an integrity check after the recovery: report it to the spool's operator and keep this database"
 		}
-		return withHint(fmt.Errorf("syncing with %s after the recovery: %w", *dev.spoolURL, err), hint)
+		return withHint(fmt.Errorf("syncing with %s after the recovery: %w", dev.spoolURL, err), hint)
 	}
 	st := sy.Status()
 	fmt.Fprintf(w, "synced to position %d (head %d): %d entries applied\n", st.Position, max(st.Head, st.Position), st.Applied)

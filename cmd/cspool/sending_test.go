@@ -133,7 +133,7 @@ func (r *sendingRig) relayedCounts() map[string]int {
 func (r *sendingRig) sentCounts() map[string]int {
 	r.t.Helper()
 	r.daemon.stop(r.t, syscall.SIGTERM, 30*time.Second)
-	ms, err := openDevice(filepath.Join(r.dir, "alice.db"))
+	ms, err := openDeviceDB(filepath.Join(r.dir, "alice.db"))
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func (r *sendingRig) sentCounts() map[string]int {
 func (r *sendingRig) waitSent(n int) {
 	r.t.Helper()
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		ms, err := openDevice(filepath.Join(r.dir, "alice.db"))
+		ms, err := openDeviceDB(filepath.Join(r.dir, "alice.db"))
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			mb, err := ms.MailboxByName(ctx, "Sent")

@@ -417,7 +417,7 @@ func lastLine(out string) string {
 // storeInbox opens the database (real SQLite) and counts INBOX.
 func storeInbox(t *testing.T, path string) int {
 	t.Helper()
-	st, err := openDevice(path)
+	st, err := openDeviceDB(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,8 +44,8 @@ cspool sync --once --user-key=user.sec --spool-key=spool.pub --user-public-key=u
 cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org
 cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org
 cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (docs/CONFIG.md)`)
-	dev := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool)")
-	userName, dbPath, spoolURL := dev.user, dev.db, dev.spoolURL
+	devFlags := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool)")
+	userName, dbPath, spoolURL := devFlags.user, devFlags.db, devFlags.spoolURL
 	once := fs.Bool("once", true, "sync up to the spool's head and exit (false: keep following the log)")
 	interval := fs.Duration("progress", 0, "progress `interval` (0: 250ms on a terminal, 2s otherwise)")
 	debug := fs.Bool("debug", false, "log debug detail")
@@ -56,33 +56,28 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	userKey, spoolPub, err := dev.loadKeys()
+	userKey, spoolPub, err := devFlags.loadKeys()
 	if err != nil {
 		return err
 	}
-	store, closeStore, err := openDeviceStore(e.stderr, *dbPath, "it is being synced already; see its state with: cspool status --db "+*dbPath, userKey)
+	log := newLogger(e, *debug)
+	dev, err := openDevice(e.stderr, device{user: *userName, userKey: userKey, spoolPub: spoolPub, spoolURL: *spoolURL, dbPath: *dbPath, log: log},
+		"it is being synced already; see its state with: cspool status --db "+*dbPath)
 	if err != nil {
 		return err
 	}
-	defer closeStore()
+	defer dev.close()
 	if *clearAlarm {
-		if err := clearAlarms(context.Background(), e.stdout, store); err != nil {
+		if err := clearAlarms(context.Background(), e.stdout, dev.store); err != nil {
 			return err
 		}
 	}
-	client, err := api.NewClient(*spoolURL, *userName, userKey, nil)
-	if err != nil {
-		return usagef("--spool-server: %v", err)
-	}
-	src := newCountingSource(client)
-	log := newLogger(e, *debug)
-	sy, err := syncer.New(syncer.Config{
-		User: *userName, UserKey: userKey, SpoolKey: spoolPub, Source: src, Store: store,
-		Logger: log, Unreachable: spoolUnreachable, KeepDir: keptDir(*dbPath),
-	})
-	if err != nil {
+	var src counter
+	count := func(s syncer.Source) syncer.Source { src = newCountingSource(s); return src }
+	if err := dev.startSync(syncOptions{wrap: count}); err != nil {
 		return err
 	}
+	sy := dev.sync
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -351,35 +346,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	info, err := f.Stat()
 	return err == nil && info.Mode()&os.ModeCharDevice != 0
-}
-
-// errDatabaseBusy: another process holds the database's lock.
-var errDatabaseBusy = errors.New("database in use by another cspool process")
-
-// lockDatabase takes the exclusive lock DB.lock (flock(2), released when
-// the process ends, however it ends) and writes the process id into it.
-// Only one process syncs a database at a time: two would both apply the
-// log, and the second apply of a batch fails on the position.
-func lockDatabase(dbPath, hint string) (unlock func(), err error) {
-	path := dbPath + ".lock"
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, withHint(fmt.Errorf("opening lock file: %w", err), "check that the directory of --db exists and is writable")
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		b, _ := io.ReadAll(io.LimitReader(f, 32))
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			pid := strings.TrimSpace(string(b))
-			if pid == "" {
-				pid = "unknown"
-			}
-			return nil, withHint(fmt.Errorf("%s: %w (pid %s holds %s)", dbPath, errDatabaseBusy, pid, path), hint)
-		}
-		return nil, fmt.Errorf("locking %s: %w", path, err)
-	}
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return func() { f.Close() }, nil
 }

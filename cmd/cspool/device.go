@@ -1,0 +1,316 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/devicedb"
+	"cspool/internal/imapd"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/statuspage"
+	"cspool/internal/syncer"
+)
+
+// device is the device role, assembled here once: the database's lock and
+// its mail store, the spool client and the sync loop; a daemon adds the
+// search indexer, the IMAP server and what the status page and the control
+// socket show. cspool imap-server, sync and recover and the quickstart
+// compose it: openDevice, then dial or startSync, then for a daemon
+// newIMAP, collector, serve and stop.
+type device struct {
+	user     string
+	userKey  *keys.SecretKey
+	spoolPub keys.PublicKey
+	spoolURL string
+	dbPath   string
+	log      *slog.Logger
+
+	store      *mailstore.Store
+	closeStore func()
+	client     *api.Client
+	sync       *syncer.Syncer
+	ix         *indexer      // a daemon's search indexer; nil otherwise
+	imap       *imapd.Server // a daemon's IMAP server; nil otherwise
+	syncDone   chan error    // Run's end, once serve started it
+}
+
+// openDevice takes the lock of d.dbPath (one process syncs a database at a
+// time; busy says what to do when another holds it) and opens its mail
+// store (openDeviceStore). close releases both.
+func openDevice(w io.Writer, d device, busy string) (*device, error) {
+	store, closeStore, err := openDeviceStore(w, d.dbPath, busy, d.userKey)
+	if err != nil {
+		return nil, err
+	}
+	d.store, d.closeStore = store, closeStore
+	return &d, nil
+}
+
+// close closes the store, then releases the lock.
+func (d *device) close() { d.closeStore() }
+
+// dial makes the client of the spool at d.spoolURL.
+func (d *device) dial() error {
+	if d.client != nil {
+		return nil
+	}
+	c, err := api.NewClient(d.spoolURL, d.user, d.userKey, nil)
+	if err != nil {
+		return usagef("--spool-server: %v", err)
+	}
+	d.client = c
+	return nil
+}
+
+// syncOptions are what the commands choose of a device's sync loop.
+type syncOptions struct {
+	// daemon: the device serves IMAP. The search indexer and the IMAP
+	// server (newIMAP) hear of every applied batch, and an error a person
+	// must fix is named (api.Hint) and tried again only now and then.
+	daemon bool
+	// wrap, if set, stands between the client and the loop (cspool sync
+	// counts what it reads).
+	wrap func(syncer.Source) syncer.Source
+	// checkpointMin is syncer.Config.CheckpointMin (0: its default).
+	checkpointMin int
+}
+
+// startSync makes the sync loop over the spool client (dialled if need be);
+// serve runs it, or the command calls SyncOnce.
+func (d *device) startSync(o syncOptions) error {
+	if err := d.dial(); err != nil {
+		return err
+	}
+	var src syncer.Source = d.client
+	if o.wrap != nil {
+		src = o.wrap(src)
+	}
+	cfg := syncer.Config{User: d.user, UserKey: d.userKey, SpoolKey: d.spoolPub, Source: src, Store: d.store,
+		Logger: d.log, Unreachable: spoolUnreachable, CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath)}
+	if o.daemon {
+		// The IMAP server exists before serve starts the loop, so the
+		// callback never sees a nil server.
+		d.ix = newIndexer(d.store, d.log)
+		cfg.OnApplied = func(r *mailstore.Result) { d.imap.Applied(r); d.ix.applied() }
+		cfg.Permanent = api.Hint
+	}
+	sy, err := syncer.New(cfg)
+	if err != nil {
+		return err
+	}
+	d.sync = sy
+	return nil
+}
+
+// newIMAP makes the daemon's IMAP server on the store, logging in as the
+// device's user; cfg gives the rest (password, TLS, how changes are
+// submitted).
+func (d *device) newIMAP(cfg imapd.Config) error {
+	cfg.Store, cfg.User, cfg.Logger = d.store, d.user, d.log
+	cfg.Alert = func() string { return d.sync.Status().Alert() }
+	srv, err := imapd.New(cfg)
+	if err != nil {
+		return err
+	}
+	d.imap = srv
+	return nil
+}
+
+// collector is what the status page and the control socket show of the
+// daemon, whose IMAP listens on imapAddr with the password pw.
+func (d *device) collector(imapAddr net.Addr, pw imapPassword) *statuspage.Collector {
+	return newStatusCollector(d.sync, d.store, imapAddr, d.user, pw, d.spoolURL)
+}
+
+// serve runs the search indexer, the sync loop and the IMAP server on ln,
+// and on tlsLn (IMAPS, TLS from the first byte) if not nil, until ctx
+// ends. The channel it returns gets the first failure: the loop stopping
+// on its own (nil if it stopped without an error), or a listener failing.
+func (d *device) serve(ctx context.Context, ln, tlsLn net.Listener) <-chan error {
+	failed := make(chan error, 3)
+	go d.ix.run(ctx)
+	d.syncDone = make(chan error, 1)
+	go func() {
+		err := d.sync.Run(ctx)
+		d.syncDone <- err
+		if ctx.Err() == nil {
+			var failure error
+			if err != nil && !errors.Is(err, context.Canceled) {
+				failure = fmt.Errorf("sync stopped: %w", err)
+			}
+			failed <- failure
+		}
+	}()
+	imapFailed := func(err error) {
+		if ctx.Err() == nil {
+			failed <- fmt.Errorf("IMAP server stopped: %w", err)
+		}
+	}
+	go func() { imapFailed(d.imap.Serve(ln)) }()
+	if tlsLn != nil {
+		go func() { imapFailed(d.imap.ServeTLS(tlsLn)) }()
+	}
+	return failed
+}
+
+// stop closes the IMAP server and waits (a while) for the sync loop, whose
+// context the caller has cancelled, to end.
+func (d *device) stop() {
+	d.imap.Close()
+	if d.syncDone == nil {
+		return
+	}
+	select {
+	case <-d.syncDone:
+	case <-time.After(5 * time.Second):
+		d.log.Warn("sync loop did not stop within 5s")
+	}
+}
+
+// deviceFlags are the flags of the commands that sync a device's database
+// (imap-server, sync, recover).
+type deviceFlags struct {
+	userKey, userPub, spoolPub, user, db, spoolURL *string
+	pass                                           *passphraseSource
+}
+
+func addDeviceFlags(fs *flagSet, e *env, userHelp string) *deviceFlags {
+	return &deviceFlags{
+		userKey:  fs.String("user-key", "user.sec", "the user's secret key `file`"),
+		userPub:  fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key)"),
+		spoolPub: fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)"),
+		user:     fs.String("user", defaultUser(e), userHelp),
+		db:       fs.String("db", "test.db", "local mail database `file`"),
+		spoolURL: fs.String("spool-server", "http://localhost:3999", "spool server `URL`"),
+		pass:     addPassphraseFlag(fs, e),
+	}
+}
+
+// loadKeys checks the user name and loads the device's keys.
+func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
+	if err := keys.CheckUserName(*d.user); err != nil {
+		return nil, keys.PublicKey{}, usagef("%v", err)
+	}
+	return loadDeviceKeys(d.pass, *d.userKey, *d.userPub, *d.spoolPub)
+}
+
+// loadDeviceKeys loads what a device needs: the user's secret key (checked
+// against the public file given with it) and the spool's public key.
+func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPath string) (*keys.SecretKey, keys.PublicKey, error) {
+	userKey, err := deviceUserKey.loadSecret(src, userKeyPath, userPubPath)
+	if err != nil {
+		return nil, keys.PublicKey{}, err
+	}
+	userPub, err := deviceUserPub.loadPublic(userPubPath, userKeyPath)
+	if err != nil {
+		return nil, keys.PublicKey{}, err
+	}
+	if !userPub.Equal(userKey.Public()) {
+		return nil, keys.PublicKey{}, withHint(fmt.Errorf("%s is not the public half of %s", userPubPath, userKeyPath),
+			"pass the .pub file that gen-keys wrote together with the .sec file")
+	}
+	spoolPub, err := deviceSpoolPub.loadPublic(spoolPubPath, "")
+	if err != nil {
+		return nil, keys.PublicKey{}, err
+	}
+	return userKey, spoolPub, nil
+}
+
+// openDeviceStore takes the database's lock (one process syncs a database
+// at a time; busy explains who holds it) and opens the mail store,
+// encrypted at rest with a key derived from userKey: a plaintext database
+// (an earlier cspool's) is encrypted in place first, with a line on w.
+// closeStore closes the store, then releases the lock.
+func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) (store *mailstore.Store, closeStore func(), err error) {
+	unlock, err := lockDatabase(dbPath, busy)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err = openMailStore(w, dbPath, userKey, false)
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return store, func() { store.Close(); unlock() }, nil
+}
+
+// openMailStore opens the device's mail store encrypted with userKey's
+// database key; readOnly leaves a plaintext database unencrypted (the
+// caller holds no lock on it).
+func openMailStore(w io.Writer, dbPath string, userKey *keys.SecretKey, readOnly bool) (*mailstore.Store, error) {
+	if benchPlaintext {
+		fmt.Fprintf(w, "cspool: this build (cspool_bench_plaintext) keeps %s in plaintext, for benchmarks only\n", dbPath)
+		return mailstore.OpenWith(dbPath, mailstore.Options{NoMigrate: readOnly})
+	}
+	key := devicedb.Key(userKey.DatabaseKey("mailstore"))
+	migrating := false
+	if st, err := devicedb.Inspect(dbPath, &key); err == nil && st == devicedb.Plaintext && !readOnly {
+		migrating = true
+		size := int64(0)
+		if info, err := os.Stat(dbPath); err == nil {
+			size = info.Size()
+		}
+		fmt.Fprintf(w, "cspool: encrypting %s in place (%s; once, and safe to interrupt)\n", dbPath, sizeText(size))
+	}
+	store, err := mailstore.OpenWith(dbPath, mailstore.Options{Key: &key, NoMigrate: readOnly})
+	if err != nil {
+		return nil, withHint(err, storeHint(dbPath, err))
+	}
+	if migrating {
+		fmt.Fprintf(w, "cspool: %s is encrypted now\n", dbPath)
+	}
+	return store, nil
+}
+
+// storeHint says what to do about a device database that did not open.
+func storeHint(dbPath string, err error) string {
+	switch {
+	case errors.Is(err, devicedb.ErrWrongKey):
+		return fmt.Sprintf("%s was encrypted with another secret key: pass the --user-key this device has always used; a database made with a different key cannot be read, but it is only a copy: move it away and a new one syncs from the spool", dbPath)
+	case errors.Is(err, devicedb.ErrEncrypted):
+		return "the database is encrypted with the user's key: pass --user-key (and its passphrase)"
+	}
+	return "check that the directory of --db exists and is writable"
+}
+
+// errDatabaseBusy: another process holds the database's lock.
+var errDatabaseBusy = errors.New("database in use by another cspool process")
+
+// lockDatabase takes the exclusive lock DB.lock (flock(2), released when
+// the process ends, however it ends) and writes the process id into it.
+// Only one process syncs a database at a time: two would both apply the
+// log, and the second apply of a batch fails on the position.
+func lockDatabase(dbPath, hint string) (unlock func(), err error) {
+	path := dbPath + ".lock"
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("opening lock file: %w", err), "check that the directory of --db exists and is writable")
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(io.LimitReader(f, 32))
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			pid := strings.TrimSpace(string(b))
+			if pid == "" {
+				pid = "unknown"
+			}
+			return nil, withHint(fmt.Errorf("%s: %w (pid %s holds %s)", dbPath, errDatabaseBusy, pid, path), hint)
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() { f.Close() }, nil
+}
