@@ -3,16 +3,14 @@ package main
 import (
 	"debug/elf"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"testing"
 )
 
-// TestStaticBuild builds the binary with CGO_ENABLED=0 and checks that it
-// is static: no program interpreter (PT_INTERP) and no dynamic section, so
-// it runs on any Linux of its architecture without a C library (the SQLite
-// driver is pure Go).
+// TestStaticBuild checks that the binary built with CGO_ENABLED=0 (the one
+// every test runs) is static: no program interpreter (PT_INTERP) and no
+// dynamic section, so it runs on any Linux of its architecture without a C
+// library (the SQLite driver is pure Go).
 func TestStaticBuild(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -20,12 +18,7 @@ func TestStaticBuild(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("checks an ELF binary; runs on Linux")
 	}
-	bin := filepath.Join(t.TempDir(), "cspool")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, out)
-	}
+	bin := buildServerBinary(t) // built with CGO_ENABLED=0
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatalf("reading the binary as ELF: %v", err)

@@ -65,17 +65,6 @@ func newDeliverSetup(t *testing.T) *deliverSetup {
 	return s
 }
 
-// buildCspool compiles this command into a temporary directory.
-func buildCspool(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "cspool")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building cspool: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // bodies opens every entry of alice's log in dir with her key.
 func (s *deliverSetup) bodies(t *testing.T) [][]byte {
 	t.Helper()
@@ -106,7 +95,7 @@ func (s *deliverSetup) bodies(t *testing.T) [][]byte {
 }
 
 func TestDeliverCommand(t *testing.T) {
-	bin := buildCspool(t)
+	bin := buildServerBinary(t)
 	s := newDeliverSetup(t)
 	msg := []byte("Subject: caf\xc3\xa9\n\nbare LF\nNUL\x00 and \xff\r\n.\r\n")
 	big := bytes.Repeat([]byte("x"), 2000)
@@ -224,7 +213,7 @@ func (u oneUser) Lookup(_ context.Context, user string) (keys.PublicKey, error) 
 }
 
 func TestDeliverCommandThroughServer(t *testing.T) {
-	bin := buildCspool(t)
+	bin := buildServerBinary(t)
 	s := newDeliverSetup(t)
 	st, err := sqlitestore.Open(s.spoolDir, sqlitestore.Options{})
 	if err != nil {
