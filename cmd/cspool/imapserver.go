@@ -292,8 +292,9 @@ func connSecurity(addr net.Addr, starttls bool) string {
 	return "NONE: the password crosses the network in the clear"
 }
 
-// loadServerTLS reads the certificate and key of the device's listeners;
-// nil without them. They are read once, at start.
+// loadServerTLS reads the certificate and key of a command's listeners
+// (the device's IMAP and submission, cspool server's HTTP API); nil
+// without them. They are read once, at start.
 func loadServerTLS(certFile, keyFile string) (*tls.Config, error) {
 	if certFile == "" {
 		return nil, nil

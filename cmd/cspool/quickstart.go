@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -278,27 +277,15 @@ func (q *quickstart) run(ctx context.Context) error {
 	if q.debug {
 		apiLog = q.log
 	}
-	apiSrv := api.NewServer(api.Config{Store: store, Users: users, SpoolKey: q.spoolKey.Public(), Logger: apiLog})
-	httpSrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog: slog.NewLogLogger(q.log.Handler(), slog.LevelWarn)}
 	d := &deliver.Deliverer{Log: store, SpoolKey: q.spoolKey, Users: users}
-	lmtp := deliver.NewLMTP(d, deliver.LMTPOptions{Hostname: "localhost", RecipientDelimiter: "+", Logger: q.log})
+	srv := newSpoolServer(api.Config{Store: store, Users: users, SpoolKey: q.spoolKey.Public(), Logger: apiLog}, d,
+		deliver.LMTPOptions{Hostname: "localhost", RecipientDelimiter: "+", Logger: q.log}, q.log)
 	errc := make(chan error, 4)
-	go func() {
-		if err := httpSrv.Serve(q.httpLn); !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("serving HTTP: %w", err)
-		}
-	}()
-	go func() {
-		if err := lmtp.Serve(q.lmtpLn); err != nil {
-			errc <- fmt.Errorf("serving LMTP: %w", err)
-		}
-	}()
+	srv.serve(q.httpLn, q.lmtpLn, nil, errc)
 	q.closers = append(q.closers, func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
-		apiSrv.Shutdown()
-		if err := errors.Join(httpSrv.Shutdown(sctx), lmtp.Shutdown(sctx)); err != nil {
+		if err := srv.shutdown(sctx); err != nil {
 			q.log.Warn("requests still in flight were cut", "err", err)
 		}
 	})

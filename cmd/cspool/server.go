@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -233,13 +231,9 @@ func (s *serverRun) run(f serverFlags) error {
 		}
 		spoolKey = k
 	}
-	var tlsCert tls.Certificate
-	if f.tlsCert != "" {
-		c, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
-			return withHint(fmt.Errorf("loading TLS certificate %s and key %s: %w", f.tlsCert, f.tlsKey, err), "both files must be PEM; the key must match the certificate")
-		}
-		tlsCert = c
+	tlsConfig, err := loadServerTLS(f.tlsCert, f.tlsKey)
+	if err != nil {
+		return err
 	}
 	store, err := s.openStore(f)
 	if err != nil {
@@ -283,43 +277,23 @@ func (s *serverRun) run(f serverFlags) error {
 			return err
 		}
 	}
-	apiSrv := api.NewServer(cfg)
+	var d *deliver.Deliverer
+	if f.lmtpAddr != "" {
+		lmtpOpts.Hostname, _ = os.Hostname()
+		d = &deliver.Deliverer{Log: deliveryLog, SpoolKey: spoolKey, Users: users, MaxMessageBytes: f.maxMsg}
+	}
+	srv := newSpoolServer(cfg, d, lmtpOpts, s.log)
+	srv.http.ReadTimeout, srv.http.IdleTimeout = 10*time.Minute, 2*time.Minute
 	if s.httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {
 		return withHint(fmt.Errorf("listening on %s: %w", f.httpAddr, err), "pick another --port or --addr")
 	}
-	s.httpLn = apiSrv.Listener(s.httpLn)
-	httpSrv := &http.Server{Handler: apiSrv, ReadHeaderTimeout: 30 * time.Second, ReadTimeout: 10 * time.Minute,
-		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	var lmtp *deliver.LMTP
+	s.httpLn = srv.api.Listener(s.httpLn)
 	if f.lmtpAddr != "" {
 		if s.lmtpLn, err = net.Listen("tcp", f.lmtpAddr); err != nil {
 			return withHint(fmt.Errorf("listening for LMTP on %s: %w", f.lmtpAddr, err), "pick another --lmtp address")
 		}
-		lmtpOpts.Hostname, _ = os.Hostname()
-		d := &deliver.Deliverer{Log: deliveryLog, SpoolKey: spoolKey, Users: users, MaxMessageBytes: f.maxMsg}
-		lmtp = deliver.NewLMTP(d, lmtpOpts)
 	}
-
-	go func() {
-		var err error
-		if f.tlsCert != "" {
-			httpSrv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{tlsCert}, MinVersion: tls.VersionTLS12}
-			err = httpSrv.ServeTLS(s.httpLn, "", "")
-		} else {
-			err = httpSrv.Serve(s.httpLn)
-		}
-		if !errors.Is(err, http.ErrServerClosed) {
-			errc <- fmt.Errorf("serving HTTP on %s: %w", f.httpAddr, err)
-		}
-	}()
-	if lmtp != nil {
-		go func() {
-			if err := lmtp.Serve(s.lmtpLn); err != nil {
-				errc <- fmt.Errorf("serving LMTP on %s: %w", f.lmtpAddr, err)
-			}
-		}()
-	}
+	srv.serve(s.httpLn, s.lmtpLn, tlsConfig, errc)
 	s.logStart(f, users, spoolKey)
 	notifyReady(s.e, s.log)
 
@@ -329,11 +303,7 @@ func (s *serverRun) run(f serverFlags) error {
 	failure := s.waitForStop(sigs, errc, users)
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	apiSrv.Shutdown()
-	err = httpSrv.Shutdown(ctx)
-	if lmtp != nil {
-		err = errors.Join(err, lmtp.Shutdown(ctx))
-	}
+	err = srv.shutdown(ctx)
 	s.httpLn, s.lmtpLn = nil, nil
 	s.mon.close()
 	s.mon = nil

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/deliver"
+)
+
+// spoolServer is the server role, assembled here once: the HTTP API over a
+// store and its users, and, given a deliverer, the LMTP server whose
+// deliveries are sealed and appended through it. cspool server and the
+// quickstart compose it: newSpoolServer, serve, shutdown; each opens the
+// store and the users and chooses the limits.
+type spoolServer struct {
+	api  *api.Server
+	http *http.Server
+	lmtp *deliver.LMTP // nil: no LMTP
+}
+
+// newSpoolServer makes the API of cfg and, with d, the LMTP server of opts
+// delivering through d. log gets the HTTP server's own complaints (bad
+// requests from clients, TLS handshakes that fail).
+func newSpoolServer(cfg api.Config, d *deliver.Deliverer, opts deliver.LMTPOptions, log *slog.Logger) *spoolServer {
+	s := &spoolServer{api: api.NewServer(cfg)}
+	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	if d != nil {
+		s.lmtp = deliver.NewLMTP(d, opts)
+	}
+	return s
+}
+
+// serve serves the API on httpLn, over TLS with tlsConfig if not nil, and
+// LMTP on lmtpLn, until shutdown. A listener that fails sends why on errc.
+func (s *spoolServer) serve(httpLn, lmtpLn net.Listener, tlsConfig *tls.Config, errc chan<- error) {
+	go func() {
+		var err error
+		if tlsConfig != nil {
+			s.http.TLSConfig = tlsConfig
+			err = s.http.ServeTLS(httpLn, "", "")
+		} else {
+			err = s.http.Serve(httpLn)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving HTTP on %s: %w", httpLn.Addr(), err)
+		}
+	}()
+	if s.lmtp != nil {
+		go func() {
+			if err := s.lmtp.Serve(lmtpLn); err != nil {
+				errc <- fmt.Errorf("serving LMTP on %s: %w", lmtpLn.Addr(), err)
+			}
+		}()
+	}
+}
+
+// shutdown ends the waiting reads, stops taking requests and deliveries,
+// and waits for those in flight until ctx ends.
+func (s *spoolServer) shutdown(ctx context.Context) error {
+	s.api.Shutdown()
+	err := s.http.Shutdown(ctx)
+	if s.lmtp != nil {
+		err = errors.Join(err, s.lmtp.Shutdown(ctx))
+	}
+	return err
+}
