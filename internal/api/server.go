@@ -125,29 +125,62 @@ type Config struct {
 	Metrics Metrics
 }
 
+// fill gives the fields left zero their documented defaults.
 func (c *Config) fill() {
-	setDefault(&c.MaxBody, 64<<20)
-	setDefault(&c.MaxBatchCount, 10000)
-	setDefault(&c.MaxCheckpointBody, max(64<<20, c.MaxBody))
-	setDefault(&c.MaxCheckpointKeep, 4_000_000)
-	setDefault(&c.DefaultReadCount, 1000)
-	setDefault(&c.MaxReadCount, 10000)
-	setDefault(&c.DefaultReadBytes, 8<<20)
-	setDefault(&c.MaxReadBytes, 64<<20)
-	setDefault(&c.ChunkBytes, 4<<20)
-	setDefault(&c.MaxWait, 60*time.Second)
-	setDefault(&c.ClockSkew, 5*time.Minute)
-	setDefault(&c.FutureSkew, 30*time.Second)
-	setDefault(&c.MaxNonces, 1<<14)
-	setDefault(&c.SpoolKeyNonces, 1<<18)
-	setDefault(&c.MaxLongPolls, 16)
+	if c.MaxBody <= 0 {
+		c.MaxBody = 64 << 20
+	}
+	if c.MaxBatchCount <= 0 {
+		c.MaxBatchCount = 10000
+	}
+	if c.MaxCheckpointBody <= 0 {
+		c.MaxCheckpointBody = max(64<<20, c.MaxBody)
+	}
+	if c.MaxCheckpointKeep <= 0 {
+		c.MaxCheckpointKeep = 4_000_000
+	}
+	if c.DefaultReadCount <= 0 {
+		c.DefaultReadCount = 1000
+	}
+	if c.MaxReadCount <= 0 {
+		c.MaxReadCount = 10000
+	}
+	if c.DefaultReadBytes <= 0 {
+		c.DefaultReadBytes = 8 << 20
+	}
+	if c.MaxReadBytes <= 0 {
+		c.MaxReadBytes = 64 << 20
+	}
+	if c.ChunkBytes <= 0 {
+		c.ChunkBytes = 4 << 20
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 60 * time.Second
+	}
+	if c.ClockSkew <= 0 {
+		c.ClockSkew = 5 * time.Minute
+	}
+	if c.FutureSkew <= 0 {
+		c.FutureSkew = 30 * time.Second
+	}
+	if c.MaxNonces <= 0 {
+		c.MaxNonces = 1 << 14
+	}
+	if c.SpoolKeyNonces <= 0 {
+		c.SpoolKeyNonces = 1 << 18
+	}
+	if c.MaxLongPolls <= 0 {
+		c.MaxLongPolls = 16
+	}
 	if c.MaxConnsPerAddr == 0 {
 		c.MaxConnsPerAddr = 64
 	}
 	if c.RefusalRate == 0 {
 		c.RefusalRate = 20
 	}
-	setDefault(&c.RetryAfter, 5*time.Second)
+	if c.RetryAfter <= 0 {
+		c.RetryAfter = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -159,12 +192,6 @@ func (c *Config) fill() {
 	}
 	if c.Metrics == nil {
 		c.Metrics = noMetrics{}
-	}
-}
-
-func setDefault[T int | int64 | time.Duration](p *T, v T) {
-	if *p <= 0 {
-		*p = v
 	}
 }
 

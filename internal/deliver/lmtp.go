@@ -72,6 +72,8 @@ type LMTPOptions struct {
 	Metrics Metrics
 }
 
+// fill gives the fields left zero their documented defaults (the
+// message size d's).
 func (o *LMTPOptions) fill(d *Deliverer) {
 	if o.Hostname == "" {
 		o.Hostname = "localhost"

@@ -69,6 +69,18 @@ type Server struct {
 	floors map[command.ID]imap.UID // \Recent: the highest UID claimed, per mailbox
 }
 
+// fill gives the fields left zero their documented defaults.
+func (c *Config) fill() {
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = command.DefaultMaxMessageBytes
+	}
+	// APPENDLIMIT is a number32 (RFC 7889 section 3).
+	c.MaxMessageBytes = min(c.MaxMessageBytes, 1<<32-1)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
 // New returns a Server; call Serve to accept connections.
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil || cfg.Submit == nil {
@@ -80,15 +92,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Password == "" && !cfg.AllowEmptyPassword {
 		return nil, errors.New("imapd: an empty password is not allowed (set AllowEmptyPassword to allow it)")
 	}
-	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = command.DefaultMaxMessageBytes
-	}
-	// APPENDLIMIT is a number32 (RFC 7889 section 3).
-	cfg.MaxMessageBytes = min(cfg.MaxMessageBytes, 1<<32-1)
+	cfg.fill()
 	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{},
 		floors: map[command.ID]imap.UID{}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

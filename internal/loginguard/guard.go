@@ -61,25 +61,32 @@ type Limits struct {
 	Wait func(ctx context.Context, d time.Duration) error
 }
 
-func (l Limits) withDefaults() Limits {
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
+// fill gives the fields left zero their documented defaults.
+func (l *Limits) fill() {
+	if l.MaxFailures <= 0 {
+		l.MaxFailures = 3
 	}
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
+	if l.MaxWaiting <= 0 {
+		l.MaxWaiting = 4
 	}
-	def(&l.MaxFailures, 3)
-	def(&l.MaxWaiting, 4)
-	def(&l.MaxSources, 1024)
-	def(&l.LogLines, 5)
-	defDur(&l.BaseDelay, 500*time.Millisecond)
-	defDur(&l.MaxDelay, 16*time.Second)
-	defDur(&l.Forget, 15*time.Minute)
-	defDur(&l.LogInterval, time.Minute)
+	if l.MaxSources <= 0 {
+		l.MaxSources = 1024
+	}
+	if l.LogLines <= 0 {
+		l.LogLines = 5
+	}
+	if l.BaseDelay <= 0 {
+		l.BaseDelay = 500 * time.Millisecond
+	}
+	if l.MaxDelay <= 0 {
+		l.MaxDelay = 16 * time.Second
+	}
+	if l.Forget <= 0 {
+		l.Forget = 15 * time.Minute
+	}
+	if l.LogInterval <= 0 {
+		l.LogInterval = time.Minute
+	}
 	if l.Now == nil {
 		l.Now = time.Now
 	}
@@ -95,7 +102,6 @@ func (l Limits) withDefaults() Limits {
 			}
 		}
 	}
-	return l
 }
 
 // ErrWaiting refuses a login, unchecked, while its source has MaxWaiting
@@ -133,7 +139,8 @@ type Guard struct {
 // New returns a guard for the listener of proto ("IMAP", "SMTP"), logging
 // to log.
 func New(lim Limits, log *slog.Logger, proto string) *Guard {
-	return &Guard{lim: lim.withDefaults(), log: log, proto: proto, sources: map[string]*Source{},
+	lim.fill()
+	return &Guard{lim: lim, log: log, proto: proto, sources: map[string]*Source{},
 		overflow: Source{key: "(other sources)"}, library: Source{key: "(" + strings.ToLower(proto) + " library)"}}
 }
 

@@ -88,6 +88,36 @@ type Outbox struct {
 
 var _ submit.Queue = (*Outbox)(nil)
 
+// fill gives the fields left zero their documented defaults.
+func (c *Config) fill() {
+	if c.Hostname == "" {
+		c.Hostname = "localhost"
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = time.Minute
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = time.Hour
+	}
+	c.MaxBackoff = max(c.MaxBackoff, c.MinBackoff)
+	if c.MaxAge <= 0 {
+		c.MaxAge = 5 * 24 * time.Hour
+	}
+	if c.DuplicateWindow <= 0 {
+		c.DuplicateWindow = 10 * time.Minute
+	}
+	if c.Keep <= 0 {
+		c.Keep = 24 * time.Hour
+	}
+	c.Keep = max(c.Keep, c.DuplicateWindow)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
 // Open opens (creating if needed) the outbox database.
 func Open(cfg Config) (*Outbox, error) {
 	if cfg.Path == "" || cfg.Store == nil || cfg.Log == nil {
@@ -96,33 +126,8 @@ func Open(cfg Config) (*Outbox, error) {
 	if cfg.Relay.Addr == "" {
 		return nil, errors.New("outbox: a relay address is required")
 	}
-	if cfg.Hostname == "" {
-		cfg.Hostname = "localhost"
-	}
-	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = time.Minute
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = time.Hour
-	}
-	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
-	if cfg.MaxAge <= 0 {
-		cfg.MaxAge = 5 * 24 * time.Hour
-	}
-	if cfg.DuplicateWindow <= 0 {
-		cfg.DuplicateWindow = 10 * time.Minute
-	}
-	if cfg.Keep <= 0 {
-		cfg.Keep = 24 * time.Hour
-	}
-	cfg.Keep = max(cfg.Keep, cfg.DuplicateWindow)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.fill()
 	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	db, err := openDB(cfg.Path, cfg.Key)
 	if err != nil {
 		return nil, err

@@ -99,6 +99,22 @@ type Report struct {
 	Attempts    int      // appends of the restoration (more than 1: mail arrived meanwhile)
 }
 
+// fill gives the fields left zero their documented defaults.
+func (c *Config) fill() {
+	if c.BatchCount == 0 {
+		c.BatchCount = 1000
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 4 << 20
+	}
+	if c.Attempts == 0 {
+		c.Attempts = 5
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
 // Recover finds the restored head, rebases this device's history after it
 // onto the spool's log, puts back the message bytes the spool lost, and
 // writes the Restoration. The store is left as it was: syncing adopts the
@@ -115,18 +131,7 @@ func Recover(ctx context.Context, cfg Config) (*Report, error) {
 	if !ok {
 		return nil, errors.New("recovery: the source cannot append on a condition (if_head)")
 	}
-	if cfg.BatchCount == 0 {
-		cfg.BatchCount = 1000
-	}
-	if cfg.BatchBytes == 0 {
-		cfg.BatchBytes = 4 << 20
-	}
-	if cfg.Attempts == 0 {
-		cfg.Attempts = 5
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.fill()
 	r := &recoverer{cfg: cfg, cpr: cpr, ha: ha, log: cfg.Logger.With("component", "recover", "user", cfg.User)}
 	return r.run(ctx)
 }

@@ -49,6 +49,16 @@ type Handler struct {
 	pass  [32]byte
 }
 
+// fill gives the fields left zero their documented defaults.
+func (c *Config) fill() {
+	if c.Refresh <= 0 {
+		c.Refresh = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
 // New returns a Handler.
 func New(cfg Config) (*Handler, error) {
 	if cfg.Source == nil || cfg.User == "" {
@@ -57,13 +67,8 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Password == "" && !cfg.AllowEmptyPassword {
 		return nil, errors.New("statuspage: a password is required (or AllowEmptyPassword)")
 	}
-	if cfg.Refresh <= 0 {
-		cfg.Refresh = 5 * time.Second
-	}
+	cfg.fill()
 	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	tmpl, err := parsePage()
 	if err != nil {
 		return nil, err

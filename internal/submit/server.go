@@ -109,6 +109,34 @@ type Server struct {
 	closing    atomic.Bool
 }
 
+// fill gives the fields left zero their documented defaults.
+func (c *Config) fill() {
+	if c.Hostname == "" {
+		c.Hostname = "localhost"
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 50 << 20
+	}
+	if c.MaxRecipients <= 0 {
+		c.MaxRecipients = 100
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Minute
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = time.Minute
+	}
+	if c.EnqueueTimeout <= 0 {
+		c.EnqueueTimeout = time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
 // New checks cfg and returns a Server; call Serve to accept connections.
 func New(cfg Config) (*Server, error) {
 	if cfg.Queue == nil {
@@ -124,31 +152,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("submit: %w", err)
 	}
-	if cfg.Hostname == "" {
-		cfg.Hostname = "localhost"
-	}
-	if cfg.MaxMessageBytes <= 0 {
-		cfg.MaxMessageBytes = 50 << 20
-	}
-	if cfg.MaxRecipients <= 0 {
-		cfg.MaxRecipients = 100
-	}
-	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = 10 * time.Minute
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = time.Minute
-	}
-	if cfg.EnqueueTimeout <= 0 {
-		cfg.EnqueueTimeout = time.Minute
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.fill()
 	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	s := &Server{cfg: cfg, log: log.With("component", "smtp"), identities: ids}
 	s.guard = loginguard.New(cfg.Login, s.log, "SMTP")
 	s.ctx, s.cancel = context.WithCancel(context.Background())

@@ -245,43 +245,47 @@ type Syncer struct {
 	groupBusy    bool
 }
 
+// fill gives the fields left zero their documented defaults.
+func (c *Config) fill() {
+	if c.BatchCount == 0 {
+		c.BatchCount = 1000
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 4 << 20
+	}
+	if c.Wait == 0 {
+		c.Wait = 30 * time.Second
+	}
+	if c.CheckpointMin == 0 {
+		c.CheckpointMin = 1000
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = 500 * time.Millisecond
+	}
+	if c.RecheckPermanent == 0 {
+		c.RecheckPermanent = 10 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
 // New returns a Syncer; call Run to start syncing.
 func New(cfg Config) (*Syncer, error) {
 	if cfg.Store == nil || cfg.Source == nil || cfg.UserKey == nil || cfg.User == "" {
 		return nil, errors.New("syncer: store, source, user and user key are required")
 	}
-	if cfg.BatchCount == 0 {
-		cfg.BatchCount = 1000
-	}
-	if cfg.BatchBytes == 0 {
-		cfg.BatchBytes = 4 << 20
-	}
-	if cfg.Wait == 0 {
-		cfg.Wait = 30 * time.Second
-	}
-	if cfg.CheckpointMin == 0 {
-		cfg.CheckpointMin = 1000
-	}
-	if cfg.MaxBackoff == 0 {
-		cfg.MaxBackoff = 30 * time.Second
-	}
-	if cfg.ProbeInterval == 0 {
-		cfg.ProbeInterval = 500 * time.Millisecond
-	}
-	if cfg.RecheckPermanent == 0 {
-		cfg.RecheckPermanent = 10 * time.Minute
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
+	cfg.fill()
 	pos, err := cfg.Store.Position(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
 	}
 	s := &Syncer{
 		cfg:     cfg,
-		log:     log.With("component", "sync", "user", cfg.User),
+		log:     cfg.Logger.With("component", "sync", "user", cfg.User),
 		applied: make(chan struct{}),
 		alarmed: make(chan struct{}),
 		pending: map[command.ID]pendingEntry{},

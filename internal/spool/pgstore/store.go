@@ -59,7 +59,8 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-func (o *Options) defaults() {
+// fill gives the fields left zero their documented defaults.
+func (o *Options) fill() {
 	if o.MaxConns <= 0 {
 		o.MaxConns = 16
 	}
@@ -115,7 +116,7 @@ type Store struct {
 // key=value string, as libpq takes it), creates or migrates the schema, and
 // starts the listener for cross-process wake-ups.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
-	opts.defaults()
+	opts.fill()
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parsing the PostgreSQL DSN %s: %w", Redact(dsn), err)

@@ -113,6 +113,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// fill gives the fields left zero their documented defaults.
 func (o *Options) fill() {
 	if o.MaxGroupCount <= 0 {
 		o.MaxGroupCount = 256
