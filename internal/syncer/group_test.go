@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"cspool/internal/command"
+	"cspool/internal/entry"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 )
@@ -19,7 +20,8 @@ import (
 // large a request with an entry above maxEntry bytes (0: any size).
 type gatedSource struct {
 	StoreSource
-	maxEntry int
+	maxEntry  int
+	failFirst bool // the first append fails as an unreachable spool's (errDown)
 
 	entered chan struct{} // closed when the first append arrives
 	release chan struct{} // closed to let it go on
@@ -47,6 +49,9 @@ func (g *gatedSource) AppendAt(ctx context.Context, user string, head uint64, ba
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
+	}
+	if first && g.failFirst {
+		return 0, errDown
 	}
 	for _, b := range batch {
 		if g.maxEntry > 0 && len(b) > g.maxEntry {
@@ -261,5 +266,80 @@ func TestGroupRefusalIsOnesOwn(t *testing.T) {
 	}
 	if st := s.Status(); st.Queued != 0 {
 		t.Errorf("%d changes queued, want none", st.Queued)
+	}
+}
+
+// TestGroupQueuedInOrder: a group whose request failed (the spool could
+// not be reached) is queued before the next group goes, so the sessions
+// that waited meanwhile queue behind it instead of passing it: once the
+// spool answers, the first session's change is first in the log, and
+// every change lands exactly once. Each session hears its provisional
+// outcome.
+func TestGroupQueuedInOrder(t *testing.T) {
+	r := newRig(t)
+	const n = 8
+	for i := 0; i < n; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	src := newGatedSource(StoreSource{Store: r.log, User: "alice"})
+	src.failFirst = true
+	a, msa := r.offlineDevice("a", src, 50*time.Millisecond, nil)
+	b, msb := r.device("b", nil, nil)
+	stopA, stopB := run(t, a), run(t, b)
+	defer stopB()
+	defer stopA()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := a.WaitApplied(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	_, msgs := inbox(t, msa)
+	setKeyword := func(i int) *command.Command {
+		return &command.Command{Kind: command.SetFlags, Flags: []string{fmt.Sprintf("$k%d", i)}, IDs: []command.ID{msgs[i].ID}}
+	}
+	results := make([]submitResult, n)
+	var wg sync.WaitGroup
+	submit := func(i int) {
+		defer wg.Done()
+		outs, err := a.Submit(ctx, setKeyword(i))
+		results[i] = submitResult{outs, err}
+	}
+	wg.Add(n)
+	go submit(0)
+	<-src.entered
+	for i := 1; i < n; i++ {
+		go submit(i)
+	}
+	waitFor(t, 30*time.Second, "every other session's change waiting", func() bool { return a.waiting() == n-1 })
+	close(src.release)
+	wg.Wait()
+	for i, res := range results {
+		if res.err != nil || len(res.outs) != 1 || res.outs[0].Status != mailstore.Applied {
+			t.Errorf("session %d: outcomes %+v, err %v; want applied (provisionally)", i, res.outs, res.err)
+		}
+	}
+	head := r.converged(t, a, b, msa, msb)
+	if head != 2*n {
+		t.Errorf("the log's head is %d, want %d: each change once", head, 2*n)
+	}
+	if st := a.Status(); st.Alarm != "" {
+		t.Errorf("alarm %q, want none", st.Alarm)
+	}
+	es, err := r.log.Read(ctx, "alice", n, 1, 1<<20)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("reading position %d: %d entries, %v", n+1, len(es), err)
+	}
+	o, err := entry.Open(es[0].Data, r.user, "alice", r.user.Public(), r.spool.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Cmd.Kind != command.SetFlags || !slices.Equal(o.Cmd.Flags, []string{"$k0"}) {
+		t.Errorf("position %d holds %s %v, want the first session's change ($k0): a later group passed the queued one", n+1, o.Cmd.Kind, o.Cmd.Flags)
+	}
+	_, got := inbox(t, msb)
+	for i, m := range got {
+		if kw := fmt.Sprintf("$k%d", i); !slices.Contains(m.Flags, kw) {
+			t.Errorf("message %d on the other device has flags %v, want %s", i, m.Flags, kw)
+		}
 	}
 }
