@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"strconv"
 	"strings"
 	"syscall"
@@ -176,6 +177,21 @@ func (d *device) stop() {
 	case <-time.After(5 * time.Second):
 		d.log.Warn("sync loop did not stop within 5s")
 	}
+}
+
+// defaultUser is the login name, found as the prototype found it: the
+// LOGNAME, USER, LNAME and USERNAME environment variables, then the
+// account database.
+func defaultUser(e *env) string {
+	for _, v := range []string{"LOGNAME", "USER", "LNAME", "USERNAME"} {
+		if u := e.getenv(v); u != "" {
+			return u
+		}
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return "user"
 }
 
 // deviceFlags are the flags of the commands that sync a device's database

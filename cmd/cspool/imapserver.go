@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"os/user"
 	"strconv"
 	"syscall"
 
@@ -222,29 +221,6 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	stop()
 	dev.stop()
 	return runErr
-}
-
-// defaultUser is the login name, found as the prototype found it: the
-// LOGNAME, USER, LNAME and USERNAME environment variables, then the
-// account database.
-func defaultUser(e *env) string {
-	for _, v := range []string{"LOGNAME", "USER", "LNAME", "USERNAME"} {
-		if u := e.getenv(v); u != "" {
-			return u
-		}
-	}
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		return u.Username
-	}
-	return "user"
-}
-
-func newLogger(e *env, debug bool) *slog.Logger {
-	level := slog.LevelInfo
-	if debug {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
 
 func printSettings(e *env, addr net.Addr, tlsLn net.Listener, starttls bool, user string, pw imapPassword, dbPath string, page statuspage.PageState) {
