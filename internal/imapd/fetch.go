@@ -67,9 +67,19 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		}()
 	}
 	want := fetchWant(opts)
-	direct := fc != nil && directFetch && directItems(opts)
-	if direct && opts.Envelope {
-		want = want&^mailstore.WantEnvelope | mailstore.WantEnvelopeWire
+	// BODY and BODYSTRUCTURE together look like BODYSTRUCTURE alone in
+	// opts; the library writes both.
+	direct := fc != nil && directFetch && directItems(opts) && (opts.BodyStructure == nil || !fc.asksFor("BODY"))
+	switch {
+	case direct && (opts.Envelope || opts.BodyStructure != nil):
+		if opts.Envelope {
+			want = want&^mailstore.WantEnvelope | mailstore.WantEnvelopeWire
+		}
+		if opts.BodyStructure != nil {
+			want = want&^mailstore.WantStructure | mailstore.WantStructureWire
+		}
+	case direct:
+		want = mailstore.WantMetadataOnly
 	}
 	var line []byte
 	var writeErr error
@@ -87,7 +97,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		if writeErr = checkBinary(m, opts); writeErr != nil {
 			return writeErr
 		}
-		if direct && (m.EnvelopeWire != nil || !opts.Envelope) && validFlags(m.Flags) {
+		if direct && (m.EnvelopeWire != nil || !opts.Envelope) && (m.StructureWire != nil || opts.BodyStructure == nil) && validFlags(m.Flags) {
 			line = appendFetch(line[:0], r.seq, m, opts)
 			_, writeErr = fc.Write(line)
 			return writeErr
@@ -147,13 +157,14 @@ func fetchWant(opts *imap.FetchOptions) mailstore.Want {
 var directFetch = true
 
 // directItems reports whether opts asks only for items appendFetch writes
-// (UID, FLAGS, INTERNALDATE, RFC822.SIZE, ENVELOPE), at least one.
+// (UID, FLAGS, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODYSTRUCTURE), at
+// least one.
 func directItems(opts *imap.FetchOptions) bool {
-	if opts.BodyStructure != nil || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0 ||
+	if (opts.BodyStructure != nil && !opts.BodyStructure.Extended) || len(opts.BodySection) > 0 || len(opts.BinarySection) > 0 ||
 		len(opts.BinarySectionSize) > 0 || opts.ModSeq || opts.ChangedSince != 0 {
 		return false
 	}
-	return opts.UID || opts.Flags || opts.InternalDate || opts.RFC822Size || opts.Envelope
+	return opts.UID || opts.Flags || opts.InternalDate || opts.RFC822Size || opts.Envelope || opts.BodyStructure != nil
 }
 
 // validFlags reports whether go-imap would write every flag as it is (an
@@ -178,7 +189,7 @@ func validFlags(flags []string) bool {
 
 // appendFetch appends m's FETCH response for opts (directItems) to b,
 // byte for byte as writeMessage has go-imap write it, the envelope from
-// its stored IMAP form: a FETCH of many messages then costs a row and an
+// its stored IMAP form and the body structure too: a FETCH of many messages then costs a row and an
 // append each, with no decoding, encoding or locking per message. The
 // framer sees it as it sees the library's output.
 func appendFetch(b []byte, seq uint32, m *mailstore.Message, opts *imap.FetchOptions) []byte {
@@ -222,6 +233,10 @@ func appendFetch(b []byte, seq uint32, m *mailstore.Message, opts *imap.FetchOpt
 	if opts.Envelope {
 		item("ENVELOPE")
 		b = append(b, m.EnvelopeWire...)
+	}
+	if opts.BodyStructure != nil {
+		item("BODYSTRUCTURE")
+		b = append(b, m.StructureWire...)
 	}
 	return append(b, ")\r\n"...)
 }

@@ -542,6 +542,19 @@ func (fc *frameConn) command() string {
 	return fc.name
 }
 
+// asksFor reports whether the command in progress names item (an atom,
+// case-insensitively) anywhere after its tag.
+func (fc *frameConn) asksFor(item string) bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	for _, t := range tokens(fc.text) {
+		if strings.EqualFold(t, item) {
+			return true
+		}
+	}
+	return false
+}
+
 // loggedIn tells the framer a login succeeded.
 func (fc *frameConn) loggedIn() {
 	fc.mu.Lock()

@@ -96,9 +96,10 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, envelope_wire)
-		VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?) RETURNING bid`,
-		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos), nullBlob(p.envelopeWire)).Scan(&bid)
+	err = a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, envelope_wire, structure_wire)
+		VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING bid`,
+		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos),
+		nullBlob(p.envelopeWire), nullBlob(p.structureWire)).Scan(&bid)
 	if err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}

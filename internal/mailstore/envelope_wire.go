@@ -1,13 +1,16 @@
 package mailstore
 
 import (
+	"maps"
 	"mime"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/emersion/go-imap/v2"
 )
 
-// The envelope's IMAP form (RFC 9051 section 7.5.2, envelope), kept with
+// The envelope's and the body structure's IMAP forms (RFC 9051 section 7.5.2, envelope), kept with
 // the body at apply time so that a FETCH of ENVELOPE writes stored bytes
 // instead of decoding the stored envelope and encoding it again per
 // message. It is written exactly as go-imap's server writes the envelope it
@@ -23,10 +26,146 @@ const envelopeDateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
 
 // envelopeWire returns e's IMAP form, or nil when it has none (above).
 func envelopeWire(e *imap.Envelope) []byte {
+	w := wireWriter{b: make([]byte, 0, 256)}
+	w.envelope(e)
+	if w.bad {
+		return nil
+	}
+	return w.b
+}
+
+// structureWire returns the IMAP form of bs as BODYSTRUCTURE (extended
+// data included, RFC 9051 section 7.5.2, body) exactly as go-imap writes
+// it, or nil when it has none: a string that is not a quoted string on
+// every connection (as for envelopes), or a structure the library would
+// not write (no extension data, a multipart without parts).
+func structureWire(bs imap.BodyStructure) []byte {
+	w := wireWriter{b: make([]byte, 0, 256)}
+	w.structure(bs)
+	if w.bad {
+		return nil
+	}
+	return w.b
+}
+
+func (w *wireWriter) structure(bs imap.BodyStructure) {
+	w.b = append(w.b, '(')
+	switch bs := bs.(type) {
+	case *imap.BodyStructureSinglePart:
+		w.str(bs.Type)
+		w.b = append(w.b, ' ')
+		w.str(bs.Subtype)
+		w.b = append(w.b, ' ')
+		w.params(bs.Params)
+		w.b = append(w.b, ' ')
+		w.nstr(bs.ID)
+		w.b = append(w.b, ' ')
+		w.nstr(bs.Description)
+		w.b = append(w.b, ' ')
+		if bs.Encoding == "" {
+			w.str("7bit")
+		} else {
+			w.str(strings.ToLower(bs.Encoding))
+		}
+		w.b = append(w.b, ' ')
+		w.b = strconv.AppendUint(w.b, uint64(bs.Size), 10)
+		if msg := bs.MessageRFC822; msg != nil {
+			w.b = append(w.b, ' ')
+			w.envelope(msg.Envelope)
+			w.b = append(w.b, ' ')
+			w.structure(msg.BodyStructure)
+			w.b = append(w.b, ' ')
+			w.b = strconv.AppendInt(w.b, msg.NumLines, 10)
+		} else if text := bs.Text; text != nil {
+			w.b = append(w.b, ' ')
+			w.b = strconv.AppendInt(w.b, text.NumLines, 10)
+		}
+		ext := bs.Extended
+		if ext == nil {
+			w.bad = true
+			return
+		}
+		w.b = append(w.b, " NIL "...)
+		w.disposition(ext.Disposition)
+		w.b = append(w.b, ' ')
+		w.languages(ext.Language)
+		w.b = append(w.b, ' ')
+		w.nstr(ext.Location)
+	case *imap.BodyStructureMultiPart:
+		if len(bs.Children) == 0 || bs.Extended == nil {
+			w.bad = true
+			return
+		}
+		for _, c := range bs.Children {
+			w.structure(c)
+		}
+		w.b = append(w.b, ' ')
+		w.str(bs.Subtype)
+		ext := bs.Extended
+		w.b = append(w.b, ' ')
+		w.params(ext.Params)
+		w.b = append(w.b, ' ')
+		w.disposition(ext.Disposition)
+		w.b = append(w.b, ' ')
+		w.languages(ext.Language)
+		w.b = append(w.b, ' ')
+		w.nstr(ext.Location)
+	default:
+		w.bad = true
+		return
+	}
+	w.b = append(w.b, ')')
+}
+
+func (w *wireWriter) params(p map[string]string) {
+	if len(p) == 0 {
+		w.nil()
+		return
+	}
+	keys := slices.Sorted(maps.Keys(p))
+	w.b = append(w.b, '(')
+	for i, k := range keys {
+		if i > 0 {
+			w.b = append(w.b, ' ')
+		}
+		w.str(k)
+		w.b = append(w.b, ' ')
+		w.str(p[k])
+	}
+	w.b = append(w.b, ')')
+}
+
+func (w *wireWriter) disposition(d *imap.BodyStructureDisposition) {
+	if d == nil {
+		w.nil()
+		return
+	}
+	w.b = append(w.b, '(')
+	w.str(d.Value)
+	w.b = append(w.b, ' ')
+	w.params(d.Params)
+	w.b = append(w.b, ')')
+}
+
+func (w *wireWriter) languages(l []string) {
+	if len(l) == 0 {
+		w.nil()
+		return
+	}
+	w.b = append(w.b, '(')
+	for i, s := range l {
+		if i > 0 {
+			w.b = append(w.b, ' ')
+		}
+		w.str(s)
+	}
+	w.b = append(w.b, ')')
+}
+
+func (w *wireWriter) envelope(e *imap.Envelope) {
 	if e == nil {
 		e = &imap.Envelope{}
 	}
-	w := wireWriter{b: make([]byte, 0, 256)}
 	sender, replyTo := e.Sender, e.ReplyTo
 	if sender == nil {
 		sender = e.From
@@ -59,10 +198,6 @@ func envelopeWire(e *imap.Envelope) []byte {
 		w.nil()
 	}
 	w.b = append(w.b, ')')
-	if w.bad {
-		return nil
-	}
-	return w.b
 }
 
 type wireWriter struct {

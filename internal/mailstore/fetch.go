@@ -25,6 +25,15 @@ const (
 	// WantEnvelopeWire: Message.EnvelopeWire, the envelope's IMAP form,
 	// where the body has one; where it has none, Message.Envelope.
 	WantEnvelopeWire
+	// WantStructureWire: Message.StructureWire, the body structure's IMAP
+	// form as BODYSTRUCTURE, where the body has one; where it has none,
+	// Message.BodyStructure. With both bits, a body lacking either form
+	// gets the decoded values for both, and no form.
+	WantStructureWire
+	// WantMetadataOnly: the metadata alone, read from the messages table
+	// without the bodies': HeaderLen and Parse are left zero. Not with
+	// the bits above.
+	WantMetadataOnly
 )
 
 // Message is one message as FETCH and SEARCH need it.
@@ -41,6 +50,7 @@ type Message struct {
 
 	Envelope      *imap.Envelope     // with WantEnvelope
 	EnvelopeWire  []byte             // with WantEnvelopeWire: as a FETCH response writes it; nil: see Envelope
+	StructureWire []byte             // with WantStructureWire: as BODYSTRUCTURE; nil: see BodyStructure
 	BodyStructure imap.BodyStructure // with WantStructure (extended data)
 	Header        []byte             // with WantHeader
 	Raw           []byte             // with WantRaw
@@ -70,6 +80,9 @@ func (m *Message) LoadRaw(ctx context.Context) ([]byte, error) {
 }
 
 func fetchQuery(want Want) string {
+	if want&WantMetadataOnly != 0 {
+		return "SELECT " + messageColumns + ", m.body, 0, 0" + messageFrom
+	}
 	var b strings.Builder
 	b.WriteString("SELECT " + messageColumns + ", b.bid, b.header_len, b.parsed")
 	if want&WantEnvelope != 0 {
@@ -84,8 +97,21 @@ func fetchQuery(want Want) string {
 	if want&WantRaw != 0 {
 		b.WriteString(", (SELECT data FROM blobs WHERE bid = b.bid)")
 	}
+	// The stored forms of the envelope and the structure come only where
+	// a form asked for is missing.
+	var missing []string
 	if want&WantEnvelopeWire != 0 {
-		b.WriteString(", b.envelope_wire, iif(b.envelope_wire IS NULL, b.envelope, NULL)")
+		missing = append(missing, "b.envelope_wire IS NULL")
+	}
+	if want&WantStructureWire != 0 {
+		missing = append(missing, "b.structure_wire IS NULL")
+	}
+	cond := strings.Join(missing, " OR ")
+	if want&WantEnvelopeWire != 0 {
+		b.WriteString(", b.envelope_wire, iif(" + cond + ", b.envelope, NULL)")
+	}
+	if want&WantStructureWire != 0 {
+		b.WriteString(", b.structure_wire, iif(" + cond + ", b.structure, NULL)")
 	}
 	b.WriteString(messageFrom + "JOIN bodies b ON b.bid = m.body ")
 	return b.String()
@@ -97,7 +123,7 @@ func scanFetched(r scanner, want Want) (*Message, error) {
 	var kw string
 	var bid, headerLen int64
 	var parsed int
-	var env, bs, header, raw, wire, wireEnv []byte
+	var env, bs, header, raw, wire, wireEnv, swire, wireBS []byte
 	dest := []any{&row.rid, &id, &row.mailbox, &mbid, &row.uid, &row.body, &row.date, &row.size,
 		&row.flags.bits, &kw, &row.modSeq, &bid, &headerLen, &parsed}
 	for _, w := range []struct {
@@ -110,6 +136,9 @@ func scanFetched(r scanner, want Want) (*Message, error) {
 	}
 	if want&WantEnvelopeWire != 0 {
 		dest = append(dest, &wire, &wireEnv)
+	}
+	if want&WantStructureWire != 0 {
+		dest = append(dest, &swire, &wireBS)
 	}
 	if err := r.Scan(dest...); err != nil {
 		return nil, err
@@ -133,14 +162,21 @@ func scanFetched(r scanner, want Want) (*Message, error) {
 			return nil, err
 		}
 	}
-	if want&WantEnvelopeWire != 0 {
-		if wire != nil {
-			m.EnvelopeWire = wire
-		} else if m.Envelope == nil {
+	// Where a form asked for is missing, none is given: the decoded
+	// values stand in for all of them, so the message is written one way.
+	if (want&WantEnvelopeWire != 0 && wire == nil) || (want&WantStructureWire != 0 && swire == nil) {
+		if want&WantEnvelopeWire != 0 && m.Envelope == nil {
 			if m.Envelope, err = decodeEnvelope(wireEnv); err != nil {
 				return nil, err
 			}
 		}
+		if want&WantStructureWire != 0 && m.BodyStructure == nil {
+			if m.BodyStructure, err = decodeStructure(wireBS); err != nil {
+				return nil, err
+			}
+		}
+	} else {
+		m.EnvelopeWire, m.StructureWire = wire, swire
 	}
 	if want&WantHeader != 0 {
 		m.Header = nonNil(header)

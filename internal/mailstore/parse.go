@@ -51,6 +51,8 @@ type parsedMessage struct {
 	// from the envelope as stored, so that it is what FETCH wrote from the
 	// JSON; nil when it has none.
 	envelopeWire []byte
+	// structureWire is the body structure's IMAP form, the same way.
+	structureWire []byte
 }
 
 // parseMessage extracts the header length, ENVELOPE and extended
@@ -84,6 +86,11 @@ func parseMessage(b []byte) (parsedMessage, error) {
 	if p.structure, err = encodeStructure(bs); err != nil {
 		return p, err
 	}
+	storedBS, err := decodeStructure(p.structure)
+	if err != nil {
+		return p, err
+	}
+	p.structureWire = structureWire(storedBS)
 	return p, nil
 }
 

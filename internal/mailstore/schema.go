@@ -235,6 +235,11 @@ INSERT INTO unindexed (bid) SELECT bid FROM bodies;
 	`
 ALTER TABLE bodies ADD COLUMN envelope_wire BLOB;
 `,
+	// 10: the body structure's IMAP form as BODYSTRUCTURE writes it, the
+	// same way.
+	`
+ALTER TABLE bodies ADD COLUMN structure_wire BLOB;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
