@@ -22,6 +22,9 @@
 #     at a time for all four; the median of RUNS (3) each.
 # Every figure line ends with the load average when it was taken.
 #
+# The ports are PORTS (default 24140) and the next nine, and PORTS + 859
+# (the spool server): another benchmark may hold the defaults.
+#
 #   N=10000 BIG=100000 bash bench/atrest.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +33,7 @@ N=${N:-10000}
 BIG=${BIG:-100000}
 ROUNDS=${ROUNDS:-3}
 RUNS=${RUNS:-3}
+P=${PORTS:-24140}
 OLD=${OLD:-$(git log --diff-filter=A --format=%H -- internal/devicedb/devicedb.go | tail -1)^}
 work=$(mktemp -d /tmp/cspool-bench-atrest.XXXXXX)
 chmod 755 "$work"
@@ -53,9 +57,9 @@ $C gen-keys user.sec user.pub >/dev/null
 $C gen-keys spool.sec spool.pub >/dev/null
 echo "alice $(grep -v '^#' user.pub)" >users
 ./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$N" >/dev/null
-$C server --spool-dir spool --users users --spool-key spool.sec --port 24999 2>server.log &
+$C server --spool-dir spool --users users --spool-key spool.sec --port $((P + 859)) 2>server.log &
 pids+=($!)
-for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/24999) 2>/dev/null && break; sleep 0.1; done
+for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$((P + 859))) 2>/dev/null && break; sleep 0.1; done
 
 load() { printf '(load %s)' "$(cut -d' ' -f1-3 /proc/loadavg)"; }
 hwm() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
@@ -69,7 +73,7 @@ daemon() {
 	local t0 t1
 	t0=$(date +%s.%N)
 	$(bin "$2") imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
-		--spool-server http://127.0.0.1:24999 --db "$3" --password pw --port "$4" --status-addr '' \
+		--spool-server http://127.0.0.1:$((P + 859)) --db "$3" --password pw --port "$4" --status-addr '' \
 		2>"$1.log" >/dev/null &
 	dpid=$!
 	pids+=($dpid)
@@ -99,10 +103,10 @@ builds=(new plain old)
 for r in $(seq 1 "$ROUNDS"); do
 	for i in 0 1 2; do
 		b=${builds[$(((i + r - 1) % 3))]}
-		daemon "$b-$r" "$b" "$b-$r.db" 24143 "$N"
+		daemon "$b-$r" "$b" "$b-$r.db" $((P + 3)) "$N"
 		peak=$(hwm "$dpid") l=$(load)
 		ix=$(indexed "$b-$r.db" "$b")
-		f=$($IB fetch 127.0.0.1 24143 alice pw xylophone 3)
+		f=$($IB fetch 127.0.0.1 $((P + 3)) alice pw xylophone 3)
 		python3 - "$b" "$r" "$N" "$dsync" "$peak" "$ix" "$f" "$l" "$(load)" <<'PY' | tee -a rounds.txt
 import json, sys
 b, r, n, sync, peak, ix, f, l1, l2 = sys.argv[1:]
@@ -133,7 +137,7 @@ PY
 # 2. BIG messages: every build syncs them, indexes them, and stays up.
 ./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$((BIG - N))" --size 2048 --seed 2 >/dev/null
 declare -A port dp
-port=([new]=24145 [plain]=24146 [old]=24147)
+port=([new]=$((P + 5)) [plain]=$((P + 6)) [old]=$((P + 7)))
 for b in new plain old; do
 	daemon "big-$b" "$b" "big-$b.db" "${port[$b]}" "$BIG"
 	dp[$b]=$dpid
@@ -147,12 +151,12 @@ for b in new plain old; do
 done
 
 # Dovecot on the same BIG messages (Maildir, default settings, no FTS).
-dovecot_start "$work/dovecot" 24144 24425 alice pw
+dovecot_start "$work/dovecot" $((P + 4)) $((P + 285)) alice pw
 ./seed maildir --dir "$work/dovecot/mail/alice/Maildir" --count "$N" >/dev/null
 ./seed maildir --dir "$work/dovecot/mail/alice/Maildir" --count "$((BIG - N))" --size 2048 --seed 2 --first "$N" >/dev/null
 chown -R vmail:vmail "$work/dovecot/mail"
 doveadm -c "$work/dovecot/dovecot.conf" index -u alice INBOX 2>/dev/null || true
-port[dovecot]=24144
+port[dovecot]=$((P + 4))
 
 # 3. SEARCH, one query at a time on all four.
 queries=("BODY xylophone" "BODY ylophon" "TEXT xylophone" "TEXT ylophon" "BODY quarterly"

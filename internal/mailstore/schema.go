@@ -240,6 +240,35 @@ ALTER TABLE bodies ADD COLUMN envelope_wire BLOB;
 	`
 ALTER TABLE bodies ADD COLUMN structure_wire BLOB;
 `,
+	// 11: the word index beside the trigram index (search.go, "Words"):
+	// ftsw holds the same columns split into words by the ascii tokenizer,
+	// without positions; words lists every word of three bytes or more
+	// once, and wordgrams indexes the words' trigrams. Every body is
+	// indexed again, so that both indexes hold the same bodies.
+	`
+CREATE VIRTUAL TABLE ftsw USING fts5 (body, hdr, hfrom, hto, hcc, hbcc, hsubject,
+	content = '', contentless_delete = 1, detail = column, tokenize = 'ascii');
+CREATE TABLE words (
+	wid INTEGER PRIMARY KEY,
+	word TEXT NOT NULL UNIQUE
+);
+CREATE VIRTUAL TABLE wordgrams USING fts5 (word, content = 'words', content_rowid = 'wid',
+	tokenize = 'trigram case_sensitive 1');
+CREATE TRIGGER words_grams AFTER INSERT ON words
+BEGIN
+	INSERT INTO wordgrams (rowid, word) VALUES (NEW.wid, NEW.word);
+END;
+DROP TRIGGER bodies_unindex;
+CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+BEGIN
+	DELETE FROM fts WHERE rowid = OLD.bid;
+	DELETE FROM ftsw WHERE rowid = OLD.bid;
+	DELETE FROM unindexed WHERE bid = OLD.bid;
+END;
+INSERT INTO fts (fts) VALUES ('delete-all');
+DELETE FROM unindexed;
+INSERT INTO unindexed (bid) SELECT bid FROM bodies;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -203,11 +204,72 @@ func ftsQuery(key SearchKey, needle string) string {
 	return ftsFilter[key] + ` : "` + strings.ReplaceAll(strings.ToLower(needle), `"`, `""`) + `"`
 }
 
-// indexBody indexes one stored body that is listed as unindexed.
-func indexBody(ctx context.Context, q *sql.Tx, bid int64, raw []byte, headerLen int64) error {
+// Words.
+//
+// A trigram phrase query reads the positions of every trigram of the
+// needle in every body that holds them all: a word found in every message
+// of a large mailbox took over a second. Beside it, ftsw holds the same
+// columns split into words by FTS5's ascii tokenizer (a word is a maximal
+// run of bytes that are not ASCII punctuation, space or control; it folds
+// only ASCII letters, and the texts are lower-cased already), with no
+// positions, and words lists every word of three bytes or more, with an
+// index of its trigrams (wordgrams). A needle made only of word bytes lies
+// inside one word wherever it occurs, so the bodies that hold it are those
+// that hold one of the words that contain it: wordgrams finds those words
+// (a phrase query over a short list), and ftsw the bodies that hold any of
+// them, with no positions read. The answer is the trigram index's, exactly;
+// a needle with punctuation or spaces, or found in more than
+// maxNeedleWords words, asks the trigram index.
+
+// maxNeedleWords is the most words an OR query of ftsw is made of.
+const maxNeedleWords = 500
+
+// wordNeedle reports whether needle (lower-cased) is made of word bytes
+// only.
+func wordNeedle(needle string) bool {
+	for i := 0; i < len(needle); i++ {
+		if !isWordByte(needle[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isWordByte is the ascii tokenizer's rule: every byte but ASCII
+// punctuation, space and control characters.
+func isWordByte(c byte) bool {
+	return c >= 0x80 || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+// addWords adds the words of text of three bytes or more to set.
+func addWords(set map[string]struct{}, text string) {
+	start := -1
+	for i := 0; i <= len(text); i++ {
+		if i < len(text) && isWordByte(text[i]) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 && i-start >= 3 {
+			set[text[start:i]] = struct{}{}
+		}
+		start = -1
+	}
+}
+
+// indexBody indexes one stored body that is listed as unindexed, in both
+// indexes; it adds its words to words.
+func indexBody(ctx context.Context, q *sql.Tx, bid int64, raw []byte, headerLen int64, words map[string]struct{}) error {
 	row := append([]any{bid}, indexRow(raw, headerLen)...)
 	if _, err := q.ExecContext(ctx, "INSERT INTO fts (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row...); err != nil {
 		return fmt.Errorf("indexing body: %w", err)
+	}
+	if _, err := q.ExecContext(ctx, "INSERT INTO ftsw (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row...); err != nil {
+		return fmt.Errorf("indexing body: %w", err)
+	}
+	for _, c := range row[1:] {
+		addWords(words, c.(string))
 	}
 	if _, err := q.ExecContext(ctx, "DELETE FROM unindexed WHERE bid = ?", bid); err != nil {
 		return fmt.Errorf("indexing body: %w", err)
@@ -258,36 +320,93 @@ func (s *Store) TextSearch(ctx context.Context, mailbox command.ID, key SearchKe
 	}
 	defer tx.Rollback()
 	a := &TextAnswer{Match: map[imap.UID]bool{}, Unindexed: map[imap.UID]bool{}, Superset: key == SearchHeader}
+	table, query := "fts", ftsQuery(key, needle)
+	if lower := strings.ToLower(needle); wordNeedle(lower) {
+		words, err := needleWords(ctx, tx, lower)
+		if err != nil {
+			return nil, fmt.Errorf("searching the index: %w", err)
+		}
+		switch {
+		case len(words) == 0:
+			// No word holds it: no body does.
+			table = ""
+		case len(words) <= maxNeedleWords:
+			table, query = "ftsw", wordsQuery(key, words)
+		}
+	}
 	for _, q := range []struct {
 		sql  string
 		args []any
-		into map[imap.UID]bool
+		into *map[imap.UID]bool
+		skip bool
 	}{
 		// CROSS JOIN: from the index's answer (or the short list of bodies
 		// not indexed) to the messages, never the other way round, which
 		// would read every message of the mailbox.
-		{"SELECT m.uid FROM fts CROSS JOIN messages m ON m.body = fts.rowid WHERE fts MATCH ? AND m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
-			[]any{ftsQuery(key, needle), mailbox[:]}, a.Match},
-		{"SELECT m.uid FROM unindexed u CROSS JOIN messages m ON m.body = u.bid WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
-			[]any{mailbox[:]}, a.Unindexed},
+		// The UIDs come back as one list (group_concat): a row each cost
+		// more than the query when every message matched.
+		{"SELECT group_concat(m.uid) FROM " + table + " CROSS JOIN messages m ON m.body = " + table + ".rowid WHERE " + table + " MATCH ? AND m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
+			[]any{query, mailbox[:]}, &a.Match, table == ""},
+		{"SELECT group_concat(m.uid) FROM unindexed u CROSS JOIN messages m ON m.body = u.bid WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
+			[]any{mailbox[:]}, &a.Unindexed, false},
 	} {
-		rows, err := tx.QueryContext(ctx, q.sql, q.args...)
+		if q.skip {
+			continue
+		}
+		var list sql.NullString
+		if err := tx.QueryRowContext(ctx, q.sql, q.args...).Scan(&list); err != nil {
+			return nil, fmt.Errorf("searching the index: %w", err)
+		}
+		set, err := uidList(list.String)
 		if err != nil {
 			return nil, fmt.Errorf("searching the index: %w", err)
 		}
-		for rows.Next() {
-			var uid int64
-			if err := rows.Scan(&uid); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("searching the index: %w", err)
-			}
-			q.into[imap.UID(uid)] = true
-		}
-		if err := rows.Close(); err != nil {
-			return nil, fmt.Errorf("searching the index: %w", err)
-		}
+		*q.into = set
 	}
 	return a, nil
+}
+
+// uidList returns the set of the UIDs of a comma-separated list.
+func uidList(list string) (map[imap.UID]bool, error) {
+	if list == "" {
+		return map[imap.UID]bool{}, nil
+	}
+	set := make(map[imap.UID]bool, strings.Count(list, ",")+1)
+	for list != "" {
+		n, rest, _ := strings.Cut(list, ",")
+		uid, err := strconv.ParseUint(n, 10, 32)
+		if err != nil {
+			return nil, err
+		}
+		set[imap.UID(uid)] = true
+		list = rest
+	}
+	return set, nil
+}
+
+// needleWords returns the words that contain needle (lower-cased, made of
+// word bytes, three code points or more), maxNeedleWords + 1 at most.
+func needleWords(ctx context.Context, tx *sql.Tx, needle string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, "SELECT word FROM wordgrams WHERE wordgrams MATCH ? LIMIT ?", `"`+needle+`"`, maxNeedleWords+1)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var w string
+		if err := rows.Scan(&w); err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
+// wordsQuery is the ftsw query for a body holding any of words (not
+// none) under key.
+func wordsQuery(key SearchKey, words []string) string {
+	return ftsFilter[key] + ` : ("` + strings.Join(words, `" OR "`) + `")`
 }
 
 // ScanUIDs is Scan over the messages of mailbox with the given UIDs only
@@ -334,15 +453,37 @@ func (s *Store) IndexPending(ctx context.Context, limit int) (done, left int, er
 		if err := rows.Close(); err != nil {
 			return err
 		}
+		words := map[string]struct{}{}
 		for _, p := range todo {
-			if err := indexBody(ctx, tx, p.bid, p.raw, p.hl); err != nil {
+			if err := indexBody(ctx, tx, p.bid, p.raw, p.hl, words); err != nil {
 				return err
 			}
+		}
+		if err := addVocabulary(ctx, tx, words); err != nil {
+			return err
 		}
 		done = len(todo)
 		return tx.QueryRowContext(ctx, "SELECT count(*) FROM unindexed").Scan(&left)
 	})
 	return done, left, err
+}
+
+// addVocabulary adds the words not listed yet to words (and wordgrams).
+func addVocabulary(ctx context.Context, tx *sql.Tx, words map[string]struct{}) error {
+	if len(words) == 0 {
+		return nil
+	}
+	st, err := tx.PrepareContext(ctx, "INSERT INTO words (word) VALUES (?) ON CONFLICT DO NOTHING")
+	if err != nil {
+		return fmt.Errorf("indexing words: %w", err)
+	}
+	defer st.Close()
+	for w := range words {
+		if _, err := st.ExecContext(ctx, w); err != nil {
+			return fmt.Errorf("indexing words: %w", err)
+		}
+	}
+	return nil
 }
 
 // Reindex drops the whole search index and lists every body as unindexed,
@@ -351,6 +492,9 @@ func (s *Store) Reindex(ctx context.Context) error {
 	return s.writeTx(ctx, "dropping the search index", func(tx *sql.Tx) error {
 		for _, q := range []string{
 			"INSERT INTO fts (fts) VALUES ('delete-all')",
+			"INSERT INTO ftsw (ftsw) VALUES ('delete-all')",
+			"DELETE FROM words",
+			"INSERT INTO wordgrams (wordgrams) VALUES ('delete-all')",
 			"DELETE FROM unindexed",
 			"INSERT INTO unindexed (bid) SELECT bid FROM bodies",
 		} {
@@ -386,7 +530,10 @@ type IndexStats struct {
 func (s *Store) IndexSize(ctx context.Context) (IndexStats, error) {
 	var st IndexStats
 	err := s.rdb.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM bodies), (SELECT count(*) FROM unindexed),
-		(SELECT coalesce(sum(length(block)), 0) FROM fts_data) + (SELECT coalesce(sum(length(term) + 16), 0) FROM fts_idx),
+		(SELECT coalesce(sum(length(block)), 0) FROM fts_data) + (SELECT coalesce(sum(length(term) + 16), 0) FROM fts_idx) +
+		(SELECT coalesce(sum(length(block)), 0) FROM ftsw_data) + (SELECT coalesce(sum(length(term) + 16), 0) FROM ftsw_idx) +
+		(SELECT coalesce(sum(length(block)), 0) FROM wordgrams_data) + (SELECT coalesce(sum(length(term) + 16), 0) FROM wordgrams_idx) +
+		(SELECT coalesce(sum(length(word) + 8), 0) FROM words),
 		(SELECT coalesce(sum(size), 0) FROM bodies)`).Scan(&st.Bodies, &st.Unindexed, &st.IndexBytes, &st.BodyBytes)
 	if err != nil {
 		return st, fmt.Errorf("measuring the search index: %w", err)

@@ -3,6 +3,7 @@ package mailstore
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -53,6 +54,81 @@ func TestTextSearchHeader(t *testing.T) {
 	}
 }
 
+// downgrade makes the database's schema version 10 (no word index), or
+// version 8 or 7 (whose version 8 differs only in what the index holds,
+// versions 9 and 10 by a column each).
+func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
+	qs := []string{
+		"DROP TRIGGER words_grams",
+		"DROP TABLE wordgrams",
+		"DROP TABLE words",
+		"DROP TABLE ftsw",
+		"DROP TRIGGER bodies_unindex",
+		`CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+		BEGIN
+			DELETE FROM fts WHERE rowid = OLD.bid;
+			DELETE FROM unindexed WHERE bid = OLD.bid;
+		END`,
+	}
+	if version < 9 {
+		// The undo triggers naming the columns are made again by the
+		// migration.
+		qs = append(qs, "DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
+			"ALTER TABLE bodies DROP COLUMN envelope_wire", "ALTER TABLE bodies DROP COLUMN structure_wire")
+	}
+	for _, q := range append(qs, fmt.Sprintf("PRAGMA user_version = %d", version)) {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+// TestSchema11Reindexes: a database of schema version 10, its trigram
+// index complete, has every body indexed again, in both indexes, after the
+// migration to version 11.
+func TestSchema11Reindexes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mail.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd("Subject: a\r\n\r\nquarterly one\r\n")), l.spool(deliverCmd("Subject: b\r\n\r\nquarterly two\r\n")))
+	if _, left, err := s.IndexPending(ctx, 10); err != nil || left != 0 {
+		t.Fatalf("IndexPending: %d left, %v", left, err)
+	}
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 10) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.IndexSize(ctx)
+	if err != nil || st.Bodies != 2 || st.Unindexed != 2 {
+		t.Fatalf("after the migration: %+v, %v; want both bodies unindexed", st, err)
+	}
+	if _, left, err := s.IndexPending(ctx, 10); err != nil || left != 0 {
+		t.Fatalf("IndexPending: %d left, %v", left, err)
+	}
+	for needle, want := range map[string]int{"two": 1, "quarterly": 2, "uarterl": 2, "rly tw": 1, "zzz": 0} {
+		a, err := s.TextSearch(ctx, InboxID(), SearchBody, needle)
+		if err != nil || len(a.Match) != want || len(a.Unindexed) != 0 {
+			t.Fatalf("TextSearch %q after reindexing: %+v, %v; want %d", needle, a, err, want)
+		}
+	}
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM ftsw WHERE ftsw MATCH 'quarterly'").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("ftsw: %d bodies with quarterly, %v", n, err)
+	}
+}
+
 // TestSchema8Reindexes: a database of schema version 7 (whose index lacks
 // the unfolded field values) has every body indexed again after the
 // migration to version 8.
@@ -69,16 +145,7 @@ func TestSchema8Reindexes(t *testing.T) {
 		t.Fatalf("IndexPending: %d left, %v", left, err)
 	}
 	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
-		// Back to version 7's shape: versions 9 and 10 add columns (the undo
-		// triggers naming it are made again by the migration).
-		for _, q := range []string{"DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
-			"ALTER TABLE bodies DROP COLUMN envelope_wire", "ALTER TABLE bodies DROP COLUMN structure_wire"} {
-			if _, err := tx.ExecContext(ctx, q); err != nil {
-				return err
-			}
-		}
-		_, err := tx.ExecContext(ctx, "PRAGMA user_version = 7")
-		return err
+		return downgrade(ctx, tx, 7)
 	}); err != nil {
 		t.Fatal(err)
 	}
