@@ -64,7 +64,7 @@ func TestDiskFullSpool(t *testing.T) {
 	if recovered == 0 {
 		t.Errorf("no delivery acknowledged in the 2 s after space was freed")
 	}
-	l.checkErrors(t, []string{"451", "452", "conn: "}, joinLists(imapTemporary, imapRaces))
+	l.checkErrors(t, []string{"451", "452", "conn: "}, joinLists(imapTemporary, imapRaces, imapOffline))
 	if c.server.exited() {
 		t.Fatalf("the server exited on a full disk: %v", c.server.err)
 	}

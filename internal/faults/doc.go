@@ -23,7 +23,13 @@
 //     message), HTTP 503; IMAP changes made while the spool cannot be
 //     reached are answered OK and wait on the device, and must land once
 //     (offline_test.go: the changes of a client on a device cut off, across
-//     a SIGKILL of its daemon, and another device's on the same messages).
+//     a SIGKILL of its daemon, and another device's on the same messages);
+//     after a fault of the spool, a command may also get NO [NONEXISTENT]
+//     if its selected mailbox was given a new UIDVALIDITY because a change
+//     queued meanwhile took UIDs the log gave to other messages
+//     (docs/IMAP.md, "Offline"), which the load checks by selecting the
+//     mailbox again: it must be there, with a greater UIDVALIDITY of the
+//     device's own range (2^31 up). Any other NO [NONEXISTENT] fails.
 //
 // docs/FAULTS.md has the table of faults, expected and observed outcomes,
 // and the soak figures. CSPOOL_SOAK sets the soak test's duration (default

@@ -272,14 +272,27 @@ func mutateLoop(ld *load, d *device, l *ledger, seed uint64) {
 			}
 		}
 		conn.SetDeadline(time.Now().Add(30 * time.Second))
-		err := mutateOnce(c, r)
+		sel, err := mutateOnce(c, r)
 		switch {
 		case err == nil:
 			l.mu.Lock()
 			l.imapOK++
 			l.mu.Unlock()
 		case isReply(err):
-			l.note(l.imapErrs, imapClass(err))
+			class := imapClass(err)
+			var lost error
+			if isCode(err, imap.ResponseCodeNonExistent) && sel.uidValidity != 0 {
+				// The mailbox was there when selected: learn why it went.
+				class, lost = nonExistentClass(c, sel, class)
+			}
+			l.note(l.imapErrs, class)
+			if lost != nil {
+				l.note(l.imapErrs, imapClass(lost))
+				c.Close()
+				c = nil
+				time.Sleep(50 * time.Millisecond)
+				break
+			}
 			time.Sleep(20 * time.Millisecond)
 		default:
 			l.note(l.imapErrs, imapClass(err))
@@ -296,7 +309,15 @@ func isReply(err error) bool {
 	return errors.As(err, &ie)
 }
 
-func mutateOnce(c *imapclient.Client, r *rand.Rand) error {
+// selection is the mailbox a mutation selected and the UIDVALIDITY the
+// SELECT gave it (0: the SELECT failed).
+type selection struct {
+	box         string
+	uidValidity uint32
+}
+
+// mutateOnce selects a mailbox and changes it, reporting what it selected.
+func mutateOnce(c *imapclient.Client, r *rand.Rand) (selection, error) {
 	box := "INBOX"
 	op := r.IntN(10)
 	switch {
@@ -307,15 +328,20 @@ func mutateOnce(c *imapclient.Client, r *rand.Rand) error {
 	}
 	sel, err := c.Select(box, nil).Wait()
 	if err != nil {
-		return err
+		return selection{box: box}, err
 	}
-	if sel.NumMessages == 0 {
+	return selection{box, sel.UIDValidity}, mutateSelected(c, r, box, op, sel.NumMessages)
+}
+
+// mutateSelected runs operation op on the n messages of the selected box.
+func mutateSelected(c *imapclient.Client, r *rand.Rand, box string, op int, n uint32) error {
+	if n == 0 {
 		return nil
 	}
-	one := imap.SeqSetNum(uint32(r.IntN(int(sel.NumMessages))) + 1)
+	one := imap.SeqSetNum(uint32(r.IntN(int(n))) + 1)
 	switch {
 	case box == "Copies":
-		if err := c.Store(seqRange(1, sel.NumMessages), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
+		if err := c.Store(seqRange(1, n), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
 			return err
 		}
 		return c.Expunge().Close()
@@ -335,6 +361,37 @@ func mutateOnce(c *imapclient.Client, r *rand.Rand) error {
 	default:
 		return c.Store(one, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagAnswered}}, nil).Close()
 	}
+}
+
+// imapRenumbered is the failure class of a NO [NONEXISTENT] for a command
+// on a mailbox that the device gave a new UIDVALIDITY while it was
+// selected (docs/IMAP.md, "Offline", UIDs): a change queued while the
+// spool could not be reached took UIDs the log then gave to other
+// messages, so the mailbox is, for the sessions that had it selected,
+// deleted. Only the spool's faults (the device queueing) allow it.
+const imapRenumbered = "NO [NONEXISTENT] new UIDVALIDITY"
+
+// nonExistentClass selects mailbox sel again after a command in it was
+// answered NO [NONEXISTENT] (of failure class class), the SELECT before
+// having found it. The NO is the documented one, imapRenumbered, only if
+// the mailbox is there again with a UIDVALIDITY above the session's and
+// of the range the device gives its own (2^31 up); otherwise the class
+// stays. lost is the SELECT's failure when the connection failed.
+func nonExistentClass(c *imapclient.Client, sel selection, class string) (_ string, lost error) {
+	now, err := c.Select(sel.box, nil).Wait()
+	switch {
+	case err != nil && !isReply(err):
+		return class, err
+	case err == nil && renumbered(sel.uidValidity, now.UIDValidity):
+		return imapRenumbered, nil
+	}
+	return class, nil
+}
+
+// renumbered reports whether UIDVALIDITY now is one the device gave a
+// mailbox it had shown as was: greater, and of the device's own range.
+func renumbered(was, now uint32) bool {
+	return now > was && now >= 1<<31
 }
 
 func isCode(err error, code imap.ResponseCode) bool {

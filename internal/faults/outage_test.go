@@ -64,7 +64,7 @@ func TestSpoolUnreachable(t *testing.T) {
 	time.Sleep(time.Second)
 	ld.stop()
 	t.Log(l.summary())
-	l.checkErrors(t, lmtpTemporary, joinLists(imapTemporary, imapRaces))
+	l.checkErrors(t, lmtpTemporary, joinLists(imapTemporary, imapRaces, imapOffline))
 	verify(t, c, l)
 }
 
@@ -87,7 +87,7 @@ func TestKillPostgres(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	ld.stop()
 	t.Log(l.summary())
-	l.checkErrors(t, lmtpTemporary, joinLists(imapTemporary, imapRaces))
+	l.checkErrors(t, lmtpTemporary, joinLists(imapTemporary, imapRaces, imapOffline))
 	if c.server.exited() {
 		t.Fatalf("the server exited while PostgreSQL was down: %v", c.server.err)
 	}

@@ -188,6 +188,54 @@ func TestOffline(t *testing.T) {
 	}
 }
 
+// TestOfflineRenumberedWhileSelected: a COPY queued while the spool cannot
+// be reached takes INBOX's UIDNEXT; a delivery takes that UID in the log
+// first, so the device gives INBOX a new UIDVALIDITY of its own. A session
+// that had INBOX selected all along gets NO [NONEXISTENT] for its next
+// command, and selecting INBOX again shows it with the new UIDVALIDITY,
+// greater and from 2^31 up (docs/IMAP.md, "Offline"; internal/faults
+// relies on exactly this to tell the NO from any other).
+func TestOfflineRenumberedWhileSelected(t *testing.T) {
+	r := newRig(t)
+	a := r.device("a")
+	deliverAll(r, a)
+	c := a.client(nil)
+	before := mustSelect(t, c, "INBOX")
+	other := a.client(nil)
+	mustSelect(t, other, "INBOX")
+
+	a.src.set(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for a.sync.Status().LastError == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the device never noticed the spool was down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cd, err := other.Copy(imap.SeqSetNum(1), "INBOX").Wait()
+	if err != nil || len(cd.DestUIDs) != 1 {
+		t.Fatalf("COPY with the spool down: %+v, %v", cd, err)
+	}
+	r.deliver([]byte(messages["plain"]))
+	a.src.set(false)
+	waitOnline(t, r, a)
+
+	err = c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close()
+	if imapCode(err) != imap.ResponseCodeNonExistent {
+		t.Fatalf("STORE in the INBOX selected before it got a new UIDVALIDITY: %v, want NO [NONEXISTENT]", err)
+	}
+	after := mustSelect(t, c, "INBOX")
+	if after.UIDValidity <= before.UIDValidity || after.UIDValidity < 1<<31 {
+		t.Errorf("INBOX selected again: UIDVALIDITY %d (was %d), want a greater one from 2^31 up", after.UIDValidity, before.UIDValidity)
+	}
+	if after.NumMessages != before.NumMessages+2 {
+		t.Errorf("INBOX selected again: %d messages, want %d (the copy and the delivery)", after.NumMessages, before.NumMessages+2)
+	}
+	if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
+		t.Errorf("STORE once INBOX is selected again: %v", err)
+	}
+}
+
 // uidValidity matches the UIDVALIDITY in an imapView: a device that
 // showed a provisional UID the log gave to another message gives the
 // mailbox a UIDVALIDITY of its own (docs/MAILSTORE.md), so only the rest
