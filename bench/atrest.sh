@@ -8,7 +8,7 @@
 #          cost of encryption is new against plain;
 #   old:   OLD, the commit before the encryption (plaintext, modernc
 #          SQLite, no index: SEARCH scans every message).
-#  1. ROUNDS rounds of: first sync of N messages of ~10 KB (from start
+#  1. ROUNDS rounds (0: none) of: first sync of N messages of ~10 KB (from start
 #     until IMAP STATUS shows them all), then FETCH 1:* (ENVELOPE FLAGS)
 #     of the N (median of 3, once the index is complete), for each build
 #     in turn; the medians over the rounds;
@@ -118,7 +118,7 @@ PY
 		rm -rf "$b-$r".db*
 	done
 done
-python3 - <<'PY'
+[ "$ROUNDS" -gt 0 ] && python3 - <<'PY'
 import re, statistics
 sync, fetch = {}, {}
 for line in open("rounds.txt"):
