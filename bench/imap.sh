@@ -5,14 +5,22 @@
 #     mbsync pulling the same N messages from Dovecot into a Maildir;
 #  2. FETCH 1:* (ENVELOPE FLAGS) and SEARCH BODY over the N messages, cspool
 #     against Dovecot serving the same mailbox (same Python imaplib client);
-#  3. the daemon's RSS with BIG messages (idle, and during a full FETCH).
+#  2'. every read figure both ways, for cspool and Dovecot: FETCH 1:* of
+#     (ENVELOPE FLAGS), ENVELOPE, FLAGS, BODYSTRUCTURE, RFC822.SIZE and UID,
+#     each the first FETCH after both servers restart (cold: a new process,
+#     its files in the page cache as before) and the best of RUNS more on
+#     the same connection (warm);
+#  3. the daemon's RSS with BIG messages (idle, and during a full FETCH),
+#     and the reads of 2' at BIG messages, Dovecot holding the same ones.
 #
-#   N=10000 BIG=100000 bash bench/imap.sh
+#   N=10000 BIG=100000 RUNS=5 bash bench/imap.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/dovecot.sh
 N=${N:-10000}
 BIG=${BIG:-100000}
+RUNS=${RUNS:-5}
+READS=("(ENVELOPE FLAGS)" "(ENVELOPE)" "(FLAGS)" "(BODYSTRUCTURE)" "(RFC822.SIZE)" "(UID)")
 work=$(mktemp -d /tmp/cspool-bench-imap.XXXXXX)
 chmod 755 "$work"
 pids=()
@@ -38,12 +46,48 @@ for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/24999) 2>/dev/null && break
 rss() { awk '/VmHWM/ {print $2/1024}' "/proc/$1/status"; }
 cur() { awk '/VmRSS/ {print $2/1024}' "/proc/$1/status"; }
 
+# cs_start DB PORT LOG: start the daemon on DB (its pid in cs_pid).
+cs_start() {
+	$C imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
+		--spool-server http://127.0.0.1:24999 --db "$1" --password pw --port "$2" --status-addr '' 2>>"$3" >/dev/null &
+	cs_pid=$!
+	pids+=($cs_pid)
+}
+
+# reads LABEL COUNT DB PORT: the read figures of 2', cspool (on DB, PORT)
+# against Dovecot, both restarted before each FETCH item, then the table.
+reads() {
+	local label=$1 count=$2 db=$3 port=$4 item out=$work/reads-$1.jsonl
+	: >"$out"
+	for item in "${READS[@]}"; do
+		kill "$cs_pid"; wait "$cs_pid" 2>/dev/null || true
+		cs_start "$db" "$port" "$work/reads-$label.log"
+		dovecot_stop "$work/dovecot"
+		dovecot_start "$work/dovecot" 24144 24425 alice pw
+		$IB waitcount 127.0.0.1 "$port" alice pw "$count" 600 >/dev/null
+		$IB waitcount 127.0.0.1 24144 alice pw "$count" 600 >/dev/null
+		echo "{\"server\": \"cspool\", \"r\": $($IB reads 127.0.0.1 "$port" alice pw "$RUNS" "$item")}" >>"$out"
+		echo "{\"server\": \"dovecot\", \"r\": $($IB reads 127.0.0.1 24144 alice pw "$RUNS" "$item")}" >>"$out"
+	done
+	python3 - "$out" "$label" "$RUNS" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in rows:
+    by.setdefault(r["r"]["items"], {})[r["server"]] = r["r"]
+print(f"FETCH 1:* at {sys.argv[2]} messages: cold = first after a restart of both, warm = best of {sys.argv[3]} after it on one connection (load average {sys.argv[4]})")
+print(f"{'items':<18} {'cspool cold':>11} {'Dovecot cold':>12} {'ratio':>6} {'cspool warm':>11} {'Dovecot warm':>12} {'ratio':>6} {'answered':>17}")
+for items, d in by.items():
+    c, v = d["cspool"], d["dovecot"]
+    print(f"{items:<18} {c['cold_seconds']:>11.3f} {v['cold_seconds']:>12.3f} {c['cold_seconds']/v['cold_seconds']:>6.2f} "
+          f"{c['warm_seconds']:>11.3f} {v['warm_seconds']:>12.3f} {c['warm_seconds']/v['warm_seconds']:>6.2f} {c['answered']:>8}/{v['answered']:<8}")
+PY
+}
+
 # 1. cspool first sync.
 t0=$(date +%s.%N)
-$C imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
-	--spool-server http://127.0.0.1:24999 --db device.db --password pw --port 24143 2>device.log >/dev/null &
-dpid=$!
-pids+=($dpid)
+cs_start device.db 24143 device.log
+dpid=$cs_pid
 $IB waitcount 127.0.0.1 24143 alice pw "$N" 600 >wait.json
 t1=$(date +%s.%N)
 cs_sync=$(python3 -c "print('%.2f' % ($t1 - $t0))")
@@ -98,15 +142,17 @@ print(f"FETCH 1:* (ENVELOPE FLAGS): cspool {cf['fetch_seconds']} s, Dovecot {df[
 print(f"SEARCH BODY: cspool {cf['search_seconds']} s, Dovecot {df['search_seconds']} s, ratio {cf['search_seconds']/max(df['search_seconds'],1e-3):.2f} ({cf['search_hits']} / {df['search_hits']} hits)")
 PY
 
+# 2'. Every read figure, cold and warm.
+reads "$N" "$N" device.db 24143
+dpid=$cs_pid
+
 # 3. RSS with BIG messages (2 KB each to bound the run).
 if [ "$BIG" -gt 0 ]; then
 	kill $dpid; wait $dpid 2>/dev/null || true
 	./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$((BIG - N))" --size 2048 --seed 2 >/dev/null
 	t0=$(date +%s.%N)
-	$C imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
-		--spool-server http://127.0.0.1:24999 --db big.db --password pw --port 24145 2>big.log >/dev/null &
-	bpid=$!
-	pids+=($bpid)
+	cs_start big.db 24145 big.log
+	bpid=$cs_pid
 	$IB waitcount 127.0.0.1 24145 alice pw "$BIG" 1200 >/dev/null
 	t1=$(date +%s.%N)
 	sleep 2
@@ -115,4 +161,9 @@ if [ "$BIG" -gt 0 ]; then
 	python3 -c "
 import json; d = json.load(open('big-fetch.json'))
 print('daemon with $BIG messages: sync %.1f s, RSS idle %.0f MB, peak (sync and full FETCH) %.0f MB; FETCH 1:* %.2f s' % ($t1 - $t0, $idle, $(rss $bpid), d['fetch_seconds']))"
+	# The same messages into Dovecot, then the reads at BIG.
+	./seed maildir --dir "$work/dovecot/mail/alice/Maildir" --count "$((BIG - N))" --size 2048 --seed 2 --first "$N" >/dev/null
+	chown -R vmail:vmail "$work/dovecot/mail"
+	doveadm -c "$work/dovecot/dovecot.conf" index -u alice INBOX 2>/dev/null || true
+	reads "$BIG" "$BIG" big.db 24145
 fi

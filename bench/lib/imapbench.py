@@ -4,6 +4,9 @@
   imapbench.py waitcount HOST PORT USER PASS N TIMEOUT   wait until INBOX has N messages
   imapbench.py fetch HOST PORT USER PASS WORD [RUNS]     time FETCH 1:* (ENVELOPE FLAGS) (the median of RUNS) and SEARCH BODY WORD
   imapbench.py search HOST PORT USER PASS RUNS CRIT...   time SEARCH CRIT..., RUNS times: the median, the first, the hits
+  imapbench.py reads HOST PORT USER PASS RUNS ITEMS      time FETCH 1:* ITEMS on one connection, 1+RUNS times: the first
+                                                          (cold, if the server was just started), the best and the
+                                                          median of the RUNS after it (warm), the messages answered
 
 Prints one JSON object.
 """
@@ -79,7 +82,26 @@ def search(host, port, user, pw, runs, *crit):
     return {"median_ms": round(1000 * times[len(times) // 2], 1), "first_ms": round(1000 * first, 1), "hits": hits}
 
 
+def reads(host, port, user, pw, runs, items):
+    m = login(host, port, user, pw)
+    typ, data = m.select("INBOX", readonly=True)
+    n = int(data[0])
+    times, answered = [], 0
+    for _ in range(1 + int(runs)):
+        t0 = time.time()
+        typ, data = m.fetch("1:*", items)
+        times.append(time.time() - t0)
+        if typ != "OK":
+            raise SystemExit("fetch %s: %r" % (items, data[:1]))
+        answered = sum(1 for d in data if isinstance(d, (bytes, tuple)) and d != b")")
+        data = None
+    m.logout()
+    warm = sorted(times[1:])
+    return {"items": items, "messages": n, "answered": answered, "cold_seconds": round(times[0], 4),
+            "warm_seconds": round(warm[0], 4), "warm_median_seconds": round(warm[len(warm) // 2], 4)}
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    out = {"waitcount": waitcount, "fetch": fetch, "search": search}[cmd](*args)
+    out = {"waitcount": waitcount, "fetch": fetch, "search": search, "reads": reads}[cmd](*args)
     print(json.dumps(out))
