@@ -117,32 +117,49 @@ func fetchQuery(want Want) string {
 	return b.String()
 }
 
-func scanFetched(r scanner, want Want) (*Message, error) {
-	var row messageRow
-	var id, mbid []byte
-	var kw string
-	var bid, headerLen int64
-	var parsed int
-	var env, bs, header, raw, wire, wireEnv, swire, wireBS []byte
-	dest := []any{&row.rid, &id, &row.mailbox, &mbid, &row.uid, &row.body, &row.date, &row.size,
-		&row.flags.bits, &kw, &row.modSeq, &bid, &headerLen, &parsed}
-	for _, w := range []struct {
-		bit Want
-		p   *[]byte
-	}{{WantEnvelope, &env}, {WantStructure, &bs}, {WantHeader, &header}, {WantRaw, &raw}} {
-		if want&w.bit != 0 {
-			dest = append(dest, w.p)
-		}
+// fetchTargets are the destinations of one row's scan; a scan of many
+// rows reuses one, so a row costs no allocation for them.
+type fetchTargets struct {
+	row                                                messageRow
+	id, mbid                                           []byte
+	kw                                                 string
+	bid, headerLen                                     int64
+	parsed                                             int
+	env, bs, header, raw, wire, wireEnv, swire, wireBS []byte
+	dest                                               [22]any
+}
+
+func scanFetched(r scanner, want Want, t *fetchTargets) (*Message, error) {
+	if t == nil {
+		t = new(fetchTargets)
+	}
+	*t = fetchTargets{}
+	row := &t.row
+	dest := append(t.dest[:0], &row.rid, &t.id, &row.mailbox, &t.mbid, &row.uid, &row.body, &row.date, &row.size,
+		&row.flags.bits, &t.kw, &row.modSeq, &t.bid, &t.headerLen, &t.parsed)
+	if want&WantEnvelope != 0 {
+		dest = append(dest, &t.env)
+	}
+	if want&WantStructure != 0 {
+		dest = append(dest, &t.bs)
+	}
+	if want&WantHeader != 0 {
+		dest = append(dest, &t.header)
+	}
+	if want&WantRaw != 0 {
+		dest = append(dest, &t.raw)
 	}
 	if want&WantEnvelopeWire != 0 {
-		dest = append(dest, &wire, &wireEnv)
+		dest = append(dest, &t.wire, &t.wireEnv)
 	}
 	if want&WantStructureWire != 0 {
-		dest = append(dest, &swire, &wireBS)
+		dest = append(dest, &t.swire, &t.wireBS)
 	}
 	if err := r.Scan(dest...); err != nil {
 		return nil, err
 	}
+	id, mbid, kw, bid, headerLen, parsed := t.id, t.mbid, t.kw, t.bid, t.headerLen, t.parsed
+	env, bs, header, raw, wire, wireEnv, swire, wireBS := t.env, t.bs, t.header, t.raw, t.wire, t.wireEnv, t.swire, t.wireBS
 	m := &Message{
 		UID: imap.UID(row.uid), InternalDate: time.UnixMilli(row.date), Size: row.size,
 		ModSeq: uint64(row.modSeq), HeaderLen: headerLen, Parse: ParseStatus(parsed), bodyID: bid,
@@ -199,7 +216,7 @@ func (s *Store) Message(ctx context.Context, mailbox command.ID, uid imap.UID, w
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	m, err := scanFetched(s.rdb.QueryRowContext(ctx, fetchQuery(want)+"WHERE mb.id = ? AND m.uid = ?", mailbox[:], int64(uid)), want)
+	m, err := scanFetched(s.rdb.QueryRowContext(ctx, fetchQuery(want)+"WHERE mb.id = ? AND m.uid = ?", mailbox[:], int64(uid)), want, nil)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("message uid %d in %s: %w", uid, mailbox, ErrNoMessage)
 	}
@@ -215,7 +232,7 @@ func (s *Store) MessageByID(ctx context.Context, id command.ID, want Want) (*Mes
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	m, err := scanFetched(s.rdb.QueryRowContext(ctx, fetchQuery(want)+"WHERE m.id = ?", id[:]), want)
+	m, err := scanFetched(s.rdb.QueryRowContext(ctx, fetchQuery(want)+"WHERE m.id = ?", id[:]), want, nil)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("message %s: %w", id, ErrNoMessage)
 	}
@@ -312,8 +329,9 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel sel
 		return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 	}
 	defer rows.Close()
+	var targets fetchTargets
 	for rows.Next() {
-		m, err := scanFetched(rows, want)
+		m, err := scanFetched(rows, want, &targets)
 		if err != nil {
 			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 		}
