@@ -95,14 +95,17 @@ func synthetic() Graph {
 		g[path] = p
 	}
 	add("net/http", false)
+	add("os", false)
+	add("crypto/sha256", false)
+	add("cspool/internal/chain", true, "crypto/sha256")
 	add("github.com/emersion/go-imap/v2", false)
 	add("cspool/internal/keys", true)
 	add("cspool/internal/command", true)
-	add("cspool/internal/spool", true)
+	add("cspool/internal/spool", true, "cspool/internal/chain")
 	add("cspool/internal/devicedb", true)
 	add("cspool/internal/entry", true, "cspool/internal/command", "cspool/internal/keys")
 	add("cspool/internal/spool/sqlitestore", true, "cspool/internal/spool")
-	add("cspool/internal/mailstore", true, "cspool/internal/command", "cspool/internal/devicedb")
+	add("cspool/internal/mailstore", true, "cspool/internal/chain", "cspool/internal/command", "cspool/internal/devicedb")
 	add("cspool/internal/api", true, "cspool/internal/entry", "cspool/internal/spool", "net/http")
 	add("cspool/internal/syncer", true, "cspool/internal/entry", "cspool/internal/mailstore", "cspool/internal/spool")
 	add("cspool/internal/imapd", true, "cspool/internal/mailstore", "cspool/internal/syncer")
@@ -198,6 +201,32 @@ func TestRulesCatchWrongImports(t *testing.T) {
 			want: []string{"mailstore speaks no protocol: cspool/internal/mailstore reaches github.com/emersion/go-imap/v2 (through cspool/internal/devicedb)"},
 		},
 		{
+			name: "the chain reads a file",
+			brk:  func(g Graph) { addImport(g, "cspool/internal/chain", "a.go", "os") },
+			want: []string{"chain does no I/O: cspool/internal/chain reaches os"},
+		},
+		{
+			name: "the chain speaks HTTP",
+			brk:  func(g Graph) { addImport(g, "cspool/internal/chain", "a.go", "net/http") },
+			want: []string{
+				"chain does no I/O: cspool/internal/chain reaches net/http",
+				"mailstore speaks no protocol: cspool/internal/mailstore reaches net/http (through cspool/internal/chain)",
+			},
+		},
+		{
+			name: "the mail store imports the spool's vocabulary",
+			brk:  func(g Graph) { addImport(g, "cspool/internal/mailstore", "a.go", "cspool/internal/spool") },
+			want: []string{"mailstore knows nothing of the spool: cspool/internal/mailstore reaches cspool/internal/spool"},
+		},
+		{
+			name: "the mail store reaches the spool through the devicedb",
+			brk:  func(g Graph) { addImport(g, "cspool/internal/devicedb", "a.go", "cspool/internal/spool") },
+			want: []string{
+				"mailstore knows nothing of the spool: cspool/internal/mailstore reaches cspool/internal/spool (through cspool/internal/devicedb)",
+				"a package imports only lower floors: cspool/internal/devicedb (vocabulary) reaches cspool/internal/spool (vocabulary)",
+			},
+		},
+		{
 			name: "imapd imports a store",
 			brk:  func(g Graph) { addImport(g, "cspool/internal/imapd", "a.go", "cspool/internal/spool/sqlitestore") },
 			want: []string{"imapd reaches the spool only through the syncer: cspool/internal/imapd reaches cspool/internal/spool/sqlitestore"},
@@ -270,6 +299,8 @@ func TestRealGraphCatchesWrongImport(t *testing.T) {
 	addImport(g, "cspool/internal/imapd", "server.go", "cspool/internal/spool/sqlitestore")
 	addUse(g, "cspool/internal/imapd", "server.go", "cspool/internal/entry.Open")
 	addImport(g, "cspool/internal/api", "server.go", "cspool/internal/syncer")
+	addImport(g, "cspool/internal/chain", "chain.go", "os")
+	addImport(g, "cspool/internal/mailstore", "apply.go", "cspool/internal/spool")
 	var got []string
 	for _, v := range violations(g) {
 		got = append(got, v.String())
@@ -280,6 +311,8 @@ func TestRealGraphCatchesWrongImport(t *testing.T) {
 		"the server side depends on nothing of the device side: cspool/internal/api reaches cspool/internal/syncer",
 		"the server's subcommands depend on nothing of the device side: cspool/cmd/cspool/server.go reaches cspool/internal/syncer (through cspool/internal/api)",
 		"a package imports only lower floors: cspool/internal/api (roles) reaches cspool/internal/syncer (roles)",
+		"chain does no I/O: cspool/internal/chain reaches os",
+		"mailstore knows nothing of the spool: cspool/internal/mailstore reaches cspool/internal/spool",
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("missing violation %q; got:\n  %s", want, strings.Join(got, "\n  "))

@@ -15,6 +15,9 @@ type Floor struct {
 // on no floor fails the test: put a new package here and in
 // docs/ARCHITECTURE.md and the README's layout.
 var Floors = []Floor{
+	{"integrity", []string{
+		"cspool/internal/chain",
+	}},
 	{"vocabulary", []string{
 		"cspool/internal/keys",
 		"cspool/internal/command",
@@ -106,6 +109,21 @@ var protocolLibraries = []string{
 	"net/smtp",
 }
 
+// ioLibraries are the standard library's packages that reach files, the
+// network, processes or databases.
+var ioLibraries = []string{
+	"os",
+	"os/...",
+	"io/fs",
+	"io/ioutil",
+	"path/filepath",
+	"net",
+	"net/...",
+	"database/...",
+	"syscall",
+	"log/...",
+}
+
 // Rules are the rules of the map beyond the floors. Each exception says
 // why it is there; one that no longer matches anything fails the test, so
 // the list only shrinks.
@@ -149,6 +167,17 @@ var Rules = []Rule{
 				"parser, and the query API takes go-imap's UIDs, flags and search criteria; " +
 				"this goes when MIME parsing moves to a package of its own",
 		}},
+	},
+	{
+		Name:     "chain does no I/O",
+		Packages: []string{"cspool/internal/chain"},
+		Forbid:   ioLibraries,
+	},
+	{
+		Name:       "mailstore knows nothing of the spool",
+		Packages:   []string{"cspool/internal/mailstore"},
+		Transitive: true,
+		Forbid:     []string{"cspool/internal/spool/..."},
 	},
 	{
 		Name:     "imapd reaches the spool only through the syncer",

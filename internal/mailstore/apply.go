@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"time"
 
+	"cspool/internal/chain"
 	"cspool/internal/command"
 	"cspool/internal/devicedb"
-	"cspool/internal/spool"
 )
 
 // rejection is returned by a command's apply step when the entry must be
@@ -58,12 +58,12 @@ func (s *Store) Apply(ctx context.Context, entries []Entry, newPos uint64) (*Res
 // log's chain hash at each position the batch covers: chain[i] is the hash
 // at position oldPos+1+i, for every position up to newPos (rejected and
 // unreadable entries included), or nil to record none.
-func (s *Store) ApplyChained(ctx context.Context, entries []Entry, newPos uint64, chain []spool.Hash) (*Result, error) {
+func (s *Store) ApplyChained(ctx context.Context, entries []Entry, newPos uint64, chain []chain.Hash) (*Result, error) {
 	res, err := s.applyChained(ctx, entries, newPos, chain)
 	return res, devicedb.Explain(s.path, err)
 }
 
-func (s *Store) applyChained(ctx context.Context, entries []Entry, newPos uint64, chain []spool.Hash) (*Result, error) {
+func (s *Store) applyChained(ctx context.Context, entries []Entry, newPos uint64, chain []chain.Hash) (*Result, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}

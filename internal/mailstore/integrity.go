@@ -8,13 +8,13 @@ import (
 	"strings"
 	"time"
 
-	"cspool/internal/spool"
+	"cspool/internal/chain"
 )
 
 // ChainAt returns the chain hash this store recorded at pos, and false when
 // it has none (a position before a restored checkpoint, or never applied).
-func (s *Store) ChainAt(ctx context.Context, pos uint64) (spool.Hash, bool, error) {
-	var h spool.Hash
+func (s *Store) ChainAt(ctx context.Context, pos uint64) (chain.Hash, bool, error) {
+	var h chain.Hash
 	if err := s.check(); err != nil {
 		return h, false, err
 	}

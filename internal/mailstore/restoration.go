@@ -9,8 +9,8 @@ import (
 	"sort"
 	"time"
 
+	"cspool/internal/chain"
 	"cspool/internal/command"
-	"cspool/internal/spool"
 )
 
 // Restorations: the spool restored from a backup has lost the end of the
@@ -184,7 +184,7 @@ type rebaseRules struct {
 
 // BeginRebase starts a Rebase at base, whose chain hash must be baseChain
 // when the store recorded one there.
-func (s *Store) BeginRebase(ctx context.Context, base uint64, baseChain spool.Hash) (*Rebase, error) {
+func (s *Store) BeginRebase(ctx context.Context, base uint64, baseChain chain.Hash) (*Rebase, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -203,7 +203,7 @@ func (s *Store) BeginRebase(ctx context.Context, base uint64, baseChain spool.Ha
 	return rb, nil
 }
 
-func (rb *Rebase) begin(baseChain spool.Hash) error {
+func (rb *Rebase) begin(baseChain chain.Hash) error {
 	ctx, tx := rb.ctx, rb.tx
 	// Changes made on this device and not in the log yet are no part of
 	// the history rebased: take them back (in this transaction, which is
@@ -281,7 +281,7 @@ func (rb *Rebase) Position() uint64 { return rb.pos }
 
 // Apply applies entries after the rebase's position, with the chain hash
 // at every position up to newPos (as for ApplyChained).
-func (rb *Rebase) Apply(entries []Entry, newPos uint64, chain []spool.Hash) (*Result, error) {
+func (rb *Rebase) Apply(entries []Entry, newPos uint64, chain []chain.Hash) (*Result, error) {
 	if rb.closed {
 		return nil, ErrClosed
 	}

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"cspool/internal/chain"
 	"cspool/internal/command"
-	"cspool/internal/spool"
 )
 
 // chainLog is a testLog that also keeps a chain hash per position (over
@@ -17,10 +17,10 @@ import (
 // applying it record chain hashes as a device does.
 type chainLog struct {
 	testLog
-	hashes []spool.Hash // hashes[p] is the chain hash at position p
+	hashes []chain.Hash // hashes[p] is the chain hash at position p
 }
 
-func newChainLog() *chainLog { return &chainLog{hashes: []spool.Hash{{}}} }
+func newChainLog() *chainLog { return &chainLog{hashes: []chain.Hash{{}}} }
 
 // fork returns a log that shares l's first base positions and goes on
 // differently.
@@ -33,7 +33,7 @@ func (l *chainLog) fork(base uint64) *chainLog {
 func (l *chainLog) add(a Author, c *command.Command, salt uint64) Entry {
 	e := l.by(a, c)
 	e.ID = entryID(e.Pos + salt<<32)
-	l.hashes = append(l.hashes, spool.ChainNext(l.hashes[len(l.hashes)-1], e.ID[:]))
+	l.hashes = append(l.hashes, chain.Next(l.hashes[len(l.hashes)-1], e.ID[:]))
 	return e
 }
 
@@ -237,7 +237,7 @@ func TestRebaseAndAdopt(t *testing.T) {
 	}
 	// a replays the superseded history's entries no more
 	if res, err := a.ApplyChained(ctx, []Entry{{Pos: sn.Position + 1, ID: old[1].ID, Author: AuthorUser, Cmd: old[1].Cmd}},
-		sn.Position+1, []spool.Hash{{1}}); err != nil || res.Outcomes[0].Reason != ReasonReplay {
+		sn.Position+1, []chain.Hash{{1}}); err != nil || res.Outcomes[0].Reason != ReasonReplay {
 		t.Errorf("a superseded entry served again: %v %+v, want a replay", err, res)
 	}
 

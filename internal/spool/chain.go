@@ -2,15 +2,16 @@ package spool
 
 import (
 	"context"
-	"crypto/sha256"
+
+	"cspool/internal/chain"
 )
 
-// Hash is a chain hash: the tamper-evident summary of a log's history up to
-// a position.
-type Hash [sha256.Size]byte
+// Hash is a chain hash (package chain, which defines it and the checks
+// made with it).
+type Hash = chain.Hash
 
 // ChainNext returns the chain hash after appending an entry with data to a
-// log whose chain hash was prev:
+// log whose chain hash was prev (chain.Next):
 //
 //	h(0) = 32 zero bytes
 //	h(n) = SHA-256("cspool/v1 chain" || h(n-1) || SHA-256(data(n)))
@@ -19,16 +20,7 @@ type Hash [sha256.Size]byte
 // the same order, up to it. The store computes it at append time and keeps
 // it for every position forever (compaction deletes entries, not their
 // hashes); devices recompute it from what they are given and compare.
-func ChainNext(prev Hash, data []byte) Hash {
-	leaf := sha256.Sum256(data)
-	h := sha256.New()
-	h.Write([]byte("cspool/v1 chain"))
-	h.Write(prev[:])
-	h.Write(leaf[:])
-	var out Hash
-	copy(out[:], h.Sum(nil))
-	return out
-}
+func ChainNext(prev Hash, data []byte) Hash { return chain.Next(prev, data) }
 
 // Chainer is the tamper-evidence part of a Store. It is not optional: API
 // v1 sends the chain hashes with every read, and a device treats a read
