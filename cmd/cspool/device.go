@@ -11,6 +11,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,7 +44,12 @@ type device struct {
 	sync       *syncer.Syncer
 	ix         *indexer      // a daemon's search indexer; nil otherwise
 	imap       *imapd.Server // a daemon's IMAP server; nil otherwise
-	syncDone   chan error    // Run's end, once serve started it
+	// imapHook is d.imap for the sync loop's notices: nil until newIMAP
+	// made the server. A change queued before then (the syncer queues
+	// what a Submit could not send) is in the store, where the new
+	// server reads it; it has no sessions to tell yet.
+	imapHook *atomic.Pointer[imapd.Server]
+	syncDone chan error // Run's end, once serve started it
 }
 
 // openDevice takes the lock of d.dbPath (one process syncs a database at a
@@ -100,10 +106,17 @@ func (d *device) startSync(o syncOptions) error {
 	cfg := syncer.Config{User: d.user, UserKey: d.userKey, SpoolKey: d.spoolPub, Source: src, Store: d.store,
 		Logger: d.log, Unreachable: spoolUnreachable, CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath)}
 	if o.daemon {
-		// The IMAP server exists before serve starts the loop, so the
-		// callback never sees a nil server.
+		// Submit may queue a change and tell OnApplied before newIMAP
+		// made the server (the spool down, a caller started early):
+		// the notice goes to the server only once there is one.
 		d.ix = newIndexer(d.store, d.log)
-		cfg.OnApplied = func(r *mailstore.Result) { d.imap.Applied(r); d.ix.applied() }
+		d.imapHook = new(atomic.Pointer[imapd.Server])
+		cfg.OnApplied = func(r *mailstore.Result) {
+			if srv := d.imapHook.Load(); srv != nil {
+				srv.Applied(r)
+			}
+			d.ix.applied()
+		}
 		cfg.Permanent = api.Hint
 	}
 	sy, err := syncer.New(cfg)
@@ -125,6 +138,9 @@ func (d *device) newIMAP(cfg imapd.Config) error {
 		return err
 	}
 	d.imap = srv
+	if d.imapHook != nil {
+		d.imapHook.Store(srv)
+	}
 	return nil
 }
 

@@ -354,7 +354,6 @@ func (q *quickstart) startDevice(ctx context.Context) (dev *device, failed <-cha
 	}
 	sendCtx, stopSend := context.WithCancel(ctx)
 	q.closers = append(q.closers, func() { q.send.close(stopSend) })
-	q.send.run(sendCtx)
 	if err := dev.newIMAP(imapd.Config{Submit: q.send.submitter(dev.sync), Password: pw}); err != nil {
 		return nil, nil, "", err
 	}
@@ -374,7 +373,11 @@ func (q *quickstart) startDevice(ctx context.Context) (dev *device, failed <-cha
 		return nil, nil, "", err
 	}
 	q.closers = append(q.closers, stopSocket)
-	return dev, dev.serve(ctx, q.imapLn, nil), pw, nil
+	// Sending starts last, as in cspool imap-server: the outbox files
+	// through the sync loop, whose notices go to the IMAP server.
+	failed = dev.serve(ctx, q.imapLn, nil)
+	q.send.run(sendCtx)
+	return dev, failed, pw, nil
 }
 
 // welcome delivers the welcome message unless the state folder records that
