@@ -135,6 +135,8 @@ func TestCheckEntries(t *testing.T) {
 		{"seen: reordered (head after the entry)", CheckSeenOrder(3, 7), Reordered, 3, "applied position 7"},
 		{"seen: fork", CheckSeen(3, 2, hs[0][:], hs[1]), Fork, 3, "saw a different history at position 2"},
 		{"seen: fork with a short hash", CheckSeen(3, 2, []byte{1, 2}, hs[1]), Fork, 3, "(hash 0102, here"},
+		{"restoration over this history", CheckBase(8, 7, 2, hs[1][:], hs[1]), 0, 0, ""},
+		{"restoration over another history", CheckBase(8, 7, 2, hs[0][:], hs[1]), Fork, 8, "the restoration at position 7 restored the log to position 2"},
 		{"replay", CheckReplay(9, 4, stringer("00ff"), true), Replay, 9, "entry 9 replays entry 4 (same entry id 00ff)"},
 		{"no replay", CheckReplay(9, 0, stringer("00ff"), false), 0, 0, ""},
 	} {

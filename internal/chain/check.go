@@ -164,3 +164,15 @@ func prefix(b []byte) []byte {
 	}
 	return b
 }
+
+// CheckBase checks the head a restoration (the entry at position at,
+// written at restoredAt) claims to have restored the log to (baseHash at
+// basePos) against mine, this device's hash at basePos.
+func CheckBase(at, restoredAt, basePos uint64, baseHash []byte, mine Hash) *Failure {
+	if !bytes.Equal(mine[:], baseHash) {
+		return &Failure{Fork, at, fmt.Sprintf(
+			"the restoration at position %d restored the log to position %d with hash %x, but this device applied a different history there (hash %x): the spool showed its writer a different log (fork)",
+			restoredAt, basePos, prefix(baseHash), mine[:6])}
+	}
+	return nil
+}

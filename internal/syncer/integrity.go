@@ -1,11 +1,11 @@
 package syncer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 
+	"cspool/internal/chain"
 	"cspool/internal/command"
 	"cspool/internal/spool"
 )
@@ -49,11 +49,6 @@ import (
 // ErrIntegrity: the sync stopped because an integrity check failed.
 var ErrIntegrity = errors.New("integrity alarm: sync stopped")
 
-type integrityFailure struct {
-	pos    uint64
-	detail string
-}
-
 func (s *Syncer) chainState() (spool.Hash, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -66,40 +61,37 @@ func (s *Syncer) setChain(h spool.Hash, known bool) {
 	s.chain, s.chainKnown = h, known
 }
 
-// checkRead checks a read's claims against what the device applied.
+// checkRead checks a read's claims against what the device applied
+// (chain.CheckRead); without a hash of its own at pos, it takes the
+// spool's, and checks everything after it.
 func (s *Syncer) checkRead(ctx context.Context, pos uint64, lr spool.LogRead) error {
-	if lr.Head < pos {
-		return s.rolledBack(ctx, pos, lr, fmt.Sprintf(
-			"the spool's head %d is behind position %d, which this device already applied: the log was rolled back", lr.Head, pos))
-	}
+	var f *chain.Failure
 	if s.cfg.DisableIntegrity {
+		f = chain.CheckHead(pos, lr.Head)
+	} else {
+		h, known := s.chainState()
+		var mine *chain.Hash
+		if known {
+			mine = &h
+		}
+		f = chain.CheckRead(pos, mine, chain.Claim{
+			Head: lr.Head, Chained: lr.Chained, StartHash: lr.StartHash, HeadHash: lr.HeadHash,
+			Empty: len(lr.Entries) == 0,
+		})
+		if f == nil && !known {
+			// No hash of our own at this position (a store that predates
+			// chain tracking, or a checkpoint without one).
+			s.setChain(lr.StartHash, true)
+		}
+	}
+	switch {
+	case f == nil:
 		return nil
+	case f.Kind == chain.RolledBack || f.Kind == chain.Rewritten:
+		return s.rolledBack(ctx, pos, lr, f.Detail)
+	default:
+		return s.raise(ctx, f.Pos, f.Detail)
 	}
-	if !lr.Chained {
-		// Every API v1 server sends the hashes with a read at or below its
-		// head. Without them none of the checks below could run: a proxy
-		// that strips them must not switch the checks off.
-		return s.raise(ctx, pos, fmt.Sprintf(
-			"the spool's answer to a read after position %d carries no chain hashes (Cspool-Chain-Start, Cspool-Chain-Head), which every API v1 server sends: they were removed on the way, which would switch off the rollback and reordering checks", pos))
-	}
-	h, known := s.chainState()
-	if !known {
-		// No hash of our own at this position (a store that predates
-		// chain tracking, or a checkpoint without one): start from the
-		// spool's, and check everything after it.
-		s.setChain(lr.StartHash, true)
-		return nil
-	}
-	if lr.StartHash != h {
-		return s.rolledBack(ctx, pos, lr, fmt.Sprintf(
-			"the spool's history up to position %d (hash %x) differs from the one this device applied (hash %x): rewritten, rolled back or forked",
-			pos, lr.StartHash[:6], h[:6]))
-	}
-	if len(lr.Entries) == 0 && lr.Head == pos && lr.HeadHash != h {
-		return s.raise(ctx, pos, fmt.Sprintf(
-			"the spool's head hash at position %d differs from the one this device computed", pos))
-	}
-	return nil
 }
 
 // rolledBack handles a read whose log does not extend what this device
@@ -113,15 +105,14 @@ func (s *Syncer) rolledBack(ctx context.Context, pos uint64, lr spool.LogRead, d
 }
 
 // checkSeen checks the head a command's author had applied against this
-// device's chain. batchStart is the position before the batch; hashes are
-// the batch's hashes so far.
-func (s *Syncer) checkSeen(ctx context.Context, at uint64, seen *command.Head, batchStart uint64, hashes []spool.Hash, cache map[uint64]spool.Hash) *integrityFailure {
+// device's chain (chain.CheckSeen). batchStart is the position before the
+// batch; hashes are the batch's hashes so far.
+func (s *Syncer) checkSeen(ctx context.Context, at uint64, seen *command.Head, batchStart uint64, hashes []spool.Hash, cache map[uint64]spool.Hash) *chain.Failure {
 	if seen == nil {
 		return nil
 	}
-	if seen.Pos >= at {
-		return &integrityFailure{at, fmt.Sprintf(
-			"entry %d claims its author had applied position %d, at or after the entry itself: entries were reordered or replayed", at, seen.Pos)}
+	if f := chain.CheckSeenOrder(at, seen.Pos); f != nil {
+		return f
 	}
 	var mine spool.Hash
 	switch {
@@ -139,19 +130,7 @@ func (s *Syncer) checkSeen(ctx context.Context, at uint64, seen *command.Head, b
 		}
 		mine = h
 	}
-	if !bytes.Equal(mine[:], seen.Hash) {
-		return &integrityFailure{at, fmt.Sprintf(
-			"the device that wrote entry %d saw a different history at position %d (hash %x, here %x): the spool showed devices different logs (fork)",
-			at, seen.Pos, prefix(seen.Hash), mine[:6])}
-	}
-	return nil
-}
-
-func prefix(b []byte) []byte {
-	if len(b) > 6 {
-		return b[:6]
-	}
-	return b
+	return chain.CheckSeen(at, seen.Pos, seen.Hash, mine)
 }
 
 // Alarmed is closed once an integrity alarm stops the sync (at once if one

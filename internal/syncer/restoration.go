@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"cspool/internal/chain"
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
@@ -78,17 +79,15 @@ func OpenState(c *command.Command, pos uint64) (*mailstore.Snapshot, error) {
 // checkBase refuses a restoration whose restored head is not this
 // device's history: its chain hash there differs from the one this device
 // recorded (when it has one).
-func (s *Syncer) checkBase(ctx context.Context, c *command.Command, at uint64) *integrityFailure {
+func (s *Syncer) checkBase(ctx context.Context, c *command.Command, at uint64) *chain.Failure {
 	if c.Base == nil || s.cfg.DisableIntegrity {
 		return nil
 	}
 	h, ok, err := s.cfg.Store.ChainAt(ctx, c.Base.Pos)
-	if err != nil || !ok || bytes.Equal(h[:], c.Base.Hash) {
+	if err != nil || !ok {
 		return nil
 	}
-	return &integrityFailure{at, fmt.Sprintf(
-		"the restoration at position %d restored the log to position %d with hash %x, but this device applied a different history there (hash %x): the spool showed its writer a different log (fork)",
-		c.Position, c.Base.Pos, prefix(c.Base.Hash), h[:6])}
+	return chain.CheckBase(at, c.Position, c.Base.Pos, c.Base.Hash, h)
 }
 
 // adoptEntry adopts the state of the restoration entry o at position at,
@@ -99,7 +98,7 @@ func (s *Syncer) adoptEntry(ctx context.Context, o *entry.Opened, at uint64) err
 		return err
 	}
 	if f := s.checkBase(ctx, o.Cmd, at); f != nil {
-		return s.raise(ctx, f.pos, f.detail)
+		return s.raise(ctx, f.Pos, f.Detail)
 	}
 	if err := s.adopt(ctx, sn, o.Cmd, at); err != nil {
 		var c *mailstore.Contradiction
@@ -200,7 +199,7 @@ func (s *Syncer) tryRestoration(ctx context.Context, cpPos uint64) error {
 	}
 	if f := s.checkBase(ctx, o.Cmd, cp.Pos); f != nil {
 		remember()
-		return s.raise(ctx, f.pos, f.detail)
+		return s.raise(ctx, f.Pos, f.Detail)
 	}
 	err = s.adopt(ctx, sn, o.Cmd, cp.Pos+1)
 	var c *mailstore.Contradiction

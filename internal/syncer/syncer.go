@@ -44,6 +44,7 @@ import (
 	"sync"
 	"time"
 
+	"cspool/internal/chain"
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
@@ -504,7 +505,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	last := pos
 	rejected := 0
 	misdelivered := false
-	var alarm *integrityFailure
+	var alarm *chain.Failure
 	// Open every entry first, so replays are looked up in one query.
 	opened := make([]*entry.Opened, len(lr.Entries))
 	openErr := make([]error, len(lr.Entries))
@@ -524,10 +525,8 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	batchIDs := map[command.ID]uint64{}
 	chainCache := map[uint64]spool.Hash{}
 	for i, e := range lr.Entries {
-		if e.Pos != last+1 {
-			return 0, lr.Head, s.raise(ctx, last, fmt.Sprintf(
-				"the spool skipped from position %d to %d, and no valid checkpoint covers the gap: entries were dropped or withheld (%v)",
-				last, e.Pos, ErrGap))
+		if f := chain.CheckNext(last, e.Pos, ErrGap); f != nil {
+			return 0, lr.Head, s.raise(ctx, f.Pos, f.Detail)
 		}
 		if s.isRestoration(opened[i], openErr[i], e.Pos) {
 			// Its state replaces the store's before it applies: the
@@ -543,7 +542,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 				return 1, lr.Head, nil
 			}
 		}
-		h = spool.ChainNext(h, e.Data)
+		h = chain.Next(h, e.Data)
 		o, err := opened[i], openErr[i]
 		if err == nil && known {
 			if f := s.checkSeen(ctx, e.Pos, o.Cmd.Seen, pos, hashes, chainCache); f != nil {
@@ -558,8 +557,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 			if !dup {
 				first, dup = seenBefore[o.ID]
 			}
-			if dup {
-				alarm = &integrityFailure{e.Pos, fmt.Sprintf("entry %d replays entry %d (same entry id %s)", e.Pos, first, o.ID)}
+			if alarm = chain.CheckReplay(e.Pos, first, o.ID, dup); alarm != nil {
 				break
 			}
 			batchIDs[o.ID] = e.Pos
@@ -586,9 +584,10 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		}
 		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd})
 	}
-	if alarm == nil && lr.Chained && known && last == lr.Head && h != lr.HeadHash {
-		return 0, lr.Head, s.raise(ctx, last, fmt.Sprintf(
-			"the entries up to position %d do not hash to the head the spool claims: entries were altered, dropped or reordered", last))
+	if alarm == nil && lr.Chained && known && last == lr.Head {
+		if f := chain.CheckHeadHash(last, h, lr.HeadHash); f != nil {
+			return 0, lr.Head, s.raise(ctx, f.Pos, f.Detail)
+		}
 	}
 	if last == pos {
 		// Nothing of the batch was taken: the loop stopped at its first
@@ -597,14 +596,14 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		if alarm == nil {
 			return 0, lr.Head, fmt.Errorf("syncer: took no entry of the batch after position %d and raised no alarm (a bug)", pos)
 		}
-		return 0, lr.Head, s.raise(ctx, alarm.pos, alarm.detail)
+		return 0, lr.Head, s.raise(ctx, alarm.Pos, alarm.Detail)
 	}
-	var chain []spool.Hash
+	var record []spool.Hash
 	if known {
-		chain = hashes
+		record = hashes
 	}
 	s.applyMu.Lock()
-	res, err := s.cfg.Store.ApplyChained(ctx, batch, last, chain)
+	res, err := s.cfg.Store.ApplyChained(ctx, batch, last, record)
 	var c *mailstore.Contradiction
 	if errors.As(err, &c) {
 		// The batch skips an entry this device appended: nothing applied.
@@ -634,7 +633,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 			if o.Reason == mailstore.ReasonReplay && alarm == nil {
 				// Devices never reuse an entry id: the spool served an old
 				// entry again.
-				alarm = &integrityFailure{o.Pos, fmt.Sprintf("entry %d replays an entry already applied (%s)", o.Pos, o.Detail)}
+				alarm = &chain.Failure{Kind: chain.Replay, Pos: o.Pos, Detail: fmt.Sprintf("entry %d replays an entry already applied (%s)", o.Pos, o.Detail)}
 			}
 		}
 	}
@@ -654,7 +653,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		}
 	}
 	if alarm != nil {
-		return len(hashes), lr.Head, s.raise(ctx, alarm.pos, alarm.detail)
+		return len(hashes), lr.Head, s.raise(ctx, alarm.Pos, alarm.Detail)
 	}
 	return len(lr.Entries), lr.Head, nil
 }
