@@ -83,8 +83,9 @@ func (d *device) dial() error {
 // syncOptions are what the commands choose of a device's sync loop.
 type syncOptions struct {
 	// daemon: the device serves IMAP. The search indexer and the IMAP
-	// server (newIMAP) hear of every applied batch, and an error a person
-	// must fix is named (api.Hint) and tried again only now and then.
+	// server (newIMAP) hear of every applied batch. (Every sync loop names
+	// an error a person must fix, api.Hint, and tries it again only now
+	// and then.)
 	daemon bool
 	// wrap, if set, stands between the client and the loop (cspool sync
 	// counts what it reads).
@@ -104,7 +105,7 @@ func (d *device) startSync(o syncOptions) error {
 		src = o.wrap(src)
 	}
 	cfg := syncer.Config{User: d.user, UserKey: d.userKey, SpoolKey: d.spoolPub, Source: src, Store: d.store,
-		Logger: d.log, Unreachable: spoolUnreachable, CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath)}
+		Logger: d.log, Unreachable: spoolUnreachable, Permanent: api.Hint, CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath)}
 	if o.daemon {
 		// Submit may queue a change and tell OnApplied before newIMAP
 		// made the server (the spool down, a caller started early):
@@ -117,7 +118,6 @@ func (d *device) startSync(o syncOptions) error {
 			}
 			d.ix.applied()
 		}
-		cfg.Permanent = api.Hint
 	}
 	sy, err := syncer.New(cfg)
 	if err != nil {
@@ -145,9 +145,19 @@ func (d *device) newIMAP(cfg imapd.Config) error {
 }
 
 // collector is what the status page and the control socket show of the
-// daemon, whose IMAP listens on imapAddr with the password pw.
-func (d *device) collector(imapAddr net.Addr, pw imapPassword) *statuspage.Collector {
-	return newStatusCollector(d.sync, d.store, imapAddr, d.user, pw, d.spoolURL)
+// daemon, whose IMAP listens on imapAddr with the password pw: its sync
+// loop, mailboxes, search index and outbox (snd; nil when sending is off).
+func (d *device) collector(imapAddr net.Addr, pw imapPassword, snd *sending) *statuspage.Collector {
+	c := newStatusCollector(d.sync, d.store, imapAddr, d.user, pw, d.spoolURL)
+	c.Outbox = snd.report()
+	c.Search = func(ctx context.Context) (*statuspage.SearchIndex, error) {
+		n, err := d.store.UnindexedCount(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &statuspage.SearchIndex{Unindexed: n}, nil
+	}
+	return c
 }
 
 // serve runs the search indexer, the sync loop and the IMAP server on ln,

@@ -150,15 +150,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 			return withHint(fmt.Errorf("listening for IMAPS on %s: %w", imapsAddr, err), "pick another --imaps-port, or stop the program already using it")
 		}
 	}
-	collector := dev.collector(ln.Addr(), ipw)
-	collector.Outbox = snd.report()
-	collector.Search = func(ctx context.Context) (*statuspage.SearchIndex, error) {
-		n, err := dev.store.UnindexedCount(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return &statuspage.SearchIndex{Unindexed: n}, nil
-	}
+	collector := dev.collector(ln.Addr(), ipw, snd)
 	stopStatus, page, err := startStatusPage(statusPageConfig{
 		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: collector,
 		user: *userName, password: pw, allowEmpty: allowEmpty, log: log,

@@ -24,7 +24,8 @@ import (
 //   - the daemon without trusting the certificate logs the problem once,
 //     with SSL_CERT_FILE and docs/TLS.md, and `cspool status` shows it;
 //   - the daemon trusting it but with a key the users file lacks (401
-//     unknown key) logs the users file hint once, and status shows it.
+//     unknown key) logs the users file hint once, and status shows it;
+//   - cspool sync --once=false with that key logs the same, not an outage.
 func TestPermanentErrors(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -131,5 +132,30 @@ func TestPermanentErrors(t *testing.T) {
 	})
 	t.Run("daemon, unknown key", func(t *testing.T) {
 		daemon(t, trusted, "key.db", "cannot sync with the spool until this is fixed", []string{"users file", "401"})
+	})
+	// cspool sync --once=false follows the log as the daemon does: the
+	// same problem named once, not retried as an outage.
+	t.Run("sync --once=false, unknown key", func(t *testing.T) {
+		logLine := "cannot sync with the spool until this is fixed"
+		s := startProc(t, "cspool sync --once=false", dir, trusted, bin, "sync", "--once=false", "--user=alice",
+			"--user-key=user.sec", "--spool-key=spool.pub", "--user-public-key=user.pub", "--db", "follow.db",
+			"--spool-server", url)
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(s.stderr.String(), logLine) {
+			if time.Now().After(deadline) {
+				t.Fatalf("cspool sync --once=false never logged %q:\n%s", logLine, s.stderr)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		log := s.stderr.String()
+		if n := strings.Count(log, "spool unreachable; retrying"); n != 0 {
+			t.Errorf("cspool sync --once=false retries a permanent error as a temporary one (%d lines):\n%s", n, log)
+		}
+		for _, h := range []string{"users file", "401"} {
+			if !strings.Contains(log, h) {
+				t.Errorf("the log lacks %q:\n%s", h, log)
+			}
+		}
+		s.stop(t, syscall.SIGINT, 30*time.Second)
 	})
 }

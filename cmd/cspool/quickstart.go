@@ -359,7 +359,7 @@ func (q *quickstart) startDevice(ctx context.Context) (dev *device, failed <-cha
 	}
 	// The status page, if its address was free (listen), and the control
 	// socket for cspool status in any case.
-	collector := dev.collector(q.imapLn.Addr(), stored)
+	collector := dev.collector(q.imapLn.Addr(), stored, q.send)
 	collector.Page = q.page
 	if q.statusLn != nil {
 		stopStatus, err := serveStatusPage(q.statusLn, statusPageConfig{source: collector, user: q.user, password: pw, log: q.log})

@@ -202,6 +202,15 @@ func TestQuickstartStatusAddr(t *testing.T) {
 	if !strings.Contains(status, "127.0.0.1 port "+port+", user alice") || !strings.Contains(status, "Status page:   "+m[1]) {
 		t.Errorf("%s printed:\n%s\nwant this quickstart's IMAP port %s and page %s", line, status, port, m[1])
 	}
+	// The search index and the outbox, as the daemon shows them.
+	if !strings.Contains(status, "Search index:") || !strings.Contains(status, "Outbox:") {
+		t.Errorf("%s shows no search index or outbox:\n%s", line, status)
+	}
+	for _, id := range []string{`id="search-index"`, `id="outbox"`} {
+		if !strings.Contains(page, id) {
+			t.Errorf("the status page at %s lacks %s:\n%s", m[1], id, page)
+		}
+	}
 	qs.stop(t, syscall.SIGINT, 30*time.Second)
 
 	// The default address held by another program: no URL printed. That
