@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"database/sql"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -74,5 +75,51 @@ func TestFetchWantEnvelopeWireAndMetadataOnly(t *testing.T) {
 		if err != nil || string(raw) != []string{plain, eight}[i] {
 			t.Errorf("message %d: LoadRaw %q, %v", i+1, raw, err)
 		}
+	}
+}
+
+// TestSchema10FillsWireForms: a database from before version 9 (its
+// bodies without IMAP forms) gets on opening the forms apply gives a body
+// now, and keeps none where the envelope has none.
+func TestSchema10FillsWireForms(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mail.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("old"))), l.spool(deliverCmd("From: J\xc3\xbcrgen <j\xc3\xbc@z.org>\r\nSubject: s\r\n\r\nx\r\n")))
+	ctx := t.Context()
+	forms := func(s *Store) (out []string) {
+		rows, err := s.rdb.QueryContext(ctx, "SELECT quote(envelope_wire), quote(structure_wire) FROM bodies ORDER BY bid")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var e, b string
+			if err := rows.Scan(&e, &b); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, e, b)
+		}
+		return out
+	}
+	want := forms(s)
+	if len(want) != 4 || want[0] == "NULL" || want[1] == "NULL" || want[2] != "NULL" || want[3] == "NULL" {
+		t.Fatalf("forms after apply: %q", want)
+	}
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 8) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := forms(s); !reflect.DeepEqual(got, want) {
+		t.Errorf("forms after the migration:\n got  %q\n want %q", got, want)
 	}
 }

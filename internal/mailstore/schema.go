@@ -230,8 +230,9 @@ DELETE FROM unindexed;
 INSERT INTO unindexed (bid) SELECT bid FROM bodies;
 `,
 	// 9: the envelope's IMAP form (envelope_wire.go), which FETCH writes
-	// as it is; NULL for a body stored before, and for an envelope that
-	// has none: FETCH then encodes the stored envelope.
+	// as it is; NULL for an envelope that has none: FETCH then encodes
+	// the stored envelope. migrate fills it for the bodies stored before
+	// (fillWireForms).
 	`
 ALTER TABLE bodies ADD COLUMN envelope_wire BLOB;
 `,
@@ -310,6 +311,13 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	for v := version; v < SchemaVersion; v++ {
 		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
 			return fmt.Errorf("migrating schema to version %d: %w", v+1, err)
+		}
+	}
+	if version < 10 {
+		// Versions 9 and 10 added the IMAP forms of the envelope and the
+		// body structure, which SQL cannot make.
+		if err := fillWireForms(ctx, tx); err != nil {
+			return fmt.Errorf("migrating schema to version 10: %w", err)
 		}
 	}
 	if err := makeUndoTriggers(ctx, tx); err != nil {
