@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"cspool/internal/chain"
 	"cspool/internal/spool"
 )
 
@@ -26,19 +27,20 @@ const (
 // exactly what a client recomputes over the entries up to it, whenever it
 // is read.
 func (s *Server) chainHeaders(ctx context.Context, user string, after uint64, tip spool.Tip) (start, headHash string, ok bool, err error) {
-	if after > tip.Head {
-		return "", "", false, nil
+	c, err := chain.Vouch(after, tip.Head, func(pos uint64) (spool.Hash, error) {
+		if pos == tip.Head {
+			return tip.HeadHash, nil
+		}
+		h, err := s.cfg.Store.ChainHash(ctx, user, pos)
+		if err != nil {
+			return h, fmt.Errorf("reading the chain hash at %d: %w", pos, err)
+		}
+		return h, nil
+	})
+	if err != nil || !c.Chained {
+		return "", "", false, err
 	}
-	headHash = hex.EncodeToString(tip.HeadHash[:])
-	if after == tip.Head {
-		// A device up to date, renewing its long-poll.
-		return headHash, headHash, true, nil
-	}
-	sh, err := s.cfg.Store.ChainHash(ctx, user, after)
-	if err != nil {
-		return "", "", false, fmt.Errorf("reading the chain hash at %d: %w", after, err)
-	}
-	return hex.EncodeToString(sh[:]), headHash, true, nil
+	return hex.EncodeToString(c.StartHash[:]), hex.EncodeToString(c.HeadHash[:]), true, nil
 }
 
 // tip reads the head, the chain hash at it and the checkpoint's position:

@@ -158,3 +158,48 @@ func TestKindNames(t *testing.T) {
 		t.Errorf("Kind(0) = %q", Kind(0).String())
 	}
 }
+
+func TestVouch(t *testing.T) {
+	hs := append([]Hash{{}}, Over(Hash{}, []byte("1"), []byte("2"), []byte("3"))...)
+	boom := errors.New("store down")
+	for _, tc := range []struct {
+		name      string
+		pos, head uint64
+		failAt    int64 // -1: none
+		want      Claim
+		wantErr   bool
+		wantReads []uint64
+	}{
+		{"behind the head", 1, 3, -1, Claim{Head: 3, Chained: true, StartHash: hs[1], HeadHash: hs[3]}, false, []uint64{1, 3}},
+		{"from the start", 0, 3, -1, Claim{Head: 3, Chained: true, StartHash: hs[0], HeadHash: hs[3]}, false, []uint64{0, 3}},
+		{"at the head: one read", 3, 3, -1, Claim{Head: 3, Chained: true, StartHash: hs[3], HeadHash: hs[3]}, false, []uint64{3}},
+		{"past the head: nothing vouched", 5, 3, -1, Claim{Head: 3}, false, nil},
+		{"start unreadable", 1, 3, 1, Claim{}, true, []uint64{1}},
+		{"head unreadable", 1, 3, 3, Claim{}, true, []uint64{1, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var reads []uint64
+			c, err := Vouch(tc.pos, tc.head, func(p uint64) (Hash, error) {
+				reads = append(reads, p)
+				if int64(p) == tc.failAt {
+					return Hash{}, boom
+				}
+				return hs[p], nil
+			})
+			if tc.wantErr != (err != nil) || (err != nil && !errors.Is(err, boom)) {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if c != tc.want {
+				t.Errorf("claim = %+v, want %+v", c, tc.want)
+			}
+			if len(reads) != len(tc.wantReads) {
+				t.Fatalf("reads %v, want %v", reads, tc.wantReads)
+			}
+			for i := range reads {
+				if reads[i] != tc.wantReads[i] {
+					t.Fatalf("reads %v, want %v", reads, tc.wantReads)
+				}
+			}
+		})
+	}
+}

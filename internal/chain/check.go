@@ -176,3 +176,29 @@ func CheckBase(at, restoredAt, basePos uint64, baseHash []byte, mine Hash) *Fail
 	}
 	return nil
 }
+
+// Vouch returns what a spool says of the chain with a read after pos of a
+// log whose head is head: nothing past the head (a read there proves
+// nothing, and a device treats it as the other checks say), else the
+// hashes at pos and at the head, read with hashAt (the head's once when
+// pos is the head). It is the one sequence the API's server, the
+// in-process source and the test spools answer a read with; Empty is left
+// for the caller.
+func Vouch(pos, head uint64, hashAt func(pos uint64) (Hash, error)) (Claim, error) {
+	c := Claim{Head: head}
+	if pos > head {
+		return c, nil
+	}
+	var err error
+	if c.StartHash, err = hashAt(pos); err != nil {
+		return Claim{}, err
+	}
+	c.HeadHash = c.StartHash
+	if pos != head {
+		if c.HeadHash, err = hashAt(head); err != nil {
+			return Claim{}, err
+		}
+	}
+	c.Chained = true
+	return c, nil
+}

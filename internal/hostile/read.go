@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"cspool/internal/api"
+	"cspool/internal/chain"
 	"cspool/internal/spool"
 )
 
@@ -69,7 +70,7 @@ func (p *Proxy) hash(ctx context.Context, s *story, v *View, pos uint64) (spool.
 	}
 	for _, e := range s.shown {
 		if e.Pos >= d && e.Pos <= pos {
-			h = spool.ChainNext(h, e.Data)
+			h = chain.Next(h, e.Data)
 		}
 	}
 	return h, nil
@@ -103,7 +104,7 @@ func (p *Proxy) divergence(ctx context.Context, s *story) (uint64, error) {
 			if err != nil {
 				return 0, err
 			}
-			if spool.ChainNext(prev, ss[0].Data) != cur {
+			if chain.Next(prev, ss[0].Data) != cur {
 				return pos, nil
 			}
 			ss = ss[1:]
@@ -177,17 +178,13 @@ func (p *Proxy) read(ctx context.Context, w http.ResponseWriter, q url.Values, v
 		return err
 	}
 	h := w.Header()
-	if after <= s.head {
-		start, err := p.hash(ctx, s, v, after)
-		if err != nil {
-			return err
-		}
-		head, err := p.hash(ctx, s, v, s.head)
-		if err != nil {
-			return err
-		}
-		h.Set(headerChainStart, hex.EncodeToString(start[:]))
-		h.Set(headerChainHead, hex.EncodeToString(head[:]))
+	c, err := chain.Vouch(after, s.head, func(pos uint64) (spool.Hash, error) { return p.hash(ctx, s, v, pos) })
+	if err != nil {
+		return err
+	}
+	if c.Chained {
+		h.Set(headerChainStart, hex.EncodeToString(c.StartHash[:]))
+		h.Set(headerChainHead, hex.EncodeToString(c.HeadHash[:]))
 	}
 	h.Set("Content-Type", api.ContentType)
 	h.Set("Cache-Control", "no-store")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"cspool/internal/chain"
 	"cspool/internal/spool"
 )
 
@@ -49,16 +50,13 @@ func (s StoreSource) ReadLog(ctx context.Context, after uint64, maxCount int, ma
 	if err != nil {
 		return spool.LogRead{}, err
 	}
-	lr := spool.LogRead{Entries: entries, Head: head}
-	if after <= head {
-		if lr.StartHash, err = s.Store.ChainHash(ctx, s.User, after); err != nil {
-			return spool.LogRead{}, err
-		}
-		if lr.HeadHash, err = s.Store.ChainHash(ctx, s.User, head); err != nil {
-			return spool.LogRead{}, err
-		}
-		lr.Chained = true
+	c, err := chain.Vouch(after, head, func(pos uint64) (spool.Hash, error) {
+		return s.Store.ChainHash(ctx, s.User, pos)
+	})
+	if err != nil {
+		return spool.LogRead{}, err
 	}
+	lr := spool.LogRead{Entries: entries, Head: head, Chained: c.Chained, StartHash: c.StartHash, HeadHash: c.HeadHash}
 	if c, ok := s.Store.(spool.Compactor); ok {
 		cp, err := c.LatestCheckpoint(ctx, s.User)
 		switch {
