@@ -461,8 +461,9 @@ func (s *Syncer) step(ctx context.Context) error {
 
 // readApply reads one batch (long-polling up to wait) and applies it, or
 // rebuilds from the newest checkpoint when compaction went past the
-// store's position. It checks the read against the chain of hashes this
-// device has applied (see integrity.go) before applying anything.
+// store's position: it reads, checks the read against the chain of hashes
+// this device has applied (checkRead, integrity.go), verifies the entries
+// (verify), and applies what passed.
 func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64, error) {
 	if a := s.Status().Alarm; a != "" {
 		// Stopped, unless a restoration explains the alarm.
@@ -499,111 +500,17 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	if len(lr.Entries) == 0 {
 		return 0, lr.Head, nil
 	}
-	batch := make([]mailstore.Entry, 0, len(lr.Entries))
-	hashes := make([]spool.Hash, 0, len(lr.Entries))
-	h, known := s.chainState()
-	last := pos
-	rejected := 0
-	misdelivered := false
-	var alarm *chain.Failure
-	// Open every entry first, so replays are looked up in one query.
-	opened := make([]*entry.Opened, len(lr.Entries))
-	openErr := make([]error, len(lr.Entries))
-	ids := make([][16]byte, 0, len(lr.Entries))
-	for i, e := range lr.Entries {
-		opened[i], openErr[i] = entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
-		if openErr[i] == nil {
-			ids = append(ids, opened[i].ID)
-		}
+	v, n, err := s.verify(ctx, pos, lr)
+	if v == nil {
+		return n, lr.Head, err
 	}
-	var seenBefore map[[16]byte]uint64
-	if !s.cfg.DisableIntegrity {
-		if seenBefore, err = s.cfg.Store.EntriesSeen(ctx, ids); err != nil {
-			return 0, lr.Head, &storeError{err}
-		}
-	}
-	batchIDs := map[command.ID]uint64{}
-	chainCache := map[uint64]spool.Hash{}
-	for i, e := range lr.Entries {
-		if f := chain.CheckNext(last, e.Pos, ErrGap); f != nil {
-			return 0, lr.Head, s.raise(ctx, f.Pos, f.Detail)
-		}
-		if s.isRestoration(opened[i], openErr[i], e.Pos) {
-			// Its state replaces the store's before it applies: the
-			// entries before it first, alone; then the adoption; then
-			// the entry, read again.
-			if i > 0 {
-				break
-			}
-			if !s.adoptedAt(e.Pos, opened[i]) {
-				if err := s.adoptEntry(ctx, opened[i], e.Pos); err != nil {
-					return 0, lr.Head, err
-				}
-				return 1, lr.Head, nil
-			}
-		}
-		h = chain.Next(h, e.Data)
-		o, err := opened[i], openErr[i]
-		if err == nil && known {
-			if f := s.checkSeen(ctx, e.Pos, o.Cmd.Seen, pos, hashes, chainCache); f != nil {
-				alarm = f
-				break
-			}
-		}
-		if err == nil && !s.cfg.DisableIntegrity {
-			// Devices never reuse an entry id: a second one is the spool
-			// serving an old entry again. Stop before it.
-			first, dup := batchIDs[o.ID]
-			if !dup {
-				first, dup = seenBefore[o.ID]
-			}
-			if alarm = chain.CheckReplay(e.Pos, first, o.ID, dup); alarm != nil {
-				break
-			}
-			batchIDs[o.ID] = e.Pos
-		}
-		hashes = append(hashes, h)
-		last = e.Pos
-		if err != nil {
-			rejected++
-			s.log.Warn("rejected entry", "pos", e.Pos, "reason", err)
-			if errors.Is(err, entry.ErrNotForUser) {
-				misdelivered = true
-				if err := s.keep(e.Pos, e.Data, err); err != nil {
-					return 0, lr.Head, &storeError{err}
-				}
-			}
-			if err := s.cfg.Store.RecordRejected(ctx, e.Pos, rejectReason(err)); err != nil {
-				return 0, lr.Head, &storeError{err}
-			}
-			continue
-		}
-		author := mailstore.AuthorUser
-		if !o.Author.Equal(s.cfg.UserKey.Public()) {
-			author = mailstore.AuthorSpool
-		}
-		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd})
-	}
-	if alarm == nil && lr.Chained && known && last == lr.Head {
-		if f := chain.CheckHeadHash(last, h, lr.HeadHash); f != nil {
-			return 0, lr.Head, s.raise(ctx, f.Pos, f.Detail)
-		}
-	}
-	if last == pos {
-		// Nothing of the batch was taken: the loop stopped at its first
-		// entry, which only an alarm does there (a gap returns at once, and
-		// a restoration first in the batch is adopted, or was already).
-		if alarm == nil {
-			return 0, lr.Head, fmt.Errorf("syncer: took no entry of the batch after position %d and raised no alarm (a bug)", pos)
-		}
-		return 0, lr.Head, s.raise(ctx, alarm.Pos, alarm.Detail)
-	}
+	rejected, alarm := v.rejected, v.alarm
 	var record []spool.Hash
-	if known {
-		record = hashes
+	if v.known {
+		record = v.hashes
 	}
 	s.applyMu.Lock()
-	res, err := s.cfg.Store.ApplyChained(ctx, batch, last, record)
+	res, err := s.cfg.Store.ApplyChained(ctx, v.batch, v.last, record)
 	var c *mailstore.Contradiction
 	if errors.As(err, &c) {
 		// The batch skips an entry this device appended: nothing applied.
@@ -638,24 +545,147 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		}
 	}
 	var newChain *spool.Hash
-	if known {
-		newChain = &hashes[len(hashes)-1]
+	if v.known {
+		newChain = &v.hashes[len(v.hashes)-1]
 	}
-	s.advance(last, newChain, len(res.Outcomes)-res.Rejections(), rejected, res)
+	s.advance(v.last, newChain, len(res.Outcomes)-res.Rejections(), rejected, res)
 	if misused {
 		if err := s.loadMisuse(ctx); err != nil {
 			s.log.Error("reading the rejected entries failed", "err", err)
 		}
 	}
-	if misdelivered {
+	if v.misdelivered {
 		if err := s.loadMisdelivered(ctx); err != nil {
 			s.log.Error("reading the rejected entries failed", "err", err)
 		}
 	}
 	if alarm != nil {
-		return len(hashes), lr.Head, s.raise(ctx, alarm.Pos, alarm.Detail)
+		return len(v.hashes), lr.Head, s.raise(ctx, alarm.Pos, alarm.Detail)
 	}
 	return len(lr.Entries), lr.Head, nil
+}
+
+// verified is a read's batch that passed the checks: the entries to
+// apply, the chain hash after each position taken (rejected entries
+// included), and the alarm to raise once what precedes it is applied.
+type verified struct {
+	batch        []mailstore.Entry
+	hashes       []spool.Hash
+	known        bool // the device knows its chain: hashes are recorded
+	last         uint64
+	rejected     int
+	misdelivered bool
+	alarm        *chain.Failure
+}
+
+// verify opens the entries of a read after pos and checks them with
+// internal/chain (positions, the heads their authors saw, replays, the
+// head hash), recording the entries that do not open; it stops before an
+// entry that fails, and before a restoration (adopted here when it is
+// first). A nil result means readApply returns n and err at once.
+func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead) (*verified, int, error) {
+	batch := make([]mailstore.Entry, 0, len(lr.Entries))
+	hashes := make([]spool.Hash, 0, len(lr.Entries))
+	h, known := s.chainState()
+	last := pos
+	rejected := 0
+	misdelivered := false
+	var alarm *chain.Failure
+	// Open every entry first, so replays are looked up in one query.
+	opened := make([]*entry.Opened, len(lr.Entries))
+	openErr := make([]error, len(lr.Entries))
+	ids := make([][16]byte, 0, len(lr.Entries))
+	for i, e := range lr.Entries {
+		opened[i], openErr[i] = entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+		if openErr[i] == nil {
+			ids = append(ids, opened[i].ID)
+		}
+	}
+	var seenBefore map[[16]byte]uint64
+	var err error
+	if !s.cfg.DisableIntegrity {
+		if seenBefore, err = s.cfg.Store.EntriesSeen(ctx, ids); err != nil {
+			return nil, 0, &storeError{err}
+		}
+	}
+	batchIDs := map[command.ID]uint64{}
+	chainCache := map[uint64]spool.Hash{}
+	for i, e := range lr.Entries {
+		if f := chain.CheckNext(last, e.Pos, ErrGap); f != nil {
+			return nil, 0, s.raise(ctx, f.Pos, f.Detail)
+		}
+		if s.isRestoration(opened[i], openErr[i], e.Pos) {
+			// Its state replaces the store's before it applies: the
+			// entries before it first, alone; then the adoption; then
+			// the entry, read again.
+			if i > 0 {
+				break
+			}
+			if !s.adoptedAt(e.Pos, opened[i]) {
+				if err := s.adoptEntry(ctx, opened[i], e.Pos); err != nil {
+					return nil, 0, err
+				}
+				return nil, 1, nil
+			}
+		}
+		h = chain.Next(h, e.Data)
+		o, err := opened[i], openErr[i]
+		if err == nil && known {
+			if f := s.checkSeen(ctx, e.Pos, o.Cmd.Seen, pos, hashes, chainCache); f != nil {
+				alarm = f
+				break
+			}
+		}
+		if err == nil && !s.cfg.DisableIntegrity {
+			// Devices never reuse an entry id: a second one is the spool
+			// serving an old entry again. Stop before it.
+			first, dup := batchIDs[o.ID]
+			if !dup {
+				first, dup = seenBefore[o.ID]
+			}
+			if alarm = chain.CheckReplay(e.Pos, first, o.ID, dup); alarm != nil {
+				break
+			}
+			batchIDs[o.ID] = e.Pos
+		}
+		hashes = append(hashes, h)
+		last = e.Pos
+		if err != nil {
+			rejected++
+			s.log.Warn("rejected entry", "pos", e.Pos, "reason", err)
+			if errors.Is(err, entry.ErrNotForUser) {
+				misdelivered = true
+				if err := s.keep(e.Pos, e.Data, err); err != nil {
+					return nil, 0, &storeError{err}
+				}
+			}
+			if err := s.cfg.Store.RecordRejected(ctx, e.Pos, rejectReason(err)); err != nil {
+				return nil, 0, &storeError{err}
+			}
+			continue
+		}
+		author := mailstore.AuthorUser
+		if !o.Author.Equal(s.cfg.UserKey.Public()) {
+			author = mailstore.AuthorSpool
+		}
+		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd})
+	}
+	if alarm == nil && lr.Chained && known && last == lr.Head {
+		if f := chain.CheckHeadHash(last, h, lr.HeadHash); f != nil {
+			return nil, 0, s.raise(ctx, f.Pos, f.Detail)
+		}
+	}
+	if last == pos {
+		// Nothing of the batch was taken: the loop stopped at its first
+		// entry, which only an alarm does there (a gap returns at once, and
+		// a restoration first in the batch is adopted, or was already).
+		if alarm == nil {
+			return nil, 0, fmt.Errorf("syncer: took no entry of the batch after position %d and raised no alarm (a bug)", pos)
+		}
+		return nil, 0, s.raise(ctx, alarm.Pos, alarm.Detail)
+	}
+	return &verified{batch: batch, hashes: hashes, known: known, last: last,
+		rejected: rejected, misdelivered: misdelivered, alarm: alarm}, 0, nil
 }
 
 // rejectReason names why an entry did not open, for the rejected list.
