@@ -20,18 +20,7 @@ type compactStats struct {
 // there is none or the store does not compact. A store without
 // spool.CheckpointPositioner makes it load the whole checkpoint.
 func (s *Server) checkpointPos(ctx context.Context, user string) (uint64, error) {
-	if p, ok := s.cfg.Store.(spool.CheckpointPositioner); ok {
-		return p.CheckpointPos(ctx, user)
-	}
-	c, ok := s.cfg.Store.(spool.Compactor)
-	if !ok {
-		return 0, nil
-	}
-	cp, err := c.LatestCheckpoint(ctx, user)
-	if errors.Is(err, spool.ErrNoCheckpoint) {
-		return 0, nil
-	}
-	return cp.Pos, err
+	return spool.CheckpointPos(ctx, s.cfg.Store, user)
 }
 
 // compactor returns the store as a spool.Compactor, or the 501 error.

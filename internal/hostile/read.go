@@ -120,15 +120,7 @@ func (p *Proxy) checkpointPos(ctx context.Context, v *View) (uint64, error) {
 	if v.Checkpoint != nil {
 		return v.Checkpoint.Pos, nil
 	}
-	c, ok := p.store.(spool.Compactor)
-	if !ok {
-		return 0, nil
-	}
-	cp, err := c.LatestCheckpoint(ctx, p.user)
-	if errors.Is(err, spool.ErrNoCheckpoint) {
-		return 0, nil
-	}
-	return cp.Pos, err
+	return spool.CheckpointPos(ctx, p.store, p.user)
 }
 
 func queryUint(q url.Values, name string, def uint64) uint64 {

@@ -56,6 +56,26 @@ type CheckpointPositioner interface {
 	CheckpointPos(ctx context.Context, user string) (uint64, error)
 }
 
+// CheckpointPos returns the position of user's newest checkpoint in st, 0
+// when there is none or st does not compact: from a CheckpointPositioner
+// without loading the checkpoint, else from LatestCheckpoint. Every reader
+// of a log that reports the checkpoint with a read (the HTTP API's server,
+// an in-process source, the test spools) asks it this way.
+func CheckpointPos(ctx context.Context, st Store, user string) (uint64, error) {
+	if p, ok := st.(CheckpointPositioner); ok {
+		return p.CheckpointPos(ctx, user)
+	}
+	c, ok := st.(Compactor)
+	if !ok {
+		return 0, nil
+	}
+	cp, err := c.LatestCheckpoint(ctx, user)
+	if errors.Is(err, ErrNoCheckpoint) {
+		return 0, nil
+	}
+	return cp.Pos, err
+}
+
 // Errors of the Compactor capability.
 var (
 	// ErrStaleCheckpoint: a checkpoint at the same or a later position is

@@ -57,14 +57,8 @@ func (s StoreSource) ReadLog(ctx context.Context, after uint64, maxCount int, ma
 		return spool.LogRead{}, err
 	}
 	lr := spool.LogRead{Entries: entries, Head: head, Chained: c.Chained, StartHash: c.StartHash, HeadHash: c.HeadHash}
-	if c, ok := s.Store.(spool.Compactor); ok {
-		cp, err := c.LatestCheckpoint(ctx, s.User)
-		switch {
-		case err == nil:
-			lr.Checkpoint = cp.Pos
-		case !errors.Is(err, spool.ErrNoCheckpoint):
-			return spool.LogRead{}, err
-		}
+	if lr.Checkpoint, err = spool.CheckpointPos(ctx, s.Store, s.User); err != nil {
+		return spool.LogRead{}, err
 	}
 	return lr, nil
 }
