@@ -270,6 +270,12 @@ INSERT INTO fts (fts) VALUES ('delete-all');
 DELETE FROM unindexed;
 INSERT INTO unindexed (bid) SELECT bid FROM bodies;
 `,
+	// 12: the messages of a mailbox in body order, with their UIDs, for a
+	// search that matches many bodies to merge them with the index's
+	// answer instead of searching each (search.go, matchUIDs).
+	`
+CREATE INDEX messages_mailbox_body ON messages (mailbox, body, uid);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -334,36 +335,108 @@ func (s *Store) TextSearch(ctx context.Context, mailbox command.ID, key SearchKe
 			table, query = "ftsw", wordsQuery(key, words)
 		}
 	}
-	for _, q := range []struct {
-		sql  string
-		args []any
-		into *map[imap.UID]bool
-		skip bool
-	}{
-		// CROSS JOIN: from the index's answer (or the short list of bodies
-		// not indexed) to the messages, never the other way round, which
-		// would read every message of the mailbox.
-		// The UIDs come back as one list (group_concat): a row each cost
-		// more than the query when every message matched.
-		{"SELECT group_concat(m.uid) FROM " + table + " CROSS JOIN messages m ON m.body = " + table + ".rowid WHERE " + table + " MATCH ? AND m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
-			[]any{query, mailbox[:]}, &a.Match, table == ""},
-		{"SELECT group_concat(m.uid) FROM unindexed u CROSS JOIN messages m ON m.body = u.bid WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
-			[]any{mailbox[:]}, &a.Unindexed, false},
-	} {
-		if q.skip {
-			continue
-		}
-		var list sql.NullString
-		if err := tx.QueryRowContext(ctx, q.sql, q.args...).Scan(&list); err != nil {
+	if table != "" {
+		if a.Match, err = matchUIDs(ctx, tx, table, query, mailbox); err != nil {
 			return nil, fmt.Errorf("searching the index: %w", err)
 		}
-		set, err := uidList(list.String)
-		if err != nil {
-			return nil, fmt.Errorf("searching the index: %w", err)
-		}
-		*q.into = set
+	}
+	// CROSS JOIN: from the short list of bodies not indexed to the
+	// messages, never the other way round, which would read every message
+	// of the mailbox. The UIDs come back as one list (group_concat): a row
+	// each cost more than the query when every message matched.
+	var list sql.NullString
+	if err := tx.QueryRowContext(ctx, "SELECT group_concat(m.uid) FROM unindexed u CROSS JOIN messages m ON m.body = u.bid WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
+		mailbox[:]).Scan(&list); err != nil {
+		return nil, fmt.Errorf("searching the index: %w", err)
+	}
+	if a.Unindexed, err = uidList(list.String); err != nil {
+		return nil, fmt.Errorf("searching the index: %w", err)
 	}
 	return a, nil
+}
+
+// matchUIDs returns the UIDs of the messages of mailbox whose bodies
+// match query in table (fts or ftsw). The index gives the bodies first.
+// Few of them (under a quarter of the UIDs the mailbox has given): a join
+// from each to its messages, a B-tree search each. Many: the mailbox's
+// messages read in body order from messages_mailbox_body and merged with
+// the bodies, which costs a step each instead of a search (over 100,000
+// messages that all match, 25 ms instead of 120).
+func matchUIDs(ctx context.Context, tx *sql.Tx, table, query string, mailbox command.ID) (map[imap.UID]bool, error) {
+	var list sql.NullString
+	var uidnext int64
+	if err := tx.QueryRowContext(ctx, "SELECT (SELECT group_concat(rowid) FROM "+table+" WHERE "+table+" MATCH ?), uidnext FROM mailboxes WHERE id = ?",
+		query, mailbox[:]).Scan(&list, &uidnext); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return map[imap.UID]bool{}, nil
+		}
+		return nil, err
+	}
+	bodies, err := intList(list.String)
+	if err != nil {
+		return nil, err
+	}
+	if len(bodies) == 0 {
+		return map[imap.UID]bool{}, nil
+	}
+	if int64(len(bodies))*4 < uidnext-1 {
+		list = sql.NullString{}
+		if err := tx.QueryRowContext(ctx, "SELECT group_concat(m.uid) FROM "+table+" CROSS JOIN messages m ON m.body = "+table+".rowid WHERE "+table+" MATCH ? AND m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
+			query, mailbox[:]).Scan(&list); err != nil {
+			return nil, err
+		}
+		return uidList(list.String)
+	}
+	// Both lists come from the same rows in the same order.
+	var mbodies, muids sql.NullString
+	if err := tx.QueryRowContext(ctx, "SELECT group_concat(body), group_concat(uid) FROM (SELECT body, uid FROM messages INDEXED BY messages_mailbox_body WHERE mailbox = (SELECT mid FROM mailboxes WHERE id = ?) ORDER BY body, uid)",
+		mailbox[:]).Scan(&mbodies, &muids); err != nil {
+		return nil, err
+	}
+	mb, err := intList(mbodies.String)
+	if err != nil {
+		return nil, err
+	}
+	mu, err := intList(muids.String)
+	if err != nil {
+		return nil, err
+	}
+	if len(mb) != len(mu) {
+		return nil, fmt.Errorf("%d bodies for %d UIDs", len(mb), len(mu))
+	}
+	slices.Sort(bodies)
+	set := make(map[imap.UID]bool, min(len(bodies), len(mu)))
+	j := 0
+	for i, b := range mb {
+		for j < len(bodies) && bodies[j] < b {
+			j++
+		}
+		if j == len(bodies) {
+			break
+		}
+		if bodies[j] == b {
+			set[imap.UID(mu[i])] = true
+		}
+	}
+	return set, nil
+}
+
+// intList returns the numbers of a comma-separated list.
+func intList(list string) ([]int64, error) {
+	if list == "" {
+		return nil, nil
+	}
+	out := make([]int64, 0, strings.Count(list, ",")+1)
+	for list != "" {
+		n, rest, _ := strings.Cut(list, ",")
+		v, err := strconv.ParseInt(n, 10, 64)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+		list = rest
+	}
+	return out, nil
 }
 
 // uidList returns the set of the UIDs of a comma-separated list.

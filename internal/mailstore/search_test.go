@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
 )
 
 // TestTextSearchHeader: HEADER of a field without a column of its own
@@ -54,11 +56,12 @@ func TestTextSearchHeader(t *testing.T) {
 	}
 }
 
-// downgrade makes the database's schema version 10 (no word index), or
-// version 8 or 7 (whose version 8 differs only in what the index holds,
-// versions 9 and 10 by a column each).
+// downgrade makes the database's schema version 10 (no word index, no
+// messages_mailbox_body), or version 8 or 7 (whose version 8 differs only
+// in what the index holds, versions 9 and 10 by a column each).
 func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	qs := []string{
+		"DROP INDEX messages_mailbox_body",
 		"DROP TRIGGER words_grams",
 		"DROP TABLE wordgrams",
 		"DROP TABLE words",
@@ -166,5 +169,100 @@ func TestSchema8Reindexes(t *testing.T) {
 	}
 	if a, err := s.TextSearch(ctx, InboxID(), SearchBody, "two"); err != nil || !a.Match[2] || len(a.Match) != 1 {
 		t.Fatalf("TextSearch after reindexing: %+v, %v", a, err)
+	}
+}
+
+// TestTextSearchManyBodies: a needle in most of a mailbox's bodies is
+// answered by merging the mailbox's messages in body order with the
+// index's bodies, a rare one by a join from each body; both give the UIDs
+// of the mailbox's own messages only, copies sharing a body included.
+func TestTextSearchManyBodies(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	var l testLog
+	var es []Entry
+	for i := 1; i <= 8; i++ {
+		text := fmt.Sprintf("quarterly report %d", i)
+		if i > 6 {
+			text = fmt.Sprintf("other words %d", i)
+		}
+		if i == 7 {
+			text += " xylophone"
+		}
+		es = append(es, l.spool(deliverCmd("Subject: m\r\n\r\n"+text+"\r\n")))
+	}
+	mustApply(t, s, es...)
+	copyCmd := &command.Command{Kind: command.Copy, Mailbox: "Archive", IDs: []command.ID{entryID(1), entryID(2), entryID(7)}}
+	expunge := &command.Command{Kind: command.Expunge, IDs: []command.ID{entryID(2)}}
+	mustApply(t, s, l.user(copyCmd), l.user(expunge))
+	if _, left, err := s.IndexPending(ctx, 100); err != nil || left != 0 {
+		t.Fatalf("IndexPending: %d left, %v", left, err)
+	}
+	archive := mailboxID(t, s, "Archive")
+	for _, tc := range []struct {
+		mailbox command.ID
+		key     SearchKey
+		needle  string
+		want    []imap.UID
+	}{
+		{InboxID(), SearchBody, "quarterly", []imap.UID{1, 3, 4, 5, 6}}, // many: merged
+		{InboxID(), SearchText, "uarterl", []imap.UID{1, 3, 4, 5, 6}},   // the trigram index, merged
+		{InboxID(), SearchBody, "xylophone", []imap.UID{7}},             // few: joined
+		{InboxID(), SearchBody, "nothing", nil},
+		{archive, SearchBody, "quarterly", []imap.UID{1, 2}},
+		{archive, SearchBody, "xylophone", []imap.UID{3}},
+		{archive, SearchBody, "words", []imap.UID{3}},
+		{command.ID{9}, SearchBody, "quarterly", nil}, // no such mailbox
+	} {
+		a, err := s.TextSearch(ctx, tc.mailbox, tc.key, tc.needle)
+		if err != nil {
+			t.Fatalf("TextSearch %q: %v", tc.needle, err)
+		}
+		var got []imap.UID
+		for u := range a.Match {
+			got = append(got, u)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) || len(a.Unindexed) != 0 {
+			t.Errorf("TextSearch %x %q: %v (unindexed %v), want %v", tc.mailbox[:2], tc.needle, got, a.Unindexed, tc.want)
+		}
+	}
+}
+
+// TestSchema12MailboxBodyIndex: a database of schema version 11 gains the
+// index of messages in body order, and searches through it.
+func TestSchema12MailboxBodyIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mail.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd("Subject: a\r\n\r\nquarterly one\r\n")), l.spool(deliverCmd("Subject: b\r\n\r\nquarterly two\r\n")))
+	if _, left, err := s.IndexPending(ctx, 10); err != nil || left != 0 {
+		t.Fatalf("IndexPending: %d left, %v", left, err)
+	}
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "DROP INDEX messages_mailbox_body; PRAGMA user_version = 11")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'messages_mailbox_body'").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("messages_mailbox_body after the migration: %d, %v", n, err)
+	}
+	a, err := s.TextSearch(ctx, InboxID(), SearchBody, "quarterly")
+	if err != nil || len(a.Match) != 2 || !a.Match[1] || !a.Match[2] {
+		t.Fatalf("TextSearch after the migration: %+v, %v", a, err)
 	}
 }

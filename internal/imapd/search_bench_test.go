@@ -1,0 +1,107 @@
+package imapd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+
+	"cspool/internal/command"
+	"cspool/internal/devicedb"
+	"cspool/internal/mailstore"
+)
+
+// readOnly refuses every command: the benchmark below only searches.
+type readOnly struct{}
+
+func (readOnly) Submit(context.Context, ...*command.Command) ([]mailstore.Outcome, error) {
+	return nil, errors.New("read-only benchmark")
+}
+
+// BenchmarkSearchWire sends SEARCH as imaplib does (no ESEARCH, the
+// numbers in one untagged SEARCH line) over a loopback connection, on the
+// store BenchmarkTextSearch in internal/mailstore builds and keeps in
+// CSPOOL_SEARCH_BENCH_DB (skipped without it), and reads the answer to
+// its tagged OK.
+//
+//	CSPOOL_SEARCH_BENCH_N=100000 CSPOOL_SEARCH_BENCH_DB=/tmp/s.db go test ./internal/mailstore -run - -bench TextSearch
+//	CSPOOL_SEARCH_BENCH_DB=/tmp/s.db go test ./internal/imapd -run - -bench SearchWire
+func BenchmarkSearchWire(b *testing.B) {
+	path := os.Getenv("CSPOOL_SEARCH_BENCH_DB")
+	if path == "" {
+		b.Skip("CSPOOL_SEARCH_BENCH_DB names no store")
+	}
+	key := devicedb.Key{7}
+	ms, err := mailstore.OpenWith(path, mailstore.Options{Key: &key})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ms.Close()
+	srv, err := New(Config{Store: ms, Submit: readOnly{}, User: "alice", Password: testPassword,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(ln)
+	}()
+	defer func() {
+		srv.Close()
+		<-served
+	}()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	r := bufio.NewReaderSize(conn, 1<<16)
+	tag := 0
+	// do sends one command and returns the length of the untagged answer.
+	do := func(cmd string) int {
+		tag++
+		t := fmt.Sprintf("a%d", tag)
+		if _, err := fmt.Fprintf(conn, "%s %s\r\n", t, cmd); err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if strings.HasPrefix(line, t+" ") {
+				if !strings.HasPrefix(line, t+" OK") {
+					b.Fatalf("%s: %s", cmd, line)
+				}
+				return n
+			}
+			n += len(line)
+		}
+	}
+	if _, err := r.ReadString('\n'); err != nil {
+		b.Fatal(err)
+	}
+	do(`LOGIN alice "` + testPassword + `"`)
+	do("SELECT INBOX")
+	for _, q := range []string{"UID SEARCH BODY quarterly", "SEARCH BODY quarterly", "UID SEARCH BODY xylophone", "UID SEARCH TEXT quarterly"} {
+		b.Run(strings.ReplaceAll(q, " ", "_"), func(b *testing.B) {
+			n := 0
+			for range b.N {
+				n = do(q)
+			}
+			b.ReportMetric(float64(n), "bytes")
+		})
+	}
+}
