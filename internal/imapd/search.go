@@ -37,14 +37,9 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	}
 	want := needs(c, mt.index)
 	var matched []ref
-	if uids, ok := mt.index.only(c); ok {
+	if refs, ok := mt.index.only(c, view); ok {
 		// The index answers every criterion: no message is read.
-		for _, u := range uids {
-			if r, ok := findRef(view, u); ok {
-				matched = append(matched, r)
-			}
-		}
-		return searchData(kind, matched, sel, opts), nil
+		return searchData(kind, refs, sel, opts), nil
 	}
 	visit := func(m *mailstore.Message) error {
 		r, ok := findRef(view, m.UID)
@@ -164,10 +159,11 @@ func (ia indexAnswers) complete(key mailstore.SearchKey, needle string) bool {
 	return a != nil && len(a.Unindexed) == 0 && !a.Superset
 }
 
-// only returns the UIDs, in order, that match c when c holds nothing but
-// text criteria, at its top level, that the index answered completely
-// (each one's Match, intersected); ok is false otherwise.
-func (ia indexAnswers) only(c *imap.SearchCriteria) (uids []imap.UID, ok bool) {
+// only returns the messages of view (in UID order), in order, that match c
+// when c holds nothing but text criteria, at its top level, that the index
+// answered completely (each one's Match, intersected); ok is false
+// otherwise.
+func (ia indexAnswers) only(c *imap.SearchCriteria, view []ref) (refs []ref, ok bool) {
 	rest := *c
 	rest.Header, rest.Body, rest.Text = nil, nil, nil
 	if !reflect.DeepEqual(rest, imap.SearchCriteria{}) {
@@ -200,17 +196,37 @@ func (ia indexAnswers) only(c *imap.SearchCriteria) (uids []imap.UID, ok bool) {
 		return nil, false
 	}
 	slices.SortFunc(answers, func(a, b *mailstore.TextAnswer) int { return len(a.Match) - len(b.Match) })
-	for u := range answers[0].Match {
-		in := true
-		for _, a := range answers[1:] {
-			in = in && a.Match[u]
+	in := func(u imap.UID) bool {
+		for _, a := range answers {
+			if !a.Match[u] {
+				return false
+			}
 		}
-		if in {
+		return true
+	}
+	if len(answers[0].Match)*8 >= len(view) {
+		// Many matches: a walk through the view, already in order, costs
+		// less than sorting them and finding each in it.
+		for _, r := range view {
+			if in(r.uid) {
+				refs = append(refs, r)
+			}
+		}
+		return refs, true
+	}
+	var uids []imap.UID
+	for u := range answers[0].Match {
+		if in(u) {
 			uids = append(uids, u)
 		}
 	}
 	slices.Sort(uids)
-	return uids, true
+	for _, u := range uids {
+		if r, ok := findRef(view, u); ok {
+			refs = append(refs, r)
+		}
+	}
+	return refs, true
 }
 
 // matcher evaluates criteria on one message at a time, loading and
