@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -175,6 +176,9 @@ func testServerRestartReplay(t *testing.T, bin string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	body := api.EncodeBatch([][]byte{[]byte("expunge message 7")})
+	// Clients here close each connection after its request, so that the
+	// connection limit below counts only the connections it holds.
+	oneShot := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	var captured http.Header
 	// send sends the captured append, or, signed at ts, a new one to capture.
 	send := func(url string, ts time.Time) *http.Response {
@@ -190,7 +194,7 @@ func testServerRestartReplay(t *testing.T, bin string) {
 			captured = req.Header.Clone()
 		}
 		req.Header = captured.Clone()
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := oneShot.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,7 +218,7 @@ func testServerRestartReplay(t *testing.T, bin string) {
 		t.Errorf("the append replayed to the restarted server: %d, %s %q; want 503 with it",
 			resp.StatusCode, api.HeaderEarliestTS, resp.Header.Get(api.HeaderEarliestTS))
 	}
-	tr := &http.Transport{}
+	tr := &http.Transport{DisableKeepAlives: true}
 	ac, err := api.NewClient(p.url, "alice", alice, &http.Client{Transport: tr})
 	if err != nil {
 		t.Fatal(err)
@@ -222,20 +226,42 @@ func testServerRestartReplay(t *testing.T, bin string) {
 	if head, err := ac.Head(ctx); err != nil || head != 1 {
 		t.Errorf("alice after the replay: head %d, %v; want 1 (the replay not appended, her client recovering)", head, err)
 	}
-	tr.CloseIdleConnections()
 
+	// Hold two connections the server admitted (each answered 200, not
+	// 429). Connections of the clients above may still count for a moment
+	// (the server releases one when it reads its close), and a connection
+	// dialled meanwhile is over the limit and refused, then the slot frees:
+	// so each held connection is proven admitted, and any other connection
+	// from here on is a third one.
 	addr := strings.TrimPrefix(p.url, "http://")
-	for range 2 {
+	for held, tries := 0, 0; held < 2; tries++ {
+		if tries == 100 {
+			t.Fatalf("the server admitted %d connections in 100 tries; want 2", held)
+		}
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		if _, err := io.WriteString(c, "GET /v1/health HTTP/1.1\r\nHost: cspool\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("health on a raw connection: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			held++
+			defer c.Close()
+		case http.StatusTooManyRequests:
+			c.Close()
+			time.Sleep(50 * time.Millisecond)
+		default:
+			t.Fatalf("health on a raw connection: %d", resp.StatusCode)
+		}
 	}
-	// A client of its own for the third connection: tr may still hold the
-	// connection of the Head above (a Transport returns a connection to its
-	// pool after the call has returned, so CloseIdleConnections can miss
-	// it), and reusing that admitted connection would not be a third one.
 	third, err := api.NewClient(p.url, "alice", alice, &http.Client{Transport: &http.Transport{DisableKeepAlives: true}})
 	if err != nil {
 		t.Fatal(err)
