@@ -89,11 +89,7 @@ func (w *wireWriter) structure(bs imap.BodyStructure) {
 			return
 		}
 		w.b = append(w.b, " NIL "...)
-		w.disposition(ext.Disposition)
-		w.b = append(w.b, ' ')
-		w.languages(ext.Language)
-		w.b = append(w.b, ' ')
-		w.nstr(ext.Location)
+		w.location(ext.Disposition, ext.Language, ext.Location)
 	case *imap.BodyStructureMultiPart:
 		if len(bs.Children) == 0 || bs.Extended == nil {
 			w.bad = true
@@ -108,16 +104,22 @@ func (w *wireWriter) structure(bs imap.BodyStructure) {
 		w.b = append(w.b, ' ')
 		w.params(ext.Params)
 		w.b = append(w.b, ' ')
-		w.disposition(ext.Disposition)
-		w.b = append(w.b, ' ')
-		w.languages(ext.Language)
-		w.b = append(w.b, ' ')
-		w.nstr(ext.Location)
+		w.location(ext.Disposition, ext.Language, ext.Location)
 	default:
 		w.bad = true
 		return
 	}
 	w.b = append(w.b, ')')
+}
+
+// location writes the extension fields a single part and a multipart both
+// end with: disposition, language and location.
+func (w *wireWriter) location(d *imap.BodyStructureDisposition, lang []string, loc string) {
+	w.disposition(d)
+	w.b = append(w.b, ' ')
+	w.languages(lang)
+	w.b = append(w.b, ' ')
+	w.nstr(loc)
 }
 
 func (w *wireWriter) params(p map[string]string) {
