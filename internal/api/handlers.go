@@ -304,10 +304,11 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 }
 
 // wait blocks until the log has an entry after pos (moved), the wait ends,
-// or the server shuts down. Only store failures and a gone client are
-// errors. When the wait ended without the head moving there is nothing new
-// to read: the read answers with the head alone, which is what a waiting
-// device renews its long-poll for, every few tens of seconds.
+// or the server shuts down (spool.WaitFor), within the user's share of
+// long-polls. Only store failures and a gone client are errors. When the
+// wait ended without the head moving there is nothing new to read: the
+// read answers with the head alone, which is what a waiting device renews
+// its long-poll for, every few tens of seconds.
 func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Duration) (moved bool, err error) {
 	if !s.polls.acquire(user, s.cfg.MaxLongPolls) {
 		return false, &srvError{kind: ErrTooManyRequests, sampled: true,
@@ -316,15 +317,7 @@ func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Dur
 	defer s.polls.release(user)
 	s.cfg.Metrics.LongPoll(1)
 	defer s.cfg.Metrics.LongPoll(-1)
-	wctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	stop := context.AfterFunc(s.stopping, cancel)
-	defer stop()
-	err = s.cfg.Store.Wait(wctx, user, after)
-	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
-		return false, nil // the wait ended: answer with what there is
-	}
-	return err == nil, err
+	return spool.WaitFor(ctx, s.cfg.Store, user, after, d, s.stopping)
 }
 
 // stream writes entries, then further chunks read from the store, up to the

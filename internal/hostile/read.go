@@ -143,10 +143,7 @@ func (p *Proxy) read(ctx context.Context, w http.ResponseWriter, q url.Values, v
 	}
 	if s.head <= after && wait > 0 {
 		// Long-poll: nothing to show yet; wait for the real log to grow.
-		wctx, cancel := context.WithTimeout(ctx, wait)
-		err := p.store.Wait(wctx, p.user, s.realHead)
-		cancel()
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := spool.WaitFor(ctx, p.store, p.user, s.realHead, wait, nil); err != nil {
 			return err
 		}
 		if s, err = p.tell(ctx, v); err != nil {

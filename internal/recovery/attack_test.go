@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"cspool/internal/api"
+	"cspool/internal/chain"
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
@@ -200,5 +204,65 @@ func TestStaleRestoration(t *testing.T) {
 	}
 	if n := len(a.dump().Messages); n != 8 {
 		t.Errorf("%d messages after the stale restoration, want the 8 delivered", n)
+	}
+}
+
+// liar is the device's spool client with every read's chain claims altered
+// by lie, as a proxy on the way could.
+type liar struct {
+	*api.Client
+	lie func(*spool.LogRead)
+}
+
+func (l liar) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error) {
+	lr, err := l.Client.ReadLog(ctx, after, maxCount, maxBytes, wait)
+	if err == nil {
+		l.lie(&lr)
+	}
+	return lr, err
+}
+
+// TestRecoverChecksTheChain: a recovery reads the restored log as a sync
+// does: answers without the chain hashes, or whose entries do not hash to
+// the head hash they claim, are refused with the failure package chain
+// names for them (the words of a sync's alarm), and nothing is written.
+func TestRecoverChecksTheChain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lie  func(*spool.LogRead)
+		want chain.Kind
+	}{
+		{"hashes stripped", func(lr *spool.LogRead) { lr.Chained = false }, chain.Unchained},
+		{"head hash altered", func(lr *spool.LogRead) { lr.HeadHash[0] ^= 1 }, chain.HeadMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			a := r.device("a")
+			r.deliver(2)
+			a.mustSync()
+			backup := r.backup()
+			r.deliver(2)
+			a.mustSync()
+			r.restore(backup)
+			r.deliver(1)
+			ctx := context.Background()
+			head, err := r.store.Head(ctx, user)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := a.dump()
+			_, err = Recover(ctx, Config{User: user, UserKey: r.userKey, SpoolKey: r.spoolKey.Public(),
+				Source: liar{a.client, tc.lie}, Store: a.ms, Logger: r.quiet})
+			var f *chain.Failure
+			if !errors.As(err, &f) || f.Kind != tc.want {
+				t.Fatalf("recover: %v; want a chain failure of kind %q", err, tc.want)
+			}
+			if now, err := r.store.Head(ctx, user); err != nil || now != head {
+				t.Errorf("the spool's head is %d (%v) after the refused recovery; want %d, nothing written", now, err, head)
+			}
+			if d := mailstore.Diff(before, a.dump(), 5); d != nil {
+				t.Errorf("the device changed: %v", d)
+			}
+		})
 	}
 }

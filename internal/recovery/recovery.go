@@ -37,6 +37,7 @@ import (
 	"log/slog"
 	"sort"
 
+	"cspool/internal/chain"
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
@@ -232,8 +233,8 @@ func (r *recoverer) spoolHash(ctx context.Context, p uint64) (spool.Hash, error)
 	if err != nil {
 		return spool.Hash{}, fmt.Errorf("reading the spool's chain hash at %d: %w", p, err)
 	}
-	if !lr.Chained {
-		return spool.Hash{}, fmt.Errorf("the spool's answer at position %d carries no chain hashes", p)
+	if f := chain.CheckRead(p, nil, lr.Claim()); f != nil {
+		return spool.Hash{}, f
 	}
 	return lr.StartHash, nil
 }
@@ -293,7 +294,13 @@ func (r *recoverer) follow(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("reading the spool's log after %d: %w", pos, err)
 		}
-		if !lr.Chained || lr.StartHash != r.chain {
+		if f := chain.CheckRead(pos, nil, lr.Claim()); f != nil {
+			return f
+		}
+		if lr.StartHash != r.chain {
+			// Not the hash the recovery computed: the log changed under it
+			// (another recovery, a second restore), and a recovery run
+			// again starts from what the log now is.
 			return fmt.Errorf("the spool's log changed under the recovery at position %d: start again", pos)
 		}
 		if len(lr.Entries) == 0 {
@@ -336,8 +343,10 @@ func (r *recoverer) apply(ctx context.Context, pos uint64, lr spool.LogRead) err
 		}
 		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd})
 	}
-	if last == lr.Head && h != lr.HeadHash {
-		return fmt.Errorf("the entries up to position %d do not hash to the head the spool claims: entries were altered, dropped or reordered", last)
+	if last == lr.Head {
+		if f := chain.CheckHeadHash(last, h, lr.HeadHash); f != nil {
+			return f
+		}
 	}
 	res, err := r.rb.Apply(batch, last, hashes)
 	if err != nil {

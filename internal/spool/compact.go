@@ -3,6 +3,8 @@ package spool
 import (
 	"context"
 	"errors"
+
+	"cspool/internal/chain"
 )
 
 // Checkpoint is a device's snapshot of the user's mailbox state covering
@@ -100,4 +102,11 @@ type LogRead struct {
 	Chained   bool
 	StartHash Hash
 	HeadHash  Hash
+}
+
+// Claim is what the read says of the chain, for the checks of package
+// chain (chain.CheckRead).
+func (lr LogRead) Claim() chain.Claim {
+	return chain.Claim{Head: lr.Head, Chained: lr.Chained, StartHash: lr.StartHash, HeadHash: lr.HeadHash,
+		Empty: len(lr.Entries) == 0}
 }

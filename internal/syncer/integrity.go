@@ -74,10 +74,7 @@ func (s *Syncer) checkRead(ctx context.Context, pos uint64, lr spool.LogRead) er
 		if known {
 			mine = &h
 		}
-		f = chain.CheckRead(pos, mine, chain.Claim{
-			Head: lr.Head, Chained: lr.Chained, StartHash: lr.StartHash, HeadHash: lr.HeadHash,
-			Empty: len(lr.Entries) == 0,
-		})
+		f = chain.CheckRead(pos, mine, lr.Claim())
 		if f == nil && !known {
 			// No hash of our own at this position (a store that predates
 			// chain tracking, or a checkpoint without one).

@@ -26,25 +26,17 @@ var (
 // ErrNoCheckpoints: the source cannot store checkpoints.
 var ErrNoCheckpoints = errors.New("the spool does not support checkpoints")
 
-// ReadLog implements Source, waiting with Store.Wait when nothing is new.
+// ReadLog implements Source, waiting (spool.WaitFor) when nothing is new.
 func (s StoreSource) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error) {
 	entries, err := s.Store.Read(ctx, s.User, after, maxCount, maxBytes)
+	if err == nil && len(entries) == 0 && wait > 0 {
+		var moved bool
+		if moved, err = spool.WaitFor(ctx, s.Store, s.User, after, wait, nil); err == nil && moved {
+			entries, err = s.Store.Read(ctx, s.User, after, maxCount, maxBytes)
+		}
+	}
 	if err != nil {
 		return spool.LogRead{}, err
-	}
-	if len(entries) == 0 && wait > 0 {
-		wctx, cancel := context.WithTimeout(ctx, wait)
-		err := s.Store.Wait(wctx, s.User, after)
-		cancel()
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			return spool.LogRead{}, err
-		}
-		if ctx.Err() != nil {
-			return spool.LogRead{}, ctx.Err()
-		}
-		if entries, err = s.Store.Read(ctx, s.User, after, maxCount, maxBytes); err != nil {
-			return spool.LogRead{}, err
-		}
 	}
 	head, err := s.Store.Head(ctx, s.User)
 	if err != nil {
