@@ -19,6 +19,7 @@ require (
 	golang.org/x/crypto v0.59.0
 	golang.org/x/mod v0.43.0
 	golang.org/x/term v0.48.0
+	golang.org/x/time v0.16.0
 	lukechampine.com/adiantum v1.1.1
 	modernc.org/sqlite v1.62.0
 )

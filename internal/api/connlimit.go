@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // excessGrace bounds how long a connection over its address's limit stays
@@ -40,7 +42,7 @@ func (s *Server) Listener(ln net.Listener) net.Listener {
 }
 
 // connLimiter counts the open connections of each address, and slows down
-// the refusals of an address that collects too many (refusalBucket).
+// the refusals of an address that collects too many (refusalWait).
 type connLimiter struct {
 	max         int     // <= 0: no limit
 	refusalRate float64 // per second; <= 0: refusals are never delayed
@@ -54,7 +56,7 @@ type connLimiter struct {
 // connections open, and forgets when the last one closes.
 type addrState struct {
 	conns    int
-	refusals refusalBucket
+	refusals *rate.Limiter // made at the address's first refusal
 }
 
 func newConnLimiter(perAddr int, refusalRate float64) *connLimiter {
@@ -159,7 +161,10 @@ func (l *connLimiter) refusalDelay(remote string, now time.Time) time.Duration {
 	if a == nil || l.excess[remote] {
 		return 0 // a connection over the limit is answered at once and closed
 	}
-	return a.refusals.take(now, l.refusalRate)
+	if a.refusals == nil {
+		a.refusals = rate.NewLimiter(rate.Limit(l.refusalRate), max(1, int(l.refusalRate*refusalBurst)))
+	}
+	return refusalWait(a.refusals, now)
 }
 
 // refusalBurst is how many refusals beyond the rate an address gets
@@ -169,34 +174,19 @@ const (
 	maxRefusalDelay = 2 * time.Second
 )
 
-// refusalBucket is a token bucket of refusals answered without delay: rate
-// a second, up to refusalBurst seconds' worth saved. Beyond, a refusal
-// waits for the token it takes, and the debt stops growing at
-// maxRefusalDelay, so an address holding n connections gets at most rate
-// plus n/maxRefusalDelay refusals a second.
-type refusalBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func (b *refusalBucket) take(now time.Time, rate float64) time.Duration {
-	if b.last.IsZero() {
-		b.tokens = rate * refusalBurst
-	} else {
-		b.tokens = min(rate*refusalBurst, b.tokens+now.Sub(b.last).Seconds()*rate)
+// refusalWait takes one refusal's token from the address's bucket (rate a
+// second, up to refusalBurst seconds' worth saved) and returns how long
+// its answer waits for it. A wait that would reach maxRefusalDelay is not
+// taken on (the token is put back) and the answer waits maxRefusalDelay,
+// so the debt stops growing there and an address holding n connections
+// gets at most rate plus n/maxRefusalDelay refusals a second.
+func refusalWait(bucket *rate.Limiter, now time.Time) time.Duration {
+	r := bucket.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d < maxRefusalDelay {
+		return d
 	}
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return 0
-	}
-	debt := 1 - b.tokens // the token this refusal waits for
-	wait := time.Duration(debt / rate * float64(time.Second))
-	if wait >= maxRefusalDelay {
-		return maxRefusalDelay
-	}
-	b.tokens--
-	return wait
+	r.CancelAt(now)
+	return maxRefusalDelay
 }
 
 // addrKey is the address a TCP connection counts against: the IPv4
