@@ -213,16 +213,7 @@ func (mb *mailbox) resolve(st *imapserver.SessionTracker, set imap.NumSet, saved
 		}
 		last := mb.uids[len(mb.uids)-1]
 		for _, r := range set {
-			lo, hi := r.Start, r.Stop
-			if lo == 0 {
-				lo = last
-			}
-			if hi == 0 {
-				hi = last
-			}
-			if lo > hi {
-				lo, hi = hi, lo
-			}
+			lo, hi := span(r.Start, r.Stop, last)
 			k, _ := mb.find(lo)
 			for ; k < len(mb.uids) && mb.uids[k] <= hi; k++ {
 				if c := st.EncodeSeqNum(uint32(k + 1)); c != 0 {
@@ -277,21 +268,24 @@ func small(set imap.SeqSet, n int) bool {
 // for last, the highest.
 func seqIn(set imap.SeqSet, c, last uint32) bool {
 	for _, r := range set {
-		lo, hi := r.Start, r.Stop
-		if lo == 0 {
-			lo = last
-		}
-		if hi == 0 {
-			hi = last
-		}
-		if lo > hi {
-			lo, hi = hi, lo
-		}
-		if c >= lo && c <= hi {
+		if lo, hi := span(r.Start, r.Stop, last); c >= lo && c <= hi {
 			return true
 		}
 	}
 	return false
+}
+
+// span returns the numbers a range from start to stop covers, lowest
+// first, * (0) standing for last, the highest (RFC 9051 section 9,
+// seq-range).
+func span[N ~uint32](start, stop, last N) (lo, hi N) {
+	if start == 0 {
+		start = last
+	}
+	if stop == 0 {
+		stop = last
+	}
+	return min(start, stop), max(start, stop)
 }
 
 // view returns, with their client sequence numbers, all messages visible to

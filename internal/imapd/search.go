@@ -364,17 +364,7 @@ func (mt *matcher) inUIDSet(set imap.UIDSet) bool {
 	}
 	uid := mt.msg.UID
 	for _, r := range set {
-		lo, hi := r.Start, r.Stop
-		if lo == 0 {
-			lo = mt.lastUID
-		}
-		if hi == 0 {
-			hi = mt.lastUID
-		}
-		if lo > hi {
-			lo, hi = hi, lo
-		}
-		if uid >= lo && uid <= hi {
+		if lo, hi := span(r.Start, r.Stop, mt.lastUID); uid >= lo && uid <= hi {
 			return true
 		}
 	}

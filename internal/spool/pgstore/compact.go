@@ -139,22 +139,7 @@ func (s *Store) LatestCheckpoint(ctx context.Context, user string) (spool.Checkp
 // user's newest checkpoint, 0 if there is none. The data column is stored
 // out of line (schema/0001.sql), so the query never reads it.
 func (s *Store) CheckpointPos(ctx context.Context, user string) (uint64, error) {
-	if err := spool.CheckUser(user); err != nil {
-		return 0, err
-	}
-	cctx, cancel, err := s.begin(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer cancel()
-	var pos int64
-	err = s.pool.QueryRow(cctx, `SELECT c.pos FROM cspool_checkpoints c
-		JOIN cspool_logs l ON l.id = c.log_id WHERE l.name = $1`, []byte(user)).Scan(&pos)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, callErr(ctx, fmt.Sprintf("reading the checkpoint position of %q", user), err)
-	}
-	return uint64(pos), nil
+	pos, err := s.logNumber(ctx, user, "the checkpoint position", `SELECT c.pos FROM cspool_checkpoints c
+		JOIN cspool_logs l ON l.id = c.log_id WHERE l.name = $1`)
+	return uint64(pos), err
 }

@@ -2,11 +2,7 @@ package pgstore
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"math"
-
-	"github.com/jackc/pgx/v5"
 
 	"cspool/internal/spool"
 )
@@ -15,23 +11,7 @@ var _ spool.Quotas = (*Store)(nil)
 
 // Usage implements spool.Quotas: cspool_logs.bytes (schema/0004.sql).
 func (s *Store) Usage(ctx context.Context, user string) (int64, error) {
-	if err := spool.CheckUser(user); err != nil {
-		return 0, err
-	}
-	cctx, cancel, err := s.begin(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer cancel()
-	var n int64
-	err = s.pool.QueryRow(cctx, "SELECT bytes FROM cspool_logs WHERE name = $1", []byte(user)).Scan(&n)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, callErr(ctx, fmt.Sprintf("reading the usage of %q", user), err)
-	}
-	return n, nil
+	return s.logNumber(ctx, user, "the usage", "SELECT bytes FROM cspool_logs WHERE name = $1")
 }
 
 // UsageSummary implements spool.Quotas with one scan of cspool_logs (one

@@ -91,6 +91,14 @@ func (s *Store) Read(ctx context.Context, user string, after uint64, maxCount in
 // Head returns the last position ever assigned in user's log, 0 for an
 // unknown user.
 func (s *Store) Head(ctx context.Context, user string) (uint64, error) {
+	head, err := s.logNumber(ctx, user, "the head", "SELECT head FROM cspool_logs WHERE name = $1")
+	return uint64(head), err
+}
+
+// logNumber reads one number of user's log: query takes the log's name as
+// $1 and returns one row of one integer, or none, which is 0 (an unknown
+// user, a log without a checkpoint). what names the number in an error.
+func (s *Store) logNumber(ctx context.Context, user, what, query string) (int64, error) {
 	if err := spool.CheckUser(user); err != nil {
 		return 0, err
 	}
@@ -99,17 +107,13 @@ func (s *Store) Head(ctx context.Context, user string) (uint64, error) {
 		return 0, err
 	}
 	defer cancel()
-	return s.head(ctx, cctx, user)
-}
-
-func (s *Store) head(ctx, cctx context.Context, user string) (uint64, error) {
-	var head int64
-	err := s.pool.QueryRow(cctx, "SELECT head FROM cspool_logs WHERE name = $1", []byte(user)).Scan(&head)
+	var n int64
+	err = s.pool.QueryRow(cctx, query, []byte(user)).Scan(&n)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, callErr(ctx, fmt.Sprintf("reading the head of %q", user), err)
+		return 0, callErr(ctx, fmt.Sprintf("reading %s of %q", what, user), err)
 	}
-	return uint64(head), nil
+	return n, nil
 }
