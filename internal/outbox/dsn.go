@@ -138,7 +138,7 @@ func buildDSN(in dsnInput) ([]byte, string) {
 	returned := in.m.data
 	if strings.EqualFold(in.m.ret, "HDRS") {
 		line("Content-Type: text/rfc822-headers")
-		returned = in.m.data[:headerLen(in.m.data)]
+		returned = in.m.data[:submit.HeaderEnd(in.m.data)]
 	} else {
 		line("Content-Type: message/rfc822")
 	}
@@ -163,17 +163,6 @@ func hostOnly(addr string) string {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
-}
-
-// headerLen is the length of msg's header, blank line included.
-func headerLen(msg []byte) int {
-	if i := bytes.Index(msg, []byte("\r\n\r\n")); i >= 0 {
-		return i + 4
-	}
-	if i := bytes.Index(msg, []byte("\n\n")); i >= 0 {
-		return i + 2
-	}
-	return len(msg)
 }
 
 func isASCII(b []byte) bool {

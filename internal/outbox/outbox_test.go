@@ -225,6 +225,32 @@ func TestRelayBouncesPermanentFailures(t *testing.T) {
 	waitStatus(t, o, func(st outbox.Status) bool { return st.Bounced == 1 && st.ToFile == 0 })
 }
 
+// TestRelayBounceReturnsHeader: a refused message sent with RET=HDRS comes
+// back with its header alone, up to the blank line that ends it, whatever
+// its line ends: here that line is a bare LF and the body holds a CRLF
+// blank line further on.
+func TestRelayBounceReturnsHeader(t *testing.T) {
+	dev := sendtest.NewDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, arg string) error {
+		if stage == "RCPT" {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user here"}
+		}
+		return nil
+	}})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	m := message("headers", "")
+	header, _, _ := strings.Cut(string(m.Data), "\r\n\r\n")
+	header += "\r\n\n"
+	m.Data = []byte(header + "Hello\r\n\r\nA second paragraph.\r\n")
+	m.Return = "HDRS"
+	enqueue(t, o, m)
+	inbox := sendtest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	if r := readReport(t, inbox[0].Raw); string(r.original) != header {
+		t.Errorf("the bounce of a message sent with RET=HDRS returns %q; want its header %q", r.original, header)
+	}
+}
+
 // TestRelayNotifyNever: a refused recipient that asked for no notification
 // (NOTIFY=NEVER) gets no bounce.
 func TestRelayNotifyNever(t *testing.T) {

@@ -15,9 +15,10 @@ import (
 	"github.com/emersion/go-message/textproto"
 )
 
-// headerEnd returns the offset of the body: just past the blank line that
-// ends the header, or len(msg) when there is none.
-func headerEnd(msg []byte) int {
+// HeaderEnd returns the offset of msg's body: just past the blank line
+// that ends the header (a line of CRLF or of a bare LF alone), or len(msg)
+// when there is none.
+func HeaderEnd(msg []byte) int {
 	for off := 0; off < len(msg); {
 		nl := bytes.IndexByte(msg[off:], '\n')
 		if nl < 0 {
@@ -37,7 +38,7 @@ func headerEnd(msg []byte) int {
 // blind recipients are told only by the envelope. msg itself is returned
 // when it has no Bcc field.
 func StripBcc(msg []byte) []byte {
-	end := headerEnd(msg)
+	end := HeaderEnd(msg)
 	var out []byte
 	skipping := false
 	last := 0 // start of the bytes not yet copied
@@ -71,7 +72,7 @@ func StripBcc(msg []byte) []byte {
 // ParseHeader reads a message's header as go-message does (the mail store
 // parses with the same library, so a Message-ID compares equal).
 func ParseHeader(msg []byte) (mail.Header, error) {
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg[:headerEnd(msg)])))
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg[:HeaderEnd(msg)])))
 	if err != nil {
 		return mail.Header{}, err
 	}
