@@ -102,12 +102,7 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, newPos uint64
 		return nil, fmt.Errorf("reading state: %w", err)
 	}
 	res := &Result{Outcomes: make([]Outcome, 0, len(entries))}
-	for i, e := range entries {
-		if s.beforeEntry != nil {
-			if err := s.beforeEntry(i); err != nil {
-				return nil, fmt.Errorf("applying entry at position %d: %w", e.Pos, err)
-			}
-		}
+	for _, e := range entries {
 		out, changes, err := a.apply(e)
 		if err != nil {
 			return nil, fmt.Errorf("applying entry at position %d: %w", e.Pos, err)

@@ -2,98 +2,193 @@ package mailstore
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/ncruces/go-sqlite3"
 
 	"cspool/internal/command"
 )
 
+// TestApplyIsAllOrNothing fails an Apply midway with real failures: the
+// database full at a given entry (SQLite's max_page_count on the store's
+// writer connection: what a full disk does), or the context cancelled,
+// wherever that strikes. A failed Apply changes nothing and records no
+// rejection, and the same batch applies cleanly afterwards.
 func TestApplyIsAllOrNothing(t *testing.T) {
-	errInjected := errors.New("injected failure")
-	tests := []struct {
-		name string
-		// fail returns the hook for an Apply with ctx's cancel function.
-		fail func(cancel context.CancelFunc) func(i int) error
-	}{
-		{"injected error midway", func(context.CancelFunc) func(int) error {
-			return func(i int) error {
-				if i == 5 {
-					return errInjected
-				}
-				return nil
-			}
-		}},
-		{"context cancelled midway", func(cancel context.CancelFunc) func(int) error {
-			return func(i int) error {
-				if i == 3 {
-					cancel()
-				}
-				return nil
-			}
-		}},
-		{"error at the last entry", func(context.CancelFunc) func(int) error {
-			return func(i int) error {
-				if i == 9 {
-					return errInjected
-				}
-				return nil
-			}
-		}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := openTest(t)
-			var l testLog
-			var first []Entry
-			for i := range 5 {
-				first = append(first, l.spool(deliverCmd(simpleMessage(fmt.Sprint("first", i)))))
-			}
-			mustApply(t, s, first...)
-			before := dump(t, s)
+	t.Run("database full at entry 5", func(t *testing.T) { testApplyFull(t, 5) })
+	t.Run("database full at the last entry", func(t *testing.T) { testApplyFull(t, 9) })
+	t.Run("context cancelled anywhere", testApplyCancelled)
+}
 
-			var batch []Entry
-			for i := range 10 {
-				switch i % 3 {
-				case 0:
-					batch = append(batch, l.spool(deliverCmd(simpleMessage(fmt.Sprint("second", i)))))
-				case 1:
-					batch = append(batch, l.user(&command.Command{Kind: command.Move, Mailbox: "Archive", IDs: []command.ID{first[i/3].ID}}))
-				default:
-					batch = append(batch, l.spool(&command.Command{Kind: command.Expunge, IDs: []command.ID{first[0].ID}})) // rejected
-				}
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			s.beforeEntry = tc.fail(cancel)
-			if _, err := s.Apply(ctx, batch, batch[len(batch)-1].Pos); err == nil {
-				t.Fatal("Apply with a failure midway: expected an error, got none")
-			}
-			s.beforeEntry = nil
-			after := dump(t, s)
-			if d := Diff(before, after, 10); d != nil {
-				t.Fatalf("state changed by a failed Apply: %v", d)
-			}
-			if n, err := s.RejectedCount(context.Background()); err != nil || n != 0 {
-				t.Fatalf("rejections recorded by a failed Apply: expected 0, got %d, %v", n, err)
-			}
-			// The same batch applies cleanly afterwards: nothing of it was kept.
-			res := mustApply(t, s, batch...)
-			for i, o := range res.Outcomes {
-				want := Applied
-				if i%3 == 2 {
-					want = Rejected
-				}
-				if o.Status != want {
-					t.Errorf("retry, entry %d: expected %s, got %s (%s)", i, want, o.Status, o.Detail)
-				}
-			}
-			if pos, _ := s.Position(context.Background()); pos != batch[len(batch)-1].Pos {
-				t.Errorf("position after retry: expected %d, got %d", batch[len(batch)-1].Pos, pos)
-			}
-		})
+// allOrNothing is a store with a first batch applied, and a second batch
+// of ten entries to fail: deliveries, moves of the first batch's messages,
+// and rejected expunges by the spool, with a delivery of a body of about
+// 1 MiB at index big (none if big < 0).
+type allOrNothing struct {
+	s      *Store
+	before *State
+	batch  []Entry
+	big    int
+}
+
+func newAllOrNothing(t *testing.T, big int) *allOrNothing {
+	s := openTest(t)
+	var l testLog
+	var first []Entry
+	for i := range 5 {
+		first = append(first, l.spool(deliverCmd(simpleMessage(fmt.Sprint("first", i)))))
+	}
+	mustApply(t, s, first...)
+	var batch []Entry
+	for i := range 10 {
+		switch {
+		case i == big:
+			// Random bytes, so that no page of it is shared or
+			// compressed away.
+			body := make([]byte, 1<<20)
+			rand.NewChaCha8([32]byte{byte(i)}).Read(body)
+			batch = append(batch, l.spool(deliverCmd(simpleMessage("big")+base64.StdEncoding.EncodeToString(body))))
+		case i%3 == 0:
+			batch = append(batch, l.spool(deliverCmd(simpleMessage(fmt.Sprint("second", i)))))
+		case i%3 == 1:
+			batch = append(batch, l.user(&command.Command{Kind: command.Move, Mailbox: "Archive", IDs: []command.ID{first[i/3].ID}}))
+		default:
+			batch = append(batch, l.spool(&command.Command{Kind: command.Expunge, IDs: []command.ID{first[0].ID}})) // rejected
+		}
+	}
+	return &allOrNothing{s: s, before: dump(t, s), batch: batch, big: big}
+}
+
+// unchanged fails the test if a failed Apply left anything behind.
+func (x *allOrNothing) unchanged(t *testing.T) {
+	t.Helper()
+	if d := Diff(x.before, dump(t, x.s), 10); d != nil {
+		t.Fatalf("state changed by a failed Apply: %v", d)
+	}
+	if n, err := x.s.RejectedCount(context.Background()); err != nil || n != 0 {
+		t.Fatalf("rejections recorded by a failed Apply: expected 0, got %d, %v", n, err)
 	}
 }
+
+// applied checks the result of the batch applied in full.
+func (x *allOrNothing) applied(t *testing.T, res *Result) {
+	t.Helper()
+	for i, o := range res.Outcomes {
+		want := Applied
+		if i%3 == 2 && i != x.big {
+			want = Rejected
+		}
+		if o.Status != want {
+			t.Errorf("retry, entry %d: expected %s, got %s (%s)", i, want, o.Status, o.Detail)
+		}
+	}
+	last := x.batch[len(x.batch)-1].Pos
+	if pos, _ := x.s.Position(context.Background()); pos != last {
+		t.Errorf("position after retry: expected %d, got %d", last, pos)
+	}
+}
+
+// testApplyFull fills the database at the batch's entry big: the writer
+// connection may grow the file by 64 pages (256 KiB), enough for the small
+// entries before it but not for its body.
+func testApplyFull(t *testing.T, big int) {
+	x := newAllOrNothing(t, big)
+	ctx := context.Background()
+	var pages, maxPages int64
+	if err := x.s.wdb.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.s.wdb.QueryRowContext(ctx, "PRAGMA max_page_count").Scan(&maxPages); err != nil {
+		t.Fatal(err)
+	}
+	setMax := func(n int64) {
+		t.Helper()
+		// The writer is one connection, kept open: the limit holds for
+		// every Apply until it is set back.
+		if _, err := x.s.wdb.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMax(pages + 64)
+	_, err := x.s.Apply(ctx, x.batch, x.batch[len(x.batch)-1].Pos)
+	at := fmt.Sprintf("applying entry at position %d:", x.batch[big].Pos)
+	if !errors.Is(err, sqlite3.FULL) || !strings.Contains(err.Error(), at) {
+		t.Fatalf("Apply with the database full at entry %d: expected SQLITE_FULL %q, got %v", big, at, err)
+	}
+	x.unchanged(t)
+	setMax(maxPages)
+	res, err := x.s.Apply(ctx, x.batch, x.batch[len(x.batch)-1].Pos)
+	if err != nil {
+		t.Fatalf("Apply again with room: %v", err)
+	}
+	x.applied(t, res)
+}
+
+// testApplyCancelled cancels the context of an Apply at the 1st, 2nd,
+// 3rd, 4th, 6th... time it is asked whether it is done (a quarter further
+// each time), until an Apply ends before the cancellation: every one that
+// failed changed nothing, and some failed inside an entry.
+func testApplyCancelled(t *testing.T) {
+	x := newAllOrNothing(t, -1)
+	last := x.batch[len(x.batch)-1].Pos
+	insideEntry := false
+	tries := 0
+	for n := int64(1); ; n += n/4 + 1 {
+		if n > 1<<24 {
+			t.Fatal("Apply still cancelled after 2^24 questions to its context")
+		}
+		ctx := newCancelAt(n)
+		res, err := x.s.Apply(ctx, x.batch, last)
+		ctx.cancel()
+		if err == nil {
+			t.Logf("the Apply asked its context %d times; cancelled at %d points before, it failed and changed nothing", ctx.asked.Load(), tries)
+			x.applied(t, res)
+			break
+		}
+		if ctx.asked.Load() < n {
+			t.Fatalf("Apply failed before its context was cancelled (question %d of %d): %v", ctx.asked.Load(), n, err)
+		}
+		if strings.Contains(err.Error(), "applying entry at position") {
+			insideEntry = true
+		}
+		x.unchanged(t)
+		tries++
+	}
+	if !insideEntry {
+		t.Error("no cancellation struck inside an entry")
+	}
+}
+
+// cancelAt is a context that cancels itself the n-th time it is asked
+// whether it is done: database/sql asks before each statement, SQLite's
+// progress handler while one runs. So the test chooses where in an Apply
+// the cancellation strikes, and the store needs no hook for it.
+type cancelAt struct {
+	context.Context
+	cancel context.CancelFunc
+	n      int64
+	asked  atomic.Int64
+}
+
+func newCancelAt(n int64) *cancelAt {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &cancelAt{Context: ctx, cancel: cancel, n: n}
+}
+
+func (c *cancelAt) ask() {
+	if c.asked.Add(1) == c.n {
+		c.cancel()
+	}
+}
+
+func (c *cancelAt) Done() <-chan struct{} { c.ask(); return c.Context.Done() }
+func (c *cancelAt) Err() error            { c.ask(); return c.Context.Err() }
 
 func TestApplyPositions(t *testing.T) {
 	s := openTest(t)

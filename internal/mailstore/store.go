@@ -27,10 +27,6 @@ type Store struct {
 	closed atomic.Bool
 	// commits counts the write transactions committed (Commits).
 	commits atomic.Int64
-
-	// beforeEntry, when set (tests only), runs before each entry of an
-	// Apply; an error aborts the Apply as an injected failure would.
-	beforeEntry func(i int) error
 }
 
 // Open opens the mail store in the SQLite file at path in plaintext,
