@@ -24,9 +24,10 @@ import (
 // devices; "unchanged" means the device's state is byte for byte what it
 // was.
 
-// restoredOnce runs an honest restore and recovery: a recovers; it returns
-// the backup taken right after the restoration was written.
-func restoredOnce(t *testing.T) (*rig, *device, string) {
+// restored returns a spool restored from a backup taken after three
+// deliveries, with one delivery since, and device a, which had applied two
+// more before the restore.
+func restored(t *testing.T) (*rig, *device) {
 	t.Helper()
 	r := newRig(t)
 	a := r.device("a")
@@ -37,6 +38,14 @@ func restoredOnce(t *testing.T) (*rig, *device, string) {
 	a.mustSync()
 	r.restore(backup)
 	r.deliver(1)
+	return r, a
+}
+
+// restoredOnce runs an honest restore and recovery: a recovers; it returns
+// the backup taken right after the restoration was written.
+func restoredOnce(t *testing.T) (*rig, *device, string) {
+	t.Helper()
+	r, a := restored(t)
 	if err := a.sync(); err == nil {
 		t.Fatal("no alarm after the restore")
 	}
@@ -236,15 +245,7 @@ func TestRecoverChecksTheChain(t *testing.T) {
 		{"head hash altered", func(lr *spool.LogRead) { lr.HeadHash[0] ^= 1 }, chain.HeadMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newRig(t)
-			a := r.device("a")
-			r.deliver(2)
-			a.mustSync()
-			backup := r.backup()
-			r.deliver(2)
-			a.mustSync()
-			r.restore(backup)
-			r.deliver(1)
+			r, a := restored(t)
 			ctx := context.Background()
 			head, err := r.store.Head(ctx, user)
 			if err != nil {
