@@ -247,6 +247,17 @@ func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
 	return loadDeviceKeys(d.pass, *d.userKey, *d.userPub, *d.spoolPub)
 }
 
+// open loads the device's keys and opens its database (openDevice), for
+// the commands that work on a device without serving it; busy is the
+// hint when another process holds the database.
+func (d *deviceFlags) open(w io.Writer, log *slog.Logger, busy string) (*device, error) {
+	userKey, spoolPub, err := d.loadKeys()
+	if err != nil {
+		return nil, err
+	}
+	return openDevice(w, device{user: *d.user, userKey: userKey, spoolPub: spoolPub, spoolURL: *d.spoolURL, dbPath: *d.db, log: log}, busy)
+}
+
 // loadDeviceKeys loads what a device needs: the user's secret key (checked
 // against the public file given with it) and the spool's public key.
 func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPath string) (*keys.SecretKey, keys.PublicKey, error) {

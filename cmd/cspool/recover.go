@@ -56,13 +56,8 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	userKey, spoolPub, err := devFlags.loadKeys()
-	if err != nil {
-		return err
-	}
 	log := newLogger(e, *debug)
-	dev, err := openDevice(e.stderr, device{user: *devFlags.user, userKey: userKey, spoolPub: spoolPub, spoolURL: *devFlags.spoolURL,
-		dbPath: *devFlags.db, log: log}, "stop the daemon (cspool imap-server) for this database first, then run cspool recover again")
+	dev, err := devFlags.open(e.stderr, log, "stop the daemon (cspool imap-server) for this database first, then run cspool recover again")
 	if err != nil {
 		return err
 	}
@@ -74,7 +69,7 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 	defer stop()
 	w := e.stdout
 
-	rep, err := recovery.Recover(ctx, recovery.Config{User: dev.user, UserKey: userKey, SpoolKey: spoolPub,
+	rep, err := recovery.Recover(ctx, recovery.Config{User: dev.user, UserKey: dev.userKey, SpoolKey: dev.spoolPub,
 		Source: dev.client, Store: dev.store, Logger: log})
 	switch {
 	case errors.Is(err, recovery.ErrNothingToRecover):

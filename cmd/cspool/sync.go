@@ -45,7 +45,7 @@ cspool sync --user alice --db ~/.cspool/alice.db --spool-server https://spool.ex
 cspool sync --clear-alarm --user alice --db ~/.cspool/alice.db --spool-server https://spool.example.org
 cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (docs/CONFIG.md)`)
 	devFlags := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool)")
-	userName, dbPath, spoolURL := devFlags.user, devFlags.db, devFlags.spoolURL
+	dbPath, spoolURL := devFlags.db, devFlags.spoolURL
 	once := fs.Bool("once", true, "sync up to the spool's head and exit (false: keep following the log)")
 	interval := fs.Duration("progress", 0, "progress `interval` (0: 250ms on a terminal, 2s otherwise)")
 	debug := fs.Bool("debug", false, "log debug detail")
@@ -56,13 +56,8 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
-	userKey, spoolPub, err := devFlags.loadKeys()
-	if err != nil {
-		return err
-	}
 	log := newLogger(e, *debug)
-	dev, err := openDevice(e.stderr, device{user: *userName, userKey: userKey, spoolPub: spoolPub, spoolURL: *spoolURL, dbPath: *dbPath, log: log},
-		"it is being synced already; see its state with: cspool status --db "+*dbPath)
+	dev, err := devFlags.open(e.stderr, log, "it is being synced already; see its state with: cspool status --db "+*dbPath)
 	if err != nil {
 		return err
 	}
