@@ -24,6 +24,16 @@ import (
 	"cspool/internal/syncer"
 )
 
+// The device's mail store is what the syncer asks of a device's store
+// (internal/syncer/store.go). mailstore, a floor below the syncer, cannot
+// name the syncer's interfaces, so the device, where the two meet, checks
+// it here.
+var (
+	_ syncer.Replica = (*mailstore.Store)(nil)
+	_ syncer.Queue   = (*mailstore.Store)(nil)
+	_ syncer.Journal = (*mailstore.Store)(nil)
+)
+
 // device is the device role, assembled here once: the database's lock and
 // its mail store, the spool client and the sync loop; a daemon adds the
 // search indexer, the IMAP server and what the status page and the control

@@ -47,23 +47,28 @@ type applier struct {
 // position, all in one SQLite transaction: after a crash or an error either
 // everything is applied or nothing. Entries must have increasing positions
 // after the current one, and newPos must be at least the last of them (it
-// may be larger when the caller skipped positions, e.g. entries recorded
-// with RecordRejected). A rejected entry does not stop the batch: it is
-// recorded and reported in the Result.
+// may be larger when the caller skipped positions, e.g. entries that would
+// not open, which ApplyChained records). A rejected entry does not stop the
+// batch: it is recorded and reported in the Result.
 func (s *Store) Apply(ctx context.Context, entries []Entry, newPos uint64) (*Result, error) {
-	return s.ApplyChained(ctx, entries, newPos, nil)
+	return s.ApplyChained(ctx, entries, nil, newPos, nil)
 }
 
 // ApplyChained is Apply that also records, in the same transaction, the
-// log's chain hash at each position the batch covers: chain[i] is the hash
-// at position oldPos+1+i, for every position up to newPos (rejected and
-// unreadable entries included), or nil to record none.
-func (s *Store) ApplyChained(ctx context.Context, entries []Entry, newPos uint64, chain []chain.Hash) (*Result, error) {
-	res, err := s.applyChained(ctx, entries, newPos, chain)
+// entries of the batch that would not open and the log's chain hash at each
+// position the batch covers. unopened are the positions the caller skipped
+// because their entries would not open (bad signature, unknown author,
+// undecodable), each with its Reason and Detail (Entry and At are not
+// read), after the old position and up to newPos: they are recorded as
+// rejected, as RecordRejected does. chain[i] is the hash at position
+// oldPos+1+i, for every position up to newPos (rejected and unreadable
+// entries included), or nil to record none.
+func (s *Store) ApplyChained(ctx context.Context, entries []Entry, unopened []Rejection, newPos uint64, chain []chain.Hash) (*Result, error) {
+	res, err := s.applyChained(ctx, entries, unopened, newPos, chain)
 	return res, devicedb.Explain(s.path, err)
 }
 
-func (s *Store) applyChained(ctx context.Context, entries []Entry, newPos uint64, chain []chain.Hash) (*Result, error) {
+func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Rejection, newPos uint64, chain []chain.Hash) (*Result, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -92,6 +97,11 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, newPos uint64
 	if newPos < last {
 		return nil, fmt.Errorf("new position %d before entry position %d: %w", newPos, last, ErrPosition)
 	}
+	for _, r := range unopened {
+		if r.Pos <= uint64(pos) || r.Pos > newPos {
+			return nil, fmt.Errorf("unopened entry at position %d outside positions %d to %d: %w", r.Pos, pos+1, newPos, ErrPosition)
+		}
+	}
 	// Changes made on this device: those the batch starts with are
 	// confirmed; before anything else, the rest is taken back (queue.go).
 	ov, entries, err := openQueue(ctx, tx, entries)
@@ -109,6 +119,11 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, newPos uint64
 		}
 		res.Outcomes = append(res.Outcomes, out)
 		res.Changes = append(res.Changes, changes...)
+	}
+	for _, r := range unopened {
+		if err := insertRejection(ctx, a, r.Pos, nil, r.Reason, r.Detail, a.now); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkAppended(ctx, tx, newPos); err != nil {
 		return nil, err

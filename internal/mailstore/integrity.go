@@ -42,16 +42,13 @@ type Alarm struct {
 
 // RaiseAlarm records an integrity alarm. It stays until ClearAlarms.
 func (s *Store) RaiseAlarm(ctx context.Context, pos uint64, detail string) error {
-	if err := s.check(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, err := s.wdb.ExecContext(ctx, "INSERT INTO alarms (at, pos, detail) VALUES (?, ?, ?)", time.Now().UnixMilli(), int64(pos), detail)
-	if err != nil {
-		return fmt.Errorf("recording integrity alarm: %w", err)
-	}
-	return nil
+	return s.writeTx(ctx, "recording integrity alarm", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO alarms (at, pos, detail) VALUES (?, ?, ?)", time.Now().UnixMilli(), int64(pos), detail)
+		if err != nil {
+			return fmt.Errorf("recording integrity alarm: %w", err)
+		}
+		return nil
+	})
 }
 
 // Alarms lists the recorded integrity alarms, oldest first.
@@ -93,26 +90,9 @@ func (s *Store) ClearAlarms(ctx context.Context) error {
 	})
 }
 
-// EntrySeen reports whether an entry id was applied or rejected before, and
-// at which position: a second entry with the same id is a replay.
-func (s *Store) EntrySeen(ctx context.Context, id [16]byte) (uint64, bool, error) {
-	if err := s.check(); err != nil {
-		return 0, false, err
-	}
-	var pos int64
-	err := s.rdb.QueryRowContext(ctx, "SELECT pos FROM entries WHERE id = ? AND id NOT IN (SELECT id FROM queue)", id[:]).Scan(&pos)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("looking up entry id: %w", err)
-	}
-	return uint64(pos), true, nil
-}
-
 // EntriesSeen returns, of the given entry ids, those applied or rejected
-// before, with their positions: EntrySeen for a whole batch in a few
-// queries.
+// before, with their positions, in a few queries: a second entry with the
+// same id is a replay. Queued ids are left out.
 func (s *Store) EntriesSeen(ctx context.Context, ids [][16]byte) (map[[16]byte]uint64, error) {
 	if err := s.check(); err != nil {
 		return nil, err

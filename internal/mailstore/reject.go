@@ -37,18 +37,16 @@ func insertRejection(ctx context.Context, db execer, pos uint64, entry *command.
 	return nil
 }
 
-// RecordRejected records that the entry at pos was rejected before it could
-// be applied (it would not open: bad signature, unknown author, undecodable
-// command), so that it is listed and counted with the entries Apply
-// rejected. It does not move the position: the next Apply does. Recording
-// the same position twice keeps the first record.
+// RecordRejected records, in a transaction of its own, that what is at pos
+// was rejected without being applied (a checkpoint that failed
+// validation), so that it is listed and counted with the entries Apply
+// rejected. It does not move the position. Recording the same position
+// twice keeps the first record. The entries of a batch that would not open
+// are recorded with the batch instead (ApplyChained).
 func (s *Store) RecordRejected(ctx context.Context, pos uint64, reason string) error {
-	if err := s.check(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return insertRejection(ctx, s.wdb, pos, nil, Reason(reason), "", time.Now().UnixMilli())
+	return s.writeTx(ctx, "recording a rejection", func(tx *sql.Tx) error {
+		return insertRejection(ctx, tx, pos, nil, Reason(reason), "", time.Now().UnixMilli())
+	})
 }
 
 // Rejected lists the most recent rejections, newest (highest position)

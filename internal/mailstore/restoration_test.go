@@ -46,7 +46,7 @@ func applyChain(t *testing.T, s *Store, l *chainLog, entries ...Entry) {
 		t.Fatal(err)
 	}
 	last := entries[len(entries)-1].Pos
-	if _, err := s.ApplyChained(context.Background(), entries, last, l.hashes[pos+1:last+1]); err != nil {
+	if _, err := s.ApplyChained(context.Background(), entries, nil, last, l.hashes[pos+1:last+1]); err != nil {
 		t.Fatalf("ApplyChained: %v", err)
 	}
 }
@@ -237,7 +237,7 @@ func TestRebaseAndAdopt(t *testing.T) {
 	}
 	// a replays the superseded history's entries no more
 	if res, err := a.ApplyChained(ctx, []Entry{{Pos: sn.Position + 1, ID: old[1].ID, Author: AuthorUser, Cmd: old[1].Cmd}},
-		sn.Position+1, []chain.Hash{{1}}); err != nil || res.Outcomes[0].Reason != ReasonReplay {
+		nil, sn.Position+1, []chain.Hash{{1}}); err != nil || res.Outcomes[0].Reason != ReasonReplay {
 		t.Errorf("a superseded entry served again: %v %+v, want a replay", err, res)
 	}
 

@@ -37,7 +37,8 @@ type Entry struct {
 // Reason says why an entry was rejected. The values are stored.
 type Reason string
 
-// Rejection reasons set by Apply. RecordRejected takes any reason.
+// Rejection reasons set by Apply. RecordRejected and the unopened entries
+// of ApplyChained take any reason.
 const (
 	ReasonForbidden     Reason = "forbidden"      // the author acts beyond its rights
 	ReasonReplay        Reason = "replay"         // the entry id was seen before

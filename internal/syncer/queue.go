@@ -114,7 +114,8 @@ func (s *Syncer) enqueue(ctx context.Context, cmds []*command.Command, ids []com
 		if o.Status == mailstore.Rejected && ids != nil && (o.Reason == mailstore.ReasonIDExists || o.Reason == mailstore.ReasonReplay) {
 			// The append whose answer was lost did land, and the loop
 			// applied it before it could be queued.
-			if pos, ok, err := s.cfg.Store.EntrySeen(ctx, id); err == nil && ok {
+			seen, err := s.cfg.Store.EntriesSeen(ctx, [][16]byte{id})
+			if pos, ok := seen[id]; err == nil && ok {
 				o = mailstore.Outcome{Entry: id, Pos: pos, Status: mailstore.Applied}
 			}
 		} else if o.Status != mailstore.Rejected {

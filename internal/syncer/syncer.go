@@ -12,7 +12,8 @@
 //     and applies nothing twice: the position moves only with the batch.
 //   - An entry that does not open (bad signature, unknown author, another
 //     user's entry, corrupt bytes) is recorded as rejected with its position
-//     and reason, logged, counted, and skipped; the sync goes on.
+//     and reason, in the transaction of its batch, logged, counted, and
+//     skipped; the sync goes on.
 //   - After each commit the OnApplied callback runs, in log order, before the
 //     next batch is read: the IMAP layer updates its sessions from it.
 //   - Submit seals commands with the user's key, appends them in one batch,
@@ -91,7 +92,7 @@ type Config struct {
 	UserKey  *keys.SecretKey
 	SpoolKey keys.PublicKey
 	Source   Source
-	Store    *mailstore.Store
+	Store    Store        // the device's store (store.go): *mailstore.Store
 	Logger   *slog.Logger // nil: slog.Default()
 
 	// OnApplied, if set, runs after each committed batch, in log order.
@@ -510,7 +511,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		record = v.hashes
 	}
 	s.applyMu.Lock()
-	res, err := s.cfg.Store.ApplyChained(ctx, v.batch, v.last, record)
+	res, err := s.cfg.Store.ApplyChained(ctx, v.batch, v.unopened, v.last, record)
 	var c *mailstore.Contradiction
 	if errors.As(err, &c) {
 		// The batch skips an entry this device appended: nothing applied.
@@ -566,10 +567,12 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 }
 
 // verified is a read's batch that passed the checks: the entries to
-// apply, the chain hash after each position taken (rejected entries
-// included), and the alarm to raise once what precedes it is applied.
+// apply, those that would not open, to record as rejected with them, the
+// chain hash after each position taken (rejected entries included), and
+// the alarm to raise once what precedes it is applied.
 type verified struct {
 	batch        []mailstore.Entry
+	unopened     []mailstore.Rejection
 	hashes       []spool.Hash
 	known        bool // the device knows its chain: hashes are recorded
 	last         uint64
@@ -580,11 +583,12 @@ type verified struct {
 
 // verify opens the entries of a read after pos and checks them with
 // internal/chain (positions, the heads their authors saw, replays, the
-// head hash), recording the entries that do not open; it stops before an
+// head hash), and notes the entries that do not open; it stops before an
 // entry that fails, and before a restoration (adopted here when it is
 // first). A nil result means readApply returns n and err at once.
 func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead) (*verified, int, error) {
 	batch := make([]mailstore.Entry, 0, len(lr.Entries))
+	var unopened []mailstore.Rejection
 	hashes := make([]spool.Hash, 0, len(lr.Entries))
 	h, known := s.chainState()
 	last := pos
@@ -659,9 +663,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead) (*ver
 					return nil, 0, &storeError{err}
 				}
 			}
-			if err := s.cfg.Store.RecordRejected(ctx, e.Pos, rejectReason(err)); err != nil {
-				return nil, 0, &storeError{err}
-			}
+			unopened = append(unopened, mailstore.Rejection{Pos: e.Pos, Reason: mailstore.Reason(rejectReason(err))})
 			continue
 		}
 		author := mailstore.AuthorUser
@@ -684,7 +686,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead) (*ver
 		}
 		return nil, 0, s.raise(ctx, alarm.Pos, alarm.Detail)
 	}
-	return &verified{batch: batch, hashes: hashes, known: known, last: last,
+	return &verified{batch: batch, unopened: unopened, hashes: hashes, known: known, last: last,
 		rejected: rejected, misdelivered: misdelivered, alarm: alarm}, 0, nil
 }
 

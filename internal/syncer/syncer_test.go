@@ -223,6 +223,71 @@ func TestRejectedEntriesDoNotStopSync(t *testing.T) {
 	}
 }
 
+// TestRejectionsCommitWithTheirBatch: the entries of a batch that do not
+// open are recorded as rejected in the batch's own transaction, so the
+// batch is one commit however many of its entries are rejected, and a
+// batch that does not commit (here refused: it contradicts an append this
+// device recorded) leaves none of its rejections behind.
+func TestRejectionsCommitWithTheirBatch(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	garbage := func() {
+		if _, err := r.log.Append(ctx, "alice", [][]byte{[]byte("garbage")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.deliver(r.spool, msg(0))
+	garbage()
+	r.deliver(r.evil, msg(1)) // unknown author
+	garbage()
+	last := r.deliver(r.spool, msg(2))
+	rejected := func(ms *mailstore.Store) []uint64 {
+		t.Helper()
+		rej, err := ms.Rejected(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pos []uint64
+		for _, x := range rej {
+			pos = append(pos, x.Pos)
+		}
+		return pos
+	}
+
+	t.Run("one commit", func(t *testing.T) {
+		s, ms := r.device("a", nil, nil)
+		before := ms.Commits()
+		if n, err := s.SyncOnce(ctx); err != nil || n != int(last) {
+			t.Fatalf("SyncOnce: %d entries, %v; want %d", n, err, last)
+		}
+		if got := ms.Commits() - before; got != 1 {
+			t.Errorf("a batch of %d entries, 3 of them unopened, took %d commits; want 1", last, got)
+		}
+		if got := rejected(ms); fmt.Sprint(got) != "[4 3 2]" || s.Status().Rejected != 3 {
+			t.Errorf("rejected positions %v, status counts %d; want [4 3 2] and 3", got, s.Status().Rejected)
+		}
+	})
+
+	t.Run("none when the batch does not commit", func(t *testing.T) {
+		s, ms := r.device("b", nil, nil)
+		// The spool answered an append of this device with the last
+		// position, where the log holds another entry: the batch reaching
+		// it is refused, whole.
+		if err := ms.RecordAppended(ctx, []mailstore.Appended{{ID: command.ID{1, 2, 3}, Pos: last}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SyncOnce(ctx); !errors.Is(err, ErrIntegrity) {
+			t.Fatalf("SyncOnce over a dropped append: %v, want an integrity alarm", err)
+		}
+		if pos, err := ms.Position(ctx); err != nil || pos != 0 {
+			t.Errorf("position %d, %v after a refused batch; want 0", pos, err)
+		}
+		if got := rejected(ms); len(got) != 0 || s.Status().Rejected != 0 {
+			t.Errorf("rejected positions %v, status counts %d after a refused batch; want none", got, s.Status().Rejected)
+		}
+	})
+}
+
 // flaky fails every call while down is set.
 type flaky struct {
 	Source

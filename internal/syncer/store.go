@@ -1,0 +1,100 @@
+package syncer
+
+import (
+	"context"
+
+	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/chain"
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
+)
+
+// What the syncer needs of the device's store, declared here, by the code
+// that uses it; *mailstore.Store is what the device runs with
+// (cmd/cspool/device.go asserts that it has every method: mailstore is a
+// floor below the syncer and cannot name these interfaces), and a test or
+// a future store may stand in. The types the methods carry (mailstore.Entry,
+// Result, Outcome, Snapshot, Rejection, ...) stay in mailstore, which makes
+// them, since it cannot import the syncer; imapd reads the same Result and
+// Outcome (docs/ARCHITECTURE.md, "The device's store").
+
+// Store is the device's store: its replica of the mail state, the changes
+// made on the device that wait for the log, and its journal of the log.
+// They are one store, not three parts that could be swapped separately: a
+// batch's state, its chain hashes and its rejections commit in one
+// transaction (Replica.ApplyChained), which also checks the journal's
+// record of appended entries. Once closed, every method fails with an
+// error wrapping mailstore.ErrClosed.
+type Store interface {
+	Replica
+	Queue
+	Journal
+}
+
+// Replica is the device's copy of the mail state, which the sync loop keeps
+// in step with the log and checkpoints write and restore.
+type Replica interface {
+	// Position returns the log position of the last entry applied (0
+	// before any).
+	Position(ctx context.Context) (uint64, error)
+	// ApplyChained applies a batch in one transaction: entries, with the
+	// positions in between that would not open recorded as rejected
+	// (unopened), up to position newPos, recording the chain hash at each
+	// position after the old one (chain, or nil for none). A batch that
+	// contradicts the journal is refused with a *mailstore.Contradiction
+	// and changes nothing.
+	ApplyChained(ctx context.Context, entries []mailstore.Entry, unopened []mailstore.Rejection, newPos uint64, chain []chain.Hash) (*mailstore.Result, error)
+	// Snapshot returns the state for a checkpoint (mailstore.ErrQueued
+	// while changes wait in the Queue).
+	Snapshot(ctx context.Context) (*mailstore.Snapshot, error)
+	// LiveBodies returns how many message bodies the state holds.
+	LiveBodies(ctx context.Context) (int, error)
+	// Restore replaces the state with a checkpoint's, reading the bodies it
+	// lacks with fetch.
+	Restore(ctx context.Context, sn *mailstore.Snapshot, fetch mailstore.BodyFetcher) (*mailstore.Result, error)
+	// Adopt rebases the state onto a restoration's (restoration.go).
+	Adopt(ctx context.Context, sn *mailstore.Snapshot, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Adoption, error)
+	// Locate returns the mailbox and UID of a message, to answer a Submit
+	// whose entry a restored checkpoint already holds.
+	Locate(ctx context.Context, id command.ID) (mailbox command.ID, uid imap.UID, err error)
+}
+
+// Queue holds the changes made on this device while they wait for the log
+// (queue.go).
+type Queue interface {
+	// Enqueue queues cmd as entry id and applies it provisionally.
+	Enqueue(ctx context.Context, id command.ID, cmd *command.Command) (*mailstore.Result, error)
+	// Queue returns the queued changes in order.
+	Queue(ctx context.Context) ([]mailstore.Queued, error)
+	// QueueLen returns how many changes wait.
+	QueueLen(ctx context.Context) (int, error)
+}
+
+// Journal is what the device knows of the log besides the state: the
+// chain hash at each position applied, the entries it saw and those it
+// appended, what it rejected, and the integrity alarms (integrity.go).
+type Journal interface {
+	// ChainAt returns the chain hash recorded at pos, and false when
+	// there is none.
+	ChainAt(ctx context.Context, pos uint64) (chain.Hash, bool, error)
+	// EntriesSeen returns, of ids, those applied or rejected before, with
+	// their positions.
+	EntriesSeen(ctx context.Context, ids [][16]byte) (map[[16]byte]uint64, error)
+	// RecordAppended records the positions the spool gave entries this
+	// device appended; a contradiction is a *mailstore.Contradiction.
+	RecordAppended(ctx context.Context, es []mailstore.Appended) error
+	// RecordRejected records, on its own, a rejection that belongs to no
+	// batch (a checkpoint that failed validation).
+	RecordRejected(ctx context.Context, pos uint64, reason string) error
+	// Rejected lists the newest rejections, at most limit (all if
+	// limit <= 0).
+	Rejected(ctx context.Context, limit int) ([]mailstore.Rejection, error)
+	// Forbidden returns how many entries were rejected as beyond their
+	// author's rights, and the newest of them.
+	Forbidden(ctx context.Context) (int, *mailstore.Rejection, error)
+	// RaiseAlarm records an integrity alarm.
+	RaiseAlarm(ctx context.Context, pos uint64, detail string) error
+	// Alarms lists the integrity alarms, oldest first.
+	Alarms(ctx context.Context) ([]mailstore.Alarm, error)
+}
