@@ -36,6 +36,12 @@ type applier struct {
 
 	rebase *rebaseRules // inside a Rebase (restoration.go), else nil
 
+	// inbox is INBOX's row while only deliveries apply one after the
+	// other (they change its UIDNEXT and modseq, through nextUID, which
+	// keeps the row up to date); any other command, and a rejection's
+	// rollback, forget it.
+	inbox *mailboxRow
+
 	// per entry
 	pos     uint64
 	entry   command.ID
@@ -132,10 +138,8 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 		if uint64(len(chain)) != newPos-uint64(pos) {
 			return nil, fmt.Errorf("%d chain hashes for positions %d to %d: %w", len(chain), pos+1, newPos, ErrPosition)
 		}
-		for i, h := range chain {
-			if _, err := a.ExecContext(ctx, "INSERT INTO chain (pos, hash) VALUES (?, ?)", pos+1+int64(i), h[:]); err != nil {
-				return nil, fmt.Errorf("recording chain hash: %w", err)
-			}
+		if err := a.recordChain(pos+1, chain); err != nil {
+			return nil, err
 		}
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE state SET position = ?, next_uidvalidity = ?", int64(newPos), a.nextUV); err != nil {
@@ -151,38 +155,58 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	return res, nil
 }
 
+// recordChain records the chain hashes of positions first, first+1, ...
+// in one statement: the hashes travel as one blob, cut in SQL.
+func (a *applier) recordChain(first int64, hashes []chain.Hash) error {
+	if len(hashes) == 0 {
+		return nil
+	}
+	all := make([]byte, 0, len(hashes)*len(chain.Hash{}))
+	for _, h := range hashes {
+		all = append(all, h[:]...)
+	}
+	const size = len(chain.Hash{})
+	if _, err := a.ExecContext(a.ctx, `WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n + 1 < ?)
+		INSERT INTO chain (pos, hash) SELECT ? + n, substr(?, n * ? + 1, ?) FROM i`,
+		len(hashes), first, all, size, size); err != nil {
+		return fmt.Errorf("recording chain hashes: %w", err)
+	}
+	return nil
+}
+
 // apply applies one entry inside its own savepoint.
 func (a *applier) apply(e Entry) (Outcome, []Change, error) {
 	out := Outcome{Pos: e.Pos, Entry: e.ID}
 	if e.Cmd != nil {
 		out.Kind = e.Cmd.Kind
 	}
-	if rej := a.authorize(e); rej != nil {
-		if rej.reason != ReasonReplay {
-			// An invalid or forbidden entry served again is rejected for
-			// the same reason; its id stays at its first position.
-			if _, err := a.ExecContext(a.ctx, "INSERT OR IGNORE INTO entries (id, pos) VALUES (?, ?)", e.ID[:], int64(e.Pos)); err != nil {
-				return out, nil, fmt.Errorf("recording entry id: %w", err)
-			}
-		}
-		return out, nil, a.recordRejection(&out, rej)
-	}
-	if err := a.markSeen(e); err != nil {
+	// The entry's id is recorded at its first position, so a later entry
+	// with the same id is a replay. An invalid or forbidden entry served
+	// again is rejected for the same reason; its id stays at its first
+	// position.
+	rej := a.authorize(e)
+	fresh, err := a.markSeen(e)
+	if err != nil {
 		return out, nil, err
+	}
+	if rej == nil && !fresh {
+		rej = a.replayed(e)
+	}
+	if rej != nil {
+		return out, nil, a.recordRejection(&out, rej)
 	}
 	if _, err := a.ExecContext(a.ctx, "SAVEPOINT entry"); err != nil {
 		return out, nil, fmt.Errorf("savepoint: %w", err)
 	}
 	a.pos, a.entry, a.out, a.changes = e.Pos, e.ID, &out, nil
-	err := a.dispatch(e.Cmd)
-	var rej *rejection
+	err = a.dispatch(e.Cmd)
 	if errors.As(err, &rej) {
 		for _, q := range []string{"ROLLBACK TO entry", "RELEASE entry"} {
 			if _, err := a.ExecContext(a.ctx, q); err != nil {
 				return out, nil, fmt.Errorf("rolling back rejected entry: %w", err)
 			}
 		}
-		out.Skipped, out.Placed = nil, nil
+		out.Skipped, out.Placed, a.inbox = nil, nil, nil
 		return out, nil, a.recordRejection(&out, rej)
 	}
 	if err != nil {
@@ -215,21 +239,31 @@ func (a *applier) authorize(e Entry) *rejection {
 	default:
 		return &rejection{ReasonForbidden, fmt.Sprintf("unknown author %d", int(e.Author))}
 	}
-	var pos int64
-	err := a.QueryRowContext(a.ctx, "SELECT pos FROM entries WHERE id = ?", e.ID[:]).Scan(&pos)
-	if err == nil {
-		return &rejection{ReasonReplay, fmt.Sprintf("entry id %s already seen at position %d", e.ID, pos)}
-	}
 	return nil
 }
 
-// markSeen records the entry id, so a later entry with the same id is a
-// replay. A lookup error surfaces here, on the insert.
-func (a *applier) markSeen(e Entry) error {
-	if _, err := a.ExecContext(a.ctx, "INSERT INTO entries (id, pos) VALUES (?, ?)", e.ID[:], int64(e.Pos)); err != nil {
-		return fmt.Errorf("recording entry id: %w", err)
+// markSeen records the entry id at the entry's position unless it was
+// seen before; fresh reports whether it was recorded now (one statement
+// for the lookup and the record).
+func (a *applier) markSeen(e Entry) (fresh bool, err error) {
+	r, err := a.ExecContext(a.ctx, "INSERT OR IGNORE INTO entries (id, pos) VALUES (?, ?)", e.ID[:], int64(e.Pos))
+	if err != nil {
+		return false, fmt.Errorf("recording entry id: %w", err)
 	}
-	return nil
+	n, err := r.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("recording entry id: %w", err)
+	}
+	return n == 1, nil
+}
+
+// replayed is the rejection of an entry whose id was seen before.
+func (a *applier) replayed(e Entry) *rejection {
+	var pos int64
+	if err := a.QueryRowContext(a.ctx, "SELECT pos FROM entries WHERE id = ?", e.ID[:]).Scan(&pos); err != nil {
+		return &rejection{ReasonReplay, fmt.Sprintf("entry id %s already seen", e.ID)}
+	}
+	return &rejection{ReasonReplay, fmt.Sprintf("entry id %s already seen at position %d", e.ID, pos)}
 }
 
 func (a *applier) recordRejection(out *Outcome, rej *rejection) error {
@@ -238,6 +272,9 @@ func (a *applier) recordRejection(out *Outcome, rej *rejection) error {
 }
 
 func (a *applier) dispatch(c *command.Command) error {
+	if c.Kind != command.Deliver {
+		a.inbox = nil
+	}
 	switch c.Kind {
 	case command.Deliver:
 		return a.deliver(c)

@@ -13,14 +13,17 @@ import (
 
 // deliver puts the message into INBOX, named by the entry id.
 func (a *applier) deliver(c *command.Command) error {
-	inbox, err := mailboxByID(a.ctx, a, InboxID())
-	if err != nil {
-		return err
+	if a.inbox == nil {
+		inbox, err := mailboxByID(a.ctx, a, InboxID())
+		if err != nil {
+			return err
+		}
+		if inbox == nil {
+			return errors.New("INBOX is missing")
+		}
+		a.inbox = inbox
 	}
-	if inbox == nil {
-		return errors.New("INBOX is missing")
-	}
-	return a.newMessage(inbox, c.Body, c.Date, flagSet{})
+	return a.newMessage(a.inbox, c.Body, c.Date, flagSet{})
 }
 
 // appendMessage puts the message into the target mailbox, recreating it
@@ -82,24 +85,27 @@ func (a *applier) resolve(id command.ID, name string) (*mailboxRow, error) {
 func (a *applier) storeBody(b []byte) (int64, error) {
 	digest := sha256.Sum256(b)
 	var bid int64
-	// A body whose origin is unknown (a rebase's, restoration.go) takes
-	// this entry's position: the entry holds its bytes.
-	err := a.QueryRowContext(a.ctx, "UPDATE bodies SET refs = refs + 1, origin = iif(origin = 0, ?, origin) WHERE digest = ? RETURNING bid",
-		int64(a.pos), digest[:]).Scan(&bid)
-	if err == nil {
-		return bid, nil
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("looking up body: %w", err)
-	}
+	// Most bodies are new: inserted in one statement, which inserts
+	// nothing (and returns no row) when the digest is stored already.
 	p, err := parseMessage(b)
 	if err != nil {
 		return 0, err
 	}
 	err = a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, envelope_wire, structure_wire)
-		VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING bid`,
+		VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING bid`,
 		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos),
 		nullBlob(p.envelopeWire), nullBlob(p.structureWire)).Scan(&bid)
+	if errors.Is(err, sql.ErrNoRows) {
+		// Stored already: one more reference. A body whose origin is
+		// unknown (a rebase's, restoration.go) takes this entry's
+		// position: the entry holds its bytes.
+		err = a.QueryRowContext(a.ctx, "UPDATE bodies SET refs = refs + 1, origin = iif(origin = 0, ?, origin) WHERE digest = ? RETURNING bid",
+			int64(a.pos), digest[:]).Scan(&bid)
+		if err != nil {
+			return 0, fmt.Errorf("sharing body: %w", err)
+		}
+		return bid, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
@@ -166,7 +172,7 @@ func (a *applier) nextUID(mb *mailboxRow) (imap.UID, error) {
 	if err != nil {
 		return 0, fmt.Errorf("assigning a uid in %q: %w", mb.name, err)
 	}
-	mb.uidNext = uid + 1
+	mb.uidNext, mb.modSeq = uid+1, int64(a.pos)
 	return imap.UID(uid), nil
 }
 
