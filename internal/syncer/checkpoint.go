@@ -258,7 +258,9 @@ func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.En
 	}
 	after, last := need[0]-1, need[len(need)-1]
 	for after < last {
-		lr, err := s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
+		// Positions are dense: reading no more than the positions up to
+		// last reads nothing after it (read after the restore).
+		lr, err := s.cfg.Source.ReadLog(ctx, after, int(min(uint64(s.cfg.BatchCount), last-after)), s.cfg.BatchBytes, 0)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -144,6 +145,55 @@ func TestCompactionNewAndOfflineDevices(t *testing.T) {
 	}
 	if _, _, err := b.WriteCheckpoint(ctx); err != nil {
 		t.Fatalf("stale checkpoint reported an error: %v", err)
+	}
+}
+
+// TestNewDeviceReadsFromCheckpoint: a new device rebuilding from a
+// checkpoint reads each entry the checkpoint keeps once, then the log from
+// the checkpoint's position on, each entry once: no entry after the
+// checkpoint before the restore (read again after it), whichever way the
+// kept entries are fetched.
+func TestNewDeviceReadsFromCheckpoint(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	a, msa := r.device("a", nil, nil)
+	a.cfg.CheckpointMin = -1
+	var ids []command.ID
+	for i := range 120 {
+		_, id := r.seal(r.spool, msg(i))
+		ids = append(ids, id)
+	}
+	r.seal(r.user, &command.Command{Kind: command.Expunge, IDs: ids[:20]})
+	syncAll(t, a)
+	_, cpPos, err := a.WriteCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := msa.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 120; i < 150; i++ {
+		r.seal(r.spool, msg(i))
+	}
+	for _, id := range ids[50:55] {
+		r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{id}})
+	}
+	syncAll(t, a)
+	head, _ := r.log.Head(ctx, "alice")
+
+	for _, batch := range []int{30, 1000} {
+		t.Run(fmt.Sprint(batch), func(t *testing.T) {
+			src := &countingSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+			c, msc := r.device(fmt.Sprintf("c%d", batch), src, nil)
+			c.cfg.BatchCount = batch
+			syncAll(t, c)
+			sameState(t, msa, msc)
+			if want := len(sn.Keep()) + int(head-cpPos); src.entries != want {
+				t.Errorf("new device read %d entries; the checkpoint at %d keeps %d and %d follow it: want %d",
+					src.entries, cpPos, len(sn.Keep()), head-cpPos, want)
+			}
+		})
 	}
 }
 

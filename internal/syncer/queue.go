@@ -160,11 +160,11 @@ func (s *Syncer) wakeUp() {
 // errWoken: a long poll ended early because changes were queued.
 var errWoken = errors.New("woken to send queued changes")
 
-// readLog is Source.ReadLog; a long poll (wait > 0) ends early, with
-// errWoken, when wakeUp is called.
-func (s *Syncer) readLog(ctx context.Context, after uint64, wait time.Duration) (spool.LogRead, error) {
+// readLog is Source.ReadLog of up to count entries; a long poll (wait > 0)
+// ends early, with errWoken, when wakeUp is called.
+func (s *Syncer) readLog(ctx context.Context, after uint64, count int, wait time.Duration) (spool.LogRead, error) {
 	if wait <= 0 {
-		return s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
+		return s.cfg.Source.ReadLog(ctx, after, count, s.cfg.BatchBytes, 0)
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -179,7 +179,7 @@ func (s *Syncer) readLog(ctx context.Context, after uint64, wait time.Duration) 
 			woke <- false
 		}
 	}()
-	lr, err := s.cfg.Source.ReadLog(rctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, wait)
+	lr, err := s.cfg.Source.ReadLog(rctx, after, count, s.cfg.BatchBytes, wait)
 	close(done)
 	if <-woke && err != nil && ctx.Err() == nil {
 		return spool.LogRead{}, errWoken

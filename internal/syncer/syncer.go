@@ -479,7 +479,15 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		return 1, lr.Head, nil
 	}
 	pos := s.Status().Position
-	lr, err := s.readLog(ctx, pos, wait)
+	count := s.cfg.BatchCount
+	if pos == 0 {
+		// A new device reads one entry first: the read says whether
+		// it rebuilds from a checkpoint, which needs only the entries
+		// the checkpoint keeps, and then reads on from the
+		// checkpoint's position; else the entry applies as a batch.
+		count = 1
+	}
+	lr, err := s.readLog(ctx, pos, count, wait)
 	if err != nil {
 		return 0, 0, err
 	}
