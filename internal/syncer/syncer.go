@@ -10,6 +10,12 @@
 //     Deliver), and applies the whole batch together with its last position in
 //     one mail store transaction. A crash at any point therefore loses nothing
 //     and applies nothing twice: the position moves only with the batch.
+//   - Opening an entry depends on its bytes alone, so the entries of a read
+//     are opened on all cores; the checks that depend on the device's state
+//     and the apply go one entry after the other, in log order. While the
+//     loop is behind the head, the next read is made and opened while the
+//     batch before it applies, and used only if the batch committed
+//     (ahead.go).
 //   - An entry that does not open (bad signature, unknown author, another
 //     user's entry, corrupt bytes) is recorded as rejected with its position
 //     and reason, in the transaction of its batch, logged, counted, and
@@ -225,6 +231,7 @@ type Syncer struct {
 	applyMu            sync.Mutex
 	wake               chan struct{} // wakeUp: changes were queued
 	noHeadSourceLogged bool          // the loop's own
+	ahead              *readAhead    // the loop's own: the next read, made while a batch applies (ahead.go)
 	firstBackoff       time.Duration // the loop's first wait after a failure
 	// sentThrough is the last position where entries this device sent may
 	// be in the log without the store having applied them: an append that
@@ -319,6 +326,7 @@ func (s *Syncer) Status() Status {
 // every RecheckPermanent; an integrity alarm stops applying but Run still
 // waits for ctx, so the daemon keeps serving reads.
 func (s *Syncer) Run(ctx context.Context) error {
+	defer s.dropAhead()
 	firstBackoff := s.firstBackoff
 	backoff := firstBackoff
 	logged := ""         // the permanent error last logged
@@ -422,6 +430,7 @@ func (e *storeError) Unwrap() error { return e.err }
 // for new entries, sends the changes queued on this device (a few rounds at
 // most), and returns the number of entries applied.
 func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
+	defer s.dropAhead()
 	total := 0
 	sends := 0
 	for {
@@ -465,8 +474,14 @@ func (s *Syncer) step(ctx context.Context) error {
 // store's position: it reads, checks the read against the chain of hashes
 // this device has applied (checkRead, integrity.go), verifies the entries
 // (verify), and applies what passed.
-func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64, error) {
+func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head uint64, err error) {
+	defer func() {
+		if err != nil {
+			s.dropAhead()
+		}
+	}()
 	if a := s.Status().Alarm; a != "" {
+		s.dropAhead()
 		// Stopped, unless a restoration explains the alarm.
 		lr, err := s.cfg.Source.ReadLog(ctx, s.Status().Position, 1, 1, 0)
 		if err == nil {
@@ -479,6 +494,12 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		return 1, lr.Head, nil
 	}
 	pos := s.Status().Position
+	ra, err := s.takeAhead(ctx, pos)
+	if err != nil {
+		return 0, 0, err
+	}
+	var lr spool.LogRead
+	var opened []opened
 	count := s.cfg.BatchCount
 	if pos == 0 {
 		// A new device reads one entry first: the read says whether
@@ -487,8 +508,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 		// checkpoint's position; else the entry applies as a batch.
 		count = 1
 	}
-	lr, err := s.readLog(ctx, pos, count, wait)
-	if err != nil {
+	if ra != nil {
+		lr, opened = ra.lr, ra.opened
+	} else if lr, err = s.readLog(ctx, pos, count, wait); err != nil {
 		return 0, 0, err
 	}
 	s.contact(lr.Head, lr.Checkpoint)
@@ -509,9 +531,17 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (int, uint64
 	if len(lr.Entries) == 0 {
 		return 0, lr.Head, nil
 	}
-	v, n, err := s.verify(ctx, pos, lr)
+	if opened == nil {
+		opened = s.openAll(lr.Entries)
+	}
+	v, n, err := s.verify(ctx, pos, lr, opened)
 	if v == nil {
 		return n, lr.Head, err
+	}
+	if v.alarm == nil && v.last == lr.Entries[len(lr.Entries)-1].Pos && v.last < lr.Head {
+		// Behind the head: read and open the next batch while this one
+		// applies.
+		s.startAhead(ctx, v.last)
 	}
 	rejected, alarm := v.rejected, v.alarm
 	var record []spool.Hash
@@ -594,7 +624,7 @@ type verified struct {
 // head hash), and notes the entries that do not open; it stops before an
 // entry that fails, and before a restoration (adopted here when it is
 // first). A nil result means readApply returns n and err at once.
-func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead) (*verified, int, error) {
+func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opened []opened) (*verified, int, error) {
 	batch := make([]mailstore.Entry, 0, len(lr.Entries))
 	var unopened []mailstore.Rejection
 	hashes := make([]spool.Hash, 0, len(lr.Entries))
@@ -603,14 +633,12 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead) (*ver
 	rejected := 0
 	misdelivered := false
 	var alarm *chain.Failure
-	// Open every entry first, so replays are looked up in one query.
-	opened := make([]*entry.Opened, len(lr.Entries))
-	openErr := make([]error, len(lr.Entries))
+	// Every entry is opened already (openAll), so replays are looked up
+	// in one query.
 	ids := make([][16]byte, 0, len(lr.Entries))
-	for i, e := range lr.Entries {
-		opened[i], openErr[i] = entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
-		if openErr[i] == nil {
-			ids = append(ids, opened[i].ID)
+	for _, op := range opened {
+		if op.err == nil {
+			ids = append(ids, op.o.ID)
 		}
 	}
 	var seenBefore map[[16]byte]uint64
@@ -626,22 +654,22 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead) (*ver
 		if f := chain.CheckNext(last, e.Pos, ErrGap); f != nil {
 			return nil, 0, s.raise(ctx, f.Pos, f.Detail)
 		}
-		if s.isRestoration(opened[i], openErr[i], e.Pos) {
+		if s.isRestoration(opened[i].o, opened[i].err, e.Pos) {
 			// Its state replaces the store's before it applies: the
 			// entries before it first, alone; then the adoption; then
 			// the entry, read again.
 			if i > 0 {
 				break
 			}
-			if !s.adoptedAt(e.Pos, opened[i]) {
-				if err := s.adoptEntry(ctx, opened[i], e.Pos); err != nil {
+			if !s.adoptedAt(e.Pos, opened[i].o) {
+				if err := s.adoptEntry(ctx, opened[i].o, e.Pos); err != nil {
 					return nil, 0, err
 				}
 				return nil, 1, nil
 			}
 		}
 		h = chain.Next(h, e.Data)
-		o, err := opened[i], openErr[i]
+		o, err := opened[i].o, opened[i].err
 		if err == nil && known {
 			if f := s.checkSeen(ctx, e.Pos, o.Cmd.Seen, pos, hashes, chainCache); f != nil {
 				alarm = f

@@ -1,0 +1,132 @@
+package syncer
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"cspool/internal/entry"
+	"cspool/internal/spool"
+)
+
+// Opening entries on all cores, and reading ahead.
+//
+// Opening an entry (decrypting it, checking its signature, decoding its
+// command) depends on its bytes alone, so it is done on every core at
+// once (openAll); everything that depends on the device's state (the
+// chain, the heads authors saw, replays, the store) is still checked one
+// entry after the other, in log order, by verify.
+//
+// While the loop is behind the spool's head, the read after a batch is
+// made, and its entries opened, while the batch applies (readAhead): the
+// next read starts where the batch ends, which verify knows before the
+// apply. The read ahead is used only by the read that asks for exactly
+// that position, after the batch committed; any other read, an error, an
+// alarm, a restore or a failed apply drops it. At most one read is in
+// flight: a read ahead that is dropped is cancelled and waited for before
+// the loop reads again. Nothing of a read ahead reaches the store until
+// the loop takes it, so a crash applies nothing twice as before: the
+// position still moves only with a committed batch.
+
+// opened is an entry after entry.Open: the command, or why it did not open.
+type opened struct {
+	o   *entry.Opened
+	err error
+}
+
+// openAll opens the entries of a read on all cores; out[i] is entries[i]'s.
+func (s *Syncer) openAll(entries []spool.Entry) []opened {
+	out := make([]opened, len(entries))
+	open := func(i int) {
+		out[i].o, out[i].err = entry.Open(entries[i].Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(entries))
+	if workers <= 1 {
+		for i := range entries {
+			open(i)
+		}
+		return out
+	}
+	// Each worker takes the next index; results land at their own index,
+	// so the order is the log's whatever each entry costs.
+	var next atomic.Int64
+	take := func() int {
+		if k := int(next.Add(1)) - 1; k < len(entries) {
+			return k
+		}
+		return -1
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for k := take(); k >= 0; k = take() {
+				open(k)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// readAhead is a read of the log after a position, with its entries
+// opened, made while the batch before it applies.
+type readAhead struct {
+	after  uint64
+	cancel context.CancelFunc
+	done   chan struct{} // closed when lr, opened and err are set
+	lr     spool.LogRead
+	opened []opened
+	err    error
+}
+
+// startAhead reads the log after pos, and opens what it read, in the
+// background. The loop alone calls it, and only with no read ahead
+// pending.
+func (s *Syncer) startAhead(ctx context.Context, after uint64) {
+	ctx, cancel := context.WithCancel(ctx)
+	ra := &readAhead{after: after, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(ra.done)
+		ra.lr, ra.err = s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
+		if ra.err == nil {
+			ra.opened = s.openAll(ra.lr.Entries)
+		}
+	}()
+	s.ahead = ra
+}
+
+// dropAhead cancels the read ahead, if any, and waits for it to end.
+func (s *Syncer) dropAhead() {
+	if ra := s.ahead; ra != nil {
+		s.ahead = nil
+		ra.cancel()
+		<-ra.done
+	}
+}
+
+// takeAhead returns the read ahead when it read after pos and succeeded;
+// otherwise it drops it and returns nil. It waits for the read to end.
+func (s *Syncer) takeAhead(ctx context.Context, pos uint64) (*readAhead, error) {
+	ra := s.ahead
+	if ra == nil {
+		return nil, nil
+	}
+	if ra.after != pos {
+		s.dropAhead()
+		return nil, nil
+	}
+	select {
+	case <-ra.done:
+	case <-ctx.Done():
+		s.dropAhead()
+		return nil, ctx.Err()
+	}
+	s.ahead = nil
+	ra.cancel()
+	if ra.err != nil {
+		// Its context may have been another call's: read again.
+		return nil, nil
+	}
+	return ra, nil
+}

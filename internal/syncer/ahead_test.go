@@ -1,0 +1,253 @@
+package syncer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+)
+
+// readCounter counts a source's reads; reads never overlap (ahead.go).
+type readCounter struct {
+	Source
+	mu       sync.Mutex
+	reads    int
+	inFlight int
+	overlap  bool
+}
+
+func (c *readCounter) ReadLog(ctx context.Context, after uint64, n int, b int64, wait time.Duration) (spool.LogRead, error) {
+	c.mu.Lock()
+	c.reads++
+	c.inFlight++
+	c.overlap = c.overlap || c.inFlight > 1
+	c.mu.Unlock()
+	defer func() { c.mu.Lock(); c.inFlight--; c.mu.Unlock() }()
+	return c.Source.ReadLog(ctx, after, n, b, wait)
+}
+
+// subjects lists the INBOX's messages by UID as "UID:Subject".
+func subjects(t *testing.T, ms *mailstore.Store) []string {
+	t.Helper()
+	_, msgs := inbox(t, ms)
+	var out []string
+	for _, m := range msgs {
+		subject, _, _ := strings.Cut(strings.TrimPrefix(string(m.Raw), "Subject: "), "\r\n")
+		out = append(out, fmt.Sprintf("%d:%s", m.UID, subject))
+	}
+	return out
+}
+
+// TestReadAheadAppliesInLogOrder syncs, a few entries per read (so every
+// read but the last is made ahead, while the batch before it applies), a
+// log whose entries take very different times to open (300 KB and 100
+// bytes), with entries that do not open and commands whose effect depends
+// on coming after the delivery they name: every entry is applied once, in
+// log order, and the state is the one the log gives.
+func TestReadAheadAppliesInLogOrder(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("0123456789abcdef"), 300<<10/16)
+	var want []string // the messages that stay, in log order
+	var junk []uint64
+	flagged := map[string]bool{}
+	entries := 0
+	for i := range 40 {
+		c := msg(i)
+		if i%3 == 0 {
+			c.Body = append(c.Body, big...)
+		}
+		_, id := r.seal(r.spool, c)
+		entries++
+		if i%5 == 1 {
+			pos, err := r.log.Append(ctx, "alice", [][]byte{[]byte(fmt.Sprintf("junk %d", i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			junk = append(junk, pos)
+			entries++
+		}
+		if i%4 == 2 {
+			r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{id}})
+			entries++
+			flagged[fmt.Sprintf("message %d", i)] = true
+		}
+		if i%7 == 3 {
+			r.seal(r.user, &command.Command{Kind: command.Expunge, IDs: []command.ID{id}})
+			entries++
+			continue
+		}
+		want = append(want, fmt.Sprintf("%d:message %d", i+1, i)) // the i-th delivery takes UID i+1
+	}
+
+	src := &readCounter{Source: StoreSource{Store: r.log, User: "alice"}}
+	var mu sync.Mutex
+	var applied []uint64
+	s, ms := r.device("a", src, func(res *mailstore.Result) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, o := range res.Outcomes {
+			applied = append(applied, o.Pos)
+		}
+	})
+	s.cfg.BatchCount = 3
+	n, err := s.SyncOnce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := r.log.Head(ctx, "alice")
+	if n != entries || s.Status().Position != head {
+		t.Fatalf("synced %d entries to position %d, want %d to %d", n, s.Status().Position, entries, head)
+	}
+	// Every position but the entries that did not open, once, in order.
+	var wantApplied []uint64
+	for p := uint64(1); p <= head; p++ {
+		if !slices.Contains(junk, p) {
+			wantApplied = append(wantApplied, p)
+		}
+	}
+	if !slices.Equal(applied, wantApplied) {
+		t.Fatalf("applied positions %v, want %v", applied, wantApplied)
+	}
+	if got := subjects(t, ms); !slices.Equal(got, want) {
+		t.Fatalf("INBOX by UID:\n%v\nwant\n%v", got, want)
+	}
+	_, msgs := inbox(t, ms)
+	for _, m := range msgs {
+		subject, _, _ := strings.Cut(strings.TrimPrefix(string(m.Raw), "Subject: "), "\r\n")
+		if got := slices.Contains(m.Flags, `\Flagged`); got != flagged[subject] {
+			t.Errorf("%s: \\Flagged is %v, want %v", subject, got, flagged[subject])
+		}
+	}
+	rej, err := ms.Rejected(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rejected []uint64
+	for _, x := range rej {
+		rejected = append(rejected, x.Pos)
+	}
+	slices.Sort(rejected)
+	if !slices.Equal(rejected, junk) {
+		t.Errorf("rejected positions %v, want %v", rejected, junk)
+	}
+	// One read per batch (the first, of one entry, tells whether there is
+	// a checkpoint), none wasted, never two at once.
+	if wantReads := 1 + (entries-1+2)/3; src.reads != wantReads || src.overlap {
+		t.Errorf("%d reads (two at once: %v), want %d one after the other", src.reads, src.overlap, wantReads)
+	}
+}
+
+// TestReadAheadStopsAtFailure: an entry k that fails a check (a replay of
+// an earlier entry) in a read made ahead stops the sync at k: the entries
+// before it are applied exactly once, none after it.
+func TestReadAheadStopsAtFailure(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	var replayed []byte
+	for i := range 10 {
+		b, _, err := entry.Seal(msg(i), r.spool, r.user.Public(), "alice", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 3 {
+			replayed = b
+		}
+		if _, err := r.log.Append(ctx, "alice", [][]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k, err := r.log.Append(ctx, "alice", [][]byte{replayed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 10; i < 20; i++ {
+		r.seal(r.spool, msg(i))
+	}
+	s, ms := r.device("a", nil, nil)
+	s.cfg.BatchCount = 3
+	if _, err := s.SyncOnce(ctx); !errors.Is(err, ErrIntegrity) {
+		t.Fatalf("SyncOnce returned %v, want an integrity alarm", err)
+	}
+	st := s.Status()
+	if st.Position != k-1 || st.Applied != int(k-1) || !strings.Contains(st.Alarm, fmt.Sprint(k)) {
+		t.Fatalf("stopped at position %d with %d applied, alarm %q; want position %d, %d applied, an alarm at %d",
+			st.Position, st.Applied, st.Alarm, k-1, k-1, k)
+	}
+	var want []string
+	for i := range 10 {
+		want = append(want, fmt.Sprintf("%d:message %d", i+1, i))
+	}
+	if got := subjects(t, ms); !slices.Equal(got, want) {
+		t.Fatalf("INBOX by UID:\n%v\nwant\n%v", got, want)
+	}
+}
+
+// TestReadAheadStoppedMidway: a loop stopped while a read ahead is under
+// way (the daemon shut down after a batch) leaves the store at that batch;
+// a new loop on the same database applies the rest, each entry once.
+func TestReadAheadStoppedMidway(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	const n = 30
+	for i := range n {
+		r.seal(r.spool, msg(i))
+	}
+	path := filepath.Join(r.dir, "a.db")
+	ms, err := mailstore.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithTimeout(ctx, time.Minute) // stopped after the third batch, else a failure
+	defer stop()
+	batches := 0
+	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: StoreSource{Store: r.log, User: "alice"},
+		Store: ms, BatchCount: 4, Wait: time.Second, OnApplied: func(*mailstore.Result) {
+			if batches++; batches == 3 {
+				stop()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Run(runCtx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v, want context.Canceled", err)
+	}
+	if p := s.Status().Position; p != 9 {
+		t.Fatalf("stopped at position %d, want 9 (a first read of one entry, then two of 4)", p)
+	}
+	if err := ms.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ms, err = mailstore.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ms.Close()
+	s, err = New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: StoreSource{Store: r.log, User: "alice"},
+		Store: ms, BatchCount: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("%d:message %d", i+1, i))
+	}
+	if got := subjects(t, ms); !slices.Equal(got, want) {
+		t.Fatalf("INBOX by UID:\n%v\nwant\n%v", got, want)
+	}
+}
