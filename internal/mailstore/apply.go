@@ -43,10 +43,11 @@ type applier struct {
 	inbox *mailboxRow
 
 	// per entry
-	pos     uint64
-	entry   command.ID
-	out     *Outcome
-	changes []Change
+	pos      uint64
+	entry    command.ID
+	out      *Outcome
+	changes  []Change
+	prepared *Prepared // the entry's, if made before Apply
 }
 
 // Apply applies entries in order and records newPos as the last applied
@@ -198,7 +199,7 @@ func (a *applier) apply(e Entry) (Outcome, []Change, error) {
 	if _, err := a.ExecContext(a.ctx, "SAVEPOINT entry"); err != nil {
 		return out, nil, fmt.Errorf("savepoint: %w", err)
 	}
-	a.pos, a.entry, a.out, a.changes = e.Pos, e.ID, &out, nil
+	a.pos, a.entry, a.out, a.changes, a.prepared = e.Pos, e.ID, &out, nil, e.Prepared
 	err = a.dispatch(e.Cmd)
 	if errors.As(err, &rej) {
 		for _, q := range []string{"ROLLBACK TO entry", "RELEASE entry"} {

@@ -83,15 +83,21 @@ func (a *applier) resolve(id command.ID, name string) (*mailboxRow, error) {
 // storeBody stores b once: a body already stored (same SHA-256) gains a
 // reference; a new one is parsed and inserted.
 func (a *applier) storeBody(b []byte) (int64, error) {
-	digest := sha256.Sum256(b)
+	var digest [sha256.Size]byte
+	var p parsedMessage
+	if prep := a.prepared.of(b); prep != nil {
+		digest, p = prep.digest, prep.parsed
+	} else {
+		digest = sha256.Sum256(b)
+		var err error
+		if p, err = parseMessage(b); err != nil {
+			return 0, err
+		}
+	}
 	var bid int64
 	// Most bodies are new: inserted in one statement, which inserts
 	// nothing (and returns no row) when the digest is stored already.
-	p, err := parseMessage(b)
-	if err != nil {
-		return 0, err
-	}
-	err = a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, envelope_wire, structure_wire)
+	err := a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, envelope_wire, structure_wire)
 		VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING bid`,
 		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos),
 		nullBlob(p.envelopeWire), nullBlob(p.structureWire)).Scan(&bid)

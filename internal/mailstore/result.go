@@ -32,6 +32,8 @@ type Entry struct {
 	ID     command.ID // the entry's unique id
 	Author Author
 	Cmd    *command.Command
+	// Prepared, if set, is Prepare(Cmd), made before Apply.
+	Prepared *Prepared
 }
 
 // Reason says why an entry was rejected. The values are stored.

@@ -7,14 +7,16 @@ import (
 	"sync/atomic"
 
 	"cspool/internal/entry"
+	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 )
 
 // Opening entries on all cores, and reading ahead.
 //
 // Opening an entry (decrypting it, checking its signature, decoding its
-// command) depends on its bytes alone, so it is done on every core at
-// once (openAll); everything that depends on the device's state (the
+// command, and hashing and parsing the message it carries for the apply)
+// depends on its bytes alone, so it is done on every core at once
+// (openAll); everything that depends on the device's state (the
 // chain, the heads authors saw, replays, the store) is still checked one
 // entry after the other, in log order, by verify.
 //
@@ -29,10 +31,12 @@ import (
 // the loop takes it, so a crash applies nothing twice as before: the
 // position still moves only with a committed batch.
 
-// opened is an entry after entry.Open: the command, or why it did not open.
+// opened is an entry after entry.Open: the command, or why it did not
+// open, and the work on its message that Apply would do (mailstore.Prepare).
 type opened struct {
-	o   *entry.Opened
-	err error
+	o    *entry.Opened
+	err  error
+	prep *mailstore.Prepared
 }
 
 // openAll opens the entries of a read on all cores; out[i] is entries[i]'s.
@@ -40,6 +44,9 @@ func (s *Syncer) openAll(entries []spool.Entry) []opened {
 	out := make([]opened, len(entries))
 	open := func(i int) {
 		out[i].o, out[i].err = entry.Open(entries[i].Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+		if out[i].err == nil {
+			out[i].prep = mailstore.Prepare(out[i].o.Cmd)
+		}
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(entries))
 	if workers <= 1 {

@@ -706,7 +706,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 		if !o.Author.Equal(s.cfg.UserKey.Public()) {
 			author = mailstore.AuthorSpool
 		}
-		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd})
+		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd, Prepared: opened[i].prep})
 	}
 	if alarm == nil && lr.Chained && known && last == lr.Head {
 		if f := chain.CheckHeadHash(last, h, lr.HeadHash); f != nil {
