@@ -14,12 +14,14 @@
 #     and the reads of 2' at BIG messages, Dovecot holding the same ones.
 #
 #   N=10000 BIG=100000 RUNS=5 bash bench/imap.sh
+#   N=10000 SYNC_ONLY=1 bash bench/imap.sh    # 1 and 1' alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/dovecot.sh
 N=${N:-10000}
 BIG=${BIG:-100000}
 RUNS=${RUNS:-5}
+SYNC_ONLY=${SYNC_ONLY:-0}
 READS=("(ENVELOPE FLAGS)" "(ENVELOPE)" "(FLAGS)" "(BODYSTRUCTURE)" "(RFC822.SIZE)" "(UID)")
 work=$(mktemp -d /tmp/cspool-bench-imap.XXXXXX)
 chmod 755 "$work"
@@ -40,10 +42,12 @@ $C gen-keys spool.sec spool.pub >/dev/null
 echo "alice $(grep -v '^#' user.pub)" >users
 ./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$N" >/dev/null
 $C server --spool-dir spool --users users --spool-key spool.sec --port 24999 2>server.log &
-pids+=($!)
+spid=$!
+pids+=($spid)
 for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/24999) 2>/dev/null && break; sleep 0.1; done
 
 rss() { awk '/VmHWM/ {print $2/1024}' "/proc/$1/status"; }
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 cur() { awk '/VmRSS/ {print $2/1024}' "/proc/$1/status"; }
 
 # cs_start DB PORT LOG: start the daemon on DB (its pid in cs_pid).
@@ -85,6 +89,7 @@ PY
 }
 
 # 1. cspool first sync.
+server_cpu0=$(cpu $spid)
 t0=$(date +%s.%N)
 cs_start device.db 24143 device.log
 dpid=$cs_pid
@@ -92,6 +97,7 @@ $IB waitcount 127.0.0.1 24143 alice pw "$N" 600 >wait.json
 t1=$(date +%s.%N)
 cs_sync=$(python3 -c "print('%.2f' % ($t1 - $t0))")
 cs_rss=$(rss $dpid)
+echo "first sync: daemon CPU $(cpu $dpid) s, spool server CPU $(python3 -c "print(round($(cpu $spid) - $server_cpu0, 2))") s, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 cs_fetch=$($IB fetch 127.0.0.1 24143 alice pw quarterly)
 
 # 1'. mbsync from Dovecot.
@@ -141,6 +147,9 @@ print(f"first sync of {n} messages: cspool {cs_sync} s (peak RSS {float(cs_rss):
 print(f"FETCH 1:* (ENVELOPE FLAGS): cspool {cf['fetch_seconds']} s, Dovecot {df['fetch_seconds']} s, ratio {cf['fetch_seconds']/max(df['fetch_seconds'],1e-3):.2f} ({cf['fetched']} / {df['fetched']} messages)")
 print(f"SEARCH BODY: cspool {cf['search_seconds']} s, Dovecot {df['search_seconds']} s, ratio {cf['search_seconds']/max(df['search_seconds'],1e-3):.2f} ({cf['search_hits']} / {df['search_hits']} hits)")
 PY
+
+echo "load average at the end of 1': $(cut -d' ' -f1-3 /proc/loadavg)"
+[ "$SYNC_ONLY" = 1 ] && exit 0
 
 # 2'. Every read figure, cold and warm.
 reads "$N" "$N" device.db 24143
