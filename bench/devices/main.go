@@ -17,7 +17,11 @@
 // from one server process to the other.
 //
 // Every phase is bounded in time; the run fails if a device cannot
-// connect or a push is not seen within a minute.
+// connect or a push is not seen within a minute. The idle window should be
+// at least --wait long, or it may see none of the renewals that are the
+// idle load. Each device holds a connection, so the program raises its
+// open-file limit (RLIMIT_NOFILE) to the hard limit, which the servers it
+// starts inherit, and refuses to run when that is below --users + 1,000.
 //
 //	go run ./bench/devices --cspool /tmp/cspool --users 10000 --idle 60s
 //	go run ./bench/devices --cspool /tmp/cspool --users 10000 --store postgres --servers 2
@@ -43,6 +47,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -115,6 +120,8 @@ type result struct {
 	DeviceErrors             map[string]int64
 	LoadAverage              string
 	PushFromDataEndP99ms     float64
+	PushCrossP99ms           float64 // two servers: pushes to devices of the second server
+	PushSameP99ms            float64 // two servers: pushes to devices of the first
 	ServerThreads            []int
 	ServerRSSPerDeviceKB     []float64
 	ServerRSSBeforeDevicesMB []float64
@@ -126,6 +133,12 @@ func run(c config) error {
 	}
 	if c.servers < 1 || c.servers > 2 {
 		return errors.New("--servers must be 1 or 2")
+	}
+	if err := raiseFileLimit(uint64(c.users) + 1000); err != nil {
+		return err
+	}
+	if c.idle < c.wait {
+		fmt.Fprintf(os.Stderr, "devices: --idle %s is shorter than --wait %s: the window may miss the renewals\n", c.idle, c.wait)
 	}
 	work := c.work
 	if work != "" {
@@ -202,7 +215,7 @@ func run(c config) error {
 		if err != nil {
 			return err
 		}
-		d := &device{name: inst.names[i], client: cl, got: make(chan time.Time, 1)}
+		d := &device{name: inst.names[i], server: i % c.servers, client: cl, got: make(chan time.Time, 1)}
 		devs[i] = d
 		delay := time.Duration(int64(c.ramp) * int64(i) / int64(c.users))
 		go d.run(ctx, delay, c.wait, &requests, &ready, countErr)
@@ -247,7 +260,7 @@ func run(c config) error {
 	res.IdleSeconds = c.idle.Seconds()
 
 	// 5. Pushes through the first server's LMTP.
-	fromAck, fromEnd, err := push(c, srvs[0].lmtp, devs)
+	fromAck, fromEnd, cross, err := push(c, srvs[0].lmtp, devs)
 	errs.Range(func(k, v any) bool {
 		res.DeviceErrors[k.(string)] = v.(*atomic.Int64).Load()
 		return true
@@ -258,6 +271,17 @@ func run(c config) error {
 	res.Pushes = len(fromAck)
 	res.PushP50ms, res.PushP99ms, res.PushMaxms = pct(fromAck, 50), pct(fromAck, 99), pct(fromAck, 100)
 	res.PushFromDataEndP99ms = pct(fromEnd, 99)
+	if c.servers > 1 {
+		var same, other []time.Duration
+		for i, d := range fromAck {
+			if cross[i] {
+				other = append(other, d)
+			} else {
+				same = append(same, d)
+			}
+		}
+		res.PushSameP99ms, res.PushCrossP99ms = pct(same, 99), pct(other, 99)
+	}
 	for _, s := range srvs {
 		res.ServerPeakMB = append(res.ServerPeakMB, rssMB(s.pid(), "VmHWM"))
 	}
@@ -287,6 +311,9 @@ func report(r result) {
 	}
 	fmt.Printf("push, LMTP 250 -> the device's read returns: %d deliveries, p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 from the end of DATA: %.1f ms)\n",
 		r.Pushes, r.PushP50ms, r.PushP99ms, r.PushMaxms, r.PushFromDataEndP99ms)
+	if r.Servers > 1 {
+		fmt.Printf("push p99 to devices of the server that took the delivery %.1f ms, of the other server %.1f ms\n", r.PushSameP99ms, r.PushCrossP99ms)
+	}
 	if len(r.DeviceErrors) > 0 {
 		fmt.Printf("device errors: %v\n", r.DeviceErrors)
 	}
@@ -475,6 +502,7 @@ func startServer(c config, in *install, work string, i int) (*server, error) {
 // device is one user's device after its first sync: it long-polls its log.
 type device struct {
 	name   string
+	server int // index of the server it reads from
 	client *api.Client
 	got    chan time.Time // when a read returned new entries (latest only)
 }
@@ -543,16 +571,17 @@ func errKind(err error) string {
 
 // push delivers c.pushes messages over LMTP, each to a random device, and
 // returns the latencies from the 250 and from the end of DATA to the
-// device's read returning it.
-func push(c config, addr string, devs []*device) (fromAck, fromEnd []time.Duration, err error) {
+// device's read returning it, and for each whether the device reads from
+// another server than the one delivered to (the first).
+func push(c config, addr string, devs []*device) (fromAck, fromEnd []time.Duration, cross []bool, err error) {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	lc := smtp.NewClientLMTP(conn)
 	defer lc.Close()
 	if err := lc.Hello("devices.example.org"); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	body := "From: push@example.org\r\nSubject: push\r\n\r\n" + strings.Repeat("x", 1000) + "\r\n"
 	deadline := time.Now().Add(time.Duration(c.pushes)*(c.pushEvery+time.Second) + time.Minute)
@@ -564,33 +593,34 @@ func push(c config, addr string, devs []*device) (fromAck, fromEnd []time.Durati
 		default:
 		}
 		if err := lc.Mail("push@example.org", nil); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := lc.Rcpt(d.name+"@example.org", nil); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		w, err := lc.Data()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if _, err := io.WriteString(w, body); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		end := time.Now()
 		if _, err := w.CloseWithLMTPResponse(); err != nil {
-			return nil, nil, fmt.Errorf("delivery %d: %w", i, err)
+			return nil, nil, nil, fmt.Errorf("delivery %d: %w", i, err)
 		}
 		ack := time.Now()
 		select {
 		case got := <-d.got:
 			fromAck = append(fromAck, max(0, got.Sub(ack)))
 			fromEnd = append(fromEnd, got.Sub(end))
+			cross = append(cross, d.server != 0)
 		case <-time.After(time.Minute):
-			return nil, nil, fmt.Errorf("delivery %d to %s not pushed within a minute", i, d.name)
+			return nil, nil, nil, fmt.Errorf("delivery %d to %s not pushed within a minute", i, d.name)
 		}
 		time.Sleep(c.pushEvery)
 	}
-	return fromAck, fromEnd, lc.Quit()
+	return fromAck, fromEnd, cross, lc.Quit()
 }
 
 func pct(ds []time.Duration, p int) float64 {
@@ -667,4 +697,24 @@ func statusKB(pid int, field string) float64 {
 		}
 	}
 	return 0
+}
+
+// raiseFileLimit raises the soft limit of open files to the hard limit and
+// fails if that is below need: every device holds a connection here and in
+// a server, which inherits the limit.
+func raiseFileLimit(need uint64) error {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return fmt.Errorf("reading the open-file limit: %w", err)
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			return fmt.Errorf("raising the open-file limit to %d: %w", l.Max, err)
+		}
+	}
+	if l.Cur < need {
+		return fmt.Errorf("open-file limit %d (hard) is below the %d this run needs: raise it (ulimit -Hn as root) or use fewer --users", l.Cur, need)
+	}
+	return nil
 }
