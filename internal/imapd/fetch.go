@@ -83,7 +83,13 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	}
 	var line []byte
 	var writeErr error
-	err = s.store().Fetch(ctx, sel.mb.id, span, want, func(m *mailstore.Message) error {
+	// A FETCH written here reads its rows through the driver itself, each
+	// Message only until the next.
+	fetch := s.store().Fetch
+	if direct {
+		fetch = s.store().FetchForms
+	}
+	err = fetch(ctx, sel.mb.id, span, want, func(m *mailstore.Message) error {
 		r, ok := findRef(refs, m.UID)
 		if !ok {
 			return nil

@@ -97,10 +97,9 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	var bid int64
 	// Most bodies are new: inserted in one statement, which inserts
 	// nothing (and returns no row) when the digest is stored already.
-	err := a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, envelope_wire, structure_wire)
-		VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING bid`,
-		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos),
-		nullBlob(p.envelopeWire), nullBlob(p.structureWire)).Scan(&bid)
+	err := a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin)
+		VALUES (?, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING bid`,
+		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos)).Scan(&bid)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Stored already: one more reference. A body whose origin is
 		// unknown (a rebase's, restoration.go) takes this entry's
@@ -113,6 +112,10 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 		return bid, nil
 	}
 	if err != nil {
+		return 0, fmt.Errorf("storing body: %w", err)
+	}
+	if _, err := a.ExecContext(a.ctx, "INSERT INTO forms (bid, envelope, structure) VALUES (?, ?, ?)",
+		bid, nullBlob(p.envelopeWire), nullBlob(p.structureWire)); err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
 	if b == nil {

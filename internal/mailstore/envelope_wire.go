@@ -264,12 +264,12 @@ func (w *wireWriter) addresses(l []imap.Address) {
 }
 
 // fillWireForms gives the bodies of a database from before schema version
-// 10 the IMAP forms apply gives a body now, in batches of bodies. The
-// migration that brings such a database up to date runs it, once, in its
-// own transaction; a body whose envelope or structure has no form keeps
-// NULL there.
+// 10 the IMAP forms apply gives a body now (table forms), in batches of
+// bodies. The migration that brings such a database up to date runs it,
+// once, in its own transaction; a body whose envelope or structure has no
+// form keeps NULL there.
 func fillWireForms(ctx context.Context, tx *sql.Tx) error {
-	update, err := tx.PrepareContext(ctx, "UPDATE bodies SET envelope_wire = ?, structure_wire = ? WHERE bid = ?")
+	update, err := tx.PrepareContext(ctx, "INSERT OR REPLACE INTO forms (envelope, structure, bid) VALUES (?, ?, ?)")
 	if err != nil {
 		return fmt.Errorf("filling the IMAP forms: %w", err)
 	}
@@ -279,8 +279,8 @@ func fillWireForms(ctx context.Context, tx *sql.Tx) error {
 		env, bs []byte
 	}
 	for after := int64(0); ; {
-		rows, err := tx.QueryContext(ctx, `SELECT bid, envelope, structure FROM bodies
-			WHERE bid > ? AND (envelope_wire IS NULL OR structure_wire IS NULL) ORDER BY bid LIMIT 1000`, after)
+		rows, err := tx.QueryContext(ctx, `SELECT b.bid, b.envelope, b.structure FROM bodies b LEFT JOIN forms f ON f.bid = b.bid
+			WHERE b.bid > ? AND (f.envelope IS NULL OR f.structure IS NULL) ORDER BY b.bid LIMIT 1000`, after)
 		if err != nil {
 			return fmt.Errorf("filling the IMAP forms: %w", err)
 		}

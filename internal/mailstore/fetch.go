@@ -3,12 +3,14 @@ package mailstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/ncruces/go-sqlite3"
 
 	"cspool/internal/command"
 )
@@ -32,7 +34,8 @@ const (
 	WantStructureWire
 	// WantMetadataOnly: the metadata alone, read from the messages table
 	// without the bodies': HeaderLen and Parse are left zero. Not with
-	// the bits above.
+	// the bits above. (With the two bits above alone, HeaderLen and
+	// Parse are left zero too.)
 	WantMetadataOnly
 )
 
@@ -83,8 +86,16 @@ func fetchQuery(want Want) string {
 	if want&WantMetadataOnly != 0 {
 		return "SELECT " + messageColumns + ", m.body, 0, 0" + messageFrom
 	}
+	// The stored forms are in forms, one narrow row per body: a FETCH
+	// asking for them alone reads no bodies row (HeaderLen and Parse are
+	// left zero), but for a body lacking a form.
+	bodies := want&(WantEnvelope|WantStructure|WantHeader|WantRaw) != 0
 	var b strings.Builder
-	b.WriteString("SELECT " + messageColumns + ", b.bid, b.header_len, b.parsed")
+	if bodies {
+		b.WriteString("SELECT " + messageColumns + ", b.bid, b.header_len, b.parsed")
+	} else {
+		b.WriteString("SELECT " + messageColumns + ", m.body, 0, 0")
+	}
 	if want&WantEnvelope != 0 {
 		b.WriteString(", b.envelope")
 	}
@@ -97,23 +108,35 @@ func fetchQuery(want Want) string {
 	if want&WantRaw != 0 {
 		b.WriteString(", (SELECT data FROM blobs WHERE bid = b.bid)")
 	}
-	// The stored forms of the envelope and the structure come only where
-	// a form asked for is missing.
+	// The decoded envelope and structure come only where a form asked
+	// for is missing.
 	var missing []string
 	if want&WantEnvelopeWire != 0 {
-		missing = append(missing, "b.envelope_wire IS NULL")
+		missing = append(missing, "f.envelope IS NULL")
 	}
 	if want&WantStructureWire != 0 {
-		missing = append(missing, "b.structure_wire IS NULL")
+		missing = append(missing, "f.structure IS NULL")
 	}
 	cond := strings.Join(missing, " OR ")
+	decoded := func(col string) string {
+		if bodies {
+			return "b." + col
+		}
+		return "(SELECT " + col + " FROM bodies WHERE bid = m.body)"
+	}
 	if want&WantEnvelopeWire != 0 {
-		b.WriteString(", b.envelope_wire, iif(" + cond + ", b.envelope, NULL)")
+		b.WriteString(", f.envelope, iif(" + cond + ", " + decoded("envelope") + ", NULL)")
 	}
 	if want&WantStructureWire != 0 {
-		b.WriteString(", b.structure_wire, iif(" + cond + ", b.structure, NULL)")
+		b.WriteString(", f.structure, iif(" + cond + ", " + decoded("structure") + ", NULL)")
 	}
-	b.WriteString(messageFrom + "JOIN bodies b ON b.bid = m.body ")
+	b.WriteString(messageFrom)
+	if bodies {
+		b.WriteString("JOIN bodies b ON b.bid = m.body ")
+	}
+	if want&(WantEnvelopeWire|WantStructureWire) != 0 {
+		b.WriteString("LEFT JOIN forms f ON f.bid = m.body ")
+	}
 	return b.String()
 }
 
@@ -349,4 +372,204 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel sel
 		return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 	}
 	return nil
+}
+
+// FetchForms is Fetch for a FETCH the IMAP session writes itself: want
+// holds only WantEnvelopeWire, WantStructureWire or WantMetadataOnly. The
+// rows are read through the SQLite driver itself, not database/sql, and
+// one Message serves every row: it and its slices are fn's only until fn
+// returns (a row without a system flag's keywords costs no allocation).
+// LoadRaw reads the current state, not the snapshot.
+func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids imap.UIDSet, want Want, fn func(*Message) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	if want&^(WantEnvelopeWire|WantStructureWire|WantMetadataOnly) != 0 || want == 0 {
+		return fmt.Errorf("reading mailbox %s: FetchForms cannot load %#b", mailbox, want)
+	}
+	if len(uids) == 0 {
+		return nil
+	}
+	conn, err := s.rdb.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
+	}
+	defer conn.Close()
+	var fnErr error
+	err = conn.Raw(func(dc any) error {
+		rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
+		if !ok {
+			return fmt.Errorf("the driver's connection %T gives no SQLite connection", dc)
+		}
+		c := rc.Raw()
+		// One read transaction: the mailbox, its last UID and the rows
+		// are of one snapshot. It ends whatever happened, ctx done too,
+		// or the connection is not used again.
+		if err := c.Exec("BEGIN"); err != nil {
+			return err
+		}
+		old := c.SetInterrupt(ctx)
+		fnErr = s.fetchForms(c, mailbox, uids, want, fn)
+		c.SetInterrupt(old)
+		if err := c.Exec("ROLLBACK"); err != nil {
+			return errors.Join(driver.ErrBadConn, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
+	}
+	return fnErr
+}
+
+// formsQuery reads what FetchForms gives, in UID order: the UID, the
+// flags, the date, the size, the body, the id, the modseq, and then the
+// forms of want (both NULL where one asked for is missing) and the
+// decoded values where one is.
+func formsQuery(want Want) string {
+	var b strings.Builder
+	b.WriteString("SELECT m.uid, m.flags, m.keywords, m.date, m.size, m.body, m.id, m.modseq")
+	if want&(WantEnvelopeWire|WantStructureWire) != 0 {
+		var missing []string
+		if want&WantEnvelopeWire != 0 {
+			missing = append(missing, "f.envelope IS NULL")
+		}
+		if want&WantStructureWire != 0 {
+			missing = append(missing, "f.structure IS NULL")
+		}
+		cond := strings.Join(missing, " OR ")
+		b.WriteString(", iif(" + cond + ", NULL, f.envelope), iif(" + cond + ", NULL, f.structure)")
+		b.WriteString(", iif(" + cond + ", (SELECT envelope FROM bodies WHERE bid = m.body), NULL)")
+		b.WriteString(", iif(" + cond + ", (SELECT structure FROM bodies WHERE bid = m.body), NULL)")
+		b.WriteString(" FROM messages m LEFT JOIN forms f ON f.bid = m.body")
+	} else {
+		b.WriteString(" FROM messages m")
+	}
+	b.WriteString(" WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?1) AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid")
+	return b.String()
+}
+
+// systemFlagLists holds, for every set of system flag bits, its flags in
+// output order; the lists are shared and never written.
+var systemFlagLists = func() (out [32][]string) {
+	for bits := range out {
+		out[bits] = flagSet{bits: uint8(bits)}.list()
+	}
+	return out
+}()
+
+func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet, want Want, fn func(*Message) error) error {
+	wrap := func(err error) error { return fmt.Errorf("reading mailbox %s: %w", mailbox, err) }
+	st, _, err := c.Prepare("SELECT mid, (SELECT coalesce(max(uid), 0) FROM messages WHERE mailbox = mid) FROM mailboxes WHERE id = ?")
+	if err != nil {
+		return wrap(err)
+	}
+	if err := st.BindBlob(1, mailbox[:]); err != nil {
+		st.Close()
+		return wrap(err)
+	}
+	if !st.Step() {
+		err := st.Err()
+		st.Close()
+		if err != nil {
+			return wrap(err)
+		}
+		return wrap(ErrNoMailbox)
+	}
+	last := imap.UID(st.ColumnInt64(1))
+	if err := st.Close(); err != nil {
+		return wrap(err)
+	}
+	lo, hi, in := uidRanges(uids, last)
+	rows, _, err := c.Prepare(formsQuery(want))
+	if err != nil {
+		return wrap(err)
+	}
+	defer rows.Close()
+	if err := errors.Join(rows.BindBlob(1, mailbox[:]), rows.BindInt64(2, int64(lo)), rows.BindInt64(3, int64(hi))); err != nil {
+		return wrap(err)
+	}
+	forms := want&(WantEnvelopeWire|WantStructureWire) != 0
+	var m Message
+	mb := mailbox
+	for rows.Step() {
+		uid := imap.UID(rows.ColumnInt64(0))
+		if !in(uid) {
+			continue
+		}
+		m = Message{Mailbox: mb, UID: uid, InternalDate: time.UnixMilli(rows.ColumnInt64(3)), Size: rows.ColumnInt64(4),
+			ModSeq: uint64(rows.ColumnInt64(7)), bodyID: rows.ColumnInt64(5), loader: s.rdb}
+		copy(m.ID[:], rows.ColumnRawBlob(6))
+		bits := uint8(rows.ColumnInt64(1))
+		if kw := rows.ColumnRawText(2); len(kw) > 0 {
+			m.Flags = flagSet{bits: bits, keywords: decodeKeywords(string(kw))}.list()
+		} else {
+			m.Flags = systemFlagLists[bits&31]
+			if bits > 31 {
+				m.Flags = flagSet{bits: bits}.list()
+			}
+		}
+		if forms {
+			if rows.ColumnType(8) != sqlite3.NULL || rows.ColumnType(9) != sqlite3.NULL {
+				m.EnvelopeWire, m.StructureWire = rawForm(rows, 8, want&WantEnvelopeWire), rawForm(rows, 9, want&WantStructureWire)
+			} else {
+				if want&WantEnvelopeWire != 0 {
+					if m.Envelope, err = decodeEnvelope(rows.ColumnRawBlob(10)); err != nil {
+						return wrap(err)
+					}
+				}
+				if want&WantStructureWire != 0 {
+					if m.BodyStructure, err = decodeStructure(rows.ColumnRawBlob(11)); err != nil {
+						return wrap(err)
+					}
+				}
+			}
+		}
+		if err := fn(&m); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// rawForm is column col of the row when want is set: SQLite's bytes, valid
+// until the next step.
+func rawForm(st *sqlite3.Stmt, col int, want Want) []byte {
+	if want == 0 {
+		return nil
+	}
+	return st.ColumnRawBlob(col)
+}
+
+// uidRanges resolves * (0) in uids to last and returns the span of the
+// ranges and an exact filter.
+func uidRanges(uids imap.UIDSet, last imap.UID) (lo, hi imap.UID, in func(imap.UID) bool) {
+	ranges := make([][2]imap.UID, len(uids))
+	lo, hi = imap.UID(^uint32(0)), imap.UID(0)
+	for i, r := range uids {
+		start, stop := r.Start, r.Stop
+		if start == 0 {
+			start = last
+		}
+		if stop == 0 {
+			stop = last
+		}
+		if start > stop {
+			start, stop = stop, start
+		}
+		ranges[i] = [2]imap.UID{start, stop}
+		lo, hi = min(lo, start), max(hi, stop)
+	}
+	in = func(uid imap.UID) bool {
+		for _, r := range ranges {
+			if uid >= r[0] && uid <= r[1] {
+				return true
+			}
+		}
+		return false
+	}
+	return lo, hi, in
 }

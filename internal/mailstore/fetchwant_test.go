@@ -1,12 +1,19 @@
 package mailstore
 
 import (
+	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
 )
 
 // TestFetchWantEnvelopeWireAndMetadataOnly: WantEnvelopeWire gives the
@@ -91,7 +98,7 @@ func TestSchema10FillsWireForms(t *testing.T) {
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("old"))), l.spool(deliverCmd("From: J\xc3\xbcrgen <j\xc3\xbc@z.org>\r\nSubject: s\r\n\r\nx\r\n")))
 	ctx := t.Context()
 	forms := func(s *Store) (out []string) {
-		rows, err := s.rdb.QueryContext(ctx, "SELECT quote(envelope_wire), quote(structure_wire) FROM bodies ORDER BY bid")
+		rows, err := s.rdb.QueryContext(ctx, "SELECT quote(f.envelope), quote(f.structure) FROM bodies b LEFT JOIN forms f ON f.bid = b.bid ORDER BY b.bid")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -121,5 +128,162 @@ func TestSchema10FillsWireForms(t *testing.T) {
 	defer s.Close()
 	if got := forms(s); !reflect.DeepEqual(got, want) {
 		t.Errorf("forms after the migration:\n got  %q\n want %q", got, want)
+	}
+}
+
+// TestSchema13MovesForms: a database of version 12, its IMAP forms in the
+// bodies rows, has them in table forms after the migration to version 13,
+// none left in bodies, and a FETCH of the forms answers as before, for a
+// body with forms and for one without an envelope form; a body stored
+// after the migration has its forms there too.
+func TestSchema13MovesForms(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mail.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("old"))), l.spool(deliverCmd("From: J\xc3\xbcrgen <j\xc3\xbc@z.org>\r\nSubject: s\r\n\r\nx\r\n")))
+	ctx := t.Context()
+	fetch := func(s *Store) (out []string) {
+		err := s.Fetch(ctx, InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire|WantStructureWire, func(m *Message) error {
+			out = append(out, fmt.Sprintf("%d %s %v | %s %v | %v %v", m.UID, m.EnvelopeWire, m.EnvelopeWire == nil,
+				m.StructureWire, m.StructureWire == nil, m.Envelope != nil, m.BodyStructure != nil))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	want := fetch(s)
+	if len(want) != 2 || !strings.Contains(want[0], `"old"`) || !strings.HasSuffix(want[1], " true |  true | true true") {
+		t.Fatalf("FETCH before: %q", want)
+	}
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 12) }); err != nil {
+		t.Fatal(err)
+	}
+	var inBodies int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM bodies WHERE envelope_wire IS NOT NULL").Scan(&inBodies); err != nil || inBodies != 1 {
+		t.Fatalf("version 12: %d bodies with an envelope form, %v; want 1", inBodies, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var version, n, envs, structs int
+	if err := s.rdb.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != SchemaVersion {
+		t.Fatalf("schema version %d after opening, %v", version, err)
+	}
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*), count(envelope), count(structure) FROM forms").Scan(&n, &envs, &structs); err != nil || n != 2 || envs != 1 || structs != 2 {
+		t.Errorf("forms after the migration: %d rows, %d envelopes, %d structures, %v; want 2, 1, 2", n, envs, structs, err)
+	}
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('bodies') WHERE name LIKE '%wire'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("bodies keeps %d form columns after the migration, %v", n, err)
+	}
+	if got := fetch(s); !reflect.DeepEqual(got, want) {
+		t.Errorf("FETCH after the migration:\n got  %q\n want %q", got, want)
+	}
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("new"))))
+	if got := fetch(s); len(got) != 3 || !strings.Contains(got[2], `"new"`) || !strings.Contains(got[2], `"text" "plain"`) {
+		t.Errorf("FETCH of a body stored after the migration: %q", got)
+	}
+}
+
+// TestFetchFormsMatchesFetch: FetchForms gives, for every want it takes
+// and every UID set, the messages Fetch gives with the same fields: forms
+// where a body has them, decoded values where one asked for is missing
+// (an 8-bit envelope), flags with keywords and without, * as the last
+// UID; a mailbox that does not exist is ErrNoMailbox, and a want it does
+// not take an error.
+func TestFetchFormsMatchesFetch(t *testing.T) {
+	s := openTest(t)
+	var l testLog
+	eight := "From: J\xc3\xbcrgen <j\xc3\xbc@z.org>\r\nSubject: s\r\n\r\nx\r\n"
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(eight)), l.spool(deliverCmd(simpleMessage("three"))),
+		l.spool(deliverCmd(simpleMessage("four"))))
+	ids := func() (out []command.ID) {
+		if err := s.Fetch(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
+			out = append(out, m.ID)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}()
+	mustApply(t, s, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, `\Flagged`, "$Work", "later"}, IDs: ids[1:3]}),
+		l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Answered`}, IDs: ids[3:]}))
+	show := func(m *Message) string {
+		env, err := json.Marshal(m.Envelope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs, err := json.Marshal(m.BodyStructure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%d %x %v %d %d %d %q %q %s %s", m.UID, m.ID, m.Flags, m.InternalDate.UnixMilli(), m.Size, m.ModSeq,
+			m.EnvelopeWire, m.StructureWire, env, bs)
+	}
+	for _, want := range []Want{WantEnvelopeWire, WantStructureWire, WantEnvelopeWire | WantStructureWire, WantMetadataOnly} {
+		for _, set := range []imap.UIDSet{{{Start: 1, Stop: 0}}, {{Start: 2, Stop: 3}}, {{Start: 4, Stop: 0}, {Start: 1, Stop: 1}}, {{Start: 9, Stop: 0}}, {{Start: 5, Stop: 9}}} {
+			var got, wantRows []string
+			if err := s.Fetch(t.Context(), InboxID(), set, want, func(m *Message) error {
+				wantRows = append(wantRows, show(m))
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.FetchForms(t.Context(), InboxID(), set, want, func(m *Message) error {
+				got = append(got, show(m))
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, wantRows) {
+				t.Errorf("want %#b, UIDs %v:\n FetchForms %q\n Fetch      %q", want, set, got, wantRows)
+			}
+			if len(wantRows) == 0 && set[0].Start != 5 {
+				t.Errorf("want %#b, UIDs %v: no messages", want, set)
+			}
+		}
+	}
+	err := s.FetchForms(t.Context(), command.ID{9}, imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire, func(*Message) error { return nil })
+	if !errors.Is(err, ErrNoMailbox) {
+		t.Errorf("FetchForms of no mailbox: %v, want ErrNoMailbox", err)
+	}
+	if err := s.FetchForms(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelope, func(*Message) error { return nil }); err == nil {
+		t.Error("FetchForms with WantEnvelope: no error")
+	}
+}
+
+// TestFetchFormsEndsItsTransaction: a FetchForms whose context ends
+// midway returns the error, and the read connection it used (the pool
+// hands the last one back first) sees what is applied after it, in its
+// next FetchForms: its read transaction ended with it.
+func TestFetchFormsEndsItsTransaction(t *testing.T) {
+	s := openTest(t)
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))))
+	ctx, cancel := context.WithCancel(t.Context())
+	err := s.FetchForms(ctx, InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire, func(*Message) error {
+		cancel()
+		return nil
+	})
+	if err == nil {
+		t.Fatal("FetchForms with its context ended midway: no error")
+	}
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("three"))))
+	for range 3 {
+		n := 0
+		if err := s.FetchForms(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire, func(*Message) error {
+			n++
+			return nil
+		}); err != nil || n != 3 {
+			t.Fatalf("FetchForms after one ended midway: %d messages, %v; want 3", n, err)
+		}
 	}
 }

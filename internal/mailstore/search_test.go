@@ -56,28 +56,27 @@ func TestTextSearchHeader(t *testing.T) {
 	}
 }
 
-// downgrade makes the database's schema version 10 (no word index, no
+// downgrade makes the database's schema version 12 (the IMAP forms in
+// bodies, no table forms), version 10 (no word index either, no
 // messages_mailbox_body), or version 8 or 7 (whose version 8 differs only
 // in what the index holds, versions 9 and 10 by a column each).
 func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
+	// The undo triggers naming the columns are made again by the
+	// migration.
 	qs := []string{
-		"DROP INDEX messages_mailbox_body",
-		"DROP TRIGGER words_grams",
-		"DROP TABLE wordgrams",
-		"DROP TABLE words",
-		"DROP TABLE ftsw",
-		"DROP TRIGGER bodies_unindex",
-		`CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
-		BEGIN
-			DELETE FROM fts WHERE rowid = OLD.bid;
-			DELETE FROM unindexed WHERE bid = OLD.bid;
-		END`,
+		"DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
+		"DROP TRIGGER undo_forms_ins", "DROP TRIGGER undo_forms_upd", "DROP TRIGGER undo_forms_del",
+		"ALTER TABLE bodies ADD COLUMN envelope_wire BLOB",
+		"ALTER TABLE bodies ADD COLUMN structure_wire BLOB",
+		`UPDATE bodies SET envelope_wire = (SELECT envelope FROM forms f WHERE f.bid = bodies.bid),
+			structure_wire = (SELECT structure FROM forms f WHERE f.bid = bodies.bid)`,
+		"DROP TABLE forms",
+	}
+	if version < 12 {
+		qs = append(qs, older...)
 	}
 	if version < 9 {
-		// The undo triggers naming the columns are made again by the
-		// migration.
-		qs = append(qs, "DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
-			"ALTER TABLE bodies DROP COLUMN envelope_wire", "ALTER TABLE bodies DROP COLUMN structure_wire")
+		qs = append(qs, "ALTER TABLE bodies DROP COLUMN envelope_wire", "ALTER TABLE bodies DROP COLUMN structure_wire")
 	}
 	for _, q := range append(qs, fmt.Sprintf("PRAGMA user_version = %d", version)) {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
@@ -85,6 +84,21 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// older are downgrade's steps from version 12 to 10.
+var older = []string{
+	"DROP INDEX messages_mailbox_body",
+	"DROP TRIGGER words_grams",
+	"DROP TABLE wordgrams",
+	"DROP TABLE words",
+	"DROP TABLE ftsw",
+	"DROP TRIGGER bodies_unindex",
+	`CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+		BEGIN
+			DELETE FROM fts WHERE rowid = OLD.bid;
+			DELETE FROM unindexed WHERE bid = OLD.bid;
+		END`,
 }
 
 // TestSchema11Reindexes: a database of schema version 10, its trigram
@@ -244,6 +258,9 @@ func TestSchema12MailboxBodyIndex(t *testing.T) {
 		t.Fatalf("IndexPending: %d left, %v", left, err)
 	}
 	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
+		if err := downgrade(ctx, tx, 12); err != nil {
+			return err
+		}
 		_, err := tx.ExecContext(ctx, "DROP INDEX messages_mailbox_body; PRAGMA user_version = 11")
 		return err
 	}); err != nil {

@@ -19,7 +19,7 @@ import (
 // compare the state after an undo with the state before, field by field).
 // The triggers take their columns from the schema, and are made again
 // whenever the schema version moves, so a column added later is covered.
-var undoTables = []string{"state", "mailboxes", "subscriptions", "keywords", "bodies", "blobs", "messages", "entries", "rejected"}
+var undoTables = []string{"state", "mailboxes", "subscriptions", "keywords", "bodies", "forms", "blobs", "messages", "entries", "rejected"}
 
 // undoKeys are extra columns of the undo row some tables fill: where a
 // message was and went (for the changes IMAP sessions must hear), and
