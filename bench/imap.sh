@@ -13,6 +13,10 @@
 #  3. the daemon's RSS with BIG messages (idle, and during a full FETCH),
 #     and the reads of 2' at BIG messages, Dovecot holding the same ones.
 #
+# The ports are PORTS (default 24140) + 3, 4 and 5, PORTS + 285 (Dovecot's
+# LMTP) and PORTS + 859 (the spool server): another benchmark may hold the
+# defaults.
+#
 #   N=10000 BIG=100000 RUNS=5 bash bench/imap.sh
 #   N=10000 SYNC_ONLY=1 bash bench/imap.sh    # 1 and 1' alone
 set -euo pipefail
@@ -21,6 +25,7 @@ source bench/lib/dovecot.sh
 N=${N:-10000}
 BIG=${BIG:-100000}
 RUNS=${RUNS:-5}
+P=${PORTS:-24140}
 SYNC_ONLY=${SYNC_ONLY:-0}
 READS=("(ENVELOPE FLAGS)" "(ENVELOPE)" "(FLAGS)" "(BODYSTRUCTURE)" "(RFC822.SIZE)" "(UID)")
 work=$(mktemp -d /tmp/cspool-bench-imap.XXXXXX)
@@ -41,10 +46,10 @@ $C gen-keys user.sec user.pub >/dev/null
 $C gen-keys spool.sec spool.pub >/dev/null
 echo "alice $(grep -v '^#' user.pub)" >users
 ./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$N" >/dev/null
-$C server --spool-dir spool --users users --spool-key spool.sec --port 24999 2>server.log &
+$C server --spool-dir spool --users users --spool-key spool.sec --port $((P + 859)) 2>server.log &
 spid=$!
 pids+=($spid)
-for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/24999) 2>/dev/null && break; sleep 0.1; done
+for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$((P + 859))) 2>/dev/null && break; sleep 0.1; done
 
 rss() { awk '/VmHWM/ {print $2/1024}' "/proc/$1/status"; }
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
@@ -53,7 +58,7 @@ cur() { awk '/VmRSS/ {print $2/1024}' "/proc/$1/status"; }
 # cs_start DB PORT LOG: start the daemon on DB (its pid in cs_pid).
 cs_start() {
 	$C imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
-		--spool-server http://127.0.0.1:24999 --db "$1" --password pw --port "$2" --status-addr '' 2>>"$3" >/dev/null &
+		--spool-server http://127.0.0.1:$((P + 859)) --db "$1" --password pw --port "$2" --status-addr '' 2>>"$3" >/dev/null &
 	cs_pid=$!
 	pids+=($cs_pid)
 }
@@ -67,11 +72,11 @@ reads() {
 		kill "$cs_pid"; wait "$cs_pid" 2>/dev/null || true
 		cs_start "$db" "$port" "$work/reads-$label.log"
 		dovecot_stop "$work/dovecot"
-		dovecot_start "$work/dovecot" 24144 24425 alice pw
+		dovecot_start "$work/dovecot" $((P + 4)) $((P + 285)) alice pw
 		$IB waitcount 127.0.0.1 "$port" alice pw "$count" 600 >/dev/null
-		$IB waitcount 127.0.0.1 24144 alice pw "$count" 600 >/dev/null
+		$IB waitcount 127.0.0.1 $((P + 4)) alice pw "$count" 600 >/dev/null
 		echo "{\"server\": \"cspool\", \"r\": $($IB reads 127.0.0.1 "$port" alice pw "$RUNS" "$item")}" >>"$out"
-		echo "{\"server\": \"dovecot\", \"r\": $($IB reads 127.0.0.1 24144 alice pw "$RUNS" "$item")}" >>"$out"
+		echo "{\"server\": \"dovecot\", \"r\": $($IB reads 127.0.0.1 $((P + 4)) alice pw "$RUNS" "$item")}" >>"$out"
 	done
 	python3 - "$out" "$label" "$RUNS" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
 import json, sys
@@ -91,17 +96,17 @@ PY
 # 1. cspool first sync.
 server_cpu0=$(cpu $spid)
 t0=$(date +%s.%N)
-cs_start device.db 24143 device.log
+cs_start device.db $((P + 3)) device.log
 dpid=$cs_pid
-$IB waitcount 127.0.0.1 24143 alice pw "$N" 600 >wait.json
+$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$N" 600 >wait.json
 t1=$(date +%s.%N)
 cs_sync=$(python3 -c "print('%.2f' % ($t1 - $t0))")
 cs_rss=$(rss $dpid)
 echo "first sync: daemon CPU $(cpu $dpid) s, spool server CPU $(python3 -c "print(round($(cpu $spid) - $server_cpu0, 2))") s, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-cs_fetch=$($IB fetch 127.0.0.1 24143 alice pw quarterly)
+cs_fetch=$($IB fetch 127.0.0.1 $((P + 3)) alice pw quarterly)
 
 # 1'. mbsync from Dovecot.
-dovecot_start "$work/dovecot" 24144 24425 alice pw
+dovecot_start "$work/dovecot" $((P + 4)) $((P + 285)) alice pw
 ./seed maildir --dir "$work/dovecot/mail/alice/Maildir" --count "$N" >/dev/null
 chown -R vmail:vmail "$work/dovecot/mail"
 doveadm -c "$work/dovecot/dovecot.conf" index -u alice INBOX 2>/dev/null || true
@@ -109,7 +114,7 @@ mkdir -p near
 cat >mbsyncrc <<RC
 IMAPAccount dove
 Host 127.0.0.1
-Port 24144
+Port $((P + 4))
 User alice
 Pass pw
 SSLType None
@@ -135,7 +140,7 @@ RC
 read mb_sync mb_rss_kb <mbsync.time
 mb_rss=$(python3 -c "print($mb_rss_kb/1024)")
 mb_count=$(ls near/INBOX/cur near/INBOX/new | grep -c , || true)
-dv_fetch=$($IB fetch 127.0.0.1 24144 alice pw quarterly)
+dv_fetch=$($IB fetch 127.0.0.1 $((P + 4)) alice pw quarterly)
 
 python3 - "$N" "$cs_sync" "$cs_rss" "$cs_fetch" "$mb_sync" "$mb_rss" "$mb_count" "$dv_fetch" <<'PY'
 import json, sys
@@ -152,7 +157,7 @@ echo "load average at the end of 1': $(cut -d' ' -f1-3 /proc/loadavg)"
 [ "$SYNC_ONLY" = 1 ] && exit 0
 
 # 2'. Every read figure, cold and warm.
-reads "$N" "$N" device.db 24143
+reads "$N" "$N" device.db $((P + 3))
 dpid=$cs_pid
 
 # 3. RSS with BIG messages (2 KB each to bound the run).
@@ -160,13 +165,13 @@ if [ "$BIG" -gt 0 ]; then
 	kill $dpid; wait $dpid 2>/dev/null || true
 	./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$((BIG - N))" --size 2048 --seed 2 >/dev/null
 	t0=$(date +%s.%N)
-	cs_start big.db 24145 big.log
+	cs_start big.db $((P + 5)) big.log
 	bpid=$cs_pid
-	$IB waitcount 127.0.0.1 24145 alice pw "$BIG" 1200 >/dev/null
+	$IB waitcount 127.0.0.1 $((P + 5)) alice pw "$BIG" 1200 >/dev/null
 	t1=$(date +%s.%N)
 	sleep 2
 	idle=$(cur $bpid)
-	$IB fetch 127.0.0.1 24145 alice pw quarterly >big-fetch.json
+	$IB fetch 127.0.0.1 $((P + 5)) alice pw quarterly >big-fetch.json
 	python3 -c "
 import json; d = json.load(open('big-fetch.json'))
 print('daemon with $BIG messages: sync %.1f s, RSS idle %.0f MB, peak (sync and full FETCH) %.0f MB; FETCH 1:* %.2f s' % ($t1 - $t0, $idle, $(rss $bpid), d['fetch_seconds']))"
@@ -174,5 +179,5 @@ print('daemon with $BIG messages: sync %.1f s, RSS idle %.0f MB, peak (sync and 
 	./seed maildir --dir "$work/dovecot/mail/alice/Maildir" --count "$((BIG - N))" --size 2048 --seed 2 --first "$N" >/dev/null
 	chown -R vmail:vmail "$work/dovecot/mail"
 	doveadm -c "$work/dovecot/dovecot.conf" index -u alice INBOX 2>/dev/null || true
-	reads "$BIG" "$BIG" big.db 24145
+	reads "$BIG" "$BIG" big.db $((P + 5))
 fi
