@@ -129,7 +129,9 @@ type LMTP struct {
 	log     *slog.Logger
 
 	// ctx is the parent of every lookup and append; cancel ends them when
-	// the listener is closed without grace.
+	// the listener is closed without grace. It is the listener's lifetime,
+	// made by NewLMTP and ended by Close: the sessions go-smtp starts have
+	// no context of their own to be handed.
 	ctx    context.Context
 	cancel context.CancelFunc
 

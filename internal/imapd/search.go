@@ -27,7 +27,7 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	view, max := sel.mb.view(sel.st)
 	ctx, cancel := s.ctx()
 	defer cancel()
-	mt := &matcher{ctx: ctx, max: max, saved: sel.searchRes, recent: s.recentSet()}
+	mt := &matcher{max: max, saved: sel.searchRes, recent: s.recentSet()}
 	if len(view) > 0 {
 		mt.lastUID = view[len(view)-1].uid
 	}
@@ -47,7 +47,7 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 			return nil
 		}
 		mt.msg, mt.seq, mt.header, mt.body, mt.text = m, r.seq, nil, nil, nil
-		ok, err := mt.match(c)
+		ok, err := mt.match(ctx, c)
 		if ok {
 			matched = append(matched, r)
 		}
@@ -232,7 +232,6 @@ func (ia indexAnswers) only(c *imap.SearchCriteria, view []ref) (refs []ref, ok 
 // matcher evaluates criteria on one message at a time, loading and
 // decoding its parts at most once.
 type matcher struct {
-	ctx     context.Context
 	max     uint32     // highest client sequence number (*)
 	lastUID imap.UID   // highest UID (*)
 	saved   []imap.UID // SEARCHRES ($)
@@ -247,7 +246,7 @@ type matcher struct {
 	text   []string          // decoded text parts, lazily
 }
 
-func (mt *matcher) match(c *imap.SearchCriteria) (bool, error) {
+func (mt *matcher) match(ctx context.Context, c *imap.SearchCriteria) (bool, error) {
 	m := mt.msg
 	for _, set := range c.SeqNum {
 		if !mt.inSeqSet(set) {
@@ -300,7 +299,7 @@ func (mt *matcher) match(c *imap.SearchCriteria) (bool, error) {
 			}
 			continue
 		}
-		if !mt.headerHas(h.Key, h.Value) {
+		if !mt.headerHas(ctx, h.Key, h.Value) {
 			return false, nil
 		}
 	}
@@ -311,7 +310,7 @@ func (mt *matcher) match(c *imap.SearchCriteria) (bool, error) {
 			}
 			continue
 		}
-		ok, err := mt.bodyHas(s)
+		ok, err := mt.bodyHas(ctx, s)
 		if err != nil || !ok {
 			return false, err
 		}
@@ -323,27 +322,27 @@ func (mt *matcher) match(c *imap.SearchCriteria) (bool, error) {
 			}
 			continue
 		}
-		if mailstore.ContainsFold(string(mt.headerBytes()), s) || mt.headerFieldsHave(s) {
+		if mailstore.ContainsFold(string(mt.headerBytes(ctx)), s) || mt.headerFieldsHave(ctx, s) {
 			continue
 		}
-		ok, err := mt.bodyHas(s)
+		ok, err := mt.bodyHas(ctx, s)
 		if err != nil || !ok {
 			return false, err
 		}
 	}
 	for i := range c.Not {
-		ok, err := mt.match(&c.Not[i])
+		ok, err := mt.match(ctx, &c.Not[i])
 		if err != nil || ok {
 			return false, err
 		}
 	}
 	for i := range c.Or {
-		ok, err := mt.match(&c.Or[i][0])
+		ok, err := mt.match(ctx, &c.Or[i][0])
 		if err != nil {
 			return false, err
 		}
 		if !ok {
-			if ok, err = mt.match(&c.Or[i][1]); err != nil || !ok {
+			if ok, err = mt.match(ctx, &c.Or[i][1]); err != nil || !ok {
 				return false, err
 			}
 		}
@@ -407,19 +406,19 @@ func msgHasFlag(flags []string, f imap.Flag) bool {
 // headerBytes returns the raw header: loaded with the message when the
 // criteria needed it, else read now (a message the index could not
 // answer for).
-func (mt *matcher) headerBytes() []byte {
+func (mt *matcher) headerBytes(ctx context.Context) []byte {
 	if mt.msg.Header != nil {
 		return mt.msg.Header
 	}
-	if raw, err := mt.rawBody(); err == nil {
+	if raw, err := mt.rawBody(ctx); err == nil {
 		mt.msg.Header = raw[:min(int(mt.msg.HeaderLen), len(raw))]
 	}
 	return mt.msg.Header
 }
 
-func (mt *matcher) parsedHeader() *textproto.Header {
+func (mt *matcher) parsedHeader(ctx context.Context) *textproto.Header {
 	if mt.header == nil {
-		h := mailstore.ParseHeader(mt.headerBytes())
+		h := mailstore.ParseHeader(mt.headerBytes(ctx))
 		mt.header = &h
 	}
 	return mt.header
@@ -428,8 +427,8 @@ func (mt *matcher) parsedHeader() *textproto.Header {
 // headerHas matches HEADER key value: a field named key whose value,
 // unfolded, raw or with RFC 2047 words decoded, contains value (any, if
 // empty).
-func (mt *matcher) headerHas(key, value string) bool {
-	h := mt.parsedHeader()
+func (mt *matcher) headerHas(ctx context.Context, key, value string) bool {
+	h := mt.parsedHeader(ctx)
 	for f := h.FieldsByKey(key); f.Next(); {
 		if value == "" {
 			return true
@@ -445,8 +444,8 @@ func (mt *matcher) headerHas(key, value string) bool {
 
 // headerFieldsHave reports whether any header field's value, unfolded,
 // raw or decoded, contains s (for TEXT, besides the raw header).
-func (mt *matcher) headerFieldsHave(s string) bool {
-	h := mt.parsedHeader()
+func (mt *matcher) headerFieldsHave(ctx context.Context, s string) bool {
+	h := mt.parsedHeader(ctx)
 	for f := h.Fields(); f.Next(); {
 		for _, t := range mailstore.HeaderFieldTexts(f.Value()) {
 			if mailstore.ContainsFold(t, s) {
@@ -457,9 +456,9 @@ func (mt *matcher) headerFieldsHave(s string) bool {
 	return false
 }
 
-func (mt *matcher) rawBody() ([]byte, error) {
+func (mt *matcher) rawBody(ctx context.Context) ([]byte, error) {
 	if mt.body == nil {
-		b, err := mt.msg.LoadRaw(mt.ctx)
+		b, err := mt.msg.LoadRaw(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -469,8 +468,8 @@ func (mt *matcher) rawBody() ([]byte, error) {
 }
 
 // bodyHas matches BODY s in the body's text (mailstore.BodyTexts).
-func (mt *matcher) bodyHas(s string) (bool, error) {
-	raw, err := mt.rawBody()
+func (mt *matcher) bodyHas(ctx context.Context, s string) (bool, error) {
+	raw, err := mt.rawBody(ctx)
 	if err != nil {
 		return false, err
 	}

@@ -183,13 +183,13 @@ func randomCriteria(r *rand.Rand, msgs []string, depth int) imap.SearchCriteria 
 // help from the index.
 func scanSearch(t *testing.T, st *mailstore.Store, mailbox *mailstore.Mailbox, c *imap.SearchCriteria) []uint32 {
 	t.Helper()
-	mt := &matcher{ctx: context.Background(), recent: func(imap.UID) bool { return false }}
+	mt := &matcher{recent: func(imap.UID) bool { return false }}
 	var out []uint32
 	seq := uint32(0)
 	err := st.Scan(context.Background(), mailbox.ID, mailstore.WantHeader|mailstore.WantEnvelope, func(m *mailstore.Message) error {
 		seq++
 		mt.msg, mt.seq, mt.header, mt.body, mt.text = m, seq, nil, nil, nil
-		ok, err := mt.match(c)
+		ok, err := mt.match(context.Background(), c)
 		if ok {
 			out = append(out, seq)
 		}

@@ -26,6 +26,8 @@ func reject(reason Reason, format string, args ...any) error {
 }
 
 // applier carries one Apply's transaction and what it has done so far.
+// It lives for one call: ctx is that call's, the one tx was begun with,
+// kept beside tx as database/sql keeps it in a Tx.
 type applier struct {
 	ctx    context.Context
 	tx     *sql.Tx

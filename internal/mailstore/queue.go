@@ -232,7 +232,8 @@ type mbVal struct {
 }
 
 // overlay is an apply's dealings with the queue, from openQueue to
-// finish.
+// finish. It lives within one apply: ctx is the apply's, the one tx was
+// begun with, kept beside tx as database/sql keeps it in a Tx.
 type overlay struct {
 	ctx       context.Context
 	tx        *sql.Tx

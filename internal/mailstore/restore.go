@@ -143,6 +143,9 @@ type oldMessage struct {
 	digest  [32]byte
 }
 
+// restorer is one Restore's transaction and what it read before it. It
+// lives for one call: ctx is that call's, the one tx was begun with, kept
+// beside tx as database/sql keeps it in a Tx.
 type restorer struct {
 	ctx   context.Context
 	tx    *sql.Tx

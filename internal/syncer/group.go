@@ -47,6 +47,10 @@ import (
 //     changed" about a change the device has queued or the log has.
 
 // submission is one Submit's entries, waiting to be appended with others.
+//
+// It is handed to whichever Submit leads the group, so it carries its
+// caller's context, as a request does: the leader sees when the caller
+// gave up, and the group's request runs until every member's is done.
 type submission struct {
 	ctx   context.Context
 	cmds  []*command.Command

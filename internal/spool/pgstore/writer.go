@@ -14,7 +14,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// appendReq is one Append call handed to the writer goroutine.
+// appendReq is one Append call handed to the writer goroutine. It carries
+// its caller's context, as a request does, so that the writer can answer
+// a call whose caller gave up (Abandoned) instead of writing it.
 type appendReq struct {
 	ctx     context.Context
 	user    string
