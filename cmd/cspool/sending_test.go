@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"cspool/internal/devicetest"
 	"cspool/internal/keys"
 	"cspool/internal/sendtest"
 )
@@ -139,7 +140,7 @@ func (r *sendingRig) sentCounts() map[string]int {
 	}
 	defer ms.Close()
 	got := map[string]int{}
-	for _, m := range sendtest.Messages(r.t, ms, "Sent") {
+	for _, m := range devicetest.Messages(r.t, ms, "Sent") {
 		got[m.Envelope.Subject]++
 	}
 	return got

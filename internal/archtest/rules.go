@@ -61,6 +61,7 @@ var Floors = []Floor{
 // imports it (the rule "test support stays out of production").
 var TestSupport = []string{
 	"cspool/internal/archtest",
+	"cspool/internal/devicetest",
 	"cspool/internal/faults",
 	"cspool/internal/hostile",
 	"cspool/internal/imapstress",

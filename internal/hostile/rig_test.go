@@ -2,34 +2,29 @@ package hostile
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"cspool/internal/api"
 	"cspool/internal/command"
+	"cspool/internal/devicetest"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/syncer"
-	"cspool/internal/userdb"
 )
 
 const user = "alice"
 
-// rig is a real spool (SQLite store behind the HTTP API on loopback) with
-// the hostile proxy in front of it.
+// rig is a real spool (SQLite store behind the HTTP API on loopback,
+// package devicetest's) with the hostile proxy in front of it.
 type rig struct {
 	t        testing.TB
+	sp       *devicetest.Spool
 	dir      string
 	userKey  *keys.SecretKey
 	spoolKey *keys.SecretKey
@@ -37,47 +32,20 @@ type rig struct {
 	upstream string
 	proxy    *Proxy
 	spool    *api.Client // the operator's own client, signing with the spool key
-	quiet    *slog.Logger
-	sent     int // deliveries so far, so that each body differs
+	sent     int         // deliveries so far, so that each body differs
 }
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	r := &rig{t: t, dir: t.TempDir(), quiet: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	sp := devicetest.NewSpool(t)
+	r := &rig{t: t, sp: sp, dir: sp.Dir, userKey: sp.UserKey, spoolKey: sp.SpoolKey, store: sp.Store}
+	r.upstream = sp.ServeAPI("127.0.0.1:0").URL()
 	var err error
-	if r.userKey, err = keys.Generate(rand.Reader); err != nil {
-		t.Fatal(err)
-	}
-	if r.spoolKey, err = keys.Generate(rand.Reader); err != nil {
-		t.Fatal(err)
-	}
-	usersFile := filepath.Join(r.dir, "users")
-	if err := os.WriteFile(usersFile, []byte(user+" "+r.userKey.Public().String()+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	users, err := userdb.Load(usersFile, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.store, err = sqlitestore.Open(filepath.Join(r.dir, "spool"), sqlitestore.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.store.Close() })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: api.NewServer(api.Config{Store: r.store, Users: users, SpoolKey: r.spoolKey.Public(), Logger: r.quiet})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	r.upstream = "http://" + ln.Addr().String()
 	if r.proxy, err = New(r.upstream, r.store, user); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.proxy.Close)
-	if r.spool, err = api.NewClient(r.upstream, user, r.spoolKey, nil); err != nil {
-		t.Fatal(err)
-	}
+	r.spool = sp.Client(r.upstream, r.spoolKey)
 	return r
 }
 
@@ -101,22 +69,9 @@ func (r *rig) device(name string) *device {
 
 func (r *rig) deviceAt(name, base string, noChecks bool) *device {
 	r.t.Helper()
-	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"))
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.t.Cleanup(func() { ms.Close() })
-	client, err := api.NewClient(base, user, r.userKey, nil)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	s, err := syncer.New(syncer.Config{User: user, UserKey: r.userKey, SpoolKey: r.spoolKey.Public(),
-		Source: client, Store: ms, Logger: r.quiet,
+	d := r.sp.Device(name, syncer.Config{Source: r.sp.Client(base, r.userKey), Logger: slog.New(slog.DiscardHandler),
 		CheckpointMin: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond, DisableIntegrity: noChecks})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return &device{name: name, base: base, s: s, ms: ms}
+	return &device{name: name, base: base, s: d.Sync, ms: d.Store}
 }
 
 // restart closes the device's mail store and starts it again on the same

@@ -18,8 +18,8 @@ var groupsMessage = "From: \"Doe, John\" <john@example.org>\r\n" +
 func TestAddressesConformance(t *testing.T) {
 	r := newRig(t)
 	d := r.device("a")
-	d.synced(r.deliver([]byte(messages["plain"])))
-	d.synced(r.deliver([]byte(groupsMessage)))
+	d.synced(r.Deliver([]byte(messages["plain"])))
+	d.synced(r.Deliver([]byte(groupsMessage)))
 	w := loginWire(t, d.addr)
 	w.ok("SELECT INBOX")
 	// go-imap puts a space between the addresses of a list, where RFC

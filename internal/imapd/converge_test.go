@@ -42,7 +42,7 @@ func TestConvergence(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := 0; i < 40; i++ {
-			r.deliver([]byte(fmt.Sprintf("From: s%d@example.org\r\nSubject: delivery %d\r\n\r\nbody %d\r\n", i, i, i)))
+			r.Deliver([]byte(fmt.Sprintf("From: s%d@example.org\r\nSubject: delivery %d\r\n\r\nbody %d\r\n", i, i, i)))
 			select {
 			case <-stop:
 				return
@@ -67,7 +67,7 @@ func TestConvergence(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	head := r.head()
+	head := r.Head()
 	for _, d := range devs {
 		d.synced(head)
 	}

@@ -49,7 +49,7 @@ func TestDirectFetchMatchesLibrary(t *testing.T) {
 	d := r.device("a")
 	var pos uint64
 	for _, m := range directCorpus {
-		pos = r.deliver([]byte(m))
+		pos = r.Deliver([]byte(m))
 	}
 	d.synced(pos)
 	ctx := t.Context()

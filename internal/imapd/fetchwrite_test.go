@@ -42,7 +42,7 @@ func TestFetchWritesInBlocks(t *testing.T) {
 	d := r.device("a")
 	var pos uint64
 	for i := range n {
-		pos = r.deliver([]byte(fmt.Sprintf("Subject: block %d\r\nFrom: a@example.org\r\n\r\nhello\r\n", i)))
+		pos = r.Deliver([]byte(fmt.Sprintf("Subject: block %d\r\nFrom: a@example.org\r\n\r\nhello\r\n", i)))
 	}
 	d.synced(pos)
 
@@ -80,7 +80,7 @@ func TestFetchWritesInBlocks(t *testing.T) {
 
 	// A new message arrives: the next command's EXISTS goes through the
 	// framer's count as before, so FETCH of the new number is taken.
-	d.synced(r.deliver([]byte("Subject: one more\r\n\r\nhello\r\n")))
+	d.synced(r.Deliver([]byte("Subject: one more\r\n\r\nhello\r\n")))
 	rc.cmd("d NOOP")
 	if got := rc.until("d "); !strings.Contains(got, fmt.Sprintf("* %d EXISTS", n+1)) {
 		t.Fatalf("NOOP after a delivery: %q, want EXISTS %d", got, n+1)

@@ -2,22 +2,16 @@ package imapd
 
 import (
 	"bufio"
-	"context"
-	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"cspool/internal/command"
-	"cspool/internal/entry"
-	"cspool/internal/keys"
+	"cspool/internal/devicetest"
 	"cspool/internal/mailstore"
-	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/syncer"
 )
 
@@ -106,59 +100,24 @@ func (fc *fuzzConn) talk(t *testing.T, in []byte) string {
 // delivers the test messages; it returns the IMAP address.
 func fuzzServer(f *testing.F) string {
 	f.Helper()
-	dir := f.TempDir()
-	st, err := sqlitestore.Open(filepath.Join(dir, "spool"), sqlitestore.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { st.Close() })
-	userKey, err := keys.Generate(rand.Reader)
-	if err != nil {
-		f.Fatal(err)
-	}
-	spoolKey, err := keys.Generate(rand.Reader)
-	if err != nil {
-		f.Fatal(err)
-	}
-	ms, err := mailstore.Open(filepath.Join(dir, "device.db"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { ms.Close() })
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sp := devicetest.NewSpool(f)
 	applied := make(chan *Server, 1)
-	sy, err := syncer.New(syncer.Config{User: "alice", UserKey: userKey, SpoolKey: spoolKey.Public(),
-		Source: syncer.StoreSource{Store: st, User: "alice"}, Store: ms, Logger: logger,
-		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond,
+	d := sp.Device("device", syncer.Config{Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond,
 		OnApplied: func(res *mailstore.Result) {
 			s := <-applied
 			s.Applied(res)
 			applied <- s
 		}})
-	if err != nil {
-		f.Fatal(err)
-	}
-	srv, err := New(Config{Store: ms, Submit: sy, User: "alice", Password: testPassword, Logger: logger})
+	srv, err := New(Config{Store: d.Store, Submit: d.Sync, User: "alice", Password: testPassword, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		f.Fatal(err)
 	}
 	applied <- srv
-	addr := serveAndSync(f, srv, sy)
+	addr := serveAndSync(f, srv, d.Sync)
 	var pos uint64
 	for _, k := range order {
-		c := &command.Command{Kind: command.Deliver, Date: time.Date(2025, 11, 24, 10, 0, 0, 0, time.UTC).UnixMilli(), Body: []byte(messages[k])}
-		b, _, err := entry.Seal(c, spoolKey, userKey.Public(), "alice", nil)
-		if err != nil {
-			f.Fatal(err)
-		}
-		if pos, err = st.Append(context.Background(), "alice", [][]byte{b}); err != nil {
-			f.Fatal(err)
-		}
+		pos = sp.Deliver([]byte(messages[k]))
 	}
-	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer wcancel()
-	if err := sy.WaitApplied(wctx, pos); err != nil {
-		f.Fatalf("device did not apply the test messages: %v", err)
-	}
+	d.Synced(pos)
 	return addr
 }

@@ -2,15 +2,11 @@ package imapd
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -19,78 +15,23 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"cspool/internal/command"
-	"cspool/internal/entry"
-	"cspool/internal/keys"
+	"cspool/internal/devicetest"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
-	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/syncer"
 )
 
 const testPassword = "correct horse battery staple"
 
-// rig is one user's spool with its keys.
+// rig is one user's spool with its keys (package devicetest's).
 type rig struct {
-	t           *testing.T
-	log         spool.Store
-	user, spool *keys.SecretKey
-	dir         string
+	*devicetest.Spool
+	t *testing.T
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := sqlitestore.Open(filepath.Join(dir, "spool"), sqlitestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	gen := func() *keys.SecretKey {
-		k, err := keys.Generate(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	return &rig{t: t, log: st, user: gen(), spool: gen(), dir: dir}
-}
-
-// deliver appends a delivery of body, as the delivery side does.
-func (r *rig) deliver(body []byte) uint64 {
-	r.t.Helper()
-	c := &command.Command{Kind: command.Deliver, Date: time.Date(2025, 11, 24, 10, 0, 0, 0, time.UTC).UnixMilli(), Body: body}
-	b, _, err := entry.Seal(c, r.spool, r.user.Public(), "alice", nil)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	pos, err := r.log.Append(context.Background(), "alice", [][]byte{b})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return pos
-}
-
-// appendUser appends a command signed by the user, as another device would.
-func (r *rig) appendUser(c *command.Command) uint64 {
-	r.t.Helper()
-	b, _, err := entry.Seal(c, r.user, r.user.Public(), "alice", nil)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	pos, err := r.log.Append(context.Background(), "alice", [][]byte{b})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return pos
-}
-
-func (r *rig) head() uint64 {
-	r.t.Helper()
-	h, err := r.log.Head(context.Background(), "alice")
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	return h
+	return &rig{Spool: devicetest.NewSpool(t), t: t}
 }
 
 // device is one device: a mail store, its syncer and an IMAP server on a
@@ -188,21 +129,10 @@ func (r *rig) device(name string) *device {
 func (r *rig) deviceWith(name string, extra Config) *device {
 	r.t.Helper()
 	t := r.t
-	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ms.Close() })
-	d := &device{t: t, store: ms}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
 	var srvMu sync.Mutex
 	var srv *Server
-	d.src = &switchSource{StoreSource: syncer.StoreSource{Store: r.log, User: "alice"}}
-	d.sync, err = syncer.New(syncer.Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(),
-		Source: d.src, Store: ms, Logger: logger,
+	src := &switchSource{StoreSource: r.Source()}
+	dt := r.Device(name, syncer.Config{Source: src,
 		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
 		Unreachable: func(err error) bool { return errors.Is(err, errSourceDown) },
 		OnApplied: func(res *mailstore.Result) {
@@ -211,14 +141,13 @@ func (r *rig) deviceWith(name string, extra Config) *device {
 			srvMu.Unlock()
 			s.Applied(res)
 		}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := &device{t: t, store: dt.Store, sync: dt.Sync, src: src}
 	d.sub = &switchSubmitter{next: d.sync}
+	logger := devicetest.Logger()
 	if extra.Logger != nil {
 		logger = extra.Logger
 	}
-	s, err := New(Config{Store: ms, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger, Login: extra.Login,
+	s, err := New(Config{Store: d.store, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger, Login: extra.Login,
 		MaxMessageBytes: extra.MaxMessageBytes, TLS: extra.TLS})
 	if err != nil {
 		t.Fatal(err)
@@ -235,14 +164,11 @@ func (r *rig) deviceWith(name string, extra Config) *device {
 // the test ends, and returns the IMAP address.
 func serveAndSync(tb testing.TB, srv *Server, sy *syncer.Syncer) string {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sy.Run(ctx) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		cancel()
 		tb.Fatal(err)
 	}
+	devicetest.Run(tb, sy)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -251,10 +177,6 @@ func serveAndSync(tb testing.TB, srv *Server, sy *syncer.Syncer) string {
 	tb.Cleanup(func() {
 		srv.Close()
 		<-served
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			tb.Errorf("sync loop ended with %v", err)
-		}
 	})
 	return ln.Addr().String()
 }

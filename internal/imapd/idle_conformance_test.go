@@ -84,7 +84,7 @@ func TestIdleAfterDone(t *testing.T) {
 	a := r.device("a")
 	deliverAll(r, a)
 	b := r.device("b")
-	b.synced(r.head())
+	b.synced(r.Head())
 
 	rc := dialRaw(t, a.addr)
 	rc.cmd("a1 LOGIN alice \"" + testPassword + "\"")
@@ -138,8 +138,8 @@ func TestIdleAfterDone(t *testing.T) {
 			t.Fatal(err)
 		}
 		round.onB()
-		r.deliver([]byte("Subject: delivered in the window\r\n\r\nx\r\n"))
-		a.synced(r.head())
+		r.Deliver([]byte("Subject: delivered in the window\r\n\r\nx\r\n"))
+		a.synced(r.Head())
 
 		want := append([]string{"+ "}, round.want...)
 		start := time.Now()

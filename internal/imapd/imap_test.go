@@ -26,7 +26,7 @@ var order = []string{"plain", "multipart", "latin1", "broken"}
 func deliverAll(r *rig, d *device) {
 	var pos uint64
 	for _, k := range order {
-		pos = r.deliver([]byte(messages[k]))
+		pos = r.Deliver([]byte(messages[k]))
 	}
 	d.synced(pos)
 }
@@ -161,7 +161,7 @@ func TestFetch(t *testing.T) {
 
 	// BODY[] without PEEK sets \Seen through one command, and the response
 	// carries the flags.
-	before := r.head()
+	before := r.Head()
 	msgs, err = c.Fetch(imap.SeqSetNum(1, 3), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{}}}).Collect()
 	if err != nil {
 		t.Fatal(err)
@@ -171,8 +171,8 @@ func TestFetch(t *testing.T) {
 			t.Errorf("message %d: flags %v after BODY[], want \\Seen", m.SeqNum, m.Flags)
 		}
 	}
-	if r.head() != before+1 {
-		t.Errorf("BODY[] on two messages appended %d entries, want 1", r.head()-before)
+	if r.Head() != before+1 {
+		t.Errorf("BODY[] on two messages appended %d entries, want 1", r.Head()-before)
 	}
 	// UID FETCH with * and a range beyond the last UID.
 	msgs, err = c.Fetch(imap.UIDSet{{Start: 3, Stop: 0}}, &imap.FetchOptions{Flags: true}).Collect()
@@ -197,14 +197,14 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 	mustSelect(t, c, "INBOX")
 
 	// One STORE over several messages is one entry.
-	before := r.head()
+	before := r.Head()
 	msgs, err := c.Store(imap.SeqSet{{Start: 1, Stop: 0}}, &imap.StoreFlags{Op: imap.StoreFlagsAdd,
 		Flags: []imap.Flag{imap.FlagFlagged, "$Label1"}}, nil).Collect()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.head() != before+1 {
-		t.Errorf("STORE 1:* appended %d entries, want 1", r.head()-before)
+	if r.Head() != before+1 {
+		t.Errorf("STORE 1:* appended %d entries, want 1", r.Head()-before)
 	}
 	if len(msgs) != 4 {
 		t.Fatalf("STORE returned %d FETCH responses, want 4", len(msgs))
@@ -231,13 +231,13 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 	}
 
 	// COPY: one entry, COPYUID.
-	before = r.head()
+	before = r.Head()
 	cd, err := c.Copy(imap.SeqSetNum(1, 2), "Archive").Wait()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.head() != before+1 {
-		t.Errorf("COPY appended %d entries, want 1", r.head()-before)
+	if r.Head() != before+1 {
+		t.Errorf("COPY appended %d entries, want 1", r.Head()-before)
 	}
 	if cd.UIDValidity != 6 || cd.SourceUIDs.String() != "1:2" || cd.DestUIDs.String() != "1:2" {
 		t.Errorf("COPYUID %d %v %v, want 6 1:2 1:2", cd.UIDValidity, cd.SourceUIDs, cd.DestUIDs)
@@ -288,12 +288,12 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 		Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err != nil {
 		t.Fatal(err)
 	}
-	before = r.head()
+	before = r.Head()
 	if _, err := c.UIDExpunge(imap.UIDSetNum(4)).Collect(); err != nil {
 		t.Fatal(err)
 	}
-	if r.head() != before+1 {
-		t.Errorf("UID EXPUNGE appended %d entries, want 1", r.head()-before)
+	if r.Head() != before+1 {
+		t.Errorf("UID EXPUNGE appended %d entries, want 1", r.Head()-before)
 	}
 	uids, _ := d.store.UIDs(context.Background(), mailstore.InboxID())
 	if !reflect.DeepEqual(uids, []imap.UID{1}) {
@@ -446,7 +446,7 @@ func TestExamineIsReadOnly(t *testing.T) {
 	if _, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil {
 		t.Fatal(err)
 	}
-	before := r.head()
+	before := r.Head()
 	if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err == nil {
 		t.Error("STORE in an EXAMINEd mailbox succeeded")
 	}
@@ -460,8 +460,8 @@ func TestExamineIsReadOnly(t *testing.T) {
 	if err != nil || len(msgs) != 1 || len(withoutRecent(msgs[0].Flags)) != 0 {
 		t.Errorf("FETCH BODY[] in an EXAMINEd mailbox: %v %v; want no \\Seen", msgs, err)
 	}
-	if r.head() != before {
-		t.Errorf("EXAMINE session appended %d entries, want 0", r.head()-before)
+	if r.Head() != before {
+		t.Errorf("EXAMINE session appended %d entries, want 0", r.Head()-before)
 	}
 	// COPY out of a read-only mailbox is allowed.
 	if _, err := c.Copy(imap.SeqSetNum(1), "Archive").Wait(); err != nil {
@@ -554,7 +554,7 @@ func TestIdlePush(t *testing.T) {
 	var lat []time.Duration
 	for i := 0; i < 5; i++ {
 		start := time.Now()
-		r.deliver([]byte(fmt.Sprintf("Subject: push %d\r\n\r\nhello\r\n", i)))
+		r.Deliver([]byte(fmt.Sprintf("Subject: push %d\r\n\r\nhello\r\n", i)))
 		select {
 		case n := <-exists:
 			if n != uint32(5+i) {
@@ -652,7 +652,7 @@ func TestSecondDevice(t *testing.T) {
 	a := r.device("a")
 	deliverAll(r, a)
 	b := r.device("b")
-	b.synced(r.head())
+	b.synced(r.Head())
 	events := make(chan string, 32)
 	cb := b.client(&imapclient.UnilateralDataHandler{
 		Expunge: func(seq uint32) { events <- fmt.Sprintf("EXPUNGE %d", seq) },
@@ -744,7 +744,7 @@ func TestPartialOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.sub.set(false, func([]*command.Command) {
-		r.appendUser(&command.Command{Kind: command.Expunge, IDs: []command.ID{ids[2]}})
+		r.Append(r.UserKey, &command.Command{Kind: command.Expunge, IDs: []command.ID{ids[2]}})
 	})
 	cd, err := c.Copy(imap.SeqSetNum(1, 2), "Archive").Wait()
 	if err != nil {
@@ -759,7 +759,7 @@ func TestPartialOutcome(t *testing.T) {
 	// All gone: NO [EXPUNGEISSUED].
 	ids, _ = d.store.MessageIDs(context.Background(), mailstore.InboxID(), []imap.UID{3})
 	d.sub.set(false, func([]*command.Command) {
-		r.appendUser(&command.Command{Kind: command.Expunge, IDs: []command.ID{ids[3]}})
+		r.Append(r.UserKey, &command.Command{Kind: command.Expunge, IDs: []command.ID{ids[3]}})
 	})
 	if _, err := c.Move(imap.UIDSetNum(3), "Archive").Wait(); imapCode(err) != "EXPUNGEISSUED" {
 		t.Errorf("MOVE of a message expunged meanwhile: %v, want NO [EXPUNGEISSUED]", err)

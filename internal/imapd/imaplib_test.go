@@ -27,7 +27,7 @@ func TestPythonImaplib(t *testing.T) {
 		"From: y@example.org\r\nSubject: the third\r\n\r\nthird body\r\n"}
 	var pos uint64
 	for _, b := range bodies {
-		pos = r.deliver([]byte(b))
+		pos = r.Deliver([]byte(b))
 	}
 	d.synced(pos)
 	delivered := filepath.Join(t.TempDir(), "delivered.eml")
@@ -57,7 +57,7 @@ func TestPythonImaplib(t *testing.T) {
 		line := sc.Text()
 		out = append(out, line)
 		if line == "IDLING" {
-			r.deliver([]byte("Subject: while idling\r\n\r\nnew\r\n"))
+			r.Deliver([]byte("Subject: while idling\r\n\r\nnew\r\n"))
 			stdin.Write([]byte("go\n"))
 		}
 	}

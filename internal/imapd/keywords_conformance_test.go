@@ -121,7 +121,7 @@ func TestKeywordAnnounced(t *testing.T) {
 	a := r.device("a")
 	deliverAll(r, a)
 	b := r.device("b")
-	b.synced(r.head())
+	b.synced(r.Head())
 
 	rc := dialRaw(t, a.addr)
 	rc.cmdLines("a1", `LOGIN alice "`+testPassword+`"`)
@@ -141,7 +141,7 @@ func TestKeywordAnnounced(t *testing.T) {
 	// Another session and another device, seen with NOOP.
 	storeUID(t, other, 2, "FromSession")
 	storeUID(t, cb, 3, "FromDevice")
-	a.synced(r.head())
+	a.synced(r.Head())
 	got = rc.cmdLines("n1", "NOOP")
 	known = flagsBefore(t, known, got)
 	if !strings.Contains(joinLines(got), "FETCH (UID 3 FLAGS (FromDevice") || !hasWord(known, "FromSession") {

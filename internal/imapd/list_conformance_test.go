@@ -159,7 +159,7 @@ func TestSubscriptionsTravel(t *testing.T) {
 	wa.ok(`CREATE Lists/go-nuts`)
 	wa.ok(`SUBSCRIBE Lists/go-nuts`)
 	wa.ok(`UNSUBSCRIBE Archive`)
-	b.synced(r.head())
+	b.synced(r.Head())
 	wb := loginWire(t, b.addr)
 	u := wb.ok(`LSUB "" "*"`)
 	got := strings.Join(u, "")
@@ -167,7 +167,7 @@ func TestSubscriptionsTravel(t *testing.T) {
 		t.Fatalf("device b's LSUB after device a's changes: %q", u)
 	}
 	wb.ok(`UNSUBSCRIBE Lists/go-nuts`)
-	a.synced(r.head())
+	a.synced(r.Head())
 	u = wa.ok(`LIST (SUBSCRIBED) "" "Lists/*"`)
 	expectUntagged(t, "LIST (SUBSCRIBED) on device a", u)
 }

@@ -64,7 +64,7 @@ epilogue
 func TestMIMEPartsConformance(t *testing.T) {
 	r := newRig(t)
 	d := r.device("a")
-	d.synced(r.deliver([]byte(nestedMessage)))
+	d.synced(r.Deliver([]byte(nestedMessage)))
 	w := loginWire(t, d.addr)
 	w.ok("SELECT INBOX")
 	innerHeader := "From: inner@example.org\r\nSubject: inner\r\nMIME-Version: 1.0\r\n" +

@@ -23,7 +23,7 @@ func waitOnline(t *testing.T, r *rig, devs ...*device) uint64 {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		head := r.head()
+		head := r.Head()
 		done := true
 		for _, d := range devs {
 			st := d.sync.Status()
@@ -72,7 +72,7 @@ func TestOffline(t *testing.T) {
 	r := newRig(t)
 	a, b := r.device("a"), r.device("b")
 	deliverAll(r, a)
-	b.synced(r.head())
+	b.synced(r.Head())
 	c := a.client(nil)
 	mustSelect(t, c, "INBOX")
 	var mu sync.Mutex
@@ -216,7 +216,7 @@ func TestOfflineRenumberedWhileSelected(t *testing.T) {
 	if err != nil || len(cd.DestUIDs) != 1 {
 		t.Fatalf("COPY with the spool down: %+v, %v", cd, err)
 	}
-	r.deliver([]byte(messages["plain"]))
+	r.Deliver([]byte(messages["plain"]))
 	a.src.set(false)
 	waitOnline(t, r, a)
 
@@ -265,7 +265,7 @@ func TestConvergenceOffline(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for i := 0; i < 40; i++ {
-			r.deliver([]byte(fmt.Sprintf("From: s%d@example.org\r\nSubject: delivery %d\r\n\r\nbody %d\r\n", i, i, i)))
+			r.Deliver([]byte(fmt.Sprintf("From: s%d@example.org\r\nSubject: delivery %d\r\n\r\nbody %d\r\n", i, i, i)))
 			select {
 			case <-stop:
 				return

@@ -30,7 +30,7 @@ func TestSilentStoreKeepsOthersChanges(t *testing.T) {
 	a.sub.set(false, func([]*command.Command) {
 		once.Do(func() {
 			// Another device's change, applied while the STORE waits.
-			a.synced(r.appendUser(&command.Command{Kind: command.SetFlags, Flags: []string{"FromOther"}, IDs: ids}))
+			a.synced(r.Append(r.UserKey, &command.Command{Kind: command.SetFlags, Flags: []string{"FromOther"}, IDs: ids}))
 		})
 	})
 	got := rc.cmdLines("s1", `STORE 2 +FLAGS.SILENT (\Flagged)`)

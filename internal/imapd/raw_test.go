@@ -99,7 +99,7 @@ func TestMalformedLinesGetBAD(t *testing.T) {
 	// IDLE over the raw socket, then a delivery.
 	rc.cmd("c2 IDLE")
 	rc.until("+ ")
-	r.deliver([]byte("Subject: raw idle\r\n\r\nhi\r\n"))
+	r.Deliver([]byte("Subject: raw idle\r\n\r\nhi\r\n"))
 	if got := rc.until("* 5 EXISTS"); !strings.Contains(got, "* 5 EXISTS") {
 		t.Fatalf("IDLE: %s", got)
 	}

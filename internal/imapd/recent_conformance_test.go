@@ -61,7 +61,7 @@ func TestRecent(t *testing.T) {
 	expectLines(t, "second session's SEARCH OLD", b.cmdLines("q1", "SEARCH OLD"), []string{"* SEARCH 1 2 3 4"})
 
 	// New mail while both have INBOX selected: the first one claims it.
-	d.synced(r.deliver([]byte("Subject: fifth\r\n\r\nx\r\n")))
+	d.synced(r.Deliver([]byte("Subject: fifth\r\n\r\nx\r\n")))
 	expectLines(t, "NOOP of the first session", a.cmdLines("n1", "NOOP"), []string{"* 5 EXISTS", "* 5 RECENT"})
 	expectLines(t, "NOOP of the second session", b.cmdLines("n1", "NOOP"), []string{"* 5 EXISTS"}, "* 5 RECENT", "* 1 RECENT")
 	c, _ := login(t, d.addr, "NOOP")

@@ -217,7 +217,7 @@ func TestSearchIndexAgainstScan(t *testing.T) {
 	for i := 0; i < 60; i++ {
 		m := randomMessage(r, i)
 		msgs = append(msgs, m)
-		last = rg.deliver([]byte(m))
+		last = rg.Deliver([]byte(m))
 	}
 	d.synced(last)
 	if _, left, err := d.store.IndexPending(context.Background(), 1000); err != nil || left != 0 {
@@ -288,7 +288,7 @@ func TestImaplibSearch(t *testing.T) {
 	}
 	var pos uint64
 	for _, m := range msgs {
-		pos = r.deliver([]byte(m))
+		pos = r.Deliver([]byte(m))
 	}
 	d.synced(pos)
 	if _, left, err := d.store.IndexPending(context.Background(), 100); err != nil || left != 0 {

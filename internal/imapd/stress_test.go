@@ -63,11 +63,11 @@ func runStress(t *testing.T, n int, cfg imapstress.Config) *imapstress.Report {
 	a, la := stressDevice(r, "a")
 	b, lb := stressDevice(r, "b")
 	for i := 0; i < n; i++ {
-		r.deliver([]byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i)))
+		r.Deliver([]byte(fmt.Sprintf("Subject: message %d\r\n\r\nbody %d\r\n", i, i)))
 	}
 	devs, logs := []*device{a, b}, []*logBuffer{la, lb}
 	for _, d := range devs {
-		d.synced(r.head())
+		d.synced(r.Head())
 	}
 	cfg.Duration, cfg.MaxOps = stressBounds(t)
 	for _, d := range devs {
@@ -76,7 +76,7 @@ func runStress(t *testing.T, n int, cfg imapstress.Config) *imapstress.Report {
 	cfg.User, cfg.Password = "alice", testPassword
 	cfg.Settle = func() {
 		for _, d := range devs {
-			d.synced(r.head())
+			d.synced(r.Head())
 		}
 	}
 	rep, err := imapstress.Run(context.Background(), cfg)

@@ -131,11 +131,11 @@ func TestThunderbird(t *testing.T) {
 	r := newRig(t)
 	a := r.device("a")
 	for i := 1; i <= 3; i++ {
-		r.deliver([]byte(fmt.Sprintf("From: Bob <bob@example.org>\r\nTo: alice@example.net\r\nSubject: earlier %d\r\nMessage-ID: <earlier-%d@example.org>\r\n\r\nbody\r\n", i, i)))
+		r.Deliver([]byte(fmt.Sprintf("From: Bob <bob@example.org>\r\nTo: alice@example.net\r\nSubject: earlier %d\r\nMessage-ID: <earlier-%d@example.org>\r\n\r\nbody\r\n", i, i)))
 	}
-	a.synced(r.head())
+	a.synced(r.Head())
 	b := r.device("b")
-	b.synced(r.head())
+	b.synced(r.Head())
 	proxy := newIMAPProxy(t, a.addr)
 
 	dir := t.TempDir()
@@ -234,10 +234,10 @@ func TestThunderbird(t *testing.T) {
 	// EXISTS with DONE, NOOP and UID FETCH, and idles again about 2 s
 	// later, so the second lands between DONE and IDLE.
 	mark := len(proxy.lines())
-	a.synced(r.deliver([]byte("From: Carol <carol@example.com>\r\nSubject: first of two\r\n\r\nx\r\n")))
+	a.synced(r.Deliver([]byte("From: Carol <carol@example.com>\r\nSubject: first of two\r\n\r\nx\r\n")))
 	expect("first delivery", mark, regexp.MustCompile(`^\* 4 EXISTS$`), time.Now())
 	time.Sleep(time.Second)
-	a.synced(r.deliver([]byte("From: Carol <carol@example.com>\r\nSubject: second of two\r\n\r\nx\r\n")))
+	a.synced(r.Deliver([]byte("From: Carol <carol@example.com>\r\nSubject: second of two\r\n\r\nx\r\n")))
 	i := expect("second delivery", mark, regexp.MustCompile(`^\* 5 EXISTS$`), time.Now())
 	if proxy.waitFor(i, 'C', regexp.MustCompile(`(?i)^\S+ UID fetch 5`), bound) < 0 {
 		t.Errorf("Thunderbird did not fetch the second delivery")
@@ -247,14 +247,14 @@ func TestThunderbird(t *testing.T) {
 	// the second.
 	cb := b.client(nil)
 	mustSelect(t, cb, "INBOX")
-	b.synced(r.head())
+	b.synced(r.Head())
 	mark = len(proxy.lines())
 	storeUID(t, cb, 1, imap.FlagDeleted)
 	if err := cb.UIDExpunge(imap.UIDSetNum(1)).Close(); err != nil {
 		t.Fatal(err)
 	}
 	storeUID(t, cb, 2, "$label4")
-	a.synced(r.head())
+	a.synced(r.Head())
 	applied := time.Now()
 	expect("expunge from another device", mark, regexp.MustCompile(`^\* 1 EXPUNGE$`), applied)
 	expect("keyword from another device", mark, regexp.MustCompile(`^\* 1 FETCH \(.*FLAGS \(.*\$label4`), applied)
@@ -300,7 +300,7 @@ func TestThunderbird(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	// The other device sees what Thunderbird did.
-	b.synced(r.head())
+	b.synced(r.Head())
 	mb, err := b.store.MailboxByName(t.Context(), "Trash")
 	if err != nil || mb.Messages != 1 {
 		t.Errorf("Trash on the other device: %+v, %v; want the deleted message", mb, err)

@@ -73,7 +73,7 @@ func (d *tlsDevice) clientTLS() *tls.Config {
 // STARTTLS; a client on this machine may still log in in the clear.
 func TestIMAPTLS(t *testing.T) {
 	r := newRig(t)
-	pos := r.deliver([]byte(messages["plain"]))
+	pos := r.Deliver([]byte(messages["plain"]))
 	d := newTLSDevice(t, r)
 	d.synced(pos)
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -17,19 +16,27 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"cspool/internal/command"
+	"cspool/internal/devicetest"
 	"cspool/internal/mailstore"
 	"cspool/internal/outbox"
 	"cspool/internal/sendtest"
 	"cspool/internal/submit"
+	"cspool/internal/syncer"
 )
 
 const wait = 30 * time.Second
 
+// newDevice is a spool and a device syncing it, its loop running until
+// the test ends.
+func newDevice(t *testing.T) *devicetest.Device {
+	return devicetest.NewSpool(t).Running("device", syncer.Config{Wait: 200 * time.Millisecond})
+}
+
 // startOutbox opens an outbox for dev relaying to relay and runs it until
 // the test ends.
-func startOutbox(t *testing.T, dev *sendtest.Device, relay outbox.Relay, tweak func(*outbox.Config)) *outbox.Outbox {
+func startOutbox(t *testing.T, dev *devicetest.Device, relay outbox.Relay, tweak func(*outbox.Config)) *outbox.Outbox {
 	t.Helper()
-	cfg := outbox.Config{Path: filepath.Join(dev.Dir, "device.db.outbox"), Store: dev.Store, Log: dev.Sync, Relay: relay,
+	cfg := outbox.Config{Path: dev.Store.Path() + ".outbox", Store: dev.Store, Log: dev.Sync, Relay: relay,
 		Hostname: "device.test", MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Logger: slog.New(slog.DiscardHandler)}
 	if tweak != nil {
@@ -72,7 +79,7 @@ func enqueue(t *testing.T, o *outbox.Outbox, m *submit.Message) string {
 // in Sent (on this device and on another one) is the whole message, Bcc
 // included, with \Seen.
 func TestRelaySTARTTLSAuth(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
 	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{User: "relayuser", Password: "relay secret"})
 	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, Username: "relayuser", Password: "relay secret", RootCAs: ca.Pool}, nil)
@@ -93,12 +100,12 @@ func TestRelaySTARTTLSAuth(t *testing.T) {
 	if want := submit.StripBcc(m.Data); !bytes.Equal(got.Data, want) {
 		t.Errorf("relayed:\n%q\nwant:\n%q", got.Data, want)
 	}
-	sent := sendtest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	sent := devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
 	if len(sent) != 1 || !bytes.Equal(sent[0].Raw, m.Data) || !slices.Contains(sent[0].Flags, `\Seen`) {
 		t.Fatalf("Sent: %d messages, first %q flags %v; want the whole message with \\Seen", len(sent), sent[0].Raw, sent[0].Flags)
 	}
-	other, _ := dev.Another(t, filepath.Join(dev.Dir, "other.db"))
-	if o := sendtest.WaitMessages(t, other, "Sent", 1, wait); !bytes.Equal(o[0].Raw, m.Data) {
+	other := dev.Spool.Running("other", syncer.Config{Wait: 200 * time.Millisecond}).Store
+	if o := devicetest.WaitMessages(t, other, "Sent", 1, wait); !bytes.Equal(o[0].Raw, m.Data) {
 		t.Errorf("the other device's Sent copy differs: %q", o[0].Raw)
 	}
 	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 && st.ToFile == 0 && st.Relayed == 1 })
@@ -106,7 +113,7 @@ func TestRelaySTARTTLSAuth(t *testing.T) {
 
 // TestRelayImplicitTLS relays over smtps.
 func TestRelayImplicitTLS(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
 	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{ImplicitTLS: true})
 	relay, err := outbox.ParseRelayURL("smtps://" + host.Addr)
@@ -117,21 +124,21 @@ func TestRelayImplicitTLS(t *testing.T) {
 	o := startOutbox(t, dev, relay, nil)
 	enqueue(t, o, message("smtps", ""))
 	host.Wait(t, 1, wait)
-	sendtest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
 }
 
 // TestRelayRefusesUnverifiedCertificate: a smarthost whose certificate is
 // not signed by the trusted CA gets nothing; the failure is permanent and
 // the sender finds a bounce saying why in INBOX.
 func TestRelayRefusesUnverifiedCertificate(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	trusted := sendtest.NewCA(t, t.TempDir())
 	other := sendtest.NewCA(t, t.TempDir())
 	cert, _, _ := other.Leaf(t, t.TempDir())
 	host := sendtest.NewSmarthost(t, other, sendtest.SmarthostOptions{Cert: &cert})
 	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: trusted.Pool}, nil)
 	enqueue(t, o, message("badcert", ""))
-	inbox := sendtest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	inbox := devicetest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
 	report := readReport(t, inbox[0].Raw)
 	if !strings.Contains(report.human, "certificate") || report.status != "5.0.0" || report.final != "bob@example.net" {
 		t.Errorf("bounce: %+v; want a certificate failure for bob@example.net", report)
@@ -139,7 +146,7 @@ func TestRelayRefusesUnverifiedCertificate(t *testing.T) {
 	if n := len(host.Received()); n != 0 {
 		t.Errorf("the smarthost with the unverified certificate got %d messages", n)
 	}
-	if sent := sendtest.Messages(t, dev.Store, "Sent"); len(sent) != 0 {
+	if sent := devicetest.Messages(t, dev.Store, "Sent"); len(sent) != 0 {
 		t.Errorf("Sent has %d messages for a message never relayed", len(sent))
 	}
 }
@@ -147,11 +154,11 @@ func TestRelayRefusesUnverifiedCertificate(t *testing.T) {
 // TestRelayRequiresSTARTTLS: a smtp:// smarthost that offers no STARTTLS is
 // never sent the message in the clear.
 func TestRelayRequiresSTARTTLS(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	host := sendtest.NewSmarthost(t, sendtest.NewCA(t, t.TempDir()), sendtest.SmarthostOptions{NoTLS: true})
 	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr}, nil)
 	enqueue(t, o, message("plain", ""))
-	inbox := sendtest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	inbox := devicetest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
 	if r := readReport(t, inbox[0].Raw); !strings.Contains(r.human, "STARTTLS") {
 		t.Errorf("bounce does not name the missing STARTTLS: %+v", r)
 	}
@@ -163,7 +170,7 @@ func TestRelayRequiresSTARTTLS(t *testing.T) {
 // TestRelayRetriesTemporaryFailures: 4xx replies (at MAIL, then at DATA)
 // are retried with backoff until the message is accepted, once.
 func TestRelayRetriesTemporaryFailures(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
 	var mails, datas atomic.Int32
 	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
@@ -178,12 +185,12 @@ func TestRelayRetriesTemporaryFailures(t *testing.T) {
 	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
 	enqueue(t, o, message("retry", ""))
 	host.Wait(t, 1, wait)
-	sendtest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
 	time.Sleep(300 * time.Millisecond) // longer than the backoff: nothing more may go out
 	if n := len(host.Received()); n != 1 || mails.Load() != 4 || datas.Load() != 2 {
 		t.Errorf("received %d, MAIL %d times, DATA %d times; want 1, 4, 2", n, mails.Load(), datas.Load())
 	}
-	if inbox := sendtest.Messages(t, dev.Store, "INBOX"); len(inbox) != 0 {
+	if inbox := devicetest.Messages(t, dev.Store, "INBOX"); len(inbox) != 0 {
 		t.Errorf("a temporary failure bounced: %q", inbox[0].Raw)
 	}
 }
@@ -192,7 +199,7 @@ func TestRelayRetriesTemporaryFailures(t *testing.T) {
 // delivery status notification (RFC 3464) in INBOX, on every device; the
 // others get the message, and Sent has its copy.
 func TestRelayBouncesPermanentFailures(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
 	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, arg string) error {
 		if stage == "RCPT" && strings.HasPrefix(arg, "nobody@") {
@@ -210,7 +217,7 @@ func TestRelayBouncesPermanentFailures(t *testing.T) {
 	if !slices.Equal(got[0].To, []string{"bob@example.net", "quiet@example.net"}) {
 		t.Errorf("relayed to %v", got[0].To)
 	}
-	inbox := sendtest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	inbox := devicetest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
 	r := readReport(t, inbox[0].Raw)
 	if r.final != "nobody@example.net" || r.status != "5.1.1" || !strings.Contains(r.diagnostic, "550 5.1.1 no such user here") ||
 		r.envid != "env-17" || !bytes.Equal(r.original, m.Data) {
@@ -219,9 +226,9 @@ func TestRelayBouncesPermanentFailures(t *testing.T) {
 	if inbox[0].Envelope.Subject != "Undelivered Mail Returned to Sender" {
 		t.Errorf("bounce subject %q", inbox[0].Envelope.Subject)
 	}
-	other, _ := dev.Another(t, filepath.Join(dev.Dir, "other.db"))
-	sendtest.WaitMessages(t, other, "INBOX", 1, wait)
-	sendtest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	other := dev.Spool.Running("other", syncer.Config{Wait: 200 * time.Millisecond}).Store
+	devicetest.WaitMessages(t, other, "INBOX", 1, wait)
+	devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
 	waitStatus(t, o, func(st outbox.Status) bool { return st.Bounced == 1 && st.ToFile == 0 })
 }
 
@@ -230,7 +237,7 @@ func TestRelayBouncesPermanentFailures(t *testing.T) {
 // its line ends: here that line is a bare LF and the body holds a CRLF
 // blank line further on.
 func TestRelayBounceReturnsHeader(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
 	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, arg string) error {
 		if stage == "RCPT" {
@@ -245,7 +252,7 @@ func TestRelayBounceReturnsHeader(t *testing.T) {
 	m.Data = []byte(header + "Hello\r\n\r\nA second paragraph.\r\n")
 	m.Return = "HDRS"
 	enqueue(t, o, m)
-	inbox := sendtest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	inbox := devicetest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
 	if r := readReport(t, inbox[0].Raw); string(r.original) != header {
 		t.Errorf("the bounce of a message sent with RET=HDRS returns %q; want its header %q", r.original, header)
 	}
@@ -254,7 +261,7 @@ func TestRelayBounceReturnsHeader(t *testing.T) {
 // TestRelayNotifyNever: a refused recipient that asked for no notification
 // (NOTIFY=NEVER) gets no bounce.
 func TestRelayNotifyNever(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
 	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, arg string) error {
 		if stage == "RCPT" {
@@ -267,7 +274,7 @@ func TestRelayNotifyNever(t *testing.T) {
 	m.Recipients[0].Notify = []string{"NEVER"}
 	enqueue(t, o, m)
 	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 })
-	if n := len(sendtest.Messages(t, dev.Store, "INBOX")) + len(host.Received()); n != 0 {
+	if n := len(devicetest.Messages(t, dev.Store, "INBOX")) + len(host.Received()); n != 0 {
 		t.Errorf("%d bounces or deliveries for a refused recipient with NOTIFY=NEVER", n)
 	}
 }
@@ -275,7 +282,7 @@ func TestRelayNotifyNever(t *testing.T) {
 // TestEnqueueRecognisesResubmission: the same submission again (a client
 // that lost the 250) gets the same queue id; a different envelope does not.
 func TestEnqueueRecognisesResubmission(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
 	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
 	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
@@ -299,7 +306,7 @@ func TestEnqueueRecognisesResubmission(t *testing.T) {
 // ends with one copy, whether it saves before the outbox files its own
 // (the smarthost was down) or after.
 func TestSentFilterKeepsOneCopy(t *testing.T) {
-	dev := sendtest.NewDevice(t)
+	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
 	var down atomic.Bool
 	down.Store(true)
@@ -337,14 +344,14 @@ func TestSentFilterKeepsOneCopy(t *testing.T) {
 	enqueue(t, o, late)
 	host.Wait(t, 2, wait)
 	waitStatus(t, o, func(st outbox.Status) bool { return st.ToFile == 0 && st.Queued == 0 })
-	sent := sendtest.WaitMessages(t, dev.Store, "Sent", 2, wait)
+	sent := devicetest.WaitMessages(t, dev.Store, "Sent", 2, wait)
 	out := clientAppend(late)
 	if len(out.Placed) != 1 || out.Placed[0].ID != sent[1].ID || out.Placed[0].UID != sent[1].UID {
 		t.Errorf("the late APPEND was answered with %+v, want the outbox's copy (uid %d)", out.Placed, sent[1].UID)
 	}
 	// A message not sent through this device is appended as usual.
 	clientAppend(message("unrelated", ""))
-	sent = sendtest.WaitMessages(t, dev.Store, "Sent", 3, wait)
+	sent = devicetest.WaitMessages(t, dev.Store, "Sent", 3, wait)
 	var ids []string
 	for _, m := range sent {
 		ids = append(ids, m.Envelope.MessageID)

@@ -2,14 +2,10 @@ package recovery
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -19,28 +15,29 @@ import (
 
 	"cspool/internal/api"
 	"cspool/internal/command"
+	"cspool/internal/devicetest"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/syncer"
-	"cspool/internal/userdb"
 )
 
 const user = "alice"
 
-// rig is a real spool: the SQLite store in a directory behind the HTTP API
-// on a loopback port that stays the same across restarts, so that it can be
-// restored from a backup as an operator would.
+// rig is a real spool (package devicetest's): the SQLite store in a
+// directory behind the HTTP API on a loopback port that stays the same
+// across restarts, so that it can be restored from a backup as an
+// operator would.
 type rig struct {
 	t        testing.TB
+	sp       *devicetest.Spool
 	dir      string
 	userKey  *keys.SecretKey
 	spoolKey *keys.SecretKey
-	users    *userdb.DB
 	addr     string
 	store    *sqlitestore.Store
-	srv      *http.Server
+	api      *devicetest.API
 	spool    *api.Client
 	quiet    *slog.Logger
 	sent     int
@@ -48,59 +45,40 @@ type rig struct {
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	r := &rig{t: t, dir: t.TempDir(), quiet: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	var err error
-	if r.userKey, err = keys.Generate(rand.Reader); err != nil {
-		t.Fatal(err)
-	}
-	if r.spoolKey, err = keys.Generate(rand.Reader); err != nil {
-		t.Fatal(err)
-	}
-	usersFile := filepath.Join(r.dir, "users")
-	if err := os.WriteFile(usersFile, []byte(user+" "+r.userKey.Public().String()+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if r.users, err = userdb.Load(usersFile, nil); err != nil {
-		t.Fatal(err)
-	}
+	sp := devicetest.NewSpool(t)
+	r := &rig{t: t, sp: sp, dir: sp.Dir, userKey: sp.UserKey, spoolKey: sp.SpoolKey, quiet: slog.New(slog.DiscardHandler)}
 	r.start()
 	t.Cleanup(r.stop)
-	if r.spool, err = api.NewClient("http://"+r.addr, user, r.spoolKey, nil); err != nil {
-		t.Fatal(err)
-	}
+	r.spool = sp.Client("http://"+r.addr, r.spoolKey)
 	return r
 }
 
-func (r *rig) spoolDir() string { return filepath.Join(r.dir, "spool") }
+func (r *rig) spoolDir() string { return r.sp.StoreDir() }
 
-// start opens the store and serves it on the rig's address.
+// start opens the store (again, after stop) and serves it on the rig's
+// address.
 func (r *rig) start() {
 	r.t.Helper()
-	var err error
-	if r.store, err = sqlitestore.Open(r.spoolDir(), sqlitestore.Options{}); err != nil {
-		r.t.Fatal(err)
+	if r.sp.Store == nil {
+		r.sp.Reopen()
 	}
+	r.store = r.sp.Store
 	addr := r.addr
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.addr = ln.Addr().String()
-	r.srv = &http.Server{Handler: api.NewServer(api.Config{Store: r.store, Users: r.users, SpoolKey: r.spoolKey.Public(), Logger: r.quiet})}
-	go r.srv.Serve(ln)
+	r.api = r.sp.ServeAPI(addr)
+	r.addr = r.api.Addr
 }
 
 // stop stops serving and closes the store (a second stop does nothing).
 func (r *rig) stop() {
-	if r.srv == nil {
+	if r.api == nil {
 		return
 	}
-	r.srv.Close()
-	r.store.Close()
-	r.srv = nil
+	r.api.Close()
+	r.sp.Close()
+	r.api = nil
 }
 
 // backup copies the spool's database while it runs, consistently, as
@@ -174,12 +152,7 @@ type device struct {
 
 func (r *rig) device(name string) *device {
 	r.t.Helper()
-	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"))
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	r.t.Cleanup(func() { ms.Close() })
-	d := &device{name: name, r: r, ms: ms}
+	d := &device{name: name, r: r, ms: devicetest.OpenStore(r.t, filepath.Join(r.dir, name+".db"))}
 	d.start()
 	return d
 }
@@ -188,18 +161,11 @@ func (r *rig) device(name string) *device {
 // the device's client, made on the first start).
 func (d *device) start() {
 	d.r.t.Helper()
-	var err error
 	if d.client == nil {
-		if d.client, err = api.NewClient("http://"+d.r.addr, user, d.r.userKey, nil); err != nil {
-			d.r.t.Fatal(err)
-		}
+		d.client = d.r.sp.Client("http://"+d.r.addr, d.r.userKey)
 	}
-	d.s, err = syncer.New(syncer.Config{User: user, UserKey: d.r.userKey, SpoolKey: d.r.spoolKey.Public(),
-		Source: d.client, Store: d.ms, Logger: d.r.quiet,
+	d.s = d.r.sp.Syncer(d.ms, syncer.Config{Source: d.client, Logger: d.r.quiet,
 		CheckpointMin: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond})
-	if err != nil {
-		d.r.t.Fatal(err)
-	}
 }
 
 // sync applies what the spool has; an integrity alarm is returned, other

@@ -1,11 +1,9 @@
 // Package sendtest helps the tests of sending mail: a smarthost in the test
 // process (go-smtp's server, with TLS from a test CA, optional AUTH and
-// scripted replies), and a device (a spool, a mail store and a running
-// syncer) to file into.
+// scripted replies). The device they file into is package devicetest's.
 package sendtest
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,9 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -26,12 +22,6 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-
-	"cspool/internal/keys"
-	"cspool/internal/mailstore"
-	"cspool/internal/spool"
-	"cspool/internal/spool/sqlitestore"
-	"cspool/internal/syncer"
 )
 
 // CA is a test certificate authority.
@@ -266,98 +256,3 @@ type discardLog struct{}
 
 func (discardLog) Printf(string, ...any) {}
 func (discardLog) Println(...any)        {}
-
-// Device is one user's spool and a device syncing it.
-type Device struct {
-	Spool spool.Store
-	User  *keys.SecretKey
-	Name  string
-	Dir   string
-	Store *mailstore.Store
-	Sync  *syncer.Syncer
-}
-
-// NewDevice makes a spool for user "alice" and a device syncing it; the
-// sync loop runs until the test ends.
-func NewDevice(t testing.TB) *Device {
-	t.Helper()
-	dir := t.TempDir()
-	st, err := sqlitestore.Open(filepath.Join(dir, "spool"), sqlitestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	k, err := keys.Generate(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &Device{Spool: st, User: k, Name: "alice", Dir: dir}
-	d.Store, d.Sync = d.Another(t, filepath.Join(dir, "device.db"))
-	return d
-}
-
-// Another opens a device database at path syncing the same log, and runs
-// its sync loop until the test ends.
-func (d *Device) Another(t testing.TB, path string) (*mailstore.Store, *syncer.Syncer) {
-	t.Helper()
-	ms, err := mailstore.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spoolKey, err := keys.Generate(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sy, err := syncer.New(syncer.Config{User: d.Name, UserKey: d.User, SpoolKey: spoolKey.Public(),
-		Source: syncer.StoreSource{Store: d.Spool, User: d.Name}, Store: ms, Wait: 200 * time.Millisecond,
-		Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- sy.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
-			t.Errorf("sync loop: %v", err)
-		}
-		ms.Close()
-	})
-	return ms, sy
-}
-
-// Messages returns the raw messages and flags of the mailbox named name,
-// in UID order.
-func Messages(t testing.TB, ms *mailstore.Store, name string) []*mailstore.Message {
-	t.Helper()
-	ctx := context.Background()
-	mb, err := ms.MailboxByName(ctx, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*mailstore.Message
-	if err := ms.Scan(ctx, mb.ID, mailstore.WantRaw|mailstore.WantEnvelope, func(m *mailstore.Message) error {
-		out = append(out, m)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// WaitMessages waits (at most d) until the mailbox holds at least n
-// messages and returns them.
-func WaitMessages(t testing.TB, ms *mailstore.Store, name string, n int, d time.Duration) []*mailstore.Message {
-	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
-		if got := Messages(t, ms, name); len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d messages after %v, want %d", name, len(Messages(t, ms, name)), d, n)
-		}
-	}
-}
-
-func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -22,11 +22,13 @@ import (
 	"github.com/emersion/go-smtp"
 	_ "modernc.org/sqlite"
 
+	"cspool/internal/devicetest"
 	"cspool/internal/loginguard"
 	"cspool/internal/outbox"
 	"cspool/internal/sendtest"
 	"cspool/internal/smtpdata/smtpdatatest"
 	"cspool/internal/submit"
+	"cspool/internal/syncer"
 )
 
 const (
@@ -39,7 +41,7 @@ const (
 // listener on a loopback port.
 type rig struct {
 	t    *testing.T
-	dev  *sendtest.Device
+	dev  *devicetest.Device
 	host *sendtest.Smarthost
 	box  *outbox.Outbox
 	addr string
@@ -63,11 +65,11 @@ func newRig(t *testing.T, maxBytes int64) *rig {
 
 func newRigWith(t *testing.T, maxBytes int64, opts sendtest.SmarthostOptions) *rig {
 	t.Helper()
-	r := &rig{t: t, dev: sendtest.NewDevice(t), dir: t.TempDir()}
+	r := &rig{t: t, dev: devicetest.NewSpool(t).Running("device", syncer.Config{Wait: 200 * time.Millisecond}), dir: t.TempDir()}
 	ca := sendtest.NewCA(t, r.dir)
 	r.host = sendtest.NewSmarthost(t, ca, opts)
 	var err error
-	r.box, err = outbox.Open(outbox.Config{Path: filepath.Join(r.dev.Dir, "device.db.outbox"), Store: r.dev.Store, Log: r.dev.Sync,
+	r.box, err = outbox.Open(outbox.Config{Path: r.dev.Store.Path() + ".outbox", Store: r.dev.Store, Log: r.dev.Sync,
 		Relay: outbox.Relay{Addr: r.host.Addr, RootCAs: ca.Pool}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +163,7 @@ func TestSubmitWithSmtplib(t *testing.T) {
 	if string(body) != "Gr\xc3\xbc\xc3\x9fe\r\n.leading dot\r\n" {
 		t.Errorf("relayed body %q", body)
 	}
-	sent := sendtest.WaitMessages(t, r.dev.Store, "Sent", 1, wait)
+	sent := devicetest.WaitMessages(t, r.dev.Store, "Sent", 1, wait)
 	if !bytes.HasSuffix(sent[0].Raw, []byte(msg)) || !bytes.Contains(sent[0].Raw, []byte("Bcc: carol@example.com")) {
 		t.Errorf("Sent copy %q does not end with the message as submitted", sent[0].Raw)
 	}
@@ -326,7 +328,7 @@ func TestDataLineEnds(t *testing.T) {
 		}
 		want = append(want, []byte(head+tc.Want))
 	}
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(r.dev.Dir, "device.db.outbox")+"?mode=ro")
+	db, err := sql.Open("sqlite", "file:"+r.dev.Store.Path()+".outbox"+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
 	}
