@@ -74,6 +74,7 @@ func grepTree(t *testing.T, root string, tokens []string) map[string][]string {
 // outbox, password, lock, control socket) and in the daemon's TMPDIR,
 // while it runs and after it stops: none may be there.
 func TestPlaintextLeak(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -217,6 +218,7 @@ func openTestStore(t *testing.T, db string, user *keys.SecretKey) *mailstore.Sto
 // it again: the migration completes and the state is the same, message
 // for message.
 func TestMigrationKilled(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary; 10,000 messages")
 	}

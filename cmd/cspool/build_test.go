@@ -12,6 +12,7 @@ import (
 // dynamic section, so it runs on any Linux of its architecture without a C
 // library (the SQLite driver is pure Go).
 func TestStaticBuild(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}

@@ -25,6 +25,7 @@ import (
 // holds a usable log (a new device rebuilds from it to the same state), and
 // nothing was applied twice.
 func TestDaemonKilledWhileCheckpointing(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

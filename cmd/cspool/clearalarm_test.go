@@ -14,6 +14,7 @@ import (
 // against the same bad spool raises it again, and that --clear-alarm against
 // the consistent spool clears it for good and catches up.
 func TestSyncClearAlarm(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

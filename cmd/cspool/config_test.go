@@ -40,6 +40,7 @@ func testFlags(t *testing.T, args []string, config string) (*flagSet, map[string
 }
 
 func TestConfigFile(t *testing.T) {
+	t.Parallel()
 	_, v, debug, err := testFlags(t, []string{"--addr", "0.0.0.0"}, `
 # a comment
    # an indented comment
@@ -70,6 +71,7 @@ debug = true
 }
 
 func TestConfigFileMistakes(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct{ text, want string }{
 		{"nonsense\n", ":1: want name = value"},
 		{"addr = 1\n\naddr = 2\n", "addr given again (first on line 1)"},
@@ -95,6 +97,7 @@ func TestConfigFileMistakes(t *testing.T) {
 // holding a bad value, so each stops at validation: the file reached their
 // flags, and a command-line flag overrides it.
 func TestConfigFileSubcommands(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args []string
 		conf string
@@ -126,6 +129,7 @@ func TestConfigFileSubcommands(t *testing.T) {
 // its own settings, passes over the service's others, and still refuses a
 // name no command knows and a password others may read.
 func TestConfigFileShared(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	daemon := `# the daemon's file, as in docs/systemd/README.md
 user            = alice
@@ -194,6 +198,7 @@ func flagNames(t *testing.T, sub string) []string {
 // server and imap-server has a row "| `name` |" in its section, and every
 // row names a flag that exists.
 func TestConfigDocs(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile("../../docs/CONFIG.md")
 	if err != nil {
 		t.Fatal(err)

@@ -95,6 +95,7 @@ func (s *deliverSetup) bodies(t *testing.T) [][]byte {
 }
 
 func TestDeliverCommand(t *testing.T) {
+	t.Parallel()
 	bin := buildServerBinary(t)
 	s := newDeliverSetup(t)
 	msg := []byte("Subject: caf\xc3\xa9\n\nbare LF\nNUL\x00 and \xff\r\n.\r\n")
@@ -213,6 +214,7 @@ func (u oneUser) Lookup(_ context.Context, user string) (keys.PublicKey, error) 
 }
 
 func TestDeliverCommandThroughServer(t *testing.T) {
+	t.Parallel()
 	bin := buildServerBinary(t)
 	s := newDeliverSetup(t)
 	st, err := sqlitestore.Open(s.spoolDir, sqlitestore.Options{})

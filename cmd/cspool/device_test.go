@@ -21,6 +21,7 @@ import (
 // the queued change must not reach a server that does not exist yet, and
 // the server made afterwards serves the change.
 func TestDeviceQueuesBeforeIMAP(t *testing.T) {
+	t.Parallel()
 	userKey, err := keys.Generate(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

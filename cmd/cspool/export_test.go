@@ -81,6 +81,7 @@ func runExportCmd(t *testing.T, args ...string) (int, string) {
 // TestExportMaildir exports every mailbox, reads each Maildir back, and
 // finds every message byte for byte (with --crlf) and every flag.
 func TestExportMaildir(t *testing.T) {
+	t.Parallel()
 	f := newExportFixture(t)
 	dest := filepath.Join(t.TempDir(), "out")
 	if code, out := runExportCmd(t, "--db", f.db, "--crlf", dest); code != 0 {
@@ -153,6 +154,7 @@ func inbox0LF(f *exportFixture) []byte {
 // mailbox module sees each message as one, and that undoing the quoting
 // gives back every message.
 func TestExportMbox(t *testing.T) {
+	t.Parallel()
 	f := newExportFixture(t)
 	dest := filepath.Join(t.TempDir(), "out")
 	code, out := runExportCmd(t, "--db", f.db, "--format", "mbox", "--mailbox", "inbox", "--mailbox", "Archive/2024", dest)

@@ -19,6 +19,7 @@ import (
 // that go tool pprof reads. A --pprof-addr beyond loopback is refused
 // before anything starts.
 func TestIMAPServerProfile(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

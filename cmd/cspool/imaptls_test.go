@@ -45,6 +45,7 @@ except ssl.SSLError as e:
 // warns that the password would cross the network in the clear; with TLS
 // it does not.
 func TestIMAPServerTLS(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -13,6 +13,7 @@ import (
 // swap (before any advice about file modes), and no hint tells the user to
 // make a new key where an existing one is needed.
 func TestMixedUpKeys(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	p := func(name string) string { return filepath.Join(dir, name) }
 	for _, who := range []string{"user", "spool"} {

@@ -26,6 +26,7 @@ import (
 // must still get a reply once it ends (250, or 452 4.3.1 when the budget
 // refused it), and a legitimate delivery must succeed afterwards.
 func TestLMTPMemoryBound(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary, sends 1.4 GB over loopback")
 	}

@@ -81,6 +81,7 @@ next:
 // (LMTP and HTTP), appends, a long-poll and refused requests, and checks
 // that /metrics counts each of them and names no user.
 func TestServerMetrics(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -244,6 +245,7 @@ func waitMetric(t *testing.T, url, name string, labels map[string]string, want f
 
 // TestServerMetricsOff checks that no metrics listener exists by default.
 func TestServerMetricsOffByDefault(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -73,6 +73,7 @@ func documentedMetrics(t *testing.T) map[string]string {
 // label names, so that neither can change without the other. Beyond them
 // only the process and Go runtime collectors' families are exported.
 func TestMetricsDocumented(t *testing.T) {
+	t.Parallel()
 	st, err := sqlitestore.Open(t.TempDir(), sqlitestore.Options{})
 	if err != nil {
 		t.Fatal(err)

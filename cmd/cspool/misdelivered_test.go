@@ -28,6 +28,7 @@ import (
 // message with cspool open-entry and delivers it again, and afterwards the
 // device holds every acknowledged message, the recovered one included.
 func TestMisdeliveredEntryAlarm(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

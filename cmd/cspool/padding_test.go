@@ -61,6 +61,7 @@ func startPaddingDaemon(t *testing.T, s *statusSetup, db string, extra ...string
 // the daemon writes next is logged with its sealed size, the size the
 // spool stores.
 func TestSpoolSeesOnlyBuckets(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -31,6 +31,7 @@ func cspoolNoTTY(t *testing.T, dir string, env []string, bin string, args ...str
 // from a file, from the systemd credentials directory, wrong, missing with
 // no terminal, changed, removed, and typed on a terminal (tmux).
 func TestPassphrasePaths(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -17,6 +17,7 @@ import (
 // environment (no warning, nothing in /proc/PID/cmdline), and a config file
 // open to its owner only. A mail client (Python's imaplib) logs in with each.
 func TestPasswordSources(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -87,6 +88,7 @@ func TestPasswordSources(t *testing.T) {
 // and so are two ways of giving the password at once. These run the real
 // command function.
 func TestPasswordRefusals(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := func(name, text string, mode os.FileMode) string { return writeMode(t, dir, name, text, mode) }
 	for _, k := range []string{"user", "spool"} {

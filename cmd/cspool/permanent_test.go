@@ -27,6 +27,7 @@ import (
 //     unknown key) logs the users file hint once, and status shows it;
 //   - cspool sync --once=false with that key logs the same, not an outage.
 func TestPermanentErrors(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -58,6 +58,8 @@ s.quit()
 // and that mail queued while the spool server is down arrives after it is
 // back.
 func TestPostfix(t *testing.T) {
+	t.Parallel()
+	holdDefaultAddrs(t)
 	if testing.Short() {
 		t.Skip("builds the binary and runs Postfix")
 	}

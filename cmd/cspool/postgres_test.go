@@ -177,6 +177,7 @@ func (s *pgSetup) tokens(t *testing.T, st spool.Store, user string) map[string][
 // acknowledged message exactly once at dense positions, and a long poll
 // through one server returns within 1 s of a delivery through the other.
 func TestPostgresTwoServers(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -293,6 +294,7 @@ func TestPostgresTwoServers(t *testing.T) {
 // and HTTP appends 503 while it is down, deliveries succeed again once it is
 // back, without restarting the server, and nothing acknowledged is lost.
 func TestPostgresRestartLMTP(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -22,6 +22,8 @@ import (
 // printed deliver line, and stops on SIGINT; the second run has the same
 // password and both messages, and no second welcome.
 func TestQuickstart(t *testing.T) {
+	t.Parallel()
+	holdDefaultAddrs(t)
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -124,6 +126,8 @@ func deliverLine(t *testing.T, out string) string {
 }
 
 func TestQuickstartUsage(t *testing.T) {
+	t.Parallel()
+	holdDefaultAddrs(t)
 	var out, errb bytes.Buffer
 	e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
 	for _, args := range [][]string{
@@ -160,6 +164,8 @@ func TestQuickstartUsage(t *testing.T) {
 // (whatever answers is not this quickstart) and sends it nothing. The
 // banner's cspool status line, run as printed, reaches this quickstart.
 func TestQuickstartStatusAddr(t *testing.T) {
+	t.Parallel()
+	holdDefaultAddrs(t)
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -40,6 +40,7 @@ print("DELETED %d" % n)
 // deleted or one she has, byte for byte: nothing acknowledged is lost, and
 // nothing bounced.
 func TestQuotaPostfix(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and runs Postfix")
 	}

@@ -30,6 +30,7 @@ import (
 // messages, and a user added later under the refused name starts with an
 // empty log.
 func TestDeliverRefusesWrongKeyAndUnknownUser(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -388,6 +388,7 @@ func runRecipe(t *testing.T, block, dir string, env []string, replace []string, 
 // then shows exactly what was acknowledged, and no mail client sees a UID
 // name another message under the same UIDVALIDITY.
 func TestRecoverAfterRestore(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

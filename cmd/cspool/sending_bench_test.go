@@ -26,6 +26,7 @@ import (
 // own queue flush of the same messages. It runs only with
 // CSPOOL_BENCH_SENDING=1 (bench/sending.sh); N and Q set the counts.
 func TestSendingFigures(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("CSPOOL_BENCH_SENDING") != "1" {
 		t.Skip("a benchmark: run bash bench/sending.sh")
 	}

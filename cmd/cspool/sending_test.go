@@ -188,6 +188,7 @@ func checkCounts(t *testing.T, what string, got map[string]int, names []string, 
 // killed before its 250 arrives). Every message reaches the smarthost once,
 // the one in the window at most twice, and Sent has one copy of each.
 func TestSendingSurvivesKill(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -362,6 +363,7 @@ func (p *postfixPeers) startSpool(t *testing.T) {
 // the message in INBOX without the Bcc field; alice's Sent, on both of her
 // devices, has the whole message, Bcc included.
 func TestSendingThroughPostfix(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds the binary and runs Postfix")
 	}
@@ -423,6 +425,7 @@ func submitStripBcc(msg string) string {
 // sending needs an identity. The cases that pass stop at a taken SMTP port,
 // after the password was read.
 func TestRelayPasswordRules(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for name, k := range map[string]*keys.SecretKey{"user": mustKey(t), "spool": mustKey(t)} {
 		if err := keys.WriteFiles(k, filepath.Join(dir, name+".sec"), filepath.Join(dir, name+".pub"), keys.WriteOptions{}); err != nil {
@@ -501,6 +504,8 @@ func TestRelayPasswordRules(t *testing.T) {
 // the quickstart's LMTP listener, and its copy is in Sent; a message to an
 // unknown user bounces into INBOX, and has no copy in Sent.
 func TestQuickstartSends(t *testing.T) {
+	t.Parallel()
+	holdDefaultAddrs(t)
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

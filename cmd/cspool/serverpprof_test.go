@@ -13,6 +13,7 @@ import (
 // goroutine profile from that listener; the API's own listener does not
 // serve profiles.
 func TestServerPprof(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -141,6 +141,7 @@ func runExit(t *testing.T, dir string, env []string, bin string, args ...string)
 }
 
 func TestStatusCommand(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -248,6 +249,8 @@ func TestStatusCommand(t *testing.T) {
 // cspool status gets the right data through the control socket and sends
 // the squatter nothing, least of all the password.
 func TestStatusWithSquatter(t *testing.T) {
+	t.Parallel()
+	holdDefaultAddrs(t)
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -340,6 +343,7 @@ func (sq *squatter) received() (int, string) {
 }
 
 func TestSyncCommand(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
@@ -445,6 +449,7 @@ func (f *fakeProgress) ReadLog(context.Context, uint64, int, int64, time.Duratio
 func (f *fakeProgress) Append(context.Context, string, [][]byte) (uint64, error) { return 0, nil }
 
 func TestProgressLine(t *testing.T) {
+	t.Parallel()
 	for _, tty := range []bool{true, false} {
 		t.Run(fmt.Sprint("tty=", tty), func(t *testing.T) {
 			var b bytes.Buffer

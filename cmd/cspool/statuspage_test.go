@@ -47,6 +47,7 @@ func chromium(t *testing.T, bin, target string, extra ...string) string {
 // binary, delivers two messages, and reads the status page with a real
 // headless browser: the DOM it built, and a screenshot.
 func TestStatusPageInBrowser(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary and a browser")
 	}

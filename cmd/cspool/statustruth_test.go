@@ -29,6 +29,7 @@ import (
 // error, and an IMAP change is refused naming the alarm, not as a server
 // bug. Every message acknowledged stays on the device.
 func TestStatusTellsTheTruth(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

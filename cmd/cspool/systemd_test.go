@@ -220,6 +220,7 @@ func (c *container) stop(t *testing.T) {
 // the same --config, the generated IMAP password is in its file and in no
 // journal, and a delivered message reaches alice's INBOX over IMAP.
 func TestSystemd(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("boots systemd in a container")
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +21,27 @@ import (
 // Helpers for the end-to-end tests that run the built binary and real peers
 // (Python's imaplib and smtplib, Postfix). server_test.go has freePort,
 // lockedBuffer and buildServerBinary.
+
+// Every test of this package calls t.Parallel: most of their time is
+// spent waiting on the subprocesses they start and on real peers, not
+// computing. TestMain lets parallelTests of them run at once unless
+// -test.parallel is given (its default, GOMAXPROCS, would hold a 2-core
+// machine to two waiting tests at a time).
+const parallelTests = 6
+
+// defaultAddrs is held by the tests that take an address the daemons
+// listen on by default (the status pages' 127.0.0.1:1144 and
+// 127.0.0.1:11144, the quickstart's SMTP port 11025): those that squat one
+// to see the daemon step aside, and those that run a command as written,
+// which then listens there. Every other test gives its daemons free ports
+// or none.
+var defaultAddrs sync.Mutex
+
+// holdDefaultAddrs holds defaultAddrs until the test ends.
+func holdDefaultAddrs(t *testing.T) {
+	defaultAddrs.Lock()
+	t.Cleanup(defaultAddrs.Unlock)
+}
 
 // needTool returns the path of an external program, or skips the test when
 // it is missing; under CI=true a missing program is a failure.

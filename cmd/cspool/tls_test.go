@@ -74,6 +74,7 @@ func selfSigned(t *testing.T, dir string, names ...string) (certPath, keyPath st
 // --spool-server https://..., IMAP) with the certificate trusted through
 // SSL_CERT_FILE, as docs/TLS.md describes.
 func TestServerTLS(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -23,6 +23,7 @@ import (
 // Delivered-To (Postfix's local(8)) keeps those and loses the mbox "From "
 // line in front of them.
 func TestDeliveryTrace(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

@@ -31,6 +31,8 @@ const walkthroughMessage = "From: Bob Example <bob@example.org>\r\n" +
 // imaplib. Only the ports differ from the README (the defaults may be taken
 // on a test machine).
 func TestWalkthrough(t *testing.T) {
+	t.Parallel()
+	holdDefaultAddrs(t)
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}

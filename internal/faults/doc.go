@@ -32,6 +32,6 @@
 //     device's own range (2^31 up). Any other NO [NONEXISTENT] fails.
 //
 // docs/FAULTS.md has the table of faults, expected and observed outcomes,
-// and the soak figures. CSPOOL_SOAK sets the soak test's duration (default
-// 15s).
+// and the soak figures. The soak test runs with CSPOOL_HEAVY=1 (CI sets
+// it) or CSPOOL_SOAK, which sets its duration (default 15s).
 package faults

@@ -8,13 +8,20 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/testproc"
 )
 
 // TestSoak: two devices, 50 IMAP sessions across them (FETCH, STORE,
 // SEARCH, IDLE), continuous LMTP deliveries, for CSPOOL_SOAK (default 15s).
 // Then: no failures but expected NOs, no loss, convergence, and each
 // daemon's RSS at the end within 2x + 64 MB of its RSS after warm-up.
+//
+// A heavy test: it runs with CSPOOL_HEAVY=1 (CI sets it) or CSPOOL_SOAK.
 func TestSoak(t *testing.T) {
+	if os.Getenv("CSPOOL_SOAK") == "" {
+		testproc.NeedHeavy(t)
+	}
 	dur := 15 * time.Second
 	if v := os.Getenv("CSPOOL_SOAK"); v != "" {
 		d, err := time.ParseDuration(v)

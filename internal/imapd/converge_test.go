@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"cspool/internal/mailstore"
+	"cspool/internal/testproc"
 )
 
 var convergeSeed = flag.Uint64("converge.seed", 0, "seed of the randomized convergence test (0: from the clock)")
@@ -28,9 +29,10 @@ func TestConvergence(t *testing.T) {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("seed %d (rerun with -converge.seed=%d)", seed, seed)
-	ops := 120
-	if testing.Short() {
-		ops = 40
+	// 120 operations a client with CSPOOL_HEAVY=1 (CI), else 40.
+	ops := 40
+	if testproc.Heavy() && !testing.Short() {
+		ops = 120
 	}
 	r := newRig(t)
 	devs := []*device{r.device("a"), r.device("b"), r.device("c")}

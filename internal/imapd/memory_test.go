@@ -15,11 +15,13 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
+	"cspool/internal/testproc"
 )
 
 // TestLargeMailbox selects a large INBOX, fetches and searches all of it,
 // and reports the heap and RSS. CSPOOL_BIG=1 uses 100,000 messages (the
-// daemon's budget is 150 MB RSS); the default is 5,000.
+// daemon's budget is 150 MB RSS); the default is 5,000. A heavy test: it
+// runs with CSPOOL_HEAVY=1 (CI sets it) or CSPOOL_BIG=1.
 func TestLargeMailbox(t *testing.T) {
 	if testing.Short() {
 		t.Skip("large mailbox test skipped in -short mode")
@@ -27,6 +29,8 @@ func TestLargeMailbox(t *testing.T) {
 	n := 5000
 	if os.Getenv("CSPOOL_BIG") == "1" {
 		n = 100000
+	} else {
+		testproc.NeedHeavy(t)
 	}
 	r := newRig(t)
 	d := r.device("a")

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"cspool/internal/mailstore"
+	"cspool/internal/testproc"
 )
 
 // waitOnline waits until every device has applied the spool's head with
@@ -252,9 +253,10 @@ func TestConvergenceOffline(t *testing.T) {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("seed %d (rerun with -converge.seed=%d)", seed, seed)
-	ops := 120
-	if testing.Short() {
-		ops = 40
+	// 120 operations a client with CSPOOL_HEAVY=1 (CI), else 40.
+	ops := 40
+	if testproc.Heavy() && !testing.Short() {
+		ops = 120
 	}
 	r := newRig(t)
 	devs := []*device{r.device("a"), r.device("b"), r.device("c")}

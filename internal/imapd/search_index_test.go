@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/mailstore"
+	"cspool/internal/testproc"
 )
 
 // searchWords mixes ASCII, letters whose case folds in interesting ways
@@ -229,9 +230,10 @@ func TestSearchIndexAgainstScan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	queries := 250
-	if testing.Short() {
-		queries = 60
+	// 250 queries a phase with CSPOOL_HEAVY=1 (CI), else 60.
+	queries := 60
+	if testproc.Heavy() && !testing.Short() {
+		queries = 250
 	}
 	check := func(phase string) {
 		t.Helper()

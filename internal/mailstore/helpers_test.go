@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
@@ -13,14 +15,62 @@ import (
 	"cspool/internal/command"
 )
 
+// openTest opens a new store in a folder of the test's. It starts as a
+// copy of an empty store made once per test process (emptyStore):
+// creating the schema takes most of a second under the race detector, and
+// most tests open several stores.
 func openTest(t testing.TB) *Store {
 	t.Helper()
-	s, err := Open(filepath.Join(t.TempDir(), "mail.db"))
+	path := filepath.Join(t.TempDir(), "mail.db")
+	b, err := emptyStore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// empty is the file of a new store, made once.
+var empty struct {
+	once sync.Once
+	b    []byte
+	err  error
+}
+
+// emptyStore returns the file of a new, empty store: Open makes it in a
+// folder of its own, which is removed once it is read.
+func emptyStore() ([]byte, error) {
+	empty.once.Do(func() {
+		dir, err := os.MkdirTemp("", "cspool-mailstore-test-")
+		if err != nil {
+			empty.err = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		path := filepath.Join(dir, "empty.db")
+		s, err := Open(path)
+		if err != nil {
+			empty.err = err
+			return
+		}
+		if empty.err = s.Close(); empty.err != nil {
+			return
+		}
+		// Closed, the store is its one file: the WAL was checkpointed.
+		if fi, err := os.Stat(path + "-wal"); err == nil && fi.Size() > 0 {
+			empty.err = fmt.Errorf("the empty store kept a WAL of %d bytes after closing", fi.Size())
+			return
+		}
+		empty.b, empty.err = os.ReadFile(path)
+	})
+	return empty.b, empty.err
 }
 
 // testLog hands out positions and entry ids in order.

@@ -1,6 +1,7 @@
 // Package testproc helps tests that run cspool's servers as subprocesses:
 // loopback ports to tell them (they cannot be handed a listener), and a
-// buffer their output can be written to while the test reads it.
+// buffer their output can be written to while the test reads it. It also
+// holds the switch of the heavy tests (Heavy).
 //
 // Ports come from 20000-31999, below Linux's default ephemeral range
 // (32768-60999), so the kernel never picks one of them for an outgoing
@@ -13,9 +14,27 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"testing"
 )
+
+// HeavyEnv is the environment variable that turns the heavy tests on:
+// the soaks and the large variants, which take minutes. CI sets it
+// (.ci/run); the README's everyday test command does not.
+const HeavyEnv = "CSPOOL_HEAVY"
+
+// Heavy reports whether HeavyEnv is 1: a test with a large variant runs
+// it then, and a smaller one otherwise.
+func Heavy() bool { return os.Getenv(HeavyEnv) == "1" }
+
+// NeedHeavy skips the test unless HeavyEnv is 1.
+func NeedHeavy(t testing.TB) {
+	t.Helper()
+	if !Heavy() {
+		t.Skipf("a heavy test: runs with %s=1 (CI sets it)", HeavyEnv)
+	}
+}
 
 const (
 	low  = 20000
