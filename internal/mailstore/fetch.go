@@ -281,30 +281,7 @@ func (s *Store) Fetch(ctx context.Context, mailbox command.ID, uids imap.UIDSet,
 		return nil
 	}
 	return s.scan(ctx, mailbox, want, func(last imap.UID) (string, []any, func(imap.UID) bool) {
-		ranges := make([][2]imap.UID, len(uids))
-		lo, hi := imap.UID(^uint32(0)), imap.UID(0)
-		for i, r := range uids {
-			start, stop := r.Start, r.Stop
-			if start == 0 {
-				start = last
-			}
-			if stop == 0 {
-				stop = last
-			}
-			if start > stop {
-				start, stop = stop, start
-			}
-			ranges[i] = [2]imap.UID{start, stop}
-			lo, hi = min(lo, start), max(hi, stop)
-		}
-		in := func(uid imap.UID) bool {
-			for _, r := range ranges {
-				if uid >= r[0] && uid <= r[1] {
-					return true
-				}
-			}
-			return false
-		}
+		lo, hi, in := uidRanges(uids, last)
 		return "AND m.uid BETWEEN ? AND ?", []any{int64(lo), int64(hi)}, in
 	}, fn)
 }
