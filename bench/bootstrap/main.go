@@ -19,26 +19,15 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"path/filepath"
-	"sync/atomic"
 	"time"
 
-	"cspool/internal/api"
+	"cspool/bench/internal/rig"
 	"cspool/internal/command"
-	"cspool/internal/entry"
-	"cspool/internal/keys"
 	"cspool/internal/mailstore"
-	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/syncer"
-	"cspool/internal/userdb"
 )
 
 func main() {
@@ -52,128 +41,26 @@ func main() {
 	}
 }
 
-// counter counts requests and response bytes through a RoundTripper.
-type counter struct {
-	next     http.RoundTripper
-	requests atomic.Int64
-	in       atomic.Int64
-}
-
-type countingBody struct {
-	io.ReadCloser
-	n *atomic.Int64
-}
-
-func (b countingBody) Read(p []byte) (int, error) {
-	k, err := b.ReadCloser.Read(p)
-	b.n.Add(int64(k))
-	return k, err
-}
-
-func (c *counter) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.requests.Add(1)
-	resp, err := c.next.RoundTrip(r)
-	if err == nil {
-		resp.Body = countingBody{resp.Body, &c.in}
-	}
-	return resp, err
-}
-
-type env struct {
-	dir         string
-	url         string
-	user, spool *keys.SecretKey
-	store       *sqlitestore.Store
-	quiet       *slog.Logger
-}
-
-// device returns a new device's sync loop with the daemon's settings,
-// reading through a counter.
-func (e *env) device(name string) (*syncer.Syncer, *mailstore.Store, *counter, error) {
-	ms, err := mailstore.Open(filepath.Join(e.dir, name+".db"))
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	cnt := &counter{next: http.DefaultTransport}
-	client, err := api.NewClient(e.url, "alice", e.user, &http.Client{Transport: cnt})
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	s, err := syncer.New(syncer.Config{User: "alice", UserKey: e.user, SpoolKey: e.spool.Public(), Source: client,
-		Store: ms, Logger: e.quiet})
-	return s, ms, cnt, err
-}
-
-func message(i, size int) []byte {
-	b := fmt.Appendf(nil, "From: s%d@example.org\r\nTo: alice@example.org\r\nSubject: bootstrap %d\r\nMessage-ID: <%d@bootstrap>\r\n\r\n", i%50, i, i)
-	for len(b) < size-2 {
-		b = append(b, "lorem ipsum dolor sit amet consectetur adipiscing elit sed do\r\n"...)
-	}
-	return append(b[:size-2], "\r\n"...)
-}
-
-func mb(b int64) float64 { return float64(b) / 1e6 }
-
 func run(n, flagChanges, size int) error {
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("", "cspool-bootstrap-")
+	e, err := rig.New("cspool-bootstrap-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	e := &env{dir: dir, quiet: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if e.user, err = keys.Generate(rand.Reader); err != nil {
+	defer e.Close()
+	if _, err := e.Deliver(ctx, n, size, "bootstrap"); err != nil {
 		return err
-	}
-	if e.spool, err = keys.Generate(rand.Reader); err != nil {
-		return err
-	}
-	usersFile := filepath.Join(dir, "users")
-	if err := os.WriteFile(usersFile, []byte("alice "+e.user.Public().String()+"\n"), 0o600); err != nil {
-		return err
-	}
-	users, err := userdb.Load(usersFile, nil)
-	if err != nil {
-		return err
-	}
-	if e.store, err = sqlitestore.Open(filepath.Join(dir, "spool"), sqlitestore.Options{}); err != nil {
-		return err
-	}
-	defer e.store.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: api.NewServer(api.Config{Store: e.store, Users: users, SpoolKey: e.spool.Public(),
-		Started: time.Now().Add(-time.Hour)})}
-	go srv.Serve(ln)
-	defer srv.Close()
-	e.url = "http://" + ln.Addr().String()
-
-	// Deliveries, sealed by the spool, appended in batches.
-	var batch [][]byte
-	for i := 0; i < n; i++ {
-		b, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: message(i, size)}, e.spool, e.user.Public(), "alice", nil)
-		if err != nil {
-			return err
-		}
-		if batch = append(batch, b); len(batch) == 500 || i == n-1 {
-			if _, err := e.store.Append(ctx, "alice", batch); err != nil {
-				return err
-			}
-			batch = batch[:0]
-		}
 	}
 
 	// The first device syncs as the daemon does, checkpoint rule included.
-	a, msa, _, err := e.device("a")
+	a, msa, _, err := e.Device("a", e.URL, syncer.Config{})
 	if err != nil {
 		return err
 	}
 	runCtx, stopA := context.WithCancel(ctx)
 	defer stopA()
 	go a.Run(runCtx)
-	head, err := e.store.Head(ctx, "alice")
+	head, err := e.Store.Head(ctx, rig.User)
 	if err != nil {
 		return err
 	}
@@ -190,28 +77,19 @@ func run(n, flagChanges, size int) error {
 	if err := msa.Scan(ctx, mbox.ID, 0, func(m *mailstore.Message) error { ids = append(ids, m.ID); return nil }); err != nil {
 		return err
 	}
-	var cmds [][]byte
-	seal := func(c *command.Command) error {
-		b, _, err := entry.Seal(c, e.user, e.user.Public(), "alice", nil)
-		cmds = append(cmds, b)
-		return err
-	}
+	cmds := e.Commands()
 	for i := 0; i < flagChanges; i++ {
-		if err := seal(&command.Command{Kind: command.SetFlags, Flags: []string{"$Label" + fmt.Sprint(i%7)}, IDs: []command.ID{ids[i%len(ids)]}}); err != nil {
+		if err := cmds.Add(ctx, &command.Command{Kind: command.SetFlags, Flags: []string{"$Label" + fmt.Sprint(i%7)}, IDs: []command.ID{ids[i%len(ids)]}}); err != nil {
 			return err
 		}
 	}
-	if err := seal(&command.Command{Kind: command.Expunge, IDs: ids[:len(ids)/4]}); err != nil {
+	if err := cmds.Add(ctx, &command.Command{Kind: command.Expunge, IDs: ids[:len(ids)/4]}); err != nil {
 		return err
 	}
-	for len(cmds) > 0 {
-		k := min(len(cmds), 1000)
-		if _, err := e.store.Append(ctx, "alice", cmds[:k]); err != nil {
-			return err
-		}
-		cmds = cmds[k:]
+	if err := cmds.Flush(ctx); err != nil {
+		return err
 	}
-	if head, err = e.store.Head(ctx, "alice"); err != nil {
+	if head, err = e.Store.Head(ctx, rig.User); err != nil {
 		return err
 	}
 	if err := a.WaitApplied(ctx, head); err != nil {
@@ -220,7 +98,7 @@ func run(n, flagChanges, size int) error {
 	stopA()
 
 	newDevice := func(name, what string) error {
-		cp, err := e.store.LatestCheckpoint(ctx, "alice")
+		cp, err := e.Store.LatestCheckpoint(ctx, rig.User)
 		if err != nil {
 			return err
 		}
@@ -230,13 +108,13 @@ func run(n, flagChanges, size int) error {
 		}
 		var live int64
 		for _, p := range sn.Keep() {
-			es, err := e.store.Read(ctx, "alice", p-1, 1, 0)
+			es, err := e.Store.Read(ctx, rig.User, p-1, 1, 0)
 			if err != nil || len(es) != 1 || es[0].Pos != p {
 				return fmt.Errorf("reading live entry %d: %v", p, err)
 			}
 			live += int64(len(es[0].Data))
 		}
-		d, _, cnt, err := e.device(name)
+		d, _, cnt, err := e.Device(name, e.URL, syncer.Config{})
 		if err != nil {
 			return err
 		}
@@ -247,10 +125,10 @@ func run(n, flagChanges, size int) error {
 		took := time.Since(start)
 		st := d.Status()
 		fmt.Printf("%s: log of %d entries, newest checkpoint at %d (%.2f MB); live mailbox %d messages, %.1f MB of entries\n",
-			what, head, cp.Pos, mb(int64(len(cp.Data))), len(sn.Keep()), mb(live))
+			what, head, cp.Pos, rig.MB(int64(len(cp.Data))), len(sn.Keep()), rig.MB(live))
 		fmt.Printf("  new device: %d requests, %.1f MB read = %.2fx the live mailbox (%.2fx with the checkpoint counted in), %d entries applied after the checkpoint, %d restore(s), %.2f s\n",
-			cnt.requests.Load(), mb(cnt.in.Load()), float64(cnt.in.Load())/float64(live),
-			float64(cnt.in.Load())/float64(live+int64(len(cp.Data))), st.Applied, st.Restores, took.Seconds())
+			cnt.Requests(), rig.MB(cnt.Received()), float64(cnt.Received())/float64(live),
+			float64(cnt.Received())/float64(live+int64(len(cp.Data))), st.Applied, st.Restores, took.Seconds())
 		return nil
 	}
 	if err := newDevice("b", "as a user would meet it"); err != nil {
@@ -260,6 +138,6 @@ func run(n, flagChanges, size int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("the first device writes a checkpoint at %d: %d entries (%.1f MB) compacted away\n", pos, stats.Deleted, mb(stats.Bytes))
+	fmt.Printf("the first device writes a checkpoint at %d: %d entries (%.1f MB) compacted away\n", pos, stats.Deleted, rig.MB(stats.Bytes))
 	return newDevice("c", "after a checkpoint at the head")
 }
