@@ -70,6 +70,7 @@ var TestSupport = []string{
 	"cspool/internal/spool/spooltest",
 	"cspool/internal/spool/pgstore/pgtest",
 	"cspool/internal/testproc",
+	"cspool/bench/internal/rig",
 }
 
 // ServerSide is the spool server's code: the stores, the users, the HTTP
