@@ -63,10 +63,11 @@ func (s *spoolServer) serve(httpLn, lmtpLn net.Listener, tlsConfig *tls.Config, 
 }
 
 // shutdown ends the waiting reads, stops taking requests and deliveries,
-// and waits for those in flight until ctx ends.
+// and waits for those in flight (the parked reads' answers too) until ctx
+// ends.
 func (s *spoolServer) shutdown(ctx context.Context) error {
 	s.api.Shutdown()
-	err := s.http.Shutdown(ctx)
+	err := errors.Join(s.http.Shutdown(ctx), s.api.Drain(ctx))
 	if s.lmtp != nil {
 		err = errors.Join(err, s.lmtp.Shutdown(ctx))
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -34,11 +35,15 @@ const maxExcessConns = 64
 //
 // Give Listener the plain TCP listener; http.Server.ServeTLS puts TLS on
 // top of it.
+//
+// Served over plain HTTP/1.1 through this listener (not TLS), a read that
+// long-polls leaves net/http while it waits (park.go): once answered, its
+// connection comes back through Accept, as a new connection to the HTTP
+// server.
 func (s *Server) Listener(ln net.Listener) net.Listener {
-	if s.conns.max <= 0 {
-		return ln
-	}
-	return &limitedListener{Listener: ln, l: s.conns}
+	l := &limitedListener{Listener: ln, l: s.conns, back: make(chan net.Conn), done: make(chan struct{})}
+	s.parking.Store(true)
+	return l
 }
 
 // connLimiter counts the open connections of each address, and slows down
@@ -63,32 +68,94 @@ func newConnLimiter(perAddr int, refusalRate float64) *connLimiter {
 	return &connLimiter{max: perAddr, refusalRate: refusalRate, open: map[string]*addrState{}, excess: map[string]bool{}}
 }
 
+// limitedListener admits the connections of its listener, and gives the
+// HTTP server back those of answered parked reads (resume).
 type limitedListener struct {
 	net.Listener
 	l *connLimiter
+
+	start    sync.Once
+	accepted chan acceptResult // from the goroutine that accepts
+	back     chan net.Conn     // connections of parked reads, answered
+	done     chan struct{}     // closed by Close
+	closing  sync.Once
 }
 
+type acceptResult struct {
+	c   net.Conn
+	err error
+}
+
+// Accept returns the next connection admitted, or one given back by resume.
 func (ln *limitedListener) Accept() (net.Conn, error) {
+	ln.start.Do(func() {
+		ln.accepted = make(chan acceptResult)
+		go ln.acceptLoop()
+	})
+	select {
+	case c := <-ln.back:
+		return c, nil
+	case a := <-ln.accepted:
+		return a.c, a.err
+	case <-ln.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// acceptLoop accepts from the listener until it is closed, handing each
+// admitted connection, or each error, to Accept.
+func (ln *limitedListener) acceptLoop() {
 	for {
 		c, err := ln.Listener.Accept()
-		if err != nil {
-			return nil, err
+		var a acceptResult
+		switch {
+		case err != nil:
+			a.err = err
+		default:
+			if a.c = ln.l.admit(c, ln); a.c == nil {
+				c.Close()
+				continue
+			}
 		}
-		if lc := ln.l.admit(c); lc != nil {
-			return lc, nil
+		select {
+		case ln.accepted <- a:
+		case <-ln.done:
+			if a.c != nil {
+				a.c.Close()
+			}
+			return
 		}
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+	}
+}
+
+// resume gives c back to the HTTP server, or closes it if the listener is
+// closed.
+func (ln *limitedListener) resume(c net.Conn) {
+	select {
+	case ln.back <- c:
+	case <-ln.done:
 		c.Close()
 	}
 }
 
+func (ln *limitedListener) Close() error {
+	ln.closing.Do(func() { close(ln.done) })
+	return ln.Listener.Close()
+}
+
 // admit returns c counted against its address, marked excess if the
-// address is at its limit, or nil if c is to be closed at once.
-func (l *connLimiter) admit(c net.Conn) net.Conn {
+// address is at its limit, or nil if c is to be closed at once. A
+// connection that is not TCP, or any with the limit off, is not counted.
+func (l *connLimiter) admit(c net.Conn, ln *limitedListener) net.Conn {
 	key := addrKey(c.RemoteAddr())
-	if key == "" {
-		return c
+	lc := &limitedConn{Conn: c, l: l, ln: ln, key: key, remote: c.RemoteAddr().String()}
+	if key == "" || l.max <= 0 {
+		lc.key = ""
+		return lc
 	}
-	lc := &limitedConn{Conn: c, l: l, key: key, remote: c.RemoteAddr().String()}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	a := l.open[key]
@@ -110,6 +177,9 @@ func (l *connLimiter) admit(c net.Conn) net.Conn {
 }
 
 func (l *connLimiter) release(c *limitedConn) {
+	if c.key == "" {
+		return // not counted
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !c.excessUntil.IsZero() {
@@ -207,8 +277,9 @@ func addrKey(a net.Addr) string {
 type limitedConn struct {
 	net.Conn
 	l           *connLimiter
-	key, remote string
-	excessUntil time.Time // zero for a connection within the limit
+	ln          *limitedListener // that accepted it: where a parked read's connection goes back
+	key, remote string           // key "": not counted
+	excessUntil time.Time        // zero for a connection within the limit
 	once        sync.Once
 }
 

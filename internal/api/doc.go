@@ -62,6 +62,12 @@
 //   - Long-poll: a read with wait > 0 that finds nothing blocks in
 //     spool.Store.Wait until an entry arrives (from any process) or the wait,
 //     capped at Config.MaxWait, ends; Server.Shutdown ends every wait early.
+//     On a plain HTTP/1.1 connection accepted by Server.Listener the wait is
+//     parked (park.go): the connection leaves net/http, one small goroutine
+//     waits and answers, and the connection goes back to the HTTP server
+//     through the listener. A parked read holds its user's share until its
+//     wait ends even if the client went away; Server.Drain waits for the
+//     answers after Shutdown.
 //   - Errors are one Error type carrying a kind; the kind maps onto the HTTP
 //     status (RFC 9110 section 15) on the server and back onto the kind in
 //     the client, so IsTemporary means the same thing on both sides. Peers

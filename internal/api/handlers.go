@@ -266,23 +266,34 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 		entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
 	}
 	if err == nil && len(entries) == 0 && p.wait > 0 {
+		if s.park(w, r, c.user, p) {
+			return // answered from its own goroutine when the wait ends
+		}
 		var moved bool
 		if moved, err = s.wait(ctx, c.user, p.after, p.wait); err == nil && moved {
 			entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
 		}
 	}
+	s.answerRead(ctx, w, r, c.user, p, entries, err)
+}
+
+// answerRead answers a read with entries (read after p.after, possibly
+// after a wait) or err: it reads the tip again, sets the headers and
+// streams the entries.
+func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.Request, user string, p readParams, entries []spool.Entry, err error) {
+	var tip spool.Tip
 	// The head and the checkpoint are read again after the entries: a
 	// compaction that deleted any of them committed before, so the header
 	// reports it. The hash at the head is fixed once the head exists, and
 	// every entry sent is at or before it.
 	if err == nil {
-		tip, err = s.tip(ctx, c.user)
+		tip, err = s.tip(ctx, user)
 	}
 	head, cp := tip.Head, tip.Checkpoint
 	var chainStart, chainHead string
 	var chained bool
 	if err == nil {
-		chainStart, chainHead, chained, err = s.chainHeaders(ctx, c.user, p.after, tip)
+		chainStart, chainHead, chained, err = s.chainHeaders(ctx, user, p.after, tip)
 	}
 	if err != nil {
 		s.fail(w, r, storeError("reading entries", err))
@@ -297,7 +308,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 	w.Header().Set("Cspool-Head", strconv.FormatUint(head, 10))
 	w.Header().Set("Cspool-Checkpoint", strconv.FormatUint(cp, 10))
 	w.WriteHeader(http.StatusOK)
-	if err := s.stream(ctx, w, c.user, p, head, cp, entries); err != nil {
+	if err := s.stream(ctx, w, user, p, head, cp, entries); err != nil {
 		// The status is sent; the missing end marker tells the client.
 		info(r).err = err
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cspool/internal/keys"
@@ -217,6 +218,13 @@ type Server struct {
 	// a minute with many devices, and a fresh 64 KiB each would be
 	// garbage.
 	buffers sync.Pool
+	// answers are the write buffers of parked reads' answers (park.go).
+	answers sync.Pool
+	// parking is set once Listener made a listener that takes parked
+	// reads' connections back; parkedReads counts the reads parked.
+	parking     atomic.Bool
+	parkedReads sync.WaitGroup
+	parkedNow   atomic.Int64
 
 	// stopping is cancelled by Shutdown to end long-polls.
 	stopping context.Context
@@ -266,7 +274,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.mux.ServeHTTP(rw, rr)
 	}
-	s.observe(rr, rw.status, ri)
+	if ri.parked {
+		return // answered, observed and logged when its wait ends (park.go)
+	}
+	s.answered(rr, rw, start, ri)
+}
+
+// answered reports a request's answer to the metrics and the log. r is the
+// request as the mux saw it.
+func (s *Server) answered(r *http.Request, rw *recorder, start time.Time, ri *reqInfo) {
+	s.observe(r, rw.status, ri)
 	var suppressed int
 	if se, ok := ri.err.(*srvError); ok && se.sampled {
 		var log bool
@@ -303,6 +320,9 @@ type reqInfo struct {
 	key   keys.PublicKey // the signer named by the Authorization header
 	spool bool           // signed with the spool key
 	err   error
+	// parked: the read's connection was taken over to wait (park.go),
+	// which answers it later.
+	parked bool
 }
 
 type reqInfoKey struct{}

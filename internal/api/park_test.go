@@ -1,0 +1,115 @@
+package api
+
+import (
+	"context"
+	"net/http/httptrace"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+)
+
+// handlersServing counts the goroutines of net/http serving a connection
+// (a request in its handler, or a connection waiting for its next request).
+func handlersServing(t *testing.T) int {
+	t.Helper()
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 2); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for g := range strings.SplitSeq(b.String(), "\n\n") {
+		if strings.Contains(g, "net/http.(*conn).serve") && strings.Contains(g, "cspool/internal/api.(*Server).read") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestParkedReadsLeaveNetHTTP: long-polls that wait hold no handler of
+// net/http (with its buffers and its background read) but are answered as
+// before, when an entry comes and when the wait ends, and their
+// connections serve the next request.
+func TestParkedReadsLeaveNetHTTP(t *testing.T) {
+	m := &recMetrics{}
+	e := newEnv(t, false, func(c *Config) { c.MaxWait = 3 * time.Second; c.Metrics = m })
+	ctx := testCtx(t)
+	alice, bob := e.client(t, "alice", e.alice), e.client(t, "bob", e.bob)
+	waiting := func() int {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		n := 0
+		for _, d := range m.polls {
+			n += d
+		}
+		return n
+	}
+	const polls = 6
+	var chs []<-chan pollResult
+	for i := range polls {
+		c := alice
+		if i%2 == 1 {
+			c = bob
+		}
+		chs = append(chs, startPoll(ctx, c, 0, time.Minute))
+	}
+	waitFor(t, "every long-poll waiting", func() bool { return waiting() == polls })
+	if n := handlersServing(t); n != 0 {
+		t.Errorf("%d long-polls wait in net/http's handlers, want 0 (parked)", n)
+	}
+	if _, err := e.store.Append(ctx, "alice", [][]byte{[]byte("news")}); err != nil {
+		t.Fatal(err)
+	}
+	for i, ch := range chs {
+		select {
+		case r := <-ch:
+			switch {
+			case r.err != nil:
+				t.Errorf("long-poll %d: %v", i, r.err)
+			case i%2 == 0 && (len(r.entries) != 1 || r.head != 1 || string(r.entries[0].Data) != "news"):
+				t.Errorf("alice's long-poll %d = %d entries, head %d; want the entry appended", i, len(r.entries), r.head)
+			case i%2 == 1 && (len(r.entries) != 0 || r.head != 0):
+				t.Errorf("bob's long-poll %d = %d entries, head %d; want none at the end of its wait", i, len(r.entries), r.head)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("long-poll %d not answered", i)
+		}
+	}
+	// The connection of an answered parked read serves the next request.
+	reused := make(chan bool, 2)
+	tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+		GotConn: func(ci httptrace.GotConnInfo) { reused <- ci.Reused }})
+	if _, _, err := bob.Read(tctx, 0, 0, 0, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	<-reused
+	if _, _, err := bob.Read(tctx, 0, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !<-reused {
+		t.Error("the request after a parked read's answer opened a new connection, want the same one kept alive")
+	}
+}
+
+// TestDrainWaitsForParkedReads: Shutdown answers parked reads at once, and
+// Drain returns once they are answered.
+func TestDrainWaitsForParkedReads(t *testing.T) {
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	ch := startPoll(ctx, e.client(t, "alice", e.alice), 0, time.Minute)
+	waitFor(t, "the long-poll parked", func() bool { return e.api.parkedCount() == 1 })
+	e.api.Shutdown()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := e.api.Drain(dctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	select {
+	case r := <-ch:
+		if r.err != nil || len(r.entries) != 0 {
+			t.Fatalf("parked long-poll at shutdown = %d entries, %v; want an empty answer", len(r.entries), r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the parked long-poll was not answered after Drain")
+	}
+}
