@@ -81,36 +81,61 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	case direct:
 		want = mailstore.WantMetadataOnly
 	}
-	var line []byte
 	var writeErr error
+	// The responses written here gather in out and reach the framer a
+	// block at a time; out goes first whenever anything else is written.
+	var out []byte
+	flush := func() error {
+		if len(out) == 0 {
+			return nil
+		}
+		err := fc.writeResponses(out)
+		out = out[:0]
+		return err
+	}
 	// A FETCH written here reads its rows through the driver itself, each
 	// Message only until the next.
 	fetch := s.store().Fetch
 	if direct {
 		fetch = s.store().FetchForms
 	}
+	refAt := refCursor{refs: refs}
 	err = fetch(ctx, sel.mb.id, span, want, func(m *mailstore.Message) error {
-		r, ok := findRef(refs, m.UID)
+		r, ok := refAt.find(m.UID)
 		if !ok {
 			return nil
 		}
 		if opts.Flags || markSeen {
-			m.Flags = s.showRecent(m.UID, m.Flags)
-			if writeErr = s.tell(m.Flags); writeErr != nil {
-				return writeErr
+			var untold bool
+			m.Flags, untold = s.fetchFlags(m.UID, m.Flags)
+			if untold {
+				if writeErr = flush(); writeErr != nil {
+					return writeErr
+				}
+				if writeErr = s.tell(m.Flags); writeErr != nil {
+					return writeErr
+				}
 			}
 		}
 		if writeErr = checkBinary(m, opts); writeErr != nil {
 			return writeErr
 		}
 		if direct && (m.EnvelopeWire != nil || !opts.Envelope) && (m.StructureWire != nil || opts.BodyStructure == nil) && validFlags(m.Flags) {
-			line = appendFetch(line[:0], r.seq, m, opts)
-			_, writeErr = fc.Write(line)
+			out = appendFetch(out, r.seq, m, opts)
+			if len(out) >= holdBytes {
+				writeErr = flush()
+			}
+			return writeErr
+		}
+		if writeErr = flush(); writeErr != nil {
 			return writeErr
 		}
 		writeErr = writeMessage(w.CreateMessage(r.seq), m, opts, markSeen)
 		return writeErr
 	})
+	if writeErr == nil {
+		writeErr = flush()
+	}
 	if writeErr != nil {
 		return writeErr // the connection is gone
 	}

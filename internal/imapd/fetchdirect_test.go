@@ -124,3 +124,106 @@ func TestDirectFetchMatchesLibrary(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectFetchMatchesLibraryInBlocks: a FETCH of many messages written
+// here, gathered into blocks of holdBytes and handed to the framer a block
+// at a time, is byte for byte what go-imap writes: messages without a
+// stored form (8-bit headers, written by the library) among them, \Recent
+// on the newest, keywords, and a keyword another session sets just before
+// the FETCH, whose FLAGS must come out right before the first response
+// showing it (with ENVELOPE or BODYSTRUCTURE, more than one block into the
+// FETCH).
+func TestDirectFetchMatchesLibraryInBlocks(t *testing.T) {
+	const n = 700
+	r := newRig(t)
+	d := r.device("a")
+	var pos uint64
+	for i := range n {
+		m := fmt.Sprintf("From: Sender %d <s%d@example.org>\r\nTo: r@example.org\r\nSubject: block %d\r\nMessage-ID: <%d@example.org>\r\n\r\nhello %d\r\n", i, i, i, i, i)
+		if i%97 == 5 {
+			m = fmt.Sprintf("From: J\xc3\xbcrgen <j@z.org>\r\nSubject: 8-bit %d Gr\xc3\xbc\xc3\x9fe\r\n\r\nx\r\n", i)
+		}
+		if i%131 == 7 {
+			m = directCorpus[10]
+		}
+		pos = r.Deliver([]byte(m))
+	}
+	d.synced(pos)
+	other := dialRaw(t, d.addr)
+	other.cmd(`a LOGIN alice "` + testPassword + `"`)
+	other.until("a OK")
+	other.cmd("b SELECT INBOX")
+	other.until("b OK")
+	other.cmd(`c STORE 10:40 +FLAGS (\Seen $Forwarded)`)
+	other.until("c OK")
+
+	// One session per transcript; the keyword set before each FETCH is
+	// new to it and named after the run, and renamed in the transcript.
+	run := 0
+	transcript := func(direct bool, items string) string {
+		t.Helper()
+		old := directFetch
+		directFetch = direct
+		defer func() { directFetch = old }()
+		run++
+		kw := fmt.Sprintf("late%03d", run)
+		rc := dialRaw(t, d.addr)
+		rc.cmd(`a LOGIN alice "` + testPassword + `"`)
+		rc.until("a OK")
+		rc.cmd("b SELECT INBOX")
+		rc.until("b OK")
+		other.cmd(fmt.Sprintf("s%d STORE 600 +FLAGS (%s)", run, kw))
+		other.until(fmt.Sprintf("s%d OK", run))
+		rc.cmd("f FETCH 1:* " + items)
+		got := rc.until("f ")
+		rc.cmd("g UID FETCH 300:* " + items)
+		got += rc.until("g ")
+		rc.cmd("z LOGOUT")
+		other.cmd(fmt.Sprintf("r%d STORE 600 -FLAGS (%s)", run, kw))
+		other.until(fmt.Sprintf("r%d OK", run))
+		return strings.ReplaceAll(got, kw, "lateNNN")
+	}
+	for _, items := range []string{"(FLAGS)", "(UID)", "(RFC822.SIZE)", "(UID FLAGS)", "(ENVELOPE FLAGS)", "(BODYSTRUCTURE)", "(ENVELOPE)"} {
+		lib, dir := transcript(false, items), transcript(true, items)
+		if strings.Count(lib, " FETCH (") < n+n-299 || !strings.Contains(lib, "lateNNN") {
+			t.Fatalf("%s: the library's transcript lacks responses or the new keyword:\n%.2000s", items, lib)
+		}
+		if strings.Contains(items, "FLAGS") && !strings.Contains(lib, `* FLAGS (`) {
+			t.Fatalf("%s: no FLAGS response before the new keyword:\n%.2000s", items, lib)
+		}
+		if len(lib) < 2*holdBytes && (strings.Contains(items, "ENVELOPE") || strings.Contains(items, "BODYSTRUCTURE")) {
+			t.Fatalf("%s: %d bytes, fewer than two blocks", items, len(lib))
+		}
+		if lib != dir {
+			ll, dl := strings.Split(lib, "\n"), strings.Split(dir, "\n")
+			for i := range min(len(ll), len(dl)) {
+				if ll[i] != dl[i] {
+					t.Fatalf("%s, line %d differs:\n library %q\n direct  %q", items, i+1, ll[i], dl[i])
+				}
+			}
+			t.Fatalf("%s: %d lines from the library, %d direct", items, len(ll), len(dl))
+		}
+	}
+}
+
+// TestRefCursor: the cursor finds what findRef finds, for UIDs in order,
+// out of order, repeated, and absent.
+func TestRefCursor(t *testing.T) {
+	refs := []ref{{2, 1}, {3, 2}, {7, 3}, {8, 4}, {20, 5}}
+	for _, seq := range [][]imap.UID{
+		{1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 21},
+		{2, 7, 20},
+		{20, 8, 7, 3, 2, 1},
+		{7, 7, 3, 8, 8, 2, 20, 19},
+		{},
+	} {
+		c := refCursor{refs: refs}
+		for _, u := range seq {
+			got, gok := c.find(u)
+			want, wok := findRef(refs, u)
+			if got != want || gok != wok {
+				t.Errorf("sequence %v, UID %d: cursor %v %v, findRef %v %v", seq, u, got, gok, want, wok)
+			}
+		}
+	}
+}

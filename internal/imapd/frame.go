@@ -610,6 +610,31 @@ func (fc *frameConn) hold() {
 	fc.holding = true
 }
 
+// writeResponses writes p, whole untagged responses the session made
+// itself: FETCH responses, with no tagged reply, continuation request,
+// EXISTS or EXPUNGE among them, and every literal whole. While hold is on
+// and the output is at the start of a line, p joins the held output as it
+// is, without the look at every line Write takes (watch): nothing in it
+// changes what watch keeps. Otherwise it goes through Write.
+func (fc *frameConn) writeResponses(p []byte) error {
+	fc.mu.Lock()
+	if !fc.holding || !fc.outStart || fc.outSkip > 0 {
+		fc.mu.Unlock()
+		_, err := fc.Write(p)
+		return err
+	}
+	defer fc.mu.Unlock()
+	fc.held = append(fc.held, p...)
+	if len(fc.held) < holdBytes {
+		return nil
+	}
+	fc.Conn.SetWriteDeadline(time.Now().Add(holdWriteTimeout))
+	_, err := fc.Conn.Write(fc.held)
+	fc.Conn.SetWriteDeadline(time.Time{})
+	fc.held = fc.held[:0]
+	return err
+}
+
 // release writes out what hold gathered and ends it.
 func (fc *frameConn) release() error {
 	fc.mu.Lock()
@@ -665,7 +690,7 @@ func (fc *frameConn) watch(p []byte) {
 		fc.outStart = true
 		line := fc.outPrefix
 		switch {
-		case fc.tag != "" && bytes.HasPrefix(line, []byte(fc.tag+" ")):
+		case fc.tag != "" && len(line) > len(fc.tag) && line[len(fc.tag)] == ' ' && string(line[:len(fc.tag)]) == fc.tag:
 			fc.ended = true
 		case bytes.HasPrefix(line, []byte("+")) && (fc.name == "IDLE" || fc.name == "AUTHENTICATE"):
 			fc.contReqs++

@@ -393,6 +393,28 @@ func findRef(refs []ref, uid imap.UID) (ref, bool) {
 	return ref{}, false
 }
 
+// refCursor finds the refs of UIDs asked for in ascending order, as the
+// store's rows come, in one pass over refs; after a UID out of order the
+// search starts again where a binary search puts it.
+type refCursor struct {
+	refs []ref
+	k    int // refs[:k] are below the UID asked for last
+}
+
+func (c *refCursor) find(uid imap.UID) (ref, bool) {
+	if c.k > 0 && c.refs[c.k-1].uid >= uid {
+		c.k = sort.Search(len(c.refs), func(i int) bool { return c.refs[i].uid >= uid })
+	}
+	for c.k < len(c.refs) && c.refs[c.k].uid < uid {
+		c.k++
+	}
+	if c.k < len(c.refs) && c.refs[c.k].uid == uid {
+		c.k++
+		return c.refs[c.k-1], true
+	}
+	return ref{}, false
+}
+
 func toFlags(fs []string) []imap.Flag {
 	out := make([]imap.Flag, len(fs))
 	for i, f := range fs {

@@ -142,6 +142,17 @@ func (s *session) showRecent(uid imap.UID, flags []string) []string {
 	return v.withRecent(uid, flags)
 }
 
+// fetchFlags returns flags as a FETCH shows them for uid (showRecent),
+// and whether the client's FLAGS lacks one of their keywords, so that
+// tell must write FLAGS before the FETCH response: one lock for both.
+func (s *session) fetchFlags(uid imap.UID, flags []string) ([]string, bool) {
+	mb, v := s.sel.mb, s.sel.v
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	flags = v.withRecent(uid, flags)
+	return flags, v.told.missing(flags)
+}
+
 // recentSet returns, for SEARCH, whether a UID is recent for the session.
 func (s *session) recentSet() func(imap.UID) bool {
 	mb, v := s.sel.mb, s.sel.v
