@@ -401,30 +401,23 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids imap.UI
 
 // formsQuery reads what FetchForms gives, in UID order: the UID, the
 // flags, the date, the size, the body, the id, the modseq, and then the
-// forms of want (both NULL where one asked for is missing) and the
-// decoded values where one is.
+// body's forms (NULL where it has none; formsFallback reads the decoded
+// values then).
 func formsQuery(want Want) string {
 	var b strings.Builder
 	b.WriteString("SELECT m.uid, m.flags, m.keywords, m.date, m.size, m.body, m.id, m.modseq")
 	if want&(WantEnvelopeWire|WantStructureWire) != 0 {
-		var missing []string
-		if want&WantEnvelopeWire != 0 {
-			missing = append(missing, "f.envelope IS NULL")
-		}
-		if want&WantStructureWire != 0 {
-			missing = append(missing, "f.structure IS NULL")
-		}
-		cond := strings.Join(missing, " OR ")
-		b.WriteString(", iif(" + cond + ", NULL, f.envelope), iif(" + cond + ", NULL, f.structure)")
-		b.WriteString(", iif(" + cond + ", (SELECT envelope FROM bodies WHERE bid = m.body), NULL)")
-		b.WriteString(", iif(" + cond + ", (SELECT structure FROM bodies WHERE bid = m.body), NULL)")
-		b.WriteString(" FROM messages m LEFT JOIN forms f ON f.bid = m.body")
+		b.WriteString(", f.envelope, f.structure FROM messages m LEFT JOIN forms f ON f.bid = m.body")
 	} else {
 		b.WriteString(" FROM messages m")
 	}
 	b.WriteString(" WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?1) AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid")
 	return b.String()
 }
+
+// formsFallback reads the decoded envelope and structure of a body that
+// lacks a form FetchForms was asked for.
+const formsFallback = "SELECT envelope, structure FROM bodies WHERE bid = ?"
 
 // systemFlagLists holds, for every set of system flag bits, its flags in
 // output order; the lists are shared and never written.
@@ -467,6 +460,7 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet
 		return wrap(err)
 	}
 	forms := want&(WantEnvelopeWire|WantStructureWire) != 0
+	var fallback *sqlite3.Stmt
 	var m Message
 	mb := mailbox
 	for rows.Step() {
@@ -487,18 +481,39 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet
 			}
 		}
 		if forms {
-			if rows.ColumnType(8) != sqlite3.NULL || rows.ColumnType(9) != sqlite3.NULL {
+			if (want&WantEnvelopeWire == 0 || rows.ColumnType(8) != sqlite3.NULL) && (want&WantStructureWire == 0 || rows.ColumnType(9) != sqlite3.NULL) {
 				m.EnvelopeWire, m.StructureWire = rawForm(rows, 8, want&WantEnvelopeWire), rawForm(rows, 9, want&WantStructureWire)
 			} else {
+				// A form asked for is missing: both decoded values
+				// instead.
+				if fallback == nil {
+					if fallback, _, err = c.Prepare(formsFallback); err != nil {
+						return wrap(err)
+					}
+					defer fallback.Close()
+				}
+				if err := fallback.BindInt64(1, m.bodyID); err != nil {
+					return wrap(err)
+				}
+				if !fallback.Step() {
+					err := fallback.Err()
+					if err == nil {
+						err = fmt.Errorf("message %d: body %d missing", uid, m.bodyID)
+					}
+					return wrap(err)
+				}
 				if want&WantEnvelopeWire != 0 {
-					if m.Envelope, err = decodeEnvelope(rows.ColumnRawBlob(10)); err != nil {
+					if m.Envelope, err = decodeEnvelope(fallback.ColumnRawBlob(0)); err != nil {
 						return wrap(err)
 					}
 				}
 				if want&WantStructureWire != 0 {
-					if m.BodyStructure, err = decodeStructure(rows.ColumnRawBlob(11)); err != nil {
+					if m.BodyStructure, err = decodeStructure(fallback.ColumnRawBlob(1)); err != nil {
 						return wrap(err)
 					}
+				}
+				if err := fallback.Reset(); err != nil {
+					return wrap(err)
 				}
 			}
 		}
