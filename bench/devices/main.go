@@ -17,11 +17,13 @@
 // from one server process to the other.
 //
 // Every phase is bounded in time; the run fails if a device cannot
-// connect or a push is not seen within a minute. The idle window should be
-// at least --wait long, or it may see none of the renewals that are the
-// idle load. Each device holds a connection, so the program raises its
-// open-file limit (RLIMIT_NOFILE) to the hard limit, which the servers it
-// starts inherit, and refuses to run when that is below --users + 1,000.
+// connect or a push is not seen within a minute. A device's first
+// long-poll waits a random part of --wait, so that the renewals, which are
+// the idle load, come at a steady rate (users / wait) from the start, as
+// those of devices that came up at different times. Each device holds a
+// connection, so the program raises its open-file limit (RLIMIT_NOFILE) to
+// the hard limit, which the servers it starts inherit, and refuses to run
+// when that is below --users + 1,000.
 //
 //	go run ./bench/devices --cspool /tmp/cspool --users 10000 --idle 60s
 //	go run ./bench/devices --cspool /tmp/cspool --users 10000 --store postgres --servers 2
@@ -37,6 +39,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -85,7 +88,7 @@ func main() {
 	flag.IntVar(&c.servers, "servers", 1, "server processes on the same store (1 or 2)")
 	flag.StringVar(&c.store, "store", "sqlite", "sqlite or postgres")
 	flag.StringVar(&c.dsn, "dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL admin DSN; a fresh database is made and dropped")
-	flag.DurationVar(&c.wait, "wait", 30*time.Second, "long-poll wait of each read (the daemon's default)")
+	flag.DurationVar(&c.wait, "wait", 120*time.Second, "long-poll wait of each read (the daemon's default; the server grants at most its --max-wait)")
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "idle window measured")
 	flag.DurationVar(&c.ramp, "ramp", 20*time.Second, "devices start spread over this long")
 	flag.IntVar(&c.pushes, "pushes", 200, "deliveries whose push latency is measured")
@@ -136,9 +139,6 @@ func run(c config) error {
 	}
 	if err := raiseFileLimit(uint64(c.users) + 1000); err != nil {
 		return err
-	}
-	if c.idle < c.wait {
-		fmt.Fprintf(os.Stderr, "devices: --idle %s is shorter than --wait %s: the window may miss the renewals\n", c.idle, c.wait)
 	}
 	work := c.work
 	if work != "" {
@@ -515,12 +515,19 @@ func (d *device) run(ctx context.Context, delay, wait time.Duration, requests *a
 		return
 	}
 	var pos uint64
-	first := true
+	first, spread := true, true
 	fails := 0
 	for ctx.Err() == nil {
 		w := wait
-		if first {
+		switch {
+		case first:
 			w = 0
+		case spread:
+			// The first long-poll waits a random part of the wait, so that
+			// the renewals are spread over it as those of devices that came
+			// up at different times, not bunched in the ramp.
+			spread = false
+			w = time.Duration(1+mrand.Int64N(max(1, int64(wait/time.Second)))) * time.Second
 		}
 		requests.Add(1)
 		lr, err := d.client.ReadLog(ctx, pos, 1000, 4<<20, w)

@@ -53,8 +53,10 @@ A request signed with a key the server does not know is refused before
 anything is stored. Each caller has a share of its own, and a caller over it
 gets 429 while everyone else goes on: each user key's replay budget
 (--nonces-per-key; --spool-key-nonces for the spool key), each user's
-waiting reads (--max-long-polls), each client address's connections
-(--max-conns-per-addr; behind a reverse proxy raise it, or 0 for none), and
+waiting reads (--max-long-polls; each waits up to --max-wait, 2 minutes,
+which behind a reverse proxy must stay below its read timeout), each client
+address's connections (--max-conns-per-addr; behind a reverse proxy raise
+it, or 0 for none), and
 an address whose requests keep being refused gets its answers slowly
 (--refusal-rate).
 
@@ -92,6 +94,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	maxConns := fs.Int("max-conns-per-addr", 64, "connections one client address (IPv4, or IPv6 /64) may hold open to the HTTP API; 0: no limit")
 	refusalRate := fs.Int("refusal-rate", 20, "refusals a second one client address gets answered at once; beyond, answers are held up to 2 s; 0: never held")
 	maxPolls := fs.Int("max-long-polls", 16, "reads of one user that may wait for new entries at once")
+	maxWait := fs.Duration("max-wait", 120*time.Second, "longest wait granted to a long-poll (a waiting device renews its read this often); behind a reverse proxy keep it below the proxy's read timeout")
 	userNonces := fs.Int("nonces-per-key", 1<<14, "requests of one user's key remembered at once against replays (its budget over 5 minutes)")
 	spoolNonces := fs.Int("spool-key-nonces", 1<<18, "requests of the spool key remembered at once (deliveries over HTTP in 5 minutes)")
 	if err := parseFlags(fs, args); err != nil {
@@ -126,6 +129,8 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		return usagef("--max-conns-per-addr and --refusal-rate must be 0 (no limit) or more")
 	case *maxPolls <= 0 || *userNonces <= 0 || *spoolNonces <= 0:
 		return usagef("--max-long-polls, --nonces-per-key and --spool-key-nonces must be positive")
+	case *maxWait < time.Second:
+		return usagef("--max-wait %s: want at least 1s", *maxWait)
 	}
 	// api.Config: negative is no limit.
 	if *maxConns == 0 {
@@ -155,13 +160,14 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim,
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
-			userNonces: *userNonces, spoolNonces: *spoolNonces},
+			userNonces: *userNonces, spoolNonces: *spoolNonces, maxWait: *maxWait},
 	})
 }
 
 // serverLimits are the shares of the HTTP API (docs/API.md §2, §3, §7).
 type serverLimits struct {
 	conns, refusals, polls, userNonces, spoolNonces int
+	maxWait                                         time.Duration
 }
 
 type serverFlags struct {
@@ -247,7 +253,7 @@ func (s *serverRun) run(f serverFlags) error {
 	errc := make(chan error, 4)
 	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20),
 		MaxConnsPerAddr: f.limits.conns, RefusalRate: f.limits.refusals, MaxLongPolls: f.limits.polls,
-		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces}
+		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces, MaxWait: f.limits.maxWait}
 	if spoolKey != nil {
 		cfg.SpoolKey = spoolKey.Public()
 	}

@@ -78,7 +78,8 @@ type Config struct {
 	// ChunkBytes bounds each store read while streaming a response. Zero
 	// means 4 MiB.
 	ChunkBytes int64
-	// MaxWait caps a long-poll's wait parameter. Zero means 60 s.
+	// MaxWait caps a long-poll's wait parameter. Zero means 120 s. Behind
+	// a reverse proxy keep it below the proxy's read timeout.
 	MaxWait time.Duration
 	// ClockSkew is how far behind the server's clock a request's timestamp
 	// may be. Zero means 5 minutes.
@@ -156,7 +157,7 @@ func (c *Config) fill() {
 		c.ChunkBytes = 4 << 20
 	}
 	if c.MaxWait <= 0 {
-		c.MaxWait = 60 * time.Second
+		c.MaxWait = 120 * time.Second
 	}
 	if c.ClockSkew <= 0 {
 		c.ClockSkew = 5 * time.Minute
