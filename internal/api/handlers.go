@@ -256,19 +256,21 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 		s.fail(w, r, err)
 		return
 	}
+	if p.wait > 0 && s.park(w, r, c.user, p) {
+		// Answered from its own goroutine, at once if the log is already
+		// past p.after (the wait's own read of the head says so).
+		return
+	}
 	ctx := r.Context()
 	st := s.cfg.Store
 	// A device that is up to date renews its long-poll with nothing to
-	// read, every 30 s: the tip says so without reading entries.
+	// read: the tip says so without reading entries.
 	tip, err := s.tip(ctx, c.user)
 	var entries []spool.Entry
 	if err == nil && tip.Head > p.after {
 		entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
 	}
 	if err == nil && len(entries) == 0 && p.wait > 0 {
-		if s.park(w, r, c.user, p) {
-			return // answered from its own goroutine when the wait ends
-		}
 		var moved bool
 		if moved, err = s.wait(ctx, c.user, p.after, p.wait); err == nil && moved {
 			entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))

@@ -23,8 +23,9 @@ import (
 // connection, the few values it needs to answer, and one goroutine that has
 // done nothing but wait (its stack stays small).
 //
-// A read parks once it has been authenticated, has found nothing to read
-// and holds its user's share of long-polls; the handler takes the
+// A read with a wait parks once it has been authenticated and holds its
+// user's share of long-polls, before it reads anything: the wait reads the
+// head first and returns at once if there are entries. The handler takes the
 // connection from net/http (http.Hijacker), and returns. When the wait ends
 // the parked read's goroutine answers on the connection, an HTTP/1.1
 // response with a chunked body, exactly what the handler would have written,

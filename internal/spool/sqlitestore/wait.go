@@ -104,7 +104,9 @@ func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
 	}
 	uw := s.waiters.add(user)
 	defer s.waiters.remove(user, uw)
-	h, err := s.head(ctx, user)
+	// The head is one indexed row: read without ctx's cancellation, which
+	// would cost the driver a goroutine to watch it, at every long-poll.
+	h, err := s.head(context.WithoutCancel(ctx), user)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
