@@ -4,6 +4,8 @@
 # 10 KB messages, same load generator, same machine, one run.
 #
 #   bash bench/lmtp.sh            # COUNT1=2000 COUNT8=4000 by default
+#   PROFILE=cpu.pprof bash bench/lmtp.sh   # also a CPU profile of the server,
+#       the first PROFILE_SECONDS (default 4) of its 8-connection run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/dovecot.sh
@@ -23,7 +25,7 @@ $C gen-keys "$work/bench.sec" "$work/bench.pub" >/dev/null
 $C gen-keys "$work/spool.sec" "$work/spool.pub" >/dev/null
 echo "bench $(grep -v '^#' "$work/bench.pub")" >"$work/users"
 $C server --spool-dir "$work/spool" --users "$work/users" --spool-key "$work/spool.sec" \
-	--port 23999 --lmtp 127.0.0.1:22424 2>"$work/server.log" &
+	--port 23999 --lmtp 127.0.0.1:22424 ${PROFILE:+--pprof-addr 127.0.0.1:26060} 2>"$work/server.log" &
 spid=$!
 dovecot_start "$work/dovecot" 22143 22425 bench pw
 for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/22424) 2>/dev/null && break; sleep 0.1; done
@@ -39,7 +41,14 @@ for conns in 1 8; do
 	for peer in cspool dovecot; do
 		addr=127.0.0.1:22424
 		[ "$peer" = dovecot ] && addr=127.0.0.1:22425
+		prof=
+		if [ -n "${PROFILE:-}" ] && [ "$peer$conns" = cspool8 ]; then
+			curl -s -o "$PROFILE" "http://127.0.0.1:26060/debug/pprof/profile?seconds=${PROFILE_SECONDS:-4}" &
+			prof=$!
+			sleep 0.2
+		fi
 		out=$(run "$peer" "$addr" "$conns" "$count")
+		[ -n "$prof" ] && wait "$prof"
 		r=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print("%.0f %.1f %.1f %d" % (d["MsgPerSec"], d["P50ms"], d["P99ms"], d["Failed"]))' "$out")
 		set -- $r
 		rate[$peer$conns]=$1
