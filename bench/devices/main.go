@@ -88,7 +88,7 @@ func main() {
 	flag.IntVar(&c.servers, "servers", 1, "server processes on the same store (1 or 2)")
 	flag.StringVar(&c.store, "store", "sqlite", "sqlite or postgres")
 	flag.StringVar(&c.dsn, "dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL admin DSN; a fresh database is made and dropped")
-	flag.DurationVar(&c.wait, "wait", 120*time.Second, "long-poll wait of each read (the daemon's default; the server grants at most its --max-wait)")
+	flag.DurationVar(&c.wait, "wait", 5*time.Minute, "long-poll wait of each read (the daemon's default; the server grants at most its --max-wait)")
 	flag.DurationVar(&c.idle, "idle", 60*time.Second, "idle window measured")
 	flag.DurationVar(&c.ramp, "ramp", 20*time.Second, "devices start spread over this long")
 	flag.IntVar(&c.pushes, "pushes", 200, "deliveries whose push latency is measured")

@@ -53,7 +53,7 @@ A request signed with a key the server does not know is refused before
 anything is stored. Each caller has a share of its own, and a caller over it
 gets 429 while everyone else goes on: each user key's replay budget
 (--nonces-per-key; --spool-key-nonces for the spool key), each user's
-waiting reads (--max-long-polls; each waits up to --max-wait, 2 minutes,
+waiting reads (--max-long-polls; each waits up to --max-wait, 5 minutes,
 which behind a reverse proxy must stay below its read timeout), each client
 address's connections (--max-conns-per-addr; behind a reverse proxy raise
 it, or 0 for none), and
@@ -94,7 +94,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	maxConns := fs.Int("max-conns-per-addr", 64, "connections one client address (IPv4, or IPv6 /64) may hold open to the HTTP API; 0: no limit")
 	refusalRate := fs.Int("refusal-rate", 20, "refusals a second one client address gets answered at once; beyond, answers are held up to 2 s; 0: never held")
 	maxPolls := fs.Int("max-long-polls", 16, "reads of one user that may wait for new entries at once")
-	maxWait := fs.Duration("max-wait", 120*time.Second, "longest wait granted to a long-poll (a waiting device renews its read this often); behind a reverse proxy keep it below the proxy's read timeout")
+	maxWait := fs.Duration("max-wait", 5*time.Minute, "longest wait granted to a long-poll (a waiting device renews its read this often); behind a reverse proxy keep it below the proxy's read timeout")
 	userNonces := fs.Int("nonces-per-key", 1<<14, "requests of one user's key remembered at once against replays (its budget over 5 minutes)")
 	spoolNonces := fs.Int("spool-key-nonces", 1<<18, "requests of the spool key remembered at once (deliveries over HTTP in 5 minutes)")
 	if err := parseFlags(fs, args); err != nil {

@@ -175,7 +175,7 @@ func (c *countingStore) total() (n int, calls map[string]int) {
 }
 
 // TestLongPollRenewalIsCheap: a device that is up to date renews its
-// long-poll every 2 minutes, and with many devices these renewals are most
+// long-poll every 5 minutes, and with many devices these renewals are most
 // of an idle server's work. One that ends without news waits (the wait
 // reads the head) and reads the log's tip after waiting, and nothing else:
 // no tip before, no entries, no head, no chain hash, no checkpoint of their

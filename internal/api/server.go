@@ -78,7 +78,7 @@ type Config struct {
 	// ChunkBytes bounds each store read while streaming a response. Zero
 	// means 4 MiB.
 	ChunkBytes int64
-	// MaxWait caps a long-poll's wait parameter. Zero means 120 s. Behind
+	// MaxWait caps a long-poll's wait parameter. Zero means 5 minutes. Behind
 	// a reverse proxy keep it below the proxy's read timeout.
 	MaxWait time.Duration
 	// ClockSkew is how far behind the server's clock a request's timestamp
@@ -157,7 +157,7 @@ func (c *Config) fill() {
 		c.ChunkBytes = 4 << 20
 	}
 	if c.MaxWait <= 0 {
-		c.MaxWait = 120 * time.Second
+		c.MaxWait = 5 * time.Minute
 	}
 	if c.ClockSkew <= 0 {
 		c.ClockSkew = 5 * time.Minute

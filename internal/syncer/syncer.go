@@ -143,7 +143,7 @@ type Config struct {
 
 	BatchCount int           // entries per read; 0 = 1000
 	BatchBytes int64         // bytes per read; 0 = 4 MiB
-	Wait       time.Duration // long-poll wait asked of the spool (it may grant less); 0 = 120 s
+	Wait       time.Duration // long-poll wait asked of the spool (it may grant less); 0 = 5 minutes
 	MaxBackoff time.Duration // 0 = 30 s
 }
 
@@ -263,7 +263,7 @@ func (c *Config) fill() {
 		c.BatchBytes = 4 << 20
 	}
 	if c.Wait == 0 {
-		c.Wait = 120 * time.Second
+		c.Wait = 5 * time.Minute
 	}
 	if c.CheckpointMin == 0 {
 		c.CheckpointMin = 1000
