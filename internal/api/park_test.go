@@ -1,7 +1,12 @@
 package api
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"net/http/httptrace"
 	"runtime/pprof"
 	"strings"
@@ -111,5 +116,68 @@ func TestDrainWaitsForParkedReads(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the parked long-poll was not answered after Drain")
+	}
+}
+
+// TestParkedConnectionAuthenticatesAgain: the connection of an answered
+// parked read comes back to the HTTP server as a new one and carries
+// nothing of the request before: the same signed long-poll sent again on
+// it is a replay (401), and one with a forged signature is refused too;
+// neither parks.
+func TestParkedConnectionAuthenticatesAgain(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.MaxWait = 2 * time.Second })
+	req, err := http.NewRequest("GET", e.srv.URL+"/v1/users/alice/entries", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.RawQuery = "after=0&wait=2"
+	if err := SignRequest(req, nil, e.alice, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var raw bytes.Buffer
+	if err := req.Write(&raw); err != nil {
+		t.Fatal(err)
+	}
+	forged := bytes.Replace(raw.Bytes(), []byte("after=0&wait=2"), []byte("after=1&wait=2"), 1)
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	roundTrip := func(what string, b []byte, parks bool) *http.Response {
+		t.Helper()
+		if _, err := conn.Write(b); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if parks {
+			waitFor(t, what+" parked", func() bool { return e.api.parkedCount() == 1 })
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := roundTrip("the long-poll", raw.Bytes(), true); resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("the long-poll: %d, close %v; want 200 on a connection kept alive", resp.StatusCode, resp.Close)
+	}
+	for _, c := range []struct {
+		what string
+		req  []byte
+	}{{"the same request again", raw.Bytes()}, {"a forged request", forged}} {
+		resp := roundTrip(c.what, c.req, false)
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s on the connection a parked read was answered on: %d, want 401", c.what, resp.StatusCode)
+		}
+		if n := e.api.parkedCount(); n != 0 {
+			t.Errorf("%s: %d reads parked, want none", c.what, n)
+		}
+		if resp.Close {
+			break
+		}
 	}
 }
