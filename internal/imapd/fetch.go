@@ -79,7 +79,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			want = want&^mailstore.WantStructure | mailstore.WantStructureWire
 		}
 	case direct:
-		want = mailstore.WantMetadataOnly
+		want = mailstore.WantMetadataOnly | mailstore.WantListing
 	}
 	var writeErr error
 	// The responses written here gather in out and reach the framer a

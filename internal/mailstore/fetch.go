@@ -37,6 +37,11 @@ const (
 	// the bits above. (With the two bits above alone, HeaderLen and
 	// Parse are left zero too.)
 	WantMetadataOnly
+	// WantListing, with WantMetadataOnly and for FetchForms only: the
+	// UID, flags, internal date and size alone, read from the index that
+	// holds them (messages_listing, schema 14) without the table's rows;
+	// ID and ModSeq are left zero, and LoadRaw cannot load the message.
+	WantListing
 )
 
 // Message is one message as FETCH and SEARCH need it.
@@ -352,7 +357,8 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel sel
 }
 
 // FetchForms is Fetch for a FETCH the IMAP session writes itself: want
-// holds only WantEnvelopeWire, WantStructureWire or WantMetadataOnly. The
+// holds only WantEnvelopeWire, WantStructureWire or WantMetadataOnly (with
+// WantListing or not). The
 // rows are read through the SQLite driver itself, not database/sql, and
 // one Message serves every row: it and its slices are fn's only until fn
 // returns (a row without a system flag's keywords costs no allocation).
@@ -361,7 +367,8 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids imap.UI
 	if err := s.check(); err != nil {
 		return err
 	}
-	if want&^(WantEnvelopeWire|WantStructureWire|WantMetadataOnly) != 0 || want == 0 {
+	if want&^(WantEnvelopeWire|WantStructureWire|WantMetadataOnly|WantListing) != 0 || want == 0 ||
+		(want&WantListing != 0 && want != WantMetadataOnly|WantListing) {
 		return fmt.Errorf("reading mailbox %s: FetchForms cannot load %#b", mailbox, want)
 	}
 	if len(uids) == 0 {
@@ -405,7 +412,10 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids imap.UI
 // values then).
 func formsQuery(want Want) string {
 	var b strings.Builder
-	b.WriteString("SELECT m.uid, m.flags, m.keywords, m.date, m.size, m.body, m.id, m.modseq")
+	b.WriteString("SELECT m.uid, m.flags, m.keywords, m.date, m.size")
+	if want&WantListing == 0 {
+		b.WriteString(", m.body, m.id, m.modseq")
+	}
 	if want&(WantEnvelopeWire|WantStructureWire) != 0 {
 		b.WriteString(", f.envelope, f.structure FROM messages m LEFT JOIN forms f ON f.bid = m.body")
 	} else {
@@ -460,6 +470,7 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet
 		return wrap(err)
 	}
 	forms := want&(WantEnvelopeWire|WantStructureWire) != 0
+	listing := want&WantListing != 0
 	var fallback *sqlite3.Stmt
 	var m Message
 	mb := mailbox
@@ -468,9 +479,11 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet
 		if !in(uid) {
 			continue
 		}
-		m = Message{Mailbox: mb, UID: uid, InternalDate: time.UnixMilli(rows.ColumnInt64(3)), Size: rows.ColumnInt64(4),
-			ModSeq: uint64(rows.ColumnInt64(7)), bodyID: rows.ColumnInt64(5), loader: s.rdb}
-		copy(m.ID[:], rows.ColumnRawBlob(6))
+		m = Message{Mailbox: mb, UID: uid, InternalDate: time.UnixMilli(rows.ColumnInt64(3)), Size: rows.ColumnInt64(4)}
+		if !listing {
+			m.ModSeq, m.bodyID, m.loader = uint64(rows.ColumnInt64(7)), rows.ColumnInt64(5), s.rdb
+			copy(m.ID[:], rows.ColumnRawBlob(6))
+		}
 		bits := uint8(rows.ColumnInt64(1))
 		if kw := rows.ColumnRawText(2); len(kw) > 0 {
 			m.Flags = flagSet{bits: bits, keywords: decodeKeywords(string(kw))}.list()

@@ -287,3 +287,89 @@ func TestFetchFormsEndsItsTransaction(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchFormsListing: WantListing gives the UID, flags (keywords
+// among them), internal date and size Fetch gives, for every UID set, and
+// leaves ID and ModSeq zero; its query reads the index messages_listing
+// alone (SQLite's plan names it as covering), not a row of the table per
+// message, also in a database of schema 13 migrated to 14. Other bits
+// with it are refused.
+func TestFetchFormsListing(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "mail.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 13) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))),
+		l.spool(deliverCmd(simpleMessage("three"))), l.spool(deliverCmd(simpleMessage("four"))))
+	var ids []command.ID
+	if err := s.Fetch(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
+		ids = append(ids, m.ID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, "$Work", "later"}, IDs: ids[1:3]}),
+		l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Answered`}, IDs: ids[3:]}))
+	show := func(m *Message) string {
+		return fmt.Sprintf("%d %v %d %d", m.UID, m.Flags, m.InternalDate.UnixMilli(), m.Size)
+	}
+	for _, set := range []imap.UIDSet{{{Start: 1, Stop: 0}}, {{Start: 2, Stop: 3}}, {{Start: 4, Stop: 0}, {Start: 1, Stop: 1}}, {{Start: 5, Stop: 9}}} {
+		var got, want []string
+		if err := s.Fetch(t.Context(), InboxID(), set, WantMetadataOnly, func(m *Message) error {
+			want = append(want, show(m))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.FetchForms(t.Context(), InboxID(), set, WantMetadataOnly|WantListing, func(m *Message) error {
+			got = append(got, show(m))
+			if m.ID != (command.ID{}) || m.ModSeq != 0 {
+				t.Errorf("UID %d: ID %x, modseq %d; want both zero", m.UID, m.ID, m.ModSeq)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("UIDs %v:\n listing %q\n Fetch   %q", set, got, want)
+		}
+	}
+	inbox := InboxID()
+	rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+formsQuery(WantMetadataOnly|WantListing), inbox[:], 1, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(plan, "\n"), "USING COVERING INDEX messages_listing") {
+		t.Errorf("the listing's plan reads more than the index:\n%s", strings.Join(plan, "\n"))
+	}
+	for _, bad := range []Want{WantListing, WantListing | WantEnvelopeWire, WantListing | WantMetadataOnly | WantStructureWire} {
+		if err := s.FetchForms(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, bad, func(*Message) error { return nil }); err == nil {
+			t.Errorf("FetchForms with %#b: no error", bad)
+		}
+	}
+}

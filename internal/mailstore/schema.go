@@ -297,6 +297,13 @@ DROP TRIGGER IF EXISTS undo_bodies_del;
 ALTER TABLE bodies DROP COLUMN envelope_wire;
 ALTER TABLE bodies DROP COLUMN structure_wire;
 `,
+	// 14: a mailbox's messages in UID order with what a FETCH of UID,
+	// FLAGS, INTERNALDATE and RFC822.SIZE writes (FetchForms with
+	// WantListing): such a FETCH reads this index alone, not a row of the
+	// table per message.
+	`
+CREATE INDEX messages_listing ON messages (mailbox, uid, flags, keywords, size, date);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

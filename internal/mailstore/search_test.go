@@ -56,21 +56,15 @@ func TestTextSearchHeader(t *testing.T) {
 	}
 }
 
-// downgrade makes the database's schema version 12 (the IMAP forms in
-// bodies, no table forms), version 10 (no word index either, no
-// messages_mailbox_body), or version 8 or 7 (whose version 8 differs only
-// in what the index holds, versions 9 and 10 by a column each).
+// downgrade makes the database's schema version 13 (no messages_listing),
+// version 12 (the IMAP forms in bodies, no table forms either), version 10
+// (no word index either, no messages_mailbox_body), or version 8 or 7
+// (whose version 8 differs only in what the index holds, versions 9 and 10
+// by a column each).
 func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
-	// The undo triggers naming the columns are made again by the
-	// migration.
-	qs := []string{
-		"DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
-		"DROP TRIGGER undo_forms_ins", "DROP TRIGGER undo_forms_upd", "DROP TRIGGER undo_forms_del",
-		"ALTER TABLE bodies ADD COLUMN envelope_wire BLOB",
-		"ALTER TABLE bodies ADD COLUMN structure_wire BLOB",
-		`UPDATE bodies SET envelope_wire = (SELECT envelope FROM forms f WHERE f.bid = bodies.bid),
-			structure_wire = (SELECT structure FROM forms f WHERE f.bid = bodies.bid)`,
-		"DROP TABLE forms",
+	qs := []string{"DROP INDEX messages_listing"}
+	if version < 13 {
+		qs = append(qs, to12...)
 	}
 	if version < 12 {
 		qs = append(qs, older...)
@@ -84,6 +78,18 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// to12 are downgrade's steps from version 13 to 12. The undo triggers
+// naming the columns are made again by the migration.
+var to12 = []string{
+	"DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
+	"DROP TRIGGER undo_forms_ins", "DROP TRIGGER undo_forms_upd", "DROP TRIGGER undo_forms_del",
+	"ALTER TABLE bodies ADD COLUMN envelope_wire BLOB",
+	"ALTER TABLE bodies ADD COLUMN structure_wire BLOB",
+	`UPDATE bodies SET envelope_wire = (SELECT envelope FROM forms f WHERE f.bid = bodies.bid),
+			structure_wire = (SELECT structure FROM forms f WHERE f.bid = bodies.bid)`,
+	"DROP TABLE forms",
 }
 
 // older are downgrade's steps from version 12 to 10.
