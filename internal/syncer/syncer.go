@@ -452,13 +452,15 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 	}
 }
 
-// step reads and applies one batch. The first read of a run, and any read
-// while behind the head, does not wait, so the status shows contact with
-// the spool at once.
+// step reads and applies one batch. The first read of a run, the first
+// after the spool could not be reached, and any read while behind the head,
+// does not wait, so the status shows contact with the spool at once, and a
+// spool that came back with its log rolled back (a restored backup) is
+// seen at once, not after a long-poll of minutes.
 func (s *Syncer) step(ctx context.Context) error {
 	wait := s.cfg.Wait
 	_, canSend := s.cfg.Source.(HeadSource)
-	if st := s.Status(); st.LastContact.IsZero() || st.Position < st.Head || (st.Queued > 0 && canSend) {
+	if st := s.Status(); st.LastContact.IsZero() || !st.Connected || st.Position < st.Head || (st.Queued > 0 && canSend) {
 		// Queued changes are sent after a read at the head.
 		wait = 0
 	}
