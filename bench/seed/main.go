@@ -17,7 +17,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -107,22 +109,65 @@ func seedSpool(args []string) error {
 	defer st.Close()
 	ctx := context.Background()
 	start := time.Now()
-	var pending [][]byte
-	for i := 0; i < *count; i++ {
-		c := &command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: message(*seed, i, *size)}
-		b, _, err := entry.Seal(c, sk, up, *user, nil)
+	// Batches are sealed on all cores, each entry at its index, while the
+	// batch before is appended: the log holds the messages in order.
+	sealed := make(chan [][]byte, 2)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(sealed)
+		for first := 0; first < *count; first += *batch {
+			n := min(*batch, *count-first)
+			out := make([][]byte, n)
+			if err := parallel(n, func(k int) error {
+				c := &command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: message(*seed, first+k, *size)}
+				b, _, err := entry.Seal(c, sk, up, *user, nil)
+				out[k] = b
+				return err
+			}); err != nil {
+				errc <- err
+				return
+			}
+			sealed <- out
+		}
+	}()
+	for b := range sealed {
+		if _, err := st.Append(ctx, *user, b); err != nil {
+			return err
+		}
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	fmt.Printf("seeded %d messages into %s in %s\n", *count, *dir, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// parallel calls f(k) for k in [0, n) on every core and returns the first
+// error.
+func parallel(n int, f func(k int) error) error {
+	w := runtime.GOMAXPROCS(0)
+	var wg sync.WaitGroup
+	errs := make([]error, w)
+	for j := range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := j; k < n; k += w {
+				if err := f(k); err != nil {
+					errs[j] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
 		if err != nil {
 			return err
 		}
-		pending = append(pending, b)
-		if len(pending) == *batch || i == *count-1 {
-			if _, err := st.Append(ctx, *user, pending); err != nil {
-				return err
-			}
-			pending = pending[:0]
-		}
 	}
-	fmt.Printf("seeded %d messages into %s in %s\n", *count, *dir, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -182,12 +227,12 @@ func seedMaildir(args []string) error {
 		}
 	}
 	start := time.Now()
-	for i := 0; i < *count; i++ {
+	if err := parallel(*count, func(i int) error {
 		m := message(*seed, i, *size)
 		name := fmt.Sprintf("%d.M%dP1.bench,S=%d:2,", 1764000000+*first+i, *first+i, len(m))
-		if err := os.WriteFile(filepath.Join(*dir, "cur", name), m, 0o644); err != nil {
-			return err
-		}
+		return os.WriteFile(filepath.Join(*dir, "cur", name), m, 0o644)
+	}); err != nil {
+		return err
 	}
 	fmt.Printf("wrote %d messages into %s in %s\n", *count, *dir, time.Since(start).Round(time.Millisecond))
 	return nil

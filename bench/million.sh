@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# One user's mailbox of M messages (default 1,000,000) of about SIZE bytes
+# (2 KB), built from scratch, cspool against Dovecot on the same messages:
+#  1. the spool's log: `seed spool` seals the deliveries on every core, in
+#     batches of 5,000 appended while the next batch is sealed (the spool
+#     server's store written directly, as a delivery writes it);
+#  2. the device: `cspool imap-server` on a new database, its real first
+#     sync from the spool server until IMAP STATUS shows all M, then until
+#     its search index is complete; its RSS idle and at its peak (VmHWM)
+#     over the sync, the indexing and the queries of 3;
+#  3. the queries, one connection with a plain socket client that counts
+#     what it reads (bench/lib/bigbox.py): SELECT INBOX, UID FETCH 1:*
+#     (FLAGS) and SEARCH HEADER Message-ID (one message in the middle), the
+#     first of each after the server started and the best of RUNS after
+#     it, and once FETCH 1:* (ENVELOPE FLAGS);
+#  4. Dovecot (DOVECOT=1): the same messages written as files into a
+#     Maildir (`seed maildir`, on every core), indexed by `doveadm index`
+#     (timed), then the queries of 3 against it.
+# Every step prints its time and the load average.
+#
+# The work folder is WORK (default /tmp) and is deleted at the end (KEEP=1
+# keeps it); about 4 GB per 1,000,000 messages for cspool (spool and
+# device) and 4 GB for Dovecot. PROFILE=FILE writes the heap profile of
+# the daemon that synced (after its queries) to FILE. The ports are PORTS (default
+# 24140) + 3, 4, 6 and 285, and PORTS + 859 (the spool server).
+#
+#   M=1000000 bash bench/million.sh
+#   M=100000 RUNS=3 bash bench/million.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib/dovecot.sh
+M=${M:-1000000}
+SIZE=${SIZE:-2048}
+RUNS=${RUNS:-3}
+P=${PORTS:-24140}
+DOVECOT=${DOVECOT:-1}
+KEEP=${KEEP:-0}
+PROFILE=${PROFILE:-}
+work=$(mktemp -d "${WORK:-/tmp}/cspool-bench-million.XXXXXX")
+chmod 755 "$work"
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+	dovecot_stop "$work/dovecot"
+	[ "$KEEP" = 1 ] && echo "kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+go build -o "$work/cspool" ./cmd/cspool
+go build -o "$work/seed" ./bench/seed
+[ -n "$PROFILE" ] && PROFILE=$(realpath "$PROFILE")
+C=$work/cspool
+BB="python3 $PWD/bench/lib/bigbox.py"
+IB="python3 $PWD/bench/lib/imapbench.py"
+cd "$work"
+load() { printf '(load %s)' "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+hwm() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+cur() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+# The Message-ID of the message in the middle (bench/seed's form).
+msgid="bench-1-$((M / 2))@example.org"
+
+$C gen-keys user.sec user.pub >/dev/null
+$C gen-keys spool.sec spool.pub >/dev/null
+echo "alice $(grep -v '^#' user.pub)" >users
+
+# 1. The spool's log.
+t0=$SECONDS
+./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec \
+	--count "$M" --size "$SIZE" --batch 5000 >/dev/null
+echo "spool log of $M messages of $SIZE bytes: $((SECONDS - t0)) s, $(du -sm spool | cut -f1) MB $(load)"
+$C server --spool-dir spool --users users --spool-key spool.sec --port $((P + 859)) 2>server.log &
+pids+=($!)
+for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$((P + 859))) 2>/dev/null && break; sleep 0.1; done
+
+# 2. The device's first sync and index.
+t0=$(date +%s.%N)
+$C imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
+	--spool-server http://127.0.0.1:$((P + 859)) --db device.db --password pw --port $((P + 3)) \
+	--status-addr '' --pprof-addr 127.0.0.1:$((P + 6)) 2>device.log >/dev/null &
+dpid=$!
+pids+=($dpid)
+$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$M" 7200 >/dev/null
+t1=$(date +%s.%N)
+echo "cspool first sync of $M: $(python3 -c "print('%.1f' % ($t1 - $t0))") s, peak RSS $(hwm $dpid) MB $(load)"
+t0=$SECONDS
+until [ "$($C status --db device.db --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["search"]["unindexed"])')" = 0 ]; do
+	[ $((SECONDS - t0)) -lt 7200 ] || { echo "no complete index after two hours" >&2; exit 1; }
+	sleep 2
+done
+sleep 2
+echo "cspool search index complete $((SECONDS - t0)) s after the sync; RSS idle $(cur $dpid) MB, peak $(hwm $dpid) MB, database $(du -sm device.db | cut -f1) MB $(load)"
+
+# 3. The queries against the daemon that synced, then against it restarted
+# (its first queries cold).
+cs=$($BB 127.0.0.1 $((P + 3)) alice pw 1 "$msgid")
+echo "cspool queries on the daemon that synced: $cs"
+echo "cspool daemon that synced: RSS after the queries $(cur $dpid) MB, peak over the sync, indexing and queries $(hwm $dpid) MB $(load)"
+[ -n "$PROFILE" ] && curl -sf -o "$PROFILE" "http://127.0.0.1:$((P + 6))/debug/pprof/heap"
+kill $dpid
+wait $dpid 2>/dev/null || true
+$C imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
+	--spool-server http://127.0.0.1:$((P + 859)) --db device.db --password pw --port $((P + 3)) \
+	--status-addr '' --pprof-addr 127.0.0.1:$((P + 6)) 2>>device.log >/dev/null &
+dpid=$!
+pids+=($dpid)
+$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$M" 600 >/dev/null
+echo "cspool restarted: RSS $(cur $dpid) MB $(load)"
+cs=$($BB 127.0.0.1 $((P + 3)) alice pw "$RUNS" "$msgid")
+echo "cspool queries: $cs"
+echo "cspool restarted, after the queries: RSS $(cur $dpid) MB, peak since the restart $(hwm $dpid) MB $(load)"
+kill $dpid
+wait $dpid 2>/dev/null || true
+
+# 4. Dovecot on the same messages.
+dv='{}'
+if [ "$DOVECOT" = 1 ]; then
+	dovecot_start "$work/dovecot" $((P + 4)) $((P + 285)) alice pw
+	t0=$SECONDS
+	./seed maildir --dir "$work/dovecot/mail/alice/Maildir" --count "$M" --size "$SIZE" >/dev/null
+	chown -R vmail:vmail "$work/dovecot/mail"
+	echo "Dovecot Maildir of $M files: $((SECONDS - t0)) s $(load)"
+	t0=$SECONDS
+	doveadm -c "$work/dovecot/dovecot.conf" index -u alice INBOX
+	echo "doveadm index: $((SECONDS - t0)) s, $(du -sm "$work/dovecot/mail" | cut -f1) MB $(load)"
+	dovecot_stop "$work/dovecot"
+	dovecot_start "$work/dovecot" $((P + 4)) $((P + 285)) alice pw
+	dv=$($BB 127.0.0.1 $((P + 4)) alice pw "$RUNS" "$msgid")
+	echo "Dovecot queries: $dv"
+fi
+
+python3 - "$M" "$cs" "$dv" <<'PY'
+import json, sys
+m, cs, dv = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+print(f"{int(m):,} messages: first = after a restart, best = of the runs after it on one connection; seconds")
+print(f"{'query':<22} {'cspool first':>12} {'best':>8} {'Dovecot first':>13} {'best':>8} {'ratio best':>10} {'answered':>17}")
+best = lambda r: r.get("best", r["first"])
+for q in ("select", "uid_fetch_flags", "search_msgid", "fetch_envelope_flags"):
+    c, d = cs.get(q), dv.get(q)
+    if c is None:
+        continue
+    row = f"{q:<22} {c['first']:>12.3f} {best(c):>8.3f} "
+    if d:
+        row += f"{d['first']:>13.3f} {best(d):>8.3f} {best(c) / max(best(d), 1e-4):>10.2f} {c['lines']:>8}/{d['lines']:<8}"
+    else:
+        row += f"{'-':>13} {'-':>8} {'-':>10} {c['lines']:>8}"
+    print(row)
+for name, r in (("cspool", cs), ("Dovecot", dv)):
+    if "failed" in r:
+        print(f"{name} failed at {r['failed']}")
+PY
