@@ -65,7 +65,7 @@ type Server struct {
 	cancel context.CancelFunc
 
 	mu     sync.Mutex
-	boxes  map[command.ID]*mailbox // mailboxes selected by at least one session
+	boxes  map[command.ID]*mailbox // mailboxes loaded: INBOX and those selected since the start
 	floors map[command.ID]imap.UID // \Recent: the highest UID claimed, per mailbox
 }
 
@@ -103,6 +103,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.guard = loginguard.New(cfg.Login, s.log, "IMAP")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	go s.preload()
 	s.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			return &session{srv: s, conn: c}, nil, nil
@@ -196,13 +197,24 @@ func (s *Server) acquire(ctx context.Context, id command.ID) (*mailbox, error) {
 	return mb, nil
 }
 
+// A mailbox no session uses stays in boxes, loaded and kept up to date by
+// Applied, until it is deleted.
 func (s *Server) release(mb *mailbox) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	mb.refs--
-	if mb.refs == 0 && s.boxes[mb.id] == mb {
-		delete(s.boxes, mb.id)
+}
+
+// preload loads INBOX, so the first SELECT after a start does not read
+// its UIDs (it waits for the load if it comes meanwhile). A failure is
+// left to that SELECT, which loads it again.
+func (s *Server) preload() {
+	mb, err := s.acquire(s.ctx, mailstore.InboxID())
+	if err != nil {
+		s.log.Debug("loading INBOX", "err", err)
+		return
 	}
+	s.release(mb)
 }
 
 // printfLogger adapts slog to imapserver.Logger, within the login guard's

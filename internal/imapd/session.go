@@ -158,7 +158,7 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	// a new UIDVALIDITY (docs/MAILSTORE.md): look it up again, a few times.
 	for try := 0; ; try++ {
 		var err error
-		info, err = s.store().MailboxByName(ctx, name)
+		info, err = s.store().MailboxIdentity(ctx, name)
 		if err != nil {
 			return nil, s.storeError(err, name)
 		}

@@ -3,10 +3,12 @@ package mailstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/ncruces/go-sqlite3"
 
 	"cspool/internal/command"
 )
@@ -89,6 +91,31 @@ func (s *Store) MailboxByName(ctx context.Context, name string) (*Mailbox, error
 	return s.mailboxStatus(ctx, "mb.name = ?", NormalizeName(name), fmt.Sprintf("%q", name))
 }
 
+// MailboxIdentity returns the mailbox called name as MailboxByName does
+// but without the counts (Messages, Unseen and Size are zero): what a
+// SELECT needs, read without going through the mailbox's messages.
+func (s *Store) MailboxIdentity(ctx context.Context, name string) (*Mailbox, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	var mb Mailbox
+	var uv, next, modseq int64
+	var id []byte
+	err := s.rdb.QueryRowContext(ctx, `SELECT mb.id, mb.name, mb.special_use,
+	coalesce((SELECT o.uidvalidity FROM uidvalidity_override o WHERE o.mailbox = mb.id), mb.uidvalidity), mb.uidnext, mb.highest_modseq,
+	EXISTS (SELECT 1 FROM subscriptions s WHERE s.name = mb.name)
+FROM mailboxes mb WHERE mb.name = ?`, NormalizeName(name)).Scan(&id, &mb.Name, &mb.SpecialUse, &uv, &next, &modseq, &mb.Subscribed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("mailbox %q: %w", name, ErrNoMailbox)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading mailbox %q: %w", name, err)
+	}
+	copy(mb.ID[:], id)
+	mb.UIDValidity, mb.UIDNext, mb.HighestModSeq = uint32(uv), imap.UID(next), uint64(modseq)
+	return &mb, nil
+}
+
 // MailboxByID returns the mailbox with id.
 func (s *Store) MailboxByID(ctx context.Context, id command.ID) (*Mailbox, error) {
 	return s.mailboxStatus(ctx, "mb.id = ?", id[:], id.String())
@@ -135,12 +162,17 @@ func (s *Store) Keywords(ctx context.Context) ([]string, error) {
 // MailboxKeywords lists the keywords set on at least one message of a
 // mailbox, as spelled in the store, sorted case-insensitively: the keywords
 // of the mailbox's FLAGS (RFC 9051 section 7.3.5).
+// mailboxKeywordsQuery reads the keyword lists in use in a mailbox from
+// the partial index messages_keywords (schema version 15): the messages
+// without keywords, nearly all of them, are not read.
+const mailboxKeywordsQuery = `SELECT DISTINCT m.keywords FROM messages m INDEXED BY messages_keywords JOIN mailboxes mb ON m.mailbox = mb.mid
+WHERE mb.id = ? AND m.keywords != ''`
+
 func (s *Store) MailboxKeywords(ctx context.Context, mailbox command.ID) ([]string, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	sets, err := queryStrings(ctx, s.rdb, `SELECT DISTINCT m.keywords FROM messages m JOIN mailboxes mb ON m.mailbox = mb.mid
-WHERE mb.id = ? AND m.keywords != ''`, mailbox[:])
+	sets, err := queryStrings(ctx, s.rdb, mailboxKeywordsQuery, mailbox[:])
 	if err != nil {
 		return nil, fmt.Errorf("listing the keywords of %s: %w", mailbox, err)
 	}
@@ -155,38 +187,93 @@ WHERE mb.id = ? AND m.keywords != ''`, mailbox[:])
 // message sequence numbers are the positions in this list (RFC 9051 section
 // 2.3.1.2).
 func (s *Store) UIDs(ctx context.Context, mailbox command.ID) ([]imap.UID, error) {
+	uids, _, err := s.UIDsAt(ctx, mailbox)
+	return uids, err
+}
+
+// UIDsAt is UIDs with the log position the list reflects (Position), both
+// read in one snapshot.
+func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]imap.UID, uint64, error) {
 	if err := s.check(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	conn, err := s.rdb.Conn(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing uids: %w", err)
+		return nil, 0, fmt.Errorf("listing uids: %w", err)
 	}
-	defer tx.Rollback()
-	mb, err := mailboxByID(ctx, tx, mailbox)
+	defer conn.Close()
+	var out []imap.UID
+	var pos uint64
+	var qErr error
+	// The rows are read through the SQLite driver itself, a step and an
+	// integer each (database/sql's Next and Scan cost several times the
+	// query over a large mailbox). One read transaction: the position,
+	// the mailbox and its rows are of one snapshot.
+	err = conn.Raw(func(dc any) error {
+		rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
+		if !ok {
+			return fmt.Errorf("the driver's connection %T gives no SQLite connection", dc)
+		}
+		c := rc.Raw()
+		if err := c.Exec("BEGIN"); err != nil {
+			return err
+		}
+		old := c.SetInterrupt(ctx)
+		out, pos, qErr = mailboxUIDs(c, mailbox)
+		c.SetInterrupt(old)
+		if err := c.Exec("ROLLBACK"); err != nil {
+			return errors.Join(driver.ErrBadConn, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, err
+		return nil, 0, fmt.Errorf("listing uids: %w", err)
 	}
-	if mb == nil {
-		return nil, fmt.Errorf("listing uids of %s: %w", mailbox, ErrNoMailbox)
+	if qErr != nil {
+		return nil, 0, fmt.Errorf("listing uids of %s: %w", mailbox, qErr)
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT uid FROM messages WHERE mailbox = ? ORDER BY uid", mb.mid)
+	return out, pos, nil
+}
+
+// mailboxUIDs reads the store's position and the UIDs of mailbox in
+// increasing order, inside a read transaction.
+func mailboxUIDs(c *sqlite3.Conn, mailbox command.ID) ([]imap.UID, uint64, error) {
+	st, _, err := c.Prepare("SELECT (SELECT position FROM state), (SELECT mid FROM mailboxes WHERE id = ?)")
 	if err != nil {
-		return nil, fmt.Errorf("listing uids: %w", err)
+		return nil, 0, err
+	}
+	if err := st.BindBlob(1, mailbox[:]); err != nil {
+		st.Close()
+		return nil, 0, err
+	}
+	if !st.Step() {
+		err := errors.Join(st.Err(), errors.New("no state row"))
+		st.Close()
+		return nil, 0, err
+	}
+	pos, none, mid := uint64(st.ColumnInt64(0)), st.ColumnType(1) == sqlite3.NULL, st.ColumnInt64(1)
+	if err := st.Close(); err != nil {
+		return nil, 0, err
+	}
+	if none {
+		return nil, 0, ErrNoMailbox
+	}
+	rows, _, err := c.Prepare("SELECT uid FROM messages WHERE mailbox = ? ORDER BY uid")
+	if err != nil {
+		return nil, 0, err
 	}
 	defer rows.Close()
+	if err := rows.BindInt64(1, mid); err != nil {
+		return nil, 0, err
+	}
 	out := []imap.UID{}
-	for rows.Next() {
-		var uid int64
-		if err := rows.Scan(&uid); err != nil {
-			return nil, fmt.Errorf("listing uids: %w", err)
-		}
-		out = append(out, imap.UID(uid))
+	for rows.Step() {
+		out = append(out, imap.UID(rows.ColumnInt64(0)))
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing uids: %w", err)
+		return nil, 0, err
 	}
-	return out, nil
+	return out, pos, nil
 }
 
 // Locate returns where the message with id is: its mailbox and UID.
