@@ -16,6 +16,7 @@ import (
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/syncer"
 )
@@ -204,7 +205,7 @@ func TestPlaintextLeak(t *testing.T) {
 func openTestStore(t *testing.T, db string, user *keys.SecretKey) *mailstore.Store {
 	t.Helper()
 	k := devicedb.Key(user.DatabaseKey("mailstore"))
-	ms, err := mailstore.OpenWith(db, mailstore.Options{Key: &k, NoMigrate: true})
+	ms, err := mailstore.OpenWith(db, mailstore.Options{Parser: mimeform.Parser{}, Key: &k, NoMigrate: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +241,7 @@ func TestMigrationKilled(t *testing.T) {
 
 	// The plaintext database, synced in this process as before encryption.
 	db := filepath.Join(dir, "alice.db")
-	plain, err := mailstore.Open(db)
+	plain, err := mailstore.Open(db, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +376,7 @@ func openDeviceDB(db string) (*mailstore.Store, error) {
 			continue
 		}
 		key := devicedb.Key(k.DatabaseKey("mailstore"))
-		return mailstore.OpenWith(db, mailstore.Options{Key: &key, NoMigrate: true})
+		return mailstore.OpenWith(db, mailstore.Options{Parser: mimeform.Parser{}, Key: &key, NoMigrate: true})
 	}
 	return nil, fmt.Errorf("no user.sec or alice.sec beside %s", db)
 }

@@ -20,6 +20,7 @@ import (
 	"cspool/internal/imapd"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/statuspage"
 	"cspool/internal/syncer"
 )
@@ -314,7 +315,7 @@ func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) 
 func openMailStore(w io.Writer, dbPath string, userKey *keys.SecretKey, readOnly bool) (*mailstore.Store, error) {
 	if benchPlaintext {
 		fmt.Fprintf(w, "cspool: this build (cspool_bench_plaintext) keeps %s in plaintext, for benchmarks only\n", dbPath)
-		return mailstore.OpenWith(dbPath, mailstore.Options{NoMigrate: readOnly})
+		return mailstore.OpenWith(dbPath, mailstore.Options{Parser: mimeform.Parser{}, NoMigrate: readOnly})
 	}
 	key := devicedb.Key(userKey.DatabaseKey("mailstore"))
 	migrating := false
@@ -326,7 +327,7 @@ func openMailStore(w io.Writer, dbPath string, userKey *keys.SecretKey, readOnly
 		}
 		fmt.Fprintf(w, "cspool: encrypting %s in place (%s; once, and safe to interrupt)\n", dbPath, sizeText(size))
 	}
-	store, err := mailstore.OpenWith(dbPath, mailstore.Options{Key: &key, NoMigrate: readOnly})
+	store, err := mailstore.OpenWith(dbPath, mailstore.Options{Parser: mimeform.Parser{}, Key: &key, NoMigrate: readOnly})
 	if err != nil {
 		return nil, withHint(err, storeHint(dbPath, err))
 	}

@@ -13,6 +13,7 @@ import (
 
 	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 func runExport(e *env, args []string) error {
@@ -73,7 +74,7 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 		if store, err = openMailStore(e.stderr, *db, k, true); err != nil {
 			return err
 		}
-	} else if store, err = mailstore.Open(*db); err != nil {
+	} else if store, err = mailstore.Open(*db, mimeform.Parser{}); err != nil {
 		return err
 	}
 	defer store.Close()

@@ -15,6 +15,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 // exportFixture is a device database with messages of awkward shapes in
@@ -29,7 +30,7 @@ func newExportFixture(t *testing.T) *exportFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &exportFixture{db: filepath.Join(dir, "mail.db"), messages: map[string][][]byte{}, flags: map[string][]string{}}
-	s, err := mailstore.Open(f.db)
+	s, err := mailstore.Open(f.db, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/syncer"
 )
 
@@ -30,7 +31,7 @@ type device struct {
 
 func (e *env) startDevice(t *testing.T) *device {
 	t.Helper()
-	ms, err := mailstore.Open(filepath.Join(e.dir, "device.db"))
+	ms, err := mailstore.Open(filepath.Join(e.dir, "device.db"), mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,10 +105,12 @@ func synthetic() Graph {
 	add("cspool/internal/devicedb", true)
 	add("cspool/internal/entry", true, "cspool/internal/command", "cspool/internal/keys")
 	add("cspool/internal/spool/sqlitestore", true, "cspool/internal/spool")
+	add("github.com/emersion/go-message", false)
+	add("cspool/internal/mimeform", true, "github.com/emersion/go-imap/v2", "github.com/emersion/go-message")
 	add("cspool/internal/mailstore", true, "cspool/internal/chain", "cspool/internal/command", "cspool/internal/devicedb")
 	add("cspool/internal/api", true, "cspool/internal/entry", "cspool/internal/spool", "net/http")
 	add("cspool/internal/syncer", true, "cspool/internal/entry", "cspool/internal/mailstore", "cspool/internal/spool")
-	add("cspool/internal/imapd", true, "cspool/internal/mailstore", "cspool/internal/syncer")
+	add("cspool/internal/imapd", true, "cspool/internal/mailstore", "cspool/internal/mimeform", "cspool/internal/syncer")
 	add("cspool/internal/statuspage", true, "cspool/internal/syncer", "net/http")
 	add("cspool/cmd/cspool", true, "cspool/internal/api", "cspool/internal/imapd", "cspool/internal/spool/sqlitestore")
 	g["cspool/cmd/cspool"].Files = map[string]File{
@@ -199,6 +201,19 @@ func TestRulesCatchWrongImports(t *testing.T) {
 			name: "the mail store imports an IMAP library through the devicedb",
 			brk:  func(g Graph) { addImport(g, "cspool/internal/devicedb", "a.go", "github.com/emersion/go-imap/v2") },
 			want: []string{"mailstore speaks no protocol: cspool/internal/mailstore reaches github.com/emersion/go-imap/v2 (through cspool/internal/devicedb)"},
+		},
+		{
+			name: "the mail store parses messages itself",
+			brk:  func(g Graph) { addImport(g, "cspool/internal/mailstore", "a.go", "cspool/internal/mimeform") },
+			want: []string{
+				"mailstore speaks no protocol: cspool/internal/mailstore reaches github.com/emersion/go-imap/v2 (through cspool/internal/mimeform)",
+				"mailstore knows no message format: cspool/internal/mailstore reaches cspool/internal/mimeform",
+			},
+		},
+		{
+			name: "the MIME parser reads a file",
+			brk:  func(g Graph) { addImport(g, "cspool/internal/mimeform", "a.go", "os") },
+			want: []string{"mimeform does no I/O: cspool/internal/mimeform reaches os"},
 		},
 		{
 			name: "the chain reads a file",
@@ -301,6 +316,7 @@ func TestRealGraphCatchesWrongImport(t *testing.T) {
 	addImport(g, "cspool/internal/api", "server.go", "cspool/internal/syncer")
 	addImport(g, "cspool/internal/chain", "chain.go", "os")
 	addImport(g, "cspool/internal/mailstore", "apply.go", "cspool/internal/spool")
+	addImport(g, "cspool/internal/mailstore", "prepare.go", "cspool/internal/mimeform")
 	var got []string
 	for _, v := range violations(g) {
 		got = append(got, v.String())
@@ -313,6 +329,7 @@ func TestRealGraphCatchesWrongImport(t *testing.T) {
 		"a package imports only lower floors: cspool/internal/api (roles) reaches cspool/internal/syncer (roles)",
 		"chain does no I/O: cspool/internal/chain reaches os",
 		"mailstore knows nothing of the spool: cspool/internal/mailstore reaches cspool/internal/spool",
+		"mailstore knows no message format: cspool/internal/mailstore reaches cspool/internal/mimeform",
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("missing violation %q; got:\n  %s", want, strings.Join(got, "\n  "))

@@ -26,6 +26,7 @@ var Floors = []Floor{
 		"cspool/internal/smtpdata",
 		"cspool/internal/ownersock",
 		"cspool/internal/loginguard",
+		"cspool/internal/mimeform",
 	}},
 	{"sealing", []string{
 		"cspool/internal/entry",
@@ -93,6 +94,7 @@ var ServerCommandFiles = []string{"server*.go", "deliver.go"}
 // DeviceSide is the device daemon's code.
 var DeviceSide = []string{
 	"cspool/internal/devicedb",
+	"cspool/internal/mimeform",
 	"cspool/internal/mailstore",
 	"cspool/internal/syncer",
 	"cspool/internal/recovery",
@@ -165,10 +167,20 @@ var Rules = []Rule{
 		Except: []Exception{{
 			From: "cspool/internal/mailstore",
 			To:   "github.com/emersion/go-imap/...",
-			Why: "the cached ENVELOPE and BODYSTRUCTURE are go-imap's types, built with imapserver's " +
-				"parser, and the query API takes go-imap's UIDs, flags and search criteria; " +
-				"this goes when MIME parsing moves to a package of its own",
+			Why: "the query API takes go-imap's UIDs and UID sets; " +
+				"this goes when mailstore has a UID type of its own",
 		}},
+	},
+	{
+		Name:       "mailstore knows no message format",
+		Packages:   []string{"cspool/internal/mailstore"},
+		Transitive: true,
+		Forbid:     []string{"github.com/emersion/go-message/...", "cspool/internal/mimeform"},
+	},
+	{
+		Name:     "mimeform does no I/O",
+		Packages: []string{"cspool/internal/mimeform"},
+		Forbid:   ioLibraries,
 	},
 	{
 		Name:     "chain does no I/O",

@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/smtpdata/smtpdatatest"
 	"cspool/internal/syncer"
 )
@@ -67,7 +68,7 @@ func TestLMTPDataLineEnds(t *testing.T) {
 	}
 
 	// A device syncs the log and holds the same bytes.
-	ms, err := mailstore.Open(filepath.Join(t.TempDir(), "device.db"))
+	ms, err := mailstore.Open(filepath.Join(t.TempDir(), "device.db"), mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,11 +29,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-imap/v2"
+
 	"cspool/internal/api"
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/syncer"
 	"cspool/internal/userdb"
@@ -264,7 +267,7 @@ func OpenStore(t testing.TB, path string) *mailstore.Store {
 			t.Fatal(err)
 		}
 	}
-	ms, err := mailstore.Open(path)
+	ms, err := mailstore.Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,19 +303,26 @@ func (d *Device) Synced(pos uint64) {
 	}
 }
 
+// Message is a stored message with its envelope decoded.
+type Message struct {
+	*mailstore.Message
+	Envelope *imap.Envelope
+}
+
 // Messages returns the messages of the mailbox named name with their raw
 // bytes and envelopes, in UID order.
-func Messages(t testing.TB, ms *mailstore.Store, name string) []*mailstore.Message {
+func Messages(t testing.TB, ms *mailstore.Store, name string) []Message {
 	t.Helper()
 	ctx := context.Background()
 	mb, err := ms.MailboxByName(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []*mailstore.Message
+	var out []Message
 	if err := ms.Scan(ctx, mb.ID, mailstore.WantRaw|mailstore.WantEnvelope, func(m *mailstore.Message) error {
-		out = append(out, m)
-		return nil
+		env, err := mimeform.DecodeEnvelope(m.Envelope)
+		out = append(out, Message{Message: m, Envelope: env})
+		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +331,7 @@ func Messages(t testing.TB, ms *mailstore.Store, name string) []*mailstore.Messa
 
 // WaitMessages waits (at most d) until the mailbox holds at least n
 // messages and returns them.
-func WaitMessages(t testing.TB, ms *mailstore.Store, name string, n int, d time.Duration) []*mailstore.Message {
+func WaitMessages(t testing.TB, ms *mailstore.Store, name string, n int, d time.Duration) []Message {
 	t.Helper()
 	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
 		if got := Messages(t, ms, name); len(got) >= n {
@@ -351,7 +361,7 @@ func emptyStore() ([]byte, error) {
 		}
 		defer os.RemoveAll(dir)
 		path := filepath.Join(dir, "empty.db")
-		ms, err := mailstore.Open(path)
+		ms, err := mailstore.Open(path, mimeform.Parser{})
 		if err != nil {
 			empty.err = err
 			return

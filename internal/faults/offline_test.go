@@ -20,6 +20,7 @@ import (
 
 	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 // Changes made while the spool cannot be reached (docs/IMAP.md, "Offline"),
@@ -194,7 +195,7 @@ func sameDumps(t *testing.T, c *cluster) {
 	for _, d := range c.devices {
 		d.p.stop(t)
 		key := devicedb.Key(c.userKey.DatabaseKey("mailstore"))
-		ms, err := mailstore.OpenWith(d.db, mailstore.Options{Key: &key, NoMigrate: true})
+		ms, err := mailstore.OpenWith(d.db, mailstore.Options{Parser: mimeform.Parser{}, Key: &key, NoMigrate: true})
 		if err != nil {
 			t.Fatalf("opening device %s's database: %v", d.name, err)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 var tokenSection = &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: []string{"X-Fault-Token"}, Peek: true}
@@ -97,7 +98,7 @@ func verify(t *testing.T, c *cluster, l *ledger) {
 	for _, d := range c.devices {
 		d.p.stop(t)
 		key := devicedb.Key(c.userKey.DatabaseKey("mailstore"))
-		ms, err := mailstore.OpenWith(d.db, mailstore.Options{Key: &key, NoMigrate: true})
+		ms, err := mailstore.OpenWith(d.db, mailstore.Options{Parser: mimeform.Parser{}, Key: &key, NoMigrate: true})
 		if err != nil {
 			t.Fatalf("opening device %s's database: %v", d.name, err)
 		}

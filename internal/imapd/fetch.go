@@ -9,6 +9,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 // Fetch implements imapserver.Session. Messages are streamed from the store
@@ -130,7 +131,11 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		if writeErr = flush(); writeErr != nil {
 			return writeErr
 		}
-		writeErr = writeMessage(w.CreateMessage(r.seq), m, opts, markSeen)
+		env, bs, err := decodeForms(m)
+		if err != nil {
+			return err
+		}
+		writeErr = writeMessage(w.CreateMessage(r.seq), m, env, bs, opts, markSeen)
 		return writeErr
 	})
 	if writeErr == nil {
@@ -276,8 +281,24 @@ func appendFetch(b []byte, seq uint32, m *mailstore.Message, opts *imap.FetchOpt
 // go-imap writes it.
 const internalDateLayout = "_2-Jan-2006 15:04:05 -0700"
 
-// writeMessage writes one FETCH response.
-func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, opts *imap.FetchOptions, seenSet bool) error {
+// decodeForms decodes the stored envelope and body structure m carries
+// (nil for what it does not).
+func decodeForms(m *mailstore.Message) (env *imap.Envelope, bs imap.BodyStructure, err error) {
+	if m.Envelope != nil {
+		if env, err = mimeform.DecodeEnvelope(m.Envelope); err != nil {
+			return nil, nil, err
+		}
+	}
+	if m.BodyStructure != nil {
+		if bs, err = mimeform.DecodeStructure(m.BodyStructure); err != nil {
+			return nil, nil, err
+		}
+	}
+	return env, bs, nil
+}
+
+// writeMessage writes one FETCH response: env and bs are m's, decoded.
+func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure, opts *imap.FetchOptions, seenSet bool) error {
 	if opts.UID {
 		rw.WriteUID(m.UID)
 	}
@@ -291,10 +312,10 @@ func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, opts
 		rw.WriteRFC822Size(m.Size)
 	}
 	if opts.Envelope {
-		rw.WriteEnvelope(m.Envelope)
+		rw.WriteEnvelope(env)
 	}
 	if opts.BodyStructure != nil {
-		rw.WriteBodyStructure(m.BodyStructure)
+		rw.WriteBodyStructure(bs)
 	}
 	for _, sec := range opts.BodySection {
 		b := bodySection(m, sec)
@@ -335,11 +356,15 @@ func raw(m *mailstore.Message) []byte {
 // singlePart reports whether the message is served as one text part: not
 // parsed as MIME (or beyond the parsing bounds), or not multipart.
 func singlePart(m *mailstore.Message) bool {
-	if m.Parse != mailstore.Parsed {
+	if mimeform.Status(m.Parse) != mimeform.Parsed {
 		return true
 	}
-	_, multi := m.BodyStructure.(*imap.BodyStructureMultiPart)
-	return m.BodyStructure != nil && !multi
+	if m.BodyStructure == nil {
+		return false
+	}
+	bs, err := mimeform.DecodeStructure(m.BodyStructure)
+	_, multi := bs.(*imap.BodyStructureMultiPart)
+	return err == nil && bs != nil && !multi
 }
 
 // bodySection returns BODY[section]<partial>. The whole message, its header
@@ -357,9 +382,9 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		return partial(b[hl:], sec.Partial)
 	case len(sec.Part) == 0 && sec.Specifier == imap.PartSpecifierHeader && plain:
 		return partial(b[:hl], sec.Partial)
-	case m.Parse != mailstore.Parsed && len(sec.Part) == 1 && sec.Part[0] == 1 && sec.Specifier == imap.PartSpecifierNone:
+	case mimeform.Status(m.Parse) != mimeform.Parsed && len(sec.Part) == 1 && sec.Part[0] == 1 && sec.Specifier == imap.PartSpecifierNone:
 		return partial(b[hl:], sec.Partial)
-	case m.Parse == mailstore.Unparsed:
+	case mimeform.Status(m.Parse) == mimeform.Unparsed:
 		if sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierMIME {
 			return partial([]byte("\r\n"), sec.Partial)
 		}
@@ -382,7 +407,7 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 func binarySection(m *mailstore.Message, part []int) []byte {
 	b := raw(m)
 	hl := min(int(m.HeaderLen), len(b))
-	if m.Parse != mailstore.Parsed {
+	if mimeform.Status(m.Parse) != mimeform.Parsed {
 		if len(part) == 0 {
 			return b
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-message/textproto"
 
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 // partHeader returns the MIME header of a body part (its BODY[part.MIME]),
@@ -39,7 +40,7 @@ func decodable(cte string) bool {
 // encoding the server cannot decode: NO [UNKNOWN-CTE] (RFC 3516 section
 // 4.3), before any of the message's FETCH response is written.
 func checkBinary(m *mailstore.Message, opts *imap.FetchOptions) error {
-	if m.Parse != mailstore.Parsed {
+	if mimeform.Status(m.Parse) != mimeform.Parsed {
 		return nil // served as one text part, as it is
 	}
 	var parts [][]int

@@ -13,6 +13,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 // Search implements imapserver.Session with a matcher over the stored
@@ -265,10 +266,17 @@ func (mt *matcher) match(ctx context.Context, c *imap.SearchCriteria) (bool, err
 		return false, nil
 	}
 	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
-		if m.Envelope == nil || m.Envelope.Date.IsZero() {
+		if m.Envelope == nil {
 			return false, nil
 		}
-		sent := dateOf(m.Envelope.Date)
+		env, err := mimeform.DecodeEnvelope(m.Envelope)
+		if err != nil {
+			return false, err
+		}
+		if env == nil || env.Date.IsZero() {
+			return false, nil
+		}
+		sent := dateOf(env.Date)
 		if !c.SentSince.IsZero() && sent.Before(dateOf(c.SentSince)) {
 			return false, nil
 		}
@@ -418,7 +426,7 @@ func (mt *matcher) headerBytes(ctx context.Context) []byte {
 
 func (mt *matcher) parsedHeader(ctx context.Context) *textproto.Header {
 	if mt.header == nil {
-		h := mailstore.ParseHeader(mt.headerBytes(ctx))
+		h := mimeform.ParseHeader(mt.headerBytes(ctx))
 		mt.header = &h
 	}
 	return mt.header
@@ -433,7 +441,7 @@ func (mt *matcher) headerHas(ctx context.Context, key, value string) bool {
 		if value == "" {
 			return true
 		}
-		for _, t := range mailstore.HeaderFieldTexts(f.Value()) {
+		for _, t := range mimeform.HeaderFieldTexts(f.Value()) {
 			if mailstore.ContainsFold(t, value) {
 				return true
 			}
@@ -447,7 +455,7 @@ func (mt *matcher) headerHas(ctx context.Context, key, value string) bool {
 func (mt *matcher) headerFieldsHave(ctx context.Context, s string) bool {
 	h := mt.parsedHeader(ctx)
 	for f := h.Fields(); f.Next(); {
-		for _, t := range mailstore.HeaderFieldTexts(f.Value()) {
+		for _, t := range mimeform.HeaderFieldTexts(f.Value()) {
 			if mailstore.ContainsFold(t, s) {
 				return true
 			}
@@ -467,14 +475,14 @@ func (mt *matcher) rawBody(ctx context.Context) ([]byte, error) {
 	return mt.body, nil
 }
 
-// bodyHas matches BODY s in the body's text (mailstore.BodyTexts).
+// bodyHas matches BODY s in the body's text (mimeform.BodyTexts).
 func (mt *matcher) bodyHas(ctx context.Context, s string) (bool, error) {
 	raw, err := mt.rawBody(ctx)
 	if err != nil {
 		return false, err
 	}
 	if mt.text == nil {
-		mt.text = mailstore.BodyTexts(raw, mt.msg.HeaderLen)
+		mt.text = mimeform.BodyTexts(raw, mt.msg.HeaderLen)
 	}
 	for _, t := range mt.text {
 		if mailstore.ContainsFold(t, s) {

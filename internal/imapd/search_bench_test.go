@@ -15,6 +15,7 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 // readOnly refuses every command: the benchmark below only searches.
@@ -38,7 +39,7 @@ func BenchmarkSearchWire(b *testing.B) {
 		b.Skip("CSPOOL_SEARCH_BENCH_DB names no store")
 	}
 	key := devicedb.Key{7}
-	ms, err := mailstore.OpenWith(path, mailstore.Options{Key: &key})
+	ms, err := mailstore.OpenWith(path, mailstore.Options{Parser: mimeform.Parser{}, Key: &key})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -31,6 +31,7 @@ func reject(reason Reason, format string, args ...any) error {
 type applier struct {
 	ctx    context.Context
 	tx     *sql.Tx
+	parser Parser
 	nextUV int64 // next UIDVALIDITY to assign
 	now    int64 // Unix ms, for rejection records only
 
@@ -92,7 +93,7 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	}
 	defer tx.Rollback()
 	var pos int64
-	a := &applier{ctx: ctx, tx: tx, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
+	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
 	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
 		return nil, fmt.Errorf("reading state: %w", err)
 	}

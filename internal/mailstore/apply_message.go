@@ -90,7 +90,7 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	} else {
 		digest = sha256.Sum256(b)
 		var err error
-		if p, err = parseMessage(b); err != nil {
+		if p, err = parseMessage(a.parser, b); err != nil {
 			return 0, err
 		}
 	}
@@ -99,7 +99,7 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	// nothing (and returns no row) when the digest is stored already.
 	err := a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin)
 		VALUES (?, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING bid`,
-		digest[:], len(b), p.headerLen, int(p.status), p.envelope, p.structure, int64(a.pos)).Scan(&bid)
+		digest[:], len(b), p.headerLen, p.status, p.envelope, p.structure, int64(a.pos)).Scan(&bid)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Stored already: one more reference. A body whose origin is
 		// unknown (a rebase's, restoration.go) takes this entry's

@@ -15,6 +15,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/devicedb"
+	"cspool/internal/mimeform"
 )
 
 // BenchmarkAtRest measures what encryption at rest costs the store, on the
@@ -59,7 +60,7 @@ func BenchmarkAtRest(b *testing.B) {
 			var size int64
 			for range b.N {
 				path := filepath.Join(b.TempDir(), "mail.db")
-				o := Options{}
+				o := Options{Parser: mimeform.Parser{}}
 				if mode == "adiantum" {
 					o.Key = &key
 				}
@@ -90,6 +91,9 @@ func BenchmarkAtRest(b *testing.B) {
 				t1 := time.Now()
 				count := 0
 				err = s.Fetch(ctx, InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelope, func(m *Message) error {
+					if _, err := mimeform.DecodeEnvelope(m.Envelope); err != nil {
+						return err
+					}
 					if mode == "fields" {
 						if _, err := aead.Open(nil, nonce, sealedEnv[count], nil); err != nil {
 							return err

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/command"
+	"cspool/internal/mimeform"
 )
 
 // benchMessage is a ~10 KB message with a realistic header, unique per i.
@@ -81,7 +82,11 @@ func BenchmarkFetchEnvelopeFlags(b *testing.B) {
 	for range b.N {
 		count := 0
 		err := s.Fetch(context.Background(), InboxID(), all, WantEnvelope, func(m *Message) error {
-			if m.Envelope.Subject == "" || m.Flags == nil {
+			env, err := mimeform.DecodeEnvelope(m.Envelope)
+			if err != nil {
+				return err
+			}
+			if env.Subject == "" || m.Flags == nil {
 				return fmt.Errorf("uid %d: missing envelope or flags", m.UID)
 			}
 			count++
@@ -105,7 +110,7 @@ func BenchmarkRestoreCheck(b *testing.B) {
 	ctx := context.Background()
 	entries := deliverEntries(n + more)
 	writer := openTest(b)
-	dev, err := Open(filepath.Join(b.TempDir(), "device.db"))
+	dev, err := Open(filepath.Join(b.TempDir(), "device.db"), mimeform.Parser{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -140,7 +145,7 @@ func BenchmarkRestoreCheck(b *testing.B) {
 		if err := os.WriteFile(path, orig, 0o600); err != nil {
 			b.Fatal(err)
 		}
-		s, err := Open(path)
+		s, err := Open(path, mimeform.Parser{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -28,12 +28,14 @@
 //   - Authorization: an entry by the spool may only Deliver. Rejected
 //     entries (wrong author, replay, invalid or impossible command) change
 //     nothing but the rejection table and are reported in Result.
-//   - Messages are parsed once, at apply time: ENVELOPE, extended
-//     BODYSTRUCTURE (RFC 9051 section 7.5.2), RFC822.SIZE, INTERNALDATE and
-//     the header length are stored next to the raw bytes, which are kept
-//     byte for byte and shared (by SHA-256, with a reference count) between
-//     copies. MIME parsing is bounded in depth and part count; a message
-//     beyond the bounds or not parseable gets a single text/plain structure.
+//   - Messages are parsed once, at apply time (or before it, Prepare): the
+//     store knows no message format, and keeps what its Parser (package
+//     mimeform, given to Open) makes of the bytes: ENVELOPE and extended
+//     BODYSTRUCTURE (RFC 9051 section 7.5.2) as stored and as IMAP writes
+//     them, the header length and how much parsed. These, RFC822.SIZE and
+//     INTERNALDATE are stored next to the raw bytes, which are kept byte
+//     for byte and shared (by SHA-256, with a reference count) between
+//     copies, and given back as they were stored.
 //   - Locking: one write connection, and Apply calls are serialised by a
 //     mutex; reads use a pool of read-only connections and see the last
 //     committed state (WAL snapshots), never a half-applied batch.

@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -30,7 +31,7 @@ const (
 	// WantStructureWire: Message.StructureWire, the body structure's IMAP
 	// form as BODYSTRUCTURE, where the body has one; where it has none,
 	// Message.BodyStructure. With both bits, a body lacking either form
-	// gets the decoded values for both, and no form.
+	// gets the stored values for both, and no form.
 	WantStructureWire
 	// WantMetadataOnly: the metadata alone, read from the messages table
 	// without the bodies': HeaderLen and Parse are left zero. Not with
@@ -54,14 +55,16 @@ type Message struct {
 	Size         int64 // RFC822.SIZE: the raw bytes' length
 	ModSeq       uint64
 	HeaderLen    int64 // the header's length, blank line included: Raw[:HeaderLen]
-	Parse        ParseStatus
+	Parse        uint8 // the parser's status (Parser.Parse)
 
-	Envelope      *imap.Envelope     // with WantEnvelope
-	EnvelopeWire  []byte             // with WantEnvelopeWire: as a FETCH response writes it; nil: see Envelope
-	StructureWire []byte             // with WantStructureWire: as BODYSTRUCTURE; nil: see BodyStructure
-	BodyStructure imap.BodyStructure // with WantStructure (extended data)
-	Header        []byte             // with WantHeader
-	Raw           []byte             // with WantRaw
+	// Envelope and BodyStructure (extended data) are as the parser
+	// stored them (Parser.Parse).
+	Envelope      []byte // with WantEnvelope
+	EnvelopeWire  []byte // with WantEnvelopeWire: as a FETCH response writes it; nil: see Envelope
+	StructureWire []byte // with WantStructureWire: as BODYSTRUCTURE; nil: see BodyStructure
+	BodyStructure []byte // with WantStructure
+	Header        []byte // with WantHeader
+	Raw           []byte // with WantRaw
 
 	bodyID int64
 	loader queryer
@@ -113,7 +116,7 @@ func fetchQuery(want Want) string {
 	if want&WantRaw != 0 {
 		b.WriteString(", (SELECT data FROM blobs WHERE bid = b.bid)")
 	}
-	// The decoded envelope and structure come only where a form asked
+	// The stored envelope and structure come only where a form asked
 	// for is missing.
 	var missing []string
 	if want&WantEnvelopeWire != 0 {
@@ -190,35 +193,26 @@ func scanFetched(r scanner, want Want, t *fetchTargets) (*Message, error) {
 	env, bs, header, raw, wire, wireEnv, swire, wireBS := t.env, t.bs, t.header, t.raw, t.wire, t.wireEnv, t.swire, t.wireBS
 	m := &Message{
 		UID: imap.UID(row.uid), InternalDate: time.UnixMilli(row.date), Size: row.size,
-		ModSeq: uint64(row.modSeq), HeaderLen: headerLen, Parse: ParseStatus(parsed), bodyID: bid,
+		ModSeq: uint64(row.modSeq), HeaderLen: headerLen, Parse: uint8(parsed), bodyID: bid,
 	}
 	copy(m.ID[:], id)
 	copy(m.Mailbox[:], mbid)
 	row.flags.keywords = decodeKeywords(kw)
 	m.Flags = row.flags.list()
-	var err error
 	if want&WantEnvelope != 0 {
-		if m.Envelope, err = decodeEnvelope(env); err != nil {
-			return nil, err
-		}
+		m.Envelope = env
 	}
 	if want&WantStructure != 0 {
-		if m.BodyStructure, err = decodeStructure(bs); err != nil {
-			return nil, err
-		}
+		m.BodyStructure = bs
 	}
-	// Where a form asked for is missing, none is given: the decoded
+	// Where a form asked for is missing, none is given: the stored
 	// values stand in for all of them, so the message is written one way.
 	if (want&WantEnvelopeWire != 0 && wire == nil) || (want&WantStructureWire != 0 && swire == nil) {
 		if want&WantEnvelopeWire != 0 && m.Envelope == nil {
-			if m.Envelope, err = decodeEnvelope(wireEnv); err != nil {
-				return nil, err
-			}
+			m.Envelope = wireEnv
 		}
 		if want&WantStructureWire != 0 && m.BodyStructure == nil {
-			if m.BodyStructure, err = decodeStructure(wireBS); err != nil {
-				return nil, err
-			}
+			m.BodyStructure = wireBS
 		}
 	} else {
 		m.EnvelopeWire, m.StructureWire = wire, swire
@@ -408,7 +402,7 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids imap.UI
 
 // formsQuery reads what FetchForms gives, in UID order: the UID, the
 // flags, the date, the size, the body, the id, the modseq, and then the
-// body's forms (NULL where it has none; formsFallback reads the decoded
+// body's forms (NULL where it has none; formsFallback reads the stored
 // values then).
 func formsQuery(want Want) string {
 	var b strings.Builder
@@ -425,7 +419,7 @@ func formsQuery(want Want) string {
 	return b.String()
 }
 
-// formsFallback reads the decoded envelope and structure of a body that
+// formsFallback reads the stored envelope and structure of a body that
 // lacks a form FetchForms was asked for.
 const formsFallback = "SELECT envelope, structure FROM bodies WHERE bid = ?"
 
@@ -497,7 +491,7 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet
 			if (want&WantEnvelopeWire == 0 || rows.ColumnType(8) != sqlite3.NULL) && (want&WantStructureWire == 0 || rows.ColumnType(9) != sqlite3.NULL) {
 				m.EnvelopeWire, m.StructureWire = rawForm(rows, 8, want&WantEnvelopeWire), rawForm(rows, 9, want&WantStructureWire)
 			} else {
-				// A form asked for is missing: both decoded values
+				// A form asked for is missing: both stored values
 				// instead.
 				if fallback == nil {
 					if fallback, _, err = c.Prepare(formsFallback); err != nil {
@@ -515,15 +509,12 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet
 					}
 					return wrap(err)
 				}
+				// Copied: the statement is reset before fn.
 				if want&WantEnvelopeWire != 0 {
-					if m.Envelope, err = decodeEnvelope(fallback.ColumnRawBlob(0)); err != nil {
-						return wrap(err)
-					}
+					m.Envelope = bytes.Clone(fallback.ColumnRawBlob(0))
 				}
 				if want&WantStructureWire != 0 {
-					if m.BodyStructure, err = decodeStructure(fallback.ColumnRawBlob(1)); err != nil {
-						return wrap(err)
-					}
+					m.BodyStructure = bytes.Clone(fallback.ColumnRawBlob(1))
 				}
 				if err := fallback.Reset(); err != nil {
 					return wrap(err)

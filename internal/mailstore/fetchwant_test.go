@@ -14,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/command"
+	"cspool/internal/mimeform"
 )
 
 // TestFetchWantEnvelopeWireAndMetadataOnly: WantEnvelopeWire gives the
@@ -22,7 +23,7 @@ import (
 // both decoded values; WantMetadataOnly gives what a Fetch without bits gives but the
 // header length and parse status, and LoadRaw still reads the body.
 func TestFetchWantEnvelopeWireAndMetadataOnly(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "mail.db"))
+	s, err := Open(filepath.Join(t.TempDir(), "mail.db"), mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestFetchWantEnvelopeWireAndMetadataOnly(t *testing.T) {
 	if string(wire[0].EnvelopeWire) != want || wire[0].Envelope != nil {
 		t.Errorf("plain: IMAP form %q, envelope %v; want %q alone", wire[0].EnvelopeWire, wire[0].Envelope, want)
 	}
-	if wire[1].EnvelopeWire != nil || wire[1].Envelope == nil || wire[1].Envelope.From[0].Mailbox != "j\u00fc" {
+	if env, err := mimeform.DecodeEnvelope(wire[1].Envelope); wire[1].EnvelopeWire != nil || err != nil || env == nil || env.From[0].Mailbox != "j\u00fc" {
 		t.Errorf("8-bit: IMAP form %q, envelope %+v; want the envelope alone", wire[1].EnvelopeWire, wire[1].Envelope)
 	}
 
@@ -90,7 +91,7 @@ func TestFetchWantEnvelopeWireAndMetadataOnly(t *testing.T) {
 // now, and keeps none where the envelope has none.
 func TestSchema10FillsWireForms(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	s, err := Open(path)
+	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +123,7 @@ func TestSchema10FillsWireForms(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = Open(path); err != nil {
+	if s, err = Open(path, mimeform.Parser{}); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
@@ -138,7 +139,7 @@ func TestSchema10FillsWireForms(t *testing.T) {
 // after the migration has its forms there too.
 func TestSchema13MovesForms(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	s, err := Open(path)
+	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestSchema13MovesForms(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = Open(path); err != nil {
+	if s, err = Open(path, mimeform.Parser{}); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
@@ -297,7 +298,7 @@ func TestFetchFormsEndsItsTransaction(t *testing.T) {
 func TestFetchFormsListing(t *testing.T) {
 	ctx := t.Context()
 	path := filepath.Join(t.TempDir(), "mail.db")
-	s, err := Open(path)
+	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +308,7 @@ func TestFetchFormsListing(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = Open(path); err != nil {
+	if s, err = Open(path, mimeform.Parser{}); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/command"
+	"cspool/internal/mimeform"
 )
 
 // openTest opens a new store in a folder of the test's. It starts as a
@@ -29,7 +30,7 @@ func openTest(t testing.TB) *Store {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(path)
+	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -55,7 +56,7 @@ func emptyStore() ([]byte, error) {
 		}
 		defer os.RemoveAll(dir)
 		path := filepath.Join(dir, "empty.db")
-		s, err := Open(path)
+		s, err := Open(path, mimeform.Parser{})
 		if err != nil {
 			empty.err = err
 			return

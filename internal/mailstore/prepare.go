@@ -2,9 +2,63 @@ package mailstore
 
 import (
 	"crypto/sha256"
+	"iter"
 
 	"cspool/internal/command"
 )
+
+// Parser is what the store needs of a message format: the parse of a
+// message's bytes into the forms it keeps, the IMAP forms of what it kept,
+// and the texts SEARCH tests (search.go). Package mimeform implements it;
+// the store knows no message format of its own, and keeps and gives back
+// the bytes the parser made (Message.Envelope, Message.BodyStructure,
+// Message.Parse).
+type Parser interface {
+	// Parse returns the header's length in raw (its blank line
+	// included), how much of raw parsed (stored, and given back as
+	// Message.Parse), and the envelope and the body structure as stored.
+	// It fails only when it cannot encode what it parsed, never on what
+	// raw holds.
+	Parse(raw []byte) (headerLen int64, status uint8, envelope, structure []byte, err error)
+	// Forms returns the IMAP forms, as a FETCH response writes them, of
+	// a stored envelope and body structure (Message.EnvelopeWire and
+	// Message.StructureWire); nil where one has none.
+	Forms(envelope, structure []byte) (envelopeForm, structureForm []byte, err error)
+	// BodyTexts returns the texts SEARCH BODY tests in a message whose
+	// header is raw[:headerLen].
+	BodyTexts(raw []byte, headerLen int64) []string
+	// HeaderTexts returns each field of a raw header with the texts
+	// SEARCH HEADER tests in its value.
+	HeaderTexts(header []byte) iter.Seq2[string, []string]
+}
+
+// parsedMessage is what apply stores about a message's bytes.
+type parsedMessage struct {
+	status    uint8
+	headerLen int64
+	envelope  []byte // as the parser stores it
+	structure []byte // as the parser stores it
+	// envelopeWire is the envelope's IMAP form, made from the envelope
+	// as stored, so that it is what FETCH wrote from it; nil when it has
+	// none.
+	envelopeWire []byte
+	// structureWire is the body structure's IMAP form, the same way.
+	structureWire []byte
+}
+
+// parseMessage parses b with p, and makes the IMAP forms of what it
+// stores.
+func parseMessage(p Parser, b []byte) (parsedMessage, error) {
+	var m parsedMessage
+	var err error
+	if m.headerLen, m.status, m.envelope, m.structure, err = p.Parse(b); err != nil {
+		return m, err
+	}
+	if m.envelopeWire, m.structureWire, err = p.Forms(m.envelope, m.structure); err != nil {
+		return m, err
+	}
+	return m, nil
+}
 
 // Prepared is the work on a message's bytes that depends on them alone:
 // the SHA-256 that names the stored body and the MIME parse. Made by
@@ -19,12 +73,13 @@ type Prepared struct {
 
 // Prepare does the work on c's message for Apply: c must not change
 // until it is applied. It returns nil for a command that carries no
-// message (only Deliver and Append store one).
-func Prepare(c *command.Command) *Prepared {
+// message (only Deliver and Append store one). It is safe for concurrent
+// use, with Apply too.
+func (s *Store) Prepare(c *command.Command) *Prepared {
 	if c == nil || (c.Kind != command.Deliver && c.Kind != command.Append) {
 		return nil
 	}
-	p, err := parseMessage(c.Body)
+	p, err := parseMessage(s.parser, c.Body)
 	if err != nil {
 		return nil // Apply parses again and reports it
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // TestPreparedSameState: deliveries and appends applied with the work on
-// their bytes made before Apply (Prepare) give the state the same entries
+// their bytes made before Apply (Store.Prepare) give the state the same entries
 // give without it, and work made for other bytes is never used: an entry
 // carrying another message's Prepared stores its own bytes, parsed.
 func TestPreparedSameState(t *testing.T) {
@@ -29,7 +29,7 @@ func TestPreparedSameState(t *testing.T) {
 	}
 	with := make([]Entry, len(entries))
 	for i, e := range entries {
-		e.Prepared = Prepare(e.Cmd)
+		e.Prepared = prepared.Prepare(e.Cmd)
 		if e.Prepared == nil {
 			t.Fatalf("entry %d: no Prepared for a %s", e.Pos, e.Cmd.Kind)
 		}
@@ -38,7 +38,7 @@ func TestPreparedSameState(t *testing.T) {
 	// Entry 3 carries the work made for a copy of entry 4's message.
 	other := *entries[3].Cmd
 	other.Body = bytes.Clone(other.Body)
-	with[2].Prepared = Prepare(&other)
+	with[2].Prepared = prepared.Prepare(&other)
 	if _, err := prepared.Apply(ctx, with, uint64(len(with))); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/command"
+	"cspool/internal/mimeform"
 )
 
 func TestQueries(t *testing.T) {
@@ -62,7 +63,7 @@ func TestQueries(t *testing.T) {
 		var got []imap.UID
 		err := s.Fetch(ctx, inbox, tc.set, WantEnvelope, func(m *Message) error {
 			got = append(got, m.UID)
-			if m.Envelope == nil || m.Envelope.Subject == "" {
+			if env, err := mimeform.DecodeEnvelope(m.Envelope); err != nil || env == nil || env.Subject == "" {
 				t.Errorf("%s: uid %d without envelope", tc.name, m.UID)
 			}
 			// Body on demand, from inside the callback.

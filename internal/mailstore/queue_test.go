@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/command"
+	"cspool/internal/mimeform"
 	"cspool/internal/testproc"
 )
 
@@ -91,7 +92,7 @@ func copyStore(t *testing.T, s *Store) *Store {
 	if _, err := s.wdb.Exec("VACUUM INTO ?", path); err != nil {
 		t.Fatalf("copying the store: %v", err)
 	}
-	c, err := Open(path)
+	c, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatalf("opening the copy: %v", err)
 	}

@@ -296,7 +296,7 @@ func (rb *Rebase) Apply(entries []Entry, newPos uint64, chain []chain.Hash) (*Re
 	if newPos < last || uint64(len(chain)) != newPos-rb.pos {
 		return nil, fmt.Errorf("rebase to %d with %d chain hashes from %d: %w", newPos, len(chain), rb.pos, ErrPosition)
 	}
-	a := &applier{ctx: ctx, tx: tx, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{},
+	a := &applier{ctx: ctx, tx: tx, parser: rb.s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{},
 		rebase: &rebaseRules{oldTouched: rb.oldTouched}}
 	if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&a.nextUV); err != nil {
 		return nil, fmt.Errorf("reading state: %w", err)
@@ -496,7 +496,7 @@ func (s *Store) Covers(ctx context.Context, sn *Snapshot) error {
 	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
 		return fmt.Errorf("reading state: %w", err)
 	}
-	r := &restorer{ctx: ctx, tx: tx, sn: sn, adopt: true}
+	r := &restorer{ctx: ctx, tx: tx, parser: s.parser, sn: sn, adopt: true}
 	if err := r.readOld(); err != nil {
 		return err
 	}

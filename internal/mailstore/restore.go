@@ -51,7 +51,7 @@ func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, ad
 		return nil, nil, fmt.Errorf("starting restore: %w", err)
 	}
 	defer tx.Rollback()
-	r := &restorer{ctx: ctx, tx: tx, sn: sn, adopt: adopt}
+	r := &restorer{ctx: ctx, tx: tx, parser: s.parser, sn: sn, adopt: adopt}
 	var pos, uv int64
 	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &uv); err != nil {
 		return nil, nil, fmt.Errorf("reading state: %w", err)
@@ -116,7 +116,7 @@ func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, ad
 		for id := range listPositions(sn.Superseded) {
 			inLog[id] = true
 		}
-		a := &applier{ctx: ctx, tx: tx, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
+		a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
 		if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&a.nextUV); err != nil {
 			return nil, nil, fmt.Errorf("reading state: %w", err)
 		}
@@ -147,10 +147,11 @@ type oldMessage struct {
 // lives for one call: ctx is that call's, the one tx was begun with, kept
 // beside tx as database/sql keeps it in a Tx.
 type restorer struct {
-	ctx   context.Context
-	tx    *sql.Tx
-	sn    *Snapshot
-	adopt bool
+	ctx    context.Context
+	tx     *sql.Tx
+	parser Parser
+	sn     *Snapshot
+	adopt  bool
 
 	oldMailboxes map[command.ID]SnapMailbox
 	oldMessages  map[command.ID]oldMessage
@@ -370,7 +371,7 @@ func (r *restorer) bodies(fetch BodyFetcher) error {
 	}
 	sort.Slice(need, func(i, j int) bool { return need[i] < need[j] })
 	got := map[uint64]bool{}
-	a := &applier{ctx: r.ctx, tx: r.tx, stmts: map[string]*sql.Stmt{}}
+	a := &applier{ctx: r.ctx, tx: r.tx, parser: r.parser, stmts: map[string]*sql.Stmt{}}
 	put := func(pos uint64, raw []byte) error {
 		d, ok := want[pos]
 		if !ok || got[pos] {

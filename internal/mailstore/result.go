@@ -32,7 +32,7 @@ type Entry struct {
 	ID     command.ID // the entry's unique id
 	Author Author
 	Cmd    *command.Command
-	// Prepared, if set, is Prepare(Cmd), made before Apply.
+	// Prepared, if set, is Store.Prepare(Cmd), made before Apply.
 	Prepared *Prepared
 }
 

@@ -316,7 +316,7 @@ CREATE INDEX messages_keywords ON messages (mailbox, keywords) WHERE keywords !=
 const SchemaVersion = len(migrations)
 
 // migrate brings the database to SchemaVersion in one IMMEDIATE transaction.
-func migrate(ctx context.Context, db *sql.DB) error {
+func migrate(ctx context.Context, db *sql.DB, p Parser) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("starting migration: %w", err)
@@ -357,7 +357,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		// Versions 9 and 10 added the IMAP forms of the envelope and the
 		// body structure (in forms since version 13), which SQL cannot
 		// make.
-		if err := fillWireForms(ctx, tx); err != nil {
+		if err := fillWireForms(ctx, tx, p); err != nil {
 			return fmt.Errorf("migrating schema to version 10: %w", err)
 		}
 	}
@@ -374,4 +374,53 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("committing migration: %w", err)
 	}
 	return nil
+}
+
+// fillWireForms gives the bodies of a database from before schema version
+// 10 the IMAP forms apply gives a body now (table forms), in batches of
+// bodies. The migration that brings such a database up to date runs it,
+// once, in its own transaction; a body whose envelope or structure has no
+// form keeps NULL there.
+func fillWireForms(ctx context.Context, tx *sql.Tx, p Parser) error {
+	update, err := tx.PrepareContext(ctx, "INSERT OR REPLACE INTO forms (envelope, structure, bid) VALUES (?, ?, ?)")
+	if err != nil {
+		return fmt.Errorf("filling the IMAP forms: %w", err)
+	}
+	defer update.Close()
+	type body struct {
+		bid     int64
+		env, bs []byte
+	}
+	for after := int64(0); ; {
+		rows, err := tx.QueryContext(ctx, `SELECT b.bid, b.envelope, b.structure FROM bodies b LEFT JOIN forms f ON f.bid = b.bid
+			WHERE b.bid > ? AND (f.envelope IS NULL OR f.structure IS NULL) ORDER BY b.bid LIMIT 1000`, after)
+		if err != nil {
+			return fmt.Errorf("filling the IMAP forms: %w", err)
+		}
+		var batch []body
+		for rows.Next() {
+			var b body
+			if err := rows.Scan(&b.bid, &b.env, &b.bs); err != nil {
+				rows.Close()
+				return fmt.Errorf("filling the IMAP forms: %w", err)
+			}
+			batch = append(batch, b)
+		}
+		if err := rows.Close(); err != nil {
+			return fmt.Errorf("filling the IMAP forms: %w", err)
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		for _, b := range batch {
+			env, bs, err := p.Forms(b.env, b.bs)
+			if err != nil {
+				return err
+			}
+			if _, err := update.ExecContext(ctx, nullBlob(env), nullBlob(bs), b.bid); err != nil {
+				return fmt.Errorf("filling the IMAP forms: %w", err)
+			}
+			after = b.bid
+		}
+	}
 }

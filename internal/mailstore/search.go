@@ -1,22 +1,17 @@
 package mailstore
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
-	gomessage "github.com/emersion/go-message"
-	"github.com/emersion/go-message/textproto"
 
 	"cspool/internal/command"
 )
@@ -24,8 +19,9 @@ import (
 // The search index (docs/MAILSTORE.md, "Search index").
 //
 // IMAP SEARCH BODY, TEXT and HEADER are case-insensitive substring tests
-// (RFC 9051 section 6.4.4). What they test is defined here once, for the
-// scan and the index alike:
+// (RFC 9051 section 6.4.4). What they test is defined once, by the parser
+// (Parser.BodyTexts and Parser.HeaderTexts; package mimeform), for the scan
+// and the index alike:
 //
 //   - a body's text is its decoded text parts (transfer encoding and
 //     charset undone; text/* and message/* leaves, not attachments), or the
@@ -86,15 +82,6 @@ func HeaderSearchKey(field string) SearchKey {
 	return SearchHeader
 }
 
-// HeaderFieldTexts returns the texts of a header field's value v: v, and
-// v with its RFC 2047 words decoded when they decode and differ.
-func HeaderFieldTexts(v string) []string {
-	if d, ok := DecodeHeaderValue(v); ok && d != v {
-		return []string{v, d}
-	}
-	return []string{v}
-}
-
 // Indexable reports whether the index answers a search for needle exactly.
 func Indexable(needle string) bool {
 	n := strings.ToLower(needle)
@@ -109,74 +96,23 @@ func ContainsFold(hay, needle string) bool {
 	return strings.Contains(strings.ToLower(hay), strings.ToLower(needle))
 }
 
-// ParseHeader parses a raw header as SEARCH does; a header that does not
-// parse has no fields.
-func ParseHeader(raw []byte) textproto.Header {
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
-	if err != nil {
-		return textproto.Header{}
-	}
-	return h
-}
-
-// DecodeHeaderValue undoes RFC 2047 encoded words in a field value.
-func DecodeHeaderValue(v string) (string, bool) {
-	d, err := wordDecoder.DecodeHeader(v)
-	return d, err == nil
-}
-
-// maxDecodedText bounds the decoded text of one message that SEARCH looks
-// at and the index holds.
-const maxDecodedText = 16 << 20
-
-// BodyTexts returns the texts SEARCH BODY tests in a message: its decoded
-// text/* and message/* parts, or, when the message is not MIME-parseable,
-// the raw bytes after the header (headerLen bytes).
-func BodyTexts(raw []byte, headerLen int64) []string {
-	e, err := gomessage.Read(bytes.NewReader(raw))
-	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
-		hl := min(int(headerLen), len(raw))
-		return []string{string(raw[hl:])}
-	}
-	out := []string{}
-	budget := int64(maxDecodedText)
-	_ = e.Walk(func(_ []int, part *gomessage.Entity, err error) error {
-		if err != nil || part == nil || budget <= 0 {
-			return nil
-		}
-		t, _, _ := part.Header.ContentType()
-		if strings.HasPrefix(t, "multipart/") {
-			return nil
-		}
-		if t != "" && !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") {
-			return nil
-		}
-		b, _ := io.ReadAll(io.LimitReader(part.Body, budget))
-		budget -= int64(len(b))
-		out = append(out, string(b))
-		return nil
-	})
-	return out
-}
-
 // indexRow returns a body's index columns: body, hdr, then the fields of
 // indexedFields, each lower-cased.
-func indexRow(raw []byte, headerLen int64) []any {
+func indexRow(p Parser, raw []byte, headerLen int64) []any {
 	hl := min(int(headerLen), len(raw))
 	var hdr column
 	hdr.add(string(raw[:hl]))
 	var fields [len(indexedFields)]column
-	h := ParseHeader(raw[:hl])
-	for f := h.Fields(); f.Next(); {
-		k := HeaderSearchKey(f.Key())
-		for _, t := range HeaderFieldTexts(f.Value()) {
+	for key, texts := range p.HeaderTexts(raw[:hl]) {
+		k := HeaderSearchKey(key)
+		for _, t := range texts {
 			hdr.add(t)
 			if k != SearchHeader {
 				fields[k-SearchFrom].add(t)
 			}
 		}
 	}
-	row := []any{strings.ToLower(strings.Join(BodyTexts(raw, headerLen), "\n")), hdr.String()}
+	row := []any{strings.ToLower(strings.Join(p.BodyTexts(raw, headerLen), "\n")), hdr.String()}
 	for _, f := range fields {
 		row = append(row, f.String())
 	}
@@ -261,8 +197,8 @@ func addWords(set map[string]struct{}, text string) {
 
 // indexBody indexes one stored body that is listed as unindexed, in both
 // indexes; it adds its words to words.
-func indexBody(ctx context.Context, q *sql.Tx, bid int64, raw []byte, headerLen int64, words map[string]struct{}) error {
-	row := append([]any{bid}, indexRow(raw, headerLen)...)
+func indexBody(ctx context.Context, q *sql.Tx, p Parser, bid int64, raw []byte, headerLen int64, words map[string]struct{}) error {
+	row := append([]any{bid}, indexRow(p, raw, headerLen)...)
 	if _, err := q.ExecContext(ctx, "INSERT INTO fts (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row...); err != nil {
 		return fmt.Errorf("indexing body: %w", err)
 	}
@@ -528,7 +464,7 @@ func (s *Store) IndexPending(ctx context.Context, limit int) (done, left int, er
 		}
 		words := map[string]struct{}{}
 		for _, p := range todo {
-			if err := indexBody(ctx, tx, p.bid, p.raw, p.hl, words); err != nil {
+			if err := indexBody(ctx, tx, s.parser, p.bid, p.raw, p.hl, words); err != nil {
 				return err
 			}
 		}

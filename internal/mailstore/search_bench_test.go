@@ -13,6 +13,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/devicedb"
+	"cspool/internal/mimeform"
 )
 
 // searchBenchMessage is bench/seed's message: real headers, about size
@@ -64,7 +65,7 @@ func BenchmarkTextSearch(b *testing.B) {
 		path = filepath.Join(b.TempDir(), "mail.db")
 	}
 	key := devicedb.Key{7}
-	s, err := OpenWith(path, Options{Key: &key})
+	s, err := OpenWith(path, Options{Key: &key, Parser: mimeform.Parser{}})
 	if err != nil {
 		b.Fatal(err)
 	}

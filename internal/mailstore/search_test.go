@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/command"
+	"cspool/internal/mimeform"
 )
 
 // TestTextSearchHeader: HEADER of a field without a column of its own
@@ -113,7 +114,7 @@ var older = []string{
 // migration to version 11.
 func TestSchema11Reindexes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	s, err := Open(path)
+	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestSchema11Reindexes(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(path)
+	s, err = Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestSchema11Reindexes(t *testing.T) {
 // migration to version 8.
 func TestSchema8Reindexes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	s, err := Open(path)
+	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestSchema8Reindexes(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(path)
+	s, err = Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func TestTextSearchManyBodies(t *testing.T) {
 // index of messages in body order, and searches through it.
 func TestSchema12MailboxBodyIndex(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	s, err := Open(path)
+	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func TestSchema12MailboxBodyIndex(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(path)
+	s, err = Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}

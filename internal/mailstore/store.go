@@ -27,6 +27,7 @@ const readCacheKiB = 8192
 // concurrent use; Apply calls are serialised.
 type Store struct {
 	path   string
+	parser Parser
 	wdb    *sql.DB // one connection: Apply and migrations
 	rdb    *sql.DB // read-only connections
 	mu     sync.Mutex
@@ -37,11 +38,15 @@ type Store struct {
 
 // Open opens the mail store in the SQLite file at path in plaintext,
 // creating it (mode 0600) with the initial mailboxes if needed and
-// migrating its schema. Devices open it encrypted, with OpenWith.
-func Open(path string) (*Store, error) { return OpenWith(path, Options{}) }
+// migrating its schema; p parses the messages it keeps (package
+// mimeform). Devices open it encrypted, with OpenWith.
+func Open(path string, p Parser) (*Store, error) { return OpenWith(path, Options{Parser: p}) }
 
 // Options say how OpenWith opens the store.
 type Options struct {
+	// Parser parses the messages the store keeps (package mimeform). It
+	// is required.
+	Parser Parser
 	// Key encrypts the database at rest (package devicedb); nil opens it
 	// in plaintext. With a key, a plaintext database is encrypted in place
 	// first: the caller must hold the database's lock.
@@ -57,6 +62,9 @@ func OpenWith(path string, o Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("opening mail store: empty file name")
 	}
+	if o.Parser == nil {
+		return nil, errors.New("opening mail store: no parser")
+	}
 	base := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(ON)", busyTimeoutMS)
 	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate,
 		Params: base + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-16384)&_txlock=immediate"})
@@ -67,7 +75,7 @@ func OpenWith(path string, o Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	if err := migrate(context.Background(), w); err != nil {
+	if err := migrate(context.Background(), w, o.Parser); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening mail store %s: %w", path, err)
 	}
@@ -78,7 +86,7 @@ func OpenWith(path string, o Options) (*Store, error) {
 	}
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
-	return &Store{path: path, wdb: w, rdb: r}, nil
+	return &Store{path: path, parser: o.Parser, wdb: w, rdb: r}, nil
 }
 
 // Close closes the database. A second Close returns nil.

@@ -6,11 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"cspool/internal/mimeform"
 )
 
 func TestOpenInitialState(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	s, err := Open(path)
+	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -50,7 +52,7 @@ func TestOpenInitialState(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 	// Reopening keeps the state and does not migrate again.
-	s2, err := Open(path)
+	s2, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatalf("reopening: %v", err)
 	}
@@ -71,7 +73,7 @@ func TestOpenRefusesOtherDatabase(t *testing.T) {
 	if err := os.WriteFile(path, []byte("not a database, just text that is long enough to be a header......................................................"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := Open(path); err == nil {
+	if s, err := Open(path, mimeform.Parser{}); err == nil {
 		s.Close()
 		t.Fatal("Open of a non-database file: expected an error, got none")
 	}

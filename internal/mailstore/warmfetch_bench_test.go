@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/devicedb"
+	"cspool/internal/mimeform"
 )
 
 // BenchmarkWarmFetch is the store's side of a warm FETCH 1:* of 10,000
@@ -29,7 +30,7 @@ func BenchmarkWarmFetch(b *testing.B) {
 	key := devicedb.Key{7}
 	for _, mode := range []string{"plaintext", "adiantum"} {
 		path := filepath.Join(b.TempDir(), "mail.db")
-		o := Options{}
+		o := Options{Parser: mimeform.Parser{}}
 		if mode == "adiantum" {
 			o.Key = &key
 		}

@@ -12,6 +12,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/submit"
 	"cspool/internal/syncer"
 )
@@ -264,7 +265,14 @@ func (o *Outbox) search(ctx context.Context, mb *mailstore.Mailbox, f *filing) (
 	errFound := errors.New("found")
 	err := o.cfg.Store.Fetch(ctx, mb.ID, imap.UIDSet{imap.UIDRange{Start: from, Stop: 0}}, mailstore.WantEnvelope,
 		func(m *mailstore.Message) error {
-			if m.Envelope != nil && m.Envelope.MessageID == f.messageID {
+			if m.Envelope == nil {
+				return nil
+			}
+			env, err := mimeform.DecodeEnvelope(m.Envelope)
+			if err != nil {
+				return err
+			}
+			if env != nil && env.MessageID == f.messageID {
 				id := m.ID
 				found = &id
 				return errFound

@@ -15,6 +15,7 @@ import (
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/spool"
 )
 
@@ -110,7 +111,7 @@ func TestForgedRestoration(t *testing.T) {
 			Base: &command.Head{Pos: 0, Hash: make([]byte, 32)}, Body: state}
 	}
 	// As entries: a Body, then a Restoration of a state without the mail.
-	empty, err := mailstore.Open(t.TempDir() + "/empty.db")
+	empty, err := mailstore.Open(t.TempDir()+"/empty.db", mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/syncer"
 )
 
@@ -22,7 +23,7 @@ func (f fixedStatus) Status() syncer.Status { return syncer.Status(f) }
 // entry after them.
 func storeWith(t *testing.T, n int) *mailstore.Store {
 	t.Helper()
-	st, err := mailstore.Open(filepath.Join(t.TempDir(), "mail.db"))
+	st, err := mailstore.Open(filepath.Join(t.TempDir(), "mail.db"), mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}

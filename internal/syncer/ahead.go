@@ -32,7 +32,7 @@ import (
 // position still moves only with a committed batch.
 
 // opened is an entry after entry.Open: the command, or why it did not
-// open, and the work on its message that Apply would do (mailstore.Prepare).
+// open, and the work on its message that Apply would do (Replica.Prepare).
 type opened struct {
 	o    *entry.Opened
 	err  error
@@ -45,7 +45,7 @@ func (s *Syncer) openAll(entries []spool.Entry) []opened {
 	open := func(i int) {
 		out[i].o, out[i].err = entry.Open(entries[i].Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
 		if out[i].err == nil {
-			out[i].prep = mailstore.Prepare(out[i].o.Cmd)
+			out[i].prep = s.cfg.Store.Prepare(out[i].o.Cmd)
 		}
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(entries))

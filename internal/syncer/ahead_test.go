@@ -15,6 +15,7 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/spool"
 )
 
@@ -205,7 +206,7 @@ func TestReadAheadStoppedMidway(t *testing.T) {
 		r.seal(r.spool, msg(i))
 	}
 	path := filepath.Join(r.dir, "a.db")
-	ms, err := mailstore.Open(path)
+	ms, err := mailstore.Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func TestReadAheadStoppedMidway(t *testing.T) {
 	if err := ms.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ms, err = mailstore.Open(path)
+	ms, err = mailstore.Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}

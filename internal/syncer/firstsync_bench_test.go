@@ -14,6 +14,7 @@ import (
 	"cspool/internal/devicedb"
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 // BenchmarkFirstSync is a new device's first sync as the daemon makes it:
@@ -47,7 +48,7 @@ func BenchmarkFirstSync(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		b.StopTimer()
-		ms, err := mailstore.OpenWith(filepath.Join(h.dir, fmt.Sprintf("d%d.db", i)), mailstore.Options{Key: &key})
+		ms, err := mailstore.OpenWith(filepath.Join(h.dir, fmt.Sprintf("d%d.db", i)), mailstore.Options{Parser: mimeform.Parser{}, Key: &key})
 		if err != nil {
 			b.Fatal(err)
 		}

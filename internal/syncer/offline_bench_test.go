@@ -18,6 +18,7 @@ import (
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/userdb"
 )
@@ -95,7 +96,7 @@ func (h *httpSpool) stop() {
 // device opens a store and a syncer on the spool, as the daemon is set up.
 func (h *httpSpool) device(name string) (*Syncer, *mailstore.Store) {
 	h.tb.Helper()
-	ms, err := mailstore.Open(filepath.Join(h.dir, name+".db"))
+	ms, err := mailstore.Open(filepath.Join(h.dir, name+".db"), mimeform.Parser{})
 	if err != nil {
 		h.tb.Fatal(err)
 	}

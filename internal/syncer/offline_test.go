@@ -15,6 +15,7 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/spool"
 )
 
@@ -112,7 +113,7 @@ func (l *syncLog) String() string {
 // not by waiting that out.
 func (r *rig) offlineDevice(name string, src Source, backoff time.Duration, log *syncLog) (*Syncer, *mailstore.Store) {
 	r.t.Helper()
-	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"))
+	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"), mimeform.Parser{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -497,7 +498,7 @@ func TestOfflineSentBeforeRestart(t *testing.T) {
 		r.deliver(r.spool, msg(i))
 	}
 	msa.Close()
-	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"))
+	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,10 @@ type Replica interface {
 	// Position returns the log position of the last entry applied (0
 	// before any).
 	Position(ctx context.Context) (uint64, error)
+	// Prepare does the work on c's message that depends on its bytes
+	// alone, for ApplyChained (mailstore.Entry.Prepared), on any
+	// goroutine; nil for a command without a message.
+	Prepare(c *command.Command) *mailstore.Prepared
 	// ApplyChained applies a batch in one transaction: entries, with the
 	// positions in between that would not open recorded as rejected
 	// (unopened), up to position newPos, recording the chain hash at each

@@ -17,6 +17,7 @@ import (
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/spool"
 	"cspool/internal/spool/sqlitestore"
 )
@@ -49,7 +50,7 @@ func newRig(t *testing.T) *rig {
 // device opens a fresh mail store and a syncer on it.
 func (r *rig) device(name string, src Source, onApplied func(*mailstore.Result)) (*Syncer, *mailstore.Store) {
 	r.t.Helper()
-	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"))
+	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"), mimeform.Parser{})
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 )
 
 // TestSourceErrorsSayWhatIsTemporary: the syncer needs no classifier of
@@ -28,7 +29,7 @@ func TestSourceErrorsSayWhatIsTemporary(t *testing.T) {
 		t.Fatal(err)
 	}
 	device := func(name string, key *keys.SecretKey) *Syncer {
-		ms, err := mailstore.Open(filepath.Join(h.dir, name+".db"))
+		ms, err := mailstore.Open(filepath.Join(h.dir, name+".db"), mimeform.Parser{})
 		if err != nil {
 			t.Fatal(err)
 		}

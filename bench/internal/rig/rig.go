@@ -29,6 +29,7 @@ import (
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/syncer"
 	"cspool/internal/userdb"
@@ -173,7 +174,7 @@ func (c *Commands) Flush(ctx context.Context) error {
 // sync loop with the daemon's settings and cfg's (its Store, Source and
 // keys are the rig's), reading the API at url through a Counter.
 func (r *Rig) Device(name, url string, cfg syncer.Config) (*syncer.Syncer, *mailstore.Store, *Counter, error) {
-	ms, err := mailstore.Open(filepath.Join(r.Dir, name+".db"))
+	ms, err := mailstore.Open(filepath.Join(r.Dir, name+".db"), mimeform.Parser{})
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -1,4 +1,4 @@
-package mailstore
+package mimeform
 
 import (
 	"bufio"
@@ -17,81 +17,87 @@ import (
 // the fallback structure (one text/plain part), so a torture message costs
 // time and memory proportional to its size, never more.
 const (
-	// maxPartDepth is the deepest nesting of multiparts and messages.
-	maxPartDepth = 16
-	// maxParts is the most body parts in one message, nested ones included.
-	maxParts = 1000
-	// maxNestedMessages bounds message/rfc822 nesting, each level of which
+	// MaxPartDepth is the deepest nesting of multiparts and messages.
+	MaxPartDepth = 16
+	// MaxParts is the most body parts in one message, nested ones included.
+	MaxParts = 1000
+	// MaxNestedMessages bounds message/rfc822 nesting, each level of which
 	// the structure extraction copies once.
-	maxNestedMessages = 8
+	MaxNestedMessages = 8
 )
 
-// ParseStatus says how much of a message's MIME structure was understood.
-type ParseStatus uint8
+// Status says how much of a message's MIME structure was understood.
+// The values are stored.
+type Status uint8
 
 const (
 	// Parsed: the header and the MIME structure were parsed.
-	Parsed ParseStatus = 0
+	Parsed Status = 0
 	// Simplified: the header was parsed, but the structure was beyond the
 	// parsing bounds or malformed; BODYSTRUCTURE is one text/plain part
 	// covering the body.
-	Simplified ParseStatus = 1
+	Simplified Status = 1
 	// Unparsed: not even the header parses; the whole message is the body,
 	// the envelope is empty and BODYSTRUCTURE is one text/plain part.
-	Unparsed ParseStatus = 2
+	Unparsed Status = 2
 )
 
-// parsedMessage is what apply stores about a message's bytes.
-type parsedMessage struct {
-	status    ParseStatus
-	headerLen int64
-	envelope  []byte // JSON, see codec.go
-	structure []byte // JSON, see codec.go
-	// envelopeWire is the envelope's IMAP form (envelope_wire.go), made
-	// from the envelope as stored, so that it is what FETCH wrote from the
-	// JSON; nil when it has none.
-	envelopeWire []byte
-	// structureWire is the body structure's IMAP form, the same way.
-	structureWire []byte
+// Message is what Parse makes of a message's bytes.
+type Message struct {
+	Status Status
+	// HeaderLen is the header's length, the blank line that ends it
+	// included (0 when Unparsed).
+	HeaderLen int64
+	// Envelope and Structure are ENVELOPE and the extended BODYSTRUCTURE
+	// in their stored encoding (codec.go): DecodeEnvelope and
+	// DecodeStructure give them back.
+	Envelope, Structure []byte
 }
 
-// parseMessage extracts the header length, ENVELOPE and extended
-// BODYSTRUCTURE of b. It never fails on the message's content.
-func parseMessage(b []byte) (parsedMessage, error) {
-	p := parsedMessage{status: Parsed, headerLen: headerLength(b)}
+// Parse extracts the header length, ENVELOPE and extended BODYSTRUCTURE
+// of b. It never fails on the message's content, only when what it
+// extracted does not encode.
+func Parse(b []byte) (Message, error) {
+	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
 	header, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b)))
 	var env *imap.Envelope
 	var bs imap.BodyStructure
 	if err != nil {
-		p.status, p.headerLen = Unparsed, 0
+		p.Status, p.HeaderLen = Unparsed, 0
 		env = &imap.Envelope{}
 	} else {
 		env = extractEnvelope(header)
 		bs = extractStructure(b)
 		if bs == nil {
-			p.status = Simplified
+			p.Status = Simplified
 		}
 	}
 	if bs == nil {
-		bs = fallbackStructure(b[p.headerLen:])
+		bs = fallbackStructure(b[p.HeaderLen:])
 	}
-	if p.envelope, err = encodeEnvelope(env); err != nil {
+	if p.Envelope, err = encodeEnvelope(env); err != nil {
 		return p, err
 	}
-	stored, err := decodeEnvelope(p.envelope)
-	if err != nil {
+	if p.Structure, err = encodeStructure(bs); err != nil {
 		return p, err
 	}
-	p.envelopeWire = envelopeWire(stored)
-	if p.structure, err = encodeStructure(bs); err != nil {
-		return p, err
-	}
-	storedBS, err := decodeStructure(p.structure)
-	if err != nil {
-		return p, err
-	}
-	p.structureWire = structureWire(storedBS)
 	return p, nil
+}
+
+// Forms returns the IMAP forms (wire.go) of a stored envelope and body
+// structure: those of what DecodeEnvelope and DecodeStructure give, so
+// that a form is what FETCH writes from the stored value. Either is nil
+// when it has none.
+func Forms(envelope, structure []byte) (envelopeForm, structureForm []byte, err error) {
+	env, err := DecodeEnvelope(envelope)
+	if err != nil {
+		return nil, nil, err
+	}
+	bs, err := DecodeStructure(structure)
+	if err != nil {
+		return nil, nil, err
+	}
+	return envelopeWire(env), structureWire(bs), nil
 }
 
 // headerLength returns the length of the header including the blank line
@@ -173,17 +179,17 @@ func nestedEnvelopes(bs imap.BodyStructure, h textproto.Header, r io.Reader) {
 }
 
 // withinBounds walks the MIME tree without keeping it, and reports whether
-// it stays within maxPartDepth, maxParts and maxNestedMessages.
+// it stays within MaxPartDepth, MaxParts and MaxNestedMessages.
 func withinBounds(h textproto.Header, r io.Reader, depth, nested int, parts *int) bool {
 	mh := gomessage.Header{Header: h}
 	mediaType, params, _ := mh.ContentType()
 	switch {
 	case strings.HasPrefix(mediaType, "multipart/"):
-		if depth >= maxPartDepth {
+		if depth >= MaxPartDepth {
 			return false
 		}
 		mr := textproto.NewMultipartReader(r, params["boundary"])
-		for *parts <= maxParts {
+		for *parts <= MaxParts {
 			p, err := mr.NextPart()
 			if err != nil {
 				return true // end, or broken: wellFormed judges the result
@@ -195,13 +201,13 @@ func withinBounds(h textproto.Header, r io.Reader, depth, nested int, parts *int
 		}
 		return false
 	case mediaType == "message/rfc822" || mediaType == "message/global":
-		if depth >= maxPartDepth || nested >= maxNestedMessages {
+		if depth >= MaxPartDepth || nested >= MaxNestedMessages {
 			return false
 		}
 		br := bufio.NewReader(r)
 		ch, _ := textproto.ReadHeader(br)
 		*parts++
-		return *parts <= maxParts && withinBounds(ch, br, depth+1, nested+1, parts)
+		return *parts <= MaxParts && withinBounds(ch, br, depth+1, nested+1, parts)
 	}
 	return true
 }

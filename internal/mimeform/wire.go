@@ -1,9 +1,6 @@
-package mailstore
+package mimeform
 
 import (
-	"context"
-	"database/sql"
-	"fmt"
 	"maps"
 	"mime"
 	"slices"
@@ -261,57 +258,4 @@ func (w *wireWriter) addresses(l []imap.Address) {
 		w.b = append(w.b, ')')
 	}
 	w.b = append(w.b, ')')
-}
-
-// fillWireForms gives the bodies of a database from before schema version
-// 10 the IMAP forms apply gives a body now (table forms), in batches of
-// bodies. The migration that brings such a database up to date runs it,
-// once, in its own transaction; a body whose envelope or structure has no
-// form keeps NULL there.
-func fillWireForms(ctx context.Context, tx *sql.Tx) error {
-	update, err := tx.PrepareContext(ctx, "INSERT OR REPLACE INTO forms (envelope, structure, bid) VALUES (?, ?, ?)")
-	if err != nil {
-		return fmt.Errorf("filling the IMAP forms: %w", err)
-	}
-	defer update.Close()
-	type body struct {
-		bid     int64
-		env, bs []byte
-	}
-	for after := int64(0); ; {
-		rows, err := tx.QueryContext(ctx, `SELECT b.bid, b.envelope, b.structure FROM bodies b LEFT JOIN forms f ON f.bid = b.bid
-			WHERE b.bid > ? AND (f.envelope IS NULL OR f.structure IS NULL) ORDER BY b.bid LIMIT 1000`, after)
-		if err != nil {
-			return fmt.Errorf("filling the IMAP forms: %w", err)
-		}
-		var batch []body
-		for rows.Next() {
-			var b body
-			if err := rows.Scan(&b.bid, &b.env, &b.bs); err != nil {
-				rows.Close()
-				return fmt.Errorf("filling the IMAP forms: %w", err)
-			}
-			batch = append(batch, b)
-		}
-		if err := rows.Close(); err != nil {
-			return fmt.Errorf("filling the IMAP forms: %w", err)
-		}
-		if len(batch) == 0 {
-			return nil
-		}
-		for _, b := range batch {
-			env, err := decodeEnvelope(b.env)
-			if err != nil {
-				return err
-			}
-			bs, err := decodeStructure(b.bs)
-			if err != nil {
-				return err
-			}
-			if _, err := update.ExecContext(ctx, nullBlob(envelopeWire(env)), nullBlob(structureWire(bs)), b.bid); err != nil {
-				return fmt.Errorf("filling the IMAP forms: %w", err)
-			}
-			after = b.bid
-		}
-	}
 }

@@ -1,4 +1,4 @@
-package mailstore
+package mimeform
 
 import (
 	"encoding/json"
@@ -211,7 +211,8 @@ func encodeEnvelope(e *imap.Envelope) ([]byte, error) {
 	return b, nil
 }
 
-func decodeEnvelope(b []byte) (*imap.Envelope, error) {
+// DecodeEnvelope gives back the envelope Parse stored as b.
+func DecodeEnvelope(b []byte) (*imap.Envelope, error) {
 	var e *envelopeJSON
 	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, fmt.Errorf("decoding stored envelope: %w", err)
@@ -227,7 +228,8 @@ func encodeStructure(bs imap.BodyStructure) ([]byte, error) {
 	return b, nil
 }
 
-func decodeStructure(b []byte) (imap.BodyStructure, error) {
+// DecodeStructure gives back the body structure Parse stored as b.
+func DecodeStructure(b []byte) (imap.BodyStructure, error) {
 	var s *structureJSON
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("decoding stored body structure: %w", err)

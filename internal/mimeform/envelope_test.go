@@ -1,4 +1,4 @@
-package mailstore
+package mimeform
 
 import (
 	"fmt"

@@ -1,0 +1,88 @@
+package mimeform
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"iter"
+	"strings"
+
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
+)
+
+// The texts IMAP SEARCH BODY, TEXT and HEADER test (RFC 9051 section
+// 6.4.4), for the scan of package imapd and the index of package
+// mailstore alike (docs/MAILSTORE.md, "Search index").
+
+// HeaderFieldTexts returns the texts of a header field's value v: v, and
+// v with its RFC 2047 words decoded when they decode and differ.
+func HeaderFieldTexts(v string) []string {
+	if d, ok := DecodeHeaderValue(v); ok && d != v {
+		return []string{v, d}
+	}
+	return []string{v}
+}
+
+// ParseHeader parses a raw header as SEARCH does; a header that does not
+// parse has no fields.
+func ParseHeader(raw []byte) textproto.Header {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil {
+		return textproto.Header{}
+	}
+	return h
+}
+
+// DecodeHeaderValue undoes RFC 2047 encoded words in a field value.
+func DecodeHeaderValue(v string) (string, bool) {
+	d, err := wordDecoder.DecodeHeader(v)
+	return d, err == nil
+}
+
+// maxDecodedText bounds the decoded text of one message that SEARCH looks
+// at and the index holds.
+const maxDecodedText = 16 << 20
+
+// BodyTexts returns the texts SEARCH BODY tests in a message: its decoded
+// text/* and message/* parts, or, when the message is not MIME-parseable,
+// the raw bytes after the header (headerLen bytes).
+func BodyTexts(raw []byte, headerLen int64) []string {
+	e, err := gomessage.Read(bytes.NewReader(raw))
+	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
+		hl := min(int(headerLen), len(raw))
+		return []string{string(raw[hl:])}
+	}
+	out := []string{}
+	budget := int64(maxDecodedText)
+	_ = e.Walk(func(_ []int, part *gomessage.Entity, err error) error {
+		if err != nil || part == nil || budget <= 0 {
+			return nil
+		}
+		t, _, _ := part.Header.ContentType()
+		if strings.HasPrefix(t, "multipart/") {
+			return nil
+		}
+		if t != "" && !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") {
+			return nil
+		}
+		b, _ := io.ReadAll(io.LimitReader(part.Body, budget))
+		budget -= int64(len(b))
+		out = append(out, string(b))
+		return nil
+	})
+	return out
+}
+
+// HeaderTexts returns each field of a raw header, in order, with the
+// texts SEARCH HEADER tests in its value (HeaderFieldTexts).
+func HeaderTexts(header []byte) iter.Seq2[string, []string] {
+	return func(yield func(string, []string) bool) {
+		h := ParseHeader(header)
+		for f := h.Fields(); f.Next(); {
+			if !yield(f.Key(), HeaderFieldTexts(f.Value())) {
+				return
+			}
+		}
+	}
+}
