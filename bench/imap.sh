@@ -9,7 +9,10 @@
 #     (ENVELOPE FLAGS), ENVELOPE, FLAGS, BODYSTRUCTURE, RFC822.SIZE and UID,
 #     each the first FETCH after both servers restart (cold: a new process,
 #     its files in the page cache as before) and the best of RUNS more on
-#     the same connection (warm);
+#     the same connection (warm), the two servers taking turns FETCH by
+#     FETCH (imapbench.py pair), so that a burst of load from other work
+#     on the machine falls on both; cspool's reads start once the daemon is
+#     idle (a daemon that synced just now builds its search index first);
 #  3. the daemon's RSS with BIG messages (idle, and during a full FETCH),
 #     and the reads of 2' at BIG messages, Dovecot holding the same ones.
 #
@@ -63,6 +66,24 @@ cs_start() {
 	pids+=($cs_pid)
 }
 
+# idle PID TIMEOUT: wait until process PID uses less than 20 ms of CPU in
+# each of two seconds in a row (a daemon that synced just now builds its
+# search index in the background; Dovecot's was made by doveadm index),
+# at most TIMEOUT seconds; says how long it waited.
+idle() {
+	local t0 c0 c1 calm=0
+	t0=$(date +%s)
+	c0=$(cpu "$1")
+	while [ $(($(date +%s) - t0)) -lt "$2" ]; do
+		sleep 1
+		c1=$(cpu "$1")
+		if python3 -c "import sys; sys.exit(0 if $c1 - $c0 < 0.02 else 1)"; then calm=$((calm + 1)); else calm=0; fi
+		c0=$c1
+		[ "$calm" -ge 2 ] && break
+	done
+	echo "daemon idle after $(($(date +%s) - t0)) s" >&2
+}
+
 # reads LABEL COUNT DB PORT: the read figures of 2', cspool (on DB, PORT)
 # against Dovecot, both restarted before each FETCH item, then the table.
 reads() {
@@ -75,8 +96,10 @@ reads() {
 		dovecot_start "$work/dovecot" $((P + 4)) $((P + 285)) alice pw
 		$IB waitcount 127.0.0.1 "$port" alice pw "$count" 600 >/dev/null
 		$IB waitcount 127.0.0.1 $((P + 4)) alice pw "$count" 600 >/dev/null
-		echo "{\"server\": \"cspool\", \"r\": $($IB reads 127.0.0.1 "$port" alice pw "$RUNS" "$item")}" >>"$out"
-		echo "{\"server\": \"dovecot\", \"r\": $($IB reads 127.0.0.1 $((P + 4)) alice pw "$RUNS" "$item")}" >>"$out"
+		idle "$cs_pid" 900
+		$IB pair 127.0.0.1 "$port" $((P + 4)) alice pw "$RUNS" "$item" >"$work/pair.jsonl"
+		echo "{\"server\": \"cspool\", \"r\": $(sed -n 1p "$work/pair.jsonl")}" >>"$out"
+		echo "{\"server\": \"dovecot\", \"r\": $(sed -n 2p "$work/pair.jsonl")}" >>"$out"
 	done
 	python3 - "$out" "$label" "$RUNS" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
 import json, sys
@@ -85,11 +108,12 @@ by = {}
 for r in rows:
     by.setdefault(r["r"]["items"], {})[r["server"]] = r["r"]
 print(f"FETCH 1:* at {sys.argv[2]} messages: cold = first after a restart of both, warm = best of {sys.argv[3]} after it on one connection (load average {sys.argv[4]})")
-print(f"{'items':<18} {'cspool cold':>11} {'Dovecot cold':>12} {'ratio':>6} {'cspool warm':>11} {'Dovecot warm':>12} {'ratio':>6} {'answered':>17}")
+print(f"{'items':<18} {'cspool cold':>11} {'Dovecot cold':>12} {'ratio':>6} {'cspool warm':>11} {'Dovecot warm':>12} {'ratio':>6} {'median ratio':>12} {'answered':>17}")
 for items, d in by.items():
     c, v = d["cspool"], d["dovecot"]
     print(f"{items:<18} {c['cold_seconds']:>11.3f} {v['cold_seconds']:>12.3f} {c['cold_seconds']/v['cold_seconds']:>6.2f} "
-          f"{c['warm_seconds']:>11.3f} {v['warm_seconds']:>12.3f} {c['warm_seconds']/v['warm_seconds']:>6.2f} {c['answered']:>8}/{v['answered']:<8}")
+          f"{c['warm_seconds']:>11.3f} {v['warm_seconds']:>12.3f} {c['warm_seconds']/v['warm_seconds']:>6.2f} "
+          f"{c['warm_median_seconds']/v['warm_median_seconds']:>12.2f} {c['answered']:>8}/{v['answered']:<8}")
 PY
 }
 

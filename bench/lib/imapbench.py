@@ -7,6 +7,11 @@
   imapbench.py reads HOST PORT USER PASS RUNS ITEMS      time FETCH 1:* ITEMS on one connection, 1+RUNS times: the first
                                                           (cold, if the server was just started), the best and the
                                                           median of the RUNS after it (warm), the messages answered
+  imapbench.py pair HOST PORT1 PORT2 USER PASS RUNS ITEMS reads on two servers at once, one connection each: the first
+                                                          FETCH on each (cold), then RUNS rounds of one FETCH on each,
+                                                          taking turns (which goes first alternates), so that a burst
+                                                          of load elsewhere on the machine falls on both; one JSON
+                                                          object per server, a line each
 
 Prints one JSON object.
 """
@@ -101,7 +106,40 @@ def reads(host, port, user, pw, runs, items):
             "warm_seconds": round(warm[0], 4), "warm_median_seconds": round(warm[len(warm) // 2], 4)}
 
 
+def pair(host, port1, port2, user, pw, runs, items):
+    conns = []
+    for port in (port1, port2):
+        m = login(host, port, user, pw)
+        typ, data = m.select("INBOX", readonly=True)
+        conns.append({"m": m, "n": int(data[0]), "times": [], "answered": 0})
+
+    def one(c):
+        t0 = time.time()
+        typ, data = c["m"].fetch("1:*", items)
+        c["times"].append(time.time() - t0)
+        if typ != "OK":
+            raise SystemExit("fetch %s: %r" % (items, data[:1]))
+        c["answered"] = sum(1 for d in data if isinstance(d, (bytes, tuple)) and d != b")")
+
+    for c in conns:
+        one(c)
+    for i in range(int(runs)):
+        for c in (conns if i % 2 == 0 else conns[::-1]):
+            one(c)
+    out = []
+    for c in conns:
+        c["m"].logout()
+        warm = sorted(c["times"][1:])
+        out.append({"items": items, "messages": c["n"], "answered": c["answered"], "cold_seconds": round(c["times"][0], 4),
+                    "warm_seconds": round(warm[0], 4), "warm_median_seconds": round(warm[len(warm) // 2], 4)})
+    return out
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "pair":
+        for r in pair(*sys.argv[2:]):
+            print(json.dumps(r))
+        sys.exit(0)
     cmd, args = sys.argv[1], sys.argv[2:]
     out = {"waitcount": waitcount, "fetch": fetch, "search": search, "reads": reads}[cmd](*args)
     print(json.dumps(out))
