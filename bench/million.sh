@@ -19,8 +19,9 @@
 # Every step prints its time and the load average.
 #
 # The work folder is WORK (default /tmp) and is deleted at the end (KEEP=1
-# keeps it); about 4 GB per 1,000,000 messages for cspool (spool and
-# device) and 4 GB for Dovecot. PROFILE=FILE writes the heap profile of
+# keeps it); for 1,000,000 messages about 4 GB for the spool's log, as much
+# again and more for the device (its WAL grew to 5.8 GB in a first sync) and
+# 4 GB for Dovecot. PROFILE=FILE writes the heap profile of
 # the daemon that synced (after its queries) to FILE. The ports are PORTS (default
 # 24140) + 3, 4, 6 and 285, and PORTS + 859 (the spool server).
 #
