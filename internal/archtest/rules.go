@@ -164,12 +164,6 @@ var Rules = []Rule{
 		Packages:   []string{"cspool/internal/mailstore"},
 		Transitive: true,
 		Forbid:     protocolLibraries,
-		Except: []Exception{{
-			From: "cspool/internal/mailstore",
-			To:   "github.com/emersion/go-imap/...",
-			Why: "the query API takes go-imap's UIDs and UID sets; " +
-				"this goes when mailstore has a UID type of its own",
-		}},
 	},
 	{
 		Name:       "mailstore knows no message format",

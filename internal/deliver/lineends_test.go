@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 	"cspool/internal/smtpdata/smtpdatatest"
@@ -87,7 +85,7 @@ func TestLMTPDataLineEnds(t *testing.T) {
 		t.Fatalf("device did not apply the log: %v", err)
 	}
 	for i, c := range smtpdatatest.LineEndCases() {
-		m, err := ms.Message(ctx, mailstore.InboxID(), imap.UID(i+1), mailstore.WantRaw)
+		m, err := ms.Message(ctx, mailstore.InboxID(), mailstore.UID(i+1), mailstore.WantRaw)
 		if err != nil {
 			t.Fatalf("%s: reading message %d on the device: %v", c.Name, i+1, err)
 		}

@@ -34,8 +34,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	markSeen := !sel.readOnly && setsSeen(opts)
 	if markSeen {
 		var ids []command.ID
-		err := s.store().Fetch(ctx, sel.mb.id, span, 0, func(m *mailstore.Message) error {
-			if _, ok := findRef(refs, m.UID); ok && !hasFlag(m.Flags, `\Seen`) {
+		err := s.store().Fetch(ctx, sel.mb.id, storeUIDs(span), 0, func(m *mailstore.Message) error {
+			if _, ok := findRef(refs, imap.UID(m.UID)); ok && !hasFlag(m.Flags, `\Seen`) {
 				ids = append(ids, m.ID)
 			}
 			return nil
@@ -101,14 +101,14 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		fetch = s.store().FetchForms
 	}
 	refAt := refCursor{refs: refs}
-	err = fetch(ctx, sel.mb.id, span, want, func(m *mailstore.Message) error {
-		r, ok := refAt.find(m.UID)
+	err = fetch(ctx, sel.mb.id, storeUIDs(span), want, func(m *mailstore.Message) error {
+		r, ok := refAt.find(imap.UID(m.UID))
 		if !ok {
 			return nil
 		}
 		if opts.Flags || markSeen {
 			var untold bool
-			m.Flags, untold = s.fetchFlags(m.UID, m.Flags)
+			m.Flags, untold = s.fetchFlags(imap.UID(m.UID), m.Flags)
 			if untold {
 				if writeErr = flush(); writeErr != nil {
 					return writeErr
@@ -300,7 +300,7 @@ func decodeForms(m *mailstore.Message) (env *imap.Envelope, bs imap.BodyStructur
 // writeMessage writes one FETCH response: env and bs are m's, decoded.
 func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure, opts *imap.FetchOptions, seenSet bool) error {
 	if opts.UID {
-		rw.WriteUID(m.UID)
+		rw.WriteUID(imap.UID(m.UID))
 	}
 	if opts.Flags || seenSet {
 		rw.WriteFlags(toFlags(m.Flags))
@@ -435,4 +435,22 @@ func partial(b []byte, p *imap.SectionPartial) []byte {
 		end = p.Offset + p.Size
 	}
 	return b[p.Offset:end]
+}
+
+// storeUIDs is set in the store's type.
+func storeUIDs(set imap.UIDSet) mailstore.UIDSet {
+	out := make(mailstore.UIDSet, len(set))
+	for i, r := range set {
+		out[i] = mailstore.UIDRange{Start: mailstore.UID(r.Start), Stop: mailstore.UID(r.Stop)}
+	}
+	return out
+}
+
+// imapUIDs is uids in go-imap's type.
+func imapUIDs(uids []mailstore.UID) []imap.UID {
+	out := make([]imap.UID, len(uids))
+	for i, u := range uids {
+		out[i] = imap.UID(u)
+	}
+	return out
 }

@@ -55,14 +55,14 @@ func TestDirectFetchMatchesLibrary(t *testing.T) {
 	ctx := t.Context()
 	for uid, want := range map[uint32][2]bool{1: {true, true}, 2: {true, true}, 3: {true, true}, 4: {false, true}, 5: {false, true},
 		7: {true, true}, 11: {true, true}, 12: {true, false}, 13: {true, true}} {
-		m, err := d.store.Message(ctx, mailstore.InboxID(), imap.UID(uid), mailstore.WantEnvelopeWire)
+		m, err := d.store.Message(ctx, mailstore.InboxID(), mailstore.UID(uid), mailstore.WantEnvelopeWire)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if (m.EnvelopeWire != nil) != want[0] || (m.EnvelopeWire == nil) != (m.Envelope != nil) {
 			t.Errorf("message %d: stored IMAP form %q, envelope %v; want a form: %v", uid, m.EnvelopeWire, m.Envelope, want[0])
 		}
-		if m, err = d.store.Message(ctx, mailstore.InboxID(), imap.UID(uid), mailstore.WantStructureWire); err != nil {
+		if m, err = d.store.Message(ctx, mailstore.InboxID(), mailstore.UID(uid), mailstore.WantStructureWire); err != nil {
 			t.Fatal(err)
 		}
 		if (m.StructureWire != nil) != want[1] || (m.StructureWire == nil) != (m.BodyStructure != nil) {

@@ -270,7 +270,7 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 	seen := slices.Clone(expunged)
 	expMu.Unlock()
 	view := slices.Clone(uidsBefore)
-	var gone []imap.UID
+	var gone []mailstore.UID
 	for _, seq := range seen {
 		if seq == 0 || int(seq) > len(view) {
 			t.Fatalf("MOVE: EXPUNGE %d with %d messages left (EXPUNGEs %v)", seq, len(view), seen)
@@ -296,7 +296,7 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 		t.Errorf("UID EXPUNGE appended %d entries, want 1", r.Head()-before)
 	}
 	uids, _ := d.store.UIDs(context.Background(), mailstore.InboxID())
-	if !reflect.DeepEqual(uids, []imap.UID{1}) {
+	if !reflect.DeepEqual(uids, []mailstore.UID{1}) {
 		t.Fatalf("INBOX UIDs after UID EXPUNGE 4: %v, want [1]", uids)
 	}
 	seqs, err := c.Expunge().Collect()
@@ -739,7 +739,7 @@ func TestPartialOutcome(t *testing.T) {
 	deliverAll(r, d)
 	c := d.client(nil)
 	mustSelect(t, c, "INBOX")
-	ids, err := d.store.MessageIDs(context.Background(), mailstore.InboxID(), []imap.UID{1, 2})
+	ids, err := d.store.MessageIDs(context.Background(), mailstore.InboxID(), []mailstore.UID{1, 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -757,7 +757,7 @@ func TestPartialOutcome(t *testing.T) {
 		t.Errorf("after the partial COPY the client counts %d messages, want 3 (EXPUNGE sent)", n)
 	}
 	// All gone: NO [EXPUNGEISSUED].
-	ids, _ = d.store.MessageIDs(context.Background(), mailstore.InboxID(), []imap.UID{3})
+	ids, _ = d.store.MessageIDs(context.Background(), mailstore.InboxID(), []mailstore.UID{3})
 	d.sub.set(false, func([]*command.Command) {
 		r.Append(r.UserKey, &command.Command{Kind: command.Expunge, IDs: []command.ID{ids[3]}})
 	})

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/mailstore"
 )
 
@@ -74,7 +72,7 @@ func TestPythonImaplib(t *testing.T) {
 		t.Errorf("INBOX UID 1 flags %v, %v", m, err)
 	}
 	uids, _ := d.store.UIDs(bg, mailstore.InboxID())
-	if len(uids) != 2 || uids[0] != 1 || uids[1] != imap.UID(4) {
+	if len(uids) != 2 || uids[0] != 1 || uids[1] != mailstore.UID(4) {
 		t.Errorf("INBOX UIDs %v, want [1 4]", uids)
 	}
 	for name, want := range map[string]int{"Archive": 1, "Trash": 1, "Drafts": 1} {

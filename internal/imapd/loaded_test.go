@@ -65,7 +65,7 @@ func TestMailboxStaysLoaded(t *testing.T) {
 
 	// No session holds INBOX now: another device flags one message and
 	// expunges two, and two more are delivered.
-	ids, err := d.store.MessageIDs(context.Background(), inbox, []imap.UID{2, 4, 5})
+	ids, err := d.store.MessageIDs(context.Background(), inbox, []mailstore.UID{2, 4, 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,11 +78,11 @@ func TestMailboxStaysLoaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(want, []imap.UID{1, 3, 5, 6, 7, 8}) {
+	if !slices.Equal(want, []mailstore.UID{1, 3, 5, 6, 7, 8}) {
 		t.Fatalf("the store's INBOX holds %v, want [1 3 5 6 7 8]", want)
 	}
 	got, ok := loadedUIDs(d.srv, inbox)
-	if !ok || !slices.Equal(got, want) {
+	if !ok || !slices.Equal(got, imapUIDs(want)) {
 		t.Fatalf("after its last session left, the server holds INBOX as %v (loaded %v), want %v", got, ok, want)
 	}
 
@@ -98,7 +98,7 @@ func TestMailboxStaysLoaded(t *testing.T) {
 		t.Fatalf("FETCH 1:6: %d messages, want %d", len(msgs), len(want))
 	}
 	for i, m := range msgs {
-		if m.SeqNum != uint32(i+1) || m.UID != want[i] {
+		if m.SeqNum != uint32(i+1) || m.UID != imap.UID(want[i]) {
 			t.Errorf("message %d: seq %d UID %d, want UID %d", i+1, m.SeqNum, m.UID, want[i])
 		}
 		if flagged := slices.Contains(m.Flags, imap.FlagFlagged); flagged != (m.UID == 5) {

@@ -47,7 +47,7 @@ func (mb *mailbox) load(ctx context.Context, st *mailstore.Store) error {
 	if err != nil {
 		return err
 	}
-	mb.uids, mb.pos, mb.loaded = uids, pos, true
+	mb.uids, mb.pos, mb.loaded = imapUIDs(uids), pos, true
 	mb.views = map[*imapserver.SessionTracker]*view{}
 	return nil
 }
@@ -74,11 +74,11 @@ func (mb *mailbox) apply(changes []mailstore.Change) (deleted bool) {
 		}
 		switch c.Kind {
 		case mailstore.MessageAdded:
-			if n := len(mb.uids); n > 0 && mb.uids[n-1] >= c.UID {
+			if n := len(mb.uids); n > 0 && mb.uids[n-1] >= imap.UID(c.UID) {
 				continue
 			}
-			mb.uids = append(mb.uids, c.UID)
-			mb.addRecent(c.UID)
+			mb.uids = append(mb.uids, imap.UID(c.UID))
+			mb.addRecent(imap.UID(c.UID))
 			for _, v := range mb.views {
 				v.mt.QueueNumMessages(uint32(len(mb.uids)))
 				v.recentDirty = true
@@ -94,7 +94,7 @@ func (mb *mailbox) apply(changes []mailstore.Change) (deleted bool) {
 			mb.expunge(changes[i:j])
 			i = j - 1
 		case mailstore.FlagsChanged:
-			k, ok := mb.find(c.UID)
+			k, ok := mb.find(imap.UID(c.UID))
 			if !ok {
 				continue
 			}
@@ -102,10 +102,10 @@ func (mb *mailbox) apply(changes []mailstore.Change) (deleted bool) {
 				if v.quiet[c.Message] {
 					// Held while the session's own change is in flight
 					// (submitQuiet).
-					v.held = append(v.held, heldChange{c.Pos, c.UID, c.Flags})
+					v.held = append(v.held, heldChange{c.Pos, imap.UID(c.UID), c.Flags})
 					continue
 				}
-				v.queueFetch(uint32(k+1), c.UID, c.Flags)
+				v.queueFetch(uint32(k+1), imap.UID(c.UID), c.Flags)
 			}
 		case mailstore.MailboxDeleted:
 			for n := len(mb.uids); n > 0; n-- {
@@ -137,9 +137,9 @@ func (mb *mailbox) wake() {
 func (mb *mailbox) expunge(run []mailstore.Change) {
 	var idx []int
 	for _, c := range run {
-		if k, ok := mb.find(c.UID); ok {
+		if k, ok := mb.find(imap.UID(c.UID)); ok {
 			idx = append(idx, k)
-			mb.dropRecent(c.UID)
+			mb.dropRecent(imap.UID(c.UID))
 		}
 	}
 	if len(idx) == 0 {

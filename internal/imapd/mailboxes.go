@@ -319,7 +319,7 @@ func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusDat
 }
 
 func (s *session) statusData(ctx context.Context, mb *mailstore.Mailbox, opts *imap.StatusOptions) (*imap.StatusData, error) {
-	data := &imap.StatusData{Mailbox: mb.Name, UIDNext: mb.UIDNext, UIDValidity: mb.UIDValidity}
+	data := &imap.StatusData{Mailbox: mb.Name, UIDNext: imap.UID(mb.UIDNext), UIDValidity: mb.UIDValidity}
 	if opts.NumMessages {
 		n := mb.Messages
 		data.NumMessages = &n

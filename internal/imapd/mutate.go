@@ -55,9 +55,9 @@ func (s *session) targets(ctx context.Context, sel *selected, set imap.NumSet) (
 	if len(refs) == 0 {
 		return nil, nil, nil, nil
 	}
-	uids := make([]imap.UID, len(refs))
+	uids := make([]mailstore.UID, len(refs))
 	for i, r := range refs {
-		uids[i] = r.uid
+		uids[i] = mailstore.UID(r.uid)
 	}
 	byUID, err := s.store().MessageIDs(ctx, sel.mb.id, uids)
 	if err != nil {
@@ -67,7 +67,7 @@ func (s *session) targets(ctx context.Context, sel *selected, set imap.NumSet) (
 	byID := make(map[command.ID]imap.UID, len(byUID))
 	kept := refs[:0]
 	for _, r := range refs {
-		if id, ok := byUID[r.uid]; ok {
+		if id, ok := byUID[mailstore.UID(r.uid)]; ok {
 			ids = append(ids, id)
 			byID[id] = r.uid
 			kept = append(kept, r)
@@ -124,18 +124,18 @@ func (s *session) writeFlags(ctx context.Context, w *imapserver.FetchWriter, sel
 		return nil
 	}
 	span := imap.UIDSet{{Start: refs[0].uid, Stop: refs[len(refs)-1].uid}}
-	return s.store().Fetch(ctx, sel.mb.id, span, 0, func(m *mailstore.Message) error {
-		r, ok := findRef(refs, m.UID)
+	return s.store().Fetch(ctx, sel.mb.id, storeUIDs(span), 0, func(m *mailstore.Message) error {
+		r, ok := findRef(refs, imap.UID(m.UID))
 		if !ok {
 			return nil
 		}
-		m.Flags = s.showRecent(m.UID, m.Flags)
+		m.Flags = s.showRecent(imap.UID(m.UID), m.Flags)
 		if err := s.tell(m.Flags); err != nil {
 			return err
 		}
 		rw := w.CreateMessage(r.seq)
 		if uid {
-			rw.WriteUID(m.UID)
+			rw.WriteUID(imap.UID(m.UID))
 		}
 		rw.WriteFlags(toFlags(m.Flags))
 		return rw.Close()
@@ -167,8 +167,8 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	defer cancel()
 	var ids []command.ID
 	span := imap.UIDSet{{Start: refs[0].uid, Stop: refs[len(refs)-1].uid}}
-	err = s.store().Fetch(ctx, sel.mb.id, span, 0, func(m *mailstore.Message) error {
-		if _, ok := findRef(refs, m.UID); ok && hasFlag(m.Flags, `\Deleted`) {
+	err = s.store().Fetch(ctx, sel.mb.id, storeUIDs(span), 0, func(m *mailstore.Message) error {
+		if _, ok := findRef(refs, imap.UID(m.UID)); ok && hasFlag(m.Flags, `\Deleted`) {
 			ids = append(ids, m.ID)
 		}
 		return nil
@@ -253,7 +253,7 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 	var src, dst imap.UIDSet
 	for _, p := range o.Placed {
 		src.AddNum(byID[p.Source])
-		dst.AddNum(p.UID)
+		dst.AddNum(imap.UID(p.UID))
 	}
 	data.SourceUIDs, data.DestUIDs = src, dst
 	return data, nil
@@ -302,7 +302,7 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	if len(o.Placed) != 1 {
 		return nil, fmt.Errorf("append applied without placing the message")
 	}
-	data := &imap.AppendData{UID: o.Placed[0].UID, UIDValidity: to.UIDValidity}
+	data := &imap.AppendData{UID: imap.UID(o.Placed[0].UID), UIDValidity: to.UIDValidity}
 	if p := o.Placed[0].Mailbox; p != to.ID {
 		if mb, err := s.store().MailboxByID(ctx, p); err == nil {
 			data.UIDValidity = mb.UIDValidity

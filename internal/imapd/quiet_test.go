@@ -5,9 +5,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
+	"cspool/internal/mailstore"
 )
 
 // TestSilentStoreKeepsOthersChanges: while a session's own STORE
@@ -81,9 +80,9 @@ func messageIDs(t *testing.T, d *device, uids ...uint32) []command.ID {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []imap.UID
+	var list []mailstore.UID
 	for _, u := range uids {
-		list = append(list, imap.UID(u))
+		list = append(list, mailstore.UID(u))
 	}
 	byUID, err := d.store.MessageIDs(t.Context(), mb.ID, list)
 	if err != nil {

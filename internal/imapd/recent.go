@@ -57,7 +57,7 @@ func (s *Server) loadFloors(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, mb := range mbs {
-		s.floors[mb.ID] = mb.UIDNext - 1
+		s.floors[mb.ID] = imap.UID(mb.UIDNext - 1)
 	}
 	return nil
 }
@@ -168,11 +168,11 @@ func (s *session) recentSet() func(imap.UID) bool {
 // statusRecent counts the messages of mb above its floor (STATUS RECENT).
 func (s *session) statusRecent(ctx context.Context, mb *mailstore.Mailbox) (uint32, error) {
 	floor := s.srv.recentFloor(mb.ID)
-	if floor+1 >= mb.UIDNext {
+	if floor+1 >= imap.UID(mb.UIDNext) {
 		return 0, nil
 	}
 	var n uint32
-	err := s.store().Fetch(ctx, mb.ID, imap.UIDSet{{Start: floor + 1, Stop: mb.UIDNext - 1}}, 0, func(*mailstore.Message) error {
+	err := s.store().Fetch(ctx, mb.ID, mailstore.UIDSet{{Start: mailstore.UID(floor + 1), Stop: mb.UIDNext - 1}}, 0, func(*mailstore.Message) error {
 		n++
 		return nil
 	})

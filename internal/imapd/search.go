@@ -43,7 +43,7 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 		return searchData(kind, refs, sel, opts), nil
 	}
 	visit := func(m *mailstore.Message) error {
-		r, ok := findRef(view, m.UID)
+		r, ok := findRef(view, imap.UID(m.UID))
 		if !ok {
 			return nil
 		}
@@ -199,7 +199,7 @@ func (ia indexAnswers) only(c *imap.SearchCriteria, view []ref) (refs []ref, ok 
 	slices.SortFunc(answers, func(a, b *mailstore.TextAnswer) int { return len(a.Match) - len(b.Match) })
 	in := func(u imap.UID) bool {
 		for _, a := range answers {
-			if !a.Match[u] {
+			if !a.Match[mailstore.UID(u)] {
 				return false
 			}
 		}
@@ -217,8 +217,8 @@ func (ia indexAnswers) only(c *imap.SearchCriteria, view []ref) (refs []ref, ok 
 	}
 	var uids []imap.UID
 	for u := range answers[0].Match {
-		if in(u) {
-			uids = append(uids, u)
+		if in(imap.UID(u)) {
+			uids = append(uids, imap.UID(u))
 		}
 	}
 	slices.Sort(uids)
@@ -369,7 +369,7 @@ func (mt *matcher) inUIDSet(set imap.UIDSet) bool {
 	if imap.IsSearchRes(set) {
 		return mt.inSaved()
 	}
-	uid := mt.msg.UID
+	uid := imap.UID(mt.msg.UID)
 	for _, r := range set {
 		if lo, hi := span(r.Start, r.Stop, mt.lastUID); uid >= lo && uid <= hi {
 			return true
@@ -380,7 +380,7 @@ func (mt *matcher) inUIDSet(set imap.UIDSet) bool {
 
 func (mt *matcher) inSaved() bool {
 	for _, u := range mt.saved {
-		if u == mt.msg.UID {
+		if u == imap.UID(mt.msg.UID) {
 			return true
 		}
 	}
@@ -395,7 +395,7 @@ func dateOf(t time.Time) time.Time {
 // section 2.3.2; SEARCH RECENT, NEW and OLD).
 func (mt *matcher) hasFlag(f imap.Flag) bool {
 	if strings.EqualFold(string(f), `\Recent`) {
-		return mt.recent(mt.msg.UID)
+		return mt.recent(imap.UID(mt.msg.UID))
 	}
 	return msgHasFlag(mt.msg.Flags, f)
 }
@@ -555,7 +555,7 @@ func askIndex(ctx context.Context, st *mailstore.Store, mailbox command.ID, c *i
 // says returns whether the message uid holds needle under key, and whether
 // the index knows (it does not for a needle it cannot answer, a body not
 // indexed yet, or a message a superset answer holds).
-func (ia indexAnswers) says(key mailstore.SearchKey, needle string, uid imap.UID) (found, known bool) {
+func (ia indexAnswers) says(key mailstore.SearchKey, needle string, uid mailstore.UID) (found, known bool) {
 	a := ia[indexQuestion{key, needle}]
 	if a == nil || a.Unindexed[uid] || (a.Superset && a.Match[uid]) {
 		return false, false

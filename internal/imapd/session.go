@@ -186,7 +186,7 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	}
 	s.sel = &selected{mb: mb, v: v, st: v.st, readOnly: readOnly}
 	flags := newKwSet(kws).flags()
-	next := info.UIDNext
+	next := imap.UID(info.UIDNext)
 	mb.mu.Lock()
 	if k := len(mb.uids); k > 0 && mb.uids[k-1] >= next {
 		next = mb.uids[k-1] + 1

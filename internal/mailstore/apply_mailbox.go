@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 )
 
@@ -197,7 +195,7 @@ func (a *applier) renameInbox(inbox *mailboxRow, newName string) error {
 		return err
 	}
 	for _, m := range msgs {
-		a.change(Change{Kind: MessageExpunged, Mailbox: inbox.id, UID: imap.UID(m.uid), Message: m.id})
+		a.change(Change{Kind: MessageExpunged, Mailbox: inbox.id, UID: UID(m.uid), Message: m.id})
 		uid, err := a.nextUID(dest)
 		if err != nil {
 			return err

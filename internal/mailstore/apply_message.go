@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 )
 
@@ -173,7 +171,7 @@ func (a *applier) releaseBody(bid int64) error {
 }
 
 // nextUID takes mb's UIDNEXT and advances it.
-func (a *applier) nextUID(mb *mailboxRow) (imap.UID, error) {
+func (a *applier) nextUID(mb *mailboxRow) (UID, error) {
 	var uid int64
 	err := a.QueryRowContext(a.ctx,
 		"UPDATE mailboxes SET uidnext = uidnext + 1, highest_modseq = ? WHERE mid = ? RETURNING uidnext - 1",
@@ -182,7 +180,7 @@ func (a *applier) nextUID(mb *mailboxRow) (imap.UID, error) {
 		return 0, fmt.Errorf("assigning a uid in %q: %w", mb.name, err)
 	}
 	mb.uidNext, mb.modSeq = uid+1, int64(a.pos)
-	return imap.UID(uid), nil
+	return UID(uid), nil
 }
 
 func (a *applier) touch(mid int64) error {
@@ -192,7 +190,7 @@ func (a *applier) touch(mid int64) error {
 	return nil
 }
 
-func (a *applier) insertMessage(mb *mailboxRow, id command.ID, bid, size, date int64, flags flagSet) (imap.UID, error) {
+func (a *applier) insertMessage(mb *mailboxRow, id command.ID, bid, size, date int64, flags flagSet) (UID, error) {
 	uid, err := a.nextUID(mb)
 	if err != nil {
 		return 0, err
@@ -286,7 +284,7 @@ func (a *applier) moveMessages(c *command.Command) error {
 		if err := a.touch(m.mailbox); err != nil {
 			return err
 		}
-		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: imap.UID(m.uid), Message: id})
+		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: UID(m.uid), Message: id})
 		uid, err := a.nextUID(dest)
 		if err != nil {
 			return err
@@ -319,7 +317,7 @@ func (a *applier) expunge(c *command.Command) error {
 		if err := a.touch(m.mailbox); err != nil {
 			return err
 		}
-		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: imap.UID(m.uid), Message: id})
+		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: UID(m.uid), Message: id})
 	}
 	return nil
 }
@@ -366,7 +364,7 @@ func (a *applier) flags(c *command.Command) error {
 		if err := a.touch(m.mailbox); err != nil {
 			return err
 		}
-		a.change(Change{Kind: FlagsChanged, Mailbox: m.mailboxID, UID: imap.UID(m.uid), Message: id, Flags: next.list()})
+		a.change(Change{Kind: FlagsChanged, Mailbox: m.mailboxID, UID: UID(m.uid), Message: id, Flags: next.list()})
 	}
 	return nil
 }

@@ -5,8 +5,6 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 )
 
@@ -43,7 +41,7 @@ func mailboxCmd(kind command.Kind, name, newName string) func(func(uint64) comma
 }
 
 type msgWant struct {
-	uid   imap.UID
+	uid   UID
 	flags []string
 }
 

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"cspool/internal/command"
@@ -90,7 +89,7 @@ func BenchmarkAtRest(b *testing.B) {
 				applyCPU += c1 - c0
 				t1 := time.Now()
 				count := 0
-				err = s.Fetch(ctx, InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelope, func(m *Message) error {
+				err = s.Fetch(ctx, InboxID(), UIDSet{{Start: 1, Stop: 0}}, WantEnvelope, func(m *Message) error {
 					if _, err := mimeform.DecodeEnvelope(m.Envelope); err != nil {
 						return err
 					}

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
 )
@@ -77,7 +75,7 @@ func BenchmarkFetchEnvelopeFlags(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	all := imap.UIDSet{{Start: 1, Stop: 0}}
+	all := UIDSet{{Start: 1, Stop: 0}}
 	b.ResetTimer()
 	for range b.N {
 		count := 0

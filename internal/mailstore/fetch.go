@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
 	"github.com/ncruces/go-sqlite3"
 
 	"cspool/internal/command"
@@ -49,7 +48,7 @@ const (
 type Message struct {
 	ID           command.ID
 	Mailbox      command.ID
-	UID          imap.UID
+	UID          UID
 	Flags        []string // system flags first, then keywords as first spelled
 	InternalDate time.Time
 	Size         int64 // RFC822.SIZE: the raw bytes' length
@@ -192,7 +191,7 @@ func scanFetched(r scanner, want Want, t *fetchTargets) (*Message, error) {
 	id, mbid, kw, bid, headerLen, parsed := t.id, t.mbid, t.kw, t.bid, t.headerLen, t.parsed
 	env, bs, header, raw, wire, wireEnv, swire, wireBS := t.env, t.bs, t.header, t.raw, t.wire, t.wireEnv, t.swire, t.wireBS
 	m := &Message{
-		UID: imap.UID(row.uid), InternalDate: time.UnixMilli(row.date), Size: row.size,
+		UID: UID(row.uid), InternalDate: time.UnixMilli(row.date), Size: row.size,
 		ModSeq: uint64(row.modSeq), HeaderLen: headerLen, Parse: uint8(parsed), bodyID: bid,
 	}
 	copy(m.ID[:], id)
@@ -234,7 +233,7 @@ func nonNil(b []byte) []byte {
 }
 
 // Message returns the message with uid in mailbox.
-func (s *Store) Message(ctx context.Context, mailbox command.ID, uid imap.UID, want Want) (*Message, error) {
+func (s *Store) Message(ctx context.Context, mailbox command.ID, uid UID, want Want) (*Message, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -272,14 +271,14 @@ func (s *Store) MessageByID(ctx context.Context, id command.ID, want Want) (*Mes
 // asks for is loaded, one row at a time, so fetching many messages never
 // holds all their bodies; fn may call LoadRaw. The Message is fn's to keep.
 // An error from fn stops Fetch and is returned.
-func (s *Store) Fetch(ctx context.Context, mailbox command.ID, uids imap.UIDSet, want Want, fn func(*Message) error) error {
+func (s *Store) Fetch(ctx context.Context, mailbox command.ID, uids UIDSet, want Want, fn func(*Message) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
 	if len(uids) == 0 {
 		return nil
 	}
-	return s.scan(ctx, mailbox, want, func(last imap.UID) (string, []any, func(imap.UID) bool) {
+	return s.scan(ctx, mailbox, want, func(last UID) (string, []any, func(UID) bool) {
 		lo, hi, in := uidRanges(uids, last)
 		return "AND m.uid BETWEEN ? AND ?", []any{int64(lo), int64(hi)}, in
 	}, fn)
@@ -298,7 +297,7 @@ func (s *Store) Scan(ctx context.Context, mailbox command.ID, want Want, fn func
 
 // selector turns the mailbox's largest UID (0 if empty) into a condition on
 // m.uid, its arguments and an exact filter.
-type selector func(last imap.UID) (cond string, args []any, in func(imap.UID) bool)
+type selector func(last UID) (cond string, args []any, in func(UID) bool)
 
 func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel selector, fn func(*Message) error) error {
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
@@ -313,14 +312,14 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel sel
 	if mb == nil {
 		return fmt.Errorf("reading mailbox %s: %w", mailbox, ErrNoMailbox)
 	}
-	cond, args, in := "", []any{mb.mid}, func(imap.UID) bool { return true }
+	cond, args, in := "", []any{mb.mid}, func(UID) bool { return true }
 	if sel != nil {
 		var last int64
 		if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(uid), 0) FROM messages WHERE mailbox = ?", mb.mid).Scan(&last); err != nil {
 			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 		}
 		var more []any
-		cond, more, in = sel(imap.UID(last))
+		cond, more, in = sel(UID(last))
 		args = append(args, more...)
 	}
 	rows, err := tx.QueryContext(ctx, fetchQuery(want)+"WHERE m.mailbox = ? "+cond+" ORDER BY m.uid", args...)
@@ -357,7 +356,7 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel sel
 // one Message serves every row: it and its slices are fn's only until fn
 // returns (a row without a system flag's keywords costs no allocation).
 // LoadRaw reads the current state, not the snapshot.
-func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids imap.UIDSet, want Want, fn func(*Message) error) error {
+func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids UIDSet, want Want, fn func(*Message) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
@@ -432,7 +431,7 @@ var systemFlagLists = func() (out [32][]string) {
 	return out
 }()
 
-func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet, want Want, fn func(*Message) error) error {
+func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids UIDSet, want Want, fn func(*Message) error) error {
 	wrap := func(err error) error { return fmt.Errorf("reading mailbox %s: %w", mailbox, err) }
 	st, _, err := c.Prepare("SELECT mid, (SELECT coalesce(max(uid), 0) FROM messages WHERE mailbox = mid) FROM mailboxes WHERE id = ?")
 	if err != nil {
@@ -450,7 +449,7 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet
 		}
 		return wrap(ErrNoMailbox)
 	}
-	last := imap.UID(st.ColumnInt64(1))
+	last := UID(st.ColumnInt64(1))
 	if err := st.Close(); err != nil {
 		return wrap(err)
 	}
@@ -469,7 +468,7 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids imap.UIDSet
 	var m Message
 	mb := mailbox
 	for rows.Step() {
-		uid := imap.UID(rows.ColumnInt64(0))
+		uid := UID(rows.ColumnInt64(0))
 		if !in(uid) {
 			continue
 		}
@@ -542,9 +541,9 @@ func rawForm(st *sqlite3.Stmt, col int, want Want) []byte {
 
 // uidRanges resolves * (0) in uids to last and returns the span of the
 // ranges and an exact filter.
-func uidRanges(uids imap.UIDSet, last imap.UID) (lo, hi imap.UID, in func(imap.UID) bool) {
-	ranges := make([][2]imap.UID, len(uids))
-	lo, hi = imap.UID(^uint32(0)), imap.UID(0)
+func uidRanges(uids UIDSet, last UID) (lo, hi UID, in func(UID) bool) {
+	ranges := make([][2]UID, len(uids))
+	lo, hi = UID(^uint32(0)), UID(0)
 	for i, r := range uids {
 		start, stop := r.Start, r.Stop
 		if start == 0 {
@@ -556,10 +555,10 @@ func uidRanges(uids imap.UIDSet, last imap.UID) (lo, hi imap.UID, in func(imap.U
 		if start > stop {
 			start, stop = stop, start
 		}
-		ranges[i] = [2]imap.UID{start, stop}
+		ranges[i] = [2]UID{start, stop}
 		lo, hi = min(lo, start), max(hi, stop)
 	}
-	in = func(uid imap.UID) bool {
+	in = func(uid UID) bool {
 		for _, r := range ranges {
 			if uid >= r[0] && uid <= r[1] {
 				return true

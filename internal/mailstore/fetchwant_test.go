@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
 )
@@ -35,7 +33,7 @@ func TestFetchWantEnvelopeWireAndMetadataOnly(t *testing.T) {
 	ctx := t.Context()
 	fetch := func(want Want) []*Message {
 		var out []*Message
-		if err := s.Fetch(ctx, InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, want, func(m *Message) error {
+		if err := s.Fetch(ctx, InboxID(), UIDSet{{Start: 1, Stop: 0}}, want, func(m *Message) error {
 			out = append(out, m)
 			return nil
 		}); err != nil {
@@ -147,7 +145,7 @@ func TestSchema13MovesForms(t *testing.T) {
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("old"))), l.spool(deliverCmd("From: J\xc3\xbcrgen <j\xc3\xbc@z.org>\r\nSubject: s\r\n\r\nx\r\n")))
 	ctx := t.Context()
 	fetch := func(s *Store) (out []string) {
-		err := s.Fetch(ctx, InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire|WantStructureWire, func(m *Message) error {
+		err := s.Fetch(ctx, InboxID(), UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire|WantStructureWire, func(m *Message) error {
 			out = append(out, fmt.Sprintf("%d %s %v | %s %v | %v %v", m.UID, m.EnvelopeWire, m.EnvelopeWire == nil,
 				m.StructureWire, m.StructureWire == nil, m.Envelope != nil, m.BodyStructure != nil))
 			return nil
@@ -207,7 +205,7 @@ func TestFetchFormsMatchesFetch(t *testing.T) {
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(eight)), l.spool(deliverCmd(simpleMessage("three"))),
 		l.spool(deliverCmd(simpleMessage("four"))))
 	ids := func() (out []command.ID) {
-		if err := s.Fetch(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
+		if err := s.Fetch(t.Context(), InboxID(), UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
 			out = append(out, m.ID)
 			return nil
 		}); err != nil {
@@ -230,7 +228,7 @@ func TestFetchFormsMatchesFetch(t *testing.T) {
 			m.EnvelopeWire, m.StructureWire, env, bs)
 	}
 	for _, want := range []Want{WantEnvelopeWire, WantStructureWire, WantEnvelopeWire | WantStructureWire, WantMetadataOnly} {
-		for _, set := range []imap.UIDSet{{{Start: 1, Stop: 0}}, {{Start: 2, Stop: 3}}, {{Start: 4, Stop: 0}, {Start: 1, Stop: 1}}, {{Start: 9, Stop: 0}}, {{Start: 5, Stop: 9}}} {
+		for _, set := range []UIDSet{{{Start: 1, Stop: 0}}, {{Start: 2, Stop: 3}}, {{Start: 4, Stop: 0}, {Start: 1, Stop: 1}}, {{Start: 9, Stop: 0}}, {{Start: 5, Stop: 9}}} {
 			var got, wantRows []string
 			if err := s.Fetch(t.Context(), InboxID(), set, want, func(m *Message) error {
 				wantRows = append(wantRows, show(m))
@@ -252,11 +250,11 @@ func TestFetchFormsMatchesFetch(t *testing.T) {
 			}
 		}
 	}
-	err := s.FetchForms(t.Context(), command.ID{9}, imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire, func(*Message) error { return nil })
+	err := s.FetchForms(t.Context(), command.ID{9}, UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire, func(*Message) error { return nil })
 	if !errors.Is(err, ErrNoMailbox) {
 		t.Errorf("FetchForms of no mailbox: %v, want ErrNoMailbox", err)
 	}
-	if err := s.FetchForms(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelope, func(*Message) error { return nil }); err == nil {
+	if err := s.FetchForms(t.Context(), InboxID(), UIDSet{{Start: 1, Stop: 0}}, WantEnvelope, func(*Message) error { return nil }); err == nil {
 		t.Error("FetchForms with WantEnvelope: no error")
 	}
 }
@@ -270,7 +268,7 @@ func TestFetchFormsEndsItsTransaction(t *testing.T) {
 	var l testLog
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))))
 	ctx, cancel := context.WithCancel(t.Context())
-	err := s.FetchForms(ctx, InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire, func(*Message) error {
+	err := s.FetchForms(ctx, InboxID(), UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire, func(*Message) error {
 		cancel()
 		return nil
 	})
@@ -280,7 +278,7 @@ func TestFetchFormsEndsItsTransaction(t *testing.T) {
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("three"))))
 	for range 3 {
 		n := 0
-		if err := s.FetchForms(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire, func(*Message) error {
+		if err := s.FetchForms(t.Context(), InboxID(), UIDSet{{Start: 1, Stop: 0}}, WantEnvelopeWire, func(*Message) error {
 			n++
 			return nil
 		}); err != nil || n != 3 {
@@ -316,7 +314,7 @@ func TestFetchFormsListing(t *testing.T) {
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))),
 		l.spool(deliverCmd(simpleMessage("three"))), l.spool(deliverCmd(simpleMessage("four"))))
 	var ids []command.ID
-	if err := s.Fetch(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
+	if err := s.Fetch(t.Context(), InboxID(), UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
 		ids = append(ids, m.ID)
 		return nil
 	}); err != nil {
@@ -327,7 +325,7 @@ func TestFetchFormsListing(t *testing.T) {
 	show := func(m *Message) string {
 		return fmt.Sprintf("%d %v %d %d", m.UID, m.Flags, m.InternalDate.UnixMilli(), m.Size)
 	}
-	for _, set := range []imap.UIDSet{{{Start: 1, Stop: 0}}, {{Start: 2, Stop: 3}}, {{Start: 4, Stop: 0}, {Start: 1, Stop: 1}}, {{Start: 5, Stop: 9}}} {
+	for _, set := range []UIDSet{{{Start: 1, Stop: 0}}, {{Start: 2, Stop: 3}}, {{Start: 4, Stop: 0}, {Start: 1, Stop: 1}}, {{Start: 5, Stop: 9}}} {
 		var got, want []string
 		if err := s.Fetch(t.Context(), InboxID(), set, WantMetadataOnly, func(m *Message) error {
 			want = append(want, show(m))
@@ -369,7 +367,7 @@ func TestFetchFormsListing(t *testing.T) {
 		t.Errorf("the listing's plan reads more than the index:\n%s", strings.Join(plan, "\n"))
 	}
 	for _, bad := range []Want{WantListing, WantListing | WantEnvelopeWire, WantListing | WantMetadataOnly | WantStructureWire} {
-		if err := s.FetchForms(t.Context(), InboxID(), imap.UIDSet{{Start: 1, Stop: 0}}, bad, func(*Message) error { return nil }); err == nil {
+		if err := s.FetchForms(t.Context(), InboxID(), UIDSet{{Start: 1, Stop: 0}}, bad, func(*Message) error { return nil }); err == nil {
 			t.Errorf("FetchForms with %#b: no error", bad)
 		}
 	}

@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
 )
@@ -125,7 +123,7 @@ func mailboxID(t testing.TB, s *Store, name string) command.ID {
 	return mb.ID
 }
 
-func uidsOf(t testing.TB, s *Store, name string) []imap.UID {
+func uidsOf(t testing.TB, s *Store, name string) []UID {
 	t.Helper()
 	uids, err := s.UIDs(context.Background(), mailboxID(t, s, name))
 	if err != nil {

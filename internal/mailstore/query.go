@@ -6,8 +6,8 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
 
-	"github.com/emersion/go-imap/v2"
 	"github.com/ncruces/go-sqlite3"
 
 	"cspool/internal/command"
@@ -20,7 +20,7 @@ type Mailbox struct {
 	SpecialUse    string // RFC 6154 attribute or ""
 	Subscribed    bool
 	UIDValidity   uint32
-	UIDNext       imap.UID
+	UIDNext       UID
 	HighestModSeq uint64 // log position of the last change to the mailbox
 	Messages      uint32
 	Unseen        uint32
@@ -44,7 +44,7 @@ func scanMailboxStatus(r scanner) (*Mailbox, error) {
 		return nil, err
 	}
 	copy(mb.ID[:], id)
-	mb.UIDValidity, mb.UIDNext, mb.HighestModSeq = uint32(uv), imap.UID(next), uint64(modseq)
+	mb.UIDValidity, mb.UIDNext, mb.HighestModSeq = uint32(uv), UID(next), uint64(modseq)
 	return &mb, nil
 }
 
@@ -112,7 +112,7 @@ FROM mailboxes mb WHERE mb.name = ?`, NormalizeName(name)).Scan(&id, &mb.Name, &
 		return nil, fmt.Errorf("reading mailbox %q: %w", name, err)
 	}
 	copy(mb.ID[:], id)
-	mb.UIDValidity, mb.UIDNext, mb.HighestModSeq = uint32(uv), imap.UID(next), uint64(modseq)
+	mb.UIDValidity, mb.UIDNext, mb.HighestModSeq = uint32(uv), UID(next), uint64(modseq)
 	return &mb, nil
 }
 
@@ -186,14 +186,14 @@ func (s *Store) MailboxKeywords(ctx context.Context, mailbox command.ID) ([]stri
 // UIDs returns the UIDs of a mailbox's messages in increasing order: the
 // message sequence numbers are the positions in this list (RFC 9051 section
 // 2.3.1.2).
-func (s *Store) UIDs(ctx context.Context, mailbox command.ID) ([]imap.UID, error) {
+func (s *Store) UIDs(ctx context.Context, mailbox command.ID) ([]UID, error) {
 	uids, _, err := s.UIDsAt(ctx, mailbox)
 	return uids, err
 }
 
 // UIDsAt is UIDs with the log position the list reflects (Position), both
 // read in one snapshot.
-func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]imap.UID, uint64, error) {
+func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]UID, uint64, error) {
 	if err := s.check(); err != nil {
 		return nil, 0, err
 	}
@@ -202,7 +202,7 @@ func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]imap.UID, uin
 		return nil, 0, fmt.Errorf("listing uids: %w", err)
 	}
 	defer conn.Close()
-	var out []imap.UID
+	var out []UID
 	var pos uint64
 	var qErr error
 	// The rows are read through the SQLite driver itself, a step and an
@@ -237,7 +237,7 @@ func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]imap.UID, uin
 
 // mailboxUIDs reads the store's position and the UIDs of mailbox in
 // increasing order, inside a read transaction.
-func mailboxUIDs(c *sqlite3.Conn, mailbox command.ID) ([]imap.UID, uint64, error) {
+func mailboxUIDs(c *sqlite3.Conn, mailbox command.ID) ([]UID, uint64, error) {
 	st, _, err := c.Prepare("SELECT (SELECT position FROM state), (SELECT mid FROM mailboxes WHERE id = ?)")
 	if err != nil {
 		return nil, 0, err
@@ -266,9 +266,9 @@ func mailboxUIDs(c *sqlite3.Conn, mailbox command.ID) ([]imap.UID, uint64, error
 	if err := rows.BindInt64(1, mid); err != nil {
 		return nil, 0, err
 	}
-	out := []imap.UID{}
+	out := []UID{}
 	for rows.Step() {
-		out = append(out, imap.UID(rows.ColumnInt64(0)))
+		out = append(out, UID(rows.ColumnInt64(0)))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, 0, err
@@ -277,7 +277,7 @@ func mailboxUIDs(c *sqlite3.Conn, mailbox command.ID) ([]imap.UID, uint64, error
 }
 
 // Locate returns where the message with id is: its mailbox and UID.
-func (s *Store) Locate(ctx context.Context, id command.ID) (mailbox command.ID, uid imap.UID, err error) {
+func (s *Store) Locate(ctx context.Context, id command.ID) (mailbox command.ID, uid UID, err error) {
 	if err := s.check(); err != nil {
 		return mailbox, 0, err
 	}
@@ -288,22 +288,27 @@ func (s *Store) Locate(ctx context.Context, id command.ID) (mailbox command.ID, 
 	if m == nil {
 		return mailbox, 0, fmt.Errorf("locating message %s: %w", id, ErrNoMessage)
 	}
-	return m.mailboxID, imap.UID(m.uid), nil
+	return m.mailboxID, UID(m.uid), nil
 }
 
 // MessageIDs maps UIDs of a mailbox to message ids, for building commands.
 // UIDs with no message are left out of the map.
-func (s *Store) MessageIDs(ctx context.Context, mailbox command.ID, uids []imap.UID) (map[imap.UID]command.ID, error) {
+func (s *Store) MessageIDs(ctx context.Context, mailbox command.ID, uids []UID) (map[UID]command.ID, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	out := make(map[imap.UID]command.ID, len(uids))
+	out := make(map[UID]command.ID, len(uids))
 	if len(uids) == 0 {
 		return out, nil
 	}
-	var set imap.UIDSet
-	for _, u := range uids {
-		set.AddNum(u)
+	// Runs of consecutive UIDs make one range each.
+	var set UIDSet
+	for _, u := range slices.Sorted(slices.Values(uids)) {
+		if n := len(set); n > 0 && u <= set[n-1].Stop+1 {
+			set[n-1].Stop = u
+			continue
+		}
+		set = append(set, UIDRange{Start: u, Stop: u})
 	}
 	err := s.Fetch(ctx, mailbox, set, 0, func(m *Message) error {
 		out[m.UID] = m.ID

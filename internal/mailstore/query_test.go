@@ -8,8 +8,6 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
 )
@@ -48,19 +46,19 @@ func TestQueries(t *testing.T) {
 
 	tests := []struct {
 		name string
-		set  imap.UIDSet
-		want []imap.UID
+		set  UIDSet
+		want []UID
 	}{
-		{"single", imap.UIDSetNum(3), []imap.UID{3}},
-		{"expunged uid", imap.UIDSetNum(5), nil},
-		{"range to star", imap.UIDSet{{Start: 8, Stop: 0}}, []imap.UID{8, 9, 10}},
-		{"reversed and unsorted ranges", imap.UIDSet{{Start: 7, Stop: 6}, {Start: 1, Stop: 2}}, []imap.UID{1, 2, 6, 7}},
-		{"star alone", imap.UIDSet{{Start: 0, Stop: 0}}, []imap.UID{10}},
-		{"beyond the end", imap.UIDSetNum(99), nil},
-		{"range past the end to star includes the last", imap.UIDSet{{Start: 100, Stop: 0}}, []imap.UID{10}},
+		{"single", UIDSet{{Start: 3, Stop: 3}}, []UID{3}},
+		{"expunged uid", UIDSet{{Start: 5, Stop: 5}}, nil},
+		{"range to star", UIDSet{{Start: 8, Stop: 0}}, []UID{8, 9, 10}},
+		{"reversed and unsorted ranges", UIDSet{{Start: 7, Stop: 6}, {Start: 1, Stop: 2}}, []UID{1, 2, 6, 7}},
+		{"star alone", UIDSet{{Start: 0, Stop: 0}}, []UID{10}},
+		{"beyond the end", UIDSet{{Start: 99, Stop: 99}}, nil},
+		{"range past the end to star includes the last", UIDSet{{Start: 100, Stop: 0}}, []UID{10}},
 	}
 	for _, tc := range tests {
-		var got []imap.UID
+		var got []UID
 		err := s.Fetch(ctx, inbox, tc.set, WantEnvelope, func(m *Message) error {
 			got = append(got, m.UID)
 			if env, err := mimeform.DecodeEnvelope(m.Envelope); err != nil || env == nil || env.Subject == "" {
@@ -97,8 +95,8 @@ func TestQueries(t *testing.T) {
 	if _, err := s.UIDs(ctx, entryID(999)); !errors.Is(err, ErrNoMailbox) {
 		t.Errorf("UIDs(unknown mailbox): expected ErrNoMailbox, got %v", err)
 	}
-	ids, err := s.MessageIDs(ctx, inbox, []imap.UID{1, 5, 10})
-	want := map[imap.UID]command.ID{1: entries[0].ID, 10: entries[9].ID}
+	ids, err := s.MessageIDs(ctx, inbox, []UID{1, 5, 10})
+	want := map[UID]command.ID{1: entries[0].ID, 10: entries[9].ID}
 	if err != nil || !reflect.DeepEqual(ids, want) {
 		t.Errorf("MessageIDs: expected %v, got %v, %v", want, ids, err)
 	}

@@ -10,8 +10,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 )
 
@@ -218,7 +216,7 @@ func loadQueue(ctx context.Context, q queryer) ([]queueRow, error) {
 // msgKey is a place a message can be shown at.
 type msgKey struct {
 	mb  command.ID
-	uid imap.UID
+	uid UID
 }
 
 type msgVal struct {
@@ -245,7 +243,7 @@ type overlay struct {
 	// mailbox's UIDNEXT as shown before.
 	msgs    map[msgKey]*msgVal
 	mbs     map[command.ID]*mbVal
-	uidNext map[command.ID]imap.UID
+	uidNext map[command.ID]UID
 }
 
 // openQueue confirms the queued changes entries start with and returns
@@ -310,7 +308,7 @@ func (ov *overlay) takeBack() error {
 			if len(k.mb) == command.IDSize && k.uid.Valid {
 				var key msgKey
 				copy(key.mb[:], k.mb)
-				key.uid = imap.UID(k.uid.Int64)
+				key.uid = UID(k.uid.Int64)
 				keys[key] = true
 			}
 		}
@@ -472,13 +470,13 @@ func appendedAt(ctx context.Context, q queryer, id command.ID) (uint64, bool, er
 }
 
 // uidNexts returns every mailbox's UIDNEXT.
-func uidNexts(ctx context.Context, q queryer) (map[command.ID]imap.UID, error) {
+func uidNexts(ctx context.Context, q queryer) (map[command.ID]UID, error) {
 	rows, err := q.QueryContext(ctx, "SELECT id, uidnext FROM mailboxes")
 	if err != nil {
 		return nil, fmt.Errorf("reading mailboxes: %w", err)
 	}
 	defer rows.Close()
-	out := map[command.ID]imap.UID{}
+	out := map[command.ID]UID{}
 	for rows.Next() {
 		var b []byte
 		var n int64
@@ -487,7 +485,7 @@ func uidNexts(ctx context.Context, q queryer) (map[command.ID]imap.UID, error) {
 		}
 		var id command.ID
 		copy(id[:], b)
-		out[id] = imap.UID(n)
+		out[id] = UID(n)
 	}
 	return out, rows.Err()
 }

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
 	"cspool/internal/testproc"
@@ -105,13 +103,13 @@ func copyStore(t *testing.T, s *Store) *Store {
 // store: UIDs never reused or decreasing while a mailbox keeps its
 // UIDVALIDITY.
 type sessionModel struct {
-	uids map[command.ID][]imap.UID
-	max  map[command.ID]imap.UID // highest UID ever shown
+	uids map[command.ID][]UID
+	max  map[command.ID]UID // highest UID ever shown
 	uv   map[command.ID]uint32
 }
 
 func newSessionModel(t *testing.T, s *Store) *sessionModel {
-	m := &sessionModel{uids: map[command.ID][]imap.UID{}, max: map[command.ID]imap.UID{}, uv: map[command.ID]uint32{}}
+	m := &sessionModel{uids: map[command.ID][]UID{}, max: map[command.ID]UID{}, uv: map[command.ID]uint32{}}
 	m.reload(t, s)
 	return m
 }
@@ -444,7 +442,7 @@ func TestQueueUIDConflict(t *testing.T) {
 	if !slices.Equal(kinds, []ChangeKind{MailboxDeleted, MailboxCreated}) {
 		t.Fatalf("INBOX changes %v, want deleted then created", kinds)
 	}
-	if u := uidsOf(t, s, "INBOX"); !slices.Equal(u, []imap.UID{1, 2, 3}) {
+	if u := uidsOf(t, s, "INBOX"); !slices.Equal(u, []UID{1, 2, 3}) {
 		t.Fatalf("INBOX UIDs %v, want 1 2 3 (the delivery at 2, mine again at 3)", u)
 	}
 	// The log takes mine at the next position: confirmed, nothing more

@@ -12,8 +12,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 )
 
@@ -138,7 +136,7 @@ func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, ad
 
 type oldMessage struct {
 	mailbox command.ID
-	uid     imap.UID
+	uid     UID
 	flags   []string
 	digest  [32]byte
 }
@@ -191,7 +189,7 @@ func (r *restorer) readOld() error {
 		var id command.ID
 		copy(id[:], idb)
 		f.keywords = decodeKeywords(kw)
-		m := oldMessage{mailbox: mids[mid], uid: imap.UID(uid), flags: f.list()}
+		m := oldMessage{mailbox: mids[mid], uid: UID(uid), flags: f.list()}
 		copy(m.digest[:], digest)
 		r.oldMessages[id] = m
 		return nil
@@ -520,13 +518,13 @@ func (r *restorer) diff() *Result {
 	}
 	type msgKey struct {
 		mb  command.ID
-		uid imap.UID
+		uid UID
 	}
 	newAt := map[msgKey]SnapMessage{}
 	for _, m := range r.sn.Messages {
 		var mb command.ID
 		copy(mb[:], r.sn.Mailboxes[m.Mailbox].ID)
-		newAt[msgKey{mb, imap.UID(m.UID)}] = m
+		newAt[msgKey{mb, UID(m.UID)}] = m
 	}
 	oldAt := map[msgKey]command.ID{}
 	var expunged []msgKey

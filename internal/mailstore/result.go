@@ -1,8 +1,6 @@
 package mailstore
 
 import (
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 )
 
@@ -83,7 +81,7 @@ type Placement struct {
 	Source  command.ID // the copied or moved message; zero for Deliver and Append
 	ID      command.ID // the message's id
 	Mailbox command.ID
-	UID     imap.UID
+	UID     UID
 }
 
 // Outcome is what became of one entry.
@@ -124,7 +122,7 @@ type Change struct {
 	Kind       ChangeKind
 	Pos        uint64     // the entry that made it
 	Mailbox    command.ID // zero for SubscriptionChanged
-	UID        imap.UID   // message changes
+	UID        UID        // message changes
 	Message    command.ID // message changes
 	Flags      []string   // FlagsChanged, MessageAdded: the message's flags
 	Name       string     // mailbox changes: the (new) name

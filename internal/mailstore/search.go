@@ -11,8 +11,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 )
 
@@ -218,18 +216,18 @@ func indexBody(ctx context.Context, q *sql.Tx, p Parser, bid int64, raw []byte, 
 type TextAnswer struct {
 	// Match holds the UIDs whose indexed text holds the needle; for
 	// SearchHeader, those whose header holds it somewhere (Superset).
-	Match map[imap.UID]bool
+	Match map[UID]bool
 	// Superset says that Match may hold messages that do not match, for
 	// the caller to test; those not in Match do not match.
 	Superset bool
 	// Unindexed holds the UIDs whose bodies are not indexed: the index
 	// says nothing about them.
-	Unindexed map[imap.UID]bool
+	Unindexed map[UID]bool
 }
 
 // Candidates returns Match and Unindexed together, in UID order.
-func (a *TextAnswer) Candidates() []imap.UID {
-	out := make([]imap.UID, 0, len(a.Match)+len(a.Unindexed))
+func (a *TextAnswer) Candidates() []UID {
+	out := make([]UID, 0, len(a.Match)+len(a.Unindexed))
 	for u := range a.Match {
 		out = append(out, u)
 	}
@@ -256,7 +254,7 @@ func (s *Store) TextSearch(ctx context.Context, mailbox command.ID, key SearchKe
 		return nil, fmt.Errorf("searching the index: %w", err)
 	}
 	defer tx.Rollback()
-	a := &TextAnswer{Match: map[imap.UID]bool{}, Unindexed: map[imap.UID]bool{}, Superset: key == SearchHeader}
+	a := &TextAnswer{Match: map[UID]bool{}, Unindexed: map[UID]bool{}, Superset: key == SearchHeader}
 	table, query := "fts", ftsQuery(key, needle)
 	if lower := strings.ToLower(needle); wordNeedle(lower) {
 		words, err := needleWords(ctx, tx, lower)
@@ -298,13 +296,13 @@ func (s *Store) TextSearch(ctx context.Context, mailbox command.ID, key SearchKe
 // messages read in body order from messages_mailbox_body and merged with
 // the bodies, which costs a step each instead of a search (over 100,000
 // messages that all match, 25 ms instead of 120).
-func matchUIDs(ctx context.Context, tx *sql.Tx, table, query string, mailbox command.ID) (map[imap.UID]bool, error) {
+func matchUIDs(ctx context.Context, tx *sql.Tx, table, query string, mailbox command.ID) (map[UID]bool, error) {
 	var list sql.NullString
 	var uidnext int64
 	if err := tx.QueryRowContext(ctx, "SELECT (SELECT group_concat(rowid) FROM "+table+" WHERE "+table+" MATCH ?), uidnext FROM mailboxes WHERE id = ?",
 		query, mailbox[:]).Scan(&list, &uidnext); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
-			return map[imap.UID]bool{}, nil
+			return map[UID]bool{}, nil
 		}
 		return nil, err
 	}
@@ -313,7 +311,7 @@ func matchUIDs(ctx context.Context, tx *sql.Tx, table, query string, mailbox com
 		return nil, err
 	}
 	if len(bodies) == 0 {
-		return map[imap.UID]bool{}, nil
+		return map[UID]bool{}, nil
 	}
 	if int64(len(bodies))*4 < uidnext-1 {
 		list = sql.NullString{}
@@ -341,7 +339,7 @@ func matchUIDs(ctx context.Context, tx *sql.Tx, table, query string, mailbox com
 		return nil, fmt.Errorf("%d bodies for %d UIDs", len(mb), len(mu))
 	}
 	slices.Sort(bodies)
-	set := make(map[imap.UID]bool, min(len(bodies), len(mu)))
+	set := make(map[UID]bool, min(len(bodies), len(mu)))
 	j := 0
 	for i, b := range mb {
 		for j < len(bodies) && bodies[j] < b {
@@ -351,7 +349,7 @@ func matchUIDs(ctx context.Context, tx *sql.Tx, table, query string, mailbox com
 			break
 		}
 		if bodies[j] == b {
-			set[imap.UID(mu[i])] = true
+			set[UID(mu[i])] = true
 		}
 	}
 	return set, nil
@@ -376,18 +374,18 @@ func intList(list string) ([]int64, error) {
 }
 
 // uidList returns the set of the UIDs of a comma-separated list.
-func uidList(list string) (map[imap.UID]bool, error) {
+func uidList(list string) (map[UID]bool, error) {
 	if list == "" {
-		return map[imap.UID]bool{}, nil
+		return map[UID]bool{}, nil
 	}
-	set := make(map[imap.UID]bool, strings.Count(list, ",")+1)
+	set := make(map[UID]bool, strings.Count(list, ",")+1)
 	for list != "" {
 		n, rest, _ := strings.Cut(list, ",")
 		uid, err := strconv.ParseUint(n, 10, 32)
 		if err != nil {
 			return nil, err
 		}
-		set[imap.UID(uid)] = true
+		set[UID(uid)] = true
 		list = rest
 	}
 	return set, nil
@@ -420,7 +418,7 @@ func wordsQuery(key SearchKey, words []string) string {
 
 // ScanUIDs is Scan over the messages of mailbox with the given UIDs only
 // (sorted): SEARCH over the candidates the index gave.
-func (s *Store) ScanUIDs(ctx context.Context, mailbox command.ID, uids []imap.UID, want Want, fn func(*Message) error) error {
+func (s *Store) ScanUIDs(ctx context.Context, mailbox command.ID, uids []UID, want Want, fn func(*Message) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
@@ -431,8 +429,8 @@ func (s *Store) ScanUIDs(ctx context.Context, mailbox command.ID, uids []imap.UI
 	if err != nil {
 		return err
 	}
-	return s.scan(ctx, mailbox, want, func(imap.UID) (string, []any, func(imap.UID) bool) {
-		return "AND m.uid IN (SELECT value FROM json_each(?))", []any{string(list)}, func(imap.UID) bool { return true }
+	return s.scan(ctx, mailbox, want, func(UID) (string, []any, func(UID) bool) {
+		return "AND m.uid IN (SELECT value FROM json_each(?))", []any{string(list)}, func(UID) bool { return true }
 	}, fn)
 }
 

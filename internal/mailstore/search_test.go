@@ -9,8 +9,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
 )
@@ -34,14 +32,14 @@ func TestTextSearchHeader(t *testing.T) {
 	for _, tc := range []struct {
 		field, needle string
 		key           SearchKey
-		want          []imap.UID
+		want          []UID
 		superset      bool
 	}{
-		{"Message-ID", "UNIQ-123", SearchHeader, []imap.UID{2, 3}, true}, // 3 has it in Subject
-		{"X-Folded", "?= =?x-unknown", SearchHeader, []imap.UID{1}, true},
-		{"", "?= =?X-unknown", SearchText, []imap.UID{1}, false},
-		{"", "café", SearchText, []imap.UID{1}, false},
-		{"Subject", "uniq-123", SearchSubject, []imap.UID{3}, false},
+		{"Message-ID", "UNIQ-123", SearchHeader, []UID{2, 3}, true}, // 3 has it in Subject
+		{"X-Folded", "?= =?x-unknown", SearchHeader, []UID{1}, true},
+		{"", "?= =?X-unknown", SearchText, []UID{1}, false},
+		{"", "café", SearchText, []UID{1}, false},
+		{"Subject", "uniq-123", SearchSubject, []UID{3}, false},
 	} {
 		if tc.field != "" && HeaderSearchKey(tc.field) != tc.key {
 			t.Errorf("HeaderSearchKey(%s) = %d, want %d", tc.field, HeaderSearchKey(tc.field), tc.key)
@@ -225,22 +223,22 @@ func TestTextSearchManyBodies(t *testing.T) {
 		mailbox command.ID
 		key     SearchKey
 		needle  string
-		want    []imap.UID
+		want    []UID
 	}{
-		{InboxID(), SearchBody, "quarterly", []imap.UID{1, 3, 4, 5, 6}}, // many: merged
-		{InboxID(), SearchText, "uarterl", []imap.UID{1, 3, 4, 5, 6}},   // the trigram index, merged
-		{InboxID(), SearchBody, "xylophone", []imap.UID{7}},             // few: joined
+		{InboxID(), SearchBody, "quarterly", []UID{1, 3, 4, 5, 6}}, // many: merged
+		{InboxID(), SearchText, "uarterl", []UID{1, 3, 4, 5, 6}},   // the trigram index, merged
+		{InboxID(), SearchBody, "xylophone", []UID{7}},             // few: joined
 		{InboxID(), SearchBody, "nothing", nil},
-		{archive, SearchBody, "quarterly", []imap.UID{1, 2}},
-		{archive, SearchBody, "xylophone", []imap.UID{3}},
-		{archive, SearchBody, "words", []imap.UID{3}},
+		{archive, SearchBody, "quarterly", []UID{1, 2}},
+		{archive, SearchBody, "xylophone", []UID{3}},
+		{archive, SearchBody, "words", []UID{3}},
 		{command.ID{9}, SearchBody, "quarterly", nil}, // no such mailbox
 	} {
 		a, err := s.TextSearch(ctx, tc.mailbox, tc.key, tc.needle)
 		if err != nil {
 			t.Fatalf("TextSearch %q: %v", tc.needle, err)
 		}
-		var got []imap.UID
+		var got []UID
 		for u := range a.Match {
 			got = append(got, u)
 		}

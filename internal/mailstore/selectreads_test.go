@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 )
 
@@ -70,7 +68,7 @@ func TestSelectReads(t *testing.T) {
 	}
 
 	uids, pos, err := s.UIDsAt(ctx, InboxID())
-	if err != nil || !slices.Equal(uids, []imap.UID{1, 2, 3, 5}) || pos != l.pos {
+	if err != nil || !slices.Equal(uids, []UID{1, 2, 3, 5}) || pos != l.pos {
 		t.Errorf("UIDsAt(INBOX) = %v at %d, %v; want [1 2 3 5] at %d", uids, pos, err, l.pos)
 	}
 	if uids, _, err := s.UIDsAt(ctx, mailboxID(t, s, "Archive")); err != nil || uids == nil || len(uids) != 0 {

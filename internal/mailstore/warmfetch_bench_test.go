@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/devicedb"
 	"cspool/internal/mimeform"
 )
@@ -62,7 +60,7 @@ func BenchmarkWarmFetch(b *testing.B) {
 						b.Fatal(err)
 					}
 					defer s.Close()
-					all := imap.UIDSet{{Start: 1, Stop: 0}}
+					all := UIDSet{{Start: 1, Stop: 0}}
 					var size int
 					fetch := func() {
 						count := 0

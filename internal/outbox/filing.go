@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
@@ -254,16 +252,16 @@ func (o *Outbox) createSent(ctx context.Context) error {
 // search looks in mb, among the messages added since f's mark, for one
 // with f's Message-ID.
 func (o *Outbox) search(ctx context.Context, mb *mailstore.Mailbox, f *filing) (*command.ID, error) {
-	from := imap.UID(max(1, int64(mb.UIDNext)-searchBack))
+	from := mailstore.UID(max(1, int64(mb.UIDNext)-searchBack))
 	if bytes.Equal(f.mailbox, mb.ID[:]) {
-		from = imap.UID(f.fromUID)
+		from = mailstore.UID(f.fromUID)
 	}
 	if from >= mb.UIDNext {
 		return nil, nil
 	}
 	var found *command.ID
 	errFound := errors.New("found")
-	err := o.cfg.Store.Fetch(ctx, mb.ID, imap.UIDSet{imap.UIDRange{Start: from, Stop: 0}}, mailstore.WantEnvelope,
+	err := o.cfg.Store.Fetch(ctx, mb.ID, mailstore.UIDSet{{Start: from, Stop: 0}}, mailstore.WantEnvelope,
 		func(m *mailstore.Message) error {
 			if m.Envelope == nil {
 				return nil

@@ -3,8 +3,6 @@ package syncer
 import (
 	"context"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/chain"
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
@@ -61,7 +59,7 @@ type Replica interface {
 	Adopt(ctx context.Context, sn *mailstore.Snapshot, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Adoption, error)
 	// Locate returns the mailbox and UID of a message, to answer a Submit
 	// whose entry a restored checkpoint already holds.
-	Locate(ctx context.Context, id command.ID) (mailbox command.ID, uid imap.UID, err error)
+	Locate(ctx context.Context, id command.ID) (mailbox command.ID, uid mailstore.UID, err error)
 }
 
 // Queue holds the changes made on this device while they wait for the log

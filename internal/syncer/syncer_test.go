@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
@@ -162,7 +160,7 @@ func TestSyncDeliveriesAndSubmit(t *testing.T) {
 		t.Fatalf("INBOX has %d messages, want 6", len(msgs))
 	}
 	for i, m := range msgs {
-		if !bytes.Equal(m.Raw, msg(i).Body) || m.UID != imap.UID(i+1) {
+		if !bytes.Equal(m.Raw, msg(i).Body) || m.UID != mailstore.UID(i+1) {
 			t.Fatalf("message %d: uid %d, body %q", i, m.UID, m.Raw)
 		}
 	}
