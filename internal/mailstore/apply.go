@@ -155,7 +155,7 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing apply up to position %d: %w", newPos, err)
 	}
-	s.commits.Add(1)
+	s.committed(ctx)
 	return res, nil
 }
 

@@ -39,6 +39,10 @@
 //   - Locking: one write connection, and Apply calls are serialised by a
 //     mutex; reads use a pool of read-only connections and see the last
 //     committed state (WAL snapshots), never a half-applied batch.
+//   - WAL size: a commit that leaves the WAL above 64 MiB is followed, on
+//     the write connection and under the write mutex, by a TRUNCATE
+//     checkpoint that waits at most 250 ms for readers (wal.go), so
+//     readers that never pause cannot make the WAL grow without bound.
 //   - Flags: system flags are a bitmask; keywords are matched
 //     case-insensitively (RFC 9051 section 2.3.2) and spelled as first
 //     written anywhere in the store.

@@ -116,7 +116,7 @@ func (s *Store) Enqueue(ctx context.Context, id command.ID, cmd *command.Command
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing a queued change: %w", err)
 	}
-	s.commits.Add(1)
+	s.committed(ctx)
 	res.Changes = changes
 	return res, nil
 }

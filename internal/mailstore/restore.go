@@ -130,7 +130,7 @@ func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, ad
 	if err := tx.Commit(); err != nil {
 		return nil, nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
 	}
-	s.commits.Add(1)
+	s.committed(ctx)
 	return res, ad, nil
 }
 

@@ -34,6 +34,10 @@ type Store struct {
 	closed atomic.Bool
 	// commits counts the write transactions committed (Commits).
 	commits atomic.Int64
+	// walLimit is the WAL size that a commit bounds the WAL to (wal.go);
+	// walRetry, when above it, the size at which a checkpoint that
+	// readers held back is tried again. Both under mu.
+	walLimit, walRetry int64
 }
 
 // Open opens the mail store in the SQLite file at path in plaintext,
@@ -67,7 +71,8 @@ func OpenWith(path string, o Options) (*Store, error) {
 	}
 	base := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(ON)", busyTimeoutMS)
 	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate,
-		Params: base + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-16384)&_txlock=immediate"})
+		Params: base + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-16384)" +
+			fmt.Sprintf("&_pragma=journal_size_limit(%d)&_txlock=immediate", walLimit)})
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store: %w", err)
 	}
@@ -86,7 +91,7 @@ func OpenWith(path string, o Options) (*Store, error) {
 	}
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
-	return &Store{path: path, parser: o.Parser, wdb: w, rdb: r}, nil
+	return &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit}, nil
 }
 
 // Close closes the database. A second Close returns nil.
@@ -131,7 +136,7 @@ func (s *Store) writeTx(ctx context.Context, what string, fn func(*sql.Tx) error
 	if err := tx.Commit(); err != nil {
 		return devicedb.Explain(s.path, fmt.Errorf("%s: %w", what, err))
 	}
-	s.commits.Add(1)
+	s.committed(ctx)
 	return nil
 }
 

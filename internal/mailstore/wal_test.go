@@ -1,0 +1,124 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"cspool/internal/devicedb"
+	"cspool/internal/mimeform"
+)
+
+// TestWALBounded applies batches of deliveries while two readers keep a
+// read transaction open almost all the time, as IMAP clients polling
+// STATUS do during a first sync: without the checkpoint after commits
+// (wal.go) the WAL never starts over and grows with every batch. With a
+// limit of 512 KiB it must stay within three limits, in plaintext and
+// encrypted.
+func TestWALBounded(t *testing.T) {
+	const (
+		limit   = 512 << 10
+		bound   = 3 * limit
+		batches = 20
+		batch   = 20
+		maxRead = 1_000_000 // per reader, a bound on the loop
+	)
+	entries := deliverEntries(batches * batch)
+	for _, mode := range []string{"plaintext", "encrypted"} {
+		t.Run(mode, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mail.db")
+			o := Options{Parser: mimeform.Parser{}}
+			if mode == "encrypted" {
+				o.Key = &devicedb.Key{9}
+			}
+			s, err := OpenWith(path, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			s.walLimit = limit
+			ctx := context.Background()
+
+			stop := make(chan struct{})
+			var reads atomic.Int64
+			var wg sync.WaitGroup
+			errs := make(chan error, 2)
+			for range 2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range maxRead {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if err := readOnce(ctx, s.rdb); err != nil {
+							errs <- err
+							return
+						}
+						reads.Add(1)
+					}
+				}()
+			}
+			var largest int64
+			for i := 0; i < len(entries); i += batch {
+				part := entries[i : i+batch]
+				if _, err := s.Apply(ctx, part, part[len(part)-1].Pos); err != nil {
+					t.Fatalf("Apply: %v", err)
+				}
+				fi, err := os.Stat(path + "-wal")
+				if err != nil && !os.IsNotExist(err) {
+					t.Fatal(err)
+				}
+				if err == nil {
+					largest = max(largest, fi.Size())
+				}
+			}
+			close(stop)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatalf("reading: %v", err)
+			}
+			if reads.Load() == 0 {
+				t.Fatal("the readers read nothing")
+			}
+			if n := len(uidsOf(t, s, "INBOX")); n != batches*batch {
+				t.Fatalf("INBOX holds %d messages, want %d", n, batches*batch)
+			}
+			t.Logf("%d reads; largest WAL %d bytes", reads.Load(), largest)
+			if largest > bound {
+				t.Errorf("the WAL reached %d bytes with a limit of %d, want at most %d", largest, limit, bound)
+			}
+			// Every batch is still there once the file is opened again.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = OpenWith(path, o); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(uidsOf(t, s, "INBOX")); n != batches*batch {
+				t.Fatalf("reopened, INBOX holds %d messages, want %d", n, batches*batch)
+			}
+		})
+	}
+}
+
+// readOnce runs one short read transaction.
+func readOnce(ctx context.Context, db *sql.DB) error {
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM messages").Scan(&n); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
