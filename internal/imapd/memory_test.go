@@ -34,7 +34,9 @@ func TestLargeMailbox(t *testing.T) {
 	}
 	r := newRig(t)
 	d := r.device("a")
-	// Fill the store directly, in batches, as the sync loop would.
+	// Fill the store directly, in batches, as the sync loop would, and tell
+	// the server what each batch changed, as the sync loop does (the
+	// server keeps INBOX's UID list loaded from its start).
 	ctx := context.Background()
 	pos, err := d.store.Position(ctx)
 	if err != nil {
@@ -52,9 +54,11 @@ func TestLargeMailbox(t *testing.T) {
 			batch = append(batch, mailstore.Entry{Pos: pos, ID: id, Author: mailstore.AuthorSpool,
 				Cmd: &command.Command{Kind: command.Deliver, Date: 1764000000000 + int64(i), Body: []byte(body)}})
 		}
-		if _, err := d.store.Apply(ctx, batch, pos); err != nil {
+		res, err := d.store.Apply(ctx, batch, pos)
+		if err != nil {
 			t.Fatal(err)
 		}
+		d.srv.Applied(res)
 	}
 	t.Logf("filled %d messages in %v", n, time.Since(start))
 	c := d.client(nil)
