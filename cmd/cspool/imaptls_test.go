@@ -75,6 +75,10 @@ func TestIMAPServerTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCmd(t, dir, env, "message", bin, "deliver", "--user", "alice", "--user-key", "user.pub", "--spool-key", "spool.sec")
+	// The delivery reaches INBOX once the daemon has read and applied it:
+	// wait for that on the plain port, so that every connection below
+	// finds the message.
+	fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", password, 1)
 
 	got := runCmd(t, dir, nil, "", python, "-c", imaplibTLS, "127.0.0.1", fmt.Sprint(imapPort), fmt.Sprint(imapsPort),
 		"alice", password, ca.File)
