@@ -367,31 +367,10 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids UIDSet,
 	if len(uids) == 0 {
 		return nil
 	}
-	conn, err := s.rdb.Conn(ctx)
-	if err != nil {
-		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
-	}
-	defer conn.Close()
 	var fnErr error
-	err = conn.Raw(func(dc any) error {
-		rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
-		if !ok {
-			return fmt.Errorf("the driver's connection %T gives no SQLite connection", dc)
-		}
-		c := rc.Raw()
-		// One read transaction: the mailbox, its last UID and the rows
-		// are of one snapshot. It ends whatever happened, ctx done too,
-		// or the connection is not used again.
-		if err := c.Exec("BEGIN"); err != nil {
-			return err
-		}
-		old := c.SetInterrupt(ctx)
+	// The mailbox, its last UID and the rows are of one snapshot.
+	err := s.readRaw(ctx, func(c *sqlite3.Conn) {
 		fnErr = s.fetchForms(c, mailbox, uids, want, fn)
-		c.SetInterrupt(old)
-		if err := c.Exec("ROLLBACK"); err != nil {
-			return errors.Join(driver.ErrBadConn, err)
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
@@ -567,4 +546,33 @@ func uidRanges(uids UIDSet, last UID) (lo, hi UID, in func(UID) bool) {
 		return false
 	}
 	return lo, hi, in
+}
+
+// readRaw runs f in one read transaction on a read connection's SQLite
+// connection itself, for reads that step rows through the driver rather
+// than database/sql. f's own failure is f's to keep; the transaction ends
+// whatever happened, ctx done too, or the connection is not used again.
+func (s *Store) readRaw(ctx context.Context, f func(c *sqlite3.Conn)) error {
+	conn, err := s.rdb.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
+		if !ok {
+			return fmt.Errorf("the driver's connection %T gives no SQLite connection", dc)
+		}
+		c := rc.Raw()
+		if err := c.Exec("BEGIN"); err != nil {
+			return err
+		}
+		old := c.SetInterrupt(ctx)
+		f(c)
+		c.SetInterrupt(old)
+		if err := c.Exec("ROLLBACK"); err != nil {
+			return errors.Join(driver.ErrBadConn, err)
+		}
+		return nil
+	})
 }

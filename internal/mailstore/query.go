@@ -3,7 +3,6 @@ package mailstore
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"slices"
@@ -197,34 +196,15 @@ func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]UID, uint64, 
 	if err := s.check(); err != nil {
 		return nil, 0, err
 	}
-	conn, err := s.rdb.Conn(ctx)
-	if err != nil {
-		return nil, 0, fmt.Errorf("listing uids: %w", err)
-	}
-	defer conn.Close()
 	var out []UID
 	var pos uint64
 	var qErr error
 	// The rows are read through the SQLite driver itself, a step and an
 	// integer each (database/sql's Next and Scan cost several times the
-	// query over a large mailbox). One read transaction: the position,
-	// the mailbox and its rows are of one snapshot.
-	err = conn.Raw(func(dc any) error {
-		rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
-		if !ok {
-			return fmt.Errorf("the driver's connection %T gives no SQLite connection", dc)
-		}
-		c := rc.Raw()
-		if err := c.Exec("BEGIN"); err != nil {
-			return err
-		}
-		old := c.SetInterrupt(ctx)
+	// query over a large mailbox); the position, the mailbox and its rows
+	// are of one snapshot.
+	err := s.readRaw(ctx, func(c *sqlite3.Conn) {
 		out, pos, qErr = mailboxUIDs(c, mailbox)
-		c.SetInterrupt(old)
-		if err := c.Exec("ROLLBACK"); err != nil {
-			return errors.Join(driver.ErrBadConn, err)
-		}
-		return nil
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing uids: %w", err)
