@@ -97,12 +97,9 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
 		return nil, fmt.Errorf("reading state: %w", err)
 	}
-	last := uint64(pos)
-	for _, e := range entries {
-		if e.Pos <= last {
-			return nil, fmt.Errorf("entry at position %d after position %d: %w", e.Pos, last, ErrPosition)
-		}
-		last = e.Pos
+	last, err := ascending(entries, uint64(pos))
+	if err != nil {
+		return nil, err
 	}
 	if newPos < last {
 		return nil, fmt.Errorf("new position %d before entry position %d: %w", newPos, last, ErrPosition)
@@ -118,17 +115,9 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	if err != nil {
 		return nil, err
 	}
-	if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&a.nextUV); err != nil {
-		return nil, fmt.Errorf("reading state: %w", err)
-	}
-	res := &Result{Outcomes: make([]Outcome, 0, len(entries))}
-	for _, e := range entries {
-		out, changes, err := a.apply(e)
-		if err != nil {
-			return nil, fmt.Errorf("applying entry at position %d: %w", e.Pos, err)
-		}
-		res.Outcomes = append(res.Outcomes, out)
-		res.Changes = append(res.Changes, changes...)
+	res, err := a.applyAll(entries)
+	if err != nil {
+		return nil, err
 	}
 	for _, r := range unopened {
 		if err := insertRejection(ctx, a, r.Pos, nil, r.Reason, r.Detail, a.now); err != nil {
@@ -176,6 +165,38 @@ func (a *applier) recordChain(first int64, hashes []chain.Hash) error {
 		return fmt.Errorf("recording chain hashes: %w", err)
 	}
 	return nil
+}
+
+// ascending checks that entries come in strictly ascending positions, all
+// after position after, and returns the last one (after, when there are
+// none).
+func ascending(entries []Entry, after uint64) (uint64, error) {
+	last := after
+	for _, e := range entries {
+		if e.Pos <= last {
+			return 0, fmt.Errorf("entry at position %d after position %d: %w", e.Pos, last, ErrPosition)
+		}
+		last = e.Pos
+	}
+	return last, nil
+}
+
+// applyAll reads the next UIDVALIDITY to assign and applies entries in
+// order, gathering their outcomes and changes.
+func (a *applier) applyAll(entries []Entry) (*Result, error) {
+	if err := a.tx.QueryRowContext(a.ctx, "SELECT next_uidvalidity FROM state").Scan(&a.nextUV); err != nil {
+		return nil, fmt.Errorf("reading state: %w", err)
+	}
+	res := &Result{Outcomes: make([]Outcome, 0, len(entries))}
+	for _, e := range entries {
+		out, changes, err := a.apply(e)
+		if err != nil {
+			return nil, fmt.Errorf("applying entry at position %d: %w", e.Pos, err)
+		}
+		res.Outcomes = append(res.Outcomes, out)
+		res.Changes = append(res.Changes, changes...)
+	}
+	return res, nil
 }
 
 // apply applies one entry inside its own savepoint.

@@ -286,29 +286,18 @@ func (rb *Rebase) Apply(entries []Entry, newPos uint64, chain []chain.Hash) (*Re
 		return nil, ErrClosed
 	}
 	ctx, tx := rb.ctx, rb.tx
-	last := rb.pos
-	for _, e := range entries {
-		if e.Pos <= last {
-			return nil, fmt.Errorf("entry at position %d after position %d: %w", e.Pos, last, ErrPosition)
-		}
-		last = e.Pos
+	last, err := ascending(entries, rb.pos)
+	if err != nil {
+		return nil, err
 	}
 	if newPos < last || uint64(len(chain)) != newPos-rb.pos {
 		return nil, fmt.Errorf("rebase to %d with %d chain hashes from %d: %w", newPos, len(chain), rb.pos, ErrPosition)
 	}
 	a := &applier{ctx: ctx, tx: tx, parser: rb.s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{},
 		rebase: &rebaseRules{oldTouched: rb.oldTouched}}
-	if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&a.nextUV); err != nil {
-		return nil, fmt.Errorf("reading state: %w", err)
-	}
-	res := &Result{Outcomes: make([]Outcome, 0, len(entries))}
-	for _, e := range entries {
-		out, changes, err := a.apply(e)
-		if err != nil {
-			return nil, fmt.Errorf("applying entry at position %d: %w", e.Pos, err)
-		}
-		res.Outcomes = append(res.Outcomes, out)
-		res.Changes = append(res.Changes, changes...)
+	res, err := a.applyAll(entries)
+	if err != nil {
+		return nil, err
 	}
 	for _, c := range res.Changes {
 		if !c.Mailbox.IsZero() {
