@@ -10,15 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"cspool/internal/api"
-	"cspool/internal/command"
 	"cspool/internal/devicedb"
-	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
-	"cspool/internal/spool/sqlitestore"
-	"cspool/internal/syncer"
 )
 
 // imaplibLeak searches, makes a folder, copies a message into it and sets
@@ -224,7 +219,15 @@ func TestMigrationKilled(t *testing.T) {
 		t.Skip("builds and runs the binary; 10,000 messages")
 	}
 	const count = 10000
+	// The spool is seeded and the plaintext database synced by binaries
+	// built without the race detector, as bench/atrest.sh makes them:
+	// bench/seed, and cspool built with cspool_bench_plaintext, which keeps
+	// the device's database in plaintext with the same driver and schema,
+	// as an earlier cspool did. Both in this (race-instrumented) process
+	// took minutes for 10,000 messages.
 	bin := buildServerBinary(t)
+	plainBin := buildBinary(t, "cspool-plain", ".", "cspool_bench_plaintext")
+	seedBin := buildBinary(t, "seed", "../../bench/seed")
 	dir := t.TempDir()
 	env := append(os.Environ(), "CREDENTIALS_DIRECTORY=")
 	alice, spoolK := mustKey(t), mustKey(t)
@@ -233,19 +236,27 @@ func TestMigrationKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	seedSpool(t, filepath.Join(dir, "spool"), "alice", alice.Public(), spoolK, count, 4<<10)
+	runCmd(t, dir, env, "", seedBin, "spool", "--spool-dir", "spool", "--user", "alice", "--user-key", "alice.pub",
+		"--spool-key", "spool.sec", "--count", fmt.Sprint(count), "--size", fmt.Sprint(4<<10))
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 	server := startProc(t, "cspool server", dir, env, bin, "server", "--port", fmt.Sprint(port))
 	waitHealthy(t, url, server)
 
-	// The plaintext database, synced in this process as before encryption.
+	// The plaintext database.
 	db := filepath.Join(dir, "alice.db")
+	args := []string{"sync", "--once", "--user", "alice", "--user-key", "alice.sec", "--user-public-key", "alice.pub",
+		"--spool-key", "spool.pub", "--db", db, "--spool-server", url}
+	if out := runCmd(t, dir, env, "", plainBin, args...); !strings.Contains(out, fmt.Sprintf("synced to position %d", count)) {
+		t.Fatalf("the plaintext sync did not reach position %d:\n%s", count, out)
+	}
+	if st, _ := devicedb.Inspect(db, nil); st != devicedb.Plaintext {
+		t.Fatalf("the database to migrate is %v, want plaintext", st)
+	}
 	plain, err := mailstore.Open(db, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	syncPlain(t, plain, url, alice, spoolK.Public(), count)
 	before, err := plain.Dump(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -253,12 +264,10 @@ func TestMigrationKilled(t *testing.T) {
 	if err := plain.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := devicedb.Inspect(db, nil); st != devicedb.Plaintext {
-		t.Fatalf("the database to migrate is %v, want plaintext", st)
+	if len(before.Messages) != count {
+		t.Fatalf("the plaintext database holds %d messages, want %d", len(before.Messages), count)
 	}
 
-	args := []string{"sync", "--once", "--user", "alice", "--user-key", "alice.sec", "--user-public-key", "alice.pub",
-		"--spool-key", "spool.pub", "--db", db, "--spool-server", url}
 	p := startProc(t, "cspool sync", dir, env, bin, args...)
 	tmp := db + ".encrypting"
 	deadline := time.Now().Add(120 * time.Second)
@@ -306,63 +315,6 @@ func TestMigrationKilled(t *testing.T) {
 	}
 	if len(after.Messages) != count || after.Checksum() != before.Checksum() {
 		t.Fatalf("after the migration %d messages, checksum %x; before %d, %x", len(after.Messages), after.Checksum(), len(before.Messages), before.Checksum())
-	}
-}
-
-// seedSpool appends count sealed deliveries of about size bytes for user
-// straight into the spool directory, in batches.
-func seedSpool(t *testing.T, spoolDir, user string, userPub keys.PublicKey, spoolKey *keys.SecretKey, count, size int) {
-	t.Helper()
-	st, err := sqlitestore.Open(spoolDir, sqlitestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	line := strings.Repeat("the quarterly report travels by mail ", 2) + "\r\n"
-	var batch [][]byte
-	for i := 0; i < count; i++ {
-		var b strings.Builder
-		fmt.Fprintf(&b, "From: sender%d@example.org\r\nTo: %s@example.org\r\nSubject: message %d\r\n\r\n", i%97, user, i)
-		for b.Len() < size {
-			b.WriteString(line)
-		}
-		c := &command.Command{Kind: command.Deliver, Date: 1764000000000 + int64(i), Body: []byte(b.String())}
-		e, _, err := entry.Seal(c, spoolKey, userPub, user, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if batch = append(batch, e); len(batch) == 500 || i == count-1 {
-			if _, err := st.Append(t.Context(), user, batch); err != nil {
-				t.Fatal(err)
-			}
-			batch = batch[:0]
-		}
-	}
-}
-
-// syncPlain applies the user's log to store until it holds want entries.
-func syncPlain(t *testing.T, store *mailstore.Store, url string, user *keys.SecretKey, spoolPub keys.PublicKey, want uint64) {
-	t.Helper()
-	client, err := api.NewClient(url, "alice", user, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sy, err := syncer.New(syncer.Config{User: "alice", UserKey: user, SpoolKey: spoolPub, Source: client, Store: store,
-		CheckpointMin: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		if _, err := sy.SyncOnce(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		if pos, _ := store.Position(t.Context()); pos >= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the plaintext sync did not finish in 5 minutes")
-		}
 	}
 }
 

@@ -118,33 +118,67 @@ func writeUsersFile(t *testing.T, path string, users map[string]*keys.SecretKey)
 
 func buildServerBinary(t *testing.T) string {
 	t.Helper()
-	built.once.Do(func() {
-		dir, err := os.MkdirTemp("", "cspool-test-bin-")
-		if err != nil {
-			built.err = err
-			return
-		}
-		built.dir, built.bin = dir, filepath.Join(dir, "cspool")
-		// Static, as the release is (TestStaticBuild checks this binary).
-		cmd := exec.Command("go", "build", "-o", built.bin, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			built.err = fmt.Errorf("CGO_ENABLED=0 go build: %v\n%s", err, out)
-		}
-	})
-	if built.err != nil {
-		t.Fatal(built.err)
-	}
-	return built.bin
+	return buildBinary(t, "cspool", ".")
 }
 
-// built is the cspool binary the tests run, compiled once for all of them
-// (each build took a link of a few seconds, and the first a whole compile);
-// TestMain removes it.
+// buildBinary builds the Go package pkg (a path relative to this
+// directory) with the build tags given, static as the release is
+// (TestStaticBuild checks the cspool binary), once for all the tests that
+// ask for the same name; name is the binary's name and must not be
+// reused for another package or tags.
+func buildBinary(t *testing.T, name, pkg string, tags ...string) string {
+	t.Helper()
+	built.mu.Lock()
+	if built.bins == nil {
+		built.bins = map[string]*builtBinary{}
+	}
+	b := built.bins[name]
+	if b == nil {
+		b = &builtBinary{}
+		built.bins[name] = b
+	}
+	built.mu.Unlock()
+	b.once.Do(func() {
+		built.mu.Lock()
+		if built.dir == "" {
+			built.dir, b.err = os.MkdirTemp("", "cspool-test-bin-")
+		}
+		dir := built.dir
+		built.mu.Unlock()
+		if b.err != nil {
+			return
+		}
+		b.bin = filepath.Join(dir, name)
+		args := []string{"build", "-o", b.bin}
+		if len(tags) > 0 {
+			args = append(args, "-tags", strings.Join(tags, ","))
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("CGO_ENABLED=0 go %s %s: %v\n%s", strings.Join(args, " "), pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.bin
+}
+
+// built holds the binaries the tests run (the cspool binary, and a few
+// helpers some tests need), each compiled once for all of them (each build
+// took a link of a few seconds, and the first a whole compile); TestMain
+// removes their directory.
 var built struct {
-	once     sync.Once
-	dir, bin string
-	err      error
+	mu   sync.Mutex
+	dir  string
+	bins map[string]*builtBinary
+}
+
+type builtBinary struct {
+	once sync.Once
+	bin  string
+	err  error
 }
 
 func TestMain(m *testing.M) {
