@@ -2,7 +2,10 @@ package imapd
 
 import (
 	"bytes"
+	"context"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -71,6 +74,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	// BODY and BODYSTRUCTURE together look like BODYSTRUCTURE alone in
 	// opts; the library writes both.
 	direct := fc != nil && directFetch && directItems(opts) && (opts.BodyStructure == nil || !fc.asksFor("BODY"))
+	if direct && !opts.Envelope && opts.BodyStructure == nil && listedFetch {
+		return s.fetchListed(ctx, w, fc, sel, refs, opts)
+	}
 	switch {
 	case direct && (opts.Envelope || opts.BodyStructure != nil):
 		if opts.Envelope {
@@ -148,6 +154,172 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		return s.storeError(err, "")
 	}
 	return nil
+}
+
+// listedFetch turns fetchListed on; tests turn it off to compare.
+var listedFetch = true
+
+// fetchListed writes a FETCH of UID, FLAGS, INTERNALDATE and RFC822.SIZE
+// alone (directItems without ENVELOPE and BODYSTRUCTURE) from the
+// mailbox's listing in memory, kept by Applied as its UID list is: a block
+// of messages is copied out under the mailbox mutex, then written. The
+// store is read only for the sizes and dates of messages added since the
+// listing was loaded, once each; a message it no longer holds is left out,
+// as a FETCH reading the store leaves it out.
+func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc *frameConn, sel *selected, refs []ref, opts *imap.FetchOptions) error {
+	mb, v := sel.mb, sel.v
+	type item struct {
+		seq    uint32
+		uid    imap.UID
+		flags  []string
+		size   int64 // -1: not known yet
+		date   int64
+		untold bool // flags has a keyword the client was not told of
+	}
+	const block = 512
+	items := make([]item, 0, min(block, len(refs)))
+	var out []byte
+	flush := func() error {
+		if len(out) == 0 {
+			return nil
+		}
+		err := fc.writeResponses(out)
+		out = out[:0]
+		return err
+	}
+	sizes := opts.RFC822Size || opts.InternalDate
+	for len(refs) > 0 {
+		chunk := refs[:min(block, len(refs))]
+		refs = refs[len(chunk):]
+		items = items[:0]
+		var lo, hi imap.UID // the span of the messages whose size is not known
+		mb.mu.Lock()
+		k := 0
+		for _, r := range chunk {
+			// Both lists are in UID order.
+			j, ok := slices.BinarySearch(mb.uids[k:], r.uid)
+			k += j
+			if !ok {
+				continue // expunged since the command's start
+			}
+			it := item{seq: r.seq, uid: r.uid, size: int64(mb.sizes[k]), date: mb.dates[k]}
+			if mb.sizes[k] == unknownSize {
+				it.size = -1
+				if sizes {
+					if lo == 0 {
+						lo = r.uid
+					}
+					hi = r.uid
+				}
+			}
+			if opts.Flags {
+				it.flags = v.withRecent(r.uid, mb.lists[mb.flags[k]])
+				it.untold = v.told.missing(it.flags)
+			}
+			items = append(items, it)
+		}
+		mb.mu.Unlock()
+		if lo != 0 {
+			if err := s.fillListing(ctx, mb, lo, hi); err != nil {
+				if werr := flush(); werr != nil {
+					return werr
+				}
+				return s.storeError(err, "")
+			}
+			mb.mu.Lock()
+			for i := range items {
+				if it := &items[i]; it.size < 0 {
+					if k, ok := mb.find(it.uid); ok && mb.sizes[k] != unknownSize {
+						it.size, it.date = int64(mb.sizes[k]), mb.dates[k]
+					}
+				}
+			}
+			mb.mu.Unlock()
+		}
+		for i := range items {
+			it := &items[i]
+			if it.size < 0 && sizes {
+				// Not in the store any more, or of 4 GiB or more.
+				size, date, ok, err := s.listingOf(ctx, mb, it.uid)
+				if err != nil {
+					if werr := flush(); werr != nil {
+						return werr
+					}
+					return s.storeError(err, "")
+				}
+				if !ok {
+					continue
+				}
+				it.size, it.date = size, date
+			}
+			m := mailstore.Message{UID: mailstore.UID(it.uid), Flags: it.flags, Size: it.size}
+			if opts.InternalDate {
+				m.InternalDate = time.UnixMilli(it.date)
+			}
+			if it.untold {
+				if err := flush(); err != nil {
+					return err
+				}
+				if err := s.tell(it.flags); err != nil {
+					return err
+				}
+			}
+			if validFlags(m.Flags) {
+				out = appendFetch(out, it.seq, &m, opts)
+				if len(out) >= holdBytes {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+			if err := writeMessage(w.CreateMessage(it.seq), &m, nil, nil, opts, false); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// fillListing reads from the store the sizes and dates the listing lacks
+// for the messages with UIDs from lo to hi, and records them (they never
+// change).
+func (s *session) fillListing(ctx context.Context, mb *mailbox, lo, hi imap.UID) error {
+	type listed struct {
+		uid        imap.UID
+		size, date int64
+	}
+	var got []listed
+	err := s.store().FetchForms(ctx, mb.id, mailstore.UIDSet{{Start: mailstore.UID(lo), Stop: mailstore.UID(hi)}},
+		mailstore.WantMetadataOnly|mailstore.WantListing, func(m *mailstore.Message) error {
+			got = append(got, listed{imap.UID(m.UID), m.Size, m.InternalDate.UnixMilli()})
+			return nil
+		})
+	if err != nil {
+		return err
+	}
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	for _, g := range got {
+		if k, ok := mb.find(g.uid); ok {
+			mb.sizes[k], mb.dates[k] = packSize(g.size), g.date
+		}
+	}
+	return nil
+}
+
+// listingOf reads one message's size and date from the store; ok is false
+// when the store no longer holds it.
+func (s *session) listingOf(ctx context.Context, mb *mailbox, uid imap.UID) (size, date int64, ok bool, err error) {
+	err = s.store().FetchForms(ctx, mb.id, mailstore.UIDSet{{Start: mailstore.UID(uid), Stop: mailstore.UID(uid)}},
+		mailstore.WantMetadataOnly|mailstore.WantListing, func(m *mailstore.Message) error {
+			size, date, ok = m.Size, m.InternalDate.UnixMilli(), true
+			return nil
+		})
+	return size, date, ok, err
 }
 
 // setsSeen reports whether opts fetch a body section without PEEK.

@@ -193,10 +193,39 @@ func (s *Store) UIDs(ctx context.Context, mailbox command.ID) ([]UID, error) {
 // UIDsAt is UIDs with the log position the list reflects (Position), both
 // read in one snapshot.
 func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]UID, uint64, error) {
+	l, pos, err := s.listingAt(ctx, mailbox, false)
+	if err != nil {
+		return nil, 0, err
+	}
+	return l.UIDs, pos, nil
+}
+
+// Listing is a mailbox's messages as a FETCH of UID, FLAGS, INTERNALDATE
+// and RFC822.SIZE needs them, in parallel slices in UID order: message i
+// has UID UIDs[i], the flags Lists[Flags[i]] (system flags first, then
+// keywords, as Message.Flags; one list shared by every message with those
+// flags, never to be written), the size Sizes[i] and the internal date
+// Dates[i] in Unix milliseconds.
+type Listing struct {
+	UIDs  []UID
+	Flags []uint32
+	Lists [][]string
+	Sizes []int64
+	Dates []int64
+}
+
+// ListingAt is UIDsAt with each message's flags, size and date: the
+// listing of the mailbox and the log position it reflects, of one
+// snapshot, read from the index messages_listing alone.
+func (s *Store) ListingAt(ctx context.Context, mailbox command.ID) (*Listing, uint64, error) {
+	return s.listingAt(ctx, mailbox, true)
+}
+
+func (s *Store) listingAt(ctx context.Context, mailbox command.ID, full bool) (*Listing, uint64, error) {
 	if err := s.check(); err != nil {
 		return nil, 0, err
 	}
-	var out []UID
+	var out *Listing
 	var pos uint64
 	var qErr error
 	// The rows are read through the SQLite driver itself, a step and an
@@ -204,7 +233,7 @@ func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]UID, uint64, 
 	// query over a large mailbox); the position, the mailbox and its rows
 	// are of one snapshot.
 	err := s.readRaw(ctx, func(c *sqlite3.Conn) {
-		out, pos, qErr = mailboxUIDs(c, mailbox)
+		out, pos, qErr = mailboxListing(c, mailbox, full)
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing uids: %w", err)
@@ -215,9 +244,10 @@ func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]UID, uint64, 
 	return out, pos, nil
 }
 
-// mailboxUIDs reads the store's position and the UIDs of mailbox in
-// increasing order, inside a read transaction.
-func mailboxUIDs(c *sqlite3.Conn, mailbox command.ID) ([]UID, uint64, error) {
+// mailboxListing reads the store's position and the UIDs of mailbox in
+// increasing order, with their flags, sizes and dates when full, inside a
+// read transaction.
+func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, uint64, error) {
 	st, _, err := c.Prepare("SELECT (SELECT position FROM state), (SELECT mid FROM mailboxes WHERE id = ?)")
 	if err != nil {
 		return nil, 0, err
@@ -238,7 +268,11 @@ func mailboxUIDs(c *sqlite3.Conn, mailbox command.ID) ([]UID, uint64, error) {
 	if none {
 		return nil, 0, ErrNoMailbox
 	}
-	rows, _, err := c.Prepare("SELECT uid FROM messages WHERE mailbox = ? ORDER BY uid")
+	q := "SELECT uid FROM messages WHERE mailbox = ? ORDER BY uid"
+	if full {
+		q = "SELECT uid, flags, keywords, size, date FROM messages INDEXED BY messages_listing WHERE mailbox = ? ORDER BY uid"
+	}
+	rows, _, err := c.Prepare(q)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -246,9 +280,32 @@ func mailboxUIDs(c *sqlite3.Conn, mailbox command.ID) ([]UID, uint64, error) {
 	if err := rows.BindInt64(1, mid); err != nil {
 		return nil, 0, err
 	}
-	out := []UID{}
+	out := &Listing{UIDs: []UID{}}
+	// The lists of flags seen, by their system flags and keywords as
+	// stored.
+	type key struct {
+		bits uint8
+		kw   string
+	}
+	lists := map[key]uint32{}
 	for rows.Step() {
-		out = append(out, UID(rows.ColumnInt64(0)))
+		out.UIDs = append(out.UIDs, UID(rows.ColumnInt64(0)))
+		if !full {
+			continue
+		}
+		k := key{bits: uint8(rows.ColumnInt64(1))}
+		if kw := rows.ColumnRawText(2); len(kw) > 0 {
+			k.kw = string(kw)
+		}
+		n, ok := lists[k]
+		if !ok {
+			n = uint32(len(out.Lists))
+			lists[k] = n
+			out.Lists = append(out.Lists, flagSet{bits: k.bits, keywords: decodeKeywords(k.kw)}.list())
+		}
+		out.Flags = append(out.Flags, n)
+		out.Sizes = append(out.Sizes, rows.ColumnInt64(3))
+		out.Dates = append(out.Dates, rows.ColumnInt64(4))
 	}
 	if err := rows.Err(); err != nil {
 		return nil, 0, err

@@ -14,7 +14,7 @@ import (
 // use come from the partial index of the messages that have any (not a scan
 // of the mailbox's messages), MailboxIdentity gives MailboxByName's fields
 // without the counts, and UIDsAt gives the UIDs with the position they
-// reflect.
+// reflect, ListingAt their flags, sizes and dates too.
 func TestSelectReads(t *testing.T) {
 	s := openTest(t)
 	ctx := context.Background()
@@ -76,5 +76,31 @@ func TestSelectReads(t *testing.T) {
 	}
 	if _, _, err := s.UIDsAt(ctx, entryID(999)); !errors.Is(err, ErrNoMailbox) {
 		t.Errorf("UIDsAt(unknown mailbox): %v, want ErrNoMailbox", err)
+	}
+
+	// ListingAt: the same UIDs and position, each message's flags, size
+	// and date as Fetch gives them, one list for messages with the same
+	// flags.
+	mustApply(t, s, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{entries[0].ID, entries[2].ID}}))
+	listing, pos, err := s.ListingAt(ctx, InboxID())
+	if err != nil || !slices.Equal(listing.UIDs, []UID{1, 2, 3, 5}) || pos != l.pos {
+		t.Fatalf("ListingAt(INBOX) = %v at %d, %v; want [1 2 3 5] at %d", listing, pos, err, l.pos)
+	}
+	k := 0
+	err = s.Fetch(ctx, InboxID(), UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
+		if got := listing.Lists[listing.Flags[k]]; !slices.Equal(got, m.Flags) || listing.Sizes[k] != m.Size || listing.Dates[k] != m.InternalDate.UnixMilli() {
+			t.Errorf("ListingAt(INBOX) message %d: flags %q, size %d, date %d; Fetch: %q, %d, %d", k, got, listing.Sizes[k], listing.Dates[k], m.Flags, m.Size, m.InternalDate.UnixMilli())
+		}
+		k++
+		return nil
+	})
+	if err != nil || k != 4 {
+		t.Fatalf("Fetch(INBOX): %d messages, %v", k, err)
+	}
+	if len(listing.Lists) != 3 || listing.Flags[0] != listing.Flags[2] {
+		t.Errorf("ListingAt(INBOX): lists %q for flags %v, want 3 lists, messages 1 and 3 sharing one", listing.Lists, listing.Flags)
+	}
+	if l, _, err := s.ListingAt(ctx, mailboxID(t, s, "Archive")); err != nil || len(l.UIDs) != 0 {
+		t.Errorf("ListingAt(Archive) = %+v, %v; want an empty listing", l, err)
 	}
 }
