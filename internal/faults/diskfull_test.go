@@ -18,6 +18,7 @@ import (
 // nothing acknowledged is lost; once space is freed, deliveries succeed
 // again.
 func TestDiskFullSpool(t *testing.T) {
+	t.Parallel()
 	binary(t)
 	mnt := filepath.Join(t.TempDir(), "spoolfs")
 	needMount(t, mnt, "8m")
@@ -81,6 +82,7 @@ func hasTemporary(l *ledger) bool {
 // mail keeps arriving. The daemon logs a clear error and, once space is
 // freed, catches up; both devices converge.
 func TestDiskFullDevice(t *testing.T) {
+	t.Parallel()
 	binary(t)
 	mnt := filepath.Join(t.TempDir(), "devicefs")
 	needMount(t, mnt, "8m")

@@ -31,6 +31,12 @@
 //     mailbox again: it must be there, with a greater UIDVALIDITY of the
 //     device's own range (2^31 up). Any other NO [NONEXISTENT] fails.
 //
+// The fault tests call t.Parallel: each has a cluster of its own (ports,
+// directories, a PostgreSQL server of its own for TestKillPostgres), and
+// most of their time is spent waiting on the subprocesses. They run two at
+// a time on a 2-core machine (-parallel defaults to GOMAXPROCS). The soak
+// runs alone, before them, so its RSS figures are its own.
+//
 // docs/FAULTS.md has the table of faults, expected and observed outcomes,
 // and the soak figures. The soak test runs with CSPOOL_HEAVY=1 (CI sets
 // it) or CSPOOL_SOAK, which sets its duration (default 15s).

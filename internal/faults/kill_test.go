@@ -36,6 +36,7 @@ func pause(r *rand.Rand, lo, hi time.Duration) {
 // TestKillServer: kill -9 of the spool server at random moments under load,
 // restarted on the same spool directory.
 func TestKillServer(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{})
 	l := newLedger()
 	ld := startLoad(t, c, l, loadOptions{maxMessages: 3000, pace: 5 * time.Millisecond, mutators: true})
@@ -56,6 +57,7 @@ func TestKillServer(t *testing.T) {
 // TestKillDaemon: kill -9 of each device daemon in turn under load,
 // restarted on the same database.
 func TestKillDaemon(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{})
 	l := newLedger()
 	ld := startLoad(t, c, l, loadOptions{maxMessages: 3000, pace: 5 * time.Millisecond, mutators: true})

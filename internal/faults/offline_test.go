@@ -217,6 +217,7 @@ func sameDumps(t *testing.T, c *cluster) {
 // the changes are still shown and still waiting (cspool status counts
 // them); when the server starts again device b shows them all, each once.
 func TestOfflineChanges(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{})
 	a, b := c.devices[0], c.devices[1]
 	deliverTokens(t, c, "m0", "m1", "m2", "m3", "m4", "m5")
@@ -371,6 +372,7 @@ func (p *proxy) cut() {
 // queue goes to the log after b's changes, and both devices end the same,
 // as the log's order decides (docs/IMAP.md, "Offline").
 func TestOfflineConflict(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{})
 	a, b := c.devices[0], c.devices[1]
 	px := newProxy(t, fmt.Sprintf("127.0.0.1:%d", c.httpPort))

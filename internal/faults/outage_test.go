@@ -18,6 +18,7 @@ import (
 // device (docs/IMAP.md, "Offline"), reads keep working on both devices,
 // and once the server is back every change lands once and both converge.
 func TestSpoolUnreachable(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, clusterOptions{})
 	l := newLedger()
 	ld := startLoad(t, c, l, loadOptions{maxMessages: 3000, pace: 5 * time.Millisecond, mutators: true})
@@ -72,6 +73,7 @@ func TestSpoolUnreachable(t *testing.T) {
 // is stopped with -m immediate (no shutdown checkpoint, the closest to kill
 // -9) twice under load, and started again.
 func TestKillPostgres(t *testing.T) {
+	t.Parallel()
 	binary(t)
 	pg := pgtest.PrivateCluster(t)
 	c := newCluster(t, clusterOptions{store: []string{"--store", "postgres", "--dsn", pg.DSN()}})
