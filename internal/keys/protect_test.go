@@ -1,12 +1,19 @@
 package keys
 
 import (
+	"bytes"
 	"crypto/rand"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"filippo.io/age/armor"
+
+	"cspool/internal/testproc"
 )
 
 // testWorkFactor keeps scrypt cheap in tests; one test uses the default.
@@ -113,9 +120,19 @@ func TestProtectedKeyFile(t *testing.T) {
 	}
 }
 
+// TestProtectedKeyDefaultWorkFactor: Protect without a work factor wraps
+// the key with scrypt at 2^DefaultWorkFactor, and that is within what
+// openProtected accepts. One scrypt at 2^18 takes about nine seconds under
+// the race detector, so by default the test derives once (Protect) and
+// reads the work factor from the age header; with CSPOOL_HEAVY=1 (CI) it
+// also opens the block, a second derivation.
 func TestProtectedKeyDefaultWorkFactor(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scrypt at 2^18")
+	}
+	t.Parallel()
+	if DefaultWorkFactor > maxWorkFactor {
+		t.Fatalf("the default work factor %d is above the largest openProtected accepts, %d", DefaultWorkFactor, maxWorkFactor)
 	}
 	k, err := Generate(rand.Reader)
 	if err != nil {
@@ -125,10 +142,42 @@ func TestProtectedKeyDefaultWorkFactor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := scryptWorkFactor(t, block); got != DefaultWorkFactor {
+		t.Fatalf("Protect without a work factor wrote scrypt at 2^%d, want 2^%d", got, DefaultWorkFactor)
+	}
+	if !testproc.Heavy() {
+		return
+	}
 	got, err := openProtected(string(block), "pass")
 	if err != nil || !got.Public().Equal(k.Public()) {
 		t.Fatalf("open at the default work factor: %v", err)
 	}
+}
+
+// scryptWorkFactor returns the work factor of the one scrypt stanza of an
+// armored age file: its header's line "-> scrypt SALT LOG2N".
+func scryptWorkFactor(t *testing.T, block []byte) int {
+	t.Helper()
+	hdr, err := io.ReadAll(io.LimitReader(armor.NewReader(bytes.NewReader(block)), 1024))
+	if err != nil && len(hdr) == 0 {
+		t.Fatalf("reading the armored block: %v", err)
+	}
+	lines := strings.Split(string(hdr), "\n")
+	if len(lines) < 2 || lines[0] != "age-encryption.org/v1" {
+		t.Fatalf("not an age header: %q", hdr)
+	}
+	f := strings.Fields(lines[1])
+	if len(f) != 4 || f[0] != "->" || f[1] != "scrypt" {
+		t.Fatalf("first stanza %q, want -> scrypt SALT LOG2N", lines[1])
+	}
+	n, err := strconv.Atoi(f[3])
+	if err != nil {
+		t.Fatalf("scrypt stanza %q: %v", lines[1], err)
+	}
+	if len(lines) > 3 && strings.HasPrefix(lines[3], "->") {
+		t.Fatalf("more than one stanza: %q", hdr)
+	}
+	return n
 }
 
 func TestProtectedKeyTooOpen(t *testing.T) {
