@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"cspool/internal/testproc"
+
 	"github.com/ncruces/go-sqlite3"
 	"github.com/ncruces/go-sqlite3/driver"
 	"github.com/ncruces/go-sqlite3/util/vfsutil"
@@ -63,7 +65,17 @@ func integrity(t *testing.T, db *sql.DB) {
 // end: every commit is visible to the others whole, and a transaction that
 // spilled frames into the WAL and rolled back leaves nothing that later
 // lands on the other writer's frames.
+//
+// Six rounds by default take every writer order, insert size (round%3)
+// and other writer's insert size (round%5) once; with CSPOOL_HEAVY=1 (CI)
+// twelve, as before. The reader checks every row after each step, so the
+// time grows with the square of the rounds: 27 s for twelve under the
+// race detector.
 func TestWALBufferConcurrent(t *testing.T) {
+	rounds := 6
+	if testproc.Heavy() {
+		rounds = 12
+	}
 	path := filepath.Join(t.TempDir(), "mail.db")
 	open := func() (*sql.DB, *sql.Conn) {
 		db, err := Open(path, Options{Key: &key1, Params: walParams})
@@ -126,7 +138,7 @@ func TestWALBufferConcurrent(t *testing.T) {
 			t.Fatalf("%d bytes still buffered after the rollback", n)
 		}
 	}
-	for round := range 12 {
+	for round := range rounds {
 		w, other := a, b
 		if round%2 == 1 {
 			w, other = b, a
