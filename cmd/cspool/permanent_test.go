@@ -83,7 +83,9 @@ func TestPermanentErrors(t *testing.T) {
 	})
 
 	// The daemon: the problem is logged once, with what to do, and the
-	// status shows it.
+	// status shows it. The daemons and cspool sync below have databases
+	// and ports of their own, and run side by side (each watches its log
+	// for 4 s).
 	daemon := func(t *testing.T, env []string, db, logLine string, hint []string) {
 		imapPort := freePort(t)
 		d := startProc(t, "cspool imap-server", dir, env, bin, "imap-server", "--user=alice", "--user-key=user.sec",
@@ -129,14 +131,17 @@ func TestPermanentErrors(t *testing.T) {
 		d.stop(t, syscall.SIGTERM, 30*time.Second)
 	}
 	t.Run("daemon, untrusted certificate", func(t *testing.T) {
+		t.Parallel()
 		daemon(t, env, "cert.db", "cannot sync with the spool until this is fixed", []string{"SSL_CERT_FILE", "docs/TLS.md"})
 	})
 	t.Run("daemon, unknown key", func(t *testing.T) {
+		t.Parallel()
 		daemon(t, trusted, "key.db", "cannot sync with the spool until this is fixed", []string{"users file", "401"})
 	})
 	// cspool sync --once=false follows the log as the daemon does: the
 	// same problem named once, not retried as an outage.
 	t.Run("sync --once=false, unknown key", func(t *testing.T) {
+		t.Parallel()
 		logLine := "cannot sync with the spool until this is fixed"
 		s := startProc(t, "cspool sync --once=false", dir, trusted, bin, "sync", "--once=false", "--user=alice",
 			"--user-key=user.sec", "--spool-key=spool.pub", "--user-public-key=user.pub", "--db", "follow.db",

@@ -47,8 +47,14 @@ func TestQuotaPostfix(t *testing.T) {
 	postfix := needPostfix(t)
 	python := needTool(t, "python3", "python3")
 	bin := buildServerBinary(t)
-	t.Run("sqlite", func(t *testing.T) { testQuotaPostfix(t, postfix, python, bin, nil) })
+	// The two stores' runs share nothing (ports, folders, Postfix
+	// instances, a database of its own): they run side by side.
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		testQuotaPostfix(t, postfix, python, bin, nil)
+	})
 	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
 		testQuotaPostfix(t, postfix, python, bin, []string{"--store", "postgres", "--dsn", pgtest.Database(t)})
 	})
 }
