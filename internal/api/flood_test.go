@@ -20,6 +20,13 @@ import (
 // passed, and returns how many got each status.
 func (e *env) flood(t *testing.T, workers, n int, d time.Duration, sign func(req *http.Request, i int)) map[int]int {
 	t.Helper()
+	return e.floodUntil(t, workers, n, d, nil, sign)
+}
+
+// floodUntil is flood that also stops before request i once enough(i)
+// is true (nil: never).
+func (e *env) floodUntil(t *testing.T, workers, n int, d time.Duration, enough func(i int) bool, sign func(req *http.Request, i int)) map[int]int {
+	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 	defer hc.CloseIdleConnections()
 	var (
@@ -33,7 +40,7 @@ func (e *env) flood(t *testing.T, workers, n int, d time.Duration, sign func(req
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
 				i := int(next.Add(1))
-				if i > n {
+				if i > n || enough != nil && enough(i) {
 					return
 				}
 				req, err := http.NewRequest("GET", e.srv.URL+"/v1/users/alice/head", nil)
@@ -120,6 +127,9 @@ func (e *env) legit(t *testing.T, stop <-chan struct{}, perKey int) (ok int, fai
 // as fast as it can, while the users and the spool key keep working. The
 // budget per key is small (the size of the whole cache that such a flood
 // used to fill, answering 503 to everyone); the stranger never reaches it.
+// The flood lasts until the legitimate clients are done and it has sent
+// four budgets' worth (or 20,000 requests, or 10 seconds): it used to go
+// on for the whole 10 seconds after they were done.
 func TestStrangerFlood(t *testing.T) {
 	one := genKey(t)
 	cases := []struct {
@@ -137,19 +147,22 @@ func TestStrangerFlood(t *testing.T) {
 			e := newEnv(t, false, func(c *Config) { c.MaxNonces = budget; c.RefusalRate = -1 })
 			stop := make(chan struct{})
 			var (
-				statuses map[int]int
-				done     = make(chan struct{})
+				statuses  map[int]int
+				done      = make(chan struct{})
+				legitDone = make(chan struct{})
 			)
+			enough := func(i int) bool { return i > 4*budget && stopped(legitDone) }
 			go func() {
 				defer close(done)
 				defer close(stop)
-				statuses = e.flood(t, 4, 20000, 10*time.Second, func(req *http.Request, i int) {
+				statuses = e.floodUntil(t, 4, 20000, 10*time.Second, enough, func(req *http.Request, i int) {
 					if err := SignRequest(req, nil, tc.key(i), time.Now()); err != nil {
 						t.Error(err)
 					}
 				})
 			}()
 			ok, failures := e.legit(t, stop, budget*3/4)
+			close(legitDone)
 			<-done
 			for _, f := range failures {
 				t.Errorf("legitimate request failed during the flood: %s", f)
