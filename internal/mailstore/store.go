@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"cspool/internal/devicedb"
 )
@@ -22,6 +23,18 @@ const readConns = 8
 // so a warm FETCH of every envelope reads none from the file again. It
 // fills only as the connection reads (docs/MAILSTORE.md).
 const readCacheKiB = 8192
+
+// connIdle is how long a connection, the writer's or a reader's, stays
+// open unused before it is closed. Each connection's SQLite has memory of
+// its own that grows with its page cache and never shrinks while it is
+// open (up to 18 MB for the writer after a sync, 8 MB and more for a
+// reader after a FETCH of a large mailbox); closing it gives that memory
+// back, and the next statement opens a new one with the same settings
+// (docs/MAILSTORE.md).
+const connIdle = 30 * time.Second
+
+// writeCacheKiB bounds the writer's page cache.
+const writeCacheKiB = 8192
 
 // Store is a device's mail state. Open it with Open. Its methods are safe for
 // concurrent use; Apply calls are serialised.
@@ -58,6 +71,8 @@ type Options struct {
 	// NoMigrate opens a plaintext database as it is even with a key
 	// (readers that do not hold the database's lock, such as export).
 	NoMigrate bool
+	// idle, when not zero, replaces connIdle (tests).
+	idle time.Duration
 }
 
 // OpenWith opens the mail store in the SQLite file at path, as Open does,
@@ -71,15 +86,19 @@ func OpenWith(path string, o Options) (*Store, error) {
 	}
 	base := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(ON)", busyTimeoutMS)
 	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate,
-		Params: base + "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-16384)" +
-			fmt.Sprintf("&_pragma=journal_size_limit(%d)&_txlock=immediate", walLimit)})
+		Params: base + fmt.Sprintf("&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-%d)"+
+			"&_pragma=journal_size_limit(%d)&_txlock=immediate", writeCacheKiB, walLimit)})
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store: %w", err)
+	}
+	idle := connIdle
+	if o.idle != 0 {
+		idle = o.idle
 	}
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
+	w.SetConnMaxIdleTime(idle)
 	if err := migrate(context.Background(), w, o.Parser); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening mail store %s: %w", path, err)
@@ -91,6 +110,7 @@ func OpenWith(path string, o Options) (*Store, error) {
 	}
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
+	r.SetConnMaxIdleTime(idle)
 	return &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit}, nil
 }
 
