@@ -60,6 +60,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	checkpointMin := fs.Int("checkpoint-min", 1000, "write a checkpoint (letting the spool compact the log) once this many entries, and more than the live messages, follow the last one; negative: never")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` when the daemon stops (go tool pprof FILE); empty: off")
 	pprofAddr := fs.String("pprof-addr", "", "serve the Go runtime's profiles at http://ADDR/debug/pprof/ (a loopback address only: a heap profile holds decrypted mail); empty: off")
+	memLimit := fs.String("memory-limit", defaultMemoryLimit, "soft `limit` on the Go runtime's memory (debug.SetMemoryLimit; units B, KiB, MiB, GiB; auto: 32 MiB and 32 bytes a log entry applied; off); left unset, a GOMEMLIMIT in the environment wins")
 	send := addSendingFlags(fs)
 	send.args = args
 	if err := parseFlags(fs, args); err != nil {
@@ -82,6 +83,10 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		if err != nil || !isLoopback(host) {
 			return usagef("--pprof-addr %q: want a loopback host:port, such as 127.0.0.1:6060 (a heap profile holds decrypted mail)", *pprofAddr)
 		}
+	}
+	limit, err := applyMemoryLimit(*memLimit, flagGiven(fs, "memory-limit"))
+	if err != nil {
+		return err
 	}
 	tlsConfig, err := loadServerTLS(*tlsCert, *tlsKey)
 	if err != nil {
@@ -119,6 +124,11 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	defer dev.close()
 	if err := dev.startSync(syncOptions{daemon: true, checkpointMin: *checkpointMin}); err != nil {
 		return err
+	}
+	if limit == 0 {
+		lctx, stopLimit := context.WithCancel(context.Background())
+		defer stopLimit()
+		go followMemoryLimit(lctx, func() uint64 { return dev.sync.Status().Position }, autoInterval)
 	}
 	var outboxKey *devicedb.Key
 	if !benchPlaintext {
@@ -195,7 +205,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		imapsText = tlsLn.Addr().String()
 	}
 	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "imaps", imapsText, "starttls", tlsConfig != nil,
-		"status_page", status, "user", *userName, "db", *dbPath, "position", pos, "spool", *spoolURL)
+		"status_page", status, "user", *userName, "db", *dbPath, "position", pos, "spool", *spoolURL, "memory_limit", memoryLimitText(limit))
 	printSettings(e, ln.Addr(), tlsLn, tlsConfig != nil, *userName, ipw, *dbPath, page)
 	snd.printSettings(e)
 	notifyReady(e, log)
