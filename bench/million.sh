@@ -6,8 +6,9 @@
 #     server's store written directly, as a delivery writes it);
 #  2. the device: `cspool imap-server` on a new database, its real first
 #     sync from the spool server until IMAP STATUS shows all M, then until
-#     its search index is complete; its RSS idle and at its peak (VmHWM)
-#     over the sync, the indexing and the queries of 3;
+#     its search index is complete; its RSS idle (right after, and 35 s
+#     later once its unused database connections closed) and at its peak
+#     (VmHWM) over the sync, the indexing and the queries of 3;
 #  3. the queries, one connection with a plain socket client that counts
 #     what it reads (bench/lib/bigbox.py): SELECT INBOX, UID FETCH 1:*
 #     (FLAGS) and SEARCH HEADER Message-ID (one message in the middle), the
@@ -89,6 +90,10 @@ until [ "$($C status --db device.db --json | python3 -c 'import json, sys; print
 done
 sleep 2
 echo "cspool search index complete $((SECONDS - t0)) s after the sync; RSS idle $(cur $dpid) MB, peak $(hwm $dpid) MB, database $(du -sm device.db | cut -f1) MB $(load)"
+# The daemon closes a database connection unused for 30 s, which gives its
+# SQLite memory back (docs/MAILSTORE.md): the RSS once that has happened.
+sleep 35
+echo "cspool idle 35 s later: RSS $(cur $dpid) MB $(load)"
 
 # 3. The queries against the daemon that synced, then against it restarted
 # (its first queries cold).
