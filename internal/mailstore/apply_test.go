@@ -46,6 +46,7 @@ type msgWant struct {
 }
 
 func TestApplyCommands(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		steps    []step

@@ -21,6 +21,7 @@ import (
 // wherever that strikes. A failed Apply changes nothing and records no
 // rejection, and the same batch applies cleanly afterwards.
 func TestApplyIsAllOrNothing(t *testing.T) {
+	t.Parallel()
 	t.Run("database full at entry 5", func(t *testing.T) { testApplyFull(t, 5) })
 	t.Run("database full at the last entry", func(t *testing.T) { testApplyFull(t, 9) })
 	t.Run("context cancelled anywhere", testApplyCancelled)
@@ -191,6 +192,7 @@ func (c *cancelAt) Done() <-chan struct{} { c.ask(); return c.Context.Done() }
 func (c *cancelAt) Err() error            { c.ask(); return c.Context.Err() }
 
 func TestApplyPositions(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	var l testLog
@@ -220,6 +222,7 @@ func TestApplyPositions(t *testing.T) {
 }
 
 func TestRejections(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	var l testLog

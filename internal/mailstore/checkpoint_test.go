@@ -39,9 +39,11 @@ func fetchFrom(bodies map[uint64][]byte, asked *int) BodyFetcher {
 }
 
 func TestSnapshotRestore(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for seed := uint64(1); seed <= 3; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			t.Parallel()
 			entries := generateLog(seed, 300)
 			full := openTest(t)
 			applyInBatches(t, full, entries, 50)
@@ -115,6 +117,7 @@ func TestSnapshotRestore(t *testing.T) {
 }
 
 func TestRestoreRejectsWrongBodies(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	entries := generateLog(7, 100)
 	full := openTest(t)

@@ -152,6 +152,7 @@ func applyInBatches(t *testing.T, s *Store, entries []Entry, size int) *Result {
 }
 
 func TestDeterminism(t *testing.T) {
+	t.Parallel()
 	seeds := []uint64{1, 2, 3}
 	if *seedFlag != 0 {
 		seeds = []uint64{*seedFlag}
@@ -159,6 +160,7 @@ func TestDeterminism(t *testing.T) {
 	const n = 300
 	for _, seed := range seeds {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			t.Parallel()
 			entries := generateLog(seed, n)
 			one, fifty := openTest(t), openTest(t)
 			resOne := applyInBatches(t, one, entries, 1)
@@ -228,6 +230,7 @@ func checkInvariants(t *testing.T, s *Store, st *State) {
 }
 
 func TestDiffSeesDifferences(t *testing.T) {
+	t.Parallel()
 	a, b := openTest(t), openTest(t)
 	var la, lb testLog
 	mustApply(t, a, la.spool(deliverCmd(simpleMessage("x"))))

@@ -21,6 +21,7 @@ import (
 // both decoded values; WantMetadataOnly gives what a Fetch without bits gives but the
 // header length and parse status, and LoadRaw still reads the body.
 func TestFetchWantEnvelopeWireAndMetadataOnly(t *testing.T) {
+	t.Parallel()
 	s, err := Open(filepath.Join(t.TempDir(), "mail.db"), mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +89,8 @@ func TestFetchWantEnvelopeWireAndMetadataOnly(t *testing.T) {
 // bodies without IMAP forms) gets on opening the forms apply gives a body
 // now, and keeps none where the envelope has none.
 func TestSchema10FillsWireForms(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mail.db")
+	t.Parallel()
+	path := emptyStoreFile(t)
 	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +138,8 @@ func TestSchema10FillsWireForms(t *testing.T) {
 // body with forms and for one without an envelope form; a body stored
 // after the migration has its forms there too.
 func TestSchema13MovesForms(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mail.db")
+	t.Parallel()
+	path := emptyStoreFile(t)
 	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
@@ -199,6 +202,7 @@ func TestSchema13MovesForms(t *testing.T) {
 // UID; a mailbox that does not exist is ErrNoMailbox, and a want it does
 // not take an error.
 func TestFetchFormsMatchesFetch(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	var l testLog
 	eight := "From: J\xc3\xbcrgen <j\xc3\xbc@z.org>\r\nSubject: s\r\n\r\nx\r\n"
@@ -264,6 +268,7 @@ func TestFetchFormsMatchesFetch(t *testing.T) {
 // hands the last one back first) sees what is applied after it, in its
 // next FetchForms: its read transaction ended with it.
 func TestFetchFormsEndsItsTransaction(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	var l testLog
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))))
@@ -294,8 +299,9 @@ func TestFetchFormsEndsItsTransaction(t *testing.T) {
 // message, also in a database of schema 13 migrated to 14. Other bits
 // with it are refused.
 func TestFetchFormsListing(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "mail.db")
+	path := emptyStoreFile(t)
 	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)

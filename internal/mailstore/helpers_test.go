@@ -20,6 +20,19 @@ import (
 // most tests open several stores.
 func openTest(t testing.TB) *Store {
 	t.Helper()
+	s, err := Open(emptyStoreFile(t), mimeform.Parser{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// emptyStoreFile writes the file of a new, empty store (emptyStore) into
+// a folder of the test's and returns its path: what Open makes of a path
+// where nothing is, without creating the schema again.
+func emptyStoreFile(t testing.TB) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "mail.db")
 	b, err := emptyStore()
 	if err != nil {
@@ -28,12 +41,7 @@ func openTest(t testing.TB) *Store {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(path, mimeform.Parser{})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return path
 }
 
 // empty is the file of a new store, made once.

@@ -29,6 +29,7 @@ func refused(t *testing.T, s *Store, err error, phrase string, before *State) {
 // the device appended at or below its position; a message the store holds
 // under an id the checkpoint also holds must have the same bytes.
 func TestRestoreExtendsHistory(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	entries := generateLog(5, 120)
 	writer := openTest(t)
@@ -129,6 +130,7 @@ func TestRestoreExtendsHistory(t *testing.T) {
 // entry was given must hold that entry there, or nothing of it is applied;
 // an entry recorded at or below the position is checked at once.
 func TestAppendedChecked(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := openTest(t)
 	l := &testLog{}
@@ -175,6 +177,7 @@ func TestAppendedChecked(t *testing.T) {
 // TestSnapshotEntriesCanonical: the entries of a checkpoint are sorted by
 // id, each once, at positions from 1 to the checkpoint's.
 func TestSnapshotEntriesCanonical(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	s := openTest(t)
 	applyInBatches(t, s, generateLog(3, 40), 40)

@@ -44,6 +44,7 @@ func hasEmptyMultipart(bs imap.BodyStructure) bool {
 // TestSampleMessages delivers every message in testdata/messages and
 // checks what FETCH will serve: the bytes, ENVELOPE and BODYSTRUCTURE.
 func TestSampleMessages(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		file      string
 		status    mimeform.Status
@@ -150,6 +151,7 @@ func TestSampleMessages(t *testing.T) {
 }
 
 func TestTortureMessages(t *testing.T) {
+	t.Parallel()
 	deep := func(n int) []byte {
 		var b strings.Builder
 		b.WriteString("Subject: deep\r\n")

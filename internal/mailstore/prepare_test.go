@@ -13,6 +13,7 @@ import (
 // give without it, and work made for other bytes is never used: an entry
 // carrying another message's Prepared stores its own bytes, parsed.
 func TestPreparedSameState(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	var l testLog
 	entries := deliverEntries(20)

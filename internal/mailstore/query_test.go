@@ -13,6 +13,7 @@ import (
 )
 
 func TestQueries(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	var l testLog

@@ -203,6 +203,7 @@ func (m *sessionModel) apply(t *testing.T, what string, s *Store, res *Result) {
 // entries come back from the log the queue is empty and the state is the
 // log's.
 func TestQueueConverges(t *testing.T) {
+	t.Parallel()
 	// Three seeds with CSPOOL_HEAVY=1 (CI), else one: each takes minutes
 	// under the race detector on a loaded 2-core machine.
 	seeds := []uint64{1}
@@ -366,6 +367,7 @@ func testQueueConverges(t *testing.T, seed uint64) {
 // TestQueueUndo: taking the whole queue back gives the state before it,
 // table for table.
 func TestQueueUndo(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	log := generateLog(9, 200)
 	s := openTest(t)
@@ -402,6 +404,7 @@ func TestQueueUndo(t *testing.T) {
 // went away and came back, and the appended message ends at the UID the
 // log gives it.
 func TestQueueUIDConflict(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	var l testLog
 	s := openTest(t)
@@ -473,8 +476,10 @@ func TestQueueUIDConflict(t *testing.T) {
 // the store shows, nothing is taken for a fork, and the rest of the queue
 // is confirmed when it lands.
 func TestQueueRestore(t *testing.T) {
+	t.Parallel()
 	for _, seed := range []uint64{1, 2, 3} {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
 			testQueueRestore(t, seed)
 		})
 	}

@@ -58,6 +58,7 @@ func applyChain(t *testing.T, s *Store, l *chainLog, entries ...Entry) {
 // and writes the state: d and l adopt it and equal a; e, which holds an
 // entry a never had, is refused and told to recover itself.
 func TestRebaseAndAdopt(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	common := newChainLog()
 	var base []Entry
@@ -329,6 +330,7 @@ func mailboxName(st *State, id command.ID) string {
 // TestSupersededCanonical: the superseded list is checked like entries,
 // and no id may be both applied and superseded.
 func TestSupersededCanonical(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	mustApply(t, s, (&testLog{}).spool(deliverCmd(simpleMessage("x"))))
 	sn, err := s.Snapshot(context.Background())

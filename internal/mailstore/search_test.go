@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -19,6 +18,7 @@ import (
 // for HEADER and TEXT alike: here a needle that spans a fold between an
 // encoded word of an unknown charset, which does not decode, and the next.
 func TestTextSearchHeader(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	var l testLog
@@ -111,7 +111,8 @@ var older = []string{
 // index complete, has every body indexed again, in both indexes, after the
 // migration to version 11.
 func TestSchema11Reindexes(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mail.db")
+	t.Parallel()
+	path := emptyStoreFile(t)
 	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +157,8 @@ func TestSchema11Reindexes(t *testing.T) {
 // the unfolded field values) has every body indexed again after the
 // migration to version 8.
 func TestSchema8Reindexes(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mail.db")
+	t.Parallel()
+	path := emptyStoreFile(t)
 	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)
@@ -197,6 +199,7 @@ func TestSchema8Reindexes(t *testing.T) {
 // index's bodies, a rare one by a join from each body; both give the UIDs
 // of the mailbox's own messages only, copies sharing a body included.
 func TestTextSearchManyBodies(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	var l testLog
@@ -252,7 +255,8 @@ func TestTextSearchManyBodies(t *testing.T) {
 // TestSchema12MailboxBodyIndex: a database of schema version 11 gains the
 // index of messages in body order, and searches through it.
 func TestSchema12MailboxBodyIndex(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mail.db")
+	t.Parallel()
+	path := emptyStoreFile(t)
 	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 // without the counts, and UIDsAt gives the UIDs with the position they
 // reflect, ListingAt their flags, sizes and dates too.
 func TestSelectReads(t *testing.T) {
+	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
 	var l testLog

@@ -11,6 +11,7 @@ import (
 )
 
 func TestOpenInitialState(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "mail.db")
 	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
@@ -69,6 +70,7 @@ func TestOpenInitialState(t *testing.T) {
 }
 
 func TestOpenRefusesOtherDatabase(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "other.db")
 	if err := os.WriteFile(path, []byte("not a database, just text that is long enough to be a header......................................................"), 0o600); err != nil {
 		t.Fatal(err)

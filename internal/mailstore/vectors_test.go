@@ -171,6 +171,7 @@ func vectorSnapshots() []struct {
 // §5) to frozen bytes: each fixed state encodes to its vector, the vector
 // decodes to the state, and the state's JSON form in the file is that state.
 func TestCheckpointVectors(t *testing.T) {
+	t.Parallel()
 	var want []snapshotVector
 	for _, v := range vectorSnapshots() {
 		b, err := EncodeSnapshot(v.sn)
@@ -263,6 +264,7 @@ func checkSnapshotByHand(t *testing.T, name string, raw []byte) {
 // TestSnapshotOneEncoding: a state has one encoding, so the decoder refuses
 // the other ways of writing it (null for an empty list, another order).
 func TestSnapshotOneEncoding(t *testing.T) {
+	t.Parallel()
 	base := vectorSnapshots()[1].sn
 	enc := func(mod func(m map[uint64]any)) []byte {
 		raw, err := EncodeSnapshot(base)
