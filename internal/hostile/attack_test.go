@@ -42,6 +42,7 @@ func alarmed(t *testing.T, d *device, err error, phrase string, pos uint64, befo
 // TestDropWithHole: the spool leaves an entry out of a read, keeping the
 // positions (a hole no checkpoint explains).
 func TestDropWithHole(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("d")
 	r.deliver(5)
@@ -55,6 +56,7 @@ func TestDropWithHole(t *testing.T) {
 // TestTruncatedLog: the spool shows the log cut at position 6 to a device
 // that applied 10.
 func TestTruncatedLog(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("d")
 	r.deliver(10)
@@ -69,6 +71,7 @@ func TestTruncatedLog(t *testing.T) {
 // device's position again: the device's history at its position is not
 // the spool's.
 func TestRollbackRegrown(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("d")
 	r.deliver(8)
@@ -83,6 +86,7 @@ func TestRollbackRegrown(t *testing.T) {
 // another device in the opposite order; the liar keeps the chain headers
 // consistent with what it shows.
 func TestReorderCommands(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a, b := r.device("a"), r.device("b")
 	r.deliver(3)
@@ -100,6 +104,7 @@ func TestReorderCommands(t *testing.T) {
 // position: the user flagged a message, unflagged it, and the replay would
 // flag it again. Deliveries follow in the same read.
 func TestReplayOldCommand(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("d")
 	r.deliver(3)

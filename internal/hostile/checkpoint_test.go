@@ -20,6 +20,7 @@ import (
 // serve the old entries the old checkpoint needs; without that copy a new
 // device cannot even rebuild from the old checkpoint.
 func TestOldCheckpoint(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	a, b := r.device("a"), r.device("b")
@@ -82,6 +83,7 @@ func TestOldCheckpoint(t *testing.T) {
 // (kept from before compaction) after the checkpoint, to undo the user's
 // later change. The checkpoint carries the ids of the entries it covers.
 func TestReplayAfterCheckpoint(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	a := r.device("a")

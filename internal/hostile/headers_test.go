@@ -15,6 +15,7 @@ import (
 // without the chain. Taking that for an old server would switch the
 // rollback check off and apply the regrown log over the device's history.
 func TestStrippedChainHeaders(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("d")
 	r.deliver(8)
@@ -31,6 +32,7 @@ func TestStrippedChainHeaders(t *testing.T) {
 // (nothing applied, retried, no alarm); a well-formed pair that does not
 // match the device's chain is an alarm.
 func TestChainHeadersTampered(t *testing.T) {
+	t.Parallel()
 	other := strings.Repeat("ab", 32)
 	cases := []struct {
 		name    string

@@ -20,6 +20,7 @@ import (
 // a could check afterwards contradicts b's story: a must refuse the
 // checkpoint because it lacks the expunge a applied at position 6.
 func TestCheckpointFromOtherSideOfFork(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	a, b := r.device("a"), r.device("b")
@@ -61,6 +62,7 @@ func TestCheckpointFromOtherSideOfFork(t *testing.T) {
 // device's checkpoint that covers it, through the forwarding proxy, with no
 // alarm and the same state as the checkpoint's writer.
 func TestCheckpointOverAppliedHistory(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	a, b := r.device("a"), r.device("b")
@@ -126,6 +128,7 @@ func appendOnly(t *testing.T, d *device, cmd *command.Command) {
 // the client gives up: while Submit waits, after a restart in between, and
 // when another device's checkpoint that lacks the entry comes first.
 func TestDroppedAppend(t *testing.T) {
+	t.Parallel()
 	flag := func(id command.ID) *command.Command {
 		return &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{id}}
 	}
@@ -191,6 +194,7 @@ func TestDroppedAppend(t *testing.T) {
 // the queue; when it does not, d sends it again. Either way it is applied
 // once.
 func TestLostAppendAnswer(t *testing.T) {
+	t.Parallel()
 	for _, hidden := range []bool{false, true} {
 		name := "entry shown"
 		if hidden {

@@ -14,6 +14,7 @@ import (
 // two devices making changes over a few hundred entries raise no alarm,
 // reject nothing and end with equal states.
 func TestHonestProxyRaisesNothing(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		view *View
@@ -22,6 +23,7 @@ func TestHonestProxyRaisesNothing(t *testing.T) {
 		{"own read path", &View{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			r := newRig(t)
 			a, b := r.device("a"), r.device("b")
 			r.proxy.Set("a", tc.view)

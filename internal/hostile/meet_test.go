@@ -15,6 +15,7 @@ import (
 // applied, and the other must raise the alarm on applying it, stopping
 // right before it.
 func TestDetectedWhenHistoriesMeet(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		rewrite func(r *rig) func([]spool.Entry) []spool.Entry

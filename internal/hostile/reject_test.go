@@ -37,6 +37,7 @@ func rejections(t *testing.T, d *device) map[uint64]mailstore.Rejection {
 // withheld, not changed). TestDetectedWhenHistoriesMeet shows the alarm
 // once another device's history meets this one.
 func TestAlteredCiphertext(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("d")
 	r.proxy.Set("d", &View{Rewrite: Flip(3, -20)})
@@ -57,6 +58,7 @@ func TestAlteredCiphertext(t *testing.T) {
 // TestNaiveLiar: the same rewrites with the server's real chain headers
 // kept: caught at once by the single device, before it applies anything.
 func TestNaiveLiar(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		rewrite func([]spool.Entry) []spool.Entry
@@ -87,6 +89,7 @@ func TestNaiveLiar(t *testing.T) {
 // is a trusted author) and is then rejected as forbidden: nothing changes,
 // no alarm, the sync goes on.
 func TestForgedSpoolCommands(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("d")
 	r.deliver(3)
@@ -169,6 +172,7 @@ func TestForgedSpoolCommands(t *testing.T) {
 // transfer, not a lie: the client discards the read, the device applies
 // nothing from it and raises no alarm, and syncs once the body is whole.
 func TestCutShortBody(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("d")
 	r.deliver(3)
