@@ -62,6 +62,7 @@ func restoredOnce(t *testing.T) (*rig, *device, string) {
 // again (and hide what followed), gets the rollback alarm: the restoration
 // does not hold what the device applied after it, so it is not adopted.
 func TestOldRestorationServedAgain(t *testing.T) {
+	t.Parallel()
 	r, a, afterRestoration := restoredOnce(t)
 	r.deliver(2)
 	a.mustSync()
@@ -85,6 +86,7 @@ func TestOldRestorationServedAgain(t *testing.T) {
 // own state stored as the newest checkpoint after a rollback. Devices
 // reject the entries as forbidden and never adopt the checkpoint.
 func TestForgedRestoration(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a := r.device("a")
 	r.deliver(3)
@@ -186,6 +188,7 @@ func snapshotEntries(t *testing.T, d *device) []byte {
 // position other than right after its state, is rejected and changes
 // nothing (it could only undo what came between).
 func TestStaleRestoration(t *testing.T) {
+	t.Parallel()
 	r, a, _ := restoredOnce(t)
 	ctx := context.Background()
 	sn, err := a.ms.Snapshot(ctx)
@@ -237,6 +240,7 @@ func (l liar) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes 
 // the head hash they claim, are refused with the failure package chain
 // names for them (the words of a sync's alarm), and nothing is written.
 func TestRecoverChecksTheChain(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		lie  func(*spool.LogRead)

@@ -19,6 +19,7 @@ import (
 // device ends with the same state holding everything any device had, with
 // no UID naming two messages under one UIDVALIDITY.
 func TestRecoverRestoredSpool(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a, b, l := r.device("a"), r.device("b"), r.device("l")
 	m := r.deliver(4)
@@ -196,6 +197,7 @@ func (i *interloper) AppendAt(ctx context.Context, user string, head uint64, bat
 // the message bytes and the restoration; it follows them and appends
 // again, and the restoration holds them.
 func TestRecoverWhileMailArrives(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a, b := r.device("a"), r.device("b")
 	r.deliver(2)

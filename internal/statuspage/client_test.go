@@ -13,6 +13,7 @@ import (
 )
 
 func TestFetch(t *testing.T) {
+	t.Parallel()
 	srv := serve(t, Config{Source: &fixedSource{r: sampleReport()}, User: "alice", Password: "s3cret"})
 	ctx := context.Background()
 	r, err := Fetch(ctx, http.DefaultClient, srv.URL, "alice", "s3cret")
@@ -52,6 +53,7 @@ func serveSocket(t *testing.T, src Source) string {
 }
 
 func TestFetchSocket(t *testing.T) {
+	t.Parallel()
 	rep := sampleReport()
 	rep.Page = PageState{Problem: "127.0.0.1:1144 is in use by another program"}
 	path := serveSocket(t, &fixedSource{r: rep})
@@ -77,6 +79,7 @@ func TestFetchSocket(t *testing.T) {
 }
 
 func TestWriteTextPage(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		page PageState
 		want string
@@ -98,6 +101,7 @@ func TestWriteTextPage(t *testing.T) {
 }
 
 func TestWriteText(t *testing.T) {
+	t.Parallel()
 	r := sampleReport()
 	r.Alarms = []string{"the spool's log has a gap"}
 	r.Search = &SearchIndex{Unindexed: 5}

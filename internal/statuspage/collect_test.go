@@ -53,6 +53,7 @@ func storeWith(t *testing.T, n int) *mailstore.Store {
 }
 
 func TestCollector(t *testing.T) {
+	t.Parallel()
 	st := storeWith(t, 3)
 	now := time.Now()
 	c := &Collector{
@@ -114,6 +115,7 @@ func TestCollector(t *testing.T) {
 }
 
 func TestCollectorHeadBehindPosition(t *testing.T) {
+	t.Parallel()
 	// Before the first contact the head is unknown (0): no negative lag.
 	c := &Collector{Sync: fixedStatus{Position: 4}, Store: storeWith(t, 3)}
 	r, err := c.Report(context.Background())
@@ -126,6 +128,7 @@ func TestCollectorHeadBehindPosition(t *testing.T) {
 }
 
 func TestAlarms(t *testing.T) {
+	t.Parallel()
 	gap := fmt.Errorf("%w: the spool sent position 9 after 4", syncer.ErrGap).Error()
 	cases := []struct {
 		name  string

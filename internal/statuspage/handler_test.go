@@ -80,6 +80,7 @@ func get(t *testing.T, method, url, user, pass string, host string) (*http.Respo
 }
 
 func TestAuthAndHeaders(t *testing.T) {
+	t.Parallel()
 	src := &fixedSource{r: sampleReport()}
 	srv := serve(t, Config{Source: src, User: "alice", Password: "s3cret", Hosts: []string{"127.0.0.1", "localhost"}})
 	cases := []struct {
@@ -122,6 +123,7 @@ func TestAuthAndHeaders(t *testing.T) {
 }
 
 func TestPage(t *testing.T) {
+	t.Parallel()
 	src := &fixedSource{r: sampleReport()}
 	srv := serve(t, Config{Source: src, User: "alice", Password: "s3cret", Refresh: 3 * time.Second})
 	resp, body := get(t, "GET", srv.URL+"/", "alice", "s3cret", "")
@@ -174,6 +176,7 @@ func TestPage(t *testing.T) {
 }
 
 func TestJSON(t *testing.T) {
+	t.Parallel()
 	src := &fixedSource{r: sampleReport()}
 	srv := serve(t, Config{Source: src, User: "alice", Password: "s3cret"})
 	resp, body := get(t, "GET", srv.URL+"/status.json", "alice", "s3cret", "")
@@ -193,6 +196,7 @@ func TestJSON(t *testing.T) {
 }
 
 func TestSourceFailure(t *testing.T) {
+	t.Parallel()
 	srv := serve(t, Config{Source: &fixedSource{err: errors.New("database is locked at /secret/path")}, User: "alice", Password: "s3cret"})
 	resp, body := get(t, "GET", srv.URL+"/status.json", "alice", "s3cret", "")
 	if resp.StatusCode != http.StatusInternalServerError || strings.Contains(body, "/secret/path") {
@@ -201,6 +205,7 @@ func TestSourceFailure(t *testing.T) {
 }
 
 func TestEmptyPassword(t *testing.T) {
+	t.Parallel()
 	if _, err := New(Config{Source: &fixedSource{}, User: "alice"}); err == nil {
 		t.Error("New accepted an empty password without AllowEmptyPassword")
 	}
@@ -214,6 +219,7 @@ func TestEmptyPassword(t *testing.T) {
 }
 
 func TestAge(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		d    time.Duration
 		want string

@@ -16,6 +16,7 @@ import (
 // after a rollback the spool's head is shown where it is, below the
 // position, with the alarm as the last error and what to do.
 func TestSyncTruth(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	const url = "https://spool.example.org"
 	const rollback = "the spool's head 8 is behind position 10, which this device already applied: the log was rolled back"
