@@ -30,13 +30,14 @@ type lmtpListener struct {
 	mu      sync.Mutex
 	total   int
 	perAddr map[string]int
+	conns   map[*lmtpConn]struct{}
 
 	lastRefusalLog atomic.Int64 // Unix nanoseconds
 	refused        atomic.Int64 // since the last log line
 }
 
 func newLMTPListener(ln net.Listener, l *LMTP) *lmtpListener {
-	return &lmtpListener{Listener: ln, l: l, perAddr: map[string]int{}}
+	return &lmtpListener{Listener: ln, l: l, perAddr: map[string]int{}, conns: map[*lmtpConn]struct{}{}}
 }
 
 func (ln *lmtpListener) Accept() (net.Conn, error) {
@@ -50,7 +51,10 @@ func (ln *lmtpListener) Accept() (net.Conn, error) {
 			ln.refuse(c, why)
 			continue
 		}
-		return newLMTPConn(c, func() { ln.leave(host) }), nil
+		lc := newLMTPConn(c, &ln.l.closing, nil)
+		lc.leave = func() { ln.leave(host, lc) }
+		ln.track(lc)
+		return lc, nil
 	}
 }
 
@@ -69,9 +73,28 @@ func (ln *lmtpListener) admit(host string) string {
 	return ""
 }
 
-func (ln *lmtpListener) leave(host string) {
+// track records c as open, for interruptAll.
+func (ln *lmtpListener) track(c *lmtpConn) {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
+	ln.conns[c] = struct{}{}
+}
+
+// interruptAll ends the wait for a command line of every open connection
+// that is not reading or delivering a message; Shutdown calls it after
+// setting closing, so those that are end after their replies.
+func (ln *lmtpListener) interruptAll() {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	for c := range ln.conns {
+		c.interrupt()
+	}
+}
+
+func (ln *lmtpListener) leave(host string, c *lmtpConn) {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	delete(ln.conns, c)
 	ln.total--
 	if ln.perAddr[host]--; ln.perAddr[host] <= 0 {
 		delete(ln.perAddr, host)
@@ -112,14 +135,72 @@ func remoteHost(c net.Conn) string {
 // lmtpConn is the connection go-smtp reads from (smtpdata.Conn: the
 // session reads the message after DATA itself), which also leaves the
 // connection caps when closed.
+//
+// It also lets Shutdown end the connection between transactions: go-smtp
+// sets a read deadline before it reads each command line, and once the
+// server is closing that deadline is made one in the past, so the read
+// ends at once and go-smtp answers 421 and closes the connection. While
+// the session reads and delivers a message (inData) nothing is cut short:
+// the message the client has sent gets its replies, and the read after
+// them is the one that ends.
 type lmtpConn struct {
 	*smtpdata.Conn
 	closeOnce sync.Once
 	leave     func()
+	closing   *atomic.Bool // the server's: set when Shutdown begins
+
+	mu     sync.Mutex
+	inData bool
 }
 
-func newLMTPConn(c net.Conn, leave func()) *lmtpConn {
-	return &lmtpConn{Conn: smtpdata.NewConn(c), leave: leave}
+func newLMTPConn(c net.Conn, closing *atomic.Bool, leave func()) *lmtpConn {
+	return &lmtpConn{Conn: smtpdata.NewConn(c), closing: closing, leave: leave}
+}
+
+// SetReadDeadline is t, or the past once the server is closing and no
+// message is being read.
+func (c *lmtpConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing.Load() && !c.inData {
+		t = time.Unix(1, 0)
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline's rule for reads, t for writes.
+func (c *lmtpConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
+}
+
+// dataStart marks the start of a message's reading and delivery; the
+// command line before it may have been read under a deadline Shutdown
+// cut, so the read deadline is set again to d from now.
+func (c *lmtpConn) dataStart(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inData = true
+	_ = c.Conn.SetReadDeadline(time.Now().Add(d))
+}
+
+// dataEnd marks its end.
+func (c *lmtpConn) dataEnd() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inData = false
+}
+
+// interrupt ends a wait for the next command line, when the connection
+// is in one (closing is already set).
+func (c *lmtpConn) interrupt() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.inData {
+		_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+	}
 }
 
 func (c *lmtpConn) Close() error {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -137,6 +138,9 @@ type LMTP struct {
 
 	inflight atomic.Int64 // bytes, see LMTPOptions.MaxInflightBytes
 	closing  atomic.Bool
+
+	mu        sync.Mutex
+	listeners []*lmtpListener // those Serve was given, for Shutdown
 }
 
 // NewLMTP makes an LMTP server delivering with d. Start it with Serve.
@@ -172,7 +176,15 @@ func NewLMTP(d *Deliverer, opts LMTPOptions) *LMTP {
 // Serve accepts LMTP connections on ln until Shutdown; it then returns nil.
 func (l *LMTP) Serve(ln net.Listener) error {
 	l.log.Info("lmtp listening", "addr", ln.Addr().String())
-	err := l.srv.Serve(newLMTPListener(ln, l))
+	lln := newLMTPListener(ln, l)
+	l.mu.Lock()
+	l.listeners = append(l.listeners, lln)
+	l.mu.Unlock()
+	if l.closing.Load() {
+		// Shutdown came first; go-smtp's Serve returns ErrServerClosed.
+		lln.interruptAll()
+	}
+	err := l.srv.Serve(lln)
 	if errors.Is(err, smtp.ErrServerClosed) || l.closing.Load() {
 		return nil
 	}
@@ -180,11 +192,20 @@ func (l *LMTP) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops accepting connections and waits for the open ones to end.
-// Deliveries in progress finish and get their replies; when ctx ends first,
-// the remaining connections are closed, their appends are cancelled (their
-// senders retry), and Shutdown returns ctx.Err().
+// A connection waiting for its next command is answered 421 and closed at
+// once; one reading or delivering a message gets that message's replies
+// first, then the same 421 in place of its next command, so a client that
+// keeps sending does not hold the server for the whole grace (RFC 5321
+// section 3.8: the client keeps what was not acknowledged and retries).
+// When ctx ends first, the remaining connections are closed, their appends
+// are cancelled (their senders retry), and Shutdown returns ctx.Err().
 func (l *LMTP) Shutdown(ctx context.Context) error {
 	l.closing.Store(true)
+	l.mu.Lock()
+	for _, ln := range l.listeners {
+		ln.interruptAll()
+	}
+	l.mu.Unlock()
 	err := l.srv.Shutdown(ctx)
 	if errors.Is(err, smtp.ErrServerClosed) {
 		err = nil

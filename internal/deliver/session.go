@@ -136,6 +136,8 @@ func (s *session) targets() []*target {
 // content of the chunks.
 func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	s.n++
+	s.conn.dataStart(s.l.opts.ReadTimeout)
+	defer s.conn.dataEnd()
 	ts := s.targets()
 	workers := min(len(ts), s.l.opts.Parallel)
 	in := &inbox{res: &reservation{l: s.l}, factor: costFactor(workers), limit: s.l.opts.MaxMessageBytes, hint: s.size}
