@@ -16,6 +16,7 @@ var groupsMessage = "From: \"Doe, John\" <john@example.org>\r\n" +
 	"Message-ID: <groups-1@example.org>\r\n\r\nbody\r\n"
 
 func TestAddressesConformance(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	d.synced(r.Deliver([]byte(messages["plain"])))

@@ -24,6 +24,7 @@ var convergeSeed = flag.Uint64("converge.seed", 0, "seed of the randomized conve
 // deliveries, and then requires every device to hold the same state, field
 // by field and UID for UID, and every device's IMAP view to agree.
 func TestConvergence(t *testing.T) {
+	t.Parallel()
 	seed := *convergeSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())

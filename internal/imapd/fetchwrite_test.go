@@ -37,6 +37,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // every response is still there, in order, and the EXISTS and EXPUNGE
 // tracking of the framer sees the updates written around it.
 func TestFetchWritesInBlocks(t *testing.T) {
+	t.Parallel()
 	const n = 400
 	r := newRig(t)
 	d := r.device("a")

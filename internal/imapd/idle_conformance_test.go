@@ -80,6 +80,7 @@ func storeUID(t *testing.T, c *imapclient.Client, uid imap.UID, flag imap.Flag) 
 // before the client sends anything else; go-imap's SessionTracker.Idle
 // alone would wait for the next change.
 func TestIdleAfterDone(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a := r.device("a")
 	deliverAll(r, a)

@@ -40,6 +40,7 @@ func imapCode(err error) imap.ResponseCode {
 }
 
 func TestLoginWrongPassword(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	c, err := imapclient.DialInsecure(d.addr, nil)
@@ -60,6 +61,7 @@ func TestLoginWrongPassword(t *testing.T) {
 }
 
 func TestNewRefusesEmptyPassword(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	if _, err := New(Config{Store: d.store, Submit: d.sub, User: "alice"}); err == nil {
@@ -71,6 +73,7 @@ func TestNewRefusesEmptyPassword(t *testing.T) {
 }
 
 func TestFetch(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
@@ -182,6 +185,7 @@ func TestFetch(t *testing.T) {
 }
 
 func TestStoreCopyMoveExpunge(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
@@ -309,6 +313,7 @@ func TestStoreCopyMoveExpunge(t *testing.T) {
 }
 
 func TestMailboxCommands(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
@@ -439,6 +444,7 @@ func TestMailboxCommands(t *testing.T) {
 }
 
 func TestExamineIsReadOnly(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
@@ -474,6 +480,7 @@ func TestExamineIsReadOnly(t *testing.T) {
 }
 
 func TestSearch(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
@@ -537,6 +544,7 @@ func TestSearch(t *testing.T) {
 // TestIdlePush checks that a delivery appended to the spool reaches an
 // idling session as EXISTS, and records the latency.
 func TestIdlePush(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
@@ -578,6 +586,7 @@ func TestIdlePush(t *testing.T) {
 // TestSecondSession checks that a session sees flags and expunges made by
 // another session, in IDLE and on NOOP.
 func TestSecondSession(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
@@ -648,6 +657,7 @@ func TestSecondSession(t *testing.T) {
 // TestSecondDevice checks that changes made through one device reach a
 // session on another device sharing the spool.
 func TestSecondDevice(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a := r.device("a")
 	deliverAll(r, a)
@@ -734,6 +744,7 @@ func dump(t *testing.T, st *mailstore.Store) string {
 // TestPartialOutcome makes another device expunge a message just before
 // this device's command reaches the log.
 func TestPartialOutcome(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
@@ -774,6 +785,7 @@ func TestPartialOutcome(t *testing.T) {
 }
 
 func TestAlertAtLogin(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	d.srv.cfg.Alert = func() string { return "log fork detected\r\nsee the daemon's log" }

@@ -17,6 +17,7 @@ import (
 // TestPythonImaplib drives the server with Python's imaplib, a client
 // written independently of go-imap.
 func TestPythonImaplib(t *testing.T) {
+	t.Parallel()
 	python := needTool(t, "python3")
 	r := newRig(t)
 	d := r.device("a")

@@ -69,6 +69,7 @@ func findLine(ls []line, prefix string) string {
 // flags and the keywords in use in that mailbox, not those only used in
 // other mailboxes or removed from their last message.
 func TestKeywordsInFlags(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
@@ -117,6 +118,7 @@ func TestKeywordsInFlags(t *testing.T) {
 // that shows it: in STORE's answer, in a FETCH, in IDLE, and in a non-UID
 // FETCH while an EXPUNGE must wait (RFC 9051 section 7.5.1).
 func TestKeywordAnnounced(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a := r.device("a")
 	deliverAll(r, a)

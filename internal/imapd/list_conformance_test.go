@@ -31,6 +31,7 @@ func hierarchy(t *testing.T, w *wire) {
 }
 
 func TestListDelimiterDiscovery(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	w := loginWire(t, d.addr)
@@ -45,6 +46,7 @@ func TestListDelimiterDiscovery(t *testing.T) {
 }
 
 func TestListPatterns(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	w := loginWire(t, d.addr)
@@ -123,6 +125,7 @@ func TestListPatterns(t *testing.T) {
 // LSUB is IMAP4rev1's (RFC 3501 section 6.3.9): subscribed names, and with
 // %, an unsubscribed level above a subscribed name as \Noselect.
 func TestLsub(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	w := loginWire(t, d.addr)
@@ -153,6 +156,7 @@ func TestLsub(t *testing.T) {
 // Subscriptions are part of the user's state: they go through the log, so
 // another device sees them (RFC 9051 section 6.3.7).
 func TestSubscriptionsTravel(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a, b := r.device("a"), r.device("b")
 	wa := loginWire(t, a.addr)
@@ -175,6 +179,7 @@ func TestSubscriptionsTravel(t *testing.T) {
 // TestImaplibHierarchy has Python's imaplib learn the delimiter with LIST
 // "" "" and the names with LIST "" "*", then walk the tree with %.
 func TestImaplibHierarchy(t *testing.T) {
+	t.Parallel()
 	python := needTool(t, "python3")
 	r := newRig(t)
 	d := r.device("a")

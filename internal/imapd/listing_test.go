@@ -72,6 +72,7 @@ func fetchListing(t *testing.T, c *imapclient.Client) []string {
 // other sizes and dates, a STORE on another connection, and the mailbox
 // deleted and made again under its name (a new UIDVALIDITY).
 func TestListingFollowsChanges(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	var pos uint64
 	for i := range 5 {

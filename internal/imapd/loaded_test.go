@@ -33,6 +33,7 @@ func loadedUIDs(s *Server, id command.ID) ([]imap.UID, bool) {
 // expunges), so the next SELECT reads no UIDs and still sees the mailbox
 // as the store has it.
 func TestMailboxStaysLoaded(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	var pos uint64
 	for i := range 6 {

@@ -86,6 +86,7 @@ func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 // correct password is never delayed, and guesses pipelined after the last
 // allowed one are not checked.
 func TestGuessingOverSockets(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	w := &waits{}
 	var logs logBuffer
@@ -179,6 +180,7 @@ func TestGuessingOverSockets(t *testing.T) {
 // source wait out their delay, the next login from it is refused without
 // its password being checked, and no further connection is held.
 func TestGuessingRefusedWhileWaiting(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	w := &waits{block: true, release: make(chan struct{})}
 	d := r.deviceWith("a", Config{Login: LoginLimits{Wait: w.wait, MaxWaiting: 2}})

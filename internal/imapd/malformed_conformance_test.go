@@ -9,6 +9,7 @@ import (
 // Malformed input (RFC 9051 sections 2.2, 7.1.3 and 9; RFC 7888; RFC 7889):
 // BAD, and the connection goes on, before login and after.
 func TestMalformedBeforeLogin(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	w := dialWire(t, d.addr)
@@ -40,6 +41,7 @@ func TestMalformedBeforeLogin(t *testing.T) {
 // an HTTP request ends the connection; and a peer that does not speak IMAP
 // is cut off after 10 refused lines.
 func TestHTTPRequestEndsConnection(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	w := dialWire(t, d.addr)
@@ -64,6 +66,7 @@ func TestHTTPRequestEndsConnection(t *testing.T) {
 }
 
 func TestMalformedAfterLogin(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.deviceWith("a", Config{MaxMessageBytes: 1000})
 	deliverAll(r, d)

@@ -17,6 +17,7 @@ import (
 // TestMbsync pulls the mail store into a Maildir with mbsync, changes
 // flags and deletes a message there, and pushes the changes back.
 func TestMbsync(t *testing.T) {
+	t.Parallel()
 	mbsync := needTool(t, "mbsync")
 	r := newRig(t)
 	d := r.device("a")

@@ -62,6 +62,7 @@ epilogue
 `, "\n", "\r\n")
 
 func TestMIMEPartsConformance(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	d.synced(r.Deliver([]byte(nestedMessage)))

@@ -9,6 +9,7 @@ import (
 // modified UTF-7, every printable atom character, quoted and literal
 // names; accepted and listed back exactly, or refused with a reason.
 func TestNamesConformance(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	w := loginWire(t, d.addr)

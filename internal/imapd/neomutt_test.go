@@ -18,6 +18,7 @@ import (
 // quoted-printable part and opens a nested folder; its protocol log must
 // hold no NO or BAD.
 func TestNeomutt(t *testing.T) {
+	t.Parallel()
 	neomutt := needTool(t, "neomutt")
 	tmux := needTool(t, "tmux")
 	r := newRig(t)

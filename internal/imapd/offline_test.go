@@ -70,6 +70,7 @@ func sameStores(t *testing.T, devs ...*device) *mailstore.State {
 // and the device's other sessions see them; when the spool answers again
 // they reach the other device, and both hold the same.
 func TestOffline(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a, b := r.device("a"), r.device("b")
 	deliverAll(r, a)
@@ -197,6 +198,7 @@ func TestOffline(t *testing.T) {
 // greater and from 2^31 up (docs/IMAP.md, "Offline"; internal/faults
 // relies on exactly this to tell the NO from any other).
 func TestOfflineRenumberedWhileSelected(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a := r.device("a")
 	deliverAll(r, a)
@@ -248,6 +250,7 @@ var uidValidity = regexp.MustCompile(`uidvalidity=\d+`)
 // change answered OK while offline reaches the log once, and all devices
 // end the same, UID for UID.
 func TestConvergenceOffline(t *testing.T) {
+	t.Parallel()
 	seed := *convergeSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())

@@ -17,6 +17,7 @@ import (
 // was set already), as when a client marks \Deleted a message another
 // client had marked.
 func TestSilentStoreKeepsOthersChanges(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a := r.device("a")
 	deliverAll(r, a)
@@ -45,6 +46,7 @@ func TestSilentStoreKeepsOthersChanges(t *testing.T) {
 // must not leave the older flags showing: the session's own change then
 // comes after it too.
 func TestOwnStoreAfterQueuedChange(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a := r.device("a")
 	deliverAll(r, a)

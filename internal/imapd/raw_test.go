@@ -56,6 +56,7 @@ func (rc *rawConn) until(prefix string) string {
 }
 
 func TestMalformedLinesGetBAD(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)

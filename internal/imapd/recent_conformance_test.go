@@ -40,6 +40,7 @@ func expectLines(t *testing.T, what string, got []line, want []string, not ...st
 // STATUS RECENT counts what no session has claimed; an IMAP4rev2 session
 // neither sees nor claims it.
 func TestRecent(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d) // 4 messages, arrived after the server started
@@ -101,6 +102,7 @@ func TestRecent(t *testing.T) {
 // TestRecentNotForOldMail: mail already in the store when the server
 // starts is not recent.
 func TestRecentNotForOldMail(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)

@@ -208,6 +208,7 @@ func scanSearch(t *testing.T, st *mailstore.Store, mailbox *mailstore.Mailbox, c
 // case) give through the real IMAP server exactly what the scan gives; with
 // the index complete, dropped (every body unindexed) and half rebuilt.
 func TestSearchIndexAgainstScan(t *testing.T) {
+	t.Parallel()
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 7))
@@ -278,6 +279,7 @@ func TestSearchIndexAgainstScan(t *testing.T) {
 // from go-imap, and checks every answer; the same queries must give the
 // same answers with the index dropped (every message scanned).
 func TestImaplibSearch(t *testing.T) {
+	t.Parallel()
 	python := needTool(t, "python3")
 	r := newRig(t)
 	d := r.device("a")

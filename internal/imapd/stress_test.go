@@ -121,6 +121,7 @@ func stressDevice(r *rig, name string) (*device, *logBuffer) {
 // FLAGS), no panic, and every view converges to the stores'. Bounded in
 // operations and time; CSPOOL_STRESS=5m runs it for five minutes.
 func TestConcurrentClients(t *testing.T) {
+	t.Parallel()
 	rep := runStress(t, 20, imapstress.Config{Clients: 10, Seed: 1})
 	// Under a heavy load the time bound may end the run before every kind
 	// of command came up; changes must have.
@@ -133,6 +134,7 @@ func TestConcurrentClients(t *testing.T) {
 // mailbox (and fetching flags), on two devices: no client ever sees a
 // keyword that FLAGS did not announce to it.
 func TestConcurrentKeywords(t *testing.T) {
+	t.Parallel()
 	runStress(t, 8, imapstress.Config{Clients: 10, Seed: 2,
 		Keywords: []string{"$k0", "$k1", "$k2", "$k3", "$k4", "$k5", "$k6", "$k7", "$k8", "$k9"},
 		Mix:      map[string]int{"FETCH": 25, "FETCH n:m": 15, "STORE": 30, "UID STORE": 20, "NOOP": 10}})

@@ -116,6 +116,7 @@ func waitWindow(t *testing.T, disp, name string, limit time.Duration) string {
 // before FLAGS lists it. Slow (Thunderbird starts in 10 to 30 s), so it
 // runs only with CSPOOL_THUNDERBIRD=1.
 func TestThunderbird(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("CSPOOL_THUNDERBIRD") != "1" {
 		t.Skip("set CSPOOL_THUNDERBIRD=1 to drive Thunderbird (apt-get install thunderbird xvfb xdotool)")
 	}

@@ -72,6 +72,7 @@ func (d *tlsDevice) clientTLS() *tls.Config {
 // the clear, without the password being checked, and logs in after
 // STARTTLS; a client on this machine may still log in in the clear.
 func TestIMAPTLS(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	pos := r.Deliver([]byte(messages["plain"]))
 	d := newTLSDevice(t, r)
@@ -144,6 +145,7 @@ func TestIMAPTLS(t *testing.T) {
 // command sent in the clear right behind STARTTLS is never run (it is
 // taken for the start of the TLS handshake, which fails).
 func TestIMAPStartTLSScripted(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	d := newTLSDevice(t, r)
 	dial := func(addr string) (net.Conn, *bufio.Reader) {
