@@ -57,6 +57,7 @@ func subjects(t *testing.T, ms *mailstore.Store) []string {
 // on coming after the delivery they name: every entry is applied once, in
 // log order, and the state is the one the log gives.
 func TestReadAheadAppliesInLogOrder(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	big := bytes.Repeat([]byte("0123456789abcdef"), 300<<10/16)
@@ -154,6 +155,7 @@ func TestReadAheadAppliesInLogOrder(t *testing.T) {
 // an earlier entry) in a read made ahead stops the sync at k: the entries
 // before it are applied exactly once, none after it.
 func TestReadAheadStopsAtFailure(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	var replayed []byte
@@ -199,6 +201,7 @@ func TestReadAheadStopsAtFailure(t *testing.T) {
 // way (the daemon shut down after a batch) leaves the store at that batch;
 // a new loop on the same database applies the rest, each entry once.
 func TestReadAheadStoppedMidway(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	const n = 30

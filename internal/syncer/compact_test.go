@@ -88,6 +88,7 @@ func churn(t *testing.T, r *rig, s *Syncer, ms *mailstore.Store, n int, seed uin
 }
 
 func TestCompactionNewAndOfflineDevices(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	a, msa := r.device("a", nil, nil)
@@ -154,6 +155,7 @@ func TestCompactionNewAndOfflineDevices(t *testing.T) {
 // checkpoint before the restore (read again after it), whichever way the
 // kept entries are fetched.
 func TestNewDeviceReadsFromCheckpoint(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	a, msa := r.device("a", nil, nil)
@@ -198,6 +200,7 @@ func TestNewDeviceReadsFromCheckpoint(t *testing.T) {
 }
 
 func TestBadCheckpointFallsBackToLog(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	for i := 0; i < 3; i++ {
@@ -230,6 +233,7 @@ func TestBadCheckpointFallsBackToLog(t *testing.T) {
 // before the first device reads it back, is still answered: the first
 // device rebuilds from the checkpoint and finds its entry there.
 func TestSubmitAnsweredAfterRestore(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -94,6 +94,7 @@ type submitResult struct {
 // exists already) is refused alone; every change is in the store, and on
 // another device.
 func TestGroupCommit(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	const n = 12
 	for i := 0; i < n; i++ {
@@ -205,6 +206,7 @@ func TestGroupCommit(t *testing.T) {
 // something one member did (an entry too large), the others are sent
 // again without it and applied; only that member is told the refusal.
 func TestGroupRefusalIsOnesOwn(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	const n = 6
 	for i := 0; i < n; i++ {
@@ -276,6 +278,7 @@ func TestGroupRefusalIsOnesOwn(t *testing.T) {
 // every change lands exactly once. Each session hears its provisional
 // outcome.
 func TestGroupQueuedInOrder(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	const n = 8
 	for i := 0; i < n; i++ {

@@ -59,6 +59,7 @@ func (f *twoFaced) ReadLog(ctx context.Context, after uint64, n int, b int64, wa
 }
 
 func TestForkDetectedWhenHistoriesMeet(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -108,6 +109,7 @@ func TestForkDetectedWhenHistoriesMeet(t *testing.T) {
 }
 
 func TestRollbackDetected(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	for i := 0; i < 4; i++ {

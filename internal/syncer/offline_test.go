@@ -196,6 +196,7 @@ func (r *rig) converged(t *testing.T, a, b *Syncer, msa, msb *mailstore.Store) u
 // make it wait an hour; the other device then shows them, and each landed
 // once.
 func TestOfflineChangesWait(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	for i := 0; i < 4; i++ {
@@ -281,6 +282,7 @@ func equal(a, b []string) bool {
 // TestOfflineConflict: another device changes the same messages while this
 // one is offline; the log's order decides, and both end the same.
 func TestOfflineConflict(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	for i := 0; i < 4; i++ {
@@ -365,6 +367,7 @@ func TestOfflineConflict(t *testing.T) {
 // landed, the device heard an error) are neither lost nor applied twice,
 // whether Submit made them or the loop sending the queue.
 func TestOfflineLostAnswers(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	for i := 0; i < 3; i++ {
@@ -411,6 +414,7 @@ func TestOfflineLostAnswers(t *testing.T) {
 // TestSyncOnceSendsQueue: the one-shot sync (cspool sync --once, with the
 // daemon stopped) sends the changes queued on the device too.
 func TestSyncOnceSendsQueue(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	r.deliver(r.spool, msg(0))
@@ -438,6 +442,7 @@ func TestSyncOnceSendsQueue(t *testing.T) {
 // TestOfflineQueueTooLarge: a spool that refuses the queue's batch as too
 // large (HTTP 413) gets it in smaller batches; nothing is lost or doubled.
 func TestOfflineQueueTooLarge(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	r.deliver(r.spool, msg(0))
@@ -465,6 +470,7 @@ func TestOfflineQueueTooLarge(t *testing.T) {
 // takes follow them in the log. The queue must not be sent again before
 // the loop has read them: nothing lands twice.
 func TestOfflineSentBeforeRestart(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	r.deliver(r.spool, msg(0))

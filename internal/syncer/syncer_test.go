@@ -128,6 +128,7 @@ func inbox(t *testing.T, ms *mailstore.Store) (*mailstore.Mailbox, []*mailstore.
 }
 
 func TestSyncDeliveriesAndSubmit(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	for i := 0; i < 5; i++ {
 		r.deliver(r.spool, msg(i))
@@ -188,6 +189,7 @@ func TestSyncDeliveriesAndSubmit(t *testing.T) {
 }
 
 func TestRejectedEntriesDoNotStopSync(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	r.deliver(r.spool, msg(0))
@@ -242,6 +244,7 @@ func TestRejectedEntriesDoNotStopSync(t *testing.T) {
 // batch that does not commit (here refused: it contradicts an append this
 // device recorded) leaves none of its rejections behind.
 func TestRejectionsCommitWithTheirBatch(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	garbage := func() {
@@ -340,6 +343,7 @@ func (f *flaky) AppendAt(ctx context.Context, user string, head uint64, batch []
 }
 
 func TestSpoolDown(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	src := &flaky{Source: StoreSource{Store: r.log, User: "alice"}}
 	s, ms := r.device("a", src, nil)
@@ -383,6 +387,7 @@ func TestSpoolDown(t *testing.T) {
 
 // Two devices on one log end in the same state.
 func TestTwoDevicesConverge(t *testing.T) {
+	t.Parallel()
 	r := newRig(t)
 	a, msa := r.device("a", nil, nil)
 	b, msb := r.device("b", nil, nil)

@@ -21,6 +21,7 @@ import (
 // fails, with nothing queued; one the spool cannot be asked about (the
 // server gone) waits on the device.
 func TestSourceErrorsSayWhatIsTemporary(t *testing.T) {
+	t.Parallel()
 	h := newHTTPSpool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -49,6 +49,7 @@ func wantChain(t *testing.T, s *Store, user string, data [][]byte) {
 // TestChainMigrateFromVersion2: the migration computes the chain of the
 // logs already there, and appends continue it.
 func TestChainMigrateFromVersion2(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	buildV2(t, dir,
 		"INSERT INTO users (name, head) VALUES (CAST('old' AS BLOB), 3), (CAST('two' AS BLOB), 1), (CAST('none' AS BLOB), 0)",
@@ -78,6 +79,7 @@ func TestChainMigrateFromVersion2(t *testing.T) {
 // TestChainMigrateRefusesCompacted: a log with holes cannot be chained; the
 // migration fails, names the log, and leaves the database at version 2.
 func TestChainMigrateRefusesCompacted(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	buildV2(t, dir,
 		"INSERT INTO users (name, head) VALUES (CAST('fine' AS BLOB), 1), (CAST('holes' AS BLOB), 3)",
@@ -102,6 +104,7 @@ func TestChainMigrateRefusesCompacted(t *testing.T) {
 // TestChainAppendOnly: the schema refuses to change or delete a hash,
 // whatever the code above it does.
 func TestChainAppendOnly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
 	if _, err := s.Append(ctxT(t), "u", [][]byte{[]byte("x")}); err != nil {
@@ -123,6 +126,7 @@ func TestChainAppendOnly(t *testing.T) {
 // entry (dbstat page accounting of the chain table). The chain table's
 // rows are (user_id, pos, 32-byte hash).
 func TestChainBytesPerEntry(t *testing.T) {
+	t.Parallel()
 	s := openT(t, t.TempDir(), Options{})
 	const n = 10_000
 	for i := 0; i < n/100; i++ {

@@ -36,6 +36,7 @@ func fileSize(t *testing.T, s *Store) int64 {
 // TestCompactShrinksFile: a new database has auto_vacuum=INCREMENTAL, and
 // after a compaction its free pages are returned and the file shrinks.
 func TestCompactShrinksFile(t *testing.T) {
+	t.Parallel()
 	s := openT(t, t.TempDir(), Options{})
 	if av := pragmaInt(t, s, "auto_vacuum"); av != 2 {
 		t.Fatalf("auto_vacuum = %d on a new database, want 2 (INCREMENTAL)", av)
@@ -76,6 +77,7 @@ func TestCompactShrinksFile(t *testing.T) {
 // checkpoints table, keeps its entries and its auto_vacuum=NONE, and
 // compaction works on it (free pages are reused, the file does not shrink).
 func TestMigrateFromVersion1(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	db := rawDB(t, dir)
 	for _, q := range []string{
@@ -116,6 +118,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 // TestCheckpointPosNeverDecreases: the schema itself refuses to move a
 // checkpoint back, whatever the code above it does.
 func TestCheckpointPosNeverDecreases(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
 	if _, err := s.Append(ctxT(t), "u", [][]byte{{1}, {2}, {3}}); err != nil {
@@ -136,6 +139,7 @@ func TestCheckpointPosNeverDecreases(t *testing.T) {
 }
 
 func TestCompactClosed(t *testing.T) {
+	t.Parallel()
 	s := openT(t, t.TempDir(), Options{})
 	s.Close()
 	if _, err := s.Compact(ctxT(t), "u", spool.Checkpoint{Pos: 1}, nil); !errors.Is(err, spool.ErrClosed) {

@@ -90,6 +90,7 @@ func compactProcess() int {
 // up to the checkpoint present exactly when kept, every entry after it
 // present, all intact, and the last acknowledged compaction durable.
 func TestCrashDuringCompaction(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	midway := 0
 	const rounds = 5

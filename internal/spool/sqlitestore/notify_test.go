@@ -14,6 +14,7 @@ import (
 )
 
 func TestDatagramEncoding(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("x", maxNotifiedName+1)
 	many := make([]string, 300)
 	for i := range many {
@@ -94,6 +95,7 @@ func waitWithin(t *testing.T, s *Store, user string, after uint64, d time.Durati
 // TestDatagramWakes takes the fallback check out of play: only the datagram
 // can wake the waiter.
 func TestDatagramWakes(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	waiter := openT(t, dir, Options{FallbackInterval: time.Hour})
 	appender := openT(t, dir, Options{FallbackInterval: time.Hour})
@@ -110,6 +112,7 @@ func TestDatagramWakes(t *testing.T) {
 // TestFallbackWakes takes the datagram out of play: only the periodic
 // data_version check can wake the waiter.
 func TestFallbackWakes(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	waiter := openT(t, dir, Options{DisableNotify: true, FallbackInterval: 100 * time.Millisecond})
 	appender := openT(t, dir, Options{DisableNotify: true})
@@ -143,6 +146,7 @@ func deadSocket(t *testing.T, notifyDir string) string {
 }
 
 func TestStaleSocketRemoved(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	waiter := openT(t, dir, Options{FallbackInterval: time.Hour})
 	appender := openT(t, dir, Options{FallbackInterval: time.Hour})
@@ -189,6 +193,7 @@ func TestStaleSocketRemoved(t *testing.T) {
 // TestLongDirectory puts the spool where a socket path would not fit in
 // sun_path; the store still wakes across handles.
 func TestLongDirectory(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
 	waiter := openT(t, dir, Options{FallbackInterval: time.Hour})
 	appender := openT(t, dir, Options{FallbackInterval: time.Hour})
@@ -215,6 +220,7 @@ func names(ents []os.DirEntry) []string {
 // head (they wake their waiters directly); an append by another handle,
 // as by another process, still wakes its waiter through the check.
 func TestFallbackIgnoresOwnAppends(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openT(t, dir, Options{DisableNotify: true, FallbackInterval: 10 * time.Millisecond})
 	ctx, cancel := context.WithCancel(ctxT(t))

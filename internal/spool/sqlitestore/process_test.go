@@ -246,6 +246,7 @@ func checkLogs(t *testing.T, s *Store, users []string, acks []ackLine) int {
 // at a random moment, several times over the same spool, and checks that
 // every acknowledged batch survived whole and no partial batch is visible.
 func TestCrashLosesNothingAcknowledged(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	users := []string{"alice", "bob", "carol"}
 	var acks []ackLine
@@ -280,6 +281,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 // TestTwoProcesses has two processes append to the same users at once while
 // this one waits for their appends.
 func TestTwoProcesses(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	users := []string{"u1", "u2", "u3"}
 	// Only a datagram can wake this store's waiters quickly.

@@ -60,6 +60,7 @@ func holdWriteLock(t *testing.T, dir string) (release func()) {
 }
 
 func TestFileModes(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "spool")
 	s := openT(t, dir, Options{})
 	if _, err := s.Append(ctxT(t), "u", [][]byte{[]byte("x")}); err != nil {
@@ -83,6 +84,7 @@ func TestFileModes(t *testing.T) {
 }
 
 func TestReopenKeepsLog(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
 	if _, err := s.Append(ctxT(t), "u", [][]byte{[]byte("a"), []byte("b")}); err != nil {
@@ -103,6 +105,7 @@ func TestReopenKeepsLog(t *testing.T) {
 }
 
 func TestRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
 	s.Close()
@@ -116,6 +119,7 @@ func TestRefusesNewerSchema(t *testing.T) {
 }
 
 func TestRefusesForeignDatabase(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := rawDB(t, dir).Exec("CREATE TABLE mail (id INTEGER)"); err != nil {
 		t.Fatal(err)
@@ -126,6 +130,7 @@ func TestRefusesForeignDatabase(t *testing.T) {
 }
 
 func TestHeadNeverDecreases(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
 	if _, err := s.Append(ctxT(t), "u", [][]byte{[]byte("a"), []byte("b")}); err != nil {
@@ -150,6 +155,7 @@ func TestHeadNeverDecreases(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
+	t.Parallel()
 	s := openT(t, t.TempDir(), Options{MaxAppendBytes: 100})
 	_, err := s.Append(ctxT(t), "u", [][]byte{make([]byte, 60), make([]byte, 41)})
 	if !errors.Is(err, spool.ErrTooLarge) {
@@ -195,6 +201,7 @@ func appendConcurrently(t *testing.T, s *Store, n int, release func()) {
 }
 
 func TestGroupCommit(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := openT(t, dir, Options{})
 	appendConcurrently(t, s, 32, holdWriteLock(t, dir))
@@ -210,6 +217,7 @@ func TestGroupCommit(t *testing.T) {
 }
 
 func TestGroupLimits(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		opts       Options

@@ -18,6 +18,7 @@ func openT(t *testing.T, dir string, opts Options) *Store {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	spooltest.Run(t,
 		func(t *testing.T) spool.Store { return openT(t, t.TempDir(), Options{}) },
 		spooltest.Options{
