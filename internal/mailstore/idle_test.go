@@ -36,11 +36,9 @@ func TestIdleConnectionsClose(t *testing.T) {
 			if n := len(uidsOf(t, s, "INBOX")); n != 10 {
 				t.Fatalf("INBOX holds %d messages, want 10", n)
 			}
-			if w, r := s.wdb.Stats().OpenConnections, s.rdb.Stats().OpenConnections; w == 0 || r == 0 {
-				t.Fatalf("open connections after a write and a read: writer %d, readers %d, want some of each", w, r)
-			}
 			// database/sql closes idle connections once a second at
-			// most; wait for it, bounded.
+			// most (it may have closed these already); wait for it,
+			// bounded.
 			deadline := time.Now().Add(20 * time.Second)
 			for s.wdb.Stats().OpenConnections+s.rdb.Stats().OpenConnections > 0 {
 				if time.Now().After(deadline) {
@@ -49,8 +47,8 @@ func TestIdleConnectionsClose(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			if n := s.wdb.Stats().MaxIdleTimeClosed + s.rdb.Stats().MaxIdleTimeClosed; n < 2 {
-				t.Fatalf("%d connections closed for idleness, want at least 2", n)
+			if w, r := s.wdb.Stats().MaxIdleTimeClosed, s.rdb.Stats().MaxIdleTimeClosed; w < 1 || r < 1 {
+				t.Fatalf("connections closed for idleness: writer %d, readers %d, want at least one of each", w, r)
 			}
 			// New connections, with the same settings.
 			if _, err := s.Apply(ctx, entries[10:], entries[19].Pos); err != nil {
