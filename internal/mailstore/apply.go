@@ -36,6 +36,13 @@ type applier struct {
 	now    int64 // Unix ms, for rejection records only
 
 	stmts map[string]*sql.Stmt // prepared on first use, closed with tx
+	// writer, when tx is a transaction on the store's writer: its
+	// statements are then prepared once for the store's life instead of
+	// once per transaction (parsing SQL was most of a small Apply).
+	// unprepared lists those not yet prepared there, for prepareAll
+	// once tx is over.
+	writer     *Store
+	unprepared []string
 
 	rebase *rebaseRules // inside a Rebase (restoration.go), else nil
 
@@ -93,7 +100,13 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	}
 	defer tx.Rollback()
 	var pos int64
-	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
+	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s}
+	defer func() {
+		// The statements first met here are prepared on the writer once
+		// the transaction is over (a no-op Rollback after Commit).
+		_ = tx.Rollback()
+		s.prepareAll(ctx, a.unprepared)
+	}()
 	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
 		return nil, fmt.Errorf("reading state: %w", err)
 	}
@@ -348,12 +361,39 @@ func (a *applier) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
 	if st, ok := a.stmts[query]; ok {
 		return st, nil
 	}
-	st, err := a.tx.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
+	var st *sql.Stmt
+	if a.writer != nil {
+		if ws, ok := a.writer.prepared.Load(query); ok {
+			// Bound to tx's connection, where database/sql prepared it
+			// once (again only on a new connection).
+			st = a.tx.StmtContext(ctx, ws.(*sql.Stmt))
+		} else {
+			a.unprepared = append(a.unprepared, query)
+		}
+	}
+	if st == nil {
+		var err error
+		if st, err = a.tx.PrepareContext(ctx, query); err != nil {
+			return nil, err
+		}
 	}
 	a.stmts[query] = st
 	return st, nil
+}
+
+// prepareAll prepares queries on the writer for the transactions to come,
+// with s.mu held and no transaction open (the writer has one connection:
+// preparing on it inside a transaction would wait for itself). A query
+// that does not prepare is left for each transaction to prepare again.
+func (s *Store) prepareAll(ctx context.Context, queries []string) {
+	for _, q := range queries {
+		if _, ok := s.prepared.Load(q); ok {
+			continue
+		}
+		if st, err := s.wdb.PrepareContext(ctx, q); err == nil {
+			s.prepared.Store(q, st)
+		}
+	}
 }
 
 // ExecContext, QueryContext and QueryRowContext run prepared statements in

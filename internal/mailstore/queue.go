@@ -94,7 +94,13 @@ func (s *Store) Enqueue(ctx context.Context, id command.ID, cmd *command.Command
 		return nil, fmt.Errorf("queueing a change: %w", err)
 	}
 	defer tx.Rollback()
-	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
+	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s}
+	defer func() {
+		// The statements first met here are prepared on the writer once
+		// the transaction is over (a no-op Rollback after Commit).
+		_ = tx.Rollback()
+		s.prepareAll(ctx, a.unprepared)
+	}()
 	var pos int64
 	var last sql.NullInt64
 	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity, (SELECT max(vpos) FROM queue) FROM state").Scan(&pos, &a.nextUV, &last); err != nil {

@@ -51,6 +51,9 @@ type Store struct {
 	// walRetry, when above it, the size at which a checkpoint that
 	// readers held back is tried again. Both under mu.
 	walLimit, walRetry int64
+	// prepared holds the statements appliers run on the writer, prepared
+	// once on wdb (query → *sql.Stmt); see applier.stmt.
+	prepared sync.Map
 }
 
 // Open opens the mail store in the SQLite file at path in plaintext,
@@ -121,6 +124,10 @@ func (s *Store) Close() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.prepared.Range(func(_, st any) bool {
+		st.(*sql.Stmt).Close()
+		return true
+	})
 	if err := errors.Join(s.rdb.Close(), s.wdb.Close()); err != nil {
 		return fmt.Errorf("closing mail store %s: %w", s.path, err)
 	}
