@@ -91,15 +91,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	var writeErr error
 	// The responses written here gather in out and reach the framer a
 	// block at a time; out goes first whenever anything else is written.
-	var out []byte
-	flush := func() error {
-		if len(out) == 0 {
-			return nil
-		}
-		err := fc.writeResponses(out)
-		out = out[:0]
-		return err
-	}
+	out := &fetchBlock{fc: fc}
+	flush := out.flush
 	// A FETCH written here reads its rows through the driver itself, each
 	// Message only until the next.
 	fetch := s.store().Fetch
@@ -128,10 +121,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			return writeErr
 		}
 		if direct && (m.EnvelopeWire != nil || !opts.Envelope) && (m.StructureWire != nil || opts.BodyStructure == nil) && validFlags(m.Flags) {
-			out = appendFetch(out, r.seq, m, opts)
-			if len(out) >= holdBytes {
-				writeErr = flush()
-			}
+			writeErr = out.add(r.seq, m, opts)
 			return writeErr
 		}
 		if writeErr = flush(); writeErr != nil {
@@ -159,6 +149,32 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 // listedFetch turns fetchListed on; tests turn it off to compare.
 var listedFetch = true
 
+// fetchBlock gathers FETCH responses the session writes itself and hands
+// them to the framer a block of holdBytes at a time; flush goes first
+// whenever anything else is written.
+type fetchBlock struct {
+	fc  *frameConn
+	out []byte
+}
+
+// add appends message m's response, written out once the block is full.
+func (b *fetchBlock) add(seq uint32, m *mailstore.Message, opts *imap.FetchOptions) error {
+	b.out = appendFetch(b.out, seq, m, opts)
+	if len(b.out) >= holdBytes {
+		return b.flush()
+	}
+	return nil
+}
+
+func (b *fetchBlock) flush() error {
+	if len(b.out) == 0 {
+		return nil
+	}
+	err := b.fc.writeResponses(b.out)
+	b.out = b.out[:0]
+	return err
+}
+
 // fetchListed writes a FETCH of UID, FLAGS, INTERNALDATE and RFC822.SIZE
 // alone (directItems without ENVELOPE and BODYSTRUCTURE) from the
 // mailbox's listing in memory, kept by Applied as its UID list is: a block
@@ -178,15 +194,8 @@ func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc
 	}
 	const block = 512
 	items := make([]item, 0, min(block, len(refs)))
-	var out []byte
-	flush := func() error {
-		if len(out) == 0 {
-			return nil
-		}
-		err := fc.writeResponses(out)
-		out = out[:0]
-		return err
-	}
+	out := &fetchBlock{fc: fc}
+	flush := out.flush
 	sizes := opts.RFC822Size || opts.InternalDate
 	for len(refs) > 0 {
 		chunk := refs[:min(block, len(refs))]
@@ -265,11 +274,8 @@ func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc
 				}
 			}
 			if validFlags(m.Flags) {
-				out = appendFetch(out, it.seq, &m, opts)
-				if len(out) >= holdBytes {
-					if err := flush(); err != nil {
-						return err
-					}
+				if err := out.add(it.seq, &m, opts); err != nil {
+					return err
 				}
 				continue
 			}
