@@ -1,13 +1,9 @@
 package imapd
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,56 +58,9 @@ func BenchmarkListedFetch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	srv, err := New(Config{Store: ms, Submit: readOnly{}, User: "alice", Password: testPassword,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(ln)
-	}()
-	defer func() {
-		srv.Close()
-		<-served
-	}()
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	r := bufio.NewReaderSize(conn, 1<<16)
-	tag := 0
-	do := func(cmd string) int {
-		tag++
-		t := fmt.Sprintf("a%d", tag)
-		if _, err := fmt.Fprintf(conn, "%s %s\r\n", t, cmd); err != nil {
-			b.Fatal(err)
-		}
-		lines := 0
-		for {
-			line, err := r.ReadSlice('\n')
-			if err != nil {
-				b.Fatal(err)
-			}
-			if len(line) > len(t) && string(line[:len(t)+1]) == t+" " {
-				if !strings.HasPrefix(string(line), t+" OK") {
-					b.Fatalf("%s: %s", cmd, line)
-				}
-				return lines
-			}
-			lines++
-		}
-	}
-	if _, err := r.ReadString('\n'); err != nil {
-		b.Fatal(err)
-	}
-	do(`LOGIN alice "` + testPassword + `"`)
+	session, stop := benchSession(b, ms)
+	defer stop()
+	do := func(cmd string) int { n, _ := session(cmd); return n }
 	do("EXAMINE INBOX")
 	cpu := func() time.Duration {
 		var ru syscall.Rusage
