@@ -165,6 +165,9 @@ func TestParkedConnectionAuthenticatesAgain(t *testing.T) {
 	if resp := roundTrip("the long-poll", raw.Bytes(), true); resp.StatusCode != http.StatusOK || resp.Close {
 		t.Fatalf("the long-poll: %d, close %v; want 200 on a connection kept alive", resp.StatusCode, resp.Close)
 	}
+	// The parked read's goroutine counts itself out after giving the
+	// connection back, so the answer can reach the client first.
+	waitFor(t, "the long-poll's parked read to end", func() bool { return e.api.parkedCount() == 0 })
 	for _, c := range []struct {
 		what string
 		req  []byte
