@@ -64,13 +64,67 @@ func fetchListing(t *testing.T, c *imapclient.Client) []string {
 	return out
 }
 
+// statusLine is what STATUS name (MESSAGES UIDNEXT UIDVALIDITY UNSEEN
+// DELETED SIZE) answers on c, as text (RECENT: recent_conformance_test.go).
+func statusLine(t *testing.T, c *imapclient.Client, name string) string {
+	t.Helper()
+	data, err := c.Status(name, &imap.StatusOptions{NumMessages: true, UIDNext: true, UIDValidity: true,
+		NumUnseen: true, NumDeleted: true, Size: true}).Wait()
+	if err != nil {
+		t.Fatalf("STATUS %s: %v", name, err)
+	}
+	n := func(p *uint32) string {
+		if p == nil {
+			return "none"
+		}
+		return fmt.Sprint(*p)
+	}
+	size := "none"
+	if data.Size != nil {
+		size = fmt.Sprint(*data.Size)
+	}
+	return fmt.Sprintf("MESSAGES %s UIDNEXT %d UIDVALIDITY %d UNSEEN %s DELETED %s SIZE %s",
+		n(data.NumMessages), data.UIDNext, data.UIDValidity, n(data.NumUnseen), n(data.NumDeleted), size)
+}
+
+// storeStatus is what the store holds for statusLine's figures, counted
+// message by message.
+func storeStatus(t *testing.T, d *device, mailbox command.ID, name string) string {
+	t.Helper()
+	ctx := context.Background()
+	mb, err := d.store.MailboxIdentity(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var messages, unseen, deleted uint32
+	var size int64
+	err = d.store.Fetch(ctx, mailbox, mailstore.UIDSet{{Start: 1, Stop: 0}}, 0, func(m *mailstore.Message) error {
+		messages++
+		if !slices.Contains(m.Flags, `\Seen`) {
+			unseen++
+		}
+		if slices.Contains(m.Flags, `\Deleted`) {
+			deleted++
+		}
+		size += m.Size
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("MESSAGES %d UIDNEXT %d UIDVALIDITY %d UNSEEN %d DELETED %d SIZE %d",
+		messages, mb.UIDNext, mb.UIDValidity, unseen, deleted, size)
+}
+
 // TestListingFollowsChanges: a FETCH of UID, FLAGS, RFC822.SIZE and
 // INTERNALDATE, answered from the mailbox's listing in memory, shows
 // what the store holds after every kind of change that reaches it while a
 // session has the mailbox selected and after it left: another device's
 // flag changes (keywords too) and expunges, deliveries and appends of
 // other sizes and dates, a STORE on another connection, and the mailbox
-// deleted and made again under its name (a new UIDVALIDITY).
+// deleted and made again under its name (a new UIDVALIDITY). STATUS on
+// another connection, answered from the same listing, gives what the
+// store counts each time.
 func TestListingFollowsChanges(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -85,12 +139,16 @@ func TestListingFollowsChanges(t *testing.T) {
 
 	a := d.client(nil)
 	mustSelect(t, a, "INBOX")
-	box := inbox
+	st := d.client(nil) // STATUS, from a connection with nothing selected
+	box, boxName := inbox, "INBOX"
 	check := func(step string) {
 		t.Helper()
 		want := storeListing(t, d, box)
 		if got := fetchListing(t, a); !slices.Equal(got, want) {
 			t.Fatalf("%s: FETCH answers\n%s\nthe store holds\n%s", step, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		if got, want := statusLine(t, st, boxName), storeStatus(t, d, box, boxName); got != want {
+			t.Fatalf("%s: STATUS answers\n%s\nthe store holds\n%s", step, got, want)
 		}
 	}
 	check("at the start")
@@ -121,6 +179,8 @@ func TestListingFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after a STORE replacing the flags")
+	d.synced(r.Append(r.UserKey, &command.Command{Kind: command.SetFlags, Flags: []string{`\Deleted`, `\Seen`}, IDs: []command.ID{ids[0]}}))
+	check("after another device's \\Deleted")
 	if err := b.Logout().Wait(); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +208,7 @@ func TestListingFollowsChanges(t *testing.T) {
 			archive = mb.ID
 		}
 	}
-	box = archive
+	box, boxName = archive, "Archive"
 	check("Archive")
 	if err := a.Unselect().Wait(); err != nil {
 		t.Fatal(err)
@@ -204,5 +264,84 @@ func BenchmarkListingMemory(b *testing.B) {
 		runtime.KeepAlive(mb)
 		b.ReportMetric(kept/1e6, "MB-kept")
 		b.ReportMetric(kept/n, "B/message")
+	}
+}
+
+// TestStatusUnderChanges: STATUS INBOX, asked again and again while
+// another device delivers, marks \Seen and expunges, one log entry at a
+// time, answers each time one state the mailbox was in after some entry
+// (MESSAGES, UNSEEN and UIDNEXT of one snapshot, never some figures of one
+// and some of another), and never an older one than the answer before.
+func TestStatusUnderChanges(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	const start, rounds = 20, 30
+	var pos uint64
+	for i := range start {
+		pos = r.Deliver(fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\nbody\r\n", i))
+	}
+	d := r.device("a")
+	d.synced(pos)
+	ctx := context.Background()
+	uids := make([]mailstore.UID, start)
+	for i := range uids {
+		uids[i] = mailstore.UID(i + 1)
+	}
+	ids, err := d.store.MessageIDs(ctx, mailstore.InboxID(), uids)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The states after each entry, in log order: round i delivers a
+	// message, marks message 2i \Seen and expunges message 2i+1 (both of
+	// the first start, unseen until then).
+	type state struct{ messages, unseen, uidNext uint32 }
+	states := []state{{start, start, start + 1}}
+	next := func(f func(*state)) {
+		s := states[len(states)-1]
+		f(&s)
+		states = append(states, s)
+	}
+	for range rounds / 3 {
+		next(func(s *state) { s.messages, s.unseen, s.uidNext = s.messages+1, s.unseen+1, s.uidNext+1 })
+		next(func(s *state) { s.unseen-- })
+		next(func(s *state) { s.messages, s.unseen = s.messages-1, s.unseen-1 })
+	}
+	done, finished := make(chan uint64, 1), make(chan struct{})
+	t.Cleanup(func() { <-finished })
+	go func() {
+		defer close(finished)
+		var last uint64
+		for i := range rounds / 3 {
+			r.Deliver(fmt.Appendf(nil, "From: b@example.org\r\nSubject: new %d\r\n\r\nnew\r\n", i))
+			r.Append(r.UserKey, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{ids[mailstore.UID(2*i+1)]}})
+			last = r.Append(r.UserKey, &command.Command{Kind: command.Expunge, IDs: []command.ID{ids[mailstore.UID(2*i+2)]}})
+		}
+		done <- last
+	}()
+
+	c := d.client(nil)
+	at := 0 // the index in states of the last answer
+	final := false
+	for polls := 0; !final && polls < 5000; polls++ {
+		data, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true, NumUnseen: true, UIDNext: true}).Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := state{*data.NumMessages, *data.NumUnseen, uint32(data.UIDNext)}
+		k := slices.Index(states[at:], got)
+		if k < 0 {
+			t.Fatalf("poll %d: STATUS answers %+v, not a state of the mailbox since %+v (states %+v)", polls, got, states[at], states)
+		}
+		at += k
+		final = at == len(states)-1
+	}
+	d.synced(<-done)
+	data, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true, NumUnseen: true, UIDNext: true}).Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := (state{*data.NumMessages, *data.NumUnseen, uint32(data.UIDNext)}); got != states[len(states)-1] {
+		t.Fatalf("after the last entry: STATUS answers %+v, want %+v", got, states[len(states)-1])
 	}
 }

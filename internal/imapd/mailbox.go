@@ -41,6 +41,7 @@ type mailbox struct {
 	dates   []int64
 	lists   [][]string
 	listAt  map[string]uint32 // lists by their flags joined by spaces
+	uidNext imap.UID          // the UIDNEXT the list reflects (STATUS)
 	deleted bool              // the mailbox was deleted while selected
 	views   map[*imapserver.SessionTracker]*view
 	serial  uint64 // views opened so far
@@ -67,6 +68,7 @@ func (mb *mailbox) load(ctx context.Context, st *mailstore.Store) error {
 // listing, with mb.mu held.
 func (mb *mailbox) setListing(l *mailstore.Listing, pos uint64) {
 	mb.uids, mb.pos, mb.loaded = imapUIDs(l.UIDs), pos, true
+	mb.uidNext = imap.UID(l.UIDNext)
 	mb.flags, mb.dates, mb.lists = l.Flags, l.Dates, l.Lists
 	mb.sizes = make([]uint32, len(l.Sizes))
 	for k, n := range l.Sizes {
@@ -105,6 +107,7 @@ func (mb *mailbox) apply(changes []mailstore.Change) (deleted bool) {
 				continue
 			}
 			mb.uids = append(mb.uids, imap.UID(c.UID))
+			mb.uidNext = max(mb.uidNext, imap.UID(c.UID)+1)
 			// The size and date are read at the first FETCH that
 			// needs them (they never change).
 			mb.flags = append(mb.flags, mb.intern(c.Flags))

@@ -307,15 +307,111 @@ func matchAny(name, ref string, patterns []string) bool {
 	return false
 }
 
-// Status implements imapserver.Session.
+// Status implements imapserver.Session. A mailbox whose listing is in
+// memory (INBOX, and those selected since the start) is answered from it
+// (listedStatus); any other from the store, which counts its messages.
 func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusData, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
+	id, err := s.store().MailboxIdentity(ctx, name)
+	if err != nil {
+		return nil, s.storeError(err, name)
+	}
+	if data, ok, err := s.listedStatus(ctx, id, opts); err != nil || ok {
+		return data, err
+	}
 	mb, err := s.store().MailboxByName(ctx, name)
 	if err != nil {
 		return nil, s.storeError(err, name)
 	}
 	return s.statusData(ctx, mb, opts)
+}
+
+// listedStatus answers STATUS of id (read from the store: its name,
+// UIDVALIDITY and UIDNEXT) from the mailbox's listing in memory, if it is
+// loaded: MESSAGES, UNSEEN, DELETED, RECENT and SIZE counted from it under
+// its mutex, so of one state, the one its sessions are shown. The sizes
+// the listing lacks (messages added since it was loaded) are read from
+// the store first, once. ok is false, and the store is to answer, when
+// the mailbox is not loaded or was deleted, or when the listing and the
+// store disagree on UIDNEXT: a batch committed but not yet told to the
+// sessions (Applied), or told since the store was read.
+func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts *imap.StatusOptions) (data *imap.StatusData, ok bool, err error) {
+	s.srv.mu.Lock()
+	mb := s.srv.boxes[id.ID]
+	s.srv.mu.Unlock()
+	if mb == nil {
+		return nil, false, nil
+	}
+	if opts.Size {
+		mb.mu.Lock()
+		var lo, hi imap.UID
+		for k, n := range mb.sizes {
+			if n == unknownSize {
+				if lo == 0 {
+					lo = mb.uids[k]
+				}
+				hi = mb.uids[k]
+			}
+		}
+		mb.mu.Unlock()
+		if lo != 0 {
+			if err := s.fillListing(ctx, mb, lo, hi); err != nil {
+				return nil, false, s.storeError(err, id.Name)
+			}
+		}
+	}
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if !mb.loaded || mb.deleted || mb.uidNext != imap.UID(id.UIDNext) {
+		return nil, false, nil
+	}
+	data = &imap.StatusData{Mailbox: id.Name, UIDNext: mb.uidNext, UIDValidity: id.UIDValidity}
+	if opts.NumMessages {
+		n := uint32(len(mb.uids))
+		data.NumMessages = &n
+	}
+	if opts.NumUnseen || opts.NumDeleted {
+		// Whether each list of flags has \Seen, \Deleted.
+		seen := make([]bool, len(mb.lists))
+		deleted := make([]bool, len(mb.lists))
+		for n, list := range mb.lists {
+			seen[n], deleted[n] = hasFlag(list, `\Seen`), hasFlag(list, `\Deleted`)
+		}
+		var unseen, del uint32
+		for _, n := range mb.flags {
+			if !seen[n] {
+				unseen++
+			}
+			if deleted[n] {
+				del++
+			}
+		}
+		if opts.NumUnseen {
+			data.NumUnseen = &unseen
+		}
+		if opts.NumDeleted {
+			data.NumDeleted = &del
+		}
+	}
+	if opts.NumRecent {
+		floor := s.srv.recentFloor(mb.id)
+		k := sort.Search(len(mb.uids), func(i int) bool { return mb.uids[i] > floor })
+		n := uint32(len(mb.uids) - k)
+		data.NumRecent = &n
+	}
+	if opts.Size {
+		var n int64
+		for _, size := range mb.sizes {
+			if size == unknownSize {
+				// Of 4 GiB or more, or added since the sizes were read.
+				return nil, false, nil
+			}
+			n += int64(size)
+		}
+		data.Size = &n
+	}
+	return data, true, nil
 }
 
 func (s *session) statusData(ctx context.Context, mb *mailstore.Mailbox, opts *imap.StatusOptions) (*imap.StatusData, error) {

@@ -205,13 +205,15 @@ func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]UID, uint64, 
 // has UID UIDs[i], the flags Lists[Flags[i]] (system flags first, then
 // keywords, as Message.Flags; one list shared by every message with those
 // flags, never to be written), the size Sizes[i] and the internal date
-// Dates[i] in Unix milliseconds.
+// Dates[i] in Unix milliseconds. UIDNext is the mailbox's UIDNEXT in the
+// same snapshot.
 type Listing struct {
-	UIDs  []UID
-	Flags []uint32
-	Lists [][]string
-	Sizes []int64
-	Dates []int64
+	UIDs    []UID
+	Flags   []uint32
+	Lists   [][]string
+	Sizes   []int64
+	Dates   []int64
+	UIDNext UID
 }
 
 // ListingAt is UIDsAt with each message's flags, size and date: the
@@ -248,7 +250,7 @@ func (s *Store) listingAt(ctx context.Context, mailbox command.ID, full bool) (*
 // increasing order, with their flags, sizes and dates when full, inside a
 // read transaction.
 func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, uint64, error) {
-	st, _, err := c.Prepare("SELECT (SELECT position FROM state), (SELECT mid FROM mailboxes WHERE id = ?)")
+	st, _, err := c.Prepare("SELECT (SELECT position FROM state), (SELECT mid FROM mailboxes WHERE id = ?1), (SELECT uidnext FROM mailboxes WHERE id = ?1)")
 	if err != nil {
 		return nil, 0, err
 	}
@@ -261,7 +263,7 @@ func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, u
 		st.Close()
 		return nil, 0, err
 	}
-	pos, none, mid := uint64(st.ColumnInt64(0)), st.ColumnType(1) == sqlite3.NULL, st.ColumnInt64(1)
+	pos, none, mid, next := uint64(st.ColumnInt64(0)), st.ColumnType(1) == sqlite3.NULL, st.ColumnInt64(1), UID(st.ColumnInt64(2))
 	if err := st.Close(); err != nil {
 		return nil, 0, err
 	}
@@ -280,7 +282,7 @@ func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, u
 	if err := rows.BindInt64(1, mid); err != nil {
 		return nil, 0, err
 	}
-	out := &Listing{UIDs: []UID{}}
+	out := &Listing{UIDs: []UID{}, UIDNext: next}
 	// The lists of flags seen, by their system flags and keywords as
 	// stored.
 	type key struct {

@@ -87,6 +87,9 @@ func TestSelectReads(t *testing.T) {
 	if err != nil || !slices.Equal(listing.UIDs, []UID{1, 2, 3, 5}) || pos != l.pos {
 		t.Fatalf("ListingAt(INBOX) = %v at %d, %v; want [1 2 3 5] at %d", listing, pos, err, l.pos)
 	}
+	if mb, err := s.MailboxIdentity(ctx, InboxName); err != nil || listing.UIDNext != mb.UIDNext || mb.UIDNext != 6 {
+		t.Errorf("ListingAt(INBOX): UIDNext %d; MailboxIdentity: %d, %v; want 6", listing.UIDNext, mb.UIDNext, err)
+	}
 	k := 0
 	err = s.Fetch(ctx, InboxID(), UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
 		if got := listing.Lists[listing.Flags[k]]; !slices.Equal(got, m.Flags) || listing.Sizes[k] != m.Size || listing.Dates[k] != m.InternalDate.UnixMilli() {
