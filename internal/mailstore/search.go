@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"cspool/internal/command"
@@ -193,20 +194,60 @@ func addWords(set map[string]struct{}, text string) {
 	}
 }
 
+// indexStmts are the statements that index bodies, prepared once for a
+// transaction of IndexPending.
+type indexStmts struct {
+	read, fts, ftsw, done *sql.Stmt
+}
+
+func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
+	var x indexStmts
+	for _, p := range []struct {
+		st **sql.Stmt
+		q  string
+	}{
+		{&x.read, "SELECT b.header_len, l.data FROM bodies b JOIN blobs l ON l.bid = b.bid WHERE b.bid = ?"},
+		{&x.fts, "INSERT INTO fts (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&x.ftsw, "INSERT INTO ftsw (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&x.done, "DELETE FROM unindexed WHERE bid = ?"},
+	} {
+		st, err := tx.PrepareContext(ctx, p.q)
+		if err != nil {
+			x.close()
+			return nil, fmt.Errorf("indexing bodies: %w", err)
+		}
+		*p.st = st
+	}
+	return &x, nil
+}
+
+func (x *indexStmts) close() {
+	for _, st := range []*sql.Stmt{x.read, x.fts, x.ftsw, x.done} {
+		if st != nil {
+			st.Close()
+		}
+	}
+}
+
 // indexBody indexes one stored body that is listed as unindexed, in both
 // indexes; it adds its words to words.
-func indexBody(ctx context.Context, q *sql.Tx, p Parser, bid int64, raw []byte, headerLen int64, words map[string]struct{}) error {
-	row := append([]any{bid}, indexRow(p, raw, headerLen)...)
-	if _, err := q.ExecContext(ctx, "INSERT INTO fts (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row...); err != nil {
+func indexBody(ctx context.Context, x *indexStmts, p Parser, bid int64, words map[string]struct{}) error {
+	var hl int64
+	var raw []byte
+	if err := x.read.QueryRowContext(ctx, bid).Scan(&hl, &raw); err != nil {
 		return fmt.Errorf("indexing body: %w", err)
 	}
-	if _, err := q.ExecContext(ctx, "INSERT INTO ftsw (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row...); err != nil {
+	row := append([]any{bid}, indexRow(p, raw, hl)...)
+	if _, err := x.fts.ExecContext(ctx, row...); err != nil {
+		return fmt.Errorf("indexing body: %w", err)
+	}
+	if _, err := x.ftsw.ExecContext(ctx, row...); err != nil {
 		return fmt.Errorf("indexing body: %w", err)
 	}
 	for _, c := range row[1:] {
 		addWords(words, c.(string))
 	}
-	if _, err := q.ExecContext(ctx, "DELETE FROM unindexed WHERE bid = ?", bid); err != nil {
+	if _, err := x.done.ExecContext(ctx, bid); err != nil {
 		return fmt.Errorf("indexing body: %w", err)
 	}
 	return nil
@@ -439,40 +480,72 @@ func (s *Store) ScanUIDs(ctx context.Context, mailbox command.ID, uids []UID, wa
 // left.
 func (s *Store) IndexPending(ctx context.Context, limit int) (done, left int, err error) {
 	err = s.writeTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT u.bid, b.header_len, l.data FROM unindexed u
-			JOIN bodies b ON b.bid = u.bid JOIN blobs l ON l.bid = u.bid ORDER BY u.bid LIMIT ?`, limit)
-		if err != nil {
+		var err error
+		if done, err = s.indexPending(ctx, tx, limit, 0); err != nil {
 			return err
 		}
-		type pending struct {
-			bid, hl int64
-			raw     []byte
-		}
-		var todo []pending
-		for rows.Next() {
-			var p pending
-			if err := rows.Scan(&p.bid, &p.hl, &p.raw); err != nil {
-				rows.Close()
-				return err
-			}
-			todo = append(todo, p)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		words := map[string]struct{}{}
-		for _, p := range todo {
-			if err := indexBody(ctx, tx, s.parser, p.bid, p.raw, p.hl, words); err != nil {
-				return err
-			}
-		}
-		if err := addVocabulary(ctx, tx, words); err != nil {
-			return err
-		}
-		done = len(todo)
 		return tx.QueryRowContext(ctx, "SELECT count(*) FROM unindexed").Scan(&left)
 	})
 	return done, left, err
+}
+
+// IndexPendingWithin is IndexPending that also stops taking bodies once
+// budget has passed since it began, and says only whether bodies are
+// left: the transaction holds the write lock for about budget however
+// long a body takes, and as many bodies as fit share its commit. Each
+// commit writes a segment of both FTS5 indexes and merges segments, and
+// counting the bodies left reads the whole list of them, so the fewer the
+// transactions, the less each body costs (docs/MAILSTORE.md, "Search
+// index").
+func (s *Store) IndexPendingWithin(ctx context.Context, limit int, budget time.Duration) (done int, more bool, err error) {
+	err = s.writeTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
+		var err error
+		if done, err = s.indexPending(ctx, tx, limit, budget); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM unindexed)").Scan(&more)
+	})
+	return done, more, err
+}
+
+// indexPending indexes up to limit bodies that are not indexed in tx, in
+// bid order, and stops taking more once budget (if not 0) has passed.
+func (s *Store) indexPending(ctx context.Context, tx *sql.Tx, limit int, budget time.Duration) (int, error) {
+	begin := time.Now()
+	rows, err := tx.QueryContext(ctx, `SELECT u.bid FROM unindexed u
+		JOIN bodies b ON b.bid = u.bid JOIN blobs l ON l.bid = u.bid ORDER BY u.bid LIMIT ?`, limit)
+	if err != nil {
+		return 0, err
+	}
+	var todo []int64
+	for rows.Next() {
+		var bid int64
+		if err := rows.Scan(&bid); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		todo = append(todo, bid)
+	}
+	if err := rows.Close(); err != nil || len(todo) == 0 {
+		return 0, err
+	}
+	x, err := prepareIndex(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	defer x.close()
+	words := map[string]struct{}{}
+	done := 0
+	for _, bid := range todo {
+		if budget > 0 && done > 0 && time.Since(begin) >= budget {
+			break
+		}
+		if err := indexBody(ctx, x, s.parser, bid, words); err != nil {
+			return 0, err
+		}
+		done++
+	}
+	return done, addVocabulary(ctx, tx, words)
 }
 
 // addVocabulary adds the words not listed yet to words (and wordgrams).

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
@@ -291,5 +292,47 @@ func TestSchema12MailboxBodyIndex(t *testing.T) {
 	a, err := s.TextSearch(ctx, InboxID(), SearchBody, "quarterly")
 	if err != nil || len(a.Match) != 2 || !a.Match[1] || !a.Match[2] {
 		t.Fatalf("TextSearch after the migration: %+v, %v", a, err)
+	}
+}
+
+// TestIndexPendingWithin: a batch stops taking bodies once its budget has
+// passed (here at once, so one body a transaction), says whether bodies
+// are left without counting them, and the index it builds answers as
+// IndexPending's does.
+func TestIndexPendingWithin(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	var l testLog
+	mustApply(t, s,
+		l.spool(deliverCmd("From: a@example.org\r\nSubject: one\r\n\r\nthe quarterly report\r\n")),
+		l.spool(deliverCmd("From: b@example.org\r\nMessage-ID: <uniq-7@example.org>\r\nSubject: two\r\n\r\nan invoice\r\n")),
+		l.spool(deliverCmd("From: c@example.org\r\nSubject: three\r\n\r\nanother quarterly\r\n")))
+	for i := 1; i <= 3; i++ {
+		done, more, err := s.IndexPendingWithin(ctx, 100, time.Nanosecond)
+		if err != nil || done != 1 || more != (i < 3) {
+			t.Fatalf("batch %d: %d done, more %v, %v; want 1, %v", i, done, more, err, i < 3)
+		}
+	}
+	if done, more, err := s.IndexPendingWithin(ctx, 100, time.Second); err != nil || done != 0 || more {
+		t.Fatalf("nothing left: %d done, more %v, %v", done, more, err)
+	}
+	for _, tc := range []struct {
+		key    SearchKey
+		needle string
+		want   []UID
+	}{
+		{SearchBody, "quarterly", []UID{1, 3}},
+		{SearchBody, "uarterl", []UID{1, 3}},
+		{SearchHeader, "uniq-7@", []UID{2}},
+		{SearchFrom, "c@example", []UID{3}},
+	} {
+		a, err := s.TextSearch(ctx, InboxID(), tc.key, tc.needle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := slices.Sorted(maps.Keys(a.Match)); !slices.Equal(got, tc.want) || len(a.Unindexed) != 0 {
+			t.Errorf("%q: match %v unindexed %v; want %v", tc.needle, got, a.Unindexed, tc.want)
+		}
 	}
 }
