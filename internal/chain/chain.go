@@ -31,7 +31,18 @@ type Hash [sha256.Size]byte
 //	h(0) = 32 zero bytes
 //	h(n) = SHA-256("cspool/v1 chain" || h(n-1) || SHA-256(data(n)))
 func Next(prev Hash, data []byte) Hash {
-	leaf := sha256.Sum256(data)
+	return NextLeaf(prev, Leaf(data))
+}
+
+// Leaf returns SHA-256(data), the part of Next that depends on the entry
+// alone: it can be computed for many entries at once, in any order, and
+// the entry's bytes let go before the chain reaches it.
+func Leaf(data []byte) [sha256.Size]byte {
+	return sha256.Sum256(data)
+}
+
+// NextLeaf is Next for an entry whose Leaf is leaf.
+func NextLeaf(prev Hash, leaf [sha256.Size]byte) Hash {
 	h := sha256.New()
 	h.Write([]byte("cspool/v1 chain"))
 	h.Write(prev[:])

@@ -3,9 +3,11 @@ package syncer
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
+	"cspool/internal/chain"
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
@@ -32,17 +34,20 @@ import (
 // position still moves only with a committed batch.
 
 // opened is an entry after entry.Open: the command, or why it did not
-// open, and the work on its message that Apply would do (Replica.Prepare).
+// open, the work on its message that Apply would do (Replica.Prepare), and
+// the hash of its bytes the chain needs (chain.Leaf).
 type opened struct {
 	o    *entry.Opened
 	err  error
 	prep *mailstore.Prepared
+	leaf [32]byte
 }
 
 // openAll opens the entries of a read on all cores; out[i] is entries[i]'s.
 func (s *Syncer) openAll(entries []spool.Entry) []opened {
 	out := make([]opened, len(entries))
 	open := func(i int) {
+		out[i].leaf = chain.Leaf(entries[i].Data)
 		out[i].o, out[i].err = entry.Open(entries[i].Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
 		if out[i].err == nil {
 			out[i].prep = s.cfg.Store.Prepare(out[i].o.Cmd)
@@ -76,6 +81,24 @@ func (s *Syncer) openAll(entries []spool.Entry) []opened {
 	return out
 }
 
+// releaseSealed returns lr with the bytes of the entries that opened
+// dropped: once opened, an entry's command and its leaf hash are all the
+// loop needs of it, so the read's bytes (about the size of the
+// plaintext again) need not stay live while the batch applies. The bytes
+// of an entry that did not open stay: a misdelivered one is kept
+// (misdelivered.go). The read's own slice is not written (a source may
+// keep it).
+func releaseSealed(lr spool.LogRead, opened []opened) spool.LogRead {
+	entries := slices.Clone(lr.Entries)
+	for i := range entries {
+		if opened[i].err == nil {
+			entries[i].Data = nil
+		}
+	}
+	lr.Entries = entries
+	return lr
+}
+
 // readAhead is a read of the log after a position, with its entries
 // opened, made while the batch before it applies.
 type readAhead struct {
@@ -98,6 +121,11 @@ func (s *Syncer) startAhead(ctx context.Context, after uint64) {
 		ra.lr, ra.err = s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
 		if ra.err == nil {
 			ra.opened = s.openAll(ra.lr.Entries)
+			if ra.lr.Checkpoint <= after {
+				// A read that leads to a checkpoint (bootstrap) needs
+				// the entries' bytes.
+				ra.lr = releaseSealed(ra.lr, ra.opened)
+			}
 		}
 	}()
 	s.ahead = ra

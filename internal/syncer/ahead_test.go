@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"weak"
 
 	"cspool/internal/command"
 	"cspool/internal/entry"
@@ -253,5 +255,82 @@ func TestReadAheadStoppedMidway(t *testing.T) {
 	}
 	if got := subjects(t, ms); !slices.Equal(got, want) {
 		t.Fatalf("INBOX by UID:\n%v\nwant\n%v", got, want)
+	}
+}
+
+// weakSource hands out fresh copies of the entries it reads and keeps a
+// weak pointer to each, to tell when the loop has let them go.
+type weakSource struct {
+	Source
+	mu    sync.Mutex
+	bytes map[uint64]weak.Pointer[byte]
+}
+
+func (w *weakSource) ReadLog(ctx context.Context, after uint64, n int, b int64, wait time.Duration) (spool.LogRead, error) {
+	lr, err := w.Source.ReadLog(ctx, after, n, b, wait)
+	if err != nil {
+		return lr, err
+	}
+	lr.Entries = slices.Clone(lr.Entries)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i, e := range lr.Entries {
+		lr.Entries[i].Data = bytes.Clone(e.Data)
+		w.bytes[e.Pos] = weak.Make(&lr.Entries[i].Data[0])
+	}
+	return lr, nil
+}
+
+// TestSealedBytesReleased: once a batch's entries are opened, the bytes
+// read from the spool are not kept while the batch applies (the opened
+// commands and their hashes are all the loop needs), whether the batch was
+// read ahead or not. (The bytes of an entry that did not open are kept:
+// a misdelivered one is stored.)
+func TestSealedBytesReleased(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	var junk uint64
+	for i := range 12 {
+		r.seal(r.spool, msg(i))
+		if i == 7 {
+			pos, err := r.log.Append(ctx, "alice", [][]byte{[]byte("junk")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			junk = pos
+		}
+	}
+	src := &weakSource{Source: StoreSource{Store: r.log, User: "alice"}, bytes: map[uint64]weak.Pointer[byte]{}}
+	var mu sync.Mutex
+	var kept []uint64 // positions applied whose bytes were still reachable
+	var batches int
+	s, _ := r.device("a", src, func(res *mailstore.Result) {
+		runtime.GC()
+		mu.Lock()
+		defer mu.Unlock()
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		batches++
+		for _, o := range res.Outcomes {
+			if p, ok := src.bytes[o.Pos]; ok && p.Value() != nil {
+				kept = append(kept, o.Pos)
+			}
+		}
+	})
+	s.cfg.BatchCount = 4
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if batches < 3 {
+		t.Fatalf("%d batches applied, want several (some read ahead)", batches)
+	}
+	if len(kept) > 0 {
+		t.Errorf("the bytes of entries %v were still reachable while their batch applied", kept)
+	}
+	if rej := s.Status().Rejected; rej != 1 {
+		t.Errorf("%d entries rejected, want 1 (position %d)", rej, junk)
 	}
 }

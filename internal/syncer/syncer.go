@@ -535,6 +535,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	}
 	if opened == nil {
 		opened = s.openAll(lr.Entries)
+		lr = releaseSealed(lr, opened)
 	}
 	v, n, err := s.verify(ctx, pos, lr, opened)
 	if v == nil {
@@ -670,7 +671,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 				return nil, 1, nil
 			}
 		}
-		h = chain.Next(h, e.Data)
+		h = chain.NextLeaf(h, opened[i].leaf)
 		o, err := opened[i].o, opened[i].err
 		if err == nil && known {
 			if f := s.checkSeen(ctx, e.Pos, o.Cmd.Seen, pos, hashes, chainCache); f != nil {
