@@ -313,12 +313,21 @@ func matchAny(name, ref string, patterns []string) bool {
 func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusData, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	id, err := s.store().MailboxIdentity(ctx, name)
-	if err != nil {
-		return nil, s.storeError(err, name)
-	}
-	if data, ok, err := s.listedStatus(ctx, id, opts); err != nil || ok {
-		return data, err
+	// A sync applying batches one after the other moves UIDNEXT between
+	// the store's read and the listing's often enough that one try would
+	// have the store count now and then: a few tries.
+	for range 3 {
+		id, err := s.store().MailboxIdentity(ctx, name)
+		if err != nil {
+			return nil, s.storeError(err, name)
+		}
+		data, ok, again, err := s.listedStatus(ctx, id, opts)
+		if err != nil || ok {
+			return data, err
+		}
+		if !again {
+			break
+		}
 	}
 	mb, err := s.store().MailboxByName(ctx, name)
 	if err != nil {
@@ -335,13 +344,14 @@ func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusDat
 // the store first, once. ok is false, and the store is to answer, when
 // the mailbox is not loaded or was deleted, or when the listing and the
 // store disagree on UIDNEXT: a batch committed but not yet told to the
-// sessions (Applied), or told since the store was read.
-func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts *imap.StatusOptions) (data *imap.StatusData, ok bool, err error) {
+// sessions (Applied), or told since the store was read; again is true
+// in that last case, where reading the store again may find them agreeing.
+func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts *imap.StatusOptions) (data *imap.StatusData, ok, again bool, err error) {
 	s.srv.mu.Lock()
 	mb := s.srv.boxes[id.ID]
 	s.srv.mu.Unlock()
 	if mb == nil {
-		return nil, false, nil
+		return nil, false, false, nil
 	}
 	if opts.Size {
 		mb.mu.Lock()
@@ -357,14 +367,17 @@ func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts 
 		mb.mu.Unlock()
 		if lo != 0 {
 			if err := s.fillListing(ctx, mb, lo, hi); err != nil {
-				return nil, false, s.storeError(err, id.Name)
+				return nil, false, false, s.storeError(err, id.Name)
 			}
 		}
 	}
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	if !mb.loaded || mb.deleted || mb.uidNext != imap.UID(id.UIDNext) {
-		return nil, false, nil
+	if !mb.loaded || mb.deleted {
+		return nil, false, false, nil
+	}
+	if mb.uidNext != imap.UID(id.UIDNext) {
+		return nil, false, true, nil
 	}
 	data = &imap.StatusData{Mailbox: id.Name, UIDNext: mb.uidNext, UIDValidity: id.UIDValidity}
 	if opts.NumMessages {
@@ -405,13 +418,13 @@ func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts 
 		for _, size := range mb.sizes {
 			if size == unknownSize {
 				// Of 4 GiB or more, or added since the sizes were read.
-				return nil, false, nil
+				return nil, false, false, nil
 			}
 			n += int64(size)
 		}
 		data.Size = &n
 	}
-	return data, true, nil
+	return data, true, false, nil
 }
 
 func (s *session) statusData(ctx context.Context, mb *mailstore.Mailbox, opts *imap.StatusOptions) (*imap.StatusData, error) {

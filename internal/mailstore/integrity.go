@@ -92,7 +92,12 @@ func (s *Store) ClearAlarms(ctx context.Context) error {
 
 // EntriesSeen returns, of the given entry ids, those applied or rejected
 // before, with their positions, in a few queries: a second entry with the
-// same id is a replay. Queued ids are left out.
+// same id is a replay. Queued ids are left out. It reads on the writer's
+// connection, whose cache holds the pages of the table entries already
+// (every apply inserts into it): ids are random, so a batch's lookups
+// touch most of the table's pages, and on a read connection they would
+// fill its cache with them (3 MB and more at 100,000 entries, again in
+// each reader a sync's batches happen to take).
 func (s *Store) EntriesSeen(ctx context.Context, ids [][16]byte) (map[[16]byte]uint64, error) {
 	if err := s.check(); err != nil {
 		return nil, err
@@ -106,7 +111,7 @@ func (s *Store) EntriesSeen(ctx context.Context, ids [][16]byte) (map[[16]byte]u
 			args[i] = ids[i][:]
 		}
 		q := "SELECT id, pos FROM entries WHERE id IN (?" + strings.Repeat(", ?", n-1) + ") AND id NOT IN (SELECT id FROM queue)"
-		rows, err := s.rdb.QueryContext(ctx, q, args...)
+		rows, err := s.wdb.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("looking up entry ids: %w", err)
 		}
