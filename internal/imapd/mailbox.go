@@ -42,6 +42,7 @@ type mailbox struct {
 	lists   [][]string
 	listAt  map[string]uint32 // lists by their flags joined by spaces
 	uidNext imap.UID          // the UIDNEXT the list reflects (STATUS)
+	uidVal  uint32            // the UIDVALIDITY it was loaded with
 	deleted bool              // the mailbox was deleted while selected
 	views   map[*imapserver.SessionTracker]*view
 	serial  uint64 // views opened so far
@@ -68,7 +69,7 @@ func (mb *mailbox) load(ctx context.Context, st *mailstore.Store) error {
 // listing, with mb.mu held.
 func (mb *mailbox) setListing(l *mailstore.Listing, pos uint64) {
 	mb.uids, mb.pos, mb.loaded = imapUIDs(l.UIDs), pos, true
-	mb.uidNext = imap.UID(l.UIDNext)
+	mb.uidNext, mb.uidVal = imap.UID(l.UIDNext), l.UIDValidity
 	mb.flags, mb.dates, mb.lists = l.Flags, l.Dates, l.Lists
 	mb.sizes = make([]uint32, len(l.Sizes))
 	for k, n := range l.Sizes {

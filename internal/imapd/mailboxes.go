@@ -313,21 +313,12 @@ func matchAny(name, ref string, patterns []string) bool {
 func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusData, error) {
 	ctx, cancel := s.ctx()
 	defer cancel()
-	// A sync applying batches one after the other moves UIDNEXT between
-	// the store's read and the listing's often enough that one try would
-	// have the store count now and then: a few tries.
-	for range 3 {
-		id, err := s.store().MailboxIdentity(ctx, name)
-		if err != nil {
-			return nil, s.storeError(err, name)
-		}
-		data, ok, again, err := s.listedStatus(ctx, id, opts)
-		if err != nil || ok {
-			return data, err
-		}
-		if !again {
-			break
-		}
+	id, err := s.store().MailboxIdentity(ctx, name)
+	if err != nil {
+		return nil, s.storeError(err, name)
+	}
+	if data, ok, err := s.listedStatus(ctx, id, opts); err != nil || ok {
+		return data, err
 	}
 	mb, err := s.store().MailboxByName(ctx, name)
 	if err != nil {
@@ -336,22 +327,23 @@ func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusDat
 	return s.statusData(ctx, mb, opts)
 }
 
-// listedStatus answers STATUS of id (read from the store: its name,
-// UIDVALIDITY and UIDNEXT) from the mailbox's listing in memory, if it is
-// loaded: MESSAGES, UNSEEN, DELETED, RECENT and SIZE counted from it under
-// its mutex, so of one state, the one its sessions are shown. The sizes
-// the listing lacks (messages added since it was loaded) are read from
-// the store first, once. ok is false, and the store is to answer, when
-// the mailbox is not loaded or was deleted, or when the listing and the
-// store disagree on UIDNEXT: a batch committed but not yet told to the
-// sessions (Applied), or told since the store was read; again is true
-// in that last case, where reading the store again may find them agreeing.
-func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts *imap.StatusOptions) (data *imap.StatusData, ok, again bool, err error) {
+// listedStatus answers STATUS of id (read from the store: its name and
+// UIDVALIDITY) from the mailbox's listing in memory, if it is loaded:
+// UIDNEXT, MESSAGES, UNSEEN, DELETED, RECENT and SIZE are all the
+// listing's, taken under its mutex, so of one state, the one its sessions
+// are shown; the store is read for the sizes the listing lacks (messages
+// added since it was loaded), once. That state may be a batch behind the
+// store (committed, not yet applied to the listing, as a session's EXISTS
+// is), never ahead, and never older than an answer before it. ok is
+// false, and the store is to answer, when the mailbox is not loaded, was
+// deleted, or has another UIDVALIDITY in the store (made again, and not
+// yet told to the sessions).
+func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts *imap.StatusOptions) (data *imap.StatusData, ok bool, err error) {
 	s.srv.mu.Lock()
 	mb := s.srv.boxes[id.ID]
 	s.srv.mu.Unlock()
 	if mb == nil {
-		return nil, false, false, nil
+		return nil, false, nil
 	}
 	if opts.Size {
 		mb.mu.Lock()
@@ -367,17 +359,14 @@ func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts 
 		mb.mu.Unlock()
 		if lo != 0 {
 			if err := s.fillListing(ctx, mb, lo, hi); err != nil {
-				return nil, false, false, s.storeError(err, id.Name)
+				return nil, false, s.storeError(err, id.Name)
 			}
 		}
 	}
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	if !mb.loaded || mb.deleted {
-		return nil, false, false, nil
-	}
-	if mb.uidNext != imap.UID(id.UIDNext) {
-		return nil, false, true, nil
+	if !mb.loaded || mb.deleted || mb.uidVal != id.UIDValidity {
+		return nil, false, nil
 	}
 	data = &imap.StatusData{Mailbox: id.Name, UIDNext: mb.uidNext, UIDValidity: id.UIDValidity}
 	if opts.NumMessages {
@@ -418,13 +407,13 @@ func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts 
 		for _, size := range mb.sizes {
 			if size == unknownSize {
 				// Of 4 GiB or more, or added since the sizes were read.
-				return nil, false, false, nil
+				return nil, false, nil
 			}
 			n += int64(size)
 		}
 		data.Size = &n
 	}
-	return data, true, false, nil
+	return data, true, nil
 }
 
 func (s *session) statusData(ctx context.Context, mb *mailstore.Mailbox, opts *imap.StatusOptions) (*imap.StatusData, error) {

@@ -205,15 +205,16 @@ func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]UID, uint64, 
 // has UID UIDs[i], the flags Lists[Flags[i]] (system flags first, then
 // keywords, as Message.Flags; one list shared by every message with those
 // flags, never to be written), the size Sizes[i] and the internal date
-// Dates[i] in Unix milliseconds. UIDNext is the mailbox's UIDNEXT in the
-// same snapshot.
+// Dates[i] in Unix milliseconds. UIDNext and UIDValidity are the
+// mailbox's in the same snapshot.
 type Listing struct {
-	UIDs    []UID
-	Flags   []uint32
-	Lists   [][]string
-	Sizes   []int64
-	Dates   []int64
-	UIDNext UID
+	UIDs        []UID
+	Flags       []uint32
+	Lists       [][]string
+	Sizes       []int64
+	Dates       []int64
+	UIDNext     UID
+	UIDValidity uint32
 }
 
 // ListingAt is UIDsAt with each message's flags, size and date: the
@@ -250,7 +251,8 @@ func (s *Store) listingAt(ctx context.Context, mailbox command.ID, full bool) (*
 // increasing order, with their flags, sizes and dates when full, inside a
 // read transaction.
 func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, uint64, error) {
-	st, _, err := c.Prepare("SELECT (SELECT position FROM state), (SELECT mid FROM mailboxes WHERE id = ?1), (SELECT uidnext FROM mailboxes WHERE id = ?1)")
+	st, _, err := c.Prepare(`SELECT (SELECT position FROM state), (SELECT mid FROM mailboxes WHERE id = ?1), (SELECT uidnext FROM mailboxes WHERE id = ?1),
+	coalesce((SELECT uidvalidity FROM uidvalidity_override WHERE mailbox = ?1), (SELECT uidvalidity FROM mailboxes WHERE id = ?1))`)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -263,7 +265,7 @@ func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, u
 		st.Close()
 		return nil, 0, err
 	}
-	pos, none, mid, next := uint64(st.ColumnInt64(0)), st.ColumnType(1) == sqlite3.NULL, st.ColumnInt64(1), UID(st.ColumnInt64(2))
+	pos, none, mid, next, uv := uint64(st.ColumnInt64(0)), st.ColumnType(1) == sqlite3.NULL, st.ColumnInt64(1), UID(st.ColumnInt64(2)), uint32(st.ColumnInt64(3))
 	if err := st.Close(); err != nil {
 		return nil, 0, err
 	}
@@ -282,7 +284,7 @@ func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, u
 	if err := rows.BindInt64(1, mid); err != nil {
 		return nil, 0, err
 	}
-	out := &Listing{UIDs: []UID{}, UIDNext: next}
+	out := &Listing{UIDs: []UID{}, UIDNext: next, UIDValidity: uv}
 	// The lists of flags seen, by their system flags and keywords as
 	// stored.
 	type key struct {

@@ -87,8 +87,8 @@ func TestSelectReads(t *testing.T) {
 	if err != nil || !slices.Equal(listing.UIDs, []UID{1, 2, 3, 5}) || pos != l.pos {
 		t.Fatalf("ListingAt(INBOX) = %v at %d, %v; want [1 2 3 5] at %d", listing, pos, err, l.pos)
 	}
-	if mb, err := s.MailboxIdentity(ctx, InboxName); err != nil || listing.UIDNext != mb.UIDNext || mb.UIDNext != 6 {
-		t.Errorf("ListingAt(INBOX): UIDNext %d; MailboxIdentity: %d, %v; want 6", listing.UIDNext, mb.UIDNext, err)
+	if mb, err := s.MailboxIdentity(ctx, InboxName); err != nil || listing.UIDNext != mb.UIDNext || mb.UIDNext != 6 || listing.UIDValidity != mb.UIDValidity {
+		t.Errorf("ListingAt(INBOX): UIDNext %d, UIDVALIDITY %d; MailboxIdentity: %+v, %v; want UIDNext 6", listing.UIDNext, listing.UIDValidity, mb, err)
 	}
 	k := 0
 	err = s.Fetch(ctx, InboxID(), UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
