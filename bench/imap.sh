@@ -13,6 +13,9 @@
 #     FETCH (imapbench.py pair), so that a burst of load from other work
 #     on the machine falls on both; cspool's reads start once the daemon is
 #     idle (a daemon that synced just now builds its search index first);
+#     CLIENT=socket times the reads of 2' with bench/lib/bigbox.py's plain
+#     socket client instead of imaplib (whose parsing of 10,000 responses
+#     is most of a warm FETCH's time for both servers);
 #  3. the daemon's RSS with BIG messages (idle, and during a full FETCH),
 #     and the reads of 2' at BIG messages, Dovecot holding the same ones.
 #
@@ -30,6 +33,8 @@ BIG=${BIG:-100000}
 RUNS=${RUNS:-5}
 P=${PORTS:-24140}
 SYNC_ONLY=${SYNC_ONLY:-0}
+CLIENT=${CLIENT:-imaplib}
+case $CLIENT in imaplib) PAIR=pair ;; socket) PAIR=sockpair ;; *) echo "CLIENT is imaplib or socket" >&2; exit 2 ;; esac
 READS=("(ENVELOPE FLAGS)" "(ENVELOPE)" "(FLAGS)" "(BODYSTRUCTURE)" "(RFC822.SIZE)" "(UID)")
 work=$(mktemp -d /tmp/cspool-bench-imap.XXXXXX)
 chmod 755 "$work"
@@ -97,17 +102,17 @@ reads() {
 		$IB waitcount 127.0.0.1 "$port" alice pw "$count" 600 >/dev/null
 		$IB waitcount 127.0.0.1 $((P + 4)) alice pw "$count" 600 >/dev/null
 		idle "$cs_pid" 900
-		$IB pair 127.0.0.1 "$port" $((P + 4)) alice pw "$RUNS" "$item" >"$work/pair.jsonl"
+		$IB $PAIR 127.0.0.1 "$port" $((P + 4)) alice pw "$RUNS" "$item" >"$work/pair.jsonl"
 		echo "{\"server\": \"cspool\", \"r\": $(sed -n 1p "$work/pair.jsonl")}" >>"$out"
 		echo "{\"server\": \"dovecot\", \"r\": $(sed -n 2p "$work/pair.jsonl")}" >>"$out"
 	done
-	python3 - "$out" "$label" "$RUNS" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
+	python3 - "$out" "$label" "$RUNS" "$(cut -d' ' -f1-3 /proc/loadavg)" "$CLIENT" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
 for r in rows:
     by.setdefault(r["r"]["items"], {})[r["server"]] = r["r"]
-print(f"FETCH 1:* at {sys.argv[2]} messages: cold = first after a restart of both, warm = best of {sys.argv[3]} after it on one connection (load average {sys.argv[4]})")
+print(f"FETCH 1:* at {sys.argv[2]} messages, client {sys.argv[5]}: cold = first after a restart of both, warm = best of {sys.argv[3]} after it on one connection (load average {sys.argv[4]})")
 print(f"{'items':<18} {'cspool cold':>11} {'Dovecot cold':>12} {'ratio':>6} {'cspool warm':>11} {'Dovecot warm':>12} {'ratio':>6} {'median ratio':>12} {'answered':>17}")
 for items, d in by.items():
     c, v = d["cspool"], d["dovecot"]

@@ -70,6 +70,7 @@ class Conn:
         dt = time.perf_counter() - t0
         tagged, self.buf = bytes(buf[j + 2:k]), bytes(buf[k + 2:])
         body = buf[2:j + 2]
+        self.untagged = buf[:j + 2].count(b"\r\n* ")
         if tagged.split(b" ")[1:2] != [b"OK"]:
             raise SystemExit("%s: %r" % (text, tagged))
         return dt, body.count(b"\r\n"), bytes(body[:400]).split(b"\r\n")[:3]
