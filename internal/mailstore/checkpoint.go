@@ -359,8 +359,13 @@ func (s *Store) LiveBodies(ctx context.Context) (int, error) {
 	if err := s.check(); err != nil {
 		return 0, err
 	}
+	// The sync loop asks after every batch: the count reads the whole of
+	// the smallest index of bodies (4 MB at 100,000), through readScan.
 	var n int
-	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM bodies").Scan(&n); err != nil {
+	err := s.readScan(ctx, func(c *sql.Conn) error {
+		return c.QueryRowContext(ctx, "SELECT count(*) FROM bodies").Scan(&n)
+	})
+	if err != nil {
 		return 0, fmt.Errorf("counting bodies: %w", err)
 	}
 	return n, nil

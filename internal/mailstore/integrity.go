@@ -3,6 +3,7 @@ package mailstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strings"
@@ -92,44 +93,79 @@ func (s *Store) ClearAlarms(ctx context.Context) error {
 
 // EntriesSeen returns, of the given entry ids, those applied or rejected
 // before, with their positions, in a few queries: a second entry with the
-// same id is a replay. Queued ids are left out. It reads on the writer's
-// connection, whose cache holds the pages of the table entries already
-// (every apply inserts into it): ids are random, so a batch's lookups
-// touch most of the table's pages, and on a read connection they would
-// fill its cache with them (3 MB and more at 100,000 entries, again in
-// each reader a sync's batches happen to take).
+// same id is a replay. Queued ids are left out. Ids are random, so a
+// batch's lookups touch most of the table entries' pages (2.5 MB and more
+// at 100,000 entries): they run through readScan, so that they do not fill
+// the cache of each reader a sync's batches happen to take. Not on the
+// writer, where the search indexer's transactions would hold up the sync
+// loop's checks.
 func (s *Store) EntriesSeen(ctx context.Context, ids [][16]byte) (map[[16]byte]uint64, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	out := map[[16]byte]uint64{}
 	const chunk = 500
-	for len(ids) > 0 {
-		n := min(chunk, len(ids))
-		args := make([]any, n)
-		for i := range args {
-			args[i] = ids[i][:]
-		}
-		q := "SELECT id, pos FROM entries WHERE id IN (?" + strings.Repeat(", ?", n-1) + ") AND id NOT IN (SELECT id FROM queue)"
-		rows, err := s.wdb.QueryContext(ctx, q, args...)
-		if err != nil {
-			return nil, fmt.Errorf("looking up entry ids: %w", err)
-		}
-		for rows.Next() {
-			var b []byte
-			var pos int64
-			if err := rows.Scan(&b, &pos); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("looking up entry ids: %w", err)
+	out := map[[16]byte]uint64{}
+	err := s.readScan(ctx, func(c *sql.Conn) error {
+		for len(ids) > 0 {
+			n := min(chunk, len(ids))
+			args := make([]any, n)
+			for i := range args {
+				args[i] = ids[i][:]
 			}
-			var id [16]byte
-			copy(id[:], b)
-			out[id] = uint64(pos)
+			q := "SELECT id, pos FROM entries WHERE id IN (?" + strings.Repeat(", ?", n-1) + ") AND id NOT IN (SELECT id FROM queue)"
+			rows, err := c.QueryContext(ctx, q, args...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var b []byte
+				var pos int64
+				if err := rows.Scan(&b, &pos); err != nil {
+					rows.Close()
+					return err
+				}
+				var id [16]byte
+				copy(id[:], b)
+				out[id] = uint64(pos)
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			ids = ids[n:]
 		}
-		if err := rows.Close(); err != nil {
-			return nil, err
-		}
-		ids = ids[n:]
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("looking up entry ids: %w", err)
 	}
 	return out, nil
+}
+
+// scanCacheKiB is the page cache of a read connection while readScan
+// runs: the interior pages of a table or index of millions of rows fit.
+const scanCacheKiB = 256
+
+// readScan runs f on a read connection whose page cache is held to
+// scanCacheKiB meanwhile: for reads that touch most pages of a large table
+// or index once (a count, lookups of random keys), which would otherwise
+// fill the connection's cache with them, and SQLite's memory grows with
+// the cache and never shrinks while the connection is open. The cache is
+// given its size back after.
+func (s *Store) readScan(ctx context.Context, f func(*sql.Conn) error) error {
+	c, err := s.rdb.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size = -%d", scanCacheKiB)); err != nil {
+		return err
+	}
+	defer func() {
+		if _, err := c.ExecContext(context.Background(), fmt.Sprintf("PRAGMA cache_size = -%d", readCacheKiB)); err != nil {
+			// Not to leave a reader with the small cache: the pool
+			// opens a new one with the data source name's.
+			c.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
+	return f(c)
 }
