@@ -124,7 +124,7 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	}
 	// Changes made on this device: those the batch starts with are
 	// confirmed; before anything else, the rest is taken back (queue.go).
-	ov, entries, err := openQueue(ctx, tx, entries)
+	ov, entries, err := openQueue(a, entries)
 	if err != nil {
 		return nil, err
 	}

@@ -241,9 +241,10 @@ type mbVal struct {
 type overlay struct {
 	ctx       context.Context
 	tx        *sql.Tx
-	confirmed []Outcome  // the queued changes the batch started with
-	rest      []queueRow // the queue after them
-	takenBack bool       // rest was undone and must be applied again
+	db        execQueryer // runs the statements in tx: the apply's applier, or tx
+	confirmed []Outcome   // the queued changes the batch started with
+	rest      []queueRow  // the queue after them
+	takenBack bool        // rest was undone and must be applied again
 
 	// What the taken-back changes touched, as shown before, and every
 	// mailbox's UIDNEXT as shown before.
@@ -254,10 +255,11 @@ type overlay struct {
 
 // openQueue confirms the queued changes entries start with and returns
 // the entries left to apply. If any are left and the queue is not empty,
-// the rest of the queue is taken back first.
-func openQueue(ctx context.Context, tx *sql.Tx, entries []Entry) (*overlay, []Entry, error) {
-	ov := &overlay{ctx: ctx, tx: tx}
-	q, err := loadQueue(ctx, tx)
+// the rest of the queue is taken back first. a is the apply's applier.
+func openQueue(a *applier, entries []Entry) (*overlay, []Entry, error) {
+	ctx, tx := a.ctx, a.tx
+	ov := &overlay{ctx: ctx, tx: tx, db: a}
+	q, err := loadQueue(ctx, a)
 	if err != nil || len(q) == 0 {
 		return ov, entries, err
 	}
@@ -273,10 +275,10 @@ func openQueue(ctx context.Context, tx *sql.Tx, entries []Entry) (*overlay, []En
 		ov.confirmed = append(ov.confirmed, out)
 	}
 	if k > 0 {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM undo WHERE qseq <= ?", q[k-1].seq); err != nil {
+		if _, err := a.ExecContext(ctx, "DELETE FROM undo WHERE qseq <= ?", q[k-1].seq); err != nil {
 			return nil, nil, fmt.Errorf("confirming queued changes: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM queue WHERE seq <= ?", q[k-1].seq); err != nil {
+		if _, err := a.ExecContext(ctx, "DELETE FROM queue WHERE seq <= ?", q[k-1].seq); err != nil {
 			return nil, nil, fmt.Errorf("confirming queued changes: %w", err)
 		}
 	}
@@ -292,9 +294,9 @@ func openQueue(ctx context.Context, tx *sql.Tx, entries []Entry) (*overlay, []En
 // takeBack notes how the messages and mailboxes the rest of the queue
 // touched are shown, then undoes it.
 func (ov *overlay) takeBack() error {
-	ctx, tx := ov.ctx, ov.tx
+	ctx, db := ov.ctx, ov.db
 	first := ov.rest[0].seq
-	rows, err := tx.QueryContext(ctx, "SELECT mb1, uid1, mb2, uid2, mbox FROM undo WHERE qseq >= ?", first)
+	rows, err := db.QueryContext(ctx, "SELECT mb1, uid1, mb2, uid2, mbox FROM undo WHERE qseq >= ?", first)
 	if err != nil {
 		return fmt.Errorf("reading the undo log: %w", err)
 	}
@@ -327,19 +329,19 @@ func (ov *overlay) takeBack() error {
 	if err := rows.Close(); err != nil {
 		return fmt.Errorf("reading the undo log: %w", err)
 	}
-	if ov.msgs, err = shownMessages(ctx, tx, keys); err != nil {
+	if ov.msgs, err = shownMessages(ctx, db, keys); err != nil {
 		return err
 	}
-	if ov.mbs, err = shownMailboxes(ctx, tx, mbs); err != nil {
+	if ov.mbs, err = shownMailboxes(ctx, db, mbs); err != nil {
 		return err
 	}
-	if ov.uidNext, err = uidNexts(ctx, tx); err != nil {
+	if ov.uidNext, err = uidNexts(ctx, db); err != nil {
 		return err
 	}
-	if err := undoQueued(ctx, tx, first); err != nil {
+	if err := undoQueued(ctx, db, first); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE queue SET vpos = NULL WHERE seq >= ?", first); err != nil {
+	if _, err := db.ExecContext(ctx, "UPDATE queue SET vpos = NULL WHERE seq >= ?", first); err != nil {
 		return fmt.Errorf("taking back queued changes: %w", err)
 	}
 	ov.takenBack = true
@@ -421,14 +423,14 @@ func (ov *overlay) finish(a *applier, newPos uint64, res *Result) error {
 // logChanges, what the log did meanwhile, and of applying the queue again
 // (netChanges).
 func (ov *overlay) reapply(a *applier, newPos uint64, applied map[command.ID]bool, logChanges []Change) ([]Change, error) {
-	ctx, tx := ov.ctx, ov.tx
+	ctx, db := ov.ctx, ov.db
 	var redo []Change
 	vpos := newPos
 	for _, r := range ov.rest {
 		if applied[r.id] {
 			// Sent, and applied with the log after another device's
 			// entries.
-			if _, err := tx.ExecContext(ctx, "DELETE FROM queue WHERE seq = ?", r.seq); err != nil {
+			if _, err := db.ExecContext(ctx, "DELETE FROM queue WHERE seq = ?", r.seq); err != nil {
 				return nil, fmt.Errorf("leaving the queue: %w", err)
 			}
 			continue
@@ -437,7 +439,7 @@ func (ov *overlay) reapply(a *applier, newPos uint64, applied map[command.ID]boo
 		if err != nil {
 			return nil, fmt.Errorf("reading queued change %d: %w", r.seq, err)
 		}
-		p, known, err := appendedAt(ctx, tx, r.id)
+		p, known, err := appendedAt(ctx, db, r.id)
 		if err != nil {
 			return nil, err
 		}
@@ -503,7 +505,7 @@ func uidNexts(ctx context.Context, q queryer) (map[command.ID]UID, error) {
 // a place. A mailbox whose UIDs shown cannot stay (see the package's
 // invariants) is told as gone and back, with a new UIDVALIDITY.
 func (ov *overlay) netChanges(logChanges, redo []Change) ([]Change, error) {
-	ctx, tx := ov.ctx, ov.tx
+	ctx, tx := ov.ctx, ov.db
 	keys := map[msgKey]bool{}
 	for k := range ov.msgs {
 		keys[k] = true
@@ -660,7 +662,7 @@ func (ov *overlay) netChanges(logChanges, redo []Change) ([]Change, error) {
 
 // newUIDValidity gives mailbox id a UIDVALIDITY of this device's, above
 // any the log gives and any given here before.
-func newUIDValidity(ctx context.Context, tx *sql.Tx, id command.ID) error {
+func newUIDValidity(ctx context.Context, tx execQueryer, id command.ID) error {
 	var uv int64
 	if err := tx.QueryRowContext(ctx, "UPDATE local SET next_uidvalidity = next_uidvalidity + 1 RETURNING next_uidvalidity - 1").Scan(&uv); err != nil {
 		return fmt.Errorf("giving out a UIDVALIDITY: %w", err)

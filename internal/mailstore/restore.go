@@ -60,7 +60,7 @@ func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, ad
 	// Changes made on this device are taken back first: the checks and
 	// the differences below are of the log's state (queue.go), and they
 	// are applied again on top of the snapshot's.
-	ov := &overlay{ctx: ctx, tx: tx}
+	ov := &overlay{ctx: ctx, tx: tx, db: tx}
 	if ov.rest, err = loadQueue(ctx, tx); err != nil {
 		return nil, nil, err
 	}

@@ -15,6 +15,14 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// execQueryer runs statements in a transaction: the *sql.Tx itself, or
+// the applier working in it, whose statements are prepared once on the
+// writer.
+type execQueryer interface {
+	queryer
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
 // mailboxRow is a mailboxes row.
 type mailboxRow struct {
 	mid         int64

@@ -310,6 +310,65 @@ CREATE INDEX messages_listing ON messages (mailbox, uid, flags, keywords, size, 
 	`
 CREATE INDEX messages_keywords ON messages (mailbox, keywords) WHERE keywords != '';
 `,
+	// 16: an undo record holds the row's values (v0...) and key (k0...)
+	// instead of an SQL statement made by quote(), and an undo puts the
+	// rows back through the triggers of a view (undo.go), instead of
+	// parsing one statement per row change. The records of provisional
+	// changes queued before the upgrade keep their statements (stmt, NULL
+	// in the new ones), which an undo still runs, after the newer records.
+	// The undo triggers of version 15 are dropped first: they write to the
+	// table replaced, and makeUndoTriggers makes the new ones (and the
+	// view) at the end of the migration.
+	`
+DROP VIEW IF EXISTS undo_replay;
+DROP TRIGGER IF EXISTS undo_state_ins;
+DROP TRIGGER IF EXISTS undo_state_upd;
+DROP TRIGGER IF EXISTS undo_state_del;
+DROP TRIGGER IF EXISTS undo_mailboxes_ins;
+DROP TRIGGER IF EXISTS undo_mailboxes_upd;
+DROP TRIGGER IF EXISTS undo_mailboxes_del;
+DROP TRIGGER IF EXISTS undo_subscriptions_ins;
+DROP TRIGGER IF EXISTS undo_subscriptions_upd;
+DROP TRIGGER IF EXISTS undo_subscriptions_del;
+DROP TRIGGER IF EXISTS undo_keywords_ins;
+DROP TRIGGER IF EXISTS undo_keywords_upd;
+DROP TRIGGER IF EXISTS undo_keywords_del;
+DROP TRIGGER IF EXISTS undo_bodies_ins;
+DROP TRIGGER IF EXISTS undo_bodies_upd;
+DROP TRIGGER IF EXISTS undo_bodies_del;
+DROP TRIGGER IF EXISTS undo_forms_ins;
+DROP TRIGGER IF EXISTS undo_forms_upd;
+DROP TRIGGER IF EXISTS undo_forms_del;
+DROP TRIGGER IF EXISTS undo_blobs_ins;
+DROP TRIGGER IF EXISTS undo_blobs_upd;
+DROP TRIGGER IF EXISTS undo_blobs_del;
+DROP TRIGGER IF EXISTS undo_messages_ins;
+DROP TRIGGER IF EXISTS undo_messages_upd;
+DROP TRIGGER IF EXISTS undo_messages_del;
+DROP TRIGGER IF EXISTS undo_entries_ins;
+DROP TRIGGER IF EXISTS undo_entries_upd;
+DROP TRIGGER IF EXISTS undo_entries_del;
+DROP TRIGGER IF EXISTS undo_rejected_ins;
+DROP TRIGGER IF EXISTS undo_rejected_upd;
+DROP TRIGGER IF EXISTS undo_rejected_del;
+CREATE TABLE undo_v16 (
+	seq  INTEGER PRIMARY KEY,
+	qseq INTEGER NOT NULL,
+	tbl  TEXT,
+	op   TEXT,
+	k0,
+	v0, v1, v2, v3, v4, v5, v6, v7, v8, v9,
+	mb1  BLOB, uid1 INTEGER,
+	mb2  BLOB, uid2 INTEGER,
+	mbox BLOB,
+	stmt TEXT
+);
+INSERT INTO undo_v16 (seq, qseq, mb1, uid1, mb2, uid2, mbox, stmt)
+	SELECT seq, qseq, mb1, uid1, mb2, uid2, mbox, stmt FROM undo ORDER BY seq;
+DROP TABLE undo;
+ALTER TABLE undo_v16 RENAME TO undo;
+CREATE INDEX undo_qseq ON undo (qseq);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

@@ -57,12 +57,16 @@ func TestTextSearchHeader(t *testing.T) {
 }
 
 // downgrade makes the database's schema version 13 (no messages_listing
-// and no messages_keywords, version 15's),
+// and no messages_keywords, version 15's, and the undo log of version 15,
+// downgradeUndo),
 // version 12 (the IMAP forms in bodies, no table forms either), version 10
 // (no word index either, no messages_mailbox_body), or version 8 or 7
 // (whose version 8 differs only in what the index holds, versions 9 and 10
 // by a column each).
 func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
+	if err := downgradeUndo(ctx, tx); err != nil {
+		return err
+	}
 	qs := []string{"DROP INDEX messages_keywords", "DROP INDEX messages_listing"}
 	if version < 13 {
 		qs = append(qs, to12...)
