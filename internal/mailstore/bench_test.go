@@ -173,3 +173,42 @@ func BenchmarkRestoreCheck(b *testing.B) {
 	b.ReportMetric(float64(check.Milliseconds())/float64(b.N), "check-ms/op")
 	b.ReportMetric(100*check.Seconds()/b.Elapsed().Seconds(), "check-%")
 }
+
+// BenchmarkTakeBack: a store of 1,000 deliveries of ~10 KB with 150
+// changes queued (50 flag changes, 50 appends of ~10 KB, 50 expunges);
+// each iteration applies another delivery from the log, which takes the
+// queue back and applies it again on top (queue.go).
+func BenchmarkTakeBack(b *testing.B) {
+	const n, k = 1000, 50
+	ctx := context.Background()
+	s := openTest(b)
+	var l testLog
+	for i := 0; i < n; i += 500 {
+		var batch []Entry
+		for j := i; j < i+500; j++ {
+			batch = append(batch, l.spool(&command.Command{Kind: command.Deliver, Date: int64(1700000000000 + j), Body: benchMessage(j)}))
+		}
+		mustApply(b, s, batch...)
+	}
+	inbox := InboxID()
+	for i := range k {
+		for j, c := range []*command.Command{
+			{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{entryID(uint64(1 + i))}},
+			{Kind: command.Append, Mailbox: "INBOX", MailboxID: inbox, Date: int64(1700000000000 + n + i), Body: benchMessage(n + i)},
+			{Kind: command.Expunge, IDs: []command.ID{entryID(uint64(1 + k + i))}},
+		} {
+			if _, err := s.Enqueue(ctx, entryID(uint64(1_000_000+3*i+j)), c); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var records int
+	if err := s.rdb.QueryRow("SELECT count(*) FROM undo").Scan(&records); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		mustApply(b, s, l.spool(&command.Command{Kind: command.Deliver, Date: int64(1800000000000 + i), Body: benchMessage(n + k + i)}))
+	}
+	b.ReportMetric(float64(records), "undo-records")
+}
