@@ -85,6 +85,10 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		if opts.BodyStructure != nil {
 			want = want&^mailstore.WantStructure | mailstore.WantStructureWire
 		}
+		if want == mailstore.WantStructureWire && structureIndexes {
+			// The messages from their index, without a row each.
+			want |= mailstore.WantListing
+		}
 	case direct:
 		want = mailstore.WantMetadataOnly | mailstore.WantListing
 	}
@@ -148,6 +152,12 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 
 // listedFetch turns fetchListed on; tests turn it off to compare.
 var listedFetch = true
+
+// structureIndexes has a FETCH of BODYSTRUCTURE alone (with UID, FLAGS,
+// INTERNALDATE or RFC822.SIZE or not) read the messages from the index
+// messages_listing (WantListing) instead of a row of the table each, and
+// the forms rows; tests turn it off to compare.
+var structureIndexes = true
 
 // fetchBlock gathers FETCH responses the session writes itself and hands
 // them to the framer a block of holdBytes at a time; flush goes first

@@ -41,6 +41,10 @@ const (
 	// UID, flags, internal date and size alone, read from the index that
 	// holds them (messages_listing, schema 14) without the table's rows;
 	// ID and ModSeq are left zero, and LoadRaw cannot load the message.
+	// With WantStructureWire alone instead of WantMetadataOnly, the same
+	// and the body structure's IMAP form, the messages read from the
+	// index (which holds the body since schema 17) and a forms row for
+	// each.
 	WantListing
 )
 
@@ -350,8 +354,8 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel sel
 }
 
 // FetchForms is Fetch for a FETCH the IMAP session writes itself: want
-// holds only WantEnvelopeWire, WantStructureWire or WantMetadataOnly (with
-// WantListing or not). The
+// holds only WantEnvelopeWire, WantStructureWire or WantMetadataOnly, and
+// WantListing with WantMetadataOnly alone or WantStructureWire alone. The
 // rows are read through the SQLite driver itself, not database/sql, and
 // one Message serves every row: it and its slices are fn's only until fn
 // returns (a row without a system flag's keywords costs no allocation).
@@ -361,7 +365,7 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids UIDSet,
 		return err
 	}
 	if want&^(WantEnvelopeWire|WantStructureWire|WantMetadataOnly|WantListing) != 0 || want == 0 ||
-		(want&WantListing != 0 && want != WantMetadataOnly|WantListing) {
+		(want&WantListing != 0 && want != WantMetadataOnly|WantListing && want != WantStructureWire|WantListing) {
 		return fmt.Errorf("reading mailbox %s: FetchForms cannot load %#b", mailbox, want)
 	}
 	if len(uids) == 0 {
@@ -385,13 +389,18 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids UIDSet,
 func formsQuery(want Want) string {
 	var b strings.Builder
 	b.WriteString("SELECT m.uid, m.flags, m.keywords, m.date, m.size")
-	if want&WantListing == 0 {
-		b.WriteString(", m.body, m.id, m.modseq")
-	}
-	if want&(WantEnvelopeWire|WantStructureWire) != 0 {
-		b.WriteString(", f.envelope, f.structure FROM messages m LEFT JOIN forms f ON f.bid = m.body")
-	} else {
+	switch {
+	case want == WantStructureWire|WantListing:
+		// The index, which holds the body (schema 17), and a forms row
+		// by its rowid, not a messages row besides.
+		b.WriteString(", m.body, 0, 0, NULL, f.structure FROM messages m INDEXED BY messages_listing" +
+			" LEFT JOIN forms f ON f.bid = m.body")
+	case want&WantListing != 0:
 		b.WriteString(" FROM messages m")
+	case want&(WantEnvelopeWire|WantStructureWire) != 0:
+		b.WriteString(", m.body, m.id, m.modseq, f.envelope, f.structure FROM messages m LEFT JOIN forms f ON f.bid = m.body")
+	default:
+		b.WriteString(", m.body, m.id, m.modseq FROM messages m")
 	}
 	b.WriteString(" WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?1) AND m.uid BETWEEN ?2 AND ?3 ORDER BY m.uid")
 	return b.String()
@@ -452,6 +461,9 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids UIDSet, wan
 			continue
 		}
 		m = Message{Mailbox: mb, UID: uid, InternalDate: time.UnixMilli(rows.ColumnInt64(3)), Size: rows.ColumnInt64(4)}
+		if forms {
+			m.bodyID = rows.ColumnInt64(5)
+		}
 		if !listing {
 			m.ModSeq, m.bodyID, m.loader = uint64(rows.ColumnInt64(7)), rows.ColumnInt64(5), s.rdb
 			copy(m.ID[:], rows.ColumnRawBlob(6))

@@ -372,9 +372,124 @@ func TestFetchFormsListing(t *testing.T) {
 	if !strings.Contains(strings.Join(plan, "\n"), "USING COVERING INDEX messages_listing") {
 		t.Errorf("the listing's plan reads more than the index:\n%s", strings.Join(plan, "\n"))
 	}
-	for _, bad := range []Want{WantListing, WantListing | WantEnvelopeWire, WantListing | WantMetadataOnly | WantStructureWire} {
+	for _, bad := range []Want{WantListing, WantListing | WantEnvelopeWire, WantListing | WantMetadataOnly | WantStructureWire, WantListing | WantEnvelopeWire | WantStructureWire} {
 		if err := s.FetchForms(t.Context(), InboxID(), UIDSet{{Start: 1, Stop: 0}}, bad, func(*Message) error { return nil }); err == nil {
 			t.Errorf("FetchForms with %#b: no error", bad)
 		}
+	}
+}
+
+// TestFetchFormsStructureListing: WantStructureWire with WantListing gives
+// every message the UID, flags, date, size and body structure (its IMAP
+// form, or the stored structure where the body has no form) that
+// WantStructureWire alone gives, for every UID set, over a mailbox with
+// expunged gaps, keywords, a body two messages share, bodies without a
+// form (8-bit parameters, a forms row whose structure is NULL, a body
+// without a forms row), and leaves ID and ModSeq zero; its plan reads the
+// messages from the covering index messages_listing, no row of the table,
+// and forms by rowid.
+func TestFetchFormsStructureListing(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	s, err := Open(emptyStoreFile(t), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	bodies := []string{
+		"From: a@example.org\r\nSubject: mixed\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n" +
+			"--b1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nhello\r\n--b1\r\nContent-Type: application/octet-stream; name=\"a.bin\"\r\n" +
+			"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"a.bin\"\r\n\r\nAAEC\r\n--b1--\r\n",
+		"From: a@example.org\r\nSubject: 8-bit name\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; name=\"gr\xc3\xbc\xc3\x9fe.txt\"\r\n\r\nx\r\n",
+		"From: a@example.org\r\nSubject: bad mime\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\nno boundary\r\n",
+		"no header at all\r\n",
+	}
+	var l testLog
+	var batch []Entry
+	for i := range 40 {
+		body := simpleMessage(fmt.Sprintf("m%d", i))
+		switch {
+		case i%5 == 1:
+			body = bodies[(i/5)%len(bodies)]
+		case i == 30:
+			body = simpleMessage("m3") // shares message 4's body
+		}
+		batch = append(batch, l.spool(deliverCmd(body)))
+	}
+	mustApply(t, s, batch...)
+	var ids []command.ID
+	var bids []int64
+	if err := s.Fetch(ctx, InboxID(), UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
+		ids, bids = append(ids, m.ID), append(bids, m.bodyID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, "$Work"}, IDs: ids[5:9]}),
+		l.user(&command.Command{Kind: command.Expunge, IDs: []command.ID{ids[2], ids[10], ids[11], ids[12], ids[39]}}))
+	// Message 15's body loses its forms row, message 20's its structure's
+	// form.
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "DELETE FROM forms WHERE bid = ?", bids[14])
+		if err == nil {
+			_, err = tx.ExecContext(ctx, "UPDATE forms SET structure = NULL WHERE bid = ?", bids[19])
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	show := func(m *Message) string {
+		return fmt.Sprintf("%d %v %d %d form %q stored %q", m.UID, m.Flags, m.InternalDate.UnixMilli(), m.Size, m.StructureWire, m.BodyStructure)
+	}
+	forms, stored := 0, 0
+	for _, set := range []UIDSet{{{Start: 1, Stop: 0}}, {{Start: 2, Stop: 13}}, {{Start: 30, Stop: 0}, {Start: 1, Stop: 1}}, {{Start: 40, Stop: 49}}, {{Start: 3, Stop: 3}}} {
+		var got, want []string
+		if err := s.FetchForms(ctx, InboxID(), set, WantStructureWire, func(m *Message) error {
+			want = append(want, show(m))
+			if m.StructureWire != nil {
+				forms++
+			} else {
+				stored++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.FetchForms(ctx, InboxID(), set, WantStructureWire|WantListing, func(m *Message) error {
+			got = append(got, show(m))
+			if m.ID != (command.ID{}) || m.ModSeq != 0 {
+				t.Errorf("UID %d: ID %x, modseq %d; want both zero", m.UID, m.ID, m.ModSeq)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("UIDs %v:\n listing %q\n forms   %q", set, got, want)
+		}
+	}
+	if forms == 0 || stored < 3 {
+		t.Errorf("%d messages with a form, %d without; want both kinds", forms, stored)
+	}
+	inbox := InboxID()
+	rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+formsQuery(WantStructureWire|WantListing), inbox[:], 1, 40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := strings.Join(plan, "\n")
+	if !strings.Contains(p, "USING COVERING INDEX messages_listing") || !strings.Contains(p, "f USING INTEGER PRIMARY KEY") {
+		t.Errorf("the structure's plan reads more than the index and forms:\n%s", p)
 	}
 }
