@@ -134,13 +134,16 @@ func TestStrangerFlood(t *testing.T) {
 	one := genKey(t)
 	cases := []struct {
 		name string
-		key  func(i int) *keys.SecretKey
+		key  func(t *testing.T, i int) *keys.SecretKey
 	}{
-		{"a fresh key for each request", func(int) *keys.SecretKey { return genKey(t) }},
-		{"one key, a fresh nonce for each request", func(int) *keys.SecretKey { return one }},
+		{"a fresh key for each request", func(t *testing.T, _ int) *keys.SecretKey { return genKey(t) }},
+		{"one key, a fresh nonce for each request", func(*testing.T, int) *keys.SecretKey { return one }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// The two cases side by side: each has its own server, and
+			// each flood lasts up to 10 seconds.
+			t.Parallel()
 			const budget = 200
 			// No slowing of refusals (TestRefusalsSlowedPerAddress): the
 			// flood runs at full speed.
@@ -156,7 +159,7 @@ func TestStrangerFlood(t *testing.T) {
 				defer close(done)
 				defer close(stop)
 				statuses = e.floodUntil(t, 4, 20000, 10*time.Second, enough, func(req *http.Request, i int) {
-					if err := SignRequest(req, nil, tc.key(i), time.Now()); err != nil {
+					if err := SignRequest(req, nil, tc.key(t, i), time.Now()); err != nil {
 						t.Error(err)
 					}
 				})
