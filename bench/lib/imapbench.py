@@ -113,6 +113,23 @@ def reads(host, port, user, pw, runs, items):
             "warm_seconds": round(warm[0], 4), "warm_median_seconds": round(warm[len(warm) // 2], 4)}
 
 
+def turns(conns, runs, items, one, logout):
+    """The first FETCH on each connection (cold), then runs rounds of one
+    on each, which goes first alternating; the figures of each."""
+    for c in conns:
+        one(c)
+    for i in range(int(runs)):
+        for c in (conns if i % 2 == 0 else conns[::-1]):
+            one(c)
+    out = []
+    for c in conns:
+        logout(c)
+        warm = sorted(c["times"][1:])
+        out.append({"items": items, "messages": c["n"], "answered": c["answered"], "cold_seconds": round(c["times"][0], 4),
+                    "warm_seconds": round(warm[0], 4), "warm_median_seconds": round(warm[len(warm) // 2], 4)})
+    return out
+
+
 def pair(host, port1, port2, user, pw, runs, items):
     conns = []
     for port in (port1, port2):
@@ -128,18 +145,7 @@ def pair(host, port1, port2, user, pw, runs, items):
             raise SystemExit("fetch %s: %r" % (items, data[:1]))
         c["answered"] = sum(1 for d in data if isinstance(d, (bytes, tuple)) and d != b")")
 
-    for c in conns:
-        one(c)
-    for i in range(int(runs)):
-        for c in (conns if i % 2 == 0 else conns[::-1]):
-            one(c)
-    out = []
-    for c in conns:
-        c["m"].logout()
-        warm = sorted(c["times"][1:])
-        out.append({"items": items, "messages": c["n"], "answered": c["answered"], "cold_seconds": round(c["times"][0], 4),
-                    "warm_seconds": round(warm[0], 4), "warm_median_seconds": round(warm[len(warm) // 2], 4)})
-    return out
+    return turns(conns, runs, items, one, lambda c: c["m"].logout())
 
 
 def sockpair(host, port1, port2, user, pw, runs, items):
@@ -157,18 +163,7 @@ def sockpair(host, port1, port2, user, pw, runs, items):
         c["times"].append(dt)
         c["answered"] = c["c"].untagged
 
-    for c in conns:
-        one(c)
-    for i in range(int(runs)):
-        for c in (conns if i % 2 == 0 else conns[::-1]):
-            one(c)
-    out = []
-    for c in conns:
-        c["c"].cmd("LOGOUT")
-        warm = sorted(c["times"][1:])
-        out.append({"items": items, "messages": c["n"], "answered": c["answered"], "cold_seconds": round(c["times"][0], 4),
-                    "warm_seconds": round(warm[0], 4), "warm_median_seconds": round(warm[len(warm) // 2], 4)})
-    return out
+    return turns(conns, runs, items, one, lambda c: c["c"].cmd("LOGOUT"))
 
 
 if __name__ == "__main__":
