@@ -28,7 +28,7 @@ const defaultMemoryLimit = "auto"
 // applied (flag changes and expunged messages too), at least one a
 // message: the limit errs above what the mailbox needs, never below.
 const (
-	autoBase     = 32 << 20
+	autoBase     = 24 << 20
 	autoPerEntry = 32
 )
 

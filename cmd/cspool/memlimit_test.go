@@ -74,15 +74,15 @@ func TestApplyMemoryLimit(t *testing.T) {
 	}
 }
 
-// TestFollowMemoryLimit: the automatic limit is 32 MiB and 32 bytes an
+// TestFollowMemoryLimit: the automatic limit is 24 MiB and 32 bytes an
 // entry, and follows the position as it grows until its context ends.
 func TestFollowMemoryLimit(t *testing.T) {
 	prev := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
-	if got := autoMemoryLimit(0); got != 32<<20 {
-		t.Errorf("autoMemoryLimit(0) = %d, want 32 MiB", got)
+	if got := autoMemoryLimit(0); got != 24<<20 {
+		t.Errorf("autoMemoryLimit(0) = %d, want 24 MiB", got)
 	}
-	if got, want := autoMemoryLimit(1_000_000), int64(32<<20+32_000_000); got != want {
+	if got, want := autoMemoryLimit(1_000_000), int64(24<<20+32_000_000); got != want {
 		t.Errorf("autoMemoryLimit(1,000,000) = %d, want %d", got, want)
 	}
 	var pos atomic.Uint64
@@ -102,14 +102,14 @@ func TestFollowMemoryLimit(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	wait(32 << 20)
+	wait(24 << 20)
 	pos.Store(100_000)
-	wait(32<<20 + 3_200_000)
+	wait(24<<20 + 3_200_000)
 	cancel()
 	<-done
 	pos.Store(200_000)
 	time.Sleep(20 * time.Millisecond)
-	if got := debug.SetMemoryLimit(-1); got != 32<<20+3_200_000 {
+	if got := debug.SetMemoryLimit(-1); got != 24<<20+3_200_000 {
 		t.Fatalf("after its context ended the limit moved to %d", got)
 	}
 }
