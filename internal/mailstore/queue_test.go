@@ -196,6 +196,32 @@ func (m *sessionModel) apply(t *testing.T, what string, s *Store, res *Result) {
 	}
 }
 
+// splitQueued splits the later entries of a log: this device writes
+// some of the user's (mine, to queue), the rest come from other devices
+// (and the spool) meanwhile. A device never queues an id twice, and
+// nobody else can append an entry of its before it does: replays of
+// those are left out of others.
+func splitQueued(base, later []Entry, r *rand.Rand) (mine, others []Entry) {
+	seen := map[command.ID]bool{}
+	for _, e := range base {
+		seen[e.ID] = true
+	}
+	for _, e := range later {
+		if e.Author == AuthorUser && !seen[e.ID] && r.IntN(2) == 0 {
+			mine = append(mine, e)
+		} else {
+			others = append(others, e)
+		}
+		seen[e.ID] = true
+	}
+	isMine := map[command.ID]bool{}
+	for _, e := range mine {
+		isMine[e.ID] = true
+	}
+	others = slices.DeleteFunc(others, func(e Entry) bool { return isMine[e.ID] })
+	return mine, others
+}
+
 // TestQueueConverges: a device queues random changes while other devices'
 // entries arrive, in random batches; after every step its state is the
 // log applied and then the queue (as a fresh store computes it), what it
@@ -226,28 +252,7 @@ func testQueueConverges(t *testing.T, seed uint64) {
 	log := generateLog(seed, 240)
 	base, later := log[:80], log[80:]
 	r := rand.New(rand.NewPCG(seed, 77))
-	// Of the later entries, this device writes some of the user's; the
-	// rest come from other devices (and the spool) meanwhile.
-	// A device never queues an id twice, and nobody else can append an
-	// entry of its before it does: replays of those are left out.
-	var mine, others []Entry
-	seen := map[command.ID]bool{}
-	for _, e := range base {
-		seen[e.ID] = true
-	}
-	for _, e := range later {
-		if e.Author == AuthorUser && !seen[e.ID] && r.IntN(2) == 0 {
-			mine = append(mine, e)
-		} else {
-			others = append(others, e)
-		}
-		seen[e.ID] = true
-	}
-	isMine := map[command.ID]bool{}
-	for _, e := range mine {
-		isMine[e.ID] = true
-	}
-	others = slices.DeleteFunc(others, func(e Entry) bool { return isMine[e.ID] })
+	mine, others := splitQueued(base, later, r)
 	s := openTest(t)
 	mustApply(t, s, base...)
 	model := newSessionModel(t, s)

@@ -5,11 +5,9 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"testing"
 
-	"cspool/internal/command"
 	"cspool/internal/mimeform"
 )
 
@@ -121,24 +119,7 @@ func TestQueueAcrossUndoUpgrade(t *testing.T) {
 	log := generateLog(5, 120)
 	base, later := log[:60], log[60:]
 	r := rand.New(rand.NewPCG(5, 79))
-	var mine, others []Entry
-	seen := map[command.ID]bool{}
-	for _, e := range base {
-		seen[e.ID] = true
-	}
-	for _, e := range later {
-		if e.Author == AuthorUser && !seen[e.ID] && r.IntN(2) == 0 {
-			mine = append(mine, e)
-		} else {
-			others = append(others, e)
-		}
-		seen[e.ID] = true
-	}
-	isMine := map[command.ID]bool{}
-	for _, e := range mine {
-		isMine[e.ID] = true
-	}
-	others = slices.DeleteFunc(others, func(e Entry) bool { return isMine[e.ID] })
+	mine, others := splitQueued(base, later, r)
 
 	path := emptyStoreFile(t)
 	s, err := Open(path, mimeform.Parser{})
