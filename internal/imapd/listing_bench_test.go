@@ -29,13 +29,7 @@ import (
 //
 //	go test ./internal/imapd -run '^$' -bench ListedFetch -count 4
 func BenchmarkListedFetch(b *testing.B) {
-	n := 10000
-	if v := os.Getenv("CSPOOL_LISTED_BENCH_N"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			b.Fatal(err)
-		}
-	}
+	n := listedBenchCount(b)
 	ms := benchStore(b, n)
 	defer ms.Close()
 	session, stop := benchSession(b, ms)
@@ -113,13 +107,7 @@ func benchStore(b *testing.B, n int) *mailstore.Store {
 //
 //	CSPOOL_LISTED_BENCH_N=100000 go test ./internal/imapd -run '^$' -bench FormsFetch -count 4
 func BenchmarkFormsFetch(b *testing.B) {
-	n := 10000
-	if v := os.Getenv("CSPOOL_LISTED_BENCH_N"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			b.Fatal(err)
-		}
-	}
+	n := listedBenchCount(b)
 	ms := benchStore(b, n)
 	defer ms.Close()
 	session, stop := benchSession(b, ms)
@@ -155,4 +143,18 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// listedBenchCount is the mailbox size of the FETCH benchmarks: 10,000
+// messages, or CSPOOL_LISTED_BENCH_N.
+func listedBenchCount(b *testing.B) int {
+	v := os.Getenv("CSPOOL_LISTED_BENCH_N")
+	if v == "" {
+		return 10000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		b.Fatalf("CSPOOL_LISTED_BENCH_N: %v", err)
+	}
+	return n
 }
