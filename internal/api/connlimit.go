@@ -281,6 +281,21 @@ type limitedConn struct {
 	key, remote string           // key "": not counted
 	excessUntil time.Time        // zero for a connection within the limit
 	once        sync.Once
+	// pending are bytes read from the connection before it was given back
+	// to the HTTP server (park.go serveNext), which reads them first.
+	pending []byte
+}
+
+// Read returns the pending bytes first, then reads the connection.
+func (c *limitedConn) Read(b []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(b, c.pending)
+		if c.pending = c.pending[n:]; len(c.pending) == 0 {
+			c.pending = nil
+		}
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }
 
 func (c *limitedConn) Close() error {

@@ -2,12 +2,15 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +32,11 @@ import (
 // connection from net/http (http.Hijacker), and returns. When the wait ends
 // the parked read's goroutine answers on the connection, an HTTP/1.1
 // response with a chunked body, exactly what the handler would have written,
-// then gives the connection back to the HTTP server through the listener
-// that accepted it (Server.Listener), as a new connection: the client keeps
-// its connection alive as before. Only plain HTTP/1.1 connections accepted
+// then reads the next request on the connection: a renewal of the
+// long-poll (the device's next read, sent as soon as it has the answer) is
+// served on the same goroutine (serveNext), anything else goes back to the
+// HTTP server through the listener that accepted it (Server.Listener), as
+// a new connection: the client keeps its connection alive as before. Only plain HTTP/1.1 connections accepted
 // by that listener park; anything else (TLS, HTTP/2, HTTP/1.0, a request
 // that asked to close its connection) waits in its handler as before.
 //
@@ -80,12 +85,33 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request, user string, p rea
 	s.cfg.Metrics.LongPoll(1)
 	s.parkedReads.Add(1)
 	s.parkedNow.Add(1)
-	go s.waitParked(pk)
+	if iw := inplaceOf(w); iw != nil {
+		iw.pk = pk // serveNext's goroutine waits for it
+	} else {
+		go s.waitParked(pk)
+	}
 	return true
 }
 
-// waitParked waits for pk's log to move, then answers pk.
+// waitParked waits for pk's log to move, then answers pk; then, on the same
+// goroutine, serves the next request on pk's connection (serveNext) and
+// waits for it too if it parks, and so on: the renewals of a device that
+// long-polls are answered by one goroutine, whose stack has grown to what
+// the store's reads need, instead of two new ones each (net/http's for the
+// connection given back, and the parked read's).
 func (s *Server) waitParked(pk *parked) {
+	for pk != nil {
+		lc := s.answerParked(pk)
+		if lc == nil {
+			return
+		}
+		pk = s.serveNext(lc)
+	}
+}
+
+// answerParked waits for pk's log to move, then answers pk. It returns the
+// connection if it is to serve further requests, else nil (closed).
+func (s *Server) answerParked(pk *parked) *limitedConn {
 	defer s.parkedReads.Done()
 	defer s.parkedNow.Add(-1)
 	ctx := context.Background()
@@ -119,9 +145,157 @@ func (s *Server) waitParked(pk *parked) {
 	lc, ok := pk.conn.(*limitedConn)
 	if !keep || !ok || lc.ln == nil {
 		pk.conn.Close()
-		return
+		return nil
 	}
-	lc.ln.resume(lc)
+	return lc
+}
+
+// nextRequestGrace is how long the goroutine that answered a parked read
+// waits on its connection for the client's next request before it gives
+// the connection back to the HTTP server. A device renews its long-poll as
+// soon as it has the answer.
+const nextRequestGrace = time.Second
+
+// serveNext reads the next request on lc, a connection whose parked read
+// was just answered, and serves it on this goroutine if it is a renewal:
+// a GET of a log's entries with a wait, on HTTP/1.1, with no body and
+// nothing that net/http's own reading would refuse or treat specially,
+// complete in what one read of the connection brought. The request goes
+// through ServeHTTP as any other, authenticated and logged the same; if it
+// parks, serveNext returns it for waitParked to wait for; if it is
+// answered at once (a refusal, say), its answer is written here and the
+// next request read. Anything else, or no request within
+// nextRequestGrace, and the connection goes back to the HTTP server
+// through its listener, with the bytes read so far, which net/http then
+// reads first. It returns nil once the connection is given back or closed.
+func (s *Server) serveNext(lc *limitedConn) *parked {
+	s.parkedReads.Add(1) // Drain waits for a request being served here
+	defer s.parkedReads.Done()
+	for {
+		if s.stopping.Err() != nil {
+			lc.Close()
+			return nil
+		}
+		nr, _ := s.nextReaders.Get().(*nextReader)
+		if nr == nil {
+			nr = &nextReader{br: bufio.NewReaderSize(nil, 4<<10), pr: bufio.NewReaderSize(nil, 512)}
+		}
+		nr.br.Reset(lc)
+		pk, again := s.serveOne(lc, nr)
+		nr.br.Reset(nil)
+		nr.pr.Reset(nil)
+		s.nextReaders.Put(nr)
+		if !again {
+			return pk
+		}
+	}
+}
+
+// nextReader holds the buffers serveNext reads a request with: br on the
+// connection, pr over what br holds, for parsing. Pooled: taken only while
+// a request is read and served.
+type nextReader struct {
+	br, pr *bufio.Reader
+	rd     bytes.Reader
+}
+
+// serveOne reads and serves one request on lc (serveNext). again: the
+// request was answered here and the connection serves the next.
+func (s *Server) serveOne(lc *limitedConn, nr *nextReader) (pk *parked, again bool) {
+	lc.SetReadDeadline(time.Now().Add(nextRequestGrace))
+	_, err := nr.br.Peek(1)
+	lc.SetReadDeadline(time.Time{})
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && nr.br.Buffered() == 0 {
+			lc.ln.resume(lc)
+		} else {
+			lc.Close() // the client closed it, or it failed
+		}
+		return nil, false
+	}
+	buf, _ := nr.br.Peek(nr.br.Buffered())
+	r, n := parseRenewal(buf, nr)
+	if r == nil {
+		// Not a renewal, or not all of it here: net/http reads it.
+		lc.pending = append([]byte(nil), buf...)
+		lc.ln.resume(lc)
+		return nil, false
+	}
+	nr.br.Discard(n)
+	r.RemoteAddr = lc.remote
+	iw := &inplaceWriter{cw: newConnWriter(lc, &s.answers), conn: lc, br: nr.br}
+	s.ServeHTTP(iw, r)
+	if iw.pk != nil {
+		iw.cw.release()
+		return iw.pk, false
+	}
+	err = iw.cw.finish()
+	if err != nil || iw.cw.header.Get("Connection") == "close" || nr.br.Buffered() > 0 {
+		lc.Close() // a pipelined request is not read on: it closes, as after a parked read
+		return nil, false
+	}
+	return nil, true
+}
+
+// parseRenewal parses buf as a renewal served by serveNext, returning the
+// request and its length in buf, or nil.
+func parseRenewal(buf []byte, nr *nextReader) (*http.Request, int) {
+	nr.rd.Reset(buf)
+	nr.pr.Reset(&nr.rd)
+	r, err := http.ReadRequest(nr.pr)
+	if err != nil || r.Method != http.MethodGet || r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close ||
+		r.ContentLength != 0 || len(r.TransferEncoding) != 0 || r.Host == "" || r.URL.Host != "" ||
+		!strings.HasPrefix(r.URL.Path, "/v1/users/") || !strings.HasSuffix(r.URL.Path, "/entries") ||
+		!strings.Contains(r.URL.RawQuery, "wait=") {
+		return nil, 0
+	}
+	for name, vs := range r.Header {
+		if name == "Expect" || name == "Upgrade" || name == "Host" {
+			return nil, 0
+		}
+		for _, v := range vs {
+			for i := 0; i < len(v); i++ {
+				if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+					return nil, 0
+				}
+			}
+		}
+	}
+	return r, len(buf) - nr.rd.Len() - nr.pr.Buffered()
+}
+
+// inplaceWriter is the http.ResponseWriter of a request served by
+// serveNext: it answers as connWriter does, and a read that parks hijacks
+// it (park), which hands the parked read back to serveNext rather than to
+// a goroutine of its own.
+type inplaceWriter struct {
+	cw   *connWriter
+	conn net.Conn
+	br   *bufio.Reader
+	pk   *parked // set by park
+}
+
+func (w *inplaceWriter) Header() http.Header         { return w.cw.Header() }
+func (w *inplaceWriter) WriteHeader(code int)        { w.cw.WriteHeader(code) }
+func (w *inplaceWriter) Write(b []byte) (int, error) { return w.cw.Write(b) }
+
+// Hijack lets park take the connection (http.ResponseController).
+func (w *inplaceWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return w.conn, bufio.NewReadWriter(w.br, nil), nil
+}
+
+// inplaceOf returns the inplaceWriter under w, if any.
+func inplaceOf(w http.ResponseWriter) *inplaceWriter {
+	for {
+		switch v := w.(type) {
+		case *inplaceWriter:
+			return v
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return nil
+		}
+	}
 }
 
 // parkedCount returns the reads parked now.
@@ -147,7 +321,8 @@ func (s *Server) Drain(ctx context.Context) error {
 // connWriter is the http.ResponseWriter of a parked read: an HTTP/1.1
 // response with a chunked body, written on the connection.
 type connWriter struct {
-	bw          *bufio.Writer
+	conn        net.Conn
+	bw          *bufio.Writer // from pool, once the header is written
 	pool        *sync.Pool
 	header      http.Header
 	wroteHeader bool
@@ -157,12 +332,7 @@ type connWriter struct {
 // newConnWriter writes on c through a buffer of pool, taken only while
 // the answer is written.
 func newConnWriter(c net.Conn, pool *sync.Pool) *connWriter {
-	bw, _ := pool.Get().(*bufio.Writer)
-	if bw == nil {
-		bw = bufio.NewWriterSize(nil, 4<<10)
-	}
-	bw.Reset(c)
-	return &connWriter{bw: bw, pool: pool, header: http.Header{}}
+	return &connWriter{conn: c, pool: pool, header: http.Header{}}
 }
 
 func (cw *connWriter) Header() http.Header { return cw.header }
@@ -172,6 +342,11 @@ func (cw *connWriter) WriteHeader(code int) {
 		return
 	}
 	cw.wroteHeader = true
+	cw.bw, _ = cw.pool.Get().(*bufio.Writer)
+	if cw.bw == nil {
+		cw.bw = bufio.NewWriterSize(nil, 4<<10)
+	}
+	cw.bw.Reset(cw.conn)
 	cw.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	cw.header.Set("Transfer-Encoding", "chunked")
 	cw.header.Del("Content-Length")
@@ -208,13 +383,20 @@ func (cw *connWriter) finish() error {
 		cw.bw.WriteString("0\r\n\r\n")
 		cw.err = cw.bw.Flush()
 	}
-	cw.bw.Reset(nil)
-	cw.pool.Put(cw.bw)
-	cw.bw = nil
+	cw.release()
 	if cw.err != nil {
 		return errors.Join(errClientGone, cw.err)
 	}
 	return nil
+}
+
+// release returns the buffer, if one was taken, to the pool.
+func (cw *connWriter) release() {
+	if cw.bw != nil {
+		cw.bw.Reset(nil)
+		cw.pool.Put(cw.bw)
+		cw.bw = nil
+	}
 }
 
 var errClientGone = errors.New("writing the answer of a parked read")

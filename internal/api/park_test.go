@@ -184,3 +184,134 @@ func TestParkedConnectionAuthenticatesAgain(t *testing.T) {
 		}
 	}
 }
+
+// parkedGoroutine returns the id of the goroutine waiting for a parked
+// read, or "" if there is none (or more than one).
+func parkedGoroutine(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	if err := pprof.Lookup("goroutine").WriteTo(&b, 2); err != nil {
+		t.Fatal(err)
+	}
+	id := ""
+	for g := range strings.SplitSeq(b.String(), "\n\n") {
+		if strings.Contains(g, "cspool/internal/api.(*Server).waitParked") && strings.Contains(g, "spool.WaitFor") {
+			if id != "" {
+				return ""
+			}
+			id, _, _ = strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
+		}
+	}
+	return id
+}
+
+// signedRaw returns a request of alice's, signed now, as bytes.
+func signedRaw(t *testing.T, e *env, method, path, query string) []byte {
+	t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.URL.RawQuery = query
+	if err := SignRequest(req, nil, e.alice, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var raw bytes.Buffer
+	if err := req.Write(&raw); err != nil {
+		t.Fatal(err)
+	}
+	return raw.Bytes()
+}
+
+// TestRenewalsKeepTheirGoroutine: once a parked read is answered, the
+// device's next long-poll on that connection is read, verified and waited
+// for by the goroutine that answered, not handed to net/http and then to
+// a new goroutine of its own.
+func TestRenewalsKeepTheirGoroutine(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.MaxWait = time.Second })
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	var ids []string
+	for i := range 3 {
+		if _, err := conn.Write(signedRaw(t, e, "GET", "/v1/users/alice/entries", "after=0&wait=1")); err != nil {
+			t.Fatal(err)
+		}
+		var id string
+		waitFor(t, "the long-poll parked", func() bool { id = parkedGoroutine(t); return id != "" })
+		ids = append(ids, id)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("long-poll %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Close || resp.Header.Get("Cspool-Head") != "0" {
+			t.Fatalf("long-poll %d: %d, close %v, head %q; want 200 kept alive, head 0", i, resp.StatusCode, resp.Close, resp.Header.Get("Cspool-Head"))
+		}
+	}
+	if ids[1] != ids[0] || ids[2] != ids[0] {
+		t.Errorf("the long-polls on one connection waited on goroutines %v, want one goroutine for all", ids)
+	}
+}
+
+// TestParkedConnectionServesAnyRequest: on the connection of an answered
+// parked read, what is not a renewal read whole in one piece goes back to
+// net/http with the bytes read of it: another route, a renewal sent in two
+// parts, a request with a body; each is answered as on a fresh connection,
+// and renewals between them are answered too.
+func TestParkedConnectionServesAnyRequest(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.MaxWait = time.Second })
+	ctx := testCtx(t)
+	if _, err := e.store.Append(ctx, "alice", [][]byte{[]byte("one")}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(conn)
+	check := func(what string, parts [][]byte, status int, head string) {
+		t.Helper()
+		for i, p := range parts {
+			if i > 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if _, err := conn.Write(p); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != status || resp.Close || resp.Header.Get("Cspool-Head") != head {
+			t.Fatalf("%s: %d, close %v, head %q (%q); want %d kept alive, head %q", what, resp.StatusCode, resp.Close,
+				resp.Header.Get("Cspool-Head"), body, status, head)
+		}
+	}
+	renewal := func() [][]byte {
+		return [][]byte{signedRaw(t, e, "GET", "/v1/users/alice/entries", "after=0&wait=1")}
+	}
+	check("the first long-poll", renewal(), http.StatusOK, "1")
+	check("a read of the head", [][]byte{signedRaw(t, e, "GET", "/v1/users/alice/head", "")}, http.StatusOK, "1")
+	check("a long-poll", renewal(), http.StatusOK, "1")
+	split := renewal()[0]
+	check("a long-poll in two parts", [][]byte{split[:20], split[20:]}, http.StatusOK, "1")
+	check("a long-poll", renewal(), http.StatusOK, "1")
+	forged := bytes.Replace(renewal()[0], []byte("after=0"), []byte("after=1"), 1)
+	check("a forged long-poll", [][]byte{forged}, http.StatusUnauthorized, "")
+	check("a long-poll", renewal(), http.StatusOK, "1")
+	raw := signedRaw(t, e, "GET", "/v1/users/alice/entries", "after=0&wait=1")
+	withBody := bytes.Replace(raw, []byte("\r\n\r\n"), []byte("\r\nContent-Length: 2\r\n\r\nhi"), 1)
+	check("a long-poll with a body", [][]byte{withBody}, http.StatusOK, "1")
+	check("a long-poll", renewal(), http.StatusOK, "1")
+}

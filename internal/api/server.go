@@ -221,6 +221,9 @@ type Server struct {
 	buffers sync.Pool
 	// answers are the write buffers of parked reads' answers (park.go).
 	answers sync.Pool
+	// nextReaders are the read buffers of requests served after a parked
+	// read's answer on its connection (park.go serveNext).
+	nextReaders sync.Pool
 	// parking is set once Listener made a listener that takes parked
 	// reads' connections back; parkedReads counts the reads parked.
 	parking     atomic.Bool
