@@ -68,6 +68,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		return err
 	}
 	qs := []string{"DROP INDEX messages_keywords", "DROP INDEX messages_listing"}
+	if version < 18 {
+		qs = append(qs, to17...)
+	}
 	if version < 13 {
 		qs = append(qs, to12...)
 	}
@@ -84,6 +87,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	}
 	return nil
 }
+
+// to17 are downgrade's steps from version 18 to 17.
+var to17 = []string{"DROP TRIGGER bodies_counted", "DROP TRIGGER bodies_uncounted", "DROP TABLE body_count"}
 
 // to12 are downgrade's steps from version 13 to 12. The undo triggers
 // naming the columns are made again by the migration.

@@ -131,8 +131,12 @@ func TestQueueAcrossUndoUpgrade(t *testing.T) {
 		if err := downgradeUndo(ctx, tx); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, "PRAGMA user_version = 15")
-		return err
+		for _, q := range append(to17, "PRAGMA user_version = 15") {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
