@@ -86,7 +86,7 @@ echo "-- server A"; cat "$TMP/a.out"
 echo "-- server B"; cat "$TMP/b.out"
 echo "(the rate of the pair is the sum of the two rates)"
 stop_servers
-psql -qtA "$DSN" -c "SELECT 'positions dense: ' || (count(*) = max(pos) AND max(pos) = max(l.head))::text FROM cspool_entries e JOIN cspool_logs l ON l.id = e.log_id"
+psql -qtA "$DSN" -c "SELECT 'positions dense: ' || (count(*) = max(pos) AND max(pos) = max(t.tip_head))::text FROM cspool_entries e JOIN cspool_logs l ON l.id = e.log_id, cspool_tip(l.id) t"
 
 if [ "${SKIP_GO_BENCH:-}" != 1 ]; then
 	echo "== append cost by log size (1 user) and by number of users; 8 appenders, 10 KB"

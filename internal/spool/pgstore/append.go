@@ -19,16 +19,16 @@ const NotifyChannel = "cspool_append"
 const maxNotifyName = 3900
 
 // appendSQL appends a batch in one statement by calling
-// cspool_append_within (schema/0004.sql, after cspool_append of
-// schema/0002.sql): the upsert locks the user's row until the group's
+// cspool_append_within (schema/0005.sql, after schema/0002.sql to 0004):
+// its update of the log's usage locks the user's row until the group's
 // transaction commits (serialising appenders of that user across every
-// connection) and advances head and usage; the entries take
-// head-n+1..head; their chain hashes are computed from the hash on the row
-// and the leaves ($5, SHA-256 of each entry) and stored with them; the
-// notice is delivered to listeners at commit. On conditions: the head
-// before the batch must be $2 (AppendAt, schema/0003.sql), or the call
-// fails with SQLSTATE headMovedCode, its message the head found; the usage
-// after it must be at most $3 (AppendWithin), or it fails with
+// connection); then it reads the head and the chain hash at it
+// (cspool_tip); the entries take head+1..head+n, with their chain hashes,
+// computed from the one at the head and the leaves ($5, SHA-256 of each
+// entry). The notice is delivered to listeners at commit. On conditions:
+// the head before the batch must be $2 (AppendAt, schema/0003.sql), or the
+// call fails with SQLSTATE headMovedCode, its message the head found; the
+// usage after it must be at most $3 (AppendWithin), or it fails with
 // overQuotaCode, its message the usage before. NULL: no condition.
 const appendSQL = `SELECT cspool_append_within($1, $2, $3, $4::bytea[], $5::bytea[], $6)`
 

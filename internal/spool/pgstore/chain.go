@@ -11,9 +11,10 @@ import (
 )
 
 // ChainHash implements spool.Chainer: the zero Hash for pos 0, the stored
-// hash of pos for 1 <= pos <= head (also for positions compaction deleted),
-// and spool.ErrInvalidArgument beyond the head. Head and hash come from one
-// statement, hence one snapshot.
+// hash of pos for 1 <= pos <= head (on its cspool_entries row, or in
+// cspool_chain for positions compaction deleted and those appended before
+// schema version 5), and spool.ErrInvalidArgument beyond the head. Head
+// and hash come from one statement, hence one snapshot.
 func (s *Store) ChainHash(ctx context.Context, user string, pos uint64) (spool.Hash, error) {
 	var h spool.Hash
 	if err := spool.CheckUser(user); err != nil {
@@ -32,8 +33,10 @@ func (s *Store) ChainHash(ctx context.Context, user string, pos uint64) (spool.H
 	}
 	var head int64
 	var hash []byte
-	err = s.pool.QueryRow(cctx, `SELECT l.head, c.hash FROM cspool_logs l
-		LEFT JOIN cspool_chain c ON c.log_id = l.id AND c.pos = $2 WHERE l.name = $1`,
+	err = s.pool.QueryRow(cctx, `SELECT t.tip_head, coalesce(
+			(SELECT e.hash FROM cspool_entries e WHERE e.log_id = l.id AND e.pos = $2),
+			(SELECT c.hash FROM cspool_chain c WHERE c.log_id = l.id AND c.pos = $2))
+		FROM cspool_logs l, cspool_tip(l.id) t WHERE l.name = $1`,
 		[]byte(user), int64(pos)).Scan(&head, &hash)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return h, callErr(ctx, fmt.Sprintf("reading the chain hash of %q at %d", user, pos), err)
@@ -48,9 +51,9 @@ func (s *Store) ChainHash(ctx context.Context, user string, pos uint64) (spool.H
 	return h, nil
 }
 
-// Tip implements spool.TipReader: the head, the chain hash kept on the
-// log's row (the hash at the head, set in the append's transaction) and
-// the checkpoint's position, in one statement.
+// Tip implements spool.TipReader: the head and the chain hash at it
+// (cspool_tip, schema/0005.sql) and the checkpoint's position, in one
+// statement.
 func (s *Store) Tip(ctx context.Context, user string) (spool.Tip, error) {
 	var t spool.Tip
 	if err := spool.CheckUser(user); err != nil {
@@ -63,9 +66,9 @@ func (s *Store) Tip(ctx context.Context, user string) (spool.Tip, error) {
 	defer cancel()
 	var head, cp int64
 	var hash []byte
-	err = s.pool.QueryRow(cctx, `SELECT l.head, l.chain,
+	err = s.pool.QueryRow(cctx, `SELECT t.tip_head, t.tip_hash,
 			coalesce((SELECT c.pos FROM cspool_checkpoints c WHERE c.log_id = l.id), 0)
-		FROM cspool_logs l WHERE l.name = $1`, []byte(user)).Scan(&head, &hash, &cp)
+		FROM cspool_logs l, cspool_tip(l.id) t WHERE l.name = $1`, []byte(user)).Scan(&head, &hash, &cp)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return spool.Tip{}, nil
 	}

@@ -17,6 +17,14 @@ import (
 // cspool left it, runs stmts in it and returns its DSN.
 func buildV1(t *testing.T, o *opener, stmts ...string) string {
 	t.Helper()
+	return buildAt(t, o, 1, stmts...)
+}
+
+// buildAt creates a schema at version v in the test database, by the
+// embedded files 1 to v, as an earlier cspool left it, runs stmts in it
+// and returns its DSN.
+func buildAt(t *testing.T, o *opener, v int, stmts ...string) string {
+	t.Helper()
 	dsn := pgtest.Schema(t, o.db)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -25,18 +33,21 @@ func buildV1(t *testing.T, o *opener, stmts ...string) string {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	v1, err := schemaFS.ReadFile("schema/0001.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range append([]string{
+	steps := []string{
 		`CREATE TABLE cspool_schema (version integer NOT NULL CHECK (version >= 0),
 			singleton boolean NOT NULL DEFAULT true PRIMARY KEY CHECK (singleton))`,
-		"INSERT INTO cspool_schema (version) VALUES (1)",
-		string(v1),
-	}, stmts...) {
+		fmt.Sprintf("INSERT INTO cspool_schema (version) VALUES (%d)", v),
+	}
+	for i := 1; i <= v; i++ {
+		sql, err := schemaFS.ReadFile(fmt.Sprintf("schema/%04d.sql", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps = append(steps, string(sql))
+	}
+	for _, q := range append(steps, stmts...) {
 		if _, err := c.Exec(ctx, q); err != nil {
-			t.Fatalf("building a version 1 schema: %.60s: %v", q, err)
+			t.Fatalf("building a version %d schema: %.60s: %v", v, q, err)
 		}
 	}
 	return dsn
@@ -119,28 +130,109 @@ func TestChainMigrateRefusesCompacted(t *testing.T) {
 	}
 }
 
-// TestChainAppendOnly: the schema refuses to change or delete a hash.
+// TestChainAppendOnly: the schema refuses to change or delete a hash, on
+// an entry's row or in cspool_chain, where deleting entries moves theirs.
 func TestChainAppendOnly(t *testing.T) {
+	o := newOpener(t)
+	s := o.fresh(t)
+	ctx := context.Background()
+	if _, err := s.Append(ctx, "u", [][]byte{[]byte("x"), []byte("y")}); err != nil {
+		t.Fatal(err)
+	}
+	refused := func(qs ...string) {
+		t.Helper()
+		for _, q := range qs {
+			if _, err := s.pool.Exec(ctx, q); err == nil {
+				t.Errorf("%s: accepted", q)
+			}
+		}
+	}
+	refused(
+		"DELETE FROM cspool_logs",
+		"TRUNCATE cspool_logs CASCADE",
+		"UPDATE cspool_entries SET hash = decode(repeat('00', 32), 'hex')",
+		"UPDATE cspool_entries SET pos = pos + 10",
+		"TRUNCATE cspool_entries",
+	)
+	// Only data may change (nothing does): the row stays an entry.
+	if _, err := s.pool.Exec(ctx, "UPDATE cspool_entries SET size = size WHERE pos = 1"); err != nil {
+		t.Errorf("an update leaving hash and position alone: %v", err)
+	}
+	// Deleting entries in SQL, as compaction does, keeps their hashes.
+	if _, err := s.pool.Exec(ctx, "DELETE FROM cspool_entries"); err != nil {
+		t.Fatal(err)
+	}
+	refused(
+		"UPDATE cspool_chain SET hash = decode(repeat('00', 32), 'hex')",
+		"DELETE FROM cspool_chain",
+		"TRUNCATE cspool_chain",
+	)
+	wantChain(t, s, "u", [][]byte{nil, []byte("x"), []byte("y")})
+	if first, err := s.Append(ctx, "u", [][]byte{[]byte("z")}); first != 3 || err != nil {
+		t.Fatalf("append after every entry was deleted: %d, %v; want 3", first, err)
+	}
+	wantChain(t, s, "u", [][]byte{nil, []byte("x"), []byte("y"), []byte("z")})
+}
+
+// TestAppendWritesLogRowOnce: an append to an existing log inserts no
+// cspool_chain row and updates its cspool_logs row once, for the usage, on
+// the row's page (HOT: no index of cspool_logs changes); head and hash are
+// not kept there (schema 5).
+func TestAppendWritesLogRowOnce(t *testing.T) {
 	o := newOpener(t)
 	s := o.fresh(t)
 	ctx := context.Background()
 	if _, err := s.Append(ctx, "u", [][]byte{[]byte("x")}); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{
-		"UPDATE cspool_chain SET hash = decode(repeat('00', 32), 'hex')",
-		"DELETE FROM cspool_chain",
-		"TRUNCATE cspool_chain",
-	} {
-		if _, err := s.pool.Exec(ctx, q); err == nil {
-			t.Errorf("%s: accepted", q)
+	// The row's page, its versions since (xmin), the head kept on it.
+	row := func() (page, xmin, rest string) {
+		t.Helper()
+		if err := s.pool.QueryRow(ctx, `SELECT (ctid::text::point)[0]::text, xmin::text, base_head::text || ' ' || encode(base_chain, 'hex')
+			FROM cspool_logs WHERE name = 'u'::bytea`).Scan(&page, &xmin, &rest); err != nil {
+			t.Fatal(err)
+		}
+		return page, xmin, rest
+	}
+	p0, x0, r0 := row()
+	for i := 0; i < 3; i++ {
+		if _, err := s.AppendWithin(ctx, "u", 1000, [][]byte{[]byte("y"), []byte("z")}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	wantChain(t, s, "u", [][]byte{nil, []byte("x")})
+	if _, err := s.AppendAt(ctx, "u", 7, [][]byte{[]byte("w")}); err != nil {
+		t.Fatal(err)
+	}
+	p1, x1, r1 := row()
+	if x1 == x0 {
+		t.Errorf("the log's row is the version of the first append (%s): the usage was not updated", x0)
+	}
+	if p1 != p0 || r1 != r0 {
+		t.Errorf("the log's row went from page %s (%s) to page %s (%s): want the same page, head and hash not kept there",
+			p0, r0, p1, r1)
+	}
+	var n int
+	if err := s.pool.QueryRow(ctx, "SELECT count(*) FROM cspool_chain").Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d cspool_chain rows (%v) after appends alone, want 0", n, err)
+	}
+	var fk int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_constraint
+		WHERE conrelid = 'cspool_entries'::regclass AND contype = 'f'`).Scan(&fk); err != nil || fk != 0 {
+		t.Errorf("%d foreign keys (%v) on cspool_entries, want 0: the check locks the log's row", fk, err)
+	}
+	data := [][]byte{nil, []byte("x")}
+	for i := 0; i < 3; i++ {
+		data = append(data, []byte("y"), []byte("z"))
+	}
+	wantChain(t, s, "u", append(data, []byte("w")))
+	if u, err := s.Usage(ctx, "u"); u != 8 || err != nil {
+		t.Errorf("usage %d, %v; want 8", u, err)
+	}
 }
 
-// TestChainBytesPerEntry measures what the chain adds per entry: the size
-// of cspool_chain with its primary key index, per row.
+// TestChainBytesPerEntry measures what the chain adds per entry: its hash
+// on the entry's row, and what cspool_chain holds (nothing until a
+// compaction).
 func TestChainBytesPerEntry(t *testing.T) {
 	o := newOpener(t)
 	s := o.fresh(t)
@@ -158,17 +250,18 @@ func TestChainBytesPerEntry(t *testing.T) {
 	if _, err := s.pool.Exec(ctx, "VACUUM ANALYZE cspool_chain"); err != nil {
 		t.Fatal(err)
 	}
-	var total, heap, rows int64
-	if err := s.pool.QueryRow(ctx, `SELECT pg_total_relation_size('cspool_chain'),
-		pg_relation_size('cspool_chain'), (SELECT count(*) FROM cspool_chain)`).Scan(&total, &heap, &rows); err != nil {
+	var cols, chain, rows int64
+	if err := s.pool.QueryRow(ctx, `SELECT
+		(SELECT sum(pg_column_size(hash)) FROM cspool_entries),
+		pg_relation_size('cspool_chain'), (SELECT count(*) FROM cspool_entries)`).Scan(&cols, &chain, &rows); err != nil {
 		t.Fatal(err)
 	}
 	if rows != n {
-		t.Fatalf("%d chain rows for %d entries", rows, n)
+		t.Fatalf("%d entries, want %d", rows, n)
 	}
-	per := float64(total) / n
-	t.Logf("cspool_chain: %d bytes (%d heap, %d index and the rest) for %d entries: %.1f bytes per entry",
-		total, heap, total-heap, n, per)
+	per := float64(cols+chain) / n
+	t.Logf("hashes: %d bytes on %d entries' rows, cspool_chain %d bytes: %.1f bytes per entry",
+		cols, n, chain, per)
 	if per < 32 || per > 200 {
 		t.Errorf("%.1f bytes per entry, want between 32 (the hash) and 200", per)
 	}

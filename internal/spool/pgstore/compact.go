@@ -41,7 +41,8 @@ func (s *Store) Compact(ctx context.Context, user string, cp spool.Checkpoint, k
 	op := fmt.Sprintf("compacting %q at position %d", user, cp.Pos)
 	err = pgx.BeginFunc(cctx, s.pool, func(tx pgx.Tx) error {
 		var logID, head int64
-		err := tx.QueryRow(cctx, "SELECT id, head FROM cspool_logs WHERE name = $1", []byte(user)).Scan(&logID, &head)
+		err := tx.QueryRow(cctx, "SELECT l.id, t.tip_head FROM cspool_logs l, cspool_tip(l.id) t WHERE l.name = $1",
+			[]byte(user)).Scan(&logID, &head)
 		if errors.Is(err, pgx.ErrNoRows) {
 			head = 0
 		} else if err != nil {
@@ -83,7 +84,8 @@ func (s *Store) Compact(ctx context.Context, user string, cp spool.Checkpoint, k
 			return callErr(ctx, op, err)
 		}
 		// Last, so the log's row lock (appends to it wait) is held only to
-		// the commit.
+		// the commit. The deleted entries' hashes went to cspool_chain
+		// (trigger, schema/0005.sql).
 		_, err = tx.Exec(cctx, "UPDATE cspool_logs SET bytes = bytes - $2 - $3 + $4 WHERE id = $1",
 			logID, st.Bytes, oldLen, int64(len(cp.Data)))
 		if err != nil {

@@ -106,9 +106,22 @@ func TestCompact(t *testing.T) {
 	if got := fmt.Sprint(positions(t, s, "amy")); got != "[10 11]" {
 		t.Errorf("positions: %s, want [10 11]", got)
 	}
-	// The database itself refuses to lower a head.
-	if _, err := s.pool.Exec(ctx, "UPDATE cspool_logs SET head = 1 WHERE name = 'amy'::bytea"); err == nil {
-		t.Error("lowering a head in SQL succeeded")
+	// The database itself refuses to lower a head: the rows it is read
+	// from (schema 5) neither move nor go.
+	for _, q := range []string{
+		"UPDATE cspool_entries SET pos = 1 WHERE pos = 11",
+		"DELETE FROM cspool_chain",
+		"UPDATE cspool_logs SET base_head = -1",
+	} {
+		if _, err := s.pool.Exec(ctx, q); err == nil {
+			t.Errorf("lowering a head in SQL (%s) succeeded", q)
+		}
+	}
+	if _, err := s.pool.Exec(ctx, "DELETE FROM cspool_entries WHERE pos = 11"); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.Head(ctx, "amy"); h != 11 || err != nil {
+		t.Errorf("head after its entry was deleted in SQL: %d, %v; want 11", h, err)
 	}
 }
 

@@ -9,20 +9,27 @@
 //     the same time apply each step exactly once. A database whose
 //     cspool_schema.version is newer than the newest file is refused
 //     (ErrNewerSchema) and never touched.
-//   - Positions: cspool_logs.head is the last position ever assigned to a
-//     user. One Append is one statement (in the group's transaction) that upserts
-//     the user's row with head = head + n RETURNING head, which takes the
-//     row lock: appenders of one user are serialised by that lock, whatever
-//     pool or process they come from, and appenders of different users never
-//     contend. The batch's entries are inserted at head-n+1..head by the same
-//     statement, so a batch is visible all at once or not at all. A trigger
-//     refuses any update lowering head; compaction deletes entries rows only,
-//     so positions are never reused or renumbered.
-//   - Chain (spool.Chainer): the append (one call of the cspool_append
-//     function, under the same row lock) computes the chain hash of every
-//     entry from the hash kept on the user's row (cspool_logs.chain, the
-//     hash at the head) and stores it in cspool_chain, which nothing updates
-//     or deletes from (triggers); compaction deletes entries rows only, so
+//   - Positions (schema/0005.sql): one Append is one statement (in the
+//     group's transaction) calling cspool_append_within, which updates the
+//     usage on the user's cspool_logs row (an upsert at the first append),
+//     taking the row lock: appenders of one user are serialised by it,
+//     whatever pool or process they come from, and appenders of different
+//     users never contend. Only then does it read the head, in a statement
+//     whose snapshot sees every append that held the lock before: the
+//     highest position among the log's entries and the hashes of deleted
+//     ones (cspool_tip). The batch's entries are inserted at head+1..head+n
+//     by the same statement, so a batch is visible all at once or not at
+//     all, and the primary key would refuse a position taken twice. The
+//     pages an append changes that its user chooses are the log row's
+//     (a HOT update: fillfactor 50) and one leaf of cspool_entries' primary
+//     key, each logged whole by its first change after a checkpoint.
+//     Compaction deletes entries rows, and a trigger moves their hashes into
+//     cspool_chain, so positions are never reused or renumbered and the
+//     head never goes back.
+//   - Chain (spool.Chainer): the append computes the chain hash of every
+//     entry from the hash at the head and stores it on the entry's row;
+//     nothing may change it (trigger), and deleting entries hands the hashes
+//     to cspool_chain, which nothing updates or deletes from (triggers), so
 //     the hash of every position up to the head stays answerable.
 //   - Durability: every connection runs with synchronous_commit = on, so
 //     COMMIT returns only after the commit record is flushed to the WAL on

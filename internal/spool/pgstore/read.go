@@ -89,9 +89,9 @@ func (s *Store) Read(ctx context.Context, user string, after uint64, maxCount in
 }
 
 // Head returns the last position ever assigned in user's log, 0 for an
-// unknown user.
+// unknown user (cspool_tip, schema/0005.sql).
 func (s *Store) Head(ctx context.Context, user string) (uint64, error) {
-	head, err := s.logNumber(ctx, user, "the head", "SELECT head FROM cspool_logs WHERE name = $1")
+	head, err := s.logNumber(ctx, user, "the head", "SELECT t.tip_head FROM cspool_logs l, cspool_tip(l.id) t WHERE l.name = $1")
 	return uint64(head), err
 }
 

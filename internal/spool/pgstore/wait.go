@@ -180,7 +180,7 @@ func (s *Store) recheckHeads(names [][]byte) error {
 	s.rechecks.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.StatementTimeout)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, "SELECT name, head FROM cspool_logs WHERE name = ANY ($1::bytea[])", names)
+	rows, err := s.pool.Query(ctx, "SELECT l.name, t.tip_head FROM cspool_logs l, cspool_tip(l.id) t WHERE l.name = ANY ($1::bytea[])", names)
 	if err != nil {
 		return err
 	}
