@@ -5,7 +5,8 @@
 #     SQLite, 10,000 on PostgreSQL with one server and with two; the server's
 #     RSS and idle CPU, and push latency, with what grows per device;
 #  2. the cost of an append with 10 to 100,000 users in one store, SQLite and
-#     PostgreSQL (BenchmarkAppendUsers), as a ratio to 10 users;
+#     PostgreSQL (BenchmarkAppendUsers), as a ratio to 10 users, and
+#     PostgreSQL's WAL bytes per append, after a checkpoint;
 #  3. what a new device reads against the live mailbox (bench/bootstrap).
 # LMTP delivery against Dovecot is bench/lmtp.sh. The machine's load
 # average is printed before and after: the figures move with it.
@@ -39,9 +40,19 @@ ratio() {
 echo
 echo "== append cost by number of users: 8 appenders, 10 KB, logs of 10 entries ($(date -u +%T), load $(cut -d' ' -f1 /proc/loadavg))"
 go test -run '^$' -bench 'BenchmarkAppendUsers' -benchtime 2000x -timeout 60m ./internal/spool/sqlitestore/ | tee "$work/sqlite.txt"
-go test -run '^$' -bench 'BenchmarkAppendUsers' -benchtime 2000x -timeout 60m ./internal/spool/pgstore/ | tee "$work/pg.txt"
+# A CHECKPOINT before each PostgreSQL figure: every page the appends change
+# then pays its full-page image, the same in every run (docs/BENCHMARKS.md,
+# "PostgreSQL's WAL per append with 100,000 users").
+CSPOOL_BENCH_CHECKPOINT=1 go test -run '^$' -bench 'BenchmarkAppendUsers' -benchtime 2000x -timeout 60m ./internal/spool/pgstore/ | tee "$work/pg.txt"
 ratio SQLite "$work/sqlite.txt"
 ratio PostgreSQL "$work/pg.txt"
+# PostgreSQL's WAL bytes per append against 10 users.
+awk 'NF > 3 && /^BenchmarkAppendUsers\/users=/ {
+	split($1, a, "="); sub(/-[0-9]+$/, "", a[2])
+	for (i = 1; i < NF; i++) if ($(i + 1) == "walbytes/op") w = $i
+	if (a[2] == 10) base = w
+	printf "PostgreSQL WAL: %7d users: %d bytes per append, %.2fx the 10-user figure\n", a[2], w, (base ? w / base : 0)
+}' "$work/pg.txt"
 
 echo
 echo "== a new device's bootstrap against the live mailbox ($(date -u +%T), load $(cut -d' ' -f1 /proc/loadavg))"
