@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"cspool/internal/keys"
@@ -32,6 +34,8 @@ const (
 // authorization is a parsed Authorization header.
 type authorization struct {
 	key      keys.PublicKey
+	keyText  string  // key.String(): the header's text, which is canonical
+	keyID    [8]byte // key.KeyID()
 	ts       int64
 	nonce    [nonceSize]byte
 	bodyHash [sha256.Size]byte
@@ -49,28 +53,38 @@ var errAuthSyntax = errors.New("malformed Authorization header")
 
 // parseAuthorization parses the canonical header value: exactly the form
 // String produces, so each authorization has one encoding.
-func parseAuthorization(s string) (*authorization, error) {
+func parseAuthorization(s string) (*authorization, error) { return parseAuthorizationKnown(s, nil) }
+
+// parseAuthorizationKnown is parseAuthorization, taking the key from known
+// if its text is there (parsed before, the same text gives the same key).
+func parseAuthorizationKnown(s string, known *knownKeys) (*authorization, error) {
 	rest, ok := strings.CutPrefix(s, AuthScheme+" ")
 	if !ok {
 		return nil, fmt.Errorf("%w: want scheme %s", errAuthSyntax, AuthScheme)
 	}
-	names := []string{"key", "ts", "nonce", "body", "sig"}
-	vals := strings.Split(rest, ", ")
-	if len(vals) != len(names) {
-		return nil, fmt.Errorf("%w: want %d parameters", errAuthSyntax, len(names))
-	}
-	for i, v := range vals {
+	names := [...]string{"key", "ts", "nonce", "body", "sig"}
+	var vals [len(names)]string
+	for i := range vals {
+		v, next, found := strings.Cut(rest, ", ")
+		if found != (i < len(vals)-1) {
+			return nil, fmt.Errorf("%w: want %d parameters", errAuthSyntax, len(names))
+		}
 		val, ok := strings.CutPrefix(v, names[i]+"=")
 		if !ok {
 			return nil, fmt.Errorf("%w: parameter %d is not %s", errAuthSyntax, i+1, names[i])
 		}
-		vals[i] = val
+		vals[i], rest = val, next
 	}
-	a := &authorization{}
+	a := &authorization{keyText: vals[0]}
 	var err error
-	// ParsePublic refuses a non-canonical key but trims blanks first.
-	if a.key, err = keys.ParsePublic(vals[0]); err != nil || strings.TrimSpace(vals[0]) != vals[0] {
-		return nil, fmt.Errorf("%w: key: %v", errAuthSyntax, err)
+	if k := known.get(vals[0]); k != nil {
+		a.key, a.keyID = k.key, k.id
+	} else {
+		// ParsePublic refuses a non-canonical key but trims blanks first.
+		if a.key, err = keys.ParsePublic(vals[0]); err != nil || strings.TrimSpace(vals[0]) != vals[0] {
+			return nil, fmt.Errorf("%w: key: %v", errAuthSyntax, err)
+		}
+		a.keyID = a.key.KeyID()
 	}
 	a.ts, err = strconv.ParseInt(vals[1], 10, 64)
 	if err != nil || a.ts < 0 || strconv.FormatInt(a.ts, 10) != vals[1] {
@@ -118,7 +132,7 @@ func signedMessage(method, path, query string, a *authorization) []byte {
 	var b strings.Builder
 	for _, f := range []string{sigContext, method, path, query,
 		hex.EncodeToString(a.bodyHash[:]), strconv.FormatInt(a.ts, 10),
-		hex.EncodeToString(a.nonce[:]), a.key.String()} {
+		hex.EncodeToString(a.nonce[:]), a.keyText} {
 		b.WriteString(f)
 		b.WriteByte('\n')
 	}
@@ -135,11 +149,49 @@ func SignRequest(req *http.Request, body []byte, key *keys.SecretKey, now time.T
 		return err
 	}
 	req.URL.RawQuery = q
-	a := &authorization{key: key.Public(), ts: now.Unix(), bodyHash: sha256.Sum256(body)}
+	a := &authorization{key: key.Public(), keyText: key.Public().String(), ts: now.Unix(), bodyHash: sha256.Sum256(body)}
 	if _, err := rand.Read(a.nonce[:]); err != nil {
 		return fmt.Errorf("signing request: %w", err)
 	}
 	a.sig = key.Sign(signedMessage(req.Method, req.URL.Path, q, a))
 	req.Header.Set("Authorization", a.String())
 	return nil
+}
+
+// knownKeys are the keys of requests that passed authentication, parsed,
+// by their text form, so that a device's next request does not decode and
+// checksum its key again. It holds no decision: every request is still
+// verified and authorized. At most maxKnownKeys are kept; beyond, keys are
+// parsed every time.
+type knownKeys struct {
+	m sync.Map // text -> *knownKey
+	n atomic.Int64
+}
+
+type knownKey struct {
+	key keys.PublicKey
+	id  [8]byte
+}
+
+const maxKnownKeys = 1 << 16
+
+// get returns the key whose text form is text, or nil; k may be nil.
+func (k *knownKeys) get(text string) *knownKey {
+	if k == nil {
+		return nil
+	}
+	if v, ok := k.m.Load(text); ok {
+		return v.(*knownKey)
+	}
+	return nil
+}
+
+// add remembers a's key, if there is room.
+func (k *knownKeys) add(a *authorization) {
+	if k.get(a.keyText) != nil || k.n.Load() >= maxKnownKeys {
+		return
+	}
+	if _, loaded := k.m.LoadOrStore(a.keyText, &knownKey{key: a.key, id: a.keyID}); !loaded {
+		k.n.Add(1)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +190,47 @@ func TestTestModeAPI(t *testing.T) {
 	es, _, err := first.Read(ctx, 0, 0, 0, 0)
 	if err != nil || len(es) != 1 {
 		t.Errorf("carol reads her log: %d entries, %v", len(es), err)
+	}
+}
+
+// TestKnownKeysDecideNothing: a key remembered from an authenticated
+// request spares only its parsing: the same key's forged request, and its
+// request for another user's log, are refused as before; the keys
+// remembered are bounded.
+func TestKnownKeysDecideNothing(t *testing.T) {
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	if _, err := e.client(t, "alice", e.alice).Head(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e.api.known.get(e.alice.Public().String()) == nil {
+		t.Fatal("alice's key not remembered after her request")
+	}
+	var ae *Error
+	if _, err := e.client(t, "bob", e.alice).Head(ctx); !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
+		t.Errorf("alice's key reading bob's head: %v, want 403", err)
+	}
+	req, err := http.NewRequest("GET", e.srv.URL+"/v1/users/alice/head", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SignRequest(req, nil, e.alice, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	req.URL.Path = "/v1/users/bob/head" // the signature covers alice's path
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a forged request with a remembered key: %d, want 401", resp.StatusCode)
+	}
+	var k knownKeys
+	for i := range maxKnownKeys + 10 {
+		k.add(&authorization{keyText: strconv.Itoa(i)})
+	}
+	if n := k.n.Load(); n != maxKnownKeys {
+		t.Errorf("%d keys remembered, want at most %d", n, maxKnownKeys)
 	}
 }

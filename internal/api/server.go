@@ -203,6 +203,7 @@ type Server struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	nonces *nonceCache
+	known  knownKeys // parsed keys of authenticated requests (auth.go)
 	polls  *pollCounter
 	conns  *connLimiter
 	// refusals thins out the log lines of requests refused before their
@@ -295,33 +296,43 @@ func (s *Server) answered(r *http.Request, rw *recorder, start time.Time, ri *re
 			return
 		}
 	}
-	attrs := []any{"id", ri.id, "method", r.Method, "path", r.URL.Path, "status", rw.status,
-		"bytes", rw.bytes, "ms", time.Since(start).Milliseconds(), "remote", r.RemoteAddr}
-	if suppressed > 0 {
-		attrs = append(attrs, "similar_refusals_not_logged", suppressed)
-	}
-	if ri.key.Ed25519 != nil {
-		attrs = append(attrs, "key_id", fmt.Sprintf("%x", ri.key.KeyID()))
-	}
-	if ri.err != nil {
-		attrs = append(attrs, "err", ri.err.Error())
-	}
 	level := slog.LevelInfo
-	switch {
-	case r.Context().Err() != nil:
-		// The client went away (a daemon stopping mid long-poll): not a
-		// server failure, and nobody reads the status.
-		attrs = append(attrs, "client_gone", true)
-	case rw.status >= 500:
+	gone := r.Context().Err() != nil
+	if !gone && rw.status >= 500 {
 		level = slog.LevelWarn
 	}
-	s.log.Log(context.WithoutCancel(r.Context()), level, "http request", attrs...)
+	ctx := context.WithoutCancel(r.Context())
+	if !s.log.Enabled(ctx, level) {
+		return
+	}
+	// Typed attributes, in a fixed array: this line is written for every
+	// renewal of every device's long-poll.
+	var buf [12]slog.Attr
+	attrs := append(buf[:0], slog.String("id", ri.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes), slog.Int64("ms", time.Since(start).Milliseconds()),
+		slog.String("remote", r.RemoteAddr))
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int("similar_refusals_not_logged", suppressed))
+	}
+	if ri.key.Ed25519 != nil {
+		attrs = append(attrs, slog.String("key_id", hex.EncodeToString(ri.keyID[:])))
+	}
+	if ri.err != nil {
+		attrs = append(attrs, slog.String("err", ri.err.Error()))
+	}
+	if gone {
+		// The client went away (a daemon stopping mid long-poll): not a
+		// server failure, and nobody reads the status.
+		attrs = append(attrs, slog.Bool("client_gone", true))
+	}
+	s.log.LogAttrs(ctx, level, "http request", attrs...)
 }
 
 // reqInfo collects what the request log line reports.
 type reqInfo struct {
 	id    string
 	key   keys.PublicKey // the signer named by the Authorization header
+	keyID [8]byte        // key.KeyID(), once key is set
 	spool bool           // signed with the spool key
 	err   error
 	// parked: the read's connection was taken over to wait (park.go),

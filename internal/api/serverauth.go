@@ -69,11 +69,12 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	if len(hs) != 1 {
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonMissing, "want one Authorization header, found %d", len(hs)))
 	}
-	a, err := parseAuthorization(hs[0])
+	a, err := parseAuthorizationKnown(hs[0], &s.known)
 	if err != nil {
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonMalformed, "%v", err))
 	}
-	info(r).key = a.key
+	ri := info(r)
+	ri.key, ri.keyID = a.key, a.keyID
 	now := s.cfg.Now()
 	if err := s.checkTime(r, a.ts, now); err != nil {
 		return nil, err
@@ -113,7 +114,7 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		return nil, authErr(ErrForbidden, AuthReasonSpoolKeyForbidden, "the spool key may only append entries")
 	case spoolKey:
 		c.spool = true
-		info(r).spool = true
+		ri.spool = true
 		budget = s.cfg.SpoolKeyNonces
 	case forbidden != nil:
 		return nil, forbidden
@@ -124,7 +125,7 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		}
 	}
 	var be *budgetError
-	switch err := s.nonces.add(a.key.KeyID(), a.nonce, time.Unix(a.ts, 0).Add(s.cfg.ClockSkew+time.Second), now, budget); {
+	switch err := s.nonces.add(ri.keyID, a.nonce, time.Unix(a.ts, 0).Add(s.cfg.ClockSkew+time.Second), now, budget); {
 	case errors.Is(err, errReplayed):
 		// Whoever captured the request can send it again at will.
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonReplayed, "replayed request (nonce already used)"))
@@ -133,6 +134,7 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		e.retryAfter, e.sampled = be.retry, true
 		return nil, e
 	}
+	s.known.add(a)
 	return c, nil
 }
 
