@@ -164,7 +164,8 @@ const nextRequestGrace = time.Second
 // through ServeHTTP as any other, authenticated and logged the same; if it
 // parks, serveNext returns it for waitParked to wait for; if it is
 // answered at once (a refusal, say), its answer is written here and the
-// next request read. Anything else, or no request within
+// next request read (or, if the client sent more already, the connection
+// goes to net/http with those bytes). Anything else, or no request within
 // nextRequestGrace, and the connection goes back to the HTTP server
 // through its listener, with the bytes read so far, which net/http then
 // reads first. It returns nil once the connection is given back or closed.
@@ -230,8 +231,15 @@ func (s *Server) serveOne(lc *limitedConn, nr *nextReader) (pk *parked, again bo
 		return iw.pk, false
 	}
 	err = iw.cw.finish()
-	if err != nil || iw.cw.header.Get("Connection") == "close" || nr.br.Buffered() > 0 {
-		lc.Close() // a pipelined request is not read on: it closes, as after a parked read
+	if err != nil || iw.cw.header.Get("Connection") == "close" {
+		lc.Close()
+		return nil, false
+	}
+	if n := nr.br.Buffered(); n > 0 {
+		// The client sent its next request already: net/http reads it.
+		rest, _ := nr.br.Peek(n)
+		lc.pending = append([]byte(nil), rest...)
+		lc.ln.resume(lc)
 		return nil, false
 	}
 	return nil, true

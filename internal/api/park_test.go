@@ -314,4 +314,17 @@ func TestParkedConnectionServesAnyRequest(t *testing.T) {
 	withBody := bytes.Replace(raw, []byte("\r\n\r\n"), []byte("\r\nContent-Length: 2\r\n\r\nhi"), 1)
 	check("a long-poll with a body", [][]byte{withBody}, http.StatusOK, "1")
 	check("a long-poll", renewal(), http.StatusOK, "1")
+	// Two requests in one write: the first is answered here, the second
+	// by net/http on the same connection.
+	forged = bytes.Replace(renewal()[0], []byte("after=0"), []byte("after=1"), 1)
+	check("a forged long-poll followed by a read of the head", [][]byte{append(forged,
+		signedRaw(t, e, "GET", "/v1/users/alice/head", "")...)}, http.StatusUnauthorized, "")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the read of the head sent with the forged long-poll: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Cspool-Head") != "1" {
+		t.Errorf("the read of the head sent with the forged long-poll: %d, head %q; want 200, 1", resp.StatusCode, resp.Header.Get("Cspool-Head"))
+	}
 }
