@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cspool/internal/spool"
@@ -99,20 +100,27 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request, user string, p rea
 // long-polls are answered by one goroutine, whose stack has grown to what
 // the store's reads need, instead of two new ones each (net/http's for the
 // connection given back, and the parked read's).
+//
+// Each parked read is counted for Drain (parkedReads) from park until the
+// request after it on the connection is done with: counted out only once
+// that one has parked (and been counted in) or the connection is given
+// back or closed, so that Drain never finds none while this goroutine
+// still holds the connection (a WaitGroup counted up again after reaching
+// zero under a Wait makes that Wait panic).
 func (s *Server) waitParked(pk *parked) {
 	for pk != nil {
-		lc := s.answerParked(pk)
-		if lc == nil {
-			return
+		var next *parked
+		if lc := s.answerParked(pk); lc != nil {
+			next = s.serveNext(lc)
 		}
-		pk = s.serveNext(lc)
+		s.parkedReads.Done()
+		pk = next
 	}
 }
 
 // answerParked waits for pk's log to move, then answers pk. It returns the
 // connection if it is to serve further requests, else nil (closed).
 func (s *Server) answerParked(pk *parked) *limitedConn {
-	defer s.parkedReads.Done()
 	defer s.parkedNow.Add(-1)
 	ctx := context.Background()
 	moved, err := spool.WaitFor(ctx, s.cfg.Store, pk.user, pk.p.after, pk.p.wait, s.stopping)
@@ -170,8 +178,9 @@ const nextRequestGrace = time.Second
 // through its listener, with the bytes read so far, which net/http then
 // reads first. It returns nil once the connection is given back or closed.
 func (s *Server) serveNext(lc *limitedConn) *parked {
-	s.parkedReads.Add(1) // Drain waits for a request being served here
-	defer s.parkedReads.Done()
+	if h := testHookServeNext.Load(); h != nil {
+		(*h)(s)
+	}
 	for {
 		if s.stopping.Err() != nil {
 			lc.Close()
@@ -191,6 +200,9 @@ func (s *Server) serveNext(lc *limitedConn) *parked {
 		}
 	}
 }
+
+// testHookServeNext, when set, runs as serveNext starts (tests).
+var testHookServeNext atomic.Pointer[func(*Server)]
 
 // nextReader holds the buffers serveNext reads a request with: br on the
 // connection, pr over what br holds, for parsing. Pooled: taken only while
@@ -254,11 +266,11 @@ func parseRenewal(buf []byte, nr *nextReader) (*http.Request, int) {
 	if err != nil || r.Method != http.MethodGet || r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close ||
 		r.ContentLength != 0 || len(r.TransferEncoding) != 0 || r.Host == "" || r.URL.Host != "" ||
 		!strings.HasPrefix(r.URL.Path, "/v1/users/") || !strings.HasSuffix(r.URL.Path, "/entries") ||
-		!strings.Contains(r.URL.RawQuery, "wait=") {
+		!strings.Contains(r.URL.RawQuery, "wait=") || !onlyBytes(r.Host, hostPunct) {
 		return nil, 0
 	}
 	for name, vs := range r.Header {
-		if name == "Expect" || name == "Upgrade" || name == "Host" {
+		if name == "Expect" || name == "Upgrade" || name == "Host" || name == "" || !onlyBytes(name, tokenPunct) {
 			return nil, 0
 		}
 		for _, v := range vs {
@@ -270,6 +282,26 @@ func parseRenewal(buf []byte, nr *nextReader) (*http.Request, int) {
 		}
 	}
 	return r, len(buf) - nr.rd.Len() - nr.pr.Buffered()
+}
+
+// The checks net/http's server makes of a request beyond http.ReadRequest
+// (golang.org/x/net/http/httpguts, vendored in the standard library): a
+// Host of these bytes, header names that are tokens. A request that fails
+// them goes to net/http, which answers 400 and closes the connection.
+const (
+	hostPunct  = "!$%&'()*+,-.:;=[]_~"
+	tokenPunct = "!#$%&'*+-.^_`|~"
+)
+
+// onlyBytes reports whether s has only letters, digits and bytes of punct.
+func onlyBytes(s, punct string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.IndexByte(punct, c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // inplaceWriter is the http.ResponseWriter of a request served by
