@@ -112,8 +112,10 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
-	if _, err := a.ExecContext(a.ctx, "INSERT INTO forms (bid, envelope, structure) VALUES (?, ?, ?)",
-		bid, nullBlob(p.envelopeWire), nullBlob(p.structureWire)); err != nil {
+	if _, err := a.ExecContext(a.ctx, "INSERT INTO forms (bid, envelope) VALUES (?, ?)", bid, nullBlob(p.envelopeWire)); err != nil {
+		return 0, fmt.Errorf("storing body: %w", err)
+	}
+	if _, err := a.ExecContext(a.ctx, "INSERT INTO structures (bid, structure) VALUES (?, ?)", bid, nullBlob(p.structureWire)); err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
 	if b == nil {

@@ -43,8 +43,8 @@ const (
 	// ID and ModSeq are left zero, and LoadRaw cannot load the message.
 	// With WantStructureWire alone instead of WantMetadataOnly, the same
 	// and the body structure's IMAP form, the messages read from the
-	// index (which holds the body since schema 17) and a forms row for
-	// each.
+	// index (which holds the body since schema 17) and a structures row
+	// for each.
 	WantListing
 )
 
@@ -97,7 +97,8 @@ func fetchQuery(want Want) string {
 	if want&WantMetadataOnly != 0 {
 		return "SELECT " + messageColumns + ", m.body, 0, 0" + messageFrom
 	}
-	// The stored forms are in forms, one narrow row per body: a FETCH
+	// The stored forms are in forms (the envelope's) and structures
+	// (the structure's), one narrow row per body in each: a FETCH
 	// asking for them alone reads no bodies row (HeaderLen and Parse are
 	// left zero), but for a body lacking a form.
 	bodies := want&(WantEnvelope|WantStructure|WantHeader|WantRaw) != 0
@@ -126,7 +127,7 @@ func fetchQuery(want Want) string {
 		missing = append(missing, "f.envelope IS NULL")
 	}
 	if want&WantStructureWire != 0 {
-		missing = append(missing, "f.structure IS NULL")
+		missing = append(missing, "st.structure IS NULL")
 	}
 	cond := strings.Join(missing, " OR ")
 	decoded := func(col string) string {
@@ -139,14 +140,17 @@ func fetchQuery(want Want) string {
 		b.WriteString(", f.envelope, iif(" + cond + ", " + decoded("envelope") + ", NULL)")
 	}
 	if want&WantStructureWire != 0 {
-		b.WriteString(", f.structure, iif(" + cond + ", " + decoded("structure") + ", NULL)")
+		b.WriteString(", st.structure, iif(" + cond + ", " + decoded("structure") + ", NULL)")
 	}
 	b.WriteString(messageFrom)
 	if bodies {
 		b.WriteString("JOIN bodies b ON b.bid = m.body ")
 	}
-	if want&(WantEnvelopeWire|WantStructureWire) != 0 {
+	if want&WantEnvelopeWire != 0 {
 		b.WriteString("LEFT JOIN forms f ON f.bid = m.body ")
+	}
+	if want&WantStructureWire != 0 {
+		b.WriteString("LEFT JOIN structures st ON st.bid = m.body ")
 	}
 	return b.String()
 }
@@ -384,21 +388,27 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids UIDSet,
 
 // formsQuery reads what FetchForms gives, in UID order: the UID, the
 // flags, the date, the size, the body, the id, the modseq, and then the
-// body's forms (NULL where it has none; formsFallback reads the stored
-// values then).
+// body's forms, the envelope's from forms and the structure's from
+// structures, each only when asked for (NULL where it has none or was not
+// asked for; formsFallback reads the stored values then).
 func formsQuery(want Want) string {
 	var b strings.Builder
 	b.WriteString("SELECT m.uid, m.flags, m.keywords, m.date, m.size")
 	switch {
 	case want == WantStructureWire|WantListing:
-		// The index, which holds the body (schema 17), and a forms row
-		// by its rowid, not a messages row besides.
-		b.WriteString(", m.body, 0, 0, NULL, f.structure FROM messages m INDEXED BY messages_listing" +
-			" LEFT JOIN forms f ON f.bid = m.body")
+		// The index, which holds the body (schema 17), and a structures
+		// row by its rowid (schema 19), not a messages row besides.
+		b.WriteString(", m.body, 0, 0, NULL, st.structure FROM messages m INDEXED BY messages_listing" +
+			" LEFT JOIN structures st ON st.bid = m.body")
 	case want&WantListing != 0:
 		b.WriteString(" FROM messages m")
-	case want&(WantEnvelopeWire|WantStructureWire) != 0:
-		b.WriteString(", m.body, m.id, m.modseq, f.envelope, f.structure FROM messages m LEFT JOIN forms f ON f.bid = m.body")
+	case want&(WantEnvelopeWire|WantStructureWire) == WantEnvelopeWire|WantStructureWire:
+		b.WriteString(", m.body, m.id, m.modseq, f.envelope, st.structure FROM messages m LEFT JOIN forms f ON f.bid = m.body" +
+			" LEFT JOIN structures st ON st.bid = m.body")
+	case want&WantEnvelopeWire != 0:
+		b.WriteString(", m.body, m.id, m.modseq, f.envelope, NULL FROM messages m LEFT JOIN forms f ON f.bid = m.body")
+	case want&WantStructureWire != 0:
+		b.WriteString(", m.body, m.id, m.modseq, NULL, st.structure FROM messages m LEFT JOIN structures st ON st.bid = m.body")
 	default:
 		b.WriteString(", m.body, m.id, m.modseq FROM messages m")
 	}

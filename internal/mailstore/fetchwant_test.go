@@ -99,7 +99,7 @@ func TestSchema10FillsWireForms(t *testing.T) {
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("old"))), l.spool(deliverCmd("From: J\xc3\xbcrgen <j\xc3\xbc@z.org>\r\nSubject: s\r\n\r\nx\r\n")))
 	ctx := t.Context()
 	forms := func(s *Store) (out []string) {
-		rows, err := s.rdb.QueryContext(ctx, "SELECT quote(f.envelope), quote(f.structure) FROM bodies b LEFT JOIN forms f ON f.bid = b.bid ORDER BY b.bid")
+		rows, err := s.rdb.QueryContext(ctx, "SELECT quote(f.envelope), quote(st.structure) FROM bodies b LEFT JOIN forms f ON f.bid = b.bid LEFT JOIN structures st ON st.bid = b.bid ORDER BY b.bid")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +180,7 @@ func TestSchema13MovesForms(t *testing.T) {
 	if err := s.rdb.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != SchemaVersion {
 		t.Fatalf("schema version %d after opening, %v", version, err)
 	}
-	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*), count(envelope), count(structure) FROM forms").Scan(&n, &envs, &structs); err != nil || n != 2 || envs != 1 || structs != 2 {
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*), count(envelope), (SELECT count(structure) FROM structures) FROM forms").Scan(&n, &envs, &structs); err != nil || n != 2 || envs != 1 || structs != 2 {
 		t.Errorf("forms after the migration: %d rows, %d envelopes, %d structures, %v; want 2, 1, 2", n, envs, structs, err)
 	}
 	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('bodies') WHERE name LIKE '%wire'").Scan(&n); err != nil || n != 0 {
@@ -191,6 +191,81 @@ func TestSchema13MovesForms(t *testing.T) {
 	}
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("new"))))
 	if got := fetch(s); len(got) != 3 || !strings.Contains(got[2], `"new"`) || !strings.Contains(got[2], `"text" "plain"`) {
+		t.Errorf("FETCH of a body stored after the migration: %q", got)
+	}
+}
+
+// TestSchema19MovesStructures: a database of version 18, the structure's
+// form in forms, has it in table structures after the migration to
+// version 19, one row per body and none left in forms, and FETCHes of the
+// forms, BODYSTRUCTURE from the listing index among them, answer as
+// before; a body stored after the migration has its row there too.
+func TestSchema19MovesStructures(t *testing.T) {
+	t.Parallel()
+	path := emptyStoreFile(t)
+	s, err := Open(path, mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("old"))), l.spool(deliverCmd("From: J\xc3\xbcrgen <j\xc3\xbc@z.org>\r\nSubject: s\r\n\r\nx\r\n")))
+	ctx := t.Context()
+	fetch := func(s *Store) (out []string) {
+		show := func(m *Message) error {
+			out = append(out, fmt.Sprintf("%d %s %v | %s %v | %v %v", m.UID, m.EnvelopeWire, m.EnvelopeWire == nil,
+				m.StructureWire, m.StructureWire == nil, m.Envelope != nil, m.BodyStructure != nil))
+			return nil
+		}
+		all := UIDSet{{Start: 1, Stop: 0}}
+		for _, want := range []Want{WantEnvelopeWire | WantStructureWire, WantEnvelopeWire, WantStructureWire} {
+			if err := s.Fetch(ctx, InboxID(), all, want, show); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.FetchForms(ctx, InboxID(), all, want, show); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.FetchForms(ctx, InboxID(), all, WantStructureWire|WantListing, show); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	want := fetch(s)
+	if len(want) != 14 || !strings.Contains(want[0], `"old"`) || !strings.Contains(want[len(want)-1], `"text" "plain"`) {
+		t.Fatalf("FETCH before: %q", want)
+	}
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 18) }); err != nil {
+		t.Fatal(err)
+	}
+	var inForms int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(structure) FROM forms").Scan(&inForms); err != nil || inForms != 2 {
+		t.Fatalf("version 18: %d forms rows with a structure, %v; want 2", inForms, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, mimeform.Parser{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var version, n, structs int
+	if err := s.rdb.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil || version != SchemaVersion {
+		t.Fatalf("schema version %d after opening, %v", version, err)
+	}
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*), count(structure) FROM structures").Scan(&n, &structs); err != nil || n != 2 || structs != 2 {
+		t.Errorf("structures after the migration: %d rows, %d structures, %v; want 2, 2", n, structs, err)
+	}
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM pragma_table_info('forms') WHERE name = 'structure'").Scan(&n); err != nil || n != 0 {
+		t.Errorf("forms keeps %d structure columns after the migration, %v", n, err)
+	}
+	if got := fetch(s); !reflect.DeepEqual(got, want) {
+		t.Errorf("FETCH after the migration:\n got  %q\n want %q", got, want)
+	}
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("new"))))
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(structure) FROM structures").Scan(&structs); err != nil || structs != 3 {
+		t.Errorf("a body stored after the migration: %d structures, %v; want 3", structs, err)
+	}
+	if got := fetch(s); len(got) != 21 || !strings.Contains(got[len(got)-1], `"text" "plain"`) {
 		t.Errorf("FETCH of a body stored after the migration: %q", got)
 	}
 }
@@ -384,10 +459,10 @@ func TestFetchFormsListing(t *testing.T) {
 // form, or the stored structure where the body has no form) that
 // WantStructureWire alone gives, for every UID set, over a mailbox with
 // expunged gaps, keywords, a body two messages share, bodies without a
-// form (8-bit parameters, a forms row whose structure is NULL, a body
-// without a forms row), and leaves ID and ModSeq zero; its plan reads the
-// messages from the covering index messages_listing, no row of the table,
-// and forms by rowid.
+// form (8-bit parameters, a structures row whose structure is NULL, a
+// body without a structures row), and leaves ID and ModSeq zero; its plan
+// reads the messages from the covering index messages_listing, no row of
+// the table, and structures by rowid.
 func TestFetchFormsStructureListing(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -427,12 +502,12 @@ func TestFetchFormsStructureListing(t *testing.T) {
 	}
 	mustApply(t, s, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, "$Work"}, IDs: ids[5:9]}),
 		l.user(&command.Command{Kind: command.Expunge, IDs: []command.ID{ids[2], ids[10], ids[11], ids[12], ids[39]}}))
-	// Message 15's body loses its forms row, message 20's its structure's
-	// form.
+	// Message 15's body loses its structures row, message 20's its
+	// structure's form.
 	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "DELETE FROM forms WHERE bid = ?", bids[14])
+		_, err := tx.ExecContext(ctx, "DELETE FROM structures WHERE bid = ?", bids[14])
 		if err == nil {
-			_, err = tx.ExecContext(ctx, "UPDATE forms SET structure = NULL WHERE bid = ?", bids[19])
+			_, err = tx.ExecContext(ctx, "UPDATE structures SET structure = NULL WHERE bid = ?", bids[19])
 		}
 		return err
 	}); err != nil {
@@ -489,7 +564,7 @@ func TestFetchFormsStructureListing(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := strings.Join(plan, "\n")
-	if !strings.Contains(p, "USING COVERING INDEX messages_listing") || !strings.Contains(p, "f USING INTEGER PRIMARY KEY") {
-		t.Errorf("the structure's plan reads more than the index and forms:\n%s", p)
+	if !strings.Contains(p, "USING COVERING INDEX messages_listing") || !strings.Contains(p, "st USING INTEGER PRIMARY KEY") {
+		t.Errorf("the structure's plan reads more than the index and structures:\n%s", p)
 	}
 }

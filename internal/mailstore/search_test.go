@@ -56,7 +56,8 @@ func TestTextSearchHeader(t *testing.T) {
 	}
 }
 
-// downgrade makes the database's schema version 13 (no messages_listing
+// downgrade makes the database's schema version 18 (the structure's
+// form in forms), 13 (no messages_listing
 // and no messages_keywords, version 15's, and the undo log of version 15,
 // downgradeUndo),
 // version 12 (the IMAP forms in bodies, no table forms either), version 10
@@ -64,10 +65,18 @@ func TestTextSearchHeader(t *testing.T) {
 // (whose version 8 differs only in what the index holds, versions 9 and 10
 // by a column each).
 func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
-	if err := downgradeUndo(ctx, tx); err != nil {
-		return err
+	if version < 16 {
+		if err := downgradeUndo(ctx, tx); err != nil {
+			return err
+		}
 	}
-	qs := []string{"DROP INDEX messages_keywords", "DROP INDEX messages_listing"}
+	var qs []string
+	if version < 17 {
+		qs = append(qs, "DROP INDEX messages_keywords", "DROP INDEX messages_listing")
+	}
+	if version < 19 {
+		qs = append(qs, to18...)
+	}
 	if version < 18 {
 		qs = append(qs, to17...)
 	}
@@ -86,6 +95,15 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// to18 are downgrade's steps from version 19 to 18: the structure's form
+// back in forms. The undo triggers of forms are made again by the
+// migration.
+var to18 = []string{
+	"ALTER TABLE forms ADD COLUMN structure BLOB",
+	"UPDATE forms SET structure = (SELECT structure FROM structures s WHERE s.bid = forms.bid)",
+	"DROP TABLE structures",
 }
 
 // to17 are downgrade's steps from version 18 to 17.

@@ -34,7 +34,7 @@ import (
 // The triggers take their columns from the schema, and are made again
 // whenever the schema version moves, so a column added later is covered
 // (undo gains a v column if a table outgrows those it has).
-var undoTables = []string{"state", "mailboxes", "subscriptions", "keywords", "bodies", "forms", "blobs", "messages", "entries", "rejected"}
+var undoTables = []string{"state", "mailboxes", "subscriptions", "keywords", "bodies", "forms", "structures", "blobs", "messages", "entries", "rejected"}
 
 // undoKey is an extra column of the undo row and the value a trigger
 // gives it.
