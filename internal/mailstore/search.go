@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -619,4 +620,30 @@ func (s *Store) IndexSize(ctx context.Context) (IndexStats, error) {
 		return st, fmt.Errorf("measuring the search index: %w", err)
 	}
 	return st, nil
+}
+
+// MergeIndex does up to pages leaf pages of merge work in each FTS5
+// index, in one write transaction, merging all of its segments into one
+// as FTS5's 'optimize' would but a step at a time, and says whether any
+// was done (when none was, each index is one segment, or empty). Whether
+// a step did any is whether it changed an index's structure record (the
+// row of rowid 10 of its _data table).
+func (s *Store) MergeIndex(ctx context.Context, pages int) (merged bool, err error) {
+	err = s.writeTx(ctx, "merging the search index", func(tx *sql.Tx) error {
+		for _, t := range []string{"fts", "ftsw"} {
+			var before, after []byte
+			if err := tx.QueryRowContext(ctx, "SELECT block FROM "+t+"_data WHERE id = 10").Scan(&before); err != nil && err != sql.ErrNoRows {
+				return fmt.Errorf("merging the search index: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, "INSERT INTO "+t+" ("+t+", rank) VALUES ('merge', ?)", -pages); err != nil {
+				return fmt.Errorf("merging the search index: %w", err)
+			}
+			if err := tx.QueryRowContext(ctx, "SELECT block FROM "+t+"_data WHERE id = 10").Scan(&after); err != nil && err != sql.ErrNoRows {
+				return fmt.Errorf("merging the search index: %w", err)
+			}
+			merged = merged || !bytes.Equal(before, after)
+		}
+		return nil
+	})
+	return merged, err
 }

@@ -56,7 +56,8 @@ func TestTextSearchHeader(t *testing.T) {
 	}
 }
 
-// downgrade makes the database's schema version 18 (the structure's
+// downgrade makes the database's schema version 19 (FTS5's default merge
+// settings), 18 (the structure's
 // form in forms), 13 (no messages_listing
 // and no messages_keywords, version 15's, and the undo log of version 15,
 // downgradeUndo),
@@ -73,6 +74,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	var qs []string
 	if version < 17 {
 		qs = append(qs, "DROP INDEX messages_keywords", "DROP INDEX messages_listing")
+	}
+	if version < 20 {
+		qs = append(qs, to19...)
 	}
 	if version < 19 {
 		qs = append(qs, to18...)
@@ -95,6 +99,13 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// to19 are downgrade's steps from version 20 to 19: FTS5's default
+// merge settings.
+var to19 = []string{
+	"DELETE FROM fts_config WHERE k IN ('automerge', 'crisismerge')",
+	"DELETE FROM ftsw_config WHERE k IN ('automerge', 'crisismerge')",
 }
 
 // to18 are downgrade's steps from version 19 to 18: the structure's form
