@@ -3,6 +3,7 @@ package mimeform
 import (
 	"mime"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	gomessage "github.com/emersion/go-message"
@@ -26,7 +27,7 @@ const missingDomain = "MISSING_DOMAIN"
 // NIL) after them, where go-imap drops them.
 func extractEnvelope(h textproto.Header) *imap.Envelope {
 	mh := mail.Header{Header: gomessage.Header{Header: h}}
-	date, _ := mh.Date()
+	date := envelopeDate(mh)
 	subject, _ := mh.Subject()
 	inReplyTo, _ := mh.MsgIDList("In-Reply-To")
 	messageID, _ := mh.MessageID()
@@ -42,6 +43,23 @@ func extractEnvelope(h textproto.Header) *imap.Envelope {
 		InReplyTo: inReplyTo,
 		MessageID: messageID,
 	}
+}
+
+// envelopeDate is mh.Date(), its error dropped. A date in the one form
+// RFC 5322 section 3.3 recommends ("Mon, 02 Jan 2006 15:04:05 -0700",
+// nothing around it) is parsed in that layout alone: net/mail tries a
+// list of layouts in turn, and the failures before the one that fits were
+// a quarter of what a first sync's parse allocated. Any layout that fits
+// such a date gives the same time (TestEnvelopeDateAsNetMail).
+func envelopeDate(mh mail.Header) time.Time {
+	v := mh.Get("Date")
+	if len(v) == len(time.RFC1123Z) && v[3] == ',' {
+		if t, err := time.Parse(time.RFC1123Z, v); err == nil {
+			return t
+		}
+	}
+	date, _ := mh.Date()
+	return date
 }
 
 // unfold undoes header folding (RFC 5322 section 2.2.3): line breaks go,

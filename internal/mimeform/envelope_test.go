@@ -1,10 +1,15 @@
 package mimeform
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
 )
 
 // Address lists as RFC 5322 section 3.4 writes them, and the ENVELOPE
@@ -39,6 +44,45 @@ func TestParseAddressList(t *testing.T) {
 		got := parseAddressList(c.in)
 		if fmt.Sprint(got) != fmt.Sprint(c.want) {
 			t.Errorf("%s:\n got  %v\n want %v", c.in, got, c.want)
+		}
+	}
+}
+
+// TestEnvelopeDateAsNetMail holds the envelope's date to what net/mail
+// makes of the field, in the common form and beside it.
+func TestEnvelopeDateAsNetMail(t *testing.T) {
+	dates := []string{
+		"Mon, 02 Jan 2006 15:04:05 -0700",
+		"Tue, 31 Dec 2024 23:59:59 +1400",
+		"Sun, 01 Jan 0001 00:00:00 +0000",
+		"Mon,  2 Jan 2006 15:04:05 -0700",
+		"Mon, 2 Jan 2006 15:04:05 -0700 ",
+		"Xyz, 02 Jan 2006 15:04:05 -0700",
+		"Mon, 32 Jan 2006 15:04:05 -0700",
+		"Mon, 02 Jan 2006 15:04:05 GMT",
+		"Mon, 02 Jan 2006 15:04:05 -07:0",
+		"Mon, 02 Jan 06 15:04:05 -0700 (PST)",
+		"02 Jan 2006 15:04:05 -0700",
+		"Mon, 02 Jan 2006 25:04:05 -0700",
+		"",
+	}
+	zones := []*time.Location{time.UTC, time.FixedZone("", -7*3600), time.FixedZone("", 5*3600+1800), time.Local}
+	for i := range 2000 {
+		at := time.Unix(int64(i)*7919*3607-2_000_000_000, 0).In(zones[i%len(zones)])
+		dates = append(dates, at.Format(time.RFC1123Z))
+	}
+	for _, d := range dates {
+		var h textproto.Header
+		if d != "" {
+			h.Set("Date", d)
+		}
+		mh := mail.Header{Header: gomessage.Header{Header: h}}
+		want, _ := mh.Date()
+		got := envelopeDate(mh)
+		wj, _ := json.Marshal(want)
+		gj, _ := json.Marshal(got)
+		if !got.Equal(want) || string(gj) != string(wj) || got.Location().String() != want.Location().String() {
+			t.Errorf("%q: got %s (%v), net/mail %s (%v)", d, gj, got.Location(), wj, want.Location())
 		}
 	}
 }

@@ -5,9 +5,9 @@ import (
 	"bytes"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
 	gomessage "github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset" // decode RFC 2047 words in every common charset
 	"github.com/emersion/go-message/textproto"
@@ -59,7 +59,9 @@ type Message struct {
 // extracted does not encode.
 func Parse(b []byte) (Message, error) {
 	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
-	header, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b)))
+	r := getReader(b)
+	defer readers.Put(r)
+	header, err := textproto.ReadHeader(r.br)
 	var env *imap.Envelope
 	var bs imap.BodyStructure
 	if err != nil {
@@ -67,7 +69,7 @@ func Parse(b []byte) (Message, error) {
 		env = &imap.Envelope{}
 	} else {
 		env = extractEnvelope(header)
-		bs = extractStructure(b)
+		bs = extractStructure(b, header, r)
 		if bs == nil {
 			p.Status = Simplified
 		}
@@ -83,6 +85,37 @@ func Parse(b []byte) (Message, error) {
 	}
 	return p, nil
 }
+
+// reader reads a message's bytes through a buffer kept between parses:
+// a first sync parses every message, and four buffers of 4 KB for each
+// were most of what the parse allocated.
+type reader struct {
+	rd bytes.Reader
+	br *bufio.Reader
+}
+
+var readers = sync.Pool{New: func() any { return &reader{br: bufio.NewReader(nil)} }}
+
+// getReader returns a pooled reader of b, to go back to readers when
+// done with.
+func getReader(b []byte) *reader {
+	r := readers.Get().(*reader)
+	r.reset(b)
+	return r
+}
+
+func (r *reader) reset(b []byte) {
+	r.rd.Reset(b)
+	r.br.Reset(&r.rd)
+}
+
+// offset is how many bytes of the message r.br has given out.
+func (r *reader) offset(b []byte) int {
+	return len(b) - r.rd.Len() - r.br.Buffered()
+}
+
+// counts is a buffer for counting a part's bytes and lines.
+var counts = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
 
 // Forms returns the IMAP forms (wire.go) of a stored envelope and body
 // structure: those of what DecodeEnvelope and DecodeStructure give, so
@@ -117,16 +150,13 @@ func headerLength(b []byte) int64 {
 	return int64(len(b))
 }
 
-// extractStructure returns the body structure of b, or nil when b is
-// beyond the parsing bounds or its MIME structure is malformed.
-func extractStructure(b []byte) (bs imap.BodyStructure) {
-	br := bufio.NewReader(bytes.NewReader(b))
-	header, err := textproto.ReadHeader(br)
-	if err != nil {
-		return nil
-	}
+// extractStructure returns the body structure of b, whose header r has
+// just read as header, or nil when b is beyond the parsing bounds or its
+// MIME structure is malformed. It reuses r.
+func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.BodyStructure) {
+	body := r.offset(b)
 	parts := 0
-	if !withinBounds(header, br, 0, 0, &parts) {
+	if !withinBounds(header, r.br, 0, 0, &parts) {
 		return nil
 	}
 	defer func() {
@@ -136,46 +166,113 @@ func extractStructure(b []byte) (bs imap.BodyStructure) {
 			bs = nil
 		}
 	}()
-	bs = imapserver.ExtractBodyStructure(bytes.NewReader(b))
+	r.reset(b[body:])
+	bs = bodyStructure(header, r.br)
 	if !wellFormed(bs) {
 		return nil
-	}
-	br = bufio.NewReader(bytes.NewReader(b))
-	if h, err := textproto.ReadHeader(br); err == nil {
-		nestedEnvelopes(bs, h, br)
 	}
 	return bs
 }
 
-// nestedEnvelopes gives every message/rfc822 part of bs the envelope
-// extractEnvelope makes of its header, in place of the library's (which
-// drops groups), walking the MIME tree of the part whose header is h and
-// whose body r reads, as ExtractBodyStructure did.
-func nestedEnvelopes(bs imap.BodyStructure, h textproto.Header, r io.Reader) {
-	switch bs := bs.(type) {
-	case *imap.BodyStructureMultiPart:
-		mh := gomessage.Header{Header: h}
-		_, params, _ := mh.ContentType()
-		mr := textproto.NewMultipartReader(r, params["boundary"])
-		for _, child := range bs.Children {
-			p, err := mr.NextPart()
-			if err != nil {
-				return
+// bodyStructure is go-imap's imapserver.ExtractBodyStructure of the part
+// whose header is rawHeader and whose body r reads, with two changes: a
+// single part's body is counted, not read into memory, and a
+// message/rfc822 part gets the envelope extractEnvelope makes of its
+// header, in place of the library's (which drops groups).
+// TestBodyStructureAsLibrary holds it to the library's output.
+func bodyStructure(rawHeader textproto.Header, r io.Reader) imap.BodyStructure {
+	header := gomessage.Header{Header: rawHeader}
+	mediaType, typeParams, _ := header.ContentType()
+	primaryType, subType, _ := strings.Cut(mediaType, "/")
+	if primaryType == "multipart" {
+		bs := &imap.BodyStructureMultiPart{Subtype: subType}
+		mr := textproto.NewMultipartReader(r, typeParams["boundary"])
+		for {
+			part, _ := mr.NextPart()
+			if part == nil {
+				break
 			}
-			nestedEnvelopes(child, p.Header, p)
+			bs.Children = append(bs.Children, bodyStructure(part.Header, part))
 		}
-	case *imap.BodyStructureSinglePart:
-		if bs.MessageRFC822 == nil {
-			return
+		bs.Extended = &imap.BodyStructureMultiPartExt{
+			Params:      typeParams,
+			Disposition: contentDisposition(header),
+			Language:    contentLanguage(header),
+			Location:    header.Get("Content-Location"),
 		}
-		br := bufio.NewReader(r)
-		ch, err := textproto.ReadHeader(br)
-		if err != nil {
-			return
-		}
-		bs.MessageRFC822.Envelope = extractEnvelope(ch)
-		nestedEnvelopes(bs.MessageRFC822.BodyStructure, ch, br)
+		return bs
 	}
+	bs := &imap.BodyStructureSinglePart{
+		Type:        primaryType,
+		Subtype:     subType,
+		Params:      typeParams,
+		ID:          header.Get("Content-Id"),
+		Description: header.Get("Content-Description"),
+		Encoding:    header.Get("Content-Transfer-Encoding"),
+	}
+	if mediaType == "message/rfc822" || mediaType == "message/global" {
+		body, _ := io.ReadAll(r)
+		bs.Size = uint32(len(body))
+		br := bufio.NewReader(bytes.NewReader(body))
+		childHeader, _ := textproto.ReadHeader(br)
+		bs.MessageRFC822 = &imap.BodyStructureMessageRFC822{
+			Envelope:      extractEnvelope(childHeader),
+			BodyStructure: bodyStructure(childHeader, br),
+			NumLines:      int64(bytes.Count(body, []byte("\n"))),
+		}
+	} else {
+		size, lines := countBody(r)
+		bs.Size = uint32(size)
+		if primaryType == "text" {
+			bs.Text = &imap.BodyStructureText{NumLines: lines}
+		}
+	}
+	bs.Extended = &imap.BodyStructureSinglePartExt{
+		Disposition: contentDisposition(header),
+		Language:    contentLanguage(header),
+		Location:    header.Get("Content-Location"),
+	}
+	return bs
+}
+
+// countBody reads r to its end or first error, as io.ReadAll does, and
+// returns how many bytes and line feeds it read.
+func countBody(r io.Reader) (size int, lines int64) {
+	bp := counts.Get().(*[]byte)
+	defer counts.Put(bp)
+	buf := *bp
+	for {
+		n, err := r.Read(buf)
+		size += n
+		lines += int64(bytes.Count(buf[:n], []byte("\n")))
+		if err != nil {
+			return size, lines
+		}
+	}
+}
+
+// contentDisposition is go-imap's: the part's Content-Disposition, nil
+// without one.
+func contentDisposition(header gomessage.Header) *imap.BodyStructureDisposition {
+	disp, dispParams, _ := header.ContentDisposition()
+	if disp == "" {
+		return nil
+	}
+	return &imap.BodyStructureDisposition{Value: disp, Params: dispParams}
+}
+
+// contentLanguage is go-imap's: the part's Content-Language, split at
+// commas.
+func contentLanguage(header gomessage.Header) []string {
+	v := header.Get("Content-Language")
+	if v == "" {
+		return nil
+	}
+	l := strings.Split(v, ",")
+	for i, lang := range l {
+		l[i] = strings.TrimSpace(lang)
+	}
+	return l
 }
 
 // withinBounds walks the MIME tree without keeping it, and reports whether

@@ -73,7 +73,7 @@ func TestStoredFormsRoundTrip(t *testing.T) {
 			t.Errorf("%s: body structure does not round trip:\n%s\n%s", f, p.Structure, again)
 		}
 		if p.Status == Parsed {
-			direct := extractStructure(b)
+			direct := extractOf(b)
 			if !reflect.DeepEqual(direct, bs) {
 				a, _ := json.Marshal(direct)
 				t.Errorf("%s: decoded body structure differs from the extracted one: %s", f, a)

@@ -1,0 +1,175 @@
+package mimeform
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	gomessage "github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
+)
+
+// extractOf is extractStructure of b, its header read first.
+func extractOf(b []byte) imap.BodyStructure {
+	r := getReader(b)
+	defer readers.Put(r)
+	h, err := textproto.ReadHeader(r.br)
+	if err != nil {
+		return nil
+	}
+	return extractStructure(b, h, r)
+}
+
+// libraryStructure is the structure as go-imap extracts it, the nested
+// messages' envelopes made by extractEnvelope: what Parse stored before
+// it extracted the structure itself.
+func libraryStructure(b []byte) (bs imap.BodyStructure) {
+	br := bufio.NewReader(bytes.NewReader(b))
+	header, err := textproto.ReadHeader(br)
+	if err != nil {
+		return nil
+	}
+	parts := 0
+	if !withinBounds(header, br, 0, 0, &parts) {
+		return nil
+	}
+	defer func() {
+		if recover() != nil {
+			bs = nil
+		}
+	}()
+	bs = imapserver.ExtractBodyStructure(bytes.NewReader(b))
+	if !wellFormed(bs) {
+		return nil
+	}
+	br = bufio.NewReader(bytes.NewReader(b))
+	if h, err := textproto.ReadHeader(br); err == nil {
+		libraryEnvelopes(bs, h, br)
+	}
+	return bs
+}
+
+func libraryEnvelopes(bs imap.BodyStructure, h textproto.Header, r io.Reader) {
+	switch bs := bs.(type) {
+	case *imap.BodyStructureMultiPart:
+		mh := gomessage.Header{Header: h}
+		_, params, _ := mh.ContentType()
+		mr := textproto.NewMultipartReader(r, params["boundary"])
+		for _, child := range bs.Children {
+			p, err := mr.NextPart()
+			if err != nil {
+				return
+			}
+			libraryEnvelopes(child, p.Header, p)
+		}
+	case *imap.BodyStructureSinglePart:
+		if bs.MessageRFC822 == nil {
+			return
+		}
+		br := bufio.NewReader(r)
+		ch, err := textproto.ReadHeader(br)
+		if err != nil {
+			return
+		}
+		bs.MessageRFC822.Envelope = extractEnvelope(ch)
+		libraryEnvelopes(bs.MessageRFC822.BodyStructure, ch, br)
+	}
+}
+
+// structureSamples are the test messages, a seeded 10 KB one, and
+// variants of each: cut short, with LF line endings, and forwarded
+// inside another message.
+func structureSamples(t *testing.T) map[string][]byte {
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "messages", "*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no sample messages: %v", err)
+	}
+	out := map[string][]byte{"seeded": benchMessage(7, 10<<10)}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[filepath.Base(f)] = b
+	}
+	for name, b := range out {
+		out[name+" cut"] = b[:len(b)*2/3]
+		out[name+" lf"] = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+		out[name+" forwarded"] = []byte("From: a@example.org\r\nSubject: fwd\r\n" +
+			"Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n" +
+			"Content-Type: text/plain\r\n\r\nsee below\r\n--b1\r\n" +
+			"Content-Type: message/rfc822\r\nContent-Disposition: attachment; filename=\"m.eml\"\r\n" +
+			"Content-Language: en, de\r\n\r\n" + string(b) + "\r\n--b1--\r\n")
+	}
+	return out
+}
+
+// TestBodyStructureAsLibrary holds Parse's own extraction to go-imap's:
+// the stored structure byte for byte, and the whole of Parse's output.
+func TestBodyStructureAsLibrary(t *testing.T) {
+	for name, b := range structureSamples(t) {
+		lib, own := libraryStructure(b), extractOf(b)
+		if (lib == nil) != (own == nil) {
+			t.Errorf("%s: library structure %v, own %v", name, lib, own)
+			continue
+		}
+		if lib == nil {
+			continue
+		}
+		want, err := encodeStructure(lib)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := encodeStructure(own)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: structure differs from the library's:\n%s\n%s", name, got, want)
+		}
+		if ws, gs := structureWire(lib), structureWire(own); !bytes.Equal(ws, gs) {
+			t.Errorf("%s: IMAP form differs from the library's:\n%s\n%s", name, gs, ws)
+		}
+		if !strings.Contains(name, "forwarded") {
+			continue
+		}
+		if s := string(got); !strings.Contains(s, "attachment") || !strings.Contains(s, "\"de\"") {
+			t.Errorf("%s: forwarded part's disposition or language missing: %s", name, s)
+		}
+	}
+}
+
+// TestParseAllocation bounds what Parse allocates for a seeded 10 KB
+// message: go-imap's extraction read every part into memory and four
+// fresh 4 KB buffers read the message, 65 KB in all.
+func TestParseAllocation(t *testing.T) {
+	msg := benchMessage(7, 10<<10)
+	Parse(msg) // fill the pools
+	var before, after runtimeMem
+	before.read()
+	const n = 50
+	for range n {
+		if _, err := Parse(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after.read()
+	if per := (after.bytes - before.bytes) / n; per > 16<<10 {
+		t.Errorf("Parse of a 10 KB message allocated %d bytes, more than 16 KiB", per)
+	}
+}
+
+type runtimeMem struct{ bytes uint64 }
+
+func (m *runtimeMem) read() {
+	var s runtime.MemStats
+	runtime.ReadMemStats(&s)
+	m.bytes = s.TotalAlloc
+}
