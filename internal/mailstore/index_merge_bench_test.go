@@ -5,15 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"cspool/internal/command"
-	"cspool/internal/devicedb"
-	"cspool/internal/mimeform"
 )
 
 // BenchmarkIndexMerge builds the search index of an encrypted store of N
@@ -29,39 +24,10 @@ import (
 //
 //	CSPOOL_INDEX_BENCH_N=100000 CSPOOL_INDEX_BENCH_DB=/tmp/i.db CSPOOL_INDEX_BENCH_MERGE='automerge=4;automerge=8' go test ./internal/mailstore -run - -bench IndexMerge -benchtime 1x -timeout 2h
 func BenchmarkIndexMerge(b *testing.B) {
-	n := 5000
-	if v := os.Getenv("CSPOOL_INDEX_BENCH_N"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			b.Fatal(err)
-		}
-	}
-	settings := strings.Split(os.Getenv("CSPOOL_INDEX_BENCH_MERGE"), ";")
-	path := os.Getenv("CSPOOL_INDEX_BENCH_DB")
-	if path == "" {
-		path = filepath.Join(b.TempDir(), "mail.db")
-	}
-	key := devicedb.Key{7}
-	s, err := OpenWith(path, Options{Key: &key, Parser: mimeform.Parser{}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, n := searchBenchStore(b, "CSPOOL_INDEX_BENCH", 5000)
 	defer s.Close()
 	ctx := context.Background()
-	pos, err := s.Position(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	l := testLog{pos: pos}
-	for i := int(pos); i < n; {
-		var part []Entry
-		for ; i < n && len(part) < 1000; i++ {
-			part = append(part, l.spool(&command.Command{Kind: command.Deliver, Date: int64(1700000000000 + i), Body: searchBenchMessage(i, 2048)}))
-		}
-		if _, err := s.Apply(ctx, part, part[len(part)-1].Pos); err != nil {
-			b.Fatal(err)
-		}
-	}
+	settings := strings.Split(os.Getenv("CSPOOL_INDEX_BENCH_MERGE"), ";")
 	b.ResetTimer()
 	for range b.N {
 		for _, set := range settings {

@@ -53,38 +53,9 @@ func searchBenchMessage(i, size int) []byte {
 //
 //	CSPOOL_SEARCH_BENCH_N=100000 CSPOOL_SEARCH_BENCH_DB=/tmp/s.db go test ./internal/mailstore -run - -bench TextSearch
 func BenchmarkTextSearch(b *testing.B) {
-	n := 10000
-	if v := os.Getenv("CSPOOL_SEARCH_BENCH_N"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			b.Fatal(err)
-		}
-	}
-	path := os.Getenv("CSPOOL_SEARCH_BENCH_DB")
-	if path == "" {
-		path = filepath.Join(b.TempDir(), "mail.db")
-	}
-	key := devicedb.Key{7}
-	s, err := OpenWith(path, Options{Key: &key, Parser: mimeform.Parser{}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s, _ := searchBenchStore(b, "CSPOOL_SEARCH_BENCH", 10000)
 	defer s.Close()
 	ctx := context.Background()
-	pos, err := s.Position(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	l := testLog{pos: pos}
-	for i := int(pos); i < n; {
-		var part []Entry
-		for ; i < n && len(part) < 1000; i++ {
-			part = append(part, l.spool(&command.Command{Kind: command.Deliver, Date: int64(1700000000000 + i), Body: searchBenchMessage(i, 2048)}))
-		}
-		if _, err := s.Apply(ctx, part, part[len(part)-1].Pos); err != nil {
-			b.Fatal(err)
-		}
-	}
 	for {
 		_, left, err := s.IndexPending(ctx, 500)
 		if err != nil {
@@ -113,4 +84,45 @@ func BenchmarkTextSearch(b *testing.B) {
 			b.ReportMetric(float64(hits), "hits")
 		})
 	}
+}
+
+// searchBenchStore opens an encrypted store of N messages of 2 KB
+// (searchBenchMessage), N from the environment's PREFIX_N (def if unset),
+// kept in PREFIX_DB if set (and then reused: only the messages it lacks
+// are delivered), else in a temporary folder.
+func searchBenchStore(b *testing.B, prefix string, def int) (*Store, int) {
+	n := def
+	if v := os.Getenv(prefix + "_N"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	path := os.Getenv(prefix + "_DB")
+	if path == "" {
+		path = filepath.Join(b.TempDir(), "mail.db")
+	}
+	key := devicedb.Key{7}
+	s, err := OpenWith(path, Options{Key: &key, Parser: mimeform.Parser{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	pos, err := s.Position(ctx)
+	if err != nil {
+		s.Close()
+		b.Fatal(err)
+	}
+	l := testLog{pos: pos}
+	for i := int(pos); i < n; {
+		var part []Entry
+		for ; i < n && len(part) < 1000; i++ {
+			part = append(part, l.spool(&command.Command{Kind: command.Deliver, Date: int64(1700000000000 + i), Body: searchBenchMessage(i, 2048)}))
+		}
+		if _, err := s.Apply(ctx, part, part[len(part)-1].Pos); err != nil {
+			s.Close()
+			b.Fatal(err)
+		}
+	}
+	return s, n
 }
