@@ -78,19 +78,7 @@ func TestLiveBodiesCounted(t *testing.T) {
 		}
 	}
 	checkLiveBodies(t, "after queued changes", s)
-	tx, err := s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := undoQueued(ctx, tx, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec("DELETE FROM queue"); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	takeBackQueue(t, s)
 	checkLiveBodies(t, "after undoing the queue", s)
 
 	full := openTest(t)

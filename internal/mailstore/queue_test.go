@@ -387,19 +387,7 @@ func TestQueueUndo(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tx, err := s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := undoQueued(ctx, tx, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec("DELETE FROM queue"); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	takeBackQueue(t, s)
 	sameState(t, "after undoing the whole queue", s, before, false)
 }
 
@@ -583,4 +571,26 @@ func testQueueRestore(t *testing.T, seed uint64) {
 		t.Fatalf("queue holds %d after the log has it all", n)
 	}
 	sameState(t, "after the log has everything", s, ref, false)
+}
+
+// takeBackQueue undoes every queued change of s and empties the queue, in
+// one transaction, as a take-back of the whole queue does.
+func takeBackQueue(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := undoQueued(ctx, tx, 0); err != nil {
+		tx.Rollback()
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("DELETE FROM queue"); err != nil {
+		tx.Rollback()
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -172,19 +172,7 @@ func TestQueueAcrossUndoUpgrade(t *testing.T) {
 
 	// The whole queue taken back, in a copy.
 	c := copyStore(t, s)
-	tx, err := c.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := undoQueued(ctx, tx, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec("DELETE FROM queue"); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
+	takeBackQueue(t, c)
 	before := openTest(t)
 	mustApply(t, before, base...)
 	sameState(t, "after undoing the whole queue", c, before, false)
