@@ -46,16 +46,19 @@ const maxDecodedText = 16 << 20
 
 // BodyTexts returns the texts SEARCH BODY tests in a message: its decoded
 // text/* and message/* parts, or, when the message is not MIME-parseable,
-// the raw bytes after the header (headerLen bytes).
+// the raw bytes after the header (headerLen bytes); when its MIME tree
+// breaks part of the way (a multipart without a boundary, or cut short),
+// the parts decoded before the break and the raw bytes after the header,
+// so that no text of the message is out of SEARCH's reach.
 func BodyTexts(raw []byte, headerLen int64) []string {
+	hl := min(int(headerLen), len(raw))
 	e, err := gomessage.Read(bytes.NewReader(raw))
 	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
-		hl := min(int(headerLen), len(raw))
 		return []string{string(raw[hl:])}
 	}
 	out := []string{}
 	budget := int64(maxDecodedText)
-	_ = e.Walk(func(_ []int, part *gomessage.Entity, err error) error {
+	walkErr := e.Walk(func(_ []int, part *gomessage.Entity, err error) error {
 		if err != nil || part == nil || budget <= 0 {
 			return nil
 		}
@@ -71,6 +74,9 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 		out = append(out, string(b))
 		return nil
 	})
+	if walkErr != nil {
+		out = append(out, string(raw[hl:min(len(raw), hl+maxDecodedText)]))
+	}
 	return out
 }
 

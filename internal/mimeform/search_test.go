@@ -1,0 +1,37 @@
+package mimeform
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestBodyTextsKeepsBrokenMultipart: the text of a message whose MIME
+// tree breaks (a multipart without its boundary, one cut before its end)
+// stays within SEARCH BODY's reach, and a well-formed one gives its
+// decoded parts alone.
+func TestBodyTextsKeepsBrokenMultipart(t *testing.T) {
+	for _, c := range []struct {
+		name, raw string
+		want      []string
+		not       string
+	}{
+		{"no boundary", "Subject: s\r\nContent-Type: multipart/mixed\r\n\r\nbroken zebrafish \x00 body\r\n",
+			[]string{"zebrafish"}, ""},
+		{"cut short", "Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nfirst okapi\r\n--b\r\nContent-Type: text/plain\r\n\r\nsecond narwhal",
+			[]string{"okapi", "narwhal"}, ""},
+		{"well formed", "Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gaWJleA==\r\n--b--\r\n",
+			[]string{"hello ibex"}, "aGVsbG8"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			texts := strings.Join(BodyTexts([]byte(c.raw), headerLength([]byte(c.raw))), "\n")
+			for _, w := range c.want {
+				if !strings.Contains(texts, w) {
+					t.Errorf("body texts %q lack %q", texts, w)
+				}
+			}
+			if c.not != "" && strings.Contains(texts, c.not) {
+				t.Errorf("body texts %q hold the undecoded %q", texts, c.not)
+			}
+		})
+	}
+}
