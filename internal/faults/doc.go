@@ -24,7 +24,8 @@
 //     reached are answered OK and wait on the device, and must land once
 //     (offline_test.go: the changes of a client on a device cut off, across
 //     a SIGKILL of its daemon, and another device's on the same messages);
-//     after a fault of the spool, a command may also get NO [NONEXISTENT]
+//     after a fault of the spool or of the device's disk, a command may
+//     also get NO [NONEXISTENT]
 //     if its selected mailbox was given a new UIDVALIDITY because a change
 //     queued meanwhile took UIDs the log gave to other messages
 //     (docs/IMAP.md, "Offline"), which the load checks by selecting the
