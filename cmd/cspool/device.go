@@ -33,6 +33,8 @@ var (
 	_ syncer.Replica = (*mailstore.Store)(nil)
 	_ syncer.Queue   = (*mailstore.Store)(nil)
 	_ syncer.Journal = (*mailstore.Store)(nil)
+
+	_ syncer.IntoSource = (*api.Client)(nil)
 )
 
 // device is the device role, assembled here once: the database's lock and

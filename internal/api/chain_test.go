@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"cspool/internal/spool"
 )
@@ -235,5 +237,46 @@ func TestChainHeaderParse(t *testing.T) {
 				t.Errorf("hashes %x, %x; want %x", lr.StartHash, lr.HeadHash, want)
 			}
 		})
+	}
+}
+
+// TestReadLogInto: the entries' bytes land one after another in the
+// buffer's spare capacity, after what it holds, each slice capped at its
+// own end; an entry that does not fit gets its own allocation; the bytes
+// are the log's either way.
+func TestReadLogInto(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.ChunkBytes = 40 }) // several chunks per response
+	c := e.client(t, "alice", e.alice)
+	appendNumbered(t, c, 30)
+	want := numberedData(30)
+	buf := append(make([]byte, 0, 64), "kept"...)
+	lr, err := c.ReadLogInto(testCtx(t), 0, 0, 0, 0, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lr.Entries) != 30 {
+		t.Fatalf("read %d entries, want 30", len(lr.Entries))
+	}
+	off := len("kept")
+	for i, en := range lr.Entries {
+		if !bytes.Equal(en.Data, want[i]) {
+			t.Fatalf("entry %d: %q, want %q", en.Pos, en.Data, want[i])
+		}
+		inBuf := unsafe.SliceData(en.Data) == unsafe.SliceData(buf[off:cap(buf)])
+		if fits := off+len(want[i]) <= cap(buf); inBuf != fits {
+			t.Fatalf("entry %d (%d bytes at %d of %d): in the buffer %v, want %v", en.Pos, len(en.Data), off, cap(buf), inBuf, fits)
+		}
+		if inBuf {
+			if cap(en.Data) != len(en.Data) {
+				t.Fatalf("entry %d: capacity %d past its %d bytes", en.Pos, cap(en.Data), len(en.Data))
+			}
+			off += len(en.Data)
+		}
+	}
+	if off == len("kept") {
+		t.Fatal("no entry was read into the buffer")
+	}
+	if string(buf[:len("kept")]) != "kept" {
+		t.Fatalf("the buffer's own bytes became %q", buf[:len("kept")])
 	}
 }

@@ -69,7 +69,7 @@ func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Cli
 // request up to wait (whole seconds, capped by the server) for new entries.
 // A device that must notice compactions uses ReadLog.
 func (c *Client) Read(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) ([]spool.Entry, uint64, error) {
-	lr, err := c.readLog(ctx, after, maxCount, maxBytes, wait, false)
+	lr, err := c.readLog(ctx, after, maxCount, maxBytes, wait, false, nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -87,12 +87,23 @@ func (c *Client) Read(ctx context.Context, after uint64, maxCount int, maxBytes 
 // them when after is at or below the head, so the caller (the syncer)
 // treats their absence as tampering.
 func (c *Client) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error) {
-	return c.readLog(ctx, after, maxCount, maxBytes, wait, true)
+	return c.readLog(ctx, after, maxCount, maxBytes, wait, true, nil)
+}
+
+// ReadLogInto is ReadLog with the entries' bytes read into the spare
+// capacity of buf, one after another, as long as they fit (an entry that
+// does not fit gets its own allocation): a caller that reads batch after
+// batch and is done with a batch's bytes before it reads the next one
+// gives the same buffer again instead of allocating every entry anew.
+// The entries' Data alias buf until the caller reuses it.
+func (c *Client) ReadLogInto(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, buf []byte) (spool.LogRead, error) {
+	return c.readLog(ctx, after, maxCount, maxBytes, wait, true, buf[len(buf):])
 }
 
 // readLog reads entries; with needCheckpoint, a response without a valid
-// Cspool-Checkpoint header is a protocol error.
-func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, needCheckpoint bool) (spool.LogRead, error) {
+// Cspool-Checkpoint header is a protocol error. The entries' bytes go into
+// arena's spare capacity while they fit (entryReader.arena).
+func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, needCheckpoint bool, arena []byte) (spool.LogRead, error) {
 	op := fmt.Sprintf("reading entries of %s after %d", c.user, after)
 	q := url.Values{"after": {strconv.FormatUint(after, 10)}}
 	if maxCount > 0 {
@@ -129,7 +140,7 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 			return spool.LogRead{}, protoErr("bad chain headers", err)
 		}
 	}
-	er := &entryReader{r: bufio.NewReaderSize(resp.Body, 64<<10), maxEntry: maxEntry}
+	er := &entryReader{r: bufio.NewReaderSize(resp.Body, 64<<10), maxEntry: maxEntry, arena: arena}
 	last := after
 	for {
 		pos, data, err := er.next()

@@ -134,6 +134,10 @@ type entryReader struct {
 	r        *bufio.Reader
 	maxEntry uint64
 	done     bool
+	// arena, if it has room, holds the entries' bytes one after another:
+	// an entry that fits in its spare capacity is read there (its slice
+	// capped at its end) instead of into an allocation of its own.
+	arena []byte
 }
 
 // next returns the next entry, or io.EOF after the end marker. Any other
@@ -165,6 +169,20 @@ func (er *entryReader) next() (pos uint64, data []byte, err error) {
 	}
 	if n > er.maxEntry {
 		return 0, nil, fmt.Errorf("entry %d: %d bytes: %w", pos, n, errEntryTooBig)
+	}
+	if free := uint64(cap(er.arena) - len(er.arena)); n <= free {
+		// The caller's buffer is there already: announcing a length
+		// costs the peer as much as sending it would.
+		start := len(er.arena)
+		er.arena = er.arena[:start+int(n)]
+		data = er.arena[start : start+int(n) : start+int(n)]
+		if _, err := io.ReadFull(er.r, data); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return 0, nil, errTruncated
+			}
+			return 0, nil, err
+		}
+		return pos, data, nil
 	}
 	// Grow with the data actually received, not with the announced length:
 	// start small and at most double what has arrived so far, so a peer

@@ -32,6 +32,15 @@ import (
 // the loop reads again. Nothing of a read ahead reaches the store until
 // the loop takes it, so a crash applies nothing twice as before: the
 // position still moves only with a committed batch.
+//
+// A read ahead from a Source that can read into a given buffer
+// (IntoSource) reads the entries' bytes into one buffer of BatchBytes;
+// once every entry of it opened and its bytes were let go
+// (releaseSealed), the loop keeps that buffer (keepBuffer) for the next
+// read ahead, so a first sync allocates it once rather than every entry's
+// bytes again (a quarter of what a sync allocated). A read with an entry
+// that did not open, or that leads to a checkpoint, keeps its bytes, and
+// its buffer is not used again.
 
 // opened is an entry after entry.Open: the command, or why it did not
 // open, the work on its message that Apply would do (Replica.Prepare), and
@@ -108,6 +117,7 @@ type readAhead struct {
 	lr     spool.LogRead
 	opened []opened
 	err    error
+	buf    []byte // the buffer the entries' bytes were read into; nil: none
 }
 
 // startAhead reads the log after pos, and opens what it read, in the
@@ -116,9 +126,21 @@ type readAhead struct {
 func (s *Syncer) startAhead(ctx context.Context, after uint64) {
 	ctx, cancel := context.WithCancel(ctx)
 	ra := &readAhead{after: after, cancel: cancel, done: make(chan struct{})}
+	into, ok := s.cfg.Source.(IntoSource)
+	if ok {
+		ra.buf = s.spare
+		if ra.buf == nil {
+			ra.buf = make([]byte, 0, s.cfg.BatchBytes)
+		}
+	}
+	s.spare = nil
 	go func() {
 		defer close(ra.done)
-		ra.lr, ra.err = s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
+		if into != nil {
+			ra.lr, ra.err = into.ReadLogInto(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0, ra.buf)
+		} else {
+			ra.lr, ra.err = s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
+		}
 		if ra.err == nil {
 			ra.opened = s.openAll(ra.lr.Entries)
 			if ra.lr.Checkpoint <= after {
@@ -129,6 +151,21 @@ func (s *Syncer) startAhead(ctx context.Context, after uint64) {
 		}
 	}()
 	s.ahead = ra
+}
+
+// keepBuffer keeps buf for the next read ahead when no entry of lr holds
+// bytes any more (every one opened and was let go by releaseSealed): else
+// some of them may be in buf, which must then stay as it is.
+func (s *Syncer) keepBuffer(buf []byte, lr spool.LogRead) {
+	if buf == nil {
+		return
+	}
+	for _, e := range lr.Entries {
+		if e.Data != nil {
+			return
+		}
+	}
+	s.spare = buf[:0]
 }
 
 // dropAhead cancels the read ahead, if any, and waits for it to end.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 	"weak"
 
 	"cspool/internal/command"
@@ -332,5 +333,96 @@ func TestSealedBytesReleased(t *testing.T) {
 	}
 	if rej := s.Status().Rejected; rej != 1 {
 		t.Errorf("%d entries rejected, want 1 (position %d)", rej, junk)
+	}
+}
+
+// intoSource is an IntoSource over a Source, reading as api.Client does:
+// each entry's bytes copied into the buffer's spare capacity while it
+// fits. It notes the buffer each read was given, and the positions each
+// read returned.
+type intoSource struct {
+	Source
+	mu    sync.Mutex
+	bufs  []*byte // the start of each read's buffer
+	reads [][]uint64
+}
+
+func (s *intoSource) ReadLogInto(ctx context.Context, after uint64, n int, b int64, wait time.Duration, buf []byte) (spool.LogRead, error) {
+	lr, err := s.Source.ReadLog(ctx, after, n, b, wait)
+	if err != nil {
+		return lr, err
+	}
+	arena := buf[len(buf):]
+	entries := make([]spool.Entry, len(lr.Entries))
+	var read []uint64
+	for i, e := range lr.Entries {
+		entries[i] = spool.Entry{Pos: e.Pos, Data: slices.Clone(e.Data)}
+		if len(e.Data) <= cap(arena)-len(arena) {
+			start := len(arena)
+			arena = append(arena, e.Data...)
+			entries[i].Data = arena[start:len(arena):len(arena)]
+		}
+		read = append(read, e.Pos)
+	}
+	lr.Entries = entries
+	s.mu.Lock()
+	s.bufs = append(s.bufs, unsafe.SliceData(buf[:cap(buf)]))
+	s.reads = append(s.reads, read)
+	s.mu.Unlock()
+	return lr, nil
+}
+
+// TestReadAheadReusesBuffer: reads made ahead from an IntoSource are given
+// the buffer of the read before them once its entries opened, so a sync
+// of many batches reads into one buffer; a read with an entry that did
+// not open keeps its bytes, and its buffer is given to no later read; the
+// state is the log's.
+func TestReadAheadReusesBuffer(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	var want []string
+	junk := uint64(0)
+	for i := range 30 {
+		r.seal(r.spool, msg(i))
+		want = append(want, fmt.Sprintf("%d:message %d", i+1, i))
+		if i == 14 {
+			var err error
+			if junk, err = r.log.Append(ctx, "alice", [][]byte{[]byte("junk")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	src := &intoSource{Source: StoreSource{Store: r.log, User: "alice"}}
+	s, ms := r.device("a", src, nil)
+	s.cfg.BatchCount = 3
+	s.cfg.BatchBytes = 64 << 10
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := subjects(t, ms); !slices.Equal(got, want) {
+		t.Fatalf("INBOX by UID:\n%v\nwant\n%v", got, want)
+	}
+	if len(src.bufs) < 5 {
+		t.Fatalf("%d reads into a buffer, want every read after the first two (%v)", len(src.bufs), src.reads)
+	}
+	reused := 0
+	for i := 1; i < len(src.bufs); i++ {
+		if slices.Contains(src.bufs[:i], src.bufs[i]) {
+			reused++
+		}
+		if slices.Contains(src.reads[i-1], junk) && slices.Contains(src.bufs[i:], src.bufs[i-1]) {
+			t.Errorf("the buffer of read %v, which holds entry %d that did not open, was given again", src.reads[i-1], junk)
+		}
+	}
+	if reused < len(src.bufs)-3 {
+		t.Errorf("%d of %d reads were given a buffer read into before, want all but the first and the one after the entry that did not open (%v)", reused, len(src.bufs), src.reads)
+	}
+	rej, err := ms.Rejected(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rej) != 1 || rej[0].Pos != junk {
+		t.Errorf("rejected %v, want position %d", rej, junk)
 	}
 }
