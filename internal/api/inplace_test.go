@@ -15,7 +15,7 @@ import (
 )
 
 // signedRawBy returns a request signed now with key, as bytes.
-func signedRawBy(t *testing.T, e *env, key *keys.SecretKey, method, path, query string) []byte {
+func signedRawBy(t testing.TB, e *env, key *keys.SecretKey, method, path, query string) []byte {
 	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, nil)
 	if err != nil {
@@ -81,38 +81,9 @@ func TestRenewalInPlaceAnswersAsNetHTTP(t *testing.T) {
 		{"Connection: close", bent(host, host+"Connection: close\r\n")},
 		{"Expect", bent(host, host+"Expect: 100-continue\r\n")},
 	}
-	dial := func() (net.Conn, *bufio.Reader) {
-		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		conn.SetDeadline(time.Now().Add(30 * time.Second))
-		return conn, bufio.NewReader(conn)
-	}
-	send := func(what string, conn net.Conn, br *bufio.Reader, b []byte) (status int, closed bool) {
-		t.Helper()
-		if _, err := conn.Write(b); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			return 0, true
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, resp.Close
-	}
+	addr := e.srv.Listener.Addr().String()
 	for _, c := range cases {
-		// net/http: the first request of a connection.
-		conn, br := dial()
-		wantStatus, wantClosed := send(c.what+" (first)", conn, br, c.req())
-		// The server's own reading: after a parked read's answer.
-		conn, br = dial()
-		if st, cl := send("a long-poll", conn, br, renewal()); st != http.StatusOK || cl {
-			t.Fatalf("a long-poll: %d, close %v", st, cl)
-		}
-		status, closed := send(c.what+" (after a parked read)", conn, br, c.req())
+		wantStatus, wantClosed, status, closed := bothWays(t, addr, renewal, c.req, 30*time.Second)
 		if status != wantStatus || closed != wantClosed {
 			t.Errorf("%s after a parked read: %d, close %v; as the first request: %d, close %v",
 				c.what, status, closed, wantStatus, wantClosed)
@@ -172,4 +143,83 @@ func TestDrainWaitsForTheNextRequest(t *testing.T) {
 	if err := e.api.Drain(dctx); err != nil {
 		t.Fatalf("Drain once the connection is done: %v", err)
 	}
+}
+
+// bothWays sends req as the first request of a connection (net/http reads
+// it) and on another connection after a parked read's answer (the server
+// reads it itself), and returns the status and whether the connection was
+// closed, each way; a response not read within limit counts as closed.
+func bothWays(t testing.TB, addr string, renewal, req func() []byte, limit time.Duration) (firstStatus int, firstClosed bool, status int, closed bool) {
+	t.Helper()
+	dial := func() (net.Conn, *bufio.Reader) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(limit))
+		return conn, bufio.NewReader(conn)
+	}
+	send := func(conn net.Conn, br *bufio.Reader, b []byte) (status int, closed bool) {
+		if _, err := conn.Write(b); err != nil {
+			return 0, true
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return 0, true
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Close
+	}
+	conn, br := dial()
+	firstStatus, firstClosed = send(conn, br, req())
+	conn.Close()
+	conn, br = dial()
+	defer conn.Close()
+	if st, cl := send(conn, br, renewal()); st != http.StatusOK || cl {
+		t.Fatalf("a long-poll: %d, close %v", st, cl)
+	}
+	status, closed = send(conn, br, req())
+	return firstStatus, firstClosed, status, closed
+}
+
+// FuzzRenewalInPlace: a renewal with any bytes among its header lines is
+// answered alike as the first request of a connection (net/http) and after
+// a parked read's answer (the server's own reading). Its status and
+// whether the connection stays open must be the same both ways; and a
+// renewal that was bent must never get 200 where net/http refused it.
+func FuzzRenewalInPlace(f *testing.F) {
+	for _, s := range []string{"", "X-A: b\r\n", "Host: other\r\n", "X-A: a\r\n b\r\n", "X A: a\r\n",
+		"Content-Length: 0\r\nContent-Length: 3\r\n", "Transfer-Encoding: chunked\r\n", "Connection: close\r\n",
+		"Expect: 100-continue\r\n", "X-A: a\x00b\r\n", "\r\nGET / HTTP/1.1\r\n"} {
+		f.Add(false, []byte(s))
+	}
+	f.Add(true, []byte("Host: a b\r\n"))
+	// Many requests of one key from one address, refused ones among them:
+	// no nonce budget or refusal rate may answer one way and not the other.
+	e := newEnv(f, false, func(c *Config) {
+		c.MaxWait, c.MaxNonces, c.RefusalRate, c.MaxConnsPerAddr = time.Second, 1<<24, -1, -1
+	})
+	if _, err := e.store.Append(testCtx(f), "alice", [][]byte{[]byte("one")}); err != nil {
+		f.Fatal(err)
+	}
+	addr := e.srv.Listener.Addr().String()
+	host := "Host: " + addr + "\r\n"
+	f.Fuzz(func(t *testing.T, dropHost bool, extra []byte) {
+		renewal := func() []byte {
+			return signedRawBy(t, e, e.alice, "GET", "/v1/users/alice/entries", "after=0&wait=1")
+		}
+		bent := func() []byte {
+			r := renewal()
+			with := append([]byte(host), extra...)
+			if dropHost {
+				with = extra
+			}
+			return bytes.Replace(r, []byte(host), with, 1)
+		}
+		ws, wc, st, cl := bothWays(t, addr, renewal, bent, 3*time.Second)
+		if st != ws || cl != wc {
+			t.Fatalf("after a parked read: %d, close %v; as the first request: %d, close %v", st, cl, ws, wc)
+		}
+	})
 }
