@@ -67,6 +67,9 @@ type Store struct {
 	// prepared holds the statements appliers run on the writer, prepared
 	// once on wdb (query → *sql.Stmt); see applier.stmt.
 	prepared sync.Map
+	// ck copies the WAL into the database on a read connection, beside
+	// the writer (wal.go).
+	ck *checkpointer
 }
 
 // Open opens the mail store in the SQLite file at path in plaintext,
@@ -87,6 +90,9 @@ type Options struct {
 	// NoMigrate opens a plaintext database as it is even with a key
 	// (readers that do not hold the database's lock, such as export).
 	NoMigrate bool
+	// checkpointHold, if set, holds each checkpoint beside the writer
+	// until a receive from it succeeds (tests; wal.go).
+	checkpointHold <-chan struct{}
 	// idle, when not zero, replaces connIdle (tests).
 	idle time.Duration
 }
@@ -101,7 +107,8 @@ func OpenWith(path string, o Options) (*Store, error) {
 		return nil, errors.New("opening mail store: no parser")
 	}
 	base := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(ON)", busyTimeoutMS)
-	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate,
+	ck := newCheckpointer(o.checkpointHold)
+	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate, Init: ck.hook,
 		Params: base + fmt.Sprintf("&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-%d)"+
 			"&_pragma=cache_spill(%d)&_pragma=journal_size_limit(%d)&_txlock=immediate", writeCacheKiB, writeSpillPages, walLimit)})
 	if err != nil {
@@ -127,7 +134,9 @@ func OpenWith(path string, o Options) (*Store, error) {
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
 	r.SetConnMaxIdleTime(idle)
-	return &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit}, nil
+	s := &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit, ck: ck}
+	go ck.run(r)
+	return s, nil
 }
 
 // Close closes the database. A second Close returns nil.
@@ -135,6 +144,7 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	s.ck.stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.prepared.Range(func(_, st any) bool {

@@ -131,3 +131,73 @@ func readOnce(ctx context.Context, db *sql.DB, hold time.Duration) error {
 	time.Sleep(hold)
 	return tx.Commit()
 }
+
+// TestCheckpointBesideWriter: a commit that leaves 1,000 WAL frames or
+// more returns without copying them into the database file (SQLite's
+// automatic checkpoint would, inside the commit); the checkpointer copies
+// them on a read connection once it runs, after which the database file
+// holds them and a checkpoint finds nothing left to copy; the messages
+// read back. Plaintext and encrypted.
+func TestCheckpointBesideWriter(t *testing.T) {
+	t.Parallel()
+	entries := deliverEntries(500) // about 5 MB: more than 1,000 pages
+	for _, mode := range []string{"plaintext", "encrypted"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "mail.db")
+			hold := make(chan struct{})
+			o := Options{Parser: mimeform.Parser{}, checkpointHold: hold}
+			if mode == "encrypted" {
+				o.Key = &devicedb.Key{9}
+			}
+			s, err := OpenWith(path, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			ctx := context.Background()
+			size := func() int64 {
+				fi, err := os.Stat(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fi.Size()
+			}
+			before := size()
+			if _, err := s.Apply(ctx, entries, entries[len(entries)-1].Pos); err != nil {
+				t.Fatal(err)
+			}
+			if after := size(); after != before {
+				t.Fatalf("the commit copied the WAL into the database file itself: %d → %d bytes", before, after)
+			}
+			close(hold)
+			deadline := time.Now().Add(20 * time.Second)
+			for s.ck.ran.Load() == 0 || size() == before {
+				if time.Now().After(deadline) {
+					t.Fatalf("no checkpoint beside the writer in 20 s (%d run, database %d bytes)", s.ck.ran.Load(), size())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for s.ck.ran.Load() > 0 {
+				var busy, frames, copied int64
+				if err := s.wdb.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+					t.Fatal(err)
+				}
+				if frames == copied || time.Now().After(deadline) {
+					if frames != copied {
+						t.Fatalf("the WAL's %d frames copied only up to %d", frames, copied)
+					}
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			var n int
+			if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM messages").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != len(entries) {
+				t.Fatalf("%d messages read back, want %d", n, len(entries))
+			}
+		})
+	}
+}
