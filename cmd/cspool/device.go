@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -85,12 +86,34 @@ func (d *device) dial() error {
 	if d.client != nil {
 		return nil
 	}
+	if err := d.trustSpoolKey(); err != nil {
+		return err
+	}
 	c, err := api.NewClient(d.spoolURL, d.user, d.userKey, nil)
 	if err != nil {
 		return usagef("--spool-server: %v", err)
 	}
 	d.client = c
 	return nil
+}
+
+// trustSpoolKey holds the database to the spool key it was first synced
+// with (mailstore's TrustSpoolKey): with another key every delivery from
+// then on would be rejected and passed by, so the device refuses to talk
+// to the spool with it.
+func (d *device) trustSpoolKey() error {
+	err := d.store.TrustSpoolKey(context.Background(), d.spoolPub.Bytes())
+	var other *mailstore.OtherSpoolKeyError
+	if !errors.As(err, &other) {
+		return err
+	}
+	was := hex.EncodeToString(other.Recorded)
+	if k, perr := keys.PublicKeyFromBytes(other.Recorded); perr == nil {
+		was = k.String()
+	}
+	return withHint(fmt.Errorf("--spool-key: %s trusts the spool key %s for deliveries (recorded when it was first synced), not %s",
+		d.dbPath, was, d.spoolPub),
+		"pass the spool's public key this device has always used (the spool.pub of its first sync); with another key every delivery would be rejected. If the key recorded was the wrong one (cspool status then lists deliveries rejected as \"entry author not trusted\"), or the spool's key was replaced, move the database away: a new one syncs everything from the spool")
 }
 
 // syncOptions are what the commands choose of a device's sync loop.
@@ -289,6 +312,12 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 	spoolPub, err := deviceSpoolPub.loadPublic(spoolPubPath, "")
 	if err != nil {
 		return nil, keys.PublicKey{}, err
+	}
+	if spoolPub.Equal(userPub) {
+		// Trusted as the spool's, the user's own key would make every
+		// delivery (signed by the spool's key) rejected.
+		return nil, keys.PublicKey{}, withHint(fmt.Errorf("--spool-key: %s holds the user's own public key (the one in %s), not the spool's", spoolPubPath, userPubPath),
+			"pass the spool's public key file (spool.pub, from the spool server's operator)")
 	}
 	return userKey, spoolPub, nil
 }

@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -168,4 +169,45 @@ func (s *Store) readScan(ctx context.Context, f func(*sql.Conn) error) error {
 		}
 	}()
 	return f(c)
+}
+
+// OtherSpoolKeyError: the database trusts another spool key than the one
+// given (TrustSpoolKey).
+type OtherSpoolKeyError struct {
+	Recorded []byte // the key the database trusts
+}
+
+func (e *OtherSpoolKeyError) Error() string {
+	return fmt.Sprintf("mailstore: this database trusts the spool key %x for deliveries, not the one given", e.Recorded)
+}
+
+// TrustSpoolKey records key (a public key's 64 bytes, keys.PublicKey.Bytes)
+// as the spool's key this database trusts for deliveries if it records
+// none yet, or another but has applied nothing (position 0), and returns
+// an *OtherSpoolKeyError if it records another. Every delivery the log
+// holds is signed by one spool key, so a device that applied them with one
+// key cannot take another: with the wrong one it would reject every
+// delivery that followed, and move past them.
+func (s *Store) TrustSpoolKey(ctx context.Context, key []byte) error {
+	if len(key) != 64 {
+		return fmt.Errorf("mailstore: a spool key of %d bytes, want 64", len(key))
+	}
+	return s.writeTx(ctx, "recording the spool key", func(tx *sql.Tx) error {
+		var recorded []byte
+		var pos int64
+		if err := tx.QueryRowContext(ctx, "SELECT spool_key, (SELECT position FROM state) FROM local").Scan(&recorded, &pos); err != nil {
+			return fmt.Errorf("reading the spool key: %w", err)
+		}
+		switch {
+		case recorded == nil, pos == 0 && !bytes.Equal(recorded, key):
+			if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key = ?", key); err != nil {
+				return fmt.Errorf("recording the spool key: %w", err)
+			}
+			return nil
+		case bytes.Equal(recorded, key):
+			return nil
+		default:
+			return &OtherSpoolKeyError{Recorded: recorded}
+		}
+	})
 }

@@ -436,6 +436,13 @@ INSERT INTO fts (fts, rank) VALUES ('crisismerge', 32);
 INSERT INTO ftsw (ftsw, rank) VALUES ('automerge', 16);
 INSERT INTO ftsw (ftsw, rank) VALUES ('crisismerge', 32);
 `,
+	// 21: the spool's public key the device trusts for deliveries,
+	// recorded by the first sync loop to run on the database
+	// (TrustSpoolKey), so that a later start with another key is refused
+	// instead of rejecting every delivery signed by the right one.
+	`
+ALTER TABLE local ADD COLUMN spool_key BLOB CHECK (spool_key IS NULL OR length(spool_key) = 64);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.

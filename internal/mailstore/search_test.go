@@ -56,7 +56,7 @@ func TestTextSearchHeader(t *testing.T) {
 	}
 }
 
-// downgrade makes the database's schema version 19 (FTS5's default merge
+// downgrade makes the database's schema version 20 (no spool_key in local), 19 (FTS5's default merge
 // settings), 18 (the structure's
 // form in forms), 13 (no messages_listing
 // and no messages_keywords, version 15's, and the undo log of version 15,
@@ -74,6 +74,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	var qs []string
 	if version < 17 {
 		qs = append(qs, "DROP INDEX messages_keywords", "DROP INDEX messages_listing")
+	}
+	if version < 21 {
+		qs = append(qs, to20)
 	}
 	if version < 20 {
 		qs = append(qs, to19...)
@@ -100,6 +103,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	}
 	return nil
 }
+
+// to20 is downgrade's step from version 21 to 20.
+const to20 = "ALTER TABLE local DROP COLUMN spool_key"
 
 // to19 are downgrade's steps from version 20 to 19: FTS5's default
 // merge settings.
