@@ -169,6 +169,9 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 			return err
 		}
 		defer st.Close()
+		if err := keepSpoolKey(st, sk.Public(), *spoolKey, "the PostgreSQL store"); err != nil {
+			return &exitError{err, exConfig}
+		}
 		log = withinQuota(st, *quota)
 	} else {
 		st, err := openSpoolDir(*spoolDir)
@@ -176,6 +179,9 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 			return err
 		}
 		defer st.Close()
+		if err := keepSpoolKey(st, sk.Public(), *spoolKey, *spoolDir); err != nil {
+			return &exitError{err, exConfig}
+		}
 		log = withinQuota(st, *quota)
 	}
 	d := &deliver.Deliverer{Log: log, SpoolKey: sk, Users: users, MaxMessageBytes: *maxSize}

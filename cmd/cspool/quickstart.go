@@ -269,6 +269,9 @@ func (q *quickstart) run(ctx context.Context) error {
 			q.log.Error("closing the spool store", "err", err)
 		}
 	})
+	if err := keepSpoolKey(store, q.spoolKey.Public(), q.path(qsSpoolSec), q.path(qsSpoolDir)); err != nil {
+		return err
+	}
 	users, err := userdb.Load(q.path(qsUsers), q.log)
 	if err != nil {
 		return err

@@ -246,6 +246,15 @@ func (s *serverRun) run(f serverFlags) error {
 		return err
 	}
 	s.store = store
+	if spoolKey != nil {
+		where := f.spoolDir
+		if f.storeKind == "postgres" {
+			where = "the PostgreSQL store"
+		}
+		if err := keepSpoolKey(store, spoolKey.Public(), f.spoolKeyFile, where); err != nil {
+			return err
+		}
+	}
 	users, err := s.openUsers(f)
 	if err != nil {
 		return err

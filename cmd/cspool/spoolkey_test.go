@@ -8,7 +8,9 @@ import (
 	"time"
 )
 
-// TestOtherSpoolKeyRefused: a device started once with the right
+// TestOtherSpoolKeyRefused: the spool, once it holds deliveries signed by
+// one spool key, refuses a server or a cspool deliver with another. A
+// device started once with the right
 // --spool-key and later with another (a spool.pub of another setup, or the
 // user's own public key given in its place, as an operator in a hurry
 // does) refuses to sync, naming the database and the flag; before, it
@@ -52,6 +54,18 @@ func TestOtherSpoolKeyRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	deliver("one")
+	// The spool refuses another spool key as well: a server or a delivery
+	// signing with it would make mail every device rejects.
+	code, _, stderr := runExitStdin(t, dir, env, []byte("Subject: x\r\n\r\nx\r\n"), bin,
+		"deliver", "--users", "users", "--user", "alice", "--spool-key", "other.sec", "--spool-dir", "spool", "--quiet")
+	if code != exConfig || !strings.Contains(stderr, "other.sec is the spool key with id") || !strings.Contains(stderr, "hint:") {
+		t.Errorf("deliver with another spool key: exit %d, want %d naming other.sec with a hint:\n%s", code, exConfig, stderr)
+	}
+	code, _, stderr = runExit(t, dir, env, bin, "server", "--port", fmt.Sprint(freePort(t)), "--spool-dir", "spool",
+		"--users", "users", "--spool-key", "other.sec")
+	if code == 0 || !strings.Contains(stderr, "the deliveries in spool are signed by the key with id") {
+		t.Errorf("server with another spool key: exit %d, want a refusal naming the store's key:\n%s", code, stderr)
+	}
 	port := freePort(t)
 	startProc(t, "cspool server", dir, env, bin, "server", "--port", fmt.Sprint(port), "--spool-dir", "spool",
 		"--users", "users", "--spool-key", "spool.sec")

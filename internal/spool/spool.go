@@ -155,3 +155,25 @@ func CheckAppend(user string, batch [][]byte) (size int64, err error) {
 	}
 	return size, nil
 }
+
+// KeyKeeper is a store that records the spool key its deliveries are
+// signed with (both stores implement it). A device trusts one spool key
+// for deliveries: a server started on the store with another would sign
+// mail every device rejects as "entry author not trusted", so the server
+// and cspool deliver check the key with the store before they write.
+type KeyKeeper interface {
+	// KeepSpoolKey records pub (the 64 bytes of keys.PublicKey.Bytes) if
+	// the store records none yet, or records another but holds no log;
+	// it returns an *OtherKeyError if it records another.
+	KeepSpoolKey(ctx context.Context, pub []byte) error
+}
+
+// OtherKeyError: the store records another spool key than the one given
+// (KeyKeeper).
+type OtherKeyError struct {
+	Recorded []byte // the public key's 64 bytes
+}
+
+func (e *OtherKeyError) Error() string {
+	return fmt.Sprintf("spool: the store's deliveries are signed by the spool key %x, not the one given", e.Recorded)
+}

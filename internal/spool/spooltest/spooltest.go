@@ -100,6 +100,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		{"SecondHandle", s.testSecondHandle},
 		{"WaitWakesFromSecondHandle", s.testWaitWakesFromSecondHandle},
 		{"Closed", s.testClosed},
+		{"KeepSpoolKey", s.testKeepSpoolKey},
 	}
 	tests = append(tests, s.compactTests()...)
 	tests = append(tests, s.chainTests()...)

@@ -87,6 +87,14 @@ UPDATE users SET bytes =
 	coalesce((SELECT sum(size) FROM entries WHERE entries.user_id = users.id), 0) +
 	coalesce((SELECT length(data) FROM checkpoints WHERE checkpoints.user_id = users.id), 0);
 `,
+	// 5: the spool key the deliveries are signed with (spool.KeyKeeper),
+	// recorded by the first server or cspool deliver to write.
+	`
+CREATE TABLE spool_key (
+	k   INTEGER PRIMARY KEY CHECK (k = 1),
+	key BLOB NOT NULL CHECK (length(key) = 64)
+);
+`,
 }
 
 // afterStep runs the part of migration step v (to version v) that SQL alone

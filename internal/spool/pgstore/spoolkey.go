@@ -1,0 +1,50 @@
+package pgstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"cspool/internal/spool"
+)
+
+// KeepSpoolKey implements spool.KeyKeeper in one transaction that locks
+// the key's table, so that servers starting at once on a new database
+// agree on one key.
+func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
+	if len(pub) != 64 {
+		return fmt.Errorf("spool: a spool key of %d bytes, want 64", len(pub))
+	}
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	err = pgx.BeginFunc(cctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(cctx, "LOCK TABLE cspool_spool_key IN SHARE ROW EXCLUSIVE MODE"); err != nil {
+			return err
+		}
+		var recorded []byte
+		var logs bool
+		err := tx.QueryRow(cctx, "SELECT (SELECT key FROM cspool_spool_key), EXISTS (SELECT 1 FROM cspool_logs)").Scan(&recorded, &logs)
+		if err != nil {
+			return err
+		}
+		switch {
+		case bytes.Equal(recorded, pub):
+			return nil
+		case recorded != nil && logs:
+			return &spool.OtherKeyError{Recorded: recorded}
+		}
+		_, err = tx.Exec(cctx, `INSERT INTO cspool_spool_key (singleton, key) VALUES (true, $1)
+			ON CONFLICT (singleton) DO UPDATE SET key = excluded.key`, pub)
+		return err
+	})
+	if err != nil && !errors.As(err, new(*spool.OtherKeyError)) {
+		return callErr(ctx, "recording the spool key", err)
+	}
+	return err
+}
