@@ -93,6 +93,12 @@ type Options struct {
 	// checkpointHold, if set, holds each checkpoint beside the writer
 	// until a receive from it succeeds (tests; wal.go).
 	checkpointHold <-chan struct{}
+	// WriteCacheKiB, when not zero, replaces the writer's page cache of
+	// writeCacheKiB: a bulk build of a large store (bench/seed's device)
+	// applies and indexes batches of thousands of messages, whose pages
+	// an 8 MiB cache cannot hold. It changes what the file holds in no
+	// way, only how often the writer reads a page again.
+	WriteCacheKiB int
 	// idle, when not zero, replaces connIdle (tests).
 	idle time.Duration
 }
@@ -107,10 +113,14 @@ func OpenWith(path string, o Options) (*Store, error) {
 		return nil, errors.New("opening mail store: no parser")
 	}
 	base := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(ON)", busyTimeoutMS)
+	writeCache := writeCacheKiB
+	if o.WriteCacheKiB > 0 {
+		writeCache = o.WriteCacheKiB
+	}
 	ck := newCheckpointer(o.checkpointHold)
 	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate, Init: ck.hook,
 		Params: base + fmt.Sprintf("&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-%d)"+
-			"&_pragma=cache_spill(%d)&_pragma=journal_size_limit(%d)&_txlock=immediate", writeCacheKiB, writeSpillPages, walLimit)})
+			"&_pragma=cache_spill(%d)&_pragma=journal_size_limit(%d)&_txlock=immediate", writeCache, writeSpillPages, walLimit)})
 	if err != nil {
 		return nil, fmt.Errorf("opening mail store: %w", err)
 	}
