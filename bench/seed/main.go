@@ -139,12 +139,22 @@ func seedSpool(args []string) error {
 	}
 	defer st.Close()
 	ctx := context.Background()
+	// The store records the spool key its deliveries are signed with, as
+	// cspool deliver and cspool server have it record.
+	if err := st.KeepSpoolKey(ctx, sk.Public().Bytes()); err != nil {
+		return err
+	}
 	var dev *deviceWriter
 	if *device != "" {
 		if dev, err = openDevice(ctx, st, *device, *userSec, *user, up); err != nil {
 			return err
 		}
 		defer dev.store.Close()
+		// The device records the spool key it trusts, as the daemon
+		// does before its first sync.
+		if err := dev.store.TrustSpoolKey(ctx, sk.Public().Bytes()); err != nil {
+			return err
+		}
 	}
 	start := time.Now()
 	// Batches are sealed on all cores, each entry at its index, while the
