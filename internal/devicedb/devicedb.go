@@ -165,9 +165,6 @@ type Options struct {
 	// NoMigrate leaves a plaintext file as it is and opens it in plaintext
 	// even with a key (readers that do not hold the database's lock).
 	NoMigrate bool
-	// Init, if set, runs on every connection the handle opens, after
-	// FTS5 is registered on it (a hook SQLite calls on that connection).
-	Init func(*sqlite3.Conn) error
 }
 
 // Open prepares the file at path (created if missing, mode 0600; a
@@ -201,16 +198,7 @@ func Open(path string, o Options) (*sql.DB, error) {
 			return nil, err
 		}
 	}
-	init := fts5.Register
-	if o.Init != nil {
-		init = func(c *sqlite3.Conn) error {
-			if err := fts5.Register(c); err != nil {
-				return err
-			}
-			return o.Init(c)
-		}
-	}
-	db, err := driver.Open(DSN(path, key, o.Params), init)
+	db, err := driver.Open(DSN(path, key, o.Params), fts5.Register)
 	if err != nil {
 		// The data source name holds the key: never show it.
 		return nil, fmt.Errorf("%s: cannot be opened as an SQLite file name", path)

@@ -67,9 +67,6 @@ type Store struct {
 	// prepared holds the statements appliers run on the writer, prepared
 	// once on wdb (query → *sql.Stmt); see applier.stmt.
 	prepared sync.Map
-	// ck copies the WAL into the database on a read connection, beside
-	// the writer (wal.go).
-	ck *checkpointer
 }
 
 // Open opens the mail store in the SQLite file at path in plaintext,
@@ -90,9 +87,6 @@ type Options struct {
 	// NoMigrate opens a plaintext database as it is even with a key
 	// (readers that do not hold the database's lock, such as export).
 	NoMigrate bool
-	// checkpointHold, if set, holds each checkpoint beside the writer
-	// until a receive from it succeeds (tests; wal.go).
-	checkpointHold <-chan struct{}
 	// WriteCacheKiB, when not zero, replaces the writer's page cache of
 	// writeCacheKiB: a bulk build of a large store (bench/seed's device)
 	// applies and indexes batches of thousands of messages, whose pages
@@ -117,8 +111,7 @@ func OpenWith(path string, o Options) (*Store, error) {
 	if o.WriteCacheKiB > 0 {
 		writeCache = o.WriteCacheKiB
 	}
-	ck := newCheckpointer(o.checkpointHold)
-	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate, Init: ck.hook,
+	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate,
 		Params: base + fmt.Sprintf("&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-%d)"+
 			"&_pragma=cache_spill(%d)&_pragma=journal_size_limit(%d)&_txlock=immediate", writeCache, writeSpillPages, walLimit)})
 	if err != nil {
@@ -144,9 +137,7 @@ func OpenWith(path string, o Options) (*Store, error) {
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
 	r.SetConnMaxIdleTime(idle)
-	s := &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit, ck: ck}
-	go ck.run(r)
-	return s, nil
+	return &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit}, nil
 }
 
 // Close closes the database. A second Close returns nil.
@@ -154,7 +145,6 @@ func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	s.ck.stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.prepared.Range(func(_, st any) bool {
