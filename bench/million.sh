@@ -33,8 +33,9 @@
 # starts, which step 2 waits for (its RSS is the daemon's then). The real
 # first sync and its index stay the default, measured on their own. At
 # 100,000 on a quiet machine the seeded build took 73 s against 105.5 s for
-# the log, the sync and the index; at a million 28.1 minutes at load 2 to
-# 14 (docs/BENCHMARKS.md, "The setup from scratch with a seeded device").
+# the log, the sync and the index; at a million 14.3 minutes at load 0.5 to
+# 2.1, 28.1 at load 2 to 14 (docs/BENCHMARKS.md, "The setup from scratch
+# with a seeded device").
 #
 # The work folder is WORK (default /tmp) and is deleted at the end (KEEP=1
 # keeps it); for 1,000,000 messages about 4 GB for the spool's log, as much
