@@ -117,16 +117,7 @@ func TestSchema10FillsWireForms(t *testing.T) {
 	if len(want) != 4 || want[0] == "NULL" || want[1] == "NULL" || want[2] != "NULL" || want[3] == "NULL" {
 		t.Fatalf("forms after apply: %q", want)
 	}
-	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 8) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s, err = Open(path, mimeform.Parser{}); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopenedFrom(t, s, path, 8)
 	if got := forms(s); !reflect.DeepEqual(got, want) {
 		t.Errorf("forms after the migration:\n got  %q\n want %q", got, want)
 	}
@@ -381,16 +372,7 @@ func TestFetchFormsListing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 13) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s, err = Open(path, mimeform.Parser{}); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopenedFrom(t, s, path, 13)
 	var l testLog
 	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))),
 		l.spool(deliverCmd(simpleMessage("three"))), l.spool(deliverCmd(simpleMessage("four"))))

@@ -2,7 +2,6 @@ package mailstore
 
 import (
 	"context"
-	"database/sql"
 	"maps"
 	"testing"
 
@@ -23,17 +22,7 @@ func TestSchema20MergeSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 19) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s, err = Open(path, mimeform.Parser{}); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopenedFrom(t, s, path, 19)
 	for _, tbl := range []string{"fts", "ftsw"} {
 		got := map[string]int{}
 		rows, err := s.rdb.QueryContext(ctx, "SELECT k, v FROM "+tbl+"_config WHERE k IN ('automerge', 'crisismerge')")

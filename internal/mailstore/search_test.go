@@ -56,6 +56,27 @@ func TestTextSearchHeader(t *testing.T) {
 	}
 }
 
+// reopenedFrom downgrades s, the store at path, to version, closes it and
+// opens it again, which migrates it: the database as a cspool of that
+// version left it, opened by this one. The store returned is closed when
+// the test ends.
+func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, version) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path, mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // downgrade makes the database's schema version 20 (no spool_key in local), 19 (FTS5's default merge
 // settings), 18 (the structure's
 // form in forms), 13 (no messages_listing
@@ -169,17 +190,7 @@ func TestSchema11Reindexes(t *testing.T) {
 	if _, left, err := s.IndexPending(ctx, 10); err != nil || left != 0 {
 		t.Fatalf("IndexPending: %d left, %v", left, err)
 	}
-	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 10) }); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(path, mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopenedFrom(t, s, path, 10)
 	st, err := s.IndexSize(ctx)
 	if err != nil || st.Bodies != 2 || st.Unindexed != 2 {
 		t.Fatalf("after the migration: %+v, %v; want both bodies unindexed", st, err)

@@ -3,7 +3,6 @@ package mailstore
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"testing"
 
@@ -22,13 +21,7 @@ func TestTrustSpoolKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error { return downgrade(ctx, tx, 20) }); err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	if s, err = Open(path, mimeform.Parser{}); err != nil {
-		t.Fatal(err)
-	}
+	s = reopenedFrom(t, s, path, 20)
 	a, b := bytes.Repeat([]byte{1}, 64), bytes.Repeat([]byte{2}, 64)
 	if err := s.TrustSpoolKey(ctx, a[:32]); err == nil {
 		t.Error("a 32-byte key taken")
