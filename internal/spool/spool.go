@@ -32,6 +32,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -166,6 +167,21 @@ type KeyKeeper interface {
 	// the store records none yet, or records another but holds no log;
 	// it returns an *OtherKeyError if it records another.
 	KeepSpoolKey(ctx context.Context, pub []byte) error
+}
+
+// KeepKey is KeyKeeper's rule, for the stores: given the key the store
+// records (nil: none) and whether it holds any log, it says whether to
+// record pub, or why not.
+func KeepKey(recorded, pub []byte, logs bool) (record bool, err error) {
+	switch {
+	case len(pub) != 64:
+		return false, fmt.Errorf("spool: a spool key of %d bytes, want 64", len(pub))
+	case bytes.Equal(recorded, pub):
+		return false, nil
+	case recorded != nil && logs:
+		return false, &OtherKeyError{Recorded: recorded}
+	}
+	return true, nil
 }
 
 // OtherKeyError: the store records another spool key than the one given

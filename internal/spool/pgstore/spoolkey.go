@@ -1,10 +1,8 @@
 package pgstore
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -15,8 +13,8 @@ import (
 // the key's table, so that servers starting at once on a new database
 // agree on one key.
 func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
-	if len(pub) != 64 {
-		return fmt.Errorf("spool: a spool key of %d bytes, want 64", len(pub))
+	if _, err := spool.KeepKey(nil, pub, false); err != nil {
+		return err
 	}
 	cctx, cancel, err := s.begin(ctx)
 	if err != nil {
@@ -33,11 +31,8 @@ func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
 		if err != nil {
 			return err
 		}
-		switch {
-		case bytes.Equal(recorded, pub):
-			return nil
-		case recorded != nil && logs:
-			return &spool.OtherKeyError{Recorded: recorded}
+		if record, err := spool.KeepKey(recorded, pub, logs); !record {
+			return err
 		}
 		_, err = tx.Exec(cctx, `INSERT INTO cspool_spool_key (singleton, key) VALUES (true, $1)
 			ON CONFLICT (singleton) DO UPDATE SET key = excluded.key`, pub)

@@ -1,11 +1,9 @@
 package sqlitestore
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 
 	"cspool/internal/spool"
 )
@@ -13,8 +11,8 @@ import (
 // KeepSpoolKey implements spool.KeyKeeper in one IMMEDIATE transaction on
 // the writer.
 func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
-	if len(pub) != 64 {
-		return fmt.Errorf("spool: a spool key of %d bytes, want 64", len(pub))
+	if _, err := spool.KeepKey(nil, pub, false); err != nil {
+		return err
 	}
 	var err error
 	if werr := s.onWriter(ctx, func(db *sql.DB) { err = keepSpoolKey(ctx, db, pub) }); werr != nil {
@@ -38,11 +36,8 @@ func keepSpoolKey(ctx context.Context, db *sql.DB, pub []byte) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case bytes.Equal(recorded, pub):
-		return nil
-	case recorded != nil && logs:
-		return &spool.OtherKeyError{Recorded: recorded}
+	if record, err := spool.KeepKey(recorded, pub, logs); !record {
+		return err
 	}
 	if _, err := tx.ExecContext(ctx, "INSERT INTO spool_key (k, key) VALUES (1, ?) ON CONFLICT (k) DO UPDATE SET key = excluded.key", pub); err != nil {
 		return err
