@@ -148,6 +148,21 @@ func (x *indexer) applied() {
 	}
 }
 
+// quiet reports whether applying has been quiet for indexQuiet; if not,
+// it waits until it may have been (or ctx ends) and reports false, for the
+// caller to ask again.
+func (x *indexer) quiet(ctx context.Context) bool {
+	wait := time.Until(time.Unix(0, x.last.Load()).Add(indexQuiet))
+	if wait <= 0 {
+		return true
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(wait):
+	}
+	return false
+}
+
 // run indexes until ctx ends.
 func (x *indexer) run(ctx context.Context) {
 	if _, left, err := x.store.IndexPending(ctx, 0); err == nil && left > 0 {
@@ -156,11 +171,9 @@ func (x *indexer) run(ctx context.Context) {
 	for {
 		indexed := 0
 		for {
-			if wait := time.Until(time.Unix(0, x.last.Load()).Add(indexQuiet)); wait > 0 {
-				select {
-				case <-ctx.Done():
+			if !x.quiet(ctx) {
+				if ctx.Err() != nil {
 					return
-				case <-time.After(wait):
 				}
 				continue
 			}
@@ -196,11 +209,9 @@ func (x *indexer) run(ctx context.Context) {
 // quiet for indexQuiet, like the indexing.
 func (x *indexer) merge(ctx context.Context) {
 	for {
-		if wait := time.Until(time.Unix(0, x.last.Load()).Add(indexQuiet)); wait > 0 {
-			select {
-			case <-ctx.Done():
+		if !x.quiet(ctx) {
+			if ctx.Err() != nil {
 				return
-			case <-time.After(wait):
 			}
 			continue
 		}
