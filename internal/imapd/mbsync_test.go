@@ -3,13 +3,10 @@ package imapd
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"cspool/internal/mailstore"
 )
@@ -18,12 +15,7 @@ import (
 // flags and deletes a message there, and pushes the changes back.
 func TestMbsync(t *testing.T) {
 	t.Parallel()
-	mbsync := needTool(t, "mbsync")
-	r := newRig(t)
-	d := r.device("a")
-	deliverAll(r, d)
-	dir := t.TempDir()
-	host, port, _ := net.SplitHostPort(d.addr)
+	mbsync, d, dir, host, port := clientRig(t, "mbsync")
 	cfg := fmt.Sprintf(`IMAPAccount cspool
 Host %s
 Port %s
@@ -56,15 +48,7 @@ Expunge Both
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	run := func() {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, mbsync, "-c", cfgPath, "-a").CombinedOutput()
-		if err != nil {
-			t.Fatalf("mbsync: %v\n%s", err, out)
-		}
-	}
+	run := func() { t.Helper(); runTool(t, mbsync, "-c", cfgPath, "-a") }
 	run()
 	cur := filepath.Join(dir, "mail", "INBOX", "cur")
 	files, err := filepath.Glob(filepath.Join(dir, "mail", "INBOX", "*", "*"))

@@ -16,6 +16,19 @@ import (
 	"cspool/internal/mailstore"
 )
 
+// clientRig is a device holding the test messages in INBOX, for a mail
+// client run as a separate program: the client's path, the device, a
+// folder for the client's files, and the device's host and port.
+func clientRig(t *testing.T, tool string) (path string, d *device, dir, host, port string) {
+	t.Helper()
+	path = needTool(t, tool)
+	r := newRig(t)
+	d = r.device("a")
+	deliverAll(r, d)
+	host, port, _ = net.SplitHostPort(d.addr)
+	return path, d, t.TempDir(), host, port
+}
+
 // runTool runs a mail client to its end, within a minute.
 func runTool(t *testing.T, name string, args ...string) string {
 	t.Helper()
@@ -57,12 +70,7 @@ func scanBox(t *testing.T, d *device, name string) (string, map[mailstore.UID][]
 // each, however often it runs.
 func TestOfflineIMAP(t *testing.T) {
 	t.Parallel()
-	oi := needTool(t, "offlineimap")
-	r := newRig(t)
-	d := r.device("a")
-	deliverAll(r, d)
-	dir := t.TempDir()
-	host, port, _ := net.SplitHostPort(d.addr)
+	oi, d, dir, host, port := clientRig(t, "offlineimap")
 	mail := filepath.Join(dir, "mail")
 	cfg := fmt.Sprintf(`[general]
 accounts = cspool
@@ -205,12 +213,7 @@ starttls = no
 // whole and INBOX is left empty.
 func TestFetchmail(t *testing.T) {
 	t.Parallel()
-	fm := needTool(t, "fetchmail")
-	r := newRig(t)
-	d := r.device("a")
-	deliverAll(r, d)
-	dir := t.TempDir()
-	host, port, _ := net.SplitHostPort(d.addr)
+	fm, d, dir, host, port := clientRig(t, "fetchmail")
 	out := filepath.Join(dir, "out")
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		t.Fatal(err)
