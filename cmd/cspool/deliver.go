@@ -169,7 +169,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 			return err
 		}
 		defer st.Close()
-		if err := keepSpoolKey(st, sk.Public(), *spoolKey, "the PostgreSQL store"); err != nil {
+		if err := keepSpoolKey(st, sk.Public(), *spoolKey, "the PostgreSQL store", ""); err != nil {
 			return &exitError{err, exConfig}
 		}
 		log = withinQuota(st, *quota)
@@ -179,7 +179,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 			return err
 		}
 		defer st.Close()
-		if err := keepSpoolKey(st, sk.Public(), *spoolKey, *spoolDir); err != nil {
+		if err := keepSpoolKey(st, sk.Public(), *spoolKey, *spoolDir, ""); err != nil {
 			return &exitError{err, exConfig}
 		}
 		log = withinQuota(st, *quota)

@@ -269,7 +269,8 @@ func (q *quickstart) run(ctx context.Context) error {
 			q.log.Error("closing the spool store", "err", err)
 		}
 	})
-	if err := keepSpoolKey(store, q.spoolKey.Public(), q.path(qsSpoolSec), q.path(qsSpoolDir)); err != nil {
+	if err := keepSpoolKey(store, q.spoolKey.Public(), q.path(qsSpoolSec), q.path(qsSpoolDir),
+		"this folder's spool key is not the one its mail was signed with (were spool.sec and spool.pub made anew?): put back the ones it had (its mail and its device trust that key only), or remove the folder to start afresh"); err != nil {
 		return err
 	}
 	users, err := userdb.Load(q.path(qsUsers), q.log)

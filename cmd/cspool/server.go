@@ -251,7 +251,7 @@ func (s *serverRun) run(f serverFlags) error {
 		if f.storeKind == "postgres" {
 			where = "the PostgreSQL store"
 		}
-		if err := keepSpoolKey(store, spoolKey.Public(), f.spoolKeyFile, where); err != nil {
+		if err := keepSpoolKey(store, spoolKey.Public(), f.spoolKeyFile, where, ""); err != nil {
 			return err
 		}
 	}

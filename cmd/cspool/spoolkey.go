@@ -14,8 +14,9 @@ import (
 // signed with (spool.KeyKeeper): every device trusts that key only, so mail
 // signed with another would be rejected on every device and passed by.
 // file is the --spool-key file, where names the store (its --spool-dir or
-// "the PostgreSQL store").
-func keepSpoolKey(st spool.Store, pub keys.PublicKey, file, where string) error {
+// "the PostgreSQL store"); hint, if not empty, replaces the one for a
+// --spool-key flag (quickstart has none).
+func keepSpoolKey(st spool.Store, pub keys.PublicKey, file, where, hint string) error {
 	kk, ok := st.(spool.KeyKeeper)
 	if !ok {
 		return nil
@@ -31,7 +32,10 @@ func keepSpoolKey(st spool.Store, pub keys.PublicKey, file, where string) error 
 	if k, kerr := keys.PublicKeyFromBytes(other.Recorded); kerr == nil {
 		was = fmt.Sprintf("the key with id %x", k.KeyID())
 	}
-	return withHint(fmt.Errorf("--spool-key: %s is the spool key with id %x, but the deliveries in %s are signed by %s",
-		file, pub.KeyID(), where, was),
+	err = fmt.Errorf("%s is the spool key with id %x, but the deliveries in %s are signed by %s", file, pub.KeyID(), where, was)
+	if hint != "" {
+		return withHint(err, hint)
+	}
+	return withHint(fmt.Errorf("--spool-key: %w", err),
 		"pass the spool's secret key this spool has always run with: its users' devices trust that key only, and would reject every delivery signed by another. A new spool key needs a new spool, and new device databases")
 }
