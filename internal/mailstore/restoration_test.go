@@ -216,6 +216,7 @@ func TestRebaseAndAdopt(t *testing.T) {
 		if diff := Diff(dump(t, a), dump(t, tc.s), 5); diff != nil {
 			t.Errorf("%s differs from the writer after adopting: %v", tc.name, diff)
 		}
+		checkStreamed(t, tc.s) // superseded entries, renewed UIDVALIDITYs
 		if alarms, _ := tc.s.Alarms(ctx); len(alarms) != 0 {
 			t.Errorf("%s keeps alarms %v", tc.name, alarms)
 		}

@@ -1,0 +1,360 @@
+package mailstore
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+)
+
+// SnapshotInfo describes the snapshot WriteSnapshot writes.
+type SnapshotInfo struct {
+	Position uint64
+	Size     int64             // bytes of its encoding
+	Digest   [sha256.Size]byte // SHA-256 of its encoding
+	Messages int
+	// Keep is Snapshot.Keep: the positions of the entries it needs,
+	// sorted, without repeats.
+	Keep []uint64
+}
+
+// WriteSnapshot hands over the encoding EncodeSnapshot(Snapshot()) would
+// return without holding the state in memory: inside one read transaction
+// it encodes the state once, straight from the rows, to measure and hash
+// it, then calls use with what that told and a function that encodes the
+// same bytes again into a writer (it fails if they differ). use runs inside
+// the transaction; its encode must not be called after it returns. A
+// snapshot at position 0 is still described, but there is nothing to
+// write. Errors are Snapshot's (ErrQueued while changes wait for the log).
+//
+// Canonical CBOR gives every array and byte string its length first, so
+// each list is counted before it is written; within the transaction the
+// counts and the rows agree.
+func (s *Store) WriteSnapshot(ctx context.Context, use func(info SnapshotInfo, encode func(io.Writer) error) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("taking snapshot: %w", err)
+	}
+	defer tx.Rollback()
+	var queued int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM queue").Scan(&queued); err != nil {
+		return fmt.Errorf("taking snapshot: %w", err)
+	}
+	if queued > 0 {
+		return fmt.Errorf("taking snapshot: %d queued: %w", queued, ErrQueued)
+	}
+	e := &snapEncoder{ctx: ctx, q: tx}
+	h := sha256.New()
+	cw := &countingWriter{w: h}
+	if err := e.encode(cw, true); err != nil {
+		return err
+	}
+	info := SnapshotInfo{Position: e.pos, Size: cw.n, Messages: e.messages, Keep: e.keep}
+	h.Sum(info.Digest[:0])
+	slices.Sort(info.Keep)
+	info.Keep = slices.Compact(info.Keep)
+	encode := func(w io.Writer) error {
+		h := sha256.New()
+		cw := &countingWriter{w: io.MultiWriter(w, h)}
+		again := &snapEncoder{ctx: ctx, q: tx}
+		if err := again.encode(cw, false); err != nil {
+			return err
+		}
+		if cw.n != info.Size || !slices.Equal(h.Sum(nil), info.Digest[:]) {
+			return fmt.Errorf("taking snapshot: the state read twice in one transaction differs (%d and %d bytes)", info.Size, cw.n)
+		}
+		return nil
+	}
+	return use(info, encode)
+}
+
+// countingWriter counts what passes through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// snapEncoder writes the canonical CBOR of a Snapshot (docs/FORMAT.md
+// section 5) from the rows snapshotOf reads, the same bytes as
+// EncodeSnapshot of what it returns: a map with integer keys in ascending
+// order, integers in their shortest form, definite lengths, the toarray
+// structs as arrays, nil byte strings as null, and Chain and Superseded
+// left out when empty.
+type snapEncoder struct {
+	ctx context.Context
+	q   queryer
+	w   *bufio.Writer
+	buf []byte // a head or fixed-size field being written
+
+	pos      uint64
+	messages int
+	keep     []uint64 // when collecting: every message's body position
+}
+
+// CBOR major types.
+const (
+	cborUint  = 0
+	cborNeg   = 1
+	cborBytes = 2
+	cborText  = 3
+	cborArray = 4
+	cborMap   = 5
+	cborNull  = 0xf6
+)
+
+func (e *snapEncoder) head(major byte, n uint64) {
+	b := e.buf[:0]
+	m := major << 5
+	switch {
+	case n < 24:
+		b = append(b, m|byte(n))
+	case n <= 0xff:
+		b = append(b, m|24, byte(n))
+	case n <= 0xffff:
+		b = binary.BigEndian.AppendUint16(append(b, m|25), uint16(n))
+	case n <= 0xffffffff:
+		b = binary.BigEndian.AppendUint32(append(b, m|26), uint32(n))
+	default:
+		b = binary.BigEndian.AppendUint64(append(b, m|27), n)
+	}
+	e.w.Write(b)
+	e.buf = b
+}
+
+func (e *snapEncoder) uint(n uint64) { e.head(cborUint, n) }
+
+func (e *snapEncoder) int(n int64) {
+	if n >= 0 {
+		e.head(cborUint, uint64(n))
+	} else {
+		e.head(cborNeg, uint64(-(n + 1)))
+	}
+}
+
+func (e *snapEncoder) bytes(b []byte) {
+	if b == nil {
+		e.w.WriteByte(cborNull)
+		return
+	}
+	e.head(cborBytes, uint64(len(b)))
+	e.w.Write(b)
+}
+
+func (e *snapEncoder) text(b []byte) {
+	e.head(cborText, uint64(len(b)))
+	e.w.Write(b)
+}
+
+// count runs a count(*) query.
+func (e *snapEncoder) count(query string) (uint64, error) {
+	var n int64
+	if err := e.q.QueryRowContext(e.ctx, query).Scan(&n); err != nil {
+		return 0, fmt.Errorf("taking snapshot: %w", err)
+	}
+	return uint64(n), nil
+}
+
+// list writes an array of n items, or a byte string of size bytes, and
+// then every row of query through row, checking that there were n.
+func (e *snapEncoder) list(major byte, size, n uint64, query string, row func(r *sql.Rows) error) error {
+	e.head(major, size)
+	rows, err := e.q.QueryContext(e.ctx, query)
+	if err != nil {
+		return fmt.Errorf("taking snapshot: %w", err)
+	}
+	defer rows.Close()
+	var got uint64
+	for rows.Next() {
+		if err := row(rows); err != nil {
+			return fmt.Errorf("taking snapshot: %w", err)
+		}
+		got++
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("taking snapshot: %w", err)
+	}
+	if got != n {
+		return fmt.Errorf("taking snapshot: %d rows counted, %d read: %q", n, got, query)
+	}
+	return nil
+}
+
+// encode writes the snapshot to w; collect gathers the kept positions.
+func (e *snapEncoder) encode(w io.Writer, collect bool) error {
+	e.w = bufio.NewWriterSize(w, 32<<10)
+	e.buf = make([]byte, 0, 24)
+	var pos, uv int64
+	if err := e.q.QueryRowContext(e.ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &uv); err != nil {
+		return fmt.Errorf("taking snapshot: %w", err)
+	}
+	e.pos = uint64(pos)
+	var chain []byte
+	err := e.q.QueryRowContext(e.ctx, "SELECT hash FROM chain WHERE pos = ?", pos).Scan(&chain)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("taking snapshot: %w", err)
+	}
+	nMailboxes, err := e.count("SELECT count(*) FROM mailboxes")
+	if err != nil {
+		return err
+	}
+	nSubs, err := e.count("SELECT count(*) FROM subscriptions")
+	if err != nil {
+		return err
+	}
+	nKeywords, err := e.count("SELECT count(*) FROM keywords")
+	if err != nil {
+		return err
+	}
+	nMessages, err := e.count("SELECT count(*) FROM messages m JOIN bodies b ON b.bid = m.body")
+	if err != nil {
+		return err
+	}
+	nEntries, err := e.count("SELECT count(*) FROM entries WHERE old = 0")
+	if err != nil {
+		return err
+	}
+	nSuperseded, err := e.count("SELECT count(*) FROM entries WHERE old = 1")
+	if err != nil {
+		return err
+	}
+	e.messages = int(nMessages)
+	if collect {
+		e.keep = make([]uint64, 0, nMessages)
+	}
+
+	pairs := uint64(8)
+	if len(chain) > 0 {
+		pairs++
+	}
+	if nSuperseded > 0 {
+		pairs++
+	}
+	e.head(cborMap, pairs)
+	e.uint(1)
+	e.uint(SnapshotVersion)
+	e.uint(2)
+	e.uint(uint64(pos))
+	e.uint(3)
+	e.uint(uint64(uint32(uv)))
+
+	e.uint(4)
+	index := map[int64]uint64{}
+	var id, name, special sql.RawBytes
+	var mid, uidValidity, uidNext, modSeq int64
+	if err := e.list(cborArray, nMailboxes, nMailboxes, "SELECT mid, id, name, special_use, uidvalidity, uidnext, highest_modseq FROM mailboxes ORDER BY id",
+		func(r *sql.Rows) error {
+			if err := r.Scan(&mid, &id, &name, &special, &uidValidity, &uidNext, &modSeq); err != nil {
+				return err
+			}
+			index[mid] = uint64(len(index))
+			e.head(cborArray, 6)
+			e.bytes(id)
+			e.text(name)
+			e.text(special)
+			e.uint(uint64(uint32(uidValidity)))
+			e.uint(uint64(uint32(uidNext)))
+			e.uint(uint64(modSeq))
+			return nil
+		}); err != nil {
+		return err
+	}
+
+	e.uint(5)
+	if err := e.list(cborArray, nSubs, nSubs, "SELECT name FROM subscriptions ORDER BY name", func(r *sql.Rows) error {
+		if err := r.Scan(&name); err != nil {
+			return err
+		}
+		e.text(name)
+		return nil
+	}); err != nil {
+		return err
+	}
+	e.uint(6)
+	if err := e.list(cborArray, nKeywords, nKeywords, "SELECT name FROM keywords ORDER BY fold", func(r *sql.Rows) error {
+		if err := r.Scan(&name); err != nil {
+			return err
+		}
+		e.text(name)
+		return nil
+	}); err != nil {
+		return err
+	}
+
+	e.uint(7)
+	var keywords, digest sql.RawBytes
+	var uid, flags, date, size, origin int64
+	if err := e.list(cborArray, nMessages, nMessages, `SELECT m.id, m.mailbox, m.uid, m.flags, m.keywords, m.date, m.size, m.modseq, b.origin, b.digest
+		FROM messages m JOIN bodies b ON b.bid = m.body ORDER BY m.id`,
+		func(r *sql.Rows) error {
+			if err := r.Scan(&id, &mid, &uid, &flags, &keywords, &date, &size, &modSeq, &origin, &digest); err != nil {
+				return err
+			}
+			if origin <= 0 {
+				return fmt.Errorf("message %x: %w", []byte(id), ErrNoOrigin)
+			}
+			e.head(cborArray, 10)
+			e.bytes(id)
+			e.uint(uint64(uint32(index[mid])))
+			e.uint(uint64(uint32(uid)))
+			e.uint(uint64(uint8(flags)))
+			e.text(keywords)
+			e.int(date)
+			e.int(size)
+			e.uint(uint64(modSeq))
+			e.uint(uint64(origin))
+			e.bytes(digest)
+			if collect {
+				e.keep = append(e.keep, uint64(origin))
+			}
+			return nil
+		}); err != nil {
+		return err
+	}
+
+	e.uint(8)
+	if err := e.entries(0, nEntries); err != nil {
+		return err
+	}
+	if len(chain) > 0 {
+		e.uint(9)
+		e.bytes(chain)
+	}
+	if nSuperseded > 0 {
+		e.uint(10)
+		if err := e.entries(1, nSuperseded); err != nil {
+			return err
+		}
+	}
+	return e.w.Flush()
+}
+
+// entries writes the entries of one kind (entryList) as one byte string.
+func (e *snapEncoder) entries(old int, n uint64) error {
+	var id sql.RawBytes
+	var p int64
+	return e.list(cborBytes, n*24, n, fmt.Sprintf("SELECT id, pos FROM entries WHERE old = %d ORDER BY id", old), func(r *sql.Rows) error {
+		if err := r.Scan(&id, &p); err != nil {
+			return err
+		}
+		if len(id) != 16 {
+			return fmt.Errorf("entry id of %d bytes", len(id))
+		}
+		e.w.Write(id)
+		e.w.Write(binary.BigEndian.AppendUint64(e.buf[:0], uint64(p)))
+		return nil
+	})
+}
