@@ -35,7 +35,11 @@
 //     ErrBadCommand) checked in that order of layers; Open never panics.
 //   - Memory: Seal encrypts from the caller's bytes into the output buffer
 //     (1x the message of extra heap, plus a 64 KiB scratch chunk); Open
-//     allocates the plaintext once and the command's body aliases it.
+//     allocates the plaintext once and the command's body aliases it. A
+//     Sealer (stream.go) seals a body of announced length written to it
+//     into a writer, the same bytes as Seal, holding a batch of chunks
+//     (up to maxWorkers of them, sealed on as many goroutines): how a
+//     device writes a checkpoint of any size.
 //
 // docs/FORMAT.md is the normative description.
 package entry
@@ -228,35 +232,9 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 	if o == nil {
 		o = &Options{}
 	}
-	if len(user) == 0 || len(user) > MaxUserLen {
-		return nil, command.ID{}, fmt.Errorf("sealing entry: user name must be 1 to %d bytes", MaxUserLen)
-	}
-	hdr, err := command.EncodeHeaderPrefixed(c, len(o.BodyPrefix))
+	prefix, id, innerLen, err := begin(c, 0, author, user, o)
 	if err != nil {
-		return nil, command.ID{}, fmt.Errorf("sealing entry: %w", err)
-	}
-	id := o.ID
-	if id.IsZero() {
-		r := o.Rand
-		if r == nil {
-			r = rand.Reader
-		}
-		if _, err := io.ReadFull(r, id[:]); err != nil {
-			return nil, command.ID{}, fmt.Errorf("sealing entry: reading entry id: %w", err)
-		}
-	}
-	cmdLen := len(hdr) + len(o.BodyPrefix) + len(c.Body)
-	var prefix []byte
-	prefix = append(prefix, id[:]...)
-	prefix = append(prefix, author.Public().Ed25519...)
-	prefix = append(prefix, byte(len(user)))
-	prefix = append(prefix, user...)
-	prefix = binary.BigEndian.AppendUint64(prefix, uint64(cmdLen))
-	prefix = append(prefix, hdr...)
-	prefix = append(prefix, o.BodyPrefix...)
-	innerLen := len(prefix) + len(c.Body)
-	if !o.NoPadding {
-		innerLen = PaddedLen(c.Kind, innerLen)
+		return nil, command.ID{}, err
 	}
 	src := innerSource{prefix: prefix, body: c.Body, size: innerLen}
 
@@ -270,6 +248,48 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 	sig := author.Sign(digest(to.KeyID(), hashes))
 	aead.Seal(out[len(out)-sigBoxSize:len(out)-sigBoxSize], sigNonce[:], sig, out[:headerSize])
 	return ret, id, nil
+}
+
+// begin returns the start of the inner plaintext of an entry holding c
+// whose body is o.BodyPrefix, c.Body and extra bytes more (the fields
+// before the command, the command's header and o.BodyPrefix), the entry
+// id, and the length of the inner plaintext with its padding. The id is
+// drawn here, before anything else random.
+func begin(c *command.Command, extra int64, author *keys.SecretKey, user string, o *Options) ([]byte, command.ID, int, error) {
+	if len(user) == 0 || len(user) > MaxUserLen {
+		return nil, command.ID{}, 0, fmt.Errorf("sealing entry: user name must be 1 to %d bytes", MaxUserLen)
+	}
+	if extra < 0 || extra > maxStreamed {
+		return nil, command.ID{}, 0, fmt.Errorf("sealing entry: a body of %d bytes", extra)
+	}
+	hdr, err := command.EncodeHeaderPrefixed(c, len(o.BodyPrefix)+int(extra))
+	if err != nil {
+		return nil, command.ID{}, 0, fmt.Errorf("sealing entry: %w", err)
+	}
+	id := o.ID
+	if id.IsZero() {
+		r := o.Rand
+		if r == nil {
+			r = rand.Reader
+		}
+		if _, err := io.ReadFull(r, id[:]); err != nil {
+			return nil, command.ID{}, 0, fmt.Errorf("sealing entry: reading entry id: %w", err)
+		}
+	}
+	cmdLen := len(hdr) + len(o.BodyPrefix) + len(c.Body) + int(extra)
+	var prefix []byte
+	prefix = append(prefix, id[:]...)
+	prefix = append(prefix, author.Public().Ed25519...)
+	prefix = append(prefix, byte(len(user)))
+	prefix = append(prefix, user...)
+	prefix = binary.BigEndian.AppendUint64(prefix, uint64(cmdLen))
+	prefix = append(prefix, hdr...)
+	prefix = append(prefix, o.BodyPrefix...)
+	innerLen := len(prefix) + len(c.Body) + int(extra)
+	if !o.NoPadding {
+		innerLen = PaddedLen(c.Kind, innerLen)
+	}
+	return prefix, id, innerLen, nil
 }
 
 // sealBody writes the header (sealHeader) and every chunk of the inner
@@ -379,6 +399,12 @@ func (s innerSource) fill(b []byte, off int) []byte {
 // sealHeader writes the outer header into out[:headerSize], taking the
 // ciphertext size from len(out), and returns the entry's AEAD.
 func sealHeader(out []byte, to keys.PublicKey) (cipherAEAD, error) {
+	return writeHeader(out[:headerSize], uint64(len(out)-headerSize), to)
+}
+
+// writeHeader writes the outer header of an entry with size bytes after
+// it into out (headerSize bytes), and returns the entry's AEAD.
+func writeHeader(out []byte, size uint64, to keys.PublicKey) (cipherAEAD, error) {
 	pk, err := hpke.NewDHKEMPublicKey(to.X25519)
 	if err != nil {
 		return nil, err
@@ -395,7 +421,7 @@ func sealHeader(out []byte, to keys.PublicKey) (cipherAEAD, error) {
 	h = append(h, magic...)
 	h = append(h, Version)
 	h = append(h, keyID[:]...)
-	h = binary.BigEndian.AppendUint64(h, uint64(len(out)-headerSize))
+	h = binary.BigEndian.AppendUint64(h, size)
 	copy(out[len(h):headerSize], enc)
 	key, err := sender.Export(exportContext, chacha20poly1305.KeySize)
 	if err != nil {
