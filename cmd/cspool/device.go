@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,7 +36,8 @@ var (
 	_ syncer.Queue   = (*mailstore.Store)(nil)
 	_ syncer.Journal = (*mailstore.Store)(nil)
 
-	_ syncer.IntoSource = (*api.Client)(nil)
+	_ syncer.IntoSource   = (*api.Client)(nil)
+	_ syncer.Checkpointer = (*api.Client)(nil)
 )
 
 // device is the device role, assembled here once: the database's lock and
@@ -141,7 +143,8 @@ func (d *device) startSync(o syncOptions) error {
 		src = o.wrap(src)
 	}
 	cfg := syncer.Config{User: d.user, UserKey: d.userKey, SpoolKey: d.spoolPub, Source: src, Store: d.store,
-		Logger: d.log, Unreachable: spoolUnreachable, Permanent: api.Hint, CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath)}
+		Logger: d.log, Unreachable: spoolUnreachable, Permanent: api.Hint, CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath),
+		TempDir: filepath.Dir(d.dbPath)}
 	if o.daemon {
 		// Submit may queue a change and tell OnApplied before newIMAP
 		// made the server (the spool down, a caller started early):

@@ -216,6 +216,14 @@ func (c countingCheckpointer) PutCheckpoint(ctx context.Context, cp spool.Checkp
 	return c.cp.PutCheckpoint(ctx, cp, keep)
 }
 
+func (c countingCheckpointer) PutCheckpointFrom(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64) (spool.CompactStats, error) {
+	return c.cp.PutCheckpointFrom(ctx, pos, data, keep)
+}
+
+// A Checkpointer it must stay: the syncer finds the capability by its
+// methods.
+var _ syncer.Checkpointer = countingCheckpointer{}
+
 // counter is what progress reads of the source.
 type counter interface {
 	counts() (entries, bytes int64)

@@ -144,12 +144,18 @@ func signedMessage(method, path, query string, a *authorization) []byte {
 // rewrites to that form), SHA-256 of body (the exact bytes req will send),
 // the time now and a fresh random nonce.
 func SignRequest(req *http.Request, body []byte, key *keys.SecretKey, now time.Time) error {
+	return signRequestHash(req, sha256.Sum256(body), key, now)
+}
+
+// signRequestHash is SignRequest given the SHA-256 of the body: a body
+// streamed from a file is hashed first.
+func signRequestHash(req *http.Request, bodyHash [sha256.Size]byte, key *keys.SecretKey, now time.Time) error {
 	q, err := canonicalQuery(req.URL.RawQuery)
 	if err != nil {
 		return err
 	}
 	req.URL.RawQuery = q
-	a := &authorization{key: key.Public(), keyText: key.Public().String(), ts: now.Unix(), bodyHash: sha256.Sum256(body)}
+	a := &authorization{key: key.Public(), keyText: key.Public().String(), ts: now.Unix(), bodyHash: bodyHash}
 	if _, err := rand.Read(a.nonce[:]); err != nil {
 		return fmt.Errorf("signing request: %w", err)
 	}

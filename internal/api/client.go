@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -267,21 +268,49 @@ func (c *Client) do(ctx context.Context, op, method, path string, q url.Values, 
 // signed) is signed again with the server's time and sent once more; the
 // server refused it before reading its body, so nothing happened twice.
 func (c *Client) send(ctx context.Context, op, method, path string, q url.Values, body []byte, contentType string) (*http.Response, error) {
+	var rb *requestBody
+	if body != nil {
+		rb = &requestBody{hash: sha256.Sum256(body), size: int64(len(body)), open: func() io.Reader { return bytes.NewReader(body) }}
+	}
+	return c.sendBody(ctx, op, method, path, q, rb, contentType)
+}
+
+// requestBody is a request's body without holding it: its SHA-256, its
+// length, and how to read it from the start (again for a retry or a
+// redirect).
+type requestBody struct {
+	hash [sha256.Size]byte
+	size int64
+	open func() io.Reader
+}
+
+// sendBody is send with the body as a requestBody (nil: none).
+func (c *Client) sendBody(ctx context.Context, op, method, path string, q url.Values, body *requestBody, contentType string) (*http.Response, error) {
 	if c.user == "" && method == http.MethodGet {
 		return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: "client has no user name"}
 	}
+	hash := sha256.Sum256(nil)
+	if body != nil {
+		hash = body.hash
+	}
 	for retried := false; ; retried = true {
-		req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
 		if err != nil {
 			return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error(), Err: err}
 		}
 		req.URL.RawQuery = q.Encode()
 		if body != nil {
 			req.Header.Set("Content-Type", contentType)
+			req.ContentLength = body.size
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(body.open()), nil }
+			req.Body, _ = req.GetBody()
+			if body.size == 0 {
+				req.Body, req.GetBody = http.NoBody, nil
+			}
 		} else {
 			req.Body, req.ContentLength, req.GetBody = http.NoBody, 0, nil
 		}
-		if err := SignRequest(req, body, c.key, c.signingTime()); err != nil {
+		if err := signRequestHash(req, hash, c.key, c.signingTime()); err != nil {
 			return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error(), Err: err}
 		}
 		resp, err := c.hc.Do(req)

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,19 +24,36 @@ const maxCheckpoint = 1 << 30
 // later is already stored; invalid arguments (cp.Pos 0 or beyond the head,
 // a kept position 0 or beyond cp.Pos) give ErrBadRequest (400).
 func (c *Client) PutCheckpoint(ctx context.Context, cp spool.Checkpoint, keep []uint64) (spool.CompactStats, error) {
-	op := fmt.Sprintf("storing checkpoint of %s at %d", c.user, cp.Pos)
+	return c.PutCheckpointFrom(ctx, cp.Pos, io.NewSectionReader(bytes.NewReader(cp.Data), 0, int64(len(cp.Data))), keep)
+}
+
+// PutCheckpointFrom is PutCheckpoint with the checkpoint at position pos
+// read from data, from its start to its Size, without holding it: once to
+// hash the request's body for its signature, then as the body is sent
+// (and again if it is sent again). The kept positions are written before it
+// (EncodeCheckpoint's framing) without copying it.
+func (c *Client) PutCheckpointFrom(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64) (spool.CompactStats, error) {
+	op := fmt.Sprintf("storing checkpoint of %s at %d", c.user, pos)
 	if c.user == "" {
 		return spool.CompactStats{}, &Error{Op: op, Kind: ErrBadRequest, Msg: "client has no user name"}
 	}
 	keep = slices.Clone(keep)
 	slices.Sort(keep)
 	keep = slices.Compact(keep)
-	body, err := EncodeCheckpoint(keep, cp.Data)
+	head, err := appendKeep(nil, keep)
 	if err != nil {
 		return spool.CompactStats{}, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error()}
 	}
-	q := url.Values{"pos": {strconv.FormatUint(cp.Pos, 10)}}
-	resp, err := c.send(ctx, op, http.MethodPut, "/v1/users/"+c.user+"/checkpoint", q, body, CheckpointContentType)
+	size := data.Size()
+	open := func() io.Reader { return io.MultiReader(bytes.NewReader(head), io.NewSectionReader(data, 0, size)) }
+	h := sha256.New()
+	if _, err := io.Copy(h, open()); err != nil {
+		return spool.CompactStats{}, &Error{Op: op, Kind: ErrBadRequest, Msg: "reading the checkpoint: " + err.Error(), Err: err}
+	}
+	body := &requestBody{size: int64(len(head)) + size, open: open}
+	h.Sum(body.hash[:0])
+	q := url.Values{"pos": {strconv.FormatUint(pos, 10)}}
+	resp, err := c.sendBody(ctx, op, http.MethodPut, "/v1/users/"+c.user+"/checkpoint", q, body, CheckpointContentType)
 	if err != nil {
 		return spool.CompactStats{}, err
 	}

@@ -21,7 +21,16 @@ var errTooManyKept = errors.New("too many kept positions")
 // be strictly increasing and start above 0, so that each upload has exactly
 // one encoding.
 func EncodeCheckpoint(keep []uint64, data []byte) ([]byte, error) {
-	b := make([]byte, 0, binary.MaxVarintLen64*(1+len(keep))+len(data))
+	b, err := appendKeep(make([]byte, 0, binary.MaxVarintLen64*(1+len(keep))+len(data)), keep)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, data...), nil
+}
+
+// appendKeep appends what comes before the checkpoint in an upload: the
+// kept positions as EncodeCheckpoint encodes them.
+func appendKeep(b []byte, keep []uint64) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(len(keep)))
 	prev := uint64(0)
 	for i, p := range keep {
@@ -31,7 +40,7 @@ func EncodeCheckpoint(keep []uint64, data []byte) ([]byte, error) {
 		b = binary.AppendUvarint(b, p-prev)
 		prev = p
 	}
-	return append(b, data...), nil
+	return b, nil
 }
 
 // DecodeCheckpoint parses a checkpoint upload. keep is strictly increasing

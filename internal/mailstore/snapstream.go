@@ -4,12 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
+
+	"github.com/ncruces/go-sqlite3"
 )
 
 // SnapshotInfo describes the snapshot WriteSnapshot writes.
@@ -39,19 +39,24 @@ func (s *Store) WriteSnapshot(ctx context.Context, use func(info SnapshotInfo, e
 	if err := s.check(); err != nil {
 		return err
 	}
-	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return fmt.Errorf("taking snapshot: %w", err)
+	var err error
+	rerr := s.readRaw(ctx, func(c *sqlite3.Conn) { err = writeSnapshot(c, use) })
+	if err == nil && rerr != nil {
+		err = fmt.Errorf("taking snapshot: %w", rerr)
 	}
-	defer tx.Rollback()
-	var queued int
-	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM queue").Scan(&queued); err != nil {
-		return fmt.Errorf("taking snapshot: %w", err)
+	return err
+}
+
+// writeSnapshot is WriteSnapshot in a read transaction on c.
+func writeSnapshot(c *sqlite3.Conn, use func(info SnapshotInfo, encode func(io.Writer) error) error) error {
+	e := &snapEncoder{c: c}
+	queued, err := e.count("SELECT count(*) FROM queue")
+	if err != nil {
+		return err
 	}
 	if queued > 0 {
 		return fmt.Errorf("taking snapshot: %d queued: %w", queued, ErrQueued)
 	}
-	e := &snapEncoder{ctx: ctx, q: tx}
 	h := sha256.New()
 	cw := &countingWriter{w: h}
 	if err := e.encode(cw, true); err != nil {
@@ -64,7 +69,7 @@ func (s *Store) WriteSnapshot(ctx context.Context, use func(info SnapshotInfo, e
 	encode := func(w io.Writer) error {
 		h := sha256.New()
 		cw := &countingWriter{w: io.MultiWriter(w, h)}
-		again := &snapEncoder{ctx: ctx, q: tx}
+		again := &snapEncoder{c: c}
 		if err := again.encode(cw, false); err != nil {
 			return err
 		}
@@ -93,10 +98,11 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // EncodeSnapshot of what it returns: a map with integer keys in ascending
 // order, integers in their shortest form, definite lengths, the toarray
 // structs as arrays, nil byte strings as null, and Chain and Superseded
-// left out when empty.
+// left out when empty. It steps the rows on the SQLite connection itself:
+// through database/sql every integer and byte string of every row would
+// be an allocation.
 type snapEncoder struct {
-	ctx context.Context
-	q   queryer
+	c   *sqlite3.Conn
 	w   *bufio.Writer
 	buf []byte // a head or fixed-size field being written
 
@@ -159,33 +165,44 @@ func (e *snapEncoder) text(b []byte) {
 	e.w.Write(b)
 }
 
+// rows runs query and calls row for each row it returns, and returns how
+// many there were.
+func (e *snapEncoder) rows(query string, row func(st *sqlite3.Stmt) error) (uint64, error) {
+	st, _, err := e.c.Prepare(query)
+	if err != nil {
+		return 0, fmt.Errorf("taking snapshot: %w", err)
+	}
+	defer st.Close()
+	var n uint64
+	for st.Step() {
+		if err := row(st); err != nil {
+			return 0, fmt.Errorf("taking snapshot: %w", err)
+		}
+		n++
+	}
+	if err := st.Err(); err != nil {
+		return 0, fmt.Errorf("taking snapshot: %w", err)
+	}
+	return n, nil
+}
+
 // count runs a count(*) query.
 func (e *snapEncoder) count(query string) (uint64, error) {
 	var n int64
-	if err := e.q.QueryRowContext(e.ctx, query).Scan(&n); err != nil {
-		return 0, fmt.Errorf("taking snapshot: %w", err)
-	}
-	return uint64(n), nil
+	_, err := e.rows(query, func(st *sqlite3.Stmt) error {
+		n = st.ColumnInt64(0)
+		return nil
+	})
+	return uint64(n), err
 }
 
 // list writes an array of n items, or a byte string of size bytes, and
 // then every row of query through row, checking that there were n.
-func (e *snapEncoder) list(major byte, size, n uint64, query string, row func(r *sql.Rows) error) error {
+func (e *snapEncoder) list(major byte, size, n uint64, query string, row func(st *sqlite3.Stmt) error) error {
 	e.head(major, size)
-	rows, err := e.q.QueryContext(e.ctx, query)
+	got, err := e.rows(query, row)
 	if err != nil {
-		return fmt.Errorf("taking snapshot: %w", err)
-	}
-	defer rows.Close()
-	var got uint64
-	for rows.Next() {
-		if err := row(rows); err != nil {
-			return fmt.Errorf("taking snapshot: %w", err)
-		}
-		got++
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("taking snapshot: %w", err)
+		return err
 	}
 	if got != n {
 		return fmt.Errorf("taking snapshot: %d rows counted, %d read: %q", n, got, query)
@@ -198,39 +215,31 @@ func (e *snapEncoder) encode(w io.Writer, collect bool) error {
 	e.w = bufio.NewWriterSize(w, 32<<10)
 	e.buf = make([]byte, 0, 24)
 	var pos, uv int64
-	if err := e.q.QueryRowContext(e.ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &uv); err != nil {
-		return fmt.Errorf("taking snapshot: %w", err)
+	var chain []byte
+	if _, err := e.rows("SELECT s.position, s.next_uidvalidity, c.hash FROM state s LEFT JOIN chain c ON c.pos = s.position",
+		func(st *sqlite3.Stmt) error {
+			pos, uv = st.ColumnInt64(0), st.ColumnInt64(1)
+			chain = st.ColumnBlob(2, nil)
+			return nil
+		}); err != nil {
+		return err
 	}
 	e.pos = uint64(pos)
-	var chain []byte
-	err := e.q.QueryRowContext(e.ctx, "SELECT hash FROM chain WHERE pos = ?", pos).Scan(&chain)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("taking snapshot: %w", err)
+	var n [6]uint64
+	for i, q := range []string{
+		"SELECT count(*) FROM mailboxes",
+		"SELECT count(*) FROM subscriptions",
+		"SELECT count(*) FROM keywords",
+		"SELECT count(*) FROM messages m JOIN bodies b ON b.bid = m.body",
+		"SELECT count(*) FROM entries WHERE old = 0",
+		"SELECT count(*) FROM entries WHERE old = 1",
+	} {
+		var err error
+		if n[i], err = e.count(q); err != nil {
+			return err
+		}
 	}
-	nMailboxes, err := e.count("SELECT count(*) FROM mailboxes")
-	if err != nil {
-		return err
-	}
-	nSubs, err := e.count("SELECT count(*) FROM subscriptions")
-	if err != nil {
-		return err
-	}
-	nKeywords, err := e.count("SELECT count(*) FROM keywords")
-	if err != nil {
-		return err
-	}
-	nMessages, err := e.count("SELECT count(*) FROM messages m JOIN bodies b ON b.bid = m.body")
-	if err != nil {
-		return err
-	}
-	nEntries, err := e.count("SELECT count(*) FROM entries WHERE old = 0")
-	if err != nil {
-		return err
-	}
-	nSuperseded, err := e.count("SELECT count(*) FROM entries WHERE old = 1")
-	if err != nil {
-		return err
-	}
+	nMailboxes, nSubs, nKeywords, nMessages, nEntries, nSuperseded := n[0], n[1], n[2], n[3], n[4], n[5]
 	e.messages = int(nMessages)
 	if collect {
 		e.keep = make([]uint64, 0, nMessages)
@@ -253,70 +262,54 @@ func (e *snapEncoder) encode(w io.Writer, collect bool) error {
 
 	e.uint(4)
 	index := map[int64]uint64{}
-	var id, name, special sql.RawBytes
-	var mid, uidValidity, uidNext, modSeq int64
 	if err := e.list(cborArray, nMailboxes, nMailboxes, "SELECT mid, id, name, special_use, uidvalidity, uidnext, highest_modseq FROM mailboxes ORDER BY id",
-		func(r *sql.Rows) error {
-			if err := r.Scan(&mid, &id, &name, &special, &uidValidity, &uidNext, &modSeq); err != nil {
-				return err
-			}
-			index[mid] = uint64(len(index))
+		func(st *sqlite3.Stmt) error {
+			index[st.ColumnInt64(0)] = uint64(len(index))
 			e.head(cborArray, 6)
-			e.bytes(id)
-			e.text(name)
-			e.text(special)
-			e.uint(uint64(uint32(uidValidity)))
-			e.uint(uint64(uint32(uidNext)))
-			e.uint(uint64(modSeq))
+			e.bytes(st.ColumnRawBlob(1))
+			e.text(st.ColumnRawText(2))
+			e.text(st.ColumnRawText(3))
+			e.uint(uint64(uint32(st.ColumnInt64(4))))
+			e.uint(uint64(uint32(st.ColumnInt64(5))))
+			e.uint(uint64(st.ColumnInt64(6)))
 			return nil
 		}); err != nil {
 		return err
 	}
-
 	e.uint(5)
-	if err := e.list(cborArray, nSubs, nSubs, "SELECT name FROM subscriptions ORDER BY name", func(r *sql.Rows) error {
-		if err := r.Scan(&name); err != nil {
-			return err
-		}
-		e.text(name)
+	if err := e.list(cborArray, nSubs, nSubs, "SELECT name FROM subscriptions ORDER BY name", func(st *sqlite3.Stmt) error {
+		e.text(st.ColumnRawText(0))
 		return nil
 	}); err != nil {
 		return err
 	}
 	e.uint(6)
-	if err := e.list(cborArray, nKeywords, nKeywords, "SELECT name FROM keywords ORDER BY fold", func(r *sql.Rows) error {
-		if err := r.Scan(&name); err != nil {
-			return err
-		}
-		e.text(name)
+	if err := e.list(cborArray, nKeywords, nKeywords, "SELECT name FROM keywords ORDER BY fold", func(st *sqlite3.Stmt) error {
+		e.text(st.ColumnRawText(0))
 		return nil
 	}); err != nil {
 		return err
 	}
 
 	e.uint(7)
-	var keywords, digest sql.RawBytes
-	var uid, flags, date, size, origin int64
 	if err := e.list(cborArray, nMessages, nMessages, `SELECT m.id, m.mailbox, m.uid, m.flags, m.keywords, m.date, m.size, m.modseq, b.origin, b.digest
 		FROM messages m JOIN bodies b ON b.bid = m.body ORDER BY m.id`,
-		func(r *sql.Rows) error {
-			if err := r.Scan(&id, &mid, &uid, &flags, &keywords, &date, &size, &modSeq, &origin, &digest); err != nil {
-				return err
-			}
+		func(st *sqlite3.Stmt) error {
+			origin := st.ColumnInt64(8)
 			if origin <= 0 {
-				return fmt.Errorf("message %x: %w", []byte(id), ErrNoOrigin)
+				return fmt.Errorf("message %x: %w", st.ColumnRawBlob(0), ErrNoOrigin)
 			}
 			e.head(cborArray, 10)
-			e.bytes(id)
-			e.uint(uint64(uint32(index[mid])))
-			e.uint(uint64(uint32(uid)))
-			e.uint(uint64(uint8(flags)))
-			e.text(keywords)
-			e.int(date)
-			e.int(size)
-			e.uint(uint64(modSeq))
+			e.bytes(st.ColumnRawBlob(0))
+			e.uint(uint64(uint32(index[st.ColumnInt64(1)])))
+			e.uint(uint64(uint32(st.ColumnInt64(2))))
+			e.uint(uint64(uint8(st.ColumnInt64(3))))
+			e.text(st.ColumnRawText(4))
+			e.int(st.ColumnInt64(5))
+			e.int(st.ColumnInt64(6))
+			e.uint(uint64(st.ColumnInt64(7)))
 			e.uint(uint64(origin))
-			e.bytes(digest)
+			e.bytes(st.ColumnRawBlob(9))
 			if collect {
 				e.keep = append(e.keep, uint64(origin))
 			}
@@ -344,17 +337,13 @@ func (e *snapEncoder) encode(w io.Writer, collect bool) error {
 
 // entries writes the entries of one kind (entryList) as one byte string.
 func (e *snapEncoder) entries(old int, n uint64) error {
-	var id sql.RawBytes
-	var p int64
-	return e.list(cborBytes, n*24, n, fmt.Sprintf("SELECT id, pos FROM entries WHERE old = %d ORDER BY id", old), func(r *sql.Rows) error {
-		if err := r.Scan(&id, &p); err != nil {
-			return err
-		}
+	return e.list(cborBytes, n*24, n, fmt.Sprintf("SELECT id, pos FROM entries WHERE old = %d ORDER BY id", old), func(st *sqlite3.Stmt) error {
+		id := st.ColumnRawBlob(0)
 		if len(id) != 16 {
 			return fmt.Errorf("entry id of %d bytes", len(id))
 		}
 		e.w.Write(id)
-		e.w.Write(binary.BigEndian.AppendUint64(e.buf[:0], uint64(p)))
+		e.w.Write(binary.BigEndian.AppendUint64(e.buf[:0], uint64(st.ColumnInt64(1))))
 		return nil
 	})
 }

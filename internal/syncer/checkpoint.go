@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"time"
 
@@ -30,33 +32,51 @@ var ErrBodiesGone = errors.New("gone from the spool")
 // entries holding live message bodies; the spool then deletes the rest of
 // the log up to the checkpoint. Another device's newer checkpoint makes
 // this one stale: that is not an error (the stats are zero).
+//
+// Its memory does not grow with the mailbox, but for the kept positions:
+// the store encodes its state from the rows into the Sealer
+// (mailstore.WriteSnapshot), which seals it into a file in TempDir, and the
+// upload reads that file. The file holds the sealed entry only, what the
+// spool stores, and is removed as soon as it is made.
 func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint64, error) {
 	cpr, ok := s.cfg.Source.(Checkpointer)
 	if !ok {
 		return spool.CompactStats{}, 0, ErrNoCheckpoints
 	}
-	sn, err := s.cfg.Store.Snapshot(ctx)
+	f, err := tempFile(s.cfg.TempDir)
 	if err != nil {
 		return spool.CompactStats{}, 0, fmt.Errorf("writing checkpoint: %w", err)
 	}
-	if sn.Position == 0 {
+	defer f.Close()
+	var info mailstore.SnapshotInfo
+	var size int64
+	err = s.cfg.Store.WriteSnapshot(ctx, func(i mailstore.SnapshotInfo, encode func(io.Writer) error) error {
+		info = i
+		if i.Position == 0 {
+			return nil
+		}
+		c := &command.Command{Kind: command.Checkpoint, Position: i.Position, Digest: i.Digest[:]}
+		sl, err := entry.NewSealer(f, c, i.Size, s.cfg.UserKey, s.cfg.UserKey.Public(), s.cfg.User, nil)
+		if err != nil {
+			return err
+		}
+		if err := encode(sl); err != nil {
+			return err
+		}
+		size = sl.Size()
+		return sl.Close()
+	})
+	if err != nil {
+		return spool.CompactStats{}, 0, fmt.Errorf("writing checkpoint: %w", err)
+	}
+	if info.Position == 0 {
 		return spool.CompactStats{}, 0, nil
 	}
-	state, err := mailstore.EncodeSnapshot(sn)
-	if err != nil {
-		return spool.CompactStats{}, 0, fmt.Errorf("writing checkpoint: %w", err)
-	}
-	digest := sha256.Sum256(state)
-	c := &command.Command{Kind: command.Checkpoint, Position: sn.Position, Digest: digest[:], Body: state}
-	sealed, _, err := entry.Seal(c, s.cfg.UserKey, s.cfg.UserKey.Public(), s.cfg.User, nil)
-	if err != nil {
-		return spool.CompactStats{}, 0, fmt.Errorf("writing checkpoint: %w", err)
-	}
-	keep := sn.Keep()
-	stats, err := cpr.PutCheckpoint(ctx, spool.Checkpoint{Pos: sn.Position, Data: sealed}, keep)
+	keep := info.Keep
+	stats, err := cpr.PutCheckpointFrom(ctx, info.Position, io.NewSectionReader(f, 0, size), keep)
 	if errors.Is(err, spool.ErrStaleCheckpoint) {
-		s.log.Info("checkpoint not needed: a newer one exists", "pos", sn.Position)
-		return spool.CompactStats{}, sn.Position, nil
+		s.log.Info("checkpoint not needed: a newer one exists", "pos", info.Position)
+		return spool.CompactStats{}, info.Position, nil
 	}
 	if err != nil {
 		if temporary(err) {
@@ -65,12 +85,27 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 		return spool.CompactStats{}, 0, fmt.Errorf("storing checkpoint: %w", err)
 	}
 	s.mu.Lock()
-	s.status.Checkpoint = max(s.status.Checkpoint, sn.Position)
+	s.status.Checkpoint = max(s.status.Checkpoint, info.Position)
 	s.status.CheckpointWritten = time.Now()
 	s.mu.Unlock()
-	s.log.Info("checkpoint stored", "pos", sn.Position, "sealed_bytes", len(sealed), "kept", len(keep),
+	s.log.Info("checkpoint stored", "pos", info.Position, "sealed_bytes", size, "kept", len(keep),
 		"deleted", stats.Deleted, "reclaimed_bytes", stats.Bytes)
-	return stats, sn.Position, nil
+	return stats, info.Position, nil
+}
+
+// tempFile makes a file in dir (os.TempDir() if empty), mode 0600, and
+// removes its name at once: it is gone when closed, or when the process
+// ends however it ends.
+func tempFile(dir string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, ".cspool-checkpoint-*")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // maybeCheckpoint writes a checkpoint when the log since the last one has

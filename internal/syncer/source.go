@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"cspool/internal/chain"
@@ -85,4 +86,14 @@ func (s StoreSource) PutCheckpoint(ctx context.Context, cp spool.Checkpoint, kee
 		return spool.CompactStats{}, fmt.Errorf("storing checkpoint: %w", ErrNoCheckpoints)
 	}
 	return c.Compact(ctx, s.User, cp, keep)
+}
+
+// PutCheckpointFrom implements Checkpointer: a store in this process takes
+// the checkpoint's bytes in memory.
+func (s StoreSource) PutCheckpointFrom(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64) (spool.CompactStats, error) {
+	b := make([]byte, data.Size())
+	if _, err := data.ReadAt(b, 0); err != nil {
+		return spool.CompactStats{}, fmt.Errorf("storing checkpoint: reading it: %w", err)
+	}
+	return s.PutCheckpoint(ctx, spool.Checkpoint{Pos: pos, Data: b}, keep)
 }

@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"io"
 
 	"cspool/internal/chain"
 	"cspool/internal/command"
@@ -47,9 +48,10 @@ type Replica interface {
 	// contradicts the journal is refused with a *mailstore.Contradiction
 	// and changes nothing.
 	ApplyChained(ctx context.Context, entries []mailstore.Entry, unopened []mailstore.Rejection, newPos uint64, chain []chain.Hash) (*mailstore.Result, error)
-	// Snapshot returns the state for a checkpoint (mailstore.ErrQueued
-	// while changes wait in the Queue).
-	Snapshot(ctx context.Context) (*mailstore.Snapshot, error)
+	// WriteSnapshot hands over the encoded state for a checkpoint
+	// without holding it in memory (mailstore.ErrQueued while changes
+	// wait in the Queue).
+	WriteSnapshot(ctx context.Context, use func(info mailstore.SnapshotInfo, encode func(io.Writer) error) error) error
 	// LiveBodies returns how many message bodies the state holds.
 	LiveBodies(ctx context.Context) (int, error)
 	// Restore replaces the state with a checkpoint's, reading the bodies it

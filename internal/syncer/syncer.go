@@ -46,6 +46,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
@@ -90,6 +91,10 @@ type Checkpointer interface {
 	// PutCheckpoint stores cp and lets the spool delete every entry up to
 	// cp.Pos except keep (spool.ErrStaleCheckpoint if a newer one exists).
 	PutCheckpoint(ctx context.Context, cp spool.Checkpoint, keep []uint64) (spool.CompactStats, error)
+	// PutCheckpointFrom is PutCheckpoint with the checkpoint at pos read
+	// from data (from its start to its Size, again for a retry), so that
+	// it need not be in memory.
+	PutCheckpointFrom(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64) (spool.CompactStats, error)
 }
 
 // IntoSource is the optional capability of a Source to read the entries'
@@ -145,6 +150,13 @@ type Config struct {
 	// open it and deliver the message again: such an entry is an alarm
 	// (Status.Misdelivered), not only a rejection. Empty: not kept.
 	KeepDir string
+
+	// TempDir is the folder of the file a checkpoint is sealed into
+	// before it is uploaded (WriteCheckpoint): removed as soon as it is
+	// made, it holds only the sealed entry, as the spool stores it (about
+	// 150 bytes a message), never the state in the clear. Empty:
+	// os.TempDir().
+	TempDir string
 
 	// DisableIntegrity turns off the tamper-evidence checks (chain hashes,
 	// seen heads). It exists to measure what they cost; never set it in
