@@ -46,7 +46,6 @@ import (
 	"syscall"
 
 	"github.com/ncruces/go-sqlite3"
-	"github.com/ncruces/go-sqlite3/driver"
 	"github.com/ncruces/go-sqlite3/ext/fts5"
 	"lukechampine.com/adiantum"
 )
@@ -170,7 +169,9 @@ type Options struct {
 // Open prepares the file at path (created if missing, mode 0600; a
 // plaintext one migrated when a key is given) and returns a database
 // handle on it. Every connection has FTS5 and keeps temporary data in
-// memory.
+// memory. SQLite running out of memory fails the statement with
+// sqlite3.NOMEM and closes the connection, where the driver would panic
+// (panics.go).
 func Open(path string, o Options) (*sql.DB, error) {
 	if path == "" {
 		return nil, errors.New("empty file name")
@@ -198,7 +199,7 @@ func Open(path string, o Options) (*sql.DB, error) {
 			return nil, err
 		}
 	}
-	db, err := driver.Open(DSN(path, key, o.Params), fts5.Register)
+	db, err := open(DSN(path, key, o.Params), fts5.Register)
 	if err != nil {
 		// The data source name holds the key: never show it.
 		return nil, fmt.Errorf("%s: cannot be opened as an SQLite file name", path)
@@ -269,7 +270,7 @@ func Migrate(path string, key Key) error {
 // copyEncrypted checkpoints the plaintext database at path and writes an
 // encrypted copy of it to tmp; it returns the database's application id.
 func copyEncrypted(path, tmp string, key Key) (int64, error) {
-	db, err := driver.Open(DSN(path, nil, "_pragma=busy_timeout(10000)"))
+	db, err := open(DSN(path, nil, "_pragma=busy_timeout(10000)"), nil)
 	if err != nil {
 		return 0, err
 	}
@@ -296,7 +297,7 @@ func copyEncrypted(path, tmp string, key Key) (int64, error) {
 
 // checkCopy opens the encrypted copy and checks it whole.
 func checkCopy(tmp string, key Key, appID int64) error {
-	db, err := driver.Open(DSN(tmp, &key, "mode=ro"))
+	db, err := open(DSN(tmp, &key, "mode=ro"), nil)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ncruces/go-sqlite3"
 
 	"cspool/internal/command"
+	"cspool/internal/devicedb"
 )
 
 // Want says which of a message's stored parts to load besides its metadata
@@ -574,18 +575,29 @@ func uidRanges(uids UIDSet, last UID) (lo, hi UID, in func(UID) bool) {
 // connection itself, for reads that step rows through the driver rather
 // than database/sql. f's own failure is f's to keep; the transaction ends
 // whatever happened, ctx done too, or the connection is not used again.
+// The driver panics where SQLite runs out of memory: that panic is the
+// error returned (sqlite3.NOMEM), and the connection is closed; any other
+// panic goes on.
 func (s *Store) readRaw(ctx context.Context, f func(c *sqlite3.Conn)) error {
 	conn, err := s.rdb.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	return conn.Raw(func(dc any) error {
+	return conn.Raw(func(dc any) (err error) {
 		rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
 		if !ok {
 			return fmt.Errorf("the driver's connection %T gives no SQLite connection", dc)
 		}
 		c := rc.Raw()
+		defer func() {
+			if r := recover(); r != nil {
+				if !devicedb.OutOfMemory(r) {
+					panic(r)
+				}
+				err = errors.Join(driver.ErrBadConn, sqlite3.NOMEM)
+			}
+		}()
 		if err := c.Exec("BEGIN"); err != nil {
 			return err
 		}
