@@ -64,6 +64,9 @@ type Store struct {
 	// walRetry, when above it, the size at which a checkpoint that
 	// readers held back is tried again. Both under mu.
 	walLimit, walRetry int64
+	// noAutoCheckpoint: the last apply was a bulk batch, which turned
+	// the writer's automatic checkpoint off (wal.go). Under mu.
+	noAutoCheckpoint bool
 	// prepared holds the statements appliers run on the writer, prepared
 	// once on wdb (query → *sql.Stmt); see applier.stmt.
 	prepared sync.Map

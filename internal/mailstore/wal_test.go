@@ -131,3 +131,54 @@ func readOnce(ctx context.Context, db *sql.DB, hold time.Duration) error {
 	time.Sleep(hold)
 	return tx.Commit()
 }
+
+// TestBulkBatchDefersCheckpoint applies 400 deliveries of about 10 KB in
+// one batch, which leaves more than SQLite's 1,000 pages of automatic
+// checkpoint in the WAL: committed without it (wal.go, "Checkpoints
+// during a catch-up"), the database file stays as it was and readers see
+// every message; a batch of one then commits with the automatic
+// checkpoint on again, which copies them all into the database file.
+func TestBulkBatchDefersCheckpoint(t *testing.T) {
+	t.Parallel()
+	entries := deliverEntries(401)
+	path := filepath.Join(t.TempDir(), "mail.db")
+	s, err := OpenWith(path, Options{Parser: mimeform.Parser{}, Key: &devicedb.Key{9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	size := func() int64 {
+		t.Helper()
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size()
+	if _, err := s.Apply(ctx, entries[:400], 400); err != nil {
+		t.Fatal(err)
+	}
+	if got := size(); got != before {
+		t.Errorf("after a batch of 400: database file %d bytes, want %d as before it (no checkpoint)", got, before)
+	}
+	if n := countMessages(t, s); n != 400 {
+		t.Errorf("after a batch of 400: %d messages read, want 400", n)
+	}
+	if _, err := s.Apply(ctx, entries[400:], 401); err != nil {
+		t.Fatal(err)
+	}
+	if got := size(); got < before+400*10000 {
+		t.Errorf("after a batch of 1: database file %d bytes, want the 400 messages' pages copied (%d bytes or more)", got, before+400*10000)
+	}
+}
+
+func countMessages(t *testing.T, s *Store) int {
+	t.Helper()
+	var n int
+	if err := s.rdb.QueryRow("SELECT count(*) FROM messages").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
