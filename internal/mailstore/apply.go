@@ -209,13 +209,27 @@ func (a *applier) applyAll(entries []Entry) (*Result, error) {
 		return nil, fmt.Errorf("reading state: %w", err)
 	}
 	res := &Result{Outcomes: make([]Outcome, 0, len(entries))}
-	for _, e := range entries {
+	for i := 0; i < len(entries); {
+		if n := deliverRunLen(entries[i:]); n >= 2 && a.rebase == nil {
+			// Outside a rebase (which applies each on its own), a run of
+			// deliveries at once (apply_deliver.go).
+			outs, changes, err := a.deliverRun(entries[i : i+n])
+			if err != nil {
+				return nil, fmt.Errorf("applying entries at positions %d to %d: %w", entries[i].Pos, entries[i+n-1].Pos, err)
+			}
+			res.Outcomes = append(res.Outcomes, outs...)
+			res.Changes = append(res.Changes, changes...)
+			i += n
+			continue
+		}
+		e := entries[i]
 		out, changes, err := a.apply(e)
 		if err != nil {
 			return nil, fmt.Errorf("applying entry at position %d: %w", e.Pos, err)
 		}
 		res.Outcomes = append(res.Outcomes, out)
 		res.Changes = append(res.Changes, changes...)
+		i++
 	}
 	return res, nil
 }
