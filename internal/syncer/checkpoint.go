@@ -109,9 +109,12 @@ func tempFile(dir string) (*os.File, error) {
 }
 
 // maybeCheckpoint writes a checkpoint when the log since the last one has
-// grown to at least as many entries as the live bodies it must keep (about
-// half of what the spool stores is then reclaimable), and at least
-// CheckpointMin entries. Failures are logged; the sync goes on.
+// grown to more entries than the live bodies it must keep (about half of
+// what the spool stores is then reclaimable), and at least CheckpointMin
+// entries. A log of deliveries alone, every entry of which holds a live
+// message, as a new device's first sync reads, is no reason: the spool
+// could compact none of it, and the checkpoint would stop the sync for a
+// snapshot and a round trip. Failures are logged; the sync goes on.
 func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 	if s.cfg.CheckpointMin < 0 {
 		return
@@ -128,7 +131,7 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 		return
 	}
 	live, err := s.cfg.Store.LiveBodies(ctx)
-	if err != nil || since < uint64(live) {
+	if err != nil || since <= uint64(live) {
 		return
 	}
 	if _, _, err := s.WriteCheckpoint(ctx); err != nil && ctx.Err() == nil {

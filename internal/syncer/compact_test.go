@@ -289,3 +289,43 @@ func TestSubmitAnsweredAfterRestore(t *testing.T) {
 		t.Fatalf("device a restored %d times, want 1", a.Status().Restores)
 	}
 }
+
+// TestCheckpointOnlyWhenReclaimable runs a device over a log of 1,000
+// deliveries alone (CheckpointMin 1,000): every entry holds a live
+// message, so a checkpoint would let the spool compact nothing, and none
+// is written. A flag change makes the log one entry longer than the live
+// messages, and the device writes one.
+func TestCheckpointOnlyWhenReclaimable(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	a, ms := r.device("a", nil, nil)
+	a.cfg.CheckpointMin = 1000
+	for i := range 1000 {
+		r.deliver(r.spool, msg(i))
+	}
+	stop := run(t, a)
+	defer stop()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !ok(); {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 30 s (status %+v)", what, a.Status())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("the 1,000 deliveries applied", func() bool { return a.Status().Position == 1000 })
+	// Run looks at whether a checkpoint is due after each step: a read at
+	// the head after the last batch is one more.
+	r.deliver(r.spool, msg(1000))
+	waitFor("the 1,001st delivery applied", func() bool { return a.Status().Position == 1001 })
+	if pos, err := spool.CheckpointPos(ctx, r.log, "alice"); err != nil || pos != 0 || a.Status().Checkpoint != 0 {
+		t.Fatalf("a checkpoint at position %d (%v) of a log of deliveries alone", pos, err)
+	}
+	_, msgs := inbox(t, ms)
+	if _, err := a.Submit(ctx, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{msgs[0].ID}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a checkpoint once the log outnumbers the live messages", func() bool { return a.Status().Checkpoint == 1002 })
+}
