@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
 
@@ -389,6 +390,35 @@ func (rb *Rebase) Snapshot() (*Snapshot, []string, error) {
 		}
 	}
 	return sn, renewed, nil
+}
+
+// WriteSnapshot is Snapshot for a writer, as Store.WriteSnapshot is: the
+// same state (UIDVALIDITYs renewed in a savepoint rolled back after),
+// encoded from the rows into what use is handed, with the names of the
+// mailboxes renewed, without holding it.
+func (rb *Rebase) WriteSnapshot(use func(info SnapshotInfo, renewed []string, encode func(io.Writer) error) error) error {
+	if rb.closed {
+		return ErrClosed
+	}
+	ctx, tx := rb.ctx, rb.tx
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT snapshot"); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	defer func() {
+		tx.ExecContext(ctx, "ROLLBACK TO snapshot")
+		tx.ExecContext(ctx, "RELEASE snapshot")
+	}()
+	renewed, err := rb.renewUIDValidity()
+	if err != nil {
+		return err
+	}
+	var chain []byte
+	if err := tx.QueryRowContext(ctx, "SELECT c.hash FROM state s JOIN chain c ON c.pos = s.position").Scan(&chain); err != nil || len(chain) != sha256.Size {
+		return fmt.Errorf("%w: no chain hash at the rebase's position %d", ErrSnapshot, rb.pos)
+	}
+	return writeSnapshot(sqlSource{ctx, tx}, func(info SnapshotInfo, encode func(io.Writer) error) error {
+		return use(info, renewed, encode)
+	})
 }
 
 // renewUIDValidity gives the mailboxes changed on both sides a new

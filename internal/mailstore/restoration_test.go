@@ -146,6 +146,7 @@ func TestRebaseAndAdopt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkRebaseStreamed(t, rb, sn, renewed)
 	if err := rb.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -40,23 +41,28 @@ func (s *Store) WriteSnapshot(ctx context.Context, use func(info SnapshotInfo, e
 		return err
 	}
 	var err error
-	rerr := s.readRaw(ctx, func(c *sqlite3.Conn) { err = writeSnapshot(c, use) })
+	rerr := s.readRaw(ctx, func(c *sqlite3.Conn) {
+		src := rawSource{c}
+		e := &snapEncoder{src: src}
+		var queued uint64
+		if queued, err = e.count("SELECT count(*) FROM queue"); err != nil {
+			return
+		}
+		if queued > 0 {
+			err = fmt.Errorf("taking snapshot: %d queued: %w", queued, ErrQueued)
+			return
+		}
+		err = writeSnapshot(src, use)
+	})
 	if err == nil && rerr != nil {
 		err = fmt.Errorf("taking snapshot: %w", rerr)
 	}
 	return err
 }
 
-// writeSnapshot is WriteSnapshot in a read transaction on c.
-func writeSnapshot(c *sqlite3.Conn, use func(info SnapshotInfo, encode func(io.Writer) error) error) error {
-	e := &snapEncoder{c: c}
-	queued, err := e.count("SELECT count(*) FROM queue")
-	if err != nil {
-		return err
-	}
-	if queued > 0 {
-		return fmt.Errorf("taking snapshot: %d queued: %w", queued, ErrQueued)
-	}
+// writeSnapshot is WriteSnapshot in a transaction on src.
+func writeSnapshot(src snapSource, use func(info SnapshotInfo, encode func(io.Writer) error) error) error {
+	e := &snapEncoder{src: src}
 	h := sha256.New()
 	cw := &countingWriter{w: h}
 	if err := e.encode(cw, true); err != nil {
@@ -69,7 +75,7 @@ func writeSnapshot(c *sqlite3.Conn, use func(info SnapshotInfo, encode func(io.W
 	encode := func(w io.Writer) error {
 		h := sha256.New()
 		cw := &countingWriter{w: io.MultiWriter(w, h)}
-		again := &snapEncoder{c: c}
+		again := &snapEncoder{src: src}
 		if err := again.encode(cw, false); err != nil {
 			return err
 		}
@@ -102,7 +108,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // through database/sql every integer and byte string of every row would
 // be an allocation.
 type snapEncoder struct {
-	c   *sqlite3.Conn
+	src snapSource
 	w   *bufio.Writer
 	buf []byte // a head or fixed-size field being written
 
@@ -165,22 +171,99 @@ func (e *snapEncoder) text(b []byte) {
 	e.w.Write(b)
 }
 
-// rows runs query and calls row for each row it returns, and returns how
-// many there were.
-func (e *snapEncoder) rows(query string, row func(st *sqlite3.Stmt) error) (uint64, error) {
-	st, _, err := e.c.Prepare(query)
+// snapRow is a row the encoder reads: *sqlite3.Stmt's columns, raw (valid
+// until the next row), or sqlRow's.
+type snapRow interface {
+	ColumnInt64(col int) int64
+	ColumnRawBlob(col int) []byte // nil for NULL
+	ColumnRawText(col int) []byte
+}
+
+// snapSource runs the encoder's queries in one transaction, calling row for
+// each row, and returns how many there were.
+type snapSource interface {
+	rows(query string, row func(snapRow) error) (uint64, error)
+}
+
+// rawSource reads on the SQLite connection itself: through database/sql
+// every integer and byte string of every row would be an allocation.
+type rawSource struct{ c *sqlite3.Conn }
+
+func (r rawSource) rows(query string, row func(snapRow) error) (uint64, error) {
+	st, _, err := r.c.Prepare(query)
 	if err != nil {
-		return 0, fmt.Errorf("taking snapshot: %w", err)
+		return 0, err
 	}
 	defer st.Close()
 	var n uint64
 	for st.Step() {
 		if err := row(st); err != nil {
-			return 0, fmt.Errorf("taking snapshot: %w", err)
+			return 0, err
 		}
 		n++
 	}
-	if err := st.Err(); err != nil {
+	return n, st.Err()
+}
+
+// sqlSource reads through database/sql: a Rebase's transaction, which is
+// no read connection's.
+type sqlSource struct {
+	ctx context.Context
+	q   queryer
+}
+
+// sqlRow is a row scanned through database/sql.
+type sqlRow []any
+
+func (r sqlRow) ColumnInt64(col int) int64 {
+	v, _ := r[col].(int64)
+	return v
+}
+
+func (r sqlRow) ColumnRawBlob(col int) []byte {
+	switch v := r[col].(type) {
+	case []byte:
+		return v
+	case string:
+		return []byte(v)
+	}
+	return nil
+}
+
+func (r sqlRow) ColumnRawText(col int) []byte { return r.ColumnRawBlob(col) }
+
+func (s sqlSource) rows(query string, row func(snapRow) error) (uint64, error) {
+	rows, err := s.q.QueryContext(s.ctx, query)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return 0, err
+	}
+	vals := make(sqlRow, len(cols))
+	dest := make([]any, len(cols))
+	for i := range vals {
+		dest[i] = &vals[i]
+	}
+	var n uint64
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return 0, err
+		}
+		if err := row(vals); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return n, rows.Err()
+}
+
+// rows runs query through the source.
+func (e *snapEncoder) rows(query string, row func(snapRow) error) (uint64, error) {
+	n, err := e.src.rows(query, row)
+	if err != nil {
 		return 0, fmt.Errorf("taking snapshot: %w", err)
 	}
 	return n, nil
@@ -189,7 +272,7 @@ func (e *snapEncoder) rows(query string, row func(st *sqlite3.Stmt) error) (uint
 // count runs a count(*) query.
 func (e *snapEncoder) count(query string) (uint64, error) {
 	var n int64
-	_, err := e.rows(query, func(st *sqlite3.Stmt) error {
+	_, err := e.rows(query, func(st snapRow) error {
 		n = st.ColumnInt64(0)
 		return nil
 	})
@@ -198,7 +281,7 @@ func (e *snapEncoder) count(query string) (uint64, error) {
 
 // list writes an array of n items, or a byte string of size bytes, and
 // then every row of query through row, checking that there were n.
-func (e *snapEncoder) list(major byte, size, n uint64, query string, row func(st *sqlite3.Stmt) error) error {
+func (e *snapEncoder) list(major byte, size, n uint64, query string, row func(st snapRow) error) error {
 	e.head(major, size)
 	got, err := e.rows(query, row)
 	if err != nil {
@@ -217,9 +300,9 @@ func (e *snapEncoder) encode(w io.Writer, collect bool) error {
 	var pos, uv int64
 	var chain []byte
 	if _, err := e.rows("SELECT s.position, s.next_uidvalidity, c.hash FROM state s LEFT JOIN chain c ON c.pos = s.position",
-		func(st *sqlite3.Stmt) error {
+		func(st snapRow) error {
 			pos, uv = st.ColumnInt64(0), st.ColumnInt64(1)
-			chain = st.ColumnBlob(2, nil)
+			chain = bytes.Clone(st.ColumnRawBlob(2))
 			return nil
 		}); err != nil {
 		return err
@@ -263,7 +346,7 @@ func (e *snapEncoder) encode(w io.Writer, collect bool) error {
 	e.uint(4)
 	index := map[int64]uint64{}
 	if err := e.list(cborArray, nMailboxes, nMailboxes, "SELECT mid, id, name, special_use, uidvalidity, uidnext, highest_modseq FROM mailboxes ORDER BY id",
-		func(st *sqlite3.Stmt) error {
+		func(st snapRow) error {
 			index[st.ColumnInt64(0)] = uint64(len(index))
 			e.head(cborArray, 6)
 			e.bytes(st.ColumnRawBlob(1))
@@ -277,14 +360,14 @@ func (e *snapEncoder) encode(w io.Writer, collect bool) error {
 		return err
 	}
 	e.uint(5)
-	if err := e.list(cborArray, nSubs, nSubs, "SELECT name FROM subscriptions ORDER BY name", func(st *sqlite3.Stmt) error {
+	if err := e.list(cborArray, nSubs, nSubs, "SELECT name FROM subscriptions ORDER BY name", func(st snapRow) error {
 		e.text(st.ColumnRawText(0))
 		return nil
 	}); err != nil {
 		return err
 	}
 	e.uint(6)
-	if err := e.list(cborArray, nKeywords, nKeywords, "SELECT name FROM keywords ORDER BY fold", func(st *sqlite3.Stmt) error {
+	if err := e.list(cborArray, nKeywords, nKeywords, "SELECT name FROM keywords ORDER BY fold", func(st snapRow) error {
 		e.text(st.ColumnRawText(0))
 		return nil
 	}); err != nil {
@@ -294,7 +377,7 @@ func (e *snapEncoder) encode(w io.Writer, collect bool) error {
 	e.uint(7)
 	if err := e.list(cborArray, nMessages, nMessages, `SELECT m.id, m.mailbox, m.uid, m.flags, m.keywords, m.date, m.size, m.modseq, b.origin, b.digest
 		FROM messages m JOIN bodies b ON b.bid = m.body ORDER BY m.id`,
-		func(st *sqlite3.Stmt) error {
+		func(st snapRow) error {
 			origin := st.ColumnInt64(8)
 			if origin <= 0 {
 				return fmt.Errorf("message %x: %w", st.ColumnRawBlob(0), ErrNoOrigin)
@@ -337,7 +420,7 @@ func (e *snapEncoder) encode(w io.Writer, collect bool) error {
 
 // entries writes the entries of one kind (entryList) as one byte string.
 func (e *snapEncoder) entries(old int, n uint64) error {
-	return e.list(cborBytes, n*24, n, fmt.Sprintf("SELECT id, pos FROM entries WHERE old = %d ORDER BY id", old), func(st *sqlite3.Stmt) error {
+	return e.list(cborBytes, n*24, n, fmt.Sprintf("SELECT id, pos FROM entries WHERE old = %d ORDER BY id", old), func(st snapRow) error {
 		id := st.ColumnRawBlob(0)
 		if len(id) != 16 {
 			return fmt.Errorf("entry id of %d bytes", len(id))

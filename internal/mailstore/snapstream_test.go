@@ -103,3 +103,27 @@ func TestWriteSnapshotEqualsEncode(t *testing.T) {
 		}
 	})
 }
+
+// checkRebaseStreamed checks that a Rebase's WriteSnapshot writes what
+// EncodeSnapshot makes of its Snapshot, sn, with the same UIDVALIDITYs
+// renewed.
+func checkRebaseStreamed(t testing.TB, rb *Rebase, sn *Snapshot, renewed []string) {
+	t.Helper()
+	want, err := EncodeSnapshot(sn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	var info SnapshotInfo
+	var names []string
+	if err := rb.WriteSnapshot(func(i SnapshotInfo, r []string, encode func(io.Writer) error) error {
+		info, names = i, r
+		return encode(&out)
+	}); err != nil {
+		t.Fatalf("Rebase.WriteSnapshot: %v", err)
+	}
+	if !bytes.Equal(out.Bytes(), want) || info.Digest != sha256.Sum256(want) || !slices.Equal(info.Keep, sn.Keep()) || !slices.Equal(names, renewed) {
+		t.Fatalf("the rebase's streamed snapshot (%d bytes, renewed %q) differs from its Snapshot (%d bytes, renewed %q)",
+			out.Len(), names, len(want), renewed)
+	}
+}

@@ -30,10 +30,11 @@
 package recovery
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sort"
 
@@ -476,45 +477,57 @@ type HeadAppender interface {
 func (r *recoverer) writeRestoration(ctx context.Context, base uint64, baseHash spool.Hash) error {
 	for attempt := 1; attempt <= r.cfg.Attempts; attempt++ {
 		r.rep.Attempts = attempt
-		sn, renewed, err := r.rb.Snapshot()
+		// The state is encoded from the rows straight into the sealed
+		// entry: only the entry is held, which the append needs whole.
+		var info mailstore.SnapshotInfo
+		var renewed []string
+		var sealed []byte
+		err := r.rb.WriteSnapshot(func(i mailstore.SnapshotInfo, rn []string, encode func(io.Writer) error) error {
+			info, renewed = i, rn
+			c := &command.Command{Kind: command.Restoration, Position: i.Position, Digest: i.Digest[:],
+				Base: &command.Head{Pos: base, Hash: baseHash[:]}}
+			var buf bytes.Buffer
+			sl, err := entry.NewSealer(&buf, c, i.Size, r.cfg.UserKey, r.cfg.UserKey.Public(), r.cfg.User, nil)
+			if err != nil {
+				return err
+			}
+			buf.Grow(int(sl.Size()) - buf.Len())
+			if err := encode(sl); err != nil {
+				return err
+			}
+			if err := sl.Close(); err != nil {
+				return err
+			}
+			sealed = buf.Bytes()
+			return nil
+		})
 		if err != nil {
 			return err
 		}
-		state, err := mailstore.EncodeSnapshot(sn)
-		if err != nil {
-			return err
-		}
-		digest := sha256.Sum256(state)
-		c := &command.Command{Kind: command.Restoration, Position: sn.Position, Digest: digest[:],
-			Base: &command.Head{Pos: base, Hash: baseHash[:]}, Body: state}
-		sealed, _, err := entry.Seal(c, r.cfg.UserKey, r.cfg.UserKey.Public(), r.cfg.User, nil)
-		if err != nil {
-			return err
-		}
-		keep := sn.Keep()
-		for p := base + 1; p <= sn.Position; p++ {
+		keep := info.Keep
+		for p := base + 1; p <= info.Position; p++ {
 			keep = append(keep, p)
 		}
 		sort.Slice(keep, func(i, j int) bool { return keep[i] < keep[j] })
-		_, err = r.cpr.PutCheckpoint(ctx, spool.Checkpoint{Pos: sn.Position, Data: sealed}, keep)
+		_, err = r.cpr.PutCheckpoint(ctx, spool.Checkpoint{Pos: info.Position, Data: sealed}, keep)
 		switch {
 		case errors.Is(err, spool.ErrStaleCheckpoint):
-			r.log.Info("a newer checkpoint was stored meanwhile; following the log and writing again", "pos", sn.Position)
+			r.log.Info("a newer checkpoint was stored meanwhile; following the log and writing again", "pos", info.Position)
 		case err != nil:
-			return fmt.Errorf("storing the restoration at %d: %w", sn.Position, err)
+			return fmt.Errorf("storing the restoration at %d: %w", info.Position, err)
 		default:
-			_, err := r.ha.AppendAt(ctx, r.cfg.User, sn.Position, [][]byte{sealed})
+			_, err := r.ha.AppendAt(ctx, r.cfg.User, info.Position, [][]byte{sealed})
 			if errors.Is(err, spool.ErrHeadMoved) {
-				r.log.Info("entries arrived before the restoration; following the log and writing again", "pos", sn.Position)
+				r.log.Info("entries arrived before the restoration; following the log and writing again", "pos", info.Position)
 				break
 			}
 			if err != nil {
 				return fmt.Errorf("appending the restoration: %w", err)
 			}
-			r.rep.Restoration, r.rep.StateBytes = sn.Position, len(sealed)
-			r.rep.Messages, r.rep.Renewed = len(sn.Messages), renewed
-			r.log.Info("restoration written", "pos", sn.Position, "base", base, "sealed_bytes", len(sealed),
-				"messages", len(sn.Messages), "bodies_put_back", r.rep.Bodies, "renewed_uidvalidity", renewed)
+			r.rep.Restoration, r.rep.StateBytes = info.Position, len(sealed)
+			r.rep.Messages, r.rep.Renewed = info.Messages, renewed
+			r.log.Info("restoration written", "pos", info.Position, "base", base, "sealed_bytes", len(sealed),
+				"messages", info.Messages, "bodies_put_back", r.rep.Bodies, "renewed_uidvalidity", renewed)
 			return nil
 		}
 		if err := r.follow(ctx); err != nil {
