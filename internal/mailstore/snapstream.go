@@ -104,9 +104,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // EncodeSnapshot of what it returns: a map with integer keys in ascending
 // order, integers in their shortest form, definite lengths, the toarray
 // structs as arrays, nil byte strings as null, and Chain and Superseded
-// left out when empty. It steps the rows on the SQLite connection itself:
-// through database/sql every integer and byte string of every row would
-// be an allocation.
+// left out when empty. It reads the rows through a snapSource: a store's
+// on the SQLite connection itself (rawSource), a Rebase's through its
+// transaction (sqlSource).
 type snapEncoder struct {
 	src snapSource
 	w   *bufio.Writer
