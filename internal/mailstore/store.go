@@ -103,6 +103,14 @@ type Options struct {
 // OpenWith opens the mail store in the SQLite file at path, as Open does,
 // encrypted at rest when o.Key is set.
 func OpenWith(path string, o Options) (*Store, error) {
+	return OpenContext(context.Background(), path, o)
+}
+
+// OpenContext is OpenWith within ctx: the schema's migration runs in it
+// (on a large store a migration can take minutes), and the writer's
+// connection, opened for it, is opened with what ctx carries for the
+// driver (sqlite3.WithMaxMemory).
+func OpenContext(ctx context.Context, path string, o Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("opening mail store: empty file name")
 	}
@@ -128,7 +136,7 @@ func OpenWith(path string, o Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(idle)
-	if err := migrate(context.Background(), w, o.Parser); err != nil {
+	if err := migrate(ctx, w, o.Parser); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("opening mail store %s: %w", path, err)
 	}
