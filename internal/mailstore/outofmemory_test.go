@@ -127,3 +127,19 @@ func TestOutOfMemoryInApply(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteCacheBounded: a writer's cache that would fill a connection's
+// SQLite memory (256 MiB, as seed spool --device once asked for, and ran
+// out of memory in a batch) is refused when the store is opened; the
+// largest allowed opens.
+func TestWriteCacheBounded(t *testing.T) {
+	_, err := OpenWith(emptyStoreFile(t), Options{Parser: mimeform.Parser{}, WriteCacheKiB: 256 << 10})
+	if err == nil || !strings.Contains(err.Error(), "at most 131072 KiB") {
+		t.Errorf("opening with a writer's cache of 256 MiB: %v, want it refused with the bound", err)
+	}
+	s, err := OpenWith(emptyStoreFile(t), Options{Parser: mimeform.Parser{}, WriteCacheKiB: maxWriteCacheKiB})
+	if err != nil {
+		t.Fatalf("opening with a writer's cache of %d KiB: %v", maxWriteCacheKiB, err)
+	}
+	s.Close()
+}

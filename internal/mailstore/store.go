@@ -36,6 +36,14 @@ const connIdle = 30 * time.Second
 // writeCacheKiB bounds the writer's page cache.
 const writeCacheKiB = 8192
 
+// maxWriteCacheKiB bounds Options.WriteCacheKiB. A connection's SQLite
+// has 256 MB of memory in all (the Wasm memory the driver compiles it to),
+// and beside the cache a batch needs room for the dirty pages beyond it
+// (writeSpillPages), its statements, the messages it binds and the search
+// index's buffers: seed spool --device with a cache of 256 MiB ran out of
+// memory in a batch (docs/MAILSTORE.md, "Apply").
+const maxWriteCacheKiB = 128 << 10
+
 // writeSpillPages is how many dirty pages a write transaction may hold in
 // memory before SQLite writes some of them out to the WAL in its middle
 // (PRAGMA cache_spill; by default the cache's size, 2,048 pages of 4 KiB
@@ -94,7 +102,8 @@ type Options struct {
 	// writeCacheKiB: a bulk build of a large store (bench/seed's device)
 	// applies and indexes batches of thousands of messages, whose pages
 	// an 8 MiB cache cannot hold. It changes what the file holds in no
-	// way, only how often the writer reads a page again.
+	// way, only how often the writer reads a page again. At most
+	// maxWriteCacheKiB.
 	WriteCacheKiB int
 	// idle, when not zero, replaces connIdle (tests).
 	idle time.Duration
@@ -116,6 +125,10 @@ func OpenContext(ctx context.Context, path string, o Options) (*Store, error) {
 	}
 	if o.Parser == nil {
 		return nil, errors.New("opening mail store: no parser")
+	}
+	if o.WriteCacheKiB > maxWriteCacheKiB {
+		return nil, fmt.Errorf("opening mail store: a writer's cache of %d KiB leaves no room in the 256 MB a connection's SQLite has: at most %d KiB",
+			o.WriteCacheKiB, maxWriteCacheKiB)
 	}
 	base := fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=foreign_keys(ON)", busyTimeoutMS)
 	writeCache := writeCacheKiB
