@@ -118,16 +118,8 @@ func testApplyFull(t *testing.T, big int) {
 	}
 	setMax(pages + 64)
 	_, err := x.s.Apply(ctx, x.batch, x.batch[len(x.batch)-1].Pos)
-	// The error names the entry, or the run of deliveries it is in
-	// (apply_deliver.go).
 	pos := x.batch[big].Pos
-	at := fmt.Sprintf("applying entry at position %d:", pos)
-	named := err != nil && strings.Contains(err.Error(), at)
-	var from, to uint64
-	if _, serr := fmt.Sscanf(errString(err), "applying entries at positions %d to %d:", &from, &to); serr == nil && from <= pos && pos <= to {
-		named = true
-	}
-	if !errors.Is(err, sqlite3.FULL) || !named {
+	if !errors.Is(err, sqlite3.FULL) || !namesPosition(err, pos) {
 		t.Fatalf("Apply with the database full at entry %d: expected SQLITE_FULL naming position %d, got %v", big, pos, err)
 	}
 	x.unchanged(t)
@@ -285,9 +277,21 @@ func TestRejections(t *testing.T) {
 	}
 }
 
-func errString(err error) string {
+// namesPosition reports whether err is an Apply's failure that names the
+// entry at pos: "applying entry at position POS:", or the run of
+// deliveries it is in, "applying entries at positions A to B:"
+// (apply_deliver.go), with A <= POS <= B.
+func namesPosition(err error, pos uint64) bool {
 	if err == nil {
-		return ""
+		return false
 	}
-	return err.Error()
+	if strings.Contains(err.Error(), fmt.Sprintf("applying entry at position %d:", pos)) {
+		return true
+	}
+	_, run, ok := strings.Cut(err.Error(), "applying entries at positions ")
+	var from, to uint64
+	if _, serr := fmt.Sscanf(run, "%d to %d:", &from, &to); ok && serr == nil {
+		return from <= pos && pos <= to
+	}
+	return false
 }
