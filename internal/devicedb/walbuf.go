@@ -2,10 +2,13 @@ package devicedb
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 
 	"github.com/ncruces/go-sqlite3/util/vfsutil"
 	"github.com/ncruces/go-sqlite3/vfs"
 	_ "github.com/ncruces/go-sqlite3/vfs/adiantum" // registers the "adiantum" VFS
+	"lukechampine.com/adiantum"
+	"lukechampine.com/adiantum/hbsh"
 )
 
 // The WAL write buffer.
@@ -39,6 +42,17 @@ import (
 //
 // A crash loses only what was buffered, which SQLite had not synced and
 // so had not committed: the crash guarantees are the WAL's own.
+//
+// The adiantum VFS writes what it is given one block and one write call
+// at a time. The buffer's whole blocks (all but the first and the last of
+// a write-out, when they are partial) are encrypted here instead, as that
+// VFS encrypts each (Adiantum with the key of the file name's hexkey, the
+// block's offset as the tweak), and written to the file below it with
+// one call: a first sync wrote the WAL with one pwrite of 4 KiB a block,
+// a tenth of the daemon's CPU under load. The blocks are what that VFS
+// would write, byte for byte; it still writes the partial ones, which it
+// reads back, decrypts and rewrites under its lock, as other connections
+// may be reading the frames already committed in them.
 
 // vfsName is the VFS encrypted databases are opened with.
 const vfsName = "cspool-adiantum"
@@ -70,6 +84,11 @@ func (v *walBufVFS) OpenFilename(name *vfs.Filename, flags vfs.OpenFlag) (vfs.Fi
 			return f, flags, nil
 		}
 		w := &walFile{File: f, main: m}
+		if key, err := hex.DecodeString(name.URIParameter("hexkey")); err == nil && len(key) == 32 {
+			if u, ok := f.(interface{ Unwrap() vfs.File }); ok {
+				w.cipher, w.raw = adiantum.New(key), u.Unwrap()
+			}
+		}
 		m.wal = w
 		return w, flags, nil
 	}
@@ -158,6 +177,46 @@ type walFile struct {
 	// err is a failed write-out of the buffer from SharedMemory, which
 	// cannot return it: every later operation on the WAL fails with it.
 	err error
+	// cipher and raw, when set, are the adiantum VFS's cipher for this
+	// file and the file below it, for the whole blocks (writeOut).
+	cipher *hbsh.HBSH
+	raw    vfs.File
+}
+
+// writeOut writes p, bytes of the buffer, at off: the partial blocks at
+// either end through the adiantum VFS, the whole blocks between them
+// encrypted in place, as it encrypts each, and written to the file below
+// it with one call. p's bytes are not used again.
+func (w *walFile) writeOut(p []byte, off int64) error {
+	if w.cipher == nil {
+		_, err := w.File.WriteAt(p, off)
+		return err
+	}
+	end := off + int64(len(p))
+	first := min((off+blockSize-1)&^(blockSize-1), end)
+	last := max(end&^(blockSize-1), first)
+	if first > off {
+		if _, err := w.File.WriteAt(p[:first-off], off); err != nil {
+			return err
+		}
+	}
+	if last > first {
+		whole := p[first-off : last-off]
+		var tweak [8]byte
+		for i := 0; i < len(whole); i += blockSize {
+			binary.LittleEndian.PutUint64(tweak[:], uint64(first+int64(i)))
+			w.cipher.Encrypt(whole[i:i+blockSize], tweak[:])
+		}
+		if _, err := w.raw.WriteAt(whole, first); err != nil {
+			return err
+		}
+	}
+	if end > last {
+		if _, err := w.File.WriteAt(p[last-off:], last); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (w *walFile) WriteAt(p []byte, off int64) (int, error) {
@@ -224,7 +283,7 @@ func (w *walFile) flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
-	_, err := w.File.WriteAt(w.buf, w.off)
+	err := w.writeOut(w.buf, w.off)
 	w.buf = w.buf[:0]
 	return err
 }
@@ -237,7 +296,7 @@ func (w *walFile) flushBlocks() error {
 		return nil
 	}
 	n := end - w.off
-	if _, err := w.File.WriteAt(w.buf[:n], w.off); err != nil {
+	if err := w.writeOut(w.buf[:n], w.off); err != nil {
 		w.buf = w.buf[:0]
 		return err
 	}

@@ -222,3 +222,59 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestWALBufferWholeBlocks commits a row of 1 MiB through the buffer:
+// its whole blocks reach the file with a few write calls (the process's
+// write syscalls, /proc/self/io), not one per 4 KiB block as the adiantum
+// VFS writes them, and the database is that VFS's format still, WAL
+// included (read back by it alone).
+func TestWALBufferWholeBlocks(t *testing.T) {
+	syscw := func() int64 {
+		t.Helper()
+		b, err := os.ReadFile("/proc/self/io")
+		if err != nil {
+			t.Skipf("no /proc/self/io: %v", err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "syscw: "); ok {
+				var n int64
+				fmt.Sscan(v, &n)
+				return n
+			}
+		}
+		t.Skip("no syscw in /proc/self/io")
+		return 0
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "mail.db")
+	db, err := Open(path, Options{Key: &key1, Params: walParams})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	mustExec(t, db, "PRAGMA wal_autocheckpoint = 0")
+	mustExec(t, db, "CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+	before := syscw()
+	mustExec(t, db, "INSERT INTO t VALUES (0, ?)", big)
+	if n := syscw() - before; n > 64 {
+		t.Errorf("a commit of 1 MiB made %d write calls, want a few (the WAL's 256 blocks and more in 64 or fewer)", n)
+	}
+	copyDir := t.TempDir()
+	for _, s := range []string{"", "-wal"} {
+		copyFile(t, path+s, filepath.Join(copyDir, "mail.db"+s))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := driver.Open("file:" + escapePath(filepath.Join(copyDir, "mail.db")) + "?vfs=adiantum&hexkey=" + fmt.Sprintf("%x", key1[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	var x string
+	if err := plain.QueryRow("SELECT x FROM t WHERE id = 0").Scan(&x); err != nil || x != big {
+		t.Fatalf("the row read back by the adiantum VFS: %d bytes, %v; want the 1 MiB written", len(x), err)
+	}
+	integrity(t, plain)
+}
