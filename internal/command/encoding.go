@@ -135,24 +135,44 @@ func Encode(c *Command) ([]byte, error) {
 // Decode parses an encoded command. The returned command's Body aliases b:
 // it is not copied.
 func Decode(b []byte) (*Command, error) {
+	c, n, err := DecodeHeader(b, int64(len(b)))
+	if err != nil {
+		return nil, err
+	}
+	if n < len(b) {
+		c.Body = b[n:]
+	}
+	return c, nil
+}
+
+// oneByte stands for a body Validate sees but DecodeHeader does not hold.
+var oneByte = []byte{0}
+
+// DecodeHeader parses the header of an encoded command of size bytes
+// whose first bytes are b (at least its CBOR item): what Decode accepts
+// and refuses, with a Body of nil. It returns the header's length; the
+// body is the size-n bytes after it.
+func DecodeHeader(b []byte, size int64) (*Command, int, error) {
 	var w wire
-	rest, err := codecs.dec.UnmarshalFirst(b, &w)
+	after, err := codecs.dec.UnmarshalFirst(b, &w)
 	if err != nil {
 		// An array of the wrong length may be a different version.
 		if v, ok := peekVersion(b); ok && v != Version {
-			return nil, fmt.Errorf("%w %d", ErrUnknownVersion, v)
+			return nil, 0, fmt.Errorf("%w %d", ErrUnknownVersion, v)
 		}
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, 0, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	n := len(b) - len(after)
+	rest := size - int64(n)
 	if w.Version != Version {
-		return nil, fmt.Errorf("%w %d", ErrUnknownVersion, w.Version)
+		return nil, 0, fmt.Errorf("%w %d", ErrUnknownVersion, w.Version)
 	}
 	if w.Kind < 1 || w.Kind > uint64(maxKind) {
-		return nil, fmt.Errorf("%w %d", ErrUnknownKind, w.Kind)
+		return nil, 0, fmt.Errorf("%w %d", ErrUnknownKind, w.Kind)
 	}
 	f := &w.Fields
-	if f.BodySize != uint64(len(rest)) {
-		return nil, fmt.Errorf("%w: body is %d bytes, header says %d", ErrMalformed, len(rest), f.BodySize)
+	if f.BodySize != uint64(rest) {
+		return nil, 0, fmt.Errorf("%w: body is %d bytes, header says %d", ErrMalformed, rest, f.BodySize)
 	}
 	c := &Command{
 		Kind:       Kind(w.Kind),
@@ -164,17 +184,14 @@ func Decode(b []byte) (*Command, error) {
 		Position:   f.Position,
 		Digest:     f.Digest,
 	}
-	if len(rest) > 0 {
-		c.Body = rest
-	}
 	if f.MailboxID != nil {
 		if len(f.MailboxID) != IDSize {
-			return nil, fmt.Errorf("%w: mailbox id is %d bytes", ErrMalformed, len(f.MailboxID))
+			return nil, 0, fmt.Errorf("%w: mailbox id is %d bytes", ErrMalformed, len(f.MailboxID))
 		}
 		copy(c.MailboxID[:], f.MailboxID)
 	}
 	if len(f.IDs)%IDSize != 0 {
-		return nil, fmt.Errorf("%w: ids field is %d bytes, not a multiple of %d", ErrMalformed, len(f.IDs), IDSize)
+		return nil, 0, fmt.Errorf("%w: ids field is %d bytes, not a multiple of %d", ErrMalformed, len(f.IDs), IDSize)
 	}
 	if n := len(f.IDs) / IDSize; n > 0 {
 		c.IDs = make([]ID, n)
@@ -188,18 +205,28 @@ func Decode(b []byte) (*Command, error) {
 	if f.Base != nil {
 		c.Base = &Head{Pos: f.Base.Pos, Hash: f.Base.Hash}
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
+	// Validate and the encoding look at the body's length only.
+	if rest > 0 {
+		c.Body = oneByte
 	}
-	// Exactly one encoding: the item must be what we would write.
-	again, err := codecs.enc.Marshal(toWire(c))
+	err = c.Validate()
+	var again []byte
+	if err == nil {
+		// Exactly one encoding: the item must be what we would write.
+		w := toWire(c)
+		w.Fields.BodySize = uint64(rest)
+		if again, err = codecs.enc.Marshal(w); err != nil {
+			err = fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+	}
+	c.Body = nil
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, 0, err
 	}
-	if !bytes.Equal(again, b[:len(b)-len(rest)]) {
-		return nil, fmt.Errorf("%w: not in canonical form", ErrMalformed)
+	if !bytes.Equal(again, b[:n]) {
+		return nil, 0, fmt.Errorf("%w: not in canonical form", ErrMalformed)
 	}
-	return c, nil
+	return c, n, nil
 }
 
 // peekVersion reads the first element of a CBOR array, if b starts with one.

@@ -132,48 +132,18 @@ func buildInner(t *testing.T, author *keys.SecretKey, to keys.PublicKey, user st
 	return p, sig
 }
 
+// openCase is an entry Open is given, and the error it must give.
+type openCase struct {
+	name    string
+	b       []byte
+	user    string
+	trusted []keys.PublicKey
+	want    error
+}
+
 func TestOpenErrors(t *testing.T) {
 	f := newFixture(t)
-	trusted := []keys.PublicKey{f.user.Public(), f.spool.Public()}
-	good, _, err := Seal(deliver([]byte("hello world, a message")), f.spool, f.user.Public(), "alice", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mod := func(fn func(b []byte) []byte) []byte { return fn(append([]byte(nil), good...)) }
-	cmdBytes, _ := command.Encode(deliver([]byte("hi")))
-	in, sig := buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil)
-	rs := func(in, sig []byte) []byte { return reseal(t, in, sig, f.user.Public()) }
-	padded := func(in, sig []byte) ([]byte, []byte) { return append(in, 0, 1), sig }
-
-	tests := []struct {
-		name    string
-		b       []byte
-		user    string
-		trusted []keys.PublicKey
-		want    error
-	}{
-		{"good", good, "alice", trusted, nil},
-		{"empty", nil, "alice", trusted, ErrTruncated},
-		{"truncated header", good[:20], "alice", trusted, ErrTruncated},
-		{"truncated body", good[:len(good)-1], "alice", trusted, ErrTruncated},
-		{"extra bytes", append(append([]byte(nil), good...), 0), "alice", trusted, ErrCorrupt},
-		{"bit flipped in ciphertext", mod(func(b []byte) []byte { b[headerSize+10] ^= 1; return b }), "alice", trusted, ErrCorrupt},
-		{"bit flipped in tag", mod(func(b []byte) []byte { b[len(b)-1] ^= 0x80; return b }), "alice", trusted, ErrCorrupt},
-		{"bit flipped in ephemeral key", mod(func(b []byte) []byte { b[headerSize-1] ^= 1; return b }), "alice", trusted, ErrCorrupt},
-		{"bad magic", mod(func(b []byte) []byte { b[0] = 'X'; return b }), "alice", trusted, ErrCorrupt},
-		{"unknown version", mod(func(b []byte) []byte { b[4] = 3; return b }), "alice", trusted, ErrUnknownVersion},
-		{"version 1", mod(func(b []byte) []byte { b[4] = 1; return b }), "alice", trusted, ErrUnknownVersion},
-		{"for another key", mod(func(b []byte) []byte { b[6] ^= 1; return b }), "alice", trusted, ErrNotForUser},
-		{"for another user name", good, "bob", trusted, ErrNotForUser},
-		{"unknown author", good, "alice", []keys.PublicKey{f.user.Public(), f.other.Public()}, ErrUnknownAuthor},
-		{"bad signature", rs(buildInner(t, f.spool, f.user.Public(), "alice", cmdBytes, func(p []byte) { p[len(p)-1] ^= 1 })), "alice", trusted, ErrBadSignature},
-		{"signature by untrusted key claiming trusted author", rs(forgeAuthor(t, f)), "alice", trusted, ErrBadSignature},
-		{"signed garbage command", rs(buildInner(t, f.user, f.user.Public(), "alice", []byte{0x83, 1, 1}, nil)), "alice", trusted, ErrBadCommand},
-		{"nonzero padding", rs(padded(buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil))), "alice", trusted, ErrCorrupt},
-		{"overlong command length", rs(overlong(t, f)), "alice", trusted, ErrCorrupt},
-		{"short signature", rs(in, sig[:63]), "alice", trusted, ErrCorrupt},
-	}
-	for _, tc := range tests {
+	for _, tc := range openCases(t, f) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Open(tc.b, f.user, tc.user, tc.trusted...)
 			if tc.want == nil {
@@ -195,6 +165,43 @@ func TestOpenErrors(t *testing.T) {
 				t.Errorf("%v is also %v", a, b)
 			}
 		}
+	}
+}
+
+// openCases are TestOpenErrors' entries: one good, the others refused.
+func openCases(t *testing.T, f fixture) []openCase {
+	trusted := []keys.PublicKey{f.user.Public(), f.spool.Public()}
+	good, _, err := Seal(deliver([]byte("hello world, a message")), f.spool, f.user.Public(), "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := func(fn func(b []byte) []byte) []byte { return fn(append([]byte(nil), good...)) }
+	cmdBytes, _ := command.Encode(deliver([]byte("hi")))
+	in, sig := buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil)
+	rs := func(in, sig []byte) []byte { return reseal(t, in, sig, f.user.Public()) }
+	padded := func(in, sig []byte) ([]byte, []byte) { return append(in, 0, 1), sig }
+
+	return []openCase{
+		{"good", good, "alice", trusted, nil},
+		{"empty", nil, "alice", trusted, ErrTruncated},
+		{"truncated header", good[:20], "alice", trusted, ErrTruncated},
+		{"truncated body", good[:len(good)-1], "alice", trusted, ErrTruncated},
+		{"extra bytes", append(append([]byte(nil), good...), 0), "alice", trusted, ErrCorrupt},
+		{"bit flipped in ciphertext", mod(func(b []byte) []byte { b[headerSize+10] ^= 1; return b }), "alice", trusted, ErrCorrupt},
+		{"bit flipped in tag", mod(func(b []byte) []byte { b[len(b)-1] ^= 0x80; return b }), "alice", trusted, ErrCorrupt},
+		{"bit flipped in ephemeral key", mod(func(b []byte) []byte { b[headerSize-1] ^= 1; return b }), "alice", trusted, ErrCorrupt},
+		{"bad magic", mod(func(b []byte) []byte { b[0] = 'X'; return b }), "alice", trusted, ErrCorrupt},
+		{"unknown version", mod(func(b []byte) []byte { b[4] = 3; return b }), "alice", trusted, ErrUnknownVersion},
+		{"version 1", mod(func(b []byte) []byte { b[4] = 1; return b }), "alice", trusted, ErrUnknownVersion},
+		{"for another key", mod(func(b []byte) []byte { b[6] ^= 1; return b }), "alice", trusted, ErrNotForUser},
+		{"for another user name", good, "bob", trusted, ErrNotForUser},
+		{"unknown author", good, "alice", []keys.PublicKey{f.user.Public(), f.other.Public()}, ErrUnknownAuthor},
+		{"bad signature", rs(buildInner(t, f.spool, f.user.Public(), "alice", cmdBytes, func(p []byte) { p[len(p)-1] ^= 1 })), "alice", trusted, ErrBadSignature},
+		{"signature by untrusted key claiming trusted author", rs(forgeAuthor(t, f)), "alice", trusted, ErrBadSignature},
+		{"signed garbage command", rs(buildInner(t, f.user, f.user.Public(), "alice", []byte{0x83, 1, 1}, nil)), "alice", trusted, ErrBadCommand},
+		{"nonzero padding", rs(padded(buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil))), "alice", trusted, ErrCorrupt},
+		{"overlong command length", rs(overlong(t, f)), "alice", trusted, ErrCorrupt},
+		{"short signature", rs(in, sig[:63]), "alice", trusted, ErrCorrupt},
 	}
 }
 
