@@ -212,6 +212,22 @@ func (c countingCheckpointer) Checkpoint(ctx context.Context) (spool.Checkpoint,
 	return cp, err
 }
 
+// CheckpointTo forwards the capability when the source has it, and reads
+// the checkpoint into memory for w when it does not.
+func (c countingCheckpointer) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, error) {
+	if cw, ok := c.cp.(syncer.CheckpointWriterTo); ok {
+		pos, n, err := cw.CheckpointTo(ctx, w)
+		c.bytes.Add(n)
+		return pos, n, err
+	}
+	cp, err := c.Checkpoint(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	n, err := w.Write(cp.Data)
+	return cp.Pos, int64(n), err
+}
+
 func (c countingCheckpointer) PutCheckpoint(ctx context.Context, cp spool.Checkpoint, keep []uint64) (spool.CompactStats, error) {
 	return c.cp.PutCheckpoint(ctx, cp, keep)
 }
@@ -222,7 +238,10 @@ func (c countingCheckpointer) PutCheckpointFrom(ctx context.Context, pos uint64,
 
 // A Checkpointer it must stay: the syncer finds the capability by its
 // methods.
-var _ syncer.Checkpointer = countingCheckpointer{}
+var (
+	_ syncer.Checkpointer       = countingCheckpointer{}
+	_ syncer.CheckpointWriterTo = countingCheckpointer{}
+)
 
 // counter is what progress reads of the source.
 type counter interface {

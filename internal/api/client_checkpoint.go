@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -65,37 +66,71 @@ func (c *Client) PutCheckpointFrom(ctx context.Context, pos uint64, data *io.Sec
 	return spool.CompactStats{Deleted: res.Deleted, Bytes: res.Bytes, Kept: res.Kept}, nil
 }
 
-// Checkpoint downloads the newest checkpoint of the client's user. An error
-// matches spool.ErrNoCheckpoint when the user has none.
+// Checkpoint downloads the newest checkpoint of the client's user into
+// memory. An error matches spool.ErrNoCheckpoint when the user has none.
 func (c *Client) Checkpoint(ctx context.Context) (spool.Checkpoint, error) {
+	var buf bytes.Buffer
+	pos, _, err := c.CheckpointTo(ctx, &buf)
+	if err != nil {
+		return spool.Checkpoint{}, err
+	}
+	return spool.Checkpoint{Pos: pos, Data: buf.Bytes()}, nil
+}
+
+// CheckpointTo downloads the newest checkpoint of the client's user into w
+// as it arrives, and returns its position and size: a device bootstraps
+// from a checkpoint of any size without holding it (syncer writes it to a
+// file). It is at most 1 GiB; an error matches spool.ErrNoCheckpoint when
+// the user has none. On an error w may hold part of it.
+func (c *Client) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, error) {
 	op := "reading checkpoint of " + c.user
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/checkpoint", nil, nil)
 	if err != nil {
-		return spool.Checkpoint{}, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	protoErr := func(msg string, err error) error {
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != CheckpointContentType {
-		return spool.Checkpoint{}, protoErr("unexpected Content-Type "+ct, nil)
+		return 0, 0, protoErr("unexpected Content-Type "+ct, nil)
 	}
 	pos, err := strconv.ParseUint(resp.Header.Get("Cspool-Checkpoint-Pos"), 10, 64)
 	if err != nil || pos == 0 {
-		return spool.Checkpoint{}, protoErr("missing or bad Cspool-Checkpoint-Pos", nil)
+		return 0, 0, protoErr("missing or bad Cspool-Checkpoint-Pos", nil)
 	}
 	if resp.ContentLength > maxCheckpoint {
-		return spool.Checkpoint{}, protoErr(fmt.Sprintf("checkpoint of %d bytes exceeds %d", resp.ContentLength, maxCheckpoint), nil)
+		return 0, 0, protoErr(fmt.Sprintf("checkpoint of %d bytes exceeds %d", resp.ContentLength, maxCheckpoint), nil)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxCheckpoint+1))
+	n, err := io.Copy(w, &bodyReader{r: io.LimitReader(resp.Body, maxCheckpoint+1)})
+	var be *bodyError
+	if errors.As(err, &be) {
+		return 0, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "reading response body", Err: be.err}
+	}
 	if err != nil {
-		return spool.Checkpoint{}, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "reading response body", Err: err}
+		return 0, 0, fmt.Errorf("%s: writing it: %w", op, err)
 	}
-	if len(data) > maxCheckpoint {
-		return spool.Checkpoint{}, protoErr(fmt.Sprintf("checkpoint exceeds %d bytes", maxCheckpoint), nil)
+	if n > maxCheckpoint {
+		return 0, 0, protoErr(fmt.Sprintf("checkpoint exceeds %d bytes", maxCheckpoint), nil)
 	}
-	if resp.ContentLength >= 0 && int64(len(data)) != resp.ContentLength {
-		return spool.Checkpoint{}, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "truncated checkpoint"}
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		return 0, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "truncated checkpoint"}
 	}
-	return spool.Checkpoint{Pos: pos, Data: data}, nil
+	return pos, n, nil
+}
+
+// bodyReader marks the errors of reading a response body, to tell them
+// from the errors of writing what was read.
+type bodyReader struct{ r io.Reader }
+
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return e.err.Error() }
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &bodyError{err}
+	}
+	return n, err
 }

@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -153,10 +154,11 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	if !ok {
 		return 0, head, fmt.Errorf("%w: the log was compacted but the source cannot read checkpoints", ErrGap)
 	}
-	cp, err := cpr.Checkpoint(ctx)
+	cp, err := s.readCheckpoint(ctx, cpr)
 	if err != nil {
 		return 0, head, fmt.Errorf("reading checkpoint: %w", err)
 	}
+	defer cp.Close()
 	start := time.Now()
 	sn, cpCmd, err := s.openCheckpoint(cp)
 	if err != nil {
@@ -229,16 +231,56 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	return len(sn.Messages), head, nil
 }
 
+// fetchedCheckpoint is the spool's newest checkpoint as the device read
+// it: in a file in Config.TempDir when the source writes it out
+// (CheckpointWriterTo), else in memory.
+type fetchedCheckpoint struct {
+	Pos  uint64
+	Data *io.SectionReader
+	file *os.File
+}
+
+// Close removes the file, if there is one.
+func (c *fetchedCheckpoint) Close() {
+	if c.file != nil {
+		c.file.Close()
+	}
+}
+
+// readCheckpoint reads the spool's newest checkpoint: into a file that has
+// no name (tempFile) when the source can write it out, so that the device
+// holds none of it in memory; the file holds the sealed checkpoint only,
+// what the spool stores.
+func (s *Syncer) readCheckpoint(ctx context.Context, cpr Checkpointer) (*fetchedCheckpoint, error) {
+	cw, ok := cpr.(CheckpointWriterTo)
+	if !ok {
+		cp, err := cpr.Checkpoint(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &fetchedCheckpoint{Pos: cp.Pos, Data: io.NewSectionReader(bytes.NewReader(cp.Data), 0, int64(len(cp.Data)))}, nil
+	}
+	f, err := tempFile(s.cfg.TempDir)
+	if err != nil {
+		return nil, err
+	}
+	pos, n, err := cw.CheckpointTo(ctx, f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &fetchedCheckpoint{Pos: pos, Data: io.NewSectionReader(f, 0, n), file: f}, nil
+}
+
 // openCheckpoint verifies a checkpoint like any entry (sealed to the user,
 // signed by the user key, a Checkpoint or Restoration command whose digest
-// matches) and decodes its state.
-func (s *Syncer) openCheckpoint(cp spool.Checkpoint) (*mailstore.Snapshot, *command.Command, error) {
-	o, err := entry.Open(cp.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
+// matches), without holding it (entry.OpenFrom), and decodes its state.
+func (s *Syncer) openCheckpoint(cp *fetchedCheckpoint) (*mailstore.Snapshot, *command.Command, error) {
+	o, err := entry.OpenFrom(cp.Data, cp.Data.Size(), s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
-	sn, err := OpenState(o.Cmd, cp.Pos)
-	return sn, o.Cmd, err
+	return OpenStateFrom(o, cp.Pos)
 }
 
 // fetchBodies hands over the message bytes of the entries a restore needs:

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"cspool/internal/chain"
@@ -54,16 +55,45 @@ type adoptedKey struct {
 // its state, which must be at pos (the checkpoint's position, or the
 // position before a restoration entry).
 func OpenState(c *command.Command, pos uint64) (*mailstore.Snapshot, error) {
-	digest := sha256.Sum256(c.Body)
+	if err := checkStateCommand(c, sha256.Sum256(c.Body), pos); err != nil {
+		return nil, err
+	}
+	return decodeState(c, c.Body, pos)
+}
+
+// OpenStateFrom is OpenState for a checkpoint opened by entry.OpenFrom. It
+// returns the command with its Body.
+func OpenStateFrom(o *entry.Streamed, pos uint64) (*mailstore.Snapshot, *command.Command, error) {
+	if err := checkStateCommand(o.Cmd, o.BodySHA256, pos); err != nil {
+		return nil, nil, err
+	}
+	body := make([]byte, o.BodyLen)
+	if _, err := io.ReadFull(o.Body(), body); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
+	c := *o.Cmd
+	c.Body = body
+	sn, err := decodeState(&c, body, pos)
+	return sn, &c, err
+}
+
+// checkStateCommand checks a checkpoint's or a restoration's command whose
+// body has the SHA-256 digest.
+func checkStateCommand(c *command.Command, digest [sha256.Size]byte, pos uint64) error {
 	switch {
 	case c.Kind != command.Checkpoint && c.Kind != command.Restoration:
-		return nil, fmt.Errorf("%w: holds a %s command", ErrBadCheckpoint, c.Kind)
+		return fmt.Errorf("%w: holds a %s command", ErrBadCheckpoint, c.Kind)
 	case c.Position != pos:
-		return nil, fmt.Errorf("%w: covers position %d, stored as %d", ErrBadCheckpoint, c.Position, pos)
+		return fmt.Errorf("%w: covers position %d, stored as %d", ErrBadCheckpoint, c.Position, pos)
 	case !bytes.Equal(digest[:], c.Digest):
-		return nil, fmt.Errorf("%w: state digest mismatch", ErrBadCheckpoint)
+		return fmt.Errorf("%w: state digest mismatch", ErrBadCheckpoint)
 	}
-	sn, err := mailstore.DecodeSnapshot(c.Body)
+	return nil
+}
+
+// decodeState decodes the state of a checked checkpoint or restoration.
+func decodeState(c *command.Command, body []byte, pos uint64) (*mailstore.Snapshot, error) {
+	sn, err := mailstore.DecodeSnapshot(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
@@ -175,33 +205,34 @@ func (s *Syncer) tryRestoration(ctx context.Context, cpPos uint64) error {
 	if tried {
 		return nil
 	}
-	cp, err := cpr.Checkpoint(ctx)
+	cp, err := s.readCheckpoint(ctx, cpr)
 	if errors.Is(err, spool.ErrNoCheckpoint) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	defer cp.Close()
 	remember := func() {
 		s.mu.Lock()
 		s.triedRestoration = cp.Pos
 		s.mu.Unlock()
 	}
-	o, err := entry.Open(cp.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
+	o, err := entry.OpenFrom(cp.Data, cp.Data.Size(), s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
 	if err != nil {
 		remember()
 		return nil // not the user's: bootstrap reports a bad checkpoint
 	}
-	sn, err := OpenState(o.Cmd, cp.Pos)
+	sn, cmd, err := OpenStateFrom(o, cp.Pos)
 	if err != nil || len(sn.Superseded) == 0 {
 		remember()
 		return nil
 	}
-	if f := s.checkBase(ctx, o.Cmd, cp.Pos); f != nil {
+	if f := s.checkBase(ctx, cmd, cp.Pos); f != nil {
 		remember()
 		return s.raise(ctx, f.Pos, f.Detail)
 	}
-	err = s.adopt(ctx, sn, o.Cmd, cp.Pos+1)
+	err = s.adopt(ctx, sn, cmd, cp.Pos+1)
 	var c *mailstore.Contradiction
 	var u *mailstore.Unexplained
 	switch {

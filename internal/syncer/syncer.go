@@ -97,6 +97,17 @@ type Checkpointer interface {
 	PutCheckpointFrom(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64) (spool.CompactStats, error)
 }
 
+// CheckpointWriterTo is the optional capability of a Checkpointer to
+// write the newest checkpoint into w as it arrives (api.Client's
+// CheckpointTo) instead of returning it in memory: the device downloads it
+// into a file (Config.TempDir) and opens it from there, so that its
+// memory does not grow with the checkpoint.
+type CheckpointWriterTo interface {
+	// CheckpointTo writes the newest checkpoint to w and returns its
+	// position and size (spool.ErrNoCheckpoint if none).
+	CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, error)
+}
+
 // IntoSource is the optional capability of a Source to read the entries'
 // bytes into a buffer the caller gives (api.Client.ReadLogInto): the loop
 // gives the same buffer to the read after a batch whose bytes it let go
