@@ -86,6 +86,8 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	var lmtpLim lmtpLimits
 	lmtpLim.register(fs.FlagSet)
 	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
+	maxCheckpoint := fs.Int64("max-checkpoint-size", api.DefaultMaxCheckpointBody, fmt.Sprintf("largest checkpoint upload accepted, in bytes (413 beyond; a checkpoint takes about 102 bytes a message); at most %d", api.MaxCheckpointBodyLimit))
+	checkpointMemory := fs.Int64("checkpoint-memory", api.DefaultCheckpointMemory, "most bytes of checkpoint uploads held at once, all users together (an upload beyond waits up to 10 s, then gets 503); raised to --max-checkpoint-size if below")
 	quota := fs.Int64("quota", 0, "most bytes a user's log may hold for a delivery to be taken (LMTP 452 4.2.2, HTTP 507 beyond); 0: no quota")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
@@ -120,6 +122,12 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	}
 	if *quota < 0 {
 		return usagef("--quota must be 0 (no quota) or more")
+	}
+	if *maxCheckpoint <= 0 || *maxCheckpoint > api.MaxCheckpointBodyLimit {
+		return usagef("--max-checkpoint-size %d: want 1 to %d", *maxCheckpoint, api.MaxCheckpointBodyLimit)
+	}
+	if *checkpointMemory <= 0 {
+		return usagef("--checkpoint-memory must be positive")
 	}
 	if err := lmtpLim.check(); err != nil {
 		return err
@@ -160,7 +168,8 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim,
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
-			userNonces: *userNonces, spoolNonces: *spoolNonces, maxWait: *maxWait},
+			userNonces: *userNonces, spoolNonces: *spoolNonces, maxWait: *maxWait,
+			maxCheckpoint: *maxCheckpoint, checkpointMemory: *checkpointMemory},
 	})
 }
 
@@ -168,6 +177,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 type serverLimits struct {
 	conns, refusals, polls, userNonces, spoolNonces int
 	maxWait                                         time.Duration
+	maxCheckpoint, checkpointMemory                 int64
 }
 
 type serverFlags struct {
@@ -262,7 +272,8 @@ func (s *serverRun) run(f serverFlags) error {
 	errc := make(chan error, 4)
 	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20),
 		MaxConnsPerAddr: f.limits.conns, RefusalRate: f.limits.refusals, MaxLongPolls: f.limits.polls,
-		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces, MaxWait: f.limits.maxWait}
+		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces, MaxWait: f.limits.maxWait,
+		MaxCheckpointBody: f.limits.maxCheckpoint, CheckpointMemory: f.limits.checkpointMemory}
 	if spoolKey != nil {
 		cfg.SpoolKey = spoolKey.Public()
 	}

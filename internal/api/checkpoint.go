@@ -2,7 +2,10 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 
@@ -48,11 +51,29 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, errorf(ErrBadRequest, "pos=%q: want an integer >= 1", v))
 		return
 	}
-	body, err := readSignedBody(w, r, c, s.cfg.MaxCheckpointBody)
+	limit := s.cfg.MaxCheckpointBody
+	if r.ContentLength > limit {
+		s.fail(w, r, errorf(ErrTooLarge, "checkpoint of %d bytes exceeds this server's limit of %d bytes", r.ContentLength, limit))
+		return
+	}
+	// The body is held from its read to the store's commit: it takes its
+	// size from the server's budget first (the limit when unknown).
+	hold := limit
+	if r.ContentLength >= 0 {
+		hold = r.ContentLength
+	}
+	if !s.holdCheckpoint(r.Context(), hold) {
+		s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
+			msg: fmt.Sprintf("too many checkpoint uploads at once: no room for %d bytes in %d; try again later", hold, s.cfg.CheckpointMemory)})
+		return
+	}
+	defer s.cpMem.release(hold)
+	body, err := readCheckpointBody(w, r, c, limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	// keep is 8 bytes a kept position; data is a slice of body.
 	keep, data, err := DecodeCheckpoint(body, s.cfg.MaxCheckpointKeep)
 	if errors.Is(err, errTooManyKept) {
 		s.fail(w, r, errorf(ErrTooLarge, "decoding checkpoint: %v", err))
@@ -68,6 +89,56 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	writeJSON(w, http.StatusOK, compactStats{Deleted: st.Deleted, Bytes: st.Bytes, Kept: st.Kept})
+}
+
+// holdCheckpoint takes n bytes from the checkpoint uploads' budget, waiting
+// up to CheckpointWait for room.
+func (s *Server) holdCheckpoint(ctx context.Context, n int64) bool {
+	wait := max(s.cfg.CheckpointWait, 0)
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return s.cpMem.acquire(ctx, n)
+}
+
+// readCheckpointBody reads a checkpoint upload into one buffer: of its
+// Content-Length, or grown up to limit bytes when the length is unknown.
+// It hashes the body as it arrives and checks it against the signed hash.
+func readCheckpointBody(w http.ResponseWriter, r *http.Request, c *caller, limit int64) ([]byte, error) {
+	h := sha256.New()
+	body := io.TeeReader(http.MaxBytesReader(w, r.Body, limit), h)
+	var buf []byte
+	if n := r.ContentLength; n >= 0 {
+		buf = make([]byte, n)
+		if _, err := io.ReadFull(body, buf); err != nil {
+			return nil, errorf(ErrBadRequest, "reading body: %v", err)
+		}
+	} else {
+		buf = make([]byte, 0, min(int64(64<<10), limit+1))
+		for {
+			if len(buf) == cap(buf) {
+				grown := make([]byte, len(buf), min(2*int64(cap(buf)), limit+1))
+				copy(grown, buf)
+				buf = grown
+			}
+			n, err := body.Read(buf[len(buf):cap(buf)])
+			buf = buf[:len(buf)+n]
+			if err == io.EOF {
+				break
+			}
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return nil, errorf(ErrTooLarge, "checkpoint exceeds this server's limit of %d bytes", limit)
+			}
+			if err != nil {
+				return nil, errorf(ErrBadRequest, "reading body: %v", err)
+			}
+		}
+	}
+	if [sha256.Size]byte(h.Sum(nil)) != c.bodyHash {
+		// A captured request with another body: anyone can send it.
+		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBodyHash, "body does not match the signed hash"))
+	}
+	return buf, nil
 }
 
 func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request, c *caller) {

@@ -15,8 +15,11 @@ import (
 	"cspool/internal/spool"
 )
 
-// maxCheckpoint bounds the checkpoint the client accepts in a download.
+// maxCheckpoint bounds the checkpoint the client accepts in a download:
+// above the largest a server accepts (MaxCheckpointBodyLimit).
 const maxCheckpoint = 1 << 30
+
+var _ [maxCheckpoint - MaxCheckpointBodyLimit]struct{} // fails to compile if below
 
 // PutCheckpoint uploads cp as the newest checkpoint of the client's user and
 // asks the server to delete every entry at or before cp.Pos except those at

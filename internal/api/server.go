@@ -63,8 +63,23 @@ type Config struct {
 	// MaxBatchCount is the most entries in one append. Zero means 10000.
 	MaxBatchCount int
 	// MaxCheckpointBody is the largest checkpoint upload accepted (413
-	// beyond). Zero means the larger of 64 MiB and MaxBody.
+	// beyond). Zero means DefaultMaxCheckpointBody (256 MiB: a mailbox of
+	// about 2.6 million messages at about 102 bytes each). Above
+	// MaxCheckpointBodyLimit it is lowered to it: the stores could not
+	// keep more, nor a device download it.
 	MaxCheckpointBody int64
+	// CheckpointMemory bounds the bytes of checkpoint uploads the server
+	// holds at once, all users together: an upload takes its
+	// Content-Length from it before its body is read, and gives it back
+	// once stored. Zero means DefaultCheckpointMemory (512 MiB); it is
+	// raised to MaxCheckpointBody if below, so that the largest upload
+	// accepted fits alone. The store adds transient copies while it writes
+	// the checkpoint (docs/OPERATING.md, "Running it").
+	CheckpointMemory int64
+	// CheckpointWait is how long an upload waits for room in
+	// CheckpointMemory before it gets 503 with Retry-After. Zero means 10
+	// s; negative: no wait.
+	CheckpointWait time.Duration
 	// MaxCheckpointKeep is the most kept positions one checkpoint upload
 	// may list (413 beyond). Zero means 4,000,000 (32 MB in memory).
 	MaxCheckpointKeep int
@@ -136,7 +151,15 @@ func (c *Config) fill() {
 		c.MaxBatchCount = 10000
 	}
 	if c.MaxCheckpointBody <= 0 {
-		c.MaxCheckpointBody = max(64<<20, c.MaxBody)
+		c.MaxCheckpointBody = DefaultMaxCheckpointBody
+	}
+	c.MaxCheckpointBody = min(c.MaxCheckpointBody, MaxCheckpointBodyLimit)
+	if c.CheckpointMemory <= 0 {
+		c.CheckpointMemory = DefaultCheckpointMemory
+	}
+	c.CheckpointMemory = max(c.CheckpointMemory, c.MaxCheckpointBody)
+	if c.CheckpointWait == 0 {
+		c.CheckpointWait = 10 * time.Second
 	}
 	if c.MaxCheckpointKeep <= 0 {
 		c.MaxCheckpointKeep = 4_000_000
@@ -197,6 +220,20 @@ func (c *Config) fill() {
 	}
 }
 
+// Checkpoint upload limits (Config.MaxCheckpointBody, CheckpointMemory).
+const (
+	// DefaultMaxCheckpointBody fits a mailbox of about 2.6 million
+	// messages (a checkpoint takes about 102 bytes a message).
+	DefaultMaxCheckpointBody = 256 << 20
+	// MaxCheckpointBodyLimit is the largest MaxCheckpointBody that works
+	// end to end: SQLite's largest value (SQLITE_MAX_LENGTH) and under
+	// PostgreSQL's 1 GB field and the 1 GiB a device downloads
+	// (maxCheckpoint).
+	MaxCheckpointBodyLimit = 1_000_000_000
+	// DefaultCheckpointMemory holds two of the largest default uploads.
+	DefaultCheckpointMemory = 2 * DefaultMaxCheckpointBody
+)
+
 // Server serves the API v1. Create it with NewServer.
 type Server struct {
 	cfg    Config
@@ -206,6 +243,7 @@ type Server struct {
 	known  knownKeys // parsed keys of authenticated requests (auth.go)
 	polls  *pollCounter
 	conns  *connLimiter
+	cpMem  *byteBudget // the checkpoint uploads held at once
 	// refusals thins out the log lines of requests refused before their
 	// signature was checked, so that a flood cannot fill the log.
 	refusals *logSampler
@@ -241,7 +279,7 @@ func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
-		refusals: &logSampler{perSecond: refusalLogsPerSecond}}
+		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory)}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	s.openAt = time.Unix(s.fence+1, 0).Add(-cfg.FutureSkew)
 	s.stopping, s.stop = context.WithCancel(context.Background())

@@ -1,0 +1,65 @@
+package api
+
+import (
+	"context"
+	"sync"
+)
+
+// byteBudget bounds the bytes of checkpoint uploads the server holds at
+// once, across all users: an upload takes its size from it before its body
+// is read and gives it back once the store has taken the checkpoint. Many
+// small uploads go through together; a large one waits for room.
+type byteBudget struct {
+	mu      sync.Mutex
+	limit   int64
+	held    int64
+	peak    int64         // the most held at once, for tests and figures
+	waiting int           // acquires waiting for room
+	freed   chan struct{} // closed (and replaced) whenever bytes are given back
+}
+
+func newByteBudget(limit int64) *byteBudget {
+	return &byteBudget{limit: limit, freed: make(chan struct{})}
+}
+
+// acquire takes n bytes (at most limit) from the budget, waiting for room
+// until ctx is done; it reports whether it took them.
+func (b *byteBudget) acquire(ctx context.Context, n int64) bool {
+	b.mu.Lock()
+	for b.held+n > b.limit {
+		if ctx.Err() != nil {
+			b.mu.Unlock()
+			return false
+		}
+		freed := b.freed
+		b.waiting++
+		b.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+		}
+		b.mu.Lock()
+		b.waiting--
+	}
+	b.held += n
+	b.peak = max(b.peak, b.held)
+	b.mu.Unlock()
+	return true
+}
+
+// release gives back n bytes taken by acquire.
+func (b *byteBudget) release(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.held -= n
+	close(b.freed)
+	b.freed = make(chan struct{})
+}
+
+// state returns the bytes held now, the most held at once so far, and the
+// acquires waiting.
+func (b *byteBudget) state() (held, peak int64, waiting int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held, b.peak, b.waiting
+}

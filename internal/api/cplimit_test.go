@@ -1,0 +1,233 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"cspool/internal/spool"
+	"cspool/internal/spool/pgstore"
+	"cspool/internal/spool/pgstore/pgtest"
+)
+
+// patterned returns n bytes in which every 8-byte word holds its own
+// offset: a byte moved, lost or repeated anywhere shows.
+func patterned(n int) []byte {
+	b := make([]byte, n)
+	for i := 0; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], uint64(i))
+	}
+	return b
+}
+
+// zeros is an io.ReaderAt of zeros, to upload large bodies without
+// holding them.
+type zeros struct{}
+
+func (zeros) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestLargeCheckpointStored: a checkpoint above the old 64 MiB limit (70
+// MiB, a mailbox of about 720,000 messages) is stored and read back byte
+// for byte, over SQLite and PostgreSQL, and the server held it once: its
+// budget saw the body's size and no more.
+func TestLargeCheckpointStored(t *testing.T) {
+	stores := map[string]func(*Config){
+		"sqlite": nil,
+		"postgres": func(c *Config) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			pg, err := pgstore.Open(ctx, pgtest.Database(t), pgstore.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pg.Close() })
+			c.Store = pg
+		},
+	}
+	data := patterned(70 << 20)
+	for name, mod := range stores {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, false, mod)
+			c := e.client(t, "alice", e.alice)
+			appendNumbered(t, c, 10)
+			st, err := c.PutCheckpoint(testCtx(t), spool.Checkpoint{Pos: 6, Data: data}, []uint64{2, 4})
+			if err != nil {
+				t.Fatalf("PutCheckpoint of %d bytes: %v", len(data), err)
+			}
+			if want := (spool.CompactStats{Deleted: 4, Bytes: 4 * int64(len("entry 1")), Kept: 2}); st != want {
+				t.Errorf("stats %+v, want %+v", st, want)
+			}
+			held, peak, _ := e.api.cpMem.state()
+			if body := int64(len(data)) + 3; held != 0 || peak != body {
+				t.Errorf("checkpoint budget: %d bytes held after, %d at most; want 0 and the body's %d", held, peak, body)
+			}
+			got, err := c.Checkpoint(testCtx(t))
+			if err != nil || got.Pos != 6 || !bytes.Equal(got.Data, data) {
+				t.Fatalf("download: pos %d, %d bytes, %v; want 6, the %d bytes uploaded", got.Pos, len(got.Data), err, len(data))
+			}
+		})
+	}
+}
+
+// TestCheckpointOverLimit: an upload over the server's limit gets 413,
+// naming the limit and the size, before its body is read, and the server
+// goes on: the same client's next upload is stored. At the default limit,
+// 256 MiB, and at a limit set.
+func TestCheckpointOverLimit(t *testing.T) {
+	for _, limit := range []int64{DefaultMaxCheckpointBody, 1 << 20} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			e := newEnv(t, false, func(c *Config) {
+				if limit != DefaultMaxCheckpointBody {
+					c.MaxCheckpointBody = limit
+				}
+			})
+			c := e.client(t, "alice", e.alice)
+			appendNumbered(t, c, 3)
+			// The kept count takes one byte: the body is limit+1.
+			_, err := c.PutCheckpointFrom(testCtx(t), 2, io.NewSectionReader(zeros{}, 0, limit), nil)
+			var ae *Error
+			if !errors.As(err, &ae) || ae.Status != 413 || !errors.Is(err, spool.ErrTooLarge) || IsTemporary(err) {
+				t.Fatalf("upload of %d bytes over a limit of %d: %v; want 413, permanent", limit+1, limit, err)
+			}
+			if want := fmt.Sprintf("checkpoint of %d bytes exceeds this server's limit of %d bytes", limit+1, limit); ae.Msg != want {
+				t.Errorf("413 says %q, want %q", ae.Msg, want)
+			}
+			if _, peak, _ := e.api.cpMem.state(); peak != 0 {
+				t.Errorf("the refused upload held %d bytes of the budget, want none", peak)
+			}
+			next := limit - 1 // exactly the limit, with the kept count
+			if limit == DefaultMaxCheckpointBody {
+				next = 1000 // TestLargeCheckpointStored stores large ones
+			}
+			if _, err := c.PutCheckpointFrom(testCtx(t), 2, io.NewSectionReader(zeros{}, 0, next), nil); err != nil {
+				t.Fatalf("upload of %d bytes after a refusal: %v", next+1, err)
+			}
+			if cp, err := e.store.LatestCheckpoint(testCtx(t), "alice"); err != nil || cp.Pos != 2 || int64(len(cp.Data)) != next {
+				t.Errorf("stored checkpoint: pos %d, %d bytes, %v; want 2, %d", cp.Pos, len(cp.Data), err, next)
+			}
+		})
+	}
+}
+
+// gatedStore holds the Compacts of checkpoints larger than small until
+// open is closed, so that their uploads stay held by the server.
+type gatedStore struct {
+	spool.Store
+	comp  spool.Compactor
+	small int
+	in    chan struct{} // a send for each held Compact that started
+	open  chan struct{}
+}
+
+func (g *gatedStore) Compact(ctx context.Context, user string, cp spool.Checkpoint, keep []uint64) (spool.CompactStats, error) {
+	if len(cp.Data) > g.small {
+		g.in <- struct{}{}
+		<-g.open
+	}
+	return g.comp.Compact(ctx, user, cp, keep)
+}
+
+func (g *gatedStore) LatestCheckpoint(ctx context.Context, user string) (spool.Checkpoint, error) {
+	return g.comp.LatestCheckpoint(ctx, user)
+}
+
+// TestCheckpointMemoryBudget: checkpoint uploads of all users together
+// hold at most CheckpointMemory bytes. With 2 MiB, two uploads of 900 KiB
+// are held (their store writes gated); two more wait for room rather than
+// be read, and are stored once the first two are; with no wait, one more
+// gets 503 with Retry-After, temporary. Many small uploads go through
+// beside the large ones. It counts bytes held, not time.
+func TestCheckpointMemoryBudget(t *testing.T) {
+	const big, small = 900 << 10, 10 << 10
+	for _, wait := range []time.Duration{time.Minute, -1} {
+		t.Run(fmt.Sprint(wait), func(t *testing.T) {
+			var g *gatedStore
+			e := newEnv(t, true, func(c *Config) {
+				g = &gatedStore{Store: c.Store, comp: c.Store.(spool.Compactor), small: small,
+					in: make(chan struct{}, 8), open: make(chan struct{})}
+				c.Store = g
+				c.MaxCheckpointBody = 1 << 20
+				c.CheckpointMemory = 2 << 20
+				c.CheckpointWait = wait
+			})
+			var opened sync.Once
+			open := func() { opened.Do(func() { close(g.open) }) }
+			defer open()
+			upload := func(user string, size int) error {
+				c := e.client(t, user, genKey(t))
+				if _, err := c.Append(testCtx(t), user, [][]byte{[]byte("entry")}); err != nil {
+					t.Fatal(err)
+				}
+				_, err := c.PutCheckpoint(testCtx(t), spool.Checkpoint{Pos: 1, Data: patterned(size)}, nil)
+				return err
+			}
+			errs := make(chan error, 4)
+			for i := range 2 {
+				go func() { errs <- upload(fmt.Sprint("held", i), big) }()
+			}
+			<-g.in
+			<-g.in
+			held, _, _ := e.api.cpMem.state()
+			if held != 2*(big+1) {
+				t.Fatalf("%d bytes held with two uploads of %d in the store, want %d", held, big+1, 2*(big+1))
+			}
+			// Small ones fit beside them: 20 at once, 200 KiB.
+			var wg sync.WaitGroup
+			for i := range 20 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := upload(fmt.Sprint("small", i), small); err != nil {
+						t.Errorf("small upload %d beside the held ones: %v", i, err)
+					}
+				}()
+			}
+			wg.Wait()
+			if wait < 0 {
+				err := upload("refused", big)
+				var ae *Error
+				if !errors.As(err, &ae) || ae.Status != 503 || !IsTemporary(err) {
+					t.Fatalf("upload with no room and no wait: %v; want 503, temporary", err)
+				}
+				open()
+				for range 2 {
+					if err := <-errs; err != nil {
+						t.Errorf("held upload: %v", err)
+					}
+				}
+				return
+			}
+			for i := range 2 {
+				go func() { errs <- upload(fmt.Sprint("waiting", i), big) }()
+			}
+			for {
+				_, _, waiting := e.api.cpMem.state()
+				if waiting == 2 {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if held, _, _ := e.api.cpMem.state(); held != 2*(big+1) {
+				t.Fatalf("%d bytes held with two uploads waiting, want still %d", held, 2*(big+1))
+			}
+			open()
+			for range 4 {
+				if err := <-errs; err != nil {
+					t.Errorf("upload: %v", err)
+				}
+			}
+			if held, peak, _ := e.api.cpMem.state(); held != 0 || peak > 2<<20 {
+				t.Errorf("after: %d bytes held, %d at most; want 0, at most the budget %d", held, peak, 2<<20)
+			}
+		})
+	}
+}
