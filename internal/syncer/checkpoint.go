@@ -83,6 +83,9 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 		if temporary(err) {
 			return spool.CompactStats{}, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
+		if errors.Is(err, spool.ErrTooLarge) {
+			return spool.CompactStats{}, 0, &CheckpointTooLargeError{Pos: info.Position, Size: size, Err: err}
+		}
 		return spool.CompactStats{}, 0, fmt.Errorf("storing checkpoint: %w", err)
 	}
 	s.mu.Lock()
@@ -93,6 +96,26 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 		"deleted", stats.Deleted, "reclaimed_bytes", stats.Bytes)
 	return stats, info.Position, nil
 }
+
+// CheckpointTooLargeError: the spool refused a checkpoint as larger than it
+// accepts (HTTP 413). It matches spool.ErrTooLarge.
+type CheckpointTooLargeError struct {
+	Pos  uint64
+	Size int64 // the sealed checkpoint's bytes, without the kept positions
+	Err  error // the spool's answer, which names its limit
+}
+
+func (e *CheckpointTooLargeError) Error() string {
+	return fmt.Sprintf("storing checkpoint at %d (%d bytes): %v", e.Pos, e.Size, e.Err)
+}
+
+func (e *CheckpointTooLargeError) Unwrap() error { return e.Err }
+
+// checkpointRefusedWait is how long maybeCheckpoint waits after the spool
+// refused a checkpoint as too large before it tries again: until its
+// operator raises the limit, every try would write and upload the whole
+// checkpoint for nothing.
+const checkpointRefusedWait = 6 * time.Hour
 
 // tempFile makes a file in dir (os.TempDir() if empty), mode 0600, and
 // removes its name at once: it is gone when closed, or when the process
@@ -131,12 +154,33 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 	if since < uint64(s.cfg.CheckpointMin) {
 		return
 	}
+	s.mu.Lock()
+	refused := s.cpRefused
+	s.mu.Unlock()
+	if !refused.IsZero() && time.Since(refused) < checkpointRefusedWait {
+		return
+	}
 	live, err := s.cfg.Store.LiveBodies(ctx)
 	if err != nil || since <= uint64(live) {
 		return
 	}
-	if _, _, err := s.WriteCheckpoint(ctx); err != nil && ctx.Err() == nil {
+	_, _, err = s.WriteCheckpoint(ctx)
+	var tooLarge *CheckpointTooLargeError
+	switch {
+	case errors.As(err, &tooLarge):
+		s.mu.Lock()
+		s.cpRefused = time.Now()
+		s.mu.Unlock()
+		s.log.Error("the spool refused this mailbox's checkpoint as too large: the spool no longer compacts its log, "+
+			"which grows with every change; raise the spool server's --max-checkpoint-size above the checkpoint's size "+
+			"(docs/CONFIG.md). Next try in "+checkpointRefusedWait.String()+" or when the daemon restarts",
+			"pos", tooLarge.Pos, "checkpoint_bytes", tooLarge.Size, "spool_answer", tooLarge.Err.Error())
+	case err != nil && ctx.Err() == nil:
 		s.log.Warn("writing checkpoint failed", "err", err)
+	case err == nil:
+		s.mu.Lock()
+		s.cpRefused = time.Time{}
+		s.mu.Unlock()
 	}
 }
 

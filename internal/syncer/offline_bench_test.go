@@ -34,6 +34,7 @@ type httpSpool struct {
 	store     *sqlitestore.Store
 	srv       *http.Server
 	quiet     *slog.Logger
+	mod       func(*api.Config) // if set, adjusts the server's config at each start
 }
 
 func newHTTPSpool(tb testing.TB) *httpSpool {
@@ -80,7 +81,11 @@ func (h *httpSpool) start() {
 		h.tb.Fatal(err)
 	}
 	h.addr = ln.Addr().String()
-	h.srv = &http.Server{Handler: api.NewServer(api.Config{Store: h.store, Users: h.users, SpoolKey: h.spoolKey.Public(), Logger: h.quiet})}
+	cfg := api.Config{Store: h.store, Users: h.users, SpoolKey: h.spoolKey.Public(), Logger: h.quiet}
+	if h.mod != nil {
+		h.mod(&cfg)
+	}
+	h.srv = &http.Server{Handler: api.NewServer(cfg)}
 	go h.srv.Serve(ln)
 }
 

@@ -267,6 +267,7 @@ type Syncer struct {
 	pending    map[command.ID]pendingEntry
 	goneAt     uint64    // checkpoint whose restore last found bodies gone
 	downSince  time.Time // when the exchanges with the spool started failing
+	cpRefused  time.Time // when the spool last refused a checkpoint as too large (413)
 
 	spoolHead        uint64     // the spool's head as last read (Status.Head never goes down)
 	adopted          adoptedKey // the restoration adopted last (restoration.go)
