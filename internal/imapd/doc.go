@@ -57,7 +57,8 @@
 //     session writes itself writes FLAGS first when the client may not
 //     know a keyword yet (keywords.go says how that is known).
 //   - Memory: only UID lists stay in memory; FETCH and SEARCH stream
-//     messages one at a time from mailstore.Fetch and mailstore.Scan, and
+//     messages one at a time from mailstore.Fetch and mailstore.Scan,
+//     resolving the messages they name a block at a time (refCursor), and
 //     the mailbox mutex is never held while writing to the network: the
 //     targets of a command are resolved under the mutex, then the mutex is
 //     released before any response is written.

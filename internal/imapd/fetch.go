@@ -26,19 +26,23 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	if err := s.checkSeqSet(set); err != nil {
 		return err
 	}
-	refs := sel.mb.resolve(sel.st, set, sel.searchRes)
-	if len(refs) == 0 {
+	// The messages are resolved a block at a time as the store's rows
+	// come (refCursor), not all at once.
+	targets := sel.mb.refSetOf(sel.st, set, sel.searchRes)
+	first := sel.mb.refsFrom(sel.st, targets, 0, make([]ref, 0, 1))
+	if len(first) == 0 {
 		return nil
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	span := imap.UIDSet{{Start: refs[0].uid, Stop: refs[len(refs)-1].uid}}
+	span := imap.UIDSet{{Start: first[0].uid, Stop: max(first[0].uid, targets.lastUID)}}
 
 	markSeen := !sel.readOnly && setsSeen(opts)
 	if markSeen {
 		var ids []command.ID
+		in := newRefCursor(sel.mb, sel.st, targets)
 		err := s.store().Fetch(ctx, sel.mb.id, storeUIDs(span), 0, func(m *mailstore.Message) error {
-			if _, ok := findRef(refs, imap.UID(m.UID)); ok && !hasFlag(m.Flags, `\Seen`) {
+			if _, ok := in.find(imap.UID(m.UID)); ok && !hasFlag(m.Flags, `\Seen`) {
 				ids = append(ids, m.ID)
 			}
 			return nil
@@ -75,7 +79,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	// opts; the library writes both.
 	direct := fc != nil && directFetch && directItems(opts) && (opts.BodyStructure == nil || !fc.asksFor("BODY"))
 	if direct && !opts.Envelope && opts.BodyStructure == nil && listedFetch {
-		return s.fetchListed(ctx, w, fc, sel, refs, opts)
+		return s.fetchListed(ctx, w, fc, sel, targets, opts)
 	}
 	switch {
 	case direct && (opts.Envelope || opts.BodyStructure != nil):
@@ -103,7 +107,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	if direct {
 		fetch = s.store().FetchForms
 	}
-	refAt := refCursor{refs: refs}
+	refAt := newRefCursor(sel.mb, sel.st, targets)
 	err = fetch(ctx, sel.mb.id, storeUIDs(span), want, func(m *mailstore.Message) error {
 		r, ok := refAt.find(imap.UID(m.UID))
 		if !ok {
@@ -192,7 +196,7 @@ func (b *fetchBlock) flush() error {
 // store is read only for the sizes and dates of messages added since the
 // listing was loaded, once each; a message it no longer holds is left out,
 // as a FETCH reading the store leaves it out.
-func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc *frameConn, sel *selected, refs []ref, opts *imap.FetchOptions) error {
+func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc *frameConn, sel *selected, targets *refSet, opts *imap.FetchOptions) error {
 	mb, v := sel.mb, sel.v
 	type item struct {
 		seq    uint32
@@ -203,13 +207,17 @@ func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc
 		untold bool // flags has a keyword the client was not told of
 	}
 	const block = 512
-	items := make([]item, 0, min(block, len(refs)))
+	items := make([]item, 0, block)
+	chunk := make([]ref, 0, block)
 	out := &fetchBlock{fc: fc}
 	flush := out.flush
 	sizes := opts.RFC822Size || opts.InternalDate
-	for len(refs) > 0 {
-		chunk := refs[:min(block, len(refs))]
-		refs = refs[len(chunk):]
+	for next := imap.UID(0); ; {
+		chunk = mb.refsFrom(v.st, targets, next, chunk[:0])
+		if len(chunk) == 0 {
+			break
+		}
+		next = chunk[len(chunk)-1].uid + 1 // below 2^32 - 1 (mailstore.UID)
 		items = items[:0]
 		var lo, hi imap.UID // the span of the messages whose size is not known
 		mb.mu.Lock()

@@ -252,7 +252,7 @@ func BenchmarkListingMemory(b *testing.B) {
 		for i := range n {
 			l.UIDs = append(l.UIDs, mailstore.UID(i+1))
 			l.Flags = append(l.Flags, uint32(i%7%4))
-			l.Sizes = append(l.Sizes, int64(2048+i%1000))
+			l.Sizes = append(l.Sizes, uint32(2048+i%1000))
 			l.Dates = append(l.Dates, int64(1700000000000+i*1000))
 		}
 		mb := &mailbox{}

@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"sort"
@@ -70,11 +71,7 @@ func (mb *mailbox) load(ctx context.Context, st *mailstore.Store) error {
 func (mb *mailbox) setListing(l *mailstore.Listing, pos uint64) {
 	mb.uids, mb.pos, mb.loaded = imapUIDs(l.UIDs), pos, true
 	mb.uidNext, mb.uidVal = imap.UID(l.UIDNext), l.UIDValidity
-	mb.flags, mb.dates, mb.lists = l.Flags, l.Dates, l.Lists
-	mb.sizes = make([]uint32, len(l.Sizes))
-	for k, n := range l.Sizes {
-		mb.sizes[k] = packSize(n)
-	}
+	mb.flags, mb.sizes, mb.dates, mb.lists = l.Flags, l.Sizes, l.Dates, l.Lists
 	mb.listAt = make(map[string]uint32, len(l.Lists))
 	for n, list := range l.Lists {
 		mb.listAt[strings.Join(list, " ")] = uint32(n)
@@ -203,7 +200,7 @@ func (mb *mailbox) expunge(run []mailstore.Change) {
 
 // unknownSize in mailbox.sizes: the size is read from the store (a
 // message added since the load, or of 4 GiB or more).
-const unknownSize = ^uint32(0)
+const unknownSize = mailstore.UnlistedSize
 
 func packSize(n int64) uint32 {
 	if n < 0 || n >= int64(unknownSize) {
@@ -338,18 +335,24 @@ func span[N ~uint32](start, stop, last N) (lo, hi N) {
 	return min(start, stop), max(start, stop)
 }
 
-// view returns, with their client sequence numbers, all messages visible to
-// the client (for SEARCH), and the highest client sequence number.
-func (mb *mailbox) view(st *imapserver.SessionTracker) ([]ref, uint32) {
+// bounds returns the highest client sequence number and the UID of that
+// message, the last the client sees (SEARCH's *).
+func (mb *mailbox) bounds(st *imapserver.SessionTracker) (uint32, imap.UID) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	out := make([]ref, 0, len(mb.uids))
-	for k, u := range mb.uids {
-		if c := st.EncodeSeqNum(uint32(k + 1)); c != 0 {
-			out = append(out, ref{u, c})
+	for s := len(mb.uids); s > 0; s-- {
+		if c := st.EncodeSeqNum(uint32(s)); c != 0 {
+			return c, mb.uids[s-1]
 		}
 	}
-	return out, mb.clientMax(st)
+	return 0, 0
+}
+
+// count returns how many messages the mailbox holds.
+func (mb *mailbox) count() int {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	return len(mb.uids)
 }
 
 // submitQuiet submits a flag change of the session's own, which it
@@ -443,15 +446,194 @@ func findRef(refs []ref, uid imap.UID) (ref, bool) {
 	return ref{}, false
 }
 
-// refCursor finds the refs of UIDs asked for in ascending order, as the
-// store's rows come, in one pass over refs; after a UID out of order the
-// search starts again where a binary search puts it.
+// refSet is the messages a command names, resolved against the mailbox a
+// block at a time (refsFrom) instead of into a ref each at its start: a
+// UID FETCH 1:* of a million messages would hold 8 MB of them. Its ranges
+// are sorted and disjoint, with * resolved when it was made; the client's
+// view does not change during a command (no update is written to it
+// meanwhile), so a block resolved later gives each message the sequence
+// number a resolution at the start would have, and leaves out those
+// expunged since, as a FETCH of them finds them gone from the store.
+type refSet struct {
+	all  bool            // every message visible to the client
+	uids []imap.UIDRange // a UID set
+	seqs []imap.SeqRange // a sequence set, of client sequence numbers
+	// lastUID is the highest UID the set may name: for a store read's
+	// span.
+	lastUID imap.UID
+}
+
+// refSetOf resolves * and $ in set (a SEARCHRES set against saved) and
+// returns it as a refSet.
+func (mb *mailbox) refSetOf(st *imapserver.SessionTracker, set imap.NumSet, saved []imap.UID) *refSet {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	rs := &refSet{}
+	var last imap.UID
+	if n := len(mb.uids); n > 0 {
+		last = mb.uids[n-1]
+	}
+	rs.lastUID = last
+	if imap.IsSearchRes(set) {
+		var us imap.UIDSet
+		for _, u := range saved {
+			us.AddNum(u)
+		}
+		set = us
+	}
+	switch set := set.(type) {
+	case imap.UIDSet:
+		for _, r := range set {
+			lo, hi := span(r.Start, r.Stop, last)
+			rs.uids = append(rs.uids, imap.UIDRange{Start: lo, Stop: hi})
+		}
+		rs.uids = mergeRanges(rs.uids, func(r imap.UIDRange) (imap.UID, imap.UID) { return r.Start, r.Stop },
+			func(lo, hi imap.UID) imap.UIDRange { return imap.UIDRange{Start: lo, Stop: hi} })
+		if len(rs.uids) == 0 {
+			rs.uids = []imap.UIDRange{}
+		} else {
+			rs.lastUID = min(last, rs.uids[len(rs.uids)-1].Stop)
+		}
+	case imap.SeqSet:
+		max := mb.clientMax(st)
+		for _, r := range set {
+			lo, hi := span(r.Start, r.Stop, max)
+			rs.seqs = append(rs.seqs, imap.SeqRange{Start: lo, Stop: hi})
+		}
+		rs.seqs = mergeRanges(rs.seqs, func(r imap.SeqRange) (uint32, uint32) { return r.Start, r.Stop },
+			func(lo, hi uint32) imap.SeqRange { return imap.SeqRange{Start: lo, Stop: hi} })
+		if len(rs.seqs) == 0 {
+			rs.seqs = []imap.SeqRange{}
+		}
+	default:
+		rs.all = true
+	}
+	return rs
+}
+
+// mergeRanges sorts ranges (lo <= hi each) and merges those that overlap
+// or touch.
+func mergeRanges[R any, N ~uint32](rs []R, ends func(R) (N, N), make func(lo, hi N) R) []R {
+	slices.SortFunc(rs, func(a, b R) int {
+		la, _ := ends(a)
+		lb, _ := ends(b)
+		return cmp.Compare(la, lb)
+	})
+	out := rs[:0]
+	for _, r := range rs {
+		lo, hi := ends(r)
+		if n := len(out); n > 0 {
+			plo, phi := ends(out[n-1])
+			if uint64(lo) <= uint64(phi)+1 {
+				out[n-1] = make(plo, max(phi, hi))
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// refsFrom appends to buf, up to its capacity, the messages of rs with a
+// UID of from or more that the client sees, in UID order, and returns it.
+func (mb *mailbox) refsFrom(st *imapserver.SessionTracker, rs *refSet, from imap.UID, buf []ref) []ref {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	k, _ := mb.find(from)
+	r := 0
+	for k < len(mb.uids) && len(buf) < cap(buf) {
+		u := mb.uids[k]
+		if rs.uids != nil {
+			for r < len(rs.uids) && rs.uids[r].Stop < u {
+				r++
+			}
+			if r == len(rs.uids) {
+				break
+			}
+			if u < rs.uids[r].Start {
+				j, _ := slices.BinarySearch(mb.uids[k:], rs.uids[r].Start)
+				k += j
+				continue
+			}
+		}
+		c := st.EncodeSeqNum(uint32(k + 1))
+		k++
+		if c == 0 {
+			continue
+		}
+		if rs.seqs != nil {
+			for r < len(rs.seqs) && rs.seqs[r].Stop < c {
+				r++
+			}
+			if r == len(rs.seqs) {
+				break
+			}
+			if c < rs.seqs[r].Start {
+				continue
+			}
+		}
+		buf = append(buf, ref{u, c})
+	}
+	return buf
+}
+
+// refCursor finds the refs of a refSet by UID as the store's rows come,
+// a block at a time: UIDs asked for in ascending order cost a step each,
+// and a UID the block does not cover gets the block that starts at it.
+// The block grows while it is used to its end and shrinks again after a
+// jump, so a sparse lookup copies little. With mb nil, it finds in refs
+// alone (a fixed list, sorted by UID).
 type refCursor struct {
+	mb   *mailbox
+	st   *imapserver.SessionTracker
+	set  *refSet
 	refs []ref
 	k    int // refs[:k] are below the UID asked for last
+	// The block holds every ref of the set from UID from up to its last
+	// (to the set's end when end); filled says there is a block.
+	from   imap.UID
+	end    bool
+	filled bool
+	buf    []ref
+}
+
+// Block sizes of a refCursor.
+const (
+	minRefBlock = 32
+	maxRefBlock = 1024
+)
+
+func newRefCursor(mb *mailbox, st *imapserver.SessionTracker, set *refSet) *refCursor {
+	return &refCursor{mb: mb, st: st, set: set}
+}
+
+// covers reports whether the block says whether uid is in the set.
+func (c *refCursor) covers(uid imap.UID) bool {
+	switch {
+	case c.mb == nil:
+		return true
+	case !c.filled || uid < c.from:
+		return false
+	case c.end:
+		return true
+	}
+	return len(c.refs) > 0 && uid <= c.refs[len(c.refs)-1].uid
 }
 
 func (c *refCursor) find(uid imap.UID) (ref, bool) {
+	if !c.covers(uid) {
+		n := minRefBlock
+		if c.filled && len(c.refs) > 0 && c.k == len(c.refs) && uid > c.refs[len(c.refs)-1].uid {
+			// The block was used to its end: the next is likely used
+			// too.
+			n = max(min(2*len(c.refs), maxRefBlock), minRefBlock)
+		}
+		if cap(c.buf) < n {
+			c.buf = make([]ref, 0, n)
+		}
+		c.refs = c.mb.refsFrom(c.st, c.set, uid, c.buf[:0:n])
+		c.k, c.from, c.end, c.filled = 0, uid, len(c.refs) < n, true
+	}
 	if c.k > 0 && c.refs[c.k-1].uid >= uid {
 		c.k = sort.Search(len(c.refs), func(i int) bool { return c.refs[i].uid >= uid })
 	}

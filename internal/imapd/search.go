@@ -25,25 +25,26 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	if err != nil {
 		return nil, err
 	}
-	view, max := sel.mb.view(sel.st)
+	// Every message the client sees, resolved a block at a time as the
+	// store's rows come (refCursor), not all at once.
+	all := &refSet{all: true}
+	max, lastUID := sel.mb.bounds(sel.st)
 	ctx, cancel := s.ctx()
 	defer cancel()
-	mt := &matcher{max: max, saved: sel.searchRes, recent: s.recentSet()}
-	if len(view) > 0 {
-		mt.lastUID = view[len(view)-1].uid
-	}
+	mt := &matcher{max: max, lastUID: lastUID, saved: sel.searchRes, recent: s.recentSet()}
 	mt.index, err = askIndex(ctx, s.store(), sel.mb.id, c)
 	if err != nil {
 		return nil, s.storeError(err, "")
 	}
 	want := needs(c, mt.index)
 	var matched []ref
-	if refs, ok := mt.index.only(c, view); ok {
+	if refs, ok := mt.index.only(c, sel.mb, sel.st, all); ok {
 		// The index answers every criterion: no message is read.
 		return searchData(kind, refs, sel, opts), nil
 	}
+	view := newRefCursor(sel.mb, sel.st, all)
 	visit := func(m *mailstore.Message) error {
-		r, ok := findRef(view, imap.UID(m.UID))
+		r, ok := view.find(imap.UID(m.UID))
 		if !ok {
 			return nil
 		}
@@ -160,11 +161,11 @@ func (ia indexAnswers) complete(key mailstore.SearchKey, needle string) bool {
 	return a != nil && len(a.Unindexed) == 0 && !a.Superset
 }
 
-// only returns the messages of view (in UID order), in order, that match c
-// when c holds nothing but text criteria, at its top level, that the index
-// answered completely (each one's Match, intersected); ok is false
-// otherwise.
-func (ia indexAnswers) only(c *imap.SearchCriteria, view []ref) (refs []ref, ok bool) {
+// only returns the messages of all (in mb, as st's client sees them), in
+// order, that match c when c holds nothing but text criteria, at its top
+// level, that the index answered completely (each one's Match,
+// intersected); ok is false otherwise.
+func (ia indexAnswers) only(c *imap.SearchCriteria, mb *mailbox, st *imapserver.SessionTracker, all *refSet) (refs []ref, ok bool) {
 	rest := *c
 	rest.Header, rest.Body, rest.Text = nil, nil, nil
 	if !reflect.DeepEqual(rest, imap.SearchCriteria{}) {
@@ -205,15 +206,22 @@ func (ia indexAnswers) only(c *imap.SearchCriteria, view []ref) (refs []ref, ok 
 		}
 		return true
 	}
-	if len(answers[0].Match)*8 >= len(view) {
-		// Many matches: a walk through the view, already in order, costs
-		// less than sorting them and finding each in it.
-		for _, r := range view {
-			if in(r.uid) {
-				refs = append(refs, r)
+	if len(answers[0].Match)*8 >= mb.count() {
+		// Many matches: a walk through the messages, already in order,
+		// costs less than sorting them and finding each.
+		block := make([]ref, 0, maxRefBlock)
+		for next := imap.UID(0); ; {
+			block = mb.refsFrom(st, all, next, block[:0])
+			if len(block) == 0 {
+				return refs, true
+			}
+			next = block[len(block)-1].uid + 1 // below 2^32 - 1 (mailstore.UID)
+			for _, r := range block {
+				if in(r.uid) {
+					refs = append(refs, r)
+				}
 			}
 		}
-		return refs, true
 	}
 	var uids []imap.UID
 	for u := range answers[0].Match {
@@ -222,8 +230,9 @@ func (ia indexAnswers) only(c *imap.SearchCriteria, view []ref) (refs []ref, ok 
 		}
 	}
 	slices.Sort(uids)
+	view := newRefCursor(mb, st, all)
 	for _, u := range uids {
-		if r, ok := findRef(view, u); ok {
+		if r, ok := view.find(u); ok {
 			refs = append(refs, r)
 		}
 	}

@@ -204,17 +204,29 @@ func (s *Store) UIDsAt(ctx context.Context, mailbox command.ID) ([]UID, uint64, 
 // and RFC822.SIZE needs them, in parallel slices in UID order: message i
 // has UID UIDs[i], the flags Lists[Flags[i]] (system flags first, then
 // keywords, as Message.Flags; one list shared by every message with those
-// flags, never to be written), the size Sizes[i] and the internal date
-// Dates[i] in Unix milliseconds. UIDNext and UIDValidity are the
-// mailbox's in the same snapshot.
+// flags, never to be written), the size Sizes[i] (UnlistedSize for a
+// message of 4 GiB or more) and the internal date Dates[i] in Unix
+// milliseconds. UIDNext and UIDValidity are the mailbox's in the same
+// snapshot.
 type Listing struct {
 	UIDs        []UID
 	Flags       []uint32
 	Lists       [][]string
-	Sizes       []int64
+	Sizes       []uint32
 	Dates       []int64
 	UIDNext     UID
 	UIDValidity uint32
+}
+
+// UnlistedSize in Listing.Sizes: the size does not fit; read it from the
+// message.
+const UnlistedSize = ^uint32(0)
+
+func listedSize(n int64) uint32 {
+	if n < 0 || n >= int64(UnlistedSize) {
+		return UnlistedSize
+	}
+	return uint32(n)
 }
 
 // ListingAt is UIDsAt with each message's flags, size and date: the
@@ -272,6 +284,26 @@ func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, u
 	if none {
 		return nil, 0, ErrNoMailbox
 	}
+	// The slices are made at their size, from a count in the same
+	// snapshot: grown by append, a million messages' would take about as
+	// much again while they grow (the old arrays with the new).
+	count, _, err := c.Prepare("SELECT count(*) FROM messages WHERE mailbox = ?")
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := count.BindInt64(1, mid); err != nil {
+		count.Close()
+		return nil, 0, err
+	}
+	if !count.Step() {
+		err := errors.Join(count.Err(), errors.New("no count"))
+		count.Close()
+		return nil, 0, err
+	}
+	n := int(count.ColumnInt64(0))
+	if err := count.Close(); err != nil {
+		return nil, 0, err
+	}
 	q := "SELECT uid FROM messages WHERE mailbox = ? ORDER BY uid"
 	if full {
 		q = "SELECT uid, flags, keywords, size, date FROM messages INDEXED BY messages_listing WHERE mailbox = ? ORDER BY uid"
@@ -284,7 +316,10 @@ func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, u
 	if err := rows.BindInt64(1, mid); err != nil {
 		return nil, 0, err
 	}
-	out := &Listing{UIDs: []UID{}, UIDNext: next, UIDValidity: uv}
+	out := &Listing{UIDs: make([]UID, 0, n), UIDNext: next, UIDValidity: uv}
+	if full {
+		out.Flags, out.Sizes, out.Dates = make([]uint32, 0, n), make([]uint32, 0, n), make([]int64, 0, n)
+	}
 	// The lists of flags seen, by their system flags and keywords as
 	// stored.
 	type key struct {
@@ -308,7 +343,7 @@ func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, u
 			out.Lists = append(out.Lists, flagSet{bits: k.bits, keywords: decodeKeywords(k.kw)}.list())
 		}
 		out.Flags = append(out.Flags, n)
-		out.Sizes = append(out.Sizes, rows.ColumnInt64(3))
+		out.Sizes = append(out.Sizes, listedSize(rows.ColumnInt64(3)))
 		out.Dates = append(out.Dates, rows.ColumnInt64(4))
 	}
 	if err := rows.Err(); err != nil {

@@ -92,7 +92,7 @@ func TestSelectReads(t *testing.T) {
 	}
 	k := 0
 	err = s.Fetch(ctx, InboxID(), UIDSet{{Start: 1, Stop: 0}}, 0, func(m *Message) error {
-		if got := listing.Lists[listing.Flags[k]]; !slices.Equal(got, m.Flags) || listing.Sizes[k] != m.Size || listing.Dates[k] != m.InternalDate.UnixMilli() {
+		if got := listing.Lists[listing.Flags[k]]; !slices.Equal(got, m.Flags) || int64(listing.Sizes[k]) != m.Size || listing.Dates[k] != m.InternalDate.UnixMilli() {
 			t.Errorf("ListingAt(INBOX) message %d: flags %q, size %d, date %d; Fetch: %q, %d, %d", k, got, listing.Sizes[k], listing.Dates[k], m.Flags, m.Size, m.InternalDate.UnixMilli())
 		}
 		k++
