@@ -162,7 +162,13 @@ func (s *session) List(w *imapserver.ListWriter, ref string, patterns []string, 
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	boxes, err := s.store().Mailboxes(ctx)
+	// The counts only for LIST's RETURN (STATUS): they read every
+	// message of every mailbox.
+	list := s.store().MailboxIdentities
+	if opts.ReturnStatus != nil {
+		list = s.store().Mailboxes
+	}
+	boxes, err := list(ctx)
 	if err != nil {
 		return s.storeError(err, "")
 	}

@@ -50,7 +50,7 @@ func (s *Server) claimRecent(id command.ID, uid imap.UID) {
 
 // loadFloors sets every mailbox's floor at its UIDNext-1.
 func (s *Server) loadFloors(ctx context.Context) error {
-	mbs, err := s.cfg.Store.Mailboxes(ctx)
+	mbs, err := s.cfg.Store.MailboxIdentities(ctx)
 	if err != nil {
 		return err
 	}

@@ -378,13 +378,29 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids UIDSet,
 	}
 	var fnErr error
 	// The mailbox, its last UID and the rows are of one snapshot.
-	err := s.readRaw(ctx, func(c *sqlite3.Conn) {
+	err := s.readRawWith(ctx, wideSpan(uids), func(c *sqlite3.Conn) {
 		fnErr = s.fetchForms(c, mailbox, uids, want, fn)
 	})
 	if err != nil {
 		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
 	}
 	return fnErr
+}
+
+// scanSpan is how many UIDs a FetchForms reads through the small page
+// cache of a scan: the forms of that many messages are more than a read
+// connection's cache holds, so keeping them saves the next read nothing.
+const scanSpan = 50000
+
+// wideSpan reports whether uids (with * as 0) spans scanSpan UIDs or more.
+func wideSpan(uids UIDSet) bool {
+	for _, r := range uids {
+		lo, hi := min(r.Start, r.Stop), max(r.Start, r.Stop)
+		if lo == 0 || uint64(hi)-uint64(lo) >= scanSpan-1 {
+			return true
+		}
+	}
+	return false
 }
 
 // formsQuery reads what FetchForms gives, in UID order: the UID, the
@@ -579,6 +595,14 @@ func uidRanges(uids UIDSet, last UID) (lo, hi UID, in func(UID) bool) {
 // error returned (sqlite3.NOMEM), and the connection is closed; any other
 // panic goes on.
 func (s *Store) readRaw(ctx context.Context, f func(c *sqlite3.Conn)) error {
+	return s.readRawWith(ctx, false, f)
+}
+
+// readRawWith is readRaw, on a connection whose page cache is held to
+// scanCacheKiB meanwhile when scan is set (readScan says why): for reads
+// of a whole large mailbox, whose pages the connection's cache could not
+// hold for the next read anyway.
+func (s *Store) readRawWith(ctx context.Context, scan bool, f func(c *sqlite3.Conn)) error {
 	conn, err := s.rdb.Conn(ctx)
 	if err != nil {
 		return err
@@ -598,6 +622,11 @@ func (s *Store) readRaw(ctx context.Context, f func(c *sqlite3.Conn)) error {
 				err = errors.Join(driver.ErrBadConn, sqlite3.NOMEM)
 			}
 		}()
+		if scan {
+			if err := c.Exec(fmt.Sprintf("PRAGMA cache_size = -%d", scanCacheKiB)); err != nil {
+				return err
+			}
+		}
 		if err := c.Exec("BEGIN"); err != nil {
 			return err
 		}
@@ -606,6 +635,13 @@ func (s *Store) readRaw(ctx context.Context, f func(c *sqlite3.Conn)) error {
 		c.SetInterrupt(old)
 		if err := c.Exec("ROLLBACK"); err != nil {
 			return errors.Join(driver.ErrBadConn, err)
+		}
+		if scan {
+			if err := c.Exec(fmt.Sprintf("PRAGMA cache_size = -%d", readCacheKiB)); err != nil {
+				// Not to leave a reader with the small cache: the pool
+				// opens a new one with the data source name's.
+				return errors.Join(driver.ErrBadConn, err)
+			}
 		}
 		return nil
 	})

@@ -1,6 +1,11 @@
 package mailstore
 
 import (
+	"cspool/internal/command"
+	"strings"
+
+	"github.com/ncruces/go-sqlite3"
+
 	"context"
 	"fmt"
 	"runtime"
@@ -13,7 +18,6 @@ import (
 // (each array copied into one a quarter larger as it filled) and held up
 // to twice it at once; and a size is 4 bytes, not 8.
 func TestListingAllocatesOnce(t *testing.T) {
-	t.Parallel()
 	const n = 20000
 	s := openTest(t)
 	var l testLog
@@ -43,5 +47,105 @@ func TestListingAllocatesOnce(t *testing.T) {
 	t.Logf("ListingAt of %d messages allocated %d bytes, %.1f a message", n, got, float64(got)/n)
 	if limit := uint64(n*per + 64<<10); got > limit {
 		t.Errorf("ListingAt of %d messages allocated %d bytes, more than %d (%d a message and 64 KiB): slices grown as they fill?", n, got, limit, per)
+	}
+}
+
+// TestWideReadsKeepSmallCache: a listing and a FetchForms of a whole large
+// mailbox read through a page cache of scanCacheKiB (readRawWith), so the
+// read connection's SQLite memory, which never shrinks while it is open,
+// does not grow to its 8 MiB cache with pages the next read would not
+// find there anyway; a narrow FetchForms keeps the cache.
+func TestWideReadsKeepSmallCache(t *testing.T) {
+	t.Parallel()
+	const n = scanSpan + 1000
+	s := openTest(t)
+	var l testLog
+	for i := 0; i < n; {
+		var batch []Entry
+		for ; i < n && len(batch) < 5000; i++ {
+			batch = append(batch, l.spool(deliverCmd(simpleMessage(fmt.Sprint(i)))))
+		}
+		mustApply(t, s, batch...)
+	}
+	ctx := context.Background()
+	// The pool's one connection, so that each read below finds the
+	// cache the one before left.
+	s.rdb.SetMaxOpenConns(1)
+	cached := func() int64 {
+		var used int64
+		if err := s.readRaw(ctx, func(c *sqlite3.Conn) {
+			used, _, _ = c.Status(sqlite3.DBSTATUS_CACHE_USED, false)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return used
+	}
+	if _, _, err := s.ListingAt(ctx, InboxID()); err != nil {
+		t.Fatal(err)
+	}
+	if used := cached(); used > 2*scanCacheKiB<<10 {
+		t.Errorf("after ListingAt of %d messages the read connection caches %d KiB, more than twice %d KiB", n, used>>10, scanCacheKiB)
+	}
+	for _, wide := range []bool{true, false} {
+		set := UIDSet{{Start: 1, Stop: n}}
+		if !wide {
+			set = UIDSet{{Start: 1, Stop: 5000}}
+		}
+		if err := s.FetchForms(ctx, InboxID(), set, WantEnvelopeWire, func(*Message) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		used := cached()
+		t.Logf("after FetchForms of %v the read connection caches %d KiB", set, used>>10)
+		if wide && used > 2*scanCacheKiB<<10 {
+			t.Errorf("after FetchForms of %v the read connection caches %d KiB, more than twice %d KiB", set, used>>10, scanCacheKiB)
+		}
+		if !wide && used <= 2*scanCacheKiB<<10 {
+			t.Errorf("after FetchForms of %v the read connection caches %d KiB: its cache was not given its size back", set, used>>10)
+		}
+	}
+}
+
+// TestMailboxIdentities: MailboxIdentities gives what Mailboxes gives but
+// the counts, and reads no message to give it (the IMAP server's start and
+// every LIST without RETURN (STATUS) went through all of them).
+func TestMailboxIdentities(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("a"))), l.spool(deliverCmd(simpleMessage("b"))),
+		l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Work"}))
+	all, err := s.Mailboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := s.MailboxIdentities(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) < 2 || len(ids) != len(all) {
+		t.Fatalf("MailboxIdentities: %d mailboxes, Mailboxes %d", len(ids), len(all))
+	}
+	for i := range all {
+		want := all[i]
+		want.Messages, want.Unseen, want.Size = 0, 0, 0
+		if ids[i] != want {
+			t.Errorf("MailboxIdentities[%d] = %+v, want %+v", i, ids[i], want)
+		}
+	}
+	rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+mailboxIdentitiesQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(detail, "messages") {
+			t.Errorf("MailboxIdentities reads the messages: %q", detail)
+		}
 	}
 }

@@ -49,10 +49,29 @@ func scanMailboxStatus(r scanner) (*Mailbox, error) {
 
 // Mailboxes lists every mailbox, sorted by name.
 func (s *Store) Mailboxes(ctx context.Context) ([]Mailbox, error) {
+	return s.mailboxes(ctx, mailboxStatusQuery+"GROUP BY mb.mid ORDER BY mb.name")
+}
+
+// mailboxIdentitiesQuery is mailboxStatusQuery without the counts, which
+// read every message of every mailbox.
+const mailboxIdentitiesQuery = `SELECT mb.mid, mb.id, mb.name, mb.special_use,
+	coalesce((SELECT o.uidvalidity FROM uidvalidity_override o WHERE o.mailbox = mb.id), mb.uidvalidity), mb.uidnext, mb.highest_modseq,
+	EXISTS (SELECT 1 FROM subscriptions s WHERE s.name = mb.name), 0, 0, 0
+FROM mailboxes mb ORDER BY mb.name`
+
+// MailboxIdentities lists every mailbox as Mailboxes does but without the
+// counts (Messages, Unseen and Size are zero), as MailboxIdentity gives
+// one: read without going through the messages (a million of them took a
+// quarter of a second and filled a read connection's page cache).
+func (s *Store) MailboxIdentities(ctx context.Context) ([]Mailbox, error) {
+	return s.mailboxes(ctx, mailboxIdentitiesQuery)
+}
+
+func (s *Store) mailboxes(ctx context.Context, query string) ([]Mailbox, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	rows, err := s.rdb.QueryContext(ctx, mailboxStatusQuery+"GROUP BY mb.mid ORDER BY mb.name")
+	rows, err := s.rdb.QueryContext(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("listing mailboxes: %w", err)
 	}
@@ -247,7 +266,9 @@ func (s *Store) listingAt(ctx context.Context, mailbox command.ID, full bool) (*
 	// integer each (database/sql's Next and Scan cost several times the
 	// query over a large mailbox); the position, the mailbox and its rows
 	// are of one snapshot.
-	err := s.readRaw(ctx, func(c *sqlite3.Conn) {
+	// Through the small page cache of a scan: it reads every entry of
+	// the mailbox's part of an index once.
+	err := s.readRawWith(ctx, true, func(c *sqlite3.Conn) {
 		out, pos, qErr = mailboxListing(c, mailbox, full)
 	})
 	if err != nil {
