@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/fxamacker/cbor/v2"
@@ -146,18 +147,23 @@ func (sn *Snapshot) check() error {
 	if !names["INBOX"] {
 		return bad("no INBOX")
 	}
-	type key struct{ mb, uid uint32 }
-	seen := map[key]bool{}
+	// (mailbox, UID) once each: the pairs sorted, 8 bytes a message.
+	at := make([]uint64, 0, len(sn.Messages))
 	for i, m := range sn.Messages {
 		if i > 0 && bytes.Compare(sn.Messages[i-1].ID, m.ID) >= 0 {
 			return bad("messages not sorted by id, or an id twice (%x)", m.ID)
 		}
 		if len(m.ID) != command.IDSize || len(m.Digest) != sha256.Size || m.Body == 0 || m.Body > sn.Position ||
-			int(m.Mailbox) >= len(sn.Mailboxes) || m.UID == 0 || m.UID >= sn.Mailboxes[m.Mailbox].UIDNext ||
-			seen[key{m.Mailbox, m.UID}] {
+			int(m.Mailbox) >= len(sn.Mailboxes) || m.UID == 0 || m.UID >= sn.Mailboxes[m.Mailbox].UIDNext {
 			return bad("message %x", m.ID)
 		}
-		seen[key{m.Mailbox, m.UID}] = true
+		at = append(at, uint64(m.Mailbox)<<32|uint64(m.UID))
+	}
+	slices.Sort(at)
+	for i := 1; i < len(at); i++ {
+		if at[i] == at[i-1] {
+			return bad("two messages at UID %d of mailbox %q", uint32(at[i]), sn.Mailboxes[at[i]>>32].Name)
+		}
 	}
 	if sn.Chain != nil && len(sn.Chain) != sha256.Size {
 		return bad("chain hash of %d bytes", len(sn.Chain))

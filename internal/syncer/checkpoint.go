@@ -266,7 +266,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	if cpCmd.Kind == command.Restoration {
 		// Its entry, next in the log, applies without adopting again.
 		s.mu.Lock()
-		s.adopted = adoptedKey{pos: sn.Position + 1, digest: sha256.Sum256(cpCmd.Body)}
+		s.adopted = adoptedKey{pos: sn.Position + 1, digest: [sha256.Size]byte(cpCmd.Digest)}
 		s.mu.Unlock()
 	}
 	s.resolveRestored(ctx)

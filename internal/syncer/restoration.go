@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"cspool/internal/chain"
@@ -61,20 +60,21 @@ func OpenState(c *command.Command, pos uint64) (*mailstore.Snapshot, error) {
 	return decodeState(c, c.Body, pos)
 }
 
-// OpenStateFrom is OpenState for a checkpoint opened by entry.OpenFrom. It
-// returns the command with its Body.
+// OpenStateFrom is OpenState for a checkpoint opened by entry.OpenFrom:
+// the state is decoded as its body is decrypted (mailstore.ReadSnapshot),
+// neither held in one buffer. It returns the command, without its Body.
 func OpenStateFrom(o *entry.Streamed, pos uint64) (*mailstore.Snapshot, *command.Command, error) {
 	if err := checkStateCommand(o.Cmd, o.BodySHA256, pos); err != nil {
 		return nil, nil, err
 	}
-	body := make([]byte, o.BodyLen)
-	if _, err := io.ReadFull(o.Body(), body); err != nil {
+	sn, err := mailstore.ReadSnapshot(o.Body())
+	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
-	c := *o.Cmd
-	c.Body = body
-	sn, err := decodeState(&c, body, pos)
-	return sn, &c, err
+	if err := checkState(o.Cmd, sn, pos); err != nil {
+		return nil, nil, err
+	}
+	return sn, o.Cmd, nil
 }
 
 // checkStateCommand checks a checkpoint's or a restoration's command whose
@@ -97,13 +97,21 @@ func decodeState(c *command.Command, body []byte, pos uint64) (*mailstore.Snapsh
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
-	if sn.Position != pos {
-		return nil, fmt.Errorf("%w: state at position %d, stored as %d", ErrBadCheckpoint, sn.Position, pos)
-	}
-	if c.Kind == command.Restoration && len(sn.Chain) != sha256.Size {
-		return nil, fmt.Errorf("%w: a restoration without the chain hash at its position", ErrBadCheckpoint)
+	if err := checkState(c, sn, pos); err != nil {
+		return nil, err
 	}
 	return sn, nil
+}
+
+// checkState checks a decoded state against its command and position.
+func checkState(c *command.Command, sn *mailstore.Snapshot, pos uint64) error {
+	if sn.Position != pos {
+		return fmt.Errorf("%w: state at position %d, stored as %d", ErrBadCheckpoint, sn.Position, pos)
+	}
+	if c.Kind == command.Restoration && len(sn.Chain) != sha256.Size {
+		return fmt.Errorf("%w: a restoration without the chain hash at its position", ErrBadCheckpoint)
+	}
+	return nil
 }
 
 // checkBase refuses a restoration whose restored head is not this
@@ -168,7 +176,7 @@ func (s *Syncer) adopt(ctx context.Context, sn *mailstore.Snapshot, c *command.C
 		s.status.Alarm = ""
 		s.alarmed = make(chan struct{})
 	}
-	s.adopted = adoptedKey{pos: at, digest: sha256.Sum256(c.Body)}
+	s.adopted = adoptedKey{pos: at, digest: [sha256.Size]byte(c.Digest)} // checked: the SHA-256 of its body
 	close(s.applied)
 	s.applied = make(chan struct{})
 	s.mu.Unlock()
