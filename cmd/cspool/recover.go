@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -70,7 +71,7 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 	w := e.stdout
 
 	rep, err := recovery.Recover(ctx, recovery.Config{User: dev.user, UserKey: dev.userKey, SpoolKey: dev.spoolPub,
-		Source: dev.client, Store: dev.store, Logger: log})
+		Source: dev.client, Store: dev.store, Logger: log, TempDir: filepath.Dir(dev.dbPath)})
 	switch {
 	case errors.Is(err, recovery.ErrNothingToRecover):
 		fmt.Fprintf(w, "nothing to recover: the spool's log (head %d) extends this device's history (position %d)\n", rep.SpoolHead, rep.Position)

@@ -79,6 +79,11 @@ type Config struct {
 	BatchCount int   // entries per read and per append; 0 = 1000
 	BatchBytes int64 // bytes per read and per append; 0 = 4 MiB
 	Attempts   int   // tries to append the Restoration where its state is; 0 = 5
+
+	// TempDir is the folder of the file the spool's newest checkpoint is
+	// read into (syncer.FetchCheckpoint): the device database's, as the
+	// syncer's. Empty: os.TempDir().
+	TempDir string
 }
 
 // Report says what a recovery found and wrote.
@@ -200,14 +205,19 @@ func (r *recoverer) checkNewest(ctx context.Context, cpPos uint64) error {
 	if cpPos == 0 {
 		return nil
 	}
-	cp, err := r.cpr.Checkpoint(ctx)
+	cp, err := syncer.FetchCheckpoint(ctx, r.cpr, r.cfg.TempDir)
 	if errors.Is(err, spool.ErrNoCheckpoint) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("reading the spool's checkpoint: %w", err)
 	}
-	c, sn, err := r.openState(cp.Data)
+	defer cp.Close()
+	o, err := entry.OpenFrom(cp.Data, cp.Data.Size(), r.cfg.UserKey, r.cfg.User, r.cfg.UserKey.Public())
+	if err != nil {
+		return nil
+	}
+	sn, c, err := syncer.OpenStateFrom(o, o.Cmd.Position)
 	if err != nil || c.Position != cp.Pos || len(sn.Superseded) == 0 {
 		return nil
 	}
@@ -215,17 +225,6 @@ func (r *recoverer) checkNewest(ctx context.Context, cpPos uint64) error {
 		return fmt.Errorf("%w (at position %d)", ErrCovered, cp.Pos)
 	}
 	return nil
-}
-
-// openState opens a sealed checkpoint or restoration by the user's key and
-// decodes its state.
-func (r *recoverer) openState(data []byte) (*command.Command, *mailstore.Snapshot, error) {
-	o, err := entry.Open(data, r.cfg.UserKey, r.cfg.User, r.cfg.UserKey.Public())
-	if err != nil {
-		return nil, nil, err
-	}
-	sn, err := syncer.OpenState(o.Cmd, o.Cmd.Position)
-	return o.Cmd, sn, err
 }
 
 // spoolHash is the spool's chain hash at p.

@@ -275,36 +275,36 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	return len(sn.Messages), head, nil
 }
 
-// fetchedCheckpoint is the spool's newest checkpoint as the device read
-// it: in a file in Config.TempDir when the source writes it out
-// (CheckpointWriterTo), else in memory.
-type fetchedCheckpoint struct {
+// FetchedCheckpoint is the spool's newest checkpoint as a device read it:
+// in a file when the source writes it out (CheckpointWriterTo), else in
+// memory.
+type FetchedCheckpoint struct {
 	Pos  uint64
 	Data *io.SectionReader
 	file *os.File
 }
 
 // Close removes the file, if there is one.
-func (c *fetchedCheckpoint) Close() {
+func (c *FetchedCheckpoint) Close() {
 	if c.file != nil {
 		c.file.Close()
 	}
 }
 
-// readCheckpoint reads the spool's newest checkpoint: into a file that has
-// no name (tempFile) when the source can write it out, so that the device
-// holds none of it in memory; the file holds the sealed checkpoint only,
-// what the spool stores.
-func (s *Syncer) readCheckpoint(ctx context.Context, cpr Checkpointer) (*fetchedCheckpoint, error) {
+// FetchCheckpoint reads the newest checkpoint of cpr: into a file without
+// a name in dir (tempFile; os.TempDir() if empty) when cpr can write it
+// out, so that none of it is held in memory; the file holds the sealed
+// checkpoint only, what the spool stores. Open it with entry.OpenFrom.
+func FetchCheckpoint(ctx context.Context, cpr Checkpointer, dir string) (*FetchedCheckpoint, error) {
 	cw, ok := cpr.(CheckpointWriterTo)
 	if !ok {
 		cp, err := cpr.Checkpoint(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return &fetchedCheckpoint{Pos: cp.Pos, Data: io.NewSectionReader(bytes.NewReader(cp.Data), 0, int64(len(cp.Data)))}, nil
+		return &FetchedCheckpoint{Pos: cp.Pos, Data: io.NewSectionReader(bytes.NewReader(cp.Data), 0, int64(len(cp.Data)))}, nil
 	}
-	f, err := tempFile(s.cfg.TempDir)
+	f, err := tempFile(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -313,13 +313,18 @@ func (s *Syncer) readCheckpoint(ctx context.Context, cpr Checkpointer) (*fetched
 		f.Close()
 		return nil, err
 	}
-	return &fetchedCheckpoint{Pos: pos, Data: io.NewSectionReader(f, 0, n), file: f}, nil
+	return &FetchedCheckpoint{Pos: pos, Data: io.NewSectionReader(f, 0, n), file: f}, nil
+}
+
+// readCheckpoint is FetchCheckpoint into Config.TempDir.
+func (s *Syncer) readCheckpoint(ctx context.Context, cpr Checkpointer) (*FetchedCheckpoint, error) {
+	return FetchCheckpoint(ctx, cpr, s.cfg.TempDir)
 }
 
 // openCheckpoint verifies a checkpoint like any entry (sealed to the user,
 // signed by the user key, a Checkpoint or Restoration command whose digest
 // matches), without holding it (entry.OpenFrom), and decodes its state.
-func (s *Syncer) openCheckpoint(cp *fetchedCheckpoint) (*mailstore.Snapshot, *command.Command, error) {
+func (s *Syncer) openCheckpoint(cp *FetchedCheckpoint) (*mailstore.Snapshot, *command.Command, error) {
 	o, err := entry.OpenFrom(cp.Data, cp.Data.Size(), s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
