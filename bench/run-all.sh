@@ -23,6 +23,7 @@ run imap env N=10000 BIG=100000 bash bench/imap.sh
 run atrest env N=10000 BIG=100000 bash bench/atrest.sh
 run imapstress env N=50 DUR=30 ROUNDS=3 bash bench/imapstress.sh
 run million-100k env M=100000 bash bench/million.sh
+run restore-100k env M=100000 bash bench/restore.sh
 # One user's 1,000,000 messages against Dovecot: about 20 GB in /tmp and
 # more than an hour on 2 cores (docs/BENCHMARKS.md); MILLION=1 runs it.
 [ "${MILLION:-0}" = 1 ] && run million env M=1000000 RUNS=2 bash bench/million.sh

@@ -11,10 +11,13 @@
 // before the next batch, the index merged at the end (as cspool reindex
 // builds it). cspool imap-server started on it is at the log's head and
 // syncs nothing; TestSeededDeviceServesAsSynced checks that it serves what
-// a daemon that synced serves.
+// a daemon that synced serves. With --checkpoint the device then writes its
+// checkpoint at the head into the spool (syncer's WriteCheckpoint): a new
+// device started on the spool bootstraps from it (bench/restore.sh).
 //
 //	go run ./bench/seed spool --spool-dir DIR --user alice --user-key user.pub --spool-key spool.sec --count 10000
 //	go run ./bench/seed spool ... --device device.db --user-secret user.sec
+//	go run ./bench/seed spool ... --device device.db --user-secret user.sec --checkpoint
 //	go run ./bench/seed lmtp --addr 127.0.0.1:24 --rcpt alice@example.org --count 10000
 //	go run ./bench/seed maildir --dir Maildir --count 10000
 package main
@@ -45,6 +48,7 @@ import (
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 	"cspool/internal/spool/sqlitestore"
+	"cspool/internal/syncer"
 )
 
 func main() {
@@ -112,6 +116,7 @@ func seedSpool(args []string) error {
 	seed := fs.Uint64("seed", 1, "content seed")
 	device := fs.String("device", "", "also write this new device database (cspool imap-server's --db) at the log's head, its search index built")
 	userSec := fs.String("user-secret", "user.sec", "with --device: the user's secret key file (the database is encrypted with it)")
+	checkpoint := fs.Bool("checkpoint", false, "with --device: then write the device's checkpoint at the log's head into the spool, as the daemon writes one (a new device bootstraps from it)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Parse(args)
 	if *cpuprofile != "" {
@@ -220,9 +225,35 @@ func seedSpool(args []string) error {
 	}
 	fmt.Printf("seeded %d messages into %s in %s (sealing %s, appending %s)\n", *count, *dir,
 		time.Since(start).Round(time.Millisecond), sealing.Round(time.Millisecond), appending.Round(time.Millisecond))
-	if dev != nil {
-		return dev.finish(ctx, os.Stdout)
+	if dev == nil {
+		return nil
 	}
+	if err := dev.finish(ctx, os.Stdout); err != nil {
+		return err
+	}
+	if !*checkpoint {
+		return nil
+	}
+	uk, err := keys.LoadSecret(*userSec)
+	if err != nil {
+		return err
+	}
+	t := time.Now()
+	s, err := syncer.New(syncer.Config{User: *user, UserKey: uk, SpoolKey: sk.Public(), Store: dev.store,
+		Source: syncer.StoreSource{Store: st, User: *user}, TempDir: filepath.Dir(*device)})
+	if err != nil {
+		return err
+	}
+	stats, pos, err := s.WriteCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	cp, err := st.LatestCheckpoint(ctx, *user)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("checkpoint at %d of %d bytes written in %s (%d entries compacted away)\n", pos, len(cp.Data),
+		time.Since(t).Round(time.Millisecond), stats.Deleted)
 	return nil
 }
 

@@ -39,7 +39,9 @@
 //     Sealer (stream.go) seals a body of announced length written to it
 //     into a writer, the same bytes as Seal, holding a batch of chunks
 //     (up to maxWorkers of them, sealed on as many goroutines): how a
-//     device writes a checkpoint of any size.
+//     device writes a checkpoint of any size. OpenFrom (openfrom.go)
+//     opens one from an io.ReaderAt in two passes, holding a chunk and
+//     the chunks' hashes: how a device reads a checkpoint of any size.
 //
 // docs/FORMAT.md is the normative description.
 package entry

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A new device bootstrapping from a checkpoint of M messages (default
+# 100,000) of about SIZE bytes (2 KB): its peak RSS and its time.
+#  1. `seed spool --device --checkpoint` writes the spool's log of M
+#     deliveries and a device's database at its head, and that device's
+#     checkpoint at the head into the spool (syncer's WriteCheckpoint);
+#  2. the spool server on it; then, for each cspool binary in CSPOOLS
+#     (default: the one built from this tree), RUNS times in turns, a new
+#     device: `cspool imap-server` on a new database, which reads the
+#     checkpoint, restores from it and fetches the M bodies it keeps, until
+#     IMAP STATUS shows M; its time and its peak RSS (VmHWM) then, and the
+#     largest temporary file it held.
+# Every line prints the load average.
+#
+# The work folder is WORK (default /tmp), deleted at the end unless KEEP=1;
+# REUSE=FOLDER takes the keys, log and checkpoint a run with KEEP=1 kept
+# there instead of step 1 (and keeps them).
+# The ports are PORTS (default 25140) + 3 and + 859.
+#
+#   M=100000 bash bench/restore.sh
+#   CSPOOLS="/tmp/cspool-before /tmp/cspool-after" RUNS=2 bash bench/restore.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+M=${M:-100000}
+SIZE=${SIZE:-2048}
+RUNS=${RUNS:-1}
+P=${PORTS:-25140}
+KEEP=${KEEP:-0}
+REUSE=${REUSE:-}
+if [ -n "$REUSE" ]; then
+	work=$(realpath "$REUSE")
+	KEEP=1
+else
+	work=$(mktemp -d "${WORK:-/tmp}/cspool-bench-restore.XXXXXX")
+fi
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+	[ "$KEEP" = 1 ] && echo "kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+go build -o "$work/cspool" ./cmd/cspool
+go build -o "$work/seed" ./bench/seed
+CSPOOLS=${CSPOOLS:-$work/cspool}
+IB="python3 $PWD/bench/lib/imapbench.py"
+C=$work/cspool
+cd "$work"
+load() { printf '(load %s)' "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+hwm() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+
+if [ -z "$REUSE" ]; then
+	$C gen-keys user.sec user.pub >/dev/null
+	$C gen-keys spool.sec spool.pub >/dev/null
+	echo "alice $(grep -v '^#' user.pub)" >users
+	t0=$SECONDS
+	./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec \
+		--count "$M" --size "$SIZE" --batch 5000 --device seeded.db --user-secret user.sec --checkpoint | sed -u 's/^/  /'
+	echo "spool log, device and its checkpoint of $M messages of $SIZE bytes: $((SECONDS - t0)) s, log $(du -sm spool | cut -f1) MB $(load)"
+fi
+$C server --spool-dir spool --users users --spool-key spool.sec --port $((P + 859)) 2>server.log &
+pids+=($!)
+for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$((P + 859))) 2>/dev/null && break; sleep 0.1; done
+
+for r in $(seq 1 "$RUNS"); do
+	for bin in $CSPOOLS; do
+		db=new-$r-$(basename "$bin").db
+		t0=$(date +%s.%N)
+		"$bin" imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
+			--spool-server http://127.0.0.1:$((P + 859)) --db "$db" --password pw --port $((P + 3)) \
+			--status-addr '' 2>"$db.log" >/dev/null &
+		dpid=$!
+		pids+=($dpid)
+		# The largest file the daemon holds open under the database's
+		# folder that has no name (the checkpoint's temporary file).
+		tmax=0
+		$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$M" 3600 >/dev/null &
+		wpid=$!
+		while kill -0 $wpid 2>/dev/null; do
+			for f in /proc/$dpid/fd/*; do
+				case "$(readlink "$f" 2>/dev/null)" in
+				*"(deleted)") s=$(stat -L -c %s "$f" 2>/dev/null || echo 0); [ "$s" -gt "$tmax" ] && tmax=$s ;;
+				esac
+			done
+			sleep 0.05
+		done
+		wait $wpid
+		t1=$(date +%s.%N)
+		echo "$bin run $r: STATUS shows $M after $(python3 -c "print('%.1f' % ($t1 - $t0))") s, peak RSS $(hwm $dpid) MB, largest unlinked file $((tmax / 1048576)) MB $(load)"
+		grep -o '"msg":"rebuilt from checkpoint"[^}]*\|msg="rebuilt from checkpoint".*' "$db.log" | sed 's/^/  /' || true
+		kill $dpid
+		wait $dpid 2>/dev/null || true
+		rm -f "$db" "$db"-*
+	done
+done
