@@ -520,11 +520,13 @@ func (r *restorer) diff() *Result {
 		mb  command.ID
 		uid UID
 	}
-	newAt := map[msgKey]SnapMessage{}
-	for _, m := range r.sn.Messages {
+	// Each message's index in the state, not a copy of it.
+	newAt := make(map[msgKey]int32, len(r.sn.Messages))
+	for i := range r.sn.Messages {
+		m := &r.sn.Messages[i]
 		var mb command.ID
 		copy(mb[:], r.sn.Mailboxes[m.Mailbox].ID)
-		newAt[msgKey{mb, UID(m.UID)}] = m
+		newAt[msgKey{mb, UID(m.UID)}] = int32(i)
 	}
 	oldAt := map[msgKey]command.ID{}
 	var expunged []msgKey
@@ -534,7 +536,7 @@ func (r *restorer) diff() *Result {
 		if !keptSet[m.mailbox] {
 			continue // its mailbox went or was replaced: no per-message changes
 		}
-		if n, ok := newAt[k]; !ok || !bytes.Equal(n.ID, id[:]) {
+		if n, ok := newAt[k]; !ok || !bytes.Equal(r.sn.Messages[n].ID, id[:]) {
 			expunged = append(expunged, k)
 		}
 	}
@@ -543,7 +545,8 @@ func (r *restorer) diff() *Result {
 		add(Change{Kind: MessageExpunged, Mailbox: k.mb, UID: k.uid, Message: oldAt[k], Name: newMB[k.mb].Name})
 	}
 	var added, reflagged []Change
-	for k, m := range newAt {
+	for k, i := range newAt {
+		m := &r.sn.Messages[i]
 		var id command.ID
 		copy(id[:], m.ID)
 		flags := flagSet{bits: m.Flags, keywords: decodeKeywords(m.Keywords)}.list()
@@ -558,6 +561,7 @@ func (r *restorer) diff() *Result {
 	}
 	sort.Slice(added, func(i, j int) bool { return added[i].UID < added[j].UID })
 	sort.Slice(reflagged, func(i, j int) bool { return reflagged[i].UID < reflagged[j].UID })
+	res.Changes = slices.Grow(res.Changes, len(added)+len(reflagged)+len(r.oldMailboxes)+len(r.sn.Subscriptions)+len(r.oldSubs))
 	for _, c := range added {
 		add(c)
 	}
