@@ -51,9 +51,12 @@ type Streamed struct {
 // refuses it refuses (but for a command header longer than
 // MaxStreamedHeader). It reads src twice: a first pass decrypts every
 // chunk and hashes it, keeping its BLAKE3 hash only, and checks the
-// padding, the author and the signature over the hashes; only then is the
-// command's header decoded. The body is decrypted again by Body's reader,
-// which checks every chunk against the hash the signature covered.
+// padding, the author and the signature over the hashes. In that pass the
+// command's header is parsed only to find where the body starts, so that
+// the body's SHA-256 is taken too; no error of it is reported, and
+// nothing of it returned, before the signature is checked (Open's order).
+// The body is decrypted again by Body's reader, which checks every chunk
+// against the hash the signature covered.
 func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trusted ...keys.PublicKey) (*Streamed, error) {
 	keyID := me.Public().KeyID()
 	s := &Streamed{src: src, keyID: keyID}
@@ -176,7 +179,7 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 	if len(sig) != sigSize || !ed25519.Verify(f.author, digest(keyID, s.hashes), sig) {
 		return nil, ErrBadSignature
 	}
-	// Authentic: now the header is decoded.
+	// Authentic: now the header's decoding counts.
 	if hdrErr == nil && hdrLen < 0 {
 		hdrErr = fmt.Errorf("%w: header beyond its first %d bytes", command.ErrMalformed, MaxStreamedHeader)
 	}
