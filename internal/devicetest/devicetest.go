@@ -152,11 +152,17 @@ type API struct {
 // URL is the API's base URL.
 func (a *API) URL() string { return "http://" + a.Addr }
 
-// Close stops serving (a second Close does nothing).
+// Close stops serving (a second Close does nothing). The clients' idle
+// connections to it are closed too: the rig's clients share
+// http.DefaultTransport, and a POST sent on a connection the stopped
+// server had closed, before the transport noticed, fails with EOF
+// instead of reaching the server started again on the same address
+// (a POST is not retried by the transport).
 func (a *API) Close() {
 	if a.srv != nil {
 		a.srv.Close()
 		a.srv = nil
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	}
 }
 
