@@ -63,20 +63,15 @@ func (h *heapCheckpointer) PutCheckpointFrom(_ context.Context, _ uint64, data *
 	return spool.CompactStats{}, nil
 }
 
-// TestCheckpointMemory: writing a checkpoint of 30,000 messages holds
-// neither the state nor the sealed checkpoint in memory, and allocates
-// less in all than the sealed checkpoint's size (encoding, sealing and
-// framing it whole allocated it several times over); what the spool
-// receives opens, and holds the store's state.
-func TestCheckpointMemory(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
+// deliveredStore opens a mail store in dir (closed at the end of the test)
+// with n deliveries applied, batch entries an Apply.
+func deliveredStore(ctx context.Context, tb testing.TB, dir string, n, batch int) *mailstore.Store {
+	tb.Helper()
 	ms, err := mailstore.Open(filepath.Join(dir, "device.db"), mimeform.Parser{})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer ms.Close()
-	const n, batch = 30000, 2000
+	tb.Cleanup(func() { ms.Close() })
 	for first := 1; first <= n; first += batch {
 		var entries []mailstore.Entry
 		for p := first; p < first+batch; p++ {
@@ -85,9 +80,22 @@ func TestCheckpointMemory(t *testing.T) {
 			entries = append(entries, mailstore.Entry{Pos: uint64(p), ID: id, Author: mailstore.AuthorSpool, Cmd: msg(p)})
 		}
 		if _, err := ms.Apply(ctx, entries, uint64(first+batch-1)); err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
+	return ms
+}
+
+// TestCheckpointMemory: writing a checkpoint of 30,000 messages holds
+// neither the state nor the sealed checkpoint in memory, and allocates
+// less in all than the sealed checkpoint's size (encoding, sealing and
+// framing it whole allocated it several times over); what the spool
+// receives opens, and holds the store's state.
+func TestCheckpointMemory(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	const n = 30000
+	ms := deliveredStore(ctx, t, dir, n, 2000)
 	r := newRig(t)
 	hc := &heapCheckpointer{Source: StoreSource{Store: r.log, User: "alice"}}
 	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: hc, Store: ms, TempDir: dir})
@@ -138,23 +146,8 @@ func TestCheckpointMemory(t *testing.T) {
 func BenchmarkWriteCheckpoint(b *testing.B) {
 	ctx := context.Background()
 	dir := b.TempDir()
-	ms, err := mailstore.Open(filepath.Join(dir, "device.db"), mimeform.Parser{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ms.Close()
-	const n, batch = 100000, 5000
-	for first := 1; first <= n; first += batch {
-		var entries []mailstore.Entry
-		for p := first; p < first+batch; p++ {
-			var id command.ID
-			rand.Read(id[:])
-			entries = append(entries, mailstore.Entry{Pos: uint64(p), ID: id, Author: mailstore.AuthorSpool, Cmd: msg(p)})
-		}
-		if _, err := ms.Apply(ctx, entries, uint64(first+batch-1)); err != nil {
-			b.Fatal(err)
-		}
-	}
+	const n = 100000
+	ms := deliveredStore(ctx, b, dir, n, 5000)
 	user, err := keys.Generate(rand.Reader)
 	if err != nil {
 		b.Fatal(err)

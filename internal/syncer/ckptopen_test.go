@@ -2,7 +2,6 @@ package syncer
 
 import (
 	"context"
-	"crypto/rand"
 	"io"
 	"path/filepath"
 	"reflect"
@@ -11,7 +10,6 @@ import (
 	"testing"
 	"unsafe"
 
-	"cspool/internal/command"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 	"cspool/internal/spool"
@@ -58,23 +56,8 @@ func (h *heldCheckpointer) PutCheckpointFrom(context.Context, uint64, *io.Sectio
 func TestOpenCheckpointMemory(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	ms, err := mailstore.Open(filepath.Join(dir, "device.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ms.Close()
-	const n, batch = 30000, 2000
-	for first := 1; first <= n; first += batch {
-		var entries []mailstore.Entry
-		for p := first; p < first+batch; p++ {
-			var id command.ID
-			rand.Read(id[:])
-			entries = append(entries, mailstore.Entry{Pos: uint64(p), ID: id, Author: mailstore.AuthorSpool, Cmd: msg(p)})
-		}
-		if _, err := ms.Apply(ctx, entries, uint64(first+batch-1)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	const n = 30000
+	ms := deliveredStore(ctx, t, dir, n, 2000)
 	r := newRig(t)
 	hc := &heapCheckpointer{Source: StoreSource{Store: r.log, User: "alice"}}
 	a, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: hc, Store: ms, TempDir: dir})
