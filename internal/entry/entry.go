@@ -470,24 +470,7 @@ func ParseHeader(b []byte) (Header, error) {
 // section 2, steps 1 to 3): the header, the recipient key id, and a length
 // that some inner plaintext gives. It returns that length.
 func checkOuter(b []byte, keyID [keyIDSize]byte) (int, error) {
-	h, err := ParseHeader(b)
-	if err != nil {
-		return 0, err
-	}
-	if h.KeyID != keyID {
-		return 0, fmt.Errorf("%w: sealed to key %x", ErrNotForUser, h.KeyID)
-	}
-	switch body := uint64(len(b) - headerSize); {
-	case body < h.Size:
-		return 0, fmt.Errorf("%w: %d of %d ciphertext bytes", ErrTruncated, body, h.Size)
-	case body > h.Size:
-		return 0, fmt.Errorf("%w: %d bytes after the ciphertext", ErrCorrupt, body-h.Size)
-	}
-	innerLen, ok := innerSize(h.Size)
-	if !ok {
-		return 0, fmt.Errorf("%w: no inner plaintext gives a ciphertext of %d bytes", ErrCorrupt, h.Size)
-	}
-	return innerLen, nil
+	return checkOuterSize(b, int64(len(b)), keyID)
 }
 
 // CheckSealedTo checks, without any secret, that b is an entry of this
