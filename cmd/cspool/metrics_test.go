@@ -19,6 +19,7 @@ import (
 
 	"cspool/internal/api"
 	"cspool/internal/keys"
+	"cspool/internal/spool"
 )
 
 // scrape fetches /metrics in the text format and parses it with expfmt.
@@ -254,5 +255,74 @@ func TestServerMetricsOffByDefault(t *testing.T) {
 	p.stop(t)
 	if log := p.stderr.String(); !strings.Contains(log, "metrics=off") {
 		t.Errorf("start line does not say metrics=off:\n%s", log)
+	}
+}
+
+// TestServerCheckpointMetrics runs `cspool server` with a small
+// --max-checkpoint-size, uploads a checkpoint over it (413) and one within
+// it (stored), and checks on /metrics that the refusal is counted as
+// too_large, none for memory, and that no bytes are held or uploads
+// waiting once both are answered.
+func TestServerCheckpointMetrics(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	alice := mustKey(t)
+	usersPath := filepath.Join(dir, "users")
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice})
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	const limit = 52000
+	p := startServer(t, bin, "--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
+		"--max-checkpoint-size", fmt.Sprint(limit), "--metrics-addr", metricsAddr)
+	url := "http://" + metricsAddr + "/metrics"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	before, _ := scrape(t, url)
+	for _, name := range []string{"cspool_checkpoint_uploads_held_bytes", "cspool_checkpoint_uploads_waiting", "cspool_checkpoint_refusals_total"} {
+		if before[name] == nil {
+			t.Errorf("family %s missing before any upload", name)
+		}
+	}
+	c, err := api.NewClient(p.url, "alice", alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Append(ctx, "alice", [][]byte{[]byte("one"), []byte("two"), []byte("three")}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.PutCheckpoint(ctx, spool.Checkpoint{Pos: 2, Data: make([]byte, limit)}, []uint64{1})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != 413 {
+		t.Fatalf("upload over the limit: %v, want 413", err)
+	}
+	if _, err := c.PutCheckpoint(ctx, spool.Checkpoint{Pos: 2, Data: make([]byte, 1000)}, []uint64{1}); err != nil {
+		t.Fatalf("upload within the limit: %v", err)
+	}
+
+	after, _ := scrape(t, url)
+	for _, tc := range []struct {
+		family string
+		labels map[string]string
+		want   float64
+	}{
+		{"cspool_checkpoint_refusals_total", map[string]string{"reason": "too_large"}, 1},
+		{"cspool_checkpoint_refusals_total", map[string]string{"reason": "memory"}, 0},
+		{"cspool_checkpoint_uploads_held_bytes", nil, 0},
+		{"cspool_checkpoint_uploads_waiting", nil, 0},
+		{"cspool_http_requests_total", map[string]string{"method": "PUT", "route": "/v1/users/{user}/checkpoint", "status": "413"}, 1},
+		{"cspool_http_requests_total", map[string]string{"method": "PUT", "route": "/v1/users/{user}/checkpoint", "status": "200"}, 1},
+	} {
+		if got := value(after, tc.family, tc.family, tc.labels); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.family, tc.labels, got, tc.want)
+		}
+	}
+	for _, name := range []string{"cspool_checkpoint_uploads_held_bytes", "cspool_checkpoint_uploads_waiting"} {
+		if f := after[name]; f == nil || len(f.GetMetric()) != 1 {
+			t.Errorf("%s: not one series after the uploads", name)
+		}
 	}
 }

@@ -85,6 +85,9 @@ func TestMetricsDocumented(t *testing.T) {
 	h.AuthFailure("missing")
 	h.StoreAppend(time.Millisecond, errors.New("failed"))
 	h.Delivery(200)
+	h.CheckpointHeld(1)
+	h.CheckpointWaiting(1)
+	h.CheckpointRefused("too_large")
 	l.Delivery("ok")
 	if _, err := sp.TimeAppends(st).Append(context.Background(), "u", [][]byte{[]byte("x")}); err != nil {
 		t.Fatal(err)
@@ -173,5 +176,8 @@ func TestMetricsDocumented(t *testing.T) {
 	}
 	if got, doc := values("cspool_auth_failures_total", "reason"), documentedValues("### Auth failure reasons", 1); !slices.Equal(got, doc) {
 		t.Errorf("auth failure reasons: exported %q, docs/METRICS.md %q", got, doc)
+	}
+	if got, doc := values("cspool_checkpoint_refusals_total", "reason"), documentedValues("### Checkpoint refusal reasons", 1); !slices.Equal(got, doc) {
+		t.Errorf("checkpoint refusal reasons: exported %q, docs/METRICS.md %q", got, doc)
 	}
 }

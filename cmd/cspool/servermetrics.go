@@ -60,7 +60,8 @@ func (m *metricsRun) close() {
 // usage against the quota and the store's own figures.
 func newServerRegistry(store spool.Store, quotas spool.Quotas, quota int64) (*prometheus.Registry, *metrics.Spool) {
 	reg := metrics.NewRegistry()
-	sp := metrics.NewSpool(reg, metrics.Known{LMTPOutcomes: deliver.Outcomes, AuthReasons: api.AuthReasons})
+	sp := metrics.NewSpool(reg, metrics.Known{LMTPOutcomes: deliver.Outcomes, AuthReasons: api.AuthReasons,
+		CheckpointRefusals: api.CheckpointRefusals})
 	metrics.RegisterUsage(reg, quotas, quota)
 	registerStoreMetrics(reg, store)
 	return reg, sp

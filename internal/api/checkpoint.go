@@ -3,11 +3,14 @@ package api
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"cspool/internal/spool"
 )
@@ -53,30 +56,57 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 	}
 	limit := s.cfg.MaxCheckpointBody
 	if r.ContentLength > limit {
-		s.fail(w, r, errorf(ErrTooLarge, "checkpoint of %d bytes exceeds this server's limit of %d bytes", r.ContentLength, limit))
+		s.refuseCheckpoint(w, r, errorf(ErrTooLarge, "checkpoint of %d bytes exceeds this server's limit of %d bytes", r.ContentLength, limit))
 		return
 	}
-	// The body is held from its read to the store's commit: it takes its
-	// size from the server's budget first (the limit when unknown).
+	h := sha256.New()
+	body := io.TeeReader(http.MaxBytesReader(w, r.Body, limit), h)
+	// The kept count comes first: read before anything is held, it sets
+	// what the decoded keep list will take.
+	head, n := readKeptCount(body)
+	if n > uint64(s.cfg.MaxCheckpointKeep) {
+		s.refuseCheckpoint(w, r, errorf(ErrTooLarge, "checkpoint lists %d kept positions, over this server's limit of %d (one per %d bytes of its limit of %d bytes)",
+			n, s.cfg.MaxCheckpointKeep, CheckpointBytesPerKept, limit))
+		return
+	}
+	if r.ContentLength >= 0 && n > uint64(r.ContentLength) {
+		n = 0 // more than the body could hold: DecodeCheckpoint refuses it
+	}
+	// The body and the decoded keep list are held from the body's read to
+	// the store's commit: they take their size from the server's budget
+	// first (the limit when the length is unknown).
 	hold := limit
 	if r.ContentLength >= 0 {
 		hold = r.ContentLength
 	}
+	hold = checkpointHold(hold, int(n))
 	if !s.holdCheckpoint(r.Context(), hold) {
+		s.cfg.Metrics.CheckpointRefused(CheckpointRefusedMemory)
 		s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
 			msg: fmt.Sprintf("too many checkpoint uploads at once: no room for %d bytes in %d; try again later", hold, s.cfg.CheckpointMemory)})
 		return
 	}
-	defer s.cpMem.release(hold)
-	body, err := readCheckpointBody(w, r, c, limit)
+	// Given back before the answer, so that a client that has it sees the
+	// budget (and its metric) without them.
+	release := sync.OnceFunc(func() { s.releaseCheckpoint(hold) })
+	defer release()
+	buf, err := readCheckpointBody(r, c, head, body, h, limit)
 	if err != nil {
+		release()
+		if se, ok := err.(*srvError); ok && se.kind == ErrTooLarge {
+			s.refuseCheckpoint(w, r, err)
+			return
+		}
 		s.fail(w, r, err)
 		return
 	}
-	// keep is 8 bytes a kept position; data is a slice of body.
-	keep, data, err := DecodeCheckpoint(body, s.cfg.MaxCheckpointKeep)
+	// keep is 8 bytes a kept position; data is a slice of buf.
+	keep, data, err := DecodeCheckpoint(buf, s.cfg.MaxCheckpointKeep)
+	if err != nil {
+		release()
+	}
 	if errors.Is(err, errTooManyKept) {
-		s.fail(w, r, errorf(ErrTooLarge, "decoding checkpoint: %v", err))
+		s.refuseCheckpoint(w, r, errorf(ErrTooLarge, "decoding checkpoint: %v", err))
 		return
 	}
 	if err != nil {
@@ -84,6 +114,7 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	st, err := comp.Compact(r.Context(), c.user, spool.Checkpoint{Pos: pos, Data: data}, keep)
+	release()
 	if err != nil {
 		s.fail(w, r, storeError("storing checkpoint", err))
 		return
@@ -97,23 +128,65 @@ func (s *Server) holdCheckpoint(ctx context.Context, n int64) bool {
 	wait := max(s.cfg.CheckpointWait, 0)
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	return s.cpMem.acquire(ctx, n)
+	if !s.cpMem.acquire(ctx, n) {
+		return false
+	}
+	s.cfg.Metrics.CheckpointHeld(n)
+	return true
 }
 
-// readCheckpointBody reads a checkpoint upload into one buffer: of its
-// Content-Length, or grown up to limit bytes when the length is unknown.
-// It hashes the body as it arrives and checks it against the signed hash.
-func readCheckpointBody(w http.ResponseWriter, r *http.Request, c *caller, limit int64) ([]byte, error) {
-	h := sha256.New()
-	body := io.TeeReader(http.MaxBytesReader(w, r.Body, limit), h)
+// releaseCheckpoint gives back n bytes taken by holdCheckpoint.
+func (s *Server) releaseCheckpoint(n int64) {
+	s.cpMem.release(n)
+	s.cfg.Metrics.CheckpointHeld(-n)
+}
+
+// refuseCheckpoint answers an upload refused as too large (413).
+func (s *Server) refuseCheckpoint(w http.ResponseWriter, r *http.Request, err error) {
+	s.cfg.Metrics.CheckpointRefused(CheckpointRefusedTooLarge)
+	s.fail(w, r, err)
+}
+
+// readKeptCount reads the kept count that begins a checkpoint upload, a
+// byte at a time: the bytes read, and the count, 0 if they are not a
+// varint (DecodeCheckpoint then refuses the body).
+func readKeptCount(body io.Reader) ([]byte, uint64) {
+	head := make([]byte, 0, binary.MaxVarintLen64)
+	var b [1]byte
+	for len(head) < cap(head) {
+		if _, err := io.ReadFull(body, b[:]); err != nil {
+			break
+		}
+		head = append(head, b[0])
+		if b[0] < 0x80 {
+			break
+		}
+	}
+	n, _, err := uvarint(head)
+	if err != nil {
+		return head, 0
+	}
+	return head, n
+}
+
+// readCheckpointBody reads a checkpoint upload into one buffer, head (read
+// already) then the rest of body: of its Content-Length, or grown up to
+// limit bytes when the length is unknown. body is hashed into h as it is
+// read; the whole is checked against the signed hash.
+func readCheckpointBody(r *http.Request, c *caller, head []byte, body io.Reader, h hash.Hash, limit int64) ([]byte, error) {
 	var buf []byte
 	if n := r.ContentLength; n >= 0 {
+		if int64(len(head)) > n {
+			return nil, errorf(ErrBadRequest, "reading body: more than its Content-Length of %d bytes", n)
+		}
 		buf = make([]byte, n)
-		if _, err := io.ReadFull(body, buf); err != nil {
+		copy(buf, head)
+		if _, err := io.ReadFull(body, buf[len(head):]); err != nil {
 			return nil, errorf(ErrBadRequest, "reading body: %v", err)
 		}
 	} else {
-		buf = make([]byte, 0, min(int64(64<<10), limit+1))
+		buf = make([]byte, len(head), max(int64(len(head)), min(int64(64<<10), limit+1)))
+		copy(buf, head)
 		for {
 			if len(buf) == cap(buf) {
 				grown := make([]byte, len(buf), min(2*int64(cap(buf)), limit+1))

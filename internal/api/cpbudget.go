@@ -13,25 +13,34 @@ type byteBudget struct {
 	mu      sync.Mutex
 	limit   int64
 	held    int64
-	peak    int64         // the most held at once, for tests and figures
-	waiting int           // acquires waiting for room
-	freed   chan struct{} // closed (and replaced) whenever bytes are given back
+	peak    int64           // the most held at once, for tests and figures
+	waiting int             // acquires waiting for room
+	freed   chan struct{}   // closed (and replaced) whenever bytes are given back
+	onWait  func(delta int) // told +1 when an acquire starts waiting, -1 when it stops; called under mu
 }
 
-func newByteBudget(limit int64) *byteBudget {
-	return &byteBudget{limit: limit, freed: make(chan struct{})}
+func newByteBudget(limit int64, onWait func(delta int)) *byteBudget {
+	return &byteBudget{limit: limit, freed: make(chan struct{}), onWait: onWait}
 }
 
 // acquire takes n bytes (at most limit) from the budget, waiting for room
 // until ctx is done; it reports whether it took them.
 func (b *byteBudget) acquire(ctx context.Context, n int64) bool {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	waited := false
 	for b.held+n > b.limit {
 		if ctx.Err() != nil {
-			b.mu.Unlock()
+			if waited {
+				b.onWait(-1)
+			}
 			return false
 		}
 		freed := b.freed
+		if !waited {
+			waited = true
+			b.onWait(+1) // under mu: state and onWait agree
+		}
 		b.waiting++
 		b.mu.Unlock()
 		select {
@@ -41,9 +50,11 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) bool {
 		b.mu.Lock()
 		b.waiting--
 	}
+	if waited {
+		b.onWait(-1)
+	}
 	b.held += n
 	b.peak = max(b.peak, b.held)
-	b.mu.Unlock()
 	return true
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -38,7 +39,7 @@ func (zeros) ReadAt(p []byte, off int64) (int, error) {
 // TestLargeCheckpointStored: a checkpoint above the old 64 MiB limit (70
 // MiB, a mailbox of about 720,000 messages) is stored and read back byte
 // for byte, over SQLite and PostgreSQL, and the server held it once: its
-// budget saw the body's size and no more.
+// budget saw the body's size and its decoded keep list's and no more.
 func TestLargeCheckpointStored(t *testing.T) {
 	stores := map[string]func(*Config){
 		"sqlite": nil,
@@ -67,8 +68,8 @@ func TestLargeCheckpointStored(t *testing.T) {
 				t.Errorf("stats %+v, want %+v", st, want)
 			}
 			held, peak, _ := e.api.cpMem.state()
-			if body := int64(len(data)) + 3; held != 0 || peak != body {
-				t.Errorf("checkpoint budget: %d bytes held after, %d at most; want 0 and the body's %d", held, peak, body)
+			if body := int64(len(data)) + 3 + 2*8; held != 0 || peak != body {
+				t.Errorf("checkpoint budget: %d bytes held after, %d at most; want 0 and the body and keep list's %d", held, peak, body)
 			}
 			got, err := c.Checkpoint(testCtx(t))
 			if err != nil || got.Pos != 6 || !bytes.Equal(got.Data, data) {
@@ -151,7 +152,9 @@ func TestCheckpointMemoryBudget(t *testing.T) {
 	for _, wait := range []time.Duration{time.Minute, -1} {
 		t.Run(fmt.Sprint(wait), func(t *testing.T) {
 			var g *gatedStore
+			m := &recMetrics{}
 			e := newEnv(t, true, func(c *Config) {
+				c.Metrics = m
 				g = &gatedStore{Store: c.Store, comp: c.Store.(spool.Compactor), small: small,
 					in: make(chan struct{}, 8), open: make(chan struct{})}
 				c.Store = g
@@ -204,6 +207,9 @@ func TestCheckpointMemoryBudget(t *testing.T) {
 						t.Errorf("held upload: %v", err)
 					}
 				}
+				if held, waiting, refused := m.checkpoints(); held != 0 || waiting != 0 || !slices.Equal(refused, []string{CheckpointRefusedMemory}) {
+					t.Errorf("metrics after: %d bytes held, %d waiting, refused %q; want 0, 0, [memory]", held, waiting, refused)
+				}
 				return
 			}
 			for i := range 2 {
@@ -219,6 +225,9 @@ func TestCheckpointMemoryBudget(t *testing.T) {
 			if held, _, _ := e.api.cpMem.state(); held != 2*(big+1) {
 				t.Fatalf("%d bytes held with two uploads waiting, want still %d", held, 2*(big+1))
 			}
+			if held, waiting, _ := m.checkpoints(); held != 2*(big+1) || waiting != 2 {
+				t.Errorf("metrics with two held and two waiting: %d bytes held, %d waiting; want %d, 2", held, waiting, 2*(big+1))
+			}
 			open()
 			for range 4 {
 				if err := <-errs; err != nil {
@@ -228,6 +237,83 @@ func TestCheckpointMemoryBudget(t *testing.T) {
 			if held, peak, _ := e.api.cpMem.state(); held != 0 || peak > 2<<20 {
 				t.Errorf("after: %d bytes held, %d at most; want 0, at most the budget %d", held, peak, 2<<20)
 			}
+			if held, waiting, refused := m.checkpoints(); held != 0 || waiting != 0 || len(refused) != 0 {
+				t.Errorf("metrics after: %d bytes held, %d waiting, refused %q; want 0, 0, none", held, waiting, refused)
+			}
 		})
+	}
+}
+
+// TestCheckpointKeepFollowsLimit: the kept positions one upload may list
+// follow MaxCheckpointBody, one per CheckpointBytesPerKept bytes, instead
+// of a fixed 4,000,000. At a limit of 100 such shares, an upload of the
+// limit's size listing 100 positions is stored, its decoded list counted
+// in the budget; 101 get 413 naming the limit before the body is held.
+func TestCheckpointKeepFollowsLimit(t *testing.T) {
+	const kept = 100
+	limit := int64(kept * CheckpointBytesPerKept)
+	e := newEnv(t, false, func(c *Config) { c.MaxCheckpointBody = limit })
+	if e.api.cfg.MaxCheckpointKeep != kept {
+		t.Fatalf("MaxCheckpointKeep %d at a limit of %d bytes, want %d", e.api.cfg.MaxCheckpointKeep, limit, kept)
+	}
+	c := e.client(t, "alice", e.alice)
+	appendNumbered(t, c, kept+2)
+	positions := func(n int) []uint64 {
+		p := make([]uint64, n)
+		for i := range p {
+			p[i] = uint64(i + 1)
+		}
+		return p
+	}
+	// One byte of count and one a position: the body is limit-1 bytes.
+	_, err := c.PutCheckpoint(testCtx(t), spool.Checkpoint{Pos: kept + 1, Data: make([]byte, limit-2-kept)}, positions(kept+1))
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Status != 413 || IsTemporary(err) {
+		t.Fatalf("upload listing %d positions: %v; want 413, permanent", kept+1, err)
+	}
+	if want := fmt.Sprintf("checkpoint lists %d kept positions, over this server's limit of %d (one per %d bytes of its limit of %d bytes)",
+		kept+1, kept, CheckpointBytesPerKept, limit); ae.Msg != want {
+		t.Errorf("413 says %q, want %q", ae.Msg, want)
+	}
+	if _, peak, _ := e.api.cpMem.state(); peak != 0 {
+		t.Errorf("the refused upload held %d bytes of the budget, want none", peak)
+	}
+	data := make([]byte, limit-1-kept) // the body exactly the limit
+	st, err := c.PutCheckpoint(testCtx(t), spool.Checkpoint{Pos: kept + 1, Data: data}, positions(kept))
+	if err != nil {
+		t.Fatalf("upload of %d bytes listing %d positions: %v", limit, kept, err)
+	}
+	if st.Kept != kept {
+		t.Errorf("stored with %d kept, want %d", st.Kept, kept)
+	}
+	if held, peak, _ := e.api.cpMem.state(); held != 0 || peak != limit+8*kept {
+		t.Errorf("budget: %d bytes held after, %d at most; want 0 and the body and decoded list's %d", held, peak, limit+8*kept)
+	}
+}
+
+// TestCheckpointKeepDerived: at any size limit the keep cap is the limit's
+// share, above the old fixed 4,000,000 at the largest limit, and the
+// memory budget fits the largest upload with its decoded list alone.
+func TestCheckpointKeepDerived(t *testing.T) {
+	for _, tc := range []struct {
+		body, memory int64
+		keep         int
+	}{
+		{0, 0, DefaultMaxCheckpointBody / CheckpointBytesPerKept},
+		{MaxCheckpointBodyLimit, 0, MaxCheckpointBodyLimit / CheckpointBytesPerKept},
+		{MaxCheckpointBodyLimit, 1, MaxCheckpointBodyLimit / CheckpointBytesPerKept},
+		{1000, 1, 1000 / CheckpointBytesPerKept},
+	} {
+		c := Config{MaxCheckpointBody: tc.body, CheckpointMemory: tc.memory}
+		c.fill()
+		if c.MaxCheckpointKeep != tc.keep {
+			t.Errorf("limit %d: MaxCheckpointKeep %d, want %d", tc.body, c.MaxCheckpointKeep, tc.keep)
+		}
+		if hold := c.MaxCheckpointBody + 8*int64(c.MaxCheckpointKeep); c.CheckpointMemory < hold {
+			t.Errorf("limit %d: CheckpointMemory %d under the largest upload's %d", tc.body, c.CheckpointMemory, hold)
+		}
+	}
+	if k := MaxCheckpointBodyLimit / CheckpointBytesPerKept; k <= 4_000_000 {
+		t.Errorf("keep cap at the largest limit %d, not above the old 4,000,000", k)
 	}
 }

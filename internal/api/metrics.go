@@ -29,7 +29,28 @@ type Metrics interface {
 	// Delivery is called once per append request signed by the spool key (a
 	// delivery over HTTP), after the answer, with the status sent.
 	Delivery(status int)
+	// CheckpointHeld is called with the bytes a checkpoint upload takes
+	// from Config.CheckpointMemory (its body and decoded keep list) when
+	// it takes them, and with their negative when it gives them back.
+	CheckpointHeld(delta int64)
+	// CheckpointWaiting is called with +1 when a checkpoint upload starts
+	// waiting for room in Config.CheckpointMemory and with -1 when it
+	// stops waiting.
+	CheckpointWaiting(delta int)
+	// CheckpointRefused is called once per checkpoint upload refused for
+	// its size or the server's memory, with CheckpointRefusedTooLarge
+	// (413) or CheckpointRefusedMemory (503).
+	CheckpointRefused(reason string)
 }
+
+// Reasons given to Metrics.CheckpointRefused.
+const (
+	CheckpointRefusedTooLarge = "too_large" // 413: body or keep list over the limits
+	CheckpointRefusedMemory   = "memory"    // 503: no room in CheckpointMemory within CheckpointWait
+)
+
+// CheckpointRefusals are the reasons given to Metrics.CheckpointRefused.
+var CheckpointRefusals = []string{CheckpointRefusedTooLarge, CheckpointRefusedMemory}
 
 // Reasons given to Metrics.AuthFailure.
 const (
@@ -60,6 +81,9 @@ func (noMetrics) AuthFailure(string)               {}
 func (noMetrics) LongPoll(int)                     {}
 func (noMetrics) StoreAppend(time.Duration, error) {}
 func (noMetrics) Delivery(int)                     {}
+func (noMetrics) CheckpointHeld(int64)             {}
+func (noMetrics) CheckpointWaiting(int)            {}
+func (noMetrics) CheckpointRefused(string)         {}
 
 // observe reports an answered request to the metrics. r is the request as
 // the mux saw it (with its Pattern).

@@ -17,6 +17,10 @@ type recMetrics struct {
 	polls    []int
 	appends  int
 	delivery []int
+
+	cpHeld    int64
+	cpWaiting int
+	cpRefused []string
 }
 
 func (m *recMetrics) Request(method, route string, status int) {
@@ -47,6 +51,31 @@ func (m *recMetrics) Delivery(status int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.delivery = append(m.delivery, status)
+}
+
+func (m *recMetrics) CheckpointHeld(d int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cpHeld += d
+}
+
+func (m *recMetrics) CheckpointWaiting(d int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cpWaiting += d
+}
+
+func (m *recMetrics) CheckpointRefused(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cpRefused = append(m.cpRefused, reason)
+}
+
+// checkpoints returns what the checkpoint hooks were told.
+func (m *recMetrics) checkpoints() (held int64, waiting int, refused []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cpHeld, m.cpWaiting, slices.Clone(m.cpRefused)
 }
 
 func TestMetricsHooks(t *testing.T) {

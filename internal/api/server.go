@@ -81,7 +81,11 @@ type Config struct {
 	// s; negative: no wait.
 	CheckpointWait time.Duration
 	// MaxCheckpointKeep is the most kept positions one checkpoint upload
-	// may list (413 beyond). Zero means 4,000,000 (32 MB in memory).
+	// may list (413 beyond). Zero derives it from MaxCheckpointBody: one
+	// for every CheckpointBytesPerKept bytes (5,162,220 at the default
+	// 256 MiB), so that no checkpoint within the size limit is refused
+	// for its keep list. An upload takes 8 bytes a position it lists from
+	// CheckpointMemory besides its body, for the decoded list.
 	MaxCheckpointKeep int
 	// DefaultReadCount and MaxReadCount: max_count when absent, and its cap.
 	// Zero means 1000 and 10000.
@@ -157,12 +161,14 @@ func (c *Config) fill() {
 	if c.CheckpointMemory <= 0 {
 		c.CheckpointMemory = DefaultCheckpointMemory
 	}
-	c.CheckpointMemory = max(c.CheckpointMemory, c.MaxCheckpointBody)
+	if c.MaxCheckpointKeep <= 0 {
+		c.MaxCheckpointKeep = int(c.MaxCheckpointBody / CheckpointBytesPerKept)
+	}
+	// A kept position takes at least a byte of the body.
+	c.MaxCheckpointKeep = int(min(int64(c.MaxCheckpointKeep), c.MaxCheckpointBody))
+	c.CheckpointMemory = max(c.CheckpointMemory, checkpointHold(c.MaxCheckpointBody, c.MaxCheckpointKeep))
 	if c.CheckpointWait == 0 {
 		c.CheckpointWait = 10 * time.Second
-	}
-	if c.MaxCheckpointKeep <= 0 {
-		c.MaxCheckpointKeep = 4_000_000
 	}
 	if c.DefaultReadCount <= 0 {
 		c.DefaultReadCount = 1000
@@ -232,7 +238,21 @@ const (
 	MaxCheckpointBodyLimit = 1_000_000_000
 	// DefaultCheckpointMemory holds two of the largest default uploads.
 	DefaultCheckpointMemory = 2 * DefaultMaxCheckpointBody
+	// CheckpointBytesPerKept is the fewest bytes of an upload a kept
+	// position comes with, from which MaxCheckpointKeep is derived: each
+	// kept position is the body of at least one live message, and each
+	// message in the state (mailstore.SnapMessage) carries its 16-byte id
+	// and 32-byte digest as CBOR byte strings (17 and 34 bytes), besides
+	// its position's at least one byte in the keep list: 52.
+	CheckpointBytesPerKept = 52
 )
+
+// checkpointHold is what an upload of body bytes listing keep positions
+// takes from CheckpointMemory: its body, and 8 bytes a position for the
+// decoded keep list.
+func checkpointHold(body int64, keep int) int64 {
+	return body + 8*int64(keep)
+}
 
 // Server serves the API v1. Create it with NewServer.
 type Server struct {
@@ -279,7 +299,7 @@ func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
-		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory)}
+		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting)}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	s.openAt = time.Unix(s.fence+1, 0).Add(-cfg.FutureSkew)
 	s.stopping, s.stop = context.WithCancel(context.Background())

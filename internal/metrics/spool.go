@@ -19,6 +19,9 @@ type Spool struct {
 	longPolls    prometheus.Gauge
 	authFailures *prometheus.CounterVec
 	requests     *prometheus.CounterVec
+	cpHeld       prometheus.Gauge
+	cpWaiting    prometheus.Gauge
+	cpRefused    *prometheus.CounterVec
 }
 
 // Known are the label values the hooks are given from fixed sets: their
@@ -27,6 +30,8 @@ type Spool struct {
 type Known struct {
 	LMTPOutcomes []string // deliver.Outcomes
 	AuthReasons  []string // api.AuthReasons
+	// CheckpointRefusals are api.CheckpointRefusals.
+	CheckpointRefusals []string
 }
 
 // NewSpool registers the spool server's metrics in r.
@@ -45,8 +50,15 @@ func NewSpool(r prometheus.Registerer, known Known) *Spool {
 			Help: "HTTP requests refused with 401 or 403, by reason."}, []string{"reason"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_http_requests_total",
 			Help: "HTTP API requests by method, route pattern and status."}, []string{"method", "route", "status"}),
+		cpHeld: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cspool_checkpoint_uploads_held_bytes",
+			Help: "Bytes checkpoint uploads hold now of the --checkpoint-memory budget (bodies and decoded keep lists)."}),
+		cpWaiting: prometheus.NewGauge(prometheus.GaugeOpts{Name: "cspool_checkpoint_uploads_waiting",
+			Help: "Checkpoint uploads waiting now for room in the --checkpoint-memory budget."}),
+		cpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_checkpoint_refusals_total",
+			Help: "Checkpoint uploads refused, by reason: too_large (413), memory (503)."}, []string{"reason"}),
 	}
-	r.MustRegister(s.deliveries, s.appendSecs, s.appendErrors, s.longPolls, s.authFailures, s.requests)
+	r.MustRegister(s.deliveries, s.appendSecs, s.appendErrors, s.longPolls, s.authFailures, s.requests,
+		s.cpHeld, s.cpWaiting, s.cpRefused)
 	// Every series of a fixed label set is there from the start, at 0: a
 	// counter that first appears at 1 loses that 1 to rate() and increase(),
 	// and a dashboard or alert finds every outcome and reason to select.
@@ -62,6 +74,9 @@ func NewSpool(r prometheus.Registerer, known Known) *Spool {
 	}
 	for _, r := range known.AuthReasons {
 		s.authFailures.WithLabelValues(r)
+	}
+	for _, r := range known.CheckpointRefusals {
+		s.cpRefused.WithLabelValues(r)
 	}
 	return s
 }
@@ -93,6 +108,15 @@ func (h *HTTPHooks) StoreAppend(took time.Duration, err error) { h.s.observeAppe
 func (h *HTTPHooks) Delivery(status int) {
 	h.s.deliveries.WithLabelValues("http", httpOutcome(status)).Inc()
 }
+
+// CheckpointHeld moves the gauge of bytes checkpoint uploads hold.
+func (h *HTTPHooks) CheckpointHeld(delta int64) { h.s.cpHeld.Add(float64(delta)) }
+
+// CheckpointWaiting moves the gauge of checkpoint uploads waiting for room.
+func (h *HTTPHooks) CheckpointWaiting(delta int) { h.s.cpWaiting.Add(float64(delta)) }
+
+// CheckpointRefused counts one checkpoint upload refused.
+func (h *HTTPHooks) CheckpointRefused(reason string) { h.s.cpRefused.WithLabelValues(reason).Inc() }
 
 // httpOutcome names a delivery over HTTP by its status, with the names the
 // LMTP listener uses where they mean the same.
