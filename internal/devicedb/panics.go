@@ -11,6 +11,8 @@ import (
 
 	"github.com/ncruces/go-sqlite3"
 	sqlitedriver "github.com/ncruces/go-sqlite3/driver"
+	"github.com/ncruces/go-sqlite3/util/vfsutil"
+	"github.com/ncruces/go-sqlite3/vfs"
 )
 
 // The driver's panics.
@@ -32,7 +34,8 @@ import (
 // rolled the transaction back already, and a write after that would commit
 // on its own). database/sql closes a broken connection when it is given
 // back (IsValid), which frees its SQLite's memory; the next statement opens
-// a new one. Every method of the driver's connections, statements and rows
+// a new one. A connection whose WAL buffer failed to be written out
+// (walbuf.go) is closed the same way. Every method of the driver's connections, statements and rows
 // that database/sql calls is forwarded (as of Go 1.26: a later Go's new
 // optional interfaces are not, and database/sql then uses its general path).
 
@@ -73,7 +76,13 @@ func (n *connector) Connect(ctx context.Context) (_ driver.Conn, err error) {
 			return nil, err
 		}
 	}
-	return &conn{c: c}, nil
+	cn := &conn{c: c}
+	if f, err := c.Raw().FileControl("main", sqlite3.FCNTL_FILE_POINTER); err == nil {
+		if vf, ok := f.(vfs.File); ok {
+			cn.db, _ = vfsutil.UnwrapFile[*mainFile](vf)
+		}
+	}
+	return cn, nil
 }
 
 // OutOfMemory reports whether r, a recovered panic, is the driver's for
@@ -108,6 +117,9 @@ func (e *brokenError) Unwrap() []error { return []error{e.cause, driver.ErrBadCo
 type conn struct {
 	c      sqlitedriver.Conn
 	broken atomic.Pointer[error]
+	// db is the database's file when it is opened through the WAL
+	// buffer (walbuf.go), else nil.
+	db *mainFile
 }
 
 // caught turns a panic of the call it is deferred in into *err and marks
@@ -133,9 +145,13 @@ func (c *conn) usable() error {
 // Raw gives the SQLite connection, as the driver's connection does.
 func (c *conn) Raw() *sqlite3.Conn { return c.c.Raw() }
 
-// IsValid is false once the connection is broken: database/sql then
-// closes it instead of keeping it.
-func (c *conn) IsValid() bool { return c.broken.Load() == nil }
+// IsValid is false once the connection is broken, or once a write-out of
+// its WAL buffer failed (walFile.err, which fails every later use of the
+// WAL): database/sql then closes it instead of keeping it, and the next
+// statement opens a new one.
+func (c *conn) IsValid() bool {
+	return c.broken.Load() == nil && (c.db == nil || !c.db.walFailed())
+}
 
 func (c *conn) Prepare(query string) (driver.Stmt, error) {
 	return c.PrepareContext(context.Background(), query)

@@ -30,8 +30,12 @@ import (
 //
 //   - the end of a commit frame (its header's "database size after
 //     commit" field is not zero; WAL format, sqlite.org/fileformat2.html
-//     §4.1): committed frames are on disk before SQLite publishes them in
-//     the WAL index;
+//     §4.1), and the end of the frame a Sync of the WAL ended inside
+//     (SQLite syncs a commit at a sector boundary in the middle of a
+//     padding frame, a copy of the commit frame whose header it may write
+//     in two pieces, and writes the rest after the sync): committed
+//     frames are on disk before SQLite publishes them in the WAL index,
+//     and a failed write-out fails the commit;
 //   - a Sync of the WAL (synchronous = FULL syncs at every commit), a read
 //     of it, its size, a truncation, a write that does not follow the
 //     buffered bytes;
@@ -42,6 +46,16 @@ import (
 //
 // A crash loses only what was buffered, which SQLite had not synced and
 // so had not committed: the crash guarantees are the WAL's own.
+//
+// A write-out from the use of the shared memory cannot return its error
+// (a full disk: the frames of a transaction that spilled pages and then
+// rolled back, or goes on). Its frames are lost, so every later use of
+// the WAL by that connection fails with the error (walFile.err): the
+// transaction cannot commit, nor read what it lost. database/sql then
+// closes the connection when it is given back (conn.IsValid, panics.go)
+// and the next statement opens a new one, so the writer recovers as
+// soon as the disk has room, not after the connection was idle for 30 s
+// (the pool's idle time-out).
 //
 // The adiantum VFS writes what it is given one block and one write call
 // at a time. The buffer's whole blocks (all but the first and the last of
@@ -111,6 +125,10 @@ func (m *mainFile) SharedMemory() vfs.SharedMemory {
 	return vfsutil.WrapSharedMemory(m.File)
 }
 
+// walFailed reports whether a write-out of the WAL buffer failed where
+// it could not be reported (walFile.err): the connection must be replaced.
+func (m *mainFile) walFailed() bool { return m.wal != nil && m.wal.err != nil }
+
 func (m *mainFile) Close() error {
 	if m.wal != nil {
 		m.wal.main = nil
@@ -167,15 +185,19 @@ type walFile struct {
 	off int64
 	// pageSize is the WAL's page size, from its header (0: not read yet).
 	pageSize int64
-	// commitEnd is the end of the commit frame being written (0: none).
+	// commitEnd is the end of the commit frame being written, or of the
+	// padding frame a Sync ended inside (0: none).
 	commitEnd int64
+	// end is the end of the last write.
+	end int64
 	// checkpointing is set while the connection copies frames into the
 	// database; cache then holds the blocks it read last, decrypted.
 	checkpointing bool
 	cache         [2]cachedBlock
 	next          int
 	// err is a failed write-out of the buffer from SharedMemory, which
-	// cannot return it: every later operation on the WAL fails with it.
+	// cannot return it: every later operation on the WAL fails with it,
+	// and database/sql replaces the connection (mainFile.walFailed).
 	err error
 	// cipher and raw, when set, are the adiantum VFS's cipher for this
 	// file and the file below it, for the whole blocks (writeOut).
@@ -245,6 +267,7 @@ func (w *walFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	w.buf = append(w.buf, p...)
 	end := off + int64(len(p))
+	w.end = end
 	switch {
 	case w.commitEnd != 0 && end >= w.commitEnd:
 		w.commitEnd = 0
@@ -387,7 +410,27 @@ func (w *walFile) Sync(flags vfs.SyncFlag) error {
 	if err := w.settle(); err != nil {
 		return err
 	}
+	w.padding()
 	return w.File.Sync(flags)
+}
+
+// padding makes the rest of a frame that the last write ended inside the
+// end of a commit: SQLite syncs a commit's frames at a sector boundary
+// (its "sync point") in the middle of a padding frame (a copy of the
+// commit frame), writes the rest of that frame after the sync, and then
+// publishes it in the WAL index with the commit, without another sync.
+// Buffered, it would be written out only at the WAL index's next use,
+// where a failure cannot be reported, and the frame would be published
+// without being in the file.
+// (A commit frame was written before, so the page size is known.)
+func (w *walFile) padding() {
+	if w.end <= walHeaderSize || w.pageSize == 0 {
+		return
+	}
+	frame := walFrameHeaderSize + w.pageSize
+	if k := (w.end - walHeaderSize) % frame; k != 0 {
+		w.commitEnd = w.end + frame - k
+	}
 }
 
 func (w *walFile) Size() (int64, error) {
@@ -401,6 +444,7 @@ func (w *walFile) Truncate(size int64) error {
 	if err := w.settle(); err != nil {
 		return err
 	}
+	w.end = min(w.end, size)
 	return w.File.Truncate(size)
 }
 
