@@ -4,32 +4,15 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/ncruces/go-sqlite3"
 	"github.com/ncruces/go-sqlite3/util/vfsutil"
 	"github.com/ncruces/go-sqlite3/vfs"
-)
 
-// mountTmpfs mounts a tmpfs of size on dir, unmounted at the end (a skip
-// where mounting is not permitted: it needs root).
-func mountTmpfs(t *testing.T, dir, size string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot mount a tmpfs on %s (needs root and permission to mount): %v %s", dir, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("unmounting %s: %v %s", dir, err, out)
-		}
-	})
-}
+	"cspool/internal/testproc"
+)
 
 // fillDisk writes zeros to path until its file system is full, then
 // frees keep bytes of it.
@@ -74,7 +57,7 @@ func TestWALWriteOutFull(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			mnt := filepath.Join(t.TempDir(), "fs")
-			mountTmpfs(t, mnt, "16m")
+			testproc.MountTmpfs(t, mnt, "16m")
 			o := Options{Params: walParams}
 			if encrypted {
 				o.Key = &key1

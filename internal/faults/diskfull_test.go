@@ -11,6 +11,7 @@ import (
 	"cspool/internal/api"
 	"cspool/internal/command"
 	"cspool/internal/entry"
+	"cspool/internal/testproc"
 )
 
 // TestDiskFullSpool: the server's spool directory is on a tmpfs that fills
@@ -27,7 +28,7 @@ func TestDiskFullSpool(t *testing.T) {
 	t.Parallel()
 	binary(t)
 	mnt := filepath.Join(t.TempDir(), "spoolfs")
-	needMount(t, mnt, "32m")
+	testproc.MountTmpfs(t, mnt, "32m")
 	c := newCluster(t, clusterOptions{spoolDir: filepath.Join(mnt, "spool")})
 	fill(t, filepath.Join(mnt, "filler"), 1<<20)
 	l := newLedger()
@@ -96,7 +97,7 @@ func TestDiskFullDevice(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "devicefs")
 	// 32 MB for the room freed to outlast the database and its WAL with
 	// everything the load delivers (TestDiskFullSpool says why).
-	needMount(t, mnt, "32m")
+	testproc.MountTmpfs(t, mnt, "32m")
 	c := newCluster(t, clusterOptions{dbDirs: []string{mnt}})
 	fill(t, filepath.Join(mnt, "filler"), 256<<10)
 	l := newLedger()

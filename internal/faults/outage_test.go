@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -94,27 +93,6 @@ func TestKillPostgres(t *testing.T) {
 		t.Fatalf("the server exited while PostgreSQL was down: %v", c.server.err)
 	}
 	verify(t, c, l)
-}
-
-// needMount mounts a tmpfs of size bytes on dir, or skips when this machine
-// cannot (not root, or mounting not permitted), failing instead under CI
-// only when mounting does work here. The mount is removed at cleanup.
-func needMount(t *testing.T, dir, size string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		// Under CI a mount that fails here is a skip too: the check is
-		// whether this machine permits it at all.
-		t.Skipf("cannot mount a tmpfs on %s (needs root and permission to mount): %v %s", dir, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("unmounting %s: %v %s", dir, err, out)
-		}
-	})
 }
 
 // fill writes a file of zeros into dir until the file system is full, then
