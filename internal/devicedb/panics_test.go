@@ -1,39 +1,16 @@
 package devicedb
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
-	"runtime/pprof"
 	"testing"
-	"time"
 
 	"github.com/ncruces/go-sqlite3"
+
+	"cspool/internal/testproc"
 )
-
-// hangLimit is how long a call may take before the test calls it hung:
-// far beyond what it takes, under the race detector on a loaded machine
-// too; a call that fails cleanly returns within it.
-const hangLimit = 2 * time.Minute
-
-// finish runs f and returns its error, or fails the test, with every
-// goroutine's stack, when f has not returned within hangLimit.
-func finish(t *testing.T, what string, f func() error) error {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- f() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(hangLimit):
-		var b bytes.Buffer
-		pprof.Lookup("goroutine").WriteTo(&b, 2)
-		t.Fatalf("%s did not return within %s (hung); goroutines:\n%s", what, hangLimit, b.String())
-		return nil
-	}
-}
 
 // TestOutOfMemoryFailsTheTransaction: SQLite runs out of memory in the
 // middle of a write transaction (its heap limited to 8 MB, rows of 1, 2,
@@ -57,7 +34,7 @@ func TestOutOfMemoryFailsTheTransaction(t *testing.T) {
 			mustExec(t, db, "INSERT INTO t VALUES (x'00')")
 			mustExec(t, db, "PRAGMA hard_heap_limit = 8000000")
 			inserted := 0
-			err = finish(t, "a transaction that ran out of memory", func() error {
+			err = testproc.Finish(t, "a transaction that ran out of memory", func() error {
 				tx, err := db.BeginTx(ctx, nil)
 				if err != nil {
 					return err
@@ -83,10 +60,10 @@ func TestOutOfMemoryFailsTheTransaction(t *testing.T) {
 			}
 			t.Logf("%d rows inserted, then: %v", inserted, err)
 			var n int
-			if err := finish(t, "a count after it", func() error { return db.QueryRow("SELECT count(*) FROM t").Scan(&n) }); err != nil || n != 1 {
+			if err := testproc.Finish(t, "a count after it", func() error { return db.QueryRow("SELECT count(*) FROM t").Scan(&n) }); err != nil || n != 1 {
 				t.Fatalf("rows after the failed transaction: %d, %v; want the 1 from before", n, err)
 			}
-			err = finish(t, "a transaction after it", func() error {
+			err = testproc.Finish(t, "a transaction after it", func() error {
 				tx, err := db.BeginTx(ctx, nil)
 				if err != nil {
 					return err

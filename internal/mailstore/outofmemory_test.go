@@ -1,43 +1,19 @@
 package mailstore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"reflect"
-	"runtime/pprof"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ncruces/go-sqlite3"
 
 	"cspool/internal/devicedb"
 	"cspool/internal/mimeform"
+	"cspool/internal/testproc"
 )
-
-// hangLimit is how long a call may take before the test calls it hung:
-// far beyond what it takes, under the race detector on a loaded machine
-// too; a call that fails cleanly returns within it.
-const hangLimit = 2 * time.Minute
-
-// finish runs f and returns its error, or fails the test, with every
-// goroutine's stack, when f has not returned within hangLimit.
-func finish(t *testing.T, what string, f func() error) error {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- f() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(hangLimit):
-		var b bytes.Buffer
-		pprof.Lookup("goroutine").WriteTo(&b, 2)
-		t.Fatalf("%s did not return within %s (hung); goroutines:\n%s", what, hangLimit, b.String())
-		return nil
-	}
-}
 
 // limitHeap limits the SQLite heap of the store's writer connection (each
 // connection has a SQLite of its own) to bytes: an allocation beyond it
@@ -77,7 +53,7 @@ func TestOutOfMemoryInApply(t *testing.T) {
 			}
 			before := dump(t, s)
 			limitHeap(t, s, 2_000_000)
-			err = finish(t, "an Apply that ran out of memory", func() error {
+			err = testproc.Finish(t, "an Apply that ran out of memory", func() error {
 				_, err := s.Apply(ctx, batch, batch[len(batch)-1].Pos)
 				return err
 			})
@@ -93,7 +69,7 @@ func TestOutOfMemoryInApply(t *testing.T) {
 				t.Fatalf("the store changed in an Apply that failed:\nbefore %+v\nafter  %+v", before, after)
 			}
 			var res *Result
-			if err := finish(t, "the Apply after it", func() (err error) {
+			if err := testproc.Finish(t, "the Apply after it", func() (err error) {
 				res, err = s.Apply(ctx, batch, batch[len(batch)-1].Pos)
 				return err
 			}); err != nil {
@@ -112,7 +88,7 @@ func TestOutOfMemoryInApply(t *testing.T) {
 			}
 
 			limitHeap(t, s, 2_000_000)
-			err = finish(t, "indexing that ran out of memory", func() error {
+			err = testproc.Finish(t, "indexing that ran out of memory", func() error {
 				_, _, err := s.IndexPending(ctx, 100)
 				return err
 			})
@@ -121,7 +97,7 @@ func TestOutOfMemoryInApply(t *testing.T) {
 			}
 			t.Logf("IndexPending: %v", err)
 			var done, left int
-			if err := finish(t, "indexing after it", func() (err error) {
+			if err := testproc.Finish(t, "indexing after it", func() (err error) {
 				done, left, err = s.IndexPending(ctx, 100)
 				return err
 			}); err != nil || done != 8 || left != 0 {

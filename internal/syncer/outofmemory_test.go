@@ -15,12 +15,8 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
+	"cspool/internal/testproc"
 )
-
-// hangLimit is how long the test waits for the device to reach the
-// spool's head before it calls the syncer hung: far beyond what it takes,
-// under the race detector on a loaded machine too.
-const hangLimit = 2 * time.Minute
 
 // TestStoreOutOfMemoryRetried: SQLite runs out of memory applying a
 // batch (the store's writer connection opened with 4 MB of memory, the
@@ -52,7 +48,7 @@ func TestStoreOutOfMemoryRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop := run(t, s)
-	for deadline := time.Now().Add(hangLimit); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testproc.HangLimit); ; time.Sleep(20 * time.Millisecond) {
 		if pos, err := ms.Position(ctx); err != nil {
 			t.Fatal(err)
 		} else if pos == 5 {
@@ -61,7 +57,7 @@ func TestStoreOutOfMemoryRetried(t *testing.T) {
 		if time.Now().After(deadline) {
 			var b bytes.Buffer
 			pprof.Lookup("goroutine").WriteTo(&b, 2)
-			t.Fatalf("the device did not reach position 5 within %s (hung); its log:\n%s\ngoroutines:\n%s", hangLimit, log, b.String())
+			t.Fatalf("the device did not reach position 5 within %s (hung); its log:\n%s\ngoroutines:\n%s", testproc.HangLimit, log, b.String())
 		}
 	}
 	stop()
