@@ -89,7 +89,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		if opts.BodyStructure != nil {
 			want = want&^mailstore.WantStructure | mailstore.WantStructureWire
 		}
-		if want == mailstore.WantStructureWire && structureIndexes {
+		if formIndexes {
 			// The messages from their index, without a row each.
 			want |= mailstore.WantListing
 		}
@@ -157,11 +157,11 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 // listedFetch turns fetchListed on; tests turn it off to compare.
 var listedFetch = true
 
-// structureIndexes has a FETCH of BODYSTRUCTURE alone (with UID, FLAGS,
-// INTERNALDATE or RFC822.SIZE or not) read the messages from the index
-// messages_listing (WantListing) instead of a row of the table each, and
-// the forms rows; tests turn it off to compare.
-var structureIndexes = true
+// formIndexes has a FETCH of ENVELOPE, BODYSTRUCTURE or both (with UID,
+// FLAGS, INTERNALDATE or RFC822.SIZE or not) read the messages from the
+// index messages_listing (WantListing) instead of a row of the table
+// each, and the forms and structures rows; tests turn it off to compare.
+var formIndexes = true
 
 // fetchBlock gathers FETCH responses the session writes itself and hands
 // them to the framer a block of holdBytes at a time; flush goes first

@@ -63,11 +63,16 @@ func BenchmarkListedFetch(b *testing.B) {
 
 // benchStore is a store of n messages delivered to INBOX, in batches of
 // 1,000: mostly a short text/plain message, every fourth a
-// multipart/alternative one, so that BODYSTRUCTURE has both shapes.
+// multipart/alternative one, so that BODYSTRUCTURE has both shapes;
+// encrypted at rest as a device's, or in plaintext when
+// CSPOOL_LISTED_BENCH_PLAIN is 1.
 func benchStore(b *testing.B, n int) *mailstore.Store {
 	b.Helper()
-	key := devicedb.Key{7}
-	ms, err := mailstore.OpenWith(filepath.Join(b.TempDir(), "device.db"), mailstore.Options{Parser: mimeform.Parser{}, Key: &key})
+	key := &devicedb.Key{7}
+	if os.Getenv("CSPOOL_LISTED_BENCH_PLAIN") == "1" {
+		key = nil
+	}
+	ms, err := mailstore.OpenWith(filepath.Join(b.TempDir(), "device.db"), mailstore.Options{Parser: mimeform.Parser{}, Key: key})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -96,14 +101,14 @@ func benchStore(b *testing.B, n int) *mailstore.Store {
 	return ms
 }
 
-// BenchmarkFormsFetch sends FETCH 1:* (BODYSTRUCTURE), and of ENVELOPE
-// beside it, over a loopback connection to a server on benchStore's
-// CSPOOL_LISTED_BENCH_N messages (default 10,000), warm (one FETCH
-// before the timing), and reports the process's CPU per FETCH as
-// BenchmarkListedFetch does: BODYSTRUCTURE "indexes" reads the messages
-// from the index messages_listing (structureIndexes), "rows" a row of
-// messages each as before; both read the forms rows. Run with -count to
-// alternate the two:
+// BenchmarkFormsFetch sends FETCH 1:* of BODYSTRUCTURE, ENVELOPE and
+// (ENVELOPE FLAGS) over a loopback connection to a server on benchStore's
+// CSPOOL_LISTED_BENCH_N messages (default 10,000; in plaintext with
+// CSPOOL_LISTED_BENCH_PLAIN=1), warm (one FETCH before the timing), and
+// reports the process's CPU per FETCH as BenchmarkListedFetch does:
+// "indexes" reads the messages from the index messages_listing
+// (formIndexes), "rows" a row of messages each as before; both read the
+// forms and structures rows. Run with -count to alternate the two:
 //
 //	CSPOOL_LISTED_BENCH_N=100000 go test ./internal/imapd -run '^$' -bench FormsFetch -count 4
 func BenchmarkFormsFetch(b *testing.B) {
@@ -114,14 +119,16 @@ func BenchmarkFormsFetch(b *testing.B) {
 	defer stop()
 	do := func(cmd string) int { n, _ := session(cmd); return n }
 	do("EXAMINE INBOX")
-	defer func() { structureIndexes = true }()
+	defer func() { formIndexes = true }()
 	for _, run := range []struct {
 		name, items string
 		indexes     bool
-	}{{"BODYSTRUCTURE/indexes", "BODYSTRUCTURE", true}, {"BODYSTRUCTURE/rows", "BODYSTRUCTURE", false}, {"ENVELOPE", "ENVELOPE", true}} {
+	}{{"BODYSTRUCTURE/indexes", "BODYSTRUCTURE", true}, {"BODYSTRUCTURE/rows", "BODYSTRUCTURE", false},
+		{"ENVELOPE/indexes", "ENVELOPE", true}, {"ENVELOPE/rows", "ENVELOPE", false},
+		{"ENVELOPE_FLAGS/indexes", "ENVELOPE FLAGS", true}, {"ENVELOPE_FLAGS/rows", "ENVELOPE FLAGS", false}} {
 		items := run.items
 		b.Run(run.name, func(b *testing.B) {
-			structureIndexes = run.indexes
+			formIndexes = run.indexes
 			do("FETCH 1:* (" + items + ")") // untimed
 			c0 := processCPU(b)
 			b.ResetTimer()

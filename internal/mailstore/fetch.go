@@ -42,10 +42,10 @@ const (
 	// UID, flags, internal date and size alone, read from the index that
 	// holds them (messages_listing, schema 14) without the table's rows;
 	// ID and ModSeq are left zero, and LoadRaw cannot load the message.
-	// With WantStructureWire alone instead of WantMetadataOnly, the same
-	// and the body structure's IMAP form, the messages read from the
-	// index (which holds the body since schema 17) and a structures row
-	// for each.
+	// With WantEnvelopeWire, WantStructureWire or both instead of
+	// WantMetadataOnly, the same and those IMAP forms, the messages read
+	// from the index (which holds the body since schema 17) and a forms
+	// or structures row, or both, for each.
 	WantListing
 )
 
@@ -360,7 +360,7 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel sel
 
 // FetchForms is Fetch for a FETCH the IMAP session writes itself: want
 // holds only WantEnvelopeWire, WantStructureWire or WantMetadataOnly, and
-// WantListing with WantMetadataOnly alone or WantStructureWire alone. The
+// WantListing with WantMetadataOnly alone or with either form or both. The
 // rows are read through the SQLite driver itself, not database/sql, and
 // one Message serves every row: it and its slices are fn's only until fn
 // returns (a row without a system flag's keywords costs no allocation).
@@ -369,8 +369,9 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids UIDSet,
 	if err := s.check(); err != nil {
 		return err
 	}
-	if want&^(WantEnvelopeWire|WantStructureWire|WantMetadataOnly|WantListing) != 0 || want == 0 ||
-		(want&WantListing != 0 && want != WantMetadataOnly|WantListing && want != WantStructureWire|WantListing) {
+	forms := want & (WantEnvelopeWire | WantStructureWire)
+	if want&^(WantEnvelopeWire|WantStructureWire|WantMetadataOnly|WantListing) != 0 || want&^WantListing == 0 ||
+		(want&WantListing != 0 && want != WantMetadataOnly|WantListing && want != forms|WantListing) {
 		return fmt.Errorf("reading mailbox %s: FetchForms cannot load %#b", mailbox, want)
 	}
 	if len(uids) == 0 {
@@ -412,11 +413,28 @@ func formsQuery(want Want) string {
 	var b strings.Builder
 	b.WriteString("SELECT m.uid, m.flags, m.keywords, m.date, m.size")
 	switch {
-	case want == WantStructureWire|WantListing:
-		// The index, which holds the body (schema 17), and a structures
-		// row by its rowid (schema 19), not a messages row besides.
-		b.WriteString(", m.body, 0, 0, NULL, st.structure FROM messages m INDEXED BY messages_listing" +
-			" LEFT JOIN structures st ON st.bid = m.body")
+	case want&WantListing != 0 && want&(WantEnvelopeWire|WantStructureWire) != 0:
+		// The index, which holds the body (schema 17), and a forms or
+		// structures row by its rowid (schema 19), not a messages row
+		// besides.
+		b.WriteString(", m.body, 0, 0")
+		if want&WantEnvelopeWire != 0 {
+			b.WriteString(", f.envelope")
+		} else {
+			b.WriteString(", NULL")
+		}
+		if want&WantStructureWire != 0 {
+			b.WriteString(", st.structure")
+		} else {
+			b.WriteString(", NULL")
+		}
+		b.WriteString(" FROM messages m INDEXED BY messages_listing")
+		if want&WantEnvelopeWire != 0 {
+			b.WriteString(" LEFT JOIN forms f ON f.bid = m.body")
+		}
+		if want&WantStructureWire != 0 {
+			b.WriteString(" LEFT JOIN structures st ON st.bid = m.body")
+		}
 	case want&WantListing != 0:
 		b.WriteString(" FROM messages m")
 	case want&(WantEnvelopeWire|WantStructureWire) == WantEnvelopeWire|WantStructureWire:

@@ -429,22 +429,23 @@ func TestFetchFormsListing(t *testing.T) {
 	if !strings.Contains(strings.Join(plan, "\n"), "USING COVERING INDEX messages_listing") {
 		t.Errorf("the listing's plan reads more than the index:\n%s", strings.Join(plan, "\n"))
 	}
-	for _, bad := range []Want{WantListing, WantListing | WantEnvelopeWire, WantListing | WantMetadataOnly | WantStructureWire, WantListing | WantEnvelopeWire | WantStructureWire} {
+	for _, bad := range []Want{WantListing, WantListing | WantMetadataOnly | WantStructureWire, WantListing | WantMetadataOnly | WantEnvelopeWire} {
 		if err := s.FetchForms(t.Context(), InboxID(), UIDSet{{Start: 1, Stop: 0}}, bad, func(*Message) error { return nil }); err == nil {
 			t.Errorf("FetchForms with %#b: no error", bad)
 		}
 	}
 }
 
-// TestFetchFormsStructureListing: WantStructureWire with WantListing gives
-// every message the UID, flags, date, size and body structure (its IMAP
-// form, or the stored structure where the body has no form) that
-// WantStructureWire alone gives, for every UID set, over a mailbox with
-// expunged gaps, keywords, a body two messages share, bodies without a
-// form (8-bit parameters, a structures row whose structure is NULL, a
-// body without a structures row), and leaves ID and ModSeq zero; its plan
-// reads the messages from the covering index messages_listing, no row of
-// the table, and structures by rowid.
+// TestFetchFormsStructureListing: WantEnvelopeWire, WantStructureWire or
+// both with WantListing give every message the UID, flags, date, size,
+// envelope and body structure (their IMAP forms, or the stored values
+// where the body lacks a form asked for) that the same want without
+// WantListing gives, for every UID set, over a mailbox with expunged
+// gaps, keywords, a body two messages share, bodies without a form (8-bit
+// fields, a forms or structures row whose form is NULL, a body without a
+// forms or structures row), and leave ID and ModSeq zero; their plans
+// read the messages from the covering index messages_listing, no row of
+// the table, and forms and structures by rowid.
 func TestFetchFormsStructureListing(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
@@ -485,68 +486,79 @@ func TestFetchFormsStructureListing(t *testing.T) {
 	mustApply(t, s, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, "$Work"}, IDs: ids[5:9]}),
 		l.user(&command.Command{Kind: command.Expunge, IDs: []command.ID{ids[2], ids[10], ids[11], ids[12], ids[39]}}))
 	// Message 15's body loses its structures row, message 20's its
-	// structure's form.
+	// structure's form; message 25's its forms row, message 35's its
+	// envelope's form.
 	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, "DELETE FROM structures WHERE bid = ?", bids[14])
-		if err == nil {
-			_, err = tx.ExecContext(ctx, "UPDATE structures SET structure = NULL WHERE bid = ?", bids[19])
+		for _, q := range []struct {
+			sql string
+			bid int64
+		}{{"DELETE FROM structures WHERE bid = ?", bids[14]}, {"UPDATE structures SET structure = NULL WHERE bid = ?", bids[19]},
+			{"DELETE FROM forms WHERE bid = ?", bids[24]}, {"UPDATE forms SET envelope = NULL WHERE bid = ?", bids[34]}} {
+			if _, err := tx.ExecContext(ctx, q.sql, q.bid); err != nil {
+				return err
+			}
 		}
-		return err
+		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	show := func(m *Message) string {
-		return fmt.Sprintf("%d %v %d %d form %q stored %q", m.UID, m.Flags, m.InternalDate.UnixMilli(), m.Size, m.StructureWire, m.BodyStructure)
-	}
-	forms, stored := 0, 0
-	for _, set := range []UIDSet{{{Start: 1, Stop: 0}}, {{Start: 2, Stop: 13}}, {{Start: 30, Stop: 0}, {Start: 1, Stop: 1}}, {{Start: 40, Stop: 49}}, {{Start: 3, Stop: 3}}} {
-		var got, want []string
-		if err := s.FetchForms(ctx, InboxID(), set, WantStructureWire, func(m *Message) error {
-			want = append(want, show(m))
-			if m.StructureWire != nil {
-				forms++
-			} else {
-				stored++
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.FetchForms(ctx, InboxID(), set, WantStructureWire|WantListing, func(m *Message) error {
-			got = append(got, show(m))
-			if m.ID != (command.ID{}) || m.ModSeq != 0 {
-				t.Errorf("UID %d: ID %x, modseq %d; want both zero", m.UID, m.ID, m.ModSeq)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("UIDs %v:\n listing %q\n forms   %q", set, got, want)
-		}
-	}
-	if forms == 0 || stored < 3 {
-		t.Errorf("%d messages with a form, %d without; want both kinds", forms, stored)
+		return fmt.Sprintf("%d %v %d %d forms %q %q stored %q %q", m.UID, m.Flags, m.InternalDate.UnixMilli(), m.Size,
+			m.EnvelopeWire, m.StructureWire, m.Envelope, m.BodyStructure)
 	}
 	inbox := InboxID()
-	rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+formsQuery(WantStructureWire|WantListing), inbox[:], 1, 40)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+	for _, form := range []Want{WantStructureWire, WantEnvelopeWire, WantEnvelopeWire | WantStructureWire} {
+		forms, stored := 0, 0
+		for _, set := range []UIDSet{{{Start: 1, Stop: 0}}, {{Start: 2, Stop: 13}}, {{Start: 30, Stop: 0}, {Start: 1, Stop: 1}}, {{Start: 40, Stop: 49}}, {{Start: 3, Stop: 3}}} {
+			var got, want []string
+			if err := s.FetchForms(ctx, InboxID(), set, form, func(m *Message) error {
+				want = append(want, show(m))
+				if m.StructureWire != nil || m.EnvelopeWire != nil {
+					forms++
+				} else {
+					stored++
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.FetchForms(ctx, InboxID(), set, form|WantListing, func(m *Message) error {
+				got = append(got, show(m))
+				if m.ID != (command.ID{}) || m.ModSeq != 0 {
+					t.Errorf("%#b, UID %d: ID %x, modseq %d; want both zero", form, m.UID, m.ID, m.ModSeq)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%#b, UIDs %v:\n listing %q\n forms   %q", form, set, got, want)
+			}
+		}
+		if forms == 0 || stored < 3 {
+			t.Errorf("%#b: %d messages with a form, %d without; want both kinds", form, forms, stored)
+		}
+		rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+formsQuery(form|WantListing), inbox[:], 1, 40)
+		if err != nil {
 			t.Fatal(err)
 		}
-		plan = append(plan, detail)
-	}
-	if err := rows.Close(); err != nil {
-		t.Fatal(err)
-	}
-	p := strings.Join(plan, "\n")
-	if !strings.Contains(p, "USING COVERING INDEX messages_listing") || !strings.Contains(p, "st USING INTEGER PRIMARY KEY") {
-		t.Errorf("the structure's plan reads more than the index and structures:\n%s", p)
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		if err := rows.Close(); err != nil {
+			t.Fatal(err)
+		}
+		p := strings.Join(plan, "\n")
+		if !strings.Contains(p, "USING COVERING INDEX messages_listing") ||
+			(form&WantStructureWire != 0) != strings.Contains(p, "st USING INTEGER PRIMARY KEY") ||
+			(form&WantEnvelopeWire != 0) != strings.Contains(p, "f USING INTEGER PRIMARY KEY") {
+			t.Errorf("%#b: the plan reads more than the index, forms and structures:\n%s", form, p)
+		}
 	}
 }

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The warm and cold FETCH figures of bench/imap.sh (part 2') on mailboxes
+# made once, so that a quiet hour is spent measuring, not syncing:
+#
+#   bash bench/fetchreads.sh prepare DIR
+#       keys, a spool of N messages of ~10 KB (as bench/imap.sh seeds
+#       them), two device databases synced to it (encrypted at rest, and
+#       plaintext by a -tags cspool_bench_plaintext build), then BIG - N
+#       more of 2 KB and two more databases synced to all BIG, each
+#       daemon stopped once its search index is complete; two Dovecot
+#       Maildirs of the same N and BIG messages, indexed by doveadm.
+#   bash bench/fetchreads.sh reads DIR SIZE BUILD CLIENT [CSPOOL]
+#       SIZE n or big, BUILD enc or plain, CLIENT imaplib or socket:
+#       bench/imap.sh's reads (each of its six FETCH 1:* items after a
+#       restart of both servers, then RUNS more in turns on one connection
+#       each) of that database against Dovecot; CSPOOL is the daemon's
+#       binary (default DIR/cspool, or DIR/cspool-plain for plain), so
+#       that another build reads the same database in turn.
+#   bash bench/fetchreads.sh atrest DIR SIZE CSPOOL CSPOOL_PLAIN
+#       FETCH 1:* (ENVELOPE FLAGS) of the encrypted and the plaintext
+#       database of SIZE, in turns on one connection each after a restart
+#       of both, as imaplib times it (bench/atrest.sh's FETCH, which
+#       times each build on a database it has just synced).
+#
+# The ports are PORTS (default 46140) + 3 to 6 and PORTS + 859 (the spool
+# server, started by each command and stopped at its end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib/dovecot.sh
+N=${N:-10000}
+BIG=${BIG:-100000}
+RUNS=${RUNS:-5}
+P=${PORTS:-46140}
+IB="python3 $PWD/bench/lib/imapbench.py"
+READS=("(ENVELOPE FLAGS)" "(ENVELOPE)" "(FLAGS)" "(BODYSTRUCTURE)" "(RFC822.SIZE)" "(UID)")
+cmd=$1 dir=$(realpath -m "$2")
+shift 2
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
+	dovecot_stop "$dir/dv-n"
+	dovecot_stop "$dir/dv-big"
+}
+trap cleanup EXIT
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+server() {
+	"$dir/cspool" server --spool-dir "$dir/spool" --users "$dir/users" --spool-key "$dir/spool.sec" \
+		--port $((P + 859)) 2>>"$dir/server.log" &
+	pids+=($!)
+	local i
+	for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$((P + 859))) 2>/dev/null && break; sleep 0.1; done
+	sleep 1.1 # past the server's start second (API.md §2)
+}
+
+# daemon BIN DB PORT LOG: start a daemon (its pid in dpid).
+daemon() {
+	"$1" imap-server --user alice --user-key "$dir/user.sec" --user-public-key "$dir/user.pub" \
+		--spool-key "$dir/spool.pub" --spool-server http://127.0.0.1:$((P + 859)) --db "$2" \
+		--password pw --port "$3" --status-addr '' 2>>"$4" >/dev/null &
+	dpid=$!
+	pids+=($dpid)
+}
+stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
+
+# idle PID TIMEOUT: as bench/imap.sh's, two calm seconds in a row.
+idle() {
+	local t0 c0 c1 calm=0
+	t0=$(date +%s)
+	c0=$(cpu "$1")
+	while [ $(($(date +%s) - t0)) -lt "$2" ]; do
+		sleep 1
+		c1=$(cpu "$1")
+		if python3 -c "import sys; sys.exit(0 if $c1 - $c0 < 0.02 else 1)"; then calm=$((calm + 1)); else calm=0; fi
+		c0=$c1
+		[ "$calm" -ge 2 ] && break
+	done
+	echo "daemon idle after $(($(date +%s) - t0)) s" >&2
+}
+
+# synced BIN DB COUNT: sync DB to COUNT messages, wait for its search
+# index, stop the daemon.
+synced() {
+	local t0=$SECONDS
+	daemon "$1" "$2" $((P + 3)) "$2.log"
+	$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$3" 3600 >/dev/null
+	echo "$(basename "$2"): synced $3 in $((SECONDS - t0)) s (load $(load))"
+	until [ "$("$dir/cspool" status --db "$2" --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["search"]["unindexed"])')" = 0 ]; do
+		[ $((SECONDS - t0)) -lt 3600 ] || { echo "no complete index after an hour" >&2; exit 1; }
+		sleep 2
+	done
+	echo "$(basename "$2"): indexed in $((SECONDS - t0)) s (load $(load))"
+	stop "$dpid"
+}
+
+case $cmd in
+prepare)
+	mkdir -p "$dir"
+	chmod 755 "$dir"
+	go build -o "$dir/cspool" ./cmd/cspool
+	go build -tags cspool_bench_plaintext -o "$dir/cspool-plain" ./cmd/cspool
+	go build -o "$dir/seed" ./bench/seed
+	(
+		cd "$dir"
+		./cspool gen-keys user.sec user.pub >/dev/null
+		./cspool gen-keys spool.sec spool.pub >/dev/null
+		echo "alice $(grep -v '^#' user.pub)" >users
+		./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$N" >/dev/null
+	)
+	server
+	synced "$dir/cspool" "$dir/enc-n.db" "$N"
+	synced "$dir/cspool-plain" "$dir/plain-n.db" "$N"
+	(cd "$dir" && ./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec \
+		--count "$((BIG - N))" --size 2048 --seed 2 >/dev/null)
+	synced "$dir/cspool" "$dir/enc-big.db" "$BIG"
+	synced "$dir/cspool-plain" "$dir/plain-big.db" "$BIG"
+	for s in n big; do
+		dovecot_start "$dir/dv-$s" $((P + 4)) $((P + 285)) alice pw
+		"$dir/seed" maildir --dir "$dir/dv-$s/mail/alice/Maildir" --count "$N" >/dev/null
+		[ $s = big ] && "$dir/seed" maildir --dir "$dir/dv-$s/mail/alice/Maildir" --count "$((BIG - N))" \
+			--size 2048 --seed 2 --first "$N" >/dev/null
+		chown -R vmail:vmail "$dir/dv-$s/mail"
+		doveadm -c "$dir/dv-$s/dovecot.conf" index -u alice INBOX 2>/dev/null || true
+		dovecot_stop "$dir/dv-$s"
+	done
+	echo "prepared $dir (load $(load))"
+	;;
+reads)
+	size=$1 build=$2 client=$3
+	bin=${4:-$dir/cspool}
+	[ "$build" = plain ] && bin=${4:-$dir/cspool-plain}
+	bin=$(realpath "$bin")
+	case $client in imaplib) pair=pair ;; socket) pair=sockpair ;; *) echo "CLIENT is imaplib or socket" >&2; exit 2 ;; esac
+	count=$N
+	[ "$size" = big ] && count=$BIG
+	db=$dir/$build-$size.db
+	out=$(mktemp)
+	server
+	for item in "${READS[@]}"; do
+		daemon "$bin" "$db" $((P + 3)) "$dir/reads.log"
+		dovecot_start "$dir/dv-$size" $((P + 4)) $((P + 285)) alice pw
+		$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$count" 600 >/dev/null
+		$IB waitcount 127.0.0.1 $((P + 4)) alice pw "$count" 600 >/dev/null
+		idle "$dpid" 300
+		$IB $pair 127.0.0.1 $((P + 3)) $((P + 4)) alice pw "$RUNS" "$item" >"$out.pair"
+		echo "{\"server\": \"cspool\", \"r\": $(sed -n 1p "$out.pair")}" >>"$out"
+		echo "{\"server\": \"dovecot\", \"r\": $(sed -n 2p "$out.pair")}" >>"$out"
+		stop "$dpid"
+		dovecot_stop "$dir/dv-$size"
+	done
+	python3 - "$out" "$count" "$RUNS" "$(load)" "$client" "$build" "$bin" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in rows:
+    by.setdefault(r["r"]["items"], {})[r["server"]] = r["r"]
+print(f"FETCH 1:* at {sys.argv[2]} messages, {sys.argv[6]} database, {sys.argv[7]}, client {sys.argv[5]}: cold = first after a restart of both, warm = best of {sys.argv[3]} after it on one connection (load average {sys.argv[4]})")
+print(f"{'items':<18} {'cspool cold':>11} {'Dovecot cold':>12} {'ratio':>6} {'cspool warm':>11} {'Dovecot warm':>12} {'ratio':>6} {'median ratio':>12} {'answered':>17}")
+for items, d in by.items():
+    c, v = d["cspool"], d["dovecot"]
+    print(f"{items:<18} {c['cold_seconds']:>11.3f} {v['cold_seconds']:>12.3f} {c['cold_seconds']/v['cold_seconds']:>6.2f} "
+          f"{c['warm_seconds']:>11.3f} {v['warm_seconds']:>12.3f} {c['warm_seconds']/v['warm_seconds']:>6.2f} "
+          f"{c['warm_median_seconds']/v['warm_median_seconds']:>12.2f} {c['answered']:>8}/{v['answered']:<8}")
+PY
+	rm -f "$out" "$out.pair"
+	;;
+atrest)
+	size=$1 enc=$(realpath "$2") plain=$(realpath "$3")
+	count=$N
+	[ "$size" = big ] && count=$BIG
+	server
+	daemon "$enc" "$dir/enc-$size.db" $((P + 3)) "$dir/atrest.log"
+	e=$dpid
+	daemon "$plain" "$dir/plain-$size.db" $((P + 6)) "$dir/atrest.log"
+	p=$dpid
+	$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$count" 600 >/dev/null
+	$IB waitcount 127.0.0.1 $((P + 6)) alice pw "$count" 600 >/dev/null
+	idle "$e" 300
+	idle "$p" 300
+	r=$($IB pair 127.0.0.1 $((P + 3)) $((P + 6)) alice pw "$RUNS" "(ENVELOPE FLAGS)")
+	python3 - "$r" "$count" "$RUNS" "$(load)" "$enc" "$plain" <<'PY'
+import json, sys
+e, p = [json.loads(l) for l in sys.argv[1].splitlines()]
+print(f"FETCH 1:* (ENVELOPE FLAGS) of {sys.argv[2]}, encrypted ({sys.argv[5]}) against plaintext ({sys.argv[6]}), imaplib, in turns (load average {sys.argv[4]}):")
+print(f"  cold {e['cold_seconds']:.3f} s against {p['cold_seconds']:.3f} s ({e['cold_seconds']/p['cold_seconds']:.2f}x); "
+      f"warm best of {sys.argv[3]} {e['warm_seconds']:.3f} s against {p['warm_seconds']:.3f} s ({e['warm_seconds']/p['warm_seconds']:.2f}x); "
+      f"medians {e['warm_median_seconds']:.3f} s against {p['warm_median_seconds']:.3f} s ({e['warm_median_seconds']/p['warm_median_seconds']:.2f}x)")
+PY
+	;;
+*)
+	echo "usage: bench/fetchreads.sh prepare|reads|atrest DIR ..." >&2
+	exit 2
+	;;
+esac
