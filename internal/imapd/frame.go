@@ -232,8 +232,13 @@ func (fc *frameConn) nextCommand() error {
 		}
 		authed := fc.authed
 		fc.mu.Unlock()
-		if cont && !long {
+		if cont {
 			fc.pending = line
+			if long {
+				// An empty line in its place: the library answers the
+				// command in progress (AUTHENTICATE, IDLE) under its tag.
+				fc.pending = []byte("\r\n")
+			}
 			return nil
 		}
 		tag, name, problem := parseCommandStart(line)
@@ -485,15 +490,21 @@ func (fc *frameConn) dropRest() error {
 }
 
 // readLine reads one line, LF included. A line over maxLine is read to its
-// end and dropped; long is then true.
+// end and dropped; long is then true, and line is its first maxLine bytes
+// (without the LF), which hold its tag for the BAD reply. (Its end would
+// give another tag, or a tag of the client's choice: the reply must carry
+// the command's own, RFC 9051 section 7.1.3.)
 func (fc *frameConn) readLine() (line []byte, long bool, err error) {
 	var buf []byte
 	for {
 		chunk, err := fc.br.ReadSlice('\n')
-		if len(buf)+len(chunk) <= maxLine {
+		switch {
+		case long:
+		case len(buf)+len(chunk) <= maxLine:
 			buf = append(buf, chunk...)
-		} else {
-			long, buf = true, nil
+		default:
+			long = true
+			buf = append(buf, chunk[:maxLine-len(buf)]...)
 		}
 		switch {
 		case err == nil:

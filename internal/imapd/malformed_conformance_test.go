@@ -143,3 +143,80 @@ func TestMalformedAfterLogin(t *testing.T) {
 	w.ok("UID FETCH 1:* (FLAGS)")
 	w.ok("LOGOUT")
 }
+
+// A line over the framer's limit is answered BAD under its own tag (RFC
+// 9051 section 7.1.3), before login and after, and the connection goes on.
+// The framer kept the end of such a line and took the tag from it: a long
+// SEARCH was answered "OR BAD ...", and the client, waiting for its own tag,
+// waited for ever.
+func TestLongLineAnsweredUnderItsTag(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	w := dialWire(t, d.addr)
+	w.send("pre1 NOOP " + strings.Repeat("xy ", maxLine/3+100) + "\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "pre1 BAD ") {
+		t.Errorf("a long line before login: got %q, want pre1 BAD", got)
+	}
+	w.ok(`LOGIN alice "` + testPassword + `"`)
+	w.ok("SELECT INBOX")
+	for _, c := range []struct{ tag, line string }{
+		{"long1", "SEARCH " + strings.Repeat("OR ALL ", maxLine/7+100) + "ALL"},
+		{"long2", "FETCH 1 (" + strings.Repeat("FLAGS ", maxLine/6+100) + "UID)"},
+		// The end of the line looks like another command.
+		{"long3", "NOOP " + strings.Repeat("z", maxLine+100) + "\r\nnot3 NOOP"},
+	} {
+		w.send(c.tag + " " + c.line + "\r\n")
+		if got := w.response(); !strings.HasPrefix(got, c.tag+" BAD ") {
+			t.Errorf("%s: got %q, want %s BAD", c.tag, got, c.tag)
+		}
+	}
+	// long3's second line is a command of its own.
+	if got := w.response(); !strings.HasPrefix(got, "not3 OK") {
+		t.Errorf("the line after long3: got %q, want not3 OK", got)
+	}
+	w.ok("NOOP")
+}
+
+// A continuation line over the limit (an AUTHENTICATE response, a line in
+// IDLE's place) ends that command under its own tag, and the next line is
+// a command of its own. It was answered with a tag taken from the line,
+// and the next command was taken as the AUTHENTICATE response, its tag
+// never answered.
+func TestLongContinuationLine(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	w := dialWire(t, d.addr)
+	w.send("a1 AUTHENTICATE PLAIN\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "+") {
+		t.Fatalf("AUTHENTICATE PLAIN: got %q, want +", got)
+	}
+	w.send(strings.Repeat("QUFB", maxLine/4+100) + "\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "a1 ") || strings.HasPrefix(got, "a1 OK") {
+		t.Errorf("a long AUTHENTICATE response: got %q, want a1 NO or BAD", got)
+	}
+	w.send("a2 NOOP\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "a2 OK") {
+		t.Errorf("NOOP after it: got %q, want a2 OK", got)
+	}
+	w.ok(`LOGIN alice "` + testPassword + `"`)
+	w.ok("SELECT INBOX")
+	w.send("a3 IDLE\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "+") {
+		t.Fatalf("IDLE: got %q, want +", got)
+	}
+	w.send(strings.Repeat("D", maxLine+100) + "\r\n")
+	for {
+		got := w.response()
+		if strings.HasPrefix(got, "* ") {
+			continue
+		}
+		if !strings.HasPrefix(got, "a3 BAD") {
+			t.Errorf("a long line in IDLE: got %q, want a3 BAD", got)
+		}
+		break
+	}
+	w.ok("NOOP")
+}
