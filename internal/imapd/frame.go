@@ -576,8 +576,8 @@ func (fc *frameConn) loggedIn() {
 // Write passes the library's output on, noting continuation requests and
 // the current command's tagged reply.
 //
-// go-imap answers a command whose mailbox name is not modified UTF-7, or
-// whose sequence set does not parse, with the "NO [SERVERBUG] Internal
+// go-imap answers a command whose mailbox name is not modified UTF-7, whose
+// sequence set does not parse, or whose lists nest too deep, with the "NO [SERVERBUG] Internal
 // server error" it gives for its own failures; the framer puts the reason
 // and the right response in its place (diagnose).
 func (fc *frameConn) Write(p []byte) (int, error) {
@@ -785,10 +785,14 @@ func validSeqSet(s string) bool {
 	return true
 }
 
-// diagnose names what in a command go-imap could not decode: a string
-// that is not modified UTF-7 where a mailbox name may be (NO [CANNOT]), or
-// a sequence set that does not parse (BAD). "" when it finds neither.
+// diagnose names what in a command go-imap could not decode: lists nested
+// deeper than its parser goes (BAD), a string that is not modified UTF-7
+// where a mailbox name may be (NO [CANNOT]), or a sequence set that does
+// not parse (BAD). "" when it finds none of them.
 func diagnose(name string, text []byte) string {
+	if nesting(text) >= maxListDepth {
+		return fmt.Sprintf("BAD [CLIENTBUG] lists nested more than %d deep", maxListDepth-1)
+	}
 	toks := tokens(text)
 	if len(toks) > 0 {
 		toks = toks[1:] // the tag
@@ -813,6 +817,38 @@ func diagnose(name string, text []byte) string {
 		}
 	}
 	return ""
+}
+
+// maxListDepth is the depth of nested parenthesized lists at which go-imap's
+// parser gives up (imapwire's maxListDepth) and answers NO [SERVERBUG].
+const maxListDepth = 1000
+
+// nesting returns how deep a command's text nests parenthesized lists,
+// outside quoted strings and literals.
+func nesting(text []byte) int {
+	depth, deepest := 0, 0
+	s := string(text)
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '(':
+			depth++
+			deepest = max(deepest, depth)
+		case ')':
+			depth = max(depth-1, 0)
+		case '"':
+			for i++; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' {
+					i++
+				}
+			}
+		case '{', '~':
+			if m := literalStart.FindStringSubmatch(s[i:]); m != nil {
+				n, _ := strconv.Atoi(m[1])
+				i += len(m[0]) + n - 1
+			}
+		}
+	}
+	return deepest
 }
 
 // tokens splits a command's text into its atoms, quoted strings

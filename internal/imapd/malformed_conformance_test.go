@@ -220,3 +220,27 @@ func TestLongContinuationLine(t *testing.T) {
 	}
 	w.ok("NOOP")
 }
+
+// Lists nested deeper than go-imap's parser takes are the client's error,
+// answered BAD [CLIENTBUG], not the NO [SERVERBUG] go-imap gives for its own
+// failures; the connection goes on.
+func TestDeepNestingIsBad(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	w := loginWire(t, d.addr)
+	w.ok("SELECT INBOX")
+	for _, cmd := range []string{
+		"SEARCH " + strings.Repeat("(", 1000) + "ALL" + strings.Repeat(")", 1000),
+		"UID SEARCH " + strings.Repeat("(NOT ", 5000) + "ALL" + strings.Repeat(")", 5000),
+	} {
+		if _, tagged := w.run(cmd); status(tagged) != "BAD [CLIENTBUG]" {
+			t.Errorf("%.40s... nested %d deep: got %q, want BAD [CLIENTBUG]", cmd, strings.Count(cmd, "("), tagged)
+		}
+	}
+	// As deep as go-imap takes is searched.
+	w.ok("SEARCH " + strings.Repeat("(", 999) + "ALL" + strings.Repeat(")", 999))
+	w.ok("SEARCH " + strings.Repeat("NOT ", 5000) + "ALL")
+	w.ok("NOOP")
+}
