@@ -40,6 +40,14 @@ var (
 		"SELECT": true, "EXAMINE": true, "CLOSE": true, "UNSELECT": true, "APPEND": true,
 		"FETCH": true, "EXPUNGE": true, "STORE": true, "COPY": true, "MOVE": true, "SEARCH": true,
 	}
+	// beforeLogin are the commands of the not authenticated state (RFC
+	// 9051 sections 6.1 and 6.2). The framer refuses the others there
+	// itself: go-imap would ask for an APPEND's literal first, up to
+	// APPENDLIMIT bytes, and answer BAD only once it had them all.
+	beforeLogin = map[string]bool{
+		"CAPABILITY": true, "NOOP": true, "LOGOUT": true,
+		"STARTTLS": true, "AUTHENTICATE": true, "LOGIN": true,
+	}
 	uidCommands = map[string]bool{"FETCH": true, "EXPUNGE": true, "STORE": true, "COPY": true, "MOVE": true, "SEARCH": true}
 	// httpRequest is the first line of an HTTP request: a web page making
 	// a browser talk to the IMAP port.
@@ -94,7 +102,9 @@ func fromLoopback(c net.Conn) bool {
 //     login as after; go-imap would end the connection instead. The first
 //     line of an HTTP request (a web page making a browser talk to the
 //     port) ends the connection at once, and so do more than
-//     maxRejectedBeforeLogin refused lines before login;
+//     maxRejectedBeforeLogin refused lines before login. Before login, a
+//     command only valid after it gets BAD here too, before any literal of
+//     it is asked for;
 //   - every synchronizing literal is passed on as non-synchronizing, and
 //     the continuation request "+" is sent here, only once the library asks
 //     for the literal's bytes: when the library refuses the command at the
@@ -242,6 +252,9 @@ func (fc *frameConn) nextCommand() error {
 			return nil
 		}
 		tag, name, problem := parseCommandStart(line)
+		if problem == "" && !authed && !beforeLogin[name] {
+			problem = fmt.Sprintf("[CLIENTBUG] %s is only valid after login (RFC 9051 section 3)", name)
+		}
 		if long {
 			problem = fmt.Sprintf("line longer than %d bytes", maxLine)
 		}

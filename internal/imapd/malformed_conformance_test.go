@@ -244,3 +244,51 @@ func TestDeepNestingIsBad(t *testing.T) {
 	w.ok("SEARCH " + strings.Repeat("NOT ", 5000) + "ALL")
 	w.ok("NOOP")
 }
+
+// Before login a command of the authenticated state is refused at once
+// (RFC 9051 section 3), without asking for its literal: go-imap sent "+"
+// for an APPEND before login, read up to APPENDLIMIT bytes from a client
+// that had not logged in, and only then answered BAD. Such lines count
+// towards the refused lines that end the connection.
+func TestBeforeLoginRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	w := dialWire(t, d.addr)
+	for _, c := range []string{
+		"b1 APPEND INBOX {5}",
+		"b2 APPEND INBOX (\\Seen) {50000000}",
+		"b3 SELECT INBOX",
+		"b4 UID FETCH 1:* (FLAGS)",
+		"b5 ENABLE IMAP4rev2",
+		"b6 IDLE",
+	} {
+		w.send(c + "\r\n")
+		tag := strings.Fields(c)[0]
+		if got := w.response(); !strings.HasPrefix(got, tag+" BAD [CLIENTBUG] ") {
+			t.Errorf("%s before login: got %q, want %s BAD [CLIENTBUG]", c, got, tag)
+		}
+	}
+	// A non-synchronizing literal sent anyway is dropped, not taken for a
+	// command.
+	w.send("b7 APPEND INBOX {11+}\r\nb8 LOGOUT\r\n\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "b7 BAD [CLIENTBUG] ") {
+		t.Errorf("non-synchronizing APPEND before login: got %q, want b7 BAD [CLIENTBUG]", got)
+	}
+	w.ok(`LOGIN alice "` + testPassword + `"`)
+	w.ok("SELECT INBOX")
+	msg := "Subject: after login\r\n\r\nhello\r\n"
+	w.ok(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(msg), msg))
+
+	// Ten refused, the eleventh ends the connection.
+	w2 := dialWire(t, d.addr)
+	for i := 0; i <= maxRejectedBeforeLogin; i++ {
+		w2.send(fmt.Sprintf("s%d SELECT INBOX\r\n", i))
+		if got := w2.response(); !strings.HasPrefix(got, fmt.Sprintf("s%d BAD", i)) {
+			t.Fatalf("SELECT %d before login: got %q", i, got)
+		}
+	}
+	if got := w2.response(); !strings.HasPrefix(got, "* BYE") {
+		t.Errorf("after %d refused SELECTs: got %q, want BYE", maxRejectedBeforeLogin+1, got)
+	}
+}
