@@ -648,14 +648,24 @@ func (fc *frameConn) writeResponses(p []byte) error {
 		return err
 	}
 	defer fc.mu.Unlock()
+	if len(fc.held) == 0 && len(p) >= holdBytes {
+		// A whole block already: written as it is, not copied first.
+		return fc.writeHeld(p)
+	}
 	fc.held = append(fc.held, p...)
 	if len(fc.held) < holdBytes {
 		return nil
 	}
-	fc.Conn.SetWriteDeadline(time.Now().Add(holdWriteTimeout))
-	_, err := fc.Conn.Write(fc.held)
-	fc.Conn.SetWriteDeadline(time.Time{})
+	err := fc.writeHeld(fc.held)
 	fc.held = fc.held[:0]
+	return err
+}
+
+// writeHeld writes p, held output, within holdWriteTimeout.
+func (fc *frameConn) writeHeld(p []byte) error {
+	fc.Conn.SetWriteDeadline(time.Now().Add(holdWriteTimeout))
+	_, err := fc.Conn.Write(p)
+	fc.Conn.SetWriteDeadline(time.Time{})
 	return err
 }
 
@@ -672,10 +682,7 @@ func (fc *frameConn) release() error {
 	if cap(fc.held) > 2*holdBytes {
 		fc.held = nil
 	}
-	fc.Conn.SetWriteDeadline(time.Now().Add(holdWriteTimeout))
-	_, err := fc.Conn.Write(p)
-	fc.Conn.SetWriteDeadline(time.Time{})
-	return err
+	return fc.writeHeld(p)
 }
 
 // watch looks at each response line written (literals skipped): the
