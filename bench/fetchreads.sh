@@ -3,12 +3,15 @@
 # made once, so that a quiet hour is spent measuring, not syncing:
 #
 #   bash bench/fetchreads.sh prepare DIR
-#       keys, a spool of N messages of ~10 KB (as bench/imap.sh seeds
-#       them), two device databases synced to it (encrypted at rest, and
-#       plaintext by a -tags cspool_bench_plaintext build), then BIG - N
-#       more of 2 KB and two more databases synced to all BIG, each
-#       daemon stopped once its search index is complete; two Dovecot
-#       Maildirs of the same N and BIG messages, indexed by doveadm.
+#       keys; a spool of N messages of ~10 KB (as bench/imap.sh seeds
+#       them, DIR/spool-n) and two device databases synced to it
+#       (encrypted at rest, and plaintext by a -tags cspool_bench_plaintext
+#       build); a spool of the same N and BIG - N more of 2 KB
+#       (DIR/spool) and two databases synced to it; each daemon stopped
+#       once its search index is complete; two Dovecot Maildirs of the same
+#       N and BIG messages, indexed by doveadm. What DIR holds already is
+#       kept. The reads serve each database from its own spool, so that a
+#       database of N never syncs the BIG.
 #   bash bench/fetchreads.sh reads DIR SIZE BUILD CLIENT [CSPOOL]
 #       SIZE n or big, BUILD enc or plain, CLIENT imaplib or socket:
 #       bench/imap.sh's reads (each of its six FETCH 1:* items after a
@@ -45,10 +48,12 @@ trap cleanup EXIT
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 
+# server SPOOL: start the spool server on DIR/SPOOL (its pid in spid).
 server() {
-	"$dir/cspool" server --spool-dir "$dir/spool" --users "$dir/users" --spool-key "$dir/spool.sec" \
+	"$dir/cspool" server --spool-dir "$dir/$1" --users "$dir/users" --spool-key "$dir/spool.sec" \
 		--port $((P + 859)) 2>>"$dir/server.log" &
-	pids+=($!)
+	spid=$!
+	pids+=($spid)
 	local i
 	for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$((P + 859))) 2>/dev/null && break; sleep 0.1; done
 	sleep 1.1 # past the server's start second (API.md §2)
@@ -101,24 +106,33 @@ prepare)
 	go build -o "$dir/cspool" ./cmd/cspool
 	go build -tags cspool_bench_plaintext -o "$dir/cspool-plain" ./cmd/cspool
 	go build -o "$dir/seed" ./bench/seed
-	(
-		cd "$dir"
+	cd "$dir"
+	if [ ! -e user.sec ]; then
 		./cspool gen-keys user.sec user.pub >/dev/null
 		./cspool gen-keys spool.sec spool.pub >/dev/null
 		echo "alice $(grep -v '^#' user.pub)" >users
-		./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$N" >/dev/null
-	)
-	server
-	synced "$dir/cspool" "$dir/enc-n.db" "$N"
-	synced "$dir/cspool-plain" "$dir/plain-n.db" "$N"
-	(cd "$dir" && ./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec \
-		--count "$((BIG - N))" --size 2048 --seed 2 >/dev/null)
-	synced "$dir/cspool" "$dir/enc-big.db" "$BIG"
-	synced "$dir/cspool-plain" "$dir/plain-big.db" "$BIG"
+	fi
 	for s in n big; do
+		sp=spool-n
+		[ $s = big ] && sp=spool
+		count=$N
+		[ $s = big ] && count=$BIG
+		if [ ! -e "$sp" ]; then
+			./seed spool --spool-dir "$sp" --user alice --user-key user.pub --spool-key spool.sec --count "$N" >/dev/null
+			[ $s = big ] && ./seed spool --spool-dir "$sp" --user alice --user-key user.pub --spool-key spool.sec \
+				--count "$((BIG - N))" --size 2048 --seed 2 >/dev/null
+		fi
+		[ -e "enc-$s.db" ] && [ -e "plain-$s.db" ] && continue
+		server "$sp"
+		[ -e "enc-$s.db" ] || synced "$dir/cspool" "$dir/enc-$s.db" "$count"
+		[ -e "plain-$s.db" ] || synced "$dir/cspool-plain" "$dir/plain-$s.db" "$count"
+		stop "$spid"
+	done
+	for s in n big; do
+		[ -e "dv-$s/mail/alice/Maildir" ] && continue
 		dovecot_start "$dir/dv-$s" $((P + 4)) $((P + 285)) alice pw
-		"$dir/seed" maildir --dir "$dir/dv-$s/mail/alice/Maildir" --count "$N" >/dev/null
-		[ $s = big ] && "$dir/seed" maildir --dir "$dir/dv-$s/mail/alice/Maildir" --count "$((BIG - N))" \
+		./seed maildir --dir "$dir/dv-$s/mail/alice/Maildir" --count "$N" >/dev/null
+		[ $s = big ] && ./seed maildir --dir "$dir/dv-$s/mail/alice/Maildir" --count "$((BIG - N))" \
 			--size 2048 --seed 2 --first "$N" >/dev/null
 		chown -R vmail:vmail "$dir/dv-$s/mail"
 		doveadm -c "$dir/dv-$s/dovecot.conf" index -u alice INBOX 2>/dev/null || true
@@ -136,7 +150,7 @@ reads)
 	[ "$size" = big ] && count=$BIG
 	db=$dir/$build-$size.db
 	out=$(mktemp)
-	server
+	server "$([ "$size" = big ] && echo spool || echo spool-n)"
 	for item in "${READS[@]}"; do
 		daemon "$bin" "$db" $((P + 3)) "$dir/reads.log"
 		dovecot_start "$dir/dv-$size" $((P + 4)) $((P + 285)) alice pw
@@ -169,7 +183,7 @@ atrest)
 	size=$1 enc=$(realpath "$2") plain=$(realpath "$3")
 	count=$N
 	[ "$size" = big ] && count=$BIG
-	server
+	server "$([ "$size" = big ] && echo spool || echo spool-n)"
 	daemon "$enc" "$dir/enc-$size.db" $((P + 3)) "$dir/atrest.log"
 	e=$dpid
 	daemon "$plain" "$dir/plain-$size.db" $((P + 6)) "$dir/atrest.log"
