@@ -165,12 +165,13 @@ func TestDeterministicDerivation(t *testing.T) {
 
 func TestParseUsers(t *testing.T) {
 	k, _ := Generate(rand.Reader)
-	good := "# users\n\nalice " + k.Public().String() + "\n bob.smith  " + k.Public().String() + "\n"
+	k2, _ := Generate(rand.Reader)
+	good := "# users\n\nalice " + k.Public().String() + "\n bob.smith  " + k2.Public().String() + "\n"
 	u, err := ParseUsers(strings.NewReader(good))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(u) != 2 || !u["bob.smith"].Equal(k.Public()) {
+	if len(u) != 2 || !u["bob.smith"].Equal(k2.Public()) || !u["alice"].Equal(k.Public()) {
 		t.Fatalf("got %v", u)
 	}
 	for _, bad := range []string{
@@ -181,6 +182,30 @@ func TestParseUsers(t *testing.T) {
 	} {
 		if _, err := ParseUsers(strings.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "line ") {
 			t.Errorf("ParseUsers(%q) = %v, want an error with a line number", bad[:10], err)
+		}
+	}
+}
+
+// TestUsersSharedKey: a users file that lists one public key for two users
+// (alice's line copied for bob, the name changed and the key not) is
+// refused, naming the file, both lines and both users. It was taken: bob's
+// mail was then sealed to alice's key and alice's key could read bob's log
+// through the API.
+func TestUsersSharedKey(t *testing.T) {
+	a, _ := Generate(rand.Reader)
+	c, _ := Generate(rand.Reader)
+	path := filepath.Join(t.TempDir(), "users")
+	text := "alice " + a.Public().String() + "\ncarol " + c.Public().String() + "\n# bob, new\nbob " + a.Public().String() + "\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u, err := LoadUsers(path)
+	if !errors.Is(err, ErrSharedKey) {
+		t.Fatalf("LoadUsers: %v, %d users: want ErrSharedKey", err, len(u))
+	}
+	for _, want := range []string{path, "line 4", `"bob"`, `"alice"`, "line 1"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %s", err, want)
 		}
 	}
 }

@@ -49,10 +49,22 @@ func CheckUserName(name string) error {
 // Users maps user names to public keys.
 type Users map[string]PublicKey
 
+// ErrSharedKey: a users file lists one public key for two users. Whoever
+// holds its secret key could read and write both logs, and the mail
+// delivered to either is sealed to it: a line copied and renamed without
+// its key, which would hand one user the other's mail.
+var ErrSharedKey = errors.New("every user needs a key pair of its own (cspool gen-keys); with one key for both, either user could read the other's mail")
+
 // ParseUsers reads a users file: one "NAME PUBLIC-KEY" pair per line, blank
-// lines and lines starting with '#' ignored. Errors carry the line number.
+// lines and lines starting with '#' ignored, each key listed once
+// (ErrSharedKey). Errors carry the line number.
 func ParseUsers(r io.Reader) (Users, error) {
 	users := Users{}
+	type listed struct {
+		name string
+		line int
+	}
+	byKey := map[string]listed{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	n := 0
@@ -76,6 +88,11 @@ func ParseUsers(r io.Reader) (Users, error) {
 		if err != nil {
 			return nil, fmt.Errorf("line %d: user %q: %w", n, fields[0], err)
 		}
+		if o, dup := byKey[string(k.Bytes())]; dup {
+			return nil, fmt.Errorf("line %d: user %q has the public key of user %q (line %d): %w",
+				n, fields[0], o.name, o.line, ErrSharedKey)
+		}
+		byKey[string(k.Bytes())] = listed{fields[0], n}
 		users[fields[0]] = k
 	}
 	if err := sc.Err(); err != nil {
