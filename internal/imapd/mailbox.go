@@ -94,6 +94,11 @@ func (mb *mailbox) apply(changes []mailstore.Change) (deleted bool) {
 		return mb.deleted
 	}
 	defer mb.wake()
+	return mb.applyRun(changes)
+}
+
+// applyRun is apply with mb.mu held.
+func (mb *mailbox) applyRun(changes []mailstore.Change) (deleted bool) {
 	for i := 0; i < len(changes); i++ {
 		c := changes[i]
 		if c.Pos <= mb.pos {
@@ -153,9 +158,74 @@ func (mb *mailbox) apply(changes []mailstore.Change) (deleted bool) {
 			mb.uids, mb.flags, mb.sizes, mb.dates = nil, nil, nil, nil
 			mb.deleted = true
 			return true
+		case mailstore.MailboxRestored:
+			if !mb.restored(c.Pos) {
+				return mb.applyRun([]mailstore.Change{{Kind: mailstore.MailboxDeleted, Pos: c.Pos, Mailbox: c.Mailbox, Name: c.Name}})
+			}
+			i = len(changes) // the listing holds what follows
 		}
 	}
 	return false
+}
+
+// restoredRun is how many changes restored hands applyRun at a time.
+const restoredRun = 4096
+
+// restored brings the mailbox to its listing in the store after a restore
+// at pos replaced more of its messages than the restore lists
+// (mailstore.MailboxRestored), with mb.mu held. With no session showing
+// it, it takes the listing as it is; else the UIDs the listing no longer
+// holds are expunged, those it holds after the last one shown are added,
+// and changed flags are fetched, as the restore's own changes would have
+// been told, restoredRun at a time. It reports false if the listing could
+// not be read: the mailbox is then told as deleted.
+func (mb *mailbox) restored(pos uint64) bool {
+	l, at, err := mb.srv.cfg.Store.ListingAt(mb.srv.ctx, mb.id)
+	if err != nil {
+		mb.srv.log.Warn("reading a restored mailbox's listing; its sessions are told it is deleted", "err", err)
+		return false
+	}
+	if len(mb.views) == 0 {
+		mb.setListing(l, at)
+		return true
+	}
+	var run []mailstore.Change
+	push := func(c mailstore.Change) {
+		c.Pos, c.Mailbox = pos, mb.id
+		run = append(run, c)
+		if len(run) == restoredRun {
+			mb.applyRun(run)
+			run = run[:0]
+		}
+	}
+	var gone []imap.UID
+	for _, u := range mb.uids {
+		if _, ok := slices.BinarySearch(l.UIDs, mailstore.UID(u)); !ok {
+			gone = append(gone, u)
+		}
+	}
+	for _, u := range gone {
+		push(mailstore.Change{Kind: mailstore.MessageExpunged, UID: mailstore.UID(u)})
+	}
+	mb.applyRun(run)
+	run = run[:0]
+	// Every UID shown is now in the listing, in the same order.
+	k, shown := 0, len(mb.uids)
+	for i, u := range l.UIDs {
+		flags := l.Lists[l.Flags[i]]
+		switch {
+		case k < shown && imap.UID(u) == mb.uids[k]:
+			if !slices.Equal(mb.lists[mb.flags[k]], flags) {
+				push(mailstore.Change{Kind: mailstore.FlagsChanged, UID: u, Flags: flags})
+			}
+			k++
+		case shown == 0 || imap.UID(u) > mb.uids[shown-1]:
+			push(mailstore.Change{Kind: mailstore.MessageAdded, UID: u, Flags: flags})
+		}
+	}
+	mb.applyRun(run)
+	mb.pos = max(mb.pos, at)
+	return true
 }
 
 // wake tells every idling view that updates are queued, with mb.mu held.

@@ -158,7 +158,7 @@ func BenchmarkRestoreCheck(b *testing.B) {
 			b.Fatal(err)
 		}
 		start := time.Now()
-		if _, err := r.checkHistory(n); err != nil {
+		if _, err := r.checkHistory(n, newMapLookup(sn, r.oldMessages)); err != nil {
 			b.Fatal(err)
 		}
 		check += time.Since(start)

@@ -543,7 +543,7 @@ func (ov *overlay) netChanges(logChanges, redo []Change) ([]Change, error) {
 	for _, c := range append(append([]Change{}, logChanges...), redo...) {
 		k := msgKey{c.Mailbox, c.UID}
 		switch {
-		case c.Kind == SubscriptionChanged:
+		case c.Kind == SubscriptionChanged || c.Kind == MailboxRestored:
 			mbChanges = append(mbChanges, c)
 		case c.Kind != MessageAdded && c.Kind != MessageExpunged && c.Kind != FlagsChanged:
 			if _, known := ov.mbs[c.Mailbox]; !known {

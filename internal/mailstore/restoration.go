@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -72,7 +73,19 @@ func (u *Unexplained) Error() string {
 // explains are cleared; if any other remains, Adopt returns *Unexplained
 // and changes nothing. Bodies are reused or fetched as for Restore.
 func (s *Store) Adopt(ctx context.Context, sn *Snapshot, fetch BodyFetcher) (*Result, *Adoption, error) {
-	return s.restore(ctx, sn, fetch, true)
+	if err := sn.check(); err != nil {
+		return nil, nil, err
+	}
+	res, ad, _, err := s.restore(ctx, stageSnapshot(sn), nil, fetch, true)
+	return res, ad, err
+}
+
+// AdoptFrom is Adopt of the encoded state read from r, as RestoreFrom is
+// Restore's: decoded as it is read, without holding it; check, when not
+// nil, sees the state without its messages and entry lists first.
+func (s *Store) AdoptFrom(ctx context.Context, r io.Reader, check func(*Restored) error, fetch BodyFetcher) (*Result, *Adoption, *Restored, error) {
+	d := &snapDecoder{r: bufio.NewReaderSize(r, 32<<10)}
+	return s.restore(ctx, stageDecoded(d), check, fetch, true)
 }
 
 // explainAlarms removes the alarms raised at or after from (0: none is
@@ -519,7 +532,7 @@ func (s *Store) Covers(ctx context.Context, sn *Snapshot) error {
 	if err := r.readOld(); err != nil {
 		return err
 	}
-	_, err = r.checkHistory(uint64(pos))
+	_, err = r.checkHistory(uint64(pos), newMapLookup(sn, r.oldMessages))
 	return err
 }
 

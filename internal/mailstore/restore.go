@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -8,8 +9,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
-	"sort"
 	"time"
 
 	"cspool/internal/command"
@@ -28,98 +29,165 @@ type BodyFetcher func(ctx context.Context, need []uint64, put func(pos uint64, r
 // already holds (same SHA-256) are reused; the others are asked of fetch.
 // Local rejection records are kept. The Result lists, as Changes, how the
 // state differs from before (so IMAP sessions see expunges, new messages
-// and flag changes, and no UIDVALIDITY change where the mailbox is the same).
+// and flag changes, and no UIDVALIDITY change where the mailbox is the
+// same; past restoreChangesMax, a mailbox's are one MailboxRestored).
 func (s *Store) Restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher) (*Result, error) {
-	res, _, err := s.restore(ctx, sn, fetch, false)
+	if err := sn.check(); err != nil {
+		return nil, err
+	}
+	res, _, _, err := s.restore(ctx, stageSnapshot(sn), nil, fetch, false)
 	return res, err
 }
 
-// restore is Restore, or Adopt when adopt is set (restoration.go).
-func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, adopt bool) (*Result, *Adoption, error) {
+// Restored describes the state RestoreFrom or AdoptFrom restored.
+type Restored struct {
+	// Head is the state without its messages and entry lists.
+	Head *Snapshot
+	// Messages, Bodies and Superseded count the state's messages, the
+	// entries holding their bodies (Snapshot.Keep) and its superseded
+	// entries.
+	Messages, Bodies, Superseded int
+}
+
+// StateError is a RestoreFrom or AdoptFrom that found the state it read
+// malformed (ErrSnapshot), or whose check refused it: nothing was changed,
+// and the state is not to be tried again.
+type StateError struct{ Err error }
+
+func (e *StateError) Error() string { return e.Err.Error() }
+func (e *StateError) Unwrap() error { return e.Err }
+
+// RestoreFrom is Restore of the encoded state read from r, decoded as it
+// is read (it accepts what ReadSnapshot accepts) without holding it: its
+// messages and entries are staged in the restore's transaction
+// (restorestage.go). check, when not nil, is called with what was read
+// (the state without its messages and entry lists, and their counts) once
+// all of it is read and checked, before anything is compared with the
+// store; an error from it ends the restore, which changed nothing. A
+// malformed state, or one check refuses, is a *StateError.
+func (s *Store) RestoreFrom(ctx context.Context, r io.Reader, check func(*Restored) error, fetch BodyFetcher) (*Result, *Restored, error) {
+	d := &snapDecoder{r: bufio.NewReaderSize(r, 32<<10)}
+	res, _, info, err := s.restore(ctx, stageDecoded(d), check, fetch, false)
+	return res, info, err
+}
+
+// restore is Restore, or Adopt when adopt is set (restoration.go), of the
+// state stage writes into the restore's tables.
+func (s *Store) restore(ctx context.Context, stage func(*stager) (*Snapshot, error), check func(*Restored) error,
+	fetch BodyFetcher, adopt bool) (*Result, *Adoption, *Restored, error) {
 	if err := s.check(); err != nil {
-		return nil, nil, err
-	}
-	if err := sn.check(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("starting restore: %w", err)
+		return nil, nil, nil, fmt.Errorf("starting restore: %w", err)
 	}
 	defer tx.Rollback()
-	r := &restorer{ctx: ctx, tx: tx, parser: s.parser, sn: sn, adopt: adopt}
+	g := &stager{ctx: ctx, tx: tx}
+	defer g.close()
+	if err := g.begin(); err != nil {
+		return nil, nil, nil, err
+	}
+	sn, err := stage(g)
+	if errors.Is(err, ErrSnapshot) {
+		return nil, nil, nil, &StateError{Err: err}
+	}
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	g.close()
+	info := &Restored{Head: sn, Messages: int(g.messages), Superseded: int(g.superseded)}
+	if err := tx.QueryRowContext(ctx, "SELECT count(DISTINCT body) FROM restore_messages").Scan(&info.Bodies); err != nil {
+		return nil, nil, nil, fmt.Errorf("counting the state's bodies: %w", err)
+	}
+	if check != nil {
+		if err := check(info); err != nil {
+			return nil, nil, nil, &StateError{Err: err}
+		}
+	}
+	r := &restorer{ctx: ctx, tx: tx, parser: s.parser, sn: sn, adopt: adopt, staged: g}
 	var pos, uv int64
 	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &uv); err != nil {
-		return nil, nil, fmt.Errorf("reading state: %w", err)
+		return nil, nil, nil, fmt.Errorf("reading state: %w", err)
 	}
 	if !adopt && uint64(pos) >= sn.Position {
-		return nil, nil, fmt.Errorf("%w: checkpoint at %d is not after position %d", ErrPosition, sn.Position, pos)
+		return nil, nil, nil, fmt.Errorf("%w: checkpoint at %d is not after position %d", ErrPosition, sn.Position, pos)
 	}
 	// Changes made on this device are taken back first: the checks and
 	// the differences below are of the log's state (queue.go), and they
 	// are applied again on top of the snapshot's.
 	ov := &overlay{ctx: ctx, tx: tx, db: tx}
 	if ov.rest, err = loadQueue(ctx, tx); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if len(ov.rest) > 0 {
 		if err := ov.takeBack(); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&uv); err != nil {
-			return nil, nil, fmt.Errorf("reading state: %w", err)
+			return nil, nil, nil, fmt.Errorf("reading state: %w", err)
 		}
 	}
-	if err := r.readOld(); err != nil {
-		return nil, nil, err
+	if err := r.readOldMailboxes(); err != nil {
+		return nil, nil, nil, err
 	}
-	cov, err := r.checkHistory(uint64(pos))
+	byID, err := tx.PrepareContext(ctx, "SELECT pos, old FROM restore_entries WHERE id = ?")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, fmt.Errorf("reading the staged entries: %w", err)
+	}
+	defer byID.Close()
+	look := &stagedLookup{ctx: ctx, tx: tx, byID: byID, superseded: g.superseded > 0}
+	cov, err := r.checkHistory(uint64(pos), look)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	if uint64(uv) > uint64(sn.NextUIDValidity) {
-		return nil, nil, &Contradiction{Pos: sn.Position, Detail: fmt.Sprintf(
+		return nil, nil, nil, &Contradiction{Pos: sn.Position, Detail: fmt.Sprintf(
 			"the checkpoint at position %d would give out UIDVALIDITY %d again, which this device has already given out (its next is %d): its writer did not see this device's history",
 			sn.Position, sn.NextUIDValidity, uv)}
 	}
 	ad := &Adoption{Crossed: cov.crossed, Lost: cov.lost}
 	if adopt {
 		if ad.Cleared, err = r.explainAlarms(cov.explainFrom); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	if err := r.bodies(fetch); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	res, err := r.diff()
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	if err := r.replace(cov.crossed); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	upTo := sn.Position
 	if cov.crossed {
 		upTo = 1<<63 - 1 // every record is of the history the checkpoint supersedes
 	}
 	if err := forgetAppended(ctx, tx, upTo); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	res := r.diff()
 	if ov.takenBack {
 		// Queued changes the snapshot holds are in the log: they leave
 		// the queue. The others apply again, on top.
 		inLog := map[command.ID]bool{}
-		for id := range listPositions(sn.Entries) {
-			inLog[id] = true
-		}
-		for id := range listPositions(sn.Superseded) {
-			inLog[id] = true
+		for _, q := range ov.rest {
+			if _, _, ok, err := look.entry(q.id); err != nil {
+				return nil, nil, nil, err
+			} else if ok {
+				inLog[q.id] = true
+			}
 		}
 		a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
 		if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&a.nextUV); err != nil {
-			return nil, nil, fmt.Errorf("reading state: %w", err)
+			return nil, nil, nil, fmt.Errorf("reading state: %w", err)
 		}
 		if res.Changes, err = ov.reapply(a, sn.Position, inLog, res.Changes); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		// An appended entry of the superseded history that is still
 		// queued is not lost: it is applied again and will be sent.
@@ -127,11 +195,15 @@ func (s *Store) restore(ctx context.Context, sn *Snapshot, fetch BodyFetcher, ad
 			return slices.ContainsFunc(ov.rest, func(r queueRow) bool { return r.id == x.ID && !inLog[r.id] })
 		})
 	}
+	byID.Close()
+	if err := g.end(); err != nil {
+		return nil, nil, nil, err
+	}
 	if err := tx.Commit(); err != nil {
-		return nil, nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
+		return nil, nil, nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
 	}
 	s.committed(ctx)
-	return res, ad, nil
+	return res, ad, info, nil
 }
 
 type oldMessage struct {
@@ -151,34 +223,55 @@ type restorer struct {
 	sn     *Snapshot
 	adopt  bool
 
-	oldMailboxes map[command.ID]SnapMailbox
-	oldMessages  map[command.ID]oldMessage
+	staged *stager // Restore and Adopt: the state is in the restore's tables
+
+	oldMailboxes map[command.ID]oldMailbox
 	oldSubs      map[string]bool
-	bid          map[[32]byte]int64 // digest -> body row
+	// Covers: the state is held whole, and so are the store's messages.
+	oldMessages map[command.ID]oldMessage
 }
 
-func (r *restorer) readOld() error {
-	r.oldMailboxes = map[command.ID]SnapMailbox{}
-	r.oldMessages = map[command.ID]oldMessage{}
+type oldMailbox struct {
+	SnapMailbox
+	mid int64
+}
+
+// readOldMailboxes reads the store's mailboxes and subscriptions.
+func (r *restorer) readOldMailboxes() error {
+	r.oldMailboxes = map[command.ID]oldMailbox{}
 	r.oldSubs = map[string]bool{}
-	r.bid = map[[32]byte]int64{}
-	mids := map[int64]command.ID{}
 	err := dumpRows(r.ctx, r.tx, "SELECT mid, id, name, special_use, uidvalidity, uidnext FROM mailboxes", func(sc scanner) error {
-		var m SnapMailbox
-		var mid int64
-		if err := sc.Scan(&mid, &m.ID, &m.Name, &m.SpecialUse, &m.UIDValidity, &m.UIDNext); err != nil {
+		var m oldMailbox
+		if err := sc.Scan(&m.mid, &m.ID, &m.Name, &m.SpecialUse, &m.UIDValidity, &m.UIDNext); err != nil {
 			return err
 		}
-		var id command.ID
-		copy(id[:], m.ID)
-		mids[mid] = id
-		r.oldMailboxes[id] = m
+		r.oldMailboxes[command.ID(m.ID)] = m
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	err = dumpRows(r.ctx, r.tx, "SELECT m.id, m.mailbox, m.uid, m.flags, m.keywords, b.digest FROM messages m JOIN bodies b ON b.bid = m.body", func(sc scanner) error {
+	subs, err := queryStrings(r.ctx, r.tx, "SELECT name FROM subscriptions")
+	if err != nil {
+		return err
+	}
+	for _, n := range subs {
+		r.oldSubs[n] = true
+	}
+	return nil
+}
+
+// readOld reads the store's mailboxes and every message (Covers).
+func (r *restorer) readOld() error {
+	if err := r.readOldMailboxes(); err != nil {
+		return err
+	}
+	r.oldMessages = map[command.ID]oldMessage{}
+	mids := map[int64]command.ID{}
+	for id, m := range r.oldMailboxes {
+		mids[m.mid] = id
+	}
+	return dumpRows(r.ctx, r.tx, "SELECT m.id, m.mailbox, m.uid, m.flags, m.keywords, b.digest FROM messages m JOIN bodies b ON b.bid = m.body", func(sc scanner) error {
 		var idb, digest []byte
 		var mid, uid int64
 		var f flagSet
@@ -192,27 +285,6 @@ func (r *restorer) readOld() error {
 		m := oldMessage{mailbox: mids[mid], uid: UID(uid), flags: f.list()}
 		copy(m.digest[:], digest)
 		r.oldMessages[id] = m
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	subs, err := queryStrings(r.ctx, r.tx, "SELECT name FROM subscriptions")
-	if err != nil {
-		return err
-	}
-	for _, n := range subs {
-		r.oldSubs[n] = true
-	}
-	return dumpRows(r.ctx, r.tx, "SELECT bid, digest FROM bodies", func(sc scanner) error {
-		var bid int64
-		var d []byte
-		if err := sc.Scan(&bid, &d); err != nil {
-			return err
-		}
-		var k [32]byte
-		copy(k[:], d)
-		r.bid[k] = bid
 		return nil
 	})
 }
@@ -236,24 +308,13 @@ type coverage struct {
 // history is superseded (a restoration replaced it), an appended entry the
 // snapshot does not hold is lost with that history (coverage.lost): this
 // device never applied it, so no client was told it was done.
-func (r *restorer) checkHistory(pos uint64) (*coverage, error) {
+func (r *restorer) checkHistory(pos uint64, look historyLookup) (*coverage, error) {
 	cp := r.sn.Position
-	in := listPositions(r.sn.Entries)
-	old := listPositions(r.sn.Superseded)
 	cov := &coverage{}
 	superseded := func(p uint64) {
 		if cov.explainFrom == 0 || p < cov.explainFrom {
 			cov.explainFrom = p
 		}
-	}
-	// what the snapshot holds at p, for the alarm
-	at := func(p uint64) string {
-		for id, q := range in {
-			if q == p {
-				return "entry " + id.String()
-			}
-		}
-		return "no entry"
 	}
 	var c *Contradiction
 	err := dumpRows(r.ctx, r.tx, "SELECT id, pos, old FROM entries ORDER BY pos", func(sc scanner) error {
@@ -263,10 +324,14 @@ func (r *restorer) checkHistory(pos uint64) (*coverage, error) {
 			return err
 		}
 		id := command.ID(idb)
-		if q, ok := in[id]; ok && q == uint64(p) && wasOld == 0 {
+		q, isOld, ok, err := look.entry(id)
+		if err != nil {
+			return err
+		}
+		if ok && !isOld && q == uint64(p) && wasOld == 0 {
 			return nil
 		}
-		if q, ok := old[id]; ok && q == uint64(p) {
+		if ok && isOld && q == uint64(p) {
 			if wasOld == 0 {
 				// history this store applied, superseded now
 				cov.crossed = true
@@ -274,10 +339,14 @@ func (r *restorer) checkHistory(pos uint64) (*coverage, error) {
 			}
 			return nil
 		}
+		held, err := look.at(uint64(p))
+		if err != nil {
+			return err
+		}
 		detail := fmt.Sprintf(
 			"the checkpoint at position %d does not hold entry %s at position %d, where this device (at position %d) applied it, but %s: the spool showed the checkpoint's writer a different history than this device (fork)",
-			cp, id, p, pos, at(uint64(p)))
-		if len(old) > 0 {
+			cp, id, p, pos, held)
+		if look.anySuperseded() {
 			detail = fmt.Sprintf(
 				"the restoration at position %d neither holds nor supersedes entry %s, which this device applied at position %d: this device holds history the device that wrote the restoration did not have; run cspool recover on this device to put it back",
 				cp, id, p)
@@ -296,10 +365,14 @@ func (r *restorer) checkHistory(pos uint64) (*coverage, error) {
 		return nil, err
 	}
 	for _, a := range appended {
-		if q, ok := in[a.ID]; ok && q == a.Pos {
+		q, isOld, ok, err := look.entry(a.ID)
+		if err != nil {
+			return nil, err
+		}
+		if ok && !isOld && q == a.Pos {
 			continue
 		}
-		if q, ok := old[a.ID]; ok && q == a.Pos {
+		if ok && isOld && q == a.Pos {
 			superseded(a.Pos)
 			continue
 		}
@@ -307,18 +380,21 @@ func (r *restorer) checkHistory(pos uint64) (*coverage, error) {
 		case cov.crossed:
 			cov.lost = append(cov.lost, a)
 		case a.Pos <= cp:
+			held, err := look.at(a.Pos)
+			if err != nil {
+				return nil, err
+			}
 			return nil, &Contradiction{Pos: a.Pos, Detail: fmt.Sprintf(
 				"this device appended entry %s and the spool answered that it is at position %d, but the checkpoint at position %d holds %s there: the spool dropped the entry, or showed the checkpoint's writer a different history (fork)",
-				a.ID, a.Pos, cp, at(a.Pos))}
+				a.ID, a.Pos, cp, held)}
 		}
 	}
-	for _, m := range r.sn.Messages {
-		old, ok := r.oldMessages[command.ID(m.ID)]
-		if ok && !bytes.Equal(old.digest[:], m.Digest) {
-			return nil, &Contradiction{Pos: m.Body, Detail: fmt.Sprintf(
-				"the checkpoint at position %d holds message %x with other bytes than this device holds under that id: the spool showed the checkpoint's writer a different delivery than this device (fork)",
-				cp, m.ID)}
-		}
+	if id, body, ok, err := look.forked(); err != nil {
+		return nil, err
+	} else if ok {
+		return nil, &Contradiction{Pos: body, Detail: fmt.Sprintf(
+			"the checkpoint at position %d holds message %x with other bytes than this device holds under that id: the spool showed the checkpoint's writer a different delivery than this device (fork)",
+			cp, id)}
 	}
 	if !cov.crossed && r.sn.Chain != nil {
 		// The same history: at the snapshot's position, the same chain.
@@ -336,6 +412,21 @@ func (r *restorer) checkHistory(pos uint64) (*coverage, error) {
 	return cov, nil
 }
 
+// historyLookup is what checkHistory asks of the state: staged
+// (stagedLookup) or held whole (mapLookup).
+type historyLookup interface {
+	// entry returns the position of id in the state's entries, or its
+	// superseded ones (old).
+	entry(id command.ID) (pos uint64, old, ok bool, err error)
+	// at says what the state's entries hold at p, for an alarm.
+	at(p uint64) (string, error)
+	// anySuperseded reports whether the state has superseded entries.
+	anySuperseded() bool
+	// forked returns a message of the state that the store holds under
+	// the same id with other bytes.
+	forked() (id []byte, body uint64, ok bool, err error)
+}
+
 // listPositions maps the ids of an encoded entry list to their positions.
 func listPositions(list []byte) map[command.ID]uint64 {
 	out := make(map[command.ID]uint64, len(list)/24)
@@ -345,79 +436,127 @@ func listPositions(list []byte) map[command.ID]uint64 {
 	return out
 }
 
-// bodies makes sure every body the snapshot names is stored, asking fetch
-// for the missing ones.
+// bodies makes sure every body the staged state names is stored, asking
+// fetch for the missing ones, stageRun positions at a time in increasing
+// order.
 func (r *restorer) bodies(fetch BodyFetcher) error {
-	want := map[uint64][32]byte{} // position -> digest, for the missing
-	for _, m := range r.sn.Messages {
-		var d [32]byte
-		copy(d[:], m.Digest)
-		if _, ok := r.bid[d]; ok {
-			continue
-		}
-		if prev, ok := want[m.Body]; ok && prev != d {
-			return fmt.Errorf("%w: entry %d named with two digests", ErrSnapshot, m.Body)
-		}
-		want[m.Body] = d
+	var twice int64
+	err := r.tx.QueryRowContext(r.ctx, `SELECT body FROM restore_messages m
+		WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.digest = m.digest)
+		GROUP BY body HAVING min(digest) != max(digest) ORDER BY body LIMIT 1`).Scan(&twice)
+	if err == nil {
+		return fmt.Errorf("%w: entry %d named with two digests", ErrSnapshot, twice)
 	}
-	if len(want) == 0 {
-		return nil
+	if !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("reading the bodies to fetch: %w", err)
 	}
-	need := make([]uint64, 0, len(want))
-	for p := range want {
-		need = append(need, p)
-	}
-	sort.Slice(need, func(i, j int) bool { return need[i] < need[j] })
-	got := map[uint64]bool{}
 	a := &applier{ctx: r.ctx, tx: r.tx, parser: r.parser, stmts: map[string]*sql.Stmt{}}
-	put := func(pos uint64, raw []byte) error {
-		d, ok := want[pos]
-		if !ok || got[pos] {
-			return fmt.Errorf("%w: entry %d was not asked for", ErrSnapshot, pos)
+	after := int64(0)
+	for {
+		want := map[uint64][32]byte{} // position -> digest, for the missing
+		var need []uint64
+		err := dumpRows(r.ctx, r.tx, fmt.Sprintf(`SELECT body, min(digest) FROM restore_messages m
+			WHERE body > %d AND NOT EXISTS (SELECT 1 FROM bodies b WHERE b.digest = m.digest)
+			GROUP BY body ORDER BY body LIMIT %d`, after, stageRun), func(sc scanner) error {
+			var p int64
+			var d []byte
+			if err := sc.Scan(&p, &d); err != nil {
+				return err
+			}
+			need = append(need, uint64(p))
+			want[uint64(p)] = [32]byte(d)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("reading the bodies to fetch: %w", err)
 		}
-		if sha256.Sum256(raw) != d {
-			return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
+		if len(need) == 0 {
+			return nil
 		}
-		a.pos = pos
-		bid, err := a.storeBody(raw)
+		got := map[uint64]bool{}
+		put := func(pos uint64, raw []byte) error {
+			d, ok := want[pos]
+			if !ok || got[pos] {
+				return fmt.Errorf("%w: entry %d was not asked for", ErrSnapshot, pos)
+			}
+			if sha256.Sum256(raw) != d {
+				return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
+			}
+			a.pos = pos
+			if _, err := a.storeBody(raw); err != nil {
+				return err
+			}
+			got[pos] = true
+			return nil
+		}
+		if err := fetch(r.ctx, need, put); err != nil {
+			return fmt.Errorf("fetching message bodies: %w", err)
+		}
+		if len(got) != len(need) {
+			return fmt.Errorf("%w: %d of %d bodies could not be fetched", ErrSnapshot, len(need)-len(got), len(need))
+		}
+		after = int64(need[len(need)-1])
+	}
+}
+
+// deleteAll deletes every row of table, stageRun rows (by key) a
+// statement.
+func deleteAll(ctx context.Context, tx *sql.Tx, table, key string) error {
+	q := fmt.Sprintf("DELETE FROM %s WHERE %s IN (SELECT %s FROM %s LIMIT %d)", table, key, key, table, stageRun)
+	for {
+		res, err := tx.ExecContext(ctx, q)
 		if err != nil {
 			return err
 		}
-		r.bid[d] = bid
-		got[pos] = true
-		return nil
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
 	}
-	if err := fetch(r.ctx, need, put); err != nil {
-		return fmt.Errorf("fetching message bodies: %w", err)
-	}
-	if len(got) != len(need) {
-		return fmt.Errorf("%w: %d of %d bodies could not be fetched", ErrSnapshot, len(need)-len(got), len(need))
-	}
-	return nil
 }
 
-// replace writes the snapshot's state over the old one. crossed: the old
+// inRuns runs q with the bounds of each run of stageRun numbers from 1 to
+// n, and returns the rows it changed in all.
+func inRuns(ctx context.Context, tx *sql.Tx, n int64, q string) (int64, error) {
+	var changed int64
+	for lo := int64(1); lo <= n; lo += stageRun {
+		res, err := tx.ExecContext(ctx, q, lo, lo+stageRun-1)
+		if err != nil {
+			return 0, err
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return 0, err
+		}
+		changed += k
+	}
+	return changed, nil
+}
+
+// replace writes the staged state over the old one. crossed: the old
 // state was of a history the snapshot supersedes, so its chain hashes are
 // of that history and go.
 func (r *restorer) replace(crossed bool) error {
+	ctx, tx := r.ctx, r.tx
 	exec := func(q string, args ...any) error {
-		if _, err := r.tx.ExecContext(r.ctx, q, args...); err != nil {
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("restoring: %w", err)
 		}
 		return nil
 	}
-	for _, q := range []string{"DELETE FROM messages", "DELETE FROM mailboxes", "DELETE FROM subscriptions",
-		"DELETE FROM keywords", "DELETE FROM entries"} {
-		if err := exec(q); err != nil {
-			return err
+	for _, t := range [][2]string{{"messages", "rid"}, {"mailboxes", "mid"}, {"subscriptions", "name"}, {"keywords", "fold"}, {"entries", "id"}} {
+		if err := deleteAll(ctx, tx, t[0], t[1]); err != nil {
+			return fmt.Errorf("restoring: %w", err)
 		}
 	}
-	mids := make([]int64, len(r.sn.Mailboxes))
-	for i, mb := range r.sn.Mailboxes {
-		err := r.tx.QueryRowContext(r.ctx, `INSERT INTO mailboxes (id, name, special_use, uidvalidity, uidnext, highest_modseq)
-			VALUES (?, ?, ?, ?, ?, ?) RETURNING mid`, mb.ID, mb.Name, mb.SpecialUse, mb.UIDValidity, mb.UIDNext, int64(mb.ModSeq)).Scan(&mids[i])
+	for k, mb := range r.sn.Mailboxes {
+		var mid int64
+		err := tx.QueryRowContext(ctx, `INSERT INTO mailboxes (id, name, special_use, uidvalidity, uidnext, highest_modseq)
+			VALUES (?, ?, ?, ?, ?, ?) RETURNING mid`, mb.ID, mb.Name, mb.SpecialUse, mb.UIDValidity, mb.UIDNext, int64(mb.ModSeq)).Scan(&mid)
 		if err != nil {
 			return fmt.Errorf("restoring mailbox %q: %w", mb.Name, err)
+		}
+		if err := exec("INSERT INTO restore_mailboxes (k, mid) VALUES (?, ?)", k, mid); err != nil {
+			return err
 		}
 	}
 	for _, n := range r.sn.Subscriptions {
@@ -430,28 +569,22 @@ func (r *restorer) replace(crossed bool) error {
 			return err
 		}
 	}
-	ins, err := r.tx.PrepareContext(r.ctx, `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	// Every body is stored (bodies): a message whose body is not would
+	// fail on its NOT NULL.
+	n, err := inRuns(ctx, tx, r.staged.messages, `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
+		SELECT m.id, x.mid, m.uid, (SELECT bid FROM bodies b WHERE b.digest = m.digest), m.date, m.size, m.flags, m.keywords, m.modseq
+		FROM restore_messages m JOIN restore_mailboxes x ON x.k = m.mailbox WHERE m.n BETWEEN ? AND ? ORDER BY m.n`)
 	if err != nil {
+		return fmt.Errorf("restoring messages: %w", err)
+	}
+	if n != r.staged.messages {
+		return fmt.Errorf("restoring: %d of %d messages written", n, r.staged.messages)
+	}
+	if err := recount(ctx, tx); err != nil {
 		return fmt.Errorf("restoring: %w", err)
 	}
-	defer ins.Close()
-	for _, m := range r.sn.Messages {
-		var d [32]byte
-		copy(d[:], m.Digest)
-		if _, err := ins.ExecContext(r.ctx, m.ID, mids[m.Mailbox], m.UID, r.bid[d], m.Date, m.Size, m.Flags, m.Keywords, int64(m.ModSeq)); err != nil {
-			return fmt.Errorf("restoring message %x: %w", m.ID, err)
-		}
-	}
-	if err := recount(r.ctx, r.tx); err != nil {
-		return fmt.Errorf("restoring: %w", err)
-	}
-	for old, list := range [][]byte{r.sn.Entries, r.sn.Superseded} {
-		for ents := list; len(ents) >= 24; ents = ents[24:] {
-			if err := exec("INSERT INTO entries (id, pos, old) VALUES (?, ?, ?)", ents[:16], int64(binary.BigEndian.Uint64(ents[16:24])), old); err != nil {
-				return err
-			}
-		}
+	if _, err := inRuns(ctx, tx, r.staged.entries, "INSERT INTO entries (id, pos, old) SELECT id, pos, old FROM restore_entries WHERE n BETWEEN ? AND ? ORDER BY n"); err != nil {
+		return fmt.Errorf("restoring entries: %w", err)
 	}
 	if crossed {
 		if err := exec("DELETE FROM chain"); err != nil {
@@ -470,100 +603,83 @@ func (r *restorer) replace(crossed bool) error {
 	return exec("UPDATE state SET position = ?, next_uidvalidity = ?", int64(r.sn.Position), int64(r.sn.NextUIDValidity))
 }
 
-// diff lists, as Changes at the snapshot's position, how the new state
-// differs from the old: mailboxes created first, then per mailbox the
-// expunged, added (UID order) and re-flagged messages, then deleted
-// mailboxes and subscription changes.
-func (r *restorer) diff() *Result {
+// errTooMany stops diff's reading of a mailbox's changes.
+var errTooMany = errors.New("more changes than listed")
+
+// diff lists, as Changes at the snapshot's position, how the staged state
+// differs from the store's (read before replace): mailboxes deleted
+// (a new UIDVALIDITY) or renamed, then created, then per mailbox the
+// expunged, added and re-flagged messages (each in UID order), or one
+// MailboxRestored once the restore's per-message changes would pass
+// restoreChangesMax, then deleted mailboxes and subscription changes.
+func (r *restorer) diff() (*Result, error) {
 	pos := r.sn.Position
 	res := &Result{}
 	add := func(c Change) {
 		c.Pos = pos
 		res.Changes = append(res.Changes, c)
 	}
-	newMB := map[command.ID]SnapMailbox{}
-	var created, kept []command.ID
-	for _, mb := range r.sn.Mailboxes {
-		var id command.ID
-		copy(id[:], mb.ID)
-		newMB[id] = mb
+	type target struct {
+		k      int
+		id     command.ID
+		name   string
+		oldMid int64 // -1: created
+	}
+	var created, targets []target
+	inState := map[command.ID]bool{}
+	for k, mb := range r.sn.Mailboxes {
+		id := command.ID(mb.ID)
+		inState[id] = true
 		old, ok := r.oldMailboxes[id]
 		switch {
 		case !ok:
-			created = append(created, id)
+			created = append(created, target{k, id, mb.Name, -1})
 		case old.UIDValidity != mb.UIDValidity:
 			add(Change{Kind: MailboxDeleted, Mailbox: id, Name: old.Name})
-			created = append(created, id)
+			created = append(created, target{k, id, mb.Name, -1})
 		default:
-			kept = append(kept, id)
+			targets = append(targets, target{k, id, mb.Name, old.mid})
 			if old.Name != mb.Name {
 				add(Change{Kind: MailboxRenamed, Mailbox: id, Name: mb.Name, OldName: old.Name})
 			}
 		}
 	}
-	for _, id := range created {
-		add(Change{Kind: MailboxCreated, Mailbox: id, Name: newMB[id].Name})
+	for _, t := range created {
+		add(Change{Kind: MailboxCreated, Mailbox: t.id, Name: t.name})
 	}
-	keptSet := map[command.ID]bool{}
-	for _, id := range kept {
-		keptSet[id] = true
-	}
-	type msgKey struct {
-		mb  command.ID
-		uid UID
-	}
-	// Each message's index in the state, not a copy of it.
-	newAt := make(map[msgKey]int32, len(r.sn.Messages))
-	for i := range r.sn.Messages {
-		m := &r.sn.Messages[i]
-		var mb command.ID
-		copy(mb[:], r.sn.Mailboxes[m.Mailbox].ID)
-		newAt[msgKey{mb, UID(m.UID)}] = int32(i)
-	}
-	oldAt := map[msgKey]command.ID{}
-	var expunged []msgKey
-	for id, m := range r.oldMessages {
-		k := msgKey{m.mailbox, m.uid}
-		oldAt[k] = id
-		if !keptSet[m.mailbox] {
-			continue // its mailbox went or was replaced: no per-message changes
+	targets = append(targets, created...)
+	slices.SortFunc(targets, func(a, b target) int { return a.k - b.k })
+	listed := 0
+	for _, t := range targets {
+		var mine []Change
+		more := func(c Change) error {
+			if listed+len(mine) >= restoreChangesMax {
+				return errTooMany
+			}
+			c.Mailbox, c.Name, c.Pos = t.id, t.name, pos
+			mine = append(mine, c)
+			return nil
 		}
-		if n, ok := newAt[k]; !ok || !bytes.Equal(r.sn.Messages[n].ID, id[:]) {
-			expunged = append(expunged, k)
+		err := r.mailboxChanges(t.k, t.oldMid, more)
+		if errors.Is(err, errTooMany) {
+			add(Change{Kind: MailboxRestored, Mailbox: t.id, Name: t.name})
+			continue
 		}
+		if err != nil {
+			return nil, err
+		}
+		listed += len(mine)
+		res.Changes = append(res.Changes, mine...)
 	}
-	sort.Slice(expunged, func(i, j int) bool { return expunged[i].uid < expunged[j].uid })
-	for _, k := range expunged {
-		add(Change{Kind: MessageExpunged, Mailbox: k.mb, UID: k.uid, Message: oldAt[k], Name: newMB[k.mb].Name})
-	}
-	var added, reflagged []Change
-	for k, i := range newAt {
-		m := &r.sn.Messages[i]
-		var id command.ID
-		copy(id[:], m.ID)
-		flags := flagSet{bits: m.Flags, keywords: decodeKeywords(m.Keywords)}.list()
-		old, had := oldAt[k]
-		switch {
-		case !keptSet[k.mb] && !containsID(created, k.mb):
-		case !had || old != id:
-			added = append(added, Change{Kind: MessageAdded, Mailbox: k.mb, UID: k.uid, Message: id, Flags: flags, Name: newMB[k.mb].Name})
-		case !equalStrings(r.oldMessages[id].flags, flags):
-			reflagged = append(reflagged, Change{Kind: FlagsChanged, Mailbox: k.mb, UID: k.uid, Message: id, Flags: flags, Name: newMB[k.mb].Name})
+	var gone []command.ID
+	for id := range r.oldMailboxes {
+		if !inState[id] {
+			gone = append(gone, id)
 		}
 	}
-	sort.Slice(added, func(i, j int) bool { return added[i].UID < added[j].UID })
-	sort.Slice(reflagged, func(i, j int) bool { return reflagged[i].UID < reflagged[j].UID })
-	res.Changes = slices.Grow(res.Changes, len(added)+len(reflagged)+len(r.oldMailboxes)+len(r.sn.Subscriptions)+len(r.oldSubs))
-	for _, c := range added {
-		add(c)
-	}
-	for _, c := range reflagged {
-		add(c)
-	}
-	for id, old := range r.oldMailboxes {
-		if _, ok := newMB[id]; !ok {
-			add(Change{Kind: MailboxDeleted, Mailbox: id, Name: old.Name})
-		}
+	slices.SortFunc(gone, func(a, b command.ID) int { return bytes.Compare(a[:], b[:]) })
+	for _, id := range gone {
+		add(Change{Kind: MailboxDeleted, Mailbox: id, Name: r.oldMailboxes[id].Name})
 	}
 	newSubs := map[string]bool{}
 	for _, n := range r.sn.Subscriptions {
@@ -572,12 +688,85 @@ func (r *restorer) diff() *Result {
 			add(Change{Kind: SubscriptionChanged, Name: n, Subscribed: true})
 		}
 	}
+	var unsub []string
 	for n := range r.oldSubs {
 		if !newSubs[n] {
-			add(Change{Kind: SubscriptionChanged, Name: n})
+			unsub = append(unsub, n)
 		}
 	}
-	return res
+	slices.Sort(unsub)
+	for _, n := range unsub {
+		add(Change{Kind: SubscriptionChanged, Name: n})
+	}
+	return res, nil
+}
+
+// mailboxChanges hands more the changes of the staged state's mailbox k
+// against the store's mailbox oldMid (-1: none): the messages expunged,
+// added and re-flagged, each in UID order.
+func (r *restorer) mailboxChanges(k int, oldMid int64, more func(Change) error) error {
+	query := func(q string, row func(sc scanner) error) error {
+		rows, err := r.tx.QueryContext(r.ctx, q, oldMid, k)
+		if err != nil {
+			return fmt.Errorf("comparing the state: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := row(rows); err != nil {
+				return err
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("comparing the state: %w", err)
+		}
+		return nil
+	}
+	flagsOf := func(bits int64, kw string) []string {
+		return flagSet{bits: uint8(bits), keywords: decodeKeywords(kw)}.list()
+	}
+	err := query(`SELECT o.uid, o.id FROM messages o WHERE o.mailbox = ?1
+		AND NOT EXISTS (SELECT 1 FROM restore_messages m WHERE m.mailbox = ?2 AND m.uid = o.uid AND m.id = o.id) ORDER BY o.uid`,
+		func(sc scanner) error {
+			var uid int64
+			var id []byte
+			if err := sc.Scan(&uid, &id); err != nil {
+				return err
+			}
+			return more(Change{Kind: MessageExpunged, UID: UID(uid), Message: command.ID(id)})
+		})
+	if err != nil {
+		return err
+	}
+	err = query(`SELECT m.uid, m.id, m.flags, m.keywords FROM restore_messages m WHERE m.mailbox = ?2
+		AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.mailbox = ?1 AND o.uid = m.uid AND o.id = m.id) ORDER BY m.uid`,
+		func(sc scanner) error {
+			var uid, bits int64
+			var id []byte
+			var kw string
+			if err := sc.Scan(&uid, &id, &bits, &kw); err != nil {
+				return err
+			}
+			return more(Change{Kind: MessageAdded, UID: UID(uid), Message: command.ID(id), Flags: flagsOf(bits, kw)})
+		})
+	if err != nil || oldMid < 0 {
+		return err
+	}
+	return query(`SELECT m.uid, m.id, m.flags, m.keywords, o.flags, o.keywords FROM restore_messages m
+		JOIN messages o ON o.mailbox = ?1 AND o.uid = m.uid AND o.id = m.id
+		WHERE m.mailbox = ?2 AND (m.flags != o.flags OR m.keywords != o.keywords) ORDER BY m.uid`,
+		func(sc scanner) error {
+			var uid, bits, oldBits int64
+			var id []byte
+			var kw, oldKw string
+			if err := sc.Scan(&uid, &id, &bits, &kw, &oldBits, &oldKw); err != nil {
+				return err
+			}
+			flags := flagsOf(bits, kw)
+			if equalStrings(flags, flagsOf(oldBits, oldKw)) {
+				return nil
+			}
+			return more(Change{Kind: FlagsChanged, UID: UID(uid), Message: command.ID(id), Flags: flags})
+		})
 }
 
 // recountRange is how many body rows one statement of recount covers.
@@ -611,15 +800,6 @@ func recount(ctx context.Context, tx *sql.Tx) error {
 		}
 	}
 	return nil
-}
-
-func containsID(created []command.ID, id command.ID) bool {
-	for _, c := range created {
-		if c == id {
-			return true
-		}
-	}
-	return false
 }
 
 func equalStrings(a, b []string) bool {

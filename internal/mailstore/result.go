@@ -115,6 +115,11 @@ const (
 	MailboxDeleted
 	// SubscriptionChanged: Name is now Subscribed or not.
 	SubscriptionChanged
+	// MailboxRestored: a restore replaced Mailbox's messages (Name),
+	// with more changes than it lists (restoreChangesMax): a session
+	// that shows the mailbox compares what it shows with the mailbox's
+	// listing from the store.
+	MailboxRestored
 )
 
 // Change is one state change an IMAP layer must tell its sessions about.

@@ -26,15 +26,20 @@ func ReadSnapshot(r io.Reader) (*Snapshot, error) {
 	d := &snapDecoder{r: bufio.NewReaderSize(r, 32<<10)}
 	sn, err := d.snapshot()
 	if err != nil {
-		if errors.Is(err, ErrSnapshot) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: %w", ErrSnapshot, err)
+		return nil, snapshotError(err)
 	}
 	if err := sn.check(); err != nil {
 		return nil, err
 	}
 	return sn, nil
+}
+
+// snapshotError is err as an ErrSnapshot.
+func snapshotError(err error) error {
+	if errors.Is(err, ErrSnapshot) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrSnapshot, err)
 }
 
 // snapDecoder reads canonical CBOR from r.
@@ -43,6 +48,15 @@ type snapDecoder struct {
 	item  []byte       // the current array element's bytes
 	again bytes.Buffer // the element encoded again
 	arg   [8]byte      // a head's argument being read
+
+	// When message is set, each message is handed to it as it is
+	// decoded (m is reused for the next) instead of being held in
+	// Snapshot.Messages; when entry is set, each 24-byte record of
+	// Entries (old false) and Superseded (old true) is handed to it
+	// instead of being held. The snapshot's fields before the messages
+	// (position, mailboxes) are decoded when they are called.
+	message func(sn *Snapshot, m *SnapMessage) error
+	entry   func(sn *Snapshot, rec []byte, old bool) error
 }
 
 // snapBufEnc is snapCodecs' encoder into a buffer the caller gives, so
@@ -182,6 +196,66 @@ func readArray[T any](d *snapDecoder, list *[]T) error {
 	return nil
 }
 
+// eachElement is readArray handing each element to use instead of
+// holding it; v is reused, zeroed before each.
+func eachElement[T any](d *snapDecoder, use func(v *T) error) error {
+	d.item = d.item[:0]
+	major, n, err := d.head()
+	if err != nil {
+		return err
+	}
+	if major != cborArray {
+		return fmt.Errorf("%w: major type %d where an array belongs", ErrSnapshot, major)
+	}
+	if n > 1<<26 {
+		return fmt.Errorf("%w: an array of %d elements", ErrSnapshot, n)
+	}
+	v := new(T)
+	for range n {
+		if err := d.element(); err != nil {
+			return err
+		}
+		*v = *new(T)
+		if err := snapCodecs.dec.Unmarshal(d.item, v); err != nil {
+			return fmt.Errorf("%w: %v", ErrSnapshot, err)
+		}
+		d.again.Reset()
+		if err := snapBufEnc.MarshalToBuffer(v, &d.again); err != nil || !bytes.Equal(d.again.Bytes(), d.item) {
+			return errNotCanonical
+		}
+		if err := use(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eachRecord reads a byte string, not null, of 24-byte records, handing
+// each to use; it returns whether the string was empty.
+func (d *snapDecoder) eachRecord(what string, use func(rec []byte) error) (bool, error) {
+	d.item = d.item[:0]
+	major, n, err := d.head()
+	if err != nil {
+		return false, err
+	}
+	if major != cborBytes {
+		return false, fmt.Errorf("%w: major type %d where a byte string belongs", ErrSnapshot, major)
+	}
+	if n%24 != 0 {
+		return false, fmt.Errorf("%w: %s field of %d bytes", ErrSnapshot, what, n)
+	}
+	var rec [24]byte
+	for k := n / 24; k > 0; k-- {
+		if _, err := io.ReadFull(d.r, rec[:]); err != nil {
+			return false, unexpected(err)
+		}
+		if err := use(rec[:]); err != nil {
+			return false, err
+		}
+	}
+	return n == 0, nil
+}
+
 // byteString reads a byte string, not null.
 func (d *snapDecoder) byteString() ([]byte, error) {
 	d.item = d.item[:0]
@@ -228,6 +302,7 @@ func (d *snapDecoder) snapshot() (*Snapshot, error) {
 	}
 	sn := &Snapshot{}
 	last := uint64(0)
+	superseded := false // key 10 handed to d.entry
 	for range pairs {
 		key, err := d.uint()
 		if err != nil {
@@ -260,16 +335,30 @@ func (d *snapDecoder) snapshot() (*Snapshot, error) {
 		case 6:
 			err = readArray(d, &sn.Keywords)
 		case 7:
-			err = readArray(d, &sn.Messages)
+			if d.message != nil {
+				err = eachElement(d, func(m *SnapMessage) error { return d.message(sn, m) })
+			} else {
+				err = readArray(d, &sn.Messages)
+			}
 		case 8:
-			sn.Entries, err = d.byteString()
+			if d.entry != nil {
+				_, err = d.eachRecord("entries", func(rec []byte) error { return d.entry(sn, rec, false) })
+			} else {
+				sn.Entries, err = d.byteString()
+			}
 		case 9:
 			// omitempty: present only when not empty.
 			if sn.Chain, err = d.byteString(); err == nil && len(sn.Chain) == 0 {
 				err = errNotCanonical
 			}
 		case 10:
-			if sn.Superseded, err = d.byteString(); err == nil && len(sn.Superseded) == 0 {
+			if d.entry != nil {
+				var empty bool
+				if empty, err = d.eachRecord("superseded entries", func(rec []byte) error { return d.entry(sn, rec, true) }); err == nil && empty {
+					err = errNotCanonical
+				}
+				superseded = true
+			} else if sn.Superseded, err = d.byteString(); err == nil && len(sn.Superseded) == 0 {
 				err = errNotCanonical
 			}
 		}
@@ -277,7 +366,7 @@ func (d *snapDecoder) snapshot() (*Snapshot, error) {
 			return nil, err
 		}
 	}
-	if last < 8 || pairs != 8+b2u(sn.Chain != nil)+b2u(sn.Superseded != nil) {
+	if last < 8 || pairs != 8+b2u(sn.Chain != nil)+b2u(sn.Superseded != nil || superseded) {
 		return nil, errNotCanonical
 	}
 	if _, err := d.r.ReadByte(); err != io.EOF {

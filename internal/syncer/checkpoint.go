@@ -204,8 +204,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	}
 	defer cp.Close()
 	start := time.Now()
-	sn, cpCmd, err := s.openCheckpoint(cp)
-	if err != nil {
+	rejected := func(err error) (int, uint64, error) {
 		s.log.Error("rejected checkpoint; falling back to the log", "pos", cp.Pos, "err", err)
 		s.mu.Lock()
 		s.status.BadCheckpoint = cp.Pos
@@ -216,10 +215,34 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		}
 		return 0, head, nil
 	}
+	// The signature and the state's digest are checked over the whole
+	// checkpoint first; the state is then decoded as it is decrypted,
+	// straight into the restore's transaction (mailstore.RestoreFrom),
+	// and checked against the command before anything is compared.
+	o, err := entry.OpenFrom(cp.Data, cp.Data.Size(), s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
+	if err != nil {
+		return rejected(fmt.Errorf("%w: %w", ErrBadCheckpoint, err))
+	}
+	if err := checkStateCommand(o.Cmd, o.BodySHA256, cp.Pos); err != nil {
+		return rejected(err)
+	}
+	cpCmd := o.Cmd
 	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
 		return s.fetchBodies(ctx, need, read, put)
 	}
-	res, err := s.applyLocked(func() (*mailstore.Result, error) { return s.cfg.Store.Restore(ctx, sn, fetch) })
+	check := func(got *mailstore.Restored) error { return checkState(cpCmd, got.Head, cp.Pos) }
+	var info *mailstore.Restored
+	res, err := s.applyLocked(func() (res *mailstore.Result, err error) {
+		res, info, err = s.cfg.Store.RestoreFrom(ctx, o.Body(), check, fetch)
+		return res, err
+	})
+	var bad *mailstore.StateError
+	if errors.As(err, &bad) {
+		if !errors.Is(err, ErrBadCheckpoint) {
+			err = fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+		}
+		return rejected(err)
+	}
 	var c *mailstore.Contradiction
 	if errors.As(err, &c) {
 		// The checkpoint does not extend what this device applied or
@@ -246,6 +269,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		}
 		return 0, head, fmt.Errorf("restoring from checkpoint %d: %w", cp.Pos, err)
 	}
+	sn := info.Head
 	s.mu.Lock()
 	s.goneAt = 0
 	s.mu.Unlock()
@@ -270,9 +294,9 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		s.mu.Unlock()
 	}
 	s.resolveRestored(ctx)
-	s.log.Info("rebuilt from checkpoint", "pos", sn.Position, "messages", len(sn.Messages),
-		"bodies", len(sn.Keep()), "took", time.Since(start).Round(time.Millisecond))
-	return len(sn.Messages), head, nil
+	s.log.Info("rebuilt from checkpoint", "pos", sn.Position, "messages", info.Messages,
+		"bodies", info.Bodies, "took", time.Since(start).Round(time.Millisecond))
+	return info.Messages, head, nil
 }
 
 // FetchedCheckpoint is the spool's newest checkpoint as a device read it:

@@ -54,9 +54,10 @@ type Replica interface {
 	WriteSnapshot(ctx context.Context, use func(info mailstore.SnapshotInfo, encode func(io.Writer) error) error) error
 	// LiveBodies returns how many message bodies the state holds.
 	LiveBodies(ctx context.Context) (int, error)
-	// Restore replaces the state with a checkpoint's, reading the bodies it
-	// lacks with fetch.
-	Restore(ctx context.Context, sn *mailstore.Snapshot, fetch mailstore.BodyFetcher) (*mailstore.Result, error)
+	// RestoreFrom replaces the state with a checkpoint's, decoded from r
+	// as it is read and checked with check, reading the bodies it lacks
+	// with fetch.
+	RestoreFrom(ctx context.Context, r io.Reader, check func(*mailstore.Restored) error, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Restored, error)
 	// Adopt rebases the state onto a restoration's (restoration.go).
 	Adopt(ctx context.Context, sn *mailstore.Snapshot, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Adoption, error)
 	// Locate returns the mailbox and UID of a message, to answer a Submit
