@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,8 @@ type device struct {
 	addr  string
 	sub   *switchSubmitter
 	src   *switchSource
+	// rewrite, when set, changes each Result before the server hears it.
+	rewrite atomic.Pointer[func(*mailstore.Result) *mailstore.Result]
 }
 
 // errSourceDown is what a switchSource answers while down, as the API
@@ -131,17 +134,23 @@ func (r *rig) deviceWith(name string, extra Config) *device {
 	t := r.t
 	var srvMu sync.Mutex
 	var srv *Server
+	var d *device
 	src := &switchSource{StoreSource: r.Source()}
 	dt := r.Device(name, syncer.Config{Source: src,
 		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
 		Unreachable: func(err error) bool { return errors.Is(err, errSourceDown) },
 		OnApplied: func(res *mailstore.Result) {
 			srvMu.Lock()
-			s := srv
+			s, d := srv, d
 			srvMu.Unlock()
+			if f := d.rewrite.Load(); f != nil {
+				res = (*f)(res)
+			}
 			s.Applied(res)
 		}})
-	d := &device{t: t, store: dt.Store, sync: dt.Sync, src: src}
+	srvMu.Lock()
+	d = &device{t: t, store: dt.Store, sync: dt.Sync, src: src}
+	srvMu.Unlock()
 	d.sub = &switchSubmitter{next: d.sync}
 	logger := devicetest.Logger()
 	if extra.Logger != nil {

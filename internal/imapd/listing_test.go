@@ -272,6 +272,76 @@ func BenchmarkListingMemory(b *testing.B) {
 // time, answers each time one state the mailbox was in after some entry
 // (MESSAGES, UNSEEN and UIDNEXT of one snapshot, never some figures of one
 // and some of another), and never an older one than the answer before.
+// TestRestoredMailboxFollowsListing: a restore that replaced more of a
+// mailbox's messages than it lists tells sessions one MailboxRestored
+// (mailstore's restoreChangesMax), and the server brings the mailbox to
+// its listing in the store: here every change to INBOX reaches the server
+// as that alone, and what a session that selects INBOX sees, and STATUS
+// from another, stay what the store holds, through flag changes,
+// expunges and new messages, and a change while no session holds INBOX.
+func TestRestoredMailboxFollowsListing(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	var pos uint64
+	for i := range 6 {
+		pos = r.Deliver(fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\n%s\r\n", i, strings.Repeat("x", 10*i)))
+	}
+	d := r.device("a")
+	d.synced(pos)
+	inbox := mailstore.InboxID()
+	restored := func(res *mailstore.Result) *mailstore.Result {
+		out := &mailstore.Result{Outcomes: res.Outcomes}
+		told := false
+		for _, c := range res.Changes {
+			if c.Mailbox != inbox || c.Kind == mailstore.SubscriptionChanged {
+				out.Changes = append(out.Changes, c)
+				continue
+			}
+			if !told {
+				out.Changes = append(out.Changes, mailstore.Change{Kind: mailstore.MailboxRestored, Pos: c.Pos, Mailbox: inbox, Name: "INBOX"})
+				told = true
+			}
+		}
+		return out
+	}
+	d.rewrite.Store(&restored)
+	a := d.client(nil)
+	mustSelect(t, a, "INBOX")
+	st := d.client(nil)
+	check := func(step string) {
+		t.Helper()
+		want := storeListing(t, d, inbox)
+		if got := fetchListing(t, a); !slices.Equal(got, want) {
+			t.Fatalf("%s: FETCH answers\n%s\nthe store holds\n%s", step, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		if got, want := statusLine(t, st, "INBOX"), storeStatus(t, d, inbox, "INBOX"); got != want {
+			t.Fatalf("%s: STATUS answers\n%s\nthe store holds\n%s", step, got, want)
+		}
+	}
+	check("at the start")
+	ids, err := d.store.MessageIDs(context.Background(), inbox, []mailstore.UID{1, 2, 3, 4, 5, 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.synced(r.Append(r.UserKey, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`, "$Important"}, IDs: []command.ID{ids[2], ids[4]}}))
+	check("after flag changes")
+	d.synced(r.Append(r.UserKey, &command.Command{Kind: command.Expunge, IDs: []command.ID{ids[1], ids[3]}}))
+	check("after an expunge")
+	r.Deliver([]byte("From: a@example.org\r\nSubject: 6\r\n\r\nshort\r\n"))
+	d.synced(r.Append(r.UserKey, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{ids[0], ids[5]}}))
+	check("after a delivery and flag changes")
+	d.synced(r.Append(r.UserKey, &command.Command{Kind: command.Expunge, IDs: []command.ID{ids[0]}}))
+	r.Deliver([]byte("From: a@example.org\r\nSubject: 7\r\n\r\nshort\r\n"))
+	d.synced(r.Deliver([]byte("From: a@example.org\r\nSubject: 8\r\n\r\nshort\r\n")))
+	check("after an expunge and deliveries")
+	if err := a.Unselect().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	d.synced(r.Append(r.UserKey, &command.Command{Kind: command.ReplaceFlags, Flags: []string{"$Junk"}, IDs: []command.ID{ids[2]}}))
+	mustSelect(t, a, "INBOX")
+	check("after a change while no session held INBOX")
+}
+
 func TestStatusUnderChanges(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
