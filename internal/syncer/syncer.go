@@ -294,6 +294,7 @@ type Syncer struct {
 	// read found the store at the spool's head.
 	sentUnknown bool
 	sendMax     int // the most queued changes to send at once after a 413 (0: BatchCount); the loop's own
+	emptyBehind int // reads in a row that found no entry below the spool's head; the loop's own
 
 	// Submissions waiting to be appended together, and whether one leads
 	// (group.go).
@@ -500,6 +501,9 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 	}
 }
 
+// errWithheld: reads below the spool's head keep finding no entry.
+var errWithheld = errors.New("entries withheld")
+
 // step reads and applies one batch. The first read of a run, the first
 // after the spool could not be reached, and any read while behind the head,
 // does not wait, so the status shows contact with the spool at once, and a
@@ -580,8 +584,22 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		return 0, lr.Head, err
 	}
 	if len(lr.Entries) == 0 {
+		if lr.Head <= pos {
+			s.emptyBehind = 0
+			return 0, lr.Head, nil
+		}
+		// Behind the head with nothing to read: an entry appended between
+		// the spool's read of the entries and of its head, once; a spool
+		// that keeps answering so withholds the entries, and reading again
+		// at once would spin (API.md §3: a read holds an entry when one
+		// exists).
+		if s.emptyBehind++; s.emptyBehind > 1 {
+			return 0, lr.Head, fmt.Errorf("%w: the spool's answer to a read after position %d holds no entry, though it gives its head as %d (API.md §3): entries withheld; reading again after a pause",
+				errWithheld, pos, lr.Head)
+		}
 		return 0, lr.Head, nil
 	}
+	s.emptyBehind = 0
 	if opened == nil {
 		opened = s.openAll(lr.Entries)
 		lr = releaseSealed(lr, opened)
