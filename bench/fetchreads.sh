@@ -24,6 +24,11 @@
 #       database of SIZE, in turns on one connection each after a restart
 #       of both, as imaplib times it (bench/atrest.sh's FETCH, which
 #       times each build on a database it has just synced).
+#   bash bench/fetchreads.sh cpu DIR SIZE BUILD ITEMS COUNT CSPOOL...
+#       the daemon's CPU per warm FETCH 1:* ITEMS of the BUILD database of
+#       SIZE (from /proc, COUNT FETCHes on one connection by bigbox.py's
+#       socket client after one untimed), each CSPOOL in turn started on
+#       it, and the wall clock's best and median.
 #
 # The ports are PORTS (default 46140) + 3 to 6 and PORTS + 859 (the spool
 # server, started by each command and stopped at its end).
@@ -202,8 +207,43 @@ print(f"  cold {e['cold_seconds']:.3f} s against {p['cold_seconds']:.3f} s ({e['
       f"medians {e['warm_median_seconds']:.3f} s against {p['warm_median_seconds']:.3f} s ({e['warm_median_seconds']/p['warm_median_seconds']:.2f}x)")
 PY
 	;;
+cpu)
+	size=$1 build=$2 items=$3 count=$4
+	shift 4
+	server "$([ "$size" = big ] && echo spool || echo spool-n)"
+	for bin in "$@"; do
+		bin=$(realpath "$bin")
+		daemon "$bin" "$dir/$build-$size.db" $((P + 3)) "$dir/cpu.log"
+		$IB waitcount 127.0.0.1 $((P + 3)) alice pw 1 600 >/dev/null
+		idle "$dpid" 300
+		python3 - "$PWD/bench/lib" $((P + 3)) "$items" "$count" "$dpid" "$bin" "$build" "$size" <<'PY'
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import bigbox
+port, items, count, pid, bin, build, size = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8]
+hz = os.sysconf("SC_CLK_TCK")
+def cpu():
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / hz
+c = bigbox.Conn("127.0.0.1", port)
+c.cmd("LOGIN alice pw")
+c.cmd("EXAMINE INBOX")
+c.cmd("FETCH 1:* " + items)
+c0, ts = cpu(), []
+for _ in range(count):
+    ts.append(c.cmd("FETCH 1:* " + items)[0])
+c1 = cpu()
+c.cmd("LOGOUT")
+ts.sort()
+load = " ".join(open("/proc/loadavg").read().split()[:3])
+print(f"{bin} on the {build} database of {size}: FETCH 1:* {items} x{count}: daemon CPU {1000 * (c1 - c0) / count:.1f} ms a FETCH, "
+      f"wall best {ts[0]:.4f} s, median {ts[len(ts) // 2]:.4f} s (load average {load})")
+PY
+		stop "$dpid"
+	done
+	;;
 *)
-	echo "usage: bench/fetchreads.sh prepare|reads|atrest DIR ..." >&2
+	echo "usage: bench/fetchreads.sh prepare|reads|atrest|cpu DIR ..." >&2
 	exit 2
 	;;
 esac
