@@ -29,6 +29,11 @@
 #       SIZE (from /proc, COUNT FETCHes on one connection by bigbox.py's
 #       socket client after one untimed), each CSPOOL in turn started on
 #       it, and the wall clock's best and median.
+#   bash bench/fetchreads.sh bytes DIR SIZE BUILD [CSPOOL]
+#       each server's whole answer to each of the six FETCH 1:* items
+#       (after LOGIN and EXAMINE INBOX, warm: the second of two), written
+#       to DIR/bytes-SIZE/cspool-ITEMS and dovecot-ITEMS, and how they
+#       differ; bench/lib/imapreplay.py times imaplib reading them.
 #
 # The ports are PORTS (default 46140) + 3 to 6 and PORTS + 859 (the spool
 # server, started by each command and stopped at its end).
@@ -242,8 +247,54 @@ PY
 		stop "$dpid"
 	done
 	;;
+bytes)
+	size=$1 build=$2
+	bin=${3:-$dir/cspool}
+	[ "$build" = plain ] && bin=${3:-$dir/cspool-plain}
+	count=$N
+	[ "$size" = big ] && count=$BIG
+	server "$([ "$size" = big ] && echo spool || echo spool-n)"
+	daemon "$(realpath "$bin")" "$dir/$build-$size.db" $((P + 3)) "$dir/bytes.log"
+	dovecot_start "$dir/dv-$size" $((P + 4)) $((P + 285)) alice pw
+	$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$count" 600 >/dev/null
+	$IB waitcount 127.0.0.1 $((P + 4)) alice pw "$count" 600 >/dev/null
+	idle "$dpid" 300
+	mkdir -p "$dir/bytes-$size"
+	python3 - "$dir/bytes-$size" $((P + 3)) $((P + 4)) "${READS[@]}" <<'PY'
+import socket, sys
+out, ports, reads = sys.argv[1], {"cspool": int(sys.argv[2]), "dovecot": int(sys.argv[3])}, sys.argv[4:]
+got = {}
+for server, port in ports.items():
+    s = socket.create_connection(("127.0.0.1", port))
+    f = s.makefile("rb")
+    n = 0
+    def cmd(text):
+        global n
+        n += 1
+        tag = b"t%d " % n
+        s.sendall(tag + text.encode() + b"\r\n")
+        lines = []
+        while True:
+            line = f.readline()
+            lines.append(line)
+            if line.startswith(tag):
+                return b"".join(lines)
+    f.readline()
+    cmd("LOGIN alice pw")
+    cmd("EXAMINE INBOX")
+    for items in reads:
+        cmd("FETCH 1:* " + items)
+        got[server, items] = cmd("FETCH 1:* " + items)
+        open(f"{out}/{server}-{items.strip('()').replace(' ', '_')}", "wb").write(got[server, items])
+for items in reads:
+    a, b = got["cspool", items].split(b"\r\n"), got["dovecot", items].split(b"\r\n")
+    diff = [(x, y) for x, y in zip(a, b) if x != y]
+    print(f"FETCH 1:* {items}: cspool {len(got['cspool', items])} bytes in {len(a) - 1} lines, Dovecot {len(got['dovecot', items])} "
+          f"bytes in {len(b) - 1} lines; {len(diff)} lines differ" + (f", the first: {diff[0][0][:70]!r} against {diff[0][1][:70]!r}" if diff else ""))
+PY
+	;;
 *)
-	echo "usage: bench/fetchreads.sh prepare|reads|atrest|cpu DIR ..." >&2
+	echo "usage: bench/fetchreads.sh prepare|reads|atrest|cpu|bytes DIR ..." >&2
 	exit 2
 	;;
 esac
