@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -434,6 +435,9 @@ func (s *serverRun) openUsers(f serverFlags) (users, error) {
 	switch {
 	case f.usersFile != "":
 		u, err := userdb.Load(f.usersFile, s.log)
+		if errors.Is(err, keys.ErrSharedKey) {
+			return nil, withHint(err, "put each user's own public key on its line (the one its gen-keys printed): the later line was likely copied from the earlier one")
+		}
 		if err != nil {
 			return nil, withHint(err, "each line of the users file is NAME PUBLIC-KEY; run without --users for test mode")
 		}
