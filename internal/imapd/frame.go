@@ -25,6 +25,9 @@ const (
 	// maxRejectedBeforeLogin is how many lines the framer refuses before
 	// login before it ends the connection.
 	maxRejectedBeforeLogin = 10
+	// maxBufferedLiteral is the largest literal go-imap takes in a
+	// command other than APPEND (imapserver's checkBufferedLiteral).
+	maxBufferedLiteral = 4096
 )
 
 // commands are the commands go-imap's server parses (imapserver/conn.go);
@@ -133,6 +136,7 @@ type frameConn struct {
 	outTail   []byte // the end of the line being written
 	outSkip   int64  // bytes of a literal being written, still to skip
 	known     int64  // messages the client knows the selected mailbox has; -1: none selected
+	tooBig    bool   // the command's literal was refused as over maxBufferedLiteral
 
 	// TLS (RFC 9051 sections 6.2.1 and 11.1): go-imap is told nothing of
 	// it, since the framer reads above the TLS layer (the library would
@@ -181,6 +185,24 @@ func (fc *frameConn) Read(p []byte) (int, error) {
 					if err := fc.dropRest(); err != nil {
 						return 0, err
 					}
+					continue
+				}
+				if fc.lit > maxBufferedLiteral && fc.command() != "APPEND" {
+					// go-imap refuses such a literal where it buffers
+					// strings, but then parses its bytes as an atom:
+					// it gets a byte no argument takes instead, and
+					// answers BAD (Write makes it NO [TOOBIG]). The
+					// client is never asked for the bytes; those it
+					// sends unasked are dropped with the command.
+					fc.mu.Lock()
+					fc.tooBig = true
+					fc.mu.Unlock()
+					if fc.litSync {
+						fc.lit, fc.litSync, fc.more = 0, false, false
+					} else {
+						fc.litWait = true
+					}
+					fc.pending = []byte("\x00\r\n")
 					continue
 				}
 				if fc.litSync {
@@ -266,7 +288,7 @@ func (fc *frameConn) nextCommand() error {
 		}
 		if problem == "" {
 			fc.mu.Lock()
-			fc.tag, fc.name, fc.ended, fc.contReqs = tag, name, false, 0
+			fc.tag, fc.name, fc.ended, fc.contReqs, fc.tooBig = tag, name, false, 0, false
 			fc.text = append(fc.text[:0], line...)
 			if name == "SELECT" || name == "EXAMINE" || name == "CLOSE" || name == "UNSELECT" {
 				fc.known = -1
@@ -601,6 +623,9 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 		if r := diagnose(fc.name, fc.text); r != "" {
 			p = []byte(fc.tag + " " + r + "\r\n")
 		}
+	}
+	if fc.tooBig && fc.tag != "" && !fc.ended && bytes.HasPrefix(p, []byte(fc.tag+" BAD ")) {
+		p = []byte(fmt.Sprintf("%s NO [TOOBIG] Literals are limited to %d bytes for this command\r\n", fc.tag, maxBufferedLiteral))
 	}
 	p = fc.rewriteCapabilities(p)
 	fc.watch(p)

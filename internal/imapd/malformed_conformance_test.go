@@ -292,3 +292,48 @@ func TestBeforeLoginRefusedAtOnce(t *testing.T) {
 		t.Errorf("after %d refused SELECTs: got %q, want BYE", maxRejectedBeforeLogin+1, got)
 	}
 }
+
+// A literal over 4096 bytes in a command other than APPEND is refused NO
+// [TOOBIG] before "+" (RFC 7889), before login and after, and the bytes of
+// one sent unasked are dropped, none taken for a command. go-imap refused
+// it where it buffers a string but then read the literal's bytes as an
+// atom: the framer sent "+" for a LOGIN's 5000-byte password, and the
+// bytes were tried as the password.
+func TestLargeLiteralRefused(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	w := dialWire(t, d.addr)
+	big := strings.Repeat("a", maxBufferedLiteral+1)
+	w.send("l1 LOGIN alice {5000}\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "l1 NO [TOOBIG]") {
+		t.Errorf("LOGIN with a password of 5000 bytes: got %q, want l1 NO [TOOBIG] before +", got)
+	}
+	smuggled := "z1 LOGOUT\r\n" + big[len("z1 LOGOUT\r\n"):]
+	w.send(fmt.Sprintf("l2 LOGIN {%d+}\r\n%s \"x\"\r\n", len(smuggled), smuggled))
+	if got := w.response(); !strings.HasPrefix(got, "l2 NO [TOOBIG]") {
+		t.Errorf("LOGIN with a non-synchronizing literal of %d bytes: got %q, want l2 NO [TOOBIG]", len(smuggled), got)
+	}
+	w.ok(`LOGIN alice "` + testPassword + `"`)
+	w.ok("SELECT INBOX")
+	for _, cmd := range []string{
+		"SELECT {5000}",
+		"CREATE {4097}",
+		"SEARCH TEXT {1000000}",
+		fmt.Sprintf("SEARCH TEXT {5} SUBJECT {%d}", maxBufferedLiteral+1), // the second literal
+	} {
+		u, tagged := w.run(strings.Replace(cmd, "{5}", "{5}\r\nhello", 1))
+		if status(tagged) != "NO [TOOBIG]" || len(u) != 0 {
+			t.Errorf("%s: got %q %q, want NO [TOOBIG] before +", cmd, u, tagged)
+		}
+	}
+	u, tagged := w.run(fmt.Sprintf("SEARCH TEXT {%d+}\r\n%s", len(smuggled), smuggled))
+	if status(tagged) != "NO [TOOBIG]" || len(u) != 0 {
+		t.Errorf("SEARCH with a non-synchronizing literal of %d bytes: got %q %q, want NO [TOOBIG]", len(smuggled), u, tagged)
+	}
+	// At the limit it is taken.
+	at := strings.Repeat("b", maxBufferedLiteral)
+	w.ok(fmt.Sprintf("SEARCH TEXT {%d}\r\n%s", len(at), at))
+	w.ok("NOOP")
+}
