@@ -262,13 +262,18 @@ func (fc *frameConn) nextCommand() error {
 		if cont {
 			fc.contReqs--
 		}
-		authed := fc.authed
+		authed, inProgress := fc.authed, fc.name
 		fc.mu.Unlock()
 		if cont {
 			fc.pending = line
-			if long {
-				// An empty line in its place: the library answers the
-				// command in progress (AUTHENTICATE, IDLE) under its tag.
+			switch {
+			case long && inProgress == "AUTHENTICATE":
+				// The client's cancel (RFC 9051 section 6.2.2): the
+				// library answers BAD under the command's tag.
+				fc.pending = []byte("*\r\n")
+			case long:
+				// An empty line in place of IDLE's DONE: the library
+				// answers BAD under the command's tag.
 				fc.pending = []byte("\r\n")
 			}
 			return nil
