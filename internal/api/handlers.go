@@ -52,6 +52,23 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		}
 		to = k
 	}
+	// The body is held from its read to the store's answer: it takes its
+	// size from the appends' budget first (the limit when the length is
+	// unknown), so that concurrent large appends wait instead of taking
+	// the server's memory.
+	hold := s.cfg.MaxBody
+	switch {
+	case r.ContentLength > s.cfg.MaxBody:
+		hold = 0 // refused unread below
+	case r.ContentLength >= 0:
+		hold = r.ContentLength
+	}
+	if !s.holdAppend(r.Context(), hold) {
+		s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
+			msg: fmt.Sprintf("too many appends at once: no room for %d bytes in %d; try again later", hold, s.cfg.AppendMemory)})
+		return
+	}
+	defer s.apMem.release(hold)
 	body, err := readSignedBody(w, r, c, s.cfg.MaxBody)
 	if err != nil {
 		s.fail(w, r, err)
@@ -174,6 +191,14 @@ func readSignedBody(w http.ResponseWriter, r *http.Request, c *caller, limit int
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBodyHash, "body does not match the signed hash"))
 	}
 	return body, nil
+}
+
+// holdAppend takes n bytes from the appends' budget, waiting up to
+// CheckpointWait for room.
+func (s *Server) holdAppend(ctx context.Context, n int64) bool {
+	ctx, cancel := context.WithTimeout(ctx, max(s.cfg.CheckpointWait, 0))
+	defer cancel()
+	return s.apMem.acquire(ctx, n)
 }
 
 // readBody reads the whole body, refusing more than limit bytes.

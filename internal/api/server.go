@@ -62,6 +62,14 @@ type Config struct {
 	MaxBody int64
 	// MaxBatchCount is the most entries in one append. Zero means 10000.
 	MaxBatchCount int
+	// AppendMemory bounds the bytes of append bodies the server holds at
+	// once, all callers together: an append takes its Content-Length
+	// (MaxBody when the length is not given) from it before its body is
+	// read, and gives it back once the store has answered; one that finds
+	// no room waits up to CheckpointWait, then gets 503 with Retry-After.
+	// Zero means 4 * MaxBody; it is raised to MaxBody if below, so that
+	// the largest append accepted fits alone.
+	AppendMemory int64
 	// MaxCheckpointBody is the largest checkpoint upload accepted (413
 	// beyond). Zero means DefaultMaxCheckpointBody (256 MiB: a mailbox of
 	// about 2.6 million messages at about 102 bytes each). Above
@@ -154,6 +162,10 @@ func (c *Config) fill() {
 	if c.MaxBatchCount <= 0 {
 		c.MaxBatchCount = 10000
 	}
+	if c.AppendMemory <= 0 {
+		c.AppendMemory = 4 * c.MaxBody
+	}
+	c.AppendMemory = max(c.AppendMemory, c.MaxBody)
 	if c.MaxCheckpointBody <= 0 {
 		c.MaxCheckpointBody = DefaultMaxCheckpointBody
 	}
@@ -264,6 +276,7 @@ type Server struct {
 	polls  *pollCounter
 	conns  *connLimiter
 	cpMem  *byteBudget // the checkpoint uploads held at once
+	apMem  *byteBudget // the append bodies held at once
 	// refusals thins out the log lines of requests refused before their
 	// signature was checked, so that a flood cannot fill the log.
 	refusals *logSampler
@@ -299,7 +312,8 @@ func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
-		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting)}
+		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting),
+		apMem: newByteBudget(cfg.AppendMemory, func(int) {})}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	s.openAt = time.Unix(s.fence+1, 0).Add(-cfg.FutureSkew)
 	s.stopping, s.stop = context.WithCancel(context.Background())

@@ -1,0 +1,98 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestAppendMemoryBound: appends whose bodies are still on their way hold
+// their size in the server's memory; together they may hold at most
+// AppendMemory, and one that finds no room waits, then gets 503 with
+// Retry-After, nothing appended. Without the bound one user's key made the
+// server hold every append it sent at once: 16 appends of 60 MiB from one
+// key took a real cspool server to 1 GB of RSS (64 connections an address:
+// 4 GB).
+func TestAppendMemoryBound(t *testing.T) {
+	t.Parallel()
+	const size = 1 << 20
+	e := newEnv(t, false, func(c *Config) {
+		c.MaxBody, c.AppendMemory, c.CheckpointWait = 2*size, 2*size+size/2, 300*time.Millisecond
+	})
+	body := EncodeBatch([][]byte{bytes.Repeat([]byte{'x'}, size)})
+	// start sends a signed append whose body stops after its first half
+	// until finish is called.
+	type slow struct {
+		resp chan *http.Response
+		rest chan struct{}
+	}
+	start := func() *slow {
+		pr, pw := io.Pipe()
+		req, err := http.NewRequest("POST", e.srv.URL+"/v1/users/alice/entries", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = int64(len(body))
+		req.Header.Set("Content-Type", ContentType)
+		if err := SignRequest(req, body, e.alice, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		s := &slow{resp: make(chan *http.Response, 1), rest: make(chan struct{})}
+		go func() {
+			pw.Write(body[:len(body)/2])
+			<-s.rest
+			pw.Write(body[len(body)/2:])
+			pw.Close()
+		}()
+		go func() {
+			resp, err := e.srv.Client().Do(req)
+			if err != nil {
+				t.Error(err)
+				close(s.resp)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			s.resp <- resp
+		}()
+		return s
+	}
+	held := func() int64 { h, _, _ := e.api.apMem.state(); return h }
+	a := start()
+	b := start()
+	// Both bodies are being read: two sizes held, room for neither more.
+	for deadline := time.Now().Add(30 * time.Second); held() < 2*int64(len(body)); {
+		if time.Now().After(deadline) {
+			t.Fatalf("held %d bytes, want %d once two appends are reading", held(), 2*len(body))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c := start()
+	close(c.rest)
+	if resp := <-c.resp; resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a third append while two hold the budget: %v, want 503 with Retry-After", resp)
+	}
+	close(a.rest)
+	close(b.rest)
+	for _, s := range []*slow{a, b} {
+		if resp := <-s.resp; resp == nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("an append that had room: %v, want 200", resp)
+		}
+	}
+	if _, peak, _ := e.api.apMem.state(); peak > e.api.cfg.AppendMemory {
+		t.Errorf("peak %d bytes held, over AppendMemory %d", peak, e.api.cfg.AppendMemory)
+	}
+	// Room again: the refused append goes through, and the log holds the
+	// three.
+	d := start()
+	close(d.rest)
+	if resp := <-d.resp; resp == nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("an append after the others: %v, want 200", resp)
+	}
+	if h, err := e.store.Head(context.Background(), "alice"); err != nil || h != 3 {
+		t.Fatalf("head %d (%v), want 3", h, err)
+	}
+}
