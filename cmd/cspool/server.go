@@ -270,6 +270,13 @@ func (s *serverRun) run(f serverFlags) error {
 	if err != nil {
 		return err
 	}
+	if r, ok := users.(interface {
+		Refuse(keys.PublicKey, string) error
+	}); ok && spoolKey != nil {
+		if err := r.Refuse(spoolKey.Public(), "the public key of --spool-key "+f.spoolKeyFile); err != nil {
+			return withHint(err, "put the user's own public key on its line (the one its gen-keys printed), never the spool's: mail sealed to the spool's key is readable by whoever holds the spool key")
+		}
+	}
 	errc := make(chan error, 4)
 	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20),
 		MaxConnsPerAddr: f.limits.conns, RefusalRate: f.limits.refusals, MaxLongPolls: f.limits.polls,

@@ -66,6 +66,38 @@ type DB struct {
 	byName keys.Users
 	byKey  map[string]string // key bytes -> name; only meaningful in test mode
 	regMu  sync.Mutex        // serialises test mode registrations (file appends)
+
+	refused map[string]string // key bytes -> what the key is (Refuse); under mu
+}
+
+// ErrRefusedKey: the users file gives a user a key that is no user's to
+// have (Refuse), such as the spool's own public key.
+var ErrRefusedKey = errors.New("a key that is no user's to have")
+
+// Refuse makes d refuse key as any user's key, what naming it in errors
+// ("the spool's public key"): it returns an error wrapping ErrRefusedKey if
+// the table gives it to a user now, and a Reload that would fails, keeping
+// the previous table. The spool's public key as a user's would seal that
+// user's mail to the spool, which could then read it.
+func (d *DB) Refuse(key keys.PublicKey, what string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.refused == nil {
+		d.refused = map[string]string{}
+	}
+	d.refused[string(key.Bytes())] = what
+	return d.checkRefused(d.byName)
+}
+
+// checkRefused returns an error naming the first user users gives a
+// refused key. d.mu is held.
+func (d *DB) checkRefused(users keys.Users) error {
+	for name, k := range users {
+		if what, ok := d.refused[string(k.Bytes())]; ok {
+			return fmt.Errorf("%s: user %q has %s: %w", d.path, name, what, ErrRefusedKey)
+		}
+	}
+	return nil
 }
 
 // Load opens a DB in file mode on the users file at path.
@@ -158,6 +190,11 @@ func (d *DB) Reload() error {
 		if err != nil {
 			err = fmt.Errorf("reloading users: %w", err)
 		}
+	}
+	if err == nil {
+		d.mu.RLock()
+		err = d.checkRefused(users)
+		d.mu.RUnlock()
 	}
 	if err != nil {
 		d.log.Error("users reload failed; keeping the previous table", "file", d.path, "users", d.Len(), "err", err)

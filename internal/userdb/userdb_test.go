@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -249,5 +250,50 @@ func TestCheckTestMode(t *testing.T) {
 	}
 	if db.Len() != 1 {
 		t.Errorf("%d users after the checks, want 1", db.Len())
+	}
+}
+
+// TestRefuseSpoolKey: the spool's public key given to a user in the users
+// file (a spool.pub pasted for user.pub) is refused at start and at a
+// reload, which keeps the previous table: that user's mail would be sealed
+// to the spool's key, readable by whoever holds the spool key.
+func TestRefuseSpoolKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "users")
+	gen := func() *keys.SecretKey {
+		k, err := keys.Generate(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	alice, spool := gen(), gen()
+	write := func(text string) {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("alice " + alice.Public().String() + "\nbob " + spool.Public().String() + "\n")
+	d, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Refuse(spool.Public(), "the spool's public key"); !errors.Is(err, ErrRefusedKey) ||
+		!strings.Contains(err.Error(), `"bob"`) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Refuse over a table giving bob the spool's key: %v, want ErrRefusedKey naming bob and %s", err, path)
+	}
+	write("alice " + alice.Public().String() + "\n")
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	write("alice " + alice.Public().String() + "\ncarol " + spool.Public().String() + "\n")
+	if err := d.Reload(); !errors.Is(err, ErrRefusedKey) || !strings.Contains(err.Error(), `"carol"`) {
+		t.Fatalf("Reload giving carol the spool's key: %v, want ErrRefusedKey naming carol", err)
+	}
+	if _, err := d.Lookup(context.Background(), "carol"); !errors.Is(err, keys.ErrUnknownUser) {
+		t.Fatalf("carol after the refused reload: %v, want unknown (the previous table kept)", err)
+	}
+	if k, err := d.Lookup(context.Background(), "alice"); err != nil || !k.Equal(alice.Public()) {
+		t.Fatalf("alice after the refused reload: %v", err)
 	}
 }
