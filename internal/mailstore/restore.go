@@ -570,10 +570,18 @@ func (r *restorer) replace(crossed bool) error {
 		}
 	}
 	// Every body is stored (bodies): a message whose body is not would
-	// fail on its NOT NULL.
-	n, err := inRuns(ctx, tx, r.staged.messages, `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
-		SELECT m.id, x.mid, m.uid, (SELECT bid FROM bodies b WHERE b.digest = m.digest), m.date, m.size, m.flags, m.keywords, m.modseq
-		FROM restore_messages m JOIN restore_mailboxes x ON x.k = m.mailbox WHERE m.n BETWEEN ? AND ? ORDER BY m.n`)
+	// fail on its NOT NULL. The messages go in the order of their bodies'
+	// positions, the order a new device stored the bodies in (so reading
+	// each body's row, for the reference, reads the next page, where in
+	// the order of the ids it read a page at random for each message,
+	// from the WAL through the encrypting layer: at a million, most of
+	// the restore's time) and the order of their UIDs in a mailbox
+	// delivered to, so that of the messages' indexes only the ids' gets
+	// its keys at random.
+	n, err := inRuns(ctx, tx, int64(r.sn.Position), `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
+		SELECT m.id, (SELECT mid FROM restore_mailboxes x WHERE x.k = m.mailbox), m.uid,
+			(SELECT bid FROM bodies b WHERE b.digest = m.digest), m.date, m.size, m.flags, m.keywords, m.modseq
+		FROM restore_messages m WHERE m.body BETWEEN ? AND ? ORDER BY m.body, m.n`)
 	if err != nil {
 		return fmt.Errorf("restoring messages: %w", err)
 	}
