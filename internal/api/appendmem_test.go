@@ -7,12 +7,16 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"cspool/internal/keys"
 )
 
 // TestAppendMemoryBound: appends whose bodies are still on their way hold
 // their size in the server's memory; together they may hold at most
 // AppendMemory, and one that finds no room waits, then gets 503 with
-// Retry-After, nothing appended. Without the bound one user's key made the
+// Retry-After, nothing appended. A user's key holds at most a quarter of
+// it (at least MaxBody): its next append gets 429 at once, so that a key
+// that sends its bodies slowly holds up nobody else. Without the bound one user's key made the
 // server hold every append it sent at once: 16 appends of 60 MiB from one
 // key took a real cspool server to 1 GB of RSS (64 connections an address:
 // 4 GB).
@@ -29,15 +33,15 @@ func TestAppendMemoryBound(t *testing.T) {
 		resp chan *http.Response
 		rest chan struct{}
 	}
-	start := func() *slow {
+	start := func(user string, key *keys.SecretKey) *slow {
 		pr, pw := io.Pipe()
-		req, err := http.NewRequest("POST", e.srv.URL+"/v1/users/alice/entries", pr)
+		req, err := http.NewRequest("POST", e.srv.URL+"/v1/users/"+user+"/entries", pr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		req.ContentLength = int64(len(body))
 		req.Header.Set("Content-Type", ContentType)
-		if err := SignRequest(req, body, e.alice, time.Now()); err != nil {
+		if err := SignRequest(req, body, key, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		s := &slow{resp: make(chan *http.Response, 1), rest: make(chan struct{})}
@@ -61,8 +65,8 @@ func TestAppendMemoryBound(t *testing.T) {
 		return s
 	}
 	held := func() int64 { h, _, _ := e.api.apMem.state(); return h }
-	a := start()
-	b := start()
+	a := start("alice", e.alice)
+	b := start("bob", e.bob)
 	// Both bodies are being read: two sizes held, room for neither more.
 	for deadline := time.Now().Add(30 * time.Second); held() < 2*int64(len(body)); {
 		if time.Now().After(deadline) {
@@ -70,7 +74,14 @@ func TestAppendMemoryBound(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	c := start()
+	// alice's share (MaxBody) cannot take a second one.
+	a2 := start("alice", e.alice)
+	close(a2.rest)
+	if resp := <-a2.resp; resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("alice's second append while her first holds her share: %v, want 429 with Retry-After", resp)
+	}
+	// The spool key has no share of its own: it waits for room, then 503.
+	c := start("alice", e.spoolK)
 	close(c.rest)
 	if resp := <-c.resp; resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("a third append while two hold the budget: %v, want 503 with Retry-After", resp)
@@ -87,12 +98,14 @@ func TestAppendMemoryBound(t *testing.T) {
 	}
 	// Room again: the refused append goes through, and the log holds the
 	// three.
-	d := start()
+	d := start("alice", e.alice)
 	close(d.rest)
 	if resp := <-d.resp; resp == nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("an append after the others: %v, want 200", resp)
 	}
-	if h, err := e.store.Head(context.Background(), "alice"); err != nil || h != 3 {
-		t.Fatalf("head %d (%v), want 3", h, err)
+	for user, want := range map[string]uint64{"alice": 2, "bob": 1} {
+		if h, err := e.store.Head(context.Background(), user); err != nil || h != want {
+			t.Fatalf("head of %s %d (%v), want %d", user, h, err, want)
+		}
 	}
 }

@@ -63,6 +63,17 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 	case r.ContentLength >= 0:
 		hold = r.ContentLength
 	}
+	// A user's key holds at most its share of the budget, so that its
+	// appends, however slowly their bodies come, never hold up the others'
+	// (the spool key, which every delivering host shares, may hold all).
+	if !c.spool {
+		if !s.holdKeyAppend(c.key, hold) {
+			s.fail(w, r, &srvError{kind: ErrTooManyRequests, retryAfter: s.cfg.RetryAfter,
+				msg: fmt.Sprintf("this key's appends in progress hold their share of the server's memory (%d bytes): try again once they are done", s.keyAppendShare())})
+			return
+		}
+		defer s.releaseKeyAppend(c.key, hold)
+	}
 	if !s.holdAppend(r.Context(), hold) {
 		s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
 			msg: fmt.Sprintf("too many appends at once: no room for %d bytes in %d; try again later", hold, s.cfg.AppendMemory)})
@@ -199,6 +210,35 @@ func (s *Server) holdAppend(ctx context.Context, n int64) bool {
 	ctx, cancel := context.WithTimeout(ctx, max(s.cfg.CheckpointWait, 0))
 	defer cancel()
 	return s.apMem.acquire(ctx, n)
+}
+
+// keyAppendShare is the most append bytes one user's key may hold at once:
+// a quarter of AppendMemory, at least MaxBody.
+func (s *Server) keyAppendShare() int64 {
+	return max(s.cfg.AppendMemory/4, s.cfg.MaxBody)
+}
+
+// holdKeyAppend takes n bytes from key's share of the appends' budget, at
+// once or not at all.
+func (s *Server) holdKeyAppend(key keys.PublicKey, n int64) bool {
+	id := key.KeyID()
+	s.apKeysMu.Lock()
+	defer s.apKeysMu.Unlock()
+	if s.apKeys[id]+n > s.keyAppendShare() {
+		return false
+	}
+	s.apKeys[id] += n
+	return true
+}
+
+// releaseKeyAppend gives back n bytes taken by holdKeyAppend.
+func (s *Server) releaseKeyAppend(key keys.PublicKey, n int64) {
+	id := key.KeyID()
+	s.apKeysMu.Lock()
+	defer s.apKeysMu.Unlock()
+	if s.apKeys[id] -= n; s.apKeys[id] <= 0 {
+		delete(s.apKeys, id)
+	}
 }
 
 // readBody reads the whole body, refusing more than limit bytes.

@@ -277,6 +277,9 @@ type Server struct {
 	conns  *connLimiter
 	cpMem  *byteBudget // the checkpoint uploads held at once
 	apMem  *byteBudget // the append bodies held at once
+
+	apKeysMu sync.Mutex
+	apKeys   map[[8]byte]int64 // append bytes each user's key holds (handlers.go)
 	// refusals thins out the log lines of requests refused before their
 	// signature was checked, so that a flood cannot fill the log.
 	refusals *logSampler
@@ -313,7 +316,7 @@ func NewServer(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
 		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting),
-		apMem: newByteBudget(cfg.AppendMemory, func(int) {})}
+		apMem: newByteBudget(cfg.AppendMemory, func(int) {}), apKeys: map[[8]byte]int64{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	s.openAt = time.Unix(s.fence+1, 0).Add(-cfg.FutureSkew)
 	s.stopping, s.stop = context.WithCancel(context.Background())
