@@ -135,6 +135,9 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	if err != nil {
 		return err
 	}
+	if err := refuseSpoolKey(users, sk.Public(), *usersFile, *spoolKey); err != nil {
+		return err
+	}
 
 	msg, err := io.ReadAll(io.LimitReader(e.stdin, *maxSize+1))
 	if err != nil {
@@ -242,6 +245,25 @@ func loadDirectory(user, userKey, usersFile, spoolKey string) (deliver.StaticDir
 		return nil, &exitError{withHint(err, "check --users: one \"NAME PUBLIC-KEY\" pair per line"), exNoPerm}
 	}
 	return deliver.StaticDirectory(u), nil
+}
+
+// refuseSpoolKey refuses a users file (or --user-key) that gives a user the
+// spool's public key, as the server refuses it at start: the mail delivered
+// to that user would be sealed to the spool's key, readable by whoever
+// holds the spool key.
+func refuseSpoolKey(users deliver.StaticDirectory, spool keys.PublicKey, usersFile, spoolKey string) error {
+	for name, k := range users {
+		if !k.Equal(spool) {
+			continue
+		}
+		src := "--user-key"
+		if usersFile != "" {
+			src = "users file " + usersFile
+		}
+		return &exitError{withHint(fmt.Errorf("%s: user %q has the public key of --spool-key %s: %w", src, name, spoolKey, userdb.ErrRefusedKey),
+			"put the user's own public key on its line (the one its gen-keys printed), never the spool's: mail sealed to the spool's key is readable by whoever holds the spool key"), exNoPerm}
+	}
+	return nil
 }
 
 // checkTestModeUser stands, for a delivery straight into the store with

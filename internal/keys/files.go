@@ -19,6 +19,22 @@ type FileError struct {
 func (e *FileError) Error() string { return fmt.Sprintf("key file %s: %v", e.Path, e.Err) }
 func (e *FileError) Unwrap() error { return e.Err }
 
+// UsersFileError names the users file a problem was found in.
+type UsersFileError struct {
+	Path string
+	Err  error
+}
+
+func (e *UsersFileError) Error() string { return fmt.Sprintf("users file %s: %v", e.Path, e.Err) }
+func (e *UsersFileError) Unwrap() error { return e.Err }
+
+// byteOrderMark is U+FEFF in UTF-8, which some editors write at the start
+// of a file saved as "UTF-8 with BOM". Key and users files are ASCII; a
+// mark would otherwise be read as part of the first line.
+var byteOrderMark = []byte("\xef\xbb\xbf")
+
+var errByteOrderMark = fmt.Errorf("%w: the file starts with a UTF-8 byte-order mark (U+FEFF, written by an editor saving \"UTF-8 with BOM\"); save it as plain UTF-8 or ASCII", ErrMalformed)
+
 // maxKeyFile bounds how much of a file is read: key files are tiny.
 const maxKeyFile = 64 << 10
 
@@ -75,15 +91,16 @@ func LoadPublic(path string) (PublicKey, error) {
 // lines and '#' comments.
 func keyLine(path, text string) (string, error) {
 	var key string
+	first := 0
 	for n, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		if key != "" {
-			return "", &FileError{path, fmt.Errorf("%w: more than one key line (line %d)", ErrMalformed, n+1)}
+			return "", &FileError{path, fmt.Errorf("%w: more than one key line (lines %d and %d)", ErrMalformed, first, n+1)}
 		}
-		key = line
+		key, first = line, n+1
 	}
 	if key == "" {
 		return "", &FileError{path, ErrNoKey}

@@ -209,3 +209,57 @@ func TestUsersSharedKey(t *testing.T) {
 		}
 	}
 }
+
+// TestFileErrorsSayWhat: a key file or users file saved by an editor as
+// "UTF-8 with BOM" is refused for the mark, not as "more than one key line"
+// (the mark made the comment line a key line) or a name with a bad
+// character; an error about a users file says "users file", not "key file".
+func TestFileErrorsSayWhat(t *testing.T) {
+	dir, sec, pub, k := genFiles(t)
+	bom := func(path string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, append([]byte("\xef\xbb\xbf"), b...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bom(sec)
+	bom(pub)
+	users := filepath.Join(dir, "users")
+	if err := os.WriteFile(users, []byte("\xef\xbb\xbfalice "+k.Public().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errSec := LoadSecret(sec)
+	_, errPub := LoadPublic(pub)
+	_, errUsers := LoadUsers(users)
+	for _, tc := range []struct {
+		what string
+		err  error
+		want string
+	}{
+		{"secret key file", errSec, "key file " + sec + ": "},
+		{"public key file", errPub, "key file " + pub + ": "},
+		{"users file", errUsers, "users file " + users + ": "},
+	} {
+		if !errors.Is(tc.err, ErrMalformed) || !strings.HasPrefix(tc.err.Error(), tc.want) ||
+			!strings.Contains(tc.err.Error(), "byte-order mark") || strings.Contains(tc.err.Error(), "more than one") {
+			t.Errorf("%s starting with a byte-order mark: %v, want ErrMalformed starting %q and naming the byte-order mark", tc.what, tc.err, tc.want)
+		}
+	}
+	// Any other users file error names the users file too.
+	if err := os.WriteFile(users, []byte("alice\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadUsers(users); err == nil || !strings.HasPrefix(err.Error(), "users file "+users+": line 1:") {
+		t.Errorf("users file with a line of one field: %v, want an error starting \"users file %s: line 1:\"", err, users)
+	}
+	// Two key lines: both named.
+	if err := os.WriteFile(pub, []byte(k.Public().String()+"\n# x\n"+k.Public().String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadPublic(pub); err == nil || !strings.Contains(err.Error(), "lines 1 and 3") {
+		t.Errorf("key file with two key lines: %v, want both lines named", err)
+	}
+}

@@ -221,5 +221,8 @@ func readKeyFile(path string) (string, os.FileInfo, error) {
 	if err != nil {
 		return "", nil, &FileError{path, err}
 	}
+	if bytes.HasPrefix(b, byteOrderMark) {
+		return "", nil, &FileError{path, errByteOrderMark}
+	}
 	return string(b), info, nil
 }

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +71,9 @@ func ParseUsers(r io.Reader) (Users, error) {
 	n := 0
 	for sc.Scan() {
 		n++
+		if n == 1 && bytes.HasPrefix(sc.Bytes(), byteOrderMark) {
+			return nil, errByteOrderMark
+		}
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
@@ -101,16 +105,16 @@ func ParseUsers(r io.Reader) (Users, error) {
 	return users, nil
 }
 
-// LoadUsers reads a users file; errors name the file.
+// LoadUsers reads a users file; errors are UsersFileErrors, naming the file.
 func LoadUsers(path string) (Users, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &FileError{path, unwrapPathError(err)}
+		return nil, &UsersFileError{path, unwrapPathError(err)}
 	}
 	defer f.Close()
 	u, err := ParseUsers(f)
 	if err != nil {
-		return nil, &FileError{path, err}
+		return nil, &UsersFileError{path, err}
 	}
 	return u, nil
 }
