@@ -456,6 +456,9 @@ func (s *serverRun) openUsers(f serverFlags) (users, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		u, err := userdb.OpenPG(ctx, f.dsn, 0, s.log)
+		if errors.Is(err, keys.ErrSharedKey) {
+			return nil, withHint(err, "give each user its own public key (the one its gen-keys printed): UPDATE cspool_users SET public_key = '...' WHERE name = '...'")
+		}
 		if err != nil {
 			return nil, withHint(err, "check --dsn; the table is created if missing: INSERT INTO cspool_users (name, public_key) VALUES (...)")
 		}

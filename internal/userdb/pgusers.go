@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"cspool/internal/keys"
@@ -30,6 +31,16 @@ const usersTableSQL = `CREATE TABLE IF NOT EXISTS cspool_users (
 );
 CREATE INDEX IF NOT EXISTS cspool_users_public_key ON cspool_users (public_key)`
 
+// usersKeyOnceSQL makes PostgreSQL refuse a row that gives a second user a
+// key already listed (keys.ErrSharedKey): the text form of a key is
+// canonical (docs/FORMAT.md), so equal keys are equal text once the
+// whitespace Lookup ignores is trimmed.
+const usersKeyOnceSQL = `CREATE UNIQUE INDEX IF NOT EXISTS cspool_users_public_key_once
+    ON cspool_users (btrim(public_key, E' \t\r\n\v\f'))`
+
+// trimmedKey is the expression of usersKeyOnceSQL's index.
+const trimmedKey = `btrim(public_key, E' \t\r\n\v\f')`
+
 // PG is the user database kept in the PostgreSQL table cspool_users
 // (name, public_key), shared by every server process on the database.
 //
@@ -42,6 +53,9 @@ type PG struct {
 	pool    *pgxpool.Pool
 	log     *slog.Logger
 	timeout time.Duration
+
+	mu      sync.Mutex
+	refused map[string]string // key text -> what the key is (Refuse)
 }
 
 // OpenPG connects to the database at dsn and creates the users table if it
@@ -73,9 +87,21 @@ func OpenPG(ctx context.Context, dsn string, timeout time.Duration, log *slog.Lo
 		if _, err := tx.Exec(cctx, "SELECT pg_advisory_xact_lock($1)", usersLockKey); err != nil {
 			return err
 		}
-		_, err := tx.Exec(cctx, usersTableSQL)
+		if _, err := tx.Exec(cctx, usersTableSQL); err != nil {
+			return err
+		}
+		// A table made before the unique index may list a key twice:
+		// name the users rather than let the index's creation fail.
+		if err := sharedKeyRows(cctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.Exec(cctx, usersKeyOnceSQL)
 		return err
 	})
+	if errors.Is(err, keys.ErrSharedKey) {
+		pool.Close()
+		return nil, err
+	}
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("users table: creating %s: %w", UsersTable, pgUnavailable(err))
@@ -105,8 +131,87 @@ func (p *PG) Len() int {
 	return n
 }
 
-// Reload does nothing: every lookup reads the table.
+// sharedKeyRows returns an error wrapping keys.ErrSharedKey naming two users
+// the table gives one key, if any.
+func sharedKeyRows(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) error {
+	var a, b string
+	err := q.QueryRow(ctx, `SELECT min(name), max(name) FROM `+UsersTable+
+		` GROUP BY `+trimmedKey+` HAVING count(*) > 1 ORDER BY 1 LIMIT 1`).Scan(&a, &b)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("users table %s: users %q and %q have one public key: %w", UsersTable, a, b, keys.ErrSharedKey)
+}
+
+// Refuse makes p refuse key as any user's key, what naming it in errors
+// ("the spool's public key"): it returns an error wrapping ErrRefusedKey if
+// a row gives it to a user now; from then on a Lookup of a user whose row
+// holds it fails (and is logged), so a row inserted later authorizes
+// nothing and no mail is sealed to it, and Reload reports such a row.
+func (p *PG) Refuse(key keys.PublicKey, what string) error {
+	p.mu.Lock()
+	if p.refused == nil {
+		p.refused = map[string]string{}
+	}
+	p.refused[key.String()] = what
+	p.mu.Unlock()
+	return p.checkRefused()
+}
+
+// checkRefused returns an error naming a user whose row holds a refused key.
+func (p *PG) checkRefused() error {
+	p.mu.Lock()
+	texts := make([]string, 0, len(p.refused))
+	for t := range p.refused {
+		texts = append(texts, t)
+	}
+	p.mu.Unlock()
+	if len(texts) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	defer cancel()
+	var name, text string
+	err := p.pool.QueryRow(ctx, `SELECT name, `+trimmedKey+` FROM `+UsersTable+
+		` WHERE `+trimmedKey+` = ANY($1) ORDER BY name LIMIT 1`, texts).Scan(&name, &text)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("users table: checking for refused keys: %w", pgUnavailable(err))
+	}
+	return fmt.Errorf("%s: user %q has %s: %w", p.Path(), name, p.refusedWhat(text), ErrRefusedKey)
+}
+
+// refusedWhat names the refused key whose text is text, or "".
+func (p *PG) refusedWhat(text string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused[text]
+}
+
+// Reload has nothing to re-read (every lookup reads the table); it checks
+// the table against the rules the users file keeps (one key per user, no
+// refused key) and reports what breaks them. Lookups enforce both anyway.
 func (p *PG) Reload() error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	defer cancel()
+	err := sharedKeyRows(ctx, p.pool)
+	if err != nil && !errors.Is(err, keys.ErrSharedKey) {
+		err = fmt.Errorf("users table: checking for shared keys: %w", pgUnavailable(err))
+	}
+	if err == nil {
+		err = p.checkRefused()
+	}
+	if err != nil {
+		p.log.Error("users table check failed", "table", UsersTable, "err", err)
+		return err
+	}
 	p.log.Info("users table is read on every lookup; nothing to reload", "table", UsersTable)
 	return nil
 }
@@ -131,6 +236,11 @@ func (p *PG) Lookup(ctx context.Context, user string) (keys.PublicKey, error) {
 	if err != nil {
 		p.log.Error("users table: bad public key", "user", user, "err", err)
 		return keys.PublicKey{}, fmt.Errorf("users table: key of user %q: %w", user, err)
+	}
+	if what := p.refusedWhat(k.String()); what != "" {
+		err := fmt.Errorf("%s: user %q has %s: %w", p.Path(), user, what, ErrRefusedKey)
+		p.log.Error("users table: refused key", "user", user, "err", err)
+		return keys.PublicKey{}, err
 	}
 	return k, nil
 }

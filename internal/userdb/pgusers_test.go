@@ -3,12 +3,15 @@ package userdb
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"cspool/internal/keys"
 	"cspool/internal/spool"
 	"cspool/internal/spool/pgstore/pgtest"
+
+	"github.com/jackc/pgx/v5"
 )
 
 func TestPGUsers(t *testing.T) {
@@ -79,5 +82,78 @@ func TestPGUsersUnavailable(t *testing.T) {
 	_, err := OpenPG(ctx, "postgres://postgres@127.0.0.1:1/none?sslmode=disable", 0, nil)
 	if !errors.Is(err, spool.ErrUnavailable) {
 		t.Errorf("OpenPG with no server: %v, want ErrUnavailable", err)
+	}
+}
+
+// TestPGUsersRefused: the users table keeps the users file's rules. A table
+// that gives two users one key (made before the rule) is refused at open,
+// naming both; a row inserted later with another user's key is refused by
+// PostgreSQL; a row holding the spool's key (Refuse) is reported at once and
+// at a Reload, and its user's lookups fail, so nothing is sealed to the
+// spool's key. Before, the table checked neither.
+func TestPGUsersRefused(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.Schema(t, pgtest.Database(t))
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	alice, bob, spoolKey := newKey(t), newKey(t), newKey(t)
+	if _, err := conn.Exec(ctx, usersTableSQL); err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string, args ...any) error {
+		_, err := conn.Exec(ctx, sql, args...)
+		return err
+	}
+	if err := exec("INSERT INTO cspool_users VALUES ('alice', $1), ('bob', $2)", alice.String(), " "+alice.String()+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if db, err := OpenPG(ctx, dsn, 0, nil); !errors.Is(err, keys.ErrSharedKey) ||
+		!strings.Contains(err.Error(), `"alice"`) || !strings.Contains(err.Error(), `"bob"`) {
+		if err == nil {
+			db.Close()
+		}
+		t.Fatalf("OpenPG on a table giving alice's key to bob: %v, want ErrSharedKey naming both", err)
+	}
+	if err := exec("UPDATE cspool_users SET public_key = $1 WHERE name = 'bob'", bob.String()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := OpenPG(ctx, dsn, 0, nil)
+	if err != nil {
+		t.Fatalf("OpenPG after the fix: %v", err)
+	}
+	defer db.Close()
+	if err := exec("INSERT INTO cspool_users VALUES ('carol', $1)", bob.String()+" "); err == nil {
+		t.Error("a row giving carol bob's key was inserted, want it refused")
+	}
+	if err := exec("INSERT INTO cspool_users VALUES ('dave', $1)", spoolKey.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Refuse(spoolKey, "the spool's public key"); !errors.Is(err, ErrRefusedKey) || !strings.Contains(err.Error(), `"dave"`) {
+		t.Errorf("Refuse with dave holding the spool's key: %v, want ErrRefusedKey naming dave", err)
+	}
+	if err := exec("DELETE FROM cspool_users WHERE name = 'dave'"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Reload(); err != nil {
+		t.Fatalf("Reload of a table keeping the rules: %v", err)
+	}
+	// A row inserted while the server runs counts at once: so does the rule.
+	if err := exec("INSERT INTO cspool_users VALUES ('erin', $1)", spoolKey.String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Lookup(ctx, "erin"); !errors.Is(err, ErrRefusedKey) {
+		t.Errorf("Lookup(erin), holding the spool's key: %v, want ErrRefusedKey", err)
+	}
+	if err := db.Authorize(ctx, "erin", spoolKey); err == nil {
+		t.Error("Authorize(erin) with the spool's key succeeded")
+	}
+	if err := db.Reload(); !errors.Is(err, ErrRefusedKey) || !strings.Contains(err.Error(), `"erin"`) {
+		t.Errorf("Reload with erin holding the spool's key: %v, want ErrRefusedKey naming erin", err)
+	}
+	if k, err := db.Lookup(ctx, "alice"); err != nil || !k.Equal(alice) {
+		t.Errorf("Lookup(alice): %v, %v", k, err)
 	}
 }
