@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"cspool/internal/api"
+	"cspool/internal/deliver"
 	"cspool/internal/keys"
 	"cspool/internal/spool"
 )
@@ -324,5 +326,104 @@ func TestServerCheckpointMetrics(t *testing.T) {
 		if f := after[name]; f == nil || len(f.GetMetric()) != 1 {
 			t.Errorf("%s: not one series after the uploads", name)
 		}
+	}
+}
+
+// TestServerAppendMemory: --append-memory sets the server's budget of
+// append bodies held at once, and /metrics counts the appends it refuses.
+// With the budget at its least (the largest append), an append of alice's
+// that announced the largest body and sent a few bytes holds all of it:
+// her next append gets 429 (her share), bob's waits and gets 503 (under
+// the default budget of four times as much it would have room). Before,
+// the server had no flag for it, and neither refusal was counted.
+func TestServerAppendMemory(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	alice, bob := mustKey(t), mustKey(t)
+	usersPath := filepath.Join(dir, "users")
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice, "bob": bob})
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	maxBody := serverMaxBody(deliver.DefaultMaxMessageBytes)
+	p := startServer(t, bin, "--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
+		"--append-memory", fmt.Sprint(maxBody), "--metrics-addr", metricsAddr)
+	url := "http://" + metricsAddr + "/metrics"
+	before, _ := scrape(t, url)
+	for _, reason := range api.AppendRefusals {
+		if f := before["cspool_append_refusals_total"]; f == nil || value(before, "cspool_append_refusals_total", "cspool_append_refusals_total", map[string]string{"reason": reason}) != 0 {
+			t.Errorf("cspool_append_refusals_total{reason=%q} not at 0 before any append", reason)
+		}
+	}
+	body := api.EncodeBatch([][]byte{[]byte("x")})
+	var ts time.Time // the signing time: the earliest the server takes (restart rule)
+	signed := func(user string, key *keys.SecretKey) *http.Request {
+		req, err := http.NewRequest("POST", p.url+"/v1/users/"+user+"/entries", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", api.ContentType)
+		at := time.Now()
+		if ts.After(at) {
+			at = ts
+		}
+		if err := api.SignRequest(req, body, key, at); err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	status := func(req *http.Request) int {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if e := resp.Header.Get("Cspool-Earliest-Ts"); e != "" {
+			n, err := strconv.ParseInt(e, 10, 64)
+			if err != nil {
+				t.Fatalf("Cspool-Earliest-Ts %q: %v", e, err)
+			}
+			ts = time.Unix(n, 0)
+		}
+		return resp.StatusCode
+	}
+	// The server takes no timestamp up to its start plus 30 s (503, the
+	// restart rule, docs/API.md §2) and says the earliest it takes: sign
+	// with that from then on.
+	for deadline := time.Now().Add(10 * time.Second); status(signed("bob", bob)) == http.StatusServiceUnavailable; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("bob's appends still refused with 503 10 s after the start")
+		}
+	}
+	// alice's append announces the largest body and sends 4 bytes of it.
+	held := signed("alice", alice)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\nxxxx",
+		held.URL.Path, api.ContentType, held.Header.Get("Authorization"), maxBody)
+	// Once it holds its room, alice's next append gets 429.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if status(signed("alice", alice)) == http.StatusTooManyRequests {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("alice's appends never got 429 while one of hers announcing the largest body was being read")
+		}
+	}
+	if got := status(signed("bob", bob)); got != http.StatusServiceUnavailable {
+		t.Fatalf("bob's append while alice's holds the whole --append-memory: %d, want 503", got)
+	}
+	after, _ := scrape(t, url)
+	if got := value(after, "cspool_append_refusals_total", "cspool_append_refusals_total", map[string]string{"reason": "memory"}); got != 1 {
+		t.Errorf("cspool_append_refusals_total{reason=\"memory\"} = %v, want 1", got)
+	}
+	if got := value(after, "cspool_append_refusals_total", "cspool_append_refusals_total", map[string]string{"reason": "key_share"}); got < 1 {
+		t.Errorf("cspool_append_refusals_total{reason=\"key_share\"} = %v, want at least 1", got)
 	}
 }

@@ -88,6 +88,7 @@ func TestMetricsDocumented(t *testing.T) {
 	h.CheckpointHeld(1)
 	h.CheckpointWaiting(1)
 	h.CheckpointRefused("too_large")
+	h.AppendRefused("memory")
 	l.Delivery("ok")
 	if _, err := sp.TimeAppends(st).Append(context.Background(), "u", [][]byte{[]byte("x")}); err != nil {
 		t.Fatal(err)

@@ -89,6 +89,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
 	maxCheckpoint := fs.Int64("max-checkpoint-size", api.DefaultMaxCheckpointBody, fmt.Sprintf("largest checkpoint upload accepted, in bytes (413 beyond; a checkpoint takes about 102 bytes a message); at most %d", api.MaxCheckpointBodyLimit))
 	checkpointMemory := fs.Int64("checkpoint-memory", api.DefaultCheckpointMemory, "most bytes of checkpoint uploads held at once, all users together (an upload beyond waits up to 10 s, then gets 503); raised to fit the largest upload and its keep list if below")
+	appendMemory := fs.Int64("append-memory", 0, "most bytes of append bodies held at once, all keys together (an append beyond waits up to 10 s, then gets 503; a user's key holds at most a quarter, at least the largest append, and gets 429 beyond); 0: 4 times the largest append (--max-message-size plus 1/8 and 1 MiB, at least 64 MiB); else at least the largest append")
 	quota := fs.Int64("quota", 0, "most bytes a user's log may hold for a delivery to be taken (LMTP 452 4.2.2, HTTP 507 beyond); 0: no quota")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
@@ -130,6 +131,9 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	if *checkpointMemory <= 0 {
 		return usagef("--checkpoint-memory must be positive")
 	}
+	if mb := serverMaxBody(*maxMsg); *appendMemory < 0 || *appendMemory > 0 && *appendMemory < mb {
+		return usagef("--append-memory %d: want 0 (4 times the largest append, %d) or at least the largest append (%d with --max-message-size %d)", *appendMemory, 4*mb, mb, *maxMsg)
+	}
 	if err := lmtpLim.check(); err != nil {
 		return err
 	}
@@ -170,7 +174,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim,
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
 			userNonces: *userNonces, spoolNonces: *spoolNonces, maxWait: *maxWait,
-			maxCheckpoint: *maxCheckpoint, checkpointMemory: *checkpointMemory},
+			maxCheckpoint: *maxCheckpoint, checkpointMemory: *checkpointMemory, appendMemory: *appendMemory},
 	})
 }
 
@@ -178,8 +182,12 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 type serverLimits struct {
 	conns, refusals, polls, userNonces, spoolNonces int
 	maxWait                                         time.Duration
-	maxCheckpoint, checkpointMemory                 int64
+	maxCheckpoint, checkpointMemory, appendMemory   int64
 }
+
+// serverMaxBody is the largest append body the server takes (api.Config.MaxBody)
+// with --max-message-size maxMsg: the message sealed and framed.
+func serverMaxBody(maxMsg int64) int64 { return max(64<<20, maxMsg+maxMsg/8+1<<20) }
 
 type serverFlags struct {
 	pass                                                                                *passphraseSource
@@ -278,7 +286,7 @@ func (s *serverRun) run(f serverFlags) error {
 		}
 	}
 	errc := make(chan error, 4)
-	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: max(64<<20, f.maxMsg+f.maxMsg/8+1<<20),
+	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: serverMaxBody(f.maxMsg), AppendMemory: f.limits.appendMemory,
 		MaxConnsPerAddr: f.limits.conns, RefusalRate: f.limits.refusals, MaxLongPolls: f.limits.polls,
 		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces, MaxWait: f.limits.maxWait,
 		MaxCheckpointBody: f.limits.maxCheckpoint, CheckpointMemory: f.limits.checkpointMemory}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,8 +24,10 @@ import (
 func TestAppendMemoryBound(t *testing.T) {
 	t.Parallel()
 	const size = 1 << 20
+	m := &recMetrics{}
 	e := newEnv(t, false, func(c *Config) {
 		c.MaxBody, c.AppendMemory, c.CheckpointWait = 2*size, 2*size+size/2, 300*time.Millisecond
+		c.Metrics = m
 	})
 	body := EncodeBatch([][]byte{bytes.Repeat([]byte{'x'}, size)})
 	// start sends a signed append whose body stops after its first half
@@ -92,6 +95,10 @@ func TestAppendMemoryBound(t *testing.T) {
 		if resp := <-s.resp; resp == nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("an append that had room: %v, want 200", resp)
 		}
+	}
+	// Each refusal is counted, by reason, for the operator (/metrics).
+	if got, want := m.appendRefusals(), []string{AppendRefusedKeyShare, AppendRefusedMemory}; !slices.Equal(got, want) {
+		t.Errorf("AppendRefused told %q, want %q", got, want)
 	}
 	if _, peak, _ := e.api.apMem.state(); peak > e.api.cfg.AppendMemory {
 		t.Errorf("peak %d bytes held, over AppendMemory %d", peak, e.api.cfg.AppendMemory)

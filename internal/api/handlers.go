@@ -68,6 +68,7 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 	// (the spool key, which every delivering host shares, may hold all).
 	if !c.spool {
 		if !s.holdKeyAppend(c.key, hold) {
+			s.cfg.Metrics.AppendRefused(AppendRefusedKeyShare)
 			s.fail(w, r, &srvError{kind: ErrTooManyRequests, retryAfter: s.cfg.RetryAfter,
 				msg: fmt.Sprintf("this key's appends in progress hold their share of the server's memory (%d bytes): try again once they are done", s.keyAppendShare())})
 			return
@@ -75,6 +76,7 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		defer s.releaseKeyAppend(c.key, hold)
 	}
 	if !s.holdAppend(r.Context(), hold) {
+		s.cfg.Metrics.AppendRefused(AppendRefusedMemory)
 		s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
 			msg: fmt.Sprintf("too many appends at once: no room for %d bytes in %d; try again later", hold, s.cfg.AppendMemory)})
 		return

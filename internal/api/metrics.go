@@ -41,7 +41,21 @@ type Metrics interface {
 	// its size or the server's memory, with CheckpointRefusedTooLarge
 	// (413) or CheckpointRefusedMemory (503).
 	CheckpointRefused(reason string)
+	// AppendRefused is called once per append refused for the server's
+	// memory before its body is read, with AppendRefusedMemory (503: no
+	// room in Config.AppendMemory in time) or AppendRefusedKeyShare (429:
+	// the key's appends in progress hold its share).
+	AppendRefused(reason string)
 }
+
+// Reasons given to Metrics.AppendRefused.
+const (
+	AppendRefusedMemory   = "memory"    // 503: no room in AppendMemory within CheckpointWait
+	AppendRefusedKeyShare = "key_share" // 429: the key's appends in progress hold its share
+)
+
+// AppendRefusals are the reasons given to Metrics.AppendRefused.
+var AppendRefusals = []string{AppendRefusedMemory, AppendRefusedKeyShare}
 
 // Reasons given to Metrics.CheckpointRefused.
 const (
@@ -84,6 +98,7 @@ func (noMetrics) Delivery(int)                     {}
 func (noMetrics) CheckpointHeld(int64)             {}
 func (noMetrics) CheckpointWaiting(int)            {}
 func (noMetrics) CheckpointRefused(string)         {}
+func (noMetrics) AppendRefused(string)             {}
 
 // observe reports an answered request to the metrics. r is the request as
 // the mux saw it (with its Pattern).

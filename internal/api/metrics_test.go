@@ -21,6 +21,7 @@ type recMetrics struct {
 	cpHeld    int64
 	cpWaiting int
 	cpRefused []string
+	apRefused []string
 }
 
 func (m *recMetrics) Request(method, route string, status int) {
@@ -69,6 +70,19 @@ func (m *recMetrics) CheckpointRefused(reason string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.cpRefused = append(m.cpRefused, reason)
+}
+
+func (m *recMetrics) AppendRefused(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.apRefused = append(m.apRefused, reason)
+}
+
+// appendRefusals returns what AppendRefused was told.
+func (m *recMetrics) appendRefusals() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.apRefused)
 }
 
 // checkpoints returns what the checkpoint hooks were told.

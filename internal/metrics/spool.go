@@ -22,6 +22,7 @@ type Spool struct {
 	cpHeld       prometheus.Gauge
 	cpWaiting    prometheus.Gauge
 	cpRefused    *prometheus.CounterVec
+	apRefused    *prometheus.CounterVec
 }
 
 // Known are the label values the hooks are given from fixed sets: their
@@ -32,6 +33,8 @@ type Known struct {
 	AuthReasons  []string // api.AuthReasons
 	// CheckpointRefusals are api.CheckpointRefusals.
 	CheckpointRefusals []string
+	// AppendRefusals are api.AppendRefusals.
+	AppendRefusals []string
 }
 
 // NewSpool registers the spool server's metrics in r.
@@ -56,9 +59,11 @@ func NewSpool(r prometheus.Registerer, known Known) *Spool {
 			Help: "Checkpoint uploads waiting now for room in the --checkpoint-memory budget."}),
 		cpRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_checkpoint_refusals_total",
 			Help: "Checkpoint uploads refused, by reason: too_large (413), memory (503)."}, []string{"reason"}),
+		apRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_append_refusals_total",
+			Help: "Appends refused for the --append-memory budget before their body was read, by reason: memory (503), key_share (429)."}, []string{"reason"}),
 	}
 	r.MustRegister(s.deliveries, s.appendSecs, s.appendErrors, s.longPolls, s.authFailures, s.requests,
-		s.cpHeld, s.cpWaiting, s.cpRefused)
+		s.cpHeld, s.cpWaiting, s.cpRefused, s.apRefused)
 	// Every series of a fixed label set is there from the start, at 0: a
 	// counter that first appears at 1 loses that 1 to rate() and increase(),
 	// and a dashboard or alert finds every outcome and reason to select.
@@ -77,6 +82,9 @@ func NewSpool(r prometheus.Registerer, known Known) *Spool {
 	}
 	for _, r := range known.CheckpointRefusals {
 		s.cpRefused.WithLabelValues(r)
+	}
+	for _, r := range known.AppendRefusals {
+		s.apRefused.WithLabelValues(r)
 	}
 	return s
 }
@@ -117,6 +125,9 @@ func (h *HTTPHooks) CheckpointWaiting(delta int) { h.s.cpWaiting.Add(float64(del
 
 // CheckpointRefused counts one checkpoint upload refused.
 func (h *HTTPHooks) CheckpointRefused(reason string) { h.s.cpRefused.WithLabelValues(reason).Inc() }
+
+// AppendRefused counts one append refused for the appends' memory budget.
+func (h *HTTPHooks) AppendRefused(reason string) { h.s.apRefused.WithLabelValues(reason).Inc() }
 
 // httpOutcome names a delivery over HTTP by its status, with the names the
 // LMTP listener uses where they mean the same.
