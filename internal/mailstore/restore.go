@@ -571,13 +571,15 @@ func (r *restorer) replace(crossed bool) error {
 	}
 	// Every body is stored (bodies): a message whose body is not would
 	// fail on its NOT NULL. The messages go in the order of their bodies'
-	// positions, the order a new device stored the bodies in (so reading
-	// each body's row, for the reference, reads the next page, where in
-	// the order of the ids it read a page at random for each message,
-	// from the WAL through the encrypting layer: at a million, most of
-	// the restore's time) and the order of their UIDs in a mailbox
-	// delivered to, so that of the messages' indexes only the ids' gets
-	// its keys at random.
+	// positions, the order a new device stored the bodies in (so each
+	// body's row, for the reference, is on the next page, where in the
+	// order of the ids it was on a page at random for each message, read
+	// from the WAL through the encrypting layer) and the order of their
+	// UIDs in a mailbox delivered to, so that of the messages' indexes
+	// only the ids' gets its keys at random. The staged rows, in the
+	// order of the ids, are then read at random instead: at a million
+	// this statement did not finish in 6 or 8 minutes either way
+	// (docs/MAILSTORE.md, "Not yet done").
 	n, err := inRuns(ctx, tx, int64(r.sn.Position), `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
 		SELECT m.id, (SELECT mid FROM restore_mailboxes x WHERE x.k = m.mailbox), m.uid,
 			(SELECT bid FROM bodies b WHERE b.digest = m.digest), m.date, m.size, m.flags, m.keywords, m.modseq
