@@ -385,11 +385,28 @@ func storeHint(dbPath string, err error) string {
 // errDatabaseBusy: another process holds the database's lock.
 var errDatabaseBusy = errors.New("database in use by another cspool process")
 
+// errDatabaseLinked: the database file has more than one name.
+var errDatabaseLinked = errors.New("database has other names")
+
 // lockDatabase takes the exclusive lock DB.lock (flock(2), released when
 // the process ends, however it ends) and writes the process id into it.
 // Only one process syncs a database at a time: two would both apply the
 // log, and the second apply of a batch fails on the position.
 func lockDatabase(dbPath, hint string) (unlock func(), err error) {
+	// The lock is named after the database file, not the name it was
+	// given: through a symlink a second daemon took a lock of its own and
+	// ran on the same database. A hard link cannot be followed back, and
+	// SQLite would give it a journal of its own (DB-wal by the link's
+	// name: two WALs for one file corrupt it), so it is refused.
+	if real, err := filepath.EvalSymlinks(dbPath); err == nil {
+		dbPath = real
+	}
+	if info, err := os.Stat(dbPath); err == nil {
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			return nil, withHint(fmt.Errorf("%s: %w: the file has %d names (hard links)", dbPath, errDatabaseLinked, st.Nlink),
+				"give the database one name: remove the other links (find / -samefile "+dbPath+"), or pass a copy (cp) to --db; two names let two daemons use it at once, each with a journal of its own, which corrupts it")
+		}
+	}
 	path := dbPath + ".lock"
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {

@@ -397,6 +397,29 @@ func TestSyncCommand(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "database in use") {
 		t.Errorf("second daemon: exit %d, stderr %q; want 1, database in use", code, errOut)
 	}
+	// Nor through another name for the same file: a symlink (it took a
+	// lock of its own, DB.lock by its name, and ran beside the first), or
+	// a hard link (refused even alone: SQLite names the WAL after it).
+	for _, tc := range []struct {
+		db, want string
+		link     func(old, new string) error
+	}{
+		{"other.db", "database in use", os.Symlink},
+		{"linked.db", "database has other names", os.Link},
+	} {
+		db, want := tc.db, tc.want
+		if err := tc.link(filepath.Join(s.dir, "mail.db"), filepath.Join(s.dir, db)); err != nil {
+			t.Fatal(err)
+		}
+		args := append([]string{"imap-server", "--port", fmt.Sprint(freePort(t)), "--status-addr", ""}, s.keyFlags(db)...)
+		code, _, errOut = runExit(t, s.dir, s.env, bin, args...)
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("second daemon on %s, another name of mail.db: exit %d, stderr %q; want 1, %s", db, code, errOut, want)
+		}
+	}
+	if err := os.Remove(filepath.Join(s.dir, "linked.db")); err != nil {
+		t.Fatal(err)
+	}
 	s.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
 
 	// No spool: exit 1 with a hint, the database untouched.
