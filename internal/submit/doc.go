@@ -13,7 +13,8 @@
 //   - Identities: the envelope sender and every address of the From header
 //     (and of Sender, when present) must be one of Config.Identities,
 //     compared without regard to case; otherwise 553 5.7.1. The message
-//     must have a From header.
+//     must have one From header, and at most one Sender (RFC 5322 section
+//     3.6; 554 5.6.0 otherwise).
 //   - The message is kept byte for byte, Bcc included (the copy in Sent is
 //     the whole message); Message-ID and Date are added at the top of the
 //     header when missing (RFC 6409 section 8), so that every message has

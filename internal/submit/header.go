@@ -106,6 +106,12 @@ func authors(h mail.Header) ([]string, error) {
 		if !h.Has(name) {
 			continue
 		}
+		// Only the first field is read below, and readers differ in which
+		// one they show: a second From would pass any address off as the
+		// author (RFC 5322 section 3.6: at most one of each).
+		if n := len(h.Values(name)); n > 1 {
+			return nil, fmt.Errorf("the message has %d %s header fields, where one is allowed (RFC 5322 section 3.6)", n, name)
+		}
 		list, err := h.AddressList(name)
 		if err != nil {
 			return nil, fmt.Errorf("the %s header field does not parse: %w", name, err)

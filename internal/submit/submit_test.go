@@ -200,6 +200,14 @@ func TestRefusals(t *testing.T) {
 			"From: alice@example.org, boss@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
 		{"Sender not an identity", "refused", "alice@example.org",
 			"From: alice@example.org\r\nSender: boss@example.org\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		// A second From (or Sender) field, which the check read past and
+		// many readers show: RFC 5322 section 3.6 allows one.
+		{"a second From field", "refused", "alice@example.org",
+			"From: alice@example.org\r\nfrom: boss@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a second From field, bare LF", "refused", "alice@example.org",
+			"From: alice@example.org\nFrom: boss@example.org\nTo: bob@example.net\n\npay\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a second Sender field", "refused", "alice@example.org",
+			"From: alice@example.org\r\nSender: alice@example.org\r\nSender: boss@example.org\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"no From", "refused", "alice@example.org", "To: bob@example.net\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"over the size limit", "oversize", "alice@example.org", good + strings.Repeat("x", 5000) + "\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 552 5.3.4 ", "NOOP 250 "}},
