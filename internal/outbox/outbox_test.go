@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -164,6 +166,57 @@ func TestRelayRequiresSTARTTLS(t *testing.T) {
 	}
 	if n := len(host.Received()); n != 0 {
 		t.Errorf("sent %d messages in the clear", n)
+	}
+}
+
+// TestRelaySilentSmarthost: a smarthost that takes the connection and never
+// greets is given up on after Relay.Timeout, as any command is, and the
+// message stays queued for a later try. It was held for go-smtp's own 5
+// minutes: the greeting, EHLO and STARTTLS ran before the relay's command
+// timeout was set, and the whole queue waited behind them.
+func TestRelaySilentSmarthost(t *testing.T) {
+	dev := newDevice(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never answered
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	o := startOutbox(t, dev, outbox.Relay{Addr: ln.Addr().String(), Timeout: 500 * time.Millisecond}, nil)
+	enqueue(t, o, message("silent", ""))
+	var st outbox.Status
+	for deadline := time.Now().Add(wait); !strings.Contains(st.LastError, "no answer within"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox status %+v %s after the submission to a smarthost that never greets, want the attempt given up (\"no answer within\")", st, wait)
+		}
+		if st, err = o.Status(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st.Queued != 1 {
+		t.Errorf("%d messages queued after the silent smarthost, want 1 (kept for a later try)", st.Queued)
+	}
+	if inbox := devicetest.Messages(t, dev.Store, "INBOX"); len(inbox) != 0 {
+		t.Errorf("a silent smarthost bounced the message: %q", inbox[0].Raw)
 	}
 }
 

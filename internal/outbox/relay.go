@@ -151,7 +151,19 @@ func (r Relay) dial(ctx context.Context, hostname string) (*relayConn, error) {
 		}
 		c = smtp.NewClient(tc)
 	default:
+		// go-smtp reads the greeting and sends EHLO and STARTTLS here
+		// with its own command timeout (5 minutes), before c's can be
+		// set: a smarthost that accepts and never greets held the whole
+		// queue that long. The handshake gets r.timeout(), as every
+		// command after it, by cutting the connection.
+		hctx, cancel := context.WithTimeout(ctx, r.timeout())
+		cut := context.AfterFunc(hctx, func() { raw.Close() })
 		c, err = smtp.NewClientStartTLS(raw, tlsConfig)
+		timedOut := !cut() && ctx.Err() == nil // the cut ran: the time was up
+		cancel()
+		if timedOut {
+			return fail(fmt.Errorf("STARTTLS with %s: no answer within %s", r.Addr, r.timeout()))
+		}
 		if err != nil {
 			if strings.Contains(err.Error(), "doesn't support STARTTLS") {
 				return fail(&permanentError{fmt.Errorf("%s does not offer STARTTLS, which is required", r.Addr)})
