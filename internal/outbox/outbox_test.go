@@ -220,6 +220,44 @@ func TestRelaySilentSmarthost(t *testing.T) {
 	}
 }
 
+// TestRelayClockStepsBack: a message deferred while the device's clock was
+// a year ahead is sent once the clock is set right, at the next pass. Its
+// next try, a year ahead by the right clock, made it wait that long,
+// neither sent nor expired (its acceptance was as far ahead).
+func TestRelayClockStepsBack(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	var mails atomic.Int32
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		if stage == "MAIL" && mails.Add(1) == 1 {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}
+		return nil
+	}})
+	var ahead atomic.Int64
+	ahead.Store(int64(365 * 24 * time.Hour))
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, func(c *outbox.Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		c.MinBackoff, c.MaxBackoff = time.Hour, time.Hour
+	})
+	enqueue(t, o, message("ahead", ""))
+	var st outbox.Status
+	for deadline := time.Now().Add(wait); st.Deferred != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox status %+v, want the first message deferred by the smarthost's 451", st)
+		}
+		var err error
+		if st, err = o.Status(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The clock is set right; the next pass (a second submission starts
+	// one) sends both.
+	ahead.Store(0)
+	enqueue(t, o, message("right", ""))
+	host.Wait(t, 2, wait)
+}
+
 // TestRelayRetriesTemporaryFailures: 4xx replies (at MAIL, then at DATA)
 // are retried with backoff until the message is accepted, once.
 func TestRelayRetriesTemporaryFailures(t *testing.T) {

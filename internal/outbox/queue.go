@@ -190,7 +190,12 @@ func failAll(m *queued, reply string, err error) sendResult {
 // due returns the queue ids due now, in order, or how long until the next
 // one is.
 func (o *Outbox) due(ctx context.Context, now time.Time) ([]int64, time.Duration, error) {
-	rows, err := o.db.QueryContext(ctx, "SELECT qid FROM messages WHERE done = 0 AND next_try <= ? ORDER BY qid LIMIT 200", now.UnixMilli())
+	// A next try further ahead than the longest backoff was set by a clock
+	// that has since gone back (a device whose clock was far ahead, then
+	// set right): it is due now, or the message would wait, unsent and
+	// never expired, until the clock caught up with it.
+	rows, err := o.db.QueryContext(ctx, "SELECT qid FROM messages WHERE done = 0 AND (next_try <= ? OR next_try > ?) ORDER BY qid LIMIT 200",
+		now.UnixMilli(), now.Add(o.cfg.MaxBackoff).UnixMilli())
 	if err != nil {
 		return nil, 0, err
 	}
