@@ -438,3 +438,93 @@ func TestOfflineConflict(t *testing.T) {
 	}
 	sameDumps(t, c)
 }
+
+// TestOfflineBothConflict: both devices of the user are cut off at once and
+// change the same messages (flags, the same expunge, an expunge against a
+// move, an APPEND each to INBOX, the same CREATE), then both get through
+// at the same moment. Whatever order their queues land in, every device
+// ends with the same state: the flags both added, the message both
+// expunged gone once, both appended messages (one of them renumbered),
+// the mailbox both created once.
+func TestOfflineBothConflict(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOptions{})
+	a, b := c.devices[0], c.devices[1]
+	pxa := newProxy(t, fmt.Sprintf("127.0.0.1:%d", c.httpPort))
+	pxb := newProxy(t, fmt.Sprintf("127.0.0.1:%d", c.httpPort))
+	for _, x := range []struct {
+		d  *device
+		px *proxy
+	}{{a, pxa}, {b, pxb}} {
+		x.d.p.stop(t)
+		x.d.spool = "http://" + x.px.addr
+		c.startDevice(x.d)
+	}
+	deliverTokens(t, c, "m0", "m1", "m2")
+	ca, cb := login(t, a), login(t, b)
+	mustOK(t, "CREATE Work", cb.Create("Work", nil).Wait())
+	c.waitConverged(60 * time.Second)
+	pxa.cut()
+	pxb.cut()
+
+	inbox := byToken(t, ca, "INBOX")
+	if got := byToken(t, cb, "INBOX"); fmt.Sprint(got) != fmt.Sprint(inbox) {
+		t.Fatalf("devices differ before the cut: %v and %v", inbox, got)
+	}
+	store := func(cl *imapclient.Client, tok string, op imap.StoreFlagsOp, f imap.Flag) {
+		t.Helper()
+		mustOK(t, "STORE "+tok, cl.Store(uidSet(inbox[tok].uid), &imap.StoreFlags{Op: op, Silent: true, Flags: []imap.Flag{f}}, nil).Close())
+	}
+	expunge := func(cl *imapclient.Client, tok string) {
+		t.Helper()
+		store(cl, tok, imap.StoreFlagsAdd, imap.FlagDeleted)
+		mustOK(t, "UID EXPUNGE "+tok, cl.UIDExpunge(uidSet(inbox[tok].uid)).Close())
+	}
+	store(ca, "m0", imap.StoreFlagsAdd, imap.FlagFlagged)
+	store(cb, "m0", imap.StoreFlagsAdd, imap.FlagSeen)
+	expunge(ca, "m1")
+	expunge(cb, "m1")
+	expunge(ca, "m2")
+	_, err := cb.Move(uidSet(inbox["m2"].uid), "Work").Wait()
+	mustOK(t, "MOVE m2", err)
+	appendToken(t, ca, "INBOX", "fromA")
+	appendToken(t, cb, "INBOX", "fromB")
+	mustOK(t, "CREATE Same on a", ca.Create("Same", nil).Wait())
+	mustOK(t, "CREATE Same on b", cb.Create("Same", nil).Wait())
+
+	pxa.open(t)
+	pxb.open(t)
+	took := c.timeToConverge(t, time.Now(), 60*time.Second)
+	t.Logf("converged %v after both devices got through", took.Round(time.Millisecond))
+	for _, d := range c.devices {
+		cl := login(t, d)
+		who := "device " + d.name
+		got := byToken(t, cl, "INBOX")
+		if f := got["m0"].flags; fmt.Sprint(f) != fmt.Sprint([]string{`\Flagged`, `\Seen`}) {
+			t.Errorf("%s: m0 has flags %v, want both devices' \\Flagged and \\Seen", who, f)
+		}
+		for _, tok := range []string{"m1", "m2"} {
+			if _, ok := got[tok]; ok {
+				t.Errorf("%s: INBOX still holds %s, which both devices took out of it", who, tok)
+			}
+		}
+		for _, tok := range []string{"fromA", "fromB"} {
+			if _, ok := got[tok]; !ok {
+				t.Errorf("%s: INBOX lacks %s, appended while offline", who, tok)
+			}
+		}
+		boxes, err := cl.List("", "*", nil).Collect()
+		mustOK(t, "LIST", err)
+		n := 0
+		for _, bx := range boxes {
+			if bx.Mailbox == "Same" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: LIST shows Same %d times, want once", who, n)
+		}
+		cl.Close()
+	}
+	sameDumps(t, c)
+}
