@@ -220,6 +220,33 @@ func TestRelaySilentSmarthost(t *testing.T) {
 	}
 }
 
+// TestRelayWrongPassword: a smarthost that refuses the relay's login (535,
+// a password changed at the provider) holds the queue, as an outage does:
+// the message stays queued, nothing bounces, the status names the reply.
+// Every message due was bounced at the first refusal.
+func TestRelayWrongPassword(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{User: "relayuser", Password: "new secret"})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, Username: "relayuser", Password: "old secret", RootCAs: ca.Pool}, nil)
+	enqueue(t, o, message("password", ""))
+	waitStatus(t, o, func(st outbox.Status) bool { return strings.Contains(st.LastError, "logging in") })
+	time.Sleep(500 * time.Millisecond) // room for a wrong outcome to be recorded
+	st, err := o.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Queued != 1 || st.Bounced != 0 {
+		t.Errorf("outbox status %+v after the smarthost refused the login, want the message queued, none bounced", st)
+	}
+	if inbox := devicetest.Messages(t, dev.Store, "INBOX"); len(inbox) != 0 {
+		t.Errorf("a refused login bounced the message: %q", inbox[0].Raw)
+	}
+	if n := len(host.Received()); n != 0 {
+		t.Errorf("the smarthost received %d messages without a login", n)
+	}
+}
+
 // TestRelayClockStepsBack: a message deferred while the device's clock was
 // a year ahead is sent once the clock is set right, at the next pass. Its
 // next try, a year ahead by the right clock, made it wait that long,

@@ -92,7 +92,13 @@ func (o *Outbox) relayPass(ctx context.Context) time.Duration {
 			return 0
 		}
 		o.setError(err)
-		if isPermanent(err) {
+		// Only what cannot change by itself fails the messages due (a
+		// certificate, no TLS, no AUTH offered): a 5xx to the greeting,
+		// EHLO or AUTH (a relay password changed at the provider, a
+		// provider refusing for a while) is the smarthost's state, not
+		// the messages', and the queue waits for it as for an outage.
+		var pe *permanentError
+		if errors.As(err, &pe) {
 			o.log.Error("the smarthost refused the connection for good; failing the messages due", "relay", o.cfg.Relay.String(), "messages", len(due), "err", err)
 			for _, qid := range due {
 				m, err := o.load(ctx, qid)
