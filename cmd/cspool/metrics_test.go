@@ -333,8 +333,8 @@ func TestServerCheckpointMetrics(t *testing.T) {
 // append bodies held at once, and /metrics counts the appends it refuses.
 // With the budget at its least (the largest append), an append of alice's
 // that announced the largest body and sent a few bytes holds all of it:
-// her next append gets 429 (her share), bob's waits and gets 503 (under
-// the default budget of four times as much it would have room). Before,
+// bob's append waits and gets 503 (under the default budget of four times
+// as much it would have room), and her next one gets 429 (her share). Before,
 // the server had no flag for it, and neither refusal was counted.
 func TestServerAppendMemory(t *testing.T) {
 	t.Parallel()
@@ -407,23 +407,27 @@ func TestServerAppendMemory(t *testing.T) {
 	defer conn.Close()
 	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\nxxxx",
 		held.URL.Path, api.ContentType, held.Header.Get("Authorization"), maxBody)
-	// Once it holds its room, alice's next append gets 429.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if status(signed("alice", alice)) == http.StatusTooManyRequests {
+	// Once it holds the whole budget, bob's append waits for room and gets
+	// 503 (before, a bob's append is taken at once). No append of alice's
+	// is sent until then: one in progress as hers is read would make hers
+	// over her share.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if status(signed("bob", bob)) == http.StatusServiceUnavailable {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("alice's appends never got 429 while one of hers announcing the largest body was being read")
+			t.Fatal("bob's appends never got 503 while one of alice's announcing the largest body was being read, with --append-memory the largest body")
 		}
 	}
-	if got := status(signed("bob", bob)); got != http.StatusServiceUnavailable {
-		t.Fatalf("bob's append while alice's holds the whole --append-memory: %d, want 503", got)
+	// alice's next append is over her share: 429 at once.
+	if got := status(signed("alice", alice)); got != http.StatusTooManyRequests {
+		t.Fatalf("alice's append while one of hers holds her share: %d, want 429", got)
 	}
 	after, _ := scrape(t, url)
 	if got := value(after, "cspool_append_refusals_total", "cspool_append_refusals_total", map[string]string{"reason": "memory"}); got != 1 {
 		t.Errorf("cspool_append_refusals_total{reason=\"memory\"} = %v, want 1", got)
 	}
-	if got := value(after, "cspool_append_refusals_total", "cspool_append_refusals_total", map[string]string{"reason": "key_share"}); got < 1 {
-		t.Errorf("cspool_append_refusals_total{reason=\"key_share\"} = %v, want at least 1", got)
+	if got := value(after, "cspool_append_refusals_total", "cspool_append_refusals_total", map[string]string{"reason": "key_share"}); got != 1 {
+		t.Errorf("cspool_append_refusals_total{reason=\"key_share\"} = %v, want 1", got)
 	}
 }
