@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -264,18 +265,38 @@ func defaultUser(e *env) string {
 type deviceFlags struct {
 	userKey, userPub, spoolPub, user, db, spoolURL *string
 	pass                                           *passphraseSource
+	fs                                             *flagSet
 }
 
 func addDeviceFlags(fs *flagSet, e *env, userHelp string) *deviceFlags {
 	return &deviceFlags{
 		userKey:  fs.String("user-key", "user.sec", "the user's secret key `file`"),
-		userPub:  fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key)"),
+		userPub:  fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key); unset, the .pub next to --user-key (X.sec: X.pub) when there is one"),
 		spoolPub: fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)"),
 		user:     fs.String("user", defaultUser(e), userHelp),
 		db:       fs.String("db", "test.db", "local mail database `file`"),
 		spoolURL: fs.String("spool-server", "http://localhost:3999", "spool server `URL`"),
 		pass:     addPassphraseFlag(fs, e),
+		fs:       fs,
 	}
+}
+
+// userPubPath is --user-public-key when it was given (on the command line
+// or by --config); otherwise the public file next to --user-key, X.pub for
+// X.sec, when it exists, as gen-keys and the quickstart write them; else
+// the flag's default, user.pub.
+func (d *deviceFlags) userPubPath() string {
+	given := false
+	d.fs.Visit(func(f *flag.Flag) { given = given || f.Name == "user-public-key" })
+	if given {
+		return *d.userPub
+	}
+	if base, ok := strings.CutSuffix(*d.userKey, ".sec"); ok {
+		if _, err := os.Stat(base + ".pub"); err == nil {
+			return base + ".pub"
+		}
+	}
+	return *d.userPub
 }
 
 // loadKeys checks the user name and loads the device's keys.
@@ -283,7 +304,7 @@ func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
 	if err := keys.CheckUserName(*d.user); err != nil {
 		return nil, keys.PublicKey{}, usagef("%v", err)
 	}
-	return loadDeviceKeys(d.pass, *d.userKey, *d.userPub, *d.spoolPub)
+	return loadDeviceKeys(d.pass, *d.userKey, d.userPubPath(), *d.spoolPub)
 }
 
 // open loads the device's keys and opens its database (openDevice), for

@@ -113,3 +113,44 @@ func TestMixedUpKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestUserPublicKeyNextToSecret: a device given only --user-key finds the
+// public half gen-keys wrote next to it (alice.sec: alice.pub) instead of
+// looking for user.pub in the working directory, and --user-public-key,
+// when given, still wins.
+func TestUserPublicKeyNextToSecret(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	for _, who := range []string{"alice", "bob", "spool"} {
+		var out bytes.Buffer
+		e := &env{stdout: &out, stderr: &out, getenv: func(string) string { return "" }}
+		if code := run(e, []string{"gen-keys", p(who + ".sec"), p(who + ".pub")}); code != 0 {
+			t.Fatalf("gen-keys %s: exit %d: %s", who, code, out.String())
+		}
+	}
+	sync := func(extra ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		e := &env{stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+		args := append([]string{"sync", "--once", "--user", "alice", "--db", p("mail.db"), "--spool-server", "http://127.0.0.1:1",
+			"--user-key", p("alice.sec"), "--spool-key", p("spool.pub")}, extra...)
+		if code := run(e, args); code == 0 {
+			t.Fatalf("cspool %v: exit 0 against a closed port", args)
+		}
+		return stderr.String()
+	}
+	// The keys load, so what fails is reaching the spool server.
+	if msg := sync(); !strings.Contains(msg, "127.0.0.1:1") || strings.Contains(msg, "user.pub") {
+		t.Errorf("with alice.pub next to alice.sec: %q, want the spool server's error", msg)
+	}
+	if msg := sync("--user-public-key", p("bob.pub")); !strings.Contains(msg, p("bob.pub")+" is not the public half of "+p("alice.sec")) {
+		t.Errorf("with --user-public-key bob.pub: %q, want the mismatch named", msg)
+	}
+	if err := os.Remove(p("alice.pub")); err != nil {
+		t.Fatal(err)
+	}
+	if msg := sync(); !strings.Contains(msg, "user.pub") {
+		t.Errorf("without alice.pub: %q, want the default user.pub named", msg)
+	}
+}
