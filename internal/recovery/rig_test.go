@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,6 +148,7 @@ type device struct {
 	name   string
 	r      *rig
 	ms     *mailstore.Store
+	st     *countingStore // ms, as the syncer has it
 	s      *syncer.Syncer
 	client *api.Client
 }
@@ -153,6 +156,7 @@ type device struct {
 func (r *rig) device(name string) *device {
 	r.t.Helper()
 	d := &device{name: name, r: r, ms: devicetest.OpenStore(r.t, filepath.Join(r.dir, name+".db"))}
+	d.st = &countingStore{Store: d.ms}
 	d.start()
 	return d
 }
@@ -164,8 +168,31 @@ func (d *device) start() {
 	if d.client == nil {
 		d.client = d.r.sp.Client("http://"+d.r.addr, d.r.userKey)
 	}
-	d.s = d.r.sp.Syncer(d.ms, syncer.Config{Source: d.client, Logger: d.r.quiet,
-		CheckpointMin: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond})
+	s, err := syncer.New(syncer.Config{User: user, UserKey: d.r.userKey, SpoolKey: d.r.spoolKey.Public(), Store: d.st,
+		Source: d.client, Logger: d.r.quiet, CheckpointMin: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		d.r.t.Fatal(err)
+	}
+	d.s = s
+}
+
+// countingStore is the device's store counting how its syncer adopts a
+// restoration: with the state decoded whole (Adopt) or read as it is
+// decoded (AdoptFrom).
+type countingStore struct {
+	*mailstore.Store
+	whole, streamed atomic.Int32
+}
+
+func (c *countingStore) Adopt(ctx context.Context, sn *mailstore.Snapshot, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Adoption, error) {
+	c.whole.Add(1)
+	return c.Store.Adopt(ctx, sn, fetch)
+}
+
+func (c *countingStore) AdoptFrom(ctx context.Context, r io.Reader, check func(*mailstore.Restored) error,
+	fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Adoption, *mailstore.Restored, error) {
+	c.streamed.Add(1)
+	return c.Store.AdoptFrom(ctx, r, check, fetch)
 }
 
 // sync applies what the spool has; an integrity alarm is returned, other

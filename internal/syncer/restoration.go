@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"cspool/internal/chain"
@@ -27,7 +28,7 @@ import (
 //   - when the spool's log no longer extends what it applied (a rollback:
 //     check 2 or 3), or while an integrity alarm stands: it looks at the
 //     spool's newest checkpoint, and adopts it if it supersedes what this
-//     device applied and explains every alarm (mailstore.Adopt); otherwise
+//     device applied and explains every alarm (mailstore.AdoptFrom); otherwise
 //     the alarm stands, and one that holds some but not all of this
 //     device's history raises an alarm saying to recover this device too.
 //
@@ -50,18 +51,10 @@ type adoptedKey struct {
 	digest [sha256.Size]byte
 }
 
-// OpenState checks a checkpoint's or a restoration's command and decodes
-// its state, which must be at pos (the checkpoint's position, or the
-// position before a restoration entry).
-func OpenState(c *command.Command, pos uint64) (*mailstore.Snapshot, error) {
-	if err := checkStateCommand(c, sha256.Sum256(c.Body), pos); err != nil {
-		return nil, err
-	}
-	return decodeState(c, c.Body, pos)
-}
-
-// OpenStateFrom is OpenState for a checkpoint opened by entry.OpenFrom:
-// the state is decoded as its body is decrypted (mailstore.ReadSnapshot),
+// OpenStateFrom checks the command of a checkpoint or a restoration
+// opened by entry.OpenFrom and decodes its state, which must be at pos
+// (the checkpoint's position, or the position before a restoration
+// entry): the state is decoded as its body is decrypted (mailstore.ReadSnapshot),
 // neither held in one buffer. It returns the command, without its Body.
 func OpenStateFrom(o *entry.Streamed, pos uint64) (*mailstore.Snapshot, *command.Command, error) {
 	if err := checkStateCommand(o.Cmd, o.BodySHA256, pos); err != nil {
@@ -91,18 +84,6 @@ func checkStateCommand(c *command.Command, digest [sha256.Size]byte, pos uint64)
 	return nil
 }
 
-// decodeState decodes the state of a checked checkpoint or restoration.
-func decodeState(c *command.Command, body []byte, pos uint64) (*mailstore.Snapshot, error) {
-	sn, err := mailstore.DecodeSnapshot(body)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
-	}
-	if err := checkState(c, sn, pos); err != nil {
-		return nil, err
-	}
-	return sn, nil
-}
-
 // checkState checks a decoded state against its command and position.
 func checkState(c *command.Command, sn *mailstore.Snapshot, pos uint64) error {
 	if sn.Position != pos {
@@ -128,41 +109,77 @@ func (s *Syncer) checkBase(ctx context.Context, c *command.Command, at uint64) *
 	return chain.CheckBase(at, c.Position, c.Base.Pos, c.Base.Hash, h)
 }
 
+// errNotSuperseding refuses, after a rollback or while an alarm stands, a
+// newest checkpoint that supersedes no history: it explains nothing.
+var errNotSuperseding = errors.New("the checkpoint supersedes no history")
+
+// baseRefused refuses a restoration whose restored head is not this
+// device's history (checkBase), once its state has been read and checked.
+type baseRefused struct{ f *chain.Failure }
+
+func (e *baseRefused) Error() string { return e.f.Detail }
+
 // adoptEntry adopts the state of the restoration entry o at position at,
 // which the device reached by following the log (its position is at-1).
 func (s *Syncer) adoptEntry(ctx context.Context, o *entry.Opened, at uint64) error {
-	sn, err := OpenState(o.Cmd, at-1)
-	if err != nil {
+	if err := checkStateCommand(o.Cmd, sha256.Sum256(o.Cmd.Body), at-1); err != nil {
 		return err
 	}
-	if f := s.checkBase(ctx, o.Cmd, at); f != nil {
-		return s.raise(ctx, f.Pos, f.Detail)
-	}
-	if err := s.adopt(ctx, sn, o.Cmd, at); err != nil {
-		var c *mailstore.Contradiction
-		if errors.As(err, &c) {
-			return s.raise(ctx, at-1, c.Detail)
+	err := s.adopt(ctx, bytes.NewReader(o.Cmd.Body), o.Cmd, at, false)
+	var b *baseRefused
+	var bad *mailstore.StateError
+	var c *mailstore.Contradiction
+	switch {
+	case errors.As(err, &b):
+		return s.raise(ctx, b.f.Pos, b.f.Detail)
+	case errors.As(err, &bad):
+		if !errors.Is(err, ErrBadCheckpoint) {
+			err = fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 		}
 		return err
+	case errors.As(err, &c):
+		return s.raise(ctx, at-1, c.Detail)
 	}
-	return nil
+	return err
 }
 
-// adopt takes sn, a restoration's state (written at entry position at), and
-// updates the sync state to its position and chain.
-func (s *Syncer) adopt(ctx context.Context, sn *mailstore.Snapshot, c *command.Command, at uint64) error {
+// adopt takes the state of c, a restoration (or a checkpoint after one)
+// whose entry is at position at (its state at at-1), read from body: it
+// is decoded as it is read, straight into the adoption's transaction
+// (mailstore.AdoptFrom), and checked against the command, refused when
+// superseding is set and it supersedes nothing (errNotSuperseding), and
+// refused when its restored head is not this device's history
+// (baseRefused), in that order, before anything is compared; a refusal
+// is a *mailstore.StateError that changed nothing. On success the sync
+// state moves to its position and chain.
+func (s *Syncer) adopt(ctx context.Context, body io.Reader, c *command.Command, at uint64, superseding bool) error {
 	start := time.Now()
+	base := s.checkBase(ctx, c, at)
+	check := func(got *mailstore.Restored) error {
+		if err := checkState(c, got.Head, at-1); err != nil {
+			return err
+		}
+		if superseding && got.Superseded == 0 {
+			return errNotSuperseding
+		}
+		if base != nil {
+			return &baseRefused{base}
+		}
+		return nil
+	}
 	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
 		return s.fetchBodies(ctx, need, nil, put)
 	}
 	var ad *mailstore.Adoption
+	var info *mailstore.Restored
 	_, err := s.applyLocked(func() (res *mailstore.Result, err error) {
-		res, ad, err = s.cfg.Store.Adopt(ctx, sn, fetch)
+		res, ad, info, err = s.cfg.Store.AdoptFrom(ctx, body, check, fetch)
 		return res, err
 	})
 	if err != nil {
 		return err
 	}
+	sn := info.Head
 	s.refreshQueued(ctx)
 	var chain spool.Hash
 	copy(chain[:], sn.Chain)
@@ -187,12 +204,12 @@ func (s *Syncer) adopt(ctx context.Context, sn *mailstore.Snapshot, c *command.C
 		s.log.Warn("a change this device appended is not in the restoration: it is lost (its client was told it failed)",
 			"entry", a.ID.String(), "pos", a.Pos)
 	}
-	base := uint64(0)
+	restored := uint64(0)
 	if c.Base != nil {
-		base = c.Base.Pos
+		restored = c.Base.Pos
 	}
-	s.log.Info("adopted a restoration", "pos", sn.Position, "restored_head", base,
-		"superseded", len(sn.Superseded)/24, "crossed", ad.Crossed, "messages", len(sn.Messages),
+	s.log.Info("adopted a restoration", "pos", sn.Position, "restored_head", restored,
+		"superseded", info.Superseded, "crossed", ad.Crossed, "messages", info.Messages,
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -201,7 +218,10 @@ func (s *Syncer) adopt(ctx context.Context, sn *mailstore.Snapshot, c *command.C
 // restoration that explains it: the spool's newest checkpoint, when it
 // supersedes history (one at a position already tried is not fetched
 // again). It returns errAdopted when it took one, nil when there is none
-// to take, and an error to retry later.
+// to take, and an error to retry later. The checkpoint's signature, its
+// state's digest and its command are checked first (entry.OpenFrom's
+// first pass); its state is then read from the file as it is decrypted
+// (adopt), not held.
 func (s *Syncer) tryRestoration(ctx context.Context, cpPos uint64) error {
 	cpr, ok := s.cfg.Source.(Checkpointer)
 	if !ok || cpPos == 0 {
@@ -231,21 +251,24 @@ func (s *Syncer) tryRestoration(ctx context.Context, cpPos uint64) error {
 		remember()
 		return nil // not the user's: bootstrap reports a bad checkpoint
 	}
-	sn, cmd, err := OpenStateFrom(o, cp.Pos)
-	if err != nil || len(sn.Superseded) == 0 {
+	if err := checkStateCommand(o.Cmd, o.BodySHA256, cp.Pos); err != nil {
 		remember()
 		return nil
 	}
-	if f := s.checkBase(ctx, cmd, cp.Pos); f != nil {
-		remember()
-		return s.raise(ctx, f.Pos, f.Detail)
-	}
-	err = s.adopt(ctx, sn, cmd, cp.Pos+1)
+	err = s.adopt(ctx, o.Body(), o.Cmd, cp.Pos+1, true)
+	var b *baseRefused
+	var bad *mailstore.StateError
 	var c *mailstore.Contradiction
 	var u *mailstore.Unexplained
 	switch {
 	case err == nil:
 		return errAdopted
+	case errors.As(err, &b):
+		remember()
+		return s.raise(ctx, b.f.Pos, b.f.Detail)
+	case errors.As(err, &bad):
+		remember() // malformed, or not a restoration: nothing to adopt
+		return nil
 	case errors.As(err, &c):
 		remember()
 		s.log.Warn("the spool's newest checkpoint is a restoration that does not hold this device's history", "pos", cp.Pos, "detail", c.Detail)

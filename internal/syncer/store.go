@@ -58,8 +58,10 @@ type Replica interface {
 	// as it is read and checked with check, reading the bodies it lacks
 	// with fetch.
 	RestoreFrom(ctx context.Context, r io.Reader, check func(*mailstore.Restored) error, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Restored, error)
-	// Adopt rebases the state onto a restoration's (restoration.go).
-	Adopt(ctx context.Context, sn *mailstore.Snapshot, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Adoption, error)
+	// AdoptFrom rebases the state onto a restoration's (restoration.go),
+	// decoded from r as it is read and checked with check, as
+	// RestoreFrom does.
+	AdoptFrom(ctx context.Context, r io.Reader, check func(*mailstore.Restored) error, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Adoption, *mailstore.Restored, error)
 	// Locate returns the mailbox and UID of a message, to answer a Submit
 	// whose entry a restored checkpoint already holds.
 	Locate(ctx context.Context, id command.ID) (mailbox command.ID, uid mailstore.UID, err error)
