@@ -258,3 +258,51 @@ func TestRestoreFromFaults(t *testing.T) {
 		t.Fatalf("%d of the restore's tables left after it", n)
 	}
 }
+
+// TestRestoreSharedBodies: a restore counts the references of the bodies
+// it stores itself only where they can be other than one (recount): two
+// messages of one entry's body, and two entries with the same bytes,
+// stored once. Every body's count is the number of its messages,
+// and none is left unused.
+func TestRestoreSharedBodies(t *testing.T) {
+	ctx := context.Background()
+	sn, body := syntheticState(6)
+	bytesAt := func(p uint64) []byte {
+		if p == 3 {
+			return body(4)
+		}
+		return body(p)
+	}
+	for i := range sn.Messages {
+		m := &sn.Messages[i]
+		switch m.Body {
+		case 2:
+			m.Body = 1
+		}
+		d := sha256.Sum256(bytesAt(m.Body))
+		m.Digest = d[:]
+	}
+	s := openTest(t)
+	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
+		for _, p := range need {
+			if err := put(p, bytesAt(p)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if _, err := s.Restore(ctx, sn, fetch); err != nil {
+		t.Fatal(err)
+	}
+	var bad, bodies, unused int
+	if err := s.rdb.QueryRow(`SELECT count(*), coalesce(sum(refs != (SELECT count(*) FROM messages WHERE body = bid)), 0),
+		coalesce(sum(NOT EXISTS (SELECT 1 FROM messages WHERE body = bid)), 0) FROM bodies`).Scan(&bodies, &bad, &unused); err != nil {
+		t.Fatal(err)
+	}
+	if bodies != 4 || bad != 0 || unused != 0 {
+		t.Fatalf("%d bodies, %d with a count other than their messages', %d unused: want 4, 0, 0", bodies, bad, unused)
+	}
+	if stagedTables(t, s) != 0 {
+		t.Fatal("the restore's tables are left")
+	}
+}
