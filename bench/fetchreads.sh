@@ -40,6 +40,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib/dovecot.sh
+source bench/lib/proc.sh
 N=${N:-10000}
 BIG=${BIG:-100000}
 RUNS=${RUNS:-5}
@@ -56,7 +57,6 @@ cleanup() {
 }
 trap cleanup EXIT
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 
 # server SPOOL: start the spool server on DIR/SPOOL (its pid in spid).
 server() {
@@ -78,21 +78,6 @@ daemon() {
 	pids+=($dpid)
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }
-
-# idle PID TIMEOUT: as bench/imap.sh's, two calm seconds in a row.
-idle() {
-	local t0 c0 c1 calm=0
-	t0=$(date +%s)
-	c0=$(cpu "$1")
-	while [ $(($(date +%s) - t0)) -lt "$2" ]; do
-		sleep 1
-		c1=$(cpu "$1")
-		if python3 -c "import sys; sys.exit(0 if $c1 - $c0 < 0.02 else 1)"; then calm=$((calm + 1)); else calm=0; fi
-		c0=$c1
-		[ "$calm" -ge 2 ] && break
-	done
-	echo "daemon idle after $(($(date +%s) - t0)) s" >&2
-}
 
 # synced BIN DB COUNT: sync DB to COUNT messages, wait for its search
 # index, stop the daemon.

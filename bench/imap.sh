@@ -42,6 +42,7 @@ set -euo pipefail
 [ -n "${CPUPROFILE:-}" ] && CPUPROFILE=$(realpath -m "$CPUPROFILE")
 cd "$(dirname "$0")/.."
 source bench/lib/dovecot.sh
+source bench/lib/proc.sh
 N=${N:-10000}
 BIG=${BIG:-100000}
 RUNS=${RUNS:-5}
@@ -80,7 +81,6 @@ for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$((P + 859))) 2>/dev/null &
 sleep 1.1
 
 rss() { awk '/VmHWM/ {print $2/1024}' "/proc/$1/status"; }
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 cur() { awk '/VmRSS/ {print $2/1024}' "/proc/$1/status"; }
 
 # cs_start DB PORT LOG [FLAG...]: start the daemon on DB (its pid in cs_pid).
@@ -91,24 +91,6 @@ cs_start() {
 		--spool-server http://127.0.0.1:$((P + 859)) --db "$db" --password pw --port "$port" --status-addr '' "$@" 2>>"$log" >/dev/null &
 	cs_pid=$!
 	pids+=($cs_pid)
-}
-
-# idle PID TIMEOUT: wait until process PID uses less than 20 ms of CPU in
-# each of two seconds in a row (a daemon that synced just now builds its
-# search index in the background; Dovecot's was made by doveadm index),
-# at most TIMEOUT seconds; says how long it waited.
-idle() {
-	local t0 c0 c1 calm=0
-	t0=$(date +%s)
-	c0=$(cpu "$1")
-	while [ $(($(date +%s) - t0)) -lt "$2" ]; do
-		sleep 1
-		c1=$(cpu "$1")
-		if python3 -c "import sys; sys.exit(0 if $c1 - $c0 < 0.02 else 1)"; then calm=$((calm + 1)); else calm=0; fi
-		c0=$c1
-		[ "$calm" -ge 2 ] && break
-	done
-	echo "daemon idle after $(($(date +%s) - t0)) s" >&2
 }
 
 # reads LABEL COUNT DB PORT: the read figures of 2', cspool (on DB, PORT)
