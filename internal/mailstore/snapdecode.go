@@ -162,35 +162,52 @@ func (d *snapDecoder) element() error {
 	return d.skip(major, n, 0)
 }
 
-// readArray reads an array's head and each element, decoded into a new
-// T appended to list, which must encode again to the element's bytes.
-func readArray[T any](d *snapDecoder, list *[]T) error {
+// arrayHead reads the head of an array, bounded in length.
+func (d *snapDecoder) arrayHead() (uint64, error) {
 	d.item = d.item[:0]
 	major, n, err := d.head()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if major != cborArray {
-		return fmt.Errorf("%w: major type %d where an array belongs", ErrSnapshot, major)
+		return 0, fmt.Errorf("%w: major type %d where an array belongs", ErrSnapshot, major)
 	}
 	if n > 1<<26 {
-		return fmt.Errorf("%w: an array of %d elements", ErrSnapshot, n)
+		return 0, fmt.Errorf("%w: an array of %d elements", ErrSnapshot, n)
+	}
+	return n, nil
+}
+
+// decodeElement reads the next element into v, which must encode again to
+// the element's bytes.
+func decodeElement[T any](d *snapDecoder, v *T) error {
+	if err := d.element(); err != nil {
+		return err
+	}
+	if err := snapCodecs.dec.Unmarshal(d.item, v); err != nil {
+		return fmt.Errorf("%w: %v", ErrSnapshot, err)
+	}
+	d.again.Reset()
+	if err := snapBufEnc.MarshalToBuffer(v, &d.again); err != nil || !bytes.Equal(d.again.Bytes(), d.item) {
+		return errNotCanonical
+	}
+	return nil
+}
+
+// readArray reads an array's head and each element, decoded into a new
+// T appended to list.
+func readArray[T any](d *snapDecoder, list *[]T) error {
+	n, err := d.arrayHead()
+	if err != nil {
+		return err
 	}
 	// The length is what the array says, up to a bound: it is trusted to
 	// allocate no more than the elements read would.
 	*list = make([]T, 0, min(n, 1<<16))
 	for range n {
-		if err := d.element(); err != nil {
-			return err
-		}
 		*list = append(*list, *new(T))
-		v := &(*list)[len(*list)-1]
-		if err := snapCodecs.dec.Unmarshal(d.item, v); err != nil {
-			return fmt.Errorf("%w: %v", ErrSnapshot, err)
-		}
-		d.again.Reset()
-		if err := snapBufEnc.MarshalToBuffer(v, &d.again); err != nil || !bytes.Equal(d.again.Bytes(), d.item) {
-			return errNotCanonical
+		if err := decodeElement(d, &(*list)[len(*list)-1]); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -199,29 +216,15 @@ func readArray[T any](d *snapDecoder, list *[]T) error {
 // eachElement is readArray handing each element to use instead of
 // holding it; v is reused, zeroed before each.
 func eachElement[T any](d *snapDecoder, use func(v *T) error) error {
-	d.item = d.item[:0]
-	major, n, err := d.head()
+	n, err := d.arrayHead()
 	if err != nil {
 		return err
 	}
-	if major != cborArray {
-		return fmt.Errorf("%w: major type %d where an array belongs", ErrSnapshot, major)
-	}
-	if n > 1<<26 {
-		return fmt.Errorf("%w: an array of %d elements", ErrSnapshot, n)
-	}
 	v := new(T)
 	for range n {
-		if err := d.element(); err != nil {
-			return err
-		}
 		*v = *new(T)
-		if err := snapCodecs.dec.Unmarshal(d.item, v); err != nil {
-			return fmt.Errorf("%w: %v", ErrSnapshot, err)
-		}
-		d.again.Reset()
-		if err := snapBufEnc.MarshalToBuffer(v, &d.again); err != nil || !bytes.Equal(d.again.Bytes(), d.item) {
-			return errNotCanonical
+		if err := decodeElement(d, v); err != nil {
+			return err
 		}
 		if err := use(v); err != nil {
 			return err
