@@ -97,12 +97,12 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 		if len(only) > 0 && !slices.Contains(only, mb.Name) {
 			continue
 		}
-		path, err := exportPath(dest, mb.Name)
+		path, err := exportPath(dest, mb.Name, *format == "mbox")
 		if err != nil {
 			return err
 		}
 		if err := w.begin(path); err != nil {
-			return err
+			return fmt.Errorf("exporting %q: %w", mb.Name, err)
 		}
 		n := 0
 		err = store.Scan(ctx, mb.ID, mailstore.WantRaw, func(m *mailstore.Message) error {
@@ -156,8 +156,11 @@ func checkExportDest(dest string) error {
 // level of the hierarchy. A level that could not be a folder name of its
 // own ("", ".", "..", or Maildir's cur, new and tmp, which would mix with
 // the parent's messages) is written with every byte as %XX, and so is any
-// "%" in a name: the mapping is one to one.
-func exportPath(dest, name string) (string, error) {
+// "%" in a name: the mapping is one to one. For mbox, where a mailbox is
+// the file NAME.mbox beside the folder NAME of its children, a folder
+// level ending in ".mbox" has that dot written as %2E, so that the
+// children of "x.mbox" never need the folder that is the file of "x".
+func exportPath(dest, name string, mbox bool) (string, error) {
 	parts := strings.Split(name, string(mailstore.Delim))
 	for i, p := range parts {
 		switch p {
@@ -175,6 +178,9 @@ func exportPath(dest, name string) (string, error) {
 				return "", fmt.Errorf("mailbox name %q holds a NUL byte", name)
 			}
 			parts[i] = strings.ReplaceAll(p, "%", "%25")
+			if mbox && i < len(parts)-1 && strings.HasSuffix(parts[i], ".mbox") {
+				parts[i] = strings.TrimSuffix(parts[i], ".mbox") + "%2Embox"
+			}
 		}
 	}
 	return filepath.Join(append([]string{dest}, parts...)...), nil

@@ -61,7 +61,9 @@ func newExportFixture(t *testing.T) *exportFixture {
 	apply(&command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, `\Answered`, "$Forwarded", "custom"}, IDs: ids[:1]})
 	f.messages[mailstore.InboxName] = inbox
 	f.flags[string(inbox[0][:20])] = []string{"P", "R", "S"}
-	for _, name := range []string{"Archive/2024", "Archive/cur", "100% done", "dots.in.name"} {
+	// "dots.in.name.mbox/child" has a parent whose name is the mbox file
+	// of "dots.in.name".
+	for _, name := range []string{"Archive/2024", "Archive/cur", "100% done", "dots.in.name", "dots.in.name.mbox/child"} {
 		apply(&command.Command{Kind: command.CreateMailbox, Mailbox: name})
 		body := []byte("Subject: in " + name + "\r\n\r\nbody\r\n")
 		apply(&command.Command{Kind: command.Append, Mailbox: name, Date: date, Flags: []string{`\Flagged`, `\Draft`}, Body: body})
@@ -91,6 +93,7 @@ func TestExportMaildir(t *testing.T) {
 	paths := map[string]string{
 		mailstore.InboxName: "INBOX", "Archive/2024": "Archive/2024", "Archive/cur": "Archive/%63%75%72",
 		"100% done": "100%25 done", "dots.in.name": "dots.in.name",
+		"dots.in.name.mbox/child": "dots.in.name.mbox/child",
 	}
 	for name, want := range f.messages {
 		files, err := filepath.Glob(filepath.Join(dest, paths[name], "cur", "*"))
@@ -202,6 +205,24 @@ print(len(mailbox.mbox(sys.argv[1], create=False)), len(mailbox.mbox(sys.argv[2]
 	if err != nil || strings.TrimSpace(string(pout)) != "3 1" {
 		t.Errorf("python3 counts %q (%v), want \"3 1\"", pout, err)
 	}
+	// Every mailbox: the file of "dots.in.name" is dots.in.name.mbox, so
+	// the folder of the children of "dots.in.name.mbox" is another; it was
+	// the same, and the export stopped with "mkdir ...: not a directory".
+	all := filepath.Join(t.TempDir(), "all")
+	if code, out := runExportCmd(t, "--db", f.db, "--format", "mbox", all); code != 0 {
+		t.Fatalf("export of every mailbox: exit %d: %s", code, out)
+	}
+	for name, file := range map[string]string{
+		"dots.in.name":            "dots.in.name.mbox",
+		"dots.in.name.mbox/child": "dots.in.name%2Embox/child.mbox",
+		"100% done":               "100%25 done.mbox",
+	} {
+		b, err := os.ReadFile(filepath.Join(all, file))
+		if err != nil || !bytes.Contains(b, []byte("Subject: in "+name+"\n")) || bytes.Count(b, []byte("\nFrom ")) != 0 {
+			t.Errorf("mailbox %q in %s: %q (%v), want its one message", name, file, b, err)
+		}
+	}
+
 	// Unknown mailboxes and formats are refused before anything is written.
 	for _, args := range [][]string{
 		{"--db", f.db, "--mailbox", "Nope", filepath.Join(t.TempDir(), "x")},
