@@ -10,11 +10,14 @@
 //     Failed logins go through the same guard as IMAP logins (package
 //     loginguard): each failure is answered late, a connection is closed
 //     after a few, a source with too many failures waiting is refused.
-//   - Identities: the envelope sender and every address of the From header
-//     (and of Sender, when present) must be one of Config.Identities,
-//     compared without regard to case; otherwise 553 5.7.1. The message
-//     must have one From header, and at most one Sender (RFC 5322 section
-//     3.6; 554 5.6.0 otherwise).
+//   - Identities: the envelope sender and every address of every
+//     originator field (From; Sender; the Resent-From and Resent-Sender of
+//     every resent block, RFC 5322 section 3.6.6) must be one of
+//     Config.Identities, compared without regard to case; otherwise 553
+//     5.7.1. The message must have one From header, and at most one Sender
+//     (RFC 5322 section 3.6), and its newest resent block (the first run of
+//     Resent- fields) one Resent-From and at most one Resent-Sender; 554
+//     5.6.0 otherwise.
 //   - The message is kept byte for byte, Bcc included (the copy in Sent is
 //     the whole message); Message-ID and Date are added at the top of the
 //     header when missing (RFC 6409 section 8), so that every message has

@@ -96,34 +96,84 @@ func MessageID(msg []byte) string {
 // errNoFrom: the message has no From field.
 var errNoFrom = errors.New("the message has no From header field")
 
-// authors returns the addresses of the From field and of the Sender field.
-func authors(h mail.Header) ([]string, error) {
+// originator is an address the message names as its author or sender, and
+// the field that names it.
+type originator struct{ field, address string }
+
+// originators returns every address of the header's originator fields (RFC
+// 5322 sections 3.6.2 and 3.6.6): From, Sender, and the Resent-From and
+// Resent-Sender of every resent block. Each is the user's claim to have
+// written or sent the message, and each must be an identity: a reader
+// showing a resent message names its newest Resent-From as the one who
+// sent it on, and readers differ in which block they take for the newest.
+// The message must have one From field and at most one Sender, and its
+// newest resent block, when it has one, one Resent-From and at most one
+// Resent-Sender.
+func originators(h mail.Header) ([]originator, error) {
 	if !h.Has("From") {
 		return nil, errNoFrom
 	}
-	var out []string
+	// Only one value of each field would be read below, and readers
+	// differ in which one they show: a second From would pass any address
+	// off as the author (RFC 5322 section 3.6: at most one of each).
 	for _, name := range []string{"From", "Sender"} {
-		if !h.Has(name) {
-			continue
-		}
-		// Only the first field is read below, and readers differ in which
-		// one they show: a second From would pass any address off as the
-		// author (RFC 5322 section 3.6: at most one of each).
 		if n := len(h.Values(name)); n > 1 {
 			return nil, fmt.Errorf("the message has %d %s header fields, where one is allowed (RFC 5322 section 3.6)", n, name)
 		}
-		list, err := h.AddressList(name)
-		if err != nil {
-			return nil, fmt.Errorf("the %s header field does not parse: %w", name, err)
-		}
-		if len(list) == 0 {
-			return nil, fmt.Errorf("the %s header field holds no address", name)
-		}
-		for _, a := range list {
-			out = append(out, a.Address)
+	}
+	if err := checkNewestResent(h); err != nil {
+		return nil, err
+	}
+	var out []originator
+	for _, name := range []string{"From", "Sender", "Resent-From", "Resent-Sender"} {
+		for _, v := range h.Values(name) {
+			list, err := mail.ParseAddressList(v)
+			if err != nil {
+				return nil, fmt.Errorf("the %s header field does not parse: %w", name, err)
+			}
+			if len(list) == 0 {
+				return nil, fmt.Errorf("the %s header field holds no address", name)
+			}
+			for _, a := range list {
+				out = append(out, originator{field: name, address: a.Address})
+			}
 		}
 	}
 	return out, nil
+}
+
+// checkNewestResent checks the newest resent block: the first run of
+// Resent- fields in the header, since each resending prepends its block
+// (RFC 5322 section 3.6.6). It names the message's last sender, so it
+// needs one Resent-From, and may have one Resent-Sender.
+func checkNewestResent(h mail.Header) error {
+	var from, sender int
+	started := false
+	for f := h.Fields(); f.Next(); {
+		resent := strings.HasPrefix(strings.ToLower(f.Key()), "resent-")
+		if !resent {
+			if started {
+				break
+			}
+			continue
+		}
+		started = true
+		switch strings.ToLower(f.Key()) {
+		case "resent-from":
+			from++
+		case "resent-sender":
+			sender++
+		}
+	}
+	switch {
+	case !started:
+		return nil
+	case from != 1:
+		return fmt.Errorf("the newest resent block has %d Resent-From header fields, where it needs one (RFC 5322 section 3.6.6)", from)
+	case sender > 1:
+		return fmt.Errorf("the newest resent block has %d Resent-Sender header fields, where one is allowed (RFC 5322 section 3.6.6)", sender)
+	}
+	return nil
 }
 
 // completeHeader adds, at the top of the header, the Message-ID and Date

@@ -408,13 +408,13 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "The message header does not parse"}
 	}
-	addrs, err := authors(h)
+	addrs, err := originators(h)
 	if err != nil {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
 	}
 	for _, a := range addrs {
-		if !s.srv.allowed(a) {
-			return errNotIdentity("the From address <" + a + ">")
+		if !s.srv.allowed(a.address) {
+			return errNotIdentity("the " + a.field + " address <" + a.address + ">")
 		}
 	}
 	m := s.mail

@@ -172,6 +172,22 @@ func TestSubmitWithSmtplib(t *testing.T) {
 	}
 }
 
+// TestResentByTheUser: a message the user sends on again, with a resent
+// block of her own (Resent-From one of her identities, RFC 5322 section
+// 3.6.6), is accepted and relayed as it is.
+func TestResentByTheUser(t *testing.T) {
+	r := newRig(t, 0)
+	msg := "Resent-From: Alice <Alice.Work@example.com>\r\nResent-Sender: alice@example.org\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\n" +
+		"Resent-To: carol@example.com\r\nResent-Message-ID: <again@example.org>\r\n" +
+		"From: alice@example.org\r\nTo: bob@example.net\r\nDate: Tue, 1 Dec 2026 06:30:00 +0000\r\nMessage-ID: <first@example.org>\r\n\r\nhi\r\n"
+	if out := r.python(password, "send", "alice@example.org", r.file("resent.eml", msg), "carol@example.com"); out[0] != "SENT 0" {
+		t.Fatalf("smtplib: %v", out)
+	}
+	if got := r.host.Wait(t, 1, wait)[0]; string(got.Data) != msg {
+		t.Errorf("relayed %q, want the message as submitted %q", got.Data, msg)
+	}
+}
+
 // TestAuthLOGIN: the LOGIN mechanism works too.
 func TestAuthLOGIN(t *testing.T) {
 	r := newRig(t, 0)
@@ -209,6 +225,30 @@ func TestRefusals(t *testing.T) {
 		{"a second Sender field", "refused", "alice@example.org",
 			"From: alice@example.org\r\nSender: alice@example.org\r\nSender: boss@example.org\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"no From", "refused", "alice@example.org", "To: bob@example.net\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		// Resent fields (RFC 5322 section 3.6.6): the newest block's
+		// Resent-From is who a reader shows as having sent the message on;
+		// it and every other Resent-From and Resent-Sender were passed
+		// unchecked.
+		{"Resent-From not an identity", "refused", "alice@example.org",
+			"Resent-From: The Boss <boss@example.org>\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\nResent-To: bob@example.net\r\n" +
+				"From: alice@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"Resent-Sender not an identity", "refused", "alice@example.org",
+			"Resent-From: alice@example.org\r\nResent-Sender: boss@example.org\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\n" +
+				"From: alice@example.org\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"Resent-From of an older block not an identity", "refused", "alice@example.org",
+			"Resent-From: alice@example.org\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\nReceived: from x by y; Wed, 2 Dec 2026 06:00:00 +0000\r\n" +
+				"resent-from : boss@example.org\r\nResent-Date: Tue, 1 Dec 2026 06:30:00 +0000\r\nFrom: alice@example.org\r\n\r\nx\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"two Resent-From fields in the newest block", "refused", "alice@example.org",
+			"Resent-From: alice@example.org\r\nResent-From: alice@example.org\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\n" +
+				"From: alice@example.org\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a newest resent block without Resent-From", "refused", "alice@example.org",
+			"Resent-To: bob@example.net\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\nReceived: from x by y; Wed, 2 Dec 2026 06:00:00 +0000\r\n" +
+				"Resent-From: alice@example.org\r\nResent-Date: Tue, 1 Dec 2026 06:30:00 +0000\r\nFrom: alice@example.org\r\n\r\nx\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a Resent-From of no address", "refused", "alice@example.org",
+			"Resent-From: undisclosed:;\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\nFrom: alice@example.org\r\n\r\nx\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"over the size limit", "oversize", "alice@example.org", good + strings.Repeat("x", 5000) + "\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 552 5.3.4 ", "NOOP 250 "}},
 	}
