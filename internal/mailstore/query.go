@@ -168,6 +168,26 @@ func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]
 	return out, nil
 }
 
+func queryInt64s(ctx context.Context, q queryer, query string, args ...any) ([]int64, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("querying: %w", err)
+	}
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var v int64
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("querying: %w", err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("querying: %w", err)
+	}
+	return out, nil
+}
+
 // Keywords lists the keywords ever used, as first spelled, sorted
 // case-insensitively (for the FLAGS and PERMANENTFLAGS responses).
 func (s *Store) Keywords(ctx context.Context) ([]string, error) {

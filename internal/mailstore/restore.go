@@ -21,9 +21,10 @@ import (
 // against the snapshot's digest and stores them.
 type BodyFetcher func(ctx context.Context, need []uint64, put func(pos uint64, raw []byte) error) error
 
-// Restore replaces the whole replicated state with sn, in one transaction:
-// a device that fell behind a compaction, or a new device, continues from
-// sn.Position as if it had applied the log up to there. sn must extend what
+// Restore replaces the whole replicated state with sn, in one transaction
+// (the bodies it fetches are committed before it, restore): a device that
+// fell behind a compaction, or a new device, continues from sn.Position as
+// if it had applied the log up to there. sn must extend what
 // this store knows of the log, or Restore refuses it with a *Contradiction
 // (checkHistory). Bodies the store
 // already holds (same SHA-256) are reused; the others are asked of fetch.
@@ -72,12 +73,52 @@ func (s *Store) RestoreFrom(ctx context.Context, r io.Reader, check func(*Restor
 }
 
 // restore is Restore, or Adopt when adopt is set (restoration.go), of the
-// state stage writes into the restore's tables.
+// state stage writes into the restore's tables, in three steps, each
+// holding the store's write lock only while it runs:
+//
+//  1. stageState reads the state into the restore's tables and runs check
+//     on it, in one transaction, which commits the tables;
+//  2. storeBodies stores the bodies the state names that the store lacks,
+//     asking fetch for them stageRun positions at a time, each run its own
+//     transaction;
+//  3. replaceState checks the staged state against the store, and writes
+//     it over the old one, in one transaction, which drops the tables.
+//
+// The old state is changed only by the third step's commit. Before it,
+// the store holds besides its state only the tables and bodies no message
+// uses, each stored for a position of the state: a step that fails
+// removes them (dropStaged), and after a crash the next restore reuses
+// the bodies (the state's are not fetched again) and its count of the
+// references removes the others (recount); the tables go when the store
+// is opened again (dropLeftStage) or at the next restore.
 func (s *Store) restore(ctx context.Context, stage func(*stager) (*Snapshot, error), check func(*Restored) error,
 	fetch BodyFetcher, adopt bool) (*Result, *Adoption, *Restored, error) {
 	if err := s.check(); err != nil {
 		return nil, nil, nil, err
 	}
+	g, sn, info, err := s.stageState(ctx, stage, check, adopt)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fresh, err := s.storeBodies(ctx, g, fetch)
+	var res *Result
+	var ad *Adoption
+	if err == nil {
+		res, ad, err = s.replaceState(ctx, g, sn, fresh, fetch, adopt)
+	}
+	if err != nil {
+		_ = s.dropStaged(ctx, fresh) // what it leaves, the next restore or open removes
+		return nil, nil, nil, err
+	}
+	return res, ad, info, nil
+}
+
+// stageState is a restore's first step: the state's messages and entry
+// records go into the restore's tables as stage decodes them, check sees
+// the rest, and the transaction commits the tables. A state refused, or
+// an error, leaves the store as it was.
+func (s *Store) stageState(ctx context.Context, stage func(*stager) (*Snapshot, error), check func(*Restored) error,
+	adopt bool) (*stager, *Snapshot, *Restored, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tx, err := s.wdb.BeginTx(ctx, nil)
@@ -107,69 +148,170 @@ func (s *Store) restore(ctx context.Context, stage func(*stager) (*Snapshot, err
 			return nil, nil, nil, &StateError{Err: err}
 		}
 	}
-	r := &restorer{ctx: ctx, tx: tx, parser: s.parser, sn: sn, adopt: adopt, staged: g}
+	// The checks against the store run here, so that a state they refuse
+	// has no body fetched, and again in the last step, which commits what
+	// they change (a local change may come between): here what they
+	// change (the queued changes taken back, alarms cleared) is rolled
+	// back.
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT restore_checks"); err != nil {
+		return nil, nil, nil, fmt.Errorf("checking the state: %w", err)
+	}
+	c, err := checkStaged(ctx, tx, s.parser, g, sn, adopt)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c.byID.Close()
+	if _, err := tx.ExecContext(ctx, "ROLLBACK TO restore_checks; RELEASE restore_checks"); err != nil {
+		return nil, nil, nil, fmt.Errorf("checking the state: %w", err)
+	}
+	var twice int64
+	err = tx.QueryRowContext(ctx, `SELECT body FROM restore_messages m
+		WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.digest = m.digest)
+		GROUP BY body HAVING min(digest) != max(digest) ORDER BY body LIMIT 1`).Scan(&twice)
+	if err == nil {
+		return nil, nil, nil, fmt.Errorf("%w: entry %d named with two digests", ErrSnapshot, twice)
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, nil, fmt.Errorf("reading the state's bodies: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, nil, nil, fmt.Errorf("committing the staged state at position %d: %w", sn.Position, err)
+	}
+	s.committed(ctx)
+	g.tx = nil
+	return g, sn, info, nil
+}
+
+// checked is what checkStaged found.
+type checked struct {
+	r    *restorer
+	ov   *overlay
+	byID *sql.Stmt // the caller closes it
+	look *stagedLookup
+	cov  *coverage
+	ad   *Adoption
+}
+
+// checkStaged checks the staged state against the store, in tx: its
+// position, then, the queued changes taken back, that it extends the
+// store's history (checkHistory) and UIDVALIDITY counter, and, adopting,
+// that it explains the store's alarms (which it clears).
+func checkStaged(ctx context.Context, tx *sql.Tx, parser Parser, g *stager, sn *Snapshot, adopt bool) (*checked, error) {
+	if err := checkPosition(ctx, tx, sn, adopt); err != nil {
+		return nil, err
+	}
+	r := &restorer{ctx: ctx, tx: tx, parser: parser, sn: sn, adopt: adopt, staged: g}
 	var pos, uv int64
 	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &uv); err != nil {
-		return nil, nil, nil, fmt.Errorf("reading state: %w", err)
-	}
-	if !adopt && uint64(pos) >= sn.Position {
-		return nil, nil, nil, fmt.Errorf("%w: checkpoint at %d is not after position %d", ErrPosition, sn.Position, pos)
+		return nil, fmt.Errorf("reading state: %w", err)
 	}
 	// Changes made on this device are taken back first: the checks and
 	// the differences below are of the log's state (queue.go), and they
 	// are applied again on top of the snapshot's.
 	ov := &overlay{ctx: ctx, tx: tx, db: tx}
+	var err error
 	if ov.rest, err = loadQueue(ctx, tx); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if len(ov.rest) > 0 {
 		if err := ov.takeBack(); err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&uv); err != nil {
-			return nil, nil, nil, fmt.Errorf("reading state: %w", err)
+			return nil, fmt.Errorf("reading state: %w", err)
 		}
 	}
 	if err := r.readOldMailboxes(); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	byID, err := tx.PrepareContext(ctx, "SELECT pos, old FROM restore_entries WHERE id = ?")
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("reading the staged entries: %w", err)
+		return nil, fmt.Errorf("reading the staged entries: %w", err)
 	}
-	defer byID.Close()
-	look := &stagedLookup{ctx: ctx, tx: tx, byID: byID, superseded: g.superseded > 0}
-	cov, err := r.checkHistory(uint64(pos), look)
-	if err != nil {
-		return nil, nil, nil, err
+	c := &checked{r: r, ov: ov, byID: byID, look: &stagedLookup{ctx: ctx, tx: tx, byID: byID, superseded: g.superseded > 0}}
+	if c.cov, err = r.checkHistory(uint64(pos), c.look); err != nil {
+		byID.Close()
+		return nil, err
 	}
 	if uint64(uv) > uint64(sn.NextUIDValidity) {
-		return nil, nil, nil, &Contradiction{Pos: sn.Position, Detail: fmt.Sprintf(
+		byID.Close()
+		return nil, &Contradiction{Pos: sn.Position, Detail: fmt.Sprintf(
 			"the checkpoint at position %d would give out UIDVALIDITY %d again, which this device has already given out (its next is %d): its writer did not see this device's history",
 			sn.Position, sn.NextUIDValidity, uv)}
 	}
-	ad := &Adoption{Crossed: cov.crossed, Lost: cov.lost}
+	c.ad = &Adoption{Crossed: c.cov.crossed, Lost: c.cov.lost}
 	if adopt {
-		if ad.Cleared, err = r.explainAlarms(cov.explainFrom); err != nil {
-			return nil, nil, nil, err
+		if c.ad.Cleared, err = r.explainAlarms(c.cov.explainFrom); err != nil {
+			byID.Close()
+			return nil, err
 		}
 	}
-	if err := r.bodies(fetch); err != nil {
-		return nil, nil, nil, err
+	return c, nil
+}
+
+// checkPosition refuses to restore, but to adopt, a state not after the
+// store's position.
+func checkPosition(ctx context.Context, tx *sql.Tx, sn *Snapshot, adopt bool) error {
+	var pos int64
+	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
+		return fmt.Errorf("reading state: %w", err)
+	}
+	if !adopt && uint64(pos) >= sn.Position {
+		return fmt.Errorf("%w: checkpoint at %d is not after position %d", ErrPosition, sn.Position, pos)
+	}
+	return nil
+}
+
+// replaceState is a restore's last step: in one transaction, the checks
+// of the staged state against the store, the changes sessions hear, and
+// the state written over the old one. fresh is the first body the second
+// step stored.
+func (s *Store) replaceState(ctx context.Context, g *stager, sn *Snapshot, fresh int64, fetch BodyFetcher, adopt bool) (*Result, *Adoption, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting restore: %w", err)
+	}
+	defer tx.Rollback()
+	g.ctx, g.tx = ctx, tx
+	c, err := checkStaged(ctx, tx, s.parser, g, sn, adopt)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer c.byID.Close()
+	r, ov, look, cov, ad := c.r, c.ov, c.look, c.cov, c.ad
+	r.fresh = fresh
+	if ov.takenBack {
+		// Taking back the queued changes may have removed bodies the
+		// state names (a local APPEND's): fetched here, in this
+		// transaction.
+		for after := int64(0); ; {
+			done, err := storeRun(ctx, tx, s.parser, fetch, &after)
+			if err != nil {
+				return nil, nil, err
+			}
+			if done {
+				break
+			}
+		}
+	}
+	if r.shared, err = queryInt64s(ctx, tx, "SELECT DISTINCT body FROM messages WHERE body >= ? ORDER BY body", fresh); err != nil {
+		return nil, nil, fmt.Errorf("reading the bodies the restore stored: %w", err)
 	}
 	res, err := r.diff()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if err := r.replace(cov.crossed); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	upTo := sn.Position
 	if cov.crossed {
 		upTo = 1<<63 - 1 // every record is of the history the checkpoint supersedes
 	}
 	if err := forgetAppended(ctx, tx, upTo); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if ov.takenBack {
 		// Queued changes the snapshot holds are in the log: they leave
@@ -177,17 +319,17 @@ func (s *Store) restore(ctx context.Context, stage func(*stager) (*Snapshot, err
 		inLog := map[command.ID]bool{}
 		for _, q := range ov.rest {
 			if _, _, ok, err := look.entry(q.id); err != nil {
-				return nil, nil, nil, err
+				return nil, nil, err
 			} else if ok {
 				inLog[q.id] = true
 			}
 		}
 		a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}}
 		if err := tx.QueryRowContext(ctx, "SELECT next_uidvalidity FROM state").Scan(&a.nextUV); err != nil {
-			return nil, nil, nil, fmt.Errorf("reading state: %w", err)
+			return nil, nil, fmt.Errorf("reading state: %w", err)
 		}
 		if res.Changes, err = ov.reapply(a, sn.Position, inLog, res.Changes); err != nil {
-			return nil, nil, nil, err
+			return nil, nil, err
 		}
 		// An appended entry of the superseded history that is still
 		// queued is not lost: it is applied again and will be sent.
@@ -195,15 +337,15 @@ func (s *Store) restore(ctx context.Context, stage func(*stager) (*Snapshot, err
 			return slices.ContainsFunc(ov.rest, func(r queueRow) bool { return r.id == x.ID && !inLog[r.id] })
 		})
 	}
-	byID.Close()
+	c.byID.Close()
 	if err := g.end(); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, nil, nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
+		return nil, nil, fmt.Errorf("committing restore to position %d: %w", sn.Position, err)
 	}
 	s.committed(ctx)
-	return res, ad, info, nil
+	return res, ad, nil
 }
 
 type oldMessage struct {
@@ -225,6 +367,10 @@ type restorer struct {
 
 	staged *stager // Restore and Adopt: the state is in the restore's tables
 	fresh  int64   // the first body the restore stored (recount)
+	// shared: bodies from fresh on that messages of the store used when
+	// the last step began (a local change between the steps), whose
+	// references recount counts again.
+	shared []int64
 
 	oldMailboxes map[command.ID]oldMailbox
 	oldSubs      map[string]bool
@@ -437,70 +583,106 @@ func listPositions(list []byte) map[command.ID]uint64 {
 	return out
 }
 
-// bodies makes sure every body the staged state names is stored, asking
-// fetch for the missing ones, stageRun positions at a time in increasing
-// order.
-func (r *restorer) bodies(fetch BodyFetcher) error {
-	var twice int64
-	err := r.tx.QueryRowContext(r.ctx, `SELECT body FROM restore_messages m
-		WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.digest = m.digest)
-		GROUP BY body HAVING min(digest) != max(digest) ORDER BY body LIMIT 1`).Scan(&twice)
-	if err == nil {
-		return fmt.Errorf("%w: entry %d named with two digests", ErrSnapshot, twice)
+// storeBodies is a restore's second step: it stores every body the
+// staged state names that the store lacks, asking fetch for them stageRun
+// positions at a time in increasing order, each run in a transaction of
+// its own, and returns the first body it stored (one past the last stored
+// when it stored none). Each body stored counts as many references as
+// positions it was stored for in its run: no message uses it until the
+// last step, whose count of the references (recount) reads it only when
+// more than one message does. So the restore's last transaction does not
+// carry the bodies' pages (at a million, 5 GB of WAL it could not
+// checkpoint), and a local change waits for one run, not for the restore.
+func (s *Store) storeBodies(ctx context.Context, g *stager, fetch BodyFetcher) (int64, error) {
+	var fresh int64
+	err := s.wdb.QueryRowContext(ctx, "SELECT coalesce(max(bid), 0) + 1 FROM bodies").Scan(&fresh)
+	if err != nil {
+		return 0, fmt.Errorf("reading the stored bodies: %w", err)
 	}
-	if !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("reading the bodies to fetch: %w", err)
-	}
-	if err := r.tx.QueryRowContext(r.ctx, "SELECT coalesce(max(bid), 0) + 1 FROM bodies").Scan(&r.fresh); err != nil {
-		return fmt.Errorf("reading the stored bodies: %w", err)
-	}
-	a := &applier{ctx: r.ctx, tx: r.tx, parser: r.parser, stmts: map[string]*sql.Stmt{}}
 	after := int64(0)
 	for {
-		want := map[uint64][32]byte{} // position -> digest, for the missing
-		var need []uint64
-		err := dumpRows(r.ctx, r.tx, fmt.Sprintf(`SELECT body, min(digest) FROM restore_messages m
-			WHERE body > %d AND NOT EXISTS (SELECT 1 FROM bodies b WHERE b.digest = m.digest)
-			GROUP BY body ORDER BY body LIMIT %d`, after, stageRun), func(sc scanner) error {
-			var p int64
-			var d []byte
-			if err := sc.Scan(&p, &d); err != nil {
-				return err
-			}
-			need = append(need, uint64(p))
-			want[uint64(p)] = [32]byte(d)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("reading the bodies to fetch: %w", err)
+		done, err := s.bodyRun(ctx, fetch, &after)
+		if err != nil || done {
+			return fresh, err
 		}
-		if len(need) == 0 {
-			return nil
-		}
-		got := map[uint64]bool{}
-		put := func(pos uint64, raw []byte) error {
-			d, ok := want[pos]
-			if !ok || got[pos] {
-				return fmt.Errorf("%w: entry %d was not asked for", ErrSnapshot, pos)
-			}
-			if sha256.Sum256(raw) != d {
-				return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
-			}
-			a.pos = pos
-			if _, err := a.storeBody(raw); err != nil {
-				return err
-			}
-			got[pos] = true
-			return nil
-		}
-		if err := fetch(r.ctx, need, put); err != nil {
-			return fmt.Errorf("fetching message bodies: %w", err)
-		}
-		if len(got) != len(need) {
-			return fmt.Errorf("%w: %d of %d bodies could not be fetched", ErrSnapshot, len(need)-len(got), len(need))
-		}
-		after = int64(need[len(need)-1])
 	}
+}
+
+// bodyRun stores, in one transaction, the missing bodies of the next run
+// of positions after *after, and moves *after past them; done when none
+// is missing.
+func (s *Store) bodyRun(ctx context.Context, fetch BodyFetcher, after *int64) (done bool, err error) {
+	if err := s.check(); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return false, fmt.Errorf("storing the restore's bodies: %w", err)
+	}
+	defer tx.Rollback()
+	if done, err = storeRun(ctx, tx, s.parser, fetch, after); err != nil || done {
+		return done, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, fmt.Errorf("storing the restore's bodies: %w", err)
+	}
+	s.committed(ctx)
+	return false, nil
+}
+
+// storeRun stores in tx the bodies of the next run of positions after
+// *after that the store lacks, and moves *after past them; done when none
+// is missing. A body a queued change removed is not missing: taking the
+// change back puts it back (undo).
+func storeRun(ctx context.Context, tx *sql.Tx, parser Parser, fetch BodyFetcher, after *int64) (done bool, err error) {
+	want := map[uint64][32]byte{} // position -> digest, for the missing
+	var need []uint64
+	err = dumpRows(ctx, tx, fmt.Sprintf(`SELECT body, min(digest) FROM restore_messages m
+		WHERE body > %d AND NOT EXISTS (SELECT 1 FROM bodies b WHERE b.digest = m.digest)
+		AND digest NOT IN (SELECT v1 FROM undo WHERE tbl = 'bodies' AND op = 'del')
+		GROUP BY body ORDER BY body LIMIT %d`, *after, stageRun), func(sc scanner) error {
+		var p int64
+		var d []byte
+		if err := sc.Scan(&p, &d); err != nil {
+			return err
+		}
+		need = append(need, uint64(p))
+		want[uint64(p)] = [32]byte(d)
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("reading the bodies to fetch: %w", err)
+	}
+	if len(need) == 0 {
+		return true, nil
+	}
+	a := &applier{ctx: ctx, tx: tx, parser: parser, stmts: map[string]*sql.Stmt{}}
+	got := map[uint64]bool{}
+	put := func(pos uint64, raw []byte) error {
+		d, ok := want[pos]
+		if !ok || got[pos] {
+			return fmt.Errorf("%w: entry %d was not asked for", ErrSnapshot, pos)
+		}
+		if sha256.Sum256(raw) != d {
+			return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
+		}
+		a.pos = pos
+		if _, err := a.storeBody(raw); err != nil {
+			return err
+		}
+		got[pos] = true
+		return nil
+	}
+	if err := fetch(ctx, need, put); err != nil {
+		return false, fmt.Errorf("fetching message bodies: %w", err)
+	}
+	if len(got) != len(need) {
+		return false, fmt.Errorf("%w: %d of %d bodies could not be fetched", ErrSnapshot, len(need)-len(got), len(need))
+	}
+	*after = int64(need[len(need)-1])
+	return false, nil
 }
 
 // deleteAll deletes every row of table, stageRun rows (by key) a
@@ -594,7 +776,7 @@ func (r *restorer) replace(crossed bool) error {
 	if n != r.staged.messages {
 		return fmt.Errorf("restoring: %d of %d messages written", n, r.staged.messages)
 	}
-	if err := recount(ctx, tx, r.fresh); err != nil {
+	if err := recount(ctx, tx, r.fresh, r.shared); err != nil {
 		return fmt.Errorf("restoring: %w", err)
 	}
 	if _, err := inRuns(ctx, tx, r.staged.entries, "INSERT INTO entries (id, pos, old) SELECT id, pos, old FROM restore_entries WHERE n BETWEEN ? AND ? ORDER BY n"); err != nil {
@@ -796,15 +978,19 @@ const recountRange = 4096
 // 750 bytes a body, 22 MB at 30,000 (docs/MAILSTORE.md, "File and
 // durability").
 //
-// The bodies from fresh on are the ones the restore stored (bodies): each
-// is used by a message (none is removed), and its count is the number of
-// positions it was stored for, at most its messages: only those used by
-// more than one message (found in the index messages_body) are read.
-// Reading every row of bodies and blobs, about 2.8 KB a message of pages
-// written out to the WAL, took 15 s of a new device's restore of 200,000
-// (docs/BENCHMARKS.md, "A restore that holds neither its state nor a
-// statement's journal").
-func recount(ctx context.Context, tx *sql.Tx, fresh int64) error {
+// The bodies from fresh on are the ones the restore stored (storeBodies):
+// each is used by a message (none is removed), and its count is the
+// number of positions it was stored for, at most its messages: only those
+// used by more than one message (found in the index messages_body) are
+// read, and the ones in shared, which a local change between the
+// restore's steps made a message use (and counted), are counted and
+// removed as the others are. Reading every row of bodies and blobs, about
+// 2.8 KB a message of pages written out to the WAL, took 15 s of a new
+// device's restore of 200,000 (docs/BENCHMARKS.md, "A restore that holds
+// neither its state nor a statement's journal"). The bodies before fresh
+// include any a restore interrupted by a crash stored and no message
+// uses: they go here.
+func recount(ctx context.Context, tx *sql.Tx, fresh int64, shared []int64) error {
 	var top sql.NullInt64
 	if err := tx.QueryRowContext(ctx, "SELECT max(bid) FROM bodies").Scan(&top); err != nil {
 		return err
@@ -833,6 +1019,88 @@ func recount(ctx context.Context, tx *sql.Tx, fresh int64) error {
 		}
 		lo = hi + 1
 	}
+	for _, bid := range shared {
+		if err := collect(ctx, tx, bid, bid); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE bodies SET refs = "+count+" WHERE bid = ? AND refs != "+count, bid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// collect removes the bodies from lo to hi that no message uses.
+func collect(ctx context.Context, tx *sql.Tx, lo, hi int64) error {
+	for _, q := range []string{
+		"DELETE FROM blobs WHERE bid BETWEEN ?1 AND ?2 AND NOT EXISTS (SELECT 1 FROM messages WHERE body = bid)",
+		"DELETE FROM bodies WHERE bid BETWEEN ?1 AND ?2 AND NOT EXISTS (SELECT 1 FROM messages WHERE body = bid)",
+	} {
+		if _, err := tx.ExecContext(ctx, q, lo, hi); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dropStaged undoes a restore that failed after its first step: the
+// restore's tables go, and the bodies from fresh on that no message uses,
+// recountRange bodies a transaction. An error here is not the restore's:
+// what is left stays for the next restore (recount) or the next open
+// (dropLeftStage).
+func (s *Store) dropStaged(ctx context.Context, fresh int64) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var top int64
+	err := s.wdb.QueryRowContext(ctx, "SELECT coalesce(max(bid), 0) FROM bodies").Scan(&top)
+	if fresh <= 0 {
+		fresh = top + 1
+	}
+	for lo := fresh; err == nil && lo <= top; lo += recountRange {
+		err = s.tx(ctx, func(tx *sql.Tx) error { return collect(ctx, tx, lo, lo+recountRange-1) })
+	}
+	if err != nil {
+		return err
+	}
+	return s.tx(ctx, func(tx *sql.Tx) error { return dropStageTables(ctx, tx) })
+}
+
+// dropLeftStage drops the tables of a restore a crash interrupted, when
+// the store is opened; the bodies it stored, which no message uses, go at
+// the next restore (recount) or stay in use by it.
+func dropLeftStage(ctx context.Context, w *sql.DB) error {
+	var n int
+	if err := w.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('restore_messages', 'restore_entries', 'restore_mailboxes')").Scan(&n); err != nil || n == 0 {
+		return err
+	}
+	tx, err := w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := dropStageTables(ctx, tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// tx runs fn in one write transaction and commits it; the caller holds mu.
+func (s *Store) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	s.committed(ctx)
 	return nil
 }
 

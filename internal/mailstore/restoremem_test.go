@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"cspool/internal/command"
 	"cspool/internal/mimeform"
 )
 
@@ -304,5 +305,188 @@ func TestRestoreSharedBodies(t *testing.T) {
 	}
 	if stagedTables(t, s) != 0 {
 		t.Fatal("the restore's tables are left")
+	}
+}
+
+// bodyCounts returns how many bodies s holds, how many of them have a
+// count of references other than their messages', and how many no
+// message uses.
+func bodyCounts(t *testing.T, s *Store) (bodies, bad, unused int) {
+	t.Helper()
+	if err := s.rdb.QueryRow(`SELECT count(*), coalesce(sum(refs != (SELECT count(*) FROM messages WHERE body = bid)), 0),
+		coalesce(sum(NOT EXISTS (SELECT 1 FROM messages WHERE body = bid)), 0) FROM bodies`).Scan(&bodies, &bad, &unused); err != nil {
+		t.Fatal(err)
+	}
+	return bodies, bad, unused
+}
+
+// TestRestoreBodiesFirst: a restore commits the bodies it stores, a run
+// of 4,096 at a time, before the transaction that writes the state
+// (storeBodies), and a failure or a crash after some of them are
+// committed still leaves the old state, and nothing of the restore that a
+// later one does not use or remove. A store at 200 messages restores 6,000
+// with a fetcher that fails at its second run: at that moment the first
+// run's bodies are committed (a reader sees them) and a copy of the files
+// is what a crash leaves. The failed restore leaves no body unused; the
+// copy, opened, holds the old state, and then restores another state,
+// whose messages use the bodies from position 3,001 on: the bodies the
+// crash left that it uses are not fetched again, the others are removed,
+// and every count of references is its body's messages.
+func TestRestoreBodiesFirst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restores 6,000 messages")
+	}
+	ctx := context.Background()
+	small, body := syntheticState(200)
+	big, _ := syntheticState(6000)
+	other, _ := syntheticState(6000)
+	other.Messages = slices.DeleteFunc(other.Messages, func(m SnapMessage) bool { return m.Body <= 3000 })
+	fetched := 0
+	fetchAll := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
+		for _, p := range need {
+			fetched++
+			if err := put(p, body(p)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	s := openTest(t)
+	if _, err := s.Restore(ctx, small, fetchAll); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, s)
+
+	crash := t.TempDir()
+	calls, seen := 0, 0
+	failing := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
+		if calls++; calls == 2 {
+			if err := s.rdb.QueryRow("SELECT count(*) FROM bodies").Scan(&seen); err != nil {
+				return err
+			}
+			for _, suffix := range []string{"", "-wal"} {
+				b, err := os.ReadFile(s.Path() + suffix)
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(filepath.Join(crash, "mail.db"+suffix), b, 0o600); err != nil {
+					return err
+				}
+			}
+			return errors.New("the spool went away")
+		}
+		return fetchAll(ctx, need, put)
+	}
+	if _, err := s.Restore(ctx, big, failing); err == nil || !strings.Contains(err.Error(), "the spool went away") {
+		t.Fatalf("a fetcher failing at its second run: %v", err)
+	}
+	if want := 200 + stageRun; seen != want {
+		t.Fatalf("at the fetcher's second run a reader saw %d bodies: want %d (the first run's committed)", seen, want)
+	}
+	if after := dump(t, s); !reflect.DeepEqual(after, before) {
+		t.Fatal("the failed restore changed the state")
+	}
+	if n, bad, unused := bodyCounts(t, s); n != 200 || bad != 0 || unused != 0 || stagedTables(t, s) != 0 {
+		t.Fatalf("after the failed restore: %d bodies, %d miscounted, %d unused, %d of its tables: want 200, 0, 0, 0",
+			n, bad, unused, stagedTables(t, s))
+	}
+
+	crashed, err := Open(filepath.Join(crash, "mail.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatalf("opening the files a crash left: %v", err)
+	}
+	defer crashed.Close()
+	if d := Diff(before, dump(t, crashed), 5); d != nil {
+		t.Fatalf("the files a crash left hold another state: %v", d)
+	}
+	if n := stagedTables(t, crashed); n != 0 {
+		t.Fatalf("the files a crash left, opened, hold %d of the restore's tables", n)
+	}
+	if _, _, unused := bodyCounts(t, crashed); unused != stageRun {
+		t.Fatalf("the files a crash left hold %d bodies no message uses: want the first run's %d", unused, stageRun)
+	}
+	fetched = 0
+	if _, err := crashed.Restore(ctx, other, fetchAll); err != nil {
+		t.Fatal(err)
+	}
+	if want := 6000 - (200 + stageRun); fetched != want {
+		t.Fatalf("the restore after the crash fetched %d bodies: want %d (those the crash left not again)", fetched, want)
+	}
+	if n, bad, unused := bodyCounts(t, crashed); n != 3000 || bad != 0 || unused != 0 {
+		t.Fatalf("after the restore: %d bodies, %d miscounted, %d unused: want 3000, 0, 0", n, bad, unused)
+	}
+	got, err := crashed.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := EncodeSnapshot(other)
+	if again, _ := EncodeSnapshot(got); !bytes.Equal(again, want) {
+		t.Fatal("the restored store's state is not the one restored")
+	}
+}
+
+// TestRestoreLocalChangeBetweenRuns: a local change made while a restore
+// stores its bodies (between two runs, each a transaction of its own)
+// is kept, and does not make the restore fetch a body the change took
+// out, which taking the change back puts back: a store holding the
+// messages of positions 5,801 to 6,000 restores 8,000; after the first
+// run, a message of position 5,900 is expunged on the device (its body,
+// used by it alone, goes). The restore completes with the expunge queued
+// and applied on top, and every body counted and used.
+func TestRestoreLocalChangeBetweenRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restores 8,000 messages")
+	}
+	ctx := context.Background()
+	held, body := syntheticState(6000)
+	held.Messages = slices.DeleteFunc(held.Messages, func(m SnapMessage) bool { return m.Body <= 5800 })
+	big, _ := syntheticState(8000)
+	fetchAll := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
+		for _, p := range need {
+			if err := put(p, body(p)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	s := openTest(t)
+	if _, err := s.Restore(ctx, held, fetchAll); err != nil {
+		t.Fatal(err)
+	}
+	gone := entryID(5900)
+	calls := 0
+	var expunged error
+	done := make(chan struct{})
+	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
+		if calls++; calls == 1 {
+			// It waits for the store's lock, which the run holds.
+			go func() {
+				defer close(done)
+				_, expunged = s.Enqueue(ctx, command.ID{0xee, 1}, &command.Command{Kind: command.Expunge, IDs: []command.ID{gone}})
+			}()
+		}
+		return fetchAll(ctx, need, put)
+	}
+	if _, err := s.Restore(ctx, big, fetch); err != nil {
+		t.Fatalf("restore with a local expunge between its runs: %v", err)
+	}
+	<-done
+	if expunged != nil {
+		t.Fatal(expunged)
+	}
+	if calls < 2 {
+		t.Fatalf("the fetcher was called %d times: want a run after the expunge", calls)
+	}
+	st := dump(t, s)
+	if st.Position != 8000 || len(st.Messages) != 7999 {
+		t.Fatalf("after the restore: position %d, %d messages: want 8000, 7999", st.Position, len(st.Messages))
+	}
+	for _, m := range st.Messages {
+		if m.ID == gone {
+			t.Fatal("the message expunged on the device during the restore is back")
+		}
+	}
+	if n, bad, unused := bodyCounts(t, s); n != 7999 || bad != 0 || unused != 0 {
+		t.Fatalf("after the restore: %d bodies, %d miscounted, %d unused: want 7999, 0, 0", n, bad, unused)
 	}
 }

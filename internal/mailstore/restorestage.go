@@ -18,14 +18,16 @@ import (
 //
 // Restore and Adopt do not hold the state they restore: its messages and
 // entry records are written, as they are decoded, into tables made for the
-// restore inside its one write transaction (restore_messages,
-// restore_entries, restore_mailboxes), in the database file itself, whose
-// pages SQLite writes out to the WAL past the writer's cache (temporary
-// tables would be held in memory: temp_store = memory). The checks against
-// what the store holds, the bodies to fetch, the new rows and the changes
-// sessions hear are queries over them and the store's tables; the tables
-// are dropped before the transaction commits, so a crash anywhere leaves
-// the old state, and a committed restore leaves none of them. Each
+// restore (restore_messages, restore_entries, restore_mailboxes), in the
+// database file itself, whose pages SQLite writes out to the WAL past the
+// writer's cache (temporary tables would be held in memory: temp_store =
+// memory), in the restore's first transaction, which commits them. The
+// checks against what the store holds, the bodies to fetch, the new rows
+// and the changes sessions hear are queries over them and the store's
+// tables; the last transaction, which writes the state, drops them. The
+// old state changes only at that commit: a restore that fails before
+// drops the tables (dropStaged), and after a crash they go when the store
+// is opened (dropLeftStage); a committed restore leaves none of them. Each
 // message and entry record is checked as it is staged as Snapshot.check
 // checks it (sorted by id, each field in its range), the (mailbox, UID)
 // pairs and the ids of both entry lists by the tables' unique keys.
@@ -79,7 +81,25 @@ type stager struct {
 	prevEnt    [2][]byte // the last id of Entries, of Superseded
 }
 
+// stageNames are the restore's tables.
+var stageNames = []string{"restore_messages", "restore_entries", "restore_mailboxes"}
+
+// dropStageTables drops the restore's tables that exist.
+func dropStageTables(ctx context.Context, tx *sql.Tx) error {
+	for _, t := range stageNames {
+		if _, err := tx.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
+			return fmt.Errorf("dropping the staged state: %w", err)
+		}
+	}
+	return nil
+}
+
+// begin makes the restore's tables, after dropping those a restore
+// interrupted by a crash left.
 func (g *stager) begin() error {
+	if err := dropStageTables(g.ctx, g.tx); err != nil {
+		return err
+	}
 	for _, q := range stageTables {
 		if _, err := g.tx.ExecContext(g.ctx, q); err != nil {
 			return fmt.Errorf("staging the state: %w", err)
@@ -99,12 +119,7 @@ func (g *stager) begin() error {
 // end drops the tables.
 func (g *stager) end() error {
 	g.close()
-	for _, t := range []string{"restore_messages", "restore_entries", "restore_mailboxes"} {
-		if _, err := g.tx.ExecContext(g.ctx, "DROP TABLE "+t); err != nil {
-			return fmt.Errorf("dropping the staged state: %w", err)
-		}
-	}
-	return nil
+	return dropStageTables(g.ctx, g.tx)
 }
 
 func (g *stager) close() {

@@ -153,6 +153,10 @@ func OpenContext(ctx context.Context, path string, o Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("opening mail store %s: %w", path, err)
 	}
+	if err := dropLeftStage(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("opening mail store %s: dropping an interrupted restore's tables: %w", path, err)
+	}
 	r, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: true, Params: base + fmt.Sprintf("&_pragma=query_only(1)&_pragma=cache_size(-%d)", readCacheKiB)})
 	if err != nil {
 		w.Close()
