@@ -63,6 +63,20 @@ CREATE TABLE filings (
 );
 CREATE INDEX filings_pending ON filings (done, fid);
 `,
+	// The queue clock: the milliseconds the outbox has run, by the
+	// monotonic clock, which setting the device's clock does not move
+	// (queue.go, queueClock). A message's queued is the queue clock at
+	// its submission; the give-up limit counts from there. A message
+	// queued before it gets its age by the device's clock, as before.
+	`
+CREATE TABLE clock (
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	ms INTEGER NOT NULL
+);
+INSERT INTO clock (id, ms) VALUES (1, 0);
+ALTER TABLE messages ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET queued = -max(0, CAST(strftime('%s', 'now') AS INTEGER) * 1000 - accepted);
+`,
 }
 
 // Recipient states.

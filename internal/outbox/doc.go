@@ -17,6 +17,12 @@
 //     the whole queue (with exponential backoff); a temporary reply to one
 //     message (4xx at MAIL, RCPT or DATA) holds only that message, with its
 //     own backoff, and the others go on.
+//   - Time: next tries are the device's clock (a next try further ahead
+//     than MaxBackoff is due at once: the clock was ahead); the give-up
+//     limit (MaxAge) counts by the queue clock, the time the outbox has
+//     run by the monotonic clock, kept in the database (queueClock), so
+//     that setting the device's clock neither bounces a message early nor
+//     keeps it late.
 //   - Exactly once: a recipient is pending until the smarthost's reply to
 //     the end of DATA is recorded. A crash before the final dot is sent
 //     leaves nothing at the smarthost (it discards an unfinished

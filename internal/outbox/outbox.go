@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cspool/internal/command"
@@ -43,7 +44,10 @@ type Config struct {
 	// with each further one up to MaxBackoff. Zero: 1 minute and 1 hour.
 	MinBackoff, MaxBackoff time.Duration
 	// MaxAge is how long a message may wait before its pending recipients
-	// fail for good (and bounce). Zero means 5 days.
+	// fail for good (and bounce), counted by the queue clock: the time the
+	// outbox has run since the message was submitted, by the monotonic
+	// clock, so that setting the device's clock neither brings it forward
+	// nor puts it off. Zero means 5 days.
 	MaxAge time.Duration
 	// DuplicateWindow is how long after a submission the same message
 	// submitted again, or appended by the client into Sent, is recognised
@@ -65,9 +69,14 @@ type Outbox struct {
 	db  *sql.DB
 	log *slog.Logger
 
-	opened    time.Time // the sync loop's exchanges after this see all earlier appends
-	relayKick chan struct{}
-	fileKick  chan struct{}
+	opened time.Time // the sync loop's exchanges after this see all earlier appends
+	// clockBase is the queue clock when the outbox was opened; it runs on
+	// by the monotonic clock since opened (queueClock). clockSaved is the
+	// last value written to the database.
+	clockBase  int64
+	clockSaved atomic.Int64
+	relayKick  chan struct{}
+	fileKick   chan struct{}
 	// fileMu serialises filing into Sent with a client's APPEND of the
 	// same message (see SentFilter).
 	fileMu sync.Mutex
@@ -132,8 +141,14 @@ func Open(cfg Config) (*Outbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Outbox{cfg: cfg, db: db, log: log.With("component", "outbox"), opened: time.Now(),
-		relayKick: make(chan struct{}, 1), fileKick: make(chan struct{}, 1)}, nil
+	o := &Outbox{cfg: cfg, db: db, log: log.With("component", "outbox"), opened: time.Now(),
+		relayKick: make(chan struct{}, 1), fileKick: make(chan struct{}, 1)}
+	if err := db.QueryRow("SELECT ms FROM clock WHERE id = 1").Scan(&o.clockBase); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening outbox %s: reading the queue clock: %w", cfg.Path, err)
+	}
+	o.clockSaved.Store(o.clockBase)
+	return o, nil
 }
 
 // Close closes the database; call it after Run returned.
@@ -165,7 +180,7 @@ func digest(m *submit.Message) []byte {
 // its queue id. The same submission again within DuplicateWindow (a client
 // that lost the 250) returns the first one's id and stores nothing.
 func (o *Outbox) Enqueue(ctx context.Context, m *submit.Message) (string, error) {
-	now := o.now()
+	now, clock := o.now(), o.queueClock()
 	sum := digest(m)
 	sentBox, sentFrom := o.mailboxMark(ctx, sentMailbox)
 	var qid int64
@@ -179,10 +194,14 @@ func (o *Outbox) Enqueue(ctx context.Context, m *submit.Message) (string, error)
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO messages (message_id, digest, sender, utf8, body_type, ret, envid, data,
-			accepted, sent_box, sent_from, next_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			accepted, sent_box, sent_from, next_try, queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			m.MessageID, sum, m.From, m.UTF8, m.Body, m.Return, m.EnvelopeID, m.Data,
-			now.UnixMilli(), sentBox, sentFrom, now.UnixMilli())
+			now.UnixMilli(), sentBox, sentFrom, now.UnixMilli(), clock)
 		if err != nil {
+			return err
+		}
+		// The queue clock on disk is never behind a message's queued.
+		if _, err := tx.ExecContext(ctx, "UPDATE clock SET ms = ? WHERE id = 1 AND ms < ?", clock, clock); err != nil {
 			return err
 		}
 		if qid, err = res.LastInsertId(); err != nil {

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-smtp"
+	_ "modernc.org/sqlite"
 
 	"cspool/internal/command"
 	"cspool/internal/devicetest"
@@ -283,6 +285,128 @@ func TestRelayClockStepsBack(t *testing.T) {
 	ahead.Store(0)
 	enqueue(t, o, message("right", ""))
 	host.Wait(t, 2, wait)
+}
+
+// TestRelayClockWasBehind: a message deferred while the device's clock was
+// a week behind is sent once the clock is set right, not given up on. Its
+// submission time, a week in the past by the right clock, made it older
+// than the 5-day limit at the first pass after, and it bounced unsent.
+func TestRelayClockWasBehind(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	var mails atomic.Int32
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		if stage == "MAIL" && mails.Add(1) == 1 {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}
+		return nil
+	}})
+	var behind atomic.Int64
+	behind.Store(int64(7 * 24 * time.Hour))
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, func(c *outbox.Config) {
+		c.Now = func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }
+		c.MinBackoff, c.MaxBackoff = time.Hour, time.Hour
+	})
+	enqueue(t, o, message("behind", ""))
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Deferred == 1 })
+	// The clock is set right; the next pass (a second submission starts
+	// one) sends both.
+	behind.Store(0)
+	enqueue(t, o, message("right", ""))
+	var ids []string
+	for _, m := range host.Wait(t, 2, wait) {
+		ids = append(ids, submit.MessageID(m.Data))
+	}
+	if slices.Sort(ids); !slices.Equal(ids, []string{"behind@example.org", "right@example.org"}) {
+		t.Errorf("relayed %q, want both messages", ids)
+	}
+	if st, err := o.Status(context.Background()); err != nil || st.Bounced != 0 {
+		t.Errorf("outbox status %+v, %v: want no bounce", st, err)
+	}
+}
+
+// TestRelayGivesUpByQueueTime: a message submitted while the device's
+// clock was a year ahead, and deferred until the clock is set right, is
+// given up on once it has waited MaxAge in the queue, with a bounce. By
+// its submission time it was a year from that, and stayed queued.
+func TestRelayGivesUpByQueueTime(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		if stage == "MAIL" {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}
+		return nil
+	}})
+	var ahead atomic.Int64
+	ahead.Store(int64(365 * 24 * time.Hour))
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, func(c *outbox.Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+		c.MinBackoff, c.MaxBackoff = time.Hour, time.Hour
+		c.MaxAge = 2 * time.Second
+	})
+	enqueue(t, o, message("ahead", ""))
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Deferred == 1 })
+	ahead.Store(0)
+	bounce := devicetest.WaitMessages(t, dev.Store, "INBOX", 1, wait)[0]
+	if !bytes.Contains(bounce.Raw, []byte("gave up after 2s in the queue")) {
+		t.Errorf("bounce does not say the message was given up on:\n%s", bounce.Raw)
+	}
+	if got := host.Received(); len(got) != 0 {
+		t.Errorf("the smarthost got %d messages, want none", len(got))
+	}
+}
+
+// TestQueueClockKeptAcrossRestarts: the time a message has waited is kept
+// when the daemon stops: a daemon started after it, with a give-up limit
+// no longer than that time, gives it up at its first pass.
+func TestQueueClockKeptAcrossRestarts(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		if stage == "MAIL" {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}
+		return nil
+	}})
+	relay := outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}
+	cfg := outbox.Config{Path: dev.Store.Path() + ".outbox", Store: dev.Store, Log: dev.Sync, Relay: relay,
+		Hostname: "device.test", MinBackoff: time.Hour, MaxBackoff: time.Hour, Logger: slog.New(slog.DiscardHandler)}
+	first, err := outbox.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	enqueue(t, first, message("waits", ""))
+	waitStatus(t, first, func(st outbox.Status) bool { return st.Deferred == 1 })
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-done
+	first.Close()
+
+	db, err := sql.Open("sqlite", "file:"+cfg.Path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waited int64
+	err = db.QueryRow("SELECT c.ms - m.queued FROM clock c, messages m").Scan(&waited)
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waited < 300 {
+		t.Fatalf("the outbox recorded %d ms waited for a message queued at least 300 ms: the queue clock was not saved at the stop", waited)
+	}
+	startOutbox(t, dev, relay, func(c *outbox.Config) {
+		c.MinBackoff, c.MaxBackoff = time.Hour, time.Hour
+		c.MaxAge = time.Duration(waited) * time.Millisecond
+	})
+	bounce := devicetest.WaitMessages(t, dev.Store, "INBOX", 1, wait)[0]
+	if !bytes.Contains(bounce.Raw, []byte("gave up after")) {
+		t.Errorf("bounce does not say the message was given up on:\n%s", bounce.Raw)
+	}
 }
 
 // TestRelayRetriesTemporaryFailures: 4xx replies (at MAIL, then at DATA)

@@ -38,6 +38,8 @@ func (o *Outbox) backoff(n int) time.Duration {
 
 func (o *Outbox) relayLoop(ctx context.Context) {
 	defer func() {
+		// What the messages waited in this run is kept for the next.
+		o.saveClock(context.Background(), true)
 		if o.idle != nil {
 			o.idle.close()
 			o.idle = nil
@@ -51,6 +53,7 @@ func (o *Outbox) relayLoop(ctx context.Context) {
 		if wait <= 0 {
 			continue
 		}
+		wait = min(wait, maxPassWait)
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -67,7 +70,8 @@ func (o *Outbox) relayLoop(ctx context.Context) {
 // returns how long to wait before the next pass (0: at once).
 func (o *Outbox) relayPass(ctx context.Context) time.Duration {
 	now := o.now()
-	if err := o.expire(ctx, now); err != nil && ctx.Err() == nil {
+	o.saveClock(ctx, false)
+	if err := o.expire(ctx, o.queueClock()); err != nil && ctx.Err() == nil {
 		o.log.Error("failing expired messages", "err", err)
 	}
 	o.mu.Lock()
@@ -150,6 +154,47 @@ func (o *Outbox) relayPass(ctx context.Context) time.Duration {
 	return 0
 }
 
+// maxPassWait is the longest the relay loop waits between passes, so that
+// the queue clock is saved that often while messages wait.
+const maxPassWait = 10 * time.Minute
+
+// saveClockEvery is how far the queue clock may run ahead of the value
+// saved in the database before a pass saves it.
+const saveClockEvery = time.Minute
+
+// queueClock is the queue clock now, in milliseconds: the time the outbox
+// has run, summed over every daemon that opened it. It runs on the
+// monotonic clock (time.Since on a time.Now reading), which setting the
+// device's clock does not move, and stands still while no daemon runs
+// (and, on Linux, while the machine sleeps). The give-up limit (MaxAge)
+// counts by it: a message submitted while the device's clock was days
+// behind, and deferred, was bounced at the first pass after the clock was
+// set right, the submission time then lying days in the past; one
+// submitted while the clock was ahead was not given up on until the clock
+// caught up.
+func (o *Outbox) queueClock() int64 {
+	return o.clockBase + time.Since(o.opened).Milliseconds()
+}
+
+// saveClock writes the queue clock to the database when messages wait and
+// it ran saveClockEvery since it was last saved (always, with force): a
+// daemon stopped without saving it loses that much of the messages' age.
+func (o *Outbox) saveClock(ctx context.Context, force bool) {
+	clock := o.queueClock()
+	if !force && time.Duration(clock-o.clockSaved.Load())*time.Millisecond < saveClockEvery {
+		return
+	}
+	_, err := o.db.ExecContext(ctx, `UPDATE clock SET ms = ? WHERE id = 1 AND ms < ?
+		AND EXISTS (SELECT 1 FROM messages WHERE done = 0)`, clock, clock)
+	if err != nil {
+		if ctx.Err() == nil {
+			o.log.Error("saving the queue clock", "err", err)
+		}
+		return
+	}
+	o.clockSaved.Store(clock)
+}
+
 // idleConn is how long a connection to the smarthost is kept open with
 // nothing to send (servers close theirs after a few minutes: RFC 5321
 // section 4.5.3.2.7).
@@ -217,14 +262,18 @@ func (o *Outbox) due(ctx context.Context, now time.Time) ([]int64, time.Duration
 	if err := rows.Err(); err != nil || len(out) > 0 {
 		return out, 0, err
 	}
-	var next sql.NullInt64
-	if err := o.db.QueryRowContext(ctx, "SELECT min(next_try) FROM messages WHERE done = 0").Scan(&next); err != nil {
+	var next, queued sql.NullInt64
+	if err := o.db.QueryRowContext(ctx, "SELECT min(next_try), min(queued) FROM messages WHERE done = 0").Scan(&next, &queued); err != nil {
 		return nil, 0, err
 	}
 	if !next.Valid {
 		return nil, time.Hour, nil
 	}
-	return nil, max(time.UnixMilli(next.Int64).Sub(now), time.Millisecond), nil
+	// The next pass is when a message is due, or when the oldest is to
+	// be given up on.
+	wait := time.UnixMilli(next.Int64).Sub(now)
+	expires := time.Duration(queued.Int64-o.queueClock())*time.Millisecond + o.cfg.MaxAge
+	return nil, max(min(wait, expires), time.Millisecond), nil
 }
 
 // load reads a queued message with its pending recipients.
@@ -344,10 +393,10 @@ func lastReply(res sendResult) string {
 	return ""
 }
 
-// expire fails, for good, the pending recipients of messages older than
-// MaxAge.
-func (o *Outbox) expire(ctx context.Context, now time.Time) error {
-	rows, err := o.db.QueryContext(ctx, "SELECT qid, last_error FROM messages WHERE done = 0 AND accepted < ?", now.Add(-o.cfg.MaxAge).UnixMilli())
+// expire fails, for good, the pending recipients of messages that have
+// waited MaxAge by the queue clock (queueClock).
+func (o *Outbox) expire(ctx context.Context, clock int64) error {
+	rows, err := o.db.QueryContext(ctx, "SELECT qid, last_error FROM messages WHERE done = 0 AND queued <= ?", clock-o.cfg.MaxAge.Milliseconds())
 	if err != nil {
 		return err
 	}
