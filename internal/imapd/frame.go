@@ -606,6 +606,27 @@ func (fc *frameConn) asksFor(item string) bool {
 	return false
 }
 
+// beforeYearOne returns the first BEFORE or SENTBEFORE key of the
+// command's text, with its date, whose date is 1-Jan-0001, or "". go-imap
+// parses that date into the zero time.Time, which its SearchCriteria take
+// for "no such key": the key would be dropped, and a search for messages
+// dated before the year 1 (none) would match every message.
+func (fc *frameConn) beforeYearOne() string {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	toks := tokens(fc.text)
+	for i := 0; i+1 < len(toks); i++ {
+		key := strings.ToUpper(toks[i])
+		if key != "BEFORE" && key != "SENTBEFORE" {
+			continue
+		}
+		if t, err := time.Parse("2-Jan-2006", toks[i+1]); err == nil && t.IsZero() {
+			return key + " " + toks[i+1]
+		}
+	}
+	return ""
+}
+
 // loggedIn tells the framer a login succeeded.
 func (fc *frameConn) loggedIn() {
 	fc.mu.Lock()

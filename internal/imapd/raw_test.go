@@ -109,3 +109,38 @@ func TestMalformedLinesGetBAD(t *testing.T) {
 		t.Fatalf("IDLE DONE: %s", got)
 	}
 }
+
+// TestSearchBeforeYearOne: go-imap parses the date 1-Jan-0001 into the zero
+// time, which its SearchCriteria take for "no such key", so BEFORE and
+// SENTBEFORE 1-Jan-0001 (a client's smallest date, as .NET's
+// DateTime.MinValue) matched every message, where they match none: a
+// client deleting what it found before that date deleted everything. Now
+// the search is refused; the other dates, and SINCE 1-Jan-0001, as before.
+func TestSearchBeforeYearOne(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	rc := dialRaw(t, d.addr)
+	rc.cmd("a1 LOGIN alice \"" + testPassword + "\"")
+	if got := rc.until("a1 "); !strings.Contains(got, "a1 OK") {
+		t.Fatalf("LOGIN: %s", got)
+	}
+	rc.cmd("a2 SELECT INBOX")
+	rc.until("a2 ")
+	for _, tc := range []struct{ line, want string }{
+		{"s1 SEARCH BEFORE 1-Jan-0001", "s1 NO [CANNOT] BEFORE 1-Jan-0001: "},
+		{"s2 UID SEARCH SENTBEFORE 01-Jan-0001", "s2 NO [CANNOT] SENTBEFORE 01-Jan-0001: "},
+		{"s3 SEARCH OR BEFORE \"1-Jan-0001\" SUBJECT nowhere-in-any-message", "s3 NO [CANNOT] BEFORE 1-Jan-0001: "},
+		{"s4 SEARCH RETURN (SAVE) before 1-jan-0001", "s4 NO [CANNOT] BEFORE 1-jan-0001: "},
+		{"s5 SEARCH BEFORE 1-Jan-0100", "* SEARCH\r\ns5 OK"},
+		{"s6 SEARCH SINCE 1-Jan-0001", "* SEARCH 1 2 3 4\r\ns6 OK"},
+		{"s7 SEARCH NOT BEFORE 1-Jan-0100", "* SEARCH 1 2 3 4\r\ns7 OK"},
+	} {
+		rc.cmd(tc.line)
+		tag := strings.Fields(tc.line)[0]
+		if got := rc.until(tag + " "); !strings.Contains(got, tc.want) {
+			t.Errorf("%s: got %q, want %q", tc.line, got, tc.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -24,6 +25,14 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	sel, err := s.current()
 	if err != nil {
 		return nil, err
+	}
+	if fc := framer(s.conn.NetConn()); fc != nil {
+		if key := fc.beforeYearOne(); key != "" {
+			// go-imap drops the key (its zero date means none), so the
+			// search would match every message where it matches none.
+			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+				Text: fmt.Sprintf("%s: no message is dated before the year 1, and this server cannot search for that key; leave it out", key)}
+		}
 	}
 	// Every message the client sees, resolved a block at a time as the
 	// store's rows come (refCursor), not all at once.
