@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"cspool/internal/keys"
 	"cspool/internal/spool"
@@ -125,7 +126,7 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != ContentType {
-		return spool.LogRead{}, protoErr("unexpected Content-Type "+ct, nil)
+		return spool.LogRead{}, protoErr(fmt.Sprintf("unexpected Content-Type %q", ct), nil)
 	}
 	var lr spool.LogRead
 	lr.Head, err = strconv.ParseUint(resp.Header.Get("Cspool-Head"), 10, 64)
@@ -373,8 +374,37 @@ func (c *Client) learnTime(resp *http.Response) bool {
 	return true
 }
 
+// maxServerText bounds the server's text in an error, in bytes.
+const maxServerText = 512
+
+// serverText is an error text the server sent, made fit to be shown: the
+// spool is not trusted (docs/SECURITY.md §2), and its text reaches the
+// user's terminal (cspool sync, deliver, status) and the daemon's status.
+// Control characters (C0, DEL, C1: escape sequences, a line end that starts
+// a fake line of our own) and bidirectional controls are written as \x1b
+// or \u202e, invalid UTF-8 as U+FFFD, and the text is cut to
+// maxServerText bytes.
+func serverText(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		if b.Len() >= maxServerText {
+			b.WriteString("...")
+			break
+		}
+		switch {
+		case r < 0x100 && unicode.IsControl(r):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case unicode.Is(unicode.Bidi_Control, r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
 // responseError turns an error response into an *Error with the server's
-// text.
+// text (serverText).
 func responseError(op string, resp *http.Response) *Error {
 	var body struct {
 		Error string `json:"error"`
@@ -383,7 +413,7 @@ func responseError(op string, resp *http.Response) *Error {
 	ct := resp.Header.Get("Content-Type")
 	switch {
 	case strings.HasPrefix(ct, "application/json") && decodeJSON(resp.Body, &body) == nil:
-		msg = body.Error
+		msg = serverText(body.Error)
 	case resp.StatusCode == http.StatusBadRequest:
 		// A Go HTTPS server's answer to plain HTTP is not from the API.
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

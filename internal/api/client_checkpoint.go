@@ -96,7 +96,7 @@ func (c *Client) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, 
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != CheckpointContentType {
-		return 0, 0, protoErr("unexpected Content-Type "+ct, nil)
+		return 0, 0, protoErr(fmt.Sprintf("unexpected Content-Type %q", ct), nil)
 	}
 	pos, err := strconv.ParseUint(resp.Header.Get("Cspool-Checkpoint-Pos"), 10, 64)
 	if err != nil || pos == 0 {
