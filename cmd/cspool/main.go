@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"cspool/internal/statuspage"
 )
 
 // subcommand is one entry of the command table.
@@ -139,7 +141,7 @@ func report(w io.Writer, name string, err error) int {
 		fmt.Fprintf(w, "cspool %s: %s (run 'cspool %s -h' for help)\n", name, u.msg, name)
 		return 2
 	}
-	fmt.Fprintf(w, "cspool: error: %v\n", err)
+	fmt.Fprintf(w, "cspool: error: %s\n", printableError(err))
 	var h *hintError
 	if errors.As(err, &h) && h.hint != "" {
 		fmt.Fprintf(w, "cspool: hint: %s\n", h.hint)
@@ -149,6 +151,20 @@ func report(w io.Writer, name string, err error) int {
 		return x.code
 	}
 	return 1
+}
+
+// printableError is err's text for the terminal: each line made printable
+// (statuspage.Printable) and the lines after the first indented. An error
+// holds texts from elsewhere (a server's answer, the names of a certificate
+// presented in the spool server's place, a smarthost's reply): an escape
+// sequence there would act on the terminal, and a line end would start a
+// "cspool: hint:" line of the sender's choosing.
+func printableError(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = statuspage.Printable(l)
+	}
+	return strings.Join(lines, "\n  ")
 }
 
 func printUsage(w io.Writer) {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode"
 
 	"cspool/internal/ownersock"
 )
@@ -137,5 +138,42 @@ func TestWriteText(t *testing.T) {
 	}
 	if inbox != "INBOX 7 3 20.0 KiB" {
 		t.Errorf("INBOX line %q, want INBOX 7 3 20.0 KiB", inbox)
+	}
+}
+
+// TestWriteTextPrintable: what cspool status prints of texts from elsewhere
+// (the last error, which holds a spool server's answer or the names of a
+// certificate presented in its place; a smarthost's reply; the reasons of
+// rejected entries; the names of mailboxes) comes with its control
+// characters and bidirectional controls escaped, on its own line: an escape
+// sequence there acted on the terminal (clearing the screen over the
+// alarm), and a line end started a line of the sender's choosing.
+func TestWriteTextPrintable(t *testing.T) {
+	t.Parallel()
+	hostile := "x509: certificate is valid for evil\x1b[2J\x1b]0;t\x07\r\nALARM: none, all is well \u202eRED\u0085"
+	r := sampleReport()
+	r.Alarms = []string{"the log was rolled back"}
+	r.Sync.LastError = hostile
+	r.Page = PageState{Problem: hostile}
+	r.Outbox = &Outbox{LastError: hostile}
+	r.Rejected.Recent = append(r.Rejected.Recent, Rejection{Pos: 13, Reason: hostile, Detail: hostile})
+	r.Mailboxes = append(r.Mailboxes, Mailbox{Name: hostile})
+	var b strings.Builder
+	if err := WriteText(&b, &r, r.Generated); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, c := range out {
+		if c != '\n' && (unicode.IsControl(c) || unicode.Is(unicode.Bidi_Control, c)) {
+			t.Fatalf("the output holds %U:\n%q", c, out)
+		}
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "ALARM: none") {
+			t.Errorf("a line of the hostile text's own, %q:\n%s", l, out)
+		}
+	}
+	if want := `evil\x1b[2J\x1b]0;t\x07\x0d\x0aALARM: none, all is well \u202eRED\x85`; strings.Count(out, want) != 6 {
+		t.Errorf("the text %q is in the output %d times, want 6:\n%s", want, strings.Count(out, want), out)
 	}
 }
