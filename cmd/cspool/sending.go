@@ -36,6 +36,7 @@ type sendingFlags struct {
 	relayPasswordFile, relayPassword, ca *string
 	identities                           listFlag
 	backoff                              *time.Duration
+	releaseOutbox                        *bool
 	args                                 []string // the command line, to tell a flag given there from one in --config
 	configPath                           func() string
 }
@@ -51,6 +52,8 @@ func addSendingFlags(fs *flagSet) *sendingFlags {
 		relayPassword:     fs.String("relay-password", "", "the smarthost `password`; meant for a config file readable by its owner only (on the command line others can see it)"),
 		ca:                fs.String("relay-ca", "", "PEM `file` of CA certificates to verify the smarthost with (default: the system's)"),
 		backoff:           fs.Duration("relay-backoff", time.Minute, "the wait after a first temporary failure; it doubles with each further one, up to an hour"),
+		releaseOutbox: fs.Bool("release-outbox", false, "relay the messages held because the outbox (DB.outbox) was copied or restored from another machine or file; "+
+			"first check that the outbox they came from did not send them (docs/SENDING.md); command line only"),
 	}
 	fs.Var(&f.identities, "identity", "an `address` the user sends as (MAIL FROM and From must be one); repeat it or give a comma-separated list")
 	f.configPath = func() string {
@@ -153,6 +156,9 @@ type sendingSetup struct {
 	log        *slog.Logger
 	tls        *tls.Config // STARTTLS and --smtps-port; nil: none
 	stderr     io.Writer   // where a listener without TLS beyond localhost is warned about
+	// releaseHeld relays the messages held because the outbox was found
+	// copied or restored (outbox.Config.ReleaseHeld).
+	releaseHeld bool
 }
 
 // sending is the running submission listener and outbox; nil when sending
@@ -217,6 +223,11 @@ func (f *sendingFlags) open(e *env, s sendingSetup) (*sending, error) {
 	if *f.backoff <= 0 {
 		return nil, usagef("--relay-backoff must be positive")
 	}
+	if *f.releaseOutbox && !onCommandLine(f.args, "release-outbox") {
+		// In a config file it would release every later copy unseen.
+		return nil, usagef("release-outbox is for the command line only, once: remove it from %s", f.configPath())
+	}
+	s.releaseHeld = *f.releaseOutbox
 	if *f.smtpsPort != 0 && s.tls == nil {
 		return nil, usagef("--smtps-port needs --tls-cert and --tls-key")
 	}
@@ -249,7 +260,7 @@ func startSending(s sendingSetup, relay outbox.Relay, identities []string, addr 
 		host = "localhost"
 	}
 	box, err := outbox.Open(outbox.Config{Path: s.dbPath + ".outbox", Key: s.key, Store: s.store, Log: s.sync, Relay: relay,
-		Hostname: host, MinBackoff: backoff, Logger: s.log})
+		Hostname: host, MinBackoff: backoff, Logger: s.log, ReleaseHeld: s.releaseHeld})
 	if err != nil {
 		return nil, withHint(err, "check that the directory of --db is writable")
 	}
@@ -330,7 +341,7 @@ func (s *sending) report() func(context.Context) (*statuspage.Outbox, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &statuspage.Outbox{Relay: st.Relay, Queued: st.Queued, Deferred: st.Deferred, Oldest: st.Oldest,
+		return &statuspage.Outbox{Relay: st.Relay, Queued: st.Queued, Deferred: st.Deferred, Held: st.Held, Oldest: st.Oldest,
 			NextTry: st.NextTry, ToFile: st.ToFile, LastError: st.LastError, Relayed: st.Relayed, Bounced: st.Bounced,
 			LastSent: st.LastSent}, nil
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -79,12 +81,20 @@ func (r *sendingRig) startSpool() {
 // startDaemon starts alice's daemon and waits for its settings.
 func (r *sendingRig) startDaemon() {
 	r.t.Helper()
-	r.daemon = startProc(r.t, "cspool imap-server", r.dir, r.env, r.bin, "imap-server", "--user", "alice",
-		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub", "--db", "alice.db",
+	r.daemon = r.startDaemonAt("alice.db", r.smtpPort)
+}
+
+// startDaemonAt starts a daemon of alice's on database db, taking
+// submissions on smtpPort, and waits for its settings.
+func (r *sendingRig) startDaemonAt(db string, smtpPort int, extra ...string) *proc {
+	r.t.Helper()
+	p := startProc(r.t, "cspool imap-server "+db, r.dir, r.env, r.bin, append([]string{"imap-server", "--user", "alice",
+		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub", "--db", db,
 		"--password", "pw", "--port", fmt.Sprint(freePort(r.t)), "--status-addr", "", "--spool-server", r.spoolURL,
-		"--smtp-port", fmt.Sprint(r.smtpPort), "--relay", "smtp://"+r.host.Addr, "--relay-ca", r.host.CA.File,
-		"--identity", "alice@example.org", "--relay-backoff", "100ms")
-	r.daemon.waitOutput(r.t, "SMTP settings", 30*time.Second)
+		"--smtp-port", fmt.Sprint(smtpPort), "--relay", "smtp://" + r.host.Addr, "--relay-ca", r.host.CA.File,
+		"--identity", "alice@example.org", "--relay-backoff", "100ms"}, extra...)...)
+	p.waitOutput(r.t, "SMTP settings", 30*time.Second)
+	return p
 }
 
 // kill ends the daemon with SIGKILL.
@@ -100,6 +110,13 @@ func (r *sendingRig) kill() {
 // submit sends messages tagged with the given names; each gets its 250.
 func (r *sendingRig) submit(names ...string) {
 	r.t.Helper()
+	r.submitAt(r.smtpPort, names...)
+}
+
+// submitAt submits as submit does, to the daemon taking submissions on
+// port.
+func (r *sendingRig) submitAt(port int, names ...string) {
+	r.t.Helper()
 	var files []string
 	for _, n := range names {
 		p := filepath.Join(r.dir, n+".eml")
@@ -109,10 +126,63 @@ func (r *sendingRig) submit(names ...string) {
 		}
 		files = append(files, p)
 	}
-	out := runCmd(r.t, r.dir, r.env, "", r.python, append([]string{"-c", smtplibSubmit, "127.0.0.1", fmt.Sprint(r.smtpPort),
+	out := runCmd(r.t, r.dir, r.env, "", r.python, append([]string{"-c", smtplibSubmit, "127.0.0.1", fmt.Sprint(port),
 		"alice", "pw", "alice@example.org", "bob@example.net"}, files...)...)
 	if n := strings.Count(out, "250 2.0.0 Queued as"); n != len(names) {
 		r.t.Fatalf("submitted %d messages, %d queued:\n%s", len(names), n, out)
+	}
+}
+
+// TestCopiedDeviceSendsOnce: a device's database copied, with its outbox,
+// while a message waits in the queue (a backup restored on a second
+// machine, or the files copied beside the original), and both daemons
+// run: the original relays the message, the copy holds it and says so in
+// cspool status, and relays what is submitted to it. Before, both relayed
+// the queue: the message went out twice.
+func TestCopiedDeviceSendsOnce(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	var down atomic.Bool
+	down.Store(true)
+	r := newSendingRig(t, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		if stage == "MAIL" && down.Load() {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "down for now"}
+		}
+		return nil
+	}})
+	r.startDaemon()
+	r.submit("queued")
+	r.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	for _, suffix := range []string{"", "-wal", ".outbox", ".outbox-wal"} {
+		b, err := os.ReadFile(filepath.Join(r.dir, "alice.db"+suffix))
+		if errors.Is(err, os.ErrNotExist) && suffix != "" && suffix != ".outbox" {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(r.dir, "copy.db"+suffix), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	down.Store(false)
+	copyPort := freePort(t)
+	copied := r.startDaemonAt("copy.db", copyPort)
+	r.startDaemon()
+	r.submitAt(copyPort, "after")
+	r.host.Wait(t, 2, 30*time.Second)
+	if got := r.relayedCounts(); got["queued"] != 1 || got["after"] != 1 {
+		t.Errorf("relayed %v, want the queued message and the one submitted to the copy once each", got)
+	}
+	status := runCmd(t, r.dir, r.env, "", r.bin, "status", "--db", "copy.db")
+	if !strings.Contains(status, "Outbox held:") || !strings.Contains(status, "1 queued messages not relayed") {
+		t.Errorf("cspool status of the copy does not show the held message:\n%s", status)
+	}
+	copied.stop(t, syscall.SIGTERM, 30*time.Second)
+	if got := r.relayedCounts(); got["queued"] != 1 {
+		t.Errorf("relayed %v once the copy stopped, want the queued message once", got)
 	}
 }
 
@@ -473,6 +543,11 @@ func TestRelayPasswordRules(t *testing.T) {
 			"", []string{"--relay-password on the command line can be read by other users", "listening for SMTP"}},
 		{"no password", []string{"--identity", "a@example.org", "--relay-user", "a"}, "", []string{"has no password"}},
 		{"no identity", nil, "", []string{"--relay needs at least one --identity"}},
+		// Releasing a copied outbox's queue is a decision for once, not a
+		// setting: in a config file it would release every later copy.
+		{"release-outbox in a config file", []string{"--config", file("release.conf", "identity = a@example.org\nrelease-outbox = true\n", 0o600)},
+			"", []string{"release-outbox is for the command line only"}},
+		{"release-outbox on the command line", []string{"--identity", "a@example.org", "--release-outbox"}, "", []string{"listening for SMTP"}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -77,6 +77,16 @@ INSERT INTO clock (id, ms) VALUES (1, 0);
 ALTER TABLE messages ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
 UPDATE messages SET queued = -max(0, CAST(strftime('%s', 'now') AS INTEGER) * 1000 - accepted);
 `,
+	// The outbox's home (home.go): the machine and file it was opened in
+	// last, and the messages held because it was found in another.
+	`
+CREATE TABLE home (
+	k       INTEGER PRIMARY KEY CHECK (k = 1),
+	machine TEXT NOT NULL,
+	file    TEXT NOT NULL
+);
+ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 // Recipient states.

@@ -61,6 +61,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// ReleaseHeld relays the messages held because the outbox was found
+	// copied or restored into another machine or file (home.go), on the
+	// user's word that the outbox they came from did not and will not
+	// relay them.
+	ReleaseHeld bool
 }
 
 // Outbox is the durable queue. Create it with Open, run it with Run.
@@ -137,6 +142,10 @@ func Open(cfg Config) (*Outbox, error) {
 	}
 	cfg.fill()
 	log := cfg.Logger
+	// A plaintext outbox encrypted in place is a new file (renamed over
+	// the old): its home is then told by the machine alone, this once.
+	state, _ := devicedb.Inspect(cfg.Path, cfg.Key)
+	encrypting := cfg.Key != nil && state == devicedb.Plaintext
 	db, err := openDB(cfg.Path, cfg.Key)
 	if err != nil {
 		return nil, err
@@ -148,6 +157,10 @@ func Open(cfg Config) (*Outbox, error) {
 		return nil, fmt.Errorf("opening outbox %s: reading the queue clock: %w", cfg.Path, err)
 	}
 	o.clockSaved.Store(o.clockBase)
+	if err := o.checkHome(context.Background(), encrypting, cfg.ReleaseHeld); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening outbox %s: %w", cfg.Path, err)
+	}
 	return o, nil
 }
 
@@ -237,9 +250,12 @@ func (o *Outbox) Run(ctx context.Context) error {
 
 // Status is the queue as the status page shows it.
 type Status struct {
-	Relay     string    `json:"relay"`
-	Queued    int       `json:"queued"`   // messages with recipients still to relay
-	Deferred  int       `json:"deferred"` // of those, the ones that failed for now at least once
+	Relay    string `json:"relay"`
+	Queued   int    `json:"queued"`   // messages with recipients still to relay
+	Deferred int    `json:"deferred"` // of those, the ones that failed for now at least once
+	// Held of those are not relayed: the outbox was copied or restored
+	// from another machine or file (Config.ReleaseHeld).
+	Held      int       `json:"held"`
 	Oldest    time.Time `json:"oldest"`   // when the oldest queued message was submitted (zero: none)
 	NextTry   time.Time `json:"next_try"` // the next attempt (zero: none due)
 	ToFile    int       `json:"to_file"`  // Sent copies and bounces not yet in the log
@@ -256,8 +272,8 @@ func (o *Outbox) Status(ctx context.Context) (Status, error) {
 	hold := o.holdUntil
 	o.mu.Unlock()
 	var oldest, next sql.NullInt64
-	err := o.db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(attempts > 0), 0), min(accepted), min(next_try)
-		FROM messages WHERE done = 0`).Scan(&st.Queued, &st.Deferred, &oldest, &next)
+	err := o.db.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(attempts > 0), 0), coalesce(sum(held), 0), min(accepted),
+		min(CASE WHEN held = 0 THEN next_try END) FROM messages WHERE done = 0`).Scan(&st.Queued, &st.Deferred, &st.Held, &oldest, &next)
 	if err != nil {
 		return st, fmt.Errorf("reading outbox status: %w", err)
 	}

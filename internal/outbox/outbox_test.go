@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -407,6 +409,94 @@ func TestQueueClockKeptAcrossRestarts(t *testing.T) {
 	if !bytes.Contains(bounce.Raw, []byte("gave up after")) {
 		t.Errorf("bounce does not say the message was given up on:\n%s", bounce.Raw)
 	}
+}
+
+// TestCopiedOutboxHolds: an outbox copied into another file (a device's
+// database restored or copied beside the original) holds the messages it
+// had queued: the original relays them, the copy relays them only when
+// told (ReleaseHeld). Messages submitted to the copy afterwards are its own
+// and are relayed. Before, the copy relayed the queue too: every message
+// queued at the copy went out twice.
+func TestCopiedOutboxHolds(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	// Queued while the smarthost cannot be reached.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close()
+	original := dev.Store.Path() + ".outbox"
+	run := func(path string, relay string, release bool) (*outbox.Outbox, func()) {
+		o, err := outbox.Open(outbox.Config{Path: path, Store: dev.Store, Log: dev.Sync, Relay: outbox.Relay{Addr: relay, RootCAs: ca.Pool},
+			Hostname: "device.test", MinBackoff: time.Hour, MaxBackoff: time.Hour, Logger: slog.New(slog.DiscardHandler), ReleaseHeld: release})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx) }()
+		return o, func() {
+			cancel()
+			<-done
+			o.Close()
+		}
+	}
+	o, stop := run(original, down, false)
+	enqueue(t, o, message("queued", ""))
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 1 && st.LastError != "" })
+	stop()
+
+	copied := filepath.Join(t.TempDir(), "copy.db.outbox")
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(original + suffix)
+		if errors.Is(err, os.ErrNotExist) && suffix != "" {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(copied+suffix, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The copy holds what it had queued; a message submitted to it is
+	// relayed, and would have followed the held one in the same pass.
+	o, stop = run(copied, host.Addr, false)
+	if st, err := o.Status(context.Background()); err != nil || st.Held != 1 {
+		t.Errorf("the copy's status %+v, %v: want the queued message held", st, err)
+	}
+	enqueue(t, o, message("after", ""))
+	got := host.Wait(t, 1, wait)
+	if id := submit.MessageID(got[0].Data); id != "after@example.org" {
+		t.Fatalf("the copy relayed %s, want only the message submitted to it", id)
+	}
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 1 && st.Held == 1 })
+	stop()
+	if n := len(host.Received()); n != 1 {
+		t.Fatalf("the smarthost got %d messages from the copy, want 1", n)
+	}
+
+	// The original, in its own file, is not held: it relays its queue.
+	_, stop = run(original, host.Addr, false)
+	got = host.Wait(t, 2, wait)
+	stop()
+	if id := submit.MessageID(got[1].Data); id != "queued@example.org" {
+		t.Fatalf("the original relayed %s, want its queued message", id)
+	}
+
+	// Released, the copy relays it too: the user's word that the
+	// original did not.
+	o, stop = run(copied, host.Addr, true)
+	defer stop()
+	got = host.Wait(t, 3, wait)
+	if id := submit.MessageID(got[2].Data); id != "queued@example.org" {
+		t.Fatalf("the released copy relayed %s, want its held message", id)
+	}
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 && st.Held == 0 })
 }
 
 // TestRelayRetriesTemporaryFailures: 4xx replies (at MAIL, then at DATA)

@@ -245,7 +245,7 @@ func (o *Outbox) due(ctx context.Context, now time.Time) ([]int64, time.Duration
 	// that has since gone back (a device whose clock was far ahead, then
 	// set right): it is due now, or the message would wait, unsent and
 	// never expired, until the clock caught up with it.
-	rows, err := o.db.QueryContext(ctx, "SELECT qid FROM messages WHERE done = 0 AND (next_try <= ? OR next_try > ?) ORDER BY qid LIMIT 200",
+	rows, err := o.db.QueryContext(ctx, "SELECT qid FROM messages WHERE done = 0 AND held = 0 AND (next_try <= ? OR next_try > ?) ORDER BY qid LIMIT 200",
 		now.UnixMilli(), now.Add(o.cfg.MaxBackoff).UnixMilli())
 	if err != nil {
 		return nil, 0, err
@@ -263,7 +263,7 @@ func (o *Outbox) due(ctx context.Context, now time.Time) ([]int64, time.Duration
 		return out, 0, err
 	}
 	var next, queued sql.NullInt64
-	if err := o.db.QueryRowContext(ctx, "SELECT min(next_try), min(queued) FROM messages WHERE done = 0").Scan(&next, &queued); err != nil {
+	if err := o.db.QueryRowContext(ctx, "SELECT min(next_try), min(queued) FROM messages WHERE done = 0 AND held = 0").Scan(&next, &queued); err != nil {
 		return nil, 0, err
 	}
 	if !next.Valid {
@@ -396,7 +396,7 @@ func lastReply(res sendResult) string {
 // expire fails, for good, the pending recipients of messages that have
 // waited MaxAge by the queue clock (queueClock).
 func (o *Outbox) expire(ctx context.Context, clock int64) error {
-	rows, err := o.db.QueryContext(ctx, "SELECT qid, last_error FROM messages WHERE done = 0 AND queued <= ?", clock-o.cfg.MaxAge.Milliseconds())
+	rows, err := o.db.QueryContext(ctx, "SELECT qid, last_error FROM messages WHERE done = 0 AND held = 0 AND queued <= ?", clock-o.cfg.MaxAge.Milliseconds())
 	if err != nil {
 		return err
 	}

@@ -44,9 +44,12 @@ type SearchIndex struct {
 
 // Outbox is the state of the device's queue of outgoing mail.
 type Outbox struct {
-	Relay     string    `json:"relay"`    // the smarthost, as a URL
-	Queued    int       `json:"queued"`   // messages with recipients still to relay
-	Deferred  int       `json:"deferred"` // of those, the ones that failed for now at least once
+	Relay    string `json:"relay"`    // the smarthost, as a URL
+	Queued   int    `json:"queued"`   // messages with recipients still to relay
+	Deferred int    `json:"deferred"` // of those, the ones that failed for now at least once
+	// Held of those are not relayed: the outbox was copied or restored
+	// from another machine or file (imap-server --release-outbox).
+	Held      int       `json:"held"`
 	Oldest    time.Time `json:"oldest"`   // submission of the oldest queued (zero: none)
 	NextTry   time.Time `json:"next_try"` // the next attempt (zero: none due)
 	ToFile    int       `json:"to_file"`  // Sent copies and bounces not yet in the log

@@ -1,0 +1,90 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"strings"
+)
+
+// home is where an outbox lives: the machine (its machine-id) and the file
+// (its inode). A copy of the outbox, or a restore of it, on another machine
+// or into another file has another home. The queue it carries is the
+// original's, which may have relayed it since, or may relay it still: a
+// copy relaying it too sends every message twice. The messages an outbox
+// holds when it finds itself in a new home are held (not relayed) until
+// the user releases them (Config.ReleaseHeld).
+type home struct{ machine, file string }
+
+// currentHome returns the home of the outbox file at path. Either part is
+// "" where it cannot be told (no machine-id; a system without inodes).
+func currentHome(path string) home {
+	var h home
+	for _, p := range []string{"/etc/machine-id", "/var/lib/dbus/machine-id"} {
+		if b, err := os.ReadFile(p); err == nil {
+			if h.machine = strings.TrimSpace(string(b)); h.machine != "" {
+				break
+			}
+		}
+	}
+	h.file = fileID(path)
+	return h
+}
+
+// movedFrom reports whether an outbox recorded at was is now at h: a part
+// known on both sides that differs.
+func (h home) movedFrom(was home) bool {
+	differs := func(a, b string) bool { return a != "" && b != "" && a != b }
+	return differs(h.machine, was.machine) || differs(h.file, was.file)
+}
+
+// checkHome records the outbox's home on its first open. When the outbox
+// is found in another home, the messages it still has to relay are held,
+// and the new home recorded; with release, every held message is released
+// (due at once). With renamed (the file was just rewritten in place by
+// this program), only the machine is compared.
+func (o *Outbox) checkHome(ctx context.Context, renamed, release bool) error {
+	cur := currentHome(o.cfg.Path)
+	return inTx(ctx, o.db, func(tx *sql.Tx) error {
+		var was home
+		err := tx.QueryRowContext(ctx, "SELECT machine, file FROM home WHERE k = 1").Scan(&was.machine, &was.file)
+		if errors.Is(err, sql.ErrNoRows) {
+			_, err = tx.ExecContext(ctx, "INSERT INTO home (k, machine, file) VALUES (1, ?, ?)", cur.machine, cur.file)
+			was = cur
+		}
+		if err != nil {
+			return err
+		}
+		compared := was
+		if renamed {
+			compared.file = ""
+		}
+		if cur.movedFrom(compared) {
+			res, err := tx.ExecContext(ctx, "UPDATE messages SET held = 1 WHERE done = 0 AND held = 0")
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				o.log.Error("this outbox was copied or restored from another machine or file: its queued messages are held, not relayed, since the outbox they came from may send them too",
+					"outbox", o.cfg.Path, "held", n, "other_machine", cur.machine != was.machine, "was_inode", was.file, "inode", cur.file,
+					"hint", "check the Sent folder (or the smarthost's log) for them, then restart with --release-outbox to send the rest; docs/SENDING.md")
+			}
+		}
+		if cur != was {
+			if _, err := tx.ExecContext(ctx, "UPDATE home SET machine = ?, file = ? WHERE k = 1", cur.machine, cur.file); err != nil {
+				return err
+			}
+		}
+		if release {
+			res, err := tx.ExecContext(ctx, "UPDATE messages SET held = 0, next_try = ? WHERE held = 1", o.now().UnixMilli())
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				o.log.Warn("held messages released: they are relayed now", "outbox", o.cfg.Path, "released", n)
+			}
+		}
+		return nil
+	})
+}
