@@ -868,6 +868,11 @@ func diagnose(name string, text []byte) string {
 	if len(toks) > 0 {
 		toks = toks[1:] // the tag
 	}
+	if name == "APPEND" || name == "SEARCH" || name == "UID SEARCH" {
+		if t := badDate(toks); t != "" {
+			return fmt.Sprintf("BAD [CLIENTBUG] %q is not a valid date (RFC 9051 section 9)", t)
+		}
+	}
 	switch name {
 	case "FETCH", "STORE", "COPY", "MOVE", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID EXPUNGE":
 		k := 1 + strings.Count(name, " ")
@@ -885,6 +890,35 @@ func diagnose(name string, text []byte) string {
 		if !validMUTF7(t) {
 			return fmt.Sprintf("NO [CANNOT] %q is not a valid mailbox name: not modified UTF-7 (RFC 3501 section 5.1.3) nor UTF-8",
 				strings.ToValidUTF8(t, "?"))
+		}
+	}
+	return ""
+}
+
+// dateRE and dateTimeRE are the shapes of a date (SEARCH) and a date-time
+// (APPEND), RFC 9051 section 9, with a day of one or two digits.
+var (
+	dateRE     = regexp.MustCompile(`^[0-9]{1,2}-[A-Za-z]{3}-[0-9]{4}$`)
+	dateTimeRE = regexp.MustCompile(`^ ?[0-9]{1,2}-[A-Za-z]{3}-[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}$`)
+)
+
+// badDate returns the first token shaped as a date or a date-time that
+// names no time (the 32nd of January, the 29th of February 2023, 24:00,
+// a second 60, a zone of +0099), or "". go-imap answers such a command
+// NO [SERVERBUG].
+func badDate(toks []string) string {
+	for _, t := range toks {
+		var err error
+		switch {
+		case dateRE.MatchString(t):
+			_, err = time.Parse("2-Jan-2006", t)
+		case dateTimeRE.MatchString(t):
+			_, err = time.Parse("_2-Jan-2006 15:04:05 -0700", t)
+		default:
+			continue
+		}
+		if err != nil {
+			return t
 		}
 	}
 	return ""

@@ -75,12 +75,17 @@ func TestMalformedLinesGetBAD(t *testing.T) {
 		"b5 FROBNICATE",
 		"b6 UID FETCH",
 		"b7 STORE 1 FLAGZ (\\Seen)",
+		// Dates that name no day or time: go-imap answered NO [SERVERBUG].
+		"b8 SEARCH BEFORE 32-Jan-2024",
+		"b9 UID SEARCH SENTSINCE 29-Feb-2023",
+		"b10 APPEND INBOX \"29-Feb-2023 00:00:00 +0000\" {1+}\r\nx",
+		"b11 APPEND INBOX (\\Seen) \"01-Jan-2024 24:00:00 +0099\" {1+}\r\nx",
 	} {
 		rc.cmd(line)
 		tag := strings.Fields(line)[0]
 		got := rc.until(tag + " ")
-		if !strings.Contains(got, tag+" BAD") {
-			t.Errorf("line %d %q: got %q, want BAD", i, line, got)
+		if !strings.Contains(got, tag+" BAD") || strings.Contains(line, "-20") && !strings.Contains(got, "is not a valid date") {
+			t.Errorf("line %d %q: got %q, want BAD (naming the date, for a date)", i, line, got)
 		}
 	}
 	rc.cmd("c1 FETCH 1 (UID FLAGS)")
