@@ -53,7 +53,7 @@ func addSendingFlags(fs *flagSet) *sendingFlags {
 		ca:                fs.String("relay-ca", "", "PEM `file` of CA certificates to verify the smarthost with (default: the system's)"),
 		backoff:           fs.Duration("relay-backoff", time.Minute, "the wait after a first temporary failure; it doubles with each further one, up to an hour"),
 		releaseOutbox: fs.Bool("release-outbox", false, "relay the messages held because the outbox (DB.outbox) was copied or restored from another machine or file; "+
-			"first check that the outbox they came from did not send them (docs/SENDING.md); command line only"),
+			"first check that the outbox they came from did not send them (docs/SENDING.md); releases only what an earlier start held; command line only"),
 	}
 	fs.Var(&f.identities, "identity", "an `address` the user sends as (MAIL FROM and From must be one); repeat it or give a comma-separated list")
 	f.configPath = func() string {

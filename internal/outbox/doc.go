@@ -26,7 +26,8 @@
 //   - Home: the outbox records the machine (machine-id) and file (inode)
 //     it was opened in (home.go); found in another, it holds the messages
 //     it had to relay, which the outbox it was copied from may relay too,
-//     until Config.ReleaseHeld. Submissions after that are relayed.
+//     until Config.ReleaseHeld at a later open (the open that holds them
+//     does not release them). Submissions after that are relayed.
 //   - Exactly once: a recipient is pending until the smarthost's reply to
 //     the end of DATA is recorded. A crash before the final dot is sent
 //     leaves nothing at the smarthost (it discards an unfinished

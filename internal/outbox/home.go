@@ -41,9 +41,12 @@ func (h home) movedFrom(was home) bool {
 
 // checkHome records the outbox's home on its first open. When the outbox
 // is found in another home, the messages it still has to relay are held,
-// and the new home recorded; with release, every held message is released
-// (due at once). With renamed (the file was just rewritten in place by
-// this program), only the machine is compared.
+// and the new home recorded. With release, the messages held at an earlier
+// start are released (due at once); those held at this start are not: a
+// person has not yet seen them held, and --release-outbox left in a unit
+// or a script would otherwise relay a copy's whole queue at its first
+// start, which is what the hold is for. With renamed (the file was just
+// rewritten in place by this program), only the machine is compared.
 func (o *Outbox) checkHome(ctx context.Context, renamed, release bool) error {
 	cur := currentHome(o.cfg.Path)
 	return inTx(ctx, o.db, func(tx *sql.Tx) error {
@@ -56,6 +59,19 @@ func (o *Outbox) checkHome(ctx context.Context, renamed, release bool) error {
 		if err != nil {
 			return err
 		}
+		if release {
+			res, err := tx.ExecContext(ctx, "UPDATE messages SET held = 0, next_try = ? WHERE held = 1", o.now().UnixMilli())
+			if err != nil {
+				return err
+			}
+			n, _ := res.RowsAffected()
+			if n > 0 {
+				o.log.Warn("held messages released: they are relayed now", "outbox", o.cfg.Path, "released", n)
+			} else {
+				o.log.Warn("--release-outbox given, but no message was held at an earlier start: nothing released; give it only once, after cspool status said \"Outbox held\"",
+					"outbox", o.cfg.Path)
+			}
+		}
 		compared := was
 		if renamed {
 			compared.file = ""
@@ -66,23 +82,18 @@ func (o *Outbox) checkHome(ctx context.Context, renamed, release bool) error {
 				return err
 			}
 			if n, _ := res.RowsAffected(); n > 0 {
+				hint := "check the Sent folder (or the smarthost's log) for them, then restart with --release-outbox to send the rest; docs/SENDING.md"
+				if release {
+					hint = "--release-outbox releases only what an earlier start held: check the Sent folder (or the smarthost's log) for them, then restart with it; docs/SENDING.md"
+				}
 				o.log.Error("this outbox was copied or restored from another machine or file: its queued messages are held, not relayed, since the outbox they came from may send them too",
 					"outbox", o.cfg.Path, "held", n, "other_machine", cur.machine != was.machine, "was_inode", was.file, "inode", cur.file,
-					"hint", "check the Sent folder (or the smarthost's log) for them, then restart with --release-outbox to send the rest; docs/SENDING.md")
+					"hint", hint)
 			}
 		}
 		if cur != was {
 			if _, err := tx.ExecContext(ctx, "UPDATE home SET machine = ?, file = ? WHERE k = 1", cur.machine, cur.file); err != nil {
 				return err
-			}
-		}
-		if release {
-			res, err := tx.ExecContext(ctx, "UPDATE messages SET held = 0, next_try = ? WHERE held = 1", o.now().UnixMilli())
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n > 0 {
-				o.log.Warn("held messages released: they are relayed now", "outbox", o.cfg.Path, "released", n)
 			}
 		}
 		return nil

@@ -416,7 +416,9 @@ func TestQueueClockKeptAcrossRestarts(t *testing.T) {
 // had queued: the original relays them, the copy relays them only when
 // told (ReleaseHeld). Messages submitted to the copy afterwards are its own
 // and are relayed. Before, the copy relayed the queue too: every message
-// queued at the copy went out twice.
+// queued at the copy went out twice. ReleaseHeld releases only what an
+// earlier start held: before, given at the copy's first start, it relayed
+// the queue unseen.
 func TestCopiedOutboxHolds(t *testing.T) {
 	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
@@ -463,11 +465,14 @@ func TestCopiedOutboxHolds(t *testing.T) {
 		}
 	}
 
-	// The copy holds what it had queued; a message submitted to it is
-	// relayed, and would have followed the held one in the same pass.
-	o, stop = run(copied, host.Addr, false)
+	// The copy holds what it had queued, even started with ReleaseHeld
+	// (--release-outbox left in a unit or a script, or given before
+	// anyone saw the hold): that releases only what an earlier start
+	// held. A message submitted to it is relayed, and would have followed
+	// the held one in the same pass.
+	o, stop = run(copied, host.Addr, true)
 	if st, err := o.Status(context.Background()); err != nil || st.Held != 1 {
-		t.Errorf("the copy's status %+v, %v: want the queued message held", st, err)
+		t.Errorf("the copy's status %+v, %v: want the queued message held at its first start, ReleaseHeld or not", st, err)
 	}
 	enqueue(t, o, message("after", ""))
 	got := host.Wait(t, 1, wait)
