@@ -858,8 +858,8 @@ func validSeqSet(s string) bool {
 
 // diagnose names what in a command go-imap could not decode: lists nested
 // deeper than its parser goes (BAD), a string that is not modified UTF-7
-// where a mailbox name may be (NO [CANNOT]), or a sequence set that does
-// not parse (BAD). "" when it finds none of them.
+// where a mailbox name may be (NO [CANNOT]), a sequence set that does not
+// parse or a search key go-imap does not know (BAD). "" when it finds none of them.
 func diagnose(name string, text []byte) string {
 	if nesting(text) >= maxListDepth {
 		return fmt.Sprintf("BAD [CLIENTBUG] lists nested more than %d deep", maxListDepth-1)
@@ -885,12 +885,66 @@ func diagnose(name string, text []byte) string {
 				return fmt.Sprintf("BAD [CLIENTBUG] %q is not a valid sequence set (RFC 9051 section 9)", t)
 			}
 		}
+		if k := 1 + strings.Count(name, " "); len(toks) >= k {
+			if key := unknownSearchKey(toks[k:]); key != "" {
+				return fmt.Sprintf("BAD [CLIENTBUG] %q is not a search key this server knows (RFC 9051 section 6.4.4)",
+					strings.ToValidUTF8(key, "?"))
+			}
+		}
 	}
 	for _, t := range toks {
 		if !validMUTF7(t) {
 			return fmt.Sprintf("NO [CANNOT] %q is not a valid mailbox name: not modified UTF-7 (RFC 3501 section 5.1.3) nor UTF-8",
 				strings.ToValidUTF8(t, "?"))
 		}
+	}
+	return ""
+}
+
+// searchKeyArgs is how many arguments each search key go-imap parses takes
+// (RFC 9051 section 9, search-key; imapserver's readSearchKeyWithAtom).
+// NOT and OR take search keys, which follow in the text as keys.
+var searchKeyArgs = map[string]int{
+	"ALL": 0, "ANSWERED": 0, "DELETED": 0, "DRAFT": 0, "FLAGGED": 0, "RECENT": 0, "SEEN": 0,
+	"UNANSWERED": 0, "UNDELETED": 0, "UNDRAFT": 0, "UNFLAGGED": 0, "UNSEEN": 0,
+	"NEW": 0, "OLD": 0, "$": 0, "NOT": 0, "OR": 0,
+	"UID": 1, "KEYWORD": 1, "UNKEYWORD": 1, "BCC": 1, "CC": 1, "FROM": 1, "SUBJECT": 1, "TO": 1,
+	"SINCE": 1, "BEFORE": 1, "ON": 1, "SENTSINCE": 1, "SENTBEFORE": 1, "SENTON": 1,
+	"BODY": 1, "TEXT": 1, "LARGER": 1, "SMALLER": 1,
+	"HEADER": 2,
+}
+
+// searchReturnOpts are the SEARCH RETURN options go-imap takes (RFC 4731,
+// RFC 5182).
+var searchReturnOpts = map[string]bool{"MIN": true, "MAX": true, "ALL": true, "COUNT": true, "SAVE": true}
+
+// unknownSearchKey returns the first token of a SEARCH's arguments (toks,
+// after the command's name) standing where a search key goes that is
+// neither a key go-imap knows nor a sequence set, or "". go-imap takes
+// such a word for a sequence set that does not parse and answers NO
+// [SERVERBUG]. Parentheses are not among toks: a list's keys are walked as
+// keys in turn.
+func unknownSearchKey(toks []string) string {
+	i := 0
+	if i < len(toks) && strings.EqualFold(toks[i], "RETURN") {
+		for i++; i < len(toks) && searchReturnOpts[strings.ToUpper(toks[i])]; i++ {
+		}
+	}
+	if i < len(toks) && strings.EqualFold(toks[i], "CHARSET") {
+		i += 2
+	}
+	for i < len(toks) {
+		t := toks[i]
+		n, ok := searchKeyArgs[strings.ToUpper(t)]
+		if !ok {
+			if t == "" || t[0] >= '0' && t[0] <= '9' || t[0] == '*' {
+				// A sequence set: a malformed one is named above.
+				i++
+				continue
+			}
+			return t
+		}
+		i += 1 + n
 	}
 	return ""
 }

@@ -149,3 +149,53 @@ func TestSearchBeforeYearOne(t *testing.T) {
 		}
 	}
 }
+
+// selectedRaw logs in to a device holding deliverAll's four messages and
+// selects INBOX over a raw connection.
+func selectedRaw(t *testing.T) *rawConn {
+	t.Helper()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	rc := dialRaw(t, d.addr)
+	rc.cmd("a1 LOGIN alice \"" + testPassword + "\"")
+	if got := rc.until("a1 "); !strings.Contains(got, "a1 OK") {
+		t.Fatalf("LOGIN: %s", got)
+	}
+	rc.cmd("a2 SELECT INBOX")
+	if got := rc.until("a2 "); !strings.Contains(got, "a2 OK") {
+		t.Fatalf("SELECT: %s", got)
+	}
+	return rc
+}
+
+// rawCase is a command line and what its reply must contain.
+type rawCase struct{ line, want string }
+
+// runRaw sends each case's line and checks its reply up to the tagged one.
+func runRaw(t *testing.T, rc *rawConn, cases []rawCase) {
+	t.Helper()
+	for _, tc := range cases {
+		rc.cmd(tc.line)
+		tag := strings.Fields(tc.line)[0]
+		if got := rc.until(tag + " "); !strings.Contains(got, tc.want) {
+			t.Errorf("%s: got %q, want %q in it", tc.line, got, tc.want)
+		}
+	}
+}
+
+// TestUnknownSearchKeyGetsBAD: go-imap takes a word it does not know as a
+// search key (MODSEQ, without CONDSTORE) for a sequence set, and answered
+// NO [SERVERBUG], telling the client the server had failed.
+func TestUnknownSearchKeyGetsBAD(t *testing.T) {
+	t.Parallel()
+	rc := selectedRaw(t)
+	runRaw(t, rc, []rawCase{
+		{"s1 SEARCH MODSEQ 5", `s1 BAD [CLIENTBUG] "MODSEQ" is not a search key`},
+		{"s2 UID SEARCH NOT OR SEEN (FROBNICATE) 1", `s2 BAD [CLIENTBUG] "FROBNICATE" is not a search key`},
+		{"s3 SEARCH RETURN (COUNT) CHARSET UTF-8 modseq 1", `s3 BAD [CLIENTBUG] "modseq" is not a search key`},
+		// Words where arguments go are not keys.
+		{"s4 SEARCH SUBJECT modseq HEADER MODSEQ x", "* SEARCH\r\ns4 OK"},
+		{"s5 SEARCH 1:2 UNSEEN", "* SEARCH 1 2\r\ns5 OK"},
+	})
+}
