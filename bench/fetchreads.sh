@@ -18,7 +18,18 @@
 #       restart of both servers, then RUNS more in turns on one connection
 #       each) of that database against Dovecot; CSPOOL is the daemon's
 #       binary (default DIR/cspool, or DIR/cspool-plain for plain), so
-#       that another build reads the same database in turn.
+#       that another build reads the same database in turn. With DROP=1
+#       the operating system's file cache is dropped (as root, echo 3 >
+#       /proc/sys/vm/drop_caches) once both servers are up and idle,
+#       before the first FETCH of each item: cold as after a reboot, for
+#       both. DB is another database file to serve (default
+#       DIR/BUILD-SIZE.db), such as one made by place.
+#   bash bench/fetchreads.sh place DIR SIZE BUILD CSPOOL
+#       copies DIR/BUILD-SIZE.db to DIR/BUILD-SIZE-placed.db, starts the
+#       daemon CSPOOL on the copy until it logs that it placed the forms
+#       together on disk (Store.Relocate, docs/MAILSTORE.md "Placement"),
+#       and stops it: the database of a daemon that has been idle once
+#       after its sync.
 #   bash bench/fetchreads.sh atrest DIR SIZE CSPOOL CSPOOL_PLAIN
 #       FETCH 1:* (ENVELOPE FLAGS) of the encrypted and the plaintext
 #       database of SIZE, in turns on one connection each after a restart
@@ -143,7 +154,7 @@ reads)
 	case $client in imaplib) pair=pair ;; socket) pair=sockpair ;; *) echo "CLIENT is imaplib or socket" >&2; exit 2 ;; esac
 	count=$N
 	[ "$size" = big ] && count=$BIG
-	db=$dir/$build-$size.db
+	db=${DB:-$dir/$build-$size.db}
 	out=$(mktemp)
 	server "$([ "$size" = big ] && echo spool || echo spool-n)"
 	for item in "${READS[@]}"; do
@@ -152,19 +163,20 @@ reads)
 		$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$count" 600 >/dev/null
 		$IB waitcount 127.0.0.1 $((P + 4)) alice pw "$count" 600 >/dev/null
 		idle "$dpid" 300
+		[ "${DROP:-0}" = 1 ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
 		$IB $pair 127.0.0.1 $((P + 3)) $((P + 4)) alice pw "$RUNS" "$item" >"$out.pair"
 		echo "{\"server\": \"cspool\", \"r\": $(sed -n 1p "$out.pair")}" >>"$out"
 		echo "{\"server\": \"dovecot\", \"r\": $(sed -n 2p "$out.pair")}" >>"$out"
 		stop "$dpid"
 		dovecot_stop "$dir/dv-$size"
 	done
-	python3 - "$out" "$count" "$RUNS" "$(load)" "$client" "$build" "$bin" <<'PY'
+	python3 - "$out" "$count" "$RUNS" "$(load)" "$client" "$build" "$bin" "$db" "$([ "${DROP:-0}" = 1 ] && echo " and a drop of the file cache")" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
 for r in rows:
     by.setdefault(r["r"]["items"], {})[r["server"]] = r["r"]
-print(f"FETCH 1:* at {sys.argv[2]} messages, {sys.argv[6]} database, {sys.argv[7]}, client {sys.argv[5]}: cold = first after a restart of both, warm = best of {sys.argv[3]} after it on one connection (load average {sys.argv[4]})")
+print(f"FETCH 1:* at {sys.argv[2]} messages, {sys.argv[6]} database {sys.argv[8]}, {sys.argv[7]}, client {sys.argv[5]}: cold = first after a restart of both{sys.argv[9]}, warm = best of {sys.argv[3]} after it on one connection (load average {sys.argv[4]})")
 print(f"{'items':<18} {'cspool cold':>11} {'Dovecot cold':>12} {'ratio':>6} {'cspool warm':>11} {'Dovecot warm':>12} {'ratio':>6} {'median ratio':>12} {'answered':>17}")
 for items, d in by.items():
     c, v = d["cspool"], d["dovecot"]
@@ -173,6 +185,26 @@ for items, d in by.items():
           f"{c['warm_median_seconds']/v['warm_median_seconds']:>12.2f} {c['answered']:>8}/{v['answered']:<8}")
 PY
 	rm -f "$out" "$out.pair"
+	;;
+place)
+	size=$1 build=$2 bin=$(realpath "$3")
+	count=$N
+	[ "$size" = big ] && count=$BIG
+	placed=$dir/$build-$size-placed.db
+	rm -f "$placed" "$placed-wal" "$placed-shm"
+	cp "$dir/$build-$size.db" "$placed"
+	[ -e "$dir/$build-$size.db-wal" ] && cp "$dir/$build-$size.db-wal" "$placed-wal"
+	server "$([ "$size" = big ] && echo spool || echo spool-n)"
+	: >"$placed.log"
+	t0=$SECONDS
+	daemon "$bin" "$placed" $((P + 3)) "$placed.log"
+	until grep -q "placed the messages' forms together on disk" "$placed.log"; do
+		[ $((SECONDS - t0)) -lt 1800 ] || { echo "not placed after 30 minutes" >&2; exit 1; }
+		sleep 1
+	done
+	grep "placed the messages' forms" "$placed.log"
+	stop "$dpid"
+	echo "$(basename "$placed"): placed in $((SECONDS - t0)) s of the daemon's start (load $(load))"
 	;;
 atrest)
 	size=$1 enc=$(realpath "$2") plain=$(realpath "$3")
@@ -279,7 +311,7 @@ for items in reads:
 PY
 	;;
 *)
-	echo "usage: bench/fetchreads.sh prepare|reads|atrest|cpu|bytes DIR ..." >&2
+	echo "usage: bench/fetchreads.sh prepare|reads|place|atrest|cpu|bytes DIR ..." >&2
 	exit 2
 	;;
 esac

@@ -444,6 +444,14 @@ INSERT INTO ftsw (ftsw, rank) VALUES ('crisismerge', 32);
 	`
 ALTER TABLE local ADD COLUMN spool_key BLOB CHECK (spool_key IS NULL OR length(spool_key) = 64);
 `,
+	// 22: the highest body id whose forms and structures rows Relocate
+	// has written into pages that follow each other (placement.go):
+	// Placement counts the bodies stored since, for the daemon to know
+	// when to relocate again, and Relocate moves only those. 0 for a
+	// database none relocated yet.
+	`
+ALTER TABLE local ADD COLUMN relocated_bid INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -464,7 +472,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 21
+const freshSchemaVersion = 22
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

@@ -77,7 +77,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 20 (no spool_key in local), 19 (FTS5's default merge
+// downgrade makes the database's schema version 21 (no relocated_bid in
+// local), 20 (no spool_key in local), 19 (FTS5's default merge
 // settings), 18 (the structure's
 // form in forms), 13 (no messages_listing
 // and no messages_keywords, version 15's, and the undo log of version 15,
@@ -95,6 +96,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	var qs []string
 	if version < 17 {
 		qs = append(qs, "DROP INDEX messages_keywords", "DROP INDEX messages_listing")
+	}
+	if version < 22 {
+		qs = append(qs, to21)
 	}
 	if version < 21 {
 		qs = append(qs, to20)
@@ -124,6 +128,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	}
 	return nil
 }
+
+// to21 is downgrade's step from version 22 to 21.
+const to21 = "ALTER TABLE local DROP COLUMN relocated_bid"
 
 // to20 is downgrade's step from version 21 to 20.
 const to20 = "ALTER TABLE local DROP COLUMN spool_key"

@@ -78,6 +78,9 @@ type Store struct {
 	// prepared holds the statements appliers run on the writer, prepared
 	// once on wdb (query → *sql.Stmt); see applier.stmt.
 	prepared sync.Map
+	// relocateChunk, when not zero, replaces the constant (placement.go;
+	// tests).
+	relocateChunk int64
 }
 
 // Open opens the mail store in the SQLite file at path in plaintext,
