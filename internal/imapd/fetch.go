@@ -26,6 +26,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	if err := s.checkSeqSet(set); err != nil {
 		return err
 	}
+	if err := checkSections(opts, framer(s.conn.NetConn())); err != nil {
+		return err
+	}
 	// The messages are resolved a block at a time as the store's rows
 	// come (refCursor), not all at once.
 	targets := sel.mb.refSetOf(sel.st, set, sel.searchRes)

@@ -606,6 +606,13 @@ func (fc *frameConn) asksFor(item string) bool {
 	return false
 }
 
+// find returns the first match of re in the command's text, or "".
+func (fc *frameConn) find(re *regexp.Regexp) string {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return string(re.Find(fc.text))
+}
+
 // beforeYearOne returns the first BEFORE or SENTBEFORE key of the
 // command's text, with its date, whose date is 1-Jan-0001, or "". go-imap
 // parses that date into the zero time.Time, which its SearchCriteria take

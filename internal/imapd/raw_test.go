@@ -199,3 +199,20 @@ func TestUnknownSearchKeyGetsBAD(t *testing.T) {
 		{"s5 SEARCH 1:2 UNSEEN", "* SEARCH 1 2\r\ns5 OK"},
 	})
 }
+
+// TestFetchSectionGrammar: FETCH items go-imap's parser takes although
+// RFC 3501's grammar does not get BAD, not an answer under another label;
+// the connection goes on.
+func TestFetchSectionGrammar(t *testing.T) {
+	t.Parallel()
+	rc := selectedRaw(t)
+	runRaw(t, rc, []rawCase{
+		// An empty header-list: answered as BODY[HEADER], the whole
+		// header, and without PEEK \Seen was set.
+		{"f1 FETCH 1 BODY.PEEK[HEADER.FIELDS ()]", "f1 BAD [CLIENTBUG] HEADER.FIELDS (): the list of header field names is empty"},
+		{"f2 UID FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS.NOT ()])", "f2 BAD [CLIENTBUG] HEADER.FIELDS.NOT ()"},
+		{"f3 FETCH 2 BODY[HEADER.FIELDS ()]", "f3 BAD [CLIENTBUG]"},
+		{"f4 FETCH 2 (FLAGS)", "* 2 FETCH (FLAGS (\\Recent))\r\nf4 OK"},
+		{"f5 FETCH 1 (BODY.PEEK[HEADER] BODY.PEEK[HEADER.FIELDS (Subject)])", " BODY[HEADER.FIELDS (\"Subject\")] {28}\r\n"},
+	})
+}
