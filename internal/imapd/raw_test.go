@@ -214,5 +214,11 @@ func TestFetchSectionGrammar(t *testing.T) {
 		{"f3 FETCH 2 BODY[HEADER.FIELDS ()]", "f3 BAD [CLIENTBUG]"},
 		{"f4 FETCH 2 (FLAGS)", "* 2 FETCH (FLAGS (\\Recent))\r\nf4 OK"},
 		{"f5 FETCH 1 (BODY.PEEK[HEADER] BODY.PEEK[HEADER.FIELDS (Subject)])", " BODY[HEADER.FIELDS (\"Subject\")] {28}\r\n"},
+		// Part numbers are nz-number.
+		{"g1 FETCH 1 BODY.PEEK[0]", "g1 BAD [CLIENTBUG] section part 0"},
+		{"g2 FETCH 1 BODY.PEEK[1.0]", "g2 BAD [CLIENTBUG] section part 0"},
+		{"g3 FETCH 1 BINARY.PEEK[0]", "g3 BAD [CLIENTBUG] section part 0"},
+		{"g4 UID FETCH 1 BINARY.SIZE[0]", "g4 BAD [CLIENTBUG] section part 0"},
+		{"g5 FETCH 1 BODY.PEEK[1]", "* 1 FETCH (BODY[1] {"},
 	})
 }
