@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 
 	"github.com/emersion/go-imap/v2"
@@ -20,7 +21,11 @@ var emptyHeaderList = regexp.MustCompile(`(?i)HEADER\.FIELDS(\.NOT)? *\( *\)`)
 //   - HEADER.FIELDS () or HEADER.FIELDS.NOT () (header-list has at least
 //     one name): go-imap takes the empty list for no list, so the answer
 //     was the whole header under the label BODY[HEADER]; the framer's text
-//     of the command tells the two apart.
+//     of the command tells the two apart;
+//   - a partial's origin or length beyond 2^32-1 (number is 32 bits in RFC
+//     3501; RFC 9051's number64 allows more, but go-imap writes the origin
+//     back as 32 bits: <4294967296.10> was answered <0>, and no message
+//     is that large).
 func checkSections(opts *imap.FetchOptions, fc *frameConn) error {
 	bad := func(format string, a ...any) error {
 		return &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: fmt.Sprintf(format, a...)}
@@ -39,6 +44,9 @@ func checkSections(opts *imap.FetchOptions, fc *frameConn) error {
 		if zeroPart(sec.Part) {
 			return bad(partZero)
 		}
+		if p := sec.Partial; p != nil && (p.Offset > math.MaxUint32 || p.Size > math.MaxUint32) {
+			return bad("partial <%d.%d>: origin and length are at most %d (RFC 3501 section 9, number)", p.Offset, p.Size, uint32(math.MaxUint32))
+		}
 		if sec.Specifier == imap.PartSpecifierHeader && len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0 {
 			headerOnly = true
 		}
@@ -46,6 +54,9 @@ func checkSections(opts *imap.FetchOptions, fc *frameConn) error {
 	for _, sec := range opts.BinarySection {
 		if zeroPart(sec.Part) {
 			return bad(partZero)
+		}
+		if p := sec.Partial; p != nil && (p.Offset > math.MaxUint32 || p.Size > math.MaxUint32) {
+			return bad("partial <%d.%d>: origin and length are at most %d (RFC 3501 section 9, number)", p.Offset, p.Size, uint32(math.MaxUint32))
 		}
 	}
 	for _, sec := range opts.BinarySectionSize {

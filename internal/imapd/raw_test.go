@@ -220,5 +220,9 @@ func TestFetchSectionGrammar(t *testing.T) {
 		{"g3 FETCH 1 BINARY.PEEK[0]", "g3 BAD [CLIENTBUG] section part 0"},
 		{"g4 UID FETCH 1 BINARY.SIZE[0]", "g4 BAD [CLIENTBUG] section part 0"},
 		{"g5 FETCH 1 BODY.PEEK[1]", "* 1 FETCH (BODY[1] {"},
+		// A partial origin beyond 32 bits was written back as <0>.
+		{"h1 FETCH 1 BODY.PEEK[]<4294967296.10>", "h1 BAD [CLIENTBUG] partial <4294967296.10>"},
+		{"h2 FETCH 1 BINARY.PEEK[1]<0.4294967296>", "h2 BAD [CLIENTBUG] partial <0.4294967296>"},
+		{"h3 FETCH 1 BODY.PEEK[]<4294967295.10>", "* 1 FETCH (BODY[]<4294967295> {0}\r\n)\r\nh3 OK"},
 	})
 }
