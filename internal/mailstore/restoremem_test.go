@@ -391,6 +391,16 @@ func TestRestoreBodiesFirst(t *testing.T) {
 			n, bad, unused, stagedTables(t, s))
 	}
 
+	// A reader that holds no lock (export, NoMigrate) leaves the tables:
+	// they could be a running restore's.
+	reader, err := OpenWith(filepath.Join(crash, "mail.db"), Options{Parser: mimeform.Parser{}, NoMigrate: true})
+	if err != nil {
+		t.Fatalf("opening the files a crash left to read: %v", err)
+	}
+	if n := stagedTables(t, reader); n == 0 {
+		t.Fatal("opened without the lock (NoMigrate), the files a crash left lost the restore's tables")
+	}
+	reader.Close()
 	crashed, err := Open(filepath.Join(crash, "mail.db"), mimeform.Parser{})
 	if err != nil {
 		t.Fatalf("opening the files a crash left: %v", err)

@@ -99,7 +99,9 @@ type Options struct {
 	// first: the caller must hold the database's lock.
 	Key *devicedb.Key
 	// NoMigrate opens a plaintext database as it is even with a key
-	// (readers that do not hold the database's lock, such as export).
+	// (readers that do not hold the database's lock, such as export), and
+	// leaves the tables of an unfinished restore, which may be a running
+	// daemon's (dropLeftStage).
 	NoMigrate bool
 	// WriteCacheKiB, when not zero, replaces the writer's page cache of
 	// writeCacheKiB: a bulk build of a large store (bench/seed's device)
@@ -156,9 +158,13 @@ func OpenContext(ctx context.Context, path string, o Options) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("opening mail store %s: %w", path, err)
 	}
-	if err := dropLeftStage(ctx, w); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("opening mail store %s: dropping an interrupted restore's tables: %w", path, err)
+	// A reader without the database's lock leaves a restore's tables:
+	// they may be a running daemon's.
+	if !o.NoMigrate {
+		if err := dropLeftStage(ctx, w); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("opening mail store %s: dropping an interrupted restore's tables: %w", path, err)
+		}
 	}
 	r, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: true, Params: base + fmt.Sprintf("&_pragma=query_only(1)&_pragma=cache_size(-%d)", readCacheKiB)})
 	if err != nil {
