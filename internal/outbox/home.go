@@ -9,12 +9,13 @@ import (
 )
 
 // home is where an outbox lives: the machine (its machine-id) and the file
-// (its inode). A copy of the outbox, or a restore of it, on another machine
-// or into another file has another home. The queue it carries is the
-// original's, which may have relayed it since, or may relay it still: a
-// copy relaying it too sends every message twice. The messages an outbox
-// holds when it finds itself in a new home are held (not relayed) until
-// the user releases them (Config.ReleaseHeld).
+// (its inode, and its birth time where the file system keeps one). A copy
+// of the outbox, or a restore of it, on another machine or into another
+// file has another home. The queue it carries is the original's, which may
+// have relayed it since, or may relay it still: a copy relaying it too
+// sends every message twice. The messages an outbox holds when it finds
+// itself in a new home are held (not relayed) until the user releases them
+// (Config.ReleaseHeld).
 type home struct{ machine, file string }
 
 // currentHome returns the home of the outbox file at path. Either part is
@@ -33,10 +34,14 @@ func currentHome(path string) home {
 }
 
 // movedFrom reports whether an outbox recorded at was is now at h: a part
-// known on both sides that differs.
+// known on both sides that differs. A file is its inode and, where known,
+// its birth time (fileID); a home recorded with the inode alone (before
+// the birth time was kept, or where it is not) is compared by the inode.
 func (h home) movedFrom(was home) bool {
 	differs := func(a, b string) bool { return a != "" && b != "" && a != b }
-	return differs(h.machine, was.machine) || differs(h.file, was.file)
+	ino, born, _ := strings.Cut(h.file, "/")
+	wasIno, wasBorn, _ := strings.Cut(was.file, "/")
+	return differs(h.machine, was.machine) || differs(ino, wasIno) || differs(born, wasBorn)
 }
 
 // checkHome records the outbox's home on its first open. When the outbox

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -502,6 +504,108 @@ func TestCopiedOutboxHolds(t *testing.T) {
 		t.Fatalf("the released copy relayed %s, want its held message", id)
 	}
 	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 && st.Held == 0 })
+}
+
+// TestRestoredOutboxHolds: an outbox removed (a disk lost, a folder
+// deleted) and restored from a backup at the same path on the same
+// machine holds what it had queued: the original may have relayed it
+// after the backup was made. The file system gives the restored file the
+// next free inode, often the one the removed file had; its birth time
+// differs. Before, such a restore with the inode reused relayed the
+// queue.
+func TestRestoredOutboxHolds(t *testing.T) {
+	dev := newDevice(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close()
+	// The outbox in a folder of its own, as a device's folder is lost and
+	// restored whole.
+	dir := filepath.Join(t.TempDir(), "device")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "mail.db.outbox")
+	open := func() *outbox.Outbox {
+		o, err := outbox.Open(outbox.Config{Path: path, Store: dev.Store, Log: dev.Sync, Relay: outbox.Relay{Addr: down},
+			Hostname: "device.test", MinBackoff: time.Hour, MaxBackoff: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	o := open()
+	enqueue(t, o, message("queued", ""))
+	o.Close()
+	inode := func() uint64 {
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Sys().(*syscall.Stat_t).Ino
+	}
+	was := inode()
+
+	backup := map[string][]byte{}
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(path + suffix)
+		if errors.Is(err, os.ErrNotExist) && suffix != "" {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		backup[suffix] = b
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The file system gives a new file the lowest free inode of its
+	// group, here most often the removed outbox's; files made meanwhile
+	// elsewhere may take it first, so take free inodes with empty files
+	// until one is the removed outbox's (bounded), and restore into it.
+	var spare []string
+	restored := ""
+	for i := 0; i < 2000 && restored == ""; i++ {
+		name := filepath.Join(dir, fmt.Sprintf("spare%d", i))
+		if err := os.WriteFile(name, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if info, err := os.Stat(name); err == nil && info.Sys().(*syscall.Stat_t).Ino == was {
+			restored = name
+		} else {
+			spare = append(spare, name)
+		}
+	}
+	if restored == "" {
+		restored = filepath.Join(dir, "restored")
+	}
+	if err := os.WriteFile(restored, backup[""], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(restored, path); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := backup["-wal"]; ok {
+		if err := os.WriteFile(path+"-wal", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range spare {
+		os.Remove(name)
+	}
+	t.Logf("inode %d before, %d restored (the same inode is the case this test is for)", was, inode())
+
+	o = open()
+	defer o.Close()
+	if st, err := o.Status(context.Background()); err != nil || st.Held != 1 {
+		t.Errorf("the restored outbox's status %+v, %v: want the queued message held", st, err)
+	}
 }
 
 // TestRelayRetriesTemporaryFailures: 4xx replies (at MAIL, then at DATA)
