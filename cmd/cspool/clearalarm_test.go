@@ -42,10 +42,16 @@ func TestSyncClearAlarm(t *testing.T) {
 	if code, _, errOut := syncWith(good); code != 0 {
 		t.Fatalf("first sync: exit %d, stderr %q", code, errOut)
 	}
-	code, _, errOut := syncWith(&bad)
+	code, out, errOut := syncWith(&bad)
 	if code != 1 || !strings.Contains(errOut, "integrity alarm") || !strings.Contains(errOut, rollback) ||
 		!strings.Contains(errOut, "cspool sync --clear-alarm") {
 		t.Fatalf("sync with the rolled-back spool: exit %d, stderr %q; want 1, the alarm %q and a hint naming --clear-alarm", code, errOut, rollback)
+	}
+	// The summary gives the head the spool gave, as the alarm does (it
+	// said "head 3", the position, taken for the head).
+	const behind = "stopped at position 3 (the spool's head 1 is behind it): "
+	if !strings.HasPrefix(lastLine(out), behind) {
+		t.Errorf("sync with the rolled-back spool ended with %q, want %q", lastLine(out), behind)
 	}
 	checkAlarms(t, db, rollback)
 
@@ -66,9 +72,12 @@ func TestSyncClearAlarm(t *testing.T) {
 	}
 
 	// Clearing repairs nothing: the same spool raises it again.
-	code, out, errOut := syncWith(&bad, "--clear-alarm")
+	code, out, errOut = syncWith(&bad, "--clear-alarm")
 	if !strings.Contains(out, "clearing integrity alarm at position 3 (recorded ") || !strings.Contains(out, "): "+rollback) {
 		t.Errorf("sync --clear-alarm did not print the alarm it cleared:\n%s", out)
+	}
+	if !strings.HasPrefix(lastLine(out), behind) {
+		t.Errorf("sync --clear-alarm with the rolled-back spool ended with %q, want %q", lastLine(out), behind)
 	}
 	if code != 1 || !strings.Contains(errOut, rollback) {
 		t.Errorf("sync --clear-alarm with the rolled-back spool: exit %d, stderr %q; want 1, the alarm again", code, errOut)

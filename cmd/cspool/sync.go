@@ -279,18 +279,22 @@ func (p *progress) line() string {
 	st := p.sy.Status()
 	entries, bytes := p.src.counts()
 	secs := time.Since(p.start).Seconds()
-	head, remaining := "?", "?"
-	if known(st) {
-		h := max(st.Head, st.Position)
-		head = strconv.FormatUint(h, 10)
-		remaining = strconv.FormatUint(h-st.Position, 10)
-	}
 	rate := 0.0
 	if secs > 0 {
 		rate = float64(entries) / secs
 	}
-	s := fmt.Sprintf("position %d of %s, %s remaining; read %d entries (%s) in %.1f s, %.0f entries/s, %s/s",
-		st.Position, head, remaining, entries, sizeText(bytes), secs, rate, sizeText(int64(float64(bytes)/max(secs, 0.001))))
+	var where string
+	switch {
+	case spoolBehind(st):
+		where = fmt.Sprintf("position %d, %s", st.Position, headText(st))
+	case known(st):
+		h := max(st.Head, st.Position)
+		where = fmt.Sprintf("position %d of %d, %d remaining", st.Position, h, h-st.Position)
+	default:
+		where = fmt.Sprintf("position %d of ?, ? remaining", st.Position)
+	}
+	s := fmt.Sprintf("%s; read %d entries (%s) in %.1f s, %.0f entries/s, %s/s",
+		where, entries, sizeText(bytes), secs, rate, sizeText(int64(float64(bytes)/max(secs, 0.001))))
 	if st.Rejected > 0 {
 		s += fmt.Sprintf(", %d rejected", st.Rejected)
 	}
@@ -322,20 +326,37 @@ func (p *progress) show() {
 // the spool at least once.
 func known(st syncer.Status) bool { return !st.LastContact.IsZero() || st.Head > 0 }
 
+// spoolBehind reports whether the spool's last answer gave a head below the
+// position this device applied: its log was rolled back, and the sync
+// stops on it (syncer.Status.Head, never below the position, would show
+// the position as the head).
+func spoolBehind(st syncer.Status) bool {
+	return !st.LastContact.IsZero() && st.SpoolHead < st.Position
+}
+
+// headText is the head for the summary line: the spool's own when it is
+// behind the position, the furthest seen otherwise, "?" before any.
+func headText(st syncer.Status) string {
+	switch {
+	case spoolBehind(st):
+		return fmt.Sprintf("the spool's head %d is behind it", st.SpoolHead)
+	case known(st):
+		return "head " + strconv.FormatUint(max(st.Head, st.Position), 10)
+	}
+	return "head ?"
+}
+
 // finish prints the summary line; failed says the sync stopped on an error.
 func (p *progress) finish(failed bool) {
 	st := p.sy.Status()
 	entries, bytes := p.src.counts()
 	secs := time.Since(p.start).Seconds()
-	verb, head := "synced to", "?"
+	verb := "synced to"
 	if failed {
 		verb = "stopped at"
 	}
-	if known(st) {
-		head = strconv.FormatUint(max(st.Head, st.Position), 10)
-	}
-	s := fmt.Sprintf("%s position %d (head %s): read %d entries (%s) in %.1f s, %.0f entries/s, %d applied, %d rejected",
-		verb, st.Position, head, entries, sizeText(bytes), secs, float64(entries)/max(secs, 0.001), st.Applied, st.Rejected)
+	s := fmt.Sprintf("%s position %d (%s): read %d entries (%s) in %.1f s, %.0f entries/s, %d applied, %d rejected",
+		verb, st.Position, headText(st), entries, sizeText(bytes), secs, float64(entries)/max(secs, 0.001), st.Applied, st.Rejected)
 	if p.tty {
 		pad := ""
 		if n := p.width - len(s); n > 0 {
