@@ -60,8 +60,8 @@ func (e *StateError) Unwrap() error { return e.Err }
 
 // RestoreFrom is Restore of the encoded state read from r, decoded as it
 // is read (it accepts what ReadSnapshot accepts) without holding it: its
-// messages and entries are staged in the restore's transaction
-// (restorestage.go). check, when not nil, is called with what was read
+// messages and entries are staged in the restore's tables as they are
+// decoded (restorestage.go). check, when not nil, is called with what was read
 // (the state without its messages and entry lists, and their counts) once
 // all of it is read and checked, before anything is compared with the
 // store; an error from it ends the restore, which changed nothing. A
@@ -755,17 +755,19 @@ func (r *restorer) replace(crossed bool) error {
 			return err
 		}
 	}
-	// Every body is stored (bodies): a message whose body is not would
-	// fail on its NOT NULL. The messages go in the order of their bodies'
+	// Every body is stored (storeBodies): a message whose body is not
+	// would fail on its NOT NULL. The messages go in the order of their bodies'
 	// positions, the order a new device stored the bodies in (so each
 	// body's row, for the reference, is on the next page, where in the
 	// order of the ids it was on a page at random for each message, read
 	// from the WAL through the encrypting layer) and the order of their
 	// UIDs in a mailbox delivered to, so that of the messages' indexes
 	// only the ids' gets its keys at random. The staged rows, in the
-	// order of the ids, are then read at random instead: at a million
-	// this statement did not finish in 6 or 8 minutes either way
-	// (docs/MAILSTORE.md, "Not yet done").
+	// order of the ids, are then read at random instead. At a million
+	// this statement did not finish in 6 to 9 minutes either way while the
+	// bodies were in its transaction's WAL (5 GB); with them committed
+	// before, the whole last step took about 3.5 minutes (docs/BENCHMARKS.md,
+	// "A restore of a million with its bodies committed first").
 	n, err := inRuns(ctx, tx, int64(r.sn.Position), `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
 		SELECT m.id, (SELECT mid FROM restore_mailboxes x WHERE x.k = m.mailbox), m.uid,
 			(SELECT bid FROM bodies b WHERE b.digest = m.digest), m.date, m.size, m.flags, m.keywords, m.modseq
