@@ -22,10 +22,11 @@
 //     limit (MaxAge) counts by the queue clock, the time the outbox has
 //     run by the monotonic clock, kept in the database (queueClock), so
 //     that setting the device's clock neither bounces a message early nor
-//     keeps it late.
-//   - Home: the outbox records the machine (machine-id) and file (inode)
-//     it was opened in (home.go); found in another, it holds the messages
-//     it had to relay, which the outbox it was copied from may relay too,
+//     keeps it late; saved every ClockSaveEvery while messages wait.
+//   - Home: the outbox records the machine (machine-id) and file (inode,
+//     and birth time on Linux) it was opened in (home.go); found in
+//     another, it holds the messages it had to relay, which the outbox it
+//     was copied from may relay too,
 //     until Config.ReleaseHeld at a later open (the open that holds them
 //     does not release them). Submissions after that are relayed.
 //   - Exactly once: a recipient is pending until the smarthost's reply to

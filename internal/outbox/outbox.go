@@ -49,6 +49,12 @@ type Config struct {
 	// clock, so that setting the device's clock neither brings it forward
 	// nor puts it off. Zero means 5 days.
 	MaxAge time.Duration
+	// ClockSaveEvery is how often the queue clock is saved while messages
+	// wait: the relay loop passes at least that often then, and a pass
+	// saves the clock when it ran that long since it was last saved. A
+	// daemon killed loses at most that much of the messages' time in the
+	// queue. Zero means 1 minute.
+	ClockSaveEvery time.Duration
 	// DuplicateWindow is how long after a submission the same message
 	// submitted again, or appended by the client into Sent, is recognised
 	// as the same. Zero means 10 minutes.
@@ -116,6 +122,9 @@ func (c *Config) fill() {
 	c.MaxBackoff = max(c.MaxBackoff, c.MinBackoff)
 	if c.MaxAge <= 0 {
 		c.MaxAge = 5 * 24 * time.Hour
+	}
+	if c.ClockSaveEvery <= 0 {
+		c.ClockSaveEvery = time.Minute
 	}
 	if c.DuplicateWindow <= 0 {
 		c.DuplicateWindow = 10 * time.Minute

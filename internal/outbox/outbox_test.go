@@ -413,6 +413,50 @@ func TestQueueClockKeptAcrossRestarts(t *testing.T) {
 	}
 }
 
+// TestQueueClockSavedWhileRunning: while a message waits out a long
+// backoff, the queue clock is saved every ClockSaveEvery, so a daemon
+// killed (no stop to save it) loses at most that much of the message's
+// time in the queue. Before, the passes came every 10 minutes then, and a
+// daemon killed sooner after each start, in a crash loop, never saved it:
+// the message never aged and was never given up on.
+func TestQueueClockSavedWhileRunning(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		if stage == "MAIL" {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}
+		return nil
+	}})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, func(c *outbox.Config) {
+		c.MinBackoff, c.MaxBackoff = time.Hour, time.Hour
+		c.ClockSaveEvery = 50 * time.Millisecond
+	})
+	enqueue(t, o, message("waits", ""))
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Deferred == 1 })
+
+	// Read as a second process would after a kill: what is on disk.
+	db, err := sql.Open("sqlite", "file:"+dev.Store.Path()+".outbox?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	deadline := time.Now().Add(wait)
+	for {
+		var waited int64
+		if err := db.QueryRow("SELECT c.ms - m.queued FROM clock c, messages m").Scan(&waited); err != nil {
+			t.Fatal(err)
+		}
+		if waited > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the queue clock on disk was not saved in %v of a running outbox whose message waits (ClockSaveEvery 50ms): a daemon killed now loses all of it", wait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestCopiedOutboxHolds: an outbox copied into another file (a device's
 // database restored or copied beside the original) holds the messages it
 // had queued: the original relays them, the copy relays them only when

@@ -154,13 +154,9 @@ func (o *Outbox) relayPass(ctx context.Context) time.Duration {
 	return 0
 }
 
-// maxPassWait is the longest the relay loop waits between passes, so that
-// the queue clock is saved that often while messages wait.
+// maxPassWait is the longest the relay loop waits between passes while no
+// message waits (while one does, Config.ClockSaveEvery).
 const maxPassWait = 10 * time.Minute
-
-// saveClockEvery is how far the queue clock may run ahead of the value
-// saved in the database before a pass saves it.
-const saveClockEvery = time.Minute
 
 // queueClock is the queue clock now, in milliseconds: the time the outbox
 // has run, summed over every daemon that opened it. It runs on the
@@ -177,11 +173,12 @@ func (o *Outbox) queueClock() int64 {
 }
 
 // saveClock writes the queue clock to the database when messages wait and
-// it ran saveClockEvery since it was last saved (always, with force): a
-// daemon stopped without saving it loses that much of the messages' age.
+// it ran Config.ClockSaveEvery since it was last saved (always, with
+// force): a daemon stopped without saving it loses that much of the
+// messages' age.
 func (o *Outbox) saveClock(ctx context.Context, force bool) {
 	clock := o.queueClock()
-	if !force && time.Duration(clock-o.clockSaved.Load())*time.Millisecond < saveClockEvery {
+	if !force && time.Duration(clock-o.clockSaved.Load())*time.Millisecond < o.cfg.ClockSaveEvery {
 		return
 	}
 	_, err := o.db.ExecContext(ctx, `UPDATE clock SET ms = ? WHERE id = 1 AND ms < ?
@@ -270,10 +267,14 @@ func (o *Outbox) due(ctx context.Context, now time.Time) ([]int64, time.Duration
 		return nil, time.Hour, nil
 	}
 	// The next pass is when a message is due, or when the oldest is to
-	// be given up on.
+	// be given up on, and at least every ClockSaveEvery, which saves the
+	// queue clock. Before, the passes came every 10 minutes while the
+	// messages waited out an hour's backoff, and a daemon killed sooner
+	// after each start (a crash loop) never saved it: its messages never
+	// aged, and were never given up on.
 	wait := time.UnixMilli(next.Int64).Sub(now)
 	expires := time.Duration(queued.Int64-o.queueClock())*time.Millisecond + o.cfg.MaxAge
-	return nil, max(min(wait, expires), time.Millisecond), nil
+	return nil, max(min(wait, expires, o.cfg.ClockSaveEvery), time.Millisecond), nil
 }
 
 // load reads a queued message with its pending recipients.
