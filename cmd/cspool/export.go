@@ -29,7 +29,9 @@ DEST/INBOX, "Archive/2024" in DEST/Archive/2024), each message in cur/ with
 its flags in the file name (D draft, F flagged, P $Forwarded, R answered,
 S seen, T deleted) and its internal date as the file's time. mbox: one
 mboxrd file per mailbox (DEST/INBOX.mbox, DEST/Archive/2024.mbox); mbox has
-no standard place for flags, so they are not kept.
+no standard place for flags, so they are not kept. Mailboxes whose names
+differ only by case (Foo and foo) are refused: a file system that ignores
+case would mix them.
 
 Messages are written with LF line ends, as Unix mail software expects;
 --crlf keeps every message's bytes exactly as stored. DEST must not exist
@@ -89,10 +91,12 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 		}
 	}
 	dest := fs.Arg(0)
-	if err := checkExportDest(dest); err != nil {
-		return withHint(err, "export into a new folder")
-	}
-	total := 0
+	// Every path first: two mailboxes whose paths differ only by case
+	// would share one folder or file on a file system that ignores case
+	// (macOS, Windows), their messages mixed without a word.
+	var todo []mailstore.Mailbox
+	var paths []string
+	byFolded := map[string]string{}
 	for _, mb := range boxes {
 		if len(only) > 0 && !slices.Contains(only, mb.Name) {
 			continue
@@ -101,6 +105,21 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 		if err != nil {
 			return err
 		}
+		key := foldCase(path)
+		if other, ok := byFolded[key]; ok {
+			return withHint(fmt.Errorf("mailboxes %q and %q differ only by case: a file system that ignores case (macOS, Windows) would write both into %s", other, mb.Name, path),
+				fmt.Sprintf("rename one of them in the mail client, or export each alone (--mailbox %q) into its own DEST", mb.Name))
+		}
+		byFolded[key] = mb.Name
+		todo = append(todo, mb)
+		paths = append(paths, path)
+	}
+	if err := checkExportDest(dest); err != nil {
+		return withHint(err, "export into a new folder")
+	}
+	total := 0
+	for i, mb := range todo {
+		path := paths[i]
 		if err := w.begin(path); err != nil {
 			return fmt.Errorf("exporting %q: %w", mb.Name, err)
 		}
@@ -154,16 +173,18 @@ func checkExportDest(dest string) error {
 
 // exportPath maps a mailbox name onto a path below dest, one folder per
 // level of the hierarchy. A level that could not be a folder name of its
-// own ("", ".", "..", or Maildir's cur, new and tmp, which would mix with
-// the parent's messages) is written with every byte as %XX, and so is any
-// "%" in a name: the mapping is one to one. For mbox, where a mailbox is
-// the file NAME.mbox beside the folder NAME of its children, a folder
-// level ending in ".mbox" has that dot written as %2E, so that the
-// children of "x.mbox" never need the folder that is the file of "x".
+// own ("", ".", "..", or Maildir's cur, new and tmp in any case, which
+// would mix with the parent's messages) is written with every byte as %XX,
+// and so is any "%" in a name: the mapping is one to one. For mbox, where
+// a mailbox is the file NAME.mbox beside the folder NAME of its children,
+// a folder level ending in ".mbox" in any case has that dot written as
+// %2E, so that the children of "x.mbox" never need the folder that is the
+// file of "x". Names differing only by case map to paths differing only by
+// case (runExport refuses them).
 func exportPath(dest, name string, mbox bool) (string, error) {
 	parts := strings.Split(name, string(mailstore.Delim))
 	for i, p := range parts {
-		switch p {
+		switch strings.ToLower(p) {
 		case "", ".", "..", "cur", "new", "tmp":
 			var b strings.Builder
 			for j := 0; j < len(p); j++ {
@@ -178,13 +199,17 @@ func exportPath(dest, name string, mbox bool) (string, error) {
 				return "", fmt.Errorf("mailbox name %q holds a NUL byte", name)
 			}
 			parts[i] = strings.ReplaceAll(p, "%", "%25")
-			if mbox && i < len(parts)-1 && strings.HasSuffix(parts[i], ".mbox") {
-				parts[i] = strings.TrimSuffix(parts[i], ".mbox") + "%2Embox"
+			if n := len(parts[i]) - len(".mbox"); mbox && i < len(parts)-1 && n >= 0 && strings.EqualFold(parts[i][n:], ".mbox") {
+				parts[i] = parts[i][:n] + "%2E" + parts[i][n+1:]
 			}
 		}
 	}
 	return filepath.Join(append([]string{dest}, parts...)...), nil
 }
+
+// foldCase maps a path to the same string as every path differing from it
+// only by case, as a file system that ignores case compares names.
+func foldCase(path string) string { return strings.ToLower(strings.ToUpper(path)) }
 
 // exportWriter writes one mailbox after another.
 type exportWriter interface {

@@ -19,14 +19,15 @@ import (
 )
 
 // exportFixture is a device database with messages of awkward shapes in
-// mailboxes of awkward names, and the bytes each message must come back as.
+// mailboxes of awkward names, and the bytes each message must come back as;
+// newExportFixture adds the extra mailboxes it is given, a message each.
 type exportFixture struct {
 	db       string
 	messages map[string][][]byte // mailbox name -> raw messages in UID order
 	flags    map[string][]string // first 20 bytes of a message -> its Maildir letters
 }
 
-func newExportFixture(t *testing.T) *exportFixture {
+func newExportFixture(t *testing.T, extra ...string) *exportFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &exportFixture{db: filepath.Join(dir, "mail.db"), messages: map[string][][]byte{}, flags: map[string][]string{}}
@@ -63,7 +64,7 @@ func newExportFixture(t *testing.T) *exportFixture {
 	f.flags[string(inbox[0][:20])] = []string{"P", "R", "S"}
 	// "dots.in.name.mbox/child" has a parent whose name is the mbox file
 	// of "dots.in.name".
-	for _, name := range []string{"Archive/2024", "Archive/cur", "100% done", "dots.in.name", "dots.in.name.mbox/child"} {
+	for _, name := range append([]string{"Archive/2024", "Archive/cur", "100% done", "dots.in.name", "dots.in.name.mbox/child"}, extra...) {
 		apply(&command.Command{Kind: command.CreateMailbox, Mailbox: name})
 		body := []byte("Subject: in " + name + "\r\n\r\nbody\r\n")
 		apply(&command.Command{Kind: command.Append, Mailbox: name, Date: date, Flags: []string{`\Flagged`, `\Draft`}, Body: body})
@@ -235,6 +236,47 @@ print(len(mailbox.mbox(sys.argv[1], create=False)), len(mailbox.mbox(sys.argv[2]
 		}
 		if _, err := os.Stat(dest); err == nil {
 			t.Errorf("export %v created %s", args, dest)
+		}
+	}
+}
+
+// TestExportCaseFolding: on a file system that ignores case (macOS,
+// Windows) the folders of "Foo" and "foo" are one, and an export mixed
+// their messages without a word; it is refused, on every file system,
+// naming both, before anything is written. A level "CUR" (Maildir) or
+// "x.MBOX" (mbox) is escaped as "cur" and "x.mbox" are, since such a file
+// system would take it for the parent's cur folder or the file of "x".
+func TestExportCaseFolding(t *testing.T) {
+	t.Parallel()
+	f := newExportFixture(t, "Foo", "foo", "Archive/CUR", "other", "other.MBOX/child")
+	for _, format := range []string{"maildir", "mbox"} {
+		dest := filepath.Join(t.TempDir(), "out")
+		code, out := runExportCmd(t, "--db", f.db, "--format", format, dest)
+		if code != 1 || !strings.Contains(out, "differ only by case") || !strings.Contains(out, `"Foo"`) || !strings.Contains(out, `"foo"`) {
+			t.Errorf("%s export with Foo and foo: exit %d, %q; want 1, naming both", format, code, out)
+		}
+		if _, err := os.Stat(dest); err == nil {
+			t.Errorf("%s export with Foo and foo created %s", format, dest)
+		}
+	}
+	// Each alone, and the others, are exported.
+	dest := filepath.Join(t.TempDir(), "out")
+	if code, out := runExportCmd(t, "--db", f.db, "--mailbox", "foo", "--mailbox", "Archive/cur", "--mailbox", "Archive/CUR", dest); code != 0 {
+		t.Fatalf("export of foo alone: exit %d: %s", code, out)
+	}
+	for name, dir := range map[string]string{"foo": "foo", "Archive/cur": "Archive/%63%75%72", "Archive/CUR": "Archive/%43%55%52"} {
+		files, err := filepath.Glob(filepath.Join(dest, dir, "cur", "*"))
+		if err != nil || len(files) != 1 {
+			t.Errorf("mailbox %q: %d files in %s/cur (%v), want 1", name, len(files), dir, err)
+		}
+	}
+	mbox := filepath.Join(t.TempDir(), "mbox")
+	if code, out := runExportCmd(t, "--db", f.db, "--format", "mbox", "--mailbox", "other", "--mailbox", "other.MBOX/child", mbox); code != 0 {
+		t.Fatalf("mbox export: exit %d: %s", code, out)
+	}
+	for name, file := range map[string]string{"other": "other.mbox", "other.MBOX/child": "other%2EMBOX/child.mbox"} {
+		if b, err := os.ReadFile(filepath.Join(mbox, file)); err != nil || !bytes.Contains(b, []byte("Subject: in "+name+"\n")) {
+			t.Errorf("mailbox %q in %s: %q (%v), want its one message", name, file, b, err)
 		}
 	}
 }
