@@ -135,6 +135,7 @@ type frameConn struct {
 	text      []byte // the command's lines and short literals, for diagnose
 	outTail   []byte // the end of the line being written
 	outSkip   int64  // bytes of a literal being written, still to skip
+	outDrop   bool   // the line being written is dropped, to its end (saveAlone)
 	known     int64  // messages the client knows the selected mailbox has; -1: none selected
 	tooBig    bool   // the command's literal was refused as over maxBufferedLiteral
 
@@ -648,6 +649,7 @@ func (fc *frameConn) loggedIn() {
 // sequence set does not parse, or whose lists nest too deep, with the "NO [SERVERBUG] Internal
 // server error" it gives for its own failures; the framer puts the reason
 // and the right response in its place (diagnose).
+// The ESEARCH response to a SEARCH RETURN (SAVE) is dropped (saveAlone).
 func (fc *frameConn) Write(p []byte) (int, error) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
@@ -659,6 +661,20 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 	}
 	if fc.tooBig && fc.tag != "" && !fc.ended && bytes.HasPrefix(p, []byte(fc.tag+" BAD ")) {
 		p = []byte(fmt.Sprintf("%s NO [TOOBIG] Literals are limited to %d bytes for this command\r\n", fc.tag, maxBufferedLiteral))
+	}
+	if fc.outStart && fc.outSkip == 0 && !fc.ended && bytes.HasPrefix(p, []byte("* ESEARCH ")) &&
+		(fc.name == "SEARCH" || fc.name == "UID SEARCH") && saveAlone.Match(fc.text) {
+		fc.outDrop = true
+	}
+	if fc.outDrop {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return n, nil
+		}
+		fc.outDrop = false
+		if p = p[i+1:]; len(p) == 0 {
+			return n, nil
+		}
 	}
 	p = fc.rewriteCapabilities(p)
 	fc.watch(p)
@@ -674,6 +690,11 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// saveAlone is a SEARCH whose only result option is SAVE: it answers
+// with no ESEARCH response (RFC 5182 section 2.1, and its first example),
+// where go-imap writes one for every SEARCH with RETURN.
+var saveAlone = regexp.MustCompile(`(?i)^[^ ]+ (UID )?SEARCH RETURN \(SAVE\)`)
 
 // holdBytes is how much output hold gathers before it writes it out.
 const holdBytes = 32 << 10

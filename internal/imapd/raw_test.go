@@ -226,3 +226,26 @@ func TestFetchSectionGrammar(t *testing.T) {
 		{"h3 FETCH 1 BODY.PEEK[]<4294967295.10>", "* 1 FETCH (BODY[]<4294967295> {0}\r\n)\r\nh3 OK"},
 	})
 }
+
+// TestSearchSaveAlone: a SEARCH whose only result option is SAVE answers
+// with no ESEARCH response (RFC 5182 section 2.1); go-imap wrote one. The
+// result is saved all the same, and other result options are answered.
+func TestSearchSaveAlone(t *testing.T) {
+	t.Parallel()
+	rc := selectedRaw(t)
+	for _, tc := range []struct{ line, want string }{
+		{"r1 SEARCH RETURN (SAVE) 2:3", "r1 OK"},
+		{"r2 FETCH $ (UID)", "* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\nr2 OK"},
+		{"r3 UID SEARCH return (save) UID 4", "r3 OK"},
+		{"r4 UID FETCH $ (UID)", "* 4 FETCH (UID 4)\r\nr4 OK"},
+		{"r5 SEARCH RETURN (SAVE MIN) 2:3", "* ESEARCH (TAG \"r5\") MIN 2\r\nr5 OK"},
+		{"r6 SEARCH RETURN () 1", "* ESEARCH (TAG \"r6\") ALL 1\r\nr6 OK"},
+		{"r7 SEARCH 1", "* SEARCH 1\r\nr7 OK"},
+	} {
+		rc.cmd(tc.line)
+		tag := strings.Fields(tc.line)[0]
+		if got := rc.until(tag + " "); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: got %q, want it to start with %q", tc.line, got, tc.want)
+		}
+	}
+}
