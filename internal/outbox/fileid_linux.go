@@ -17,7 +17,12 @@ import (
 func fileID(path string) string {
 	var st unix.Statx_t
 	if err := unix.Statx(unix.AT_FDCWD, path, 0, unix.STATX_INO|unix.STATX_BTIME, &st); err != nil || st.Mask&unix.STATX_INO == 0 {
-		return ""
+		// No statx (a kernel before 4.11, a seccomp filter): the inode.
+		var old unix.Stat_t
+		if unix.Stat(path, &old) != nil {
+			return ""
+		}
+		return strconv.FormatUint(old.Ino, 10)
 	}
 	id := strconv.FormatUint(st.Ino, 10)
 	if st.Mask&unix.STATX_BTIME != 0 {
