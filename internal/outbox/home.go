@@ -65,7 +65,12 @@ func (o *Outbox) checkHome(ctx context.Context, renamed, release bool) error {
 			return err
 		}
 		if release {
-			res, err := tx.ExecContext(ctx, "UPDATE messages SET held = 0, next_try = ? WHERE held = 1", o.now().UnixMilli())
+			// A released message's time in the queue starts again: held, it
+			// was not tried, and a copy held for longer than MaxAge of
+			// running gave up on every message it released at the first
+			// pass, bouncing what the user had just asked to send.
+			res, err := tx.ExecContext(ctx, "UPDATE messages SET held = 0, next_try = ?, queued = ? WHERE held = 1",
+				o.now().UnixMilli(), o.queueClock())
 			if err != nil {
 				return err
 			}

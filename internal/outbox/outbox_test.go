@@ -550,6 +550,76 @@ func TestCopiedOutboxHolds(t *testing.T) {
 	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 && st.Held == 0 })
 }
 
+// TestReleasedAfterLongHold: a message held longer than MaxAge of the
+// queue clock is relayed when released, its time in the queue started
+// again. Before, the release's first pass gave it up and bounced it: the
+// user asked to send it and got a bounce.
+func TestReleasedAfterLongHold(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close()
+	const maxAge = 300 * time.Millisecond
+	run := func(path, relay string, release bool) (*outbox.Outbox, func()) {
+		o, err := outbox.Open(outbox.Config{Path: path, Store: dev.Store, Log: dev.Sync, Relay: outbox.Relay{Addr: relay, RootCAs: ca.Pool},
+			Hostname: "device.test", MinBackoff: time.Hour, MaxBackoff: time.Hour, MaxAge: maxAge, Logger: slog.New(slog.DiscardHandler), ReleaseHeld: release})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx) }()
+		return o, func() {
+			cancel()
+			<-done
+			o.Close()
+		}
+	}
+	original := dev.Store.Path() + ".outbox"
+	// Queued while the smarthost cannot be reached, stopped at once (well
+	// within MaxAge), then copied.
+	o, err := outbox.Open(outbox.Config{Path: original, Store: dev.Store, Log: dev.Sync, Relay: outbox.Relay{Addr: down},
+		Hostname: "device.test", MaxAge: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enqueue(t, o, message("held", ""))
+	o.Close()
+	copied := filepath.Join(t.TempDir(), "copy.db.outbox")
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(original + suffix)
+		if errors.Is(err, os.ErrNotExist) && suffix != "" {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(copied+suffix, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The copy runs, holding the message, for longer than MaxAge.
+	o, stop := run(copied, host.Addr, false)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Held == 1 })
+	time.Sleep(2 * maxAge)
+	stop()
+
+	o, stop = run(copied, host.Addr, true)
+	defer stop()
+	got := host.Wait(t, 1, wait)
+	if id := submit.MessageID(got[0].Data); id != "held@example.org" {
+		t.Fatalf("the released copy relayed %s, want its held message", id)
+	}
+	if st := waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 }); st.Bounced != 0 {
+		t.Errorf("the released message bounced: %+v", st)
+	}
+}
+
 // TestRestoredOutboxHolds: an outbox removed (a disk lost, a folder
 // deleted) and restored from a backup at the same path on the same
 // machine holds what it had queued: the original may have relayed it
