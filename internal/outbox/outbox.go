@@ -165,6 +165,10 @@ func Open(cfg Config) (*Outbox, error) {
 		db.Close()
 		return nil, fmt.Errorf("opening outbox %s: reading the queue clock: %w", cfg.Path, err)
 	}
+	if err := o.checkClock(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening outbox %s: %w", cfg.Path, err)
+	}
 	o.clockSaved.Store(o.clockBase)
 	if err := o.checkHome(context.Background(), encrypting, cfg.ReleaseHeld); err != nil {
 		db.Close()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -454,6 +455,48 @@ func TestQueueClockSavedWhileRunning(t *testing.T) {
 			t.Fatalf("the queue clock on disk was not saved in %v of a running outbox whose message waits (ClockSaveEvery 50ms): a daemon killed now loses all of it", wait)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestQueueClockOutOfRange: a queue clock in the outbox file that it
+// cannot have run (written around this program) is corrected at open:
+// near the int64 limit the give-up limit's arithmetic overflowed, and every
+// waiting message was given up on and bounced at the first pass; behind a
+// message's queued, the message would not age.
+func TestQueueClockOutOfRange(t *testing.T) {
+	for _, ms := range []int64{math.MinInt64 + 1, math.MaxInt64 - 1, -5} {
+		t.Run(fmt.Sprint(ms), func(t *testing.T) {
+			dev := newDevice(t)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			down := ln.Addr().String()
+			ln.Close()
+			cfg := outbox.Config{Path: dev.Store.Path() + ".outbox", Store: dev.Store, Log: dev.Sync, Relay: outbox.Relay{Addr: down},
+				Hostname: "device.test", MinBackoff: time.Hour, MaxBackoff: time.Hour, MaxAge: time.Hour, Logger: slog.New(slog.DiscardHandler)}
+			o, err := outbox.Open(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enqueue(t, o, message("waits", ""))
+			o.Close()
+			db, err := sql.Open("sqlite", "file:"+cfg.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = db.Exec("UPDATE clock SET ms = ?", ms)
+			db.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			o = startOutbox(t, dev, cfg.Relay, func(c *outbox.Config) { *c = cfg })
+			// The pass that tried the smarthost ran the give-up check first.
+			st := waitStatus(t, o, func(st outbox.Status) bool { return st.LastError != "" || st.Queued == 0 })
+			if st.Queued != 1 || st.Bounced != 0 {
+				t.Fatalf("after a pass with the queue clock at %d on disk: %+v, want the message still queued, not given up on", ms, st)
+			}
+		})
 	}
 }
 

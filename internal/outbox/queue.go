@@ -172,6 +172,51 @@ func (o *Outbox) queueClock() int64 {
 	return o.clockBase + time.Since(o.opened).Milliseconds()
 }
 
+// maxClock bounds the queue clock and a message's queued (either way: the
+// upgrade to schema 2 set a waiting message's queued below 0 by its age):
+// 2^53 ms is about 285,000 years of running, and far enough from the
+// int64 limit that the sums and differences of the give-up limit cannot
+// overflow.
+const maxClock = 1 << 53
+
+// checkClock holds the queue clock read at open to what it can have been:
+// at least every waiting message's queued (a submission raises it so), and
+// within [0, maxClock]. A value written around this program (an outbox
+// edited, or restored from another's blocks) could otherwise keep its
+// messages from ever aging, or, near the int64 limit, overflow the limit's
+// arithmetic and give every message up at the first pass. A message whose
+// queued is out of range starts its time in the queue again.
+func (o *Outbox) checkClock() error {
+	clock := o.clockBase
+	bad := clock < 0 || clock > maxClock
+	if bad {
+		clock = 0
+	}
+	var queued sql.NullInt64
+	err := o.db.QueryRow("SELECT max(queued) FROM messages WHERE done = 0 AND queued BETWEEN ? AND ?", -int64(maxClock), int64(maxClock)).Scan(&queued)
+	if err != nil {
+		return fmt.Errorf("reading the queue clock: %w", err)
+	}
+	if queued.Valid && queued.Int64 > clock {
+		clock, bad = queued.Int64, true
+	}
+	res, err := o.db.Exec("UPDATE messages SET queued = ? WHERE done = 0 AND (queued < ? OR queued > ?)", clock, -int64(maxClock), int64(maxClock))
+	if err != nil {
+		return fmt.Errorf("reading the queue clock: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	if !bad && n == 0 {
+		return nil
+	}
+	if _, err := o.db.Exec("UPDATE clock SET ms = ? WHERE id = 1", clock); err != nil {
+		return fmt.Errorf("setting the queue clock: %w", err)
+	}
+	o.log.Error("the outbox's queue clock, or a message's time in it, was not a time it can have run; corrected", "outbox", o.cfg.Path,
+		"was_ms", o.clockBase, "now_ms", clock, "messages_restarted", n)
+	o.clockBase = clock
+	return nil
+}
+
 // saveClock writes the queue clock to the database when messages wait and
 // it ran Config.ClockSaveEvery since it was last saved (always, with
 // force): a daemon stopped without saving it loses that much of the
