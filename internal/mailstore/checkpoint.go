@@ -294,10 +294,10 @@ func snapshotOf(ctx context.Context, tx queryer) (*Snapshot, error) {
 		}); err != nil {
 		return nil, err
 	}
-	if sn.Subscriptions, err = queryStrings(ctx, tx, "SELECT name FROM subscriptions ORDER BY name"); err != nil {
+	if sn.Subscriptions, err = queryColumn[string](ctx, tx, "SELECT name FROM subscriptions ORDER BY name"); err != nil {
 		return nil, err
 	}
-	if sn.Keywords, err = queryStrings(ctx, tx, "SELECT name FROM keywords ORDER BY fold"); err != nil {
+	if sn.Keywords, err = queryColumn[string](ctx, tx, "SELECT name FROM keywords ORDER BY fold"); err != nil {
 		return nil, err
 	}
 	if err := dumpRows(ctx, tx, `SELECT m.id, m.mailbox, m.uid, m.flags, m.keywords, m.date, m.size, m.modseq, b.origin, b.digest

@@ -76,10 +76,10 @@ func (s *Store) Dump(ctx context.Context) (*State, error) {
 		}); err != nil {
 		return nil, err
 	}
-	if st.Subscriptions, err = queryStrings(ctx, tx, "SELECT name FROM subscriptions ORDER BY name"); err != nil {
+	if st.Subscriptions, err = queryColumn[string](ctx, tx, "SELECT name FROM subscriptions ORDER BY name"); err != nil {
 		return nil, err
 	}
-	if st.Keywords, err = queryStrings(ctx, tx, "SELECT name FROM keywords ORDER BY fold"); err != nil {
+	if st.Keywords, err = queryColumn[string](ctx, tx, "SELECT name FROM keywords ORDER BY fold"); err != nil {
 		return nil, err
 	}
 	if err := dumpRows(ctx, tx, `SELECT m.id, mb.id, m.uid, m.flags, m.keywords, m.date, m.size, m.modseq, b.digest

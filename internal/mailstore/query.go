@@ -145,38 +145,19 @@ func (s *Store) Subscriptions(ctx context.Context) ([]string, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	return queryStrings(ctx, s.rdb, "SELECT name FROM subscriptions ORDER BY name")
+	return queryColumn[string](ctx, s.rdb, "SELECT name FROM subscriptions ORDER BY name")
 }
 
-func queryStrings(ctx context.Context, q queryer, query string, args ...any) ([]string, error) {
+// queryColumn runs a query of one column and returns its values in order.
+func queryColumn[T any](ctx context.Context, q queryer, query string, args ...any) ([]T, error) {
 	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("querying: %w", err)
 	}
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			return nil, fmt.Errorf("querying: %w", err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("querying: %w", err)
-	}
-	return out, nil
-}
-
-func queryInt64s(ctx context.Context, q queryer, query string, args ...any) ([]int64, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("querying: %w", err)
-	}
-	defer rows.Close()
-	var out []int64
-	for rows.Next() {
-		var v int64
+		var v T
 		if err := rows.Scan(&v); err != nil {
 			return nil, fmt.Errorf("querying: %w", err)
 		}
@@ -194,7 +175,7 @@ func (s *Store) Keywords(ctx context.Context) ([]string, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	return queryStrings(ctx, s.rdb, "SELECT name FROM keywords ORDER BY fold")
+	return queryColumn[string](ctx, s.rdb, "SELECT name FROM keywords ORDER BY fold")
 }
 
 // MailboxKeywords lists the keywords set on at least one message of a
@@ -210,7 +191,7 @@ func (s *Store) MailboxKeywords(ctx context.Context, mailbox command.ID) ([]stri
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	sets, err := queryStrings(ctx, s.rdb, mailboxKeywordsQuery, mailbox[:])
+	sets, err := queryColumn[string](ctx, s.rdb, mailboxKeywordsQuery, mailbox[:])
 	if err != nil {
 		return nil, fmt.Errorf("listing the keywords of %s: %w", mailbox, err)
 	}

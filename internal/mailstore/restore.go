@@ -296,7 +296,7 @@ func (s *Store) replaceState(ctx context.Context, g *stager, sn *Snapshot, fresh
 			}
 		}
 	}
-	if r.shared, err = queryInt64s(ctx, tx, "SELECT DISTINCT body FROM messages WHERE body >= ? ORDER BY body", fresh); err != nil {
+	if r.shared, err = queryColumn[int64](ctx, tx, "SELECT DISTINCT body FROM messages WHERE body >= ? ORDER BY body", fresh); err != nil {
 		return nil, nil, fmt.Errorf("reading the bodies the restore stored: %w", err)
 	}
 	res, err := r.diff()
@@ -398,7 +398,7 @@ func (r *restorer) readOldMailboxes() error {
 	if err != nil {
 		return err
 	}
-	subs, err := queryStrings(r.ctx, r.tx, "SELECT name FROM subscriptions")
+	subs, err := queryColumn[string](r.ctx, r.tx, "SELECT name FROM subscriptions")
 	if err != nil {
 		return err
 	}
