@@ -479,7 +479,7 @@ func TestProgressLine(t *testing.T) {
 			f := &fakeProgress{}
 			p := newProgress(&b, tty, f, f)
 			p.show() // before any contact: head unknown
-			f.st = syncer.Status{Position: 1000, Head: 5000, Connected: true, LastContact: time.Now()}
+			f.st = syncer.Status{Position: 1000, Head: 5000, SpoolHead: 5000, Connected: true, LastContact: time.Now()}
 			f.entries, f.bytes = 1000, 3<<20
 			p.show()
 			p.show() // unchanged
