@@ -17,7 +17,7 @@ import (
 	"os"
 	"strings"
 
-	"cspool/internal/statuspage"
+	"cspool/internal/termtext"
 )
 
 // subcommand is one entry of the command table.
@@ -154,7 +154,7 @@ func report(w io.Writer, name string, err error) int {
 }
 
 // printableError is err's text for the terminal: each line made printable
-// (statuspage.Printable) and the lines after the first indented. An error
+// (termtext.Printable) and the lines after the first indented. An error
 // holds texts from elsewhere (a server's answer, the names of a certificate
 // presented in the spool server's place, a smarthost's reply): an escape
 // sequence there would act on the terminal, and a line end would start a
@@ -162,7 +162,7 @@ func report(w io.Writer, name string, err error) int {
 func printableError(err error) string {
 	lines := strings.Split(err.Error(), "\n")
 	for i, l := range lines {
-		lines[i] = statuspage.Printable(l)
+		lines[i] = termtext.Printable(l)
 	}
 	return strings.Join(lines, "\n  ")
 }

@@ -15,10 +15,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"cspool/internal/keys"
 	"cspool/internal/spool"
+	"cspool/internal/termtext"
 )
 
 // maxEntry bounds one entry the client accepts in a read response.
@@ -374,37 +374,14 @@ func (c *Client) learnTime(resp *http.Response) bool {
 	return true
 }
 
-// maxServerText bounds the server's text in an error, in bytes.
+// maxServerText bounds the server's text in an error, in bytes. The spool
+// is not trusted (docs/SECURITY.md §2), and its text reaches the user's
+// terminal (cspool sync, deliver, status) and the daemon's status: it is
+// shown through termtext.Short.
 const maxServerText = 512
 
-// serverText is an error text the server sent, made fit to be shown: the
-// spool is not trusted (docs/SECURITY.md §2), and its text reaches the
-// user's terminal (cspool sync, deliver, status) and the daemon's status.
-// Control characters (C0, DEL, C1: escape sequences, a line end that starts
-// a fake line of our own) and bidirectional controls are written as \x1b
-// or \u202e, invalid UTF-8 as U+FFFD, and the text is cut to
-// maxServerText bytes.
-func serverText(s string) string {
-	var b strings.Builder
-	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
-		if b.Len() >= maxServerText {
-			b.WriteString("...")
-			break
-		}
-		switch {
-		case r < 0x100 && unicode.IsControl(r):
-			fmt.Fprintf(&b, "\\x%02x", r)
-		case unicode.Is(unicode.Bidi_Control, r):
-			fmt.Fprintf(&b, "\\u%04x", r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
 // responseError turns an error response into an *Error with the server's
-// text (serverText).
+// text, made fit to be shown (termtext.Short).
 func responseError(op string, resp *http.Response) *Error {
 	var body struct {
 		Error string `json:"error"`
@@ -413,7 +390,7 @@ func responseError(op string, resp *http.Response) *Error {
 	ct := resp.Header.Get("Content-Type")
 	switch {
 	case strings.HasPrefix(ct, "application/json") && decodeJSON(resp.Body, &body) == nil:
-		msg = serverText(body.Error)
+		msg = termtext.Short(body.Error, maxServerText)
 	case resp.StatusCode == http.StatusBadRequest:
 		// A Go HTTPS server's answer to plain HTTP is not from the API.
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

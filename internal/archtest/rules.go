@@ -26,6 +26,7 @@ var Floors = []Floor{
 		"cspool/internal/smtpdata",
 		"cspool/internal/ownersock",
 		"cspool/internal/loginguard",
+		"cspool/internal/termtext",
 		"cspool/internal/mimeform",
 	}},
 	{"sealing", []string{

@@ -6,7 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
+
+	"cspool/internal/termtext"
 )
 
 // WriteText writes r as the human-readable lines `cspool status` prints,
@@ -14,10 +15,10 @@ import (
 func WriteText(w io.Writer, r *Report, now time.Time) error {
 	var b strings.Builder
 	for _, a := range r.Alarms {
-		fmt.Fprintf(&b, "ALARM: %s\n", Printable(a))
+		fmt.Fprintf(&b, "ALARM: %s\n", termtext.Printable(a))
 	}
 	for _, a := range r.Actions {
-		fmt.Fprintf(&b, "TO DO: %s\n", Printable(a))
+		fmt.Fprintf(&b, "TO DO: %s\n", termtext.Printable(a))
 	}
 	fmt.Fprintf(&b, "cspool daemon for %s, as of %s\n", r.IMAP.User, r.Generated.Local().Format("2006-01-02 15:04:05"))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
@@ -34,7 +35,7 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 	case r.Page.URL != "":
 		page = r.Page.URL + " (log in with the IMAP user and password)"
 	case r.Page.Problem != "":
-		page = "NOT SERVED: " + Printable(r.Page.Problem)
+		page = "NOT SERVED: " + termtext.Printable(r.Page.Problem)
 	}
 	fmt.Fprintf(tw, "Status page:\t%s\n", page)
 	conn, position := syncLines(r.Sync, now)
@@ -43,7 +44,7 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 	fmt.Fprintf(tw, "Last contact:\t%s\n", whenText(r.Sync.LastContact, now))
 	lastErr := "none"
 	if r.Sync.LastError != "" {
-		lastErr = Printable(r.Sync.LastError)
+		lastErr = termtext.Printable(r.Sync.LastError)
 	}
 	fmt.Fprintf(tw, "Last error:\t%s\n", lastErr)
 	fmt.Fprintf(tw, "Queued:\t%s\n", queuedText(r.Sync.Queued))
@@ -59,9 +60,9 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 	for _, x := range r.Rejected.Recent {
 		d := ""
 		if x.Detail != "" {
-			d = " (" + Printable(x.Detail) + ")"
+			d = " (" + termtext.Printable(x.Detail) + ")"
 		}
-		fmt.Fprintf(tw, "\tposition %d: %s%s\n", x.Pos, Printable(x.Reason), d)
+		fmt.Fprintf(tw, "\tposition %d: %s%s\n", x.Pos, termtext.Printable(x.Reason), d)
 	}
 	if o := r.Outbox; o != nil {
 		q := fmt.Sprintf("%d queued", o.Queued)
@@ -78,7 +79,7 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 		}
 		fmt.Fprintf(tw, "Sent:\t%d relayed, %d bounced since start; last %s\n", o.Relayed, o.Bounced, whenText(o.LastSent, now))
 		if o.LastError != "" {
-			fmt.Fprintf(tw, "Outbox error:\t%s\n", Printable(o.LastError))
+			fmt.Fprintf(tw, "Outbox error:\t%s\n", termtext.Printable(o.LastError))
 		}
 	}
 	if s := r.Search; s != nil {
@@ -93,43 +94,14 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 	}
 	width := len("Folders:")
 	for _, mb := range r.Mailboxes {
-		width = max(width, 2+len(Printable(mb.Name)))
+		width = max(width, 2+len(termtext.Printable(mb.Name)))
 	}
 	fmt.Fprintf(&b, "%-*s %9s %7s %10s\n", width, "Folders:", "messages", "unseen", "size")
 	for _, mb := range r.Mailboxes {
-		fmt.Fprintf(&b, "  %-*s %9d %7d %10s\n", width-2, Printable(mb.Name), mb.Messages, mb.Unseen, humanSize(mb.Size))
+		fmt.Fprintf(&b, "  %-*s %9d %7d %10s\n", width-2, termtext.Printable(mb.Name), mb.Messages, mb.Unseen, humanSize(mb.Size))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-// Printable is s made fit to print as one line on a terminal: control
-// characters (C0 with tab and line ends, DEL, C1) are written as \xHH and
-// bidirectional controls as \uHHHH. The texts cspool status prints come
-// from elsewhere: an error holds what a spool server answered, the names
-// in a certificate presented in its place, a smarthost's reply; an escape
-// sequence among them would act on the terminal (clear the screen over an
-// alarm), and a line end would start a line of the sender's choosing.
-func Printable(s string) string {
-	if !strings.ContainsFunc(s, unprintable) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r < 0x100 && unicode.IsControl(r):
-			fmt.Fprintf(&b, "\\x%02x", r)
-		case unicode.Is(unicode.Bidi_Control, r):
-			fmt.Fprintf(&b, "\\u%04x", r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
-func unprintable(r rune) bool {
-	return r < 0x100 && unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 }
 
 func whenText(t, now time.Time) string {
