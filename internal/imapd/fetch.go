@@ -3,8 +3,11 @@ package imapd
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -26,9 +29,13 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	if err := s.checkSeqSet(set); err != nil {
 		return err
 	}
-	if err := checkSections(opts, framer(s.conn.NetConn())); err != nil {
+	fc := framer(s.conn.NetConn())
+	// Without the framer, a wide origin could not be written back.
+	rev2 := fc != nil && s.conn.EnabledCaps().Has(imap.CapIMAP4rev2)
+	if err := checkSections(opts, fc, rev2); err != nil {
 		return err
 	}
+	narrow, wide := splitWide(opts)
 	// The messages are resolved a block at a time as the store's rows
 	// come (refCursor), not all at once.
 	targets := sel.mb.refSetOf(sel.st, set, sel.searchRes)
@@ -68,7 +75,6 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	}
 
 	// The responses go out in blocks, not one write each.
-	fc := framer(s.conn.NetConn())
 	if fc != nil {
 		fc.hold()
 		defer func() {
@@ -141,6 +147,10 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		env, bs, err := decodeForms(m)
 		if err != nil {
 			return err
+		}
+		if len(wide) > 0 {
+			writeErr = writeWide(w, fc, r.seq, m, env, bs, narrow, wide, markSeen)
+			return writeErr
 		}
 		writeErr = writeMessage(w.CreateMessage(r.seq), m, env, bs, opts, markSeen)
 		return writeErr
@@ -543,6 +553,125 @@ func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env 
 	return rw.Close()
 }
 
+// splitWide splits off the BODY sections whose partial origin is beyond 32
+// bits (wide): go-imap writes an origin back in 32 bits, so writeWide
+// writes these. narrow is opts without them; opts itself when none is.
+func splitWide(opts *imap.FetchOptions) (narrow *imap.FetchOptions, wide []*imap.FetchItemBodySection) {
+	var rest []*imap.FetchItemBodySection
+	for _, sec := range opts.BodySection {
+		if sec.Partial != nil && sec.Partial.Offset > math.MaxUint32 {
+			wide = append(wide, sec)
+		} else {
+			rest = append(rest, sec)
+		}
+	}
+	if len(wide) == 0 {
+		return opts, nil
+	}
+	n := *opts
+	n.BodySection = rest
+	return &n, wide
+}
+
+// writeWide writes message m's FETCH response when wide BODY sections are
+// asked for (splitWide; RFC 9051's partial is number64): the library writes
+// the response without them (narrow), the framer keeps it (capture), and
+// the wide sections go before its closing parenthesis, each labelled with
+// the origin asked for, whole: BODY[]<4294967296> {0}. RFC 9051 section 9
+// gives the response's origin as number, 32 bits, which cannot name it;
+// writing it back whole, as Dovecot does, is the one label that names what
+// was asked for. Past the end of the section, the data is empty (RFC 9051
+// section 6.4.5).
+func writeWide(w *imapserver.FetchWriter, fc *frameConn, seq uint32, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure,
+	narrow *imap.FetchOptions, wide []*imap.FetchItemBodySection, seenSet bool) error {
+	fc.capture()
+	err := writeMessage(w.CreateMessage(seq), m, env, bs, narrow, seenSet)
+	resp := fc.endCapture()
+	if err != nil {
+		return err
+	}
+	resp, ok := bytes.CutSuffix(resp, []byte(")\r\n"))
+	if !ok || !bytes.HasPrefix(resp, []byte("* ")) {
+		return fmt.Errorf("FETCH response of message %d: the library wrote %q, not one response", seq, resp)
+	}
+	for _, sec := range wide {
+		if resp[len(resp)-1] != '(' {
+			resp = append(resp, ' ')
+		}
+		resp = appendSectionName(resp, sec)
+		b := bodySection(m, sec)
+		resp = append(resp, " {"...)
+		resp = strconv.AppendInt(resp, int64(len(b)), 10)
+		resp = append(resp, "}\r\n"...)
+		resp = append(resp, b...)
+	}
+	resp = append(resp, ")\r\n"...)
+	_, err = fc.Write(resp)
+	return err
+}
+
+// appendSectionName appends sec's label in a FETCH response, as go-imap
+// writes it (imapserver's writeSectionPart and WriteBodySection), with
+// the partial's origin whole.
+func appendSectionName(b []byte, sec *imap.FetchItemBodySection) []byte {
+	b = append(b, "BODY["...)
+	for i, n := range sec.Part {
+		if i > 0 {
+			b = append(b, '.')
+		}
+		b = strconv.AppendInt(b, int64(n), 10)
+	}
+	if len(sec.Part) > 0 && sec.Specifier != imap.PartSpecifierNone {
+		b = append(b, '.')
+	}
+	b = append(b, sec.Specifier...)
+	names := sec.HeaderFields
+	switch {
+	case len(sec.HeaderFields) > 0:
+		b = append(b, ".FIELDS"...)
+	case len(sec.HeaderFieldsNot) > 0:
+		names = sec.HeaderFieldsNot
+		b = append(b, ".FIELDS.NOT"...)
+	}
+	if sec.Specifier != imap.PartSpecifierNone && len(names) > 0 {
+		b = append(b, " ("...)
+		for i, name := range names {
+			if i > 0 {
+				b = append(b, ' ')
+			}
+			b = appendString(b, name)
+		}
+		b = append(b, ')')
+	}
+	b = append(b, ']')
+	if sec.Partial != nil {
+		b = append(b, '<')
+		b = strconv.AppendInt(b, sec.Partial.Offset, 10)
+		b = append(b, '>')
+	}
+	return b
+}
+
+// appendString appends s as an IMAP string: quoted, or a literal when it
+// holds NUL, CR or LF (RFC 9051 section 4.3; UTF-8 is quoted, as the
+// session has enabled IMAP4rev2).
+func appendString(b []byte, s string) []byte {
+	if strings.ContainsAny(s, "\x00\r\n") {
+		b = append(b, '{')
+		b = strconv.AppendInt(b, int64(len(s)), 10)
+		b = append(b, "}\r\n"...)
+		return append(b, s...)
+	}
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, s[i])
+	}
+	return append(b, '"')
+}
+
 // raw returns the message bytes loaded: the whole message, or the header
 // alone when only the header was loaded.
 func raw(m *mailstore.Message) []byte {
@@ -594,11 +723,15 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		// parts of a message/rfc822 part only (RFC 9051 section 6.4.5).
 		return []byte{}
 	}
-	out := imapserver.ExtractBodySection(bytes.NewReader(b), sec)
+	// The partial is cut here: the library's sum of origin and length
+	// overflows near 2^63.
+	whole := *sec
+	whole.Partial = nil
+	out := imapserver.ExtractBodySection(bytes.NewReader(b), &whole)
 	if out == nil {
 		out = []byte{}
 	}
-	return out
+	return partial(out, sec.Partial)
 }
 
 // binarySection returns BINARY[part] without its partial: the decoded
@@ -630,7 +763,7 @@ func partial(b []byte, p *imap.SectionPartial) []byte {
 		return []byte{}
 	}
 	end := int64(len(b))
-	if p.Size >= 0 && p.Offset+p.Size < end {
+	if p.Size >= 0 && p.Size < end-p.Offset { // not p.Offset+p.Size, which overflows near 2^63
 		end = p.Offset + p.Size
 	}
 	return b[p.Offset:end]

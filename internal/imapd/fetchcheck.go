@@ -22,11 +22,13 @@ var emptyHeaderList = regexp.MustCompile(`(?i)HEADER\.FIELDS(\.NOT)? *\( *\)`)
 //     one name): go-imap takes the empty list for no list, so the answer
 //     was the whole header under the label BODY[HEADER]; the framer's text
 //     of the command tells the two apart;
-//   - a partial's origin or length beyond 2^32-1 (number is 32 bits in RFC
-//     3501; RFC 9051's number64 allows more, but go-imap writes the origin
-//     back as 32 bits: <4294967296.10> was answered <0>, and no message
-//     is that large).
-func checkSections(opts *imap.FetchOptions, fc *frameConn) error {
+//   - a partial's origin or length beyond 2^32-1 in a session that has
+//     not enabled IMAP4rev2 (number is 32 bits in RFC 3501): go-imap
+//     writes the origin back in 32 bits, and <4294967296.10> was answered
+//     <0>. RFC 9051's partial is number64 (section 9), so once IMAP4rev2
+//     is enabled (rev2) both are taken, up to 2^63-1 (beyond it go-imap's
+//     parser answers BAD), and writeWide writes such an origin back whole.
+func checkSections(opts *imap.FetchOptions, fc *frameConn, rev2 bool) error {
 	bad := func(format string, a ...any) error {
 		return &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: fmt.Sprintf(format, a...)}
 	}
@@ -44,8 +46,8 @@ func checkSections(opts *imap.FetchOptions, fc *frameConn) error {
 		if zeroPart(sec.Part) {
 			return bad(partZero)
 		}
-		if p := sec.Partial; p != nil && (p.Offset > math.MaxUint32 || p.Size > math.MaxUint32) {
-			return bad("partial <%d.%d>: origin and length are at most %d (RFC 3501 section 9, number)", p.Offset, p.Size, uint32(math.MaxUint32))
+		if err := checkPartial(sec.Partial, rev2); err != nil {
+			return err
 		}
 		if sec.Specifier == imap.PartSpecifierHeader && len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0 {
 			headerOnly = true
@@ -55,8 +57,8 @@ func checkSections(opts *imap.FetchOptions, fc *frameConn) error {
 		if zeroPart(sec.Part) {
 			return bad(partZero)
 		}
-		if p := sec.Partial; p != nil && (p.Offset > math.MaxUint32 || p.Size > math.MaxUint32) {
-			return bad("partial <%d.%d>: origin and length are at most %d (RFC 3501 section 9, number)", p.Offset, p.Size, uint32(math.MaxUint32))
+		if err := checkPartial(sec.Partial, rev2); err != nil {
+			return err
 		}
 	}
 	for _, sec := range opts.BinarySectionSize {
@@ -70,4 +72,19 @@ func checkSections(opts *imap.FetchOptions, fc *frameConn) error {
 		}
 	}
 	return nil
+}
+
+// checkPartial refuses a partial whose origin or length is beyond 32 bits
+// (RFC 3501 section 9, number) unless the session enabled IMAP4rev2, whose
+// partial is number64 (RFC 9051 section 9).
+func checkPartial(p *imap.SectionPartial, rev2 bool) error {
+	if p == nil || rev2 || (p.Offset <= math.MaxUint32 && p.Size <= math.MaxUint32) {
+		return nil
+	}
+	return &imap.Error{
+		Type: imap.StatusResponseTypeBad,
+		Code: imap.ResponseCodeClientBug,
+		Text: fmt.Sprintf("partial <%d.%d>: origin and length are at most %d (RFC 3501 section 9, number), "+
+			"or 64-bit after ENABLE IMAP4rev2 (RFC 9051 section 9, number64)", p.Offset, p.Size, uint32(math.MaxUint32)),
+	}
 }

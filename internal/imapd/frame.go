@@ -153,6 +153,11 @@ type frameConn struct {
 	holding bool
 	held    []byte
 
+	// Output kept from the client while the session completes a FETCH
+	// response the library wrote (capture).
+	capturing bool
+	captured  []byte
+
 	// Read state, used by the reading goroutine only.
 	pending  []byte // bytes of the current command to hand over
 	lit      int64  // literal bytes still to hand over
@@ -650,10 +655,15 @@ func (fc *frameConn) loggedIn() {
 // server error" it gives for its own failures; the framer puts the reason
 // and the right response in its place (diagnose).
 // The ESEARCH response to a SEARCH RETURN (SAVE) is dropped (saveAlone).
+// While capture is on, the output is kept instead.
 func (fc *frameConn) Write(p []byte) (int, error) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	n := len(p)
+	if fc.capturing {
+		fc.captured = append(fc.captured, p...)
+		return n, nil
+	}
 	if fc.tag != "" && !fc.ended && string(p) == fc.tag+" NO [SERVERBUG] Internal server error\r\n" {
 		if r := diagnose(fc.name, fc.text); r != "" {
 			p = []byte(fc.tag + " " + r + "\r\n")
@@ -711,6 +721,26 @@ func (fc *frameConn) hold() {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	fc.holding = true
+}
+
+// capture keeps what the library writes from now on, until endCapture
+// returns it, so the session can complete a FETCH response before it goes
+// out through Write (writeWide). Only the goroutine handling the command
+// may call it, around one response.
+func (fc *frameConn) capture() {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.capturing = true
+	fc.captured = nil
+}
+
+// endCapture ends capture and returns what the library wrote meanwhile.
+func (fc *frameConn) endCapture() []byte {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	p := fc.captured
+	fc.capturing, fc.captured = false, nil
+	return p
 }
 
 // writeResponses writes p, whole untagged responses the session made

@@ -220,7 +220,8 @@ func TestFetchSectionGrammar(t *testing.T) {
 		{"g3 FETCH 1 BINARY.PEEK[0]", "g3 BAD [CLIENTBUG] section part 0"},
 		{"g4 UID FETCH 1 BINARY.SIZE[0]", "g4 BAD [CLIENTBUG] section part 0"},
 		{"g5 FETCH 1 BODY.PEEK[1]", "* 1 FETCH (BODY[1] {"},
-		// A partial origin beyond 32 bits was written back as <0>.
+		// A partial origin beyond 32 bits was written back as <0>; before
+		// ENABLE IMAP4rev2 it is not a number (TestFetchPartialNumber64).
 		{"h1 FETCH 1 BODY.PEEK[]<4294967296.10>", "h1 BAD [CLIENTBUG] partial <4294967296.10>"},
 		{"h2 FETCH 1 BINARY.PEEK[1]<0.4294967296>", "h2 BAD [CLIENTBUG] partial <0.4294967296>"},
 		{"h3 FETCH 1 BODY.PEEK[]<4294967295.10>", "* 1 FETCH (BODY[]<4294967295> {0}\r\n)\r\nh3 OK"},
@@ -247,5 +248,46 @@ func TestSearchSaveAlone(t *testing.T) {
 		if got := rc.until(tag + " "); !strings.HasPrefix(got, tc.want) {
 			t.Errorf("%s: got %q, want it to start with %q", tc.line, got, tc.want)
 		}
+	}
+}
+
+// TestFetchPartialNumber64: once the session enabled IMAP4rev2, a
+// partial's origin and length are number64 (RFC 9051 section 9) and are
+// served, the origin written back whole; before, they are 32 bits (RFC 3501
+// section 9) and get BAD (TestFetchSectionGrammar). An origin past the end
+// of the section is the empty string (RFC 9051 section 6.4.5).
+func TestFetchPartialNumber64(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	rc := dialRaw(t, d.addr)
+	runRaw(t, rc, []rawCase{
+		{"a1 LOGIN alice \"" + testPassword + "\"", "a1 OK"},
+		{"a2 ENABLE IMAP4rev2", "* ENABLED IMAP4rev2\r\na2 OK"},
+		{"a3 SELECT INBOX", "a3 OK"},
+		// go-imap wrote the origin back as its low 32 bits: <0>.
+		{"w1 FETCH 1 BODY.PEEK[]<4294967296.10>", "* 1 FETCH (BODY[]<4294967296> {0}\r\n)\r\nw1 OK"},
+		{"w2 FETCH 1 (BODY.PEEK[TEXT]<9223372036854775807.1> BODY.PEEK[1.MIME]<4294967297.2>)",
+			"* 1 FETCH (BODY[TEXT]<9223372036854775807> {0}\r\n BODY[1.MIME]<4294967297> {0}\r\n)\r\nw2 OK"},
+		{"w3 FETCH 1 (UID BODY.PEEK[HEADER.FIELDS (Subject)]<4294967296.1> BODY.PEEK[]<0.4>)",
+			" BODY[]<0> {4}\r\n"},
+		{"w4 FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (Subject \"X-A\")]<4294967296.1>)",
+			"* 1 FETCH (BODY[HEADER.FIELDS.NOT (\"Subject\" \"X-A\")]<4294967296> {0}\r\n)\r\nw4 OK"},
+		// A length near 2^63 overflowed origin plus length.
+		{"w5 FETCH 1 BODY.PEEK[]<1.9223372036854775807>", "* 1 FETCH (BODY[]<1> {"},
+		{"w6 FETCH 1 BODY.PEEK[1]<1.9223372036854775807>", "* 1 FETCH (BODY[1]<1> {"},
+		{"w7 FETCH 1 BINARY.PEEK[1]<4294967296.9223372036854775807>", "* 1 FETCH (BINARY[1] ~{0}\r\n)\r\nw7 OK"},
+		// Beyond number64: go-imap's parser refuses it.
+		{"w8 FETCH 1 BODY.PEEK[]<9223372036854775808.1>", "w8 BAD"},
+		// Without PEEK, \Seen is set and the new flags go with the section.
+		{"w9 FETCH 2 BODY[]<4294967296.10>", "(FLAGS (\\Seen) BODY[]<4294967296> {0}\r\n)\r\nw9 OK"},
+		{"w10 FETCH 2 FLAGS", "* 2 FETCH (FLAGS (\\Seen))\r\nw10 OK"},
+	})
+	// The response to w3 holds both sections, the wide one whole.
+	rc.cmd("w11 UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (Subject)]<4294967296.1>)")
+	got := rc.until("w11 ")
+	if n := strings.Count(got, " BODY[HEADER.FIELDS (\"Subject\")]<4294967296> {0}\r\n)\r\n"); n != 4 || !strings.Contains(got, "w11 OK") {
+		t.Errorf("UID FETCH 1:* of a wide section: %d sections written back whole, want 4: %q", n, got)
 	}
 }
