@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/text/unicode/norm"
+
 	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
@@ -30,8 +32,9 @@ its flags in the file name (D draft, F flagged, P $Forwarded, R answered,
 S seen, T deleted) and its internal date as the file's time. mbox: one
 mboxrd file per mailbox (DEST/INBOX.mbox, DEST/Archive/2024.mbox); mbox has
 no standard place for flags, so they are not kept. Mailboxes whose names
-differ only by case (Foo and foo) are refused: a file system that ignores
-case would mix them.
+differ only by case (Foo and foo) or by the Unicode form of an accent
+(Café composed and decomposed) are refused: a file system that ignores
+case, or macOS's, would mix them.
 
 Messages are written with LF line ends, as Unix mail software expects;
 --crlf keeps every message's bytes exactly as stored. DEST must not exist
@@ -93,7 +96,8 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 	dest := fs.Arg(0)
 	// Every path first: two mailboxes whose paths differ only by case
 	// would share one folder or file on a file system that ignores case
-	// (macOS, Windows), their messages mixed without a word.
+	// (macOS, Windows), and two that differ only by Unicode normalization
+	// on macOS's, their messages mixed without a word.
 	var todo []mailstore.Mailbox
 	var paths []string
 	byFolded := map[string]string{}
@@ -105,10 +109,15 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 		if err != nil {
 			return err
 		}
-		key := foldCase(path)
+		key := foldPath(path)
 		if other, ok := byFolded[key]; ok {
-			return withHint(fmt.Errorf("mailboxes %q and %q differ only by case: a file system that ignores case (macOS, Windows) would write both into %s", other, mb.Name, path),
-				fmt.Sprintf("rename one of them in the mail client, or export each alone (--mailbox %q) into its own DEST", mb.Name))
+			hint := fmt.Sprintf("rename one of them in the mail client, or export each alone (--mailbox %q) into its own DEST", mb.Name)
+			if foldCase(other) == foldCase(mb.Name) {
+				return withHint(fmt.Errorf("mailboxes %q and %q differ only by case: a file system that ignores case (macOS, Windows) would write both into %s", other, mb.Name, path), hint)
+			}
+			// %+q: the two names look alike; their code points do not.
+			return withHint(fmt.Errorf("mailboxes %+q and %+q differ only by Unicode normalization (an accented letter composed in one, decomposed in the other)%s: "+
+				"macOS's file system takes them for one name and would write both into %s", other, mb.Name, caseToo(other, mb.Name), path), hint)
 		}
 		byFolded[key] = mb.Name
 		todo = append(todo, mb)
@@ -210,6 +219,22 @@ func exportPath(dest, name string, mbox bool) (string, error) {
 // foldCase maps a path to the same string as every path differing from it
 // only by case, as a file system that ignores case compares names.
 func foldCase(path string) string { return strings.ToLower(strings.ToUpper(path)) }
+
+// foldPath maps a path to the same string as every path differing from it
+// only by case or by Unicode normalization (canonical equivalence: é as one
+// code point or as e and a combining acute accent), as macOS's file
+// systems compare names: APFS ignores normalization, HFS+ stores NFD.
+// The form is NFD before and after folding, as Unicode's canonical caseless
+// match is (section 3.13); bytes that are not UTF-8 are kept as they are.
+func foldPath(path string) string { return norm.NFD.String(foldCase(norm.NFD.String(path))) }
+
+// caseToo says so when a and b, equal under foldPath, also differ by case.
+func caseToo(a, b string) string {
+	if norm.NFD.String(a) != norm.NFD.String(b) {
+		return " and by case"
+	}
+	return ""
+}
 
 // exportWriter writes one mailbox after another.
 type exportWriter interface {

@@ -280,3 +280,52 @@ func TestExportCaseFolding(t *testing.T) {
 		}
 	}
 }
+
+// TestExportNormalization: macOS's file systems take the composed and the
+// decomposed forms of an accented letter for one name (APFS compares names
+// normalized, HFS+ stores them decomposed), so the folders or files of
+// "Café" written each way were one and an export mixed their messages; it
+// is refused as names differing only by case are, naming both, before
+// anything is written. Accented names that are not one are exported.
+func TestExportNormalization(t *testing.T) {
+	t.Parallel()
+	const (
+		composed   = "Caf\u00e9"       // é, U+00E9
+		decomposed = "Cafe\u0301"      // e, U+0301 COMBINING ACUTE ACCENT
+		upper      = "CAF\u0045\u0301" // E, U+0301
+	)
+	for _, tc := range []struct {
+		names []string
+		want  string // the error, and the two names in it, their code points shown
+	}{
+		{[]string{composed, decomposed}, `mailboxes "Cafe\u0301" and "Caf\u00e9" differ only by Unicode normalization`},
+		// The parents, created with their children, are the first pair.
+		{[]string{composed + "/2024", decomposed + "/2024"}, `mailboxes "Cafe\u0301" and "Caf\u00e9" differ only by Unicode normalization`},
+		{[]string{composed, upper}, `mailboxes "CAFE\u0301" and "Caf\u00e9" differ only by Unicode normalization (an accented letter composed in one, decomposed in the other) and by case`},
+	} {
+		f := newExportFixture(t, tc.names...)
+		for _, format := range []string{"maildir", "mbox"} {
+			dest := filepath.Join(t.TempDir(), "out")
+			code, out := runExportCmd(t, "--db", f.db, "--format", format, dest)
+			if code != 1 || !strings.Contains(out, tc.want) {
+				t.Errorf("%s export with %+q and %+q: exit %d, %q; want 1, %q", format, tc.names[0], tc.names[1], code, out, tc.want)
+			}
+			if _, err := os.Stat(dest); err == nil {
+				t.Errorf("%s export with %+q and %+q created %s", format, tc.names[0], tc.names[1], dest)
+			}
+		}
+	}
+	// Each alone is exported, byte for byte under its own name, and so are
+	// accented names that are not one.
+	f := newExportFixture(t, composed, decomposed, "Men\u00fc", "Caf\u00e8")
+	dest := filepath.Join(t.TempDir(), "out")
+	if code, out := runExportCmd(t, "--db", f.db, "--mailbox", decomposed, "--mailbox", "Men\u00fc", "--mailbox", "Caf\u00e8", dest); code != 0 {
+		t.Fatalf("export of %q alone: exit %d: %s", decomposed, code, out)
+	}
+	for _, name := range []string{decomposed, "Men\u00fc", "Caf\u00e8"} {
+		files, err := filepath.Glob(filepath.Join(dest, name, "cur", "*"))
+		if err != nil || len(files) != 1 {
+			t.Errorf("mailbox %q: %d files in its cur (%v), want 1", name, len(files), err)
+		}
+	}
+}
