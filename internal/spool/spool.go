@@ -34,8 +34,11 @@ package spool
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 )
 
 // Entry is one opaque log entry at a position. Positions start at 1 and are
@@ -162,10 +165,23 @@ func CheckAppend(user string, batch [][]byte) (size int64, err error) {
 // for deliveries: a server started on the store with another would sign
 // mail every device rejects as "entry author not trusted", so the server
 // and cspool deliver check the key with the store before they write.
+//
+// The check at start is not enough on its own: a store with no log takes a
+// new key, so a second server started with another key on a new store
+// records its key over the first's while the first runs. So the key is
+// also checked where every append commits: once KeepSpoolKey(pub) has
+// returned nil, every append through that handle (Append, AppendAt,
+// AppendWithin) commits only if the store records pub, in the append's
+// own transaction, serialised with KeepSpoolKey's own; otherwise nothing
+// is appended and the error is a *KeyReplacedError (errors.Is
+// ErrKeyReplaced and ErrUnavailable: LMTP 451, HTTP 503). The log
+// therefore never holds an entry appended through a handle whose key was
+// not the recorded one at its commit.
 type KeyKeeper interface {
 	// KeepSpoolKey records pub (the 64 bytes of keys.PublicKey.Bytes) if
 	// the store records none yet, or records another but holds no log;
-	// it returns an *OtherKeyError if it records another.
+	// it returns an *OtherKeyError if it records another. On success the
+	// handle's appends are bound to pub (above).
 	KeepSpoolKey(ctx context.Context, pub []byte) error
 }
 
@@ -192,4 +208,53 @@ type OtherKeyError struct {
 
 func (e *OtherKeyError) Error() string {
 	return fmt.Sprintf("spool: the store's deliveries are signed by the spool key %x, not the one given", e.Recorded)
+}
+
+// ErrKeyReplaced: the store records another spool key than the one the
+// appending handle was bound to by KeepSpoolKey (KeyKeeper): another
+// server or cspool deliver, started with another key on a store that held
+// no log yet, recorded its own. Nothing was appended. It comes with
+// ErrUnavailable: the sender keeps the message and retries, and the
+// operator must stop the server that runs with the wrong key.
+var ErrKeyReplaced = errors.New("spool: the store's spool key was replaced")
+
+// KeyReplacedError is an append refused by ErrKeyReplaced.
+type KeyReplacedError struct {
+	Recorded []byte // the key the store records now (nil: none), 64 bytes
+	Bound    []byte // the key the handle was bound to, 64 bytes
+}
+
+func (e *KeyReplacedError) Error() string {
+	return fmt.Sprintf("spool key mismatch: the store records the spool key with id %s, but this process signs with the key with id %s "+
+		"(a server or delivery started later with another key, before the store held a log, recorded its own): nothing appended",
+		KeyID(e.Recorded), KeyID(e.Bound))
+}
+
+// Unwrap makes errors.Is(err, ErrKeyReplaced) and errors.Is(err,
+// ErrUnavailable) hold.
+func (e *KeyReplacedError) Unwrap() []error { return []error{ErrKeyReplaced, ErrUnavailable} }
+
+// LogKeyReplaced writes the error line of appends refused for e, at most
+// one per group commit: the operator must stop the process that runs with
+// the key the store does not record. Key ids only, never a key.
+func LogKeyReplaced(log *slog.Logger, e *KeyReplacedError) {
+	log.Error("spool key mismatch: appends refused, nothing appended (temporary failures: LMTP 451, HTTP 503)",
+		"recorded_key_id", KeyID(e.Recorded), "spool_key_id", KeyID(e.Bound),
+		"hint", "another server or cspool deliver started with another --spool-key on this store before it held a log, and recorded its key over this one's; "+
+			"stop the servers whose spool_key_id is not the recorded one, or restart them with the spool key the store records")
+}
+
+// KeyID returns, in hex, the key id of the 64-byte public key pub: the one
+// keys.PublicKey.KeyID gives (docs/FORMAT.md), which the server's start
+// line prints as spool_key_id. The spool package stands on the floor of
+// keys and cannot import it; TestKeyIDAgrees (cmd/cspool) holds them
+// together. It names a key, never a secret: "none" for nil.
+func KeyID(pub []byte) string {
+	if pub == nil {
+		return "none"
+	}
+	h := sha256.New()
+	h.Write([]byte("cspool/v1 key id"))
+	h.Write(pub)
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }

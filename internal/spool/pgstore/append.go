@@ -19,7 +19,10 @@ const NotifyChannel = "cspool_append"
 const maxNotifyName = 3900
 
 // appendSQL appends a batch in one statement by calling
-// cspool_append_within (schema/0005.sql, after schema/0002.sql to 0004):
+// cspool_append_within (schema/0007.sql, after schema/0002.sql to 0005):
+// if $7 is not NULL, it first checks, under a shared advisory lock held
+// to the group's commit, that cspool_spool_key holds $7, or fails with
+// SQLSTATE keyReplacedCode, its message the recorded key in hex; then
 // its update of the log's usage locks the user's row until the group's
 // transaction commits (serialising appenders of that user across every
 // connection); then it reads the head and the chain hash at it
@@ -30,14 +33,22 @@ const maxNotifyName = 3900
 // call fails with SQLSTATE headMovedCode, its message the head found; the
 // usage after it must be at most $3 (AppendWithin), or it fails with
 // overQuotaCode, its message the usage before. NULL: no condition.
-const appendSQL = `SELECT cspool_append_within($1, $2, $3, $4::bytea[], $5::bytea[], $6)`
+const appendSQL = `SELECT cspool_append_within($1, $2, $3, $4::bytea[], $5::bytea[], $6, $7::bytea)`
 
 // headMovedCode is the SQLSTATE cspool_append_at raises for another head,
-// overQuotaCode the one cspool_append_within raises beyond the limit.
+// overQuotaCode the one cspool_append_within raises beyond the limit,
+// keyReplacedCode the one it raises when cspool_spool_key holds another
+// key than the append's.
 const (
-	headMovedCode = "CSP02"
-	overQuotaCode = "CSP03"
+	headMovedCode   = "CSP02"
+	overQuotaCode   = "CSP03"
+	keyReplacedCode = "CSP04"
 )
+
+// SpoolKeyLockKey is the advisory lock an append bound to a spool key
+// holds shared to its commit, and KeepSpoolKey exclusively while it reads
+// and records the key ("cSp2" in ASCII; schema/0007.sql).
+const SpoolKeyLockKey int64 = 0x63537032
 
 // Append durably appends batch to user's log, atomically, and returns the
 // position of its first entry. The writer goroutine runs it together with
@@ -82,8 +93,12 @@ func (s *Store) append(ctx context.Context, user string, batch [][]byte, head *u
 		l := sha256.Sum256(d)
 		leaves[i] = l[:]
 	}
+	var key []byte
+	if k := s.spoolKey.Load(); k != nil {
+		key = *k
+	}
 	return s.submit(&appendReq{ctx: ctx, user: user, batch: batch, leaves: leaves, payload: payload,
-		size: size, head: head, limit: limit, done: make(chan appendRes, 1)})
+		size: size, head: head, limit: limit, key: key, done: make(chan appendRes, 1)})
 }
 
 // nonNil returns batch with nil entries (NULL to PostgreSQL) replaced by

@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -91,6 +92,28 @@ func BenchmarkAppendUsers(b *testing.B) {
 			s := openBench(b, o)
 			seed(b, s, n, 10)
 			benchAppends(b, s, n)
+		})
+	}
+}
+
+// BenchmarkAppendSpoolKey: BenchmarkAppendUsers at 1,000 users, with the
+// appends unbound (key=false) and bound to the recorded spool key
+// (key=true), as a server started with --spool-key appends: each append
+// then takes the shared advisory lock and reads cspool_spool_key in its
+// transaction (schema/0007.sql).
+func BenchmarkAppendSpoolKey(b *testing.B) {
+	o := &opener{dsns: map[*Store]string{}}
+	o.db = dbForBench(b)
+	for _, bound := range []bool{false, true} {
+		b.Run(fmt.Sprintf("key=%v", bound), func(b *testing.B) {
+			s := openBench(b, o)
+			seed(b, s, 1_000, 10)
+			if bound {
+				if err := s.KeepSpoolKey(context.Background(), bytes.Repeat([]byte{0xa}, 64)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			benchAppends(b, s, 1_000)
 		})
 	}
 }

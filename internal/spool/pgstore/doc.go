@@ -31,6 +31,13 @@
 //     nothing may change it (trigger), and deleting entries hands the hashes
 //     to cspool_chain, which nothing updates or deletes from (triggers), so
 //     the hash of every position up to the head stays answerable.
+//   - Spool key (schema/0007.sql, spool.KeyKeeper): once KeepSpoolKey has
+//     bound the Store to a key, every append passes it to
+//     cspool_append_within, which takes SpoolKeyLockKey shared (to the
+//     group's commit) and appends only if cspool_spool_key holds the key,
+//     else SQLSTATE CSP04 (a *spool.KeyReplacedError). KeepSpoolKey takes
+//     the lock exclusively before it looks for logs and records a key, so
+//     an append bound to a replaced key never commits.
 //   - Durability: every connection runs with synchronous_commit = on, so
 //     COMMIT returns only after the commit record is flushed to the WAL on
 //     disk; Append returns after COMMIT.

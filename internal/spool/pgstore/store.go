@@ -20,6 +20,7 @@ var (
 	_ spool.CheckpointPositioner = (*Store)(nil)
 	_ spool.Chainer              = (*Store)(nil)
 	_ spool.HeadAppender         = (*Store)(nil)
+	_ spool.KeyKeeper            = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value gives the documented defaults.
@@ -110,6 +111,11 @@ type Store struct {
 
 	commits, appends atomic.Int64 // group transactions committed, Appends in them
 	rechecks         atomic.Int64 // recheck queries made
+
+	// spoolKey is the key KeepSpoolKey bound the appends to (nil: none):
+	// every append passes it to cspool_append_within, which appends only
+	// while cspool_spool_key holds it (schema/0007.sql).
+	spoolKey atomic.Pointer[[]byte]
 }
 
 // Open connects to the PostgreSQL database named by dsn (a URL or a

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sort"
@@ -26,6 +27,7 @@ type appendReq struct {
 	size    int64
 	head    *uint64        // AppendAt: the head the log must have
 	limit   int64          // AppendWithin, if > 0: the most the log may hold after
+	key     []byte         // the spool key the store must record (nil: unchecked)
 	done    chan appendRes // buffered: the writer never blocks on it
 }
 
@@ -88,6 +90,7 @@ func (s *Store) commitGroup(group []*appendReq) {
 	if err == nil {
 		s.commits.Add(1)
 	}
+	logged := false // the group's key mismatch, logged once
 	for i, r := range group {
 		op := fmt.Sprintf("appending %d entries to %q", len(r.batch), r.user)
 		switch {
@@ -101,6 +104,14 @@ func (s *Store) commitGroup(group []*appendReq) {
 			over := overQuota(errs[i])
 			over.Size, over.Limit = r.size, r.limit
 			r.done <- appendRes{err: over}
+		case keyReplaced(errs[i]) != nil:
+			kr := keyReplaced(errs[i])
+			kr.Bound = r.key
+			if !logged {
+				spool.LogKeyReplaced(s.log, kr)
+				logged = true
+			}
+			r.done <- appendRes{err: fmt.Errorf("%s: %w", op, kr)}
 		case errs[i] != nil:
 			r.done <- appendRes{err: callErr(r.ctx, op, errs[i])}
 		default:
@@ -175,7 +186,7 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 			if r.limit > 0 {
 				limit = &r.limit
 			}
-			b.Queue(appendSQL, []byte(r.user), head, limit, r.batch, r.leaves, r.payload)
+			b.Queue(appendSQL, []byte(r.user), head, limit, r.batch, r.leaves, r.payload, r.key)
 			idx = append(idx, i)
 		}
 		if len(idx) == 0 {
@@ -277,6 +288,24 @@ func overQuota(err error) *spool.OverQuotaError {
 		return nil
 	}
 	return &spool.OverQuotaError{Usage: u}
+}
+
+// keyReplaced returns the refusal of an append whose spool key the store
+// no longer records, with the key it records, or nil.
+func keyReplaced(err error) *spool.KeyReplacedError {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != keyReplacedCode {
+		return nil
+	}
+	kr := &spool.KeyReplacedError{}
+	if pe.Message != "" {
+		k, herr := hex.DecodeString(pe.Message)
+		if herr != nil {
+			return nil
+		}
+		kr.Recorded = k
+	}
+	return kr
 }
 
 // isServerError tells whether err is an error PostgreSQL sent for one

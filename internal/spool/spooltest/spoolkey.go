@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"cspool/internal/spool"
@@ -38,4 +42,138 @@ func (s *suite) testKeepSpoolKey(t *testing.T) {
 	if err := kk.KeepSpoolKey(ctx, b); err != nil {
 		t.Errorf("the recorded key once a log exists: %v", err)
 	}
+}
+
+// testKeyReplaced: two handles on one store, as two servers on one new
+// store. The first records key a, the second then records b (no log yet).
+// Every append through the first (Append, AppendAt, AppendWithin) is then
+// refused with a *spool.KeyReplacedError that is temporary, and nothing
+// lands; the second's appends go on, as do those of a third handle bound
+// to b; and the first can no longer take a back, since a log exists.
+func (s *suite) testKeyReplaced(t *testing.T) {
+	st := s.store(t)
+	second := s.reopen(t, st)
+	kk := func(st spool.Store) spool.KeyKeeper {
+		kk, ok := st.(spool.KeyKeeper)
+		if !ok {
+			t.Fatalf("%T is not a spool.KeyKeeper", st)
+		}
+		return kk
+	}
+	ctx := ctxT(t)
+	a, b := bytes.Repeat([]byte{0xa}, 64), bytes.Repeat([]byte{0xb}, 64)
+	if err := kk(st).KeepSpoolKey(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := kk(second).KeepSpoolKey(ctx, b); err != nil {
+		t.Fatalf("another key on a store with no log: %v", err)
+	}
+	appends := map[string]func() (uint64, error){
+		"Append": func() (uint64, error) { return st.Append(ctx, "alice", [][]byte{[]byte("a")}) },
+		"AppendAt": func() (uint64, error) {
+			return st.(spool.HeadAppender).AppendAt(ctx, "alice", 0, [][]byte{[]byte("a")})
+		},
+		"AppendWithin": func() (uint64, error) {
+			return st.(spool.Quotas).AppendWithin(ctx, "alice", 1<<20, [][]byte{[]byte("a")})
+		},
+	}
+	check := func(when string) {
+		t.Helper()
+		for name, f := range appends {
+			_, err := f()
+			var kr *spool.KeyReplacedError
+			if !errors.As(err, &kr) || !bytes.Equal(kr.Recorded, b) || !bytes.Equal(kr.Bound, a) {
+				t.Fatalf("%s: %s through the handle whose key was replaced: %v, want a *KeyReplacedError naming both keys", when, name, err)
+			}
+			if !errors.Is(err, spool.ErrKeyReplaced) || !errors.Is(err, spool.ErrUnavailable) {
+				t.Errorf("%s: %s: %v is not ErrKeyReplaced and ErrUnavailable (temporary)", when, name, err)
+			}
+		}
+	}
+	check("before any log")
+	if h, err := st.Head(ctx, "alice"); err != nil || h != 0 {
+		t.Fatalf("head after the refused appends: %d, %v; want 0", h, err)
+	}
+	mustAppend(t, second, "alice", []byte("b1"))
+	third := s.reopen(t, st)
+	if err := kk(third).KeepSpoolKey(ctx, b); err != nil {
+		t.Fatalf("the recorded key through a third handle: %v", err)
+	}
+	mustAppend(t, third, "alice", []byte("b2"))
+	check("once a log exists")
+	var other *spool.OtherKeyError
+	if err := kk(st).KeepSpoolKey(ctx, a); !errors.As(err, &other) {
+		t.Fatalf("the replaced key again once a log exists: %v, want an *OtherKeyError", err)
+	}
+	check("after the refused KeepSpoolKey")
+	checkEntries(t, readAll(t, st, "alice"), 1, [][]byte{[]byte("b1"), []byte("b2")})
+}
+
+// testKeyReplacedRace: appends through a handle bound to key a race with
+// a second handle recording key b on the same new store. Whoever wins, the
+// log never holds an append of a once b is recorded: either b is refused
+// (a log existed when it looked) and every acknowledged append of a is
+// there, or b is recorded and no append of a was acknowledged or landed.
+func (s *suite) testKeyReplacedRace(t *testing.T) {
+	a, b := bytes.Repeat([]byte{0xa}, 64), bytes.Repeat([]byte{0xb}, 64)
+	won := map[bool]int{}
+	for round := 0; round < 6; round++ {
+		st := s.store(t)
+		second := s.reopen(t, st)
+		ctx := ctxT(t)
+		if err := st.(spool.KeyKeeper).KeepSpoolKey(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		var acked atomic.Int64
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := 0; w < 4; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for i := 0; i < 20; i++ {
+					_, err := st.Append(ctx, fmt.Sprintf("u%d", (w+i)%3), [][]byte{[]byte("a")})
+					switch {
+					case err == nil:
+						acked.Add(1)
+					case !errors.Is(err, spool.ErrKeyReplaced):
+						t.Errorf("append through a: %v", err)
+						return
+					}
+				}
+			}()
+		}
+		close(start)
+		// Let the appenders start in some rounds, not in others.
+		for i := 0; i < round*5; i++ {
+			runtime.Gosched()
+		}
+		err := second.(spool.KeyKeeper).KeepSpoolKey(ctx, b)
+		wg.Wait()
+		var landed uint64
+		for u := 0; u < 3; u++ {
+			h, herr := st.Head(ctx, fmt.Sprintf("u%d", u))
+			if herr != nil {
+				t.Fatal(herr)
+			}
+			landed += h
+		}
+		var other *spool.OtherKeyError
+		switch {
+		case err == nil:
+			won[true]++
+			if acked.Load() != 0 || landed != 0 {
+				t.Fatalf("round %d: b recorded, yet %d appends of a acknowledged and %d landed", round, acked.Load(), landed)
+			}
+		case errors.As(err, &other):
+			won[false]++
+			if uint64(acked.Load()) != landed {
+				t.Fatalf("round %d: b refused; %d appends of a acknowledged, %d landed", round, acked.Load(), landed)
+			}
+		default:
+			t.Fatalf("round %d: recording b: %v", round, err)
+		}
+	}
+	t.Logf("b recorded in %d rounds, refused in %d", won[true], won[false])
 }

@@ -29,6 +29,14 @@
 // correct chain under 8 concurrent writers over two handles, and no hash
 // changed or lost by compaction.
 //
+// Every store gets the spool key checks (spool.KeyKeeper): the key
+// recorded and taken again, replaced only while no log exists, refused
+// once one does; a handle whose key another replaced appends nothing
+// (a temporary *spool.KeyReplacedError) by any of the three appends; and
+// appends through one handle racing another handle's new key never leave
+// an append of the old key acknowledged or in the log once the new one is
+// recorded.
+//
 // Every store gets the quota checks (spool.Quotas): the usage of appends
 // and compactions, AppendWithin refusing past the limit with nothing
 // appended and no log created, and exactly the deliveries that fit going
@@ -101,6 +109,8 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		{"WaitWakesFromSecondHandle", s.testWaitWakesFromSecondHandle},
 		{"Closed", s.testClosed},
 		{"KeepSpoolKey", s.testKeepSpoolKey},
+		{"KeyReplaced", s.testKeyReplaced},
+		{"KeyReplacedRace", s.testKeyReplacedRace},
 	}
 	tests = append(tests, s.compactTests()...)
 	tests = append(tests, s.chainTests()...)

@@ -1,6 +1,7 @@
 package sqlitestore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -141,36 +142,53 @@ func BenchmarkCompact(b *testing.B) {
 // and the process's CPU time per append.
 func BenchmarkAppendUsers(b *testing.B) {
 	for _, n := range []int{10, 100, 1_000, 10_000, 100_000} {
-		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) {
-			s, err := Open(b.TempDir(), Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			seedUsers(b, s, n, 10)
-			entry := make([]byte, 10<<10)
-			b.SetBytes(int64(len(entry)))
-			before := s.Stats()
-			wb, cpu := procWritten(b), procCPU()
-			var next atomic.Int64
-			b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 appenders on the test machine
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					u := fmt.Sprintf("u%d", next.Add(1)%int64(n)+1)
-					if _, err := s.Append(context.Background(), u, [][]byte{entry}); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.StopTimer()
-			st := s.Stats()
-			b.ReportMetric(float64(st.Appends-before.Appends)/float64(max(st.Commits-before.Commits, 1)), "appends/commit")
-			b.ReportMetric(float64(procWritten(b)-wb)/float64(b.N), "written-B/op")
-			b.ReportMetric(float64(procCPU()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
-		})
+		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) { benchAppendUsers(b, n, false) })
 	}
+}
+
+// BenchmarkAppendSpoolKey: BenchmarkAppendUsers at 1,000 users, with the
+// appends unbound (key=false) and bound to the recorded spool key
+// (key=true), as a server started with --spool-key appends: each group
+// then reads spool_key in its transaction.
+func BenchmarkAppendSpoolKey(b *testing.B) {
+	for _, bound := range []bool{false, true} {
+		b.Run(fmt.Sprintf("key=%v", bound), func(b *testing.B) { benchAppendUsers(b, 1_000, bound) })
+	}
+}
+
+func benchAppendUsers(b *testing.B, n int, bound bool) {
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	seedUsers(b, s, n, 10)
+	if bound {
+		if err := s.KeepSpoolKey(context.Background(), bytes.Repeat([]byte{0xa}, 64)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	entry := make([]byte, 10<<10)
+	b.SetBytes(int64(len(entry)))
+	before := s.Stats()
+	wb, cpu := procWritten(b), procCPU()
+	var next atomic.Int64
+	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 appenders on the test machine
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			u := fmt.Sprintf("u%d", next.Add(1)%int64(n)+1)
+			if _, err := s.Append(context.Background(), u, [][]byte{entry}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	st := s.Stats()
+	b.ReportMetric(float64(st.Appends-before.Appends)/float64(max(st.Commits-before.Commits, 1)), "appends/commit")
+	b.ReportMetric(float64(procWritten(b)-wb)/float64(b.N), "written-B/op")
+	b.ReportMetric(float64(procCPU()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 }
 
 // procWritten returns the bytes this process has handed to write and

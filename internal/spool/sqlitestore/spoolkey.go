@@ -1,6 +1,7 @@
 package sqlitestore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -9,7 +10,8 @@ import (
 )
 
 // KeepSpoolKey implements spool.KeyKeeper in one IMMEDIATE transaction on
-// the writer.
+// the writer. On success the Store's append groups are bound to pub
+// (writeGroup).
 func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
 	if _, err := spool.KeepKey(nil, pub, false); err != nil {
 		return err
@@ -20,6 +22,10 @@ func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
 	}
 	if err != nil && !errors.As(err, new(*spool.OtherKeyError)) {
 		return s.dbErr("recording the spool key", err)
+	}
+	if err == nil {
+		k := bytes.Clone(pub)
+		s.spoolKey.Store(&k)
 	}
 	return err
 }

@@ -20,6 +20,11 @@
 //     Options.MaxGroupCount calls and Options.MaxGroupBytes bytes, and commits
 //     them in one transaction (one fsync); each call has its own savepoint, so
 //     a failing call does not fail the others.
+//   - Spool key (spool.KeyKeeper): once KeepSpoolKey has bound the Store to
+//     a key, every append group reads spool_key in its IMMEDIATE
+//     transaction, under the write lock KeepSpoolKey's transaction also
+//     takes, and writes nothing if it holds another key (a
+//     *spool.KeyReplacedError for every call of the group).
 //   - Wake-up: in-process appends wake the waiters of exactly the users they
 //     touched. After each commit the writer also sends one datagram naming the
 //     users to every other socket in notify/ (best effort, never blocking);
@@ -163,6 +168,9 @@ type Store struct {
 	notify  *notifier // nil when datagram wake-up is off
 
 	stats counters
+
+	// spoolKey is the key KeepSpoolKey bound the appends to (nil: none).
+	spoolKey atomic.Pointer[[]byte]
 }
 
 // Stats counts a Store's work since Open.

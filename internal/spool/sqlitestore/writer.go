@@ -1,6 +1,7 @@
 package sqlitestore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -139,6 +140,10 @@ func (s *Store) writer() {
 func (s *Store) commitGroup(group []*appendReq) {
 	firsts, errs, err := s.writeGroup(group)
 	if err != nil {
+		var kr *spool.KeyReplacedError
+		if errors.As(err, &kr) {
+			spool.LogKeyReplaced(s.log, kr)
+		}
 		err = s.dbErr("appending to spool", err)
 		for _, r := range group {
 			r.done <- appendRes{err: err}
@@ -188,21 +193,22 @@ const (
 	insEntrySQL   = "INSERT INTO entries (user_id, pos, size, data) VALUES (?, ?, ?, ?)"
 	insChainSQL   = "INSERT INTO chain (user_id, pos, hash) VALUES (?, ?, ?)"
 	setHeadSQL    = "UPDATE users SET head = ?, chain = ?, bytes = bytes + ? WHERE id = ?"
+	spoolKeySQL   = "SELECT key FROM spool_key"
 )
 
 // writeStmts are the prepared statements of an append group, on the write
 // connection, or bound to one transaction (in).
 type writeStmts struct {
-	savepoint, release, rollbackTo, upsertUser, insEntry, insChain, setHead *sql.Stmt
+	savepoint, release, rollbackTo, upsertUser, insEntry, insChain, setHead, spoolKey *sql.Stmt
 }
 
 func (w *writeStmts) all() []**sql.Stmt {
-	return []**sql.Stmt{&w.savepoint, &w.release, &w.rollbackTo, &w.upsertUser, &w.insEntry, &w.insChain, &w.setHead}
+	return []**sql.Stmt{&w.savepoint, &w.release, &w.rollbackTo, &w.upsertUser, &w.insEntry, &w.insChain, &w.setHead, &w.spoolKey}
 }
 
 func prepareWrite(ctx context.Context, db *sql.DB) (*writeStmts, error) {
 	w := &writeStmts{}
-	for i, q := range []string{savepointSQL, releaseSQL, rollbackToSQL, upsertUserSQL, insEntrySQL, insChainSQL, setHeadSQL} {
+	for i, q := range []string{savepointSQL, releaseSQL, rollbackToSQL, upsertUserSQL, insEntrySQL, insChainSQL, setHeadSQL, spoolKeySQL} {
 		st, err := db.PrepareContext(ctx, q)
 		if err != nil {
 			w.close()
@@ -235,6 +241,10 @@ func (w *writeStmts) close() error {
 
 // writeGroup runs the transaction. A non-nil err means nothing was
 // committed; otherwise errs[i] tells whether call i was rolled back alone.
+// A Store bound to a spool key (KeepSpoolKey) first reads the recorded
+// one, under the write lock that every writer of the file, in any
+// process, takes for the whole transaction: if it is another, the group
+// fails with a *spool.KeyReplacedError and nothing is written.
 func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, err error) {
 	ctx := context.Background()        // callers' contexts must not cut a commit short
 	tx, err := s.wdb.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
@@ -243,6 +253,16 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 	}
 	defer tx.Rollback()
 	st := s.wstmts.in(ctx, tx)
+	if key := s.spoolKey.Load(); key != nil {
+		var recorded []byte
+		err := st.spoolKey.QueryRowContext(ctx).Scan(&recorded)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return nil, nil, fmt.Errorf("reading the spool key: %w", err)
+		}
+		if !bytes.Equal(recorded, *key) {
+			return nil, nil, &spool.KeyReplacedError{Recorded: recorded, Bound: *key}
+		}
+	}
 	firsts = make([]uint64, len(group))
 	errs = make([]error, len(group))
 	for i, r := range group {

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"cspool/internal/keys"
+	"cspool/internal/spool"
+	"cspool/internal/spool/pgstore/pgtest"
+)
+
+// TestSpoolKeyReplacedPostgres and TestSpoolKeyReplacedSQLite: two server
+// processes started on one new store with different spool keys both start
+// (no log yet: the second's key is recorded over the first's). The first
+// then appends nothing: its LMTP deliveries get 451 (the sender retries)
+// and cspool deliver through its HTTP API exits 75, and its log names the
+// mismatch by key ids. Before, both answered 250 and every device passed
+// by the deliveries signed by the key it was not given. The normal path
+// goes on: a third server with the recorded key, a restart with it, and a
+// device given the recorded key syncs every acknowledged message with
+// nothing rejected.
+func TestSpoolKeyReplacedPostgres(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	testSpoolKeyReplaced(t, "--store", "postgres", "--dsn", pgtest.Database(t))
+}
+
+func TestSpoolKeyReplacedSQLite(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	testSpoolKeyReplaced(t, "--spool-dir", dir)
+}
+
+func testSpoolKeyReplaced(t *testing.T, store ...string) {
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	alice := mustKey(t)
+	ks := map[string]*keys.SecretKey{"user": alice, "a": mustKey(t), "b": mustKey(t)}
+	for name, k := range ks {
+		if err := keys.WriteFiles(k, path(name+".sec"), path(name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUsersFile(t, path("users"), map[string]*keys.SecretKey{"alice": alice})
+	start := func(key string) (*serverProc, string) {
+		t.Helper()
+		lmtp := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		args := append(append([]string{}, store...), "--users", path("users"), "--spool-key", path(key+".sec"), "--lmtp", lmtp)
+		return startServer(t, bin, args...), lmtp
+	}
+	acked := 0
+	send := func(lmtp, tok string, want int) {
+		t.Helper()
+		lc := dialLMTP(t, lmtp)
+		defer lc.Close()
+		ok, code, err := lmtpSend(lc, []string{"alice"}, "Subject: k\r\n\r\ntoken="+tok+"\r\n")
+		if err != nil && code == 0 {
+			t.Fatalf("LMTP %s: %v", tok, err)
+		}
+		if len(ok) == 1 {
+			acked++
+			code = 250
+		}
+		if code != want {
+			t.Fatalf("LMTP %s through %s: %d, want %d", tok, lmtp, code, want)
+		}
+	}
+	idA, idB := fmt.Sprintf("%x", ks["a"].Public().KeyID()), fmt.Sprintf("%x", ks["b"].Public().KeyID())
+
+	a, lmtpA := start("a")
+	b, lmtpB := start("b") // the store holds no log: b's key is recorded over a's
+	send(lmtpA, "a-1", 451)
+	mismatch := "recorded_key_id=" + idB + " spool_key_id=" + idA
+	if log := a.stderr.String(); !strings.Contains(log, "spool key mismatch") || !strings.Contains(log, mismatch) {
+		t.Errorf("the log of the server whose key was replaced does not name the mismatch (%s):\n%s", mismatch, log)
+	}
+	send(lmtpB, "b-1", 250)
+	send(lmtpA, "a-2", 451)
+	env := append(os.Environ(), "USER=alice")
+	code, _, stderr := runExitStdin(t, dir, env, []byte("Subject: h\r\n\r\ntoken=a-http\r\n"), bin,
+		"deliver", "--user", "alice", "--user-key", path("user.pub"), "--spool-key", path("a.sec"), "--spool-server", a.url, "--quiet")
+	if code != exTempFail {
+		t.Errorf("cspool deliver through the server whose key was replaced: exit %d, want %d\n%s", code, exTempFail, stderr)
+	}
+
+	// The normal path: a third server with the recorded key, and the
+	// second restarted with it.
+	c, lmtpC := start("b")
+	send(lmtpC, "c-1", 250)
+	b.stop(t)
+	b, lmtpB = start("b")
+	send(lmtpB, "b-2", 250)
+	send(lmtpA, "a-3", 451)
+	if strings.Contains(b.stderr.String()+c.stderr.String(), "spool key mismatch") {
+		t.Errorf("a server with the recorded key logged a mismatch:\n%s\n%s", b.stderr, c.stderr)
+	}
+
+	// A device given the recorded key sees every acknowledged message and
+	// rejects nothing: nothing signed by a is in the log.
+	out := runCmd(t, dir, env, "", bin, "sync", "--user", "alice", "--db", path("mail.db"), "--spool-server", c.url,
+		"--user-key", path("user.sec"), "--user-public-key", path("user.pub"), "--spool-key", path("b.pub"))
+	want := fmt.Sprintf("synced to position %d", acked)
+	if acked != 3 || !strings.Contains(out, want) || !strings.Contains(out, fmt.Sprintf("%d applied, 0 rejected", acked)) {
+		t.Errorf("sync with the recorded key after %d acknowledged deliveries: want %q, all applied, none rejected:\n%s", acked, want, out)
+	}
+}
+
+// TestKeyIDAgrees: the key id the spool package prints in a mismatch is
+// the one keys gives, which the start line prints as spool_key_id.
+func TestKeyIDAgrees(t *testing.T) {
+	k := mustKey(t).Public()
+	if got, want := spool.KeyID(k.Bytes()), fmt.Sprintf("%x", k.KeyID()); got != want {
+		t.Errorf("spool.KeyID = %s, keys' KeyID = %s", got, want)
+	}
+}
