@@ -36,7 +36,7 @@ type sendingFlags struct {
 	relayPasswordFile, relayPassword, ca *string
 	identities                           listFlag
 	backoff                              *time.Duration
-	releaseOutbox                        *bool
+	releaseOutbox                        releaseFlag
 	args                                 []string // the command line, to tell a flag given there from one in --config
 	configPath                           func() string
 }
@@ -52,9 +52,10 @@ func addSendingFlags(fs *flagSet) *sendingFlags {
 		relayPassword:     fs.String("relay-password", "", "the smarthost `password`; meant for a config file readable by its owner only (on the command line others can see it)"),
 		ca:                fs.String("relay-ca", "", "PEM `file` of CA certificates to verify the smarthost with (default: the system's)"),
 		backoff:           fs.Duration("relay-backoff", time.Minute, "the wait after a first temporary failure; it doubles with each further one, up to an hour"),
-		releaseOutbox: fs.Bool("release-outbox", false, "relay the messages held because the outbox (DB.outbox) was copied or restored from another machine or file; "+
-			"first check that the outbox they came from did not send them (docs/SENDING.md); releases only what an earlier start held; command line only"),
 	}
+	fs.Var(&f.releaseOutbox, "release-outbox", "=NAME: relay the messages held because the outbox (DB.outbox) was copied or restored from another machine or file, "+
+		"NAME being the hold's name cspool status gives; first check that the outbox they came from did not send them (docs/SENDING.md); "+
+		"releases that hold only, never a later one; command line only")
 	fs.Var(&f.identities, "identity", "an `address` the user sends as (MAIL FROM and From must be one); repeat it or give a comma-separated list")
 	f.configPath = func() string {
 		if fs.config == nil {
@@ -93,6 +94,31 @@ func onCommandLine(args []string, name string) bool {
 	}
 	return false
 }
+
+// releaseFlag is --release-outbox=NAME, NAME the hold's name (cspool
+// status, "Outbox held"). Given bare, the form from before holds were
+// named, it is "true", which names no hold: nothing is released, and the
+// log says which name to give. "false" and "" are none.
+type releaseFlag struct{ name string }
+
+func (f *releaseFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return f.name
+}
+
+func (f *releaseFlag) Set(s string) error {
+	if s == "false" {
+		s = ""
+	}
+	f.name = s
+	return nil
+}
+
+// IsBoolFlag lets --release-outbox stand alone, as it did before it took
+// a name, so that a unit or script still giving it starts.
+func (f *releaseFlag) IsBoolFlag() bool { return true }
 
 // checkPrivate refuses a file holding a secret that group or others can
 // read, like the IMAP password file.
@@ -156,9 +182,9 @@ type sendingSetup struct {
 	log        *slog.Logger
 	tls        *tls.Config // STARTTLS and --smtps-port; nil: none
 	stderr     io.Writer   // where a listener without TLS beyond localhost is warned about
-	// releaseHeld relays the messages held because the outbox was found
-	// copied or restored (outbox.Config.ReleaseHeld).
-	releaseHeld bool
+	// releaseHeld names the hold whose messages are relayed: held because
+	// the outbox was found copied or restored (outbox.Config.ReleaseHeld).
+	releaseHeld string
 }
 
 // sending is the running submission listener and outbox; nil when sending
@@ -223,11 +249,11 @@ func (f *sendingFlags) open(e *env, s sendingSetup) (*sending, error) {
 	if *f.backoff <= 0 {
 		return nil, usagef("--relay-backoff must be positive")
 	}
-	if *f.releaseOutbox && !onCommandLine(f.args, "release-outbox") {
+	if f.releaseOutbox.name != "" && !onCommandLine(f.args, "release-outbox") {
 		// In a config file it would release every later copy unseen.
 		return nil, usagef("release-outbox is for the command line only, once: remove it from %s", f.configPath())
 	}
-	s.releaseHeld = *f.releaseOutbox
+	s.releaseHeld = f.releaseOutbox.name
 	if *f.smtpsPort != 0 && s.tls == nil {
 		return nil, usagef("--smtps-port needs --tls-cert and --tls-key")
 	}
@@ -341,7 +367,7 @@ func (s *sending) report() func(context.Context) (*statuspage.Outbox, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &statuspage.Outbox{Relay: st.Relay, Queued: st.Queued, Deferred: st.Deferred, Held: st.Held, Oldest: st.Oldest,
+		return &statuspage.Outbox{Relay: st.Relay, Queued: st.Queued, Deferred: st.Deferred, Held: st.Held, Hold: st.Hold, Oldest: st.Oldest,
 			NextTry: st.NextTry, ToFile: st.ToFile, LastError: st.LastError, Relayed: st.Relayed, Bounced: st.Bounced,
 			LastSent: st.LastSent}, nil
 	}

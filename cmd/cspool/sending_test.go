@@ -547,7 +547,10 @@ func TestRelayPasswordRules(t *testing.T) {
 		// setting: in a config file it would release every later copy.
 		{"release-outbox in a config file", []string{"--config", file("release.conf", "identity = a@example.org\nrelease-outbox = true\n", 0o600)},
 			"", []string{"release-outbox is for the command line only"}},
+		{"release-outbox=NAME in a config file", []string{"--config", file("release-name.conf", "identity = a@example.org\nrelease-outbox = 3f9a61c2e07b\n", 0o600)},
+			"", []string{"release-outbox is for the command line only"}},
 		{"release-outbox on the command line", []string{"--identity", "a@example.org", "--release-outbox"}, "", []string{"listening for SMTP"}},
+		{"release-outbox=NAME on the command line", []string{"--identity", "a@example.org", "--release-outbox=3f9a61c2e07b"}, "", []string{"listening for SMTP"}},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -87,6 +87,11 @@ CREATE TABLE home (
 );
 ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
 `,
+	// The name of the held queue (home.go, checkHome): the release names
+	// it. Messages held before it was kept get one at the next open.
+	`
+ALTER TABLE home ADD COLUMN hold TEXT NOT NULL DEFAULT '';
+`,
 }
 
 // Recipient states.

@@ -27,8 +27,10 @@
 //     and birth time on Linux) it was opened in (home.go); found in
 //     another, it holds the messages it had to relay, which the outbox it
 //     was copied from may relay too,
-//     until Config.ReleaseHeld at a later open (the open that holds them
-//     does not release them). Submissions after that are relayed.
+//     until Config.ReleaseHeld names that hold at a later open (each hold
+//     gets a new random name, so the open that holds them cannot release
+//     them, nor can a name left in a unit release a later hold).
+//     Submissions after that are relayed.
 //   - Exactly once: a recipient is pending until the smarthost's reply to
 //     the end of DATA is recorded. A crash before the final dot is sent
 //     leaves nothing at the smarthost (it discards an unfinished

@@ -2,7 +2,9 @@ package outbox
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"os"
 	"strings"
@@ -46,17 +48,23 @@ func (h home) movedFrom(was home) bool {
 
 // checkHome records the outbox's home on its first open. When the outbox
 // is found in another home, the messages it still has to relay are held,
-// and the new home recorded. With release, the messages held at an earlier
-// start are released (due at once); those held at this start are not: a
-// person has not yet seen them held, and --release-outbox left in a unit
-// or a script would otherwise relay a copy's whole queue at its first
-// start, which is what the hold is for. With renamed (the file was just
-// rewritten in place by this program), only the machine is compared.
-func (o *Outbox) checkHome(ctx context.Context, renamed, release bool) error {
+// under a new random name (the hold), and the new home recorded. release
+// releases the held messages (due at once) when it is the hold's name, as
+// an earlier open made it and cspool status showed it; any other value
+// releases nothing. So the open that holds them cannot release them (a
+// person has not yet seen them held), and a --release-outbox left in a
+// unit or a script cannot release a later hold: another copy's, or this
+// outbox's once copied again, since every hold gets a new name. Before,
+// the flag released what any earlier start held, and left in a unit it
+// released a copy's whole queue at the copy's second start. With renamed
+// (the file was just rewritten in place by this program), only the
+// machine is compared.
+func (o *Outbox) checkHome(ctx context.Context, renamed bool, release string) error {
 	cur := currentHome(o.cfg.Path)
 	return inTx(ctx, o.db, func(tx *sql.Tx) error {
 		var was home
-		err := tx.QueryRowContext(ctx, "SELECT machine, file FROM home WHERE k = 1").Scan(&was.machine, &was.file)
+		var hold string
+		err := tx.QueryRowContext(ctx, "SELECT machine, file, hold FROM home WHERE k = 1").Scan(&was.machine, &was.file, &hold)
 		if errors.Is(err, sql.ErrNoRows) {
 			_, err = tx.ExecContext(ctx, "INSERT INTO home (k, machine, file) VALUES (1, ?, ?)", cur.machine, cur.file)
 			was = cur
@@ -64,22 +72,44 @@ func (o *Outbox) checkHome(ctx context.Context, renamed, release bool) error {
 		if err != nil {
 			return err
 		}
-		if release {
-			// A released message's time in the queue starts again: held, it
-			// was not tried, and a copy held for longer than MaxAge of
-			// running gave up on every message it released at the first
-			// pass, bouncing what the user had just asked to send.
-			res, err := tx.ExecContext(ctx, "UPDATE messages SET held = 0, next_try = ?, queued = ? WHERE held = 1",
-				o.now().UnixMilli(), o.queueClock())
-			if err != nil {
+		setHold := func(name string) error {
+			hold = name
+			_, err := tx.ExecContext(ctx, "UPDATE home SET hold = ? WHERE k = 1", name)
+			return err
+		}
+		var held int64
+		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE done = 0 AND held = 1").Scan(&held); err != nil {
+			return err
+		}
+		if held > 0 && hold == "" {
+			// Held before holds were named.
+			if err := setHold(newHoldName()); err != nil {
 				return err
 			}
-			n, _ := res.RowsAffected()
-			if n > 0 {
-				o.log.Warn("held messages released: they are relayed now", "outbox", o.cfg.Path, "released", n)
-			} else {
-				o.log.Warn("--release-outbox given, but no message was held at an earlier start: nothing released; give it only once, after cspool status said \"Outbox held\"",
-					"outbox", o.cfg.Path)
+		}
+		if release != "" {
+			switch {
+			case held == 0:
+				o.log.Warn("--release-outbox given, but no message is held: nothing released; give it only after cspool status said \"Outbox held\", with the name it gave",
+					"outbox", o.cfg.Path, "given", release)
+			case release != hold:
+				o.log.Warn("--release-outbox does not name this outbox's held messages: nothing released; check the Sent folder (or the smarthost's log) for them, then restart once with --release-outbox="+hold+" (cspool status names it); docs/SENDING.md",
+					"outbox", o.cfg.Path, "given", release, "hold", hold, "held", held)
+			default:
+				// A released message's time in the queue starts again:
+				// held, it was not tried, and a copy held for longer than
+				// MaxAge of running gave up on every message it released
+				// at the first pass, bouncing what the user had just
+				// asked to send.
+				if _, err := tx.ExecContext(ctx, "UPDATE messages SET held = 0, next_try = ?, queued = ? WHERE held = 1",
+					o.now().UnixMilli(), o.queueClock()); err != nil {
+					return err
+				}
+				if err := setHold(""); err != nil {
+					return err
+				}
+				o.log.Warn("held messages released: they are relayed now", "outbox", o.cfg.Path, "hold", release, "released", held)
+				held = 0
 			}
 		}
 		compared := was
@@ -91,14 +121,17 @@ func (o *Outbox) checkHome(ctx context.Context, renamed, release bool) error {
 			if err != nil {
 				return err
 			}
-			if n, _ := res.RowsAffected(); n > 0 {
-				hint := "check the Sent folder (or the smarthost's log) for them, then restart with --release-outbox to send the rest; docs/SENDING.md"
-				if release {
-					hint = "--release-outbox releases only what an earlier start held: check the Sent folder (or the smarthost's log) for them, then restart with it; docs/SENDING.md"
+			n, _ := res.RowsAffected()
+			if held += n; held > 0 {
+				// A new name, also for messages an earlier hold kept:
+				// this is another copy, and the name given for the
+				// earlier one must not release it.
+				if err := setHold(newHoldName()); err != nil {
+					return err
 				}
 				o.log.Error("this outbox was copied or restored from another machine or file: its queued messages are held, not relayed, since the outbox they came from may send them too",
-					"outbox", o.cfg.Path, "held", n, "other_machine", cur.machine != was.machine, "was_inode", was.file, "inode", cur.file,
-					"hint", hint)
+					"outbox", o.cfg.Path, "held", held, "hold", hold, "other_machine", cur.machine != was.machine, "was_inode", was.file, "inode", cur.file,
+					"hint", "check the Sent folder (or the smarthost's log) for them, then restart once with --release-outbox="+hold+" to send them; docs/SENDING.md")
 			}
 		}
 		if cur != was {
@@ -108,4 +141,12 @@ func (o *Outbox) checkHome(ctx context.Context, renamed, release bool) error {
 		}
 		return nil
 	})
+}
+
+// newHoldName names a hold: 48 random bits in hex, which no other hold,
+// of this outbox or of a copy, shares.
+func newHoldName() string {
+	b := make([]byte, 6)
+	rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
 }

@@ -70,8 +70,11 @@ type Config struct {
 	// ReleaseHeld relays the messages held because the outbox was found
 	// copied or restored into another machine or file (home.go), on the
 	// user's word that the outbox they came from did not and will not
-	// relay them.
-	ReleaseHeld bool
+	// relay them. It is the hold's name (Status.Hold), as an earlier open
+	// made it: any other value releases nothing, so that a value left in
+	// a unit or a script cannot release a later hold (another copy of the
+	// outbox, or this one copied again). "": none.
+	ReleaseHeld string
 }
 
 // Outbox is the durable queue. Create it with Open, run it with Run.
@@ -268,7 +271,9 @@ type Status struct {
 	Deferred int    `json:"deferred"` // of those, the ones that failed for now at least once
 	// Held of those are not relayed: the outbox was copied or restored
 	// from another machine or file (Config.ReleaseHeld).
-	Held      int       `json:"held"`
+	Held int `json:"held"`
+	// Hold names the held messages, for Config.ReleaseHeld ("": none held).
+	Hold      string    `json:"hold,omitempty"`
 	Oldest    time.Time `json:"oldest"`   // when the oldest queued message was submitted (zero: none)
 	NextTry   time.Time `json:"next_try"` // the next attempt (zero: none due)
 	ToFile    int       `json:"to_file"`  // Sent copies and bounces not yet in the log
@@ -292,6 +297,11 @@ func (o *Outbox) Status(ctx context.Context) (Status, error) {
 	}
 	if err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM filings WHERE done = 0").Scan(&st.ToFile); err != nil {
 		return st, fmt.Errorf("reading outbox status: %w", err)
+	}
+	if st.Held > 0 {
+		if err := o.db.QueryRowContext(ctx, "SELECT hold FROM home WHERE k = 1").Scan(&st.Hold); err != nil {
+			return st, fmt.Errorf("reading outbox status: %w", err)
+		}
 	}
 	if st.LastError == "" && st.Deferred > 0 {
 		// The smarthost answered, but not yet for some message: its reply.

@@ -505,9 +505,10 @@ func TestQueueClockOutOfRange(t *testing.T) {
 // had queued: the original relays them, the copy relays them only when
 // told (ReleaseHeld). Messages submitted to the copy afterwards are its own
 // and are relayed. Before, the copy relayed the queue too: every message
-// queued at the copy went out twice. ReleaseHeld releases only what an
-// earlier start held: before, given at the copy's first start, it relayed
-// the queue unseen.
+// queued at the copy went out twice. ReleaseHeld releases only the hold it
+// names, which an earlier start made: before, given at the copy's first
+// start, it relayed the queue unseen, and left in a unit (it was a bare
+// flag then) it did so at the copy's second start.
 func TestCopiedOutboxHolds(t *testing.T) {
 	dev := newDevice(t)
 	ca := sendtest.NewCA(t, t.TempDir())
@@ -520,7 +521,7 @@ func TestCopiedOutboxHolds(t *testing.T) {
 	down := ln.Addr().String()
 	ln.Close()
 	original := dev.Store.Path() + ".outbox"
-	run := func(path string, relay string, release bool) (*outbox.Outbox, func()) {
+	run := func(path string, relay string, release string) (*outbox.Outbox, func()) {
 		o, err := outbox.Open(outbox.Config{Path: path, Store: dev.Store, Log: dev.Sync, Relay: outbox.Relay{Addr: relay, RootCAs: ca.Pool},
 			Hostname: "device.test", MinBackoff: time.Hour, MaxBackoff: time.Hour, Logger: slog.New(slog.DiscardHandler), ReleaseHeld: release})
 		if err != nil {
@@ -535,34 +536,40 @@ func TestCopiedOutboxHolds(t *testing.T) {
 			o.Close()
 		}
 	}
-	o, stop := run(original, down, false)
+	o, stop := run(original, down, "")
 	enqueue(t, o, message("queued", ""))
 	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 1 && st.LastError != "" })
 	stop()
 
-	copied := filepath.Join(t.TempDir(), "copy.db.outbox")
-	for _, suffix := range []string{"", "-wal"} {
-		b, err := os.ReadFile(original + suffix)
-		if errors.Is(err, os.ErrNotExist) && suffix != "" {
-			continue
+	copyOutbox := func(from string) string {
+		to := filepath.Join(t.TempDir(), "copy.db.outbox")
+		for _, suffix := range []string{"", "-wal"} {
+			b, err := os.ReadFile(from + suffix)
+			if errors.Is(err, os.ErrNotExist) && suffix != "" {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(to+suffix, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(copied+suffix, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		return to
 	}
+	copied := copyOutbox(original)
 
 	// The copy holds what it had queued, even started with ReleaseHeld
-	// (--release-outbox left in a unit or a script, or given before
-	// anyone saw the hold): that releases only what an earlier start
-	// held. A message submitted to it is relayed, and would have followed
-	// the held one in the same pass.
-	o, stop = run(copied, host.Addr, true)
-	if st, err := o.Status(context.Background()); err != nil || st.Held != 1 {
-		t.Errorf("the copy's status %+v, %v: want the queued message held at its first start, ReleaseHeld or not", st, err)
+	// (--release-outbox left in a unit or a script, bare as it was before
+	// it took a name, or given before anyone saw the hold): it names no
+	// hold of an earlier start. A message submitted to it is relayed, and
+	// would have followed the held one in the same pass.
+	o, stop = run(copied, host.Addr, "true")
+	st, err := o.Status(context.Background())
+	if err != nil || st.Held != 1 || len(st.Hold) != 12 {
+		t.Errorf("the copy's status %+v, %v: want the queued message held at its first start, ReleaseHeld or not, under a name", st, err)
 	}
+	hold := st.Hold
 	enqueue(t, o, message("after", ""))
 	got := host.Wait(t, 1, wait)
 	if id := submit.MessageID(got[0].Data); id != "after@example.org" {
@@ -574,23 +581,45 @@ func TestCopiedOutboxHolds(t *testing.T) {
 		t.Fatalf("the smarthost got %d messages from the copy, want 1", n)
 	}
 
+	// Its second start, with the flag still standing, holds them still:
+	// the flag does not name the hold. Before, it released them.
+	o, stop = run(copied, host.Addr, "true")
+	if st, err := o.Status(context.Background()); err != nil || st.Held != 1 || st.Hold != hold {
+		t.Errorf("the copy's second start with a bare release: status %+v, %v; want the message held still, as %s", st, err, hold)
+	}
+	stop()
+
+	// The copy copied again holds its queue under a new name, which the
+	// first copy's name, left in a unit, does not release.
+	again := copyOutbox(copied)
+	o, stop = run(again, down, hold)
+	if st, err := o.Status(context.Background()); err != nil || st.Held != 1 || st.Hold == hold || len(st.Hold) != 12 {
+		t.Errorf("a copy of the copy started with the first copy's hold %s: status %+v, %v; want the message held under another name", hold, st, err)
+	}
+	stop()
+	o, stop = run(again, down, hold)
+	if st, err := o.Status(context.Background()); err != nil || st.Held != 1 {
+		t.Errorf("a copy of the copy at its second start with the first copy's hold %s: status %+v, %v; want the message held", hold, st, err)
+	}
+	stop()
+
 	// The original, in its own file, is not held: it relays its queue.
-	_, stop = run(original, host.Addr, false)
+	_, stop = run(original, host.Addr, "")
 	got = host.Wait(t, 2, wait)
 	stop()
 	if id := submit.MessageID(got[1].Data); id != "queued@example.org" {
 		t.Fatalf("the original relayed %s, want its queued message", id)
 	}
 
-	// Released, the copy relays it too: the user's word that the
-	// original did not.
-	o, stop = run(copied, host.Addr, true)
+	// Released by its name, the copy relays it too: the user's word that
+	// the original did not.
+	o, stop = run(copied, host.Addr, hold)
 	defer stop()
 	got = host.Wait(t, 3, wait)
 	if id := submit.MessageID(got[2].Data); id != "queued@example.org" {
 		t.Fatalf("the released copy relayed %s, want its held message", id)
 	}
-	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 && st.Held == 0 })
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 && st.Held == 0 && st.Hold == "" })
 }
 
 // TestReleasedAfterLongHold: a message held longer than MaxAge of the
@@ -608,7 +637,7 @@ func TestReleasedAfterLongHold(t *testing.T) {
 	down := ln.Addr().String()
 	ln.Close()
 	const maxAge = 300 * time.Millisecond
-	run := func(path, relay string, release bool) (*outbox.Outbox, func()) {
+	run := func(path, relay string, release string) (*outbox.Outbox, func()) {
 		o, err := outbox.Open(outbox.Config{Path: path, Store: dev.Store, Log: dev.Sync, Relay: outbox.Relay{Addr: relay, RootCAs: ca.Pool},
 			Hostname: "device.test", MinBackoff: time.Hour, MaxBackoff: time.Hour, MaxAge: maxAge, Logger: slog.New(slog.DiscardHandler), ReleaseHeld: release})
 		if err != nil {
@@ -647,12 +676,12 @@ func TestReleasedAfterLongHold(t *testing.T) {
 		}
 	}
 	// The copy runs, holding the message, for longer than MaxAge.
-	o, stop := run(copied, host.Addr, false)
-	waitStatus(t, o, func(st outbox.Status) bool { return st.Held == 1 })
+	o, stop := run(copied, host.Addr, "")
+	hold := waitStatus(t, o, func(st outbox.Status) bool { return st.Held == 1 }).Hold
 	time.Sleep(2 * maxAge)
 	stop()
 
-	o, stop = run(copied, host.Addr, true)
+	o, stop = run(copied, host.Addr, hold)
 	defer stop()
 	got := host.Wait(t, 1, wait)
 	if id := submit.MessageID(got[0].Data); id != "held@example.org" {

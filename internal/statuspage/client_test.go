@@ -177,3 +177,18 @@ func TestWriteTextPrintable(t *testing.T) {
 		t.Errorf("the text %q is in the output %d times, want 6:\n%s", want, strings.Count(out, want), out)
 	}
 }
+
+// TestWriteTextHold: "Outbox held" names the hold, as --release-outbox
+// must (outbox.Config.ReleaseHeld): a bare flag releases nothing.
+func TestWriteTextHold(t *testing.T) {
+	t.Parallel()
+	r := sampleReport()
+	r.Outbox = &Outbox{Queued: 2, Held: 2, Hold: "3f9a61c2e07b"}
+	var b strings.Builder
+	if err := WriteText(&b, &r, r.Generated); err != nil {
+		t.Fatal(err)
+	}
+	if want := "restart once with --release-outbox=3f9a61c2e07b to send them"; !strings.Contains(b.String(), want) {
+		t.Errorf("the status lacks %q:\n%s", want, b.String())
+	}
+}

@@ -175,7 +175,7 @@ const pageTemplate = `<!DOCTYPE html>
 <table id="outbox">
 <tr><th>Smarthost</th><td class="mono">{{.Relay}}</td></tr>
 <tr><th>Queued</th><td id="outbox-queued" data-queued="{{.Queued}}">{{.Queued}}{{if .Queued}} ({{.Deferred}} deferred), oldest {{when .Oldest $.Generated}}{{if not .NextTry.IsZero}}, next try at {{.NextTry.Local.Format "15:04:05"}}{{end}}{{end}}</td></tr>
-{{if .Held}}<tr><th>Held</th><td id="outbox-held" class="warn">{{.Held}} queued messages not relayed: this outbox was copied or restored from another machine or file, which may send them too; check its Sent folder, then restart with --release-outbox to send them</td></tr>{{end}}
+{{if .Held}}<tr><th>Held</th><td id="outbox-held" class="warn">{{.Held}} queued messages not relayed: this outbox was copied or restored from another machine or file, which may send them too; check its Sent folder, then restart once with <span class="mono">--release-outbox={{.Hold}}</span> to send them</td></tr>{{end}}
 <tr><th>To file in the log</th><td>{{.ToFile}} (Sent copies and bounces)</td></tr>
 <tr><th>Since start</th><td>{{.Relayed}} relayed, {{.Bounced}} bounced; last sent {{when .LastSent $.Generated}}</td></tr>
 {{with .LastError}}<tr><th>Last error</th><td class="err">{{.}}</td></tr>{{end}}

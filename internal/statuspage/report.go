@@ -49,7 +49,9 @@ type Outbox struct {
 	Deferred int    `json:"deferred"` // of those, the ones that failed for now at least once
 	// Held of those are not relayed: the outbox was copied or restored
 	// from another machine or file (imap-server --release-outbox).
-	Held      int       `json:"held"`
+	Held int `json:"held"`
+	// Hold names the held messages: --release-outbox=Hold releases them.
+	Hold      string    `json:"hold,omitempty"`
 	Oldest    time.Time `json:"oldest"`   // submission of the oldest queued (zero: none)
 	NextTry   time.Time `json:"next_try"` // the next attempt (zero: none due)
 	ToFile    int       `json:"to_file"`  // Sent copies and bounces not yet in the log

@@ -75,7 +75,7 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 		fmt.Fprintf(tw, "Outbox:\t%s; %d to file in the log; via %s\n", q, o.ToFile, o.Relay)
 		if o.Held > 0 {
 			fmt.Fprintf(tw, "Outbox held:\t%d queued messages not relayed: this outbox was copied or restored from another machine or file, which may send them too; "+
-				"check its Sent folder, then restart with --release-outbox to send them (docs/SENDING.md)\n", o.Held)
+				"check its Sent folder, then restart once with --release-outbox=%s to send them (docs/SENDING.md)\n", o.Held, termtext.Printable(o.Hold))
 		}
 		fmt.Fprintf(tw, "Sent:\t%d relayed, %d bounced since start; last %s\n", o.Relayed, o.Bounced, whenText(o.LastSent, now))
 		if o.LastError != "" {
