@@ -1059,3 +1059,59 @@ func readReport(t *testing.T, raw []byte) report {
 	}
 	return r
 }
+
+// TestHoldNamedAtOpen: messages held before holds were named (an outbox
+// held by an earlier cspool, whose home has no hold name) get a name at
+// the next open, which cspool status gives; a release naming no hold
+// leaves them held, and that name releases them.
+func TestHoldNamedAtOpen(t *testing.T) {
+	dev := newDevice(t)
+	open := func(path, release string) *outbox.Outbox {
+		o, err := outbox.Open(outbox.Config{Path: path, Store: dev.Store, Log: dev.Sync, Relay: outbox.Relay{Addr: "127.0.0.1:1"},
+			Hostname: "device.test", Logger: slog.New(slog.DiscardHandler), ReleaseHeld: release})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	status := func(o *outbox.Outbox) outbox.Status {
+		st, err := o.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.Close()
+		return st
+	}
+	original := dev.Store.Path() + ".outbox"
+	o := open(original, "")
+	enqueue(t, o, message("held", ""))
+	o.Close()
+	copied := filepath.Join(t.TempDir(), "copy.db.outbox")
+	b, err := os.ReadFile(original)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(copied, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(open(copied, "")); st.Held != 1 || st.Hold == "" {
+		t.Fatalf("the copy: %+v, want its message held under a name", st)
+	}
+	db, err := sql.Open("sqlite", "file:"+copied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("UPDATE home SET hold = ''"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	st := status(open(copied, "true"))
+	if st.Held != 1 || len(st.Hold) != 12 {
+		t.Fatalf("an unnamed hold reopened with a bare release: %+v, want the message held, under a new name", st)
+	}
+	hold := st.Hold
+	if st := status(open(copied, hold)); st.Held != 0 || st.Queued != 1 || st.Hold != "" {
+		t.Errorf("released by its name %s: %+v, want the message queued, not held", hold, st)
+	}
+}
