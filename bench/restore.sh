@@ -10,7 +10,11 @@
 #     checkpoint, restores from it and fetches the M bodies it keeps, until
 #     IMAP STATUS shows M; its time and its peak RSS (VmHWM) then, and the
 #     largest temporary file it held.
-# Every line prints the load average.
+# Every line prints the load average. With DURING=SECONDS, a mail client
+# (imapbench.py during) APPENDs a message and STOREs \Flagged on it that
+# many seconds after each daemon starts, while it bootstraps, and prints
+# how long each took and whether the message is there once, flagged,
+# after the restore.
 #
 # The work folder is WORK (default /tmp), deleted at the end unless KEEP=1;
 # REUSE=FOLDER takes the keys, log and checkpoint a run with KEEP=1 kept
@@ -73,8 +77,13 @@ for r in $(seq 1 "$RUNS"); do
 		# The largest file the daemon holds open under the database's
 		# folder that has no name (the checkpoint's temporary file).
 		tmax=0
-		$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$M" 3600 >/dev/null &
-		wpid=$!
+		if [ -n "${DURING:-}" ]; then
+			$IB during 127.0.0.1 $((P + 3)) alice pw "$DURING" "$M" 3600 >"$db.during" &
+			wpid=$!
+		else
+			$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$M" 3600 >/dev/null &
+			wpid=$!
+		fi
 		while kill -0 $wpid 2>/dev/null; do
 			for f in /proc/$dpid/fd/*; do
 				case "$(readlink "$f" 2>/dev/null)" in
@@ -87,6 +96,7 @@ for r in $(seq 1 "$RUNS"); do
 		t1=$(date +%s.%N)
 		echo "$bin run $r: STATUS shows $M after $(python3 -c "print('%.1f' % ($t1 - $t0))") s, peak RSS $(hwm $dpid) MB, largest unlinked file $((tmax / 1048576)) MB $(load)"
 		grep -o '"msg":"rebuilt from checkpoint"[^}]*\|msg="rebuilt from checkpoint".*' "$db.log" | sed 's/^/  /' || true
+		[ -n "${DURING:-}" ] && echo "  client during the bootstrap: $(cat "$db.during")"
 		kill $dpid
 		wait $dpid 2>/dev/null || true
 		rm -f "$db" "$db"-*

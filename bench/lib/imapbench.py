@@ -19,6 +19,12 @@
   imapbench.py sockpair HOST PORT1 PORT2 USER PASS RUNS ITEMS   the same with bigbox.py's plain socket client, which
                                                           reads to the tagged answer and counts the lines: the
                                                           servers' time, without imaplib's parsing of each response
+  imapbench.py during HOST PORT USER PASS DELAY N TIMEOUT DELAY seconds after it starts (a device bootstrapping
+                                                          meanwhile), APPEND a message to INBOX and STORE +FLAGS
+                                                          (\\Flagged) on it, each timed, with INBOX's count before;
+                                                          then wait until INBOX has N+1 messages and, every 10 s
+                                                          for a minute, count them, those with its Subject and
+                                                          those \\Flagged
 
 Prints one JSON object.
 """
@@ -175,11 +181,63 @@ def sockpair(host, port1, port2, user, pw, runs, items):
     return turns(conns, runs, items, one, lambda c: c["c"].cmd("LOGOUT"))
 
 
+def during(host, port, user, pw, delay, n, timeout):
+    start = time.time()
+    m = login(host, port, user, pw)
+    time.sleep(max(0.0, float(delay) - (time.time() - start)))
+    typ, data = m.status("INBOX", "(MESSAGES)")
+    before = int(data[0].split(b"MESSAGES ")[1].rstrip(b")"))
+    subject = "cspool bench: made during the bootstrap %d" % int(start)
+    body = ("From: bench@example.org\r\nSubject: %s\r\n\r\nappended while the device restores\r\n" % subject).encode()
+    t0 = time.time()
+    typ, data = m.append("INBOX", None, None, body)
+    t1 = time.time()
+    out = {"messages_before": before, "append_started_s": round(t0 - start, 3), "append_seconds": round(t1 - t0, 3),
+           "append_answer": typ + " " + (data[0] or b"").decode(errors="replace")}
+    m.select("INBOX")
+    if typ == "OK":
+        uid = data[0].split(b"APPENDUID ")[1].split(b" ")[1].rstrip(b"]").decode()
+    else:
+        # The message shows once the device applies it: wait for it.
+        while True:
+            typ, hits = m.uid("SEARCH", "SUBJECT", '"%s"' % subject)
+            if hits and hits[0]:
+                uid = hits[0].split()[0].decode()
+                break
+            if time.time() - start > float(timeout):
+                raise SystemExit("the appended message never showed")
+            time.sleep(0.5)
+            m.noop()
+    t2 = time.time()
+    typ, data = m.uid("STORE", uid, "+FLAGS", "(\\Flagged)")
+    t3 = time.time()
+    out.update({"store_started_s": round(t2 - start, 3), "store_seconds": round(t3 - t2, 3),
+                "store_answer": typ + " " + (data[0] or b"").decode(errors="replace")[:80]})
+    m.logout()
+    r = waitcount(host, port, user, pw, int(n) + 1, timeout)
+    out.update({"restored_s": round(r["reached_at"] - start, 3) if r["reached_at"] else None})
+    # Then, every 10 s for a minute, on a new connection each time: the
+    # count, the messages with its Subject and those \Flagged (the
+    # device applies what the log holds after the checkpoint meanwhile).
+    checks = []
+    for _ in range(7):
+        c = login(host, port, user, pw)
+        typ, data = c.select("INBOX", readonly=True)
+        typ, hits = c.search(None, "SUBJECT", '"%s"' % subject)
+        typ, flagged = c.search(None, "FLAGGED")
+        c.logout()
+        checks.append([int(data[0]), len(hits[0].split()) if hits and hits[0] else 0,
+                       len(flagged[0].split()) if flagged and flagged[0] else 0])
+        time.sleep(10)
+    out["after_messages_subject_flagged"] = checks
+    return out
+
+
 if __name__ == "__main__":
     if sys.argv[1] in ("pair", "sockpair"):
         for r in {"pair": pair, "sockpair": sockpair}[sys.argv[1]](*sys.argv[2:]):
             print(json.dumps(r))
         sys.exit(0)
     cmd, args = sys.argv[1], sys.argv[2:]
-    out = {"waitcount": waitcount, "fetch": fetch, "search": search, "reads": reads}[cmd](*args)
+    out = {"waitcount": waitcount, "fetch": fetch, "search": search, "reads": reads, "during": during}[cmd](*args)
     print(json.dumps(out))

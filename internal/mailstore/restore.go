@@ -72,17 +72,86 @@ func (s *Store) RestoreFrom(ctx context.Context, r io.Reader, check func(*Restor
 	return res, info, err
 }
 
+// StagedRestore is a restore whose first two steps have run (restore):
+// its state is staged and checked, and the bodies the store lacked are
+// stored, but the store's state is the old one until Commit. Between the
+// steps, and until Commit, the store takes other writes (a local change,
+// queued and applied provisionally), which Commit checks again and
+// applies again on top of the restored state. Commit or Close it.
+type StagedRestore struct {
+	s     *Store
+	g     *stager
+	sn    *Snapshot
+	info  *Restored
+	fresh int64
+	fetch BodyFetcher
+	adopt bool
+	open  bool
+}
+
+// StageRestoreFrom runs the first two steps of RestoreFrom (the state read,
+// staged and checked; the bodies the store lacks fetched and stored), each
+// holding the store's write lock only while it writes, and returns the
+// restore ready for its last step, Commit. Its errors are RestoreFrom's;
+// after one, nothing is left to close.
+func (s *Store) StageRestoreFrom(ctx context.Context, r io.Reader, check func(*Restored) error, fetch BodyFetcher) (*StagedRestore, error) {
+	d := &snapDecoder{r: bufio.NewReaderSize(r, 32<<10)}
+	return s.stageRestore(ctx, stageDecoded(d), check, fetch, false)
+}
+
+// Restored describes the state staged.
+func (p *StagedRestore) Restored() *Restored { return p.info }
+
+// Commit runs the restore's last step: in one transaction, the checks
+// against the store again, the changes sessions hear (the Result), the
+// state written over the old one, and the queued changes applied again on
+// top. After it, committed or not, the restore's tables and the bodies it
+// stored that no message uses are gone; a second Commit fails.
+func (p *StagedRestore) Commit(ctx context.Context) (*Result, error) {
+	res, _, err := p.commit(ctx)
+	return res, err
+}
+
+func (p *StagedRestore) commit(ctx context.Context) (*Result, *Adoption, error) {
+	if !p.open {
+		return nil, nil, errors.New("mailstore: the restore was committed or closed already")
+	}
+	res, ad, err := p.s.replaceState(ctx, p.g, p.sn, p.fresh, p.fetch, p.adopt)
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	p.open = false
+	return res, ad, nil
+}
+
+// Close gives up a restore not committed: its tables go, and the bodies
+// it stored that no message uses. What it cannot remove (the store closed,
+// a full disk) the next restore or the next open removes. Close after
+// Commit does nothing.
+func (p *StagedRestore) Close() {
+	if !p.open {
+		return
+	}
+	p.open = false
+	_ = p.s.dropStaged(context.Background(), p.fresh)
+}
+
 // restore is Restore, or Adopt when adopt is set (restoration.go), of the
 // state stage writes into the restore's tables, in three steps, each
-// holding the store's write lock only while it runs:
+// holding the store's write lock only while it writes:
 //
-//  1. stageState reads the state into the restore's tables and runs check
-//     on it, in one transaction, which commits the tables;
+//  1. stageState reads the state into the restore's tables, a run of
+//     stageRun rows a transaction, and checks it (check, and the checks
+//     against the store, which need not the write lock unless changes are
+//     queued or it adopts);
 //  2. storeBodies stores the bodies the state names that the store lacks,
-//     asking fetch for them stageRun positions at a time, each run its own
-//     transaction;
+//     asking fetch for them stageRun positions at a time, parsing them
+//     without the lock and writing bodyGroupBytes of them a transaction;
 //  3. replaceState checks the staged state against the store, and writes
-//     it over the old one, in one transaction, which drops the tables.
+//     it over the old one, in one transaction, which drops the tables
+//     (StagedRestore.Commit: the syncer runs it alone under its own lock,
+//     so that sessions hear its changes in the order the store made them).
 //
 // The old state is changed only by the third step's commit. Before it,
 // the store holds besides its state only the tables and bodies no message
@@ -93,93 +162,134 @@ func (s *Store) RestoreFrom(ctx context.Context, r io.Reader, check func(*Restor
 // is opened again (dropLeftStage) or at the next restore.
 func (s *Store) restore(ctx context.Context, stage func(*stager) (*Snapshot, error), check func(*Restored) error,
 	fetch BodyFetcher, adopt bool) (*Result, *Adoption, *Restored, error) {
-	if err := s.check(); err != nil {
+	p, err := s.stageRestore(ctx, stage, check, fetch, adopt)
+	if err != nil {
 		return nil, nil, nil, err
+	}
+	res, ad, err := p.commit(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return res, ad, p.info, nil
+}
+
+// stageRestore runs restore's first two steps.
+func (s *Store) stageRestore(ctx context.Context, stage func(*stager) (*Snapshot, error), check func(*Restored) error,
+	fetch BodyFetcher, adopt bool) (*StagedRestore, error) {
+	if err := s.check(); err != nil {
+		return nil, err
 	}
 	g, sn, info, err := s.stageState(ctx, stage, check, adopt)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	fresh, err := s.storeBodies(ctx, g, fetch)
-	var res *Result
-	var ad *Adoption
-	if err == nil {
-		res, ad, err = s.replaceState(ctx, g, sn, fresh, fetch, adopt)
+	p := &StagedRestore{s: s, g: g, sn: sn, info: info, fetch: fetch, adopt: adopt, open: true}
+	if p.fresh, err = s.storeBodies(ctx, g, fetch); err != nil {
+		p.Close()
+		return nil, err
 	}
-	if err != nil {
-		_ = s.dropStaged(ctx, fresh) // what it leaves, the next restore or open removes
-		return nil, nil, nil, err
-	}
-	return res, ad, info, nil
+	return p, nil
 }
 
 // stageState is a restore's first step: the state's messages and entry
-// records go into the restore's tables as stage decodes them, check sees
-// the rest, and the transaction commits the tables. A state refused, or
-// an error, leaves the store as it was.
+// records go into the restore's tables as stage decodes them, stageRun
+// rows a transaction (stager.flush), and are checked: check sees the
+// rest, then the checks against the store run, so that a state they
+// refuse has no body fetched (they run again in the last step, which
+// commits what they change: a local change may come between). A state
+// refused, or an error, leaves the store as it was.
 func (s *Store) stageState(ctx context.Context, stage func(*stager) (*Snapshot, error), check func(*Restored) error,
 	adopt bool) (*stager, *Snapshot, *Restored, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tx, err := s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("starting restore: %w", err)
-	}
-	defer tx.Rollback()
-	g := &stager{ctx: ctx, tx: tx}
-	defer g.close()
+	g := &stager{ctx: ctx, s: s}
 	if err := g.begin(); err != nil {
 		return nil, nil, nil, err
 	}
-	sn, err := stage(g)
-	if errors.Is(err, ErrSnapshot) {
-		return nil, nil, nil, &StateError{Err: err}
-	}
+	sn, info, err := s.stageChecked(ctx, g, stage, check, adopt)
 	if err != nil {
+		_ = s.dropStaged(ctx, 0) // what it leaves, the next restore or open removes
 		return nil, nil, nil, err
 	}
-	g.close()
+	return g, sn, info, nil
+}
+
+// stageChecked stages the state and checks it: the checks read the
+// staged tables and the store on a read connection, without the store's
+// write lock, unless changes are queued (they are taken back first, in a
+// savepoint rolled back) or the state is adopted (which clears alarms,
+// also rolled back): those run in a write transaction.
+func (s *Store) stageChecked(ctx context.Context, g *stager, stage func(*stager) (*Snapshot, error), check func(*Restored) error,
+	adopt bool) (*Snapshot, *Restored, error) {
+	sn, err := stage(g)
+	if err == nil {
+		err = g.flush()
+	}
+	g.msgs, g.ents = nil, nil // not held through the fetches
+	if g.failed != nil {
+		return nil, nil, g.failed
+	}
+	if errors.Is(err, ErrSnapshot) {
+		return nil, nil, &StateError{Err: err}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	rtx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, nil, fmt.Errorf("checking the state: %w", err)
+	}
+	defer rtx.Rollback()
 	info := &Restored{Head: sn, Messages: int(g.messages), Superseded: int(g.superseded)}
-	if err := tx.QueryRowContext(ctx, "SELECT count(DISTINCT body) FROM restore_messages").Scan(&info.Bodies); err != nil {
-		return nil, nil, nil, fmt.Errorf("counting the state's bodies: %w", err)
+	if err := rtx.QueryRowContext(ctx, "SELECT count(DISTINCT body) FROM restore_messages").Scan(&info.Bodies); err != nil {
+		return nil, nil, fmt.Errorf("counting the state's bodies: %w", err)
 	}
 	if check != nil {
 		if err := check(info); err != nil {
-			return nil, nil, nil, &StateError{Err: err}
+			return nil, nil, &StateError{Err: err}
 		}
 	}
-	// The checks against the store run here, so that a state they refuse
-	// has no body fetched, and again in the last step, which commits what
-	// they change (a local change may come between): here what they
-	// change (the queued changes taken back, alarms cleared) is rolled
-	// back.
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT restore_checks"); err != nil {
-		return nil, nil, nil, fmt.Errorf("checking the state: %w", err)
+	var queued bool
+	if err := rtx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM queue)").Scan(&queued); err != nil {
+		return nil, nil, fmt.Errorf("reading the queue: %w", err)
 	}
-	c, err := checkStaged(ctx, tx, s.parser, g, sn, adopt)
+	if queued || adopt {
+		err = s.writeTx(ctx, "checking the state", func(tx *sql.Tx) error {
+			if err := checkAgainst(ctx, tx, s.parser, g, sn, adopt); err != nil {
+				return err
+			}
+			return errRollBack
+		})
+		if errors.Is(err, errRollBack) {
+			err = nil
+		}
+	} else {
+		err = checkAgainst(ctx, rtx, s.parser, g, sn, adopt)
+	}
 	if err != nil {
-		return nil, nil, nil, err
-	}
-	c.byID.Close()
-	if _, err := tx.ExecContext(ctx, "ROLLBACK TO restore_checks; RELEASE restore_checks"); err != nil {
-		return nil, nil, nil, fmt.Errorf("checking the state: %w", err)
+		return nil, nil, err
 	}
 	var twice int64
-	err = tx.QueryRowContext(ctx, `SELECT body FROM restore_messages m
+	err = rtx.QueryRowContext(ctx, `SELECT body FROM restore_messages m
 		WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.digest = m.digest)
 		GROUP BY body HAVING min(digest) != max(digest) ORDER BY body LIMIT 1`).Scan(&twice)
 	if err == nil {
-		return nil, nil, nil, fmt.Errorf("%w: entry %d named with two digests", ErrSnapshot, twice)
+		return nil, nil, fmt.Errorf("%w: entry %d named with two digests", ErrSnapshot, twice)
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
-		return nil, nil, nil, fmt.Errorf("reading the state's bodies: %w", err)
+		return nil, nil, fmt.Errorf("reading the state's bodies: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, nil, nil, fmt.Errorf("committing the staged state at position %d: %w", sn.Position, err)
+	return sn, info, nil
+}
+
+// errRollBack ends a write transaction whose changes are not kept.
+var errRollBack = errors.New("rolled back")
+
+// checkAgainst runs checkStaged in tx, for its verdict alone.
+func checkAgainst(ctx context.Context, tx *sql.Tx, parser Parser, g *stager, sn *Snapshot, adopt bool) error {
+	c, err := checkStaged(ctx, tx, parser, g, sn, adopt)
+	if err != nil {
+		return err
 	}
-	s.committed(ctx)
-	g.tx = nil
-	return g, sn, info, nil
+	return c.byID.Close()
 }
 
 // checked is what checkStaged found.
@@ -585,14 +695,18 @@ func listPositions(list []byte) map[command.ID]uint64 {
 
 // storeBodies is a restore's second step: it stores every body the
 // staged state names that the store lacks, asking fetch for them stageRun
-// positions at a time in increasing order, each run in a transaction of
-// its own, and returns the first body it stored (one past the last stored
-// when it stored none). Each body stored counts as many references as
-// positions it was stored for in its run: no message uses it until the
-// last step, whose count of the references (recount) reads it only when
-// more than one message does. So the restore's last transaction does not
-// carry the bodies' pages (at a million, 5 GB of WAL it could not
-// checkpoint), and a local change waits for one run, not for the restore.
+// positions at a time in increasing order, and returns the first body it
+// stored (one past the last stored when it stored none). Each body stored
+// counts as many references as positions it was stored for in its run:
+// no message uses it until the last step, whose count of the references
+// (recount) reads it only when more than one message does. So the
+// restore's last transaction does not carry the bodies' pages (at a
+// million, 5 GB of WAL it could not checkpoint). The bodies are checked
+// and parsed as they come, without the store's write lock, and written
+// bodyGroupBytes at a time, each group a transaction of its own (bodyWriter):
+// a local change waits for one group's rows, not for the spool's answers
+// or the parsing of a run (at 100,000 messages, 10 to 20 s a run under
+// load).
 func (s *Store) storeBodies(ctx context.Context, g *stager, fetch BodyFetcher) (int64, error) {
 	var fresh int64
 	err := s.wdb.QueryRowContext(ctx, "SELECT coalesce(max(bid), 0) + 1 FROM bodies").Scan(&fresh)
@@ -608,41 +722,105 @@ func (s *Store) storeBodies(ctx context.Context, g *stager, fetch BodyFetcher) (
 	}
 }
 
-// bodyRun stores, in one transaction, the missing bodies of the next run
-// of positions after *after, and moves *after past them; done when none
-// is missing.
+// bodyGroupBytes is how many bytes of bodies the restore's second step
+// holds before it writes them.
+const bodyGroupBytes = 1 << 20
+
+// bodyRun stores the missing bodies of the next run of positions after
+// *after, and moves *after past them; done when none is missing. Which
+// are missing is read without the write lock: a local change between
+// the groups may store one of them (put shares it then, as an apply
+// would) or remove another body (taking the change back puts it back).
 func (s *Store) bodyRun(ctx context.Context, fetch BodyFetcher, after *int64) (done bool, err error) {
 	if err := s.check(); err != nil {
 		return false, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tx, err := s.wdb.BeginTx(ctx, nil)
-	if err != nil {
-		return false, fmt.Errorf("storing the restore's bodies: %w", err)
+	need, want, err := bodiesToFetch(ctx, s.rdb, *after)
+	if err != nil || len(need) == 0 {
+		return len(need) == 0, err
 	}
-	defer tx.Rollback()
-	if done, err = storeRun(ctx, tx, s.parser, fetch, after); err != nil || done {
-		return done, err
+	w := &bodyWriter{s: s, ctx: ctx}
+	got := map[uint64]bool{}
+	put := func(pos uint64, raw []byte) error {
+		d, ok := want[pos]
+		if !ok || got[pos] {
+			return fmt.Errorf("%w: entry %d was not asked for", ErrSnapshot, pos)
+		}
+		if sha256.Sum256(raw) != d {
+			return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
+		}
+		got[pos] = true
+		return w.add(pos, raw)
 	}
-	if err := tx.Commit(); err != nil {
-		return false, fmt.Errorf("storing the restore's bodies: %w", err)
+	if err := fetch(ctx, need, put); err != nil {
+		return false, fmt.Errorf("fetching message bodies: %w", err)
 	}
-	s.committed(ctx)
+	if err := w.flush(); err != nil {
+		return false, err
+	}
+	if len(got) != len(need) {
+		return false, fmt.Errorf("%w: %d of %d bodies could not be fetched", ErrSnapshot, len(need)-len(got), len(need))
+	}
+	*after = int64(need[len(need)-1])
 	return false, nil
 }
 
-// storeRun stores in tx the bodies of the next run of positions after
-// *after that the store lacks, and moves *after past them; done when none
-// is missing. A body a queued change removed is not missing: taking the
-// change back puts it back (undo).
-func storeRun(ctx context.Context, tx *sql.Tx, parser Parser, fetch BodyFetcher, after *int64) (done bool, err error) {
+// bodyWriter holds the bodies fetched, parsed, until bodyGroupBytes of
+// them are held, and writes them in one transaction under the store's
+// write lock.
+type bodyWriter struct {
+	s     *Store
+	ctx   context.Context
+	held  []heldBody
+	bytes int
+}
+
+type heldBody struct {
+	pos  uint64
+	prep *Prepared
+}
+
+func (w *bodyWriter) add(pos uint64, raw []byte) error {
+	p, err := parseMessage(w.s.parser, raw)
+	if err != nil {
+		return err
+	}
+	w.held = append(w.held, heldBody{pos: pos, prep: &Prepared{body: raw, digest: sha256.Sum256(raw), parsed: p}})
+	if w.bytes += len(raw); w.bytes >= bodyGroupBytes {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *bodyWriter) flush() error {
+	if len(w.held) == 0 {
+		return nil
+	}
+	err := w.s.writeTx(w.ctx, "storing the restore's bodies", func(tx *sql.Tx) error {
+		a := &applier{ctx: w.ctx, tx: tx, parser: w.s.parser, stmts: map[string]*sql.Stmt{}}
+		for _, h := range w.held {
+			a.pos, a.prepared = h.pos, h.prep
+			if _, err := a.storeBody(h.prep.body); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	clear(w.held)
+	w.held, w.bytes = w.held[:0], 0
+	return err
+}
+
+// bodiesToFetch lists the next run of positions after after whose bodies
+// the store lacks, with their digests. A body a queued change removed is
+// not missing: taking the change back puts it back (undo).
+func bodiesToFetch(ctx context.Context, q queryer, after int64) ([]uint64, map[uint64][32]byte, error) {
 	want := map[uint64][32]byte{} // position -> digest, for the missing
 	var need []uint64
-	err = dumpRows(ctx, tx, fmt.Sprintf(`SELECT body, min(digest) FROM restore_messages m
+	err := dumpRows(ctx, q, fmt.Sprintf(`SELECT body, min(digest) FROM restore_messages m
 		WHERE body > %d AND NOT EXISTS (SELECT 1 FROM bodies b WHERE b.digest = m.digest)
 		AND digest NOT IN (SELECT v1 FROM undo WHERE tbl = 'bodies' AND op = 'del')
-		GROUP BY body ORDER BY body LIMIT %d`, *after, stageRun), func(sc scanner) error {
+		GROUP BY body ORDER BY body LIMIT %d`, after, stageRun), func(sc scanner) error {
 		var p int64
 		var d []byte
 		if err := sc.Scan(&p, &d); err != nil {
@@ -653,7 +831,19 @@ func storeRun(ctx context.Context, tx *sql.Tx, parser Parser, fetch BodyFetcher,
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("reading the bodies to fetch: %w", err)
+		return nil, nil, fmt.Errorf("reading the bodies to fetch: %w", err)
+	}
+	return need, want, nil
+}
+
+// storeRun stores in tx the bodies of the next run of positions after
+// *after that the store lacks, and moves *after past them; done when none
+// is missing (the last step, for the bodies taking back the queued
+// changes removed).
+func storeRun(ctx context.Context, tx *sql.Tx, parser Parser, fetch BodyFetcher, after *int64) (done bool, err error) {
+	need, want, err := bodiesToFetch(ctx, tx, *after)
+	if err != nil {
+		return false, err
 	}
 	if len(need) == 0 {
 		return true, nil

@@ -21,7 +21,8 @@ import (
 // restore (restore_messages, restore_entries, restore_mailboxes), in the
 // database file itself, whose pages SQLite writes out to the WAL past the
 // writer's cache (temporary tables would be held in memory: temp_store =
-// memory), in the restore's first transaction, which commits them. The
+// memory), stageRun rows a transaction, each committed (the store's write
+// lock is held while a run is written, not while the state is read). The
 // checks against what the store holds, the bodies to fetch, the new rows
 // and the changes sessions hear are queries over them and the store's
 // tables; the last transaction, which writes the state, drops them. The
@@ -67,18 +68,43 @@ var stageTables = []string{
 }
 
 // stager writes a state's messages and entry records into the restore's
-// tables as they are decoded, checking each.
+// tables as they are decoded, checking each. It holds up to stageRun of
+// them and writes them in a transaction of their own (flush), so that the
+// store's write lock is held while rows are written, not while the state
+// is read, decrypted and decoded: a local change waits for one run of
+// rows, not for the whole state (at a million messages, minutes).
 type stager struct {
-	ctx    context.Context
-	tx     *sql.Tx
-	insMsg *sql.Stmt
-	insEnt *sql.Stmt
+	ctx context.Context
+	s   *Store
+	tx  *sql.Tx // the last step's transaction, which drops the tables (end)
+
+	msgs []stagedMessage // decoded, not yet written
+	ents []stagedEntry
 
 	messages   int64
 	entries    int64 // records of both lists
 	superseded int64
 	prevMsg    []byte
 	prevEnt    [2][]byte // the last id of Entries, of Superseded
+	// failed is an error of the store (not of the state) met while
+	// staging: the restore ends with it, not with a *StateError.
+	failed error
+}
+
+// stagedMessage is a message decoded, waiting for its run to be written.
+type stagedMessage struct {
+	n                               int64
+	id, digest                      []byte
+	mailbox, uid, flags, date, size int64
+	modseq, body                    int64
+	keywords, name                  string // name: its mailbox's, for errors
+}
+
+// stagedEntry is an entry record decoded, waiting for its run.
+type stagedEntry struct {
+	n   int64
+	rec [24]byte
+	old bool
 }
 
 // stageNames are the restore's tables.
@@ -95,44 +121,92 @@ func dropStageTables(ctx context.Context, tx *sql.Tx) error {
 }
 
 // begin makes the restore's tables, after dropping those a restore
-// interrupted by a crash left.
+// interrupted by a crash left, in a transaction of its own.
 func (g *stager) begin() error {
-	if err := dropStageTables(g.ctx, g.tx); err != nil {
-		return err
-	}
-	for _, q := range stageTables {
-		if _, err := g.tx.ExecContext(g.ctx, q); err != nil {
-			return fmt.Errorf("staging the state: %w", err)
+	return g.s.writeTx(g.ctx, "staging the state", func(tx *sql.Tx) error {
+		if err := dropStageTables(g.ctx, tx); err != nil {
+			return err
 		}
-	}
-	var err error
-	if g.insMsg, err = g.tx.PrepareContext(g.ctx, `INSERT INTO restore_messages
-		(n, id, mailbox, uid, flags, keywords, date, size, modseq, body, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
-		return fmt.Errorf("staging the state: %w", err)
-	}
-	if g.insEnt, err = g.tx.PrepareContext(g.ctx, "INSERT INTO restore_entries (n, id, pos, old) VALUES (?, ?, ?, ?)"); err != nil {
-		return fmt.Errorf("staging the state: %w", err)
-	}
-	return nil
+		for _, q := range stageTables {
+			if _, err := tx.ExecContext(g.ctx, q); err != nil {
+				return fmt.Errorf("staging the state: %w", err)
+			}
+		}
+		return nil
+	})
 }
 
-// end drops the tables.
+// end drops the tables, in the last step's transaction.
 func (g *stager) end() error {
-	g.close()
 	return dropStageTables(g.ctx, g.tx)
 }
 
-func (g *stager) close() {
-	for _, st := range []*sql.Stmt{g.insMsg, g.insEnt} {
-		if st != nil {
-			st.Close()
-		}
+// flush writes the rows decoded since the last run in one transaction
+// under the store's write lock. Two messages at one (mailbox, UID), or an
+// id both applied and superseded, break the tables' unique keys: the
+// state is malformed (ErrSnapshot). Any other error is the store's
+// (failed).
+func (g *stager) flush() error {
+	if len(g.msgs) == 0 && len(g.ents) == 0 {
+		return nil
 	}
-	g.insMsg, g.insEnt = nil, nil
+	var bad error
+	err := g.s.writeTx(g.ctx, "staging the state", func(tx *sql.Tx) error {
+		insMsg, err := tx.PrepareContext(g.ctx, `INSERT INTO restore_messages
+			(n, id, mailbox, uid, flags, keywords, date, size, modseq, body, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("staging the state: %w", err)
+		}
+		defer insMsg.Close()
+		for i := range g.msgs {
+			m := &g.msgs[i]
+			_, err := insMsg.ExecContext(g.ctx, m.n, m.id, m.mailbox, m.uid, m.flags, m.keywords, m.date, m.size, m.modseq, m.body, m.digest)
+			if errors.Is(err, sqlite3.CONSTRAINT) {
+				bad = fmt.Errorf("%w: two messages at UID %d of mailbox %q", ErrSnapshot, m.uid, m.name)
+				return bad
+			}
+			if err != nil {
+				return fmt.Errorf("staging message %x: %w", m.id, err)
+			}
+		}
+		insEnt, err := tx.PrepareContext(g.ctx, "INSERT INTO restore_entries (n, id, pos, old) VALUES (?, ?, ?, ?)")
+		if err != nil {
+			return fmt.Errorf("staging the state: %w", err)
+		}
+		defer insEnt.Close()
+		for i := range g.ents {
+			e := &g.ents[i]
+			_, err := insEnt.ExecContext(g.ctx, e.n, e.rec[:16], int64(binary.BigEndian.Uint64(e.rec[16:24])), b2i(e.old))
+			if errors.Is(err, sqlite3.CONSTRAINT) {
+				bad = fmt.Errorf("%w: entry %x both applied and superseded", ErrSnapshot, e.rec[:16])
+				return bad
+			}
+			if err != nil {
+				return fmt.Errorf("staging entry %x: %w", e.rec[:16], err)
+			}
+		}
+		return nil
+	})
+	g.msgs, g.ents = g.msgs[:0], g.ents[:0]
+	if err != nil && bad == nil {
+		g.failed = err
+	}
+	if bad != nil {
+		return bad
+	}
+	return err
 }
 
-// message checks and stages one message of sn, whose position and
-// mailboxes are decoded.
+// full writes the rows held once there are stageRun of them.
+func (g *stager) full() error {
+	if len(g.msgs)+len(g.ents) < stageRun {
+		return nil
+	}
+	return g.flush()
+}
+
+// message checks one message of sn, whose position and mailboxes are
+// decoded, and stages it.
 func (g *stager) message(sn *Snapshot, m *SnapMessage) error {
 	if g.prevMsg != nil && bytes.Compare(g.prevMsg, m.ID) >= 0 {
 		return fmt.Errorf("%w: messages not sorted by id, or an id twice (%x)", ErrSnapshot, m.ID)
@@ -143,19 +217,14 @@ func (g *stager) message(sn *Snapshot, m *SnapMessage) error {
 	}
 	g.prevMsg = append(g.prevMsg[:0], m.ID...)
 	g.messages++
-	_, err := g.insMsg.ExecContext(g.ctx, g.messages, m.ID, int64(m.Mailbox), int64(m.UID), int64(m.Flags), m.Keywords,
-		m.Date, m.Size, int64(m.ModSeq), int64(m.Body), m.Digest)
-	if errors.Is(err, sqlite3.CONSTRAINT) {
-		return fmt.Errorf("%w: two messages at UID %d of mailbox %q", ErrSnapshot, m.UID, sn.Mailboxes[m.Mailbox].Name)
-	}
-	if err != nil {
-		return fmt.Errorf("staging message %x: %w", m.ID, err)
-	}
-	return nil
+	g.msgs = append(g.msgs, stagedMessage{n: g.messages, id: bytes.Clone(m.ID), digest: bytes.Clone(m.Digest),
+		mailbox: int64(m.Mailbox), uid: int64(m.UID), flags: int64(m.Flags), date: m.Date, size: m.Size,
+		modseq: int64(m.ModSeq), body: int64(m.Body), keywords: m.Keywords, name: sn.Mailboxes[m.Mailbox].Name})
+	return g.full()
 }
 
-// entry checks and stages one record of Entries (old false, positions up
-// to sn's) or of Superseded.
+// entry checks one record of Entries (old false, positions up to sn's)
+// or of Superseded, and stages it.
 func (g *stager) entry(sn *Snapshot, rec []byte, old bool) error {
 	what, k, limit := "entries", 0, sn.Position
 	if old {
@@ -173,14 +242,8 @@ func (g *stager) entry(sn *Snapshot, rec []byte, old bool) error {
 	if old {
 		g.superseded++
 	}
-	_, err := g.insEnt.ExecContext(g.ctx, g.entries, id, int64(binary.BigEndian.Uint64(rec[16:24])), b2i(old))
-	if errors.Is(err, sqlite3.CONSTRAINT) {
-		return fmt.Errorf("%w: entry %x both applied and superseded", ErrSnapshot, id)
-	}
-	if err != nil {
-		return fmt.Errorf("staging entry %x: %w", id, err)
-	}
-	return nil
+	g.ents = append(g.ents, stagedEntry{n: g.entries, rec: [24]byte(rec[:24]), old: old})
+	return g.full()
 }
 
 func b2i(b bool) int64 {
@@ -219,6 +282,9 @@ func stageDecoded(d *snapDecoder) func(g *stager) (*Snapshot, error) {
 	return func(g *stager) (*Snapshot, error) {
 		d.message, d.entry = g.message, g.entry
 		sn, err := d.snapshot()
+		if g.failed != nil {
+			return nil, g.failed
+		}
 		if err != nil {
 			return nil, snapshotError(err)
 		}

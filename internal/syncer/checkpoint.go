@@ -231,11 +231,22 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		return s.fetchBodies(ctx, need, read, put)
 	}
 	check := func(got *mailstore.Restored) error { return checkState(cpCmd, got.Head, cp.Pos) }
+	// Until the restore's last step, a change made on the device is
+	// queued (queueing) and applied provisionally on the old state: the
+	// store takes it between the restore's runs, and the last step
+	// applies it again on top of the restored state. Only that step runs
+	// under applyMu, so that sessions hear the restore's changes in the
+	// order the store made them.
+	s.setRestoring(true)
+	defer s.setRestoring(false)
 	var info *mailstore.Restored
-	res, err := s.applyLocked(func() (res *mailstore.Result, err error) {
-		res, info, err = s.cfg.Store.RestoreFrom(ctx, o.Body(), check, fetch)
-		return res, err
-	})
+	staged, err := s.cfg.Store.StageRestoreFrom(ctx, o.Body(), check, fetch)
+	var res *mailstore.Result
+	if err == nil {
+		info = staged.Restored()
+		res, err = s.applyLocked(func() (*mailstore.Result, error) { return staged.Commit(ctx) })
+		staged.Close()
+	}
 	var bad *mailstore.StateError
 	if errors.As(err, &bad) {
 		if !errors.Is(err, ErrBadCheckpoint) {

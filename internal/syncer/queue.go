@@ -19,7 +19,9 @@ import (
 //
 //   - Submit appends at once while the spool answers and this device's
 //     queue is empty. Otherwise (the last exchange with the spool failed,
-//     or changes wait already, which must reach the log first) it queues
+//     changes wait already, which must reach the log first, or a restore
+//     from a checkpoint runs, after which only the loop would apply an
+//     appended change) it queues
 //     the commands in the store (mailstore.Enqueue), which applies them
 //     provisionally and keeps them on disk, and returns their provisional
 //     outcomes. An append that fails queues its commands under the ids it
@@ -49,7 +51,10 @@ import (
 //     again after other devices' entries (mailstore); the loop only sends.
 //   - Store applies and their notices to OnApplied are serialized (applyMu),
 //     so IMAP sessions hear provisional changes and the log's in the order
-//     the store made them.
+//     the store made them. A restore holds applyMu for its last step only
+//     (mailstore.StagedRestore.Commit), the one that changes the state:
+//     changes queued during its first two steps are applied provisionally
+//     on the old state, heard first, and applied again on top by that step.
 //   - A failure that means no answer came (Config.Unreachable) makes the
 //     loop, while it waits out its backoff, ask the spool (Prober) every
 //     ProbeInterval whether it answers again, and try at once when it does:
@@ -75,11 +80,19 @@ type Prober interface {
 var _ HeadSource = StoreSource{}
 
 // queueing reports whether Submit must queue: the last exchange with the
-// spool failed, or changes wait already.
+// spool failed, changes wait already, or a restore runs (the loop would
+// apply an appended change only once the restore ends).
 func (s *Syncer) queueing() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.status.Queued > 0 || (!s.status.Connected && s.status.LastError != "")
+	return s.status.Queued > 0 || (!s.status.Connected && s.status.LastError != "") || s.restoring
+}
+
+// setRestoring notes that a restore from a checkpoint runs, or ended.
+func (s *Syncer) setRestoring(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restoring = on
 }
 
 // enqueue queues cmds in the store, under ids (nil: new ones), tells

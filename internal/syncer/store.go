@@ -54,13 +54,15 @@ type Replica interface {
 	WriteSnapshot(ctx context.Context, use func(info mailstore.SnapshotInfo, encode func(io.Writer) error) error) error
 	// LiveBodies returns how many message bodies the state holds.
 	LiveBodies(ctx context.Context) (int, error)
-	// RestoreFrom replaces the state with a checkpoint's, decoded from r
-	// as it is read and checked with check, reading the bodies it lacks
-	// with fetch.
-	RestoreFrom(ctx context.Context, r io.Reader, check func(*mailstore.Restored) error, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Restored, error)
+	// StageRestoreFrom readies the replacement of the state with a
+	// checkpoint's, decoded from r as it is read and checked with check,
+	// reading the bodies it lacks with fetch; the state changes only
+	// when the StagedRestore is committed, and local changes are taken
+	// meanwhile (mailstore.RestoreFrom is both at once).
+	StageRestoreFrom(ctx context.Context, r io.Reader, check func(*mailstore.Restored) error, fetch mailstore.BodyFetcher) (*mailstore.StagedRestore, error)
 	// AdoptFrom rebases the state onto a restoration's (restoration.go),
 	// decoded from r as it is read and checked with check, as
-	// RestoreFrom does.
+	// StageRestoreFrom does, in one call.
 	AdoptFrom(ctx context.Context, r io.Reader, check func(*mailstore.Restored) error, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Adoption, *mailstore.Restored, error)
 	// Locate returns the mailbox and UID of a message, to answer a Submit
 	// whose entry a restored checkpoint already holds.

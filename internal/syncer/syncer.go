@@ -269,6 +269,7 @@ type Syncer struct {
 	downSince  time.Time // when the exchanges with the spool started failing
 	cpRefused  time.Time // when the spool last refused a checkpoint as too large (413)
 
+	restoring        bool       // a restore from a checkpoint runs: Submit queues (queue.go)
 	spoolHead        uint64     // the spool's head as last read (Status.Head never goes down)
 	adopted          adoptedKey // the restoration adopted last (restoration.go)
 	triedRestoration uint64     // checkpoint position last looked at for a restoration
