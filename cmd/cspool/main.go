@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 
 	"cspool/internal/termtext"
 )
@@ -43,6 +44,11 @@ type env struct {
 	// flagSets, when set, collects the FlagSets newFlagSet makes (to list
 	// a subcommand's flags by running its -h).
 	flagSets *[]*flag.FlagSet
+	// privateFiles, when set, runs before a subcommand that holds a
+	// device's database (privateUmask, set by main; tests that run
+	// subcommands inside their own process leave it nil, the umask being
+	// the whole process's).
+	privateFiles func()
 }
 
 func commands() []subcommand {
@@ -64,7 +70,7 @@ func commands() []subcommand {
 }
 
 func main() {
-	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, privateFiles: privateUmask}
 	os.Exit(run(e, os.Args[1:]))
 }
 
@@ -124,11 +130,35 @@ func run(e *env, args []string) int {
 		fmt.Fprintf(e.stderr, "cspool: unknown subcommand %q (run 'cspool help' for the list)\n", name)
 		return 2
 	}
+	if e.privateFiles != nil && holdsDeviceDatabase(cmd.name) {
+		e.privateFiles()
+	}
 	ce := *e
 	ce.configFile = acceptsConfigFile(cmd.name)
 	ce.configService = configService(cmd.name)
 	err := cmd.run(&ce, rest)
 	return report(e.stderr, cmd.name, err)
+}
+
+// holdsDeviceDatabase: the subcommand opens a device's database (and its
+// outbox) for writing.
+func holdsDeviceDatabase(name string) bool {
+	switch name {
+	case "imap-server", "sync", "recover", "reindex", "quickstart":
+		return true
+	}
+	return false
+}
+
+// privateUmask adds 077 to the process's umask, so that every file it
+// creates from then on is its owner's alone. SQLite creates the -wal and
+// -shm files of a device's database and of its outbox (again each time a
+// clean close removed them) with mode 0666 less the umask: under a umask
+// of 002 (a group per user, as many systems set it) or 000 the group or
+// every local user could write them, and under 022 read them.
+func privateUmask() {
+	old := syscall.Umask(0o077)
+	syscall.Umask(old | 0o077)
 }
 
 // report prints err the way users read it and returns the exit status.
