@@ -24,6 +24,14 @@ import (
 // maxEntry bounds one entry the client accepts in a read response.
 const maxEntry = 1 << 30
 
+// readCountCap and readBytesCap are the server's caps on max_count and
+// max_bytes (docs/API.md §3): the most a read response holds when the
+// client asks for no bound.
+const (
+	readCountCap = 10000
+	readBytesCap = 64 << 20
+)
+
 // Client calls the API as one user (or as the spool, for appends). It is
 // safe for concurrent use.
 type Client struct {
@@ -142,12 +150,26 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 			return spool.LogRead{}, protoErr("bad chain headers", err)
 		}
 	}
+	// The response holds at most the entries and bytes asked for (the
+	// server only lowers them), the first entry whatever its size: a
+	// spool that sends more, or never ends, is refused once it passes
+	// them, before it fills the device's memory.
+	if maxCount <= 0 {
+		maxCount = readCountCap
+	}
+	if maxBytes <= 0 {
+		maxBytes = readBytesCap
+	}
 	er := &entryReader{r: bufio.NewReaderSize(resp.Body, 64<<10), maxEntry: maxEntry, arena: arena}
 	last := after
+	var size int64
 	for {
 		pos, data, err := er.next()
 		if err == io.EOF {
 			return lr, nil
+		}
+		if errors.Is(err, errEntryTooBig) && len(lr.Entries) > 0 {
+			return spool.LogRead{}, protoErr(fmt.Sprintf("more than the %d bytes asked for (%d entries, %d bytes, then %v)", maxBytes, len(lr.Entries), size, err), nil)
 		}
 		if err != nil {
 			kind := ErrProtocol
@@ -159,8 +181,14 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 		if pos <= last || pos > lr.Head {
 			return spool.LogRead{}, protoErr(fmt.Sprintf("entry position %d out of order (previous %d, head %d)", pos, last, lr.Head), nil)
 		}
+		if len(lr.Entries) == maxCount {
+			return spool.LogRead{}, protoErr(fmt.Sprintf("more than the %d entries asked for (entry %d)", maxCount, pos), nil)
+		}
 		last = pos
+		size += int64(len(data))
 		lr.Entries = append(lr.Entries, spool.Entry{Pos: pos, Data: data})
+		// Every further entry must fit in what is left of maxBytes.
+		er.maxEntry = uint64(max(0, maxBytes-size))
 	}
 }
 
