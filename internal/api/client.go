@@ -32,6 +32,27 @@ const (
 	readBytesCap = 64 << 20
 )
 
+// readStall is how long a read's answer may pause (beyond its long-poll
+// wait, before the headers) before the client gives it up (Client.stall).
+const readStall = 2 * time.Minute
+
+// errStalled: a read's answer paused longer than Client.stall.
+var errStalled = errors.New("the spool stopped sending")
+
+// progressReader calls progress after every read that returned bytes.
+type progressReader struct {
+	r        io.Reader
+	progress func()
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.progress()
+	}
+	return n, err
+}
+
 // Client calls the API as one user (or as the spool, for appends). It is
 // safe for concurrent use.
 type Client struct {
@@ -40,6 +61,8 @@ type Client struct {
 	key  *keys.SecretKey
 	hc   *http.Client
 	now  func() time.Time
+	// stall bounds a pause in a read's answer (readStall).
+	stall time.Duration
 
 	// What the server said of its clock when it refused a timestamp: the
 	// difference between its clock and ours (nanoseconds), and the earliest
@@ -70,7 +93,7 @@ func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Cli
 	if hc == nil {
 		hc = &http.Client{}
 	}
-	return &Client{base: u.Scheme + "://" + u.Host, user: user, key: key, hc: hc, now: time.Now}, nil
+	return &Client{base: u.Scheme + "://" + u.Host, user: user, key: key, hc: hc, now: time.Now, stall: readStall}, nil
 }
 
 // Read returns the entries after position after, at most maxCount entries
@@ -125,11 +148,26 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	if wait > 0 {
 		q.Set("wait", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
 	}
+	// The answer comes within the wait plus c.stall, and the body never
+	// pauses longer than c.stall: a spool that sends headers and then
+	// nothing, or a byte a minute, held the device's sync for good,
+	// with no error to show.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(wait+c.stall, func() { cancel(errStalled) })
+	defer stall.Stop()
+	stalled := func(err error) error {
+		if !errors.Is(context.Cause(ctx), errStalled) {
+			return err
+		}
+		return &Error{Op: op, Kind: ErrTransport, Msg: fmt.Sprintf("the spool sent nothing for %v", c.stall), Err: errStalled}
+	}
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/entries", q, nil)
 	if err != nil {
-		return spool.LogRead{}, err
+		return spool.LogRead{}, stalled(err)
 	}
 	defer resp.Body.Close()
+	stall.Reset(c.stall)
 	protoErr := func(msg string, err error) error {
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
@@ -160,7 +198,8 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	if maxBytes <= 0 {
 		maxBytes = readBytesCap
 	}
-	er := &entryReader{r: bufio.NewReaderSize(resp.Body, 64<<10), maxEntry: maxEntry, arena: arena}
+	body := &progressReader{r: resp.Body, progress: func() { stall.Reset(c.stall) }}
+	er := &entryReader{r: bufio.NewReaderSize(body, 64<<10), maxEntry: maxEntry, arena: arena}
 	last := after
 	var size int64
 	for {
@@ -176,7 +215,7 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 			if !errors.Is(err, errNonMinimal) && !errors.Is(err, errOverflow) && !errors.Is(err, errTrailing) && !errors.Is(err, errEntryTooBig) {
 				kind = ErrTransport // truncated or the connection failed
 			}
-			return spool.LogRead{}, &Error{Op: op, Status: resp.StatusCode, Kind: kind, Msg: "reading response body", Err: err}
+			return spool.LogRead{}, stalled(&Error{Op: op, Status: resp.StatusCode, Kind: kind, Msg: "reading response body", Err: err})
 		}
 		if pos <= last || pos > lr.Head {
 			return spool.LogRead{}, protoErr(fmt.Sprintf("entry position %d out of order (previous %d, head %d)", pos, last, lr.Head), nil)

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestReadBeyondBounds: a spool that answers a read with more entries or
@@ -61,6 +63,54 @@ func TestReadBeyondBounds(t *testing.T) {
 			}
 			if !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), tc.wantMsgContains) {
 				t.Fatalf("ReadLog: %d entries, %v; want ErrProtocol saying %q", len(lr.Entries), err, tc.wantMsgContains)
+			}
+		})
+	}
+}
+
+// TestReadStalled: a spool that stops sending in the middle of a read's
+// answer, or never sends its headers, gets a transport error saying so
+// once the answer has paused for the client's stall bound, and the client
+// is free again. Before, the read waited for good: the device's sync
+// stopped with no error to show.
+func TestReadStalled(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers bool
+	}{
+		{"after the first entry", true},
+		{"before the headers", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.headers {
+					w.Header().Set("Content-Type", ContentType)
+					w.Header().Set("Cspool-Head", "5")
+					w.Header().Set("Cspool-Checkpoint", "0")
+					w.Write([]byte{1, 3, 'a', 'b', 'c'})
+					w.(http.Flusher).Flush()
+				}
+				select {
+				case <-r.Context().Done():
+				case <-release:
+				}
+			}))
+			defer srv.Close()
+			defer close(release)
+			c, err := NewClient(srv.URL, "alice", genKey(t), srv.Client())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.stall = 300 * time.Millisecond
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, err = c.ReadLog(ctx, 0, 10, 0, 0)
+			if !errors.Is(err, ErrTransport) || !errors.Is(err, errStalled) || !strings.Contains(err.Error(), "the spool sent nothing for 300ms") {
+				t.Fatalf("ReadLog: %v; want a transport error saying the spool sent nothing for 300ms", err)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("ReadLog returned only when its context ended: %v", err)
 			}
 		})
 	}
