@@ -33,6 +33,29 @@ func HeaderEnd(msg []byte) int {
 	return len(msg)
 }
 
+// errBareCR: the header holds a CR that no LF follows.
+var errBareCR = errors.New("the message header has a CR without an LF after it (RFC 5322 section 2.3): some readers end a line there and would see a header field the checks did not")
+
+// checkBareCR refuses a header (up to HeaderEnd) holding a bare CR. The
+// checks read a header line up to its LF, as go-message does, so
+// "X: y\rFrom: boss@..." is one field X to them; a reader or a next hop
+// that ends lines at a bare CR sees a From field there, which no check
+// read. The body is left as it is (kept byte for byte).
+func checkBareCR(msg []byte) error {
+	head := msg[:HeaderEnd(msg)]
+	for i := bytes.IndexByte(head, '\r'); i >= 0; {
+		if i+1 >= len(head) || head[i+1] != '\n' {
+			return errBareCR
+		}
+		next := bytes.IndexByte(head[i+1:], '\r')
+		if next < 0 {
+			break
+		}
+		i += 1 + next
+	}
+	return nil
+}
+
 // StripBcc returns msg without its Bcc header fields (with their
 // continuation lines), byte for byte otherwise: what is relayed, since
 // blind recipients are told only by the envelope. msg itself is returned

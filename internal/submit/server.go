@@ -404,6 +404,9 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if err := checkBareCR(data); err != nil {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
+	}
 	h, err := ParseHeader(data)
 	if err != nil {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "The message header does not parse"}

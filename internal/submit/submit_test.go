@@ -222,6 +222,12 @@ func TestRefusals(t *testing.T) {
 			"From: alice@example.org\r\nfrom: boss@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"a second From field, bare LF", "refused", "alice@example.org",
 			"From: alice@example.org\nFrom: boss@example.org\nTo: bob@example.net\n\npay\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		// A bare CR in the header: the checks read "X-A: b\rFrom: boss"
+		// as one field X-A, a reader ending lines at the CR sees a From.
+		{"a From field after a bare CR", "refused", "alice@example.org",
+			"X-A: b\rFrom: boss@example.org\r\nFrom: alice@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a header ending in a bare CR", "refused", "alice@example.org",
+			"From: alice@example.org\r\nTo: bob@example.net\r\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"a second Sender field", "refused", "alice@example.org",
 			"From: alice@example.org\r\nSender: alice@example.org\r\nSender: boss@example.org\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"no From", "refused", "alice@example.org", "To: bob@example.net\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
