@@ -187,9 +187,23 @@ func IdentitySet(addrs []string) (map[string]bool, error) {
 		if !ok || local == "" || domain == "" || strings.ContainsAny(a, " \t\r\n<>,;") {
 			return nil, fmt.Errorf("identity %q is not an address like name@example.org", a)
 		}
-		set[strings.ToLower(a)] = true
+		set[foldASCII(a)] = true
 	}
 	return set, nil
+}
+
+// foldASCII lower-cases the ASCII letters of an address and nothing else.
+// strings.ToLower also maps other letters onto ASCII ones (U+0130, a
+// capital I with a dot, to i; U+212A, the Kelvin sign, to k), so
+// "al\u0130ce@example.org", another address, passed for alice's.
+func foldASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // Serve accepts connections on ln until Close, offering STARTTLS when
@@ -246,7 +260,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	return &session{srv: s, data: tc.Conn, conn: gc, tls: tc}, nil
 }
 
-func (s *Server) allowed(addr string) bool { return s.identities[strings.ToLower(addr)] }
+func (s *Server) allowed(addr string) bool { return s.identities[foldASCII(addr)] }
 
 // session is one connection's state.
 type session struct {

@@ -214,6 +214,10 @@ func TestRefusals(t *testing.T) {
 			"From: Boss <boss@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
 		{"one of two From addresses not an identity", "refused", "alice@example.org",
 			"From: alice@example.org, boss@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		// Lower-cased by strings.ToLower, U+0130 (a capital I with a dot)
+		// is i: the look-alike passed for alice's address.
+		{"From a look-alike of an identity", "refused", "alice@example.org",
+			"From: al\u0130ce@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
 		{"Sender not an identity", "refused", "alice@example.org",
 			"From: alice@example.org\r\nSender: boss@example.org\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
 		// A second From (or Sender) field, which the check read past and
