@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"cspool/internal/keys"
 	"cspool/internal/spool"
@@ -79,8 +80,16 @@ func testSpoolKeyReplaced(t *testing.T, store ...string) {
 	a, lmtpA := start("a")
 	b, lmtpB := start("b") // the store holds no log: b's key is recorded over a's
 	send(lmtpA, "a-1", 451)
+	// The server's stderr reaches the buffer through a pipe the exec
+	// package copies on its own goroutine: the line may follow the 451.
 	mismatch := "recorded_key_id=" + idB + " spool_key_id=" + idA
-	if log := a.stderr.String(); !strings.Contains(log, "spool key mismatch") || !strings.Contains(log, mismatch) {
+	named := func(log string) bool {
+		return strings.Contains(log, "spool key mismatch") && strings.Contains(log, mismatch)
+	}
+	for deadline := time.Now().Add(20 * time.Second); !named(a.stderr.String()) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if log := a.stderr.String(); !named(log) {
 		t.Errorf("the log of the server whose key was replaced does not name the mismatch (%s):\n%s", mismatch, log)
 	}
 	send(lmtpB, "b-1", 250)
