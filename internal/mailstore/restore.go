@@ -740,16 +740,11 @@ func (s *Store) bodyRun(ctx context.Context, fetch BodyFetcher, after *int64) (d
 		return len(need) == 0, err
 	}
 	w := &bodyWriter{s: s, ctx: ctx}
-	got := map[uint64]bool{}
+	fc := fetchCheck{want: want, got: map[uint64]bool{}}
 	put := func(pos uint64, raw []byte) error {
-		d, ok := want[pos]
-		if !ok || got[pos] {
-			return fmt.Errorf("%w: entry %d was not asked for", ErrSnapshot, pos)
+		if err := fc.check(pos, raw); err != nil {
+			return err
 		}
-		if sha256.Sum256(raw) != d {
-			return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
-		}
-		got[pos] = true
 		return w.add(pos, raw)
 	}
 	if err := fetch(ctx, need, put); err != nil {
@@ -758,8 +753,8 @@ func (s *Store) bodyRun(ctx context.Context, fetch BodyFetcher, after *int64) (d
 	if err := w.flush(); err != nil {
 		return false, err
 	}
-	if len(got) != len(need) {
-		return false, fmt.Errorf("%w: %d of %d bodies could not be fetched", ErrSnapshot, len(need)-len(got), len(need))
+	if err := fc.complete(need); err != nil {
+		return false, err
 	}
 	*after = int64(need[len(need)-1])
 	return false, nil
@@ -811,6 +806,34 @@ func (w *bodyWriter) flush() error {
 	return err
 }
 
+// fetchCheck checks the bodies a restore fetches against the digests the
+// checkpoint names (want): each position once, and only those asked for.
+type fetchCheck struct {
+	want map[uint64][32]byte
+	got  map[uint64]bool
+}
+
+// check takes the body fetched for pos, or refuses it.
+func (fc *fetchCheck) check(pos uint64, raw []byte) error {
+	d, ok := fc.want[pos]
+	if !ok || fc.got[pos] {
+		return fmt.Errorf("%w: entry %d was not asked for", ErrSnapshot, pos)
+	}
+	if sha256.Sum256(raw) != d {
+		return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
+	}
+	fc.got[pos] = true
+	return nil
+}
+
+// complete reports the positions of need whose bodies did not come.
+func (fc *fetchCheck) complete(need []uint64) error {
+	if len(fc.got) != len(need) {
+		return fmt.Errorf("%w: %d of %d bodies could not be fetched", ErrSnapshot, len(need)-len(fc.got), len(need))
+	}
+	return nil
+}
+
 // bodiesToFetch lists the next run of positions after after whose bodies
 // the store lacks, with their digests. A body a queued change removed is
 // not missing: taking the change back puts it back (undo).
@@ -849,27 +872,20 @@ func storeRun(ctx context.Context, tx *sql.Tx, parser Parser, fetch BodyFetcher,
 		return true, nil
 	}
 	a := &applier{ctx: ctx, tx: tx, parser: parser, stmts: map[string]*sql.Stmt{}}
-	got := map[uint64]bool{}
+	fc := fetchCheck{want: want, got: map[uint64]bool{}}
 	put := func(pos uint64, raw []byte) error {
-		d, ok := want[pos]
-		if !ok || got[pos] {
-			return fmt.Errorf("%w: entry %d was not asked for", ErrSnapshot, pos)
-		}
-		if sha256.Sum256(raw) != d {
-			return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
-		}
-		a.pos = pos
-		if _, err := a.storeBody(raw); err != nil {
+		if err := fc.check(pos, raw); err != nil {
 			return err
 		}
-		got[pos] = true
-		return nil
+		a.pos = pos
+		_, err := a.storeBody(raw)
+		return err
 	}
 	if err := fetch(ctx, need, put); err != nil {
 		return false, fmt.Errorf("fetching message bodies: %w", err)
 	}
-	if len(got) != len(need) {
-		return false, fmt.Errorf("%w: %d of %d bodies could not be fetched", ErrSnapshot, len(need)-len(got), len(need))
+	if err := fc.complete(need); err != nil {
+		return false, err
 	}
 	*after = int64(need[len(need)-1])
 	return false, nil
