@@ -74,7 +74,7 @@ def waitcount(host, port, user, pw, n, timeout, ready=None):
 def fetch(host, port, user, pw, word, runs="1"):
     m = login(host, port, user, pw)
     typ, data = m.select("INBOX", readonly=True)
-    n = int(data[0])
+    n = int(data[-1])
     times = []
     for _ in range(int(runs)):
         t0 = time.time()
@@ -112,7 +112,7 @@ def search(host, port, user, pw, runs, *crit):
 def reads(host, port, user, pw, runs, items):
     m = login(host, port, user, pw)
     typ, data = m.select("INBOX", readonly=True)
-    n = int(data[0])
+    n = int(data[-1])
     times, answered = [], 0
     for _ in range(1 + int(runs)):
         t0 = time.time()
@@ -150,7 +150,7 @@ def pair(host, port1, port2, user, pw, runs, items):
     for port in (port1, port2):
         m = login(host, port, user, pw)
         typ, data = m.select("INBOX", readonly=True)
-        conns.append({"m": m, "n": int(data[0]), "times": [], "answered": 0})
+        conns.append({"m": m, "n": int(data[-1]), "times": [], "answered": 0})
 
     def one(c):
         t0 = time.time()
@@ -219,15 +219,22 @@ def during(host, port, user, pw, delay, n, timeout):
     # Then, every 10 s for a minute, on a new connection each time: the
     # count, the messages with its Subject and those \Flagged (the
     # device applies what the log holds after the checkpoint meanwhile).
+    # A figure is the answer's text when the command did not answer OK (a
+    # NO's words are not hits); a SELECT's count is its last EXISTS.
+    def hits(typ, data):
+        if typ != "OK":
+            return typ + " " + b" ".join(d for d in data if isinstance(d, bytes)).decode(errors="replace")
+        return len(data[0].split()) if data and data[0] else 0
+
     checks = []
     for _ in range(7):
         c = login(host, port, user, pw)
         typ, data = c.select("INBOX", readonly=True)
-        typ, hits = c.search(None, "SUBJECT", '"%s"' % subject)
-        typ, flagged = c.search(None, "FLAGGED")
+        exists = int(data[-1]) if typ == "OK" else typ + " " + (data[0] or b"").decode(errors="replace")
+        subj = hits(*c.search(None, "SUBJECT", '"%s"' % subject))
+        flagged = hits(*c.search(None, "FLAGGED"))
         c.logout()
-        checks.append([int(data[0]), len(hits[0].split()) if hits and hits[0] else 0,
-                       len(flagged[0].split()) if flagged and flagged[0] else 0])
+        checks.append([exists, subj, flagged])
         time.sleep(10)
     out["after_messages_subject_flagged"] = checks
     return out

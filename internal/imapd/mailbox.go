@@ -147,16 +147,7 @@ func (mb *mailbox) applyRun(changes []mailstore.Change) (deleted bool) {
 				v.queueFetch(uint32(k+1), imap.UID(c.UID), c.Flags)
 			}
 		case mailstore.MailboxDeleted:
-			for n := len(mb.uids); n > 0; n-- {
-				for _, v := range mb.views {
-					v.queueExpunge(uint32(n))
-				}
-			}
-			for _, v := range mb.views {
-				v.recent, v.recentDirty = nil, true
-			}
-			mb.uids, mb.flags, mb.sizes, mb.dates = nil, nil, nil, nil
-			mb.deleted = true
+			mb.gone()
 			return true
 		case mailstore.MailboxRestored:
 			if !mb.restored(c.Pos) {
@@ -166,6 +157,21 @@ func (mb *mailbox) applyRun(changes []mailstore.Change) (deleted bool) {
 		}
 	}
 	return false
+}
+
+// gone tells every view that the mailbox was deleted (each message
+// expunged) and marks it deleted, with mb.mu held.
+func (mb *mailbox) gone() {
+	for n := len(mb.uids); n > 0; n-- {
+		for _, v := range mb.views {
+			v.queueExpunge(uint32(n))
+		}
+	}
+	for _, v := range mb.views {
+		v.recent, v.recentDirty = nil, true
+	}
+	mb.uids, mb.flags, mb.sizes, mb.dates = nil, nil, nil, nil
+	mb.deleted = true
 }
 
 // restoredRun is how many changes restored hands applyRun at a time.
@@ -477,21 +483,25 @@ func (s *session) submitQuiet(sel *selected, cmd *command.Command) (*mailstore.O
 
 // open starts a session's view of the mailbox, with its tracker at the
 // current count, and returns the count. keywords are those the client is
-// told with SELECT's FLAGS.
-func (mb *mailbox) open(readOnly, rev2 bool, keywords []string) (*view, uint32, bool) {
+// told with SELECT's FLAGS. The view is not opened when the mailbox was
+// deleted, or when its listing is of another UIDVALIDITY than
+// uidValidity, the store's (stale: see Server.retire); the caller closes
+// it then.
+func (mb *mailbox) open(readOnly, rev2 bool, keywords []string, uidValidity uint32) (v *view, n uint32, deleted, stale bool) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	n := uint32(len(mb.uids))
+	n = uint32(len(mb.uids))
 	mt := imapserver.NewMailboxTracker(n)
 	mb.serial++
-	v := &view{mt: mt, st: mt.NewSession(), serial: mb.serial, readOnly: readOnly, rev2: rev2,
+	v = &view{mt: mt, st: mt.NewSession(), serial: mb.serial, readOnly: readOnly, rev2: rev2,
 		notify: make(chan struct{}, 1), quiet: map[command.ID]bool{}, fetches: map[imap.UID]uint64{},
 		queued: newKwSet(keywords), told: newKwSet(keywords)}
-	if !mb.deleted {
+	stale = !mb.deleted && mb.uidVal != uidValidity
+	if !mb.deleted && !stale {
 		mb.openRecent(v)
 		mb.views[v.st] = v
 	}
-	return v, n, mb.deleted
+	return v, n, mb.deleted, stale
 }
 
 func (mb *mailbox) close(v *view) {
@@ -723,4 +733,11 @@ func toFlags(fs []string) []imap.Flag {
 		out[i] = imap.Flag(f)
 	}
 	return out
+}
+
+// validity returns the UIDVALIDITY the listing was loaded with.
+func (mb *mailbox) validity() uint32 {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	return mb.uidVal
 }

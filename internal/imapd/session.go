@@ -173,13 +173,27 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 			s.srv.release(mb)
 			return nil, s.storeError(err, name)
 		}
-		var deleted bool
-		v, n, deleted = mb.open(readOnly, rev2, kws)
-		if !deleted {
+		var deleted, stale bool
+		v, n, deleted, stale = mb.open(readOnly, rev2, kws, info.UIDValidity)
+		if !deleted && !stale {
 			break
 		}
 		mb.close(v)
 		s.srv.release(mb)
+		if stale {
+			// The listing in memory and the store's identity differ in
+			// UIDVALIDITY: the mailbox was deleted and created again
+			// (a restore, a queued change taken back) and Applied has
+			// not told it yet, or it was loaded after info was read.
+			// The store read again says which.
+			now, err := s.store().MailboxIdentity(ctx, name)
+			if err != nil {
+				return nil, s.storeError(err, name)
+			}
+			if now.ID == mb.id && now.UIDValidity != mb.validity() {
+				s.srv.retire(mb)
+			}
+		}
 		if try == 2 {
 			return nil, s.noMailbox(name)
 		}
