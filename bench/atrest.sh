@@ -34,6 +34,8 @@ BIG=${BIG:-100000}
 ROUNDS=${ROUNDS:-3}
 RUNS=${RUNS:-3}
 P=${PORTS:-24140}
+. bench/lib/ports.sh
+free_ports $(seq "$P" $((P + 9))) $((P + 859))
 OLD=${OLD:-$(git log --diff-filter=A --format=%H -- internal/devicedb/devicedb.go | tail -1)^}
 work=$(mktemp -d /tmp/cspool-bench-atrest.XXXXXX)
 chmod 755 "$work"

@@ -56,6 +56,8 @@ N=${N:-10000}
 BIG=${BIG:-100000}
 RUNS=${RUNS:-5}
 P=${PORTS:-46140}
+. bench/lib/ports.sh
+free_ports $((P + 3)) $((P + 4)) $((P + 5)) $((P + 6)) $((P + 859))
 IB="python3 $PWD/bench/lib/imapbench.py"
 READS=("(ENVELOPE FLAGS)" "(ENVELOPE)" "(FLAGS)" "(BODYSTRUCTURE)" "(RFC822.SIZE)" "(UID)")
 cmd=$1 dir=$(realpath -m "$2")

@@ -47,6 +47,8 @@ N=${N:-10000}
 BIG=${BIG:-100000}
 RUNS=${RUNS:-5}
 P=${PORTS:-24140}
+. bench/lib/ports.sh
+free_ports $((P + 3)) $((P + 4)) $((P + 5)) $((P + 285)) $((P + 859))
 SYNC_ONLY=${SYNC_ONLY:-0}
 CLIENT=${CLIENT:-imaplib}
 case $CLIENT in imaplib) PAIR=pair ;; socket) PAIR=sockpair ;; *) echo "CLIENT is imaplib or socket" >&2; exit 2 ;; esac

@@ -20,6 +20,8 @@ W=$(realpath "$1")
 M=${M:-1000000}
 RUNS=${RUNS:-3}
 P=${PORTS:-24140}
+. bench/lib/ports.sh
+free_ports $((P + 3)) $((P + 859))
 OUT=${OUT:-}
 [ -n "$OUT" ] && mkdir -p "$OUT" && OUT=$(realpath "$OUT")
 bin=$(mktemp -d "${TMPDIR:-/tmp}/cspool-restart.XXXXXX")

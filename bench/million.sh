@@ -56,6 +56,8 @@ M=${M:-1000000}
 SIZE=${SIZE:-2048}
 RUNS=${RUNS:-3}
 P=${PORTS:-24140}
+. bench/lib/ports.sh
+free_ports $((P + 3)) $((P + 4)) $((P + 6)) $((P + 285)) $((P + 859))
 DOVECOT=${DOVECOT:-1}
 KEEP=${KEEP:-0}
 PROFILE=${PROFILE:-}

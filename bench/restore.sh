@@ -29,6 +29,8 @@ M=${M:-100000}
 SIZE=${SIZE:-2048}
 RUNS=${RUNS:-1}
 P=${PORTS:-25140}
+. bench/lib/ports.sh
+free_ports $((P + 3)) $((P + 859))
 KEEP=${KEEP:-0}
 REUSE=${REUSE:-}
 if [ -n "$REUSE" ]; then
