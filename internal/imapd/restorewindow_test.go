@@ -100,9 +100,19 @@ func TestSelectBeforeRestoreTold(t *testing.T) {
 
 	const subject = "appended during the restore"
 	appended := make(chan error, 1)
+	// The address, once serveAndSync has it: the restore (and so this
+	// hook) may begin before serveAndSync returns.
+	addrc := make(chan string, 1)
 	src.fetching = func() {
 		go func() {
-			c, err := imapclient.DialInsecure(d.addr, nil)
+			var addr string
+			select {
+			case addr = <-addrc:
+			case <-ctx.Done():
+				appended <- ctx.Err()
+				return
+			}
+			c, err := imapclient.DialInsecure(addr, nil)
 			if err != nil {
 				appended <- err
 				return
@@ -131,6 +141,7 @@ func TestSelectBeforeRestoreTold(t *testing.T) {
 		}
 	}
 	d.addr = serveAndSync(t, s, dt.Sync)
+	addrc <- d.addr
 	select {
 	case <-committed:
 	case <-ctx.Done():
