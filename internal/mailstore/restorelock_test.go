@@ -67,14 +67,7 @@ func TestRestoreTakesChangesWhileStaging(t *testing.T) {
 	ctx := context.Background()
 	held, body := syntheticState(6000)
 	held.Messages = slices.DeleteFunc(held.Messages, func(m SnapMessage) bool { return m.Body <= 5800 })
-	fetchAll := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
-		for _, p := range need {
-			if err := put(p, body(p)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	fetchAll := fetchSynthetic(body)
 	s := openTest(t)
 	if _, err := s.Restore(ctx, held, fetchAll); err != nil {
 		t.Fatal(err)

@@ -52,6 +52,19 @@ func syntheticState(n int) (sn *Snapshot, body func(uint64) []byte) {
 	return sn, body
 }
 
+// fetchSynthetic is a restore's fetch that serves every position asked for
+// with body's bytes.
+func fetchSynthetic(body func(uint64) []byte) BodyFetcher {
+	return func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
+		for _, p := range need {
+			if err := put(p, body(p)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // encodedState is the encoding of syntheticState(n), made in a frame of
 // its own: the decoded state is garbage once it returns.
 func encodedState(t *testing.T, n int) ([]byte, func(uint64) []byte) {
@@ -176,14 +189,7 @@ func TestRestoreFromFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fetchAll := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
-		for _, p := range need {
-			if err := put(p, body(p)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	fetchAll := fetchSynthetic(body)
 	if _, _, err := s.RestoreFrom(ctx, bytes.NewReader(smallEnc), nil, fetchAll); err != nil {
 		t.Fatal(err)
 	}
@@ -451,14 +457,7 @@ func TestRestoreLocalChangeBetweenRuns(t *testing.T) {
 	held, body := syntheticState(6000)
 	held.Messages = slices.DeleteFunc(held.Messages, func(m SnapMessage) bool { return m.Body <= 5800 })
 	big, _ := syntheticState(8000)
-	fetchAll := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
-		for _, p := range need {
-			if err := put(p, body(p)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	fetchAll := fetchSynthetic(body)
 	s := openTest(t)
 	if _, err := s.Restore(ctx, held, fetchAll); err != nil {
 		t.Fatal(err)
