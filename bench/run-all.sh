@@ -4,6 +4,7 @@
 # Debian: apt-get install -y dovecot-imapd dovecot-lmtpd isync.
 #
 #   bash bench/run-all.sh          # hours on 2 cores; atrest alone takes about one
+#   PARTS="lmtp imap" bash bench/run-all.sh   # only the parts named
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=bench/out
@@ -11,8 +12,10 @@ mkdir -p "$out"
 run() { # name command...
 	local name=$1
 	shift
+	case " ${PARTS:-$name} " in *" $name "*) ;; *) return 0 ;; esac
 	echo "== $name: $*"
-	{ echo "# $*"; echo "# $(date -u +%FT%TZ) $(nproc) cores, $(go version)"; "$@"; } >"$out/$name.txt" 2>&1
+	{ echo "# $*"; echo "# $(date -u +%FT%TZ) $(nproc) cores, $(go version), load average $(cut -d' ' -f1-3 /proc/loadavg)"; "$@"; } >"$out/$name.txt" 2>&1
+	echo "# $(date -u +%FT%TZ) done, load average $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/$name.txt"
 	tail -n 12 "$out/$name.txt"
 }
 run entry bash bench/entry.sh
