@@ -18,6 +18,11 @@
 //     (RFC 5322 section 3.6), and its newest resent block (the first run of
 //     Resent- fields) one Resent-From and at most one Resent-Sender; 554
 //     5.6.0 otherwise.
+//   - Only CRLF ends a line (RFC 5321 section 2.3.8): a message holding a
+//     bare CR or a bare LF, in its header or its body, gets 554 5.6.0. The
+//     relay writes a bare CR as it is, and "\r.\r\n" ends the data for a
+//     next hop that ends lines at a bare CR (SMTP smuggling); in the
+//     header, the checks and a reader would see different fields.
 //   - The message is kept byte for byte, Bcc included (the copy in Sent is
 //     the whole message); Message-ID and Date are added at the top of the
 //     header when missing (RFC 6409 section 8), so that every message has

@@ -33,25 +33,46 @@ func HeaderEnd(msg []byte) int {
 	return len(msg)
 }
 
-// errBareCR: the header holds a CR that no LF follows.
-var errBareCR = errors.New("the message header has a CR without an LF after it (RFC 5322 section 2.3): some readers end a line there and would see a header field the checks did not")
+// errHeaderBareCR: the header holds a CR that no LF follows.
+var errHeaderBareCR = errors.New("the message header has a CR without an LF after it (RFC 5322 section 2.3): some readers end a line there and would see a header field the checks did not")
 
-// checkBareCR refuses a header (up to HeaderEnd) holding a bare CR. The
-// checks read a header line up to its LF, as go-message does, so
-// "X: y\rFrom: boss@..." is one field X to them; a reader or a next hop
+// checkLineEnds refuses a message holding a bare CR (one no LF follows)
+// or a bare LF (one no CR precedes), in the header or the body: in SMTP
+// data only CRLF ends a line (RFC 5321 section 2.3.8).
+//
+// In the header, the checks read a line up to its LF, as go-message does,
+// so "X: y\rFrom: boss@..." is one field X to them; a reader or a next hop
 // that ends lines at a bare CR sees a From field there, which no check
-// read. The body is left as it is (kept byte for byte).
-func checkBareCR(msg []byte) error {
-	head := msg[:HeaderEnd(msg)]
-	for i := bytes.IndexByte(head, '\r'); i >= 0; {
-		if i+1 >= len(head) || head[i+1] != '\n' {
-			return errBareCR
+// read. In the body, the relay (go-smtp's client, net/textproto's dot
+// writer) writes a bare CR as it is, so "\r.\r\n" reaches the smarthost,
+// and from it the next hops: one that ends lines at a bare CR takes it for
+// the end of the data and reads what follows as commands of its own (SMTP
+// smuggling), a message no identity check here saw. Refusing, rather than
+// changing the line ends, keeps what is accepted byte for byte (the Sent
+// copy is what the client sent).
+func checkLineEnds(msg []byte) error {
+	end := HeaderEnd(msg)
+	for i, c := range msg {
+		var bare string
+		switch {
+		case c == '\r' && (i+1 == len(msg) || msg[i+1] != '\n'):
+			if i < end {
+				return errHeaderBareCR
+			}
+			bare = "CR (a CR without an LF after it)"
+		case c == '\n' && (i == 0 || msg[i-1] != '\r'):
+			bare = "LF (an LF without a CR before it)"
+		default:
+			continue
 		}
-		next := bytes.IndexByte(head[i+1:], '\r')
-		if next < 0 {
-			break
+		part, from := "body", end
+		if i < end {
+			part, from = "header", 0
 		}
-		i += 1 + next
+		line := bytes.Count(msg[from:i], []byte("\n")) + 1
+		return fmt.Errorf("the message has a bare %s in line %d of its %s: SMTP data ends every line with CRLF (RFC 5321 section 2.3.8), "+
+			"and a server on the way that ends lines elsewhere could read what follows as commands of its own (SMTP smuggling); "+
+			"send the message with CRLF line ends", bare, line, part)
 	}
 	return nil
 }

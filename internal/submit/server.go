@@ -418,7 +418,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if err := checkBareCR(data); err != nil {
+	if err := checkLineEnds(data); err != nil {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
 	}
 	h, err := ParseHeader(data)

@@ -259,6 +259,22 @@ func TestRefusals(t *testing.T) {
 		{"a Resent-From of no address", "refused", "alice@example.org",
 			"Resent-From: undisclosed:;\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\nFrom: alice@example.org\r\n\r\nx\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		// A bare CR or LF in the body (RFC 5321 section 2.3.8): relayed as
+		// it was, "\r.\r\n" ends the data for a next hop that takes a bare
+		// CR for a line end, and what follows is read as its commands
+		// (SMTP smuggling): here a second message from the boss.
+		{"a smuggled message after a bare CR", "refused", "alice@example.org",
+			"From: alice@example.org\r\nTo: bob@example.net\r\n\r\nhi\r.\r\nMAIL FROM:<boss@example.org>\r\nRCPT TO:<bob@example.net>\r\nDATA\r\n" +
+				"From: boss@example.org\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a smuggled message after a bare LF", "refused", "alice@example.org",
+			"From: alice@example.org\r\nTo: bob@example.net\r\n\r\nhi\n.\nMAIL FROM:<boss@example.org>\nRCPT TO:<bob@example.net>\nDATA\n" +
+				"From: boss@example.org\n\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a bare CR inside a body line", "refused", "alice@example.org",
+			"From: alice@example.org\r\nTo: bob@example.net\r\n\r\nline one\rline two\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a body line ending in a bare LF", "refused", "alice@example.org",
+			"From: alice@example.org\r\nTo: bob@example.net\r\n\r\nline one\nline two\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a header with bare LF line ends", "refused", "alice@example.org",
+			"From: alice@example.org\nTo: bob@example.net\n\nhi\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"over the size limit", "oversize", "alice@example.org", good + strings.Repeat("x", 5000) + "\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 552 5.3.4 ", "NOOP 250 "}},
 	}
@@ -323,12 +339,14 @@ func TestGarbageLines(t *testing.T) {
 }
 
 // TestDataLineEnds sends every CR/LF shape of package smtpdata's table byte
-// for byte over a socket (smtplib would normalise them): each gets its 250
-// within seconds (go-smtp's own reader never sees the end of
-// "\r\r\n.\r\n"), the connection stays in step, and the outbox keeps
-// exactly the bytes of the table. The smarthost defers everything, so the
-// messages stay in the outbox database, read here as docs/SENDING.md
-// describes it.
+// for byte over a socket (smtplib would normalise them): each gets its
+// reply within seconds (go-smtp's own reader never sees the end of
+// "\r\r\n.\r\n") and the connection stays in step. A shape whose message
+// holds a bare CR or a bare LF gets 554 5.6.0 (RFC 5321 section 2.3.8;
+// they were queued and relayed as they came, "\r.\r\n" included), and so
+// does one sent with BDAT; the others get 250 and the outbox keeps exactly
+// the bytes of the table. The smarthost defers everything, so the messages
+// stay in the outbox database, read here as docs/SENDING.md describes it.
 func TestDataLineEnds(t *testing.T) {
 	r := newRigWith(t, 0, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "later"}
@@ -378,13 +396,26 @@ func TestDataLineEnds(t *testing.T) {
 			}
 		}
 		write(head + tc.Wire + "NOOP\r\n")
-		if got := reply(); !strings.HasPrefix(got, "250 2.0.0 Queued as") {
-			t.Fatalf("%s: reply to the end of the data %q, want 250", tc.Name, got)
+		bare := hasBareLineEnd(tc.Want)
+		if got := reply(); bare && !strings.HasPrefix(got, "554 5.6.0 The message has a bare ") ||
+			!bare && !strings.HasPrefix(got, "250 2.0.0 Queued as") {
+			t.Fatalf("%s: reply to the end of the data %q, want %s", tc.Name, got, map[bool]string{true: "554 5.6.0", false: "250"}[bare])
 		}
 		if got := reply(); !strings.HasPrefix(got, "250 ") {
 			t.Fatalf("%s: NOOP after the message got %q (connection out of step)", tc.Name, got)
 		}
-		want = append(want, []byte(head+tc.Want))
+		if !bare {
+			want = append(want, []byte(head+tc.Want))
+		}
+	}
+	// BDAT (CHUNKING, RFC 3030) carries no dot-stuffing, but the relay
+	// sends with DATA: the same shapes are refused.
+	msg := "From: alice@example.org\r\n\r\nhi\r.\r\nMAIL FROM:<boss@example.org>\r\n"
+	write("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\n" + fmt.Sprintf("BDAT %d LAST\r\n", len(msg)) + msg + "NOOP\r\n")
+	for _, w := range []string{"250 ", "250 ", "554 5.6.0 ", "250 "} {
+		if got := reply(); !strings.HasPrefix(got, w) {
+			t.Fatalf("BDAT with a bare CR: %q, want %s", got, w)
+		}
 	}
 	db, err := sql.Open("sqlite", "file:"+r.dev.Store.Path()+".outbox"+"?mode=ro")
 	if err != nil {
@@ -409,6 +440,17 @@ func TestDataLineEnds(t *testing.T) {
 	if i != len(want) {
 		t.Errorf("the outbox holds %d messages, want %d", i, len(want))
 	}
+}
+
+// hasBareLineEnd reports whether s holds a CR no LF follows or an LF no CR
+// precedes.
+func hasBareLineEnd(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\r' && (i+1 == len(s) || s[i+1] != '\n') || s[i] == '\n' && (i == 0 || s[i-1] != '\r') {
+			return true
+		}
+	}
+	return false
 }
 
 func short(b []byte) string {
