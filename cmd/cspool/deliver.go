@@ -172,7 +172,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 			return err
 		}
 		defer st.Close()
-		if err := keepSpoolKey(st, sk.Public(), *spoolKey, "the PostgreSQL store", ""); err != nil {
+		if err := keepSpoolKey(st, sk.Public(), *spoolKey, "the PostgreSQL store "+pgstore.Redact(*dsn), ""); err != nil {
 			return &exitError{err, exConfig}
 		}
 		log = withinQuota(st, *quota)

@@ -268,7 +268,7 @@ func (s *serverRun) run(f serverFlags) error {
 	if spoolKey != nil {
 		where := f.spoolDir
 		if f.storeKind == "postgres" {
-			where = "the PostgreSQL store"
+			where = "the PostgreSQL store " + pgstore.Redact(f.dsn)
 		}
 		if err := keepSpoolKey(store, spoolKey.Public(), f.spoolKeyFile, where, ""); err != nil {
 			return err

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,24 +13,41 @@ import (
 	"cspool/internal/keys"
 	"cspool/internal/spool"
 	"cspool/internal/spool/pgstore/pgtest"
+	"cspool/internal/spool/sqlitestore"
+
+	"github.com/jackc/pgx/v5"
 )
 
-// TestSpoolKeyReplacedPostgres and TestSpoolKeyReplacedSQLite: two server
-// processes started on one new store with different spool keys both start
-// (no log yet: the second's key is recorded over the first's). The first
-// then appends nothing: its LMTP deliveries get 451 (the sender retries)
-// and cspool deliver through its HTTP API exits 75, and its log names the
-// mismatch by key ids. Before, both answered 250 and every device passed
-// by the deliveries signed by the key it was not given. The normal path
-// goes on: a third server with the recorded key, a restart with it, and a
-// device given the recorded key syncs every acknowledged message with
-// nothing rejected.
+// TestSpoolKeyReplacedPostgres and TestSpoolKeyReplacedSQLite: a server
+// runs on a new store, and another key is recorded over its own, as a
+// cspool before the hold (which holds nothing, and so is not refused while
+// one runs: TestSpoolKeyLive) did when started with another key; a second
+// server with that key starts. The first then appends nothing: its LMTP
+// deliveries get 451 (the sender retries) and cspool deliver through its
+// HTTP API exits 75, and its log names the mismatch by key ids. Before the
+// check in the append, both answered 250 and every device passed by the
+// deliveries signed by the key it was not given. The normal path goes on:
+// a third server with the recorded key, a restart with it, and a device
+// given the recorded key syncs every acknowledged message with nothing
+// rejected.
 func TestSpoolKeyReplacedPostgres(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	testSpoolKeyReplaced(t, "--store", "postgres", "--dsn", pgtest.Database(t))
+	dsn := pgtest.Database(t)
+	testSpoolKeyReplaced(t, func(pub []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(ctx, "UPDATE cspool_spool_key SET key = $1", pub); err != nil {
+			t.Fatal(err)
+		}
+	}, "--store", "postgres", "--dsn", dsn)
 }
 
 func TestSpoolKeyReplacedSQLite(t *testing.T) {
@@ -37,10 +56,21 @@ func TestSpoolKeyReplacedSQLite(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	dir := t.TempDir()
-	testSpoolKeyReplaced(t, "--spool-dir", dir)
+	testSpoolKeyReplaced(t, func(pub []byte) {
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, sqlitestore.DBName)+"?_pragma=busy_timeout(10000)")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.Exec("UPDATE spool_key SET key = ?", pub); err != nil {
+			t.Fatal(err)
+		}
+	}, "--spool-dir", dir)
 }
 
-func testSpoolKeyReplaced(t *testing.T, store ...string) {
+// testSpoolKeyReplaced: record writes a key into the store as a process
+// that holds none would.
+func testSpoolKeyReplaced(t *testing.T, record func(pub []byte), store ...string) {
 	bin := buildServerBinary(t)
 	dir := t.TempDir()
 	path := func(name string) string { return filepath.Join(dir, name) }
@@ -78,7 +108,8 @@ func testSpoolKeyReplaced(t *testing.T, store ...string) {
 	idA, idB := fmt.Sprintf("%x", ks["a"].Public().KeyID()), fmt.Sprintf("%x", ks["b"].Public().KeyID())
 
 	a, lmtpA := start("a")
-	b, lmtpB := start("b") // the store holds no log: b's key is recorded over a's
+	record(ks["b"].Public().Bytes()) // the store holds no log: b's key is recorded over a's
+	b, lmtpB := start("b")
 	send(lmtpA, "a-1", 451)
 	// The server's stderr reaches the buffer through a pipe the exec
 	// package copies on its own goroutine: the line may follow the 451.

@@ -167,8 +167,8 @@ func CheckAppend(user string, batch [][]byte) (size int64, err error) {
 // and cspool deliver check the key with the store before they write.
 //
 // The check at start is not enough on its own: a store with no log takes a
-// new key, so a second server started with another key on a new store
-// records its key over the first's while the first runs. So the key is
+// new key, so a process that holds no key (KeyHolder) started with another
+// key on a new store records its key over a running one's. So the key is
 // also checked where every append commits: once KeepSpoolKey(pub) has
 // returned nil, every append through that handle (Append, AppendAt,
 // AppendWithin) commits only if the store records pub, in the append's
@@ -184,6 +184,67 @@ type KeyKeeper interface {
 	// handle's appends are bound to pub (above).
 	KeepSpoolKey(ctx context.Context, pub []byte) error
 }
+
+// KeyHolder is a KeyKeeper whose handles hold the spool key they run with
+// for as long as they are open, so that no process starts with another
+// key while one runs: the check of KeyKeeper lets a store with no log take
+// a new key, which is how a second server given the wrong key file used to
+// record its key over a running one's and leave that one refusing every
+// delivery. Both stores implement it: the server, cspool deliver and
+// quickstart take the key through it.
+type KeyHolder interface {
+	KeyKeeper
+	// HoldSpoolKey does what KeepSpoolKey does and then holds pub until
+	// the handle is closed. Any number of handles, in any processes, may
+	// hold one key at once. While any holds a key, HoldSpoolKey with
+	// another returns a *LiveKeyError and records nothing (an
+	// *OtherKeyError comes first once a log exists). The hold is a lock
+	// the operating system or the database server releases when the
+	// process holding it ends, killed or not, so it never outlives its
+	// holder. A handle whose hold is lost while it runs (pgstore: the
+	// connection holding the lock) takes it again on its own; meanwhile
+	// its appends are refused as unavailable (a *HoldLostError).
+	HoldSpoolKey(ctx context.Context, pub []byte) error
+}
+
+// LiveKeyError: HoldSpoolKey was refused because other open handles (other
+// running servers or deliveries, in this process or others) hold another
+// spool key on the store. Nothing was recorded.
+type LiveKeyError struct {
+	Live    []byte // the key they hold, the one the store records (nil: none recorded)
+	Holders int    // how many hold it, when the store can tell (0: unknown)
+}
+
+func (e *LiveKeyError) Error() string {
+	n := ""
+	if e.Holders > 0 {
+		n = fmt.Sprintf(" (%d)", e.Holders)
+	}
+	return fmt.Sprintf("spool: running processes%s hold the spool key with id %s on this store: nothing recorded", n, KeyID(e.Live))
+}
+
+// ErrHoldLost: the handle's hold on its spool key (KeyHolder) was lost,
+// and not yet taken again; its appends are refused meanwhile, since another
+// process could record another key. It comes with ErrUnavailable (LMTP 451,
+// HTTP 503): the sender retries.
+var ErrHoldLost = errors.New("spool: the hold on the spool key was lost")
+
+// HoldLostError is an append refused by ErrHoldLost; Cause says why the
+// hold could not be taken again (nil: not tried yet).
+type HoldLostError struct {
+	Cause error
+}
+
+func (e *HoldLostError) Error() string {
+	if e.Cause == nil {
+		return "spool: the hold on the spool key was lost; appends wait until it is held again"
+	}
+	return fmt.Sprintf("spool: the hold on the spool key was lost and cannot be taken again (%v); appends wait until it is", e.Cause)
+}
+
+// Unwrap makes errors.Is(err, ErrHoldLost) and errors.Is(err,
+// ErrUnavailable) hold.
+func (e *HoldLostError) Unwrap() []error { return []error{ErrHoldLost, ErrUnavailable} }
 
 // KeepKey is KeyKeeper's rule, for the stores: given the key the store
 // records (nil: none) and whether it holds any log, it says whether to

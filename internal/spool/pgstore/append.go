@@ -96,6 +96,9 @@ func (s *Store) append(ctx context.Context, user string, batch [][]byte, head *u
 	var key []byte
 	if k := s.spoolKey.Load(); k != nil {
 		key = *k
+		if lost := s.holdLost.Load(); lost != nil {
+			return 0, fmt.Errorf("appending to %q: %w", user, lost)
+		}
 	}
 	return s.submit(&appendReq{ctx: ctx, user: user, batch: batch, leaves: leaves, payload: payload,
 		size: size, head: head, limit: limit, key: key, done: make(chan appendRes, 1)})

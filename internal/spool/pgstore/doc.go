@@ -38,6 +38,15 @@
 //     else SQLSTATE CSP04 (a *spool.KeyReplacedError). KeepSpoolKey takes
 //     the lock exclusively before it looks for logs and records a key, so
 //     an append bound to a replaced key never commits.
+//   - Spool key held (hold.go, spool.KeyHolder): HoldSpoolKey runs the
+//     same transaction on a connection of the Store's own, which then keeps
+//     the advisory lock (HoldLockClass, OID of cspool_spool_key) shared for
+//     the Store's life. Recording another key tries that lock exclusively
+//     for its transaction, under SpoolKeyLockKey, and is refused
+//     (*spool.LiveKeyError) while any session holds it. A session's locks
+//     end with it, so a killed process's hold ends when PostgreSQL ends its
+//     session; a hold lost while the Store runs refuses its appends
+//     (*spool.HoldLostError) until keepHold has taken it again.
 //   - Durability: every connection runs with synchronous_commit = on, so
 //     COMMIT returns only after the commit record is flushed to the WAL on
 //     disk; Append returns after COMMIT.

@@ -16,7 +16,9 @@ import (
 // append bound to the key recorded before commits either before this
 // transaction looks for logs (it then finds one and refuses another key)
 // or after it (its cspool_append_within then reads the new key and
-// appends nothing). On success the Store's appends are bound to pub.
+// appends nothing). It records no other key while a process holds one
+// (HoldSpoolKey): a *spool.LiveKeyError. On success the Store's appends are
+// bound to pub, but the key is not held.
 func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
 	if _, err := spool.KeepKey(nil, pub, false); err != nil {
 		return err
@@ -26,27 +28,8 @@ func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
 		return err
 	}
 	defer cancel()
-	err = pgx.BeginFunc(cctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(cctx, "SELECT pg_advisory_xact_lock($1)", SpoolKeyLockKey); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(cctx, "LOCK TABLE cspool_spool_key IN SHARE ROW EXCLUSIVE MODE"); err != nil {
-			return err
-		}
-		var recorded []byte
-		var logs bool
-		err := tx.QueryRow(cctx, "SELECT (SELECT key FROM cspool_spool_key), EXISTS (SELECT 1 FROM cspool_logs)").Scan(&recorded, &logs)
-		if err != nil {
-			return err
-		}
-		if record, err := spool.KeepKey(recorded, pub, logs); !record {
-			return err
-		}
-		_, err = tx.Exec(cctx, `INSERT INTO cspool_spool_key (singleton, key) VALUES (true, $1)
-			ON CONFLICT (singleton) DO UPDATE SET key = excluded.key`, pub)
-		return err
-	})
-	if err != nil && !errors.As(err, new(*spool.OtherKeyError)) {
+	err = pgx.BeginFunc(cctx, s.pool, func(tx pgx.Tx) error { return keepKey(cctx, tx, pub, false) })
+	if err != nil && !errors.As(err, new(*spool.OtherKeyError)) && !errors.As(err, new(*spool.LiveKeyError)) {
 		return callErr(ctx, "recording the spool key", err)
 	}
 	if err == nil {

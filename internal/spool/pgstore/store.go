@@ -21,6 +21,7 @@ var (
 	_ spool.Chainer              = (*Store)(nil)
 	_ spool.HeadAppender         = (*Store)(nil)
 	_ spool.KeyKeeper            = (*Store)(nil)
+	_ spool.KeyHolder            = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value gives the documented defaults.
@@ -116,6 +117,13 @@ type Store struct {
 	// every append passes it to cspool_append_within, which appends only
 	// while cspool_spool_key holds it (schema/0007.sql).
 	spoolKey atomic.Pointer[[]byte]
+
+	// The hold on the spool key (hold.go): stopH ends keepHold, which
+	// closes hDone; holdLost is not nil while the hold is lost, and then
+	// refuses the appends.
+	stopH    context.CancelFunc
+	hDone    chan struct{}
+	holdLost atomic.Pointer[spool.HoldLostError]
 }
 
 // Open connects to the PostgreSQL database named by dsn (a URL or a
@@ -184,6 +192,11 @@ func (s *Store) Close() error {
 	}
 	if s.rDone != nil {
 		<-s.rDone
+	}
+	if s.stopH != nil {
+		// After the writer: the appends in flight commit while held.
+		s.stopH()
+		<-s.hDone
 	}
 	s.pool.Close()
 	return nil

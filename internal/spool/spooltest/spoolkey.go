@@ -177,3 +177,68 @@ func (s *suite) testKeyReplacedRace(t *testing.T) {
 	}
 	t.Logf("b recorded in %d rounds, refused in %d", won[true], won[false])
 }
+
+// testHoldSpoolKey: handles holding one key run side by side, as several
+// servers with one key on one store do. While any holds it, another key
+// is refused with a *spool.LiveKeyError naming the held key, by
+// HoldSpoolKey and KeepSpoolKey alike, and nothing is recorded: the
+// holders' appends go on. Once every holder is closed, a store that holds
+// no log takes another key, which is then held in turn.
+func (s *suite) testHoldSpoolKey(t *testing.T) {
+	st := s.store(t)
+	kh := func(st spool.Store) spool.KeyHolder {
+		kh, ok := st.(spool.KeyHolder)
+		if !ok {
+			t.Fatalf("%T is not a spool.KeyHolder: a server started with another spool key would record it over a running one's", st)
+		}
+		return kh
+	}
+	ctx := ctxT(t)
+	a, b, c := bytes.Repeat([]byte{0xa}, 64), bytes.Repeat([]byte{0xb}, 64), bytes.Repeat([]byte{0xc}, 64)
+	if err := kh(st).HoldSpoolKey(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	second := s.reopen(t, st)
+	if err := kh(second).HoldSpoolKey(ctx, a); err != nil {
+		t.Fatalf("the held key through a second handle: %v", err)
+	}
+	other := s.reopen(t, st)
+	refused := func(when string, pub, live []byte) {
+		t.Helper()
+		for name, f := range map[string]func() error{
+			"HoldSpoolKey": func() error { return kh(other).HoldSpoolKey(ctx, pub) },
+			"KeepSpoolKey": func() error { return kh(other).KeepSpoolKey(ctx, pub) },
+		} {
+			var le *spool.LiveKeyError
+			if err := f(); !errors.As(err, &le) || !bytes.Equal(le.Live, live) {
+				t.Fatalf("%s: %s of another key while one is held: %v, want a *LiveKeyError naming the held key", when, name, err)
+			}
+		}
+	}
+	refused("two holders", b, a)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	refused("one holder closed, one left", b, a)
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := kh(other).HoldSpoolKey(ctx, b); err != nil {
+		t.Fatalf("another key once no handle holds one, no log yet: %v", err)
+	}
+	last := s.reopen(t, other)
+	var le *spool.LiveKeyError
+	if err := kh(last).HoldSpoolKey(ctx, a); !errors.As(err, &le) || !bytes.Equal(le.Live, b) {
+		t.Fatalf("the first key again while the second is held: %v, want a *LiveKeyError naming the second", err)
+	}
+	mustAppend(t, other, "alice", []byte("b1"))
+	var ok *spool.OtherKeyError
+	if err := kh(last).HoldSpoolKey(ctx, c); !errors.As(err, &ok) || !bytes.Equal(ok.Recorded, b) {
+		t.Fatalf("a third key once a log exists: %v, want an *OtherKeyError", err)
+	}
+	if err := kh(last).HoldSpoolKey(ctx, b); err != nil {
+		t.Fatalf("the held key through another handle after refusals: %v", err)
+	}
+	mustAppend(t, last, "alice", []byte("b2"))
+	checkEntries(t, readAll(t, other, "alice"), 1, [][]byte{[]byte("b1"), []byte("b2")})
+}

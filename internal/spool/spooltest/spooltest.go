@@ -111,6 +111,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		{"KeepSpoolKey", s.testKeepSpoolKey},
 		{"KeyReplaced", s.testKeyReplaced},
 		{"KeyReplacedRace", s.testKeyReplacedRace},
+		{"HoldSpoolKey", s.testHoldSpoolKey},
 	}
 	tests = append(tests, s.compactTests()...)
 	tests = append(tests, s.chainTests()...)

@@ -4,7 +4,8 @@
 // Implementation notes and invariants (docs/STORE.md has the full story):
 //
 //   - Layout: dir (0700) holds spool.db (0600) with its -wal and -shm files,
-//     and notify/ with one unix datagram socket per open Store. The schema is
+//     notify/ with one unix datagram socket per open Store, and
+//     spool-key.lock (HoldLockName). The schema is
 //     versioned with PRAGMA user_version and migrated at Open inside one
 //     IMMEDIATE transaction; a database from a newer version is refused.
 //   - Durability: WAL journal with synchronous=FULL, so every COMMIT fsyncs
@@ -25,6 +26,12 @@
 //     transaction, under the write lock KeepSpoolKey's transaction also
 //     takes, and writes nothing if it holds another key (a
 //     *spool.KeyReplacedError for every call of the group).
+//   - Spool key held (spool.KeyHolder): HoldSpoolKey keeps a shared
+//     flock(2) on dir/spool-key.lock (HoldLockName) until Close; recording
+//     another key takes it exclusively with LOCK_NB, in the IMMEDIATE
+//     transaction that reads the key, and is refused (*spool.LiveKeyError)
+//     while any open file holds it. The operating system drops a flock
+//     with its process.
 //   - Wake-up: in-process appends wake the waiters of exactly the users they
 //     touched. After each commit the writer also sends one datagram naming the
 //     users to every other socket in notify/ (best effort, never blocking);
@@ -78,6 +85,7 @@ var (
 	_ spool.CheckpointPositioner = (*Store)(nil)
 	_ spool.Chainer              = (*Store)(nil)
 	_ spool.HeadAppender         = (*Store)(nil)
+	_ spool.KeyHolder            = (*Store)(nil)
 )
 
 // DBName is the database file's name inside the spool directory.
@@ -171,6 +179,9 @@ type Store struct {
 
 	// spoolKey is the key KeepSpoolKey bound the appends to (nil: none).
 	spoolKey atomic.Pointer[[]byte]
+	// keyLock is HoldLockName, locked shared, while the Store holds its
+	// spool key (HoldSpoolKey); nil: no hold. Closed by Close.
+	keyLock *keyLock
 }
 
 // Stats counts a Store's work since Open.
@@ -345,6 +356,10 @@ func (s *Store) Close() error {
 	s.bg.Wait()
 	if s.notify != nil {
 		s.notify.cleanup()
+	}
+	if s.keyLock != nil {
+		// After the writer: the groups it wrote committed while held.
+		s.keyLock.close()
 	}
 	if err := s.closeDBs(); err != nil {
 		return fmt.Errorf("closing spool %s: %w", s.dir, err)
