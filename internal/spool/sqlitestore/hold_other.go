@@ -6,7 +6,7 @@ package sqlitestore
 // the key as before the hold (docs/STORE.md).
 type keyLock struct{}
 
-func openKeyLock(string) (*keyLock, error) { return nil, errNoFlock }
+func openKeyLock(string, string) (*keyLock, error) { return nil, errNoFlock }
 
 func (*keyLock) try(bool) (bool, error) { return false, errNoFlock }
 func (*keyLock) unlock() error          { return nil }

@@ -15,9 +15,26 @@ import (
 // when its process ends, killed or not.
 type keyLock struct{ f *os.File }
 
-func openKeyLock(path string) (*keyLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+// openKeyLock opens the lock file for reading (flock needs no more),
+// creating it, empty, with the permission bits of the database file db, as
+// SQLite gives its -wal and -shm files: whoever may open the database may
+// hold the key.
+func openKeyLock(path, db string) (*keyLock, error) {
+	mode := os.FileMode(0o600)
+	if fi, err := os.Stat(db); err == nil {
+		mode = fi.Mode().Perm() &^ 0o111
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, mode)
+	switch {
+	case errors.Is(err, os.ErrExist):
+		f, err = os.Open(path)
+	case err == nil:
+		err = f.Chmod(mode) // past the umask, as SQLite does
+	}
 	if err != nil {
+		if f != nil {
+			f.Close()
+		}
 		return nil, err
 	}
 	return &keyLock{f: f}, nil

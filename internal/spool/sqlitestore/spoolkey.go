@@ -10,7 +10,8 @@ import (
 	"cspool/internal/spool"
 )
 
-// HoldLockName is the spool key's lock file in the spool directory. Every
+// HoldLockName is the spool key's lock file in the spool directory, empty,
+// created with the database file's permission bits. Every
 // Store holding its spool key (HoldSpoolKey) keeps a shared flock(2) on it
 // while open; recording another key than the one recorded takes it
 // exclusively, with a try that fails while any Store holds it. Both are
@@ -28,7 +29,7 @@ func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
 	if _, err := spool.KeepKey(nil, pub, false); err != nil {
 		return err
 	}
-	l, err := openKeyLock(filepath.Join(s.dir, HoldLockName))
+	l, err := openKeyLock(filepath.Join(s.dir, HoldLockName), filepath.Join(s.dir, DBName))
 	switch {
 	case errors.Is(err, errNoFlock):
 		l = nil
@@ -55,7 +56,7 @@ func (s *Store) HoldSpoolKey(ctx context.Context, pub []byte) error {
 	if s.keyLock != nil {
 		return errors.New("sqlitestore: the store holds a spool key already")
 	}
-	l, err := openKeyLock(filepath.Join(s.dir, HoldLockName))
+	l, err := openKeyLock(filepath.Join(s.dir, HoldLockName), filepath.Join(s.dir, DBName))
 	if errors.Is(err, errNoFlock) {
 		return s.keep(ctx, pub, nil, false)
 	}

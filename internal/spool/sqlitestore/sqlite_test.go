@@ -63,6 +63,9 @@ func TestFileModes(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "spool")
 	s := openT(t, dir, Options{})
+	if err := s.HoldSpoolKey(ctxT(t), bytes.Repeat([]byte{0xa}, 64)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Append(ctxT(t), "u", [][]byte{[]byte("x")}); err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +74,7 @@ func TestFileModes(t *testing.T) {
 		filepath.Join(dir, DBName):        0o600,
 		filepath.Join(dir, "notify"):      os.ModeDir | 0o700,
 		filepath.Join(dir, DBName+"-wal"): 0o600,
+		filepath.Join(dir, HoldLockName):  0o600,
 	} {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -276,5 +280,40 @@ func TestHugeEntry(t *testing.T) {
 	es, err = s.Read(ctxT(t), "u", 1, 10, 0)
 	if err != nil || len(es) != 1 || !bytes.Equal(es[0].Data, huge) {
 		t.Fatalf("Read of the huge entry: %d entries, %v", len(es), err)
+	}
+}
+
+// TestKeyLockMode: the spool key's lock file takes the database file's
+// permission bits, whatever the umask, as SQLite's -wal and -shm files
+// do, so that whoever the operator lets open the database (a group, for
+// cspool deliver run as the recipient) may hold the key too; holding needs
+// only to read it.
+func TestKeyLockMode(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "spool")
+	s := openT(t, dir, Options{})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(dir, DBName), 0o660); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir, Options{})
+	if err := s.HoldSpoolKey(ctxT(t), bytes.Repeat([]byte{0xa}, 64)); err != nil {
+		t.Fatal(err)
+	}
+	lock := filepath.Join(dir, HoldLockName)
+	if fi, err := os.Stat(lock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("lock file beside a database of mode 0660: %v, %v; want mode 0660", fi.Mode(), err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(lock, 0o440); err != nil {
+		t.Fatal(err)
+	}
+	s = openT(t, dir, Options{})
+	if err := s.HoldSpoolKey(ctxT(t), bytes.Repeat([]byte{0xa}, 64)); err != nil {
+		t.Fatalf("holding through a lock file this process may only read: %v", err)
 	}
 }
