@@ -468,7 +468,7 @@ func appendFetch(b []byte, seq uint32, m *mailstore.Message, opts *imap.FetchOpt
 	if opts.InternalDate {
 		item("INTERNALDATE")
 		b = append(b, '"')
-		b = m.InternalDate.AppendFormat(b, internalDateLayout)
+		b = wireDate(m.InternalDate).AppendFormat(b, internalDateLayout)
 		b = append(b, '"')
 	}
 	if opts.RFC822Size {
@@ -489,6 +489,39 @@ func appendFetch(b []byte, seq uint32, m *mailstore.Message, opts *imap.FetchOpt
 // internalDateLayout is INTERNALDATE's date-time (RFC 9051 section 9), as
 // go-imap writes it.
 const internalDateLayout = "_2-Jan-2006 15:04:05 -0700"
+
+// The dates INTERNALDATE can write: its year is four digits (RFC 9051
+// section 9, date-year). APPEND takes any date-time, "31-Dec-9999 23:59:59
+// -1259" included, which is in the year 10000 in UTC; and a command in the
+// log carries any millisecond count.
+var (
+	firstWireDate = time.Date(1, time.January, 1, 0, 0, 0, 0, time.UTC)
+	lastWireDate  = time.Date(9999, time.December, 31, 23, 59, 59, 0, time.UTC)
+)
+
+// wireDate is t if INTERNALDATE can write it as it is (its year, in its
+// zone, has four digits), and otherwise the nearest of firstWireDate and
+// lastWireDate: Go writes the year 10000 with five digits and the year -1
+// as "-001", which mbsync refuses ("unable to parse INTERNALDATE format",
+// and the sync of the mailbox stops) and imaplib does not parse.
+func wireDate(t time.Time) time.Time {
+	if y := t.Year(); y >= 0 && y <= 9999 {
+		return t
+	}
+	return clampDate(t)
+}
+
+// clampDate is t within firstWireDate and lastWireDate, in UTC (whose
+// years they are: in a zone east of it, lastWireDate is in the year 10000).
+func clampDate(t time.Time) time.Time {
+	switch {
+	case t.Before(firstWireDate):
+		return firstWireDate
+	case t.After(lastWireDate):
+		return lastWireDate
+	}
+	return t.UTC()
+}
 
 // decodeForms decodes the stored envelope and body structure m carries
 // (nil for what it does not).
@@ -515,7 +548,7 @@ func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env 
 		rw.WriteFlags(toFlags(m.Flags))
 	}
 	if opts.InternalDate {
-		rw.WriteInternalDate(m.InternalDate)
+		rw.WriteInternalDate(wireDate(m.InternalDate))
 	}
 	if opts.RFC822Size {
 		rw.WriteRFC822Size(m.Size)

@@ -287,7 +287,9 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 			return nil, err
 		}
 		if !opts.Time.IsZero() {
-			date = opts.Time
+			// Stored within what INTERNALDATE can show (wireDate), so
+			// that SEARCH BEFORE, ON and SINCE see the date FETCH shows.
+			date = clampDate(opts.Time)
 		}
 	}
 	ms := date.UnixMilli()
