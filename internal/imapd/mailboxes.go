@@ -101,8 +101,44 @@ func (s *session) Rename(name, newName string, _ *imap.RenameOptions) error {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists,
 			Text: fmt.Sprintf("mailbox %s exists already", s.quoteName(newName))}
 	}
+	if mb.ID != mailstore.InboxID() {
+		if err := s.renameable(ctx, mb.Name, newName); err != nil {
+			return err
+		}
+	}
 	_, err = s.submit(&command.Command{Kind: command.RenameMailbox, Mailbox: mb.Name, MailboxID: mb.ID, NewName: newName})
 	return err
+}
+
+// renameable refuses, before anything is appended, a rename the apply
+// would reject (mailstore's renameMailbox): into the mailbox's own
+// hierarchy ("x" to "x/y"), or one that would give a mailbox below it the
+// name of another ("a" to "b", with "a/x" and "b/x" but no "b", which a
+// DELETE of "b" leaves). Sent, such a rename was answered NO after its
+// entry was in the log, and every device listed the entry as rejected in
+// its status for good.
+func (s *session) renameable(ctx context.Context, name, newName string) error {
+	prefix := name + string(mailstore.Delim)
+	if strings.HasPrefix(newName, prefix) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+			Text: fmt.Sprintf("%s cannot be renamed into itself (%s)", s.quoteName(name), s.quoteName(newName))}
+	}
+	all, err := s.store().MailboxIdentities(ctx)
+	if err != nil {
+		return s.storeError(err, name)
+	}
+	exists := make(map[string]bool, len(all))
+	for _, mb := range all {
+		exists[mb.Name] = true
+	}
+	for _, mb := range all {
+		if child, ok := strings.CutPrefix(mb.Name, prefix); ok && exists[newName+string(mailstore.Delim)+child] {
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists,
+				Text: fmt.Sprintf("mailbox %s exists already (%s would be renamed to it)",
+					s.quoteName(newName+string(mailstore.Delim)+child), s.quoteName(mb.Name))}
+		}
+	}
+	return nil
 }
 
 // Subscribe implements imapserver.Session.

@@ -54,17 +54,23 @@ func encodeMUTF7(name string) string {
 
 // validMUTF7 reports whether s is well-formed modified UTF-7 as go-imap
 // decodes it (raw UTF-8 is accepted too): printable ASCII, "&-", and
-// base64 runs that decode to whole UTF-16 text.
+// base64 runs that decode to whole UTF-16 text. As go-imap, it refuses
+// (RFC 3501 section 5.1.3) a run that encodes printable ASCII, which
+// represents itself ("&AGE-" for "a"), a run right after another ("&AOQ-&AOQ-",
+// which is one run), and base64 padding: a name go-imap refuses that this
+// took answered NO [SERVERBUG] instead of the reason.
 func validMUTF7(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
 	}
+	afterRun := false // the previous character ended a base64 run
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c < 0x20 || c == 0x7f {
 			return false
 		}
 		if c != '&' {
+			afterRun = false
 			continue
 		}
 		end := strings.IndexByte(s[i+1:], '-')
@@ -74,8 +80,13 @@ func validMUTF7(s string) bool {
 		run := s[i+1 : i+1+end]
 		i += end + 1
 		if run == "" {
+			afterRun = false
 			continue
 		}
+		if afterRun || strings.Contains(run, "=") {
+			return false
+		}
+		afterRun = true
 		raw, err := mbase64.DecodeString(run)
 		if err != nil || len(raw)%2 != 0 || len(raw) == 0 {
 			return false
@@ -85,7 +96,7 @@ func validMUTF7(s string) bool {
 			u[k] = uint16(raw[2*k])<<8 | uint16(raw[2*k+1])
 		}
 		for _, r := range utf16.Decode(u) {
-			if r == utf8.RuneError {
+			if r == utf8.RuneError || r >= 0x20 && r < 0x7f {
 				return false
 			}
 		}

@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"context"
 	"strings"
 	"testing"
 )
@@ -41,6 +42,14 @@ func TestNamesConformance(t *testing.T) {
 	for _, c := range []struct{ cmd, want, text string }{
 		{`CREATE "Projekte &APwA/A-"`, "NO [CANNOT]", "not modified UTF-7"}, // "/" is not modified base64
 		{`CREATE "&Jjo"`, "NO [CANNOT]", "not modified UTF-7"},              // no "-"
+		// go-imap refuses these too (RFC 3501 section 5.1.3), and they got
+		// NO [SERVERBUG]: a run that encodes printable ASCII ("a", which
+		// represents itself), two runs with nothing between them, a run
+		// with base64 padding.
+		{`CREATE "&AGE-"`, "NO [CANNOT]", "not modified UTF-7"},
+		{`SELECT "x&AGE-"`, "NO [CANNOT]", "not modified UTF-7"},
+		{`CREATE "&AOQ-&AOQ-"`, "NO [CANNOT]", "not modified UTF-7"},
+		{`CREATE "&AOQ=-"`, "NO [CANNOT]", "not modified UTF-7"},
 		{`CREATE "/lead"`, "NO [CANNOT]", "empty level"},
 		{`CREATE "two//slashes"`, "NO [CANNOT]", "empty level"},
 		{`CREATE "Projekte &APwA,A-"`, "NO [ALREADYEXISTS]", `"Projekte &APwA,A-"`},
@@ -63,5 +72,37 @@ func TestNamesConformance(t *testing.T) {
 	_, tagged := w.run(`DELETE "nope üü"`)
 	if status(tagged) != "NO [NONEXISTENT]" || !strings.Contains(tagged, `"nope üü"`) {
 		t.Errorf("DELETE after UTF8=ACCEPT: %q", tagged)
+	}
+}
+
+// TestRenameRefusedBeforeTheLog: a RENAME the apply rejects (into the
+// mailbox's own hierarchy; one that would give a mailbox below it the name
+// of another) is refused before its entry is appended. It was answered NO
+// only once the entry had been appended and rejected, and every device
+// then listed a rejected entry in its status ("position 39: invalid
+// (cannot rename "x" into itself)") for good.
+func TestRenameRefusedBeforeTheLog(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	w := loginWire(t, d.addr)
+	for _, c := range []string{`CREATE "x"`, `CREATE "a/x"`, `CREATE "b/x"`, `DELETE "b"`} {
+		w.ok(c)
+	}
+	for _, c := range []struct{ cmd, want, text string }{
+		{`RENAME "x" "x/y"`, "NO [CANNOT]", `"x" cannot be renamed into itself`},
+		{`RENAME "a" "a/b/c"`, "NO [CANNOT]", `"a" cannot be renamed into itself`},
+		{`RENAME "a" "b"`, "NO [ALREADYEXISTS]", `"b/x" exists already ("a/x" would be renamed to it)`},
+	} {
+		_, tagged := w.run(c.cmd)
+		if status(tagged) != c.want || !strings.Contains(tagged, c.text) {
+			t.Errorf("%s: got %q, want %s with %s", c.cmd, tagged, c.want, c.text)
+		}
+	}
+	w.ok(`RENAME "a" "c"`)
+	u := w.ok(`LIST "" "c*"`)
+	expectUntagged(t, "LIST after the rename", u, `* LIST (\HasChildren) "/" "c"`, `* LIST (\HasNoChildren) "/" "c/x"`)
+	if n, err := d.store.RejectedCount(context.Background()); err != nil || n != 0 {
+		t.Errorf("the device holds %d rejected entries (%v), want none", n, err)
 	}
 }
