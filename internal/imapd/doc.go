@@ -19,6 +19,13 @@
 //     provisional UIDs the log gave to other messages gets a UIDVALIDITY of
 //     this device's: it is deleted and created again for the sessions, and
 //     the server forgets its in-memory state so a new SELECT loads it anew.
+//   - A session reads the store only as it selected the mailbox
+//     (mailstore.Selected: the id and the UIDVALIDITY it was shown), each
+//     read checking the UIDVALIDITY in its own transaction: a mailbox made
+//     again with another one is committed before Applied hears it, and
+//     the session's UIDs would otherwise name its messages. A read that
+//     finds another UIDVALIDITY, or the mailbox gone, reads nothing, and
+//     the session's listing is dropped as Applied drops it (selectedError).
 //   - Sequence numbers (RFC 9051 section 2.3.1.2): for each mailbox selected
 //     by at least one session the server keeps the ordered UID list (the
 //     server view: sequence number n is uids[n-1]) and, per session that

@@ -51,14 +51,14 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	if markSeen {
 		var ids []command.ID
 		in := newRefCursor(sel.mb, sel.st, targets)
-		err := s.store().Fetch(ctx, sel.mb.id, storeUIDs(span), 0, func(m *mailstore.Message) error {
+		err := sel.box.Fetch(ctx, storeUIDs(span), 0, func(m *mailstore.Message) error {
 			if _, ok := in.find(imap.UID(m.UID)); ok && !hasFlag(m.Flags, `\Seen`) {
 				ids = append(ids, m.ID)
 			}
 			return nil
 		})
 		if err != nil {
-			return s.storeError(err, "")
+			return s.selectedError(sel, err)
 		}
 		if len(ids) > 0 {
 			// The FETCH below reports the new flags itself.
@@ -112,12 +112,12 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	flush := out.flush
 	// A FETCH written here reads its rows through the driver itself, each
 	// Message only until the next.
-	fetch := s.store().Fetch
+	fetch := sel.box.Fetch
 	if direct {
-		fetch = s.store().FetchForms
+		fetch = sel.box.FetchForms
 	}
 	refAt := newRefCursor(sel.mb, sel.st, targets)
-	err = fetch(ctx, sel.mb.id, storeUIDs(span), want, func(m *mailstore.Message) error {
+	err = fetch(ctx, storeUIDs(span), want, func(m *mailstore.Message) error {
 		r, ok := refAt.find(imap.UID(m.UID))
 		if !ok {
 			return nil
@@ -162,7 +162,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		return writeErr // the connection is gone
 	}
 	if err != nil {
-		return s.storeError(err, "")
+		return s.selectedError(sel, err)
 	}
 	return nil
 }
@@ -260,11 +260,11 @@ func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc
 		}
 		mb.mu.Unlock()
 		if lo != 0 {
-			if err := s.fillListing(ctx, mb, lo, hi); err != nil {
+			if err := s.fillListing(ctx, mb, sel.box, lo, hi); err != nil {
 				if werr := flush(); werr != nil {
 					return werr
 				}
-				return s.storeError(err, "")
+				return s.selectedError(sel, err)
 			}
 			mb.mu.Lock()
 			for i := range items {
@@ -280,12 +280,12 @@ func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc
 			it := &items[i]
 			if it.size < 0 && sizes {
 				// Not in the store any more, or of 4 GiB or more.
-				size, date, ok, err := s.listingOf(ctx, mb, it.uid)
+				size, date, ok, err := s.listingOf(ctx, sel, it.uid)
 				if err != nil {
 					if werr := flush(); werr != nil {
 						return werr
 					}
-					return s.storeError(err, "")
+					return s.selectedError(sel, err)
 				}
 				if !ok {
 					continue
@@ -321,16 +321,16 @@ func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc
 	return flush()
 }
 
-// fillListing reads from the store the sizes and dates the listing lacks
-// for the messages with UIDs from lo to hi, and records them (they never
-// change).
-func (s *session) fillListing(ctx context.Context, mb *mailbox, lo, hi imap.UID) error {
+// fillListing reads from the store, through box (of the listing's
+// UIDVALIDITY), the sizes and dates the listing lacks for the messages
+// with UIDs from lo to hi, and records them (they never change).
+func (s *session) fillListing(ctx context.Context, mb *mailbox, box *mailstore.Selected, lo, hi imap.UID) error {
 	type listed struct {
 		uid        imap.UID
 		size, date int64
 	}
 	var got []listed
-	err := s.store().FetchForms(ctx, mb.id, mailstore.UIDSet{{Start: mailstore.UID(lo), Stop: mailstore.UID(hi)}},
+	err := box.FetchForms(ctx, mailstore.UIDSet{{Start: mailstore.UID(lo), Stop: mailstore.UID(hi)}},
 		mailstore.WantMetadataOnly|mailstore.WantListing, func(m *mailstore.Message) error {
 			got = append(got, listed{imap.UID(m.UID), m.Size, m.InternalDate.UnixMilli()})
 			return nil
@@ -350,8 +350,8 @@ func (s *session) fillListing(ctx context.Context, mb *mailbox, lo, hi imap.UID)
 
 // listingOf reads one message's size and date from the store; ok is false
 // when the store no longer holds it.
-func (s *session) listingOf(ctx context.Context, mb *mailbox, uid imap.UID) (size, date int64, ok bool, err error) {
-	err = s.store().FetchForms(ctx, mb.id, mailstore.UIDSet{{Start: mailstore.UID(uid), Stop: mailstore.UID(uid)}},
+func (s *session) listingOf(ctx context.Context, sel *selected, uid imap.UID) (size, date int64, ok bool, err error) {
+	err = sel.box.FetchForms(ctx, mailstore.UIDSet{{Start: mailstore.UID(uid), Stop: mailstore.UID(uid)}},
 		mailstore.WantMetadataOnly|mailstore.WantListing, func(m *mailstore.Message) error {
 			size, date, ok = m.Size, m.InternalDate.UnixMilli(), true
 			return nil

@@ -45,6 +45,7 @@ type mailbox struct {
 	uidNext imap.UID          // the UIDNEXT the list reflects (STATUS)
 	uidVal  uint32            // the UIDVALIDITY it was loaded with
 	deleted bool              // the mailbox was deleted while selected
+	renewed bool              // deleted: made again with another UIDVALIDITY
 	views   map[*imapserver.SessionTracker]*view
 	serial  uint64 // views opened so far
 }
@@ -147,7 +148,9 @@ func (mb *mailbox) applyRun(changes []mailstore.Change) (deleted bool) {
 				v.queueFetch(uint32(k+1), imap.UID(c.UID), c.Flags)
 			}
 		case mailstore.MailboxDeleted:
-			mb.gone()
+			// Made again at once (a new UIDVALIDITY on this device), or
+			// gone.
+			mb.gone(slices.ContainsFunc(changes[i+1:], func(c mailstore.Change) bool { return c.Kind == mailstore.MailboxCreated }))
 			return true
 		case mailstore.MailboxRestored:
 			if !mb.restored(c.Pos) {
@@ -160,8 +163,9 @@ func (mb *mailbox) applyRun(changes []mailstore.Change) (deleted bool) {
 }
 
 // gone tells every view that the mailbox was deleted (each message
-// expunged) and marks it deleted, with mb.mu held.
-func (mb *mailbox) gone() {
+// expunged) and marks it deleted, and renewed when it was made again with
+// another UIDVALIDITY, with mb.mu held.
+func (mb *mailbox) gone(renewed bool) {
 	for n := len(mb.uids); n > 0; n-- {
 		for _, v := range mb.views {
 			v.queueExpunge(uint32(n))
@@ -171,7 +175,7 @@ func (mb *mailbox) gone() {
 		v.recent, v.recentDirty = nil, true
 	}
 	mb.uids, mb.flags, mb.sizes, mb.dates = nil, nil, nil, nil
-	mb.deleted = true
+	mb.deleted, mb.renewed = true, renewed
 }
 
 // restoredRun is how many changes restored hands applyRun at a time.
@@ -184,11 +188,17 @@ const restoredRun = 4096
 // holds are expunged, those it holds after the last one shown are added,
 // and changed flags are fetched, as the restore's own changes would have
 // been told, restoredRun at a time. It reports false if the listing could
-// not be read: the mailbox is then told as deleted.
+// not be read, or is of another UIDVALIDITY: the mailbox is then told as
+// deleted.
 func (mb *mailbox) restored(pos uint64) bool {
 	l, at, err := mb.srv.cfg.Store.ListingAt(mb.srv.ctx, mb.id)
 	if err != nil {
 		mb.srv.log.Warn("reading a restored mailbox's listing; its sessions are told it is deleted", "err", err)
+		return false
+	}
+	if l.UIDValidity != mb.uidVal {
+		// Made again since with another UIDVALIDITY: its UIDs are not
+		// the ones shown.
 		return false
 	}
 	if len(mb.views) == 0 {
@@ -511,10 +521,12 @@ func (mb *mailbox) close(v *view) {
 	v.st.Close()
 }
 
-func (mb *mailbox) isDeleted() bool {
+// isDeleted reports whether the mailbox is gone for its sessions, and
+// whether it was made again with another UIDVALIDITY.
+func (mb *mailbox) isDeleted() (deleted, renewed bool) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	return mb.deleted
+	return mb.deleted, mb.renewed
 }
 
 // findRef returns the entry of refs (sorted by UID) for uid.

@@ -398,9 +398,17 @@ func (s *session) listedStatus(ctx context.Context, id *mailstore.Mailbox, opts 
 				hi = mb.uids[k]
 			}
 		}
+		uv := mb.uidVal
 		mb.mu.Unlock()
 		if lo != 0 {
-			if err := s.fillListing(ctx, mb, lo, hi); err != nil {
+			// Read as the listing's UIDVALIDITY: not the sizes of
+			// another mailbox's messages under its UIDs.
+			err := s.fillListing(ctx, mb, s.store().Selected(mb.id, uv), lo, hi)
+			if renewed := errors.Is(err, mailstore.ErrUIDValidity); renewed || errors.Is(err, mailstore.ErrNoMailbox) {
+				s.srv.retire(mb, renewed)
+				return nil, false, nil
+			}
+			if err != nil {
 				return nil, false, s.storeError(err, id.Name)
 			}
 		}

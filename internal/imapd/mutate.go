@@ -59,9 +59,9 @@ func (s *session) targets(ctx context.Context, sel *selected, set imap.NumSet) (
 	for i, r := range refs {
 		uids[i] = mailstore.UID(r.uid)
 	}
-	byUID, err := s.store().MessageIDs(ctx, sel.mb.id, uids)
+	byUID, err := sel.box.MessageIDs(ctx, uids)
 	if err != nil {
-		return nil, nil, nil, s.storeError(err, "")
+		return nil, nil, nil, s.selectedError(sel, err)
 	}
 	ids := make([]command.ID, 0, len(byUID))
 	byID := make(map[command.ID]imap.UID, len(byUID))
@@ -115,7 +115,15 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 		return nil
 	}
 	_, isUID := set.(imap.UIDSet)
-	return s.writeFlags(ctx, w, sel, refs, isUID)
+	err = s.writeFlags(ctx, w, sel, refs, isUID)
+	if errors.Is(err, mailstore.ErrUIDValidity) || errors.Is(err, mailstore.ErrNoMailbox) {
+		// The change is made, on the messages the session named; the
+		// mailbox is gone for it since (selectedError), so its flags
+		// are not shown but the answer is OK.
+		s.selectedError(sel, err)
+		return nil
+	}
+	return err
 }
 
 // writeFlags writes FETCH (FLAGS) for refs with their current flags.
@@ -124,7 +132,7 @@ func (s *session) writeFlags(ctx context.Context, w *imapserver.FetchWriter, sel
 		return nil
 	}
 	span := imap.UIDSet{{Start: refs[0].uid, Stop: refs[len(refs)-1].uid}}
-	return s.store().Fetch(ctx, sel.mb.id, storeUIDs(span), 0, func(m *mailstore.Message) error {
+	return sel.box.Fetch(ctx, storeUIDs(span), 0, func(m *mailstore.Message) error {
 		r, ok := findRef(refs, imap.UID(m.UID))
 		if !ok {
 			return nil
@@ -167,14 +175,14 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	defer cancel()
 	var ids []command.ID
 	span := imap.UIDSet{{Start: refs[0].uid, Stop: refs[len(refs)-1].uid}}
-	err = s.store().Fetch(ctx, sel.mb.id, storeUIDs(span), 0, func(m *mailstore.Message) error {
+	err = sel.box.Fetch(ctx, storeUIDs(span), 0, func(m *mailstore.Message) error {
 		if _, ok := findRef(refs, imap.UID(m.UID)); ok && hasFlag(m.Flags, `\Deleted`) {
 			ids = append(ids, m.ID)
 		}
 		return nil
 	})
 	if err != nil {
-		return s.storeError(err, "")
+		return s.selectedError(sel, err)
 	}
 	if len(ids) == 0 {
 		return nil

@@ -12,7 +12,6 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-message/textproto"
 
-	"cspool/internal/command"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 )
@@ -41,9 +40,9 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	ctx, cancel := s.ctx()
 	defer cancel()
 	mt := &matcher{max: max, lastUID: lastUID, saved: sel.searchRes, recent: s.recentSet()}
-	mt.index, err = askIndex(ctx, s.store(), sel.mb.id, c)
+	mt.index, err = askIndex(ctx, sel.box, c)
 	if err != nil {
-		return nil, s.storeError(err, "")
+		return nil, s.selectedError(sel, err)
 	}
 	want := needs(c, mt.index)
 	var matched []ref
@@ -67,12 +66,12 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	// A text criterion of the top level that the index answers limits the
 	// messages to look at to its candidates.
 	if a := mt.index.narrowest(c); a != nil {
-		err = s.store().ScanUIDs(ctx, sel.mb.id, a.Candidates(), want, visit)
+		err = sel.box.ScanUIDs(ctx, a.Candidates(), want, visit)
 	} else {
-		err = s.store().Scan(ctx, sel.mb.id, want, visit)
+		err = sel.box.Scan(ctx, want, visit)
 	}
 	if err != nil {
-		return nil, s.storeError(err, "")
+		return nil, s.selectedError(sel, err)
 	}
 	return searchData(kind, matched, sel, opts), nil
 }
@@ -521,7 +520,7 @@ type indexQuestion struct {
 
 // askIndex asks the index about every text criterion in c, at any depth,
 // that it answers exactly.
-func askIndex(ctx context.Context, st *mailstore.Store, mailbox command.ID, c *imap.SearchCriteria) (indexAnswers, error) {
+func askIndex(ctx context.Context, box *mailstore.Selected, c *imap.SearchCriteria) (indexAnswers, error) {
 	ans := indexAnswers{}
 	var walk func(c *imap.SearchCriteria) error
 	ask := func(key mailstore.SearchKey, needle string) error {
@@ -529,7 +528,7 @@ func askIndex(ctx context.Context, st *mailstore.Store, mailbox command.ID, c *i
 		if _, done := ans[q]; done || !mailstore.Indexable(needle) {
 			return nil
 		}
-		a, err := st.TextSearch(ctx, mailbox, key, needle)
+		a, err := box.TextSearch(ctx, key, needle)
 		if err != nil {
 			return err
 		}

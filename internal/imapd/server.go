@@ -180,14 +180,15 @@ func (s *Server) Applied(res *mailstore.Result) {
 }
 
 // retire drops mb, loaded for a mailbox that the store now holds with
-// another UIDVALIDITY (deleted and created again, docs/MAILSTORE.md "UIDs"):
-// its sessions are told it is deleted, and a mailbox of its id acquired
-// from now on is loaded again. Such a change is committed before Applied
+// another UIDVALIDITY (renewed: deleted and created again,
+// docs/MAILSTORE.md "Changes made on this device"), or no more: its
+// sessions are told it is deleted, and a mailbox of its id acquired from
+// now on is loaded again. Such a change is committed before Applied
 // hears it; a SELECT in between would otherwise show the old listing with
 // the new UIDVALIDITY, and read the new mailbox's messages by its UIDs.
 // Applied then finds mb deleted, or the new one loaded at or past the
 // change's position.
-func (s *Server) retire(mb *mailbox) {
+func (s *Server) retire(mb *mailbox, renewed bool) {
 	s.mu.Lock()
 	if s.boxes[mb.id] == mb {
 		delete(s.boxes, mb.id)
@@ -196,7 +197,7 @@ func (s *Server) retire(mb *mailbox) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	if mb.loaded && !mb.deleted {
-		mb.gone()
+		mb.gone(renewed)
 		mb.wake()
 	}
 }

@@ -34,6 +34,10 @@ type selected struct {
 	st        *imapserver.SessionTracker // v.st
 	readOnly  bool
 	searchRes []imap.UID // SEARCHRES ($), RFC 5182
+	// box reads the mailbox from the store as it was selected: each read
+	// fails where the store holds it with another UIDVALIDITY, or no
+	// more (selectedError).
+	box *mailstore.Selected
 }
 
 var (
@@ -191,14 +195,14 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 				return nil, s.storeError(err, name)
 			}
 			if now.ID == mb.id && now.UIDValidity != mb.validity() {
-				s.srv.retire(mb)
+				s.srv.retire(mb, true)
 			}
 		}
 		if try == 2 {
 			return nil, s.noMailbox(name)
 		}
 	}
-	s.sel = &selected{mb: mb, v: v, st: v.st, readOnly: readOnly}
+	s.sel = &selected{mb: mb, v: v, st: v.st, readOnly: readOnly, box: s.store().Selected(info.ID, info.UIDValidity)}
 	flags := newKwSet(kws).flags()
 	next := imap.UID(info.UIDNext)
 	mb.mu.Lock()
@@ -246,11 +250,37 @@ func (s *session) current() (*selected, error) {
 	if s.sel == nil {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "no mailbox selected"}
 	}
-	if s.sel.mb.isDeleted() {
-		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent,
-			Text: "the selected mailbox was deleted (by this or another device)"}
+	if deleted, renewed := s.sel.mb.isDeleted(); deleted {
+		return nil, goneError(renewed)
 	}
 	return s.sel, nil
+}
+
+// goneError is the answer to a command in a selected mailbox that is gone
+// for the session: deleted, or made again with another UIDVALIDITY
+// (renewed), whose messages the session's UIDs do not name.
+func goneError(renewed bool) error {
+	text := "the selected mailbox was deleted (by this or another device)"
+	if renewed {
+		text = "the selected mailbox was made again with a new UIDVALIDITY; select it again"
+	}
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: text}
+}
+
+// selectedError is storeError for a read of the selected mailbox through
+// sel.box. Where the store holds the mailbox with another UIDVALIDITY
+// than the one selected, or no more, the read read nothing: the listing
+// the session selected is retired (its sessions told the mailbox is
+// gone, as Applied would tell them once it hears the commit that did it)
+// and the command gets the answer of a session whose mailbox is gone.
+func (s *session) selectedError(sel *selected, err error) error {
+	renewed := errors.Is(err, mailstore.ErrUIDValidity)
+	if !renewed && !errors.Is(err, mailstore.ErrNoMailbox) {
+		return s.storeError(err, "")
+	}
+	s.srv.retire(sel.mb, renewed)
+	_, renewed = sel.mb.isDeleted()
+	return goneError(renewed)
 }
 
 // writable returns the selected mailbox if it may be changed.

@@ -15,6 +15,11 @@ var (
 	ErrNoMailbox = errors.New("mailstore: no such mailbox")
 	// ErrNoMessage means the message does not exist (any more).
 	ErrNoMessage = errors.New("mailstore: no such message")
+	// ErrUIDValidity means a read through a Selected found its mailbox
+	// with another UIDVALIDITY than the one selected: deleted and created
+	// again on this device, its UIDs name other messages (docs/MAILSTORE.md,
+	// "Changes made on this device").
+	ErrUIDValidity = errors.New("mailstore: the mailbox has another UIDVALIDITY")
 	// ErrClosed means the Store was closed.
 	ErrClosed = errors.New("mailstore: store is closed")
 )

@@ -281,13 +281,19 @@ func (s *Store) MessageByID(ctx context.Context, id command.ID, want Want) (*Mes
 // holds all their bodies; fn may call LoadRaw. The Message is fn's to keep.
 // An error from fn stops Fetch and is returned.
 func (s *Store) Fetch(ctx context.Context, mailbox command.ID, uids UIDSet, want Want, fn func(*Message) error) error {
+	return s.fetch(ctx, mailbox, 0, uids, want, fn)
+}
+
+// fetch is Fetch, checking the mailbox's UIDVALIDITY against uv unless it
+// is 0 (Selected).
+func (s *Store) fetch(ctx context.Context, mailbox command.ID, uv uint32, uids UIDSet, want Want, fn func(*Message) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
 	if len(uids) == 0 {
 		return nil
 	}
-	return s.scan(ctx, mailbox, want, func(last UID) (string, []any, func(UID) bool) {
+	return s.scan(ctx, mailbox, uv, want, func(last UID) (string, []any, func(UID) bool) {
 		lo, hi, in := uidRanges(uids, last)
 		return "AND m.uid BETWEEN ? AND ?", []any{int64(lo), int64(hi)}, in
 	}, fn)
@@ -301,14 +307,17 @@ func (s *Store) Scan(ctx context.Context, mailbox command.ID, want Want, fn func
 	if err := s.check(); err != nil {
 		return err
 	}
-	return s.scan(ctx, mailbox, want, nil, fn)
+	return s.scan(ctx, mailbox, 0, want, nil, fn)
 }
 
 // selector turns the mailbox's largest UID (0 if empty) into a condition on
 // m.uid, its arguments and an exact filter.
 type selector func(last UID) (cond string, args []any, in func(UID) bool)
 
-func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel selector, fn func(*Message) error) error {
+// scan reads the messages of mailbox that sel selects (nil: all), in one
+// read transaction, which also checks the mailbox's UIDVALIDITY against
+// uv unless it is 0.
+func (s *Store) scan(ctx context.Context, mailbox command.ID, uv uint32, want Want, sel selector, fn func(*Message) error) error {
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
@@ -320,6 +329,9 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel sel
 	}
 	if mb == nil {
 		return fmt.Errorf("reading mailbox %s: %w", mailbox, ErrNoMailbox)
+	}
+	if err := checkValidity(ctx, tx, mailbox, uv); err != nil {
+		return err
 	}
 	cond, args, in := "", []any{mb.mid}, func(UID) bool { return true }
 	if sel != nil {
@@ -366,6 +378,12 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, want Want, sel sel
 // returns (a row without a system flag's keywords costs no allocation).
 // LoadRaw reads the current state, not the snapshot.
 func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids UIDSet, want Want, fn func(*Message) error) error {
+	return s.fetchFormsIn(ctx, mailbox, 0, uids, want, fn)
+}
+
+// fetchFormsIn is FetchForms, checking the mailbox's UIDVALIDITY against
+// uv unless it is 0 (Selected).
+func (s *Store) fetchFormsIn(ctx context.Context, mailbox command.ID, uv uint32, uids UIDSet, want Want, fn func(*Message) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
@@ -380,7 +398,7 @@ func (s *Store) FetchForms(ctx context.Context, mailbox command.ID, uids UIDSet,
 	var fnErr error
 	// The mailbox, its last UID and the rows are of one snapshot.
 	err := s.readRawWith(ctx, wideSpan(uids), func(c *sqlite3.Conn) {
-		fnErr = s.fetchForms(c, mailbox, uids, want, fn)
+		fnErr = s.fetchForms(c, mailbox, uv, uids, want, fn)
 	})
 	if err != nil {
 		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
@@ -464,9 +482,9 @@ var systemFlagLists = func() (out [32][]string) {
 	return out
 }()
 
-func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids UIDSet, want Want, fn func(*Message) error) error {
+func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uv uint32, uids UIDSet, want Want, fn func(*Message) error) error {
 	wrap := func(err error) error { return fmt.Errorf("reading mailbox %s: %w", mailbox, err) }
-	st, _, err := c.Prepare("SELECT mid, (SELECT coalesce(max(uid), 0) FROM messages WHERE mailbox = mid) FROM mailboxes WHERE id = ?")
+	st, _, err := c.Prepare("SELECT mid, (SELECT coalesce(max(uid), 0) FROM messages WHERE mailbox = mid), " + validityOf + " FROM mailboxes WHERE id = ?1")
 	if err != nil {
 		return wrap(err)
 	}
@@ -482,9 +500,12 @@ func (s *Store) fetchForms(c *sqlite3.Conn, mailbox command.ID, uids UIDSet, wan
 		}
 		return wrap(ErrNoMailbox)
 	}
-	last := UID(st.ColumnInt64(1))
+	last, now := UID(st.ColumnInt64(1)), uint32(st.ColumnInt64(2))
 	if err := st.Close(); err != nil {
 		return wrap(err)
+	}
+	if uv != 0 && now != uv {
+		return wrap(fmt.Errorf("UIDVALIDITY %d, not %d: %w", now, uv, ErrUIDValidity))
 	}
 	lo, hi, in := uidRanges(uids, last)
 	rows, _, err := c.Prepare(formsQuery(want))

@@ -392,6 +392,12 @@ func (s *Store) Locate(ctx context.Context, id command.ID) (mailbox command.ID, 
 // MessageIDs maps UIDs of a mailbox to message ids, for building commands.
 // UIDs with no message are left out of the map.
 func (s *Store) MessageIDs(ctx context.Context, mailbox command.ID, uids []UID) (map[UID]command.ID, error) {
+	return s.messageIDs(ctx, mailbox, 0, uids)
+}
+
+// messageIDs is MessageIDs, checking the mailbox's UIDVALIDITY against uv
+// unless it is 0 (Selected).
+func (s *Store) messageIDs(ctx context.Context, mailbox command.ID, uv uint32, uids []UID) (map[UID]command.ID, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -408,7 +414,7 @@ func (s *Store) MessageIDs(ctx context.Context, mailbox command.ID, uids []UID) 
 		}
 		set = append(set, UIDRange{Start: u, Stop: u})
 	}
-	err := s.Fetch(ctx, mailbox, set, 0, func(m *Message) error {
+	err := s.fetch(ctx, mailbox, uv, set, 0, func(m *Message) error {
 		out[m.UID] = m.ID
 		return nil
 	})

@@ -285,6 +285,12 @@ func (a *TextAnswer) Candidates() []UID {
 // TextSearch asks the index which messages of mailbox hold needle under
 // key; needle must be Indexable.
 func (s *Store) TextSearch(ctx context.Context, mailbox command.ID, key SearchKey, needle string) (*TextAnswer, error) {
+	return s.textSearch(ctx, mailbox, 0, key, needle)
+}
+
+// textSearch is TextSearch, checking the mailbox's UIDVALIDITY against uv
+// unless it is 0 (Selected).
+func (s *Store) textSearch(ctx context.Context, mailbox command.ID, uv uint32, key SearchKey, needle string) (*TextAnswer, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -296,6 +302,9 @@ func (s *Store) TextSearch(ctx context.Context, mailbox command.ID, key SearchKe
 		return nil, fmt.Errorf("searching the index: %w", err)
 	}
 	defer tx.Rollback()
+	if err := checkValidity(ctx, tx, mailbox, uv); err != nil {
+		return nil, fmt.Errorf("searching the index: %w", err)
+	}
 	a := &TextAnswer{Match: map[UID]bool{}, Unindexed: map[UID]bool{}, Superset: key == SearchHeader}
 	table, query := "fts", ftsQuery(key, needle)
 	if lower := strings.ToLower(needle); wordNeedle(lower) {
@@ -461,6 +470,12 @@ func wordsQuery(key SearchKey, words []string) string {
 // ScanUIDs is Scan over the messages of mailbox with the given UIDs only
 // (sorted): SEARCH over the candidates the index gave.
 func (s *Store) ScanUIDs(ctx context.Context, mailbox command.ID, uids []UID, want Want, fn func(*Message) error) error {
+	return s.scanUIDs(ctx, mailbox, 0, uids, want, fn)
+}
+
+// scanUIDs is ScanUIDs, checking the mailbox's UIDVALIDITY against uv
+// unless it is 0 (Selected).
+func (s *Store) scanUIDs(ctx context.Context, mailbox command.ID, uv uint32, uids []UID, want Want, fn func(*Message) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
@@ -471,7 +486,7 @@ func (s *Store) ScanUIDs(ctx context.Context, mailbox command.ID, uids []UID, wa
 	if err != nil {
 		return err
 	}
-	return s.scan(ctx, mailbox, want, func(UID) (string, []any, func(UID) bool) {
+	return s.scan(ctx, mailbox, uv, want, func(UID) (string, []any, func(UID) bool) {
 		return "AND m.uid IN (SELECT value FROM json_each(?))", []any{string(list)}, func(UID) bool { return true }
 	}, fn)
 }
