@@ -505,6 +505,51 @@ func (fc *frameConn) literal(line []byte) []byte {
 	return append(out, line[m[5]:]...)
 }
 
+// appendUTF8 matches the start of an APPEND's UTF8 data extension (RFC
+// 6855 section 4), whose message literal a ")" follows.
+var appendUTF8 = regexp.MustCompile(`(?i) UTF8 \(~\{[0-9]+\+?\}\r?\n$`)
+
+// appendEnd reads what follows an APPEND's message literal, once the
+// session has read the message and before it appends it, and returns it
+// when it is not the end of the command (CRLF, or ")" CRLF after "UTF8
+// (~{n}", RFC 9051 section 9 and RFC 6855), or "". go-imap
+// (v2.0.0-beta.8, handleAppend) reads it only after Session.Append has
+// appended the message, and when it is not that end, answers nothing at
+// all: the message was in the log, the client waited for a reply that
+// never came, and took the rest of the line for its next command (a
+// second literal there ended the connection). Here, when the rest is
+// something else, the library is handed the end it expects, so that it
+// writes the session's refusal, and the rest, literals included, is
+// dropped once the command is answered (dropRest). Not at that point
+// (the library read on already), it leaves the rest to the library.
+func (fc *frameConn) appendEnd() (string, error) {
+	if fc.lit != 0 || fc.litWait || !fc.more || len(fc.pending) > 0 {
+		return "", nil
+	}
+	fc.mu.Lock()
+	end := ""
+	if appendUTF8.Match(fc.text) {
+		end = ")"
+	}
+	fc.mu.Unlock()
+	line, long, err := fc.readLine()
+	if err != nil {
+		return "", err
+	}
+	if !long {
+		rest := strings.TrimPrefix(strings.TrimPrefix(string(line), end), " ")
+		if strings.HasPrefix(string(line), end) && (rest == "\r\n" || rest == "\n") {
+			fc.pending = fc.literal(line)
+			return "", nil
+		}
+		fc.literal(line) // a literal it announces is dropped with the rest
+	} else {
+		fc.more = false
+	}
+	fc.pending = []byte(end + "\r\n")
+	return strings.TrimRight(string(line), "\r\n"), nil
+}
+
 // dropRest reads and drops the rest of a command that was answered: the
 // non-synchronizing literals and lines the client sends unasked. A
 // synchronizing literal is never sent, since "+" never was.
@@ -931,6 +976,13 @@ func diagnose(name string, text []byte) string {
 			return fmt.Sprintf("BAD [CLIENTBUG] %q is not a valid date (RFC 9051 section 9)", t)
 		}
 	}
+	if name == "APPEND" {
+		if m := appendDate.FindSubmatch(text); m != nil {
+			if _, err := time.Parse("_2-Jan-2006 15:04:05 -0700", string(m[1])); err != nil || !dateTimeRE.Match(m[1]) {
+				return fmt.Sprintf("BAD [CLIENTBUG] %q is not a valid date-time (RFC 9051 section 9)", strings.ToValidUTF8(string(m[1]), "?"))
+			}
+		}
+	}
 	switch name {
 	case "FETCH", "STORE", "COPY", "MOVE", "UID FETCH", "UID STORE", "UID COPY", "UID MOVE", "UID EXPUNGE":
 		k := 1 + strings.Count(name, " ")
@@ -1006,6 +1058,12 @@ func unknownSearchKey(toks []string) string {
 	}
 	return ""
 }
+
+// appendDate finds the date-time argument of an APPEND whose mailbox is
+// an atom or a quoted string: the quoted string after it and its flag
+// list. go-imap answers NO [SERVERBUG] to one that does not parse, whatever
+// its shape ("", "garbage", "1-Jan-2020").
+var appendDate = regexp.MustCompile(`(?i)^[^ ]+ APPEND (?:"(?:[^"\\\r\n]|\\.)*"|[^ "({\r\n]+) (?:\([^)\r\n]*\) )?"([^"\r\n]*)"`)
 
 // dateRE and dateTimeRE are the shapes of a date (SEARCH) and a date-time
 // (APPEND), RFC 9051 section 9, with a day of one or two digits.

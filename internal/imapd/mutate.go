@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -277,6 +278,20 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	body, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading appended message: %w", err)
+	}
+	if fc := framer(s.conn.NetConn()); fc != nil {
+		rest, err := fc.appendEnd()
+		if err != nil {
+			return nil, fmt.Errorf("reading the end of an APPEND: %w", err)
+		}
+		if rest != "" {
+			if len(rest) > 64 {
+				rest = rest[:64] + "..."
+			}
+			return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug,
+				Text: fmt.Sprintf("%q follows the message: an APPEND ends with it (RFC 9051 section 6.3.12); nothing was appended",
+					strings.ToValidUTF8(rest, "?"))}
+		}
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()

@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -290,4 +291,64 @@ func TestFetchPartialNumber64(t *testing.T) {
 	if n := strings.Count(got, " BODY[HEADER.FIELDS (\"Subject\")]<4294967296> {0}\r\n)\r\n"); n != 4 || !strings.Contains(got, "w11 OK") {
 		t.Errorf("UID FETCH 1:* of a wide section: %d sections written back whole, want 4: %q", n, got)
 	}
+}
+
+// TestAppendEndsWithMessage: text after an APPEND's message literal other
+// than the end of the command. go-imap appended the message, then found
+// no CRLF and answered nothing at all: the client waited for a reply
+// that never came (and would send the message again), and a literal in
+// that text ended the connection. Now it is BAD, nothing is appended,
+// and the connection stays in step.
+func TestAppendEndsWithMessage(t *testing.T) {
+	t.Parallel()
+	rc := selectedRaw(t) // INBOX holds 4 messages
+	rc.cmd("e1 ENABLE UTF8=ACCEPT")
+	rc.until("e1 ")
+	for _, tc := range []struct{ send, tag, want string }{
+		{"b1 APPEND INBOX {3+}\r\nabc extra", "b1", `b1 BAD [CLIENTBUG] " extra" follows the message`},
+		{"n1 NOOP", "n1", "n1 OK"},
+		{"b2 APPEND INBOX {3+}\r\nabc {1+}\r\nx", "b2", "b2 BAD [CLIENTBUG] "},
+		{"n2 NOOP", "n2", "n2 OK"},
+		{"b3 APPEND INBOX UTF8 (~{3+}\r\nabc) x", "b3", "b3 BAD [CLIENTBUG] "},
+		{"b4 APPEND INBOX (\\Seen) {3+}\r\nabc\x00", "b4", "b4 BAD [CLIENTBUG] "},
+		{"g1 APPEND INBOX {3+}\r\nabc", "g1", "g1 OK [APPENDUID "},
+		{"g2 APPEND INBOX UTF8 (~{3+}\r\nabc)", "g2", "g2 OK [APPENDUID "},
+		{"g3 APPEND INBOX {3+}\r\nabc ", "g3", "g3 OK [APPENDUID "}, // a space before CRLF, as go-imap takes it
+		{"n3 NOOP", "n3", "n3 OK"},
+	} {
+		rc.cmd(tc.send)
+		if got := rc.until(tc.tag + " "); !strings.Contains(got, tc.want) {
+			t.Errorf("%q: got %q, want %q", tc.send, got, tc.want)
+		}
+	}
+	// A synchronizing literal: "+" first, then the same.
+	rc.cmd("b5 APPEND INBOX {3}")
+	rc.until("+ ")
+	rc.cmd("abc junk")
+	if got := rc.until("b5 "); !strings.Contains(got, "b5 BAD [CLIENTBUG] ") {
+		t.Errorf("APPEND of a synchronizing literal with text after it: %q", got)
+	}
+	rc.cmd("s1 STATUS INBOX (MESSAGES)")
+	if got := rc.until("s1 "); !strings.Contains(got, "(MESSAGES 7)") {
+		t.Errorf("INBOX after the APPENDs: %q, want the 4 messages and the 3 well-formed APPENDs", got)
+	}
+}
+
+// TestAppendDateTimeGetsBAD: an APPEND date-time of another shape than
+// the grammar's ("", "garbage", a date without a time, a two-digit year)
+// got NO [SERVERBUG] from go-imap, telling the client the server failed;
+// one of the right shape naming no day was BAD already.
+func TestAppendDateTimeGetsBAD(t *testing.T) {
+	t.Parallel()
+	rc := selectedRaw(t)
+	var cases []rawCase
+	for i, d := range []string{`""`, `"garbage"`, `"1-Jan-2020"`, `" 1-Jan-2020 10:00:00"`, `"1-Jan-20 10:00:00 +0000"`, `"29-Feb-2023 10:00:00 +0000"`} {
+		for j, flags := range []string{"", `(\Seen) `} {
+			cases = append(cases, rawCase{fmt.Sprintf("d%d%d APPEND INBOX %s%s {1+}\r\nx", i, j, flags, d), "BAD [CLIENTBUG] "})
+		}
+	}
+	cases = append(cases,
+		rawCase{"d9 APPEND \"INBOX\" (\\Seen) \"01-Jan-2020 10:00:00 +0000\" {1+}\r\nx", "d9 OK [APPENDUID "},
+		rawCase{"s1 STATUS INBOX (MESSAGES)", "(MESSAGES 5)"})
+	runRaw(t, rc, cases)
 }
