@@ -117,8 +117,26 @@ func (e *env) delivery(t testing.TB, user, msg string) []byte {
 	return b
 }
 
+// testCtx is the context of a test's requests: it ends with the time the
+// test has left (timeLeft), so that a request slowed by a loaded machine is
+// not cut short by a fixed limit, while one that hangs still fails the test
+// with its own error before the test binary's timeout.
 func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), timeLeft(t))
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// timeLeft is how long t may still wait: the time to its deadline (go test
+// -timeout) less a tenth, so that a wait that runs out leaves time to report
+// it; 10 minutes with no deadline (benchmarks, -timeout 0). The race detector on a loaded 2-core
+// machine makes a test many times slower: a fixed limit chosen on an idle one
+// (60 s was) fails there with nothing wrong.
+func timeLeft(t testing.TB) time.Duration {
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if deadline, ok := d.Deadline(); ok {
+			return time.Until(deadline) * 9 / 10
+		}
+	}
+	return 10 * time.Minute
 }
