@@ -3,6 +3,8 @@ package pgstore
 import (
 	"context"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -256,13 +258,19 @@ func (s *Store) listenConn(ctx context.Context) (*pgx.Conn, error) {
 	return conn, nil
 }
 
-// receive delivers notices until the connection fails or ctx ends. A
-// keepalive query every few seconds notices a dead connection even when no
-// notice comes.
+// receive delivers notices until the connection fails or ctx ends, and
+// returns what ended it: PostgreSQL's own error when the session ended (a
+// FATAL such as pg_terminate_backend's 57P01, or the server shutting
+// down), the keepalive's when the connection went quiet. A keepalive query
+// every few seconds notices a dead connection even when no notice comes.
 func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		n, err := conn.WaitForNotification(wctx)
+		// Read before cancel, which ends wctx too: read after it, every
+		// failure looked idle, and the keepalive then sent on the dead
+		// connection gave its own "conn closed" for PostgreSQL's error.
+		idle := errors.Is(wctx.Err(), context.DeadlineExceeded)
 		cancel()
 		switch {
 		case err == nil:
@@ -270,7 +278,7 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 			continue
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case wctx.Err() == nil:
+		case !idle:
 			return err
 		}
 		// Idle for 5 s: check the connection is alive.
@@ -278,7 +286,7 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 		err = conn.Ping(pctx)
 		pcancel()
 		if err != nil {
-			return err
+			return fmt.Errorf("keepalive: %w", err)
 		}
 	}
 }

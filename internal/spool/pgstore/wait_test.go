@@ -5,9 +5,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"cspool/internal/spool/pgstore/pgtest"
 )
@@ -84,4 +88,68 @@ func TestRecheckWakesWithoutNotice(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the waiter was not woken by the recheck within 20 s")
 	}
+}
+
+// lineWriter hands each line a slog handler writes to lines; a line that
+// finds lines full is dropped.
+type lineWriter chan string
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	select {
+	case w <- string(p):
+	default:
+	}
+	return len(p), nil
+}
+
+// TestListenerLostNamesCause: when the session of a Store's listener is
+// ended (pg_terminate_backend, as when an operator or a restart ends it),
+// the line the Store logs names PostgreSQL's error, not the keepalive's
+// "conn closed" on the dead connection, and the listener comes back.
+func TestListenerLostNamesCause(t *testing.T) {
+	o := newOpener(t)
+	app := pgtest.Name("listener_")
+	lines := make(lineWriter, 64)
+	o.openDSN(t, pgtest.WithParam(pgtest.Schema(t, o.db), "application_name", app),
+		Options{Logger: slog.New(slog.NewTextHandler(lines, nil))})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	test, err := pgx.Connect(ctx, o.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer test.Close(context.Background())
+	// The listener's session: its last statement is the LISTEN, or its
+	// keepalive after 5 s without notices.
+	var pids []int32
+	rows, err := test.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1
+		AND (query LIKE 'LISTEN %' OR query = '-- ping')`, app)
+	if err == nil {
+		pids, err = pgx.CollectRows(rows, pgx.RowTo[int32])
+	}
+	if err != nil || len(pids) != 1 {
+		t.Fatalf("finding the listener's session: %v, %v; want one", pids, err)
+	}
+	var ended bool
+	if err := test.QueryRow(ctx, "SELECT pg_terminate_backend($1)", pids[0]).Scan(&ended); err != nil || !ended {
+		t.Fatalf("ending the listener's session: %v, %v", ended, err)
+	}
+	wait := func(msg string) string {
+		t.Helper()
+		for {
+			select {
+			case l := <-lines:
+				if strings.Contains(l, msg) {
+					return l
+				}
+			case <-ctx.Done():
+				t.Fatalf("no log line %q", msg)
+			}
+		}
+	}
+	lost := wait("postgres listener lost its connection")
+	if !strings.Contains(lost, "terminating connection due to administrator command") || !strings.Contains(lost, "57P01") {
+		t.Errorf("the lost connection's log line: %s\nwant PostgreSQL's error (terminating connection due to administrator command, SQLSTATE 57P01)", lost)
+	}
+	wait("postgres listener reconnected")
 }
