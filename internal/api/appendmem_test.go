@@ -71,7 +71,7 @@ func TestAppendMemoryBound(t *testing.T) {
 	a := start("alice", e.alice)
 	b := start("bob", e.bob)
 	// Both bodies are being read: two sizes held, room for neither more.
-	for deadline := time.Now().Add(30 * time.Second); held() < 2*int64(len(body)); {
+	for deadline := time.Now().Add(timeLeft(t)); held() < 2*int64(len(body)); {
 		if time.Now().After(deadline) {
 			t.Fatalf("held %d bytes, want %d once two appends are reading", held(), 2*len(body))
 		}

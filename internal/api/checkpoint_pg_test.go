@@ -40,9 +40,7 @@ func (s *checkpointLoads) Read(ctx context.Context, user string, after uint64, m
 func TestPostgresReadsLoadNoCheckpoint(t *testing.T) {
 	var cs *checkpointLoads
 	e := newEnv(t, false, func(c *Config) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		pg, err := pgstore.Open(ctx, pgtest.Database(t), pgstore.Options{})
+		pg, err := pgstore.Open(testCtx(t), pgtest.Database(t), pgstore.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

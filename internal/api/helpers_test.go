@@ -127,6 +127,20 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
+// longWait is the wait of a long-poll that a test expects something else
+// to end (an append, Shutdown): the server's default MaxWait. earlyBound
+// is how long the test waits for that.
+const longWait = 5 * time.Minute
+
+// earlyBound is how long a test waits for a long-poll of longWait to be
+// ended early: as long as the test may (timeLeft), but less than longWait,
+// so that a poll ended only by its wait still fails. It was a few seconds,
+// which a loaded machine under the race detector can take with nothing
+// wrong.
+func earlyBound(t testing.TB) time.Duration {
+	return min(timeLeft(t), longWait-time.Minute)
+}
+
 // timeLeft is how long t may still wait: the time to its deadline (go test
 // -timeout) less a tenth, so that a wait that runs out leaves time to report
 // it; 10 minutes with no deadline (benchmarks, -timeout 0). The race detector on a loaded 2-core

@@ -48,7 +48,7 @@ func TestLongPollWakes(t *testing.T) {
 	for i, a := range appenders {
 		t.Run(a.name, func(t *testing.T) {
 			after := uint64(i)
-			ch := startPoll(ctx, c, after, 30*time.Second)
+			ch := startPoll(ctx, c, after, longWait)
 			time.Sleep(300 * time.Millisecond) // let the request reach Wait
 			select {
 			case r := <-ch:
@@ -65,8 +65,8 @@ func TestLongPollWakes(t *testing.T) {
 					t.Fatalf("long-poll = %d entries, head %d, %v; want entry %d", len(r.entries), r.head, r.err, after+1)
 				}
 				t.Logf("woke %v after the append", time.Since(sent))
-			case <-time.After(5 * time.Second):
-				t.Fatal("long-poll did not wake within 5 s of the append")
+			case <-time.After(earlyBound(t)):
+				t.Fatalf("long-poll did not wake within %v of the append", earlyBound(t).Round(time.Second))
 			}
 		})
 	}
@@ -81,23 +81,23 @@ func TestLongPollTimeout(t *testing.T) {
 	}
 	// wait=30 is capped at the server's MaxWait of 1 s.
 	select {
-	case r := <-startPoll(ctx, c, 1, 30*time.Second):
+	case r := <-startPoll(ctx, c, 1, longWait):
 		if r.err != nil || len(r.entries) != 0 || r.head != 1 {
 			t.Fatalf("timed-out long-poll = %d entries, head %d, %v; want none, head 1", len(r.entries), r.head, r.err)
 		}
 		if r.took < 900*time.Millisecond {
 			t.Errorf("long-poll returned after %v, before its wait", r.took)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(earlyBound(t)):
 		t.Fatal("long-poll ignored the server's MaxWait")
 	}
 	// With entries already there, wait does not delay the answer.
 	select {
-	case r := <-startPoll(ctx, c, 0, 30*time.Second):
+	case r := <-startPoll(ctx, c, 0, longWait):
 		if r.err != nil || len(r.entries) != 1 {
 			t.Fatalf("long-poll with data = %d entries, %v", len(r.entries), r.err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(earlyBound(t)):
 		t.Fatal("long-poll with entries available waited")
 	}
 }
@@ -105,7 +105,7 @@ func TestLongPollTimeout(t *testing.T) {
 func TestShutdownEndsLongPoll(t *testing.T) {
 	e := newEnv(t, false, nil)
 	ctx := testCtx(t)
-	ch := startPoll(ctx, e.client(t, "alice", e.alice), 0, 60*time.Second)
+	ch := startPoll(ctx, e.client(t, "alice", e.alice), 0, longWait)
 	time.Sleep(300 * time.Millisecond)
 	e.api.Shutdown()
 	select {
@@ -113,7 +113,7 @@ func TestShutdownEndsLongPoll(t *testing.T) {
 		if r.err != nil || len(r.entries) != 0 {
 			t.Fatalf("long-poll at shutdown = %d entries, %v; want an empty answer", len(r.entries), r.err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(earlyBound(t)):
 		t.Fatal("Shutdown did not end the long-poll")
 	}
 	if err := e.client(t, "alice", e.alice).Health(ctx); !IsTemporary(err) {

@@ -76,7 +76,9 @@ func TestParkedReadsLeaveNetHTTP(t *testing.T) {
 			case i%2 == 1 && (len(r.entries) != 0 || r.head != 0):
 				t.Errorf("bob's long-poll %d = %d entries, head %d; want none at the end of its wait", i, len(r.entries), r.head)
 			}
-		case <-time.After(20 * time.Second):
+		case <-time.After(timeLeft(t)):
+			// Bob's end with MaxWait (3 s); alice's, if not woken, too,
+			// and empty: failed above.
 			t.Fatalf("long-poll %d not answered", i)
 		}
 	}
@@ -101,10 +103,10 @@ func TestParkedReadsLeaveNetHTTP(t *testing.T) {
 func TestDrainWaitsForParkedReads(t *testing.T) {
 	e := newEnv(t, false, nil)
 	ctx := testCtx(t)
-	ch := startPoll(ctx, e.client(t, "alice", e.alice), 0, time.Minute)
+	ch := startPoll(ctx, e.client(t, "alice", e.alice), 0, longWait)
 	waitFor(t, "the long-poll parked", func() bool { return e.api.parkedCount() == 1 })
 	e.api.Shutdown()
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, earlyBound(t))
 	defer cancel()
 	if err := e.api.Drain(dctx); err != nil {
 		t.Fatalf("Drain: %v", err)
@@ -114,7 +116,7 @@ func TestDrainWaitsForParkedReads(t *testing.T) {
 		if r.err != nil || len(r.entries) != 0 {
 			t.Fatalf("parked long-poll at shutdown = %d entries, %v; want an empty answer", len(r.entries), r.err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(earlyBound(t)):
 		t.Fatal("the parked long-poll was not answered after Drain")
 	}
 }
