@@ -156,9 +156,13 @@ func (s *session) writeFlags(ctx context.Context, w *imapserver.FetchWriter, sel
 // EXPUNGE responses come from the tracker, never from w.
 func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error {
 	// CLOSE calls Expunge with an empty writer; on a read-only mailbox it
-	// just closes (RFC 9051 section 6.4.1).
-	if s.sel != nil && s.sel.readOnly && uids == nil && *w == (imapserver.ExpungeWriter{}) {
-		return nil
+	// just closes (RFC 9051 section 6.4.1), and so it does on one that is
+	// gone for the session: none of its messages is there to expunge.
+	closing := uids == nil && *w == (imapserver.ExpungeWriter{})
+	if s.sel != nil && closing {
+		if deleted, _ := s.sel.mb.isDeleted(); deleted || s.sel.readOnly {
+			return nil
+		}
 	}
 	sel, err := s.writable()
 	if err != nil {
@@ -183,7 +187,11 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 		return nil
 	})
 	if err != nil {
-		return s.selectedError(sel, err)
+		err = s.selectedError(sel, err)
+		if deleted, _ := sel.mb.isDeleted(); closing && deleted {
+			return nil
+		}
+		return err
 	}
 	if len(ids) == 0 {
 		return nil

@@ -55,6 +55,9 @@ type restoreWindow struct {
 	// held are the sessions that had INBOX selected before the commit,
 	// each showing one message: UID 1, the appended one.
 	held []*imapclient.Client
+	// expunged gets, for each of held, the sequence numbers of the
+	// EXPUNGEs it reads.
+	expunged []chan uint32
 	// uidValidity is the UIDVALIDITY they were shown.
 	uidValidity uint32
 	release     func() // lets the server hear the commit; once is enough
@@ -145,6 +148,9 @@ func newRestoreWindow(t *testing.T, ctx context.Context, restored, sessions int,
 		sel *imap.SelectData
 		err error
 	}
+	for range sessions {
+		w.expunged = append(w.expunged, make(chan uint32, 64))
+	}
 	appended := make(chan []opened, 1)
 	// The address, once serveAndSync has it: the restore (and so this
 	// hook) may begin before serveAndSync returns.
@@ -160,7 +166,15 @@ func newRestoreWindow(t *testing.T, ctx context.Context, restored, sessions int,
 			}
 			var out []opened
 			for k := range sessions {
-				c, err := imapclient.DialInsecure(addr, nil)
+				exp := w.expunged[k]
+				c, err := imapclient.DialInsecure(addr, &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+					Expunge: func(seq uint32) {
+						select {
+						case exp <- seq:
+						default:
+						}
+					},
+				}})
 				if err != nil {
 					out = append(out, opened{err: err})
 					break
