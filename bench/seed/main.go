@@ -116,6 +116,7 @@ func seedSpool(args []string) error {
 	seed := fs.Uint64("seed", 1, "content seed")
 	device := fs.String("device", "", "also write this new device database (cspool imap-server's --db) at the log's head, its search index built")
 	userSec := fs.String("user-secret", "user.sec", "with --device: the user's secret key file (the database is encrypted with it)")
+	index := fs.Bool("index", true, "with --device: build the device's search index as the batches apply, and merge it at the end; false leaves every body unindexed (a daemon started on it indexes them), for a device written only for its checkpoint, which holds no index")
 	checkpoint := fs.Bool("checkpoint", false, "with --device: then write the device's checkpoint at the log's head into the spool, as the daemon writes one (a new device bootstraps from it)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.Parse(args)
@@ -151,7 +152,7 @@ func seedSpool(args []string) error {
 	}
 	var dev *deviceWriter
 	if *device != "" {
-		if dev, err = openDevice(ctx, st, *device, *userSec, *user, up); err != nil {
+		if dev, err = openDevice(ctx, st, *device, *userSec, *user, up, *index); err != nil {
 			return err
 		}
 		defer dev.store.Close()
@@ -293,12 +294,13 @@ type deviceWriter struct {
 	applying time.Duration
 	indexing time.Duration
 	began    time.Time
+	index    bool // build the search index (seed spool --index)
 }
 
 // openDevice opens a new device database, encrypted at rest with the
 // user's key as cspool imap-server opens it. The log must be empty too:
 // the device's positions are the log's from 1.
-func openDevice(ctx context.Context, st *sqlitestore.Store, path, userSec, user string, up keys.PublicKey) (*deviceWriter, error) {
+func openDevice(ctx context.Context, st *sqlitestore.Store, path, userSec, user string, up keys.PublicKey, index bool) (*deviceWriter, error) {
 	if head, err := st.Head(ctx, user); err != nil || head != 0 {
 		return nil, fmt.Errorf("--device needs a new spool (the log's head is %d, %v)", head, err)
 	}
@@ -320,7 +322,7 @@ func openDevice(ctx context.Context, st *sqlitestore.Store, path, userSec, user 
 	if err != nil {
 		return nil, err
 	}
-	return &deviceWriter{store: ms}, nil
+	return &deviceWriter{store: ms, index: index}, nil
 }
 
 // start starts the goroutine that applies the batches handed to apply, in
@@ -350,7 +352,7 @@ func (d *deviceWriter) start(ctx context.Context) {
 				}
 			}
 			d.applying += time.Since(t)
-			if err == nil {
+			if err == nil && d.index {
 				// The batch's bodies indexed in one transaction before
 				// the next batch applies: the writer is the one serial
 				// part, and the next batches are sealed meanwhile.
@@ -392,6 +394,11 @@ func (d *deviceWriter) finish(ctx context.Context, w io.Writer) error {
 	pos, err := d.store.Position(ctx)
 	if err != nil {
 		return err
+	}
+	if !d.index {
+		fmt.Fprintf(w, "device at position %d in %s (applying %s, no search index)\n", pos, time.Since(d.began).Round(time.Millisecond),
+			d.applying.Round(time.Millisecond))
+		return nil
 	}
 	t := time.Now()
 	n := 0
