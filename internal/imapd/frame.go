@@ -281,6 +281,11 @@ func (fc *frameConn) nextCommand() error {
 				// An empty line in place of IDLE's DONE: the library
 				// answers BAD under the command's tag.
 				fc.pending = []byte("\r\n")
+			case inProgress == "IDLE" && strings.EqualFold(strings.TrimRight(string(line), "\r\n"), "DONE"):
+				// The grammar's strings are case-insensitive (RFC 5234
+				// section 2.3): go-imap takes "DONE" alone, and
+				// answered "done" BAD, ending the IDLE with an error.
+				fc.pending = []byte("DONE\r\n")
 			}
 			return nil
 		}

@@ -352,3 +352,21 @@ func TestAppendDateTimeGetsBAD(t *testing.T) {
 		rawCase{"s1 STATUS INBOX (MESSAGES)", "(MESSAGES 5)"})
 	runRaw(t, rc, cases)
 }
+
+// TestIdleDoneAnyCase: IDLE ends with DONE in any case, the grammar's
+// strings being case-insensitive (RFC 5234 section 2.3, RFC 9051 section
+// 9, idle); go-imap answered "done" with BAD.
+func TestIdleDoneAnyCase(t *testing.T) {
+	t.Parallel()
+	rc := selectedRaw(t)
+	for i, done := range []string{"done", "Done", "DONE"} {
+		tag := fmt.Sprintf("i%d", i)
+		rc.cmd(tag + " IDLE")
+		rc.until("+ ")
+		rc.cmd(done)
+		if got := rc.until(tag + " "); !strings.Contains(got, tag+" OK") {
+			t.Errorf("IDLE ended with %q: %q, want OK", done, got)
+		}
+	}
+	runRaw(t, rc, []rawCase{{"n1 NOOP", "n1 OK"}})
+}
