@@ -20,7 +20,8 @@
 # The work folder is WORK (default /tmp), deleted at the end unless KEEP=1;
 # REUSE=FOLDER takes the keys, log and checkpoint a run with KEEP=1 kept
 # there instead of step 1 (and keeps them).
-# The ports are PORTS (default 25140) + 3 and + 859.
+# The ports are PORTS (default 25140) + 3 (IMAP) and SERVER_PORT (the
+# spool server; default PORTS + 859).
 #
 #   M=100000 bash bench/restore.sh
 #   CSPOOLS="/tmp/cspool-before /tmp/cspool-after" RUNS=2 bash bench/restore.sh
@@ -30,8 +31,9 @@ M=${M:-100000}
 SIZE=${SIZE:-2048}
 RUNS=${RUNS:-1}
 P=${PORTS:-25140}
+SP=${SERVER_PORT:-$((P + 859))}
 . bench/lib/ports.sh
-free_ports $((P + 3)) $((P + 859))
+free_ports $((P + 3)) $SP
 KEEP=${KEEP:-0}
 REUSE=${REUSE:-}
 if [ -n "$REUSE" ]; then
@@ -64,16 +66,16 @@ if [ -z "$REUSE" ]; then
 		--count "$M" --size "$SIZE" --batch 5000 --device seeded.db --index=false --user-secret user.sec --checkpoint | sed -u 's/^/  /'
 	echo "spool log, device and its checkpoint of $M messages of $SIZE bytes: $((SECONDS - t0)) s, log $(du -sm spool | cut -f1) MB $(load)"
 fi
-$C server --spool-dir spool --users users --spool-key spool.sec --port $((P + 859)) 2>server.log &
+$C server --spool-dir spool --users users --spool-key spool.sec --port $SP 2>server.log &
 pids+=($!)
-for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$((P + 859))) 2>/dev/null && break; sleep 0.1; done
+for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$SP) 2>/dev/null && break; sleep 0.1; done
 
 for r in $(seq 1 "$RUNS"); do
 	for bin in $CSPOOLS; do
 		db=new-$r-$(basename "$bin").db
 		t0=$(date +%s.%N)
 		"$bin" imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
-			--spool-server http://127.0.0.1:$((P + 859)) --db "$db" --password pw --port $((P + 3)) \
+			--spool-server http://127.0.0.1:$SP --db "$db" --password pw --port $((P + 3)) \
 			--status-addr '' 2>"$db.log" >/dev/null &
 		dpid=$!
 		pids+=($dpid)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"cspool/internal/command"
@@ -72,9 +73,10 @@ func (s *Store) RestoreFrom(ctx context.Context, r io.Reader, check func(*Restor
 	return res, info, err
 }
 
-// StagedRestore is a restore whose first two steps have run (restore):
-// its state is staged and checked, and the bodies the store lacked are
-// stored, but the store's state is the old one until Commit. Between the
+// StagedRestore is a restore whose first three steps have run (restore):
+// its state is staged and checked, the bodies the store lacked are
+// stored, and its messages and entries are written into copies of the
+// store's tables, but the store's state is the old one until Commit. Between the
 // steps, and until Commit, the store takes other writes (a local change,
 // queued and applied provisionally), which Commit checks again and
 // applies again on top of the restored state. Commit or Close it.
@@ -87,10 +89,14 @@ type StagedRestore struct {
 	fetch BodyFetcher
 	adopt bool
 	open  bool
+	// built counts the messages written into the copy of messages
+	// before the last step (buildState).
+	built int64
 }
 
-// StageRestoreFrom runs the first two steps of RestoreFrom (the state read,
-// staged and checked; the bodies the store lacks fetched and stored), each
+// StageRestoreFrom runs the first three steps of RestoreFrom (the state
+// read, staged and checked; the bodies the store lacks fetched and
+// stored; the messages and entries written beside the store's), each
 // holding the store's write lock only while it writes, and returns the
 // restore ready for its last step, Commit. Its errors are RestoreFrom's;
 // after one, nothing is left to close.
@@ -104,7 +110,8 @@ func (p *StagedRestore) Restored() *Restored { return p.info }
 
 // Commit runs the restore's last step: in one transaction, the checks
 // against the store again, the changes sessions hear (the Result), the
-// state written over the old one, and the queued changes applied again on
+// state put in the place of the old one (the tables written before it
+// renamed, not written again), and the queued changes applied again on
 // top. After it, committed or not, the restore's tables and the bodies it
 // stored that no message uses are gone; a second Commit fails.
 func (p *StagedRestore) Commit(ctx context.Context) (*Result, error) {
@@ -116,7 +123,7 @@ func (p *StagedRestore) commit(ctx context.Context) (*Result, *Adoption, error) 
 	if !p.open {
 		return nil, nil, errors.New("mailstore: the restore was committed or closed already")
 	}
-	res, ad, err := p.s.replaceState(ctx, p.g, p.sn, p.fresh, p.fetch, p.adopt)
+	res, ad, err := p.s.replaceState(ctx, p)
 	if err != nil {
 		p.Close()
 		return nil, nil, err
@@ -138,7 +145,7 @@ func (p *StagedRestore) Close() {
 }
 
 // restore is Restore, or Adopt when adopt is set (restoration.go), of the
-// state stage writes into the restore's tables, in three steps, each
+// state stage writes into the restore's tables, in four steps, each
 // holding the store's write lock only while it writes:
 //
 //  1. stageState reads the state into the restore's tables, a run of
@@ -148,12 +155,16 @@ func (p *StagedRestore) Close() {
 //  2. storeBodies stores the bodies the state names that the store lacks,
 //     asking fetch for them stageRun positions at a time, parsing them
 //     without the lock and writing bodyGroupBytes of them a transaction;
-//  3. replaceState checks the staged state against the store, and writes
-//     it over the old one, in one transaction, which drops the tables
-//     (StagedRestore.Commit: the syncer runs it alone under its own lock,
-//     so that sessions hear its changes in the order the store made them).
+//  3. buildState writes the state's messages and entries into copies of
+//     the store's tables (restoreswap.go), stageRun rows a transaction;
+//  4. replaceState checks the staged state against the store, and puts
+//     it in the place of the old one, in one transaction, which renames
+//     the copies and drops the other tables (StagedRestore.Commit: the
+//     syncer runs it alone under its own lock, so that sessions hear its
+//     changes in the order the store made them); what it writes is as
+//     much as the changes queued meanwhile, and the mailboxes.
 //
-// The old state is changed only by the third step's commit. Before it,
+// The old state is changed only by the last step's commit. Before it,
 // the store holds besides its state only the tables and bodies no message
 // uses, each stored for a position of the state: a step that fails
 // removes them (dropStaged), and after a crash the next restore reuses
@@ -173,7 +184,7 @@ func (s *Store) restore(ctx context.Context, stage func(*stager) (*Snapshot, err
 	return res, ad, p.info, nil
 }
 
-// stageRestore runs restore's first two steps.
+// stageRestore runs restore's first three steps.
 func (s *Store) stageRestore(ctx context.Context, stage func(*stager) (*Snapshot, error), check func(*Restored) error,
 	fetch BodyFetcher, adopt bool) (*StagedRestore, error) {
 	if err := s.check(); err != nil {
@@ -185,6 +196,10 @@ func (s *Store) stageRestore(ctx context.Context, stage func(*stager) (*Snapshot
 	}
 	p := &StagedRestore{s: s, g: g, sn: sn, info: info, fetch: fetch, adopt: adopt, open: true}
 	if p.fresh, err = s.storeBodies(ctx, g, fetch); err != nil {
+		p.Close()
+		return nil, err
+	}
+	if err := s.buildState(ctx, p); err != nil {
 		p.Close()
 		return nil, err
 	}
@@ -373,10 +388,12 @@ func checkPosition(ctx context.Context, tx *sql.Tx, sn *Snapshot, adopt bool) er
 }
 
 // replaceState is a restore's last step: in one transaction, the checks
-// of the staged state against the store, the changes sessions hear, and
-// the state written over the old one. fresh is the first body the second
-// step stored.
-func (s *Store) replaceState(ctx context.Context, g *stager, sn *Snapshot, fresh int64, fetch BodyFetcher, adopt bool) (*Result, *Adoption, error) {
+// of the staged state against the store (the queued changes taken back),
+// the changes sessions hear, the copies of messages and entries the
+// third step wrote completed (completeCopy) and put in the place of the
+// store's, and the queued changes applied again.
+func (s *Store) replaceState(ctx context.Context, p *StagedRestore) (*Result, *Adoption, error) {
+	g, sn, fresh, fetch, adopt := p.g, p.sn, p.fresh, p.fetch, p.adopt
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tx, err := s.wdb.BeginTx(ctx, nil)
@@ -385,6 +402,14 @@ func (s *Store) replaceState(ctx context.Context, g *stager, sn *Snapshot, fresh
 	}
 	defer tx.Rollback()
 	g.ctx, g.tx = ctx, tx
+	touched, err := touchedBodies(ctx, tx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading the undo log: %w", err)
+	}
+	maybeGone, err := takenBackBodies(ctx, tx, touched)
+	if err != nil {
+		return nil, nil, err
+	}
 	c, err := checkStaged(ctx, tx, s.parser, g, sn, adopt)
 	if err != nil {
 		return nil, nil, err
@@ -396,15 +421,16 @@ func (s *Store) replaceState(ctx context.Context, g *stager, sn *Snapshot, fresh
 		// Taking back the queued changes may have removed bodies the
 		// state names (a local APPEND's): fetched here, in this
 		// transaction.
-		for after := int64(0); ; {
-			done, err := storeRun(ctx, tx, s.parser, fetch, &after)
-			if err != nil {
-				return nil, nil, err
-			}
-			if done {
-				break
-			}
+		if err := storeTakenBack(ctx, tx, s.parser, fetch, maybeGone); err != nil {
+			return nil, nil, err
 		}
+	}
+	added, err := completeCopy(ctx, tx, touched)
+	if err != nil {
+		return nil, nil, err
+	}
+	if n := p.built + added; n != g.messages {
+		return nil, nil, fmt.Errorf("restoring: %d of %d messages written", n, g.messages)
 	}
 	if r.shared, err = queryColumn[int64](ctx, tx, "SELECT DISTINCT body FROM messages WHERE body >= ? ORDER BY body", fresh); err != nil {
 		return nil, nil, fmt.Errorf("reading the bodies the restore stored: %w", err)
@@ -859,18 +885,26 @@ func bodiesToFetch(ctx context.Context, q queryer, after int64) ([]uint64, map[u
 	return need, want, nil
 }
 
-// storeRun stores in tx the bodies of the next run of positions after
-// *after that the store lacks, and moves *after past them; done when none
-// is missing (the last step, for the bodies taking back the queued
-// changes removed).
-func storeRun(ctx context.Context, tx *sql.Tx, parser Parser, fetch BodyFetcher, after *int64) (done bool, err error) {
-	need, want, err := bodiesToFetch(ctx, tx, *after)
-	if err != nil {
-		return false, err
+// storeTakenBack stores in tx the bodies of the positions in maybeGone
+// (position -> digest) that the store lacks once the queued changes are
+// taken back (the last step, for the bodies taking them back removed).
+func storeTakenBack(ctx context.Context, tx *sql.Tx, parser Parser, fetch BodyFetcher, maybeGone map[uint64][32]byte) error {
+	want := map[uint64][32]byte{}
+	var need []uint64
+	for pos, d := range maybeGone {
+		var there bool
+		if err := tx.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM bodies WHERE digest = ?)", d[:]).Scan(&there); err != nil {
+			return fmt.Errorf("reading the bodies to fetch: %w", err)
+		}
+		if !there {
+			want[pos] = d
+			need = append(need, pos)
+		}
 	}
 	if len(need) == 0 {
-		return true, nil
+		return nil
 	}
+	slices.Sort(need)
 	a := &applier{ctx: ctx, tx: tx, parser: parser, stmts: map[string]*sql.Stmt{}}
 	fc := fetchCheck{want: want, got: map[uint64]bool{}}
 	put := func(pos uint64, raw []byte) error {
@@ -882,13 +916,9 @@ func storeRun(ctx context.Context, tx *sql.Tx, parser Parser, fetch BodyFetcher,
 		return err
 	}
 	if err := fetch(ctx, need, put); err != nil {
-		return false, fmt.Errorf("fetching message bodies: %w", err)
+		return fmt.Errorf("fetching message bodies: %w", err)
 	}
-	if err := fc.complete(need); err != nil {
-		return false, err
-	}
-	*after = int64(need[len(need)-1])
-	return false, nil
+	return fc.complete(need)
 }
 
 // deleteAll deletes every row of table, stageRun rows (by key) a
@@ -906,27 +936,17 @@ func deleteAll(ctx context.Context, tx *sql.Tx, table, key string) error {
 	}
 }
 
-// inRuns runs q with the bounds of each run of stageRun numbers from 1 to
-// n, and returns the rows it changed in all.
-func inRuns(ctx context.Context, tx *sql.Tx, n int64, q string) (int64, error) {
-	var changed int64
-	for lo := int64(1); lo <= n; lo += stageRun {
-		res, err := tx.ExecContext(ctx, q, lo, lo+stageRun-1)
-		if err != nil {
-			return 0, err
-		}
-		k, err := res.RowsAffected()
-		if err != nil {
-			return 0, err
-		}
-		changed += k
-	}
-	return changed, nil
-}
-
-// replace writes the staged state over the old one. crossed: the old
-// state was of a history the snapshot supersedes, so its chain hashes are
-// of that history and go.
+// replace writes the staged state over the old one: the copies of
+// messages and entries the restore built take the place of the store's
+// (swapIn), and the mailboxes, subscriptions and keywords are written
+// again while no table names the old ones. The messages' copy holds the
+// messages in the order of their bodies' positions, the order a new
+// device stored the bodies in (so each body's row, for the reference, is
+// on the next page) and the order of their UIDs in a mailbox delivered
+// to; each mailbox's mid is its place in the state, from 1, as a table
+// emptied and written again gives. crossed: the old state was of a
+// history the snapshot supersedes, so its chain hashes are of that
+// history and go.
 func (r *restorer) replace(crossed bool) error {
 	ctx, tx := r.ctx, r.tx
 	exec := func(q string, args ...any) error {
@@ -935,60 +955,36 @@ func (r *restorer) replace(crossed bool) error {
 		}
 		return nil
 	}
-	for _, t := range [][2]string{{"messages", "rid"}, {"mailboxes", "mid"}, {"subscriptions", "name"}, {"keywords", "fold"}, {"entries", "id"}} {
-		if err := deleteAll(ctx, tx, t[0], t[1]); err != nil {
-			return fmt.Errorf("restoring: %w", err)
+	err := swapIn(ctx, tx, func() error {
+		for _, t := range [][2]string{{"mailboxes", "mid"}, {"subscriptions", "name"}, {"keywords", "fold"}} {
+			if err := deleteAll(ctx, tx, t[0], t[1]); err != nil {
+				return fmt.Errorf("restoring: %w", err)
+			}
 		}
-	}
-	for k, mb := range r.sn.Mailboxes {
-		var mid int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO mailboxes (id, name, special_use, uidvalidity, uidnext, highest_modseq)
-			VALUES (?, ?, ?, ?, ?, ?) RETURNING mid`, mb.ID, mb.Name, mb.SpecialUse, mb.UIDValidity, mb.UIDNext, int64(mb.ModSeq)).Scan(&mid)
-		if err != nil {
-			return fmt.Errorf("restoring mailbox %q: %w", mb.Name, err)
+		for k, mb := range r.sn.Mailboxes {
+			err := exec(`INSERT INTO mailboxes (mid, id, name, special_use, uidvalidity, uidnext, highest_modseq)
+				VALUES (?, ?, ?, ?, ?, ?, ?)`, k+1, mb.ID, mb.Name, mb.SpecialUse, mb.UIDValidity, mb.UIDNext, int64(mb.ModSeq))
+			if err != nil {
+				return fmt.Errorf("restoring mailbox %q: %w", mb.Name, err)
+			}
 		}
-		if err := exec("INSERT INTO restore_mailboxes (k, mid) VALUES (?, ?)", k, mid); err != nil {
-			return err
+		for _, n := range r.sn.Subscriptions {
+			if err := exec("INSERT INTO subscriptions (name) VALUES (?)", n); err != nil {
+				return err
+			}
 		}
-	}
-	for _, n := range r.sn.Subscriptions {
-		if err := exec("INSERT INTO subscriptions (name) VALUES (?)", n); err != nil {
-			return err
+		for _, k := range r.sn.Keywords {
+			if err := exec("INSERT INTO keywords (fold, name) VALUES (?, ?)", foldKeyword(k), k); err != nil {
+				return err
+			}
 		}
-	}
-	for _, k := range r.sn.Keywords {
-		if err := exec("INSERT INTO keywords (fold, name) VALUES (?, ?)", foldKeyword(k), k); err != nil {
-			return err
-		}
-	}
-	// Every body is stored (storeBodies): a message whose body is not
-	// would fail on its NOT NULL. The messages go in the order of their bodies'
-	// positions, the order a new device stored the bodies in (so each
-	// body's row, for the reference, is on the next page, where in the
-	// order of the ids it was on a page at random for each message, read
-	// from the WAL through the encrypting layer) and the order of their
-	// UIDs in a mailbox delivered to, so that of the messages' indexes
-	// only the ids' gets its keys at random. The staged rows, in the
-	// order of the ids, are then read at random instead. At a million
-	// this statement did not finish in 6 to 9 minutes either way while the
-	// bodies were in its transaction's WAL (5 GB); with them committed
-	// before, the whole last step took about 3.5 minutes (docs/BENCHMARKS.md,
-	// "A restore of a million with its bodies committed first").
-	n, err := inRuns(ctx, tx, int64(r.sn.Position), `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
-		SELECT m.id, (SELECT mid FROM restore_mailboxes x WHERE x.k = m.mailbox), m.uid,
-			(SELECT bid FROM bodies b WHERE b.digest = m.digest), m.date, m.size, m.flags, m.keywords, m.modseq
-		FROM restore_messages m WHERE m.body BETWEEN ? AND ? ORDER BY m.body, m.n`)
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("restoring messages: %w", err)
-	}
-	if n != r.staged.messages {
-		return fmt.Errorf("restoring: %d of %d messages written", n, r.staged.messages)
+		return err
 	}
 	if err := recount(ctx, tx, r.fresh, r.shared); err != nil {
 		return fmt.Errorf("restoring: %w", err)
-	}
-	if _, err := inRuns(ctx, tx, r.staged.entries, "INSERT INTO entries (id, pos, old) SELECT id, pos, old FROM restore_entries WHERE n BETWEEN ? AND ? ORDER BY n"); err != nil {
-		return fmt.Errorf("restoring entries: %w", err)
 	}
 	if crossed {
 		if err := exec("DELETE FROM chain"); err != nil {
@@ -1281,7 +1277,7 @@ func (s *Store) dropStaged(ctx context.Context, fresh int64) error {
 // the next restore (recount) or stay in use by it.
 func dropLeftStage(ctx context.Context, w *sql.DB) error {
 	var n int
-	if err := w.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('restore_messages', 'restore_entries', 'restore_mailboxes')").Scan(&n); err != nil || n == 0 {
+	if err := w.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('"+strings.Join(stageNames, "', '")+"')").Scan(&n); err != nil || n == 0 {
 		return err
 	}
 	tx, err := w.BeginTx(ctx, nil)

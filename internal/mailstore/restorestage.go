@@ -18,7 +18,7 @@ import (
 //
 // Restore and Adopt do not hold the state they restore: its messages and
 // entry records are written, as they are decoded, into tables made for the
-// restore (restore_messages, restore_entries, restore_mailboxes), in the
+// restore (restore_messages, restore_entries), in the
 // database file itself, whose pages SQLite writes out to the WAL past the
 // writer's cache (temporary tables would be held in memory: temp_store =
 // memory), stageRun rows a transaction, each committed (the store's write
@@ -64,7 +64,6 @@ var stageTables = []string{
 		id  BLOB    NOT NULL UNIQUE,
 		pos INTEGER NOT NULL,
 		old INTEGER NOT NULL)`,
-	"CREATE TABLE restore_mailboxes (k INTEGER PRIMARY KEY, mid INTEGER NOT NULL)",
 }
 
 // stager writes a state's messages and entry records into the restore's
@@ -108,7 +107,9 @@ type stagedEntry struct {
 }
 
 // stageNames are the restore's tables.
-var stageNames = []string{"restore_messages", "restore_entries", "restore_mailboxes"}
+// (restore_mailboxes is an older version's, which a crash may have left.)
+var stageNames = []string{"restore_messages", "restore_entries", "restore_mailboxes",
+	"restore_new_messages", "restore_new_entries", "restore_missing"}
 
 // dropStageTables drops the restore's tables that exist.
 func dropStageTables(ctx context.Context, tx *sql.Tx) error {
@@ -132,7 +133,7 @@ func (g *stager) begin() error {
 				return fmt.Errorf("staging the state: %w", err)
 			}
 		}
-		return nil
+		return makeCopies(g.ctx, tx)
 	})
 }
 

@@ -81,6 +81,9 @@ type Store struct {
 	// relocateChunk, when not zero, replaces the constant (placement.go;
 	// tests).
 	relocateChunk int64
+	// buildHook, when set, runs after each run of messages a restore
+	// writes before its last step (buildState; tests).
+	buildHook func()
 }
 
 // Open opens the mail store in the SQLite file at path in plaintext,

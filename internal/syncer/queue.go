@@ -53,7 +53,7 @@ import (
 //     so IMAP sessions hear provisional changes and the log's in the order
 //     the store made them. A restore holds applyMu for its last step only
 //     (mailstore.StagedRestore.Commit), the one that changes the state:
-//     changes queued during its first two steps are applied provisionally
+//     changes queued during its first three steps are applied provisionally
 //     on the old state, heard first, and applied again on top by that step.
 //   - A failure that means no answer came (Config.Unreachable) makes the
 //     loop, while it waits out its backoff, ask the spool (Prober) every
