@@ -100,6 +100,10 @@
 //     a Partial one (another device expunged some of the messages first) is
 //     OK for what could be done (COPYUID lists only the copies made), with
 //     the EXPUNGEs arriving as untagged responses; when nothing at all could
-//     be copied or moved the reply is NO [EXPUNGEISSUED]. An unreachable
-//     spool gives NO [UNAVAILABLE] and changes nothing; reads go on.
+//     be copied or moved the reply is NO [EXPUNGEISSUED]. APPENDUID and
+//     COPYUID (RFC 4315 section 3) pair each UID with the UIDVALIDITY of
+//     the transaction that gave it (mailstore.Placement), not the one
+//     read before the change was submitted, which a commit meanwhile may
+//     have replaced. An unreachable spool gives NO [UNAVAILABLE] and
+//     changes nothing; reads go on.
 package imapd

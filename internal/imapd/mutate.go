@@ -221,7 +221,7 @@ func (s *session) Move(w *imapserver.MoveWriter, set imap.NumSet, dest string) e
 		return err
 	}
 	data, err := s.transfer(command.Move, set, dest)
-	if err != nil {
+	if err != nil || data == nil {
 		return err
 	}
 	return w.WriteCopyData(data)
@@ -261,12 +261,17 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: codeExpungeIssued,
 			Text: "the messages were expunged by another device meanwhile; nothing was done"}
 	}
-	data := &imap.CopyData{UIDValidity: to.UIDValidity}
-	if p := o.Placed[0].Mailbox; p != to.ID {
-		if mb, err := s.store().MailboxByID(ctx, p); err == nil {
-			data.UIDValidity = mb.UIDValidity
-		}
+	// The UIDVALIDITY the copies' UIDs are of: the destination's in the
+	// transaction that gave them (to's, read before the change was
+	// submitted, may be older: a take-back or a restore's commit
+	// meanwhile made the mailbox again). None only in the outcome of a
+	// change queued by an older version whose mailbox is gone since: no
+	// COPYUID.
+	uv := o.Placed[0].UIDValidity
+	if uv == 0 {
+		return nil, nil
 	}
+	data := &imap.CopyData{UIDValidity: uv}
 	var src, dst imap.UIDSet
 	for _, p := range o.Placed {
 		src.AddNum(byID[p.Source])
@@ -335,11 +340,11 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	if len(o.Placed) != 1 {
 		return nil, fmt.Errorf("append applied without placing the message")
 	}
-	data := &imap.AppendData{UID: imap.UID(o.Placed[0].UID), UIDValidity: to.UIDValidity}
-	if p := o.Placed[0].Mailbox; p != to.ID {
-		if mb, err := s.store().MailboxByID(ctx, p); err == nil {
-			data.UIDValidity = mb.UIDValidity
-		}
+	// As for COPYUID (transfer): the UIDVALIDITY of the transaction that
+	// gave the UID; without one, no APPENDUID.
+	p := o.Placed[0]
+	if p.UIDValidity == 0 {
+		return nil, nil
 	}
-	return data, nil
+	return &imap.AppendData{UID: imap.UID(p.UID), UIDValidity: p.UIDValidity}, nil
 }

@@ -159,6 +159,9 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	if err := ov.finish(a, newPos, res); err != nil {
 		return nil, err
 	}
+	if err := placedValidities(ctx, a, res.Outcomes); err != nil {
+		return nil, err
+	}
 	if err := a.setAutoCheckpoint(len(entries)+len(unopened) >= bulkEntries); err != nil {
 		return nil, err
 	}
@@ -167,6 +170,36 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	}
 	s.committed(ctx)
 	return res, nil
+}
+
+// placedValidities sets the UIDVALIDITY of every placement in outs to
+// its mailbox's as shown in the transaction q, read once the transaction
+// has made all its changes: a take-back later in the same transaction may
+// give the mailbox a new one, under which the UIDs stay. A placement in a
+// mailbox gone by then keeps the log's UIDVALIDITY it was placed under
+// (the log never gives a mailbox id another one, so its outcome is the
+// same whatever the batches).
+func placedValidities(ctx context.Context, q queryer, outs []Outcome) error {
+	uvs := map[command.ID]int64{}
+	for i := range outs {
+		for j := range outs[i].Placed {
+			p := &outs[i].Placed[j]
+			uv, ok := uvs[p.Mailbox]
+			if !ok {
+				err := q.QueryRowContext(ctx, "SELECT "+validityOf+" FROM mailboxes WHERE id = ?", p.Mailbox[:]).Scan(&uv)
+				if errors.Is(err, sql.ErrNoRows) {
+					uv = -1
+				} else if err != nil {
+					return fmt.Errorf("reading the UIDVALIDITY of mailbox %s: %w", p.Mailbox, err)
+				}
+				uvs[p.Mailbox] = uv
+			}
+			if uv >= 0 {
+				p.UIDValidity = uint32(uv)
+			}
+		}
+	}
+	return nil
 }
 
 // recordChain records the chain hashes of positions first, first+1, ...

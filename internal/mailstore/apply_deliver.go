@@ -149,7 +149,7 @@ func (a *applier) deliverRun(entries []Entry) ([]Outcome, []Change, error) {
 				return nil, nil, err
 			}
 		} else {
-			r.out.Placed = []Placement{{ID: r.e.ID, Mailbox: a.inbox.id, UID: r.uid}}
+			r.out.Placed = []Placement{{ID: r.e.ID, Mailbox: a.inbox.id, UID: r.uid, UIDValidity: uint32(a.inbox.uidValidity)}}
 			changes = append(changes, Change{Kind: MessageAdded, Pos: r.e.Pos, Mailbox: a.inbox.id, UID: r.uid,
 				Message: r.e.ID, Flags: flagSet{}.list(), Name: a.inbox.name})
 		}

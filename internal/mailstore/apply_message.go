@@ -52,7 +52,7 @@ func (a *applier) newMessage(mb *mailboxRow, body []byte, date int64, flags flag
 	if err != nil {
 		return err
 	}
-	a.out.Placed = append(a.out.Placed, Placement{ID: a.entry, Mailbox: mb.id, UID: uid})
+	a.out.Placed = append(a.out.Placed, Placement{ID: a.entry, Mailbox: mb.id, UID: uid, UIDValidity: uint32(mb.uidValidity)})
 	return nil
 }
 
@@ -238,7 +238,7 @@ func (a *applier) copyMessages(c *command.Command) error {
 		if err != nil {
 			return err
 		}
-		a.out.Placed = append(a.out.Placed, Placement{Source: src, ID: newID, Mailbox: dest.id, UID: uid})
+		a.out.Placed = append(a.out.Placed, Placement{Source: src, ID: newID, Mailbox: dest.id, UID: uid, UIDValidity: uint32(dest.uidValidity)})
 	}
 	return nil
 }
@@ -296,7 +296,7 @@ func (a *applier) moveMessages(c *command.Command) error {
 			return fmt.Errorf("moving message: %w", err)
 		}
 		a.change(Change{Kind: MessageAdded, Mailbox: dest.id, UID: uid, Message: id, Flags: m.flags.list(), Name: dest.name})
-		a.out.Placed = append(a.out.Placed, Placement{Source: id, ID: id, Mailbox: dest.id, UID: uid})
+		a.out.Placed = append(a.out.Placed, Placement{Source: id, ID: id, Mailbox: dest.id, UID: uid, UIDValidity: uint32(dest.uidValidity)})
 	}
 	return nil
 }

@@ -194,9 +194,9 @@ func TestApplyCommands(t *testing.T) {
 			},
 			boxes: map[string][]msgWant{"INBOX": {{1, []string{}}}, "Trash": {{1, []string{}}, {2, []string{}}}},
 			check: func(t *testing.T, s *Store, res *Result) {
-				mb, uid, err := s.Locate(context.Background(), entryID(2))
-				if err != nil || mb != mailboxID(t, s, "Trash") || uid != 2 {
-					t.Errorf("Locate moved message: expected Trash uid 2, got %s %d %v", mb, uid, err)
+				p, err := s.Locate(context.Background(), entryID(2))
+				if err != nil || p.Mailbox != mailboxID(t, s, "Trash") || p.UID != 2 {
+					t.Errorf("Locate moved message: expected Trash uid 2, got %s %d %v", p.Mailbox, p.UID, err)
 				}
 				got := res.ByMailbox()
 				inbox := got[InboxID()]

@@ -374,19 +374,25 @@ func mailboxListing(c *sqlite3.Conn, mailbox command.ID, full bool) (*Listing, u
 	return out, pos, nil
 }
 
-// Locate returns where the message with id is: its mailbox and UID.
-func (s *Store) Locate(ctx context.Context, id command.ID) (mailbox command.ID, uid UID, err error) {
+// Locate returns where the message with id is: its mailbox, UID and the
+// mailbox's UIDVALIDITY as shown, read together (Placement, Source left
+// zero).
+func (s *Store) Locate(ctx context.Context, id command.ID) (Placement, error) {
 	if err := s.check(); err != nil {
-		return mailbox, 0, err
+		return Placement{}, err
 	}
-	m, err := messageByID(ctx, s.rdb, id)
+	var mb []byte
+	var uid, uv int64
+	err := s.rdb.QueryRowContext(ctx, "SELECT mailboxes.id, m.uid, "+validityOf+" FROM messages m JOIN mailboxes ON mailboxes.mid = m.mailbox WHERE m.id = ?", id[:]).Scan(&mb, &uid, &uv)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Placement{}, fmt.Errorf("locating message %s: %w", id, ErrNoMessage)
+	}
 	if err != nil {
-		return mailbox, 0, err
+		return Placement{}, fmt.Errorf("locating message %s: %w", id, err)
 	}
-	if m == nil {
-		return mailbox, 0, fmt.Errorf("locating message %s: %w", id, ErrNoMessage)
-	}
-	return m.mailboxID, UID(m.uid), nil
+	p := Placement{ID: id, UID: UID(uid), UIDValidity: uint32(uv)}
+	copy(p.Mailbox[:], mb)
+	return p, nil
 }
 
 // MessageIDs maps UIDs of a mailbox to message ids, for building commands.

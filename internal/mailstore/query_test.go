@@ -101,7 +101,7 @@ func TestQueries(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(ids, want) {
 		t.Errorf("MessageIDs: expected %v, got %v, %v", want, ids, err)
 	}
-	if _, _, err := s.Locate(ctx, entries[4].ID); !errors.Is(err, ErrNoMessage) {
+	if _, err := s.Locate(ctx, entries[4].ID); !errors.Is(err, ErrNoMessage) {
 		t.Errorf("Locate(expunged): expected ErrNoMessage, got %v", err)
 	}
 }

@@ -119,6 +119,9 @@ func (s *Store) Enqueue(ctx context.Context, id command.ID, cmd *command.Command
 	if out.Status == Rejected {
 		return res, nil // rolled back: nothing queued
 	}
+	if err := placedValidities(ctx, a, res.Outcomes); err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing a queued change: %w", err)
 	}

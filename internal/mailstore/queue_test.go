@@ -594,3 +594,80 @@ func takeBackQueue(t *testing.T, s *Store) {
 		t.Fatal(err)
 	}
 }
+
+// TestPlacedUIDValidity: every placement carries the UIDVALIDITY its
+// mailbox has as the transaction that placed it commits, also when a
+// take-back later in that transaction gives the mailbox a new one (the
+// delivery's UID 2 is of the new UIDVALIDITY, never of the old one), and
+// when a confirmation reports a placement recorded under the old one.
+func TestPlacedUIDValidity(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var l testLog
+	s := openTest(t)
+	inbox := InboxID()
+	placed := func(what string, res *Result, want UID) Placement {
+		t.Helper()
+		var all []Placement
+		for _, o := range res.Outcomes {
+			all = append(all, o.Placed...)
+		}
+		if len(all) != 1 || all[0].Mailbox != inbox || all[0].UID != want {
+			t.Fatalf("%s: placements %+v, want INBOX's UID %d", what, all, want)
+		}
+		mb, err := s.MailboxByID(ctx, inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if all[0].UIDValidity != mb.UIDValidity {
+			t.Errorf("%s: placed under UIDVALIDITY %d, INBOX has %d", what, all[0].UIDValidity, mb.UIDValidity)
+		}
+		return all[0]
+	}
+	placed("a delivery", mustApply(t, s, l.spool(deliverCmd(simpleMessage("one")))), 1)
+	mine := entryID(1000)
+	cmd := &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: inbox, Date: 5, Body: []byte(simpleMessage("mine"))}
+	res, err := s.Enqueue(ctx, mine, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := placed("an append queued", res, 2); p.UIDValidity != 1 {
+		t.Errorf("an append queued: UIDVALIDITY %d, want 1", p.UIDValidity)
+	}
+	// The log gives UID 2 to a delivery: INBOX is made again, in the
+	// same transaction, with a UIDVALIDITY of this device's.
+	if p := placed("a delivery before the queued append", mustApply(t, s, l.spool(deliverCmd(simpleMessage("two")))), 2); p.UIDValidity < 1<<31 {
+		t.Errorf("the delivery before the queued append: UIDVALIDITY %d, want this device's (>= 2^31)", p.UIDValidity)
+	}
+	l.pos++
+	res, err = s.Apply(ctx, []Entry{{Pos: l.pos, ID: mine, Author: AuthorUser, Cmd: cmd}}, l.pos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Changes) != 0 {
+		t.Fatalf("the queued append confirmed: changes %+v, want none", res.Changes)
+	}
+	placed("the queued append confirmed", res, 3)
+	// A placement in a mailbox gone by the commit keeps the log's
+	// UIDVALIDITY it was placed under, whatever the batches.
+	res = mustApply(t, s, l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Gone"}))
+	if len(res.Outcomes) != 1 || res.Outcomes[0].Status != Applied {
+		t.Fatalf("CREATE Gone: %+v", res.Outcomes)
+	}
+	gone := mailboxID(t, s, "Gone")
+	es := []Entry{
+		l.user(&command.Command{Kind: command.Append, Mailbox: "Gone", MailboxID: gone, Date: 5, Body: []byte(simpleMessage("gone"))}),
+		l.user(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Gone", MailboxID: gone}),
+	}
+	mb, err := s.MailboxByID(ctx, gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = s.Apply(ctx, es, es[len(es)-1].Pos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := res.Outcomes[0].Placed; len(p) != 1 || p[0].UIDValidity != mb.UIDValidity {
+		t.Errorf("an append to a mailbox deleted in the same batch: placements %+v, want one with UIDVALIDITY %d", p, mb.UIDValidity)
+	}
+}

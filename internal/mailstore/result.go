@@ -82,6 +82,15 @@ type Placement struct {
 	ID      command.ID // the message's id
 	Mailbox command.ID
 	UID     UID
+	// UIDValidity is the UIDVALIDITY UID is of: Mailbox's as this
+	// device shows it (docs/MAILSTORE.md "Changes made on this device")
+	// as the transaction that gave the UID commits, which may differ from
+	// what the caller read before (a take-back, a restore's commit
+	// meanwhile) and from what the mailbox had when the UID was given (a
+	// take-back later in the same transaction: the UIDs stay). For a
+	// mailbox gone by then (deleted later in the same batch), the log's
+	// UIDVALIDITY it was placed under.
+	UIDValidity uint32
 }
 
 // Outcome is what became of one entry.

@@ -335,10 +335,10 @@ func (s sentFilter) Submit(ctx context.Context, cmds ...*command.Command) ([]mai
 	s.o.fileMu.Lock()
 	defer s.o.fileMu.Unlock()
 	if id := s.o.sentCopy(ctx, mid); id != nil {
-		if box, uid, err := s.o.cfg.Store.Locate(ctx, *id); err == nil && box == mb.ID {
-			s.o.log.Info("client's copy of a sent message not appended: the outbox filed it already", "mailbox", mb.Name, "uid", uid)
+		if p, err := s.o.cfg.Store.Locate(ctx, *id); err == nil && p.Mailbox == mb.ID {
+			s.o.log.Info("client's copy of a sent message not appended: the outbox filed it already", "mailbox", mb.Name, "uid", p.UID)
 			return []mailstore.Outcome{{Kind: command.Append, Status: mailstore.Applied,
-				Placed: []mailstore.Placement{{ID: *id, Mailbox: box, UID: uid}}}}, nil
+				Placed: []mailstore.Placement{p}}}, nil
 		}
 	}
 	return s.next.Submit(ctx, cmds...)

@@ -475,8 +475,9 @@ func (s *Syncer) resolveRestored(ctx context.Context) {
 		p := waiting[id]
 		o := mailstore.Outcome{Pos: pos, Entry: id, Kind: p.cmd.Kind, Status: mailstore.Applied}
 		place := func(src, msg command.ID) {
-			if mb, uid, err := s.cfg.Store.Locate(ctx, msg); err == nil {
-				o.Placed = append(o.Placed, mailstore.Placement{Source: src, ID: msg, Mailbox: mb, UID: uid})
+			if p, err := s.cfg.Store.Locate(ctx, msg); err == nil {
+				p.Source = src
+				o.Placed = append(o.Placed, p)
 			} else if !src.IsZero() {
 				o.Skipped = append(o.Skipped, src)
 			}

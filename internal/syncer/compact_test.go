@@ -282,8 +282,8 @@ func TestSubmitAnsweredAfterRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := res.outs[0].Placed[0]; p.Mailbox != drafts.ID || p.UID != 1 {
-		t.Fatalf("placed %+v: want Drafts UID 1", p)
+	if p := res.outs[0].Placed[0]; p.Mailbox != drafts.ID || p.UID != 1 || p.UIDValidity != drafts.UIDValidity {
+		t.Fatalf("placed %+v: want Drafts UID 1 under its UIDVALIDITY %d", p, drafts.UIDValidity)
 	}
 	if a.Status().Restores != 1 {
 		t.Fatalf("device a restored %d times, want 1", a.Status().Restores)

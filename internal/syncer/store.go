@@ -64,9 +64,10 @@ type Replica interface {
 	// decoded from r as it is read and checked with check, as
 	// StageRestoreFrom does, in one call.
 	AdoptFrom(ctx context.Context, r io.Reader, check func(*mailstore.Restored) error, fetch mailstore.BodyFetcher) (*mailstore.Result, *mailstore.Adoption, *mailstore.Restored, error)
-	// Locate returns the mailbox and UID of a message, to answer a Submit
-	// whose entry a restored checkpoint already holds.
-	Locate(ctx context.Context, id command.ID) (mailbox command.ID, uid mailstore.UID, err error)
+	// Locate returns the mailbox, UID and the mailbox's UIDVALIDITY of a
+	// message, read together, to answer a Submit whose entry a restored
+	// checkpoint already holds.
+	Locate(ctx context.Context, id command.ID) (mailstore.Placement, error)
 }
 
 // Queue holds the changes made on this device while they wait for the log
