@@ -59,6 +59,34 @@ type switchSource struct {
 	syncer.StoreSource
 	mu   sync.Mutex
 	down bool
+	// lose, when set, runs once after the next append that landed, with
+	// the positions it took, and its error is answered instead: the
+	// entries are in the log, the answer is lost.
+	lose func(first uint64, n int) error
+}
+
+// answer is what an append that got first, err answers: lose's error
+// once it is set.
+func (s *switchSource) answer(first uint64, n int, err error) (uint64, error) {
+	if err != nil {
+		return first, err
+	}
+	s.mu.Lock()
+	lose := s.lose
+	s.lose = nil
+	s.mu.Unlock()
+	if lose != nil {
+		if err := lose(first, n); err != nil {
+			return 0, err
+		}
+	}
+	return first, nil
+}
+
+func (s *switchSource) setLose(lose func(first uint64, n int) error) {
+	s.mu.Lock()
+	s.lose = lose
+	s.mu.Unlock()
 }
 
 func (s *switchSource) set(down bool) { s.mu.Lock(); s.down = down; s.mu.Unlock() }
@@ -83,14 +111,16 @@ func (s *switchSource) Append(ctx context.Context, user string, batch [][]byte) 
 	if err := s.err(); err != nil {
 		return 0, err
 	}
-	return s.StoreSource.Append(ctx, user, batch)
+	first, err := s.StoreSource.Append(ctx, user, batch)
+	return s.answer(first, len(batch), err)
 }
 
 func (s *switchSource) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
 	if err := s.err(); err != nil {
 		return 0, err
 	}
-	return s.StoreSource.AppendAt(ctx, user, head, batch)
+	first, err := s.StoreSource.AppendAt(ctx, user, head, batch)
+	return s.answer(first, len(batch), err)
 }
 
 func (s *switchSource) Health(context.Context) error { return s.err() }

@@ -472,31 +472,7 @@ func (s *Syncer) resolveRestored(ctx context.Context) {
 		return
 	}
 	for id, pos := range seen {
-		p := waiting[id]
-		o := mailstore.Outcome{Pos: pos, Entry: id, Kind: p.cmd.Kind, Status: mailstore.Applied}
-		place := func(src, msg command.ID) {
-			if p, err := s.cfg.Store.Locate(ctx, msg); err == nil {
-				p.Source = src
-				o.Placed = append(o.Placed, p)
-			} else if !src.IsZero() {
-				o.Skipped = append(o.Skipped, src)
-			}
-		}
-		switch p.cmd.Kind {
-		case command.Append, command.Deliver:
-			place(command.ID{}, id)
-		case command.Copy:
-			for i, src := range p.cmd.IDs {
-				place(src, command.DeriveID(id, uint32(i)))
-			}
-		case command.Move:
-			for _, src := range p.cmd.IDs {
-				place(src, src)
-			}
-		}
-		if len(o.Skipped) > 0 {
-			o.Status = mailstore.Partial
-		}
+		o := s.appliedOutcome(ctx, id, pos, waiting[id].cmd)
 		s.mu.Lock()
 		if q, ok := s.pending[id]; ok {
 			q.ch <- o
@@ -504,4 +480,40 @@ func (s *Syncer) resolveRestored(ctx context.Context) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// appliedOutcome rebuilds the outcome of this device's entry id, applied at
+// pos without its Submit hearing it (a restored checkpoint covers it, or the
+// loop applied it while the append's answer was lost: queue.go), from the
+// store as it is now: where the messages cmd created or moved are, each
+// read with its mailbox's UIDVALIDITY in one query (Locate), so that the
+// client's APPEND, COPY or MOVE is answered OK with APPENDUID or COPYUID
+// and not sent again. A message no longer there (expunged or moved since)
+// is skipped: no placement, and for COPY and MOVE a Partial outcome.
+func (s *Syncer) appliedOutcome(ctx context.Context, id command.ID, pos uint64, cmd *command.Command) mailstore.Outcome {
+	o := mailstore.Outcome{Pos: pos, Entry: id, Kind: cmd.Kind, Status: mailstore.Applied}
+	place := func(src, msg command.ID) {
+		if p, err := s.cfg.Store.Locate(ctx, msg); err == nil {
+			p.Source = src
+			o.Placed = append(o.Placed, p)
+		} else if !src.IsZero() {
+			o.Skipped = append(o.Skipped, src)
+		}
+	}
+	switch cmd.Kind {
+	case command.Append, command.Deliver:
+		place(command.ID{}, id)
+	case command.Copy:
+		for i, src := range cmd.IDs {
+			place(src, command.DeriveID(id, uint32(i)))
+		}
+	case command.Move:
+		for _, src := range cmd.IDs {
+			place(src, src)
+		}
+	}
+	if len(o.Skipped) > 0 {
+		o.Status = mailstore.Partial
+	}
+	return o
 }
