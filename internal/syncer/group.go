@@ -32,8 +32,7 @@ import (
 //   - A group is appended on the head the spool last gave this device
 //     (its own last append's, usually), conditionally as before: a head
 //     that moved appends nothing and the group is sent again on the head
-//     the refusal names, unless the entry after the refused head is the
-//     group's first (a copy of the request landed: appendFrom).
+//     the refusal names.
 //   - When the group cannot be appended now (the spool is unavailable, or
 //     changes wait already, which must reach the log first) the leader
 //     queues it, in order and under the ids it was sealed with, before the
@@ -153,7 +152,7 @@ func (s *Syncer) sendGroup(g []*submission, pass func()) {
 		s.queueGroup(ctx, g, false)
 		return
 	}
-	first, err := s.appendOwn(ctx, batch, ids)
+	first, err := s.appendOwn(ctx, batch)
 	if err == nil {
 		s.sawHead(first + uint64(len(batch)) - 1)
 		pass()

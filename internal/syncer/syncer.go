@@ -942,27 +942,20 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 // batch is sent again on the head the spool named, until ctx is done: each
 // refusal is another writer's progress, and falling back to the queue
 // would show the change before the log has it while the spool answers.
-func (s *Syncer) appendOwn(ctx context.Context, batch [][]byte, ids []command.ID) (uint64, error) {
+func (s *Syncer) appendOwn(ctx context.Context, batch [][]byte) (uint64, error) {
 	hs, ok := s.cfg.Source.(HeadSource)
 	if !ok {
 		return s.cfg.Source.Append(ctx, s.cfg.User, batch)
 	}
-	return s.appendFrom(ctx, hs, s.Status().Head, batch, ids, 0)
+	return s.appendFrom(ctx, hs, s.Status().Head, batch, 0)
 }
 
-// appendFrom appends batch (the entries ids) on head, and, while it is
-// refused because the head moved, on the head the spool named, up to tries
-// attempts (0: until ctx is done). Where the entries may be in the log is
-// noted in sentThrough: after an attempt that succeeded, or that got no
-// clear answer and may still land, on its head only.
-//
-// A refusal is taken at its word only once the entry after head is seen
-// not to be this batch's first (landedAt): the same request may have been
-// appended already, its answer lost, and the refusal be another copy's (a
-// balancer that retried it on a second server process, a re-signed retry
-// after a refused timestamp, a forged answer). Sent again, it would be in
-// the log twice, and every device would raise a replay alarm.
-func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, batch [][]byte, ids []command.ID, tries int) (uint64, error) {
+// appendFrom appends batch on head, and, while it is refused because the
+// head moved, on the head the spool named, up to tries attempts (0: until
+// ctx is done). Where the entries may be in the log is noted in
+// sentThrough: after an attempt that succeeded, or that got no clear
+// answer and may still land, on its head only.
+func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, batch [][]byte, tries int) (uint64, error) {
 	for try := 1; ; try++ {
 		first, err := hs.AppendAt(ctx, s.cfg.User, head, batch)
 		var moved *spool.HeadMovedError
@@ -973,24 +966,6 @@ func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, bat
 			return first, err
 		}
 		s.sawHead(moved.Head)
-		if moved.Head > head {
-			landed, lerr := s.landedAt(ctx, head+1, ids[0])
-			if landed || lerr != nil {
-				s.mu.Lock()
-				s.sentThrough = max(s.sentThrough, head+uint64(len(batch)))
-				s.mu.Unlock()
-			}
-			if lerr != nil {
-				// Not known whether it landed: as for an answer lost.
-				return 0, fmt.Errorf("%w: the spool refused an append on head %d (its head is %d), and reading position %d to see whether the same request had landed failed: %v",
-					spool.ErrUnavailable, head, moved.Head, head+1, lerr)
-			}
-			if landed {
-				s.log.Warn("an append was refused as if the head had moved, but the log holds it already: an earlier copy of the request landed and its answer was lost (a proxy that retried it, or a forged answer); taken as appended, not sent again",
-					"pos", head+1, "count", len(batch), "refusal_head", moved.Head)
-				return head + 1, nil
-			}
-		}
 		if try == tries {
 			return 0, err
 		}
@@ -1004,23 +979,6 @@ func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, bat
 			}
 		}
 	}
-}
-
-// landedAt reports whether the log's entry at pos is this device's entry
-// id. Entries are signed with the user's key, and ids are random: an entry
-// with id that opens under this user's key alone was sealed by this device
-// for this very append. (A spool that shows it there but never keeps it is
-// caught when the log is applied past pos: recordAppended.)
-func (s *Syncer) landedAt(ctx context.Context, pos uint64, id command.ID) (bool, error) {
-	lr, err := s.cfg.Source.ReadLog(ctx, pos-1, 1, 1, 0)
-	if err != nil {
-		return false, err
-	}
-	if len(lr.Entries) == 0 || lr.Entries[0].Pos != pos {
-		return false, nil
-	}
-	o, err := entry.Open(lr.Entries[0].Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
-	return err == nil && o.ID == id, nil
 }
 
 // recordAppended remembers, in the store, the positions the spool's answer
