@@ -10,7 +10,6 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"cspool/internal/command"
-	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 )
 
@@ -118,12 +117,7 @@ func TestLostAnswerApplied(t *testing.T) {
 				t.Errorf("%s answered UIDVALIDITY %d UID %d; INBOX has UIDVALIDITY %d and %d messages, want the same UIDVALIDITY and 1 message",
 					kind, uv, uid, inbox.UIDValidity, inbox.Messages)
 			}
-			var found []byte
-			err = a.store.Fetch(ctx, inbox.ID, mailstore.UIDSet{{Start: mailstore.UID(uid), Stop: mailstore.UID(uid)}}, mailstore.WantRaw,
-				func(m *mailstore.Message) error {
-					found = append([]byte(nil), m.Raw...)
-					return nil
-				})
+			found, err := rawAt(ctx, a.store, inbox.ID, uid)
 			if err != nil || string(found) != string(body) {
 				t.Errorf("INBOX's UID %d holds %q (%v), want the message the %s placed, %q", uid, found, err, kind, body)
 			}

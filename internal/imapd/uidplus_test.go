@@ -136,12 +136,7 @@ func TestUIDPlusAfterNewUIDValidity(t *testing.T) {
 				t.Errorf("%s answered UIDVALIDITY %d UID %d; INBOX has UIDVALIDITY %d (was %d when the session read it)",
 					kind, uv, uid, now.UIDValidity, inbox.UIDValidity)
 			}
-			var found []byte
-			err = a.store.Fetch(ctx, inbox.ID, mailstore.UIDSet{{Start: mailstore.UID(uid), Stop: mailstore.UID(uid)}}, mailstore.WantRaw,
-				func(m *mailstore.Message) error {
-					found = append([]byte(nil), m.Raw...)
-					return nil
-				})
+			found, err := rawAt(ctx, a.store, inbox.ID, uid)
 			if err != nil || string(found) != string(body) {
 				t.Errorf("INBOX's UID %d holds %q (%v), want the message the %s placed, %q", uid, found, err, kind, body)
 			}
@@ -184,4 +179,15 @@ func onlyUID(t *testing.T, set imap.UIDSet) imap.UID {
 		t.Fatalf("destination UIDs %v, want one", set)
 	}
 	return uids[0]
+}
+
+// rawAt reads the bytes of the message at uid in the mailbox id of store.
+func rawAt(ctx context.Context, store *mailstore.Store, id command.ID, uid imap.UID) ([]byte, error) {
+	var raw []byte
+	err := store.Fetch(ctx, id, mailstore.UIDSet{{Start: mailstore.UID(uid), Stop: mailstore.UID(uid)}}, mailstore.WantRaw,
+		func(m *mailstore.Message) error {
+			raw = append([]byte(nil), m.Raw...)
+			return nil
+		})
+	return raw, err
 }
