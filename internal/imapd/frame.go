@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -701,8 +702,9 @@ func (fc *frameConn) loggedIn() {
 // the current command's tagged reply.
 //
 // go-imap answers a command whose mailbox name is not modified UTF-7, whose
-// sequence set does not parse, or whose lists nest too deep, with the "NO [SERVERBUG] Internal
-// server error" it gives for its own failures; the framer puts the reason
+// sequence set does not parse, whose lists nest too deep, or whose
+// AUTHENTICATE initial response is not base64, with the "NO [SERVERBUG]
+// Internal server error" it gives for its own failures; the framer puts the reason
 // and the right response in its place (diagnose).
 // The ESEARCH response to a SEARCH RETURN (SAVE) is dropped (saveAlone).
 // While capture is on, the output is kept instead.
@@ -975,6 +977,13 @@ func diagnose(name string, text []byte) string {
 	toks := tokens(text)
 	if len(toks) > 0 {
 		toks = toks[1:] // the tag
+	}
+	if name == "AUTHENTICATE" && len(toks) > 2 && toks[2] != "=" {
+		// go-imap decodes the initial response (RFC 4959) itself and
+		// answers a failure as its own.
+		if _, err := base64.StdEncoding.DecodeString(toks[2]); err != nil {
+			return "BAD [CLIENTBUG] the initial response is not base64 (RFC 4959 section 3)"
+		}
 	}
 	if name == "APPEND" || name == "SEARCH" || name == "UID SEARCH" {
 		if t := badDate(toks); t != "" {

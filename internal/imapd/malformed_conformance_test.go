@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -335,5 +336,72 @@ func TestLargeLiteralRefused(t *testing.T) {
 	// At the limit it is taken.
 	at := strings.Repeat("b", maxBufferedLiteral)
 	w.ok(fmt.Sprintf("SEARCH TEXT {%d}\r\n%s", len(at), at))
+	w.ok("NOOP")
+}
+
+// An AUTHENTICATE PLAIN response that is not base64, or whose message is
+// not [authzid] NUL authcid NUL passwd (RFC 4616 section 2), is the
+// client's error: BAD (RFC 9051 section 6.2.2), and the connection goes
+// on. go-imap answered "NO [SERVERBUG] Internal server error" to each,
+// before login, as for a failure of the server's own.
+func TestAuthenticateMalformedResponse(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	w := dialWire(t, d.addr)
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	for _, c := range []struct{ name, initial, cont string }{
+		{"initial response not base64", "!!!!", ""},
+		{"initial response base64 without padding", "QUE", ""},
+		{"initial response of no NUL", b64("alice " + testPassword), ""},
+		{"initial response of one NUL", b64("\x00alice"), ""},
+		{"initial response empty", "=", ""},
+		{"initial response of three NULs", b64("\x00alice\x00" + testPassword + "\x00"), ""},
+		{"response of no NUL", "", b64("alice")},
+		{"response empty", "", "="},
+		{"response of three NULs", "", b64("a\x00b\x00c\x00d")},
+	} {
+		if c.initial != "" {
+			w.send("m1 AUTHENTICATE PLAIN " + c.initial + "\r\n")
+		} else {
+			w.send("m1 AUTHENTICATE PLAIN\r\n")
+			if got := w.response(); !strings.HasPrefix(got, "+") {
+				t.Fatalf("%s: AUTHENTICATE PLAIN: got %q, want +", c.name, got)
+			}
+			w.send(c.cont + "\r\n")
+		}
+		if got := w.response(); !strings.HasPrefix(got, "m1 BAD ") {
+			t.Errorf("%s: got %q, want m1 BAD", c.name, got)
+		}
+		w.send("n1 NOOP\r\n")
+		if got := w.response(); !strings.HasPrefix(got, "n1 OK") {
+			t.Fatalf("%s: NOOP after it: got %q, want n1 OK", c.name, got)
+		}
+	}
+	// Well-formed ones are answered as before: another authorization
+	// identity NO, a wrong password NO [AUTHENTICATIONFAILED], the right
+	// one OK.
+	w.send("a1 AUTHENTICATE PLAIN " + b64("bob\x00alice\x00"+testPassword) + "\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "a1 NO ") {
+		t.Errorf("another authorization identity: got %q, want a1 NO", got)
+	}
+	w.send("a2 AUTHENTICATE PLAIN " + b64("\x00alice\x00guess") + "\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "a2 NO [AUTHENTICATIONFAILED]") {
+		t.Errorf("a wrong password: got %q, want a2 NO [AUTHENTICATIONFAILED]", got)
+	}
+	w.send("a3 AUTHENTICATE PLAIN\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "+") {
+		t.Fatalf("AUTHENTICATE PLAIN: got %q, want +", got)
+	}
+	w.send(b64("alice\x00alice\x00"+testPassword) + "\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "a3 OK") {
+		t.Fatalf("the right password: got %q, want a3 OK", got)
+	}
+	w.ok("SELECT INBOX")
+	// After login too: BAD, not a server failure.
+	w.send("m2 AUTHENTICATE PLAIN !!!!\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "m2 BAD ") {
+		t.Errorf("AUTHENTICATE after login, not base64: got %q, want m2 BAD", got)
+	}
 	w.ok("NOOP")
 }
