@@ -2,6 +2,7 @@ package statuspage
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -11,8 +12,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+
+	"cspool/internal/loginguard"
 )
 
 // Config configures a Handler. Zero fields take the documented defaults.
@@ -29,6 +33,11 @@ type Config struct {
 	// carry, compared case-insensitively; nil allows any. The daemon sets
 	// its listen host and the loopback names.
 	Hosts []string
+
+	// Login slows down password guessing through the page as IMAP and
+	// SMTP submission do theirs (docs/IMAP.md, "Login"), with a guard of
+	// its own; zero fields take loginguard's defaults.
+	Login loginguard.Limits
 
 	// Refresh is how often the page reloads itself; 0 = 5 s.
 	Refresh time.Duration
@@ -47,6 +56,7 @@ type Handler struct {
 	csp   string
 	user  [32]byte
 	pass  [32]byte
+	guard *loginguard.Guard
 }
 
 // fill gives the fields left zero their documented defaults.
@@ -83,6 +93,7 @@ func New(cfg Config) (*Handler, error) {
 		user: sha256.Sum256([]byte(cfg.User)),
 		pass: sha256.Sum256([]byte(cfg.Password)),
 	}
+	h.guard = loginguard.New(cfg.Login, h.log, "status page")
 	return h, nil
 }
 
@@ -113,9 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "misdirected request: unknown host name", http.StatusMisdirectedRequest)
 		return
 	}
-	if !h.owner && !h.authorized(r) {
-		hd.Set("WWW-Authenticate", `Basic realm="cspool status", charset="UTF-8"`)
-		http.Error(w, "log in with the IMAP user name and password", http.StatusUnauthorized)
+	if !h.owner && !h.login(w, r) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -153,19 +162,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Write(buf.Bytes())
 }
 
-// authorized checks Basic credentials against the configured user and
+// login checks Basic credentials against the configured user and
 // password in constant time (both compared as SHA-256 digests, so their
-// lengths leak nothing either).
-func (h *Handler) authorized(r *http.Request) bool {
+// lengths leak nothing either), through the login guard: a failure is
+// answered 401 only after the guard's delay, which the client going away
+// does not shorten, and while the source has the guard's most failures
+// waiting a login is refused unchecked (429). A request without
+// credentials (a browser's first) is asked for them at once and counts
+// for nothing. It reports whether the request may go on; if not, the
+// answer is written.
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) bool {
+	hd := w.Header()
 	u, p, ok := r.BasicAuth()
 	if !ok {
+		hd.Set("WWW-Authenticate", `Basic realm="cspool status", charset="UTF-8"`)
+		http.Error(w, "log in with the IMAP user name and password", http.StatusUnauthorized)
+		return false
+	}
+	remote := remoteAddr(r.RemoteAddr)
+	if err := h.guard.Admit(remote); err != nil {
+		hd.Set("Retry-After", strconv.Itoa(int(h.guard.Limits().MaxDelay/time.Second)))
+		http.Error(w, "too many failed logins from your address; try again later", http.StatusTooManyRequests)
 		return false
 	}
 	uh, ph := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
 	okU := subtle.ConstantTimeCompare(uh[:], h.user[:])
 	okP := subtle.ConstantTimeCompare(ph[:], h.pass[:])
-	return okU&okP == 1
+	if okU&okP == 1 {
+		return true
+	}
+	src, d := h.guard.Fail(remote, 0, okU == 1, false)
+	h.guard.Limits().Wait(context.WithoutCancel(r.Context()), d)
+	h.guard.Done(src)
+	hd.Set("WWW-Authenticate", `Basic realm="cspool status", charset="UTF-8"`)
+	http.Error(w, "log in with the IMAP user name and password", http.StatusUnauthorized)
+	return false
 }
+
+// remoteAddr is a request's RemoteAddr ("host:port") as the login guard
+// takes a client's address.
+type remoteAddr string
+
+func (a remoteAddr) Network() string { return "tcp" }
+func (a remoteAddr) String() string  { return string(a) }
 
 func (h *Handler) hostAllowed(hostport string) bool {
 	if h.cfg.Hosts == nil {

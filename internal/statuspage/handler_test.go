@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cspool/internal/loginguard"
 )
 
 // fixedSource returns a copy of its report, or its error.
@@ -238,5 +240,78 @@ func TestAge(t *testing.T) {
 		if got := humanSize(c.n); got != c.want {
 			t.Errorf("humanSize(%d) = %q, want %q", c.n, got, c.want)
 		}
+	}
+}
+
+// Guessing the IMAP password through the page is slowed as through IMAP
+// and submission (docs/IMAP.md, "Login"): a wrong password is answered
+// only after the guard's delay, doubling per failure of the source, and
+// while the guard's most failures of one source wait, every login from it
+// is refused unchecked, the right password too. The page answered every
+// guess at once: thousands a second, past the guard of the other two.
+func TestFailedLoginsSlowed(t *testing.T) {
+	t.Parallel()
+	src := &fixedSource{r: sampleReport()}
+	waits := make(chan time.Duration, 16)
+	srv := serve(t, Config{Source: src, User: "alice", Password: "s3cret", Login: loginguard.Limits{
+		Wait: func(_ context.Context, d time.Duration) error { waits <- d; return nil },
+	}})
+	for i, want := range []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second} {
+		resp, body := get(t, "GET", srv.URL+"/", "alice", "guess", "")
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("guess %d: status %d, want 401 (body %q)", i+1, resp.StatusCode, body)
+		}
+		select {
+		case d := <-waits:
+			if d != want {
+				t.Errorf("guess %d: answered after a delay of %v, want %v", i+1, d, want)
+			}
+		default:
+			t.Fatalf("guess %d: answered with no delay, want %v", i+1, want)
+		}
+	}
+	if resp, _ := get(t, "GET", srv.URL+"/", "", "", ""); resp.StatusCode != http.StatusUnauthorized || len(waits) != 0 {
+		t.Errorf("no credentials: status %d and %d delays, want 401 at once", resp.StatusCode, len(waits))
+	}
+	if resp, _ := get(t, "GET", srv.URL+"/", "alice", "s3cret", ""); resp.StatusCode != http.StatusOK || len(waits) != 0 {
+		t.Errorf("the right password: status %d and %d delays, want 200 at once", resp.StatusCode, len(waits))
+	}
+
+	// Four guesses waiting at once: the next login is refused unchecked.
+	held := make(chan time.Duration)
+	release := make(chan struct{})
+	srv2 := serve(t, Config{Source: src, User: "alice", Password: "s3cret", Login: loginguard.Limits{
+		Wait: func(_ context.Context, d time.Duration) error { held <- d; <-release; return nil },
+	}})
+	codes := make(chan int, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			req, _ := http.NewRequest("GET", srv2.URL+"/", nil)
+			req.SetBasicAuth("alice", "guess")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		<-held
+	}
+	resp, body := get(t, "GET", srv2.URL+"/", "alice", "s3cret", "")
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a login while four guesses wait: status %d, Retry-After %q, want 429 with Retry-After (body %q)",
+			resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	close(release)
+	for i := 0; i < 4; i++ {
+		if c := <-codes; c != http.StatusUnauthorized {
+			t.Errorf("a waiting guess: status %d, want 401", c)
+		}
+	}
+	if resp, _ := get(t, "GET", srv2.URL+"/", "alice", "s3cret", ""); resp.StatusCode != http.StatusOK {
+		t.Errorf("the right password once the guesses are answered: status %d, want 200", resp.StatusCode)
 	}
 }
