@@ -174,8 +174,16 @@ func NewLMTP(d *Deliverer, opts LMTPOptions) *LMTP {
 }
 
 // Serve accepts LMTP connections on ln until Shutdown; it then returns nil.
+// A listener on any address but a loopback one is warned about in the log:
+// LMTP has no authentication.
 func (l *LMTP) Serve(ln net.Listener) error {
 	l.log.Info("lmtp listening", "addr", ln.Addr().String())
+	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() {
+		// An operator's mistake as easy as --lmtp :2424 (docs/OPERATING.md).
+		l.log.Warn("LMTP LISTENS BEYOND LOCALHOST: it has no authentication, so whoever reaches this address delivers mail "+
+			"to every user, sealed and signed with the spool key, past every check of the mail server in front; "+
+			"listen on 127.0.0.1, or on an address only that mail server can reach", "addr", ln.Addr().String())
+	}
 	lln := newLMTPListener(ln, l)
 	l.mu.Lock()
 	l.listeners = append(l.listeners, lln)
