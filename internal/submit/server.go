@@ -1,6 +1,7 @@
 package submit
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -303,16 +304,34 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	}
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(func(identity, user, password string) error {
+		return plainServer{sasl.NewPlainServer(func(identity, user, password string) error {
 			if identity != "" && identity != user {
 				user = "" // another authorization identity: refused like a wrong user
 			}
 			return s.login(user, password)
-		}), nil
+		})}, nil
 	case sasl.Login:
 		return newLoginServer(s.login), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// errPlainMalformed answers a PLAIN message that is not [authzid] NUL
+// authcid NUL passwd (RFC 4616 section 2): a syntax error (RFC 4954
+// section 4), not a password to count. go-smtp answered it 454 4.7.0, a
+// temporary failure, which a client tries again.
+var errPlainMalformed = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 2},
+	Message: "The PLAIN response is not authzid NUL authcid NUL passwd in base64 (RFC 4616 section 2)"}
+
+// plainServer is go-sasl's PLAIN server, refusing a malformed message
+// itself with errPlainMalformed.
+type plainServer struct{ sasl.Server }
+
+func (p plainServer) Next(response []byte) ([]byte, bool, error) {
+	if response != nil && bytes.Count(response, []byte{0}) != 2 {
+		return nil, false, errPlainMalformed
+	}
+	return p.Server.Next(response)
 }
 
 // login checks a login through the guard: a failure is answered after its

@@ -459,3 +459,58 @@ func short(b []byte) string {
 	}
 	return fmt.Sprintf("%q", b)
 }
+
+// TestAuthPlainMalformed: an AUTH PLAIN message that is not authzid NUL
+// authcid NUL passwd (RFC 4616 section 2), as the initial response or
+// after the 334, is a syntax error: 501 5.5.2 (RFC 4954 section 4), the
+// connection goes on and no failure is counted. go-smtp answered 454
+// 4.7.0 "sasl: invalid response", a temporary failure a client tries
+// again.
+func TestAuthPlainMalformed(t *testing.T) {
+	r := newRig(t, 0)
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	reply := func() string {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("reading a reply: %v", err)
+			}
+			if len(l) < 4 || l[3] != '-' {
+				return l
+			}
+		}
+	}
+	send := func(s string, want string) {
+		t.Helper()
+		if _, err := io.WriteString(c, s+"\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if got := reply(); !strings.HasPrefix(got, want) {
+			t.Errorf("%q: got %q, want %s", s, got, want)
+		}
+	}
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	reply()
+	send("EHLO client.test", "250 ")
+	for _, m := range []string{user + " " + password, "\x00" + user, "\x00" + user + "\x00" + password + "\x00"} {
+		send("AUTH PLAIN "+b64(m), "501 5.5.2 ")
+		send("NOOP", "250 ")
+		send("AUTH PLAIN", "334 ")
+		send(b64(m), "501 5.5.2 ")
+		send("NOOP", "250 ")
+	}
+	send("AUTH PLAIN =", "501 5.5.2 ")
+	send("AUTH PLAIN "+b64("\x00"+user+"\x00"+password), "235 ")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.waits) != 0 {
+		t.Errorf("login guard delays %v, want none: no password was wrong", r.waits)
+	}
+}
