@@ -37,7 +37,11 @@ var (
 	_ syncer.Queue   = (*mailstore.Store)(nil)
 	_ syncer.Journal = (*mailstore.Store)(nil)
 
+	_ mailstore.Parser      = mimeform.Parser{}
+	_ mailstore.FormsParser = mimeform.Parser{}
+
 	_ syncer.IntoSource   = (*api.Client)(nil)
+	_ syncer.EachSource   = (*api.Client)(nil)
 	_ syncer.Checkpointer = (*api.Client)(nil)
 )
 

@@ -280,3 +280,35 @@ func TestReadLogInto(t *testing.T) {
 		t.Fatalf("the buffer's own bytes became %q", buf[:len("kept")])
 	}
 }
+
+// TestReadLogEach: every entry of the read is handed over as it is read,
+// in order, with its index and the very bytes the read returns, and is
+// never handed over twice.
+func TestReadLogEach(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.ChunkBytes = 40 }) // several chunks per response
+	c := e.client(t, "alice", e.alice)
+	appendNumbered(t, c, 30)
+	want := numberedData(30)
+	var handed []spool.Entry
+	lr, err := c.ReadLogEach(testCtx(t), 0, 0, 0, 0, make([]byte, 0, 256), func(i int, en spool.Entry) {
+		if i != len(handed) {
+			t.Errorf("entry %d handed over as index %d, want %d", en.Pos, i, len(handed))
+		}
+		handed = append(handed, en)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lr.Entries) != 30 || len(handed) != 30 {
+		t.Fatalf("read %d entries and handed over %d, want 30 and 30", len(lr.Entries), len(handed))
+	}
+	for i, en := range lr.Entries {
+		h := handed[i]
+		if h.Pos != en.Pos || unsafe.SliceData(h.Data) != unsafe.SliceData(en.Data) || len(h.Data) != len(en.Data) {
+			t.Fatalf("index %d: handed over position %d (%d bytes), the read returned position %d (%d bytes) elsewhere", i, h.Pos, len(h.Data), en.Pos, len(en.Data))
+		}
+		if !bytes.Equal(en.Data, want[i]) {
+			t.Fatalf("entry %d: %q, want %q", en.Pos, en.Data, want[i])
+		}
+	}
+}

@@ -102,7 +102,7 @@ func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Cli
 // request up to wait (whole seconds, capped by the server) for new entries.
 // A device that must notice compactions uses ReadLog.
 func (c *Client) Read(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) ([]spool.Entry, uint64, error) {
-	lr, err := c.readLog(ctx, after, maxCount, maxBytes, wait, false, nil)
+	lr, err := c.readLog(ctx, after, maxCount, maxBytes, wait, false, nil, nil)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -120,7 +120,7 @@ func (c *Client) Read(ctx context.Context, after uint64, maxCount int, maxBytes 
 // them when after is at or below the head, so the caller (the syncer)
 // treats their absence as tampering.
 func (c *Client) ReadLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration) (spool.LogRead, error) {
-	return c.readLog(ctx, after, maxCount, maxBytes, wait, true, nil)
+	return c.readLog(ctx, after, maxCount, maxBytes, wait, true, nil, nil)
 }
 
 // ReadLogInto is ReadLog with the entries' bytes read into the spare
@@ -130,13 +130,25 @@ func (c *Client) ReadLog(ctx context.Context, after uint64, maxCount int, maxByt
 // gives the same buffer again instead of allocating every entry anew.
 // The entries' Data alias buf until the caller reuses it.
 func (c *Client) ReadLogInto(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, buf []byte) (spool.LogRead, error) {
-	return c.readLog(ctx, after, maxCount, maxBytes, wait, true, buf[len(buf):])
+	return c.readLog(ctx, after, maxCount, maxBytes, wait, true, buf[len(buf):], nil)
+}
+
+// ReadLogEach is ReadLogInto, also handing each entry to each as soon as
+// it is read, with its index in the read, before the rest of the response
+// arrives: the caller can work on the first entries while the spool still
+// sends the others. Every entry of the LogRead returned was handed over,
+// in order, with the same Data; an entry handed over belongs to a read
+// that may still fail, in which case the caller must drop what it made of
+// it. each is called on the caller's goroutine, one entry after the other.
+func (c *Client) ReadLogEach(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, buf []byte, each func(i int, e spool.Entry)) (spool.LogRead, error) {
+	return c.readLog(ctx, after, maxCount, maxBytes, wait, true, buf[len(buf):], each)
 }
 
 // readLog reads entries; with needCheckpoint, a response without a valid
 // Cspool-Checkpoint header is a protocol error. The entries' bytes go into
-// arena's spare capacity while they fit (entryReader.arena).
-func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, needCheckpoint bool, arena []byte) (spool.LogRead, error) {
+// arena's spare capacity while they fit (entryReader.arena); each, if not
+// nil, is given every entry as it is read (ReadLogEach).
+func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, needCheckpoint bool, arena []byte, each func(int, spool.Entry)) (spool.LogRead, error) {
 	op := fmt.Sprintf("reading entries of %s after %d", c.user, after)
 	q := url.Values{"after": {strconv.FormatUint(after, 10)}}
 	if maxCount > 0 {
@@ -226,6 +238,9 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 		last = pos
 		size += int64(len(data))
 		lr.Entries = append(lr.Entries, spool.Entry{Pos: pos, Data: data})
+		if each != nil {
+			each(len(lr.Entries)-1, lr.Entries[len(lr.Entries)-1])
+		}
 		// Every further entry must fit in what is left of maxBytes.
 		er.maxEntry = uint64(max(0, maxBytes-size))
 	}

@@ -33,6 +33,14 @@ type Parser interface {
 	HeaderTexts(header []byte) iter.Seq2[string, []string]
 }
 
+// FormsParser is the optional capability of a Parser to make the IMAP
+// forms in the same call as the parse (mimeform.Parser.ParseForms),
+// without decoding the stored envelope and body structure again: its
+// forms are those Forms gives of the stored bytes it returns.
+type FormsParser interface {
+	ParseForms(raw []byte) (headerLen int64, status uint8, envelope, structure, envelopeForm, structureForm []byte, err error)
+}
+
 // parsedMessage is what apply stores about a message's bytes.
 type parsedMessage struct {
 	status    uint8
@@ -52,11 +60,17 @@ type parsedMessage struct {
 func parseMessage(p Parser, b []byte) (parsedMessage, error) {
 	var m parsedMessage
 	var err error
-	if m.headerLen, m.status, m.envelope, m.structure, err = p.Parse(b); err != nil {
-		return m, err
-	}
-	if m.envelopeWire, m.structureWire, err = p.Forms(m.envelope, m.structure); err != nil {
-		return m, err
+	if fp, ok := p.(FormsParser); ok {
+		if m.headerLen, m.status, m.envelope, m.structure, m.envelopeWire, m.structureWire, err = fp.ParseForms(b); err != nil {
+			return m, err
+		}
+	} else {
+		if m.headerLen, m.status, m.envelope, m.structure, err = p.Parse(b); err != nil {
+			return m, err
+		}
+		if m.envelopeWire, m.structureWire, err = p.Forms(m.envelope, m.structure); err != nil {
+			return m, err
+		}
 	}
 	// The forms are written into buffers that grow by doubling: as they
 	// wait for the apply (a batch of them, and the next one read ahead),

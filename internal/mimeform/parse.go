@@ -58,6 +58,66 @@ type Message struct {
 // of b. It never fails on the message's content, only when what it
 // extracted does not encode.
 func Parse(b []byte) (Message, error) {
+	p, _, _, err := parse(b)
+	return p, err
+}
+
+// ParseForms is Parse and Forms of what it stores, in one: the forms are
+// made from what Parse extracted as its stored encodings give it back
+// (the conversions into and out of the stored types, without the JSON
+// between them), which is what Forms gives from the stored bytes as long
+// as JSON keeps every string and date as it was; where it may not (a
+// string that is not valid UTF-8, which JSON replaces, or a date whose
+// zone offset has seconds, which RFC 3339 drops) the forms are Forms's
+// of the stored bytes. TestParseFormsAsForms holds the two to the same
+// bytes.
+func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err error) {
+	p, env, bs, err := parse(b)
+	if err != nil {
+		return p, nil, nil, err
+	}
+	if bytes.Contains(p.Envelope, replacedRune) || bytes.Contains(p.Structure, replacedRune) ||
+		!wholeMinutes(env) || !structureWholeMinutes(bs) {
+		envelopeForm, structureForm, err = Forms(p.Envelope, p.Structure)
+		return p, envelopeForm, structureForm, err
+	}
+	return p, envelopeWire(envelopeFromJSON(envelopeToJSON(env))), structureWire(structureFromJSON(structureToJSON(bs))), nil
+}
+
+// replacedRune is what encoding/json writes for a byte that is not valid
+// UTF-8 (a valid U+FFFD it writes as itself); a backslash then "ufffd" in
+// a string encodes as "\\ufffd" and is found too, which costs only the
+// decode.
+var replacedRune = []byte(`\ufffd`)
+
+// wholeMinutes reports whether e's date keeps its zone offset in RFC 3339.
+func wholeMinutes(e *imap.Envelope) bool {
+	if e == nil {
+		return true
+	}
+	_, off := e.Date.Zone()
+	return off%60 == 0
+}
+
+// structureWholeMinutes is wholeMinutes for every envelope bs nests.
+func structureWholeMinutes(bs imap.BodyStructure) bool {
+	switch x := bs.(type) {
+	case *imap.BodyStructureMultiPart:
+		for _, c := range x.Children {
+			if !structureWholeMinutes(c) {
+				return false
+			}
+		}
+	case *imap.BodyStructureSinglePart:
+		if m := x.MessageRFC822; m != nil {
+			return wholeMinutes(m.Envelope) && structureWholeMinutes(m.BodyStructure)
+		}
+	}
+	return true
+}
+
+// parse is Parse, also returning what it extracted.
+func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, error) {
 	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
 	r := getReader(b)
 	defer readers.Put(r)
@@ -78,12 +138,12 @@ func Parse(b []byte) (Message, error) {
 		bs = fallbackStructure(b[p.HeaderLen:])
 	}
 	if p.Envelope, err = encodeEnvelope(env); err != nil {
-		return p, err
+		return p, nil, nil, err
 	}
 	if p.Structure, err = encodeStructure(bs); err != nil {
-		return p, err
+		return p, nil, nil, err
 	}
-	return p, nil
+	return p, env, bs, nil
 }
 
 // reader reads a message's bytes through a buffer kept between parses:

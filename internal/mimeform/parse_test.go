@@ -89,3 +89,79 @@ func TestStoredFormsRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// formsSamples are structureSamples and messages whose stored forms do
+// not give back what was parsed: bytes that are not UTF-8 in the subject,
+// a name and a parameter, a backslash before "ufffd", and dates in zones
+// with an offset in seconds, at the top and in a forwarded message.
+func formsSamples(t testing.TB) map[string][]byte {
+	out := structureSamples(t)
+	odd := map[string]string{
+		"latin-1 subject": "From: a@example.org\r\nSubject: caf\xe9\r\nDate: Mon, 02 Jan 2006 15:04:05 -0700\r\n\r\nbody\r\n",
+		"latin-1 name":    "From: J\xfcrgen <j@example.org>\r\nTo: \"B\xf6b\" <b@example.org>\r\n\r\nbody\r\n",
+		"latin-1 param":   "From: a@example.org\r\nContent-Type: text/plain; name=\"r\xe9sum\xe9.txt\"\r\n\r\nbody\r\n",
+		"backslash":       "From: a@example.org\r\nSubject: a \\ufffd b\r\n\r\nbody\r\n",
+		"local mean time": "From: a@example.org\r\nDate: Mon, 02 Jan 1850 15:04:05 LMT\r\n\r\nbody\r\n",
+		"named zone":      "From: a@example.org\r\nDate: Mon, 02 Jan 2006 15:04:05 EST\r\n\r\nbody\r\n",
+		"year 10000":      "From: a@example.org\r\nDate: Mon, 02 Jan 10000 15:04:05 +0000\r\n\r\nbody\r\n",
+	}
+	for name, m := range odd {
+		out[name] = []byte(m)
+		out[name+" forwarded"] = []byte("From: a@example.org\r\nContent-Type: message/rfc822\r\n\r\n" + m)
+	}
+	return out
+}
+
+// TestParseFormsAsForms: ParseForms stores what Parse stores, and its
+// forms are byte for byte those Forms makes from the stored bytes, where
+// JSON keeps what was parsed and where it does not; in a zone whose
+// offset has seconds (local mean time) too.
+func TestParseFormsAsForms(t *testing.T) {
+	amsterdam, err := time.LoadLocation("Europe/Amsterdam")
+	if err != nil {
+		t.Skipf("no zone database: %v", err)
+	}
+	for _, loc := range []*time.Location{time.UTC, amsterdam} {
+		old := time.Local
+		time.Local = loc
+		for name, b := range formsSamples(t) {
+			checkParseForms(t, loc.String()+" "+name, b)
+		}
+		time.Local = old
+	}
+}
+
+func checkParseForms(t *testing.T, name string, b []byte) {
+	t.Helper()
+	want, err := Parse(b)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	got, ef, sf, err := ParseForms(b)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s: ParseForms stores %+v, Parse %+v", name, got, want)
+	}
+	we, ws, err := Forms(want.Envelope, want.Structure)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if !bytes.Equal(ef, we) || !bytes.Equal(sf, ws) {
+		t.Errorf("%s: ParseForms's forms\n%s\n%s\nForms's of the stored bytes\n%s\n%s", name, ef, sf, we, ws)
+	}
+}
+
+// FuzzParseFormsAsForms is TestParseFormsAsForms on any bytes.
+func FuzzParseFormsAsForms(f *testing.F) {
+	for _, b := range formsSamples(f) {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, err := Parse(b); err != nil {
+			return // nothing stored to hold the forms to
+		}
+		checkParseForms(t, "fuzzed", b)
+	})
+}

@@ -14,6 +14,13 @@ func (Parser) Parse(raw []byte) (headerLen int64, status uint8, envelope, struct
 	return m.HeaderLen, uint8(m.Status), m.Envelope, m.Structure, err
 }
 
+// ParseForms is ParseForms, its Message taken apart
+// (mailstore.FormsParser).
+func (Parser) ParseForms(raw []byte) (headerLen int64, status uint8, envelope, structure, envelopeForm, structureForm []byte, err error) {
+	m, ef, sf, err := ParseForms(raw)
+	return m.HeaderLen, uint8(m.Status), m.Envelope, m.Structure, ef, sf, err
+}
+
 // Forms is Forms.
 func (Parser) Forms(envelope, structure []byte) (envelopeForm, structureForm []byte, err error) {
 	return Forms(envelope, structure)

@@ -33,6 +33,13 @@ import (
 // the loop takes it, so a crash applies nothing twice as before: the
 // position still moves only with a committed batch.
 //
+// A read ahead from a Source that hands over each entry as it arrives
+// (EachSource) is opened as it is read (readOpen): the first entries are
+// opened while the spool still sends the rest, so the read's time on the
+// wire and the spool's time to answer no longer come before the opening.
+// The entries are opened from the bytes the read returns, and a read that
+// fails drops whatever of it was opened, as any failed read ahead.
+//
 // A read ahead from a Source that can read into a given buffer
 // (IntoSource) reads the entries' bytes into one buffer of BatchBytes;
 // once every entry of it opened and its bytes were let go
@@ -52,16 +59,21 @@ type opened struct {
 	leaf [32]byte
 }
 
+// openOne opens one entry's bytes.
+func (s *Syncer) openOne(data []byte) opened {
+	var op opened
+	op.leaf = chain.Leaf(data)
+	op.o, op.err = entry.Open(data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+	if op.err == nil {
+		op.prep = s.cfg.Store.Prepare(op.o.Cmd)
+	}
+	return op
+}
+
 // openAll opens the entries of a read on all cores; out[i] is entries[i]'s.
 func (s *Syncer) openAll(entries []spool.Entry) []opened {
 	out := make([]opened, len(entries))
-	open := func(i int) {
-		out[i].leaf = chain.Leaf(entries[i].Data)
-		out[i].o, out[i].err = entry.Open(entries[i].Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
-		if out[i].err == nil {
-			out[i].prep = s.cfg.Store.Prepare(out[i].o.Cmd)
-		}
-	}
+	open := func(i int) { out[i] = s.openOne(entries[i].Data) }
 	workers := min(runtime.GOMAXPROCS(0), len(entries))
 	if workers <= 1 {
 		for i := range entries {
@@ -88,6 +100,67 @@ func (s *Syncer) openAll(entries []spool.Entry) []opened {
 	}
 	wg.Wait()
 	return out
+}
+
+// readOpen reads the log after `after` from src and opens the entries on all
+// cores as they arrive, while the rest of the read is still on its way:
+// the read's time on the wire and the spool's time to answer overlap the
+// opening instead of coming before it. It returns what openAll would give
+// for the read. An entry is opened from the bytes the read returns: one
+// handed over otherwise (a source that breaks EachSource's promise) is
+// opened again from those.
+func (s *Syncer) readOpen(ctx context.Context, src EachSource, after uint64, buf []byte) (spool.LogRead, []opened, error) {
+	type handed struct {
+		i    int
+		data []byte
+	}
+	var (
+		mu   sync.Mutex
+		got  []opened // by index in the read, as the workers open them
+		from [][]byte // the bytes got[i] was opened from; nil: not handed over
+	)
+	work := make(chan handed, max(1, s.cfg.BatchCount))
+	var wg sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		wg.Go(func() {
+			for h := range work {
+				op := s.openOne(h.data)
+				mu.Lock()
+				for len(got) <= h.i {
+					got, from = append(got, opened{}), append(from, nil)
+				}
+				got[h.i], from[h.i] = op, h.data
+				mu.Unlock()
+			}
+		})
+	}
+	handedOver := 0
+	lr, err := src.ReadLogEach(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0, buf, func(i int, e spool.Entry) {
+		if i < 0 || i != handedOver || e.Data == nil {
+			return // opened below from the read's bytes
+		}
+		handedOver++
+		work <- handed{i, e.Data}
+	})
+	close(work)
+	wg.Wait()
+	if err != nil {
+		return lr, nil, err
+	}
+	out := make([]opened, len(lr.Entries))
+	for i, e := range lr.Entries {
+		if i < len(got) && from[i] != nil && sameBytes(from[i], e.Data) {
+			out[i] = got[i]
+		} else {
+			out[i] = s.openOne(e.Data)
+		}
+	}
+	return lr, out, nil
+}
+
+// sameBytes reports whether a and b are the same slice of memory.
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // releaseSealed returns lr with the bytes of the entries that opened
@@ -127,6 +200,7 @@ func (s *Syncer) startAhead(ctx context.Context, after uint64) {
 	ctx, cancel := context.WithCancel(ctx)
 	ra := &readAhead{after: after, cancel: cancel, done: make(chan struct{})}
 	into, ok := s.cfg.Source.(IntoSource)
+	each, _ := s.cfg.Source.(EachSource)
 	if ok {
 		ra.buf = s.spare
 		if ra.buf == nil {
@@ -136,13 +210,18 @@ func (s *Syncer) startAhead(ctx context.Context, after uint64) {
 	s.spare = nil
 	go func() {
 		defer close(ra.done)
-		if into != nil {
+		switch {
+		case each != nil:
+			ra.lr, ra.opened, ra.err = s.readOpen(ctx, each, after, ra.buf)
+		case into != nil:
 			ra.lr, ra.err = into.ReadLogInto(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0, ra.buf)
-		} else {
+		default:
 			ra.lr, ra.err = s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
 		}
 		if ra.err == nil {
-			ra.opened = s.openAll(ra.lr.Entries)
+			if ra.opened == nil {
+				ra.opened = s.openAll(ra.lr.Entries)
+			}
 			if ra.lr.Checkpoint <= after {
 				// A read that leads to a checkpoint (bootstrap) needs
 				// the entries' bytes.

@@ -426,3 +426,99 @@ func TestReadAheadReusesBuffer(t *testing.T) {
 		t.Errorf("rejected %v, want position %d", rej, junk)
 	}
 }
+
+// eachSource is an EachSource over an intoSource. After handing over the
+// first entry of a read of several, it waits until the loop has opened
+// one of them (prepared signals Store.Prepare) before it hands over the
+// rest and ends the read, and counts the reads whose entries were opened
+// while they were being read.
+type eachSource struct {
+	*intoSource
+	prepared   chan struct{}
+	overlapped int
+	eachReads  int // of several entries
+}
+
+func (s *eachSource) ReadLogEach(ctx context.Context, after uint64, n int, b int64, wait time.Duration, buf []byte, each func(int, spool.Entry)) (spool.LogRead, error) {
+	lr, err := s.ReadLogInto(ctx, after, n, b, wait, buf)
+	if err != nil {
+		return lr, err
+	}
+	if len(lr.Entries) > 1 {
+		s.eachReads++
+	}
+	for len(s.prepared) > 0 {
+		<-s.prepared
+	}
+	for i, e := range lr.Entries {
+		each(i, e)
+		if i == 0 && len(lr.Entries) > 1 {
+			select {
+			case <-s.prepared:
+				s.overlapped++
+			case <-ctx.Done():
+				return spool.LogRead{}, ctx.Err()
+			case <-time.After(time.Minute):
+				// Not opened while read: the test fails below.
+			}
+		}
+	}
+	return lr, nil
+}
+
+// preparing is a Store whose Prepare says when it was called.
+type preparing struct {
+	Store
+	prepared chan struct{}
+}
+
+func (p preparing) Prepare(c *command.Command) *mailstore.Prepared {
+	select {
+	case p.prepared <- struct{}{}:
+	default:
+	}
+	return p.Store.Prepare(c)
+}
+
+// TestReadAheadOpensAsRead: a read made ahead from an EachSource has its
+// first entries opened before the read ends, and the state is the log's,
+// an entry that does not open rejected.
+func TestReadAheadOpensAsRead(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	var want []string
+	junk := uint64(0)
+	for i := range 30 {
+		r.seal(r.spool, msg(i))
+		want = append(want, fmt.Sprintf("%d:message %d", i+1, i))
+		if i == 14 {
+			var err error
+			if junk, err = r.log.Append(ctx, "alice", [][]byte{[]byte("junk")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	prepared := make(chan struct{}, 1)
+	src := &eachSource{intoSource: &intoSource{Source: StoreSource{Store: r.log, User: "alice"}}, prepared: prepared}
+	s, ms := r.device("a", src, nil)
+	s.cfg.Store = preparing{Store: ms, prepared: prepared}
+	s.cfg.BatchCount = 4
+	s.cfg.BatchBytes = 64 << 10
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := subjects(t, ms); !slices.Equal(got, want) {
+		t.Fatalf("INBOX by UID:\n%v\nwant\n%v", got, want)
+	}
+	if src.eachReads < 5 || src.overlapped != src.eachReads {
+		t.Errorf("%d reads ahead handed their entries over as read, %d of them opened while read; want every read of several after the first two (at least 5), all of them", src.eachReads, src.overlapped)
+	}
+	rej, err := ms.Rejected(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rej) != 1 || rej[0].Pos != junk {
+		t.Errorf("rejected %v, want position %d", rej, junk)
+	}
+}

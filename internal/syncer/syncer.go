@@ -14,8 +14,9 @@
 //     are opened on all cores; the checks that depend on the device's state
 //     and the apply go one entry after the other, in log order. While the
 //     loop is behind the head, the next read is made and opened while the
-//     batch before it applies, and used only if the batch committed
-//     (ahead.go).
+//     batch before it applies, its entries opened as they arrive when the
+//     source hands them over so (EachSource), and used only if the batch
+//     committed (ahead.go).
 //   - An entry that does not open (bad signature, unknown author, another
 //     user's entry, corrupt bytes) is recorded as rejected with its position
 //     and reason, in the transaction of its batch, logged, counted, and
@@ -116,6 +117,18 @@ type IntoSource interface {
 	// ReadLogInto is ReadLog with the entries' Data in buf's spare
 	// capacity while they fit.
 	ReadLogInto(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, buf []byte) (spool.LogRead, error)
+}
+
+// EachSource is the optional capability of an IntoSource to hand over each
+// entry of a read as it arrives (api.Client.ReadLogEach): the loop opens
+// the first entries of a read made ahead while the spool still sends the
+// others (ahead.go), instead of after the whole read.
+type EachSource interface {
+	IntoSource
+	// ReadLogEach is ReadLogInto, calling each with every entry of the
+	// read, in order, with its index, as soon as it is read; a read that
+	// fails may have handed some over.
+	ReadLogEach(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, buf []byte, each func(i int, e spool.Entry)) (spool.LogRead, error)
 }
 
 // Config configures a Syncer. Zero fields take the documented defaults.
