@@ -32,7 +32,8 @@ import (
 //   - A group is appended on the head the spool last gave this device
 //     (its own last append's, usually), conditionally as before: a head
 //     that moved appends nothing and the group is sent again on the head
-//     the refusal names.
+//     the refusal names, unless the entry after the refused head is the
+//     group's first (a copy of the request landed: appendFrom).
 //   - When the group cannot be appended now (the spool is unavailable, or
 //     changes wait already, which must reach the log first) the leader
 //     queues it, in order and under the ids it was sealed with, before the
@@ -152,7 +153,7 @@ func (s *Syncer) sendGroup(g []*submission, pass func()) {
 		s.queueGroup(ctx, g, false)
 		return
 	}
-	first, err := s.appendOwn(ctx, batch)
+	first, err := s.appendOwn(ctx, batch, ids)
 	if err == nil {
 		s.sawHead(first + uint64(len(batch)) - 1)
 		pass()

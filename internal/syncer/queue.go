@@ -44,8 +44,13 @@ import (
 //     spool's head, on that head, once: exactly one of it and an earlier
 //     attempt on that head can land. So it is too after a restart with
 //     changes queued (sentUnknown), until a send of its own lands: the
-//     run before may have sent them. Each queued change therefore lands
-//     exactly once.
+//     run before may have sent them. A refusal is believed only once the
+//     entry after the refused head is seen not to be the batch's first
+//     (appendFrom, landedAt): a copy of the request may have landed. The
+//     batch is then taken as appended only if all of it is there, in
+//     order; if only its first changes are (an earlier send held fewer),
+//     nothing is sent before the next read. Each queued change therefore
+//     lands exactly once.
 //   - A batch the spool refuses as too large (413) is sent in halves from
 //     then on; a single change it refuses so stays queued (and so does
 //     what follows it, in order), and the error says what to do.
@@ -270,7 +275,7 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		batch, ids = append(batch, b), append(ids, e.ID)
 		size += int64(len(b))
 	}
-	first, err := s.appendFrom(ctx, hs, head, batch, tries)
+	first, err := s.appendFrom(ctx, hs, head, batch, ids, tries)
 	switch {
 	case errors.Is(err, spool.ErrHeadMoved):
 		// Read what came first, then send on the new head (the apply

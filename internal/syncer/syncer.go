@@ -955,20 +955,33 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 // batch is sent again on the head the spool named, until ctx is done: each
 // refusal is another writer's progress, and falling back to the queue
 // would show the change before the log has it while the spool answers.
-func (s *Syncer) appendOwn(ctx context.Context, batch [][]byte) (uint64, error) {
+func (s *Syncer) appendOwn(ctx context.Context, batch [][]byte, ids []command.ID) (uint64, error) {
 	hs, ok := s.cfg.Source.(HeadSource)
 	if !ok {
 		return s.cfg.Source.Append(ctx, s.cfg.User, batch)
 	}
-	return s.appendFrom(ctx, hs, s.Status().Head, batch, 0)
+	return s.appendFrom(ctx, hs, s.Status().Head, batch, ids, 0)
 }
 
-// appendFrom appends batch on head, and, while it is refused because the
-// head moved, on the head the spool named, up to tries attempts (0: until
-// ctx is done). Where the entries may be in the log is noted in
-// sentThrough: after an attempt that succeeded, or that got no clear
-// answer and may still land, on its head only.
-func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, batch [][]byte, tries int) (uint64, error) {
+// appendFrom appends batch (the entries ids) on head, and, while it is
+// refused because the head moved, on the head the spool named, up to tries
+// attempts (0: until ctx is done). Where the entries may be in the log is
+// noted in sentThrough: after an attempt that succeeded, or that got no
+// clear answer and may still land, on its head only.
+//
+// A refusal is taken at its word only once the entry after head is seen
+// not to be this batch's first (landedAt): the same request may have been
+// appended already, its answer lost, and the refusal be another copy's (a
+// balancer that retried it on a second server process, a re-signed retry
+// after a refused timestamp, a forged answer). Sent again, it would be in
+// the log twice, and every device would raise a replay alarm. The batch is
+// taken as appended only if all of it is there, in order: the queue's
+// batches differ from one send to the next (changes queued since, a batch
+// halved after a 413), so an earlier request whose first entry is this
+// batch's may have held fewer of its entries. When only some are there,
+// nothing is sent again and the refusal is returned: the caller reads
+// first (the apply takes those out of the queue) or queues the rest.
+func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, batch [][]byte, ids []command.ID, tries int) (uint64, error) {
 	for try := 1; ; try++ {
 		first, err := hs.AppendAt(ctx, s.cfg.User, head, batch)
 		var moved *spool.HeadMovedError
@@ -979,6 +992,33 @@ func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, bat
 			return first, err
 		}
 		s.sawHead(moved.Head)
+		if moved.Head > head {
+			n, lerr := s.landedAt(ctx, head, ids)
+			if lerr != nil {
+				// Not known whether a copy landed: as for an answer lost,
+				// it may be there, on head only.
+				s.mu.Lock()
+				s.sentThrough = max(s.sentThrough, head+uint64(len(batch)))
+				s.mu.Unlock()
+				return 0, fmt.Errorf("%w: the spool refused an append on head %d (its head is %d), and reading position %d to see whether the same request had landed failed: %v",
+					spool.ErrUnavailable, head, moved.Head, head+1, lerr)
+			}
+			if n > 0 {
+				s.mu.Lock()
+				s.sentThrough = max(s.sentThrough, head+uint64(n))
+				s.mu.Unlock()
+			}
+			if n == len(batch) {
+				s.log.Warn("an append was refused as if the head had moved, but the log holds it already: an earlier copy of the request landed and its answer was lost (a proxy that retried it, or a forged answer); taken as appended, not sent again",
+					"pos", head+1, "count", len(batch), "refusal_head", moved.Head)
+				return head + 1, nil
+			}
+			if n > 0 {
+				s.log.Warn("an append was refused as if the head had moved, and the log holds the first of its entries already, from an earlier request that held fewer: none is sent again before the log is read",
+					"pos", head+1, "landed", n, "count", len(batch), "refusal_head", moved.Head)
+				return 0, err
+			}
+		}
 		if try == tries {
 			return 0, err
 		}
@@ -992,6 +1032,44 @@ func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, bat
 			}
 		}
 	}
+}
+
+// landedAt returns how many of ids, in order, are the log's entries right
+// after head: entries are signed with the user's key, and ids are random,
+// so an entry with ids[i] that opens under this user's key alone was sealed
+// by this device for this very change. The entry after head is read alone
+// first, as nearly every refusal is another writer's; the rest only when it
+// is this device's. (A spool that shows them there but never keeps them is
+// caught when the log is applied past them: recordAppended.)
+func (s *Syncer) landedAt(ctx context.Context, head uint64, ids []command.ID) (int, error) {
+	n := 0
+	for n < len(ids) {
+		count := len(ids) - n
+		if n == 0 {
+			count = 1
+		}
+		lr, err := s.cfg.Source.ReadLog(ctx, head+uint64(n), count, 0, 0)
+		if err != nil {
+			return n, err
+		}
+		if len(lr.Entries) == 0 {
+			return n, nil
+		}
+		for _, e := range lr.Entries {
+			if e.Pos != head+uint64(n)+1 {
+				return n, nil
+			}
+			o, err := entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public())
+			if err != nil || o.ID != ids[n] {
+				return n, nil
+			}
+			n++
+			if n == len(ids) {
+				break
+			}
+		}
+	}
+	return n, nil
 }
 
 // recordAppended remembers, in the store, the positions the spool's answer
