@@ -337,8 +337,18 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	if err != nil {
 		return nil, err
 	}
-	if len(o.Placed) != 1 {
-		return nil, fmt.Errorf("append applied without placing the message")
+	switch len(o.Placed) {
+	case 0:
+		// Applied, and the message was moved or expunged since (an
+		// outcome rebuilt after the append's answer was lost: syncer's
+		// seenOutcome): it was appended, so OK without APPENDUID (RFC
+		// 4315 section 3 lets a server leave it out), not an error a
+		// client answers by appending again.
+		s.srv.log.Info("append applied; the message is no longer where it was placed", "pos", o.Pos)
+		return nil, nil
+	case 1:
+	default:
+		return nil, fmt.Errorf("append placed %d messages", len(o.Placed))
 	}
 	// As for COPYUID (transfer): the UIDVALIDITY of the transaction that
 	// gave the UID; without one, no APPENDUID.

@@ -269,6 +269,22 @@ func TestRejections(t *testing.T) {
 	if n, _ := s.RejectedCount(ctx); n != 5 {
 		t.Errorf("RejectedCount: expected 5, got %d", n)
 	}
+	// By the position EntriesSeen gives: e1 was applied at its first
+	// position (its replay at 2 is not its outcome), the invalid entry
+	// rejected at its own.
+	seen, err := s.EntriesSeen(ctx, [][16]byte{e1.ID, invalid.ID})
+	if err != nil || seen[e1.ID] != 1 || seen[invalid.ID] != 6 {
+		t.Fatalf("EntriesSeen: expected positions 1 and 6, got %v (%v)", seen, err)
+	}
+	if r, err := s.RejectionOf(ctx, e1.ID, seen[e1.ID]); r != nil || err != nil {
+		t.Errorf("RejectionOf the applied entry: expected none, got %+v (%v)", r, err)
+	}
+	if r, err := s.RejectionOf(ctx, invalid.ID, seen[invalid.ID]); err != nil || r == nil || r.Reason != ReasonInvalid || r.Pos != 6 || *r.Entry != invalid.ID {
+		t.Errorf("RejectionOf the invalid entry: expected %s at 6, got %+v (%v)", ReasonInvalid, r, err)
+	}
+	if r, err := s.RejectionOf(ctx, invalid.ID, 5); r != nil || err != nil {
+		t.Errorf("RejectionOf at another entry's position: expected none, got %+v (%v)", r, err)
+	}
 	if uids := uidsOf(t, s, "INBOX"); len(uids) != 1 {
 		t.Errorf("INBOX after rejections: expected 1 message, got %v", uids)
 	}

@@ -3,6 +3,7 @@ package mailstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -83,6 +84,29 @@ func (s *Store) Rejected(ctx context.Context, limit int) ([]Rejection, error) {
 		return nil, fmt.Errorf("listing rejections: %w", err)
 	}
 	return out, nil
+}
+
+// RejectionOf returns the rejection of the entry id that was seen first at
+// pos (EntriesSeen), nil if it was applied there. Its position is the
+// rejected table's key, so this is one lookup: an append whose answer was
+// lost is answered as the rejection it met (syncer/queue.go).
+func (s *Store) RejectionOf(ctx context.Context, id command.ID, pos uint64) (*Rejection, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	var reason string
+	var at int64
+	r := Rejection{Pos: pos, Entry: new(command.ID)}
+	*r.Entry = id
+	err := s.rdb.QueryRowContext(ctx, "SELECT reason, detail, at FROM rejected WHERE pos = ? AND entry = ?", int64(pos), id[:]).Scan(&reason, &r.Detail, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("looking up the rejection at position %d: %w", pos, err)
+	}
+	r.Reason, r.At = Reason(reason), time.UnixMilli(at)
+	return &r, nil
 }
 
 // RejectedCount returns how many entries were rejected in all.

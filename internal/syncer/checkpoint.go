@@ -450,8 +450,8 @@ func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.En
 // resolveRestored answers the Submit calls whose entries the restored
 // checkpoint already covers: another device applied them and wrote the
 // checkpoint before this device read them, so no Apply will report them.
-// Their outcome is rebuilt from the restored state: where the messages they
-// created or moved are now.
+// Their outcome is rebuilt from the restored state (seenOutcome): the
+// rejection recorded, or where the messages they created or moved are now.
 func (s *Syncer) resolveRestored(ctx context.Context) {
 	s.mu.Lock()
 	waiting := make(map[command.ID]pendingEntry, len(s.pending))
@@ -472,7 +472,7 @@ func (s *Syncer) resolveRestored(ctx context.Context) {
 		return
 	}
 	for id, pos := range seen {
-		o := s.appliedOutcome(ctx, id, pos, waiting[id].cmd)
+		o := s.seenOutcome(ctx, id, pos, waiting[id].cmd)
 		s.mu.Lock()
 		if q, ok := s.pending[id]; ok {
 			q.ch <- o
@@ -482,15 +482,27 @@ func (s *Syncer) resolveRestored(ctx context.Context) {
 	}
 }
 
-// appliedOutcome rebuilds the outcome of this device's entry id, applied at
+// seenOutcome rebuilds the outcome of this device's entry id, seen first at
 // pos without its Submit hearing it (a restored checkpoint covers it, or the
 // loop applied it while the append's answer was lost: queue.go), from the
-// store as it is now: where the messages cmd created or moved are, each
-// read with its mailbox's UIDVALIDITY in one query (Locate), so that the
-// client's APPEND, COPY or MOVE is answered OK with APPENDUID or COPYUID
-// and not sent again. A message no longer there (expunged or moved since)
-// is skipped: no placement, and for COPY and MOVE a Partial outcome.
-func (s *Syncer) appliedOutcome(ctx context.Context, id command.ID, pos uint64, cmd *command.Command) mailstore.Outcome {
+// store as it is now. An entry the log rejected (its mailbox deleted by
+// another device first, ...) gets that rejection's reason and detail, as
+// its Submit would have heard them: the store's seen ids count rejected
+// entries too. Otherwise it was applied: where the messages cmd created or
+// moved are, each read with its mailbox's UIDVALIDITY in one query
+// (Locate), so that the client's APPEND, COPY or MOVE is answered OK with
+// APPENDUID or COPYUID and not sent again. A message no longer there
+// (expunged or moved since) is skipped: no placement (an APPEND answers OK
+// without APPENDUID), and for COPY and MOVE a Partial outcome.
+func (s *Syncer) seenOutcome(ctx context.Context, id command.ID, pos uint64, cmd *command.Command) mailstore.Outcome {
+	rej, err := s.cfg.Store.RejectionOf(ctx, id, pos)
+	if err != nil {
+		// Read as applied: Locate, failing as well, places nothing.
+		s.log.Warn("looking up whether a change sent was rejected", "pos", pos, "err", err)
+	}
+	if rej != nil {
+		return mailstore.Outcome{Pos: pos, Entry: id, Kind: cmd.Kind, Status: mailstore.Rejected, Reason: rej.Reason, Detail: rej.Detail}
+	}
 	o := mailstore.Outcome{Pos: pos, Entry: id, Kind: cmd.Kind, Status: mailstore.Applied}
 	place := func(src, msg command.ID) {
 		if p, err := s.cfg.Store.Locate(ctx, msg); err == nil {

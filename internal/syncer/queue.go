@@ -27,9 +27,10 @@ import (
 //     outcomes. An append that fails queues its commands under the ids it
 //     sealed them with: if only its answer was lost, the entry is in the
 //     log, and the queue drops it when the loop reads it there; if the
-//     loop applied it before it could be queued, the store refuses it (the
-//     id was seen) and Submit answers with the outcome rebuilt from where
-//     its messages are (appliedOutcome), placements included.
+//     loop applied or rejected it before it could be queued, the store
+//     refuses it (the id was seen) and Submit answers with the outcome
+//     rebuilt from the rejection recorded or from where its messages are
+//     (seenOutcome), placements included.
 //   - Only the sync loop sends the queue, in order, with the conditional
 //     append (spool.HeadAppender, if_head). Entries it sent may be in the
 //     log beyond the store's position only up to sentThrough: those of an
@@ -134,11 +135,12 @@ func (s *Syncer) enqueue(ctx context.Context, cmds []*command.Command, ids []com
 		o := res.Outcomes[0]
 		if o.Status == mailstore.Rejected && ids != nil && (o.Reason == mailstore.ReasonIDExists || o.Reason == mailstore.ReasonReplay) {
 			// The append whose answer was lost did land, and the loop
-			// applied it before it could be queued: answered with where
-			// its messages are, as its Submit would have heard.
+			// applied or rejected it before it could be queued: answered
+			// with the rejection or where its messages are, as its Submit
+			// would have heard.
 			seen, err := s.cfg.Store.EntriesSeen(ctx, [][16]byte{id})
 			if pos, ok := seen[id]; err == nil && ok {
-				o = s.appliedOutcome(ctx, id, pos, c)
+				o = s.seenOutcome(ctx, id, pos, c)
 			}
 		} else if o.Status != mailstore.Rejected {
 			queued++

@@ -91,6 +91,9 @@ type Journal interface {
 	// EntriesSeen returns, of ids, those applied or rejected before, with
 	// their positions.
 	EntriesSeen(ctx context.Context, ids [][16]byte) (map[[16]byte]uint64, error)
+	// RejectionOf returns the rejection of the entry id seen first at
+	// pos, nil if it was applied there.
+	RejectionOf(ctx context.Context, id command.ID, pos uint64) (*mailstore.Rejection, error)
 	// RecordAppended records the positions the spool gave entries this
 	// device appended; a contradiction is a *mailstore.Contradiction.
 	RecordAppended(ctx context.Context, es []mailstore.Appended) error
