@@ -574,7 +574,7 @@ func askIndex(ctx context.Context, box *mailstore.Selected, c *imap.SearchCriter
 // indexed yet, or a message a superset answer holds).
 func (ia indexAnswers) says(key mailstore.SearchKey, needle string, uid mailstore.UID) (found, known bool) {
 	a := ia[indexQuestion{key, needle}]
-	if a == nil || a.Unindexed[uid] || (a.Superset && a.Match[uid]) {
+	if a == nil || a.NotIndexed(uid) || (a.Superset && a.Match[uid]) {
 		return false, false
 	}
 	return a.Match[uid], true

@@ -293,9 +293,9 @@ func (s *Store) fetch(ctx context.Context, mailbox command.ID, uv uint32, uids U
 	if len(uids) == 0 {
 		return nil
 	}
-	return s.scan(ctx, mailbox, uv, want, func(last UID) (string, []any, func(UID) bool) {
+	return s.scan(ctx, mailbox, uv, want, func(last UID) (string, []any, func(UID) bool, uint64) {
 		lo, hi, in := uidRanges(uids, last)
-		return "AND m.uid BETWEEN ? AND ?", []any{int64(lo), int64(hi)}, in
+		return "AND m.uid BETWEEN ? AND ?", []any{int64(lo), int64(hi)}, in, uint64(hi) - uint64(lo) + 1
 	}, fn)
 }
 
@@ -311,14 +311,30 @@ func (s *Store) Scan(ctx context.Context, mailbox command.ID, want Want, fn func
 }
 
 // selector turns the mailbox's largest UID (0 if empty) into a condition on
-// m.uid, its arguments and an exact filter.
-type selector func(last UID) (cond string, args []any, in func(UID) bool)
+// m.uid, its arguments, an exact filter and how many UIDs the condition
+// spans.
+type selector func(last UID) (cond string, args []any, in func(UID) bool, span uint64)
 
 // scan reads the messages of mailbox that sel selects (nil: all), in one
 // read transaction, which also checks the mailbox's UIDVALIDITY against
-// uv unless it is 0.
+// uv unless it is 0. A scan over scanSpan UIDs or more (a SEARCH of a
+// large mailbox, its bodies read where the index does not hold them yet)
+// reads through a page cache of scanCacheKiB, as a wide FetchForms does:
+// the pages of that many messages are more than a reader's cache holds,
+// and filling it would only grow that connection's memory for good.
 func (s *Store) scan(ctx context.Context, mailbox command.ID, uv uint32, want Want, sel selector, fn func(*Message) error) error {
-	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	conn, err := s.rdb.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
+	}
+	defer conn.Close()
+	small := false
+	defer func() {
+		if small {
+			restoreReadCache(conn)
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("reading mailbox %s: %w", mailbox, err)
 	}
@@ -333,15 +349,23 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, uv uint32, want Wa
 	if err := checkValidity(ctx, tx, mailbox, uv); err != nil {
 		return err
 	}
-	cond, args, in := "", []any{mb.mid}, func(UID) bool { return true }
+	var last int64
+	if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(uid), 0) FROM messages WHERE mailbox = ?", mb.mid).Scan(&last); err != nil {
+		return fmt.Errorf("reading messages of %q: %w", mb.name, err)
+	}
+	cond, args, in, span := "", []any{mb.mid}, func(UID) bool { return true }, uint64(last)
 	if sel != nil {
-		var last int64
-		if err := tx.QueryRowContext(ctx, "SELECT coalesce(max(uid), 0) FROM messages WHERE mailbox = ?", mb.mid).Scan(&last); err != nil {
+		var more []any
+		cond, more, in, span = sel(UID(last))
+		args = append(args, more...)
+	}
+	if span >= scanSpan {
+		// Within the transaction: the cache is the connection's, and
+		// restoreReadCache gives it its size back after.
+		small = true
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size = -%d", scanCacheKiB)); err != nil {
 			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 		}
-		var more []any
-		cond, more, in = sel(UID(last))
-		args = append(args, more...)
 	}
 	rows, err := tx.QueryContext(ctx, fetchQuery(want)+"WHERE m.mailbox = ? "+cond+" ORDER BY m.uid", args...)
 	if err != nil {

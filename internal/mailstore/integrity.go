@@ -161,14 +161,18 @@ func (s *Store) readScan(ctx context.Context, f func(*sql.Conn) error) error {
 	if _, err := c.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size = -%d", scanCacheKiB)); err != nil {
 		return err
 	}
-	defer func() {
-		if _, err := c.ExecContext(context.Background(), fmt.Sprintf("PRAGMA cache_size = -%d", readCacheKiB)); err != nil {
-			// Not to leave a reader with the small cache: the pool
-			// opens a new one with the data source name's.
-			c.Raw(func(any) error { return driver.ErrBadConn })
-		}
-	}()
+	defer restoreReadCache(c)
 	return f(c)
+}
+
+// restoreReadCache gives read connection c its page cache of readCacheKiB
+// back after a read through the small one.
+func restoreReadCache(c *sql.Conn) {
+	if _, err := c.ExecContext(context.Background(), fmt.Sprintf("PRAGMA cache_size = -%d", readCacheKiB)); err != nil {
+		// Not to leave a reader with the small cache: the pool opens a
+		// new one with the data source name's.
+		c.Raw(func(any) error { return driver.ErrBadConn })
+	}
 }
 
 // OtherSpoolKeyError: the database trusts another spool key than the one

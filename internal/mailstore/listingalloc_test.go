@@ -50,8 +50,8 @@ func TestListingAllocatesOnce(t *testing.T) {
 	}
 }
 
-// TestWideReadsKeepSmallCache: a listing and a FetchForms of a whole large
-// mailbox read through a page cache of scanCacheKiB (readRawWith), so the
+// TestWideReadsKeepSmallCache: a listing, a FetchForms and SEARCH's scans
+// of a whole large mailbox read through a page cache of scanCacheKiB, so the
 // read connection's SQLite memory, which never shrinks while it is open,
 // does not grow to its 8 MiB cache with pages the next read would not
 // find there anyway; a narrow FetchForms keeps the cache.
@@ -102,6 +102,68 @@ func TestWideReadsKeepSmallCache(t *testing.T) {
 		if !wide && used <= 2*scanCacheKiB<<10 {
 			t.Errorf("after FetchForms of %v the read connection caches %d KiB: its cache was not given its size back", set, used>>10)
 		}
+	}
+	// SEARCH's reads: a Scan of the whole mailbox and a ScanUIDs of the
+	// candidates of a body search while the index is not built, each
+	// reading every body (LoadRaw, as a SEARCH BODY of messages not
+	// indexed does), then a narrow Fetch, which keeps its cache.
+	var all, third []UID
+	for u := UID(1); u <= n; u++ {
+		all = append(all, u)
+		if u%3 == 0 {
+			third = append(third, u)
+		}
+	}
+	reads := []struct {
+		name  string
+		wide  bool
+		count int
+		read  func(fn func(*Message) error) error
+	}{
+		{"Scan", true, n, func(fn func(*Message) error) error { return s.Scan(ctx, InboxID(), WantHeader, fn) }},
+		{"ScanUIDs", true, n, func(fn func(*Message) error) error { return s.ScanUIDs(ctx, InboxID(), all, WantHeader, fn) }},
+		{"ScanUIDs of every third", true, n / 3, func(fn func(*Message) error) error {
+			return s.ScanUIDs(ctx, InboxID(), third, WantHeader, fn)
+		}},
+		{"Fetch 1:5000", false, 5000, func(fn func(*Message) error) error {
+			return s.Fetch(ctx, InboxID(), UIDSet{{Start: 1, Stop: 5000}}, WantHeader, fn)
+		}},
+	}
+	for _, r := range reads {
+		seen := 0
+		if err := r.read(func(m *Message) error {
+			if r.count == n/3 && m.UID%3 != 0 {
+				return fmt.Errorf("UID %d, not a candidate", m.UID)
+			}
+			seen++
+			_, err := m.LoadRaw(ctx)
+			return err
+		}); err != nil {
+			t.Fatalf("%s: %v", r.name, err)
+		}
+		if seen != r.count {
+			t.Errorf("%s gave %d messages, want %d", r.name, seen, r.count)
+		}
+		used := cached()
+		t.Logf("after %s of %d messages, their bodies read, the read connection caches %d KiB", r.name, seen, used>>10)
+		if r.wide && used > 2*scanCacheKiB<<10 {
+			t.Errorf("after %s of %d messages the read connection caches %d KiB, more than twice %d KiB", r.name, seen, used>>10, scanCacheKiB)
+		}
+		if !r.wide && used <= 2*scanCacheKiB<<10 {
+			t.Errorf("after %s of %d messages the read connection caches %d KiB: its cache was not given its size back", r.name, seen, used>>10)
+		}
+	}
+	// The index's answer for a mailbox whose bodies are not indexed yet:
+	// the list of them reads an index of every message.
+	a, err := s.TextSearch(ctx, InboxID(), SearchBody, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Unindexed) != n || !a.NotIndexed(n) || a.NotIndexed(n+1) || len(a.Candidates()) != n {
+		t.Errorf("TextSearch: %d unindexed, %d candidates, want %d each", len(a.Unindexed), len(a.Candidates()), n)
+	}
+	if used := cached(); used > 2*scanCacheKiB<<10 {
+		t.Errorf("after TextSearch over %d messages not indexed the read connection caches %d KiB, more than twice %d KiB", n, used>>10, scanCacheKiB)
 	}
 }
 

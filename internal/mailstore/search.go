@@ -262,22 +262,28 @@ type TextAnswer struct {
 	// Superset says that Match may hold messages that do not match, for
 	// the caller to test; those not in Match do not match.
 	Superset bool
-	// Unindexed holds the UIDs whose bodies are not indexed: the index
-	// says nothing about them.
-	Unindexed map[UID]bool
+	// Unindexed holds the UIDs whose bodies are not indexed, in order:
+	// the index says nothing about them. A list, not a set: while the
+	// index of a large mailbox is being built it holds most of its UIDs
+	// (4 bytes each, against about 25 in a map).
+	Unindexed []UID
+}
+
+// NotIndexed reports whether uid is in Unindexed.
+func (a *TextAnswer) NotIndexed(uid UID) bool {
+	_, ok := slices.BinarySearch(a.Unindexed, uid)
+	return ok
 }
 
 // Candidates returns Match and Unindexed together, in UID order.
 func (a *TextAnswer) Candidates() []UID {
 	out := make([]UID, 0, len(a.Match)+len(a.Unindexed))
 	for u := range a.Match {
-		out = append(out, u)
-	}
-	for u := range a.Unindexed {
-		if !a.Match[u] {
+		if !a.NotIndexed(u) {
 			out = append(out, u)
 		}
 	}
+	out = append(out, a.Unindexed...)
 	slices.Sort(out)
 	return out
 }
@@ -297,7 +303,18 @@ func (s *Store) textSearch(ctx context.Context, mailbox command.ID, uv uint32, k
 	if !Indexable(needle) || int(key) >= len(ftsFilter) {
 		return nil, fmt.Errorf("searching the index: %q cannot be searched there", needle)
 	}
-	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	conn, err := s.rdb.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("searching the index: %w", err)
+	}
+	defer conn.Close()
+	small := false
+	defer func() {
+		if small {
+			restoreReadCache(conn)
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("searching the index: %w", err)
 	}
@@ -305,7 +322,25 @@ func (s *Store) textSearch(ctx context.Context, mailbox command.ID, uv uint32, k
 	if err := checkValidity(ctx, tx, mailbox, uv); err != nil {
 		return nil, fmt.Errorf("searching the index: %w", err)
 	}
-	a := &TextAnswer{Match: map[UID]bool{}, Unindexed: map[UID]bool{}, Superset: key == SearchHeader}
+	// The lists below read an index of every message of the mailbox
+	// (the bodies not indexed, or all of them when many match). While
+	// the index of a large mailbox is being built, through the small
+	// cache of a scan (Store.scan): the SEARCH then reads the bodies not
+	// indexed through it too, and its pages would only grow the
+	// connection's memory. A complete index keeps its pages warm for the
+	// next SEARCH.
+	var uidnext int64
+	var pending bool
+	if err := tx.QueryRowContext(ctx, "SELECT uidnext, EXISTS (SELECT 1 FROM unindexed) FROM mailboxes WHERE id = ?", mailbox[:]).Scan(&uidnext, &pending); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("searching the index: %w", err)
+	}
+	if pending && uidnext-1 >= scanSpan {
+		small = true
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA cache_size = -%d", scanCacheKiB)); err != nil {
+			return nil, fmt.Errorf("searching the index: %w", err)
+		}
+	}
+	a := &TextAnswer{Match: map[UID]bool{}, Superset: key == SearchHeader}
 	table, query := "fts", ftsQuery(key, needle)
 	if lower := strings.ToLower(needle); wordNeedle(lower) {
 		words, err := needleWords(ctx, tx, lower)
@@ -370,7 +405,7 @@ func matchUIDs(ctx context.Context, tx *sql.Tx, table, query string, mailbox com
 			query, mailbox[:]).Scan(&list); err != nil {
 			return nil, err
 		}
-		return uidList(list.String)
+		return uidSet(list.String)
 	}
 	// Both lists come from the same rows in the same order.
 	var mbodies, muids sql.NullString
@@ -424,22 +459,37 @@ func intList(list string) ([]int64, error) {
 	return out, nil
 }
 
-// uidList returns the set of the UIDs of a comma-separated list.
-func uidList(list string) (map[UID]bool, error) {
-	if list == "" {
-		return map[UID]bool{}, nil
+// uidSet returns the set of the UIDs of a comma-separated list.
+func uidSet(list string) (map[UID]bool, error) {
+	uids, err := uidList(list)
+	if err != nil {
+		return nil, err
 	}
-	set := make(map[UID]bool, strings.Count(list, ",")+1)
+	set := make(map[UID]bool, len(uids))
+	for _, u := range uids {
+		set[u] = true
+	}
+	return set, nil
+}
+
+// uidList returns the UIDs of a comma-separated list, in order and each
+// once.
+func uidList(list string) ([]UID, error) {
+	if list == "" {
+		return nil, nil
+	}
+	out := make([]UID, 0, strings.Count(list, ",")+1)
 	for list != "" {
 		n, rest, _ := strings.Cut(list, ",")
 		uid, err := strconv.ParseUint(n, 10, 32)
 		if err != nil {
 			return nil, err
 		}
-		set[UID(uid)] = true
+		out = append(out, UID(uid))
 		list = rest
 	}
-	return set, nil
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // needleWords returns the words that contain needle (lower-cased, made of
@@ -482,12 +532,24 @@ func (s *Store) scanUIDs(ctx context.Context, mailbox command.ID, uv uint32, uid
 	if len(uids) == 0 {
 		return nil
 	}
+	first, last := uids[0], uids[len(uids)-1]
+	if span := uint64(last) - uint64(first) + 1; uint64(len(uids))*4 >= span {
+		// Most of a span (the candidates of a body search while the
+		// index of the mailbox is being built): its rows, filtered here,
+		// instead of a list of them all that SQLite parses and holds.
+		return s.scan(ctx, mailbox, uv, want, func(UID) (string, []any, func(UID) bool, uint64) {
+			return "AND m.uid BETWEEN ? AND ?", []any{int64(first), int64(last)}, func(u UID) bool {
+				_, ok := slices.BinarySearch(uids, u)
+				return ok
+			}, span
+		}, fn)
+	}
 	list, err := json.Marshal(uids)
 	if err != nil {
 		return err
 	}
-	return s.scan(ctx, mailbox, uv, want, func(UID) (string, []any, func(UID) bool) {
-		return "AND m.uid IN (SELECT value FROM json_each(?))", []any{string(list)}, func(UID) bool { return true }
+	return s.scan(ctx, mailbox, uv, want, func(UID) (string, []any, func(UID) bool, uint64) {
+		return "AND m.uid IN (SELECT value FROM json_each(?))", []any{string(list)}, func(UID) bool { return true }, uint64(len(uids))
 	}, fn)
 }
 
