@@ -98,8 +98,9 @@ func serveStatusPage(ln net.Listener, c statusPageConfig) (stop func(), err erro
 	if err != nil {
 		return nil, err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
-	go srv.Serve(ln)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+		ConnContext: h.ConnContext}
+	go srv.Serve(h.Listener(ln))
 	c.log.Info("status page listening", "url", "http://"+ln.Addr().String()+"/")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

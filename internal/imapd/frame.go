@@ -691,6 +691,23 @@ func (fc *frameConn) beforeYearOne() string {
 	return ""
 }
 
+// byeWriteTimeout bounds the write of a BYE the framer sends on its own.
+const byeWriteTimeout = 5 * time.Second
+
+// bye ends a connection the login guard let wait no longer: an untagged
+// BYE with text if the output is between responses (it is, but for a
+// moment, before login), then the connection closes, and with it the
+// library's read of the next command.
+func (fc *frameConn) bye(text string) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.outStart && fc.outSkip == 0 && !fc.holding && !fc.capturing {
+		fc.Conn.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
+		fc.Conn.Write([]byte("* BYE " + text + "\r\n"))
+	}
+	fc.Conn.Close()
+}
+
 // loggedIn tells the framer a login succeeded.
 func (fc *frameConn) loggedIn() {
 	fc.mu.Lock()

@@ -132,7 +132,7 @@ func New(cfg Config) (*Server, error) {
 // Serve accepts connections on ln until Close, offering STARTTLS when
 // Config.TLS is set.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(loginguard.Listener{Listener: frameListener{Listener: ln, tls: s.cfg.TLS, requireTLS: s.cfg.TLS != nil}})
+	return s.srv.Serve(s.guarded(frameListener{Listener: ln, tls: s.cfg.TLS, requireTLS: s.cfg.TLS != nil}))
 }
 
 // ServeTLS accepts connections on ln until Close and speaks TLS on them
@@ -141,7 +141,25 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 	if s.cfg.TLS == nil {
 		return errors.New("imapd: ServeTLS needs Config.TLS")
 	}
-	return s.srv.Serve(loginguard.Listener{Listener: frameListener{Listener: tls.NewListener(ln, s.cfg.TLS), requireTLS: true}})
+	return s.srv.Serve(s.guarded(frameListener{Listener: tls.NewListener(ln, s.cfg.TLS), requireTLS: true}))
+}
+
+// guarded puts the login guard's listener over ln: it bounds the
+// connections that have not logged in (LoginLimits.MaxPending,
+// MaxPendingPerSource, LoginDeadline) and ends those it lets wait no
+// longer with an untagged BYE (docs/IMAP.md, "Before login").
+func (s *Server) guarded(ln net.Listener) net.Listener {
+	return &loginguard.Listener{Listener: ln, Guard: s.guard, Bye: func(c net.Conn, why loginguard.EndReason) {
+		text := fmt.Sprintf("no login within %v; closing the connection", s.guard.Limits().LoginDeadline)
+		if why == loginguard.PushedOut {
+			text = "[UNAVAILABLE] too many connections are waiting to log in; closing the one that waited longest"
+		}
+		if fc, ok := c.(*frameConn); ok {
+			fc.bye(text)
+		} else {
+			c.Close()
+		}
+	}}
 }
 
 // Close stops the listeners and closes every connection.

@@ -104,6 +104,9 @@ func (s *session) Login(user, pass string) error {
 	if fc := framer(nc); fc != nil {
 		fc.loggedIn()
 	}
+	if gc, ok := nc.(*loginguard.Conn); ok {
+		gc.LoggedIn()
+	}
 	if cfg.Alert != nil {
 		if text := cleanText(cfg.Alert()); text != "" {
 			// The conn writes nothing else while a command is handled and

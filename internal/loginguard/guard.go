@@ -3,15 +3,23 @@
 // after a delay that doubles per source and per connection, a connection is
 // closed after a few failures, a source with too many failures waiting is
 // refused unchecked, and the log keeps to a few lines a minute plus a
-// summary (docs/IMAP.md, "Login").
+// summary (docs/IMAP.md, "Login"). Through its Listener it also bounds the
+// connections that have not logged in: how many wait at once, in all and
+// per source, and for how long (docs/IMAP.md, "Before login").
 //
 // Implementation notes: the per-source table is bounded (MaxSources, then
 // one shared entry); every loopback address is one source, an IPv4 address
 // one, an IPv6 /64 one. The clock and the wait are injectable through
-// Limits. A protocol maps ErrWaiting onto its own reply.
+// Limits. A protocol maps ErrWaiting onto its own reply. The connections
+// waiting to log in are one list in accept order under the guard's mutex,
+// so the one pushed out is always the one that waited longest; a
+// connection leaves it when it logs in or closes, and its deadline is a
+// timer, not a read deadline, which the protocol libraries set for
+// themselves before every command.
 package loginguard
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"io"
@@ -55,6 +63,23 @@ type Limits struct {
 	// summary line at the end of the interval. [5, 1 min]
 	LogLines    int
 	LogInterval time.Duration
+	// MaxPending is how many connections of a Listener may wait to log
+	// in at once. A connection accepted beyond it pushes out the one that
+	// has waited longest, which gets the protocol's goodbye and is closed:
+	// a flood of connections that never log in cannot hold the daemon's
+	// memory and file descriptors, nor keep a client that logs in at once
+	// from doing so. [64]
+	MaxPending int
+	// MaxPendingPerSource is how many of them one source may hold; a
+	// connection beyond it pushes out that source's oldest. Loopback, one
+	// source for every local program, the user's mail client among them,
+	// is bounded by MaxPending alone, so this limit bites only on a
+	// listener beyond loopback. [8]
+	MaxPendingPerSource int
+	// LoginDeadline is how long a connection may take from its accept to
+	// a successful login; then it gets the protocol's goodbye and is
+	// closed, whatever it sent meanwhile. [1 min]
+	LoginDeadline time.Duration
 	// Now is the clock. [time.Now]
 	Now func() time.Time
 	// Wait waits d, or until ctx is done (the server closing). [a timer]
@@ -87,6 +112,7 @@ func (l *Limits) fill() {
 	if l.LogInterval <= 0 {
 		l.LogInterval = time.Minute
 	}
+	l.lobbyFill()
 	if l.Now == nil {
 		l.Now = time.Now
 	}
@@ -134,13 +160,16 @@ type Guard struct {
 	unlogged int         // events not logged one by one in it
 	timer    *time.Timer // flushes the summary at the interval's end
 	closed   bool
+
+	lobby     list.List      // *waiting: the connections not logged in, oldest first
+	perSource map[string]int // how many of them each source has
 }
 
 // New returns a guard for the listener of proto ("IMAP", "SMTP"), logging
 // to log.
 func New(lim Limits, log *slog.Logger, proto string) *Guard {
 	lim.fill()
-	return &Guard{lim: lim, log: log, proto: proto, sources: map[string]*Source{},
+	return &Guard{lim: lim, log: log, proto: proto, sources: map[string]*Source{}, perSource: map[string]int{},
 		overflow: Source{key: "(other sources)"}, library: Source{key: "(" + strings.ToLower(proto) + " library)"}}
 }
 
@@ -353,6 +382,9 @@ func (g *Guard) Close() {
 		g.timer.Stop()
 		g.timer = nil
 	}
+	for e := g.lobby.Front(); e != nil; e = e.Next() {
+		e.Value.(*waiting).timer.Stop()
+	}
 	g.flush()
 }
 
@@ -368,8 +400,21 @@ func (g *Guard) State(remote net.Addr) (failures, waiting, sources int) {
 }
 
 // Listener hands out connections (*Conn) the server can end after a
-// reply.
-type Listener struct{ net.Listener }
+// reply. Serve a *Listener: a server that keeps its listeners in a map
+// (go-imap) cannot hash the Bye func. With Guard set, it also bounds the connections that have not
+// logged in (Limits.MaxPending, MaxPendingPerSource, LoginDeadline): the
+// server calls Conn.LoggedIn after a successful login.
+type Listener struct {
+	net.Listener
+	// Guard, if set, counts the connections until they log in.
+	Guard *Guard
+	// Bye writes the protocol's goodbye on c (the connection under the
+	// guard's, as Accept got it) for a connection the guard ends, and
+	// closes it; nil: the connection is closed without a word. It is
+	// called on a goroutine of its own, while the server may be writing
+	// or reading on c.
+	Bye func(c net.Conn, why EndReason)
+}
 
 // Accept implements net.Listener.
 func (l Listener) Accept() (net.Conn, error) {
@@ -377,7 +422,12 @@ func (l Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Conn{Conn: c}, nil
+	gc := &Conn{Conn: c}
+	if l.Guard != nil {
+		gc.guard, gc.bye = l.Guard, l.Bye
+		l.Guard.enter(gc)
+	}
+	return gc, nil
 }
 
 // Conn lets the server end a connection after the reply in progress:
@@ -389,10 +439,39 @@ type Conn struct {
 	net.Conn
 	ended  atomic.Bool
 	writes atomic.Int32 // writes since ended
+
+	guard *Guard                    // nil: not counted before login
+	bye   func(net.Conn, EndReason) // the Listener's Bye
+	lobby *list.Element             // in guard.lobby until it logs in or closes; under guard.mu
 }
 
 // End lets one more write through, then ends the connection.
 func (c *Conn) End() { c.ended.Store(true) }
+
+// LoggedIn tells the guard the connection logged in: it no longer counts
+// among those waiting, and its login deadline is off.
+func (c *Conn) LoggedIn() {
+	if c.guard != nil {
+		c.guard.leave(c)
+	}
+}
+
+// shut ends a connection the guard let wait no longer.
+func (c *Conn) shut(why EndReason) {
+	if c.bye == nil {
+		c.Conn.Close()
+		return
+	}
+	c.bye(c.Conn, why)
+}
+
+// Close implements net.Conn; the connection no longer counts as waiting.
+func (c *Conn) Close() error {
+	if c.guard != nil {
+		c.guard.leave(c)
+	}
+	return c.Conn.Close()
+}
 
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.ended.Load() {

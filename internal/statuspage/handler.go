@@ -97,6 +97,27 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
+// Listener bounds the connections of ln that have not yet carried a
+// request with the right login, as IMAP's are bounded before login
+// (loginguard.Limits.MaxPending, MaxPendingPerSource, LoginDeadline;
+// docs/STATUS.md): the one that waited longest is closed when newer ones
+// go past the limits, and one without a good login within LoginDeadline
+// of its accept is closed. Serve the handler on it with ConnContext set
+// on the http.Server, or no connection ever counts as logged in.
+func (h *Handler) Listener(ln net.Listener) net.Listener {
+	return &loginguard.Listener{Listener: ln, Guard: h.guard}
+}
+
+// connKey keys a request's connection in its context.
+type connKey struct{}
+
+// ConnContext is for http.Server.ConnContext: it gives each request the
+// connection it came on, which a good login takes out of Listener's
+// count.
+func (h *Handler) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, c)
+}
+
 // NewSocketHandler returns a Handler that asks for no login: the daemon
 // serves it on its control socket (internal/ownersock), which only the
 // user's own processes can open, for `cspool status`. It must never be
@@ -189,6 +210,9 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) bool {
 	okU := subtle.ConstantTimeCompare(uh[:], h.user[:])
 	okP := subtle.ConstantTimeCompare(ph[:], h.pass[:])
 	if okU&okP == 1 {
+		if gc, ok := r.Context().Value(connKey{}).(*loginguard.Conn); ok {
+			gc.LoggedIn()
+		}
 		return true
 	}
 	src, d := h.guard.Fail(remote, 0, okU == 1, false)

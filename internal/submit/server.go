@@ -228,7 +228,17 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 }
 
 func (s *Server) serve(ln net.Listener) error {
-	err := s.srv.Serve(loginguard.Listener{Listener: ln})
+	err := s.srv.Serve(&loginguard.Listener{Listener: ln, Guard: s.guard, Bye: func(c net.Conn, why loginguard.EndReason) {
+		line := fmt.Sprintf("421 4.4.2 No login within %v; closing the connection", s.guard.Limits().LoginDeadline)
+		if why == loginguard.PushedOut {
+			line = "421 4.7.0 Too many connections are waiting to log in; closing the one that waited longest"
+		}
+		if tc, ok := c.(*tlsConn); ok {
+			tc.bye(line)
+		} else {
+			c.Close()
+		}
+	}})
 	if s.closing.Load() || errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -360,6 +370,7 @@ func (s *session) login(user, password string) error {
 	}
 	s.authed = true
 	s.tls.loggedIn()
+	s.conn.LoggedIn()
 	return nil
 }
 

@@ -65,9 +65,17 @@ func newRig(t *testing.T, maxBytes int64) *rig {
 
 func newRigWith(t *testing.T, maxBytes int64, opts sendtest.SmarthostOptions) *rig {
 	t.Helper()
+	return newRigLimits(t, maxBytes, opts, loginguard.Limits{})
+}
+
+// newRigLimits is newRigWith with the login guard's limits lim, whose
+// waits the rig records instead.
+func newRigLimits(t *testing.T, maxBytes int64, opts sendtest.SmarthostOptions, lim loginguard.Limits) *rig {
+	t.Helper()
 	r := &rig{t: t, dev: devicetest.NewSpool(t).Running("device", syncer.Config{Wait: 200 * time.Millisecond}), dir: t.TempDir()}
 	ca := sendtest.NewCA(t, r.dir)
 	r.host = sendtest.NewSmarthost(t, ca, opts)
+	lim.Wait = r.wait
 	var err error
 	r.box, err = outbox.Open(outbox.Config{Path: r.dev.Store.Path() + ".outbox", Store: r.dev.Store, Log: r.dev.Sync,
 		Relay: outbox.Relay{Addr: r.host.Addr, RootCAs: ca.Pool}, Logger: slog.New(slog.DiscardHandler)})
@@ -79,7 +87,7 @@ func newRigWith(t *testing.T, maxBytes int64, opts sendtest.SmarthostOptions) *r
 	go func() { done <- r.box.Run(ctx) }()
 	srv, err := submit.New(submit.Config{User: user, Password: password, Identities: []string{"alice@example.org", "Alice.Work@Example.COM"},
 		Queue: r.box, Hostname: "device.test", MaxMessageBytes: maxBytes, Logger: slog.New(slog.DiscardHandler),
-		Login: loginguard.Limits{Wait: r.wait}})
+		Login: lim})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"cspool/internal/smtpdata"
 )
@@ -29,6 +30,10 @@ type tlsConn struct {
 	cleartextLogin bool        // a login is taken without TLS
 	ehlo           bool        // the reply being written is EHLO's
 	authed         bool        // a login succeeded: STARTTLS is refused
+
+	// Writes, go-smtp's reply lines and bye's, one at a time.
+	wmu      sync.Mutex
+	midReply bool // the last line written was not a reply's last
 
 	// Read state, used by go-smtp's reading goroutine only.
 	midLine bool  // the last Read ended inside a line
@@ -92,13 +97,16 @@ func (c *tlsConn) Read(p []byte) (int, error) {
 				}
 				continue
 			}
+			c.wmu.Lock()
 			if _, err := c.Conn.Write([]byte("220 2.0.0 Ready to start TLS\r\n")); err != nil {
+				c.wmu.Unlock()
 				return 0, err
 			}
 			c.mu.Lock()
 			c.Conn.StartTLS(offered)
 			c.startTLS, c.secure = nil, true
 			c.mu.Unlock()
+			c.wmu.Unlock()
 			// The client starts again with EHLO (RFC 3207 section 4.2),
 			// which resets go-smtp's transaction.
 			continue
@@ -123,12 +131,31 @@ func (c *tlsConn) Write(p []byte) (int, error) {
 		}
 	}
 	c.mu.Unlock()
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if len(out) > 0 {
 		if _, err := c.Conn.Write(out); err != nil {
 			return 0, err
 		}
 	}
+	c.midReply = len(p) > 3 && p[3] == '-' || len(p) > 0 && p[len(p)-1] != '\n'
 	return len(p), nil
+}
+
+// byeWriteTimeout bounds the write of a 421 the server sends on its own.
+const byeWriteTimeout = 5 * time.Second
+
+// bye ends a connection the login guard let wait no longer: line, a 421
+// reply, unless go-smtp is in the middle of a reply of several lines,
+// then the connection closes (RFC 5321 section 3.8).
+func (c *tlsConn) bye(line string) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.midReply {
+		c.Conn.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
+		c.Conn.Write([]byte(line + "\r\n"))
+	}
+	c.Conn.Close()
 }
 
 // loginAllowed reports whether a login may be checked on this connection.

@@ -1,0 +1,106 @@
+package loginguard
+
+import (
+	"net"
+	"time"
+)
+
+// EndReason says why a connection that had not logged in was ended.
+type EndReason int
+
+const (
+	// LoginTimeout: the connection did not log in within LoginDeadline.
+	LoginTimeout EndReason = iota
+	// PushedOut: newer connections waiting to log in went past MaxPending
+	// or MaxPendingPerSource, and this one had waited longest.
+	PushedOut
+)
+
+// waiting is what the guard keeps of a connection that has not logged in.
+type waiting struct {
+	c     *Conn
+	key   string // its source
+	timer *time.Timer
+}
+
+// lobbyFill gives the connection limits left zero their defaults.
+func (l *Limits) lobbyFill() {
+	if l.MaxPending <= 0 {
+		l.MaxPending = 64
+	}
+	if l.MaxPendingPerSource <= 0 {
+		l.MaxPendingPerSource = 8
+	}
+	if l.LoginDeadline <= 0 {
+		l.LoginDeadline = time.Minute
+	}
+}
+
+// enter counts c among the connections waiting to log in, pushing out the
+// one that waited longest when that goes past a limit, and starts c's
+// login deadline.
+func (g *Guard) enter(c *Conn) {
+	key := sourceKey(c.RemoteAddr())
+	g.mu.Lock()
+	var out *waiting
+	switch {
+	case key != "loopback" && g.perSource[key] >= g.lim.MaxPendingPerSource:
+		for e := g.lobby.Front(); e != nil; e = e.Next() {
+			if w := e.Value.(*waiting); w.key == key {
+				out = w
+				break
+			}
+		}
+	case g.lobby.Len() >= g.lim.MaxPending:
+		out = g.lobby.Front().Value.(*waiting)
+	}
+	if out != nil {
+		g.leaveLocked(out.c)
+		g.note(g.lim.Now(), &g.library, g.proto+" connection waiting to log in pushed out by newer ones",
+			"remote", out.c.RemoteAddr().String(), "source", out.key, "waiting", g.lobby.Len())
+	}
+	w := &waiting{c: c, key: key}
+	c.lobby = g.lobby.PushBack(w)
+	g.perSource[key]++
+	w.timer = time.AfterFunc(g.lim.LoginDeadline, func() {
+		g.mu.Lock()
+		gone := c.lobby == nil
+		g.leaveLocked(c)
+		g.mu.Unlock()
+		if !gone {
+			c.shut(LoginTimeout)
+		}
+	})
+	g.mu.Unlock()
+	if out != nil {
+		go out.c.shut(PushedOut)
+	}
+}
+
+// leave takes c out of the connections waiting to log in, if it is there.
+func (g *Guard) leave(c *Conn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.leaveLocked(c)
+}
+
+// leaveLocked is leave with g.mu held.
+func (g *Guard) leaveLocked(c *Conn) {
+	if c.lobby == nil {
+		return
+	}
+	w := g.lobby.Remove(c.lobby).(*waiting)
+	c.lobby = nil
+	w.timer.Stop()
+	if g.perSource[w.key]--; g.perSource[w.key] <= 0 {
+		delete(g.perSource, w.key)
+	}
+}
+
+// Pending reports how many connections are waiting to log in, in all and
+// from remote's source, for tests and debugging.
+func (g *Guard) Pending(remote net.Addr) (all, source int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lobby.Len(), g.perSource[sourceKey(remote)]
+}
