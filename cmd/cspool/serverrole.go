@@ -23,13 +23,14 @@ type spoolServer struct {
 	api  *api.Server
 	http *http.Server
 	lmtp *deliver.LMTP // nil: no LMTP
+	log  *slog.Logger
 }
 
 // newSpoolServer makes the API of cfg and, with d, the LMTP server of opts
 // delivering through d. log gets the HTTP server's own complaints (bad
 // requests from clients, TLS handshakes that fail).
 func newSpoolServer(cfg api.Config, d *deliver.Deliverer, opts deliver.LMTPOptions, log *slog.Logger) *spoolServer {
-	s := &spoolServer{api: api.NewServer(cfg)}
+	s := &spoolServer{api: api.NewServer(cfg), log: log}
 	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	if d != nil {
@@ -40,7 +41,17 @@ func newSpoolServer(cfg api.Config, d *deliver.Deliverer, opts deliver.LMTPOptio
 
 // serve serves the API on httpLn, over TLS with tlsConfig if not nil, and
 // LMTP on lmtpLn, until shutdown. A listener that fails sends why on errc.
+// The API on any address but a loopback one without TLS is warned about
+// in the log (docs/TLS.md).
 func (s *spoolServer) serve(httpLn, lmtpLn net.Listener, tlsConfig *tls.Config, errc chan<- error) {
+	if a, ok := httpLn.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() && tlsConfig == nil {
+		// As easy as --addr 0.0.0.0 without --tls-cert; a proxy that
+		// terminates TLS in front reaches a loopback address.
+		s.log.Warn("API LISTENS BEYOND LOCALHOST WITHOUT TLS: whoever is on the path sees which users read how much and when, "+
+			"can replay a signed request to another server process within the clock-skew window, and can forge the server's answers; "+
+			"serve it with --tls-cert and --tls-key, "+
+			"or listen on 127.0.0.1 behind a reverse proxy that terminates TLS (docs/TLS.md)", "addr", httpLn.Addr().String())
+	}
 	go func() {
 		var err error
 		if tlsConfig != nil {
