@@ -522,3 +522,30 @@ func TestAuthPlainMalformed(t *testing.T) {
 		t.Errorf("login guard delays %v, want none: no password was wrong", r.waits)
 	}
 }
+
+// TestAuthNotBase64: an AUTH response that is not base64, as the initial
+// response or after the 334, for PLAIN and LOGIN, gets 501 5.5.2 (RFC
+// 4954 section 4: "If the server cannot BASE64 decode any client
+// response, it MUST reject the AUTH command with a 501 error"), the
+// connection goes on and no failure is counted. go-smtp answered 454
+// 4.7.0 "Invalid base64 data", a temporary failure a client tries again.
+func TestAuthNotBase64(t *testing.T) {
+	r := newRig(t, 0)
+	sc := dialSMTP(t, r.addr)
+	sc.send("EHLO client.test", "250 ", "EHLO")
+	for _, bad := range []string{"!!!!", "QUE", "AGFsaWNl=AA"} {
+		for _, mech := range []string{"PLAIN", "LOGIN"} {
+			sc.send("AUTH "+mech+" "+bad, "501 5.5.2 ", "an initial response not base64")
+			sc.send("NOOP", "250 ", "after it")
+			sc.send("AUTH "+mech, "334 ", "AUTH without an initial response")
+			sc.send(bad, "501 5.5.2 ", "a response not base64 after the 334")
+			sc.send("NOOP", "250 ", "after it")
+		}
+	}
+	sc.send("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+password)), "235 ", "the right login after them")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.waits) != 0 {
+		t.Errorf("login guard delays %v, want none: no password was checked", r.waits)
+	}
+}

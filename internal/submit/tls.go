@@ -17,7 +17,9 @@ import (
 // reader below must read above the TLS layer (the library would upgrade
 // the connection under it). It answers STARTTLS itself, adds STARTTLS to
 // the EHLO reply while it is offered, and leaves AUTH out of it while a
-// login needs TLS first; session.Auth refuses such a login unchecked.
+// login needs TLS first; session.Auth refuses such a login unchecked. It
+// also answers an AUTH response that is not base64 501 in place of
+// go-smtp's 454 (errNotBase64Line).
 //
 // go-smtp hands it one command line per Read (smtpdata.Conn) and writes
 // one reply line per Write (textproto flushes each line).
@@ -120,6 +122,9 @@ func (c *tlsConn) Read(p []byte) (int, error) {
 func (c *tlsConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	out := p
+	if bytes.Equal(p, errNotBase64Line) {
+		out = notBase64Reply
+	}
 	if c.ehlo {
 		switch {
 		case bytes.Equal(p, []byte("250-CHUNKING\r\n")) && c.startTLS != nil:
@@ -141,6 +146,18 @@ func (c *tlsConn) Write(p []byte) (int, error) {
 	c.midReply = len(p) > 3 && p[3] == '-' || len(p) > 0 && p[len(p)-1] != '\n'
 	return len(p), nil
 }
+
+// errNotBase64Line is go-smtp's reply to an AUTH response, initial or
+// after a 334, that is not base64: 454 4.7.0, a temporary failure, which a
+// client tries again. go-smtp writes it itself (handleAuth), before the
+// session sees the response, and writes it for nothing else; RFC 4954
+// section 4 asks for 501 ("If the server cannot BASE64 decode any client
+// response, it MUST reject the AUTH command with a 501 error"), and its
+// section 6 names 5.5.2 for it.
+var errNotBase64Line = []byte("454 4.7.0 Invalid base64 data\r\n")
+
+// notBase64Reply is what Write puts in errNotBase64Line's place.
+var notBase64Reply = []byte("501 5.5.2 Cannot decode the response: it is not base64 (RFC 4954 section 4)\r\n")
 
 // byeWriteTimeout bounds the write of a 421 the server sends on its own.
 const byeWriteTimeout = 5 * time.Second
