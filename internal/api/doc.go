@@ -14,6 +14,13 @@
 //     its timestamp leaves the window, so a captured request cannot be
 //     replayed. After a start, timestamps up to the start plus FutureSkew
 //     are refused (503): an earlier process may have accepted them.
+//   - An append without if_head, on a store that is a spool.OnceAppender,
+//     is recorded in the store with its key id, nonce and the digest of its
+//     signed message, in the append's transaction: a copy of it at any
+//     process on the store appends nothing and is answered with the first
+//     position; a copy at a process that saw its nonce is answered from
+//     the record without its body being read, and refused as a replay if
+//     there is none (docs/API.md §4, "Appends made once").
 //   - Nothing is stored for a request before it passed every check: the key
 //     is looked up (spool key or users database) before the signature is
 //     verified, the signature before the nonce is recorded, and the nonce

@@ -38,6 +38,10 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, errorf(ErrUnsupportedType, "Content-Type must be %s", ContentType))
 		return
 	}
+	if c.repeat {
+		s.appendedBefore(w, r, c)
+		return
+	}
 	// A delivery's recipient is looked up before its body is read.
 	var to *keys.PublicKey
 	if c.spool {
@@ -105,13 +109,24 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 	}
 	start := time.Now()
 	var first uint64
+	var repeat bool
 	quotas, limited := s.cfg.Store.(spool.Quotas)
 	limited = limited && c.spool && s.cfg.Quota > 0
 	if onHead && c.spool {
 		s.fail(w, r, errorf(ErrBadRequest, "if_head is for a user's own appends, not for deliveries"))
 		return
 	}
-	if limited {
+	if c.onced {
+		// Recorded with the append, so that the same request reaching
+		// another process on this store (a balancer's retry) appends
+		// nothing and gets the same answer.
+		var limit int64
+		if limited {
+			limit = s.cfg.Quota
+		}
+		first, repeat, err = s.cfg.Store.(spool.OnceAppender).AppendOnce(r.Context(), c.user, c.once, limit, batch)
+		info(r).repeat = repeat
+	} else if limited {
 		first, err = quotas.AppendWithin(r.Context(), c.user, s.cfg.Quota, batch)
 	} else if onHead {
 		ha, ok := s.cfg.Store.(spool.HeadAppender)
@@ -136,11 +151,34 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 			c.user, over.Usage, over.Limit, over.Size))
 		return
 	}
+	if errors.Is(err, spool.ErrOnceReused) {
+		s.fail(w, r, replayed())
+		return
+	}
 	if err != nil {
 		s.fail(w, r, storeError("appending entries", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, appendResult{First: first, Count: len(batch)})
+}
+
+// appendedBefore answers an append whose nonce this process accepted
+// before with the answer its append got, from the store's record, without
+// reading its body: the record's digest is that of the whole signed
+// request, body hash included. A request the store holds no record of
+// (its append failed, or has not committed yet) is refused as a replay,
+// as before: nothing is appended.
+func (s *Server) appendedBefore(w http.ResponseWriter, r *http.Request, c *caller) {
+	first, count, err := s.cfg.Store.(spool.OnceAppender).Appended(r.Context(), c.once)
+	switch {
+	case errors.Is(err, spool.ErrNotRecorded), errors.Is(err, spool.ErrOnceReused):
+		s.fail(w, r, replayed())
+	case err != nil:
+		s.fail(w, r, storeError("looking up an append", err))
+	default:
+		info(r).repeat = true
+		writeJSON(w, http.StatusOK, appendResult{First: first, Count: count})
+	}
 }
 
 // recipient returns the key a delivery to user must be sealed to, nil when

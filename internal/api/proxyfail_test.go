@@ -226,6 +226,9 @@ type retryingBalancer struct {
 	srv     *httptest.Server
 	armed   atomic.Bool
 	answers chan [2]int // the two servers' statuses for the retried append
+	// deliveries: retry the next append without if_head instead (a
+	// delivery over HTTP).
+	deliveries atomic.Bool
 }
 
 func newRetryingBalancer(t *testing.T, first, second string) *retryingBalancer {
@@ -245,7 +248,8 @@ func newRetryingBalancer(t *testing.T, first, second string) *retryingBalancer {
 			return
 		}
 		upstream := first
-		if r.Method == http.MethodPost && r.URL.Query().Get("if_head") != "" && b.armed.CompareAndSwap(true, false) {
+		conditional := r.URL.Query().Get("if_head") != ""
+		if r.Method == http.MethodPost && conditional != b.deliveries.Load() && b.armed.CompareAndSwap(true, false) {
 			resp, err := forward(r, body, first)
 			if err != nil {
 				w.WriteHeader(http.StatusBadGateway)

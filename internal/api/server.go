@@ -42,7 +42,10 @@ type Config struct {
 	// Store is required. If it also implements spool.Compactor, the
 	// checkpoint routes work (else they answer 501); if it implements
 	// spool.CheckpointPositioner too, reads learn the checkpoint's position
-	// without loading the checkpoint.
+	// without loading the checkpoint. If it implements spool.OnceAppender
+	// (both stores do), every append without if_head is recorded with its
+	// key and nonce, so that the same request reaching any server on the
+	// store appends once (docs/API.md §4, "Appends made once").
 	Store spool.Store
 	Users Users // required
 	// SpoolKey, if set, may append entries to any user's log (deliveries
@@ -395,6 +398,9 @@ func (s *Server) answered(r *http.Request, rw *recorder, start time.Time, ri *re
 	if ri.err != nil {
 		attrs = append(attrs, slog.String("err", ri.err.Error()))
 	}
+	if ri.repeat {
+		attrs = append(attrs, slog.Bool("appended_before", true))
+	}
 	if gone {
 		// The client went away (a daemon stopping mid long-poll): not a
 		// server failure, and nobody reads the status.
@@ -409,7 +415,10 @@ type reqInfo struct {
 	key   keys.PublicKey // the signer named by the Authorization header
 	keyID [8]byte        // key.KeyID(), once key is set
 	spool bool           // signed with the spool key
-	err   error
+	// repeat: an append answered with the position its request got
+	// before (spool.OnceAppender), appending nothing.
+	repeat bool
+	err    error
 	// parked: the read's connection was taken over to wait (park.go),
 	// which answers it later.
 	parked bool

@@ -3,10 +3,12 @@ package api
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"cspool/internal/keys"
@@ -20,6 +22,32 @@ type caller struct {
 	key      keys.PublicKey
 	spool    bool // signed with the spool key
 	bodyHash [sha256.Size]byte
+	// once names an append without if_head to a store that appends a
+	// request once (spool.OnceAppender); onced says it does.
+	once  spool.Once
+	onced bool
+	// repeat: this process accepted the request's nonce before; the
+	// append answers from the store's record of it (handlers.go).
+	repeat bool
+}
+
+// onceMargin is how long after a request's timestamp has left the
+// window its record stays in the store (spool.Once.Expires): the
+// processes sharing a store judge the window by their own clocks, and
+// this is how far apart those may be.
+const onceMargin = time.Minute
+
+// onceAppend tells whether a request to route rt with the canonical
+// query q is an append the store records: an append without if_head, on
+// a spool.OnceAppender.
+func (s *Server) onceAppend(rt route, q string) bool {
+	if rt != routeAppend {
+		return false
+	}
+	if _, ok := s.cfg.Store.(spool.OnceAppender); !ok {
+		return false
+	}
+	return !strings.HasPrefix(q, "if_head=") && !strings.Contains(q, "&if_head=")
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, c *caller)
@@ -104,10 +132,21 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 			return nil, e
 		}
 	}
-	if !ed25519.Verify(a.key.Ed25519, signedMessage(r.Method, r.URL.Path, q, a), a.sig) {
+	msg := signedMessage(r.Method, r.URL.Path, q, a)
+	if !ed25519.Verify(a.key.Ed25519, msg, a.sig) {
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBadSignature, "bad signature"))
 	}
 	c := &caller{user: user, key: a.key, bodyHash: a.bodyHash}
+	if s.onceAppend(rt, q) {
+		c.onced = true
+		// The timestamp first: the stores' records of one moment sit
+		// together (spool.Once).
+		binary.BigEndian.PutUint64(c.once.ID[:8], uint64(a.ts))
+		copy(c.once.ID[8:16], ri.keyID[:])
+		copy(c.once.ID[16:], a.nonce[:])
+		c.once.Digest = sha256.Sum256(msg)
+		c.once.Expires = time.Unix(a.ts, 0).Add(s.cfg.ClockSkew + time.Second + onceMargin)
+	}
 	budget := s.cfg.MaxNonces
 	switch {
 	case spoolKey && rt != routeAppend:
@@ -126,9 +165,12 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	}
 	var be *budgetError
 	switch err := s.nonces.add(ri.keyID, a.nonce, time.Unix(a.ts, 0).Add(s.cfg.ClockSkew+time.Second), now, budget); {
+	case errors.Is(err, errReplayed) && c.onced:
+		// Answered from the store's record of its append, if it has one
+		// (appendEntries); refused as a replay otherwise.
+		c.repeat = true
 	case errors.Is(err, errReplayed):
-		// Whoever captured the request can send it again at will.
-		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonReplayed, "replayed request (nonce already used)"))
+		return nil, replayed()
 	case errors.As(err, &be):
 		e := authErr(ErrTooManyRequests, AuthReasonNonceBudget, "this key made %d requests within %v: try again later", be.budget, s.cfg.ClockSkew)
 		e.retryAfter, e.sampled = be.retry, true
@@ -136,6 +178,12 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	}
 	s.known.add(a)
 	return c, nil
+}
+
+// replayed refuses a request whose nonce was used before. Whoever
+// captured the request can send it again at will.
+func replayed() *srvError {
+	return unverified(authErr(ErrUnauthenticated, AuthReasonReplayed, "replayed request (nonce already used)"))
 }
 
 // checkTime refuses a timestamp outside the window (401) or at or before

@@ -1,12 +1,16 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"cspool/internal/spool"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // NotifyChannel is the LISTEN/NOTIFY channel appends announce themselves
@@ -33,7 +37,13 @@ const maxNotifyName = 3900
 // call fails with SQLSTATE headMovedCode, its message the head found; the
 // usage after it must be at most $3 (AppendWithin), or it fails with
 // overQuotaCode, its message the usage before. NULL: no condition.
-const appendSQL = `SELECT cspool_append_within($1, $2, $3, $4::bytea[], $5::bytea[], $6, $7::bytea)`
+//
+// With $8 not NULL (AppendOnce, schema/0008.sql), after reading the tip it
+// records the request ($8 its id, $9 its digest, $10 when the record may
+// go) in cspool_once, unless a record of $8 is there: then it fails with
+// repeatCode, its message the position and count recorded, or with
+// onceReusedCode if the record has another digest.
+const appendSQL = `SELECT cspool_append_within($1, $2, $3, $4::bytea[], $5::bytea[], $6, $7::bytea, $8::bytea, $9::bytea, $10::bigint)`
 
 // headMovedCode is the SQLSTATE cspool_append_at raises for another head,
 // overQuotaCode the one cspool_append_within raises beyond the limit,
@@ -43,6 +53,8 @@ const (
 	headMovedCode   = "CSP02"
 	overQuotaCode   = "CSP03"
 	keyReplacedCode = "CSP04"
+	repeatCode      = "CSP05"
+	onceReusedCode  = "CSP06"
 )
 
 // SpoolKeyLockKey is the advisory lock an append bound to a spool key
@@ -55,32 +67,43 @@ const SpoolKeyLockKey int64 = 0x63537032
 // the other Appends waiting at the moment, in one transaction under a
 // savepoint of its own (writer.go); Append returns after that COMMIT.
 func (s *Store) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
-	return s.append(ctx, user, batch, nil, 0)
+	res := s.append(ctx, user, batch, nil, 0, nil)
+	return res.first, res.err
 }
 
 // AppendAt implements spool.HeadAppender: cspool_append_within compares
 // the head under the log's row lock, inside the group's transaction.
 func (s *Store) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
-	return s.append(ctx, user, batch, &head, 0)
+	res := s.append(ctx, user, batch, &head, 0, nil)
+	return res.first, res.err
 }
 
 // AppendWithin implements spool.Quotas: cspool_append_within compares the
 // usage under the log's row lock, inside the group's transaction.
 func (s *Store) AppendWithin(ctx context.Context, user string, limit int64, batch [][]byte) (uint64, error) {
-	return s.append(ctx, user, batch, nil, limit)
+	res := s.append(ctx, user, batch, nil, limit, nil)
+	return res.first, res.err
 }
 
-func (s *Store) append(ctx context.Context, user string, batch [][]byte, head *uint64, limit int64) (uint64, error) {
+// AppendOnce implements spool.OnceAppender: cspool_append_within looks
+// for the request's record and writes it under the log's row lock, inside
+// the group's transaction (schema/0008.sql).
+func (s *Store) AppendOnce(ctx context.Context, user string, once spool.Once, limit int64, batch [][]byte) (uint64, bool, error) {
+	res := s.append(ctx, user, batch, nil, limit, &once)
+	return res.first, res.repeat, res.err
+}
+
+func (s *Store) append(ctx context.Context, user string, batch [][]byte, head *uint64, limit int64, once *spool.Once) appendRes {
 	size, err := spool.CheckAppend(user, batch)
 	if err != nil {
-		return 0, err
+		return appendRes{err: err}
 	}
 	if size > s.opts.MaxAppendBytes {
-		return 0, fmt.Errorf("appending %d bytes to %q (limit %d): %w", size, user, s.opts.MaxAppendBytes, spool.ErrTooLarge)
+		return appendRes{err: fmt.Errorf("appending %d bytes to %q (limit %d): %w", size, user, s.opts.MaxAppendBytes, spool.ErrTooLarge)}
 	}
 	select {
 	case <-s.closed:
-		return 0, spool.ErrClosed
+		return appendRes{err: spool.ErrClosed}
 	default:
 	}
 	payload := ""
@@ -97,11 +120,28 @@ func (s *Store) append(ctx context.Context, user string, batch [][]byte, head *u
 	if k := s.spoolKey.Load(); k != nil {
 		key = *k
 		if lost := s.holdLost.Load(); lost != nil {
-			return 0, fmt.Errorf("appending to %q: %w", user, lost)
+			return appendRes{err: fmt.Errorf("appending to %q: %w", user, lost)}
 		}
 	}
 	return s.submit(&appendReq{ctx: ctx, user: user, batch: batch, leaves: leaves, payload: payload,
-		size: size, head: head, limit: limit, key: key, done: make(chan appendRes, 1)})
+		size: size, head: head, limit: limit, key: key, once: once, done: make(chan appendRes, 1)})
+}
+
+// Appended implements spool.OnceAppender.
+func (s *Store) Appended(ctx context.Context, once spool.Once) (uint64, int, error) {
+	var digest []byte
+	var pos int64
+	var n int
+	err := s.pool.QueryRow(ctx, "SELECT digest, pos, n FROM cspool_once WHERE id = $1", once.ID[:]).Scan(&digest, &pos, &n)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, 0, fmt.Errorf("looking up a request: %w", spool.ErrNotRecorded)
+	case err != nil:
+		return 0, 0, fmt.Errorf("looking up a request: %w", classify(err))
+	case !bytes.Equal(digest, once.Digest[:]):
+		return 0, 0, fmt.Errorf("looking up a request: %w", spool.ErrOnceReused)
+	}
+	return uint64(pos), n, nil
 }
 
 // nonNil returns batch with nil entries (NULL to PostgreSQL) replaced by

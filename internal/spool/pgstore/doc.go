@@ -47,6 +47,14 @@
 //     end with it, so a killed process's hold ends when PostgreSQL ends its
 //     session; a hold lost while the Store runs refuses its appends
 //     (*spool.HoldLostError) until keepHold has taken it again.
+//   - Appends made once (schema/0008.sql, spool.OnceAppender): AppendOnce
+//     passes the request's id, digest and expiry to cspool_append_within,
+//     which, after the log's row lock and the tip, inserts the record into
+//     cspool_once ON CONFLICT DO NOTHING: a copy of the request at any
+//     process waits for the first's commit, then finds the record and
+//     raises CSP05 (the recorded position: repeat) or CSP06 (another
+//     digest), and its savepoint leaves nothing. Each such call first drops
+//     at most spool.OncePrune expired records (SKIP LOCKED).
 //   - Durability: every connection runs with synchronous_commit = on, so
 //     COMMIT returns only after the commit record is flushed to the WAL on
 //     disk; Append returns after COMMIT.

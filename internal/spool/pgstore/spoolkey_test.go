@@ -36,7 +36,7 @@ func TestKeyReplacedWaitsForAppend(t *testing.T) {
 	defer tx.Rollback(ctx)
 	leaf := sha256.Sum256([]byte("a1"))
 	var first int64
-	if err := tx.QueryRow(ctx, appendSQL, []byte("alice"), nil, nil, [][]byte{[]byte("a1")}, [][]byte{leaf[:]}, "", a).Scan(&first); err != nil {
+	if err := tx.QueryRow(ctx, appendSQL, []byte("alice"), nil, nil, [][]byte{[]byte("a1")}, [][]byte{leaf[:]}, "", a, nil, nil, nil).Scan(&first); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)

@@ -22,6 +22,7 @@ var (
 	_ spool.HeadAppender         = (*Store)(nil)
 	_ spool.KeyKeeper            = (*Store)(nil)
 	_ spool.KeyHolder            = (*Store)(nil)
+	_ spool.OnceAppender         = (*Store)(nil)
 )
 
 // Options configures a Store. The zero value gives the documented defaults.

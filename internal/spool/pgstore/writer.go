@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"cspool/internal/spool"
@@ -28,6 +29,7 @@ type appendReq struct {
 	head    *uint64        // AppendAt: the head the log must have
 	limit   int64          // AppendWithin, if > 0: the most the log may hold after
 	key     []byte         // the spool key the store must record (nil: unchecked)
+	once    *spool.Once    // AppendOnce: the request to record, or find
 	done    chan appendRes // buffered: the writer never blocks on it
 }
 
@@ -43,8 +45,9 @@ func (r *appendReq) Abandoned() bool {
 }
 
 type appendRes struct {
-	first uint64
-	err   error
+	first  uint64
+	repeat bool // AppendOnce: the request was appended before, at first
+	err    error
 }
 
 // writer is the goroutine that runs every Append of this Store. It takes the
@@ -104,6 +107,10 @@ func (s *Store) commitGroup(group []*appendReq) {
 			over := overQuota(errs[i])
 			over.Size, over.Limit = r.size, r.limit
 			r.done <- appendRes{err: over}
+		case repeated(errs[i]) != 0:
+			r.done <- appendRes{first: repeated(errs[i]), repeat: true}
+		case onceReused(errs[i]):
+			r.done <- appendRes{err: fmt.Errorf("%s: %w", op, spool.ErrOnceReused)}
 		case keyReplaced(errs[i]) != nil:
 			kr := keyReplaced(errs[i])
 			kr.Bound = r.key
@@ -186,7 +193,13 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 			if r.limit > 0 {
 				limit = &r.limit
 			}
-			b.Queue(appendSQL, []byte(r.user), head, limit, r.batch, r.leaves, r.payload, r.key)
+			var once, digest []byte
+			var expires *int64
+			if o := r.once; o != nil {
+				e := o.Expires.Unix()
+				once, digest, expires = o.ID[:], o.Digest[:], &e
+			}
+			b.Queue(appendSQL, []byte(r.user), head, limit, r.batch, r.leaves, r.payload, r.key, once, digest, expires)
 			idx = append(idx, i)
 		}
 		if len(idx) == 0 {
@@ -290,6 +303,28 @@ func overQuota(err error) *spool.OverQuotaError {
 	return &spool.OverQuotaError{Usage: u}
 }
 
+// repeated returns the position of the append recorded for the request
+// of a call whose record cspool_append_within found, or 0.
+func repeated(err error) uint64 {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != repeatCode {
+		return 0
+	}
+	pos, _, _ := strings.Cut(pe.Message, " ")
+	first, perr := strconv.ParseUint(pos, 10, 64)
+	if perr != nil {
+		return 0
+	}
+	return first
+}
+
+// onceReused tells whether err is the refusal of a call whose request id
+// is recorded for another request.
+func onceReused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == onceReusedCode
+}
+
 // keyReplaced returns the refusal of an append whose spool key the store
 // no longer records, with the key it records, or nil.
 func keyReplaced(err error) *spool.KeyReplacedError {
@@ -317,19 +352,19 @@ func isServerError(err error) bool {
 }
 
 // submit hands r to the writer and waits for the commit of its group.
-func (s *Store) submit(r *appendReq) (uint64, error) {
+func (s *Store) submit(r *appendReq) appendRes {
 	select {
 	case s.reqs <- r:
 	case <-s.closed:
-		return 0, spool.ErrClosed
+		return appendRes{err: spool.ErrClosed}
 	case <-r.ctx.Done():
-		return 0, r.ctx.Err()
+		return appendRes{err: r.ctx.Err()}
 	}
 	select {
 	case res := <-r.done:
-		return res.first, res.err
+		return res
 	case <-r.ctx.Done():
 		// The group may still commit: the outcome is unknown to the caller.
-		return 0, r.ctx.Err()
+		return appendRes{err: r.ctx.Err()}
 	}
 }

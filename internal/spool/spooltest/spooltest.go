@@ -42,6 +42,13 @@
 // appended and no log created, and exactly the deliveries that fit going
 // through when 16 race through two handles.
 //
+// Every store gets the checks of appends made once (spool.OnceAppender):
+// a request appended once and its copies answered with its position,
+// whatever the limit; another request under its name refused; no record
+// of a request refused for its limit; 8 copies of one request racing
+// through two handles among other appends, appended once; an expired
+// record dropped by a later append through the other handle.
+//
 // The suite only uses timing in generous bounds (a wake-up must come within
 // WakeTimeout, 5 s by default) and bounds every loop in count.
 package spooltest
@@ -117,6 +124,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 	tests = append(tests, s.chainTests()...)
 	tests = append(tests, s.appendAtTests()...)
 	tests = append(tests, s.quotaTests()...)
+	tests = append(tests, s.onceTests()...)
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
 	}

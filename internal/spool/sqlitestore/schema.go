@@ -95,6 +95,22 @@ CREATE TABLE spool_key (
 	key BLOB NOT NULL CHECK (length(key) = 64)
 );
 `,
+	// 6: the requests appended once (spool.OnceAppender): the API's
+	// timestamp, key id and nonce of each unconditional append (the
+	// timestamp first: new records go to the same pages), the digest of its
+	// signed request, the position and count it got, and when the record
+	// may go (Unix seconds). Written in the append's transaction; append
+	// groups drop the expired among the oldest (spool.OncePrune each), by
+	// the primary key, which starts with the timestamp.
+	`
+CREATE TABLE once (
+	id      BLOB    PRIMARY KEY CHECK (length(id) = 32),
+	digest  BLOB    NOT NULL CHECK (length(digest) = 32),
+	pos     INTEGER NOT NULL CHECK (pos >= 1),
+	n       INTEGER NOT NULL CHECK (n >= 1),
+	expires INTEGER NOT NULL
+) WITHOUT ROWID;
+`,
 }
 
 // afterStep runs the part of migration step v (to version v) that SQL alone

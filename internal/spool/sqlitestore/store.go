@@ -32,6 +32,12 @@
 //     transaction that reads the key, and is refused (*spool.LiveKeyError)
 //     while any open file holds it. The operating system drops a flock
 //     with its process.
+//   - Appends made once (spool.OnceAppender): AppendOnce's call inserts
+//     its request's record into the once table in the group's transaction,
+//     under its savepoint, ON CONFLICT DO NOTHING; finding one instead, it
+//     rolls its savepoint back and answers with the recorded position. The
+//     write lock orders the copies of a request across processes. A group
+//     with such calls first drops spool.OncePrune expired records for each.
 //   - Wake-up: in-process appends wake the waiters of exactly the users they
 //     touched. After each commit the writer also sends one datagram naming the
 //     users to every other socket in notify/ (best effort, never blocking);
@@ -86,6 +92,7 @@ var (
 	_ spool.Chainer              = (*Store)(nil)
 	_ spool.HeadAppender         = (*Store)(nil)
 	_ spool.KeyHolder            = (*Store)(nil)
+	_ spool.OnceAppender         = (*Store)(nil)
 )
 
 // DBName is the database file's name inside the spool directory.

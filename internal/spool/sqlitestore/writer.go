@@ -25,6 +25,9 @@ type appendReq struct {
 	head   uint64
 	// limit > 0: append only within this usage (AppendWithin).
 	limit int64
+	// once: append only if no append of this request is recorded, and
+	// record it (AppendOnce).
+	once *spool.Once
 }
 
 func (r *appendReq) Size() int64 { return r.size }
@@ -39,8 +42,9 @@ func (r *appendReq) Abandoned() bool {
 }
 
 type appendRes struct {
-	first uint64
-	err   error
+	first  uint64
+	repeat bool // AppendOnce: the request was appended before, at first
+	err    error
 }
 
 // Append implements spool.Store. It hands the batch to the writer goroutine
@@ -63,32 +67,46 @@ func (s *Store) AppendWithin(ctx context.Context, user string, limit int64, batc
 	return s.append(ctx, &appendReq{user: user, batch: batch, limit: limit})
 }
 
+// AppendOnce implements spool.OnceAppender: the record is looked for and
+// written inside the group's transaction, under the write lock, right
+// before the batch would be written.
+func (s *Store) AppendOnce(ctx context.Context, user string, once spool.Once, limit int64, batch [][]byte) (uint64, bool, error) {
+	res := s.submit(ctx, &appendReq{user: user, batch: batch, limit: limit, once: &once})
+	return res.first, res.repeat, res.err
+}
+
 func (s *Store) append(ctx context.Context, r *appendReq) (uint64, error) {
+	res := s.submit(ctx, r)
+	return res.first, res.err
+}
+
+// submit hands r to the writer and waits for the commit of its group.
+func (s *Store) submit(ctx context.Context, r *appendReq) appendRes {
 	user, batch := r.user, r.batch
 	size, err := spool.CheckAppend(user, batch)
 	if err != nil {
-		return 0, err
+		return appendRes{err: err}
 	}
 	if size > s.opts.MaxAppendBytes {
-		return 0, fmt.Errorf("appending %d bytes (limit %d): %w", size, s.opts.MaxAppendBytes, spool.ErrTooLarge)
+		return appendRes{err: fmt.Errorf("appending %d bytes (limit %d): %w", size, s.opts.MaxAppendBytes, spool.ErrTooLarge)}
 	}
 	if err := s.check(); err != nil {
-		return 0, err
+		return appendRes{err: err}
 	}
 	r.ctx, r.size, r.done = ctx, size, make(chan appendRes, 1)
 	select {
 	case s.reqs <- r:
 	case <-s.quit:
-		return 0, spool.ErrClosed
+		return appendRes{err: spool.ErrClosed}
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return appendRes{err: ctx.Err()}
 	}
 	select {
 	case res := <-r.done:
-		return res.first, res.err
+		return res
 	case <-ctx.Done():
 		// The group may still commit: the outcome is unknown to the caller.
-		return 0, ctx.Err()
+		return appendRes{err: ctx.Err()}
 	}
 }
 
@@ -163,6 +181,14 @@ func (s *Store) commitGroup(group []*appendReq) {
 			r.done <- appendRes{err: over}
 			continue
 		}
+		if errs[i] == errRepeat {
+			r.done <- appendRes{first: firsts[i], repeat: true}
+			continue
+		}
+		if errors.Is(errs[i], spool.ErrOnceReused) {
+			r.done <- appendRes{err: errs[i]}
+			continue
+		}
 		if errs[i] != nil {
 			r.done <- appendRes{err: s.dbErr("appending to spool", errs[i])}
 			continue
@@ -194,21 +220,29 @@ const (
 	insChainSQL   = "INSERT INTO chain (user_id, pos, hash) VALUES (?, ?, ?)"
 	setHeadSQL    = "UPDATE users SET head = ?, chain = ?, bytes = bytes + ? WHERE id = ?"
 	spoolKeySQL   = "SELECT key FROM spool_key"
+	// AppendOnce's record, the one it finds instead, and the expired
+	// records a group drops (spool.OncePrune for each it records).
+	insOnceSQL   = "INSERT INTO once (id, digest, pos, n, expires) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+	getOnceSQL   = "SELECT digest, pos, n FROM once WHERE id = ?"
+	pruneOnceSQL = "DELETE FROM once WHERE id IN (SELECT id FROM (SELECT id, expires FROM once ORDER BY id LIMIT ?) WHERE expires < ?)"
 )
 
 // writeStmts are the prepared statements of an append group, on the write
 // connection, or bound to one transaction (in).
 type writeStmts struct {
 	savepoint, release, rollbackTo, upsertUser, insEntry, insChain, setHead, spoolKey *sql.Stmt
+	insOnce, getOnce, pruneOnce                                                       *sql.Stmt
 }
 
 func (w *writeStmts) all() []**sql.Stmt {
-	return []**sql.Stmt{&w.savepoint, &w.release, &w.rollbackTo, &w.upsertUser, &w.insEntry, &w.insChain, &w.setHead, &w.spoolKey}
+	return []**sql.Stmt{&w.savepoint, &w.release, &w.rollbackTo, &w.upsertUser, &w.insEntry, &w.insChain, &w.setHead, &w.spoolKey,
+		&w.insOnce, &w.getOnce, &w.pruneOnce}
 }
 
 func prepareWrite(ctx context.Context, db *sql.DB) (*writeStmts, error) {
 	w := &writeStmts{}
-	for i, q := range []string{savepointSQL, releaseSQL, rollbackToSQL, upsertUserSQL, insEntrySQL, insChainSQL, setHeadSQL, spoolKeySQL} {
+	for i, q := range []string{savepointSQL, releaseSQL, rollbackToSQL, upsertUserSQL, insEntrySQL, insChainSQL, setHeadSQL, spoolKeySQL,
+		insOnceSQL, getOnceSQL, pruneOnceSQL} {
 		st, err := db.PrepareContext(ctx, q)
 		if err != nil {
 			w.close()
@@ -219,12 +253,20 @@ func prepareWrite(ctx context.Context, db *sql.DB) (*writeStmts, error) {
 	return w, nil
 }
 
+// onceStmts is how many of all() (the last) only AppendOnce's calls use.
+const onceStmts = 3
+
 // in returns the statements bound to tx (on the same connection: no
-// statement is prepared again).
-func (w *writeStmts) in(ctx context.Context, tx *sql.Tx) *writeStmts {
+// statement is prepared again); AppendOnce's only with once, so that a
+// group without such calls binds no more than before.
+func (w *writeStmts) in(ctx context.Context, tx *sql.Tx, once bool) *writeStmts {
 	b := &writeStmts{}
-	for i, p := range w.all() {
-		*b.all()[i] = tx.StmtContext(ctx, *p)
+	all, bound := w.all(), b.all()
+	if !once {
+		all = all[:len(all)-onceStmts]
+	}
+	for i, p := range all {
+		*bound[i] = tx.StmtContext(ctx, *p)
 	}
 	return b
 }
@@ -252,7 +294,13 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 		return nil, nil, fmt.Errorf("starting transaction: %w", err)
 	}
 	defer tx.Rollback()
-	st := s.wstmts.in(ctx, tx)
+	once := 0
+	for _, r := range group {
+		if r.once != nil {
+			once++
+		}
+	}
+	st := s.wstmts.in(ctx, tx, once > 0)
 	if key := s.spoolKey.Load(); key != nil {
 		var recorded []byte
 		err := st.spoolKey.QueryRowContext(ctx).Scan(&recorded)
@@ -261,6 +309,11 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 		}
 		if !bytes.Equal(recorded, *key) {
 			return nil, nil, &spool.KeyReplacedError{Recorded: recorded, Bound: *key}
+		}
+	}
+	if once > 0 {
+		if _, err := st.pruneOnce.ExecContext(ctx, once*spool.OncePrune, time.Now().Unix()); err != nil {
+			return nil, nil, fmt.Errorf("dropping expired request records: %w", err)
 		}
 	}
 	firsts = make([]uint64, len(group))
@@ -298,6 +351,11 @@ func appendOne(ctx context.Context, st *writeStmts, r *appendReq) (uint64, error
 	if err := st.upsertUser.QueryRowContext(ctx, name).Scan(&id, &head, &prev, &usage); err != nil {
 		return 0, fmt.Errorf("finding user: %w", err)
 	}
+	if r.once != nil {
+		if pos, err := recordOnce(ctx, st, r, head+1); err != nil {
+			return pos, err
+		}
+	}
 	if r.limit > 0 && usage+r.size > r.limit {
 		// The savepoint's rollback also takes back a row just created.
 		return 0, &spool.OverQuotaError{Usage: usage, Size: r.size, Limit: r.limit}
@@ -328,4 +386,52 @@ func appendOne(ctx context.Context, st *writeStmts, r *appendReq) (uint64, error
 		return 0, fmt.Errorf("advancing head: %w", err)
 	}
 	return first, nil
+}
+
+// errRepeat: appendOne found the request's record (AppendOnce); its
+// position was returned with it.
+var errRepeat = errors.New("the request was appended before")
+
+// recordOnce records r's request as appended at first, or returns the
+// position of the append recorded for it before with errRepeat (or
+// spool.ErrOnceReused): then the call's savepoint is rolled back.
+func recordOnce(ctx context.Context, st *writeStmts, r *appendReq, first uint64) (uint64, error) {
+	o := r.once
+	res, err := st.insOnce.ExecContext(ctx, o.ID[:], o.Digest[:], first, len(r.batch), o.Expires.Unix())
+	if err != nil {
+		return 0, fmt.Errorf("recording the request: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return 0, err
+	}
+	var digest []byte
+	var pos uint64
+	var count int
+	if err := st.getOnce.QueryRowContext(ctx, o.ID[:]).Scan(&digest, &pos, &count); err != nil {
+		return 0, fmt.Errorf("reading the request's record: %w", err)
+	}
+	if !bytes.Equal(digest, o.Digest[:]) {
+		return 0, fmt.Errorf("appending to log: %w", spool.ErrOnceReused)
+	}
+	return pos, errRepeat
+}
+
+// Appended implements spool.OnceAppender.
+func (s *Store) Appended(ctx context.Context, once spool.Once) (uint64, int, error) {
+	if err := s.check(); err != nil {
+		return 0, 0, err
+	}
+	var digest []byte
+	var pos uint64
+	var count int
+	err := s.rdb.QueryRowContext(ctx, getOnceSQL, once.ID[:]).Scan(&digest, &pos, &count)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, 0, fmt.Errorf("looking up a request: %w", spool.ErrNotRecorded)
+	case err != nil:
+		return 0, 0, s.dbErr("looking up a request", err)
+	case !bytes.Equal(digest, once.Digest[:]):
+		return 0, 0, fmt.Errorf("looking up a request: %w", spool.ErrOnceReused)
+	}
+	return pos, count, nil
 }
