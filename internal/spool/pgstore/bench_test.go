@@ -3,12 +3,16 @@ package pgstore
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"cspool/internal/spool"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -71,7 +75,7 @@ func BenchmarkAppendLogSize(b *testing.B) {
 		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
 			s := openBench(b, o)
 			seed(b, s, 1, n)
-			benchAppends(b, s, 1)
+			benchAppends(b, s, 1, false)
 		})
 	}
 }
@@ -91,7 +95,7 @@ func BenchmarkAppendUsers(b *testing.B) {
 		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) {
 			s := openBench(b, o)
 			seed(b, s, n, 10)
-			benchAppends(b, s, n)
+			benchAppends(b, s, n, false)
 		})
 	}
 }
@@ -113,12 +117,32 @@ func BenchmarkAppendSpoolKey(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			benchAppends(b, s, 1_000)
+			benchAppends(b, s, 1_000, false)
 		})
 	}
 }
 
-func benchAppends(b *testing.B, s *Store, users int) {
+// BenchmarkAppendOnce: BenchmarkAppendUsers at 1,000 users, bound to the
+// spool key as a server's appends are, with plain appends (once=false)
+// and with each append recording its request (once=true: AppendOnce, a
+// fresh name each, kept 6 minutes, as the API appends a delivery over
+// HTTP; schema/0008.sql).
+func BenchmarkAppendOnce(b *testing.B) {
+	o := &opener{dsns: map[*Store]string{}}
+	o.db = dbForBench(b)
+	for _, once := range []bool{false, true} {
+		b.Run(fmt.Sprintf("once=%v", once), func(b *testing.B) {
+			s := openBench(b, o)
+			seed(b, s, 1_000, 10)
+			if err := s.KeepSpoolKey(context.Background(), bytes.Repeat([]byte{0xa}, 64)); err != nil {
+				b.Fatal(err)
+			}
+			benchAppends(b, s, 1_000, once)
+		})
+	}
+}
+
+func benchAppends(b *testing.B, s *Store, users int, once bool) {
 	data := make([]byte, 10<<10)
 	var next atomic.Int64
 	b.SetBytes(int64(len(data)))
@@ -147,8 +171,21 @@ func benchAppends(b *testing.B, s *Store, users int) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			u := fmt.Sprintf("u%d", benchUser(next.Add(1), users))
-			if _, err := s.Append(context.Background(), u, [][]byte{data}); err != nil {
+			i := next.Add(1)
+			u := fmt.Sprintf("u%d", benchUser(i, users))
+			var err error
+			if once {
+				// As the API names a delivery: its timestamp, the
+				// spool key's id, a random nonce.
+				o := spool.Once{Expires: time.Now().Add(6 * time.Minute)}
+				binary.BigEndian.PutUint64(o.ID[:], uint64(time.Now().Unix()))
+				copy(o.ID[8:], "spoolkey")
+				rand.Read(o.ID[16:])
+				_, _, err = s.AppendOnce(context.Background(), u, o, 0, [][]byte{data})
+			} else {
+				_, err = s.Append(context.Background(), u, [][]byte{data})
+			}
+			if err != nil {
 				b.Error(err)
 				return
 			}

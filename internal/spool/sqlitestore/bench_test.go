@@ -3,6 +3,8 @@ package sqlitestore
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"strconv"
@@ -142,7 +144,7 @@ func BenchmarkCompact(b *testing.B) {
 // and the process's CPU time per append.
 func BenchmarkAppendUsers(b *testing.B) {
 	for _, n := range []int{10, 100, 1_000, 10_000, 100_000} {
-		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) { benchAppendUsers(b, n, false) })
+		b.Run(fmt.Sprintf("users=%d", n), func(b *testing.B) { benchAppendUsers(b, n, false, false) })
 	}
 }
 
@@ -152,11 +154,21 @@ func BenchmarkAppendUsers(b *testing.B) {
 // then reads spool_key in its transaction.
 func BenchmarkAppendSpoolKey(b *testing.B) {
 	for _, bound := range []bool{false, true} {
-		b.Run(fmt.Sprintf("key=%v", bound), func(b *testing.B) { benchAppendUsers(b, 1_000, bound) })
+		b.Run(fmt.Sprintf("key=%v", bound), func(b *testing.B) { benchAppendUsers(b, 1_000, bound, false) })
 	}
 }
 
-func benchAppendUsers(b *testing.B, n int, bound bool) {
+// BenchmarkAppendOnce: BenchmarkAppendUsers at 1,000 users, with plain
+// appends (once=false) and with each append recording its request
+// (once=true: AppendOnce, a fresh name each, kept 6 minutes, as the API
+// appends a delivery over HTTP), bound to the spool key as a server's are.
+func BenchmarkAppendOnce(b *testing.B) {
+	for _, once := range []bool{false, true} {
+		b.Run(fmt.Sprintf("once=%v", once), func(b *testing.B) { benchAppendUsers(b, 1_000, true, once) })
+	}
+}
+
+func benchAppendUsers(b *testing.B, n int, bound, once bool) {
 	s, err := Open(b.TempDir(), Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -177,8 +189,21 @@ func benchAppendUsers(b *testing.B, n int, bound bool) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			u := fmt.Sprintf("u%d", next.Add(1)%int64(n)+1)
-			if _, err := s.Append(context.Background(), u, [][]byte{entry}); err != nil {
+			i := next.Add(1)
+			u := fmt.Sprintf("u%d", i%int64(n)+1)
+			var err error
+			if once {
+				// As the API names a delivery: its timestamp, the
+				// spool key's id, a random nonce.
+				o := spool.Once{Expires: time.Now().Add(6 * time.Minute)}
+				binary.BigEndian.PutUint64(o.ID[:], uint64(time.Now().Unix()))
+				copy(o.ID[8:], "spoolkey")
+				rand.Read(o.ID[16:])
+				_, _, err = s.AppendOnce(context.Background(), u, o, 0, [][]byte{entry})
+			} else {
+				_, err = s.Append(context.Background(), u, [][]byte{entry})
+			}
+			if err != nil {
 				b.Error(err)
 				return
 			}
