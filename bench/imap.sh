@@ -20,8 +20,8 @@
 #     and the reads of 2' at BIG messages, Dovecot holding the same ones.
 #
 # The ports are PORTS (default 24140) + 3, 4 and 5, PORTS + 285 (Dovecot's
-# LMTP) and PORTS + 859 (the spool server): another benchmark may hold the
-# defaults.
+# LMTP) and SERVER_PORT (the spool server; default PORTS + 859): another
+# benchmark may hold the defaults.
 #
 # The first sync's clock starts once the Python client that waits for
 # STATUS has started (the interpreter and imaplib, 0.1 s on a quiet machine
@@ -47,8 +47,9 @@ N=${N:-10000}
 BIG=${BIG:-100000}
 RUNS=${RUNS:-5}
 P=${PORTS:-24140}
+SP=${SERVER_PORT:-$((P + 859))}
 . bench/lib/ports.sh
-free_ports $((P + 3)) $((P + 4)) $((P + 5)) $((P + 285)) $((P + 859))
+free_ports $((P + 3)) $((P + 4)) $((P + 5)) $((P + 285)) $SP
 SYNC_ONLY=${SYNC_ONLY:-0}
 CLIENT=${CLIENT:-imaplib}
 case $CLIENT in imaplib) PAIR=pair ;; socket) PAIR=sockpair ;; *) echo "CLIENT is imaplib or socket" >&2; exit 2 ;; esac
@@ -71,10 +72,10 @@ $C gen-keys user.sec user.pub >/dev/null
 $C gen-keys spool.sec spool.pub >/dev/null
 echo "alice $(grep -v '^#' user.pub)" >users
 ./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$N" >/dev/null
-$C server --spool-dir spool --users users --spool-key spool.sec --port $((P + 859)) 2>server.log &
+$C server --spool-dir spool --users users --spool-key spool.sec --port $SP 2>server.log &
 spid=$!
 pids+=($spid)
-for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$((P + 859))) 2>/dev/null && break; sleep 0.1; done
+for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$SP) 2>/dev/null && break; sleep 0.1; done
 # The server refuses a request signed within the second it started
 # ("request signed before this server started", 503; API.md §2, the
 # restart rule) and the device asks again in the next second: a first sync started at once waited up to a
@@ -90,7 +91,7 @@ cs_start() {
 	local db=$1 port=$2 log=$3
 	shift 3
 	$C imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
-		--spool-server http://127.0.0.1:$((P + 859)) --db "$db" --password pw --port "$port" --status-addr '' "$@" 2>>"$log" >/dev/null &
+		--spool-server http://127.0.0.1:$SP --db "$db" --password pw --port "$port" --status-addr '' "$@" 2>>"$log" >/dev/null &
 	cs_pid=$!
 	pids+=($cs_pid)
 }
