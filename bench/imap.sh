@@ -19,9 +19,12 @@
 #  3. the daemon's RSS with BIG messages (idle, and during a full FETCH),
 #     and the reads of 2' at BIG messages, Dovecot holding the same ones.
 #
-# The ports are PORTS (default 24140) + 3, 4 and 5, PORTS + 285 (Dovecot's
-# LMTP) and SERVER_PORT (the spool server; default PORTS + 859): another
-# benchmark may hold the defaults.
+# The ports are PORTS (default 24140) + 3, 4 and 5, LMTP_PORT (Dovecot's
+# LMTP; default PORTS + 285) and SERVER_PORT (the spool server; default
+# PORTS + 859): another benchmark may hold the defaults. Linux gives
+# outgoing connections even ports of its local range first (32768 to 60999
+# by default), which then cannot be listened on: odd ones for Dovecot's
+# (PORTS odd, LMTP_PORT odd) miss other work's connections.
 #
 # The first sync's clock starts once the Python client that waits for
 # STATUS has started (the interpreter and imaplib, 0.1 s on a quiet machine
@@ -48,8 +51,9 @@ BIG=${BIG:-100000}
 RUNS=${RUNS:-5}
 P=${PORTS:-24140}
 SP=${SERVER_PORT:-$((P + 859))}
+LP=${LMTP_PORT:-$((P + 285))}
 . bench/lib/ports.sh
-free_ports $((P + 3)) $((P + 4)) $((P + 5)) $((P + 285)) $SP
+free_ports $((P + 3)) $((P + 4)) $((P + 5)) $LP $SP
 SYNC_ONLY=${SYNC_ONLY:-0}
 CLIENT=${CLIENT:-imaplib}
 case $CLIENT in imaplib) PAIR=pair ;; socket) PAIR=sockpair ;; *) echo "CLIENT is imaplib or socket" >&2; exit 2 ;; esac
@@ -105,7 +109,7 @@ reads() {
 		kill "$cs_pid"; wait "$cs_pid" 2>/dev/null || true
 		cs_start "$db" "$port" "$work/reads-$label.log"
 		dovecot_stop "$work/dovecot"
-		dovecot_start "$work/dovecot" $((P + 4)) $((P + 285)) alice pw
+		dovecot_start "$work/dovecot" $((P + 4)) $LP alice pw
 		$IB waitcount 127.0.0.1 "$port" alice pw "$count" 600 >/dev/null
 		$IB waitcount 127.0.0.1 $((P + 4)) alice pw "$count" 600 >/dev/null
 		idle "$cs_pid" 900
@@ -152,7 +156,7 @@ fi
 cs_fetch=$($IB fetch 127.0.0.1 $((P + 3)) alice pw quarterly)
 
 # 1'. mbsync from Dovecot.
-dovecot_start "$work/dovecot" $((P + 4)) $((P + 285)) alice pw
+dovecot_start "$work/dovecot" $((P + 4)) $LP alice pw
 ./seed maildir --dir "$work/dovecot/mail/alice/Maildir" --count "$N" >/dev/null
 chown -R vmail:vmail "$work/dovecot/mail"
 doveadm -c "$work/dovecot/dovecot.conf" index -u alice INBOX 2>/dev/null || true
