@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -41,8 +42,8 @@ func TestParseMemoryLimit(t *testing.T) {
 // default it yields to GOMEMLIMIT, given it does not; a bad value is a
 // usage error and changes nothing.
 func TestApplyMemoryLimit(t *testing.T) {
-	prev := debug.SetMemoryLimit(-1)
-	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
+	prev, prevGC := debug.SetMemoryLimit(-1), gcPercent()
+	t.Cleanup(func() { debug.SetMemoryLimit(prev); debug.SetGCPercent(prevGC) })
 
 	t.Setenv("GOMEMLIMIT", "")
 	debug.SetMemoryLimit(math.MaxInt64)
@@ -71,6 +72,56 @@ func TestApplyMemoryLimit(t *testing.T) {
 	}
 	if n, err := applyMemoryLimit("40MiB", true); err != nil || n != 40<<20 || debug.SetMemoryLimit(-1) != 40<<20 {
 		t.Fatalf("given 40MiB over GOMEMLIMIT: %d, %v, runtime %d", n, err, debug.SetMemoryLimit(-1))
+	}
+}
+
+// gcPercent reads the collector's GOGC setting.
+func gcPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
+}
+
+// TestAutoGCPercent: the automatic limit comes with the collector's goal
+// at autoGCPercent, unless GOGC is in the environment (the runtime has
+// applied it then); a limit given or from GOMEMLIMIT leaves the goal as
+// it is.
+func TestAutoGCPercent(t *testing.T) {
+	prevLimit, prevGC := debug.SetMemoryLimit(-1), gcPercent()
+	t.Cleanup(func() { debug.SetMemoryLimit(prevLimit); debug.SetGCPercent(prevGC) })
+	t.Setenv("GOMEMLIMIT", "")
+
+	for _, c := range []struct {
+		name, gogc, value string
+		given             bool
+		want              int
+	}{
+		{"auto", "", defaultMemoryLimit, false, autoGCPercent},
+		{"auto given", "", "auto", true, autoGCPercent},
+		{"auto with GOGC=200", "200", defaultMemoryLimit, false, 200},
+		{"a size given", "", "100MiB", true, 100},
+		{"off given", "", "off", true, 100},
+	} {
+		t.Setenv("GOGC", c.gogc)
+		debug.SetGCPercent(100)
+		if c.gogc != "" {
+			debug.SetGCPercent(200) // as the runtime did at start
+		}
+		if _, err := applyMemoryLimit(c.value, c.given); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := gcPercent(); got != c.want {
+			t.Errorf("%s: GOGC %d, want %d", c.name, got, c.want)
+		}
+	}
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "200MiB")
+	debug.SetGCPercent(100)
+	if _, err := applyMemoryLimit(defaultMemoryLimit, false); err != nil || gcPercent() != 100 {
+		t.Errorf("default with GOMEMLIMIT=200MiB: %v, GOGC %d; want 100 (the limit is not auto)", err, gcPercent())
+	}
+	if got := memoryLimitText(0); !strings.Contains(got, "GOGC 50") {
+		t.Errorf("memoryLimitText(0) = %q, want it to say GOGC 50", got)
 	}
 }
 
