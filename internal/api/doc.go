@@ -19,8 +19,9 @@
 //     signed message, in the append's transaction: a copy of it at any
 //     process on the store appends nothing and is answered with the first
 //     position; a copy at a process that saw its nonce is answered from
-//     the record without its body being read, and refused as a replay if
-//     there is none (docs/API.md §4, "Appends made once").
+//     the record without its body being read, once the first copy's
+//     handler has returned if it is still running there, and refused as a
+//     replay if there is no record (docs/API.md §4, "Appends made once").
 //   - Nothing is stored for a request before it passed every check: the key
 //     is looked up (spool key or users database) before the signature is
 //     verified, the signature before the nonce is recorded, and the nonce

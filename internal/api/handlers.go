@@ -165,10 +165,22 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 // appendedBefore answers an append whose nonce this process accepted
 // before with the answer its append got, from the store's record, without
 // reading its body: the record's digest is that of the whole signed
-// request, body hash included. A request the store holds no record of
-// (its append failed, or has not committed yet) is refused as a replay,
-// as before: nothing is appended.
+// request, body hash included. If the first is still being appended here,
+// it waits for its answer first. A request the store holds no record of
+// (its append failed) is refused as a replay, as before: nothing is
+// appended.
 func (s *Server) appendedBefore(w http.ResponseWriter, r *http.Request, c *caller) {
+	s.onceMu.Lock()
+	done := s.inflight[c.once.ID]
+	s.onceMu.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-r.Context().Done():
+			s.fail(w, r, &srvError{kind: ErrUnavailable, msg: "waiting for the first copy of the append", detail: r.Context().Err()})
+			return
+		}
+	}
 	first, count, err := s.cfg.Store.(spool.OnceAppender).Appended(r.Context(), c.once)
 	switch {
 	case errors.Is(err, spool.ErrNotRecorded), errors.Is(err, spool.ErrOnceReused):

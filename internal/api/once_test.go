@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -299,5 +300,49 @@ func TestBalancerRetriesDelivery(t *testing.T) {
 				t.Fatalf("head %d, %v; want 3 (three deliveries, each once)", h, err)
 			}
 		})
+	}
+}
+
+// heldAppends is a real store whose next AppendOnce is held until
+// release is closed, after it has told entered: a first copy of a request
+// still being appended when its second copy comes.
+type heldAppends struct {
+	*sqlitestore.Store
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (h *heldAppends) AppendOnce(ctx context.Context, user string, once spool.Once, limit int64, batch [][]byte) (uint64, bool, error) {
+	h.once.Do(func() {
+		close(h.entered)
+		<-h.release
+	})
+	return h.Store.AppendOnce(ctx, user, once, limit, batch)
+}
+
+// TestDeliveryCopyWhileAppending: the second copy of a delivery reaches
+// the process that is still appending the first (a balancer that retries
+// on the same server): it waits for the first's answer and gets it, 200
+// with its position; before, it was refused as a replay, which makes
+// `cspool deliver` exit 77 for a message that was delivered.
+func TestDeliveryCopyWhileAppending(t *testing.T) {
+	e := newEnv(t, false, nil)
+	held := &heldAppends{Store: e.store, entered: make(chan struct{}), release: make(chan struct{})}
+	base := e.serveOn(t, held, nil)
+	d := newSignedAppend(t, "alice", e.spoolK, [][]byte{e.delivery(t, "alice", "Subject: held\r\n\r\nx\r\n")})
+	answers := make(chan appendAnswer, 2)
+	go func() { answers <- d.send(t, base) }()
+	<-held.entered
+	go func() { answers <- d.send(t, base) }()
+	// The copy cannot be answered before the first is: the first is held.
+	time.Sleep(200 * time.Millisecond)
+	close(held.release)
+	for range 2 {
+		if got := <-answers; got.status != http.StatusOK || got.res.First != 1 || got.res.Count != 1 {
+			t.Errorf("answer %v; want 200 {first 1, count 1} to both copies", got)
+		}
+	}
+	if h, err := e.store.Head(testCtx(t), "alice"); err != nil || h != 1 {
+		t.Fatalf("head %d, %v; want 1", h, err)
 	}
 }

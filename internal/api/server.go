@@ -283,6 +283,11 @@ type Server struct {
 
 	apKeysMu sync.Mutex
 	apKeys   map[[8]byte]int64 // append bytes each user's key holds (handlers.go)
+	// onceMu guards inflight: the appends recorded once (spool.Once.ID)
+	// this process has accepted and not yet answered; the channel is
+	// closed when the handler returns (serverauth.go authed).
+	onceMu   sync.Mutex
+	inflight map[[32]byte]chan struct{}
 	// refusals thins out the log lines of requests refused before their
 	// signature was checked, so that a flood cannot fill the log.
 	refusals *logSampler
@@ -319,7 +324,8 @@ func NewServer(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
 		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting),
-		apMem: newByteBudget(cfg.AppendMemory, func(int) {}), apKeys: map[[8]byte]int64{}}
+		apMem: newByteBudget(cfg.AppendMemory, func(int) {}), apKeys: map[[8]byte]int64{},
+		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	s.openAt = time.Unix(s.fence+1, 0).Add(-cfg.FutureSkew)
 	s.stopping, s.stop = context.WithCancel(context.Background())

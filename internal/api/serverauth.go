@@ -71,6 +71,22 @@ func (s *Server) authed(h handler, rt route) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
+		if c.onced && !c.repeat {
+			// A copy that reaches this process before the append is
+			// answered waits for it (appendedBefore).
+			done := make(chan struct{})
+			s.onceMu.Lock()
+			s.inflight[c.once.ID] = done
+			s.onceMu.Unlock()
+			defer func() {
+				s.onceMu.Lock()
+				if s.inflight[c.once.ID] == done {
+					delete(s.inflight, c.once.ID)
+				}
+				s.onceMu.Unlock()
+				close(done)
+			}()
+		}
 		h(w, r, c)
 	})
 }
