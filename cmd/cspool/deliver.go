@@ -328,7 +328,11 @@ func openPostgres(ctx context.Context, dsn string) (*pgstore.Store, error) {
 		if errors.Is(err, spool.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 			code = exTempFail
 		}
-		return nil, &exitError{withHint(err, "check --dsn (postgres://USER@HOST:PORT/DATABASE)"), code}
+		hint := "check --dsn (postgres://USER@HOST:PORT/DATABASE)"
+		if errors.Is(err, pgstore.ErrSharedSessions) {
+			hint = sharedSessionsHint
+		}
+		return nil, &exitError{withHint(err, hint), code}
 	}
 	return st, nil
 }

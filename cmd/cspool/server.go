@@ -425,6 +425,9 @@ func splitList(s string) []string {
 	return out
 }
 
+// sharedSessionsHint is the hint for pgstore.ErrSharedSessions.
+const sharedSessionsHint = "the store needs a session of its own per connection: point --dsn at PostgreSQL itself, or at a PgBouncer database with pool_mode = session (docs/POSTGRES.md, \"Through PgBouncer\")"
+
 // openStore opens the SQLite store in --spool-dir or the PostgreSQL store at
 // --dsn.
 func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
@@ -432,6 +435,9 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		st, err := pgstore.Open(ctx, f.dsn, pgstore.Options{Logger: s.log})
+		if errors.Is(err, pgstore.ErrSharedSessions) {
+			return nil, withHint(err, sharedSessionsHint)
+		}
 		if err != nil {
 			return nil, withHint(err, "check --dsn (postgres://USER@HOST:PORT/DATABASE) and that the server accepts this user")
 		}

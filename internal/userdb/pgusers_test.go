@@ -157,3 +157,28 @@ func TestPGUsersRefused(t *testing.T) {
 		t.Errorf("Lookup(alice): %v, %v", k, err)
 	}
 }
+
+// TestPGUsersThroughPgBouncer: the users table through PgBouncer in session
+// mode, on the schema of the DSN's search_path. PgBouncer refuses the
+// startup parameter search_path (so OpenPG failed), and told to ignore it
+// drops it, and the table went to public; now it is set by SQL.
+func TestPGUsersThroughPgBouncer(t *testing.T) {
+	dsn := pgtest.Schema(t, pgtest.Database(t))
+	schema := dsn[strings.LastIndex(dsn, "search_path=")+len("search_path="):]
+	schema, _, _ = strings.Cut(schema, "&")
+	for _, settings := range [][]string{nil, {"ignore_startup_parameters = search_path"}} {
+		b := pgtest.StartBouncer(t, pgtest.BouncerConfig{Mode: "session", Settings: settings})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		db, err := OpenPG(ctx, b.DSN(dsn), 0, nil)
+		if err != nil {
+			t.Fatalf("OpenPG through PgBouncer %q: %v", settings, err)
+		}
+		var got string
+		err = db.pool.QueryRow(ctx, "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = 'cspool_users'::regclass").Scan(&got)
+		db.Close()
+		if err != nil || got != schema {
+			t.Errorf("through PgBouncer %q the users table is in schema %q (%v), want the DSN's %q", settings, got, err, schema)
+		}
+	}
+}

@@ -58,6 +58,13 @@
 //   - Durability: every connection runs with synchronous_commit = on, so
 //     COMMIT returns only after the commit record is flushed to the WAL on
 //     disk; Append returns after COMMIT.
+//   - Sessions: every connection keeps one PostgreSQL session for its life
+//     (the hold is a session lock, the listener a LISTEN, the settings
+//     session settings). Open refuses, with ErrSharedSessions, a DSN whose
+//     connections share sessions between transactions or clients (a
+//     pooler in transaction or statement mode; session.go), and every
+//     connection sets its parameters by SQL after connecting, not in the
+//     startup message, which PgBouncer refuses or drops (errors.go).
 //   - Group commit (writer.go): one writer goroutine per Store takes every
 //     Append waiting at the moment (bounded by Options.MaxGroupCount and
 //     MaxGroupBytes), sorts them by user name (stable), and runs them in one

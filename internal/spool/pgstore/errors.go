@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"cspool/internal/spool"
 
@@ -88,17 +89,67 @@ func Redact(dsn string) string {
 	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
 }
 
+// startupParams are the parameters sent in the startup message. PgBouncer
+// refuses a connection whose startup message carries any other ("FATAL:
+// unsupported startup parameter"), unless told to ignore it, and then it is
+// lost without a word: every other parameter, ours (statement_timeout,
+// synchronous_commit) and the DSN's (search_path, ...), is set by SET on
+// the new connection instead (sessionSetup), which works the same on
+// PostgreSQL and through a session pool.
+var startupParams = map[string]bool{
+	"application_name": true, "client_encoding": true, "datestyle": true, "timezone": true,
+	"standard_conforming_strings": true, "options": true, "replication": true,
+}
+
 // configure sets what every connection of a Store needs.
 func configure(cc *pgx.ConnConfig, o Options) {
 	if cc.RuntimeParams == nil {
 		cc.RuntimeParams = map[string]string{}
 	}
-	cc.RuntimeParams["statement_timeout"] = strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10)
-	cc.RuntimeParams["synchronous_commit"] = "on"
 	if cc.RuntimeParams["application_name"] == "" {
 		cc.RuntimeParams["application_name"] = "cspool"
+	}
+	var set []string
+	for k, v := range cc.RuntimeParams {
+		if !startupParams[strings.ToLower(k)] {
+			set = append(set, k, v)
+			delete(cc.RuntimeParams, k)
+		}
+	}
+	// Ours last: they win over the DSN's.
+	set = append(set, "statement_timeout", strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10),
+		"synchronous_commit", "on")
+	after := cc.AfterConnect
+	cc.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
+		if after != nil {
+			if err := after(ctx, pc); err != nil {
+				return err
+			}
+		}
+		return sessionSetup(ctx, pc, set)
 	}
 	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > o.ConnectTimeout {
 		cc.ConnectTimeout = o.ConnectTimeout
 	}
 }
+
+// sessionSetup sets the session's parameters, name and value pairs in kv,
+// in one statement.
+func sessionSetup(ctx context.Context, pc *pgconn.PgConn, kv []string) error {
+	var q strings.Builder
+	q.WriteString("SELECT ")
+	for i := 0; i < len(kv); i += 2 {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		fmt.Fprintf(&q, "set_config(%s, %s, false)", quote(kv[i]), quote(kv[i+1]))
+	}
+	if _, err := pc.Exec(ctx, q.String()).ReadAll(); err != nil {
+		return fmt.Errorf("setting the session's parameters: %w", err)
+	}
+	return nil
+}
+
+// quote returns s as an SQL string literal (standard_conforming_strings
+// on, as in every PostgreSQL since 9.1).
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -141,6 +142,16 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	cfg.HealthCheckPeriod = 10 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL %s: %w", Redact(dsn), classify(err))
+	}
+	cctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout+opts.StatementTimeout)
+	err = checkSessions(cctx, cfg.ConnConfig)
+	cancel()
+	if err != nil {
+		pool.Close()
+		if errors.Is(err, ErrSharedSessions) {
+			return nil, fmt.Errorf("checking the sessions of %s: %w", Redact(dsn), err)
+		}
 		return nil, fmt.Errorf("connecting to PostgreSQL %s: %w", Redact(dsn), classify(err))
 	}
 	s := &Store{opts: opts, pool: pool, log: opts.Logger, dsn: dsn, closed: make(chan struct{}),
