@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/url"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -162,3 +165,82 @@ func TestPgBouncerSharedSessionsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestPgBouncerSwitchedToTransaction: a store holds its spool key through
+// PgBouncer in session mode, and the bouncer is switched to transaction
+// mode under it (pool_mode changed, RELOAD), as an operator may do for the
+// other applications. Its connections keep working, but their sessions
+// are now shared: the hold's lock stays with a pooled session that other
+// clients get. The store finds out at its hold's next keepalive and
+// refuses its appends (unavailable: LMTP 451, HTTP 503) with the cause;
+// it used to go on appending with no hold of its own. Switched back, it
+// holds the key again and appends.
+func TestPgBouncerSwitchedToTransaction(t *testing.T) {
+	dsn := pgtest.Database(t)
+	b := pgtest.StartBouncer(t, pgtest.BouncerConfig{Mode: "session"})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var log lockedLog
+	st, err := Open(ctx, b.DSN(dsn), Options{Logger: log.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.HoldSpoolKey(ctx, bytes.Repeat([]byte{0xe}, 64)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, "alice", [][]byte{[]byte("in session mode")}); err != nil {
+		t.Fatal(err)
+	}
+	b.Reload(t, "transaction")
+	// Wait, by condition, for the hold's keepalive (every 5 s idle).
+	for {
+		lost := st.holdLost.Load()
+		if lost != nil && errors.Is(lost.Cause, ErrSharedSessions) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the store never noticed that its hold's session is shared; log:\n%s", log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, err = st.Append(ctx, "alice", [][]byte{[]byte("in transaction mode")})
+	if !errors.Is(err, spool.ErrUnavailable) || !errors.Is(err, spool.ErrHoldLost) {
+		t.Fatalf("an append after the switch: %v, want unavailable (the hold is lost)", err)
+	}
+	if !strings.Contains(log.String(), "the session holding the spool key is shared") {
+		t.Errorf("the log does not say why:\n%s", log.String())
+	}
+
+	// Back in session mode, the store takes the hold again and appends.
+	b.Reload(t, "session")
+	for st.holdLost.Load() != nil {
+		if ctx.Err() != nil {
+			t.Fatalf("the store never held its key again in session mode; log:\n%s", log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := st.Append(ctx, "alice", [][]byte{[]byte("in session mode again")}); err != nil {
+		t.Fatalf("an append back in session mode: %v", err)
+	}
+}
+
+// lockedLog keeps what a Store logs, for a test to read.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *lockedLog) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }

@@ -110,7 +110,7 @@ func (s *Store) HoldSpoolKey(ctx context.Context, pub []byte) error {
 	if s.stopH != nil {
 		return errors.New("pgstore: the store holds a spool key already")
 	}
-	conn, err := s.takeHold(ctx, pub)
+	held, err := s.takeHold(ctx, pub, false)
 	if err != nil {
 		if errors.As(err, new(*spool.OtherKeyError)) || errors.As(err, new(*spool.LiveKeyError)) {
 			return err
@@ -121,13 +121,22 @@ func (s *Store) HoldSpoolKey(ctx context.Context, pub []byte) error {
 	s.spoolKey.Store(&k)
 	hctx, stop := context.WithCancel(context.Background())
 	s.stopH, s.hDone = stop, make(chan struct{})
-	go s.keepHold(hctx, conn, k)
+	go s.keepHold(hctx, held, k)
 	return nil
 }
 
+// heldSession is the connection holding the key, its server process and
+// the random value of probeParam set on its session, which watch checks.
+type heldSession struct {
+	conn  *pgx.Conn
+	pid   int32
+	token string
+}
+
 // takeHold connects and runs keepKey with hold on the new connection; on
-// success the connection holds the key.
-func (s *Store) takeHold(ctx context.Context, pub []byte) (*pgx.Conn, error) {
+// success the connection holds the key. With check, checkSessions runs
+// first (the Store's start ran it already).
+func (s *Store) takeHold(ctx context.Context, pub []byte, check bool) (*heldSession, error) {
 	cfg, err := pgx.ParseConfig(s.dsn)
 	if err != nil {
 		return nil, err
@@ -135,6 +144,11 @@ func (s *Store) takeHold(ctx context.Context, pub []byte) (*pgx.Conn, error) {
 	configure(cfg, s.opts)
 	cctx, cancel := context.WithTimeout(ctx, s.opts.ConnectTimeout+s.opts.StatementTimeout)
 	defer cancel()
+	if check {
+		if err := checkSessions(cctx, cfg); err != nil {
+			return nil, err
+		}
+	}
 	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
 		return nil, err
@@ -144,7 +158,13 @@ func (s *Store) takeHold(ctx context.Context, pub []byte) (*pgx.Conn, error) {
 		closeConn(conn)
 		return nil, err
 	}
-	return conn, nil
+	h := &heldSession{conn: conn, token: newToken()}
+	var set string
+	if err := scanSimple(cctx, conn, fmt.Sprintf("SELECT pg_backend_pid(), set_config('%s', '%s', false)", probeParam, h.token), &h.pid, &set); err != nil {
+		closeConn(conn)
+		return nil, err
+	}
+	return h, nil
 }
 
 func closeConn(conn *pgx.Conn) {
@@ -159,17 +179,28 @@ func closeConn(conn *pgx.Conn) {
 // held this one, so a server with another could start) the hold is refused
 // and the appends stay refused, as the check inside every append would
 // refuse them anyway.
-func (s *Store) keepHold(ctx context.Context, conn *pgx.Conn, key []byte) {
+func (s *Store) keepHold(ctx context.Context, held *heldSession, key []byte) {
 	defer close(s.hDone)
 	for {
-		err := s.watch(ctx, conn)
-		closeConn(conn)
+		err := s.watch(ctx, held)
+		closeConn(held.conn)
 		if ctx.Err() != nil {
 			return
 		}
-		s.holdLost.Store(&spool.HoldLostError{})
-		s.log.Error("the connection holding the spool key was lost: appends refused until it is held again (LMTP 451, HTTP 503)",
-			"spool_key_id", spool.KeyID(key), "dsn", Redact(s.dsn), "err", err)
+		shared := errors.Is(err, ErrSharedSessions)
+		if shared {
+			s.holdLost.Store(&spool.HoldLostError{Cause: err})
+			// The pool's connections ran on shared sessions too: their
+			// prepared statements and settings are not surely theirs.
+			s.pool.Reset()
+			s.log.Error("the session holding the spool key is shared with other connections (a pooler in transaction or statement mode): appends refused until it is held on a session of its own (LMTP 451, HTTP 503)",
+				"spool_key_id", spool.KeyID(key), "dsn", Redact(s.dsn), "err", err,
+				"hint", "point --dsn at PostgreSQL itself, or at a PgBouncer database with pool_mode = session (docs/POSTGRES.md, \"Through PgBouncer\")")
+		} else {
+			s.holdLost.Store(&spool.HoldLostError{})
+			s.log.Error("the connection holding the spool key was lost: appends refused until it is held again (LMTP 451, HTTP 503)",
+				"spool_key_id", spool.KeyID(key), "dsn", Redact(s.dsn), "err", err)
+		}
 		backoff, said := 100*time.Millisecond, ""
 		for {
 			select {
@@ -178,8 +209,11 @@ func (s *Store) keepHold(ctx context.Context, conn *pgx.Conn, key []byte) {
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, 2*time.Second)
-			conn, err = s.takeHold(ctx, key)
+			held, err = s.takeHold(ctx, key, shared)
 			if err == nil {
+				if shared {
+					s.pool.Reset() // connections made meanwhile shared sessions too
+				}
 				s.holdLost.Store(nil)
 				s.log.Info("the spool key is held again: appends go on", "spool_key_id", spool.KeyID(key))
 				break
@@ -188,33 +222,41 @@ func (s *Store) keepHold(ctx context.Context, conn *pgx.Conn, key []byte) {
 				return
 			}
 			s.holdLost.Store(&spool.HoldLostError{Cause: err})
-			if err.Error() != said {
-				said = err.Error()
-				var live *spool.LiveKeyError
-				var other *spool.OtherKeyError
-				switch {
-				case errors.As(err, &live):
-					s.log.Error("the spool key cannot be held again: running processes hold another spool key on this store; appends stay refused",
-						"spool_key_id", spool.KeyID(key), "live_key_id", spool.KeyID(live.Live), "holders", live.Holders,
-						"hint", "stop the servers whose spool_key_id is not the one the devices trust, then restart the others with the right --spool-key")
-				case errors.As(err, &other):
-					s.log.Error("the spool key cannot be held again: the store records another spool key; appends stay refused",
-						"spool_key_id", spool.KeyID(key), "recorded_key_id", spool.KeyID(other.Recorded))
-				default:
-					s.log.Warn("taking the spool key's hold again failed; retrying", "spool_key_id", spool.KeyID(key), "err", classify(err))
-				}
+			var live *spool.LiveKeyError
+			var other *spool.OtherKeyError
+			switch {
+			case errors.Is(err, ErrSharedSessions):
+				// Said above; its detail (process ids) changes at every try.
+				backoff = 5 * time.Second
+			case err.Error() == said:
+			case errors.As(err, &live):
+				s.log.Error("the spool key cannot be held again: running processes hold another spool key on this store; appends stay refused",
+					"spool_key_id", spool.KeyID(key), "live_key_id", spool.KeyID(live.Live), "holders", live.Holders,
+					"hint", "stop the servers whose spool_key_id is not the one the devices trust, then restart the others with the right --spool-key")
+			case errors.As(err, &other):
+				s.log.Error("the spool key cannot be held again: the store records another spool key; appends stay refused",
+					"spool_key_id", spool.KeyID(key), "recorded_key_id", spool.KeyID(other.Recorded))
+			default:
+				s.log.Warn("taking the spool key's hold again failed; retrying", "spool_key_id", spool.KeyID(key), "err", classify(err))
 			}
+			said = err.Error()
 		}
 	}
 }
 
-// watch returns when the connection fails or ctx ends. Nothing is sent to
-// the connection but a keepalive query every few seconds; an ended session
-// (the server stopped, or pg_terminate_backend) tells so at once.
-func (s *Store) watch(ctx context.Context, conn *pgx.Conn) error {
+// watch returns when the connection fails or ctx ends, or when the
+// session holding the key turns out to be shared (ErrSharedSessions: a
+// pooler switched to transaction mode under the running server, or one
+// the check at start did not catch). Nothing is sent to the connection
+// but a keepalive every few seconds, which checks that the connection's
+// transaction still runs on the session that took the hold (its server
+// process and its value of probeParam) and that a connection of the pool
+// does not see that value. An ended session (the server stopped, or
+// pg_terminate_backend) tells so at once.
+func (s *Store) watch(ctx context.Context, held *heldSession) error {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := conn.WaitForNotification(wctx)
+		_, err := held.conn.WaitForNotification(wctx)
 		idle := errors.Is(wctx.Err(), context.DeadlineExceeded) // read before cancel sets it
 		cancel()
 		switch {
@@ -226,10 +268,32 @@ func (s *Store) watch(ctx context.Context, conn *pgx.Conn) error {
 			return err
 		}
 		pctx, pcancel := context.WithTimeout(ctx, s.opts.ConnectTimeout)
-		err = conn.Ping(pctx)
+		err = s.checkHeld(pctx, held)
 		pcancel()
 		if err != nil {
-			return fmt.Errorf("keepalive: %w", err)
+			return err
 		}
 	}
+}
+
+// checkHeld is watch's keepalive.
+func (s *Store) checkHeld(ctx context.Context, held *heldSession) error {
+	read := fmt.Sprintf("SELECT pg_backend_pid(), coalesce(current_setting('%s', true), '')", probeParam)
+	var pid int32
+	var seen string
+	if err := scanSimple(ctx, held.conn, read, &pid, &seen); err != nil {
+		return fmt.Errorf("keepalive: %w", err)
+	}
+	if pid != held.pid || seen != held.token {
+		return fmt.Errorf("%w: the connection holding the spool key took it on server process %d and now runs on %d", ErrSharedSessions, held.pid, pid)
+	}
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil // the pool's own calls report it; the hold's session is fine
+	}
+	defer c.Release()
+	if err := scanSimple(ctx, c.Conn(), read, &pid, &seen); err == nil && seen == held.token {
+		return fmt.Errorf("%w: another connection ran on the session holding the spool key (server process %d)", ErrSharedSessions, pid)
+	}
+	return nil
 }

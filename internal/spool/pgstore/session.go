@@ -53,9 +53,7 @@ func checkSessions(ctx context.Context, cfg *pgx.ConnConfig) error {
 		}
 		defer closeConn(c)
 		conns[i] = c
-		b := make([]byte, 16)
-		rand.Read(b)
-		tokens[i] = hex.EncodeToString(b)
+		tokens[i] = newToken()
 	}
 	// Simple protocol: no prepared statement, so that a pooler per
 	// transaction answers these as PostgreSQL does, and only the session
@@ -115,4 +113,11 @@ func scanSimple(ctx context.Context, c *pgx.Conn, q string, dst ...any) error {
 		}
 	}
 	return nil
+}
+
+// newToken returns 32 random hex digits.
+func newToken() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }

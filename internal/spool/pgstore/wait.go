@@ -208,7 +208,7 @@ func (s *Store) listen(ctx context.Context, ready chan<- error) {
 	backoff := 100 * time.Millisecond
 	first := true
 	for {
-		conn, err := s.listenConn(ctx)
+		conn, pid, err := s.listenConn(ctx)
 		if first {
 			ready <- err
 			if err != nil {
@@ -221,7 +221,7 @@ func (s *Store) listen(ctx context.Context, ready chan<- error) {
 		}
 		if err == nil {
 			backoff = 100 * time.Millisecond
-			err = s.receive(ctx, conn)
+			err = s.receive(ctx, conn, pid)
 			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			conn.Close(cctx)
 			cancel()
@@ -239,23 +239,31 @@ func (s *Store) listen(ctx context.Context, ready chan<- error) {
 	}
 }
 
-func (s *Store) listenConn(ctx context.Context) (*pgx.Conn, error) {
+// listenConn connects and LISTENs; it returns the connection and its
+// server process (pg_backend_pid: through PgBouncer the connection's own
+// process id is the bouncer's).
+func (s *Store) listenConn(ctx context.Context) (*pgx.Conn, int32, error) {
 	cfg, err := pgx.ParseConfig(s.dsn)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	configure(cfg, s.opts)
 	cctx, cancel := context.WithTimeout(ctx, s.opts.ConnectTimeout+s.opts.StatementTimeout)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
-		return nil, classify(err)
+		return nil, 0, classify(err)
+	}
+	var pid int32
+	if err := scanSimple(cctx, conn, "SELECT pg_backend_pid()", &pid); err != nil {
+		conn.Close(context.Background())
+		return nil, 0, classify(err)
 	}
 	if _, err := conn.Exec(cctx, "LISTEN "+NotifyChannel); err != nil {
 		conn.Close(context.Background())
-		return nil, classify(err)
+		return nil, 0, classify(err)
 	}
-	return conn, nil
+	return conn, pid, nil
 }
 
 // receive delivers notices until the connection fails or ctx ends, and
@@ -263,7 +271,7 @@ func (s *Store) listenConn(ctx context.Context) (*pgx.Conn, error) {
 // FATAL such as pg_terminate_backend's 57P01, or the server shutting
 // down), the keepalive's when the connection went quiet. A keepalive query
 // every few seconds notices a dead connection even when no notice comes.
-func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
+func (s *Store) receive(ctx context.Context, conn *pgx.Conn, listening int32) error {
 	for {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		n, err := conn.WaitForNotification(wctx)
@@ -281,12 +289,18 @@ func (s *Store) receive(ctx context.Context, conn *pgx.Conn) error {
 		case !idle:
 			return err
 		}
-		// Idle for 5 s: check the connection is alive.
+		// Idle for 5 s: check the connection is alive, and still on the
+		// session that LISTENs (a pooler switched to transaction mode
+		// would hand it another: ErrSharedSessions, and it reconnects).
 		pctx, pcancel := context.WithTimeout(ctx, s.opts.ConnectTimeout)
-		err = conn.Ping(pctx)
+		var pid int32
+		err = scanSimple(pctx, conn, "SELECT pg_backend_pid()", &pid)
 		pcancel()
 		if err != nil {
 			return fmt.Errorf("keepalive: %w", err)
+		}
+		if pid != listening {
+			return fmt.Errorf("%w: the listener's connection LISTENs on server process %d and now runs on %d", ErrSharedSessions, listening, pid)
 		}
 	}
 }

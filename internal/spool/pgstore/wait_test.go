@@ -123,7 +123,7 @@ func TestListenerLostNamesCause(t *testing.T) {
 	// keepalive after 5 s without notices.
 	var pids []int32
 	rows, err := test.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1
-		AND (query LIKE 'LISTEN %' OR query = '-- ping')`, app)
+		AND (query LIKE 'LISTEN %' OR query = 'SELECT pg_backend_pid()')`, app)
 	if err == nil {
 		pids, err = pgx.CollectRows(rows, pgx.RowTo[int32])
 	}

@@ -82,6 +82,7 @@ pool_mode = %s
 max_client_conn = 200
 default_pool_size = 20
 logfile = %s
+admin_users = postgres
 %s
 `, strings.Join(cfg.Databases, "\n"), base.Hostname(), base.Port(), b.Port, filepath.Join(dir, "userlist.txt"), cfg.Mode,
 		filepath.Join(dir, "pgbouncer.log"), strings.Join(cfg.Settings, "\n"))
@@ -91,7 +92,7 @@ logfile = %s
 	if err := os.WriteFile(filepath.Join(dir, "userlist.txt"), []byte(`"postgres" ""`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	argv := []string{bin, filepath.Join(dir, "pgbouncer.ini")}
+	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
 	if os.Geteuid() == 0 {
 		// PgBouncer refuses to run as root.
 		u, err := user.Lookup("postgres")
@@ -105,9 +106,10 @@ logfile = %s
 				t.Fatal(err)
 			}
 		}
-		argv = append([]string{"runuser", "-u", "postgres", "--"}, argv...)
+		// Not through runuser, which would not pass on the signal
+		// that stops it.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
 	out, err := os.Create(filepath.Join(dir, "stderr"))
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +160,38 @@ func (b *Bouncer) DSN(dsn string) string {
 	}
 	u.Host = fmt.Sprintf("127.0.0.1:%d", b.Port)
 	return u.String()
+}
+
+// Reload rewrites the default pool_mode of the bouncer's configuration to
+// mode and has it reload (RELOAD on its admin console), as an operator
+// does on a running PgBouncer.
+func (b *Bouncer) Reload(t testing.TB, mode string) {
+	t.Helper()
+	ini := filepath.Join(b.dir, "pgbouncer.ini")
+	old, err := os.ReadFile(ini)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(old), "\n") {
+		if strings.HasPrefix(l, "pool_mode = ") {
+			l = "pool_mode = " + mode
+		}
+		lines = append(lines, l)
+	}
+	if err := os.WriteFile(ini, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/pgbouncer?sslmode=disable&default_query_exec_mode=simple_protocol", b.Port))
+	if err != nil {
+		t.Fatalf("connecting to the bouncer's admin console: %v", err)
+	}
+	defer c.Close(context.Background())
+	if _, err := c.Exec(ctx, "RELOAD"); err != nil {
+		t.Fatalf("RELOAD: %v", err)
+	}
 }
 
 // Log returns what the bouncer logged so far.
