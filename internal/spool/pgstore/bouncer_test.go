@@ -36,6 +36,10 @@ func TestPgBouncerSession(t *testing.T) {
 	}{
 		{"plain", nil},
 		{"ignore_startup_parameters", []string{"ignore_startup_parameters = synchronous_commit,statement_timeout,search_path"}},
+		// A new client gets the last one's session as it was: until each
+		// connection ran DISCARD ALL, the second Open failed with
+		// 'prepared statement "stmtcache_..." already exists'.
+		{"server_reset_query empty", []string{"server_reset_query ="}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dsn := pgtest.Schema(t, db)
@@ -44,6 +48,14 @@ func TestPgBouncerSession(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			opts := Options{StatementTimeout: 17 * time.Second}
+			s0, err := Open(ctx, through, opts)
+			if err != nil {
+				t.Fatalf("opening the store through PgBouncer in session mode: %v\n%s", err, b.Log())
+			}
+			if _, err := s0.Head(ctx, "first"); err != nil {
+				t.Fatal(err)
+			}
+			s0.Close() // as a server restarting
 			s1, err := Open(ctx, through, opts)
 			if err != nil {
 				t.Fatalf("opening the store through PgBouncer in session mode: %v\n%s", err, b.Log())

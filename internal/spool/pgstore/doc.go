@@ -63,8 +63,10 @@
 //     session settings). Open refuses, with ErrSharedSessions, a DSN whose
 //     connections share sessions between transactions or clients (a
 //     pooler in transaction or statement mode; session.go), and every
-//     connection sets its parameters by SQL after connecting, not in the
-//     startup message, which PgBouncer refuses or drops (errors.go).
+//     connection starts its session afresh (DISCARD ALL: a pool may hand
+//     over the last client's session as it was) and sets its parameters
+//     by SQL, not in the startup message, which PgBouncer refuses or drops
+//     (errors.go).
 //   - Group commit (writer.go): one writer goroutine per Store takes every
 //     Append waiting at the moment (bounded by Options.MaxGroupCount and
 //     MaxGroupBytes), sorts them by user name (stable), and runs them in one

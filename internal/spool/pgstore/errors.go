@@ -133,9 +133,16 @@ func configure(cc *pgx.ConnConfig, o Options) {
 	}
 }
 
-// sessionSetup sets the session's parameters, name and value pairs in kv,
-// in one statement.
+// sessionSetup starts the connection's session afresh (DISCARD ALL: a
+// pooler in session mode whose server_reset_query is empty hands a new
+// client the session of the last one, with its prepared statements, which
+// collide with ours, its settings, LISTENs and advisory locks, the spool
+// key's hold among them) and sets the session's parameters, name and value
+// pairs in kv, in one statement.
 func sessionSetup(ctx context.Context, pc *pgconn.PgConn, kv []string) error {
+	if _, err := pc.Exec(ctx, "DISCARD ALL").ReadAll(); err != nil {
+		return fmt.Errorf("starting the session afresh: %w", err)
+	}
 	var q strings.Builder
 	q.WriteString("SELECT ")
 	for i := 0; i < len(kv); i += 2 {

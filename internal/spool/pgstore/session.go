@@ -99,7 +99,7 @@ func scanSimple(ctx context.Context, c *pgx.Conn, q string, dst ...any) error {
 		return err
 	}
 	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != len(dst) {
-		return fmt.Errorf("%s: unexpected result", q)
+		return fmt.Errorf("%s: unexpected result (%d results)", q, len(res))
 	}
 	for i, d := range dst {
 		v := string(res[0].Rows[0][i])
