@@ -297,8 +297,10 @@ func pgUnavailable(err error) error {
 // startupParams are the parameters sent in the startup message: PgBouncer
 // refuses any other (the DSN's search_path among them), or, told to ignore
 // it, drops it without a word. setBySQL moves the others of cc into a SET
-// on each new connection instead, as the store does (docs/POSTGRES.md,
-// "Through PgBouncer").
+// on each new connection instead, after a DISCARD ALL (a session pool with
+// an empty server_reset_query hands over the last client's session, whose
+// prepared statements collide with ours), as the store does
+// (docs/POSTGRES.md, "Through PgBouncer").
 var startupParams = map[string]bool{
 	"application_name": true, "client_encoding": true, "datestyle": true, "timezone": true,
 	"standard_conforming_strings": true, "options": true, "replication": true,
@@ -318,15 +320,15 @@ func setBySQL(cc *pgx.ConnConfig) {
 		}
 		fmt.Fprintf(&q, "set_config('%s', '%s', false)", strings.ReplaceAll(k, "'", "''"), strings.ReplaceAll(v, "'", "''"))
 	}
-	if q.Len() == 0 {
-		return
-	}
 	after, sql := cc.AfterConnect, q.String()
 	cc.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
 		if after != nil {
 			if err := after(ctx, pc); err != nil {
 				return err
 			}
+		}
+		if _, err := pc.Exec(ctx, "DISCARD ALL").ReadAll(); err != nil || sql == "" {
+			return err
 		}
 		_, err := pc.Exec(ctx, sql).ReadAll()
 		return err

@@ -166,10 +166,17 @@ func TestPGUsersThroughPgBouncer(t *testing.T) {
 	dsn := pgtest.Schema(t, pgtest.Database(t))
 	schema := dsn[strings.LastIndex(dsn, "search_path=")+len("search_path="):]
 	schema, _, _ = strings.Cut(schema, "&")
-	for _, settings := range [][]string{nil, {"ignore_startup_parameters = search_path"}} {
+	// With server_reset_query empty a new client gets the last one's
+	// session as it was, prepared statements included.
+	for _, settings := range [][]string{nil, {"ignore_startup_parameters = search_path"}, {"server_reset_query ="}} {
 		b := pgtest.StartBouncer(t, pgtest.BouncerConfig{Mode: "session", Settings: settings})
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
+		first, err := OpenPG(ctx, b.DSN(dsn), 0, nil)
+		if err != nil {
+			t.Fatalf("OpenPG through PgBouncer %q: %v", settings, err)
+		}
+		first.Close() // as a server restarting
 		db, err := OpenPG(ctx, b.DSN(dsn), 0, nil)
 		if err != nil {
 			t.Fatalf("OpenPG through PgBouncer %q: %v", settings, err)
