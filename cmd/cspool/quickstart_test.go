@@ -51,6 +51,14 @@ func TestQuickstart(t *testing.T) {
 	if !strings.Contains(out, "swaks --protocol LMTP --server 127.0.0.1:"+ports[2]) {
 		t.Errorf("output lacks the swaks line for LMTP port %s", ports[2])
 	}
+	// A client set up from the settings at once finds the welcome message
+	// at its first SELECT (before, INBOX was empty for up to a second).
+	sel := runCmd(t, work, os.Environ(), "", python, "-c",
+		"import imaplib,sys; M=imaplib.IMAP4(sys.argv[1],int(sys.argv[2])); M.login(sys.argv[3],sys.argv[4]); print('EXISTS', M.select('INBOX')[1][0].decode()); M.logout()",
+		host, port, user, password)
+	if !strings.Contains(sel, "EXISTS 1") {
+		t.Errorf("the first SELECT right after the settings printed %q, want EXISTS 1 (the welcome message)", sel)
+	}
 	msgs := fetchIMAP(t, python, host, port, user, password, 1)
 	if len(msgs) != 1 || !bytes.Contains(msgs[0], []byte("Subject: Welcome to cspool\r\n")) {
 		t.Fatalf("first run: %d messages, want the welcome message; first:\n%s", len(msgs), msgs[0])
