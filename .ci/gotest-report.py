@@ -7,11 +7,16 @@ Usage: go test -json ./... | python3 .ci/gotest-report.py [N]
 Exits 0; the caller takes go test's own exit status.
 """
 import json
+import re
 import sys
+
+# "    file_test.go:123: text": a line a test wrote.
+OWN = re.compile(r"^\s+[\w.-]+\.go:\d+: ")
 
 top = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 out = {}  # (package, test or "") -> output lines
 tests = []  # (seconds, package, test, action)
+failed = []  # (package, test, output lines) of every failed test
 packages = []  # (seconds, package, action)
 
 for line in sys.stdin:
@@ -38,6 +43,7 @@ for line in sys.stdin:
     if test:
         if action == "fail":
             sys.stdout.write("".join(lines))
+            failed.append((pkg, test, lines))
         elif action == "pass" and "/" not in test:
             tests.append((elapsed, pkg, test))
         continue
@@ -63,3 +69,25 @@ for elapsed, pkg, test in tests[:top]:
 print("slowest packages:")
 for elapsed, pkg in packages[:10]:
     print("  %8.1fs  %s" % (elapsed, pkg))
+
+
+def said(line):
+    """A line the test itself wrote (t.Error, t.Fatal, t.Log), not a line
+    of a subprocess's log that a test dumps when it fails."""
+    m = OWN.match(line)
+    return (m is not None and " level=" not in line and " time=20" not in line
+            and "stderr, last" not in line)
+
+
+# The failures again, in short, last: a failed test's output can be long
+# (the logs of the processes it ran), and the end of the output is what
+# a reader sees first.
+if failed:
+    print("failures, in short (the test's own lines, up to 12 each):")
+    for pkg, test, lines in failed:
+        mine = [l.rstrip("\n") for l in lines if said(l)]
+        print("  %s %s" % (pkg, test))
+        for l in mine[:12]:
+            print("    " + l.strip()[:400])
+        if len(mine) > 12:
+            print("    ... %d more" % (len(mine) - 12))
