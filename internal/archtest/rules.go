@@ -28,6 +28,7 @@ var Floors = []Floor{
 		"cspool/internal/loginguard",
 		"cspool/internal/termtext",
 		"cspool/internal/mimeform",
+		"cspool/internal/pgsession",
 	}},
 	{"sealing", []string{
 		"cspool/internal/entry",
@@ -75,14 +76,15 @@ var TestSupport = []string{
 	"cspool/bench/internal/rig",
 }
 
-// ServerSide is the spool server's code: the stores, the users, the HTTP
-// API (both halves live in package api: the client is what a device
-// calls, and it needs nothing of the device either), delivery and the
-// metrics. The server's subcommands share package main with the device's,
-// so they are named by file.
+// ServerSide is the spool server's code: the stores, the users, the start
+// of their PostgreSQL sessions, the HTTP API (both halves live in package
+// api: the client is what a device calls, and it needs nothing of the
+// device either), delivery and the metrics. The server's subcommands
+// share package main with the device's, so they are named by file.
 var ServerSide = []string{
 	"cspool/internal/spool/...",
 	"cspool/internal/userdb",
+	"cspool/internal/pgsession",
 	"cspool/internal/api",
 	"cspool/internal/deliver",
 	"cspool/internal/metrics",

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cspool/internal/keys"
+	"cspool/internal/pgsession"
 	"cspool/internal/spool"
 
 	"github.com/jackc/pgx/v5"
@@ -73,10 +74,9 @@ func OpenPG(ctx context.Context, dsn string, timeout time.Duration, log *slog.Lo
 	}
 	cfg.MaxConns = 4
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
-		cfg.ConnConfig.RuntimeParams["application_name"] = "cspool"
-	}
-	setBySQL(cfg.ConnConfig)
+	// Parameters set by SQL, not in the startup message, after a DISCARD
+	// ALL, as the store's (docs/POSTGRES.md, "Through PgBouncer").
+	pgsession.Configure(cfg.ConnConfig)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("users table: connecting: %w", pgUnavailable(err))
@@ -292,45 +292,4 @@ func pgUnavailable(err error) error {
 		}
 	}
 	return fmt.Errorf("%w: %w", spool.ErrUnavailable, err)
-}
-
-// startupParams are the parameters sent in the startup message: PgBouncer
-// refuses any other (the DSN's search_path among them), or, told to ignore
-// it, drops it without a word. setBySQL moves the others of cc into a SET
-// on each new connection instead, after a DISCARD ALL (a session pool with
-// an empty server_reset_query hands over the last client's session, whose
-// prepared statements collide with ours), as the store does
-// (docs/POSTGRES.md, "Through PgBouncer").
-var startupParams = map[string]bool{
-	"application_name": true, "client_encoding": true, "datestyle": true, "timezone": true,
-	"standard_conforming_strings": true, "options": true, "replication": true,
-}
-
-func setBySQL(cc *pgx.ConnConfig) {
-	var q strings.Builder
-	for k, v := range cc.RuntimeParams {
-		if startupParams[strings.ToLower(k)] {
-			continue
-		}
-		delete(cc.RuntimeParams, k)
-		if q.Len() == 0 {
-			q.WriteString("SELECT ")
-		} else {
-			q.WriteString(", ")
-		}
-		fmt.Fprintf(&q, "set_config('%s', '%s', false)", strings.ReplaceAll(k, "'", "''"), strings.ReplaceAll(v, "'", "''"))
-	}
-	after, sql := cc.AfterConnect, q.String()
-	cc.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
-		if after != nil {
-			if err := after(ctx, pc); err != nil {
-				return err
-			}
-		}
-		if _, err := pc.Exec(ctx, "DISCARD ALL").ReadAll(); err != nil || sql == "" {
-			return err
-		}
-		_, err := pc.Exec(ctx, sql).ReadAll()
-		return err
-	}
 }

@@ -66,7 +66,7 @@
 //     connection starts its session afresh (DISCARD ALL: a pool may hand
 //     over the last client's session as it was) and sets its parameters
 //     by SQL, not in the startup message, which PgBouncer refuses or drops
-//     (errors.go).
+//     (internal/pgsession, as the users table's connections do).
 //   - Group commit (writer.go): one writer goroutine per Store takes every
 //     Append waiting at the moment (bounded by Options.MaxGroupCount and
 //     MaxGroupBytes), sorts them by user name (stable), and runs them in one

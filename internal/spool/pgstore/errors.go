@@ -7,8 +7,8 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
-	"strings"
 
+	"cspool/internal/pgsession"
 	"cspool/internal/spool"
 
 	"github.com/jackc/pgx/v5"
@@ -89,74 +89,13 @@ func Redact(dsn string) string {
 	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
 }
 
-// startupParams are the parameters sent in the startup message. PgBouncer
-// refuses a connection whose startup message carries any other ("FATAL:
-// unsupported startup parameter"), unless told to ignore it, and then it is
-// lost without a word: every other parameter, ours (statement_timeout,
-// synchronous_commit) and the DSN's (search_path, ...), is set by SET on
-// the new connection instead (sessionSetup), which works the same on
-// PostgreSQL and through a session pool.
-var startupParams = map[string]bool{
-	"application_name": true, "client_encoding": true, "datestyle": true, "timezone": true,
-	"standard_conforming_strings": true, "options": true, "replication": true,
-}
-
-// configure sets what every connection of a Store needs.
+// configure sets what every connection of a Store needs: its session
+// started afresh with statement_timeout and synchronous_commit = on set by
+// SQL (internal/pgsession), and a connect timeout no longer than Options'.
 func configure(cc *pgx.ConnConfig, o Options) {
-	if cc.RuntimeParams == nil {
-		cc.RuntimeParams = map[string]string{}
-	}
-	if cc.RuntimeParams["application_name"] == "" {
-		cc.RuntimeParams["application_name"] = "cspool"
-	}
-	var set []string
-	for k, v := range cc.RuntimeParams {
-		if !startupParams[strings.ToLower(k)] {
-			set = append(set, k, v)
-			delete(cc.RuntimeParams, k)
-		}
-	}
-	// Ours last: they win over the DSN's.
-	set = append(set, "statement_timeout", strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10),
+	pgsession.Configure(cc, "statement_timeout", strconv.FormatInt(o.StatementTimeout.Milliseconds(), 10),
 		"synchronous_commit", "on")
-	after := cc.AfterConnect
-	cc.AfterConnect = func(ctx context.Context, pc *pgconn.PgConn) error {
-		if after != nil {
-			if err := after(ctx, pc); err != nil {
-				return err
-			}
-		}
-		return sessionSetup(ctx, pc, set)
-	}
 	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > o.ConnectTimeout {
 		cc.ConnectTimeout = o.ConnectTimeout
 	}
 }
-
-// sessionSetup starts the connection's session afresh (DISCARD ALL: a
-// pooler in session mode whose server_reset_query is empty hands a new
-// client the session of the last one, with its prepared statements, which
-// collide with ours, its settings, LISTENs and advisory locks, the spool
-// key's hold among them) and sets the session's parameters, name and value
-// pairs in kv, in one statement.
-func sessionSetup(ctx context.Context, pc *pgconn.PgConn, kv []string) error {
-	if _, err := pc.Exec(ctx, "DISCARD ALL").ReadAll(); err != nil {
-		return fmt.Errorf("starting the session afresh: %w", err)
-	}
-	var q strings.Builder
-	q.WriteString("SELECT ")
-	for i := 0; i < len(kv); i += 2 {
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		fmt.Fprintf(&q, "set_config(%s, %s, false)", quote(kv[i]), quote(kv[i+1]))
-	}
-	if _, err := pc.Exec(ctx, q.String()).ReadAll(); err != nil {
-		return fmt.Errorf("setting the session's parameters: %w", err)
-	}
-	return nil
-}
-
-// quote returns s as an SQL string literal (standard_conforming_strings
-// on, as in every PostgreSQL since 9.1).
-func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
