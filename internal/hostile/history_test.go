@@ -11,6 +11,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
+	"cspool/internal/spool"
 )
 
 // TestCheckpointFromOtherSideOfFork: the spool hides device a's expunge
@@ -41,7 +42,11 @@ func TestCheckpointFromOtherSideOfFork(t *testing.T) {
 	if !ok || cp.Pos != 8 {
 		t.Fatalf("the proxy holds %v (%v): want b's checkpoint at 8", cp.Pos, ok)
 	}
-	r.proxy.Set("a", &View{Rewrite: hide, Checkpoint: &cp})
+	// A hole right after a's position, as if the checkpoint had let the
+	// spool delete that entry: a rebuilds from the checkpoint instead of
+	// reading on (where the read itself would not extend a's chain).
+	holed := func(h []spool.Entry) []spool.Entry { return Drop(7, false)(hide(h)) }
+	r.proxy.Set("a", &View{Rewrite: holed, Checkpoint: &cp})
 	err := a.sync(t)
 	alarmed(t, a, err, "(fork)", 6, before)
 	if alarm := a.s.Status().Alarm; !strings.Contains(alarm, "the checkpoint at position 8 does not hold entry") {
@@ -180,7 +185,10 @@ func TestDroppedAppend(t *testing.T) {
 			t.Fatalf("b's checkpoint: position %d, %v: want 8", pos, err)
 		}
 		cp, _ := r.proxy.Held("b")
-		r.proxy.Set("d", &View{Rewrite: hide, Checkpoint: &cp})
+		// A hole right after d's position, as if the checkpoint had let
+		// the spool delete that entry: d rebuilds from the checkpoint.
+		holed := func(h []spool.Entry) []spool.Entry { return Drop(6, false)(hide(h)) }
+		r.proxy.Set("d", &View{Rewrite: holed, Checkpoint: &cp})
 		alarmed(t, d, d.sync(t), "the checkpoint at position 8 holds entry", 5, before)
 	})
 }

@@ -93,6 +93,7 @@ func TestCompactionNewAndOfflineDevices(t *testing.T) {
 	ctx := context.Background()
 	a, msa := r.device("a", nil, nil)
 	a.cfg.CheckpointMin = -1
+	a.cfg.CheckpointTail = -1 // a device behind its checkpoint rebuilds from it
 	// b syncs the first deliveries, then goes offline.
 	b, msb := r.device("b", nil, nil)
 	for i := 0; i < 5; i++ {
@@ -160,6 +161,7 @@ func TestNewDeviceReadsFromCheckpoint(t *testing.T) {
 	ctx := context.Background()
 	a, msa := r.device("a", nil, nil)
 	a.cfg.CheckpointMin = -1
+	a.cfg.CheckpointTail = -1 // a device behind its checkpoint rebuilds from it
 	var ids []command.ID
 	for i := range 120 {
 		_, id := r.seal(r.spool, msg(i))
@@ -237,14 +239,17 @@ func TestSubmitAnsweredAfterRestore(t *testing.T) {
 	r := newRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for i := 0; i < 3; i++ {
-		r.deliver(r.spool, msg(i))
-	}
+	_, first := r.seal(r.spool, msg(0))
+	r.deliver(r.spool, msg(1))
 	a, msa := r.device("a", nil, nil)
 	a.cfg.CheckpointMin = -1
 	b, _ := r.device("b", nil, nil)
 	b.cfg.CheckpointMin = -1
+	b.cfg.CheckpointTail = -1 // a device behind its checkpoint rebuilds from it
 	syncAll(t, a)
+	// An entry a has not applied and the checkpoint will not keep (a flag
+	// change): a is behind the compaction, and rebuilds.
+	r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{first}})
 
 	type result struct {
 		outs []mailstore.Outcome
@@ -328,4 +333,73 @@ func TestCheckpointOnlyWhenReclaimable(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("a checkpoint once the log outnumbers the live messages", func() bool { return a.Status().Checkpoint == 1002 })
+}
+
+// TestCloseDeviceReadsOnAfterCheckpoint: device a writes a checkpoint while
+// device b is a few entries behind, some of which only a checkpoint would
+// let the spool delete (flag changes). The checkpoint keeps the newest
+// positions (Config.CheckpointTail), so b reads the entries it lacks and
+// does not rebuild from the checkpoint: a rebuild costs a read of the
+// whole state and queues b's own changes meanwhile, as offline. A device
+// further behind than the tail still rebuilds.
+func TestCloseDeviceReadsOnAfterCheckpoint(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		tail     int
+		restores int
+		read     int
+	}{
+		{"within the tail", 20, 0, 12},
+		{"beyond the tail", 4, 1, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			ctx := context.Background()
+			var ids []command.ID
+			for i := range 20 {
+				_, id := r.seal(r.spool, msg(i))
+				ids = append(ids, id)
+			}
+			for i := range 10 {
+				r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{"$Old"}, IDs: []command.ID{ids[i]}})
+			}
+			a, msa := r.device("a", nil, nil)
+			a.cfg.CheckpointMin = -1
+			if a.cfg.CheckpointTail != 256 {
+				t.Fatalf("default tail %d, want 256", a.cfg.CheckpointTail)
+			}
+			a.cfg.CheckpointTail = tc.tail
+			src := &countingSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+			b, msb := r.device("b", src, nil)
+			b.cfg.CheckpointMin = -1
+			syncAll(t, b)
+			// Twelve entries b has not applied: flag changes and
+			// deliveries, in turns.
+			for i := range 6 {
+				r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{ids[i]}})
+				r.deliver(r.spool, msg(100+i))
+			}
+			syncAll(t, a)
+			stats, pos, err := a.WriteCheckpoint(ctx)
+			if err != nil || pos != 42 {
+				t.Fatalf("checkpoint: at %d, %v; want 42", pos, err)
+			}
+			if stats.Deleted == 0 {
+				t.Fatalf("the checkpoint at %d let the spool delete nothing", pos)
+			}
+			src.entries = 0
+			syncAll(t, b)
+			if got := b.Status().Restores; got != tc.restores {
+				t.Errorf("device b, 12 entries behind, restored %d times, want %d", got, tc.restores)
+			}
+			if tc.read >= 0 && src.entries != tc.read {
+				t.Errorf("device b read %d entries, want the %d it lacked", src.entries, tc.read)
+			}
+			if b.Status().Position != 42 {
+				t.Errorf("device b at %d, want 42", b.Status().Position)
+			}
+			sameState(t, msa, msb)
+		})
+	}
 }

@@ -168,6 +168,14 @@ type Config struct {
 	// the live bodies); 0 = 1000, negative = never write checkpoints.
 	CheckpointMin int
 
+	// CheckpointTail is how many of the newest positions up to a
+	// checkpoint this device writes stay in the log besides the entries
+	// of live bodies: another device that was at most that far behind
+	// reads them on instead of rebuilding from the checkpoint (a
+	// restore, during which its own changes are queued). 0 = 256,
+	// negative = none.
+	CheckpointTail int
+
 	// KeepDir, if set, is the folder where an entry sealed to another key
 	// or for another user (a delivery made with a wrong or stale key) is
 	// kept as POS.entry (mode 0600), so that the holder of that key can
@@ -330,6 +338,9 @@ func (c *Config) fill() {
 	}
 	if c.CheckpointMin == 0 {
 		c.CheckpointMin = 1000
+	}
+	if c.CheckpointTail == 0 {
+		c.CheckpointTail = 256
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 30 * time.Second
@@ -515,6 +526,28 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 	}
 }
 
+// readsOn reports whether lr holds every position after pos, up to the
+// spool's newest checkpoint or to the read's end if it ends before: the
+// compaction deleted nothing this device still has to apply (the writer
+// kept its newest positions, Config.CheckpointTail), so it reads on instead
+// of rebuilding from the checkpoint. A device that was online while
+// another wrote the checkpoint is usually a few entries behind; a rebuild
+// would queue its own changes meanwhile, as offline.
+func readsOn(pos uint64, lr spool.LogRead) bool {
+	if len(lr.Entries) == 0 {
+		return false
+	}
+	for i, e := range lr.Entries {
+		if e.Pos != pos+1+uint64(i) {
+			return false
+		}
+		if e.Pos >= lr.Checkpoint {
+			break
+		}
+	}
+	return true
+}
+
 // errWithheld: reads below the spool's head keep finding no entry.
 var errWithheld = errors.New("entries withheld")
 
@@ -583,7 +616,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		return 0, 0, err
 	}
 	s.contact(lr.Head, lr.Checkpoint)
-	if lr.Checkpoint > pos && lr.Checkpoint != s.badCheckpoint() {
+	if lr.Checkpoint > pos && lr.Checkpoint != s.badCheckpoint() && (pos == 0 || !readsOn(pos, lr)) {
 		n, head, err := s.bootstrap(ctx, lr.Head, lr.Entries)
 		if err != nil || s.badCheckpoint() != lr.Checkpoint {
 			return n, head, err
