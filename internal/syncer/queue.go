@@ -18,7 +18,13 @@ import (
 // "Changes made on this device"; docs/IMAP.md, "Offline"). Invariants:
 //
 //   - Submit appends at once while the spool answers and this device's
-//     queue is empty. Otherwise (the last exchange with the spool failed,
+//     queue is empty. While the spool answers and changes wait, it first
+//     waits up to Config.DrainWait for the loop to send them (drained),
+//     then appends: queued, a change is shown before the log has it,
+//     and a message it adds to a mailbox can lose its UIDs to a delivery
+//     the log puts first (docs/MAILSTORE.md), so an active client must
+//     not keep the device queueing after one failed exchange. Otherwise
+//     (the last exchange with the spool failed,
 //     changes wait already, which must reach the log first, or a restore
 //     from a checkpoint runs, after which only the loop would apply an
 //     appended change) it queues
@@ -97,6 +103,39 @@ func (s *Syncer) queueing() bool {
 	return s.status.Queued > 0 || (!s.status.Connected && s.status.LastError != "") || s.restoring
 }
 
+// drained waits, while the spool answers and no restore runs, up to
+// Config.DrainWait for the queue to empty, and reports whether Submit may
+// append now instead of queueing.
+func (s *Syncer) drained(ctx context.Context) bool {
+	timer := time.NewTimer(s.cfg.DrainWait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		down := !s.status.Connected && s.status.LastError != ""
+		if down || s.restoring {
+			s.mu.Unlock()
+			return false
+		}
+		if s.status.Queued == 0 {
+			s.mu.Unlock()
+			return true
+		}
+		if s.emptied == nil {
+			s.emptied = make(chan struct{})
+		}
+		emptied := s.emptied
+		s.mu.Unlock()
+		s.wakeUp()
+		select {
+		case <-emptied:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // setRestoring notes that a restore from a checkpoint runs, or ended.
 func (s *Syncer) setRestoring(on bool) {
 	s.mu.Lock()
@@ -169,6 +208,10 @@ func (s *Syncer) refreshQueued(ctx context.Context) {
 	s.status.Queued = n
 	if n == 0 {
 		s.sentUnknown = false
+		if s.emptied != nil {
+			close(s.emptied)
+			s.emptied = nil
+		}
 	}
 	s.mu.Unlock()
 }

@@ -151,6 +151,10 @@ type Config struct {
 	// ProbeInterval is how often the loop asks an unreachable spool
 	// whether it answers again; 0 = 500 ms.
 	ProbeInterval time.Duration
+	// DrainWait is how long Submit waits, while the spool answers, for
+	// the loop to send the changes already queued before it appends a
+	// new one itself instead of queueing it too (queue.go); 0 = 2 s.
+	DrainWait time.Duration
 	// Permanent, if set, returns what a person must do about a Source
 	// error that retrying cannot heal (an untrusted certificate, a key the
 	// spool refuses), or "" for an error that may heal by itself. Such an
@@ -290,10 +294,11 @@ type Syncer struct {
 	downSince  time.Time // when the exchanges with the spool started failing
 	cpRefused  time.Time // when the spool last refused a checkpoint as too large (413)
 
-	restoring        bool       // a restore from a checkpoint runs: Submit queues (queue.go)
-	spoolHead        uint64     // the spool's head as last read (Status.Head never goes down)
-	adopted          adoptedKey // the restoration adopted last (restoration.go)
-	triedRestoration uint64     // checkpoint position last looked at for a restoration
+	restoring        bool          // a restore from a checkpoint runs: Submit queues (queue.go)
+	emptied          chan struct{} // closed when the queue empties, for Submits waiting (drained)
+	spoolHead        uint64        // the spool's head as last read (Status.Head never goes down)
+	adopted          adoptedKey    // the restoration adopted last (restoration.go)
+	triedRestoration uint64        // checkpoint position last looked at for a restoration
 
 	// applyMu serializes the store's applies and queueing with their
 	// OnApplied notices, so sessions hear them in the store's order.
@@ -347,6 +352,9 @@ func (c *Config) fill() {
 	}
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = 500 * time.Millisecond
+	}
+	if c.DrainWait == 0 {
+		c.DrainWait = 2 * time.Second
 	}
 	if c.RecheckPermanent == 0 {
 		c.RecheckPermanent = 10 * time.Minute
@@ -928,7 +936,7 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	if st.Alarm != "" {
 		return nil, fmt.Errorf("%w: %s", ErrIntegrity, st.Alarm)
 	}
-	if s.queueing() {
+	if s.queueing() && !s.drained(ctx) {
 		return s.enqueue(ctx, cmds, nil)
 	}
 	alarmed := s.alarmedChan()
