@@ -2,12 +2,15 @@ package syncer
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
+	"cspool/internal/spool"
 )
 
 // TestSubmitWaitsForQueueToDrain: an append fails (the spool down for a
@@ -71,4 +74,55 @@ func TestSubmitWaitsForQueueToDrain(t *testing.T) {
 		st := a.Status()
 		return st.Queued == 0 && st.Position == 5
 	})
+}
+
+// refusingSource is offlineSource whose appends the spool refuses as too
+// large while refuse is set: a queued change that cannot be sent.
+type refusingSource struct {
+	*offlineSource
+	refuse atomic.Bool
+}
+
+func (f *refusingSource) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	if f.refuse.Load() {
+		return 0, fmt.Errorf("appending %d entries: %w", len(batch), spool.ErrTooLarge)
+	}
+	return f.offlineSource.AppendAt(ctx, user, head, batch)
+}
+
+// TestSubmitQueuesWhenQueueStuck: the spool answers but refuses the queued
+// change (too large for it, until its operator raises a limit), so the
+// queue cannot drain. A change made meanwhile is queued as soon as the
+// loop's send fails, not after the whole DrainWait: every change would
+// otherwise wait it out.
+func TestSubmitQueuesWhenQueueStuck(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	for i := range 3 {
+		r.deliver(r.spool, msg(i))
+	}
+	src := &refusingSource{offlineSource: &offlineSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}}
+	a, msa := r.offlineDevice("a", src, 10*time.Millisecond, nil)
+	a.cfg.DrainWait = time.Hour
+	syncAll(t, a)
+	_, held := inbox(t, msa)
+	src.set(true)
+	submitOne(t, a, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{held[0].ID}})
+	src.refuse.Store(true)
+	src.set(false)
+	stop := run(t, a)
+	defer stop()
+	waitFor(t, 20*time.Second, "the loop reading the log again", func() bool { return a.Status().Connected })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	outs, err := a.Submit(ctx, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{held[1].ID}})
+	if err != nil || len(outs) != 1 || outs[0].Status == mailstore.Rejected {
+		t.Fatalf("second change: %+v, %v", outs, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the second change waited out its 30 s for a queue that cannot drain")
+	}
+	if q := a.Status().Queued; q != 2 {
+		t.Errorf("%d changes queued, want 2", q)
+	}
 }

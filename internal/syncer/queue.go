@@ -105,7 +105,9 @@ func (s *Syncer) queueing() bool {
 
 // drained waits, while the spool answers and no restore runs, up to
 // Config.DrainWait for the queue to empty, and reports whether Submit may
-// append now instead of queueing.
+// append now instead of queueing. A failed exchange ends the wait (a
+// queued change the spool refuses keeps the queue from draining, and
+// every change would otherwise wait the whole DrainWait).
 func (s *Syncer) drained(ctx context.Context) bool {
 	timer := time.NewTimer(s.cfg.DrainWait)
 	defer timer.Stop()

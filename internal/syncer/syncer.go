@@ -295,7 +295,7 @@ type Syncer struct {
 	cpRefused  time.Time // when the spool last refused a checkpoint as too large (413)
 
 	restoring        bool          // a restore from a checkpoint runs: Submit queues (queue.go)
-	emptied          chan struct{} // closed when the queue empties, for Submits waiting (drained)
+	emptied          chan struct{} // closed when the queue empties or an exchange fails, for Submits waiting (drained)
 	spoolHead        uint64        // the spool's head as last read (Status.Head never goes down)
 	adopted          adoptedKey    // the restoration adopted last (restoration.go)
 	triedRestoration uint64        // checkpoint position last looked at for a restoration
@@ -892,6 +892,11 @@ func (s *Syncer) setError(err error, hint string) {
 	}
 	s.status.Connected = false
 	s.status.DownSince = s.downSince
+	if s.emptied != nil {
+		// Submits waiting for the queue to drain queue now instead.
+		close(s.emptied)
+		s.emptied = nil
+	}
 	s.status.LastError = err.Error()
 	if hint != "" {
 		// Every display of the status shows LastError: the hint goes
