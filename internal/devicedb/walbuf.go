@@ -72,8 +72,13 @@ import (
 const vfsName = "cspool-adiantum"
 
 // walBufferMax is how much the buffer holds before it writes its whole
-// blocks out (a large transaction).
-const walBufferMax = 1 << 20
+// blocks out (a large transaction). The buffer stays allocated for the
+// connection's life, so it is a part of the daemon's live heap (and, with
+// the collector's goal at 1.5 times that, half as much again): at 1 MiB it
+// grew to 1.3 MB, a sixth of the live heap of a first sync of 100,000
+// messages (docs/BENCHMARKS.md, "The first sync's peak and a SEARCH's
+// garbage"); 256 KiB still hands the cipher 64 whole blocks a write.
+const walBufferMax = 256 << 10
 
 func init() {
 	vfs.Register(vfsName, &walBufVFS{VFS: vfs.Find("adiantum")})
@@ -264,6 +269,12 @@ func (w *walFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if len(w.buf) == 0 {
 		w.off = off
+	}
+	if w.buf == nil {
+		// Room for the most it holds before a write-out (walBufferMax
+		// less a byte, then a frame header and a page), so that it
+		// does not grow by appends beyond it.
+		w.buf = make([]byte, 0, walBufferMax+2*blockSize)
 	}
 	w.buf = append(w.buf, p...)
 	end := off + int64(len(p))

@@ -278,3 +278,70 @@ func TestWALBufferWholeBlocks(t *testing.T) {
 	}
 	integrity(t, plain)
 }
+
+// TestWALBufferStaysSmall commits 4 MiB through the buffer, in one
+// transaction and then in many: the buffer the connection keeps for its
+// life is at most 256 KiB and a frame, not the 1.3 MB it grew to when it
+// wrote out only at 1 MiB (a sixth of the daemon's live heap in a first
+// sync; docs/BENCHMARKS.md, "The first sync's peak and a SEARCH's
+// garbage").
+func TestWALBufferStaysSmall(t *testing.T) {
+	const most = 256<<10 + 2*blockSize
+	db, err := Open(filepath.Join(t.TempDir(), "mail.db"), Options{Key: &key1, Params: walParams})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	ctx := context.Background()
+	c, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	kept := func() int {
+		t.Helper()
+		n := 0
+		err := c.Raw(func(dc any) error {
+			f, err := dc.(interface{ Raw() *sqlite3.Conn }).Raw().FileControl("main", sqlite3.FCNTL_JOURNAL_POINTER)
+			if err != nil {
+				return err
+			}
+			if w, ok := vfsutil.UnwrapFile[*walFile](f.(vfs.File)); ok {
+				n = cap(w.buf)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if _, err := c.ExecContext(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB)"); err != nil {
+		t.Fatal(err)
+	}
+	row := make([]byte, 64<<10)
+	tx, err := c.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 64 {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO t VALUES (?, ?)", i, row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := kept(); n == 0 || n > most {
+		t.Errorf("after a commit of 4 MiB the WAL buffer keeps %d bytes, want some and at most %d", n, most)
+	}
+	for i := range 64 {
+		if _, err := c.ExecContext(ctx, "UPDATE t SET x = ? WHERE id = ?", row, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := kept(); n > most {
+		t.Errorf("after 64 commits of 64 KiB the WAL buffer keeps %d bytes, want at most %d", n, most)
+	}
+}

@@ -58,6 +58,15 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 	}
 	out := []string{}
 	budget := int64(maxDecodedText)
+	// Each part is read into buf, one buffer for the message with room
+	// for its bytes after the header (a part's decoded text is rarely
+	// more), and then copied into its string. io.ReadAll, growing a
+	// slice from 512 bytes, made about 2.6 times a text's size in
+	// garbage before the copy, for every message a SEARCH BODY reads
+	// while the index lacks it and every body the indexer takes: with
+	// the copy, most of what such a SEARCH allocated (docs/BENCHMARKS.md,
+	// "The first sync's peak and a SEARCH's garbage").
+	buf := make([]byte, 0, min(max(len(raw)-hl, 0), maxDecodedText)+512)
 	walkErr := e.Walk(func(_ []int, part *gomessage.Entity, err error) error {
 		if err != nil || part == nil || budget <= 0 {
 			return nil
@@ -69,15 +78,30 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 		if t != "" && !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") {
 			return nil
 		}
-		b, _ := io.ReadAll(io.LimitReader(part.Body, budget))
-		budget -= int64(len(b))
-		out = append(out, string(b))
+		buf = appendAll(buf[:0], io.LimitReader(part.Body, budget))
+		budget -= int64(len(buf))
+		out = append(out, string(buf))
 		return nil
 	})
 	if walkErr != nil {
 		out = append(out, string(raw[hl:min(len(raw), hl+maxDecodedText)]))
 	}
 	return out
+}
+
+// appendAll appends to b what r reads until it fails (io.EOF or another
+// error), as io.ReadAll does into a new slice, and returns b.
+func appendAll(b []byte, r io.Reader) []byte {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			return b
+		}
+	}
 }
 
 // HeaderTexts returns each field of a raw header, in order, with the
