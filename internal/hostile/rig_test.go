@@ -69,12 +69,8 @@ func (r *rig) device(name string) *device {
 
 func (r *rig) deviceAt(name, base string, noChecks bool) *device {
 	r.t.Helper()
-	// CheckpointTail -1: a checkpoint deletes every entry it does not
-	// need, so that a device behind it rebuilds from it, the path these
-	// tests put a dishonest spool on (a few entries behind, a device would
-	// otherwise read on through the writer's newest positions).
 	d := r.sp.Device(name, syncer.Config{Source: r.sp.Client(base, r.userKey), Logger: slog.New(slog.DiscardHandler),
-		CheckpointMin: -1, CheckpointTail: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond, DisableIntegrity: noChecks})
+		CheckpointMin: -1, Wait: time.Second, MaxBackoff: 100 * time.Millisecond, DisableIntegrity: noChecks})
 	return &device{name: name, base: base, s: d.Sync, ms: d.Store}
 }
 

@@ -73,7 +73,7 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 	if info.Position == 0 {
 		return spool.CompactStats{}, 0, nil
 	}
-	keep := withTail(info.Keep, info.Position, s.cfg.CheckpointTail)
+	keep := info.Keep
 	stats, err := cpr.PutCheckpointFrom(ctx, info.Position, io.NewSectionReader(f, 0, size), keep)
 	if errors.Is(err, spool.ErrStaleCheckpoint) {
 		s.log.Info("checkpoint not needed: a newer one exists", "pos", info.Position)
@@ -95,25 +95,6 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 	s.log.Info("checkpoint stored", "pos", info.Position, "sealed_bytes", size, "kept", len(keep),
 		"deleted", stats.Deleted, "reclaimed_bytes", stats.Bytes)
 	return stats, info.Position, nil
-}
-
-// withTail returns keep (ascending, all at most p) with every position of
-// the last tail up to p added (Config.CheckpointTail).
-func withTail(keep []uint64, p uint64, tail int) []uint64 {
-	if tail <= 0 || p == 0 {
-		return keep
-	}
-	lo := uint64(1)
-	if p > uint64(tail) {
-		lo = p - uint64(tail) + 1
-	}
-	i, _ := slices.BinarySearch(keep, lo)
-	out := make([]uint64, 0, i+int(p-lo+1))
-	out = append(out, keep[:i]...)
-	for q := lo; q <= p; q++ {
-		out = append(out, q)
-	}
-	return out
 }
 
 // CheckpointTooLargeError: the spool refused a checkpoint as larger than it

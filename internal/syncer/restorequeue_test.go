@@ -195,7 +195,6 @@ func changeDuringRestore(t *testing.T, kill bool) {
 
 	a, _ := r.device("a", nil, nil)
 	a.cfg.CheckpointMin = -1
-	a.cfg.CheckpointTail = -1 // a device behind its checkpoint rebuilds from it
 	// The entry after b's position is one the checkpoint will not keep (a
 	// flag change): b is behind the compaction, and rebuilds.
 	r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{held[0].ID}})

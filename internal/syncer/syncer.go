@@ -172,14 +172,6 @@ type Config struct {
 	// the live bodies); 0 = 1000, negative = never write checkpoints.
 	CheckpointMin int
 
-	// CheckpointTail is how many of the newest positions up to a
-	// checkpoint this device writes stay in the log besides the entries
-	// of live bodies: another device that was at most that far behind
-	// reads them on instead of rebuilding from the checkpoint (a
-	// restore, during which its own changes are queued). 0 = 256,
-	// negative = none.
-	CheckpointTail int
-
 	// KeepDir, if set, is the folder where an entry sealed to another key
 	// or for another user (a delivery made with a wrong or stale key) is
 	// kept as POS.entry (mode 0600), so that the holder of that key can
@@ -343,9 +335,6 @@ func (c *Config) fill() {
 	}
 	if c.CheckpointMin == 0 {
 		c.CheckpointMin = 1000
-	}
-	if c.CheckpointTail == 0 {
-		c.CheckpointTail = 256
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 30 * time.Second
@@ -536,11 +525,12 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 
 // readsOn reports whether lr holds every position after pos, up to the
 // spool's newest checkpoint or to the read's end if it ends before: the
-// compaction deleted nothing this device still has to apply (the writer
-// kept its newest positions, Config.CheckpointTail), so it reads on instead
-// of rebuilding from the checkpoint. A device that was online while
-// another wrote the checkpoint is usually a few entries behind; a rebuild
-// would queue its own changes meanwhile, as offline.
+// compaction deleted nothing this device still has to apply (the entries
+// it lacks hold live messages, which a checkpoint keeps), so it reads on
+// instead of rebuilding from the checkpoint. A device that was online
+// while another wrote the checkpoint is usually a few entries behind,
+// most often new mail; a rebuild reads the whole state and queues the
+// device's own changes meanwhile, as offline.
 func readsOn(pos uint64, lr spool.LogRead) bool {
 	if len(lr.Entries) == 0 {
 		return false
