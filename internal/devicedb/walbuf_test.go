@@ -195,21 +195,27 @@ func TestWALBufferFormat(t *testing.T) {
 // buffered is how many bytes c's WAL buffer holds.
 func buffered(t *testing.T, c *sql.Conn) int {
 	t.Helper()
-	n := 0
+	return len(walBuf(t, c))
+}
+
+// walBuf is c's WAL buffer (nil before its WAL file is open).
+func walBuf(t *testing.T, c *sql.Conn) []byte {
+	t.Helper()
+	var buf []byte
 	err := c.Raw(func(dc any) error {
 		f, err := dc.(interface{ Raw() *sqlite3.Conn }).Raw().FileControl("main", sqlite3.FCNTL_JOURNAL_POINTER)
 		if err != nil {
 			return err
 		}
 		if w, ok := vfsutil.UnwrapFile[*walFile](f.(vfs.File)); ok {
-			n = len(w.buf)
+			buf = w.buf
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return buf
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -301,21 +307,7 @@ func TestWALBufferStaysSmall(t *testing.T) {
 	defer c.Close()
 	kept := func() int {
 		t.Helper()
-		n := 0
-		err := c.Raw(func(dc any) error {
-			f, err := dc.(interface{ Raw() *sqlite3.Conn }).Raw().FileControl("main", sqlite3.FCNTL_JOURNAL_POINTER)
-			if err != nil {
-				return err
-			}
-			if w, ok := vfsutil.UnwrapFile[*walFile](f.(vfs.File)); ok {
-				n = cap(w.buf)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
+		return cap(walBuf(t, c))
 	}
 	if _, err := c.ExecContext(ctx, "CREATE TABLE t (id INTEGER PRIMARY KEY, x BLOB)"); err != nil {
 		t.Fatal(err)
