@@ -3,8 +3,6 @@ package pgstore
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"strings"
@@ -12,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"cspool/internal/spool"
+	"cspool/internal/spool/spooltest"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -175,13 +173,7 @@ func benchAppends(b *testing.B, s *Store, users int, once bool) {
 			u := fmt.Sprintf("u%d", benchUser(i, users))
 			var err error
 			if once {
-				// As the API names a delivery: its timestamp, the
-				// spool key's id, a random nonce.
-				o := spool.Once{Expires: time.Now().Add(6 * time.Minute)}
-				binary.BigEndian.PutUint64(o.ID[:], uint64(time.Now().Unix()))
-				copy(o.ID[8:], "spoolkey")
-				rand.Read(o.ID[16:])
-				_, _, err = s.AppendOnce(context.Background(), u, o, 0, [][]byte{data})
+				_, _, err = s.AppendOnce(context.Background(), u, spooltest.DeliveryOnce(), 0, [][]byte{data})
 			} else {
 				_, err = s.Append(context.Background(), u, [][]byte{data})
 			}

@@ -3,8 +3,6 @@ package sqlitestore
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"strconv"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"cspool/internal/spool"
+	"cspool/internal/spool/spooltest"
 )
 
 // BenchmarkAppend appends one 10 KB entry per call with 1 and 8 concurrent
@@ -193,13 +192,7 @@ func benchAppendUsers(b *testing.B, n int, bound, once bool) {
 			u := fmt.Sprintf("u%d", i%int64(n)+1)
 			var err error
 			if once {
-				// As the API names a delivery: its timestamp, the
-				// spool key's id, a random nonce.
-				o := spool.Once{Expires: time.Now().Add(6 * time.Minute)}
-				binary.BigEndian.PutUint64(o.ID[:], uint64(time.Now().Unix()))
-				copy(o.ID[8:], "spoolkey")
-				rand.Read(o.ID[16:])
-				_, _, err = s.AppendOnce(context.Background(), u, o, 0, [][]byte{entry})
+				_, _, err = s.AppendOnce(context.Background(), u, spooltest.DeliveryOnce(), 0, [][]byte{entry})
 			} else {
 				_, err = s.Append(context.Background(), u, [][]byte{entry})
 			}

@@ -7,9 +7,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -95,12 +93,7 @@ admin_users = postgres
 	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
 	if os.Geteuid() == 0 {
 		// PgBouncer refuses to run as root.
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root, and no postgres account to run pgbouncer as: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
+		uid, gid := postgresAccount(t, "pgbouncer")
 		for _, f := range []string{"", "pgbouncer.ini", "userlist.txt"} {
 			if err := os.Chown(filepath.Join(dir, f), uid, gid); err != nil {
 				t.Fatal(err)

@@ -55,12 +55,7 @@ func PrivateCluster(t testing.TB) *Cluster {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	if os.Geteuid() == 0 {
 		// PostgreSQL refuses to run as root: run it as its own account.
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("running as root, and no postgres account to run a server as: %v", err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
+		uid, gid := postgresAccount(t, "a server")
 		if err := os.Chown(dir, uid, gid); err != nil {
 			t.Fatal(err)
 		}
@@ -134,4 +129,18 @@ func (c *Cluster) Start() {
 func (c *Cluster) Running() bool {
 	argv := append(append(append([]string{}, c.as...), filepath.Join(c.bin, "pg_ctl")), "status", "-D", filepath.Join(c.dir, "data"))
 	return exec.Command(argv[0], argv[1:]...).Run() == nil
+}
+
+// postgresAccount is the user and group ids of the postgres account, which
+// runs what refuses to run as root (the server, PgBouncer) when the tests
+// do; what names what it is for, in the failure without one.
+func postgresAccount(t testing.TB, what string) (uid, gid int) {
+	t.Helper()
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		t.Fatalf("running as root, and no postgres account to run %s as: %v", what, err)
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid
 }
