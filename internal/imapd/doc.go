@@ -95,7 +95,11 @@
 //     passed as non-synchronizing and the framer sends "+" only when the
 //     library asks for the bytes, so a literal refused at its announcement
 //     (APPENDLIMIT, RFC 7889) is never sent; what is left of a command the
-//     library answered early is dropped, never read as a command.
+//     library answered early is dropped, never read as a command. A
+//     command is at most maxLine bytes, its lines together (literals
+//     excluded), below the 50 KiB where go-imap stops reading one; a
+//     longer one is refused whole, and the literal a dropped line
+//     announces is dropped with it.
 //   - Outcomes: a Rejected command gets NO with a response code (RFC 5530);
 //     a Partial one (another device expunged some of the messages first) is
 //     OK for what could be done (COPYUID lists only the copies made), with

@@ -139,6 +139,7 @@ type frameConn struct {
 	outDrop   bool   // the line being written is dropped, to its end (saveAlone)
 	known     int64  // messages the client knows the selected mailbox has; -1: none selected
 	tooBig    bool   // the command's literal was refused as over maxBufferedLiteral
+	tooLong   bool   // the command's lines were cut off as over maxLine together
 
 	// TLS (RFC 9051 sections 6.2.1 and 11.1): go-imap is told nothing of
 	// it, since the framer reads above the TLS layer (the library would
@@ -165,6 +166,7 @@ type frameConn struct {
 	litSync  bool   // the literal still needs "+" before the client sends it
 	litWait  bool   // the literal is announced; its bytes not yet asked for
 	more     bool   // the current command goes on after the literal
+	size     int    // bytes of the current command's lines handed over (literals excluded)
 	rejected int    // lines refused before login
 }
 
@@ -235,18 +237,29 @@ func (fc *frameConn) Read(p []byte) (int, error) {
 				}
 				continue
 			}
-			line, long, err := fc.readLine()
+			line, end, long, err := fc.readLine()
 			if err != nil {
 				return 0, err
 			}
-			if long {
-				// Ends the command for the library: it answers BAD.
-				fc.more = false
-				fc.pending = []byte("\r\n")
+			if long || fc.size+len(line)+1 > maxLine {
+				// Over the limit, this line or the command's lines
+				// together (go-imap stops reading a command at 50 KiB
+				// and took what followed for a command): the library
+				// gets a byte no argument takes in place of the line,
+				// and answers BAD (Write names the reason). Not the
+				// end of the line alone: the command up to there may
+				// be whole, and would be carried out. A literal the
+				// line announces is dropped with the command.
+				fc.mu.Lock()
+				fc.tooLong = true
+				fc.mu.Unlock()
+				fc.literal(end)
+				fc.pending = []byte("\x00\r\n")
 				continue
 			}
 			fc.note(line)
 			fc.pending = fc.literal(line)
+			fc.size += len(fc.pending)
 			continue
 		}
 		if err := fc.nextCommand(); err != nil {
@@ -260,7 +273,7 @@ func (fc *frameConn) Read(p []byte) (int, error) {
 // request of the library's (IDLE's DONE, an AUTHENTICATE response).
 func (fc *frameConn) nextCommand() error {
 	for {
-		line, long, err := fc.readLine()
+		line, end, long, err := fc.readLine()
 		if err != nil {
 			return err
 		}
@@ -273,6 +286,12 @@ func (fc *frameConn) nextCommand() error {
 		fc.mu.Unlock()
 		if cont {
 			fc.pending = line
+			// go-imap counts the line as part of the command, whose
+			// lines it stops reading at 50 KiB (a long tag and an
+			// AUTHENTICATE response): over maxLine together, it is
+			// taken as a long line.
+			long = long || fc.size+len(line) > maxLine
+			fc.size += len(line)
 			switch {
 			case long && inProgress == "AUTHENTICATE":
 				// The client's cancel (RFC 9051 section 6.2.2): the
@@ -305,13 +324,14 @@ func (fc *frameConn) nextCommand() error {
 		}
 		if problem == "" {
 			fc.mu.Lock()
-			fc.tag, fc.name, fc.ended, fc.contReqs, fc.tooBig = tag, name, false, 0, false
+			fc.tag, fc.name, fc.ended, fc.contReqs, fc.tooBig, fc.tooLong = tag, name, false, 0, false, false
 			fc.text = append(fc.text[:0], line...)
 			if name == "SELECT" || name == "EXAMINE" || name == "CLOSE" || name == "UNSELECT" {
 				fc.known = -1
 			}
 			fc.mu.Unlock()
 			fc.pending = fc.literal(line)
+			fc.size = len(fc.pending)
 			return nil
 		}
 		// Refused: answer, and skip what the client sends for this
@@ -338,9 +358,9 @@ func (fc *frameConn) nextCommand() error {
 				return errFramingClosed
 			}
 		}
-		if !long {
-			fc.literal(line)
-		}
+		// A literal announced at the end of a long line is dropped too:
+		// its bytes were read as the next command.
+		fc.literal(end)
 		if err := fc.dropRest(); err != nil {
 			return err
 		}
@@ -538,7 +558,7 @@ func (fc *frameConn) appendEnd() (string, error) {
 		end = ")"
 	}
 	fc.mu.Unlock()
-	line, long, err := fc.readLine()
+	line, lineEnd, long, err := fc.readLine()
 	if err != nil {
 		return "", err
 	}
@@ -548,10 +568,8 @@ func (fc *frameConn) appendEnd() (string, error) {
 			fc.pending = fc.literal(line)
 			return "", nil
 		}
-		fc.literal(line) // a literal it announces is dropped with the rest
-	} else {
-		fc.more = false
 	}
+	fc.literal(lineEnd) // a literal it announces is dropped with the rest
 	fc.pending = []byte(end + "\r\n")
 	return strings.TrimRight(string(line), "\r\n"), nil
 }
@@ -572,15 +590,11 @@ func (fc *frameConn) dropRest() error {
 			fc.lit = 0
 		}
 		fc.litWait = false
-		line, long, err := fc.readLine()
+		_, end, _, err := fc.readLine()
 		if err != nil {
 			return err
 		}
-		if long {
-			fc.more = false
-			return nil
-		}
-		fc.literal(line)
+		fc.literal(end)
 	}
 	fc.litWait = false
 	return nil
@@ -590,32 +604,48 @@ func (fc *frameConn) dropRest() error {
 // end and dropped; long is then true, and line is its first maxLine bytes
 // (without the LF), which hold its tag for the BAD reply. (Its end would
 // give another tag, or a tag of the client's choice: the reply must carry
-// the command's own, RFC 9051 section 7.1.3.)
-func (fc *frameConn) readLine() (line []byte, long bool, err error) {
+// the command's own, RFC 9051 section 7.1.3.) end is the end of the line,
+// LF included: the line itself when it is not long, its last lineEndKeep
+// bytes when it is, enough for a literal announcement (literalAt), whose
+// bytes are dropped with the line's command rather than read as a
+// command.
+func (fc *frameConn) readLine() (line, end []byte, long bool, err error) {
 	var buf []byte
 	for {
 		chunk, err := fc.br.ReadSlice('\n')
 		switch {
 		case long:
+			end = append(end, chunk...)
+			end = end[max(0, len(end)-lineEndKeep):]
 		case len(buf)+len(chunk) <= maxLine:
 			buf = append(buf, chunk...)
 		default:
 			long = true
+			end = append(end, buf[max(0, len(buf)-lineEndKeep):]...)
+			end = append(end, chunk...)
+			end = end[max(0, len(end)-lineEndKeep):]
 			buf = append(buf, chunk[:maxLine-len(buf)]...)
 		}
 		switch {
 		case err == nil:
-			return buf, long, nil
+			if !long {
+				end = buf
+			}
+			return buf, end, long, nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
 		default:
 			if err == io.EOF && len(buf) > 0 && !long {
-				return buf, false, nil
+				return buf, buf, false, nil
 			}
-			return nil, long, err
+			return nil, nil, long, err
 		}
 	}
 }
+
+// lineEndKeep is how much of the end of a long line readLine keeps: more
+// than the longest literal announcement, ~{19 digits+} and CRLF.
+const lineEndKeep = 32
 
 // note keeps b as part of the command's text, for diagnose: not an
 // APPEND's message, nor more than a bounded amount.
@@ -740,6 +770,8 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 	}
 	if fc.tooBig && fc.tag != "" && !fc.ended && bytes.HasPrefix(p, []byte(fc.tag+" BAD ")) {
 		p = []byte(fmt.Sprintf("%s NO [TOOBIG] Literals are limited to %d bytes for this command\r\n", fc.tag, maxBufferedLiteral))
+	} else if fc.tooLong && fc.tag != "" && !fc.ended && bytes.HasPrefix(p, []byte(fc.tag+" BAD ")) {
+		p = []byte(fmt.Sprintf("%s BAD [CLIENTBUG] command longer than %d bytes (literals excluded); nothing was done\r\n", fc.tag, maxLine))
 	}
 	if fc.outStart && fc.outSkip == 0 && !fc.ended && bytes.HasPrefix(p, []byte("* ESEARCH ")) &&
 		(fc.name == "SEARCH" || fc.name == "UID SEARCH") && saveAlone.Match(fc.text) {

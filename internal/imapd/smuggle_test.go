@@ -1,0 +1,86 @@
+package imapd
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// A command the framer refuses as too long is refused whole: the bytes of
+// a non-synchronizing literal announced at the end of its long line are
+// the command's data, never a command of their own, and a command whose
+// lines add up to more than go-imap reads is answered BAD under its own
+// tag, not cut in two. Each case below smuggles "DELETE" of a mailbox in
+// the data of such a command; before, every one of them deleted it.
+func TestLongCommandSmugglesNothing(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	w := dialWire(t, d.addr)
+	// A long tag and an AUTHENTICATE response, each under the limit:
+	// go-imap answered NO [SERVERBUG] and ended the connection.
+	tag := strings.Repeat("a", maxLine-100)
+	w.send(tag + " AUTHENTICATE PLAIN\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "+") {
+		t.Fatalf("AUTHENTICATE PLAIN under a long tag: got %.40q, want +", got)
+	}
+	w.send(strings.Repeat("QUFB", 2000) + "\r\n")
+	if got := w.response(); !strings.HasPrefix(got, tag+" BAD ") {
+		t.Errorf("an AUTHENTICATE response after a long tag: got %.40q...%q, want BAD under the tag", got, got[min(len(got), len(tag)):])
+	}
+	w.ok(`LOGIN alice "` + testPassword + `"`)
+	w.ok("SELECT INBOX")
+	long := strings.Repeat("x", maxLine+100)
+	pad := strings.Repeat(" ALL", maxLine/6) // two thirds of a line: two make more than go-imap's 50 KiB
+	smuggle := func(tag, victim string) string {
+		inj := tag + " DELETE " + victim + "\r\n"
+		return fmt.Sprintf("{%d+}\r\n%s", len(inj), inj)
+	}
+	cases := []struct{ name, cmd string }{
+		// A long first line: answered BAD by the framer, and its
+		// literal was read as the next command.
+		{"first line", "SEARCH" + pad + pad + " TEXT " + smuggle("s1", "v1")},
+		// A long line after a literal: go-imap was handed its end of
+		// line and carried out the command as far as the literal.
+		{"line after a literal", "DELETE {2}\r\nv2 " + long},
+		{"line after a literal, with a literal", "SEARCH TEXT {1}\r\na " + long + " TEXT " + smuggle("s3", "v3")},
+		// Lines each under the framer's limit but over go-imap's 50 KiB
+		// together: go-imap answered NO [SERVERBUG] and read the rest of
+		// the line as a command ("ALL BAD Unknown command").
+		{"lines over 50 KiB", "SEARCH TEXT {1}\r\na" + pad + " TEXT {1}\r\nb" + pad + " TEXT " + smuggle("s4", "v4")},
+		{"lines over 50 KiB, no literal after", "SEARCH TEXT {1}\r\na" + pad + " TEXT {1}\r\nb" + pad},
+		// An APPEND whose message is followed by a long line.
+		{"after an APPEND's message", "APPEND INBOX {5+}\r\nhello " + long + " " + smuggle("s6", "v6")},
+		// A command refused at its first line: the rest is dropped.
+		{"refused command", "FROB {3+}\r\nabc " + long + " " + smuggle("s7", "v7")},
+	}
+	for i := range cases {
+		w.ok(fmt.Sprintf("CREATE v%d", i+1))
+	}
+	for _, c := range cases {
+		u, tagged := w.run(c.cmd)
+		if !strings.HasPrefix(status(tagged), "BAD") || len(u) != 0 {
+			t.Errorf("%s: got %q %q, want BAD under the command's tag and nothing else", c.name, u, tagged)
+		}
+		// The next command is answered, alone.
+		u, tagged = w.run("NOOP")
+		if status(tagged) != "OK" || len(u) != 0 {
+			t.Errorf("%s: NOOP after it: got %q %q, want OK alone", c.name, u, tagged)
+		}
+	}
+	u := w.ok(`LIST "" v*`)
+	if len(u) != len(cases) {
+		t.Errorf("LIST after the long commands: %q, want all of v1 to v%d", u, len(cases))
+	}
+	// A long line ending with a synchronizing literal: the client is never
+	// asked for it.
+	w.send("y1 NOOP " + long + " {5}\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "y1 BAD ") {
+		t.Errorf("a long line announcing a synchronizing literal: got %q, want y1 BAD", got)
+	}
+	w.ok("NOOP")
+	// Under the limits, the same commands are carried out.
+	w.ok("SEARCH TEXT {1}\r\na" + pad + " TEXT {1}\r\nb")
+	w.ok("DELETE {2}\r\nv2")
+}
