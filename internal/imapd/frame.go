@@ -1191,7 +1191,13 @@ func nesting(text []byte) int {
 
 // tokens splits a command's text into its atoms, quoted strings
 // (unquoted) and literals (their contents), leaving out parentheses.
-func tokens(text []byte) []string {
+func tokens(text []byte) []string { return scanTokens(text, true) }
+
+// atoms is tokens without the quoted strings and literals: the words the
+// command has outside its strings.
+func atoms(text []byte) []string { return scanTokens(text, false) }
+
+func scanTokens(text []byte, strs bool) []string {
 	var out []string
 	s := string(text)
 	for i := 0; i < len(s); {
@@ -1208,7 +1214,9 @@ func tokens(text []byte) []string {
 				b.WriteByte(s[i])
 			}
 			i++
-			out = append(out, b.String())
+			if strs {
+				out = append(out, b.String())
+			}
 		case c == '{' || c == '~':
 			m := literalStart.FindStringSubmatch(s[i:])
 			if m == nil {
@@ -1218,7 +1226,9 @@ func tokens(text []byte) []string {
 			n, _ := strconv.Atoi(m[1])
 			start := i + len(m[0])
 			end := min(start+n, len(s))
-			out = append(out, s[start:end])
+			if strs {
+				out = append(out, s[start:end])
+			}
 			i = end
 		default:
 			j := i

@@ -221,6 +221,17 @@ func TestFetchSectionGrammar(t *testing.T) {
 		{"g3 FETCH 1 BINARY.PEEK[0]", "g3 BAD [CLIENTBUG] section part 0"},
 		{"g4 UID FETCH 1 BINARY.SIZE[0]", "g4 BAD [CLIENTBUG] section part 0"},
 		{"g5 FETCH 1 BODY.PEEK[1]", "* 1 FETCH (BODY[1] {"},
+		// A first part number beyond 32 bits, or with a leading zero:
+		// go-imap's parser dropped it, and BODY[4294967296] was answered
+		// with the whole message under the label BODY[]; BODY[01] came
+		// back as BODY[1], a label the client did not ask for.
+		{"g6 FETCH 1 BODY.PEEK[4294967296]", "g6 BAD [CLIENTBUG] section part 4294967296"},
+		{"g7 FETCH 1 (UID BODY.PEEK[99999999999999999999999]<0.10>)", "g7 BAD [CLIENTBUG] section part 99999999999999999999999"},
+		{"g8 FETCH 1 body[4294967297.MIME]", "g8 BAD [CLIENTBUG]"},
+		{"g9 FETCH 1 BODY.PEEK[01]", "g9 BAD [CLIENTBUG] section part 01"},
+		{"g10 FETCH 1 BODY.PEEK[1.01]", "g10 BAD [CLIENTBUG] section part 01"},
+		{"g11 FETCH 1 (BODY.PEEK[HEADER.FIELDS (\"BODY[4294967296]\")])", "g11 OK"},
+		{"g12 FETCH 1 BODY.PEEK[4294967295]", "* 1 FETCH (BODY[4294967295] {0}\r\n)\r\ng12 OK"},
 		// A partial origin beyond 32 bits was written back as <0>; before
 		// ENABLE IMAP4rev2 it is not a number (TestFetchPartialNumber64).
 		{"h1 FETCH 1 BODY.PEEK[]<4294967296.10>", "h1 BAD [CLIENTBUG] partial <4294967296.10>"},
