@@ -338,11 +338,11 @@ func sortedNames(m map[string]*listEntry) []string {
 
 func matchAny(name, ref string, patterns []string) bool {
 	for _, p := range patterns {
-		if imapserver.MatchList(name, mailstore.Delim, ref, p) {
+		if matchList(name, mailstore.Delim, ref, p) {
 			return true
 		}
 		// INBOX matches case-insensitively (RFC 9051 section 5.1).
-		if name == mailstore.InboxName && imapserver.MatchList(name, mailstore.Delim, strings.ToUpper(ref), strings.ToUpper(p)) {
+		if name == mailstore.InboxName && matchList(name, mailstore.Delim, strings.ToUpper(ref), strings.ToUpper(p)) {
 			return true
 		}
 	}

@@ -1,0 +1,95 @@
+package imapd
+
+import "strings"
+
+// matchList reports whether the mailbox name matches LIST's reference and
+// pattern (RFC 9051 section 6.3.9): the reference is joined to the
+// pattern with delim unless the pattern starts with it; "*" matches any
+// run of characters, "%" any run without delim. It means what go-imap's
+// imapserver.MatchList means, in time bounded by the lengths of the name
+// and the pattern: MatchList tries every split of the name at each
+// wildcard, and a pattern of a dozen "*a" against a mailbox name of 200
+// "a" took longer than anyone waits, a goroutine busy for good that the
+// client's leaving did not stop.
+func matchList(name string, delim byte, ref, pattern string) bool {
+	d := string(delim)
+	if strings.HasPrefix(pattern, d) {
+		ref = ""
+		pattern = pattern[1:]
+	}
+	if ref != "" {
+		if !strings.HasSuffix(ref, d) {
+			ref += d
+		}
+		var ok bool
+		if name, ok = strings.CutPrefix(name, ref); !ok {
+			return false
+		}
+	}
+	return globMatch(name, compactWildcards(pattern), delim)
+}
+
+// compactWildcards replaces each run of wildcards with the one that
+// matches the same: "*" if the run has one, else "%".
+func compactWildcards(pattern string) string {
+	if !strings.Contains(pattern, "**") && !strings.Contains(pattern, "%%") &&
+		!strings.Contains(pattern, "*%") && !strings.Contains(pattern, "%*") {
+		return pattern
+	}
+	var b strings.Builder
+	for i := 0; i < len(pattern); {
+		c := pattern[i]
+		if c != '*' && c != '%' {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		j := i
+		for j < len(pattern) && (pattern[j] == '*' || pattern[j] == '%') {
+			if pattern[j] == '*' {
+				c = '*'
+			}
+			j++
+		}
+		b.WriteByte(c)
+		i = j
+	}
+	return b.String()
+}
+
+// globMatch matches name against pattern byte by byte, keeping for each
+// prefix of the pattern the set of name prefixes it matches: at most
+// len(pattern)+1 passes over the name, each ending the match early once
+// no prefix is left.
+func globMatch(name, pattern string, delim byte) bool {
+	cur := make([]bool, len(name)+1)
+	next := make([]bool, len(name)+1)
+	cur[0] = true
+	for p := 0; p < len(pattern); p++ {
+		c := pattern[p]
+		alive := false
+		switch c {
+		case '*', '%':
+			run := false
+			for i := 0; i <= len(name); i++ {
+				if c == '%' && i > 0 && name[i-1] == delim {
+					run = false
+				}
+				run = run || cur[i]
+				next[i] = run
+				alive = alive || run
+			}
+		default:
+			next[0] = false
+			for i := 1; i <= len(name); i++ {
+				next[i] = cur[i-1] && name[i-1] == c
+				alive = alive || next[i]
+			}
+		}
+		if !alive {
+			return false
+		}
+		cur, next = next, cur
+	}
+	return cur[len(name)]
+}

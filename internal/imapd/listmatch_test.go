@@ -1,0 +1,71 @@
+package imapd
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap/v2/imapserver"
+)
+
+// matchList means what go-imap's MatchList means: every name and pattern
+// of up to 5 characters over a small alphabet, under a few references.
+func TestMatchListAsGoIMAP(t *testing.T) {
+	t.Parallel()
+	words := func(alphabet string, max int) []string {
+		out := []string{""}
+		last := []string{""}
+		for n := 1; n <= max; n++ {
+			var next []string
+			for _, w := range last {
+				for _, c := range alphabet {
+					next = append(next, w+string(c))
+				}
+			}
+			out = append(out, next...)
+			last = next
+		}
+		return out
+	}
+	names := words("a/b", 5)
+	patterns := words("a/*%", 5)
+	for _, ref := range []string{"", "a", "a/", "/"} {
+		for _, p := range patterns {
+			for _, n := range names {
+				if got, want := matchList(n, '/', ref, p), imapserver.MatchList(n, '/', ref, p); got != want {
+					t.Fatalf("name %q, reference %q, pattern %q: got %v, go-imap says %v", n, ref, p, got, want)
+				}
+			}
+		}
+	}
+}
+
+// A LIST pattern that makes a backtracking matcher try every split of a
+// long name is answered, and the connection goes on. go-imap's MatchList
+// tried C(200, 12) splits of this name: the LIST was never answered, and
+// the goroutine stayed busy after the client left.
+func TestListPatternAnswered(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	w := loginWire(t, d.addr)
+	long := strings.Repeat("a", 200)
+	w.ok("CREATE " + long)
+	w.ok("CREATE " + long + "/" + long)
+	for _, c := range []struct {
+		pattern string
+		want    int
+	}{
+		{strings.Repeat("*a", 12) + "b", 0},
+		{strings.Repeat("%a", 12) + "b", 0},
+		{strings.Repeat("%a", 12) + "*", 2},
+		{strings.Repeat("*%", 5000) + "a", 2},
+		{strings.Repeat("%", 5000) + "a", 1},
+	} {
+		u := w.ok(fmt.Sprintf(`LIST "" "%s"`, c.pattern))
+		if len(u) != c.want {
+			t.Errorf("LIST %.20q...: %d names, want %d", c.pattern, len(u), c.want)
+		}
+	}
+	w.ok(`LIST "" "*"`)
+}
