@@ -15,6 +15,10 @@ import (
 	"cspool/internal/mailstore"
 )
 
+// maxMailboxName is the longest mailbox name a command carries, in bytes
+// (command.CheckMailboxName).
+const maxMailboxName = 1000
+
 // mailboxName cleans a client's mailbox name (a trailing delimiter is
 // dropped, RFC 9051 section 6.3.4) and checks it; a name the store cannot
 // take gets NO [CANNOT] with the reason.
@@ -27,7 +31,7 @@ func (s *session) mailboxName(name string) (string, error) {
 	switch {
 	case name == "":
 		reason = "it is empty"
-	case len(name) > 1000:
+	case len(name) > maxMailboxName:
 		reason = "names are at most 1000 bytes long"
 	case !utf8.ValidString(name):
 		reason = "it is not UTF-8"
@@ -116,7 +120,10 @@ func (s *session) Rename(name, newName string, _ *imap.RenameOptions) error {
 // name of another ("a" to "b", with "a/x" and "b/x" but no "b", which a
 // DELETE of "b" leaves). Sent, such a rename was answered NO after its
 // entry was in the log, and every device listed the entry as rejected in
-// its status for good.
+// its status for good. It also refuses one that would give a mailbox
+// below it a name over maxMailboxName bytes, which the apply takes but no
+// command can carry: that mailbox could then be neither deleted nor
+// renamed (the change could not be encoded), on every device.
 func (s *session) renameable(ctx context.Context, name, newName string) error {
 	prefix := name + string(mailstore.Delim)
 	if strings.HasPrefix(newName, prefix) {
@@ -132,10 +139,19 @@ func (s *session) renameable(ctx context.Context, name, newName string) error {
 		exists[mb.Name] = true
 	}
 	for _, mb := range all {
-		if child, ok := strings.CutPrefix(mb.Name, prefix); ok && exists[newName+string(mailstore.Delim)+child] {
+		child, ok := strings.CutPrefix(mb.Name, prefix)
+		if !ok {
+			continue
+		}
+		if exists[newName+string(mailstore.Delim)+child] {
 			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists,
 				Text: fmt.Sprintf("mailbox %s exists already (%s would be renamed to it)",
 					s.quoteName(newName+string(mailstore.Delim)+child), s.quoteName(mb.Name))}
+		}
+		if n := len(newName) + 1 + len(child); n > maxMailboxName {
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
+				Text: fmt.Sprintf("%s would be renamed to a name of %d bytes; names are at most %d bytes long",
+					s.quoteName(mb.Name), n, maxMailboxName)}
 		}
 	}
 	return nil

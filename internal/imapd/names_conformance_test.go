@@ -102,6 +102,24 @@ func TestRenameRefusedBeforeTheLog(t *testing.T) {
 	w.ok(`RENAME "a" "c"`)
 	u := w.ok(`LIST "" "c*"`)
 	expectUntagged(t, "LIST after the rename", u, `* LIST (\HasChildren) "/" "c"`, `* LIST (\HasNoChildren) "/" "c/x"`)
+
+	// A rename that would give a mailbox below it a name over 1000 bytes,
+	// which no command can carry: it was done, and that mailbox could be
+	// neither deleted nor renamed again (NO [SERVERBUG], the change could
+	// not be submitted), on every device.
+	child := strings.Repeat("x", 990)
+	long := strings.Repeat("y", 900)
+	w.ok(`CREATE "p/` + child + `"`)
+	_, tagged := w.run(`RENAME "p" "` + long + `"`)
+	if status(tagged) != "NO [CANNOT]" || !strings.Contains(tagged, "names are at most 1000 bytes long") {
+		t.Errorf("RENAME giving a child a name of %d bytes: got %q, want NO [CANNOT] naming the length", len(long)+1+len(child), tagged)
+	}
+	w.ok(`DELETE "p/` + child + `"`)
+	// One byte less is taken, and the child can be deleted.
+	short := long[:1000-len(child)-1]
+	w.ok(`CREATE "p/` + child + `"`)
+	w.ok(`RENAME "p" "` + short + `"`)
+	w.ok(`DELETE "` + short + "/" + child + `"`)
 	if n, err := d.store.RejectedCount(context.Background()); err != nil || n != 0 {
 		t.Errorf("the device holds %d rejected entries (%v), want none", n, err)
 	}
