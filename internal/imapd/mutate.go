@@ -250,6 +250,12 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 		return nil, err
 	}
 	if len(ids) == 0 {
+		if _, uid := set.(imap.UIDSet); (uid || imap.IsSearchRes(set)) && len(sel.mb.resolve(sel.st, set, sel.searchRes)) == 0 {
+			// UIDs that name no message the client can see, or an
+			// empty saved result: nothing to do, and OK (RFC 9051
+			// section 6.4.9, RFC 5182 section 2.1).
+			return nil, nil
+		}
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: codeExpungeIssued,
 			Text: "none of these messages exist any more"}
 	}
