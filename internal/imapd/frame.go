@@ -1053,13 +1053,13 @@ func diagnose(name string, text []byte) string {
 			return fmt.Sprintf("BAD [CLIENTBUG] %q is not a valid sequence set (RFC 9051 section 9)", toks[k])
 		}
 	case "SEARCH", "UID SEARCH":
-		for _, t := range toks {
-			if t != "" && (t[0] >= '0' && t[0] <= '9' || t[0] == '*') && !validSeqSet(t) {
-				return fmt.Sprintf("BAD [CLIENTBUG] %q is not a valid sequence set (RFC 9051 section 9)", t)
-			}
-		}
 		if k := 1 + strings.Count(name, " "); len(toks) >= k {
-			if key := unknownSearchKey(toks[k:]); key != "" {
+			set, key := searchProblem(toks[k:])
+			if set != "" {
+				return fmt.Sprintf("BAD [CLIENTBUG] %q is not a valid sequence set (RFC 9051 section 9)",
+					strings.ToValidUTF8(set, "?"))
+			}
+			if key != "" {
 				return fmt.Sprintf("BAD [CLIENTBUG] %q is not a search key this server knows (RFC 9051 section 6.4.4)",
 					strings.ToValidUTF8(key, "?"))
 			}
@@ -1091,13 +1091,17 @@ var searchKeyArgs = map[string]int{
 // RFC 5182).
 var searchReturnOpts = map[string]bool{"MIN": true, "MAX": true, "ALL": true, "COUNT": true, "SAVE": true}
 
-// unknownSearchKey returns the first token of a SEARCH's arguments (toks,
-// after the command's name) standing where a search key goes that is
-// neither a key go-imap knows nor a sequence set, or "". go-imap takes
-// such a word for a sequence set that does not parse and answers NO
-// [SERVERBUG]. Parentheses are not among toks: a list's keys are walked as
+// searchProblem walks a SEARCH's arguments (toks, after the command's
+// name) as keys and their arguments, and returns the first sequence set
+// that does not parse, where a key or UID's argument goes, or the first
+// token standing where a key goes that is neither a key go-imap knows nor
+// a sequence set, whichever comes first; "" for none. go-imap takes such a word for a
+// sequence set that does not parse and answers NO [SERVERBUG]. Other
+// arguments are not looked at: a date or a subject may start with a
+// digit (SENTON 1-Jan-2020 was named as a sequence set that does not
+// parse). Parentheses are not among toks: a list's keys are walked as
 // keys in turn.
-func unknownSearchKey(toks []string) string {
+func searchProblem(toks []string) (set, key string) {
 	i := 0
 	if i < len(toks) && strings.EqualFold(toks[i], "RETURN") {
 		for i++; i < len(toks) && searchReturnOpts[strings.ToUpper(toks[i])]; i++ {
@@ -1106,20 +1110,24 @@ func unknownSearchKey(toks []string) string {
 	if i < len(toks) && strings.EqualFold(toks[i], "CHARSET") {
 		i += 2
 	}
+	isSet := func(t string) bool { return t == "" || t[0] >= '0' && t[0] <= '9' || t[0] == '*' }
 	for i < len(toks) {
 		t := toks[i]
 		n, ok := searchKeyArgs[strings.ToUpper(t)]
-		if !ok {
-			if t == "" || t[0] >= '0' && t[0] <= '9' || t[0] == '*' {
-				// A sequence set: a malformed one is named above.
-				i++
-				continue
-			}
-			return t
+		switch {
+		case ok && strings.EqualFold(t, "UID") && i+1 < len(toks) && !validSeqSet(toks[i+1]):
+			return toks[i+1], ""
+		case ok:
+			i += 1 + n
+		case isSet(t) && t != "" && !validSeqSet(t):
+			return t, ""
+		case isSet(t):
+			i++
+		default:
+			return "", t
 		}
-		i += 1 + n
 	}
-	return ""
+	return "", ""
 }
 
 // appendDate finds the date-time argument of an APPEND whose mailbox is

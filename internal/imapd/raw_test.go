@@ -198,6 +198,15 @@ func TestUnknownSearchKeyGetsBAD(t *testing.T) {
 		// Words where arguments go are not keys.
 		{"s4 SEARCH SUBJECT modseq HEADER MODSEQ x", "* SEARCH\r\ns4 OK"},
 		{"s5 SEARCH 1:2 UNSEEN", "* SEARCH 1 2\r\ns5 OK"},
+		// An argument that starts with a digit is not a sequence set: a
+		// date, a subject. The reply named the date, not the key.
+		{"s6 SEARCH SENTON 1-Jan-2020 FUZZY TEXT x", `s6 BAD [CLIENTBUG] "FUZZY" is not a search key`},
+		{"s7 SEARCH SUBJECT 2:x FROB", `s7 BAD [CLIENTBUG] "FROB" is not a search key`},
+		{"s8 UID SEARCH SINCE 1-Feb-2024 OLDER 5", `s8 BAD [CLIENTBUG] "OLDER" is not a search key`},
+		// Sequence sets that do not parse are named, as a key and as
+		// UID's argument.
+		{"s9 SEARCH SUBJECT x 1:x", `s9 BAD [CLIENTBUG] "1:x" is not a valid sequence set`},
+		{"s10 SEARCH UID 2:y", `s10 BAD [CLIENTBUG] "2:y" is not a valid sequence set`},
 	})
 }
 
