@@ -69,3 +69,32 @@ func TestListPatternAnswered(t *testing.T) {
 	}
 	w.ok(`LIST "" "*"`)
 }
+
+// Names below INBOX are named with INBOX in any case, as INBOX itself is
+// (RFC 9051 section 5.1): CREATE, SELECT, RENAME and DELETE of
+// "inbox/y" name "INBOX/y", and so does a LIST or LSUB pattern or
+// reference. LIST "" "inbox/*" listed nothing, though SELECT "inbox/y"
+// selected the mailbox.
+func TestListInboxAnyCase(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	w := loginWire(t, d.addr)
+	w.ok("CREATE inbox/y")
+	w.ok("SUBSCRIBE Inbox/y")
+	for _, c := range []struct{ cmd, want string }{
+		{`LIST "" "inbox/*"`, `* LIST (\HasNoChildren) "/" "INBOX/y"`},
+		{`LIST "" "Inbox/%"`, `* LIST (\HasNoChildren) "/" "INBOX/y"`},
+		{`LIST "inbox" "%"`, `* LIST (\HasNoChildren) "/" "INBOX/y"`},
+		{`LIST "iNbOx/" "y"`, `* LIST (\HasNoChildren) "/" "INBOX/y"`},
+		{`LSUB "" "inbox/%"`, `* LSUB () "/" "INBOX/y"`},
+		{`LIST "" "INBOX/y"`, `* LIST (\HasNoChildren) "/" "INBOX/y"`},
+	} {
+		u := w.ok(c.cmd)
+		expectUntagged(t, c.cmd, u, c.want)
+	}
+	// Not a prefix of another name: "inboxes" is a name of its own.
+	w.ok("CREATE inboxes")
+	u := w.ok(`LIST "" "INBOXES"`)
+	expectUntagged(t, `LIST "" "INBOXES"`, u)
+}

@@ -353,7 +353,12 @@ func sortedNames(m map[string]*listEntry) []string {
 }
 
 func matchAny(name, ref string, patterns []string) bool {
+	// INBOX at the start of the reference or a pattern, in any case,
+	// names INBOX, as it does in every other command (NormalizeName):
+	// LIST "" "inbox/*" lists INBOX/y.
+	ref = normalizeListName(ref)
 	for _, p := range patterns {
+		p = normalizeListName(p)
 		if matchList(name, mailstore.Delim, ref, p) {
 			return true
 		}
@@ -363,6 +368,15 @@ func matchAny(name, ref string, patterns []string) bool {
 		}
 	}
 	return false
+}
+
+// normalizeListName is mailstore.NormalizeName for a LIST reference or
+// pattern, which may end with the delimiter ("inbox/" is "INBOX/").
+func normalizeListName(s string) string {
+	if t, ok := strings.CutSuffix(s, string(mailstore.Delim)); ok {
+		return mailstore.NormalizeName(t) + string(mailstore.Delim)
+	}
+	return mailstore.NormalizeName(s)
 }
 
 // Status implements imapserver.Session. A mailbox whose listing is in
