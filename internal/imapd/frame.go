@@ -1027,11 +1027,16 @@ func diagnose(name string, text []byte) string {
 	if len(toks) > 0 {
 		toks = toks[1:] // the tag
 	}
-	if name == "AUTHENTICATE" && len(toks) > 2 && toks[2] != "=" {
-		// go-imap decodes the initial response (RFC 4959) itself and
-		// answers a failure as its own.
-		if _, err := base64.StdEncoding.DecodeString(toks[2]); err != nil {
-			return "BAD [CLIENTBUG] the initial response is not base64 (RFC 4959 section 3)"
+	if name == "AUTHENTICATE" {
+		// go-imap decodes the initial response (RFC 4959) itself, the
+		// rest of the line after the mechanism and a space, and answers
+		// a failure as its own: text after it, quotes or a literal too.
+		line, _, _ := strings.Cut(string(text), "\n")
+		f := strings.SplitN(strings.TrimSuffix(line, "\r"), " ", 4)
+		if len(f) == 4 && f[3] != "=" {
+			if _, err := base64.StdEncoding.DecodeString(f[3]); err != nil {
+				return "BAD [CLIENTBUG] the initial response is not base64 (RFC 4959 section 3)"
+			}
 		}
 	}
 	if name == "APPEND" || name == "SEARCH" || name == "UID SEARCH" {

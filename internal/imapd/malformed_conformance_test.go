@@ -357,6 +357,13 @@ func TestAuthenticateMalformedResponse(t *testing.T) {
 		{"initial response of one NUL", b64("\x00alice"), ""},
 		{"initial response empty", "=", ""},
 		{"initial response of three NULs", b64("\x00alice\x00" + testPassword + "\x00"), ""},
+		// The initial response is the rest of the line (RFC 4959 section
+		// 3): go-imap answered these NO [SERVERBUG].
+		{"initial response followed by a word", b64("\x00alice\x00x") + " extra", ""},
+		{"empty initial response followed by a word", "= extra", ""},
+		{"initial response and a space", b64("\x00alice\x00x") + " ", ""},
+		{"initial response quoted", `"` + b64("\x00alice\x00x") + `"`, ""},
+		{"initial response as a literal", "{4}", ""},
 		{"response of no NUL", "", b64("alice")},
 		{"response empty", "", "="},
 		{"response of three NULs", "", b64("a\x00b\x00c\x00d")},
