@@ -3,6 +3,7 @@ package mimeform
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"iter"
 	"strings"
@@ -47,9 +48,10 @@ const maxDecodedText = 16 << 20
 // BodyTexts returns the texts SEARCH BODY tests in a message: its decoded
 // text/* and message/* parts, or, when the message is not MIME-parseable,
 // the raw bytes after the header (headerLen bytes); when its MIME tree
-// breaks part of the way (a multipart without a boundary, or cut short),
-// the parts decoded before the break and the raw bytes after the header,
-// so that no text of the message is out of SEARCH's reach.
+// breaks part of the way (a multipart without a boundary, or cut short)
+// or goes beyond MaxPartDepth or MaxParts, the parts decoded before that
+// and the raw bytes after the header, so that no text of the message is
+// out of SEARCH's reach, at a cost linear in the message's size.
 func BodyTexts(raw []byte, headerLen int64) []string {
 	hl := min(int(headerLen), len(raw))
 	e, err := gomessage.Read(bytes.NewReader(raw))
@@ -67,7 +69,19 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 	// the copy, most of what such a SEARCH allocated (docs/BENCHMARKS.md,
 	// "The first sync's peak and a SEARCH's garbage").
 	buf := make([]byte, 0, min(max(len(raw)-hl, 0), maxDecodedText)+512)
-	walkErr := e.Walk(func(_ []int, part *gomessage.Entity, err error) error {
+	parts := 0
+	walkErr := e.Walk(func(path []int, part *gomessage.Entity, err error) error {
+		// Parse's bounds: beyond them the walk stops, and the raw bytes
+		// after the header stand for the rest, as for a tree that
+		// breaks. go-message's Walk goes down every level, each reading
+		// through the readers of all the levels above it: a message
+		// nested 20,000 deep cost minutes and hundreds of megabytes.
+		if len(path) > 0 {
+			parts++ // as Parse counts them: the message itself not
+		}
+		if len(path) > MaxPartDepth || parts > MaxParts {
+			return errBeyondBounds
+		}
 		if err != nil || part == nil || budget <= 0 {
 			return nil
 		}
@@ -88,6 +102,9 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 	}
 	return out
 }
+
+// errBeyondBounds stops BodyTexts' walk at Parse's bounds.
+var errBeyondBounds = errors.New("beyond the MIME parsing bounds")
 
 // appendAll appends to b what r reads until it fails (io.EOF or another
 // error), as io.ReadAll does into a new slice, and returns b.

@@ -1,6 +1,7 @@
 package mimeform
 
 import (
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -43,5 +44,37 @@ func TestBodyTextsGarbage(t *testing.T) {
 					len(raw), per, limit)
 			}
 		})
+	}
+}
+
+// TestBodyTextsBounded: a message of multiparts nested 2000 deep (about
+// 110 KB) costs BodyTexts memory proportional to its size, as Parse's
+// bounds promise, and its innermost text stays within SEARCH's reach.
+// go-message's Walk went down every level, each reading through the
+// readers of all the levels above it: 2000 buffers of 4 KiB, and time
+// growing with the square of the depth. Such a message arrives from
+// anyone by mail: at 20,000 levels (1.2 MB) the device's indexer held
+// its write transaction for minutes, and every change waited.
+func TestBodyTextsBounded(t *testing.T) {
+	const levels = 2000
+	var b strings.Builder
+	b.WriteString("From: a@example.org\r\nSubject: deep\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n")
+	for i := range levels {
+		fmt.Fprintf(&b, "--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n", i, i+1)
+	}
+	fmt.Fprintf(&b, "--b%d\r\nContent-Type: text/plain\r\n\r\nneedle\r\n", levels)
+	raw := []byte(b.String())
+	hl := headerLength(raw)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	texts := BodyTexts(raw, hl)
+	runtime.ReadMemStats(&after)
+	if got := strings.Join(texts, "\n"); !strings.Contains(got, "needle") {
+		t.Errorf("BodyTexts of a message nested %d deep: %.80q..., want its innermost text among them", levels, got)
+	}
+	if got, limit := after.TotalAlloc-before.TotalAlloc, 8*uint64(len(raw)); got > limit {
+		t.Errorf("BodyTexts of a message of %d bytes nested %d deep allocated %d bytes, want at most %d (eight times the message)",
+			len(raw), levels, got, limit)
 	}
 }
