@@ -750,6 +750,11 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 			return partial([]byte("\r\n"), sec.Partial)
 		}
 		return nil
+	case mimeform.Status(m.Parse) == mimeform.Simplified && len(sec.Part) > 0 && (len(sec.Part) > 1 || sec.Part[0] != 1):
+		// Served as one text/plain part (its BODYSTRUCTURE): no other
+		// part exists. The library would look for it in the tree the
+		// structure does not show, through every level of the path.
+		return []byte{}
 	case len(sec.Part) > 0 && (sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierText) &&
 		!isMessagePart(b, sec.Part):
 		// HEADER, HEADER.FIELDS and TEXT after a part number name the
@@ -773,10 +778,13 @@ func binarySection(m *mailstore.Message, part []int) []byte {
 	b := raw(m)
 	hl := min(int(m.HeaderLen), len(b))
 	if mimeform.Status(m.Parse) != mimeform.Parsed {
-		if len(part) == 0 {
+		switch {
+		case len(part) == 0:
 			return b
+		case len(part) == 1 && part[0] == 1:
+			return b[hl:]
 		}
-		return b[hl:]
+		return []byte{} // one part: no other exists
 	}
 	out := imapserver.ExtractBinarySection(bytes.NewReader(b), &imap.FetchItemBinarySection{Part: part})
 	if out == nil && len(part) == 1 && part[0] == 1 && singlePart(m) {
