@@ -452,6 +452,23 @@ ALTER TABLE local ADD COLUMN spool_key BLOB CHECK (spool_key IS NULL OR length(s
 	`
 ALTER TABLE local ADD COLUMN relocated_bid INTEGER NOT NULL DEFAULT 0;
 `,
+	// 23: the bodies whose texts are too long for the search index
+	// (maxIndexedText, search.go): the indexer lists them here instead of
+	// indexing them, and searches scan them as they scan the bodies not
+	// indexed yet.
+	`
+CREATE TABLE unindexable (
+	bid INTEGER PRIMARY KEY
+);
+DROP TRIGGER bodies_unindex;
+CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+BEGIN
+	DELETE FROM fts WHERE rowid = OLD.bid;
+	DELETE FROM ftsw WHERE rowid = OLD.bid;
+	DELETE FROM unindexed WHERE bid = OLD.bid;
+	DELETE FROM unindexable WHERE bid = OLD.bid;
+END;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -472,7 +489,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 22
+const freshSchemaVersion = 23
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

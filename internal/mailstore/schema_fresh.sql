@@ -1,5 +1,5 @@
 -- Written by TestFreshSchemaAsMigrated -update-schema (schema_fresh_test.go)
--- from a database migrated from version 0 to 22; do not edit.
+-- from a database migrated from version 0 to 23; do not edit.
 CREATE TABLE state (
 	k                INTEGER PRIMARY KEY CHECK (k = 1),
 	position         INTEGER NOT NULL CHECK (position >= 0),
@@ -127,12 +127,6 @@ CREATE TRIGGER words_grams AFTER INSERT ON words
 BEGIN
 	INSERT INTO wordgrams (rowid, word) VALUES (NEW.wid, NEW.word);
 END;
-CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
-BEGIN
-	DELETE FROM fts WHERE rowid = OLD.bid;
-	DELETE FROM ftsw WHERE rowid = OLD.bid;
-	DELETE FROM unindexed WHERE bid = OLD.bid;
-END;
 CREATE INDEX messages_mailbox_body ON messages (mailbox, body, uid);
 CREATE TABLE forms (
 	bid       INTEGER PRIMARY KEY REFERENCES bodies (bid) ON DELETE CASCADE,
@@ -167,6 +161,16 @@ CREATE TABLE structures (
 	bid       INTEGER PRIMARY KEY REFERENCES bodies (bid) ON DELETE CASCADE,
 	structure BLOB
 );
+CREATE TABLE unindexable (
+	bid INTEGER PRIMARY KEY
+);
+CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+BEGIN
+	DELETE FROM fts WHERE rowid = OLD.bid;
+	DELETE FROM ftsw WHERE rowid = OLD.bid;
+	DELETE FROM unindexed WHERE bid = OLD.bid;
+	DELETE FROM unindexable WHERE bid = OLD.bid;
+END;
 CREATE VIEW undo_replay AS SELECT * FROM undo;
 CREATE TRIGGER undo_state_ins AFTER INSERT ON state WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0) VALUES ((SELECT qseq FROM capture), 'state', 'ins', NEW.k); END;
 CREATE TRIGGER undo_replay_state_ins INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'state' AND NEW.op = 'ins' BEGIN DELETE FROM state WHERE k = NEW.k0; END;

@@ -214,7 +214,7 @@ func addWords(set map[string]struct{}, text string) {
 // indexStmts are the statements that index bodies, prepared once for a
 // transaction of IndexPending.
 type indexStmts struct {
-	read, fts, ftsw, done *sql.Stmt
+	read, fts, ftsw, done, tooLong *sql.Stmt
 }
 
 func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
@@ -227,6 +227,7 @@ func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
 		{&x.fts, "INSERT INTO fts (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&x.ftsw, "INSERT INTO ftsw (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&x.done, "DELETE FROM unindexed WHERE bid = ?"},
+		{&x.tooLong, "INSERT INTO unindexable (bid) VALUES (?) ON CONFLICT DO NOTHING"},
 	} {
 		st, err := tx.PrepareContext(ctx, p.q)
 		if err != nil {
@@ -239,15 +240,26 @@ func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
 }
 
 func (x *indexStmts) close() {
-	for _, st := range []*sql.Stmt{x.read, x.fts, x.ftsw, x.done} {
+	for _, st := range []*sql.Stmt{x.read, x.fts, x.ftsw, x.done, x.tooLong} {
 		if st != nil {
 			st.Close()
 		}
 	}
 }
 
+// maxIndexedText is the most text (every column of a body's index row
+// together) the index takes for one body. Indexing costs about 1 ms of
+// CPU per KB of text, all of it in the one write transaction that indexes
+// the body: the 20 MB of text of a message anyone can mail held the
+// device's writer, and every change its mail clients made, for 10 s. A
+// body with more is listed in unindexable instead, and searches scan it
+// (a scan of 20 MB takes tens of milliseconds). Mail with over 1 MiB of
+// text (text parts and header, not attachments) is rare.
+var maxIndexedText = 1 << 20
+
 // indexBody indexes one stored body that is listed as unindexed, in both
-// indexes; it adds its words to words.
+// indexes, or lists it as unindexable when its texts are longer than
+// maxIndexedText; it adds its words to words.
 func indexBody(ctx context.Context, x *indexStmts, p Parser, bid int64, words map[string]struct{}) error {
 	var hl int64
 	var raw []byte
@@ -255,6 +267,19 @@ func indexBody(ctx context.Context, x *indexStmts, p Parser, bid int64, words ma
 		return fmt.Errorf("indexing body: %w", err)
 	}
 	row := append([]any{bid}, indexRow(p, raw, hl)...)
+	text := 0
+	for _, c := range row[1:] {
+		text += len(c.(string))
+	}
+	if text > maxIndexedText {
+		if _, err := x.tooLong.ExecContext(ctx, bid); err != nil {
+			return fmt.Errorf("indexing body: %w", err)
+		}
+		if _, err := x.done.ExecContext(ctx, bid); err != nil {
+			return fmt.Errorf("indexing body: %w", err)
+		}
+		return nil
+	}
 	if _, err := x.fts.ExecContext(ctx, row...); err != nil {
 		return fmt.Errorf("indexing body: %w", err)
 	}
@@ -376,12 +401,14 @@ func (s *Store) textSearch(ctx context.Context, mailbox command.ID, uv uint32, k
 			return nil, fmt.Errorf("searching the index: %w", err)
 		}
 	}
-	// CROSS JOIN: from the short list of bodies not indexed to the
-	// messages, never the other way round, which would read every message
-	// of the mailbox. The UIDs come back as one list (group_concat): a row
-	// each cost more than the query when every message matched.
+	// CROSS JOIN: from the short list of bodies not indexed (yet, or
+	// ever: unindexable) to the messages, never the other way round,
+	// which would read every message of the mailbox. The UIDs come back
+	// as one list (group_concat): a row each cost more than the query
+	// when every message matched.
 	var list sql.NullString
-	if err := tx.QueryRowContext(ctx, "SELECT group_concat(m.uid) FROM unindexed u CROSS JOIN messages m ON m.body = u.bid WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)",
+	if err := tx.QueryRowContext(ctx, `SELECT group_concat(m.uid) FROM (SELECT bid FROM unindexed UNION ALL SELECT bid FROM unindexable) u
+		CROSS JOIN messages m ON m.body = u.bid WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)`,
 		mailbox[:]).Scan(&list); err != nil {
 		return nil, fmt.Errorf("searching the index: %w", err)
 	}
@@ -670,6 +697,7 @@ func (s *Store) Reindex(ctx context.Context) error {
 			"DELETE FROM words",
 			"INSERT INTO wordgrams (wordgrams) VALUES ('delete-all')",
 			"DELETE FROM unindexed",
+			"DELETE FROM unindexable",
 			"INSERT INTO unindexed (bid) SELECT bid FROM bodies",
 		} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {

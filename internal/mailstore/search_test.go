@@ -78,8 +78,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 21 (no relocated_bid in
-// local), 20 (no spool_key in local), 19 (FTS5's default merge
+// downgrade makes the database's schema version 22 (no unindexable), 21
+// (no relocated_bid in local), 20 (no spool_key in local), 19 (FTS5's default merge
 // settings), 18 (the structure's
 // form in forms), 13 (no messages_listing
 // and no messages_keywords, version 15's, and the undo log of version 15,
@@ -97,6 +97,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	var qs []string
 	if version < 17 {
 		qs = append(qs, "DROP INDEX messages_keywords", "DROP INDEX messages_listing")
+	}
+	if version < 23 {
+		qs = append(qs, to22...)
 	}
 	if version < 22 {
 		qs = append(qs, to21)
@@ -128,6 +131,19 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// to22 are downgrade's steps from version 23 to 22: no unindexable, and
+// the bodies' delete trigger of version 11.
+var to22 = []string{
+	"DROP TRIGGER bodies_unindex",
+	`CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+BEGIN
+	DELETE FROM fts WHERE rowid = OLD.bid;
+	DELETE FROM ftsw WHERE rowid = OLD.bid;
+	DELETE FROM unindexed WHERE bid = OLD.bid;
+END`,
+	"DROP TABLE unindexable",
 }
 
 // to21 is downgrade's step from version 22 to 21.
@@ -444,5 +460,58 @@ func TestColumnDedupeBounded(t *testing.T) {
 				t.Fatalf("%d fields: %q is not in the column", tc.fields, v)
 			}
 		}
+	}
+}
+
+// TestTooLongForIndex: a body with more text than the index takes for
+// one body is listed as unindexable instead of indexed (its trigrams
+// would hold the writer about 1 ms a KB), and a search scans it, as it
+// scans the bodies not indexed yet, so the answer stays exact.
+func TestTooLongForIndex(t *testing.T) {
+	t.Parallel()
+	s := openTest(t)
+	ctx := context.Background()
+	var big strings.Builder
+	big.WriteString("From: b@example.org\r\nSubject: long\r\n\r\n")
+	for i := 0; big.Len() <= maxIndexedText+4096; i++ {
+		fmt.Fprintf(&big, "line %d of a long text uniqword\r\n", i)
+	}
+	big.WriteString("the needle-at-the-end\r\n")
+	var l testLog
+	mustApply(t, s,
+		l.spool(deliverCmd("From: a@example.org\r\nSubject: one\r\n\r\nshort uniqword\r\n")),
+		l.spool(deliverCmd(big.String())),
+		l.spool(deliverCmd("From: c@example.org\r\nSubject: three\r\n\r\nshort too\r\n")))
+	if _, left, err := s.IndexPending(ctx, 10); err != nil || left != 0 {
+		t.Fatalf("IndexPending: %d left, %v", left, err)
+	}
+	var listed, indexed int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM unindexable), (SELECT count(*) FROM ftsw_docsize)").Scan(&listed, &indexed); err != nil {
+		t.Fatal(err)
+	}
+	if listed != 1 || indexed != 2 {
+		t.Errorf("%d bodies listed as unindexable, %d indexed; want 1 and 2", listed, indexed)
+	}
+	for _, tc := range []struct {
+		needle string
+		match  []UID
+	}{
+		{"uniqword", []UID{1}},
+		{"needle-at-the-end", nil},
+	} {
+		a, err := s.TextSearch(ctx, InboxID(), SearchBody, tc.needle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := slices.Sorted(maps.Keys(a.Match))
+		if !slices.Equal(got, tc.match) || !slices.Equal(a.Unindexed, []UID{2}) {
+			t.Errorf("%q: match %v, not indexed %v; want %v and [2], which the search scans", tc.needle, got, a.Unindexed, tc.match)
+		}
+	}
+	if err := s.Reindex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM unindexable").Scan(&listed); err != nil || listed != 0 {
+		t.Errorf("after Reindex %d bodies listed as unindexable (%v), want 0: each is looked at again", listed, err)
 	}
 }
