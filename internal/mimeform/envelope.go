@@ -71,21 +71,31 @@ func unfold(v string) string {
 	return strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
 }
 
+// maxEnvelopeAddresses is the most addresses (group markers included) an
+// envelope's list holds: the first ones of the message's fields. A header
+// of 400,000 recipients in one To field (16 MB, under the size limit, and
+// anyone can mail it) made a stored ENVELOPE of 17 MB, sent whole on every
+// FETCH of it, and took the device's daemon from 34 to 483 MB while it
+// applied the message; no mail client shows more. SEARCH reads the header
+// itself, so it still finds every address.
+const maxEnvelopeAddresses = 1000
+
 // addressList parses every field named key as an address-list (RFC 5322
-// section 3.4), groups included.
+// section 3.4), groups included, up to maxEnvelopeAddresses.
 func addressList(h textproto.Header, key string) []imap.Address {
 	var out []imap.Address
-	for f := h.FieldsByKey(key); f.Next(); {
-		out = append(out, parseAddressList(unfold(f.Value()))...)
+	for f := h.FieldsByKey(key); f.Next() && len(out) < maxEnvelopeAddresses; {
+		out = append(out, parseAddressList(unfold(f.Value()), maxEnvelopeAddresses-len(out))...)
 	}
 	return out
 }
 
 // parseAddressList splits an address-list at the commas, colons and
 // semicolons that are not inside a quoted string, a comment or angle
-// brackets, and parses each mailbox. It never fails: what does not parse
-// as a mailbox is left out.
-func parseAddressList(v string) []imap.Address {
+// brackets, and parses each mailbox, until it has limit addresses (and
+// the end of a group it is in, when it stops inside one). It never fails:
+// what does not parse as a mailbox is left out.
+func parseAddressList(v string, limit int) []imap.Address {
 	var out []imap.Address
 	var cur strings.Builder
 	inGroup := false
@@ -96,7 +106,7 @@ func parseAddressList(v string) []imap.Address {
 		cur.Reset()
 	}
 	depth, angle, quoted := 0, false, false
-	for i := 0; i < len(v); i++ {
+	for i := 0; i < len(v) && len(out) < limit; i++ {
 		c := v[i]
 		switch {
 		case quoted || depth > 0:
@@ -137,7 +147,9 @@ func parseAddressList(v string) []imap.Address {
 		}
 		cur.WriteByte(c)
 	}
-	emit()
+	if len(out) < limit {
+		emit()
+	}
 	if inGroup {
 		out = append(out, imap.Address{})
 	}

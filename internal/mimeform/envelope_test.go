@@ -3,6 +3,7 @@ package mimeform
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func TestParseAddressList(t *testing.T) {
 		{``, nil},
 		{`, ,`, nil},
 	} {
-		got := parseAddressList(c.in)
+		got := parseAddressList(c.in, maxEnvelopeAddresses)
 		if fmt.Sprint(got) != fmt.Sprint(c.want) {
 			t.Errorf("%s:\n got  %v\n want %v", c.in, got, c.want)
 		}
@@ -84,5 +85,50 @@ func TestEnvelopeDateAsNetMail(t *testing.T) {
 		if !got.Equal(want) || string(gj) != string(wj) || got.Location().String() != want.Location().String() {
 			t.Errorf("%q: got %s (%v), net/mail %s (%v)", d, gj, got.Location(), wj, want.Location())
 		}
+	}
+}
+
+// TestEnvelopeAddressesBounded: an envelope's address list holds the
+// first maxEnvelopeAddresses addresses of a header that has more (20,000
+// recipients in a To field, over two Cc fields, and in a group, which
+// keeps its end marker), so that its stored forms stay small; the other
+// lists are whole.
+func TestEnvelopeAddressesBounded(t *testing.T) {
+	list := func(prefix string, n int) string {
+		var b strings.Builder
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",\r\n ")
+			}
+			fmt.Fprintf(&b, "\"Person %d\" <%s%d@example.org>", i, prefix, i)
+		}
+		return b.String()
+	}
+	raw := "From: a@example.org\r\nTo: " + list("t", 20000) +
+		"\r\nCc: " + list("c", 600) + "\r\nCc: " + list("d", 600) +
+		"\r\nBcc: Team: " + list("b", 5000) + ";" +
+		"\r\nReply-To: " + list("r", 3) + "\r\nSubject: many\r\n\r\nbody\r\n"
+	m, err := Parse([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Envelope) > 400<<10 { // 179,412 bytes; 1,637,472 without the bound
+		t.Errorf("the stored envelope is %d bytes for a header of %d", len(m.Envelope), len(raw))
+	}
+	e, err := DecodeEnvelope(m.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.To) != maxEnvelopeAddresses || e.To[0].Mailbox != "t0" || e.To[len(e.To)-1].Mailbox != fmt.Sprintf("t%d", maxEnvelopeAddresses-1) {
+		t.Errorf("To: %d addresses, want the first %d", len(e.To), maxEnvelopeAddresses)
+	}
+	if len(e.Cc) != maxEnvelopeAddresses || e.Cc[600].Mailbox != "d0" {
+		t.Errorf("Cc: %d addresses, want the first %d of both fields", len(e.Cc), maxEnvelopeAddresses)
+	}
+	if n := len(e.Bcc); n != maxEnvelopeAddresses+1 || e.Bcc[0] != (imap.Address{Mailbox: "Team"}) || e.Bcc[n-1] != (imap.Address{}) {
+		t.Errorf("Bcc: %d entries, want the group's start, %d members and its end", n, maxEnvelopeAddresses-1)
+	}
+	if len(e.ReplyTo) != 3 || len(e.From) != 1 {
+		t.Errorf("Reply-To %d and From %d addresses, want 3 and 1", len(e.ReplyTo), len(e.From))
 	}
 }
