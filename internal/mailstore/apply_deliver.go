@@ -70,6 +70,43 @@ func eachChunk(n int, fn func(i, j int) error) error {
 	return nil
 }
 
+// runBoundBytes bounds the message bytes one statement of a run binds
+// (its blobs) when the chunk runChunks gives would bind more: SQLite
+// copies each bound body into the writer's memory, which only grows (a
+// connection's SQLite runs in a Wasm memory, docs/MAILSTORE.md), so 64
+// messages of 10 KB a statement kept 640 KB of it for the connection's
+// life. A chunk is then cut to the next smaller size of runChunks whose
+// bodies fit (one body alone always does). At 2 KB a message 64 still
+// fit.
+const runBoundBytes = 160 << 10
+
+// eachChunkWithin is eachChunk, with the chunks also cut so that the
+// sizes of their items (size(i) for item i) add up to at most limit, or
+// to one item.
+func eachChunkWithin(n int, size func(int) int, limit int, fn func(i, j int) error) error {
+	for i := 0; i < n; {
+		k := 0
+		for runChunks[k] > n-i {
+			k++
+		}
+		for k < len(runChunks)-1 {
+			sum := 0
+			for x := i; x < i+runChunks[k]; x++ {
+				sum += size(x)
+			}
+			if sum <= limit {
+				break
+			}
+			k++
+		}
+		if err := fn(i, i+runChunks[k]); err != nil {
+			return err
+		}
+		i += runChunks[k]
+	}
+	return nil
+}
+
 // manyRows returns head followed by n groups of cols placeholders,
 // "(?, ?), (?, ?)", then tail.
 func manyRows(head string, cols, n int, tail string) string {
@@ -313,7 +350,7 @@ func (a *applier) runBodies(placed []*runEntry) error {
 	for _, r := range placed {
 		r.bid = bids[r.digest]
 	}
-	return eachChunk(len(inserted), func(i, j int) error {
+	return eachChunkWithin(len(inserted), func(i int) int { return len(inserted[i].e.Cmd.Body) }, runBoundBytes, func(i, j int) error {
 		forms := make([]any, 0, 2*(j-i))
 		structures := make([]any, 0, 2*(j-i))
 		blobs := make([]any, 0, 2*(j-i))
