@@ -104,6 +104,9 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 		return nil, fmt.Errorf("starting apply: %w", err)
 	}
 	defer tx.Rollback()
+	if err := s.writerForApply(ctx, tx); err != nil {
+		return nil, err
+	}
 	var pos int64
 	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s}
 	defer func() {

@@ -87,6 +87,11 @@ func TestOutOfMemoryInApply(t *testing.T) {
 				t.Errorf("INBOX holds UIDs %v, want 1 to 8", uids)
 			}
 
+			// A new connection of the writer, as after an idle close: the
+			// index's transaction would give back one whose cache holds
+			// the large message (writer.go), and the limit with it.
+			s.wdb.SetMaxIdleConns(0)
+			s.wdb.SetMaxIdleConns(1)
 			limitHeap(t, s, 2_000_000)
 			err = testproc.Finish(t, "indexing that ran out of memory", func() error {
 				_, _, err := s.IndexPending(ctx, 100)

@@ -600,7 +600,7 @@ func (s *Store) scanUIDs(ctx context.Context, mailbox command.ID, uv uint32, uid
 // write transaction, and returns how many it indexed and how many are
 // left.
 func (s *Store) IndexPending(ctx context.Context, limit int) (done, left int, err error) {
-	err = s.writeTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
+	err = s.indexTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
 		var err error
 		if done, err = s.indexPending(ctx, tx, limit, 0); err != nil {
 			return err
@@ -619,7 +619,7 @@ func (s *Store) IndexPending(ctx context.Context, limit int) (done, left int, er
 // transactions, the less each body costs (docs/MAILSTORE.md, "Search
 // index").
 func (s *Store) IndexPendingWithin(ctx context.Context, limit int, budget time.Duration) (done int, more bool, err error) {
-	err = s.writeTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
+	err = s.indexTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
 		var err error
 		if done, err = s.indexPending(ctx, tx, limit, budget); err != nil {
 			return err
@@ -750,7 +750,7 @@ func (s *Store) IndexSize(ctx context.Context) (IndexStats, error) {
 // a step did any is whether it changed an index's structure record (the
 // row of rowid 10 of its _data table).
 func (s *Store) MergeIndex(ctx context.Context, pages int) (merged bool, err error) {
-	err = s.writeTx(ctx, "merging the search index", func(tx *sql.Tx) error {
+	err = s.indexTx(ctx, "merging the search index", func(tx *sql.Tx) error {
 		for _, t := range []string{"fts", "ftsw"} {
 			var before, after []byte
 			if err := tx.QueryRowContext(ctx, "SELECT block FROM "+t+"_data WHERE id = 10").Scan(&before); err != nil && err != sql.ErrNoRows {

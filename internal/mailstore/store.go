@@ -78,6 +78,14 @@ type Store struct {
 	// prepared holds the statements appliers run on the writer, prepared
 	// once on wdb (query → *sql.Stmt); see applier.stmt.
 	prepared sync.Map
+	// writeCache is the writer's page cache for applies, in KiB;
+	// fixedCache, that it was given (Options.WriteCacheKiB), so that the
+	// search index's transactions keep it too (writer.go).
+	writeCache int
+	fixedCache bool
+	// indexCache: the writer's connection has indexCacheKiB for the
+	// index's transactions until the next apply (writer.go). Under mu.
+	indexCache bool
 	// relocateChunk, when not zero, replaces the constant (placement.go;
 	// tests).
 	relocateChunk int64
@@ -177,7 +185,7 @@ func OpenContext(ctx context.Context, path string, o Options) (*Store, error) {
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
 	r.SetConnMaxIdleTime(idle)
-	return &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit}, nil
+	return &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit, writeCache: writeCache, fixedCache: o.WriteCacheKiB > 0}, nil
 }
 
 // Close closes the database. A second Close returns nil.
@@ -210,16 +218,34 @@ func (s *Store) check() error {
 // writeTx runs fn in one write transaction, serialised with every other
 // write, and commits if fn returns nil; what names the work in errors.
 func (s *Store) writeTx(ctx context.Context, what string, fn func(*sql.Tx) error) error {
+	return s.writeTxFor(ctx, what, false, fn)
+}
+
+// indexTx is writeTx for the search index's transactions, on a writer
+// given back after a long sync and with the index's cache (writer.go).
+func (s *Store) indexTx(ctx context.Context, what string, fn func(*sql.Tx) error) error {
+	return s.writeTxFor(ctx, what, true, fn)
+}
+
+func (s *Store) writeTxFor(ctx context.Context, what string, index bool, fn func(*sql.Tx) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if index {
+		s.releaseWriter(ctx)
+	}
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return devicedb.Explain(s.path, fmt.Errorf("%s: %w", what, err))
 	}
 	defer tx.Rollback()
+	if index {
+		if err := s.writerForIndex(ctx, tx); err != nil {
+			return devicedb.Explain(s.path, fmt.Errorf("%s: %w", what, err))
+		}
+	}
 	if err := fn(tx); err != nil {
 		return devicedb.Explain(s.path, err)
 	}
