@@ -5,7 +5,8 @@
 # (ENVELOPE FLAGS) and a SEARCH BODY (bench/lib/imapbench.py fetch; the
 # search index is being built meanwhile, so SEARCH reads the messages it
 # does not hold yet). bench/lib/memsample.py samples what the RSS is made
-# of every 2 s into DIR/samples.jsonl. The seeded spool is kept in SPOOLDIR
+# of every 2 s into DIR/samples.jsonl, and the script describes the
+# largest sample over the sync, after it, and of the whole run. The seeded spool is kept in SPOOLDIR
 # (made once) so that builds can take turns on the same log:
 #
 #   PORTS=43140 SPOOLDIR=/tmp/bigspool bash bench/bigrss.sh CSPOOL_BINARY LABEL
@@ -95,6 +96,9 @@ rows = [json.loads(l) for l in open("samples.jsonl")]
 sync = [r for r in rows if r.get("ts", 0) <= float(t1)]
 if sync:
     describe("largest sample over the sync", max(sync, key=lambda r: r["rss"]))
+after = [r for r in rows if r.get("ts", 0) > float(t1)]
+if after:
+    describe("largest sample after the sync", max(after, key=lambda r: r["rss"]))
 describe("largest sample", max(rows, key=lambda r: r["rss"]))
 PY
 echo "$LABEL: done, $(uptime)"
