@@ -50,8 +50,10 @@ func TestIndexGivesWriterBack(t *testing.T) {
 			mustApply(t, s, batch...)
 		}
 	}
-	indexAll := func(t *testing.T, s *Store, check func()) {
-		for {
+	// Four transactions of 100 bodies read about 4 MB, twice the
+	// index's cache.
+	indexSome := func(t *testing.T, s *Store, rounds int, check func()) {
+		for range rounds {
 			done, left, err := s.IndexPending(ctx, 100)
 			if err != nil {
 				t.Fatal(err)
@@ -72,7 +74,7 @@ func TestIndexGivesWriterBack(t *testing.T) {
 		if cached <= 2*indexCacheKiB<<10 {
 			t.Fatalf("after applying %d messages of %d bytes the writer caches %d KiB: the test needs more than twice %d KiB", n, size, cached>>10, indexCacheKiB)
 		}
-		indexAll(t, s, func() {
+		indexSome(t, s, 4, func() {
 			c, cached, cacheSize := writerState(t, s)
 			if c == synced {
 				t.Fatal("the index's transaction ran on the writer's connection of the sync; want a new one")
@@ -82,9 +84,6 @@ func TestIndexGivesWriterBack(t *testing.T) {
 				t.Fatalf("while indexing the writer caches %d KiB with cache_size %d; want about %d KiB at most (cache_size -%d)", cached>>10, cacheSize, indexCacheKiB, indexCacheKiB)
 			}
 		})
-		if n, err := s.UnindexedCount(ctx); err != nil || n != 0 {
-			t.Fatalf("%d bodies left to index (%v); want 0", n, err)
-		}
 		mustApply(t, s, l.spool(deliverCmd(sizedMessage(n, size))))
 		if _, _, cacheSize := writerState(t, s); cacheSize != -writeCacheKiB {
 			t.Errorf("after an apply the writer's cache_size is %d; want -%d", cacheSize, writeCacheKiB)
@@ -92,7 +91,7 @@ func TestIndexGivesWriterBack(t *testing.T) {
 		// A message more and its indexing: the same connection, its
 		// cache held small again.
 		before, _, _ := writerState(t, s)
-		indexAll(t, s, func() {})
+		indexSome(t, s, 1, func() {})
 		if c, _, cacheSize := writerState(t, s); c != before || cacheSize != -indexCacheKiB {
 			t.Errorf("indexing one message closed the writer's connection (%v) or left its cache_size at %d; want the same connection, cache_size -%d", c != before, cacheSize, indexCacheKiB)
 		}
@@ -108,7 +107,7 @@ func TestIndexGivesWriterBack(t *testing.T) {
 		var l testLog
 		fill(t, s, &l)
 		synced, _, _ := writerState(t, s)
-		indexAll(t, s, func() {
+		indexSome(t, s, 4, func() {
 			if c, _, cacheSize := writerState(t, s); c != synced || cacheSize != -4*writeCacheKiB {
 				t.Fatalf("a store opened with a writer's cache of %d KiB indexed on a new connection (%v) or with cache_size %d; want neither", 4*writeCacheKiB, c != synced, cacheSize)
 			}
