@@ -57,17 +57,7 @@ func deliverRunLen(entries []Entry) int {
 // eachChunk calls fn with the bounds [i, j) of consecutive chunks of n
 // items, cut as runChunks say.
 func eachChunk(n int, fn func(i, j int) error) error {
-	for i := 0; i < n; {
-		k := 0
-		for runChunks[k] > n-i {
-			k++
-		}
-		if err := fn(i, i+runChunks[k]); err != nil {
-			return err
-		}
-		i += runChunks[k]
-	}
-	return nil
+	return eachChunkWithin(n, nil, 0, fn)
 }
 
 // runBoundBytes bounds the message bytes one statement of a run binds
@@ -82,14 +72,14 @@ const runBoundBytes = 160 << 10
 
 // eachChunkWithin is eachChunk, with the chunks also cut so that the
 // sizes of their items (size(i) for item i) add up to at most limit, or
-// to one item.
+// to one item; a nil size cuts them as runChunks say alone.
 func eachChunkWithin(n int, size func(int) int, limit int, fn func(i, j int) error) error {
 	for i := 0; i < n; {
 		k := 0
 		for runChunks[k] > n-i {
 			k++
 		}
-		for k < len(runChunks)-1 {
+		for size != nil && k < len(runChunks)-1 {
 			sum := 0
 			for x := i; x < i+runChunks[k]; x++ {
 				sum += size(x)
