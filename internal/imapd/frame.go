@@ -140,6 +140,7 @@ type frameConn struct {
 	known     int64  // messages the client knows the selected mailbox has; -1: none selected
 	tooBig    bool   // the command's literal was refused as over maxBufferedLiteral
 	tooLong   bool   // the command's lines were cut off as over maxLine together
+	utf8Names bool   // the session spells mailbox names in UTF-8 (utf8names.go)
 
 	// TLS (RFC 9051 sections 6.2.1 and 11.1): go-imap is told nothing of
 	// it, since the framer reads above the TLS layer (the library would
@@ -165,6 +166,7 @@ type frameConn struct {
 	lit      int64  // literal bytes still to hand over
 	litSync  bool   // the literal still needs "+" before the client sends it
 	litWait  bool   // the literal is announced; its bytes not yet asked for
+	litBuf   []byte // the literal, a mailbox name read ahead and translated (readNameLiteral)
 	more     bool   // the current command goes on after the literal
 	size     int    // bytes of the current command's lines handed over (literals excluded)
 	rejected int    // lines refused before login
@@ -194,6 +196,11 @@ func (fc *frameConn) Read(p []byte) (int, error) {
 					if err := fc.dropRest(); err != nil {
 						return 0, err
 					}
+					continue
+				}
+				if fc.litBuf != nil {
+					fc.pending, fc.litBuf = fc.litBuf, nil
+					fc.note(fc.pending)
 					continue
 				}
 				if fc.lit > maxBufferedLiteral && fc.command() != "APPEND" {
@@ -258,7 +265,9 @@ func (fc *frameConn) Read(p []byte) (int, error) {
 				continue
 			}
 			fc.note(line)
-			fc.pending = fc.literal(line)
+			if err := fc.handOver(line, fc.command(), false); err != nil {
+				return 0, err
+			}
 			fc.size += len(fc.pending)
 			continue
 		}
@@ -330,7 +339,9 @@ func (fc *frameConn) nextCommand() error {
 				fc.known = -1
 			}
 			fc.mu.Unlock()
-			fc.pending = fc.literal(line)
+			if err := fc.handOver(line, name, true); err != nil {
+				return err
+			}
 			fc.size = len(fc.pending)
 			return nil
 		}
@@ -506,6 +517,24 @@ func isAtom(s string) bool {
 	return true
 }
 
+// handOver makes line, a line of the command name (first: the line that
+// starts it), the bytes to hand the library next: its literal noted, its
+// mailbox names translated in UTF-8 mode (utf8names.go).
+func (fc *frameConn) handOver(line []byte, name string, first bool) error {
+	nameLiteral := false
+	if fc.inUTF8() {
+		line, nameLiteral = translateNames(line, name, first)
+	}
+	fc.pending = fc.literal(line)
+	if nameLiteral && fc.litWait {
+		var err error
+		if fc.pending, err = fc.readNameLiteral(fc.pending); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // literal notes a literal announced at the end of line and returns the line
 // to hand over, with a synchronizing announcement made non-synchronizing.
 func (fc *frameConn) literal(line []byte) []byte {
@@ -578,6 +607,7 @@ func (fc *frameConn) appendEnd() (string, error) {
 // non-synchronizing literals and lines the client sends unasked. A
 // synchronizing literal is never sent, since "+" never was.
 func (fc *frameConn) dropRest() error {
+	fc.litBuf = nil
 	for fc.more {
 		if fc.litSync {
 			fc.lit, fc.litWait, fc.litSync, fc.more = 0, false, false, false
@@ -787,6 +817,9 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 			return n, nil
 		}
 	}
+	if fc.utf8Names && fc.outStart && fc.outSkip == 0 && bytes.IndexByte(p, '\n') == len(p)-1 {
+		p = unescapeNames(p)
+	}
 	p = fc.rewriteCapabilities(p)
 	fc.watch(p)
 	if fc.holding {
@@ -933,8 +966,17 @@ func (fc *frameConn) watch(p []byte) {
 		switch {
 		case fc.tag != "" && len(line) > len(fc.tag) && line[len(fc.tag)] == ' ' && string(line[:len(fc.tag)]) == fc.tag:
 			fc.ended = true
+			if fc.name == "UNAUTHENTICATE" && bytes.HasPrefix(line[len(fc.tag):], []byte(" OK")) {
+				fc.utf8Names = false // RFC 8437 section 3: what was enabled is reset
+			}
 		case bytes.HasPrefix(line, []byte("+")) && (fc.name == "IDLE" || fc.name == "AUTHENTICATE"):
 			fc.contReqs++
+		case fc.name == "ENABLE" && bytes.HasPrefix(line, []byte("* ENABLED")):
+			for _, c := range bytes.Fields(line[len("* ENABLED"):]) {
+				if bytes.EqualFold(c, []byte("UTF8=ACCEPT")) || bytes.EqualFold(c, []byte("IMAP4rev2")) {
+					fc.utf8Names = true
+				}
+			}
 		}
 		if !mayCount(line) {
 			// Not an EXISTS or EXPUNGE response: skip the expression.

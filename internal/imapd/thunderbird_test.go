@@ -137,6 +137,12 @@ func TestThunderbird(t *testing.T) {
 	a.synced(r.Head())
 	b := r.device("b")
 	b.synced(r.Head())
+	// A subscribed folder whose name holds "&": Thunderbird enables
+	// UTF8=ACCEPT, where it is an ordinary character (utf8names.go); it
+	// was shown "Bills &- Receipts".
+	setup := loginWire(t, a.addr)
+	setup.ok(`CREATE "Bills &- Receipts"`)
+	setup.ok(`SUBSCRIBE "Bills &- Receipts"`)
 	proxy := newIMAPProxy(t, a.addr)
 
 	dir := t.TempDir()
@@ -210,6 +216,22 @@ func TestThunderbird(t *testing.T) {
 	}
 	conn, _ := inbox(120*time.Second, 0)
 	t.Logf("Thunderbird started, logged in and idles on INBOX (connection %d) after %v", conn, time.Since(start).Round(time.Millisecond))
+	if proxy.waitFor(0, 'C', regexp.MustCompile(`(?i)^\S+ ENABLE .*UTF8=ACCEPT`), bound) < 0 {
+		t.Errorf("Thunderbird did not enable UTF8=ACCEPT")
+	}
+	if proxy.waitFor(0, 'S', regexp.MustCompile(`^\* LIST .* "Bills & Receipts"`), bound) < 0 {
+		t.Errorf(`Thunderbird was not listed the folder "Bills & Receipts"`)
+	}
+	msf := filepath.Join(profile, "ImapMail", "127.0.0.1", "Bills & Receipts.msf")
+	for deadline := time.Now().Add(bound); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(msf); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			names, _ := filepath.Glob(filepath.Join(profile, "ImapMail", "*", "*"))
+			t.Errorf("Thunderbird has no folder %q within %v: %q", msf, bound, names)
+			break
+		}
+	}
 	expect := func(what string, since int, re *regexp.Regexp, applied time.Time) int {
 		t.Helper()
 		i := proxy.waitFor(since, 'S', re, bound)
