@@ -1,0 +1,116 @@
+package imapd
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAerc drives aerc (Debian's, a terminal client built on go-imap v1)
+// in tmux, as a person would, through a proxy that records its IMAP
+// conversation: it lists the folders (a nested one, one whose name holds
+// "&"), shows both messages, opens the multipart one and shows its
+// quoted-printable part decoded, flags it and moves it to Archive, and
+// deletes the other; another session then finds each change, and the
+// conversation holds no NO or BAD.
+func TestAerc(t *testing.T) {
+	t.Parallel()
+	aerc := needTool(t, "aerc")
+	tmux := needTool(t, "tmux")
+	r := newRig(t)
+	d := r.device("a")
+	r.Deliver([]byte(messages["plain"]))
+	d.synced(r.Deliver([]byte(nestedMessage)))
+	w := loginWire(t, d.addr)
+	w.ok("CREATE Work/2025/")
+	w.ok(`CREATE "Bills &- Tax"`)
+	proxy := newIMAPProxy(t, d.addr)
+
+	home := t.TempDir()
+	conf := filepath.Join(home, ".config", "aerc")
+	if err := os.MkdirAll(conf, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	source := url.URL{Scheme: "imap+insecure", User: url.UserPassword("alice", testPassword), Host: proxy.addr}
+	accounts := fmt.Sprintf("[cspool]\nsource = %s\noutgoing = /bin/true\ndefault = INBOX\nfrom = Alice <alice@example.net>\n", source.String())
+	if err := os.WriteFile(filepath.Join(conf, "accounts.conf"), []byte(accounts), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	session := fmt.Sprintf("cspool-aerc-%d", os.Getpid())
+	start := exec.Command(tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", aerc)
+	start.Env = append(os.Environ(), "TERM=xterm", "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
+	if out, err := start.CombinedOutput(); err != nil {
+		t.Fatalf("starting aerc in tmux: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		exec.Command(tmux, "kill-session", "-t", session).Run()
+		if t.Failed() {
+			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
+		}
+	})
+	screen := func() string {
+		out, _ := exec.Command(tmux, "capture-pane", "-p", "-t", session).Output()
+		return string(out)
+	}
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if strings.Contains(screen(), what) {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("aerc never showed %q; the screen:\n%s", what, screen())
+	}
+	keys := func(k ...string) {
+		t.Helper()
+		if out, err := exec.Command(tmux, append([]string{"send-keys", "-t", session}, k...)...).CombinedOutput(); err != nil {
+			t.Fatalf("tmux send-keys %q: %v %s", k, err, out)
+		}
+	}
+	// command types an aerc command and waits for the server's OK to the
+	// client command it leads to.
+	command := func(cmd string, sent *regexp.Regexp) {
+		t.Helper()
+		mark := len(proxy.lines())
+		keys(":"+cmd, "Enter")
+		i := proxy.waitFor(mark, 'C', sent, 20*time.Second)
+		if i < 0 {
+			t.Fatalf(":%s sent no command matching %v; the screen:\n%s", cmd, sent, screen())
+		}
+		tag := strings.Fields(proxy.lines()[i].text)[0]
+		if proxy.waitFor(i, 'S', regexp.MustCompile("^"+regexp.QuoteMeta(tag)+" OK"), 20*time.Second) < 0 {
+			t.Fatalf(":%s: %q was not answered OK", cmd, proxy.lines()[i].text)
+		}
+	}
+
+	// The folders and the index.
+	waitFor("Bills & Tax")
+	waitFor("Work")
+	waitFor("Lunch on Friday")
+	waitFor("Grüße nested")
+	// The newest message is selected: open it, its first part decoded.
+	keys("Enter")
+	waitFor("café crème brûlée")
+	keys("q")
+	waitFor("Lunch on Friday")
+	command("flag", regexp.MustCompile(`(?i)^\S+ UID STORE \S+ \+FLAGS(\.SILENT)? \(\\Flagged\)`))
+	command("move Archive", regexp.MustCompile(`(?i)^\S+ UID (MOVE|COPY) \S+ "?Archive"?$`))
+	waitFor("Lunch on Friday")
+	command("delete", regexp.MustCompile(`(?i)^\S+ (UID )?(EXPUNGE|MOVE)`))
+
+	expectUntagged(t, "STATUS INBOX", w.ok("STATUS INBOX (MESSAGES)"), "* STATUS INBOX (MESSAGES 0)")
+	w.ok("SELECT Archive")
+	u := w.ok("FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+	if got := strings.Join(u, ""); len(u) != 1 || !strings.Contains(got, `\Flagged`) || !strings.Contains(got, "Gr=C3=BC=C3=9Fe") {
+		t.Errorf("Archive after aerc's flag and move: %q", u)
+	}
+	checkConversation(t, proxy.lines())
+}
