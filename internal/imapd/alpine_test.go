@@ -1,0 +1,146 @@
+package imapd
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestAlpine drives Alpine (Debian's, built on the UW c-client library) in
+// tmux, as a person would, through a proxy that records its IMAP
+// conversation: it logs in with the password typed at its prompt, shows
+// both messages, flags one and deletes and expunges it, opens the
+// multipart one and shows its quoted-printable part decoded, saves it to
+// Archive (a COPY, then deleted and expunged), and lists the folders, one
+// whose name holds "&"; another session then finds each change, and the
+// conversation holds no NO or BAD.
+func TestAlpine(t *testing.T) {
+	t.Parallel()
+	alpine := needTool(t, "alpine")
+	tmux := needTool(t, "tmux")
+	r := newRig(t)
+	d := r.device("a")
+	r.Deliver([]byte(messages["plain"]))
+	d.synced(r.Deliver([]byte(nestedMessage)))
+	w := loginWire(t, d.addr)
+	w.ok(`CREATE "Bills &- Tax"`)
+	proxy := newIMAPProxy(t, d.addr)
+
+	home := t.TempDir()
+	server := fmt.Sprintf("{%s/user=alice/notls}", proxy.addr)
+	pinerc := filepath.Join(home, "pinerc")
+	conf := fmt.Sprintf("personal-name=Alice\nuser-domain=example.net\ninbox-path=%sINBOX\nfolder-collections=%s[]\nlast-version-used=2.26\nfeature-list=quit-without-confirm\n", server, server)
+	if err := os.WriteFile(pinerc, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	session := fmt.Sprintf("cspool-alpine-%d", os.Getpid())
+	start := exec.Command(tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", alpine+" -p "+pinerc+" -i")
+	start.Env = append(os.Environ(), "TERM=xterm", "HOME="+home, "LANG=C.UTF-8")
+	if out, err := start.CombinedOutput(); err != nil {
+		t.Fatalf("starting alpine in tmux: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		exec.Command(tmux, "kill-session", "-t", session).Run()
+		if t.Failed() {
+			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
+		}
+	})
+	screen := func() string {
+		out, _ := exec.Command(tmux, "capture-pane", "-p", "-t", session).Output()
+		return string(out)
+	}
+	waitAny := func(what ...string) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			s := screen()
+			for _, w := range what {
+				if strings.Contains(s, w) {
+					return w
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("alpine never showed %q; the screen:\n%s", what, screen())
+		return ""
+	}
+	keys := func(k ...string) {
+		t.Helper()
+		if out, err := exec.Command(tmux, append([]string{"send-keys", "-t", session}, k...)...).CombinedOutput(); err != nil {
+			t.Fatalf("tmux send-keys %q: %v %s", k, err, out)
+		}
+	}
+	// answered waits for the server's OK to the next client command
+	// matching sent after mark.
+	answered := func(what string, mark int, sent *regexp.Regexp) {
+		t.Helper()
+		i := proxy.waitFor(mark, 'C', sent, 20*time.Second)
+		if i < 0 {
+			t.Fatalf("%s: no command matching %v; the screen:\n%s", what, sent, screen())
+		}
+		tag := strings.Fields(proxy.lines()[i].text)[0]
+		if proxy.waitFor(i, 'S', regexp.MustCompile("^"+regexp.QuoteMeta(tag)+" OK"), 20*time.Second) < 0 {
+			t.Fatalf("%s: %q was not answered OK", what, proxy.lines()[i].text)
+		}
+	}
+
+	// The greeting shown once, then the password prompt.
+	waitAny(`press "E"`)
+	keys("E")
+	waitAny("ENTER PASSWORD")
+	keys(testPassword, "Enter")
+	if waitAny("Preserve password", "Lunch on Friday") == "Preserve password" {
+		keys("n")
+	}
+	waitAny("Lunch on Friday")
+	waitAny("Grüße nested")
+
+	// Message 1: flag it (Important), delete it, expunge.
+	mark := len(proxy.lines())
+	keys("*")
+	waitAny("Important")
+	keys("Enter")
+	answered("flag", mark, regexp.MustCompile(`(?i)^\S+ (UID )?STORE \S+ \+FLAGS(\.SILENT)? \(\\Flagged\)`))
+	mark = len(proxy.lines())
+	keys("d")
+	answered("delete", mark, regexp.MustCompile(`(?i)^\S+ (UID )?STORE \S+ \+FLAGS(\.SILENT)? \(\\Deleted\)`))
+	keys("x")
+	waitAny("Expunge 1 message")
+	mark = len(proxy.lines())
+	keys("y")
+	answered("expunge", mark, regexp.MustCompile(`(?i)^\S+ (UID )?EXPUNGE`))
+
+	// The multipart message, now the only one: its first part decoded.
+	waitAny("Message 1 of 1")
+	keys("Enter")
+	waitAny("café crème brûlée")
+	keys("<")
+	waitAny("Message 1 of 1")
+	// Saved to Archive: a COPY, then deleted; expunged.
+	keys("s")
+	waitAny("SAVE Msg #1")
+	mark = len(proxy.lines())
+	keys("C-u", "Archive", "Enter")
+	answered("save", mark, regexp.MustCompile(`(?i)^\S+ (UID )?(COPY|MOVE) \S+ "?Archive"?$`))
+	keys("x")
+	waitAny("Expunge 1 message")
+	mark = len(proxy.lines())
+	keys("y")
+	answered("expunge after save", mark, regexp.MustCompile(`(?i)^\S+ (UID )?EXPUNGE`))
+	// The folder list.
+	keys("<")
+	waitAny("Bills & Tax")
+
+	expectUntagged(t, "STATUS INBOX", w.ok("STATUS INBOX (MESSAGES)"), "* STATUS INBOX (MESSAGES 0)")
+	w.ok("SELECT Archive")
+	u := w.ok("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+	if len(u) != 1 || !strings.Contains(u[0], "Gr=C3=BC=C3=9Fe") {
+		t.Errorf("Archive after Alpine's save: %q", u)
+	}
+	checkConversation(t, proxy.lines())
+}
