@@ -34,6 +34,7 @@ func FuzzIMAPSession(f *testing.F) {
 		"a EXAMINE INBOX\r\nb STORE 1 +FLAGS (\\Seen)\r\nc FETCH * BODY[]\r\nd UNSELECT\r\n",
 		"a SELECT INBOX\r\nb FETCH 4294967295 (FLAGS\r\nc STORE 1 FLAGS ((\r\n{999999999}\r\n",
 		"a ENABLE UTF8=ACCEPT IMAP4rev2\r\nb SELECT \"&AOk-t&AOk-\"\r\nc STATUS INBOX (MESSAGES UNSEEN)\r\nd LOGOUT\r\n",
+		"a ENABLE UTF8=ACCEPT\r\nb CREATE {5}\r\nA & B\r\nc LIST \"\" (\"A & *\" {2+}\r\n&*)\r\nd RENAME \"A & B\" C&D\r\ne APPEND {3}\r\nx&y (\\Seen R&D) {3+}\r\nhi\n\r\nf COPY 1 {3+}\r\nx&y\r\n",
 	} {
 		f.Add([]byte(s))
 	}
