@@ -44,6 +44,9 @@ type applier struct {
 	// once tx is over.
 	writer     *Store
 	unprepared []string
+	// conn is the connection tx runs on, when the applier has it: large
+	// bodies are then stored in pieces (blob.go).
+	conn *sql.Conn
 
 	rebase *rebaseRules // inside a Rebase (restoration.go), else nil
 
@@ -99,20 +102,20 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	tx, err := s.wdb.BeginTx(ctx, nil)
+	conn, tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("starting apply: %w", err)
 	}
-	defer tx.Rollback()
+	defer end()
 	if err := s.writerForApply(ctx, tx); err != nil {
 		return nil, err
 	}
 	var pos int64
-	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s}
+	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s, conn: conn}
 	defer func() {
 		// The statements first met here are prepared on the writer once
-		// the transaction is over (a no-op Rollback after Commit).
-		_ = tx.Rollback()
+		// the transaction is over and its connection given back.
+		end()
 		s.prepareAll(ctx, a.unprepared)
 	}()
 	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
@@ -171,6 +174,7 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing apply up to position %d: %w", newPos, err)
 	}
+	end() // boundWAL takes the writer
 	s.committed(ctx)
 	return res, nil
 }

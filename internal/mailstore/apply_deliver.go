@@ -341,6 +341,10 @@ func (a *applier) runBodies(placed []*runEntry) error {
 		r.bid = bids[r.digest]
 	}
 	return eachChunkWithin(len(inserted), func(i int) int { return len(inserted[i].e.Cmd.Body) }, runBoundBytes, func(i, j int) error {
+		if j-i == 1 && len(inserted[i].e.Cmd.Body) > blobPiece {
+			// Alone, and large: its bytes go in pieces (blob.go).
+			return a.storeLarge(inserted[i])
+		}
 		forms := make([]any, 0, 2*(j-i))
 		structures := make([]any, 0, 2*(j-i))
 		blobs := make([]any, 0, 2*(j-i))
@@ -367,6 +371,22 @@ func (a *applier) runBodies(placed []*runEntry) error {
 		}
 		return nil
 	})
+}
+
+// storeLarge stores the forms, structure and bytes of one body of the run
+// larger than blobPiece, its bytes in pieces when the applier has its
+// connection (blob.go).
+func (a *applier) storeLarge(r *runEntry) error {
+	if _, err := a.ExecContext(a.ctx, "INSERT INTO forms (bid, envelope) VALUES (?, ?)", r.bid, nullBlob(r.parsed.envelopeWire)); err != nil {
+		return fmt.Errorf("storing bodies: %w", err)
+	}
+	if _, err := a.ExecContext(a.ctx, "INSERT INTO structures (bid, structure) VALUES (?, ?)", r.bid, nullBlob(r.parsed.structureWire)); err != nil {
+		return fmt.Errorf("storing bodies: %w", err)
+	}
+	if err := insertBlob(a.ctx, a.ExecContext, a.conn, r.bid, r.e.Cmd.Body); err != nil {
+		return fmt.Errorf("storing bodies: %w", err)
+	}
+	return nil
 }
 
 // runMessages gives the entries placed consecutive UIDs of INBOX, as

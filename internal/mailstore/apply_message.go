@@ -118,10 +118,7 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	if _, err := a.ExecContext(a.ctx, "INSERT INTO structures (bid, structure) VALUES (?, ?)", bid, nullBlob(p.structureWire)); err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
-	if b == nil {
-		b = []byte{}
-	}
-	if _, err := a.ExecContext(a.ctx, "INSERT INTO blobs (bid, data) VALUES (?, ?)", bid, b); err != nil {
+	if err := insertBlob(a.ctx, a.ExecContext, a.conn, bid, b); err != nil {
 		return 0, fmt.Errorf("storing body: %w", err)
 	}
 	return bid, nil

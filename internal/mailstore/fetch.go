@@ -7,6 +7,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -94,7 +95,12 @@ func (m *Message) LoadRaw(ctx context.Context) ([]byte, error) {
 	return data, nil
 }
 
-func fetchQuery(want Want) string {
+func fetchQuery(want Want) string { return fetchQueryWith(want, false) }
+
+// fetchQueryWith is fetchQuery; with pieces, the header and the bytes of a
+// message larger than blobPiece are left NULL, for the caller to read in
+// pieces (loadLarge).
+func fetchQueryWith(want Want, pieces bool) string {
 	if want&WantMetadataOnly != 0 {
 		return "SELECT " + messageColumns + ", m.body, 0, 0" + messageFrom
 	}
@@ -115,11 +121,17 @@ func fetchQuery(want Want) string {
 	if want&WantStructure != 0 {
 		b.WriteString(", b.structure")
 	}
+	small := func(col string) string {
+		if pieces {
+			return fmt.Sprintf("CASE WHEN m.size <= %d THEN %s END", blobPiece, col)
+		}
+		return col
+	}
 	if want&WantHeader != 0 {
-		b.WriteString(", (SELECT substr(data, 1, b.header_len) FROM blobs WHERE bid = b.bid)")
+		b.WriteString(", " + small("(SELECT substr(data, 1, b.header_len) FROM blobs WHERE bid = b.bid)"))
 	}
 	if want&WantRaw != 0 {
-		b.WriteString(", (SELECT data FROM blobs WHERE bid = b.bid)")
+		b.WriteString(", " + small("(SELECT data FROM blobs WHERE bid = b.bid)"))
 	}
 	// The stored envelope and structure come only where a form asked
 	// for is missing.
@@ -232,6 +244,29 @@ func scanFetched(r scanner, want Want, t *fetchTargets) (*Message, error) {
 		m.Raw = nonNil(raw)
 	}
 	return m, nil
+}
+
+// loadLarge reads the header and the bytes want asks for of a message
+// larger than blobPiece, which fetchQueryWith left out, in pieces through
+// c, the connection of the read transaction (blob.go): read as a column,
+// a message of 16 MB grew the reader's SQLite memory by 32 MB, kept until
+// the connection closed.
+func loadLarge(c *sql.Conn, m *Message, want Want) error {
+	if m.Size <= blobPiece {
+		return nil
+	}
+	var err error
+	if want&WantHeader != 0 {
+		if m.Header, err = readBlob(c, m.bodyID, m.HeaderLen); err != nil {
+			return err
+		}
+	}
+	if want&WantRaw != 0 {
+		if m.Raw, err = readBlob(c, m.bodyID, math.MaxInt64); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func nonNil(b []byte) []byte {
@@ -367,7 +402,7 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, uv uint32, want Wa
 			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 		}
 	}
-	rows, err := tx.QueryContext(ctx, fetchQuery(want)+"WHERE m.mailbox = ? "+cond+" ORDER BY m.uid", args...)
+	rows, err := tx.QueryContext(ctx, fetchQueryWith(want, true)+"WHERE m.mailbox = ? "+cond+" ORDER BY m.uid", args...)
 	if err != nil {
 		return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 	}
@@ -380,6 +415,9 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, uv uint32, want Wa
 		}
 		if !in(m.UID) {
 			continue
+		}
+		if err := loadLarge(conn, m, want); err != nil {
+			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 		}
 		m.loader = tx
 		err = fn(m)

@@ -89,16 +89,16 @@ func (s *Store) Enqueue(ctx context.Context, id command.ID, cmd *command.Command
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tx, err := s.wdb.BeginTx(ctx, nil)
+	conn, tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("queueing a change: %w", err)
 	}
-	defer tx.Rollback()
-	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s}
+	defer end()
+	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s, conn: conn}
 	defer func() {
 		// The statements first met here are prepared on the writer once
-		// the transaction is over (a no-op Rollback after Commit).
-		_ = tx.Rollback()
+		// the transaction is over and its connection given back.
+		end()
 		s.prepareAll(ctx, a.unprepared)
 	}()
 	var pos int64
@@ -125,6 +125,7 @@ func (s *Store) Enqueue(ctx context.Context, id command.ID, cmd *command.Command
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing a queued change: %w", err)
 	}
+	end() // boundWAL takes the writer
 	s.committed(ctx)
 	res.Changes = changes
 	return res, nil

@@ -223,7 +223,7 @@ func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
 		st **sql.Stmt
 		q  string
 	}{
-		{&x.read, "SELECT b.header_len, l.data FROM bodies b JOIN blobs l ON l.bid = b.bid WHERE b.bid = ?"},
+		{&x.read, fmt.Sprintf("SELECT b.header_len, b.size, CASE WHEN b.size <= %d THEN l.data END FROM bodies b JOIN blobs l ON l.bid = b.bid WHERE b.bid = ?", blobPiece)},
 		{&x.fts, "INSERT INTO fts (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&x.ftsw, "INSERT INTO ftsw (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&x.done, "DELETE FROM unindexed WHERE bid = ?"},
@@ -260,11 +260,18 @@ var maxIndexedText = 1 << 20
 // indexBody indexes one stored body that is listed as unindexed, in both
 // indexes, or lists it as unindexable when its texts are longer than
 // maxIndexedText; it adds its words to words.
-func indexBody(ctx context.Context, x *indexStmts, p Parser, bid int64, words map[string]struct{}) error {
-	var hl int64
+func indexBody(ctx context.Context, x *indexStmts, c *sql.Conn, p Parser, bid int64, words map[string]struct{}) error {
+	var hl, size int64
 	var raw []byte
-	if err := x.read.QueryRowContext(ctx, bid).Scan(&hl, &raw); err != nil {
+	if err := x.read.QueryRowContext(ctx, bid).Scan(&hl, &size, &raw); err != nil {
 		return fmt.Errorf("indexing body: %w", err)
+	}
+	if size > blobPiece {
+		// Read in pieces on the transaction's connection (blob.go).
+		var err error
+		if raw, err = readBlob(c, bid, size); err != nil {
+			return fmt.Errorf("indexing body: %w", err)
+		}
 	}
 	row := append([]any{bid}, indexRow(p, raw, hl)...)
 	text := 0
@@ -661,7 +668,7 @@ func (s *Store) indexPending(ctx context.Context, tx *sql.Tx, limit int, budget 
 		if budget > 0 && done > 0 && time.Since(begin) >= budget {
 			break
 		}
-		if err := indexBody(ctx, x, s.parser, bid, words); err != nil {
+		if err := indexBody(ctx, x, s.wconn, s.parser, bid, words); err != nil {
 			return 0, err
 		}
 		done++

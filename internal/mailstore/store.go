@@ -86,6 +86,10 @@ type Store struct {
 	// indexCache: the writer's connection has indexCacheKiB for the
 	// index's transactions until the next apply (writer.go). Under mu.
 	indexCache bool
+	// wconn is the writer's connection while a transaction of
+	// writeTxFor holds it, for the bodies it reads in pieces (blob.go).
+	// Under mu.
+	wconn *sql.Conn
 	// relocateChunk, when not zero, replaces the constant (placement.go;
 	// tests).
 	relocateChunk int64
@@ -236,11 +240,13 @@ func (s *Store) writeTxFor(ctx context.Context, what string, index bool, fn func
 	if index {
 		s.releaseWriter(ctx)
 	}
-	tx, err := s.wdb.BeginTx(ctx, nil)
+	c, tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return devicedb.Explain(s.path, fmt.Errorf("%s: %w", what, err))
 	}
-	defer tx.Rollback()
+	defer end()
+	s.wconn = c
+	defer func() { s.wconn = nil }()
 	if index {
 		if err := s.writerForIndex(ctx, tx); err != nil {
 			return devicedb.Explain(s.path, fmt.Errorf("%s: %w", what, err))
@@ -252,8 +258,35 @@ func (s *Store) writeTxFor(ctx context.Context, what string, index bool, fn func
 	if err := tx.Commit(); err != nil {
 		return devicedb.Explain(s.path, fmt.Errorf("%s: %w", what, err))
 	}
+	end() // boundWAL takes the writer
 	s.committed(ctx)
 	return nil
+}
+
+// beginWrite begins a write transaction on the writer's connection, held
+// as a *sql.Conn so that the transaction can move large bodies in pieces
+// through SQLite's blob handles on it (blob.go); end rolls back what was
+// not committed and gives the connection back to the pool, and must run
+// before anything else takes the writer (it may run more than once). s.mu
+// is held.
+func (s *Store) beginWrite(ctx context.Context) (c *sql.Conn, tx *sql.Tx, end func(), err error) {
+	c, err = s.wdb.Conn(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tx, err = c.BeginTx(ctx, nil)
+	if err != nil {
+		c.Close()
+		return nil, nil, nil, err
+	}
+	done := false
+	return c, tx, func() {
+		if !done {
+			done = true
+			_ = tx.Rollback()
+			c.Close()
+		}
+	}, nil
 }
 
 // Commits returns how many write transactions (each one durable commit of

@@ -1,0 +1,118 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/ncruces/go-sqlite3"
+)
+
+// Large bodies in pieces.
+//
+// Each connection's SQLite runs in a Wasm memory of its own that grows and
+// never shrinks while the connection is open (docs/MAILSTORE.md). A body
+// bound to an INSERT is copied into it, and SQLite builds the row's record
+// from that copy, a second one; a body read as a column is read whole into
+// it. So a message of 16 MB (50 MB may be mailed) grew the writer by 44 MB
+// as it was applied, the writer again by 16 MB as it was indexed and a
+// reader by 32 MB as a client fetched it, each kept until the connection
+// had been idle for connIdle.
+//
+// A body of more than blobPiece bytes is therefore stored as a zeroblob of
+// its size, whose bytes are then written through SQLite's incremental blob
+// handle blobPiece at a time, and read back the same way into a buffer of
+// its size: SQLite's memory holds one piece of it at a time, beside the
+// pages it writes or reads. The bytes stored are the same; the undo log's
+// record of the blobs row inserted (its key) is the same, and undoing it
+// deletes the row as before.
+
+// blobPiece is the most of a body's bytes that SQLite's memory holds at
+// once when the body is stored or read through a blob handle; bodies up to
+// this size are bound and read as columns.
+const blobPiece = 256 << 10
+
+// sqliteConn is the SQLite connection under a database/sql driver's
+// connection.
+func sqliteConn(dc any) (*sqlite3.Conn, error) {
+	rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
+	if !ok {
+		return nil, fmt.Errorf("the driver's connection %T gives no SQLite connection", dc)
+	}
+	return rc.Raw(), nil
+}
+
+// insertBlob stores b as the bytes of body bid in table blobs, through c
+// (the connection tx runs on) in pieces when b is larger than blobPiece;
+// c nil binds it whole.
+func insertBlob(ctx context.Context, exec func(ctx context.Context, query string, args ...any) (sql.Result, error), c *sql.Conn, bid int64, b []byte) error {
+	if b == nil {
+		b = []byte{}
+	}
+	if c == nil || len(b) <= blobPiece {
+		_, err := exec(ctx, "INSERT INTO blobs (bid, data) VALUES (?, ?)", bid, b)
+		return err
+	}
+	if _, err := exec(ctx, "INSERT INTO blobs (bid, data) VALUES (?, zeroblob(?))", bid, len(b)); err != nil {
+		return err
+	}
+	return c.Raw(func(dc any) error {
+		sc, err := sqliteConn(dc)
+		if err != nil {
+			return err
+		}
+		h, err := sc.OpenBlob("main", "blobs", "data", bid, true)
+		if err != nil {
+			return fmt.Errorf("opening body %d's bytes: %w", bid, err)
+		}
+		for rest := b; len(rest) > 0; {
+			n := min(len(rest), blobPiece)
+			if _, err := h.Write(rest[:n]); err != nil {
+				h.Close()
+				return fmt.Errorf("writing body %d's bytes: %w", bid, err)
+			}
+			rest = rest[n:]
+		}
+		return h.Close()
+	})
+}
+
+// readBlob reads n bytes of body bid from its start (all of them when n
+// is its size) through c's blob handle, blobPiece at a time, within the
+// transaction open on c.
+func readBlob(c *sql.Conn, bid, n int64) ([]byte, error) {
+	if c == nil {
+		return nil, fmt.Errorf("reading body %d's bytes: no connection", bid)
+	}
+	var out []byte
+	err := c.Raw(func(dc any) error {
+		sc, err := sqliteConn(dc)
+		if err != nil {
+			return err
+		}
+		out, err = readBlobRaw(sc, bid, n)
+		return err
+	})
+	return out, err
+}
+
+// readBlobRaw is readBlob on a SQLite connection itself.
+func readBlobRaw(sc *sqlite3.Conn, bid, n int64) ([]byte, error) {
+	h, err := sc.OpenBlob("main", "blobs", "data", bid, false)
+	if err != nil {
+		return nil, fmt.Errorf("opening body %d's bytes: %w", bid, err)
+	}
+	defer h.Close()
+	n = min(max(n, 0), h.Size())
+	out := make([]byte, n)
+	for off := int64(0); off < n; {
+		k := min(n-off, blobPiece)
+		if _, err := h.Read(out[off : off+k]); err != nil && !(errors.Is(err, io.EOF) && off+k == h.Size()) {
+			return nil, fmt.Errorf("reading body %d's bytes: %w", bid, err)
+		}
+		off += k
+	}
+	return out, nil
+}

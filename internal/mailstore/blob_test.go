@@ -1,0 +1,103 @@
+package mailstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// attachedMessage is a message of at least size bytes: a short text and an
+// attachment of base64 lines, as a mailed file comes.
+func attachedMessage(i, size int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "From: a@example.org\r\nTo: b@example.org\r\nSubject: attachment %d\r\nMessage-ID: <att%d@example.org>\r\n"+
+		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"+
+		"--b1\r\nContent-Type: text/plain\r\n\r\nThe attachment of message %d.\r\n"+
+		"--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n", i, i, i)
+	line := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{byte(i), 0xa5, 0x3c}, 19)) + "\r\n"
+	for b.Len() < size {
+		b.WriteString(line)
+	}
+	b.WriteString("--b1--\r\n")
+	return b.String()
+}
+
+// TestLargeBodyInPieces: a message larger than SQLite's whole memory
+// allowed to a connection is applied, indexed and fetched (header and
+// bytes), each connection's SQLite heap held to limit, below the
+// message's size: its bytes go through SQLite in pieces. Before, the
+// apply bound the body whole (and SQLite copied it again into the row's
+// record), the index and a FETCH read it as a column, and each ran out
+// of memory.
+func TestLargeBodyInPieces(t *testing.T) {
+	const size, limit = 32 << 20, 20 << 20
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		sizes []int // of the batch's messages; the largest is checked
+	}{
+		{"alone", []int{size}},
+		{"in a run", []int{2000, size, 3000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t)
+			var l testLog
+			var batch []Entry
+			var want string
+			for i, n := range tc.sizes {
+				body := attachedMessage(i, n)
+				if n == size {
+					want = body
+				}
+				batch = append(batch, l.spool(deliverCmd(body)))
+			}
+			// The index runs on the same connection, with the same limit.
+			s.fixedCache = true
+			limitHeap(t, s, limit)
+			mustApply(t, s, batch...)
+			if _, _, err := s.IndexPending(ctx, 10); err != nil {
+				t.Fatalf("indexing a message of %d bytes with the writer's SQLite held to %d: %v", len(want), limit, err)
+			}
+			var left int
+			if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM unindexed").Scan(&left); err != nil {
+				t.Fatal(err)
+			}
+			if left != 0 {
+				t.Errorf("%d bodies left unindexed, want 0", left)
+			}
+			s.rdb.SetMaxOpenConns(1)
+			if _, err := s.rdb.ExecContext(ctx, fmt.Sprintf("PRAGMA hard_heap_limit = %d", limit)); err != nil {
+				t.Fatal(err)
+			}
+			inbox := mailboxID(t, s, "INBOX")
+			uid := UID(1 + indexOfMax(tc.sizes))
+			var got *Message
+			err := s.Fetch(ctx, inbox, UIDSet{{Start: uid, Stop: uid}}, WantRaw|WantHeader, func(m *Message) error {
+				got = m
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("fetching a message of %d bytes with the reader's SQLite held to %d: %v", len(want), limit, err)
+			}
+			if got == nil || !bytes.Equal(got.Raw, []byte(want)) {
+				t.Fatalf("FETCH of UID %d gave %d bytes, want the %d delivered", uid, len(got.Raw), len(want))
+			}
+			if hl := strings.Index(want, "\r\n\r\n") + 4; string(got.Header) != want[:hl] {
+				t.Errorf("FETCH of UID %d gave the header %q, want %q", uid, got.Header, want[:hl])
+			}
+		})
+	}
+}
+
+func indexOfMax(xs []int) int {
+	k := 0
+	for i, x := range xs {
+		if x > xs[k] {
+			k = i
+		}
+	}
+	return k
+}
