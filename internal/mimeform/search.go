@@ -68,7 +68,12 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 	// while the index lacks it and every body the indexer takes: with
 	// the copy, most of what such a SEARCH allocated (docs/BENCHMARKS.md,
 	// "The first sync's peak and a SEARCH's garbage").
-	buf := make([]byte, 0, min(max(len(raw)-hl, 0), maxDecodedText)+512)
+	//
+	// The buffer is made at the first text part, and holds at most
+	// firstTextBuffer: a message of a short text and an attachment of
+	// 16 MB, which BodyTexts does not read, made a buffer of 16 MB for
+	// that text; a longer text grows it.
+	var buf []byte
 	parts := 0
 	walkErr := e.Walk(func(path []int, part *gomessage.Entity, err error) error {
 		// Parse's bounds: beyond them the walk stops, and the raw bytes
@@ -92,6 +97,9 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 		if t != "" && !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") {
 			return nil
 		}
+		if buf == nil {
+			buf = make([]byte, 0, min(max(len(raw)-hl, 0), maxDecodedText, firstTextBuffer)+512)
+		}
 		buf = appendAll(buf[:0], io.LimitReader(part.Body, budget))
 		budget -= int64(len(buf))
 		out = append(out, string(buf))
@@ -102,6 +110,10 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 	}
 	return out
 }
+
+// firstTextBuffer bounds the buffer BodyTexts reads a message's first text
+// part into; it grows beyond for a longer text.
+const firstTextBuffer = 1 << 20
 
 // errBeyondBounds stops BodyTexts' walk at Parse's bounds.
 var errBeyondBounds = errors.New("beyond the MIME parsing bounds")

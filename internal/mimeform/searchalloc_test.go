@@ -78,3 +78,27 @@ func TestBodyTextsBounded(t *testing.T) {
 			len(raw), levels, got, limit)
 	}
 }
+
+// TestBodyTextsAttachment: for a message of a short text and an attachment
+// of 16 MB, which it does not read, BodyTexts allocates less than a
+// quarter of the message. It made a buffer of the message's size for the
+// text before: the search indexer's 16 MB for every such message mailed.
+func TestBodyTextsAttachment(t *testing.T) {
+	line := strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo", 2) + "\r\n"
+	raw := []byte("From: a@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\n\r\nthe quick brown fox\r\n--b\r\nContent-Type: application/octet-stream\r\n" +
+		"Content-Transfer-Encoding: base64\r\n\r\n" + strings.Repeat(line, 16<<20/len(line)) + "--b--\r\n")
+	hl := headerLength(raw)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	texts := BodyTexts(raw, hl)
+	runtime.ReadMemStats(&after)
+	if got := strings.Join(texts, ""); !strings.Contains(got, "quick brown fox") || strings.Contains(got, "QUJD") {
+		t.Fatalf("BodyTexts gave %.80q..., want the text and not the attachment", got)
+	}
+	if used, limit := after.TotalAlloc-before.TotalAlloc, uint64(len(raw)/4); used > limit {
+		t.Errorf("BodyTexts of a message of %d bytes, most of it an attachment, allocated %d bytes, want at most %d (a quarter of the message)",
+			len(raw), used, limit)
+	}
+}
