@@ -125,6 +125,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	if err := dev.startSync(syncOptions{daemon: true, checkpointMin: *checkpointMin}); err != nil {
 		return err
 	}
+	defer startGiveBack()() // memreturn.go
 	if limit == 0 {
 		lctx, stopLimit := context.WithCancel(context.Background())
 		defer stopLimit()

@@ -107,6 +107,7 @@ cspool quickstart --dir /tmp/demo --user alice --imap-port 0`)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer startGiveBack()() // memreturn.go
 	return q.run(ctx)
 }
 

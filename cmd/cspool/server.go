@@ -319,6 +319,7 @@ func (s *serverRun) run(f serverFlags) error {
 			return err
 		}
 	}
+	defer startGiveBack()() // memreturn.go
 	var d *deliver.Deliverer
 	if f.lmtpAddr != "" {
 		lmtpOpts.Hostname, _ = os.Hostname()

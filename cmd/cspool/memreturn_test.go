@@ -1,0 +1,44 @@
+package main
+
+import (
+	"runtime"
+	"runtime/metrics"
+	"testing"
+)
+
+// sink keeps the test's buffer from being optimised away.
+var sink []byte
+
+// TestGiveBackLargeGarbage: a buffer of 32 MiB, live through a
+// collection (as a message's buffers are through those their delivery
+// or sync makes) and then dropped, is given back to the system at the
+// first look after the collector has gone quiet: the heap's free pages
+// kept are then under 8 MiB, and its objects are back within 4 MiB of
+// what they were before. The look while the collector was running gives
+// nothing back, nor does a look after the one that did.
+func TestGiveBackLargeGarbage(t *testing.T) {
+	runtime.GC()
+	h := newHeapWatch()
+	before := h.value(1)
+	sink = make([]byte, 32<<20)
+	for i := range sink {
+		sink[i] = byte(i)
+	}
+	runtime.GC() // the buffer is live through it
+	sink = nil
+	if h.look() {
+		t.Fatal("the look just after a collection gave memory back; want it to wait until the collector is quiet")
+	}
+	if !h.look() {
+		t.Fatalf("the look once the collector was quiet gave nothing back (heap %d bytes)", h.heap())
+	}
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(s)
+	if objects, free := s[0].Value.Uint64(), s[1].Value.Uint64(); free > 8<<20 || objects > before+4<<20 {
+		t.Errorf("after giving back: objects %d bytes (%d before the buffer), free pages kept %d; want objects within 4 MiB of before, at most 8 MiB free",
+			objects, before, free)
+	}
+	if h.look() {
+		t.Error("a second look gave memory back again")
+	}
+}
