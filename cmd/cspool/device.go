@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -149,7 +150,11 @@ func (d *device) startSync(o syncOptions) error {
 	}
 	cfg := syncer.Config{User: d.user, UserKey: d.userKey, SpoolKey: d.spoolPub, Source: src, Store: d.store,
 		Logger: d.log, Unreachable: spoolUnreachable, Permanent: api.Hint, CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath),
-		TempDir: filepath.Dir(d.dbPath)}
+		TempDir: filepath.Dir(d.dbPath),
+		// The sealed bytes of a large message, let go before its apply,
+		// go back to the system before the apply's SQLite memory grows
+		// (memreturn.go).
+		OnLargeOpened: debug.FreeOSMemory}
 	if o.daemon {
 		// Submit may queue a change and tell OnApplied before newIMAP
 		// made the server (the spool down, a caller started early):

@@ -142,6 +142,12 @@ type Config struct {
 
 	// OnApplied, if set, runs after each committed batch, in log order.
 	OnApplied func(*mailstore.Result)
+	// OnLargeOpened, if set, runs before a batch that holds an entry
+	// whose message is over LargeEntryBytes is applied, once the entries'
+	// sealed bytes are let go: they are garbage then, as large as the
+	// message, and the device gives the Go heap's free pages back there,
+	// before the apply's SQLite memory grows beside them.
+	OnLargeOpened func()
 	// Unreachable, if set, reports whether a Source error means that no
 	// answer came from the spool (connection refused, reset or timed
 	// out). After such an error the loop asks the spool (Prober) every
@@ -568,6 +574,21 @@ func (s *Syncer) step(ctx context.Context) error {
 	return err
 }
 
+// LargeEntryBytes is the size of a message beyond which an entry holding
+// it calls Config.OnLargeOpened.
+const LargeEntryBytes = 4 << 20
+
+// holdsLarge reports whether an entry opened holds a message of over
+// LargeEntryBytes.
+func holdsLarge(opened []opened) bool {
+	for _, op := range opened {
+		if op.err == nil && op.o != nil && op.o.Cmd != nil && len(op.o.Cmd.Body) > LargeEntryBytes {
+			return true
+		}
+	}
+	return false
+}
+
 // readApply reads one batch (long-polling up to wait) and applies it, or
 // rebuilds from the newest checkpoint when compaction went past the
 // store's position: it reads, checks the read against the chain of hashes
@@ -652,6 +673,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	v, n, err := s.verify(ctx, pos, lr, opened)
 	if v == nil {
 		return n, lr.Head, err
+	}
+	if s.cfg.OnLargeOpened != nil && holdsLarge(opened) {
+		s.cfg.OnLargeOpened()
 	}
 	if v.alarm == nil && v.last == lr.Entries[len(lr.Entries)-1].Pos && v.last < lr.Head {
 		// Behind the head: read and open the next batch while this one
