@@ -8,6 +8,8 @@ import (
 	"io"
 
 	"github.com/ncruces/go-sqlite3"
+
+	"cspool/internal/devicedb"
 )
 
 // Large bodies in pieces.
@@ -34,14 +36,27 @@ import (
 // this size are bound and read as columns.
 const blobPiece = 256 << 10
 
-// sqliteConn is the SQLite connection under a database/sql driver's
-// connection.
-func sqliteConn(dc any) (*sqlite3.Conn, error) {
-	rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
-	if !ok {
-		return nil, fmt.Errorf("the driver's connection %T gives no SQLite connection", dc)
-	}
-	return rc.Raw(), nil
+// onSQLite runs f on the SQLite connection under c, whose transaction is
+// open. The driver panics where SQLite's memory runs out: that is
+// sqlite3.NOMEM returned, for the transaction to roll back. It is not
+// driver.ErrBadConn: database/sql would close c at once, and wait for
+// the open transaction's hold on c for ever.
+func onSQLite(c *sql.Conn, f func(*sqlite3.Conn) error) error {
+	return c.Raw(func(dc any) (err error) {
+		rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
+		if !ok {
+			return fmt.Errorf("the driver's connection %T gives no SQLite connection", dc)
+		}
+		defer func() {
+			if r := recover(); r != nil {
+				if !devicedb.OutOfMemory(r) {
+					panic(r)
+				}
+				err = sqlite3.NOMEM
+			}
+		}()
+		return f(rc.Raw())
+	})
 }
 
 // insertBlob stores b as the bytes of body bid in table blobs, through c
@@ -58,11 +73,7 @@ func insertBlob(ctx context.Context, exec func(ctx context.Context, query string
 	if _, err := exec(ctx, "INSERT INTO blobs (bid, data) VALUES (?, zeroblob(?))", bid, len(b)); err != nil {
 		return err
 	}
-	return c.Raw(func(dc any) error {
-		sc, err := sqliteConn(dc)
-		if err != nil {
-			return err
-		}
+	return onSQLite(c, func(sc *sqlite3.Conn) error {
 		h, err := sc.OpenBlob("main", "blobs", "data", bid, true)
 		if err != nil {
 			return fmt.Errorf("opening body %d's bytes: %w", bid, err)
@@ -87,11 +98,7 @@ func readBlob(c *sql.Conn, bid, n int64) ([]byte, error) {
 		return nil, fmt.Errorf("reading body %d's bytes: no connection", bid)
 	}
 	var out []byte
-	err := c.Raw(func(dc any) error {
-		sc, err := sqliteConn(dc)
-		if err != nil {
-			return err
-		}
+	err := onSQLite(c, func(sc *sqlite3.Conn) (err error) {
 		out, err = readBlobRaw(sc, bid, n)
 		return err
 	})

@@ -4,9 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/ncruces/go-sqlite3"
+
+	"cspool/internal/testproc"
 )
 
 // attachedMessage is a message of at least size bytes: a short text and an
@@ -100,4 +106,36 @@ func indexOfMax(xs []int) int {
 		}
 	}
 	return k
+}
+
+// TestLargeBodyOutOfMemory: a message of 4 MiB, stored in pieces,
+// applied with the writer's SQLite held to less than its page cache needs
+// fails with sqlite3.NOMEM without holding the writer for ever, leaves
+// the store as it was, and applies once the limit is gone. (At these
+// limits SQLite runs out in a statement, before a write of the blob
+// handle, where the driver would panic: onSQLite turns that panic into
+// sqlite3.NOMEM too.)
+func TestLargeBodyOutOfMemory(t *testing.T) {
+	ctx := context.Background()
+	for _, limit := range []int{400_000, 1_000_000, 2_000_000} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			s := openTest(t)
+			var l testLog
+			e := l.spool(deliverCmd(attachedMessage(0, 4<<20)))
+			before := dump(t, s)
+			limitHeap(t, s, limit)
+			err := testproc.Finish(t, "an Apply that ran out of memory", func() error {
+				_, err := s.Apply(ctx, []Entry{e}, e.Pos)
+				return err
+			})
+			if !errors.Is(err, sqlite3.NOMEM) {
+				t.Fatalf("Apply with the writer's SQLite held to %d: %v, want sqlite3.NOMEM", limit, err)
+			}
+			if after := dump(t, s); !reflect.DeepEqual(after, before) {
+				t.Fatal("the store changed in an Apply that failed")
+			}
+			limitHeap(t, s, 0)
+			mustApply(t, s, e)
+		})
+	}
 }
