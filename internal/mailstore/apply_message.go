@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 
 	"cspool/internal/command"
 )
@@ -301,6 +302,7 @@ func (a *applier) moveMessages(c *command.Command) error {
 // expunge removes each existing message named by the command, whatever its
 // flags (the author chose the ids).
 func (a *applier) expunge(c *command.Command) error {
+	var touched []int64 // each mailbox's modseq is set once
 	for _, id := range c.IDs {
 		m, err := messageByID(a.ctx, a, id)
 		if err != nil {
@@ -313,10 +315,15 @@ func (a *applier) expunge(c *command.Command) error {
 		if err := a.deleteMessage(m); err != nil {
 			return err
 		}
-		if err := a.touch(m.mailbox); err != nil {
-			return err
+		if !slices.Contains(touched, m.mailbox) {
+			touched = append(touched, m.mailbox)
 		}
 		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: UID(m.uid), Message: id})
+	}
+	for _, mid := range touched {
+		if err := a.touch(mid); err != nil {
+			return err
+		}
 	}
 	return nil
 }

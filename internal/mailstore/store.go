@@ -62,10 +62,13 @@ const writeSpillPages = 3072
 type Store struct {
 	path   string
 	parser Parser
-	wdb    *sql.DB // one connection: Apply and migrations
-	rdb    *sql.DB // read-only connections
-	mu     sync.Mutex
-	closed atomic.Bool
+	// traceStmt, set by tests before any Apply, sees every statement an
+	// apply on the writer runs.
+	traceStmt func(query string)
+	wdb       *sql.DB // one connection: Apply and migrations
+	rdb       *sql.DB // read-only connections
+	mu        sync.Mutex
+	closed    atomic.Bool
 	// commits counts the write transactions committed (Commits).
 	commits atomic.Int64
 	// walLimit is the WAL size that a commit bounds the WAL to (wal.go);
