@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -22,7 +21,6 @@ import (
 func TestAerc(t *testing.T) {
 	t.Parallel()
 	aerc := needTool(t, "aerc")
-	tmux := needTool(t, "tmux")
 	r := newRig(t)
 	d := r.device("a")
 	r.Deliver([]byte(messages["plain"]))
@@ -42,22 +40,13 @@ func TestAerc(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(conf, "accounts.conf"), []byte(accounts), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	session := fmt.Sprintf("cspool-aerc-%d", os.Getpid())
-	start := exec.Command(tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", aerc)
-	start.Env = append(os.Environ(), "TERM=xterm", "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
-	if out, err := start.CombinedOutput(); err != nil {
-		t.Fatalf("starting aerc in tmux: %v: %s", err, out)
-	}
+	tm := startTmux(t, []string{"TERM=xterm", "HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config")}, aerc)
 	t.Cleanup(func() {
-		exec.Command(tmux, "kill-session", "-t", session).Run()
 		if t.Failed() {
 			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
 		}
 	})
-	screen := func() string {
-		out, _ := exec.Command(tmux, "capture-pane", "-p", "-t", session).Output()
-		return string(out)
-	}
+	screen, keys := tm.screen, tm.keys
 	waitFor := func(what string) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -68,12 +57,6 @@ func TestAerc(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		t.Fatalf("aerc never showed %q; the screen:\n%s", what, screen())
-	}
-	keys := func(k ...string) {
-		t.Helper()
-		if out, err := exec.Command(tmux, append([]string{"send-keys", "-t", session}, k...)...).CombinedOutput(); err != nil {
-			t.Fatalf("tmux send-keys %q: %v %s", k, err, out)
-		}
 	}
 	// command types an aerc command and waits for the server's OK to the
 	// client command it leads to.

@@ -3,7 +3,6 @@ package imapd
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -22,7 +21,6 @@ import (
 func TestAlpine(t *testing.T) {
 	t.Parallel()
 	alpine := needTool(t, "alpine")
-	tmux := needTool(t, "tmux")
 	r := newRig(t)
 	d := r.device("a")
 	r.Deliver([]byte(messages["plain"]))
@@ -38,22 +36,13 @@ func TestAlpine(t *testing.T) {
 	if err := os.WriteFile(pinerc, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	session := fmt.Sprintf("cspool-alpine-%d", os.Getpid())
-	start := exec.Command(tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", alpine+" -p "+pinerc+" -i")
-	start.Env = append(os.Environ(), "TERM=xterm", "HOME="+home, "LANG=C.UTF-8")
-	if out, err := start.CombinedOutput(); err != nil {
-		t.Fatalf("starting alpine in tmux: %v: %s", err, out)
-	}
+	tm := startTmux(t, []string{"TERM=xterm", "HOME=" + home, "LANG=C.UTF-8"}, alpine+" -p "+pinerc+" -i")
 	t.Cleanup(func() {
-		exec.Command(tmux, "kill-session", "-t", session).Run()
 		if t.Failed() {
 			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
 		}
 	})
-	screen := func() string {
-		out, _ := exec.Command(tmux, "capture-pane", "-p", "-t", session).Output()
-		return string(out)
-	}
+	screen, keys := tm.screen, tm.keys
 	waitAny := func(what ...string) string {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -68,12 +57,6 @@ func TestAlpine(t *testing.T) {
 		}
 		t.Fatalf("alpine never showed %q; the screen:\n%s", what, screen())
 		return ""
-	}
-	keys := func(k ...string) {
-		t.Helper()
-		if out, err := exec.Command(tmux, append([]string{"send-keys", "-t", session}, k...)...).CombinedOutput(); err != nil {
-			t.Fatalf("tmux send-keys %q: %v %s", k, err, out)
-		}
 	}
 	// answered waits for the server's OK to the next client command
 	// matching sent after mark.

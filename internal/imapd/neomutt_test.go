@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -20,7 +19,6 @@ import (
 func TestNeomutt(t *testing.T) {
 	t.Parallel()
 	neomutt := needTool(t, "neomutt")
-	tmux := needTool(t, "tmux")
 	r := newRig(t)
 	d := r.device("a")
 	r.Deliver([]byte(messages["plain"]))
@@ -53,18 +51,8 @@ set quit=yes
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "log")
-	session := fmt.Sprintf("cspool-neomutt-%d", os.Getpid())
-	start := exec.Command(tmux, "new-session", "-d", "-s", session, "-x", "160", "-y", "40",
-		fmt.Sprintf("%s -n -F %s -d 5 -l %s", neomutt, rc, logPath))
-	start.Env = append(os.Environ(), "TERM=xterm", "HOME="+dir)
-	if out, err := start.CombinedOutput(); err != nil {
-		t.Fatalf("starting neomutt in tmux: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command(tmux, "kill-session", "-t", session).Run() })
-	screen := func() string {
-		out, _ := exec.Command(tmux, "capture-pane", "-p", "-t", session).Output()
-		return string(out)
-	}
+	tm := startTmux(t, []string{"TERM=xterm", "HOME=" + dir}, fmt.Sprintf("%s -n -F %s -d 5 -l %s", neomutt, rc, logPath))
+	screen, keys := tm.screen, tm.keys
 	waitFor := func(what string) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -76,13 +64,6 @@ set quit=yes
 		}
 		t.Fatalf("neomutt never showed %q; the screen:\n%s", what, screen())
 	}
-	keys := func(k ...string) {
-		t.Helper()
-		if out, err := exec.Command(tmux, append([]string{"send-keys", "-t", session}, k...)...).CombinedOutput(); err != nil {
-			t.Fatalf("tmux send-keys %q: %v %s", k, err, out)
-		}
-	}
-
 	// The index: both messages, the keyword as a tag.
 	waitFor("Lunch on Friday")
 	waitFor("[work-tag]")
