@@ -53,6 +53,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"cspool/internal/chain"
 	"cspool/internal/command"
 	"cspool/internal/entry"
@@ -214,6 +216,20 @@ type Config struct {
 	BatchBytes int64         // bytes per read; 0 = 2 MiB
 	Wait       time.Duration // long-poll wait asked of the spool (it may grant less); 0 = 5 minutes
 	MaxBackoff time.Duration // 0 = 30 s
+	// PollRate and PollBurst bound how often the loop starts a long-poll
+	// while no change of this device waits to be applied: at most
+	// PollBurst at once, then PollRate a second (a token bucket). Each
+	// entry appended ends a long-poll, so a burst of mail (a mailing
+	// list, a migration) made one read a delivery: 20,000 deliveries
+	// over 90 s spent the user key's nonce budget on the spool (16,384
+	// requests in 5 minutes, for all of the user's devices, docs/API.md
+	// §2), and the device got 429 and fell behind for 4.5 minutes. At
+	// 10 a second after a burst of 600, a device makes at most 3,600
+	// long-polls in 5 minutes, and during a burst each read takes what
+	// arrived in the last tenth of a second; a device's own change is
+	// read at once. 0 = 10 a second, burst 600; PollRate < 0: no bound.
+	PollRate  float64
+	PollBurst int
 }
 
 // Status is a snapshot of the sync state.
@@ -302,6 +318,8 @@ type Syncer struct {
 	// OnApplied notices, so sessions hear them in the store's order.
 	applyMu            sync.Mutex
 	wake               chan struct{} // wakeUp: changes were queued
+	hurry              chan struct{} // Submit: a change of this device waits to be read and applied
+	polls              *rate.Limiter // the loop's long-polls (Config.PollRate), nil: no bound
 	noHeadSourceLogged bool          // the loop's own
 	ahead              *readAhead    // the loop's own: the next read, made while a batch applies (ahead.go)
 	spare              []byte        // the loop's own: the buffer of a read ahead whose bytes were let go, for the next (ahead.go)
@@ -342,6 +360,12 @@ func (c *Config) fill() {
 	if c.CheckpointMin == 0 {
 		c.CheckpointMin = 1000
 	}
+	if c.PollRate == 0 {
+		c.PollRate = 10
+	}
+	if c.PollBurst <= 0 {
+		c.PollBurst = 600
+	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 30 * time.Second
 	}
@@ -376,8 +400,12 @@ func New(cfg Config) (*Syncer, error) {
 		alarmed: make(chan struct{}),
 		pending: map[command.ID]pendingEntry{},
 		wake:    make(chan struct{}, 1),
+		hurry:   make(chan struct{}, 1),
 
 		firstBackoff: 250 * time.Millisecond,
+	}
+	if cfg.PollRate > 0 {
+		s.polls = rate.NewLimiter(rate.Limit(cfg.PollRate), cfg.PollBurst)
 	}
 	s.status.Position = pos
 	if s.status.Queued, err = cfg.Store.QueueLen(context.Background()); err != nil {
@@ -567,11 +595,50 @@ func (s *Syncer) step(ctx context.Context) error {
 		// Queued changes are sent after a read at the head.
 		wait = 0
 	}
+	if wait > 0 {
+		if err := s.pace(ctx); err != nil {
+			return err
+		}
+	}
 	_, _, err := s.readApply(ctx, wait)
 	if errors.Is(err, errWoken) {
 		return nil
 	}
 	return err
+}
+
+// pace waits, before a long-poll, for the loop's share of long-polls
+// (Config.PollRate), unless a change of this device waits to be applied:
+// its Submit waits on the read, so the read starts at once, and a Submit
+// made while pace waits ends the wait (hurry). Changes queued end it too.
+func (s *Syncer) pace(ctx context.Context) error {
+	if s.polls == nil {
+		return nil
+	}
+	s.mu.Lock()
+	waiting := len(s.pending) > 0
+	s.mu.Unlock()
+	if waiting {
+		return nil
+	}
+	r := s.polls.Reserve()
+	d := r.Delay()
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.hurry:
+		r.Cancel()
+	case <-s.wake:
+		r.Cancel()
+		s.wakeUp() // for the long-poll's own wait (readLog), which sends them
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }
 
 // LargeEntryBytes is the size of a message beyond which an entry holding
@@ -980,6 +1047,10 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		s.pending[id] = pendingEntry{ch: waits[i], cmd: cmds[i]}
 	}
 	s.mu.Unlock()
+	select {
+	case s.hurry <- struct{}{}:
+	default:
+	}
 	forget := func() { s.forget(sub.ids) }
 	r := s.sendGrouped(sub)
 	switch {
