@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestAerc drives aerc (Debian's, a terminal client built on go-imap v1)
@@ -21,11 +20,7 @@ import (
 func TestAerc(t *testing.T) {
 	t.Parallel()
 	aerc := needTool(t, "aerc")
-	r := newRig(t)
-	d := r.device("a")
-	r.Deliver([]byte(messages["plain"]))
-	d.synced(r.Deliver([]byte(nestedMessage)))
-	w := loginWire(t, d.addr)
+	d, w := terminalRig(t)
 	w.ok("CREATE Work/2025/")
 	w.ok(`CREATE "Bills &- Tax"`)
 	proxy := newIMAPProxy(t, d.addr)
@@ -46,32 +41,14 @@ func TestAerc(t *testing.T) {
 			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
 		}
 	})
-	screen, keys := tm.screen, tm.keys
-	waitFor := func(what string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			if strings.Contains(screen(), what) {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Fatalf("aerc never showed %q; the screen:\n%s", what, screen())
-	}
+	waitFor, keys := tm.waitFor, tm.keys
 	// command types an aerc command and waits for the server's OK to the
 	// client command it leads to.
 	command := func(cmd string, sent *regexp.Regexp) {
 		t.Helper()
 		mark := len(proxy.lines())
 		keys(":"+cmd, "Enter")
-		i := proxy.waitFor(mark, 'C', sent, 20*time.Second)
-		if i < 0 {
-			t.Fatalf(":%s sent no command matching %v; the screen:\n%s", cmd, sent, screen())
-		}
-		tag := strings.Fields(proxy.lines()[i].text)[0]
-		if proxy.waitFor(i, 'S', regexp.MustCompile("^"+regexp.QuoteMeta(tag)+" OK"), 20*time.Second) < 0 {
-			t.Fatalf(":%s: %q was not answered OK", cmd, proxy.lines()[i].text)
-		}
+		proxy.answeredOK(t, ":"+cmd, mark, sent)
 	}
 
 	// The folders and the index.

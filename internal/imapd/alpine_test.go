@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestAlpine drives Alpine (Debian's, built on the UW c-client library) in
@@ -21,11 +20,7 @@ import (
 func TestAlpine(t *testing.T) {
 	t.Parallel()
 	alpine := needTool(t, "alpine")
-	r := newRig(t)
-	d := r.device("a")
-	r.Deliver([]byte(messages["plain"]))
-	d.synced(r.Deliver([]byte(nestedMessage)))
-	w := loginWire(t, d.addr)
+	d, w := terminalRig(t)
 	w.ok(`CREATE "Bills &- Tax"`)
 	proxy := newIMAPProxy(t, d.addr)
 
@@ -42,34 +37,10 @@ func TestAlpine(t *testing.T) {
 			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
 		}
 	})
-	screen, keys := tm.screen, tm.keys
-	waitAny := func(what ...string) string {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			s := screen()
-			for _, w := range what {
-				if strings.Contains(s, w) {
-					return w
-				}
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Fatalf("alpine never showed %q; the screen:\n%s", what, screen())
-		return ""
-	}
-	// answered waits for the server's OK to the next client command
-	// matching sent after mark.
+	waitAny, keys := tm.waitFor, tm.keys
 	answered := func(what string, mark int, sent *regexp.Regexp) {
 		t.Helper()
-		i := proxy.waitFor(mark, 'C', sent, 20*time.Second)
-		if i < 0 {
-			t.Fatalf("%s: no command matching %v; the screen:\n%s", what, sent, screen())
-		}
-		tag := strings.Fields(proxy.lines()[i].text)[0]
-		if proxy.waitFor(i, 'S', regexp.MustCompile("^"+regexp.QuoteMeta(tag)+" OK"), 20*time.Second) < 0 {
-			t.Fatalf("%s: %q was not answered OK", what, proxy.lines()[i].text)
-		}
+		proxy.answeredOK(t, what, mark, sent)
 	}
 
 	// The greeting shown once, then the password prompt.

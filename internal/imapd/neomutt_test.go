@@ -19,11 +19,7 @@ import (
 func TestNeomutt(t *testing.T) {
 	t.Parallel()
 	neomutt := needTool(t, "neomutt")
-	r := newRig(t)
-	d := r.device("a")
-	r.Deliver([]byte(messages["plain"]))
-	d.synced(r.Deliver([]byte(nestedMessage)))
-	w := loginWire(t, d.addr)
+	d, w := terminalRig(t)
 	w.ok("CREATE Work/2025/Q1/")
 	w.ok("SELECT INBOX")
 	w.ok("STORE 1 +FLAGS (work-tag)")
@@ -52,18 +48,8 @@ set quit=yes
 	}
 	logPath := filepath.Join(dir, "log")
 	tm := startTmux(t, []string{"TERM=xterm", "HOME=" + dir}, fmt.Sprintf("%s -n -F %s -d 5 -l %s", neomutt, rc, logPath))
-	screen, keys := tm.screen, tm.keys
-	waitFor := func(what string) {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			if strings.Contains(screen(), what) {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Fatalf("neomutt never showed %q; the screen:\n%s", what, screen())
-	}
+	screen, waitFor, keys := tm.screen, tm.waitFor, tm.keys
+
 	// The index: both messages, the keyword as a tag.
 	waitFor("Lunch on Friday")
 	waitFor("[work-tag]")

@@ -4,7 +4,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
+	"time"
 )
 
 // tmuxSession is a terminal client running in a tmux server of the test's
@@ -45,5 +48,49 @@ func (s *tmuxSession) keys(k ...string) {
 	s.t.Helper()
 	if out, err := exec.Command(s.tmux, append([]string{"-S", s.sock, "send-keys", "-t", "client"}, k...)...).CombinedOutput(); err != nil {
 		s.t.Fatalf("tmux send-keys %q: %v %s", k, err, out)
+	}
+}
+
+// waitFor waits up to 20 s for the screen to show one of what, and returns
+// the one it shows.
+func (s *tmuxSession) waitFor(what ...string) string {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		screen := s.screen()
+		for _, w := range what {
+			if strings.Contains(screen, w) {
+				return w
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s.t.Fatalf("the client never showed %q; the screen:\n%s", what, s.screen())
+	return ""
+}
+
+// terminalRig is what the terminal-client tests start from: a device whose
+// INBOX holds messages["plain"] and nestedMessage, synced, and a logged-in
+// session on it.
+func terminalRig(t *testing.T) (*device, *wire) {
+	t.Helper()
+	r := newRig(t)
+	d := r.device("a")
+	r.Deliver([]byte(messages["plain"]))
+	d.synced(r.Deliver([]byte(nestedMessage)))
+	return d, loginWire(t, d.addr)
+}
+
+// answeredOK waits for the first client command after line mark matching
+// sent, then for the server's OK to it; what names it in a failure.
+func (p *imapProxy) answeredOK(t *testing.T, what string, mark int, sent *regexp.Regexp) {
+	t.Helper()
+	i := p.waitFor(mark, 'C', sent, 20*time.Second)
+	if i < 0 {
+		t.Fatalf("%s: no command matching %v", what, sent)
+	}
+	tag := strings.Fields(p.lines()[i].text)[0]
+	if p.waitFor(i, 'S', regexp.MustCompile("^"+regexp.QuoteMeta(tag)+" OK"), 20*time.Second) < 0 {
+		t.Fatalf("%s: %q was not answered OK", what, p.lines()[i].text)
 	}
 }
