@@ -15,6 +15,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
+	"cspool/internal/testproc"
 )
 
 // fillInbox delivers n messages into INBOX through the store, in batches
@@ -88,6 +89,7 @@ func allocated(t *testing.T, rc *rawConn, tag, line string) (uint64, int) {
 // on the heap for the command's length (and as much again while it grew).
 // What the server allocates is measured per message of the mailbox.
 func TestWideCommandsAllocateLittle(t *testing.T) {
+	testproc.SkipUnderRace(t)
 	const n = 20000
 	r := newRig(t)
 	d := r.device("a")

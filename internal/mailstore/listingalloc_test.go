@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"cspool/internal/command"
+	"cspool/internal/testproc"
 	"strings"
 
 	"github.com/ncruces/go-sqlite3"
@@ -18,6 +19,7 @@ import (
 // (each array copied into one a quarter larger as it filled) and held up
 // to twice it at once; and a size is 4 bytes, not 8.
 func TestListingAllocatesOnce(t *testing.T) {
+	testproc.SkipUnderRace(t)
 	const n = 20000
 	s := openTest(t)
 	var l testLog
@@ -56,6 +58,7 @@ func TestListingAllocatesOnce(t *testing.T) {
 // does not grow to its 8 MiB cache with pages the next read would not
 // find there anyway; a narrow FetchForms keeps the cache.
 func TestWideReadsKeepSmallCache(t *testing.T) {
+	testproc.SkipUnderRace(t)
 	t.Parallel()
 	const n = scanSpan + 1000
 	s := openTest(t)

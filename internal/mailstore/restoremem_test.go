@@ -17,6 +17,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
+	"cspool/internal/testproc"
 )
 
 // syntheticState is a checkpoint's state of n messages of about 2 KB in
@@ -98,6 +99,7 @@ func liveHeap() int64 {
 // before, held 8.7 MB at the fetcher and 4.1 MB after (the Result's
 // 30,000 MessageAdded), about 290 and 140 bytes a message.
 func TestRestoreHeap(t *testing.T) {
+	testproc.SkipUnderRace(t)
 	if testing.Short() {
 		t.Skip("restores 30,000 messages")
 	}

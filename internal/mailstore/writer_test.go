@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/ncruces/go-sqlite3"
+
+	"cspool/internal/testproc"
 )
 
 // writerState is the writer's connection, its pages cached and its
@@ -37,6 +39,7 @@ func writerState(t *testing.T, s *Store) (c *sqlite3.Conn, cached, size int64) {
 // read; the next apply has the whole cache again. A small apply, and a
 // store opened with its own cache, keep the writer's connection.
 func TestIndexGivesWriterBack(t *testing.T) {
+	testproc.SkipUnderRace(t)
 	t.Parallel()
 	ctx := context.Background()
 	const size = 10 << 10

@@ -18,6 +18,7 @@ import (
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 	"cspool/internal/spool"
+	"cspool/internal/testproc"
 )
 
 // heapCheckpointer takes a checkpoint as the spool would, noting the live
@@ -92,6 +93,7 @@ func deliveredStore(ctx context.Context, tb testing.TB, dir string, n, batch int
 // framing it whole allocated it several times over); what the spool
 // receives opens, and holds the store's state.
 func TestCheckpointMemory(t *testing.T) {
+	testproc.SkipUnderRace(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	const n = 30000

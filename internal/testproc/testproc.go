@@ -1,7 +1,8 @@
 // Package testproc helps tests that run cspool's servers as subprocesses:
 // loopback ports to tell them (they cannot be handed a listener), and a
 // buffer their output can be written to while the test reads it. It also
-// holds the switch of the heavy tests (Heavy).
+// holds the switch of the heavy tests (Heavy), and says whether the race
+// detector is on (Race, SkipUnderRace).
 //
 // Ports come from 20000-31999, below Linux's default ephemeral range
 // (32768-60999), so the kernel never picks one of them for an outgoing
@@ -33,6 +34,21 @@ func NeedHeavy(t testing.TB) {
 	t.Helper()
 	if !Heavy() {
 		t.Skipf("a heavy test: runs with %s=1 (CI sets it)", HeavyEnv)
+	}
+}
+
+// SkipUnderRace skips the test under the race detector. A test that
+// measures what the process allocates or holds (runtime.MemStats, SQLite's
+// page cache) at a size that takes minutes under the detector calls it
+// first: the detector changes what is allocated (sync.Pool drops what is
+// put in it) and runs SQLite, which is Go code here, 5 to 10 times slower,
+// and such a test checks a size, not an order between goroutines. CI runs
+// every test that calls it in a step without -race (.ci/run finds them by
+// this call, so it must be in the test function itself, not a helper).
+func SkipUnderRace(t testing.TB) {
+	t.Helper()
+	if Race {
+		t.Skip("measures memory at a size that takes minutes under the race detector, which changes what is allocated; CI runs it without -race")
 	}
 }
 
