@@ -48,12 +48,48 @@ func (a *applier) insertMailbox(id command.ID, name, specialUse string) (*mailbo
 }
 
 // createWithParents creates name (named id) and any missing superior
-// names (RFC 9051 section 6.3.4), outermost first.
+// names (RFC 9051 section 6.3.4), outermost first. It is rejected, if at
+// all, before it creates anything (checkCreate).
 func (a *applier) createWithParents(id command.ID, name, specialUse string) (*mailboxRow, error) {
+	if err := a.checkCreate(id, name, true); err != nil {
+		return nil, err
+	}
 	if err := a.createParents(id, name); err != nil {
 		return nil, err
 	}
 	return a.insertMailbox(id, name, specialUse)
+}
+
+// checkCreate rejects the creation of name's missing superior names (the
+// level-th named parentID(id, level)) and, with self, of name itself
+// (named id) when one of their ids names a mailbox already. It only
+// reads: an entry that creates a mailbox after checking it so is
+// rejected, if at all, before its first write, and needs no savepoint.
+func (a *applier) checkCreate(id command.ID, name string, self bool) error {
+	for level, p := range parents(name) {
+		mb, err := mailboxByName(a.ctx, a, p)
+		if err != nil {
+			return err
+		}
+		if mb != nil {
+			continue
+		}
+		pid := parentID(id, level)
+		if clash, err := mailboxByID(a.ctx, a, pid); err != nil {
+			return err
+		} else if clash != nil {
+			return reject(ReasonIDExists, "mailbox id %s exists", pid)
+		}
+	}
+	if !self {
+		return nil
+	}
+	if clash, err := mailboxByID(a.ctx, a, id); err != nil {
+		return err
+	} else if clash != nil {
+		return reject(ReasonIDExists, "mailbox id %s exists", id)
+	}
+	return nil
 }
 
 // createParents creates the missing superior names of name, the level-th
@@ -139,6 +175,12 @@ func (a *applier) renameMailbox(c *command.Command) error {
 			return reject(ReasonMailboxExists, "mailbox %q exists", m.newName)
 		}
 		final[m.newName] = true
+	}
+	// The superior names of newName are none of the renamed set's, old or
+	// new (newName is no child of src): creating them afterwards is
+	// checked now, before the first write.
+	if err := a.checkCreate(a.entry, newName, false); err != nil {
+		return err
 	}
 	// Two steps, so that no intermediate state has two equal names: first
 	// to names no command can carry (a control character), then to the

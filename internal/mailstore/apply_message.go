@@ -190,6 +190,16 @@ func (a *applier) touch(mid int64) error {
 	return nil
 }
 
+// touchAll sets the modseq of each mailbox of mids, once.
+func (a *applier) touchAll(mids []int64) error {
+	for _, mid := range mids {
+		if err := a.touch(mid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (a *applier) insertMessage(mb *mailboxRow, id command.ID, bid, size, date int64, flags flagSet) (UID, error) {
 	uid, err := a.nextUID(mb)
 	if err != nil {
@@ -269,6 +279,7 @@ func (a *applier) lazyTarget(c *command.Command) func() (*mailboxRow, error) {
 // destination: same id, body and flags, a new UID there.
 func (a *applier) moveMessages(c *command.Command) error {
 	targetOf := a.lazyTarget(c)
+	var touched []int64 // each source mailbox's modseq is set once
 	for _, id := range c.IDs {
 		m, err := a.present(id)
 		if err != nil {
@@ -281,8 +292,8 @@ func (a *applier) moveMessages(c *command.Command) error {
 		if err != nil {
 			return err
 		}
-		if err := a.touch(m.mailbox); err != nil {
-			return err
+		if !slices.Contains(touched, m.mailbox) {
+			touched = append(touched, m.mailbox)
 		}
 		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: UID(m.uid), Message: id})
 		uid, err := a.nextUID(dest)
@@ -296,7 +307,7 @@ func (a *applier) moveMessages(c *command.Command) error {
 		a.change(Change{Kind: MessageAdded, Mailbox: dest.id, UID: uid, Message: id, Flags: m.flags.list(), Name: dest.name})
 		a.out.Placed = append(a.out.Placed, Placement{Source: id, ID: id, Mailbox: dest.id, UID: uid, UIDValidity: uint32(dest.uidValidity)})
 	}
-	return nil
+	return a.touchAll(touched)
 }
 
 // expunge removes each existing message named by the command, whatever its
@@ -320,12 +331,7 @@ func (a *applier) expunge(c *command.Command) error {
 		}
 		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: UID(m.uid), Message: id})
 	}
-	for _, mid := range touched {
-		if err := a.touch(mid); err != nil {
-			return err
-		}
-	}
-	return nil
+	return a.touchAll(touched)
 }
 
 func (a *applier) deleteMessage(m *messageRow) error {
@@ -342,6 +348,7 @@ func (a *applier) flags(c *command.Command) error {
 	if err != nil {
 		return err
 	}
+	var touched []int64 // each mailbox's modseq is set once
 	for _, id := range c.IDs {
 		m, err := messageByID(a.ctx, a, id)
 		if err != nil {
@@ -367,12 +374,12 @@ func (a *applier) flags(c *command.Command) error {
 			next.bits, next.encodeKeywords(), int64(a.pos), m.rid); err != nil {
 			return fmt.Errorf("updating flags: %w", err)
 		}
-		if err := a.touch(m.mailbox); err != nil {
-			return err
+		if !slices.Contains(touched, m.mailbox) {
+			touched = append(touched, m.mailbox)
 		}
 		a.change(Change{Kind: FlagsChanged, Mailbox: m.mailboxID, UID: UID(m.uid), Message: id, Flags: next.list()})
 	}
-	return nil
+	return a.touchAll(touched)
 }
 
 // canonicalFlags turns a command's flags into a flagSet, keywords spelled
