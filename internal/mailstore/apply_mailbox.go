@@ -236,17 +236,18 @@ func (a *applier) renameInbox(inbox *mailboxRow, newName string) error {
 	if err != nil {
 		return err
 	}
+	from := dest.uidNext
 	for _, m := range msgs {
 		a.change(Change{Kind: MessageExpunged, Mailbox: inbox.id, UID: UID(m.uid), Message: m.id})
-		uid, err := a.nextUID(dest)
-		if err != nil {
-			return err
-		}
+		uid := a.takeUID(dest)
 		if _, err := a.ExecContext(a.ctx, "UPDATE messages SET mailbox = ?, uid = ?, modseq = ? WHERE rid = ?",
 			dest.mid, int64(uid), int64(a.pos), m.rid); err != nil {
 			return fmt.Errorf("moving message: %w", err)
 		}
 		a.change(Change{Kind: MessageAdded, Mailbox: dest.id, UID: uid, Message: m.id, Flags: m.flags.list(), Name: dest.name})
+	}
+	if err := a.writeUIDNext(dest, from); err != nil {
+		return err
 	}
 	if len(msgs) > 0 {
 		return a.touch(inbox.mid)

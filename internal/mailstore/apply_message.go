@@ -200,19 +200,48 @@ func (a *applier) touchAll(mids []int64) error {
 	return nil
 }
 
+// takeUID takes mb's UIDNEXT in memory, for an entry that places many
+// messages into mb: it writes the mailbox row once, when done
+// (writeUIDNext), not once a message. Nothing else writes mb's UIDNEXT
+// meanwhile.
+func (a *applier) takeUID(mb *mailboxRow) UID {
+	uid := UID(mb.uidNext)
+	mb.uidNext++
+	mb.modSeq = int64(a.pos)
+	return uid
+}
+
+// writeUIDNext writes the UIDNEXT takeUID advanced, if it did: from is
+// mb's UIDNEXT before.
+func (a *applier) writeUIDNext(mb *mailboxRow, from int64) error {
+	if mb == nil || mb.uidNext == from {
+		return nil
+	}
+	if _, err := a.ExecContext(a.ctx, "UPDATE mailboxes SET uidnext = ?, highest_modseq = ? WHERE mid = ?",
+		mb.uidNext, int64(a.pos), mb.mid); err != nil {
+		return fmt.Errorf("assigning uids in %q: %w", mb.name, err)
+	}
+	return nil
+}
+
 func (a *applier) insertMessage(mb *mailboxRow, id command.ID, bid, size, date int64, flags flagSet) (UID, error) {
 	uid, err := a.nextUID(mb)
 	if err != nil {
 		return 0, err
 	}
-	_, err = a.ExecContext(a.ctx, `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
+	return uid, a.insertMessageAt(mb, uid, id, bid, size, date, flags)
+}
+
+// insertMessageAt inserts a message at uid, taken already.
+func (a *applier) insertMessageAt(mb *mailboxRow, uid UID, id command.ID, bid, size, date int64, flags flagSet) error {
+	_, err := a.ExecContext(a.ctx, `INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		id[:], mb.mid, int64(uid), bid, date, size, flags.bits, flags.encodeKeywords(), int64(a.pos))
 	if err != nil {
-		return 0, fmt.Errorf("inserting message: %w", err)
+		return fmt.Errorf("inserting message: %w", err)
 	}
 	a.change(Change{Kind: MessageAdded, Mailbox: mb.id, UID: uid, Message: id, Flags: flags.list(), Name: mb.name})
-	return uid, nil
+	return nil
 }
 
 // copyMessages copies each existing message named by the command; the i-th
@@ -220,6 +249,8 @@ func (a *applier) insertMessage(mb *mailboxRow, id command.ID, bid, size, date i
 // skipped.
 func (a *applier) copyMessages(c *command.Command) error {
 	targetOf := a.lazyTarget(c)
+	var dest *mailboxRow
+	var from int64 // dest's UIDNEXT before
 	for i, src := range c.IDs {
 		m, err := a.present(src)
 		if err != nil {
@@ -235,20 +266,22 @@ func (a *applier) copyMessages(c *command.Command) error {
 			a.out.Skipped = append(a.out.Skipped, src)
 			continue
 		}
-		dest, err := targetOf()
-		if err != nil {
-			return err
+		if dest == nil {
+			if dest, err = targetOf(); err != nil {
+				return err
+			}
+			from = dest.uidNext
 		}
 		if err := a.refBody(m.body); err != nil {
 			return err
 		}
-		uid, err := a.insertMessage(dest, newID, m.body, m.size, m.date, m.flags)
-		if err != nil {
+		uid := a.takeUID(dest)
+		if err := a.insertMessageAt(dest, uid, newID, m.body, m.size, m.date, m.flags); err != nil {
 			return err
 		}
 		a.out.Placed = append(a.out.Placed, Placement{Source: src, ID: newID, Mailbox: dest.id, UID: uid, UIDValidity: uint32(dest.uidValidity)})
 	}
-	return nil
+	return a.writeUIDNext(dest, from)
 }
 
 // present returns the message named id, or nil after recording it as
@@ -280,6 +313,8 @@ func (a *applier) lazyTarget(c *command.Command) func() (*mailboxRow, error) {
 func (a *applier) moveMessages(c *command.Command) error {
 	targetOf := a.lazyTarget(c)
 	var touched []int64 // each source mailbox's modseq is set once
+	var dest *mailboxRow
+	var from int64 // dest's UIDNEXT before
 	for _, id := range c.IDs {
 		m, err := a.present(id)
 		if err != nil {
@@ -288,24 +323,26 @@ func (a *applier) moveMessages(c *command.Command) error {
 		if m == nil {
 			continue
 		}
-		dest, err := targetOf()
-		if err != nil {
-			return err
+		if dest == nil {
+			if dest, err = targetOf(); err != nil {
+				return err
+			}
+			from = dest.uidNext
 		}
 		if !slices.Contains(touched, m.mailbox) {
 			touched = append(touched, m.mailbox)
 		}
 		a.change(Change{Kind: MessageExpunged, Mailbox: m.mailboxID, UID: UID(m.uid), Message: id})
-		uid, err := a.nextUID(dest)
-		if err != nil {
-			return err
-		}
+		uid := a.takeUID(dest)
 		if _, err := a.ExecContext(a.ctx, "UPDATE messages SET mailbox = ?, uid = ?, modseq = ? WHERE rid = ?",
 			dest.mid, int64(uid), int64(a.pos), m.rid); err != nil {
 			return fmt.Errorf("moving message: %w", err)
 		}
 		a.change(Change{Kind: MessageAdded, Mailbox: dest.id, UID: uid, Message: id, Flags: m.flags.list(), Name: dest.name})
 		a.out.Placed = append(a.out.Placed, Placement{Source: id, ID: id, Mailbox: dest.id, UID: uid, UIDValidity: uint32(dest.uidValidity)})
+	}
+	if err := a.writeUIDNext(dest, from); err != nil {
+		return err
 	}
 	return a.touchAll(touched)
 }

@@ -15,7 +15,8 @@ import (
 // modseq once, not once a message. Under the savepoint every statement
 // that added a page to SQLite's in-memory sub-journal walked it from its
 // start: a COPY of 20,000 messages took 25.5 s, a MOVE 16.9 s, a RENAME of
-// INBOX 12.3 s, a STORE 3.1 s, each four to ten times one of 5,000.
+// INBOX 12.3 s, a STORE 3.1 s, each four to ten times one of 5,000. A
+// COPY, a MOVE and a RENAME of INBOX write their target's UIDNEXT once.
 func TestBulkOpsWithoutSavepoint(t *testing.T) {
 	t.Parallel()
 	s := openTest(t)
@@ -43,14 +44,15 @@ func TestBulkOpsWithoutSavepoint(t *testing.T) {
 		what   string
 		cmd    *command.Command
 		touchs int // UPDATE mailboxes SET highest_modseq, at most
+		uids   int // UPDATE mailboxes SET uidnext, at most
 	}{
-		{"STORE +FLAGS of 60", &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, "Work"}, IDs: ids}, 1},
-		{"STORE FLAGS of 60", &command.Command{Kind: command.ReplaceFlags, Flags: []string{`\Flagged`}, IDs: ids}, 1},
-		{"STORE -FLAGS of 60", &command.Command{Kind: command.ClearFlags, Flags: []string{`\Flagged`}, IDs: ids}, 1},
-		{"COPY of 60 to a new Archive/2026", &command.Command{Kind: command.Copy, Mailbox: "Archive/2026", IDs: ids}, 0},
-		{"RENAME INBOX", &command.Command{Kind: command.RenameMailbox, Mailbox: "INBOX", NewName: "Old/Inbox"}, 1},
-		{"MOVE of 60", &command.Command{Kind: command.Move, Mailbox: "Moved", IDs: ids}, 1},
-		{"RENAME of a mailbox of 60 and a child", &command.Command{Kind: command.RenameMailbox, Mailbox: "Archive", NewName: "Y/Archive"}, 0},
+		{"STORE +FLAGS of 60", &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`, "Work"}, IDs: ids}, 1, 0},
+		{"STORE FLAGS of 60", &command.Command{Kind: command.ReplaceFlags, Flags: []string{`\Flagged`}, IDs: ids}, 1, 0},
+		{"STORE -FLAGS of 60", &command.Command{Kind: command.ClearFlags, Flags: []string{`\Flagged`}, IDs: ids}, 1, 0},
+		{"COPY of 60 to a new Archive/2026", &command.Command{Kind: command.Copy, Mailbox: "Archive/2026", IDs: ids}, 0, 1},
+		{"RENAME INBOX", &command.Command{Kind: command.RenameMailbox, Mailbox: "INBOX", NewName: "Old/Inbox"}, 1, 1},
+		{"MOVE of 60", &command.Command{Kind: command.Move, Mailbox: "Moved", IDs: ids}, 1, 1},
+		{"RENAME of a mailbox of 60 and a child", &command.Command{Kind: command.RenameMailbox, Mailbox: "Archive", NewName: "Y/Archive"}, 0, 0},
 	}
 	for _, st := range steps {
 		stmts = nil
@@ -63,6 +65,9 @@ func TestBulkOpsWithoutSavepoint(t *testing.T) {
 		}
 		if n := count("UPDATE mailboxes SET highest_modseq"); n > st.touchs {
 			t.Errorf("%s set a mailbox's modseq alone %d times, want at most %d", st.what, n, st.touchs)
+		}
+		if n := count("UPDATE mailboxes SET uidnext"); n > st.uids {
+			t.Errorf("%s set a mailbox's UIDNEXT %d times, want at most %d", st.what, n, st.uids)
 		}
 	}
 	if n := len(uidsOf(t, s, "Moved")); n != 60 {
