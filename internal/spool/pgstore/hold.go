@@ -185,6 +185,7 @@ func (s *Store) keepHold(ctx context.Context, held *heldSession, key []byte) {
 		err := s.watch(ctx, held)
 		closeConn(held.conn)
 		if ctx.Err() != nil {
+			s.awaitReleased(held.pid)
 			return
 		}
 		shared := errors.Is(err, ErrSharedSessions)
@@ -240,6 +241,29 @@ func (s *Store) keepHold(ctx context.Context, held *heldSession, key []byte) {
 				s.log.Warn("taking the spool key's hold again failed; retrying", "spool_key_id", spool.KeyID(key), "err", classify(err))
 			}
 			said = err.Error()
+		}
+	}
+}
+
+// awaitReleased waits, up to 5 s, until the session of server process pid
+// holds no advisory lock any more. The hold's connection is closed by pgx
+// in the background once its wait was cancelled, and PostgreSQL releases a
+// session's locks only as its process ends: without the wait, a server
+// started right after Close with another key found the old hold and was
+// refused (TestCloseReleasesHold).
+func (s *Store) awaitReleased(pid int32) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		var held bool
+		err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory')", pid).Scan(&held)
+		if err != nil || !held {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }

@@ -86,3 +86,44 @@ func TestHoldLost(t *testing.T) {
 		t.Errorf("head %d, %v; want 2: the refused append is not in the log", h, err)
 	}
 }
+
+// TestCloseReleasesHold: once Close returns, no session holds the store's
+// spool key any more, so a server started next with another key is not
+// refused. The hold's connection was closed by pgx in the background after
+// its wait was cancelled, and PostgreSQL released the lock only when its
+// process for that session had ended: a start right after Close could find
+// the old hold (TestConformance/HoldSpoolKey failed that way in CI, under
+// load).
+func TestCloseReleasesHold(t *testing.T) {
+	o := newOpener(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	first := o.fresh(t)
+	dsn := o.dsns[first]
+	test, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer test.Close(context.Background())
+	a := bytes.Repeat([]byte{0xa}, 64)
+	st := first
+	for i := range 20 {
+		if i > 0 {
+			st = o.openDSN(t, dsn, Options{})
+		}
+		if err := st.HoldSpoolKey(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var held int
+		if err := test.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND classid::bigint = $1 AND objid = 'cspool_spool_key'::regclass::oid AND objsubid = 2`, int64(HoldLockClass)).Scan(&held); err != nil {
+			t.Fatal(err)
+		}
+		if held != 0 {
+			t.Fatalf("round %d: %d sessions hold the spool key after Close returned, want none", i, held)
+		}
+	}
+}
