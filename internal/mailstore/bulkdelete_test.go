@@ -3,8 +3,6 @@ package mailstore
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 	"testing"
 
 	"cspool/internal/command"
@@ -22,31 +20,15 @@ func TestBulkDeletesWithoutSavepoint(t *testing.T) {
 	t.Parallel()
 	s := openTest(t)
 	var l testLog
-	var ids []command.ID
-	var delivered []Entry
-	for i := range 120 {
-		e := l.spool(deliverCmd(simpleMessage(fmt.Sprint("bulk", i))))
-		delivered = append(delivered, e)
-		ids = append(ids, e.ID)
-	}
-	mustApply(t, s, delivered...)
+	ids := deliverMany(t, s, &l, 120, "bulk")
 	mustApply(t, s, l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Old"}),
 		l.user(&command.Command{Kind: command.Move, Mailbox: "Old", IDs: ids[60:]}))
 	if n := len(uidsOf(t, s, "Old")); n != 60 {
 		t.Fatalf("Old holds %d messages, want 60", n)
 	}
 
-	var stmts []string
-	s.traceStmt = func(q string) { stmts = append(stmts, q) }
-	count := func(prefix string) int {
-		n := 0
-		for _, q := range stmts {
-			if strings.HasPrefix(strings.TrimSpace(q), prefix) {
-				n++
-			}
-		}
-		return n
-	}
+	tr := traceStatements(s)
+	count := tr.count
 
 	res := mustApply(t, s, l.user(&command.Command{Kind: command.Expunge, IDs: ids[:60]}))
 	if res.Outcomes[0].Status != Applied {
@@ -62,7 +44,7 @@ func TestBulkDeletesWithoutSavepoint(t *testing.T) {
 		t.Errorf("the expunge of 60 messages of one mailbox set its modseq %d times, want once", n)
 	}
 
-	stmts = nil
+	tr.reset()
 	res = mustApply(t, s, l.user(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Old"}))
 	if res.Outcomes[0].Status != Applied {
 		t.Fatalf("delete: %+v", res.Outcomes[0])

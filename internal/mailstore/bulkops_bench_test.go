@@ -18,26 +18,8 @@ import (
 // CSPOOL_BULK_N/10 children. It reports figures and asserts nothing about
 // them (docs/BENCHMARKS.md, "Bulk operations on large mailboxes").
 func TestBulkOpsFigures(t *testing.T) {
-	v := os.Getenv("CSPOOL_BULK_N")
-	if v == "" {
-		t.Skip("set CSPOOL_BULK_N to the number of messages")
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 || n > 200000 {
-		t.Fatalf("CSPOOL_BULK_N=%q: want a count from 1 to 200000", v)
-	}
-	s := openTest(t)
-	var l testLog
-	ids := make([]command.ID, 0, n)
-	for i := 0; i < n; i += 1000 {
-		var batch []Entry
-		for j := i; j < min(n, i+1000); j++ {
-			e := l.spool(deliverCmd(simpleMessage(fmt.Sprint("bulk", j))))
-			batch = append(batch, e)
-			ids = append(ids, e.ID)
-		}
-		mustApply(t, s, batch...)
-	}
+	n := bulkN(t)
+	s, l, ids := bulkStore(t, n)
 	timed := func(what string, c *command.Command) *Result {
 		t.Helper()
 		start := time.Now()
@@ -72,27 +54,9 @@ func TestBulkOpsFigures(t *testing.T) {
 // and their take-back and apply again when the log has another change
 // first.
 func TestBulkQueuedFigures(t *testing.T) {
-	v := os.Getenv("CSPOOL_BULK_N")
-	if v == "" {
-		t.Skip("set CSPOOL_BULK_N to the number of messages")
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 || n > 200000 {
-		t.Fatalf("CSPOOL_BULK_N=%q: want a count from 1 to 200000", v)
-	}
+	n := bulkN(t)
 	for _, takeBack := range []bool{false, true} {
-		s := openTest(t)
-		var l testLog
-		ids := make([]command.ID, 0, n)
-		for i := 0; i < n; i += 1000 {
-			var batch []Entry
-			for j := i; j < min(n, i+1000); j++ {
-				e := l.spool(deliverCmd(simpleMessage(fmt.Sprint("bulk", j))))
-				batch = append(batch, e)
-				ids = append(ids, e.ID)
-			}
-			mustApply(t, s, batch...)
-		}
+		s, l, ids := bulkStore(t, n)
 		var queued []Entry
 		enqueue := func(what string, c *command.Command) *Result {
 			t.Helper()
@@ -141,4 +105,37 @@ func TestBulkQueuedFigures(t *testing.T) {
 			t.Errorf("queue holds %d, %v after the log caught up", k, err)
 		}
 	}
+}
+
+// bulkN returns CSPOOL_BULK_N, or skips the test when it is not set.
+func bulkN(t *testing.T) int {
+	t.Helper()
+	v := os.Getenv("CSPOOL_BULK_N")
+	if v == "" {
+		t.Skip("set CSPOOL_BULK_N to the number of messages")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 || n > 200000 {
+		t.Fatalf("CSPOOL_BULK_N=%q: want a count from 1 to 200000", v)
+	}
+	return n
+}
+
+// bulkStore opens a store whose INBOX holds n small messages, delivered
+// 1,000 an Apply, and returns it, its log and the messages' ids.
+func bulkStore(t *testing.T, n int) (*Store, *testLog, []command.ID) {
+	t.Helper()
+	s := openTest(t)
+	l := &testLog{}
+	ids := make([]command.ID, 0, n)
+	for i := 0; i < n; i += 1000 {
+		var batch []Entry
+		for j := i; j < min(n, i+1000); j++ {
+			e := l.spool(deliverCmd(simpleMessage(fmt.Sprint("bulk", j))))
+			batch = append(batch, e)
+			ids = append(ids, e.ID)
+		}
+		mustApply(t, s, batch...)
+	}
+	return s, l, ids
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 
 	"cspool/internal/command"
@@ -21,25 +20,10 @@ func TestBulkOpsWithoutSavepoint(t *testing.T) {
 	t.Parallel()
 	s := openTest(t)
 	var l testLog
-	var ids, delivered = []command.ID{}, []Entry{}
-	for i := range 60 {
-		e := l.spool(deliverCmd(simpleMessage(fmt.Sprint("bulkop", i))))
-		delivered = append(delivered, e)
-		ids = append(ids, e.ID)
-	}
-	mustApply(t, s, delivered...)
+	ids := deliverMany(t, s, &l, 60, "bulkop")
 
-	var stmts []string
-	s.traceStmt = func(q string) { stmts = append(stmts, q) }
-	count := func(prefix string) int {
-		n := 0
-		for _, q := range stmts {
-			if strings.HasPrefix(strings.TrimSpace(q), prefix) {
-				n++
-			}
-		}
-		return n
-	}
+	tr := traceStatements(s)
+	count := tr.count
 	steps := []struct {
 		what   string
 		cmd    *command.Command
@@ -55,7 +39,7 @@ func TestBulkOpsWithoutSavepoint(t *testing.T) {
 		{"RENAME of a mailbox of 60 and a child", &command.Command{Kind: command.RenameMailbox, Mailbox: "Archive", NewName: "Y/Archive"}, 0, 0},
 	}
 	for _, st := range steps {
-		stmts = nil
+		tr.reset()
 		res := mustApply(t, s, l.user(st.cmd))
 		if o := res.Outcomes[0]; o.Status != Applied {
 			t.Fatalf("%s: %+v, want applied", st.what, o)
@@ -89,7 +73,7 @@ func TestBulkOpsWithoutSavepoint(t *testing.T) {
 		id := entryID(uint64(1000 + i))
 		mustApply(t, s, Entry{Pos: l.pos + 1, ID: parentID(id, 1), Author: AuthorUser,
 			Cmd: &command.Command{Kind: command.CreateMailbox, Mailbox: fmt.Sprint("Taken", i)}})
-		stmts = nil
+		tr.reset()
 		res := mustApply(t, s, Entry{Pos: l.pos + 2, ID: id, Author: AuthorUser,
 			Cmd: cmd})
 		l.pos += 2

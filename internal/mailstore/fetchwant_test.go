@@ -366,7 +366,6 @@ func TestFetchFormsEndsItsTransaction(t *testing.T) {
 // with it are refused.
 func TestFetchFormsListing(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
 	path := emptyStoreFile(t)
 	s, err := Open(path, mimeform.Parser{})
 	if err != nil {
@@ -410,22 +409,7 @@ func TestFetchFormsListing(t *testing.T) {
 		}
 	}
 	inbox := InboxID()
-	rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+formsQuery(WantMetadataOnly|WantListing), inbox[:], 1, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	if err := rows.Close(); err != nil {
-		t.Fatal(err)
-	}
+	plan := queryPlan(t, s.rdb, "EXPLAIN QUERY PLAN "+formsQuery(WantMetadataOnly|WantListing), inbox[:], 1, 4)
 	if !strings.Contains(strings.Join(plan, "\n"), "USING COVERING INDEX messages_listing") {
 		t.Errorf("the listing's plan reads more than the index:\n%s", strings.Join(plan, "\n"))
 	}
@@ -538,22 +522,7 @@ func TestFetchFormsStructureListing(t *testing.T) {
 		if forms == 0 || stored < 3 {
 			t.Errorf("%#b: %d messages with a form, %d without; want both kinds", form, forms, stored)
 		}
-		rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+formsQuery(form|WantListing), inbox[:], 1, 40)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		if err := rows.Close(); err != nil {
-			t.Fatal(err)
-		}
+		plan := queryPlan(t, s.rdb, "EXPLAIN QUERY PLAN "+formsQuery(form|WantListing), inbox[:], 1, 40)
 		p := strings.Join(plan, "\n")
 		if !strings.Contains(p, "USING COVERING INDEX messages_listing") ||
 			(form&WantStructureWire != 0) != strings.Contains(p, "st USING INTEGER PRIMARY KEY") ||

@@ -3,10 +3,12 @@ package mailstore
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -147,4 +149,66 @@ func dump(t testing.TB, s *Store) *State {
 		t.Fatalf("Dump: %v", err)
 	}
 	return st
+}
+
+// queryPlan returns the detail column of query's rows, an EXPLAIN QUERY
+// PLAN run on db with args.
+func queryPlan(t testing.TB, db *sql.DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+// deliverMany applies n deliveries of small messages, subjects prefix0,
+// prefix1, ..., in one Apply and returns their ids.
+func deliverMany(t testing.TB, s *Store, l *testLog, n int, prefix string) []command.ID {
+	t.Helper()
+	ids := make([]command.ID, 0, n)
+	var delivered []Entry
+	for i := range n {
+		e := l.spool(deliverCmd(simpleMessage(fmt.Sprint(prefix, i))))
+		delivered = append(delivered, e)
+		ids = append(ids, e.ID)
+	}
+	mustApply(t, s, delivered...)
+	return ids
+}
+
+// stmtTrace keeps the statements an apply on a store's writer runs
+// (Store.traceStmt), from traceStatements or the last reset on.
+type stmtTrace struct{ stmts []string }
+
+func traceStatements(s *Store) *stmtTrace {
+	tr := &stmtTrace{}
+	s.traceStmt = func(q string) { tr.stmts = append(tr.stmts, q) }
+	return tr
+}
+
+func (tr *stmtTrace) reset() { tr.stmts = nil }
+
+// count returns how many statements kept start with prefix.
+func (tr *stmtTrace) count(prefix string) int {
+	n := 0
+	for _, q := range tr.stmts {
+		if strings.HasPrefix(strings.TrimSpace(q), prefix) {
+			n++
+		}
+	}
+	return n
 }

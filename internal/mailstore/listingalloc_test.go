@@ -198,17 +198,7 @@ func TestMailboxIdentities(t *testing.T) {
 			t.Errorf("MailboxIdentities[%d] = %+v, want %+v", i, ids[i], want)
 		}
 	}
-	rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+mailboxIdentitiesQuery)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
+	for _, detail := range queryPlan(t, s.rdb, "EXPLAIN QUERY PLAN "+mailboxIdentitiesQuery) {
 		if strings.Contains(detail, "messages") {
 			t.Errorf("MailboxIdentities reads the messages: %q", detail)
 		}

@@ -41,22 +41,7 @@ func TestLiveBodiesCounted(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := openTest(t)
-	var plan []string
-	rows, err := s.rdb.Query("EXPLAIN QUERY PLAN " + liveBodiesQuery)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	if err := rows.Close(); err != nil {
-		t.Fatal(err)
-	}
+	plan := queryPlan(t, s.rdb, "EXPLAIN QUERY PLAN "+liveBodiesQuery)
 	if p := strings.Join(plan, "; "); strings.Contains(p, "bodies ") || strings.Contains(p, "INDEX") {
 		t.Errorf("LiveBodies's plan reads the bodies: %s", p)
 	}

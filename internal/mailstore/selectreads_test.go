@@ -29,20 +29,7 @@ func TestSelectReads(t *testing.T) {
 		l.user(&command.Command{Kind: command.Expunge, IDs: []command.ID{entries[3].ID}}))
 
 	inbox := InboxID()
-	rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+mailboxKeywordsQuery, inbox[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	rows.Close()
+	plan := queryPlan(t, s.rdb, "EXPLAIN QUERY PLAN "+mailboxKeywordsQuery, inbox[:])
 	joined := strings.Join(plan, "; ")
 	if !strings.Contains(joined, "messages_keywords") || strings.Contains(joined, "SCAN m") {
 		t.Errorf("the keywords of a mailbox are read by %q, want the index messages_keywords and no scan of messages", joined)

@@ -222,22 +222,7 @@ func TestUndoChunkStartPlan(t *testing.T) {
 	// The plan may depend on the values bound (SQLite's planner reads
 	// them): for none may it go through the index.
 	for _, limit := range []int{1, 2, 64, undoChunk} {
-		rows, err := s.wdb.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+undoChunkStart, 1, limit)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		if err := rows.Close(); err != nil {
-			t.Fatal(err)
-		}
+		plan := queryPlan(t, s.wdb, "EXPLAIN QUERY PLAN "+undoChunkStart, 1, limit)
 		for _, d := range plan {
 			if strings.Contains(d, "TEMP B-TREE") || strings.Contains(d, "undo_qseq") {
 				t.Errorf("with a limit of %d the plan of %q is %q: it sorts the records left, want a scan in seq order that stops after a chunk", limit, undoChunkStart, plan)
