@@ -425,9 +425,16 @@ func (a *applier) flags(c *command.Command) error {
 // given, as it cannot be on any message anyway.
 func (a *applier) canonicalFlags(flags []string, learn bool) (flagSet, error) {
 	var f flagSet
+	// The keywords as flagSet.union would gather them one by one (the
+	// first spelling of each, then sorted), but at once: a union per
+	// keyword made a command of n keywords cost n².
+	var seen map[string]bool
 	for _, fl := range flags {
 		if bit := systemFlag(fl); bit != 0 {
 			f.bits |= bit
+			continue
+		}
+		if seen[foldKeyword(fl)] {
 			continue
 		}
 		spelled := fl
@@ -442,7 +449,12 @@ func (a *applier) canonicalFlags(flags []string, learn bool) (flagSet, error) {
 		case err != nil:
 			return f, fmt.Errorf("looking up keyword: %w", err)
 		}
-		f = f.union(flagSet{keywords: []string{spelled}})
+		if seen == nil {
+			seen = map[string]bool{}
+		}
+		seen[foldKeyword(fl)] = true
+		f.keywords = append(f.keywords, spelled)
 	}
+	sortKeywords(f.keywords)
 	return f, nil
 }
