@@ -34,7 +34,9 @@
 //     ErrNotForUser, ErrCorrupt, ErrUnknownAuthor, ErrBadSignature,
 //     ErrBadCommand) checked in that order of layers; Open never panics.
 //   - Memory: Seal encrypts from the caller's bytes into the output buffer
-//     (1x the message of extra heap, plus a 64 KiB scratch chunk); Open
+//     (1x the message of extra heap; an entry under parallelMin, nearly
+//     all mail, is put together in that buffer and encrypted over itself,
+//     a larger one takes a scratch chunk of at most 64 KiB per worker); Open
 //     allocates the plaintext once and the command's body aliases it. A
 //     Sealer (stream.go) seals a body of announced length written to it
 //     into a writer, the same bytes as Seal, holding a batch of chunks
@@ -304,6 +306,9 @@ func sealBody(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32
 	n := numChunks(src.size)
 	hashes := make([][32]byte, n)
 	header := out[:headerSize]
+	if workers(src.size) == 1 {
+		return sealInPlace(out, to, src, hashes)
+	}
 	var aead cipherAEAD // set before ready is closed; nil if the setup failed
 	ready := make(chan struct{})
 	var nextHash, nextSeal atomic.Int64
@@ -361,6 +366,36 @@ func sealBody(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32
 	wg.Wait()
 	if err != nil {
 		return nil, nil, err
+	}
+	return aead, hashes, nil
+}
+
+// sealInPlace is sealBody on the calling goroutine alone (an entry under
+// parallelMin: nearly all mail). A chunk that does not lie within the
+// message body (the first, with the fields and the command's header in
+// front, and the last, with the padding) is put together where its
+// ciphertext goes, hashed there and encrypted over itself; one that does
+// is hashed and encrypted from the body. So the plaintext is copied once,
+// into out, with no scratch buffer.
+func sealInPlace(out []byte, to keys.PublicKey, src innerSource, hashes [][32]byte) (cipherAEAD, [][32]byte, error) {
+	aead, err := sealHeader(out, to)
+	if err != nil {
+		return nil, nil, err
+	}
+	header := out[:headerSize]
+	var nonce [chacha20poly1305.NonceSize]byte
+	for i := range hashes {
+		off := i * ChunkSize
+		size := min(ChunkSize, src.size-off)
+		pos := headerSize + i*sealedSize
+		pt := src.slice(off, size)
+		if pt == nil {
+			pt = src.fill(out[pos:pos+size], off)
+		}
+		hashes[i] = blake3.Sum256(pt)
+		// pt is out[pos:pos+size] or the body: the ciphertext either
+		// overwrites it exactly or does not touch it.
+		aead.Seal(out[pos:pos], chunkNonce(&nonce, i), pt, header)
 	}
 	return aead, hashes, nil
 }
