@@ -48,9 +48,10 @@ func costFactor(users int) int64 { return 1 + 2*int64(users) }
 // gets its reply at the end of the message.
 type inbox struct {
 	res    *reservation
-	factor int64 // bytes reserved per byte of buffer, see costFactor
-	limit  int64 // MaxMessageBytes
-	hint   int64 // declared SIZE, 0 if none
+	pool   *bufPool // where its buffers come from and go back to
+	factor int64    // bytes reserved per byte of buffer, see costFactor
+	limit  int64    // MaxMessageBytes
+	hint   int64    // declared SIZE, 0 if none
 
 	buf  []byte
 	size int64 // bytes received, kept or not
@@ -107,13 +108,14 @@ func (in *inbox) keep(p []byte) {
 		if cap(in.buf) == 0 && in.hint > 0 {
 			next = max(need, in.hint)
 		}
-		next = min(next, in.limit)
+		next = in.pool.fit(min(next, in.limit), in.limit)
 		if !in.res.grow(in.factor * (next - int64(cap(in.buf)))) {
 			in.drop(fmt.Errorf("%w: %d bytes in flight, budget %d", ErrResources, in.res.l.inflight.Load(), in.res.l.opts.MaxInflightBytes))
 			return
 		}
-		b := make([]byte, len(in.buf), next)
+		b := in.pool.get(int(next))[:len(in.buf)]
 		copy(b, in.buf)
+		in.pool.put(in.buf)
 		in.buf = b
 	}
 	in.buf = append(in.buf, p...)
@@ -122,6 +124,15 @@ func (in *inbox) keep(p []byte) {
 // drop gives up keeping the message, for err.
 func (in *inbox) drop(err error) {
 	in.err = err
+	in.pool.put(in.buf)
+	in.buf = nil
+	in.res.release()
+}
+
+// done gives the message's buffer back to the pool and its reservation
+// back to the budget: nothing may use the message afterwards.
+func (in *inbox) done() {
+	in.pool.put(in.buf)
 	in.buf = nil
 	in.res.release()
 }

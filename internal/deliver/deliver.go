@@ -35,7 +35,9 @@ func (s StaticDirectory) Lookup(_ context.Context, user string) (keys.PublicKey,
 }
 
 // Appender is what deliveries are appended to: spool.Store satisfies it, and
-// so does the HTTP API client. Append returns only once the batch is durable.
+// so does the HTTP API client. Append returns only once the batch is
+// durable; once it has returned nil it does not use the batch's bytes
+// again (the LMTP listener seals the next message into them).
 type Appender interface {
 	Append(ctx context.Context, user string, batch [][]byte) (first uint64, err error)
 }
@@ -93,20 +95,26 @@ func (d *Deliverer) DeliverEnvelope(ctx context.Context, user string, env Envelo
 	if err != nil {
 		return 0, fmt.Errorf("delivering to %s: %w", user, err)
 	}
-	pos, _, err = d.deliverTo(ctx, user, key, traceFields(env, lineEnd(msg)), msg, d.now())
+	pos, _, err = d.deliverTo(ctx, user, key, traceFields(env, lineEnd(msg)), msg, d.now(), nil)
 	return pos, err
 }
 
 // deliverTo seals trace followed by msg and appends it without checks: the
 // caller has validated user, looked up key and bounded msg. It returns the entry's position and its
 // sealed (padded) size, the only size worth logging: the one the spool
-// keeps.
-func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicKey, trace, msg []byte, received time.Time) (pos uint64, sealedLen int, err error) {
+// keeps. With bufs, the entry is sealed into a buffer of the pool, given
+// back once the append has returned nil (see bufPool).
+func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicKey, trace, msg []byte, received time.Time, bufs *bufPool) (pos uint64, sealedLen int, err error) {
 	if d.SpoolKey == nil {
 		return 0, 0, errors.New("delivering: no spool key configured")
 	}
+	var dst []byte
+	if bufs != nil {
+		n := int64(sealedBound(len(trace) + len(msg)))
+		dst = bufs.get(int(bufs.fit(n, n+n/2)))
+	}
 	c := &command.Command{Kind: command.Deliver, Date: received.UnixMilli(), Body: msg}
-	sealed, _, err := entry.Seal(c, d.SpoolKey, key, user, &entry.Options{BodyPrefix: trace})
+	sealed, _, err := entry.AppendSeal(dst, c, d.SpoolKey, key, user, &entry.Options{BodyPrefix: trace})
 	if err != nil {
 		return 0, 0, fmt.Errorf("delivering to %s: %w", user, err)
 	}
@@ -114,5 +122,14 @@ func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicK
 	if err != nil {
 		return 0, 0, fmt.Errorf("delivering to %s: appending %d bytes: %w", user, len(sealed), err)
 	}
+	if bufs != nil {
+		bufs.put(sealed)
+	}
 	return pos, len(sealed), nil
 }
+
+// sealedBound is about the size of the entry of a body of n bytes, at
+// least: the body, Padmé's rounding (at most an eighth more) and a
+// kilobyte for the fields, the command's header and the cipher's tags.
+// A buffer that turns out too small is grown by AppendSeal.
+func sealedBound(n int) int { return n + n/8 + 1024 }

@@ -137,6 +137,7 @@ type LMTP struct {
 	cancel context.CancelFunc
 
 	inflight atomic.Int64 // bytes, see LMTPOptions.MaxInflightBytes
+	bufs     bufPool      // messages' and entries' buffers
 	closing  atomic.Bool
 
 	mu        sync.Mutex

@@ -140,8 +140,10 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 	defer s.conn.dataEnd()
 	ts := s.targets()
 	workers := min(len(ts), s.l.opts.Parallel)
-	in := &inbox{res: &reservation{l: s.l}, factor: costFactor(workers), limit: s.l.opts.MaxMessageBytes, hint: s.size}
-	defer in.res.release()
+	in := &inbox{res: &reservation{l: s.l}, pool: &s.l.bufs, factor: costFactor(workers), limit: s.l.opts.MaxMessageBytes, hint: s.size}
+	// After every recipient's delivery below has returned: none uses the
+	// message any more.
+	defer in.done()
 	var err error
 	if _, chunks := r.(*io.PipeReader); chunks {
 		err = in.readFrom(r)
@@ -176,7 +178,7 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 			// LMTP's lines end in CRLF; Delivered-To is the first
 			// address that reached the user.
 			trace := traceFields(Envelope{Sender: s.from, HasSender: true, Recipient: t.addrs[0]}, "\r\n")
-			pos, sealed, err := s.l.d.deliverTo(ctx, t.user, t.key, trace, msg, received)
+			pos, sealed, err := s.l.d.deliverTo(ctx, t.user, t.key, trace, msg, received, &s.l.bufs)
 			var reply *smtp.SMTPError
 			if err != nil {
 				reply = replyFor(err)
