@@ -275,3 +275,52 @@ func waitersAt(s *Store, n int) bool {
 	defer s.waiters.mu.Unlock()
 	return len(s.waiters.m) >= n
 }
+
+// TestNotifyListsOnChange: an appender lists the notify directory once
+// while it does not change (a stat per commit tells), not for every
+// commit, and again once a socket is bound in it, whose Store then gets
+// the datagrams as well. The fallback check is out of play. The
+// directory's time is set by hand, so that each change is one the
+// appender can see whatever the file system's clock.
+func TestNotifyListsOnChange(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	notifyDir := filepath.Join(dir, "notify")
+	waiter := openT(t, dir, Options{FallbackInterval: time.Hour})
+	appender := openT(t, dir, Options{FallbackInterval: time.Hour})
+	if waiter.notify == nil || appender.notify == nil {
+		t.Skip("no datagram wake-up on this system")
+	}
+	still := func(d time.Duration) {
+		t.Helper()
+		at := time.Now().Add(-d)
+		if err := os.Chtimes(notifyDir, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendOne := func() {
+		if _, err := appender.Append(ctxT(t), "u", [][]byte{[]byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	still(time.Hour)
+	var pos uint64
+	for range 20 {
+		appendOne()
+		pos++
+	}
+	waitWithin(t, waiter, "u", pos, 5*time.Second, appendOne)
+	pos++
+	if n := appender.notify.listings.Load(); n != 1 {
+		t.Errorf("the notify directory listed %d times for 21 commits while it did not change, want once", n)
+	}
+
+	third := openT(t, dir, Options{FallbackInterval: time.Hour})
+	still(time.Minute)
+	waitWithin(t, third, "u", pos, 5*time.Second, appendOne)
+	pos++
+	waitWithin(t, waiter, "u", pos, 5*time.Second, appendOne)
+	if n := appender.notify.listings.Load(); n != 2 {
+		t.Errorf("the notify directory listed %d times in all, want twice (once more after a socket was bound)", n)
+	}
+}

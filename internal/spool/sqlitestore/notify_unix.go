@@ -14,7 +14,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // maxSunPath is the usable length of a socket path (sun_path is 104 bytes on
@@ -31,7 +33,22 @@ type notifier struct {
 	raw  syscall.RawConn
 	log  *slog.Logger
 	buf  []byte
+
+	// The other sockets in dir as last listed, and the directory's
+	// modification time read before that listing: send lists dir again
+	// only once it has changed (a socket bound or removed), not for every
+	// commit. A change made within dirSettle of the last one may leave
+	// the time as it was (file systems keep coarse times), so a listing is
+	// trusted only if it began dirSettle or more after that time; until
+	// one does, dir is listed every time.
+	peers    []string
+	listedAt time.Time    // dir's modification time at the trusted listing; zero: none
+	listings atomic.Int64 // how many times dir was listed, for tests
 }
+
+// dirSettle is well over the coarsest clock a file
+// system stamps a directory's change with (a jiffy, up to 10 ms).
+const dirSettle = time.Second
 
 // listen binds a new socket with a random name in dir, creating dir (0700).
 func listen(dir string, log *slog.Logger) (*notifier, error) {
@@ -119,16 +136,15 @@ func (n *notifier) receive() (users []string, all bool, err error) {
 // will see the change), and a socket file nobody is bound to any more (its
 // process died) is removed.
 func (n *notifier) send(users []string) {
-	ents, err := os.ReadDir(n.dir)
+	peers, err := n.list()
 	if err != nil {
 		n.log.Warn("spool: listing notify directory", "err", err)
 		return
 	}
-	msgs := encodeUsers(users)
-	for _, ent := range ents {
-		name := ent.Name()
-		if name == n.self || !strings.HasPrefix(name, socketPrefix) {
-			continue
+	var msgs [][]byte
+	for _, name := range peers {
+		if msgs == nil {
+			msgs = encodeUsers(users)
 		}
 		for _, msg := range msgs {
 			err := n.sendTo(name, msg)
@@ -142,6 +158,36 @@ func (n *notifier) send(users []string) {
 			}
 		}
 	}
+}
+
+// list returns the other sockets in the directory: those listed before
+// while the directory has not changed since (one stat), or a new listing.
+func (n *notifier) list() ([]string, error) {
+	now := time.Now()
+	fi, err := os.Stat(n.dir)
+	if err != nil {
+		return nil, err
+	}
+	mod := fi.ModTime()
+	if !n.listedAt.IsZero() && mod.Equal(n.listedAt) {
+		return n.peers, nil
+	}
+	ents, err := os.ReadDir(n.dir)
+	if err != nil {
+		return nil, err
+	}
+	n.listings.Add(1)
+	n.peers = n.peers[:0]
+	for _, ent := range ents {
+		if name := ent.Name(); name != n.self && strings.HasPrefix(name, socketPrefix) {
+			n.peers = append(n.peers, name)
+		}
+	}
+	n.listedAt = time.Time{}
+	if now.Sub(mod) >= dirSettle {
+		n.listedAt = mod
+	}
+	return n.peers, nil
 }
 
 func (n *notifier) sendTo(name string, msg []byte) error {
