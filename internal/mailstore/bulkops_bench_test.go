@@ -139,3 +139,46 @@ func bulkStore(t *testing.T, n int) (*Store, *testLog, []command.ID) {
 	}
 	return s, l, ids
 }
+
+// TestExpungeIndexedFigures times, when CSPOOL_BULK_N is set, an EXPUNGE
+// of every message of a mailbox of CSPOOL_BULK_N whose bodies then go,
+// with the search index built, and the indexer's work after it
+// (IndexPendingWithin until nothing is left); docs/BENCHMARKS.md, "Bulk
+// operations on large mailboxes".
+func TestExpungeIndexedFigures(t *testing.T) {
+	n := bulkN(t)
+	ctx := context.Background()
+	s, l, ids := bulkStore(t, n)
+	start := time.Now()
+	for {
+		_, left, err := s.IndexPending(ctx, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+	}
+	for {
+		merged, err := s.MergeIndex(ctx, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !merged {
+			break
+		}
+	}
+	t.Logf("%-34s %8.3f s", fmt.Sprintf("index of %d built and merged", n), time.Since(start).Seconds())
+	start = time.Now()
+	res := mustApply(t, s, l.user(&command.Command{Kind: command.Expunge, IDs: ids}))
+	t.Logf("%-34s %8.3f s  %v", fmt.Sprintf("EXPUNGE of %d (bodies deleted)", n), time.Since(start).Seconds(), res.Outcomes[0].Status)
+	start = time.Now()
+	txs := 0
+	for more := true; more; txs++ {
+		var err error
+		if _, more, err = s.IndexPendingWithin(ctx, 1000, 150*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%-34s %8.3f s  %d transactions", "the indexer after it", time.Since(start).Seconds(), txs)
+}

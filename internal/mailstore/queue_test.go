@@ -504,6 +504,7 @@ func testQueueRestore(t *testing.T, seed uint64) {
 
 	s := openTest(t)
 	mustApply(t, s, base...)
+	indexAll(t, s)
 	model := newSessionModel(t, s)
 	var queued []Entry
 	for i, e := range mine {
@@ -519,6 +520,10 @@ func testQueueRestore(t *testing.T, seed uint64) {
 	if len(queued) < 3 {
 		t.Fatalf("only %d changes queued: the test needs more", len(queued))
 	}
+	// The queued changes' bodies indexed, and the rows of those they
+	// deleted taken out, for the restore to take them back.
+	indexAll(t, s)
+	checkIndexRows(t, "with the changes queued", s)
 	// The log as the spool has it: others' entries, with the first of the
 	// queued changes among them.
 	k := len(queued) / 3
@@ -546,6 +551,7 @@ func testQueueRestore(t *testing.T, seed uint64) {
 		t.Fatalf("Restore with %d changes queued: %v", len(queued), err)
 	}
 	model.apply(t, "after the restore", s, res)
+	checkIndexRows(t, "after the restore", s)
 	rest := renumber(queued[k:]...)
 	// The reference: a device at the same position without a queue that
 	// rebuilt from the same checkpoint (so it keeps the same rejection
@@ -571,6 +577,9 @@ func testQueueRestore(t *testing.T, seed uint64) {
 		t.Fatalf("queue holds %d after the log has it all", n)
 	}
 	sameState(t, "after the log has everything", s, ref, false)
+	checkIndexRows(t, "after the log has everything", s)
+	indexAll(t, s)
+	checkIndexRows(t, "indexed after the log has everything", s)
 }
 
 // takeBackQueue undoes every queued change of s and empties the queue, in

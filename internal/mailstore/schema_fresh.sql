@@ -1,5 +1,5 @@
 -- Written by TestFreshSchemaAsMigrated -update-schema (schema_fresh_test.go)
--- from a database migrated from version 0 to 23; do not edit.
+-- from a database migrated from version 0 to 24; do not edit.
 CREATE TABLE state (
 	k                INTEGER PRIMARY KEY CHECK (k = 1),
 	position         INTEGER NOT NULL CHECK (position >= 0),
@@ -164,12 +164,23 @@ CREATE TABLE structures (
 CREATE TABLE unindexable (
 	bid INTEGER PRIMARY KEY
 );
+CREATE TABLE unindex_pending (
+	bid INTEGER PRIMARY KEY
+);
 CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
 BEGIN
-	DELETE FROM fts WHERE rowid = OLD.bid;
-	DELETE FROM ftsw WHERE rowid = OLD.bid;
+	INSERT OR IGNORE INTO unindex_pending (bid) SELECT OLD.bid
+		WHERE NOT EXISTS (SELECT 1 FROM unindexed WHERE bid = OLD.bid)
+		AND NOT EXISTS (SELECT 1 FROM unindexable WHERE bid = OLD.bid);
 	DELETE FROM unindexed WHERE bid = OLD.bid;
 	DELETE FROM unindexable WHERE bid = OLD.bid;
+END;
+CREATE TRIGGER bodies_reuse_id AFTER INSERT ON bodies
+WHEN EXISTS (SELECT 1 FROM unindex_pending WHERE bid = NEW.bid)
+BEGIN
+	DELETE FROM fts WHERE rowid = NEW.bid;
+	DELETE FROM ftsw WHERE rowid = NEW.bid;
+	DELETE FROM unindex_pending WHERE bid = NEW.bid;
 END;
 CREATE VIEW undo_replay AS SELECT * FROM undo;
 CREATE TRIGGER undo_state_ins AFTER INSERT ON state WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0) VALUES ((SELECT qseq FROM capture), 'state', 'ins', NEW.k); END;

@@ -78,7 +78,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 22 (no unindexable), 21
+// downgrade makes the database's schema version 23 (the rows of deleted
+// bodies taken out of the index with them), 22 (no unindexable), 21
 // (no relocated_bid in local), 20 (no spool_key in local), 19 (FTS5's default merge
 // settings), 18 (the structure's
 // form in forms), 13 (no messages_listing
@@ -95,6 +96,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	var qs []string
+	if version < 24 {
+		qs = append(qs, to23...)
+	}
 	if version < 17 {
 		qs = append(qs, "DROP INDEX messages_keywords", "DROP INDEX messages_listing")
 	}
@@ -131,6 +135,24 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// to23 are downgrade's steps from version 24 to 23: the rows of the
+// bodies listed in unindex_pending taken out of the index at once, and
+// the bodies' triggers of version 23.
+var to23 = []string{
+	"DELETE FROM fts WHERE rowid IN (SELECT bid FROM unindex_pending)",
+	"DELETE FROM ftsw WHERE rowid IN (SELECT bid FROM unindex_pending)",
+	"DROP TRIGGER bodies_reuse_id",
+	"DROP TABLE unindex_pending",
+	"DROP TRIGGER bodies_unindex",
+	`CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+BEGIN
+	DELETE FROM fts WHERE rowid = OLD.bid;
+	DELETE FROM ftsw WHERE rowid = OLD.bid;
+	DELETE FROM unindexed WHERE bid = OLD.bid;
+	DELETE FROM unindexable WHERE bid = OLD.bid;
+END`,
 }
 
 // to22 are downgrade's steps from version 23 to 22: no unindexable, and
