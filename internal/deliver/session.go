@@ -166,6 +166,28 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 
 	ctx, cancel := context.WithTimeout(s.l.ctx, s.l.opts.DeliveryTimeout)
 	defer cancel()
+	one := func(t *target) {
+		start := time.Now()
+		// LMTP's lines end in CRLF; Delivered-To is the first address
+		// that reached the user.
+		trace := traceFields(Envelope{Sender: s.from, HasSender: true, Recipient: t.addrs[0]}, "\r\n")
+		pos, sealed, err := s.l.d.deliverTo(ctx, t.user, t.key, trace, msg, received, &s.l.bufs)
+		var reply *smtp.SMTPError
+		if err != nil {
+			reply = replyFor(err)
+		} else {
+			reply = replyDelivered(pos)
+		}
+		s.logOutcome(t, sealed, reply.Code, pos, time.Since(start), err)
+		for _, a := range t.addrs {
+			status.SetStatus(a, reply)
+		}
+	}
+	if len(ts) == 1 {
+		// Most mail has one user here: no goroutine to start for it.
+		one(ts[0])
+		return nil
+	}
 	sem := make(chan struct{}, workers)
 	var wg sync.WaitGroup
 	for _, t := range ts {
@@ -174,21 +196,7 @@ func (s *session) LMTPData(r io.Reader, status smtp.StatusCollector) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			start := time.Now()
-			// LMTP's lines end in CRLF; Delivered-To is the first
-			// address that reached the user.
-			trace := traceFields(Envelope{Sender: s.from, HasSender: true, Recipient: t.addrs[0]}, "\r\n")
-			pos, sealed, err := s.l.d.deliverTo(ctx, t.user, t.key, trace, msg, received, &s.l.bufs)
-			var reply *smtp.SMTPError
-			if err != nil {
-				reply = replyFor(err)
-			} else {
-				reply = replyDelivered(pos)
-			}
-			s.logOutcome(t, sealed, reply.Code, pos, time.Since(start), err)
-			for _, a := range t.addrs {
-				status.SetStatus(a, reply)
-			}
+			one(t)
 		}()
 	}
 	wg.Wait()
