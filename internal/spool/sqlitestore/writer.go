@@ -215,6 +215,10 @@ const (
 	savepointSQL  = "SAVEPOINT a"
 	releaseSQL    = "RELEASE a"
 	rollbackToSQL = "ROLLBACK TO a"
+	// A user's row is read, and only for a user without one made by the
+	// upsert: the upsert's no-op update wrote the row (and opened a
+	// statement journal) for every append, which setHead writes again.
+	getUserSQL    = "SELECT id, head, chain, bytes FROM users WHERE name = ?"
 	upsertUserSQL = `INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head, chain, bytes`
 	insEntrySQL   = "INSERT INTO entries (user_id, pos, size, data) VALUES (?, ?, ?, ?)"
 	insChainSQL   = "INSERT INTO chain (user_id, pos, hash) VALUES (?, ?, ?)"
@@ -230,18 +234,28 @@ const (
 // writeStmts are the prepared statements of an append group, on the write
 // connection, or bound to one transaction (in).
 type writeStmts struct {
-	savepoint, release, rollbackTo, upsertUser, insEntry, insChain, setHead, spoolKey *sql.Stmt
-	insOnce, getOnce, pruneOnce                                                       *sql.Stmt
+	savepoint, release, rollbackTo, getUser, insEntry, insChain, setHead, spoolKey *sql.Stmt
+	insOnce, getOnce, pruneOnce                                                    *sql.Stmt
+	// upsertUser is bound to a transaction only when a group appends for
+	// a user without a row (newUser).
+	upsertUser *sql.Stmt
+	tx         *sql.Tx     // the transaction bound to, for newUser
+	base       *writeStmts // the statements on the connection, for newUser
 }
 
 func (w *writeStmts) all() []**sql.Stmt {
-	return []**sql.Stmt{&w.savepoint, &w.release, &w.rollbackTo, &w.upsertUser, &w.insEntry, &w.insChain, &w.setHead, &w.spoolKey,
+	return []**sql.Stmt{&w.savepoint, &w.release, &w.rollbackTo, &w.getUser, &w.insEntry, &w.insChain, &w.setHead, &w.spoolKey,
 		&w.insOnce, &w.getOnce, &w.pruneOnce}
 }
 
 func prepareWrite(ctx context.Context, db *sql.DB) (*writeStmts, error) {
 	w := &writeStmts{}
-	for i, q := range []string{savepointSQL, releaseSQL, rollbackToSQL, upsertUserSQL, insEntrySQL, insChainSQL, setHeadSQL, spoolKeySQL,
+	st, err := db.PrepareContext(ctx, upsertUserSQL)
+	if err != nil {
+		return nil, fmt.Errorf("preparing %q: %w", upsertUserSQL, classify(err))
+	}
+	w.upsertUser = st
+	for i, q := range []string{savepointSQL, releaseSQL, rollbackToSQL, getUserSQL, insEntrySQL, insChainSQL, setHeadSQL, spoolKeySQL,
 		insOnceSQL, getOnceSQL, pruneOnceSQL} {
 		st, err := db.PrepareContext(ctx, q)
 		if err != nil {
@@ -260,7 +274,7 @@ const onceStmts = 3
 // statement is prepared again); AppendOnce's only with once, so that a
 // group without such calls binds no more than before.
 func (w *writeStmts) in(ctx context.Context, tx *sql.Tx, once bool) *writeStmts {
-	b := &writeStmts{}
+	b := &writeStmts{tx: tx, base: w}
 	all, bound := w.all(), b.all()
 	if !once {
 		all = all[:len(all)-onceStmts]
@@ -271,9 +285,17 @@ func (w *writeStmts) in(ctx context.Context, tx *sql.Tx, once bool) *writeStmts 
 	return b
 }
 
+// newUser is the upsert of a user's row, bound to w's transaction.
+func (w *writeStmts) newUser(ctx context.Context) *sql.Stmt {
+	if w.upsertUser == nil {
+		w.upsertUser = w.tx.StmtContext(ctx, w.base.upsertUser)
+	}
+	return w.upsertUser
+}
+
 func (w *writeStmts) close() error {
 	var errs []error
-	for _, p := range w.all() {
+	for _, p := range append(w.all(), &w.upsertUser) {
 		if *p != nil {
 			errs = append(errs, (*p).Close())
 		}
@@ -348,7 +370,11 @@ func appendOne(ctx context.Context, st *writeStmts, r *appendReq) (uint64, error
 	var head uint64
 	var prev []byte
 	var usage int64
-	if err := st.upsertUser.QueryRowContext(ctx, name).Scan(&id, &head, &prev, &usage); err != nil {
+	err := st.getUser.QueryRowContext(ctx, name).Scan(&id, &head, &prev, &usage)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = st.newUser(ctx).QueryRowContext(ctx, name).Scan(&id, &head, &prev, &usage)
+	}
+	if err != nil {
 		return 0, fmt.Errorf("finding user: %w", err)
 	}
 	if r.once != nil {
@@ -377,7 +403,7 @@ func appendOne(ctx context.Context, st *writeStmts, r *appendReq) (uint64, error
 			return 0, fmt.Errorf("inserting entry %d: %w", first+uint64(i), err)
 		}
 	}
-	h, err := chainRows(ctx, st.insChain, id, first, h, r.batch)
+	h, err = chainRows(ctx, st.insChain, id, first, h, r.batch)
 	if err != nil {
 		return 0, err
 	}
