@@ -168,10 +168,31 @@ func innerSize(size uint64) (int, bool) {
 	return int(rest - chunks*tagSize), true
 }
 
+// hashers keeps BLAKE3 hashers for sealing and opening. A hasher holds an
+// 8 KiB buffer, which blake3.Sum256 and a hasher that does not escape put
+// on the goroutine's stack and clear at every call: an LMTP delivery is
+// sealed on a goroutine go-smtp starts for each message, whose stack grew
+// past that for every message. One taken from the pool is only reset.
+var hashers = sync.Pool{New: func() any { return blake3.New() }}
+
+// sum256 writes blake3.Sum256(p) into out, through a hasher of the pool.
+func sum256(out *[32]byte, p []byte) {
+	h := hashers.Get().(*blake3.Hasher)
+	sum(h, out, p)
+	hashers.Put(h)
+}
+
 // digest is what the signature covers: BLAKE3 of the domain string, the
 // recipient key id and the BLAKE3 hash of every plaintext chunk, in order.
 func digest(keyID [keyIDSize]byte, chunkHashes [][32]byte) []byte {
-	h := blake3.New()
+	h := hashers.Get().(*blake3.Hasher)
+	defer hashers.Put(h)
+	return digestWith(h, keyID, chunkHashes)
+}
+
+// digestWith is digest through h.
+func digestWith(h *blake3.Hasher, keyID [keyIDSize]byte, chunkHashes [][32]byte) []byte {
+	h.Reset()
 	h.WriteString(sigDomain)
 	h.Write(keyID[:])
 	for i := range chunkHashes {
@@ -184,7 +205,9 @@ func digest(keyID [keyIDSize]byte, chunkHashes [][32]byte) []byte {
 func innerDigest(keyID [keyIDSize]byte, in []byte) []byte {
 	hashes := make([][32]byte, 0, numChunks(len(in)))
 	for off := 0; off < len(in); off += ChunkSize {
-		hashes = append(hashes, blake3.Sum256(in[off:min(off+ChunkSize, len(in))]))
+		var h [32]byte
+		sum256(&h, in[off:min(off+ChunkSize, len(in))])
+		hashes = append(hashes, h)
 	}
 	return digest(keyID, hashes)
 }
@@ -340,13 +363,13 @@ func sealBody(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32
 					continue
 				}
 				if i := int(nextHash.Add(1) - 1); i < n {
-					hashes[i] = blake3.Sum256(plain(i))
+					sum256(&hashes[i], plain(i))
 					continue
 				}
 				return
 			default:
 				if i := int(nextHash.Add(1) - 1); i < n {
-					hashes[i] = blake3.Sum256(plain(i))
+					sum256(&hashes[i], plain(i))
 					continue
 				}
 				<-ready
@@ -392,7 +415,7 @@ func sealInPlace(out []byte, to keys.PublicKey, src innerSource, hashes [][32]by
 		if pt == nil {
 			pt = src.fill(out[pos:pos+size], off)
 		}
-		hashes[i] = blake3.Sum256(pt)
+		sum256(&hashes[i], pt)
 		// pt is out[pos:pos+size] or the body: the ciphertext either
 		// overwrites it exactly or does not touch it.
 		aead.Seal(out[pos:pos], chunkNonce(&nonce, i), pt, header)
@@ -572,7 +595,7 @@ func decrypt(b []byte, me *keys.SecretKey, keyID [keyIDSize]byte) (decrypted, er
 			failed.CompareAndSwap(0, int64(i)+1)
 			return
 		}
-		hashes[i] = blake3.Sum256(in[off : off+n])
+		sum256(&hashes[i], in[off:off+n])
 	})
 	if i := failed.Load(); i != 0 {
 		return decrypted{}, fmt.Errorf("%w: chunk %d failed authentication", ErrCorrupt, i-1)

@@ -162,7 +162,7 @@ func (s *Sealer) flush() error {
 		pt := s.plain[k*ChunkSize : min((k+1)*ChunkSize, len(s.plain))]
 		var nonce [chacha20poly1305.NonceSize]byte
 		s.aead.Seal(s.sealed[k*sealedSize:k*sealedSize], chunkNonce(&nonce, s.chunk+k), pt, s.header[:])
-		s.hashes[k] = blake3.Sum256(pt)
+		sum256(&s.hashes[k], pt)
 	}
 	var wg sync.WaitGroup
 	for k := 1; k < n; k++ {
