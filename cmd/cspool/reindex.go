@@ -204,12 +204,40 @@ func (x *indexer) run(ctx context.Context) {
 		}
 		if indexed >= indexMergeAfter {
 			x.merge(ctx)
+		} else if indexed > 0 {
+			x.reclaim(ctx)
 		}
 		x.relocate(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-x.wake:
+		}
+	}
+}
+
+// reclaim rewrites the levels of the search index whose deleted rows
+// passed a tenth of their rows (Store.ReclaimIndex), indexMergePages
+// leaf pages a transaction, each once applying has been quiet for
+// indexQuiet: the rows of deleted bodies the indexer took out are only
+// tombstones until then (schema version 25).
+func (x *indexer) reclaim(ctx context.Context) {
+	for {
+		if !x.quiet(ctx) {
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		merged, err := x.store.ReclaimIndex(ctx, indexMergePages)
+		if err != nil {
+			if ctx.Err() == nil {
+				x.log.Warn("reclaiming the search index's deleted rows failed; trying again after the next change", "err", err)
+			}
+			return
+		}
+		if !merged {
+			return
 		}
 	}
 }

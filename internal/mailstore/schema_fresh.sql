@@ -1,5 +1,5 @@
 -- Written by TestFreshSchemaAsMigrated -update-schema (schema_fresh_test.go)
--- from a database migrated from version 0 to 24; do not edit.
+-- from a database migrated from version 0 to 25; do not edit.
 CREATE TABLE state (
 	k                INTEGER PRIMARY KEY CHECK (k = 1),
 	position         INTEGER NOT NULL CHECK (position >= 0),
@@ -274,5 +274,9 @@ INSERT INTO body_count (n) VALUES
 	(0);
 INSERT INTO fts (fts, rank) VALUES ('automerge', 16);
 INSERT INTO fts (fts, rank) VALUES ('crisismerge', 32);
+INSERT INTO fts (fts, rank) VALUES ('deletemerge', 0);
+INSERT INTO fts (fts, rank) VALUES ('usermerge', 16);
 INSERT INTO ftsw (ftsw, rank) VALUES ('automerge', 16);
 INSERT INTO ftsw (ftsw, rank) VALUES ('crisismerge', 32);
+INSERT INTO ftsw (ftsw, rank) VALUES ('deletemerge', 0);
+INSERT INTO ftsw (ftsw, rank) VALUES ('usermerge', 16);

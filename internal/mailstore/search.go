@@ -53,7 +53,9 @@ import (
 // lists it in unindex_pending and the indexer takes the rows out many a
 // statement (purgeIndex); searches meanwhile join the rows to messages,
 // which no longer use the body, and a body stored under a listed id has
-// the id's rows taken out as it is inserted (schema version 24).
+// the id's rows taken out as it is inserted (schema version 24). The
+// purge writes tombstones only; ReclaimIndex drops the deleted rows'
+// postings later, a bounded step at a time (schema version 25).
 
 // SearchKey is what a SEARCH text criterion looks in.
 type SearchKey uint8
@@ -832,6 +834,49 @@ func (s *Store) MergeIndex(ctx context.Context, pages int) (merged bool, err err
 			}
 			if err := tx.QueryRowContext(ctx, "SELECT block FROM "+t+"_data WHERE id = 10").Scan(&after); err != nil && err != sql.ErrNoRows {
 				return fmt.Errorf("merging the search index: %w", err)
+			}
+			merged = merged || !bytes.Equal(before, after)
+		}
+		return nil
+	})
+	return merged, err
+}
+
+// reclaimShare is the share of a level's rows, in percent, that must be
+// deleted for ReclaimIndex to rewrite it: FTS5's default 'deletemerge'.
+const reclaimShare = 10
+
+// ReclaimIndex does up to pages leaf pages of merge work in each FTS5
+// index, in one write transaction, on a level whose deleted rows (the
+// tombstones purgeIndex wrote) are reclaimShare percent of its rows or
+// more, or on one that holds as many segments as automerge merges, and
+// says whether any was done. The indexes' 'deletemerge' is 0 (schema
+// version 25), so that the statements that delete rows only write
+// tombstones, and the rewrite that drops the deleted rows' postings is
+// done here, a bounded step at a time: it is set for the 'merge' command
+// alone. Whether a step did any is whether it changed an index's
+// structure record but for its first 4 bytes, the configuration cookie
+// the two settings move.
+func (s *Store) ReclaimIndex(ctx context.Context, pages int) (merged bool, err error) {
+	err = s.indexTx(ctx, "reclaiming the search index's deleted rows", func(tx *sql.Tx) error {
+		for _, t := range []string{"fts", "ftsw"} {
+			var before, after []byte
+			if err := tx.QueryRowContext(ctx, "SELECT block FROM "+t+"_data WHERE id = 10").Scan(&before); err != nil && err != sql.ErrNoRows {
+				return fmt.Errorf("reclaiming the search index's deleted rows: %w", err)
+			}
+			for _, q := range []struct {
+				cmd string
+				arg int
+			}{{"deletemerge", reclaimShare}, {"merge", pages}, {"deletemerge", 0}} {
+				if _, err := tx.ExecContext(ctx, "INSERT INTO "+t+" ("+t+", rank) VALUES (?, ?)", q.cmd, q.arg); err != nil {
+					return fmt.Errorf("reclaiming the search index's deleted rows: %w", err)
+				}
+			}
+			if err := tx.QueryRowContext(ctx, "SELECT block FROM "+t+"_data WHERE id = 10").Scan(&after); err != nil && err != sql.ErrNoRows {
+				return fmt.Errorf("reclaiming the search index's deleted rows: %w", err)
+			}
+			if len(before) >= 4 && len(after) >= 4 {
+				before, after = before[4:], after[4:]
 			}
 			merged = merged || !bytes.Equal(before, after)
 		}

@@ -78,7 +78,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 23 (the rows of deleted
+// downgrade makes the database's schema version 24 (FTS5's default
+// deletemerge and usermerge), 23 (the rows of deleted
 // bodies taken out of the index with them), 22 (no unindexable), 21
 // (no relocated_bid in local), 20 (no spool_key in local), 19 (FTS5's default merge
 // settings), 18 (the structure's
@@ -96,6 +97,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	var qs []string
+	if version < 25 {
+		qs = append(qs, to24...)
+	}
 	if version < 24 {
 		qs = append(qs, to23...)
 	}
@@ -135,6 +139,13 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// to24 are downgrade's steps from version 25 to 24: FTS5's default
+// deletemerge and usermerge.
+var to24 = []string{
+	"DELETE FROM fts_config WHERE k IN ('deletemerge', 'usermerge')",
+	"DELETE FROM ftsw_config WHERE k IN ('deletemerge', 'usermerge')",
 }
 
 // to23 are downgrade's steps from version 24 to 23: the rows of the

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"cspool/internal/command"
@@ -395,4 +396,121 @@ func TestSchema24Migrates(t *testing.T) {
 	checkIndexRows(t, "after the EXPUNGE", s)
 	indexAll(t, s)
 	checkIndexRows(t, "after the indexer", s)
+}
+
+// indexDataBytes returns the bytes of both FTS5 indexes' stored pages.
+func indexDataBytes(t *testing.T, s *Store) int64 {
+	t.Helper()
+	var n int64
+	if err := s.rdb.QueryRow("SELECT (SELECT coalesce(sum(length(block)), 0) FROM fts_data) + (SELECT coalesce(sum(length(block)), 0) FROM ftsw_data)").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// reclaimAll runs ReclaimIndex until it does nothing and returns how many
+// steps did something.
+func reclaimAll(t *testing.T, s *Store) int {
+	t.Helper()
+	for steps := 0; steps < 100; steps++ {
+		merged, err := s.ReclaimIndex(context.Background(), 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !merged {
+			return steps
+		}
+	}
+	t.Fatal("ReclaimIndex still merging after 100 steps")
+	return 0
+}
+
+// TestReclaimIndex: taking deleted bodies' rows out of the index writes
+// tombstones only (the index's pages grow a little, none is rewritten:
+// 'deletemerge' 0; FTS5's default 10 rewrote the segment in the purge's
+// statement); ReclaimIndex then rewrites the level whose deleted rows
+// passed a tenth of it, smaller than before the EXPUNGE, and does nothing
+// when nothing is left to do or when fewer rows were deleted; searches
+// answer the same throughout.
+func TestReclaimIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	var l testLog
+	var ids []command.ID
+	var batch []Entry
+	text := strings.Repeat("The quick brown fox jumps over the lazy dog 0123456789\r\n", 10)
+	for i := range 300 {
+		e := l.spool(deliverCmd(fmt.Sprintf("Subject: m%d\r\n\r\nquarterly%d\r\n%s", i, i, text)))
+		ids = append(ids, e.ID)
+		batch = append(batch, e)
+	}
+	mustApply(t, s, batch...)
+	indexAll(t, s)
+	for {
+		merged, err := s.MergeIndex(ctx, 500)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !merged {
+			break
+		}
+	}
+	// 210 of 300: FTS5 with its default deletemerge rewrote the segment
+	// in the purge's statement (to about a third of its bytes).
+	before := indexDataBytes(t, s)
+	mustApply(t, s, l.user(&command.Command{Kind: command.Expunge, IDs: ids[:210]}))
+	if done, more, err := s.IndexPendingWithin(ctx, 1000, 0); err != nil || done != 210 || more {
+		t.Fatalf("IndexPendingWithin: %d done, more %v, %v; want 210, false", done, more, err)
+	}
+	if purged := indexDataBytes(t, s); purged < before {
+		t.Errorf("taking 210 of 300 bodies' rows out made the index %d bytes from %d: a segment was rewritten, where only tombstones should be written", purged, before)
+	}
+	want := make([]UID, 0, 90)
+	for u := UID(211); u <= 300; u++ {
+		want = append(want, u)
+	}
+	for _, needle := range []string{"brown fox", "quarterly250"} {
+		w := want
+		if needle == "quarterly250" {
+			w = []UID{251}
+		}
+		if m, u := searchUIDs(t, s, needle); !slices.Equal(m, w) || len(u) != 0 {
+			t.Errorf("%q with tombstones: match %v unindexed %v, want %v", needle, m, u, w)
+		}
+	}
+	if n := reclaimAll(t, s); n == 0 {
+		t.Errorf("ReclaimIndex with 210 of 300 rows deleted did nothing")
+	}
+	if after := indexDataBytes(t, s); after*2 >= before {
+		t.Errorf("after ReclaimIndex the index holds %d bytes, %d before the EXPUNGE: the deleted rows were not dropped", after, before)
+	}
+	for _, needle := range []string{"brown fox", "quarterly250", "quarterly20"} {
+		w := want
+		switch needle {
+		case "quarterly250":
+			w = []UID{251}
+		case "quarterly20":
+			w = []UID{}
+			for u := UID(211); u <= 300; u++ {
+				if strings.Contains(fmt.Sprint("quarterly", u-1), "quarterly20") {
+					w = append(w, u)
+				}
+			}
+		}
+		if m, u := searchUIDs(t, s, needle); !slices.Equal(m, w) || len(u) != 0 {
+			t.Errorf("%q after ReclaimIndex: match %v unindexed %v, want %v", needle, m, u, w)
+		}
+	}
+	checkIndexRows(t, "after ReclaimIndex", s)
+	if n := reclaimAll(t, s); n != 0 {
+		t.Errorf("ReclaimIndex of an index with no deleted rows: %d steps did something, want none", n)
+	}
+	// 4 of the 90 left: below the share, nothing to rewrite.
+	mustApply(t, s, l.user(&command.Command{Kind: command.Expunge, IDs: ids[210:214]}))
+	indexAll(t, s)
+	if n := reclaimAll(t, s); n != 0 {
+		t.Errorf("ReclaimIndex with 4 of 90 rows deleted: %d steps did something, want none", n)
+	}
+	checkIndexRows(t, "after 4 more deleted", s)
 }
