@@ -444,6 +444,31 @@ func TestMailboxCommands(t *testing.T) {
 	}
 }
 
+// TestExpungeReadOnly sends EXPUNGE and UID EXPUNGE in an EXAMINEd
+// mailbox holding a message marked \Deleted: each is answered OK with no
+// EXPUNGE response and removes nothing (RFC 9051 sections 6.3.3 and
+// 6.4.3), as Gnus expects when it leaves a group it had EXAMINEd.
+func TestExpungeReadOnly(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	w := loginWire(t, d.addr)
+	w.ok("SELECT INBOX")
+	w.ok(`STORE 2 +FLAGS.SILENT (\Deleted)`)
+	w.ok("EXAMINE INBOX")
+	before := r.Head()
+	expectUntagged(t, "EXPUNGE", w.ok("EXPUNGE"))
+	expectUntagged(t, "UID EXPUNGE 2", w.ok("UID EXPUNGE 2"))
+	if r.Head() != before {
+		t.Errorf("EXPUNGE in an EXAMINEd mailbox appended %d entries, want 0", r.Head()-before)
+	}
+	expectUntagged(t, "STATUS INBOX", w.ok("STATUS INBOX (MESSAGES)"), "* STATUS INBOX (MESSAGES 4)")
+	// SELECTed, the same EXPUNGE removes the message.
+	w.ok("SELECT INBOX")
+	expectUntagged(t, "EXPUNGE", w.ok("EXPUNGE"), "* 2 EXPUNGE")
+}
+
 func TestExamineIsReadOnly(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -457,8 +482,8 @@ func TestExamineIsReadOnly(t *testing.T) {
 	if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close(); err == nil {
 		t.Error("STORE in an EXAMINEd mailbox succeeded")
 	}
-	if _, err := c.Expunge().Collect(); err == nil {
-		t.Error("EXPUNGE in an EXAMINEd mailbox succeeded")
+	if exp, err := c.Expunge().Collect(); err != nil || len(exp) != 0 {
+		t.Errorf("EXPUNGE in an EXAMINEd mailbox: %v %v, want OK removing nothing", exp, err)
 	}
 	if _, err := c.Move(imap.SeqSetNum(1), "Trash").Wait(); err == nil {
 		t.Error("MOVE from an EXAMINEd mailbox succeeded")

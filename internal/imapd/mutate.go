@@ -164,9 +164,18 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 			return nil
 		}
 	}
-	sel, err := s.writable()
+	// EXPUNGE and UID EXPUNGE in a read-only mailbox remove nothing and
+	// answer OK, with no EXPUNGE response: EXAMINE permits no change to the
+	// mailbox (RFC 9051 section 6.3.3), and RFC 9051 section 6.4.3 only
+	// allows NO, it does not ask for it. Gnus expunges the mailbox it has
+	// open as it leaves a group, and after moving a message that is the
+	// destination it EXAMINEd to count; Dovecot answers OK too.
+	sel, err := s.current()
 	if err != nil {
 		return err
+	}
+	if sel.readOnly {
+		return nil
 	}
 	var set imap.NumSet = imap.SeqSet{{Start: 1, Stop: 0}}
 	if uids != nil {
