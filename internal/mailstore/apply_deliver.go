@@ -340,53 +340,50 @@ func (a *applier) runBodies(placed []*runEntry) error {
 	for _, r := range placed {
 		r.bid = bids[r.digest]
 	}
+	// The forms and structures are small: the run's chunks. The bytes
+	// are cut by what a statement binds (runBoundBytes); a large body
+	// alone goes in pieces (blob.go).
+	for _, st := range []struct {
+		head string
+		form func(r *runEntry) any
+	}{
+		{"INSERT INTO forms (bid, envelope) VALUES ", func(r *runEntry) any { return nullBlob(r.parsed.envelopeWire) }},
+		{"INSERT INTO structures (bid, structure) VALUES ", func(r *runEntry) any { return nullBlob(r.parsed.structureWire) }},
+	} {
+		err := eachChunk(len(inserted), func(i, j int) error {
+			args := make([]any, 0, 2*(j-i))
+			for _, r := range inserted[i:j] {
+				args = append(args, r.bid, st.form(r))
+			}
+			if _, err := a.ExecContext(a.ctx, manyRows(st.head, 2, j-i, ""), args...); err != nil {
+				return fmt.Errorf("storing bodies: %w", err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
 	return eachChunkWithin(len(inserted), func(i int) int { return len(inserted[i].e.Cmd.Body) }, runBoundBytes, func(i, j int) error {
 		if j-i == 1 && len(inserted[i].e.Cmd.Body) > blobPiece {
-			// Alone, and large: its bytes go in pieces (blob.go).
-			return a.storeLarge(inserted[i])
+			if err := insertBlob(a.ctx, a.ExecContext, a.conn, inserted[i].bid, inserted[i].e.Cmd.Body); err != nil {
+				return fmt.Errorf("storing bodies: %w", err)
+			}
+			return nil
 		}
-		forms := make([]any, 0, 2*(j-i))
-		structures := make([]any, 0, 2*(j-i))
 		blobs := make([]any, 0, 2*(j-i))
 		for _, r := range inserted[i:j] {
 			b := r.e.Cmd.Body
 			if b == nil {
 				b = []byte{}
 			}
-			forms = append(forms, r.bid, nullBlob(r.parsed.envelopeWire))
-			structures = append(structures, r.bid, nullBlob(r.parsed.structureWire))
 			blobs = append(blobs, r.bid, b)
 		}
-		for _, st := range []struct {
-			head string
-			args []any
-		}{
-			{"INSERT INTO forms (bid, envelope) VALUES ", forms},
-			{"INSERT INTO structures (bid, structure) VALUES ", structures},
-			{"INSERT INTO blobs (bid, data) VALUES ", blobs},
-		} {
-			if _, err := a.ExecContext(a.ctx, manyRows(st.head, 2, j-i, ""), st.args...); err != nil {
-				return fmt.Errorf("storing bodies: %w", err)
-			}
+		if _, err := a.ExecContext(a.ctx, manyRows("INSERT INTO blobs (bid, data) VALUES ", 2, j-i, ""), blobs...); err != nil {
+			return fmt.Errorf("storing bodies: %w", err)
 		}
 		return nil
 	})
-}
-
-// storeLarge stores the forms, structure and bytes of one body of the run
-// larger than blobPiece, its bytes in pieces when the applier has its
-// connection (blob.go).
-func (a *applier) storeLarge(r *runEntry) error {
-	if _, err := a.ExecContext(a.ctx, "INSERT INTO forms (bid, envelope) VALUES (?, ?)", r.bid, nullBlob(r.parsed.envelopeWire)); err != nil {
-		return fmt.Errorf("storing bodies: %w", err)
-	}
-	if _, err := a.ExecContext(a.ctx, "INSERT INTO structures (bid, structure) VALUES (?, ?)", r.bid, nullBlob(r.parsed.structureWire)); err != nil {
-		return fmt.Errorf("storing bodies: %w", err)
-	}
-	if err := insertBlob(a.ctx, a.ExecContext, a.conn, r.bid, r.e.Cmd.Body); err != nil {
-		return fmt.Errorf("storing bodies: %w", err)
-	}
-	return nil
 }
 
 // runMessages gives the entries placed consecutive UIDs of INBOX, as

@@ -86,3 +86,36 @@ func TestRunBindsBoundedBodies(t *testing.T) {
 		})
 	}
 }
+
+// TestRunFormsNotCutByBodies: a run's forms and structures are small and
+// go in the run's chunks (64 rows a statement), however large the bodies
+// whose bytes are cut by runBoundBytes: 64 deliveries of 10 KB take one
+// statement for each, not one for every 8 (or every message, when each
+// is larger than runBoundBytes).
+func TestRunFormsNotCutByBodies(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{10 << 10, 200 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			t.Parallel()
+			s := openTest(t)
+			var l testLog
+			var batch []Entry
+			for i := range 64 {
+				batch = append(batch, l.spool(deliverCmd(sizedMessage(i, size))))
+			}
+			tr := traceStatements(s)
+			mustApply(t, s, batch...)
+			forms, structures := tr.count("INSERT INTO forms "), tr.count("INSERT INTO structures ")
+			if forms != 1 || structures != 1 {
+				t.Errorf("64 deliveries of %d bytes: %d statements for the forms, %d for the structures; want 1 each", size, forms, structures)
+			}
+			var n, withForms, bytes int64
+			if err := s.rdb.QueryRow("SELECT count(*), count(f.bid), coalesce(sum(length(b.data)), 0) FROM bodies d LEFT JOIN forms f ON f.bid = d.bid LEFT JOIN blobs b ON b.bid = d.bid").Scan(&n, &withForms, &bytes); err != nil {
+				t.Fatal(err)
+			}
+			if n != 64 || withForms != 64 {
+				t.Errorf("%d bodies, %d with their forms; want 64, 64", n, withForms)
+			}
+		})
+	}
+}
