@@ -3,7 +3,6 @@ package entry
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/hpke"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -69,19 +68,11 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 		return nil, err
 	}
 	s.size = innerLen
-	sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
+	key, err := recipientKey(me, s.header[headerSize-encSize:])
 	if err != nil {
-		return nil, fmt.Errorf("opening entry: %w", err)
+		return nil, err
 	}
-	r, err := hpke.NewRecipient(s.header[headerSize-encSize:], sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(hpkeInfo))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	key, err := r.Export(exportContext, chacha20poly1305.KeySize)
-	if err != nil {
-		return nil, fmt.Errorf("opening entry: %w", err)
-	}
-	if s.aead, err = chacha20poly1305.New(key); err != nil {
+	if s.aead, err = chacha20poly1305.New(key[:]); err != nil {
 		return nil, fmt.Errorf("opening entry: %w", err)
 	}
 
