@@ -567,12 +567,20 @@ func decrypt(b []byte, me *keys.SecretKey, keyID [keyIDSize]byte) (decrypted, er
 		return decrypted{}, err
 	}
 	body := b[headerSize:]
-	header := b[:headerSize]
-	key, err := recipientKey(me, header[headerSize-encSize:])
+	sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
 	if err != nil {
-		return decrypted{}, err
+		return decrypted{}, fmt.Errorf("opening entry: %w", err)
 	}
-	aead, err := chacha20poly1305.New(key[:])
+	header := b[:headerSize]
+	r, err := hpke.NewRecipient(header[headerSize-encSize:], sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(hpkeInfo))
+	if err != nil {
+		return decrypted{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	key, err := r.Export(exportContext, chacha20poly1305.KeySize)
+	if err != nil {
+		return decrypted{}, fmt.Errorf("opening entry: %w", err)
+	}
+	aead, err := chacha20poly1305.New(key)
 	if err != nil {
 		return decrypted{}, fmt.Errorf("opening entry: %w", err)
 	}

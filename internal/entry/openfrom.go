@@ -3,6 +3,7 @@ package entry
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/hpke"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -68,11 +69,19 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 		return nil, err
 	}
 	s.size = innerLen
-	key, err := recipientKey(me, s.header[headerSize-encSize:])
+	sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("opening entry: %w", err)
 	}
-	if s.aead, err = chacha20poly1305.New(key[:]); err != nil {
+	r, err := hpke.NewRecipient(s.header[headerSize-encSize:], sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(hpkeInfo))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	key, err := r.Export(exportContext, chacha20poly1305.KeySize)
+	if err != nil {
+		return nil, fmt.Errorf("opening entry: %w", err)
+	}
+	if s.aead, err = chacha20poly1305.New(key); err != nil {
 		return nil, fmt.Errorf("opening entry: %w", err)
 	}
 
