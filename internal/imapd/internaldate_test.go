@@ -54,21 +54,7 @@ func TestInternalDateFourDigits(t *testing.T) {
 		{"s1 SEARCH ON 31-Dec-9999", "* SEARCH 5\r\n"},
 		{"s2 SEARCH BEFORE 2-Jan-0001", "* SEARCH 6\r\n"},
 	})
-	cfg := fmt.Sprintf(`IMAPAccount cspool
-Host %s
-Port %s
-User alice
-Pass "%s"
-SSLType None
-AuthMechs LOGIN
-
-IMAPStore far
-Account cspool
-
-MaildirStore near
-Path %s/mail/
-Inbox %s/mail/INBOX
-
+	cfg := mbsyncConfig(host, port, dir, `
 Channel sync
 Far :far:
 Near :near:
@@ -77,7 +63,7 @@ Create Near
 Sync Pull
 CopyArrivalDate yes
 SyncState *
-`, host, port, testPassword, dir, dir)
+`)
 	if err := os.MkdirAll(filepath.Join(dir, "mail"), 0o700); err != nil {
 		t.Fatal(err)
 	}

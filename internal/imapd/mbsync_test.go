@@ -20,21 +20,7 @@ import (
 func TestMbsync(t *testing.T) {
 	t.Parallel()
 	mbsync, d, dir, host, port := clientRig(t, "mbsync")
-	cfg := fmt.Sprintf(`IMAPAccount cspool
-Host %s
-Port %s
-User alice
-Pass "%s"
-SSLType None
-AuthMechs LOGIN
-
-IMAPStore far
-Account cspool
-
-MaildirStore near
-Path %s/mail/
-Inbox %s/mail/INBOX
-SubFolders Verbatim
+	cfg := mbsyncConfig(host, port, dir, `SubFolders Verbatim
 
 Channel sync
 Far :far:
@@ -44,7 +30,7 @@ Create Near
 SyncState *
 Sync All
 Expunge Both
-`, host, port, testPassword, dir, dir)
+`)
 	if err := os.MkdirAll(filepath.Join(dir, "mail"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -165,21 +151,7 @@ func TestMbsyncMovingIn(t *testing.T) {
 		}
 		sent[m.subject] = []byte(strings.ReplaceAll(raw, "\n", "\r\n"))
 	}
-	cfg := fmt.Sprintf(`IMAPAccount cspool
-Host %s
-Port %s
-User alice
-Pass "%s"
-SSLType None
-AuthMechs LOGIN
-
-IMAPStore far
-Account cspool
-
-MaildirStore near
-Path %s/mail/
-Inbox %s/mail/INBOX
-SubFolders Verbatim
+	cfg := mbsyncConfig(host, port, dir, `SubFolders Verbatim
 
 Channel movein
 Far :far:
@@ -189,7 +161,7 @@ Create Far
 SyncState *
 Sync Push
 CopyArrivalDate yes
-`, host, port, testPassword, dir, dir)
+`)
 	cfgPath := filepath.Join(dir, "mbsyncrc")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -260,4 +232,25 @@ CopyArrivalDate yes
 	if other := check(b, "on a second device"); fmt.Sprint(other) != fmt.Sprint(first) {
 		t.Errorf("a second device has UIDs %v, the first %v", other, first)
 	}
+}
+
+// mbsyncConfig is an mbsync configuration for user alice at host:port
+// (the far store) and a Maildir under dir/mail (the near one), then rest:
+// its channel, whose lines may continue the Maildir store's first.
+func mbsyncConfig(host, port, dir, rest string) string {
+	return fmt.Sprintf(`IMAPAccount cspool
+Host %s
+Port %s
+User alice
+Pass "%s"
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore far
+Account cspool
+
+MaildirStore near
+Path %s/mail/
+Inbox %s/mail/INBOX
+`, host, port, testPassword, dir, dir) + rest
 }
