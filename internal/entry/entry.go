@@ -135,6 +135,9 @@ type Opened struct {
 	Author keys.PublicKey // the trusted key that signed it
 	User   string
 	Cmd    *command.Command
+	// plain is the inner plaintext's buffer, when it may be given back
+	// (Release).
+	plain []byte
 }
 
 // chunkNonce is the nonce of chunk i; the signature box uses sigNonce, which
@@ -550,13 +553,18 @@ func Open(b []byte, me *keys.SecretKey, user string, trusted ...keys.PublicKey) 
 	if err != nil {
 		return nil, err
 	}
-	return openInner(d.inner, d.sig, d.digest, keyID, user, trusted)
+	o, err := openInner(d.inner, d.sig, d.digest, keyID, user, trusted)
+	if err == nil && d.pooled {
+		o.plain = d.inner
+	}
+	return o, err
 }
 
 // decrypted is an entry's plaintext: the inner plaintext, the signature,
 // and the digest the signature should cover.
 type decrypted struct {
 	inner, sig, digest []byte
+	pooled             bool // inner may be given back (Opened.Release)
 }
 
 // decrypt checks the outer header, decrypts every chunk and the signature
@@ -585,7 +593,7 @@ func decrypt(b []byte, me *keys.SecretKey, keyID [keyIDSize]byte) (decrypted, er
 		return decrypted{}, fmt.Errorf("opening entry: %w", err)
 	}
 
-	in := make([]byte, innerLen)
+	in, pooled := plainBuffer(innerLen)
 	hashes := make([][32]byte, numChunks(innerLen))
 	var failed atomic.Int64 // 1 + index of a chunk that failed
 	eachChunk(innerLen, func(i, off, n int) {
@@ -604,7 +612,7 @@ func decrypt(b []byte, me *keys.SecretKey, keyID [keyIDSize]byte) (decrypted, er
 	if err != nil {
 		return decrypted{}, fmt.Errorf("%w: signature box failed authentication", ErrCorrupt)
 	}
-	return decrypted{inner: in, sig: sig, digest: digest(keyID, hashes)}, nil
+	return decrypted{inner: in, sig: sig, digest: digest(keyID, hashes), pooled: pooled}, nil
 }
 
 // innerFields are the fields at the start of the inner plaintext.

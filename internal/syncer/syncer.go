@@ -773,6 +773,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		s.cfg.OnApplied(res)
 	}
 	s.applyMu.Unlock()
+	releaseDelivered(opened)
 	if s.Status().Queued > 0 {
 		s.refreshQueued(ctx)
 	}
@@ -811,6 +812,19 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		return len(v.hashes), lr.Head, s.raise(ctx, alarm.Pos, alarm.Detail)
 	}
 	return len(lr.Entries), lr.Head, nil
+}
+
+// releaseDelivered gives back the plaintexts of a read's deliveries once
+// its batch is applied and committed (entry.Opened.Release): a delivery's
+// one byte slice is its message, which the store copied into the
+// database and keeps no reference to, and nothing after the apply reads
+// it. Other kinds are left to the collector.
+func releaseDelivered(opened []opened) {
+	for _, op := range opened {
+		if op.err == nil && op.o != nil && op.o.Cmd != nil && op.o.Cmd.Kind == command.Deliver {
+			op.o.Release()
+		}
+	}
 }
 
 // verified is a read's batch that passed the checks: the entries to
