@@ -150,15 +150,7 @@ func TestExpungeIndexedFigures(t *testing.T) {
 	ctx := context.Background()
 	s, l, ids := bulkStore(t, n)
 	start := time.Now()
-	for {
-		_, left, err := s.IndexPending(ctx, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if left == 0 {
-			break
-		}
-	}
+	indexAll(t, s)
 	for {
 		merged, err := s.MergeIndex(ctx, 500)
 		if err != nil {

@@ -95,10 +95,20 @@ func searchUIDs(t *testing.T, s *Store, needle string) (match, unindexed []UID) 
 	return slices.Sorted(maps.Keys(a.Match)), a.Unindexed
 }
 
-// indexAll runs IndexPending until nothing is left.
-func indexAll(t *testing.T, s *Store) {
+// wantIndexed checks that the index answers a body needle in INBOX with
+// want exactly and holds every message it looked at.
+func wantIndexed(t *testing.T, s *Store, what, needle string, want ...UID) {
 	t.Helper()
-	for range 100 {
+	if m, u := searchUIDs(t, s, needle); !slices.Equal(m, want) || len(u) != 0 {
+		t.Errorf("%q %s: match %v unindexed %v, want %v", needle, what, m, u, want)
+	}
+}
+
+// indexAll runs IndexPending until nothing is left, at most 10,000
+// transactions of 1,000 bodies.
+func indexAll(t testing.TB, s *Store) {
+	t.Helper()
+	for range 10000 {
 		_, left, err := s.IndexPending(context.Background(), 1000)
 		if err != nil {
 			t.Fatal(err)
@@ -107,7 +117,7 @@ func indexAll(t *testing.T, s *Store) {
 			return
 		}
 	}
-	t.Fatal("IndexPending: bodies left after 100 transactions")
+	t.Fatal("IndexPending: bodies left after 10,000 transactions")
 }
 
 // TestExpungeLeavesIndexToIndexer: an EXPUNGE whose bodies go writes
@@ -147,9 +157,7 @@ func TestExpungeLeavesIndexToIndexer(t *testing.T) {
 		wantUIDs = append(wantUIDs, u)
 	}
 	for _, needle := range []string{"quarterly", "uarterl", "rterly rep"} {
-		if m, u := searchUIDs(t, s, needle); !slices.Equal(m, wantUIDs) || len(u) != 0 {
-			t.Errorf("%q with the deleted bodies' rows in the index: match %v unindexed %v, want %v", needle, m, u, wantUIDs)
-		}
+		wantIndexed(t, s, "with the deleted bodies' rows in the index", needle, wantUIDs...)
 	}
 	if m, _ := searchUIDs(t, s, "number5"); len(m) != 0 {
 		t.Errorf("number5 (expunged) matches %v", m)
@@ -163,9 +171,7 @@ func TestExpungeLeavesIndexToIndexer(t *testing.T) {
 	if n := len(idSet(t, s, "SELECT bid FROM unindex_pending")); n != 0 {
 		t.Errorf("unindex_pending lists %d after the indexer", n)
 	}
-	if m, u := searchUIDs(t, s, "quarterly"); !slices.Equal(m, wantUIDs) || len(u) != 0 {
-		t.Errorf("quarterly after the indexer: match %v unindexed %v, want %v", m, u, wantUIDs)
-	}
+	wantIndexed(t, s, "after the indexer", "quarterly", wantUIDs...)
 }
 
 // TestPurgeBatches: the indexer takes purgeBatch deleted bodies' rows out
@@ -247,12 +253,8 @@ func TestIndexReusedBodyID(t *testing.T) {
 	}
 	indexAll(t, s)
 	checkIndexRows(t, "after indexing", s)
-	if m, u := searchUIDs(t, s, "bravo"); len(m) != 0 || len(u) != 0 {
-		t.Errorf("bravo (expunged) after indexing: match %v unindexed %v, want none", m, u)
-	}
-	if m, u := searchUIDs(t, s, "charlie"); !slices.Equal(m, []UID{3}) || len(u) != 0 {
-		t.Errorf("charlie after indexing: match %v unindexed %v, want UID 3", m, u)
-	}
+	wantIndexed(t, s, "(expunged) after indexing", "bravo")
+	wantIndexed(t, s, "after indexing", "charlie", 3)
 }
 
 // TestIndexAcrossTakeBack: queued changes delete indexed bodies and store
@@ -297,12 +299,8 @@ func TestIndexAcrossTakeBack(t *testing.T) {
 	checkIndexRows(t, "after the queued APPEND", s)
 	indexAll(t, s)
 	checkIndexRows(t, "after indexing the queued changes", s)
-	if m, u := searchUIDs(t, s, "alpha"); !slices.Equal(m, []UID{2}) || len(u) != 0 {
-		t.Errorf("alpha with the changes queued: match %v unindexed %v, want UID 2", m, u)
-	}
-	if m, u := searchUIDs(t, s, "beta"); !slices.Equal(m, []UID{4}) || len(u) != 0 {
-		t.Errorf("beta with the changes queued: match %v unindexed %v, want UID 4", m, u)
-	}
+	wantIndexed(t, s, "with the changes queued", "alpha", 2)
+	wantIndexed(t, s, "with the changes queued", "beta", 4)
 
 	takeBackQueue(t, s)
 	if got := idSet(t, s, "SELECT bid FROM bodies"); !maps.Equal(got, map[int64]bool{1: true, 2: true, 3: true}) {
@@ -317,12 +315,8 @@ func TestIndexAcrossTakeBack(t *testing.T) {
 	}
 	indexAll(t, s)
 	checkIndexRows(t, "after indexing again", s)
-	if m, u := searchUIDs(t, s, "alpha"); !slices.Equal(m, []UID{1, 2, 3}) || len(u) != 0 {
-		t.Errorf("alpha indexed again: match %v unindexed %v, want UIDs 1 to 3", m, u)
-	}
-	if m, u := searchUIDs(t, s, "three"); !slices.Equal(m, []UID{3}) || len(u) != 0 {
-		t.Errorf("three indexed again: match %v unindexed %v, want UID 3", m, u)
-	}
+	wantIndexed(t, s, "indexed again", "alpha", 1, 2, 3)
+	wantIndexed(t, s, "indexed again", "three", 3)
 }
 
 // TestPendingUnindexAcrossRestart: bodies deleted and not yet taken out
@@ -475,9 +469,7 @@ func TestReclaimIndex(t *testing.T) {
 		if needle == "quarterly250" {
 			w = []UID{251}
 		}
-		if m, u := searchUIDs(t, s, needle); !slices.Equal(m, w) || len(u) != 0 {
-			t.Errorf("%q with tombstones: match %v unindexed %v, want %v", needle, m, u, w)
-		}
+		wantIndexed(t, s, "with tombstones", needle, w...)
 	}
 	if n := reclaimAll(t, s); n == 0 {
 		t.Errorf("ReclaimIndex with 210 of 300 rows deleted did nothing")
@@ -498,9 +490,7 @@ func TestReclaimIndex(t *testing.T) {
 				}
 			}
 		}
-		if m, u := searchUIDs(t, s, needle); !slices.Equal(m, w) || len(u) != 0 {
-			t.Errorf("%q after ReclaimIndex: match %v unindexed %v, want %v", needle, m, u, w)
-		}
+		wantIndexed(t, s, "after ReclaimIndex", needle, w...)
 	}
 	checkIndexRows(t, "after ReclaimIndex", s)
 	if n := reclaimAll(t, s); n != 0 {
