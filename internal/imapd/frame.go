@@ -1058,9 +1058,10 @@ func validSeqSet(s string) bool {
 }
 
 // diagnose names what in a command go-imap could not decode: lists nested
-// deeper than its parser goes (BAD), a string that is not modified UTF-7
-// where a mailbox name may be (NO [CANNOT]), a sequence set that does not
-// parse or a search key go-imap does not know (BAD). "" when it finds none of them.
+// deeper than its parser goes (BAD), an atom with 8-bit characters (BAD),
+// a string that is not modified UTF-7 where a mailbox name may be (NO
+// [CANNOT]), a sequence set that does not parse or a search key go-imap
+// does not know (BAD). "" when it finds none of them.
 func diagnose(name string, text []byte) string {
 	if nesting(text) >= maxListDepth {
 		return fmt.Sprintf("BAD [CLIENTBUG] lists nested more than %d deep", maxListDepth-1)
@@ -1110,6 +1111,16 @@ func diagnose(name string, text []byte) string {
 				return fmt.Sprintf("BAD [CLIENTBUG] %q is not a search key this server knows (RFC 9051 section 6.4.4)",
 					strings.ToValidUTF8(key, "?"))
 			}
+		}
+	}
+	// An atom is 7-bit (RFC 9051 section 9, ATOM-CHAR); go-imap stops
+	// reading a mailbox name at an 8-bit byte and answered NO
+	// [SERVERBUG] (GNU Mailutils sends a name from a URL as it is:
+	// EXAMINE Archiv/Grüße). Dovecot answers BAD too.
+	for _, a := range atoms(text) {
+		if strings.IndexFunc(a, func(r rune) bool { return r >= 0x80 }) >= 0 {
+			return fmt.Sprintf("BAD [CLIENTBUG] %q holds 8-bit characters, which an atom cannot (RFC 9051 section 9): "+
+				"send it as a quoted string or in modified UTF-7 (RFC 3501 section 5.1.3)", strings.ToValidUTF8(a, "?"))
 		}
 	}
 	for _, t := range toks {

@@ -58,6 +58,13 @@ func TestNamesConformance(t *testing.T) {
 		{`SELECT "nope &APwA,A-"`, "NO [NONEXISTENT]", `"nope &APwA,A-"`},
 		{`RENAME "&AOQA5A-" "Projekte &APwA,A-"`, "NO [ALREADYEXISTS]", `"Projekte &APwA,A-"`},
 		{`APPEND "nope &APwA,A-" {3}` + "\r\nhi\n", "NO [TRYCREATE]", `"nope &APwA,A-"`},
+		// An atom is 7-bit (RFC 9051 section 9); GNU Mailutils sends a
+		// name from its URL as it is, and these got NO [SERVERBUG].
+		{`EXAMINE Projekte/Grüße`, "BAD [CLIENTBUG]", `"Projekte/Grüße" holds 8-bit characters`},
+		{`STATUS Grüße (MESSAGES)`, "BAD [CLIENTBUG]", `"Grüße" holds 8-bit characters`},
+		{`CREATE Grüße`, "BAD [CLIENTBUG]", `"Grüße" holds 8-bit characters`},
+		{`LIST "" Grüße*`, "BAD [CLIENTBUG]", `"Grüße*" holds 8-bit characters`},
+		{"SELECT Gr\xfc\xdfe", "BAD [CLIENTBUG]", `"Gr?e" holds 8-bit characters`},
 	} {
 		_, tagged := w.run(c.cmd)
 		if status(tagged) != c.want || !strings.Contains(tagged, c.text) {
