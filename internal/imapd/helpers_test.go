@@ -257,12 +257,18 @@ func mustSelect(t *testing.T, c *imapclient.Client, name string) *imap.SelectDat
 // CI=true, where a missing tool is a failure.
 func needTool(t *testing.T, name string) string {
 	t.Helper()
+	return needToolIn(t, name, name)
+}
+
+// needToolIn is needTool for a program that Debian's package pkg installs.
+func needToolIn(t *testing.T, name, pkg string) string {
+	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("%s is required in CI but not found: %v", name, err)
 		}
-		t.Skipf("%s not installed (apt-get install %s); skipping", name, name)
+		t.Skipf("%s not installed (apt-get install %s); skipping", name, pkg)
 	}
 	return p
 }
