@@ -387,25 +387,36 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 	if err == nil && tip.Head > p.after {
 		entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
 	}
+	var known *spool.Tip
 	if err == nil && len(entries) == 0 && p.wait > 0 {
-		var moved bool
-		if moved, err = s.wait(ctx, c.user, p.after, p.wait); err == nil && moved {
+		var moved, ok bool
+		var waited spool.Tip
+		if moved, waited, ok, err = s.wait(ctx, c.user, p.after, p.wait); err == nil && moved {
 			entries, err = st.Read(ctx, c.user, p.after, p.maxCount, min(p.maxBytes, s.cfg.ChunkBytes))
+		} else if ok {
+			known = &waited
 		}
 	}
-	s.answerRead(ctx, w, r, c.user, p, entries, err)
+	s.answerRead(ctx, w, r, c.user, p, entries, known, err)
 }
 
 // answerRead answers a read with entries (read after p.after, possibly
 // after a wait) or err: it reads the tip again, sets the headers and
-// streams the entries.
-func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.Request, user string, p readParams, entries []spool.Entry, err error) {
+// streams the entries. A long-poll that ended with nothing new passes
+// the tip its wait read last as known (spool.TipWaiter), which answers
+// it without reading the tip again.
+func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.Request, user string, p readParams, entries []spool.Entry, known *spool.Tip, err error) {
 	var tip spool.Tip
 	// The head and the checkpoint are read again after the entries: a
 	// compaction that deleted any of them committed before, so the header
 	// reports it. The hash at the head is fixed once the head exists, and
-	// every entry sent is at or before it.
-	if err == nil {
+	// every entry sent is at or before it. With no entries to send and a
+	// known tip, that tip is the answer: no head beyond p.after was
+	// announced since the wait read it.
+	switch {
+	case err == nil && known != nil && len(entries) == 0:
+		tip = *known
+	case err == nil:
 		tip, err = s.tip(ctx, user)
 	}
 	head, cp := tip.Head, tip.Checkpoint
@@ -439,15 +450,15 @@ func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.
 // wait ended without the head moving there is nothing new to read: the
 // read answers with the head alone, which is what a waiting device renews
 // its long-poll for, every few tens of seconds.
-func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Duration) (moved bool, err error) {
+func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Duration) (moved bool, tip spool.Tip, ok bool, err error) {
 	if !s.polls.acquire(user, s.cfg.MaxLongPolls) {
-		return false, &srvError{kind: ErrTooManyRequests, sampled: true,
+		return false, tip, false, &srvError{kind: ErrTooManyRequests, sampled: true,
 			msg: fmt.Sprintf("%d reads of %s are waiting already (limit): try again later", s.cfg.MaxLongPolls, user)}
 	}
 	defer s.polls.release(user)
 	s.cfg.Metrics.LongPoll(1)
 	defer s.cfg.Metrics.LongPoll(-1)
-	return spool.WaitFor(ctx, s.cfg.Store, user, after, d, s.stopping)
+	return spool.WaitForTip(ctx, s.cfg.Store, user, after, d, s.stopping)
 }
 
 // stream writes entries, then further chunks read from the store, up to the

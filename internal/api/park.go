@@ -123,7 +123,7 @@ func (s *Server) waitParked(pk *parked) {
 func (s *Server) answerParked(pk *parked) *limitedConn {
 	defer s.parkedNow.Add(-1)
 	ctx := context.Background()
-	moved, err := spool.WaitFor(ctx, s.cfg.Store, pk.user, pk.p.after, pk.p.wait, s.stopping)
+	moved, waited, ok, err := spool.WaitForTip(ctx, s.cfg.Store, pk.user, pk.p.after, pk.p.wait, s.stopping)
 	s.polls.release(pk.user)
 	s.cfg.Metrics.LongPoll(-1)
 
@@ -139,10 +139,13 @@ func (s *Server) answerParked(pk *parked) *limitedConn {
 	rw := &recorder{ResponseWriter: cw, status: http.StatusOK}
 	rw.Header().Set("Cspool-Request-Id", pk.ri.id)
 	var entries []spool.Entry
+	var known *spool.Tip
 	if err == nil && moved {
 		entries, err = s.cfg.Store.Read(ctx, pk.user, pk.p.after, pk.p.maxCount, min(pk.p.maxBytes, s.cfg.ChunkBytes))
+	} else if ok {
+		known = &waited
 	}
-	s.answerRead(ctx, rw, r, pk.user, pk.p, entries, err)
+	s.answerRead(ctx, rw, r, pk.user, pk.p, entries, known, err)
 	if err := cw.finish(); err != nil {
 		keep = false
 		if pk.ri.err == nil {

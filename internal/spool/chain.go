@@ -58,3 +58,20 @@ type Tip struct {
 type TipReader interface {
 	Tip(ctx context.Context, user string) (Tip, error)
 }
+
+// TipWaiter is the optional capability of a Store to wait as Wait does
+// while reading the Tip where Wait reads the head, and to give the Tip it
+// read last when the wait ends with nothing new. A long-poll that ends so
+// (most of them: a device at the head renews its long-poll every few
+// minutes) is then answered with that Tip instead of reading it again.
+//
+// WaitTip returns what Wait returns. When ctx ends it also returns the
+// Tip it read after the last wake-up that reached it, whose Head is not
+// beyond after; ok is false when it read none. An append that commits
+// after that read wakes the wait, so the Tip is at most as old as the
+// notices the store already relies on to wake waits (a checkpoint stored
+// meanwhile may be missing from it: a device at the head needs none, and
+// its next read gives it).
+type TipWaiter interface {
+	WaitTip(ctx context.Context, user string, after uint64) (tip Tip, ok bool, err error)
+}

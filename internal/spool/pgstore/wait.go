@@ -112,12 +112,25 @@ func (w *waiters) users() [][]byte {
 // an append through this Store, the listener coming back, or the Store's
 // recheck (recheck) wakes it.
 func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
+	_, _, err := s.wait(ctx, user, after, false)
+	return err
+}
+
+// WaitTip implements spool.TipWaiter: Wait, reading the tip (Tip) where
+// Wait reads the head, one query either way.
+func (s *Store) WaitTip(ctx context.Context, user string, after uint64) (spool.Tip, bool, error) {
+	return s.wait(ctx, user, after, true)
+}
+
+// wait is Wait, and WaitTip when withTip is set: then it returns the tip
+// it read last (ok once it read one).
+func (s *Store) wait(ctx context.Context, user string, after uint64, withTip bool) (tip spool.Tip, ok bool, err error) {
 	if err := spool.CheckUser(user); err != nil {
-		return err
+		return tip, false, err
 	}
 	select {
 	case <-s.closed:
-		return spool.ErrClosed
+		return tip, false, spool.ErrClosed
 	default:
 	}
 	s.waiters.add(user)
@@ -126,20 +139,26 @@ func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
 		// Take the channel before reading the head: an append committed
 		// after the read closes this very channel.
 		ch := s.waiters.channel(user)
-		head, err := s.Head(ctx, user)
-		if err != nil {
-			return err
+		var head uint64
+		if withTip {
+			t, err := s.Tip(ctx, user)
+			if err != nil {
+				return spool.Tip{}, false, err
+			}
+			tip, ok, head = t, true, t.Head
+		} else if head, err = s.Head(ctx, user); err != nil {
+			return tip, false, err
 		}
 		if head > after {
-			return nil
+			return tip, ok, nil
 		}
 		s.waiters.seen(user, head)
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			return tip, ok, ctx.Err()
 		case <-s.closed:
-			return spool.ErrClosed
+			return tip, ok, spool.ErrClosed
 		}
 	}
 }

@@ -1,10 +1,12 @@
 package spooltest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"cspool/internal/spool"
 )
@@ -18,6 +20,7 @@ func (s *suite) chainTests() []namedTest {
 		{"ChainConcurrent", s.testChainConcurrent},
 		{"ChainSurvivesCompaction", s.testChainSurvivesCompaction},
 		{"Tip", s.testTip},
+		{"TipWait", s.testTipWait},
 	}
 }
 
@@ -213,6 +216,61 @@ func (s *suite) testTip(t *testing.T) {
 	check("tia-other", 3, chainOf(numberedData("tia-other", 3))[3], 0)
 	if _, err := tr.Tip(ctxT(t), ""); !errors.Is(err, spool.ErrInvalidUser) {
 		t.Errorf("Tip(empty user): %v, want ErrInvalidUser", err)
+	}
+}
+
+// testTipWait checks spool.TipWaiter: a wait that runs out gives the tip
+// as Tip reads it (the zero tip for an unknown user), one past which the
+// head already is returns at once, and one woken by an append returns nil
+// with no tip.
+func (s *suite) testTipWait(t *testing.T) {
+	st := s.store(t)
+	tw, ok := st.(spool.TipWaiter)
+	if !ok {
+		t.Skip("the store does not implement spool.TipWaiter")
+	}
+	tr, ok := st.(spool.TipReader)
+	if !ok {
+		t.Fatal("a spool.TipWaiter that is no spool.TipReader")
+	}
+	short := func(t *testing.T) context.Context {
+		ctx, cancel := context.WithTimeout(ctxT(t), 200*time.Millisecond)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	got, ok, err := tw.WaitTip(short(t), "twa", 0)
+	if !errors.Is(err, context.DeadlineExceeded) || !ok || got != (spool.Tip{}) {
+		t.Fatalf("WaitTip(unknown user) = %+v, %v, %v; want the zero tip, true, the deadline", got, ok, err)
+	}
+	numbered(t, st, "twa", 3)
+	want, err := tr.Tip(ctxT(t), "twa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err = tw.WaitTip(short(t), "twa", 3)
+	if !errors.Is(err, context.DeadlineExceeded) || !ok || got != want {
+		t.Fatalf("WaitTip at the head = %+v, %v, %v; want %+v, true, the deadline", got, ok, err, want)
+	}
+	if _, _, err := tw.WaitTip(short(t), "twa", 2); err != nil {
+		t.Fatalf("WaitTip behind the head: %v, want nil at once", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := tw.WaitTip(ctxT(t), "twa", 3)
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	mustAppend(t, st, "twa", []byte("twa 4"))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("WaitTip woken by an append: %v, want nil", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("an append did not end WaitTip")
+	}
+	if _, _, err := tw.WaitTip(short(t), "", 0); !errors.Is(err, spool.ErrInvalidUser) {
+		t.Errorf("WaitTip(empty user): %v, want ErrInvalidUser", err)
 	}
 }
 

@@ -96,35 +96,60 @@ func (w *waiters) waited(user string) bool {
 // so an append committed in between is never missed; after that it sleeps on
 // the user's channel, with no polling of its own.
 func (s *Store) Wait(ctx context.Context, user string, after uint64) error {
+	_, _, err := s.wait(ctx, user, after, false)
+	return err
+}
+
+// WaitTip implements spool.TipWaiter: Wait, reading the tip (Tip) where
+// Wait reads the head; the tip is returned when the wait ends while the
+// head its waiters know is still the tip's.
+func (s *Store) WaitTip(ctx context.Context, user string, after uint64) (spool.Tip, bool, error) {
+	return s.wait(ctx, user, after, true)
+}
+
+// wait is Wait, and WaitTip when withTip is set.
+func (s *Store) wait(ctx context.Context, user string, after uint64, withTip bool) (spool.Tip, bool, error) {
+	var tip spool.Tip
 	if err := spool.CheckUser(user); err != nil {
-		return err
+		return tip, false, err
 	}
 	if err := s.check(); err != nil {
-		return err
+		return tip, false, err
 	}
 	uw := s.waiters.add(user)
 	defer s.waiters.remove(user, uw)
 	// The head is one indexed row: read without ctx's cancellation, which
 	// would cost the driver a goroutine to watch it, at every long-poll.
-	h, err := s.head(context.WithoutCancel(ctx), user)
+	var h uint64
+	var err error
+	if withTip {
+		tip, err = s.Tip(context.WithoutCancel(ctx), user)
+		h = tip.Head
+	} else {
+		h, err = s.head(context.WithoutCancel(ctx), user)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return spool.Tip{}, false, ctx.Err()
 		}
-		return err
+		return spool.Tip{}, false, err
 	}
 	s.waiters.advance(user, h)
 	for {
 		head, ch := s.waiters.state(uw)
 		if head > after {
-			return nil
+			return spool.Tip{}, false, nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			// The tip stands while the head the waiters know is its own.
+			if head, _ := s.waiters.state(uw); withTip && head == tip.Head {
+				return tip, true, ctx.Err()
+			}
+			return spool.Tip{}, false, ctx.Err()
 		case <-s.quit:
-			return spool.ErrClosed
+			return spool.Tip{}, false, spool.ErrClosed
 		}
 	}
 }
