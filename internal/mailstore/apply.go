@@ -98,7 +98,14 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	settle := false // the commit left a checkpoint to make (wal.go, "After the apply")
+	defer func() {
+		if settle {
+			s.settleAfter(ctx)
+			return
+		}
+		s.mu.Unlock()
+	}()
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -174,8 +181,9 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("committing apply up to position %d: %w", newPos, err)
 	}
-	end() // boundWAL takes the writer
-	s.committed(ctx)
+	end() // a checkpoint takes the writer
+	s.commits.Add(1)
+	settle = s.checkpointDue(ctx)
 	return res, nil
 }
 

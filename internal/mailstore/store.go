@@ -78,6 +78,19 @@ type Store struct {
 	// noAutoCheckpoint: the last apply was a bulk batch, which turned
 	// the writer's automatic checkpoint off (wal.go). Under mu.
 	noAutoCheckpoint bool
+	// checkpointPending: an apply after a catch-up committed with the
+	// automatic checkpoint still off; the checkpoint that follows it
+	// turns it on again (wal.go, "After the apply"). Under mu.
+	checkpointPending bool
+	// passive is the checkpoint beside the writer, running or ended and
+	// not yet looked at; nil: none (wal.go). Under mu.
+	passive *passiveCopy
+	// copiedFrom is the WAL's size when the last copy beside the writer
+	// started, 0 after the WAL was cut (wal.go). Under mu.
+	copiedFrom int64
+	// settleHook, set by tests before any Apply, runs before a
+	// checkpoint that follows an apply.
+	settleHook func()
 	// prepared holds the statements appliers run on the writer, prepared
 	// once on wdb (query → *sql.Stmt); see applier.stmt.
 	prepared sync.Map
@@ -202,6 +215,7 @@ func (s *Store) Close() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.waitPassive()
 	s.prepared.Range(func(_, st any) bool {
 		st.(*sql.Stmt).Close()
 		return true

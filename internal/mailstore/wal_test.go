@@ -78,6 +78,7 @@ func TestWALBounded(t *testing.T) {
 				if _, err := s.Apply(ctx, part, part[len(part)-1].Pos); err != nil {
 					t.Fatalf("Apply: %v", err)
 				}
+				settled(s)
 				fi, err := os.Stat(path + "-wal")
 				if err != nil && !os.IsNotExist(err) {
 					t.Fatal(err)
@@ -169,8 +170,167 @@ func TestBulkBatchDefersCheckpoint(t *testing.T) {
 	if _, err := s.Apply(ctx, entries[400:], 401); err != nil {
 		t.Fatal(err)
 	}
+	settled(s)
 	if got := size(); got < before+400*10000 {
 		t.Errorf("after a batch of 1: database file %d bytes, want the 400 messages' pages copied (%d bytes or more)", got, before+400*10000)
+	}
+}
+
+// settled waits for the checkpoint an apply left to make, if any (wal.go,
+// "After the apply"): it holds the store's write mutex until it ends.
+func settled(s *Store) {
+	s.mu.Lock()
+	//lint:ignore SA2001 the wait for the mutex is the point
+	s.mu.Unlock()
+}
+
+// TestApplyReturnsBeforeCheckpoint: the checkpoint an apply leads to runs
+// after Apply has returned the batch, holding the store's writes until it
+// ends. A batch of 400 deliveries commits without one; the batch of one
+// after it, which SQLite's automatic checkpoint followed inside its commit,
+// returns with the database file as it was, while that checkpoint is held
+// back; once let go, it copies the 400 messages into the file, and the next
+// write waits for it. Then a batch that takes the WAL over its bound returns
+// before the bound's checkpoint, which then empties the WAL.
+func TestApplyReturnsBeforeCheckpoint(t *testing.T) {
+	t.Parallel()
+	entries := deliverEntries(402)
+	path := filepath.Join(t.TempDir(), "mail.db")
+	s, err := OpenWith(path, Options{Parser: mimeform.Parser{}, Key: &devicedb.Key{9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	size := func(name string) int64 {
+		t.Helper()
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size(path)
+	if _, err := s.Apply(ctx, entries[:400], 400); err != nil {
+		t.Fatal(err)
+	}
+	settled(s)
+	release := make(chan struct{})
+	held := make(chan struct{}, 2)
+	s.settleHook = func() {
+		held <- struct{}{}
+		<-release
+	}
+	res, err := s.Apply(ctx, entries[400:401], 401)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Outcomes) != 1 || res.Outcomes[0].Status != Applied {
+		t.Fatalf("the batch of one: outcomes %+v, want one applied", res.Outcomes)
+	}
+	if got := size(path); got != before {
+		t.Fatalf("Apply of the batch of one returned with the database file at %d bytes, want %d: the checkpoint ran before it returned", got, before)
+	}
+	<-held
+	close(release)
+	settled(s)
+	if got := size(path); got < before+400*10000 {
+		t.Errorf("after the checkpoint: database file %d bytes, want the 400 messages' pages copied (%d bytes or more)", got, before+400*10000)
+	}
+	if n := countMessages(t, s); n != 401 {
+		t.Errorf("%d messages read, want 401", n)
+	}
+
+	// The WAL's bound: a limit below what one delivery writes.
+	s.mu.Lock()
+	s.walLimit = 4 << 10
+	s.mu.Unlock()
+	release = make(chan struct{})
+	if _, err := s.Apply(ctx, entries[401:], 402); err != nil {
+		t.Fatal(err)
+	}
+	if got := size(path + "-wal"); got <= 4<<10 {
+		t.Fatalf("Apply over the WAL's bound returned with the WAL at %d bytes: the bound's checkpoint ran before it returned", got)
+	}
+	<-held
+	close(release)
+	settled(s)
+	if got := size(path + "-wal"); got != 0 {
+		t.Errorf("after the bound's checkpoint: WAL of %d bytes, want it truncated", got)
+	}
+	if n := countMessages(t, s); n != 402 {
+		t.Errorf("%d messages read, want 402", n)
+	}
+}
+
+// TestWALCopiedBesideWriter: a commit that takes the WAL over half its
+// bound leaves the copy of its frames to a PASSIVE checkpoint on a read
+// connection and goes on (wal.go, "The copy beside the writer"): the WAL
+// is not cut, and the frames reach the database file while the writer is
+// free. A commit over the bound cuts it.
+func TestWALCopiedBesideWriter(t *testing.T) {
+	t.Parallel()
+	entries := deliverEntries(101)
+	path := filepath.Join(t.TempDir(), "mail.db")
+	s, err := OpenWith(path, Options{Parser: mimeform.Parser{}, Key: &devicedb.Key{9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	size := func(name string) int64 {
+		t.Helper()
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size(path)
+	if _, err := s.Apply(ctx, entries[:100], 100); err != nil {
+		t.Fatal(err)
+	}
+	settled(s)
+	wal := size(path + "-wal")
+	if wal == 0 || size(path) != before {
+		t.Fatalf("after a batch of 100: WAL %d bytes, database %d bytes; want the frames in the WAL alone", wal, size(path))
+	}
+	// A bound the WAL is over half of.
+	s.mu.Lock()
+	s.walLimit = wal * 3 / 2
+	s.mu.Unlock()
+	if _, err := s.Apply(ctx, entries[100:], 101); err != nil {
+		t.Fatal(err)
+	}
+	settled(s)
+	s.mu.Lock()
+	p := s.passive
+	s.mu.Unlock()
+	if p != nil {
+		<-p.done
+	}
+	if p == nil {
+		t.Fatalf("no copy beside the writer started over half the bound (WAL %d bytes, bound %d)", size(path+"-wal"), wal*3/2)
+	}
+	if got := size(path + "-wal"); got < wal {
+		t.Fatalf("after the copy beside the writer: WAL %d bytes, want it not cut (%d or more)", got, wal)
+	}
+	if got := size(path); got < before+100*10000 {
+		t.Errorf("after the copy beside the writer: database file %d bytes, want the 100 messages' pages copied (%d bytes or more)", got, before+100*10000)
+	}
+	// A commit over the bound cuts the WAL.
+	s.mu.Lock()
+	s.walLimit = wal * 3 / 4
+	s.mu.Unlock()
+	if _, err := s.Apply(ctx, nil, 102); err != nil {
+		t.Fatal(err)
+	}
+	settled(s)
+	if got := size(path + "-wal"); got != 0 {
+		t.Errorf("after the next commit: WAL %d bytes, want it cut", got)
+	}
+	if n := countMessages(t, s); n != 101 {
+		t.Errorf("%d messages read, want 101", n)
 	}
 }
 
