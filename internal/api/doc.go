@@ -66,7 +66,9 @@
 //   - Read responses are streamed: the server reads the store in chunks of
 //     at most Config.ChunkBytes, reading the next chunk while writing the
 //     current one, so its memory per request is about two chunks whatever
-//     max_bytes is (plus one entry larger than a chunk).
+//     max_bytes is (plus one entry larger than a chunk). The first chunk is
+//     at most firstChunkBytes and each next one at most twice the one
+//     before, so the answer starts before the whole read is read.
 //   - Long-poll: a read with wait > 0 that finds nothing blocks in
 //     spool.Store.Wait until an entry arrives (from any process) or the wait,
 //     capped at Config.MaxWait, ends; Server.Shutdown ends every wait early.

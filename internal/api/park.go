@@ -141,7 +141,7 @@ func (s *Server) answerParked(pk *parked) *limitedConn {
 	var entries []spool.Entry
 	var known *spool.Tip
 	if err == nil && moved {
-		entries, err = s.cfg.Store.Read(ctx, pk.user, pk.p.after, pk.p.maxCount, min(pk.p.maxBytes, s.cfg.ChunkBytes))
+		entries, err = s.cfg.Store.Read(ctx, pk.user, pk.p.after, pk.p.maxCount, s.firstChunk(pk.p.maxBytes))
 	} else if ok {
 		known = &waited
 	}
