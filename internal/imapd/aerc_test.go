@@ -36,11 +36,6 @@ func TestAerc(t *testing.T) {
 		t.Fatal(err)
 	}
 	tm := startTmux(t, []string{"TERM=xterm", "HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config")}, aerc)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
-		}
-	})
 	waitFor, keys := tm.waitFor, tm.keys
 	// command types an aerc command and waits for the server's OK to the
 	// client command it leads to.

@@ -32,11 +32,6 @@ func TestAlpine(t *testing.T) {
 		t.Fatal(err)
 	}
 	tm := startTmux(t, []string{"TERM=xterm", "HOME=" + home, "LANG=C.UTF-8"}, alpine+" -p "+pinerc+" -i")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
-		}
-	})
 	waitAny, keys := tm.waitFor, tm.keys
 	answered := func(what string, mark int, sent *regexp.Regexp) {
 		t.Helper()

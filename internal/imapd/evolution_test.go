@@ -265,11 +265,6 @@ func TestEvolution(t *testing.T) {
 	m := messages["plain"]
 	w.ok(fmt.Sprintf("APPEND \"Gr&APwA3w-e\" {%d}\r\n%s", len(m), m))
 	proxy := newIMAPProxy(t, a.addr)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("IMAP conversation (last 150 lines):\n%s", proxy.dumpTail(150))
-		}
-	})
 
 	home := t.TempDir()
 	_, port := splitPort(t, proxy.addr)

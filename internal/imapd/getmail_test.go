@@ -19,11 +19,6 @@ func TestGetmail(t *testing.T) {
 	t.Parallel()
 	gm, d, dir, _, _ := clientRig(t, "getmail")
 	proxy := newIMAPProxy(t, d.addr)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("IMAP conversation (last 60 lines):\n%s", proxy.dumpTail(60))
-		}
-	})
 	host, port, _ := net.SplitHostPort(proxy.addr)
 	// The delivery is a program (getmail's Maildir and mbox destinations
 	// refuse to run as root, as CI does) that writes each message to a

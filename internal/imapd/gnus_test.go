@@ -36,11 +36,6 @@ func TestGnus(t *testing.T) {
 	w.ok(`CREATE "Bills &- Tax"`)
 	w.ok(`CREATE "Gr&APwA3w-e"`)
 	proxy := newIMAPProxy(t, d.addr)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("IMAP conversation (last 120 lines):\n%s", proxy.dumpTail(120))
-		}
-	})
 	dir := t.TempDir()
 	_, port, _ := net.SplitHostPort(proxy.addr)
 	auth := fmt.Sprintf("machine 127.0.0.1 port %s login alice password %q\n", port, testPassword)

@@ -44,11 +44,6 @@ func TestRmail(t *testing.T) {
 	}
 	d.synced(pos)
 	proxy := newIMAPProxy(t, d.addr)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
-		}
-	})
 	dir := t.TempDir()
 	script, err := filepath.Abs(filepath.Join("testdata", "rmail.el"))
 	if err != nil {
@@ -93,11 +88,6 @@ func TestMovemail(t *testing.T) {
 	}
 	before, _ := scanBox(t, d, folder)
 	proxy := newIMAPProxy(t, d.addr)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
-		}
-	})
 	dir := t.TempDir()
 	src := (&url.URL{Scheme: "imap", User: url.UserPassword("alice", testPassword), Host: proxy.addr, Path: "/" + wireName}).String()
 	mbox := filepath.Join(dir, "mbox")

@@ -35,7 +35,7 @@ type imapProxy struct {
 }
 
 // newIMAPProxy listens on a loopback port and forwards to target until the
-// test ends.
+// test ends; a test that fails logs the end of the conversation.
 func newIMAPProxy(t *testing.T, target string) *imapProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -43,6 +43,11 @@ func newIMAPProxy(t *testing.T, target string) *imapProxy {
 		t.Fatal(err)
 	}
 	p := &imapProxy{addr: ln.Addr().String()}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("IMAP conversation through %s (last 150 lines):\n%s", p.addr, p.dumpTail(150))
+		}
+	})
 	var wg sync.WaitGroup
 	var connsMu sync.Mutex
 	var conns []net.Conn

@@ -47,11 +47,6 @@ func TestSNail(t *testing.T) {
 	m := messages["plain"]
 	w.ok(fmt.Sprintf("APPEND \"Gr&APwA3w-e\" {%d}\r\n%s", len(m), m))
 	proxy := newIMAPProxy(t, d.addr)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("IMAP conversation (last 80 lines):\n%s", proxy.dumpTail(80))
-		}
-	})
 	home := t.TempDir()
 	folder := (&url.URL{Scheme: "imap", User: url.User("alice"), Host: proxy.addr}).String()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -179,9 +179,6 @@ func TestThunderbird(t *testing.T) {
 			syscall.Kill(-tb.Process.Pid, syscall.SIGKILL)
 			<-done
 		}
-		if t.Failed() {
-			t.Logf("IMAP conversation (last 150 lines):\n%s", proxy.dumpTail(150))
-		}
 	})
 
 	// The password, typed into Thunderbird's prompt.

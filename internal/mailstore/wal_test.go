@@ -195,21 +195,8 @@ func settled(s *Store) {
 func TestApplyReturnsBeforeCheckpoint(t *testing.T) {
 	t.Parallel()
 	entries := deliverEntries(402)
-	path := filepath.Join(t.TempDir(), "mail.db")
-	s, err := OpenWith(path, Options{Parser: mimeform.Parser{}, Key: &devicedb.Key{9}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, path, size := openSized(t)
 	ctx := context.Background()
-	size := func(name string) int64 {
-		t.Helper()
-		fi, err := os.Stat(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fi.Size()
-	}
 	before := size(path)
 	if _, err := s.Apply(ctx, entries[:400], 400); err != nil {
 		t.Fatal(err)
@@ -271,21 +258,8 @@ func TestApplyReturnsBeforeCheckpoint(t *testing.T) {
 func TestWALCopiedBesideWriter(t *testing.T) {
 	t.Parallel()
 	entries := deliverEntries(101)
-	path := filepath.Join(t.TempDir(), "mail.db")
-	s, err := OpenWith(path, Options{Parser: mimeform.Parser{}, Key: &devicedb.Key{9}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, path, size := openSized(t)
 	ctx := context.Background()
-	size := func(name string) int64 {
-		t.Helper()
-		fi, err := os.Stat(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fi.Size()
-	}
 	before := size(path)
 	if _, err := s.Apply(ctx, entries[:100], 100); err != nil {
 		t.Fatal(err)
@@ -341,4 +315,24 @@ func countMessages(t *testing.T, s *Store) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// openSized opens a new encrypted store for the WAL tests, with its file's
+// path and a function that gives a file's size.
+func openSized(t *testing.T) (s *Store, path string, size func(name string) int64) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "mail.db")
+	s, err := OpenWith(path, Options{Parser: mimeform.Parser{}, Key: &devicedb.Key{9}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path, func(name string) int64 {
+		t.Helper()
+		fi, err := os.Stat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
 }
