@@ -1,15 +1,12 @@
 package imapd
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestGnus drives Emacs's Gnus (its nnimap back end, written on Emacs's
@@ -42,18 +39,7 @@ func TestGnus(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "authinfo"), []byte(auth), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	script, err := filepath.Abs(filepath.Join("testdata", "gnus.el"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, emacs, "--batch", "-Q", "-l", script)
-	cmd.Env = append(os.Environ(), "HOME="+dir, "GNUSDIR="+dir, "GNUSPORT="+port)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("emacs: %v\n%s", err, out)
-	}
+	out := runEmacs(t, emacs, "gnus.el", "HOME="+dir, "GNUSDIR="+dir, "GNUSPORT="+port)
 	defer func() {
 		if t.Failed() {
 			t.Logf("emacs:\n%s", out)

@@ -45,19 +45,8 @@ func TestRmail(t *testing.T) {
 	d.synced(pos)
 	proxy := newIMAPProxy(t, d.addr)
 	dir := t.TempDir()
-	script, err := filepath.Abs(filepath.Join("testdata", "rmail.el"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, emacs, "--batch", "-Q", "-l", script)
-	cmd.Env = append(os.Environ(), "HOME="+dir, "RMAILDIR="+dir, "RMAILMOVEMAIL="+movemail,
+	out := runEmacs(t, emacs, "rmail.el", "HOME="+dir, "RMAILDIR="+dir, "RMAILMOVEMAIL="+movemail,
 		"RMAILINBOX=imap://alice@"+proxy.addr+"/INBOX", "RMAILPASS="+testPassword)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("emacs: %v\n%s", err, out)
-	}
 	if inbox, _ := scanBox(t, d, "INBOX"); inbox != "" {
 		t.Errorf("INBOX after Rmail got new mail: %s, want empty\n%s", inbox, out)
 	}

@@ -32,9 +32,28 @@ func clientRig(t *testing.T, tool string) (path string, d *device, dir, host, po
 // runTool runs a mail client to its end, within a minute.
 func runTool(t *testing.T, name string, args ...string) string {
 	t.Helper()
+	return runToolEnv(t, nil, name, args...)
+}
+
+// runEmacs runs Emacs in batch mode on the script testdata/script, with
+// env added to the environment, as runTool runs a client.
+func runEmacs(t *testing.T, emacs, script string, env ...string) string {
+	t.Helper()
+	path, err := filepath.Abs(filepath.Join("testdata", script))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runToolEnv(t, append(os.Environ(), env...), emacs, "--batch", "-Q", "-l", path)
+}
+
+// runToolEnv is runTool with the environment env (nil: this process's).
+func runToolEnv(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", filepath.Base(name), err, out)
 	}
