@@ -619,7 +619,7 @@ func (s *Store) IndexPending(ctx context.Context, limit int) (done, left int, er
 	err = s.indexTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
 		purged := 0
 		for limit > 0 {
-			n, err := purgeIndex(ctx, tx)
+			n, err := purgeIndex(ctx, tx, purgeBatch)
 			if err != nil {
 				return err
 			}
@@ -650,7 +650,7 @@ func (s *Store) IndexPending(ctx context.Context, limit int) (done, left int, er
 func (s *Store) IndexPendingWithin(ctx context.Context, limit int, budget time.Duration) (done int, more bool, err error) {
 	err = s.indexTx(ctx, "indexing bodies", func(tx *sql.Tx) error {
 		begin := time.Now()
-		purged, err := purgeIndex(ctx, tx)
+		purged, err := purgeIndex(ctx, tx, purgeBatch)
 		if err != nil {
 			return err
 		}
@@ -673,17 +673,17 @@ func (s *Store) IndexPendingWithin(ctx context.Context, limit int, budget time.D
 // bodies, taking all out cost 3.3 s 1,000 a statement, 0.96 s 5,000 a
 // statement, 0.51 s 10,000 and 0.35 s 20,000 (TestExpungeIndexedFigures);
 // one a statement, as the bodies' delete trigger did, about 1 ms a body.
-var purgeBatch = 10000
+const purgeBatch = 10000
 
-// purgeIndex takes the rows of up to purgeBatch deleted bodies listed in
+// purgeIndex takes the rows of up to batch deleted bodies listed in
 // unindex_pending (the lowest ids) out of both indexes, in one statement
 // each, and returns how many it took out.
-func purgeIndex(ctx context.Context, tx *sql.Tx) (int, error) {
+func purgeIndex(ctx context.Context, tx *sql.Tx, batch int) (int, error) {
 	// The batch is the ids up to its highest: each statement below takes
 	// the same rows.
 	var hi sql.NullInt64
 	var n int
-	if err := tx.QueryRowContext(ctx, "SELECT max(bid), count(*) FROM (SELECT bid FROM unindex_pending ORDER BY bid LIMIT ?)", purgeBatch).Scan(&hi, &n); err != nil {
+	if err := tx.QueryRowContext(ctx, "SELECT max(bid), count(*) FROM (SELECT bid FROM unindex_pending ORDER BY bid LIMIT ?)", batch).Scan(&hi, &n); err != nil {
 		return 0, fmt.Errorf("taking deleted bodies out of the search index: %w", err)
 	}
 	if !hi.Valid {

@@ -189,7 +189,7 @@ func TestPurgeBatches(t *testing.T) {
 	purged := 0
 	for range 10 {
 		err := s.indexTx(ctx, "test", func(tx *sql.Tx) error {
-			n, err := purgeIndexN(ctx, tx, batch)
+			n, err := purgeIndex(ctx, tx, batch)
 			purged += n
 			if err == nil && n != min(batch, 23-purged+n) {
 				err = fmt.Errorf("a batch took %d", n)
@@ -213,14 +213,6 @@ func TestPurgeBatches(t *testing.T) {
 		t.Fatalf("IndexPendingWithin: %d done, more %v, %v; want 2, false", done, more, err)
 	}
 	checkIndexRows(t, "after the last", s)
-}
-
-// purgeIndexN is purgeIndex with a batch of n.
-func purgeIndexN(ctx context.Context, tx *sql.Tx, n int) (int, error) {
-	old := purgeBatch
-	purgeBatch = n
-	defer func() { purgeBatch = old }()
-	return purgeIndex(ctx, tx)
 }
 
 // TestIndexReusedBodyID: a body stored under the id of a deleted body
@@ -282,7 +274,7 @@ func TestIndexAcrossTakeBack(t *testing.T) {
 	checkIndexRows(t, "after the queued EXPUNGE", s)
 	// The indexer takes some out: body 1's rows go, body 3's stay listed.
 	err := s.indexTx(ctx, "test", func(tx *sql.Tx) error {
-		_, err := purgeIndexN(ctx, tx, 1)
+		_, err := purgeIndex(ctx, tx, 1)
 		return err
 	})
 	if err != nil {
