@@ -42,3 +42,31 @@ func TestGiveBackLargeGarbage(t *testing.T) {
 		t.Error("a second look gave memory back again")
 	}
 }
+
+// TestGiveBackNotWhatIsKept: a collection that finds live what the
+// process kept when it was last quiet (a spool server's parked
+// long-polls, 32 MiB here) is followed by no collection of the look's
+// own, however much heap the process holds: there is nothing to give
+// back that the runtime's own scavenging would not, and the collection
+// would mark it all again.
+func TestGiveBackNotWhatIsKept(t *testing.T) {
+	sink = make([]byte, 32<<20)
+	for i := range sink {
+		sink[i] = byte(i)
+	}
+	runtime.GC()
+	h := newHeapWatch()
+	runtime.GC() // a collection of the quiet process, the buffer still live
+	if h.look() {
+		t.Fatal("the look just after a collection gave memory back")
+	}
+	before := h.cycles
+	if h.look() {
+		t.Fatal("the look after a collection that found only what was kept live gave memory back; want no collection of its own")
+	}
+	if h.cycles != before {
+		t.Errorf("collections %d after the look, %d before; want none made by it", h.cycles, before)
+	}
+	runtime.KeepAlive(sink)
+	sink = nil
+}
