@@ -458,7 +458,25 @@ func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Dur
 	defer s.polls.release(user)
 	s.cfg.Metrics.LongPoll(1)
 	defer s.cfg.Metrics.LongPoll(-1)
-	return spool.WaitForTip(ctx, s.cfg.Store, user, after, d, s.stopping)
+	return spool.WaitForTip(ctx, s.cfg.Store, user, after, slotted(time.Now(), d), s.stopping)
+}
+
+// waitSlot is the grain on which long-polls end when their wait runs out.
+const waitSlot = time.Second
+
+// slotted returns how long a long-poll that starts at now and may wait up
+// to d waits: until now+d rounded down to a whole waitSlot of the clock,
+// when d is at least two slots; d otherwise. The waits that run out
+// within one slot then end together, on one wake-up of the server, and
+// their renewals come back together: with many devices the server's cost
+// of a renewal is mostly waking up for it (the timer, the scheduler's
+// threads, the network poller), not the request. A wait ends at most one
+// slot earlier than asked, never later.
+func slotted(now time.Time, d time.Duration) time.Duration {
+	if d < 2*waitSlot {
+		return d
+	}
+	return now.Add(d).Truncate(waitSlot).Sub(now)
 }
 
 // firstChunkBytes bounds the first store read of a response: the answer

@@ -123,7 +123,7 @@ func (s *Server) waitParked(pk *parked) {
 func (s *Server) answerParked(pk *parked) *limitedConn {
 	defer s.parkedNow.Add(-1)
 	ctx := context.Background()
-	moved, waited, ok, err := spool.WaitForTip(ctx, s.cfg.Store, pk.user, pk.p.after, pk.p.wait, s.stopping)
+	moved, waited, ok, err := spool.WaitForTip(ctx, s.cfg.Store, pk.user, pk.p.after, slotted(time.Now(), pk.p.wait), s.stopping)
 	s.polls.release(pk.user)
 	s.cfg.Metrics.LongPoll(-1)
 
