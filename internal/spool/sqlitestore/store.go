@@ -173,10 +173,11 @@ type Store struct {
 	wstmts *writeStmts // the append group's, on wdb
 
 	reqs    chan *appendReq
-	jobs    chan *writeJob // compactions and space reclamation
-	quit    chan struct{}  // closed by Close
+	jobs    chan *writeJob  // compactions and space reclamation
+	asides  chan *asideCall // the waits' reads of the head (wait.go)
+	quit    chan struct{}   // closed by Close
 	closed  atomic.Bool
-	bg      sync.WaitGroup // writer, notify listener and fallback poller
+	bg      sync.WaitGroup // writer, notify listener, fallback poller and aside readers
 	closeMu sync.Mutex
 
 	waiters *waiters
@@ -241,6 +242,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		log:     opts.Logger,
 		reqs:    make(chan *appendReq),
 		jobs:    make(chan *writeJob),
+		asides:  make(chan *asideCall),
 		quit:    make(chan struct{}),
 		waiters: newWaiters(),
 	}
@@ -274,9 +276,12 @@ func Open(dir string, opts Options) (*Store, error) {
 			s.notify = n
 		}
 	}
-	s.bg.Add(2)
+	s.bg.Add(2 + opts.ReadConns)
 	go s.writer()
 	go s.fallback()
+	for range opts.ReadConns {
+		go s.asideReader()
+	}
 	if s.notify != nil {
 		s.bg.Add(1)
 		go s.listenLoop()

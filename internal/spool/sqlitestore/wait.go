@@ -119,14 +119,20 @@ func (s *Store) wait(ctx context.Context, user string, after uint64, withTip boo
 	uw := s.waiters.add(user)
 	defer s.waiters.remove(user, uw)
 	// The head is one indexed row: read without ctx's cancellation, which
-	// would cost the driver a goroutine to watch it, at every long-poll.
+	// would cost the driver a goroutine to watch it, at every long-poll;
+	// and on a goroutine of the store's (aside), not this one.
 	var h uint64
 	var err error
-	if withTip {
-		tip, err = s.Tip(context.WithoutCancel(ctx), user)
-		h = tip.Head
-	} else {
-		h, err = s.head(context.WithoutCancel(ctx), user)
+	rctx := context.WithoutCancel(ctx)
+	if aerr := s.aside(func() {
+		if withTip {
+			tip, err = s.Tip(rctx, user)
+			h = tip.Head
+		} else {
+			h, err = s.head(rctx, user)
+		}
+	}); aerr != nil {
+		err = aerr
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -150,6 +156,58 @@ func (s *Store) wait(ctx context.Context, user string, after uint64, withTip boo
 			return spool.Tip{}, false, ctx.Err()
 		case <-s.quit:
 			return spool.Tip{}, false, spool.ErrClosed
+		}
+	}
+}
+
+// Reading a wait's head aside. A wait's goroutine sleeps for minutes, and
+// the collector shrinks its stack meanwhile (it uses a few hundred bytes of
+// it while it sleeps); a read through the SQLite driver needs tens of KB of
+// stack. Read on the waiting goroutine, the head at the start of every
+// wait grew that stack again, copying it several times over: with 10,000
+// devices renewing their long-polls on a spool server, an eighth of its
+// CPU, and about 8 KB of stack held by every wait. So the waits' reads run
+// on the store's own goroutines (asideReader, Options.ReadConns of them,
+// as many as there are read connections), whose stacks stay grown, and the
+// waiting goroutines keep small ones.
+
+// asideCall is a function run by an asideReader; done is signalled when it
+// has returned.
+type asideCall struct {
+	fn   func()
+	done chan struct{}
+}
+
+var asideCalls = sync.Pool{New: func() any { return &asideCall{done: make(chan struct{}, 1)} }}
+
+// aside runs fn on one of the store's reader goroutines and returns once it
+// has; spool.ErrClosed, with fn not run, once the store is closing.
+func (s *Store) aside(fn func()) error {
+	c := asideCalls.Get().(*asideCall)
+	c.fn = fn
+	select {
+	case s.asides <- c:
+	case <-s.quit:
+		c.fn = nil
+		asideCalls.Put(c)
+		return spool.ErrClosed
+	}
+	<-c.done
+	c.fn = nil
+	asideCalls.Put(c)
+	return nil
+}
+
+// asideReader runs the functions given to aside until the store closes.
+func (s *Store) asideReader() {
+	defer s.bg.Done()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case c := <-s.asides:
+			c.fn()
+			c.done <- struct{}{}
 		}
 	}
 }
