@@ -26,11 +26,13 @@ import (
 // before (the process was busy enough to fill its heap) and has not since
 // the one before that (it has gone quiet), the heap holds more than
 // giveBackAbove in objects and free pages, and the last collection found
-// at least giveBackAbove more live than the process kept when it was last
-// quiet (buffers that were in use then), it collects once and gives the
-// free pages back (debug.FreeOSMemory). At most one such collection
-// follows each busy spell, however long the process then stays quiet; a
-// process that keeps busy is left to its own collections.
+// live what the process kept when it was last quiet give or take more
+// than giveBackAbove and a quarter (more: buffers that were in use then;
+// less: what it had just freed, a busy spell's garbage, still in the
+// heap's pages), it collects once and gives the free pages back
+// (debug.FreeOSMemory). At most one such collection follows each busy
+// spell, however long the process then stays quiet; a process that keeps
+// busy is left to its own collections.
 //
 // A collection that found what the process keeps anyway is no such spell:
 // a spool server holding 10,000 devices' long-polls collects every two
@@ -94,7 +96,7 @@ func (h *heapWatch) look() bool {
 		return false
 	}
 	h.busy = false
-	if h.heap() <= giveBackAbove || live < h.kept+giveBackAbove {
+	if h.heap() <= giveBackAbove || !moved(h.kept, live) {
 		h.kept = live
 		return false
 	}
@@ -102,6 +104,13 @@ func (h *heapWatch) look() bool {
 	h.read()
 	h.cycles, h.kept = h.value(0), h.value(4)
 	return true
+}
+
+// moved reports whether the live heap went from kept to live by more than
+// giveBackAbove and a quarter of kept, either way.
+func moved(kept, live uint64) bool {
+	d := max(kept, live) - min(kept, live)
+	return d > giveBackAbove+kept/4
 }
 
 // startGiveBack looks at the heap every giveBackInterval until the

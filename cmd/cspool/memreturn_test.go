@@ -70,3 +70,23 @@ func TestGiveBackNotWhatIsKept(t *testing.T) {
 	runtime.KeepAlive(sink)
 	sink = nil
 }
+
+// TestGiveBackAfterLiveDrops: a collection that found 32 MiB less live
+// than the process kept when last quiet (a busy spell's buffers, now
+// garbage, their pages still in the heap) is followed by the give-back.
+func TestGiveBackAfterLiveDrops(t *testing.T) {
+	sink = make([]byte, 32<<20)
+	for i := range sink {
+		sink[i] = byte(i)
+	}
+	runtime.GC()
+	h := newHeapWatch()
+	sink = nil
+	runtime.GC()
+	if h.look() {
+		t.Fatal("the look just after a collection gave memory back")
+	}
+	if !h.look() {
+		t.Fatalf("the look after a collection that freed 32 MiB gave nothing back (heap %d bytes)", h.heap())
+	}
+}
