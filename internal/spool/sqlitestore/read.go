@@ -14,10 +14,17 @@ import (
 // there and keeps it), so that the queries of a long-poll, which every
 // waiting device renews every few tens of seconds, are not parsed again
 // each time.
+//
+// pickSQL's limit is +? rather than ?: SQLite (3.47 on) reads a bare
+// parameter's bound value when it plans a LIMIT and marks the statement
+// to be compiled again whenever that parameter is bound anew, which the
+// read path does at every Read (the count left of a response changes from
+// chunk to chunk); the unary plus keeps the plan free of the value, so the
+// statement is compiled once per connection, as the others are.
 const (
 	headSQL   = "SELECT head FROM users WHERE name = ?"
 	userIDSQL = "SELECT id FROM users WHERE name = ?"
-	pickSQL   = "SELECT pos, size FROM entries WHERE user_id = ? AND pos > ? ORDER BY pos LIMIT ?"
+	pickSQL   = "SELECT pos, size FROM entries WHERE user_id = ? AND pos > ? ORDER BY pos LIMIT +?"
 	dataSQL   = "SELECT pos, data FROM entries WHERE user_id = ? AND pos > ? AND pos <= ? ORDER BY pos"
 	chainSQL  = `SELECT u.head, c.hash FROM users u
 		LEFT JOIN chain c ON c.user_id = u.id AND c.pos = ? WHERE u.name = ?`
