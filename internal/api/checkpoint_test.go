@@ -277,6 +277,16 @@ func (s *compactingStore) Read(ctx context.Context, user string, after uint64, m
 	return s.Store.Read(ctx, user, after, maxCount, maxBytes)
 }
 
+// ReadInto is Read's, for the chunks a response reads into its buffers.
+func (s *compactingStore) ReadInto(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64, buf []byte) ([]spool.Entry, []byte, error) {
+	if s.reads.Add(1) == s.n {
+		if _, err := s.Compact(ctx, user, s.cp, nil); err != nil {
+			return nil, buf, err
+		}
+	}
+	return s.Store.ReadInto(ctx, user, after, maxCount, maxBytes, buf)
+}
+
 // TestCompactionDuringResponse: a compaction between two chunks of one
 // response ends the response before the chunk that may lack entries, and
 // the next read reports the new checkpoint.

@@ -26,6 +26,15 @@ func (b *boundsStore) Read(ctx context.Context, user string, after uint64, n int
 	return b.Store.Read(ctx, user, after, n, maxBytes)
 }
 
+// ReadInto records its bound as Read does: a response reads its further
+// chunks with it.
+func (b *boundsStore) ReadInto(ctx context.Context, user string, after uint64, n int, maxBytes int64, buf []byte) ([]spool.Entry, []byte, error) {
+	b.mu.Lock()
+	b.bounds = append(b.bounds, maxBytes)
+	b.mu.Unlock()
+	return b.Store.ReadInto(ctx, user, after, n, maxBytes, buf)
+}
+
 // TestFirstChunkSmall: a read of 2 MiB starts with a store read of at most
 // firstChunkBytes, and each next store read of the response is bounded by
 // twice the one before, up to ChunkBytes (handlers.go, stream), so the

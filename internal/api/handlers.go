@@ -501,6 +501,11 @@ func (s *Server) firstChunk(maxBytes int64) int64 {
 // small (firstChunk) and each next one bounded by twice the one before, up
 // to Config.ChunkBytes.
 //
+// With a store that reads into a given buffer (spool.IntoReader), the
+// further chunks are read into two buffers in turn, each used again once
+// the chunk in it is written (the chunk before the one being read), and
+// given back to s.chunks at the end unless larger than Config.ChunkBytes.
+//
 // cp is the checkpoint position sent in the header. After reading each
 // further chunk, stream reads the checkpoint position again; if it moved,
 // a compaction may have deleted entries of that chunk, so the chunk is
@@ -517,6 +522,24 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 		s.buffers.Put(bw)
 	}()
 	ew := &entryWriter{w: bw}
+	into, _ := s.cfg.Store.(spool.IntoReader)
+	var bufs [2][]byte // into's buffers; the chunk read goes in bufs[turn]
+	turn := 0
+	if into != nil {
+		for i := range bufs {
+			if b, ok := s.chunks.Get().(*[]byte); ok {
+				bufs[i] = *b
+			}
+		}
+		defer func() {
+			for _, b := range bufs {
+				if b != nil && int64(cap(b)) <= s.cfg.ChunkBytes {
+					b = b[:0]
+					s.chunks.Put(&b)
+				}
+			}
+		}()
+	}
 	count, size := 0, int64(0)
 	bound := s.firstChunk(p.maxBytes) // the store read's bound for entries
 	type chunk struct {
@@ -541,8 +564,21 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 			next = make(chan chunk, 1)
 			bound = min(2*bound, s.cfg.ChunkBytes)
 			b := min(p.maxBytes-sz, bound)
+			buf := &bufs[turn]
+			turn = 1 - turn
+			if into != nil && int64(cap(*buf)) < b {
+				// Room for the chunk's bound, not its exact size: the
+				// next response's chunks fit in it too.
+				*buf = make([]byte, 0, b)
+			}
 			go func() {
-				es, err := s.cfg.Store.Read(ctx, user, last, p.maxCount-n, b)
+				var es []spool.Entry
+				var err error
+				if into != nil {
+					es, *buf, err = into.ReadInto(ctx, user, last, p.maxCount-n, b, *buf)
+				} else {
+					es, err = s.cfg.Store.Read(ctx, user, last, p.maxCount-n, b)
+				}
 				var now uint64
 				if err == nil {
 					now, err = s.checkpointPos(ctx, user)

@@ -140,6 +140,12 @@ func (c *countingStore) Read(ctx context.Context, user string, after uint64, n i
 	return c.Store.Read(ctx, user, after, n, b)
 }
 
+// ReadInto counts as a Read: a response reads its further chunks with it.
+func (c *countingStore) ReadInto(ctx context.Context, user string, after uint64, n int, b int64, buf []byte) ([]spool.Entry, []byte, error) {
+	c.count("Read")
+	return c.Store.ReadInto(ctx, user, after, n, b, buf)
+}
+
 func (c *countingStore) Head(ctx context.Context, user string) (uint64, error) {
 	c.count("Head")
 	return c.Store.Head(ctx, user)

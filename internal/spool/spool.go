@@ -107,6 +107,20 @@ type HeadAppender interface {
 	AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (first uint64, err error)
 }
 
+// IntoReader is a store that can read entries into a buffer its caller
+// gives: the SQLite store implements it, and the API's server reads the
+// chunks of a response with it into two buffers it uses again (each
+// chunk's bytes otherwise an allocation of their own, then garbage once
+// written to the network).
+type IntoReader interface {
+	// ReadInto is Read with the entries' bytes written into buf's
+	// capacity: each entry's Data is a slice of the buffer returned,
+	// capped at its end. That buffer is buf when the entries fit in its
+	// capacity, else one the store allocated. The caller may use buf
+	// again once it no longer needs the entries.
+	ReadInto(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64, buf []byte) ([]Entry, []byte, error)
+}
+
 // ErrHeadMoved: a conditional append found another head than the one it
 // was given; nothing was appended (HTTP 409 with Cspool-Head).
 var ErrHeadMoved = errors.New("spool: the log's head moved")

@@ -1,6 +1,7 @@
 package sqlitestore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -33,6 +34,8 @@ const (
 	tipSQL = `SELECT u.head, u.chain, coalesce((SELECT c.pos FROM checkpoints c WHERE c.user_id = u.id), 0)
 		FROM users u WHERE u.name = ?`
 )
+
+var _ spool.IntoReader = (*Store)(nil)
 
 // readStmts are the prepared statements of the read path.
 type readStmts struct {
@@ -92,70 +95,104 @@ func (s *Store) head(ctx context.Context, user string) (uint64, error) {
 
 // Read implements spool.Store. In one read transaction it first picks the
 // positions that fit the limits from the (pos, size) columns, then loads the
-// data of those entries only.
+// data of those entries only, into one buffer of the size the pick added
+// up (ReadInto).
 func (s *Store) Read(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64) ([]spool.Entry, error) {
+	es, _, err := s.ReadInto(ctx, user, after, maxCount, maxBytes, nil)
+	return es, err
+}
+
+// ReadInto implements spool.IntoReader: Read, the entries' bytes copied
+// from the driver's row into buf, or into one buffer of the size the pick
+// added up if buf is too small, each entry's Data a capped slice of it.
+func (s *Store) ReadInto(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64, buf []byte) ([]spool.Entry, []byte, error) {
 	if err := spool.CheckRead(user, maxCount, maxBytes); err != nil {
-		return nil, err
+		return nil, buf, err
 	}
 	if err := s.check(); err != nil {
-		return nil, err
+		return nil, buf, err
 	}
 	if after >= 1<<63 {
-		return nil, nil // beyond any position SQLite can hold
+		return nil, buf, nil // beyond any position SQLite can hold
 	}
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, s.dbErr("reading log", err)
+		return nil, buf, s.dbErr("reading log", err)
 	}
 	defer tx.Rollback()
 	var id int64
 	err = tx.StmtContext(ctx, s.stmts.userID).QueryRowContext(ctx, []byte(user)).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
+		return nil, buf, nil
 	}
 	if err != nil {
-		return nil, s.dbErr("reading log", err)
+		return nil, buf, s.dbErr("reading log", err)
 	}
-	last, n, err := s.pick(ctx, tx, id, after, maxCount, maxBytes)
+	last, n, total, err := s.pick(ctx, tx, id, after, maxCount, maxBytes)
 	if err != nil || n == 0 {
-		return nil, err
+		return nil, buf, err
 	}
 	rows, err := tx.StmtContext(ctx, s.stmts.data).QueryContext(ctx, id, after, last)
 	if err != nil {
-		return nil, s.dbErr("reading log", err)
+		return nil, buf, s.dbErr("reading log", err)
 	}
 	defer rows.Close()
+	if int64(cap(buf)) < total {
+		buf = make([]byte, 0, total)
+	}
+	buf = buf[:0]
 	es := make([]spool.Entry, 0, n)
+	// The scan's destinations are declared once: each escapes to the
+	// heap, so declared in the loop each would be an allocation a row.
+	var (
+		pos uint64
+		raw sql.RawBytes // the driver's, valid until the next row
+	)
 	for rows.Next() {
-		var e spool.Entry
-		if err := rows.Scan(&e.Pos, &e.Data); err != nil {
-			return nil, s.dbErr("reading log", err)
+		if err := rows.Scan(&pos, &raw); err != nil {
+			return nil, buf, s.dbErr("reading log", err)
+		}
+		e := spool.Entry{Pos: pos}
+		switch {
+		case len(raw) == 0:
+			// nil, as a scan into a []byte gives it
+		case len(raw) > cap(buf)-len(buf):
+			// More than the size column said (no store writes
+			// that): an allocation of its own, not a grown buffer
+			// the entries before would no longer share.
+			e.Data = bytes.Clone(raw)
+		default:
+			start := len(buf)
+			buf = append(buf, raw...)
+			e.Data = buf[start:len(buf):len(buf)]
 		}
 		es = append(es, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, s.dbErr("reading log", err)
+		return nil, buf, s.dbErr("reading log", err)
 	}
 	if len(es) != n {
-		return nil, fmt.Errorf("reading log: %d entries in a snapshot that had %d", len(es), n)
+		return nil, buf, fmt.Errorf("reading log: %d entries in a snapshot that had %d", len(es), n)
 	}
-	return es, nil
+	return es, buf, nil
 }
 
-// pick returns the last position and the number of entries after `after`
-// that fit maxCount and maxBytes (at least one if any exists).
-func (s *Store) pick(ctx context.Context, tx *sql.Tx, id int64, after uint64, maxCount int, maxBytes int64) (last uint64, n int, err error) {
+// pick returns the last position, the number of entries after `after`
+// that fit maxCount and maxBytes (at least one if any exists), and their
+// size in bytes.
+func (s *Store) pick(ctx context.Context, tx *sql.Tx, id int64, after uint64, maxCount int, maxBytes int64) (last uint64, n int, total int64, err error) {
 	rows, err := tx.StmtContext(ctx, s.stmts.pick).QueryContext(ctx, id, after, maxCount)
 	if err != nil {
-		return 0, 0, s.dbErr("reading log", err)
+		return 0, 0, 0, s.dbErr("reading log", err)
 	}
 	defer rows.Close()
-	var total int64
+	var (
+		pos  uint64
+		size int64
+	)
 	for rows.Next() {
-		var pos uint64
-		var size int64
 		if err := rows.Scan(&pos, &size); err != nil {
-			return 0, 0, s.dbErr("reading log", err)
+			return 0, 0, 0, s.dbErr("reading log", err)
 		}
 		if n > 0 && total+size > maxBytes {
 			break
@@ -164,7 +201,7 @@ func (s *Store) pick(ctx context.Context, tx *sql.Tx, id int64, after uint64, ma
 		last, n = pos, n+1
 	}
 	if err := rows.Err(); err != nil {
-		return 0, 0, s.dbErr("reading log", err)
+		return 0, 0, 0, s.dbErr("reading log", err)
 	}
-	return last, n, nil
+	return last, n, total, nil
 }
