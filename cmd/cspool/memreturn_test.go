@@ -9,6 +9,14 @@ import (
 // sink keeps the test's buffer from being optimised away.
 var sink []byte
 
+// fillSink makes sink a buffer of 32 MiB, every page of it written.
+func fillSink() {
+	sink = make([]byte, 32<<20)
+	for i := range sink {
+		sink[i] = byte(i)
+	}
+}
+
 // TestGiveBackLargeGarbage: a buffer of 32 MiB, live through a
 // collection (as a message's buffers are through those their delivery
 // or sync makes) and then dropped, is given back to the system at the
@@ -20,10 +28,7 @@ func TestGiveBackLargeGarbage(t *testing.T) {
 	runtime.GC()
 	h := newHeapWatch()
 	before := h.value(1)
-	sink = make([]byte, 32<<20)
-	for i := range sink {
-		sink[i] = byte(i)
-	}
+	fillSink()
 	runtime.GC() // the buffer is live through it
 	sink = nil
 	if h.look() {
@@ -50,10 +55,7 @@ func TestGiveBackLargeGarbage(t *testing.T) {
 // back that the runtime's own scavenging would not, and the collection
 // would mark it all again.
 func TestGiveBackNotWhatIsKept(t *testing.T) {
-	sink = make([]byte, 32<<20)
-	for i := range sink {
-		sink[i] = byte(i)
-	}
+	fillSink()
 	runtime.GC()
 	h := newHeapWatch()
 	runtime.GC() // a collection of the quiet process, the buffer still live
@@ -75,10 +77,7 @@ func TestGiveBackNotWhatIsKept(t *testing.T) {
 // than the process kept when last quiet (a busy spell's buffers, now
 // garbage, their pages still in the heap) is followed by the give-back.
 func TestGiveBackAfterLiveDrops(t *testing.T) {
-	sink = make([]byte, 32<<20)
-	for i := range sink {
-		sink[i] = byte(i)
-	}
+	fillSink()
 	runtime.GC()
 	h := newHeapWatch()
 	sink = nil
