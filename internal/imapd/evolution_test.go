@@ -190,20 +190,6 @@ func (s *evolutionSession) run(line string) {
 	}
 }
 
-// stopGroup ends the process group cmd leads: SIGTERM, then SIGKILL
-// after 10 s.
-func stopGroup(cmd *exec.Cmd) {
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-}
-
 // evolutionCache reads Evolution's cache of the account's folders (camel's
 // folders.db, SQLite) with the sqlite3 program: query's rows, one a line,
 // the columns separated by "|".
@@ -291,23 +277,8 @@ func TestEvolution(t *testing.T) {
 
 	evo := exec.Command("evolution", "--component=mail")
 	evo.Env = session.env
-	evo.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	evoLog, err := os.Create(filepath.Join(home, "evolution.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	evo.Stdout, evo.Stderr = evoLog, evoLog
 	start := time.Now()
-	if err := evo.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stopGroup(evo)
-		if t.Failed() {
-			b, _ := os.ReadFile(evoLog.Name())
-			t.Logf("Evolution's output (last 4000 bytes):\n%s", b[max(0, len(b)-4000):])
-		}
-	})
+	startGroup(t, evo, filepath.Join(home, "evolution.log"), "Evolution")
 
 	// Evolution logs in, enables UTF8=ACCEPT, lists the folders (Grüße in
 	// UTF-8) and reads INBOX, and every other folder, into its cache.

@@ -58,6 +58,45 @@ user_pref("network.captive-portal-service.enabled", false);
 user_pref("mail.inappnotifications.enabled", false);
 `
 
+// startGroup starts cmd, a mail program on the test's X display, in a
+// process group of its own with its output in the file logPath, and ends
+// the group when the test ends (stopGroup), logging the end of that
+// output if the test failed; name is the program's, for the log.
+func startGroup(t *testing.T, cmd *exec.Cmd, logPath, name string) {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stopGroup(cmd)
+		out.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("%s's output (last 4000 bytes):\n%s", name, b[max(0, len(b)-4000):])
+		}
+	})
+}
+
+// stopGroup ends the process group cmd leads: SIGTERM, then SIGKILL
+// after 10 s.
+func stopGroup(cmd *exec.Cmd) {
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
 // xServer starts Xvfb on a free display and returns the display name.
 func xServer(t *testing.T) string {
 	t.Helper()
@@ -158,28 +197,8 @@ func TestThunderbird(t *testing.T) {
 	disp := xServer(t)
 	tb := exec.Command("thunderbird", "--profile", profile, "--no-remote")
 	tb.Env = append(os.Environ(), "DISPLAY="+disp, "HOME="+dir, "MOZ_CRASHREPORTER_DISABLE=1")
-	tb.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	tbLog, err := os.Create(filepath.Join(dir, "thunderbird.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb.Stdout, tb.Stderr = tbLog, tbLog
 	start := time.Now()
-	if err := tb.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Thunderbird's content processes are in its process group.
-		syscall.Kill(-tb.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { tb.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-tb.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	})
+	startGroup(t, tb, filepath.Join(dir, "thunderbird.log"), "Thunderbird") // its content processes are in its group
 
 	// The password, typed into Thunderbird's prompt.
 	w := waitWindow(t, disp, "Enter your password", 120*time.Second)
