@@ -170,7 +170,7 @@ func (m *mainFile) CheckpointStart() {
 
 func (m *mainFile) CheckpointDone() {
 	if m.wal != nil {
-		m.wal.checkpointing = false
+		m.wal.endCheckpoint()
 	}
 	vfsutil.WrapCheckpointDone(m.File)
 }
@@ -196,10 +196,9 @@ type walFile struct {
 	// end is the end of the last write.
 	end int64
 	// checkpointing is set while the connection copies frames into the
-	// database; cache then holds the blocks it read last, decrypted.
+	// database; window then holds the blocks it read last.
 	checkpointing bool
-	cache         [2]cachedBlock
-	next          int
+	window        *ckptWindow
 	// err is a failed write-out of the buffer from SharedMemory, which
 	// cannot return it: every later operation on the WAL fails with it,
 	// and database/sql replaces the connection (mainFile.walFailed).
@@ -343,7 +342,7 @@ func (w *walFile) ReadAt(p []byte, off int64) (int, error) {
 	if err := w.settle(); err != nil {
 		return 0, err
 	}
-	if w.checkpointing {
+	if w.checkpointing && w.cipher != nil {
 		if n, ok := w.readCached(p, off); ok {
 			return n, nil
 		}
@@ -351,70 +350,131 @@ func (w *walFile) ReadAt(p []byte, off int64) (int, error) {
 	return w.File.ReadAt(p, off)
 }
 
-// The checkpoint's read cache.
+// The checkpoint's reads.
 //
 // A checkpoint reads the pages of the frames it copies, each across two
-// blocks, in page order, which in a transaction is the frames' order: the
-// adiantum VFS would read and decrypt every block twice, each time under
-// the block's I/O lock. While it runs, the frames it copies are committed
-// and the WAL cannot start over (the checkpoint holds the WAL index's
-// first read lock), so their bytes on disk do not change: the cache keeps
-// the last two blocks read, decrypted, for the length of one checkpoint.
-// A block is read whole under its I/O lock (the lock the adiantum VFS
-// takes, with the same id), since a writer may be rewriting the block that
-// holds the end of the committed frames.
+// blocks, in page order, which for the pages a transaction appended is the
+// frames' order. Through the adiantum VFS every block was a read of its own
+// (and read twice, once for each frame it holds a part of), each under the
+// block's I/O lock: three system calls a block, a fifth of the daemon's CPU
+// in a first sync's copies beside the writer. While the checkpoint runs,
+// the frames it copies are committed and the WAL cannot start over (it
+// holds the WAL index's first read lock), so their bytes on disk do not
+// change, except in the block that holds the end of the committed frames,
+// which the writer rewrites whole (under that block's I/O lock, exclusive)
+// when it appends the next frame. So the checkpoint reads the WAL through
+// a window of blocks (ckptWindow): a block it needs that the window does
+// not hold is read with the blocks after it, up to walWindowMax, in one
+// call, under the I/O locks of every block read (shared; the adiantum VFS
+// stripes them over seven locks, so a window of seven blocks or more
+// takes all seven), and the blocks are decrypted as they are first asked
+// for. The window starts at two blocks (a frame's page) and doubles while
+// the reads go on where it ended, so a checkpoint of scattered pages reads
+// what it needs and little more; it is dropped when the checkpoint ends.
 
-type cachedBlock struct {
-	off   int64 // -1: empty
-	plain [blockSize]byte
+// walWindowMax is the most blocks a checkpoint's read takes at once.
+const walWindowMax = 64
+
+// ioLockStripes is how many I/O locks the adiantum VFS stripes blocks over
+// (consecutive blocks, offsets 4096 apart, fall on consecutive stripes).
+const ioLockStripes = 7
+
+// ckptWindow is the blocks of the WAL a checkpoint read last.
+type ckptWindow struct {
+	off   int64  // the first block's offset
+	n     int    // blocks held
+	size  int    // blocks the next read takes when it follows this one
+	buf   []byte // n blocks, encrypted until plain says otherwise
+	plain [walWindowMax]bool
+	reads int // reads of the file (for tests)
 }
 
 func (w *walFile) startCheckpoint() {
 	w.checkpointing = true
-	for i := range w.cache {
-		w.cache[i].off = -1
-	}
+	w.window = &ckptWindow{size: 2}
 }
 
-// readCached reads p at off through the cache; false if a block is not
-// whole on disk (the caller reads without the cache).
+func (w *walFile) endCheckpoint() {
+	w.checkpointing = false
+	w.window = nil
+}
+
+// readCached reads p at off through the window; false if a block is not
+// whole on disk or could not be locked (the caller reads without it).
 func (w *walFile) readCached(p []byte, off int64) (int, bool) {
 	n := 0
 	for n < len(p) {
 		at := off + int64(n)
-		b, ok := w.cachedBlock(at &^ (blockSize - 1))
+		b, ok := w.windowBlock(at &^ (blockSize - 1))
 		if !ok {
 			return 0, false
 		}
-		n += copy(p[n:], b.plain[at&(blockSize-1):])
+		n += copy(p[n:], b[at&(blockSize-1):])
 	}
 	return n, true
 }
 
-func (w *walFile) cachedBlock(off int64) (*cachedBlock, bool) {
-	for i := range w.cache {
-		if w.cache[i].off == off {
-			return &w.cache[i], true
+// windowBlock returns the plaintext of the block at off, reading the
+// window again when it does not hold it.
+func (w *walFile) windowBlock(off int64) ([]byte, bool) {
+	win := w.window
+	if off < win.off || off >= win.off+int64(win.n)*blockSize {
+		if !w.readWindow(off) {
+			return nil, false
 		}
 	}
-	b := &w.cache[w.next]
-	w.next = (w.next + 1) % len(w.cache)
-	b.off = -1
+	i := int((off - win.off) / blockSize)
+	b := win.buf[i*blockSize : (i+1)*blockSize]
+	if !win.plain[i] {
+		var tweak [8]byte
+		binary.LittleEndian.PutUint64(tweak[:], uint64(off))
+		w.cipher.Decrypt(b, tweak[:])
+		win.plain[i] = true
+	}
+	return b, true
+}
+
+// readWindow reads the window's blocks from off on, in one call under
+// their I/O locks.
+func (w *walFile) readWindow(off int64) bool {
+	win := w.window
+	size := 2
+	if win.n > 0 && off == win.off+int64(win.n)*blockSize {
+		size = win.size
+	}
+	win.size = min(size*2, walWindowMax)
+	win.n = 0
+	if cap(win.buf) < size*blockSize {
+		win.buf = make([]byte, 0, size*blockSize)
+	}
+	win.buf = win.buf[:size*blockSize]
 	var shm vfs.SharedMemory
 	if w.main != nil {
 		shm = vfsutil.WrapSharedMemory(w.main.File)
 	}
 	if shm != nil {
-		if err := shm.IOLock(vfs.LOCK_SHARED, off); err != nil {
-			return nil, false
+		locked := 0
+		defer func() {
+			for i := range locked {
+				shm.IOLock(vfs.LOCK_NONE, off+int64(i)*blockSize)
+			}
+		}()
+		for i := range min(size, ioLockStripes) {
+			if err := shm.IOLock(vfs.LOCK_SHARED, off+int64(i)*blockSize); err != nil {
+				return false
+			}
+			locked++
 		}
-		defer shm.IOLock(vfs.LOCK_NONE, off)
 	}
-	if n, err := w.File.ReadAt(b.plain[:], off); n != blockSize || err != nil {
-		return nil, false
+	win.reads++
+	m, _ := w.raw.ReadAt(win.buf, off)
+	if m < blockSize {
+		return false
 	}
-	b.off = off
-	return b, true
+	win.off, win.n = off, m/blockSize
+	win.buf = win.buf[:win.n*blockSize]
+	clear(win.plain[:])
+	return true
 }
 
 func (w *walFile) Sync(flags vfs.SyncFlag) error {
