@@ -2,6 +2,7 @@ package devicedb
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -28,6 +29,24 @@ func procIO(t *testing.T, field string) int64 {
 	return 0
 }
 
+// openOneConn opens the encrypted database at path with one connection
+// (a writer that never checkpoints on its own when table is set, and
+// then it makes table t).
+func openOneConn(t *testing.T, path string, table bool) *sql.DB {
+	t.Helper()
+	db, err := Open(path, Options{Key: &key1, Params: walParams})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	db.SetMaxOpenConns(1)
+	if table {
+		mustExec(t, db, "PRAGMA wal_autocheckpoint = 0")
+		mustExec(t, db, "CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
+	}
+	return db
+}
+
 // TestCheckpointReadsInWindows: a checkpoint on a read connection (the
 // copy beside the writer) of a transaction of 1 MiB reads the WAL's 258
 // blocks in a few calls, not one call or more a block (and a lock and an
@@ -35,25 +54,13 @@ func procIO(t *testing.T, field string) int64 {
 // leaves, read back by the adiantum VFS alone, holds what was written.
 func TestCheckpointReadsInWindows(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	db, err := Open(path, Options{Key: &key1, Params: walParams})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	mustExec(t, db, "PRAGMA wal_autocheckpoint = 0")
-	mustExec(t, db, "CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
+	db := openOneConn(t, path, true)
 	mustExec(t, db, "INSERT INTO t VALUES (0, ?)", row(0))
 	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
 	mustExec(t, db, "INSERT INTO t VALUES (1, ?)", big)
 
-	rdb, err := Open(path, Options{Key: &key1, Params: walParams})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	rdb.SetMaxOpenConns(1)
+	rdb := openOneConn(t, path, false)
 	var n int
 	if err := rdb.QueryRow("SELECT count(*) FROM t").Scan(&n); err != nil || n != 2 {
 		t.Fatalf("count: %d, %v", n, err)
@@ -91,20 +98,8 @@ func TestCheckpointReadsInWindows(t *testing.T) {
 // by the writer at each commit while the copies read it.
 func TestCheckpointBesideWriter(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	db, err := Open(path, Options{Key: &key1, Params: walParams})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.SetMaxOpenConns(1)
-	mustExec(t, db, "PRAGMA wal_autocheckpoint = 0")
-	mustExec(t, db, "CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
-	rdb, err := Open(path, Options{Key: &key1, Params: walParams})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rdb.Close()
-	rdb.SetMaxOpenConns(1)
+	db := openOneConn(t, path, true)
+	rdb := openOneConn(t, path, false)
 
 	const commits = 120
 	done := make(chan struct{})
@@ -159,11 +154,7 @@ func TestCheckpointBesideWriter(t *testing.T) {
 	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() != 0 {
 		t.Fatalf("the WAL after a TRUNCATE checkpoint: %v, %v", fi, err)
 	}
-	fresh, err := Open(path, Options{Key: &key1, Params: walParams})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
+	fresh := openOneConn(t, path, false)
 	checkRows(t, fresh, n)
 	integrity(t, fresh)
 }

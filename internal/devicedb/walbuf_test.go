@@ -235,22 +235,7 @@ func copyFile(t *testing.T, from, to string) {
 // VFS writes them, and the database is that VFS's format still, WAL
 // included (read back by it alone).
 func TestWALBufferWholeBlocks(t *testing.T) {
-	syscw := func() int64 {
-		t.Helper()
-		b, err := os.ReadFile("/proc/self/io")
-		if err != nil {
-			t.Skipf("no /proc/self/io: %v", err)
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "syscw: "); ok {
-				var n int64
-				fmt.Sscan(v, &n)
-				return n
-			}
-		}
-		t.Skip("no syscw in /proc/self/io")
-		return 0
-	}
+	syscw := func() int64 { t.Helper(); return procIO(t, "syscw: ") }
 	dir := t.TempDir()
 	path := filepath.Join(dir, "mail.db")
 	db, err := Open(path, Options{Key: &key1, Params: walParams})
