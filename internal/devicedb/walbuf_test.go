@@ -235,7 +235,6 @@ func copyFile(t *testing.T, from, to string) {
 // VFS writes them, and the database is that VFS's format still, WAL
 // included (read back by it alone).
 func TestWALBufferWholeBlocks(t *testing.T) {
-	syscw := func() int64 { t.Helper(); return procIO(t, "syscw: ") }
 	dir := t.TempDir()
 	path := filepath.Join(dir, "mail.db")
 	db, err := Open(path, Options{Key: &key1, Params: walParams})
@@ -246,9 +245,9 @@ func TestWALBufferWholeBlocks(t *testing.T) {
 	mustExec(t, db, "PRAGMA wal_autocheckpoint = 0")
 	mustExec(t, db, "CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
-	before := syscw()
+	before := procIO(t, "syscw: ")
 	mustExec(t, db, "INSERT INTO t VALUES (0, ?)", big)
-	if n := syscw() - before; n > 64 {
+	if n := procIO(t, "syscw: ") - before; n > 64 {
 		t.Errorf("a commit of 1 MiB made %d write calls, want a few (the WAL's 256 blocks and more in 64 or fewer)", n)
 	}
 	copyDir := t.TempDir()
