@@ -63,6 +63,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/hdevalence/ed25519consensus"
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -548,16 +549,84 @@ func CheckSealedTo(b []byte, to keys.PublicKey) error {
 // Open decrypts and verifies an entry sealed to me for user, accepting only
 // signatures by one of the trusted keys.
 func Open(b []byte, me *keys.SecretKey, user string, trusted ...keys.PublicKey) (*Opened, error) {
+	u, err := OpenUnverified(b, me, user, trusted...)
+	if err != nil {
+		return nil, err
+	}
+	return u.Verify()
+}
+
+// Unverified is an entry decrypted, with its fields, padding and author
+// checked, whose signature is still to be checked: by Verify, or with
+// others at once by VerifyBatch. It gives nothing of the command before.
+type Unverified struct {
+	o        Opened // without Cmd
+	author   ed25519.PublicKey
+	cmd      []byte
+	sig, dig []byte
+	plain    []byte // the inner plaintext, when it may be given back
+}
+
+// OpenUnverified is Open without the signature's check: every error Open
+// returns before ErrBadSignature, in the same order.
+func OpenUnverified(b []byte, me *keys.SecretKey, user string, trusted ...keys.PublicKey) (*Unverified, error) {
 	keyID := me.Public().KeyID()
 	d, err := decrypt(b, me, keyID)
 	if err != nil {
 		return nil, err
 	}
-	o, err := openInner(d.inner, d.sig, d.digest, keyID, user, trusted)
+	u, err := checkInner(d.inner, d.sig, d.digest, keyID, user, trusted)
 	if err == nil && d.pooled {
-		o.plain = d.inner
+		u.plain = d.inner
 	}
-	return o, err
+	return u, err
+}
+
+// Verify checks the entry's signature (ed25519consensus.Verify, the rule
+// of ZIP 215, which VerifyBatch agrees with) and decodes its command.
+func (u *Unverified) Verify() (*Opened, error) {
+	if !ed25519consensus.Verify(u.author, u.dig, u.sig) {
+		return nil, ErrBadSignature
+	}
+	return u.decode()
+}
+
+// decode decodes the command of an entry whose signature was checked.
+func (u *Unverified) decode() (*Opened, error) {
+	c, err := command.Decode(u.cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	o := u.o
+	o.Cmd = c
+	o.plain = u.plain
+	return &o, nil
+}
+
+// VerifyBatch checks the signatures of us together and decodes their
+// commands: out[i] and errs[i] are what us[i].Verify would return, at about
+// half its cost an entry. The entries' signatures are checked in one batch
+// equation (ed25519consensus's BatchVerifier, random coefficients); if it
+// fails, each is checked alone, so a bad signature costs the whole batch
+// twice but is found.
+func VerifyBatch(us []*Unverified) (out []*Opened, errs []error) {
+	out, errs = make([]*Opened, len(us)), make([]error, len(us))
+	batched := false
+	if len(us) > 1 {
+		bv := ed25519consensus.NewPreallocatedBatchVerifier(len(us))
+		for _, u := range us {
+			bv.Add(u.author, u.dig, u.sig)
+		}
+		batched = bv.Verify()
+	}
+	for i, u := range us {
+		if batched {
+			out[i], errs[i] = u.decode()
+		} else {
+			out[i], errs[i] = u.Verify()
+		}
+	}
+	return out, errs
 }
 
 // decrypted is an entry's plaintext: the inner plaintext, the signature,
@@ -653,10 +722,10 @@ func parsePrefix(in []byte) (innerFields, error) {
 	return f, nil
 }
 
-// openInner checks a decrypted entry's fields, padding, author and
-// signature, and decodes the command. dig is what the signature must cover
-// (computed while decrypting); nil means compute it here.
-func openInner(in, sig, dig []byte, keyID [keyIDSize]byte, user string, trusted []keys.PublicKey) (*Opened, error) {
+// checkInner checks a decrypted entry's fields, padding and author. dig is
+// what the signature must cover (computed while decrypting); nil means
+// compute it here.
+func checkInner(in, sig, dig []byte, keyID [keyIDSize]byte, user string, trusted []keys.PublicKey) (*Unverified, error) {
 	f, err := parsePrefix(in)
 	if err != nil {
 		return nil, err
@@ -667,11 +736,11 @@ func openInner(in, sig, dig []byte, keyID [keyIDSize]byte, user string, trusted 
 	if f.user != user {
 		return nil, fmt.Errorf("%w: sealed for user %q", ErrNotForUser, f.user)
 	}
-	o := Opened{ID: f.id, User: f.user}
+	u := Unverified{o: Opened{ID: f.id, User: f.user}, author: f.author, cmd: f.cmd, sig: sig}
 	found := false
 	for _, k := range trusted {
 		if k.Ed25519.Equal(f.author) {
-			o.Author, found = k, true
+			u.o.Author, found = k, true
 			break
 		}
 	}
@@ -681,15 +750,8 @@ func openInner(in, sig, dig []byte, keyID [keyIDSize]byte, user string, trusted 
 	if dig == nil {
 		dig = innerDigest(keyID, in)
 	}
-	if len(sig) != sigSize || !ed25519.Verify(f.author, dig, sig) {
-		return nil, ErrBadSignature
-	}
-	c, err := command.Decode(f.cmd)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
-	}
-	o.Cmd = c
-	return &o, nil
+	u.dig = dig
+	return &u, nil
 }
 
 // MinPadded is the smallest inner plaintext a writer seals: every entry is

@@ -302,7 +302,7 @@ func FuzzOpen(f *testing.F) {
 	})
 }
 
-// FuzzOpenInner feeds the inner parser directly, past the AEAD that would
+// FuzzOpenInner feeds the inner checks and the signature's directly, past the AEAD that would
 // otherwise reject nearly every random input.
 func FuzzOpenInner(f *testing.F) {
 	fx := newFixture(f)
@@ -319,9 +319,18 @@ func FuzzOpenInner(f *testing.F) {
 	f.Add(p, sig)
 	f.Add(append(p, 0, 0, 0), sig)
 	f.Fuzz(func(t *testing.T, in, sig []byte) {
-		o, err := openInner(in, sig, nil, keyID, "alice", []keys.PublicKey{fx.user.Public()})
+		u, err := checkInner(in, sig, nil, keyID, "alice", []keys.PublicKey{fx.user.Public()})
+		if err != nil {
+			return
+		}
+		o, err := u.Verify()
 		if err == nil && (o.Cmd == nil || o.User != "alice") {
 			t.Fatal("opened without a command or for the wrong user")
+		}
+		// A batch says what each entry alone says.
+		_, errs := VerifyBatch([]*Unverified{u, u})
+		if (errs[0] == nil) != (err == nil) || (errs[1] == nil) != (err == nil) {
+			t.Fatalf("alone: %v; in a batch: %v", err, errs)
 		}
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 
+	"github.com/hdevalence/ed25519consensus"
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -176,7 +177,7 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 	if !s.trusted {
 		return nil, fmt.Errorf("%w: signed by %x", ErrUnknownAuthor, []byte(f.author))
 	}
-	if len(sig) != sigSize || !ed25519.Verify(f.author, digest(keyID, s.hashes), sig) {
+	if !ed25519consensus.Verify(f.author, digest(keyID, s.hashes), sig) {
 		return nil, ErrBadSignature
 	}
 	// Authentic: now the header's decoding counts.

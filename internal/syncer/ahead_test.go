@@ -431,7 +431,8 @@ func TestReadAheadReusesBuffer(t *testing.T) {
 // first entry of a read of several, it waits until the loop has opened
 // one of them (prepared signals Store.Prepare) before it hands over the
 // rest and ends the read, and counts the reads whose entries were opened
-// while they were being read.
+// while they were being read (with prepared nil, it hands them over
+// without waiting).
 type eachSource struct {
 	*intoSource
 	prepared   chan struct{}
@@ -452,7 +453,7 @@ func (s *eachSource) ReadLogEach(ctx context.Context, after uint64, n int, b int
 	}
 	for i, e := range lr.Entries {
 		each(i, e)
-		if i == 0 && len(lr.Entries) > 1 {
+		if i == 0 && len(lr.Entries) > 1 && s.prepared != nil {
 			select {
 			case <-s.prepared:
 				s.overlapped++
@@ -552,4 +553,73 @@ func TestReleasedPlaintextsKeepBodies(t *testing.T) {
 			t.Fatalf("message %d (UID %d) is not the one delivered", i, m.UID)
 		}
 	}
+}
+
+// TestBatchesOpenAsAlone: entries opened in batches (openAll, and readOpen
+// as a read arrives) come out as each opened alone (openOne), at their own
+// index, whatever fails among them: a read of 200 with entries of an
+// unknown author, sealed to another key and not entries at all scattered
+// through it, so that batches of sigBatch hold good and refused ones.
+func TestBatchesOpenAsAlone(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	var entries []spool.Entry
+	for i := range 200 {
+		c, author, to := msg(i), r.spool, r.user.Public()
+		switch {
+		case i%37 == 5:
+			author = r.evil // unknown author
+		case i%53 == 7:
+			to = r.evil.Public() // sealed to another key
+		}
+		b, _, err := entry.Seal(c, author, to, "alice", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%71 == 70 {
+			b = []byte("not an entry")
+		}
+		pos, err := r.log.Append(ctx, "alice", [][]byte{b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, spool.Entry{Pos: pos, Data: b})
+	}
+	src := &eachSource{intoSource: &intoSource{Source: StoreSource{Store: r.log, User: "alice"}}}
+	s, _ := r.device("a", src, nil)
+	s.cfg.BatchCount = len(entries)
+	s.cfg.BatchBytes = 64 << 20
+	same := func(how string, got []opened) {
+		t.Helper()
+		if len(got) != len(entries) {
+			t.Fatalf("%s: %d opened, want %d", how, len(got), len(entries))
+		}
+		refused := 0
+		for i, e := range entries {
+			want := s.openOne(e.Data)
+			g := got[i]
+			if fmt.Sprint(g.err) != fmt.Sprint(want.err) || g.leaf != want.leaf || (g.o == nil) != (want.o == nil) || (g.prep == nil) != (want.prep == nil) {
+				t.Fatalf("%s: entry %d: got (%v, opened %t, prepared %t), alone (%v, opened %t, prepared %t)", how, i, g.err, g.o != nil, g.prep != nil, want.err, want.o != nil, want.prep != nil)
+			}
+			if g.o != nil && (g.o.ID != want.o.ID || !bytes.Equal(g.o.Cmd.Body, want.o.Cmd.Body)) {
+				t.Fatalf("%s: entry %d opened as another entry", how, i)
+			}
+			if g.err != nil {
+				refused++
+			}
+		}
+		if refused < 10 {
+			t.Fatalf("%s: %d refused: the read should hold at least 10 entries that do not open", how, refused)
+		}
+	}
+	same("openAll", s.openAll(entries))
+	lr, got, err := s.readOpen(ctx, src, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lr.Entries) != len(entries) {
+		t.Fatalf("readOpen read %d entries, want %d", len(lr.Entries), len(entries))
+	}
+	same("readOpen", got)
 }
