@@ -81,11 +81,11 @@ func (s *Syncer) openBatch(datas [][]byte, out []opened) {
 		}
 		us, at = append(us, u), append(at, i)
 	}
-	os, errs := entry.VerifyBatch(us)
+	opens, errs := entry.VerifyBatch(us)
 	for j, i := range at {
-		out[i].o, out[i].err = os[j], errs[j]
+		out[i].o, out[i].err = opens[j], errs[j]
 		if errs[j] == nil {
-			out[i].prep = s.cfg.Store.Prepare(os[j].Cmd)
+			out[i].prep = s.cfg.Store.Prepare(opens[j].Cmd)
 		}
 	}
 }
