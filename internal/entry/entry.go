@@ -17,6 +17,9 @@
 //     every plaintext chunk: entry id, author, user name, command and
 //     padding. Both are inside the encryption, so the spool learns neither
 //     author nor content.
+//     A reader checks signatures by ZIP 215's rules (ed25519consensus),
+//     under which a signature checked alone (Open, OpenFrom) and in a
+//     batch (VerifyBatch, about half the cost) gets the same answer.
 //   - Padding: inside the encryption, zero bytes after the command, covered
 //     by the signature; Open refuses non-zero padding but accepts any
 //     length of it. How much a writer adds is PaddedLen's rule: a device's

@@ -159,30 +159,8 @@ func (s *Syncer) readOpen(ctx context.Context, src EachSource, after uint64, buf
 		wg.Go(func() {
 			// Each worker opens what it takes in batches of up to
 			// sigBatch: those that arrived while it opened the last.
-			var (
-				batch []handed
-				datas [][]byte
-				ops   []opened
-			)
-			flush := func() {
-				datas, ops = datas[:0], slices.Grow(ops[:0], len(batch))[:len(batch)]
-				for _, h := range batch {
-					datas = append(datas, h.data)
-				}
-				s.openBatch(datas, ops)
-				mu.Lock()
-				for k, h := range batch {
-					for len(got) <= h.i {
-						got, from = append(got, opened{}), append(from, nil)
-					}
-					got[h.i], from[h.i] = ops[k], h.data
-				}
-				mu.Unlock()
-				clear(ops)
-				batch = batch[:0]
-			}
 			for h := range work {
-				batch = append(batch, h)
+				batch := []handed{h}
 			more:
 				for len(batch) < sigBatch {
 					select {
@@ -195,7 +173,19 @@ func (s *Syncer) readOpen(ctx context.Context, src EachSource, after uint64, buf
 						break more
 					}
 				}
-				flush()
+				datas, ops := make([][]byte, len(batch)), make([]opened, len(batch))
+				for k, h := range batch {
+					datas[k] = h.data
+				}
+				s.openBatch(datas, ops)
+				mu.Lock()
+				for k, h := range batch {
+					for len(got) <= h.i {
+						got, from = append(got, opened{}), append(from, nil)
+					}
+					got[h.i], from[h.i] = ops[k], h.data
+				}
+				mu.Unlock()
 			}
 		})
 	}
