@@ -94,7 +94,9 @@ func (v *walBufVFS) OpenFilename(name *vfs.Filename, flags vfs.OpenFlag) (vfs.Fi
 	}
 	switch {
 	case flags&vfs.OPEN_MAIN_DB != 0:
-		return &mainFile{File: f}, flags, nil
+		m := &mainFile{File: f, path: name.String()}
+		m.cipher, m.raw = fileCipher(name, f)
+		return m, flags, nil
 	case flags&vfs.OPEN_WAL != 0:
 		// Without its database's file (which sees the WAL index used)
 		// the WAL is not buffered.
@@ -103,22 +105,78 @@ func (v *walBufVFS) OpenFilename(name *vfs.Filename, flags vfs.OpenFlag) (vfs.Fi
 			return f, flags, nil
 		}
 		w := &walFile{File: f, main: m}
-		if key, err := hex.DecodeString(name.URIParameter("hexkey")); err == nil && len(key) == 32 {
-			if u, ok := f.(interface{ Unwrap() vfs.File }); ok {
-				w.cipher, w.raw = adiantum.New(key), u.Unwrap()
-			}
-		}
+		w.cipher, w.raw = fileCipher(name, f)
 		m.wal = w
 		return w, flags, nil
 	}
 	return f, flags, nil
 }
 
+// fileCipher returns the adiantum VFS's cipher for the file f it opened
+// as name, and the file below it; nil when it was given no hexkey.
+func fileCipher(name *vfs.Filename, f vfs.File) (*hbsh.HBSH, vfs.File) {
+	if key, err := hex.DecodeString(name.URIParameter("hexkey")); err == nil && len(key) == 32 {
+		if u, ok := f.(interface{ Unwrap() vfs.File }); ok {
+			return adiantum.New(key), u.Unwrap()
+		}
+	}
+	return nil, nil
+}
+
 // mainFile is a database file; it writes out its connection's WAL buffer
-// whenever the connection uses the WAL index.
+// whenever the connection uses the WAL index, and gathers a checkpoint's
+// writes (ckptwrite.go).
 type mainFile struct {
 	vfs.File
-	wal *walFile
+	wal  *walFile
+	path string
+	// cipher and raw, when set, are the adiantum VFS's cipher for this
+	// file and the file below it, for the checkpoint's whole pages.
+	cipher *hbsh.HBSH
+	raw    vfs.File
+	// ckpt is set while the connection copies frames into the file.
+	ckpt *ckptWrites
+}
+
+func (m *mainFile) WriteAt(p []byte, off int64) (int, error) {
+	if ok, err := m.gather(p, off); ok || err != nil {
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	if err := m.writeGathered(); err != nil {
+		return 0, err
+	}
+	return m.File.WriteAt(p, off)
+}
+
+func (m *mainFile) ReadAt(p []byte, off int64) (int, error) {
+	if err := m.writeGathered(); err != nil {
+		return 0, err
+	}
+	return m.File.ReadAt(p, off)
+}
+
+func (m *mainFile) Size() (int64, error) {
+	if err := m.writeGathered(); err != nil {
+		return 0, err
+	}
+	return m.File.Size()
+}
+
+func (m *mainFile) Truncate(size int64) error {
+	if err := m.writeGathered(); err != nil {
+		return err
+	}
+	return m.File.Truncate(size)
+}
+
+func (m *mainFile) Sync(flags vfs.SyncFlag) error {
+	if err := m.writeGathered(); err != nil {
+		return err
+	}
+	return m.File.Sync(flags)
 }
 
 // SharedMemory is called for every operation on the WAL index (map, lock,
@@ -156,12 +214,24 @@ func (m *mainFile) BeginAtomicWrite() error            { return vfsutil.WrapBegi
 func (m *mainFile) CommitAtomicWrite() error           { return vfsutil.WrapCommitAtomicWrite(m.File) }
 func (m *mainFile) RollbackAtomicWrite() error         { return vfsutil.WrapRollbackAtomicWrite(m.File) }
 func (m *mainFile) BusyHandler(handler func() bool)    { vfsutil.WrapBusyHandler(m.File, handler) }
-func (m *mainFile) SizeHint(size int64) error          { return vfsutil.WrapSizeHint(m.File, size) }
 func (m *mainFile) ChunkSize(size int)                 { vfsutil.WrapChunkSize(m.File, size) }
+
+// SizeHint makes room for the file to grow to size; in a checkpoint it
+// records the room fallocate reserved (ckptwrite.go).
+func (m *mainFile) SizeHint(size int64) error {
+	if err := m.writeGathered(); err != nil {
+		return err
+	}
+	if err := m.reserve(size); err != errNoReserve {
+		return err
+	}
+	return vfsutil.WrapSizeHint(m.File, size)
+}
 
 // CheckpointStart and CheckpointDone bracket the copying of WAL frames
 // into the database (SQLITE_FCNTL_CKPT_START and _DONE).
 func (m *mainFile) CheckpointStart() {
+	m.ckpt = &ckptWrites{}
 	if m.wal != nil {
 		m.wal.startCheckpoint()
 	}
@@ -169,6 +239,10 @@ func (m *mainFile) CheckpointStart() {
 }
 
 func (m *mainFile) CheckpointDone() {
+	if err := m.writeGathered(); err != nil {
+		lostWrite(m.path, err)
+	}
+	m.ckpt = nil
 	if m.wal != nil {
 		m.wal.endCheckpoint()
 	}
