@@ -57,24 +57,51 @@ func checkpointPassive(c *sql.Conn) (busy, frames, copied int, err error) {
 	return
 }
 
+// grownDB makes the encrypted database at path with row 0 in the file
+// and a row 1 of size bytes in the WAL alone: its frames grow the file
+// when copied. It returns the writer and row 1's text.
+func grownDB(t *testing.T, path string, size int) (*sql.DB, string) {
+	t.Helper()
+	db := openOneConn(t, path, true)
+	mustExec(t, db, "INSERT INTO t VALUES (0, ?)", row(0))
+	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
+	big := strings.Repeat("0123456789abcdef", size/16)
+	mustExec(t, db, "INSERT INTO t VALUES (1, ?)", big)
+	return db, big
+}
+
+// readConn opens another connection to path, which has read from it.
+func readConn(t *testing.T, path string) *sql.Conn {
+	t.Helper()
+	c, err := openOneConn(t, path, false).Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.QueryRowContext(context.Background(), "SELECT count(*) FROM t").Scan(new(int)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// catchLostWrite has lostWrite record its calls instead of stopping the
+// process, for the test.
+func catchLostWrite(t *testing.T) *bool {
+	stopped := false
+	f := lostWrite
+	t.Cleanup(func() { lostWrite = f })
+	lostWrite = func(string, error) { stopped = true }
+	return &stopped
+}
+
 // TestCheckpointWritesGathered: a checkpoint of a transaction that grew
 // the database by 1 MiB writes the new pages in a few calls, not one a
 // page; the database file, read back by the adiantum VFS, holds them
 // (the blocks are encrypted as it encrypts each, at their own offsets).
 func TestCheckpointWritesGathered(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	db := openOneConn(t, path, true)
-	mustExec(t, db, "INSERT INTO t VALUES (0, ?)", row(0))
-	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
-	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
-	mustExec(t, db, "INSERT INTO t VALUES (1, ?)", big)
-
-	rdb := openOneConn(t, path, false)
-	c, err := rdb.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	db, big := grownDB(t, path, 1<<20)
+	c := readConn(t, path)
 	before := procIO(t, "syscw: ")
 	busy, frames, copied, err := checkpointPassive(c)
 	writes := procIO(t, "syscw: ") - before
@@ -112,24 +139,9 @@ func TestCheckpointFullDiskGoesOn(t *testing.T) {
 	mnt := filepath.Join(t.TempDir(), "fs")
 	testproc.MountTmpfs(t, mnt, "8m")
 	path := filepath.Join(mnt, "mail.db")
-	db := openOneConn(t, path, true)
-	mustExec(t, db, "INSERT INTO t VALUES (0, ?)", row(0))
-	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
-	big := strings.Repeat("0123456789abcdef", 1<<16)
-	mustExec(t, db, "INSERT INTO t VALUES (1, ?)", big)
-	stopped := false
-	defer func(f func(string, error)) { lostWrite = f }(lostWrite)
-	lostWrite = func(string, error) { stopped = true }
-
-	rdb := openOneConn(t, path, false)
-	c, err := rdb.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.QueryRowContext(context.Background(), "SELECT count(*) FROM t").Scan(new(int)); err != nil {
-		t.Fatal(err)
-	}
+	db, big := grownDB(t, path, 1<<20)
+	stopped := catchLostWrite(t)
+	c := readConn(t, path)
 	// Room for a quarter of the growth: some pages are written, then
 	// the disk is full.
 	fill := filepath.Join(mnt, "fill")
@@ -139,7 +151,7 @@ func TestCheckpointFullDiskGoesOn(t *testing.T) {
 	if err == nil && copied == frames {
 		t.Fatal("a checkpoint that grows the database copied every frame on a full disk")
 	}
-	if stopped {
+	if *stopped {
 		t.Fatal("a full disk stopped the process")
 	}
 	if err := os.Remove(fill); err != nil {
@@ -165,22 +177,10 @@ func TestCheckpointFullDiskGoesOn(t *testing.T) {
 // one page does; the process goes on and a later checkpoint copies it all.
 func TestCheckpointWriteFailsInside(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mail.db")
-	db := openOneConn(t, path, true)
-	mustExec(t, db, "INSERT INTO t VALUES (0, ?)", row(0))
-	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
-	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB: four write-outs
-	mustExec(t, db, "INSERT INTO t VALUES (1, ?)", big)
-	stopped := false
-	defer func(f func(string, error)) { lostWrite = f }(lostWrite)
-	lostWrite = func(string, error) { stopped = true }
-
-	rdb := openOneConn(t, path, false)
-	c, err := rdb.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, _, _, err := checkpointPassive(c); err != nil { // opens the files
+	db, big := grownDB(t, path, 1<<20) // 1 MiB: four write-outs
+	stopped := catchLostWrite(t)
+	c := readConn(t, path)
+	if _, _, _, err := checkpointPassive(c); err != nil {
 		t.Fatal(err)
 	}
 	mustExec(t, db, "INSERT INTO t VALUES (2, ?)", big)
@@ -192,7 +192,7 @@ func TestCheckpointWriteFailsInside(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "I/O") {
 		t.Fatalf("a checkpoint whose write-out failed: busy %d, %d frames, %d copied, %v; want an I/O error", busy, frames, copied, err)
 	}
-	if stopped {
+	if *stopped {
 		t.Fatal("a write-out that failed inside the copy stopped the process")
 	}
 	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
@@ -215,25 +215,14 @@ const lostWriteEnv = "CSPOOL_TEST_LOST_WRITE_DB"
 // from another process, copies them: nothing is lost.
 func TestCheckpointLostWriteStops(t *testing.T) {
 	if path := os.Getenv(lostWriteEnv); path != "" {
-		rdb := openOneConn(t, path, false)
-		c, err := rdb.Conn(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.QueryRowContext(context.Background(), "SELECT count(*) FROM t").Scan(new(int)); err != nil {
-			t.Fatal(err)
-		}
+		c := readConn(t, path)
 		m := mainOf(t, c)
 		m.raw = failingFile{m.raw}
 		busy, frames, copied, err := checkpointPassive(c)
 		t.Fatalf("the checkpoint returned (busy %d, %d frames, %d copied, %v); want the process stopped", busy, frames, copied, err)
 	}
 	path := filepath.Join(t.TempDir(), "mail.db")
-	db := openOneConn(t, path, true)
-	mustExec(t, db, "INSERT INTO t VALUES (0, ?)", row(0))
-	mustExec(t, db, "PRAGMA wal_checkpoint(TRUNCATE)")
-	mid := strings.Repeat("0123456789abcdef", 1<<12) // 64 KiB: one write-out, at the end
-	mustExec(t, db, "INSERT INTO t VALUES (1, ?)", mid)
+	db, mid := grownDB(t, path, 64<<10) // one write-out, at the end
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCheckpointLostWriteStops$")
 	cmd.Env = append(os.Environ(), lostWriteEnv+"="+path)
