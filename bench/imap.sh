@@ -34,6 +34,13 @@
 #
 # CSPOOL=FILE runs that cspool binary instead of building ./cmd/cspool (an
 # older build, from its own tree, measured by this same script).
+# USED=1 measures the first sync against peers that have served before (a
+# provider's spool server, and a Dovecot, that other devices and clients
+# read from): the spool server serves one first sync to a scratch device,
+# and Dovecot one mbsync to a scratch folder, before the measured ones,
+# which are a new device's and a new folder's as without it. Without it the
+# spool server and Dovecot have served nothing yet (Dovecot's index made
+# by doveadm index), both freshly filled.
 # CPUPROFILE=FILE writes the daemon's CPU profile over the first sync alone
 # to FILE (--cpuprofile; the daemon is stopped once STATUS shows N, and
 # started again on its database for the rest).
@@ -133,6 +140,15 @@ for items, d in by.items():
 PY
 }
 
+USED=${USED:-0}
+if [ "$USED" = 1 ]; then
+	cs_start scratch.db $((P + 3)) scratch.log
+	$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$N" 600 >/dev/null
+	kill "$cs_pid"
+	wait "$cs_pid" 2>/dev/null || true
+	rm -rf scratch.db scratch.db-* scratch.db.*
+fi
+
 # 1. cspool first sync: the client that waits for STATUS starts first.
 prof=()
 [ -n "${CPUPROFILE:-}" ] && prof=(--cpuprofile "$work/first.prof")
@@ -186,6 +202,12 @@ Create Near
 SyncState *
 Sync Pull
 RC
+if [ "$USED" = 1 ]; then
+	mkdir -p scratch-near
+	sed "s#$work/near/#$work/scratch-near/#g" mbsyncrc >scratch.mbsyncrc
+	mbsync -q -c scratch.mbsyncrc pull
+	rm -rf scratch-near scratch.mbsyncrc
+fi
 /usr/bin/time -f '%e %M' -o mbsync.time mbsync -q -c mbsyncrc pull
 read mb_sync mb_rss_kb <mbsync.time
 mb_rss=$(python3 -c "print($mb_rss_kb/1024)")
