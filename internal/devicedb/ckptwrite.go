@@ -1,7 +1,6 @@
 package devicedb
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -90,11 +89,7 @@ func (m *mainFile) gather(p []byte, off int64) (bool, error) {
 	}
 	n := len(c.buf)
 	c.buf = append(c.buf, p...)
-	var tweak [8]byte
-	for i := n; i < len(c.buf); i += blockSize {
-		binary.LittleEndian.PutUint64(tweak[:], uint64(c.off+int64(i)))
-		m.cipher.Encrypt(c.buf[i:i+blockSize], tweak[:])
-	}
+	encryptBlocks(m.cipher, c.buf[n:], off)
 	if len(c.buf) >= ckptWriteMax {
 		return true, m.writeGathered()
 	}

@@ -139,10 +139,10 @@ type mainFile struct {
 }
 
 func (m *mainFile) WriteAt(p []byte, off int64) (int, error) {
-	if ok, err := m.gather(p, off); ok || err != nil {
-		if err != nil {
-			return 0, err
-		}
+	switch ok, err := m.gather(p, off); {
+	case err != nil:
+		return 0, err
+	case ok:
 		return len(p), nil
 	}
 	if err := m.writeGathered(); err != nil {
@@ -283,6 +283,17 @@ type walFile struct {
 	raw    vfs.File
 }
 
+// encryptBlocks encrypts b, whole blocks that go at off in their file, in
+// place, as the adiantum VFS encrypts each: with its file's cipher, the
+// block's offset as the tweak (8 bytes, little-endian).
+func encryptBlocks(c *hbsh.HBSH, b []byte, off int64) {
+	var tweak [8]byte
+	for i := 0; i < len(b); i += blockSize {
+		binary.LittleEndian.PutUint64(tweak[:], uint64(off+int64(i)))
+		c.Encrypt(b[i:i+blockSize], tweak[:])
+	}
+}
+
 // writeOut writes p, bytes of the buffer, at off: the partial blocks at
 // either end through the adiantum VFS, the whole blocks between them
 // encrypted in place, as it encrypts each, and written to the file below
@@ -302,11 +313,7 @@ func (w *walFile) writeOut(p []byte, off int64) error {
 	}
 	if last > first {
 		whole := p[first-off : last-off]
-		var tweak [8]byte
-		for i := 0; i < len(whole); i += blockSize {
-			binary.LittleEndian.PutUint64(tweak[:], uint64(first+int64(i)))
-			w.cipher.Encrypt(whole[i:i+blockSize], tweak[:])
-		}
+		encryptBlocks(w.cipher, whole, first)
 		if _, err := w.raw.WriteAt(whole, first); err != nil {
 			return err
 		}
