@@ -3,6 +3,7 @@ package entry
 import (
 	"bytes"
 	"crypto/rand"
+	"math"
 	"runtime"
 	"testing"
 )
@@ -22,18 +23,31 @@ func TestAppendSealAllocates(t *testing.T) {
 		rand.Read(body)
 		c := deliver(body)
 		dst := make([]byte, 0, 2*size+4096)
+		// The least of three measurements, each after a call that is not
+		// measured: what every call allocates is in each, and a one-off
+		// allocation of the runtime's or a pool's refill after the
+		// collection (once 108 KB within one measurement, under the load
+		// of CI's other packages) in one at most.
 		const n = 50
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
 		var out []byte
-		for range n {
+		seal := func() {
 			var err error
 			if out, _, err = AppendSeal(dst[:0], c, f.spool, f.user.Public(), "alice", o); err != nil {
 				t.Fatal(err)
 			}
 		}
-		runtime.ReadMemStats(&after)
+		least := uint64(math.MaxUint64)
+		for range 3 {
+			var before, after runtime.MemStats
+			runtime.GC()
+			seal()
+			runtime.ReadMemStats(&before)
+			for range n {
+				seal()
+			}
+			runtime.ReadMemStats(&after)
+			least = min(least, (after.TotalAlloc-before.TotalAlloc)/n)
+		}
 		if &out[0] != &dst[:1][0] {
 			t.Fatalf("AppendSeal of %d bytes did not seal into dst's capacity", size)
 		}
@@ -44,7 +58,7 @@ func TestAppendSealAllocates(t *testing.T) {
 		if !bytes.Equal(got.Cmd.Body, append(bytes.Clone(o.BodyPrefix), body...)) {
 			t.Fatalf("the body opened is not the body of %d bytes sealed", size)
 		}
-		return (after.TotalAlloc - before.TotalAlloc) / n
+		return least
 	}
 	small, large := perCall(100), perCall(10240)
 	t.Logf("AppendSeal into a buffer with room: %d bytes allocated per call for 100 bytes, %d for 10240", small, large)
