@@ -13,6 +13,10 @@
 #
 #   N=3000 ROUNDS=10 bash bench/firstsync-turns.sh OLD_BINARY NEW_BINARY
 #
+# SERVER=FILE runs that binary as the spool server instead of the first
+# build (to compare servers: one run per server, the same daemon build).
+# The server's CPU over the whole run is printed at its end.
+#
 # Ports: PORTS (default 46140) + 3 for the daemons, + 859 for the server.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: bash bench/firstsync-turns.sh BINARY..." >&2; exit 2; }
@@ -43,8 +47,11 @@ $C gen-keys spool.sec spool.pub >/dev/null
 echo "alice $(grep -v '^#' user.pub)" >users
 ./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$N" >/dev/null
 sync
-$C server --spool-dir spool --users users --spool-key spool.sec --port $SP 2>server.log &
-pids+=($!)
+S=$C
+[ -n "${SERVER:-}" ] && S=$(realpath "$SERVER")
+$S server --spool-dir spool --users users --spool-key spool.sec --port $SP 2>server.log &
+spid=$!
+pids+=($spid)
 for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$SP) 2>/dev/null && break; sleep 0.1; done
 sleep 1.1 # past the server's start second (API.md §2), as in bench/imap.sh
 
@@ -92,4 +99,5 @@ for i, b in enumerate(sys.argv[1:]):
         print(f"  against build 0, round by round: time {statistics.median(tr):.2f}x (median; {min(tr):.2f}x to {max(tr):.2f}x), "
               f"daemon CPU {statistics.median(cr):.2f}x ({min(cr):.2f}x to {max(cr):.2f}x)")
 PY
+echo "spool server ($S): CPU $(cpu $spid) s over the run"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

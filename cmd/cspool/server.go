@@ -95,6 +95,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9399; empty: off")
 	pprofAddr := fs.String("pprof-addr", "", "serve the Go runtime's profiles at http://ADDR/debug/pprof/ (keep it on localhost); empty: off")
+	gcPercent := fs.Int("gc-percent", defaultServerGCPercent, "the garbage collector's goal, in percent of the live heap it may grow by between collections (debug.SetGCPercent, Go's GOGC); left unset, a GOGC in the environment wins")
 	maxConns := fs.Int("max-conns-per-addr", 64, "connections one client address (IPv4, or IPv6 /64) may hold open to the HTTP API; 0: no limit")
 	refusalRate := fs.Int("refusal-rate", 20, "refusals a second one client address gets answered at once; beyond, answers are held up to 2 s; 0: never held")
 	maxPolls := fs.Int("max-long-polls", 16, "reads of one user that may wait for new entries at once")
@@ -160,6 +161,13 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	case *usersTable && *storeKind != "postgres":
 		return usagef("--users-table needs --store postgres")
 	}
+	gcSetting, err := applyServerGCPercent(*gcPercent, flagGiven(fs, "gc-percent"))
+	if err != nil {
+		return err
+	}
+	if gcSetting == "" {
+		gcSetting = strconv.Itoa(*gcPercent)
+	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug
@@ -171,7 +179,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
 		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg, quota: *quota,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
-		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim,
+		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim, gcPercent: gcSetting,
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
 			userNonces: *userNonces, spoolNonces: *spoolNonces, maxWait: *maxWait,
 			maxCheckpoint: *maxCheckpoint, checkpointMemory: *checkpointMemory, appendMemory: *appendMemory},
@@ -193,6 +201,7 @@ type serverFlags struct {
 	pass                                                                                *passphraseSource
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
 	storeKind, dsn, metricsAddr, pprofAddr                                              string
+	gcPercent                                                                           string // the collector's setting, for the log
 	usersTable                                                                          bool
 	maxMsg, quota                                                                       int64
 	limits                                                                              serverLimits
@@ -395,7 +404,7 @@ func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKe
 		store = "postgres:" + pgstore.Redact(f.dsn)
 	}
 	attrs := []any{"http", scheme + "://" + s.httpLn.Addr().String(), "lmtp", lmtp,
-		"store", store, "max_message_size", f.maxMsg, "quota", f.quota}
+		"store", store, "max_message_size", f.maxMsg, "quota", f.quota, "gc_percent", f.gcPercent}
 	if s.mon != nil {
 		attrs = append(attrs, "metrics", "http://"+s.mon.ln.Addr().String()+"/metrics")
 	} else {
