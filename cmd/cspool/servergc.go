@@ -17,7 +17,7 @@ import (
 // the server's CPU while it served the sync (docs/BENCHMARKS.md, "The spool
 // server's collector"). With the collector's goal at 3 times the live heap
 // (GOGC 200) it runs a third as often; the heap of a server with 10,000
-// devices waiting grows by about as much as it holds live (40 to 50 MB).
+// devices waiting grew by 30 to 47 MB (docs/BENCHMARKS.md).
 
 // defaultServerGCPercent is the gc-percent setting's default.
 const defaultServerGCPercent = 200
