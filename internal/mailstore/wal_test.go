@@ -269,7 +269,8 @@ func TestWALCopiedBesideWriter(t *testing.T) {
 	if wal == 0 || size(path) != before {
 		t.Fatalf("after a batch of 100: WAL %d bytes, database %d bytes; want the frames in the WAL alone", wal, size(path))
 	}
-	// A bound the WAL is over half of.
+	// A bound the WAL is at two thirds of: no copy yet (a first sync of
+	// 3,000 messages ends about there; its pages are copied after it).
 	s.mu.Lock()
 	s.walLimit = wal * 3 / 2
 	s.mu.Unlock()
@@ -282,9 +283,24 @@ func TestWALCopiedBesideWriter(t *testing.T) {
 	s.mu.Unlock()
 	if p != nil {
 		<-p.done
+		t.Fatalf("a copy beside the writer started at two thirds of the bound (WAL %d bytes, bound %d); want it from three quarters", size(path+"-wal"), wal*3/2)
+	}
+	// A bound the WAL is over three quarters of.
+	s.mu.Lock()
+	s.walLimit = wal * 5 / 4
+	s.mu.Unlock()
+	if _, err := s.Apply(ctx, nil, 102); err != nil {
+		t.Fatal(err)
+	}
+	settled(s)
+	s.mu.Lock()
+	p = s.passive
+	s.mu.Unlock()
+	if p != nil {
+		<-p.done
 	}
 	if p == nil {
-		t.Fatalf("no copy beside the writer started over half the bound (WAL %d bytes, bound %d)", size(path+"-wal"), wal*3/2)
+		t.Fatalf("no copy beside the writer started over three quarters of the bound (WAL %d bytes, bound %d)", size(path+"-wal"), wal*5/4)
 	}
 	if got := size(path + "-wal"); got < wal {
 		t.Fatalf("after the copy beside the writer: WAL %d bytes, want it not cut (%d or more)", got, wal)
@@ -296,7 +312,7 @@ func TestWALCopiedBesideWriter(t *testing.T) {
 	s.mu.Lock()
 	s.walLimit = wal * 3 / 4
 	s.mu.Unlock()
-	if _, err := s.Apply(ctx, nil, 102); err != nil {
+	if _, err := s.Apply(ctx, nil, 103); err != nil {
 		t.Fatal(err)
 	}
 	settled(s)
