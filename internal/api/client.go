@@ -403,7 +403,7 @@ func (c *Client) sendBody(ctx context.Context, op, method, path string, q url.Va
 		if resp.StatusCode == http.StatusOK {
 			return resp, nil
 		}
-		if !retried && c.learnTime(resp) {
+		if !retried && (c.learnTime(resp) || method == http.MethodGet && refusedAsReplayed(resp)) {
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 			resp.Body.Close()
 			continue
@@ -423,6 +423,18 @@ func (c *Client) sendBody(ctx context.Context, op, method, path string, q url.Va
 		}
 		return nil, e
 	}
+}
+
+// refusedAsReplayed reports whether resp refuses the request's nonce as seen
+// before (HeaderReplayed). For a read, only a copy of this very request
+// can have used it first: net/http sends a GET again, with the same
+// headers, when the connection it was sent on breaks before the answer,
+// and a proxy may do the same. A device took that refusal for a key the
+// server does not know and stopped syncing for ten minutes; the read is
+// now signed again, with a new nonce, once. Appends are never sent again
+// by net/http, and one refused so is left to the caller (§4).
+func refusedAsReplayed(resp *http.Response) bool {
+	return resp.StatusCode == http.StatusUnauthorized && resp.Header.Get(HeaderReplayed) != ""
 }
 
 // signingTime is the timestamp for the next request: our clock corrected

@@ -98,6 +98,14 @@ var emptyHash = sha256.Sum256(nil)
 // answer; with the Date header it lets a client re-sign at once.
 const HeaderEarliestTS = "Cspool-Earliest-Ts"
 
+// HeaderReplayed marks a 401 as a refusal of a nonce the server has seen
+// (docs/API.md §2, step 8): a client that gets it for a read signs the
+// read again, once (Client.sendBody), since only a copy of its own
+// request can have used the nonce: an HTTP client's retry of a request
+// on a connection that broke after it was sent (Go's net/http retries a
+// GET so), or a proxy's. Its value is "1".
+const HeaderReplayed = "Cspool-Replayed"
+
 // authenticate decides who signed r and whether they may use the route. The
 // checks run cheapest first, and nothing is stored before the last one: a
 // request is refused before its signature is verified unless its key is
@@ -359,6 +367,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if se.earliestTS != 0 {
 		w.Header().Set(HeaderEarliestTS, strconv.FormatInt(se.earliestTS, 10))
+	}
+	if se.reason == AuthReasonReplayed {
+		w.Header().Set(HeaderReplayed, "1")
 	}
 	msg := se.msg
 	if se.kind == ErrInternal {
