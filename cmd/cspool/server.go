@@ -165,9 +165,6 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	if err != nil {
 		return err
 	}
-	if gcSetting == "" {
-		gcSetting = strconv.Itoa(*gcPercent)
-	}
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"runtime/debug"
+	"strconv"
 )
 
 // The spool server's collector.
@@ -29,8 +30,8 @@ const minServerGCPercent = 25
 // applyServerGCPercent sets the collector's goal from the gc-percent
 // setting n; given says whether it was set (flag or file). Left at its
 // default, a GOGC in the environment, which the runtime has applied
-// already, wins. It returns the setting in force, for the log ("GOGC=..."
-// when the environment's).
+// already, wins. It returns the setting in force, for the log: the number,
+// or "GOGC=..." when the environment's.
 func applyServerGCPercent(n int, given bool) (string, error) {
 	if n < minServerGCPercent {
 		return "", usagef("--gc-percent %d: want %d or more (Go's default is 100; the server's %d)", n, minServerGCPercent, defaultServerGCPercent)
@@ -41,5 +42,5 @@ func applyServerGCPercent(n int, given bool) (string, error) {
 		}
 	}
 	debug.SetGCPercent(n)
-	return "", nil
+	return strconv.Itoa(n), nil
 }

@@ -15,10 +15,10 @@ func TestApplyServerGCPercent(t *testing.T) {
 
 	t.Setenv("GOGC", "")
 	debug.SetGCPercent(100)
-	if s, err := applyServerGCPercent(defaultServerGCPercent, false); err != nil || s != "" || gcPercent() != defaultServerGCPercent {
+	if s, err := applyServerGCPercent(defaultServerGCPercent, false); err != nil || s != "200" || gcPercent() != defaultServerGCPercent {
 		t.Fatalf("the default: %q, %v, runtime %d; want %d", s, err, gcPercent(), defaultServerGCPercent)
 	}
-	if s, err := applyServerGCPercent(150, true); err != nil || s != "" || gcPercent() != 150 {
+	if s, err := applyServerGCPercent(150, true); err != nil || s != "150" || gcPercent() != 150 {
 		t.Fatalf("given 150: %q, %v, runtime %d", s, err, gcPercent())
 	}
 
@@ -27,7 +27,7 @@ func TestApplyServerGCPercent(t *testing.T) {
 	if s, err := applyServerGCPercent(defaultServerGCPercent, false); err != nil || s != "GOGC=80" || gcPercent() != 80 {
 		t.Fatalf("the default under GOGC=80: %q, %v, runtime %d; want GOGC's 80 kept", s, err, gcPercent())
 	}
-	if s, err := applyServerGCPercent(300, true); err != nil || s != "" || gcPercent() != 300 {
+	if s, err := applyServerGCPercent(300, true); err != nil || s != "300" || gcPercent() != 300 {
 		t.Fatalf("given 300 under GOGC=80: %q, %v, runtime %d; want the flag's", s, err, gcPercent())
 	}
 

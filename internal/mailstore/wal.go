@@ -15,8 +15,8 @@ import (
 // STATUS and FETCH on the read connections) while the syncer and the
 // search indexer keep writing: through a first sync of 500,000 messages
 // the WAL grew to 5.8 GB. So after each commit the writer looks at the
-// WAL's size (one stat); from three quarters of walLimit on it copies the frames
-// beside the writer (below), and above walLimit it runs a TRUNCATE
+// WAL's size (one stat); from three quarters of walLimit on it copies the
+// frames beside the writer (below), and above walLimit it runs a TRUNCATE
 // checkpoint, which copies what is left, waits up to walWaitMS for the readers that
 // still read older frames (a reader that starts once every frame is copied
 // reads the database file alone, so it does not hold the checkpoint back),
@@ -27,28 +27,24 @@ import (
 
 // walLimit is the WAL size, in bytes, above which a commit is followed by
 // a TRUNCATE checkpoint (the copy beside the writer starts at three
-// quarters of it, copyFromNum/copyFromDen);
-// it is also the writer's journal_size_limit.
+// quarters of it, copyFrom); it is also the writer's journal_size_limit.
 const walLimit = 64 << 20
 
 // walWaitMS is how long that checkpoint waits for readers, in milliseconds:
 // writes wait meanwhile, reads do not.
 const walWaitMS = 250
 
-// copyFromNum/copyFromDen of walLimit is the WAL's size from which a
-// commit starts the copy beside the writer (below). It was a half: a first
-// sync of 3,000 messages of 10 KB ends with about 45 MB in the WAL, so
-// the copy of its first 32 and then 40 MB ran during the sync, on the core
-// the sync's opening of entries needed (0.89x the daemon's CPU and 0.92x
-// the sync's time at three quarters, the same at 10,000: docs/BENCHMARKS.md,
-// "The copy beside the writer from three quarters"). The pages are copied
-// all the same, later: by the copy once the search index's writes take the
-// WAL there, or after the next small batch (below). What is copied, and the
-// WAL's bound, are as before.
-const (
-	copyFromNum = 3
-	copyFromDen = 4
-)
+// copyFrom is the WAL's size, for a bound of limit, from which a commit
+// starts the copy beside the writer (below): three quarters of it. It was
+// a half: a first sync of 3,000 messages of 10 KB ends with about 45 MB in
+// the WAL, so the copy of its first 32 and then 40 MB ran during the sync,
+// on the core the sync's opening of entries needed (0.89x the daemon's CPU
+// and 0.92x the sync's time at three quarters, the same at 10,000:
+// docs/BENCHMARKS.md, "The copy beside the writer from three quarters").
+// The pages are copied all the same, later: by the copy once the search
+// index's writes take the WAL there, or after the next small batch
+// (below). What is copied, and the WAL's bound, are as before.
+func copyFrom(limit int64) int64 { return limit * 3 / 4 }
 
 // The copy beside the writer.
 //
@@ -57,9 +53,8 @@ const (
 // reached its bound twice, and each time the apply's goroutine copied 64
 // MiB for 0.27 to 0.35 s while the read ahead of it had ended long before:
 // a fifth of the sync's time with one core idle. So from three quarters
-// of the bound on (half until 2026-12-04, copyFromNum), the frames are
-// copied beside the writer: a PASSIVE checkpoint on a
-// read connection, which SQLite runs while another connection writes and
+// of the bound on (copyFrom), the frames are copied beside the writer: a
+// PASSIVE checkpoint on a read connection, which SQLite runs while another connection writes and
 // readers read (it takes neither the writer's lock nor waits for readers;
 // sqlite.org/c3ref/wal_checkpoint_v2.html), and the writer goes on. A
 // commit starts one when none runs and the WAL grew by more than an eighth
@@ -106,8 +101,8 @@ func (s *Store) waitPassive() {
 	}
 }
 
-// boundWAL runs after a commit, with s.mu held: from three quarters of s.walLimit it
-// copies the WAL's frames beside the writer (above); above s.walLimit it
+// boundWAL runs after a commit, with s.mu held: from copyFrom(s.walLimit)
+// it copies the WAL's frames beside the writer (above); above s.walLimit it
 // checkpoints and truncates the WAL. The commit is durable already, so a
 // checkpoint that fails (or that readers hold back) is not an error: it is
 // tried again once the WAL has grown by a quarter of the limit.
@@ -125,7 +120,7 @@ func (s *Store) boundWAL(ctx context.Context) {
 		}
 	}
 	if size <= max(s.walLimit, s.walRetry) {
-		if s.passive == nil && size > s.walLimit*copyFromNum/copyFromDen && size-s.copiedFrom > s.walLimit/8 {
+		if s.passive == nil && size > copyFrom(s.walLimit) && size-s.copiedFrom > s.walLimit/8 {
 			s.startPassive(size)
 		}
 		return

@@ -269,37 +269,33 @@ func TestWALCopiedBesideWriter(t *testing.T) {
 	if wal == 0 || size(path) != before {
 		t.Fatalf("after a batch of 100: WAL %d bytes, database %d bytes; want the frames in the WAL alone", wal, size(path))
 	}
+	// commitUnder sets the bound to limit and commits at pos (the
+	// entries given, or none), and returns the copy beside the writer
+	// that commit started, ended, or nil.
+	commitUnder := func(limit int64, pos uint64, es []Entry) *passiveCopy {
+		t.Helper()
+		s.mu.Lock()
+		s.walLimit = limit
+		s.mu.Unlock()
+		if _, err := s.Apply(ctx, es, pos); err != nil {
+			t.Fatal(err)
+		}
+		settled(s)
+		s.mu.Lock()
+		p := s.passive
+		s.mu.Unlock()
+		if p != nil {
+			<-p.done
+		}
+		return p
+	}
 	// A bound the WAL is at two thirds of: no copy yet (a first sync of
 	// 3,000 messages ends about there; its pages are copied after it).
-	s.mu.Lock()
-	s.walLimit = wal * 3 / 2
-	s.mu.Unlock()
-	if _, err := s.Apply(ctx, entries[100:], 101); err != nil {
-		t.Fatal(err)
-	}
-	settled(s)
-	s.mu.Lock()
-	p := s.passive
-	s.mu.Unlock()
-	if p != nil {
-		<-p.done
+	if p := commitUnder(wal*3/2, 101, entries[100:]); p != nil {
 		t.Fatalf("a copy beside the writer started at two thirds of the bound (WAL %d bytes, bound %d); want it from three quarters", size(path+"-wal"), wal*3/2)
 	}
 	// A bound the WAL is over three quarters of.
-	s.mu.Lock()
-	s.walLimit = wal * 5 / 4
-	s.mu.Unlock()
-	if _, err := s.Apply(ctx, nil, 102); err != nil {
-		t.Fatal(err)
-	}
-	settled(s)
-	s.mu.Lock()
-	p = s.passive
-	s.mu.Unlock()
-	if p != nil {
-		<-p.done
-	}
-	if p == nil {
+	if p := commitUnder(wal*5/4, 102, nil); p == nil {
 		t.Fatalf("no copy beside the writer started over three quarters of the bound (WAL %d bytes, bound %d)", size(path+"-wal"), wal*5/4)
 	}
 	if got := size(path + "-wal"); got < wal {
@@ -309,13 +305,7 @@ func TestWALCopiedBesideWriter(t *testing.T) {
 		t.Errorf("after the copy beside the writer: database file %d bytes, want the 100 messages' pages copied (%d bytes or more)", got, before+100*10000)
 	}
 	// A commit over the bound cuts the WAL.
-	s.mu.Lock()
-	s.walLimit = wal * 3 / 4
-	s.mu.Unlock()
-	if _, err := s.Apply(ctx, nil, 103); err != nil {
-		t.Fatal(err)
-	}
-	settled(s)
+	commitUnder(wal*3/4, 103, nil)
 	if got := size(path + "-wal"); got != 0 {
 		t.Errorf("after the next commit: WAL %d bytes, want it cut", got)
 	}
