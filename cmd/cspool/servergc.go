@@ -12,16 +12,21 @@ import (
 // devices, 40 MB with 10,000 of them waiting) and allocates in proportion
 // to what it serves: its SQLite driver hands over every entry it reads as
 // a new byte slice, so a device's first sync of 3,000 messages of 10 KB
-// allocates about 45 MB. At Go's default (GOGC 100) the collector ran every
-// 4 MB of that, a dozen times a sync, and between runs the runtime gave the
-// heap's pages back to the system and faulted them in again: a quarter of
-// the server's CPU while it served the sync (docs/BENCHMARKS.md, "The spool
-// server's collector"). With the collector's goal at 3 times the live heap
-// (GOGC 200) it runs a third as often; the heap of a server with 10,000
-// devices waiting grew by 30 to 47 MB (docs/BENCHMARKS.md).
+// allocates about 45 MB, and at Go's default (GOGC 100) the collector runs
+// a dozen times a sync. GOGC 200 took a fifth to a quarter off the
+// server's CPU for such a sync, but the byte limits (lmtp-max-inflight,
+// append-memory, checkpoint-memory) bound what is live, not what the heap
+// may grow to: under 100 hostile LMTP connections holding a 256 MiB
+// budget the server's peak RSS reached 455 MiB at GOGC 200 where the
+// promise (docs/DELIVERY.md, "Limits") allows 448. A floor under the heap
+// instead (the collector's goal raised to 32 or 64 MiB while little is
+// live) did no better: the goal follows each collection a moment late, and
+// in that moment a heap that had just grown could grow by its old factor
+// (docs/BENCHMARKS.md, "The spool server's collector, again"). So the
+// default is Go's, and gc-percent lets an operator trade memory for CPU.
 
-// defaultServerGCPercent is the gc-percent setting's default.
-const defaultServerGCPercent = 200
+// defaultServerGCPercent is the gc-percent setting's default: Go's.
+const defaultServerGCPercent = 100
 
 // minServerGCPercent bounds the setting from below: under it the collector
 // would run more often than Go's default allows for.
