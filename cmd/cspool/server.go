@@ -161,10 +161,11 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	case *usersTable && *storeKind != "postgres":
 		return usagef("--users-table needs --store postgres")
 	}
-	gcSetting, err := applyServerGCPercent(*gcPercent, flagGiven(fs, "gc-percent"))
+	percent, gcSetting, err := applyServerGCPercent(*gcPercent, flagGiven(fs, "gc-percent"))
 	if err != nil {
 		return err
 	}
+	gov := newGCGovernor(percent)
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug
@@ -176,7 +177,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
 		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg, quota: *quota,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
-		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim, gcPercent: gcSetting,
+		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim, gcPercent: gcText(gcSetting, gov), memoryHeld: gov.hook(),
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
 			userNonces: *userNonces, spoolNonces: *spoolNonces, maxWait: *maxWait,
 			maxCheckpoint: *maxCheckpoint, checkpointMemory: *checkpointMemory, appendMemory: *appendMemory},
@@ -198,7 +199,8 @@ type serverFlags struct {
 	pass                                                                                *passphraseSource
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
 	storeKind, dsn, metricsAddr, pprofAddr                                              string
-	gcPercent                                                                           string // the collector's setting, for the log
+	gcPercent                                                                           string      // the collector's setting, for the log
+	memoryHeld                                                                          func(int64) // told what the byte budgets hold (gcGovernor)
 	usersTable                                                                          bool
 	maxMsg, quota                                                                       int64
 	limits                                                                              serverLimits
@@ -295,7 +297,8 @@ func (s *serverRun) run(f serverFlags) error {
 	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: serverMaxBody(f.maxMsg), AppendMemory: f.limits.appendMemory,
 		MaxConnsPerAddr: f.limits.conns, RefusalRate: f.limits.refusals, MaxLongPolls: f.limits.polls,
 		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces, MaxWait: f.limits.maxWait,
-		MaxCheckpointBody: f.limits.maxCheckpoint, CheckpointMemory: f.limits.checkpointMemory}
+		MaxCheckpointBody: f.limits.maxCheckpoint, CheckpointMemory: f.limits.checkpointMemory,
+		MemoryHeld: f.memoryHeld}
 	if spoolKey != nil {
 		cfg.SpoolKey = spoolKey.Public()
 	}
@@ -312,6 +315,7 @@ func (s *serverRun) run(f serverFlags) error {
 	}
 	lmtpOpts := deliver.LMTPOptions{Domains: splitList(f.lmtpDomains), MaxMessageBytes: f.maxMsg, Logger: s.log}
 	f.lmtpLimits.apply(&lmtpOpts)
+	lmtpOpts.MemoryHeld = f.memoryHeld
 	if f.metricsAddr != "" {
 		if s.mon, err = s.startMetrics(f.metricsAddr, store, quotas, f.quota, errc); err != nil {
 			return err

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"runtime/debug"
+	"sync"
 	"testing"
 )
 
@@ -14,25 +15,77 @@ func TestApplyServerGCPercent(t *testing.T) {
 	t.Cleanup(func() { debug.SetGCPercent(prev) })
 
 	t.Setenv("GOGC", "")
-	debug.SetGCPercent(300)
-	if s, err := applyServerGCPercent(defaultServerGCPercent, false); err != nil || s != "100" || gcPercent() != 100 {
-		t.Fatalf("the default: %q, %v, runtime %d; want Go's 100, which keeps the byte limits' promise", s, err, gcPercent())
+	debug.SetGCPercent(100)
+	if p, s, err := applyServerGCPercent(defaultServerGCPercent, false); err != nil || p != 200 || s != "200" || gcPercent() != 200 {
+		t.Fatalf("the default: %d %q, %v, runtime %d; want 200", p, s, err, gcPercent())
 	}
-	if s, err := applyServerGCPercent(150, true); err != nil || s != "150" || gcPercent() != 150 {
-		t.Fatalf("given 150: %q, %v, runtime %d", s, err, gcPercent())
+	if p, s, err := applyServerGCPercent(150, true); err != nil || p != 150 || s != "150" || gcPercent() != 150 {
+		t.Fatalf("given 150: %d %q, %v, runtime %d", p, s, err, gcPercent())
 	}
 
 	t.Setenv("GOGC", "80")
 	debug.SetGCPercent(80) // what the runtime read from GOGC at start
-	if s, err := applyServerGCPercent(defaultServerGCPercent, false); err != nil || s != "GOGC=80" || gcPercent() != 80 {
-		t.Fatalf("the default under GOGC=80: %q, %v, runtime %d; want GOGC's 80 kept", s, err, gcPercent())
+	if p, s, err := applyServerGCPercent(defaultServerGCPercent, false); err != nil || p != 80 || s != "GOGC=80" || gcPercent() != 80 {
+		t.Fatalf("the default under GOGC=80: %d %q, %v, runtime %d; want GOGC's 80 kept", p, s, err, gcPercent())
 	}
-	if s, err := applyServerGCPercent(300, true); err != nil || s != "300" || gcPercent() != 300 {
-		t.Fatalf("given 300 under GOGC=80: %q, %v, runtime %d; want the flag's", s, err, gcPercent())
+	if p, s, err := applyServerGCPercent(300, true); err != nil || p != 300 || s != "300" || gcPercent() != 300 {
+		t.Fatalf("given 300 under GOGC=80: %d %q, %v, runtime %d; want the flag's", p, s, err, gcPercent())
 	}
 
 	var ue *usageError
-	if _, err := applyServerGCPercent(10, true); !errors.As(err, &ue) || gcPercent() != 300 {
+	if _, _, err := applyServerGCPercent(10, true); !errors.As(err, &ue) || gcPercent() != 300 {
 		t.Fatalf("given 10: %v, runtime %d; want a usage error and nothing changed", err, gcPercent())
+	}
+}
+
+// TestGCGovernor: the collector runs at Go's 100 from gcBusyFrom bytes held
+// on, at the percent set again under half of it, and the governor keeps
+// out of the way where the percent set is 100 or less.
+func TestGCGovernor(t *testing.T) {
+	prev := gcPercent()
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+	if newGCGovernor(100) != nil || newGCGovernor(-1) != nil || newGCGovernor(50).hook() != nil {
+		t.Fatal("a governor for a percent of 100 or less, or GOGC=off")
+	}
+	debug.SetGCPercent(200)
+	g := newGCGovernor(200)
+	hold := g.hook()
+	for _, step := range []struct {
+		delta int64
+		want  int
+	}{
+		{gcBusyFrom - 1, 200},  // just under
+		{1, 100},               // at it: Go's factor, before the bytes are read
+		{gcBusyFrom, 100},      // more
+		{-gcBusyFrom - 1, 100}, // back to just under, but not under half
+		{-gcBusyFrom / 2, 200}, // under half: the percent set again
+		{1 << 20, 200},         // between half and the threshold, coming up
+		{-1 << 20, 200},
+		{-gcBusyFrom/2 + 1, 200},
+	} {
+		hold(step.delta)
+		if p := gcPercent(); p != step.want {
+			t.Fatalf("after %+d bytes (%d held): GOGC %d; want %d", step.delta, g.held.Load(), p, step.want)
+		}
+	}
+	if n := g.held.Load(); n != 0 {
+		t.Fatalf("held %d at the end; want 0", n)
+	}
+
+	// Appends and messages taken and given back at once, on many
+	// goroutines: once all is given back, the percent set.
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			for j := range 200 {
+				n := int64(1+i*j%7) << 20
+				hold(n)
+				hold(-n)
+			}
+		})
+	}
+	wg.Wait()
+	if p, n := gcPercent(), g.held.Load(); p != 200 || n != 0 {
+		t.Fatalf("after the goroutines: GOGC %d, held %d; want 200, 0", p, n)
 	}
 }

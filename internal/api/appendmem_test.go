@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,9 +26,11 @@ func TestAppendMemoryBound(t *testing.T) {
 	t.Parallel()
 	const size = 1 << 20
 	m := &recMetrics{}
+	var told atomic.Int64 // what MemoryHeld was told, summed
 	e := newEnv(t, false, func(c *Config) {
 		c.MaxBody, c.AppendMemory, c.CheckpointWait = 2*size, 2*size+size/2, 300*time.Millisecond
 		c.Metrics = m
+		c.MemoryHeld = func(d int64) { told.Add(d) }
 	})
 	body := EncodeBatch([][]byte{bytes.Repeat([]byte{'x'}, size)})
 	// start sends a signed append whose body stops after its first half
@@ -77,6 +80,10 @@ func TestAppendMemoryBound(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	// The server's collector is told what the budget holds (MemoryHeld).
+	if n := told.Load(); n != held() {
+		t.Fatalf("MemoryHeld told %d bytes held, the budget holds %d", n, held())
+	}
 	// alice's share (MaxBody) cannot take a second one.
 	a2 := start("alice", e.alice)
 	close(a2.rest)
@@ -113,6 +120,12 @@ func TestAppendMemoryBound(t *testing.T) {
 	for user, want := range map[string]uint64{"alice": 2, "bob": 1} {
 		if h, err := e.store.Head(context.Background(), user); err != nil || h != want {
 			t.Fatalf("head of %s %d (%v), want %d", user, h, err, want)
+		}
+	}
+	// Every byte taken was given back, and the collector told so.
+	for deadline := time.Now().Add(timeLeft(t)); told.Load() != 0 || held() != 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("at the end MemoryHeld told %d bytes held, the budget holds %d; want 0", told.Load(), held())
 		}
 	}
 }

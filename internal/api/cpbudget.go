@@ -17,10 +17,11 @@ type byteBudget struct {
 	waiting int             // acquires waiting for room
 	freed   chan struct{}   // closed (and replaced) whenever bytes are given back
 	onWait  func(delta int) // told +1 when an acquire starts waiting, -1 when it stops; called under mu
+	onHeld  func(n int64)   // told n bytes taken, -n given back (Config.MemoryHeld); nil: no one
 }
 
-func newByteBudget(limit int64, onWait func(delta int)) *byteBudget {
-	return &byteBudget{limit: limit, freed: make(chan struct{}), onWait: onWait}
+func newByteBudget(limit int64, onWait func(delta int), onHeld func(n int64)) *byteBudget {
+	return &byteBudget{limit: limit, freed: make(chan struct{}), onWait: onWait, onHeld: onHeld}
 }
 
 // acquire takes n bytes (at most limit) from the budget, waiting for room
@@ -55,6 +56,9 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) bool {
 	}
 	b.held += n
 	b.peak = max(b.peak, b.held)
+	if b.onHeld != nil {
+		b.onHeld(n)
+	}
 	return true
 }
 
@@ -63,6 +67,9 @@ func (b *byteBudget) release(n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.held -= n
+	if b.onHeld != nil {
+		b.onHeld(-n)
+	}
 	close(b.freed)
 	b.freed = make(chan struct{})
 }

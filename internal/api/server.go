@@ -73,6 +73,10 @@ type Config struct {
 	// Zero means 4 * MaxBody; it is raised to MaxBody if below, so that
 	// the largest append accepted fits alone.
 	AppendMemory int64
+	// MemoryHeld, if set, is told every change of the bytes held against
+	// AppendMemory and CheckpointMemory together (positive as a body's
+	// share is taken, negative as it is given back).
+	MemoryHeld func(delta int64)
 	// MaxCheckpointBody is the largest checkpoint upload accepted (413
 	// beyond). Zero means DefaultMaxCheckpointBody (256 MiB: a mailbox of
 	// about 2.6 million messages at about 102 bytes each). Above
@@ -328,8 +332,8 @@ func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
-		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting),
-		apMem: newByteBudget(cfg.AppendMemory, func(int) {}), apKeys: map[[8]byte]int64{},
+		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, cfg.MemoryHeld),
+		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{},
 		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	s.openAt = time.Unix(s.fence+1, 0).Add(-cfg.FutureSkew)

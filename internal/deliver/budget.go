@@ -23,6 +23,9 @@ func (r *reservation) grow(n int64) bool {
 		}
 		if r.l.inflight.CompareAndSwap(cur, cur+n) {
 			r.held += n
+			if h := r.l.opts.MemoryHeld; h != nil {
+				h(n)
+			}
 			return true
 		}
 	}
@@ -31,6 +34,9 @@ func (r *reservation) grow(n int64) bool {
 // release gives the whole reservation back.
 func (r *reservation) release() {
 	r.l.inflight.Add(-r.held)
+	if h := r.l.opts.MemoryHeld; h != nil && r.held != 0 {
+		h(-r.held)
+	}
 	r.held = 0
 }
 

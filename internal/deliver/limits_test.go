@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,8 +142,9 @@ func TestLMTPBudgetAsBytesArrive(t *testing.T) {
 		t.Fatal(err)
 	}
 	const budget = 1 << 20
+	var told atomic.Int64 // what MemoryHeld was told, summed
 	l := NewLMTP(f.d, LMTPOptions{MaxInflightBytes: budget, MaxMessageBytes: 4 << 20,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)), MemoryHeld: func(d int64) { told.Add(d) }})
 	done := make(chan error, 1)
 	go func() { done <- l.Serve(ln) }()
 	t.Cleanup(func() {
@@ -168,6 +170,12 @@ func TestLMTPBudgetAsBytesArrive(t *testing.T) {
 			t.Fatalf("%d bytes in flight 20 s after 600 kB of an unfinished message, want them reserved as they arrive", l.inflight.Load())
 		}
 	}
+	// The server's collector is told what the budget holds (MemoryHeld).
+	for deadline := time.Now().Add(20 * time.Second); told.Load() != l.inflight.Load(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("MemoryHeld told %d bytes held, %d in flight", told.Load(), l.inflight.Load())
+		}
+	}
 
 	// A second message of 2 MB, with and without SIZE, does not fit.
 	second := strings.Repeat(line, 2000)
@@ -182,9 +190,9 @@ func TestLMTPBudgetAsBytesArrive(t *testing.T) {
 
 	a.write(".\r\n")
 	a.expect("250 2.0.0")
-	for deadline := time.Now().Add(20 * time.Second); l.inflight.Load() != 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); l.inflight.Load() != 0 || told.Load() != 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d bytes still in flight after every message ended", l.inflight.Load())
+			t.Fatalf("%d bytes still in flight after every message ended, MemoryHeld told %d; want 0", l.inflight.Load(), told.Load())
 		}
 	}
 	b := dialScripted(t, addr)

@@ -50,6 +50,10 @@ type LMTPOptions struct {
 	// one message may take up to MaxMessageBytes × (1 + 2 × Parallel)
 	// whatever this is. Zero means 1 GiB.
 	MaxInflightBytes int64
+	// MemoryHeld, if set, is told every change of the bytes held against
+	// MaxInflightBytes (positive as a message's share grows, negative as it
+	// is given back), from the goroutines that make them.
+	MemoryHeld func(delta int64)
 	// MaxConns is the most connections open at once; one more is
 	// answered "421 4.4.5" in place of the greeting and closed. Zero means
 	// 100.
