@@ -38,14 +38,14 @@ func TestApplyServerGCPercent(t *testing.T) {
 	}
 }
 
-// TestGCGovernor: the collector runs at Go's 100 from gcBusyFrom bytes held
-// on, at the percent set again under half of it, and the governor keeps
-// out of the way where the percent set is 100 or less.
+// TestGCGovernor: the collector runs at gcBusyPercent from gcBusyFrom bytes
+// held on, at the percent set again under half of it, and the governor
+// keeps out of the way where the percent set is gcBusyPercent or less.
 func TestGCGovernor(t *testing.T) {
 	prev := gcPercent()
 	t.Cleanup(func() { debug.SetGCPercent(prev) })
-	if newGCGovernor(100) != nil || newGCGovernor(-1) != nil || newGCGovernor(50).hook() != nil {
-		t.Fatal("a governor for a percent of 100 or less, or GOGC=off")
+	if newGCGovernor(gcBusyPercent) != nil || newGCGovernor(-1) != nil || newGCGovernor(gcBusyPercent-10).hook() != nil {
+		t.Fatalf("a governor for a percent of %d or less, or GOGC=off", gcBusyPercent)
 	}
 	debug.SetGCPercent(200)
 	g := newGCGovernor(200)
@@ -54,12 +54,12 @@ func TestGCGovernor(t *testing.T) {
 		delta int64
 		want  int
 	}{
-		{gcBusyFrom - 1, 200},  // just under
-		{1, 100},               // at it: Go's factor, before the bytes are read
-		{gcBusyFrom, 100},      // more
-		{-gcBusyFrom - 1, 100}, // back to just under, but not under half
-		{-gcBusyFrom / 2, 200}, // under half: the percent set again
-		{1 << 20, 200},         // between half and the threshold, coming up
+		{gcBusyFrom - 1, 200},            // just under
+		{1, gcBusyPercent},               // at it, before the bytes are read
+		{gcBusyFrom, gcBusyPercent},      // more
+		{-gcBusyFrom - 1, gcBusyPercent}, // back to just under, but not under half
+		{-gcBusyFrom / 2, 200},           // under half: the percent set again
+		{1 << 20, 200},                   // between half and the threshold, coming up
 		{-1 << 20, 200},
 		{-gcBusyFrom/2 + 1, 200},
 	} {
