@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -167,8 +168,10 @@ func TestCheckpointMemoryBudget(t *testing.T) {
 		t.Run(fmt.Sprint(wait), func(t *testing.T) {
 			var g *gatedStore
 			m := &recMetrics{}
+			var told atomic.Int64 // what MemoryHeld was told, summed
 			e := newEnv(t, true, func(c *Config) {
 				c.Metrics = m
+				c.MemoryHeld = func(d int64) { told.Add(d) }
 				g = &gatedStore{Store: c.Store, comp: c.Store.(spool.Compactor), small: small,
 					in: make(chan struct{}, 8), open: make(chan struct{})}
 				c.Store = g
@@ -196,6 +199,10 @@ func TestCheckpointMemoryBudget(t *testing.T) {
 			held, _, _ := e.api.cpMem.state()
 			if held != 2*(big+1) {
 				t.Fatalf("%d bytes held with two uploads of %d in the store, want %d", held, big+1, 2*(big+1))
+			}
+			// The server's collector is told them with the store's copies.
+			if n := told.Load(); n != checkpointCopies*held {
+				t.Fatalf("MemoryHeld told %d bytes held, want %d times the %d held", n, checkpointCopies, held)
 			}
 			// Small ones fit beside them: 20 at once, 200 KiB.
 			var wg sync.WaitGroup
@@ -250,6 +257,9 @@ func TestCheckpointMemoryBudget(t *testing.T) {
 			}
 			if held, peak, _ := e.api.cpMem.state(); held != 0 || peak > 2<<20 {
 				t.Errorf("after: %d bytes held, %d at most; want 0, at most the budget %d", held, peak, 2<<20)
+			}
+			if n := told.Load(); n != 0 {
+				t.Errorf("after: MemoryHeld told %d bytes held, want 0", n)
 			}
 			if held, waiting, refused := m.checkpoints(); held != 0 || waiting != 0 || len(refused) != 0 {
 				t.Errorf("metrics after: %d bytes held, %d waiting, refused %q; want 0, 0, none", held, waiting, refused)

@@ -75,7 +75,8 @@ type Config struct {
 	AppendMemory int64
 	// MemoryHeld, if set, is told every change of the bytes held against
 	// AppendMemory and CheckpointMemory together (positive as a body's
-	// share is taken, negative as it is given back).
+	// share is taken, negative as it is given back); a checkpoint's bytes
+	// count checkpointCopies times.
 	MemoryHeld func(delta int64)
 	// MaxCheckpointBody is the largest checkpoint upload accepted (413
 	// beyond). Zero means DefaultMaxCheckpointBody (256 MiB: a mailbox of
@@ -327,12 +328,26 @@ type Server struct {
 	stop     context.CancelFunc
 }
 
+// checkpointCopies is what a checkpoint upload's bytes held against
+// CheckpointMemory stand for in memory, as told to Config.MemoryHeld: the
+// upload, and the store's two copies while it writes it (docs/OPERATING.md,
+// "Running it").
+const checkpointCopies = 3
+
+// times returns f telling k times each change, or nil for a nil f.
+func times(k int64, f func(int64)) func(int64) {
+	if f == nil {
+		return nil
+	}
+	return func(d int64) { f(k * d) }
+}
+
 // NewServer returns the API handler.
 func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
-		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, cfg.MemoryHeld),
+		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{},
 		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
