@@ -26,8 +26,8 @@ import (
 // bound what is live, not how far the heap grows past it: under 100
 // hostile LMTP connections holding a 256 MiB budget, the peak RSS reached
 // 455 MiB at GOGC 200 where docs/DELIVERY.md ("Limits") allows 448, and
-// 330 to 376 MiB at Go's 100. So while the budgets hold gcBusyFrom bytes or
-// more the server runs at GOGC 50 (282 to 291 MiB), and goes back to
+// 321 to 376 MiB at Go's 100. So while the budgets hold gcBusyFrom bytes or
+// more the server runs at GOGC 50 (282 to 297 MiB), and goes back to
 // gc-percent once they hold less than half that: the switch is made by the
 // goroutine that takes the bytes, before it reads them, so the heap never
 // grows by the larger factor over them (docs/BENCHMARKS.md, "The spool
