@@ -75,13 +75,6 @@ func TestApplyMemoryLimit(t *testing.T) {
 	}
 }
 
-// gcPercent reads the collector's GOGC setting.
-func gcPercent() int {
-	p := debug.SetGCPercent(100)
-	debug.SetGCPercent(p)
-	return p
-}
-
 // TestAutoGCPercent: the automatic limit comes with the collector's goal
 // at autoGCPercent, unless GOGC is in the environment (the runtime has
 // applied it then); a limit given or from GOMEMLIMIT leaves the goal as

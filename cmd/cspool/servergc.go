@@ -61,13 +61,18 @@ func applyServerGCPercent(n int, given bool) (int, string, error) {
 	}
 	if !given {
 		if env := os.Getenv("GOGC"); env != "" {
-			p := debug.SetGCPercent(-1)
-			debug.SetGCPercent(p)
-			return p, "GOGC=" + env, nil
+			return gcPercent(), "GOGC=" + env, nil
 		}
 	}
 	debug.SetGCPercent(n)
 	return n, strconv.Itoa(n), nil
+}
+
+// gcPercent reads the collector's GOGC setting (-1: off).
+func gcPercent() int {
+	p := debug.SetGCPercent(-1)
+	debug.SetGCPercent(p)
+	return p
 }
 
 // gcGovernor switches the collector's goal between the percent set and
@@ -92,13 +97,13 @@ func newGCGovernor(percent int) *gcGovernor {
 // memoryHeld is told each change of the bytes the budgets hold.
 func (g *gcGovernor) memoryHeld(delta int64) {
 	n := g.held.Add(delta)
-	if b := g.busy.Load(); b == g.wantBusy(b, n) {
+	if b := g.busy.Load(); b == busyAt(b, n) {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	b := g.busy.Load()
-	want := g.wantBusy(b, g.held.Load())
+	want := busyAt(b, g.held.Load())
 	if want == b {
 		return
 	}
@@ -110,9 +115,9 @@ func (g *gcGovernor) memoryHeld(delta int64) {
 	g.busy.Store(want)
 }
 
-// wantBusy says whether the collector should run at gcBusyPercent with n
+// busyAt says whether the collector should run at gcBusyPercent with n
 // bytes held, busy saying whether it does.
-func (*gcGovernor) wantBusy(busy bool, n int64) bool {
+func busyAt(busy bool, n int64) bool {
 	if busy {
 		return n >= gcBusyFrom/2
 	}
