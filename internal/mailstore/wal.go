@@ -55,7 +55,8 @@ func copyFrom(limit int64) int64 { return limit * 3 / 4 }
 // a fifth of the sync's time with one core idle. So from three quarters
 // of the bound on (copyFrom), the frames are copied beside the writer: a
 // PASSIVE checkpoint on a read connection, which SQLite runs while
-// another connection writes and readers read (it takes neither the writer's lock nor waits for readers;
+// another connection writes and readers read (it takes neither the
+// writer's lock nor waits for readers;
 // sqlite.org/c3ref/wal_checkpoint_v2.html), and the writer goes on. A
 // commit starts one when none runs and the WAL grew by more than an eighth
 // of the bound since the last one started; at the bound, the TRUNCATE
