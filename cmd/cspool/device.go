@@ -106,9 +106,12 @@ func (d *device) dial() error {
 }
 
 // trustSpoolKey holds the database to the spool key it was first synced
-// with (mailstore's TrustSpoolKey): with another key every delivery from
-// then on would be rejected and passed by, so the device refuses to talk
-// to the spool with it.
+// with, once an entry signed by it was applied (mailstore's
+// TrustSpoolKey): with another key every delivery from then on would be
+// rejected and passed by, so the device refuses to talk to the spool with
+// it. Before that the key given replaces the one recorded, and the sync
+// loop stops rather than pass deliveries by (syncer's
+// UntrustedSpoolError).
 func (d *device) trustSpoolKey() error {
 	err := d.store.TrustSpoolKey(context.Background(), d.spoolPub.Bytes())
 	var other *mailstore.OtherSpoolKeyError
@@ -121,7 +124,7 @@ func (d *device) trustSpoolKey() error {
 	}
 	return withHint(fmt.Errorf("--spool-key: %s trusts the spool key %s for deliveries (recorded when it was first synced), not %s",
 		d.dbPath, was, d.spoolPub),
-		"pass the spool's public key this device has always used (the spool.pub of its first sync); with another key every delivery would be rejected. If the key recorded was the wrong one (cspool status then lists deliveries rejected as \"entry author not trusted\"), or the spool's key was replaced, move the database away: a new one syncs everything from the spool")
+		"pass the spool's public key this device has always used (the spool.pub of its first sync, which signed the deliveries it applied); with another key every delivery would be rejected. If the spool's key was replaced, or the key recorded was a wrong one taken by a cspool from before schema 26 (cspool status then lists deliveries rejected as \"entry author not trusted\"), move the database away: a new one syncs everything from the spool")
 }
 
 // syncOptions are what the commands choose of a device's sync loop.

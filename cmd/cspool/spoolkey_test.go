@@ -17,7 +17,9 @@ import (
 // rejected every delivery from then on as "entry author not trusted" and
 // moved past it, so the mail never showed on that device, even once the
 // right key was given again. The right key still syncs afterwards, with
-// nothing rejected.
+// nothing rejected. A new database given the wrong key at its first sync
+// applies nothing, names both keys, and exits 77; the right key then
+// syncs everything.
 func TestOtherSpoolKeyRefused(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -84,8 +86,16 @@ func TestOtherSpoolKeyRefused(t *testing.T) {
 			}
 		}
 	}
-	if code, _, stderr := sync("spool.pub"); code != 0 {
-		t.Fatalf("first sync: exit %d\n%s", code, stderr)
+	// A new database given the wrong key on its first sync applies
+	// nothing and says so, exit 77; the right key then syncs it all.
+	code, _, stderr = sync("other.pub")
+	for _, w := range []string{"signed by the Ed25519 key", "not by the spool key given", "nothing applied", "hint:", "spool_key_id"} {
+		if code != exNoPerm || !strings.Contains(stderr, w) {
+			t.Errorf("first sync with --spool-key other.pub: exit %d, want %d, saying %q:\n%s", code, exNoPerm, w, stderr)
+		}
+	}
+	if code, out, stderr := sync("spool.pub"); code != 0 || !strings.Contains(out, "1 applied, 0 rejected") {
+		t.Fatalf("first sync: exit %d, want the delivery applied\n%s\n%s", code, out, stderr)
 	}
 	deliver("two")
 	for _, c := range []struct {

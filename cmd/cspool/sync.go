@@ -125,9 +125,12 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 		err = fmt.Errorf("%w: %s", syncer.ErrIntegrity, a)
 	}
 	p.finish(err != nil)
+	var untrusted *syncer.UntrustedSpoolError
 	switch {
 	case err == nil:
 		return nil
+	case errors.As(err, &untrusted):
+		return &exitError{withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), untrusted.Hint()), exNoPerm}
 	case api.Hint(err) != "":
 		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), api.Hint(err))
 	case errors.Is(err, syscall.ECONNREFUSED) || api.IsTemporary(err):

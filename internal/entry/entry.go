@@ -116,6 +116,21 @@ var (
 	ErrBadCommand     = errors.New("entry command invalid")
 )
 
+// UnknownAuthorError is the error of an entry whose inner header names
+// an author none of the trusted keys is; errors.Is(err, ErrUnknownAuthor)
+// holds. Author is the Ed25519 key the entry names, not checked: no
+// signature is verified under a key not trusted.
+type UnknownAuthorError struct {
+	Author ed25519.PublicKey
+}
+
+func (e *UnknownAuthorError) Error() string {
+	return fmt.Sprintf("%v: signed by %x", ErrUnknownAuthor, []byte(e.Author))
+}
+
+// Is makes errors.Is(err, ErrUnknownAuthor) hold.
+func (e *UnknownAuthorError) Is(target error) bool { return target == ErrUnknownAuthor }
+
 // Options tune Seal. The zero value is the production setting.
 type Options struct {
 	// Rand supplies the entry id; nil means crypto/rand. (HPKE's ephemeral
@@ -748,7 +763,7 @@ func checkInner(in, sig, dig []byte, keyID [keyIDSize]byte, user string, trusted
 		}
 	}
 	if !found {
-		return nil, fmt.Errorf("%w: signed by %x", ErrUnknownAuthor, []byte(f.author))
+		return nil, &UnknownAuthorError{Author: bytes.Clone(f.author)}
 	}
 	if dig == nil {
 		dig = innerDigest(keyID, in)

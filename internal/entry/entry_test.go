@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"testing"
 
 	"cspool/internal/command"
@@ -481,6 +482,31 @@ func TestBodyPrefix(t *testing.T) {
 			if !bytes.Equal(o.Cmd.Body, joined) {
 				t.Fatalf("size %d pad %v: opened body is not the prefix followed by the body", size, pad)
 			}
+		}
+	}
+}
+
+// TestUnknownAuthorNamed: an entry by a key not trusted is refused with
+// the key its header names, by Open and by OpenFrom, so that a device
+// can say which key signed what it rejects.
+func TestUnknownAuthorNamed(t *testing.T) {
+	f := newFixture(t)
+	b, _, err := Seal(deliver([]byte("from a stranger")), f.other, f.user.Public(), "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err1 := Open(b, f.user, "alice", f.user.Public(), f.spool.Public())
+	_, err2 := OpenFrom(bytes.NewReader(b), int64(len(b)), f.user, "alice", f.user.Public(), f.spool.Public())
+	for i, err := range []error{err1, err2} {
+		var ue *UnknownAuthorError
+		if !errors.As(err, &ue) || !errors.Is(err, ErrUnknownAuthor) {
+			t.Fatalf("open %d: got %v, want an *UnknownAuthorError", i, err)
+		}
+		if !ue.Author.Equal(f.other.Public().Ed25519) {
+			t.Errorf("open %d: author %x, want the stranger's %x", i, []byte(ue.Author), []byte(f.other.Public().Ed25519))
+		}
+		if want := fmt.Sprintf("entry author not trusted: signed by %x", []byte(f.other.Public().Ed25519)); err.Error() != want {
+			t.Errorf("open %d: %q, want %q", i, err, want)
 		}
 	}
 }

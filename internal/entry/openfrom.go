@@ -175,7 +175,7 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 		}
 	}
 	if !s.trusted {
-		return nil, fmt.Errorf("%w: signed by %x", ErrUnknownAuthor, []byte(f.author))
+		return nil, &UnknownAuthorError{Author: bytes.Clone(f.author)}
 	}
 	if !ed25519consensus.Verify(f.author, digest(keyID, s.hashes), sig) {
 		return nil, ErrBadSignature

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -140,6 +141,7 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 			return nil, fmt.Errorf("unopened entry at position %d outside positions %d to %d: %w", r.Pos, pos+1, newPos, ErrPosition)
 		}
 	}
+	spoolSigned := slices.ContainsFunc(entries, func(e Entry) bool { return e.Author == AuthorSpool })
 	// Changes made on this device: those the batch starts with are
 	// confirmed; before anything else, the rest is taken back (queue.go).
 	ov, entries, err := openQueue(a, entries)
@@ -168,6 +170,13 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE state SET position = ?, next_uidvalidity = ?", int64(newPos), a.nextUV); err != nil {
 		return nil, fmt.Errorf("recording position %d: %w", newPos, err)
+	}
+	if spoolSigned {
+		// The recorded spool key signed an entry of the log: it is the
+		// log's (SpoolKeyUsed). One row, written once.
+		if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key_used = 1 WHERE spool_key_used = 0"); err != nil {
+			return nil, fmt.Errorf("recording the spool key as used: %w", err)
+		}
 	}
 	if err := ov.finish(a, newPos, res); err != nil {
 		return nil, err

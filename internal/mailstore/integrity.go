@@ -187,31 +187,48 @@ func (e *OtherSpoolKeyError) Error() string {
 
 // TrustSpoolKey records key (a public key's 64 bytes, keys.PublicKey.Bytes)
 // as the spool's key this database trusts for deliveries if it records
-// none yet, or another but has applied nothing (position 0), and returns
-// an *OtherSpoolKeyError if it records another. Every delivery the log
-// holds is signed by one spool key, so a device that applied them with one
-// key cannot take another: with the wrong one it would reject every
-// delivery that followed, and move past them.
+// none yet, or another under which it has applied no entry (SpoolKeyUsed),
+// and returns an *OtherSpoolKeyError if it records another it has used.
+// Every delivery the log holds is signed by one spool key, so a device that
+// applied them with one key cannot take another: with the wrong one it
+// would reject every delivery that followed. A key not used yet may be
+// the wrong one: the syncer stops before deliveries signed by another
+// rather than pass them by, so a start with the right key finds them.
 func (s *Store) TrustSpoolKey(ctx context.Context, key []byte) error {
 	if len(key) != 64 {
 		return fmt.Errorf("mailstore: a spool key of %d bytes, want 64", len(key))
 	}
 	return s.writeTx(ctx, "recording the spool key", func(tx *sql.Tx) error {
 		var recorded []byte
-		var pos int64
-		if err := tx.QueryRowContext(ctx, "SELECT spool_key, (SELECT position FROM state) FROM local").Scan(&recorded, &pos); err != nil {
+		var used bool
+		if err := tx.QueryRowContext(ctx, "SELECT spool_key, spool_key_used FROM local").Scan(&recorded, &used); err != nil {
 			return fmt.Errorf("reading the spool key: %w", err)
 		}
 		switch {
-		case recorded == nil, pos == 0 && !bytes.Equal(recorded, key):
+		case bytes.Equal(recorded, key):
+			return nil
+		case recorded == nil, !used:
 			if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key = ?", key); err != nil {
 				return fmt.Errorf("recording the spool key: %w", err)
 			}
-			return nil
-		case bytes.Equal(recorded, key):
 			return nil
 		default:
 			return &OtherSpoolKeyError{Recorded: recorded}
 		}
 	})
+}
+
+// SpoolKeyUsed reports whether the database has applied an entry signed by
+// the spool key it records (TrustSpoolKey): once it has, that key is the
+// log's, and entries by other keys are someone else's, rejected and passed
+// by; until then the key may be a wrong one given at the first start.
+func (s *Store) SpoolKeyUsed(ctx context.Context) (bool, error) {
+	if err := s.check(); err != nil {
+		return false, err
+	}
+	var used bool
+	if err := s.rdb.QueryRowContext(ctx, "SELECT spool_key_used FROM local").Scan(&used); err != nil {
+		return false, fmt.Errorf("reading whether the spool key was used: %w", err)
+	}
+	return used, nil
 }

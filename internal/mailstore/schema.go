@@ -521,6 +521,17 @@ INSERT INTO fts (fts, rank) VALUES ('usermerge', 16);
 INSERT INTO ftsw (ftsw, rank) VALUES ('deletemerge', 0);
 INSERT INTO ftsw (ftsw, rank) VALUES ('usermerge', 16);
 `,
+	// 26: whether an entry signed by the recorded spool key (version 21)
+	// has been applied. Until one has, the key is only what the first
+	// sync was given: a device started with the wrong key stops before
+	// deliveries signed by another (the syncer's UntrustedSpoolError)
+	// instead of passing them by, and a later start with another key
+	// replaces it (TrustSpoolKey). A database that read past position 0
+	// before this version keeps the rule it had: its key is fixed.
+	`
+ALTER TABLE local ADD COLUMN spool_key_used INTEGER NOT NULL DEFAULT 0 CHECK (spool_key_used IN (0, 1));
+UPDATE local SET spool_key_used = 1 WHERE (SELECT position FROM state) > 0;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -541,7 +552,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 25
+const freshSchemaVersion = 26
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

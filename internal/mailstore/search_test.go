@@ -78,7 +78,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 24 (FTS5's default
+// downgrade makes the database's schema version 25 (no spool_key_used
+// in local), 24 (FTS5's default
 // deletemerge and usermerge), 23 (the rows of deleted
 // bodies taken out of the index with them), 22 (no unindexable), 21
 // (no relocated_bid in local), 20 (no spool_key in local), 19 (FTS5's default merge
@@ -97,6 +98,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	var qs []string
+	if version < 26 {
+		qs = append(qs, to25)
+	}
 	if version < 25 {
 		qs = append(qs, to24...)
 	}
@@ -181,6 +185,9 @@ END`,
 
 // to21 is downgrade's step from version 22 to 21.
 const to21 = "ALTER TABLE local DROP COLUMN relocated_bid"
+
+// to25 is downgrade's step from version 26 to 25: no spool_key_used.
+const to25 = "ALTER TABLE local DROP COLUMN spool_key_used"
 
 // to20 is downgrade's step from version 21 to 20.
 const to20 = "ALTER TABLE local DROP COLUMN spool_key"

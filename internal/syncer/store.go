@@ -110,4 +110,7 @@ type Journal interface {
 	RaiseAlarm(ctx context.Context, pos uint64, detail string) error
 	// Alarms lists the integrity alarms, oldest first.
 	Alarms(ctx context.Context) ([]mailstore.Alarm, error)
+	// SpoolKeyUsed reports whether an entry signed by the spool key the
+	// store records was applied (spoolkey.go).
+	SpoolKeyUsed(ctx context.Context) (bool, error)
 }

@@ -51,6 +51,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -324,6 +325,8 @@ type Syncer struct {
 	ahead              *readAhead    // the loop's own: the next read, made while a batch applies (ahead.go)
 	spare              []byte        // the loop's own: the buffer of a read ahead whose bytes were let go, for the next (ahead.go)
 	firstBackoff       time.Duration // the loop's first wait after a failure
+	keyUsed            atomic.Bool   // an entry signed by the spool key was applied (spoolkey.go)
+	unsignedThrough    uint64        // the loop's own: the log holds no entry signed by the spool key up to here (spoolkey.go)
 	// sentThrough is the last position where entries this device sent may
 	// be in the log without the store having applied them: an append that
 	// succeeded, or one without a clear answer, which may land later, but
@@ -415,6 +418,9 @@ func New(cfg Config) (*Syncer, error) {
 	if err := s.loadIntegrity(context.Background()); err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
 	}
+	if err := s.loadKeyUsed(context.Background()); err != nil {
+		return nil, fmt.Errorf("syncer: %w", err)
+	}
 	return s, nil
 }
 
@@ -465,8 +471,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 			return err
 		}
 		var se *storeError
+		var ue *UntrustedSpoolError
 		hint := ""
-		if !errors.As(err, &se) && s.cfg.Permanent != nil {
+		switch {
+		case errors.As(err, &ue):
+			hint = ue.Hint()
+		case !errors.As(err, &se) && s.cfg.Permanent != nil:
 			hint = s.cfg.Permanent(err)
 		}
 		wasUnreachable := unreachable
@@ -741,6 +751,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	if v == nil {
 		return n, lr.Head, err
 	}
+	if err := s.checkSpoolKey(ctx, v, lr, opened); err != nil {
+		return 0, lr.Head, err
+	}
 	if s.cfg.OnLargeOpened != nil && holdsLarge(opened) {
 		s.cfg.OnLargeOpened()
 	}
@@ -773,6 +786,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		s.cfg.OnApplied(res)
 	}
 	s.applyMu.Unlock()
+	if spoolSigned(v.batch) {
+		s.keyUsed.Store(true)
+	}
 	releaseDelivered(opened)
 	if s.Status().Queued > 0 {
 		s.refreshQueued(ctx)

@@ -1,0 +1,174 @@
+package syncer
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
+)
+
+// A device is given the spool's public key (--spool-key) and trusts the
+// deliveries it signs; the database records it at the first sync
+// (mailstore's TrustSpoolKey). An entry signed by any other key is
+// rejected and passed by: once the device has applied an entry signed by
+// the recorded key, that key is the log's, and others are someone
+// else's, a stranger flooding the log. Before that, the key given may be
+// the wrong one: another setup's spool.pub, a copy of the wrong file.
+// Passing by every delivery then would leave an empty mailbox for good,
+// since the position moves past them.
+//
+// So until the key is used (mailstore's SpoolKeyUsed), a batch that holds
+// entries by a key not trusted and none by the spool key is checked
+// against the rest of the log: the loop reads on, up to the head the
+// batch's read gave, opening each entry and letting it go, for one signed
+// by the spool key. Found, the key is the right one, and the batch
+// applies as always, its strangers passed by. Not found, the batch is not
+// applied: the loop stops before it with an *UntrustedSpoolError, a
+// permanent error whose hint says what to check, and a start with the
+// right key reads the same entries again (TrustSpoolKey takes a key not
+// used yet). How the log is cut into reads changes nothing of this. The
+// positions read in vain are remembered (unsignedThrough), so that the
+// loop's retries read only what came since.
+//
+// A stranger able to write into the log of a user who has no delivery
+// yet can so keep a new device from syncing until a delivery arrives; it
+// could do as much by serving a replayed entry, which raises an alarm.
+// The error names the key the entries name, unverified (no signature is
+// checked under a key not trusted): it is never a key to pass as
+// --spool-key without comparing it with the spool server's own.
+
+// UntrustedSpoolError is the error of a batch that holds entries signed
+// by neither the user's key nor the spool key given, and no entry signed
+// by the spool key, while the database has applied none signed by it.
+// Nothing of the batch was applied.
+type UntrustedSpoolError struct {
+	Given   keys.PublicKey      // the spool key given (Config.SpoolKey)
+	Authors []ed25519.PublicKey // the keys the entries name, distinct, in log order, at most maxAuthorsNamed
+	First   uint64              // the first such entry's position
+	Last    uint64              // the last one's
+	Count   int                 // how many the batch holds
+	Through uint64              // the log holds no entry signed by Given up to this position
+}
+
+// maxAuthorsNamed is how many of the keys a batch's untrusted entries name
+// an UntrustedSpoolError lists.
+const maxAuthorsNamed = 3
+
+func (e *UntrustedSpoolError) Error() string {
+	names := make([]string, len(e.Authors))
+	for i, a := range e.Authors {
+		names[i] = fmt.Sprintf("%x", []byte(a))
+	}
+	where := fmt.Sprintf("the entry at position %d of the spool's log is", e.First)
+	if e.Count > 1 {
+		where = fmt.Sprintf("%d entries at positions %d to %d of the spool's log are", e.Count, e.First, e.Last)
+	}
+	return fmt.Sprintf("%s signed by the Ed25519 key %s, not by the spool key given (key id %x, Ed25519 key %x); no entry of the log up to position %d is signed by that key, and this database has applied none: nothing applied",
+		where, strings.Join(names, ", "), e.Given.KeyID(), []byte(e.Given.Ed25519), e.Through)
+}
+
+// Hint says what a person does about it.
+func (e *UntrustedSpoolError) Hint() string {
+	return fmt.Sprintf("check --spool-key: it must be the public key of the spool server this device syncs with (the server logs its spool_key_id at start; the key given has id %x). If it is not, start again with the right one: this database takes it and reads these entries again. Do not pass the key this message names without checking it against the server's. If the key given is the server's, these entries were written into the log by someone else: report it to the spool's operator",
+		e.Given.KeyID())
+}
+
+// loadKeyUsed reads whether the store's spool key is the log's already.
+func (s *Syncer) loadKeyUsed(ctx context.Context) error {
+	used, err := s.cfg.Store.SpoolKeyUsed(ctx)
+	if err != nil {
+		return err
+	}
+	s.keyUsed.Store(used)
+	return nil
+}
+
+// spoolSigned reports whether a batch holds an entry signed by the spool
+// key: applied, it makes the key the log's (the store records it with the
+// apply, and the loop in keyUsed).
+func spoolSigned(batch []mailstore.Entry) bool {
+	return slices.ContainsFunc(batch, func(e mailstore.Entry) bool { return e.Author == mailstore.AuthorSpool })
+}
+
+// checkSpoolKey returns an *UntrustedSpoolError if v, a verified batch of
+// the read lr whose entries opened as opened, must not be applied: the
+// spool key is not used yet (keyUsed), the batch holds entries by a key not
+// trusted, and the log holds none by the spool key, in the batch or after
+// it up to the read's head.
+func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRead, opened []opened) error {
+	if s.keyUsed.Load() || spoolSigned(v.batch) {
+		return nil
+	}
+	var u *UntrustedSpoolError
+	for i, e := range lr.Entries {
+		if e.Pos > v.last {
+			break
+		}
+		var ua *entry.UnknownAuthorError
+		if !errors.As(opened[i].err, &ua) {
+			continue
+		}
+		if u == nil {
+			u = &UntrustedSpoolError{Given: s.cfg.SpoolKey, First: e.Pos}
+		}
+		u.Last = e.Pos
+		u.Count++
+		known := false
+		for _, a := range u.Authors {
+			known = known || a.Equal(ua.Author)
+		}
+		if !known && len(u.Authors) < maxAuthorsNamed {
+			u.Authors = append(u.Authors, ua.Author)
+		}
+	}
+	if u == nil {
+		return nil
+	}
+	found, through, err := s.spoolSignedAfter(ctx, max(v.last, s.unsignedThrough), lr.Head)
+	if err != nil || found {
+		return err
+	}
+	s.unsignedThrough = max(s.unsignedThrough, through)
+	u.Through = max(v.last, s.unsignedThrough)
+	return u
+}
+
+// spoolSignedAfter reads the log after position after, up to head, for an
+// entry signed by the spool key given, opening each entry with that key
+// alone trusted and letting it go; it returns whether it found one, and
+// else the last position it read.
+func (s *Syncer) spoolSignedAfter(ctx context.Context, after, head uint64) (bool, uint64, error) {
+	for after < head {
+		lr, err := s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
+		if err != nil {
+			return false, after, err
+		}
+		if len(lr.Entries) == 0 {
+			break
+		}
+		for _, e := range lr.Entries {
+			if e.Pos <= after {
+				// Not in order: the batch's own checks say so when it
+				// gets there.
+				return false, after, nil
+			}
+			after = e.Pos
+			u, err := entry.OpenUnverified(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.SpoolKey)
+			if err != nil {
+				continue
+			}
+			if o, err := u.Verify(); err == nil {
+				o.Release()
+				return true, after, nil
+			}
+		}
+	}
+	return false, after, nil
+}
