@@ -113,6 +113,10 @@ type SyncState struct {
 	// take them: they go when the spool answers (docs/IMAP.md, "Offline").
 	Queued int    `json:"queued"`
 	Spool  string `json:"spool,omitempty"`
+	// NeedsFix: the last failure is one retrying will not heal (a key
+	// refused, an untrusted certificate, deliveries signed by another
+	// key than --spool-key); what to do is in the actions.
+	NeedsFix bool `json:"needs_fix,omitempty"`
 }
 
 // Checkpoint is the state of checkpoints as this device knows it.

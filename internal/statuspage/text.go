@@ -124,6 +124,13 @@ func syncLines(s SyncState, now time.Time) (conn, position string) {
 		conn = "connected to " + spool
 	case s.LastError == "" && s.LastContact.IsZero():
 		conn = "connecting to " + spool + " (no answer yet)"
+	case s.NeedsFix:
+		// The spool may well answer: what it answered, or what came
+		// with it, needs a person (the actions say what).
+		conn = "NOT SYNCING with " + spool + ": an error retrying will not fix"
+		if !s.DownSince.IsZero() {
+			conn += ", since " + whenText(s.DownSince, now)
+		}
 	case !s.DownSince.IsZero():
 		conn = "NOT CONNECTED: no answer from " + spool + " since " + whenText(s.DownSince, now)
 	default:

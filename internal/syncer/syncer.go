@@ -789,6 +789,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	if spoolSigned(v.batch) {
 		s.keyUsed.Store(true)
 	}
+	for i, r := range v.unopened {
+		s.log.Warn("rejected entry", "pos", r.Pos, "reason", v.whyNot[i])
+	}
 	releaseDelivered(opened)
 	if s.Status().Queued > 0 {
 		s.refreshQueued(ctx)
@@ -850,6 +853,7 @@ func releaseDelivered(opened []opened) {
 type verified struct {
 	batch        []mailstore.Entry
 	unopened     []mailstore.Rejection
+	whyNot       []error // why each of unopened did not open, logged once the batch is applied
 	hashes       []spool.Hash
 	known        bool // the device knows its chain: hashes are recorded
 	last         uint64
@@ -866,6 +870,7 @@ type verified struct {
 func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opened []opened) (*verified, int, error) {
 	batch := make([]mailstore.Entry, 0, len(lr.Entries))
 	var unopened []mailstore.Rejection
+	var whyNot []error
 	hashes := make([]spool.Hash, 0, len(lr.Entries))
 	h, known := s.chainState()
 	last := pos
@@ -931,7 +936,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 		last = e.Pos
 		if err != nil {
 			rejected++
-			s.log.Warn("rejected entry", "pos", e.Pos, "reason", err)
+			whyNot = append(whyNot, err)
 			if errors.Is(err, entry.ErrNotForUser) {
 				misdelivered = true
 				if err := s.keep(e.Pos, e.Data, err); err != nil {
@@ -961,7 +966,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 		}
 		return nil, 0, s.raise(ctx, alarm.Pos, alarm.Detail)
 	}
-	return &verified{batch: batch, unopened: unopened, hashes: hashes, known: known, last: last,
+	return &verified{batch: batch, unopened: unopened, whyNot: whyNot, hashes: hashes, known: known, last: last,
 		rejected: rejected, misdelivered: misdelivered, alarm: alarm}, 0, nil
 }
 
