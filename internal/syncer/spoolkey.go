@@ -28,8 +28,9 @@ import (
 // entries by a key not trusted and none by the spool key is checked
 // against the rest of the log: the loop reads on, up to the head the
 // batch's read gave, opening each entry and letting it go, for one signed
-// by the spool key. Found, the key is the right one, and the batch
-// applies as always, its strangers passed by. Not found, the batch is not
+// by the spool key. Found, the key is the right one, the batch applies as
+// always, its strangers passed by, and no batch is checked again. Not
+// found, the batch is not
 // applied: the loop stops before it with an *UntrustedSpoolError, a
 // permanent error whose hint says what to check, and a start with the
 // right key reads the same entries again (TrustSpoolKey takes a key not
@@ -132,8 +133,16 @@ func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRea
 		return nil
 	}
 	found, through, err := s.spoolSignedAfter(ctx, max(v.last, s.unsignedThrough), lr.Head)
-	if err != nil || found {
+	if err != nil {
 		return err
+	}
+	if found {
+		// The key is the log's: the batches up to that entry, a
+		// stranger's, are not read twice more (the store records the key
+		// as used when the entry applies; after a restart before that,
+		// one read again finds it).
+		s.keyUsed.Store(true)
+		return nil
 	}
 	s.unsignedThrough = max(s.unsignedThrough, through)
 	u.Through = max(v.last, s.unsignedThrough)

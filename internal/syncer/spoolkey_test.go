@@ -173,3 +173,44 @@ func hexOf(b []byte) string {
 	}
 	return string(out)
 }
+
+// TestStrangerFloodReadOnce: a stranger's flood ahead of the first
+// delivery, many reads long, is passed by with the log read about twice
+// (the batches, and once ahead for the delivery), not once more for every
+// batch of the flood.
+func TestStrangerFloodReadOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	const flood, batch = 60, 4
+	for i := range flood {
+		r.deliver(r.evil, msg(i))
+	}
+	r.deliver(r.spool, msg(flood))
+	for i := range flood {
+		r.deliver(r.evil, msg(flood+1+i))
+	}
+	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ms.Close()
+	src := &readCounter{Source: StoreSource{Store: r.log, User: "alice"}}
+	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: ms, BatchCount: batch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Status(); st.Position != 2*flood+1 || st.Rejected != 2*flood {
+		t.Fatalf("status %+v, want position %d and %d rejected", st, 2*flood+1, 2*flood)
+	}
+	// The batches: one entry first, then batch at a time; the look ahead
+	// for the delivery: flood/batch reads more.
+	entries := 2*flood + 1
+	if want := entries/batch + flood/batch + 4; src.reads > want {
+		t.Errorf("%d reads of the log, want at most %d", src.reads, want)
+	}
+	t.Logf("%d reads", src.reads)
+}

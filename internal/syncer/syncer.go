@@ -325,7 +325,7 @@ type Syncer struct {
 	ahead              *readAhead    // the loop's own: the next read, made while a batch applies (ahead.go)
 	spare              []byte        // the loop's own: the buffer of a read ahead whose bytes were let go, for the next (ahead.go)
 	firstBackoff       time.Duration // the loop's first wait after a failure
-	keyUsed            atomic.Bool   // an entry signed by the spool key was applied (spoolkey.go)
+	keyUsed            atomic.Bool   // an entry signed by the spool key was applied, or found in the log (spoolkey.go)
 	unsignedThrough    uint64        // the loop's own: the log holds no entry signed by the spool key up to here (spoolkey.go)
 	// sentThrough is the last position where entries this device sent may
 	// be in the log without the store having applied them: an append that
