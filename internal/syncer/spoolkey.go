@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -27,16 +28,16 @@ import (
 // So until the key is used (mailstore's SpoolKeyUsed), a batch that holds
 // entries by a key not trusted and none by the spool key is checked
 // against the rest of the log: the loop reads on, up to the head the
-// batch's read gave, opening each entry and letting it go, for one signed
-// by the spool key. Found, the key is the right one, the batch applies as
-// always, its strangers passed by, and no batch is checked again. Not
-// found, the batch is not
-// applied: the loop stops before it with an *UntrustedSpoolError, a
-// permanent error whose hint says what to check, and a start with the
-// right key reads the same entries again (TrustSpoolKey takes a key not
-// used yet). How the log is cut into reads changes nothing of this. The
-// positions read in vain are remembered (unsignedThrough), so that the
-// loop's retries read only what came since.
+// batch's read gave, checking each entry (one chunk of it held at a time)
+// for one signed by the spool key. Found, the key is the right one, the
+// batch applies as always, its strangers passed by, and no batch is
+// checked again. Not found, the batch is not applied: the loop stops
+// before it with an *UntrustedSpoolError, a permanent error whose hint
+// says what to check, and a start with the right key reads the same
+// entries again (TrustSpoolKey takes a key not used yet). How the log is
+// cut into reads changes nothing of this. The positions read in vain are
+// remembered (unsignedThrough), so that the loop's retries read only what
+// came since.
 //
 // A stranger able to write into the log of a user who has no delivery
 // yet can so keep a new device from syncing until a delivery arrives; it
@@ -150,8 +151,8 @@ func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRea
 }
 
 // spoolSignedAfter reads the log after position after, up to head, for an
-// entry signed by the spool key given, opening each entry with that key
-// alone trusted and letting it go; it returns whether it found one, and
+// entry signed by the spool key given, checking each entry with that key
+// alone trusted, without keeping its plaintext; it returns whether it found one, and
 // else the last position it read.
 func (s *Syncer) spoolSignedAfter(ctx context.Context, after, head uint64) (bool, uint64, error) {
 	for after < head {
@@ -169,12 +170,9 @@ func (s *Syncer) spoolSignedAfter(ctx context.Context, after, head uint64) (bool
 				return false, after, nil
 			}
 			after = e.Pos
-			u, err := entry.OpenUnverified(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.SpoolKey)
-			if err != nil {
-				continue
-			}
-			if o, err := u.Verify(); err == nil {
-				o.Release()
+			// OpenFrom holds a chunk of the plaintext at a time, not a
+			// large message's or checkpoint's whole.
+			if _, err := entry.OpenFrom(bytes.NewReader(e.Data), int64(len(e.Data)), s.cfg.UserKey, s.cfg.User, s.cfg.SpoolKey); err == nil {
 				return true, after, nil
 			}
 		}
