@@ -273,6 +273,16 @@ func needToolIn(t *testing.T, name, pkg string) string {
 	return p
 }
 
+// another returns the bytes of messages[name] as another delivery of its
+// text makes them: an MTA's Received field of its own in front. The same
+// bytes delivered again would be a retried delivery (mailstore's
+// ReasonDuplicate), not a second message.
+func another(name string) []byte {
+	return fmt.Appendf(nil, "Received: by mx.example.org with queue id %d\r\n%s", anotherN.Add(1), messages[name])
+}
+
+var anotherN atomic.Int64
+
 // messages are test messages with real shapes.
 var messages = map[string]string{
 	"plain": "From: Bob Example <bob@example.org>\r\nTo: alice@example.net\r\nSubject: Lunch on Friday\r\n" +

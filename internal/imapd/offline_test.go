@@ -219,7 +219,7 @@ func TestOfflineRenumberedWhileSelected(t *testing.T) {
 	if err != nil || len(cd.DestUIDs) != 1 {
 		t.Fatalf("COPY with the spool down: %+v, %v", cd, err)
 	}
-	r.Deliver([]byte(messages["plain"]))
+	r.Deliver(another("plain"))
 	a.src.set(false)
 	waitOnline(t, r, a)
 

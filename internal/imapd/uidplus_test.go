@@ -74,7 +74,7 @@ func TestUIDPlusAfterNewUIDValidity(t *testing.T) {
 			if err != nil || len(outs) != 1 || len(outs[0].Placed) != 1 {
 				t.Fatalf("COPY queued offline: %+v, %v", outs, err)
 			}
-			delivered := r.Deliver([]byte(messages["plain"]))
+			delivered := r.Deliver(another("plain"))
 
 			// The session's submit brings the spool back and waits for
 			// the take-back before it goes on: after the session read

@@ -153,6 +153,9 @@ func (a *applier) deliverRun(entries []Entry) ([]Outcome, []Change, error) {
 	if err := a.runExisting(rs); err != nil {
 		return nil, nil, err
 	}
+	if err := a.runDuplicates(rs); err != nil {
+		return nil, nil, err
+	}
 	var placed []*runEntry
 	for i := range rs {
 		if rs[i].rej == nil {

@@ -14,8 +14,9 @@ import (
 // (apply_deliver.go) and the same entries one batch each, after the same
 // history, and requires the same Results and the same rows in every table
 // an apply writes (storage ids, references and origins included; the
-// rejections' times aside): bodies delivered twice in the run, a body
-// stored before it, a message id that exists (a copy's), a replay of an
+// rejections' times aside): a delivery retried in the run and one of a
+// message stored before it (duplicate.go), bodies delivered twice in the
+// run, a body stored before it, a message id that exists (a copy's), a replay of an
 // earlier entry and one inside the run, an invalid and a forbidden
 // Deliver, one by the user, an empty body, and more than 64 new messages
 // (the run's statements cut into chunks of 64, 8 and 1).
@@ -32,8 +33,11 @@ func TestDeliverRunAsOneByOne(t *testing.T) {
 		return l.spool(&command.Command{Kind: command.Deliver, Date: int64(1700000001000 + len(run)), Body: []byte(body)})
 	}
 	add(deliver(simpleMessage("twice")))
-	add(deliver(simpleMessage("twice")))
-	add(deliver(simpleMessage("before"))) // stored before the run
+	add(deliver(simpleMessage("twice")))  // a retried delivery
+	add(deliver(simpleMessage("before"))) // a retry of one stored before the run
+	later := deliver(simpleMessage("before"))
+	later.Cmd.Date += DuplicateWindow.Milliseconds() + 1 // the same bytes, past the window: its body is shared
+	add(later)
 	clash := deliver(simpleMessage("clash"))
 	clash.ID = command.DeriveID(copied.ID, 0) // the copy's message id
 	add(clash)
@@ -54,7 +58,8 @@ func TestDeliverRunAsOneByOne(t *testing.T) {
 		Cmd: &command.Command{Kind: command.Deliver, Date: 1700000002000, Body: []byte(simpleMessage("by the user"))}})
 	add(deliver(""))
 	for i := range 80 {
-		add(deliver(simpleMessage(fmt.Sprintf("many %d", i%75))))
+		// Five bodies twice, with no Message-ID: messages sharing a body.
+		add(deliver(fmt.Sprintf("Subject: many %d\r\n\r\nHello.\r\n", i%75)))
 	}
 	for i := range run {
 		if i%2 == 0 { // half of them prepared, as the sync loop does all
@@ -96,7 +101,8 @@ func TestDeliverRunAsOneByOne(t *testing.T) {
 		statuses[o.Status]++
 		reasons[o.Reason]++
 	}
-	if reasons[ReasonIDExists] != 1 || reasons[ReasonReplay] != 2 || reasons[ReasonInvalid] != 1 || reasons[ReasonForbidden] != 1 || statuses[Applied] != len(run)-5 {
+	if reasons[ReasonIDExists] != 1 || reasons[ReasonReplay] != 2 || reasons[ReasonInvalid] != 1 || reasons[ReasonForbidden] != 1 ||
+		reasons[ReasonDuplicate] != 2 || statuses[Applied] != len(run)-7 {
 		t.Fatalf("the run does not exercise what it should: statuses %v, reasons %v", statuses, reasons)
 	}
 	for _, table := range []string{"state", "mailboxes", "bodies", "forms", "structures", "blobs", "messages", "entries",

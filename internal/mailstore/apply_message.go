@@ -22,7 +22,7 @@ func (a *applier) deliver(c *command.Command) error {
 		}
 		a.inbox = inbox
 	}
-	return a.newMessage(a.inbox, c.Body, c.Date, flagSet{})
+	return a.newMessage(a.inbox, c.Body, c.Date, flagSet{}, true)
 }
 
 // appendMessage puts the message into the target mailbox, recreating it
@@ -36,14 +36,23 @@ func (a *applier) appendMessage(c *command.Command) error {
 	if err != nil {
 		return err
 	}
-	return a.newMessage(mb, c.Body, c.Date, flags)
+	return a.newMessage(mb, c.Body, c.Date, flags, false)
 }
 
-func (a *applier) newMessage(mb *mailboxRow, body []byte, date int64, flags flagSet) error {
+// newMessage places a new message, named by the entry id, in mb; a
+// delivery that repeats one held is rejected (duplicate.go).
+func (a *applier) newMessage(mb *mailboxRow, body []byte, date int64, flags flagSet, delivery bool) error {
 	if m, err := messageByID(a.ctx, a, a.entry); err != nil {
 		return err
 	} else if m != nil {
 		return reject(ReasonIDExists, "message id %s exists", a.entry)
+	}
+	if delivery {
+		if rej, err := a.duplicateOf(body, date); err != nil {
+			return err
+		} else if rej != nil {
+			return rej
+		}
 	}
 	bid, err := a.storeBody(body)
 	if err != nil {

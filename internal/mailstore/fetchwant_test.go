@@ -456,7 +456,11 @@ func TestFetchFormsStructureListing(t *testing.T) {
 		case i == 30:
 			body = simpleMessage("m3") // shares message 4's body
 		}
-		batch = append(batch, l.spool(deliverCmd(body)))
+		c := deliverCmd(body)
+		if i == 30 {
+			c.Date += DuplicateWindow.Milliseconds() + 1 // not a retry of message 4
+		}
+		batch = append(batch, l.spool(c))
 	}
 	mustApply(t, s, batch...)
 	var ids []command.ID

@@ -48,6 +48,7 @@ const (
 	ReasonInbox         Reason = "inbox"          // INBOX cannot be deleted
 	ReasonIDExists      Reason = "id-exists"      // the id a new message or mailbox would take is in use
 	ReasonKept          Reason = "kept"           // inside a rebase: the mailbox holds changes from before the restore
+	ReasonDuplicate     Reason = "duplicate"      // a delivery retried: the same bytes as a message delivered shortly before (duplicate.go)
 )
 
 // Status is an entry's outcome.

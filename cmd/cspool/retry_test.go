@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cspool/internal/api"
+	"cspool/internal/keys"
+)
+
+// TestLMTPRetryShownOnce: an MTA that loses the answer to a delivery (here
+// the connection closed right after the message's last line) sends the
+// same bytes again; the log holds both, and a device shows the message
+// once, listing the retry as a rejected duplicate. A second message with
+// the same text but another Received field is a message of its own.
+func TestLMTPRetryShownOnce(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	alice, spoolK := mustKey(t), mustKey(t)
+	usersPath := filepath.Join(dir, "users")
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice})
+	for name, k := range map[string]*keys.SecretKey{"spool": spoolK, "user": alice} {
+		if err := keys.WriteFiles(k, filepath.Join(dir, name+".sec"), filepath.Join(dir, name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p := startServer(t, bin, "--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
+		"--spool-key", filepath.Join(dir, "spool.sec"), "--lmtp", lmtpAddr, "--lmtp-domains", "example.org")
+	defer p.stop(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ac, err := api.NewClient(p.url, "alice", alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	msg := "Received: from mx.example.net by relay.example.org with ESMTP id 4AbCd1; Fri, 4 Dec 2026 10:00:00 +0000\r\n" +
+		"From: bob@example.net\r\nTo: alice@example.org\r\nSubject: retried\r\nMessage-ID: <retried-1@example.net>\r\n\r\nHello.\r\n"
+	// The first attempt: the answer to the final dot is never read.
+	conn, err := net.Dial("tcp", lmtpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(conn)
+	expect := func(code string) {
+		t.Helper()
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", code, err)
+			}
+			if strings.HasPrefix(line, code+" ") {
+				return
+			}
+			if !strings.HasPrefix(line, code+"-") {
+				t.Fatalf("want %s, got %q", code, line)
+			}
+		}
+	}
+	expect("220")
+	for _, step := range []struct{ send, want string }{
+		{"LHLO mta.example.org", "250"}, {"MAIL FROM:<bob@example.net>", "250"},
+		{"RCPT TO:<alice@example.org>", "250"}, {"DATA", "354"},
+	} {
+		fmt.Fprintf(conn, "%s\r\n", step.send)
+		expect(step.want)
+	}
+	fmt.Fprintf(conn, "%s.\r\n", msg)
+	conn.Close()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if head, err := ac.Head(ctx); err == nil && head == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first attempt was never committed")
+		}
+	}
+	// The MTA's retry, answered this time, and another message of the
+	// same text through the MTA (its own queue id).
+	lc := dialLMTP(t, lmtpAddr)
+	if err := lc.SendMail("bob@example.net", []string{"alice@example.org"}, strings.NewReader(msg)); err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	other := strings.Replace(msg, "id 4AbCd1", "id 4AbCd2", 1)
+	if err := lc.SendMail("bob@example.net", []string{"alice@example.org"}, strings.NewReader(other)); err != nil {
+		t.Fatalf("the second message: %v", err)
+	}
+	lc.Close()
+
+	env := append(os.Environ(), "USER=alice")
+	code, out, stderr := runExit(t, dir, env, bin, "sync", "--user", "alice", "--db", "mail.db", "--spool-server", p.url,
+		"--user-key", "user.sec", "--user-public-key", "user.pub", "--spool-key", "spool.pub")
+	if code != 0 || !strings.Contains(out, "synced to position 3") || !strings.Contains(out, "2 applied, 1 rejected") {
+		t.Fatalf("sync: exit %d, want the retry rejected and two messages applied:\n%s\n%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "reason=duplicate") {
+		t.Errorf("the sync's log does not name the duplicate:\n%s", stderr)
+	}
+}
