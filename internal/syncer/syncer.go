@@ -800,7 +800,12 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	for _, o := range res.Outcomes {
 		if o.Status == mailstore.Rejected {
 			rejected++
-			s.log.Warn("rejected entry", "pos", o.Pos, "reason", o.Reason, "detail", o.Detail)
+			level := slog.LevelWarn
+			if o.Reason == mailstore.ReasonDuplicate {
+				// An MTA's retry: ordinary, not a warning.
+				level = slog.LevelInfo
+			}
+			s.log.Log(ctx, level, "rejected entry", "pos", o.Pos, "reason", o.Reason, "detail", o.Detail)
 			if o.Reason == mailstore.ReasonForbidden {
 				s.log.Error("INTEGRITY ALARM: the spool's key signed an entry only the user may write; rejected", "pos", o.Pos, "detail", o.Detail)
 				misused = true
