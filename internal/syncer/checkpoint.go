@@ -13,6 +13,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/entry"
+	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 )
@@ -380,15 +381,23 @@ func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.En
 		if !want[e.Pos] {
 			return nil
 		}
+		// Who signed it does not matter here: Restore checks the bytes
+		// against the digest in the user-signed checkpoint. So an entry
+		// by a key other than the two trusted is opened under the key it
+		// names: a device given the wrong --spool-key still restores the
+		// checkpoint's mail, and stops at the first delivery after it
+		// (spoolkey.go).
 		o, err := entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+		var ua *entry.UnknownAuthorError
+		if errors.As(err, &ua) {
+			o, err = entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, keys.PublicKey{Ed25519: ua.Author})
+		}
 		if err != nil {
 			return fmt.Errorf("entry %d: %w", e.Pos, err)
 		}
 		if k := o.Cmd.Kind; k != command.Deliver && k != command.Append && k != command.Body {
 			return fmt.Errorf("entry %d holds a %s, not a message", e.Pos, k)
 		}
-		// Who signed it does not matter here: Restore checks the bytes
-		// against the digest in the user-signed checkpoint.
 		delete(want, e.Pos)
 		return put(e.Pos, o.Cmd.Body)
 	}

@@ -165,3 +165,49 @@ func TestStrangerBesideDeliveries(t *testing.T) {
 		t.Errorf("INBOX has %d messages, want 1", len(msgs))
 	}
 }
+
+// TestWrongSpoolKeyFromCheckpoint: a new device given the wrong spool key
+// rebuilds from a checkpoint all the same (the checkpoint, signed by the
+// user, names each message's digest, so who signed the deliveries it
+// fetches bodies from does not matter), then stops at the first delivery
+// after it; started with the right key, it applies that delivery.
+func TestWrongSpoolKeyFromCheckpoint(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	a, msa := r.device("a", nil, nil)
+	a.cfg.CheckpointMin = -1
+	for i := range 20 {
+		r.deliver(r.spool, msg(i))
+	}
+	syncAll(t, a)
+	if _, _, err := a.WriteCheckpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, msb, err := r.keyedDevice("b", r.evil.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SyncOnce(ctx); err != nil {
+		t.Fatalf("rebuilding from the checkpoint with the wrong spool key: %v", err)
+	}
+	sameState(t, msa, msb)
+	last := r.deliver(r.spool, msg(20))
+	var ue *UntrustedSpoolError
+	if _, err := b.SyncOnce(ctx); !errors.As(err, &ue) || ue.First != last {
+		t.Fatalf("the delivery after the checkpoint: %v, want an *UntrustedSpoolError at %d", err, last)
+	}
+	if err := msb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, msb, err = r.keyedDevice("b", r.spool.Public())
+	if err != nil {
+		t.Fatalf("the right key after the refusal: %v", err)
+	}
+	if _, err := b.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, msgs := inbox(t, msb); len(msgs) != 21 {
+		t.Errorf("INBOX has %d messages, want 21", len(msgs))
+	}
+}
