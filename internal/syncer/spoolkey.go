@@ -31,13 +31,13 @@ import (
 // batch's read gave, checking each entry (one chunk of it held at a time)
 // for one signed by the spool key. Found, the key is the right one, the
 // batch applies as always, its strangers passed by, and no batch is
-// checked again. Not found, the batch is not applied: the loop stops
-// before it with an *UntrustedSpoolError, a permanent error whose hint
-// says what to check, and a start with the right key reads the same
-// entries again (TrustSpoolKey takes a key not used yet). How the log is
-// cut into reads changes nothing of this. The positions read in vain are
-// remembered (unsignedThrough), so that the loop's retries read only what
-// came since.
+// checked again. Not found, the batch is applied only up to its first
+// entry by a key not trusted (cutBefore), and the loop stops there with an
+// *UntrustedSpoolError, a permanent error whose hint says what to check,
+// and a start with the right key reads the same entries again
+// (TrustSpoolKey takes a key not used yet). How the log is cut into reads
+// changes nothing of this. The positions read in vain are remembered
+// (unsignedThrough), so that the loop's retries read only what came since.
 //
 // A stranger able to write into the log of a user who has no delivery
 // yet can so keep a new device from syncing until a delivery arrives; it
@@ -49,7 +49,7 @@ import (
 // UntrustedSpoolError is the error of a batch that holds entries signed
 // by neither the user's key nor the spool key given, and no entry signed
 // by the spool key, while the database has applied none signed by it.
-// Nothing of the batch was applied.
+// Nothing from the first such entry on was applied.
 type UntrustedSpoolError struct {
 	Given   keys.PublicKey      // the spool key given (Config.SpoolKey)
 	Authors []ed25519.PublicKey // the keys the entries name, distinct, in log order, at most maxAuthorsNamed
@@ -72,8 +72,8 @@ func (e *UntrustedSpoolError) Error() string {
 	if e.Count > 1 {
 		where = fmt.Sprintf("%d entries at positions %d to %d of the spool's log are", e.Count, e.First, e.Last)
 	}
-	return fmt.Sprintf("%s signed by the Ed25519 key %s, not by the spool key given (key id %x, Ed25519 key %x); no entry of the log up to position %d is signed by that key, and this database has applied none: nothing applied",
-		where, strings.Join(names, ", "), e.Given.KeyID(), []byte(e.Given.Ed25519), e.Through)
+	return fmt.Sprintf("%s signed by the Ed25519 key %s, not by the spool key given (key id %x, Ed25519 key %x); no entry of the log up to position %d is signed by that key, and this database has applied none: nothing applied from position %d on",
+		where, strings.Join(names, ", "), e.Given.KeyID(), []byte(e.Given.Ed25519), e.Through, e.First)
 }
 
 // Hint says what a person does about it.
@@ -152,8 +152,8 @@ func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRea
 
 // spoolSignedAfter reads the log after position after, up to head, for an
 // entry signed by the spool key given, checking each entry with that key
-// alone trusted, without keeping its plaintext; it returns whether it found one, and
-// else the last position it read.
+// alone trusted, without keeping its plaintext; it returns whether it
+// found one, and else the last position it read.
 func (s *Syncer) spoolSignedAfter(ctx context.Context, after, head uint64) (bool, uint64, error) {
 	for after < head {
 		lr, err := s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)
@@ -178,4 +178,32 @@ func (s *Syncer) spoolSignedAfter(ctx context.Context, after, head uint64) (bool
 		}
 	}
 	return false, after, nil
+}
+
+// cutBefore drops from v the positions from first on, which
+// checkSpoolKey declined, keeping what precedes them to be applied (a
+// device's own changes made after a checkpoint it rebuilt from, say);
+// pos is the position v was read after. It reports whether anything is
+// left. An alarm found past them is dropped: it is found again when the
+// loop reads those positions with the right key.
+func (v *verified) cutBefore(first, pos uint64) bool {
+	if first <= pos+1 {
+		return false
+	}
+	keep := first - 1
+	v.batch = slices.DeleteFunc(v.batch, func(e mailstore.Entry) bool { return e.Pos > keep })
+	n := 0
+	for i, r := range v.unopened {
+		if r.Pos <= keep {
+			v.unopened[n], v.whyNot[n] = r, v.whyNot[i]
+			n++
+		}
+	}
+	v.unopened, v.whyNot = v.unopened[:n], v.whyNot[:n]
+	v.rejected = n
+	v.misdelivered = slices.ContainsFunc(v.whyNot, func(err error) bool { return errors.Is(err, entry.ErrNotForUser) })
+	v.hashes = v.hashes[:keep-pos]
+	v.last = keep
+	v.alarm = nil
+	return true
 }

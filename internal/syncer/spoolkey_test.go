@@ -169,16 +169,21 @@ func TestStrangerBesideDeliveries(t *testing.T) {
 // TestWrongSpoolKeyFromCheckpoint: a new device given the wrong spool key
 // rebuilds from a checkpoint all the same (the checkpoint, signed by the
 // user, names each message's digest, so who signed the deliveries it
-// fetches bodies from does not matter), then stops at the first delivery
-// after it; started with the right key, it applies that delivery.
+// fetches bodies from does not matter), applies what precedes the first
+// delivery after it, and stops there; started with the right key, it
+// applies that delivery.
 func TestWrongSpoolKeyFromCheckpoint(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	a, msa := r.device("a", nil, nil)
 	a.cfg.CheckpointMin = -1
+	var first command.ID
 	for i := range 20 {
-		r.deliver(r.spool, msg(i))
+		_, id := r.seal(r.spool, msg(i))
+		if i == 0 {
+			first = id
+		}
 	}
 	syncAll(t, a)
 	if _, _, err := a.WriteCheckpoint(ctx); err != nil {
@@ -192,10 +197,19 @@ func TestWrongSpoolKeyFromCheckpoint(t *testing.T) {
 		t.Fatalf("rebuilding from the checkpoint with the wrong spool key: %v", err)
 	}
 	sameState(t, msa, msb)
+	// Another device's change, then a delivery, read in one batch: the
+	// change applies, the delivery stops the loop.
+	flagged, _ := r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{first}})
 	last := r.deliver(r.spool, msg(20))
 	var ue *UntrustedSpoolError
 	if _, err := b.SyncOnce(ctx); !errors.As(err, &ue) || ue.First != last {
 		t.Fatalf("the delivery after the checkpoint: %v, want an *UntrustedSpoolError at %d", err, last)
+	}
+	if pos, _ := msb.Position(ctx); pos != flagged {
+		t.Errorf("position %d after the refusal, want %d: the change before the delivery applied", pos, flagged)
+	}
+	if _, msgs := inbox(t, msb); len(msgs) != 20 || len(msgs[0].Flags) != 1 || msgs[0].Flags[0] != `\Flagged` {
+		t.Errorf("INBOX after the refusal: %d messages, the first flagged %v; want 20, \\Flagged", len(msgs), msgs[0].Flags)
 	}
 	if err := msb.Close(); err != nil {
 		t.Fatal(err)

@@ -751,8 +751,15 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	if v == nil {
 		return n, lr.Head, err
 	}
-	if err := s.checkSpoolKey(ctx, v, lr, opened); err != nil {
-		return 0, lr.Head, err
+	// Entries by a key not trusted, on a device whose spool key may be the
+	// wrong one (spoolkey.go): what precedes them applies, then the loop
+	// stops.
+	declined := s.checkSpoolKey(ctx, v, lr, opened)
+	if declined != nil {
+		var ue *UntrustedSpoolError
+		if !errors.As(declined, &ue) || !v.cutBefore(ue.First, pos) {
+			return 0, lr.Head, declined
+		}
 	}
 	if s.cfg.OnLargeOpened != nil && holdsLarge(opened) {
 		s.cfg.OnLargeOpened()
@@ -834,6 +841,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	}
 	if alarm != nil {
 		return len(v.hashes), lr.Head, s.raise(ctx, alarm.Pos, alarm.Detail)
+	}
+	if declined != nil {
+		return len(v.hashes), lr.Head, declined
 	}
 	return len(lr.Entries), lr.Head, nil
 }
