@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,36 +47,15 @@ func TestLMTPRetryShownOnce(t *testing.T) {
 	msg := "Received: from mx.example.net by relay.example.org with ESMTP id 4AbCd1; Fri, 4 Dec 2026 10:00:00 +0000\r\n" +
 		"From: bob@example.net\r\nTo: alice@example.org\r\nSubject: retried\r\nMessage-ID: <retried-1@example.net>\r\n\r\nHello.\r\n"
 	// The first attempt: the answer to the final dot is never read.
-	conn, err := net.Dial("tcp", lmtpAddr)
-	if err != nil {
+	h := dialHostile(t, lmtpAddr)
+	if err := h.dialogue("LHLO mta.example.org", "250", "MAIL FROM:<bob@example.net>", "250",
+		"RCPT TO:<alice@example.org>", "250", "DATA", "354"); err != nil {
 		t.Fatal(err)
 	}
-	rd := bufio.NewReader(conn)
-	expect := func(code string) {
-		t.Helper()
-		for {
-			line, err := rd.ReadString('\n')
-			if err != nil {
-				t.Fatalf("waiting for %s: %v", code, err)
-			}
-			if strings.HasPrefix(line, code+" ") {
-				return
-			}
-			if !strings.HasPrefix(line, code+"-") {
-				t.Fatalf("want %s, got %q", code, line)
-			}
-		}
+	if _, err := h.c.Write([]byte(msg + ".\r\n")); err != nil {
+		t.Fatal(err)
 	}
-	expect("220")
-	for _, step := range []struct{ send, want string }{
-		{"LHLO mta.example.org", "250"}, {"MAIL FROM:<bob@example.net>", "250"},
-		{"RCPT TO:<alice@example.org>", "250"}, {"DATA", "354"},
-	} {
-		fmt.Fprintf(conn, "%s\r\n", step.send)
-		expect(step.want)
-	}
-	fmt.Fprintf(conn, "%s.\r\n", msg)
-	conn.Close()
+	h.c.Close()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if head, err := ac.Head(ctx); err == nil && head == 1 {
 			break
