@@ -275,18 +275,18 @@ func (a *applier) runExisting(rs []runEntry) error {
 }
 
 // runBodies stores the bodies of the entries placed, as storeBody does
-// each, and sets their bid.
+// each, and sets their bid; their digests are set (runDuplicates).
 func (a *applier) runBodies(placed []*runEntry) error {
 	// The distinct bodies in the order of their first delivery, with how
 	// many of the run's messages hold each.
 	var first []*runEntry
 	refs := map[[sha256.Size]byte]int{}
 	for _, r := range placed {
+		// r.digest is runDuplicates'.
 		body := r.e.Cmd.Body
 		if prep := r.e.Prepared.of(body); prep != nil {
-			r.digest, r.parsed = prep.digest, prep.parsed
+			r.parsed = prep.parsed
 		} else {
-			r.digest = sha256.Sum256(body)
 			var err error
 			if r.parsed, err = parseMessage(a.parser, body); err != nil {
 				return err
