@@ -14,6 +14,12 @@ import (
 	"cspool/internal/devicedb"
 )
 
+// SpoolSigned reports whether entries hold one signed by the spool key:
+// applied, it makes the recorded key the log's (SpoolKeyUsed).
+func SpoolSigned(entries []Entry) bool {
+	return slices.ContainsFunc(entries, func(e Entry) bool { return e.Author == AuthorSpool })
+}
+
 // rejection is returned by a command's apply step when the entry must be
 // rejected; the entry's savepoint is rolled back, so it changed nothing.
 type rejection struct {
@@ -141,7 +147,7 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 			return nil, fmt.Errorf("unopened entry at position %d outside positions %d to %d: %w", r.Pos, pos+1, newPos, ErrPosition)
 		}
 	}
-	spoolSigned := slices.ContainsFunc(entries, func(e Entry) bool { return e.Author == AuthorSpool })
+	spoolSigned := SpoolSigned(entries)
 	// Changes made on this device: those the batch starts with are
 	// confirmed; before anything else, the rest is taken back (queue.go).
 	ov, entries, err := openQueue(a, entries)

@@ -92,20 +92,13 @@ func (s *Syncer) loadKeyUsed(ctx context.Context) error {
 	return nil
 }
 
-// spoolSigned reports whether a batch holds an entry signed by the spool
-// key: applied, it makes the key the log's (the store records it with the
-// apply, and the loop in keyUsed).
-func spoolSigned(batch []mailstore.Entry) bool {
-	return slices.ContainsFunc(batch, func(e mailstore.Entry) bool { return e.Author == mailstore.AuthorSpool })
-}
-
 // checkSpoolKey returns an *UntrustedSpoolError if v, a verified batch of
 // the read lr whose entries opened as opened, must not be applied: the
 // spool key is not used yet (keyUsed), the batch holds entries by a key not
 // trusted, and the log holds none by the spool key, in the batch or after
 // it up to the read's head.
 func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRead, opened []opened) error {
-	if s.keyUsed.Load() || spoolSigned(v.batch) {
+	if s.keyUsed.Load() || mailstore.SpoolSigned(v.batch) {
 		return nil
 	}
 	var u *UntrustedSpoolError

@@ -793,7 +793,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		s.cfg.OnApplied(res)
 	}
 	s.applyMu.Unlock()
-	if spoolSigned(v.batch) {
+	if mailstore.SpoolSigned(v.batch) {
 		s.keyUsed.Store(true)
 	}
 	for i, r := range v.unopened {
