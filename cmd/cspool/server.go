@@ -16,6 +16,7 @@ import (
 
 	"cspool/internal/api"
 	"cspool/internal/deliver"
+	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/spool"
 	"cspool/internal/spool/pgstore"
@@ -87,6 +88,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	var lmtpLim lmtpLimits
 	lmtpLim.register(fs.FlagSet)
 	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
+	entryFormat := fs.Int("entry-format", entry.Version, "the entry format LMTP deliveries are sealed in: 2, one key agreement an entry, read by every device; 3, a chain of keys for each user's run of deliveries (docs/FORMAT.md), read only by devices of this release or later")
 	maxCheckpoint := fs.Int64("max-checkpoint-size", api.DefaultMaxCheckpointBody, fmt.Sprintf("largest checkpoint upload accepted, in bytes (413 beyond; a checkpoint takes about 102 bytes a message); at most %d", api.MaxCheckpointBodyLimit))
 	checkpointMemory := fs.Int64("checkpoint-memory", api.DefaultCheckpointMemory, "most bytes of checkpoint uploads held at once, all users together (an upload beyond waits up to 10 s, then gets 503); raised to fit the largest upload and its keep list if below")
 	appendMemory := fs.Int64("append-memory", 0, "most bytes of append bodies held at once, all keys together (an append beyond waits up to 10 s, then gets 503; a user's key holds at most a quarter, at least the largest append, and gets 429 beyond); 0: 4 times the largest append (--max-message-size plus 1/8 and 1 MiB, at least 64 MiB); else at least the largest append")
@@ -119,6 +121,9 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	}
 	if *lmtpAddr != "" && *spoolKeyFile == "" {
 		return usagef("--lmtp needs --spool-key: deliveries are signed with the spool key")
+	}
+	if *entryFormat != entry.Version && *entryFormat != entry.Version3 {
+		return usagef("--entry-format %d: want %d or %d", *entryFormat, entry.Version, entry.Version3)
 	}
 	if *maxMsg <= 0 {
 		return usagef("--max-message-size must be positive")
@@ -175,7 +180,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	defer s.close()
 	return s.run(serverFlags{
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
-		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg, quota: *quota,
+		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg, quota: *quota, chained: *entryFormat == entry.Version3,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim, gcPercent: gcText(gcSetting, gov), memoryHeld: gov.hook(),
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
@@ -202,6 +207,7 @@ type serverFlags struct {
 	gcPercent                                                                           string      // the collector's setting, for the log
 	memoryHeld                                                                          func(int64) // told what the byte budgets hold (gcGovernor)
 	usersTable                                                                          bool
+	chained                                                                             bool // LMTP seals entry format 3
 	maxMsg, quota                                                                       int64
 	limits                                                                              serverLimits
 	lmtpLimits                                                                          lmtpLimits
@@ -334,6 +340,9 @@ func (s *serverRun) run(f serverFlags) error {
 	if f.lmtpAddr != "" {
 		lmtpOpts.Hostname, _ = os.Hostname()
 		d = &deliver.Deliverer{Log: deliveryLog, SpoolKey: spoolKey, Users: users, MaxMessageBytes: f.maxMsg}
+		if f.chained {
+			d.Chains = entry.NewChains(0)
+		}
 	}
 	srv := newSpoolServer(cfg, d, lmtpOpts, s.log)
 	srv.http.ReadTimeout, srv.http.IdleTimeout = 10*time.Minute, 2*time.Minute

@@ -56,6 +56,9 @@ type Deliverer struct {
 	// MaxMessageBytes is the largest message accepted; zero means
 	// DefaultMaxMessageBytes.
 	MaxMessageBytes int64
+	// Chains, if set, seals deliveries in entry format 3, a chain of keys
+	// for each user (entry.Chains); nil seals format 2.
+	Chains *entry.Chains
 }
 
 func (d *Deliverer) now() time.Time {
@@ -114,7 +117,7 @@ func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicK
 		dst = bufs.get(int(bufs.fit(n, n+n/2)))
 	}
 	c := &command.Command{Kind: command.Deliver, Date: received.UnixMilli(), Body: msg}
-	sealed, _, err := entry.AppendSeal(dst, c, d.SpoolKey, key, user, &entry.Options{BodyPrefix: trace})
+	sealed, _, err := entry.AppendSeal(dst, c, d.SpoolKey, key, user, &entry.Options{BodyPrefix: trace, Chains: d.Chains})
 	if err != nil {
 		return 0, 0, fmt.Errorf("delivering to %s: %w", user, err)
 	}

@@ -74,7 +74,8 @@ import (
 	"cspool/internal/keys"
 )
 
-// Version is the entry format version written and read.
+// Version is the entry format version written unless Options.Chains
+// asks for Version3; both are read.
 const Version = 2
 
 // Wire constants of version 2.
@@ -146,6 +147,9 @@ type Options struct {
 	// A delivery prepends its trace header fields with it without copying
 	// the message.
 	BodyPrefix []byte
+	// Chains, if set, seals the entry in format version 3, as the next
+	// step of Chains' context for the recipient; nil seals version 2.
+	Chains *Chains
 }
 
 // Opened is an entry after Open: verified and decoded.
@@ -286,16 +290,18 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 		return nil, command.ID{}, err
 	}
 	src := innerSource{prefix: prefix, body: c.Body, size: innerLen}
+	t := recipient{to: to, chains: o.Chains}
 
-	ret := slices.Grow(dst, SealedLen(innerLen))
-	ret = ret[:len(dst)+SealedLen(innerLen)]
+	n := t.headerLen() + ciphertextSize(innerLen)
+	ret := slices.Grow(dst, n)
+	ret = ret[:len(dst)+n]
 	out := ret[len(dst):]
-	aead, hashes, err := sealBody(out, to, src)
+	aead, hashes, err := sealBody(out, t, src)
 	if err != nil {
 		return dst, command.ID{}, fmt.Errorf("sealing entry: %w", err)
 	}
 	sig := author.Sign(digest(to.KeyID(), hashes))
-	aead.Seal(out[len(out)-sigBoxSize:len(out)-sigBoxSize], sigNonce[:], sig, out[:headerSize])
+	aead.Seal(out[len(out)-sigBoxSize:len(out)-sigBoxSize], sigNonce[:], sig, out[:t.headerLen()])
 	return ret, id, nil
 }
 
@@ -347,10 +353,11 @@ func begin(c *command.Command, extra int64, author *keys.SecretKey, user string,
 // key, so other workers hash chunks while the calling goroutine does the
 // HPKE setup, and once the key is ready every worker encrypts, then hashes
 // what is left.
-func sealBody(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32]byte, error) {
+func sealBody(out []byte, to recipient, src innerSource) (cipherAEAD, [][32]byte, error) {
 	n := numChunks(src.size)
 	hashes := make([][32]byte, n)
-	header := out[:headerSize]
+	hl := to.headerLen()
+	header := out[:hl]
 	if workers(src.size) == 1 {
 		return sealInPlace(out, to, src, hashes)
 	}
@@ -380,7 +387,7 @@ func sealBody(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32
 				}
 				if i := int(nextSeal.Add(1) - 1); i < n {
 					var nonce [chacha20poly1305.NonceSize]byte
-					pos := headerSize + i*sealedSize
+					pos := hl + i*sealedSize
 					aead.Seal(out[pos:pos], chunkNonce(&nonce, i), plain(i), header)
 					continue
 				}
@@ -422,17 +429,18 @@ func sealBody(out []byte, to keys.PublicKey, src innerSource) (cipherAEAD, [][32
 // ciphertext goes, hashed there and encrypted over itself; one that does
 // is hashed and encrypted from the body. So the plaintext is copied once,
 // into out, with no scratch buffer.
-func sealInPlace(out []byte, to keys.PublicKey, src innerSource, hashes [][32]byte) (cipherAEAD, [][32]byte, error) {
+func sealInPlace(out []byte, to recipient, src innerSource, hashes [][32]byte) (cipherAEAD, [][32]byte, error) {
 	aead, err := sealHeader(out, to)
 	if err != nil {
 		return nil, nil, err
 	}
-	header := out[:headerSize]
+	hl := to.headerLen()
+	header := out[:hl]
 	var nonce [chacha20poly1305.NonceSize]byte
 	for i := range hashes {
 		off := i * ChunkSize
 		size := min(ChunkSize, src.size-off)
-		pos := headerSize + i*sealedSize
+		pos := hl + i*sealedSize
 		pt := src.slice(off, size)
 		if pt == nil {
 			pt = src.fill(out[pos:pos+size], off)
@@ -478,10 +486,28 @@ func (s innerSource) fill(b []byte, off int) []byte {
 	return b
 }
 
-// sealHeader writes the outer header into out[:headerSize], taking the
+// recipient is whom an entry is sealed to, and how: version 2, or
+// version 3 as a step of chains' context.
+type recipient struct {
+	to     keys.PublicKey
+	chains *Chains
+}
+
+func (r recipient) headerLen() int {
+	if r.chains != nil {
+		return header3Size
+	}
+	return headerSize
+}
+
+// sealHeader writes the outer header into out[:to.headerLen()], taking the
 // ciphertext size from len(out), and returns the entry's AEAD.
-func sealHeader(out []byte, to keys.PublicKey) (cipherAEAD, error) {
-	return writeHeader(out[:headerSize], uint64(len(out)-headerSize), to)
+func sealHeader(out []byte, to recipient) (cipherAEAD, error) {
+	hl := to.headerLen()
+	if to.chains != nil {
+		return writeHeader3(out[:hl], uint64(len(out)-hl), to.to, to.chains)
+	}
+	return writeHeader(out[:hl], uint64(len(out)-hl), to.to)
 }
 
 // writeHeader writes the outer header of an entry with size bytes after
@@ -525,6 +551,9 @@ type Header struct {
 	Size    uint64 // bytes after the header: chunks, their tags, signature box
 }
 
+// Len is the length of the outer header itself.
+func (h Header) Len() int { return outerLen(h.Version) }
+
 // ParseHeader reads the outer header.
 func ParseHeader(b []byte) (Header, error) {
 	if len(b) < len(magic)+1 {
@@ -533,11 +562,12 @@ func ParseHeader(b []byte) (Header, error) {
 	if string(b[:len(magic)]) != magic {
 		return Header{}, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
-	if b[len(magic)] != Version {
-		return Header{}, fmt.Errorf("%w %d", ErrUnknownVersion, b[len(magic)])
+	v := b[len(magic)]
+	if v != Version && v != Version3 {
+		return Header{}, fmt.Errorf("%w %d", ErrUnknownVersion, v)
 	}
-	if len(b) < headerSize {
-		return Header{}, fmt.Errorf("%w: header needs %d bytes, have %d", ErrTruncated, headerSize, len(b))
+	if hl := outerLen(v); len(b) < hl {
+		return Header{}, fmt.Errorf("%w: header needs %d bytes, have %d", ErrTruncated, hl, len(b))
 	}
 	var h Header
 	h.Version = b[len(magic)]
@@ -548,8 +578,9 @@ func ParseHeader(b []byte) (Header, error) {
 
 // checkOuter runs the checks of an entry that need no secret (docs/FORMAT.md
 // section 2, steps 1 to 3): the header, the recipient key id, and a length
-// that some inner plaintext gives. It returns that length.
-func checkOuter(b []byte, keyID [keyIDSize]byte) (int, error) {
+// that some inner plaintext gives.
+// It returns that length and the header's.
+func checkOuter(b []byte, keyID [keyIDSize]byte) (innerLen, hl int, err error) {
 	return checkOuterSize(b, int64(len(b)), keyID)
 }
 
@@ -560,7 +591,7 @@ func checkOuter(b []byte, keyID [keyIDSize]byte) (int, error) {
 // ErrUnknownVersion for bytes that are not such an entry. Only the
 // recipient can check the rest.
 func CheckSealedTo(b []byte, to keys.PublicKey) error {
-	_, err := checkOuter(b, to.KeyID())
+	_, _, err := checkOuter(b, to.KeyID())
 	return err
 }
 
@@ -657,27 +688,15 @@ type decrypted struct {
 // decrypt checks the outer header, decrypts every chunk and the signature
 // box, and hashes what the signature covers.
 func decrypt(b []byte, me *keys.SecretKey, keyID [keyIDSize]byte) (decrypted, error) {
-	innerLen, err := checkOuter(b, keyID)
+	innerLen, hl, err := checkOuter(b, keyID)
 	if err != nil {
 		return decrypted{}, err
 	}
-	body := b[headerSize:]
-	sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
+	body := b[hl:]
+	header := b[:hl]
+	aead, err := openAEAD(header, me)
 	if err != nil {
-		return decrypted{}, fmt.Errorf("opening entry: %w", err)
-	}
-	header := b[:headerSize]
-	r, err := hpke.NewRecipient(header[headerSize-encSize:], sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(hpkeInfo))
-	if err != nil {
-		return decrypted{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	key, err := r.Export(exportContext, chacha20poly1305.KeySize)
-	if err != nil {
-		return decrypted{}, fmt.Errorf("opening entry: %w", err)
-	}
-	aead, err := chacha20poly1305.New(key)
-	if err != nil {
-		return decrypted{}, fmt.Errorf("opening entry: %w", err)
+		return decrypted{}, err
 	}
 
 	in, pooled := plainBuffer(innerLen)
@@ -700,6 +719,31 @@ func decrypt(b []byte, me *keys.SecretKey, keyID [keyIDSize]byte) (decrypted, er
 		return decrypted{}, fmt.Errorf("%w: signature box failed authentication", ErrCorrupt)
 	}
 	return decrypted{inner: in, sig: sig, digest: digest(keyID, hashes), pooled: pooled}, nil
+}
+
+// openAEAD returns the AEAD of an entry whose outer header (checked) is
+// header, sealed to me: version 2's HPKE context, or version 3's chain.
+func openAEAD(header []byte, me *keys.SecretKey) (cipherAEAD, error) {
+	if header[len(magic)] == Version3 {
+		return chainAEAD(header, me)
+	}
+	sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
+	if err != nil {
+		return nil, fmt.Errorf("opening entry: %w", err)
+	}
+	r, err := hpke.NewRecipient(header[headerSize-encSize:headerSize], sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(hpkeInfo))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	key, err := r.Export(exportContext, chacha20poly1305.KeySize)
+	if err != nil {
+		return nil, fmt.Errorf("opening entry: %w", err)
+	}
+	aead, err := chacha20poly1305.New(key)
+	if err != nil {
+		return nil, fmt.Errorf("opening entry: %w", err)
+	}
+	return aead, nil
 }
 
 // innerFields are the fields at the start of the inner plaintext.
@@ -794,8 +838,9 @@ func PaddedLen(k command.Kind, n int) int {
 	return 1 << bits.Len(uint(n-1))
 }
 
-// SealedLen is the size of an entry whose inner plaintext is innerLen bytes
-// (innerLen > 0): what the spool stores and sees.
+// SealedLen is the size of a version 2 entry whose inner plaintext is
+// innerLen bytes (innerLen > 0): what the spool stores and sees. A version
+// 3 entry is 4 bytes longer.
 func SealedLen(innerLen int) int { return headerSize + ciphertextSize(innerLen) }
 
 // Padme returns the padded length for an inner plaintext of n bytes: the

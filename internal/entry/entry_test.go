@@ -106,7 +106,7 @@ func TestSpoolCannotDecrypt(t *testing.T) {
 func reseal(t *testing.T, inner, sig []byte, to keys.PublicKey) []byte {
 	t.Helper()
 	out := make([]byte, headerSize+ciphertextSize(len(inner)))
-	aead, _, err := sealBody(out, to, innerSource{prefix: inner, size: len(inner)})
+	aead, _, err := sealBody(out, recipient{to: to}, innerSource{prefix: inner, size: len(inner)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,8 @@ func openCases(t *testing.T, f fixture) []openCase {
 		{"bit flipped in tag", mod(func(b []byte) []byte { b[len(b)-1] ^= 0x80; return b }), "alice", trusted, ErrCorrupt},
 		{"bit flipped in ephemeral key", mod(func(b []byte) []byte { b[headerSize-1] ^= 1; return b }), "alice", trusted, ErrCorrupt},
 		{"bad magic", mod(func(b []byte) []byte { b[0] = 'X'; return b }), "alice", trusted, ErrCorrupt},
-		{"unknown version", mod(func(b []byte) []byte { b[4] = 3; return b }), "alice", trusted, ErrUnknownVersion},
+		{"unknown version", mod(func(b []byte) []byte { b[4] = 4; return b }), "alice", trusted, ErrUnknownVersion},
+		{"version 2 marked 3", mod(func(b []byte) []byte { b[4] = 3; return b }), "alice", trusted, ErrTruncated},
 		{"version 1", mod(func(b []byte) []byte { b[4] = 1; return b }), "alice", trusted, ErrUnknownVersion},
 		{"for another key", mod(func(b []byte) []byte { b[6] ^= 1; return b }), "alice", trusted, ErrNotForUser},
 		{"for another user name", good, "bob", trusted, ErrNotForUser},

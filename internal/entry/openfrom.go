@@ -3,7 +3,6 @@ package entry
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/hpke"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -37,7 +36,8 @@ type Streamed struct {
 	BodySHA256 [sha256.Size]byte
 
 	src     io.ReaderAt
-	header  [headerSize]byte
+	header  [maxHeaderSize]byte
+	hlen    int // the header's length in header
 	aead    cipherAEAD
 	size    int   // inner plaintext length
 	start   int64 // the body's offset in the inner plaintext
@@ -61,29 +61,19 @@ type Streamed struct {
 func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trusted ...keys.PublicKey) (*Streamed, error) {
 	keyID := me.Public().KeyID()
 	s := &Streamed{src: src, keyID: keyID}
-	hb := s.header[:min(int64(headerSize), max(size, 0))]
+	// The longest header of any version: what follows a shorter one is
+	// read and not used.
+	hb := s.header[:min(int64(maxHeaderSize), max(size, 0))]
 	if err := readAt(src, hb, 0); err != nil {
 		return nil, err
 	}
-	innerLen, err := checkOuterSize(hb, size, keyID)
+	innerLen, hl, err := checkOuterSize(hb, size, keyID)
 	if err != nil {
 		return nil, err
 	}
-	s.size = innerLen
-	sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
-	if err != nil {
-		return nil, fmt.Errorf("opening entry: %w", err)
-	}
-	r, err := hpke.NewRecipient(s.header[headerSize-encSize:], sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(hpkeInfo))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	key, err := r.Export(exportContext, chacha20poly1305.KeySize)
-	if err != nil {
-		return nil, fmt.Errorf("opening entry: %w", err)
-	}
-	if s.aead, err = chacha20poly1305.New(key); err != nil {
-		return nil, fmt.Errorf("opening entry: %w", err)
+	s.size, s.hlen = innerLen, hl
+	if s.aead, err = openAEAD(s.header[:hl], me); err != nil {
+		return nil, err
 	}
 
 	// The first pass: every chunk decrypted and hashed; the fields and
@@ -108,11 +98,11 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 		off := int64(i) * ChunkSize
 		k := min(ChunkSize, innerLen-int(off))
 		ct := sealed[:k+tagSize]
-		if err := readAt(src, ct, int64(headerSize)+int64(i)*sealedSize); err != nil {
+		if err := readAt(src, ct, int64(hl)+int64(i)*sealedSize); err != nil {
 			return nil, err
 		}
 		var nonce [chacha20poly1305.NonceSize]byte
-		pt, err := s.aead.Open(plain[:0], chunkNonce(&nonce, i), ct, s.header[:])
+		pt, err := s.aead.Open(plain[:0], chunkNonce(&nonce, i), ct, s.header[:hl])
 		if err != nil {
 			return nil, fmt.Errorf("%w: chunk %d failed authentication", ErrCorrupt, i)
 		}
@@ -154,7 +144,7 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 	if err := readAt(src, sigBox, size-sigBoxSize); err != nil {
 		return nil, err
 	}
-	sig, err := s.aead.Open(make([]byte, 0, sigSize), sigNonce[:], sigBox, s.header[:])
+	sig, err := s.aead.Open(make([]byte, 0, sigSize), sigNonce[:], sigBox, s.header[:hl])
 	if err != nil {
 		return nil, fmt.Errorf("%w: signature box failed authentication", ErrCorrupt)
 	}
@@ -200,25 +190,26 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 
 // checkOuterSize is checkOuter for an entry of size bytes whose first
 // bytes are b (its header, or all of it if shorter).
-func checkOuterSize(b []byte, size int64, keyID [keyIDSize]byte) (int, error) {
+func checkOuterSize(b []byte, size int64, keyID [keyIDSize]byte) (innerLen, hl int, err error) {
 	h, err := ParseHeader(b)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if h.KeyID != keyID {
-		return 0, fmt.Errorf("%w: sealed to key %x", ErrNotForUser, h.KeyID)
+		return 0, 0, fmt.Errorf("%w: sealed to key %x", ErrNotForUser, h.KeyID)
 	}
-	switch body := uint64(size - int64(headerSize)); {
+	hl = h.Len()
+	switch body := uint64(size - int64(hl)); {
 	case body < h.Size:
-		return 0, fmt.Errorf("%w: %d of %d ciphertext bytes", ErrTruncated, body, h.Size)
+		return 0, 0, fmt.Errorf("%w: %d of %d ciphertext bytes", ErrTruncated, body, h.Size)
 	case body > h.Size:
-		return 0, fmt.Errorf("%w: %d bytes after the ciphertext", ErrCorrupt, body-h.Size)
+		return 0, 0, fmt.Errorf("%w: %d bytes after the ciphertext", ErrCorrupt, body-h.Size)
 	}
 	innerLen, ok := innerSize(h.Size)
 	if !ok {
-		return 0, fmt.Errorf("%w: no inner plaintext gives a ciphertext of %d bytes", ErrCorrupt, h.Size)
+		return 0, 0, fmt.Errorf("%w: no inner plaintext gives a ciphertext of %d bytes", ErrCorrupt, h.Size)
 	}
-	return innerLen, nil
+	return innerLen, hl, nil
 }
 
 // parsePrefixLen is parsePrefix on the first chunk of an inner plaintext
@@ -301,11 +292,11 @@ func (r *bodyReader) load(i int) error {
 	}
 	k := min(ChunkSize, s.size-i*ChunkSize)
 	ct := r.sealed[:k+tagSize]
-	if err := readAt(s.src, ct, int64(headerSize)+int64(i)*sealedSize); err != nil {
+	if err := readAt(s.src, ct, int64(s.hlen)+int64(i)*sealedSize); err != nil {
 		return err
 	}
 	var nonce [chacha20poly1305.NonceSize]byte
-	pt, err := s.aead.Open(r.plain[:0], chunkNonce(&nonce, i), ct, s.header[:])
+	pt, err := s.aead.Open(r.plain[:0], chunkNonce(&nonce, i), ct, s.header[:s.hlen])
 	var h [32]byte
 	if err == nil {
 		if r.bh == nil {

@@ -57,6 +57,9 @@ func NewSealer(w io.Writer, c *command.Command, bodyLen int64, author *keys.Secr
 	if len(c.Body) != 0 {
 		return nil, errors.New("sealing entry: a streamed command has its body written, not in Body")
 	}
+	if o.Chains != nil {
+		return nil, errors.New("sealing entry: a Sealer writes format version 2 only")
+	}
 	prefix, id, innerLen, err := begin(c, bodyLen, author, user, o)
 	if err != nil {
 		return nil, err
