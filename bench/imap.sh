@@ -34,6 +34,9 @@
 #
 # CSPOOL=FILE runs that cspool binary instead of building ./cmd/cspool (an
 # older build, from its own tree, measured by this same script).
+# ENTRY_FORMAT=3 seals the spool's messages in entry format 3 (a chain of
+# keys, as a server with --entry-format 3 delivers them; docs/FORMAT.md);
+# the default is 2, the server's default.
 # USED=1 measures the first sync against peers that have served before (a
 # provider's spool server, and a Dovecot, that other devices and clients
 # read from): the spool server serves one first sync to a scratch device,
@@ -82,7 +85,7 @@ cd "$work"
 $C gen-keys user.sec user.pub >/dev/null
 $C gen-keys spool.sec spool.pub >/dev/null
 echo "alice $(grep -v '^#' user.pub)" >users
-./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$N" >/dev/null
+./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$N" --entry-format "${ENTRY_FORMAT:-2}" >/dev/null
 $C server --spool-dir spool --users users --spool-key spool.sec --port $SP 2>server.log &
 spid=$!
 pids+=($spid)
@@ -235,7 +238,7 @@ dpid=$cs_pid
 # 3. RSS with BIG messages (2 KB each to bound the run).
 if [ "$BIG" -gt 0 ]; then
 	kill $dpid; wait $dpid 2>/dev/null || true
-	./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$((BIG - N))" --size 2048 --seed 2 >/dev/null
+	./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec --count "$((BIG - N))" --size 2048 --seed 2 --entry-format "${ENTRY_FORMAT:-2}" >/dev/null
 	t0=$(date +%s.%N)
 	cs_start big.db $((P + 5)) big.log
 	bpid=$cs_pid

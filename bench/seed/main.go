@@ -119,6 +119,7 @@ func seedSpool(args []string) error {
 	index := fs.Bool("index", true, "with --device: build the device's search index as the batches apply, and merge it at the end; false leaves every body unindexed (a daemon started on it indexes them), for a device written only for its checkpoint, which holds no index")
 	checkpoint := fs.Bool("checkpoint", false, "with --device: then write the device's checkpoint at the log's head into the spool, as the daemon writes one (a new device bootstraps from it)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	format := fs.Int("entry-format", entry.Version, "the entry format the deliveries are sealed in, as cspool server's --entry-format: 2, or 3 (a chain of keys, as one server process delivering them all)")
 	fs.Parse(args)
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -130,6 +131,14 @@ func seedSpool(args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	var chains *entry.Chains
+	switch *format {
+	case entry.Version:
+	case entry.Version3:
+		chains = entry.NewChains(0)
+	default:
+		return fmt.Errorf("--entry-format %d: want %d or %d", *format, entry.Version, entry.Version3)
 	}
 	up, err := keys.LoadPublic(*userPub)
 	if err != nil {
@@ -180,7 +189,7 @@ func seedSpool(args []string) error {
 			}
 			if err := parallel(n, func(k int) error {
 				c := &command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: message(*seed, first+k, *size)}
-				data, id, err := entry.Seal(c, sk, up, *user, nil)
+				data, id, err := entry.Seal(c, sk, up, *user, &entry.Options{Chains: chains})
 				b.data[k] = data
 				if dev != nil && err == nil {
 					// What the device's sync would apply for this entry:
