@@ -64,6 +64,9 @@ func TestServerEntryFormat3(t *testing.T) {
 	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p := startServer(t, bin, append([]string{"--entry-format", "3"}, args(lmtpAddr)...)...)
 	deliverN(lmtpAddr, 0, 8) // the last ones span several chunks
+	if log := p.stderr.String(); !strings.Contains(log, "entry_format=3") {
+		t.Errorf("the server's start line does not name the entry format:\n%s", log)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ac, err := api.NewClient(p.url, "alice", alice, nil)

@@ -406,15 +406,23 @@ func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKe
 		scheme = "https"
 	}
 	lmtp := "off"
+	format := 0 // no LMTP: the server seals nothing
 	if s.lmtpLn != nil {
 		lmtp = s.lmtpLn.Addr().String()
+		format = entry.Version
+		if f.chained {
+			format = entry.Version3
+		}
 	}
 	store := "sqlite:" + f.spoolDir
 	if f.storeKind == "postgres" {
 		store = "postgres:" + pgstore.Redact(f.dsn)
 	}
-	attrs := []any{"http", scheme + "://" + s.httpLn.Addr().String(), "lmtp", lmtp,
-		"store", store, "max_message_size", f.maxMsg, "quota", f.quota, "gc_percent", f.gcPercent}
+	attrs := []any{"http", scheme + "://" + s.httpLn.Addr().String(), "lmtp", lmtp}
+	if format != 0 {
+		attrs = append(attrs, "entry_format", format)
+	}
+	attrs = append(attrs, "store", store, "max_message_size", f.maxMsg, "quota", f.quota, "gc_percent", f.gcPercent)
 	if s.mon != nil {
 		attrs = append(attrs, "metrics", "http://"+s.mon.ln.Addr().String()+"/metrics")
 	} else {
