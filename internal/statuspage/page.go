@@ -26,6 +26,8 @@ func (p pageData) SyncView() syncView {
 		v.LagNote = "entries"
 	case s.State == StateStopped:
 		v.Lag, v.LagClass, v.LagNote = "stopped", "err", "by the integrity alarm"
+	case s.NeedsFix && s.SpoolHead != nil:
+		v.Lag, v.LagClass, v.LagNote = fmt.Sprint(*s.SpoolHead-min(*s.SpoolHead, s.Position)), "err", "entries, not applied until the error is fixed"
 	default:
 		v.Lag, v.LagNote = "unknown", "(the spool does not answer now)"
 	}
@@ -37,6 +39,8 @@ func (p pageData) SyncView() syncView {
 		v.Head, v.HeadClass, v.HeadNote = fmt.Sprint(*s.SpoolHead), "err", "behind what this device applied"
 	case s.State == StateStopped:
 		v.Head = fmt.Sprint(*s.SpoolHead)
+	case s.NeedsFix:
+		v.Head, v.HeadClass, v.HeadNote = fmt.Sprint(*s.SpoolHead), "warn", "at its last answer; nothing more is applied until the error is fixed"
 	default:
 		v.Head, v.HeadClass, v.HeadNote = "unknown", "warn", fmt.Sprintf("now (%d at the last contact)", *s.SpoolHead)
 	}

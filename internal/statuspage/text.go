@@ -152,6 +152,9 @@ func syncLines(s SyncState, now time.Time) (conn, position string) {
 		return conn, fmt.Sprintf("%d applied; the spool's head is %d, behind what this device applied", s.Position, *s.SpoolHead)
 	case s.State == StateStopped:
 		return conn, fmt.Sprintf("%d applied; the spool's head is %d; nothing more is applied until the alarm is resolved", s.Position, *s.SpoolHead)
+	case s.NeedsFix:
+		// The spool answered: its head is that answer's, not a stale one.
+		return conn, fmt.Sprintf("%d applied; the spool's head was %d at its last answer; nothing more is applied until the error is fixed", s.Position, *s.SpoolHead)
 	default:
 		return conn, fmt.Sprintf("%d applied; the spool's head is unknown now (%d at the last contact)", s.Position, *s.SpoolHead)
 	}

@@ -49,6 +49,16 @@ func TestSyncTruth(t *testing.T) {
 			[]string{"TO DO: set SSL_CERT_FILE to the CA file (docs/TLS.md), then restart the daemon", "head is unknown",
 				"Sync:          NOT SYNCING with the spool " + url + ": an error retrying will not fix, since "},
 			[]string{"<li>set SSL_CERT_FILE", `<span id="connected" class="warn">NOT SYNCING`}, "SSL_CERT_FILE", []string{"up to date", "keeps trying", "no answer from"}, true},
+		// A permanent error after an answer (a wrong spool key): the head
+		// is that answer's, and the entries after the position wait.
+		{"permanent after an answer", syncer.Status{Position: 3, Head: 5, SpoolHead: 5, LastContact: now, DownSince: now,
+			LastError: "the log's entries from position 4 are signed by a key other than the spool key given",
+			Hint:      "start the daemon with the spool key of this setup"}, StateUnknown,
+			[]string{"Position:      3 applied; the spool's head was 5 at its last answer; nothing more is applied until the error is fixed",
+				"Sync:          NOT SYNCING with the spool " + url + ": an error retrying will not fix"},
+			[]string{`<span id="head" class="warn">5</span> at its last answer; nothing more is applied until the error is fixed`,
+				`<span id="lag" class="err">2</span> entries, not applied until the error is fixed`},
+			"spool key of this setup", []string{"up to date", "unknown", "no answer from"}, true},
 		{"rollback", syncer.Status{Position: 10, Head: 10, SpoolHead: 8, Connected: true, LastContact: now, Alarm: rollback}, StateStopped,
 			[]string{"ALARM: sync stopped at position 10: " + rollback,
 				"TO DO: Do not delete this device's database", "cspool sync --clear-alarm",
