@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 
+	"cspool/internal/entry"
 	"cspool/internal/spool"
 )
 
@@ -52,6 +53,10 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 	pos, err := strconv.ParseUint(v, 10, 64)
 	if err != nil || pos == 0 {
 		s.fail(w, r, errorf(ErrBadRequest, "pos=%q: want an integer >= 1", v))
+		return
+	}
+	if err := s.checkReads(r, c.user, pos); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	limit := s.cfg.MaxCheckpointBody
@@ -120,6 +125,36 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	writeJSON(w, http.StatusOK, compactStats{Deleted: st.Deleted, Bytes: st.Bytes, Kept: st.Kept})
+}
+
+// ReadsParam is the checkpoint upload's query parameter by which a device
+// says the highest entry format version it reads (docs/API.md §5): this
+// package's client sends entry.Version3.
+const ReadsParam = "reads"
+
+// checkReads refuses (403) the upload of a checkpoint at pos by a device
+// that does not say it reads entry format 3 while the log holds an entry
+// of that format at or before pos. Such a device could not open the entry,
+// so its checkpoint does not hold what the entry carries, and storing it
+// would delete the entry: every device would lose it. A device that reads
+// it lists it if it is still needed, as any entry.
+func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
+	if v, err := strconv.Atoi(r.URL.Query().Get(ReadsParam)); err == nil && v >= entry.Version3 {
+		return nil
+	}
+	ff, ok := s.cfg.Store.(spool.FormatFinder)
+	if !ok {
+		return nil
+	}
+	first, err := ff.FirstOfFormat(r.Context(), user, pos, entry.Version3)
+	if err != nil {
+		return storeError("checking the log's entry formats", err)
+	}
+	if first != 0 {
+		return errorf(ErrForbidden, "the log holds an entry of format %d at position %d, which this device does not say it reads "+
+			"(%s=%d): its checkpoint would delete what it could not open; upgrade cspool on this device", entry.Version3, first, ReadsParam, entry.Version3)
+	}
+	return nil
 }
 
 // holdCheckpoint takes n bytes from the checkpoint uploads' budget, waiting

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 
+	"cspool/internal/entry"
 	"cspool/internal/spool"
 )
 
@@ -37,6 +38,13 @@ func (c *Client) PutCheckpoint(ctx context.Context, cp spool.Checkpoint, keep []
 // (and again if it is sent again). The kept positions are written before it
 // (EncodeCheckpoint's framing) without copying it.
 func (c *Client) PutCheckpointFrom(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64) (spool.CompactStats, error) {
+	return c.putCheckpoint(ctx, pos, data, keep, entry.Version3)
+}
+
+// putCheckpoint is PutCheckpointFrom saying that the device reads entry
+// formats up to reads (docs/API.md §5); 0 says nothing, as devices built
+// before format 3 did.
+func (c *Client) putCheckpoint(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64, reads int) (spool.CompactStats, error) {
 	op := fmt.Sprintf("storing checkpoint of %s at %d", c.user, pos)
 	if c.user == "" {
 		return spool.CompactStats{}, &Error{Op: op, Kind: ErrBadRequest, Msg: "client has no user name"}
@@ -57,6 +65,9 @@ func (c *Client) PutCheckpointFrom(ctx context.Context, pos uint64, data *io.Sec
 	body := &requestBody{size: int64(len(head)) + size, open: open}
 	h.Sum(body.hash[:0])
 	q := url.Values{"pos": {strconv.FormatUint(pos, 10)}}
+	if reads != 0 {
+		q.Set(ReadsParam, strconv.Itoa(reads))
+	}
 	resp, err := c.sendBody(ctx, op, http.MethodPut, "/v1/users/"+c.user+"/checkpoint", q, body, CheckpointContentType)
 	if err != nil {
 		return spool.CompactStats{}, err

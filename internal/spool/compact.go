@@ -58,6 +58,17 @@ type CheckpointPositioner interface {
 	CheckpointPos(ctx context.Context, user string) (uint64, error)
 }
 
+// FormatFinder is the optional capability of a store to find the entries
+// of a log in a given entry format version (the byte after the magic,
+// docs/FORMAT.md §2). The HTTP API asks it before it lets a device that
+// does not read entry format 3 compact a log (docs/API.md §5).
+type FormatFinder interface {
+	// FirstOfFormat returns the position of the first entry of user's log
+	// at or before upTo whose format version byte is v; 0 if there is
+	// none (an unknown user included).
+	FirstOfFormat(ctx context.Context, user string, upTo uint64, v byte) (uint64, error)
+}
+
 // CheckpointPos returns the position of user's newest checkpoint in st, 0
 // when there is none or st does not compact: from a CheckpointPositioner
 // without loading the checkpoint, else from LatestCheckpoint. Every reader

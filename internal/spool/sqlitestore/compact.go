@@ -226,6 +226,28 @@ func (s *Store) LatestCheckpoint(ctx context.Context, user string) (spool.Checkp
 	return cp, nil
 }
 
+// FirstOfFormat implements spool.FormatFinder.
+func (s *Store) FirstOfFormat(ctx context.Context, user string, upTo uint64, v byte) (uint64, error) {
+	if err := spool.CheckUser(user); err != nil {
+		return 0, err
+	}
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var pos uint64
+	// The version byte follows the 4-byte magic: substr counts from 1.
+	err := s.rdb.QueryRowContext(ctx, `SELECT e.pos FROM entries e JOIN users u ON u.id = e.user_id
+		WHERE u.name = ? AND e.pos <= ? AND substr(e.data, 5, 1) = ? ORDER BY e.pos LIMIT 1`,
+		[]byte(user), min(upTo, 1<<63-1), []byte{v}).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.dbErr("finding entries of a format", err)
+	}
+	return pos, nil
+}
+
 // CheckpointPos implements spool.CheckpointPositioner: the position of
 // user's newest checkpoint, 0 if there is none, without loading the
 // checkpoint's data (pos comes before data in the row).

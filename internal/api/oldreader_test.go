@@ -1,0 +1,87 @@
+package api
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/spool"
+	"cspool/internal/spool/pgstore"
+	"cspool/internal/spool/pgstore/pgtest"
+)
+
+// A device that does not say it reads entry format 3 (one built before it)
+// passes such an entry by, so its checkpoint does not hold the message;
+// stored, it would delete the entry from the log for every device. Such an
+// upload is refused (403, nothing stored or deleted) while the log holds an
+// entry of format 3 at or before its position; before the first one, and
+// from a device that says it reads them, it is stored as ever. On both
+// stores.
+func TestCheckpointFromOldReader(t *testing.T) {
+	for _, name := range []string{"sqlite", "postgres"} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, false, func(c *Config) {
+				if name == "postgres" {
+					pg, err := pgstore.Open(testCtx(t), pgtest.Database(t), pgstore.Options{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { pg.Close() })
+					c.Store = pg
+				}
+			})
+			ctx := testCtx(t)
+			spoolC := e.client(t, "", e.spoolK)
+			chained, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: 1, Body: []byte("chained")},
+				e.spoolK, e.alice.Public(), "alice", &entry.Options{Chains: entry.NewChains(0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range [][]byte{e.delivery(t, "alice", "one"), e.delivery(t, "alice", "two"), chained, e.delivery(t, "alice", "four")} {
+				if _, err := spoolC.Append(ctx, "alice", [][]byte{b}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := e.client(t, "alice", e.alice)
+			put := func(pos uint64, keep []uint64, reads int) error {
+				data := []byte("checkpoint at " + string(rune('0'+pos)))
+				_, err := c.putCheckpoint(ctx, pos, io.NewSectionReader(bytes.NewReader(data), 0, int64(len(data))), keep, reads)
+				return err
+			}
+			count := func() int {
+				es, _, err := c.Read(ctx, 0, 100, 1<<20, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(es)
+			}
+			// Before the entry of format 3: stored, the old way.
+			if err := put(1, nil, 0); err != nil {
+				t.Fatalf("an old device's checkpoint at 1: %v", err)
+			}
+			// At or past it: refused, the entry named.
+			err = put(4, []uint64{2, 4}, 0)
+			if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "format 3 at position 3") || !strings.Contains(err.Error(), "upgrade cspool") {
+				t.Fatalf("an old device's checkpoint at 4: %v, want 403 naming position 3", err)
+			}
+			if n := count(); n != 3 {
+				t.Fatalf("%d entries after the refusal, want 3 (2, 3, 4)", n)
+			}
+			if pos, err := spool.CheckpointPos(ctx, e.api.cfg.Store, "alice"); err != nil || pos != 1 {
+				t.Fatalf("checkpoint at %d (%v) after the refusal, want 1", pos, err)
+			}
+			// A device that reads format 3 compacts as ever, the entry kept
+			// because it lists it.
+			if err := put(4, []uint64{3}, entry.Version3); err != nil {
+				t.Fatalf("a device reading format 3: %v", err)
+			}
+			if n := count(); n != 1 {
+				t.Fatalf("%d entries after compaction, want 1 (3)", n)
+			}
+		})
+	}
+}
