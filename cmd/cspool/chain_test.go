@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"cspool/internal/api"
-	"cspool/internal/keys"
 )
 
 // A server started with --entry-format 3 seals its LMTP deliveries as the
@@ -24,15 +23,7 @@ func TestServerEntryFormat3(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildServerBinary(t)
-	dir := t.TempDir()
-	alice, spoolK := mustKey(t), mustKey(t)
-	usersPath := filepath.Join(dir, "users")
-	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice})
-	for name, k := range map[string]*keys.SecretKey{"spool": spoolK, "user": alice} {
-		if err := keys.WriteFiles(k, filepath.Join(dir, name+".sec"), filepath.Join(dir, name+".pub"), keys.WriteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, usersPath, alice := aliceWithSpool(t)
 	args := func(lmtp string) []string {
 		return []string{"--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
 			"--spool-key", filepath.Join(dir, "spool.sec"), "--lmtp", lmtp, "--lmtp-domains", "example.org"}

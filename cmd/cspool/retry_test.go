@@ -24,15 +24,7 @@ func TestLMTPRetryShownOnce(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	bin := buildServerBinary(t)
-	dir := t.TempDir()
-	alice, spoolK := mustKey(t), mustKey(t)
-	usersPath := filepath.Join(dir, "users")
-	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice})
-	for name, k := range map[string]*keys.SecretKey{"spool": spoolK, "user": alice} {
-		if err := keys.WriteFiles(k, filepath.Join(dir, name+".sec"), filepath.Join(dir, name+".pub"), keys.WriteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, usersPath, alice := aliceWithSpool(t)
 	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p := startServer(t, bin, "--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
 		"--spool-key", filepath.Join(dir, "spool.sec"), "--lmtp", lmtpAddr, "--lmtp-domains", "example.org")
@@ -85,4 +77,21 @@ func TestLMTPRetryShownOnce(t *testing.T) {
 	if !strings.Contains(stderr, "level=INFO msg=\"rejected entry\"") || !strings.Contains(stderr, "reason=duplicate") {
 		t.Errorf("the sync's log does not name the duplicate, as information:\n%s", stderr)
 	}
+}
+
+// aliceWithSpool makes a directory holding a users file with alice, her
+// key files user.sec and user.pub, and a spool key's spool.sec and
+// spool.pub; it returns the directory, the users file and alice's key.
+func aliceWithSpool(t *testing.T) (dir, usersPath string, alice *keys.SecretKey) {
+	t.Helper()
+	dir = t.TempDir()
+	alice, spoolK := mustKey(t), mustKey(t)
+	usersPath = filepath.Join(dir, "users")
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice})
+	for name, k := range map[string]*keys.SecretKey{"spool": spoolK, "user": alice} {
+		if err := keys.WriteFiles(k, filepath.Join(dir, name+".sec"), filepath.Join(dir, name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, usersPath, alice
 }

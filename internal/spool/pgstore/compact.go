@@ -139,27 +139,13 @@ func (s *Store) LatestCheckpoint(ctx context.Context, user string) (spool.Checkp
 
 // FirstOfFormat implements spool.FormatFinder.
 func (s *Store) FirstOfFormat(ctx context.Context, user string, upTo uint64, v byte) (uint64, error) {
-	if err := spool.CheckUser(user); err != nil {
-		return 0, err
-	}
-	cctx, cancel, err := s.begin(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer cancel()
-	var pos int64
 	// The version byte follows the 4-byte magic; data is stored
 	// uncompressed (EXTERNAL), so the slice is read alone.
-	err = s.pool.QueryRow(cctx, `SELECT e.pos FROM cspool_entries e JOIN cspool_logs l ON l.id = e.log_id
+	pos, err := s.logNumber(ctx, user, fmt.Sprintf("the first entry of format %d", v), `SELECT e.pos FROM cspool_entries e
+		JOIN cspool_logs l ON l.id = e.log_id
 		WHERE l.name = $1 AND e.pos <= $2 AND substring(e.data FROM 5 FOR 1) = $3 ORDER BY e.pos LIMIT 1`,
-		[]byte(user), int64(min(upTo, 1<<63-1)), []byte{v}).Scan(&pos)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, callErr(ctx, fmt.Sprintf("finding entries of format %d in the log of %q", v, user), err)
-	}
-	return uint64(pos), nil
+		int64(min(upTo, 1<<63-1)), []byte{v})
+	return uint64(pos), err
 }
 
 // CheckpointPos implements spool.CheckpointPositioner: the position of

@@ -96,9 +96,10 @@ func (s *Store) Head(ctx context.Context, user string) (uint64, error) {
 }
 
 // logNumber reads one number of user's log: query takes the log's name as
-// $1 and returns one row of one integer, or none, which is 0 (an unknown
-// user, a log without a checkpoint). what names the number in an error.
-func (s *Store) logNumber(ctx context.Context, user, what, query string) (int64, error) {
+// $1 (args, if any, as $2 on) and returns one row of one integer, or none,
+// which is 0 (an unknown user, a log without a checkpoint). what names the
+// number in an error.
+func (s *Store) logNumber(ctx context.Context, user, what, query string, args ...any) (int64, error) {
 	if err := spool.CheckUser(user); err != nil {
 		return 0, err
 	}
@@ -108,7 +109,7 @@ func (s *Store) logNumber(ctx context.Context, user, what, query string) (int64,
 	}
 	defer cancel()
 	var n int64
-	err = s.pool.QueryRow(cctx, query, []byte(user)).Scan(&n)
+	err = s.pool.QueryRow(cctx, query, append([]any{[]byte(user)}, args...)...).Scan(&n)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
