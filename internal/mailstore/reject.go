@@ -109,6 +109,18 @@ func (s *Store) RejectionOf(ctx context.Context, id command.ID, pos uint64) (*Re
 	return &r, nil
 }
 
+// RejectedAs returns how many entries were rejected for reason.
+func (s *Store) RejectedAs(ctx context.Context, reason Reason) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var n int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM rejected WHERE reason = ?", string(reason)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting rejections: %w", err)
+	}
+	return n, nil
+}
+
 // RejectedCount returns how many entries were rejected in all.
 func (s *Store) RejectedCount(ctx context.Context) (int, error) {
 	if err := s.check(); err != nil {

@@ -51,6 +51,11 @@ const (
 	ReasonDuplicate     Reason = "duplicate"      // a delivery retried: the same bytes as a message delivered shortly before (duplicate.go)
 )
 
+// ReasonUnknownVersion is the reason the syncer records for an entry in an
+// entry format version the device did not read (entry.ErrUnknownVersion's
+// text): one written for a later cspool, which an upgraded device reads.
+const ReasonUnknownVersion Reason = "unknown entry format version"
+
 // Status is an entry's outcome.
 type Status int
 

@@ -27,6 +27,7 @@ type Store interface {
 	Mailboxes(ctx context.Context) ([]mailstore.Mailbox, error)
 	Rejected(ctx context.Context, limit int) ([]mailstore.Rejection, error)
 	RejectedCount(ctx context.Context) (int, error)
+	RejectedAs(ctx context.Context, reason mailstore.Reason) (int, error)
 }
 
 var (
@@ -120,6 +121,19 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 	for _, x := range rej {
 		r.Rejected.Recent = append(r.Rejected.Recent, Rejection{Pos: x.Pos, Reason: string(x.Reason), Detail: x.Detail, At: x.At})
 	}
+	if r.Rejected.Count > 0 {
+		n, err := c.Store.RejectedAs(ctx, mailstore.ReasonUnknownVersion)
+		if err != nil {
+			return nil, fmt.Errorf("status report: %w", err)
+		}
+		if n > 0 {
+			what := fmt.Sprintf("%d entries", n)
+			if n == 1 {
+				what = "1 entry"
+			}
+			r.Actions = append(r.Actions, fmt.Sprintf(adviceUnknownVersion, what))
+		}
+	}
 	if c.Outbox != nil {
 		if r.Outbox, err = c.Outbox(ctx); err != nil {
 			return nil, fmt.Errorf("status report: %w", err)
@@ -139,7 +153,14 @@ const (
 		"Tell the spool's operator what the alarm says. If they restored the spool from a backup, stop the daemon and " +
 		"run cspool recover with its flags (docs/OPERATING.md, \"Restoring a backup\"); otherwise, once it is explained, stop the daemon and run " +
 		"cspool sync --clear-alarm with its --db and key flags (docs/SECURITY.md)."
-	adviceOtherAlarm  = "Tell the spool's operator what the alarm says, and do not delete this device's database."
+	adviceOtherAlarm = "Tell the spool's operator what the alarm says, and do not delete this device's database."
+	// An entry of an entry format this cspool does not read was passed by
+	// for good: one a spool switched to a later format before this device
+	// was upgraded (docs/OPERATING.md, "Running it").
+	adviceUnknownVersion = "This device passed by %s in an entry format it did not read (listed under Rejected, " +
+		"\"unknown entry format version\"): mail that it does not show. If this cspool was upgraded since they came, a new " +
+		"database shows them: once nothing is queued here, start the daemon with --db naming a new file, and keep the " +
+		"old one until the new one shows the mail (docs/OPERATING.md, \"Running it\"); if not, upgrade cspool on this device first."
 	adviceUnreachable = "Nothing yet: the daemon keeps trying by itself, and the mail already here stays readable. " +
 		"If it lasts, check this machine's network and ask the spool's operator whether %s is up."
 )

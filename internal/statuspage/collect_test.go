@@ -165,3 +165,38 @@ func TestAlarms(t *testing.T) {
 		})
 	}
 }
+
+// Entries passed by in an entry format the device did not read (a spool
+// switched to a later format before the device was upgraded) hold mail it
+// does not show: the report says so and what to do, once for all of them;
+// other rejections say nothing of it.
+func TestCollectorUnknownVersion(t *testing.T) {
+	t.Parallel()
+	st := storeWith(t, 3) // one rejection, a bad signature
+	c := &Collector{Sync: fixedStatus{Position: 7, Head: 7, Connected: true, LastContact: time.Now()}, Store: st}
+	report := func() *Report {
+		r, err := c.Report(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if a := strings.Join(report().Actions, "\n"); strings.Contains(a, "entry format") {
+		t.Fatalf("actions with a bad signature alone: %q", a)
+	}
+	ctx := context.Background()
+	for i, pos := range []uint64{5, 6} {
+		if err := st.RecordRejected(ctx, pos, string(mailstore.ReasonUnknownVersion)); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"This device passed by 1 entry in an entry format it did not read",
+			"This device passed by 2 entries in an entry format it did not read"}[i]
+		r := report()
+		if len(r.Actions) != 1 || !strings.Contains(r.Actions[0], want) || !strings.Contains(r.Actions[0], "--db naming a new file") {
+			t.Fatalf("actions %q, want one saying %q and what to do", r.Actions, want)
+		}
+		if r.Sync.State != StateCurrent {
+			t.Errorf("state %s, want current: the sync goes on", r.Sync.State)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/hpke"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	"github.com/zeebo/blake3"
@@ -14,6 +15,7 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
+	"cspool/internal/mailstore"
 )
 
 // sealRaw seals cmd, command bytes this code need not be able to decode
@@ -150,5 +152,19 @@ func TestNewerCommandSkipped(t *testing.T) {
 	}
 	if _, ok := seen[knownID]; !ok {
 		t.Errorf("the hand-sealed CreateMailbox's id is not recorded")
+	}
+}
+
+// The reason recorded for an entry in a format the device does not read is
+// the one the status report counts (mailstore.ReasonUnknownVersion), so
+// that it can tell the user that an upgraded device shows that mail with a
+// new database.
+func TestUnknownVersionReason(t *testing.T) {
+	_, err := entry.ParseHeader([]byte("CSPE\x09"))
+	if !errors.Is(err, entry.ErrUnknownVersion) {
+		t.Fatalf("a version 9 header: %v", err)
+	}
+	if got := rejectReason(err); got != string(mailstore.ReasonUnknownVersion) {
+		t.Fatalf("rejection reason %q, want %q", got, mailstore.ReasonUnknownVersion)
 	}
 }
