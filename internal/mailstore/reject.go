@@ -109,6 +109,15 @@ func (s *Store) RejectionOf(ctx context.Context, id command.ID, pos uint64) (*Re
 	return &r, nil
 }
 
+// ForgetRejectedAs deletes the rejections for reason at positions up to
+// upTo.
+func (s *Store) ForgetRejectedAs(ctx context.Context, reason Reason, upTo uint64) error {
+	return s.writeTx(ctx, "forgetting rejections", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "DELETE FROM rejected WHERE reason = ? AND pos <= ?", string(reason), min(upTo, 1<<63-1))
+		return err
+	})
+}
+
 // RejectedAs returns how many entries were rejected for reason.
 func (s *Store) RejectedAs(ctx context.Context, reason Reason) (int, error) {
 	if err := s.check(); err != nil {

@@ -296,6 +296,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		copy(chain[:], sn.Chain)
 	}
 	s.advance(sn.Position, chain, 0, 0, res)
+	s.forgetUnread(ctx, sn.Position)
 	if chain != nil {
 		s.setChain(*chain, true)
 	}
@@ -537,4 +538,15 @@ func (s *Syncer) seenOutcome(ctx context.Context, id command.ID, pos uint64, cmd
 		o.Status = mailstore.Partial
 	}
 	return o
+}
+
+// forgetUnread forgets the entries rejected in a format this device did not
+// read at positions up to pos, once the store was rebuilt from a state at
+// pos: that state holds what its writer, which read them, applied, and the
+// status report no longer tells the user that mail is missing (docs/STATUS.md).
+// A failure leaves that advice standing, and is logged.
+func (s *Syncer) forgetUnread(ctx context.Context, pos uint64) {
+	if err := s.cfg.Store.ForgetRejectedAs(ctx, mailstore.ReasonUnknownVersion, pos); err != nil && ctx.Err() == nil {
+		s.log.Warn("forgetting entries passed by in an unread format after a rebuild", "pos", pos, "err", err)
+	}
 }

@@ -396,3 +396,43 @@ func TestCloseDeviceReadsOnAfterCheckpoint(t *testing.T) {
 		})
 	}
 }
+
+// A device rebuilt from a checkpoint at P forgets the entries up to P it
+// passed by in a format it did not read: the checkpoint's writer read them,
+// and the status report stops telling the user that mail is missing.
+// Rejections for other reasons, and such entries past P, stay.
+func TestRebuildForgetsUnreadFormats(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	a, msa := r.device("a", nil, nil)
+	a.cfg.CheckpointMin = -1
+	b, msb := r.device("b", nil, nil)
+	for i := range 5 {
+		r.deliver(r.spool, msg(3000+i))
+	}
+	syncAll(t, b)
+	// As a device built before a format records what it passes by.
+	for pos, reason := range map[uint64]string{3: string(mailstore.ReasonUnknownVersion), 4: "entry signature invalid",
+		1 << 40: string(mailstore.ReasonUnknownVersion)} {
+		if err := msb.RecordRejected(ctx, pos, reason); err != nil {
+			t.Fatal(err)
+		}
+	}
+	churn(t, r, a, msa, 20, 2)
+	syncAll(t, a)
+	if _, _, err := a.WriteCheckpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	syncAll(t, b)
+	if st := b.Status(); st.Restores != 1 {
+		t.Fatalf("the device restored %d times, want 1", st.Restores)
+	}
+	sameState(t, msa, msb)
+	if n, err := msb.RejectedAs(ctx, mailstore.ReasonUnknownVersion); err != nil || n != 1 {
+		t.Errorf("%d entries of an unread format still recorded (%v), want 1, the one past the checkpoint", n, err)
+	}
+	if n, err := msb.RejectedCount(ctx); err != nil || n != 2 {
+		t.Errorf("%d rejections in all (%v), want 2", n, err)
+	}
+}

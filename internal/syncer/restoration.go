@@ -197,6 +197,7 @@ func (s *Syncer) adopt(ctx context.Context, body io.Reader, c *command.Command, 
 	close(s.applied)
 	s.applied = make(chan struct{})
 	s.mu.Unlock()
+	s.forgetUnread(ctx, sn.Position)
 	for _, a := range ad.Cleared {
 		s.log.Warn("integrity alarm explained by a restoration; cleared", "pos", a.Pos, "detail", a.Detail)
 	}

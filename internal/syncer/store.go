@@ -100,6 +100,9 @@ type Journal interface {
 	// RecordRejected records, on its own, a rejection that belongs to no
 	// batch (a checkpoint that failed validation).
 	RecordRejected(ctx context.Context, pos uint64, reason string) error
+	// ForgetRejectedAs forgets the rejections for reason at positions up
+	// to upTo: a rebuild from a state at upTo took their place.
+	ForgetRejectedAs(ctx context.Context, reason mailstore.Reason, upTo uint64) error
 	// Rejected lists the newest rejections, at most limit (all if
 	// limit <= 0).
 	Rejected(ctx context.Context, limit int) ([]mailstore.Rejection, error)
