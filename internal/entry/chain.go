@@ -2,7 +2,6 @@ package entry
 
 import (
 	"crypto/hkdf"
-	"crypto/hpke"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -142,18 +141,7 @@ func (c *Chains) next(to keys.PublicKey) (enc [encSize]byte, step uint32, key [c
 
 // start begins a new context to `to`: a new ephemeral key, its chain key 0.
 func (s *sendChain) start(to keys.PublicKey) error {
-	pk, err := hpke.NewDHKEMPublicKey(to.X25519)
-	if err != nil {
-		return err
-	}
-	enc, sender, err := hpke.NewSender(pk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(chainInfo))
-	if err != nil {
-		return err
-	}
-	if len(enc) != encSize {
-		return fmt.Errorf("encapsulated key is %d bytes, want %d", len(enc), encSize)
-	}
-	ck, err := sender.Export(chainExport, len(s.ck))
+	enc, ck, err := senderSecret(to, chainInfo, chainExport)
 	if err != nil {
 		return err
 	}
@@ -172,12 +160,7 @@ func writeHeader3(out []byte, size uint64, to keys.PublicKey, ch *Chains) (ciphe
 	if err != nil {
 		return nil, err
 	}
-	keyID := to.KeyID()
-	h := out[:0]
-	h = append(h, magic...)
-	h = append(h, Version3)
-	h = append(h, keyID[:]...)
-	h = binary.BigEndian.AppendUint64(h, size)
+	h := appendHeaderStart(out[:0], Version3, to, size)
 	h = append(h, enc[:]...)
 	binary.BigEndian.AppendUint32(h, step)
 	a, err := chacha20poly1305.New(key[:])
@@ -239,17 +222,9 @@ func chainAEAD(header []byte, me *keys.SecretKey) (cipherAEAD, error) {
 	c := openChains.m[id]
 	openChains.mu.Unlock()
 	if c == nil {
-		sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
+		ck, err := recipientSecret(me, enc, chainInfo, chainExport)
 		if err != nil {
-			return nil, fmt.Errorf("opening entry: %w", err)
-		}
-		r, err := hpke.NewRecipient(enc, sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(chainInfo))
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-		}
-		ck, err := r.Export(chainExport, 32)
-		if err != nil {
-			return nil, fmt.Errorf("opening entry: %w", err)
+			return nil, err
 		}
 		c = &openChain{marks: make([][32]byte, 1, 4)}
 		copy(c.marks[0][:], ck)

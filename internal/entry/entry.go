@@ -513,29 +513,60 @@ func sealHeader(out []byte, to recipient) (cipherAEAD, error) {
 // writeHeader writes the outer header of an entry with size bytes after
 // it into out (headerSize bytes), and returns the entry's AEAD.
 func writeHeader(out []byte, size uint64, to keys.PublicKey) (cipherAEAD, error) {
+	enc, key, err := senderSecret(to, hpkeInfo, exportContext)
+	if err != nil {
+		return nil, err
+	}
+	h := appendHeaderStart(out[:0], Version, to, size)
+	copy(out[len(h):headerSize], enc)
+	return chacha20poly1305.New(key)
+}
+
+// appendHeaderStart appends the fields every version's outer header
+// starts with: magic, version, the recipient's key id, size.
+func appendHeaderStart(h []byte, v byte, to keys.PublicKey, size uint64) []byte {
+	keyID := to.KeyID()
+	h = append(h, magic...)
+	h = append(h, v)
+	h = append(h, keyID[:]...)
+	return binary.BigEndian.AppendUint64(h, size)
+}
+
+// senderSecret sets up an export-only HPKE context to `to` with info and
+// a fresh ephemeral key: its encapsulated key, and its 32-byte export
+// under exportCtx.
+func senderSecret(to keys.PublicKey, info, exportCtx string) (enc, secret []byte, err error) {
 	pk, err := hpke.NewDHKEMPublicKey(to.X25519)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	enc, sender, err := hpke.NewSender(pk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(hpkeInfo))
+	enc, sender, err := hpke.NewSender(pk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(info))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(enc) != encSize {
-		return nil, fmt.Errorf("encapsulated key is %d bytes, want %d", len(enc), encSize)
+		return nil, nil, fmt.Errorf("encapsulated key is %d bytes, want %d", len(enc), encSize)
 	}
-	keyID := to.KeyID()
-	h := out[:0]
-	h = append(h, magic...)
-	h = append(h, Version)
-	h = append(h, keyID[:]...)
-	h = binary.BigEndian.AppendUint64(h, size)
-	copy(out[len(h):headerSize], enc)
-	key, err := sender.Export(exportContext, chacha20poly1305.KeySize)
+	secret, err = sender.Export(exportCtx, 32)
+	return enc, secret, err
+}
+
+// recipientSecret is senderSecret's export on the recipient's side, from
+// the encapsulated key enc: an enc no context comes from is ErrCorrupt.
+func recipientSecret(me *keys.SecretKey, enc []byte, info, exportCtx string) ([]byte, error) {
+	sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("opening entry: %w", err)
 	}
-	return chacha20poly1305.New(key)
+	r, err := hpke.NewRecipient(enc, sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(info))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	secret, err := r.Export(exportCtx, 32)
+	if err != nil {
+		return nil, fmt.Errorf("opening entry: %w", err)
+	}
+	return secret, nil
 }
 
 // cipherAEAD is the AEAD interface of golang.org/x/crypto/chacha20poly1305.
@@ -727,17 +758,9 @@ func openAEAD(header []byte, me *keys.SecretKey) (cipherAEAD, error) {
 	if header[len(magic)] == Version3 {
 		return chainAEAD(header, me)
 	}
-	sk, err := hpke.NewDHKEMPrivateKey(me.X25519())
+	key, err := recipientSecret(me, header[headerSize-encSize:headerSize], hpkeInfo, exportContext)
 	if err != nil {
-		return nil, fmt.Errorf("opening entry: %w", err)
-	}
-	r, err := hpke.NewRecipient(header[headerSize-encSize:headerSize], sk, hpke.HKDFSHA256(), hpke.ExportOnly(), []byte(hpkeInfo))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
-	}
-	key, err := r.Export(exportContext, chacha20poly1305.KeySize)
-	if err != nil {
-		return nil, fmt.Errorf("opening entry: %w", err)
+		return nil, err
 	}
 	aead, err := chacha20poly1305.New(key)
 	if err != nil {
