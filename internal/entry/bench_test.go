@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -380,4 +382,40 @@ func BenchmarkMail10KB(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(us)), "ns/entry")
 	})
+}
+
+// BenchmarkChainKeys derives the keys of a context's 1,024 entries as a
+// device's read opens them: in order on one goroutine, and by two workers
+// each taking the next 64 (the syncer's openAll on two cores). The time is
+// an entry's, the context's one agreement included.
+func BenchmarkChainKeys(b *testing.B) {
+	f := newFixture(b)
+	entries, _ := sealChained(b, f, NewChains(0), MaxChainSteps, 10)
+	run := func(b *testing.B, workers int) {
+		for b.Loop() {
+			forgetOpenChains()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Go(func() {
+					for {
+						from := int(next.Add(64)) - 64
+						if from >= len(entries) {
+							return
+						}
+						for _, e := range entries[from:min(from+64, len(entries))] {
+							if _, err := chainAEAD(e[:header3Size], f.user); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}
+				})
+			}
+			wg.Wait()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(entries)), "ns/entry")
+	}
+	b.Run("in-order", func(b *testing.B) { run(b, 1) })
+	b.Run("two-workers", func(b *testing.B) { run(b, 2) })
 }

@@ -53,20 +53,40 @@ func outerLen(v byte) int {
 // chainStep returns the entry key of chain key ck and replaces ck with the
 // chain key after it: HKDF-Expand (SHA-256) of ck under two labels.
 func chainStep(ck *[32]byte) [chacha20poly1305.KeySize]byte {
+	key := entryKey(ck)
+	advance(ck)
+	return key
+}
+
+// derived, if set (by tests), is called at each derivation of a chain.
+var derived func()
+
+// entryKey returns the entry key of chain key ck.
+func entryKey(ck *[32]byte) [chacha20poly1305.KeySize]byte {
+	if derived != nil {
+		derived()
+	}
 	var key [chacha20poly1305.KeySize]byte
 	k, err := hkdf.Expand(sha256.New, ck[:], chainKey, len(key))
 	if err != nil {
 		panic(err) // a 32-byte output of SHA-256's HKDF cannot fail
 	}
+	copy(key[:], k)
+	clear(k)
+	return key
+}
+
+// advance replaces chain key ck with the chain key after it.
+func advance(ck *[32]byte) {
+	if derived != nil {
+		derived()
+	}
 	next, err := hkdf.Expand(sha256.New, ck[:], chainNext, len(ck))
 	if err != nil {
 		panic(err)
 	}
-	copy(key[:], k)
 	copy(ck[:], next)
-	clear(k)
 	clear(next)
-	return key
 }
 
 // Chains seals entries in format version 3, one context for each
@@ -169,12 +189,28 @@ func writeHeader3(out []byte, size uint64, to keys.PublicKey, ch *Chains) (ciphe
 }
 
 // openChain is a reader's context: chain keys at every chainMarkGap-th
-// step from 0 as far as derived, and the furthest chain key derived.
+// step from 0 as far as derived, the furthest chain key derived, and a few
+// cursors: the chain keys just after steps opened behind it. A device's
+// read is opened by a worker per core, each taking the next run of
+// entries (the syncer's openAll); the worker ahead moves the furthest key,
+// the others each follow a cursor, so every entry costs two derivations
+// (its key and the chain key after it) whichever worker opens it.
 type openChain struct {
 	mu       sync.Mutex
 	marks    [][32]byte // marks[i] is the chain key of step i*chainMarkGap
 	last     [32]byte   // the chain key of step lastStep
 	lastStep uint32
+	cursors  [chainCursors]chainCursor
+}
+
+// chainCursors is how many cursors a reader's context keeps.
+const chainCursors = 4
+
+// chainCursor is the chain key of step, if set.
+type chainCursor struct {
+	ck   [32]byte
+	step uint32
+	set  bool
 }
 
 // key returns the entry key of step.
@@ -182,21 +218,52 @@ func (c *openChain) key(step uint32) [chacha20poly1305.KeySize]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if step >= c.lastStep {
-		for c.lastStep < step {
-			chainStep(&c.last)
-			c.lastStep++
-			if c.lastStep%chainMarkGap == 0 {
-				c.marks = append(c.marks, c.last)
+		for c.lastStep <= step {
+			if c.lastStep == step {
+				key := entryKey(&c.last)
+				c.forward()
+				return key
+			}
+			c.forward()
+		}
+	}
+	// Behind the furthest key: from the nearest of the step's mark and
+	// the cursors at or before it, and a cursor left after it.
+	ck, from, slot := c.marks[step/chainMarkGap], step-step%chainMarkGap, -1
+	for i, cu := range c.cursors {
+		if cu.set && cu.step <= step && cu.step > from {
+			ck, from, slot = cu.ck, cu.step, i
+		}
+	}
+	for ; from < step; from++ {
+		advance(&ck)
+	}
+	key := entryKey(&ck)
+	advance(&ck)
+	if slot < 0 {
+		slot = 0
+		for i, cu := range c.cursors {
+			if !cu.set || cu.step < c.cursors[slot].step {
+				slot = i
+				if !cu.set {
+					break
+				}
 			}
 		}
-		ck := c.last
-		return chainStep(&ck)
 	}
-	ck := c.marks[step/chainMarkGap]
-	for range step % chainMarkGap {
-		chainStep(&ck)
+	c.cursors[slot] = chainCursor{ck: ck, step: step + 1, set: true}
+	clear(ck[:])
+	return key
+}
+
+// forward moves the furthest chain key one step on, marking every
+// chainMarkGap-th.
+func (c *openChain) forward() {
+	advance(&c.last)
+	c.lastStep++
+	if c.lastStep%chainMarkGap == 0 {
+		c.marks = append(c.marks, c.last)
 	}
-	return chainStep(&ck)
 }
 
 // openChains are the contexts this process has met, by recipient key and

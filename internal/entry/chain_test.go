@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -185,6 +186,50 @@ func TestChainConcurrent(t *testing.T) {
 		})
 	}
 	owg.Wait()
+}
+
+// A device's read is opened by a worker per core, each taking the next 64
+// entries (the syncer's openAll): whichever worker opens an entry, it
+// costs about two derivations (its key and the chain key after it), not a
+// walk from the last mark for every entry behind the furthest one opened;
+// and in any order every entry opens to what was sealed.
+func TestChainReadersDeriveOnce(t *testing.T) {
+	f := newFixture(t)
+	entries, bodies := sealChained(t, f, NewChains(0), 512, 10)
+	open := func(i int) {
+		o, err := Open(entries[i], f.user, "alice", f.spool.Public())
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		if !bytes.Equal(o.Cmd.Body, bodies[i]) {
+			t.Fatalf("entry %d opened to another body", i)
+		}
+	}
+	var n int
+	derived = func() { n++ }
+	defer func() { derived = nil }()
+	forgetOpenChains()
+	// Two workers, one entry each in turn: the first takes 0 to 63, the
+	// second 64 to 127, then 128 to 191 and 192 to 255, and so on.
+	for run := 0; run < len(entries); run += 128 {
+		for i := range 64 {
+			open(run + i)
+			open(run + 64 + i)
+		}
+	}
+	if max := 3 * len(entries); n > max {
+		t.Fatalf("%d derivations for %d entries opened by two workers, want at most %d", n, len(entries), max)
+	}
+	// Four workers, and then any order: every entry opens.
+	forgetOpenChains()
+	for i := range 128 {
+		for w := range 4 {
+			open(w*128 + i)
+		}
+	}
+	for _, i := range mrand.Perm(len(entries)) {
+		open(i)
+	}
 }
 
 // Chains drops a context past its bound, and the recipient gets a new one.
