@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"time"
 
 	"cspool/internal/entry"
 	"cspool/internal/spool"
@@ -120,6 +121,7 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 	}
 	st, err := comp.Compact(r.Context(), c.user, spool.Checkpoint{Pos: pos, Data: data}, keep)
 	release()
+	s.formats.forget(c.user)
 	if err != nil {
 		s.fail(w, r, storeError("storing checkpoint", err))
 		return
@@ -138,6 +140,12 @@ const ReadsParam = "reads"
 // so its checkpoint does not hold what the entry carries, and storing it
 // would delete the entry: every device would lose it. A device that reads
 // it lists it if it is still needed, as any entry.
+//
+// An old device whose checkpoint was refused writes and uploads another at
+// its next sync step, at every delivery, which its code cannot be told not
+// to do; the position found is remembered (formatMemo), so that those
+// uploads cost a map lookup instead of reading the log's entries up to it
+// each time.
 func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
 	if v, err := strconv.Atoi(r.URL.Query().Get(ReadsParam)); err == nil && v >= entry.Version3 {
 		return nil
@@ -146,15 +154,84 @@ func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
 	if !ok {
 		return nil
 	}
-	first, err := ff.FirstOfFormat(r.Context(), user, pos, entry.Version3)
-	if err != nil {
-		return storeError("checking the log's entry formats", err)
+	// What is remembered serves only to refuse: refused wrongly (the
+	// entry since deleted), an old device's checkpoint waits; let through
+	// wrongly (a log begun again under the same name, a restore made
+	// while the server ran), it would delete an entry of format 3.
+	first := s.formats.first(user, time.Now())
+	if first == 0 || first > pos {
+		var err error
+		if first, err = ff.FirstOfFormat(r.Context(), user, pos, entry.Version3); err != nil {
+			return storeError("checking the log's entry formats", err)
+		}
+		if first != 0 {
+			s.formats.remember(user, first, time.Now())
+		}
 	}
-	if first != 0 {
+	if first != 0 && first <= pos {
 		return errorf(ErrForbidden, "the log holds an entry of format %d at position %d, which this device does not say it reads "+
 			"(%s=%d): its checkpoint would delete what it could not open; upgrade cspool on this device", entry.Version3, first, ReadsParam, entry.Version3)
 	}
 	return nil
+}
+
+// formatMemo remembers, by user, the position of the first entry of
+// format 3 that checkReads found. Entries are only appended after it, so
+// it stays the first until a compaction deletes it: this server forgets a
+// user's at each checkpoint it stores for that user, and every position
+// is looked up again after formatMemoAge, which bounds how long a
+// compaction by another server (the same PostgreSQL store) leaves it
+// stale. Stale, it refuses an old device's checkpoint that might have been
+// stored: the safe way. At most formatMemoUsers are held; past that an
+// arbitrary one is dropped, to be looked up again.
+type formatMemo struct {
+	mu sync.Mutex
+	m  map[string]formatSeen
+}
+
+type formatSeen struct {
+	pos uint64
+	at  time.Time
+}
+
+const (
+	formatMemoAge   = 10 * time.Minute
+	formatMemoUsers = 10000
+)
+
+// first returns the position remembered for user, 0 if none or too old.
+func (f *formatMemo) first(user string, now time.Time) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	seen, ok := f.m[user]
+	if !ok || now.Sub(seen.at) >= formatMemoAge {
+		return 0
+	}
+	return seen.pos
+}
+
+// remember records pos as user's first entry of format 3.
+func (f *formatMemo) remember(user string, pos uint64, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.m == nil {
+		f.m = make(map[string]formatSeen)
+	}
+	if _, ok := f.m[user]; !ok && len(f.m) >= formatMemoUsers {
+		for k := range f.m {
+			delete(f.m, k)
+			break
+		}
+	}
+	f.m[user] = formatSeen{pos: pos, at: now}
+}
+
+// forget drops what is remembered for user: a checkpoint stored for it
+// may have deleted that entry.
+func (f *formatMemo) forget(user string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.m, user)
 }
 
 // holdCheckpoint takes n bytes from the checkpoint uploads' budget, waiting

@@ -2,9 +2,11 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"cspool/internal/command"
@@ -12,6 +14,7 @@ import (
 	"cspool/internal/spool"
 	"cspool/internal/spool/pgstore"
 	"cspool/internal/spool/pgstore/pgtest"
+	"cspool/internal/spool/sqlitestore"
 )
 
 // A device that does not say it reads entry format 3 (one built before it)
@@ -83,5 +86,80 @@ func TestCheckpointFromOldReader(t *testing.T) {
 				t.Fatalf("%d entries after compaction, want 1 (3)", n)
 			}
 		})
+	}
+}
+
+// formatCounter counts the store's look-ups of entry formats.
+type formatCounter struct {
+	*sqlitestore.Store
+	n atomic.Int32
+}
+
+func (f *formatCounter) FirstOfFormat(ctx context.Context, user string, upTo uint64, v byte) (uint64, error) {
+	f.n.Add(1)
+	return f.Store.FirstOfFormat(ctx, user, upTo, v)
+}
+
+// An old device whose checkpoint was refused uploads another at its next
+// sync step, at every delivery: the server reads the log's formats for the
+// first refusal only, until a checkpoint stored for the user may have
+// deleted the entry it found (what it remembers only refuses: an upload
+// before that entry is looked up); an old device's checkpoint is stored again
+// once no entry of format 3 is left at or before it.
+func TestCheckpointFromOldReaderRemembered(t *testing.T) {
+	var fc *formatCounter
+	e := newEnv(t, false, func(c *Config) {
+		fc = &formatCounter{Store: c.Store.(*sqlitestore.Store)}
+		c.Store = fc
+	})
+	ctx := testCtx(t)
+	spoolC := e.client(t, "", e.spoolK)
+	chained, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: 1, Body: []byte("chained")},
+		e.spoolK, e.alice.Public(), "alice", &entry.Options{Chains: entry.NewChains(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{e.delivery(t, "alice", "one"), e.delivery(t, "alice", "two"), chained, e.delivery(t, "alice", "four"),
+		e.delivery(t, "alice", "five"), e.delivery(t, "alice", "six")} {
+		if _, err := spoolC.Append(ctx, "alice", [][]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := e.client(t, "alice", e.alice)
+	put := func(pos uint64, keep []uint64, reads int) error {
+		data := []byte("checkpoint")
+		_, err := c.putCheckpoint(ctx, pos, io.NewSectionReader(bytes.NewReader(data), 0, int64(len(data))), keep, reads)
+		return err
+	}
+	for i := range 5 {
+		if err := put(4, []uint64{2, 4}, 0); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "format 3 at position 3") {
+			t.Fatalf("an old device's checkpoint, try %d: %v, want 403 naming position 3", i+1, err)
+		}
+	}
+	if n := fc.n.Load(); n != 1 {
+		t.Fatalf("%d look-ups of the log's formats for five refusals, want 1", n)
+	}
+	// Before the entry: looked up, and stored.
+	if err := put(2, nil, 0); err != nil {
+		t.Fatalf("an old device's checkpoint at 2: %v", err)
+	}
+	// A device that reads format 3 stores one keeping the entry: looked
+	// up again, still there.
+	if err := put(4, []uint64{3, 4}, entry.Version3); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(5, []uint64{3, 4, 5}, 0); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("an old device's checkpoint after a compaction keeping the entry: %v, want 403", err)
+	}
+	// One that lets it go (the message expunged): the old device's next
+	// checkpoint is stored.
+	if err := put(5, []uint64{4, 5}, entry.Version3); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(6, []uint64{4, 5, 6}, 0); err != nil {
+		t.Fatalf("an old device's checkpoint once no entry of format 3 is left: %v", err)
+	}
+	if n := fc.n.Load(); n != 4 {
+		t.Fatalf("%d look-ups of the log's formats, want 4", n)
 	}
 }

@@ -323,6 +323,10 @@ type Server struct {
 	parkedReads sync.WaitGroup
 	parkedNow   atomic.Int64
 
+	// formats remembers, for users whose log holds an entry of format 3,
+	// where the first one is (checkReads).
+	formats formatMemo
+
 	// stopping is cancelled by Shutdown to end long-polls.
 	stopping context.Context
 	stop     context.CancelFunc
