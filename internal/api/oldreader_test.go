@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -38,23 +39,7 @@ func TestCheckpointFromOldReader(t *testing.T) {
 				}
 			})
 			ctx := testCtx(t)
-			spoolC := e.client(t, "", e.spoolK)
-			chained, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: 1, Body: []byte("chained")},
-				e.spoolK, e.alice.Public(), "alice", &entry.Options{Chains: entry.NewChains(0)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, b := range [][]byte{e.delivery(t, "alice", "one"), e.delivery(t, "alice", "two"), chained, e.delivery(t, "alice", "four")} {
-				if _, err := spoolC.Append(ctx, "alice", [][]byte{b}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			c := e.client(t, "alice", e.alice)
-			put := func(pos uint64, keep []uint64, reads int) error {
-				data := []byte("checkpoint at " + string(rune('0'+pos)))
-				_, err := c.putCheckpoint(ctx, pos, io.NewSectionReader(bytes.NewReader(data), 0, int64(len(data))), keep, reads)
-				return err
-			}
+			c, put := appendWithChained(t, e, 4)
 			count := func() int {
 				es, _, err := c.Read(ctx, 0, 100, 1<<20, 0)
 				if err != nil {
@@ -67,7 +52,7 @@ func TestCheckpointFromOldReader(t *testing.T) {
 				t.Fatalf("an old device's checkpoint at 1: %v", err)
 			}
 			// At or past it: refused, the entry named.
-			err = put(4, []uint64{2, 4}, 0)
+			err := put(4, []uint64{2, 4}, 0)
 			if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "format 3 at position 3") || !strings.Contains(err.Error(), "upgrade cspool") {
 				t.Fatalf("an old device's checkpoint at 4: %v, want 403 naming position 3", err)
 			}
@@ -86,6 +71,36 @@ func TestCheckpointFromOldReader(t *testing.T) {
 				t.Fatalf("%d entries after compaction, want 1 (3)", n)
 			}
 		})
+	}
+}
+
+// appendWithChained appends n deliveries to alice's log, the third sealed
+// in entry format 3, and returns alice's client and a function that
+// uploads a checkpoint with it, saying it reads entry formats up to reads
+// (0: nothing, as devices built before format 3).
+func appendWithChained(t *testing.T, e *env, n int) (*Client, func(pos uint64, keep []uint64, reads int) error) {
+	t.Helper()
+	ctx := testCtx(t)
+	spoolC := e.client(t, "", e.spoolK)
+	for i := range n {
+		b := e.delivery(t, "alice", fmt.Sprint("delivery ", i+1))
+		if i == 2 {
+			var err error
+			b, _, err = entry.Seal(&command.Command{Kind: command.Deliver, Date: 1, Body: []byte("chained")},
+				e.spoolK, e.alice.Public(), "alice", &entry.Options{Chains: entry.NewChains(0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := spoolC.Append(ctx, "alice", [][]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := e.client(t, "alice", e.alice)
+	return c, func(pos uint64, keep []uint64, reads int) error {
+		data := []byte(fmt.Sprint("checkpoint at ", pos))
+		_, err := c.putCheckpoint(ctx, pos, io.NewSectionReader(bytes.NewReader(data), 0, int64(len(data))), keep, reads)
+		return err
 	}
 }
 
@@ -112,25 +127,7 @@ func TestCheckpointFromOldReaderRemembered(t *testing.T) {
 		fc = &formatCounter{Store: c.Store.(*sqlitestore.Store)}
 		c.Store = fc
 	})
-	ctx := testCtx(t)
-	spoolC := e.client(t, "", e.spoolK)
-	chained, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: 1, Body: []byte("chained")},
-		e.spoolK, e.alice.Public(), "alice", &entry.Options{Chains: entry.NewChains(0)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range [][]byte{e.delivery(t, "alice", "one"), e.delivery(t, "alice", "two"), chained, e.delivery(t, "alice", "four"),
-		e.delivery(t, "alice", "five"), e.delivery(t, "alice", "six")} {
-		if _, err := spoolC.Append(ctx, "alice", [][]byte{b}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c := e.client(t, "alice", e.alice)
-	put := func(pos uint64, keep []uint64, reads int) error {
-		data := []byte("checkpoint")
-		_, err := c.putCheckpoint(ctx, pos, io.NewSectionReader(bytes.NewReader(data), 0, int64(len(data))), keep, reads)
-		return err
-	}
+	_, put := appendWithChained(t, e, 6)
 	for i := range 5 {
 		if err := put(4, []uint64{2, 4}, 0); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "format 3 at position 3") {
 			t.Fatalf("an old device's checkpoint, try %d: %v, want 403 naming position 3", i+1, err)

@@ -41,6 +41,21 @@ func sealChained(t testing.TB, f fixture, ch *Chains, n, size int) (entries, bod
 	return entries, bodies
 }
 
+// opener returns a function that opens entries[i] as f.user and checks
+// it holds bodies[i].
+func opener(t *testing.T, f fixture, entries, bodies [][]byte) func(i int) {
+	return func(i int) {
+		t.Helper()
+		o, err := Open(entries[i], f.user, "alice", f.spool.Public())
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		if !bytes.Equal(o.Cmd.Body, bodies[i]) {
+			t.Fatalf("entry %d opened to another body", i)
+		}
+	}
+}
+
 func chainHeader(b []byte) (enc string, step uint32) {
 	return hex.EncodeToString(b[headerSize-encSize : headerSize]), binary.BigEndian.Uint32(b[headerSize:header3Size])
 }
@@ -75,15 +90,7 @@ func TestChainRoundTrip(t *testing.T) {
 	// OpenFrom; the process's contexts forgotten first, so the first
 	// entry opened is the context's last.
 	forgetOpenChains()
-	open := func(i int) {
-		o, err := Open(entries[i], f.user, "alice", f.spool.Public())
-		if err != nil {
-			t.Fatalf("entry %d: %v", i, err)
-		}
-		if !bytes.Equal(o.Cmd.Body, bodies[i]) {
-			t.Fatalf("entry %d opened to another body", i)
-		}
-	}
+	open := opener(t, f, entries, bodies)
 	for i := len(entries) - 1; i >= 0; i-- {
 		open(i)
 	}
@@ -196,15 +203,7 @@ func TestChainConcurrent(t *testing.T) {
 func TestChainReadersDeriveOnce(t *testing.T) {
 	f := newFixture(t)
 	entries, bodies := sealChained(t, f, NewChains(0), 512, 10)
-	open := func(i int) {
-		o, err := Open(entries[i], f.user, "alice", f.spool.Public())
-		if err != nil {
-			t.Fatalf("entry %d: %v", i, err)
-		}
-		if !bytes.Equal(o.Cmd.Body, bodies[i]) {
-			t.Fatalf("entry %d opened to another body", i)
-		}
-	}
+	open := opener(t, f, entries, bodies)
 	var n int
 	derived = func() { n++ }
 	defer func() { derived = nil }()
