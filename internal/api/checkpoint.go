@@ -234,6 +234,58 @@ func (f *formatMemo) forget(user string) {
 	delete(f.m, user)
 }
 
+// noteReader logs, at most once an hour for each user, that a device read
+// the user's log without saying it reads entry format 3 (ReadsParam, sent
+// on every read by devices since that format): one built before it, which
+// passes such entries by, so its user misses that mail. This is how an
+// operator sees, before starting the server with --entry-format 3, which
+// users still run such a device (docs/OPERATING.md).
+func (s *Server) noteReader(r *http.Request, user string) {
+	if v, err := strconv.Atoi(r.URL.Query().Get(ReadsParam)); err == nil && v >= entry.Version3 {
+		return
+	}
+	if !s.oldReaders.due(user, time.Now()) {
+		return
+	}
+	s.log.Info("a device read this user's log without saying it reads entry format 3: one built before it, "+
+		"which passes format 3 deliveries by; upgrade cspool there before starting the server with --entry-format 3 (logged once an hour)",
+		"user", user)
+}
+
+// readerNotes says when each user's old reader was last logged, for at
+// most readerNoteUsers users (past that an arbitrary one is dropped and
+// may be logged again sooner).
+type readerNotes struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+const (
+	readerNoteEvery = time.Hour
+	readerNoteUsers = 10000
+)
+
+// due reports whether user's old reader is to be logged now, and if so
+// records it.
+func (n *readerNotes) due(user string, now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if last, ok := n.m[user]; ok && now.Sub(last) < readerNoteEvery {
+		return false
+	}
+	if n.m == nil {
+		n.m = make(map[string]time.Time)
+	}
+	if _, ok := n.m[user]; !ok && len(n.m) >= readerNoteUsers {
+		for k := range n.m {
+			delete(n.m, k)
+			break
+		}
+	}
+	n.m[user] = now
+	return true
+}
+
 // holdCheckpoint takes n bytes from the checkpoint uploads' budget, waiting
 // up to CheckpointWait for room.
 func (s *Server) holdCheckpoint(ctx context.Context, n int64) bool {

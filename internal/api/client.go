@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/spool"
 	"cspool/internal/termtext"
@@ -150,7 +151,7 @@ func (c *Client) ReadLogEach(ctx context.Context, after uint64, maxCount int, ma
 // nil, is given every entry as it is read (ReadLogEach).
 func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, needCheckpoint bool, arena []byte, each func(int, spool.Entry)) (spool.LogRead, error) {
 	op := fmt.Sprintf("reading entries of %s after %d", c.user, after)
-	q := url.Values{"after": {strconv.FormatUint(after, 10)}}
+	q := url.Values{"after": {strconv.FormatUint(after, 10)}, ReadsParam: {strconv.Itoa(entry.Version3)}}
 	if maxCount > 0 {
 		q.Set("max_count", strconv.Itoa(maxCount))
 	}

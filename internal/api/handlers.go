@@ -373,6 +373,9 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 		s.fail(w, r, err)
 		return
 	}
+	if !c.spool {
+		s.noteReader(r, c.user)
+	}
 	if p.wait > 0 && s.park(w, r, c.user, p) {
 		// Answered from its own goroutine, at once if the log is already
 		// past p.after (the wait's own read of the head says so).

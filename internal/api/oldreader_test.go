@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"cspool/internal/command"
 	"cspool/internal/entry"
+	"cspool/internal/keys"
 	"cspool/internal/spool"
 	"cspool/internal/spool/pgstore"
 	"cspool/internal/spool/pgstore/pgtest"
@@ -158,5 +162,60 @@ func TestCheckpointFromOldReaderRemembered(t *testing.T) {
 	}
 	if n := fc.n.Load(); n != 4 {
 		t.Fatalf("%d look-ups of the log's formats, want 4", n)
+	}
+}
+
+// A read of the log that does not say it reads entry format 3 (a device
+// built before it) is logged with the user's name, once an hour for each
+// user, so an operator sees which users still run one before turning the
+// format on; a device of this release says it on every read, and is not.
+func TestOldReaderLogged(t *testing.T) {
+	var out lockedBuffer
+	e := newEnv(t, false, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&out, nil))
+	})
+	ctx := testCtx(t)
+	for range 2 {
+		if _, _, err := e.client(t, "alice", e.alice).Read(ctx, 0, 0, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As a device built before format 3 reads: no reads parameter.
+	oldRead := func(user string, key *keys.SecretKey) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/v1/users/"+user+"/entries?after=0", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := SignRequest(req, nil, key, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("an old device's read of %s: %s", user, resp.Status)
+		}
+	}
+	noted := func(user string) int {
+		n := 0
+		for l := range strings.SplitSeq(out.String(), "\n") {
+			if strings.Contains(l, "without saying it reads entry format 3") && strings.HasSuffix(l, " user="+user) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := noted("alice"); n != 0 {
+		t.Fatalf("reads by a device of this release logged %d times", n)
+	}
+	for range 3 {
+		oldRead("alice", e.alice)
+	}
+	oldRead("bob", e.bob)
+	if a, b := noted("alice"), noted("bob"); a != 1 || b != 1 {
+		t.Fatalf("old devices' reads logged %d times for alice and %d for bob, want once each:\n%s", a, b, out.String())
 	}
 }

@@ -326,6 +326,9 @@ type Server struct {
 	// formats remembers, for users whose log holds an entry of format 3,
 	// where the first one is (checkReads).
 	formats formatMemo
+	// oldReaders says when each user's device built before format 3 was
+	// last logged (noteReader).
+	oldReaders readerNotes
 
 	// stopping is cancelled by Shutdown to end long-polls.
 	stopping context.Context
