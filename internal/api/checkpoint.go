@@ -129,10 +129,16 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 	writeJSON(w, http.StatusOK, compactStats{Deleted: st.Deleted, Bytes: st.Bytes, Kept: st.Kept})
 }
 
-// ReadsParam is the checkpoint upload's query parameter by which a device
-// says the highest entry format version it reads (docs/API.md §5): this
-// package's client sends entry.Version3.
+// ReadsParam is the query parameter of checkpoint uploads and log reads by
+// which a device says the highest entry format version it reads
+// (docs/API.md §3, §5): this package's client sends entry.Version3.
 const ReadsParam = "reads"
+
+// readsVersion3 reports whether r says its device reads entry format 3.
+func readsVersion3(r *http.Request) bool {
+	v, err := strconv.Atoi(r.URL.Query().Get(ReadsParam))
+	return err == nil && v >= entry.Version3
+}
 
 // checkReads refuses (403) the upload of a checkpoint at pos by a device
 // that does not say it reads entry format 3 while the log holds an entry
@@ -143,11 +149,11 @@ const ReadsParam = "reads"
 //
 // An old device whose checkpoint was refused writes and uploads another at
 // its next sync step, at every delivery, which its code cannot be told not
-// to do; the position found is remembered (formatMemo), so that those
+// to do; the position found is remembered (Server.formats), so that those
 // uploads cost a map lookup instead of reading the log's entries up to it
 // each time.
 func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
-	if v, err := strconv.Atoi(r.URL.Query().Get(ReadsParam)); err == nil && v >= entry.Version3 {
+	if readsVersion3(r) {
 		return nil
 	}
 	ff, ok := s.cfg.Store.(spool.FormatFinder)
@@ -158,14 +164,14 @@ func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
 	// entry since deleted), an old device's checkpoint waits; let through
 	// wrongly (a log begun again under the same name, a restore made
 	// while the server ran), it would delete an entry of format 3.
-	first := s.formats.first(user, time.Now())
+	first, _ := s.formats.get(user, time.Now())
 	if first == 0 || first > pos {
 		var err error
 		if first, err = ff.FirstOfFormat(r.Context(), user, pos, entry.Version3); err != nil {
 			return storeError("checking the log's entry formats", err)
 		}
 		if first != 0 {
-			s.formats.remember(user, first, time.Now())
+			s.formats.put(user, first, time.Now())
 		}
 	}
 	if first != 0 && first <= pos {
@@ -175,63 +181,74 @@ func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
 	return nil
 }
 
-// formatMemo remembers, by user, the position of the first entry of
-// format 3 that checkReads found. Entries are only appended after it, so
-// it stays the first until a compaction deletes it: this server forgets a
-// user's at each checkpoint it stores for that user, and every position
-// is looked up again after formatMemoAge, which bounds how long a
-// compaction by another server (the same PostgreSQL store) leaves it
-// stale. Stale, it refuses an old device's checkpoint that might have been
-// stored: the safe way. At most formatMemoUsers are held; past that an
-// arbitrary one is dropped, to be looked up again.
-type formatMemo struct {
-	mu sync.Mutex
-	m  map[string]formatSeen
+// memoUsers bounds the users a server's userMemo holds.
+const memoUsers = 10000
+
+// userMemo holds a value for each of at most max users, each for age
+// after it was put; past max an arbitrary user's is dropped. The zero
+// value holds nothing; safe for concurrent use.
+type userMemo[T any] struct {
+	max int
+	age time.Duration
+	mu  sync.Mutex
+	m   map[string]memoed[T]
 }
 
-type formatSeen struct {
-	pos uint64
-	at  time.Time
+type memoed[T any] struct {
+	v  T
+	at time.Time
 }
 
-const (
-	formatMemoAge   = 10 * time.Minute
-	formatMemoUsers = 10000
-)
+func newUserMemo[T any](max int, age time.Duration) *userMemo[T] {
+	return &userMemo[T]{max: max, age: age, m: make(map[string]memoed[T])}
+}
 
-// first returns the position remembered for user, 0 if none or too old.
-func (f *formatMemo) first(user string, now time.Time) uint64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	seen, ok := f.m[user]
-	if !ok || now.Sub(seen.at) >= formatMemoAge {
-		return 0
+// get returns user's value if one was put less than age before now.
+func (u *userMemo[T]) get(user string, now time.Time) (T, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	e, ok := u.m[user]
+	if !ok || now.Sub(e.at) >= u.age {
+		var zero T
+		return zero, false
 	}
-	return seen.pos
+	return e.v, true
 }
 
-// remember records pos as user's first entry of format 3.
-func (f *formatMemo) remember(user string, pos uint64, now time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.m == nil {
-		f.m = make(map[string]formatSeen)
+// put sets user's value as of now.
+func (u *userMemo[T]) put(user string, v T, now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.putLocked(user, v, now)
+}
+
+// claim puts v for user unless a value put less than age before now is
+// there, and reports whether it did.
+func (u *userMemo[T]) claim(user string, v T, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if e, ok := u.m[user]; ok && now.Sub(e.at) < u.age {
+		return false
 	}
-	if _, ok := f.m[user]; !ok && len(f.m) >= formatMemoUsers {
-		for k := range f.m {
-			delete(f.m, k)
+	u.putLocked(user, v, now)
+	return true
+}
+
+func (u *userMemo[T]) putLocked(user string, v T, now time.Time) {
+	if _, ok := u.m[user]; !ok && len(u.m) >= u.max {
+		for k := range u.m {
+			delete(u.m, k)
 			break
 		}
 	}
-	f.m[user] = formatSeen{pos: pos, at: now}
+	u.m[user] = memoed[T]{v: v, at: now}
 }
 
-// forget drops what is remembered for user: a checkpoint stored for it
-// may have deleted that entry.
-func (f *formatMemo) forget(user string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.m, user)
+// forget drops user's value.
+func (u *userMemo[T]) forget(user string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	delete(u.m, user)
 }
 
 // noteReader logs, at most once an hour for each user, that a device read
@@ -241,49 +258,15 @@ func (f *formatMemo) forget(user string) {
 // operator sees, before starting the server with --entry-format 3, which
 // users still run such a device (docs/OPERATING.md).
 func (s *Server) noteReader(r *http.Request, user string) {
-	if v, err := strconv.Atoi(r.URL.Query().Get(ReadsParam)); err == nil && v >= entry.Version3 {
+	if readsVersion3(r) {
 		return
 	}
-	if !s.oldReaders.due(user, time.Now()) {
+	if !s.oldReaders.claim(user, struct{}{}, time.Now()) {
 		return
 	}
 	s.log.Info("a device read this user's log without saying it reads entry format 3: one built before it, "+
 		"which passes format 3 deliveries by; upgrade cspool there before starting the server with --entry-format 3 (logged once an hour)",
 		"user", user)
-}
-
-// readerNotes says when each user's old reader was last logged, for at
-// most readerNoteUsers users (past that an arbitrary one is dropped and
-// may be logged again sooner).
-type readerNotes struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-const (
-	readerNoteEvery = time.Hour
-	readerNoteUsers = 10000
-)
-
-// due reports whether user's old reader is to be logged now, and if so
-// records it.
-func (n *readerNotes) due(user string, now time.Time) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if last, ok := n.m[user]; ok && now.Sub(last) < readerNoteEvery {
-		return false
-	}
-	if n.m == nil {
-		n.m = make(map[string]time.Time)
-	}
-	if _, ok := n.m[user]; !ok && len(n.m) >= readerNoteUsers {
-		for k := range n.m {
-			delete(n.m, k)
-			break
-		}
-	}
-	n.m[user] = now
-	return true
 }
 
 // holdCheckpoint takes n bytes from the checkpoint uploads' budget, waiting

@@ -324,11 +324,17 @@ type Server struct {
 	parkedNow   atomic.Int64
 
 	// formats remembers, for users whose log holds an entry of format 3,
-	// where the first one is (checkReads).
-	formats formatMemo
-	// oldReaders says when each user's device built before format 3 was
-	// last logged (noteReader).
-	oldReaders readerNotes
+	// where the first one is (checkReads). Entries are only appended after
+	// it, so it stays the first until a compaction deletes it: a user's is
+	// forgotten at each checkpoint this server stores for the user, and
+	// kept ten minutes at most, which bounds how long a compaction by
+	// another server (the same PostgreSQL store) leaves it stale. Stale,
+	// it refuses an old device's checkpoint that might have been stored:
+	// the safe way.
+	formats *userMemo[uint64]
+	// oldReaders holds the users whose device built before format 3 was
+	// logged within the hour (noteReader).
+	oldReaders *userMemo[struct{}]
 
 	// stopping is cancelled by Shutdown to end long-polls.
 	stopping context.Context
@@ -354,7 +360,9 @@ func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
-		refusals: &logSampler{perSecond: refusalLogsPerSecond}, cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
+		refusals: &logSampler{perSecond: refusalLogsPerSecond},
+		formats:  newUserMemo[uint64](memoUsers, 10*time.Minute), oldReaders: newUserMemo[struct{}](memoUsers, time.Hour),
+		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{},
 		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
