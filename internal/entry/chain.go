@@ -206,11 +206,11 @@ type openChain struct {
 // chainCursors is how many cursors a reader's context keeps.
 const chainCursors = 4
 
-// chainCursor is the chain key of step, if set.
+// chainCursor is the chain key of step; a step of 0 is no cursor (a
+// cursor is left after a step opened, at 1 or more).
 type chainCursor struct {
 	ck   [32]byte
 	step uint32
-	set  bool
 }
 
 // key returns the entry key of step.
@@ -218,20 +218,19 @@ func (c *openChain) key(step uint32) [chacha20poly1305.KeySize]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if step >= c.lastStep {
-		for c.lastStep <= step {
-			if c.lastStep == step {
-				key := entryKey(&c.last)
-				c.forward()
-				return key
-			}
+		for c.lastStep < step {
 			c.forward()
 		}
+		key := entryKey(&c.last)
+		c.forward()
+		return key
 	}
 	// Behind the furthest key: from the nearest of the step's mark and
-	// the cursors at or before it, and a cursor left after it.
+	// the cursors at or before it, and a cursor left after it, in place
+	// of the one it started from or else of the furthest behind.
 	ck, from, slot := c.marks[step/chainMarkGap], step-step%chainMarkGap, -1
 	for i, cu := range c.cursors {
-		if cu.set && cu.step <= step && cu.step > from {
+		if cu.step <= step && cu.step > from {
 			ck, from, slot = cu.ck, cu.step, i
 		}
 	}
@@ -243,15 +242,12 @@ func (c *openChain) key(step uint32) [chacha20poly1305.KeySize]byte {
 	if slot < 0 {
 		slot = 0
 		for i, cu := range c.cursors {
-			if !cu.set || cu.step < c.cursors[slot].step {
+			if cu.step < c.cursors[slot].step {
 				slot = i
-				if !cu.set {
-					break
-				}
 			}
 		}
 	}
-	c.cursors[slot] = chainCursor{ck: ck, step: step + 1, set: true}
+	c.cursors[slot] = chainCursor{ck: ck, step: step + 1}
 	clear(ck[:])
 	return key
 }
