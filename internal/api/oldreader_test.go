@@ -219,3 +219,38 @@ func TestOldReaderLogged(t *testing.T) {
 		t.Fatalf("old devices' reads logged %d times for alice and %d for bob, want once each:\n%s", a, b, out.String())
 	}
 }
+
+// One step off the old device's path: something between it and the server
+// (a proxy, an attacker on the network) adds reads=3 to its refused
+// checkpoint upload, to have it stored and the entry of format 3 deleted.
+// The parameter is signed with the rest of the query: 401, nothing stored
+// or deleted.
+func TestReadsParamAddedInTransit(t *testing.T) {
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	c, _ := appendWithChained(t, e, 4)
+	body := []byte{0} // no kept position, no state
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, e.srv.URL+"/v1/users/alice/checkpoint?pos=4", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", CheckpointContentType)
+	if err := SignRequest(req, body, e.alice, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	req.URL.RawQuery += "&" + ReadsParam + "=3"
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("an old device's upload with reads=3 added in transit: %s, want 401", resp.Status)
+	}
+	if pos, err := spool.CheckpointPos(ctx, e.api.cfg.Store, "alice"); err != nil || pos != 0 {
+		t.Fatalf("checkpoint at %d (%v), want none", pos, err)
+	}
+	if es, _, err := c.Read(ctx, 0, 100, 1<<20, 0); err != nil || len(es) != 4 {
+		t.Fatalf("%d entries (%v), want all 4", len(es), err)
+	}
+}
