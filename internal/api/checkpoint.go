@@ -136,8 +136,17 @@ const ReadsParam = "reads"
 
 // readsVersion3 reports whether r says its device reads entry format 3.
 func readsVersion3(r *http.Request) bool {
+	return readsUpTo(r) >= entry.Version3
+}
+
+// readsUpTo is the highest entry format version r says its device reads:
+// entry.Version (2) when it says none, as devices built before format 3.
+func readsUpTo(r *http.Request) int {
 	v, err := strconv.Atoi(r.URL.Query().Get(ReadsParam))
-	return err == nil && v >= entry.Version3
+	if err != nil || v < entry.Version {
+		return entry.Version
+	}
+	return v
 }
 
 // checkReads refuses (403) the upload of a checkpoint at pos by a device
@@ -254,9 +263,10 @@ func (u *userMemo[T]) forget(user string) {
 // noteReader logs, at most once an hour for each user, that a device read
 // the user's log without saying it reads entry format 3 (ReadsParam, sent
 // on every read by devices since that format): one built before it, which
-// passes such entries by, so its user misses that mail. This is how an
-// operator sees, before starting the server with --entry-format 3, which
-// users still run such a device (docs/OPERATING.md).
+// cannot open such entries, so it stops before the first (readParams.beyond)
+// and its user sees no newer mail there until it is upgraded. This is how
+// an operator sees, before starting the server with --entry-format 3,
+// which users still run such a device (docs/OPERATING.md).
 func (s *Server) noteReader(r *http.Request, user string) {
 	if readsVersion3(r) {
 		return
@@ -265,7 +275,7 @@ func (s *Server) noteReader(r *http.Request, user string) {
 		return
 	}
 	s.log.Info("a device read this user's log without saying it reads entry format 3: one built before it, "+
-		"which passes format 3 deliveries by; upgrade cspool there before starting the server with --entry-format 3 (logged once an hour)",
+		"which stops before the first format 3 delivery until upgraded; upgrade cspool there before starting the server with --entry-format 3 (logged once an hour)",
 		"user", user)
 }
 

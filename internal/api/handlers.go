@@ -326,6 +326,28 @@ type readParams struct {
 	maxCount int
 	maxBytes int64
 	wait     time.Duration
+	reads    int // the highest entry format the device reads (readsUpTo); 0: any
+}
+
+// beyond reports whether e is in an entry format newer than the device
+// reads: the response ends before it, and a read that would start with it
+// is refused (heldBack), so that the device stops there instead of passing
+// the entry by as one of an unknown version, which loses its message on
+// that device for good. Once upgraded, the device reads on from there.
+func (p readParams) beyond(e spool.Entry) bool {
+	if p.reads == 0 {
+		return false
+	}
+	v, ok := entry.VersionOf(e.Data)
+	return ok && int(v) > p.reads
+}
+
+// heldBack is the refusal (400) of a read whose first entry is beyond the
+// device's formats.
+func heldBack(p readParams, e spool.Entry) error {
+	v, _ := entry.VersionOf(e.Data)
+	return errorf(ErrBadRequest, "the next entry, at position %d, is in entry format %d, which this device does not say it reads "+
+		"(%s=%d): upgrade cspool on this device; it reads on from there, nothing is lost", e.Pos, v, ReadsParam, v)
 }
 
 func (s *Server) parseRead(r *http.Request) (readParams, error) {
@@ -375,6 +397,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 	}
 	if !c.spool {
 		s.noteReader(r, c.user)
+		p.reads = readsUpTo(r)
 	}
 	if p.wait > 0 && s.park(w, r, c.user, p) {
 		// Answered from its own goroutine, at once if the log is already
@@ -430,6 +453,10 @@ func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.
 	}
 	if err != nil {
 		s.fail(w, r, storeError("reading entries", err))
+		return
+	}
+	if len(entries) > 0 && p.beyond(entries[0]) {
+		s.fail(w, r, heldBack(p, entries[0]))
 		return
 	}
 	if chained {
@@ -554,7 +581,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 		// Plan the next chunk from what this one will write.
 		n, sz, last, full := count, size, p.after, false
 		for _, e := range entries {
-			if e.Pos > head || n == p.maxCount || (n > 0 && sz+int64(len(e.Data)) > p.maxBytes) {
+			if e.Pos > head || n == p.maxCount || (n > 0 && sz+int64(len(e.Data)) > p.maxBytes) || p.beyond(e) {
 				full = true
 				break
 			}

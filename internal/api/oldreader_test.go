@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -180,25 +181,6 @@ func TestOldReaderLogged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// As a device built before format 3 reads: no reads parameter.
-	oldRead := func(user string, key *keys.SecretKey) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.srv.URL+"/v1/users/"+user+"/entries?after=0", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := SignRequest(req, nil, key, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := e.srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("an old device's read of %s: %s", user, resp.Status)
-		}
-	}
 	noted := func(user string) int {
 		n := 0
 		for l := range strings.SplitSeq(out.String(), "\n") {
@@ -212,9 +194,13 @@ func TestOldReaderLogged(t *testing.T) {
 		t.Fatalf("reads by a device of this release logged %d times", n)
 	}
 	for range 3 {
-		oldRead("alice", e.alice)
+		if st, _, msg := oldRead(t, e, "alice", e.alice, 0, 0); st != http.StatusOK {
+			t.Fatalf("an old device's read of alice: %d %s", st, msg)
+		}
 	}
-	oldRead("bob", e.bob)
+	if st, _, msg := oldRead(t, e, "bob", e.bob, 0, 0); st != http.StatusOK {
+		t.Fatalf("an old device's read of bob: %d %s", st, msg)
+	}
 	if a, b := noted("alice"), noted("bob"); a != 1 || b != 1 {
 		t.Fatalf("old devices' reads logged %d times for alice and %d for bob, want once each:\n%s", a, b, out.String())
 	}
@@ -252,5 +238,79 @@ func TestReadsParamAddedInTransit(t *testing.T) {
 	}
 	if es, _, err := c.Read(ctx, 0, 100, 1<<20, 0); err != nil || len(es) != 4 {
 		t.Fatalf("%d entries (%v), want all 4", len(es), err)
+	}
+}
+
+// oldRead reads user's log after pos as a device built before entry format
+// 3 does, without the reads parameter: the status, the positions of the
+// entries, and the error's text (a refusal's).
+func oldRead(t *testing.T, e *env, user string, key *keys.SecretKey, after uint64, wait int) (int, []uint64, string) {
+	t.Helper()
+	ctx := testCtx(t)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/users/%s/entries?after=%d&wait=%d", e.srv.URL, user, after, wait), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SignRequest(req, nil, key, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, nil, string(b)
+	}
+	var got []uint64
+	er := &entryReader{r: bufio.NewReader(resp.Body), maxEntry: 1 << 20}
+	for {
+		pos, _, err := er.next()
+		if err == io.EOF {
+			return resp.StatusCode, got, ""
+		}
+		if err != nil {
+			t.Fatalf("reading %s's log after %d as an old device: %v", user, after, err)
+		}
+		got = append(got, pos)
+	}
+}
+
+// A device that does not say it reads entry format 3 (one built before it)
+// would pass such an entry by as one of an unknown version, and its message
+// would never show there, not even once the device is upgraded. The server
+// ends its reads before the first such entry, and refuses a read that would
+// start with it (400, upgrade cspool), waiting or not, so the device stops
+// there; a device that says it reads format 3 reads every entry. Whether
+// the entry is in a response's first chunk or a later one.
+func TestOldReaderStopsBeforeFormat3(t *testing.T) {
+	for _, chunk := range []int64{0, 1} {
+		t.Run(fmt.Sprint("chunk ", chunk), func(t *testing.T) {
+			e := newEnv(t, false, func(c *Config) {
+				if chunk > 0 {
+					c.ChunkBytes = chunk // one entry a chunk
+				}
+			})
+			c, _ := appendWithChained(t, e, 4) // 3 is in format 3
+			if st, got, msg := oldRead(t, e, "alice", e.alice, 0, 0); st != http.StatusOK || fmt.Sprint(got) != "[1 2]" {
+				t.Fatalf("an old device's read from 0: %d %v %s, want 200 with [1 2]", st, got, msg)
+			}
+			for _, wait := range []int{0, 5} {
+				st, got, msg := oldRead(t, e, "alice", e.alice, 2, wait)
+				if st != http.StatusBadRequest || got != nil || !strings.Contains(msg, "position 3") || !strings.Contains(msg, "upgrade cspool") {
+					t.Fatalf("an old device's read from 2 (wait %d): %d %v %q, want 400 naming position 3", wait, st, got, msg)
+				}
+			}
+			// Past it (a device that passed it by under an earlier server)
+			// it reads on.
+			if st, got, msg := oldRead(t, e, "alice", e.alice, 3, 0); st != http.StatusOK || fmt.Sprint(got) != "[4]" {
+				t.Fatalf("an old device's read from 3: %d %v %s, want 200 with [4]", st, got, msg)
+			}
+			es, _, err := c.Read(testCtx(t), 0, 100, 1<<20, 0)
+			if err != nil || len(es) != 4 {
+				t.Fatalf("a device reading format 3: %d entries, %v; want 4", len(es), err)
+			}
+		})
 	}
 }

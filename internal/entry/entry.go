@@ -585,6 +585,16 @@ type Header struct {
 // Len is the length of the outer header itself.
 func (h Header) Len() int { return outerLen(h.Version) }
 
+// VersionOf returns the format version byte of entry b, whatever its
+// value (ParseHeader refuses versions this release does not know), and
+// false when b does not start with the magic and a version.
+func VersionOf(b []byte) (byte, bool) {
+	if len(b) < len(magic)+1 || string(b[:len(magic)]) != magic {
+		return 0, false
+	}
+	return b[len(magic)], true
+}
+
 // ParseHeader reads the outer header.
 func ParseHeader(b []byte) (Header, error) {
 	if len(b) < len(magic)+1 {
