@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,4 +94,97 @@ func TestServerEntryFormat3(t *testing.T) {
 		t.Fatalf("after a restart: header %x, want step 0 of a new chain", d[:57])
 	}
 	sync(p.url, "1 applied")
+}
+
+// The server's default, --entry-format auto: a user's LMTP deliveries are
+// sealed in format 2 until every read of the log has said, for
+// --entry-format-after, that its device reads format 3; then in format 3,
+// and in format 2 again as soon as a device that does not say it (one
+// built before format 3) reads the log. Across a restart, from the store.
+func TestServerEntryFormatAuto(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir, usersPath, alice := aliceWithSpool(t)
+	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	args := []string{"--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
+		"--spool-key", filepath.Join(dir, "spool.sec"), "--lmtp", lmtpAddr, "--lmtp-domains", "example.org", "--entry-format-after", "0s"}
+	p := startServer(t, bin, args...)
+	if log := p.stderr.String(); !strings.Contains(log, "entry_format=auto entry_format_after=0s") {
+		t.Errorf("the server's start line does not name the entry format:\n%s", log)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := 0
+	// deliver delivers one message and returns its entry's format.
+	deliver := func() byte {
+		t.Helper()
+		n++
+		lc := dialLMTP(t, lmtpAddr)
+		defer lc.Close()
+		body := fmt.Sprintf("From: bob@example.net\r\nTo: alice@example.org\r\nSubject: auto %d\r\n\r\nhello\r\n", n)
+		if err := lc.SendMail("bob@example.net", []string{"alice@example.org"}, strings.NewReader(body)); err != nil {
+			t.Fatalf("delivery %d: %v", n, err)
+		}
+		ac, err := api.NewClient(p.url, "alice", alice, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es, _, err := ac.Read(ctx, uint64(n-1), 1, 1<<20, 0) // says reads=3, as every device of this release
+		if err != nil || len(es) != 1 {
+			t.Fatalf("reading delivery %d: %d entries, %v", n, len(es), err)
+		}
+		return es[0].Data[4]
+	}
+	// As a device built before format 3 reads: no reads parameter; signed
+	// again with the timestamp a server just started asks for.
+	oldRead := func() {
+		t.Helper()
+		ts := time.Now()
+		for range 2 {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url+"/v1/users/alice/entries?after=0&max_count=1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := api.SignRequest(req, nil, alice, ts); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			earliest, err := strconv.ParseInt(resp.Header.Get(api.HeaderEarliestTS), 10, 64)
+			if err != nil {
+				t.Fatalf("an old device's read: %s", resp.Status)
+			}
+			ts = time.Unix(earliest, 0)
+		}
+		t.Fatal("an old device's read: refused twice")
+	}
+	if v := deliver(); v != 2 {
+		t.Fatalf("before any read: format %d, want 2", v)
+	}
+	if v := deliver(); v != 3 {
+		t.Fatalf("after a read saying reads=3: format %d, want 3", v)
+	}
+	oldRead()
+	if v := deliver(); v != 2 {
+		t.Fatalf("after an old device's read: format %d, want 2", v)
+	}
+	p.stop(t)
+	// Restarted with a day to wait: the time recorded (the read after the
+	// old device's) is not a day old.
+	args[len(args)-1] = "24h"
+	p = startServer(t, bin, args...)
+	defer p.stop(t)
+	if v := deliver(); v != 2 {
+		t.Fatalf("restarted, with a day to wait: format %d, want 2", v)
+	}
 }

@@ -88,7 +88,8 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	var lmtpLim lmtpLimits
 	lmtpLim.register(fs.FlagSet)
 	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
-	entryFormat := fs.Int("entry-format", entry.Version, "the entry format LMTP deliveries are sealed in: 2, one key agreement an entry, read by every device; 3, a chain of keys for each user's run of deliveries (docs/FORMAT.md), read only by devices of this release or later")
+	entryFormat := fs.String("entry-format", "auto", "the entry format LMTP deliveries are sealed in: 2, one key agreement an entry, read by every device; 3, a chain of keys for each user's run of deliveries (docs/FORMAT.md), read only by devices of this release or later; auto, 3 for a user once every read of the user's log has said it reads format 3 for --entry-format-after, else 2")
+	entryFormatAfter := fs.Duration("entry-format-after", defaultEntryFormatAfter, "with --entry-format auto, how long every read of a user's log must have said it reads entry format 3 before the user's deliveries are sealed in it: longer than the user's least used device stays off")
 	maxCheckpoint := fs.Int64("max-checkpoint-size", api.DefaultMaxCheckpointBody, fmt.Sprintf("largest checkpoint upload accepted, in bytes (413 beyond; a checkpoint takes about 102 bytes a message); at most %d", api.MaxCheckpointBodyLimit))
 	checkpointMemory := fs.Int64("checkpoint-memory", api.DefaultCheckpointMemory, "most bytes of checkpoint uploads held at once, all users together (an upload beyond waits up to 10 s, then gets 503); raised to fit the largest upload and its keep list if below")
 	appendMemory := fs.Int64("append-memory", 0, "most bytes of append bodies held at once, all keys together (an append beyond waits up to 10 s, then gets 503; a user's key holds at most a quarter, at least the largest append, and gets 429 beyond); 0: 4 times the largest append (--max-message-size plus 1/8 and 1 MiB, at least 64 MiB); else at least the largest append")
@@ -122,8 +123,11 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	if *lmtpAddr != "" && *spoolKeyFile == "" {
 		return usagef("--lmtp needs --spool-key: deliveries are signed with the spool key")
 	}
-	if *entryFormat != entry.Version && *entryFormat != entry.Version3 {
-		return usagef("--entry-format %d: want %d or %d", *entryFormat, entry.Version, entry.Version3)
+	if *entryFormat != "2" && *entryFormat != "3" && *entryFormat != "auto" {
+		return usagef("--entry-format %s: want 2, 3 or auto", *entryFormat)
+	}
+	if *entryFormatAfter < 0 {
+		return usagef("--entry-format-after must not be negative")
 	}
 	if *maxMsg <= 0 {
 		return usagef("--max-message-size must be positive")
@@ -180,7 +184,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	defer s.close()
 	return s.run(serverFlags{
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
-		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg, quota: *quota, chained: *entryFormat == entry.Version3,
+		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg, quota: *quota, entryFormat: *entryFormat, entryFormatAfter: *entryFormatAfter,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim, gcPercent: gcText(gcSetting, gov), memoryHeld: gov.hook(),
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
@@ -196,6 +200,12 @@ type serverLimits struct {
 	maxCheckpoint, checkpointMemory, appendMemory   int64
 }
 
+// defaultEntryFormatAfter is --entry-format-after's default: a device
+// left off for a month, built before entry format 3 and never seen in
+// that time, stops before the first delivery in it until upgraded (it
+// loses nothing: docs/OPERATING.md, "Running it").
+const defaultEntryFormatAfter = 30 * 24 * time.Hour
+
 // serverMaxBody is the largest append body the server takes (api.Config.MaxBody)
 // with --max-message-size maxMsg: the message sealed and framed.
 func serverMaxBody(maxMsg int64) int64 { return max(64<<20, maxMsg+maxMsg/8+1<<20) }
@@ -207,7 +217,8 @@ type serverFlags struct {
 	gcPercent                                                                           string      // the collector's setting, for the log
 	memoryHeld                                                                          func(int64) // told what the byte budgets hold (gcGovernor)
 	usersTable                                                                          bool
-	chained                                                                             bool // LMTP seals entry format 3
+	entryFormat                                                                         string        // "2", "3" or "auto": the format LMTP seals in
+	entryFormatAfter                                                                    time.Duration // with "auto" (api.Config.Version3After)
 	maxMsg, quota                                                                       int64
 	limits                                                                              serverLimits
 	lmtpLimits                                                                          lmtpLimits
@@ -315,6 +326,7 @@ func (s *serverRun) run(f serverFlags) error {
 		return fmt.Errorf("the %s store does not keep the logs' usage", f.storeKind)
 	}
 	cfg.Quota = f.quota
+	cfg.Version3After = f.entryFormatAfter
 	var deliveryLog deliver.Appender = store
 	if f.quota > 0 {
 		deliveryLog = spool.WithinQuota(quotas, f.quota)
@@ -340,11 +352,14 @@ func (s *serverRun) run(f serverFlags) error {
 	if f.lmtpAddr != "" {
 		lmtpOpts.Hostname, _ = os.Hostname()
 		d = &deliver.Deliverer{Log: deliveryLog, SpoolKey: spoolKey, Users: users, MaxMessageBytes: f.maxMsg}
-		if f.chained {
+		if f.entryFormat != "2" {
 			d.Chains = entry.NewChains(0)
 		}
 	}
 	srv := newSpoolServer(cfg, d, lmtpOpts, s.log)
+	if d != nil && f.entryFormat == "auto" {
+		d.Chained = srv.api.SealsVersion3
+	}
 	srv.http.ReadTimeout, srv.http.IdleTimeout = 10*time.Minute, 2*time.Minute
 	if s.httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {
 		return withHint(fmt.Errorf("listening on %s: %w", f.httpAddr, err), "pick another --port or --addr")
@@ -406,21 +421,19 @@ func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKe
 		scheme = "https"
 	}
 	lmtp := "off"
-	format := 0 // no LMTP: the server seals nothing
 	if s.lmtpLn != nil {
 		lmtp = s.lmtpLn.Addr().String()
-		format = entry.Version
-		if f.chained {
-			format = entry.Version3
-		}
 	}
 	store := "sqlite:" + f.spoolDir
 	if f.storeKind == "postgres" {
 		store = "postgres:" + pgstore.Redact(f.dsn)
 	}
 	attrs := []any{"http", scheme + "://" + s.httpLn.Addr().String(), "lmtp", lmtp}
-	if format != 0 {
-		attrs = append(attrs, "entry_format", format)
+	if s.lmtpLn != nil { // else the server seals nothing
+		attrs = append(attrs, "entry_format", f.entryFormat)
+		if f.entryFormat == "auto" {
+			attrs = append(attrs, "entry_format_after", f.entryFormatAfter)
+		}
 	}
 	attrs = append(attrs, "store", store, "max_message_size", f.maxMsg, "quota", f.quota, "gc_percent", f.gcPercent)
 	if s.mon != nil {

@@ -260,25 +260,6 @@ func (u *userMemo[T]) forget(user string) {
 	delete(u.m, user)
 }
 
-// noteReader logs, at most once an hour for each user, that a device read
-// the user's log without saying it reads entry format 3 (ReadsParam, sent
-// on every read by devices since that format): one built before it, which
-// cannot open such entries, so it stops before the first (readParams.beyond)
-// and its user sees no newer mail there until it is upgraded. This is how
-// an operator sees, before starting the server with --entry-format 3,
-// which users still run such a device (docs/OPERATING.md).
-func (s *Server) noteReader(r *http.Request, user string) {
-	if readsVersion3(r) {
-		return
-	}
-	if !s.oldReaders.claim(user, struct{}{}, time.Now()) {
-		return
-	}
-	s.log.Info("a device read this user's log without saying it reads entry format 3: one built before it, "+
-		"which stops before the first format 3 delivery until upgraded; upgrade cspool there before starting the server with --entry-format 3 (logged once an hour)",
-		"user", user)
-}
-
 // holdCheckpoint takes n bytes from the checkpoint uploads' budget, waiting
 // up to CheckpointWait for room.
 func (s *Server) holdCheckpoint(ctx context.Context, n int64) bool {

@@ -314,3 +314,63 @@ func TestOldReaderStopsBeforeFormat3(t *testing.T) {
 		})
 	}
 }
+
+// --entry-format auto: a user's deliveries are sealed in format 3 once
+// every read of the log has said, for Config.Version3After, that its
+// device reads it. A read that does not say it turns that off at once on
+// this server and in the store; what the store records outlives the
+// server (a restart, another server on it).
+func TestSealsVersion3(t *testing.T) {
+	var st *sqlitestore.Store
+	e := newEnv(t, false, func(c *Config) { st = c.Store.(*sqlitestore.Store) })
+	ctx := testCtx(t)
+	c, _ := appendWithChained(t, e, 1)
+	seals := func(s *Server, want bool, when string) {
+		t.Helper()
+		if got := s.SealsVersion3(ctx, "alice"); got != want {
+			t.Fatalf("%s: SealsVersion3 = %v, want %v", when, got, want)
+		}
+	}
+	newRead := func() {
+		t.Helper()
+		if _, _, err := c.Read(ctx, 0, 0, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := func() {
+		t.Helper()
+		if st, _, msg := oldRead(t, e, "alice", e.alice, 0, 0); st != http.StatusOK {
+			t.Fatalf("an old device's read: %d %s", st, msg)
+		}
+	}
+	seals(e.api, false, "before any read")
+	newRead()
+	seals(e.api, true, "after a read saying reads=3")
+	old()
+	seals(e.api, false, "after an old device's read")
+	newRead()
+	seals(e.api, true, "after the next read saying reads=3")
+	old()
+	old() // within the hour: not written again, still no here
+	seals(e.api, false, "after an old device's second read")
+	if since, err := st.Version3Since(ctx, "alice"); err != nil || since.IsZero() {
+		// The store keeps the time of the read after the first old one
+		// until the old device's next hour.
+		t.Fatalf("Version3Since = %v, %v", since, err)
+	}
+
+	// A server started later on the store, which wants a day of reads
+	// saying it: no for now, yes once the time recorded is a day old.
+	later := NewServer(Config{Store: st, Users: e.users, Version3After: 24 * time.Hour})
+	defer later.Shutdown()
+	seals(later, false, "with a day to wait")
+	if err := st.NoteReader(ctx, "alice", false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.NoteReader(ctx, "alice", true, time.Now().Add(-25*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	later = NewServer(Config{Store: st, Users: e.users, Version3After: 24 * time.Hour})
+	defer later.Shutdown()
+	seals(later, true, "once a day of reads said it")
+}

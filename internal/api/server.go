@@ -57,6 +57,10 @@ type Config struct {
 	// implements spool.Quotas. A user's own appends count towards it but
 	// are never refused for it.
 	Quota int64
+	// Version3After is how long every read of a user's log must have said
+	// it reads entry format 3 (the store's spool.ReaderFormats) before
+	// SealsVersion3 says yes for that user (--entry-format auto).
+	Version3After time.Duration
 	// Logger receives one line per request and the detail of errors. Nil
 	// discards.
 	Logger *slog.Logger
@@ -333,8 +337,11 @@ type Server struct {
 	// the safe way.
 	formats *userMemo[uint64]
 	// oldReaders holds the users whose device built before format 3 was
-	// logged within the hour (noteReader).
-	oldReaders *userMemo[struct{}]
+	// logged and recorded within the hour, newReaders those whose read
+	// saying it reads format 3 was recorded (noteReader); seals, whether
+	// a user's deliveries are sealed in format 3 (SealsVersion3).
+	oldReaders, newReaders *userMemo[struct{}]
+	seals                  *userMemo[bool]
 
 	// stopping is cancelled by Shutdown to end long-polls.
 	stopping context.Context
@@ -361,7 +368,8 @@ func NewServer(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
 		refusals: &logSampler{perSecond: refusalLogsPerSecond},
-		formats:  newUserMemo[uint64](memoUsers, 10*time.Minute), oldReaders: newUserMemo[struct{}](memoUsers, time.Hour),
+		formats:  newUserMemo[uint64](memoUsers, 10*time.Minute), oldReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery),
+		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[bool](memoUsers, sealsRecheck),
 		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{},
 		inflight: map[[32]byte]chan struct{}{}}

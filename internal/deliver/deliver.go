@@ -59,6 +59,10 @@ type Deliverer struct {
 	// Chains, if set, seals deliveries in entry format 3, a chain of keys
 	// for each user (entry.Chains); nil seals format 2.
 	Chains *entry.Chains
+	// Chained, if set with Chains, says for each delivery whether its
+	// user's deliveries are sealed in format 3 (as Chains says) or 2:
+	// --entry-format auto (api.Server.SealsVersion3).
+	Chained func(ctx context.Context, user string) bool
 }
 
 func (d *Deliverer) now() time.Time {
@@ -117,7 +121,11 @@ func (d *Deliverer) deliverTo(ctx context.Context, user string, key keys.PublicK
 		dst = bufs.get(int(bufs.fit(n, n+n/2)))
 	}
 	c := &command.Command{Kind: command.Deliver, Date: received.UnixMilli(), Body: msg}
-	sealed, _, err := entry.AppendSeal(dst, c, d.SpoolKey, key, user, &entry.Options{BodyPrefix: trace, Chains: d.Chains})
+	chains := d.Chains
+	if chains != nil && d.Chained != nil && !d.Chained(ctx, user) {
+		chains = nil
+	}
+	sealed, _, err := entry.AppendSeal(dst, c, d.SpoolKey, key, user, &entry.Options{BodyPrefix: trace, Chains: chains})
 	if err != nil {
 		return 0, 0, fmt.Errorf("delivering to %s: %w", user, err)
 	}

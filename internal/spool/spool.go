@@ -39,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 )
 
 // Entry is one opaque log entry at a position. Positions start at 1 and are
@@ -119,6 +120,24 @@ type IntoReader interface {
 	// capacity, else one the store allocated. The caller may use buf
 	// again once it no longer needs the entries.
 	ReadInto(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64, buf []byte) ([]Entry, []byte, error)
+}
+
+// ReaderFormats is the optional capability of a store to record, for each
+// log, since when every device that read it said it reads entry format 3
+// (docs/API.md §3). A server started with --entry-format auto seals a
+// user's deliveries in that format once this has held long enough
+// (docs/OPERATING.md, "Running it"); several servers on one store share
+// what any of them saw. Both stores implement it.
+type ReaderFormats interface {
+	// NoteReader records a read of user's log by a device that says it
+	// reads format 3 (v3) or one that does not. With v3 the time is set
+	// to now unless one is set already; without, it is cleared. A user
+	// with no log is left as it is: nothing is recorded.
+	NoteReader(ctx context.Context, user string, v3 bool, now time.Time) error
+	// Version3Since returns the time recorded: since when every read of
+	// user's log said it reads format 3. The zero time if none is (no
+	// such read yet, one that did not say it since, no log).
+	Version3Since(ctx context.Context, user string) (time.Time, error)
 }
 
 // ErrHeadMoved: a conditional append found another head than the one it

@@ -125,6 +125,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 	tests = append(tests, s.appendAtTests()...)
 	tests = append(tests, s.quotaTests()...)
 	tests = append(tests, s.onceTests()...)
+	tests = append(tests, s.readerTests()...)
 	for _, tc := range tests {
 		t.Run(tc.name, tc.fn)
 	}

@@ -111,6 +111,11 @@ CREATE TABLE once (
 	expires INTEGER NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 7: since when every device that read a log said it reads entry
+	// format 3 (spool.ReaderFormats), Unix seconds; NULL: not so.
+	`
+ALTER TABLE users ADD COLUMN reads3_since INTEGER;
+`,
 }
 
 // afterStep runs the part of migration step v (to version v) that SQL alone

@@ -1,0 +1,86 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"cspool/internal/spool"
+)
+
+// noteReadersEvery is how often a server writes, for each user, what the
+// reads of the user's log say about the entry formats their devices read,
+// and logs a device that does not read format 3.
+const noteReadersEvery = time.Hour
+
+// sealsRecheck is how long SealsVersion3's answer for a user is used
+// before the store is asked again.
+const sealsRecheck = time.Minute
+
+// noteReader records, at most once an hour for each user, what the read r
+// of user's log says: whether its device reads entry format 3
+// (ReadsParam, sent on every read by devices since that format). The store
+// (spool.ReaderFormats) keeps since when every read said so, which
+// SealsVersion3 asks. A read that does not say so also clears that time at
+// once for this server's deliveries, and is logged: its device, built
+// before format 3, cannot open such entries, so it stops before the first
+// (readParams.beyond) and its user sees no newer mail there until it is
+// upgraded. This is how an operator sees which users still run such a
+// device (docs/OPERATING.md).
+func (s *Server) noteReader(r *http.Request, user string) {
+	now := time.Now()
+	v3 := readsVersion3(r)
+	memo := s.newReaders
+	if !v3 {
+		memo = s.oldReaders
+		s.seals.put(user, false, now)
+		// The next read that says it reads format 3 starts the time again.
+		s.newReaders.forget(user)
+	}
+	if !memo.claim(user, struct{}{}, now) {
+		return
+	}
+	if !v3 {
+		s.log.Info("a device read this user's log without saying it reads entry format 3: one built before it, "+
+			"which stops before the first format 3 delivery until upgraded; upgrade cspool there (logged once an hour)",
+			"user", user)
+	}
+	rf, ok := s.cfg.Store.(spool.ReaderFormats)
+	if !ok {
+		return
+	}
+	if err := rf.NoteReader(r.Context(), user, v3, now); err != nil {
+		memo.forget(user) // the next read tries again
+		s.log.Warn("recording the entry formats a device reads failed", "user", user, "err", err)
+		return
+	}
+	if v3 {
+		s.seals.forget(user)
+	}
+}
+
+// SealsVersion3 reports whether user's deliveries are to be sealed in
+// entry format 3 under --entry-format auto: whether every read of the
+// user's log has said, for Config.Version3After at least, that its device
+// reads that format (noteReader). The answer is kept for a minute; a
+// read on this server that does not say it turns it to no at once. A
+// store that cannot tell, or fails, says no: format 2 is read by every
+// device.
+func (s *Server) SealsVersion3(ctx context.Context, user string) bool {
+	now := time.Now()
+	if v, ok := s.seals.get(user, now); ok {
+		return v
+	}
+	rf, ok := s.cfg.Store.(spool.ReaderFormats)
+	if !ok {
+		return false
+	}
+	since, err := rf.Version3Since(ctx, user)
+	if err != nil {
+		s.log.Warn("reading the entry formats a user's devices read failed; sealing in format 2", "user", user, "err", err)
+		return false
+	}
+	v := !since.IsZero() && now.Sub(since) >= s.cfg.Version3After
+	s.seals.put(user, v, now)
+	return v
+}
