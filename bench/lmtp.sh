@@ -10,7 +10,8 @@
 #       building ./cmd/cspool (to measure two builds in turns)
 #   ONLY8=1 bash bench/lmtp.sh     # the 8-connection runs alone
 #   ENTRY_FORMAT=3 bash bench/lmtp.sh  # the server seals in entry format 3
-#       (--entry-format; default 2)
+#       (--entry-format 2, 3 or auto; unset: the server's default, auto,
+#       which seals 2 here: no device reads the log)
 set -euo pipefail
 [ -n "${CSPOOL:-}" ] && CSPOOL=$(realpath "$CSPOOL")
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ $C gen-keys "$work/bench.sec" "$work/bench.pub" >/dev/null
 $C gen-keys "$work/spool.sec" "$work/spool.pub" >/dev/null
 echo "bench $(grep -v '^#' "$work/bench.pub")" >"$work/users"
 $C server --spool-dir "$work/spool" --users "$work/users" --spool-key "$work/spool.sec" \
-	--port 23999 --lmtp 127.0.0.1:22424 --entry-format "${ENTRY_FORMAT:-2}" ${PROFILE:+--pprof-addr 127.0.0.1:26060} 2>"$work/server.log" &
+	--port 23999 --lmtp 127.0.0.1:22424 ${ENTRY_FORMAT:+--entry-format "$ENTRY_FORMAT"} ${PROFILE:+--pprof-addr 127.0.0.1:26060} 2>"$work/server.log" &
 spid=$!
 dovecot_start "$work/dovecot" 22143 22425 bench pw
 for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/22424) 2>/dev/null && break; sleep 0.1; done

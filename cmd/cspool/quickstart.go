@@ -20,6 +20,7 @@ import (
 
 	"cspool/internal/api"
 	"cspool/internal/deliver"
+	"cspool/internal/entry"
 	"cspool/internal/imapd"
 	"cspool/internal/keys"
 	"cspool/internal/outbox"
@@ -282,9 +283,12 @@ func (q *quickstart) run(ctx context.Context) error {
 	if q.debug {
 		apiLog = q.log
 	}
-	d := &deliver.Deliverer{Log: store, SpoolKey: q.spoolKey, Users: users}
-	srv := newSpoolServer(api.Config{Store: store, Users: users, SpoolKey: q.spoolKey.Public(), Logger: apiLog}, d,
+	// The server's defaults: --entry-format auto, --entry-format-after.
+	d := &deliver.Deliverer{Log: store, SpoolKey: q.spoolKey, Users: users, Chains: entry.NewChains(0)}
+	srv := newSpoolServer(api.Config{Store: store, Users: users, SpoolKey: q.spoolKey.Public(), Logger: apiLog,
+		Version3After: defaultEntryFormatAfter}, d,
 		deliver.LMTPOptions{Hostname: "localhost", RecipientDelimiter: "+", Logger: q.log}, q.log)
+	d.Chained = srv.api.SealsVersion3
 	errc := make(chan error, 4)
 	srv.serve(q.httpLn, q.lmtpLn, nil, errc)
 	q.closers = append(q.closers, func() {

@@ -13,6 +13,9 @@ import (
 // and logs a device that does not read format 3.
 const noteReadersEvery = time.Hour
 
+// noteReaderTimeout bounds noteReader's write to the store.
+const noteReaderTimeout = 10 * time.Second
+
 // sealsRecheck is how long SealsVersion3's answer for a user is used
 // before the store is asked again.
 const sealsRecheck = time.Minute
@@ -49,7 +52,10 @@ func (s *Server) noteReader(r *http.Request, user string) {
 	if !ok {
 		return
 	}
-	if err := rf.NoteReader(r.Context(), user, v3, now); err != nil {
+	// A client gone meanwhile does not undo the write.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), noteReaderTimeout)
+	defer cancel()
+	if err := rf.NoteReader(ctx, user, v3, now); err != nil {
 		memo.forget(user) // the next read tries again
 		s.log.Warn("recording the entry formats a device reads failed", "user", user, "err", err)
 		return
