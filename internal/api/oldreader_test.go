@@ -348,16 +348,26 @@ func TestSealsVersion3(t *testing.T) {
 	seals(e.api, true, "after a read saying reads=3")
 	old()
 	seals(e.api, false, "after an old device's read")
+	if since, err := st.Version3Since(ctx, "alice"); err != nil || !since.IsZero() {
+		t.Fatalf("Version3Since = %v, %v after an old device's read, want none", since, err)
+	}
+	// The old device and a new one go on reading: no, here for the hour
+	// after the old one's read, whatever the store says.
 	newRead()
-	seals(e.api, true, "after the next read saying reads=3")
+	seals(e.api, false, "after the next read saying reads=3, the old device's within the hour")
 	old()
-	old() // within the hour: not written again, still no here
-	seals(e.api, false, "after an old device's second read")
+	newRead()
+	seals(e.api, false, "after the old device's second read")
 	if since, err := st.Version3Since(ctx, "alice"); err != nil || since.IsZero() {
-		// The store keeps the time of the read after the first old one
-		// until the old device's next hour.
+		// The old device's second read, within the minute, was not
+		// written, and the new device's then was.
 		t.Fatalf("Version3Since = %v, %v", since, err)
 	}
+	// Another server on the store (or this one restarted), which did not
+	// see the old device: yes, from the store.
+	other := NewServer(Config{Store: st, Users: e.users})
+	defer other.Shutdown()
+	seals(other, true, "on another server")
 
 	// A server started later on the store, which wants a day of reads
 	// saying it: no for now, yes once the time recorded is a day old.

@@ -8,10 +8,15 @@ import (
 	"cspool/internal/spool"
 )
 
-// noteReadersEvery is how often a server writes, for each user, what the
-// reads of the user's log say about the entry formats their devices read,
-// and logs a device that does not read format 3.
+// noteReadersEvery is how often a server writes, for each user, that a
+// read of the user's log said its device reads entry format 3, and logs a
+// read that did not.
 const noteReadersEvery = time.Hour
+
+// noteOldReadersEvery is how often a server writes, for each user, that a
+// read did not say it: other servers on the store learn of an old device
+// within this and sealsRecheck.
+const noteOldReadersEvery = time.Minute
 
 // noteReaderTimeout bounds noteReader's write to the store.
 const noteReaderTimeout = 10 * time.Second
@@ -20,12 +25,14 @@ const noteReaderTimeout = 10 * time.Second
 // before the store is asked again.
 const sealsRecheck = time.Minute
 
-// noteReader records, at most once an hour for each user, what the read r
-// of user's log says: whether its device reads entry format 3
-// (ReadsParam, sent on every read by devices since that format). The store
-// (spool.ReaderFormats) keeps since when every read said so, which
-// SealsVersion3 asks. A read that does not say so also clears that time at
-// once for this server's deliveries, and is logged: its device, built
+// noteReader records what the read r of user's log says: whether its
+// device reads entry format 3 (ReadsParam, sent on every read by devices
+// since that format). The store (spool.ReaderFormats) keeps since when
+// every read said so, which SealsVersion3 asks: a read saying it sets the
+// time if none is set (written at most once an hour for each user), one
+// not saying it clears it (at most once a minute). A read not saying it
+// also turns SealsVersion3 to no on this server for the next hour,
+// whatever other reads say, and is logged once an hour: its device, built
 // before format 3, cannot open such entries, so it stops before the first
 // (readParams.beyond) and its user sees no newer mail there until it is
 // upgraded. This is how an operator sees which users still run such a
@@ -35,18 +42,18 @@ func (s *Server) noteReader(r *http.Request, user string) {
 	v3 := readsVersion3(r)
 	memo := s.newReaders
 	if !v3 {
-		memo = s.oldReaders
 		s.seals.put(user, false, now)
 		// The next read that says it reads format 3 starts the time again.
 		s.newReaders.forget(user)
+		if s.oldReaders.claim(user, struct{}{}, now) {
+			s.log.Info("a device read this user's log without saying it reads entry format 3: one built before it, "+
+				"which stops before the first format 3 delivery until upgraded; upgrade cspool there (logged once an hour)",
+				"user", user)
+		}
+		memo = s.oldNoted
 	}
 	if !memo.claim(user, struct{}{}, now) {
 		return
-	}
-	if !v3 {
-		s.log.Info("a device read this user's log without saying it reads entry format 3: one built before it, "+
-			"which stops before the first format 3 delivery until upgraded; upgrade cspool there (logged once an hour)",
-			"user", user)
 	}
 	rf, ok := s.cfg.Store.(spool.ReaderFormats)
 	if !ok {
@@ -68,12 +75,15 @@ func (s *Server) noteReader(r *http.Request, user string) {
 // SealsVersion3 reports whether user's deliveries are to be sealed in
 // entry format 3 under --entry-format auto: whether every read of the
 // user's log has said, for Config.Version3After at least, that its device
-// reads that format (noteReader). The answer is kept for a minute; a
-// read on this server that does not say it turns it to no at once. A
+// reads that format (noteReader). No while a read on this server did not
+// say it within the hour; else the store's answer, kept for a minute. A
 // store that cannot tell, or fails, says no: format 2 is read by every
 // device.
 func (s *Server) SealsVersion3(ctx context.Context, user string) bool {
 	now := time.Now()
+	if _, ok := s.oldReaders.get(user, now); ok {
+		return false
+	}
 	if v, ok := s.seals.get(user, now); ok {
 		return v
 	}

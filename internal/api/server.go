@@ -336,12 +336,14 @@ type Server struct {
 	// it refuses an old device's checkpoint that might have been stored:
 	// the safe way.
 	formats *userMemo[uint64]
-	// oldReaders holds the users whose device built before format 3 was
-	// logged and recorded within the hour, newReaders those whose read
-	// saying it reads format 3 was recorded (noteReader); seals, whether
-	// a user's deliveries are sealed in format 3 (SealsVersion3).
-	oldReaders, newReaders *userMemo[struct{}]
-	seals                  *userMemo[bool]
+	// oldReaders holds the users whose device built before format 3 read
+	// the log within the hour (logged), oldNoted those for whom that was
+	// written to the store within the minute, newReaders those whose read
+	// saying it reads format 3 was written within the hour (noteReader);
+	// seals, whether a user's deliveries are sealed in format 3
+	// (SealsVersion3).
+	oldReaders, oldNoted, newReaders *userMemo[struct{}]
+	seals                            *userMemo[bool]
 
 	// stopping is cancelled by Shutdown to end long-polls.
 	stopping context.Context
@@ -369,6 +371,7 @@ func NewServer(cfg Config) *Server {
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
 		refusals: &logSampler{perSecond: refusalLogsPerSecond},
 		formats:  newUserMemo[uint64](memoUsers, 10*time.Minute), oldReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery),
+		oldNoted:   newUserMemo[struct{}](memoUsers, noteOldReadersEvery),
 		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[bool](memoUsers, sealsRecheck),
 		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{},
