@@ -346,9 +346,12 @@ func (p readParams) beyond(e spool.Entry) bool {
 // device's formats.
 func heldBack(p readParams, e spool.Entry) error {
 	v, _ := entry.VersionOf(e.Data)
-	return errorf(ErrBadRequest, "the next entry, at position %d, is in entry format %d, which this device does not say it reads "+
-		"(%s=%d): upgrade cspool on this device; it reads on from there, nothing is lost", e.Pos, v, ReadsParam, v)
+	return errorf(ErrBadRequest, "the next entry, at position %d, is in entry format %d, %s "+
+		"(%s=%d): upgrade cspool on this device; it reads on from there, nothing is lost", e.Pos, v, heldBackText, ReadsParam, v)
 }
+
+// heldBackText is in heldBack's refusal, which Hint recognises.
+const heldBackText = "which this device does not say it reads"
 
 func (s *Server) parseRead(r *http.Request) (readParams, error) {
 	p := readParams{maxCount: s.cfg.DefaultReadCount, maxBytes: s.cfg.DefaultReadBytes}

@@ -56,6 +56,10 @@ func Hint(err error) string {
 	case ErrForbidden:
 		return "the spool server knows this key as another user's: check the user name given here against the server's users file"
 	case ErrProtocol, ErrNotFound, ErrUnsupportedType, ErrBadRequest:
+		if e.Kind == ErrBadRequest && strings.Contains(e.Msg, heldBackText) {
+			return "the spool's next entry is in an entry format this release of cspool does not read: upgrade cspool on this device; " +
+				"with the same database it then reads on from there, and nothing is lost (docs/OPERATING.md, \"Running it\", the entry format)"
+		}
 		if strings.Contains(e.Msg, "HTTPS") {
 			return "the spool server speaks HTTPS: write https:// in the spool server URL"
 		}

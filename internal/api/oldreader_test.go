@@ -384,3 +384,28 @@ func TestSealsVersion3(t *testing.T) {
 	defer later.Shutdown()
 	seals(later, true, "once a day of reads said it")
 }
+
+// A device of this release meets an entry in a format newer than it reads
+// (one a later release seals): it stops before it too, and its hint says
+// to upgrade cspool on it, not to check the server's address.
+func TestNewerFormatStopsThisRelease(t *testing.T) {
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	c, _ := appendWithChained(t, e, 2)
+	next := e.delivery(t, "alice", "from a later release")
+	next[4] = entry.Version3 + 1
+	if _, err := e.api.cfg.Store.Append(ctx, "alice", [][]byte{next}); err != nil {
+		t.Fatal(err)
+	}
+	es, _, err := c.Read(ctx, 0, 100, 1<<20, 0)
+	if err != nil || len(es) != 2 {
+		t.Fatalf("read from 0: %d entries, %v; want the 2 before it", len(es), err)
+	}
+	_, _, err = c.Read(ctx, 2, 100, 1<<20, 0)
+	if !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "position 3, is in entry format 4") {
+		t.Fatalf("read from 2: %v, want 400 naming position 3 and format 4", err)
+	}
+	if h := Hint(err); !strings.Contains(h, "upgrade cspool on this device") {
+		t.Fatalf("hint %q, want it to say to upgrade cspool", h)
+	}
+}
