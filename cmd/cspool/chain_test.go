@@ -27,10 +27,7 @@ func TestServerEntryFormat3(t *testing.T) {
 	}
 	bin := buildServerBinary(t)
 	dir, usersPath, alice := aliceWithSpool(t)
-	args := func(lmtp string) []string {
-		return []string{"--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
-			"--spool-key", filepath.Join(dir, "spool.sec"), "--lmtp", lmtp, "--lmtp-domains", "example.org"}
-	}
+	args := func(lmtp string) []string { return lmtpServerArgs(dir, usersPath, lmtp) }
 	env := append(os.Environ(), "USER=alice")
 	code, _, stderr := runExit(t, dir, env, bin, append([]string{"server", "--entry-format", "4"}, args("127.0.0.1:1")...)...)
 	if code != 2 || !strings.Contains(stderr, "--entry-format 4") {
@@ -109,8 +106,7 @@ func TestServerEntryFormatAuto(t *testing.T) {
 	bin := buildServerBinary(t)
 	dir, usersPath, alice := aliceWithSpool(t)
 	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	args := []string{"--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
-		"--spool-key", filepath.Join(dir, "spool.sec"), "--lmtp", lmtpAddr, "--lmtp-domains", "example.org", "--entry-format-after", "0s"}
+	args := append(lmtpServerArgs(dir, usersPath, lmtpAddr), "--entry-format-after", "0s")
 	p := startServer(t, bin, args...)
 	if log := p.stderr.String(); !strings.Contains(log, "entry_format=auto entry_format_after=0s") {
 		t.Errorf("the server's start line does not name the entry format:\n%s", log)
@@ -187,4 +183,11 @@ func TestServerEntryFormatAuto(t *testing.T) {
 	if v := deliver(); v != 2 {
 		t.Fatalf("restarted, with a day to wait: format %d, want 2", v)
 	}
+}
+
+// lmtpServerArgs are the flags of a server on dir's spool (aliceWithSpool)
+// delivering over LMTP at lmtp for example.org.
+func lmtpServerArgs(dir, usersPath, lmtp string) []string {
+	return []string{"--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
+		"--spool-key", filepath.Join(dir, "spool.sec"), "--lmtp", lmtp, "--lmtp-domains", "example.org"}
 }

@@ -26,8 +26,7 @@ func TestLMTPRetryShownOnce(t *testing.T) {
 	bin := buildServerBinary(t)
 	dir, usersPath, alice := aliceWithSpool(t)
 	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := startServer(t, bin, "--spool-dir", filepath.Join(dir, "spool"), "--users", usersPath,
-		"--spool-key", filepath.Join(dir, "spool.sec"), "--lmtp", lmtpAddr, "--lmtp-domains", "example.org")
+	p := startServer(t, bin, lmtpServerArgs(dir, usersPath, lmtpAddr)...)
 	defer p.stop(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
