@@ -314,7 +314,7 @@ func openSpoolDir(dir string) (*sqlitestore.Store, error) {
 		if errors.Is(err, spool.ErrUnavailable) {
 			code = exTempFail
 		}
-		return nil, &exitError{withHint(err, "check that this user may write to "+dir), code}
+		return nil, &exitError{withHint(err, orNewerSchema(err, "check that this user may write to "+dir)), code}
 	}
 	return st, nil
 }
@@ -328,7 +328,7 @@ func openPostgres(ctx context.Context, dsn string) (*pgstore.Store, error) {
 		if errors.Is(err, spool.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 			code = exTempFail
 		}
-		hint := "check --dsn (postgres://USER@HOST:PORT/DATABASE)"
+		hint := orNewerSchema(err, "check --dsn (postgres://USER@HOST:PORT/DATABASE)")
 		if errors.Is(err, pgstore.ErrSharedSessions) {
 			hint = sharedSessionsHint
 		}

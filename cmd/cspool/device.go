@@ -412,7 +412,7 @@ func storeHint(dbPath string, err error) string {
 	case errors.Is(err, devicedb.ErrEncrypted):
 		return "the database is encrypted with the user's key: pass --user-key (and its passphrase)"
 	}
-	return "check that the directory of --db exists and is writable"
+	return orNewerSchema(err, "check that the directory of --db exists and is writable")
 }
 
 // errDatabaseBusy: another process holds the database's lock.

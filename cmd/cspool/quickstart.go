@@ -199,7 +199,7 @@ func (q *quickstart) prepare(userName string, userSet bool) error {
 		}
 		userName = stored
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return withHint(err, "remove the state folder to start afresh")
+		return withHint(err, orNewerSchema(err, "remove the state folder to start afresh"))
 	}
 	q.user = userName
 	var err error

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"database/sql"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"cspool/internal/spool/sqlitestore"
+)
+
+// A spool whose schema a newer cspool migrated is refused by this one, as
+// it must be, with what to do: run the newer release (nothing is lost), or
+// restore the copy made before the upgrade. The hint used to send the
+// operator to the directory's permissions, and the quickstart's to remove
+// the state folder, which would have thrown the mail away.
+func TestNewerSchemaHint(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir, usersPath, _ := aliceWithSpool(t)
+	spoolDir := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spoolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlitestore.Open(spoolDir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(spoolDir, sqlitestore.DBName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("PRAGMA user_version = 99"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	env := append(os.Environ(), "USER=alice")
+	for _, args := range [][]string{
+		{"server", "--port", "0", "--spool-dir", spoolDir, "--users", usersPath},
+		{"deliver", "--spool-dir", spoolDir, "--users", usersPath, "--user", "alice", "--spool-key", "spool.sec"},
+	} {
+		code, _, stderr := runExit(t, dir, env, bin, args...)
+		if code == 0 || !strings.Contains(stderr, "schema version 99") || !strings.Contains(stderr, "a newer release of cspool has migrated it") ||
+			strings.Contains(stderr, "writ") {
+			t.Errorf("cspool %s on a spool of schema 99: exit %d, want the newer schema's hint:\n%s", args[0], code, stderr)
+		}
+	}
+}
