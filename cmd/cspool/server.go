@@ -18,7 +18,6 @@ import (
 	"cspool/internal/deliver"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
-	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 	"cspool/internal/spool/pgstore"
 	"cspool/internal/spool/sqlitestore"
@@ -490,19 +489,6 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 		return nil, withHint(err, orNewerSchema(err, "check that --spool-dir names a directory this user can write"))
 	}
 	return st, nil
-}
-
-// newerSchemaHint says what to do about a store or device database whose
-// schema a newer cspool migrated.
-const newerSchemaHint = "a newer release of cspool has migrated it, and this one cannot use it: run that release or a later one (nothing is lost); going back to this release means restoring the copy made before the upgrade (docs/OPERATING.md, \"Upgrading\")"
-
-// orNewerSchema returns newerSchemaHint if err is a store's or a device
-// database's ErrNewerSchema, else hint.
-func orNewerSchema(err error, hint string) string {
-	if errors.Is(err, sqlitestore.ErrNewerSchema) || errors.Is(err, pgstore.ErrNewerSchema) || errors.Is(err, mailstore.ErrNewerSchema) {
-		return newerSchemaHint
-	}
-	return hint
 }
 
 // openUsers opens the users file (--users wins), the PostgreSQL users table
