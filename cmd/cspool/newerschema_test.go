@@ -2,11 +2,14 @@ package main
 
 import (
 	"database/sql"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"cspool/internal/mailstore"
 	"cspool/internal/spool/sqlitestore"
 )
 
@@ -49,5 +52,17 @@ func TestNewerSchemaHint(t *testing.T) {
 			strings.Contains(stderr, "writ") {
 			t.Errorf("cspool %s on a spool of schema 99: exit %d, want the newer schema's hint:\n%s", args[0], code, stderr)
 		}
+	}
+}
+
+// A device database a newer release migrated gets the same hint, and any
+// other failure to open keeps its own.
+func TestNewerSchemaHintDevice(t *testing.T) {
+	err := fmt.Errorf("opening mail.db: %w", mailstore.ErrNewerSchema)
+	if h := storeHint("mail.db", err); h != newerSchemaHint {
+		t.Errorf("hint for a newer device database: %q", h)
+	}
+	if h := storeHint("mail.db", errors.New("unable to open database file")); h == newerSchemaHint {
+		t.Errorf("hint for another failure: %q", h)
 	}
 }
