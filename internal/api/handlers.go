@@ -344,7 +344,7 @@ func (p readParams) beyond(e spool.Entry) bool {
 
 // heldBack is the refusal (400) of a read whose first entry is beyond the
 // device's formats.
-func heldBack(p readParams, e spool.Entry) error {
+func heldBack(e spool.Entry) error {
 	v, _ := entry.VersionOf(e.Data)
 	return errorf(ErrBadRequest, "the next entry, at position %d, is in entry format %d, %s "+
 		"(%s=%d): upgrade cspool on this device; it reads on from there, nothing is lost", e.Pos, v, heldBackText, ReadsParam, v)
@@ -399,8 +399,8 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 		return
 	}
 	if !c.spool {
-		s.noteReader(r, c.user)
 		p.reads = readsUpTo(r)
+		s.noteReader(r.Context(), c.user, p.reads >= entry.Version3)
 	}
 	if p.wait > 0 && s.park(w, r, c.user, p) {
 		// Answered from its own goroutine, at once if the log is already
@@ -459,7 +459,7 @@ func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.
 		return
 	}
 	if len(entries) > 0 && p.beyond(entries[0]) {
-		s.fail(w, r, heldBack(p, entries[0]))
+		s.fail(w, r, heldBack(entries[0]))
 		return
 	}
 	if chained {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"net/http"
 	"time"
 
 	"cspool/internal/spool"
@@ -25,7 +24,7 @@ const noteReaderTimeout = 10 * time.Second
 // before the store is asked again.
 const sealsRecheck = time.Minute
 
-// noteReader records what the read r of user's log says: whether its
+// noteReader records what a read of user's log says (v3): whether its
 // device reads entry format 3 (ReadsParam, sent on every read by devices
 // since that format). The store (spool.ReaderFormats) keeps since when
 // every read said so, which SealsVersion3 asks: a read saying it sets the
@@ -37,9 +36,8 @@ const sealsRecheck = time.Minute
 // (readParams.beyond) and its user sees no newer mail there until it is
 // upgraded. This is how an operator sees which users still run such a
 // device (docs/OPERATING.md).
-func (s *Server) noteReader(r *http.Request, user string) {
+func (s *Server) noteReader(ctx context.Context, user string, v3 bool) {
 	now := time.Now()
-	v3 := readsVersion3(r)
 	memo := s.newReaders
 	if !v3 {
 		s.seals.put(user, false, now)
@@ -60,7 +58,7 @@ func (s *Server) noteReader(r *http.Request, user string) {
 		return
 	}
 	// A client gone meanwhile does not undo the write.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), noteReaderTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), noteReaderTimeout)
 	defer cancel()
 	if err := rf.NoteReader(ctx, user, v3, now); err != nil {
 		memo.forget(user) // the next read tries again
