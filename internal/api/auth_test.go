@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -22,9 +23,17 @@ type rawRequest struct {
 	at                  time.Duration // timestamp offset from now
 	tamper              func(*http.Request)
 	noSign              bool
+	contentType         string // of a body; "": ContentType
 }
 
 func (e *env) send(t *testing.T, rr rawRequest) (*http.Response, string) {
+	t.Helper()
+	resp, _, msg := e.sendBody(t, rr)
+	return resp, msg
+}
+
+// sendBody is send, also returning the body read.
+func (e *env) sendBody(t *testing.T, rr rawRequest) (*http.Response, []byte, string) {
 	t.Helper()
 	req, err := http.NewRequest(rr.method, e.srv.URL+rr.path, bytes.NewReader(rr.body))
 	if err != nil {
@@ -32,7 +41,7 @@ func (e *env) send(t *testing.T, rr rawRequest) (*http.Response, string) {
 	}
 	req.URL.RawQuery = rr.query
 	if rr.body != nil {
-		req.Header.Set("Content-Type", ContentType)
+		req.Header.Set("Content-Type", cmp.Or(rr.contentType, ContentType))
 	}
 	if !rr.noSign {
 		if err := SignRequest(req, rr.body, rr.key, time.Now().Add(rr.at)); err != nil {
@@ -42,10 +51,17 @@ func (e *env) send(t *testing.T, rr rawRequest) (*http.Response, string) {
 	if rr.tamper != nil {
 		rr.tamper(req)
 	}
-	return e.do(t, req)
+	return e.doBody(t, req)
 }
 
 func (e *env) do(t *testing.T, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, _, msg := e.doBody(t, req)
+	return resp, msg
+}
+
+// doBody is do, also returning the body read.
+func (e *env) doBody(t *testing.T, req *http.Request) (*http.Response, []byte, string) {
 	t.Helper()
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
@@ -61,7 +77,7 @@ func (e *env) do(t *testing.T, req *http.Request) (*http.Response, string) {
 			t.Errorf("%s %s: status %d with body %q, want a JSON error", req.Method, req.URL.Path, resp.StatusCode, b)
 		}
 	}
-	return resp, eb.Error
+	return resp, b, eb.Error
 }
 
 // spoilSignature changes the first character of r's signature.

@@ -215,21 +215,9 @@ func TestReadsParamAddedInTransit(t *testing.T) {
 	e := newEnv(t, false, nil)
 	ctx := testCtx(t)
 	c, _ := appendWithChained(t, e, 4)
-	body := []byte{0} // no kept position, no state
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, e.srv.URL+"/v1/users/alice/checkpoint?pos=4", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", CheckpointContentType)
-	if err := SignRequest(req, body, e.alice, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	req.URL.RawQuery += "&" + ReadsParam + "=3"
-	resp, err := e.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp, _ := e.send(t, rawRequest{method: http.MethodPut, path: "/v1/users/alice/checkpoint", query: "pos=4",
+		body: []byte{0}, contentType: CheckpointContentType, key: e.alice, // no kept position, no state
+		tamper: func(r *http.Request) { r.URL.RawQuery += "&" + ReadsParam + "=3" }})
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("an old device's upload with reads=3 added in transit: %s, want 401", resp.Status)
 	}
@@ -246,25 +234,13 @@ func TestReadsParamAddedInTransit(t *testing.T) {
 // entries, and the error's text (a refusal's).
 func oldRead(t *testing.T, e *env, user string, key *keys.SecretKey, after uint64, wait int) (int, []uint64, string) {
 	t.Helper()
-	ctx := testCtx(t)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/users/%s/entries?after=%d&wait=%d", e.srv.URL, user, after, wait), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := SignRequest(req, nil, key, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := e.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp, b, msg := e.sendBody(t, rawRequest{method: http.MethodGet, path: "/v1/users/" + user + "/entries",
+		query: fmt.Sprintf("after=%d&wait=%d", after, wait), key: key})
 	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, nil, string(b)
+		return resp.StatusCode, nil, msg
 	}
 	var got []uint64
-	er := &entryReader{r: bufio.NewReader(resp.Body), maxEntry: 1 << 20}
+	er := &entryReader{r: bufio.NewReader(bytes.NewReader(b)), maxEntry: 1 << 20}
 	for {
 		pos, _, err := er.next()
 		if err == io.EOF {
