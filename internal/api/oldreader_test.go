@@ -385,3 +385,28 @@ func TestNewerFormatStopsThisRelease(t *testing.T) {
 		t.Fatalf("hint %q, want it to say to upgrade cspool", h)
 	}
 }
+
+// One step off a device's path: something between it and the server strips
+// reads=3 from its read, to have the server take it for an old device, so
+// that it seals the user's mail in format 2 and stops the device before
+// format 3 entries. The parameter is signed with the rest of the query:
+// 401, and the server keeps sealing format 3 for the user.
+func TestReadsParamStrippedInTransit(t *testing.T) {
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	c, _ := appendWithChained(t, e, 4)
+	if _, _, err := c.Read(ctx, 0, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !e.api.SealsVersion3(ctx, "alice") {
+		t.Fatal("no format 3 after a read saying reads=3")
+	}
+	resp, _ := e.send(t, rawRequest{method: http.MethodGet, path: "/v1/users/alice/entries", query: "after=2&" + ReadsParam + "=3", key: e.alice,
+		tamper: func(r *http.Request) { r.URL.RawQuery = "after=2" }})
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a read with reads=3 stripped in transit: %s, want 401", resp.Status)
+	}
+	if !e.api.SealsVersion3(ctx, "alice") {
+		t.Fatal("format 2 after a read whose reads=3 was stripped")
+	}
+}
