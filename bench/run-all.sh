@@ -23,6 +23,12 @@ run padding go test -run '^$' -bench 'BenchmarkPaddingShare' -benchtime 1x ./int
 run lmtp bash bench/lmtp.sh
 run push bash bench/push.sh
 run imap env N=10000 BIG=100000 bash bench/imap.sh
+# Figure 2 at 3,000 in both entry formats, and at 10,000 in format 3: what
+# the server's default (--entry-format auto) seals for a user until every
+# device of the user has read format 3 for 30 days, and after.
+run firstsync-3k env N=3000 SYNC_ONLY=1 bash bench/imap.sh
+run firstsync-3k-format3 env ENTRY_FORMAT=3 N=3000 SYNC_ONLY=1 bash bench/imap.sh
+run firstsync-10k-format3 env ENTRY_FORMAT=3 N=10000 SYNC_ONLY=1 bash bench/imap.sh
 run atrest env N=10000 BIG=100000 bash bench/atrest.sh
 run imapstress env N=50 DUR=30 ROUNDS=3 bash bench/imapstress.sh
 run million-100k env M=100000 bash bench/million.sh
