@@ -28,6 +28,10 @@ type keyFlag struct {
 	// quiet: no notice for a key without a passphrase (cspool deliver,
 	// run by an MTA for every message, whose stderr ends up in bounces).
 	quiet bool
+	// risk says what anyone who copies the file can do while it has no
+	// passphrase, for that notice; "": what a copy of the user's key
+	// gives.
+	risk string
 }
 
 // The key flags of each command.
@@ -44,7 +48,8 @@ var (
 	deliverUserPub = keyFlag{flag: "--user-key", secret: false, swap: "--spool-key",
 		obtain: "pass the recipient's public key file (the key registered for the user in the server's users file), or --users FILE"}
 	serverSpoolKey = keyFlag{flag: "--spool-key", secret: true,
-		obtain: "pass the spool's secret key file; on a new installation make it with 'cspool gen-keys spool.sec spool.pub'"}
+		obtain: "pass the spool's secret key file; on a new installation make it with 'cspool gen-keys spool.sec spool.pub'",
+		risk:   "sign deliveries that every device of this spool's users takes as this spool's (it opens no mail)"}
 )
 
 // hint returns what to try after err, a failure to load path for f;
@@ -99,7 +104,7 @@ func (f keyFlag) loadSecret(src *passphraseSource, path, swapPath string) (*keys
 		return nil, withHint(err, f.hint(path, swapPath, err))
 	}
 	if !sf.Protected && !f.quiet {
-		noticeUnprotected(src.e, path)
+		noticeUnprotected(src.e, path, f.risk)
 	}
 	return sf.Key, nil
 }

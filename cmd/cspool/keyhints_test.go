@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"cspool/internal/keys"
 )
 
 // TestMixedUpKeys passes each command's key flags the wrong files, as an
@@ -152,5 +154,35 @@ func TestUserPublicKeyNextToSecret(t *testing.T) {
 	}
 	if msg := sync(); !strings.Contains(msg, "user.pub") {
 		t.Errorf("without alice.pub: %q, want the default user.pub named", msg)
+	}
+}
+
+// The notice for a secret key file without a passphrase says what a copy
+// of that key gives: the user's key opens the mail; the spool's opens
+// none, but signs deliveries every device trusts.
+func TestUnprotectedKeyNotice(t *testing.T) {
+	dir := t.TempDir()
+	k := mustKey(t)
+	sec := filepath.Join(dir, "k.sec")
+	if err := keys.WriteFiles(k, sec, filepath.Join(dir, "k.pub"), keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		f         keyFlag
+		want, not string
+	}{
+		{deviceUserKey, "can read the mail sealed to it, and this device's database", "sign deliveries"},
+		{serverSpoolKey, "can sign deliveries that every device of this spool's users takes as this spool's (it opens no mail)", "read the mail"},
+	} {
+		var stderr bytes.Buffer
+		e := &env{stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
+		if _, err := c.f.loadSecret(&passphraseSource{e: e, file: new(string)}, sec, ""); err != nil {
+			t.Fatal(err)
+		}
+		out := stderr.String()
+		if !strings.Contains(out, "has no passphrase: anyone who copies it "+c.want) || strings.Contains(out, c.not) ||
+			!strings.Contains(out, "cspool passphrase "+sec) {
+			t.Errorf("%s: notice %q", c.f.flag, out)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -175,11 +176,16 @@ func passphraseHint(path string, err error) string {
 	return ""
 }
 
+// unprotectedUserKey is what anyone who copies a user's secret key file
+// without a passphrase can do.
+const unprotectedUserKey = "read the mail sealed to it, and this device's database"
+
 // noticeUnprotected tells the user that a secret key file has no
-// passphrase, and how to give it one.
-func noticeUnprotected(e *env, path string) {
-	fmt.Fprintf(e.stderr, "cspool: notice: %s has no passphrase: anyone who copies it can read the mail sealed to it, and this device's database; add one with: cspool passphrase %s\n",
-		path, shellQuote(path))
+// passphrase, what a copy of it gives (risk; "": unprotectedUserKey), and
+// how to give it one.
+func noticeUnprotected(e *env, path, risk string) {
+	fmt.Fprintf(e.stderr, "cspool: notice: %s has no passphrase: anyone who copies it can %s; add one with: cspool passphrase %s\n",
+		path, cmp.Or(risk, unprotectedUserKey), shellQuote(path))
 }
 
 func runPassphrase(e *env, args []string) error {
