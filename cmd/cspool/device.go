@@ -176,6 +176,14 @@ func (d *device) startSync(o syncOptions) error {
 		return err
 	}
 	d.sync = sy
+	if d.ix != nil {
+		// A restore applies nothing until its end: without this, the
+		// indexer took the bodies it stores as quiet time and indexed
+		// them while they were stored, on the cores and the write lock
+		// the restore needs (docs/BENCHMARKS.md, "A new device's restore
+		// on all cores").
+		d.ix.busy = sy.Restoring
+	}
 	return nil
 }
 

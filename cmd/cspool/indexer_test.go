@@ -2,16 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"cspool/internal/command"
+	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 )
@@ -112,5 +115,84 @@ func TestIndexerTakesOutDeleted(t *testing.T) {
 	}
 	if len(a.Match) != 10 || len(a.Unindexed) != 0 {
 		t.Fatalf("quarterly: %d matches, %d unindexed; want the 10 messages kept", len(a.Match), len(a.Unindexed))
+	}
+}
+
+// TestIndexerWaitsForRestore: while a restore from a checkpoint runs,
+// nothing is applied, and the indexer took that for quiet time: it
+// indexed the restore's bodies as they were stored, on the cores and the
+// write lock the restore needs. Now it waits while the syncer restores
+// (busy), and indexes once the restore ends; the daemon's device gives it
+// the syncer's Restoring.
+func TestIndexerWaitsForRestore(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store, err := mailstore.Open(filepath.Join(t.TempDir(), "mail.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	var batch []mailstore.Entry
+	for pos := uint64(1); pos <= 20; pos++ {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], pos)
+		sum := sha256.Sum256(b[:])
+		batch = append(batch, mailstore.Entry{Pos: pos, ID: command.ID(sum[:16]), Author: mailstore.AuthorSpool,
+			Cmd: &command.Command{Kind: command.Deliver, Date: 1700000000000, Body: fmt.Appendf(nil, "Subject: %d\r\n\r\nrestored\r\n", pos)}})
+	}
+	if _, err := store.Apply(ctx, batch, 20); err != nil {
+		t.Fatal(err)
+	}
+	var restoring atomic.Bool
+	restoring.Store(true)
+	x := newIndexer(store, slog.New(slog.DiscardHandler))
+	x.busy = restoring.Load
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		x.run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// Nothing was applied since the indexer started (the restore's case):
+	// without busy it indexes at once.
+	time.Sleep(3 * indexQuiet)
+	if _, left, err := store.IndexPending(ctx, 0); err != nil || left != 20 {
+		t.Fatalf("during the restore: %d of 20 bodies left to the indexer, %v; want all 20", left, err)
+	}
+	restoring.Store(false)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, left, err := store.IndexPending(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restore: %d bodies left to the indexer after 60 s", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	userKey, err := keys.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := openDevice(io.Discard, device{user: "alice", userKey: userKey, spoolPub: userKey.Public(), spoolURL: "http://127.0.0.1:1",
+		dbPath: filepath.Join(t.TempDir(), "dev.db"), log: slog.New(slog.DiscardHandler)}, "busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.close()
+	if err := dev.startSync(syncOptions{daemon: true}); err != nil {
+		t.Fatal(err)
+	}
+	if dev.ix.busy == nil || dev.ix.busy() != dev.sync.Restoring() {
+		t.Fatal("the daemon's indexer is not told when its syncer restores")
 	}
 }

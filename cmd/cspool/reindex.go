@@ -138,6 +138,10 @@ type indexer struct {
 	log   *slog.Logger
 	wake  chan struct{}
 	last  atomic.Int64 // unix ns of the last apply
+	// busy, when set, reports work that the indexer must not compete
+	// with although nothing was applied: a restore from a checkpoint,
+	// whose bodies it would otherwise index while they are stored.
+	busy func() bool
 	// relocateAfter, when not zero, replaces the constant (tests).
 	relocateAfter int64
 }
@@ -158,12 +162,14 @@ func (x *indexer) applied() {
 	}
 }
 
-// quiet reports whether applying has been quiet for indexQuiet; if not,
-// it waits until it may have been (or ctx ends) and reports false, for the
-// caller to ask again.
+// quiet reports whether applying has been quiet for indexQuiet and
+// nothing keeps the indexer busy; if not, it waits until it may be (or
+// ctx ends) and reports false, for the caller to ask again.
 func (x *indexer) quiet(ctx context.Context) bool {
 	wait := time.Until(time.Unix(0, x.last.Load()).Add(indexQuiet))
-	if wait <= 0 {
+	if x.busy != nil && x.busy() {
+		wait = indexQuiet
+	} else if wait <= 0 {
 		return true
 	}
 	select {

@@ -29,6 +29,7 @@ var Floors = []Floor{
 		"cspool/internal/termtext",
 		"cspool/internal/mimeform",
 		"cspool/internal/pgsession",
+		"cspool/internal/cores",
 	}},
 	{"sealing", []string{
 		"cspool/internal/entry",

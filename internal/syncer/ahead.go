@@ -5,9 +5,9 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"cspool/internal/chain"
+	"cspool/internal/cores"
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
@@ -101,38 +101,13 @@ func (s *Syncer) openOne(data []byte) opened {
 // sigBatch; out[i] is entries[i]'s.
 func (s *Syncer) openAll(entries []spool.Entry) []opened {
 	out := make([]opened, len(entries))
-	workers := min(runtime.GOMAXPROCS(0), len(entries))
-	if workers == 0 {
-		return out
-	}
-	// Each worker takes the next batch; results land at their own index,
-	// so the order is the log's whatever each entry costs.
-	size := min(sigBatch, (len(entries)+workers-1)/workers)
-	var next atomic.Int64
-	work := func() {
-		datas := make([][]byte, 0, size)
-		for {
-			from := int(next.Add(int64(size))) - size
-			if from >= len(entries) {
-				return
-			}
-			to := min(from+size, len(entries))
-			datas = datas[:0]
-			for _, e := range entries[from:to] {
-				datas = append(datas, e.Data)
-			}
-			s.openBatch(datas, out[from:to])
+	cores.Each(len(entries), sigBatch, func(from, to int) {
+		datas := make([][]byte, 0, to-from)
+		for _, e := range entries[from:to] {
+			datas = append(datas, e.Data)
 		}
-	}
-	if workers == 1 {
-		work()
-		return out
-	}
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(work)
-	}
-	wg.Wait()
+		s.openBatch(datas, out[from:to])
+	})
 	return out
 }
 

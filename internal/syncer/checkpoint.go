@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"time"
 
 	"cspool/internal/command"
 	"cspool/internal/entry"
-	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 )
@@ -367,94 +365,6 @@ func (s *Syncer) openCheckpoint(cp *FetchedCheckpoint) (*mailstore.Snapshot, *co
 		return nil, nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
 	return OpenStateFrom(o, cp.Pos)
-}
-
-// fetchBodies hands over the message bytes of the entries a restore needs:
-// from the entries already read, then by reading the rest one by one when
-// few are missing, else by scanning the (compacted, so mostly needed) log up
-// to the last of them.
-func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.Entry, put func(uint64, []byte) error) error {
-	want := map[uint64]bool{}
-	for _, p := range need {
-		want[p] = true
-	}
-	use := func(e spool.Entry) error {
-		if !want[e.Pos] {
-			return nil
-		}
-		// Who signed it does not matter here: Restore checks the bytes
-		// against the digest in the user-signed checkpoint. So an entry
-		// by a key other than the two trusted is opened under the key it
-		// names: a device given the wrong --spool-key still restores the
-		// checkpoint's mail, and stops at the first delivery after it
-		// (spoolkey.go).
-		o, err := entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
-		var ua *entry.UnknownAuthorError
-		if errors.As(err, &ua) {
-			o, err = entry.Open(e.Data, s.cfg.UserKey, s.cfg.User, keys.PublicKey{Ed25519: ua.Author})
-		}
-		if err != nil {
-			return fmt.Errorf("entry %d: %w", e.Pos, err)
-		}
-		if k := o.Cmd.Kind; k != command.Deliver && k != command.Append && k != command.Body {
-			return fmt.Errorf("entry %d holds a %s, not a message", e.Pos, k)
-		}
-		delete(want, e.Pos)
-		return put(e.Pos, o.Cmd.Body)
-	}
-	for _, e := range read {
-		if err := use(e); err != nil {
-			return err
-		}
-	}
-	need = need[:0:0]
-	for p := range want {
-		need = append(need, p)
-	}
-	if len(need) == 0 {
-		return nil
-	}
-	slices.Sort(need)
-	if len(need) <= 64 {
-		for _, p := range need {
-			lr, err := s.cfg.Source.ReadLog(ctx, p-1, 1, 1, 0)
-			if err != nil {
-				return err
-			}
-			if len(lr.Entries) == 0 || lr.Entries[0].Pos != p {
-				return fmt.Errorf("entry %d is %w", p, ErrBodiesGone)
-			}
-			if err := use(lr.Entries[0]); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	after, last := need[0]-1, need[len(need)-1]
-	for after < last {
-		// Positions are dense: reading no more than the positions up to
-		// last reads nothing after it (read after the restore).
-		lr, err := s.cfg.Source.ReadLog(ctx, after, int(min(uint64(s.cfg.BatchCount), last-after)), s.cfg.BatchBytes, 0)
-		if err != nil {
-			return err
-		}
-		if len(lr.Entries) == 0 {
-			break
-		}
-		for _, e := range lr.Entries {
-			if e.Pos > last {
-				break
-			}
-			if err := use(e); err != nil {
-				return err
-			}
-		}
-		after = lr.Entries[len(lr.Entries)-1].Pos
-	}
-	if len(want) > 0 {
-		return fmt.Errorf("%d entries the checkpoint needs are %w", len(want), ErrBodiesGone)
-	}
-	return nil
 }
 
 // resolveRestored answers the Submit calls whose entries the restored

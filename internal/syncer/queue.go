@@ -139,6 +139,15 @@ func (s *Syncer) drained(ctx context.Context) bool {
 }
 
 // setRestoring notes that a restore from a checkpoint runs, or ended.
+// Restoring reports whether a restore from a checkpoint runs: its
+// bodies are being stored, none of its messages shows yet, and nothing
+// calls Config.OnApplied until it ends.
+func (s *Syncer) Restoring() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.restoring
+}
+
 func (s *Syncer) setRestoring(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
