@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"cspool/internal/command"
@@ -141,6 +142,19 @@ func TestRestoreRejectsWrongBodies(t *testing.T) {
 	}
 	if d := Diff(before, dump(t, fresh), 5); d != nil {
 		t.Fatalf("a failed restore changed the store: %v", d)
+	}
+	// One wrong body among right ones, in the middle of a group of
+	// bodies checked together: refused by its position, nothing kept.
+	keep := sn.Keep()
+	one := bodiesOf(entries)
+	wrong := keep[len(keep)/2]
+	one[wrong] = []byte("not the message either")
+	if _, err := fresh.Restore(ctx, sn, fetchFrom(one, &n)); !errors.Is(err, ErrSnapshot) ||
+		!strings.Contains(err.Error(), fmt.Sprintf("entry %d does not hold", wrong)) {
+		t.Fatalf("one wrong body at %d: got %v, want ErrSnapshot naming it", wrong, err)
+	}
+	if d := Diff(before, dump(t, fresh), 5); d != nil {
+		t.Fatalf("a restore refused for one body changed the store: %v", d)
 	}
 	if _, err := DecodeSnapshot([]byte{0xa0}); !errors.Is(err, ErrSnapshot) {
 		t.Fatalf("empty map: got %v", err)
