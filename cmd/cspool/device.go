@@ -404,6 +404,7 @@ func openMailStore(w io.Writer, dbPath string, userKey *keys.SecretKey, readOnly
 	}
 	store, err := mailstore.OpenWith(dbPath, mailstore.Options{Parser: mimeform.Parser{}, Key: &key, NoMigrate: readOnly})
 	if err != nil {
+		err = devicedb.Explain(dbPath, err)
 		return nil, withHint(err, storeHint(dbPath, err))
 	}
 	if migrating {
@@ -419,6 +420,8 @@ func storeHint(dbPath string, err error) string {
 		return fmt.Sprintf("%s was encrypted with another secret key: pass the --user-key this device has always used; a database made with a different key cannot be read, but it is only a copy: move it away and a new one syncs from the spool", dbPath)
 	case errors.Is(err, devicedb.ErrEncrypted):
 		return "the database is encrypted with the user's key: pass --user-key (and its passphrase)"
+	case errors.Is(err, devicedb.ErrDiskFull):
+		return fmt.Sprintf("free space on the file system that holds %s (df %s), then start again: nothing was lost, and the mail waits in the spool", filepath.Dir(dbPath), filepath.Dir(dbPath))
 	}
 	return orNewerSchema(err, "check that the directory of --db exists and is writable")
 }

@@ -485,6 +485,9 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 		return st, nil
 	}
 	st, err := sqlitestore.Open(f.spoolDir, sqlitestore.Options{Logger: s.log})
+	if errors.Is(err, spool.ErrFull) {
+		return nil, withHint(err, fmt.Sprintf("free space on the file system that holds %s (df %s), then start again: nothing stored was lost, and the MTA keeps what it could not deliver meanwhile", f.spoolDir, f.spoolDir))
+	}
 	if err != nil {
 		return nil, withHint(err, orNewerSchema(err, "check that --spool-dir names a directory this user can write"))
 	}
