@@ -28,28 +28,10 @@ func TestIndexerTakesOutDeleted(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, err := mailstore.Open(filepath.Join(t.TempDir(), "mail.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	var batch []mailstore.Entry
-	var ids []command.ID
-	pos := uint64(0)
-	for range 60 {
-		pos++
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], pos)
-		sum := sha256.Sum256(b[:])
-		id := command.ID(sum[:16])
-		ids = append(ids, id)
-		body := fmt.Sprintf("From: a@example.org\r\nSubject: message %d\r\n\r\nquarterly %d.\r\n", pos, pos)
-		batch = append(batch, mailstore.Entry{Pos: pos, ID: id, Author: mailstore.AuthorSpool,
-			Cmd: &command.Command{Kind: command.Deliver, Date: 1700000000000, Body: []byte(body)}})
-	}
-	if _, err := store.Apply(ctx, batch, pos); err != nil {
-		t.Fatal(err)
-	}
+	store, ids := storeWith(t, 60, func(pos uint64) string {
+		return fmt.Sprintf("From: a@example.org\r\nSubject: message %d\r\n\r\nquarterly %d.\r\n", pos, pos)
+	})
+	pos := uint64(len(ids))
 	x := newIndexer(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	done := make(chan struct{})
 	go func() {
@@ -128,22 +110,7 @@ func TestIndexerWaitsForRestore(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, err := mailstore.Open(filepath.Join(t.TempDir(), "mail.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	var batch []mailstore.Entry
-	for pos := uint64(1); pos <= 20; pos++ {
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], pos)
-		sum := sha256.Sum256(b[:])
-		batch = append(batch, mailstore.Entry{Pos: pos, ID: command.ID(sum[:16]), Author: mailstore.AuthorSpool,
-			Cmd: &command.Command{Kind: command.Deliver, Date: 1700000000000, Body: fmt.Appendf(nil, "Subject: %d\r\n\r\nrestored\r\n", pos)}})
-	}
-	if _, err := store.Apply(ctx, batch, 20); err != nil {
-		t.Fatal(err)
-	}
+	store, _ := storeWith(t, 20, func(pos uint64) string { return fmt.Sprintf("Subject: %d\r\n\r\nrestored\r\n", pos) })
 	var restoring atomic.Bool
 	restoring.Store(true)
 	x := newIndexer(store, slog.New(slog.DiscardHandler))
@@ -195,4 +162,31 @@ func TestIndexerWaitsForRestore(t *testing.T) {
 	if dev.ix.busy == nil || dev.ix.busy() != dev.sync.Restoring() {
 		t.Fatal("the daemon's indexer is not told when its syncer restores")
 	}
+}
+
+// storeWith opens a store in a new directory, closed at the test's end,
+// and applies n deliveries to it, of body(pos) at positions 1 to n; it
+// returns the store and the deliveries' ids.
+func storeWith(t *testing.T, n int, body func(pos uint64) string) (*mailstore.Store, []command.ID) {
+	t.Helper()
+	store, err := mailstore.Open(filepath.Join(t.TempDir(), "mail.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	var batch []mailstore.Entry
+	var ids []command.ID
+	for pos := uint64(1); pos <= uint64(n); pos++ {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], pos)
+		sum := sha256.Sum256(b[:])
+		id := command.ID(sum[:16])
+		ids = append(ids, id)
+		batch = append(batch, mailstore.Entry{Pos: pos, ID: id, Author: mailstore.AuthorSpool,
+			Cmd: &command.Command{Kind: command.Deliver, Date: 1700000000000, Body: []byte(body(pos))}})
+	}
+	if _, err := store.Apply(context.Background(), batch, uint64(n)); err != nil {
+		t.Fatal(err)
+	}
+	return store, ids
 }
