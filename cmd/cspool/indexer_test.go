@@ -33,15 +33,7 @@ func TestIndexerTakesOutDeleted(t *testing.T) {
 	})
 	pos := uint64(len(ids))
 	x := newIndexer(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		x.run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	runIndexer(t, ctx, cancel, x)
 	waitLeft := func(what string) {
 		t.Helper()
 		deadline := time.Now().Add(60 * time.Second)
@@ -115,15 +107,7 @@ func TestIndexerWaitsForRestore(t *testing.T) {
 	restoring.Store(true)
 	x := newIndexer(store, slog.New(slog.DiscardHandler))
 	x.busy = restoring.Load
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		x.run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	runIndexer(t, ctx, cancel, x)
 	// Nothing was applied since the indexer started (the restore's case):
 	// without busy it indexes at once.
 	time.Sleep(3 * indexQuiet)
@@ -189,4 +173,17 @@ func storeWith(t *testing.T, n int, body func(pos uint64) string) (*mailstore.St
 		t.Fatal(err)
 	}
 	return store, ids
+}
+
+// runIndexer runs x until the test ends, then cancels ctx and waits for it.
+func runIndexer(t *testing.T, ctx context.Context, cancel context.CancelFunc, x *indexer) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		x.run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }

@@ -28,7 +28,7 @@ func TestIndexerRelocates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	t.Cleanup(func() { store.Close() }) // after the indexer's end (runIndexer)
 	pos := uint64(0)
 	deliver := func(n int) {
 		t.Helper()
@@ -51,15 +51,7 @@ func TestIndexerRelocates(t *testing.T) {
 	deliver(300)
 	x := newIndexer(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	x.relocateAfter = 100
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		x.run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	runIndexer(t, ctx, cancel, x)
 	unplaced := func() int64 {
 		t.Helper()
 		n, _, err := store.Placement(ctx)
