@@ -34,24 +34,7 @@ func TestIndexerTakesOutDeleted(t *testing.T) {
 	pos := uint64(len(ids))
 	x := newIndexer(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	runIndexer(t, ctx, cancel, x)
-	waitLeft := func(what string) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			_, left, err := store.IndexPending(ctx, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if left == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d bodies left to the indexer after 60 s", what, left)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	waitLeft("after the deliveries")
+	waitIndexed(t, ctx, store, "after the deliveries")
 	size := func() int64 {
 		t.Helper()
 		st, err := store.IndexSize(ctx)
@@ -73,7 +56,7 @@ func TestIndexerTakesOutDeleted(t *testing.T) {
 		t.Fatalf("after the EXPUNGE: %d left to the indexer, %v; want the 50 bodies deleted", left, err)
 	}
 	x.applied()
-	waitLeft("after the EXPUNGE")
+	waitIndexed(t, ctx, store, "after the EXPUNGE")
 	// The rows are tombstones until the indexer reclaims them, in the same
 	// round (Store.ReclaimIndex).
 	deadline := time.Now().Add(60 * time.Second)
@@ -115,20 +98,7 @@ func TestIndexerWaitsForRestore(t *testing.T) {
 		t.Fatalf("during the restore: %d of 20 bodies left to the indexer, %v; want all 20", left, err)
 	}
 	restoring.Store(false)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, left, err := store.IndexPending(ctx, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the restore: %d bodies left to the indexer after 60 s", left)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitIndexed(t, ctx, store, "after the restore")
 
 	userKey, err := keys.Generate(rand.Reader)
 	if err != nil {
@@ -186,4 +156,24 @@ func runIndexer(t *testing.T, ctx context.Context, cancel context.CancelFunc, x 
 		cancel()
 		<-done
 	})
+}
+
+// waitIndexed waits up to 60 s until the indexer left no body of store
+// unindexed; what names the moment in the failure.
+func waitIndexed(t *testing.T, ctx context.Context, store *mailstore.Store, what string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, left, err := store.IndexPending(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d bodies left to the indexer after 60 s", what, left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
