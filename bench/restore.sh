@@ -18,6 +18,9 @@
 # after the restore.
 #
 # The work folder is WORK (default /tmp), deleted at the end unless KEEP=1;
+# ENTRY_FORMAT=3 seals the log's deliveries in entry format 3 (a chain of
+# keys, docs/FORMAT.md), as the server's default seals them for a user
+# whose devices all read it; the default is 2.
 # REUSE=FOLDER takes the keys, log and checkpoint a run with KEEP=1 kept
 # there instead of step 1 (and keeps them).
 # The ports are PORTS (default 25140) + 3 (IMAP) and SERVER_PORT (the
@@ -63,7 +66,8 @@ if [ -z "$REUSE" ]; then
 	echo "alice $(grep -v '^#' user.pub)" >users
 	t0=$SECONDS
 	./seed spool --spool-dir spool --user alice --user-key user.pub --spool-key spool.sec \
-		--count "$M" --size "$SIZE" --batch 5000 --device seeded.db --index=false --user-secret user.sec --checkpoint | sed -u 's/^/  /'
+		--count "$M" --size "$SIZE" --batch 5000 --device seeded.db --index=false --user-secret user.sec --checkpoint \
+		--entry-format "${ENTRY_FORMAT:-2}" | sed -u 's/^/  /'
 	echo "spool log, device and its checkpoint of $M messages of $SIZE bytes: $((SECONDS - t0)) s, log $(du -sm spool | cut -f1) MB $(load)"
 fi
 $C server --spool-dir spool --users users --spool-key spool.sec --port $SP 2>server.log &
