@@ -33,6 +33,12 @@ run atrest env N=10000 BIG=100000 bash bench/atrest.sh
 run imapstress env N=50 DUR=30 ROUNDS=3 bash bench/imapstress.sh
 run million-100k env M=100000 bash bench/million.sh
 run restore-100k env M=100000 bash bench/restore.sh
+# A new device of a user whose devices write checkpoints restores from the
+# newest instead of replaying the log: figure 2's mailbox that way, in
+# both entry formats (docs/BENCHMARKS.md, "A new device's restore on all
+# cores"); RUNS=3 for the spread.
+run restore-10k env M=10000 SIZE=10240 RUNS=3 bash bench/restore.sh
+run restore-10k-format3 env ENTRY_FORMAT=3 M=10000 SIZE=10240 RUNS=3 bash bench/restore.sh
 # One user's 1,000,000 messages against Dovecot: about 20 GB in /tmp and
 # more than an hour on 2 cores (docs/BENCHMARKS.md); MILLION=1 runs it.
 [ "${MILLION:-0}" = 1 ] && run million env M=1000000 RUNS=2 bash bench/million.sh
