@@ -421,7 +421,7 @@ func storeHint(dbPath string, err error) string {
 	case errors.Is(err, devicedb.ErrEncrypted):
 		return "the database is encrypted with the user's key: pass --user-key (and its passphrase)"
 	case errors.Is(err, devicedb.ErrDiskFull):
-		return fmt.Sprintf("free space on the file system that holds %s (df %s), then start again: nothing was lost, and the mail waits in the spool", filepath.Dir(dbPath), filepath.Dir(dbPath))
+		return freeSpaceHint(filepath.Dir(dbPath), "nothing was lost, and the mail waits in the spool")
 	}
 	return orNewerSchema(err, "check that the directory of --db exists and is writable")
 }

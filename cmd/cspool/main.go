@@ -90,6 +90,12 @@ type hintError struct {
 func (h *hintError) Error() string { return h.err.Error() }
 func (h *hintError) Unwrap() error { return h.err }
 
+// freeSpaceHint is the hint for a store that cannot start on a full
+// disk: free space on the file system that holds dir; then what waits.
+func freeSpaceHint(dir, then string) string {
+	return fmt.Sprintf("free space on the file system that holds %s (df %s), then start again: %s", dir, dir, then)
+}
+
 func withHint(err error, hint string) error {
 	if err == nil {
 		return nil

@@ -486,7 +486,7 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 	}
 	st, err := sqlitestore.Open(f.spoolDir, sqlitestore.Options{Logger: s.log})
 	if errors.Is(err, spool.ErrFull) {
-		return nil, withHint(err, fmt.Sprintf("free space on the file system that holds %s (df %s), then start again: nothing stored was lost, and the MTA keeps what it could not deliver meanwhile", f.spoolDir, f.spoolDir))
+		return nil, withHint(err, freeSpaceHint(f.spoolDir, "nothing stored was lost, and the MTA keeps what it could not deliver meanwhile"))
 	}
 	if err != nil {
 		return nil, withHint(err, orNewerSchema(err, "check that --spool-dir names a directory this user can write"))

@@ -830,7 +830,7 @@ func (w *bodyWriter) prepare() error {
 			h := &w.held[i]
 			d := sha256.Sum256(h.raw)
 			if d != h.want {
-				errs[i] = fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, h.pos)
+				errs[i] = notNamed(h.pos)
 				continue
 			}
 			p, err := parseMessage(w.s.parser, h.raw)
@@ -899,9 +899,15 @@ func (fc *fetchCheck) check(pos uint64, raw []byte) error {
 		return err
 	}
 	if sha256.Sum256(raw) != d {
-		return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
+		return notNamed(pos)
 	}
 	return nil
+}
+
+// notNamed is the error for a body fetched for pos whose digest is not
+// the one the checkpoint names.
+func notNamed(pos uint64) error {
+	return fmt.Errorf("%w: entry %d does not hold the bytes the checkpoint names", ErrSnapshot, pos)
 }
 
 // complete reports the positions of need whose bodies did not come.

@@ -138,7 +138,6 @@ func (s *Syncer) drained(ctx context.Context) bool {
 	}
 }
 
-// setRestoring notes that a restore from a checkpoint runs, or ended.
 // Restoring reports whether a restore from a checkpoint runs: its
 // bodies are being stored, none of its messages shows yet, and nothing
 // calls Config.OnApplied until it ends.
@@ -148,6 +147,7 @@ func (s *Syncer) Restoring() bool {
 	return s.restoring
 }
 
+// setRestoring notes that a restore from a checkpoint runs, or ended.
 func (s *Syncer) setRestoring(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
