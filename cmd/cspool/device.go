@@ -360,8 +360,11 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 	if spoolPub.Equal(userPub) {
 		// Trusted as the spool's, the user's own key would make every
 		// delivery (signed by the spool's key) rejected.
-		return nil, keys.PublicKey{}, withHint(fmt.Errorf("--spool-key: %s holds the user's own public key (the one in %s), not the spool's", spoolPubPath, userPubPath),
-			"pass the spool's public key file (spool.pub, from the spool server's operator)")
+		// Either flag may name the wrong file: the spool's key pair given
+		// as the user's (--user-key spool.sec) reads the same.
+		return nil, keys.PublicKey{}, withHint(fmt.Errorf("--spool-key: %s holds the user's own public key (the one in %s), not the spool's: --user-key %s and --spool-key %s are one key pair",
+			spoolPubPath, userPubPath, userKeyPath, spoolPubPath),
+			"--user-key takes the user's secret key (USER.sec, from gen-keys) and --spool-key the spool's public key (spool.pub, from the spool server's operator): one of the two names the other's file")
 	}
 	return userKey, spoolPub, nil
 }

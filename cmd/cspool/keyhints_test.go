@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -184,5 +185,25 @@ func TestUnprotectedKeyNotice(t *testing.T) {
 			!strings.Contains(out, "cspool passphrase "+sec) {
 			t.Errorf("%s: notice %q", c.f.flag, out)
 		}
+	}
+}
+
+// TestSpoolKeyPairAsUserKey: the spool's key pair given as the user's
+// (--user-key spool.sec, its spool.pub beside it) with the right
+// --spool-key was refused as "spool.pub holds the user's own public key"
+// with the hint to pass spool.pub, which the operator had passed. The
+// error now names both flags and the hint says either may be wrong.
+func TestSpoolKeyPairAsUserKey(t *testing.T) {
+	dir := t.TempDir()
+	sec, pub := filepath.Join(dir, "spool.sec"), filepath.Join(dir, "spool.pub")
+	if err := keys.WriteFiles(mustKey(t), sec, pub, keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }}
+	_, _, err := loadDeviceKeys(&passphraseSource{e: e, file: new(string)}, sec, pub, pub)
+	var h *hintError
+	if err == nil || !errors.As(err, &h) || !strings.Contains(err.Error(), "--user-key "+sec+" and --spool-key "+pub+" are one key pair") ||
+		!strings.Contains(h.hint, "--user-key takes the user's secret key") {
+		t.Fatalf("the spool's key pair as the user's: %v (hint %+v); want both flags named", err, h)
 	}
 }
