@@ -114,6 +114,9 @@ func readSecretFile(path, what string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading %s: %w", what, err)
 	}
+	if err := checkSecretKind(path, what, info); err != nil {
+		return "", err
+	}
 	if err := checkPrivateMode(path, what, info); err != nil {
 		return "", err
 	}
@@ -126,6 +129,27 @@ func readSecretFile(path, what string) (string, error) {
 		return "", withHint(fmt.Errorf("%s %s is empty", what, path), "write the password on its first line (for DB.password: remove the file and a new password is generated)")
 	}
 	return line, nil
+}
+
+// checkSecretKind refuses what cannot hold a secret: a directory, a device
+// (/dev/null would read as an empty password, and a terminal would wait),
+// a socket. A regular file and a pipe, as from a shell's <(command), pass.
+func checkSecretKind(path, what string, info os.FileInfo) error {
+	m := info.Mode()
+	if m.IsRegular() || m&os.ModeNamedPipe != 0 {
+		return nil
+	}
+	kind := "not a regular file"
+	switch {
+	case m.IsDir():
+		kind = "a directory"
+	case m&os.ModeDevice != 0:
+		kind = "a device"
+	case m&os.ModeSocket != 0:
+		kind = "a socket"
+	}
+	return withHint(fmt.Errorf("%s %s is %s, not a file that holds a password", what, path, kind),
+		"name a file whose first line is the password (mode 0600)")
 }
 
 // checkPrivateMode refuses a file holding a secret that users other than
