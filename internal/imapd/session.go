@@ -2,7 +2,6 @@ package imapd
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -88,11 +87,10 @@ func (s *session) Login(user, pass string) error {
 		s.endIfLast(nc)
 		return errLoginsWaiting
 	}
-	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(cfg.User))
-	okPass := subtle.ConstantTimeCompare([]byte(pass), []byte(cfg.Password))
-	if okUser&okPass != 1 {
+	userOK, ok := loginguard.NewCredentials(cfg.User, cfg.Password).Check(user, pass)
+	if !ok {
 		s.failures++
-		src, d := g.Fail(nc.RemoteAddr(), s.failures, okUser == 1, s.failures >= g.Limits().MaxFailures)
+		src, d := g.Fail(nc.RemoteAddr(), s.failures, userOK, s.failures >= g.Limits().MaxFailures)
 		// Closing the server ends the wait; the connection goes with it.
 		g.Limits().Wait(s.srv.ctx, d)
 		g.Done(src)

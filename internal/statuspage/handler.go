@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -54,8 +53,7 @@ type Handler struct {
 	log   *slog.Logger
 	tmpl  *template.Template
 	csp   string
-	user  [32]byte
-	pass  [32]byte
+	creds loginguard.Credentials
 	guard *loginguard.Guard
 }
 
@@ -90,8 +88,7 @@ func New(cfg Config) (*Handler, error) {
 		tmpl: tmpl,
 		csp: "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(styleHash[:]) + "'; " +
 			"img-src 'none'; script-src 'none'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'",
-		user: sha256.Sum256([]byte(cfg.User)),
-		pass: sha256.Sum256([]byte(cfg.Password)),
+		creds: loginguard.NewCredentials(cfg.User, cfg.Password),
 	}
 	h.guard = loginguard.New(cfg.Login, h.log, "status page")
 	return h, nil
@@ -206,16 +203,14 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "too many failed logins from your address; try again later", http.StatusTooManyRequests)
 		return false
 	}
-	uh, ph := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
-	okU := subtle.ConstantTimeCompare(uh[:], h.user[:])
-	okP := subtle.ConstantTimeCompare(ph[:], h.pass[:])
-	if okU&okP == 1 {
+	userOK, ok := h.creds.Check(u, p)
+	if ok {
 		if gc, ok := r.Context().Value(connKey{}).(*loginguard.Conn); ok {
 			gc.LoggedIn()
 		}
 		return true
 	}
-	src, d := h.guard.Fail(remote, 0, okU == 1, false)
+	src, d := h.guard.Fail(remote, 0, userOK, false)
 	h.guard.Limits().Wait(context.WithoutCancel(r.Context()), d)
 	h.guard.Done(src)
 	hd.Set("WWW-Authenticate", `Basic realm="cspool status", charset="UTF-8"`)

@@ -3,7 +3,6 @@ package submit
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -357,11 +356,10 @@ func (s *session) login(user, password string) error {
 		s.endIfLast()
 		return errLoginsWaiting
 	}
-	okUser := subtle.ConstantTimeCompare([]byte(user), []byte(cfg.User))
-	okPass := subtle.ConstantTimeCompare([]byte(password), []byte(cfg.Password))
-	if okUser&okPass != 1 {
+	userOK, ok := loginguard.NewCredentials(cfg.User, cfg.Password).Check(user, password)
+	if !ok {
 		s.failures++
-		src, d := g.Fail(remote, s.failures, okUser == 1, s.failures >= g.Limits().MaxFailures)
+		src, d := g.Fail(remote, s.failures, userOK, s.failures >= g.Limits().MaxFailures)
 		// Closing the server ends the wait; the connection goes with it.
 		g.Limits().Wait(s.srv.ctx, d)
 		g.Done(src)
