@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -91,5 +92,23 @@ func TestAPIWarnsBeyondLocalhost(t *testing.T) {
 				t.Errorf("listening on %v (TLS %v): warned %v, want %v; log:\n%s", served.Addr(), c.tls != nil, warned, c.warn, out)
 			}
 		})
+	}
+}
+
+// TestServerPprofOnLoopback: cspool server --pprof-addr beyond loopback is
+// refused at start, as the daemon's is. The profiles have no login, and
+// /debug/pprof/cmdline serves the command line, which may hold a --dsn
+// with its password. The server served them on any address it was given,
+// ":6060" (every address) included.
+func TestServerPprofOnLoopback(t *testing.T) {
+	t.Parallel()
+	for _, addr := range []string{":6060", "0.0.0.0:6060", "[::]:6060", "192.0.2.1:6060", "6060"} {
+		var stderr bytes.Buffer
+		e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &stderr, getenv: func(string) string { return "" }}
+		// A server that takes the address stops at the next check.
+		code := run(e, []string{"server", "--pprof-addr", addr, "--max-message-size", "0"})
+		if msg := stderr.String(); code != 2 || !strings.Contains(msg, "--pprof-addr") || !strings.Contains(msg, "loopback") {
+			t.Errorf("cspool server --pprof-addr %s: exit %d, stderr %q; want 2 and a word on loopback", addr, code, msg)
+		}
 	}
 }

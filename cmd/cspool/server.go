@@ -97,7 +97,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9399; empty: off")
-	pprofAddr := fs.String("pprof-addr", "", "serve the Go runtime's profiles at http://ADDR/debug/pprof/ (keep it on localhost); empty: off")
+	pprofAddr := fs.String("pprof-addr", "", "serve the Go runtime's profiles at http://ADDR/debug/pprof/ (a loopback address only: they have no login); empty: off")
 	gcPercent := fs.Int("gc-percent", defaultServerGCPercent, "the garbage collector's goal, in percent of the live heap it may grow by between collections (debug.SetGCPercent, Go's GOGC), while the byte limits hold under 32 MiB; 50 from there until they hold under 16 MiB; left unset, a GOGC in the environment wins")
 	maxConns := fs.Int("max-conns-per-addr", 64, "connections one client address (IPv4, or IPv6 /64) may hold open to the HTTP API; 0: no limit")
 	refusalRate := fs.Int("refusal-rate", 20, "refusals a second one client address gets answered at once; beyond, answers are held up to 2 s; 0: never held")
@@ -113,6 +113,11 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	}
 	if fs.NArg() != 0 {
 		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if *pprofAddr != "" {
+		if err := checkPprofAddr(*pprofAddr); err != nil {
+			return err
+		}
 	}
 	if *port < 0 || *port > 65535 {
 		return usagef("--port %d out of range", *port)

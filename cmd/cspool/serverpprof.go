@@ -11,11 +11,26 @@ import (
 	"time"
 )
 
+// checkPprofAddr refuses a --pprof-addr that is not a loopback host:port,
+// for the spool server and the device daemon alike. The profiles have no
+// login: whoever reaches them reads the process's command line
+// (/debug/pprof/cmdline, which may hold a --password or a --dsn with its
+// password), its goroutines' stacks, and starts CPU profiles and traces
+// that cost the process while they run. Beyond this machine, an SSH tunnel
+// reaches a loopback address.
+func checkPprofAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || !isLoopback(host) {
+		return usagef("--pprof-addr %q: want a loopback host:port, such as 127.0.0.1:6060: the profiles have no login, "+
+			"and serve the command line to whoever reaches them (from another machine, use an SSH tunnel)", addr)
+	}
+	return nil
+}
+
 // startPprof serves the Go runtime's profiles (CPU, heap, goroutines;
 // net/http/pprof) at http://ADDR/debug/pprof/ on a listener of its own, for
-// an operator who wants to see where a server's time or memory goes. Off by
-// default. A heap profile holds whatever the process holds in memory (user
-// names, sealed entries in flight), so keep ADDR on localhost.
+// an operator who wants to see where a process's time or memory goes. Off
+// by default; ADDR is a loopback address (checkPprofAddr).
 func startPprof(addr string, errc chan<- error) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
