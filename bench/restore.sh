@@ -73,10 +73,24 @@ fi
 $C server --spool-dir spool --users users --spool-key spool.sec --port $SP 2>server.log &
 pids+=($!)
 for i in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/$SP) 2>/dev/null && break; sleep 0.1; done
+# A request signed within the second the server started is refused once
+# (API.md §2, the restart rule) and asked again in the next second: the
+# first run waited up to a second for it (bench/imap.sh waits too).
+sleep 1.1
 
 for r in $(seq 1 "$RUNS"); do
 	for bin in $CSPOOLS; do
 		db=new-$r-$(basename "$bin").db
+		# Without DURING, the client that waits for STATUS starts first
+		# and the clock once it has (Python's start is not the
+		# restore's), and STATUS is asked every 10 ms: the time is
+		# taken as bench/imap.sh takes a first sync's.
+		rm -f ready "$db.wait"
+		if [ -z "${DURING:-}" ]; then
+			$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$M" 3600 ready >"$db.wait" &
+			wpid=$!
+			while [ ! -e ready ]; do sleep 0.01; done
+		fi
 		t0=$(date +%s.%N)
 		"$bin" imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
 			--spool-server http://127.0.0.1:$SP --db "$db" --password pw --port $((P + 3)) \
@@ -88,9 +102,6 @@ for r in $(seq 1 "$RUNS"); do
 		tmax=0
 		if [ -n "${DURING:-}" ]; then
 			$IB during 127.0.0.1 $((P + 3)) alice pw "$DURING" "$M" 3600 >"$db.during" &
-			wpid=$!
-		else
-			$IB waitcount 127.0.0.1 $((P + 3)) alice pw "$M" 3600 >/dev/null &
 			wpid=$!
 		fi
 		# One find a look (it was a readlink and a stat for every open
@@ -104,11 +115,14 @@ for r in $(seq 1 "$RUNS"); do
 		done
 		wait $wpid
 		t1=$(date +%s.%N)
-		echo "$bin run $r: STATUS shows $M after $(python3 -c "print('%.1f' % ($t1 - $t0))") s, peak RSS $(hwm $dpid) MB, largest unlinked file $((tmax / 1048576)) MB $(load)"
+		[ -z "${DURING:-}" ] && t1=$(python3 -c "import json; print(json.load(open('$db.wait'))['reached_at'])")
+		echo "$bin run $r: STATUS shows $M after $(python3 -c "print('%.2f' % ($t1 - $t0))") s, peak RSS $(hwm $dpid) MB, largest unlinked file $((tmax / 1048576)) MB $(load)"
 		grep -o '"msg":"rebuilt from checkpoint"[^}]*\|msg="rebuilt from checkpoint".*' "$db.log" | sed 's/^/  /' || true
 		[ -n "${DURING:-}" ] && echo "  client during the bootstrap: $(cat "$db.during")"
 		kill $dpid
 		wait $dpid 2>/dev/null || true
-		rm -f "$db" "$db"-*
+		# The database, its WAL and the daemon's lock file and socket
+		# folder go; its log stays beside a kept (REUSE) work folder.
+		rm -rf "$db" "$db"-* "$db".lock "$db".run "$db.wait" ready
 	done
 done
