@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
@@ -88,6 +89,7 @@ func (s *Syncer) sendGrouped(sub *submission) submitted {
 // lead sends the next group, then passes the lead to the one after, if
 // any submission waits.
 func (s *Syncer) lead() {
+	s.paceAppend()
 	g := s.takeGroup()
 	if g == nil {
 		return
@@ -110,6 +112,18 @@ func (s *Syncer) lead() {
 	}
 	s.sendGroup(g, pass)
 	pass()
+}
+
+// paceAppend waits for the lead's turn to append (Config.AppendRate):
+// at most 1/AppendRate once the burst is spent. The submissions made
+// meanwhile wait with the leader's, and go in its group.
+func (s *Syncer) paceAppend() {
+	if s.appends == nil {
+		return
+	}
+	if d := s.appends.Reserve().Delay(); d > 0 {
+		time.Sleep(d)
+	}
 }
 
 // takeGroup takes the submissions waiting, in order, up to the batch

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/spool"
 )
 
@@ -343,6 +345,85 @@ func TestGroupQueuedInOrder(t *testing.T) {
 	for i, m := range got {
 		if kw := fmt.Sprintf("$k%d", i); !slices.Contains(m.Flags, kw) {
 			t.Errorf("message %d on the other device has flags %v, want %s", i, m.Flags, kw)
+		}
+	}
+}
+
+// TestAppendsPaced: sessions making changes as fast as the device takes
+// them do not append faster than Config.AppendRate once the burst is
+// spent: the changes made while a group waits for its turn go in it. The
+// device appended each group as soon as the one before was answered, and
+// with a read after each, a mail client storing flags on 10 sessions spent
+// the user key's request budget on the spool in 20 s (429 for minutes
+// after). Every change is still applied, each session's in order.
+func TestAppendsPaced(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	const sessions, each = 8, 25
+	for i := 0; i < sessions; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	src := newGatedSource(StoreSource{Store: r.log, User: "alice"})
+	close(src.release)
+	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	const rate, burst = 40, 5
+	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: ms,
+		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, AppendRate: rate, AppendBurst: burst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, s)
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := s.WaitApplied(ctx, sessions); err != nil {
+		t.Fatal(err)
+	}
+	_, msgs := inbox(t, ms)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, sessions)
+	for i := 0; i < sessions; i++ {
+		wg.Go(func() {
+			for j := 0; j < each; j++ {
+				kw := fmt.Sprintf("$s%dn%d", i, j)
+				outs, err := s.Submit(ctx, &command.Command{Kind: command.SetFlags, Flags: []string{kw}, IDs: []command.ID{msgs[i].ID}})
+				if err == nil && (len(outs) != 1 || outs[0].Status != mailstore.Applied) {
+					err = fmt.Errorf("session %d, change %d: outcomes %+v", i, j, outs)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	requests, entries := src.counts()
+	t.Logf("%d changes from %d sessions: %d append requests in %v", sessions*each, sessions, requests, elapsed)
+	if entries != sessions*each {
+		t.Errorf("%d entries appended, want %d", entries, sessions*each)
+	}
+	// A token bucket allows burst, then rate a second (one more for the
+	// token that refills while the first waits).
+	if most := burst + 1 + int(rate*elapsed.Seconds()); requests > most {
+		t.Errorf("%d append requests in %v, want at most %d (%d a second after a burst of %d)", requests, elapsed, most, rate, burst)
+	}
+	_, msgs = inbox(t, ms)
+	for i := 0; i < sessions; i++ {
+		for j := 0; j < each; j++ {
+			if kw := fmt.Sprintf("$s%dn%d", i, j); !slices.Contains(msgs[i].Flags, kw) {
+				t.Fatalf("message %d lacks %s", i, kw)
+			}
 		}
 	}
 }
