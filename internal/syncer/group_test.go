@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/mailstore"
-	"cspool/internal/mimeform"
 	"cspool/internal/spool"
 )
 
@@ -365,17 +363,8 @@ func TestAppendsPaced(t *testing.T) {
 	}
 	src := newGatedSource(StoreSource{Store: r.log, User: "alice"})
 	close(src.release)
-	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ms.Close() })
 	const rate, burst = 40, 5
-	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: ms,
-		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, AppendRate: rate, AppendBurst: burst})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ms := r.deviceWith("a", Config{Source: src, AppendRate: rate, AppendBurst: burst})
 	stop := run(t, s)
 	defer stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -48,16 +48,30 @@ func newRig(t *testing.T) *rig {
 // device opens a fresh mail store and a syncer on it.
 func (r *rig) device(name string, src Source, onApplied func(*mailstore.Result)) (*Syncer, *mailstore.Store) {
 	r.t.Helper()
+	return r.deviceWith(name, Config{Source: src, OnApplied: onApplied})
+}
+
+// deviceWith is device with more of the syncer's settings: cfg's user,
+// keys and store are the rig's, its source the rig's log when nil, and
+// its long-poll wait and backoff short unless set.
+func (r *rig) deviceWith(name string, cfg Config) (*Syncer, *mailstore.Store) {
+	r.t.Helper()
 	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"), mimeform.Parser{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { ms.Close() })
-	if src == nil {
-		src = StoreSource{Store: r.log, User: "alice"}
+	if cfg.Source == nil {
+		cfg.Source = StoreSource{Store: r.log, User: "alice"}
 	}
-	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: ms,
-		OnApplied: onApplied, Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond})
+	cfg.User, cfg.UserKey, cfg.SpoolKey, cfg.Store = "alice", r.user, r.spool.Public(), ms
+	if cfg.Wait == 0 {
+		cfg.Wait = 2 * time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 200 * time.Millisecond
+	}
+	s, err := New(cfg)
 	if err != nil {
 		r.t.Fatal(err)
 	}
