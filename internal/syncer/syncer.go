@@ -242,7 +242,8 @@ type Config struct {
 	// 429 until the oldest of them was 5 minutes old, and every change
 	// and every new mail waited that long. At 12 a second after a
 	// burst of 2,000, appends and their reads stay under 11,200 in any
-	// 5 minutes, with the long-polls under 14,800. 0 = 12 a second,
+	// 5 minutes, which leaves another device's long-polls (3,600) room.
+	// 0 = 12 a second,
 	// burst 2,000; AppendRate < 0: no bound.
 	AppendRate  float64
 	AppendBurst int
