@@ -236,15 +236,14 @@ type Config struct {
 	// changes waits for its turn, and the changes made meanwhile join
 	// it. Each append is also followed by a read at once (its Submit
 	// waits on it), so a mail client making changes as fast as the
-	// device takes them (10 sessions storing flags, 600 changes a
-	// second) spent the user key's budget on the spool, 16,384 requests
+	// device takes them (10 sessions of the IMAP stress mix, about 500
+	// appends a second) spent the user key's budget on the spool, 16,384 requests
 	// in 5 minutes (docs/API.md §2), in 20 s: the spool then answered
 	// 429 until the oldest of them was 5 minutes old, and every change
 	// and every new mail waited that long. At 12 a second after a
 	// burst of 2,000, appends and their reads stay under 11,200 in any
 	// 5 minutes, which leaves another device's long-polls (3,600) room.
-	// 0 = 12 a second,
-	// burst 2,000; AppendRate < 0: no bound.
+	// 0 = 12 a second, burst 2,000; AppendRate < 0: no bound.
 	AppendRate  float64
 	AppendBurst int
 }
