@@ -27,7 +27,10 @@ import (
 //     outcomes, once they are applied: a rejection of one is in its own
 //     outcome only.
 //   - Submissions that arrive while a request is on its way wait for it to
-//     be answered, then go together in the next. The lead passes on as
+//     be answered, then go together in the next. Once the burst of
+//     Config.AppendBurst is spent, a leader first waits for its turn
+//     (Config.AppendRate, paceAppend), and those that arrive meanwhile
+//     join its group. The lead passes on as
 //     soon as the spool has answered (or the group is queued), so the next
 //     request is on its way while this group's positions are recorded.
 //   - A group is appended on the head the spool last gave this device
