@@ -86,6 +86,25 @@ type submitResult struct {
 	err  error
 }
 
+// startDevice delivers n messages, starts device "a" on cfg (its Source
+// the test's) until the test ends, and waits until it applied them: the
+// syncer, its store, INBOX's messages, and a context of 60 s for the test.
+func startDevice(t *testing.T, r *rig, n int, cfg Config) (*Syncer, *mailstore.Store, *mailstore.Mailbox, []*mailstore.Message, context.Context) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	s, ms := r.deviceWith("a", cfg)
+	t.Cleanup(run(t, s))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	if err := s.WaitApplied(ctx, uint64(n)); err != nil {
+		t.Fatal(err)
+	}
+	mb, msgs := inbox(t, ms)
+	return s, ms, mb, msgs, ctx
+}
+
 // TestGroupCommit: changes submitted by many sessions while an append is
 // on its way share the next one: one append request to the spool, one
 // record and one apply on the device, not one of each per change (the
@@ -97,19 +116,8 @@ func TestGroupCommit(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	const n = 12
-	for i := 0; i < n; i++ {
-		r.deliver(r.spool, msg(i))
-	}
 	src := newGatedSource(StoreSource{Store: r.log, User: "alice"})
-	s, ms := r.device("a", src, nil)
-	stop := run(t, s)
-	defer stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := s.WaitApplied(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	_, msgs := inbox(t, ms)
+	s, ms, _, msgs, ctx := startDevice(t, r, n, Config{Source: src})
 
 	// Session i sets keyword $ki on message i; session n-1 sends two
 	// changes at once; session n-2 creates INBOX, which the apply refuses.
@@ -209,20 +217,9 @@ func TestGroupRefusalIsOnesOwn(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	const n = 6
-	for i := 0; i < n; i++ {
-		r.deliver(r.spool, msg(i))
-	}
 	src := newGatedSource(StoreSource{Store: r.log, User: "alice"})
 	src.maxEntry = 4096
-	s, ms := r.device("a", src, nil)
-	stop := run(t, s)
-	defer stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := s.WaitApplied(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	mb, msgs := inbox(t, ms)
+	s, ms, mb, msgs, ctx := startDevice(t, r, n, Config{Source: src})
 	big := &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: mb.ID, Date: 1764000000000,
 		Body: []byte("Subject: big\r\n\r\n" + string(make([]byte, 8192)))}
 	const bigOne = 3
@@ -358,21 +355,10 @@ func TestAppendsPaced(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	const sessions, each = 8, 25
-	for i := 0; i < sessions; i++ {
-		r.deliver(r.spool, msg(i))
-	}
 	src := newGatedSource(StoreSource{Store: r.log, User: "alice"})
 	close(src.release)
 	const rate, burst = 40, 5
-	s, ms := r.deviceWith("a", Config{Source: src, AppendRate: rate, AppendBurst: burst})
-	stop := run(t, s)
-	defer stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := s.WaitApplied(ctx, sessions); err != nil {
-		t.Fatal(err)
-	}
-	_, msgs := inbox(t, ms)
+	s, ms, _, msgs, ctx := startDevice(t, r, sessions, Config{Source: src, AppendRate: rate, AppendBurst: burst})
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, sessions)
