@@ -44,6 +44,7 @@ var (
 	_ syncer.IntoSource   = (*api.Client)(nil)
 	_ syncer.EachSource   = (*api.Client)(nil)
 	_ syncer.Checkpointer = (*api.Client)(nil)
+	_ syncer.Budgeted     = (*api.Client)(nil) // the loop paces its requests to the spool's budget
 )
 
 // device is the device role, assembled here once: the database's lock and

@@ -103,8 +103,8 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	refusalRate := fs.Int("refusal-rate", 20, "refusals a second one client address gets answered at once; beyond, answers are held up to 2 s; 0: never held")
 	maxPolls := fs.Int("max-long-polls", 16, "reads of one user that may wait for new entries at once")
 	maxWait := fs.Duration("max-wait", 5*time.Minute, "longest wait granted to a long-poll (a waiting device renews its read this often); behind a reverse proxy keep it below the proxy's read timeout")
-	userNonces := fs.Int("nonces-per-key", 1<<14, "requests of one user's key remembered at once against replays (its budget over 5 minutes)")
-	spoolNonces := fs.Int("spool-key-nonces", 1<<18, "requests of the spool key remembered at once (deliveries over HTTP in 5 minutes)")
+	userNonces := fs.Int("nonces-per-key", 1<<14, "requests of one user's key remembered at once against replays (its budget in any 61 s)")
+	spoolNonces := fs.Int("spool-key-nonces", 1<<18, "requests of the spool key remembered at once (deliveries over HTTP in any 61 s)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -201,6 +201,15 @@ func (c *countingSource) Health(ctx context.Context) error {
 	return p.Health(ctx)
 }
 
+// Budget passes the spool's budget through (syncer.Budgeted), so that the
+// loop paces its requests by it.
+func (c *countingSource) Budget() (int, time.Duration, bool) {
+	if b, ok := c.Source.(syncer.Budgeted); ok {
+		return b.Budget()
+	}
+	return 0, 0, false
+}
+
 // countingCheckpointer is a countingSource over a source with checkpoints:
 // the syncer finds the capability with a type assertion, so it must stay
 // visible through the wrapper.

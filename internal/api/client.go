@@ -70,7 +70,46 @@ type Client struct {
 	// timestamp it accepted then (Unix seconds).
 	offset   atomic.Int64
 	earliest atomic.Int64
+	// budget is the last HeaderBudget the server sent, packed
+	// (packBudget); zero: none yet.
+	budget atomic.Uint64
 }
+
+// Budget returns the nonce budget of this client's key that the server
+// last gave (HeaderBudget, docs/API.md §2): at most requests held at once,
+// each for window after its timestamp. ok is false until a server's
+// answer carried one (a server of an earlier release sends none).
+func (c *Client) Budget() (requests int, window time.Duration, ok bool) {
+	b := c.budget.Load()
+	if b == 0 {
+		return 0, 0, false
+	}
+	return int(b >> 32), time.Duration(b&(1<<32-1)) * time.Second, true
+}
+
+// learnBudget keeps resp's HeaderBudget, if it has one of the right form
+// within bounds (the spool is not trusted: a value beyond them is
+// ignored).
+func (c *Client) learnBudget(resp *http.Response) {
+	v := resp.Header.Get(HeaderBudget)
+	if v == "" {
+		return
+	}
+	ns, ss, ok := strings.Cut(v, "/")
+	if !ok {
+		return
+	}
+	n, err1 := strconv.ParseUint(ns, 10, 32)
+	secs, err2 := strconv.ParseUint(ss, 10, 32)
+	if err1 != nil || err2 != nil || n == 0 || secs == 0 || secs > maxBudgetWindow {
+		return
+	}
+	c.budget.Store(n<<32 | secs)
+}
+
+// maxBudgetWindow bounds the window of a HeaderBudget the client takes, in
+// seconds.
+const maxBudgetWindow = 3600
 
 // NewClient returns a client of the server at baseURL (http:// or https://,
 // no path), acting as user with key. hc nil means a plain http.Client; its
@@ -401,6 +440,7 @@ func (c *Client) sendBody(ctx context.Context, op, method, path string, q url.Va
 		if err != nil {
 			return nil, transportError(op, err)
 		}
+		c.learnBudget(resp)
 		if resp.StatusCode == http.StatusOK {
 			return resp, nil
 		}

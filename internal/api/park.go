@@ -138,6 +138,7 @@ func (s *Server) answerParked(pk *parked) *limitedConn {
 	}
 	rw := &recorder{ResponseWriter: cw, status: http.StatusOK}
 	rw.Header().Set("Cspool-Request-Id", pk.ri.id)
+	s.setBudget(rw.Header(), pk.ri)
 	var entries []spool.Entry
 	var known *spool.Tip
 	if err == nil && moved {

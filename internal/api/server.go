@@ -121,7 +121,10 @@ type Config struct {
 	// a reverse proxy keep it below the proxy's read timeout.
 	MaxWait time.Duration
 	// ClockSkew is how far behind the server's clock a request's timestamp
-	// may be. Zero means 5 minutes.
+	// may be, and so how long its nonce is remembered (plus a second).
+	// Zero means 1 minute: a client whose clock is further off is told
+	// the server's time and signs again (docs/API.md §2), and the shorter
+	// the window, the more requests a nonce budget allows a second.
 	ClockSkew time.Duration
 	// FutureSkew is how far ahead of the server's clock a request's
 	// timestamp may be. Zero means 30 s. It also sets the restart rule: a
@@ -137,11 +140,12 @@ type Config struct {
 	// MaxNonces is the nonce budget of each user key: how many of its
 	// requests the server remembers at once (each for ClockSkew after its
 	// timestamp). Beyond it the key's requests get 429 until its oldest
-	// nonces expire; no other key is affected. Zero means 16384 (about 54
-	// requests a second, sustained, for all of a user's devices together).
+	// nonces expire; no other key is affected. Zero means 16384 (about 268
+	// requests a second, sustained over the 61 s each is held, for all of a
+	// user's devices together).
 	MaxNonces int
 	// SpoolKeyNonces is the nonce budget of the spool key (deliveries over
-	// HTTP). Zero means 262144, about 870 deliveries a second sustained.
+	// HTTP). Zero means 262144, about 4,300 deliveries a second sustained.
 	SpoolKeyNonces int
 	// MaxLongPolls bounds the reads of one user waiting for new entries at
 	// once; a read that would wait beyond it gets 429. Zero means 16.
@@ -213,7 +217,7 @@ func (c *Config) fill() {
 		c.MaxWait = 5 * time.Minute
 	}
 	if c.ClockSkew <= 0 {
-		c.ClockSkew = 5 * time.Minute
+		c.ClockSkew = time.Minute
 	}
 	if c.FutureSkew <= 0 {
 		c.FutureSkew = 30 * time.Second
@@ -471,6 +475,9 @@ type reqInfo struct {
 	key   keys.PublicKey // the signer named by the Authorization header
 	keyID [8]byte        // key.KeyID(), once key is set
 	spool bool           // signed with the spool key
+	// budget is the signer's nonce budget, once its signature verified
+	// and it was authorized (HeaderBudget).
+	budget int
 	// repeat: an append answered with the position its request got
 	// before (spool.OnceAppender), appending nothing.
 	repeat bool

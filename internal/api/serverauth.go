@@ -67,6 +67,7 @@ const (
 func (s *Server) authed(h handler, rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := s.authenticate(r, rt)
+		s.setBudget(w.Header(), info(r))
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -105,6 +106,27 @@ const HeaderEarliestTS = "Cspool-Earliest-Ts"
 // on a connection that broke after it was sent (Go's net/http retries a
 // GET so), or a proxy's. Its value is "1".
 const HeaderReplayed = "Cspool-Replayed"
+
+// HeaderBudget, on every answer to a request whose signature verified and
+// whose signer may use the route (429 for its budget included), is the
+// signer's nonce budget (docs/API.md §2): "N/S", at most N requests of the
+// key held at once, each for S seconds after its timestamp; about N/S
+// requests a second, sustained. A device paces its requests by it
+// (syncer.Budgeted).
+const HeaderBudget = "Cspool-Budget"
+
+// setBudget writes HeaderBudget for the request ri, if its signer passed.
+func (s *Server) setBudget(h http.Header, ri *reqInfo) {
+	if ri.budget > 0 {
+		h.Set(HeaderBudget, strconv.Itoa(ri.budget)+"/"+strconv.FormatInt(int64(s.nonceHold().Seconds()), 10))
+	}
+}
+
+// nonceHold is how long a nonce is remembered after its request's
+// timestamp, in whole seconds, rounded up.
+func (s *Server) nonceHold() time.Duration {
+	return (s.cfg.ClockSkew + time.Second + time.Second - 1).Truncate(time.Second)
+}
 
 // authenticate decides who signed r and whether they may use the route. The
 // checks run cheapest first, and nothing is stored before the last one: a
@@ -187,8 +209,9 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 			return nil, usersError(err, user)
 		}
 	}
+	ri.budget = budget
 	var be *budgetError
-	switch err := s.nonces.add(ri.keyID, a.nonce, time.Unix(a.ts, 0).Add(s.cfg.ClockSkew+time.Second), now, budget); {
+	switch err := s.nonces.add(ri.keyID, a.nonce, time.Unix(a.ts, 0).Add(s.nonceHold()), now, budget); {
 	case errors.Is(err, errReplayed) && c.onced:
 		// Answered from the store's record of its append, if it has one
 		// (appendEntries); refused as a replay otherwise.

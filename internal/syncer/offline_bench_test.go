@@ -101,6 +101,13 @@ func (h *httpSpool) stop() {
 // device opens a store and a syncer on the spool, as the daemon is set up.
 func (h *httpSpool) device(name string) (*Syncer, *mailstore.Store) {
 	h.tb.Helper()
+	return h.deviceWith(name, Config{})
+}
+
+// deviceWith is device with more of the syncer's settings: cfg's user,
+// keys, store, source and logger are the spool's.
+func (h *httpSpool) deviceWith(name string, cfg Config) (*Syncer, *mailstore.Store) {
+	h.tb.Helper()
 	ms, err := mailstore.Open(filepath.Join(h.dir, name+".db"), mimeform.Parser{})
 	if err != nil {
 		h.tb.Fatal(err)
@@ -110,9 +117,10 @@ func (h *httpSpool) device(name string) (*Syncer, *mailstore.Store) {
 	if err != nil {
 		h.tb.Fatal(err)
 	}
-	s, err := New(Config{User: "alice", UserKey: h.user, SpoolKey: h.spoolKey.Public(), Source: client, Store: ms,
-		Logger: h.quiet, Permanent: api.Hint, CheckpointMin: -1,
-		Unreachable: func(err error) bool { return errors.Is(err, api.ErrTransport) }})
+	cfg.User, cfg.UserKey, cfg.SpoolKey, cfg.Source, cfg.Store, cfg.Logger = "alice", h.user, h.spoolKey.Public(), client, ms, h.quiet
+	cfg.Permanent, cfg.CheckpointMin = api.Hint, -1
+	cfg.Unreachable = func(err error) bool { return errors.Is(err, api.ErrTransport) }
+	s, err := New(cfg)
 	if err != nil {
 		h.tb.Fatal(err)
 	}

@@ -228,7 +228,10 @@ type Config struct {
 	// 10 a second after a burst of 600, a device makes at most 3,600
 	// long-polls in 5 minutes, and during a burst each read takes what
 	// arrived in the last tenth of a second; a device's own change is
-	// read at once. 0 = 10 a second, burst 600; PollRate < 0: no bound.
+	// read at once. Both 0: paced to the budget the spool states
+	// (fitBudget: 10 a second after 600 at that budget of 16,384 in
+	// 5 minutes, and as many times that as a budget allows more: 49 a
+	// second at 16,384 in 61 s); PollRate < 0: no bound.
 	PollRate  float64
 	PollBurst int
 	// AppendRate and AppendBurst bound how often this device's own
@@ -243,7 +246,9 @@ type Config struct {
 	// and every new mail waited that long. At 12 a second after a
 	// burst of 2,000, appends and their reads stay under 11,200 in any
 	// 5 minutes, which leaves another device's long-polls (3,600) room.
-	// 0 = 12 a second, burst 2,000; AppendRate < 0: no bound.
+	// Both 0: paced to the spool's budget as PollRate (12 a second after
+	// 2,000 at 16,384 in 5 minutes, 59 at 16,384 in 61 s); AppendRate < 0:
+	// no bound.
 	AppendRate  float64
 	AppendBurst int
 }
@@ -337,6 +342,9 @@ type Syncer struct {
 	hurry              chan struct{} // Submit: a change of this device waits to be read and applied
 	polls              *rate.Limiter // the loop's long-polls (Config.PollRate), nil: no bound
 	appends            *rate.Limiter // this device's appends of its changes (Config.AppendRate), nil: no bound
+	autoPolls          bool          // polls paced to the spool's budget (fitBudget): Config.PollRate and PollBurst were left zero
+	autoAppends        bool          // the same for appends
+	budget             budgetSeen    // the spool's budget the paces were last set for; guarded by mu
 	noHeadSourceLogged bool          // the loop's own
 	ahead              *readAhead    // the loop's own: the next read, made while a batch applies (ahead.go)
 	spare              []byte        // the loop's own: the buffer of a read ahead whose bytes were let go, for the next (ahead.go)
@@ -380,16 +388,16 @@ func (c *Config) fill() {
 		c.CheckpointMin = 1000
 	}
 	if c.PollRate == 0 {
-		c.PollRate = 10
+		c.PollRate = basePollRate
 	}
 	if c.PollBurst <= 0 {
-		c.PollBurst = 600
+		c.PollBurst = basePollBurst
 	}
 	if c.AppendRate == 0 {
-		c.AppendRate = 12
+		c.AppendRate = baseAppendRate
 	}
 	if c.AppendBurst <= 0 {
-		c.AppendBurst = 2000
+		c.AppendBurst = baseAppendBurst
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = 30 * time.Second
@@ -413,6 +421,7 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.Store == nil || cfg.Source == nil || cfg.UserKey == nil || cfg.User == "" {
 		return nil, errors.New("syncer: store, source, user and user key are required")
 	}
+	autoPolls, autoAppends := cfg.PollRate == 0 && cfg.PollBurst <= 0, cfg.AppendRate == 0 && cfg.AppendBurst <= 0
 	cfg.fill()
 	pos, err := cfg.Store.Position(context.Background())
 	if err != nil {
@@ -428,6 +437,8 @@ func New(cfg Config) (*Syncer, error) {
 		hurry:   make(chan struct{}, 1),
 
 		firstBackoff: 250 * time.Millisecond,
+		autoPolls:    autoPolls,
+		autoAppends:  autoAppends,
 	}
 	if cfg.PollRate > 0 {
 		s.polls = rate.NewLimiter(rate.Limit(cfg.PollRate), cfg.PollBurst)
@@ -435,6 +446,7 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.AppendRate > 0 {
 		s.appends = rate.NewLimiter(rate.Limit(cfg.AppendRate), cfg.AppendBurst)
 	}
+	s.fitBudget()
 	s.status.Position = pos
 	if s.status.Queued, err = cfg.Store.QueueLen(context.Background()); err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
@@ -1022,6 +1034,11 @@ func rejectReason(err error) string {
 }
 
 func (s *Syncer) contact(head, checkpoint uint64) {
+	s.noteContact(head, checkpoint)
+	s.fitBudget() // the spool's answer may state its budget
+}
+
+func (s *Syncer) noteContact(head, checkpoint uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.status.Connected && s.status.LastError != "" {

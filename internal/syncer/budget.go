@@ -1,0 +1,95 @@
+package syncer
+
+import (
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Budgeted is the optional capability of a Source to say the spool's
+// budget of requests for the user's key (docs/API.md §2, the nonce
+// budget; api.Client reads it from every answer): at most requests held at
+// once, each for window. ok is false while it is not known (a spool of an
+// earlier release states none); requests < 0 means no budget at all (a
+// store in this process).
+type Budgeted interface {
+	Budget() (requests int, window time.Duration, ok bool)
+}
+
+// Budget implements Budgeted: a store in this process counts no requests.
+func (StoreSource) Budget() (int, time.Duration, bool) { return -1, 0, true }
+
+// The budget the default paces were set for: a spool that states none
+// is taken to have it (16,384 requests, each held 5 minutes and 1 s, by
+// spools before HeaderBudget).
+const (
+	baseBudget = 16384
+	baseWindow = 301 * time.Second
+)
+
+// Default paces at the base budget (Config.PollRate and AppendRate).
+const (
+	basePollRate    = 10
+	basePollBurst   = 600
+	baseAppendRate  = 12
+	baseAppendBurst = 2000
+)
+
+// budgetSeen is a budget the paces were set for.
+type budgetSeen struct {
+	requests int
+	window   time.Duration
+}
+
+// fitBudget sets the paces left to their defaults (Config.PollRate and
+// AppendRate zero) to the spool's budget, when it states one that differs
+// from the one they were set for: the same share of it as the defaults
+// take of the base budget, so a spool that holds each request a minute
+// instead of five lets a device make five times as many, and a spool
+// configured with a smaller budget is not overrun. Without a budget (a
+// store in this process) they do not bound.
+func (s *Syncer) fitBudget() {
+	b, ok := s.cfg.Source.(Budgeted)
+	if !ok || (!s.autoPolls && !s.autoAppends) {
+		return
+	}
+	n, w, ok := b.Budget()
+	if !ok {
+		return
+	}
+	seen := budgetSeen{n, w}
+	s.mu.Lock()
+	same := s.budget == seen
+	s.budget = seen
+	s.mu.Unlock()
+	if same {
+		return
+	}
+	set := func(l *rate.Limiter, r float64, burst int) {
+		if l == nil {
+			return
+		}
+		if n < 0 {
+			l.SetLimit(rate.Inf)
+			return
+		}
+		l.SetLimit(rate.Limit(r * rateScale(n, w)))
+		l.SetBurst(max(1, burst*n/baseBudget))
+	}
+	if s.autoPolls {
+		set(s.polls, basePollRate, basePollBurst)
+	}
+	if s.autoAppends {
+		set(s.appends, baseAppendRate, baseAppendBurst)
+	}
+	if n >= 0 {
+		s.log.Debug("paced to the spool's budget", "requests", n, "window", w,
+			"polls_per_s", float64(basePollRate)*rateScale(n, w), "appends_per_s", float64(baseAppendRate)*rateScale(n, w))
+	}
+}
+
+// rateScale is how many times the base budget's sustained rate a budget
+// of n requests held w each allows.
+func rateScale(n int, w time.Duration) float64 {
+	return (float64(n) / w.Seconds()) / (baseBudget / baseWindow.Seconds())
+}

@@ -1,0 +1,66 @@
+package syncer
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"cspool/internal/api"
+)
+
+// TestPacedToSpoolBudget: the device paces its long-polls and appends by
+// the budget its spool states (api.HeaderBudget), the same share of it
+// as at the budget of the spools before: five times as fast at the
+// minute a nonce is now held, slower at a budget configured smaller
+// (which the fixed paces overran: 429 for the user's every device), and
+// not at all over a store in this process. Paces set in the config stay.
+func TestPacedToSpoolBudget(t *testing.T) {
+	t.Parallel()
+	h := newHTTPSpool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	paces := func(what string, s *Syncer, pollRate float64, pollBurst int, appendRate float64, appendBurst int) {
+		t.Helper()
+		near := func(a, b float64) bool { return math.Abs(a-b) < 0.01*b }
+		if got := float64(s.polls.Limit()); !near(got, pollRate) || s.polls.Burst() != pollBurst {
+			t.Errorf("%s: long-polls %.2f a second after %d, want %.2f after %d", what, got, s.polls.Burst(), pollRate, pollBurst)
+		}
+		if got := float64(s.appends.Limit()); !near(got, appendRate) || s.appends.Burst() != appendBurst {
+			t.Errorf("%s: appends %.2f a second after %d, want %.2f after %d", what, got, s.appends.Burst(), appendRate, appendBurst)
+		}
+	}
+
+	s, _ := h.device("a")
+	paces("before the spool answered", s, 10, 600, 12, 2000)
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	five := (16384 / 61.0) / (16384 / 301.0)
+	paces("after a read, the default budget (16384 requests held 61 s)", s, 10*five, 600, 12*five, 2000)
+
+	h.mod = func(c *api.Config) { c.MaxNonces = 1000 }
+	h.stop()
+	h.start()
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	small := (1000 / 61.0) / (16384 / 301.0)
+	paces("a spool's budget of 1000", s, 10*small, 600*1000/16384, 12*small, 2000*1000/16384)
+
+	set, _ := h.deviceWith("b", Config{AppendRate: 5, AppendBurst: 7})
+	if _, err := set.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if set.appends.Limit() != 5 || set.appends.Burst() != 7 {
+		t.Errorf("appends paced in the config: %v after %d, want 5 after 7 kept", set.appends.Limit(), set.appends.Burst())
+	}
+
+	r := newRig(t)
+	local, _ := r.device("c", nil, nil)
+	if local.polls.Limit() != rate.Inf || local.appends.Limit() != rate.Inf {
+		t.Errorf("over a store in this process: long-polls %v, appends %v a second; want no bound", local.polls.Limit(), local.appends.Limit())
+	}
+}
