@@ -35,6 +35,14 @@ const (
 	baseAppendBurst = 2000
 )
 
+// minPace is the slowest pace a budget sets, a second: the spool is not
+// trusted, and a budget it states of one request an hour would hold
+// every change a client makes (its Submit waits for the group's turn)
+// for an hour, where a spool that refuses requests only has them queued
+// on the device. A budget smaller than this allows gets 429s instead,
+// and the device queues its changes and tries again.
+const minPace = 1
+
 // budgetSeen is a budget the paces were set for.
 type budgetSeen struct {
 	requests int
@@ -73,7 +81,7 @@ func (s *Syncer) fitBudget() {
 			l.SetLimit(rate.Inf)
 			return
 		}
-		l.SetLimit(rate.Limit(r * rateScale(n, w)))
+		l.SetLimit(rate.Limit(max(minPace, r*rateScale(n, w))))
 		l.SetBurst(max(1, burst*n/baseBudget))
 	}
 	if s.autoPolls {

@@ -50,6 +50,14 @@ func TestPacedToSpoolBudget(t *testing.T) {
 	small := (1000 / 61.0) / (16384 / 301.0)
 	paces("a spool's budget of 1000", s, 10*small, 600*1000/16384, 12*small, 2000*1000/16384)
 
+	// A spool that states a budget of one request an hour: each change
+	// would wait an hour for its turn, and the client with it.
+	hostile, _ := h.deviceWith("h", Config{Source: statedBudget{Source: StoreSource{Store: h.store, User: "alice"}, n: 1, w: time.Hour}})
+	if _, err := hostile.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	paces("a budget of one request an hour", hostile, 1, 1, 1, 1)
+
 	set, _ := h.deviceWith("b", Config{AppendRate: 5, AppendBurst: 7})
 	if _, err := set.SyncOnce(ctx); err != nil {
 		t.Fatal(err)
@@ -64,3 +72,12 @@ func TestPacedToSpoolBudget(t *testing.T) {
 		t.Errorf("over a store in this process: long-polls %v, appends %v a second; want no bound", local.polls.Limit(), local.appends.Limit())
 	}
 }
+
+// statedBudget is a source that states the budget n in w.
+type statedBudget struct {
+	Source
+	n int
+	w time.Duration
+}
+
+func (b statedBudget) Budget() (int, time.Duration, bool) { return b.n, b.w, true }

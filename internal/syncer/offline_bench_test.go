@@ -105,7 +105,8 @@ func (h *httpSpool) device(name string) (*Syncer, *mailstore.Store) {
 }
 
 // deviceWith is device with more of the syncer's settings: cfg's user,
-// keys, store, source and logger are the spool's.
+// keys, store and logger are the spool's, its source the API client
+// unless set.
 func (h *httpSpool) deviceWith(name string, cfg Config) (*Syncer, *mailstore.Store) {
 	h.tb.Helper()
 	ms, err := mailstore.Open(filepath.Join(h.dir, name+".db"), mimeform.Parser{})
@@ -117,7 +118,10 @@ func (h *httpSpool) deviceWith(name string, cfg Config) (*Syncer, *mailstore.Sto
 	if err != nil {
 		h.tb.Fatal(err)
 	}
-	cfg.User, cfg.UserKey, cfg.SpoolKey, cfg.Source, cfg.Store, cfg.Logger = "alice", h.user, h.spoolKey.Public(), client, ms, h.quiet
+	if cfg.Source == nil {
+		cfg.Source = client
+	}
+	cfg.User, cfg.UserKey, cfg.SpoolKey, cfg.Store, cfg.Logger = "alice", h.user, h.spoolKey.Public(), ms, h.quiet
 	cfg.Permanent, cfg.CheckpointMin = api.Hint, -1
 	cfg.Unreachable = func(err error) bool { return errors.Is(err, api.ErrTransport) }
 	s, err := New(cfg)
