@@ -533,5 +533,12 @@ func responseError(op string, resp *http.Response) *Error {
 			return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "the server speaks HTTPS, and this request was plain HTTP"}
 		}
 	}
-	return &Error{Op: op, Status: resp.StatusCode, Kind: statusKind(resp.StatusCode), Msg: msg}
+	e := &Error{Op: op, Status: resp.StatusCode, Kind: statusKind(resp.StatusCode), Msg: msg}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		// Delay-seconds only (RFC 9110 §10.2.3): the API sends no date.
+		if secs, err := strconv.ParseUint(resp.Header.Get("Retry-After"), 10, 32); err == nil {
+			e.RetryAfter = min(time.Duration(secs)*time.Second, maxRetryAfter)
+		}
+	}
+	return e
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"cspool/internal/spool"
 )
@@ -61,7 +62,20 @@ type Error struct {
 	Kind   error  // one of the Err* kinds above
 	Msg    string // the server's text or the local cause
 	Err    error  // the underlying error, if any (transport failures)
+	// RetryAfter is how long the server asked the client to wait before
+	// trying again (Retry-After on a 429 or a 503: a key's spent budget, a
+	// server short of room), zero if it did not say; at most
+	// maxRetryAfter, whatever it said.
+	RetryAfter time.Duration
 }
+
+// RetryIn is e.RetryAfter: what a caller that does not import this
+// package (the syncer) finds with errors.As.
+func (e *Error) RetryIn() time.Duration { return e.RetryAfter }
+
+// maxRetryAfter bounds the wait a server's Retry-After may ask of the
+// client: the server is not trusted with how long a device stays silent.
+const maxRetryAfter = 2 * time.Minute
 
 func (e *Error) Error() string {
 	s := e.Op + ": " + e.Kind.Error()

@@ -1,8 +1,14 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"math"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,3 +87,67 @@ type statedBudget struct {
 }
 
 func (b statedBudget) Budget() (int, time.Duration, bool) { return b.n, b.w, true }
+
+// TestWaitsAsRefusalAsks: a device whose key's budget is spent (429)
+// waits as long as the spool's Retry-After says, where it retried after
+// 0.25, 0.5, 1 and 2 s (each refused again, each a signature the spool
+// checks), and logs the refusal as one, not as a spool it cannot reach.
+func TestWaitsAsRefusalAsks(t *testing.T) {
+	t.Parallel()
+	h := newHTTPSpool(t)
+	h.mod = func(c *api.Config) { c.MaxNonces = 3 }
+	h.stop()
+	h.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	other, err := api.NewClient("http://"+h.addr, "alice", h.user, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := other.Head(ctx); err != nil {
+			if !errors.Is(err, api.ErrTooManyRequests) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	client, err := api.NewClient("http://"+h.addr, "alice", h.user, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	var logMu sync.Mutex
+	src := &readCounter{Source: client}
+	s, _ := h.deviceWith("a", Config{Source: src, Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logged, mu: &logMu}, nil))})
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(runCtx) }()
+	time.Sleep(4 * time.Second)
+	stop()
+	<-done
+	src.mu.Lock()
+	n := src.reads
+	src.mu.Unlock()
+	if n > 1 {
+		t.Errorf("the device read %d times in 4 s after a 429 asking it to wait about a minute, want once", n)
+	}
+	logMu.Lock()
+	log := logged.String()
+	logMu.Unlock()
+	if !strings.Contains(log, "spool answered with an error; retrying") || strings.Contains(log, "spool unreachable") {
+		t.Errorf("the 429 logged as:\n%s\nwant it as an answer, not as a spool out of reach", log)
+	}
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}

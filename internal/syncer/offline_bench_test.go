@@ -105,8 +105,8 @@ func (h *httpSpool) device(name string) (*Syncer, *mailstore.Store) {
 }
 
 // deviceWith is device with more of the syncer's settings: cfg's user,
-// keys, store and logger are the spool's, its source the API client
-// unless set.
+// keys and store are the spool's, its source the API client and its
+// logger quiet unless set.
 func (h *httpSpool) deviceWith(name string, cfg Config) (*Syncer, *mailstore.Store) {
 	h.tb.Helper()
 	ms, err := mailstore.Open(filepath.Join(h.dir, name+".db"), mimeform.Parser{})
@@ -121,7 +121,10 @@ func (h *httpSpool) deviceWith(name string, cfg Config) (*Syncer, *mailstore.Sto
 	if cfg.Source == nil {
 		cfg.Source = client
 	}
-	cfg.User, cfg.UserKey, cfg.SpoolKey, cfg.Store, cfg.Logger = "alice", h.user, h.spoolKey.Public(), ms, h.quiet
+	if cfg.Logger == nil {
+		cfg.Logger = h.quiet
+	}
+	cfg.User, cfg.UserKey, cfg.SpoolKey, cfg.Store = "alice", h.user, h.spoolKey.Public(), ms
 	cfg.Permanent, cfg.CheckpointMin = api.Hint, -1
 	cfg.Unreachable = func(err error) bool { return errors.Is(err, api.ErrTransport) }
 	s, err := New(cfg)

@@ -542,8 +542,15 @@ func (s *Syncer) Run(ctx context.Context) error {
 				s.log.Error("cannot sync with the spool until this is fixed", "err", err, "hint", hint,
 					"next_try_in", wait)
 			}
-		default:
+		case unreachable || s.cfg.Unreachable == nil:
 			s.log.Warn("spool unreachable; retrying", "err", err, "in", backoff)
+		default:
+			// The spool answered, and refused for now (a key's budget
+			// spent, 429; its store away, 503) or answered wrongly. A
+			// refusal says how long to wait, and trying sooner is
+			// refused again.
+			wait = max(wait, retryAfter(err))
+			s.log.Warn("spool answered with an error; retrying", "err", err, "in", wait)
 		}
 		answered := false
 		if se != nil || hint != "" {
@@ -564,6 +571,16 @@ func (s *Syncer) Run(ctx context.Context) error {
 			backoff = min(backoff*2, s.cfg.MaxBackoff)
 		}
 	}
+}
+
+// retryAfter is how long a spool's refusal asked to wait before trying
+// again (api.Error's Retry-After, bounded there), zero if it did not say.
+func retryAfter(err error) time.Duration {
+	var r interface{ RetryIn() time.Duration }
+	if errors.As(err, &r) {
+		return r.RetryIn()
+	}
+	return 0
 }
 
 // temporary reports whether a Source error says that trying again later
