@@ -83,3 +83,55 @@ func waitPosition(t *testing.T, s *Syncer, pos uint64, limit time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// crowdedSource has another writer append before each of the device's
+// first crowd appends, so each of them is refused: the head moved.
+type crowdedSource struct {
+	StoreSource
+	other    func()
+	mu       sync.Mutex
+	crowd    int
+	attempts int
+}
+
+func (c *crowdedSource) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	c.mu.Lock()
+	c.attempts++
+	crowded := c.attempts <= c.crowd
+	c.mu.Unlock()
+	if crowded {
+		c.other()
+	}
+	return c.StoreSource.AppendAt(ctx, user, head, batch)
+}
+
+// TestConflictRetriesPaced: an append refused because another writer
+// moved the head is sent again only in its turn (Config.AppendRate), for
+// the two requests each refusal costs (the read of the entry after the
+// refused head, and the append again). Two devices changing things at
+// once refused each other's appends thousands of times, each refusal
+// sent again at once, and spent their user's budget on the spool in 24 s.
+func TestConflictRetriesPaced(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	const refusals, burst = 6, 20
+	src := &crowdedSource{StoreSource: StoreSource{Store: r.log, User: "alice"}, crowd: refusals}
+	i := 0
+	src.other = func() { i++; r.seal(r.spool, msg(i)) }
+	// Tokens come back too slowly to count: what is spent shows.
+	s, _ := r.deviceWith("a", Config{Source: src, AppendRate: 0.001, AppendBurst: burst})
+	defer run(t, s)()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := s.Submit(ctx, &command.Command{Kind: command.CreateMailbox, Mailbox: "Crowded"})
+	if err != nil || len(out) != 1 {
+		t.Fatalf("Submit refused %d times: %v, %v", refusals, out, err)
+	}
+	src.mu.Lock()
+	attempts := src.attempts
+	src.mu.Unlock()
+	spent := burst - s.appends.Tokens()
+	if want := float64(1 + 2*refusals); attempts != refusals+1 || spent < want-0.5 {
+		t.Errorf("%d append attempts spent %.1f turns, want %d attempts and %.0f turns (the group's, and two for each refusal)", attempts, spent, refusals+1, want)
+	}
+}

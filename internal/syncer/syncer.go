@@ -1262,6 +1262,9 @@ func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, bat
 		if try == tries {
 			return 0, err
 		}
+		if s.paceRetry(ctx) != nil {
+			return 0, err
+		}
 		head = moved.Head
 		if try%10 == 0 {
 			// A crowd: let it pass.
