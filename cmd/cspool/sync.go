@@ -203,11 +203,11 @@ func (c *countingSource) Health(ctx context.Context) error {
 
 // Budget passes the spool's budget through (syncer.Budgeted), so that the
 // loop paces its requests by it.
-func (c *countingSource) Budget() (int, time.Duration, bool) {
+func (c *countingSource) Budget() (int, time.Duration, int, bool) {
 	if b, ok := c.Source.(syncer.Budgeted); ok {
 		return b.Budget()
 	}
-	return 0, 0, false
+	return 0, 0, 0, false
 }
 
 // countingCheckpointer is a countingSource over a source with checkpoints:

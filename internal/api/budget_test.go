@@ -17,15 +17,19 @@ func TestBudgetStated(t *testing.T) {
 	const budget = 40
 	e := newEnv(t, false, func(c *Config) { c.MaxNonces = budget; c.RefusalRate = -1 })
 	ctx := testCtx(t)
-	want := "40/61" // a minute behind, and the second after: the default window
-
+	// A minute behind, and the second after: the default window; and
+	// how many of the key's requests it holds, this one included.
 	resp, msg := e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice})
-	if resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderBudget) != want {
+	if want := "40/61; held=1"; resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderBudget) != want {
 		t.Errorf("alice's read: %d %q, %s %q; want 200 with %q", resp.StatusCode, msg, HeaderBudget, resp.Header.Get(HeaderBudget), want)
 	}
+	resp, _ = e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice})
+	if want := "40/61; held=2"; resp.Header.Get(HeaderBudget) != want {
+		t.Errorf("alice's second read: %s %q, want %q", HeaderBudget, resp.Header.Get(HeaderBudget), want)
+	}
 	resp, _ = e.send(t, rawRequest{method: "POST", path: "/v1/users/alice/entries", body: EncodeBatch([][]byte{e.delivery(t, "alice", "mail")}), key: e.spoolK})
-	if got := resp.Header.Get(HeaderBudget); resp.StatusCode != http.StatusOK || got != "262144/61" {
-		t.Errorf("the spool key's append: %d, %s %q; want 200 with the spool key's budget, 262144/61", resp.StatusCode, HeaderBudget, got)
+	if got := resp.Header.Get(HeaderBudget); resp.StatusCode != http.StatusOK || got != "262144/61; held=1" {
+		t.Errorf("the spool key's append: %d, %s %q; want 200 with the spool key's budget, 262144/61; held=1", resp.StatusCode, HeaderBudget, got)
 	}
 	for _, rr := range []rawRequest{
 		{method: "GET", path: "/v1/users/alice/head", key: e.stranger},
@@ -38,14 +42,14 @@ func TestBudgetStated(t *testing.T) {
 	}
 
 	c := e.client(t, "alice", e.alice)
-	if _, _, ok := c.Budget(); ok {
+	if _, _, _, ok := c.Budget(); ok {
 		t.Errorf("a client that asked nothing yet knows a budget")
 	}
 	if _, err := c.Head(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n, w, ok := c.Budget(); !ok || n != budget || w != 61*time.Second {
-		t.Errorf("client's budget after a read: %d, %v, %v; want %d, 61s", n, w, ok, budget)
+	if n, w, held, ok := c.Budget(); !ok || n != budget || w != 61*time.Second || held != 3 {
+		t.Errorf("client's budget after a read: %d, %v, %d held, %v; want %d, 61s, 3 held", n, w, held, ok, budget)
 	}
 	var err error
 	for i := 0; i < 2*budget && err == nil; i++ {
@@ -55,7 +59,7 @@ func TestBudgetStated(t *testing.T) {
 		t.Fatalf("alice past her budget: %v, want 429", err)
 	}
 	resp, _ = e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice})
-	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get(HeaderBudget) != want {
+	if want := "40/61; held=40"; resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get(HeaderBudget) != want {
 		t.Errorf("alice past her budget: %d, %s %q; want 429 with %q", resp.StatusCode, HeaderBudget, resp.Header.Get(HeaderBudget), want)
 	}
 }
@@ -68,11 +72,12 @@ func TestClientBudgetBounded(t *testing.T) {
 	answer := func(v string) {
 		c.learnBudget(&http.Response{Header: http.Header{HeaderBudget: []string{v}}})
 	}
-	answer("500/30")
-	for _, bad := range []string{"", "500", "0/30", "500/0", "-1/30", "500/3601", "500/30/1", "99999999999/30", " 500/30", strings.Repeat("9", 40) + "/30"} {
+	answer("500/30; held=7")
+	for _, bad := range []string{"", "500/30", "500", "0/30; held=0", "500/0; held=1", "-1/30; held=1", "500/3601; held=1", "500/30/1; held=1",
+		"99999999999/30; held=1", " 500/30; held=1", strings.Repeat("9", 40) + "/30; held=1", "500/30; held=501", "500/30; held=-1", "500/30; held="} {
 		answer(bad)
-		if n, w, ok := c.Budget(); !ok || n != 500 || w != 30*time.Second {
-			t.Errorf("after %s %q: %d, %v, %v; want the earlier 500/30 kept", HeaderBudget, bad, n, w, ok)
+		if n, w, held, ok := c.Budget(); !ok || n != 500 || w != 30*time.Second || held != 7 {
+			t.Errorf("after %s %q: %d, %v, %d held, %v; want the earlier 500/30, 7 held, kept", HeaderBudget, bad, n, w, held, ok)
 		}
 	}
 }

@@ -70,21 +70,28 @@ type Client struct {
 	// timestamp it accepted then (Unix seconds).
 	offset   atomic.Int64
 	earliest atomic.Int64
-	// budget is the last HeaderBudget the server sent, packed
-	// (packBudget); zero: none yet.
-	budget atomic.Uint64
+	// budget is the last HeaderBudget the server sent; nil: none yet.
+	budget atomic.Pointer[Budget]
+}
+
+// Budget is a key's nonce budget as the server states it (HeaderBudget,
+// docs/API.md §2).
+type Budget struct {
+	Requests int           // at most this many requests of the key held at once
+	Window   time.Duration // each held this long after its timestamp
+	Held     int           // how many the key's requests held at the answer
 }
 
 // Budget returns the nonce budget of this client's key that the server
-// last gave (HeaderBudget, docs/API.md §2): at most requests held at once,
-// each for window after its timestamp. ok is false until a server's
-// answer carried one (a server of an earlier release sends none).
-func (c *Client) Budget() (requests int, window time.Duration, ok bool) {
+// last stated, with how much of it was held then: at most requests held
+// at once, each for window. ok is false until a server's answer carried
+// one (a server of an earlier release sends none).
+func (c *Client) Budget() (requests int, window time.Duration, held int, ok bool) {
 	b := c.budget.Load()
-	if b == 0 {
-		return 0, 0, false
+	if b == nil {
+		return 0, 0, 0, false
 	}
-	return int(b >> 32), time.Duration(b&(1<<32-1)) * time.Second, true
+	return b.Requests, b.Window, b.Held, true
 }
 
 // learnBudget keeps resp's HeaderBudget, if it has one of the right form
@@ -95,16 +102,21 @@ func (c *Client) learnBudget(resp *http.Response) {
 	if v == "" {
 		return
 	}
-	ns, ss, ok := strings.Cut(v, "/")
+	nw, hs, ok := strings.Cut(v, "; held=")
 	if !ok {
 		return
 	}
-	n, err1 := strconv.ParseUint(ns, 10, 32)
-	secs, err2 := strconv.ParseUint(ss, 10, 32)
-	if err1 != nil || err2 != nil || n == 0 || secs == 0 || secs > maxBudgetWindow {
+	ns, ss, ok := strings.Cut(nw, "/")
+	if !ok {
 		return
 	}
-	c.budget.Store(n<<32 | secs)
+	n, err1 := strconv.ParseUint(ns, 10, 31)
+	secs, err2 := strconv.ParseUint(ss, 10, 31)
+	held, err3 := strconv.ParseUint(hs, 10, 31)
+	if err1 != nil || err2 != nil || err3 != nil || n == 0 || secs == 0 || secs > maxBudgetWindow || held > n {
+		return
+	}
+	c.budget.Store(&Budget{Requests: int(n), Window: time.Duration(secs) * time.Second, Held: int(held)})
 }
 
 // maxBudgetWindow bounds the window of a HeaderBudget the client takes, in

@@ -111,6 +111,17 @@ func (c *nonceCache) sweep(now int64) {
 	}
 }
 
+// held returns how many nonces key id holds (expired ones at the front of
+// its queue may still count until its next request).
+func (c *nonceCache) held(id [8]byte) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if k := c.keys[id]; k != nil {
+		return len(k.seen)
+	}
+	return 0
+}
+
 // size returns the number of keys and of nonces held.
 func (c *nonceCache) size() (keys, nonces int) {
 	c.mu.Lock()

@@ -476,8 +476,9 @@ type reqInfo struct {
 	keyID [8]byte        // key.KeyID(), once key is set
 	spool bool           // signed with the spool key
 	// budget is the signer's nonce budget, once its signature verified
-	// and it was authorized (HeaderBudget).
-	budget int
+	// and it was authorized, and held how many of it its nonces took
+	// then (HeaderBudget).
+	budget, held int
 	// repeat: an append answered with the position its request got
 	// before (spool.OnceAppender), appending nothing.
 	repeat bool

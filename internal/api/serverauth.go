@@ -109,16 +109,17 @@ const HeaderReplayed = "Cspool-Replayed"
 
 // HeaderBudget, on every answer to a request whose signature verified and
 // whose signer may use the route (429 for its budget included), is the
-// signer's nonce budget (docs/API.md §2): "N/S", at most N requests of the
-// key held at once, each for S seconds after its timestamp; about N/S
-// requests a second, sustained. A device paces its requests by it
-// (syncer.Budgeted).
+// signer's nonce budget (docs/API.md §2): "N/S; held=H", at most N
+// requests of the key held at once, each for S seconds after its
+// timestamp (about N/S requests a second, sustained), H of them held
+// once this request's nonce was taken (all of the key's devices
+// together). A device paces its requests by it (syncer.Budgeted).
 const HeaderBudget = "Cspool-Budget"
 
 // setBudget writes HeaderBudget for the request ri, if its signer passed.
 func (s *Server) setBudget(h http.Header, ri *reqInfo) {
 	if ri.budget > 0 {
-		h.Set(HeaderBudget, strconv.Itoa(ri.budget)+"/"+strconv.FormatInt(int64(s.nonceHold().Seconds()), 10))
+		h.Set(HeaderBudget, strconv.Itoa(ri.budget)+"/"+strconv.FormatInt(int64(s.nonceHold().Seconds()), 10)+"; held="+strconv.Itoa(ri.held))
 	}
 }
 
@@ -217,12 +218,15 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		// (appendEntries); refused as a replay otherwise.
 		c.repeat = true
 	case errors.Is(err, errReplayed):
+		ri.held = s.nonces.held(ri.keyID)
 		return nil, replayed()
 	case errors.As(err, &be):
 		e := authErr(ErrTooManyRequests, AuthReasonNonceBudget, "this key made %d requests within %v: try again later", be.budget, s.cfg.ClockSkew)
 		e.retryAfter, e.sampled = be.retry, true
+		ri.held = budget
 		return nil, e
 	}
+	ri.held = s.nonces.held(ri.keyID)
 	s.known.add(a)
 	return c, nil
 }

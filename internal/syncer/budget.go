@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"math"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -9,15 +10,16 @@ import (
 // Budgeted is the optional capability of a Source to say the spool's
 // budget of requests for the user's key (docs/API.md §2, the nonce
 // budget; api.Client reads it from every answer): at most requests held at
-// once, each for window. ok is false while it is not known (a spool of an
+// once, each for window, held of them held at its last answer (by all of
+// the user's devices). ok is false while it is not known (a spool of an
 // earlier release states none); requests < 0 means no budget at all (a
 // store in this process).
 type Budgeted interface {
-	Budget() (requests int, window time.Duration, ok bool)
+	Budget() (requests int, window time.Duration, held int, ok bool)
 }
 
 // Budget implements Budgeted: a store in this process counts no requests.
-func (StoreSource) Budget() (int, time.Duration, bool) { return -1, 0, true }
+func (StoreSource) Budget() (int, time.Duration, int, bool) { return -1, 0, 0, true }
 
 // The budget the default paces were set for: a spool that states none
 // is taken to have it (16,384 requests, each held 5 minutes and 1 s, by
@@ -43,10 +45,35 @@ const (
 // and the device queues its changes and tries again.
 const minPace = 1
 
-// budgetSeen is a budget the paces were set for.
+// paceFill is the share of the budget held beyond which a device slows
+// down. At its paces one busy device holds at most about 62% of the
+// budget (its appends, the read after each, and its long-polls, in the
+// window), so alone it never slows; two devices changing things without
+// pause at once held all of it in 24 to 44 s and waited a minute on 429
+// (docs/BENCHMARKS.md, "Two devices of one user"). Beyond paceFill each
+// pace is cut in proportion to what is left, to a twentieth when full:
+// two such devices then settle with about 80% held.
+const paceFill = 0.7
+
+// fillFactor is how much of its paces a device keeps when held of n are
+// held, in steps of a twentieth.
+func fillFactor(n, held int) float64 {
+	if n <= 0 {
+		return 1
+	}
+	fill := float64(held) / float64(n)
+	if fill <= paceFill {
+		return 1
+	}
+	return max(0.05, math.Ceil((1-fill)/(1-paceFill)*20)/20)
+}
+
+// budgetSeen is a budget the paces were set for, and the share of them
+// kept for how much of it was held.
 type budgetSeen struct {
 	requests int
 	window   time.Duration
+	factor   float64
 }
 
 // fitBudget sets the paces left to their defaults (Config.PollRate and
@@ -54,18 +81,20 @@ type budgetSeen struct {
 // from the one they were set for: the same share of it as the defaults
 // take of the base budget, so a spool that holds each request a minute
 // instead of five lets a device make five times as many, and a spool
-// configured with a smaller budget is not overrun. Without a budget (a
+// configured with a smaller budget is not overrun; less of that share
+// while more than paceFill of the budget is held. Without a budget (a
 // store in this process) they do not bound.
 func (s *Syncer) fitBudget() {
 	b, ok := s.cfg.Source.(Budgeted)
 	if !ok || (!s.autoPolls && !s.autoAppends) {
 		return
 	}
-	n, w, ok := b.Budget()
+	n, w, held, ok := b.Budget()
 	if !ok {
 		return
 	}
-	seen := budgetSeen{n, w}
+	f := fillFactor(n, held)
+	seen := budgetSeen{n, w, f}
 	s.mu.Lock()
 	same := s.budget == seen
 	s.budget = seen
@@ -81,8 +110,8 @@ func (s *Syncer) fitBudget() {
 			l.SetLimit(rate.Inf)
 			return
 		}
-		l.SetLimit(rate.Limit(max(minPace, r*rateScale(n, w))))
-		l.SetBurst(max(1, burst*n/baseBudget))
+		l.SetLimit(rate.Limit(max(minPace, r*rateScale(n, w)*f)))
+		l.SetBurst(max(1, int(float64(burst*n/baseBudget)*f)))
 	}
 	if s.autoPolls {
 		set(s.polls, basePollRate, basePollBurst)
@@ -91,8 +120,8 @@ func (s *Syncer) fitBudget() {
 		set(s.appends, baseAppendRate, baseAppendBurst)
 	}
 	if n >= 0 {
-		s.log.Debug("paced to the spool's budget", "requests", n, "window", w,
-			"polls_per_s", float64(basePollRate)*rateScale(n, w), "appends_per_s", float64(baseAppendRate)*rateScale(n, w))
+		s.log.Debug("paced to the spool's budget", "requests", n, "window", w, "held", held,
+			"polls_per_s", float64(basePollRate)*rateScale(n, w)*f, "appends_per_s", float64(baseAppendRate)*rateScale(n, w)*f)
 	}
 }
 

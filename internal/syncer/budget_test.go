@@ -21,8 +21,9 @@ import (
 // the budget its spool states (api.HeaderBudget), the same share of it
 // as at the budget of the spools before: five times as fast at the
 // minute a nonce is now held, slower at a budget configured smaller
-// (which the fixed paces overran: 429 for the user's every device), and
-// not at all over a store in this process. Paces set in the config stay.
+// (which the fixed paces overran: 429 for the user's every device) or
+// mostly held (by another busy device), and not at all over a store in
+// this process. Paces set in the config stay.
 func TestPacedToSpoolBudget(t *testing.T) {
 	t.Parallel()
 	h := newHTTPSpool(t)
@@ -58,11 +59,25 @@ func TestPacedToSpoolBudget(t *testing.T) {
 
 	// A spool that states a budget of one request an hour: each change
 	// would wait an hour for its turn, and the client with it.
-	hostile, _ := h.deviceWith("h", Config{Source: statedBudget{Source: StoreSource{Store: h.store, User: "alice"}, n: 1, w: time.Hour}})
+	hostile, _ := h.deviceWith("h", Config{Source: &statedBudget{Source: StoreSource{Store: h.store, User: "alice"}, n: 1, w: time.Hour}})
 	if _, err := hostile.SyncOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
 	paces("a budget of one request an hour", hostile, 1, 1, 1, 1)
+
+	// Another device of the user busy too: with more than 70% of the
+	// budget held, the paces shrink with what is left; at half, not.
+	busy := &statedBudget{Source: StoreSource{Store: h.store, User: "alice"}, n: 16384, w: 61 * time.Second, held: 16384 * 9 / 10}
+	shared, _ := h.deviceWith("s", Config{Source: busy})
+	if _, err := shared.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	paces("90% of the budget held", shared, 10*five*0.35, 210, 12*five*0.35, 700)
+	busy.held = 16384 / 2
+	if _, err := shared.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	paces("half of the budget held", shared, 10*five, 600, 12*five, 2000)
 
 	set, _ := h.deviceWith("b", Config{AppendRate: 5, AppendBurst: 7})
 	if _, err := set.SyncOnce(ctx); err != nil {
@@ -79,14 +94,15 @@ func TestPacedToSpoolBudget(t *testing.T) {
 	}
 }
 
-// statedBudget is a source that states the budget n in w.
+// statedBudget is a source that states the budget n in w, held of it
+// held.
 type statedBudget struct {
 	Source
-	n int
-	w time.Duration
+	n, held int
+	w       time.Duration
 }
 
-func (b statedBudget) Budget() (int, time.Duration, bool) { return b.n, b.w, true }
+func (b *statedBudget) Budget() (int, time.Duration, int, bool) { return b.n, b.w, b.held, true }
 
 // TestWaitsAsRefusalAsks: a device whose key's budget is spent (429)
 // waits as long as the spool's Retry-After says, where it retried after
