@@ -13,7 +13,7 @@ for d in 1 2; do
 ./cspool imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
   --spool-server http://127.0.0.1:47380 --db dev$d.db --password pw --port 4734$d --status-addr '' 2>dev$d.log >/dev/null & echo $! > dev$d.pid
 done
-sleep 4
+sleep 35
 ./imapstress --addr 127.0.0.1:47341 --user alice --password pw --duration ${DUR:-90s} --clients 10 --seed 1 > s1.json 2>&1 &
 p1=$!
 ./imapstress --addr 127.0.0.1:47342 --user alice --password pw --duration ${DUR:-90s} --clients 10 --seed 2 > s2.json 2>&1 &
