@@ -3,7 +3,9 @@ package syncer
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -434,5 +436,71 @@ func TestRebuildForgetsUnreadFormats(t *testing.T) {
 	}
 	if n, err := msb.RejectedCount(ctx); err != nil || n != 2 {
 		t.Errorf("%d rejections in all (%v), want 2", n, err)
+	}
+}
+
+// cpCounter counts the checkpoints a device uploads.
+type cpCounter struct {
+	StoreSource
+	mu   sync.Mutex
+	puts int
+}
+
+func (c *cpCounter) PutCheckpointFrom(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64) (spool.CompactStats, error) {
+	c.mu.Lock()
+	c.puts++
+	c.mu.Unlock()
+	return c.StoreSource.PutCheckpointFrom(ctx, pos, data, keep)
+}
+
+func (c *cpCounter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.puts
+}
+
+// TestIdleDeviceLeavesCheckpoint: the device making the changes writes
+// the checkpoints; another device of the user, which only reads them,
+// writes one only when twice as many entries follow the last (no device
+// that changes things writes any). Every device crossed the line at the
+// same entry and wrote a checkpoint: beside a device under the stress
+// mix, an idle one sealed 32 in 60 s, and the spool refused 19 as stale.
+func TestIdleDeviceLeavesCheckpoint(t *testing.T) {
+	t.Parallel()
+	const min = 20
+	for _, busyWrites := range []bool{true, false} {
+		r := newRig(t)
+		busyMin := min
+		if !busyWrites {
+			busyMin = -1 // a device that writes none (cspool sync --checkpoint-min -1)
+		}
+		busySrc := &cpCounter{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+		idleSrc := &cpCounter{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+		busy, _, _, msgs, ctx := startDevice(t, r, 1, Config{Source: busySrc, CheckpointMin: busyMin})
+		idle, _ := r.deviceWith("idle", Config{Source: idleSrc, CheckpointMin: min})
+		t.Cleanup(run(t, idle))
+		var last uint64
+		for i := range 3 * min {
+			out, err := busy.Submit(ctx, &command.Command{Kind: command.SetFlags, Flags: []string{fmt.Sprintf("$k%d", i)}, IDs: []command.ID{msgs[0].ID}})
+			if err != nil || len(out) != 1 {
+				t.Fatalf("change %d: %v, %v", i, out, err)
+			}
+			last = busy.Status().Position
+		}
+		if err := idle.WaitApplied(ctx, last); err != nil {
+			t.Fatal(err)
+		}
+		// The idle device's loop checks after each step; let it.
+		if busyWrites {
+			time.Sleep(300 * time.Millisecond)
+		} else {
+			waitFor(t, 20*time.Second, "a checkpoint by the idle device", func() bool { return idleSrc.count() > 0 })
+		}
+		switch b, i := busySrc.count(), idleSrc.count(); {
+		case busyWrites && (b == 0 || i != 0):
+			t.Errorf("the busy device wrote %d checkpoints and the idle one %d, want some and none", b, i)
+		case !busyWrites && (b != 0 || i == 0):
+			t.Errorf("with a busy device that writes none, the idle one wrote %d checkpoints over %d entries, want some", i, 3*min)
+		}
 	}
 }

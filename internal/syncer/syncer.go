@@ -178,7 +178,9 @@ type Config struct {
 
 	// CheckpointMin is the fewest entries since the newest checkpoint
 	// before this device writes one (it also waits until they outnumber
-	// the live bodies); 0 = 1000, negative = never write checkpoints.
+	// the live bodies, and, while it appended none of them, for twice as
+	// many: the device making the changes writes it); 0 = 1000, negative =
+	// never write checkpoints.
 	CheckpointMin int
 
 	// KeepDir, if set, is the folder where an entry sealed to another key
