@@ -1,6 +1,7 @@
 #!/bin/bash
 # Two devices of one user, each under the stress mix at once for DUR.
 set -e
+trap 'kill -INT $(cat $w/dev1.pid $w/dev2.pid $w/server.pid 2>/dev/null) 2>/dev/null || true' EXIT
 tree=$1; w=/tmp/two/w; rm -rf $w; mkdir -p $w; cd $tree
 go build -o $w/cspool ./cmd/cspool; go build -o $w/seed ./bench/seed; go build -o $w/imapstress ./bench/imapstress
 cd $w
