@@ -50,10 +50,11 @@ type budgetError struct {
 
 func (e *budgetError) Error() string { return "nonce budget of this key used up" }
 
-// add records nonce for key id until expires. It fails with errReplayed if
-// the key used the nonce before, and with a *budgetError if the key already
-// holds budget unexpired nonces; either way nothing is stored.
-func (c *nonceCache) add(id [8]byte, nonce [nonceSize]byte, expires, now time.Time, budget int) error {
+// add records nonce for key id until expires, and returns how many nonces
+// the key holds then (HeaderBudget). It fails with errReplayed if the key
+// used the nonce before, and with a *budgetError if the key already holds
+// budget unexpired nonces; either way nothing is stored.
+func (c *nonceCache) add(id [8]byte, nonce [nonceSize]byte, expires, now time.Time, budget int) (held int, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := now.UnixNano()
@@ -68,17 +69,17 @@ func (c *nonceCache) add(id [8]byte, nonce [nonceSize]byte, expires, now time.Ti
 	}
 	k.expire(t)
 	if _, ok := k.seen[nonce]; ok {
-		return errReplayed
+		return len(k.seen), errReplayed
 	}
 	if len(k.seen) >= budget {
 		// The queue is in arrival order, not strictly in expiry order (clients'
 		// clocks differ a little), so this is when the key may next try.
 		retry := time.Duration(k.queue[k.head].expires - t)
-		return &budgetError{budget: budget, retry: max(retry, time.Second)}
+		return len(k.seen), &budgetError{budget: budget, retry: max(retry, time.Second)}
 	}
 	k.seen[nonce] = struct{}{}
 	k.queue = append(k.queue, nonceExpiry{nonce, expires.UnixNano()})
-	return nil
+	return len(k.seen), nil
 }
 
 // expire forgets the nonces at the front of the queue that have expired.
@@ -109,17 +110,6 @@ func (c *nonceCache) sweep(now int64) {
 			delete(c.keys, id)
 		}
 	}
-}
-
-// held returns how many nonces key id holds (expired ones at the front of
-// its queue may still count until its next request).
-func (c *nonceCache) held(id [8]byte) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if k := c.keys[id]; k != nil {
-		return len(k.seen)
-	}
-	return 0
 }
 
 // size returns the number of keys and of nonces held.

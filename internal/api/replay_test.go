@@ -15,32 +15,32 @@ func TestNonceCache(t *testing.T) {
 	n := func(i byte) [nonceSize]byte { return [nonceSize]byte{i} }
 	exp := t0.Add(5 * time.Second)
 	for i := range byte(3) {
-		if err := c.add(a, n(i), exp, t0, 3); err != nil {
+		if _, err := c.add(a, n(i), exp, t0, 3); err != nil {
 			t.Fatalf("nonce %d of a within its budget: %v", i, err)
 		}
 	}
-	if err := c.add(a, n(0), exp, t0, 3); !errors.Is(err, errReplayed) {
+	if _, err := c.add(a, n(0), exp, t0, 3); !errors.Is(err, errReplayed) {
 		t.Errorf("a's nonce 0 again: %v, want errReplayed", err)
 	}
 	var be *budgetError
-	if err := c.add(a, n(9), exp, t0, 3); !errors.As(err, &be) || be.retry != 5*time.Second {
+	if _, err := c.add(a, n(9), exp, t0, 3); !errors.As(err, &be) || be.retry != 5*time.Second {
 		t.Errorf("a over its budget: %v, want a budget error with a retry in 5 s", err)
 	}
-	if err := c.add(b, n(0), exp, t0, 3); err != nil {
+	if _, err := c.add(b, n(0), exp, t0, 3); err != nil {
 		t.Errorf("b, with a's budget used up: %v", err)
 	}
 	// Just before expiry the nonce is still refused; at expiry it is gone.
-	if err := c.add(a, n(1), exp, exp.Add(-time.Nanosecond), 3); !errors.Is(err, errReplayed) {
+	if _, err := c.add(a, n(1), exp, exp.Add(-time.Nanosecond), 3); !errors.Is(err, errReplayed) {
 		t.Errorf("a's nonce 1 a nanosecond before it expires: %v, want errReplayed", err)
 	}
-	if err := c.add(a, n(1), exp.Add(time.Minute), exp, 3); err != nil {
+	if _, err := c.add(a, n(1), exp.Add(time.Minute), exp, 3); err != nil {
 		t.Errorf("a's nonce 1 once expired: %v", err)
 	}
 	if keys, nonces := c.size(); keys != 2 || nonces != 2 {
 		t.Errorf("cache holds %d keys, %d nonces; want 2 and 2 (a's new nonce, b's)", keys, nonces)
 	}
 	// The next sweep drops b, idle and expired.
-	if err := c.add(a, n(2), exp.Add(time.Minute), exp.Add(sweepEvery), 3); err != nil {
+	if _, err := c.add(a, n(2), exp.Add(time.Minute), exp.Add(sweepEvery), 3); err != nil {
 		t.Fatal(err)
 	}
 	if keys, nonces := c.size(); keys != 1 || nonces != 2 {

@@ -212,21 +212,20 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	}
 	ri.budget = budget
 	var be *budgetError
-	switch err := s.nonces.add(ri.keyID, a.nonce, time.Unix(a.ts, 0).Add(s.nonceHold()), now, budget); {
+	held, err := s.nonces.add(ri.keyID, a.nonce, time.Unix(a.ts, 0).Add(s.nonceHold()), now, budget)
+	ri.held = held
+	switch {
 	case errors.Is(err, errReplayed) && c.onced:
 		// Answered from the store's record of its append, if it has one
 		// (appendEntries); refused as a replay otherwise.
 		c.repeat = true
 	case errors.Is(err, errReplayed):
-		ri.held = s.nonces.held(ri.keyID)
 		return nil, replayed()
 	case errors.As(err, &be):
 		e := authErr(ErrTooManyRequests, AuthReasonNonceBudget, "this key made %d requests within %v: try again later", be.budget, s.cfg.ClockSkew)
 		e.retryAfter, e.sampled = be.retry, true
-		ri.held = budget
 		return nil, e
 	}
-	ri.held = s.nonces.held(ri.keyID)
 	s.known.add(a)
 	return c, nil
 }

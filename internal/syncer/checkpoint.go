@@ -154,7 +154,7 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 		return
 	}
 	s.mu.Lock()
-	appended := s.sentThrough > st.Checkpoint
+	appended, refused := s.sentThrough > st.Checkpoint, s.cpRefused
 	s.mu.Unlock()
 	if !appended && since < 2*uint64(s.cfg.CheckpointMin) {
 		// Another device's changes: it writes the checkpoint. Every
@@ -163,9 +163,6 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 		// checkpoints in 60 s, and the spool refused 19 as stale.
 		return
 	}
-	s.mu.Lock()
-	refused := s.cpRefused
-	s.mu.Unlock()
 	if !refused.IsZero() && time.Since(refused) < checkpointRefusedWait {
 		return
 	}

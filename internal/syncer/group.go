@@ -29,7 +29,7 @@ import (
 //   - Submissions that arrive while a request is on its way wait for it to
 //     be answered, then go together in the next. Once the burst of
 //     Config.AppendBurst is spent, a leader first waits for its turn
-//     (Config.AppendRate, paceAppend), and those that arrive meanwhile
+//     (Config.AppendRate, waitTurns), and those that arrive meanwhile
 //     join its group. The lead passes on as
 //     soon as the spool has answered (or the group is queued), so the next
 //     request is on its way while this group's positions are recorded.
@@ -92,7 +92,7 @@ func (s *Syncer) sendGrouped(sub *submission) submitted {
 // lead sends the next group, then passes the lead to the one after, if
 // any submission waits.
 func (s *Syncer) lead() {
-	s.paceAppend()
+	s.waitTurns(context.Background(), 1)
 	g := s.takeGroup()
 	if g == nil {
 		return
@@ -117,31 +117,21 @@ func (s *Syncer) lead() {
 	pass()
 }
 
-// paceAppend waits for the lead's turn to append (Config.AppendRate):
-// at most 1/AppendRate once the burst is spent. The submissions made
-// meanwhile wait with the leader's, and go in its group.
-func (s *Syncer) paceAppend() {
-	if s.appends == nil {
-		return
-	}
-	if d := s.appends.Reserve().Delay(); d > 0 {
-		time.Sleep(d)
-	}
-}
-
-// paceRetry waits, before an append refused because the head moved is
-// sent again, for the turns (Config.AppendRate) of the two requests each
-// refusal costs: the read of the entry after the refused head (landedAt)
-// and the append again. Two devices of a user changing things at once
-// refuse each other's appends: under the stress mix on both, 2,915
-// refusals in 90 s made some 5,800 requests that no pace counted, and
-// the user key's budget was spent in 24 s (docs/BENCHMARKS.md). It
-// returns ctx's error if ctx ends first.
-func (s *Syncer) paceRetry(ctx context.Context) error {
+// waitTurns waits for n turns of this device's appends
+// (Config.AppendRate): at most AppendRate a second once the burst is spent.
+// A group's leader waits for one before it takes the group, so the
+// submissions made meanwhile go in it. An append refused because the head
+// moved waits for two before it is sent again: each refusal costs the
+// read of the entry after the refused head (landedAt) and the append
+// again, and two devices of a user changing things at once refused each
+// other's appends 2,915 times in 90 s, some 5,800 requests that no pace
+// counted, which spent the user key's budget in 24 s (docs/BENCHMARKS.md).
+// It returns ctx's error, giving the turns back, if ctx ends first.
+func (s *Syncer) waitTurns(ctx context.Context, n int) error {
 	if s.appends == nil {
 		return nil
 	}
-	r := s.appends.ReserveN(time.Now(), min(2, s.appends.Burst()))
+	r := s.appends.ReserveN(time.Now(), min(n, s.appends.Burst()))
 	d := r.Delay()
 	if !r.OK() || d <= 0 {
 		return nil

@@ -1264,7 +1264,7 @@ func (s *Syncer) appendFrom(ctx context.Context, hs HeadSource, head uint64, bat
 		if try == tries {
 			return 0, err
 		}
-		if s.paceRetry(ctx) != nil {
+		if s.waitTurns(ctx, 2) != nil {
 			return 0, err
 		}
 		head = moved.Head
