@@ -17,17 +17,18 @@ import (
 // Changes made while the spool cannot be reached (docs/MAILSTORE.md,
 // "Changes made on this device"; docs/IMAP.md, "Offline"). Invariants:
 //
-//   - Submit appends at once while the spool answers and this device's
-//     queue is empty. While the spool answers and changes wait, it first
-//     waits up to Config.DrainWait for the loop to send them (drained),
-//     then appends: queued, a change is shown before the log has it,
+//   - Submit appends at once while the spool answers, this device's
+//     queue is empty and no restore from a checkpoint runs. While the
+//     spool answers and changes wait or a restore runs, it first waits up
+//     to Config.DrainWait for the loop to send them and for the restore
+//     to end (drained), then appends: queued, a change is shown before the log has it,
 //     and a message it adds to a mailbox can lose its UIDs to a delivery
 //     the log puts first (docs/MAILSTORE.md), so an active client must
 //     not keep the device queueing after one failed exchange. Otherwise
 //     (the last exchange with the spool failed,
 //     changes wait already, which must reach the log first, or a restore
-//     from a checkpoint runs, after which only the loop would apply an
-//     appended change) it queues
+//     from a checkpoint still runs, after which only the loop would apply
+//     an appended change) it queues
 //     the commands in the store (mailstore.Enqueue), which applies them
 //     provisionally and keeps them on disk, and returns their provisional
 //     outcomes. An append that fails queues its commands under the ids it
@@ -94,31 +95,38 @@ type Prober interface {
 
 var _ HeadSource = StoreSource{}
 
-// queueing reports whether Submit must queue: the last exchange with the
-// spool failed, changes wait already, or a restore runs (the loop would
-// apply an appended change only once the restore ends).
+// queueing reports whether Submit must queue, unless drained says the
+// wait is over: the last exchange with the spool failed, changes wait
+// already, or a restore runs (the loop would apply an appended change
+// only once the restore ends).
 func (s *Syncer) queueing() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.status.Queued > 0 || (!s.status.Connected && s.status.LastError != "") || s.restoring
 }
 
-// drained waits, while the spool answers and no restore runs, up to
-// Config.DrainWait for the queue to empty, and reports whether Submit may
-// append now instead of queueing. A failed exchange ends the wait (a
-// queued change the spool refuses keeps the queue from draining, and
-// every change would otherwise wait the whole DrainWait).
+// drained waits, while the spool answers, up to Config.DrainWait for a
+// restore from a checkpoint to end and the queue to empty, and reports
+// whether Submit may append now instead of queueing. A failed exchange
+// ends the wait (a queued change the spool refuses keeps the queue from
+// draining, and every change would otherwise wait the whole DrainWait).
+// A device a few entries behind another device's checkpoint rebuilds
+// from it, mostly in well under a second: a change queued meanwhile would
+// be shown before the log has it, and a message it adds to a mailbox the
+// other device adds to as well would cost that mailbox a new UIDVALIDITY
+// on this device (docs/MAILSTORE.md), so it waits for the restore like
+// for the queue.
 func (s *Syncer) drained(ctx context.Context) bool {
 	timer := time.NewTimer(s.cfg.DrainWait)
 	defer timer.Stop()
 	for {
 		s.mu.Lock()
 		down := !s.status.Connected && s.status.LastError != ""
-		if down || s.restoring {
+		if down {
 			s.mu.Unlock()
 			return false
 		}
-		if s.status.Queued == 0 {
+		if !s.restoring && s.status.Queued == 0 {
 			s.mu.Unlock()
 			return true
 		}
@@ -147,11 +155,16 @@ func (s *Syncer) Restoring() bool {
 	return s.restoring
 }
 
-// setRestoring notes that a restore from a checkpoint runs, or ended.
+// setRestoring notes that a restore from a checkpoint runs, or ended: its
+// end wakes the Submits waiting for it (drained).
 func (s *Syncer) setRestoring(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.restoring = on
+	if !on && s.emptied != nil {
+		close(s.emptied)
+		s.emptied = nil
+	}
 }
 
 // enqueue queues cmds in the store, under ids (nil: new ones), tells

@@ -130,12 +130,12 @@ func (r *rig) flagEntries(t *testing.T, after uint64, id command.ID) int {
 
 // TestChangeDuringRestore: a device behind a compaction (it holds the
 // first 5 of 155 deliveries) restores from the checkpoint, and while the
-// restore fetches its bodies, a mail client's flag change on a message
-// it holds (Submit, as the IMAP server calls it) is queued at once:
-// Submit returns, and sessions hear the change, before they hear the
-// restore's changes (before, the change was appended to the spool and
-// answered only once the restore had ended and the next read applied
-// it); so are a message appended and then flagged. After the restore the
+// restore fetches its bodies, held up for longer than Config.DrainWait, a
+// mail client's flag change on a message it holds (Submit, as the IMAP
+// server calls it) is queued once DrainWait is over: Submit returns, and
+// sessions hear the change, before they hear the restore's changes; so
+// are a message appended and then flagged. (A restore that ends within
+// DrainWait is waited for: TestChangeWaitsForRestore.) After the restore the
 // changes are in effect, sent once: the two messages alone are flagged,
 // the appended one is there once, the log holds one entry of each flag
 // change, and a new device shows the same state. Killed
@@ -171,6 +171,7 @@ func changeDuringRestore(t *testing.T, kill bool) {
 	var events []string
 	b, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: store,
 		BatchCount: 50, CheckpointMin: -1, Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond,
+		DrainWait: 100 * time.Millisecond,
 		OnApplied: func(res *mailstore.Result) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -239,6 +240,10 @@ func changeDuringRestore(t *testing.T, kill bool) {
 		case <-src.appended:
 			t.Error("a change made during the restore was appended to the spool: it is answered once the restore ends and the log is read")
 		}
+		// The restore is held until the client's three changes are
+		// answered.
+		res := <-done
+		done <- res
 	})
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
@@ -336,4 +341,92 @@ func changeDuringRestore(t *testing.T, kill bool) {
 	stop := run(t, b2)
 	defer stop()
 	check(b2, ms2)
+}
+
+// TestChangeWaitsForRestore: a device a few entries behind another
+// device's checkpoint (a flag change it lacks was compacted away) rebuilds
+// from it, and while the restore fetches its bodies a delivery lands after
+// the checkpoint and a mail client appends to INBOX. The APPEND waits for
+// the restore (it ends well within Config.DrainWait) and goes to the
+// spool: the log puts it after the delivery, and the client is told the
+// UID the log gives it, under INBOX's UIDVALIDITY as every device shows
+// it. Queued instead, as before, it took the delivery's UID on this device
+// and the log's order then cost INBOX a new UIDVALIDITY here, which makes
+// every client fetch the mailbox again.
+func TestChangeWaitsForRestore(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := 0; i < 5; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	src := &duringSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	ms, err := mailstore.Open(filepath.Join(r.dir, "b.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ms.Close()
+	store := &queueSignal{Store: ms, entered: make(chan struct{})}
+	b, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: store,
+		BatchCount: 50, CheckpointMin: -1, Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond,
+		DrainWait: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syncAll(t, b)
+	mb, held := inbox(t, ms)
+	a, _ := r.device("a", nil, nil)
+	a.cfg.CheckpointMin = -1
+	r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{held[0].ID}})
+	for i := 6; i < 155; i++ {
+		r.deliver(r.spool, msg(i))
+	}
+	syncAll(t, a)
+	if _, pos, err := a.WriteCheckpoint(ctx); err != nil || pos != 155 {
+		t.Fatalf("checkpoint: at %d, %v; want 155", pos, err)
+	}
+
+	type submitted struct {
+		outs []mailstore.Outcome
+		err  error
+	}
+	done := make(chan submitted, 1)
+	src.arm(func() {
+		r.deliver(r.spool, msg(155))
+		go func() {
+			outs, err := b.Submit(ctx, &command.Command{Kind: command.Append, Mailbox: "INBOX", Date: 1,
+				Body: []byte("Subject: appended during the restore\r\n\r\nx\r\n")})
+			done <- submitted{outs, err}
+		}()
+		// Queued, the change is in the store at once; the restore goes
+		// on after a while either way.
+		select {
+		case <-store.entered:
+		case <-time.After(500 * time.Millisecond):
+		}
+	})
+	stop := run(t, b)
+	defer stop()
+	res := <-done
+	select {
+	case <-store.entered:
+		t.Error("the APPEND made during a short restore was queued, not appended")
+	default:
+	}
+	if res.err != nil || len(res.outs) != 1 || res.outs[0].Status != mailstore.Applied || len(res.outs[0].Placed) != 1 {
+		t.Fatalf("the APPEND during the restore: %+v, %v; want applied, one message placed", res.outs, res.err)
+	}
+	p := res.outs[0].Placed[0]
+	if p.UID != 156 || p.UIDValidity != mb.UIDValidity {
+		t.Fatalf("the APPEND during the restore was told UID %d under UIDVALIDITY %d; want 156 (after the delivery's 155) under %d, INBOX's in the log",
+			p.UID, p.UIDValidity, mb.UIDValidity)
+	}
+	waitFor(t, time.Minute, "the device at the spool's head", func() bool {
+		head, _ := r.log.Head(ctx, "alice")
+		return b.Status().Position == head && b.Status().Restores == 1
+	})
+	if now, _ := inbox(t, ms); now.UIDValidity != mb.UIDValidity {
+		t.Fatalf("INBOX shows UIDVALIDITY %d after the restore, want %d as before", now.UIDValidity, mb.UIDValidity)
+	}
 }

@@ -332,7 +332,7 @@ type Syncer struct {
 	cpRefused  time.Time // when the spool last refused a checkpoint as too large (413)
 
 	restoring        bool          // a restore from a checkpoint runs: Submit queues (queue.go)
-	emptied          chan struct{} // closed when the queue empties or an exchange fails, for Submits waiting (drained)
+	emptied          chan struct{} // closed when the queue empties, an exchange fails or a restore ends, for Submits waiting (drained)
 	spoolHead        uint64        // the spool's head as last read (Status.Head never goes down)
 	adopted          adoptedKey    // the restoration adopted last (restoration.go)
 	triedRestoration uint64        // checkpoint position last looked at for a restoration
