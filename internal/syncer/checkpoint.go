@@ -72,7 +72,7 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 	if info.Position == 0 {
 		return spool.CompactStats{}, 0, nil
 	}
-	keep := info.Keep
+	keep := s.withTail(info.Keep, info.Position)
 	stats, err := cpr.PutCheckpointFrom(ctx, info.Position, io.NewSectionReader(f, 0, size), keep)
 	if errors.Is(err, spool.ErrStaleCheckpoint) {
 		s.log.Info("checkpoint not needed: a newer one exists", "pos", info.Position)
@@ -293,6 +293,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	s.refreshQueued(ctx)
 	s.mu.Lock()
 	s.status.Restores++
+	s.forgetLight()
 	s.mu.Unlock()
 	s.setChain(spool.Hash{}, false)
 	var chain *spool.Hash

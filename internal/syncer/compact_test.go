@@ -245,9 +245,11 @@ func TestSubmitAnsweredAfterRestore(t *testing.T) {
 	a.cfg.CheckpointMin = -1
 	b, _ := r.device("b", nil, nil)
 	b.cfg.CheckpointMin = -1
+	b.cfg.CheckpointTail = -1 // as if started after it applied the flag change below
 	syncAll(t, a)
 	// An entry a has not applied and the checkpoint will not keep (a flag
-	// change): a is behind the compaction, and rebuilds.
+	// change, and b keeps no tail of them): a is behind the compaction,
+	// and rebuilds.
 	r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{first}})
 
 	type result struct {
@@ -336,20 +338,28 @@ func TestCheckpointOnlyWhenReclaimable(t *testing.T) {
 
 // TestCloseDeviceReadsOnAfterCheckpoint: device a writes a checkpoint while
 // device b is a few entries behind. When those entries hold live messages
-// (new mail, which the checkpoint keeps), the read after b's position has
-// no hole, and b reads them instead of rebuilding from the checkpoint: a
-// rebuild reads the whole state and queues b's own changes meanwhile, as
-// offline. When the compaction deleted one of them (a flag change), b
-// rebuilds.
+// (new mail, which the checkpoint keeps), or hold no message (a flag
+// change, which the checkpoint keeps among the newest such entries a
+// applied: its tail), the read after b's position has no hole, and b reads
+// them instead of rebuilding from the checkpoint: a rebuild reads the
+// whole state and queues b's own changes meanwhile, as offline. The older
+// flag changes, beyond the tail, are deleted. When the compaction deleted
+// one of the entries b lacks (the body of mail expunged, or a flag change
+// a keeps no tail of), b rebuilds.
 func TestCloseDeviceReadsOnAfterCheckpoint(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		flags    bool // a flag change among the entries b lacks
+		expunged bool // mail delivered and expunged among them
+		tail     int  // a's Config.CheckpointTail
+		lacks    int  // the entries b lacks
 		restores int
 	}{
-		{"new mail", false, 0},
-		{"a flag change among them", true, 1},
+		{"new mail", false, false, 5, 6, 0},
+		{"a flag change among them", true, false, 5, 7, 0},
+		{"mail expunged among them", false, true, 5, 8, 1},
+		{"a flag change, without a tail", true, false, -1, 7, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
@@ -359,12 +369,14 @@ func TestCloseDeviceReadsOnAfterCheckpoint(t *testing.T) {
 				_, id := r.seal(r.spool, msg(i))
 				ids = append(ids, id)
 			}
-			// Entries the checkpoint lets the spool delete.
+			// Entries the checkpoint lets the spool delete: older than
+			// the 5 newest flag changes.
 			for i := range 10 {
 				r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{"$Old"}, IDs: []command.ID{ids[i]}})
 			}
 			a, msa := r.device("a", nil, nil)
 			a.cfg.CheckpointMin = -1
+			a.cfg.CheckpointTail = tc.tail
 			src := &countingSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
 			b, msb := r.device("b", src, nil)
 			b.cfg.CheckpointMin = -1
@@ -375,26 +387,40 @@ func TestCloseDeviceReadsOnAfterCheckpoint(t *testing.T) {
 			if tc.flags {
 				r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{ids[12]}})
 			}
+			if tc.expunged {
+				_, gone := r.seal(r.spool, msg(200))
+				r.seal(r.user, &command.Command{Kind: command.Expunge, IDs: []command.ID{gone}})
+			}
 			syncAll(t, a)
 			stats, pos, err := a.WriteCheckpoint(ctx)
-			if err != nil || pos != a.Status().Position {
-				t.Fatalf("checkpoint: at %d, %v; want at a's position %d", pos, err, a.Status().Position)
+			if err != nil || pos != a.Status().Position || pos != 30+uint64(tc.lacks) {
+				t.Fatalf("checkpoint: at %d, %v; want at a's position %d, %d", pos, err, a.Status().Position, 30+tc.lacks)
 			}
-			if stats.Deleted < 10 {
-				t.Fatalf("the checkpoint at %d let the spool delete %d entries, want at least the 10 flag changes", pos, stats.Deleted)
+			if stats.Deleted < 5 {
+				t.Fatalf("the checkpoint at %d let the spool delete %d entries, want at least the 5 oldest flag changes", pos, stats.Deleted)
 			}
 			src.entries = 0
 			syncAll(t, b)
 			if got := b.Status().Restores; got != tc.restores {
-				t.Errorf("device b, %d entries behind, restored %d times, want %d", pos-30, got, tc.restores)
+				t.Errorf("device b, %d entries behind, restored %d times, want %d", tc.lacks, got, tc.restores)
 			}
-			if tc.restores == 0 && src.entries != 6 {
-				t.Errorf("device b read %d entries, want the 6 it lacked", src.entries)
+			if tc.restores == 0 && src.entries != tc.lacks {
+				t.Errorf("device b read %d entries, want the %d it lacked", src.entries, tc.lacks)
 			}
 			if b.Status().Position != pos {
 				t.Errorf("device b at %d, want %d", b.Status().Position, pos)
 			}
 			sameState(t, msa, msb)
+			// A new device reads the live bodies and then from the
+			// checkpoint on: not the tail.
+			src.entries = 0
+			c, msc := r.device("c", src, nil)
+			c.cfg.CheckpointMin = -1
+			syncAll(t, c)
+			if _, live := inbox(t, msa); c.Status().Restores != 1 || src.entries != len(live) {
+				t.Errorf("a new device restored %d times and read %d entries; want 1 and the %d live bodies", c.Status().Restores, src.entries, len(live))
+			}
+			sameState(t, msa, msc)
 		})
 	}
 }

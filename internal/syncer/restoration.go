@@ -189,6 +189,7 @@ func (s *Syncer) adopt(ctx context.Context, body io.Reader, c *command.Command, 
 	s.status.Head = max(sn.Position, s.spoolHead)
 	s.chain, s.chainKnown = chain, len(sn.Chain) == len(chain)
 	s.status.Restores++
+	s.forgetLight()
 	if s.status.Alarm != "" {
 		s.status.Alarm = ""
 		s.alarmed = make(chan struct{})

@@ -196,8 +196,10 @@ func changeDuringRestore(t *testing.T, kill bool) {
 
 	a, _ := r.device("a", nil, nil)
 	a.cfg.CheckpointMin = -1
+	a.cfg.CheckpointTail = -1 // as if started after it applied the flag change below
 	// The entry after b's position is one the checkpoint will not keep (a
-	// flag change): b is behind the compaction, and rebuilds.
+	// flag change, and a keeps no tail of them): b is behind the
+	// compaction, and rebuilds.
 	r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{held[0].ID}})
 	for i := 6; i < 155; i++ {
 		r.deliver(r.spool, msg(i))
@@ -344,8 +346,8 @@ func changeDuringRestore(t *testing.T, kill bool) {
 }
 
 // TestChangeWaitsForRestore: a device a few entries behind another
-// device's checkpoint (a flag change it lacks was compacted away) rebuilds
-// from it, and while the restore fetches its bodies a delivery lands after
+// device's checkpoint (mail it lacks was delivered and expunged, and its
+// body compacted away) rebuilds from it, and while the restore fetches its bodies a delivery lands after
 // the checkpoint and a mail client appends to INBOX. The APPEND waits for
 // the restore (it ends well within Config.DrainWait) and goes to the
 // spool: the log puts it after the delivery, and the client is told the
@@ -375,11 +377,14 @@ func TestChangeWaitsForRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	syncAll(t, b)
-	mb, held := inbox(t, ms)
+	mb, _ := inbox(t, ms)
 	a, _ := r.device("a", nil, nil)
 	a.cfg.CheckpointMin = -1
-	r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{held[0].ID}})
-	for i := 6; i < 155; i++ {
+	// Mail delivered and expunged after b's position: its body is the
+	// hole that makes b rebuild.
+	_, gone := r.seal(r.spool, msg(5))
+	r.seal(r.user, &command.Command{Kind: command.Expunge, IDs: []command.ID{gone}})
+	for i := 6; i < 154; i++ {
 		r.deliver(r.spool, msg(i))
 	}
 	syncAll(t, a)

@@ -182,6 +182,10 @@ type Config struct {
 	// many: the device making the changes writes it); 0 = 1000, negative =
 	// never write checkpoints.
 	CheckpointMin int
+	// CheckpointTail is how many of the newest entries without message
+	// bytes this device applied a checkpoint it writes keeps besides the
+	// live bodies (tail.go); 0 = DefaultCheckpointTail, negative = none.
+	CheckpointTail int
 
 	// KeepDir, if set, is the folder where an entry sealed to another key
 	// or for another user (a delivery made with a wrong or stale key) is
@@ -331,6 +335,7 @@ type Syncer struct {
 	downSince  time.Time // when the exchanges with the spool started failing
 	cpRefused  time.Time // when the spool last refused a checkpoint as too large (413)
 
+	light            []uint64      // positions applied in this run of entries without message bytes, ascending (tail.go)
 	restoring        bool          // a restore from a checkpoint runs: Submit queues (queue.go)
 	emptied          chan struct{} // closed when the queue empties, an exchange fails or a restore ends, for Submits waiting (drained)
 	spoolHead        uint64        // the spool's head as last read (Status.Head never goes down)
@@ -385,6 +390,9 @@ func (c *Config) fill() {
 	}
 	if c.Wait == 0 {
 		c.Wait = 5 * time.Minute
+	}
+	if c.CheckpointTail == 0 {
+		c.CheckpointTail = DefaultCheckpointTail
 	}
 	if c.CheckpointMin == 0 {
 		c.CheckpointMin = 1000
@@ -849,6 +857,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		s.cfg.OnApplied(res)
 	}
 	s.applyMu.Unlock()
+	s.noteLight(v.batch)
 	if mailstore.SpoolSigned(v.batch) {
 		s.keyUsed.Store(true)
 	}
