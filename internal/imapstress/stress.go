@@ -212,7 +212,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 // converge waits until every client's view, after NOOPs, is what a fresh
-// session fetches; the fresh view goes into the report.
+// session fetches; the fresh view goes into the report. The fresh view is
+// fetched again before each retry: the mailbox may still change after this
+// run's clients stopped (another device of the user, a delivery), and a
+// client's view must then catch up with the mailbox as it is now, not as
+// it was.
 func converge(ctx context.Context, cfg *Config, clients []*client, rec *recorder) error {
 	fresh, err := dial(cfg, -1, rec)
 	if err != nil {
@@ -222,11 +226,16 @@ func converge(ctx context.Context, cfg *Config, clients []*client, rec *recorder
 	if err := fresh.login(); err != nil {
 		return err
 	}
-	if _, err := fresh.do("UID FETCH", "1:* (UID FLAGS)"); err != nil {
+	look := func() ([]Message, error) {
+		if _, err := fresh.do("UID FETCH", "1:* (UID FLAGS)"); err != nil {
+			return nil, err
+		}
+		return fresh.view(), nil
+	}
+	truth, err := look()
+	if err != nil {
 		return err
 	}
-	truth := fresh.view()
-	rec.rep.Final = truth
 	deadline := time.Now().Add(convergeTimeout)
 	for _, cl := range clients {
 		for {
@@ -242,8 +251,12 @@ func converge(ctx context.Context, cfg *Config, clients []*client, rec *recorder
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
+			if truth, err = look(); err != nil {
+				return err
+			}
 		}
 	}
+	rec.rep.Final = truth
 	return nil
 }
 
