@@ -86,5 +86,10 @@ for f in ('s1.json', 's2.json'):
     except ValueError:
         print(f, 'unreadable:', open(f).read()[:300])
         continue
-    print(f, 'errors', d.get('errors'), 'ops', d.get('ops'), 'first errors', (d.get('first_errors') or [])[:2])
+    errs = d.get('first_errors') or []
+    kinds = {}
+    for e in errs:
+        k = 'a new UIDVALIDITY' if 'new UIDVALIDITY' in e else 'did not converge' if 'did not converge' in e else 'other'
+        kinds[k] = kinds.get(k, 0) + 1
+    print(f, 'errors', d.get('errors'), 'by kind (of the first 100)', kinds, 'ops', d.get('ops'), 'first errors', errs[:2])
 PY
