@@ -90,6 +90,7 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 	s.mu.Lock()
 	s.status.Checkpoint = max(s.status.Checkpoint, info.Position)
 	s.status.CheckpointWritten = time.Now()
+	s.cpWritten = info.Position
 	s.mu.Unlock()
 	s.log.Info("checkpoint stored", "pos", info.Position, "sealed_bytes", size, "kept", len(keep),
 		"deleted", stats.Deleted, "reclaimed_bytes", stats.Bytes)
@@ -155,12 +156,21 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 	}
 	s.mu.Lock()
 	appended, refused := s.sentThrough > st.Checkpoint, s.cpRefused
+	other := st.Checkpoint != 0 && st.Checkpoint != s.cpWritten
 	s.mu.Unlock()
 	if !appended && since < 2*uint64(s.cfg.CheckpointMin) {
 		// Another device's changes: it writes the checkpoint. Every
 		// device crossed the line at the same entry, and wrote one:
 		// beside a device under the stress mix, an idle one sealed 32
 		// checkpoints in 60 s, and the spool refused 19 as stale.
+		return
+	}
+	if other && since < uint64(s.cfg.CheckpointMin)+uint64(s.cfg.CheckpointMin)/4 {
+		// Several devices making changes: the one that wrote the newest
+		// checkpoint writes the next, and the others a quarter later,
+		// once they have read it. Both wrote at the same entry before,
+		// and the spool refused one of the two as stale, after it was
+		// sealed and uploaded whole.
 		return
 	}
 	if !refused.IsZero() && time.Since(refused) < checkpointRefusedWait {

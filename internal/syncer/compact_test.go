@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -468,21 +469,32 @@ func TestRebuildForgetsUnreadFormats(t *testing.T) {
 // cpCounter counts the checkpoints a device uploads.
 type cpCounter struct {
 	StoreSource
-	mu   sync.Mutex
-	puts int
+	mu    sync.Mutex
+	puts  int
+	stale int // of puts, refused as stale
 }
 
 func (c *cpCounter) PutCheckpointFrom(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64) (spool.CompactStats, error) {
+	st, err := c.StoreSource.PutCheckpointFrom(ctx, pos, data, keep)
 	c.mu.Lock()
 	c.puts++
+	if errors.Is(err, spool.ErrStaleCheckpoint) {
+		c.stale++
+	}
 	c.mu.Unlock()
-	return c.StoreSource.PutCheckpointFrom(ctx, pos, data, keep)
+	return st, err
 }
 
 func (c *cpCounter) count() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.puts
+}
+
+func (c *cpCounter) staleCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stale
 }
 
 // TestIdleDeviceLeavesCheckpoint: the device making the changes writes
@@ -528,5 +540,50 @@ func TestIdleDeviceLeavesCheckpoint(t *testing.T) {
 		case !busyWrites && (b != 0 || i == 0):
 			t.Errorf("with a busy device that writes none, the idle one wrote %d checkpoints over %d entries, want some", i, 3*min)
 		}
+	}
+}
+
+// TestBusyDevicesTakeTurns: two devices of one user both making changes
+// (CheckpointMin 20, 240 changes in turns). The device that wrote the
+// newest checkpoint writes the next one; the other waits a quarter more,
+// and has read it by then. Both crossed the line at the same entry and
+// both sealed and uploaded a checkpoint, one of them refused as stale:
+// every second upload was wasted.
+func TestBusyDevicesTakeTurns(t *testing.T) {
+	t.Parallel()
+	const min, changes = 20, 240
+	r := newRig(t)
+	srcA := &cpCounter{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	srcB := &cpCounter{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	a, _, _, msgs, ctx := startDevice(t, r, 1, Config{Source: srcA, CheckpointMin: min})
+	b, _ := r.deviceWith("b", Config{Source: srcB, CheckpointMin: min})
+	t.Cleanup(run(t, b))
+	if err := b.WaitApplied(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range changes {
+		d := a
+		if i%2 == 1 {
+			d = b
+		}
+		out, err := d.Submit(ctx, &command.Command{Kind: command.SetFlags, Flags: []string{fmt.Sprintf("$k%d", i)}, IDs: []command.ID{msgs[0].ID}})
+		if err != nil || len(out) != 1 {
+			t.Fatalf("change %d: %v, %v", i, out, err)
+		}
+	}
+	head, _ := r.log.Head(ctx, "alice")
+	if err := a.WaitApplied(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitApplied(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // each loop checks after its step; let them
+	stored := srcA.count() + srcB.count() - srcA.staleCount() - srcB.staleCount()
+	stale := srcA.staleCount() + srcB.staleCount()
+	// The first checkpoint has no writer before it: both may try.
+	if stored < changes/min-2 || stale > 2 {
+		t.Errorf("%d checkpoints stored and %d refused as stale (a %d/%d, b %d/%d) over %d changes; want about %d stored and at most 2 stale",
+			stored, stale, srcA.count(), srcA.staleCount(), srcB.count(), srcB.staleCount(), changes, changes/min)
 	}
 }

@@ -179,8 +179,9 @@ type Config struct {
 	// CheckpointMin is the fewest entries since the newest checkpoint
 	// before this device writes one (it also waits until they outnumber
 	// the live bodies, and, while it appended none of them, for twice as
-	// many: the device making the changes writes it); 0 = 1000, negative =
-	// never write checkpoints.
+	// many: the device making the changes writes it; while the newest is
+	// another device's, for a quarter more: that device writes the next);
+	// 0 = 1000, negative = never write checkpoints.
 	CheckpointMin int
 	// CheckpointTail is how many of the newest entries without message
 	// bytes this device applied a checkpoint it writes keeps besides the
@@ -334,6 +335,7 @@ type Syncer struct {
 	goneAt     uint64    // checkpoint whose restore last found bodies gone
 	downSince  time.Time // when the exchanges with the spool started failing
 	cpRefused  time.Time // when the spool last refused a checkpoint as too large (413)
+	cpWritten  uint64    // the position of the checkpoint this device stored last in this run
 
 	light            []uint64      // positions applied in this run of entries without message bytes, ascending (tail.go)
 	restoring        bool          // a restore from a checkpoint runs: Submit queues (queue.go)
