@@ -72,7 +72,7 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 	if info.Position == 0 {
 		return spool.CompactStats{}, 0, nil
 	}
-	keep := s.withTail(info.Keep, info.Position)
+	keep := s.withTail(info.Keep, info.Position, size)
 	stats, err := cpr.PutCheckpointFrom(ctx, info.Position, io.NewSectionReader(f, 0, size), keep)
 	if errors.Is(err, spool.ErrStaleCheckpoint) {
 		s.log.Info("checkpoint not needed: a newer one exists", "pos", info.Position)

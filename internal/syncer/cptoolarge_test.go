@@ -14,6 +14,7 @@ import (
 	"cspool/internal/api"
 	"cspool/internal/command"
 	"cspool/internal/entry"
+	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 )
@@ -116,5 +117,85 @@ func TestCheckpointRefusedAsTooLarge(t *testing.T) {
 	s.maybeCheckpoint(ctx)
 	if p, r := puts(), refusals(); p != 2 || r != 2 {
 		t.Errorf("after checkpointRefusedWait: %d uploads, %d refusals logged; want 2, 2", p, r)
+	}
+}
+
+// TestTailWithinKeepLimit: a spool takes a keep list of one position per
+// api.CheckpointBytesPerKept bytes of its checkpoint size limit. A device
+// that applied 300 flag changes writes a checkpoint of a few KB to a spool
+// whose limit (12 KB) takes it, but not a keep list of its 10 live bodies
+// and a tail of 300: the tail is cut to what the checkpoint's own size
+// allows, and the checkpoint is stored, keeping the newest flag changes.
+// With the whole tail the spool refused it (413), and compaction stopped.
+func TestTailWithinKeepLimit(t *testing.T) {
+	t.Parallel()
+	if bytesPerKept != api.CheckpointBytesPerKept {
+		t.Fatalf("bytesPerKept %d, the API's CheckpointBytesPerKept %d", bytesPerKept, api.CheckpointBytesPerKept)
+	}
+	h := newHTTPSpool(t)
+	h.stop()
+	h.mod = func(c *api.Config) { c.MaxCheckpointBody = 12 << 10 }
+	h.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ms, err := mailstore.Open(filepath.Join(h.dir, "device.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	client, err := api.NewClient("http://"+h.addr, "alice", h.user, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{User: "alice", UserKey: h.user, SpoolKey: h.spoolKey.Public(), Source: client, Store: ms,
+		Logger: slog.New(slog.DiscardHandler), CheckpointMin: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAll := func(author *keys.SecretKey, cmds []*command.Command) {
+		t.Helper()
+		batch := make([][]byte, len(cmds))
+		for i, c := range cmds {
+			if batch[i], _, err = entry.Seal(c, author, h.user.Public(), "alice", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := h.store.Append(ctx, "alice", batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mail []*command.Command
+	for i := range 10 {
+		mail = append(mail, msg(i))
+	}
+	appendAll(h.spoolKey, mail)
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, msgs := inbox(t, ms)
+	var flags []*command.Command
+	for i := range 300 {
+		kind := command.SetFlags
+		if i%20 >= 10 {
+			kind = command.ClearFlags
+		}
+		flags = append(flags, &command.Command{Kind: kind, Flags: []string{`\Flagged`}, IDs: []command.ID{msgs[i%10].ID}})
+	}
+	appendAll(h.user, flags)
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stats, pos, err := s.WriteCheckpoint(ctx)
+	if err != nil || pos != 310 {
+		t.Fatalf("checkpoint at %d: %v; want stored at 310", pos, err)
+	}
+	lr, err := h.store.Read(ctx, "alice", 10, 1000, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := len(lr)
+	if kept == 0 || kept >= 300 || lr[len(lr)-1].Pos != 310 || stats.Deleted != 300-kept {
+		t.Fatalf("after the checkpoint, %d flag changes kept (the last at %v), %d deleted; want the newest, fewer than 300, the rest deleted",
+			kept, lr[len(lr)-1:], stats.Deleted)
 	}
 }

@@ -62,13 +62,24 @@ func (s *Syncer) forgetLight() {
 	s.light = s.light[:0]
 }
 
-// withTail returns keep (the positions a checkpoint at pos needs) with the
-// newest Config.CheckpointTail recorded message-less positions at or
-// before pos, sorted and without repeats.
-func (s *Syncer) withTail(keep []uint64, pos uint64) []uint64 {
+// bytesPerKept is the API's CheckpointBytesPerKept: a spool takes a keep
+// list of up to one position per 52 bytes of its checkpoint size limit.
+// The live bodies alone never pass that (each comes with a message of the
+// state, of at least 52 bytes); a tail is cut to stay within one position
+// per 52 bytes of the checkpoint itself, so that no checkpoint the spool
+// takes is refused for its tail.
+const bytesPerKept = 52
+
+// withTail returns keep (the positions a checkpoint at pos of size sealed
+// bytes needs) with the newest Config.CheckpointTail recorded message-less
+// positions at or before pos, as many as bytesPerKept allows, sorted and
+// without repeats.
+func (s *Syncer) withTail(keep []uint64, pos uint64, size int64) []uint64 {
+	n := max(s.cfg.CheckpointTail, 0)
+	n = min(n, max(0, int(size/bytesPerKept)-len(keep)))
 	s.mu.Lock()
 	end, _ := slices.BinarySearch(s.light, pos+1)
-	tail := s.light[max(0, end-max(s.cfg.CheckpointTail, 0)):end]
+	tail := s.light[max(0, end-n):end]
 	out := make([]uint64, 0, len(keep)+len(tail))
 	out = append(out, keep...)
 	out = append(out, tail...)
