@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,8 +14,6 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
-	"cspool/internal/mailstore"
-	"cspool/internal/mimeform"
 )
 
 // logLines is a log's text, safe for concurrent writers.
@@ -65,20 +62,8 @@ func TestCheckpointRefusedAsTooLarge(t *testing.T) {
 	h.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ms, err := mailstore.Open(filepath.Join(h.dir, "device.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ms.Close() })
-	client, err := api.NewClient("http://"+h.addr, "alice", h.user, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{User: "alice", UserKey: h.user, SpoolKey: h.spoolKey.Public(), Source: client, Store: ms,
-		Logger: slog.New(slog.NewTextHandler(&device, nil)), CheckpointMin: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _ := h.deviceWith("device", Config{Logger: slog.New(slog.NewTextHandler(&device, nil))})
+	s.cfg.CheckpointMin = 1
 	n := 0
 	change := func() {
 		// Another device's change: no body to keep, so a checkpoint is due.
@@ -138,22 +123,10 @@ func TestTailWithinKeepLimit(t *testing.T) {
 	h.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ms, err := mailstore.Open(filepath.Join(h.dir, "device.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ms.Close() })
-	client, err := api.NewClient("http://"+h.addr, "alice", h.user, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{User: "alice", UserKey: h.user, SpoolKey: h.spoolKey.Public(), Source: client, Store: ms,
-		Logger: slog.New(slog.DiscardHandler), CheckpointMin: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, ms := h.device("device")
 	appendAll := func(author *keys.SecretKey, cmds []*command.Command) {
 		t.Helper()
+		var err error
 		batch := make([][]byte, len(cmds))
 		for i, c := range cmds {
 			if batch[i], _, err = entry.Seal(c, author, h.user.Public(), "alice", nil); err != nil {

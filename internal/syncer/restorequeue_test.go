@@ -153,10 +153,10 @@ func TestChangeDuringRestore(t *testing.T) {
 	}
 }
 
-func changeDuringRestore(t *testing.T, kill bool) {
-	r := newRig(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// restoringDevice delivers 5 messages and opens device b's store, seen
+// through queueSignal, with a duringSource on the rig's log.
+func restoringDevice(t *testing.T, r *rig) (*duringSource, *mailstore.Store, *queueSignal) {
+	t.Helper()
 	for i := 0; i < 5; i++ {
 		r.deliver(r.spool, msg(i))
 	}
@@ -165,8 +165,15 @@ func changeDuringRestore(t *testing.T, kill bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ms.Close()
-	store := &queueSignal{Store: ms, entered: make(chan struct{})}
+	t.Cleanup(func() { ms.Close() })
+	return src, ms, &queueSignal{Store: ms, entered: make(chan struct{})}
+}
+
+func changeDuringRestore(t *testing.T, kill bool) {
+	r := newRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	src, ms, store := restoringDevice(t, r)
 	var mu sync.Mutex
 	var events []string
 	b, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: store,
@@ -360,16 +367,7 @@ func TestChangeWaitsForRestore(t *testing.T) {
 	r := newRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for i := 0; i < 5; i++ {
-		r.deliver(r.spool, msg(i))
-	}
-	src := &duringSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
-	ms, err := mailstore.Open(filepath.Join(r.dir, "b.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ms.Close()
-	store := &queueSignal{Store: ms, entered: make(chan struct{})}
+	src, ms, store := restoringDevice(t, r)
 	b, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: store,
 		BatchCount: 50, CheckpointMin: -1, Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond,
 		DrainWait: 30 * time.Second})
