@@ -15,6 +15,11 @@
 //     new device starts.
 //
 //     go run ./bench/bootstrap -n 10000 -flags 5000
+//
+// The flag changes and the expunge are another device's, appended to the
+// log as such; with -own the expunge is the first device's own (a mail
+// client's EXPUNGE on it), after which that device writes a checkpoint by
+// its rule for mail deleted (docs/CONFIG.md, checkpoint-min).
 package main
 
 import (
@@ -34,14 +39,15 @@ func main() {
 	n := flag.Int("n", 10000, "messages delivered")
 	flags := flag.Int("flags", 5000, "flag changes after the first sync, one entry each")
 	size := flag.Int("size", 10<<10, "message size")
+	own := flag.Bool("own", false, "the quarter expunged on the first device itself")
 	flag.Parse()
-	if err := run(*n, *flags, *size); err != nil {
+	if err := run(*n, *flags, *size, *own); err != nil {
 		fmt.Fprintln(os.Stderr, "bootstrap:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, flagChanges, size int) error {
+func run(n, flagChanges, size int, own bool) error {
 	ctx := context.Background()
 	e, err := rig.New("cspool-bootstrap-")
 	if err != nil {
@@ -83,17 +89,38 @@ func run(n, flagChanges, size int) error {
 			return err
 		}
 	}
-	if err := cmds.Add(ctx, &command.Command{Kind: command.Expunge, IDs: ids[:len(ids)/4]}); err != nil {
-		return err
+	expunge := &command.Command{Kind: command.Expunge, IDs: ids[:len(ids)/4]}
+	if !own {
+		if err := cmds.Add(ctx, expunge); err != nil {
+			return err
+		}
 	}
 	if err := cmds.Flush(ctx); err != nil {
 		return err
+	}
+	if own {
+		if head, err = e.Store.Head(ctx, rig.User); err != nil {
+			return err
+		}
+		if err := a.WaitApplied(ctx, head); err != nil {
+			return err
+		}
+		if _, err := a.Submit(ctx, expunge); err != nil {
+			return err
+		}
 	}
 	if head, err = e.Store.Head(ctx, rig.User); err != nil {
 		return err
 	}
 	if err := a.WaitApplied(ctx, head); err != nil {
 		return err
+	}
+	if own {
+		// The device's loop looks at whether a checkpoint is due after
+		// the step that applied its EXPUNGE.
+		for deadline := time.Now().Add(30 * time.Second); a.Status().Checkpoint < head && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	stopA()
 

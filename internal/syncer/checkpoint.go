@@ -111,6 +111,14 @@ func (e *CheckpointTooLargeError) Error() string {
 
 func (e *CheckpointTooLargeError) Unwrap() error { return e.Err }
 
+// reclaimShare and reclaimFloor: a device writes a checkpoint once mail
+// deleted since the last one freed a reclaimShare-th of the bodies held
+// since (and at least reclaimFloor, or CheckpointMin if smaller).
+const (
+	reclaimShare = 10
+	reclaimFloor = 100
+)
+
 // checkpointRefusedWait is how long maybeCheckpoint waits after the spool
 // refused a checkpoint as too large before it tries again: until its
 // operator raises the limit, every try would write and upload the whole
@@ -138,7 +146,13 @@ func tempFile(dir string) (*os.File, error) {
 // entries. A log of deliveries alone, every entry of which holds a live
 // message, as a new device's first sync reads, is no reason: the spool
 // could compact none of it, and the checkpoint would stop the sync for a
-// snapshot and a round trip. Failures are logged; the sync goes on.
+// snapshot and a round trip. Mail deleted is (reclaimable): once a tenth
+// of the bodies held since the last checkpoint, and at least
+// min(reclaimFloor, CheckpointMin), are gone, the device that appended
+// some of the entries since writes one whatever their count, so that the
+// spool frees their room (a user at the quota who deleted mail waited for
+// as many new entries as messages left) and a new device does not fetch
+// them. Failures are logged; the sync goes on.
 func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 	if s.cfg.CheckpointMin < 0 {
 		return
@@ -151,33 +165,53 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 		return // the state is not the log's alone (mailstore.ErrQueued)
 	}
 	since := st.Position - min(st.Checkpoint, st.Position)
-	if since < uint64(s.cfg.CheckpointMin) {
+	if since == 0 {
+		return
+	}
+	least := uint64(s.cfg.CheckpointMin)
+	live, err := s.cfg.Store.LiveBodies(ctx)
+	if err != nil {
 		return
 	}
 	s.mu.Lock()
 	appended, refused := s.sentThrough > st.Checkpoint, s.cpRefused
 	other := st.Checkpoint != 0 && st.Checkpoint != s.cpWritten
-	s.mu.Unlock()
-	if !appended && since < 2*uint64(s.cfg.CheckpointMin) {
-		// Another device's changes: it writes the checkpoint. Every
-		// device crossed the line at the same entry, and wrote one:
-		// beside a device under the stress mix, an idle one sealed 32
-		// checkpoints in 60 s, and the spool refused 19 as stale.
-		return
+	if st.Checkpoint != s.liveSince {
+		// Another checkpoint: count what is deleted from here.
+		s.liveSince, s.liveMark = st.Checkpoint, live
 	}
-	if other && since < uint64(s.cfg.CheckpointMin)+uint64(s.cfg.CheckpointMin)/4 {
-		// Several devices making changes: the one that wrote the newest
-		// checkpoint writes the next, and the others a quarter later,
-		// once they have read it. Both wrote at the same entry before,
-		// and the spool refused one of the two as stale, after it was
-		// sealed and uploaded whole.
-		return
+	s.liveMark = max(s.liveMark, live)
+	freed := s.liveMark - live
+	reclaim := appended && freed > 0 && freed >= max(s.liveMark/reclaimShare, min(reclaimFloor, s.cfg.CheckpointMin))
+	if reclaim {
+		s.liveMark = live // one try for these: the next needs as many more
+	}
+	s.mu.Unlock()
+	if !reclaim {
+		if since < least {
+			return
+		}
+		if !appended && since < 2*least {
+			// Another device's changes: it writes the checkpoint.
+			// Every device crossed the line at the same entry, and
+			// wrote one: beside a device under the stress mix, an
+			// idle one sealed 32 checkpoints in 60 s, and the spool
+			// refused 19 as stale.
+			return
+		}
+		if other && since < least+least/4 {
+			// Several devices making changes: the one that wrote the
+			// newest checkpoint writes the next, and the others a
+			// quarter later, once they have read it. Both wrote at
+			// the same entry before, and the spool refused one of the
+			// two as stale, after it was sealed and uploaded whole.
+			return
+		}
+		if since <= uint64(live) {
+			return
+		}
 	}
 	if !refused.IsZero() && time.Since(refused) < checkpointRefusedWait {
-		return
-	}
-	live, err := s.cfg.Store.LiveBodies(ctx)
-	if err != nil || since <= uint64(live) {
 		return
 	}
 	_, _, err = s.WriteCheckpoint(ctx)

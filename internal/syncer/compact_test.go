@@ -590,3 +590,41 @@ func TestBusyDevicesTakeTurns(t *testing.T) {
 			stored, stale, srcA.count(), srcA.staleCount(), srcB.count(), srcB.staleCount(), changes, changes/min, changes/min/3)
 	}
 }
+
+// TestCheckpointAfterMailDeleted: a device holding 300 messages (the
+// default CheckpointMin of 1,000) deletes 120 of them in one EXPUNGE. A
+// tenth of its bodies are gone, so it writes a checkpoint at once and the
+// spool frees their room, where it waited for 1,000 entries and more than
+// the 180 messages left (a user at the quota who deleted mail got no room
+// back). Another device, which deleted nothing, writes none; 30 more
+// deleted (not a tenth of what is left) bring no second one.
+func TestCheckpointAfterMailDeleted(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	src := &cpCounter{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	otherSrc := &cpCounter{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	a, _, _, msgs, ctx := startDevice(t, r, 300, Config{Source: src})
+	other, _ := r.deviceWith("other", Config{Source: otherSrc})
+	t.Cleanup(run(t, other))
+	ids := make([]command.ID, 0, 150)
+	for _, m := range msgs[:150] {
+		ids = append(ids, m.ID)
+	}
+	if _, err := a.Submit(ctx, &command.Command{Kind: command.Expunge, IDs: ids[:120]}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "a checkpoint after the EXPUNGE", func() bool { return a.Status().Checkpoint == 301 })
+	if lr, err := r.log.Read(ctx, "alice", 0, 1000, 1<<30); err != nil || len(lr) != 181 {
+		t.Fatalf("the log holds %d entries (%v) after the checkpoint, want the 180 live messages and the EXPUNGE", len(lr), err)
+	}
+	if _, err := a.Submit(ctx, &command.Command{Kind: command.Expunge, IDs: ids[120:]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.WaitApplied(ctx, 302); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // each loop checks after its step; let them
+	if n, o := src.count(), otherSrc.count(); n != 1 || o != 0 {
+		t.Errorf("the deleting device wrote %d checkpoints and the other %d; want 1 and none", n, o)
+	}
+}

@@ -336,6 +336,8 @@ type Syncer struct {
 	downSince  time.Time // when the exchanges with the spool started failing
 	cpRefused  time.Time // when the spool last refused a checkpoint as too large (413)
 	cpWritten  uint64    // the position of the checkpoint this device stored last in this run
+	liveSince  uint64    // the checkpoint liveMark counts from (maybeCheckpoint)
+	liveMark   int       // the most live bodies seen since liveSince
 
 	light            []uint64      // positions applied in this run of entries without message bytes, ascending (tail.go)
 	restoring        bool          // a restore from a checkpoint runs: Submit queues (queue.go)
