@@ -72,6 +72,8 @@ type Client struct {
 	earliest atomic.Int64
 	// budget is the last HeaderBudget the server sent; nil: none yet.
 	budget atomic.Pointer[Budget]
+	// quota is the last read answer's HeaderQuota; nil: none.
+	quota atomic.Pointer[Quota]
 }
 
 // Budget is a key's nonce budget as the server states it (HeaderBudget,
@@ -243,6 +245,7 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	if err != nil {
 		return spool.LogRead{}, protoErr("missing or bad Cspool-Head", nil)
 	}
+	c.learnQuota(resp.Header)
 	if needCheckpoint {
 		lr.Checkpoint, err = strconv.ParseUint(resp.Header.Get("Cspool-Checkpoint"), 10, 64)
 		if err != nil || lr.Checkpoint > lr.Head {

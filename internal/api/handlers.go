@@ -470,6 +470,7 @@ func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Cspool-Head", strconv.FormatUint(head, 10))
 	w.Header().Set("Cspool-Checkpoint", strconv.FormatUint(cp, 10))
+	s.setQuota(ctx, w, user)
 	w.WriteHeader(http.StatusOK)
 	if err := s.stream(ctx, w, user, p, head, cp, entries); err != nil {
 		// The status is sent; the missing end marker tells the client.

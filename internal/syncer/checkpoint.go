@@ -119,6 +119,25 @@ const (
 	reclaimFloor = 100
 )
 
+// QuotaStated is the optional capability of a Source to say the user's
+// usage of the spool against its quota, as the spool last stated it
+// (api.Client.Quota). Near it (nearQuota), a device that deleted mail
+// writes a checkpoint at once, whatever it freed.
+type QuotaStated interface {
+	Quota() (usage, limit int64, ok bool)
+}
+
+// nearQuota reports whether the spool last stated a usage of at least 90%
+// of the user's quota.
+func (s *Syncer) nearQuota() bool {
+	q, ok := s.cfg.Source.(QuotaStated)
+	if !ok {
+		return false
+	}
+	u, l, ok := q.Quota()
+	return ok && l > 0 && u >= l-l/10
+}
+
 // checkpointRefusedWait is how long maybeCheckpoint waits after the spool
 // refused a checkpoint as too large before it tries again: until its
 // operator raises the limit, every try would write and upload the whole
@@ -148,11 +167,12 @@ func tempFile(dir string) (*os.File, error) {
 // could compact none of it, and the checkpoint would stop the sync for a
 // snapshot and a round trip. Mail deleted is (reclaimable): once a tenth
 // of the bodies held since the last checkpoint, and at least
-// min(reclaimFloor, CheckpointMin), are gone, the device that appended
-// some of the entries since writes one whatever their count, so that the
-// spool frees their room (a user at the quota who deleted mail waited for
-// as many new entries as messages left) and a new device does not fetch
-// them. Failures are logged; the sync goes on.
+// min(reclaimFloor, CheckpointMin), are gone, or any when the spool says
+// the user is near the quota (nearQuota), the device that appended some of
+// the entries since writes one whatever their count, so that the spool
+// frees their room (a user at the quota who deleted mail waited for as
+// many new entries as messages left) and a new device does not fetch them.
+// Failures are logged; the sync goes on.
 func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 	if s.cfg.CheckpointMin < 0 {
 		return
@@ -173,6 +193,7 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	near := s.nearQuota()
 	s.mu.Lock()
 	appended, refused := s.sentThrough > st.Checkpoint, s.cpRefused
 	other := st.Checkpoint != 0 && st.Checkpoint != s.cpWritten
@@ -182,7 +203,7 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 	}
 	s.liveMark = max(s.liveMark, live)
 	freed := s.liveMark - live
-	reclaim := appended && freed > 0 && freed >= max(s.liveMark/reclaimShare, min(reclaimFloor, s.cfg.CheckpointMin))
+	reclaim := appended && freed > 0 && (near || freed >= max(s.liveMark/reclaimShare, min(reclaimFloor, s.cfg.CheckpointMin)))
 	if reclaim {
 		s.liveMark = live // one try for these: the next needs as many more
 	}

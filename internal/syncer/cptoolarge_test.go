@@ -172,3 +172,50 @@ func TestTailWithinKeepLimit(t *testing.T) {
 			kept, lr[len(lr)-1:], stats.Deleted)
 	}
 }
+
+// TestCheckpointNearQuota: the spool says the user's log is near its
+// quota (api.HeaderQuota on reads). A device holding 20 messages deletes
+// one (of 20 KB): far from a tenth of its mail, but near the quota it
+// writes a checkpoint at once, and the spool takes the message's room
+// back. It
+// waited for 1,000 entries and more than the messages left before.
+func TestCheckpointNearQuota(t *testing.T) {
+	t.Parallel()
+	h := newHTTPSpool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	batch := make([][]byte, 20)
+	for i := range batch {
+		m := msg(i)
+		m.Body = append(m.Body, bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)...)
+		var err error
+		if batch[i], _, err = entry.Seal(m, h.spoolKey, h.user.Public(), "alice", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.store.Append(ctx, "alice", batch); err != nil {
+		t.Fatal(err)
+	}
+	usage, err := h.store.Usage(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	h.mod = func(c *api.Config) { c.Quota = usage + usage/20 } // 95% used
+	h.start()
+	s, ms := h.device("device")
+	s.cfg.CheckpointMin = 1000
+	t.Cleanup(run(t, s))
+	if err := s.WaitApplied(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	_, msgs := inbox(t, ms)
+	if _, err := s.Submit(ctx, &command.Command{Kind: command.Expunge, IDs: []command.ID{msgs[0].ID}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "a checkpoint after the EXPUNGE near the quota", func() bool { return s.Status().Checkpoint == 21 })
+	after, err := h.store.Usage(ctx, "alice")
+	if err != nil || after >= usage {
+		t.Fatalf("usage %d (%v) after the checkpoint, want below the %d before", after, err, usage)
+	}
+}

@@ -1,0 +1,63 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+)
+
+// TestQuotaStated: on a server with a quota, the answer to a read of a
+// log says the log's usage and the quota, and the client keeps them; a
+// server without one says nothing, and neither does an answer to another
+// request.
+func TestQuotaStated(t *testing.T) {
+	const quota = 1 << 20
+	e := newEnv(t, false, func(c *Config) { c.Quota = quota })
+	ctx := testCtx(t)
+	resp, _ := e.send(t, rawRequest{method: "POST", path: "/v1/users/alice/entries", body: EncodeBatch([][]byte{e.delivery(t, "alice", "mail")}), key: e.spoolK})
+	if resp.StatusCode != http.StatusOK || resp.Header.Get(HeaderQuota) != "" {
+		t.Fatalf("an append: %d, %s %q; want 200 without it", resp.StatusCode, HeaderQuota, resp.Header.Get(HeaderQuota))
+	}
+	usage, err := e.store.Usage(ctx, "alice")
+	if err != nil || usage == 0 {
+		t.Fatalf("usage %d, %v", usage, err)
+	}
+	c := e.client(t, "alice", e.alice)
+	if _, _, ok := c.Quota(); ok {
+		t.Fatal("a quota known before any read")
+	}
+	if _, err := c.ReadLog(ctx, 0, 10, 1<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	if u, l, ok := c.Quota(); !ok || u != usage || l != quota {
+		t.Errorf("after a read: %d/%d (%v); want %d/%d", u, l, ok, usage, quota)
+	}
+
+	plain := newEnv(t, false, nil)
+	pc := plain.client(t, "alice", plain.alice)
+	if _, err := pc.ReadLog(context.Background(), 0, 10, 1<<20, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := pc.Quota(); ok {
+		t.Error("a server without a quota stated one")
+	}
+}
+
+// TestClientQuotaBounded: the spool is not trusted; a quota header out of
+// form is taken as none.
+func TestClientQuotaBounded(t *testing.T) {
+	e := newEnv(t, false, nil)
+	c := e.client(t, "alice", e.alice)
+	for _, bad := range []string{"", "5", "5/", "/5", "-1/5", "5/0", "5/-1", "a/5", "5/5/5", " 5/5", fmt.Sprint(uint64(1)<<63) + "/5"} {
+		c.learnQuota(http.Header{HeaderQuota: []string{"90/100"}})
+		c.learnQuota(http.Header{HeaderQuota: []string{bad}})
+		if u, l, ok := c.Quota(); ok {
+			t.Errorf("after %s %q: %d/%d taken", HeaderQuota, bad, u, l)
+		}
+	}
+	c.learnQuota(http.Header{HeaderQuota: []string{"120/100"}})
+	if u, l, ok := c.Quota(); !ok || u != 120 || l != 100 {
+		t.Errorf("over the quota: %d/%d (%v); want 120/100", u, l, ok)
+	}
+}
