@@ -119,6 +119,10 @@ const (
 	reclaimFloor = 100
 )
 
+// nearQuotaSpacing is the least time between two checkpoints a device
+// writes because the spool says the user is near the quota.
+const nearQuotaSpacing = time.Minute
+
 // QuotaStated is the optional capability of a Source to say the user's
 // usage of the spool against its quota, as the spool last stated it
 // (api.Client.Quota). Near it (nearQuota), a device that deleted mail
@@ -193,7 +197,10 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	near := s.nearQuota()
+	// Near the quota, at most one a nearQuotaSpacing for it: each is
+	// the whole state, sealed and uploaded, and a user deleting one
+	// message after another in a large mailbox would write one each.
+	near := s.nearQuota() && time.Since(st.CheckpointWritten) >= nearQuotaSpacing
 	s.mu.Lock()
 	appended, refused := s.sentThrough > st.Checkpoint, s.cpRefused
 	other := st.Checkpoint != 0 && st.Checkpoint != s.cpWritten

@@ -177,8 +177,8 @@ func TestTailWithinKeepLimit(t *testing.T) {
 // quota (api.HeaderQuota on reads). A device holding 20 messages deletes
 // one (of 20 KB): far from a tenth of its mail, but near the quota it
 // writes a checkpoint at once, and the spool takes the message's room
-// back. It
-// waited for 1,000 entries and more than the messages left before.
+// back (it waited for 1,000 entries and more than the messages left
+// before); another deleted within the minute waits for the next.
 func TestCheckpointNearQuota(t *testing.T) {
 	t.Parallel()
 	h := newHTTPSpool(t)
@@ -217,5 +217,14 @@ func TestCheckpointNearQuota(t *testing.T) {
 	after, err := h.store.Usage(ctx, "alice")
 	if err != nil || after >= usage {
 		t.Fatalf("usage %d (%v) after the checkpoint, want below the %d before", after, err, usage)
+	}
+	// Another within the minute: no second checkpoint for it (each is
+	// the whole state).
+	if _, err := s.Submit(ctx, &command.Command{Kind: command.Expunge, IDs: []command.ID{msgs[1].ID}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the loop checks after its step; let it
+	if cp := s.Status().Checkpoint; cp != 21 {
+		t.Errorf("a second deletion within a minute brought a checkpoint at %d", cp)
 	}
 }
