@@ -73,6 +73,18 @@ var kindNames = [...]string{
 	Body: "Body", Restoration: "Restoration",
 }
 
+// HoldsContent reports whether a command of kind k carries a message or a
+// mailbox's state (Deliver, Append, Checkpoint, Body, Restoration): the
+// entries whose size follows their content. Every other kind is a change
+// to messages or mailboxes already there, small whatever the mailbox.
+func (k Kind) HoldsContent() bool {
+	switch k {
+	case Deliver, Append, Checkpoint, Body, Restoration:
+		return true
+	}
+	return false
+}
+
 func (k Kind) String() string {
 	if k >= 1 && k <= maxKind {
 		return kindNames[k]

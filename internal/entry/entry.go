@@ -864,8 +864,7 @@ func PaddedLen(k command.Kind, n int) int {
 	if n <= MinPadded {
 		return MinPadded
 	}
-	switch k {
-	case command.Deliver, command.Append, command.Checkpoint, command.Body, command.Restoration:
+	if k.HoldsContent() {
 		return Padme(n)
 	}
 	return 1 << bits.Len(uint(n-1))

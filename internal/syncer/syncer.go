@@ -183,9 +183,10 @@ type Config struct {
 	// another device's, for a quarter more: that device writes the next);
 	// 0 = 1000, negative = never write checkpoints.
 	CheckpointMin int
-	// CheckpointTail is how many of the newest entries without message
-	// bytes this device applied a checkpoint it writes keeps besides the
-	// live bodies (tail.go); 0 = DefaultCheckpointTail, negative = none.
+	// CheckpointTail is how many entries without a message a checkpoint
+	// this device writes keeps besides its live bodies: the newest such
+	// entries this device applied (tail.go); 0 = DefaultCheckpointTail,
+	// negative = none.
 	CheckpointTail int
 
 	// KeepDir, if set, is the folder where an entry sealed to another key

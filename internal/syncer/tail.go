@@ -3,7 +3,6 @@ package syncer
 import (
 	"slices"
 
-	"cspool/internal/command"
 	"cspool/internal/mailstore"
 )
 
@@ -25,17 +24,6 @@ import (
 // checkpoint keeps unless Config.CheckpointTail says otherwise.
 const DefaultCheckpointTail = 1000
 
-// lightKind reports whether an entry of kind k holds no message bytes.
-func lightKind(k command.Kind) bool {
-	switch k {
-	case command.SetFlags, command.ClearFlags, command.ReplaceFlags, command.Copy, command.Move,
-		command.Expunge, command.CreateMailbox, command.RenameMailbox, command.DeleteMailbox,
-		command.Subscribe, command.Unsubscribe:
-		return true
-	}
-	return false
-}
-
 // noteLight records the positions of the entries of an applied batch that
 // hold no message bytes; it keeps the newest Config.CheckpointTail of
 // them.
@@ -46,7 +34,9 @@ func (s *Syncer) noteLight(batch []mailstore.Entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range batch {
-		if e.Cmd != nil && lightKind(e.Cmd.Kind) {
+		// An applied entry's kind is one this device reads (an unknown
+		// kind does not open).
+		if e.Cmd != nil && !e.Cmd.Kind.HoldsContent() {
 			s.light = append(s.light, e.Pos)
 		}
 	}
