@@ -210,6 +210,16 @@ func (c *countingSource) Budget() (int, time.Duration, int, bool) {
 	return 0, 0, 0, false
 }
 
+// Quota passes the spool's statement of the user's quota through
+// (syncer.QuotaStated), so that a device near it writes a checkpoint once
+// mail is deleted.
+func (c *countingSource) Quota() (int64, int64, bool) {
+	if q, ok := c.Source.(syncer.QuotaStated); ok {
+		return q.Quota()
+	}
+	return 0, 0, false
+}
+
 // countingCheckpointer is a countingSource over a source with checkpoints:
 // the syncer finds the capability with a type assertion, so it must stay
 // visible through the wrapper.
