@@ -49,6 +49,31 @@ except smtplib.SMTPRecipientsRefused as e:
 s.quit()
 `
 
+// eaiMessage is sent into Postfix with SMTPUTF8 (RFC 6531): its sender's
+// address, its From and its Subject are UTF-8, unencoded (RFC 6532).
+const eaiMessage = "From: J\xc3\xb6ran <j\xc3\xb6ran@example.org>\r\n" +
+	"To: Alice <alice@example.org>\r\n" +
+	"Subject: Gr\xc3\xbc\xc3\x9fe, unencoded\r\n" +
+	"Date: Wed, 26 Nov 2025 11:00:00 +0100\r\n" +
+	"Message-ID: <postfix-eai-1@example.org>\r\n" +
+	"MIME-Version: 1.0\r\n" +
+	"Content-Type: text/plain; charset=utf-8\r\n" +
+	"Content-Transfer-Encoding: 8bit\r\n" +
+	"\r\n" +
+	"An address in UTF-8, through Postfix and LMTP.\r\n"
+
+// smtplibSendUTF8 is smtplibSend with SMTPUTF8 on MAIL FROM (the sender's
+// address is UTF-8).
+const smtplibSendUTF8 = `
+import smtplib, sys
+host, port, sender, rcpt, path = sys.argv[1:6]
+s = smtplib.SMTP(host, int(port), timeout=60)
+s.ehlo("client.example.org")
+s.sendmail(sender, [rcpt], open(path, "rb").read(), mail_options=["SMTPUTF8"])
+print("SENT")
+s.quit()
+`
+
 // TestPostfix sends mail into a throwaway Postfix instance over SMTP, whose
 // main.cf holds docs/POSTFIX.md's main.cf exactly as printed there; Postfix
 // routes example.org to cspool's LMTP listener (transport_maps), and the
@@ -56,7 +81,8 @@ s.quit()
 // also checks recipient validation (reject_unverified_recipient answered by
 // the listener's 550 at RCPT) for a client in mynetworks, with no bounce,
 // and that mail queued while the spool server is down arrives after it is
-// back.
+// back. A message whose sender's address is UTF-8 (SMTPUTF8, which the
+// instance offers as Debian's Postfix does) is delivered, not bounced.
 func TestPostfix(t *testing.T) {
 	t.Parallel()
 	holdDefaultAddrs(t)
@@ -150,6 +176,26 @@ func TestPostfix(t *testing.T) {
 	}
 	t.Logf("spool server restart and queue flush to IMAP in %v", time.Since(start).Round(time.Millisecond))
 	checkPostfixCopy(t, msgs[1])
+
+	// 4. Internationalized mail: Postfix passes a message that needs
+	// SMTPUTF8 on only to a next hop that offers it, and returns it to
+	// its sender otherwise.
+	if err := os.WriteFile(filepath.Join(work, "eai.eml"), []byte(eaiMessage), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const eaiSender = "j\xc3\xb6ran@example.org"
+	if got := strings.TrimSpace(runCmd(t, work, env, "", python, "-c", smtplibSendUTF8, "127.0.0.1", fmt.Sprint(smtpPort),
+		eaiSender, "alice@example.org", filepath.Join(work, "eai.eml"))); got != "SENT" {
+		t.Fatalf("SMTPUTF8 to alice@example.org: %q, want SENT", got)
+	}
+	msgs = fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", password, 3)
+	if len(msgs) != 3 || !bytes.HasSuffix(msgs[2], []byte(eaiMessage)) {
+		b, _ := os.ReadFile(pf.maillog)
+		t.Fatalf("the SMTPUTF8 message did not arrive whole (%d messages); Postfix's log:\n%s", len(msgs), b)
+	}
+	if want := "Return-Path: <" + eaiSender + ">\r\nDelivered-To: alice@example.org\r\n"; !bytes.HasPrefix(msgs[2], []byte(want)) {
+		t.Errorf("the SMTPUTF8 message starts %q, want %q", msgs[2][:min(len(msgs[2]), 80)], want)
+	}
 
 	start = time.Now()
 	pf.stop(t)
@@ -327,7 +373,6 @@ func startPostfixWith(t *testing.T, bin, work string, smtpPort int, recipe strin
 		"default_transport = error:this test instance sends no outside mail",
 		"address_verify_map =",
 		"address_verify_poll_delay = 1s",
-		"smtputf8_enable = no",
 		"biff = no",
 	}, "\n") + "\n" + recipe
 	// No chroot, so no copies of /etc inside the queue; smtpd on the test

@@ -167,6 +167,12 @@ func NewLMTP(d *Deliverer, opts LMTPOptions) *LMTP {
 	// chunks; the session enforces it on the bytes it reads.
 	s.MaxMessageBytes = opts.MaxMessageBytes
 	s.MaxRecipients = opts.MaxRecipients
+	// A message is stored as the bytes that came, so UTF-8 in its
+	// addresses and header fields (RFC 6531, 6532) needs nothing more; a
+	// mail server in front passes a message that needs SMTPUTF8 on only to
+	// a next hop that offers it, and returns it to its sender otherwise
+	// (Postfix: "SMTPUTF8 is required, but was not offered").
+	s.EnableSMTPUTF8 = true
 	// The library applies this to every line it reads; it never reads a
 	// message sent with DATA (lmtpConn), so message lines are not limited.
 	// BDAT chunks are read with the limit off.

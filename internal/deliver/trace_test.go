@@ -8,7 +8,8 @@ import (
 // TestLMTPTrace: every LMTP delivery starts with Return-Path (the envelope
 // sender, <> for the null sender) and Delivered-To (the address that
 // reached the user), as a delivery agent adds them (RFC 5321 section 4.4),
-// and the message follows byte for byte.
+// and the message follows byte for byte; also for addresses in UTF-8, which
+// a mail server sends only to a listener that offers SMTPUTF8.
 func TestLMTPTrace(t *testing.T) {
 	f := newFixture(t, "alice", "bob")
 	addr := serve(t, f.d, LMTPOptions{RecipientDelimiter: "+"})
@@ -28,6 +29,8 @@ func TestLMTPTrace(t *testing.T) {
 			map[string]string{"bob": "Return-Path: <\"b b\\\"q\"@example.net>\r\nDelivered-To: bob@example.org\r\n"}},
 		{"a bare CR in the sender", "<\"a\rb\"@example.net>", []string{"<bob@example.org>"},
 			map[string]string{"bob": "Return-Path: <a?b@example.net>\r\nDelivered-To: bob@example.org\r\n"}},
+		{"UTF-8 addresses (SMTPUTF8)", "<j\u00f6ran@b\u00fccher.example> SMTPUTF8", []string{"<alice@b\u00fccher.example>"},
+			map[string]string{"alice": "Return-Path: <j\u00f6ran@b\u00fccher.example>\r\nDelivered-To: alice@b\u00fccher.example\r\n"}},
 		{"one user through two addresses", "<s@example.net>", []string{"<alice+a@example.org>", "<alice@example.org>", "<bob@example.org>"},
 			map[string]string{
 				"alice": "Return-Path: <s@example.net>\r\nDelivered-To: alice+a@example.org\r\n",
