@@ -126,8 +126,9 @@ func (c *Client) learnBudget(resp *http.Response) {
 const maxBudgetWindow = 3600
 
 // NewClient returns a client of the server at baseURL (http:// or https://,
-// no path), acting as user with key. hc nil means a plain http.Client; its
-// transport decides TLS settings.
+// no path), acting as user with key. hc nil means an http.Client whose
+// connections notice a dead path within 30 s (dial.go); else hc's
+// transport decides TLS and connection settings.
 func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
@@ -145,7 +146,7 @@ func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Cli
 		return nil, errors.New("spool client: no key")
 	}
 	if hc == nil {
-		hc = &http.Client{}
+		hc = &http.Client{Transport: newTransport()}
 	}
 	return &Client{base: u.Scheme + "://" + u.Host, user: user, key: key, hc: hc, now: time.Now, stall: readStall}, nil
 }
