@@ -61,15 +61,21 @@ func TestDeviceNoticesDeadPath(t *testing.T) {
 		}
 		return string(out)
 	}
-	// The namespace exists once unshare has exec'd sleep.
+	// The process is in the new namespace once unshare has made it: until
+	// then nsenter would enter this one.
+	own, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if exec.Command(nsenter, inNS(ip, "link", "set", "lo", "up")...).Run() == nil {
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)); err == nil && ns != own {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the network namespace did not come up")
 		}
 	}
+	netCmd(ip, "link", "set", "lo", "up")
 
 	alice, spoolK := mustKey(t), mustKey(t)
 	if err := keys.WriteFiles(alice, filepath.Join(work, "alice.sec"), filepath.Join(work, "alice.pub"), keys.WriteOptions{}); err != nil {
