@@ -761,6 +761,16 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		// parts of a message/rfc822 part only (RFC 9051 section 6.4.5).
 		return []byte{}
 	}
+	if top, ok := mimeform.BoundedHeader(b[:hl]); !ok {
+		// The library parses the whole header for any section: one
+		// beyond the bounds (a message stored before they were kept;
+		// one parsed since is Simplified) gives the fields within them
+		// and no part.
+		if len(sec.Part) > 0 {
+			return []byte{}
+		}
+		b = top
+	}
 	// The partial is cut here: the library's sum of origin and length
 	// overflows near 2^63.
 	whole := *sec

@@ -15,8 +15,13 @@ import (
 )
 
 // partHeader returns the MIME header of a body part (its BODY[part.MIME]),
-// parsed; an empty header when the part does not exist.
+// parsed; an empty header when the part does not exist, or when the
+// message's header is beyond mimeform's bounds (the library would parse it
+// whole).
 func partHeader(raw []byte, part []int) *textproto.Header {
+	if _, ok := mimeform.BoundedHeader(raw); !ok {
+		return &textproto.Header{}
+	}
 	b := imapserver.ExtractBodySection(bytes.NewReader(raw),
 		&imap.FetchItemBodySection{Part: part, Specifier: imap.PartSpecifierMIME})
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(append(b, "\r\n"...))))

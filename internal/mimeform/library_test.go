@@ -36,8 +36,7 @@ func libraryStructure(b []byte) (bs imap.BodyStructure) {
 	if err != nil {
 		return nil
 	}
-	parts := 0
-	if !withinBounds(header, br, 0, 0, &parts) {
+	if !withinBounds(header, br, structureBounds) {
 		return nil
 	}
 	defer func() {

@@ -121,13 +121,23 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, error) {
 	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
 	r := getReader(b)
 	defer readers.Put(r)
-	header, err := textproto.ReadHeader(r.br)
 	var env *imap.Envelope
 	var bs imap.BodyStructure
-	if err != nil {
+	cut, within := BoundedHeader(b)
+	if !within {
+		// Its envelope from the fields within the bounds; the rest
+		// served as it came.
+		r.reset(cut)
+	}
+	header, err := textproto.ReadHeader(r.br)
+	switch {
+	case err != nil:
 		p.Status, p.HeaderLen = Unparsed, 0
 		env = &imap.Envelope{}
-	} else {
+	case !within:
+		env = extractEnvelope(header)
+		p.Status = Simplified
+	default:
 		env = extractEnvelope(header)
 		bs = extractStructure(b, header, r)
 		if bs == nil {
@@ -215,8 +225,7 @@ func headerLength(b []byte) int64 {
 // MIME structure is malformed. It reuses r.
 func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.BodyStructure) {
 	body := r.offset(b)
-	parts := 0
-	if !withinBounds(header, r.br, 0, 0, &parts) {
+	if !withinBounds(header, r.br, structureBounds) {
 		return nil
 	}
 	defer func() {
@@ -335,36 +344,77 @@ func contentLanguage(header gomessage.Header) []string {
 	return l
 }
 
-// withinBounds walks the MIME tree without keeping it, and reports whether
-// it stays within MaxPartDepth, MaxParts and MaxNestedMessages.
-func withinBounds(h textproto.Header, r io.Reader, depth, nested int, parts *int) bool {
+// bounds are the limits of a walk of a MIME tree (withinBounds).
+type bounds struct {
+	depth, parts, nested int
+}
+
+// structureBounds are the parse's: MaxPartDepth, MaxParts and
+// MaxNestedMessages.
+var structureBounds = bounds{MaxPartDepth, MaxParts, MaxNestedMessages}
+
+// walk is a walk of a MIME tree (withinBounds) so far.
+type walk struct {
+	bounds
+	depth, nested, parts int
+	tripped              bool // a header beyond MaxHeaderFields or MaxHeaderBytes
+}
+
+// withinBounds walks the MIME tree whose header is h and whose body r
+// reads, without keeping it, and reports whether it stays within b and
+// every part's header within MaxHeaderFields and MaxHeaderBytes (the walk
+// reads no header beyond them: headerGuard).
+func withinBounds(h textproto.Header, r io.Reader, b bounds) bool {
+	w := &walk{bounds: b}
+	return w.within(h, r) && !w.tripped
+}
+
+func (w *walk) within(h textproto.Header, r io.Reader) bool {
 	mh := gomessage.Header{Header: h}
 	mediaType, params, _ := mh.ContentType()
 	switch {
 	case strings.HasPrefix(mediaType, "multipart/"):
-		if depth >= MaxPartDepth {
+		if w.depth >= w.bounds.depth {
 			return false
 		}
-		mr := textproto.NewMultipartReader(r, params["boundary"])
-		for *parts <= MaxParts {
+		boundary := params["boundary"]
+		g := guardHeaders(r, []byte("--"+boundary))
+		mr := textproto.NewMultipartReader(g, boundary)
+		for w.parts <= w.bounds.parts {
 			p, err := mr.NextPart()
 			if err != nil {
-				return true // end, or broken: wellFormed judges the result
+				// The end, or broken (wellFormed judges the result), or
+				// a part's header beyond the bounds.
+				w.tripped = w.tripped || g.tripped
+				return !w.tripped
 			}
-			*parts++
-			if !withinBounds(p.Header, p, depth+1, nested, parts) {
+			w.parts++
+			w.depth++
+			ok := w.within(p.Header, p)
+			w.depth--
+			if !ok {
 				return false
 			}
 		}
 		return false
 	case mediaType == "message/rfc822" || mediaType == "message/global":
-		if depth >= MaxPartDepth || nested >= MaxNestedMessages {
+		if w.depth >= w.bounds.depth || w.nested >= w.bounds.nested {
 			return false
 		}
-		br := bufio.NewReader(r)
+		g := guardHeaders(r, nil)
+		br := bufio.NewReader(g)
 		ch, _ := textproto.ReadHeader(br)
-		*parts++
-		return *parts <= MaxParts && withinBounds(ch, br, depth+1, nested+1, parts)
+		if g.tripped {
+			w.tripped = true
+			return false
+		}
+		w.parts++
+		w.depth++
+		w.nested++
+		ok := w.parts <= w.bounds.parts && w.within(ch, br)
+		w.depth--
+		w.nested--
+		return ok
 	}
 	return true
 }

@@ -26,8 +26,10 @@ func HeaderFieldTexts(v string) []string {
 }
 
 // ParseHeader parses a raw header as SEARCH does; a header that does not
-// parse has no fields.
+// parse has no fields, and one beyond MaxHeaderFields or MaxHeaderBytes
+// the fields within them (BoundedHeader).
 func ParseHeader(raw []byte) textproto.Header {
+	raw, _ = BoundedHeader(raw)
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	if err != nil {
 		return textproto.Header{}
@@ -52,8 +54,15 @@ const maxDecodedText = 16 << 20
 // or goes beyond MaxPartDepth or MaxParts, the parts decoded before that
 // and the raw bytes after the header, so that no text of the message is
 // out of SEARCH's reach, at a cost linear in the message's size.
+//
+// A message with a header beyond MaxHeaderFields or MaxHeaderBytes (its
+// own or a part's) is not parsed as MIME: its text is the raw bytes after
+// its header, as for one that does not parse.
 func BodyTexts(raw []byte, headerLen int64) []string {
 	hl := min(int(headerLen), len(raw))
+	if !headersWithinBounds(raw) {
+		return []string{string(raw[hl:])}
+	}
 	e, err := gomessage.Read(bytes.NewReader(raw))
 	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
 		return []string{string(raw[hl:])}
@@ -144,4 +153,32 @@ func HeaderTexts(header []byte) iter.Seq2[string, []string] {
 			}
 		}
 	}
+}
+
+// walkBounds are those of the walk that BodyTexts makes with the MIME
+// library: it stops past MaxPartDepth and MaxParts, having parsed the
+// header of the part beyond them.
+var walkBounds = bounds{MaxPartDepth + 1, MaxParts + 1, MaxPartDepth + 1}
+
+// headersWithinBounds reports whether every header the MIME library
+// parses in a walk of raw (BodyTexts) is within MaxHeaderFields and
+// MaxHeaderBytes. A message of no more bytes and lines than one header may
+// have is, at once; another is walked with its headers guarded
+// (headerGuard), which reads it once more without keeping it.
+func headersWithinBounds(raw []byte) bool {
+	if len(raw) <= MaxHeaderBytes && bytes.Count(raw, []byte("\n")) < MaxHeaderFields {
+		// No more lines than fields may be, nor bytes.
+		return true
+	}
+	top, ok := BoundedHeader(raw)
+	if !ok {
+		return false
+	}
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(top)))
+	if err != nil {
+		return true // not MIME: BodyTexts parses no further
+	}
+	w := &walk{bounds: walkBounds}
+	w.within(h, bytes.NewReader(raw[len(top):]))
+	return !w.tripped
 }

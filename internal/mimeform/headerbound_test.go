@@ -1,0 +1,175 @@
+package mimeform
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+// headerBomb returns n header fields "X-Hi: v", each a line.
+func headerBomb(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "X-H%d: v\r\n", i)
+	}
+	return b.String()
+}
+
+// allocated returns the bytes f allocates.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestHeaderBombsBounded: a message whose header (its own, a part's, a
+// nested message's) has 400,000 fields, 5.5 MB, is parsed, indexed and
+// searched with an allocation of a few times its size, as any message,
+// where the MIME library's whole parse of such a header allocated about
+// 40 times it (over 200 MB) and held most of it at once. The message keeps
+// its bytes and its header's length; its envelope comes from the fields
+// within the bounds; its structure is the fallback (one text part).
+func TestHeaderBombsBounded(t *testing.T) {
+	bomb := headerBomb(400000)
+	cases := []struct {
+		name, msg  string
+		subject    string // the envelope's
+		textHolds  string // BodyTexts's text holds it
+		fieldsTop  int    // fields ParseHeader gives of the top header
+		wantStatus Status
+	}{
+		{"the message's header",
+			"Subject: first\r\nFrom: a@example.org\r\n" + bomb + "Subject: late\r\n\r\nthe body\r\n",
+			"first", "the body", MaxHeaderFields, Simplified},
+		{"a part's header",
+			"Subject: part\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n" +
+				"--b\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n" +
+				"--b\r\nContent-Type: text/plain\r\n" + bomb + "\r\nsecond part\r\n--b--\r\n",
+			"part", "second part", 3, Simplified},
+		{"a nested message's header",
+			"Subject: nested\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\r\n" +
+				"Subject: inner\r\n" + bomb + "\r\ninner body\r\n",
+			"nested", "inner body", 3, Simplified},
+		{"a continued field",
+			"Subject: folded\r\nX-Long: a" + strings.Repeat("\r\n b", 2_500_000) + "\r\n\r\nbody\r\n",
+			"folded", "body", 1, Simplified},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			raw := []byte(c.msg)
+			var m Message
+			var err error
+			parsed := allocated(func() { m, err = Parse(raw) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Status != c.wantStatus {
+				t.Errorf("status %d, want %d", m.Status, c.wantStatus)
+			}
+			if want := int64(headerLength(raw)); m.HeaderLen != want {
+				t.Errorf("header length %d, want %d", m.HeaderLen, want)
+			}
+			env, err := DecodeEnvelope(m.Envelope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if env.Subject != c.subject {
+				t.Errorf("envelope's subject %q, want %q", env.Subject, c.subject)
+			}
+			var texts []string
+			searched := allocated(func() { texts = BodyTexts(raw, m.HeaderLen) })
+			if !strings.Contains(strings.Join(texts, "\n"), c.textHolds) {
+				t.Errorf("BodyTexts lack %q", c.textHolds)
+			}
+			fields := 0
+			headed := allocated(func() {
+				h := ParseHeader(raw[:m.HeaderLen])
+				for f := h.Fields(); f.Next(); {
+					fields++
+				}
+			})
+			if fields != c.fieldsTop {
+				t.Errorf("ParseHeader gave %d fields, want %d", fields, c.fieldsTop)
+			}
+			limit := uint64(8*len(raw)) + 16<<20
+			t.Logf("%d bytes: Parse allocated %d, BodyTexts %d, ParseHeader %d", len(raw), parsed, searched, headed)
+			for what, n := range map[string]uint64{"Parse": parsed, "BodyTexts": searched, "ParseHeader": headed} {
+				if n > limit {
+					t.Errorf("%s allocated %d bytes for a message of %d, want at most %d", what, n, len(raw), limit)
+				}
+			}
+		})
+	}
+}
+
+// TestBoundedHeader: a header within the bounds is given back as it is;
+// one beyond them is cut before the first field that goes beyond them,
+// continuation lines staying with their field, and ended with a blank
+// line.
+func TestBoundedHeader(t *testing.T) {
+	within := "A: 1\r\nB: 2\r\n\r\nbody"
+	if got, ok := BoundedHeader([]byte(within)); !ok || string(got) != "A: 1\r\nB: 2\r\n\r\n" {
+		t.Errorf("within: %q, %v", got, ok)
+	}
+	if got, ok := BoundedHeader([]byte("A: 1\nB: 2")); !ok || string(got) != "A: 1\nB: 2" {
+		t.Errorf("no blank line: %q, %v", got, ok)
+	}
+	many := headerBomb(MaxHeaderFields) + "Last: x\r\n cont\r\n\r\n"
+	got, ok := BoundedHeader([]byte(many))
+	if want := headerBomb(MaxHeaderFields) + "\r\n"; ok || string(got) != want {
+		t.Errorf("one field too many: ok %v, %d bytes, want %d", ok, len(got), len(want))
+	}
+	exact := headerBomb(MaxHeaderFields-1) + "Last: x\r\n cont\r\n\r\n"
+	if got, ok := BoundedHeader([]byte(exact)); !ok || string(got) != exact {
+		t.Errorf("exactly the most fields: ok %v, %d bytes", ok, len(got))
+	}
+	big := "A: 1\r\nB: " + strings.Repeat("x", MaxHeaderBytes) + "\r\n\r\n"
+	if got, ok := BoundedHeader([]byte(big)); ok || string(got) != "A: 1\r\n\r\n" {
+		t.Errorf("too many bytes: ok %v, %q", ok, got[:min(len(got), 40)])
+	}
+}
+
+// TestHeaderGuardChunks: the guard finds a part's header beyond the
+// bounds however its reads are cut, and lets a part whose body has as
+// many lines, a close delimiter and a line that starts like the boundary
+// pass.
+func TestHeaderGuardChunks(t *testing.T) {
+	body := func(header string) string {
+		return "preamble\r\n--b\r\nA: 1\r\n\r\n" + headerBomb(MaxHeaderFields+10) + // a body's lines
+			"--bx not a boundary\r\n" + headerBomb(MaxHeaderFields+10) +
+			"--b\r\n" + header + "\r\ntext\r\n--b--\r\n" + headerBomb(MaxHeaderFields+10)
+	}
+	for _, c := range []struct {
+		header string
+		trips  bool
+	}{
+		{headerBomb(MaxHeaderFields), false},
+		{headerBomb(MaxHeaderFields + 1), true},
+		{"A: " + strings.Repeat("y", MaxHeaderBytes), true},
+	} {
+		for name, wrap := range map[string]func(io.Reader) io.Reader{
+			"whole":   func(r io.Reader) io.Reader { return r },
+			"bytes":   iotest.OneByteReader,
+			"halves":  iotest.HalfReader,
+			"dataerr": iotest.DataErrReader,
+		} {
+			g := guardHeaders(wrap(strings.NewReader(body(c.header))), []byte("--b"))
+			_, err := io.Copy(io.Discard, g)
+			if tripped := g.tripped; tripped != c.trips || (err != nil) != c.trips {
+				t.Errorf("%s, header of %d bytes: tripped %v, err %v; want tripped %v", name, len(c.header), tripped, err, c.trips)
+			}
+		}
+	}
+	// A nested message's header: the lines up to the first blank line.
+	g := guardHeaders(bytes.NewReader([]byte(headerBomb(10)+"\r\n"+headerBomb(MaxHeaderFields+10))), nil)
+	if _, err := io.Copy(io.Discard, g); err != nil || g.tripped {
+		t.Errorf("a nested header of 10 fields and a long body: %v, tripped %v", err, g.tripped)
+	}
+}
