@@ -146,7 +146,7 @@ func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Cli
 		return nil, errors.New("spool client: no key")
 	}
 	if hc == nil {
-		hc = &http.Client{Transport: newTransport()}
+		hc = &http.Client{Transport: sharedTransport()}
 	}
 	return &Client{base: u.Scheme + "://" + u.Host, user: user, key: key, hc: hc, now: time.Now, stall: readStall}, nil
 }

@@ -3,6 +3,7 @@ package api
 import (
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -34,9 +35,13 @@ const (
 	unackedTimeout = keepAliveIdle + keepAliveInterval*keepAliveCount
 )
 
-// newTransport is the transport of a client made without one
-// (NewClient): http.DefaultTransport's settings, TLS and proxies included,
-// with connections that notice a dead path (above).
+// sharedTransport is the transport of the clients made without one
+// (NewClient), one for all as http.DefaultTransport was (its pool of
+// connections too): newTransport's.
+var sharedTransport = sync.OnceValue(newTransport)
+
+// newTransport is http.DefaultTransport's settings, TLS and proxies
+// included, with connections that notice a dead path (above).
 func newTransport() *http.Transport {
 	d := &net.Dialer{
 		Timeout: 30 * time.Second,
