@@ -196,6 +196,9 @@ func (d *device) newIMAP(cfg imapd.Config) error {
 	cfg.Alert = func() string { return d.sync.Status().Alert() }
 	srv, err := imapd.New(cfg)
 	if err != nil {
+		if err = devicedb.Explain(d.dbPath, err); errors.Is(err, devicedb.ErrDamaged) {
+			return withHint(err, damagedHint(d.dbPath))
+		}
 		return err
 	}
 	d.imap = srv
@@ -426,8 +429,19 @@ func storeHint(dbPath string, err error) string {
 		return "the database is encrypted with the user's key: pass --user-key (and its passphrase)"
 	case errors.Is(err, devicedb.ErrDiskFull):
 		return freeSpaceHint(filepath.Dir(dbPath), "nothing was lost, and the mail waits in the spool")
+	case errors.Is(err, devicedb.ErrDamaged):
+		return damagedHint(dbPath)
 	}
 	return orNewerSchema(err, "check that the directory of --db exists and is writable")
+}
+
+// damagedHint says what to do about a device database SQLite found
+// damaged: it is a copy of the spool's log, but for the changes made on
+// the device and not sent yet.
+func damagedHint(dbPath string) string {
+	return fmt.Sprintf("%s is damaged (a failing disk, or a copy taken while it was written). Its mail is all in the spool: "+
+		"stop the daemon, move %s and %s-wal aside (keep them), and start it again: a new database syncs from the spool. "+
+		"Changes made on this device that were not sent yet (Queued in cspool status) are in the old file only", dbPath, dbPath, dbPath)
 }
 
 // errDatabaseBusy: another process holds the database's lock.

@@ -346,9 +346,18 @@ var ErrDiskFull = errors.New("the disk holding the database is full")
 // disk: less than a WAL commit of a few pages.
 const fullBelow = 1 << 20
 
-// Explain returns err, marked with ErrDiskFull when it is an I/O error
-// from SQLite and the file system holding path is full.
+// ErrDamaged: SQLite found the database's file damaged ("database disk
+// image is malformed": a page that does not hold what its table's tree
+// says, after a failing disk or a copy taken while it was written).
+var ErrDamaged = errors.New("the database file is damaged")
+
+// Explain returns err, marked with ErrDamaged when SQLite found the file
+// damaged, and with ErrDiskFull when it is an I/O error from SQLite and
+// the file system holding path is full.
 func Explain(path string, err error) error {
+	if err != nil && errors.Is(err, sqlite3.CORRUPT) && !errors.Is(err, ErrDamaged) {
+		return fmt.Errorf("%w: %w", ErrDamaged, err)
+	}
 	if err == nil || errors.Is(err, ErrDiskFull) || !(errors.Is(err, sqlite3.IOERR) || errors.Is(err, sqlite3.FULL)) {
 		return err
 	}
