@@ -40,6 +40,13 @@ const (
 // connections too): newTransport's.
 var sharedTransport = sync.OnceValue(newTransport)
 
+// CloseIdleConnections closes the idle connections of the clients made
+// without a transport of their own (NewClient). A server stopped and
+// started again on the same address (in a test) is otherwise met on a
+// connection the old one closed, before the transport noticed: a POST
+// then fails with EOF, as the transport retries no POST.
+func CloseIdleConnections() { sharedTransport().CloseIdleConnections() }
+
 // newTransport is http.DefaultTransport's settings, TLS and proxies
 // included, with connections that notice a dead path (above).
 func newTransport() *http.Transport {

@@ -153,15 +153,16 @@ type API struct {
 func (a *API) URL() string { return "http://" + a.Addr }
 
 // Close stops serving (a second Close does nothing). The clients' idle
-// connections to it are closed too: the rig's clients share
-// http.DefaultTransport, and a POST sent on a connection the stopped
-// server had closed, before the transport noticed, fails with EOF
-// instead of reaching the server started again on the same address
-// (a POST is not retried by the transport).
+// connections to it are closed too: the rig's clients share the API
+// client's transport (api.CloseIdleConnections), and a POST sent on a
+// connection the stopped server had closed, before the transport
+// noticed, fails with EOF instead of reaching the server started again on
+// the same address (a POST is not retried by the transport).
 func (a *API) Close() {
 	if a.srv != nil {
 		a.srv.Close()
 		a.srv = nil
+		api.CloseIdleConnections()
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	}
 }
