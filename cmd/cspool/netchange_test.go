@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"cspool/internal/keys"
 )
 
 // TestDeviceNoticesDeadPath: a device whose connections to the spool die
@@ -42,7 +40,7 @@ func TestDeviceNoticesDeadPath(t *testing.T) {
 	ip := needTool(t, "ip", "iproute2")
 	ss := needTool(t, "ss", "iproute2")
 	bin := buildServerBinary(t)
-	work := t.TempDir()
+	work, _, _ := aliceWithSpool(t)
 	env := os.Environ()
 
 	holder := exec.Command(unshare, "--net", "sleep", "600")
@@ -77,20 +75,12 @@ func TestDeviceNoticesDeadPath(t *testing.T) {
 	}
 	netCmd(ip, "link", "set", "lo", "up")
 
-	alice, spoolK := mustKey(t), mustKey(t)
-	if err := keys.WriteFiles(alice, filepath.Join(work, "alice.sec"), filepath.Join(work, "alice.pub"), keys.WriteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := keys.WriteFiles(spoolK, filepath.Join(work, "spool.sec"), filepath.Join(work, "spool.pub"), keys.WriteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	writeUsersFile(t, filepath.Join(work, "users"), map[string]*keys.SecretKey{"alice": alice})
 	const port = "18080" // in the namespace's own loopback
 	spoolURL := "http://127.0.0.1:" + port
 	startProc(t, "cspool server", work, env, nsenter, inNS(bin, "server", "--port", port, "--spool-dir", "spool",
 		"--users", "users", "--spool-key", "spool.sec")...)
 	daemon := startProc(t, "cspool imap-server", work, env, nsenter, inNS(bin, "imap-server", "--user", "alice",
-		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub",
+		"--user-key", "user.sec", "--user-public-key", "user.pub", "--spool-key", "spool.pub",
 		"--db", "alice.db", "--port", "11143", "--status-addr", "", "--spool-server", spoolURL)...)
 	daemon.waitOutput(t, "state:", 30*time.Second)
 
@@ -102,7 +92,7 @@ func TestDeviceNoticesDeadPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			cmd := exec.Command(nsenter, inNS(bin, "deliver", "--user", "alice", "--user-key", "alice.pub",
+			cmd := exec.Command(nsenter, inNS(bin, "deliver", "--user", "alice", "--user-key", "user.pub",
 				"--spool-key", "spool.sec", "--spool-server", spoolURL)...)
 			cmd.Dir, cmd.Env = work, env
 			f, err := os.Open(filepath.Join(work, name))
