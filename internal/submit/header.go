@@ -13,6 +13,8 @@ import (
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+
+	"cspool/internal/mimeform"
 )
 
 // HeaderEnd returns the offset of msg's body: just past the blank line
@@ -113,9 +115,18 @@ func StripBcc(msg []byte) []byte {
 	return append(out, msg[last:]...)
 }
 
+// ErrHeaderTooLarge: a header beyond the bounds the mail store parses
+// within (mimeform.MaxHeaderFields, MaxHeaderBytes).
+var ErrHeaderTooLarge = fmt.Errorf("the message header has over %d fields or %d bytes", mimeform.MaxHeaderFields, mimeform.MaxHeaderBytes)
+
 // ParseHeader reads a message's header as go-message does (the mail store
-// parses with the same library, so a Message-ID compares equal).
+// parses with the same library, so a Message-ID compares equal). A header
+// beyond the store's bounds is not parsed (ErrHeaderTooLarge): the library
+// keeps a header whole, a few hundred bytes a field.
 func ParseHeader(msg []byte) (mail.Header, error) {
+	if _, ok := mimeform.BoundedHeader(msg[:HeaderEnd(msg)]); !ok {
+		return mail.Header{}, ErrHeaderTooLarge
+	}
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg[:HeaderEnd(msg)])))
 	if err != nil {
 		return mail.Header{}, err

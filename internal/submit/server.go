@@ -450,6 +450,9 @@ func (s *session) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
 	}
 	h, err := ParseHeader(data)
+	if errors.Is(err, ErrHeaderTooLarge) {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
+	}
 	if err != nil {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "The message header does not parse"}
 	}

@@ -24,6 +24,7 @@ import (
 
 	"cspool/internal/devicetest"
 	"cspool/internal/loginguard"
+	"cspool/internal/mimeform"
 	"cspool/internal/outbox"
 	"cspool/internal/sendtest"
 	"cspool/internal/smtpdata/smtpdatatest"
@@ -309,6 +310,28 @@ func TestRefusals(t *testing.T) {
 	}
 	if st.Queued != 0 || len(r.host.Received()) != 0 {
 		t.Errorf("refused messages were queued (%d) or relayed (%d)", st.Queued, len(r.host.Received()))
+	}
+}
+
+// TestHeaderBombRefused: a message whose header has more fields than the
+// mail store parses (mimeform.MaxHeaderFields) is refused at DATA with
+// what is wrong; the check parsed it whole first (a few hundred bytes a
+// field, 910 MB for a header of 26 MB in a device daemon's apply) and
+// took it, to be queued, relayed and filed in Sent.
+func TestHeaderBombRefused(t *testing.T) {
+	r := newRig(t, 8<<20)
+	var b strings.Builder
+	b.WriteString("From: alice@example.org\r\nTo: bob@example.net\r\n")
+	for i := range mimeform.MaxHeaderFields {
+		fmt.Fprintf(&b, "X-H%d: v\r\n", i)
+	}
+	b.WriteString("\r\nhi\r\n")
+	got := r.python(password, "refused", "alice@example.org", r.file("m.eml", b.String()), "bob@example.net")
+	if want := "DATA 554 5.6.0 The message header has over 5000 fields"; len(got) != 3 || !strings.HasPrefix(got[2], want) {
+		t.Fatalf("replies %q, want %q", got, want)
+	}
+	if st, err := r.box.Status(context.Background()); err != nil || st.Queued != 0 || len(r.host.Received()) != 0 {
+		t.Errorf("the message was queued (%+v, %v) or relayed (%d)", st, err, len(r.host.Received()))
 	}
 }
 
