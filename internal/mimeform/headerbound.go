@@ -78,6 +78,8 @@ type headerGuard struct {
 	delim   []byte
 	tripped bool // a header went beyond the bounds
 
+	maxFields, maxBytes int // MaxHeaderFields and MaxHeaderBytes
+
 	inHeader bool
 	fields   int // the current header's, so far
 	size     int
@@ -93,7 +95,8 @@ type headerGuard struct {
 // guardHeaders returns r guarded (headerGuard). delim nil: r starts with
 // a header.
 func guardHeaders(r io.Reader, delim []byte) *headerGuard {
-	return &headerGuard{r: r, delim: delim, inHeader: delim == nil, clean: true}
+	return &headerGuard{r: r, delim: delim, inHeader: delim == nil, clean: true,
+		maxFields: MaxHeaderFields, maxBytes: MaxHeaderBytes}
 }
 
 func (g *headerGuard) Read(p []byte) (int, error) {
@@ -123,7 +126,7 @@ func (g *headerGuard) scan(c []byte) bool {
 		g.curLen += len(seg)
 		if g.inHeader {
 			g.size += len(seg)
-			if g.size > MaxHeaderBytes {
+			if g.size > g.maxBytes {
 				return false
 			}
 			if complete {
@@ -131,7 +134,7 @@ func (g *headerGuard) scan(c []byte) bool {
 				case g.curLen == 1 || g.curLen == 2 && g.first == '\r':
 					g.inHeader = false // its blank line
 				case g.first != ' ' && g.first != '\t':
-					if g.fields++; g.fields > MaxHeaderFields {
+					if g.fields++; g.fields > g.maxFields {
 						return false
 					}
 				}

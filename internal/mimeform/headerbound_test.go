@@ -173,3 +173,85 @@ func TestHeaderGuardChunks(t *testing.T) {
 		t.Errorf("a nested header of 10 fields and a long body: %v, tripped %v", err, g.tripped)
 	}
 }
+
+// FuzzHeaderGuard: whether the guard finds a header beyond its bounds
+// does not depend on how its reads are cut (a line, a delimiter or a
+// blank line split across them), with bounds small enough for fuzzed
+// input to reach; and it agrees with a count of the same lines made on
+// the whole input at once.
+func FuzzHeaderGuard(f *testing.F) {
+	f.Add([]byte("pre\r\n--b\r\nA: 1\r\nB: 2\r\n C\r\n\r\nbody\r\n--b \t\r\nA: 1\r\n\r\n--b--\r\n"), uint8(1), false)
+	f.Add([]byte("A: 1\nB: 2\nC: 3\nD: 4\n\nbody"), uint8(3), true)
+	f.Add([]byte("--bx\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n--b\r\n"+strings.Repeat("x", 80)+"\r\n\r\n"), uint8(2), false)
+	f.Fuzz(func(t *testing.T, data []byte, cut uint8, nested bool) {
+		var delim []byte
+		if !nested {
+			delim = []byte("--b")
+		}
+		run := func(r io.Reader) bool {
+			g := guardHeaders(r, delim)
+			g.maxFields, g.maxBytes = 3, 64
+			io.Copy(io.Discard, g)
+			return g.tripped
+		}
+		whole := run(bytes.NewReader(data))
+		if cut := int(cut%16) + 1; run(&chunks{data: data, n: cut}) != whole {
+			t.Fatalf("tripped %v whole, not so in reads of %d bytes", whole, cut)
+		}
+		if want := overBounds(data, delim, 3, 64); whole != want {
+			t.Fatalf("tripped %v, a count of the lines says %v", whole, want)
+		}
+	})
+}
+
+// chunks reads data n bytes at a time.
+type chunks struct {
+	data []byte
+	n    int
+}
+
+func (c *chunks) Read(p []byte) (int, error) {
+	if len(c.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), c.n)], c.data)
+	c.data = c.data[n:]
+	return n, nil
+}
+
+// overBounds is the guard's rule over data split into lines at once.
+func overBounds(data, delim []byte, maxFields, maxBytes int) bool {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	in := delim == nil
+	fields, size := 0, 0
+	for _, l := range lines {
+		if len(l) == 0 {
+			continue
+		}
+		if in {
+			if size += len(l); size > maxBytes {
+				return true
+			}
+			if !bytes.HasSuffix(l, []byte("\n")) {
+				continue // the last, unended line: not yet a field
+			}
+			switch {
+			case string(l) == "\n" || string(l) == "\r\n":
+				in = false
+				if delim == nil {
+					return false
+				}
+			case l[0] != ' ' && l[0] != '\t':
+				if fields++; fields > maxFields {
+					return true
+				}
+			}
+			continue
+		}
+		if delim != nil && bytes.HasSuffix(l, []byte("\n")) && bytes.HasPrefix(l, delim) &&
+			len(bytes.Trim(l[len(delim):], " \t\r\n")) == 0 {
+			in, fields, size = true, 0, 0
+		}
+	}
+	return false
+}
