@@ -153,7 +153,8 @@ func (d *device) startSync(o syncOptions) error {
 		src = o.wrap(src)
 	}
 	cfg := syncer.Config{User: d.user, UserKey: d.userKey, SpoolKey: d.spoolPub, Source: src, Store: d.store,
-		Logger: d.log, Unreachable: spoolUnreachable, Permanent: api.Hint, CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath),
+		Logger: d.log, Unreachable: spoolUnreachable, Permanent: api.Hint, StoreProblem: d.storeProblem,
+		CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath),
 		TempDir: filepath.Dir(d.dbPath),
 		// The sealed bytes of a large message, let go before its apply,
 		// go back to the system before the apply's SQLite memory grows
@@ -186,6 +187,15 @@ func (d *device) startSync(o syncOptions) error {
 		d.ix.busy = sy.Restoring
 	}
 	return nil
+}
+
+// storeProblem is the hint for a failure of the device's database that
+// retrying cannot heal (syncer.Config.StoreProblem): a damaged file.
+func (d *device) storeProblem(err error) string {
+	if errors.Is(devicedb.Explain(d.dbPath, err), devicedb.ErrDamaged) {
+		return damagedHint(d.dbPath)
+	}
+	return ""
 }
 
 // newIMAP makes the daemon's IMAP server on the store, logging in as the

@@ -173,8 +173,14 @@ type Config struct {
 	// error is retried with backoff.
 	Permanent func(error) string
 	// RecheckPermanent is how long the loop waits after an error
-	// Permanent named; 0 = 10 min.
+	// Permanent or StoreProblem named; 0 = 10 min.
 	RecheckPermanent time.Duration
+	// StoreProblem, if set, returns what a person must do about a failure
+	// of the local store that retrying cannot heal (a database SQLite
+	// finds damaged), or "" for one that may (a full disk, a lock). It is
+	// logged once with that hint, shown in Status, and tried again every
+	// RecheckPermanent, as for Permanent.
+	StoreProblem func(error) string
 
 	// CheckpointMin is the fewest entries since the newest checkpoint
 	// before this device writes one (it also waits until they outnumber
@@ -525,10 +531,13 @@ func (s *Syncer) Run(ctx context.Context) error {
 		var se *storeError
 		var ue *UntrustedSpoolError
 		hint := ""
+		local := errors.As(err, &se)
 		switch {
 		case errors.As(err, &ue):
 			hint = ue.Hint()
-		case !errors.As(err, &se) && s.cfg.Permanent != nil:
+		case local && s.cfg.StoreProblem != nil:
+			hint = s.cfg.StoreProblem(err)
+		case !local && s.cfg.Permanent != nil:
 			hint = s.cfg.Permanent(err)
 		}
 		wasUnreachable := unreachable
@@ -543,19 +552,23 @@ func (s *Syncer) Run(ctx context.Context) error {
 		wait := backoff
 		s.setError(err, hint)
 		switch {
-		case se != nil:
+		case se != nil && hint == "":
 			// A full disk or a locked database: nothing was applied (the
 			// batch is one transaction); reads go on, and so do retries.
 			s.log.Error("applying to the local store failed; retrying", "err", err, "in", backoff)
 		case hint != "":
 			// Retrying every 30 s would not fix it, and would say the same
 			// thing forever: say it once, with what to do, and look again
-			// now and then in case someone fixed the server.
+			// now and then in case someone fixed the server (or the
+			// store's file was put right).
 			wait = s.cfg.RecheckPermanent
 			if msg := err.Error(); msg != logged {
 				logged = msg
-				s.log.Error("cannot sync with the spool until this is fixed", "err", err, "hint", hint,
-					"next_try_in", wait)
+				what := "cannot sync with the spool until this is fixed"
+				if se != nil {
+					what = "cannot apply the log to the local store until this is fixed"
+				}
+				s.log.Error(what, "err", err, "hint", hint, "next_try_in", wait)
 			}
 		case unreachable || s.cfg.Unreachable == nil:
 			s.log.Warn("spool unreachable; retrying", "err", err, "in", backoff)
