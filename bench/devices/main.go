@@ -199,7 +199,8 @@ func run(c config) error {
 		n := nextAddr.Add(1)
 		// 127.1.0.1 upwards: one source address per connection.
 		ip := net.IPv4(127, byte(1+n>>16), byte(n>>8), byte(n))
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second}
+		// Probed when idle as a device's connections are (api.KeepAlive).
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 10 * time.Second, KeepAliveConfig: api.KeepAlive()}
 		return d.DialContext(ctx, network, addr)
 	}
 	tr := &http.Transport{DialContext: dialer, MaxIdleConns: 2*c.users + 100, MaxIdleConnsPerHost: 2*c.users + 100,

@@ -47,14 +47,20 @@ var sharedTransport = sync.OnceValue(newTransport)
 // then fails with EOF, as the transport retries no POST.
 func CloseIdleConnections() { sharedTransport().CloseIdleConnections() }
 
+// KeepAlive is the keep-alive setting of the connections of a client made
+// without a transport (above), for a tool that dials its own and should
+// behave as devices do (bench/devices).
+func KeepAlive() net.KeepAliveConfig {
+	return net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle, Interval: keepAliveInterval, Count: keepAliveCount}
+}
+
 // newTransport is http.DefaultTransport's settings, TLS and proxies
 // included, with connections that notice a dead path (above).
 func newTransport() *http.Transport {
 	d := &net.Dialer{
-		Timeout: 30 * time.Second,
-		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: keepAliveIdle,
-			Interval: keepAliveInterval, Count: keepAliveCount},
-		Control: setUnackedTimeout,
+		Timeout:         30 * time.Second,
+		KeepAliveConfig: KeepAlive(),
+		Control:         setUnackedTimeout,
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = d.DialContext
