@@ -34,14 +34,16 @@ const postfixMessage = "From: Bob Example <bob@example.org>\r\n" +
 	"Bob\r\n"
 
 // smtplibSend sends the file PATH from SENDER to RCPT and prints SENT, or
-// REFUSED CODE TEXT when the recipient is refused.
+// REFUSED CODE TEXT when the recipient is refused; with a sixth argument
+// "smtputf8", with SMTPUTF8 on MAIL FROM (a sender's address in UTF-8).
 const smtplibSend = `
 import smtplib, sys
 host, port, sender, rcpt, path = sys.argv[1:6]
+opts = ["SMTPUTF8"] if sys.argv[6:] == ["smtputf8"] else []
 s = smtplib.SMTP(host, int(port), timeout=60)
 s.ehlo("client.example.org")
 try:
-    s.sendmail(sender, [rcpt], open(path, "rb").read())
+    s.sendmail(sender, [rcpt], open(path, "rb").read(), mail_options=opts)
     print("SENT")
 except smtplib.SMTPRecipientsRefused as e:
     code, text = e.recipients[rcpt]
@@ -61,18 +63,6 @@ const eaiMessage = "From: J\xc3\xb6ran <j\xc3\xb6ran@example.org>\r\n" +
 	"Content-Transfer-Encoding: 8bit\r\n" +
 	"\r\n" +
 	"An address in UTF-8, through Postfix and LMTP.\r\n"
-
-// smtplibSendUTF8 is smtplibSend with SMTPUTF8 on MAIL FROM (the sender's
-// address is UTF-8).
-const smtplibSendUTF8 = `
-import smtplib, sys
-host, port, sender, rcpt, path = sys.argv[1:6]
-s = smtplib.SMTP(host, int(port), timeout=60)
-s.ehlo("client.example.org")
-s.sendmail(sender, [rcpt], open(path, "rb").read(), mail_options=["SMTPUTF8"])
-print("SENT")
-s.quit()
-`
 
 // TestPostfix sends mail into a throwaway Postfix instance over SMTP, whose
 // main.cf holds docs/POSTFIX.md's main.cf exactly as printed there; Postfix
@@ -184,8 +174,8 @@ func TestPostfix(t *testing.T) {
 		t.Fatal(err)
 	}
 	const eaiSender = "j\xc3\xb6ran@example.org"
-	if got := strings.TrimSpace(runCmd(t, work, env, "", python, "-c", smtplibSendUTF8, "127.0.0.1", fmt.Sprint(smtpPort),
-		eaiSender, "alice@example.org", filepath.Join(work, "eai.eml"))); got != "SENT" {
+	if got := strings.TrimSpace(runCmd(t, work, env, "", python, "-c", smtplibSend, "127.0.0.1", fmt.Sprint(smtpPort),
+		eaiSender, "alice@example.org", filepath.Join(work, "eai.eml"), "smtputf8")); got != "SENT" {
 		t.Fatalf("SMTPUTF8 to alice@example.org: %q, want SENT", got)
 	}
 	msgs = fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", password, 3)
