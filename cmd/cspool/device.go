@@ -206,8 +206,8 @@ func (d *device) newIMAP(cfg imapd.Config) error {
 	cfg.Alert = func() string { return d.sync.Status().Alert() }
 	srv, err := imapd.New(cfg)
 	if err != nil {
-		if err = devicedb.Explain(d.dbPath, err); errors.Is(err, devicedb.ErrDamaged) {
-			return withHint(err, damagedHint(d.dbPath))
+		if hint := d.storeProblem(err); hint != "" {
+			return withHint(devicedb.Explain(d.dbPath, err), hint)
 		}
 		return err
 	}
