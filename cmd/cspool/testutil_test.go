@@ -133,7 +133,15 @@ func (p *proc) stop(t *testing.T, sig syscall.Signal, d time.Duration) {
 			t.Fatalf("%s exited with %v after %v, want status 0", p.name, err, sig)
 		}
 	case <-time.After(d):
-		t.Fatalf("%s did not exit within %v of %v", p.name, d, sig)
+		// SIGQUIT: the Go runtime writes every goroutine's stack to
+		// stderr, which the cleanup prints, so the hang can be read.
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case err := <-p.done:
+			p.exited, p.err = true, err
+		case <-time.After(10 * time.Second):
+		}
+		t.Fatalf("%s did not exit within %v of %v (its stacks, at SIGQUIT, are in its stderr below)", p.name, d, sig)
 	}
 }
 

@@ -144,8 +144,12 @@ type LMTP struct {
 	bufs     bufPool      // messages' and entries' buffers
 	closing  atomic.Bool
 
+	// mu guards closing's change and listeners, those Serve was given,
+	// which Shutdown and Close close themselves: go-smtp closes only the
+	// listeners its Serve had taken, so a Serve whose goroutine started
+	// after them would wait in Accept for ever.
 	mu        sync.Mutex
-	listeners []*lmtpListener // those Serve was given, for Shutdown
+	listeners []*lmtpListener
 }
 
 // NewLMTP makes an LMTP server delivering with d. Start it with Serve.
@@ -197,12 +201,14 @@ func (l *LMTP) Serve(ln net.Listener) error {
 	}
 	lln := newLMTPListener(ln, l)
 	l.mu.Lock()
+	if l.closing.Load() {
+		// Shutdown or Close came first.
+		l.mu.Unlock()
+		ln.Close()
+		return nil
+	}
 	l.listeners = append(l.listeners, lln)
 	l.mu.Unlock()
-	if l.closing.Load() {
-		// Shutdown came first; go-smtp's Serve returns ErrServerClosed.
-		lln.interruptAll()
-	}
 	err := l.srv.Serve(lln)
 	if errors.Is(err, smtp.ErrServerClosed) || l.closing.Load() {
 		return nil
@@ -219,15 +225,10 @@ func (l *LMTP) Serve(ln net.Listener) error {
 // When ctx ends first, the remaining connections are closed, their appends
 // are cancelled (their senders retry), and Shutdown returns ctx.Err().
 func (l *LMTP) Shutdown(ctx context.Context) error {
-	l.closing.Store(true)
-	l.mu.Lock()
-	for _, ln := range l.listeners {
-		ln.interruptAll()
-	}
-	l.mu.Unlock()
+	closeErr := l.closeListeners(true)
 	err := l.srv.Shutdown(ctx)
-	if errors.Is(err, smtp.ErrServerClosed) {
-		err = nil
+	if err == nil || stoppedAlready(err) {
+		err = closeErr
 	}
 	if ctx.Err() != nil {
 		l.cancel()
@@ -241,13 +242,40 @@ func (l *LMTP) Shutdown(ctx context.Context) error {
 // Close closes the listener and every connection at once, cancelling
 // deliveries in progress.
 func (l *LMTP) Close() error {
-	l.closing.Store(true)
+	closeErr := l.closeListeners(false)
 	l.cancel()
 	err := l.srv.Close()
-	if errors.Is(err, smtp.ErrServerClosed) {
-		return nil
+	if err == nil || stoppedAlready(err) {
+		return closeErr
 	}
 	return err
+}
+
+// stoppedAlready reports whether err of go-smtp's Shutdown or Close says
+// only that the server or its listeners were closed before (by
+// closeListeners, or by an earlier stop).
+func stoppedAlready(err error) bool {
+	return errors.Is(err, smtp.ErrServerClosed) || errors.Is(err, net.ErrClosed)
+}
+
+// closeListeners marks the server closing and closes the listeners Serve
+// was given (Serve then returns nil), interrupting their connections
+// (lmtpConn) when interrupt is set. It returns the first error of closing
+// a listener that was open.
+func (l *LMTP) closeListeners(interrupt bool) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closing.Store(true)
+	var first error
+	for _, ln := range l.listeners {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) && first == nil {
+			first = err
+		}
+		if interrupt {
+			ln.interruptAll()
+		}
+	}
+	return first
 }
 
 func (l *LMTP) newSession(c *smtp.Conn) (smtp.Session, error) {

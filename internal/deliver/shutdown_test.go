@@ -117,3 +117,49 @@ func TestShutdownEndsConnections(t *testing.T) {
 		}
 	}
 }
+
+// TestServeAfterStop: a server stopped right after it started may be shut
+// down or closed before the goroutine that serves its listener has run.
+// That Serve returns nil at once and closes the listener, rather than wait
+// in Accept for ever. Also with the stop and the Serve racing.
+func TestServeAfterStop(t *testing.T) {
+	f := newFixture(t, "alice")
+	stops := map[string]func(*LMTP) error{
+		"Shutdown": func(l *LMTP) error { return l.Shutdown(context.Background()) },
+		"Close":    func(l *LMTP) error { return l.Close() },
+	}
+	for name, stop := range stops {
+		for i := 0; i < 40; i++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := NewLMTP(f.d, LMTPOptions{Logger: slog.New(slog.DiscardHandler)})
+			done := make(chan error, 1)
+			if i == 0 {
+				// Stopped before Serve was called at all.
+				if err := stop(l); err != nil {
+					t.Errorf("%s before Serve: %v", name, err)
+				}
+				go func() { done <- l.Serve(ln) }()
+			} else {
+				go func() { done <- l.Serve(ln) }()
+				stop(l)
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("%s, round %d: Serve returned %v, want nil", name, i, err)
+				}
+			case <-time.After(30 * time.Second):
+				ln.Close()
+				t.Fatalf("%s, round %d: Serve had not returned 30s after the stop", name, i)
+			}
+			if c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second); err == nil {
+				c.Close()
+				t.Errorf("%s, round %d: the listener still accepts connections after Serve returned", name, i)
+			}
+			ln.Close()
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -107,6 +108,13 @@ type Server struct {
 	ctx        context.Context // cancelled by Close
 	cancel     context.CancelFunc
 	closing    atomic.Bool
+
+	// mu guards listeners, those Serve and ServeTLS were given, which
+	// Close closes itself: go-smtp's Close closes only the listeners its
+	// Serve had taken, so a Serve whose goroutine started after Close
+	// would wait in Accept for ever, and so would whoever waits for it.
+	mu        sync.Mutex
+	listeners []net.Listener
 }
 
 // fill gives the fields left zero their documented defaults.
@@ -227,6 +235,14 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 }
 
 func (s *Server) serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
 	err := s.srv.Serve(&loginguard.Listener{Listener: ln, Guard: s.guard, Bye: func(c net.Conn, why loginguard.EndReason) {
 		line := fmt.Sprintf("421 4.4.2 No login within %v; closing the connection", s.guard.Limits().LoginDeadline)
 		if why == loginguard.PushedOut {
@@ -247,10 +263,19 @@ func (s *Server) serve(ln net.Listener) error {
 // Close stops the listener, closes every connection and cancels messages
 // being stored (their clients get no 250).
 func (s *Server) Close() error {
+	s.mu.Lock()
 	s.closing.Store(true)
+	listeners := s.listeners
+	s.mu.Unlock()
 	s.cancel()
 	s.guard.Close()
-	return s.srv.Close()
+	err := s.srv.Close()
+	// After the library's Close: a Serve that meets its listener closed
+	// then returns nil (the library's done is closed).
+	for _, ln := range listeners {
+		ln.Close()
+	}
+	return err
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {

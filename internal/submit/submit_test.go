@@ -572,3 +572,71 @@ func TestAuthNotBase64(t *testing.T) {
 		t.Errorf("login guard delays %v, want none: no password was checked", r.waits)
 	}
 }
+
+// refusingQueue takes no message; the tests using it send none.
+type refusingQueue struct{}
+
+func (refusingQueue) Enqueue(context.Context, *submit.Message) (string, error) {
+	return "", fmt.Errorf("no queue here")
+}
+
+// TestServeAfterClose: a daemon stopped right after it started may close
+// the server before the goroutine that serves its listener has run. That
+// Serve returns at once with the listener closed, rather than wait in
+// Accept for ever (and the daemon's stop with it).
+func TestServeAfterClose(t *testing.T) {
+	srv, err := submit.New(submit.Config{User: user, Password: password, Identities: []string{"alice@example.org"},
+		Queue: refusingQueue{}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve after Close: %v, want nil", err)
+		}
+	case <-time.After(wait):
+		ln.Close()
+		t.Fatalf("Serve after Close had not returned after %v", wait)
+	}
+	if c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second); err == nil {
+		c.Close()
+		t.Errorf("the listener of a Serve after Close still accepts connections")
+	}
+}
+
+// TestCloseDuringServeStart: Close while Serve is starting, from many
+// goroutines at once; every Serve returns.
+func TestCloseDuringServeStart(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		srv, err := submit.New(submit.Config{User: user, Password: password, Identities: []string{"alice@example.org"},
+			Queue: refusingQueue{}, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(ln) }()
+		srv.Close()
+		select {
+		case <-done:
+		case <-time.After(wait):
+			ln.Close()
+			t.Fatalf("round %d: Serve had not returned %v after Close", i, wait)
+		}
+		ln.Close()
+	}
+}
