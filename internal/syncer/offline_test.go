@@ -29,9 +29,12 @@ type offlineSource struct {
 	down        bool
 	loseAnswers int
 	maxBatch    int // larger appends are refused as too large (0: any)
+	probes      int // calls of Health
 }
 
 func (f *offlineSource) set(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
+
+func (f *offlineSource) probed() int { f.mu.Lock(); defer f.mu.Unlock(); return f.probes }
 
 func (f *offlineSource) isDown() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.down }
 
@@ -82,6 +85,9 @@ func (f *offlineSource) AppendAt(ctx context.Context, user string, head uint64, 
 }
 
 func (f *offlineSource) Health(context.Context) error {
+	f.mu.Lock()
+	f.probes++
+	f.mu.Unlock()
 	if f.isDown() {
 		return errDown
 	}

@@ -389,9 +389,10 @@ func (s *Syncer) sawHead(head uint64) {
 
 // pause waits d, or less: after a failure that means the spool did not
 // answer (Config.Unreachable), it asks the spool every ProbeInterval
-// whether it answers again and returns as soon as it does, with answered
-// set. It returns ctx's error when ctx is done.
-func (s *Syncer) pause(ctx context.Context, d time.Duration, err error) (answered bool, _ error) {
+// (every ProbeSlowInterval once it has not answered since downSince for
+// ProbeSlowAfter) whether it answers again and returns as soon as it
+// does, with answered set. It returns ctx's error when ctx is done.
+func (s *Syncer) pause(ctx context.Context, d time.Duration, err error, downSince time.Time) (answered bool, _ error) {
 	sleep := func(d time.Duration) error {
 		select {
 		case <-ctx.Done():
@@ -406,8 +407,12 @@ func (s *Syncer) pause(ctx context.Context, d time.Duration, err error) (answere
 	}
 	end := time.Now().Add(d)
 	for {
+		every := s.cfg.ProbeInterval
+		if time.Since(downSince) >= s.cfg.ProbeSlowAfter {
+			every = s.cfg.ProbeSlowInterval
+		}
 		// A little jitter, so that devices do not all ask at once.
-		step := s.cfg.ProbeInterval * time.Duration(90+mrand.IntN(21)) / 100
+		step := every * time.Duration(90+mrand.IntN(21)) / 100
 		left := time.Until(end)
 		if left <= step {
 			return false, sleep(left)

@@ -39,8 +39,9 @@
 //     the loop when the spool answers again (queue.go).
 //   - When the spool is down the loop retries with capped exponential
 //     backoff, asking the spool meanwhile whether it answers again so that
-//     it resumes within a ProbeInterval of its return; the store keeps
-//     serving reads meanwhile.
+//     it resumes within a ProbeInterval of its return (a
+//     ProbeSlowInterval once the outage is older than ProbeSlowAfter);
+//     the store keeps serving reads meanwhile.
 package syncer
 
 import (
@@ -158,8 +159,20 @@ type Config struct {
 	// backoff. Nil: it waits out the backoff.
 	Unreachable func(error) bool
 	// ProbeInterval is how often the loop asks an unreachable spool
-	// whether it answers again; 0 = 500 ms.
+	// whether it answers again in the first ProbeSlowAfter of an outage;
+	// 0 = 500 ms. A spool server restarted, or a connection that broke,
+	// is back within seconds, and a quick return is what its users see.
 	ProbeInterval time.Duration
+	// ProbeSlowAfter and ProbeSlowInterval: once the spool has not
+	// answered for ProbeSlowAfter (0 = 1 minute), the loop asks it every
+	// ProbeSlowInterval (0 = 5 s) instead. A laptop offline for hours
+	// then wakes for a probe 720 times an hour, not 7,200, and the
+	// devices of a spool server back from a long outage return spread
+	// over 5 s rather than within half a second of each other; the
+	// price is up to 5 s more before a long outage's end is noticed.
+	// Both ±10% at random, so that devices do not ask at once.
+	ProbeSlowAfter    time.Duration
+	ProbeSlowInterval time.Duration
 	// DrainWait is how long Submit waits, while the spool answers, for
 	// the loop to send the changes already queued before it appends a
 	// new one itself instead of queueing it too (queue.go); 0 = 2 s.
@@ -426,6 +439,12 @@ func (c *Config) fill() {
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = 500 * time.Millisecond
 	}
+	if c.ProbeSlowAfter == 0 {
+		c.ProbeSlowAfter = time.Minute
+	}
+	if c.ProbeSlowInterval == 0 {
+		c.ProbeSlowInterval = 5 * time.Second
+	}
 	if c.DrainWait == 0 {
 		c.DrainWait = 2 * time.Second
 	}
@@ -498,8 +517,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 	defer s.dropAhead()
 	firstBackoff := s.firstBackoff
 	backoff := firstBackoff
-	logged := ""         // the permanent error last logged
-	unreachable := false // the last failure was no answer at all
+	logged := ""            // the permanent error last logged
+	unreachable := false    // the last failure was no answer at all
+	var downSince time.Time // when the spool last stopped answering (zero: it answers)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -509,7 +529,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 			err = s.sendQueue(ctx)
 		}
 		if err == nil {
-			backoff, logged, unreachable = firstBackoff, "", false
+			backoff, logged, unreachable, downSince = firstBackoff, "", false, time.Time{}
 			s.maybeCheckpoint(ctx)
 			continue
 		}
@@ -549,6 +569,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 			// outage starts over.
 			backoff = firstBackoff
 		}
+		switch {
+		case !unreachable:
+			downSince = time.Time{}
+		case downSince.IsZero():
+			downSince = time.Now()
+		}
 		wait := backoff
 		s.setError(err, hint)
 		switch {
@@ -587,14 +613,14 @@ func (s *Syncer) Run(ctx context.Context) error {
 				return ctx.Err()
 			case <-time.After(wait):
 			}
-		} else if answered, err = s.pause(ctx, wait, err); err != nil {
+		} else if answered, err = s.pause(ctx, wait, err, downSince); err != nil {
 			return err
 		}
 		switch {
 		case answered:
 			// A probe found the spool back: try at once, and if that
 			// fails, wait the first backoff again.
-			backoff, unreachable = firstBackoff, false
+			backoff, unreachable, downSince = firstBackoff, false, time.Time{}
 		case hint == "":
 			backoff = min(backoff*2, s.cfg.MaxBackoff)
 		}

@@ -1,0 +1,68 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
+)
+
+// TestProbesSlowDown: while the spool does not answer, the loop asks it
+// every ProbeInterval only in the first ProbeSlowAfter of the outage, and
+// every ProbeSlowInterval after that (a laptop offline for hours, the
+// devices of a server back from a long outage); an outage that begins
+// after the spool answered again is probed quickly again. Before, it
+// asked every ProbeInterval for as long as the outage lasted.
+func TestProbesSlowDown(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	src := &offlineSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	src.set(true)
+	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ms.Close()
+	const fast, slowAfter, slow = 10 * time.Millisecond, 300 * time.Millisecond, 3 * time.Second
+	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: ms,
+		Wait: time.Second, MaxBackoff: time.Hour, ProbeInterval: fast, ProbeSlowAfter: slowAfter, ProbeSlowInterval: slow,
+		Unreachable: func(err error) bool { return errors.Is(err, errDown) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One failure, then a pause of an hour: the probes are all there is.
+	s.firstBackoff = time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	// 2.3 s of outage: at most 300 ms / 9 ms + 2.3 s / 2.7 s probes, some
+	// 35; every 10 ms throughout it would be some 230. Fewer on a busy
+	// machine, never more.
+	time.Sleep(slowAfter + 2*time.Second)
+	n := src.probed()
+	if n == 0 || n > 80 {
+		t.Fatalf("%d probes in %v of outage, want 1 to 80 (every %v for %v, then every %v)",
+			n, slowAfter+2*time.Second, fast, slowAfter, slow)
+	}
+	t.Logf("%d probes in %v of outage", n, slowAfter+2*time.Second)
+
+	// The spool answers again: noticed at the next slow probe.
+	src.set(false)
+	waitFor(t, 3*slow, "the loop in contact again", func() bool { return s.Status().Connected })
+
+	// A new outage starts with quick probes again: three come well before
+	// a slow one could (at least 2.7 s).
+	src.set(true)
+	waitFor(t, 10*time.Second, "the new outage seen", func() bool { return !s.Status().Connected })
+	before := src.probed()
+	waitFor(t, slow*9/10-200*time.Millisecond, "three quick probes in the new outage", func() bool { return src.probed() >= before+3 })
+}
