@@ -204,6 +204,7 @@ func (d *device) storeProblem(err error) string {
 func (d *device) newIMAP(cfg imapd.Config) error {
 	cfg.Store, cfg.User, cfg.Logger = d.store, d.user, d.log
 	cfg.Alert = func() string { return d.sync.Status().Alert() }
+	cfg.StoreProblem = d.storeProblem
 	srv, err := imapd.New(cfg)
 	if err != nil {
 		if hint := d.storeProblem(err); hint != "" {

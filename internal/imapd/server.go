@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -39,6 +40,13 @@ type Config struct {
 	// Alert, if non-nil and returning a non-empty text, is sent as an
 	// untagged OK [ALERT] right after a successful login.
 	Alert func() string
+	// StoreProblem, if set, returns what a person must do about a failure
+	// of the store that no retry heals (its database file damaged), ""
+	// for any other. A command meeting such a failure is answered
+	// NO [CORRUPTION] (RFC 5530) saying what to do, in place of
+	// NO [SERVERBUG], and the failure is logged once with the hint, not
+	// once per command.
+	StoreProblem func(error) string
 	// Login slows down password guessing; the zero value takes the
 	// defaults documented on LoginLimits.
 	Login LoginLimits
@@ -63,6 +71,8 @@ type Server struct {
 	guard  *loginguard.Guard
 	ctx    context.Context // cancelled by Close: stops waiting submits and login delays
 	cancel context.CancelFunc
+
+	damagedLogged atomic.Bool // a StoreProblem was logged
 
 	mu     sync.Mutex
 	boxes  map[command.ID]*mailbox // mailboxes loaded: INBOX and those selected since the start

@@ -302,6 +302,12 @@ func (s *session) noMailbox(name string) error {
 		Text: fmt.Sprintf("no mailbox %s", s.quoteName(name))}
 }
 
+// damagedText is the answer to a command that met a store failure
+// Config.StoreProblem knows (a damaged database); what the daemon's log
+// and cspool status say names the file.
+const damagedText = "This device's mail database is damaged. Its mail is all in the spool: " +
+	"stop the cspool daemon, move the database aside, and start it again (the daemon's log and cspool status name the file)"
+
 // storeError turns a mail store failure into an IMAP error, logging the
 // detail.
 func (s *session) storeError(err error, name string) error {
@@ -311,6 +317,14 @@ func (s *session) storeError(err error, name string) error {
 	var ie *imap.Error
 	if errors.As(err, &ie) {
 		return err
+	}
+	if s.srv.cfg.StoreProblem != nil {
+		if hint := s.srv.cfg.StoreProblem(err); hint != "" {
+			if s.srv.damagedLogged.CompareAndSwap(false, true) {
+				s.srv.log.Error("the local mail store cannot be read or written until this is fixed", "err", err, "hint", hint)
+			}
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCorruption, Text: damagedText}
+		}
 	}
 	s.srv.log.Error("mail store failure", "err", err)
 	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug,
