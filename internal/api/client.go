@@ -389,6 +389,9 @@ func (c *Client) Health(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return responseError("checking health", resp)
 	}
+	// The earliest timestamp the server takes: the next request is
+	// signed no earlier (a restarted server's fence, docs/API.md §2).
+	c.learnEarliest(resp)
 	return nil
 }
 
@@ -512,6 +515,13 @@ func (c *Client) learnTime(resp *http.Response) bool {
 	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusServiceUnavailable {
 		return false
 	}
+	return c.learnEarliest(resp)
+}
+
+// learnEarliest takes the server's clock from resp's Date header and the
+// earliest timestamp it accepts from its HeaderEarliestTS, and reports
+// whether it had one.
+func (c *Client) learnEarliest(resp *http.Response) bool {
 	e, err := strconv.ParseInt(resp.Header.Get(HeaderEarliestTS), 10, 64)
 	if err != nil || e <= 0 {
 		return false

@@ -121,3 +121,40 @@ func TestClientLearnsServerClock(t *testing.T) {
 		t.Errorf("%s = %d, want about %d (now minus the minute allowed)", HeaderEarliestTS, earliest, want)
 	}
 }
+
+// TestHealthTellsTheFence: a device that probed a restarted server (its
+// /v1/health, as the sync loop does while the spool does not answer)
+// signs its next request after the restart fence, so that request is not
+// refused once and signed again: all devices of a restarted server come
+// back at once, and each refusal is a round trip for each. Before, the
+// first request after the probe was refused (503, restart rule).
+func TestHealthTellsTheFence(t *testing.T) {
+	m := &recMetrics{}
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	e.restart(t, func(c *Config) { c.Metrics = m })
+	c := e.client(t, "alice", e.alice)
+	if err := c.Health(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, err := c.Head(ctx); err != nil {
+			t.Fatalf("request %d after the probe: %v", i+1, err)
+		}
+	}
+	m.mu.Lock()
+	refusals := m.auth
+	m.mu.Unlock()
+	if len(refusals) != 0 {
+		t.Errorf("requests after a probe of the restarted server were refused: %q, want none", refusals)
+	}
+	// The answer names the earliest timestamp the server takes.
+	resp, err := http.Get(e.srv.URL + "/v1/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if _, err := strconv.ParseInt(resp.Header.Get(HeaderEarliestTS), 10, 64); resp.StatusCode != http.StatusOK || err != nil {
+		t.Errorf("health: %d, %s %q; want 200 with it", resp.StatusCode, HeaderEarliestTS, resp.Header.Get(HeaderEarliestTS))
+	}
+}

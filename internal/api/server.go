@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -518,11 +519,30 @@ func (rw *recorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the real writer.
 func (rw *recorder) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
 
+// health answers that the server is up, with the earliest timestamp it
+// accepts (HeaderEarliestTS): a device that probed a restarted server
+// signs its next request after the restart fence, instead of having it
+// refused once (503) and signing it again, a round trip per device when
+// all devices of a server come back at once. In the first second after
+// the start, when no timestamp is yet acceptable, the answer waits for it
+// (as the fence's refusal does).
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	if s.stopping.Err() != nil {
 		s.fail(w, r, errorf(ErrUnavailable, "shutting down"))
 		return
 	}
+	now := s.cfg.Now()
+	if wait := s.openAt.Sub(now); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+			now = s.cfg.Now()
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	w.Header().Set(HeaderEarliestTS, strconv.FormatInt(s.earliest(now), 10))
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 

@@ -28,8 +28,9 @@ type offlineSource struct {
 	mu          sync.Mutex
 	down        bool
 	loseAnswers int
-	maxBatch    int // larger appends are refused as too large (0: any)
-	probes      int // calls of Health
+	maxBatch    int           // larger appends are refused as too large (0: any)
+	probes      int           // calls of Health
+	slowHealth  time.Duration // Health answers after this long (a server busy with all its devices' return)
 }
 
 func (f *offlineSource) set(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
@@ -84,10 +85,18 @@ func (f *offlineSource) AppendAt(ctx context.Context, user string, head uint64, 
 	return first, err
 }
 
-func (f *offlineSource) Health(context.Context) error {
+func (f *offlineSource) Health(ctx context.Context) error {
 	f.mu.Lock()
 	f.probes++
+	slow := f.slowHealth
 	f.mu.Unlock()
+	if slow > 0 {
+		select {
+		case <-time.After(slow):
+		case <-ctx.Done():
+			return fmt.Errorf("probe: %w", errors.Join(errDown, ctx.Err()))
+		}
+	}
 	if f.isDown() {
 		return errDown
 	}

@@ -66,3 +66,40 @@ func TestProbesSlowDown(t *testing.T) {
 	before := src.probed()
 	waitFor(t, slow*9/10-200*time.Millisecond, "three quick probes in the new outage", func() bool { return src.probed() >= before+3 })
 }
+
+// TestSlowProbeAnswered: a spool that answers its probes late (a server
+// just started, with all of its devices probing at once) is waited for,
+// not given up on: given up after a second, each probe was made again on
+// a new connection, and a server that took longer than that to answer
+// was never found back by a probe at all.
+func TestSlowProbeAnswered(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	src := &offlineSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
+	src.set(true)
+	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ms.Close()
+	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: ms,
+		Wait: time.Second, MaxBackoff: time.Hour, ProbeInterval: 50 * time.Millisecond,
+		Unreachable: func(err error) bool { return errors.Is(err, errDown) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.firstBackoff = time.Hour // found back by a probe, or not at all
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitFor(t, 10*time.Second, "the first probe", func() bool { return src.probed() > 0 })
+	src.mu.Lock()
+	src.down, src.slowHealth = false, 1500*time.Millisecond
+	src.mu.Unlock()
+	waitFor(t, 20*time.Second, "the loop back in contact with a spool that answers probes after 1.5 s",
+		func() bool { return s.Status().Connected })
+}

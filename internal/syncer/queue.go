@@ -387,6 +387,16 @@ func (s *Syncer) sawHead(head uint64) {
 	s.status.Head = max(s.status.Head, head)
 }
 
+// probeTimeout bounds one probe. A server that has just started, with
+// all of its devices probing at once, answers late, not never: given up
+// after a second, a probe's connection was closed and the next probe made
+// a new one, so the server did each device's work several times over.
+// 10,000 devices of a server restarted after 3 s were all back 13 to 16 s
+// after its start, with three abandoned probes per device (30,000 health
+// answers nobody read) and twice its idle memory (bench/devices
+// --restart, docs/BENCHMARKS.md).
+const probeTimeout = 10 * time.Second
+
 // pause waits d, or less: after a failure that means the spool did not
 // answer (Config.Unreachable), it asks the spool every ProbeInterval
 // (every ProbeSlowInterval once it has not answered since downSince for
@@ -420,7 +430,7 @@ func (s *Syncer) pause(ctx context.Context, d time.Duration, err error, downSinc
 		if err := sleep(step); err != nil {
 			return false, err
 		}
-		pctx, cancel := context.WithTimeout(ctx, max(s.cfg.ProbeInterval, time.Second))
+		pctx, cancel := context.WithTimeout(ctx, max(s.cfg.ProbeInterval, probeTimeout))
 		perr := p.Health(pctx)
 		cancel()
 		if perr == nil {
