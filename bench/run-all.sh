@@ -55,8 +55,9 @@ run postgres sh bench/postgres/run.sh 2000
 run server bash bench/server.sh
 run idle bash bench/idle.sh
 # 10,000 devices long-polling one server, then two on PostgreSQL; raises its
-# open-file limit to the hard limit, which must be at least 11,000.
+# open-file limit to the hard limit, which must be at least 11,000. The
+# first also restarts the server and measures the devices' return.
 if CGO_ENABLED=0 go build -o /tmp/cspool-devices ./cmd/cspool; then
-	run devices go run ./bench/devices --cspool /tmp/cspool-devices --users 10000 --idle 60s
+	run devices go run ./bench/devices --cspool /tmp/cspool-devices --users 10000 --idle 60s --restart
 	run devices-postgres go run ./bench/devices --cspool /tmp/cspool-devices --users 10000 --idle 60s --store postgres --servers 2
 fi

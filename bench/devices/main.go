@@ -16,6 +16,17 @@
 // both and deliveries go through the first, so half of the pushes cross
 // from one server process to the other.
 //
+// With --restart it then stops the first server (SIGINT), leaves it down
+// for --down, and starts it again on the same ports and store, as an
+// operator's restart does, while every device does what the daemon does
+// when the spool stops answering: it asks /v1/health every 500 ms (±10%),
+// every 5 s once the outage is a minute old (internal/syncer's
+// ProbeInterval, ProbeSlowAfter, ProbeSlowInterval), and, once answered,
+// reads its log without waiting, then long-polls again. It measures how long the stop took, how long after the new
+// process listened each device read again (p50, p99, the last), the new
+// process's CPU and peak memory until the last was back, the requests and
+// errors of the return, and the push latency after it.
+//
 // Every phase is bounded in time; the run fails if a device cannot
 // connect or a push is not seen within a minute. A device's first
 // long-poll waits a random part of --wait, so that the renewals, which are
@@ -79,6 +90,8 @@ type config struct {
 	keep      bool
 	jsonOut   bool
 	extra     string
+	restart   bool
+	down      time.Duration
 }
 
 func main() {
@@ -97,6 +110,8 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory")
 	flag.BoolVar(&c.jsonOut, "json", false, "also print the result as one JSON line")
 	flag.StringVar(&c.extra, "server-flags", "", "extra flags for every server, space-separated")
+	flag.BoolVar(&c.restart, "restart", false, "then restart the first server and measure the devices' return")
+	flag.DurationVar(&c.down, "down", 3*time.Second, "with --restart: how long the server stays stopped")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "devices:", err)
@@ -128,6 +143,23 @@ type result struct {
 	ServerThreads            []int
 	ServerRSSPerDeviceKB     []float64
 	ServerRSSBeforeDevicesMB []float64
+	Restart                  *restartResult `json:",omitempty"`
+}
+
+// restartResult is what --restart measured.
+type restartResult struct {
+	StopSeconds          float64 // SIGINT to the process's exit
+	DownSeconds          float64 // the exit to the new process listening
+	BackP50s, BackP99s   float64 // the new process listening -> a device's first read answered
+	BackMaxs             float64
+	Back                 int     // devices back within the bound
+	ServerCPUSeconds     float64 // the new process, from its start to the last device back
+	ServerPeakMB         float64 // its VmHWM then
+	ServerIdleRSSMB      float64 // its VmRSS after the pushes
+	RequestsPerDevice    float64 // reads and probes from the stop to the last device back
+	Errors               map[string]int64
+	PushP50ms, PushP99ms float64
+	Pushes               int
 }
 
 func run(c config) error {
@@ -173,13 +205,19 @@ func run(c config) error {
 	started := time.Now()
 	srvs := make([]*server, c.servers)
 	for i := range srvs {
-		s, err := startServer(c, inst, work, i)
+		s, err := startServer(c, inst, work, i, 0, 0)
 		if err != nil {
 			return err
 		}
-		defer s.stop()
 		srvs[i] = s
 	}
+	defer func() {
+		for _, s := range srvs {
+			if s != nil {
+				s.stop()
+			}
+		}
+	}()
 	for _, s := range srvs {
 		res.ServerRSSBeforeDevicesMB = append(res.ServerRSSBeforeDevicesMB, rssMB(s.pid(), "VmRSS"))
 	}
@@ -286,6 +324,13 @@ func run(c config) error {
 	for _, s := range srvs {
 		res.ServerPeakMB = append(res.ServerPeakMB, rssMB(s.pid(), "VmHWM"))
 	}
+
+	// 6. The restart of the first server.
+	if c.restart {
+		if res.Restart, err = restart(c, inst, work, srvs, devs, &requests, &errs); err != nil {
+			return err
+		}
+	}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		res.LoadAverage = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
@@ -317,6 +362,13 @@ func report(r result) {
 	}
 	if len(r.DeviceErrors) > 0 {
 		fmt.Printf("device errors: %v\n", r.DeviceErrors)
+	}
+	if rr := r.Restart; rr != nil {
+		fmt.Printf("restart of server 1: stop %.2f s, down %.2f s; the devices read again p50 %.2f s, p99 %.2f s, last %.2f s after the new process started; "+
+			"its CPU until then %.2f s, peak RSS %.1f MB (%.1f MB after the pushes); %.1f requests per device from the stop to the last back\n",
+			rr.StopSeconds, rr.DownSeconds, rr.BackP50s, rr.BackP99s, rr.BackMaxs, rr.ServerCPUSeconds, rr.ServerPeakMB, rr.ServerIdleRSSMB, rr.RequestsPerDevice)
+		fmt.Printf("after the restart: %d pushes, p50 %.1f ms, p99 %.1f ms; errors the devices met in the restart: %v\n",
+			rr.Pushes, rr.PushP50ms, rr.PushP99ms, rr.Errors)
 	}
 	fmt.Printf("load average at the end: %s\n", r.LoadAverage)
 }
@@ -431,14 +483,21 @@ func withDB(dsn, db string) string {
 
 // server is one running `cspool server`.
 type server struct {
-	cmd  *exec.Cmd
-	url  string
-	lmtp string
+	cmd              *exec.Cmd
+	url              string
+	lmtp             string
+	httpPort, lmtpPt int
+	started          time.Time // just before the process started
+	stopped          bool
 }
 
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
 func (s *server) stop() {
+	if s.stopped {
+		return
+	}
+	s.stopped = true
 	s.cmd.Process.Signal(os.Interrupt)
 	done := make(chan struct{})
 	go func() { s.cmd.Wait(); close(done) }()
@@ -459,14 +518,19 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startServer(c config, in *install, work string, i int) (*server, error) {
-	hp, err := freePort()
-	if err != nil {
-		return nil, err
+// startServer starts server i on the HTTP port hp and the LMTP port lp
+// (0: a free one) and returns once both accept connections.
+func startServer(c config, in *install, work string, i, hp, lp int) (*server, error) {
+	var err error
+	if hp == 0 {
+		if hp, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
-	lp, err := freePort()
-	if err != nil {
-		return nil, err
+	if lp == 0 {
+		if lp, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	args := []string{"server", "--port", strconv.Itoa(hp), "--users", in.usersFile, "--spool-key", in.spoolSec,
 		"--lmtp", fmt.Sprintf("127.0.0.1:%d", lp)}
@@ -477,15 +541,17 @@ func startServer(c config, in *install, work string, i int) (*server, error) {
 	}
 	args = append(args, strings.Fields(c.extra)...)
 	cmd := exec.Command(c.cspool, args...)
-	logf, err := os.Create(filepath.Join(work, fmt.Sprintf("server%d.log", i+1)))
+	logf, err := os.OpenFile(filepath.Join(work, fmt.Sprintf("server%d.log", i+1)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &server{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", hp), lmtp: fmt.Sprintf("127.0.0.1:%d", lp)}
+	s := &server{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", hp), lmtp: fmt.Sprintf("127.0.0.1:%d", lp),
+		httpPort: hp, lmtpPt: lp, started: started}
 	for range 200 {
 		if conn, err := net.Dial("tcp", s.lmtp); err == nil {
 			conn.Close()
@@ -500,13 +566,99 @@ func startServer(c config, in *install, work string, i int) (*server, error) {
 	return nil, fmt.Errorf("server %d did not start; see %s", i+1, logf.Name())
 }
 
+// restart stops the first server, leaves it down for c.down, starts it
+// again on its ports, and measures the devices' return (restartResult).
+func restart(c config, in *install, work string, srvs []*server, devs []*device, requests *atomic.Int64, errs *sync.Map) (*restartResult, error) {
+	rr := &restartResult{Errors: map[string]int64{}}
+	errsBefore := errCounts(errs)
+	r0 := requests.Load()
+	old := srvs[0]
+	t := time.Now()
+	old.stop()
+	rr.StopSeconds = time.Since(t).Seconds()
+	stopped := time.Now()
+	// The old process answered its parked reads as it stopped: only reads
+	// answered from now on are the new process's.
+	restartAt.Store(stopped.UnixNano())
+	fmt.Printf("restart: server 1 stopped in %.1f s; down for %s\n", rr.StopSeconds, c.down)
+	time.Sleep(c.down)
+	ns, err := startServer(c, in, work, 0, old.httpPort, old.lmtpPt)
+	if err != nil {
+		return nil, err
+	}
+	srvs[0] = ns
+	rr.DownSeconds = ns.started.Sub(stopped).Seconds()
+	want := 0
+	for _, d := range devs {
+		if d.server == 0 {
+			want++
+		}
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	var backs []time.Duration
+	for {
+		backs = backs[:0]
+		for _, d := range devs {
+			if at := d.backAt.Load(); d.server == 0 && at != 0 {
+				backs = append(backs, time.Duration(at-ns.started.UnixNano()))
+			}
+		}
+		if len(backs) == want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	hz := 100.0
+	rr.ServerCPUSeconds = float64(cpuTicks(ns.pid())) / hz
+	rr.ServerPeakMB = rssMB(ns.pid(), "VmHWM")
+	rr.RequestsPerDevice = float64(requests.Load()-r0) / float64(want)
+	rr.Back = len(backs)
+	for k, v := range errCounts(errs) {
+		if d := v - errsBefore[k]; d > 0 {
+			rr.Errors[k] = d
+		}
+	}
+	if len(backs) < want {
+		return rr, fmt.Errorf("restart: %d of %d devices read again within 3 minutes (errors: %v)", len(backs), want, rr.Errors)
+	}
+	rr.BackP50s, rr.BackP99s, rr.BackMaxs = pct(backs, 50)/1000, pct(backs, 99)/1000, pct(backs, 100)/1000
+	fmt.Printf("restart: all %d devices read again, the last %.2f s after the new process started\n", want, rr.BackMaxs)
+	// The reads that returned turn into long-polls; then pushes again.
+	time.Sleep(5 * time.Second)
+	fromAck, _, _, err := push(c, ns.lmtp, devs)
+	if err != nil {
+		return rr, fmt.Errorf("restart: %w", err)
+	}
+	rr.Pushes = len(fromAck)
+	rr.PushP50ms, rr.PushP99ms = pct(fromAck, 50), pct(fromAck, 99)
+	rr.ServerIdleRSSMB = rssMB(ns.pid(), "VmRSS")
+	return rr, nil
+}
+
+// errCounts is a copy of the devices' error counts.
+func errCounts(errs *sync.Map) map[string]int64 {
+	m := map[string]int64{}
+	errs.Range(func(k, v any) bool {
+		m[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return m
+}
+
 // device is one user's device after its first sync: it long-polls its log.
 type device struct {
 	name   string
 	server int // index of the server it reads from
 	client *api.Client
 	got    chan time.Time // when a read returned new entries (latest only)
+	// backAt is when a read sent after the restart phase began was first
+	// answered (Unix nanoseconds; 0: not yet).
+	backAt atomic.Int64
 }
+
+// restartAt is when the restart phase began (Unix nanoseconds; 0: it has
+// not): the devices note their first answered read after it.
+var restartAt atomic.Int64
 
 func (d *device) run(ctx context.Context, delay, wait time.Duration, requests *atomic.Int64, ready *sync.WaitGroup, countErr func(string)) {
 	select {
@@ -518,10 +670,11 @@ func (d *device) run(ctx context.Context, delay, wait time.Duration, requests *a
 	var pos uint64
 	first, spread := true, true
 	fails := 0
+	failed := false // the last request failed: read without waiting next, as the daemon does
 	for ctx.Err() == nil {
 		w := wait
 		switch {
-		case first:
+		case first, failed:
 			w = 0
 		case spread:
 			// The first long-poll waits a random part of the wait, so that
@@ -531,12 +684,20 @@ func (d *device) run(ctx context.Context, delay, wait time.Duration, requests *a
 			w = time.Duration(1+mrand.Int64N(max(1, int64(wait/time.Second)))) * time.Second
 		}
 		requests.Add(1)
+		sent := time.Now().UnixNano()
 		lr, err := d.client.ReadLog(ctx, pos, 1000, 4<<20, w)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
 			countErr(errKind(err))
+			failed = true
+			if errors.Is(err, api.ErrTransport) {
+				// No answer: the daemon asks /v1/health until it
+				// answers, then reads (syncer's pause).
+				d.probe(ctx, requests, countErr)
+				continue
+			}
 			fails++
 			select {
 			case <-time.After(time.Duration(min(fails, 10)) * 500 * time.Millisecond):
@@ -544,7 +705,12 @@ func (d *device) run(ctx context.Context, delay, wait time.Duration, requests *a
 			}
 			continue
 		}
-		fails = 0
+		fails, failed = 0, false
+		if r := restartAt.Load(); r != 0 && sent > r && d.backAt.Load() == 0 {
+			// A read sent after the old process exited, so answered by
+			// the new one.
+			d.backAt.Store(time.Now().UnixNano())
+		}
 		if n := len(lr.Entries); n > 0 {
 			pos = lr.Entries[n-1].Pos
 			if first {
@@ -562,6 +728,32 @@ func (d *device) run(ctx context.Context, delay, wait time.Duration, requests *a
 	}
 	if first {
 		ready.Done()
+	}
+}
+
+// probe asks the spool's /v1/health until it answers, as the daemon's
+// sync loop does: every 500 ms in the first minute of the outage, then
+// every 5 s, each ±10%.
+func (d *device) probe(ctx context.Context, requests *atomic.Int64, countErr func(string)) {
+	down := time.Now()
+	for ctx.Err() == nil {
+		every := 500 * time.Millisecond
+		if time.Since(down) >= time.Minute {
+			every = 5 * time.Second
+		}
+		select {
+		case <-time.After(every * time.Duration(90+mrand.IntN(21)) / 100):
+		case <-ctx.Done():
+			return
+		}
+		requests.Add(1)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second) // syncer's probeTimeout
+		err := d.client.Health(pctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		countErr("probe: " + errKind(err))
 	}
 }
 
