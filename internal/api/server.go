@@ -531,16 +531,9 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(ErrUnavailable, "shutting down"))
 		return
 	}
-	now := s.cfg.Now()
-	if wait := s.openAt.Sub(now); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-			now = s.cfg.Now()
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		}
+	now, open := s.waitOpen(r, s.cfg.Now())
+	if !open {
+		return
 	}
 	w.Header().Set(HeaderEarliestTS, strconv.FormatInt(s.earliest(now), 10))
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

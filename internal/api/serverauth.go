@@ -250,18 +250,28 @@ func (s *Server) checkTime(r *http.Request, ts int64, now time.Time) error {
 	if ts > s.fence {
 		return nil
 	}
-	if wait := s.openAt.Sub(now); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-			now = s.cfg.Now()
-		case <-r.Context().Done():
-			t.Stop()
-		}
-	}
+	now, _ = s.waitOpen(r, now)
 	e := authErr(ErrUnavailable, AuthReasonBeforeStart, "request signed before this server started (timestamp %d, want after %d): sign it again", ts, s.fence)
 	e.earliestTS, e.retryAfter = s.earliest(now), time.Second
 	return unverified(e)
+}
+
+// waitOpen waits, in the first second after the start, until a timestamp
+// can be accepted (openAt), or until r's client goes away. It returns the
+// time then, and false if the client went away first.
+func (s *Server) waitOpen(r *http.Request, now time.Time) (time.Time, bool) {
+	wait := s.openAt.Sub(now)
+	if wait <= 0 {
+		return now, true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return s.cfg.Now(), true
+	case <-r.Context().Done():
+		return now, false
+	}
 }
 
 // earliest is the earliest timestamp accepted at now.

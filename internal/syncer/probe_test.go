@@ -19,30 +19,8 @@ import (
 // asked every ProbeInterval for as long as the outage lasted.
 func TestProbesSlowDown(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	src := &offlineSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
-	src.set(true)
-	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ms.Close()
 	const fast, slowAfter, slow = 10 * time.Millisecond, 300 * time.Millisecond, 3 * time.Second
-	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: ms,
-		Wait: time.Second, MaxBackoff: time.Hour, ProbeInterval: fast, ProbeSlowAfter: slowAfter, ProbeSlowInterval: slow,
-		Unreachable: func(err error) bool { return errors.Is(err, errDown) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// One failure, then a pause of an hour: the probes are all there is.
-	s.firstBackoff = time.Hour
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	src, s := probingDevice(t, Config{ProbeInterval: fast, ProbeSlowAfter: slowAfter, ProbeSlowInterval: slow})
 
 	// 2.3 s of outage: at most 300 ms / 9 ms + 2.3 s / 2.7 s probes, some
 	// 35; every 10 ms throughout it would be some 230. Fewer on a busy
@@ -74,6 +52,20 @@ func TestProbesSlowDown(t *testing.T) {
 // was never found back by a probe at all.
 func TestSlowProbeAnswered(t *testing.T) {
 	t.Parallel()
+	src, s := probingDevice(t, Config{ProbeInterval: 50 * time.Millisecond})
+	waitFor(t, 10*time.Second, "the first probe", func() bool { return src.probed() > 0 })
+	src.mu.Lock()
+	src.down, src.slowHealth = false, 1500*time.Millisecond
+	src.mu.Unlock()
+	waitFor(t, 20*time.Second, "the loop back in contact with a spool that answers probes after 1.5 s",
+		func() bool { return s.Status().Connected })
+}
+
+// probingDevice runs, until the test ends, a sync loop on a new store
+// whose spool is down from the start, with cfg's probe settings: after its
+// first failure it pauses an hour, so only a probe finds the spool back.
+func probingDevice(t *testing.T, cfg Config) (*offlineSource, *Syncer) {
+	t.Helper()
 	r := newRig(t)
 	src := &offlineSource{StoreSource: StoreSource{Store: r.log, User: "alice"}}
 	src.set(true)
@@ -81,25 +73,21 @@ func TestSlowProbeAnswered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ms.Close()
-	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: src, Store: ms,
-		Wait: time.Second, MaxBackoff: time.Hour, ProbeInterval: 50 * time.Millisecond,
-		Unreachable: func(err error) bool { return errors.Is(err, errDown) }})
+	cfg.User, cfg.UserKey, cfg.SpoolKey, cfg.Source, cfg.Store = "alice", r.user, r.spool.Public(), src, ms
+	cfg.Wait, cfg.MaxBackoff = time.Second, time.Hour
+	cfg.Unreachable = func(err error) bool { return errors.Is(err, errDown) }
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.firstBackoff = time.Hour // found back by a probe, or not at all
+	s.firstBackoff = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		<-done
-	}()
-	waitFor(t, 10*time.Second, "the first probe", func() bool { return src.probed() > 0 })
-	src.mu.Lock()
-	src.down, src.slowHealth = false, 1500*time.Millisecond
-	src.mu.Unlock()
-	waitFor(t, 20*time.Second, "the loop back in contact with a spool that answers probes after 1.5 s",
-		func() bool { return s.Status().Connected })
+		ms.Close()
+	})
+	return src, s
 }
