@@ -22,13 +22,17 @@ func TestGetmail(t *testing.T) {
 	host, port, _ := net.SplitHostPort(proxy.addr)
 	// The delivery is a program (getmail's Maildir and mbox destinations
 	// refuse to run as root, as CI does) that writes each message to a
-	// file of its own.
+	// file of its own. It first sleeps half a second: getmail installs its
+	// SIGCHLD handler in the parent after the fork, so a program that
+	// exits before that is never seen to end, and getmail waited its 60 s
+	// for it (seen once, on a busy machine, after the server had answered
+	// every command).
 	out := filepath.Join(dir, "out")
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	mda := filepath.Join(dir, "mda.sh")
-	if err := os.WriteFile(mda, []byte("#!/bin/sh\nexec cat > \""+out+"/m.$$\"\n"), 0o700); err != nil {
+	if err := os.WriteFile(mda, []byte("#!/bin/sh\nsleep 0.5\nexec cat > \""+out+"/m.$$\"\n"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	rc := filepath.Join(dir, "getmailrc")
