@@ -6,6 +6,8 @@ import (
 	"math"
 	"runtime"
 	"testing"
+
+	"cspool/internal/testproc"
 )
 
 // TestAppendSealAllocates: sealing a message of 10 KB (one chunk, sealed
@@ -15,7 +17,11 @@ import (
 // in front of the message and the chunk hashes, the same few KB as for a
 // message of 100 bytes. Before, a scratch chunk of the inner plaintext's
 // size was allocated (and filled twice, for the cipher and the hash).
+// Under the race detector, whose sync.Pool drops what is put in it at
+// random, the two differed by -400 to +2,200 bytes from run to run (CI
+// failed once on 2,164), so it runs without it.
 func TestAppendSealAllocates(t *testing.T) {
+	testproc.SkipUnderRace(t)
 	f := newFixture(t)
 	o := &Options{BodyPrefix: []byte("Return-Path: <a@example.org>\r\nDelivered-To: b@example.org\r\n")}
 	perCall := func(size int) uint64 {
