@@ -391,18 +391,21 @@ func (s *Syncer) sawHead(head uint64) {
 // all of its devices probing at once, answers late, not never: given up
 // after a second, a probe's connection was closed and the next probe made
 // a new one, so the server did each device's work several times over.
-// 10,000 devices of a server restarted after 3 s were all back 13 to 16 s
-// after its start, with three abandoned probes per device (30,000 health
-// answers nobody read) and twice its idle memory (bench/devices
-// --restart, docs/BENCHMARKS.md).
+// 10,000 devices of a server restarted after 3 s were all back 12 to 13 s
+// after its start, having given up 2.6 probes each (some 26,000 health
+// answers nobody read), and its memory peaked at 2.2 to 2.6 times its
+// idle RSS; now 7 s and 2 times (bench/devices --restart,
+// docs/BENCHMARKS.md).
 const probeTimeout = 10 * time.Second
 
 // pause waits d, or less: after a failure that means the spool did not
 // answer (Config.Unreachable), it asks the spool every ProbeInterval
-// (every ProbeSlowInterval once it has not answered since downSince for
-// ProbeSlowAfter) whether it answers again and returns as soon as it
-// does, with answered set. It returns ctx's error when ctx is done.
-func (s *Syncer) pause(ctx context.Context, d time.Duration, err error, downSince time.Time) (answered bool, _ error) {
+// (every ProbeSlowInterval once the exchanges with it have failed for
+// ProbeSlowAfter: Status.DownSince, which only a read or append that gets
+// through ends, not an answered probe) whether it answers again and
+// returns as soon as it does, with answered set. It returns ctx's error
+// when ctx is done.
+func (s *Syncer) pause(ctx context.Context, d time.Duration, err error) (answered bool, _ error) {
 	sleep := func(d time.Duration) error {
 		select {
 		case <-ctx.Done():
@@ -415,6 +418,7 @@ func (s *Syncer) pause(ctx context.Context, d time.Duration, err error, downSinc
 	if !ok || s.cfg.Unreachable == nil || !s.cfg.Unreachable(err) || d <= s.cfg.ProbeInterval {
 		return false, sleep(d)
 	}
+	downSince := s.Status().DownSince
 	end := time.Now().Add(d)
 	for {
 		every := s.cfg.ProbeInterval

@@ -517,9 +517,8 @@ func (s *Syncer) Run(ctx context.Context) error {
 	defer s.dropAhead()
 	firstBackoff := s.firstBackoff
 	backoff := firstBackoff
-	logged := ""            // the permanent error last logged
-	unreachable := false    // the last failure was no answer at all
-	var downSince time.Time // when the spool last stopped answering (zero: it answers)
+	logged := ""         // the permanent error last logged
+	unreachable := false // the last failure was no answer at all
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -529,7 +528,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 			err = s.sendQueue(ctx)
 		}
 		if err == nil {
-			backoff, logged, unreachable, downSince = firstBackoff, "", false, time.Time{}
+			backoff, logged, unreachable = firstBackoff, "", false
 			s.maybeCheckpoint(ctx)
 			continue
 		}
@@ -569,12 +568,6 @@ func (s *Syncer) Run(ctx context.Context) error {
 			// outage starts over.
 			backoff = firstBackoff
 		}
-		switch {
-		case !unreachable:
-			downSince = time.Time{}
-		case downSince.IsZero():
-			downSince = time.Now()
-		}
 		wait := backoff
 		s.setError(err, hint)
 		switch {
@@ -613,14 +606,14 @@ func (s *Syncer) Run(ctx context.Context) error {
 				return ctx.Err()
 			case <-time.After(wait):
 			}
-		} else if answered, err = s.pause(ctx, wait, err, downSince); err != nil {
+		} else if answered, err = s.pause(ctx, wait, err); err != nil {
 			return err
 		}
 		switch {
 		case answered:
 			// A probe found the spool back: try at once, and if that
 			// fails, wait the first backoff again.
-			backoff, unreachable, downSince = firstBackoff, false, time.Time{}
+			backoff, unreachable = firstBackoff, false
 		case hint == "":
 			backoff = min(backoff*2, s.cfg.MaxBackoff)
 		}
