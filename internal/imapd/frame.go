@@ -730,22 +730,26 @@ func (fc *frameConn) find(re *regexp.Regexp) string {
 	return string(re.Find(fc.text))
 }
 
-// beforeYearOne returns the first BEFORE or SENTBEFORE key of the
-// command's text, with its date, whose date is 1-Jan-0001, or "". go-imap
-// parses that date into the zero time.Time, which its SearchCriteria take
-// for "no such key": the key would be dropped, and a search for messages
-// dated before the year 1 (none) would match every message.
-func (fc *frameConn) beforeYearOne() string {
+// droppedKey returns the first search key of the command's text, with its
+// argument, that go-imap would drop, or "": a BEFORE or SENTBEFORE whose
+// date is 1-Jan-0001, which it parses into the zero time.Time, and a
+// SMALLER or LARGER of 0; its SearchCriteria take a zero for "no such
+// key". Dropped, a search for messages dated before the year 1 or smaller
+// than 0 octets (none) would match every message, and NOT of it none.
+func (fc *frameConn) droppedKey() string {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	toks := tokens(fc.text)
 	for i := 0; i+1 < len(toks); i++ {
-		key := strings.ToUpper(toks[i])
-		if key != "BEFORE" && key != "SENTBEFORE" {
-			continue
-		}
-		if t, err := time.Parse("2-Jan-2006", toks[i+1]); err == nil && t.IsZero() {
-			return key + " " + toks[i+1]
+		switch key := strings.ToUpper(toks[i]); key {
+		case "BEFORE", "SENTBEFORE":
+			if t, err := time.Parse("2-Jan-2006", toks[i+1]); err == nil && t.IsZero() {
+				return key + " " + toks[i+1]
+			}
+		case "SMALLER", "LARGER":
+			if n, err := strconv.ParseUint(toks[i+1], 10, 64); err == nil && n == 0 {
+				return key + " " + toks[i+1]
+			}
 		}
 	}
 	return ""

@@ -122,6 +122,8 @@ func TestMalformedLinesGetBAD(t *testing.T) {
 // DateTime.MinValue) matched every message, where they match none: a
 // client deleting what it found before that date deleted everything. Now
 // the search is refused; the other dates, and SINCE 1-Jan-0001, as before.
+// SMALLER 0 and LARGER 0 were dropped the same way (a zero is "no such
+// key"): SMALLER 0 matched every message, and NOT SMALLER 0 none.
 func TestSearchBeforeYearOne(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -142,6 +144,12 @@ func TestSearchBeforeYearOne(t *testing.T) {
 		{"s5 SEARCH BEFORE 1-Jan-0100", "* SEARCH\r\ns5 OK"},
 		{"s6 SEARCH SINCE 1-Jan-0001", "* SEARCH 1 2 3 4\r\ns6 OK"},
 		{"s7 SEARCH NOT BEFORE 1-Jan-0100", "* SEARCH 1 2 3 4\r\ns7 OK"},
+		{"s8 SEARCH SMALLER 0", "s8 NO [CANNOT] SMALLER 0: no message is smaller"},
+		{"s9 UID SEARCH NOT smaller 00", "s9 NO [CANNOT] SMALLER 00: "},
+		{"s10 SEARCH OR LARGER 0 SUBJECT nowhere-in-any-message", "s10 NO [CANNOT] LARGER 0: "},
+		{"s11 SEARCH SMALLER 1", "* SEARCH\r\ns11 OK"},
+		{"s12 SEARCH LARGER 1", "* SEARCH 1 2 3 4\r\ns12 OK"},
+		{"s13 SEARCH SUBJECT SMALLER", "* SEARCH\r\ns13 OK"},
 	} {
 		rc.cmd(tc.line)
 		tag := strings.Fields(tc.line)[0]

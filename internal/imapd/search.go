@@ -26,11 +26,17 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 		return nil, err
 	}
 	if fc := framer(s.conn.NetConn()); fc != nil {
-		if key := fc.beforeYearOne(); key != "" {
-			// go-imap drops the key (its zero date means none), so the
-			// search would match every message where it matches none.
+		if key := fc.droppedKey(); key != "" {
+			// go-imap drops the key (its zero means none), so the search
+			// would match every message where it matches none.
+			why := "no message is dated before the year 1"
+			if k := strings.ToUpper(key); strings.HasPrefix(k, "SMALLER") {
+				why = "no message is smaller than 0 octets"
+			} else if strings.HasPrefix(k, "LARGER") {
+				why = "every message but an empty one is larger than 0 octets"
+			}
 			return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot,
-				Text: fmt.Sprintf("%s: no message is dated before the year 1, and this server cannot search for that key; leave it out", key)}
+				Text: fmt.Sprintf("%s: %s, and this server cannot search for that key; leave it out", key, why)}
 		}
 	}
 	// Every message the client sees, resolved a block at a time as the
