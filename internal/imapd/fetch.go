@@ -772,10 +772,14 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		b = top
 	}
 	// The partial is cut here: the library's sum of origin and length
-	// overflows near 2^63.
+	// overflows near 2^63. The library reads the header as Parse does
+	// (mimeform.Lenient): a line that is no field would make it give up
+	// on the whole message. The fields of the top level are given as
+	// they came; a part's path is found through a Content-Type read as
+	// the body structure reads it.
 	whole := *sec
 	whole.Partial = nil
-	out := imapserver.ExtractBodySection(bytes.NewReader(b), &whole)
+	out := imapserver.ExtractBodySection(bytes.NewReader(mimeform.Lenient(b, len(sec.Part) > 0)), &whole)
 	if out == nil {
 		out = []byte{}
 	}
@@ -796,7 +800,7 @@ func binarySection(m *mailstore.Message, part []int) []byte {
 		}
 		return []byte{} // one part: no other exists
 	}
-	out := imapserver.ExtractBinarySection(bytes.NewReader(b), &imap.FetchItemBinarySection{Part: part})
+	out := imapserver.ExtractBinarySection(bytes.NewReader(mimeform.Lenient(b, true)), &imap.FetchItemBinarySection{Part: part})
 	if out == nil && len(part) == 1 && part[0] == 1 && singlePart(m) {
 		return b[hl:]
 	}

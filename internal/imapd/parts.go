@@ -22,7 +22,7 @@ func partHeader(raw []byte, part []int) *textproto.Header {
 	if _, ok := mimeform.BoundedHeader(raw); !ok {
 		return &textproto.Header{}
 	}
-	b := imapserver.ExtractBodySection(bytes.NewReader(raw),
+	b := imapserver.ExtractBodySection(bytes.NewReader(mimeform.Lenient(raw, true)),
 		&imap.FetchItemBodySection{Part: part, Specifier: imap.PartSpecifierMIME})
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(append(b, "\r\n"...))))
 	if err != nil {
@@ -71,11 +71,21 @@ func checkBinary(m *mailstore.Message, opts *imap.FetchOptions) error {
 // message/global) part: only those have a HEADER and a TEXT (RFC 9051
 // section 6.4.5).
 func isMessagePart(raw []byte, part []int) bool {
-	mt := strings.ToLower(partHeader(raw, part).Get("Content-Type"))
-	if i := strings.IndexByte(mt, ';'); i >= 0 {
-		mt = mt[:i]
+	h := partHeader(raw, part)
+	if !h.Has("Content-Type") {
+		// A part of a multipart/digest is a message without one (RFC
+		// 2046 section 5.1.5).
+		var parent textproto.Header
+		if len(part) == 1 {
+			top, _ := mimeform.BoundedHeader(raw)
+			parent = mimeform.ParseHeader(top)
+		} else {
+			parent = *partHeader(raw, part[:len(part)-1])
+		}
+		pt, _ := mimeform.ContentType(parent)
+		return pt == "multipart/digest"
 	}
-	mt = strings.TrimSpace(mt)
+	mt, _ := mimeform.ContentType(*h)
 	return mt == "message/rfc822" || mt == "message/global"
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"mime"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -113,6 +114,9 @@ func structureSamples(t testing.TB) map[string][]byte {
 // the stored structure byte for byte, and the whole of Parse's output.
 func TestBodyStructureAsLibrary(t *testing.T) {
 	for name, b := range structureSamples(t) {
+		if libraryGivesUp(b) {
+			continue
+		}
 		lib, own := libraryStructure(b), extractOf(b)
 		if (lib == nil) != (own == nil) {
 			t.Errorf("%s: library structure %v, own %v", name, lib, own)
@@ -183,7 +187,7 @@ func FuzzBodyStructureAsLibrary(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		lib := libraryStructure(b)
 		own := extractOf(b)
-		if lib == nil {
+		if lib == nil || libraryGivesUp(b) {
 			return
 		}
 		if own == nil {
@@ -204,4 +208,38 @@ func FuzzBodyStructureAsLibrary(f *testing.F) {
 			t.Fatalf("IMAP form differs from the library's:\n%s\n%s", gs, ws)
 		}
 	})
+}
+
+// libraryGivesUp reports whether b may hold what go-imap's extraction
+// reads as less than Parse does (lenient.go): a Content-Type or
+// Content-Disposition field, anywhere, whose value mime.ParseMediaType
+// refuses, or a multipart/digest, whose parts without a Content-Type the
+// library takes for text. Parse is held to the library elsewhere only.
+func libraryGivesUp(b []byte) bool {
+	if bytes.Contains(bytes.ToLower(b), []byte("digest")) {
+		return true
+	}
+	for i := 0; i < len(b); {
+		end := len(b)
+		if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
+			end = i + j + 1
+		}
+		line := strings.ToLower(string(b[i:end]))
+		for _, name := range []string{"content-type", "content-disposition"} {
+			rest, ok := strings.CutPrefix(line, name)
+			if !ok {
+				continue
+			}
+			rest = strings.TrimLeft(rest, " \t")
+			if !strings.HasPrefix(rest, ":") {
+				continue
+			}
+			v := string(b[i+len(line)-len(rest)+1 : fieldEnd(b, end)])
+			if _, _, err := mime.ParseMediaType(strings.TrimSpace(unfold(v))); err != nil {
+				return true
+			}
+		}
+		i = end
+	}
+	return false
 }

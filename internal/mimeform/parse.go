@@ -119,11 +119,14 @@ func structureWholeMinutes(bs imap.BodyStructure) bool {
 // parse is Parse, also returning what it extracted.
 func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, error) {
 	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
-	r := getReader(b)
+	// The header's fields as a reader takes them; its length and the
+	// body are b's.
+	src := Lenient(b, true)
+	r := getReader(src)
 	defer readers.Put(r)
 	var env *imap.Envelope
 	var bs imap.BodyStructure
-	cut, within := BoundedHeader(b)
+	cut, within := BoundedHeader(src)
 	if !within {
 		// Its envelope from the fields within the bounds; the rest
 		// served as it came.
@@ -139,7 +142,7 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, error) {
 		p.Status = Simplified
 	default:
 		env = extractEnvelope(header)
-		bs = extractStructure(b, header, r)
+		bs = extractStructure(src, header, r)
 		if bs == nil {
 			p.Status = Simplified
 		}
@@ -236,7 +239,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.Bod
 		}
 	}()
 	r.reset(b[body:])
-	bs = bodyStructure(header, r.br)
+	bs = bodyStructure(header, r.br, false)
 	if !wellFormed(bs) {
 		return nil
 	}
@@ -248,10 +251,14 @@ func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.Bod
 // single part's body is counted, not read into memory, and a
 // message/rfc822 part gets the envelope extractEnvelope makes of its
 // header, in place of the library's (which drops groups).
-// TestBodyStructureAsLibrary holds it to the library's output.
-func bodyStructure(rawHeader textproto.Header, r io.Reader) imap.BodyStructure {
+// TestBodyStructureAsLibrary holds it to the library's output. Where the
+// library gives up, it reads on: a Content-Type or Content-Disposition
+// whose parameters do not all parse (ContentType), and a part of a
+// multipart/digest without a Content-Type, which is a message/rfc822
+// (RFC 2046 section 5.1.5) where the library takes it for text.
+func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool) imap.BodyStructure {
 	header := gomessage.Header{Header: rawHeader}
-	mediaType, typeParams, _ := header.ContentType()
+	mediaType, typeParams := partType(rawHeader, inDigest)
 	primaryType, subType, _ := strings.Cut(mediaType, "/")
 	if primaryType == "multipart" {
 		bs := &imap.BodyStructureMultiPart{Subtype: subType}
@@ -261,7 +268,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader) imap.BodyStructure {
 			if part == nil {
 				break
 			}
-			bs.Children = append(bs.Children, bodyStructure(part.Header, part))
+			bs.Children = append(bs.Children, bodyStructure(part.Header, part, mediaType == "multipart/digest"))
 		}
 		bs.Extended = &imap.BodyStructureMultiPartExt{
 			Params:      typeParams,
@@ -286,7 +293,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader) imap.BodyStructure {
 		childHeader, _ := textproto.ReadHeader(br)
 		bs.MessageRFC822 = &imap.BodyStructureMessageRFC822{
 			Envelope:      extractEnvelope(childHeader),
-			BodyStructure: bodyStructure(childHeader, br),
+			BodyStructure: bodyStructure(childHeader, br, false),
 			NumLines:      int64(bytes.Count(body, []byte("\n"))),
 		}
 	} else {
@@ -321,9 +328,9 @@ func countBody(r io.Reader) (size int, lines int64) {
 }
 
 // contentDisposition is go-imap's: the part's Content-Disposition, nil
-// without one.
+// without one; its parameters read as ContentType reads them.
 func contentDisposition(header gomessage.Header) *imap.BodyStructureDisposition {
-	disp, dispParams, _ := header.ContentDisposition()
+	disp, dispParams := ContentDisposition(header.Header)
 	if disp == "" {
 		return nil
 	}
@@ -370,8 +377,11 @@ func withinBounds(h textproto.Header, r io.Reader, b bounds) bool {
 }
 
 func (w *walk) within(h textproto.Header, r io.Reader) bool {
-	mh := gomessage.Header{Header: h}
-	mediaType, params, _ := mh.ContentType()
+	return w.withinPart(h, r, false)
+}
+
+func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
+	mediaType, params := partType(h, inDigest)
 	switch {
 	case strings.HasPrefix(mediaType, "multipart/"):
 		if w.depth >= w.bounds.depth {
@@ -390,7 +400,7 @@ func (w *walk) within(h textproto.Header, r io.Reader) bool {
 			}
 			w.parts++
 			w.depth++
-			ok := w.within(p.Header, p)
+			ok := w.withinPart(p.Header, p, mediaType == "multipart/digest")
 			w.depth--
 			if !ok {
 				return false
@@ -467,4 +477,14 @@ func transferEncoding(b []byte) string {
 		}
 	}
 	return "7bit"
+}
+
+// partType is the media type and parameters of a part (ContentType): a
+// part of a multipart/digest without a Content-Type is a message/rfc822
+// (RFC 2046 section 5.1.5).
+func partType(h textproto.Header, inDigest bool) (string, map[string]string) {
+	if inDigest && !h.Has("Content-Type") {
+		return "message/rfc822", map[string]string{}
+	}
+	return ContentType(h)
 }

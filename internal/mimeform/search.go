@@ -25,11 +25,12 @@ func HeaderFieldTexts(v string) []string {
 	return []string{v}
 }
 
-// ParseHeader parses a raw header as SEARCH does; a header that does not
-// parse has no fields, and one beyond MaxHeaderFields or MaxHeaderBytes
-// the fields within them (BoundedHeader).
+// ParseHeader parses a raw header as SEARCH does: its lines that are no
+// field left out (Lenient), and of one beyond MaxHeaderFields or
+// MaxHeaderBytes the fields within them (BoundedHeader); a header that
+// still does not parse has no fields.
 func ParseHeader(raw []byte) textproto.Header {
-	raw, _ = BoundedHeader(raw)
+	raw, _ = BoundedHeader(Lenient(raw, false))
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw)))
 	if err != nil {
 		return textproto.Header{}
@@ -60,10 +61,11 @@ const maxDecodedText = 16 << 20
 // its header, as for one that does not parse.
 func BodyTexts(raw []byte, headerLen int64) []string {
 	hl := min(int(headerLen), len(raw))
-	if !headersWithinBounds(raw) {
+	read := Lenient(raw, true) // the header as Parse reads it
+	if !headersWithinBounds(read) {
 		return []string{string(raw[hl:])}
 	}
-	e, err := gomessage.Read(bytes.NewReader(raw))
+	e, err := gomessage.Read(bytes.NewReader(read))
 	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
 		return []string{string(raw[hl:])}
 	}

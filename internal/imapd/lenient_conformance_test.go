@@ -1,0 +1,118 @@
+package imapd
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestMailAsItComes holds the IMAP view of mail that the MIME library
+// refuses in part to what the message says (docs/MAILSTORE.md, "Parsing";
+// RFC 9051 sections 6.4.5 and 7.5.2). Before, one header line that is no
+// field (a stray word, an mbox "From " line) cost the message its whole
+// header: ENVELOPE all NIL, one text/plain part, no HEADER.FIELDS, no
+// SEARCH SUBJECT; a comment or a parameter the library cannot read in a
+// Content-Type cost every parameter, put the rest of the value in the
+// subtype, and of a multipart its parts; and a multipart/digest's parts
+// without a Content-Type were text where RFC 2046 section 5.1.5 makes
+// them messages.
+func TestMailAsItComes(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	crlf := func(s string) []byte { return []byte(strings.ReplaceAll(s, "\n", "\r\n")) }
+	d.synced(r.Deliver(crlf(`From: Alice <alice@example.org>
+Subject: hello
+This line has no colon
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary=q
+
+--q
+Content-Type: text/plain
+
+one
+--q
+Content-Type: text/html
+
+<b>two</b>
+--q--
+`)))
+	d.synced(r.Deliver(crlf(`From alice@example.org Mon Jan  1 00:00:00 2024
+From: Alice <alice@example.org>
+Subject: from an mbox
+Content-Type: TEXT/PLAIN (c); charset=iso-8859-1
+Content-Transfer-Encoding: quoted-printable
+
+caf=E9 hello
+`)))
+	d.synced(r.Deliver(crlf(`From: a@example.org
+Subject: commented multipart
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary="bb" (generated)
+
+--bb
+Content-Type: text/plain; charset=us-ascii (Plain text)
+
+see the file
+--bb
+Content-Type: application/pdf; name=x.pdf; name=y.pdf
+Content-Disposition: attachment; filename=my file.pdf; size=
+Content-Transfer-Encoding: base64
+
+AAAA
+--bb--
+`)))
+	d.synced(r.Deliver(crlf(`From: a@example.org
+Subject: digest
+MIME-Version: 1.0
+Content-Type: multipart/digest; boundary=dg
+
+--dg
+
+From: x@example.org
+Subject: member one
+
+member body
+--dg--
+`)))
+	w := loginWire(t, d.addr)
+	w.ok("SELECT INBOX")
+	for _, c := range []struct {
+		seq, items string
+		want       []string
+	}{
+		{"1", "ENVELOPE", []string{`"hello" (("Alice" NIL "alice" "example.org"))`}},
+		{"1", "BODYSTRUCTURE", []string{`BODYSTRUCTURE (("text" "plain" NIL NIL NIL "7bit" 3 0 NIL NIL NIL NIL)("text" "html" NIL NIL NIL "7bit" 10 0 NIL NIL NIL NIL) "mixed" ("boundary" "q")`}},
+		{"1", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]", []string{"{18}\r\nSubject: hello\r\n\r\n"}},
+		{"1", "BODY.PEEK[2]", []string{"BODY[2] {10}\r\n<b>two</b>"}},
+		{"1", "BODY.PEEK[HEADER]", []string{"This line has no colon\r\n"}}, // served as it came
+		{"2", "ENVELOPE", []string{`"from an mbox" (("Alice" NIL "alice" "example.org"))`}},
+		{"2", "BODYSTRUCTURE", []string{`BODYSTRUCTURE ("text" "plain" ("charset" "iso-8859-1") NIL NIL "quoted-printable" 14 1 `}},
+		{"2", "BINARY.PEEK[1]", []string{"BINARY[1] ~{13}\r\ncaf\u00e9 hello\r\n"}},
+		{"3", "BODYSTRUCTURE", []string{
+			`BODYSTRUCTURE (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 12 0 `,
+			`("application" "pdf" ("name" "x.pdf") NIL NIL "base64" 4 NIL ("attachment" ("filename" "my file.pdf")) NIL NIL) "mixed" ("boundary" "bb")`}},
+		{"3", "BODY.PEEK[2]", []string{"BODY[2] {4}\r\nAAAA"}},
+		{"3", "BODY.PEEK[2.MIME]", []string{"filename=my file.pdf; size=\r\n"}}, // as it came
+		{"4", "BODYSTRUCTURE", []string{`BODYSTRUCTURE (("message" "rfc822" NIL NIL NIL "7bit" 55 (NIL "member one"`, `"member one"`, `"digest"`}},
+		{"4", "BODY.PEEK[1.HEADER]", []string{"Subject: member one\r\n"}},
+	} {
+		u := w.ok("FETCH " + c.seq + " (" + c.items + ")")
+		got := strings.Join(u, "\n")
+		for _, want := range c.want {
+			if !strings.Contains(got, want) {
+				t.Errorf("FETCH %s (%s): %q\nwant it to hold %q", c.seq, c.items, got, want)
+			}
+		}
+	}
+	for _, c := range []struct{ criteria, want string }{
+		{"SUBJECT hello", "* SEARCH 1"},
+		{"SUBJECT mbox", "* SEARCH 2"},
+		{"HEADER Subject commented", "* SEARCH 3"},
+		{"BODY member", "* SEARCH 4"},
+	} {
+		u := w.ok("SEARCH " + c.criteria)
+		if len(u) != 1 || strings.TrimSpace(u[0]) != c.want {
+			t.Errorf("SEARCH %s: %q, want %q", c.criteria, u, c.want)
+		}
+	}
+}

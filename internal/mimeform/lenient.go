@@ -1,0 +1,239 @@
+package mimeform
+
+import (
+	"bytes"
+	"mime"
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+// Mail as it comes: what the MIME library refuses and a reader of the
+// message would still understand (docs/MAILSTORE.md, "Parsing"). The
+// library gives up on a whole header for one line it cannot read, and on
+// a Content-Type's parameters, subtype included, for one it cannot; both
+// are common in mail from old or hand-written software, and Dovecot reads
+// past them.
+
+// Lenient returns b with the lines of its header that are no header field
+// left out: a line without a colon (an mbox "From " line, a stray word),
+// a field name with a space or a byte outside printable US-ASCII, and the
+// continuation lines of those, or of nothing (a header starting with one).
+// A Content-Type or Content-Disposition field whose parameters do not
+// parse is written again in the form its parameters are read in
+// (ContentType) when types is set. It returns b itself when nothing is
+// left out or written again, or when no line of the header is a field (no
+// header at all: the whole of b is text), and a copy of the header followed by b's own
+// body otherwise; the body starts len(result)-(len(b)-headerLength(b))
+// bytes into the result.
+func Lenient(b []byte, types bool) []byte {
+	var out []byte // nil until a line is left out or changed
+	keep := false  // whether the field being read is kept
+	fields := 0    // fields kept
+	for i := 0; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		end := len(b)
+		if j >= 0 {
+			end = i + j + 1
+		}
+		line := b[i:end]
+		if len(line) == 1 || len(line) == 2 && line[0] == '\r' && line[1] == '\n' {
+			if out == nil || fields == 0 {
+				return b
+			}
+			return append(out, b[i:]...)
+		}
+		var repl []byte
+		switch {
+		case line[0] == ' ' || line[0] == '\t':
+			// A continuation: of the field it continues.
+		default:
+			keep = validFieldLine(line)
+			if keep {
+				fields++
+			}
+			if keep && types {
+				repl = rewrittenType(b[i:])
+			}
+		}
+		switch {
+		case repl != nil:
+			if out == nil {
+				out = append(make([]byte, 0, len(b)+len(repl)), b[:i]...)
+			}
+			out = append(out, repl...)
+			// Skip the field's continuation lines: repl is the whole field.
+			end = fieldEnd(b, end)
+		case !keep:
+			if out == nil {
+				out = append(make([]byte, 0, len(b)), b[:i]...)
+			}
+		case out != nil:
+			out = append(out, line...)
+		}
+		i = end
+	}
+	if out == nil || fields == 0 {
+		return b
+	}
+	return out
+}
+
+// validFieldLine reports whether line starts a header field the MIME
+// library reads: a name of printable US-ASCII other than the colon,
+// spaces and tabs around it aside, then a colon.
+func validFieldLine(line []byte) bool {
+	c := bytes.IndexByte(line, ':')
+	if c < 0 {
+		return false
+	}
+	name := bytes.Trim(line[:c], " \t")
+	for _, ch := range name {
+		if ch < 33 || ch > 126 {
+			return false
+		}
+	}
+	return true
+}
+
+// fieldEnd returns where the field whose first line ends at end ends:
+// after its continuation lines.
+func fieldEnd(b []byte, end int) int {
+	for end < len(b) && (b[end] == ' ' || b[end] == '\t') {
+		j := bytes.IndexByte(b[end:], '\n')
+		if j < 0 {
+			return len(b)
+		}
+		end += j + 1
+	}
+	return end
+}
+
+// rewrittenType returns the field starting at b written again, CRLF
+// ended, when it is a Content-Type or Content-Disposition whose value
+// mime.ParseMediaType refuses, or nil.
+func rewrittenType(b []byte) []byte {
+	c := bytes.IndexByte(b, ':')
+	name := string(bytes.Trim(b[:c], " \t"))
+	disposition := strings.EqualFold(name, "Content-Disposition")
+	if !disposition && !strings.EqualFold(name, "Content-Type") {
+		return nil
+	}
+	end := len(b)
+	if j := bytes.IndexByte(b, '\n'); j >= 0 {
+		end = fieldEnd(b, j+1)
+	}
+	raw := strings.TrimSpace(unfold(string(b[c+1 : end])))
+	if _, _, err := mime.ParseMediaType(raw); err == nil {
+		return nil
+	}
+	t, params := parseTyped(raw)
+	if t == "" {
+		return nil
+	}
+	v := mime.FormatMediaType(t, params)
+	if v == "" {
+		v = t
+	}
+	return []byte(name + ": " + v + "\r\n")
+}
+
+// ContentType returns the media type of a part's header, lower case, and
+// its parameters, RFC 2231 and RFC 2047 forms decoded, as go-message
+// reads them; where go-message would give the whole value as the type
+// and no parameter (a comment, an empty or repeated parameter, a value
+// with spaces or other specials unquoted), the type and every parameter
+// that can be read, the first of each name. Without the field, it is
+// text/plain with no parameter.
+func ContentType(h textproto.Header) (string, map[string]string) {
+	v := h.Get("Content-Type")
+	if v == "" {
+		return "text/plain", nil // as go-message has it
+	}
+	return typedField(v)
+}
+
+// ContentDisposition is ContentType of the Content-Disposition field.
+func ContentDisposition(h textproto.Header) (string, map[string]string) {
+	return typedField(h.Get("Content-Disposition"))
+}
+
+func typedField(v string) (string, map[string]string) {
+	if v == "" {
+		return "", nil
+	}
+	t, params, err := mime.ParseMediaType(v)
+	if err != nil {
+		t, params = parseTyped(v)
+		if t == "" {
+			return v, nil // as the library: the value as the type
+		}
+	}
+	for k, p := range params {
+		if d, ok := DecodeHeaderValue(p); ok {
+			params[k] = d
+		}
+	}
+	return t, params
+}
+
+// parseTyped reads a Content-Type or Content-Disposition value that
+// mime.ParseMediaType refuses: comments (RFC 5322 section 3.2.2) left
+// out, each parameter read alone, the first of a name kept, one that
+// cannot be read (no name, no value) left out, an unquoted value with
+// specials taken as it stands. It returns "" when not even the type reads.
+func parseTyped(v string) (string, map[string]string) {
+	v = stripComments(v)
+	segs := splitParams(v)
+	t, _, err := mime.ParseMediaType(strings.TrimSpace(segs[0]))
+	if err != nil {
+		return "", nil
+	}
+	var kept []string
+	seen := map[string]bool{}
+	for _, seg := range segs[1:] {
+		seg = strings.TrimSpace(seg)
+		name, val, ok := strings.Cut(seg, "=")
+		name = strings.ToLower(strings.TrimSpace(name))
+		val = strings.TrimSpace(val)
+		if !ok || name == "" || val == "" || val == `""` {
+			continue
+		}
+		base, _, _ := strings.Cut(name, "*")
+		if seen[name] || (base != name && seen[base]) {
+			continue
+		}
+		if _, _, err := mime.ParseMediaType("x/x; " + name + "=" + val); err != nil {
+			// Unquoted specials: quoted, as the sender meant it.
+			val = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(strings.Trim(val, `"`)) + `"`
+			if _, _, err := mime.ParseMediaType("x/x; " + name + "=" + val); err != nil {
+				continue
+			}
+		}
+		seen[name] = true
+		kept = append(kept, name+"="+val)
+	}
+	_, params, err := mime.ParseMediaType(t + "; " + strings.Join(kept, "; "))
+	if err != nil || len(kept) == 0 {
+		params = map[string]string{}
+	}
+	return t, params
+}
+
+// splitParams splits a value at the semicolons outside quoted strings.
+func splitParams(v string) []string {
+	var out []string
+	quoted, start := false, 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\' && quoted:
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == ';' && !quoted:
+			out = append(out, v[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, v[start:])
+}

@@ -1,0 +1,63 @@
+package mimeform
+
+import (
+	"maps"
+	"testing"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+func TestLenient(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"Subject: a\r\n\r\nbody", "Subject: a\r\n\r\nbody"},
+		{"Subject: a\r\nno colon\r\nTo: b\r\n\r\nbody", "Subject: a\r\nTo: b\r\n\r\nbody"},
+		{"From a@b Mon Jan  1 00:00:00 2024\nSubject: a\n\nbody", "Subject: a\n\nbody"},
+		{" leading\n  more\nSubject: a\n\nx", "Subject: a\n\nx"},
+		{"X Bad: v\n cont\nSubject: a\n\nx", "Subject: a\n\nx"},
+		{"X-\xe9: v\nSubject: a\n\nx", "Subject: a\n\nx"},
+		{"Subject : a\r\n\r\n", "Subject : a\r\n\r\n"},
+		{"no header at all\r\nat all\r\n\r\nbody", "no header at all\r\nat all\r\n\r\nbody"},
+		{"Subject: a\r\nstray", "Subject: a\r\n"},
+		{"Content-Type: text/plain; charset=us-ascii (Plain text)\r\n\r\nx", "Content-Type: text/plain; charset=us-ascii\r\n\r\nx"},
+		{"Content-type: multipart/mixed;\r\n boundary=\"b\" (made)\r\nSubject: a\r\n\r\nx", "Content-type: multipart/mixed; boundary=b\r\nSubject: a\r\n\r\nx"},
+	} {
+		if got := string(Lenient([]byte(c.in), true)); got != c.want {
+			t.Errorf("Lenient(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	b := []byte("Content-Type: text/plain (c)\r\nx\r\n\r\nbody")
+	if got := string(Lenient(b, false)); got != "Content-Type: text/plain (c)\r\n\r\nbody" {
+		t.Errorf("Lenient without types: %q", got)
+	}
+	clean := []byte("Subject: a\r\n\r\nbody")
+	if got := Lenient(clean, true); &got[0] != &clean[0] {
+		t.Error("a clean message was copied")
+	}
+}
+
+func TestContentType(t *testing.T) {
+	for _, c := range []struct {
+		v, t   string
+		params map[string]string
+	}{
+		{"", "text/plain", nil},
+		{"TEXT/PLAIN; CHARSET=utf-8", "text/plain", map[string]string{"charset": "utf-8"}},
+		{"text/plain; charset=us-ascii (Plain text)", "text/plain", map[string]string{"charset": "us-ascii"}},
+		{"TEXT/PLAIN (c); charset=iso-8859-1", "text/plain", map[string]string{"charset": "iso-8859-1"}},
+		{"text/plain; charset=", "text/plain", map[string]string{}},
+		{"application/pdf; name=x.pdf; name=y.pdf", "application/pdf", map[string]string{"name": "x.pdf"}},
+		{"application/pdf; name=my file.pdf; x=a@b", "application/pdf", map[string]string{"name": "my file.pdf", "x": "a@b"}},
+		{"attachment; filename*=utf-8''%C3%A9t%C3%A9.txt; filename*=x", "attachment", map[string]string{"filename": "été.txt"}},
+		{"text/plain; name==?UTF-8?Q?=C3=A9?=", "text/plain", map[string]string{"name": "é"}},
+		{"garbage", "garbage", nil},
+	} {
+		var h textproto.Header
+		if c.v != "" {
+			h.Set("Content-Type", c.v)
+		}
+		got, params := ContentType(h)
+		if got != c.t || !maps.Equal(params, c.params) {
+			t.Errorf("ContentType(%q) = %q %v, want %q %v", c.v, got, params, c.t, c.params)
+		}
+	}
+}
