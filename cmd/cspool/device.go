@@ -412,7 +412,8 @@ func openMailStore(w io.Writer, dbPath string, userKey *keys.SecretKey, readOnly
 	}
 	key := devicedb.Key(userKey.DatabaseKey("mailstore"))
 	migrating := false
-	if st, err := devicedb.Inspect(dbPath, &key); err == nil && st == devicedb.Plaintext && !readOnly {
+	if st, err := devicedb.Inspect(dbPath, &key); err == nil && st == devicedb.Plaintext && !readOnly &&
+		!devicedb.Foreign(dbPath, mailstore.ApplicationID) {
 		migrating = true
 		size := int64(0)
 		if info, err := os.Stat(dbPath); err == nil {
@@ -442,6 +443,8 @@ func storeHint(dbPath string, err error) string {
 		return freeSpaceHint(filepath.Dir(dbPath), "nothing was lost, and the mail waits in the spool")
 	case errors.Is(err, devicedb.ErrDamaged):
 		return damagedHint(dbPath)
+	case errors.Is(err, devicedb.ErrForeign), errors.Is(err, mailstore.ErrNotMailstore):
+		return fmt.Sprintf("--db %s names a database of another program (the spool server's, or another's), which was left as it is: give this device a file of its own, a new name in a folder this user can write", dbPath)
 	}
 	return orNewerSchema(err, "check that the directory of --db exists and is writable")
 }

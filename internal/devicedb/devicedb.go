@@ -60,6 +60,9 @@ var (
 	ErrWrongKey = errors.New("the database is encrypted with another key (or is not a cspool database)")
 	// ErrEncrypted: the file is encrypted and no key was given.
 	ErrEncrypted = errors.New("the database is encrypted and needs the user's secret key")
+	// ErrForeign: the file is a plaintext SQLite database of another
+	// program (Options.AppID), left as it is.
+	ErrForeign = errors.New("the file is another program's SQLite database")
 )
 
 // blockSize is the adiantum VFS's block: one 4 KiB page.
@@ -164,6 +167,13 @@ type Options struct {
 	// NoMigrate leaves a plaintext file as it is and opens it in plaintext
 	// even with a key (readers that do not hold the database's lock).
 	NoMigrate bool
+	// AppID, when not 0, is the application id (PRAGMA application_id)
+	// of the caller's databases: a plaintext file with another one, or
+	// with none and tables in it, is another program's and is refused
+	// (ErrForeign), never encrypted in place. A path mistyped onto such
+	// a file (the spool server's own database) encrypted it with the
+	// user's key before the caller could see whose it was.
+	AppID int64
 }
 
 // Open prepares the file at path (created if missing, mode 0600; a
@@ -186,6 +196,8 @@ func Open(path string, o Options) (*sql.DB, error) {
 		return nil, fmt.Errorf("%s: %w", path, ErrEncrypted)
 	case state == Plaintext && key != nil && o.NoMigrate:
 		key = nil
+	case state == Plaintext && o.AppID != 0 && Foreign(path, o.AppID):
+		return nil, fmt.Errorf("%s: %w", path, ErrForeign)
 	case state == Plaintext && key != nil:
 		if err := Migrate(path, *key); err != nil {
 			return nil, fmt.Errorf("encrypting %s in place: %w", path, err)
@@ -205,6 +217,32 @@ func Open(path string, o Options) (*sql.DB, error) {
 		return nil, fmt.Errorf("%s: cannot be opened as an SQLite file name", path)
 	}
 	return db, nil
+}
+
+// Foreign reports whether the plaintext database at path is another
+// program's: its application id is neither appID nor 0, or it is 0 and
+// the file holds tables. A file that cannot be read so is not judged
+// here (false): opening it tells what is wrong.
+func Foreign(path string, appID int64) bool {
+	db, err := open(DSN(path, nil, "mode=ro&_pragma=busy_timeout(10000)"), nil)
+	if err != nil {
+		return false
+	}
+	defer db.Close()
+	var id, objects int64
+	if err := db.QueryRow("PRAGMA application_id").Scan(&id); err != nil {
+		return false
+	}
+	if id == appID {
+		return false
+	}
+	if id != 0 {
+		return true
+	}
+	if err := db.QueryRow("SELECT count(*) FROM sqlite_master").Scan(&objects); err != nil {
+		return false
+	}
+	return objects > 0
 }
 
 // DSN is the driver's data source name for path: the encrypting VFS

@@ -7,9 +7,12 @@ import (
 	"fmt"
 )
 
-// applicationID marks the file as a cspool mail store ("cSm1") in the SQLite
-// header, so Open refuses another program's database.
-const applicationID = 0x63536d31
+// ApplicationID marks the file as a cspool mail store ("cSm1") in the SQLite
+// header, so Open refuses another program's database, and a plaintext one
+// is encrypted in place only when it is a mail store (devicedb.Foreign).
+const ApplicationID = 0x63536d31
+
+const applicationID = ApplicationID
 
 // migrations[i] brings the schema from version i to version i+1 (PRAGMA
 // user_version). Append only: never edit a released step.

@@ -171,7 +171,7 @@ func OpenContext(ctx context.Context, path string, o Options) (*Store, error) {
 	if o.WriteCacheKiB > 0 {
 		writeCache = o.WriteCacheKiB
 	}
-	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate,
+	w, err := devicedb.Open(path, devicedb.Options{Key: o.Key, NoMigrate: o.NoMigrate, AppID: applicationID,
 		Params: base + fmt.Sprintf("&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=cache_size(-%d)"+
 			"&_pragma=cache_spill(%d)&_pragma=journal_size_limit(%d)&_txlock=immediate", writeCache, writeSpillPages, walLimit)})
 	if err != nil {

@@ -111,7 +111,7 @@ const (
 // encrypted at rest when key is not nil (package devicedb; a plaintext
 // outbox is encrypted in place).
 func openDB(path string, key *devicedb.Key) (*sql.DB, error) {
-	db, err := devicedb.Open(path, devicedb.Options{Key: key,
+	db, err := devicedb.Open(path, devicedb.Options{Key: key, AppID: applicationID,
 		Params: "_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_txlock=immediate"})
 	if err != nil {
 		return nil, fmt.Errorf("opening outbox: %w", err)
