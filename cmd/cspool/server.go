@@ -87,7 +87,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	lmtpDomains := fs.String("lmtp-domains", "", "comma-separated recipient domains accepted over LMTP; empty: any")
 	var lmtpLim lmtpLimits
 	lmtpLim.register(fs.FlagSet)
-	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted, in bytes")
+	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted over LMTP, in bytes; over HTTP the server sees sealed entries only, and takes them up to this plus an eighth and 1 MiB (cspool deliver's --max-size bounds the message)")
 	entryFormat := fs.String("entry-format", "auto", "the entry format LMTP deliveries are sealed in: 2, one key agreement an entry, read by every device; 3, a chain of keys for each user's run of deliveries (docs/FORMAT.md), read only by devices of this release or later; auto, 3 for a user once every read of the user's log has said it reads format 3 for --entry-format-after, else 2")
 	entryFormatAfter := fs.Duration("entry-format-after", defaultEntryFormatAfter, "with --entry-format auto, how long every read of a user's log must have said it reads entry format 3 before the user's deliveries are sealed in it: longer than the user's least used device stays off")
 	maxCheckpoint := fs.Int64("max-checkpoint-size", api.DefaultMaxCheckpointBody, fmt.Sprintf("largest checkpoint upload accepted, in bytes (413 beyond; a checkpoint takes about 102 bytes a message); at most %d", api.MaxCheckpointBodyLimit))
