@@ -165,7 +165,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		if err != nil {
 			return deliverUsage("--spool-server: %v", err)
 		}
-		log = c
+		log = c.Deliveries()
 	} else if *storeKind == "postgres" {
 		st, err := openPostgres(ctx, *dsn)
 		if err != nil {
@@ -344,6 +344,8 @@ func deliverFailure(err error, server string) error {
 		return &exitError{withHint(err, "the server at "+server+" has no such user: check the name, or add the user to its users file"), exNoUser}
 	case errors.Is(err, api.ErrWrongKey):
 		return &exitError{withHint(err, "the server has another key for this user: deliver with --users and the server's users file, or with the user's current public key"), exDataErr}
+	case errors.Is(err, api.ErrForbidden) && strings.Contains(err.Error(), "a delivery must be signed with the spool's key"):
+		return &exitError{withHint(err, "pass the spool's secret key (spool.sec, the server's) as --spool-key, and the user's public key (USER.pub) as --user-key, or --users with the server's users file"), exConfig}
 	case errors.Is(err, api.ErrUnauthenticated), errors.Is(err, api.ErrForbidden):
 		return &exitError{withHint(err, "the server at "+server+" must be started with this spool key's public half"), exNoPerm}
 	case errors.Is(err, api.ErrCertificate):

@@ -264,3 +264,38 @@ func TestDeliverCommandThroughServer(t *testing.T) {
 		t.Errorf("log holds %q, want the one message", got)
 	}
 }
+
+// cspool deliver with --spool-key and --user-key swapped (the user's
+// secret key given as the spool's, the spool's public key as the user's)
+// signed its request with the user's own key, which the server took for
+// one of the user's appends: exit 0, and a message sealed to the spool's
+// public key in the user's log, which no device of the user could open.
+// Now the delivery says it is one, the server refuses it unless the spool
+// key signed it, and deliver exits 78 saying which keys to pass.
+func TestDeliverKeysSwapped(t *testing.T) {
+	t.Parallel()
+	bin := buildServerBinary(t)
+	s := newDeliverSetup(t)
+	st, err := sqlitestore.Open(s.spoolDir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := api.NewServer(api.Config{Store: st, Users: oneUser{"alice", s.userSec.Public()}, SpoolKey: s.spoolSec.Public()})
+	defer srv.Shutdown()
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	cmd := exec.Command(bin, "deliver", "--user", "alice", "--user-key", filepath.Join(s.dir, "spool.pub"),
+		"--spool-key", filepath.Join(s.dir, "alice.sec"), "--spool-server", hs.URL, "--timeout", "30s")
+	cmd.Stdin = strings.NewReader("Subject: swapped\r\n\r\nhi\r\n")
+	out, err := cmd.CombinedOutput()
+	var xe *exec.ExitError
+	if !errors.As(err, &xe) || xe.ExitCode() != 78 || !strings.Contains(string(out), "swapped") {
+		t.Errorf("deliver with the keys swapped: %v, want exit 78 naming the swap; output:\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if h, err := st.Head(ctx, "alice"); err != nil || h != 0 {
+		t.Errorf("head %d (%v), want nothing appended", h, err)
+	}
+}

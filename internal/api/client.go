@@ -306,6 +306,28 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 // its first entry. It has the signature of spool.Store.Append, so deliveries
 // can go to a local store or over HTTP alike.
 func (c *Client) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
+	return c.appendBatch(ctx, user, batch, nil)
+}
+
+// Deliveries is c appending deliveries (cspool deliver): each append says
+// so (the delivery parameter, docs/API.md §3), and the server refuses one
+// that its spool key did not sign, instead of taking it for the user's own
+// append when a user's secret key was given as the spool's.
+func (c *Client) Deliveries() DeliveryClient { return DeliveryClient{c} }
+
+// DeliveryClient appends deliveries; it has the signature of
+// spool.Store.Append.
+type DeliveryClient struct{ c *Client }
+
+// Append is Client.Append of a delivery.
+func (d DeliveryClient) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
+	return d.c.appendBatch(ctx, user, batch, url.Values{QueryDelivery: {"1"}})
+}
+
+// QueryDelivery marks an append as a delivery: the spool key must sign it.
+const QueryDelivery = "delivery"
+
+func (c *Client) appendBatch(ctx context.Context, user string, batch [][]byte, q url.Values) (uint64, error) {
 	op := fmt.Sprintf("appending %d entries to %s", len(batch), user)
 	if err := keys.CheckUserName(user); err != nil {
 		return 0, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error()}
@@ -313,7 +335,7 @@ func (c *Client) Append(ctx context.Context, user string, batch [][]byte) (uint6
 	if len(batch) == 0 {
 		return 0, &Error{Op: op, Kind: ErrBadRequest, Msg: "empty batch", Err: spool.ErrEmptyBatch}
 	}
-	resp, err := c.do(ctx, op, http.MethodPost, "/v1/users/"+user+"/entries", nil, EncodeBatch(batch))
+	resp, err := c.do(ctx, op, http.MethodPost, "/v1/users/"+user+"/entries", q, EncodeBatch(batch))
 	if err != nil {
 		return 0, err
 	}

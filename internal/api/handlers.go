@@ -42,6 +42,15 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		s.appendedBefore(w, r, c)
 		return
 	}
+	if !c.spool && r.URL.Query().Has(QueryDelivery) {
+		// A user's key where the spool's belongs (cspool deliver's
+		// --spool-key and --user-key swapped): taken for the user's own
+		// append, the message would be sealed to whatever --user-key
+		// named, and stuck.
+		s.fail(w, r, authErr(ErrForbidden, AuthReasonDeliveryKey,
+			"a delivery must be signed with the spool's key, and this one was signed with the key of user %q: --spool-key names that user's secret key (were --spool-key and --user-key swapped?); nothing appended", c.user))
+		return
+	}
 	// A delivery's recipient is looked up before its body is read.
 	var to *keys.PublicKey
 	if c.spool {

@@ -77,6 +77,7 @@ const (
 	AuthReasonUnknownKey        = "unknown_key"         // the key is no user's (or another key owns the name)
 	AuthReasonForbidden         = "forbidden"           // a user's key acting on another user's log
 	AuthReasonSpoolKeyForbidden = "spool_key_forbidden" // the spool key doing more than append
+	AuthReasonDeliveryKey       = "delivery_key"        // a delivery signed with a user's key, not the spool's
 	AuthReasonBeforeStart       = "before_start"        // 503: signed before the server started (the restart rule)
 	AuthReasonNonceBudget       = "nonce_budget"        // 429: the key's nonce budget is used up
 )
@@ -85,7 +86,7 @@ const (
 // every reason from the start.
 var AuthReasons = []string{AuthReasonMissing, AuthReasonMalformed, AuthReasonStale, AuthReasonBadSignature,
 	AuthReasonReplayed, AuthReasonBodyHash, AuthReasonUnknownKey, AuthReasonForbidden,
-	AuthReasonSpoolKeyForbidden, AuthReasonBeforeStart, AuthReasonNonceBudget}
+	AuthReasonSpoolKeyForbidden, AuthReasonDeliveryKey, AuthReasonBeforeStart, AuthReasonNonceBudget}
 
 // noMetrics is the Metrics of a server configured without any.
 type noMetrics struct{}
