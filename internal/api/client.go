@@ -580,6 +580,11 @@ func responseError(op string, resp *http.Response) *Error {
 		if strings.Contains(string(b), plainHTTPToTLS) {
 			return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "the server speaks HTTPS, and this request was plain HTTP"}
 		}
+	case resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotImplemented:
+		// The API answers in JSON, and takes every method its client
+		// sends: another program's web server is on that port.
+		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol,
+			Msg: fmt.Sprintf("the answer (HTTP %d, %s) is not the spool API's: another program answers on that port", resp.StatusCode, termtext.Short(ct, 64))}
 	}
 	e := &Error{Op: op, Status: resp.StatusCode, Kind: statusKind(resp.StatusCode), Msg: msg}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {

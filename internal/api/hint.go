@@ -23,6 +23,12 @@ func transportError(op string, err error) *Error {
 		return &Error{Op: op, Kind: ErrCertificate, Msg: err.Error(), Err: err}
 	case errors.As(err, &rhe):
 		return &Error{Op: op, Kind: ErrProtocol, Msg: "the server does not answer in TLS: " + err.Error(), Err: err}
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		// net/http's own words for the same, without the record error.
+		return &Error{Op: op, Kind: ErrProtocol, Msg: "the server answers in plain HTTP, not in TLS", Err: err}
+	case strings.Contains(err.Error(), "malformed HTTP"):
+		// What answers on that port does not speak HTTP at all.
+		return &Error{Op: op, Kind: ErrProtocol, Msg: "the program on that port does not answer in HTTP: " + err.Error(), Err: err}
 	}
 	return &Error{Op: op, Kind: ErrTransport, Msg: err.Error(), Err: err}
 }

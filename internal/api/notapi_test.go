@@ -1,0 +1,69 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNotTheAPI: what answers at the spool server URL is not a cspool
+// server. These used to be transport failures, temporary: cspool deliver
+// exited 75 and the MTA retried for days, where 76 (a permanent protocol
+// error) says to fix the URL (docs/DELIVERY.md, exit statuses).
+func TestNotTheAPI(t *testing.T) {
+	t.Parallel()
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusNotImplemented) // python3 -m http.server's answer to POST
+		w.Write([]byte("<html>Unsupported method</html>"))
+	}))
+	defer web.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 4096)
+				c.Read(buf)
+				c.Write([]byte("+OK POP3 server ready\r\n"))
+			}()
+		}
+	}()
+	plain := httptest.NewServer(http.NotFoundHandler())
+	defer plain.Close()
+	key := genKey(t)
+	for _, c := range []struct{ name, url, hint string }{
+		{"another web server", web.URL, "check the spool server URL"},
+		{"not HTTP at all", "http://" + ln.Addr().String(), "check the spool server URL"},
+		{"https:// for plain HTTP", strings.Replace(plain.URL, "http://", "https://", 1), "write http://"},
+	} {
+		cl, err := NewClient(c.url, "alice", key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = cl.Deliveries().Append(ctx, "alice", [][]byte{[]byte("x")})
+		cancel()
+		if !errors.Is(err, ErrProtocol) || IsTemporary(err) {
+			t.Errorf("%s: %v, want a permanent protocol error", c.name, err)
+			continue
+		}
+		if h := Hint(err); !strings.Contains(h, c.hint) {
+			t.Errorf("%s: hint %q, want it to say %q", c.name, h, c.hint)
+		}
+	}
+}
