@@ -272,10 +272,17 @@ func connSecurity(addr net.Addr, starttls bool) string {
 
 // loadServerTLS reads the certificate and key of a command's listeners
 // (the device's IMAP and submission, cspool server's HTTP API); nil
-// without them. They are read once, at start.
+// without them. They are read once, at start. A key file every user of the
+// machine may read is refused, as a secret key file of cspool's is: whoever
+// reads it can pose as the server (a group's read, as Debian's ssl-cert
+// group has it, is the operator's choice).
 func loadServerTLS(certFile, keyFile string) (*tls.Config, error) {
 	if certFile == "" {
 		return nil, nil
+	}
+	if info, err := os.Stat(keyFile); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o004 != 0 {
+		return nil, withHint(fmt.Errorf("TLS key %s is readable by every user of this machine (mode %04o)", keyFile, info.Mode().Perm()),
+			fmt.Sprintf("whoever reads it can pose as this server: chmod 600 %s (or 640 for a group the server's user is in)", keyFile))
 	}
 	c, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
