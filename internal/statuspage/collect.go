@@ -75,7 +75,7 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 		Sync: SyncState{
 			Position: st.Position, Head: max(st.Head, st.Position), Connected: st.Connected,
 			LastContact: st.LastContact, DownSince: st.DownSince, LastError: st.LastError, Applied: st.Applied, Queued: st.Queued, Spool: c.Spool,
-			NeedsFix: st.Hint != "",
+			NeedsFix: st.Hint != "", StoreFailing: st.StoreFailing,
 		},
 		Checkpoint: Checkpoint{
 			Position: st.Checkpoint, Written: st.CheckpointWritten, Restores: st.Restores, Bad: st.BadCheckpoint,
@@ -161,6 +161,8 @@ const (
 		"\"unknown entry format version\"): mail that it does not show. If this cspool was upgraded since they came, a new " +
 		"database shows them: once nothing is queued here, start the daemon with --db naming a new file, and keep the " +
 		"old one until the new one shows the mail (docs/OPERATING.md, \"Running it\"); if not, upgrade cspool on this device first."
+	adviceStore = "This device's database could not be written (the last error says why; most often a full disk: free some space). " +
+		"Nothing is lost: the mail waits in the spool, and the daemon applies it once it can."
 	adviceUnreachable = "Nothing yet: the daemon keeps trying by itself, and the mail already here stays readable. " +
 		"If it lasts, check this machine's network and ask the spool's operator whether %s is up."
 )
@@ -182,6 +184,13 @@ func judge(st syncer.Status, s SyncState, alarmed bool) (state string, actions [
 	switch {
 	case st.Alarm != "" || strings.Contains(st.LastError, syncer.ErrGap.Error()):
 		state = StateStopped
+	case st.StoreFailing && st.Connected:
+		state = StateBehind
+		if st.Hint != "" {
+			actions = append(actions, st.Hint)
+		} else {
+			actions = append(actions, adviceStore)
+		}
 	case !st.Connected:
 		state = StateUnknown
 		switch {

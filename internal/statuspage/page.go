@@ -44,7 +44,7 @@ func (p pageData) SyncView() syncView {
 	default:
 		v.Head, v.HeadClass, v.HeadNote = "unknown", "warn", fmt.Sprintf("now (%d at the last contact)", *s.SpoolHead)
 	}
-	if !s.Connected || s.State == StateStopped {
+	if !s.Connected || s.StoreFailing || s.State == StateStopped {
 		v.ConnClass = "warn"
 	}
 	return v

@@ -117,6 +117,9 @@ type SyncState struct {
 	// refused, an untrusted certificate, deliveries signed by another
 	// key than --spool-key); what to do is in the actions.
 	NeedsFix bool `json:"needs_fix,omitempty"`
+	// StoreFailing: LastError is this device's database's (a full disk),
+	// not the spool's, which answers as Connected says.
+	StoreFailing bool `json:"store_failing,omitempty"`
 }
 
 // Checkpoint is the state of checkpoints as this device knows it.

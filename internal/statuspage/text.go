@@ -120,6 +120,8 @@ func syncLines(s SyncState, now time.Time) (conn, position string) {
 		spool += " " + s.Spool
 	}
 	switch {
+	case s.Connected && s.StoreFailing:
+		conn = "connected to " + spool + ", but NOT APPLYING: this device's database failed (the last error says why)"
 	case s.Connected:
 		conn = "connected to " + spool
 	case s.LastError == "" && s.LastContact.IsZero():

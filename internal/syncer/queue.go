@@ -102,7 +102,7 @@ var _ HeadSource = StoreSource{}
 func (s *Syncer) queueing() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.status.Queued > 0 || (!s.status.Connected && s.status.LastError != "") || s.restoring
+	return s.status.Queued > 0 || (!s.status.Connected && s.status.LastError != "") || s.status.StoreFailing || s.restoring
 }
 
 // drained waits, while the spool answers, up to Config.DrainWait for a
@@ -121,7 +121,7 @@ func (s *Syncer) drained(ctx context.Context) bool {
 	defer timer.Stop()
 	for {
 		s.mu.Lock()
-		down := !s.status.Connected && s.status.LastError != ""
+		down := !s.status.Connected && s.status.LastError != "" || s.status.StoreFailing
 		if down {
 			s.mu.Unlock()
 			return false

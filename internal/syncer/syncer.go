@@ -287,6 +287,10 @@ type Status struct {
 	LastContact time.Time // last successful exchange with the spool
 	LastError   string    // the last failure, cleared by a success
 	Connected   bool      // the last exchange succeeded
+	// StoreFailing: LastError is the device's own database's (a full
+	// disk, a locked or damaged file), not the spool's, which answered;
+	// Connected says how the spool stands.
+	StoreFailing bool
 	// SpoolHead is the head the spool gave in its last answer (meaningful
 	// once LastContact is set). Unlike Head it may be below Position: after
 	// a rollback it is where the spool's log ends now.
@@ -1116,15 +1120,35 @@ func (s *Syncer) noteContact(head, checkpoint uint64) {
 	s.status.LastContact = time.Now()
 	s.status.Connected = true
 	s.status.DownSince = time.Time{}
-	s.status.LastError, s.status.Hint = "", ""
+	if !s.status.StoreFailing {
+		// A store that failed says so until it applies again.
+		s.status.LastError, s.status.Hint = "", ""
+	}
 	s.spoolHead = head
 }
 
 // setError records a failed exchange with the spool, and what to do about
-// it when retrying will not help.
+// it when retrying will not help. A failure of the local store is no
+// failed exchange: the spool answered, and the status says so (a device
+// whose disk was full said the spool did not answer, and logged it back
+// several times a second).
 func (s *Syncer) setError(err error, hint string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var se *storeError
+	s.status.StoreFailing = errors.As(err, &se)
+	if s.status.StoreFailing {
+		s.status.LastError = err.Error()
+		if hint != "" {
+			s.status.LastError += "; to fix: " + hint
+		}
+		s.status.Hint = hint
+		if s.emptied != nil {
+			close(s.emptied)
+			s.emptied = nil
+		}
+		return
+	}
 	if s.status.Connected || s.status.LastError == "" {
 		s.downSince = time.Now()
 	}
@@ -1152,6 +1176,10 @@ func (s *Syncer) advance(pos uint64, chain *spool.Hash, applied, rejected int, r
 		s.chain = *chain
 	}
 	s.status.Head = max(s.status.Head, pos)
+	if s.status.StoreFailing {
+		s.status.StoreFailing = false
+		s.status.LastError, s.status.Hint = "", ""
+	}
 	s.status.Applied += applied
 	s.status.Rejected += rejected
 	for _, o := range res.Outcomes {

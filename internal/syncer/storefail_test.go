@@ -1,0 +1,92 @@
+package syncer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"cspool/internal/chain"
+	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
+	"cspool/internal/testproc"
+)
+
+// fullStore is a Store whose applies fail while full is set, as on a
+// full disk.
+type fullStore struct {
+	Store
+	full atomic.Bool
+}
+
+var errDiskFull = errors.New("the disk holding the database is full")
+
+func (f *fullStore) ApplyChained(ctx context.Context, entries []mailstore.Entry, unopened []mailstore.Rejection, newPos uint64, c []chain.Hash) (*mailstore.Result, error) {
+	if f.full.Load() {
+		return nil, errDiskFull
+	}
+	return f.Store.ApplyChained(ctx, entries, unopened, newPos, c)
+}
+
+// TestStoreFailingIsNotTheSpool: while the device's own database cannot be
+// written (a full disk), the spool answers. The status said it did not
+// ("NOT CONNECTED: no answer from the spool", down since the disk filled),
+// and the log said "spool reachable again" after every read, several times
+// a second; a user went looking for a network fault. Now the status says
+// the spool answers and the store fails, and the log says only that.
+func TestStoreFailingIsNotTheSpool(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	fs := &fullStore{Store: ms}
+	fs.full.Store(true)
+	log := &syncLog{}
+	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: StoreSource{Store: r.log, User: "alice"},
+		Store: fs, Logger: slog.New(slog.NewTextHandler(log, nil)), Wait: 2 * time.Second, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.deliver(r.spool, msg(0))
+	stop := run(t, s)
+	defer stop()
+	deadline := time.Now().Add(testproc.HangLimit)
+	for !strings.Contains(s.Status().LastError, errDiskFull.Error()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no store failure in the status: %+v", s.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // several retries
+	st := s.Status()
+	if !st.Connected || !st.DownSince.IsZero() || !st.StoreFailing {
+		t.Errorf("status while the store fails: connected %v, down since %v, store failing %v; want the spool connected and the store failing",
+			st.Connected, st.DownSince, st.StoreFailing)
+	}
+	if strings.Contains(log.String(), "spool reachable again") {
+		t.Errorf("the log says the spool was away:\n%s", log)
+	}
+	fs.full.Store(false)
+	for {
+		if pos, err := ms.Position(ctx); err != nil {
+			t.Fatal(err)
+		} else if pos == 1 && s.Status().LastError == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not applied once the store took writes again: %+v", s.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := s.Status(); st.StoreFailing || !st.Connected {
+		t.Errorf("status once applied: %+v", st)
+	}
+}
