@@ -207,3 +207,31 @@ func TestSpoolKeyPairAsUserKey(t *testing.T) {
 		t.Fatalf("the spool's key pair as the user's: %v (hint %+v); want both flags named", err, h)
 	}
 }
+
+// TestGenKeysMistakes: gen-keys with its file names in the wrong order
+// wrote the secret key under the public name (the file a user sends to the
+// operator) and the public one under the secret name, with no word; the
+// same name twice got a hint about the folder; a work factor of 1 (no
+// protection) was taken. Each is a usage error now, and nothing is written.
+func TestGenKeysMistakes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"gen-keys", p("alice.pub"), p("alice.sec")}, "the secret key goes first"},
+		{[]string{"gen-keys", p("k"), p("k")}, "give two file names"},
+		{[]string{"gen-keys", "--passphrase", "--work-factor", "1", p("w.sec"), p("w.pub")}, "--work-factor 1: want 10 to 30"},
+	} {
+		var out bytes.Buffer
+		e := &env{stdout: &out, stderr: &out, getenv: func(string) string { return "" }}
+		if code := run(e, c.args); code != 2 || !strings.Contains(out.String(), c.want) {
+			t.Errorf("cspool %v: exit %d, %q; want exit 2 saying %q", c.args, code, out.String(), c.want)
+		}
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Errorf("files written: %v (%v)", entries, err)
+	}
+}
