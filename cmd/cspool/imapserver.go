@@ -29,9 +29,9 @@ Every change a client makes is sealed with the user key and appended to the
 log, so the user's other devices see it too. Reading mail works offline.
 
 The IMAP login is the user name. The password comes from --password-file
-(a file only its owner may open), else from the environment variable
-CSPOOL_IMAP_PASSWORD, else from --password (which every local user can read
-in the process list: the daemon warns), else it is generated on first start,
+(a file only its owner may open), else from --password (which every local
+user can read in the process list: the daemon warns), else from the
+environment variable CSPOOL_IMAP_PASSWORD, else it is generated on first start,
 stored next to the database (DB.password, mode 0600) and printed once. An
 empty password needs an explicit --password ''. The daemon never prints or
 logs the password: it says which file holds it.
