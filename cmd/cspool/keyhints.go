@@ -100,6 +100,10 @@ func holdsKind(path string, secret bool) bool {
 // swapPath is the file given to f.swap ("" if none), for the hint.
 func (f keyFlag) loadSecret(src *passphraseSource, path, swapPath string) (*keys.SecretKey, error) {
 	sf, err := keys.LoadSecretWith(path, src.passphrase)
+	var pf *passphraseFileError
+	if errors.As(err, &pf) {
+		return nil, pf.hinted(err)
+	}
 	if err != nil {
 		return nil, withHint(err, f.hint(path, swapPath, err))
 	}

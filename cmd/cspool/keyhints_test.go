@@ -235,3 +235,39 @@ func TestGenKeysMistakes(t *testing.T) {
 		t.Errorf("files written: %v (%v)", entries, err)
 	}
 }
+
+// TestPassphraseFileHints: a --passphrase-file that is missing, too open or
+// a directory got the key file's hint ("copy user.sec from another of the
+// user's devices"; for a missing one "--user-key: no such file"), though
+// the key file was there and right. Each now gets the passphrase file's.
+func TestPassphraseFileHints(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	pp := p("pp.txt")
+	if err := os.WriteFile(pp, []byte("pass-phrase-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	e := &env{stdout: &out, stderr: &out, getenv: func(string) string { return "" }}
+	if code := run(e, []string{"gen-keys", "--passphrase", "--new-passphrase-file", pp, "--work-factor", "10", p("user.sec"), p("user.pub")}); code != 0 {
+		t.Fatalf("gen-keys: %d %s", code, out.String())
+	}
+	if err := os.WriteFile(p("open.txt"), []byte("pass-phrase-1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ file, want string }{
+		{p("nothere.txt"), "--passphrase-file: no such file"},
+		{p("open.txt"), "chmod 600"},
+		{dir, "name a file whose first line is the password"},
+	} {
+		var stderr bytes.Buffer
+		e := &env{stdout: &stderr, stderr: &stderr, getenv: func(string) string { return "" }}
+		code := run(e, []string{"sync", "--user", "alice", "--db", p("mail.db"), "--spool-server", "http://127.0.0.1:1",
+			"--user-key", p("user.sec"), "--passphrase-file", c.file, "--spool-key", p("user.pub")})
+		msg := stderr.String()
+		if code == 0 || !strings.Contains(msg, c.want) || strings.Contains(msg, "copy user.sec") || strings.Contains(msg, "--user-key: no such file") {
+			t.Errorf("--passphrase-file %s: exit %d, %q; want the passphrase file's hint (%q)", c.file, code, msg, c.want)
+		}
+	}
+}

@@ -54,7 +54,11 @@ var errNoTerminal = errors.New("no --passphrase-file, no systemd credential " + 
 // passphrase returns the passphrase for the protected key file path.
 func (s *passphraseSource) passphrase(path string) (string, error) {
 	if *s.file != "" {
-		return readSecretFile(*s.file, "passphrase file")
+		pp, err := readSecretFile(*s.file, "passphrase file")
+		if err != nil {
+			return "", &passphraseFileError{err}
+		}
+		return pp, nil
 	}
 	if dir := s.e.getenv("CREDENTIALS_DIRECTORY"); dir != "" {
 		cred := filepath.Join(dir, credentialName)
@@ -260,4 +264,24 @@ cspool passphrase --passphrase-file old.txt --new-passphrase-file new.txt user.s
 		fmt.Fprintf(e.stdout, "stored it in the Secret Service (service %s, user %s)\n", keyringService, path)
 	}
 	return nil
+}
+
+// passphraseFileError is a --passphrase-file that could not be read: the
+// mistake is in that file, not in the key file, whose hint would send the
+// user after the key.
+type passphraseFileError struct{ err error }
+
+func (e *passphraseFileError) Error() string { return e.err.Error() }
+func (e *passphraseFileError) Unwrap() error { return e.err }
+
+// hinted returns err with the passphrase file's own hint.
+func (e *passphraseFileError) hinted(err error) error {
+	var h *hintError
+	if errors.As(e.err, &h) {
+		return withHint(err, h.hint)
+	}
+	if errors.Is(e.err, os.ErrNotExist) {
+		return withHint(err, "--passphrase-file: no such file; name the file whose first line is the key's passphrase (mode 0600), or leave the flag out to be asked on the terminal")
+	}
+	return withHint(err, "check --passphrase-file: it must be a file whose first line is the key's passphrase, open to its owner only (mode 0600)")
 }
