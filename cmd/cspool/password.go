@@ -92,7 +92,10 @@ func storedPassword(dbPath string) (imapPassword, error) {
 	pw = strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(raw))
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return imapPassword{}, fmt.Errorf("storing the generated password: %w", err)
+		// The first file made next to --db: its folder is missing or
+		// not writable.
+		return imapPassword{}, withHint(fmt.Errorf("storing the generated password: %w", err),
+			fmt.Sprintf("--db names a file in %s: check that the folder exists and that this user may write to it (the database and its password file are made there)", filepath.Dir(path)))
 	}
 	_, werr := f.WriteString(pw + "\n")
 	if err := errors.Join(werr, f.Close()); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -170,4 +171,17 @@ func writeMode(t *testing.T, dir, name, text string, mode os.FileMode) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestPasswordFolderMissing: --db in a folder that does not exist failed
+// with "storing the generated password: ... no such file or directory" and
+// no hint, the password file being the first one made there.
+func TestPasswordFolderMissing(t *testing.T) {
+	t.Parallel()
+	db := filepath.Join(t.TempDir(), "no", "such", "mail.db")
+	_, err := storedPassword(db)
+	var h *hintError
+	if err == nil || !errors.As(err, &h) || !strings.Contains(h.hint, "check that the folder exists") || !strings.Contains(h.hint, filepath.Dir(db)) {
+		t.Errorf("a password stored in a missing folder: %v, want a hint naming %s", err, filepath.Dir(db))
+	}
 }
