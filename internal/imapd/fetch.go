@@ -779,7 +779,14 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 	// the body structure reads it.
 	whole := *sec
 	whole.Partial = nil
-	out := imapserver.ExtractBodySection(bytes.NewReader(mimeform.Lenient(b, len(sec.Part) > 0)), &whole)
+	read := mimeform.Lenient(b, len(sec.Part) > 0)
+	out := imapserver.ExtractBodySection(bytes.NewReader(read), &whole)
+	if out == nil && len(sec.Part) > 0 {
+		// A multipart cut short: the library gives up on its last part.
+		if t := mimeform.Terminated(read); len(t) != len(read) {
+			out = imapserver.ExtractBodySection(bytes.NewReader(t), &whole)
+		}
+	}
 	if out == nil {
 		out = []byte{}
 	}
@@ -800,7 +807,14 @@ func binarySection(m *mailstore.Message, part []int) []byte {
 		}
 		return []byte{} // one part: no other exists
 	}
-	out := imapserver.ExtractBinarySection(bytes.NewReader(mimeform.Lenient(b, true)), &imap.FetchItemBinarySection{Part: part})
+	read := mimeform.Lenient(b, true)
+	out := imapserver.ExtractBinarySection(bytes.NewReader(read), &imap.FetchItemBinarySection{Part: part})
+	if out == nil && len(part) > 0 {
+		// A multipart cut short (bodySection).
+		if t := mimeform.Terminated(read); len(t) != len(read) {
+			out = imapserver.ExtractBinarySection(bytes.NewReader(t), &imap.FetchItemBinarySection{Part: part})
+		}
+	}
 	if out == nil && len(part) == 1 && part[0] == 1 && singlePart(m) {
 		return b[hl:]
 	}

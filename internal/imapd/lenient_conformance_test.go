@@ -74,6 +74,40 @@ Subject: member one
 member body
 --dg--
 `)))
+	d.synced(r.Deliver(crlf(`From: a@example.org
+Subject: cut short
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary=nc
+
+--nc
+Content-Type: text/plain
+
+first
+--nc
+Content-Type: text/plain
+
+second, never closed
+`)))
+	d.synced(r.Deliver(crlf(`From: a@example.org
+Subject: cut short inside
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary=out
+
+--out
+Content-Type: text/plain
+
+first
+--out
+Content-Type: multipart/alternative; boundary=in
+
+--in
+Content-Type: text/plain
+
+plain
+--in
+Content-Type: text/html
+
+<p>html, never closed`)))
 	w := loginWire(t, d.addr)
 	w.ok("SELECT INBOX")
 	for _, c := range []struct {
@@ -95,6 +129,14 @@ member body
 		{"3", "BODY.PEEK[2.MIME]", []string{"filename=my file.pdf; size=\r\n"}}, // as it came
 		{"4", "BODYSTRUCTURE", []string{`BODYSTRUCTURE (("message" "rfc822" NIL NIL NIL "7bit" 55 (NIL "member one"`, `"member one"`, `"digest"`}},
 		{"4", "BODY.PEEK[1.HEADER]", []string{"Subject: member one\r\n"}},
+		// A multipart cut short: the structure shows the last part, and
+		// its bytes are served (they were empty).
+		{"5", "BODYSTRUCTURE", []string{`("text" "plain" NIL NIL NIL "7bit" 20 0 NIL NIL NIL NIL) "mixed"`}},
+		{"5", "BODY.PEEK[2]", []string{"BODY[2] {20}\r\nsecond, never closed"}},
+		{"5", "BINARY.PEEK[2] BINARY.SIZE[2]", []string{"BINARY[2] ~{20}\r\nsecond, never closed", "BINARY.SIZE[2] 20"}},
+		{"5", "BODY.PEEK[1]", []string{"BODY[1] {5}\r\nfirst"}},
+		{"6", "BODY.PEEK[2.2]", []string{"BODY[2.2] {21}\r\n<p>html, never closed"}},
+		{"6", "BODY.PEEK[2.1]", []string{"BODY[2.1] {5}\r\nplain"}},
 	} {
 		u := w.ok("FETCH " + c.seq + " (" + c.items + ")")
 		got := strings.Join(u, "\n")

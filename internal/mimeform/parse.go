@@ -365,6 +365,9 @@ type walk struct {
 	bounds
 	depth, nested, parts int
 	tripped              bool // a header beyond MaxHeaderFields or MaxHeaderBytes
+	// cut are the boundaries of the multiparts whose data ended before
+	// their closing delimiter, innermost first.
+	cut []string
 }
 
 // withinBounds walks the MIME tree whose header is h and whose body r
@@ -396,6 +399,9 @@ func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 				// The end, or broken (wellFormed judges the result), or
 				// a part's header beyond the bounds.
 				w.tripped = w.tripped || g.tripped
+				if err != io.EOF && !w.tripped {
+					w.cut = append(w.cut, boundary)
+				}
 				return !w.tripped
 			}
 			w.parts++
@@ -487,4 +493,35 @@ func partType(h textproto.Header, inDigest bool) (string, map[string]string) {
 		return "message/rfc822", map[string]string{}
 	}
 	return ContentType(h)
+}
+
+// Terminated returns b, or when a multipart of it is cut short (its data
+// ends before its closing delimiter: a message truncated on the way, which
+// the structure shows with the parts it has) a copy of b with the missing
+// closing delimiters after it, innermost first, so that the MIME library
+// finds the last part's bytes: it gave up on that part whole, and BODY[n]
+// of a part BODYSTRUCTURE shows was empty. A part's bytes are the same
+// either way (a CRLF before a delimiter is the delimiter's).
+func Terminated(b []byte) []byte {
+	if _, ok := BoundedHeader(b); !ok {
+		return b
+	}
+	r := getReader(b)
+	defer readers.Put(r)
+	h, err := textproto.ReadHeader(r.br)
+	if err != nil {
+		return b
+	}
+	w := &walk{bounds: structureBounds}
+	if !w.within(h, r.br) || w.tripped || len(w.cut) == 0 {
+		return b
+	}
+	out := append(make([]byte, 0, len(b)+64), b...)
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		out = append(out, "\r\n"...)
+	}
+	for _, bd := range w.cut {
+		out = append(out, "--"+bd+"--\r\n"...)
+	}
+	return out
 }
