@@ -815,6 +815,11 @@ func binarySection(m *mailstore.Message, part []int) []byte {
 			out = imapserver.ExtractBinarySection(bytes.NewReader(t), &imap.FetchItemBinarySection{Part: part})
 		}
 	}
+	if out == nil && len(part) > 0 && strings.EqualFold(strings.TrimSpace(partHeader(b, part).Get("Content-Transfer-Encoding")), "base64") {
+		// Base64 with its padding missing or a stray character: the
+		// library gives up, and RFC 2045 section 6.8 reads past both.
+		out = mimeform.DecodeBase64(bodySection(m, &imap.FetchItemBodySection{Part: part}))
+	}
 	if out == nil && len(part) == 1 && part[0] == 1 && singlePart(m) {
 		return b[hl:]
 	}

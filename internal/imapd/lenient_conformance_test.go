@@ -108,6 +108,24 @@ plain
 Content-Type: text/html
 
 <p>html, never closed`)))
+	d.synced(r.Deliver(crlf(`From: a@example.org
+Subject: sloppy base64
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary=b
+
+--b
+Content-Type: text/plain
+Content-Transfer-Encoding: base64
+
+SGVsbG8gd29ybGQ
+--b
+Content-Type: application/octet-stream
+Content-Transfer-Encoding: base64
+
+SGVs*bG8gd29y
+bGQ=
+--b--
+`)))
 	w := loginWire(t, d.addr)
 	w.ok("SELECT INBOX")
 	for _, c := range []struct {
@@ -137,6 +155,10 @@ Content-Type: text/html
 		{"5", "BODY.PEEK[1]", []string{"BODY[1] {5}\r\nfirst"}},
 		{"6", "BODY.PEEK[2.2]", []string{"BODY[2.2] {21}\r\n<p>html, never closed"}},
 		{"6", "BODY.PEEK[2.1]", []string{"BODY[2.1] {5}\r\nplain"}},
+		// Base64 without its padding, or with a stray character: RFC 2045
+		// section 6.8 reads past both (BINARY was empty, and OK).
+		{"7", "BINARY.PEEK[1] BINARY.SIZE[1]", []string{"BINARY[1] ~{11}\r\nHello world", "BINARY.SIZE[1] 11"}},
+		{"7", "BINARY.PEEK[2]", []string{"BINARY[2] ~{11}\r\nHello world"}},
 	} {
 		u := w.ok("FETCH " + c.seq + " (" + c.items + ")")
 		got := strings.Join(u, "\n")

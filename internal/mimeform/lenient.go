@@ -2,6 +2,7 @@ package mimeform
 
 import (
 	"bytes"
+	"encoding/base64"
 	"mime"
 	"strings"
 
@@ -236,4 +237,28 @@ func splitParams(v string) []string {
 		}
 	}
 	return append(out, v[start:])
+}
+
+// DecodeBase64 decodes a base64 body as RFC 2045 section 6.8 reads it:
+// characters outside the alphabet (line breaks, a stray character) are
+// ignored, the data ends at the first "=", and missing padding is no
+// error; a last character that makes no byte is dropped. The MIME library
+// gives up on such a body whole.
+func DecodeBase64(b []byte) []byte {
+	clean := make([]byte, 0, len(b))
+scan:
+	for _, c := range b {
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '+', c == '/':
+			clean = append(clean, c)
+		case c == '=':
+			break scan
+		}
+	}
+	if len(clean)%4 == 1 {
+		clean = clean[:len(clean)-1]
+	}
+	out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
+	n, _ := base64.RawStdEncoding.Decode(out, clean)
+	return out[:n]
 }
