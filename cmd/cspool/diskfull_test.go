@@ -11,6 +11,7 @@ import (
 
 	"cspool/internal/devicedb"
 	"cspool/internal/spool"
+	"cspool/internal/spool/sqlitestore"
 	"cspool/internal/testproc"
 )
 
@@ -51,5 +52,39 @@ func TestStoreOnFullDisk(t *testing.T) {
 	}
 	if !errors.Is(err, spool.ErrFull) || !errors.As(err, &h) || !strings.Contains(h.hint, "free space on the file system that holds "+dir) {
 		t.Fatalf("opening a spool on a full disk: %v (hint %+v); want ErrFull and a hint to free space on %s", err, h, dir)
+	}
+}
+
+// TestDamagedSpoolHint: a spool database SQLite finds damaged got the hint
+// to check that --spool-dir is writable, which it is; now the hint says
+// the file is damaged and how to restore the spool.
+func TestDamagedSpoolHint(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "spool")
+	st, err := sqlitestore.Open(dir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db := filepath.Join(dir, sqlitestore.DBName)
+	b, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 100; i < len(b); i++ {
+		b[i] = 0xA5
+	}
+	if err := os.WriteFile(db, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sr := &serverRun{log: slog.New(slog.DiscardHandler)}
+	st2, err := sr.openStore(serverFlags{spoolDir: dir})
+	if err == nil {
+		st2.Close()
+		t.Skip("SQLite opened the damaged file without reading the damage")
+	}
+	var h *hintError
+	if !errors.As(err, &h) || !strings.Contains(h.hint, "is damaged") || strings.Contains(h.hint, "user can write") {
+		t.Errorf("a damaged spool database: %v (hint %+v), want the damage named", err, h)
 	}
 }

@@ -493,6 +493,11 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 	if errors.Is(err, spool.ErrFull) {
 		return nil, withHint(err, freeSpaceHint(f.spoolDir, "nothing stored was lost, and the MTA keeps what it could not deliver meanwhile"))
 	}
+	if err != nil && (strings.Contains(err.Error(), "malformed") || strings.Contains(err.Error(), "not a database")) {
+		// SQLITE_CORRUPT or SQLITE_NOTADB: the file, not the folder.
+		return nil, withHint(err, fmt.Sprintf("the spool's database in %s is damaged (a failing disk, a copy taken while it was written, or another program's file): "+
+			"keep it, and restore the spool from its last backup (docs/OPERATING.md, \"Restoring a backup\"); the users' devices then put back what they hold with cspool recover", f.spoolDir))
+	}
 	if err != nil {
 		return nil, withHint(err, orNewerSchema(err, "check that --spool-dir names a directory this user can write"))
 	}
