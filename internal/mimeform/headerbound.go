@@ -39,13 +39,9 @@ var errHeaderTooLarge = errors.New("mimeform: a header beyond the bounds on its 
 func BoundedHeader(b []byte) ([]byte, bool) {
 	fields, fieldEnd := 0, 0
 	for i := 0; i < len(b); {
-		j := bytes.IndexByte(b[i:], '\n')
-		end := len(b)
-		if j >= 0 {
-			end = i + j + 1
-		}
+		end := lineEnd(b, i)
 		line := b[i:end]
-		if len(line) == 1 && line[0] == '\n' || len(line) == 2 && line[0] == '\r' && line[1] == '\n' {
+		if blankLine(line) {
 			return b[:end], true
 		}
 		if line[0] != ' ' && line[0] != '\t' {
@@ -171,4 +167,19 @@ func (g *headerGuard) scan(c []byte) bool {
 		}
 	}
 	return true
+}
+
+// lineEnd returns where the line of b starting at i ends: after its LF,
+// or at the end of b.
+func lineEnd(b []byte, i int) int {
+	if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
+		return i + j + 1
+	}
+	return len(b)
+}
+
+// blankLine reports whether line (with its ending) is the blank line that
+// ends a header: LF or CRLF alone.
+func blankLine(line []byte) bool {
+	return len(line) == 1 && line[0] == '\n' || len(line) == 2 && line[0] == '\r' && line[1] == '\n'
 }

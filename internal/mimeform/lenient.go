@@ -32,13 +32,9 @@ func Lenient(b []byte, types bool) []byte {
 	keep := false  // whether the field being read is kept
 	fields := 0    // fields kept
 	for i := 0; i < len(b); {
-		j := bytes.IndexByte(b[i:], '\n')
-		end := len(b)
-		if j >= 0 {
-			end = i + j + 1
-		}
+		end := lineEnd(b, i)
 		line := b[i:end]
-		if len(line) == 1 || len(line) == 2 && line[0] == '\r' && line[1] == '\n' {
+		if blankLine(line) {
 			if out == nil || fields == 0 {
 				return b
 			}
@@ -101,11 +97,7 @@ func validFieldLine(line []byte) bool {
 // after its continuation lines.
 func fieldEnd(b []byte, end int) int {
 	for end < len(b) && (b[end] == ' ' || b[end] == '\t') {
-		j := bytes.IndexByte(b[end:], '\n')
-		if j < 0 {
-			return len(b)
-		}
-		end += j + 1
+		end = lineEnd(b, end)
 	}
 	return end
 }
@@ -120,10 +112,7 @@ func rewrittenType(b []byte) []byte {
 	if !disposition && !strings.EqualFold(name, "Content-Type") {
 		return nil
 	}
-	end := len(b)
-	if j := bytes.IndexByte(b, '\n'); j >= 0 {
-		end = fieldEnd(b, j+1)
-	}
+	end := fieldEnd(b, lineEnd(b, 0))
 	raw := strings.TrimSpace(unfold(string(b[c+1 : end])))
 	if _, _, err := mime.ParseMediaType(raw); err == nil {
 		return nil

@@ -220,10 +220,7 @@ func libraryGivesUp(b []byte) bool {
 		return true
 	}
 	for i := 0; i < len(b); {
-		end := len(b)
-		if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
-			end = i + j + 1
-		}
+		end := lineEnd(b, i)
 		line := strings.ToLower(string(b[i:end]))
 		for _, name := range []string{"content-type", "content-disposition"} {
 			rest, ok := strings.CutPrefix(line, name)
