@@ -106,6 +106,8 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	switch {
 	case fs.NArg() != 0:
 		return deliverUsage("unexpected argument %q: the message is read from standard input", fs.Arg(0))
+	case *timeout <= 0:
+		return deliverUsage("--timeout %v: want a duration above 0", *timeout)
 	case *user == "":
 		return deliverUsage("--user is required")
 	case *spoolKey == "":

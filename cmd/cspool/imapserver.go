@@ -75,6 +75,9 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	if *imapsPort != 0 && *tlsCert == "" {
 		return usagef("--imaps-port needs --tls-cert and --tls-key")
 	}
+	if *port < 0 || *port > 65535 {
+		return usagef("--port %d: want a port number (0 picks a free one)", *port)
+	}
 	if *imapsPort < 0 || *imapsPort > 65535 {
 		return usagef("--imaps-port %d: want a port number, or 0 for none", *imapsPort)
 	}

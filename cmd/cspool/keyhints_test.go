@@ -271,3 +271,26 @@ func TestPassphraseFileHints(t *testing.T) {
 		}
 	}
 }
+
+// TestOutOfRangeFlags: a port or a timeout no one could mean was taken as
+// given and failed later with a misleading hint ("stop the daemon already
+// using it", "the daemon may be stuck", "may be delivered twice").
+func TestOutOfRangeFlags(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"imap-server", "--db", filepath.Join(dir, "m.db"), "--port", "-1"}, 2, "--port -1: want a port number"},
+		{[]string{"status", "--db", filepath.Join(dir, "m.db"), "--timeout", "-1s"}, 2, "--timeout -1s: want a duration above 0"},
+		{[]string{"deliver", "--user", "alice", "--spool-key", "x", "--timeout", "0s"}, 64, "--timeout 0s: want a duration above 0"},
+	} {
+		var out bytes.Buffer
+		e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &out, getenv: func(string) string { return "" }}
+		if code := run(e, c.args); code != c.code || !strings.Contains(out.String(), c.want) {
+			t.Errorf("cspool %v: exit %d, %q; want %d saying %q", c.args, code, out.String(), c.code, c.want)
+		}
+	}
+}

@@ -514,7 +514,7 @@ func (s *serverRun) openUsers(f serverFlags) (users, error) {
 			return nil, withHint(err, "put each user's own public key on its line (the one its gen-keys printed): the later line was likely copied from the earlier one")
 		}
 		if err != nil {
-			return nil, withHint(err, "each line of the users file is NAME PUBLIC-KEY; run without --users for test mode")
+			return nil, withHint(err, "each line of the users file is NAME PUBLIC-KEY, the public key the user's gen-keys printed (cspool-pub-1:..., never a secret key)")
 		}
 		if f.usersTable {
 			s.log.Warn("--users and --users-table both given: using the users file", "file", f.usersFile)

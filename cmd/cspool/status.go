@@ -192,6 +192,9 @@ cspool status --db ~/.local/state/cspool/alice/mail.db --json`)
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
+	if *timeout <= 0 {
+		return usagef("--timeout %v: want a duration above 0", *timeout)
+	}
 	sock := controlSocketPath(*dbPath)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()

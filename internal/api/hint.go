@@ -60,6 +60,11 @@ func Hint(err error) string {
 	case ErrUnauthenticated:
 		return "the spool server refused this key: check that the server's users file (or table) lists this user with the public key matching the secret key given here (cspool keys are in docs/OPERATING.md), and that this machine's clock is right"
 	case ErrForbidden:
+		if strings.Contains(e.Msg, "the spool key may only append") {
+			// A device, or cspool sync, run with the spool's secret key
+			// as the user's.
+			return "this key is the spool's, which only delivers: a device uses the user's own key pair (--user-key USER.sec, from the user's gen-keys, or copied from another of the user's devices)"
+		}
 		return "the spool server knows this key as another user's: check the user name given here against the server's users file"
 	case ErrProtocol, ErrNotFound, ErrUnsupportedType, ErrBadRequest:
 		if e.Kind == ErrBadRequest && strings.Contains(e.Msg, heldBackText) {

@@ -67,3 +67,17 @@ func TestNotTheAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolKeyAsUserKeyHint: a device run with the spool's secret key as
+// the user's got "the spool server knows this key as another user's:
+// check the user name", which sent the user after the name.
+func TestSpoolKeyAsUserKeyHint(t *testing.T) {
+	err := &Error{Op: "reading", Kind: ErrForbidden, Status: http.StatusForbidden, Msg: "the spool key may only append entries"}
+	if h := Hint(err); !strings.Contains(h, "this key is the spool's") {
+		t.Errorf("hint %q", h)
+	}
+	err.Msg = "this key belongs to another user"
+	if h := Hint(err); !strings.Contains(h, "another user's") {
+		t.Errorf("hint for another user's key %q", h)
+	}
+}
