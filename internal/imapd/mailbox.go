@@ -497,10 +497,13 @@ func (s *session) submitQuiet(sel *selected, cmd *command.Command) (*mailstore.O
 // deleted, or when its listing is of another UIDVALIDITY than
 // uidValidity, the store's (stale: see Server.retire); the caller closes
 // it then.
-func (mb *mailbox) open(readOnly, rev2 bool, keywords []string, uidValidity uint32) (v *view, n uint32, deleted, stale bool) {
+func (mb *mailbox) open(readOnly, rev2 bool, keywords []string, uidValidity uint32) (v *view, n, firstUnseen uint32, deleted, stale bool) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	n = uint32(len(mb.uids))
+	if !rev2 {
+		firstUnseen = mb.firstUnseen()
+	}
 	mt := imapserver.NewMailboxTracker(n)
 	mb.serial++
 	v = &view{mt: mt, st: mt.NewSession(), serial: mb.serial, readOnly: readOnly, rev2: rev2,
@@ -511,7 +514,28 @@ func (mb *mailbox) open(readOnly, rev2 bool, keywords []string, uidValidity uint
 		mb.openRecent(v)
 		mb.views[v.st] = v
 	}
-	return v, n, mb.deleted, stale
+	return v, n, firstUnseen, mb.deleted, stale
+}
+
+// firstUnseen returns the sequence number of the first message without
+// \Seen, 0 if there is none, with mb.mu held: SELECT's OK [UNSEEN n],
+// which RFC 3501 section 6.3.1 requires of an IMAP4rev1 server (RFC 9051
+// dropped it). It reads the listing in memory: a pass over the flags'
+// list numbers, about a millisecond for a million messages.
+func (mb *mailbox) firstUnseen() uint32 {
+	if len(mb.flags) != len(mb.uids) {
+		return 0 // no listing loaded
+	}
+	seen := make([]bool, len(mb.lists))
+	for i, l := range mb.lists {
+		seen[i] = slices.Contains(l, string(imap.FlagSeen))
+	}
+	for k, f := range mb.flags {
+		if !seen[f] {
+			return uint32(k + 1)
+		}
+	}
+	return 0
 }
 
 func (mb *mailbox) close(v *view) {

@@ -398,3 +398,45 @@ func TestIdleDoneAnyCase(t *testing.T) {
 	}
 	runRaw(t, rc, []rawCase{{"n1 NOOP", "n1 OK"}})
 }
+
+// TestSelectUnseen: RFC 3501 section 6.3.1 requires OK [UNSEEN n], the
+// first message without \Seen, in SELECT's answer to an IMAP4rev1 client;
+// it was never sent. After ENABLE IMAP4rev2 it is not (RFC 9051 dropped it).
+func TestSelectUnseen(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	rc := dialRaw(t, d.addr)
+	rc.cmd("a1 LOGIN alice \"" + testPassword + "\"")
+	rc.until("a1 ")
+	rc.cmd("a2 SELECT INBOX")
+	if got := rc.until("a2 "); !strings.Contains(got, "* OK [UNSEEN 1]") {
+		t.Errorf("SELECT with no message seen: %q, want OK [UNSEEN 1]", got)
+	}
+	rc.cmd("a3 STORE 1:2 +FLAGS.SILENT (\\Seen)")
+	rc.until("a3 ")
+	rc.cmd("a4 SELECT INBOX")
+	if got := rc.until("a4 "); !strings.Contains(got, "* OK [UNSEEN 3]") {
+		t.Errorf("SELECT with 1 and 2 seen: %q, want OK [UNSEEN 3]", got)
+	}
+	rc.cmd("a5 STORE 1:* +FLAGS.SILENT (\\Seen)")
+	rc.until("a5 ")
+	rc.cmd("a6 SELECT INBOX")
+	if got := rc.until("a6 "); strings.Contains(got, "UNSEEN") {
+		t.Errorf("SELECT with every message seen: %q, want no UNSEEN", got)
+	}
+	rc2 := dialRaw(t, d.addr)
+	rc2.cmd("b1 LOGIN alice \"" + testPassword + "\"")
+	rc2.until("b1 ")
+	rc2.cmd("b2 ENABLE IMAP4rev2")
+	rc2.until("b2 ")
+	rc2.cmd("b3 SELECT INBOX")
+	rc2.until("b3 ")
+	rc2.cmd("b35 STORE 1 -FLAGS.SILENT (\\Seen)")
+	rc2.until("b35 ")
+	rc2.cmd("b4 SELECT INBOX")
+	if got := rc2.until("b4 "); strings.Contains(got, "UNSEEN") {
+		t.Errorf("SELECT after ENABLE IMAP4rev2: %q, want no UNSEEN", got)
+	}
+}

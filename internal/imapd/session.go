@@ -157,7 +157,7 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	var info *mailstore.Mailbox
 	var mb *mailbox
 	var v *view
-	var n uint32
+	var n, firstUnseen uint32
 	var kws []string
 	// A mailbox deleted under the select may have been created again with
 	// a new UIDVALIDITY (docs/MAILSTORE.md): look it up again, a few times.
@@ -179,7 +179,7 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 			return nil, s.storeError(err, name)
 		}
 		var deleted, stale bool
-		v, n, deleted, stale = mb.open(readOnly, rev2, kws, info.UIDValidity)
+		v, n, firstUnseen, deleted, stale = mb.open(readOnly, rev2, kws, info.UIDValidity)
 		if !deleted && !stale {
 			break
 		}
@@ -221,7 +221,9 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		PermanentFlags: perm,
 		NumMessages:    n,
 		UIDNext:        next,
-		UIDValidity:    info.UIDValidity,
+		// IMAP4rev1 only; go-imap leaves it out for IMAP4rev2.
+		FirstUnseenSeqNum: firstUnseen,
+		UIDValidity:       info.UIDValidity,
 	}, nil
 }
 
