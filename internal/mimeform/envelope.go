@@ -68,7 +68,14 @@ func unfold(v string) string {
 	if !strings.ContainsAny(v, "\r\n") {
 		return v
 	}
-	return strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(v)
+	var b strings.Builder
+	b.Grow(len(v))
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c != '\r' && c != '\n' {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // maxEnvelopeAddresses is the most addresses (group markers included) an

@@ -102,16 +102,20 @@ func fieldEnd(b []byte, end int) int {
 	return end
 }
 
+var fieldContentType, fieldContentDisposition = []byte("Content-Type"), []byte("Content-Disposition")
+
 // rewrittenType returns the field starting at b written again, CRLF
 // ended, when it is a Content-Type or Content-Disposition whose value
 // mime.ParseMediaType refuses, or nil.
 func rewrittenType(b []byte) []byte {
 	c := bytes.IndexByte(b, ':')
-	name := string(bytes.Trim(b[:c], " \t"))
-	disposition := strings.EqualFold(name, "Content-Disposition")
-	if !disposition && !strings.EqualFold(name, "Content-Type") {
+	rawName := bytes.Trim(b[:c], " \t")
+	// Every field of every message passes here: no allocation before
+	// the name is known to be one of the two.
+	if !bytes.EqualFold(rawName, fieldContentType) && !bytes.EqualFold(rawName, fieldContentDisposition) {
 		return nil
 	}
+	name := string(rawName)
 	end := fieldEnd(b, lineEnd(b, 0))
 	raw := strings.TrimSpace(unfold(string(b[c+1 : end])))
 	if _, _, err := mime.ParseMediaType(raw); err == nil {
@@ -160,6 +164,9 @@ func typedField(v string) (string, map[string]string) {
 		}
 	}
 	for k, p := range params {
+		if !strings.Contains(p, "=?") {
+			continue // no encoded word: nothing to decode
+		}
 		if d, ok := DecodeHeaderValue(p); ok {
 			params[k] = d
 		}

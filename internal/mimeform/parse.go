@@ -120,8 +120,9 @@ func structureWholeMinutes(bs imap.BodyStructure) bool {
 func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, error) {
 	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
 	// The header's fields as a reader takes them; its length and the
-	// body are b's.
-	src := Lenient(b, true)
+	// body are b's. The types need no rewrite here: the structure reads
+	// them itself (ContentType).
+	src := Lenient(b, false)
 	r := getReader(src)
 	defer readers.Put(r)
 	var env *imap.Envelope
