@@ -150,9 +150,9 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 // Advice a report gives; the alarm's names the documents a person needs.
 const (
 	adviceAlarm = "Do not delete this device's database: it holds the history the alarm is about. " +
-		"If the daemon's --spool-server was just changed, check that it names the user's own spool server: another server's log " +
-		"(an empty one says its head is 0) raises this alarm; point it back, then stop the daemon and run cspool sync --clear-alarm, " +
-		"and never cspool recover onto a server that is not the user's. Otherwise tell the spool's operator what the alarm says. If they restored the spool from a backup, stop the daemon and " +
+		"Tell the spool's operator what the alarm says, unless the daemon's --spool-server was just changed: another server's log " +
+		"(an empty one says its head is 0) raises this alarm too, so check first that it names the user's own spool server; if it did not, " +
+		"point it back, stop the daemon and run cspool sync --clear-alarm, and never cspool recover onto that other server. If they restored the spool from a backup, stop the daemon and " +
 		"run cspool recover with its flags (docs/OPERATING.md, \"Restoring a backup\"); otherwise, once it is explained, stop the daemon and run " +
 		"cspool sync --clear-alarm with its --db and key flags (docs/SECURITY.md)."
 	adviceOtherAlarm = "Tell the spool's operator what the alarm says, and do not delete this device's database."
