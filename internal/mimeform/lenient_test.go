@@ -1,6 +1,7 @@
 package mimeform
 
 import (
+	"bytes"
 	"maps"
 	"testing"
 
@@ -60,4 +61,29 @@ func TestContentType(t *testing.T) {
 			t.Errorf("ContentType(%q) = %q %v, want %q %v", c.v, got, params, c.t, c.params)
 		}
 	}
+}
+
+// FuzzLenient: whatever the bytes, Lenient, Terminated and DecodeBase64
+// do not panic (they run on every delivered message, on every device),
+// Lenient keeps the body as it came, and a second pass changes nothing.
+func FuzzLenient(f *testing.F) {
+	f.Add([]byte("Subject: a\r\nno colon\r\nContent-Type: text/plain; charset=us-ascii (x)\r\n\r\nbody"))
+	f.Add([]byte("From x\n Content-type: multipart/mixed; boundary=\"b\"\n\n--b\n\nx"))
+	f.Add([]byte("Content-Disposition: attachment; filename=a b; filename=c;;=\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, types := range []bool{false, true} {
+			l := Lenient(b, types)
+			body := b[headerLength(b):]
+			if !bytes.HasSuffix(l, body) {
+				t.Fatalf("Lenient(%q, %v) = %q lost the body %q", b, types, l, body)
+			}
+			if again := Lenient(l, types); !bytes.Equal(again, l) {
+				t.Fatalf("Lenient(%q, %v) = %q, and again %q", b, types, l, again)
+			}
+		}
+		Terminated(b)
+		DecodeBase64(b)
+		ContentType(textproto.Header{})
+		typedField(string(b))
+	})
 }
