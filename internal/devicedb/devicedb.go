@@ -211,12 +211,30 @@ func Open(path string, o Options) (*sql.DB, error) {
 			return nil, err
 		}
 	}
+	if state != Missing && !o.NoMigrate {
+		tighten(path)
+	}
 	db, err := open(DSN(path, key, o.Params), fts5.Register)
 	if err != nil {
 		// The data source name holds the key: never show it.
 		return nil, fmt.Errorf("%s: cannot be opened as an SQLite file name", path)
 	}
 	return db, nil
+}
+
+// tighten makes the database's files open to their owner only, as Open
+// makes a new one: a file created or restored by hand (touch, a plain cp of
+// a backup) kept mode 0644, readable by every user of the machine; the
+// content is encrypted, but its size and times are not, and a plaintext
+// one is not yet. The WAL and shared-memory files take the database's
+// mode when SQLite creates them. A file this process does not own, or a
+// change refused, is left as it is.
+func tighten(path string) {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if info, err := os.Stat(p); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o077 != 0 {
+			os.Chmod(p, info.Mode().Perm()&0o700)
+		}
+	}
 }
 
 // Foreign reports whether the plaintext database at path is another
