@@ -103,6 +103,9 @@ type setting struct {
 
 // parseConfig reads the lines of a config file.
 func parseConfig(data []byte) ([]setting, error) {
+	// A byte-order mark, as some editors save UTF-8, is no part of the
+	// first setting's name.
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	var out []setting
 	seen := map[string]int{}
 	sc := bufio.NewScanner(bytes.NewReader(data))

@@ -233,3 +233,12 @@ func TestConfigDocs(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigByteOrderMark: a config file saved with a UTF-8 byte-order mark
+// (as some editors do) was refused: unknown setting "\ufeffport".
+func TestConfigByteOrderMark(t *testing.T) {
+	got, err := parseConfig([]byte("\ufeffport = 1143\n"))
+	if err != nil || len(got) != 1 || got[0].name != "port" || got[0].value != "1143" {
+		t.Errorf("a config with a byte-order mark: %+v, %v", got, err)
+	}
+}
