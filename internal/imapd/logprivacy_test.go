@@ -18,11 +18,7 @@ func TestLogHoldsNoCommandText(t *testing.T) {
 	var logs logBuffer
 	d := r.deviceWith("a", Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	deliverAll(r, d)
-	rc := dialRaw(t, d.addr)
-	rc.cmd("a1 LOGIN alice \"" + testPassword + "\"")
-	if got := rc.until("a1 "); !strings.Contains(got, "a1 OK") {
-		t.Fatalf("LOGIN: %s", got)
-	}
+	rc := loggedInRaw(t, d.addr)
 	rc.cmd("a2 SELECT INBOX")
 	rc.until("a2 ")
 	rc.cmd("a3 UID SEARCH mydiagnosis-private-word")

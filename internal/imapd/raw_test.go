@@ -159,6 +159,17 @@ func TestSearchBeforeYearOne(t *testing.T) {
 	}
 }
 
+// loggedInRaw dials addr and logs in as alice over a raw connection.
+func loggedInRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	rc := dialRaw(t, addr)
+	rc.cmd("a1 LOGIN alice \"" + testPassword + "\"")
+	if got := rc.until("a1 "); !strings.Contains(got, "a1 OK") {
+		t.Fatalf("LOGIN: %s", got)
+	}
+	return rc
+}
+
 // selectedRaw logs in to a device holding deliverAll's four messages and
 // selects INBOX over a raw connection.
 func selectedRaw(t *testing.T) *rawConn {
@@ -166,11 +177,7 @@ func selectedRaw(t *testing.T) *rawConn {
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
-	rc := dialRaw(t, d.addr)
-	rc.cmd("a1 LOGIN alice \"" + testPassword + "\"")
-	if got := rc.until("a1 "); !strings.Contains(got, "a1 OK") {
-		t.Fatalf("LOGIN: %s", got)
-	}
+	rc := loggedInRaw(t, d.addr)
 	rc.cmd("a2 SELECT INBOX")
 	if got := rc.until("a2 "); !strings.Contains(got, "a2 OK") {
 		t.Fatalf("SELECT: %s", got)
@@ -407,9 +414,7 @@ func TestSelectUnseen(t *testing.T) {
 	r := newRig(t)
 	d := r.device("a")
 	deliverAll(r, d)
-	rc := dialRaw(t, d.addr)
-	rc.cmd("a1 LOGIN alice \"" + testPassword + "\"")
-	rc.until("a1 ")
+	rc := loggedInRaw(t, d.addr)
 	rc.cmd("a2 SELECT INBOX")
 	if got := rc.until("a2 "); !strings.Contains(got, "* OK [UNSEEN 1]") {
 		t.Errorf("SELECT with no message seen: %q, want OK [UNSEEN 1]", got)
@@ -426,9 +431,7 @@ func TestSelectUnseen(t *testing.T) {
 	if got := rc.until("a6 "); strings.Contains(got, "UNSEEN") {
 		t.Errorf("SELECT with every message seen: %q, want no UNSEEN", got)
 	}
-	rc2 := dialRaw(t, d.addr)
-	rc2.cmd("b1 LOGIN alice \"" + testPassword + "\"")
-	rc2.until("b1 ")
+	rc2 := loggedInRaw(t, d.addr)
 	rc2.cmd("b2 ENABLE IMAP4rev2")
 	rc2.until("b2 ")
 	rc2.cmd("b3 SELECT INBOX")
