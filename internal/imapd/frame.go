@@ -1201,7 +1201,9 @@ var appendDate = regexp.MustCompile(`(?i)^[^ ]+ APPEND (?:"(?:[^"\\\r\n]|\\.)*"|
 // dateRE and dateTimeRE are the shapes of a date (SEARCH) and a date-time
 // (APPEND), RFC 9051 section 9, with a day of one or two digits.
 var (
-	dateRE     = regexp.MustCompile(`^[0-9]{1,2}-[A-Za-z]{3}-[0-9]{4}$`)
+	dateRE = regexp.MustCompile(`^[0-9]{1,2}-[A-Za-z]{3}-[0-9]{4}$`)
+	// dateKeys are the search keys whose argument is a date.
+	dateKeys   = map[string]bool{"BEFORE": true, "ON": true, "SINCE": true, "SENTBEFORE": true, "SENTON": true, "SENTSINCE": true}
 	dateTimeRE = regexp.MustCompile(`^ ?[0-9]{1,2}-[A-Za-z]{3}-[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}$`)
 )
 
@@ -1210,7 +1212,13 @@ var (
 // a second 60, a zone of +0099), or "". go-imap answers such a command
 // NO [SERVERBUG].
 func badDate(toks []string) string {
-	for _, t := range toks {
+	for i, t := range toks {
+		if i > 0 && dateKeys[strings.ToUpper(toks[i-1])] && !dateRE.MatchString(t) && !dateTimeRE.MatchString(t) {
+			// A date key's argument in no date's form (1-Jan-1,
+			// 001-Jan-2020): go-imap's parser fails on it as on its own
+			// bug.
+			return t
+		}
 		var err error
 		switch {
 		case dateRE.MatchString(t):

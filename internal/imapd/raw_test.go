@@ -81,11 +81,15 @@ func TestMalformedLinesGetBAD(t *testing.T) {
 		"b9 UID SEARCH SENTSINCE 29-Feb-2023",
 		"b10 APPEND INBOX \"29-Feb-2023 00:00:00 +0000\" {1+}\r\nx",
 		"b11 APPEND INBOX (\\Seen) \"01-Jan-2024 24:00:00 +0099\" {1+}\r\nx",
+		// Dates in no date's form: NO [SERVERBUG] too.
+		"b12 SEARCH BEFORE 1-Jan-1",
+		"b13 SEARCH SINCE 001-Jan-2020",
+		"b14 UID SEARCH SENTBEFORE 1-Jan-00001",
 	} {
 		rc.cmd(line)
 		tag := strings.Fields(line)[0]
 		got := rc.until(tag + " ")
-		if !strings.Contains(got, tag+" BAD") || strings.Contains(line, "-20") && !strings.Contains(got, "is not a valid date") {
+		if !strings.Contains(got, tag+" BAD") || (strings.Contains(line, "-20") || strings.Contains(line, "-Jan-")) && !strings.Contains(got, "is not a valid date") {
 			t.Errorf("line %d %q: got %q, want BAD (naming the date, for a date)", i, line, got)
 		}
 	}
