@@ -761,7 +761,13 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		// parts of a message/rfc822 part only (RFC 9051 section 6.4.5).
 		return []byte{}
 	}
-	if top, ok := mimeform.BoundedHeader(b[:hl]); !ok {
+	// The library reads the header as Parse does (mimeform.Lenient): a
+	// line that is no field would make it give up on the whole message,
+	// and counts toward no bound. The fields of the top level are given
+	// as they came; a part's path is found through a Content-Type read as
+	// the body structure reads it.
+	read := mimeform.Lenient(b, len(sec.Part) > 0)
+	if top, ok := mimeform.BoundedHeader(read); !ok {
 		// The library parses the whole header for any section: one
 		// beyond the bounds (a message stored before they were kept;
 		// one parsed since is Simplified) gives the fields within them
@@ -769,17 +775,12 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		if len(sec.Part) > 0 {
 			return []byte{}
 		}
-		b = top
+		read = top
 	}
 	// The partial is cut here: the library's sum of origin and length
-	// overflows near 2^63. The library reads the header as Parse does
-	// (mimeform.Lenient): a line that is no field would make it give up
-	// on the whole message. The fields of the top level are given as
-	// they came; a part's path is found through a Content-Type read as
-	// the body structure reads it.
+	// overflows near 2^63.
 	whole := *sec
 	whole.Partial = nil
-	read := mimeform.Lenient(b, len(sec.Part) > 0)
 	out := imapserver.ExtractBodySection(bytes.NewReader(read), &whole)
 	if out == nil && len(sec.Part) > 0 {
 		// A multipart cut short: the library gives up on its last part.

@@ -126,6 +126,24 @@ SGVs*bG8gd29y
 bGQ=
 --b--
 `)))
+	// 6,000 lines that are no field: beyond the bound on a header's
+	// fields had they been fields, but they are left out before it.
+	d.synced(r.Deliver(crlf(`From: a@example.org
+Subject: many stray lines
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary=B
+` + strings.Repeat("junk\n", 6000) + `
+--B
+Content-Type: text/plain
+
+one
+--B
+Content-Type: application/pdf; name=x.pdf
+Content-Transfer-Encoding: base64
+
+aGVsbG8=
+--B--
+`)))
 	w := loginWire(t, d.addr)
 	w.ok("SELECT INBOX")
 	for _, c := range []struct {
@@ -159,6 +177,9 @@ bGQ=
 		// section 6.8 reads past both (BINARY was empty, and OK).
 		{"7", "BINARY.PEEK[1] BINARY.SIZE[1]", []string{"BINARY[1] ~{11}\r\nHello world", "BINARY.SIZE[1] 11"}},
 		{"7", "BINARY.PEEK[2]", []string{"BINARY[2] ~{11}\r\nHello world"}},
+		{"8", "BODY.PEEK[1] BODY.PEEK[2]", []string{"BODY[1] {3}\r\none", "BODY[2] {8}\r\naGVsbG8="}},
+		{"8", "BODY.PEEK[2.MIME]", []string{"name=x.pdf"}},
+		{"8", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]", []string{"Subject: many stray lines"}},
 	} {
 		u := w.ok("FETCH " + c.seq + " (" + c.items + ")")
 		got := strings.Join(u, "\n")

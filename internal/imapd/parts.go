@@ -19,10 +19,11 @@ import (
 // message's header is beyond mimeform's bounds (the library would parse it
 // whole).
 func partHeader(raw []byte, part []int) *textproto.Header {
-	if _, ok := mimeform.BoundedHeader(raw); !ok {
+	read := mimeform.Lenient(raw, true)
+	if _, ok := mimeform.BoundedHeader(read); !ok {
 		return &textproto.Header{}
 	}
-	b := imapserver.ExtractBodySection(bytes.NewReader(mimeform.Lenient(raw, true)),
+	b := imapserver.ExtractBodySection(bytes.NewReader(read),
 		&imap.FetchItemBodySection{Part: part, Specifier: imap.PartSpecifierMIME})
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(append(b, "\r\n"...))))
 	if err != nil {
