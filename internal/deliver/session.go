@@ -94,7 +94,13 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	user, key, err := s.l.resolve(ctx, to)
 	if err != nil {
 		reply := replyFor(err)
-		s.l.log.Info("lmtp recipient refused", "session", s.id, "code", reply.Code, "error", err.Error())
+		why := err.Error()
+		if errors.Is(err, keys.ErrBadUserName) {
+			// No user's name: whatever the sender wrote there, which
+			// the log does not keep (docs/DELIVERY.md).
+			why = fmt.Sprintf("%v (an address of %d bytes)", keys.ErrBadUserName, len(to))
+		}
+		s.l.log.Info("lmtp recipient refused", "session", s.id, "code", reply.Code, "error", why)
 		s.l.opts.Metrics.Delivery(OutcomeOf(err))
 		return reply
 	}
