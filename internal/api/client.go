@@ -563,6 +563,21 @@ func (c *Client) learnEarliest(resp *http.Response) bool {
 // shown through termtext.Short.
 const maxServerText = 512
 
+// notFromAPI reports whether an error status answered in other than JSON
+// is another program's for sure: a 4xx but for a timeout (408), a size
+// (413) and a rate (429), which a proxy in front of the API may answer for
+// it and which keep their meaning, and 501. A 5xx page is left to
+// statusKind (a proxy whose spool server is down: temporary).
+func notFromAPI(status int) bool {
+	switch status {
+	case http.StatusRequestTimeout, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+		return false
+	case http.StatusNotImplemented:
+		return true
+	}
+	return status >= 400 && status < 500
+}
+
 // responseError turns an error response into an *Error with the server's
 // text, made fit to be shown (termtext.Short).
 func responseError(op string, resp *http.Response) *Error {
@@ -580,9 +595,10 @@ func responseError(op string, resp *http.Response) *Error {
 		if strings.Contains(string(b), plainHTTPToTLS) {
 			return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "the server speaks HTTPS, and this request was plain HTTP"}
 		}
-	case resp.StatusCode == http.StatusMethodNotAllowed || resp.StatusCode == http.StatusNotImplemented:
-		// The API answers in JSON, and takes every method its client
-		// sends: another program's web server is on that port.
+	case notFromAPI(resp.StatusCode):
+		// The API answers every error in JSON (an unknown route too):
+		// another program's web server is on that port, or a proxy
+		// that does not pass the request on.
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol,
 			Msg: fmt.Sprintf("the answer (HTTP %d, %s) is not the spool API's: another program answers on that port", resp.StatusCode, termtext.Short(ct, 64))}
 	}

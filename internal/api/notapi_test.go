@@ -45,11 +45,19 @@ func TestNotTheAPI(t *testing.T) {
 	}()
 	plain := httptest.NewServer(http.NotFoundHandler())
 	defer plain.Close()
+	// A status page's login: 401, text/plain, a Basic challenge.
+	login := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="status"`)
+		http.Error(w, "log in", http.StatusUnauthorized)
+	}))
+	defer login.Close()
 	key := genKey(t)
 	for _, c := range []struct{ name, url, hint string }{
 		{"another web server", web.URL, "check the spool server URL"},
 		{"not HTTP at all", "http://" + ln.Addr().String(), "check the spool server URL"},
 		{"https:// for plain HTTP", strings.Replace(plain.URL, "http://", "https://", 1), "write http://"},
+		{"a page that wants a login", login.URL, "check the spool server URL"},
+		{"a page that is not there", plain.URL, "check the spool server URL"},
 	} {
 		cl, err := NewClient(c.url, "alice", key, nil)
 		if err != nil {
