@@ -783,15 +783,30 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 	whole.Partial = nil
 	out := imapserver.ExtractBodySection(bytes.NewReader(read), &whole)
 	if out == nil && len(sec.Part) > 0 {
-		// A multipart cut short: the library gives up on its last part.
-		if t := mimeform.Terminated(read); len(t) != len(read) {
-			out = imapserver.ExtractBodySection(bytes.NewReader(t), &whole)
-		}
+		out = sectionAgain(read, func(b []byte) []byte { return imapserver.ExtractBodySection(bytes.NewReader(b), &whole) })
 	}
 	if out == nil {
 		out = []byte{}
 	}
 	return partial(out, sec.Partial)
+}
+
+// sectionAgain extracts a part the library did not find in read (the
+// message as mimeform.Lenient gives it) from the message made whole for
+// it: a multipart cut short gets its closing delimiters
+// (mimeform.Terminated), and a part's type the library refuses is written
+// as the structure reads it (mimeform.LenientParts). Only a section not
+// found pays for the walks: a found one is never looked for again.
+func sectionAgain(read []byte, extract func([]byte) []byte) []byte {
+	if t := mimeform.Terminated(read); len(t) != len(read) {
+		if out := extract(t); out != nil {
+			return out
+		}
+	}
+	if p := mimeform.LenientParts(read); !bytes.Equal(p, read) {
+		return extract(mimeform.Terminated(p))
+	}
+	return nil
 }
 
 // binarySection returns BINARY[part] without its partial: the decoded
@@ -811,10 +826,9 @@ func binarySection(m *mailstore.Message, part []int) []byte {
 	read := mimeform.Lenient(b, true)
 	out := imapserver.ExtractBinarySection(bytes.NewReader(read), &imap.FetchItemBinarySection{Part: part})
 	if out == nil && len(part) > 0 {
-		// A multipart cut short (bodySection).
-		if t := mimeform.Terminated(read); len(t) != len(read) {
-			out = imapserver.ExtractBinarySection(bytes.NewReader(t), &imap.FetchItemBinarySection{Part: part})
-		}
+		out = sectionAgain(read, func(b []byte) []byte {
+			return imapserver.ExtractBinarySection(bytes.NewReader(b), &imap.FetchItemBinarySection{Part: part})
+		})
 	}
 	if out == nil && len(part) > 0 && strings.EqualFold(strings.TrimSpace(partHeader(b, part).Get("Content-Transfer-Encoding")), "base64") {
 		// Base64 with its padding missing or a stray character: the

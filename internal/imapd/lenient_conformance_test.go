@@ -144,6 +144,26 @@ Content-Transfer-Encoding: base64
 aGVsbG8=
 --B--
 `)))
+	// A nested multipart whose type has a comment (RFC 2045's own form).
+	d.synced(r.Deliver(crlf(`From: a@example.org
+Subject: nested comment
+Content-Type: multipart/mixed; boundary=O
+
+--O
+Content-Type: multipart/alternative; boundary=I (x)
+
+--I
+Content-Type: text/plain
+
+plain
+--I
+Content-Type: text/html; charset=us-ascii (html)
+Content-Transfer-Encoding: base64
+
+PHA+aHRtbDwvcD4=
+--I--
+--O--
+`)))
 	w := loginWire(t, d.addr)
 	w.ok("SELECT INBOX")
 	for _, c := range []struct {
@@ -180,6 +200,9 @@ aGVsbG8=
 		{"8", "BODY.PEEK[1] BODY.PEEK[2]", []string{"BODY[1] {3}\r\none", "BODY[2] {8}\r\naGVsbG8="}},
 		{"8", "BODY.PEEK[2.MIME]", []string{"name=x.pdf"}},
 		{"8", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]", []string{"Subject: many stray lines"}},
+		{"9", "BODYSTRUCTURE", []string{`(("text" "plain" NIL NIL NIL "7bit" 5 0 NIL NIL NIL NIL)("text" "html" ("charset" "us-ascii") NIL NIL "base64" 16 0 NIL NIL NIL NIL) "alternative" ("boundary" "I")`}},
+		{"9", "BODY.PEEK[1.1] BODY.PEEK[1.2]", []string{"BODY[1.1] {5}\r\nplain", "BODY[1.2] {16}\r\nPHA+aHRtbDwvcD4="}},
+		{"9", "BINARY.PEEK[1.2]", []string{"BINARY[1.2] ~{11}\r\n<p>html</p>"}},
 	} {
 		u := w.ok("FETCH " + c.seq + " (" + c.items + ")")
 		got := strings.Join(u, "\n")

@@ -23,8 +23,11 @@ func partHeader(raw []byte, part []int) *textproto.Header {
 	if _, ok := mimeform.BoundedHeader(read); !ok {
 		return &textproto.Header{}
 	}
-	b := imapserver.ExtractBodySection(bytes.NewReader(read),
-		&imap.FetchItemBodySection{Part: part, Specifier: imap.PartSpecifierMIME})
+	sec := &imap.FetchItemBodySection{Part: part, Specifier: imap.PartSpecifierMIME}
+	b := imapserver.ExtractBodySection(bytes.NewReader(read), sec)
+	if b == nil && len(part) > 0 {
+		b = sectionAgain(read, func(m []byte) []byte { return imapserver.ExtractBodySection(bytes.NewReader(m), sec) })
+	}
 	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(append(b, "\r\n"...))))
 	if err != nil {
 		return &textproto.Header{}

@@ -369,6 +369,8 @@ type walk struct {
 	// cut are the boundaries of the multiparts whose data ended before
 	// their closing delimiter, innermost first.
 	cut []string
+	// boundaries, when not nil, collects every multipart's boundary.
+	boundaries map[string]bool
 }
 
 // withinBounds walks the MIME tree whose header is h and whose body r
@@ -392,6 +394,9 @@ func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 			return false
 		}
 		boundary := params["boundary"]
+		if w.boundaries != nil && boundary != "" {
+			w.boundaries[boundary] = true
+		}
 		g := guardHeaders(r, []byte("--"+boundary))
 		mr := textproto.NewMultipartReader(g, boundary)
 		for w.parts <= w.bounds.parts {
@@ -525,4 +530,70 @@ func Terminated(b []byte) []byte {
 		out = append(out, "--"+bd+"--\r\n"...)
 	}
 	return out
+}
+
+// LenientParts is Lenient(b, true) with the parts' headers read the same
+// way: a Content-Type or Content-Disposition field of a part's header
+// (found after a delimiter of one of the message's multiparts) whose
+// parameters mime.ParseMediaType refuses is written again as ContentType
+// reads it. The MIME library finds a part by the types on its path, and a
+// nested multipart typed "multipart/alternative; boundary=I (x)" was no
+// multipart to it: the parts the structure shows were not found. It
+// returns Lenient's result when no part's field is written again. The
+// bytes of every part's body are b's; a part's header so written is not.
+func LenientParts(b []byte) []byte {
+	l := Lenient(b, true)
+	if _, ok := BoundedHeader(l); !ok {
+		return l
+	}
+	r := getReader(l)
+	defer readers.Put(r)
+	h, err := textproto.ReadHeader(r.br)
+	if err != nil {
+		return l
+	}
+	w := &walk{bounds: structureBounds, boundaries: map[string]bool{}}
+	w.within(h, r.br)
+	if w.tripped || len(w.boundaries) == 0 {
+		return l
+	}
+	var out []byte
+	inHeader := false
+	for i := int(headerLength(l)); i < len(l); {
+		end := lineEnd(l, i)
+		line := l[i:end]
+		switch {
+		case inHeader && blankLine(line):
+			inHeader = false
+		case inHeader && line[0] != ' ' && line[0] != '\t' && validFieldLine(line):
+			if repl := rewrittenType(l[i:]); repl != nil {
+				if out == nil {
+					out = append(make([]byte, 0, len(l)+64), l[:i]...)
+				}
+				out = append(out, repl...)
+				i = fieldEnd(l, end)
+				continue
+			}
+		case !inHeader:
+			inHeader = opensPart(line, w.boundaries)
+		}
+		if out != nil {
+			out = append(out, line...)
+		}
+		i = end
+	}
+	if out == nil {
+		return l
+	}
+	return out
+}
+
+// opensPart reports whether line is a delimiter that opens a part (RFC
+// 2046 section 5.1.1): "--" and one of boundaries, then only white space.
+func opensPart(line []byte, boundaries map[string]bool) bool {
+	if !bytes.HasPrefix(line, []byte("--")) {
+		return false
+	}
+	rest := bytes.TrimRight(line[2:], " \t\r\n")
+	return boundaries[string(rest)]
 }
