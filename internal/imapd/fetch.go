@@ -792,19 +792,13 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 }
 
 // sectionAgain extracts a part the library did not find in read (the
-// message as mimeform.Lenient gives it) from the message made whole for
-// it: a multipart cut short gets its closing delimiters
-// (mimeform.Terminated), and a part's type the library refuses is written
-// as the structure reads it (mimeform.LenientParts). Only a section not
-// found pays for the walks: a found one is never looked for again.
+// message as mimeform.Lenient gives it) from the message mended for it
+// (mimeform.Mended: the parts' types written as the structure reads them,
+// a multipart cut short closed). Only a section not found pays for the
+// walk: a found one is never looked for again.
 func sectionAgain(read []byte, extract func([]byte) []byte) []byte {
-	if t := mimeform.Terminated(read); len(t) != len(read) {
-		if out := extract(t); out != nil {
-			return out
-		}
-	}
-	if p := mimeform.LenientParts(read); !bytes.Equal(p, read) {
-		return extract(mimeform.Terminated(p))
+	if m := mimeform.Mended(read); !bytes.Equal(m, read) {
+		return extract(m)
 	}
 	return nil
 }

@@ -81,8 +81,7 @@ func isMessagePart(raw []byte, part []int) bool {
 		// 2046 section 5.1.5).
 		var parent textproto.Header
 		if len(part) == 1 {
-			top, _ := mimeform.BoundedHeader(raw)
-			parent = mimeform.ParseHeader(top)
+			parent = mimeform.ParseHeader(raw)
 		} else {
 			parent = *partHeader(raw, part[:len(part)-1])
 		}

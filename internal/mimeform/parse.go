@@ -369,7 +369,8 @@ type walk struct {
 	// cut are the boundaries of the multiparts whose data ended before
 	// their closing delimiter, innermost first.
 	cut []string
-	// boundaries, when not nil, collects every multipart's boundary.
+	// boundaries, when not nil, collects every multipart's boundary
+	// (Mended).
 	boundaries map[string]bool
 }
 
@@ -501,47 +502,20 @@ func partType(h textproto.Header, inDigest bool) (string, map[string]string) {
 	return ContentType(h)
 }
 
-// Terminated returns b, or when a multipart of it is cut short (its data
-// ends before its closing delimiter: a message truncated on the way, which
-// the structure shows with the parts it has) a copy of b with the missing
-// closing delimiters after it, innermost first, so that the MIME library
-// finds the last part's bytes: it gave up on that part whole, and BODY[n]
-// of a part BODYSTRUCTURE shows was empty. A part's bytes are the same
-// either way (a CRLF before a delimiter is the delimiter's).
-func Terminated(b []byte) []byte {
-	if _, ok := BoundedHeader(b); !ok {
-		return b
-	}
-	r := getReader(b)
-	defer readers.Put(r)
-	h, err := textproto.ReadHeader(r.br)
-	if err != nil {
-		return b
-	}
-	w := &walk{bounds: structureBounds}
-	if !w.within(h, r.br) || w.tripped || len(w.cut) == 0 {
-		return b
-	}
-	out := append(make([]byte, 0, len(b)+64), b...)
-	if len(out) > 0 && out[len(out)-1] != '\n' {
-		out = append(out, "\r\n"...)
-	}
-	for _, bd := range w.cut {
-		out = append(out, "--"+bd+"--\r\n"...)
-	}
-	return out
-}
-
-// LenientParts is Lenient(b, true) with the parts' headers read the same
-// way: a Content-Type or Content-Disposition field of a part's header
-// (found after a delimiter of one of the message's multiparts) whose
-// parameters mime.ParseMediaType refuses is written again as ContentType
-// reads it. The MIME library finds a part by the types on its path, and a
-// nested multipart typed "multipart/alternative; boundary=I (x)" was no
-// multipart to it: the parts the structure shows were not found. It
-// returns Lenient's result when no part's field is written again. The
-// bytes of every part's body are b's; a part's header so written is not.
-func LenientParts(b []byte) []byte {
+// Mended returns the message as the MIME library must be given it to
+// find the parts the structure shows (bodyStructure reads past both):
+// Lenient(b, true), with the Content-Type and Content-Disposition fields of
+// its parts' headers (found after a delimiter of one of its multiparts)
+// that mime.ParseMediaType refuses written again as ContentType reads them
+// (a nested "multipart/alternative; boundary=I (x)" was no multipart to
+// the library, and the parts under it were not found), and, when a
+// multipart is cut short (its data ends before its closing delimiter: a
+// message truncated on the way), the missing closing delimiters after it,
+// innermost first (the library gave up on the last part whole). It
+// returns Lenient(b, true) itself when neither is needed. The bytes of
+// every part's body are b's (a CRLF before a delimiter is the
+// delimiter's); a part's header so written is not.
+func Mended(b []byte) []byte {
 	l := Lenient(b, true)
 	if _, ok := BoundedHeader(l); !ok {
 		return l
@@ -553,10 +527,30 @@ func LenientParts(b []byte) []byte {
 		return l
 	}
 	w := &walk{bounds: structureBounds, boundaries: map[string]bool{}}
-	w.within(h, r.br)
-	if w.tripped || len(w.boundaries) == 0 {
+	if !w.within(h, r.br) || w.tripped || len(w.boundaries) == 0 {
 		return l
 	}
+	out := rewritePartTypes(l, w.boundaries)
+	if len(w.cut) == 0 {
+		return out
+	}
+	if &out[0] == &l[0] {
+		out = append(make([]byte, 0, len(l)+64), l...) // never b's array
+	}
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		out = append(out, "\r\n"...)
+	}
+	for _, bd := range w.cut {
+		out = append(out, "--"+bd+"--\r\n"...)
+	}
+	return out
+}
+
+// rewritePartTypes returns l with the type fields of its parts' headers
+// that mime.ParseMediaType refuses written again (rewrittenType), or l
+// itself when there is none; a part's header starts after a delimiter of
+// one of boundaries and ends at its blank line.
+func rewritePartTypes(l []byte, boundaries map[string]bool) []byte {
 	var out []byte
 	inHeader := false
 	for i := int(headerLength(l)); i < len(l); {
@@ -575,7 +569,7 @@ func LenientParts(b []byte) []byte {
 				continue
 			}
 		case !inHeader:
-			inHeader = opensPart(line, w.boundaries)
+			inHeader = opensPart(line, boundaries)
 		}
 		if out != nil {
 			out = append(out, line...)
