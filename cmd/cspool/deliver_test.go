@@ -226,21 +226,31 @@ func TestDeliverCommandThroughServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// With --spool-key and --user-key swapped (the user's secret key
+	// given as the spool's, the spool's public key as the user's), deliver
+	// signed its request with the user's own key, which the server took
+	// for one of the user's appends: exit 0, and a message sealed to the
+	// spool's public key in the user's log, which no device of the user
+	// could open. Now the delivery says it is one, the server refuses it
+	// unless the spool key signed it, and deliver exits 78 naming the swap.
 	for _, c := range []struct {
-		name     string
-		spoolKey keys.PublicKey
-		wantCode int
-		wantHead uint64
+		name              string
+		spoolKey          keys.PublicKey
+		userKey, spoolSec string // the files given to deliver
+		wantCode          int
+		wantHead          uint64
+		wantOut           string
 	}{
-		{"accepted spool key", s.spoolSec.Public(), 0, 1},
-		{"another spool key", other.Public(), 77, 1},
+		{"accepted spool key", s.spoolSec.Public(), s.userPub, s.spoolSecKey, 0, 1, ""},
+		{"another spool key", other.Public(), s.userPub, s.spoolSecKey, 77, 1, ""},
+		{"keys swapped", s.spoolSec.Public(), filepath.Join(s.dir, "spool.pub"), filepath.Join(s.dir, "alice.sec"), 78, 1, "swapped"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := api.NewServer(api.Config{Store: st, Users: oneUser{"alice", s.userSec.Public()}, SpoolKey: c.spoolKey})
 			defer srv.Shutdown()
 			hs := httptest.NewServer(srv)
 			defer hs.Close()
-			cmd := exec.Command(bin, "deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", s.spoolSecKey, "--spool-server", hs.URL, "--timeout", "30s")
+			cmd := exec.Command(bin, "deliver", "--user", "alice", "--user-key", c.userKey, "--spool-key", c.spoolSec, "--spool-server", hs.URL, "--timeout", "30s")
 			cmd.Stdin = strings.NewReader("Subject: over http\r\n\r\nhi\r\n")
 			out, err := cmd.CombinedOutput()
 			code := 0
@@ -250,8 +260,8 @@ func TestDeliverCommandThroughServer(t *testing.T) {
 			} else if err != nil {
 				t.Fatal(err)
 			}
-			if code != c.wantCode {
-				t.Errorf("exit status %d, want %d; output:\n%s", code, c.wantCode, out)
+			if code != c.wantCode || !strings.Contains(string(out), c.wantOut) {
+				t.Errorf("exit status %d, want %d saying %q; output:\n%s", code, c.wantCode, c.wantOut, out)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -262,40 +272,5 @@ func TestDeliverCommandThroughServer(t *testing.T) {
 	}
 	if got := s.bodies(t); len(got) != 1 || string(got[0]) != "Subject: over http\r\n\r\nhi\r\n" {
 		t.Errorf("log holds %q, want the one message", got)
-	}
-}
-
-// cspool deliver with --spool-key and --user-key swapped (the user's
-// secret key given as the spool's, the spool's public key as the user's)
-// signed its request with the user's own key, which the server took for
-// one of the user's appends: exit 0, and a message sealed to the spool's
-// public key in the user's log, which no device of the user could open.
-// Now the delivery says it is one, the server refuses it unless the spool
-// key signed it, and deliver exits 78 saying which keys to pass.
-func TestDeliverKeysSwapped(t *testing.T) {
-	t.Parallel()
-	bin := buildServerBinary(t)
-	s := newDeliverSetup(t)
-	st, err := sqlitestore.Open(s.spoolDir, sqlitestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv := api.NewServer(api.Config{Store: st, Users: oneUser{"alice", s.userSec.Public()}, SpoolKey: s.spoolSec.Public()})
-	defer srv.Shutdown()
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
-	cmd := exec.Command(bin, "deliver", "--user", "alice", "--user-key", filepath.Join(s.dir, "spool.pub"),
-		"--spool-key", filepath.Join(s.dir, "alice.sec"), "--spool-server", hs.URL, "--timeout", "30s")
-	cmd.Stdin = strings.NewReader("Subject: swapped\r\n\r\nhi\r\n")
-	out, err := cmd.CombinedOutput()
-	var xe *exec.ExitError
-	if !errors.As(err, &xe) || xe.ExitCode() != 78 || !strings.Contains(string(out), "swapped") {
-		t.Errorf("deliver with the keys swapped: %v, want exit 78 naming the swap; output:\n%s", err, out)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if h, err := st.Head(ctx, "alice"); err != nil || h != 0 {
-		t.Errorf("head %d (%v), want nothing appended", h, err)
 	}
 }

@@ -23,15 +23,7 @@ func TestForeignDatabaseLeftAlone(t *testing.T) {
 	}
 	bin := buildServerBinary(t)
 	dir, _, _ := aliceWithSpool(t)
-	spoolDir := filepath.Join(dir, "spool")
-	if err := os.Mkdir(spoolDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	st, err := sqlitestore.Open(spoolDir, sqlitestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	spoolDir := newSpoolDir(t, dir)
 	notes := filepath.Join(dir, "notes.db")
 	db, err := sql.Open("sqlite", "file:"+notes)
 	if err != nil {
@@ -53,7 +45,7 @@ func TestForeignDatabaseLeftAlone(t *testing.T) {
 			t.Errorf("cspool %s: exit %d, want a refusal naming another program's database and nothing encrypted:\n%s", strings.Join(args, " "), code, stderr)
 		}
 	}
-	st, err = sqlitestore.Open(spoolDir, sqlitestore.Options{})
+	st, err := sqlitestore.Open(spoolDir, sqlitestore.Options{})
 	if err != nil {
 		t.Fatalf("the spool's database after the mistakes: %v", err)
 	}

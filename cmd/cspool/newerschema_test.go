@@ -25,15 +25,7 @@ func TestNewerSchemaHint(t *testing.T) {
 	}
 	bin := buildServerBinary(t)
 	dir, usersPath, _ := aliceWithSpool(t)
-	spoolDir := filepath.Join(dir, "spool")
-	if err := os.Mkdir(spoolDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	st, err := sqlitestore.Open(spoolDir, sqlitestore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	spoolDir := newSpoolDir(t, dir)
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(spoolDir, sqlitestore.DBName))
 	if err != nil {
 		t.Fatal(err)
@@ -65,4 +57,20 @@ func TestNewerSchemaHintDevice(t *testing.T) {
 	if h := storeHint("mail.db", errors.New("unable to open database file")); h == newerSchemaHint {
 		t.Errorf("hint for another failure: %q", h)
 	}
+}
+
+// newSpoolDir makes dir/spool and a spool in it, at this release's schema,
+// and returns its path.
+func newSpoolDir(t *testing.T, dir string) string {
+	t.Helper()
+	spoolDir := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spoolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlitestore.Open(spoolDir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	return spoolDir
 }
