@@ -121,7 +121,7 @@ func (s *Syncer) drained(ctx context.Context) bool {
 	defer timer.Stop()
 	for {
 		s.mu.Lock()
-		down := !s.status.Connected && s.status.LastError != "" || s.status.StoreFailing
+		down := (!s.status.Connected && s.status.LastError != "") || s.status.StoreFailing
 		if down {
 			s.mu.Unlock()
 			return false

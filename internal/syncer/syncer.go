@@ -1137,23 +1137,13 @@ func (s *Syncer) setError(err error, hint string) {
 	defer s.mu.Unlock()
 	var se *storeError
 	s.status.StoreFailing = errors.As(err, &se)
-	if s.status.StoreFailing {
-		s.status.LastError = err.Error()
-		if hint != "" {
-			s.status.LastError += "; to fix: " + hint
+	if !s.status.StoreFailing {
+		if s.status.Connected || s.status.LastError == "" {
+			s.downSince = time.Now()
 		}
-		s.status.Hint = hint
-		if s.emptied != nil {
-			close(s.emptied)
-			s.emptied = nil
-		}
-		return
+		s.status.Connected = false
+		s.status.DownSince = s.downSince
 	}
-	if s.status.Connected || s.status.LastError == "" {
-		s.downSince = time.Now()
-	}
-	s.status.Connected = false
-	s.status.DownSince = s.downSince
 	if s.emptied != nil {
 		// Submits waiting for the queue to drain queue now instead.
 		close(s.emptied)
