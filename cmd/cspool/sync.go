@@ -139,6 +139,9 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 		hint := "the spool's log failed an integrity check (missing, reordered or forged entries): report it to the spool's operator, keep this database, and do not trust this spool until it is explained"
 		if errors.Is(err, syncer.ErrIntegrity) {
 			hint += "; once it is, cspool sync --clear-alarm lets the checks run again, or, if the spool was restored from a backup, cspool recover puts back what this device holds (docs/OPERATING.md)"
+		}
+		if errors.Is(err, syncer.ErrIntegrity) && strings.Contains(err.Error(), "rolled back") {
+			// What another server's log of the user looks like.
 			hint = "first check that --spool-server (" + *spoolURL + ") is the user's own spool server: another server's log raises this alarm (an empty one says its head is 0); " +
 				"if it was wrong, sync with the right one and --clear-alarm, and never cspool recover onto another server. Otherwise: " + hint
 		}
