@@ -208,7 +208,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		imapsText = tlsLn.Addr().String()
 	}
 	log.Info("cspool imap-server started", "imap", ln.Addr().String(), "imaps", imapsText, "starttls", tlsConfig != nil,
-		"status_page", status, "user", *userName, "db", *dbPath, "position", pos, "spool", *spoolURL, "memory_limit", memoryLimitText(limit))
+		"status_page", status, "user", *userName, "db", *dbPath, "position", pos, "spool", *spoolURL, "memory_limit", memoryLimitText(limit), "version", shortVersion())
 	printSettings(e, ln.Addr(), tlsLn, tlsConfig != nil, *userName, ipw, *dbPath, page)
 	snd.printSettings(e)
 	notifyReady(e, log)

@@ -65,6 +65,7 @@ func commands() []subcommand {
 		{"export", "copy a device's mail into Maildir or mbox", runExport},
 		{"open-entry", "read the message of an entry a device kept because it was sealed to another key", runOpenEntry},
 		{"quickstart", "try cspool on this machine: server, LMTP and IMAP in one process", runQuickstart},
+		{"version", "print the commit this binary was built from and the formats it knows", runVersion},
 		{"help", "show help for cspool or a subcommand", nil},
 	}
 }
@@ -118,6 +119,9 @@ func run(e *env, args []string) int {
 		return 2
 	}
 	name, rest := args[0], args[1:]
+	if name == "--version" || name == "-version" {
+		name = "version"
+	}
 	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
 		if len(rest) > 0 && name == "help" {
 			return run(e, []string{rest[0], "-h"})

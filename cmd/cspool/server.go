@@ -440,7 +440,7 @@ func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKe
 			attrs = append(attrs, "entry_format_after", f.entryFormatAfter)
 		}
 	}
-	attrs = append(attrs, "store", store, "max_message_size", f.maxMsg, "quota", f.quota, "gc_percent", f.gcPercent)
+	attrs = append(attrs, "version", shortVersion(), "store", store, "max_message_size", f.maxMsg, "quota", f.quota, "gc_percent", f.gcPercent)
 	if s.mon != nil {
 		attrs = append(attrs, "metrics", "http://"+s.mon.ln.Addr().String()+"/metrics")
 	} else {

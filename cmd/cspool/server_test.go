@@ -149,7 +149,9 @@ func buildBinary(t *testing.T, name, pkg string, tags ...string) string {
 			return
 		}
 		b.bin = filepath.Join(dir, name)
-		args := []string{"build", "-o", b.bin}
+		// -buildvcs=auto records the commit (`cspool version`,
+		// TestVersion) even where GOFLAGS turns it off.
+		args := []string{"build", "-buildvcs=auto", "-o", b.bin}
 		if len(tags) > 0 {
 			args = append(args, "-tags", strings.Join(tags, ","))
 		}
