@@ -156,6 +156,8 @@ identity        = alice@example.org
 		// A flag on the command line wins over the file.
 		{[]string{"sync", "--config", conf, "--user", "-bad"}, 2, "-bad"},
 		{[]string{"status", "--config", conf}, 1, "no cspool daemon answering for " + dir + "/mail.db"},
+		// The hint starts the daemon the way status found it: from the file.
+		{[]string{"status", "--config", conf}, 1, "start it with: cspool imap-server --config " + conf},
 		{[]string{"export", "--config", conf, dir + "/out"}, 1, dir + "/mail.db"},
 		{[]string{"recover", "--config", conf}, 1, dir + "/none.sec"},
 		{[]string{"reindex", "--config", conf}, 1, dir + "/mail.db"},

@@ -206,8 +206,11 @@ cspool status --db ~/.local/state/cspool/alice/mail.db --json`)
 			fmt.Sprintf("another user may have put a socket there; the daemon makes %s with mode 0700 and refuses to start otherwise. Remove it, or run: chmod 700 %s",
 				shellQuote(ue.Dir), shellQuote(ue.Dir)))
 	case errors.Is(err, ownersock.ErrNotRunning):
-		return withHint(fmt.Errorf("no cspool daemon answering for %s: %w", *dbPath, err),
-			"start it with: cspool imap-server --db "+shellQuote(*dbPath)+" (or pass the --db it was started with)")
+		start := "cspool imap-server --db " + shellQuote(*dbPath) + " (or pass the --db it was started with)"
+		if fs.config != nil && *fs.config != "" && !fs.cmdline["db"] {
+			start = "cspool imap-server --config " + shellQuote(*fs.config) + " (or pass the --config it was started with)"
+		}
+		return withHint(fmt.Errorf("no cspool daemon answering for %s: %w", *dbPath, err), "start it with: "+start)
 	case err != nil && isConnError(err):
 		return withHint(fmt.Errorf("no answer from the cspool daemon for %s: %w", *dbPath, err),
 			"the daemon may be stuck; see its log")
