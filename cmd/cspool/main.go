@@ -198,11 +198,17 @@ func report(w io.Writer, name string, err error) int {
 // holds texts from elsewhere (a server's answer, the names of a certificate
 // presented in the spool server's place, a smarthost's reply): an escape
 // sequence there would act on the terminal, and a line end would start a
-// "cspool: hint:" line of the sender's choosing.
+// "cspool: hint:" line of the sender's choosing. A tab is written as a
+// space, and the tabs that indent a line after the first (PostgreSQL's
+// driver lists each address it tried on a line of its own so) are dropped
+// for the indent of the lines after the first.
 func printableError(err error) string {
 	lines := strings.Split(err.Error(), "\n")
 	for i, l := range lines {
-		lines[i] = termtext.Printable(l)
+		if i > 0 {
+			l = strings.TrimLeft(l, "\t")
+		}
+		lines[i] = termtext.Printable(strings.ReplaceAll(l, "\t", " "))
 	}
 	return strings.Join(lines, "\n  ")
 }

@@ -62,3 +62,18 @@ func TestReportPrintable(t *testing.T) {
 		t.Errorf("printed\n%s\nwant\n%s", out, strings.Join(want, "\n"))
 	}
 }
+
+// TestReportTabs: PostgreSQL's driver lists each address it tried on a
+// line of its own, indented with a tab, which was printed as "\x09".
+func TestReportTabs(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	err := fmt.Errorf("connecting to PostgreSQL: failed to connect to `user=x database=test`:\n\t127.0.0.1:1 (localhost): dial error\n\t[::1]:1 (localhost):\tdial error")
+	report(&b, "server", err)
+	want := "cspool: error: connecting to PostgreSQL: failed to connect to `user=x database=test`:\n" +
+		"  127.0.0.1:1 (localhost): dial error\n" +
+		"  [::1]:1 (localhost): dial error\n"
+	if b.String() != want {
+		t.Errorf("printed\n%q\nwant\n%q", b.String(), want)
+	}
+}
