@@ -824,7 +824,7 @@ func binarySection(m *mailstore.Message, part []int) []byte {
 			return imapserver.ExtractBinarySection(bytes.NewReader(b), &imap.FetchItemBinarySection{Part: part})
 		})
 	}
-	if out == nil && len(part) > 0 && strings.EqualFold(strings.TrimSpace(partHeader(b, part).Get("Content-Transfer-Encoding")), "base64") {
+	if out == nil && len(part) > 0 && strings.EqualFold(mimeform.TransferEncoding(partHeader(b, part).Get("Content-Transfer-Encoding")), "base64") {
 		// Base64 with its padding missing or a stray character: the
 		// library gives up, and RFC 2045 section 6.8 reads past both.
 		out = mimeform.DecodeBase64(bodySection(m, &imap.FetchItemBodySection{Part: part}))

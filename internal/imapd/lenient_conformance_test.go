@@ -164,6 +164,32 @@ PHA+aHRtbDwvcD4=
 --I--
 --O--
 `)))
+	// A transfer encoding with a comment (RFC 2045 section 6.1: a
+	// structured field, RFC 822's comments allowed), in any case.
+	d.synced(r.Deliver(crlf(`From: a@example.org
+Subject: an encoding with a comment
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary=C
+
+--C
+Content-Type: text/plain; charset=iso-8859-1
+Content-Transfer-Encoding: quoted-printable (by hand)
+
+caf=E9
+--C
+Content-Type: application/octet-stream
+Content-Transfer-Encoding: (c) BASE64
+
+SGVsbG8=
+--C--
+`)))
+	d.synced(r.Deliver(crlf(`From: a@example.org
+Subject: one part, its encoding with a comment
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: Base64 (see RFC 2045)
+
+SGVsbG8=
+`)))
 	w := loginWire(t, d.addr)
 	w.ok("SELECT INBOX")
 	for _, c := range []struct {
@@ -203,6 +229,11 @@ PHA+aHRtbDwvcD4=
 		{"9", "BODYSTRUCTURE", []string{`(("text" "plain" NIL NIL NIL "7bit" 5 0 NIL NIL NIL NIL)("text" "html" ("charset" "us-ascii") NIL NIL "base64" 16 0 NIL NIL NIL NIL) "alternative" ("boundary" "I")`}},
 		{"9", "BODY.PEEK[1.1] BODY.PEEK[1.2]", []string{"BODY[1.1] {5}\r\nplain", "BODY[1.2] {16}\r\nPHA+aHRtbDwvcD4="}},
 		{"9", "BINARY.PEEK[1.2]", []string{"BINARY[1.2] ~{11}\r\n<p>html</p>"}},
+		{"10", "BODYSTRUCTURE", []string{`("text" "plain" ("charset" "iso-8859-1") NIL NIL "quoted-printable" 6 0 `, `("application" "octet-stream" NIL NIL NIL "base64" 8 `}},
+		{"10", "BINARY.PEEK[1] BINARY.PEEK[2]", []string{"BINARY[1] ~{5}\r\ncaf\u00e9", "BINARY[2] ~{5}\r\nHello"}},
+		{"10", "BODY.PEEK[2.MIME]", []string{"Content-Transfer-Encoding: (c) BASE64\r\n"}}, // as it came
+		{"11", "BODYSTRUCTURE", []string{`("text" "plain" ("charset" "utf-8") NIL NIL "base64" 10 1 `}},
+		{"11", "BINARY.PEEK[1] BINARY.SIZE[1]", []string{"BINARY[1] ~{5}\r\nHello", "BINARY.SIZE[1] 5"}},
 	} {
 		u := w.ok("FETCH " + c.seq + " (" + c.items + ")")
 		got := strings.Join(u, "\n")
@@ -217,6 +248,10 @@ PHA+aHRtbDwvcD4=
 		{"SUBJECT mbox", "* SEARCH 2"},
 		{"HEADER Subject commented", "* SEARCH 3"},
 		{"BODY member", "* SEARCH 4"},
+		// The text of a part whose encoding has a comment, decoded (it
+		// was left out of SEARCH's reach).
+		{"CHARSET UTF-8 BODY {5}\r\ncafé", "* SEARCH 2 10"},
+		{"BODY Hello", "* SEARCH 2 7 11"},
 	} {
 		u := w.ok("SEARCH " + c.criteria)
 		if len(u) != 1 || strings.TrimSpace(u[0]) != c.want {

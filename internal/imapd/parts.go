@@ -63,7 +63,7 @@ func checkBinary(m *mailstore.Message, opts *imap.FetchOptions) error {
 		if len(p) == 0 {
 			continue
 		}
-		if cte := partHeader(raw(m), p).Get("Content-Transfer-Encoding"); !decodable(cte) {
+		if cte := mimeform.TransferEncoding(partHeader(raw(m), p).Get("Content-Transfer-Encoding")); !decodable(cte) {
 			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnknownCTE,
 				Text: fmt.Sprintf("part %s of message UID %d is in the %q transfer encoding, which the server cannot decode; fetch it with BODY", partName(p), m.UID, cleanText(cte))}
 		}

@@ -102,21 +102,32 @@ func fieldEnd(b []byte, end int) int {
 	return end
 }
 
-var fieldContentType, fieldContentDisposition = []byte("Content-Type"), []byte("Content-Disposition")
+var (
+	fieldContentType, fieldContentDisposition = []byte("Content-Type"), []byte("Content-Disposition")
+	fieldTransferEncoding                     = []byte("Content-Transfer-Encoding")
+)
 
 // rewrittenType returns the field starting at b written again, CRLF
 // ended, when it is a Content-Type or Content-Disposition whose value
-// mime.ParseMediaType refuses, or nil.
+// mime.ParseMediaType refuses, or a Content-Transfer-Encoding with a
+// comment (TransferEncoding), or nil.
 func rewrittenType(b []byte) []byte {
 	c := bytes.IndexByte(b, ':')
 	rawName := bytes.Trim(b[:c], " \t")
 	// Every field of every message passes here: no allocation before
-	// the name is known to be one of the two.
-	if !bytes.EqualFold(rawName, fieldContentType) && !bytes.EqualFold(rawName, fieldContentDisposition) {
+	// the name is known to be one of the three.
+	cte := bytes.EqualFold(rawName, fieldTransferEncoding)
+	if !cte && !bytes.EqualFold(rawName, fieldContentType) && !bytes.EqualFold(rawName, fieldContentDisposition) {
 		return nil
 	}
-	name := string(rawName)
 	end := fieldEnd(b, lineEnd(b, 0))
+	if cte {
+		if bytes.IndexByte(b[c+1:end], '(') < 0 {
+			return nil
+		}
+		return []byte(string(rawName) + ": " + TransferEncoding(unfold(string(b[c+1:end]))) + "\r\n")
+	}
+	name := string(rawName)
 	raw := strings.TrimSpace(unfold(string(b[c+1 : end])))
 	if _, _, err := mime.ParseMediaType(raw); err == nil {
 		return nil
@@ -130,6 +141,40 @@ func rewrittenType(b []byte) []byte {
 		v = t
 	}
 	return []byte(name + ": " + v + "\r\n")
+}
+
+// TransferEncoding returns the mechanism a Content-Transfer-Encoding
+// field's value names, without the comments RFC 2045 section 6.1 allows
+// in it (a structured field: RFC 822's comments) and the white space
+// around it: "quoted-printable (by hand)" is "quoted-printable". Its case
+// is the value's. A value without a comment costs no allocation.
+func TransferEncoding(v string) string {
+	if strings.IndexByte(v, '(') < 0 {
+		return strings.TrimSpace(v)
+	}
+	return strings.TrimSpace(stripComments(v))
+}
+
+// CommentedTransferEncoding reports whether a header of b, the message's
+// own or a part's, may hold a Content-Transfer-Encoding with a comment:
+// a line that names the field (in its usual case, in lower case or in
+// capitals) and has an opening parenthesis after the name, on that line
+// or on the field's continuation lines. A quick look before a
+// message's parts are read again with the comments left out (Mended).
+func CommentedTransferEncoding(b []byte) bool {
+	for _, name := range [][]byte{[]byte("ransfer-Encoding:"), []byte("ransfer-encoding:"), []byte("RANSFER-ENCODING:")} {
+		for i := 0; ; {
+			j := bytes.Index(b[i:], name)
+			if j < 0 {
+				break
+			}
+			i += j + len(name)
+			if bytes.IndexByte(b[i:fieldEnd(b, lineEnd(b, i))], '(') >= 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ContentType returns the media type of a part's header, lower case, and

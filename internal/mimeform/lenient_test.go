@@ -89,3 +89,30 @@ func FuzzLenient(f *testing.F) {
 		typedField(string(b))
 	})
 }
+
+func TestTransferEncoding(t *testing.T) {
+	for in, want := range map[string]string{
+		"base64":                     "base64",
+		" Quoted-Printable \t":       "Quoted-Printable",
+		"quoted-printable (by hand)": "quoted-printable",
+		"(c) BASE64":                 "BASE64",
+		"8bit (x (nested) y)":        "8bit",
+		"":                           "",
+	} {
+		if got := TransferEncoding(in); got != want {
+			t.Errorf("TransferEncoding(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]bool{
+		"Content-Transfer-Encoding: base64\r\n\r\nx (y)":          false,
+		"A: b\r\ncontent-transfer-encoding: base64 (c)\r\n\r\n":   true,
+		"\r\n--b\r\nCONTENT-TRANSFER-ENCODING: (c) 7BIT\r\n":      true,
+		"Subject: (note) on Content-Transfer-Encoding:\r\n":       false,
+		"Content-Transfer-Encoding: 7bit\r\nSubject: (x)\r\n\r\n": false,
+		"Content-Transfer-Encoding:\r\n (folded) base64\r\n\r\n":  true,
+	} {
+		if got := CommentedTransferEncoding([]byte(in)); got != want {
+			t.Errorf("CommentedTransferEncoding(%q) = %v, want %v", in, got, want)
+		}
+	}
+}

@@ -285,7 +285,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool) imap.
 		Params:      typeParams,
 		ID:          header.Get("Content-Id"),
 		Description: header.Get("Content-Description"),
-		Encoding:    header.Get("Content-Transfer-Encoding"),
+		Encoding:    TransferEncoding(header.Get("Content-Transfer-Encoding")),
 	}
 	if mediaType == "message/rfc822" || mediaType == "message/global" {
 		body, _ := io.ReadAll(r)

@@ -65,6 +65,11 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 	if !headersWithinBounds(read) {
 		return []string{string(raw[hl:])}
 	}
+	if CommentedTransferEncoding(read) {
+		// A part's encoding with a comment: go-message does not know
+		// it, and would give the part's text undecoded, or none.
+		read = Mended(raw)
+	}
 	e, err := gomessage.Read(bytes.NewReader(read))
 	if e == nil || (err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err)) {
 		return []string{string(raw[hl:])}
