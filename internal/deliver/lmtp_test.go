@@ -260,6 +260,28 @@ func TestLMTPDialogue(t *testing.T) {
 			logs: map[string]int{"alice": 1, "bob": 0},
 		},
 		{
+			// A MAIL inside a transaction: refused, and the transaction
+			// goes on whole (the recipient before it got "250 OK:
+			// queued" after DATA, its message stored nowhere).
+			name: "a second MAIL without RSET",
+			steps: []step{
+				{"LHLO mta.test", "250 "},
+				{"MAIL FROM:<first@example.net>", "250 "},
+				{"RCPT TO:<alice@example.org>", "250 "},
+				{"MAIL FROM:<second@example.net>", "503 5.5.1"},
+				{"RCPT TO:<bob@example.org>", "250 "},
+				{"DATA\r\nhi\r\n.", "354 "},
+				{"", "250 2.0.0 <alice@example.org> delivered"},
+				{"", "250 2.0.0 <bob@example.org> delivered"},
+				{"MAIL FROM:<third@example.net>", "250 "},
+				{"RCPT TO:<alice@example.org>", "250 "},
+				{"MAIL FROM:<fourth@example.net>", "503 5.5.1"},
+				{"RSET", "250 "},
+				{"MAIL FROM:<fourth@example.net>", "250 "},
+			},
+			logs: map[string]int{"alice": 1, "bob": 1},
+		},
+		{
 			name: "recipient limit",
 			opts: LMTPOptions{MaxRecipients: 1},
 			steps: []step{

@@ -67,15 +67,27 @@ type session struct {
 	n     int    // messages received on this connection
 	size  int64  // SIZE declared at MAIL FROM, 0 if none
 	from  string // the envelope sender, "" for <>
+	inTx  bool   // a MAIL was accepted and no RSET or message ended it
 	rcpts []rcpt
 }
 
 var _ smtp.LMTPSession = (*session)(nil)
 
-func (s *session) Reset()        { s.rcpts, s.size, s.from = nil, 0, "" }
+func (s *session) Reset()        { s.rcpts, s.size, s.from, s.inTx = nil, 0, "", false }
 func (s *session) Logout() error { return nil }
 
+// replyNestedMail refuses a MAIL inside a transaction (RFC 5321 section
+// 4.1.4: MAIL only when no transaction is in progress). go-smtp passes it
+// on and keeps the recipients it has counted: taking it as a new
+// transaction, the session forgot recipients go-smtp still answers for
+// after DATA, each with "250 OK: queued", their message stored nowhere.
+var replyNestedMail = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1},
+	Message: "a transaction is in progress: RSET first, or end it with DATA"}
+
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.inTx {
+		return replyNestedMail
+	}
 	s.Reset()
 	s.from = from
 	if opts != nil && opts.Size > s.l.opts.MaxMessageBytes {
@@ -85,6 +97,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil && opts.Size > 0 {
 		s.size = opts.Size
 	}
+	s.inTx = true
 	return nil
 }
 

@@ -411,6 +411,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !s.authed {
 		return errAuthFirst
 	}
+	if s.mail != nil {
+		// RFC 5321 section 4.1.4. Taken as a new transaction, it left
+		// out the recipients already answered 250 for.
+		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1},
+			Message: "a transaction is in progress: RSET first, or end it with DATA"}
+	}
 	if from == "" || !s.srv.allowed(from) {
 		return errNotIdentity("the sender <" + from + ">")
 	}

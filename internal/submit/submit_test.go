@@ -448,6 +448,14 @@ func TestDataLineEnds(t *testing.T) {
 			t.Fatalf("BDAT with a bare CR: %q, want %s", got, w)
 		}
 	}
+	// A MAIL inside a transaction is refused (RFC 5321 section 4.1.4):
+	// taken as a new one, it dropped bob, already answered 250.
+	write("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.net>\r\nMAIL FROM:<alice@example.org>\r\nRSET\r\n")
+	for _, w := range []string{"250 ", "250 ", "503 5.5.1 ", "250 "} {
+		if got := reply(); !strings.HasPrefix(got, w) {
+			t.Fatalf("a second MAIL without RSET: %q, want %s", got, w)
+		}
+	}
 	db, err := sql.Open("sqlite", "file:"+r.dev.Store.Path()+".outbox"+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
