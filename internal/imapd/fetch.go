@@ -38,7 +38,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	narrow, wide := splitWide(opts)
 	// The messages are resolved a block at a time as the store's rows
 	// come (refCursor), not all at once.
-	targets := sel.mb.refSetOf(sel.st, set, sel.searchRes)
+	targets := sel.mb.refSetOf(sel.st, s.known(), set, sel.searchRes)
 	first := sel.mb.refsFrom(sel.st, targets, 0, make([]ref, 0, 1))
 	if len(first) == 0 {
 		return nil

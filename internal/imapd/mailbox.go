@@ -315,20 +315,34 @@ type ref struct {
 	seq uint32
 }
 
-// clientMax returns the highest sequence number the client knows of, with
-// mb.mu held: the client view of the last message visible to it.
-func (mb *mailbox) clientMax(st *imapserver.SessionTracker) uint32 {
+// star returns what * stands for in the client's view (RFC 9051 section
+// 9, seq-number and uid): the highest sequence number the client knows
+// of, and the UID of its last message. With mb.mu held. known is how many
+// messages the client was told of (frameConn.knownMessages; -1: not
+// known). When the client's last messages were expunged and it has not
+// been told yet, * is the last of them: its number, and for a UID one
+// above every message the client still sees, which names none of them.
+// It was the last message still in the mailbox: STORE * or UID STORE n:*
+// acted on a message the client had not named, and UID EXPUNGE n:* could
+// remove it.
+func (mb *mailbox) star(st *imapserver.SessionTracker, known int64) (uint32, imap.UID) {
+	var c uint32
+	var u imap.UID
 	for s := len(mb.uids); s > 0; s-- {
-		if c := st.EncodeSeqNum(uint32(s)); c != 0 {
-			return c
+		if x := st.EncodeSeqNum(uint32(s)); x != 0 {
+			c, u = x, mb.uids[s-1]
+			break
 		}
 	}
-	return 0
+	if known > int64(c) {
+		return uint32(min(known, int64(^uint32(0)))), u + 1
+	}
+	return c, u
 }
 
 // resolve returns the messages of set visible to the client, in UID order.
-// A SEARCHRES set ($) is resolved against saved.
-func (mb *mailbox) resolve(st *imapserver.SessionTracker, set imap.NumSet, saved []imap.UID) []ref {
+// A SEARCHRES set ($) is resolved against saved; known is what star takes.
+func (mb *mailbox) resolve(st *imapserver.SessionTracker, known int64, set imap.NumSet, saved []imap.UID) []ref {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	if imap.IsSearchRes(set) {
@@ -344,7 +358,7 @@ func (mb *mailbox) resolve(st *imapserver.SessionTracker, set imap.NumSet, saved
 		if len(mb.uids) == 0 {
 			return nil
 		}
-		last := mb.uids[len(mb.uids)-1]
+		_, last := mb.star(st, known)
 		for _, r := range set {
 			lo, hi := span(r.Start, r.Stop, last)
 			k, _ := mb.find(lo)
@@ -370,7 +384,7 @@ func (mb *mailbox) resolve(st *imapserver.SessionTracker, set imap.NumSet, saved
 			sort.Slice(out, func(i, j int) bool { return out[i].uid < out[j].uid })
 			return slices.CompactFunc(out, func(a, b ref) bool { return a.uid == b.uid })
 		}
-		max := mb.clientMax(st)
+		max, _ := mb.star(st, known)
 		for k, u := range mb.uids {
 			c := st.EncodeSeqNum(uint32(k + 1))
 			if c != 0 && seqIn(set, c, max) {
@@ -421,17 +435,11 @@ func span[N ~uint32](start, stop, last N) (lo, hi N) {
 	return min(start, stop), max(start, stop)
 }
 
-// bounds returns the highest client sequence number and the UID of that
-// message, the last the client sees (SEARCH's *).
-func (mb *mailbox) bounds(st *imapserver.SessionTracker) (uint32, imap.UID) {
+// bounds returns what * stands for in SEARCH (star).
+func (mb *mailbox) bounds(st *imapserver.SessionTracker, known int64) (uint32, imap.UID) {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	for s := len(mb.uids); s > 0; s-- {
-		if c := st.EncodeSeqNum(uint32(s)); c != 0 {
-			return c, mb.uids[s-1]
-		}
-	}
-	return 0, 0
+	return mb.star(st, known)
 }
 
 // count returns how many messages the mailbox holds.
@@ -581,14 +589,11 @@ type refSet struct {
 
 // refSetOf resolves * and $ in set (a SEARCHRES set against saved) and
 // returns it as a refSet.
-func (mb *mailbox) refSetOf(st *imapserver.SessionTracker, set imap.NumSet, saved []imap.UID) *refSet {
+func (mb *mailbox) refSetOf(st *imapserver.SessionTracker, known int64, set imap.NumSet, saved []imap.UID) *refSet {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	rs := &refSet{}
-	var last imap.UID
-	if n := len(mb.uids); n > 0 {
-		last = mb.uids[n-1]
-	}
+	max, last := mb.star(st, known)
 	rs.lastUID = last
 	if imap.IsSearchRes(set) {
 		var us imap.UIDSet
@@ -611,7 +616,6 @@ func (mb *mailbox) refSetOf(st *imapserver.SessionTracker, set imap.NumSet, save
 			rs.lastUID = min(last, rs.uids[len(rs.uids)-1].Stop)
 		}
 	case imap.SeqSet:
-		max := mb.clientMax(st)
 		for _, r := range set {
 			lo, hi := span(r.Start, r.Stop, max)
 			rs.seqs = append(rs.seqs, imap.SeqRange{Start: lo, Stop: hi})

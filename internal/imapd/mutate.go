@@ -49,10 +49,19 @@ func (s *session) checkSeqSet(set imap.NumSet) error {
 	return nil
 }
 
+// known is how many messages the client was told the selected mailbox
+// has (frameConn.knownMessages), -1 when that is not known.
+func (s *session) known() int64 {
+	if fc := framer(s.conn.NetConn()); fc != nil {
+		return fc.knownMessages()
+	}
+	return -1
+}
+
 // targets resolves set to messages and their ids, in UID order; messages
 // gone from the store meanwhile are left out.
 func (s *session) targets(ctx context.Context, sel *selected, set imap.NumSet) ([]ref, []command.ID, map[command.ID]imap.UID, error) {
-	refs := sel.mb.resolve(sel.st, set, sel.searchRes)
+	refs := sel.mb.resolve(sel.st, s.known(), set, sel.searchRes)
 	if len(refs) == 0 {
 		return nil, nil, nil, nil
 	}
@@ -181,7 +190,7 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	if uids != nil {
 		set = *uids
 	}
-	refs := sel.mb.resolve(sel.st, set, sel.searchRes)
+	refs := sel.mb.resolve(sel.st, s.known(), set, sel.searchRes)
 	if len(refs) == 0 {
 		return nil
 	}
@@ -259,7 +268,7 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 		return nil, err
 	}
 	if len(ids) == 0 {
-		if _, uid := set.(imap.UIDSet); (uid || imap.IsSearchRes(set)) && len(sel.mb.resolve(sel.st, set, sel.searchRes)) == 0 {
+		if _, uid := set.(imap.UIDSet); (uid || imap.IsSearchRes(set)) && len(sel.mb.resolve(sel.st, s.known(), set, sel.searchRes)) == 0 {
 			// UIDs that name no message the client can see, or an
 			// empty saved result: nothing to do, and OK (RFC 9051
 			// section 6.4.9, RFC 5182 section 2.1).

@@ -42,7 +42,7 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	// Every message the client sees, resolved a block at a time as the
 	// store's rows come (refCursor), not all at once.
 	all := &refSet{all: true}
-	max, lastUID := sel.mb.bounds(sel.st)
+	max, lastUID := sel.mb.bounds(sel.st, s.known())
 	ctx, cancel := s.ctx()
 	defer cancel()
 	mt := &matcher{max: max, lastUID: lastUID, saved: sel.searchRes, recent: s.recentSet()}

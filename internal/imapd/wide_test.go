@@ -176,8 +176,8 @@ func TestRefSetMatchesResolve(t *testing.T) {
 		imap.SeqSet{{Start: 1, Stop: 0}, {Start: 50, Stop: 60}},
 		imap.SearchRes(),
 	} {
-		want := mb.resolve(v.st, set, saved)
-		rs := mb.refSetOf(v.st, set, saved)
+		want := mb.resolve(v.st, -1, set, saved)
+		rs := mb.refSetOf(v.st, -1, set, saved)
 		var got []ref
 		block := make([]ref, 0, 100)
 		for next := imap.UID(0); ; {
