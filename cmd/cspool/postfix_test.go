@@ -187,6 +187,18 @@ func TestPostfix(t *testing.T) {
 		t.Errorf("the SMTPUTF8 message starts %q, want %q", msgs[2][:min(len(msgs[2]), 80)], want)
 	}
 
+	// 5. An address extension (alice+lists@) reaches alice: the server's
+	// --lmtp-recipient-delimiter is "+" unless set otherwise, as
+	// docs/DELIVERY.md promises. Without it, Postfix's probe got 550 and
+	// the message was refused.
+	if got := send("alice+lists@example.org"); got != "SENT" {
+		t.Fatalf("SMTP to alice+lists@example.org: %q, want SENT", got)
+	}
+	msgs = fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", password, 4)
+	if len(msgs) != 4 || !bytes.Contains(msgs[3], []byte("Delivered-To: alice+lists@example.org\r\n")) {
+		t.Errorf("the message to alice+lists@example.org: %d messages, want 4 with its Delivered-To", len(msgs))
+	}
+
 	start = time.Now()
 	pf.stop(t)
 	t.Logf("Postfix stopped in %v", time.Since(start).Round(time.Millisecond))

@@ -85,6 +85,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	pass := addPassphraseFlag(fs, e)
 	lmtpAddr := fs.String("lmtp", "", "LMTP listen address, e.g. 127.0.0.1:2424; empty: no LMTP")
 	lmtpDomains := fs.String("lmtp-domains", "", "comma-separated recipient domains accepted over LMTP; empty: any")
+	lmtpDelimiter := fs.String("lmtp-recipient-delimiter", "+", "over LMTP, a local part with this separator names the user before it when no user has the whole local part (alice+lists reaches alice); empty: off")
 	var lmtpLim lmtpLimits
 	lmtpLim.register(fs.FlagSet)
 	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted over LMTP, in bytes; over HTTP the server sees sealed entries only, and takes them up to this plus an eighth and 1 MiB (cspool deliver's --max-size bounds the message)")
@@ -189,7 +190,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	defer s.close()
 	return s.run(serverFlags{
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
-		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, maxMsg: *maxMsg, quota: *quota, entryFormat: *entryFormat, entryFormatAfter: *entryFormatAfter,
+		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, lmtpDelimiter: *lmtpDelimiter, maxMsg: *maxMsg, quota: *quota, entryFormat: *entryFormat, entryFormatAfter: *entryFormatAfter,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim, gcPercent: gcText(gcSetting, gov), memoryHeld: gov.hook(),
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
@@ -217,7 +218,7 @@ func serverMaxBody(maxMsg int64) int64 { return max(64<<20, maxMsg+maxMsg/8+1<<2
 
 type serverFlags struct {
 	pass                                                                                *passphraseSource
-	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, tlsCert, tlsKey string
+	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, lmtpDelimiter, tlsCert, tlsKey string
 	storeKind, dsn, metricsAddr, pprofAddr                                              string
 	gcPercent                                                                           string      // the collector's setting, for the log
 	memoryHeld                                                                          func(int64) // told what the byte budgets hold (gcGovernor)
@@ -336,7 +337,7 @@ func (s *serverRun) run(f serverFlags) error {
 	if f.quota > 0 {
 		deliveryLog = spool.WithinQuota(quotas, f.quota)
 	}
-	lmtpOpts := deliver.LMTPOptions{Domains: splitList(f.lmtpDomains), MaxMessageBytes: f.maxMsg, Logger: s.log}
+	lmtpOpts := deliver.LMTPOptions{Domains: splitList(f.lmtpDomains), RecipientDelimiter: f.lmtpDelimiter, MaxMessageBytes: f.maxMsg, Logger: s.log}
 	f.lmtpLimits.apply(&lmtpOpts)
 	lmtpOpts.MemoryHeld = f.memoryHeld
 	if f.metricsAddr != "" {

@@ -215,6 +215,10 @@ func TestLMTPDialogue(t *testing.T) {
 				{"RCPT TO:<\"a b\"@example.org>", "550 5.1.1"},
 				{"RCPT TO:<alice@EXAMPLE.org>", "250 "},
 				{"RCPT TO:<ALICE@example.org>", "250 "},
+				// Case is folded in ASCII only: U+0130 and the Kelvin
+				// sign were folded onto i and k (a look-alike of
+				// alice@ reached alice past a policy keyed on it).
+				{"RCPT TO:<AL\u0130CE@example.org>", "550 5.1.1"},
 				{"RCPT TO:<bob@example.org>", "250 "},
 				{"DATA\r\nhi\r\n.", "354 "},
 				{"", "250 2.0.0 <alice@EXAMPLE.org>"},

@@ -264,11 +264,11 @@ func (l *LMTP) resolve(ctx context.Context, addr string) (string, keys.PublicKey
 	if domain != "" && l.domains != nil && !l.domains[strings.ToLower(strings.TrimSuffix(domain, "."))] {
 		return "", keys.PublicKey{}, errNotLocalDomain
 	}
-	candidates := []string{local, strings.ToLower(local)}
+	candidates := []string{local, keys.FoldCase(local)}
 	if d := l.opts.RecipientDelimiter; d != "" {
 		if i := strings.Index(local, d); i > 0 {
 			base := local[:i]
-			candidates = append(candidates, base, strings.ToLower(base))
+			candidates = append(candidates, base, keys.FoldCase(base))
 		}
 	}
 	var firstErr error

@@ -210,6 +210,29 @@ func TestUsersSharedKey(t *testing.T) {
 	}
 }
 
+// TestUsersCaseOnly: two users whose names differ only in case are
+// refused. Postfix took alice@ and Alice@ in one message for one address
+// and delivered one copy, to the first: the other user got none, without a
+// bounce.
+func TestUsersCaseOnly(t *testing.T) {
+	a, _ := Generate(rand.Reader)
+	b, _ := Generate(rand.Reader)
+	_, err := ParseUsers(strings.NewReader("Alice " + a.Public().String() + "\nalice " + b.Public().String() + "\n"))
+	if !errors.Is(err, ErrCaseOnly) {
+		t.Fatalf("ParseUsers: %v, want ErrCaseOnly", err)
+	}
+	for _, want := range []string{"line 2", `"alice"`, `"Alice"`, "line 1"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %s", err, want)
+		}
+	}
+	for in, want := range map[string]string{"alice": "alice", "ALICE.Smith-1": "alice.smith-1", "AL\u0130CE": "al\u0130ce", "\u212Aim": "\u212Aim"} {
+		if got := FoldCase(in); got != want {
+			t.Errorf("FoldCase(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // TestFileErrorsSayWhat: a key file or users file saved by an editor as
 // "UTF-8 with BOM" is refused for the mark, not as "more than one key line"
 // (the mark made the comment line a key line) or a name with a bad

@@ -47,6 +47,25 @@ func CheckUserName(name string) error {
 	return nil
 }
 
+// FoldCase is name with its ASCII capitals in lower case, and nothing else
+// changed. User names are ASCII (CheckUserName); strings.ToLower also maps
+// letters outside it onto ASCII ones (U+0130 to "i", the Kelvin sign to
+// "k"), so that an address no user has reached a user by a look-alike.
+func FoldCase(name string) string {
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(name)
+			for j := i; j < len(b); j++ {
+				if b[j] >= 'A' && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return name
+}
+
 // Users maps user names to public keys.
 type Users map[string]PublicKey
 
@@ -56,9 +75,16 @@ type Users map[string]PublicKey
 // its key, which would hand one user the other's mail.
 var ErrSharedKey = errors.New("every user needs a key pair of its own (cspool gen-keys); with one key for both, either user could read the other's mail")
 
+// ErrCaseOnly: a users file lists two names that differ only in case.
+// Mail servers take addresses that differ only in case for one: Postfix
+// delivered one copy of a message sent to both, to the first, so the other
+// user got none, and the LMTP listener folds case to find a user.
+var ErrCaseOnly = errors.New("mail servers take addresses that differ only in case for one address, so one of the two would not get its mail: rename one")
+
 // ParseUsers reads a users file: one "NAME PUBLIC-KEY" pair per line, blank
 // lines and lines starting with '#' ignored, each key listed once
-// (ErrSharedKey). Errors carry the line number.
+// (ErrSharedKey), no two names differing only in case (ErrCaseOnly). Errors
+// carry the line number.
 func ParseUsers(r io.Reader) (Users, error) {
 	users := Users{}
 	type listed struct {
@@ -66,6 +92,7 @@ func ParseUsers(r io.Reader) (Users, error) {
 		line int
 	}
 	byKey := map[string]listed{}
+	byFolded := map[string]listed{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), 1<<20)
 	n := 0
@@ -88,6 +115,11 @@ func ParseUsers(r io.Reader) (Users, error) {
 		if _, dup := users[fields[0]]; dup {
 			return nil, fmt.Errorf("line %d: user %q listed twice", n, fields[0])
 		}
+		folded := FoldCase(fields[0])
+		if o, dup := byFolded[folded]; dup {
+			return nil, fmt.Errorf("line %d: user %q differs from user %q (line %d) only in case: %w", n, fields[0], o.name, o.line, ErrCaseOnly)
+		}
+		byFolded[folded] = listed{fields[0], n}
 		k, err := ParsePublic(fields[1])
 		if err != nil {
 			return nil, fmt.Errorf("line %d: user %q: %w", n, fields[0], err)
