@@ -217,17 +217,17 @@ const defaultEntryFormatAfter = 30 * 24 * time.Hour
 func serverMaxBody(maxMsg int64) int64 { return max(64<<20, maxMsg+maxMsg/8+1<<20) }
 
 type serverFlags struct {
-	pass                                                                                *passphraseSource
+	pass                                                                                               *passphraseSource
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, lmtpDelimiter, tlsCert, tlsKey string
-	storeKind, dsn, metricsAddr, pprofAddr                                              string
-	gcPercent                                                                           string      // the collector's setting, for the log
-	memoryHeld                                                                          func(int64) // told what the byte budgets hold (gcGovernor)
-	usersTable                                                                          bool
-	entryFormat                                                                         string        // "2", "3" or "auto": the format LMTP seals in
-	entryFormatAfter                                                                    time.Duration // with "auto" (api.Config.Version3After)
-	maxMsg, quota                                                                       int64
-	limits                                                                              serverLimits
-	lmtpLimits                                                                          lmtpLimits
+	storeKind, dsn, metricsAddr, pprofAddr                                                             string
+	gcPercent                                                                                          string      // the collector's setting, for the log
+	memoryHeld                                                                                         func(int64) // told what the byte budgets hold (gcGovernor)
+	usersTable                                                                                         bool
+	entryFormat                                                                                        string        // "2", "3" or "auto": the format LMTP seals in
+	entryFormatAfter                                                                                   time.Duration // with "auto" (api.Config.Version3After)
+	maxMsg, quota                                                                                      int64
+	limits                                                                                             serverLimits
+	lmtpLimits                                                                                         lmtpLimits
 }
 
 // users is what the server needs of a user database: the users file or
