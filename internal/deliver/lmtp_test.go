@@ -264,6 +264,24 @@ func TestLMTPDialogue(t *testing.T) {
 			logs: map[string]int{"alice": 1, "bob": 0},
 		},
 		{
+			// Control characters in a path (RFC 5321 section 4.1.2
+			// allows none): refused. Without --lmtp-domains the
+			// address was taken, and echoed raw in the replies.
+			name: "control characters in addresses",
+			steps: []step{
+				{"LHLO mta.test", "250 "},
+				{"MAIL FROM:<s@exa\rmple.net>", "501 "},
+				{"MAIL FROM:<s@example.net>", "250 "},
+				{"RCPT TO:<alice@exa\rmple.org>", "501 5.1.3"},
+				{"RCPT TO:<alice@example.org\x1b[2J>", "501 5.1.3"},
+				{"RCPT TO:<alice@exa\u0085mple.org>", "501 5.1.3"},
+				{"RCPT TO:<alice@example.org>", "250 "},
+				{"DATA\r\nhi\r\n.", "354 "},
+				{"", "250 2.0.0 <alice@example.org> delivered"},
+			},
+			logs: map[string]int{"alice": 1},
+		},
+		{
 			// A MAIL inside a transaction: refused, and the transaction
 			// goes on whole (the recipient before it got "250 OK:
 			// queued" after DATA, its message stored nowhere).

@@ -29,6 +29,19 @@ var (
 	replyOverQuota = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "mailbox full, try again later"}
 )
 
+// Addresses with a control character (C0, DEL or C1): RFC 5321 section
+// 4.1.2 allows none in a path, quoted or not. The library answered RCPT
+// and, after DATA, the recipient's reply with the address as the client
+// wrote it: a bare CR, a NUL or an escape sequence went back raw.
+var (
+	replyBadRecipient = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "the address holds a control character"}
+	replyBadSender    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "the address holds a control character"}
+)
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 })
+}
+
 // replyFor maps a delivery error onto its LMTP reply.
 func replyFor(err error) *smtp.SMTPError {
 	if errors.Is(err, errNotLocalDomain) {
@@ -88,6 +101,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.inTx {
 		return replyNestedMail
 	}
+	if hasControl(from) {
+		return replyBadSender
+	}
 	s.Reset()
 	s.from = from
 	if opts != nil && opts.Size > s.l.opts.MaxMessageBytes {
@@ -102,6 +118,10 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if hasControl(to) {
+		s.l.log.Info("lmtp recipient refused", "session", s.id, "code", replyBadRecipient.Code, "error", fmt.Sprintf("a control character in an address of %d bytes", len(to)))
+		return replyBadRecipient
+	}
 	ctx, cancel := context.WithTimeout(s.l.ctx, s.l.opts.DeliveryTimeout)
 	defer cancel()
 	user, key, err := s.l.resolve(ctx, to)
