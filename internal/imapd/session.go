@@ -215,7 +215,7 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 	if s.sel.readOnly {
 		perm = []imap.Flag{}
 	}
-	return &imap.SelectData{
+	data := &imap.SelectData{
 		NumRecent:      v.recentSent,
 		Flags:          flags,
 		PermanentFlags: perm,
@@ -224,7 +224,36 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		// IMAP4rev1 only; go-imap leaves it out for IMAP4rev2.
 		FirstUnseenSeqNum: firstUnseen,
 		UIDValidity:       info.UIDValidity,
-	}, nil
+	}
+	if rev2 {
+		// RFC 9051 section 6.3.2: a LIST response with the mailbox's
+		// name, its attributes accurate (go-imap writes it for
+		// IMAP4rev2 only).
+		boxes, err := s.store().MailboxIdentities(ctx)
+		if err != nil {
+			s.unselect()
+			return nil, s.storeError(err, name)
+		}
+		data.List = selectList(info, boxes)
+	}
+	return data, nil
+}
+
+// selectList is the LIST response of a SELECT or EXAMINE in IMAP4rev2: the
+// mailbox's name as stored, \HasChildren or \HasNoChildren, and its
+// special use.
+func selectList(info *mailstore.Mailbox, boxes []mailstore.Mailbox) *imap.ListData {
+	l := &imap.ListData{Delim: mailstore.Delim, Mailbox: info.Name, Attrs: []imap.MailboxAttr{imap.MailboxAttrHasNoChildren}}
+	for _, b := range boxes {
+		if len(b.Name) > len(info.Name) && b.Name[len(info.Name)] == mailstore.Delim && strings.HasPrefix(b.Name, info.Name) {
+			l.Attrs[0] = imap.MailboxAttrHasChildren
+			break
+		}
+	}
+	if info.SpecialUse != "" {
+		l.Attrs = append(l.Attrs, imap.MailboxAttr(info.SpecialUse))
+	}
+	return l
 }
 
 // Unselect implements imapserver.Session (UNSELECT, and CLOSE after its
