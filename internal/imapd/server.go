@@ -78,6 +78,9 @@ type Server struct {
 	mu     sync.Mutex
 	boxes  map[command.ID]*mailbox // mailboxes loaded: INBOX and those selected since the start
 	floors map[command.ID]imap.UID // \Recent: the highest UID claimed, per mailbox
+
+	connMu sync.Mutex
+	conns  map[*imapserver.Conn]struct{} // open connections, told BYE by Close
 }
 
 // fill gives the fields left zero their documented defaults.
@@ -117,6 +120,12 @@ func New(cfg Config) (*Server, error) {
 	go s.preload()
 	s.srv = imapserver.New(&imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			s.connMu.Lock()
+			if s.conns == nil {
+				s.conns = map[*imapserver.Conn]struct{}{}
+			}
+			s.conns[c] = struct{}{}
+			s.connMu.Unlock()
 			return &session{srv: s, conn: c}, nil, nil
 		},
 		Caps: imap.CapSet{
@@ -177,6 +186,7 @@ func (s *Server) guarded(ln net.Listener) net.Listener {
 func (s *Server) Close() error {
 	s.cancel()
 	s.guard.Close()
+	s.bye()
 	if err := s.srv.Close(); err != nil {
 		return fmt.Errorf("closing imap server: %w", err)
 	}
@@ -288,4 +298,30 @@ func redactQuoted(msg string) string {
 	return quoted.ReplaceAllStringFunc(msg, func(q string) string {
 		return fmt.Sprintf("(%d bytes left out)", len(q)-2)
 	})
+}
+
+// byeTimeout bounds the write of a BYE to a client that does not read.
+const byeTimeout = time.Second
+
+// bye tells every open connection that the server is shutting down (RFC
+// 9051 section 7.1.5) and closes it; they were closed without a word, and
+// a client took it for a network failure. Each write is bounded by
+// byeTimeout, all of them at once.
+func (s *Server) bye() {
+	s.connMu.Lock()
+	conns := make([]*imapserver.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.connMu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.NetConn().SetWriteDeadline(time.Now().Add(byeTimeout))
+			_ = c.Bye("the server is shutting down")
+		}()
+	}
+	wg.Wait()
 }

@@ -64,6 +64,9 @@ func (s *session) store() *mailstore.Store { return s.srv.cfg.Store }
 // Close implements imapserver.Session.
 func (s *session) Close() error {
 	s.unselect()
+	s.srv.connMu.Lock()
+	delete(s.srv.conns, s.conn)
+	s.srv.connMu.Unlock()
 	return nil
 }
 
