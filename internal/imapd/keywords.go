@@ -118,14 +118,24 @@ func (v *view) queueFlags() {
 	v.pending = append(v.pending, queuedFlags{set: v.queued.clone(), at: v.qn})
 }
 
-// wroteFlags records that every FLAGS queued up to limit was written.
+// wroteFlags records that every FLAGS queued up to limit was written. When
+// the last of them lists fewer keywords than the client was told (tell
+// wrote a full FLAGS while older ones waited in the queue), it sets
+// v.shrunk: the poll then writes the full list again.
 func (v *view) wroteFlags(limit uint64) {
 	k := 0
 	for k < len(v.pending) && v.pending[k].at <= limit {
 		k++
 	}
 	if k > 0 {
-		v.told = v.pending[k-1].set
+		last := v.pending[k-1].set
+		for f := range v.told {
+			if _, ok := last[f]; !ok {
+				v.shrunk = true
+				break
+			}
+		}
+		v.told = last
 		v.pending = v.pending[k:]
 	}
 }

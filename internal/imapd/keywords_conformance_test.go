@@ -175,8 +175,31 @@ func TestKeywordAnnounced(t *testing.T) {
 		t.Errorf("FETCH with an EXPUNGE waiting:\n%s", joinLines(got))
 	}
 	got = rc.cmdLines("n2", "NOOP")
-	flagsBefore(t, known, got)
+	known = flagsBefore(t, known, got)
 	if findLine(got, "* 1 EXPUNGE") == "" {
 		t.Errorf("NOOP after the FETCH:\n%s", joinLines(got))
+	}
+
+	// A FLAGS queued ahead of the EXPUNGE, and a keyword set after it:
+	// the FETCH writes the full list itself, then the poll after it
+	// writes the older, shorter FLAGS from the queue. The client's list
+	// shrank until a command that may write the EXPUNGE; the full list
+	// now follows at once.
+	storeUID(t, other, 2, "QueuedFirst")
+	storeUID(t, other, 2, imap.FlagDeleted)
+	if err := other.Expunge().Close(); err != nil {
+		t.Fatal(err)
+	}
+	storeUID(t, other, 3, "AfterExpunge")
+	got = rc.cmdLines("f2", "FETCH 1:3 (UID FLAGS)")
+	flagsBefore(t, known, got)
+	last := ""
+	for _, l := range got {
+		if strings.HasPrefix(l.text, "* FLAGS") {
+			last = l.text
+		}
+	}
+	if !hasWord(last, "AfterExpunge") || !hasWord(last, "QueuedFirst") {
+		t.Errorf("the last FLAGS of a FETCH with an older FLAGS queued ahead of an EXPUNGE is %q, want every keyword:\n%s", last, joinLines(got))
 	}
 }

@@ -39,6 +39,7 @@ type view struct {
 	queued  kwSet
 	pending []queuedFlags
 	told    kwSet
+	shrunk  bool // a poll wrote a FLAGS with fewer keywords than told had
 
 	// \Recent (recent.go): the UIDs recent for this session, increasing;
 	// the count last written; whether it may have changed since.
@@ -73,11 +74,25 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	}
 	mb.mu.Lock()
 	v.written(n0, allowExpunge)
+	var full []imap.Flag
+	if v.shrunk {
+		// An older FLAGS from the queue came after the full one the
+		// session wrote itself (tell): the client's list shrank. The
+		// full one again, so that a FLAGS never shrinks while selected.
+		v.shrunk = false
+		full = v.queued.flags()
+		v.told = v.queued.clone()
+	}
 	var recent uint32
 	if dirty {
 		recent = mb.recentVisible(v)
 	}
 	mb.mu.Unlock()
+	if full != nil {
+		if err := w.WriteMailboxFlags(full); err != nil {
+			return err
+		}
+	}
 	if dirty && recent != v.recentSent {
 		// RFC 3501 section 7.3.2; the library drops it for IMAP4rev2.
 		if err := w.WriteNumRecent(recent); err != nil {
