@@ -97,6 +97,13 @@ func TestRecent(t *testing.T) {
 	// An expunge lowers the count.
 	a.cmdLines("s3", `STORE 5 +FLAGS.SILENT (\Deleted)`)
 	expectLines(t, "EXPUNGE", a.cmdLines("x1", "EXPUNGE"), []string{"* 5 EXPUNGE", "* 4 RECENT"})
+	// Another session's expunge, held back from a FETCH: the count goes
+	// with the EXPUNGE, not before it (it counted the messages left,
+	// while the client's view still had the expunged one).
+	b.cmdLines("s2", `STORE 4 +FLAGS.SILENT (\Deleted)`)
+	b.cmdLines("x1", "EXPUNGE")
+	expectLines(t, "FETCH with an EXPUNGE held", a.cmdLines("f2", "FETCH 1 (UID)"), []string{"* 1 FETCH (UID 1)"}, "* 3 RECENT", "EXPUNGE")
+	expectLines(t, "NOOP after it", a.cmdLines("n2", "NOOP"), []string{"* 4 EXPUNGE", "* 3 RECENT"})
 }
 
 // TestRecentNotForOldMail: mail already in the store when the server

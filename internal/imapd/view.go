@@ -83,6 +83,12 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 		full = v.queued.flags()
 		v.told = v.queued.clone()
 	}
+	if dirty && !allowExpunge && len(v.exps) > 0 {
+		// An EXPUNGE held back: the count is of the messages still
+		// here, not of the client's view, which still has the
+		// expunged ones. It goes with the EXPUNGEs (recentDirty stays).
+		dirty = false
+	}
 	var recent uint32
 	if dirty {
 		recent = mb.recentVisible(v)
