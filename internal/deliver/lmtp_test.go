@@ -270,7 +270,6 @@ func TestLMTPDialogue(t *testing.T) {
 			name: "control characters in addresses",
 			steps: []step{
 				{"LHLO mta.test", "250 "},
-				{"MAIL FROM:<s@exa\rmple.net>", "501 "},
 				{"MAIL FROM:<s@example.net>", "250 "},
 				{"RCPT TO:<alice@exa\rmple.org>", "501 5.1.3"},
 				{"RCPT TO:<alice@example.org\x1b[2J>", "501 5.1.3"},

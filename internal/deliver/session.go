@@ -29,14 +29,14 @@ var (
 	replyOverQuota = &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "mailbox full, try again later"}
 )
 
-// Addresses with a control character (C0, DEL or C1): RFC 5321 section
-// 4.1.2 allows none in a path, quoted or not. The library answered RCPT
-// and, after DATA, the recipient's reply with the address as the client
-// wrote it: a bare CR, a NUL or an escape sequence went back raw.
-var (
-	replyBadRecipient = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "the address holds a control character"}
-	replyBadSender    = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 7}, Message: "the address holds a control character"}
-)
+// replyBadRecipient refuses a recipient with a control character (C0, DEL
+// or C1): RFC 5321 section 4.1.2 allows none in a path, quoted or not, and
+// no user's address has one. The library answered RCPT and, after DATA,
+// the recipient's reply with the address as the client wrote it: a bare
+// CR, a NUL or an escape sequence went back raw. A sender so written is
+// taken (refused, the message would bounce to it), and its trace field
+// made printable (TestLMTPTrace).
+var replyBadRecipient = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "the address holds a control character"}
 
 func hasControl(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 })
@@ -100,9 +100,6 @@ var replyNestedMail = &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.inTx {
 		return replyNestedMail
-	}
-	if hasControl(from) {
-		return replyBadSender
 	}
 	s.Reset()
 	s.from = from
