@@ -20,6 +20,13 @@ func TestByeOnShutdown(t *testing.T) {
 		t.Fatalf("IDLE: %q", l)
 	}
 	selected.ok("SELECT INBOX")
+	// A client that asks for a large message and never reads: the
+	// server's write stops on a full socket; Close must not wait on it.
+	d.synced(r.Deliver([]byte("Subject: big\r\n\r\n" + strings.Repeat("0123456789abcdef\r\n", 1<<19))))
+	stuck := loginWire(t, d.addr)
+	stuck.ok("SELECT INBOX")
+	stuck.send("f1 FETCH 1:* (BODY.PEEK[])\r\n")
+	time.Sleep(200 * time.Millisecond)
 	done := make(chan error, 1)
 	go func() { done <- d.srv.Close() }()
 	for name, w := range map[string]*wire{"idling": idler, "selected": selected} {
@@ -36,7 +43,12 @@ func TestByeOnShutdown(t *testing.T) {
 			t.Errorf("the %s client read %q before the connection closed, want a BYE", name, got)
 		}
 	}
-	if err := <-done; err != nil {
-		t.Errorf("Close: %v", err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Close did not return in a minute: a client that does not read holds it up")
 	}
 }

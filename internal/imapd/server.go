@@ -305,8 +305,10 @@ const byeTimeout = time.Second
 
 // bye tells every open connection that the server is shutting down (RFC
 // 9051 section 7.1.5) and closes it; they were closed without a word, and
-// a client took it for a network failure. Each write is bounded by
-// byeTimeout, all of them at once.
+// a client took it for a network failure. The writes go at once, each
+// bounded by byeTimeout; bye waits for them twice that at most (a write
+// of the session's own that sets a deadline of its own may hold one up:
+// the library's Close then closes its connection under it).
 func (s *Server) bye() {
 	s.connMu.Lock()
 	conns := make([]*imapserver.Conn, 0, len(s.conns))
@@ -323,5 +325,13 @@ func (s *Server) bye() {
 			_ = c.Bye("the server is shutting down")
 		}()
 	}
-	wg.Wait()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * byeTimeout):
+	}
 }
