@@ -29,6 +29,18 @@ type mailbox struct {
 	srv  *Server
 	refs int // sessions using it; guarded by Server.mu
 
+	// changes orders the changes sessions on this device make to the
+	// mailbox's messages with the EXPUNGEs: an EXPUNGE holds it from the
+	// read of which messages have \Deleted until its command is applied,
+	// a STORE, COPY or MOVE (of messages here) shares it while it
+	// resolves its messages and submits. The Expunge command names ids,
+	// and the store removes them wherever they are then, whatever their
+	// flags (docs/MAILSTORE.md): a MOVE of a \Deleted message, or a
+	// STORE -FLAGS (\Deleted) on it, made by another session between
+	// that read and the apply was answered OK, and the message was
+	// expunged after all, from where it had been moved to.
+	changes sync.RWMutex
+
 	mu     sync.Mutex
 	loaded bool
 	pos    uint64     // store position the loaded list reflects

@@ -102,24 +102,9 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	refs, ids, _, err := s.targets(ctx, sel, set)
+	refs, ids, err := s.storeChange(ctx, sel, set, flags.Op, list)
 	if err != nil || len(ids) == 0 {
 		return err
-	}
-	var kind command.Kind
-	switch flags.Op {
-	case imap.StoreFlagsAdd:
-		kind = command.SetFlags
-	case imap.StoreFlagsDel:
-		kind = command.ClearFlags
-	default:
-		kind = command.ReplaceFlags
-	}
-	if len(list) > 0 || kind == command.ReplaceFlags {
-		_, err = s.submitQuiet(sel, &command.Command{Kind: kind, Flags: list, IDs: ids})
-		if err != nil {
-			return err
-		}
 	}
 	if flags.Silent {
 		return nil
@@ -134,6 +119,33 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 		return nil
 	}
 	return err
+}
+
+// storeChange resolves a STORE's messages and submits its change, sharing
+// the mailbox's changes lock (not while the answer is written: a client
+// that does not read would hold up every EXPUNGE of the mailbox).
+func (s *session) storeChange(ctx context.Context, sel *selected, set imap.NumSet, op imap.StoreFlagsOp, list []string) ([]ref, []command.ID, error) {
+	sel.mb.changes.RLock()
+	defer sel.mb.changes.RUnlock()
+	refs, ids, _, err := s.targets(ctx, sel, set)
+	if err != nil || len(ids) == 0 {
+		return nil, nil, err
+	}
+	var kind command.Kind
+	switch op {
+	case imap.StoreFlagsAdd:
+		kind = command.SetFlags
+	case imap.StoreFlagsDel:
+		kind = command.ClearFlags
+	default:
+		kind = command.ReplaceFlags
+	}
+	if len(list) > 0 || kind == command.ReplaceFlags {
+		if _, err := s.submitQuiet(sel, &command.Command{Kind: kind, Flags: list, IDs: ids}); err != nil {
+			return nil, nil, err
+		}
+	}
+	return refs, ids, nil
 }
 
 // writeFlags writes FETCH (FLAGS) for refs with their current flags.
@@ -190,6 +202,8 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	if uids != nil {
 		set = *uids
 	}
+	sel.mb.changes.Lock()
+	defer sel.mb.changes.Unlock()
 	refs := sel.mb.resolve(sel.st, s.known(), set, sel.searchRes)
 	if len(refs) == 0 {
 		return nil
@@ -263,6 +277,8 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 		}
 		return nil, s.storeError(err, dest)
 	}
+	sel.mb.changes.RLock()
+	defer sel.mb.changes.RUnlock()
 	_, ids, byID, err := s.targets(ctx, sel, set)
 	if err != nil {
 		return nil, err
