@@ -19,6 +19,25 @@ import (
 // (command.CheckMailboxName).
 const maxMailboxName = 1000
 
+// byIDName is the name a DeleteMailbox or RenameMailbox carries beside the
+// mailbox's id: the name, or, for a name longer than a command may carry,
+// its first 1000 bytes (whole characters, no trailing delimiter). The id
+// names the mailbox (devices of this release and the one before resolve
+// it by id first); a name that long comes from a RENAME of a parent that
+// raced another device's CREATE below it, which the log took, and the
+// mailbox could be neither deleted nor renamed (NO [SERVERBUG] the change
+// could not be submitted).
+func byIDName(name string) string {
+	if len(name) <= maxMailboxName {
+		return name
+	}
+	cut := name[:maxMailboxName]
+	for !utf8.ValidString(cut) {
+		cut = cut[:len(cut)-1]
+	}
+	return strings.TrimRight(cut, string(mailstore.Delim))
+}
+
 // mailboxName cleans a client's mailbox name (a trailing delimiter is
 // dropped, RFC 9051 section 6.3.4) and checks it; a name the store cannot
 // take gets NO [CANNOT] with the reason.
@@ -85,7 +104,7 @@ func (s *session) Delete(name string) error {
 	if mb.ID == mailstore.InboxID() {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "INBOX cannot be deleted"}
 	}
-	_, err = s.submit(&command.Command{Kind: command.DeleteMailbox, Mailbox: mb.Name, MailboxID: mb.ID})
+	_, err = s.submit(&command.Command{Kind: command.DeleteMailbox, Mailbox: byIDName(mb.Name), MailboxID: mb.ID})
 	return err
 }
 
@@ -110,7 +129,7 @@ func (s *session) Rename(name, newName string, _ *imap.RenameOptions) error {
 			return err
 		}
 	}
-	_, err = s.submit(&command.Command{Kind: command.RenameMailbox, Mailbox: mb.Name, MailboxID: mb.ID, NewName: newName})
+	_, err = s.submit(&command.Command{Kind: command.RenameMailbox, Mailbox: byIDName(mb.Name), MailboxID: mb.ID, NewName: newName})
 	return err
 }
 
