@@ -138,6 +138,9 @@ type Config struct {
 	// time NewServer is called. Set an earlier time only if no other server
 	// accepted requests for the store after it (the store was created then).
 	Started time.Time
+	// sinceStart is the time since Started by the monotonic clock (a
+	// test's own otherwise): fenceAt.
+	sinceStart func() time.Duration
 	// MaxNonces is the nonce budget of each user key: how many of its
 	// requests the server remembers at once (each for ClockSkew after its
 	// timestamp). Beyond it the key's requests get 429 until its oldest
@@ -250,6 +253,10 @@ func (c *Config) fill() {
 	if c.Started.IsZero() {
 		c.Started = c.Now()
 	}
+	if c.sinceStart == nil {
+		started := c.Started
+		c.sinceStart = func() time.Duration { return time.Since(started) }
+	}
 	if c.Metrics == nil {
 		c.Metrics = noMetrics{}
 	}
@@ -305,11 +312,11 @@ type Server struct {
 	// refusals thins out the log lines of requests refused before their
 	// signature was checked, so that a flood cannot fill the log.
 	refusals *logSampler
-	// fence is the restart rule: timestamps at or before it are refused.
-	// openAt is when the first timestamp after fence comes within
-	// FutureSkew of the clock.
-	fence  int64
-	openAt time.Time
+	// fence is the restart rule: timestamps at or before it are refused
+	// (fenceAt: less when the wall clock stepped back since the start,
+	// which steppedBack notes once, for the log).
+	fence       int64
+	steppedBack atomic.Bool
 
 	// buffers are the write buffers of read responses, reused: most
 	// responses are the empty answers to long-polls that ended, thousands
@@ -382,7 +389,6 @@ func NewServer(cfg Config) *Server {
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{},
 		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
-	s.openAt = time.Unix(s.fence+1, 0).Add(-cfg.FutureSkew)
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.mux.HandleFunc("GET /v1/health", s.health)
 	s.mux.Handle("GET /v1/users/{user}/entries", s.authed(s.read, routeRead))

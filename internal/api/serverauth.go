@@ -244,23 +244,52 @@ func (s *Server) checkTime(r *http.Request, ts int64, now time.Time) error {
 	if d := now.Sub(time.Unix(ts, 0)); d > s.cfg.ClockSkew || d < -s.cfg.FutureSkew {
 		e := authErr(ErrUnauthenticated, AuthReasonStale, "timestamp %d is %v from the server's clock (limit %v behind, %v ahead)",
 			ts, d.Round(time.Second), s.cfg.ClockSkew, s.cfg.FutureSkew)
+		// In the first second after the start no timestamp is accepted
+		// yet: answered once one is, as the fence's refusal below, so
+		// that the retry signed at the earliest timestamp succeeds (it
+		// was more than FutureSkew ahead, refused too, and the client
+		// took the second refusal for a wrong key).
+		now, _ = s.waitOpen(r, now)
 		e.earliestTS = s.earliest(now)
 		return unverified(e)
 	}
-	if ts > s.fence {
+	fence := s.fenceAt(now)
+	if ts > fence {
 		return nil
 	}
 	now, _ = s.waitOpen(r, now)
-	e := authErr(ErrUnavailable, AuthReasonBeforeStart, "request signed before this server started (timestamp %d, want after %d): sign it again", ts, s.fence)
+	e := authErr(ErrUnavailable, AuthReasonBeforeStart, "request signed before this server started (timestamp %d, want after %d): sign it again", ts, fence)
 	e.earliestTS, e.retryAfter = s.earliest(now), time.Second
 	return unverified(e)
 }
 
+// fenceAt is the restart fence (docs/API.md §2) as the clock reads at now:
+// the start plus FutureSkew, the start being cfg.Started, or, when the
+// wall clock stepped back since, the time it reads now less the time
+// passed since the start by the monotonic clock. A fence left at the old
+// reading was ahead of every timestamp the window took: each request from
+// every user was refused (401 ahead, or 503 before the start) until the
+// clock caught up, as long as the step, and /v1/health waited for it. The
+// fence so moved is the one a restart at the step would have set.
+func (s *Server) fenceAt(now time.Time) int64 {
+	f := s.fence
+	if g := now.Add(-s.cfg.sinceStart()).Add(s.cfg.FutureSkew).Unix(); g < f {
+		if s.steppedBack.CompareAndSwap(false, true) {
+			s.log.Warn("the clock stepped back since the server started; the restart rule follows it (docs/API.md §2)",
+				"step", (time.Duration(f-g) * time.Second).String())
+		}
+		f = g
+	}
+	return f
+}
+
 // waitOpen waits, in the first second after the start, until a timestamp
-// can be accepted (openAt), or until r's client goes away. It returns the
-// time then, and false if the client went away first.
+// can be accepted (after the fence by FutureSkew at most), or until r's
+// client goes away. It returns the time then, and false if the client
+// went away first.
 func (s *Server) waitOpen(r *http.Request, now time.Time) (time.Time, bool) {
-	wait := s.openAt.Sub(now)
+	openAt := time.Unix(s.fenceAt(now)+1, 0).Add(-s.cfg.FutureSkew)
+	wait := openAt.Sub(now)
 	if wait <= 0 {
 		return now, true
 	}
@@ -281,7 +310,7 @@ func (s *Server) earliest(now time.Time) int64 {
 	if t.After(time.Unix(e, 0)) {
 		e++
 	}
-	return max(e, s.fence+1)
+	return max(e, s.fenceAt(now)+1)
 }
 
 // usersError maps an error of the users database.

@@ -163,9 +163,10 @@ func (o *Options) fill() {
 
 // Store is a spool.Store in one SQLite database. Open it with Open.
 type Store struct {
-	dir  string
-	opts Options
-	log  *slog.Logger
+	dir    string
+	opts   Options
+	log    *slog.Logger
+	opened time.Time // when Open made it, with the monotonic clock's reading
 
 	wdb    *sql.DB // one connection, used only by the writer goroutine
 	rdb    *sql.DB // read connections
@@ -237,6 +238,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening spool: %w", err)
 	}
 	s := &Store{
+		opened:  time.Now(),
 		dir:     dir,
 		opts:    opts,
 		log:     opts.Logger,

@@ -334,7 +334,7 @@ func (s *Store) writeGroup(group []*appendReq) (firsts []uint64, errs []error, e
 		}
 	}
 	if once > 0 {
-		if _, err := st.pruneOnce.ExecContext(ctx, once*spool.OncePrune, time.Now().Unix()); err != nil {
+		if _, err := st.pruneOnce.ExecContext(ctx, once*spool.OncePrune, steadyNow(s.opened, time.Since(s.opened), time.Now())); err != nil {
 			return nil, nil, fmt.Errorf("dropping expired request records: %w", err)
 		}
 	}
@@ -460,4 +460,15 @@ func (s *Store) Appended(ctx context.Context, once spool.Once) (uint64, int, err
 		return 0, 0, fmt.Errorf("looking up a request: %w", spool.ErrOnceReused)
 	}
 	return pos, count, nil
+}
+
+// steadyNow is the time by which request records are dropped (Unix
+// seconds): the wall clock's reading now, but never ahead of the store's
+// opening plus the time since by the monotonic clock (elapsed). A wall
+// clock stepped forward dropped every record at once; stepped back again,
+// a request captured before was within the API's window, and nothing
+// remembered that its delivery was appended. A clock set right forward
+// keeps records longer by the step, until the next start.
+func steadyNow(opened time.Time, elapsed time.Duration, wall time.Time) int64 {
+	return min(wall.Unix(), opened.Add(elapsed).Unix())
 }
