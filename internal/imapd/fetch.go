@@ -539,8 +539,17 @@ func decodeForms(m *mailstore.Message) (env *imap.Envelope, bs imap.BodyStructur
 	return env, bs, nil
 }
 
-// writeMessage writes one FETCH response: env and bs are m's, decoded.
-func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure, opts *imap.FetchOptions, seenSet bool) error {
+// writeMessage writes one FETCH response: env and bs are m's, decoded. A
+// write that fails still ends the response (rw.Close): the library holds
+// the connection's encoder from CreateMessage until then, and a response
+// left open kept it held, so that the conn's tagged reply after the error
+// waited on it for good, as did the BYE of a server that stopped.
+func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure, opts *imap.FetchOptions, seenSet bool) (err error) {
+	defer func() {
+		if err != nil {
+			_ = rw.Close()
+		}
+	}()
 	if opts.UID {
 		rw.WriteUID(imap.UID(m.UID))
 	}

@@ -138,6 +138,11 @@ type frameConn struct {
 	outSkip   int64  // bytes of a literal being written, still to skip
 	outDrop   bool   // the line being written is dropped, to its end (saveAlone)
 	known     int64  // messages the client knows the selected mailbox has; -1: none selected
+	// knownBefore is known before the SELECT, EXAMINE, CLOSE or UNSELECT
+	// in progress, put back if it fails: go-imap refuses a syntax error
+	// or a name it cannot decode before it leaves the mailbox, which
+	// stays selected, with the client's count.
+	knownBefore int64
 	tooBig    bool   // the command's literal was refused as over maxBufferedLiteral
 	tooLong   bool   // the command's lines were cut off as over maxLine together
 	utf8Names bool   // the session spells mailbox names in UTF-8 (utf8names.go)
@@ -335,8 +340,8 @@ func (fc *frameConn) nextCommand() error {
 			fc.mu.Lock()
 			fc.tag, fc.name, fc.ended, fc.contReqs, fc.tooBig, fc.tooLong = tag, name, false, 0, false, false
 			fc.text = append(fc.text[:0], line...)
-			if name == "SELECT" || name == "EXAMINE" || name == "CLOSE" || name == "UNSELECT" {
-				fc.known = -1
+			if selecting(name) {
+				fc.knownBefore, fc.known = fc.known, -1
 			}
 			fc.mu.Unlock()
 			if err := fc.handOver(line, name, true); err != nil {
@@ -970,6 +975,9 @@ func (fc *frameConn) watch(p []byte) {
 		switch {
 		case fc.tag != "" && len(line) > len(fc.tag) && line[len(fc.tag)] == ' ' && string(line[:len(fc.tag)]) == fc.tag:
 			fc.ended = true
+			if selecting(fc.name) && !bytes.HasPrefix(line[len(fc.tag):], []byte(" OK")) {
+				fc.known = fc.knownBefore
+			}
 			if fc.name == "UNAUTHENTICATE" && bytes.HasPrefix(line[len(fc.tag):], []byte(" OK")) {
 				fc.utf8Names = false // RFC 8437 section 3: what was enabled is reset
 			}
@@ -1318,4 +1326,10 @@ func scanTokens(text []byte, strs bool) []string {
 		}
 	}
 	return out
+}
+
+// selecting reports whether the command changes the selected mailbox (or
+// leaves it) when it succeeds.
+func selecting(name string) bool {
+	return name == "SELECT" || name == "EXAMINE" || name == "CLOSE" || name == "UNSELECT"
 }

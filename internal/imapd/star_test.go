@@ -27,6 +27,15 @@ func TestStarAfterHeldExpunge(t *testing.T) {
 	b.ok("EXPUNGE")
 	// The expunge is held back from a's view, which still has 5.
 	a.ok("FETCH 1 (UID)")
+	// SELECTs refused before they leave the mailbox (a syntax error, a
+	// name go-imap cannot decode) and a CLOSE with an argument: INBOX
+	// stays selected, with the client's count (it was forgotten, and *
+	// was the last message still there again).
+	for _, c := range []string{`SELECT INBOX (CONDSTORE)`, `SELECT "&"`, `EXAMINE`, `CLOSE x`, `UNSELECT x`} {
+		if _, tagged := a.run(c); strings.Contains(tagged, " OK") {
+			t.Fatalf("%s: %q, want it refused", c, tagged)
+		}
+	}
 	for _, c := range []struct{ cmd, tagged string }{
 		{"STORE * +FLAGS (\\Flagged)", "OK"},
 		{"STORE 5:* +FLAGS (\\Seen)", "OK"},
