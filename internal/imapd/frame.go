@@ -143,9 +143,9 @@ type frameConn struct {
 	// or a name it cannot decode before it leaves the mailbox, which
 	// stays selected, with the client's count.
 	knownBefore int64
-	tooBig    bool   // the command's literal was refused as over maxBufferedLiteral
-	tooLong   bool   // the command's lines were cut off as over maxLine together
-	utf8Names bool   // the session spells mailbox names in UTF-8 (utf8names.go)
+	tooBig      bool // the command's literal was refused as over maxBufferedLiteral
+	tooLong     bool // the command's lines were cut off as over maxLine together
+	utf8Names   bool // the session spells mailbox names in UTF-8 (utf8names.go)
 
 	// TLS (RFC 9051 sections 6.2.1 and 11.1): go-imap is told nothing of
 	// it, since the framer reads above the TLS layer (the library would
