@@ -110,17 +110,11 @@ func (a *applier) createParents(id command.ID, name string) error {
 }
 
 // resolveExisting finds the mailbox a RenameMailbox or DeleteMailbox acts
-// on: by its id when the command names one, and only then by its name (a
-// command of an author that named none). An id that no longer exists does
-// not fall back to the name: the mailbox the author renamed or deleted is
-// gone (another device deleted it first, or the author's own CREATE of it
-// was rejected), and a mailbox of that name now is another, which the
-// author never saw: a DELETE made offline took with it the messages
-// another device had filed meanwhile into a mailbox it made again under
-// the name (and, inside a rebase, the name may be a mailbox of the
-// superseded history).
+// on: as resolve, except inside a rebase, where an id that does not exist
+// does not fall back to the name (the name may be a mailbox of the
+// superseded history the command's author never saw).
 func (a *applier) resolveExisting(c *command.Command) (*mailboxRow, error) {
-	if !c.MailboxID.IsZero() {
+	if a.rebase != nil && !c.MailboxID.IsZero() {
 		return mailboxByID(a.ctx, a, c.MailboxID)
 	}
 	return a.resolve(c.MailboxID, c.Mailbox)

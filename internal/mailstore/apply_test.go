@@ -295,38 +295,6 @@ func TestApplyCommands(t *testing.T) {
 			},
 		},
 		{
-			// A DELETE or RENAME queued on a device while another device
-			// deleted the mailbox, made one of the same name again and
-			// filed a message there: it named the mailbox it saw, by id,
-			// and that one is gone. It fell back to the name, and the
-			// DELETE took the message with it.
-			name: "delete and rename of a mailbox gone do not take one of its name",
-			steps: []step{
-				user(mailboxCmd(command.CreateMailbox, "X", "")),
-				user(mailboxCmd(command.CreateMailbox, "R", "")),
-				user(mailboxCmd(command.DeleteMailbox, "X", "")),
-				user(mailboxCmd(command.DeleteMailbox, "R", "")),
-				user(mailboxCmd(command.CreateMailbox, "X", "")),
-				user(mailboxCmd(command.CreateMailbox, "R", "")),
-				user(fixed(appendCmd("X"))),
-				user(fixed(appendCmd("R"))),
-				user(func(id func(uint64) command.ID) *command.Command {
-					return &command.Command{Kind: command.DeleteMailbox, Mailbox: "X", MailboxID: id(1)}
-				}),
-				user(func(id func(uint64) command.ID) *command.Command {
-					return &command.Command{Kind: command.RenameMailbox, Mailbox: "R", NewName: "R2", MailboxID: id(2)}
-				}),
-				// Named by the id of the mailbox that is there: applied.
-				user(func(id func(uint64) command.ID) *command.Command {
-					return &command.Command{Kind: command.RenameMailbox, Mailbox: "R", NewName: "R3", MailboxID: id(6)}
-				}),
-			},
-			statuses: []Status{Applied, Applied, Applied, Applied, Applied, Applied, Applied, Applied, Rejected, Rejected, Applied},
-			reasons:  map[int]Reason{8: ReasonNoMailbox, 9: ReasonNoMailbox},
-			boxes:    map[string][]msgWant{"X": {{1, []string{}}}, "R3": {{1, []string{}}}},
-			absent:   []string{"R", "R2"},
-		},
-		{
 			name: "a recreated mailbox gets a new UIDVALIDITY",
 			steps: []step{
 				user(mailboxCmd(command.DeleteMailbox, "Archive", "")),
