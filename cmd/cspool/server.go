@@ -85,7 +85,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	pass := addPassphraseFlag(fs, e)
 	lmtpAddr := fs.String("lmtp", "", "LMTP listen address, e.g. 127.0.0.1:2424; empty: no LMTP")
 	lmtpDomains := fs.String("lmtp-domains", "", "comma-separated recipient domains accepted over LMTP; empty: any")
-	lmtpDelimiter := fs.String("lmtp-recipient-delimiter", "+", "over LMTP, a local part with this separator names the user before it when no user has the whole local part (alice+lists reaches alice); empty: off")
+	lmtpDelimiter := fs.String("lmtp-recipient-delimiter", "+", "over LMTP, a local part with one of these characters names the user before the first of them when no user has the whole local part (alice+lists reaches alice; +- as Postfix's recipient_delimiter: alice-lists too); empty: off")
 	var lmtpLim lmtpLimits
 	lmtpLim.register(fs.FlagSet)
 	maxMsg := fs.Int64("max-message-size", deliver.DefaultMaxMessageBytes, "largest message accepted over LMTP, in bytes; over HTTP the server sees sealed entries only, and takes them up to this plus an eighth and 1 MiB (cspool deliver's --max-size bounds the message)")

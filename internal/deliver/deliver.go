@@ -22,6 +22,13 @@ type Directory interface {
 	Lookup(ctx context.Context, user string) (keys.PublicKey, error)
 }
 
+// FoldedDirectory is a Directory that also finds a user by its name with
+// the ASCII capitals in lower case (keys.FoldCase), for an address whose
+// case a mail server folded: "carol@" for a user "Carol" (userdb.DB).
+type FoldedDirectory interface {
+	LookupFolded(ctx context.Context, folded string) (user string, key keys.PublicKey, err error)
+}
+
 // StaticDirectory is a fixed Directory; keys.Users converts to it.
 type StaticDirectory map[string]keys.PublicKey
 

@@ -29,7 +29,10 @@ type LMTPOptions struct {
 	Domains []string
 	// RecipientDelimiter, if set, separates a user from an address
 	// extension: with "+", "alice+lists@example.org" is delivered to alice
-	// when no user "alice+lists" exists. Empty turns extensions off.
+	// when no user "alice+lists" exists. Each of its characters is a
+	// separator, the first in the local part counting, as Postfix's
+	// recipient_delimiter ("+-": alice+x and alice-x reach alice). Empty
+	// turns extensions off.
 	RecipientDelimiter string
 	// MaxMessageBytes is the largest message accepted (advertised as SIZE);
 	// larger ones get 552 5.3.4. Zero means the Deliverer's limit.

@@ -245,6 +245,22 @@ func TestLMTPDialogue(t *testing.T) {
 			logs: map[string]int{"alice": 1},
 		},
 		{
+			// Each character of the delimiter separates, as in
+			// Postfix's recipient_delimiter; the first counts.
+			name: "a delimiter of several characters",
+			opts: LMTPOptions{RecipientDelimiter: "+-"},
+			steps: []step{
+				{"LHLO mta.test", "250 "},
+				{"MAIL FROM:<s@example.net>", "250 "},
+				{"RCPT TO:<alice-lists@example.org>", "250 "},
+				{"RCPT TO:<bob+x-y@example.org>", "250 "},
+				{"DATA\r\nhi\r\n.", "354 "},
+				{"", "250 2.0.0 <alice-lists@example.org>"},
+				{"", "250 2.0.0 <bob+x-y@example.org>"},
+			},
+			logs: map[string]int{"alice": 1, "bob": 1},
+		},
+		{
 			name: "size limits",
 			opts: LMTPOptions{MaxMessageBytes: 10},
 			steps: []step{

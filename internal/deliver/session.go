@@ -283,7 +283,7 @@ func (l *LMTP) resolve(ctx context.Context, addr string) (string, keys.PublicKey
 	}
 	candidates := []string{local, keys.FoldCase(local)}
 	if d := l.opts.RecipientDelimiter; d != "" {
-		if i := strings.Index(local, d); i > 0 {
+		if i := strings.IndexAny(local, d); i > 0 {
 			base := local[:i]
 			candidates = append(candidates, base, keys.FoldCase(base))
 		}
@@ -310,6 +310,22 @@ func (l *LMTP) resolve(ctx context.Context, addr string) (string, keys.PublicKey
 		}
 		if firstErr == nil {
 			firstErr = err
+		}
+	}
+	if fd, ok := l.d.Users.(FoldedDirectory); ok && errors.Is(firstErr, keys.ErrUnknownUser) {
+		// A user with capitals in its name, the address folded to
+		// lower case by the mail server in front.
+		for _, c := range candidates {
+			if keys.CheckUserName(c) != nil {
+				continue
+			}
+			user, key, err := fd.LookupFolded(ctx, keys.FoldCase(c))
+			if err == nil {
+				return user, key, nil
+			}
+			if !errors.Is(err, keys.ErrUnknownUser) {
+				return "", keys.PublicKey{}, fmt.Errorf("looking up recipient %q: %w", c, err)
+			}
 		}
 	}
 	return "", keys.PublicKey{}, firstErr

@@ -62,9 +62,10 @@ type DB struct {
 	path     string // users file (file mode) or registrations file (test mode)
 	testMode bool
 
-	mu     sync.RWMutex
-	byName keys.Users
-	byKey  map[string]string // key bytes -> name; only meaningful in test mode
+	mu       sync.RWMutex
+	byName   keys.Users
+	byFolded map[string]string // keys.FoldCase(name) -> name, for names no other folds to
+	byKey    map[string]string // key bytes -> name; only meaningful in test mode
 	regMu  sync.Mutex        // serialises test mode registrations (file appends)
 
 	refused map[string]string // key bytes -> what the key is (Refuse); under mu
@@ -165,12 +166,40 @@ func (d *DB) Len() int {
 
 func (d *DB) set(users keys.Users) {
 	byKey := make(map[string]string, len(users))
+	byFolded := make(map[string]string, len(users))
+	clash := map[string]bool{}
 	for name, k := range users {
 		byKey[string(k.Bytes())] = name
+		f := keys.FoldCase(name)
+		if _, dup := byFolded[f]; dup {
+			clash[f] = true // test mode's registrations may hold both
+		}
+		byFolded[f] = name
+	}
+	for f := range clash {
+		delete(byFolded, f)
 	}
 	d.mu.Lock()
-	d.byName, d.byKey = users, byKey
+	d.byName, d.byKey, d.byFolded = users, byKey, byFolded
 	d.mu.Unlock()
+}
+
+// LookupFolded finds the user whose name, its ASCII capitals in lower case
+// (keys.FoldCase), is folded, and returns the name and key: a mail server
+// that folds the case of addresses (Exim does by default) sends "carol@"
+// for a user "Carol". A name two users fold to finds neither.
+func (d *DB) LookupFolded(ctx context.Context, folded string) (string, keys.PublicKey, error) {
+	d.mu.RLock()
+	name, ok := d.byFolded[folded]
+	var k keys.PublicKey
+	if ok {
+		k, ok = d.byName[name]
+	}
+	d.mu.RUnlock()
+	if !ok {
+		return "", keys.PublicKey{}, fmt.Errorf("looking up user %q: %w", folded, keys.ErrUnknownUser)
+	}
+	return name, k, nil
 }
 
 // Reload re-reads the users file (file mode) or the registrations file

@@ -297,3 +297,22 @@ func TestRefuseSpoolKey(t *testing.T) {
 		t.Fatalf("alice after the refused reload: %v", err)
 	}
 }
+
+// TestLookupFolded: a user is found by its name folded to lower case
+// (ASCII only), for an address a mail server folded.
+func TestLookupFolded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	carol := newKey(t)
+	writeUsers(t, path, map[string]keys.PublicKey{"Carol": carol, "bob": newKey(t)})
+	db, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, k, err := db.LookupFolded(context.Background(), "carol")
+	if err != nil || name != "Carol" || !k.Equal(carol) {
+		t.Errorf("LookupFolded(carol) = %q, %v, want Carol and her key", name, err)
+	}
+	if _, _, err := db.LookupFolded(context.Background(), "dave"); !errors.Is(err, keys.ErrUnknownUser) {
+		t.Errorf("LookupFolded(dave): %v, want ErrUnknownUser", err)
+	}
+}
