@@ -75,7 +75,7 @@ func shortVersion() string {
 // builds outside a checkout do not, and then it says so).
 func versionText() string {
 	mod, rev, when, modified := buildStamp()
-	built := "built without a commit stamp (go run, or outside a git checkout)"
+	built := "built without a commit stamp (go run, a build outside a git checkout, or -buildvcs=false)"
 	if rev != "" {
 		built = "built from commit " + rev
 		if when != "" {
