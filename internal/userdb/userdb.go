@@ -66,7 +66,7 @@ type DB struct {
 	byName   keys.Users
 	byFolded map[string]string // keys.FoldCase(name) -> name, for names no other folds to
 	byKey    map[string]string // key bytes -> name; only meaningful in test mode
-	regMu  sync.Mutex        // serialises test mode registrations (file appends)
+	regMu    sync.Mutex        // serialises test mode registrations (file appends)
 
 	refused map[string]string // key bytes -> what the key is (Refuse); under mu
 }
