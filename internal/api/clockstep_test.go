@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 )
@@ -57,4 +58,32 @@ func TestStaleInTheFirstSecond(t *testing.T) {
 	if _, err := cl.Head(ctx); err != nil {
 		t.Fatalf("a stale request in the first second after the start: %v", err)
 	}
+}
+
+// TestServerClockNeverBack: the server's time for its timestamp rules
+// follows the wall clock forward and never back: a wall clock set back
+// (after running ahead) left the window where requests signed before the
+// step, their nonces forgotten, were taken again (a captured delivery
+// appended twice, and every device's alarm), and the restart fence ahead
+// of every timestamp the window took.
+func TestServerClockNeverBack(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	wall := start
+	var mu sync.Mutex
+	s := NewServer(Config{Store: nil, Started: start, Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return wall }})
+	set := func(w time.Time) { mu.Lock(); wall = w; mu.Unlock() }
+	near := func(got, want time.Time, what string) {
+		t.Helper()
+		if d := got.Sub(want); d < -time.Second || d > 5*time.Second {
+			t.Errorf("%s: the server's time is %v from %v", what, d, want)
+		}
+	}
+	near(s.now(), start, "at the start")
+	set(start.Add(-time.Hour))
+	near(s.now(), start, "the wall clock an hour back")
+	set(start.Add(time.Hour))
+	near(s.now(), start.Add(time.Hour), "the wall clock an hour ahead")
+	set(start)
+	near(s.now(), start.Add(time.Hour), "the wall clock back from an hour ahead")
 }

@@ -312,11 +312,14 @@ type Server struct {
 	// refusals thins out the log lines of requests refused before their
 	// signature was checked, so that a flood cannot fill the log.
 	refusals *logSampler
-	// fence is the restart rule: timestamps at or before it are refused
-	// (fenceAt: less when the wall clock stepped back since the start,
-	// which steppedBack notes once, for the log).
-	fence       int64
-	steppedBack atomic.Bool
+	// fence is the restart rule: timestamps at or before it are refused.
+	fence int64
+	// The server's clock (now): where it was last, and the monotonic
+	// reading then; whether a step back was logged.
+	clockMu     sync.Mutex
+	clockLast   time.Time
+	clockMono   time.Time
+	steppedBack bool
 
 	// buffers are the write buffers of read responses, reused: most
 	// responses are the empty answers to long-polls that ended, thousands
@@ -389,6 +392,10 @@ func NewServer(cfg Config) *Server {
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{},
 		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
+	// The clock starts where the start was, carried on by the monotonic
+	// clock since.
+	s.clockMono = time.Now()
+	s.clockLast = cfg.Started.Add(cfg.sinceStart())
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.mux.HandleFunc("GET /v1/health", s.health)
 	s.mux.Handle("GET /v1/users/{user}/entries", s.authed(s.read, routeRead))
@@ -537,11 +544,12 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errorf(ErrUnavailable, "shutting down"))
 		return
 	}
-	now, open := s.waitOpen(r, s.cfg.Now())
+	now, open := s.waitOpen(r, s.now())
 	if !open {
 		return
 	}
 	w.Header().Set(HeaderEarliestTS, strconv.FormatInt(s.earliest(now), 10))
+	w.Header().Set("Date", now.UTC().Format(http.TimeFormat))
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 

@@ -150,7 +150,7 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	}
 	ri := info(r)
 	ri.key, ri.keyID = a.key, a.keyID
-	now := s.cfg.Now()
+	now := s.now()
 	if err := s.checkTime(r, a.ts, now); err != nil {
 		return nil, err
 	}
@@ -253,34 +253,41 @@ func (s *Server) checkTime(r *http.Request, ts int64, now time.Time) error {
 		e.earliestTS = s.earliest(now)
 		return unverified(e)
 	}
-	fence := s.fenceAt(now)
-	if ts > fence {
+	if ts > s.fence {
 		return nil
 	}
 	now, _ = s.waitOpen(r, now)
-	e := authErr(ErrUnavailable, AuthReasonBeforeStart, "request signed before this server started (timestamp %d, want after %d): sign it again", ts, fence)
+	e := authErr(ErrUnavailable, AuthReasonBeforeStart, "request signed before this server started (timestamp %d, want after %d): sign it again", ts, s.fence)
 	e.earliestTS, e.retryAfter = s.earliest(now), time.Second
 	return unverified(e)
 }
 
-// fenceAt is the restart fence (docs/API.md §2) as the clock reads at now:
-// the start plus FutureSkew, the start being cfg.Started, or, when the
-// wall clock stepped back since, the time it reads now less the time
-// passed since the start by the monotonic clock. A fence left at the old
-// reading was ahead of every timestamp the window took: each request from
-// every user was refused (401 ahead, or 503 before the start) until the
-// clock caught up, as long as the step, and /v1/health waited for it. The
-// fence so moved is the one a restart at the step would have set.
-func (s *Server) fenceAt(now time.Time) int64 {
-	f := s.fence
-	if g := now.Add(-s.cfg.sinceStart()).Add(s.cfg.FutureSkew).Unix(); g < f {
-		if s.steppedBack.CompareAndSwap(false, true) {
-			s.log.Warn("the clock stepped back since the server started; the restart rule follows it (docs/API.md §2)",
-				"step", (time.Duration(f-g) * time.Second).String())
+// now is the server's time for the timestamp rules (docs/API.md §2,
+// "Clock steps"): the wall clock (cfg.Now), but never behind where it
+// was, which the monotonic clock carries on since. A wall clock stepped
+// back moved every rule with it: the restart fence stayed ahead of every
+// timestamp the window took, and each request of every user was refused
+// until the clock caught up, as long as the step; and a request signed
+// before the step, its nonce forgotten, was within the window again, and
+// taken twice. The server's own time is what the refusals' Date header
+// says, so that clients sign by it.
+func (s *Server) now() time.Time {
+	wall := s.cfg.Now()
+	s.clockMu.Lock()
+	defer s.clockMu.Unlock()
+	mono := time.Now()
+	floor := s.clockLast.Add(mono.Sub(s.clockMono))
+	t := wall
+	if wall.Before(floor) {
+		t = floor
+		if d := floor.Sub(wall); d > time.Second && !s.steppedBack {
+			s.steppedBack = true
+			s.log.Warn("the wall clock stepped back; the server keeps its own time going on from where it was until the wall clock catches up or the server restarts (docs/API.md §2)",
+				"behind", d.Round(time.Second).String())
 		}
-		f = g
 	}
-	return f
+	s.clockLast, s.clockMono = t, mono
+	return t
 }
 
 // waitOpen waits, in the first second after the start, until a timestamp
@@ -288,7 +295,7 @@ func (s *Server) fenceAt(now time.Time) int64 {
 // client goes away. It returns the time then, and false if the client
 // went away first.
 func (s *Server) waitOpen(r *http.Request, now time.Time) (time.Time, bool) {
-	openAt := time.Unix(s.fenceAt(now)+1, 0).Add(-s.cfg.FutureSkew)
+	openAt := time.Unix(s.fence+1, 0).Add(-s.cfg.FutureSkew)
 	wait := openAt.Sub(now)
 	if wait <= 0 {
 		return now, true
@@ -297,7 +304,7 @@ func (s *Server) waitOpen(r *http.Request, now time.Time) (time.Time, bool) {
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return s.cfg.Now(), true
+		return s.now(), true
 	case <-r.Context().Done():
 		return now, false
 	}
@@ -310,7 +317,7 @@ func (s *Server) earliest(now time.Time) int64 {
 	if t.After(time.Unix(e, 0)) {
 		e++
 	}
-	return max(e, s.fenceAt(now)+1)
+	return max(e, s.fence+1)
 }
 
 // usersError maps an error of the users database.
@@ -432,6 +439,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if se.earliestTS != 0 {
 		w.Header().Set(HeaderEarliestTS, strconv.FormatInt(se.earliestTS, 10))
+		// The clock the refusal went by (now), which the client signs by.
+		w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	}
 	if se.reason == AuthReasonReplayed {
 		w.Header().Set(HeaderReplayed, "1")
