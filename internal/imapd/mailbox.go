@@ -32,8 +32,8 @@ type mailbox struct {
 	// changes orders the changes sessions on this device make to the
 	// mailbox's messages with the EXPUNGEs: an EXPUNGE holds it from the
 	// read of which messages have \Deleted until its command is applied,
-	// a STORE, COPY or MOVE (of messages here) shares it while it
-	// resolves its messages and submits. The Expunge command names ids,
+	// a MOVE (of messages here) or a STORE that may take \Deleted off
+	// shares it while it resolves its messages and submits. The Expunge command names ids,
 	// and the store removes them wherever they are then, whatever their
 	// flags (docs/MAILSTORE.md): a MOVE of a \Deleted message, or a
 	// STORE -FLAGS (\Deleted) on it, made by another session between

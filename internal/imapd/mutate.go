@@ -122,11 +122,16 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 }
 
 // storeChange resolves a STORE's messages and submits its change, sharing
-// the mailbox's changes lock (not while the answer is written: a client
-// that does not read would hold up every EXPUNGE of the mailbox).
+// the mailbox's changes lock when it may take \Deleted off (not while the
+// answer is written: a client that does not read would hold up every
+// EXPUNGE of the mailbox). A change that leaves \Deleted alone, or sets
+// it, needs no order with an EXPUNGE: applied before or after it, the
+// same messages go.
 func (s *session) storeChange(ctx context.Context, sel *selected, set imap.NumSet, op imap.StoreFlagsOp, list []string) ([]ref, []command.ID, error) {
-	sel.mb.changes.RLock()
-	defer sel.mb.changes.RUnlock()
+	if undeletes(op, list) {
+		sel.mb.changes.RLock()
+		defer sel.mb.changes.RUnlock()
+	}
 	refs, ids, _, err := s.targets(ctx, sel, set)
 	if err != nil || len(ids) == 0 {
 		return nil, nil, err
@@ -232,6 +237,18 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	return err
 }
 
+// undeletes reports whether a STORE may take \Deleted off: -FLAGS with it,
+// or FLAGS without it.
+func undeletes(op imap.StoreFlagsOp, list []string) bool {
+	switch op {
+	case imap.StoreFlagsDel:
+		return hasFlag(list, `\Deleted`)
+	case imap.StoreFlagsSet:
+		return !hasFlag(list, `\Deleted`)
+	}
+	return false
+}
+
 func hasFlag(flags []string, f string) bool {
 	for _, x := range flags {
 		if x == f {
@@ -277,8 +294,12 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 		}
 		return nil, s.storeError(err, dest)
 	}
-	sel.mb.changes.RLock()
-	defer sel.mb.changes.RUnlock()
+	if kind == command.Move {
+		// A copy is a message of its own; a moved one keeps its id,
+		// which an EXPUNGE names.
+		sel.mb.changes.RLock()
+		defer sel.mb.changes.RUnlock()
+	}
 	_, ids, byID, err := s.targets(ctx, sel, set)
 	if err != nil {
 		return nil, err
