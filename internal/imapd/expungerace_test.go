@@ -1,7 +1,6 @@
 package imapd
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -22,15 +21,7 @@ func TestExpungeOrderedWithChanges(t *testing.T) {
 	for _, change := range []string{"UID MOVE 2 Kept", `UID STORE 2 -FLAGS (\Deleted)`} {
 		t.Run(strings.Fields(change)[1], func(t *testing.T) {
 			t.Parallel()
-			r := newRig(t)
-			d := r.device("a")
-			for i := 1; i <= 3; i++ {
-				d.synced(r.Deliver([]byte(fmt.Sprintf("From: a@example.org\r\nSubject: m%d\r\n\r\nbody %d\r\n", i, i))))
-			}
-			a, b := loginWire(t, d.addr), loginWire(t, d.addr)
-			a.ok("CREATE Kept")
-			a.ok("SELECT INBOX")
-			b.ok("SELECT INBOX")
+			d, a, b := twoSessions(t, 3)
 			a.ok(`UID STORE 2 +FLAGS.SILENT (\Deleted)`)
 
 			// The EXPUNGE waits in its submit, after its read of the

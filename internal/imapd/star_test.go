@@ -14,15 +14,7 @@ import (
 // and UID STORE 5:* then UID EXPUNGE 5:* removed it.
 func TestStarAfterHeldExpunge(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	d := r.device("a")
-	for i := 1; i <= 5; i++ {
-		d.synced(r.Deliver([]byte(fmt.Sprintf("From: a@example.org\r\nSubject: m%d\r\n\r\nbody %d\r\n", i, i))))
-	}
-	a, b := loginWire(t, d.addr), loginWire(t, d.addr)
-	b.ok("CREATE Kept")
-	a.ok("SELECT INBOX")
-	b.ok("SELECT INBOX")
+	_, a, b := twoSessions(t, 5)
 	b.ok("STORE 5 +FLAGS.SILENT (\\Deleted)")
 	b.ok("EXPUNGE")
 	// The expunge is held back from a's view, which still has 5.
@@ -74,4 +66,20 @@ func TestStarAfterHeldExpunge(t *testing.T) {
 	if u := b.ok("STATUS Kept (MESSAGES)"); !strings.Contains(strings.Join(u, ""), "MESSAGES 0") {
 		t.Errorf("Kept: %q, want nothing copied", u)
 	}
+}
+
+// twoSessions is a device with n messages in INBOX, a mailbox Kept, and
+// two sessions with INBOX selected.
+func twoSessions(t *testing.T, n int) (d *device, a, b *wire) {
+	t.Helper()
+	r := newRig(t)
+	d = r.device("a")
+	for i := 1; i <= n; i++ {
+		d.synced(r.Deliver([]byte(fmt.Sprintf("From: a@example.org\r\nSubject: m%d\r\n\r\nbody %d\r\n", i, i))))
+	}
+	a, b = loginWire(t, d.addr), loginWire(t, d.addr)
+	a.ok("CREATE Kept")
+	a.ok("SELECT INBOX")
+	b.ok("SELECT INBOX")
+	return d, a, b
 }
