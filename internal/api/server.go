@@ -139,7 +139,8 @@ type Config struct {
 	// accepted requests for the store after it (the store was created then).
 	Started time.Time
 	// sinceStart is the time since Started by the monotonic clock (a
-	// test's own otherwise): fenceAt.
+	// test's own otherwise): the server's clock (now) starts at Started
+	// carried on by it.
 	sinceStart func() time.Duration
 	// MaxNonces is the nonce budget of each user key: how many of its
 	// requests the server remembers at once (each for ClockSkew after its
