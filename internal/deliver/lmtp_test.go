@@ -184,6 +184,10 @@ func TestLMTPDialogue(t *testing.T) {
 		opts  LMTPOptions
 		steps []step
 		logs  map[string]int // entries expected per user afterwards
+		// users are the directory's users (alice and bob if none);
+		// folded makes it find users by folded names, as userdb.DB does.
+		users  []string
+		folded bool
 	}{
 		{
 			name: "garbage then delivery",
@@ -297,6 +301,27 @@ func TestLMTPDialogue(t *testing.T) {
 			logs: map[string]int{"alice": 1},
 		},
 		{
+			// A user whose name has capitals ("Carol") is reached by an
+			// address a mail server folded to lower case (carol@, as Exim
+			// sends by default), with an extension too; only "Carol@"
+			// reached it, and the rest got 550.
+			name:   "a user with capitals, the address folded",
+			opts:   LMTPOptions{RecipientDelimiter: "+"},
+			users:  []string{"Carol", "alice"},
+			folded: true,
+			steps: []step{
+				{"LHLO mta.test", "250 "},
+				{"MAIL FROM:<s@example.net>", "250 "},
+				{"RCPT TO:<carol@example.org>", "250 "},
+				{"RCPT TO:<CAROL+lists@example.org>", "250 "},
+				{"RCPT TO:<nobody@example.org>", "550 "},
+				{"DATA\r\nSubject: x\r\n\r\nhi\r\n.", "354 "},
+				{"", "250 2.0.0 <carol@example.org>"},
+				{"", "250 2.0.0 <CAROL+lists@example.org>"},
+			},
+			logs: map[string]int{"Carol": 1},
+		},
+		{
 			// A MAIL inside a transaction: refused, and the transaction
 			// goes on whole (the recipient before it got "250 OK:
 			// queued" after DATA, its message stored nowhere).
@@ -334,7 +359,14 @@ func TestLMTPDialogue(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			f := newFixture(t, "alice", "bob")
+			users := c.users
+			if users == nil {
+				users = []string{"alice", "bob"}
+			}
+			f := newFixture(t, users...)
+			if c.folded {
+				f.d.Users = foldedDir(f.d.Users.(StaticDirectory))
+			}
 			addr := serve(t, f.d, c.opts)
 			s := dialScripted(t, addr)
 			for _, st := range c.steps {
