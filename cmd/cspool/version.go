@@ -86,9 +86,9 @@ func versionText() string {
 		}
 	}
 	return fmt.Sprintf("cspool %s, %s, %s %s/%s\n"+
-		"entry formats read: %d and %d; change commands: version %d; spool API: v1\n"+
+		"entry formats read: %d, %d and %d; change commands: versions %d and %d; spool API: v1\n"+
 		"schema versions: device database %d, spool store SQLite %d, PostgreSQL %d\n",
 		mod, built, runtime.Version(), runtime.GOOS, runtime.GOARCH,
-		entry.Version, entry.Version3, command.Version,
+		entry.Version, entry.Version3, entry.Version4, command.Version, command.Version2,
 		mailstore.SchemaVersion, sqlitestore.SchemaVersion, pgstore.LatestVersion())
 }

@@ -30,7 +30,7 @@ func TestVersion(t *testing.T) {
 			"device database " + strconv.Itoa(mailstore.SchemaVersion),
 			"SQLite " + strconv.Itoa(sqlitestore.SchemaVersion),
 			"PostgreSQL " + strconv.Itoa(pgstore.LatestVersion()),
-			"entry formats read: 2 and 3",
+			"entry formats read: 2, 3 and 4; change commands: versions 1 and 2",
 		} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("%v printed %q, want it to contain %q", args, out.String(), want)

@@ -131,7 +131,7 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 
 // ReadsParam is the query parameter of checkpoint uploads and log reads by
 // which a device says the highest entry format version it reads
-// (docs/API.md §3, §5): this package's client sends entry.Version3.
+// (docs/API.md §3, §5): this package's client sends entry.Newest.
 const ReadsParam = "reads"
 
 // readsUpTo is the highest entry format version r says its device reads:

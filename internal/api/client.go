@@ -205,7 +205,7 @@ func (c *Client) ReadLogEach(ctx context.Context, after uint64, maxCount int, ma
 // nil, is given every entry as it is read (ReadLogEach).
 func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxBytes int64, wait time.Duration, needCheckpoint bool, arena []byte, each func(int, spool.Entry)) (spool.LogRead, error) {
 	op := fmt.Sprintf("reading entries of %s after %d", c.user, after)
-	q := url.Values{"after": {strconv.FormatUint(after, 10)}, ReadsParam: {strconv.Itoa(entry.Version3)}}
+	q := url.Values{"after": {strconv.FormatUint(after, 10)}, ReadsParam: {strconv.Itoa(entry.Newest)}}
 	if maxCount > 0 {
 		q.Set("max_count", strconv.Itoa(maxCount))
 	}

@@ -38,7 +38,7 @@ func (c *Client) PutCheckpoint(ctx context.Context, cp spool.Checkpoint, keep []
 // (and again if it is sent again). The kept positions are written before it
 // (EncodeCheckpoint's framing) without copying it.
 func (c *Client) PutCheckpointFrom(ctx context.Context, pos uint64, data *io.SectionReader, keep []uint64) (spool.CompactStats, error) {
-	return c.putCheckpoint(ctx, pos, data, keep, entry.Version3)
+	return c.putCheckpoint(ctx, pos, data, keep, entry.Newest)
 }
 
 // putCheckpoint is PutCheckpointFrom saying that the device reads entry

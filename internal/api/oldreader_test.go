@@ -369,7 +369,7 @@ func TestNewerFormatStopsThisRelease(t *testing.T) {
 	ctx := testCtx(t)
 	c, _ := appendWithChained(t, e, 2)
 	next := e.delivery(t, "alice", "from a later release")
-	next[4] = entry.Version3 + 1
+	next[4] = entry.Newest + 1
 	if _, err := e.api.cfg.Store.Append(ctx, "alice", [][]byte{next}); err != nil {
 		t.Fatal(err)
 	}
@@ -378,8 +378,8 @@ func TestNewerFormatStopsThisRelease(t *testing.T) {
 		t.Fatalf("read from 0: %d entries, %v; want the 2 before it", len(es), err)
 	}
 	_, _, err = c.Read(ctx, 2, 100, 1<<20, 0)
-	if !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "position 3, is in entry format 4") {
-		t.Fatalf("read from 2: %v, want 400 naming position 3 and format 4", err)
+	if !errors.Is(err, ErrBadRequest) || !strings.Contains(err.Error(), "position 3, is in entry format 5") {
+		t.Fatalf("read from 2: %v, want 400 naming position 3 and format 5", err)
 	}
 	if h := Hint(err); !strings.Contains(h, "upgrade cspool on this device") {
 		t.Fatalf("hint %q, want it to say to upgrade cspool", h)
@@ -408,5 +408,46 @@ func TestReadsParamStrippedInTransit(t *testing.T) {
 	}
 	if !e.api.SealsVersion3(ctx, "alice") {
 		t.Fatal("format 2 after a read whose reads=3 was stripped")
+	}
+}
+
+// A device's change of command version 2 (an EXPUNGE that waits for
+// \Deleted, a DELETE that takes only what its author saw) is sealed in
+// entry format 4, which the spool takes from the device. A device of the
+// release before (reads=3) would open it as a command of an unknown
+// version and pass it by, applying nothing where the others apply the
+// change: the server stops it before the entry, with the hint to upgrade,
+// and a device that reads format 4 reads on.
+func TestReleaseBeforeStopsBeforeFormat4(t *testing.T) {
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	c, _ := appendWithChained(t, e, 2)
+	expunge := &command.Command{Kind: command.Expunge, Version: command.Version2, IDs: []command.ID{{1}}, Flags: []string{`\Deleted`}}
+	b, _, err := entry.Seal(expunge, e.alice, e.alice.Public(), "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := entry.VersionOf(b); v != entry.Version4 {
+		t.Fatalf("sealed in format %d, want 4", v)
+	}
+	if _, err := c.Append(ctx, "alice", [][]byte{b}); err != nil {
+		t.Fatalf("appending a change in format 4: %v", err)
+	}
+	read := func(reads int, after uint64) (int, string) {
+		resp, _, msg := e.sendBody(t, rawRequest{method: http.MethodGet, path: "/v1/users/alice/entries",
+			query: fmt.Sprintf("after=%d&reads=%d", after, reads), key: e.alice})
+		return resp.StatusCode, msg
+	}
+	if st, msg := read(entry.Version3, 2); st != http.StatusBadRequest || !strings.Contains(msg, "position 3, is in entry format 4") ||
+		!strings.Contains(msg, "upgrade cspool") {
+		t.Fatalf("a read from 2 saying reads=3: %d %q, want 400 naming position 3 and format 4", st, msg)
+	}
+	es, _, err := c.Read(ctx, 2, 100, 1<<20, 0)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("a read from 2 by this release: %d entries, %v; want 1", len(es), err)
+	}
+	o, err := entry.Open(es[0].Data, e.alice, "alice", e.alice.Public())
+	if err != nil || o.Cmd.Version != command.Version2 || !command.Equal(o.Cmd, expunge) {
+		t.Fatalf("the entry read back: %v, %v", o, err)
 	}
 }

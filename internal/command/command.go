@@ -32,8 +32,18 @@ import (
 	"unicode/utf8"
 )
 
-// Version is the command encoding version written by this package.
+// Version is the command encoding version written for every command but
+// those that ask for Version2.
 const Version = 1
+
+// Version2 is the encoding version of the commands whose apply rule waits
+// for what their author saw (docs/FORMAT.md §3, "Version 2"): an Expunge
+// that names the flags each message must still carry, a DeleteMailbox
+// that names the messages it may take. Only those two kinds are written
+// in it; an entry holding one is in entry format 4, which devices built
+// before it do not read, so that no device applies such a command by the
+// rule of version 1.
+const Version2 = 2
 
 // DefaultMaxMessageBytes is the largest message a Deliver or Append carries
 // when nothing else is configured: the spool's default for deliveries
@@ -128,6 +138,8 @@ type Head struct {
 // fieldsOf); the others must be zero.
 type Command struct {
 	Kind Kind
+	// Version is the encoding version: 0 for Version (1), or Version2.
+	Version uint8
 
 	// Mailbox is the target mailbox's name: for Append, Copy and Move the
 	// destination; for CreateMailbox, DeleteMailbox, (Un)Subscribe the mailbox;
@@ -139,9 +151,12 @@ type Command struct {
 	NewName string
 	// SpecialUse is CreateMailbox's RFC 6154 attribute, e.g. `\Sent`.
 	SpecialUse string
-	// Flags are system flags (`\Seen`...) and keywords.
+	// Flags are system flags (`\Seen`...) and keywords. For an Expunge
+	// of version 2, the flags each message must carry to be removed.
 	Flags []string
-	// IDs are the messages a flag, Copy, Move or Expunge command acts on.
+	// IDs are the messages a flag, Copy, Move or Expunge command acts on;
+	// for a DeleteMailbox of version 2, the messages its author saw in the
+	// mailbox, the only ones it may remove.
 	IDs []ID
 	// Date is the received time (Deliver) or internal date (Append), in Unix
 	// milliseconds.
@@ -187,8 +202,17 @@ const (
 	fBase
 )
 
-// required and optional fields per kind.
-func fieldsOf(k Kind) (required, optional field) {
+// required and optional fields per kind, in encoding version v.
+func fieldsOf(k Kind, v uint8) (required, optional field) {
+	if v == Version2 {
+		switch k {
+		case Expunge:
+			return fIDs, fFlags
+		case DeleteMailbox:
+			return fMailbox, fMailboxID | fIDs
+		}
+		return 0, 0
+	}
 	switch k {
 	case Deliver:
 		return fDate, fBody
@@ -257,7 +281,13 @@ func (c *Command) Validate() error {
 	if c.Kind < 1 || c.Kind > maxKind {
 		return fmt.Errorf("%w %d", ErrUnknownKind, c.Kind)
 	}
-	req, opt := fieldsOf(c.Kind)
+	if c.Version != 0 && c.Version != Version2 {
+		return fmt.Errorf("%w %d", ErrUnknownVersion, c.Version)
+	}
+	if c.Version == Version2 && c.Kind != Expunge && c.Kind != DeleteMailbox {
+		return fmt.Errorf("%w: %s in encoding version %d, which only Expunge and DeleteMailbox take", ErrInvalid, c.Kind, c.Version)
+	}
+	req, opt := fieldsOf(c.Kind, c.Version)
 	have := c.present()
 	if missing := req &^ have; missing != 0 {
 		return fmt.Errorf("%w: %s without %s", ErrInvalid, c.Kind, names(missing))

@@ -107,8 +107,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"empty", nil, ErrMalformed},
 		{"truncated body", good[:len(good)-1], ErrMalformed},
 		{"extra body", append(append([]byte{}, good...), 'x'), ErrMalformed},
-		// [2, 1, {}]: a future version.
-		{"version 2", []byte{0x83, 0x02, 0x01, 0xa0}, ErrUnknownVersion},
+		// [3, 1, {}]: a future version.
+		{"version 3", []byte{0x83, 0x03, 0x01, 0xa0}, ErrUnknownVersion},
+		// [2, 1, {}]: a Deliver in version 2, which only Expunge and
+		// DeleteMailbox take.
+		{"deliver in version 2", []byte{0x83, 0x02, 0x01, 0xa0}, ErrInvalid},
 		// [1, 200, {}]
 		{"unknown kind", []byte{0x83, 0x01, 0x18, 0xc8, 0xa0}, ErrUnknownKind},
 		// [1, 1, {7: 5}] encoded with a non-shortest integer for 5.
@@ -161,4 +164,51 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("decode-encode changed the bytes:\n in %x\nout %x", b, again)
 		}
 	})
+}
+
+// TestVersion2 checks the commands of encoding version 2: an Expunge with
+// the flags its messages must carry and a DeleteMailbox with the messages
+// it may take round-trip with their version, those fields are refused in
+// version 1, and no other kind is written in version 2.
+func TestVersion2(t *testing.T) {
+	for _, c := range []Command{
+		{Kind: Expunge, Version: Version2, IDs: []ID{id(1), id(2)}, Flags: []string{`\Deleted`}},
+		{Kind: Expunge, Version: Version2, IDs: []ID{id(1)}},
+		{Kind: DeleteMailbox, Version: Version2, Mailbox: "a/b", MailboxID: id(3), IDs: []ID{id(1)}},
+		{Kind: DeleteMailbox, Version: Version2, Mailbox: "empty", MailboxID: id(3)},
+	} {
+		b, err := Encode(&c)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Kind, err)
+		}
+		if b[1] != Version2 {
+			t.Errorf("%s: encoded as version %d, want %d", c.Kind, b[1], Version2)
+		}
+		got, err := Decode(b)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Kind, err)
+		}
+		if got.Version != Version2 || !Equal(got, &c) {
+			t.Errorf("%s: decoded %+v, want %+v", c.Kind, got, c)
+		}
+		v1 := c
+		v1.Version = 0
+		if _, err := Encode(&v1); (len(c.Flags) > 0 || (c.Kind == DeleteMailbox && len(c.IDs) > 0)) && !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s in version 1 with version 2's fields: %v, want ErrInvalid", c.Kind, err)
+		}
+		// Equal tells the versions apart: the same fields mean another
+		// rule.
+		if len(c.Flags) == 0 && !(c.Kind == DeleteMailbox && len(c.IDs) > 0) && Equal(&v1, &c) {
+			t.Errorf("%s: version 1 and 2 compare equal", c.Kind)
+		}
+	}
+	for _, c := range []Command{
+		{Kind: SetFlags, Version: Version2, IDs: []ID{id(1)}, Flags: []string{`\Seen`}},
+		{Kind: Deliver, Version: Version2, Date: 5, Body: []byte("x")},
+		{Kind: Expunge, Version: 3, IDs: []ID{id(1)}},
+	} {
+		if _, err := Encode(&c); err == nil {
+			t.Errorf("%s in version %d encoded", c.Kind, c.Version)
+		}
+	}
 }

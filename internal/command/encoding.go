@@ -70,6 +70,9 @@ var codecs = newCodec()
 
 func toWire(c *Command) wire {
 	w := wire{Version: Version, Kind: uint64(c.Kind)}
+	if c.Version == Version2 {
+		w.Version = Version2
+	}
 	f := &w.Fields
 	f.Mailbox = c.Mailbox
 	if !c.MailboxID.IsZero() {
@@ -157,14 +160,14 @@ func DecodeHeader(b []byte, size int64) (*Command, int, error) {
 	after, err := codecs.dec.UnmarshalFirst(b, &w)
 	if err != nil {
 		// An array of the wrong length may be a different version.
-		if v, ok := peekVersion(b); ok && v != Version {
+		if v, ok := peekVersion(b); ok && v != Version && v != Version2 {
 			return nil, 0, fmt.Errorf("%w %d", ErrUnknownVersion, v)
 		}
 		return nil, 0, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	n := len(b) - len(after)
 	rest := size - int64(n)
-	if w.Version != Version {
+	if w.Version != Version && w.Version != Version2 {
 		return nil, 0, fmt.Errorf("%w %d", ErrUnknownVersion, w.Version)
 	}
 	if w.Kind < 1 || w.Kind > uint64(maxKind) {
@@ -183,6 +186,9 @@ func DecodeHeader(b []byte, size int64) (*Command, int, error) {
 		Date:       f.Date,
 		Position:   f.Position,
 		Digest:     f.Digest,
+	}
+	if w.Version == Version2 {
+		c.Version = Version2
 	}
 	if f.MailboxID != nil {
 		if len(f.MailboxID) != IDSize {

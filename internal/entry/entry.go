@@ -75,8 +75,41 @@ import (
 )
 
 // Version is the entry format version written unless Options.Chains
-// asks for Version3; both are read.
+// asks for Version3 or the command is of encoding version 2 (Version4);
+// all three are read.
 const Version = 2
+
+// Version4 is format 2 for a command of encoding version 2
+// (command.Version2): the same HPKE context, chunks and signature, with
+// 4 as the version byte, which every chunk's tag authenticates. An entry
+// of format 2 or 3 holds a command of version 1, and one of format 4 a
+// command of version 2; Open refuses any other pairing
+// (ErrBadCommand). The spool holds format 4 back from a device that does
+// not say it reads it (docs/API.md §3), so that a device built before
+// it stops there until upgraded instead of passing the change by.
+const Version4 = 4
+
+// Newest is the newest entry format this release reads, which a device
+// says on every read of its log (docs/API.md §3).
+const Newest = Version4
+
+// formatFor returns the entry format a command is sealed in without
+// chains: Version4 for a command of encoding version 2, else Version.
+func formatFor(c *command.Command) byte {
+	if c.Version == command.Version2 {
+		return Version4
+	}
+	return Version
+}
+
+// checkPairing refuses a command whose encoding version is not the one
+// entry format v holds.
+func checkPairing(v byte, c *command.Command) error {
+	if (v == Version4) != (c.Version == command.Version2) {
+		return fmt.Errorf("%w: a command of encoding version %d in entry format %d", ErrBadCommand, max(c.Version, command.Version), v)
+	}
+	return nil
+}
 
 // Wire constants of version 2.
 const (
@@ -290,7 +323,10 @@ func AppendSeal(dst []byte, c *command.Command, author *keys.SecretKey, to keys.
 		return nil, command.ID{}, err
 	}
 	src := innerSource{prefix: prefix, body: c.Body, size: innerLen}
-	t := recipient{to: to, chains: o.Chains}
+	t := recipient{to: to, chains: o.Chains, version: formatFor(c)}
+	if t.chains != nil && t.version != Version {
+		return dst, command.ID{}, errors.New("sealing entry: a command of encoding version 2 is sealed in format 4, without chains")
+	}
 
 	n := t.headerLen() + ciphertextSize(innerLen)
 	ret := slices.Grow(dst, n)
@@ -489,8 +525,9 @@ func (s innerSource) fill(b []byte, off int) []byte {
 // recipient is whom an entry is sealed to, and how: version 2, or
 // version 3 as a step of chains' context.
 type recipient struct {
-	to     keys.PublicKey
-	chains *Chains
+	to      keys.PublicKey
+	chains  *Chains
+	version byte // without chains: Version4 (formatFor), or Version when 0
 }
 
 func (r recipient) headerLen() int {
@@ -507,17 +544,21 @@ func sealHeader(out []byte, to recipient) (cipherAEAD, error) {
 	if to.chains != nil {
 		return writeHeader3(out[:hl], uint64(len(out)-hl), to.to, to.chains)
 	}
-	return writeHeader(out[:hl], uint64(len(out)-hl), to.to)
+	v := to.version
+	if v == 0 {
+		v = Version
+	}
+	return writeHeader(out[:hl], uint64(len(out)-hl), to.to, v)
 }
 
 // writeHeader writes the outer header of an entry with size bytes after
 // it into out (headerSize bytes), and returns the entry's AEAD.
-func writeHeader(out []byte, size uint64, to keys.PublicKey) (cipherAEAD, error) {
+func writeHeader(out []byte, size uint64, to keys.PublicKey, v byte) (cipherAEAD, error) {
 	enc, key, err := senderSecret(to, hpkeInfo, exportContext)
 	if err != nil {
 		return nil, err
 	}
-	h := appendHeaderStart(out[:0], Version, to, size)
+	h := appendHeaderStart(out[:0], v, to, size)
 	copy(out[len(h):headerSize], enc)
 	return chacha20poly1305.New(key)
 }
@@ -604,7 +645,7 @@ func ParseHeader(b []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: bad magic", ErrCorrupt)
 	}
 	v := b[len(magic)]
-	if v != Version && v != Version3 {
+	if v != Version && v != Version3 && v != Version4 {
 		return Header{}, fmt.Errorf("%w %d", ErrUnknownVersion, v)
 	}
 	if hl := outerLen(v); len(b) < hl {
@@ -655,6 +696,7 @@ type Unverified struct {
 	cmd      []byte
 	sig, dig []byte
 	plain    []byte // the inner plaintext, when it may be given back
+	version  byte   // the entry format, which the command's version must fit
 }
 
 // OpenUnverified is Open without the signature's check: every error Open
@@ -666,10 +708,14 @@ func OpenUnverified(b []byte, me *keys.SecretKey, user string, trusted ...keys.P
 		return nil, err
 	}
 	u, err := checkInner(d.inner, d.sig, d.digest, keyID, user, trusted)
-	if err == nil && d.pooled {
+	if err != nil {
+		return nil, err
+	}
+	if d.pooled {
 		u.plain = d.inner
 	}
-	return u, err
+	u.version = b[len(magic)]
+	return u, nil
 }
 
 // Verify checks the entry's signature (ed25519consensus.Verify, the rule
@@ -686,6 +732,9 @@ func (u *Unverified) decode() (*Opened, error) {
 	c, err := command.Decode(u.cmd)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	if err := checkPairing(u.version, c); err != nil {
+		return nil, err
 	}
 	o := u.o
 	o.Cmd = c

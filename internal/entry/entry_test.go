@@ -105,8 +105,14 @@ func TestSpoolCannotDecrypt(t *testing.T) {
 // need a valid ciphertext around invalid content.
 func reseal(t *testing.T, inner, sig []byte, to keys.PublicKey) []byte {
 	t.Helper()
+	return resealIn(t, Version, inner, sig, to)
+}
+
+// resealIn is reseal in entry format v (2 or 4).
+func resealIn(t *testing.T, v byte, inner, sig []byte, to keys.PublicKey) []byte {
+	t.Helper()
 	out := make([]byte, headerSize+ciphertextSize(len(inner)))
-	aead, _, err := sealBody(out, recipient{to: to}, innerSource{prefix: inner, size: len(inner)})
+	aead, _, err := sealBody(out, recipient{to: to, version: v}, innerSource{prefix: inner, size: len(inner)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +187,21 @@ func openCases(t *testing.T, f fixture) []openCase {
 	in, sig := buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil)
 	rs := func(in, sig []byte) []byte { return reseal(t, in, sig, f.user.Public()) }
 	padded := func(in, sig []byte) ([]byte, []byte) { return append(in, 0, 1), sig }
+	v2 := &command.Command{Kind: command.Expunge, Version: command.Version2, IDs: []command.ID{{1}}, Flags: []string{`\Deleted`}}
+	expunge2, err := command.Encode(v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	format4, _, err := Seal(v2, f.user, f.user.Public(), "alice", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if format4[len(magic)] != Version4 {
+		t.Fatalf("a command of version 2 sealed in format %d, want %d", format4[len(magic)], Version4)
+	}
+	if _, _, err := Seal(v2, f.user, f.user.Public(), "alice", &Options{Chains: NewChains(1)}); err == nil {
+		t.Fatal("a command of version 2 sealed with chains")
+	}
 
 	return []openCase{
 		{"good", good, "alice", trusted, nil},
@@ -192,7 +213,8 @@ func openCases(t *testing.T, f fixture) []openCase {
 		{"bit flipped in tag", mod(func(b []byte) []byte { b[len(b)-1] ^= 0x80; return b }), "alice", trusted, ErrCorrupt},
 		{"bit flipped in ephemeral key", mod(func(b []byte) []byte { b[headerSize-1] ^= 1; return b }), "alice", trusted, ErrCorrupt},
 		{"bad magic", mod(func(b []byte) []byte { b[0] = 'X'; return b }), "alice", trusted, ErrCorrupt},
-		{"unknown version", mod(func(b []byte) []byte { b[4] = 4; return b }), "alice", trusted, ErrUnknownVersion},
+		{"unknown version", mod(func(b []byte) []byte { b[4] = 5; return b }), "alice", trusted, ErrUnknownVersion},
+		{"version 2 marked 4", mod(func(b []byte) []byte { b[4] = 4; return b }), "alice", trusted, ErrCorrupt},
 		{"version 2 marked 3", mod(func(b []byte) []byte { b[4] = 3; return b }), "alice", trusted, ErrTruncated},
 		{"version 1", mod(func(b []byte) []byte { b[4] = 1; return b }), "alice", trusted, ErrUnknownVersion},
 		{"for another key", mod(func(b []byte) []byte { b[6] ^= 1; return b }), "alice", trusted, ErrNotForUser},
@@ -204,6 +226,9 @@ func openCases(t *testing.T, f fixture) []openCase {
 		{"nonzero padding", rs(padded(buildInner(t, f.user, f.user.Public(), "alice", cmdBytes, nil))), "alice", trusted, ErrCorrupt},
 		{"overlong command length", rs(overlong(t, f)), "alice", trusted, ErrCorrupt},
 		{"short signature", rs(in, sig[:63]), "alice", trusted, ErrCorrupt},
+		{"format 4 holding a command of version 1", resealIn(t, Version4, in, sig, f.user.Public()), "alice", trusted, ErrBadCommand},
+		{"format 2 holding a command of version 2", rs(buildInner(t, f.user, f.user.Public(), "alice", expunge2, nil)), "alice", trusted, ErrBadCommand},
+		{"format 4", format4, "alice", trusted, nil},
 	}
 }
 

@@ -181,6 +181,9 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCommand, err)
 	}
+	if err := checkPairing(s.header[len(magic)], c); err != nil {
+		return nil, err
+	}
 	s.ID, s.User, s.Cmd = f.id, f.user, c
 	s.start = cmdOff + hdrLen
 	s.BodyLen = cmdLen - hdrLen

@@ -65,7 +65,7 @@ func NewSealer(w io.Writer, c *command.Command, bodyLen int64, author *keys.Secr
 		return nil, err
 	}
 	s := &Sealer{w: w, author: author, keyID: to.KeyID(), id: id, size: innerLen, body: bodyLen, sig: blake3.New()}
-	aead, err := writeHeader(s.header[:], uint64(ciphertextSize(innerLen)), to)
+	aead, err := writeHeader(s.header[:], uint64(ciphertextSize(innerLen)), to, formatFor(c))
 	if err != nil {
 		return nil, fmt.Errorf("sealing entry: %w", err)
 	}

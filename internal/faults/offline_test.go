@@ -528,3 +528,68 @@ func TestOfflineBothConflict(t *testing.T) {
 	}
 	sameDumps(t, c)
 }
+
+// TestOfflineDeleteKeepsUnseen: the changes of a device cut off wait for
+// what it saw, with the real binaries. Device a, cut off, deletes the
+// mailbox Old (it shows m0 there) and expunges INBOX (it shows m2
+// \Deleted). Meanwhile device b, online, moves m1 into Old, and takes
+// \Deleted off m2 and files it in Keep. Once a gets through, every device
+// shows Old with m1 alone and Keep with m2: before, the DELETE took m1
+// with the mailbox and the EXPUNGE took m2 out of Keep, on every device,
+// and neither device had ever shown the user that it would.
+func TestOfflineDeleteKeepsUnseen(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOptions{})
+	a, b := c.devices[0], c.devices[1]
+	px := newProxy(t, fmt.Sprintf("127.0.0.1:%d", c.httpPort))
+	a.p.stop(t)
+	a.spool = "http://" + px.addr
+	c.startDevice(a)
+	deliverTokens(t, c, "m0", "m1", "m2")
+	ca, cb := login(t, a), login(t, b)
+	mustOK(t, "CREATE Old", cb.Create("Old", nil).Wait())
+	mustOK(t, "CREATE Keep", cb.Create("Keep", nil).Wait())
+	inbox := byToken(t, cb, "INBOX")
+	_, err := cb.Move(uidSet(inbox["m0"].uid), "Old").Wait()
+	mustOK(t, "MOVE m0", err)
+	mustOK(t, "STORE m2", cb.Store(uidSet(inbox["m2"].uid), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true,
+		Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close())
+	c.waitConverged(60 * time.Second)
+	px.cut()
+
+	byToken(t, cb, "INBOX")
+	_, err = cb.Move(uidSet(inbox["m1"].uid), "Old").Wait()
+	mustOK(t, "MOVE m1", err)
+	mustOK(t, "STORE -\\Deleted m2", cb.Store(uidSet(inbox["m2"].uid), &imap.StoreFlags{Op: imap.StoreFlagsDel, Silent: true,
+		Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close())
+	_, err = cb.Move(uidSet(inbox["m2"].uid), "Keep").Wait()
+	mustOK(t, "MOVE m2", err)
+
+	wantBox(t, "device a, cut off", "Old", byToken(t, ca, "Old"), map[string][]string{"m0": nil})
+	wantBox(t, "device a, cut off", "INBOX", byToken(t, ca, "INBOX"), map[string][]string{"m1": nil, "m2": {`\Deleted`}})
+	mustOK(t, "EXPUNGE", ca.Expunge().Close())
+	mustOK(t, "UNSELECT", ca.Unselect().Wait())
+	mustOK(t, "DELETE Old", ca.Delete("Old").Wait())
+	if n := queuedStatus(t, a); n != 2 {
+		t.Errorf("cspool status counts %d changes waiting on device a, want 2", n)
+	}
+
+	px.open(t)
+	took := c.timeToConverge(t, time.Now(), 30*time.Second)
+	t.Logf("converged %v after device a got through again", took.Round(time.Millisecond))
+	for _, d := range c.devices {
+		cl := login(t, d)
+		who := "device " + d.name
+		old := byToken(t, cl, "Old")
+		wantBox(t, who, "Old", old, map[string][]string{"m1": nil})
+		if _, ok := old["m0"]; ok || len(old) != 1 {
+			t.Errorf("%s: Old holds %v, want m1 alone", who, old)
+		}
+		wantBox(t, who, "Keep", byToken(t, cl, "Keep"), map[string][]string{"m2": nil})
+		if got := byToken(t, cl, "INBOX"); len(got) != 0 {
+			t.Errorf("%s: INBOX holds %v, want nothing", who, got)
+		}
+		cl.Close()
+	}
+	sameDumps(t, c)
+}

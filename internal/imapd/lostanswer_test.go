@@ -266,6 +266,11 @@ func TestLostAnswerGoneSince(t *testing.T) {
 		defer cancel()
 		err := a.sync.WaitApplied(wctx, first+uint64(n)-1)
 		if err == nil {
+			// b shows the message appended, so its DELETE takes it
+			// (one of a mailbox b had not seen it in leaves it).
+			err = b.sync.WaitApplied(wctx, first+uint64(n)-1)
+		}
+		if err == nil {
 			err = bc.Delete("Dst").Wait()
 		}
 		var head uint64

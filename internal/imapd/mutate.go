@@ -233,7 +233,9 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err = s.submit(&command.Command{Kind: command.Expunge, IDs: ids})
+	// Version 2: a message another device took \Deleted off before this
+	// reaches the log stays (docs/IMAP.md "Offline").
+	_, err = s.submit(&command.Command{Kind: command.Expunge, Version: command.Version2, IDs: ids, Flags: []string{`\Deleted`}})
 	return err
 }
 

@@ -348,7 +348,7 @@ func (a *applier) apply(e Entry) (Outcome, []Change, error) {
 				}
 			}
 		}
-		out.Skipped, out.Placed, a.inbox = nil, nil, nil
+		out.Skipped, out.Placed, out.Kept, a.inbox = nil, nil, nil, nil
 		return out, nil, a.recordRejection(&out, rej)
 	}
 	if err != nil {
@@ -359,7 +359,7 @@ func (a *applier) apply(e Entry) (Outcome, []Change, error) {
 			return out, nil, fmt.Errorf("releasing savepoint: %w", err)
 		}
 	}
-	if len(out.Skipped) > 0 {
+	if len(out.Skipped) > 0 || len(out.Kept) > 0 {
 		out.Status = Partial
 	}
 	return out, a.changes, nil

@@ -278,6 +278,11 @@ func (a *applier) messagesIn(mid int64) ([]*messageRow, error) {
 
 // deleteMailbox removes a mailbox and its messages. Children stay (RFC 9051
 // section 6.3.5) and so does a subscription to its name (section 6.3.7).
+// In version 2 the command names the messages its author saw in the
+// mailbox, and only those go: one moved or filed into it by another
+// device before the command reached the log, or into the mailbox found
+// by the name when the one the author meant is gone, stays, and so does
+// the mailbox, with it (Outcome.Kept).
 func (a *applier) deleteMailbox(c *command.Command) error {
 	mb, err := a.resolveExisting(c)
 	if err != nil {
@@ -296,11 +301,52 @@ func (a *applier) deleteMailbox(c *command.Command) error {
 	if err != nil {
 		return err
 	}
+	if c.Version == command.Version2 {
+		return a.deleteSeen(c, mb, msgs)
+	}
 	for _, m := range msgs {
 		if err := a.deleteMessage(m); err != nil {
 			return err
 		}
 	}
+	return a.dropMailbox(mb)
+}
+
+// deleteSeen is deleteMailbox of version 2: it removes the messages of
+// msgs (mb's) that c names, and mb if no other is left.
+func (a *applier) deleteSeen(c *command.Command, mb *mailboxRow, msgs []*messageRow) error {
+	seen := make(map[command.ID]bool, len(c.IDs))
+	for _, id := range c.IDs {
+		seen[id] = true
+	}
+	var gone []*messageRow
+	kept := false
+	for _, m := range msgs {
+		if seen[m.id] {
+			gone = append(gone, m)
+		} else {
+			a.out.Kept, kept = append(a.out.Kept, m.id), true
+		}
+	}
+	for _, m := range gone {
+		if err := a.deleteMessage(m); err != nil {
+			return err
+		}
+	}
+	if !kept {
+		return a.dropMailbox(mb)
+	}
+	for _, m := range gone {
+		a.change(Change{Kind: MessageExpunged, Mailbox: mb.id, UID: UID(m.uid), Message: m.id})
+	}
+	if len(gone) > 0 {
+		return a.touch(mb.mid)
+	}
+	return nil
+}
+
+// dropMailbox deletes mb's row, its messages deleted already.
+func (a *applier) dropMailbox(mb *mailboxRow) error {
 	if _, err := a.ExecContext(a.ctx, "DELETE FROM mailboxes WHERE mid = ?", mb.mid); err != nil {
 		return fmt.Errorf("deleting mailbox: %w", err)
 	}

@@ -356,9 +356,19 @@ func (a *applier) moveMessages(c *command.Command) error {
 	return a.touchAll(touched)
 }
 
-// expunge removes each existing message named by the command, whatever its
-// flags (the author chose the ids).
+// expunge removes each existing message named by the command: in version
+// 1 whatever its flags (the author chose the ids); in version 2 only one
+// that carries every flag the command names (\Deleted, as IMAP's
+// EXPUNGE wants), so that a message another device took \Deleted off
+// before the command reached the log stays (Outcome.Kept).
 func (a *applier) expunge(c *command.Command) error {
+	var need flagSet
+	if c.Version == command.Version2 && len(c.Flags) > 0 {
+		var err error
+		if need, err = a.canonicalFlags(c.Flags, false); err != nil {
+			return err
+		}
+	}
 	var touched []int64 // each mailbox's modseq is set once
 	for _, id := range c.IDs {
 		m, err := messageByID(a.ctx, a, id)
@@ -367,6 +377,10 @@ func (a *applier) expunge(c *command.Command) error {
 		}
 		if m == nil {
 			a.out.Skipped = append(a.out.Skipped, id)
+			continue
+		}
+		if !m.flags.union(need).equal(m.flags) {
+			a.out.Kept = append(a.out.Kept, id)
 			continue
 		}
 		if err := a.deleteMessage(m); err != nil {

@@ -63,7 +63,8 @@ const (
 	// Applied: the entry was applied in full.
 	Applied Status = iota
 	// Partial: applied, but some message ids it names no longer existed and
-	// were skipped (Outcome.Skipped).
+	// were skipped (Outcome.Skipped), or it left messages its author had
+	// not seen so (Outcome.Kept).
 	Partial
 	// Rejected: nothing was applied (Outcome.Reason).
 	Rejected
@@ -109,6 +110,11 @@ type Outcome struct {
 	Detail  string       // when Rejected: a short explanation, no message content
 	Skipped []command.ID // message ids named but no longer present
 	Placed  []Placement  // messages created or moved, in order
+	// Kept are the messages a command of encoding version 2 left where
+	// they were, as its author had not seen them so: an Expunge's that no
+	// longer carried its flags, and the messages in a DeleteMailbox's
+	// mailbox that it did not name (the mailbox then stays).
+	Kept []command.ID
 }
 
 // ChangeKind says what a Change is.

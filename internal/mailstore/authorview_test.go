@@ -1,0 +1,139 @@
+package mailstore
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"cspool/internal/command"
+)
+
+// The commands of version 2 wait for what their author saw. Each case is
+// the log two devices write when one of them was offline: the other's
+// change lands between what the offline device saw and its command.
+//
+//   - A DELETE names the messages in the mailbox: one another device moved
+//     into it meanwhile stays, and so does the mailbox, with just that
+//     message (version 1 took it with the mailbox: lost on every device).
+//   - A DELETE whose mailbox another device deleted and made again falls
+//     back to the name, as in version 1, but takes none of the new
+//     mailbox's messages.
+//   - A DELETE of a mailbox its own device's APPEND made again takes the
+//     appended message: the author saw it.
+//   - An EXPUNGE names \Deleted: a message another device took \Deleted
+//     off and moved elsewhere meanwhile stays (version 1 removed it
+//     wherever it was).
+func TestVersion2WaitsForAuthorsView(t *testing.T) {
+	ctx := context.Background()
+	v2 := func(c *command.Command) *command.Command { c.Version = command.Version2; return c }
+	idsIn := func(t *testing.T, s *Store, name string) []command.ID {
+		t.Helper()
+		var ids []command.ID
+		mb, err := s.MailboxByName(ctx, name)
+		if err != nil {
+			return nil
+		}
+		if err := s.Scan(ctx, mb.ID, 0, func(m *Message) error { ids = append(ids, m.ID); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+
+	t.Run("delete keeps what was moved in", func(t *testing.T) {
+		s := openTest(t)
+		l := &testLog{}
+		d1, d2 := l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two")))
+		mustApply(t, s, d1, d2, l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Old"}),
+			l.user(&command.Command{Kind: command.Move, Mailbox: "Old", IDs: []command.ID{d1.ID}}))
+		old := mailboxID(t, s, "Old")
+		seen := idsIn(t, s, "Old") // what the offline device shows: one
+		// The other device files "two" into Old; then the DELETE lands.
+		mustApply(t, s, l.user(&command.Command{Kind: command.Move, Mailbox: "Old", MailboxID: old, IDs: []command.ID{d2.ID}}))
+		res := mustApply(t, s, l.user(v2(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Old", MailboxID: old, IDs: seen})))
+		o := res.Outcomes[0]
+		if o.Status != Partial || !slices.Equal(o.Kept, []command.ID{d2.ID}) {
+			t.Fatalf("outcome %+v, want partial, keeping %s", o, d2.ID)
+		}
+		if got := idsIn(t, s, "Old"); !slices.Equal(got, []command.ID{d2.ID}) {
+			t.Fatalf("Old holds %v, want only the message moved in, %s", got, d2.ID)
+		}
+		if m, _ := s.MessageByID(ctx, d1.ID, 0); m != nil {
+			t.Fatal("the message the author saw is still there")
+		}
+		var expunged bool
+		for _, c := range res.Changes {
+			expunged = expunged || (c.Kind == MessageExpunged && c.Message == d1.ID)
+			if c.Kind == MailboxDeleted {
+				t.Fatal("the mailbox was reported deleted")
+			}
+		}
+		if !expunged {
+			t.Fatal("no EXPUNGE change for the message taken")
+		}
+	})
+
+	t.Run("delete by name takes nothing of a new mailbox", func(t *testing.T) {
+		s := openTest(t)
+		l := &testLog{}
+		d1 := l.spool(deliverCmd(simpleMessage("one")))
+		mustApply(t, s, d1, l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Box"}))
+		first := mailboxID(t, s, "Box")
+		// The other device deletes Box, makes it again and files d1 there.
+		mustApply(t, s, l.user(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Box", MailboxID: first}),
+			l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Box"}),
+			l.user(&command.Command{Kind: command.Move, Mailbox: "Box", IDs: []command.ID{d1.ID}}))
+		res := mustApply(t, s, l.user(v2(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Box", MailboxID: first})))
+		if o := res.Outcomes[0]; o.Status != Partial || !slices.Equal(o.Kept, []command.ID{d1.ID}) {
+			t.Fatalf("outcome %+v, want partial, keeping %s", o, d1.ID)
+		}
+		if got := idsIn(t, s, "Box"); !slices.Equal(got, []command.ID{d1.ID}) {
+			t.Fatalf("Box holds %v, want %s", got, d1.ID)
+		}
+	})
+
+	t.Run("delete takes its own device's append", func(t *testing.T) {
+		s := openTest(t)
+		l := &testLog{}
+		mustApply(t, s, l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Box"}))
+		first := mailboxID(t, s, "Box")
+		mustApply(t, s, l.user(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Box", MailboxID: first}))
+		// The offline device appended into Box (by its old id) and then
+		// deleted it: the append makes it again, the DELETE names the
+		// message appended, and both go.
+		app := l.user(&command.Command{Kind: command.Append, Mailbox: "Box", MailboxID: first, Date: 1, Body: []byte(simpleMessage("draft"))})
+		del := l.user(v2(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Box", MailboxID: first, IDs: []command.ID{app.ID}}))
+		res := mustApply(t, s, app, del)
+		if o := res.Outcomes[1]; o.Status != Applied || len(o.Kept) != 0 {
+			t.Fatalf("outcome %+v, want applied", o)
+		}
+		if _, err := s.MailboxByName(ctx, "Box"); err == nil {
+			t.Fatal("Box is still there")
+		}
+	})
+
+	t.Run("expunge keeps what lost \\Deleted", func(t *testing.T) {
+		s := openTest(t)
+		l := &testLog{}
+		d1, d2 := l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two")))
+		mustApply(t, s, d1, d2, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Deleted`}, IDs: []command.ID{d1.ID, d2.ID}}))
+		// The other device takes \Deleted off d2 and files it; then the
+		// offline device's EXPUNGE of both lands.
+		mustApply(t, s, l.user(&command.Command{Kind: command.ClearFlags, Flags: []string{`\Deleted`}, IDs: []command.ID{d2.ID}}),
+			l.user(&command.Command{Kind: command.Move, Mailbox: "Keep", IDs: []command.ID{d2.ID}}))
+		res := mustApply(t, s, l.user(v2(&command.Command{Kind: command.Expunge, IDs: []command.ID{d1.ID, d2.ID}, Flags: []string{`\Deleted`}})))
+		if o := res.Outcomes[0]; o.Status != Partial || !slices.Equal(o.Kept, []command.ID{d2.ID}) {
+			t.Fatalf("outcome %+v, want partial, keeping %s", o, d2.ID)
+		}
+		if got := idsIn(t, s, "Keep"); !slices.Equal(got, []command.ID{d2.ID}) {
+			t.Fatalf("Keep holds %v, want %s", got, d2.ID)
+		}
+		if m, _ := s.MessageByID(ctx, d1.ID, 0); m != nil {
+			t.Fatal("the message still \\Deleted is there")
+		}
+		// Version 1 is unchanged: whatever its flags.
+		mustApply(t, s, l.user(&command.Command{Kind: command.Expunge, IDs: []command.ID{d2.ID}}))
+		if m, _ := s.MessageByID(ctx, d2.ID, 0); m != nil {
+			t.Fatal("an EXPUNGE of version 1 left a message without \\Deleted")
+		}
+	})
+}
