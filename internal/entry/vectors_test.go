@@ -72,6 +72,10 @@ func vectorCommands() []struct {
 			Body: append([]byte("From: a@example.org\r\nSubject: kept by a device\r\n\r\n"),
 				bytes.Repeat([]byte("Only a device still had this line.\r\n"), 40)...)}},
 		{"restoration, user author, padded", true, restorationVector()},
+		{"expunge of version 2 (entry format 4), user author, padded", true, &command.Command{Kind: command.Expunge,
+			Version: command.Version2, IDs: ids, Flags: []string{`\Deleted`}}},
+		{"delete mailbox of version 2 (entry format 4), user author, padded", true, &command.Command{Kind: command.DeleteMailbox,
+			Version: command.Version2, Mailbox: "Projects/Old", MailboxID: ids[0], IDs: ids[1:]}},
 	}
 }
 
@@ -259,7 +263,13 @@ func TestVectorsByHand(t *testing.T) {
 			}
 			e := unhex(v.Sealed)
 			// Header: magic, version, key id, ciphertext length, enc.
-			if string(e[:4]) != "CSPE" || e[4] != 2 {
+			// Format 4 for a command of version 2 (its second byte, after
+			// the array's), else 2.
+			wantV := byte(2)
+			if unhex(v.Command)[1] == 2 {
+				wantV = 4
+			}
+			if string(e[:4]) != "CSPE" || e[4] != wantV {
 				t.Fatalf("header starts %q", e[:5])
 			}
 			keyID := sha256.Sum256(slices.Concat([]byte("cspool/v1 key id"), user.Public().X25519.Bytes(), user.Public().Ed25519))
