@@ -371,14 +371,22 @@ func (p *proxy) cut() {
 // is not; both change the same messages; when a gets through again, its
 // queue goes to the log after b's changes, and both devices end the same,
 // as the log's order decides (docs/IMAP.md, "Offline").
-func TestOfflineConflict(t *testing.T) {
-	t.Parallel()
-	c := newCluster(t, clusterOptions{})
-	a, b := c.devices[0], c.devices[1]
-	px := newProxy(t, fmt.Sprintf("127.0.0.1:%d", c.httpPort))
+// behindProxy starts a cluster of two devices, device a reaching the
+// spool through a proxy that the test can cut.
+func behindProxy(t *testing.T) (c *cluster, a, b *device, px *proxy) {
+	t.Helper()
+	c = newCluster(t, clusterOptions{})
+	a, b = c.devices[0], c.devices[1]
+	px = newProxy(t, fmt.Sprintf("127.0.0.1:%d", c.httpPort))
 	a.p.stop(t)
 	a.spool = "http://" + px.addr
 	c.startDevice(a)
+	return c, a, b, px
+}
+
+func TestOfflineConflict(t *testing.T) {
+	t.Parallel()
+	c, a, b, px := behindProxy(t)
 	deliverTokens(t, c, "m0", "m1", "m2", "m3")
 	ca, cb := login(t, a), login(t, b)
 	mustOK(t, "CREATE Work", cb.Create("Work", nil).Wait())
@@ -539,12 +547,7 @@ func TestOfflineBothConflict(t *testing.T) {
 // and neither device had ever shown the user that it would.
 func TestOfflineDeleteKeepsUnseen(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, clusterOptions{})
-	a, b := c.devices[0], c.devices[1]
-	px := newProxy(t, fmt.Sprintf("127.0.0.1:%d", c.httpPort))
-	a.p.stop(t)
-	a.spool = "http://" + px.addr
-	c.startDevice(a)
+	c, a, b, px := behindProxy(t)
 	deliverTokens(t, c, "m0", "m1", "m2")
 	ca, cb := login(t, a), login(t, b)
 	mustOK(t, "CREATE Old", cb.Create("Old", nil).Wait())
