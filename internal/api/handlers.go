@@ -353,10 +353,11 @@ func (p readParams) beyond(e spool.Entry) bool {
 
 // heldBack is the refusal (400) of a read whose first entry is beyond the
 // device's formats.
-func heldBack(e spool.Entry) error {
+func heldBack(e spool.Entry, reads int) error {
 	v, _ := entry.VersionOf(e.Data)
 	return errorf(ErrBadRequest, "the next entry, at position %d, is in entry format %d, %s "+
-		"(%s=%d): upgrade cspool on this device; it reads on from there, nothing is lost", e.Pos, v, heldBackText, ReadsParam, v)
+		"(it says %s=%d, up to format %d): upgrade cspool on this device; it reads on from there, nothing is lost",
+		e.Pos, v, heldBackText, ReadsParam, reads, reads)
 }
 
 // heldBackText is in heldBack's refusal, which Hint recognises.
@@ -468,7 +469,7 @@ func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.
 		return
 	}
 	if len(entries) > 0 && p.beyond(entries[0]) {
-		s.fail(w, r, heldBack(entries[0]))
+		s.fail(w, r, heldBack(entries[0], p.reads))
 		return
 	}
 	if chained {

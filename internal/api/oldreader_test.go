@@ -439,7 +439,7 @@ func TestReleaseBeforeStopsBeforeFormat4(t *testing.T) {
 		return resp.StatusCode, msg
 	}
 	if st, msg := read(entry.Version3, 2); st != http.StatusBadRequest || !strings.Contains(msg, "position 3, is in entry format 4") ||
-		!strings.Contains(msg, "upgrade cspool") {
+		!strings.Contains(msg, "it says reads=3, up to format 3") || !strings.Contains(msg, "upgrade cspool") {
 		t.Fatalf("a read from 2 saying reads=3: %d %q, want 400 naming position 3 and format 4", st, msg)
 	}
 	es, _, err := c.Read(ctx, 2, 100, 1<<20, 0)

@@ -594,5 +594,17 @@ func TestOfflineDeleteKeepsUnseen(t *testing.T) {
 		}
 		cl.Close()
 	}
+	// Each daemon says what it kept, the deleting one too: it has
+	// applied both changes by now.
+	for _, d := range c.devices {
+		for _, kind := range []string{"Expunge", "DeleteMailbox"} {
+			want := `msg="change applied, messages its author had not seen so kept"`
+			if !slices.ContainsFunc(strings.Split(d.p.stderr.String(), "\n"), func(l string) bool {
+				return strings.Contains(l, want) && strings.Contains(l, "command="+kind+" kept=1")
+			}) {
+				t.Errorf("device %s did not log the %s that kept a message", d.name, kind)
+			}
+		}
+	}
 	sameDumps(t, c)
 }

@@ -51,12 +51,11 @@ func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
 		s.srv.log.Info("change rejected", "command", cmd.Kind, "reason", o.Reason, "pos", o.Pos)
 		return o, s.rejection(o)
 	case mailstore.Partial:
-		if len(o.Kept) > 0 {
-			s.srv.log.Info("change partly applied: messages kept that it had not seen so", "command", cmd.Kind,
-				"kept", len(o.Kept), "skipped", len(o.Skipped), "pos", o.Pos)
-			break
+		// Messages kept (Outcome.Kept) are logged where the log applies
+		// the change, for every device's changes alike.
+		if len(o.Skipped) > 0 {
+			s.srv.log.Info("change partly applied: messages gone", "command", cmd.Kind, "skipped", len(o.Skipped), "pos", o.Pos)
 		}
-		s.srv.log.Info("change partly applied: messages gone", "command", cmd.Kind, "skipped", len(o.Skipped), "pos", o.Pos)
 	}
 	return o, nil
 }

@@ -911,6 +911,11 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	}
 	misused := false
 	for _, o := range res.Outcomes {
+		if len(o.Kept) > 0 {
+			// A DELETE or EXPUNGE of version 2 whose author had not seen
+			// some of what it would have taken: ordinary in a conflict.
+			s.log.Info("change applied, messages its author had not seen so kept", "pos", o.Pos, "command", o.Kind, "kept", len(o.Kept))
+		}
 		if o.Status == mailstore.Rejected {
 			rejected++
 			level := slog.LevelWarn
