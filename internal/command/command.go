@@ -38,7 +38,8 @@ const Version = 1
 
 // Version2 is the encoding version of the commands whose apply rule waits
 // for what their author saw (docs/FORMAT.md §3, "Version 2"): an Expunge
-// that names the flags each message must still carry, a DeleteMailbox
+// that names the flags each message must still carry and the mailbox it
+// must still be in, a DeleteMailbox
 // that names the messages it may take. Only those two kinds are written
 // in it; an entry holding one is in entry format 4, which devices built
 // before it do not read, so that no device applies such a command by the
@@ -145,7 +146,9 @@ type Command struct {
 	// destination; for CreateMailbox, DeleteMailbox, (Un)Subscribe the mailbox;
 	// for RenameMailbox the old name.
 	Mailbox string
-	// MailboxID is the target mailbox's stable id, when the author knew it.
+	// MailboxID is the target mailbox's stable id, when the author knew it;
+	// for an Expunge of version 2, the mailbox each message must still be
+	// in.
 	MailboxID ID
 	// NewName is RenameMailbox's new name.
 	NewName string
@@ -207,7 +210,7 @@ func fieldsOf(k Kind, v uint8) (required, optional field) {
 	if v == Version2 {
 		switch k {
 		case Expunge:
-			return fIDs, fFlags
+			return fIDs, fFlags | fMailboxID
 		case DeleteMailbox:
 			return fMailbox, fMailboxID | fIDs
 		}

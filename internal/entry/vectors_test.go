@@ -73,7 +73,7 @@ func vectorCommands() []struct {
 				bytes.Repeat([]byte("Only a device still had this line.\r\n"), 40)...)}},
 		{"restoration, user author, padded", true, restorationVector()},
 		{"expunge of version 2 (entry format 4), user author, padded", true, &command.Command{Kind: command.Expunge,
-			Version: command.Version2, IDs: ids, Flags: []string{`\Deleted`}}},
+			Version: command.Version2, IDs: ids, Flags: []string{`\Deleted`}, MailboxID: ids[2]}},
 		{"delete mailbox of version 2 (entry format 4), user author, padded", true, &command.Command{Kind: command.DeleteMailbox,
 			Version: command.Version2, Mailbox: "Projects/Old", MailboxID: ids[0], IDs: ids[1:]}},
 	}

@@ -233,9 +233,10 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	if len(ids) == 0 {
 		return nil
 	}
-	// Version 2: a message another device took \Deleted off before this
-	// reaches the log stays (docs/IMAP.md "Offline").
-	_, err = s.submit(&command.Command{Kind: command.Expunge, Version: command.Version2, IDs: ids, Flags: []string{`\Deleted`}})
+	// Version 2: a message another device took \Deleted off or filed
+	// elsewhere before this reaches the log stays (docs/IMAP.md "Offline").
+	_, err = s.submit(&command.Command{Kind: command.Expunge, Version: command.Version2, IDs: ids,
+		Flags: []string{`\Deleted`}, MailboxID: sel.mb.id})
 	return err
 }
 

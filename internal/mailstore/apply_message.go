@@ -357,10 +357,12 @@ func (a *applier) moveMessages(c *command.Command) error {
 }
 
 // expunge removes each existing message named by the command: in version
-// 1 whatever its flags (the author chose the ids); in version 2 only one
-// that carries every flag the command names (\Deleted, as IMAP's
-// EXPUNGE wants), so that a message another device took \Deleted off
-// before the command reached the log stays (Outcome.Kept).
+// 1 whatever its flags and wherever it is (the author chose the ids); in
+// version 2 only one that carries every flag the command names
+// (\Deleted, as IMAP's EXPUNGE wants) and is in the mailbox it names
+// (the one the author expunged), so that a message another device took
+// \Deleted off or filed elsewhere before the command reached the log
+// stays (Outcome.Kept).
 func (a *applier) expunge(c *command.Command) error {
 	var need flagSet
 	if c.Version == command.Version2 && len(c.Flags) > 0 {
@@ -379,7 +381,7 @@ func (a *applier) expunge(c *command.Command) error {
 			a.out.Skipped = append(a.out.Skipped, id)
 			continue
 		}
-		if !m.flags.union(need).equal(m.flags) {
+		if !m.flags.union(need).equal(m.flags) || (c.Version == command.Version2 && !c.MailboxID.IsZero() && m.mailboxID != c.MailboxID) {
 			a.out.Kept = append(a.out.Kept, id)
 			continue
 		}

@@ -20,9 +20,10 @@ import (
 //     mailbox's messages.
 //   - A DELETE of a mailbox its own device's APPEND made again takes the
 //     appended message: the author saw it.
-//   - An EXPUNGE names \Deleted: a message another device took \Deleted
-//     off and moved elsewhere meanwhile stays (version 1 removed it
-//     wherever it was).
+//   - An EXPUNGE names \Deleted and its mailbox: a message another device
+//     took \Deleted off meanwhile stays, and so does one it filed
+//     elsewhere with \Deleted still on (version 1 removed both, wherever
+//     they were).
 func TestVersion2WaitsForAuthorsView(t *testing.T) {
 	ctx := context.Background()
 	v2 := func(c *command.Command) *command.Command { c.Version = command.Version2; return c }
@@ -114,26 +115,28 @@ func TestVersion2WaitsForAuthorsView(t *testing.T) {
 	t.Run("expunge keeps what lost \\Deleted", func(t *testing.T) {
 		s := openTest(t)
 		l := &testLog{}
-		d1, d2 := l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two")))
-		mustApply(t, s, d1, d2, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Deleted`}, IDs: []command.ID{d1.ID, d2.ID}}))
-		// The other device takes \Deleted off d2 and files it; then the
-		// offline device's EXPUNGE of both lands.
+		d1, d2, d3 := l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))), l.spool(deliverCmd(simpleMessage("three")))
+		mustApply(t, s, d1, d2, d3, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Deleted`}, IDs: []command.ID{d1.ID, d2.ID, d3.ID}}))
+		// The other device takes \Deleted off d2 and files it, and files
+		// d3 with \Deleted on; then the offline device's EXPUNGE of all
+		// three in INBOX lands.
 		mustApply(t, s, l.user(&command.Command{Kind: command.ClearFlags, Flags: []string{`\Deleted`}, IDs: []command.ID{d2.ID}}),
-			l.user(&command.Command{Kind: command.Move, Mailbox: "Keep", IDs: []command.ID{d2.ID}}))
-		res := mustApply(t, s, l.user(v2(&command.Command{Kind: command.Expunge, IDs: []command.ID{d1.ID, d2.ID}, Flags: []string{`\Deleted`}})))
-		if o := res.Outcomes[0]; o.Status != Partial || !slices.Equal(o.Kept, []command.ID{d2.ID}) {
-			t.Fatalf("outcome %+v, want partial, keeping %s", o, d2.ID)
+			l.user(&command.Command{Kind: command.Move, Mailbox: "Keep", IDs: []command.ID{d2.ID, d3.ID}}))
+		res := mustApply(t, s, l.user(v2(&command.Command{Kind: command.Expunge, IDs: []command.ID{d1.ID, d2.ID, d3.ID},
+			Flags: []string{`\Deleted`}, MailboxID: InboxID()})))
+		if o := res.Outcomes[0]; o.Status != Partial || !slices.Equal(o.Kept, []command.ID{d2.ID, d3.ID}) {
+			t.Fatalf("outcome %+v, want partial, keeping %s and %s", o, d2.ID, d3.ID)
 		}
-		if got := idsIn(t, s, "Keep"); !slices.Equal(got, []command.ID{d2.ID}) {
-			t.Fatalf("Keep holds %v, want %s", got, d2.ID)
+		if got := idsIn(t, s, "Keep"); !slices.Equal(got, []command.ID{d2.ID, d3.ID}) {
+			t.Fatalf("Keep holds %v, want %s and %s", got, d2.ID, d3.ID)
 		}
 		if m, _ := s.MessageByID(ctx, d1.ID, 0); m != nil {
 			t.Fatal("the message still \\Deleted is there")
 		}
-		// Version 1 is unchanged: whatever its flags.
-		mustApply(t, s, l.user(&command.Command{Kind: command.Expunge, IDs: []command.ID{d2.ID}}))
-		if m, _ := s.MessageByID(ctx, d2.ID, 0); m != nil {
-			t.Fatal("an EXPUNGE of version 1 left a message without \\Deleted")
+		// Version 1 is unchanged: whatever its flags, wherever it is.
+		mustApply(t, s, l.user(&command.Command{Kind: command.Expunge, IDs: []command.ID{d2.ID, d3.ID}}))
+		if got := idsIn(t, s, "Keep"); len(got) != 0 {
+			t.Fatalf("an EXPUNGE of version 1 left %v in Keep", got)
 		}
 	})
 }
