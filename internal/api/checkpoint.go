@@ -145,8 +145,10 @@ func readsUpTo(r *http.Request) int {
 }
 
 // checkReads refuses (403) the upload of a checkpoint at pos by a device
-// that does not say it reads entry format 3 while the log holds an entry
-// of that format at or before pos. Such a device could not open the entry,
+// that does not say it reads entry format 3 or 4 while the log holds an
+// entry of that format at or before pos. Such a device could not open the
+// entry (or, of format 4, would pass its command by as one of an unknown
+// version),
 // so its checkpoint does not hold what the entry carries, and storing it
 // would delete the entry: every device would lose it. A device that reads
 // it lists it if it is still needed, as any entry.
@@ -156,8 +158,13 @@ func readsUpTo(r *http.Request) int {
 // to do; the position found is remembered (Server.formats), so that those
 // uploads cost a map lookup instead of reading the log's entries up to it
 // each time.
+// formatFirsts are the positions of the first entries of formats 3 to
+// entry.Newest in a user's log, in that order; 0 for none found.
+type formatFirsts [entry.Newest - entry.Version3 + 1]uint64
+
 func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
-	if readsUpTo(r) >= entry.Version3 {
+	reads := readsUpTo(r)
+	if reads >= entry.Newest {
 		return nil
 	}
 	ff, ok := s.cfg.Store.(spool.FormatFinder)
@@ -167,20 +174,24 @@ func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
 	// What is remembered serves only to refuse: refused wrongly (the
 	// entry since deleted), an old device's checkpoint waits; let through
 	// wrongly (a log begun again under the same name, a restore made
-	// while the server ran), it would delete an entry of format 3.
-	first, _ := s.formats.get(user, time.Now())
-	if first == 0 || first > pos {
-		var err error
-		if first, err = ff.FirstOfFormat(r.Context(), user, pos, entry.Version3); err != nil {
-			return storeError("checking the log's entry formats", err)
+	// while the server ran), it would delete an entry of format 3 or 4.
+	firsts, _ := s.formats.get(user, time.Now())
+	for v := max(reads+1, entry.Version3); v <= entry.Newest; v++ {
+		first := &firsts[v-entry.Version3]
+		if *first == 0 || *first > pos {
+			f, err := ff.FirstOfFormat(r.Context(), user, pos, byte(v))
+			if err != nil {
+				return storeError("checking the log's entry formats", err)
+			}
+			if f != 0 {
+				*first = f
+				s.formats.put(user, firsts, time.Now())
+			}
 		}
-		if first != 0 {
-			s.formats.put(user, first, time.Now())
+		if *first != 0 && *first <= pos {
+			return errorf(ErrForbidden, "the log holds an entry of format %d at position %d, which this device does not say it reads "+
+				"(%s=%d): its checkpoint would delete what it could not open; upgrade cspool on this device", v, *first, ReadsParam, v)
 		}
-	}
-	if first != 0 && first <= pos {
-		return errorf(ErrForbidden, "the log holds an entry of format %d at position %d, which this device does not say it reads "+
-			"(%s=%d): its checkpoint would delete what it could not open; upgrade cspool on this device", entry.Version3, first, ReadsParam, entry.Version3)
 	}
 	return nil
 }

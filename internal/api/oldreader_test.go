@@ -147,7 +147,7 @@ func TestCheckpointFromOldReaderRemembered(t *testing.T) {
 	}
 	// A device that reads format 3 stores one keeping the entry: looked
 	// up again, still there.
-	if err := put(4, []uint64{3, 4}, entry.Version3); err != nil {
+	if err := put(4, []uint64{3, 4}, entry.Newest); err != nil {
 		t.Fatal(err)
 	}
 	if err := put(5, []uint64{3, 4, 5}, 0); !errors.Is(err, ErrForbidden) {
@@ -155,14 +155,16 @@ func TestCheckpointFromOldReaderRemembered(t *testing.T) {
 	}
 	// One that lets it go (the message expunged): the old device's next
 	// checkpoint is stored.
-	if err := put(5, []uint64{4, 5}, entry.Version3); err != nil {
+	if err := put(5, []uint64{4, 5}, entry.Newest); err != nil {
 		t.Fatal(err)
 	}
 	if err := put(6, []uint64{4, 5, 6}, 0); err != nil {
 		t.Fatalf("an old device's checkpoint once no entry of format 3 is left: %v", err)
 	}
-	if n := fc.n.Load(); n != 4 {
-		t.Fatalf("%d look-ups of the log's formats, want 4", n)
+	// Four of format 3; and one of format 4 for each of the two stored,
+	// which found no entry of format 3 at or before them.
+	if n := fc.n.Load(); n != 6 {
+		t.Fatalf("%d look-ups of the log's formats, want 6", n)
 	}
 }
 
@@ -417,11 +419,14 @@ func TestReadsParamStrippedInTransit(t *testing.T) {
 // release before (reads=3) would open it as a command of an unknown
 // version and pass it by, applying nothing where the others apply the
 // change: the server stops it before the entry, with the hint to upgrade,
-// and a device that reads format 4 reads on.
+// and a device that reads format 4 reads on. A checkpoint over the entry
+// from a device that does not say it reads format 4 (one that passed it
+// by, served by a spool that did not hold it back) is refused, as over
+// one of format 3, so that compacting cannot delete the change.
 func TestReleaseBeforeStopsBeforeFormat4(t *testing.T) {
 	e := newEnv(t, false, nil)
 	ctx := testCtx(t)
-	c, _ := appendWithChained(t, e, 2)
+	c, put := appendWithChained(t, e, 2)
 	expunge := &command.Command{Kind: command.Expunge, Version: command.Version2, IDs: []command.ID{{1}}, Flags: []string{`\Deleted`}}
 	b, _, err := entry.Seal(expunge, e.alice, e.alice.Public(), "alice", nil)
 	if err != nil {
@@ -449,5 +454,13 @@ func TestReleaseBeforeStopsBeforeFormat4(t *testing.T) {
 	o, err := entry.Open(es[0].Data, e.alice, "alice", e.alice.Public())
 	if err != nil || o.Cmd.Version != command.Version2 || !command.Equal(o.Cmd, expunge) {
 		t.Fatalf("the entry read back: %v, %v", o, err)
+	}
+	for _, reads := range []int{entry.Version3, 0} {
+		if err := put(3, []uint64{3}, reads); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "format 4 at position 3") {
+			t.Fatalf("a checkpoint at 3 saying reads=%d: %v, want 403 naming format 4 at position 3", reads, err)
+		}
+	}
+	if err := put(3, []uint64{3}, entry.Newest); err != nil {
+		t.Fatalf("a checkpoint at 3 saying reads=%d: %v", entry.Newest, err)
 	}
 }

@@ -343,15 +343,15 @@ type Server struct {
 	parkedReads sync.WaitGroup
 	parkedNow   atomic.Int64
 
-	// formats remembers, for users whose log holds an entry of format 3,
-	// where the first one is (checkReads). Entries are only appended after
+	// formats remembers, for users whose log holds an entry of format 3
+	// or 4, where the first of each is (checkReads; 0 for none found). Entries are only appended after
 	// it, so it stays the first until a compaction deletes it: a user's is
 	// forgotten at each checkpoint this server stores for the user, and
 	// kept ten minutes at most, which bounds how long a compaction by
 	// another server (the same PostgreSQL store) leaves it stale. Stale,
 	// it refuses an old device's checkpoint that might have been stored:
 	// the safe way.
-	formats *userMemo[uint64]
+	formats *userMemo[formatFirsts]
 	// oldReaders holds the users whose device built before format 3 read
 	// the log within the hour (logged), oldNoted those for whom that was
 	// written to the store within the minute, newReaders those whose read
@@ -386,7 +386,7 @@ func NewServer(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
 		refusals: &logSampler{perSecond: refusalLogsPerSecond},
-		formats:  newUserMemo[uint64](memoUsers, 10*time.Minute), oldReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery),
+		formats:  newUserMemo[formatFirsts](memoUsers, 10*time.Minute), oldReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery),
 		oldNoted:   newUserMemo[struct{}](memoUsers, noteOldReadersEvery),
 		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[bool](memoUsers, sealsRecheck),
 		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
