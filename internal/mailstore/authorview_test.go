@@ -2,6 +2,7 @@ package mailstore
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -27,18 +28,6 @@ import (
 func TestVersion2WaitsForAuthorsView(t *testing.T) {
 	ctx := context.Background()
 	v2 := func(c *command.Command) *command.Command { c.Version = command.Version2; return c }
-	idsIn := func(t *testing.T, s *Store, name string) []command.ID {
-		t.Helper()
-		var ids []command.ID
-		mb, err := s.MailboxByName(ctx, name)
-		if err != nil {
-			return nil
-		}
-		if err := s.Scan(ctx, mb.ID, 0, func(m *Message) error { ids = append(ids, m.ID); return nil }); err != nil {
-			t.Fatal(err)
-		}
-		return ids
-	}
 
 	t.Run("delete keeps what was moved in", func(t *testing.T) {
 		s := openTest(t)
@@ -139,4 +128,83 @@ func TestVersion2WaitsForAuthorsView(t *testing.T) {
 			t.Fatalf("an EXPUNGE of version 1 left %v in Keep", got)
 		}
 	})
+}
+
+// A device of the release before queued an EXPUNGE and a DELETE of
+// version 1 while held back (or offline); this release, opening its
+// database, rewrites them with the view they were made in before they are
+// sent (UpgradeQueue). The other device's changes then land first in the
+// log, and the rewritten changes keep what it filed: as version 1 they
+// took it.
+func TestUpgradeQueue(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	l := &testLog{}
+	d1, d2, d3 := l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))), l.spool(deliverCmd(simpleMessage("three")))
+	mustApply(t, s, d1, d2, d3, l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Old"}),
+		l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Deleted`}, IDs: []command.ID{d3.ID}}))
+	old := mailboxID(t, s, "Old")
+	mustApply(t, s, l.user(&command.Command{Kind: command.Move, Mailbox: "Old", MailboxID: old, IDs: []command.ID{d1.ID}}))
+	// Queued as the release before wrote them.
+	expunge, del := entryID(1001), entryID(1002)
+	if _, err := s.Enqueue(ctx, expunge, &command.Command{Kind: command.Expunge, IDs: []command.ID{d3.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enqueue(ctx, del, &command.Command{Kind: command.DeleteMailbox, Mailbox: "Old", MailboxID: old}); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t, s)
+	n, err := s.UpgradeQueue(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("UpgradeQueue: %d, %v; want 2 rewritten", n, err)
+	}
+	if after := dump(t, s); !reflect.DeepEqual(before, after) {
+		t.Fatal("the state shown changed with the rewrite")
+	}
+	q, err := s.Queue(ctx)
+	if err != nil || len(q) != 2 {
+		t.Fatalf("queue %v, %v", q, err)
+	}
+	wantX := &command.Command{Kind: command.Expunge, Version: command.Version2, IDs: []command.ID{d3.ID}, Flags: []string{`\Deleted`}, MailboxID: InboxID()}
+	wantD := &command.Command{Kind: command.DeleteMailbox, Version: command.Version2, Mailbox: "Old", MailboxID: old, IDs: []command.ID{d1.ID}}
+	if !command.Equal(q[0].Cmd, wantX) || !command.Equal(q[1].Cmd, wantD) {
+		t.Fatalf("queue rewritten to %+v and %+v, want %+v and %+v", q[0].Cmd, q[1].Cmd, wantX, wantD)
+	}
+	if n, err := s.UpgradeQueue(ctx); err != nil || n != 0 {
+		t.Fatalf("UpgradeQueue again: %d, %v; want nothing to do", n, err)
+	}
+	// The other device: d2 filed into Old, d3 filed into Old with
+	// \Deleted still on. Then the queue, as the log carries it.
+	mustApply(t, s, l.user(&command.Command{Kind: command.Move, Mailbox: "Old", MailboxID: old, IDs: []command.ID{d2.ID, d3.ID}}))
+	res, err := s.Apply(ctx, []Entry{{Pos: 8, ID: expunge, Author: AuthorUser, Cmd: q[0].Cmd}, {Pos: 9, ID: del, Author: AuthorUser, Cmd: q[1].Cmd}}, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.QueueLen(ctx); n != 0 {
+		t.Fatalf("%d changes still queued after the log applied them", n)
+	}
+	for _, o := range res.Outcomes {
+		if o.Status != Partial {
+			t.Errorf("outcome %+v, want partial", o)
+		}
+	}
+	if got := idsIn(t, s, "Old"); !slices.Equal(got, []command.ID{d2.ID, d3.ID}) {
+		t.Fatalf("Old holds %v, want what the other device filed, %s and %s", got, d2.ID, d3.ID)
+	}
+}
+
+// idsIn lists the ids of the messages in mailbox name, nil if there is
+// none of that name.
+func idsIn(t *testing.T, s *Store, name string) []command.ID {
+	t.Helper()
+	ctx := context.Background()
+	var ids []command.ID
+	mb, err := s.MailboxByName(ctx, name)
+	if err != nil {
+		return nil
+	}
+	if err := s.Scan(ctx, mb.ID, 0, func(m *Message) error { ids = append(ids, m.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }

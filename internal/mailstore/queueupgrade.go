@@ -1,0 +1,156 @@
+package mailstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"cspool/internal/command"
+)
+
+// UpgradeQueue gives the changes a release before command version 2
+// queued on this device, an Expunge or a DeleteMailbox of version 1 (an
+// IMAP EXPUNGE or DELETE made while the spool held that release back
+// before an entry of format 4, or offline), the view their author had,
+// as this release writes them (docs/FORMAT.md §3, "Version 2"), so that
+// sent after the upgrade they take only what the device showed. Version
+// 1 would take what the log holds when it applies them: what another
+// device filed meanwhile included.
+//
+// The author's view of the i-th queued change is the log's state this
+// store has applied with the changes queued before it on top: the queue
+// is taken back, and each change rewritten and applied again, in order,
+// in one transaction. An Expunge gets `\Deleted` (all an IMAP EXPUNGE
+// named) and the mailbox of the messages it names, if they were all in
+// one; a DeleteMailbox the messages then in its mailbox. It returns how
+// many changes it rewrote; with none to rewrite it writes nothing.
+func (s *Store) UpgradeQueue(ctx context.Context) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conn, tx, end, err := s.beginWrite(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("upgrading queued changes: %w", err)
+	}
+	defer end()
+	q, err := loadQueue(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	old := false
+	for _, r := range q {
+		if c, err := command.Decode(r.cmd); err == nil && c.Version == 0 && (c.Kind == command.Expunge || c.Kind == command.DeleteMailbox) {
+			old = true
+			break
+		}
+	}
+	if !old {
+		return 0, nil
+	}
+	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s, conn: conn}
+	defer func() {
+		end()
+		s.prepareAll(ctx, a.unprepared)
+	}()
+	ov := &overlay{ctx: ctx, tx: tx, db: a, rest: q}
+	if err := ov.takeBack(); err != nil {
+		return 0, err
+	}
+	var pos int64
+	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &a.nextUV); err != nil {
+		return 0, fmt.Errorf("reading state: %w", err)
+	}
+	n := 0
+	vpos := uint64(pos)
+	for _, r := range q {
+		cmd, err := command.Decode(r.cmd)
+		if err != nil {
+			return 0, fmt.Errorf("reading queued change %d: %w", r.seq, err)
+		}
+		if up, err := a.authorsView(cmd); err != nil {
+			return 0, err
+		} else if up != nil {
+			enc, err := command.Encode(up)
+			if err != nil {
+				return 0, fmt.Errorf("rewriting queued change %d: %w", r.seq, err)
+			}
+			if _, err := tx.ExecContext(ctx, "UPDATE queue SET cmd = ? WHERE seq = ?", enc, r.seq); err != nil {
+				return 0, fmt.Errorf("rewriting queued change %d: %w", r.seq, err)
+			}
+			cmd, n = up, n+1
+		}
+		// The virtual positions as reapply gives them.
+		p, known, err := appendedAt(ctx, a, r.id)
+		if err != nil {
+			return 0, err
+		}
+		if known && p > vpos {
+			vpos = p
+		} else {
+			vpos++
+		}
+		if _, _, err := a.provisional(r.seq, r.id, cmd, vpos); err != nil {
+			return 0, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("committing upgraded queued changes: %w", err)
+	}
+	end()
+	s.committed(ctx)
+	return n, nil
+}
+
+// authorsView returns cmd, an Expunge or DeleteMailbox of version 1, as
+// version 2 with the view of the state the applier is at, or nil for any
+// other command.
+func (a *applier) authorsView(cmd *command.Command) (*command.Command, error) {
+	if cmd.Version != 0 {
+		return nil, nil
+	}
+	up := *cmd
+	up.Version = command.Version2
+	switch cmd.Kind {
+	case command.Expunge:
+		up.Flags = []string{`\Deleted`}
+		var in command.ID
+		one := true
+		for _, id := range cmd.IDs {
+			m, err := messageByID(a.ctx, a, id)
+			if err != nil {
+				return nil, err
+			}
+			if m == nil {
+				continue
+			}
+			if !in.IsZero() && m.mailboxID != in {
+				one = false
+			}
+			in = m.mailboxID
+		}
+		if one {
+			up.MailboxID = in
+		}
+	case command.DeleteMailbox:
+		mb, err := a.resolve(cmd.MailboxID, cmd.Mailbox)
+		if err != nil {
+			return nil, err
+		}
+		up.IDs = nil
+		if mb != nil {
+			msgs, err := a.messagesIn(mb.mid)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range msgs {
+				up.IDs = append(up.IDs, m.id)
+			}
+		}
+	default:
+		return nil, nil
+	}
+	return &up, nil
+}
