@@ -313,27 +313,34 @@ func (a *applier) deleteMailbox(c *command.Command) error {
 }
 
 // deleteSeen is deleteMailbox of version 2: it removes the messages of
-// msgs (mb's) that c names, and mb if no other is left.
+// msgs (mb's) that c names, and mb if no other is left. A mailbox found
+// by the name, the one c names by id being gone, is another the author
+// never saw unless it holds a message c names (its own APPEND made it
+// again): otherwise c is refused and it stays, even empty.
 func (a *applier) deleteSeen(c *command.Command, mb *mailboxRow, msgs []*messageRow) error {
 	seen := make(map[command.ID]bool, len(c.IDs))
 	for _, id := range c.IDs {
 		seen[id] = true
 	}
 	var gone []*messageRow
-	kept := false
+	var kept []command.ID
 	for _, m := range msgs {
 		if seen[m.id] {
 			gone = append(gone, m)
 		} else {
-			a.out.Kept, kept = append(a.out.Kept, m.id), true
+			kept = append(kept, m.id)
 		}
 	}
+	if !c.MailboxID.IsZero() && mb.id != c.MailboxID && len(gone) == 0 {
+		return reject(ReasonNoMailbox, "mailbox %q is gone; the one of its name now is another, holding none of the messages named", c.Mailbox)
+	}
+	a.out.Kept = append(a.out.Kept, kept...)
 	for _, m := range gone {
 		if err := a.deleteMessage(m); err != nil {
 			return err
 		}
 	}
-	if !kept {
+	if len(kept) == 0 {
 		return a.dropMailbox(mb)
 	}
 	for _, m := range gone {

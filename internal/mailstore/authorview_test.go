@@ -17,8 +17,9 @@ import (
 //     into it meanwhile stays, and so does the mailbox, with just that
 //     message (version 1 took it with the mailbox: lost on every device).
 //   - A DELETE whose mailbox another device deleted and made again falls
-//     back to the name, as in version 1, but takes none of the new
-//     mailbox's messages.
+//     back to the name, as in version 1, but the mailbox it finds is not
+//     the one its author saw: it is refused, and the new mailbox stays
+//     with what was filed there, or empty.
 //   - A DELETE of a mailbox its own device's APPEND made again takes the
 //     appended message: the author saw it.
 //   - An EXPUNGE names \Deleted and its mailbox: a message another device
@@ -63,21 +64,34 @@ func TestVersion2WaitsForAuthorsView(t *testing.T) {
 	})
 
 	t.Run("delete by name takes nothing of a new mailbox", func(t *testing.T) {
-		s := openTest(t)
-		l := &testLog{}
-		d1 := l.spool(deliverCmd(simpleMessage("one")))
-		mustApply(t, s, d1, l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Box"}))
-		first := mailboxID(t, s, "Box")
-		// The other device deletes Box, makes it again and files d1 there.
-		mustApply(t, s, l.user(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Box", MailboxID: first}),
-			l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Box"}),
-			l.user(&command.Command{Kind: command.Move, Mailbox: "Box", IDs: []command.ID{d1.ID}}))
-		res := mustApply(t, s, l.user(v2(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Box", MailboxID: first})))
-		if o := res.Outcomes[0]; o.Status != Partial || !slices.Equal(o.Kept, []command.ID{d1.ID}) {
-			t.Fatalf("outcome %+v, want partial, keeping %s", o, d1.ID)
-		}
-		if got := idsIn(t, s, "Box"); !slices.Equal(got, []command.ID{d1.ID}) {
-			t.Fatalf("Box holds %v, want %s", got, d1.ID)
+		for _, filed := range []bool{true, false} {
+			s := openTest(t)
+			l := &testLog{}
+			d1 := l.spool(deliverCmd(simpleMessage("one")))
+			mustApply(t, s, d1, l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Box"}))
+			first := mailboxID(t, s, "Box")
+			// The other device deletes Box, makes it again (as an
+			// archive), and files d1 there or not.
+			mustApply(t, s, l.user(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Box", MailboxID: first}),
+				l.user(&command.Command{Kind: command.CreateMailbox, Mailbox: "Box", SpecialUse: `\Archive`}))
+			var want []command.ID
+			if filed {
+				mustApply(t, s, l.user(&command.Command{Kind: command.Move, Mailbox: "Box", IDs: []command.ID{d1.ID}}))
+				want = []command.ID{d1.ID}
+			}
+			// The offline device's DELETE of the Box it saw, empty: the
+			// one of that name now is another, and stays, even empty.
+			res := mustApply(t, s, l.user(v2(&command.Command{Kind: command.DeleteMailbox, Mailbox: "Box", MailboxID: first})))
+			if o := res.Outcomes[0]; o.Status != Rejected || o.Reason != ReasonNoMailbox {
+				t.Fatalf("filed %v: outcome %+v, want rejected, no-mailbox", filed, o)
+			}
+			mb, err := s.MailboxByName(ctx, "Box")
+			if err != nil || mb.SpecialUse != `\Archive` {
+				t.Fatalf("filed %v: Box after the DELETE: %+v, %v; want the new one", filed, mb, err)
+			}
+			if got := idsIn(t, s, "Box"); !slices.Equal(got, want) {
+				t.Fatalf("filed %v: Box holds %v, want %v", filed, got, want)
+			}
 		}
 	})
 
