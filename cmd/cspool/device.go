@@ -406,7 +406,7 @@ func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) 
 		unlock()
 		return nil, nil, fmt.Errorf("%s: %w", dbPath, err)
 	} else if n > 0 {
-		fmt.Fprintf(w, "cspool: %d queued EXPUNGE or DELETE changes of an earlier release in %s now take only what this device showed\n", n, dbPath)
+		fmt.Fprintf(w, "cspool: %d queued EXPUNGE or DELETE changes of an earlier release in %s rewritten to take only what this device holds now (docs/OPERATING.md, \"Upgrading\")\n", n, dbPath)
 	}
 	return store, func() { store.Close(); unlock() }, nil
 }

@@ -580,6 +580,21 @@ func TestOfflineDeleteKeepsUnseen(t *testing.T) {
 	px.open(t)
 	took := c.timeToConverge(t, time.Now(), 30*time.Second)
 	t.Logf("converged %v after device a got through again", took.Round(time.Millisecond))
+	// Old keeps its UIDVALIDITY on both devices: every UID device a's
+	// sessions saw in it was the log's, so a client takes up its state of
+	// it again (mbsync and OfflineIMAP stopped for good on the new one
+	// device a gave it before).
+	var validities []uint32
+	for _, d := range c.devices {
+		cl := login(t, d)
+		st, err := cl.Status("Old", &imap.StatusOptions{UIDValidity: true}).Wait()
+		mustOK(t, "STATUS Old", err)
+		validities = append(validities, st.UIDValidity)
+		cl.Close()
+	}
+	if validities[0] != validities[1] {
+		t.Errorf("Old has UIDVALIDITY %d on device a and %d on device b, want the same", validities[0], validities[1])
+	}
 	for _, d := range c.devices {
 		cl := login(t, d)
 		who := "device " + d.name

@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -255,6 +256,9 @@ type overlay struct {
 	msgs    map[msgKey]*msgVal
 	mbs     map[command.ID]*mbVal
 	uidNext map[command.ID]UID
+	// placedIn are the mailboxes the taken-back changes put a message
+	// in, at a UID of this device's that the log may give another.
+	placedIn map[command.ID]bool
 }
 
 // openQueue confirms the queued changes entries start with and returns
@@ -306,6 +310,7 @@ func (ov *overlay) takeBack() error {
 	}
 	keys := map[msgKey]bool{}
 	mbs := map[command.ID]bool{}
+	ov.placedIn = map[command.ID]bool{}
 	for rows.Next() {
 		var mb1, mb2, mbox []byte
 		var uid1, uid2 sql.NullInt64
@@ -323,6 +328,11 @@ func (ov *overlay) takeBack() error {
 				key.uid = UID(k.uid.Int64)
 				keys[key] = true
 			}
+		}
+		if len(mb2) == command.IDSize && uid2.Valid && (!bytes.Equal(mb1, mb2) || uid1 != uid2) {
+			var id command.ID
+			copy(id[:], mb2)
+			ov.placedIn[id] = true
 		}
 		if len(mbox) == command.IDSize {
 			var id command.ID
@@ -629,10 +639,17 @@ func (ov *overlay) netChanges(logChanges, redo []Change) ([]Change, error) {
 			mbChanges = append(mbChanges, Change{Kind: MailboxDeleted, Mailbox: id, Name: b.name})
 			gone[id] = true
 		case b == nil && a != nil:
-			// Deleted by a change taken back, and not again: its sessions
-			// may have seen it go, so it comes back as a new mailbox.
-			if err := newUIDValidity(ctx, tx, id); err != nil {
-				return nil, err
+			// Deleted by a change taken back, and not again (a DELETE of
+			// version 2 that the log kept): its sessions saw it go, and see
+			// it come back. Under its UIDVALIDITY if every UID they saw in
+			// it was the log's, which gives none twice, so that a client
+			// (mbsync, OfflineIMAP) takes up its state of it again; a new
+			// one if a taken-back change placed a message in it, at a UID
+			// the log may have given another.
+			if ov.placedIn[id] {
+				if err := newUIDValidity(ctx, tx, id); err != nil {
+					return nil, err
+				}
 			}
 			mbChanges = append(mbChanges, Change{Kind: MailboxCreated, Mailbox: id, Name: a.name})
 		case b != nil && (resets[id] || a.uv != b.uv):
