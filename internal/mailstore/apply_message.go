@@ -381,7 +381,7 @@ func (a *applier) expunge(c *command.Command) error {
 			a.out.Skipped = append(a.out.Skipped, id)
 			continue
 		}
-		if !m.flags.union(need).equal(m.flags) || (c.Version == command.Version2 && !c.MailboxID.IsZero() && m.mailboxID != c.MailboxID) {
+		if !m.flags.has(need) || (c.Version == command.Version2 && !c.MailboxID.IsZero() && m.mailboxID != c.MailboxID) {
 			a.out.Kept = append(a.out.Kept, id)
 			continue
 		}

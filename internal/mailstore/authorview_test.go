@@ -222,3 +222,24 @@ func idsIn(t *testing.T, s *Store, name string) []command.ID {
 	}
 	return ids
 }
+
+// flagSet.has, what an Expunge of version 2 checks each message with:
+// every system flag and every keyword of the command (keywords without
+// regard to case, as IMAP compares them).
+func TestFlagSetHas(t *testing.T) {
+	m := flagSet{bits: bitSeen | bitDeleted, keywords: []string{"$Junk", "Work"}}
+	for _, tc := range []struct {
+		g    flagSet
+		want bool
+	}{
+		{flagSet{}, true},
+		{flagSet{bits: bitDeleted}, true},
+		{flagSet{bits: bitDeleted | bitSeen, keywords: []string{"work"}}, true},
+		{flagSet{bits: bitFlagged}, false},
+		{flagSet{bits: bitDeleted, keywords: []string{"Home"}}, false},
+	} {
+		if got := m.has(tc.g); got != tc.want {
+			t.Errorf("%v has %v: %v, want %v", m, tc.g, got, tc.want)
+		}
+	}
+}

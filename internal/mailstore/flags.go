@@ -1,6 +1,7 @@
 package mailstore
 
 import (
+	"slices"
 	"sort"
 	"strings"
 )
@@ -101,6 +102,19 @@ func (f flagSet) minus(g flagSet) flagSet {
 		}
 	}
 	return out
+}
+
+// has reports whether f holds every flag of g, without allocating.
+func (f flagSet) has(g flagSet) bool {
+	if f.bits&g.bits != g.bits {
+		return false
+	}
+	for _, k := range g.keywords {
+		if !slices.ContainsFunc(f.keywords, func(h string) bool { return foldKeyword(h) == foldKeyword(k) }) {
+			return false
+		}
+	}
+	return true
 }
 
 func (f flagSet) equal(g flagSet) bool {
