@@ -144,6 +144,10 @@ func readsUpTo(r *http.Request) int {
 	return v
 }
 
+// formatFirsts are the positions of the first entries of formats 3 to
+// entry.Newest in a user's log, in that order; 0 for none found.
+type formatFirsts [entry.Newest - entry.Version3 + 1]uint64
+
 // checkReads refuses (403) the upload of a checkpoint at pos by a device
 // that does not say it reads entry format 3 or 4 while the log holds an
 // entry of that format at or before pos. Such a device could not open the
@@ -158,10 +162,6 @@ func readsUpTo(r *http.Request) int {
 // to do; the position found is remembered (Server.formats), so that those
 // uploads cost a map lookup instead of reading the log's entries up to it
 // each time.
-// formatFirsts are the positions of the first entries of formats 3 to
-// entry.Newest in a user's log, in that order; 0 for none found.
-type formatFirsts [entry.Newest - entry.Version3 + 1]uint64
-
 func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
 	reads := readsUpTo(r)
 	if reads >= entry.Newest {

@@ -125,13 +125,8 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 		return nil, err
 	}
 	var pos int64
-	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s, conn: conn}
-	defer func() {
-		// The statements first met here are prepared on the writer once
-		// the transaction is over and its connection given back.
-		end()
-		s.prepareAll(ctx, a.unprepared)
-	}()
+	a, done := s.writeApplier(ctx, tx, conn, end)
+	defer done()
 	if err := tx.QueryRowContext(ctx, "SELECT position FROM state").Scan(&pos); err != nil {
 		return nil, fmt.Errorf("reading state: %w", err)
 	}
@@ -384,6 +379,18 @@ func (a *applier) authorize(e Entry) *rejection {
 		return &rejection{ReasonForbidden, fmt.Sprintf("unknown author %d", int(e.Author))}
 	}
 	return nil
+}
+
+// writeApplier returns an applier for the write transaction tx on the
+// writer's connection conn, and what to defer: end, then the statements
+// first met in tx prepared on the writer, once the transaction is over
+// and its connection given back.
+func (s *Store) writeApplier(ctx context.Context, tx *sql.Tx, conn *sql.Conn, end func()) (*applier, func()) {
+	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s, conn: conn}
+	return a, func() {
+		end()
+		s.prepareAll(ctx, a.unprepared)
+	}
 }
 
 // markSeen records the entry id at the entry's position unless it was

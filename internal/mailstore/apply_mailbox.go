@@ -279,10 +279,7 @@ func (a *applier) messagesIn(mid int64) ([]*messageRow, error) {
 // deleteMailbox removes a mailbox and its messages. Children stay (RFC 9051
 // section 6.3.5) and so does a subscription to its name (section 6.3.7).
 // In version 2 the command names the messages its author saw in the
-// mailbox, and only those go: one moved or filed into it by another
-// device before the command reached the log, or into the mailbox found
-// by the name when the one the author meant is gone, stays, and so does
-// the mailbox, with it (Outcome.Kept).
+// mailbox, and only those go (deleteSeen).
 func (a *applier) deleteMailbox(c *command.Command) error {
 	mb, err := a.resolveExisting(c)
 	if err != nil {

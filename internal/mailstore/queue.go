@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"time"
 
 	"cspool/internal/command"
 )
@@ -95,13 +94,8 @@ func (s *Store) Enqueue(ctx context.Context, id command.ID, cmd *command.Command
 		return nil, fmt.Errorf("queueing a change: %w", err)
 	}
 	defer end()
-	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s, conn: conn}
-	defer func() {
-		// The statements first met here are prepared on the writer once
-		// the transaction is over and its connection given back.
-		end()
-		s.prepareAll(ctx, a.unprepared)
-	}()
+	a, done := s.writeApplier(ctx, tx, conn, end)
+	defer done()
 	var pos int64
 	var last sql.NullInt64
 	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity, (SELECT max(vpos) FROM queue) FROM state").Scan(&pos, &a.nextUV, &last); err != nil {
@@ -259,6 +253,9 @@ type overlay struct {
 	// placedIn are the mailboxes the taken-back changes put a message
 	// in, at a UID of this device's that the log may give another.
 	placedIn map[command.ID]bool
+	// rewrite, if set, gives reapply the command to apply again for
+	// queued change seq (UpgradeQueue).
+	rewrite func(seq int64, cmd *command.Command) (*command.Command, error)
 }
 
 // openQueue confirms the queued changes entries start with and returns
@@ -452,6 +449,11 @@ func (ov *overlay) reapply(a *applier, newPos uint64, applied map[command.ID]boo
 		cmd, err := command.Decode(r.cmd)
 		if err != nil {
 			return nil, fmt.Errorf("reading queued change %d: %w", r.seq, err)
+		}
+		if ov.rewrite != nil {
+			if cmd, err = ov.rewrite(r.seq, cmd); err != nil {
+				return nil, err
+			}
 		}
 		p, known, err := appendedAt(ctx, db, r.id)
 		if err != nil {

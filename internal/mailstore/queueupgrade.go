@@ -2,9 +2,7 @@ package mailstore
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
-	"time"
 
 	"cspool/internal/command"
 )
@@ -50,51 +48,34 @@ func (s *Store) UpgradeQueue(ctx context.Context) (int, error) {
 	if !old {
 		return 0, nil
 	}
-	a := &applier{ctx: ctx, tx: tx, parser: s.parser, now: time.Now().UnixMilli(), stmts: map[string]*sql.Stmt{}, writer: s, conn: conn}
-	defer func() {
-		end()
-		s.prepareAll(ctx, a.unprepared)
-	}()
-	ov := &overlay{ctx: ctx, tx: tx, db: a, rest: q}
-	if err := ov.takeBack(); err != nil {
-		return 0, err
-	}
+	a, done := s.writeApplier(ctx, tx, conn, end)
+	defer done()
 	var pos int64
 	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &a.nextUV); err != nil {
 		return 0, fmt.Errorf("reading state: %w", err)
 	}
 	n := 0
-	vpos := uint64(pos)
-	for _, r := range q {
-		cmd, err := command.Decode(r.cmd)
+	ov := &overlay{ctx: ctx, tx: tx, db: a, rest: q}
+	ov.rewrite = func(seq int64, cmd *command.Command) (*command.Command, error) {
+		up, err := a.authorsView(cmd)
+		if err != nil || up == nil {
+			return cmd, err
+		}
+		enc, err := command.Encode(up)
 		if err != nil {
-			return 0, fmt.Errorf("reading queued change %d: %w", r.seq, err)
+			return nil, fmt.Errorf("rewriting queued change %d: %w", seq, err)
 		}
-		if up, err := a.authorsView(cmd); err != nil {
-			return 0, err
-		} else if up != nil {
-			enc, err := command.Encode(up)
-			if err != nil {
-				return 0, fmt.Errorf("rewriting queued change %d: %w", r.seq, err)
-			}
-			if _, err := tx.ExecContext(ctx, "UPDATE queue SET cmd = ? WHERE seq = ?", enc, r.seq); err != nil {
-				return 0, fmt.Errorf("rewriting queued change %d: %w", r.seq, err)
-			}
-			cmd, n = up, n+1
+		if _, err := tx.ExecContext(ctx, "UPDATE queue SET cmd = ? WHERE seq = ?", enc, seq); err != nil {
+			return nil, fmt.Errorf("rewriting queued change %d: %w", seq, err)
 		}
-		// The virtual positions as reapply gives them.
-		p, known, err := appendedAt(ctx, a, r.id)
-		if err != nil {
-			return 0, err
-		}
-		if known && p > vpos {
-			vpos = p
-		} else {
-			vpos++
-		}
-		if _, _, err := a.provisional(r.seq, r.id, cmd, vpos); err != nil {
-			return 0, err
-		}
+		n++
+		return up, nil
+	}
+	if err := ov.takeBack(); err != nil {
+		return 0, err
+	}
+	if _, err := ov.reapply(a, uint64(pos), nil, nil); err != nil {
+		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("committing upgraded queued changes: %w", err)
