@@ -94,10 +94,12 @@ func TestServerEntryFormat3(t *testing.T) {
 }
 
 // The server's default, --entry-format auto: a user's LMTP deliveries are
-// sealed in format 2 until every read of the log has said, for
-// --entry-format-after, that its device reads format 3; then in format 3,
-// and in format 2 again as soon as a device that does not say it (one
-// built before format 3) reads the log. Across a restart, from the store.
+// sealed in format 3 once every read of the log has said, for
+// --entry-format-after, that its device reads format 3, and in format 2
+// as soon as a device that does not say it (one built before format 3)
+// reads the log. A log this release's store makes has every read
+// recorded from its start: format 3 from its first delivery. Across a
+// restart, from the store.
 func TestServerEntryFormatAuto(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -128,19 +130,20 @@ func TestServerEntryFormatAuto(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		es, _, err := ac.Read(ctx, uint64(n-1), 1, 1<<20, 0) // says reads=3, as every device of this release
+		es, _, err := ac.Read(ctx, uint64(n-1), 1, 1<<20, 0) // says reads=4, as every device of this release
 		if err != nil || len(es) != 1 {
 			t.Fatalf("reading delivery %d: %d entries, %v", n, len(es), err)
 		}
 		return es[0].Data[4]
 	}
-	// As a device built before format 3 reads: no reads parameter; signed
-	// again with the timestamp a server just started asks for.
+	// As a device built before format 3 reads, at the head (an entry of
+	// format 3 would stop it): no reads parameter; signed again with the
+	// timestamp a server just started asks for.
 	oldRead := func() {
 		t.Helper()
 		ts := time.Now()
 		for range 2 {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url+"/v1/users/alice/entries?after=0&max_count=1", nil)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/v1/users/alice/entries?after=%d&max_count=1", p.url, n), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -164,11 +167,11 @@ func TestServerEntryFormatAuto(t *testing.T) {
 		}
 		t.Fatal("an old device's read: refused twice")
 	}
-	if v := deliver(); v != 2 {
-		t.Fatalf("before any read: format %d, want 2", v)
+	if v := deliver(); v != 3 {
+		t.Fatalf("a new log, before any read: format %d, want 3", v)
 	}
 	if v := deliver(); v != 3 {
-		t.Fatalf("after a read saying reads=3: format %d, want 3", v)
+		t.Fatalf("after a read saying reads=4: format %d, want 3", v)
 	}
 	oldRead()
 	if v := deliver(); v != 2 {

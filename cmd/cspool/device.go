@@ -399,15 +399,6 @@ func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) 
 		unlock()
 		return nil, nil, err
 	}
-	// Changes an earlier release queued take only what this device showed
-	// once sent (docs/OPERATING.md, "Upgrading").
-	if n, err := store.UpgradeQueue(context.Background()); err != nil {
-		store.Close()
-		unlock()
-		return nil, nil, fmt.Errorf("%s: %w", dbPath, err)
-	} else if n > 0 {
-		fmt.Fprintf(w, "cspool: %d queued EXPUNGE or DELETE changes of an earlier release in %s rewritten to take only what this device holds now (docs/OPERATING.md, \"Upgrading\")\n", n, dbPath)
-	}
 	return store, func() { store.Close(); unlock() }, nil
 }
 

@@ -286,7 +286,7 @@ func (q *quickstart) run(ctx context.Context) error {
 	// The server's defaults: --entry-format auto, --entry-format-after.
 	d := &deliver.Deliverer{Log: store, SpoolKey: q.spoolKey, Users: users, Chains: entry.NewChains(0)}
 	srv := newSpoolServer(api.Config{Store: store, Users: users, SpoolKey: q.spoolKey.Public(), Logger: apiLog,
-		Version3After: defaultEntryFormatAfter}, d,
+		NewFormatsAfter: defaultEntryFormatAfter}, d,
 		deliver.LMTPOptions{Hostname: "localhost", RecipientDelimiter: "+", Logger: q.log}, q.log)
 	d.Chained = srv.api.SealsVersion3
 	errc := make(chan error, 4)

@@ -224,7 +224,7 @@ type serverFlags struct {
 	memoryHeld                                                                                         func(int64) // told what the byte budgets hold (gcGovernor)
 	usersTable                                                                                         bool
 	entryFormat                                                                                        string        // "2", "3" or "auto": the format LMTP seals in
-	entryFormatAfter                                                                                   time.Duration // with "auto" (api.Config.Version3After)
+	entryFormatAfter                                                                                   time.Duration // with "auto" (api.Config.NewFormatsAfter)
 	maxMsg, quota                                                                                      int64
 	limits                                                                                             serverLimits
 	lmtpLimits                                                                                         lmtpLimits
@@ -332,7 +332,7 @@ func (s *serverRun) run(f serverFlags) error {
 		return fmt.Errorf("the %s store does not keep the logs' usage", f.storeKind)
 	}
 	cfg.Quota = f.quota
-	cfg.Version3After = f.entryFormatAfter
+	cfg.NewFormatsAfter = f.entryFormatAfter
 	var deliveryLog deliver.Appender = store
 	if f.quota > 0 {
 		deliveryLog = spool.WithinQuota(quotas, f.quota)

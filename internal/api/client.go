@@ -256,6 +256,11 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 			return spool.LogRead{}, protoErr("bad chain headers", err)
 		}
 	}
+	// Advice, not a claim the device checks: a value that is not a
+	// format is taken as none.
+	if v, err := strconv.Atoi(resp.Header.Get(HeaderReaders)); err == nil && v >= entry.Version && v <= 255 {
+		lr.Readers = v
+	}
 	// The response holds at most the entries and bytes asked for (the
 	// server only lowers them), the first entry whatever its size: a
 	// spool that sends more, or never ends, is refused once it passes

@@ -410,7 +410,7 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 	}
 	if !c.spool {
 		p.reads = readsUpTo(r)
-		s.noteReader(r.Context(), c.user, p.reads >= entry.Version3)
+		s.noteReader(r.Context(), c.user, p.reads)
 	}
 	if p.wait > 0 && s.park(w, r, c.user, p) {
 		// Answered from its own goroutine, at once if the log is already
@@ -480,6 +480,10 @@ func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Cspool-Head", strconv.FormatUint(head, 10))
 	w.Header().Set("Cspool-Checkpoint", strconv.FormatUint(cp, 10))
+	if p.reads != 0 {
+		// A device's read (the spool's own say nothing of formats).
+		w.Header().Set(HeaderReaders, strconv.Itoa(s.ReadersFormat(ctx, user)))
+	}
 	s.setQuota(ctx, w, user)
 	w.WriteHeader(http.StatusOK)
 	if err := s.stream(ctx, w, user, p, head, cp, entries); err != nil {

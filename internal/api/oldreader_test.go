@@ -293,74 +293,98 @@ func TestOldReaderStopsBeforeFormat3(t *testing.T) {
 	}
 }
 
-// --entry-format auto: a user's deliveries are sealed in format 3 once
-// every read of the log has said, for Config.Version3After, that its
-// device reads it. A read that does not say it turns that off at once on
-// this server and in the store; what the store records outlives the
-// server (a restart, another server on it).
-func TestSealsVersion3(t *testing.T) {
+// ReadersFormat, which --entry-format auto seals by (format 3) and which
+// every device's read is told (Cspool-Readers; format 4: the devices write
+// commands of version 2): a log made by this store has had every read
+// recorded, so it says 4 before any. A read that says less lowers it at once
+// on this server, for the hour, and in the store; what the store records
+// outlives the server (a restart, another server on it), and a server that
+// wants reads for a day says the newer format only once a day of them said
+// it.
+func TestReadersFormat(t *testing.T) {
 	var st *sqlitestore.Store
 	e := newEnv(t, false, func(c *Config) { st = c.Store.(*sqlitestore.Store) })
 	ctx := testCtx(t)
 	c, _ := appendWithChained(t, e, 1)
-	seals := func(s *Server, want bool, when string) {
+	want := func(s *Server, format int, when string) {
 		t.Helper()
-		if got := s.SealsVersion3(ctx, "alice"); got != want {
-			t.Fatalf("%s: SealsVersion3 = %v, want %v", when, got, want)
+		if got := s.ReadersFormat(ctx, "alice"); got != format {
+			t.Fatalf("%s: ReadersFormat = %d, want %d", when, got, format)
+		}
+		if got := s.SealsVersion3(ctx, "alice"); got != (format >= entry.Version3) {
+			t.Fatalf("%s: SealsVersion3 = %v with ReadersFormat %d", when, got, format)
 		}
 	}
-	newRead := func() {
+	told := func(format int, when string) {
 		t.Helper()
-		if _, _, err := c.Read(ctx, 0, 0, 0, 0); err != nil {
-			t.Fatal(err)
+		lr, err := c.ReadLog(ctx, 0, 0, 0, 0)
+		if err != nil || lr.Readers != format {
+			t.Fatalf("%s: a read was told %d (%v), want %d", when, lr.Readers, err, format)
 		}
 	}
-	old := func() {
+	read := func(reads int) {
 		t.Helper()
-		if st, _, msg := oldRead(t, e, "alice", e.alice, 0, 0); st != http.StatusOK {
-			t.Fatalf("an old device's read: %d %s", st, msg)
+		q := "after=0"
+		if reads != 0 {
+			q += fmt.Sprintf("&reads=%d", reads)
+		}
+		resp, _, msg := e.sendBody(t, rawRequest{method: http.MethodGet, path: "/v1/users/alice/entries", query: q, key: e.alice})
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("a read saying reads=%d: %d %s", reads, resp.StatusCode, msg)
 		}
 	}
-	seals(e.api, false, "before any read")
-	newRead()
-	seals(e.api, true, "after a read saying reads=3")
-	old()
-	seals(e.api, false, "after an old device's read")
-	if since, err := st.Version3Since(ctx, "alice"); err != nil || !since.IsZero() {
-		t.Fatalf("Version3Since = %v, %v after an old device's read, want none", since, err)
+	stored := func(f3, f4 bool, when string) {
+		t.Helper()
+		got, err := st.ReadersSince(ctx, "alice")
+		if err != nil || got.Format3.IsZero() == f3 || got.Format4.IsZero() == f4 {
+			t.Fatalf("%s: the store's ReadersSince = %v, %v; want format 3 %v, format 4 %v", when, got, err, f3, f4)
+		}
 	}
-	// The old device and a new one go on reading: no, here for the hour
-	// after the old one's read, whatever the store says.
-	newRead()
-	seals(e.api, false, "after the next read saying reads=3, the old device's within the hour")
-	old()
-	newRead()
-	seals(e.api, false, "after the old device's second read")
-	if since, err := st.Version3Since(ctx, "alice"); err != nil || since.IsZero() {
-		// The old device's second read, within the minute, was not
-		// written, and the new device's then was.
-		t.Fatalf("Version3Since = %v, %v", since, err)
-	}
+	day := NewServer(Config{Store: st, Users: e.users, NewFormatsAfter: 24 * time.Hour})
+	defer day.Shutdown()
+	want(e.api, entry.Version4, "a new log, before any read")
+	want(day, entry.Version4, "a new log, on a server that wants a day of reads")
+	told(entry.Version4, "a read of a new log")
+
+	read(entry.Version3) // a device of the release before format 4
+	want(e.api, entry.Version3, "after a read saying reads=3")
+	stored(true, false, "after a read saying reads=3")
+	told(entry.Version3, "a read after one saying reads=3")
+
+	read(0) // a device of a release before format 3
+	want(e.api, entry.Version, "after an old device's read")
+	stored(false, false, "after an old device's read")
+	// The old device and a new one go on reading: format 2, here for the
+	// hour after the old one's read, whatever the store says.
+	told(entry.Version, "the next read, the old device's within the hour")
+	read(0)
+	told(entry.Version, "after the old device's second read")
+	// The old device's second read, within the minute, was not written,
+	// and the new device's (which starts the time again) was.
+	stored(true, true, "after a new device's read")
 	// Another server on the store (or this one restarted), which did not
-	// see the old device: yes, from the store.
+	// see the old device: the newest, from the store.
 	other := NewServer(Config{Store: st, Users: e.users})
 	defer other.Shutdown()
-	seals(other, true, "on another server")
+	want(other, entry.Version4, "on another server")
 
 	// A server started later on the store, which wants a day of reads
-	// saying it: no for now, yes once the time recorded is a day old.
-	later := NewServer(Config{Store: st, Users: e.users, Version3After: 24 * time.Hour})
-	defer later.Shutdown()
-	seals(later, false, "with a day to wait")
-	if err := st.NoteReader(ctx, "alice", false, time.Now()); err != nil {
-		t.Fatal(err)
+	// saying it: format 2 for now; once the times recorded are a day
+	// old, format 3 or 4 as they say.
+	day = NewServer(Config{Store: st, Users: e.users, NewFormatsAfter: 24 * time.Hour})
+	defer day.Shutdown()
+	want(day, entry.Version, "with a day to wait")
+	for _, c := range []struct{ reads, want int }{{entry.Version3, entry.Version3}, {entry.Version4, entry.Version4}} {
+		if err := st.NoteReader(ctx, "alice", 0, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.NoteReader(ctx, "alice", c.reads, time.Now().Add(-25*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		day = NewServer(Config{Store: st, Users: e.users, NewFormatsAfter: 24 * time.Hour})
+		defer day.Shutdown()
+		want(day, c.want, fmt.Sprintf("once a day of reads said reads=%d", c.reads))
 	}
-	if err := st.NoteReader(ctx, "alice", true, time.Now().Add(-25*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	later = NewServer(Config{Store: st, Users: e.users, Version3After: 24 * time.Hour})
-	defer later.Shutdown()
-	seals(later, true, "once a day of reads said it")
 }
 
 // A device of this release meets an entry in a format newer than it reads

@@ -58,10 +58,12 @@ type Config struct {
 	// implements spool.Quotas. A user's own appends count towards it but
 	// are never refused for it.
 	Quota int64
-	// Version3After is how long every read of a user's log must have said
-	// it reads entry format 3 (the store's spool.ReaderFormats) before
-	// SealsVersion3 says yes for that user (--entry-format auto).
-	Version3After time.Duration
+	// NewFormatsAfter is how long every read of a user's log must have said
+	// it reads an entry format (the store's spool.ReaderFormats) before
+	// ReadersFormat says that format for that user: format 3 for
+	// SealsVersion3 (--entry-format auto), format 4 for the user's devices
+	// to write commands of version 2 (HeaderReaders).
+	NewFormatsAfter time.Duration
 	// Logger receives one line per request and the detail of errors. Nil
 	// discards.
 	Logger *slog.Logger
@@ -352,14 +354,15 @@ type Server struct {
 	// it refuses an old device's checkpoint that might have been stored:
 	// the safe way.
 	formats *userMemo[formatFirsts]
-	// oldReaders holds the users whose device built before format 3 read
-	// the log within the hour (logged), oldNoted those for whom that was
-	// written to the store within the minute, newReaders those whose read
-	// saying it reads format 3 was written within the hour (noteReader);
-	// seals, whether a user's deliveries are sealed in format 3
-	// (SealsVersion3).
-	oldReaders, oldNoted, newReaders *userMemo[struct{}]
-	seals                            *userMemo[bool]
+	// oldReaders holds, for the users whose device built before the newest
+	// entry format read the log within the hour (logged), the lowest
+	// format such a read said it reads; oldNoted the same for what was
+	// written to the store within the minute; newReaders those whose read
+	// saying it reads the newest was written within the hour (noteReader);
+	// seals, the store's ReadersFormat for a user.
+	oldReaders, oldNoted *userMemo[int]
+	newReaders           *userMemo[struct{}]
+	seals                *userMemo[int]
 
 	// stopping is cancelled by Shutdown to end long-polls.
 	stopping context.Context
@@ -386,9 +389,9 @@ func NewServer(cfg Config) *Server {
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
 		refusals: &logSampler{perSecond: refusalLogsPerSecond},
-		formats:  newUserMemo[formatFirsts](memoUsers, 10*time.Minute), oldReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery),
-		oldNoted:   newUserMemo[struct{}](memoUsers, noteOldReadersEvery),
-		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[bool](memoUsers, sealsRecheck),
+		formats:  newUserMemo[formatFirsts](memoUsers, 10*time.Minute), oldReaders: newUserMemo[int](memoUsers, noteReadersEvery),
+		oldNoted:   newUserMemo[int](memoUsers, noteOldReadersEvery),
+		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[int](memoUsers, sealsRecheck),
 		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{},
 		inflight: map[[32]byte]chan struct{}{}}

@@ -59,6 +59,9 @@ type switchSource struct {
 	syncer.StoreSource
 	mu   sync.Mutex
 	down bool
+	// readers, when set, is what every read is told of the formats the
+	// user's devices read (an API server's Cspool-Readers).
+	readers int
 	// lose, when set, runs once after the next append that landed, with
 	// the positions it took, and its error is answered instead: the
 	// entries are in the log, the answer is lost.
@@ -104,8 +107,14 @@ func (s *switchSource) ReadLog(ctx context.Context, after uint64, n int, b int64
 	if err := s.err(); err != nil {
 		return spool.LogRead{}, err
 	}
-	return s.StoreSource.ReadLog(ctx, after, n, b, wait)
+	lr, err := s.StoreSource.ReadLog(ctx, after, n, b, wait)
+	s.mu.Lock()
+	lr.Readers = s.readers
+	s.mu.Unlock()
+	return lr, err
 }
+
+func (s *switchSource) setReaders(v int) { s.mu.Lock(); s.readers = v; s.mu.Unlock() }
 
 func (s *switchSource) Append(ctx context.Context, user string, batch [][]byte) (uint64, error) {
 	if err := s.err(); err != nil {

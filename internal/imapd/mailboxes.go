@@ -94,9 +94,10 @@ func (s *session) Create(name string, opts *imap.CreateOptions) error {
 }
 
 // Delete implements imapserver.Session: one DeleteMailbox command, of
-// version 2, naming the messages this device shows in the mailbox: only
-// those go, and the mailbox stays if another device filed a message into
-// it before the command reached the log (docs/IMAP.md "Offline").
+// version 2 once every device of the user reads it (WritesVersion2),
+// naming the messages this device shows in the mailbox: only those go,
+// and the mailbox stays if another device filed a message into it before
+// the command reached the log (docs/IMAP.md "Offline").
 func (s *session) Delete(name string) error {
 	ctx, cancel := s.ctx()
 	defer cancel()
@@ -107,15 +108,17 @@ func (s *session) Delete(name string) error {
 	if mb.ID == mailstore.InboxID() {
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeCannot, Text: "INBOX cannot be deleted"}
 	}
-	var ids []command.ID
-	if err := s.store().Scan(ctx, mb.ID, 0, func(m *mailstore.Message) error {
-		ids = append(ids, m.ID)
-		return nil
-	}); err != nil {
-		return s.storeError(err, name)
+	cmd := &command.Command{Kind: command.DeleteMailbox, Mailbox: byIDName(mb.Name), MailboxID: mb.ID}
+	if s.store().WritesVersion2(ctx) {
+		cmd.Version = command.Version2
+		if err := s.store().Scan(ctx, mb.ID, 0, func(m *mailstore.Message) error {
+			cmd.IDs = append(cmd.IDs, m.ID)
+			return nil
+		}); err != nil {
+			return s.storeError(err, name)
+		}
 	}
-	_, err = s.submit(&command.Command{Kind: command.DeleteMailbox, Version: command.Version2,
-		Mailbox: byIDName(mb.Name), MailboxID: mb.ID, IDs: ids})
+	_, err = s.submit(cmd)
 	return err
 }
 

@@ -233,10 +233,14 @@ func (s *session) Expunge(w *imapserver.ExpungeWriter, uids *imap.UIDSet) error 
 	if len(ids) == 0 {
 		return nil
 	}
-	// Version 2: a message another device took \Deleted off or filed
-	// elsewhere before this reaches the log stays (docs/IMAP.md "Offline").
-	_, err = s.submit(&command.Command{Kind: command.Expunge, Version: command.Version2, IDs: ids,
-		Flags: []string{`\Deleted`}, MailboxID: sel.mb.id})
+	cmd := &command.Command{Kind: command.Expunge, IDs: ids}
+	if s.store().WritesVersion2(ctx) {
+		// Version 2: a message another device took \Deleted off or filed
+		// elsewhere before this reaches the log stays (docs/IMAP.md
+		// "Offline"). Version 1 until every device of the user reads it.
+		cmd.Version, cmd.Flags, cmd.MailboxID = command.Version2, []string{`\Deleted`}, sel.mb.id
+	}
+	_, err = s.submit(cmd)
 	return err
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"cspool/internal/command"
+	"cspool/internal/mimeform"
 )
 
 // The commands of version 2 wait for what their author saw. Each case is
@@ -145,11 +147,13 @@ func TestVersion2WaitsForAuthorsView(t *testing.T) {
 }
 
 // A device of the release before queued an EXPUNGE and a DELETE of
-// version 1 while held back (or offline); this release, opening its
-// database, rewrites them with the view they were made in before they are
-// sent (UpgradeQueue). The other device's changes then land first in the
-// log, and the rewritten changes keep what it filed: as version 1 they
-// took it.
+// version 1 while held back (or offline), or this release did while the
+// spool said a device of the user reads only up to format 3. Once the
+// spool says every device reads format 4 (SetReaders), they are rewritten
+// with the view they were made in before they are sent (UpgradeQueue);
+// not before, when version 2 would stop that device. The other device's
+// changes then land first in the log, and the rewritten changes keep what
+// it filed: as version 1 they took it.
 func TestUpgradeQueue(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t)
@@ -168,12 +172,36 @@ func TestUpgradeQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := dump(t, s)
-	n, err := s.UpgradeQueue(ctx)
+	if v, err := s.Readers(ctx); err != nil || v != 0 || s.WritesVersion2(ctx) {
+		t.Fatalf("a new store: Readers %d, %v; want 0, and version 1 written", v, err)
+	}
+	if n, err := s.SetReaders(ctx, 3); err != nil || n != 0 {
+		t.Fatalf("SetReaders(3): %d rewritten, %v; want none", n, err)
+	}
+	if q, err := s.Queue(ctx); err != nil || len(q) != 2 || q[0].Cmd.Version != 0 || q[1].Cmd.Version != 0 {
+		t.Fatalf("the queue after SetReaders(3): %v, %v; want both of version 1", q, err)
+	}
+	n, err := s.SetReaders(ctx, 4)
 	if err != nil || n != 2 {
-		t.Fatalf("UpgradeQueue: %d, %v; want 2 rewritten", n, err)
+		t.Fatalf("SetReaders(4): %d, %v; want 2 rewritten", n, err)
 	}
 	if after := dump(t, s); !reflect.DeepEqual(before, after) {
 		t.Fatal("the state shown changed with the rewrite")
+	}
+	commits := s.Commits()
+	if n, err := s.SetReaders(ctx, 4); err != nil || n != 0 || s.Commits() != commits {
+		t.Fatalf("SetReaders(4) again: %d, %v, %d commits; want nothing written", n, err, s.Commits()-commits)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(s.Path(), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if !s.WritesVersion2(ctx) {
+		t.Fatal("the readers recorded were not kept over a reopen")
 	}
 	q, err := s.Queue(ctx)
 	if err != nil || len(q) != 2 {
@@ -241,5 +269,36 @@ func TestFlagSetHas(t *testing.T) {
 		if got := m.has(tc.g); got != tc.want {
 			t.Errorf("%v has %v: %v, want %v", m, tc.g, got, tc.want)
 		}
+	}
+}
+
+// The rewrite shows nothing: queued changes that made a mailbox and placed
+// messages in it, before a queued EXPUNGE of version 1, come back from
+// UpgradeQueue's reapply as they were shown, the mailbox under its
+// UIDVALIDITY and its messages at their UIDs. A new UIDVALIDITY there made
+// a client that keeps state (mbsync) fail for good on that folder, on that
+// device only.
+func TestUpgradeQueueShowsNothing(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	l := &testLog{}
+	d1, d2, d3 := l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))), l.spool(deliverCmd(simpleMessage("three")))
+	mustApply(t, s, d1, d2, d3, l.user(&command.Command{Kind: command.SetFlags, Flags: []string{`\Deleted`}, IDs: []command.ID{d3.ID}}))
+	for i, c := range []*command.Command{
+		{Kind: command.CreateMailbox, Mailbox: "Offline"},
+		{Kind: command.Copy, Mailbox: "Offline", IDs: []command.ID{d1.ID}},
+		{Kind: command.Append, Mailbox: "Offline", Date: 5, Body: []byte(simpleMessage("a0"))},
+		{Kind: command.Expunge, IDs: []command.ID{d3.ID}},
+	} {
+		if _, err := s.Enqueue(ctx, entryID(uint64(2001+i)), c); err != nil {
+			t.Fatalf("queueing %v: %v", c.Kind, err)
+		}
+	}
+	before := dump(t, s)
+	if n, err := s.SetReaders(ctx, 4); err != nil || n != 1 {
+		t.Fatalf("SetReaders(4): %d, %v; want 1 rewritten", n, err)
+	}
+	if d := Diff(before, dump(t, s), 10); len(d) > 0 {
+		t.Fatalf("the rewrite changed what is shown:\n%s", strings.Join(d, "\n"))
 	}
 }

@@ -7,14 +7,14 @@ import (
 	"cspool/internal/command"
 )
 
-// UpgradeQueue gives the changes a release before command version 2
-// queued on this device, an Expunge or a DeleteMailbox of version 1 (an
-// IMAP EXPUNGE or DELETE made while the spool held that release back
-// before an entry of format 4, or offline), the view their author had,
-// as this release writes them (docs/FORMAT.md §3, "Version 2"), so that
-// sent after the upgrade they take only what the device showed. Version
-// 1 would take what the log holds when it applies them: what another
-// device filed meanwhile included.
+// UpgradeQueue gives the changes queued on this device as an Expunge or a
+// DeleteMailbox of version 1 (an IMAP EXPUNGE or DELETE made by a release
+// before command version 2, or while the device wrote version 1:
+// WritesVersion2), the view their author had, as version 2 (docs/FORMAT.md
+// §3, "Version 2"), so that sent they take only what the device showed.
+// Version 1 would take what the log holds when it applies them: what
+// another device filed meanwhile included. SetReaders runs it when the
+// device starts writing version 2.
 //
 // The author's view of the i-th queued change is the log's state this
 // store has applied with the changes queued before it on top: the queue
@@ -24,6 +24,12 @@ import (
 // one; a DeleteMailbox the messages then in its mailbox. It returns how
 // many changes it rewrote; with none to rewrite it writes nothing.
 func (s *Store) UpgradeQueue(ctx context.Context) (int, error) {
+	return s.upgradeQueue(ctx, -1)
+}
+
+// upgradeQueue is UpgradeQueue; readers, unless negative, is recorded as
+// local.readers in the same transaction (SetReaders).
+func (s *Store) upgradeQueue(ctx context.Context, readers int) (int, error) {
 	if err := s.check(); err != nil {
 		return 0, err
 	}
@@ -38,6 +44,22 @@ func (s *Store) UpgradeQueue(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	commit := func() error {
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("committing upgraded queued changes: %w", err)
+		}
+		end()
+		if readers >= 0 {
+			s.readers.Store(int32(readers))
+		}
+		s.committed(ctx)
+		return nil
+	}
+	if readers >= 0 {
+		if _, err := tx.ExecContext(ctx, "UPDATE local SET readers = ?", readers); err != nil {
+			return 0, fmt.Errorf("recording the entry formats the user's devices read: %w", err)
+		}
+	}
 	old := false
 	for _, r := range q {
 		if c, err := command.Decode(r.cmd); err == nil && c.Version == 0 && (c.Kind == command.Expunge || c.Kind == command.DeleteMailbox) {
@@ -46,14 +68,13 @@ func (s *Store) UpgradeQueue(ctx context.Context) (int, error) {
 		}
 	}
 	if !old {
+		if readers >= 0 {
+			return 0, commit()
+		}
 		return 0, nil
 	}
 	a, done := s.writeApplier(ctx, tx, conn, end)
 	defer done()
-	var pos int64
-	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &a.nextUV); err != nil {
-		return 0, fmt.Errorf("reading state: %w", err)
-	}
 	n := 0
 	ov := &overlay{ctx: ctx, tx: tx, db: a, rest: q}
 	ov.rewrite = func(seq int64, cmd *command.Command) (*command.Command, error) {
@@ -74,14 +95,19 @@ func (s *Store) UpgradeQueue(ctx context.Context) (int, error) {
 	if err := ov.takeBack(); err != nil {
 		return 0, err
 	}
+	// The state as the take-back left it: a CREATE queued had taken the
+	// next UIDVALIDITY, which the take-back gave back and the CREATE
+	// applied again takes anew.
+	var pos int64
+	if err := tx.QueryRowContext(ctx, "SELECT position, next_uidvalidity FROM state").Scan(&pos, &a.nextUV); err != nil {
+		return 0, fmt.Errorf("reading state: %w", err)
+	}
 	if _, err := ov.reapply(a, uint64(pos), nil, nil); err != nil {
 		return 0, err
 	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("committing upgraded queued changes: %w", err)
+	if err := commit(); err != nil {
+		return 0, err
 	}
-	end()
-	s.committed(ctx)
 	return n, nil
 }
 

@@ -535,6 +535,12 @@ INSERT INTO ftsw (ftsw, rank) VALUES ('usermerge', 16);
 ALTER TABLE local ADD COLUMN spool_key_used INTEGER NOT NULL DEFAULT 0 CHECK (spool_key_used IN (0, 1));
 UPDATE local SET spool_key_used = 1 WHERE (SELECT position FROM state) > 0;
 `,
+	// 27: the newest entry format every device of the user reads, as the
+	// spool last said (SetReaders); 0 until it has. From format 4 the
+	// device writes an EXPUNGE and a DELETE as commands of version 2.
+	`
+ALTER TABLE local ADD COLUMN readers INTEGER NOT NULL DEFAULT 0 CHECK (readers >= 0);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -555,7 +561,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 26
+const freshSchemaVersion = 27
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

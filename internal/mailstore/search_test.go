@@ -78,8 +78,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 25 (no spool_key_used
-// in local), 24 (FTS5's default
+// downgrade makes the database's schema version 26 (no readers in
+// local), 25 (no spool_key_used in local), 24 (FTS5's default
 // deletemerge and usermerge), 23 (the rows of deleted
 // bodies taken out of the index with them), 22 (no unindexable), 21
 // (no relocated_bid in local), 20 (no spool_key in local), 19 (FTS5's default merge
@@ -98,6 +98,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	var qs []string
+	if version < 27 {
+		qs = append(qs, to26)
+	}
 	if version < 26 {
 		qs = append(qs, to25)
 	}
@@ -185,6 +188,9 @@ END`,
 
 // to21 is downgrade's step from version 22 to 21.
 const to21 = "ALTER TABLE local DROP COLUMN relocated_bid"
+
+// to26 is downgrade's step from version 27 to 26: no readers.
+const to26 = "ALTER TABLE local DROP COLUMN readers"
 
 // to25 is downgrade's step from version 26 to 25: no spool_key_used.
 const to25 = "ALTER TABLE local DROP COLUMN spool_key_used"

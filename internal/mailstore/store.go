@@ -112,6 +112,8 @@ type Store struct {
 	// buildHook, when set, runs after each run of messages a restore
 	// writes before its last step (buildState; tests).
 	buildHook func()
+	// readers caches local.readers (readers.go); -1: not read yet.
+	readers atomic.Int32
 }
 
 // Open opens the mail store in the SQLite file at path in plaintext,
@@ -205,7 +207,9 @@ func OpenContext(ctx context.Context, path string, o Options) (*Store, error) {
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
 	r.SetConnMaxIdleTime(idle)
-	return &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit, writeCache: writeCache, fixedCache: o.WriteCacheKiB > 0}, nil
+	s := &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit, writeCache: writeCache, fixedCache: o.WriteCacheKiB > 0}
+	s.readers.Store(-1)
+	return s, nil
 }
 
 // Close closes the database. A second Close returns nil.

@@ -113,6 +113,11 @@ type LogRead struct {
 	Chained   bool
 	StartHash Hash
 	HeadHash  Hash
+
+	// Readers is the newest entry format every device of the user has
+	// read for a while, as the server says (api.HeaderReaders); 0 when
+	// it says nothing (a server of an earlier release, a local store).
+	Readers int
 }
 
 // Claim is what the read says of the chain, for the checks of package

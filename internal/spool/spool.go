@@ -123,21 +123,35 @@ type IntoReader interface {
 }
 
 // ReaderFormats is the optional capability of a store to record, for each
-// log, since when every device that read it said it reads entry format 3
-// (docs/API.md §3). A server started with --entry-format auto seals a
-// user's deliveries in that format once this has held long enough
-// (docs/OPERATING.md, "Running it"); several servers on one store share
-// what any of them saw. Both stores implement it.
+// log, since when every device that read it said it reads entry format 3,
+// and format 4 (docs/API.md §3). A server started with --entry-format auto
+// seals a user's deliveries in format 3 once that has held long enough,
+// and tells the user's devices to write commands of version 2 (format 4)
+// once that has (docs/OPERATING.md, "Running it"); several servers on one
+// store share what any of them saw. Both stores implement it.
 type ReaderFormats interface {
 	// NoteReader records a read of user's log by a device that says it
-	// reads format 3 (v3) or one that does not. With v3 the time is set
-	// to now unless one is set already; without, it is cleared. A user
-	// with no log is left as it is: nothing is recorded.
-	NoteReader(ctx context.Context, user string, v3 bool, now time.Time) error
-	// Version3Since returns the time recorded: since when every read of
-	// user's log said it reads format 3. The zero time if none is (no
-	// such read yet, one that did not say it since, no log).
-	Version3Since(ctx context.Context, user string) (time.Time, error)
+	// reads entry formats up to reads (below 3: one that says nothing, of
+	// a release before format 3). For format 3 and for format 4, the
+	// time is set to now unless one is set already if the device reads
+	// it, and cleared if not. A user with no log is left as it is:
+	// nothing is recorded.
+	NoteReader(ctx context.Context, user string, reads int, now time.Time) error
+	// ReadersSince returns the times recorded. A log made by a store of
+	// this schema has every read recorded from its start, so its times
+	// start at the Unix epoch, until a read says less; one made before
+	// (a store migrated) has them from the first read after. A user with
+	// no log has the epoch for both: the log its first append makes
+	// starts so.
+	ReadersSince(ctx context.Context, user string) (Readers, error)
+}
+
+// Readers is what ReaderFormats recorded of a log's reads: since when
+// every read said its device reads entry format 3, and format 4. The zero
+// time where that is not so (no such read yet, one that did not say it
+// since).
+type Readers struct {
+	Format3, Format4 time.Time
 }
 
 // ErrHeadMoved: a conditional append found another head than the one it

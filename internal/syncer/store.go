@@ -79,6 +79,12 @@ type Queue interface {
 	Queue(ctx context.Context) ([]mailstore.Queued, error)
 	// QueueLen returns how many changes wait.
 	QueueLen(ctx context.Context) (int, error)
+	// SetReaders records the newest entry format every device of the
+	// user reads, as the spool says (spool.LogRead.Readers), which
+	// decides the version of the changes the device writes
+	// (mailstore.Store.WritesVersion2); it returns how many queued
+	// changes it rewrote as version 2.
+	SetReaders(ctx context.Context, v int) (int, error)
 }
 
 // Journal is what the device knows of the log besides the state: the

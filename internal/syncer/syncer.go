@@ -349,7 +349,9 @@ type Syncer struct {
 	cfg Config
 	log *slog.Logger
 
-	mu         sync.Mutex
+	mu sync.Mutex
+	// readers is the last format learnReaders recorded; 0: none yet.
+	readers    atomic.Int32
 	status     Status
 	chain      spool.Hash // chain hash at status.Position
 	chainKnown bool
@@ -817,6 +819,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		return 0, 0, err
 	}
 	s.contact(lr.Head, lr.Checkpoint)
+	s.learnReaders(ctx, lr.Readers)
 	if lr.Checkpoint > pos && lr.Checkpoint != s.badCheckpoint() && (pos == 0 || !readsOn(pos, lr)) {
 		n, head, err := s.bootstrap(ctx, lr.Head, lr.Entries)
 		if err != nil || s.badCheckpoint() != lr.Checkpoint {
@@ -1110,6 +1113,34 @@ func rejectReason(err error) string {
 func (s *Syncer) contact(head, checkpoint uint64) {
 	s.noteContact(head, checkpoint)
 	s.fitBudget() // the spool's answer may state its budget
+}
+
+// learnReaders records what a read's answer says of the formats the user's
+// devices read (spool.LogRead.Readers), when it says something new; a
+// failure is logged and tried again at the next read.
+func (s *Syncer) learnReaders(ctx context.Context, v int) {
+	if v == 0 || int(s.readers.Load()) == v {
+		return
+	}
+	n, err := s.cfg.Store.SetReaders(ctx, v)
+	if err != nil {
+		s.log.Warn("recording the entry formats this user's devices read failed", "err", err)
+		return
+	}
+	if n > 0 {
+		s.log.Info("queued EXPUNGE or DELETE changes rewritten to take only what this device holds now (docs/OPERATING.md, \"Upgrading\")",
+			"changes", n)
+	}
+	// Logged at a change, and at the first read of a run when it is not
+	// the newest format: why this device writes version 1.
+	if old := s.readers.Swap(int32(v)); old != 0 || v < entry.Version4 {
+		version := 1
+		if v >= entry.Version4 {
+			version = 2
+		}
+		s.log.Info("the spool says the newest entry format every device of this user reads; EXPUNGE and DELETE are written in the version it carries",
+			"format", v, "version", version)
+	}
 }
 
 func (s *Syncer) noteContact(head, checkpoint uint64) {

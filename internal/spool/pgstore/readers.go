@@ -2,15 +2,26 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"cspool/internal/spool"
 )
 
-// NoteReader implements spool.ReaderFormats: a statement that changes
-// nothing when the time is already as it says.
-func (s *Store) NoteReader(ctx context.Context, user string, v3 bool, now time.Time) error {
+// noteReaderSQL is sqlitestore's: each format's time set where the read
+// says it ($1: the formats it reads up to) and none is set, cleared where
+// it does not; nothing changes, and nothing is written, when the times are
+// already as it says.
+const noteReaderSQL = `UPDATE cspool_logs SET
+	reads3_since = CASE WHEN $1 >= 3 THEN coalesce(reads3_since, $2) END,
+	reads4_since = CASE WHEN $1 >= 4 THEN coalesce(reads4_since, $2) END
+WHERE name = $3 AND (($1 >= 3) = (reads3_since IS NULL) OR ($1 >= 4) = (reads4_since IS NULL))`
+
+// NoteReader implements spool.ReaderFormats.
+func (s *Store) NoteReader(ctx context.Context, user string, reads int, now time.Time) error {
 	if err := spool.CheckUser(user); err != nil {
 		return err
 	}
@@ -19,22 +30,37 @@ func (s *Store) NoteReader(ctx context.Context, user string, v3 bool, now time.T
 		return err
 	}
 	defer cancel()
-	q, args := "UPDATE cspool_logs SET reads3_since = NULL WHERE name = $1 AND reads3_since IS NOT NULL", []any{[]byte(user)}
-	if v3 {
-		q, args = "UPDATE cspool_logs SET reads3_since = $2 WHERE name = $1 AND reads3_since IS NULL", []any{[]byte(user), now.Unix()}
-	}
-	if _, err := s.pool.Exec(cctx, q, args...); err != nil {
+	if _, err := s.pool.Exec(cctx, noteReaderSQL, int64(reads), now.Unix(), []byte(user)); err != nil {
 		return callErr(ctx, fmt.Sprintf("recording the entry formats of a device of %q", user), err)
 	}
 	return nil
 }
 
-// Version3Since implements spool.ReaderFormats.
-func (s *Store) Version3Since(ctx context.Context, user string) (time.Time, error) {
-	n, err := s.logNumber(ctx, user, "the devices' entry formats",
-		"SELECT reads3_since FROM cspool_logs WHERE name = $1 AND reads3_since IS NOT NULL")
-	if err != nil || n == 0 {
-		return time.Time{}, err
+// ReadersSince implements spool.ReaderFormats.
+func (s *Store) ReadersSince(ctx context.Context, user string) (spool.Readers, error) {
+	if err := spool.CheckUser(user); err != nil {
+		return spool.Readers{}, err
 	}
-	return time.Unix(n, 0), nil
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return spool.Readers{}, err
+	}
+	defer cancel()
+	var v3, v4 *int64
+	err = s.pool.QueryRow(cctx, "SELECT reads3_since, reads4_since FROM cspool_logs WHERE name = $1", []byte(user)).Scan(&v3, &v4)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return spool.Readers{Format3: time.Unix(0, 0), Format4: time.Unix(0, 0)}, nil
+	}
+	if err != nil {
+		return spool.Readers{}, callErr(ctx, fmt.Sprintf("reading the devices' entry formats of %q", user), err)
+	}
+	return spool.Readers{Format3: sinceTime(v3), Format4: sinceTime(v4)}, nil
+}
+
+// sinceTime is a time column's value: the zero time for NULL.
+func sinceTime(v *int64) time.Time {
+	if v == nil {
+		return time.Time{}
+	}
+	return time.Unix(*v, 0)
 }

@@ -11,10 +11,12 @@ func (s *suite) readerTests() []namedTest {
 	return []namedTest{{"ReaderFormats", s.testReaderFormats}}
 }
 
-// testReaderFormats: the time since when every read of a log said it reads
-// entry format 3 is set by the first such read, kept by the next ones,
-// cleared by one that does not say it; for that user alone, nothing for a
-// user with no log, and seen by a second handle (another server).
+// testReaderFormats: a new log's times start at the epoch (every read of
+// it recorded), and a user with no log has them so; a read sets the time
+// of each format it says it reads where none is set, keeps those set,
+// clears the others; for that user alone, nothing for a user with no log
+// (the log made after starts at the epoch), and seen by a second handle
+// (another server).
 func (s *suite) testReaderFormats(t *testing.T) {
 	st := s.open(t)
 	rf, ok := st.(spool.ReaderFormats)
@@ -22,45 +24,50 @@ func (s *suite) testReaderFormats(t *testing.T) {
 		t.Fatalf("%T is not a spool.ReaderFormats: --entry-format auto needs it", st)
 	}
 	ctx := ctxT(t)
-	t0 := time.Unix(1_800_000_000, 0)
-	want := func(user string, at time.Time) {
+	epoch, t0 := time.Unix(0, 0), time.Unix(1_800_000_000, 0)
+	at := func(h int) time.Time { return t0.Add(time.Duration(h) * time.Hour) }
+	want := func(rf spool.ReaderFormats, user string, f3, f4 time.Time) {
 		t.Helper()
-		got, err := rf.Version3Since(ctx, user)
-		if err != nil || !got.Equal(at) {
-			t.Fatalf("Version3Since(%q) = %v, %v; want %v", user, got, err, at)
+		got, err := rf.ReadersSince(ctx, user)
+		if err != nil || !got.Format3.Equal(f3) || !got.Format4.Equal(f4) {
+			t.Fatalf("ReadersSince(%q) = %v, %v; want format 3 since %v, format 4 since %v", user, got, err, f3, f4)
 		}
 	}
 	// No log: nothing recorded.
-	if err := rf.NoteReader(ctx, "nora", true, t0); err != nil {
+	want(rf, "nora", epoch, epoch)
+	if err := rf.NoteReader(ctx, "nora", 0, t0); err != nil {
 		t.Fatal(err)
 	}
-	want("nora", time.Time{})
+	want(rf, "nora", epoch, epoch)
 	mustAppend(t, st, "nora", []byte("1"))
 	mustAppend(t, st, "olga", []byte("1"))
-	want("nora", time.Time{})
+	want(rf, "nora", epoch, epoch)
 	steps := []struct {
-		v3   bool
-		at   time.Time
-		want time.Time
+		reads    int
+		at       time.Time
+		f3, f4   time.Time
+		describe string
 	}{
-		{true, t0, t0},
-		{true, t0.Add(time.Hour), t0}, // kept
-		{false, t0.Add(2 * time.Hour), time.Time{}},
-		{false, t0.Add(3 * time.Hour), time.Time{}},
-		{true, t0.Add(4 * time.Hour), t0.Add(4 * time.Hour)},
+		{4, at(0), epoch, epoch, "kept"},
+		{3, at(1), epoch, time.Time{}, "format 4 cleared"},
+		{4, at(2), epoch, at(2), "format 4 set"},
+		{4, at(3), epoch, at(2), "kept"},
+		{0, at(4), time.Time{}, time.Time{}, "both cleared"},
+		{2, at(5), time.Time{}, time.Time{}, "still clear"},
+		{3, at(6), at(6), time.Time{}, "format 3 set"},
+		{5, at(7), at(6), at(7), "a newer device reads both"},
 	}
 	for _, c := range steps {
-		if err := rf.NoteReader(ctx, "nora", c.v3, c.at); err != nil {
+		if err := rf.NoteReader(ctx, "nora", c.reads, c.at); err != nil {
 			t.Fatal(err)
 		}
-		want("nora", c.want)
+		t.Logf("reads=%d: %s", c.reads, c.describe)
+		want(rf, "nora", c.f3, c.f4)
 	}
-	want("olga", time.Time{})
+	want(rf, "olga", epoch, epoch)
 	other := s.reopen(t, st).(spool.ReaderFormats)
-	if got, err := other.Version3Since(ctx, "nora"); err != nil || !got.Equal(t0.Add(4*time.Hour)) {
-		t.Fatalf("a second handle's Version3Since = %v, %v; want %v", got, err, t0.Add(4*time.Hour))
-	}
-	if err := rf.NoteReader(ctx, "", true, t0); err == nil {
+	want(other, "nora", at(6), at(7))
+	if err := rf.NoteReader(ctx, "", 4, t0); err == nil {
 		t.Fatal("NoteReader took an invalid user name")
 	}
 }

@@ -8,19 +8,23 @@ import (
 	"cspool/internal/spool"
 )
 
-// NoteReader implements spool.ReaderFormats on the writer goroutine: a
-// statement that changes nothing when the time is already as it says,
-// which is every call but a device's first after a change.
-func (s *Store) NoteReader(ctx context.Context, user string, v3 bool, now time.Time) error {
+// noteReaderSQL sets each format's time the read says (?1: the formats it
+// reads up to) unless one is set, and clears each it does not say; the
+// WHERE makes it change nothing, and write nothing, when the times are
+// already as it says, which is every call but a device's first after a
+// change.
+const noteReaderSQL = `UPDATE users SET
+	reads3_since = CASE WHEN ?1 >= 3 THEN coalesce(reads3_since, ?2) END,
+	reads4_since = CASE WHEN ?1 >= 4 THEN coalesce(reads4_since, ?2) END
+WHERE name = ?3 AND ((?1 >= 3) = (reads3_since IS NULL) OR (?1 >= 4) = (reads4_since IS NULL))`
+
+// NoteReader implements spool.ReaderFormats on the writer goroutine.
+func (s *Store) NoteReader(ctx context.Context, user string, reads int, now time.Time) error {
 	if err := spool.CheckUser(user); err != nil {
 		return err
 	}
-	q, args := "UPDATE users SET reads3_since = NULL WHERE name = ? AND reads3_since IS NOT NULL", []any{[]byte(user)}
-	if v3 {
-		q, args = "UPDATE users SET reads3_since = ? WHERE name = ? AND reads3_since IS NULL", []any{now.Unix(), []byte(user)}
-	}
 	var err error
-	if werr := s.onWriter(ctx, func(db *sql.DB) { _, err = db.ExecContext(ctx, q, args...) }); werr != nil {
+	if werr := s.onWriter(ctx, func(db *sql.DB) { _, err = db.ExecContext(ctx, noteReaderSQL, reads, now.Unix(), []byte(user)) }); werr != nil {
 		return werr
 	}
 	if err != nil {
@@ -29,21 +33,29 @@ func (s *Store) NoteReader(ctx context.Context, user string, v3 bool, now time.T
 	return nil
 }
 
-// Version3Since implements spool.ReaderFormats.
-func (s *Store) Version3Since(ctx context.Context, user string) (time.Time, error) {
+// ReadersSince implements spool.ReaderFormats.
+func (s *Store) ReadersSince(ctx context.Context, user string) (spool.Readers, error) {
 	if err := spool.CheckUser(user); err != nil {
-		return time.Time{}, err
+		return spool.Readers{}, err
 	}
 	if err := s.check(); err != nil {
-		return time.Time{}, err
+		return spool.Readers{}, err
 	}
-	var since sql.NullInt64
-	err := s.rdb.QueryRowContext(ctx, "SELECT reads3_since FROM users WHERE name = ?", []byte(user)).Scan(&since)
+	var v3, v4 sql.NullInt64
+	err := s.rdb.QueryRowContext(ctx, "SELECT reads3_since, reads4_since FROM users WHERE name = ?", []byte(user)).Scan(&v3, &v4)
 	switch {
-	case err == sql.ErrNoRows || (err == nil && !since.Valid):
-		return time.Time{}, nil
+	case err == sql.ErrNoRows:
+		return spool.Readers{Format3: time.Unix(0, 0), Format4: time.Unix(0, 0)}, nil
 	case err != nil:
-		return time.Time{}, s.dbErr("reading the devices' entry formats", err)
+		return spool.Readers{}, s.dbErr("reading the devices' entry formats", err)
 	}
-	return time.Unix(since.Int64, 0), nil
+	return spool.Readers{Format3: sinceTime(v3), Format4: sinceTime(v4)}, nil
+}
+
+// sinceTime is a time column's value: the zero time for NULL.
+func sinceTime(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return time.Unix(v.Int64, 0)
 }

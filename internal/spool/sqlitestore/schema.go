@@ -116,6 +116,13 @@ CREATE TABLE once (
 	`
 ALTER TABLE users ADD COLUMN reads3_since INTEGER;
 `,
+	// 8: the same for entry format 4 (command version 2). A log made from
+	// this version on has every read recorded from its start: the append
+	// that makes its row sets both times to 0 (upsertUserSQL); the logs
+	// present keep NULL until a read says it.
+	`
+ALTER TABLE users ADD COLUMN reads4_since INTEGER;
+`,
 }
 
 // afterStep runs the part of migration step v (to version v) that SQL alone

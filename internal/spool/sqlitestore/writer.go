@@ -218,8 +218,10 @@ const (
 	// A user's row is read, and only for a user without one made by the
 	// upsert: the upsert's no-op update wrote the row (and opened a
 	// statement journal) for every append, which setHead writes again.
-	getUserSQL    = "SELECT id, head, chain, bytes FROM users WHERE name = ?"
-	upsertUserSQL = `INSERT INTO users (name) VALUES (?) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head, chain, bytes`
+	getUserSQL = "SELECT id, head, chain, bytes FROM users WHERE name = ?"
+	// A new row has had no read: every read of its log is recorded from
+	// here, so its ReadersSince times start at the epoch (schema 8).
+	upsertUserSQL = `INSERT INTO users (name, reads3_since, reads4_since) VALUES (?, 0, 0) ON CONFLICT (name) DO UPDATE SET head = head RETURNING id, head, chain, bytes`
 	insEntrySQL   = "INSERT INTO entries (user_id, pos, size, data) VALUES (?, ?, ?, ?)"
 	insChainSQL   = "INSERT INTO chain (user_id, pos, hash) VALUES (?, ?, ?)"
 	setHeadSQL    = "UPDATE users SET head = ?, chain = ?, bytes = bytes + ? WHERE id = ?"
