@@ -20,6 +20,7 @@ import (
 
 	"cspool/internal/api"
 	"cspool/internal/deliver"
+	"cspool/internal/devicedb"
 	"cspool/internal/entry"
 	"cspool/internal/imapd"
 	"cspool/internal/keys"
@@ -354,7 +355,10 @@ func (q *quickstart) startDevice(ctx context.Context) (dev *device, failed <-cha
 	// Sending: mail goes back into the quickstart's own LMTP listener, so
 	// a message to USER@localhost arrives in INBOX, and any other address
 	// bounces.
-	q.send, err = startSending(sendingSetup{dbPath: dbPath, store: dev.store, sync: dev.sync, user: q.user, pw: pw, log: q.log},
+	// The outbox holds each message relayed for a day: encrypted at rest
+	// as the daemon's is.
+	outboxKey := devicedb.Key(q.userKey.DatabaseKey("outbox"))
+	q.send, err = startSending(sendingSetup{dbPath: dbPath, key: &outboxKey, store: dev.store, sync: dev.sync, user: q.user, pw: pw, log: q.log},
 		outbox.Relay{Addr: q.lmtpLn.Addr().String(), LMTP: true}, []string{q.user + "@localhost"}, "127.0.0.1", q.smtpPort, time.Second)
 	if err != nil && q.smtpRequired {
 		return nil, nil, "", err

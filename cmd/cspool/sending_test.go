@@ -18,6 +18,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"cspool/internal/devicedb"
 	"cspool/internal/devicetest"
 	"cspool/internal/keys"
 	"cspool/internal/sendtest"
@@ -580,7 +581,9 @@ func TestRelayPasswordRules(t *testing.T) {
 // TestQuickstartSends: the quickstart prints SMTP settings; a message to
 // USER@localhost, submitted with smtplib, comes back into INBOX through
 // the quickstart's LMTP listener, and its copy is in Sent; a message to an
-// unknown user bounces into INBOX, and has no copy in Sent.
+// unknown user bounces into INBOX, and has no copy in Sent. The outbox,
+// which holds each message relayed for a day, is encrypted at rest with
+// the user key's outbox key, as the daemon's is.
 func TestQuickstartSends(t *testing.T) {
 	t.Parallel()
 	holdDefaultAddrs(t)
@@ -630,4 +633,16 @@ func TestQuickstartSends(t *testing.T) {
 		t.Errorf("Sent has %d messages, want the one to self", len(sent))
 	}
 	qs.stop(t, syscall.SIGTERM, 30*time.Second)
+	outboxDB := filepath.Join(work, "state", "mail.db.outbox")
+	if st, err := devicedb.Inspect(outboxDB, nil); st != devicedb.Encrypted || err != nil {
+		t.Errorf("the quickstart's outbox: %v %v, want encrypted", st, err)
+	}
+	userKey, err := keys.LoadSecret(filepath.Join(work, "state", "user.sec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := devicedb.Key(userKey.DatabaseKey("outbox"))
+	if _, err := devicedb.Inspect(outboxDB, &k); err != nil {
+		t.Errorf("the quickstart's outbox does not open with the user key's outbox key: %v", err)
+	}
 }

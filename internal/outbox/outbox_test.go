@@ -1115,3 +1115,107 @@ func TestHoldNamedAtOpen(t *testing.T) {
 		t.Errorf("released by its name %s: %+v, want the message queued, not held", hold, st)
 	}
 }
+
+// TestStopAfterReplyRelaysOnce: a stop (SIGTERM: the outbox's context
+// cancelled) while the smarthost is about to answer the message's DATA
+// still records its 250, so that the outbox opened again does not relay
+// the message a second time. The record's transaction ran under the
+// cancelled context and failed ("context canceled"), and the message went
+// out again after the restart.
+func TestStopAfterReplyRelaysOnce(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	inData, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{AfterData: func() {
+		once.Do(func() {
+			close(inData)
+			<-release
+		})
+	}})
+	var logBuf lockedBuffer
+	cfg := outbox.Config{Path: dev.Store.Path() + ".outbox", Store: dev.Store, Log: dev.Sync,
+		Relay: outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, Hostname: "device.test",
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logBuf, nil))}
+	o, err := outbox.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	enqueue(t, o, message("stopped", ""))
+	select {
+	case <-inData:
+	case <-time.After(wait):
+		t.Fatal("the message never reached the smarthost's DATA")
+	}
+	stop() // the daemon is told to stop while the 250 is on its way
+	close(release)
+	select {
+	case <-done:
+	case <-time.After(wait):
+		t.Fatal("the outbox did not stop")
+	}
+	o.Close()
+
+	o = startOutbox(t, dev, cfg.Relay, nil)
+	devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	time.Sleep(500 * time.Millisecond) // longer than the backoff: nothing more may go out
+	if n := len(host.Received()); n != 1 {
+		t.Errorf("the smarthost received the message %d times, want once; the first outbox's log:\n%s", n, logBuf.String())
+	}
+	if st, err := o.Status(context.Background()); err != nil || st.Queued != 0 {
+		t.Errorf("outbox after the restart: %+v, %v; want nothing queued", st, err)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestLogNamesNoRecipient: the outbox logs the smarthost's reply to an
+// attempt without the addresses it quotes (Postfix names the recipient it
+// refuses); the bounce, in the user's INBOX, has them whole.
+func TestLogNamesNoRecipient(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, arg string) error {
+		if stage == "RCPT" {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<" + arg + ">: Recipient address rejected; ask postmaster@example.net"}
+		}
+		return nil
+	}})
+	var logBuf lockedBuffer
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, func(c *outbox.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
+	})
+	enqueue(t, o, message("refused", ""))
+	inbox := devicetest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	if r := readReport(t, inbox[0].Raw); !strings.Contains(r.diagnostic, "<bob@example.net>: Recipient address rejected") {
+		t.Errorf("the bounce's diagnostic %q, want the smarthost's reply whole", r.diagnostic)
+	}
+	log := logBuf.String()
+	if !strings.Contains(log, "Recipient address rejected") {
+		t.Errorf("the outbox's log lacks the reply:\n%s", log)
+	}
+	for _, addr := range []string{"bob@", "postmaster@", "example.net"} {
+		if strings.Contains(log, addr) {
+			t.Errorf("the outbox's log names %q:\n%s", addr, log)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -153,6 +154,10 @@ func (o *Outbox) relayPass(ctx context.Context) time.Duration {
 	o.idle, o.idleSince = rc, o.now()
 	return 0
 }
+
+// recordTimeout bounds record's transaction, which a stop does not
+// cancel: a synced write of a few rows.
+const recordTimeout = 30 * time.Second
 
 // maxPassWait is the longest the relay loop waits between passes while no
 // message waits (while one does, Config.ClockSaveEvery).
@@ -352,7 +357,13 @@ func (o *Outbox) load(ctx context.Context, qid int64) (*queued, error) {
 // record stores the outcome of an attempt in one synced transaction: the
 // recipients' states, the message's backoff, the Sent copy to file once
 // one recipient has it, and a bounce for the recipients that failed.
+//
+// A stop (ctx cancelled) does not cut it short: the smarthost has
+// answered, and an outbox that does not know it relays the message again
+// after the restart. It is bounded by recordTimeout instead.
 func (o *Outbox) record(ctx context.Context, m *queued, res sendResult) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	now := o.now()
 	byIdx := map[int]queuedRcpt{}
 	for _, r := range m.rcpts {
@@ -419,7 +430,7 @@ func (o *Outbox) record(ctx context.Context, m *queued, res sendResult) error {
 		return err
 	}
 	o.log.Info("relay attempt", "queue_id", m.qid, "relayed", relayed, "failed", len(failed), "deferred", temporary,
-		"attempt", m.attempts+1, "reply", lastReply(res))
+		"attempt", m.attempts+1, "reply", withoutAddresses(lastReply(res)))
 	o.mu.Lock()
 	if relayed > 0 {
 		o.relayed++
@@ -430,6 +441,24 @@ func (o *Outbox) record(ctx context.Context, m *queued, res sendResult) error {
 		kick(o.fileKick)
 	}
 	return nil
+}
+
+// withoutAddresses is a smarthost's reply for the log, which names no
+// address (docs/SENDING.md): every word holding an @ becomes "<address>".
+// Smarthosts quote the recipient they refuse or accept ("550 5.1.1
+// <bob@example.org>: Recipient address rejected"); the bounce and the
+// outbox keep the reply whole.
+func withoutAddresses(reply string) string {
+	if !strings.Contains(reply, "@") {
+		return reply
+	}
+	words := strings.FieldsFunc(reply, func(r rune) bool { return r == ' ' || r == '\t' })
+	for i, w := range words {
+		if strings.Contains(w, "@") {
+			words[i] = "<address>"
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 func lastReply(res sendResult) string {

@@ -78,6 +78,11 @@ func (r Relay) String() string {
 	return "smtp://" + r.Addr
 }
 
+// stopGrace is how long a stop leaves the command in progress to finish
+// (dial). Within systemd's default stop timeout (90 s), with room for the
+// rest of the daemon's stop.
+const stopGrace = 10 * time.Second
+
 func (r Relay) timeout() time.Duration {
 	if r.Timeout > 0 {
 		return r.Timeout
@@ -128,8 +133,11 @@ func (r Relay) dial(ctx context.Context, hostname string) (*relayConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", r.Addr, err)
 	}
-	// Cancelling ctx cuts the connection, which ends any command.
-	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	// Cancelling ctx (the daemon stopping) cuts the connection, which
+	// ends any command, after stopGrace: a message whose last reply is on
+	// its way is then recorded as relayed, not sent again after the
+	// restart. The loop sends nothing more once ctx is done.
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, func() { raw.Close() }) })
 	fail := func(err error) (*relayConn, error) {
 		stop()
 		raw.Close()

@@ -79,10 +79,11 @@ func checkLineEnds(msg []byte) error {
 	return nil
 }
 
-// StripBcc returns msg without its Bcc header fields (with their
-// continuation lines), byte for byte otherwise: what is relayed, since
-// blind recipients are told only by the envelope. msg itself is returned
-// when it has no Bcc field.
+// StripBcc returns msg without its Bcc and Resent-Bcc header fields
+// (with their continuation lines), byte for byte otherwise: what is
+// relayed, since blind recipients are told only by the envelope
+// (Resent-Bcc, RFC 5322 section 3.6.6, names those of a message resent).
+// msg itself is returned when it has no such field.
 func StripBcc(msg []byte) []byte {
 	end := HeaderEnd(msg)
 	var out []byte
@@ -98,7 +99,8 @@ func StripBcc(msg []byte) []byte {
 		continuation := len(line) > 0 && (line[0] == ' ' || line[0] == '\t')
 		if !continuation {
 			name, _, ok := bytes.Cut(line, []byte(":"))
-			skipping = ok && strings.EqualFold(strings.TrimRight(string(name), " \t"), "bcc")
+			field := strings.TrimRight(string(name), " \t")
+			skipping = ok && (strings.EqualFold(field, "bcc") || strings.EqualFold(field, "resent-bcc"))
 			if skipping && out == nil {
 				out = make([]byte, 0, len(msg))
 			}
