@@ -1219,3 +1219,25 @@ func TestLogNamesNoRecipient(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayQuotedLocalPart: a recipient whose local part needs quotes
+// ("john doe"@example.net, which the listener hands over unquoted) is
+// relayed quoted, and the smarthost takes it; unquoted, it answered 501
+// and the message bounced.
+func TestRelayQuotedLocalPart(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	m := message("quoted", "")
+	m.Recipients = []submit.Recipient{{Address: "john doe@example.net"}}
+	enqueue(t, o, m)
+	got := host.Wait(t, 1, wait)
+	if !slices.Equal(got[0].To, []string{"john doe@example.net"}) {
+		t.Errorf("the smarthost took the message for %q, want the mailbox \"john doe\"", got[0].To)
+	}
+	devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	if inbox := devicetest.Messages(t, dev.Store, "INBOX"); len(inbox) != 0 {
+		t.Errorf("the message bounced: %q", inbox[0].Raw)
+	}
+}

@@ -257,12 +257,12 @@ func (rc *relayConn) send(m *queued) sendResult {
 		}
 	}
 	opts := &smtp.MailOptions{Size: int64(len(m.data)), UTF8: m.utf8, Return: smtp.DSNReturn(m.ret), EnvelopeID: m.envid}
-	if err := rc.c.Mail(m.sender, opts); err != nil {
+	if err := rc.c.Mail(smtpPath(m.sender), opts); err != nil {
 		return all(classify(err), err)
 	}
 	var accepted []int
 	for i, r := range m.rcpts {
-		err := rc.c.Rcpt(r.address, rcptOptions(r))
+		err := rc.c.Rcpt(smtpPath(r.address), rcptOptions(r))
 		if err == nil {
 			accepted = append(accepted, i)
 			continue
@@ -350,4 +350,51 @@ func replyText(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// smtpPath is addr as the path of a MAIL or RCPT command (RFC 5321 section
+// 4.1.2). The submission listener hands over addresses with the local
+// part unquoted ("john doe"@example.org as john doe@example.org); one
+// that is not a dot-atom is quoted again, with \ before " and \, so the
+// smarthost reads the mailbox the client named (unquoted it refused
+// the address, 501, or read a space as the end of the path).
+func smtpPath(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 {
+		return addr
+	}
+	local := addr[:at]
+	if dotAtom(local) {
+		return addr
+	}
+	var b strings.Builder
+	b.Grow(len(addr) + 4)
+	b.WriteByte('"')
+	for i := 0; i < len(local); i++ {
+		if c := local[i]; c == '"' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(local[i])
+	}
+	b.WriteByte('"')
+	b.WriteString(addr[at:])
+	return b.String()
+}
+
+// dotAtom reports whether s is a dot-atom (RFC 5322 section 3.2.3): atext
+// (with any byte above ASCII, RFC 6531) between single dots.
+func dotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 0x80, c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.':
+		case strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
