@@ -263,9 +263,22 @@ func refuseSpoolKey(users deliver.StaticDirectory, spool keys.PublicKey, usersFi
 			src = "users file " + usersFile
 		}
 		return &exitError{withHint(fmt.Errorf("%s: user %q has the public key of --spool-key %s: %w", src, name, spoolKey, userdb.ErrRefusedKey),
-			"put the user's own public key on its line (the one its gen-keys printed), never the spool's: mail sealed to the spool's key is readable by whoever holds the spool key"), exNoPerm}
+			spoolKeyClashHint(name, spoolKey, usersFile == "")), exNoPerm}
 	}
 	return nil
+}
+
+// spoolKeyClashHint is the hint for a user given the public key of
+// --spool-key spoolKey: either that file is the user's own secret key
+// (the usual slip: the user's key pair at hand) or the user's line (or
+// --user-key, byFlag) names the spool's public key.
+func spoolKeyClashHint(user, spoolKey string, byFlag bool) string {
+	other := "the users file gives " + user + " the spool's public key: put the user's own public key on its line (the one its gen-keys printed)"
+	if byFlag {
+		other = "--user-key is the spool's public key: give " + user + "'s own (the one its gen-keys wrote)"
+	}
+	return "either --spool-key " + spoolKey + " is " + user + "'s own secret key: give the spool's secret key (the one gen-keys made for the server); or " +
+		other + ". Mail sealed to the spool's key would be readable by whoever holds the spool key"
 }
 
 // checkTestModeUser stands, for a delivery straight into the store with

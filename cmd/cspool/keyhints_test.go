@@ -59,6 +59,11 @@ func TestMixedUpKeys(t *testing.T) {
 		{"deliver: the user's secret key", deliver(p("user.sec"), p("spool.sec")),
 			[]string{p("user.sec"), "--user-key takes a public key file", "keep the secret one private"},
 			[]string{"swapped", "gen-keys"}},
+		// The user's key pair at hand: its secret key as the spool's.
+		{"deliver: the user's secret key as the spool's", deliver(p("user.pub"), p("user.sec")),
+			[]string{"has the public key of --spool-key " + p("user.sec"), "either --spool-key " + p("user.sec") + " is alice's own secret key",
+				"give the spool's", "or --user-key is the spool's public key"},
+			[]string{"put the user's own public key on its line"}},
 		{"server: public spool key", []string{"server", "--spool-dir", p("spool"), "--port", "1", "--spool-key", p("spool.pub")},
 			[]string{p("spool.pub"), "--spool-key takes a secret key file"},
 			[]string{"chmod"}},

@@ -313,7 +313,7 @@ func (s *serverRun) run(f serverFlags) error {
 		Refuse(keys.PublicKey, string) error
 	}); ok && spoolKey != nil {
 		if err := r.Refuse(spoolKey.Public(), "the public key of --spool-key "+f.spoolKeyFile); err != nil {
-			return withHint(err, "put the user's own public key on its line (the one its gen-keys printed), never the spool's: mail sealed to the spool's key is readable by whoever holds the spool key")
+			return withHint(err, spoolKeyClashHint("that user", f.spoolKeyFile, false))
 		}
 	}
 	errc := make(chan error, 4)

@@ -83,5 +83,6 @@ func TestDeliverRefusesSpoolKey(t *testing.T) {
 	if code != 77 {
 		t.Fatalf("cspool deliver to bob, who has the spool's key in --users: exit %d, want 77 (refused)\n%s", code, out)
 	}
-	saysAll(t, out, "users file users", `"bob"`, "spool.sec", "cspool: hint: put the user's own public key")
+	saysAll(t, out, "users file users", `"bob"`, "spool.sec", "cspool: hint: either --spool-key spool.sec is bob's own secret key",
+		"or the users file gives bob the spool's public key: put the user's own public key on its line")
 }
