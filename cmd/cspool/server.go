@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -490,7 +492,16 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 		}
 		return st, nil
 	}
+	_, statErr := os.Stat(filepath.Join(f.spoolDir, sqlitestore.DBName))
 	st, err := sqlitestore.Open(f.spoolDir, sqlitestore.Options{Logger: s.log})
+	if err == nil && errors.Is(statErr, fs.ErrNotExist) {
+		// A mistyped --spool-dir starts a new, empty spool, and LMTP
+		// takes mail into it that no device will see; the devices say
+		// the log was rolled back. Said where the operator looks first.
+		abs, _ := filepath.Abs(f.spoolDir)
+		s.log.Warn("made a new, empty spool: if this server's users have mail already, --spool-dir is mistyped and names another directory than their spool's",
+			"dir", abs)
+	}
 	if errors.Is(err, spool.ErrFull) {
 		return nil, withHint(err, freeSpaceHint(f.spoolDir, "nothing stored was lost, and the MTA keeps what it could not deliver meanwhile"))
 	}

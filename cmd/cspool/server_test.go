@@ -210,7 +210,9 @@ func TestServerCommand(t *testing.T) {
 
 // testServerRestartReplay captures alice's signed append, restarts the
 // server process on the same spool directory and replays it: refused, not
-// appended. Then connections beyond --max-conns-per-addr get 429.
+// appended. Then connections beyond --max-conns-per-addr get 429. The
+// first start, which made the spool, warns that it is new (a mistyped
+// --spool-dir makes one too); the restart does not.
 func testServerRestartReplay(t *testing.T, bin string) {
 	dir := t.TempDir()
 	alice := mustKey(t)
@@ -256,8 +258,15 @@ func testServerRestartReplay(t *testing.T, bin string) {
 		t.Fatalf("the original append: %d", resp.StatusCode)
 	}
 	p.stop(t)
+	const newSpool = `level=WARN msg="made a new, empty spool: if this server's users have mail already, --spool-dir is mistyped`
+	if log := p.stderr.String(); !strings.Contains(log, newSpool) || !strings.Contains(log, "dir="+filepath.Join(dir, "spool")) {
+		t.Errorf("the first start on a new spool directory did not warn that the spool is new:\n%s", log)
+	}
 
 	p = startServer(t, bin, args...)
+	if log := p.stderr.String(); strings.Contains(log, newSpool) {
+		t.Errorf("a restart on the same spool warned that it is new:\n%s", log)
+	}
 	if resp := send(p.url, time.Time{}); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(api.HeaderEarliestTS) == "" {
 		t.Errorf("the append replayed to the restarted server: %d, %s %q; want 503 with it",
 			resp.StatusCode, api.HeaderEarliestTS, resp.Header.Get(api.HeaderEarliestTS))
