@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -158,5 +159,56 @@ func TestRestoreRejectsWrongBodies(t *testing.T) {
 	}
 	if _, err := DecodeSnapshot([]byte{0xa0}); !errors.Is(err, ErrSnapshot) {
 		t.Fatalf("empty map: got %v", err)
+	}
+}
+
+// TestRestoreTakesTheStatesOrigins: a store that holds a state's bodies
+// under other origins (as one that adopted a restoration before the
+// restore placed them) takes the positions the state names, which its
+// next checkpoint names; a state naming one entry with two digests is
+// refused even when the store holds both bodies, which would otherwise
+// both take that entry as their origin.
+func TestRestoreTakesTheStatesOrigins(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := &testLog{}
+	entries := []Entry{l.spool(deliverCmd(simpleMessage("x"))), l.spool(deliverCmd(simpleMessage("y"))),
+		l.spool(deliverCmd(simpleMessage("x2"))), l.spool(deliverCmd(simpleMessage("y2")))}
+	full := openTest(t)
+	mustApply(t, full, entries...)
+	sn, err := full.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openTest(t)
+	mustApply(t, s, entries[:2]...)
+	// Another origin for y, as a store that applied a history a
+	// restoration superseded holds it.
+	if _, err := s.wdb.ExecContext(ctx, "UPDATE bodies SET origin = 7 WHERE origin = 2"); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	twice := *sn
+	twice.Messages = slices.Clone(sn.Messages)
+	for i := range twice.Messages {
+		if twice.Messages[i].Body == 2 {
+			twice.Messages[i].Body = 1
+		}
+	}
+	if _, err := s.Restore(ctx, &twice, fetchFrom(bodiesOf(entries), &n)); !errors.Is(err, ErrSnapshot) ||
+		!strings.Contains(err.Error(), "entry 1 named with two digests") {
+		t.Fatalf("a state naming entry 1 with x and y, both held: %v, want ErrSnapshot naming it", err)
+	}
+	if _, err := s.Restore(ctx, sn, fetchFrom(bodiesOf(entries), &n)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range got.Messages {
+		if m.Body != sn.Messages[i].Body {
+			t.Errorf("message %x named at %d, the state it restored at %d", m.ID, m.Body, sn.Messages[i].Body)
+		}
 	}
 }

@@ -218,6 +218,7 @@ func TestRebaseAndAdopt(t *testing.T) {
 			t.Errorf("%s differs from the writer after adopting: %v", tc.name, diff)
 		}
 		checkStreamed(t, tc.s) // superseded entries, renewed UIDVALIDITYs
+		checkBodiesAt(t, tc.name, tc.s, sn)
 		if alarms, _ := tc.s.Alarms(ctx); len(alarms) != 0 {
 			t.Errorf("%s keeps alarms %v", tc.name, alarms)
 		}
@@ -317,6 +318,27 @@ func TestRebaseAndAdopt(t *testing.T) {
 	got.Position = want.Position
 	if diff := Diff(want, got, 5); diff != nil {
 		t.Errorf("adopting with changes queued: not the restoration with them applied on top: %v", diff)
+	}
+}
+
+// checkBodiesAt fails unless s, having restored or adopted sn, names each
+// message's body where sn does: its checkpoints name the entries that now
+// hold the bytes (a Body entry put back for them), not the positions they
+// had in a history sn supersedes.
+func checkBodiesAt(t *testing.T, name string, s *Store, sn *Snapshot) {
+	t.Helper()
+	got, err := s.Snapshot(context.Background())
+	if err != nil {
+		t.Fatalf("%s: Snapshot: %v", name, err)
+	}
+	at := map[string]uint64{}
+	for _, m := range sn.Messages {
+		at[string(m.ID)] = m.Body
+	}
+	for _, m := range got.Messages {
+		if want, ok := at[string(m.ID)]; ok && m.Body != want {
+			t.Errorf("%s names message %x's body at %d, the state it adopted at %d", name, m.ID, m.Body, want)
+		}
 	}
 }
 

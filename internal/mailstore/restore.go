@@ -283,9 +283,11 @@ func (s *Store) stageChecked(ctx context.Context, g *stager, stage func(*stager)
 	if err != nil {
 		return nil, nil, err
 	}
+	// One entry holds one body: a state naming it with two digests is
+	// refused, also when the store holds both, since the restore gives
+	// the bodies it holds the origins the state names (placeOrigins).
 	var twice int64
-	err = rtx.QueryRowContext(ctx, `SELECT body FROM restore_messages m
-		WHERE NOT EXISTS (SELECT 1 FROM bodies b WHERE b.digest = m.digest)
+	err = rtx.QueryRowContext(ctx, `SELECT body FROM restore_messages
 		GROUP BY body HAVING min(digest) != max(digest) ORDER BY body LIMIT 1`).Scan(&twice)
 	if err == nil {
 		return nil, nil, fmt.Errorf("%w: entry %d named with two digests", ErrSnapshot, twice)
@@ -1251,7 +1253,8 @@ const recountRange = 4096
 // device's restore of 200,000 (docs/BENCHMARKS.md, "A restore that holds
 // neither its state nor a statement's journal"). The bodies before fresh
 // include any a restore interrupted by a crash stored and no message
-// uses: they go here.
+// uses: they go here. The same pass gives the bodies before fresh, and
+// those in shared, the origins the state names (placeOrigins).
 func recount(ctx context.Context, tx *sql.Tx, fresh int64, shared []int64) error {
 	var top sql.NullInt64
 	if err := tx.QueryRowContext(ctx, "SELECT max(bid) FROM bodies").Scan(&top); err != nil {
@@ -1267,6 +1270,7 @@ func recount(ctx context.Context, tx *sql.Tx, fresh int64, shared []int64) error
 			"DELETE FROM blobs WHERE bid BETWEEN ?1 AND ?2 AND NOT EXISTS (SELECT 1 FROM messages WHERE body = bid)",
 			"DELETE FROM bodies WHERE bid BETWEEN ?1 AND ?2 AND NOT EXISTS (SELECT 1 FROM messages WHERE body = bid)",
 			"UPDATE bodies SET refs = " + count + " WHERE bid BETWEEN ?1 AND ?2 AND refs != " + count,
+			placeOrigins,
 		}
 		if lo >= fresh {
 			qs = []string{"UPDATE bodies SET refs = " + count + ` WHERE bid IN
@@ -1288,9 +1292,28 @@ func recount(ctx context.Context, tx *sql.Tx, fresh int64, shared []int64) error
 		if _, err := tx.ExecContext(ctx, "UPDATE bodies SET refs = "+count+" WHERE bid = ? AND refs != "+count, bid); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, placeOrigins, bid, bid); err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+// placeOrigins gives each body from ?1 to ?2 that a message of the
+// restored state uses the origin the state names for it (the message's
+// body position in restore_messages), writing only the rows that change.
+// A body the store held before the restore keeps the origin it had
+// otherwise, which a restoration may have superseded: the device that
+// wrote one, or applied the history it supersedes, holds the bodies it
+// put back under their old positions, where the restored log holds other
+// entries, and its checkpoints named those (a new device then refused
+// them: "entry 4 does not hold the bytes the checkpoint names"). The
+// bodies the restore stored took the state's positions as it fetched
+// them.
+const placeOrigins = `UPDATE bodies SET origin = o.pos FROM
+	(SELECT m.body AS bid, min(r.body) AS pos FROM messages m JOIN restore_messages r ON r.id = m.id
+		WHERE m.body BETWEEN ?1 AND ?2 GROUP BY m.body) AS o
+	WHERE bodies.bid = o.bid AND bodies.origin != o.pos`
 
 // collect removes the bodies from lo to hi that no message uses.
 func collect(ctx context.Context, tx *sql.Tx, lo, hi int64) error {
