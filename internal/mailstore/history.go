@@ -29,6 +29,12 @@ type Appended struct {
 type Contradiction struct {
 	Pos    uint64 // the position in question
 	Detail string // what differs, for the alarm
+	// Crossed, refusing a state with superseded entries (a restoration, or
+	// a checkpoint after one): it supersedes some of the history this
+	// device applied. A restoration that supersedes none of it is not
+	// one of this device's history: an older one, served again after a
+	// rollback, or one of another history (docs/SECURITY.md §8).
+	Crossed bool
 }
 
 func (c *Contradiction) Error() string { return c.Detail }

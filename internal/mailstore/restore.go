@@ -363,7 +363,7 @@ func checkStaged(ctx context.Context, tx *sql.Tx, parser Parser, g *stager, sn *
 	}
 	if uint64(uv) > uint64(sn.NextUIDValidity) {
 		byID.Close()
-		return nil, &Contradiction{Pos: sn.Position, Detail: fmt.Sprintf(
+		return nil, &Contradiction{Pos: sn.Position, Crossed: c.cov.crossed, Detail: fmt.Sprintf(
 			"the checkpoint at position %d would give out UIDVALIDITY %d again, which this device has already given out (its next is %d): its writer did not see this device's history",
 			sn.Position, sn.NextUIDValidity, uv)}
 	}
@@ -603,6 +603,7 @@ func (r *restorer) checkHistory(pos uint64, look historyLookup) (*coverage, erro
 		}
 	}
 	var c *Contradiction
+	var lacked command.ID // c's entry, while the scan goes on
 	err := dumpRows(r.ctx, r.tx, "SELECT id, pos, old FROM entries ORDER BY pos", func(sc scanner) error {
 		var idb []byte
 		var p, wasOld int64
@@ -622,29 +623,50 @@ func (r *restorer) checkHistory(pos uint64, look historyLookup) (*coverage, erro
 				// history this store applied, superseded now
 				cov.crossed = true
 				superseded(uint64(p))
+				if c != nil {
+					return c // found what the scan went on for
+				}
 			}
+			return nil
+		}
+		if c != nil {
+			return nil // an entry after the first it lacks
+		}
+		if look.anySuperseded() {
+			c, lacked = &Contradiction{Pos: uint64(p)}, id
+			// The scan goes on to learn whether the state supersedes
+			// any of this device's history (Crossed), which makes it
+			// say to recover this device too.
 			return nil
 		}
 		held, err := look.at(uint64(p))
 		if err != nil {
 			return err
 		}
-		detail := fmt.Sprintf(
+		c = &Contradiction{Pos: uint64(p), Detail: fmt.Sprintf(
 			"the checkpoint at position %d does not hold entry %s at position %d, where this device (at position %d) applied it, but %s: the spool showed the checkpoint's writer a different history than this device (fork)",
-			cp, id, p, pos, held)
-		if look.anySuperseded() {
-			detail = fmt.Sprintf(
-				"the restoration at position %d neither holds nor supersedes entry %s, which this device applied at position %d: this device holds history the device that wrote the restoration did not have; run cspool recover on this device to put it back",
-				cp, id, p)
-		}
-		c = &Contradiction{Pos: uint64(p), Detail: detail}
+			cp, id, p, pos, held)}
 		return c // stops the scan
 	})
+	var stopped *Contradiction
+	if err != nil && !errors.As(err, &stopped) {
+		return nil, err
+	}
+	if c != nil && c.Detail == "" {
+		id := lacked
+		c.Crossed = cov.crossed
+		if c.Crossed {
+			c.Detail = fmt.Sprintf(
+				"the restoration at position %d neither holds nor supersedes entry %s, which this device applied at position %d: this device holds history the device that wrote the restoration did not have; run cspool recover on this device to put it back",
+				cp, id, c.Pos)
+		} else {
+			c.Detail = fmt.Sprintf(
+				"the restoration at position %d supersedes none of the history this device applied, and neither holds nor supersedes entry %s, which this device applied at position %d: it is not a restoration of this device's history (an older one served again after a rollback, or a fork)",
+				cp, id, c.Pos)
+		}
+	}
 	if c != nil {
 		return nil, c
-	}
-	if err != nil {
-		return nil, err
 	}
 	appended, err := queryAppended(r.ctx, r.tx, "SELECT id, pos FROM appended ORDER BY pos")
 	if err != nil {
@@ -678,7 +700,7 @@ func (r *restorer) checkHistory(pos uint64, look historyLookup) (*coverage, erro
 	if id, body, ok, err := look.forked(); err != nil {
 		return nil, err
 	} else if ok {
-		return nil, &Contradiction{Pos: body, Detail: fmt.Sprintf(
+		return nil, &Contradiction{Pos: body, Crossed: cov.crossed, Detail: fmt.Sprintf(
 			"the checkpoint at position %d holds message %x with other bytes than this device holds under that id: the spool showed the checkpoint's writer a different delivery than this device (fork)",
 			cp, id)}
 	}

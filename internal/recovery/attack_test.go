@@ -60,18 +60,27 @@ func restoredOnce(t *testing.T) (*rig, *device, string) {
 // TestOldRestorationServedAgain: after a recovery the log goes on; a spool
 // that rolls back to just after the restoration, to serve it as the newest
 // again (and hide what followed), gets the rollback alarm: the restoration
-// does not hold what the device applied after it, so it is not adopted.
+// does not hold what the device applied after it, so it is not adopted,
+// and it supersedes none of it, so it explains nothing (the alarm is the
+// rollback's, at the device's position, as for any restore).
 func TestOldRestorationServedAgain(t *testing.T) {
 	t.Parallel()
 	r, a, afterRestoration := restoredOnce(t)
 	r.deliver(2)
 	a.mustSync()
 	before := a.dump()
+	pos, err := a.ms.Position(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	r.restore(afterRestoration)
 	r.deliver(3) // regrown past the device: its start hash differs
-	err := a.sync()
-	if err == nil || !strings.Contains(err.Error(), "neither holds nor supersedes") {
-		t.Fatalf("sync after a rollback to the restoration: %v, want an alarm that it does not hold this device's history", err)
+	err = a.sync()
+	if err == nil || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("sync after a rollback to the restoration: %v, want the rollback alarm", err)
+	}
+	if alarms, err := a.ms.Alarms(context.Background()); err != nil || len(alarms) != 1 || alarms[0].Pos != pos {
+		t.Fatalf("alarms %v (%v), want the rollback's alone, at position %d", alarms, err, pos)
 	}
 	if d := mailstore.Diff(before, a.dump(), 5); d != nil {
 		t.Fatalf("the device changed: %v", d)

@@ -29,15 +29,20 @@ import (
 //     check 2 or 3), or while an integrity alarm stands: it looks at the
 //     spool's newest checkpoint, and adopts it if it supersedes what this
 //     device applied and explains every alarm (mailstore.AdoptFrom); otherwise
-//     the alarm stands, and one that holds some but not all of this
-//     device's history raises an alarm saying to recover this device too.
+//     the alarm stands, and one that supersedes some of this device's
+//     history but does not hold the rest raises an alarm saying to recover
+//     this device too. One that supersedes none of it (an older
+//     restoration, as a backup taken after a recovery holds) explains
+//     nothing and raises nothing: the rollback's alarm, at this device's
+//     position, stands, and the restoration a recovery writes explains it.
 //
 // What makes it safe: only the user's key signs a restoration (the
 // spool's may only deliver, and no checkpoint is trusted from it), and a
 // device adopts one only if it holds every entry this device applied, at
 // its position, as applied or superseded, and every message with the same
 // bytes: adopting loses nothing this device had. An old restoration served
-// again holds nothing this device applied after it, so it is refused.
+// again holds nothing this device applied after it, so it is refused (and
+// supersedes none of it, so the alarm is the rollback's).
 
 // errAdopted: a rollback was explained by a restoration, which the device
 // adopted; the sync goes on from the restoration's position.
@@ -270,6 +275,16 @@ func (s *Syncer) tryRestoration(ctx context.Context, cpPos uint64) error {
 		return s.raise(ctx, b.f.Pos, b.f.Detail)
 	case errors.As(err, &bad):
 		remember() // malformed, or not a restoration: nothing to adopt
+		return nil
+	case errors.As(err, &c) && !c.Crossed:
+		// It supersedes none of this device's history: it is not what
+		// the rollback or the alarm is about (an older restoration, served
+		// again by a restore of a backup taken after it), and explains
+		// nothing, as a checkpoint superseding no history. The alarm
+		// stands where it is, and a restoration written from there
+		// explains it.
+		remember()
+		s.log.Warn("the spool's newest checkpoint is a restoration that supersedes none of this device's history: it explains nothing", "pos", cp.Pos, "detail", c.Detail)
 		return nil
 	case errors.As(err, &c):
 		remember()
