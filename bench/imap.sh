@@ -37,7 +37,9 @@
 # ENTRY_FORMAT=3 seals the spool's messages in entry format 3 (a chain of
 # keys, as a server with --entry-format 3 delivers them; docs/FORMAT.md);
 # the default is 2, what the server's default (--entry-format auto) seals
-# for a user until every device of the user has read format 3 for 30 days.
+# for a user whose log was made before the store recorded reads (an
+# installation upgraded) until every device of the user has read format 3
+# for 30 days; a log made since gets format 3 from its first delivery.
 # USED=1 measures the first sync against peers that have served before (a
 # provider's spool server, and a Dovecot, that other devices and clients
 # read from): the spool server serves one first sync to a scratch device,

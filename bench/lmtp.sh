@@ -11,7 +11,8 @@
 #   ONLY8=1 bash bench/lmtp.sh     # the 8-connection runs alone
 #   ENTRY_FORMAT=3 bash bench/lmtp.sh  # the server seals in entry format 3
 #       (--entry-format 2, 3 or auto; unset: the server's default, auto,
-#       which seals 2 here: no device reads the log)
+#       which seals 3 here: the store makes each user's log, and has every
+#       read of it recorded from its start; before schema 8 it sealed 2)
 set -euo pipefail
 [ -n "${CSPOOL:-}" ] && CSPOOL=$(realpath "$CSPOOL")
 cd "$(dirname "$0")/.."

@@ -24,8 +24,9 @@ run lmtp bash bench/lmtp.sh
 run push bash bench/push.sh
 run imap env N=10000 BIG=100000 bash bench/imap.sh
 # Figure 2 at 3,000 in both entry formats, and at 10,000 in format 3: what
-# the server's default (--entry-format auto) seals for a user until every
-# device of the user has read format 3 for 30 days, and after.
+# the server's default (--entry-format auto) seals for a user of an
+# upgraded installation until every device of the user has read format 3
+# for 30 days, and after (and for a user whose log is new, at once).
 run firstsync-3k env N=3000 SYNC_ONLY=1 bash bench/imap.sh
 run firstsync-3k-format3 env ENTRY_FORMAT=3 N=3000 SYNC_ONLY=1 bash bench/imap.sh
 run firstsync-10k-format3 env ENTRY_FORMAT=3 N=10000 SYNC_ONLY=1 bash bench/imap.sh

@@ -474,7 +474,9 @@ func TestSendingThroughPostfix(t *testing.T) {
 	if inbox := fetchIMAPBox(t, p.python, "127.0.0.1", fmt.Sprint(p.aliceIMAP), "alice", "pw", "INBOX", 0); len(inbox) != 0 {
 		t.Errorf("alice has %d messages in INBOX (a bounce?)", len(inbox))
 	}
-	if log := p.spool.stderr.String(); strings.Contains(log, "Postfix") || strings.Contains(log, "alice-archive") {
+	// The subject's words and the blind copy's address (the test's
+	// folder, which the log names, holds "Postfix" too).
+	if log := p.spool.stderr.String(); strings.Contains(log, "Sent_through_Postfix") || strings.Contains(log, "Sent through Postfix") || strings.Contains(log, "alice-archive") {
 		t.Error("the spool server's log holds message contents")
 	}
 }
