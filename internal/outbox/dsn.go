@@ -103,7 +103,7 @@ func buildDSN(in dsnInput) ([]byte, string) {
 	line("or cspool on this device gave these reasons:")
 	line("")
 	for _, f := range in.failed {
-		line("  <%s>: %s", f.rcpt.address, f.reply)
+		line("  <%s>: %s", printable(f.rcpt.address), printable(f.reply))
 	}
 	line("")
 	line("The message is attached. Nothing more will be tried for these recipients.")
@@ -113,14 +113,14 @@ func buildDSN(in dsnInput) ([]byte, string) {
 	line("")
 	line("Reporting-MTA: dns; %s", in.hostname)
 	if in.m.envid != "" {
-		line("Original-Envelope-Id: %s", in.m.envid)
+		line("Original-Envelope-Id: %s", printable(in.m.envid))
 	}
 	line("Arrival-Date: %s", in.m.accepted.Format(time.RFC1123Z))
 	for _, f := range in.failed {
 		line("")
-		line("Final-Recipient: rfc822; %s", f.rcpt.address)
+		line("Final-Recipient: rfc822; %s", printable(f.rcpt.address))
 		if typ, addr, ok := strings.Cut(f.rcpt.orcpt, ";"); ok {
-			line("Original-Recipient: %s; %s", strings.ToLower(typ), addr)
+			line("Original-Recipient: %s; %s", printable(strings.ToLower(typ)), printable(addr))
 		}
 		code, isSMTP := status(f.reply)
 		line("Action: failed")
@@ -162,7 +162,20 @@ func hostOnly(addr string) string {
 }
 
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return printable(strings.Join(strings.Fields(s), " "))
+}
+
+// printable is s with every control character (C0 but tab, and DEL) as
+// "?": what the client sent as ORCPT or ENVID (xtext, decoded) and what
+// a smarthost answered go into the bounce's text, which a terminal mail
+// client shows, and an ESC there is a terminal escape sequence.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if (r < 0x20 && r != '\t') || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func isASCII(b []byte) bool {

@@ -1241,3 +1241,39 @@ func TestRelayQuotedLocalPart(t *testing.T) {
 		t.Errorf("the message bounced: %q", inbox[0].Raw)
 	}
 }
+
+// TestBounceHasNoControlCharacters: what the client sent as ORCPT and
+// ENVID (xtext, which may decode to any byte) and what the smarthost
+// answered go into the bounce's text as printable characters: an ESC
+// there is a terminal escape sequence for a client that shows mail in a
+// terminal (mutt, aerc).
+func TestBounceHasNoControlCharacters(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		if stage == "RCPT" {
+			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no \x1b[31mred\x1b[0m user"}
+		}
+		return nil
+	}})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	m := message("controls", "")
+	m.Recipients = []submit.Recipient{{Address: "bob@example.net"}, {Address: "carol@example.net", ORCPT: "utf-8;carol\x01\x07\x7f@example.net"}}
+	enqueue(t, o, m)
+	inbox := devicetest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	raw := inbox[0].Raw
+	end := bytes.Index(raw, []byte("Content-Type: message/rfc822"))
+	if end < 0 {
+		t.Fatalf("no original in the bounce:\n%s", raw)
+	}
+	for i, c := range raw[:end] {
+		if (c < 0x20 && c != '\r' && c != '\n' && c != '\t') || c == 0x7f {
+			t.Fatalf("byte %#x at %d of the bounce's text:\n%q", c, i, raw[:end])
+		}
+	}
+	for _, want := range []string{"no ?[31mred?[0m user", "carol???@example.net"} {
+		if !bytes.Contains(raw[:end], []byte(want)) {
+			t.Errorf("%q is not in the bounce's text:\n%q", want, raw[:end])
+		}
+	}
+}
