@@ -356,7 +356,11 @@ func openPostgres(ctx context.Context, dsn string) (*pgstore.Store, error) {
 func deliverFailure(err error, server string) error {
 	switch {
 	case errors.Is(err, keys.ErrUnknownUser):
-		return &exitError{withHint(err, "the server at "+server+" has no such user: check the name, or add the user to its users file"), exNoUser}
+		where := "the server at " + server
+		if server == "" {
+			where = "the users file (--users)"
+		}
+		return &exitError{withHint(err, where+" has no such user: check the name, or add the user to its users file"), exNoUser}
 	case errors.Is(err, api.ErrWrongKey):
 		return &exitError{withHint(err, "the server has another key for this user: deliver with --users and the server's users file, or with the user's current public key"), exDataErr}
 	case errors.Is(err, api.ErrForbidden) && strings.Contains(err.Error(), "a delivery must be signed with the spool's key"):

@@ -132,7 +132,7 @@ func TestDeliverCommand(t *testing.T) {
 		{"missing user key file", []string{"deliver", "--user", "alice", "--user-key", filepath.Join(s.dir, "nope.pub"), "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 77, "nope.pub", "", false},
 		{"spool key too open", []string{"deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", tooOpen, "--spool-dir", s.spoolDir}, msg, 77, "open.sec", "", false},
 		{"public key as spool key", []string{"deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", s.userPub, "--spool-dir", s.spoolDir}, msg, 77, "alice.pub", "", false},
-		{"unknown user in users file", []string{"deliver", "--user", "bob", "--users", s.usersFile, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 67, "unknown user", "", false},
+		{"unknown user in users file", []string{"deliver", "--user", "bob", "--users", s.usersFile, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 67, "the users file (--users) has no such user", "", false},
 		{"invalid user name", []string{"deliver", "--user", "../etc", "--user-key", s.userPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 67, "invalid user name", "", false},
 		{"too large", base("--max-size", "1000"), big, 65, "larger than 1000 bytes", "", false},
 		{"another key than the registered one", []string{"deliver", "--user", "alice", "--user-key", otherPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 65, "registered to another key", "", false},

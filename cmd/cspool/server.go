@@ -375,7 +375,12 @@ func (s *serverRun) run(f serverFlags) error {
 	s.httpLn = srv.api.Listener(s.httpLn)
 	if f.lmtpAddr != "" {
 		if s.lmtpLn, err = net.Listen("tcp", f.lmtpAddr); err != nil {
-			return withHint(fmt.Errorf("listening for LMTP on %s: %w", f.lmtpAddr, err), "pick another --lmtp address")
+			hint := "pick another --lmtp address"
+			var ae *net.AddrError
+			if errors.As(err, &ae) {
+				hint = "--lmtp takes HOST:PORT, such as 127.0.0.1:24 (localhost only) or :24 (every interface)"
+			}
+			return withHint(fmt.Errorf("listening for LMTP on %s: %w", f.lmtpAddr, err), hint)
 		}
 	}
 	srv.serve(s.httpLn, s.lmtpLn, tlsConfig, errc)

@@ -455,3 +455,22 @@ func TestServerUsage(t *testing.T) {
 		t.Errorf("server -h: exit %d, output %q", code, out.String())
 	}
 }
+
+// TestServerLMTPAddressWithoutPort: --lmtp without a port is refused with
+// a hint that says what the flag takes, not to pick another address.
+func TestServerLMTPAddressWithoutPort(t *testing.T) {
+	t.Parallel()
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
+	dir := t.TempDir()
+	sec := filepath.Join(dir, "spool.sec")
+	if code := run(e, []string{"gen-keys", sec, filepath.Join(dir, "spool.pub")}); code != 0 {
+		t.Fatalf("gen-keys: exit %d: %s", code, errb.String())
+	}
+	errb.Reset()
+	code := run(e, []string{"server", "--spool-dir", filepath.Join(dir, "spool"), "--addr", "127.0.0.1", "--port", "0",
+		"--spool-key", sec, "--lmtp", "127.0.0.1", "--lmtp-domains", "example.org"})
+	if code != 1 || !strings.Contains(errb.String(), "missing port in address") || !strings.Contains(errb.String(), "--lmtp takes HOST:PORT") {
+		t.Errorf("--lmtp 127.0.0.1: exit %d, stderr %q; want 1 and a hint naming HOST:PORT", code, errb.String())
+	}
+}
