@@ -128,7 +128,7 @@ func checkPrivate(path, what string) error {
 		return fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	if info.Mode().Perm()&0o077 != 0 {
-		return withHint(fmt.Errorf("%s %s is readable by others (mode %04o)", what, path, info.Mode().Perm()),
+		return withHint(fmt.Errorf("%s %s is readable by its group or others (mode %04o)", what, path, info.Mode().Perm()),
 			"run: chmod 600 "+path)
 	}
 	return nil

@@ -534,11 +534,11 @@ func TestRelayPasswordRules(t *testing.T) {
 		wants []string
 	}{
 		{"password file readable by others", []string{"--identity", "a@example.org", "--relay-user", "a",
-			"--relay-password-file", file("open.pw", "secret\n", 0o644)}, "", []string{"relay password file", "readable by others", "chmod 600"}},
+			"--relay-password-file", file("open.pw", "secret\n", 0o644)}, "", []string{"relay password file", "readable by its group or others", "chmod 600"}},
 		{"private password file", []string{"--identity", "a@example.org", "--relay-user", "a",
 			"--relay-password-file", file("private.pw", "secret\n", 0o600)}, "", []string{"listening for SMTP"}},
 		{"config file readable by others", []string{"--config", file("open.conf", "identity = a@example.org, b@example.org\nrelay-user = a\nrelay-password = secret\n", 0o644)},
-			"", []string{"config file", "readable by others", "chmod 600"}},
+			"", []string{"config file", "readable by its group or others", "chmod 600"}},
 		{"private config file", []string{"--config", file("private.conf", "identity = a@example.org\nrelay-user = a\nrelay-password = secret\n", 0o600)},
 			"", []string{"listening for SMTP"}},
 		{"environment", []string{"--identity", "a@example.org", "--relay-user", "a"}, "secret", []string{"listening for SMTP"}},

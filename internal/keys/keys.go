@@ -53,7 +53,7 @@ var (
 	ErrBadChecksum   = errors.New("bad checksum")
 	ErrMalformed     = errors.New("malformed key")
 	ErrUnknownFormat = errors.New("not a cspool key")
-	ErrTooOpen       = errors.New("secret key file is readable by others")
+	ErrTooOpen       = errors.New("secret key file is readable by its group or others")
 	ErrNoKey         = errors.New("no key in file")
 )
 
