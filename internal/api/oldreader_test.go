@@ -375,10 +375,10 @@ func TestReadersFormat(t *testing.T) {
 	defer day.Shutdown()
 	want(day, entry.Version, "with a day to wait")
 	for _, c := range []struct{ reads, want int }{{entry.Version3, entry.Version3}, {entry.Version4, entry.Version4}} {
-		if err := st.NoteReader(ctx, "alice", 0, time.Now()); err != nil {
+		if _, err := st.NoteReader(ctx, "alice", 0, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.NoteReader(ctx, "alice", c.reads, time.Now().Add(-25*time.Hour)); err != nil {
+		if _, err := st.NoteReader(ctx, "alice", c.reads, time.Now().Add(-25*time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 		day = NewServer(Config{Store: st, Users: e.users, NewFormatsAfter: 24 * time.Hour})
@@ -486,5 +486,39 @@ func TestReleaseBeforeStopsBeforeFormat4(t *testing.T) {
 	}
 	if err := put(3, []uint64{3}, entry.Newest); err != nil {
 		t.Fatalf("a checkpoint at 3 saying reads=%d: %v", entry.Newest, err)
+	}
+}
+
+// A device built before format 4 set up before its user's first mail reads
+// a log that does not exist yet: nothing is recorded, and the next read
+// that says so, once the first delivery has made the log, is written to
+// the store at once, not held back for a minute as one just written: the
+// store otherwise said, for that minute, that every device of the user
+// reads format 4, and a server started then (or another on the store)
+// told the user's other devices so, which stopped the old one.
+func TestOldReaderBeforeFirstMail(t *testing.T) {
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	read := func(after int) {
+		t.Helper()
+		resp, _, msg := e.sendBody(t, rawRequest{method: http.MethodGet, path: "/v1/users/alice/entries",
+			query: fmt.Sprintf("after=%d&reads=3", after), key: e.alice})
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("a read saying reads=3: %d %s", resp.StatusCode, msg)
+		}
+	}
+	read(0) // no log yet
+	if _, err := e.client(t, "", e.spoolK).Append(ctx, "alice", [][]byte{e.delivery(t, "alice", "first")}); err != nil {
+		t.Fatal(err)
+	}
+	read(1)
+	got, err := e.store.ReadersSince(ctx, "alice")
+	if err != nil || !got.Format4.IsZero() || got.Format3.IsZero() {
+		t.Fatalf("the store after the old device's read of the new log: %v, %v; want format 3 kept, format 4 cleared", got, err)
+	}
+	other := NewServer(Config{Store: e.store, Users: e.users})
+	defer other.Shutdown()
+	if f := other.ReadersFormat(ctx, "alice"); f != entry.Version3 {
+		t.Fatalf("another server on the store says %d, want 3", f)
 	}
 }

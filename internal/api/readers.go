@@ -74,13 +74,24 @@ func (s *Server) noteReader(ctx context.Context, user string, reads int) {
 	// A client gone meanwhile does not undo the write.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), noteReaderTimeout)
 	defer cancel()
-	if err := rf.NoteReader(ctx, user, level, now); err != nil {
+	forget := func() {
 		if level < entry.Newest {
 			s.oldNoted.forget(user) // the next read tries again
 		} else {
 			memo.forget(user)
 		}
+	}
+	exists, err := rf.NoteReader(ctx, user, level, now)
+	if err != nil {
+		forget()
 		s.log.Warn("recording the entry formats a device reads failed", "user", user, "err", err)
+		return
+	}
+	if !exists {
+		// No log yet: nothing recorded. The next read records what it
+		// says once the first append has made the log (an old device
+		// set up before its user's first mail).
+		forget()
 		return
 	}
 	if level == entry.Newest {

@@ -302,3 +302,27 @@ func TestUpgradeQueueShowsNothing(t *testing.T) {
 		t.Fatalf("the rewrite changed what is shown:\n%s", strings.Join(d, "\n"))
 	}
 }
+
+// A change sent already (the spool gave it a position, RecordAppended) is
+// in the log as it was written, and applies so: the rewrite leaves it.
+// Rewritten, this device applied it by another rule than every other.
+func TestUpgradeQueueLeavesWhatWasSent(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	l := &testLog{}
+	d1 := l.spool(deliverCmd(simpleMessage("one")))
+	mustApply(t, s, d1)
+	sent := entryID(3001)
+	if _, err := s.Enqueue(ctx, sent, &command.Command{Kind: command.Expunge, IDs: []command.ID{d1.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordAppended(ctx, []Appended{{ID: sent, Pos: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.SetReaders(ctx, 4); err != nil || n != 0 {
+		t.Fatalf("SetReaders(4): %d rewritten, %v; want none", n, err)
+	}
+	if q, err := s.Queue(ctx); err != nil || len(q) != 1 || q[0].Cmd.Version != 0 {
+		t.Fatalf("the queue: %v, %v; want the change sent, of version 1", q, err)
+	}
+}

@@ -254,8 +254,8 @@ type overlay struct {
 	// in, at a UID of this device's that the log may give another.
 	placedIn map[command.ID]bool
 	// rewrite, if set, gives reapply the command to apply again for
-	// queued change seq (UpgradeQueue).
-	rewrite func(seq int64, cmd *command.Command) (*command.Command, error)
+	// queued change seq, entry id (UpgradeQueue).
+	rewrite func(seq int64, id command.ID, cmd *command.Command) (*command.Command, error)
 }
 
 // openQueue confirms the queued changes entries start with and returns
@@ -451,7 +451,7 @@ func (ov *overlay) reapply(a *applier, newPos uint64, applied map[command.ID]boo
 			return nil, fmt.Errorf("reading queued change %d: %w", r.seq, err)
 		}
 		if ov.rewrite != nil {
-			if cmd, err = ov.rewrite(r.seq, cmd); err != nil {
+			if cmd, err = ov.rewrite(r.seq, r.id, cmd); err != nil {
 				return nil, err
 			}
 		}

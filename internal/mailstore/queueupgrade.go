@@ -21,8 +21,11 @@ import (
 // is taken back, and each change rewritten and applied again, in order,
 // in one transaction. An Expunge gets `\Deleted` (all an IMAP EXPUNGE
 // named) and the mailbox of the messages it names, if they were all in
-// one; a DeleteMailbox the messages then in its mailbox. It returns how
-// many changes it rewrote; with none to rewrite it writes nothing.
+// one; a DeleteMailbox the messages then in its mailbox. A change sent
+// already (the spool gave it a position) stays as it was written, as the
+// log applies it. It returns how many changes it rewrote; with none to
+// rewrite it writes nothing. The syncer also runs it at a read that holds
+// an entry of format 4 while the device writes version 1.
 func (s *Store) UpgradeQueue(ctx context.Context) (int, error) {
 	return s.upgradeQueue(ctx, -1)
 }
@@ -77,7 +80,12 @@ func (s *Store) upgradeQueue(ctx context.Context, readers int) (int, error) {
 	defer done()
 	n := 0
 	ov := &overlay{ctx: ctx, tx: tx, db: a, rest: q}
-	ov.rewrite = func(seq int64, cmd *command.Command) (*command.Command, error) {
+	ov.rewrite = func(seq int64, id command.ID, cmd *command.Command) (*command.Command, error) {
+		// One sent already is in the log as it was written, and applies
+		// so: rewritten here, this device would apply it by another rule.
+		if _, sent, err := appendedAt(ctx, tx, id); err != nil || sent {
+			return cmd, err
+		}
 		up, err := a.authorsView(cmd)
 		if err != nil || up == nil {
 			return cmd, err

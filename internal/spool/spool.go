@@ -135,14 +135,16 @@ type ReaderFormats interface {
 	// a release before format 3). For format 3 and for format 4, the
 	// time is set to now unless one is set already if the device reads
 	// it, and cleared if not. A user with no log is left as it is:
-	// nothing is recorded.
-	NoteReader(ctx context.Context, user string, reads int, now time.Time) error
-	// ReadersSince returns the times recorded. A log made by a store of
-	// this schema has every read recorded from its start, so its times
-	// start at the Unix epoch, until a read says less; one made before
-	// (a store migrated) has them from the first read after. A user with
-	// no log has the epoch for both: the log its first append makes
-	// starts so.
+	// nothing is recorded, and it reports false (the caller tries again
+	// at the next read, which may find the log made meanwhile).
+	NoteReader(ctx context.Context, user string, reads int, now time.Time) (bool, error)
+	// ReadersSince returns the times recorded. A store that knows every
+	// read of a log it makes is recorded from its start (SQLite) starts
+	// its times at the Unix epoch, until a read says less; a log made
+	// before (a store migrated), or on a store shared with servers that
+	// do not record reads (PostgreSQL during an upgrade), has them from
+	// the first read after. A user with no log has what the log its
+	// first append makes starts with.
 	ReadersSince(ctx context.Context, user string) (Readers, error)
 }
 

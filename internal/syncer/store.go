@@ -85,6 +85,9 @@ type Queue interface {
 	// (mailstore.Store.WritesVersion2); it returns how many queued
 	// changes it rewrote as version 2.
 	SetReaders(ctx context.Context, v int) (int, error)
+	// UpgradeQueue rewrites the changes queued as version 1 as version 2
+	// with the view they were made in, and returns how many.
+	UpgradeQueue(ctx context.Context) (int, error)
 }
 
 // Journal is what the device knows of the log besides the state: the

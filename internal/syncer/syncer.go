@@ -820,6 +820,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	}
 	s.contact(lr.Head, lr.Checkpoint)
 	s.learnReaders(ctx, lr.Readers)
+	s.upgradeAtFormat4(ctx, lr.Entries)
 	if lr.Checkpoint > pos && lr.Checkpoint != s.badCheckpoint() && (pos == 0 || !readsOn(pos, lr)) {
 		n, head, err := s.bootstrap(ctx, lr.Head, lr.Entries)
 		if err != nil || s.badCheckpoint() != lr.Checkpoint {
@@ -1131,15 +1132,49 @@ func (s *Syncer) learnReaders(ctx context.Context, v int) {
 		s.log.Info("queued EXPUNGE or DELETE changes rewritten to take only what this device holds now (docs/OPERATING.md, \"Upgrading\")",
 			"changes", n)
 	}
-	// Logged at a change, and at the first read of a run when it is not
-	// the newest format: why this device writes version 1.
-	if old := s.readers.Swap(int32(v)); old != 0 || v < entry.Version4 {
+	// Logged at the first read of a run and at a change: which version
+	// this device writes, and why.
+	if old := s.readers.Swap(int32(v)); old != int32(v) {
 		version := 1
 		if v >= entry.Version4 {
 			version = 2
 		}
 		s.log.Info("the spool says the newest entry format every device of this user reads; EXPUNGE and DELETE are written in the version it carries",
 			"format", v, "version", version)
+	}
+}
+
+// upgradeAtFormat4 rewrites the changes this device queued as version 1
+// as version 2 (Store.UpgradeQueue) when a read holds an entry of format 4
+// while the spool's answer keeps the device at version 1. The log stops
+// every device that does not read format 4 at that entry already, so
+// version 2 stops none that version 1 would not; and a device held back
+// there until its upgrade (its own reads of the earlier release keep the
+// answer below 4 for a while) queued its changes on the state before that
+// entry, which the store holds until the read is applied. Failures are
+// logged: the changes then go as they were written.
+func (s *Syncer) upgradeAtFormat4(ctx context.Context, entries []spool.Entry) {
+	if s.readers.Load() >= entry.Version4 {
+		return
+	}
+	found := false
+	for _, e := range entries {
+		if v, ok := entry.VersionOf(e.Data); ok && v == entry.Version4 {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	n, err := s.cfg.Store.UpgradeQueue(ctx)
+	if err != nil {
+		s.log.Warn("rewriting queued EXPUNGE or DELETE changes at an entry of format 4 failed; they go as written", "err", err)
+		return
+	}
+	if n > 0 {
+		s.log.Info("queued EXPUNGE or DELETE changes rewritten to take only what this device holds now (docs/OPERATING.md, \"Upgrading\")",
+			"changes", n, "at", "an entry of format 4")
 	}
 }
 

@@ -20,20 +20,33 @@ const noteReaderSQL = `UPDATE cspool_logs SET
 	reads4_since = CASE WHEN $1 >= 4 THEN coalesce(reads4_since, $2) END
 WHERE name = $3 AND (($1 >= 3) = (reads3_since IS NULL) OR ($1 >= 4) = (reads4_since IS NULL))`
 
-// NoteReader implements spool.ReaderFormats.
-func (s *Store) NoteReader(ctx context.Context, user string, reads int, now time.Time) error {
+// NoteReader implements spool.ReaderFormats. A statement that changed
+// nothing is followed by a read of whether the log exists.
+func (s *Store) NoteReader(ctx context.Context, user string, reads int, now time.Time) (bool, error) {
 	if err := spool.CheckUser(user); err != nil {
-		return err
+		return false, err
 	}
 	cctx, cancel, err := s.begin(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer cancel()
-	if _, err := s.pool.Exec(cctx, noteReaderSQL, int64(reads), now.Unix(), []byte(user)); err != nil {
-		return callErr(ctx, fmt.Sprintf("recording the entry formats of a device of %q", user), err)
+	tag, err := s.pool.Exec(cctx, noteReaderSQL, int64(reads), now.Unix(), []byte(user))
+	if err != nil {
+		return false, callErr(ctx, fmt.Sprintf("recording the entry formats of a device of %q", user), err)
 	}
-	return nil
+	if tag.RowsAffected() > 0 {
+		return true, nil
+	}
+	var one int
+	err = s.pool.QueryRow(cctx, "SELECT 1 FROM cspool_logs WHERE name = $1", []byte(user)).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, callErr(ctx, fmt.Sprintf("recording the entry formats of a device of %q", user), err)
+	}
+	return true, nil
 }
 
 // ReadersSince implements spool.ReaderFormats.
@@ -49,7 +62,7 @@ func (s *Store) ReadersSince(ctx context.Context, user string) (spool.Readers, e
 	var v3, v4 *int64
 	err = s.pool.QueryRow(cctx, "SELECT reads3_since, reads4_since FROM cspool_logs WHERE name = $1", []byte(user)).Scan(&v3, &v4)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return spool.Readers{Format3: time.Unix(0, 0), Format4: time.Unix(0, 0)}, nil
+		return spool.Readers{}, nil // as the log its first append makes
 	}
 	if err != nil {
 		return spool.Readers{}, callErr(ctx, fmt.Sprintf("reading the devices' entry formats of %q", user), err)

@@ -11,12 +11,12 @@ func (s *suite) readerTests() []namedTest {
 	return []namedTest{{"ReaderFormats", s.testReaderFormats}}
 }
 
-// testReaderFormats: a new log's times start at the epoch (every read of
-// it recorded), and a user with no log has them so; a read sets the time
-// of each format it says it reads where none is set, keeps those set,
-// clears the others; for that user alone, nothing for a user with no log
-// (the log made after starts at the epoch), and seen by a second handle
-// (another server).
+// testReaderFormats: a user with no log has what a new log starts with
+// (both times at the epoch, every read of it recorded, or both unset),
+// and a read of it records nothing and says so; a read sets the time of
+// each format it says it reads where none is set, keeps those set, clears
+// the others; for that user alone, and seen by a second handle (another
+// server).
 func (s *suite) testReaderFormats(t *testing.T) {
 	st := s.open(t)
 	rf, ok := st.(spool.ReaderFormats)
@@ -33,41 +33,48 @@ func (s *suite) testReaderFormats(t *testing.T) {
 			t.Fatalf("ReadersSince(%q) = %v, %v; want format 3 since %v, format 4 since %v", user, got, err, f3, f4)
 		}
 	}
-	// No log: nothing recorded.
-	want(rf, "nora", epoch, epoch)
-	if err := rf.NoteReader(ctx, "nora", 0, t0); err != nil {
+	noLog, err := rf.ReadersSince(ctx, "nora")
+	if err != nil {
 		t.Fatal(err)
 	}
-	want(rf, "nora", epoch, epoch)
+	if !(noLog.Format3.Equal(epoch) && noLog.Format4.Equal(epoch)) && !(noLog.Format3.IsZero() && noLog.Format4.IsZero()) {
+		t.Fatalf("ReadersSince of a user with no log = %v, want both at the epoch or both unset", noLog)
+	}
+	// No log: nothing recorded, and said so.
+	if exists, err := rf.NoteReader(ctx, "nora", 0, t0); err != nil || exists {
+		t.Fatalf("NoteReader of a user with no log: %v, %v; want false", exists, err)
+	}
+	want(rf, "nora", noLog.Format3, noLog.Format4)
 	mustAppend(t, st, "nora", []byte("1"))
 	mustAppend(t, st, "olga", []byte("1"))
-	want(rf, "nora", epoch, epoch)
+	want(rf, "nora", noLog.Format3, noLog.Format4) // a new log starts so
 	steps := []struct {
 		reads    int
 		at       time.Time
 		f3, f4   time.Time
 		describe string
 	}{
-		{4, at(0), epoch, epoch, "kept"},
-		{3, at(1), epoch, time.Time{}, "format 4 cleared"},
-		{4, at(2), epoch, at(2), "format 4 set"},
-		{4, at(3), epoch, at(2), "kept"},
-		{0, at(4), time.Time{}, time.Time{}, "both cleared"},
-		{2, at(5), time.Time{}, time.Time{}, "still clear"},
-		{3, at(6), at(6), time.Time{}, "format 3 set"},
-		{5, at(7), at(6), at(7), "a newer device reads both"},
+		{0, at(0), time.Time{}, time.Time{}, "both cleared"},
+		{4, at(1), at(1), at(1), "both set"},
+		{4, at(2), at(1), at(1), "kept"},
+		{3, at(3), at(1), time.Time{}, "format 4 cleared"},
+		{4, at(4), at(1), at(4), "format 4 set"},
+		{0, at(5), time.Time{}, time.Time{}, "both cleared"},
+		{2, at(6), time.Time{}, time.Time{}, "still clear"},
+		{3, at(7), at(7), time.Time{}, "format 3 set"},
+		{5, at(8), at(7), at(8), "a newer device reads both"},
 	}
 	for _, c := range steps {
-		if err := rf.NoteReader(ctx, "nora", c.reads, c.at); err != nil {
-			t.Fatal(err)
+		if exists, err := rf.NoteReader(ctx, "nora", c.reads, c.at); err != nil || !exists {
+			t.Fatalf("NoteReader: %v, %v", exists, err)
 		}
 		t.Logf("reads=%d: %s", c.reads, c.describe)
 		want(rf, "nora", c.f3, c.f4)
 	}
-	want(rf, "olga", epoch, epoch)
+	want(rf, "olga", noLog.Format3, noLog.Format4)
 	other := s.reopen(t, st).(spool.ReaderFormats)
-	want(other, "nora", at(6), at(7))
-	if err := rf.NoteReader(ctx, "", 4, t0); err == nil {
+	want(other, "nora", at(7), at(8))
+	if _, err := rf.NoteReader(ctx, "", 4, t0); err == nil {
 		t.Fatal("NoteReader took an invalid user name")
 	}
 }

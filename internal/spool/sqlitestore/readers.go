@@ -18,19 +18,37 @@ const noteReaderSQL = `UPDATE users SET
 	reads4_since = CASE WHEN ?1 >= 4 THEN coalesce(reads4_since, ?2) END
 WHERE name = ?3 AND ((?1 >= 3) = (reads3_since IS NULL) OR (?1 >= 4) = (reads4_since IS NULL))`
 
-// NoteReader implements spool.ReaderFormats on the writer goroutine.
-func (s *Store) NoteReader(ctx context.Context, user string, reads int, now time.Time) error {
+// NoteReader implements spool.ReaderFormats on the writer goroutine. A
+// statement that changed nothing is followed by a read of whether the log
+// exists.
+func (s *Store) NoteReader(ctx context.Context, user string, reads int, now time.Time) (bool, error) {
 	if err := spool.CheckUser(user); err != nil {
-		return err
+		return false, err
 	}
 	var err error
-	if werr := s.onWriter(ctx, func(db *sql.DB) { _, err = db.ExecContext(ctx, noteReaderSQL, reads, now.Unix(), []byte(user)) }); werr != nil {
-		return werr
+	var n int64
+	if werr := s.onWriter(ctx, func(db *sql.DB) {
+		var res sql.Result
+		if res, err = db.ExecContext(ctx, noteReaderSQL, reads, now.Unix(), []byte(user)); err == nil {
+			n, err = res.RowsAffected()
+		}
+	}); werr != nil {
+		return false, werr
 	}
 	if err != nil {
-		return s.dbErr("recording a device's entry formats", err)
+		return false, s.dbErr("recording a device's entry formats", err)
 	}
-	return nil
+	if n > 0 {
+		return true, nil
+	}
+	var one int
+	switch err := s.rdb.QueryRowContext(ctx, "SELECT 1 FROM users WHERE name = ?", []byte(user)).Scan(&one); {
+	case err == sql.ErrNoRows:
+		return false, nil
+	case err != nil:
+		return false, s.dbErr("recording a device's entry formats", err)
+	}
+	return true, nil
 }
 
 // ReadersSince implements spool.ReaderFormats.
@@ -45,6 +63,7 @@ func (s *Store) ReadersSince(ctx context.Context, user string) (spool.Readers, e
 	err := s.rdb.QueryRowContext(ctx, "SELECT reads3_since, reads4_since FROM users WHERE name = ?", []byte(user)).Scan(&v3, &v4)
 	switch {
 	case err == sql.ErrNoRows:
+		// As the log its first append makes (upsertUserSQL).
 		return spool.Readers{Format3: time.Unix(0, 0), Format4: time.Unix(0, 0)}, nil
 	case err != nil:
 		return spool.Readers{}, s.dbErr("reading the devices' entry formats", err)

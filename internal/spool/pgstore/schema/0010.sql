@@ -3,11 +3,10 @@
 -- for format 3 (version 9).
 --
 -- A server tells a user's devices to write commands of version 2 (entry
--- format 4) once reads4_since is old enough. A log made from this version
--- on has every read recorded from its start: its row is made with both
--- times at 0 (the column defaults), so both hold from the first read; the
--- logs present keep NULL until a read says it. Adding a column and setting
--- a default rewrite nothing.
+-- format 4) once reads4_since is old enough. Unlike SQLite's, a log made
+-- on PostgreSQL starts with both times NULL, as the logs present do:
+-- servers of the release before may go on running on the database during
+-- an upgrade, make logs and serve their reads without recording them, so
+-- no row can be known to have had every read recorded from its start.
+-- Adding a column without a default rewrites nothing.
 ALTER TABLE cspool_logs ADD COLUMN reads4_since bigint;
-ALTER TABLE cspool_logs ALTER COLUMN reads3_since SET DEFAULT 0;
-ALTER TABLE cspool_logs ALTER COLUMN reads4_since SET DEFAULT 0;
