@@ -45,6 +45,9 @@ func TestChangesFollowReaders(t *testing.T) {
 		if got := d.store.WritesVersion2(context.Background()); got != (c.want == entry.Version4) {
 			t.Fatalf("told %d: WritesVersion2 = %v", c.readers, got)
 		}
+		if got := d.sync.Status().Readers; got != c.readers {
+			t.Fatalf("told %d: the sync status says %d", c.readers, got)
+		}
 		w.ok("SELECT INBOX")
 		w.ok(`STORE 1 +FLAGS.SILENT (\Deleted)`)
 		w.ok("EXPUNGE")

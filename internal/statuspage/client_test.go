@@ -192,3 +192,34 @@ func TestWriteTextHold(t *testing.T) {
 		t.Errorf("the status lacks %q:\n%s", want, b.String())
 	}
 }
+
+// TestWriteTextDeletions: the status says how this device writes an
+// EXPUNGE and a DELETE, from what the spool said of the user's devices,
+// and why when it is the earlier rule; nothing before the spool said.
+func TestWriteTextDeletions(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		readers int
+		want    string
+	}{
+		{0, ""},
+		{3, "Deletions: EXPUNGE and DELETE as earlier releases wrote them (a device of this user read the log saying it reads only up to entry format 3: upgrade cspool on it)"},
+		{4, "Deletions: EXPUNGE and DELETE take only what this device showed (every device of this user reads entry format 4)"},
+	} {
+		r := sampleReport()
+		r.Sync.Readers = c.readers
+		var b strings.Builder
+		if err := WriteText(&b, &r, r.Generated); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		for _, l := range strings.Split(b.String(), "\n") {
+			if strings.HasPrefix(l, "Deletions:") {
+				got = strings.Join(strings.Fields(l), " ")
+			}
+		}
+		if got != c.want {
+			t.Errorf("told %d: %q, want %q", c.readers, got, c.want)
+		}
+	}
+}

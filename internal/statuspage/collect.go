@@ -75,6 +75,7 @@ func (c *Collector) Report(ctx context.Context) (*Report, error) {
 		Sync: SyncState{
 			Position: st.Position, Head: max(st.Head, st.Position), Connected: st.Connected,
 			LastContact: st.LastContact, DownSince: st.DownSince, LastError: st.LastError, Applied: st.Applied, Queued: st.Queued, Spool: c.Spool,
+			Readers:  st.Readers,
 			NeedsFix: st.Hint != "", StoreFailing: st.StoreFailing,
 		},
 		Checkpoint: Checkpoint{

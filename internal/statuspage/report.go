@@ -113,6 +113,11 @@ type SyncState struct {
 	// take them: they go when the spool answers (docs/IMAP.md, "Offline").
 	Queued int    `json:"queued"`
 	Spool  string `json:"spool,omitempty"`
+	// Readers is the newest entry format every device of the user
+	// reads, as the spool last said (absent: not said since the start):
+	// from 4 this device writes an EXPUNGE and a DELETE as commands of
+	// version 2 (docs/OPERATING.md, "Upgrading").
+	Readers int `json:"readers,omitempty"`
 	// NeedsFix: the last failure is one retrying will not heal (a key
 	// refused, an untrusted certificate, deliveries signed by another
 	// key than --spool-key); what to do is in the actions.

@@ -48,6 +48,9 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 	}
 	fmt.Fprintf(tw, "Last error:\t%s\n", lastErr)
 	fmt.Fprintf(tw, "Queued:\t%s\n", queuedText(r.Sync.Queued))
+	if t := readersText(r.Sync.Readers); t != "" {
+		fmt.Fprintf(tw, "Deletions:\t%s\n", t)
+	}
 	cp := "none on the spool"
 	if r.Checkpoint.Position != 0 {
 		cp = fmt.Sprintf("position %d on the spool", r.Checkpoint.Position)
@@ -163,6 +166,18 @@ func syncLines(s SyncState, now time.Time) (conn, position string) {
 }
 
 // queuedText says how many changes made on this device wait for the spool.
+// readersText says how this device writes an EXPUNGE and a DELETE, from
+// what the spool said of the user's devices; "" when it said nothing.
+func readersText(f int) string {
+	switch {
+	case f == 0:
+		return ""
+	case f >= 4:
+		return "EXPUNGE and DELETE take only what this device showed (every device of this user reads entry format 4)"
+	}
+	return fmt.Sprintf("EXPUNGE and DELETE as earlier releases wrote them (a device of this user read the log saying it reads only up to entry format %d: upgrade cspool on it)", f)
+}
+
 func queuedText(n int) string {
 	switch n {
 	case 0:

@@ -303,6 +303,11 @@ type Status struct {
 	// Queued is how many changes made on this device wait to be sent to
 	// the spool (or for the log to confirm them).
 	Queued int
+	// Readers is the newest entry format every device of the user reads,
+	// as the spool said at the last read of this run (0: not said): from
+	// 4 this device writes an EXPUNGE and a DELETE as commands of
+	// version 2.
+	Readers int
 
 	Checkpoint        uint64    // newest checkpoint position on the spool, as last seen
 	CheckpointWritten time.Time // when this device last stored a checkpoint
@@ -1132,6 +1137,9 @@ func (s *Syncer) learnReaders(ctx context.Context, v int) {
 		s.log.Info("queued EXPUNGE or DELETE changes rewritten to take only what this device holds now (docs/OPERATING.md, \"Upgrading\")",
 			"changes", n)
 	}
+	s.mu.Lock()
+	s.status.Readers = v
+	s.mu.Unlock()
 	// Logged at the first read of a run and at a change: which version
 	// this device writes, and why.
 	if old := s.readers.Swap(int32(v)); old != int32(v) {
