@@ -377,6 +377,75 @@ func runRecipe(t *testing.T, block, dir string, env []string, replace []string, 
 	return out.String()
 }
 
+// spoolPaths are the paths of docs/OPERATING.md's backup and restore
+// recipes, and this setup's for them, in runRecipe's pairs.
+func (s *restoreSetup) spoolPaths() []string {
+	return []string{"/var/lib/cspool", s.spoolDir, "/backup/cspool", s.backups}
+}
+
+// backupSpool runs docs/OPERATING.md's "Backups" recipe as written and
+// returns the backup file it made.
+func (s *restoreSetup) backupSpool(t *testing.T) string {
+	t.Helper()
+	backup := recipe(t, "### Backups")
+	if len(backup) != 1 {
+		t.Fatalf("docs/OPERATING.md, Backups: %d shell blocks, want 1 (the sqlite3 backup)", len(backup))
+	}
+	runRecipe(t, backup[0], s.dir, s.env, s.spoolPaths(), func(l string) { t.Fatalf("unexpected %q in the backup recipe", l) })
+	names, err := filepath.Glob(filepath.Join(s.backups, "spool-*.db"))
+	if err != nil || len(names) != 1 {
+		t.Fatalf("the backup recipe made %v (%v), want one spool-DATE.db", names, err)
+	}
+	return names[0]
+}
+
+// restoreSteps are docs/OPERATING.md's "Restoring a backup" recipes: the
+// operator's and the user's.
+func restoreSteps(t *testing.T) []string {
+	t.Helper()
+	steps := recipe(t, "### Restoring a backup")
+	if len(steps) != 2 {
+		t.Fatalf("docs/OPERATING.md, Restoring a backup: %d shell blocks, want 2 (the operator's, the user's)", len(steps))
+	}
+	return steps
+}
+
+// restoreSpool runs the operator's recipe of "Restoring a backup" as
+// written on backup (backupSpool's), stopping and starting the server
+// where it says.
+func (s *restoreSetup) restoreSpool(t *testing.T, backup string) {
+	t.Helper()
+	runRecipe(t, restoreSteps(t)[0], s.dir, s.env, append(s.spoolPaths(), "spool-2026-03-01.db", filepath.Base(backup)), func(l string) {
+		switch l {
+		case "systemctl stop cspool-server":
+			s.server.stop(t, syscall.SIGTERM, 45*time.Second)
+		case "systemctl start cspool-server":
+			s.startServer(t)
+		default:
+			t.Fatalf("unexpected %q in the operator's recipe", l)
+		}
+	})
+}
+
+// recoverDevice runs the user's recipe of "Restoring a backup" as written
+// on d, stopping and starting its daemon where it says, and returns what
+// it printed.
+func (s *restoreSetup) recoverDevice(t *testing.T, d *deviceDaemon) string {
+	t.Helper()
+	return runRecipe(t, restoreSteps(t)[1], d.home, s.deviceEnv(d), []string{"https://spool.example.org:3999", s.url}, func(l string) {
+		switch l {
+		case "systemctl --user stop cspool-imap@alice":
+			if !d.daemon.exited {
+				d.stop(t)
+			}
+		case "systemctl --user start cspool-imap@alice":
+			s.start(t, d)
+		default:
+			t.Fatalf("unexpected %q in the user's recipe", l)
+		}
+	})
+}
+
 // TestRecoverAfterRestore follows docs/OPERATING.md ("Backups", "Restoring
 // a backup") as written, with two devices and changes on both sides of the
 // restore: mail is delivered and changed, the spool backed up with the
@@ -409,16 +478,7 @@ func TestRecoverAfterRestore(t *testing.T) {
 	s.synced(t, a)
 	s.synced(t, b)
 
-	backup := recipe(t, "### Backups")
-	if len(backup) != 1 {
-		t.Fatalf("docs/OPERATING.md, Backups: %d shell blocks, want 1 (the sqlite3 backup)", len(backup))
-	}
-	paths := []string{"/var/lib/cspool", s.spoolDir, "/backup/cspool", s.backups}
-	runRecipe(t, backup[0], s.dir, s.env, paths, func(l string) { t.Fatalf("unexpected %q in the backup recipe", l) })
-	names, err := filepath.Glob(filepath.Join(s.backups, "spool-*.db"))
-	if err != nil || len(names) != 1 {
-		t.Fatalf("the backup recipe made %v (%v), want one spool-DATE.db", names, err)
-	}
+	backup := s.backupSpool(t)
 
 	m = append(m, s.deliver(t, 2)...) // m[4], m[5]
 	s.synced(t, a)
@@ -432,21 +492,7 @@ func TestRecoverAfterRestore(t *testing.T) {
 	s.synced(t, b)
 	seenB := s.list(t, b)
 
-	steps := recipe(t, "### Restoring a backup")
-	if len(steps) != 2 {
-		t.Fatalf("docs/OPERATING.md, Restoring a backup: %d shell blocks, want 2 (the operator's, the user's)", len(steps))
-	}
-	server := func(l string) {
-		switch l {
-		case "systemctl stop cspool-server":
-			s.server.stop(t, syscall.SIGTERM, 45*time.Second)
-		case "systemctl start cspool-server":
-			s.startServer(t)
-		default:
-			t.Fatalf("unexpected %q in the operator's recipe", l)
-		}
-	}
-	runRecipe(t, steps[0], s.dir, s.env, append(paths, "spool-2026-03-01.db", filepath.Base(names[0])), server)
+	s.restoreSpool(t, backup)
 
 	n := s.deliver(t, 2) // at positions both devices applied before the restore
 	b.report(t, "the rollback alarm", func(r *statuspage.Report) bool {
@@ -454,21 +500,7 @@ func TestRecoverAfterRestore(t *testing.T) {
 	})
 
 	// The user's recipe on a, whose daemon is stopped already.
-	user := []string{"https://spool.example.org:3999", s.url}
-	recover := func(d *deviceDaemon) string {
-		return runRecipe(t, steps[1], d.home, s.deviceEnv(d), user, func(l string) {
-			switch l {
-			case "systemctl --user stop cspool-imap@alice":
-				if !d.daemon.exited {
-					d.stop(t)
-				}
-			case "systemctl --user start cspool-imap@alice":
-				s.start(t, d)
-			default:
-				t.Fatalf("unexpected %q in the user's recipe", l)
-			}
-		})
-	}
+	recover := func(d *deviceDaemon) string { return s.recoverDevice(t, d) }
 	out := recover(a)
 	for _, want := range []string{"restored head: position 5 ", "message bytes put back: 2 messages", "new UIDVALIDITY: INBOX", "synced to position"} {
 		if !strings.Contains(out, want) {

@@ -5,9 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"cspool/internal/mailstore"
 	"cspool/internal/statuspage"
@@ -44,39 +42,13 @@ func TestCheckpointAfterRecover(t *testing.T) {
 
 	m := s.deliver(t, 3)
 	s.synced(t, a)
-	paths := []string{"/var/lib/cspool", s.spoolDir, "/backup/cspool", s.backups}
-	runRecipe(t, recipe(t, "### Backups")[0], s.dir, s.env, paths, func(l string) { t.Fatalf("unexpected %q in the backup recipe", l) })
-	names, err := filepath.Glob(filepath.Join(s.backups, "spool-*.db"))
-	if err != nil || len(names) != 1 {
-		t.Fatalf("the backup recipe made %v (%v), want one spool-DATE.db", names, err)
-	}
+	backup := s.backupSpool(t)
 	m = append(m, s.deliver(t, 2)...) // m[3], m[4]: the restore removes them
 	s.synced(t, a)
 
-	steps := recipe(t, "### Restoring a backup")
-	runRecipe(t, steps[0], s.dir, s.env, append(paths, "spool-2026-03-01.db", filepath.Base(names[0])), func(l string) {
-		switch l {
-		case "systemctl stop cspool-server":
-			s.server.stop(t, syscall.SIGTERM, 45*time.Second)
-		case "systemctl start cspool-server":
-			s.startServer(t)
-		default:
-			t.Fatalf("unexpected %q in the operator's recipe", l)
-		}
-	})
+	s.restoreSpool(t, backup)
 	n := s.deliver(t, 1) // where m[3] was
-	out := runRecipe(t, steps[1], a.home, s.deviceEnv(a), []string{"https://spool.example.org:3999", s.url}, func(l string) {
-		switch l {
-		case "systemctl --user stop cspool-imap@alice":
-			if !a.daemon.exited {
-				a.stop(t)
-			}
-		case "systemctl --user start cspool-imap@alice":
-			s.start(t, a)
-		default:
-			t.Fatalf("unexpected %q in the user's recipe", l)
-		}
-	})
+	out := s.recoverDevice(t, a)
 	if !strings.Contains(out, "message bytes put back: 2 messages") {
 		t.Fatalf("cspool recover did not put back m[3] and m[4]:\n%s", out)
 	}

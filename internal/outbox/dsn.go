@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cspool/internal/submit"
+	"cspool/internal/termtext"
 )
 
 // failure is a recipient the smarthost refused for good, with its reply.
@@ -103,7 +104,7 @@ func buildDSN(in dsnInput) ([]byte, string) {
 	line("or cspool on this device gave these reasons:")
 	line("")
 	for _, f := range in.failed {
-		line("  <%s>: %s", printable(f.rcpt.address), printable(f.reply))
+		line("  <%s>: %s", termtext.Printable(f.rcpt.address), termtext.Printable(f.reply))
 	}
 	line("")
 	line("The message is attached. Nothing more will be tried for these recipients.")
@@ -113,14 +114,14 @@ func buildDSN(in dsnInput) ([]byte, string) {
 	line("")
 	line("Reporting-MTA: dns; %s", in.hostname)
 	if in.m.envid != "" {
-		line("Original-Envelope-Id: %s", printable(in.m.envid))
+		line("Original-Envelope-Id: %s", termtext.Printable(in.m.envid))
 	}
 	line("Arrival-Date: %s", in.m.accepted.Format(time.RFC1123Z))
 	for _, f := range in.failed {
 		line("")
-		line("Final-Recipient: rfc822; %s", printable(f.rcpt.address))
+		line("Final-Recipient: rfc822; %s", termtext.Printable(f.rcpt.address))
 		if typ, addr, ok := strings.Cut(f.rcpt.orcpt, ";"); ok {
-			line("Original-Recipient: %s; %s", printable(strings.ToLower(typ)), printable(addr))
+			line("Original-Recipient: %s; %s", termtext.Printable(strings.ToLower(typ)), termtext.Printable(addr))
 		}
 		code, isSMTP := status(f.reply)
 		line("Action: failed")
@@ -161,21 +162,12 @@ func hostOnly(addr string) string {
 	return addr
 }
 
+// oneLine is s on one line, fit to print: what the client sent as ORCPT
+// or ENVID (xtext, decoded) and what a smarthost answered go into the
+// bounce's text, which a terminal mail client shows, and an escape
+// sequence there acts on the terminal.
 func oneLine(s string) string {
-	return printable(strings.Join(strings.Fields(s), " "))
-}
-
-// printable is s with every control character (C0 but tab, and DEL) as
-// "?": what the client sent as ORCPT or ENVID (xtext, decoded) and what
-// a smarthost answered go into the bounce's text, which a terminal mail
-// client shows, and an ESC there is a terminal escape sequence.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if (r < 0x20 && r != '\t') || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
+	return termtext.Printable(strings.Join(strings.Fields(s), " "))
 }
 
 func isASCII(b []byte) bool {

@@ -1133,10 +1133,7 @@ func (s *Syncer) learnReaders(ctx context.Context, v int) {
 		s.log.Warn("recording the entry formats this user's devices read failed", "err", err)
 		return
 	}
-	if n > 0 {
-		s.log.Info("queued EXPUNGE or DELETE changes rewritten to take only what this device holds now (docs/OPERATING.md, \"Upgrading\")",
-			"changes", n)
-	}
+	s.logRewritten(n, "the spool's first answer of 4")
 	s.mu.Lock()
 	s.status.Readers = v
 	s.mu.Unlock()
@@ -1180,9 +1177,14 @@ func (s *Syncer) upgradeAtFormat4(ctx context.Context, entries []spool.Entry) {
 		s.log.Warn("rewriting queued EXPUNGE or DELETE changes at an entry of format 4 failed; they go as written", "err", err)
 		return
 	}
+	s.logRewritten(n, "an entry of format 4")
+}
+
+// logRewritten logs n queued changes rewritten as version 2 at what.
+func (s *Syncer) logRewritten(n int, at string) {
 	if n > 0 {
 		s.log.Info("queued EXPUNGE or DELETE changes rewritten to take only what this device holds now (docs/OPERATING.md, \"Upgrading\")",
-			"changes", n, "at", "an entry of format 4")
+			"changes", n, "at", at)
 	}
 }
 

@@ -12,17 +12,7 @@ import (
 // upgrades to version 6: the log carries on and a request appended once
 // is recorded.
 func TestMigrateFromVersion5(t *testing.T) {
-	dir := t.TempDir()
-	db := rawDB(t, dir)
-	steps := []string{"PRAGMA journal_mode = WAL", fmt.Sprintf("PRAGMA application_id = %d", applicationID)}
-	steps = append(steps, migrations[:5]...)
-	steps = append(steps, "PRAGMA user_version = 5")
-	for _, q := range steps {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("building a version 5 spool: %.60s: %v", q, err)
-		}
-	}
-	db.Close()
+	dir := spoolAtVersion(t, 5)
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -41,4 +31,23 @@ func TestMigrateFromVersion5(t *testing.T) {
 			t.Fatalf("AppendOnce %d after the upgrade: at %d, repeat %v, %v; want at 2, repeat %v", i+1, first, repeat, err, want)
 		}
 	}
+}
+
+// spoolAtVersion makes a spool directory whose database is at schema
+// version v, as a release of that version left it, with extra statements
+// run after the migrations (rows of that version).
+func spoolAtVersion(t *testing.T, v int, extra ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	db := rawDB(t, dir)
+	steps := []string{"PRAGMA journal_mode = WAL", fmt.Sprintf("PRAGMA application_id = %d", applicationID)}
+	steps = append(steps, migrations[:v]...)
+	steps = append(steps, fmt.Sprintf("PRAGMA user_version = %d", v))
+	for _, q := range append(steps, extra...) {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("building a version %d spool: %.60s: %v", v, q, err)
+		}
+	}
+	db.Close()
+	return dir
 }

@@ -1,7 +1,6 @@
 package sqlitestore
 
 import (
-	"fmt"
 	"testing"
 	"time"
 )
@@ -11,18 +10,7 @@ import (
 // migration were not recorded for it); a log made after has both from its
 // start, the epoch.
 func TestMigrateFromVersion7(t *testing.T) {
-	dir := t.TempDir()
-	db := rawDB(t, dir)
-	steps := []string{"PRAGMA journal_mode = WAL", fmt.Sprintf("PRAGMA application_id = %d", applicationID)}
-	steps = append(steps, migrations[:7]...)
-	steps = append(steps, "PRAGMA user_version = 7",
-		"INSERT INTO users (name, head, reads3_since) VALUES (CAST('old' AS BLOB), 0, 1700000000)")
-	for _, q := range steps {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("building a version 7 spool: %.60s: %v", q, err)
-		}
-	}
-	db.Close()
+	dir := spoolAtVersion(t, 7, "INSERT INTO users (name, head, reads3_since) VALUES (CAST('old' AS BLOB), 0, 1700000000)")
 	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
