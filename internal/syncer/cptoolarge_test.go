@@ -182,7 +182,7 @@ func TestTailWithinKeepLimit(t *testing.T) {
 func TestCheckpointNearQuota(t *testing.T) {
 	t.Parallel()
 	h := newHTTPSpool(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	batch := make([][]byte, 20)
 	for i := range batch {
@@ -213,7 +213,7 @@ func TestCheckpointNearQuota(t *testing.T) {
 	if _, err := s.Submit(ctx, &command.Command{Kind: command.Expunge, IDs: []command.ID{msgs[0].ID}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "a checkpoint after the EXPUNGE near the quota", func() bool { return s.Status().Checkpoint == 21 })
+	waitFor(t, 90*time.Second, "a checkpoint after the EXPUNGE near the quota", func() bool { return s.Status().Checkpoint == 21 })
 	after, err := h.store.Usage(ctx, "alice")
 	if err != nil || after >= usage {
 		t.Fatalf("usage %d (%v) after the checkpoint, want below the %d before", after, err, usage)
