@@ -38,8 +38,9 @@ import (
 // served on the same goroutine (serveNext), anything else goes back to the
 // HTTP server through the listener that accepted it (Server.Listener), as
 // a new connection: the client keeps its connection alive as before. Only plain HTTP/1.1 connections accepted
-// by that listener park; anything else (TLS, HTTP/2, HTTP/1.0, a request
-// that asked to close its connection) waits in its handler as before.
+// by that listener park, and only GETs; anything else (TLS, HTTP/2, HTTP/1.0,
+// a HEAD, a request that asked to close its connection) waits in its handler
+// as before.
 //
 // What a parked read no longer sees is the client going away: its wait,
 // and the share of long-polls it holds, run until the wait ends, at most
@@ -64,7 +65,10 @@ type parked struct {
 // having changed nothing, when r cannot be parked; the handler then waits
 // itself.
 func (s *Server) park(w http.ResponseWriter, r *http.Request, user string, p readParams) bool {
-	if !s.parking.Load() || r.TLS != nil || r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close ||
+	// Only a GET: the parked answer always has a body, which an answer
+	// to a HEAD must not (net/http leaves it out), or a client that keeps
+	// the connection reads it as the start of the next response.
+	if !s.parking.Load() || r.Method != http.MethodGet || r.TLS != nil || r.ProtoMajor != 1 || r.ProtoMinor != 1 || r.Close ||
 		r.ContentLength != 0 || s.stopping.Err() != nil {
 		return false
 	}
