@@ -55,17 +55,25 @@ type connLimiter struct {
 	mu     sync.Mutex
 	open   map[string]*addrState // address -> its admitted connections
 	excess map[string]bool       // remote ip:port of each connection over its limit
+	// resting: addresses with no connection open whose refusals have not
+	// yet been paid back (their bucket is not full), kept so that a client
+	// that closes each connection after its refusal, and opens the next,
+	// meets the rate it ran into rather than a fresh burst; swept (sweep)
+	// once their buckets are full.
+	resting map[string]*addrState
+	swept   time.Time // the last sweep of resting
 }
 
 // addrState is what the limiter knows of an address while it has admitted
-// connections open, and forgets when the last one closes.
+// connections open, and, while it owes refusals, a moment longer (resting).
 type addrState struct {
 	conns    int
 	refusals *rate.Limiter // made at the address's first refusal
 }
 
 func newConnLimiter(perAddr int, refusalRate float64) *connLimiter {
-	return &connLimiter{max: perAddr, refusalRate: refusalRate, open: map[string]*addrState{}, excess: map[string]bool{}}
+	return &connLimiter{max: perAddr, refusalRate: refusalRate, open: map[string]*addrState{}, excess: map[string]bool{},
+		resting: map[string]*addrState{}}
 }
 
 // limitedListener admits the connections of its listener, and gives the
@@ -160,7 +168,11 @@ func (l *connLimiter) admit(c net.Conn, ln *limitedListener) net.Conn {
 	defer l.mu.Unlock()
 	a := l.open[key]
 	if a == nil {
-		a = &addrState{}
+		if a = l.resting[key]; a != nil {
+			delete(l.resting, key)
+		} else {
+			a = &addrState{}
+		}
 		l.open[key] = a
 	}
 	if a.conns < l.max {
@@ -189,6 +201,32 @@ func (l *connLimiter) release(c *limitedConn) {
 	if a := l.open[c.key]; a != nil {
 		if a.conns--; a.conns <= 0 {
 			delete(l.open, c.key)
+			now := time.Now()
+			l.sweep(now)
+			if owes(a, now) {
+				l.resting[c.key] = a
+			}
+		}
+	}
+}
+
+// owes reports whether a's refusals have taken tokens not yet given back.
+func owes(a *addrState, now time.Time) bool {
+	return a.refusals != nil && a.refusals.TokensAt(now) < float64(a.refusals.Burst())
+}
+
+// sweep forgets, at most once a second, the resting addresses that owe
+// nothing any more. A bucket owes at most maxRefusalDelay of refusals
+// beyond its burst, so it is full again refusalBurst seconds after that
+// (4 s): resting holds only addresses refused in the last few seconds.
+func (l *connLimiter) sweep(now time.Time) {
+	if now.Sub(l.swept) < time.Second {
+		return
+	}
+	l.swept = now
+	for key, a := range l.resting {
+		if !owes(a, now) {
+			delete(l.resting, key)
 		}
 	}
 }
