@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"cspool/internal/entry"
+	"cspool/internal/keys"
 	"cspool/internal/spool"
 )
 
@@ -86,6 +87,14 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		hold = r.ContentLength
 	}
 	hold = checkpointHold(hold, int(n))
+	// One upload at a time for each key: a key that opens several and
+	// stalls them holds one share of the budget, not all of it.
+	if !s.holdKeyTransfer(c.key, true) {
+		s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
+			msg: "this key is uploading a checkpoint already; try again later"})
+		return
+	}
+	defer s.releaseKeyTransfer(c.key, true)
 	if !s.holdCheckpoint(r.Context(), hold) {
 		s.cfg.Metrics.CheckpointRefused(CheckpointRefusedMemory)
 		s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
@@ -209,6 +218,34 @@ func (s *Server) holdCheckpoint(ctx context.Context, n int64) bool {
 	return true
 }
 
+// cpTransfer names one key's checkpoint upload or download.
+type cpTransfer struct {
+	key [8]byte
+	up  bool
+}
+
+// holdKeyTransfer marks key as uploading (up) or downloading a
+// checkpoint, unless it is already; it reports whether it did. A device
+// has one checkpoint to send or fetch at a time; a key with more is not
+// let hold more of the budget.
+func (s *Server) holdKeyTransfer(key keys.PublicKey, up bool) bool {
+	t := cpTransfer{key.KeyID(), up}
+	s.cpKeysMu.Lock()
+	defer s.cpKeysMu.Unlock()
+	if s.cpKeys[t] {
+		return false
+	}
+	s.cpKeys[t] = true
+	return true
+}
+
+// releaseKeyTransfer ends what holdKeyTransfer marked.
+func (s *Server) releaseKeyTransfer(key keys.PublicKey, up bool) {
+	s.cpKeysMu.Lock()
+	defer s.cpKeysMu.Unlock()
+	delete(s.cpKeys, cpTransfer{key.KeyID(), up})
+}
+
 // releaseCheckpoint gives back n bytes taken by holdCheckpoint.
 func (s *Server) releaseCheckpoint(n int64) {
 	s.cpMem.release(n)
@@ -294,6 +331,43 @@ func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, err)
 		return
 	}
+	// One download at a time for each key, its bytes taken from the
+	// checkpoint budget before it is loaded: a key whose client does not
+	// read its answers holds one checkpoint, for WriteStall at most without
+	// progress, not one for each connection it opens.
+	if !s.holdKeyTransfer(c.key, false) {
+		s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
+			msg: "this key is downloading its checkpoint already; try again later"})
+		return
+	}
+	defer s.releaseKeyTransfer(c.key, false)
+	var held int64
+	defer func() { s.cpMem.release(held) }()
+	hold := func(n int64) bool {
+		if n <= held {
+			return true
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), max(s.cfg.CheckpointWait, 0))
+		ok := s.cpMem.acquire(ctx, n-held)
+		cancel()
+		if !ok {
+			s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
+				msg: fmt.Sprintf("too many checkpoints held at once: no room for %d bytes in %d; try again later", n, s.cfg.CheckpointMemory)})
+			return false
+		}
+		held = n
+		return true
+	}
+	if sz, ok := comp.(spool.CheckpointSizer); ok {
+		n, err := sz.CheckpointSize(r.Context(), c.user)
+		if err != nil {
+			s.fail(w, r, storeError("reading checkpoint", err))
+			return
+		}
+		if !hold(n) {
+			return
+		}
+	}
 	cp, err := comp.LatestCheckpoint(r.Context(), c.user)
 	if errors.Is(err, spool.ErrNoCheckpoint) {
 		// The header tells "no checkpoint" apart from "no such route".
@@ -303,6 +377,10 @@ func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 	}
 	if err != nil {
 		s.fail(w, r, storeError("reading checkpoint", err))
+		return
+	}
+	// A checkpoint stored since the size was read may be larger.
+	if !hold(int64(len(cp.Data))) {
 		return
 	}
 	w.Header().Set("Content-Type", CheckpointContentType)

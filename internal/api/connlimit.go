@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -49,8 +50,9 @@ func (s *Server) Listener(ln net.Listener) net.Listener {
 // connLimiter counts the open connections of each address, and slows down
 // the refusals of an address that collects too many (refusalWait).
 type connLimiter struct {
-	max         int     // <= 0: no limit
-	refusalRate float64 // per second; <= 0: refusals are never delayed
+	max         int           // <= 0: no limit
+	refusalRate float64       // per second; <= 0: refusals are never delayed
+	writeStall  time.Duration // the longest one write waits for its client (Config.WriteStall)
 
 	mu     sync.Mutex
 	open   map[string]*addrState // address -> its admitted connections
@@ -71,8 +73,8 @@ type addrState struct {
 	refusals *rate.Limiter // made at the address's first refusal
 }
 
-func newConnLimiter(perAddr int, refusalRate float64) *connLimiter {
-	return &connLimiter{max: perAddr, refusalRate: refusalRate, open: map[string]*addrState{}, excess: map[string]bool{},
+func newConnLimiter(perAddr int, refusalRate float64, writeStall time.Duration) *connLimiter {
+	return &connLimiter{max: perAddr, refusalRate: refusalRate, writeStall: writeStall, open: map[string]*addrState{}, excess: map[string]bool{},
 		resting: map[string]*addrState{}}
 }
 
@@ -311,7 +313,9 @@ func addrKey(a net.Addr) string {
 }
 
 // limitedConn is a counted connection. The deadlines of one over its limit
-// never reach past excessUntil, whatever the HTTP server asks for.
+// never reach past excessUntil, whatever the HTTP server asks for. Each
+// write waits at most the limiter's writeStall for the client to take
+// bytes, and never past the write deadline set (writeBy).
 type limitedConn struct {
 	net.Conn
 	l           *connLimiter
@@ -322,6 +326,24 @@ type limitedConn struct {
 	// pending are bytes read from the connection before it was given back
 	// to the HTTP server (park.go serveNext), which reads them first.
 	pending []byte
+	// writeBy is the write deadline set (SetWriteDeadline, SetDeadline),
+	// in Unix nanoseconds; 0: none.
+	writeBy atomic.Int64
+}
+
+// Write writes b, waiting at most writeStall for the client to take it:
+// a client that stops reading an answer (a checkpoint, a read's entries)
+// is cut off, and what the answer holds let go, instead of being held for
+// as long as it keeps the connection open.
+func (c *limitedConn) Write(b []byte) (int, error) {
+	if c.l != nil && c.l.writeStall > 0 {
+		d := time.Now().Add(c.l.writeStall)
+		if by := c.writeBy.Load(); by != 0 && by < d.UnixNano() {
+			d = time.Unix(0, by)
+		}
+		c.Conn.SetWriteDeadline(c.clamp(d))
+	}
+	return c.Conn.Write(b)
 }
 
 // Read returns the pending bytes first, then reads the connection.
@@ -358,6 +380,22 @@ func (c *limitedConn) clamp(t time.Time) time.Time {
 	return t
 }
 
-func (c *limitedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.clamp(t)) }
-func (c *limitedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.clamp(t)) }
-func (c *limitedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.clamp(t)) }
+func (c *limitedConn) SetDeadline(t time.Time) error {
+	c.setWriteBy(t)
+	return c.Conn.SetDeadline(c.clamp(t))
+}
+
+func (c *limitedConn) SetReadDeadline(t time.Time) error { return c.Conn.SetReadDeadline(c.clamp(t)) }
+
+func (c *limitedConn) SetWriteDeadline(t time.Time) error {
+	c.setWriteBy(t)
+	return c.Conn.SetWriteDeadline(c.clamp(t))
+}
+
+func (c *limitedConn) setWriteBy(t time.Time) {
+	if t.IsZero() {
+		c.writeBy.Store(0)
+		return
+	}
+	c.writeBy.Store(t.UnixNano())
+}

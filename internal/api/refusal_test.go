@@ -29,7 +29,7 @@ func TestRefusalDelay(t *testing.T) {
 	}
 	defer sc.Close()
 	const rate = 4 // a second: a token every 250 ms, a burst of 8
-	l := newConnLimiter(8, rate)
+	l := newConnLimiter(8, rate, 0)
 	lc := l.admit(sc, nil)
 	if lc == nil {
 		t.Fatal("the first connection of an address was not admitted")

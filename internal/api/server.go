@@ -167,6 +167,12 @@ type Config struct {
 	// each answer is held until the rate allows it, up to 2 s. It needs the
 	// listener of Server.Listener. Zero means 20; negative turns it off.
 	RefusalRate int
+	// WriteStall is the longest one write of an answer waits for its
+	// client to take bytes, on a listener wrapped by Server.Listener: a
+	// client that stops reading is cut off after it, and what its answer
+	// held (a checkpoint, a read's entries) is let go. Zero means 1
+	// minute; the client gives up after 2 minutes without a byte.
+	WriteStall time.Duration
 	// RetryAfter is the Retry-After sent with 503 and 429 when the server
 	// has no better figure. Zero means 5 s.
 	RetryAfter time.Duration
@@ -247,6 +253,9 @@ func (c *Config) fill() {
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = 5 * time.Second
 	}
+	if c.WriteStall <= 0 {
+		c.WriteStall = time.Minute
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -302,8 +311,12 @@ type Server struct {
 	known  knownKeys // parsed keys of authenticated requests (auth.go)
 	polls  *pollCounter
 	conns  *connLimiter
-	cpMem  *byteBudget // the checkpoint uploads held at once
-	apMem  *byteBudget // the append bodies held at once
+	cpMem  *byteBudget // the checkpoints held at once, uploads and downloads
+	// cpKeys holds the users' keys uploading or downloading a checkpoint
+	// now, one of each at a time (checkpoint.go).
+	cpKeysMu sync.Mutex
+	cpKeys   map[cpTransfer]bool
+	apMem    *byteBudget // the append bodies held at once
 
 	apKeysMu sync.Mutex
 	apKeys   map[[8]byte]int64 // append bytes each user's key holds (handlers.go)
@@ -387,13 +400,13 @@ func times(k int64, f func(int64)) func(int64) {
 func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
-		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate)),
+		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate), cfg.WriteStall),
 		refusals: &logSampler{perSecond: refusalLogsPerSecond},
 		formats:  newUserMemo[formatFirsts](memoUsers, 10*time.Minute), oldReaders: newUserMemo[int](memoUsers, noteReadersEvery),
 		oldNoted:   newUserMemo[int](memoUsers, noteOldReadersEvery),
 		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[int](memoUsers, sealsRecheck),
 		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
-		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{},
+		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{}, cpKeys: map[cpTransfer]bool{},
 		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	// The clock starts where the start was, carried on by the monotonic

@@ -58,6 +58,15 @@ type CheckpointPositioner interface {
 	CheckpointPos(ctx context.Context, user string) (uint64, error)
 }
 
+// CheckpointSizer is the optional capability of a Compactor to give the
+// size in bytes of a user's newest checkpoint without loading it, 0 when
+// there is none. The HTTP API takes that many bytes from its checkpoint
+// budget before it loads a checkpoint to serve it, so that downloads at
+// once hold a bounded amount of memory.
+type CheckpointSizer interface {
+	CheckpointSize(ctx context.Context, user string) (int64, error)
+}
+
 // FormatFinder is the optional capability of a store to find the entries
 // of a log in a given entry format version (the byte after the magic,
 // docs/FORMAT.md §2). The HTTP API asks it before it lets a device that

@@ -148,6 +148,14 @@ func (s *Store) FirstOfFormat(ctx context.Context, user string, upTo uint64, v b
 	return uint64(pos), err
 }
 
+// CheckpointSize implements spool.CheckpointSizer. octet_length of a
+// bytea stored out of line reads its size from the TOAST pointer, not the
+// value.
+func (s *Store) CheckpointSize(ctx context.Context, user string) (int64, error) {
+	return s.logNumber(ctx, user, "the checkpoint size", `SELECT octet_length(c.data) FROM cspool_checkpoints c
+		JOIN cspool_logs l ON l.id = c.log_id WHERE l.name = $1`)
+}
+
 // CheckpointPos implements spool.CheckpointPositioner: the position of
 // user's newest checkpoint, 0 if there is none. The data column is stored
 // out of line (schema/0001.sql), so the query never reads it.

@@ -325,11 +325,13 @@ func (s *suite) testCompactAppendCompact(t *testing.T) {
 	}
 }
 
-// testCheckpointPos checks spool.CheckpointPositioner against
-// LatestCheckpoint: 0 without a checkpoint, the newest position after each
-// Compact (a refused one changes nothing), per user, and on a second
-// handle. Every Compactor must have it: without it each read of the HTTP
-// API, long-polls included, loads the whole checkpoint.
+// testCheckpointPos checks spool.CheckpointPositioner and
+// spool.CheckpointSizer against LatestCheckpoint: 0 without a checkpoint,
+// the newest position and its size after each Compact (a refused one
+// changes nothing), per user, and on a second handle. Every Compactor
+// must have them: without the first each read of the HTTP API, long-polls
+// included, loads the whole checkpoint; without the second a download's
+// bytes are taken from the server's budget only once loaded.
 func (s *suite) testCheckpointPos(t *testing.T) {
 	st, c := s.compactor(t)
 	p, ok := st.(spool.CheckpointPositioner)
@@ -353,6 +355,13 @@ func (s *suite) testCheckpointPos(t *testing.T) {
 			}
 		}
 		cp, err := c.LatestCheckpoint(ctxT(t), user)
+		sz, ok := st.(spool.CheckpointSizer)
+		if !ok {
+			t.Fatal("the store compacts but does not implement spool.CheckpointSizer")
+		}
+		if n, serr := sz.CheckpointSize(ctxT(t), user); serr != nil || n != int64(len(cp.Data)) {
+			t.Fatalf("CheckpointSize(%q) = %d, %v; LatestCheckpoint holds %d bytes", user, n, serr, len(cp.Data))
+		}
 		switch {
 		case want == 0 && !errors.Is(err, spool.ErrNoCheckpoint):
 			t.Fatalf("LatestCheckpoint(%q) = pos %d, %v; CheckpointPos says none", user, cp.Pos, err)

@@ -226,6 +226,27 @@ func (s *Store) LatestCheckpoint(ctx context.Context, user string) (spool.Checkp
 	return cp, nil
 }
 
+// CheckpointSize implements spool.CheckpointSizer. SQLite's length() of a
+// blob reads its size from the row's header, not its pages.
+func (s *Store) CheckpointSize(ctx context.Context, user string) (int64, error) {
+	if err := spool.CheckUser(user); err != nil {
+		return 0, err
+	}
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var n int64
+	err := s.rdb.QueryRowContext(ctx, `SELECT length(c.data) FROM checkpoints c
+		JOIN users u ON u.id = c.user_id WHERE u.name = ?`, []byte(user)).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.dbErr("reading checkpoint size", err)
+	}
+	return n, nil
+}
+
 // FirstOfFormat implements spool.FormatFinder.
 func (s *Store) FirstOfFormat(ctx context.Context, user string, upTo uint64, v byte) (uint64, error) {
 	if err := spool.CheckUser(user); err != nil {

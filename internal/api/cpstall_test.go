@@ -1,0 +1,147 @@
+package api
+
+import (
+	"bufio"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"cspool/internal/spool"
+)
+
+// TestStalledCheckpointDownload: a user's key whose client asks for its
+// checkpoint and never reads the answer. The server loaded the whole
+// checkpoint for each such request and held it for as long as the
+// connection stayed open, so one key could hold a checkpoint for each of
+// the connections its address may open (64 at the default): 16 MiB
+// checkpoints, 12 connections, 192 MiB held. Now a key downloads one at a
+// time (503 with Retry-After for another meanwhile), the download's bytes
+// are taken from the checkpoint budget, and a write that waits
+// Config.WriteStall for the client cuts it off and lets them go.
+func TestStalledCheckpointDownload(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.WriteStall = time.Second })
+	ctx := testCtx(t)
+	c := e.client(t, "alice", e.alice)
+	appendNumbered(t, c, 10)
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	if _, err := c.PutCheckpoint(ctx, spool.Checkpoint{Pos: 6, Data: data}, nil); err != nil {
+		t.Fatal(err)
+	}
+	get := func() *http.Request {
+		req, err := http.NewRequest("GET", e.srv.URL+"/v1/users/alice/checkpoint", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := SignRequest(req, nil, e.alice, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+
+	// The stalled client: a small receive buffer, and no read.
+	stalled, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	stalled.(*net.TCPConn).SetReadBuffer(4096)
+	if err := get().Write(stalled); err != nil {
+		t.Fatal(err)
+	}
+	held := func() int64 {
+		e.api.cpMem.mu.Lock()
+		defer e.api.cpMem.mu.Unlock()
+		return e.api.cpMem.held
+	}
+	waitFor(t, "the stalled download's bytes held", func() bool { return held() >= int64(len(data)) })
+
+	// Another download by the same key meanwhile: refused, to come back.
+	resp, err := http.DefaultClient.Do(get())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a second download by the key while the first stalls: %d (Retry-After %q), want 503 with Retry-After",
+			resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+
+	// The stalled write gives up after WriteStall: the bytes go, and the
+	// key downloads again.
+	waitFor(t, "the stalled download let go", func() bool { return held() == 0 })
+	cp, err := c.Checkpoint(ctx)
+	if err != nil || cp.Pos != 6 || len(cp.Data) != len(data) {
+		t.Fatalf("download after the stall: position %d, %d bytes, %v; want 6 and %d bytes", cp.Pos, len(cp.Data), err, len(data))
+	}
+	if n := held(); n != 0 {
+		t.Errorf("%d bytes still held after the downloads", n)
+	}
+}
+
+// TestStalledCheckpointUploads: a user's key opens a checkpoint upload
+// without a length and stalls it after its first byte, then opens another.
+// Each held the size limit from the budget until the server's read timeout
+// (10 minutes), so two such filled the default budget, and every other
+// user's upload waited 10 s and got 503. Now a key uploads one at a time:
+// its second gets 503 at once, and another user's upload goes through.
+func TestStalledCheckpointUploads(t *testing.T) {
+	e := newEnv(t, false, func(c *Config) { c.CheckpointWait = 2 * time.Second })
+	ctx := testCtx(t)
+	alice := e.client(t, "alice", e.alice)
+	appendNumbered(t, alice, 8)
+	bob := e.client(t, "bob", e.bob)
+	if _, err := bob.Append(ctx, "bob", [][]byte{[]byte("1"), []byte("2"), []byte("3"), []byte("4"), []byte("5"), []byte("6")}); err != nil {
+		t.Fatal(err)
+	}
+	put := func() (*http.Request, *io.PipeWriter) {
+		pr, pw := io.Pipe()
+		req, err := http.NewRequest("PUT", e.srv.URL+"/v1/users/alice/checkpoint?pos=6&"+ReadsParam+"=4", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = -1
+		req.Header.Set("Content-Type", CheckpointContentType)
+		if err := SignRequest(req, []byte("a checkpoint never sent whole"), e.alice, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return req, pw
+	}
+	for i := range 2 {
+		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		req, pw := put()
+		defer pw.Close()
+		go req.Write(conn)
+		pw.Write([]byte{0}) // the kept count: none; then nothing more
+		if i == 0 {
+			waitFor(t, "the stalled upload's hold", func() bool {
+				e.api.cpMem.mu.Lock()
+				defer e.api.cpMem.mu.Unlock()
+				return e.api.cpMem.held > 0
+			})
+			continue
+		}
+		// The second's body ends after its byte: net/http reads what is
+		// left of a body before it sends a refusal.
+		pw.Close()
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+		if err != nil {
+			t.Fatalf("the key's second upload: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("the key's second upload while its first stalls: %d, want 503 with Retry-After", resp.StatusCode)
+		}
+	}
+	if _, err := bob.PutCheckpoint(ctx, spool.Checkpoint{Pos: 6, Data: []byte("bob's checkpoint")}, nil); err != nil {
+		t.Fatalf("another user's upload while alice's stall: %v", err)
+	}
+}
