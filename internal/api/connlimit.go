@@ -335,16 +335,32 @@ type limitedConn struct {
 // a client that stops reading an answer (a checkpoint, a read's entries)
 // is cut off, and what the answer holds let go, instead of being held for
 // as long as it keeps the connection open.
+//
+// A large write (a checkpoint, a large message's entry, handed over whole)
+// goes in pieces of stallPiece bytes, each with its own wait: the client
+// has to take stallPiece bytes a writeStall, not the whole answer.
 func (c *limitedConn) Write(b []byte) (int, error) {
-	if c.l != nil && c.l.writeStall > 0 {
+	if c.l == nil || c.l.writeStall <= 0 {
+		return c.Conn.Write(b)
+	}
+	n := 0
+	for {
+		piece := b[n:min(len(b), n+stallPiece)]
 		d := time.Now().Add(c.l.writeStall)
 		if by := c.writeBy.Load(); by != 0 && by < d.UnixNano() {
 			d = time.Unix(0, by)
 		}
 		c.Conn.SetWriteDeadline(c.clamp(d))
+		m, err := c.Conn.Write(piece)
+		n += m
+		if err != nil || n >= len(b) {
+			return n, err
+		}
 	}
-	return c.Conn.Write(b)
 }
+
+// stallPiece is the most bytes one wait of writeStall covers.
+const stallPiece = 256 << 10
 
 // Read returns the pending bytes first, then reads the connection.
 func (c *limitedConn) Read(b []byte) (int, error) {

@@ -77,6 +77,40 @@ func TestStalledCheckpointDownload(t *testing.T) {
 	if err != nil || cp.Pos != 6 || len(cp.Data) != len(data) {
 		t.Fatalf("download after the stall: position %d, %d bytes, %v; want 6 and %d bytes", cp.Pos, len(cp.Data), err, len(data))
 	}
+
+	// A slow client that keeps reading gets the whole checkpoint, though
+	// it takes several WriteStalls: the wait is for each piece, not for
+	// the whole answer, which net/http hands to the connection in one
+	// write.
+	slow, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.(*net.TCPConn).SetReadBuffer(64 << 10)
+	req := get()
+	if err := req.Write(slow); err != nil {
+		t.Fatal(err)
+	}
+	slow.SetReadDeadline(time.Now().Add(time.Minute))
+	resp, err = http.ReadResponse(bufio.NewReader(slow), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, start := 0, time.Now()
+	buf := make([]byte, 512<<10)
+	for {
+		n, err := io.ReadFull(resp.Body, buf)
+		got += n
+		if err != nil {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	resp.Body.Close()
+	if got != len(data) {
+		t.Fatalf("a slow client read %d bytes of the checkpoint in %v, want %d", got, time.Since(start).Round(time.Millisecond), len(data))
+	}
 	if n := held(); n != 0 {
 		t.Errorf("%d bytes still held after the downloads", n)
 	}
