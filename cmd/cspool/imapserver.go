@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"cspool/internal/devicedb"
@@ -283,6 +285,13 @@ func loadServerTLS(certFile, keyFile string) (*tls.Config, error) {
 	if certFile == "" {
 		return nil, nil
 	}
+	// The two files given the other way round: name the swap before the
+	// mode, which a certificate (mode 0644) would fail with a hint to
+	// chmod it.
+	if pemHolds(certFile, "PRIVATE KEY") && pemHolds(keyFile, "CERTIFICATE") {
+		return nil, withHint(fmt.Errorf("TLS certificate %s holds a private key, and TLS key %s a certificate", certFile, keyFile),
+			fmt.Sprintf("--tls-cert and --tls-key look swapped: give --tls-cert %s --tls-key %s", keyFile, certFile))
+	}
 	if info, err := os.Stat(keyFile); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o004 != 0 {
 		return nil, withHint(fmt.Errorf("TLS key %s is readable by every user of this machine (mode %04o)", keyFile, info.Mode().Perm()),
 			fmt.Sprintf("whoever reads it can pose as this server: chmod 600 %s (or 640 for a group the server's user is in)", keyFile))
@@ -293,6 +302,17 @@ func loadServerTLS(certFile, keyFile string) (*tls.Config, error) {
 			"both files must be PEM; the key must match the certificate")
 	}
 	return &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// pemHolds reports whether file's first PEM block is of a type ending in
+// kind ("CERTIFICATE", or "PRIVATE KEY" for PKCS#8, PKCS#1 and SEC 1 keys).
+func pemHolds(file, kind string) bool {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	blk, _ := pem.Decode(b)
+	return blk != nil && strings.HasSuffix(blk.Type, kind)
 }
 
 // cleartextWarning says, on standard error and in the log, that a listener

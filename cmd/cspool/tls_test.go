@@ -182,3 +182,31 @@ func TestWorldReadableTLSKey(t *testing.T) {
 		t.Errorf("a TLS key of mode 0640: %v", err)
 	}
 }
+
+// The certificate and key given the other way round (--tls-cert the key,
+// --tls-key the certificate, mode 0644 as certificates are) were refused
+// for the certificate's mode, with the hint to chmod 600 the certificate,
+// which led to a second error. Now the swap is named, and the mode of a
+// certificate is not held against it.
+func TestSwappedTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, _ := selfSigned(t, dir)
+	_, err := loadServerTLS(key, cert)
+	var h *hintError
+	if err == nil || !errors.As(err, &h) {
+		t.Fatalf("certificate and key swapped: %v, want an error with a hint", err)
+	}
+	if strings.Contains(err.Error(), "every user") || strings.Contains(h.hint, "chmod") {
+		t.Errorf("certificate and key swapped: %v (hint %q), want no word about the certificate's mode", err, h.hint)
+	}
+	if !strings.Contains(h.hint, "swapped") || !strings.Contains(h.hint, "--tls-cert "+cert) || !strings.Contains(h.hint, "--tls-key "+key) {
+		t.Errorf("certificate and key swapped: hint %q, want it to name the swap and the right order", h.hint)
+	}
+	// The right order still refuses a world-readable key.
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadServerTLS(cert, key); err == nil || !strings.Contains(err.Error(), "every user") {
+		t.Errorf("a TLS key of mode 0644: %v, want a refusal", err)
+	}
+}
