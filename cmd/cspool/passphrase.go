@@ -56,15 +56,18 @@ func (s *passphraseSource) passphrase(path string) (string, error) {
 	if *s.file != "" {
 		pp, err := readSecretFile(*s.file, "passphrase file")
 		if err != nil {
-			return "", &passphraseFileError{err}
+			return "", &passphraseFileError{err, "--passphrase-file"}
 		}
 		return pp, nil
 	}
 	if dir := s.e.getenv("CREDENTIALS_DIRECTORY"); dir != "" {
 		cred := filepath.Join(dir, credentialName)
 		pp, err := readSecretFile(cred, "systemd credential")
+		if err == nil {
+			return pp, nil
+		}
 		if !errors.Is(err, os.ErrNotExist) {
-			return pp, err
+			return "", &passphraseFileError{err, "the systemd credential " + cred}
 		}
 	}
 	if pp, ok := s.fromKeyring(path); ok {
@@ -266,10 +269,13 @@ cspool passphrase --passphrase-file old.txt --new-passphrase-file new.txt user.s
 	return nil
 }
 
-// passphraseFileError is a --passphrase-file that could not be read: the
-// mistake is in that file, not in the key file, whose hint would send the
-// user after the key.
-type passphraseFileError struct{ err error }
+// passphraseFileError is a --passphrase-file, or the systemd credential,
+// that could not be read: the mistake is in that file, not in the key
+// file, whose hint would send the user after the key.
+type passphraseFileError struct {
+	err  error
+	what string // "--passphrase-file", or "the systemd credential PATH"
+}
 
 func (e *passphraseFileError) Error() string { return e.err.Error() }
 func (e *passphraseFileError) Unwrap() error { return e.err }
@@ -283,5 +289,5 @@ func (e *passphraseFileError) hinted(err error) error {
 	if errors.Is(e.err, os.ErrNotExist) {
 		return withHint(err, "--passphrase-file: no such file; name the file whose first line is the key's passphrase (mode 0600), or leave the flag out to be asked on the terminal")
 	}
-	return withHint(err, "check --passphrase-file: it must be a file whose first line is the key's passphrase, open to its owner only (mode 0600)")
+	return withHint(err, "check "+e.what+": it must be a file whose first line is the key's passphrase, open to its owner only (mode 0600)")
 }
