@@ -88,3 +88,44 @@ func TestDamagedSpoolHint(t *testing.T) {
 		t.Errorf("a damaged spool database: %v (hint %+v), want the damage named", err, h)
 	}
 }
+
+// TestDamagedSpoolHintPastOpen: a spool database whose first page is whole
+// and the rest damaged (a disk failing in the middle of the file) opens,
+// and the damage is met when the server records its spool key. That
+// stopped the server with "recording the spool key: database disk image is
+// malformed", naming no file and giving no hint; now it gets the damaged
+// spool's hint, as a damage met at the open does.
+func TestDamagedSpoolHintPastOpen(t *testing.T) {
+	t.Parallel()
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	spoolDir := filepath.Join(dir, "spool")
+	st, err := sqlitestore.Open(spoolDir, sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db := filepath.Join(spoolDir, sqlitestore.DBName)
+	b, err := os.ReadFile(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 4096; i < len(b); i++ {
+		b[i] = 0xFF
+	}
+	if err := os.WriteFile(db, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "CREDENTIALS_DIRECTORY=")
+	runCmd(t, dir, env, "", bin, "gen-keys", "spool.sec", "spool.pub")
+	code, _, stderr := runExit(t, dir, env, bin, "server", "--port", "0", "--spool-dir", spoolDir, "--spool-key", "spool.sec")
+	if code == 0 {
+		t.Fatalf("cspool server on a damaged spool: exit 0\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "malformed") {
+		t.Skipf("the damage was not met at the start:\n%s", stderr)
+	}
+	if !strings.Contains(stderr, "hint: the spool's database in "+spoolDir+" is damaged") {
+		t.Errorf("cspool server on a spool damaged past its first page: exit %d, want the damaged spool's hint naming %s:\n%s", code, spoolDir, stderr)
+	}
+}

@@ -304,6 +304,11 @@ func (s *serverRun) run(f serverFlags) error {
 			where = "the PostgreSQL store " + pgstore.Redact(f.dsn)
 		}
 		if err := keepSpoolKey(store, spoolKey.Public(), f.spoolKeyFile, where, ""); err != nil {
+			if f.storeKind != "postgres" {
+				if damaged := damagedSpool(err, f.spoolDir); damaged != nil {
+					return damaged
+				}
+			}
 			return err
 		}
 	}
@@ -510,15 +515,25 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 	if errors.Is(err, spool.ErrFull) {
 		return nil, withHint(err, freeSpaceHint(f.spoolDir, "nothing stored was lost, and the MTA keeps what it could not deliver meanwhile"))
 	}
-	if err != nil && (strings.Contains(err.Error(), "malformed") || strings.Contains(err.Error(), "not a database")) {
-		// SQLITE_CORRUPT or SQLITE_NOTADB: the file, not the folder.
-		return nil, withHint(err, fmt.Sprintf("the spool's database in %s is damaged (a failing disk, a copy taken while it was written, or another program's file): "+
-			"keep it, and restore the spool from its last backup (docs/OPERATING.md, \"Restoring a backup\"); the users' devices then put back what they hold with cspool recover", f.spoolDir))
+	if damaged := damagedSpool(err, f.spoolDir); damaged != nil {
+		return nil, damaged
 	}
 	if err != nil {
 		return nil, withHint(err, orNewerSchema(err, "check that --spool-dir names a directory this user can write"))
 	}
 	return st, nil
+}
+
+// damagedSpool returns err with the damaged spool's hint when SQLite found
+// the spool's database in dir damaged (SQLITE_CORRUPT or SQLITE_NOTADB:
+// the file, not the folder), at the open or at the first statement that
+// read the damaged pages; nil otherwise.
+func damagedSpool(err error, dir string) error {
+	if err == nil || !(strings.Contains(err.Error(), "malformed") || strings.Contains(err.Error(), "not a database")) {
+		return nil
+	}
+	return withHint(err, fmt.Sprintf("the spool's database in %s is damaged (a failing disk, a copy taken while it was written, or another program's file): "+
+		"keep it, and restore the spool from its last backup (docs/OPERATING.md, \"Restoring a backup\"); the users' devices then put back what they hold with cspool recover", dir))
 }
 
 // openUsers opens the users file (--users wins), the PostgreSQL users table
