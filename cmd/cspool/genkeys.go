@@ -37,14 +37,24 @@ cspool gen-keys --comment "delivery key" spool.sec spool.pub`)
 		return usagef("want 2 arguments, SECRET_FILE PUBLIC_FILE; got %d", fs.NArg())
 	}
 	sec, pub := fs.Arg(0), fs.Arg(1)
-	if strings.HasSuffix(sec, ".pub") || strings.HasSuffix(pub, ".sec") {
+	// The same name twice first: with a key's suffix it would otherwise
+	// read as the two names swapped, and be told to swap them.
+	if sec == pub {
+		return usagef("SECRET_FILE and PUBLIC_FILE are both %q: give two file names", sec)
+	}
+	secAsPub, pubAsSec := strings.HasSuffix(sec, ".pub"), strings.HasSuffix(pub, ".sec")
+	switch {
+	case secAsPub && pubAsSec:
 		// The secret key would be written under the public name, the
 		// file a user sends to the operator.
 		return usagef("the secret key goes first: %q looks like a public key's file name and %q like a secret key's; run 'cspool gen-keys %s %s'",
 			sec, pub, shellQuote(pub), shellQuote(sec))
-	}
-	if sec == pub {
-		return usagef("SECRET_FILE and PUBLIC_FILE are both %q: give two file names", sec)
+	case secAsPub:
+		return usagef("SECRET_FILE %q looks like a public key's file name, the file that is sent around; run 'cspool gen-keys %s %s'",
+			sec, shellQuote(strings.TrimSuffix(sec, ".pub")+".sec"), shellQuote(pub))
+	case pubAsSec:
+		return usagef("PUBLIC_FILE %q looks like a secret key's file name; run 'cspool gen-keys %s %s'",
+			pub, shellQuote(sec), shellQuote(strings.TrimSuffix(pub, ".sec")+".pub"))
 	}
 	if *workFactor < 10 || *workFactor > 30 {
 		return usagef("--work-factor %d: want 10 to 30 (log2 of scrypt's N; %d, the default, takes about a second)", *workFactor, keys.DefaultWorkFactor)

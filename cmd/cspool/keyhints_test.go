@@ -228,6 +228,14 @@ func TestGenKeysMistakes(t *testing.T) {
 	}{
 		{[]string{"gen-keys", p("alice.pub"), p("alice.sec")}, "the secret key goes first"},
 		{[]string{"gen-keys", p("k"), p("k")}, "give two file names"},
+		// The same name twice with a key's suffix got the message of a
+		// swap, which suggested the same two names again.
+		{[]string{"gen-keys", p("k.sec"), p("k.sec")}, "give two file names"},
+		{[]string{"gen-keys", p("k.pub"), p("k.pub")}, "give two file names"},
+		// One name of the wrong kind: the swap it was told to make kept
+		// a name of the wrong kind.
+		{[]string{"gen-keys", p("a.sec"), p("b.sec")}, "run 'cspool gen-keys " + p("a.sec") + " " + p("b.pub") + "'"},
+		{[]string{"gen-keys", p("a.pub"), p("b.pub")}, "run 'cspool gen-keys " + p("a.sec") + " " + p("b.pub") + "'"},
 		{[]string{"gen-keys", "--passphrase", "--work-factor", "1", p("w.sec"), p("w.pub")}, "--work-factor 1: want 10 to 30"},
 	} {
 		var out bytes.Buffer
