@@ -321,7 +321,8 @@ func openSpoolDir(dir string) (*sqlitestore.Store, error) {
 			err = errors.New("not a directory")
 		}
 		return nil, &exitError{withHint(fmt.Errorf("spool directory %s: %w", dir, err),
-			"point --spool-dir at the server's spool directory, or create it with: mkdir -m 700 "+dir), exCantCreat}
+			"point --spool-dir at the spool directory cspool server runs with (its --spool-dir, made at its first start); "+
+				"a directory made by hand would take the mail into a new, empty spool that no server reads"), exCantCreat}
 	}
 	st, err := sqlitestore.Open(dir, sqlitestore.Options{})
 	if err != nil {

@@ -274,3 +274,22 @@ func TestDeliverCommandThroughServer(t *testing.T) {
 		t.Errorf("log holds %q, want the one message", got)
 	}
 }
+
+// A --spool-dir that does not exist (a mistyped path) was refused with the
+// hint to create it with mkdir, which, followed, took the mail into a new,
+// empty spool that no server reads, and exited 0. Now the hint points at
+// the server's directory only.
+func TestDeliverMissingSpoolDirHint(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spol")
+	_, err := openSpoolDir(dir)
+	var h *hintError
+	if err == nil || !errors.As(err, &h) {
+		t.Fatalf("a missing --spool-dir: %v, want an error with a hint", err)
+	}
+	if strings.Contains(h.hint, "mkdir") || !strings.Contains(h.hint, "--spool-dir") {
+		t.Errorf("a missing --spool-dir: hint %q, want the server's directory and no mkdir", h.hint)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s made: %v", dir, err)
+	}
+}
