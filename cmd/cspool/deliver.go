@@ -192,7 +192,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	d := &deliver.Deliverer{Log: log, SpoolKey: sk, Users: users, MaxMessageBytes: *maxSize}
 	pos, err := d.DeliverEnvelope(ctx, *user, env, msg)
 	if err != nil {
-		return deliverFailure(err, *server)
+		return deliverFailure(err, *server, *usersFile)
 	}
 	if !*quiet {
 		fmt.Fprintf(e.stdout, "delivered %d bytes to %s at log position %d\n", len(msg), *user, pos)
@@ -353,15 +353,21 @@ func openPostgres(ctx context.Context, dsn string) (*pgstore.Store, error) {
 	return st, nil
 }
 
-// deliverFailure maps a delivery error onto its exit status.
-func deliverFailure(err error, server string) error {
+// deliverFailure maps a delivery error onto its exit status; usersFile is
+// --users, where the recipient is looked up before anything is sent.
+func deliverFailure(err error, server, usersFile string) error {
+	var remote *api.Error
 	switch {
 	case errors.Is(err, keys.ErrUnknownUser):
-		where := "the server at " + server
-		if server == "" {
-			where = "the users file (--users)"
+		if server == "" || (usersFile != "" && !errors.As(err, &remote)) {
+			// Looked up in --users, before anything was sent.
+			hint := "the users file (--users) has no such user: check the name, or add the user to " + usersFile
+			if server != "" {
+				hint += ", a copy of the server's users file, kept in step with it"
+			}
+			return &exitError{withHint(err, hint), exNoUser}
 		}
-		return &exitError{withHint(err, where+" has no such user: check the name, or add the user to its users file"), exNoUser}
+		return &exitError{withHint(err, "the server at "+server+" has no such user: check the name, or add the user to its users file"), exNoUser}
 	case errors.Is(err, api.ErrWrongKey):
 		return &exitError{withHint(err, "the server has another key for this user: deliver with --users and the server's users file, or with the user's current public key"), exDataErr}
 	case errors.Is(err, api.ErrForbidden) && strings.Contains(err.Error(), "a delivery must be signed with the spool's key"):

@@ -293,3 +293,33 @@ func TestDeliverMissingSpoolDirHint(t *testing.T) {
 		t.Errorf("%s made: %v", dir, err)
 	}
 }
+
+// A recipient missing from the --users file, with --spool-server given
+// too, got the hint that the server has no such user: the lookup was in
+// the local users file, which may be an old copy of the server's. The hint
+// now names the file; the server's own 404 still names the server.
+func TestDeliverUnknownUserHintNamesTheSource(t *testing.T) {
+	local := fmt.Errorf("delivering to alice: looking up %q: %w", "alice", keys.ErrUnknownUser)
+	remote := fmt.Errorf("delivering to carol: %w", &api.Error{Op: "appending", Status: 404, Kind: api.ErrNotFound, Err: keys.ErrUnknownUser})
+	for _, c := range []struct {
+		name      string
+		err       error
+		server    string
+		usersFile string
+		want, not string
+	}{
+		{"users file, with a server", local, "https://spool.example.org", "/etc/cspool/users", "add the user to /etc/cspool/users", "the server at"},
+		{"users file alone", local, "", "/etc/cspool/users", "add the user to /etc/cspool/users", "the server at"},
+		{"the server's answer", remote, "https://spool.example.org", "/etc/cspool/users", "the server at https://spool.example.org", "the users file"},
+	} {
+		err := deliverFailure(c.err, c.server, c.usersFile)
+		var h *hintError
+		if !errors.As(err, &h) || !strings.Contains(h.hint, c.want) || strings.Contains(h.hint, c.not) {
+			t.Errorf("%s: %v (hint %+v), want a hint with %q and without %q", c.name, err, h, c.want, c.not)
+		}
+		var x *exitError
+		if !errors.As(err, &x) || x.code != exNoUser {
+			t.Errorf("%s: %v, want exit %d", c.name, err, exNoUser)
+		}
+	}
+}
