@@ -244,7 +244,7 @@ func loadDirectory(user, userKey, usersFile, spoolKey string) (deliver.StaticDir
 	}
 	u, err := keys.LoadUsers(usersFile)
 	if err != nil {
-		return nil, &exitError{withHint(err, "check --users: one \"NAME PUBLIC-KEY\" pair per line"), exNoPerm}
+		return nil, &exitError{withHint(err, usersFileHint(err, usersFile, "check --users: one \"NAME PUBLIC-KEY\" pair per line")), exNoPerm}
 	}
 	return deliver.StaticDirectory(u), nil
 }

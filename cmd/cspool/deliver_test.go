@@ -323,3 +323,25 @@ func TestDeliverUnknownUserHintNamesTheSource(t *testing.T) {
 		}
 	}
 }
+
+// A users file every user may write is refused with exit 77 and the hint
+// to chmod it (docs/DELIVERY.md: "too open"); it was taken.
+func TestDeliverUsersFileWritableByAll(t *testing.T) {
+	k, err := keys.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(path, []byte("alice "+k.Public().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	_, err = loadDirectory("alice", "", path, "spool.sec")
+	var x *exitError
+	var h *hintError
+	if !errors.As(err, &x) || x.code != exNoPerm || !errors.As(err, &h) || !strings.Contains(h.hint, "chmod 644 "+path) {
+		t.Errorf("a users file of mode 0666: %v (hint %+v), want exit %d and chmod 644", err, h, exNoPerm)
+	}
+}

@@ -524,6 +524,19 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 	return st, nil
 }
 
+// usersFileHint is the hint for a users file at path that could not be
+// loaded: its mode, or its absence, when that is what is wrong; otherwise
+// def, about its lines.
+func usersFileHint(err error, path, def string) string {
+	switch {
+	case errors.Is(err, keys.ErrWritableByAll):
+		return "run: chmod 644 " + shellQuote(path) + ", then check that each line holds the key its user sent: anyone on this machine could have changed one"
+	case errors.Is(err, fs.ErrNotExist):
+		return "check --users: it names the users file, one NAME PUBLIC-KEY line per user (docs/OPERATING.md)"
+	}
+	return def
+}
+
 // damagedSpool returns err with the damaged spool's hint when SQLite found
 // the spool's database in dir damaged (SQLITE_CORRUPT or SQLITE_NOTADB:
 // the file, not the folder), at the open or at the first statement that
@@ -546,7 +559,7 @@ func (s *serverRun) openUsers(f serverFlags) (users, error) {
 			return nil, withHint(err, "put each user's own public key on its line (the one its gen-keys printed): the later line was likely copied from the earlier one")
 		}
 		if err != nil {
-			return nil, withHint(err, "each line of the users file is NAME PUBLIC-KEY, the public key the user's gen-keys printed (cspool-pub-1:..., never a secret key)")
+			return nil, withHint(err, usersFileHint(err, f.usersFile, "each line of the users file is NAME PUBLIC-KEY, the public key the user's gen-keys printed (cspool-pub-1:..., never a secret key)"))
 		}
 		if f.usersTable {
 			s.log.Warn("--users and --users-table both given: using the users file", "file", f.usersFile)

@@ -55,6 +55,9 @@ var (
 	ErrUnknownFormat = errors.New("not a cspool key")
 	ErrTooOpen       = errors.New("secret key file is readable by its group or others")
 	ErrNoKey         = errors.New("no key in file")
+	// ErrWritableByAll: a users file every user of the machine may write;
+	// whoever writes it gives any user a key of theirs.
+	ErrWritableByAll = errors.New("writable by every user of this machine")
 )
 
 // SecretKey is a user's or the spool's secret key: the seed and the keys

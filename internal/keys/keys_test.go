@@ -286,3 +286,30 @@ func TestFileErrorsSayWhat(t *testing.T) {
 		t.Errorf("key file with two key lines: %v, want both lines named", err)
 	}
 }
+
+// TestUsersWritableByAll: a users file every user of the machine may write
+// was taken, though whoever writes it gives any user a key of theirs and
+// reads that user's mail from then on. It is refused now, naming the file
+// and its mode; a group's write (0664, the operators' group) is taken.
+func TestUsersWritableByAll(t *testing.T) {
+	a, _ := Generate(rand.Reader)
+	path := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(path, []byte("alice "+a.Public().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadUsers(path)
+	if !errors.Is(err, ErrWritableByAll) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "0666") {
+		t.Errorf("LoadUsers of a users file of mode 0666: %v, want ErrWritableByAll naming the file and the mode", err)
+	}
+	for _, mode := range []os.FileMode{0o644, 0o664, 0o600} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if u, err := LoadUsers(path); err != nil || len(u) != 1 {
+			t.Errorf("LoadUsers of a users file of mode %04o: %d users, %v", mode, len(u), err)
+		}
+	}
+}

@@ -144,6 +144,13 @@ func LoadUsers(path string) (Users, error) {
 		return nil, &UsersFileError{path, unwrapPathError(err)}
 	}
 	defer f.Close()
+	// Whoever may write the file may give any user a key of theirs, and
+	// read the mail sealed to it from then on. A group's write is the
+	// operator's choice, as a group's read of a TLS key is.
+	if info, err := f.Stat(); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o002 != 0 {
+		return nil, &UsersFileError{path, fmt.Errorf("%w (mode %04o): whoever writes it can give any user a key of theirs and read the mail delivered to that user from then on",
+			ErrWritableByAll, info.Mode().Perm())}
+	}
 	u, err := ParseUsers(f)
 	if err != nil {
 		return nil, &UsersFileError{path, err}
