@@ -308,8 +308,11 @@ type Submitter interface {
 // APPEND into the Sent mailbox of a message with the Message-ID of one
 // submitted through this device within DuplicateWindow, whose copy the
 // outbox has already filed, is answered with that copy and appends
-// nothing. If the outbox has not filed it yet, the client's copy is
-// appended and the outbox later finds it and files none.
+// nothing. A COPY into Sent of such messages (Claws Mail keeps what it
+// sends in a Queue folder on the server and copies it to Sent once sent)
+// is answered the same way, when every message it names is one, none of
+// them in Sent already. If the outbox has not filed it yet, the client's
+// copy is added and the outbox later finds it and files none.
 func (o *Outbox) SentFilter(next Submitter) Submitter {
 	return sentFilter{o: o, next: next}
 }
@@ -320,6 +323,9 @@ type sentFilter struct {
 }
 
 func (s sentFilter) Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error) {
+	if len(cmds) == 1 && cmds[0].Kind == command.Copy {
+		return s.copy(ctx, cmds[0])
+	}
 	if len(cmds) != 1 || cmds[0].Kind != command.Append {
 		return s.next.Submit(ctx, cmds...)
 	}
@@ -342,6 +348,55 @@ func (s sentFilter) Submit(ctx context.Context, cmds ...*command.Command) ([]mai
 		}
 	}
 	return s.next.Submit(ctx, cmds...)
+}
+
+// copy answers a Copy into Sent whose every message is a client's copy of
+// one the outbox has filed there already with those copies, and passes
+// any other on.
+func (s sentFilter) copy(ctx context.Context, c *command.Command) ([]mailstore.Outcome, error) {
+	mb, err := s.o.resolve(ctx, sentMailbox)
+	if err != nil || mb == nil || c.MailboxID != mb.ID || len(c.IDs) == 0 {
+		return s.next.Submit(ctx, c)
+	}
+	mids := make([]string, len(c.IDs))
+	for i, id := range c.IDs {
+		m, err := s.o.cfg.Store.MessageByID(ctx, id, mailstore.WantEnvelope)
+		if err != nil || m.Envelope == nil {
+			return s.next.Submit(ctx, c)
+		}
+		env, err := mimeform.DecodeEnvelope(m.Envelope)
+		if err != nil || env == nil || env.MessageID == "" || !s.o.recent(ctx, env.MessageID) {
+			return s.next.Submit(ctx, c)
+		}
+		mids[i] = env.MessageID
+	}
+	s.o.fileMu.Lock()
+	defer s.o.fileMu.Unlock()
+	placed := make([]mailstore.Placement, len(c.IDs))
+	answered := make(map[command.ID]bool, len(c.IDs))
+	for i, id := range c.IDs {
+		filed := s.o.sentCopy(ctx, mids[i])
+		if filed == nil || answered[*filed] {
+			// Not filed yet, or two messages copied with one
+			// Message-ID: each gets a copy of its own.
+			return s.next.Submit(ctx, c)
+		}
+		answered[*filed] = true
+		p, err := s.o.cfg.Store.Locate(ctx, *filed)
+		if err != nil || p.Mailbox != mb.ID {
+			return s.next.Submit(ctx, c)
+		}
+		if from, err := s.o.cfg.Store.Locate(ctx, id); err != nil || from.Mailbox == mb.ID {
+			// Copied within Sent: the user means a second copy.
+			return s.next.Submit(ctx, c)
+		}
+		p.Source = id
+		placed[i] = p
+	}
+	for _, p := range placed {
+		s.o.log.Info("client's copy of a sent message not copied: the outbox filed it already", "mailbox", mb.Name, "uid", p.UID)
+	}
+	return []mailstore.Outcome{{Kind: command.Copy, Status: mailstore.Applied, Placed: placed}}, nil
 }
 
 // recent reports whether a message with this Message-ID was submitted

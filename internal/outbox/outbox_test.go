@@ -989,6 +989,77 @@ func TestSentFilterKeepsOneCopy(t *testing.T) {
 	}
 }
 
+// TestSentFilterCopyKeepsOneCopy: a client that saves its copy by COPY
+// from a queue folder of its own (Claws Mail APPENDs the message to its
+// IMAP Queue before sending it, then copies it to Sent and expunges it
+// from Queue) ends with one copy in Sent too: the COPY is answered with
+// the outbox's copy and copies nothing. A copy of any other message, or of
+// one sent through this device from Sent itself, is made as usual.
+func TestSentFilterCopyKeepsOneCopy(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	filter := o.SentFilter(dev.Sync)
+	ctx := context.Background()
+	submit1 := func(c *command.Command) mailstore.Outcome {
+		t.Helper()
+		outs, err := filter.Submit(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(outs) != 1 || outs[0].Status != mailstore.Applied {
+			t.Fatalf("%s answered %+v", c.Kind, outs)
+		}
+		return outs[0]
+	}
+	submit1(&command.Command{Kind: command.CreateMailbox, Mailbox: "Queue"})
+	queue, err := dev.Store.MailboxByName(ctx, "Queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentBox, err := dev.Store.MailboxByName(ctx, "Sent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What Claws Mail queues: its own fields above the message's.
+	queued := func(m *submit.Message) command.ID {
+		body := append([]byte("AF:\r\nNF:0\r\nPS:10\r\nSCF:#imap/cspool/Sent\r\nX-Claws-End-Special-Headers: 1\r\n"), m.Data...)
+		out := submit1(&command.Command{Kind: command.Append, Mailbox: queue.Name, MailboxID: queue.ID,
+			Flags: []string{`\Seen`}, Date: time.Now().UnixMilli(), Body: body})
+		return out.Placed[0].ID
+	}
+	copyToSent := func(ids ...command.ID) mailstore.Outcome {
+		return submit1(&command.Command{Kind: command.Copy, Mailbox: sentBox.Name, MailboxID: sentBox.ID, IDs: ids})
+	}
+
+	m := message("queued", "")
+	inQueue := queued(m)
+	enqueue(t, o, m)
+	host.Wait(t, 1, wait)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.ToFile == 0 && st.Queued == 0 })
+	sent := devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	out := copyToSent(inQueue)
+	if len(out.Placed) != 1 || out.Placed[0].ID != sent[0].ID || out.Placed[0].UID != sent[0].UID ||
+		out.Placed[0].Source != inQueue || out.Placed[0].UIDValidity != sentBox.UIDValidity {
+		t.Errorf("the COPY into Sent was answered with %+v, want the outbox's copy (uid %d) from %s", out.Placed, sent[0].UID, inQueue)
+	}
+
+	// A message not sent through this device is copied as usual, and so
+	// is a copy made from Sent itself.
+	other := queued(message("unrelated", ""))
+	copyToSent(other)
+	copyToSent(sent[0].ID)
+	sent = devicetest.WaitMessages(t, dev.Store, "Sent", 3, wait)
+	var ids []string
+	for _, m := range sent {
+		ids = append(ids, m.Envelope.MessageID)
+	}
+	if want := []string{"queued@example.org", "unrelated@example.org", "queued@example.org"}; !slices.Equal(ids, want) {
+		t.Errorf("Sent holds %v, want %v", ids, want)
+	}
+}
+
 func waitStatus(t *testing.T, o *outbox.Outbox, ok func(outbox.Status) bool) outbox.Status {
 	t.Helper()
 	for deadline := time.Now().Add(wait); ; time.Sleep(20 * time.Millisecond) {
