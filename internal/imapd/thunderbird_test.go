@@ -109,7 +109,20 @@ func xServer(t *testing.T) string {
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("starting Xvfb: %v", err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		// SIGTERM, so that Xvfb removes its lock file: killed, it
+		// left /tmp/.XN-lock behind and every run took a display
+		// more, until none of the 100 was free.
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+		})
 		for i := 0; i < 100; i++ {
 			if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
 				return disp
