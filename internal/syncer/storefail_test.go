@@ -3,6 +3,7 @@ package syncer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"cspool/internal/chain"
+	"cspool/internal/command"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 	"cspool/internal/testproc"
@@ -88,5 +90,86 @@ func TestStoreFailingIsNotTheSpool(t *testing.T) {
 	}
 	if st := s.Status(); st.StoreFailing || !st.Connected {
 		t.Errorf("status once applied: %+v", st)
+	}
+}
+
+// committedStore is a Store whose next apply commits and then reports a
+// failure, as SQLite can on a full disk: an I/O error once the
+// write-ahead log already held the transaction.
+type committedStore struct {
+	Store
+	fail atomic.Bool
+}
+
+func (f *committedStore) ApplyChained(ctx context.Context, entries []mailstore.Entry, unopened []mailstore.Rejection, newPos uint64, c []chain.Hash) (*mailstore.Result, error) {
+	res, err := f.Store.ApplyChained(ctx, entries, unopened, newPos, c)
+	if err == nil && f.fail.CompareAndSwap(true, false) {
+		return nil, fmt.Errorf("%w: committing apply up to position %d: disk I/O error", errDiskFull, newPos)
+	}
+	return res, err
+}
+
+// TestCommitFailedButApplied: an apply whose commit reported an error but
+// reached the database. The loop retried from its own position, met the
+// entries the commit had applied and raised an integrity alarm ("entry N
+// replays entry N"), which stopped the device until a person cleared it.
+// Now it reads on from the store's position, and the entries after it
+// apply.
+func TestCommitFailedButApplied(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	cs := &committedStore{Store: ms}
+	cs.fail.Store(true)
+	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: StoreSource{Store: r.log, User: "alice"},
+		Store: cs, Logger: slog.New(slog.NewTextHandler(&syncLog{}, nil)), Wait: 200 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.deliver(r.spool, msg(0))
+	stop := run(t, s)
+	defer stop()
+	deadline := time.Now().Add(testproc.HangLimit)
+	for cs.fail.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the failing apply never ran")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.deliver(r.spool, msg(1))
+	for {
+		st := s.Status()
+		if st.Alarm != "" {
+			t.Fatalf("integrity alarm after a commit that reported a failure: %s", st.Alarm)
+		}
+		if pos, err := ms.Position(ctx); err != nil {
+			t.Fatal(err)
+		} else if pos == 2 && st.Position == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not applied after the commit that reported a failure: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A change of this device whose apply so fails is answered from the
+	// store: the client hears OK, not a failure for a change in the log.
+	cs.fail.Store(true)
+	sctx, cancel := context.WithTimeout(ctx, testproc.HangLimit)
+	defer cancel()
+	outs, err := s.Submit(sctx, &command.Command{Kind: command.Append, Mailbox: "INBOX", Date: 1, Body: []byte("Subject: a\r\n\r\nx\r\n")})
+	if err != nil {
+		t.Fatalf("submit whose apply reported a failure after its commit: %v (status %+v)", err, s.Status())
+	}
+	if len(outs) != 1 || outs[0].Status == mailstore.Rejected {
+		t.Errorf("outcome %+v, want the append applied", outs)
+	}
+	if st := s.Status(); st.Alarm != "" || st.Position != 3 {
+		t.Errorf("after the submit: alarm %q, position %d; want none and 3", st.Alarm, st.Position)
 	}
 }

@@ -360,15 +360,18 @@ type Syncer struct {
 	status     Status
 	chain      spool.Hash // chain hash at status.Position
 	chainKnown bool
-	applied    chan struct{} // closed and replaced on each position change
-	alarmed    chan struct{} // closed when an integrity alarm stops the sync
-	pending    map[command.ID]pendingEntry
-	goneAt     uint64    // checkpoint whose restore last found bodies gone
-	downSince  time.Time // when the exchanges with the spool started failing
-	cpRefused  time.Time // when the spool last refused a checkpoint as too large (413)
-	cpWritten  uint64    // the position of the checkpoint this device stored last in this run
-	liveSince  uint64    // the checkpoint liveMark counts from (maybeCheckpoint)
-	liveMark   int       // the most live bodies seen since liveSince
+	// commitUnsure: an apply failed, and may have committed all the same
+	// (reconcilePosition).
+	commitUnsure atomic.Bool
+	applied      chan struct{} // closed and replaced on each position change
+	alarmed      chan struct{} // closed when an integrity alarm stops the sync
+	pending      map[command.ID]pendingEntry
+	goneAt       uint64    // checkpoint whose restore last found bodies gone
+	downSince    time.Time // when the exchanges with the spool started failing
+	cpRefused    time.Time // when the spool last refused a checkpoint as too large (413)
+	cpWritten    uint64    // the position of the checkpoint this device stored last in this run
+	liveSince    uint64    // the checkpoint liveMark counts from (maybeCheckpoint)
+	liveMark     int       // the most live bodies seen since liveSince
 
 	light            []uint64      // positions applied in this run of entries without message bytes, ascending (tail.go)
 	restoring        bool          // a restore from a checkpoint runs: Submit queues (queue.go)
@@ -647,6 +650,41 @@ func temporary(err error) bool {
 	return errors.Is(err, spool.ErrUnavailable) || errors.Is(err, spool.ErrOverQuota)
 }
 
+// reconcilePosition, after an apply that failed, takes the store's position
+// if it is beyond the loop's: the failed apply's transaction was committed
+// after all (SQLite can report an I/O error, such as a shared-memory index
+// it could not grow on a full disk, after the write-ahead log took the
+// commit). Reading on from the loop's own position would meet the entries
+// that transaction applied and take them for a replay by the spool. The
+// changes of this device's Submits among them are answered from the store.
+func (s *Syncer) reconcilePosition(ctx context.Context) error {
+	s.dropAhead()
+	s.applyMu.Lock()
+	p, err := s.cfg.Store.Position(ctx)
+	if err != nil {
+		s.applyMu.Unlock()
+		return &storeError{err}
+	}
+	cur := s.Status().Position
+	if p <= cur {
+		s.commitUnsure.Store(false)
+		s.applyMu.Unlock()
+		return nil
+	}
+	h, known, err := s.cfg.Store.ChainAt(ctx, p)
+	if err != nil {
+		s.applyMu.Unlock()
+		return &storeError{err}
+	}
+	s.log.Warn("the local store applied entries although its commit reported a failure; reading on after them", "from", cur, "to", p)
+	s.setChain(h, known)
+	s.advance(p, nil, 0, 0, &mailstore.Result{})
+	s.commitUnsure.Store(false)
+	s.applyMu.Unlock()
+	s.resolveRestored(ctx)
+	return nil
+}
+
 // storeError marks a failure of the local store, as opposed to the spool.
 type storeError struct{ err error }
 
@@ -802,6 +840,11 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		}
 		return 1, lr.Head, nil
 	}
+	if s.commitUnsure.Load() {
+		if err := s.reconcilePosition(ctx); err != nil {
+			return 0, 0, err
+		}
+	}
 	pos := s.Status().Position
 	ra, err := s.takeAhead(ctx, pos)
 	if err != nil {
@@ -900,6 +943,10 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		return 0, lr.Head, s.raise(ctx, pos, c.Detail)
 	}
 	if err != nil {
+		// The commit may have reached the database although it failed
+		// (an I/O error once the write-ahead log held the transaction):
+		// the next read looks at the store's position first.
+		s.commitUnsure.Store(true)
 		s.applyMu.Unlock()
 		return 0, lr.Head, &storeError{err}
 	}
