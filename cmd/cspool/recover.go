@@ -50,6 +50,7 @@ Exit status 0 (also when there is nothing to recover), 1 on failure.`, `
 cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server https://spool.example.org:3999 \
     --user-key ~/.config/cspool/user.sec --user-public-key ~/.config/cspool/user.pub --spool-key ~/.config/cspool/spool.pub`)
 	devFlags := addDeviceFlags(fs, e, "the user `name` (the log's name on the spool)")
+	ontoEmpty := fs.Bool("onto-empty", false, "put this device's whole history back onto a spool whose log of the user agrees with it on no entry (a backup made before the user's first mail); without it, recover refuses, as that is also what another server, or one on another --spool-dir, looks like")
 	debug := fs.Bool("debug", false, "log debug detail")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -71,7 +72,7 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 	w := e.stdout
 
 	rep, err := recovery.Recover(ctx, recovery.Config{User: dev.user, UserKey: dev.userKey, SpoolKey: dev.spoolPub,
-		Source: dev.client, Store: dev.store, Logger: log, TempDir: filepath.Dir(dev.dbPath)})
+		Source: dev.client, Store: dev.store, Logger: log, TempDir: filepath.Dir(dev.dbPath), OntoEmpty: *ontoEmpty})
 	switch {
 	case errors.Is(err, recovery.ErrNothingToRecover):
 		fmt.Fprintf(w, "nothing to recover: the spool's log (head %d) extends this device's history (position %d)\n", rep.SpoolHead, rep.Position)
@@ -122,6 +123,9 @@ func printRecovery(w io.Writer, rep *recovery.Report) {
 func recoverFailed(spoolURL string, err error) error {
 	err = fmt.Errorf("recovering with %s: %w", spoolURL, err)
 	switch {
+	case errors.Is(err, recovery.ErrNothingInCommon):
+		return withHint(err, "nothing was written. Check --spool-server: it may name another server than the one this device syncs with, or that server may run on another --spool-dir "+
+			"(its log of this user is then empty or another's). If the spool was restored from a backup made before this user's first mail, run again with --onto-empty")
 	case errors.Is(err, recovery.ErrNoCommonHistory):
 		return withHint(err, "this device was rebuilt from a checkpoint written after the backup; run cspool recover on a device that has been running since before it")
 	case errors.Is(err, recovery.ErrCompacted):

@@ -58,6 +58,12 @@ var (
 	// ErrNoCommonHistory: no position this device has a chain hash for
 	// agrees with the spool, so the restored head cannot be found.
 	ErrNoCommonHistory = errors.New("no common history with the spool")
+	// ErrNothingInCommon: the spool's log of the user agrees with this
+	// device's history on no entry (restored head 0), and
+	// Config.OntoEmpty was not given. It is what another spool server
+	// looks like, or one running on another directory: recovering there
+	// would make its log this device's.
+	ErrNothingInCommon = errors.New("the spool's log and this device's history agree on no entry (restored head 0)")
 	// ErrCompacted: entries written after the restored head are gone from
 	// the spool (a checkpoint compacted them), so they cannot be rebased.
 	ErrCompacted = errors.New("entries after the restored head are gone from the spool")
@@ -79,6 +85,12 @@ type Config struct {
 	BatchCount int   // entries per read and per append; 0 = 1000
 	BatchBytes int64 // bytes per read and per append; 0 = 4 MiB
 	Attempts   int   // tries to append the Restoration where its state is; 0 = 5
+
+	// OntoEmpty lets the recovery put the device's whole history back
+	// onto a log that agrees with it on no entry: a spool restored from a
+	// backup made before the user's first mail. Without it such a
+	// recovery fails with ErrNothingInCommon and writes nothing.
+	OntoEmpty bool
 
 	// TempDir is the folder of the file the spool's newest checkpoint is
 	// read into (syncer.FetchCheckpoint): the device database's, as the
@@ -179,6 +191,9 @@ func (r *recoverer) run(ctx context.Context) (*Report, error) {
 		return &r.rep, err
 	}
 	r.rep.Base = base
+	if base == 0 && pos > 0 && !r.cfg.OntoEmpty {
+		return &r.rep, ErrNothingInCommon
+	}
 	r.log.Info("found the restored head", "base", base, "position", pos, "spool_head", lr.Head)
 	if r.rb, err = st.BeginRebase(ctx, base, baseHash); err != nil {
 		return &r.rep, err
