@@ -34,6 +34,23 @@ func (f *fullStore) ApplyChained(ctx context.Context, entries []mailstore.Entry,
 	return f.Store.ApplyChained(ctx, entries, unopened, newPos, c)
 }
 
+// onStore makes alice's device on a new database in r's directory, seen
+// through wrap, logging into log, with long-polls of wait.
+func onStore(t *testing.T, r *rig, wrap func(Store) Store, log *syncLog, wait time.Duration) *Syncer {
+	t.Helper()
+	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: StoreSource{Store: r.log, User: "alice"},
+		Store: wrap(ms), Logger: slog.New(slog.NewTextHandler(log, nil)), Wait: wait, MaxBackoff: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestStoreFailingIsNotTheSpool: while the device's own database cannot be
 // written (a full disk), the spool answers. The status said it did not
 // ("NOT CONNECTED: no answer from the spool", down since the disk filled),
@@ -44,19 +61,9 @@ func TestStoreFailingIsNotTheSpool(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
-	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ms.Close() })
-	fs := &fullStore{Store: ms}
-	fs.full.Store(true)
+	var fs *fullStore
 	log := &syncLog{}
-	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: StoreSource{Store: r.log, User: "alice"},
-		Store: fs, Logger: slog.New(slog.NewTextHandler(log, nil)), Wait: 2 * time.Second, MaxBackoff: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := onStore(t, r, func(ms Store) Store { fs = &fullStore{Store: ms}; fs.full.Store(true); return fs }, log, 2*time.Second)
 	r.deliver(r.spool, msg(0))
 	stop := run(t, s)
 	defer stop()
@@ -78,7 +85,7 @@ func TestStoreFailingIsNotTheSpool(t *testing.T) {
 	}
 	fs.full.Store(false)
 	for {
-		if pos, err := ms.Position(ctx); err != nil {
+		if pos, err := fs.Store.Position(ctx); err != nil {
 			t.Fatal(err)
 		} else if pos == 1 && s.Status().LastError == "" {
 			break
@@ -119,18 +126,8 @@ func TestCommitFailedButApplied(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
-	ms, err := mailstore.Open(filepath.Join(r.dir, "a.db"), mimeform.Parser{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ms.Close() })
-	cs := &committedStore{Store: ms}
-	cs.fail.Store(true)
-	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: r.spool.Public(), Source: StoreSource{Store: r.log, User: "alice"},
-		Store: cs, Logger: slog.New(slog.NewTextHandler(&syncLog{}, nil)), Wait: 200 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cs *committedStore
+	s := onStore(t, r, func(ms Store) Store { cs = &committedStore{Store: ms}; cs.fail.Store(true); return cs }, &syncLog{}, 200*time.Millisecond)
 	r.deliver(r.spool, msg(0))
 	stop := run(t, s)
 	defer stop()
@@ -147,7 +144,7 @@ func TestCommitFailedButApplied(t *testing.T) {
 		if st.Alarm != "" {
 			t.Fatalf("integrity alarm after a commit that reported a failure: %s", st.Alarm)
 		}
-		if pos, err := ms.Position(ctx); err != nil {
+		if pos, err := cs.Store.Position(ctx); err != nil {
 			t.Fatal(err)
 		} else if pos == 2 && st.Position == 2 {
 			break
