@@ -1,10 +1,14 @@
 package imapd
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"math"
+	"mime/quotedprintable"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +16,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-message/textproto"
 
 	"cspool/internal/command"
 	"cspool/internal/mailstore"
@@ -827,11 +832,9 @@ func binarySection(m *mailstore.Message, part []int) []byte {
 		return []byte{} // one part: no other exists
 	}
 	read := mimeform.Lenient(b, true)
-	out := imapserver.ExtractBinarySection(bytes.NewReader(read), &imap.FetchItemBinarySection{Part: part})
+	out := extractBinary(read, part)
 	if out == nil && len(part) > 0 {
-		out = sectionAgain(read, func(b []byte) []byte {
-			return imapserver.ExtractBinarySection(bytes.NewReader(b), &imap.FetchItemBinarySection{Part: part})
-		})
+		out = sectionAgain(read, func(b []byte) []byte { return extractBinary(b, part) })
 	}
 	if out == nil && len(part) > 0 && strings.EqualFold(mimeform.TransferEncoding(partHeader(b, part).Get("Content-Transfer-Encoding")), "base64") {
 		// Base64 with its padding missing or a stray character: the
@@ -845,6 +848,87 @@ func binarySection(m *mailstore.Message, part []int) []byte {
 		out = []byte{}
 	}
 	return out
+}
+
+// extractBinary returns BINARY[part] of read (the message as
+// mimeform.Lenient gives it), or nil when the part does not exist or its
+// content does not decode. It undoes the part's Content-Transfer-Encoding
+// and nothing else (RFC 3516 section 4.2): go-imap's ExtractBinarySection
+// also converts text parts to UTF-8 from the charset their Content-Type
+// names, so a windows-1252 or ISO-8859-1 part came out in bytes other than
+// those BODYSTRUCTURE describes, and one in a charset go-message does not
+// know came out empty. BINARY[] is the header and the decoded body.
+func extractBinary(read []byte, part []int) []byte {
+	var header textproto.Header
+	var prefix []byte
+	if len(part) == 0 {
+		br := bufio.NewReader(bytes.NewReader(read))
+		h, err := textproto.ReadHeader(br)
+		if err != nil {
+			return nil
+		}
+		header = h
+		prefix = imapserver.ExtractBodySection(bytes.NewReader(read), &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader})
+		if prefix == nil {
+			return nil
+		}
+	} else {
+		mh := imapserver.ExtractBodySection(bytes.NewReader(read), &imap.FetchItemBodySection{Part: part, Specifier: imap.PartSpecifierMIME})
+		if mh == nil {
+			return nil
+		}
+		h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(append(mh, "\r\n"...))))
+		if err != nil {
+			return nil
+		}
+		header = h
+	}
+	sec := &imap.FetchItemBodySection{Part: part}
+	if len(part) == 0 {
+		sec.Specifier = imap.PartSpecifierText
+	}
+	body := imapserver.ExtractBodySection(bytes.NewReader(read), sec)
+	if body == nil {
+		return nil
+	}
+	decoded, ok := decodeTransfer(header, body)
+	if !ok {
+		return nil
+	}
+	return append(prefix, decoded...)
+}
+
+// decodeTransfer undoes the Content-Transfer-Encoding of header on body, as
+// go-message reads it: none for a multipart (RFC 2045 section 6.4 allows
+// it none, and go-message ignores one in the wild), base64 with spaces and
+// tabs taken for line breaks, quoted-printable. ok is false for an
+// encoding it does not know or content that does not decode.
+func decodeTransfer(header textproto.Header, body []byte) (out []byte, ok bool) {
+	if mt, _ := mimeform.ContentType(header); strings.HasPrefix(mt, "multipart/") {
+		return body, true
+	}
+	var r io.Reader
+	switch strings.ToLower(header.Get("Content-Transfer-Encoding")) {
+	case "quoted-printable":
+		r = quotedprintable.NewReader(bytes.NewReader(body))
+	case "base64":
+		spaced := bytes.Map(func(c rune) rune {
+			if c == ' ' || c == '\t' {
+				return '\n'
+			}
+			return c
+		}, body)
+		r = base64.NewDecoder(base64.StdEncoding, bytes.NewReader(spaced))
+	case "7bit", "8bit", "binary", "":
+		return body, true
+	default:
+		return nil, false
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		return nil, false
+	}
+	return out, true
 }
 
 func partial(b []byte, p *imap.SectionPartial) []byte {

@@ -203,7 +203,9 @@ SGVsbG8=
 		{"1", "BODY.PEEK[HEADER]", []string{"This line has no colon\r\n"}}, // served as it came
 		{"2", "ENVELOPE", []string{`"from an mbox" (("Alice" NIL "alice" "example.org"))`}},
 		{"2", "BODYSTRUCTURE", []string{`BODYSTRUCTURE ("text" "plain" ("charset" "iso-8859-1") NIL NIL "quoted-printable" 14 1 `}},
-		{"2", "BINARY.PEEK[1]", []string{"BINARY[1] ~{13}\r\ncaf\u00e9 hello\r\n"}},
+		// BINARY undoes the transfer encoding, not the charset (RFC 3516
+		// section 4.2): the part's ISO-8859-1 bytes.
+		{"2", "BINARY.PEEK[1]", []string{"BINARY[1] ~{12}\r\ncaf\xe9 hello\r\n"}},
 		{"3", "BODYSTRUCTURE", []string{
 			`BODYSTRUCTURE (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 12 0 `,
 			`("application" "pdf" ("name" "x.pdf") NIL NIL "base64" 4 NIL ("attachment" ("filename" "my file.pdf")) NIL NIL) "mixed" ("boundary" "bb")`}},
@@ -230,7 +232,7 @@ SGVsbG8=
 		{"9", "BODY.PEEK[1.1] BODY.PEEK[1.2]", []string{"BODY[1.1] {5}\r\nplain", "BODY[1.2] {16}\r\nPHA+aHRtbDwvcD4="}},
 		{"9", "BINARY.PEEK[1.2]", []string{"BINARY[1.2] ~{11}\r\n<p>html</p>"}},
 		{"10", "BODYSTRUCTURE", []string{`("text" "plain" ("charset" "iso-8859-1") NIL NIL "quoted-printable" 6 0 `, `("application" "octet-stream" NIL NIL NIL "base64" 8 `}},
-		{"10", "BINARY.PEEK[1] BINARY.PEEK[2]", []string{"BINARY[1] ~{5}\r\ncaf\u00e9", "BINARY[2] ~{5}\r\nHello"}},
+		{"10", "BINARY.PEEK[1] BINARY.PEEK[2]", []string{"BINARY[1] ~{4}\r\ncaf\xe9", "BINARY[2] ~{5}\r\nHello"}},
 		{"10", "BODY.PEEK[2.MIME]", []string{"Content-Transfer-Encoding: (c) BASE64\r\n"}}, // as it came
 		{"11", "BODYSTRUCTURE", []string{`("text" "plain" ("charset" "utf-8") NIL NIL "base64" 10 1 `}},
 		{"11", "BINARY.PEEK[1] BINARY.SIZE[1]", []string{"BINARY[1] ~{5}\r\nHello", "BINARY.SIZE[1] 5"}},
