@@ -3,9 +3,15 @@ package mimeform
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
+	"io"
+	"maps"
 	"mime"
+	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/textproto"
 )
 
@@ -201,6 +207,7 @@ func typedField(v string) (string, map[string]string) {
 	if v == "" {
 		return "", nil
 	}
+	v = extendedToUTF8(v)
 	t, params, err := mime.ParseMediaType(v)
 	if err != nil {
 		t, params = parseTyped(v)
@@ -217,6 +224,169 @@ func typedField(v string) (string, map[string]string) {
 		}
 	}
 	return t, params
+}
+
+// extendedToUTF8 returns v with each RFC 2231 extended parameter in a
+// charset other than UTF-8 and US-ASCII (name*=iso-8859-1'de'Gr%FC%DFe.txt,
+// or continued, name*0*=...; name*1=...) written again as one parameter
+// in UTF-8 (its charset utf-8, no language, Gr%C3%BC%C3%9Fe.txt), which
+// mime.ParseMediaType decodes. It decodes those two charsets only, and
+// left out a parameter in any other: a filename in ISO-8859-1 or
+// Shift_JIS was not in BODYSTRUCTURE at all, and of one continued only
+// the pieces after the first were ("résumé final.pdf" was " final.pdf").
+// A parameter whose pieces do not follow on from 0, do not decode or are
+// in a charset go-message does not know is left as it is.
+func extendedToUTF8(v string) string {
+	if !strings.Contains(v, "*") {
+		return v
+	}
+	segs := splitParams(v)
+	type piece struct {
+		seg     int
+		n       int
+		encoded bool
+		value   string
+	}
+	pieces := map[string][]piece{}
+	for i, seg := range segs[1:] {
+		name, value, ok := strings.Cut(strings.TrimSpace(seg), "=")
+		if !ok {
+			continue
+		}
+		name = strings.ToLower(strings.TrimSpace(name))
+		base, rest, extended := strings.Cut(name, "*")
+		if !extended || base == "" {
+			continue
+		}
+		p := piece{seg: i + 1, value: strings.TrimSpace(value)}
+		if rest == "" {
+			p.encoded = true // name*=
+		} else {
+			idx, enc := strings.CutSuffix(rest, "*")
+			n, err := strconv.Atoi(idx)
+			if err != nil || n < 0 || idx != strconv.Itoa(n) {
+				continue
+			}
+			p.n, p.encoded = n, enc
+		}
+		pieces[base] = append(pieces[base], p)
+	}
+	drop := map[int]bool{}
+	var added []string
+	for _, base := range slices.Sorted(maps.Keys(pieces)) {
+		ps := pieces[base]
+		slices.SortStableFunc(ps, func(a, b piece) int { return a.n - b.n })
+		if !ps[0].encoded || ps[0].n != 0 {
+			continue
+		}
+		cs, rest, ok := strings.Cut(ps[0].value, "'")
+		if !ok {
+			continue
+		}
+		_, first, ok := strings.Cut(rest, "'") // the language
+		if !ok || cs == "" || strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "us-ascii") {
+			continue
+		}
+		var raw []byte
+		good := true
+		for i, p := range ps {
+			if p.n != i {
+				good = false
+				break
+			}
+			val := p.value
+			if i == 0 {
+				val = first
+			}
+			if !p.encoded {
+				raw = append(raw, unquoteParam(val)...)
+				continue
+			}
+			b, err := percentDecode(val)
+			if err != nil {
+				good = false
+				break
+			}
+			raw = append(raw, b...)
+		}
+		if !good {
+			continue
+		}
+		r, err := charset.Reader(cs, bytes.NewReader(raw))
+		if err != nil {
+			continue
+		}
+		text, err := io.ReadAll(r)
+		if err != nil {
+			continue
+		}
+		for _, p := range ps {
+			drop[p.seg] = true
+		}
+		added = append(added, base+"*=utf-8''"+percentEncode(text))
+	}
+	if len(added) == 0 {
+		return v
+	}
+	out := []string{segs[0]}
+	for i, seg := range segs[1:] {
+		if !drop[i+1] {
+			out = append(out, seg)
+		}
+	}
+	return strings.Join(append(out, added...), ";")
+}
+
+// unquoteParam returns a parameter value without its quotes and quoting
+// backslashes, or as it is when it is not quoted.
+func unquoteParam(v string) string {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return v
+	}
+	var b strings.Builder
+	v = v[1 : len(v)-1]
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\\' && i+1 < len(v) {
+			i++
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
+}
+
+// percentDecode undoes RFC 2231's %XX octets.
+func percentDecode(v string) ([]byte, error) {
+	out := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		if v[i] != '%' {
+			out = append(out, v[i])
+			continue
+		}
+		if i+2 >= len(v) {
+			return nil, fmt.Errorf("short escape in %q", v)
+		}
+		n, err := strconv.ParseUint(v[i+1:i+3], 16, 8)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, byte(n))
+		i += 2
+	}
+	return out, nil
+}
+
+// percentEncode writes b as an RFC 2231 extended value: attribute-chars
+// as they are, every other octet as %XX.
+func percentEncode(b []byte) string {
+	var s strings.Builder
+	for _, c := range b {
+		if c > ' ' && c < 0x7f && !strings.ContainsRune("*'%()<>@,;:\\\"/[]?=", rune(c)) {
+			s.WriteByte(c)
+		} else {
+			fmt.Fprintf(&s, "%%%02X", c)
+		}
+	}
+	return s.String()
 }
 
 // parseTyped reads a Content-Type or Content-Disposition value that

@@ -50,6 +50,13 @@ func TestContentType(t *testing.T) {
 		{"application/pdf; name=my file.pdf; x=a@b", "application/pdf", map[string]string{"name": "my file.pdf", "x": "a@b"}},
 		{"attachment; filename*=utf-8''%C3%A9t%C3%A9.txt; filename*=x", "attachment", map[string]string{"filename": "été.txt"}},
 		{"text/plain; name==?UTF-8?Q?=C3=A9?=", "text/plain", map[string]string{"name": "é"}},
+		// RFC 2231 in charsets other than UTF-8 and US-ASCII, which
+		// mime.ParseMediaType does not decode, and left out.
+		{"attachment; filename*=iso-8859-1'de'Gr%FC%DFe.txt; size=3", "attachment", map[string]string{"filename": "Grüße.txt", "size": "3"}},
+		{"attachment; filename*=SHIFT_JIS''%93%FA%96%7B.txt", "attachment", map[string]string{"filename": "日本.txt"}},
+		{"application/pdf; name*0*=iso-8859-1'fr'r%E9sum%E9;\r\n name*1=\" final\";\r\n name*2*=%2Epdf", "application/pdf", map[string]string{"name": "résumé final.pdf"}},
+		{"application/pdf; name*0*=x-unknown''abc", "application/pdf", map[string]string{"name": ""}}, // as mime.ParseMediaType has it
+		{"application/pdf; name*0*=iso-8859-1''a; name*2*=c", "application/pdf", map[string]string{"name": ""}},
 		{"garbage", "garbage", nil},
 	} {
 		var h textproto.Header
