@@ -2,6 +2,7 @@ package mimeform
 
 import (
 	"mime"
+	netmail "net/mail"
 	"strings"
 	"time"
 
@@ -58,8 +59,39 @@ func envelopeDate(mh mail.Header) time.Time {
 			return t
 		}
 	}
+	if numeric := numericZone(v); numeric != v {
+		if t, err := netmail.ParseDate(numeric); err == nil {
+			return t
+		}
+	}
 	date, _ := mh.Date()
 	return date
+}
+
+// obsoleteZones are the zone names of RFC 5322 section 4.3 other than UT
+// and GMT, and their offsets. net/mail parses a date in one with
+// time.Parse, which gives a zone name the machine's own zone does not
+// know the offset 0: "Thu, 5 Mar 2020 08:00:00 EST" was 08:00 UTC in
+// ENVELOPE, five hours off, on a device outside that zone.
+var obsoleteZones = map[string]string{
+	"EST": "-0500", "EDT": "-0400",
+	"CST": "-0600", "CDT": "-0500",
+	"MST": "-0700", "MDT": "-0600",
+	"PST": "-0800", "PDT": "-0700",
+}
+
+// numericZone returns the date v with an obsolete zone name at its end
+// written as its offset, or v as it is.
+func numericZone(v string) string {
+	t := strings.TrimRight(v, " \t")
+	i := strings.LastIndexAny(t, " \t")
+	if i < 0 || len(t)-i-1 != 3 {
+		return v
+	}
+	if z, ok := obsoleteZones[strings.ToUpper(t[i+1:])]; ok {
+		return t[:i+1] + z
+	}
+	return v
 }
 
 // unfold undoes header folding (RFC 5322 section 2.2.3): line breaks go,

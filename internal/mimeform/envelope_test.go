@@ -88,6 +88,34 @@ func TestEnvelopeDateAsNetMail(t *testing.T) {
 	}
 }
 
+// TestEnvelopeObsoleteZones: a date in a zone name of RFC 5322 section
+// 4.3 has that zone's offset, whatever the machine's own zone.
+func TestEnvelopeObsoleteZones(t *testing.T) {
+	for _, c := range []struct {
+		date   string
+		utc    string
+		offset int
+	}{
+		{"Thu, 5 Mar 2020 08:00:00 EST", "2020-03-05T13:00:00Z", -5 * 3600},
+		{"Thu, 05 Mar 2020 08:00:00 edt", "2020-03-05T12:00:00Z", -4 * 3600},
+		{"5 Mar 2020 08:00 CST", "2020-03-05T14:00:00Z", -6 * 3600},
+		{"Thu, 5 Mar 2020 08:00:00 CDT ", "2020-03-05T13:00:00Z", -5 * 3600},
+		{"Thu, 5 Mar 2020 08:00:00 MST", "2020-03-05T15:00:00Z", -7 * 3600},
+		{"Thu, 5 Mar 2020 08:00:00 MDT", "2020-03-05T14:00:00Z", -6 * 3600},
+		{"Thu, 5 Mar 2020 23:30:00 PST", "2020-03-06T07:30:00Z", -8 * 3600},
+		{"Thu, 5 Mar 2020 08:00:00 PDT", "2020-03-05T15:00:00Z", -7 * 3600},
+		{"Thu, 5 Mar 2020 08:00:00 GMT", "2020-03-05T08:00:00Z", 0},
+		{"Thu, 5 Mar 2020 08:00:00 -0500 (EST)", "2020-03-05T13:00:00Z", -5 * 3600},
+	} {
+		var h textproto.Header
+		h.Set("Date", c.date)
+		got := envelopeDate(mail.Header{Header: gomessage.Header{Header: h}})
+		if _, off := got.Zone(); got.UTC().Format(time.RFC3339) != c.utc || off != c.offset {
+			t.Errorf("%q: got %v (offset %d), want %s (offset %d)", c.date, got, off, c.utc, c.offset)
+		}
+	}
+}
+
 // TestEnvelopeAddressesBounded: an envelope's address list holds the
 // first maxEnvelopeAddresses addresses of a header that has more (20,000
 // recipients in a To field, over two Cc fields, and in a group, which
