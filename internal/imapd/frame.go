@@ -239,6 +239,12 @@ func (fc *frameConn) Read(p []byte) (int, error) {
 			n, err := fc.br.Read(p[:min(int64(len(p)), fc.lit)])
 			fc.lit -= int64(n)
 			fc.note(p[:n])
+			if err == io.EOF && fc.lit > 0 {
+				// The connection ended inside the literal: what came
+				// is not the literal, and must not be taken for it
+				// (an APPEND stored the part as a whole message).
+				err = io.ErrUnexpectedEOF
+			}
 			return n, err
 		}
 		if fc.more {

@@ -360,6 +360,11 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	if err != nil {
 		return nil, fmt.Errorf("reading appended message: %w", err)
 	}
+	if int64(len(body)) != r.Size() {
+		// The connection ended inside the literal: a part of the
+		// message is not the message.
+		return nil, fmt.Errorf("reading appended message: %w: %d of %d bytes", io.ErrUnexpectedEOF, len(body), r.Size())
+	}
 	if fc := framer(s.conn.NetConn()); fc != nil {
 		rest, err := fc.appendEnd()
 		if err != nil {
