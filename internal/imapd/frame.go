@@ -774,10 +774,15 @@ const byeWriteTimeout = 5 * time.Second
 // moment, before login), then the connection closes, and with it the
 // library's read of the next command.
 func (fc *frameConn) bye(text string) {
+	// Reads too, and before the lock: on a TLS connection whose
+	// handshake has not ended, a write (the greeting, under the lock)
+	// first waits for the handshake, which reads from the client; a
+	// client that stalled it held the lock, and the connection, for
+	// good, past the guard's limits (TestStalledTLSHandshakeEnded).
+	fc.Conn.SetDeadline(time.Now().Add(byeWriteTimeout))
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.outStart && fc.outSkip == 0 && !fc.holding && !fc.capturing {
-		fc.Conn.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
 		fc.Conn.Write([]byte("* BYE " + text + "\r\n"))
 	}
 	fc.Conn.Close()

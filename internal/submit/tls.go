@@ -166,10 +166,15 @@ const byeWriteTimeout = 5 * time.Second
 // reply, unless go-smtp is in the middle of a reply of several lines,
 // then the connection closes (RFC 5321 section 3.8).
 func (c *tlsConn) bye(line string) {
+	// Reads too, and before the lock: on a TLS connection whose
+	// handshake has not ended, a write (the greeting, under the lock)
+	// first waits for the handshake, which reads from the client; a
+	// client that stalled it held the lock, and the connection, for
+	// good, past the guard's limits (TestStalledTLSHandshakeEnded).
+	c.Conn.SetDeadline(time.Now().Add(byeWriteTimeout))
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if !c.midReply {
-		c.Conn.SetWriteDeadline(time.Now().Add(byeWriteTimeout))
 		c.Conn.Write([]byte(line + "\r\n"))
 	}
 	c.Conn.Close()
