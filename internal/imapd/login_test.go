@@ -126,7 +126,7 @@ func TestGuessingOverSockets(t *testing.T) {
 	if n := len(w.list()); n != 4 {
 		t.Errorf("a correct password waited: %d waits, want 4", n)
 	}
-	if f, _, _ := d.srv.guard.State(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}); f != 4 {
+	if f, _, _ := d.srv.guard.State(rc.c.LocalAddr()); f != 4 { // the source: this program's user on loopback
 		t.Errorf("source failures %d, want 4", f)
 	}
 
@@ -185,8 +185,10 @@ func TestGuessingRefusedWhileWaiting(t *testing.T) {
 	w := &waits{block: true, release: make(chan struct{})}
 	d := r.deviceWith("a", Config{Login: LoginLimits{Wait: w.wait, MaxWaiting: 2}})
 	replies := make(chan string, 2)
+	var lo net.Addr // the source: this program's user on loopback
 	for i := range 2 {
 		rc := dialRaw(t, d.addr)
+		lo = rc.c.LocalAddr()
 		go func() {
 			rc.c.Write(fmt.Appendf(nil, "w%d LOGIN alice wrong\r\n", i))
 			rc.c.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -194,7 +196,6 @@ func TestGuessingRefusedWhileWaiting(t *testing.T) {
 			replies <- line
 		}()
 	}
-	lo := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
 	for i := 0; ; i++ {
 		if _, waiting, _ := d.srv.guard.State(lo); waiting == 2 {
 			break

@@ -25,6 +25,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -176,28 +177,37 @@ func New(lim Limits, log *slog.Logger, proto string) *Guard {
 // Limits returns the limits in force, defaults filled in.
 func (g *Guard) Limits() Limits { return g.lim }
 
-// sourceKey groups addresses into sources: every loopback address is one
-// source (a local user can bind any of 127/8), an IPv4 address is one, and
-// an IPv6 /64 is one (a host usually holds a whole /64).
+// sourceKey groups addresses into sources: the loopback addresses are one
+// source for each local user, whose programs' sockets the kernel tells
+// apart (peerUID), and one for all where it does not (a local user can
+// bind any of 127/8); an IPv4 address is one, and an IPv6 /64 is one (a
+// host usually holds a whole /64). A local user guessing the password
+// thus slows down and refuses that user's own logins only, not those of
+// the mail client of the user the daemon serves.
 func sourceKey(a net.Addr) string {
 	var ip net.IP
+	port := 0
 	switch a := a.(type) {
 	case *net.TCPAddr:
-		ip = a.IP
+		ip, port = a.IP, a.Port
 	default:
 		if a == nil {
 			return "unknown"
 		}
-		host, _, err := net.SplitHostPort(a.String())
+		host, p, err := net.SplitHostPort(a.String())
 		if err != nil {
 			return a.String()
 		}
 		ip = net.ParseIP(host)
+		port, _ = strconv.Atoi(p)
 	}
 	switch {
 	case ip == nil:
 		return "unknown"
 	case ip.IsLoopback():
+		if uid, ok := peerUID(ip, port); ok {
+			return "loopback uid " + strconv.FormatUint(uint64(uid), 10)
+		}
 		return "loopback"
 	case ip.To4() != nil:
 		return ip.To4().String()
@@ -252,10 +262,11 @@ func (g *Guard) carry(s *Source) {
 // Admit is asked before a password is checked: it refuses (ErrWaiting)
 // while the source has MaxWaiting failed logins waiting.
 func (g *Guard) Admit(remote net.Addr) error {
+	key := sourceKey(remote)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.lim.Now()
-	s := g.lookup(sourceKey(remote), now, false)
+	s := g.lookup(key, now, false)
 	if s == nil || s.waiting < g.lim.MaxWaiting {
 		return nil
 	}
@@ -268,10 +279,11 @@ func (g *Guard) Admit(remote net.Addr) error {
 // returns the delay to wait before replying. The caller must call Done
 // after the wait.
 func (g *Guard) Fail(remote net.Addr, connFailures int, userOK, closing bool) (*Source, time.Duration) {
+	key := sourceKey(remote)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.lim.Now()
-	s := g.lookup(sourceKey(remote), now, true)
+	s := g.lookup(key, now, true)
 	s.failures++
 	s.last = now
 	s.waiting++
@@ -391,9 +403,10 @@ func (g *Guard) Close() {
 // State reports a source's failures and waiting logins, and the number of
 // sources remembered, for tests and debugging.
 func (g *Guard) State(remote net.Addr) (failures, waiting, sources int) {
+	key := sourceKey(remote)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if s := g.lookup(sourceKey(remote), g.lim.Now(), false); s != nil {
+	if s := g.lookup(key, g.lim.Now(), false); s != nil {
 		failures, waiting = s.failures, s.waiting
 	}
 	return failures, waiting, len(g.sources)

@@ -2,6 +2,7 @@ package loginguard
 
 import (
 	"net"
+	"strings"
 	"time"
 )
 
@@ -44,7 +45,7 @@ func (g *Guard) enter(c *Conn) {
 	g.mu.Lock()
 	var out *waiting
 	switch {
-	case key != "loopback" && g.perSource[key] >= g.lim.MaxPendingPerSource:
+	case !strings.HasPrefix(key, "loopback") && g.perSource[key] >= g.lim.MaxPendingPerSource:
 		for e := g.lobby.Front(); e != nil; e = e.Next() {
 			if w := e.Value.(*waiting); w.key == key {
 				out = w
@@ -100,7 +101,8 @@ func (g *Guard) leaveLocked(c *Conn) {
 // Pending reports how many connections are waiting to log in, in all and
 // from remote's source, for tests and debugging.
 func (g *Guard) Pending(remote net.Addr) (all, source int) {
+	key := sourceKey(remote)
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.lobby.Len(), g.perSource[sourceKey(remote)]
+	return g.lobby.Len(), g.perSource[key]
 }
