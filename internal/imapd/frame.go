@@ -124,6 +124,10 @@ func fromLoopback(c net.Conn) bool {
 type frameConn struct {
 	net.Conn
 	br *bufio.Reader
+	// raw is the connection as accepted, which STARTTLS never replaces
+	// (it puts a TLS connection on it, under mu): its deadlines are the
+	// TLS connection's too.
+	raw net.Conn
 
 	mu        sync.Mutex
 	tag       string // tag of the command in progress
@@ -178,7 +182,7 @@ type frameConn struct {
 }
 
 func newFrameConn(c net.Conn) *frameConn {
-	return &frameConn{Conn: c, br: bufio.NewReaderSize(c, 16<<10), outStart: true, known: -1}
+	return &frameConn{Conn: c, raw: c, br: bufio.NewReaderSize(c, 16<<10), outStart: true, known: -1}
 }
 
 // errFramingClosed ends the library's read loop after the framer closed the
@@ -779,7 +783,7 @@ func (fc *frameConn) bye(text string) {
 	// first waits for the handshake, which reads from the client; a
 	// client that stalled it held the lock, and the connection, for
 	// good, past the guard's limits (TestStalledTLSHandshakeEnded).
-	fc.Conn.SetDeadline(time.Now().Add(byeWriteTimeout))
+	fc.raw.SetDeadline(time.Now().Add(byeWriteTimeout))
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if fc.outStart && fc.outSkip == 0 && !fc.holding && !fc.capturing {

@@ -25,6 +25,9 @@ import (
 // one reply line per Write (textproto flushes each line).
 type tlsConn struct {
 	*smtpdata.Conn
+	// raw is the connection as accepted, which STARTTLS never replaces:
+	// its deadlines are those of the TLS connection put on it.
+	raw net.Conn
 
 	mu             sync.Mutex
 	startTLS       *tls.Config // STARTTLS is offered (nil: not, or done)
@@ -57,7 +60,7 @@ func (l tlsListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tlsConn{Conn: smtpdata.NewConn(c)}
+	tc := &tlsConn{Conn: smtpdata.NewConn(c), raw: c}
 	_, tc.secure = c.(*tls.Conn)
 	if !tc.secure {
 		tc.startTLS = l.tls
@@ -171,7 +174,9 @@ func (c *tlsConn) bye(line string) {
 	// first waits for the handshake, which reads from the client; a
 	// client that stalled it held the lock, and the connection, for
 	// good, past the guard's limits (TestStalledTLSHandshakeEnded).
-	c.Conn.SetDeadline(time.Now().Add(byeWriteTimeout))
+	// On the accepted connection: the TLS one STARTTLS puts on it is
+	// made under the lock.
+	c.raw.SetDeadline(time.Now().Add(byeWriteTimeout))
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if !c.midReply {
