@@ -196,7 +196,7 @@ func (r *rig) deviceWith(name string, extra Config) *device {
 		logger = extra.Logger
 	}
 	s, err := New(Config{Store: d.store, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger, Login: extra.Login,
-		MaxMessageBytes: extra.MaxMessageBytes, TLS: extra.TLS})
+		MaxMessageBytes: extra.MaxMessageBytes, TLS: extra.TLS, AppendMemory: extra.AppendMemory})
 	if err != nil {
 		t.Fatal(err)
 	}

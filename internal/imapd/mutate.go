@@ -356,6 +356,14 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig,
 			Text: fmt.Sprintf("messages are limited to %d bytes", limit)}
 	}
+	// The message's bytes are taken from the APPENDs' budget before it
+	// is read (the client waits meanwhile), and given back once answered.
+	hold := r.Size()
+	if err := s.srv.appendMem.Acquire(s.srv.ctx, hold); err != nil {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
+			Text: "the server is closing; nothing was appended"}
+	}
+	defer s.srv.appendMem.Release(hold)
 	body, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading appended message: %w", err)

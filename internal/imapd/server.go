@@ -14,6 +14,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
+	"golang.org/x/sync/semaphore"
 
 	"cspool/internal/command"
 	"cspool/internal/loginguard"
@@ -62,6 +63,15 @@ type Config struct {
 	// APPENDLIMIT (RFC 7889); zero means command.DefaultMaxMessageBytes,
 	// the spool's own default for deliveries.
 	MaxMessageBytes int64
+	// AppendMemory bounds the bytes of APPENDed messages the server holds
+	// at once, all connections together, from the read of each message
+	// to its answer (its sealed copy and the store's come on top, about
+	// twice as much more for a moment): an APPEND beyond it waits, before
+	// reading its message, for the ones before it to end, so that clients
+	// uploading large messages on many connections at once slow down
+	// instead of taking the machine's memory. Zero means twice
+	// MaxMessageBytes; it is raised to MaxMessageBytes if below.
+	AppendMemory int64
 }
 
 // Server is an IMAP server over a mail store. Create it with New.
@@ -74,6 +84,8 @@ type Server struct {
 	cancel context.CancelFunc
 
 	damagedLogged atomic.Bool // a StoreProblem was logged
+
+	appendMem *semaphore.Weighted // Config.AppendMemory
 
 	mu     sync.Mutex
 	boxes  map[command.ID]*mailbox // mailboxes loaded: INBOX and those selected since the start
@@ -90,6 +102,10 @@ func (c *Config) fill() {
 	}
 	// APPENDLIMIT is a number32 (RFC 7889 section 3).
 	c.MaxMessageBytes = min(c.MaxMessageBytes, 1<<32-1)
+	if c.AppendMemory == 0 {
+		c.AppendMemory = 2 * c.MaxMessageBytes
+	}
+	c.AppendMemory = max(c.AppendMemory, c.MaxMessageBytes)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -109,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.fill()
 	log := cfg.Logger
 	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{},
-		floors: map[command.ID]imap.UID{}}
+		floors: map[command.ID]imap.UID{}, appendMem: semaphore.NewWeighted(cfg.AppendMemory)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.loadFloors(ctx); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"golang.org/x/sync/semaphore"
 
 	"cspool/internal/loginguard"
 	"cspool/internal/smtpdata"
@@ -71,6 +72,13 @@ type Config struct {
 	// MaxMessageBytes is the largest message accepted (SIZE); larger ones
 	// get 552 5.3.4. Zero means 50 MiB.
 	MaxMessageBytes int64
+	// DataMemory bounds the bytes of messages being received the server
+	// holds at once, all connections together: a message takes
+	// MaxMessageBytes from it before its DATA or BDAT is read (its size is
+	// not known before) and gives it back once answered, and one that
+	// does not fit waits, unread, until those before it end. Zero means
+	// twice MaxMessageBytes; it is raised to MaxMessageBytes if below.
+	DataMemory int64
 	// MaxRecipients is the most RCPT per message; more get 452 4.5.3. Zero
 	// means 100.
 	MaxRecipients int
@@ -108,6 +116,7 @@ type Server struct {
 	ctx        context.Context // cancelled by Close
 	cancel     context.CancelFunc
 	closing    atomic.Bool
+	dataMem    *semaphore.Weighted // Config.DataMemory
 
 	// mu guards listeners, those Serve and ServeTLS were given, which
 	// Close closes itself: go-smtp's Close closes only the listeners its
@@ -125,6 +134,10 @@ func (c *Config) fill() {
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 50 << 20
 	}
+	if c.DataMemory == 0 {
+		c.DataMemory = 2 * c.MaxMessageBytes
+	}
+	c.DataMemory = max(c.DataMemory, c.MaxMessageBytes)
 	if c.MaxRecipients <= 0 {
 		c.MaxRecipients = 100
 	}
@@ -162,7 +175,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.fill()
 	log := cfg.Logger
-	s := &Server{cfg: cfg, log: log.With("component", "smtp"), identities: ids}
+	s := &Server{cfg: cfg, log: log.With("component", "smtp"), identities: ids, dataMem: semaphore.NewWeighted(cfg.DataMemory)}
 	s.guard = loginguard.New(cfg.Login, s.log, "SMTP")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
@@ -473,6 +486,13 @@ func (s *session) Data(r io.Reader) error {
 	if s.mail == nil || len(s.mail.Recipients) == 0 {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL and RCPT first"}
 	}
+	// The message's room is taken before it is read (the client waits
+	// meanwhile), and given back once answered.
+	hold := s.srv.cfg.MaxMessageBytes
+	if err := s.srv.dataMem.Acquire(s.srv.ctx, hold); err != nil {
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "The server is closing; nothing was sent"}
+	}
+	defer s.srv.dataMem.Release(hold)
 	data, err := s.readMessage(r)
 	if err != nil {
 		return err
