@@ -159,10 +159,12 @@ func TestDamagedWhileRunning(t *testing.T) {
 	if err := c.Login("alice", pw).Wait(); err != nil {
 		t.Fatal(err)
 	}
+	var every imap.SeqSet // 1:messages (SeqSetNum(1, messages) is the two numbers)
+	every.AddRange(1, messages)
 	for range 3 {
 		_, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait()
 		if err == nil {
-			_, err = c.Fetch(imap.SeqSetNum(1, messages), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
+			_, err = c.Fetch(every, &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
 		}
 		var ie *imap.Error
 		if !errors.As(err, &ie) || ie.Code != imap.ResponseCodeCorruption || !strings.Contains(ie.Text, "move the database aside") {
