@@ -2,7 +2,6 @@ package mimeform
 
 import (
 	"mime"
-	netmail "net/mail"
 	"strings"
 	"time"
 
@@ -60,7 +59,9 @@ func envelopeDate(mh mail.Header) time.Time {
 		}
 	}
 	if numeric := numericZone(v); numeric != v {
-		if t, err := netmail.ParseDate(numeric); err == nil {
+		var nh mail.Header
+		nh.Set("Date", numeric)
+		if t, err := nh.Date(); err == nil {
 			return t
 		}
 	}
