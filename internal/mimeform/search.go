@@ -59,7 +59,24 @@ const maxDecodedText = 16 << 20
 // A message with a header beyond MaxHeaderFields or MaxHeaderBytes (its
 // own or a part's) is not parsed as MIME: its text is the raw bytes after
 // its header, as for one that does not parse.
+//
+// A message/rfc822 or message/global part (a message forwarded as an
+// attachment) gives its header, as it is and with its fields' encoded
+// words decoded, and its own texts found the same way: its text parts
+// decoded, not its raw bytes, where a quoted-printable or base64 part,
+// and an encoded subject, were out of SEARCH's reach. The nested
+// messages' parts count against MaxPartDepth with their depth, and
+// beyond MaxNestedMessages levels a nested message's text is its raw
+// bytes, as before.
 func BodyTexts(raw []byte, headerLen int64) []string {
+	budget := int64(maxDecodedText)
+	return bodyTexts(raw, headerLen, 0, 0, &budget)
+}
+
+// bodyTexts is BodyTexts of a message nested depth levels deep, the
+// nested-th message/rfc822 level, in the message being searched, its
+// texts taken from budget.
+func bodyTexts(raw []byte, headerLen int64, depth, nested int, budget *int64) []string {
 	hl := min(int(headerLen), len(raw))
 	read := Lenient(raw, true) // the header as Parse reads it
 	if !headersWithinBounds(read) {
@@ -75,7 +92,6 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 		return []string{string(raw[hl:])}
 	}
 	out := []string{}
-	budget := int64(maxDecodedText)
 	// Each part is read into buf, one buffer for the message with room
 	// for its bytes after the header (a part's decoded text is rarely
 	// more), and then copied into its string. io.ReadAll, growing a
@@ -100,10 +116,10 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 		if len(path) > 0 {
 			parts++ // as Parse counts them: the message itself not
 		}
-		if len(path) > MaxPartDepth || parts > MaxParts {
+		if depth+len(path) > MaxPartDepth || parts > MaxParts {
 			return errBeyondBounds
 		}
-		if err != nil || part == nil || budget <= 0 {
+		if err != nil || part == nil || *budget <= 0 {
 			return nil
 		}
 		t, _, _ := part.Header.ContentType()
@@ -113,11 +129,22 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 		if t != "" && !strings.HasPrefix(t, "text/") && !strings.HasPrefix(t, "message/") {
 			return nil
 		}
+		if (t == "message/rfc822" || t == "message/global") && nested < MaxNestedMessages {
+			inner := appendAll(nil, io.LimitReader(part.Body, *budget))
+			*budget -= int64(len(inner))
+			ih := headerLength(inner)
+			out = append(out, string(inner[:ih]))
+			if decoded := decodedFields(inner[:ih]); decoded != "" {
+				out = append(out, decoded)
+			}
+			out = append(out, bodyTexts(inner, ih, depth+len(path), nested+1, budget)...)
+			return nil
+		}
 		if buf == nil {
 			buf = make([]byte, 0, min(max(len(raw)-hl, 0), maxDecodedText, firstTextBuffer)+512)
 		}
-		buf = appendAll(buf[:0], io.LimitReader(part.Body, budget))
-		budget -= int64(len(buf))
+		buf = appendAll(buf[:0], io.LimitReader(part.Body, *budget))
+		*budget -= int64(len(buf))
 		out = append(out, string(buf))
 		return nil
 	})
@@ -125,6 +152,19 @@ func BodyTexts(raw []byte, headerLen int64) []string {
 		out = append(out, string(raw[hl:min(len(raw), hl+maxDecodedText)]))
 	}
 	return out
+}
+
+// decodedFields returns the fields of a raw header whose values hold RFC
+// 2047 encoded words that decode, one "Name: decoded value" line each; ""
+// if none.
+func decodedFields(header []byte) string {
+	var b strings.Builder
+	for k, texts := range HeaderTexts(header) {
+		if len(texts) > 1 {
+			b.WriteString(k + ": " + texts[1] + "\n")
+		}
+	}
+	return b.String()
 }
 
 // firstTextBuffer bounds the buffer BodyTexts reads a message's first text
