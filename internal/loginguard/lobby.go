@@ -19,8 +19,11 @@ const (
 
 // waiting is what the guard keeps of a connection that has not logged in.
 type waiting struct {
-	c     *Conn
-	key   string // its source
+	c      *Conn
+	key    string // its source
+	remote string // its remote address, read when it came: a connection
+	// being upgraded to TLS on its own goroutine may be in the middle of
+	// replacing what answers RemoteAddr when it is pushed out
 	timer *time.Timer
 }
 
@@ -41,7 +44,8 @@ func (l *Limits) lobbyFill() {
 // one that waited longest when that goes past a limit, and starts c's
 // login deadline.
 func (g *Guard) enter(c *Conn) {
-	key := sourceKey(c.RemoteAddr())
+	remote := c.RemoteAddr()
+	key := sourceKey(remote)
 	g.mu.Lock()
 	var out *waiting
 	switch {
@@ -58,9 +62,9 @@ func (g *Guard) enter(c *Conn) {
 	if out != nil {
 		g.leaveLocked(out.c)
 		g.note(g.lim.Now(), &g.library, g.proto+" connection waiting to log in pushed out by newer ones",
-			"remote", out.c.RemoteAddr().String(), "source", out.key, "waiting", g.lobby.Len())
+			"remote", out.remote, "source", out.key, "waiting", g.lobby.Len())
 	}
-	w := &waiting{c: c, key: key}
+	w := &waiting{c: c, key: key, remote: remote.String()}
 	c.lobby = g.lobby.PushBack(w)
 	g.perSource[key]++
 	w.timer = time.AfterFunc(g.lim.LoginDeadline, func() {
