@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"math"
@@ -898,37 +897,26 @@ func extractBinary(read []byte, part []int) []byte {
 	return append(prefix, decoded...)
 }
 
-// decodeTransfer undoes the Content-Transfer-Encoding of header on body, as
-// go-message reads it: none for a multipart (RFC 2045 section 6.4 allows
-// it none, and go-message ignores one in the wild), base64 with spaces and
-// tabs taken for line breaks, quoted-printable. ok is false for an
-// encoding it does not know or content that does not decode.
+// decodeTransfer undoes the Content-Transfer-Encoding of header on body:
+// none for a multipart (RFC 2045 section 6.4 allows it none, and
+// go-message ignores one in the wild), base64 as RFC 2045 section 6.8
+// reads it (mimeform.DecodeBase64, as for a part the library gives up
+// on), quoted-printable. ok is false for an encoding it does not know or
+// quoted-printable that does not decode.
 func decodeTransfer(header textproto.Header, body []byte) (out []byte, ok bool) {
 	if mt, _ := mimeform.ContentType(header); strings.HasPrefix(mt, "multipart/") {
 		return body, true
 	}
-	var r io.Reader
-	switch strings.ToLower(header.Get("Content-Transfer-Encoding")) {
+	switch strings.ToLower(mimeform.TransferEncoding(header.Get("Content-Transfer-Encoding"))) {
 	case "quoted-printable":
-		r = quotedprintable.NewReader(bytes.NewReader(body))
+		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(body)))
+		return out, err == nil
 	case "base64":
-		spaced := bytes.Map(func(c rune) rune {
-			if c == ' ' || c == '\t' {
-				return '\n'
-			}
-			return c
-		}, body)
-		r = base64.NewDecoder(base64.StdEncoding, bytes.NewReader(spaced))
+		return mimeform.DecodeBase64(body), true
 	case "7bit", "8bit", "binary", "":
 		return body, true
-	default:
-		return nil, false
 	}
-	out, err := io.ReadAll(r)
-	if err != nil {
-		return nil, false
-	}
-	return out, true
+	return nil, false
 }
 
 func partial(b []byte, p *imap.SectionPartial) []byte {

@@ -343,15 +343,7 @@ func unquoteParam(v string) string {
 	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
 		return v
 	}
-	var b strings.Builder
-	v = v[1 : len(v)-1]
-	for i := 0; i < len(v); i++ {
-		if v[i] == '\\' && i+1 < len(v) {
-			i++
-		}
-		b.WriteByte(v[i])
-	}
-	return b.String()
+	return unquote(v[1 : len(v)-1])
 }
 
 // percentDecode undoes RFC 2231's %XX octets.
