@@ -14,6 +14,7 @@ import (
 	"cspool/internal/command"
 	"cspool/internal/entry"
 	"cspool/internal/keys"
+	"cspool/internal/mailstore"
 )
 
 // logLines is a log's text, safe for concurrent writers.
@@ -179,8 +180,34 @@ func TestTailWithinKeepLimit(t *testing.T) {
 // writes a checkpoint at once, and the spool takes the message's room
 // back (it waited for 1,000 entries and more than the messages left
 // before); another deleted within the minute waits for the next.
+//
+// lateAnswer: the append's answer reaches the device only once its
+// long-poll has brought the entry and the loop applied it, as under load
+// when the submitting goroutine waits for a core. The checkpoint then
+// waited for the next long-poll's end (5 minutes), the device not knowing
+// yet that the deletion was its own.
 func TestCheckpointNearQuota(t *testing.T) {
 	t.Parallel()
+	t.Run("answer first", func(t *testing.T) { t.Parallel(); checkpointNearQuota(t, false) })
+	t.Run("answer late", func(t *testing.T) { t.Parallel(); checkpointNearQuota(t, true) })
+}
+
+// lateAppends is the API client whose appends return only once the loop
+// applied what they appended (or ctx ended).
+type lateAppends struct {
+	*api.Client
+	s *Syncer
+}
+
+func (l *lateAppends) AppendAt(ctx context.Context, user string, head uint64, batch [][]byte) (uint64, error) {
+	first, err := l.Client.AppendAt(ctx, user, head, batch)
+	if err == nil {
+		_ = l.s.WaitApplied(ctx, first+uint64(len(batch))-1)
+	}
+	return first, err
+}
+
+func checkpointNearQuota(t *testing.T, lateAnswer bool) {
 	h := newHTTPSpool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -203,7 +230,19 @@ func TestCheckpointNearQuota(t *testing.T) {
 	h.stop()
 	h.mod = func(c *api.Config) { c.Quota = usage + usage/20 } // 95% used
 	h.start()
-	s, ms := h.device("device")
+	var s *Syncer
+	var ms *mailstore.Store
+	if lateAnswer {
+		client, err := api.NewClient("http://"+h.addr, "alice", h.user, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		late := &lateAppends{Client: client}
+		s, ms = h.deviceWith("device", Config{Source: late})
+		late.s = s
+	} else {
+		s, ms = h.device("device")
+	}
 	s.cfg.CheckpointMin = 1000
 	t.Cleanup(run(t, s))
 	if err := s.WaitApplied(ctx, 20); err != nil {

@@ -399,7 +399,8 @@ type Syncer struct {
 	// sentThrough is the last position where entries this device sent may
 	// be in the log without the store having applied them: an append that
 	// succeeded, or one without a clear answer, which may land later, but
-	// only on the head it named (queue.go).
+	// only on the head it named (queue.go); or the position of an entry
+	// of this device the loop applied, when that came first.
 	sentThrough uint64
 	// sentUnknown: changes were queued when this Syncer was made, and an
 	// earlier run may have sent them without the store applying them yet
@@ -1304,6 +1305,9 @@ func (s *Syncer) advance(pos uint64, chain *spool.Hash, applied, rejected int, r
 		if p, ok := s.pending[o.Entry]; ok {
 			p.ch <- o
 			delete(s.pending, o.Entry)
+			// This device's own, applied from the log maybe before its
+			// append's answer came back (maybeCheckpoint's "appended").
+			s.sentThrough = max(s.sentThrough, o.Pos)
 		}
 	}
 	close(s.applied)
