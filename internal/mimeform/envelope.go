@@ -1,6 +1,7 @@
 package mimeform
 
 import (
+	"io"
 	"mime"
 	"strings"
 	"time"
@@ -28,7 +29,12 @@ const missingDomain = "MISSING_DOMAIN"
 func extractEnvelope(h textproto.Header) *imap.Envelope {
 	mh := mail.Header{Header: gomessage.Header{Header: h}}
 	date := envelopeDate(mh)
-	subject, _ := mh.Subject()
+	// The subject decoded by wordDecoder, as a display name is: go-message's
+	// mh.Subject() does not know a word's language tag.
+	subject := mh.Get("Subject")
+	if d, ok := DecodeHeaderValue(subject); ok {
+		subject = d
+	}
 	inReplyTo, _ := mh.MsgIDList("In-Reply-To")
 	messageID, _ := mh.MessageID()
 	return &imap.Envelope{
@@ -236,8 +242,19 @@ func parseMailbox(s string) (imap.Address, bool) {
 	return imap.Address{Name: name, Mailbox: local, Host: host}, true
 }
 
-// wordDecoder decodes RFC 2047 words in every charset go-message knows.
-var wordDecoder = &mime.WordDecoder{CharsetReader: charset.Reader}
+// wordDecoder decodes RFC 2047 words in every charset go-message knows,
+// with or without an RFC 2231 language tag.
+var wordDecoder = &mime.WordDecoder{CharsetReader: wordCharset}
+
+// wordCharset is charset.Reader for the charset of an encoded word, whose
+// RFC 2231 language tag (section 5: =?utf-8*en?Q?...?=) it drops: the
+// mime package takes "utf-8*en" for the name of a charset, which no
+// reader knows, so such a word was left undecoded, its subject shown and
+// searched as the raw word. The tag says nothing about the bytes.
+func wordCharset(name string, input io.Reader) (io.Reader, error) {
+	name, _, _ = strings.Cut(name, "*")
+	return charset.Reader(name, input)
+}
 
 // phrase is a display name: quotes removed, white space runs made one
 // space, RFC 2047 words decoded (kept as they are when they do not decode).

@@ -160,3 +160,39 @@ func TestEnvelopeAddressesBounded(t *testing.T) {
 		t.Errorf("Reply-To %d and From %d addresses, want 3 and 1", len(e.ReplyTo), len(e.From))
 	}
 }
+
+// TestEncodedWordLanguageTag: an encoded word may carry an RFC 2231
+// language tag after its charset (RFC 2231 section 5,
+// =?utf-8*en?Q?...?=). The mime package took "utf-8*en" for a charset no
+// reader knows, so the subject and the display name stayed raw words, and
+// SEARCH SUBJECT "wörld" found nothing.
+func TestEncodedWordLanguageTag(t *testing.T) {
+	msg := "From: =?iso-8859-1*de?Q?J=FCrgen?= <j@example.org>\r\n" +
+		"Subject: =?utf-8*en?Q?Hello_w=C3=B6rld?=\r\n" +
+		"\r\nbody\r\n"
+	p, err := Parse([]byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := DecodeEnvelope(p.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.Subject != "Hello wörld" {
+		t.Errorf("subject: got %q, want %q", env.Subject, "Hello wörld")
+	}
+	if len(env.From) != 1 || env.From[0].Name != "Jürgen" {
+		t.Errorf("from: got %+v, want the name Jürgen", env.From)
+	}
+	texts := HeaderFieldTexts("=?utf-8*en?Q?Hello_w=C3=B6rld?=")
+	if len(texts) != 2 || texts[1] != "Hello wörld" {
+		t.Errorf("texts SEARCH tests: got %q, want the raw word and %q", texts, "Hello wörld")
+	}
+	// A word without a tag, and one in a charset nobody knows, as before.
+	if d, ok := DecodeHeaderValue("=?utf-8?Q?w=C3=B6rld?="); !ok || d != "wörld" {
+		t.Errorf("untagged word: got %q, %v", d, ok)
+	}
+	if _, ok := DecodeHeaderValue("=?x-unknown*en?Q?abc?="); ok {
+		t.Errorf("a word in an unknown charset decoded")
+	}
+}
