@@ -289,17 +289,10 @@ func (mt *matcher) match(ctx context.Context, c *imap.SearchCriteria) (bool, err
 		return false, nil
 	}
 	if !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
-		if m.Envelope == nil {
-			return false, nil
-		}
-		env, err := mimeform.DecodeEnvelope(m.Envelope)
+		sent, err := sentDate(m)
 		if err != nil {
 			return false, err
 		}
-		if env == nil || env.Date.IsZero() {
-			return false, nil
-		}
-		sent := dateOf(env.Date)
 		if !c.SentSince.IsZero() && sent.Before(dateOf(c.SentSince)) {
 			return false, nil
 		}
@@ -408,6 +401,25 @@ func (mt *matcher) inSaved() bool {
 		}
 	}
 	return false
+}
+
+// sentDate is the date SENTBEFORE, SENTON and SENTSINCE test (RFC 9051
+// section 6.4.4): the Date field's, in its own zone, or, when the message
+// has none or one that does not parse (its envelope's date is NIL), the
+// internal date's, as RFC 5256 section 2.2 takes it for SORT. Such a
+// message matched no SENT* key at all, so that neither SENTBEFORE nor
+// SENTSINCE of any date found it; Dovecot takes the 1st of January 1970.
+func sentDate(m *mailstore.Message) (time.Time, error) {
+	if m.Envelope != nil {
+		env, err := mimeform.DecodeEnvelope(m.Envelope)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if env != nil && !env.Date.IsZero() {
+			return dateOf(env.Date), nil
+		}
+	}
+	return dateOf(m.InternalDate.UTC()), nil
 }
 
 func dateOf(t time.Time) time.Time {
