@@ -64,10 +64,20 @@ type multiExtJSON struct {
 }
 
 type singleExtJSON struct {
+	// MD5 is the part's Content-MD5 (body-fld-md5), which go-imap's types
+	// have no field for (partMD5s). Absent in what was stored before it
+	// was kept, which reads as NIL, as it was written then: no rewrite.
+	MD5         string           `json:"md5,omitempty"`
 	Disposition *dispositionJSON `json:"disposition,omitempty"`
 	Language    []string         `json:"language"`
 	Location    string           `json:"location,omitempty"`
 }
+
+// partMD5s holds the Content-MD5 of the single parts of a structure that
+// have one, beside the structure: imap.BodyStructureSinglePartExt has no
+// field for body-fld-md5 (RFC 9051 section 9), so go-imap writes NIL. Nil
+// where no MD5 is wanted (a lookup in a nil map gives "").
+type partMD5s map[*imap.BodyStructureSinglePart]string
 
 type dispositionJSON struct {
 	Value  string            `json:"value"`
@@ -140,12 +150,12 @@ func dispositionFromJSON(d *dispositionJSON) *imap.BodyStructureDisposition {
 	return &imap.BodyStructureDisposition{Value: d.Value, Params: d.Params}
 }
 
-func structureToJSON(bs imap.BodyStructure) *structureJSON {
+func structureToJSON(bs imap.BodyStructure, md5s partMD5s) *structureJSON {
 	switch bs := bs.(type) {
 	case *imap.BodyStructureMultiPart:
 		out := &structureJSON{Multi: true, Subtype: bs.Subtype, Children: make([]*structureJSON, len(bs.Children))}
 		for i, c := range bs.Children {
-			out.Children[i] = structureToJSON(c)
+			out.Children[i] = structureToJSON(c, md5s)
 		}
 		if x := bs.Extended; x != nil {
 			out.MultiExt = &multiExtJSON{Params: x.Params, Disposition: dispositionToJSON(x.Disposition),
@@ -157,14 +167,14 @@ func structureToJSON(bs imap.BodyStructure) *structureJSON {
 			Description: bs.Description, Encoding: bs.Encoding, Size: bs.Size}
 		if m := bs.MessageRFC822; m != nil {
 			out.Message = &messageJSON{Envelope: envelopeToJSON(m.Envelope),
-				Structure: structureToJSON(m.BodyStructure), NumLines: m.NumLines}
+				Structure: structureToJSON(m.BodyStructure, md5s), NumLines: m.NumLines}
 		}
 		if bs.Text != nil {
 			n := bs.Text.NumLines
 			out.TextLines = &n
 		}
 		if x := bs.Extended; x != nil {
-			out.SingleExt = &singleExtJSON{Disposition: dispositionToJSON(x.Disposition),
+			out.SingleExt = &singleExtJSON{MD5: md5s[bs], Disposition: dispositionToJSON(x.Disposition),
 				Language: x.Language, Location: x.Location}
 		}
 		return out
@@ -172,14 +182,16 @@ func structureToJSON(bs imap.BodyStructure) *structureJSON {
 	return nil
 }
 
-func structureFromJSON(s *structureJSON) imap.BodyStructure {
+// structureFromJSON gives back the structure s holds, and adds the MD5s
+// of its parts to md5s when md5s is not nil.
+func structureFromJSON(s *structureJSON, md5s partMD5s) imap.BodyStructure {
 	if s == nil {
 		return nil
 	}
 	if s.Multi {
 		out := &imap.BodyStructureMultiPart{Subtype: s.Subtype, Children: make([]imap.BodyStructure, len(s.Children))}
 		for i, c := range s.Children {
-			out.Children[i] = structureFromJSON(c)
+			out.Children[i] = structureFromJSON(c, md5s)
 		}
 		if x := s.MultiExt; x != nil {
 			out.Extended = &imap.BodyStructureMultiPartExt{Params: x.Params,
@@ -191,7 +203,7 @@ func structureFromJSON(s *structureJSON) imap.BodyStructure {
 		Description: s.Description, Encoding: s.Encoding, Size: s.Size}
 	if m := s.Message; m != nil {
 		out.MessageRFC822 = &imap.BodyStructureMessageRFC822{Envelope: envelopeFromJSON(m.Envelope),
-			BodyStructure: structureFromJSON(m.Structure), NumLines: m.NumLines}
+			BodyStructure: structureFromJSON(m.Structure, md5s), NumLines: m.NumLines}
 	}
 	if s.TextLines != nil {
 		out.Text = &imap.BodyStructureText{NumLines: *s.TextLines}
@@ -199,6 +211,9 @@ func structureFromJSON(s *structureJSON) imap.BodyStructure {
 	if x := s.SingleExt; x != nil {
 		out.Extended = &imap.BodyStructureSinglePartExt{Disposition: dispositionFromJSON(x.Disposition),
 			Language: x.Language, Location: x.Location}
+		if md5s != nil && x.MD5 != "" {
+			md5s[out] = x.MD5
+		}
 	}
 	return out
 }
@@ -220,19 +235,27 @@ func DecodeEnvelope(b []byte) (*imap.Envelope, error) {
 	return envelopeFromJSON(e), nil
 }
 
-func encodeStructure(bs imap.BodyStructure) ([]byte, error) {
-	b, err := json.Marshal(structureToJSON(bs))
+func encodeStructure(bs imap.BodyStructure, md5s partMD5s) ([]byte, error) {
+	b, err := json.Marshal(structureToJSON(bs, md5s))
 	if err != nil {
 		return nil, fmt.Errorf("encoding body structure: %w", err)
 	}
 	return b, nil
 }
 
-// DecodeStructure gives back the body structure Parse stored as b.
+// DecodeStructure gives back the body structure Parse stored as b, but
+// for its parts' Content-MD5, which go-imap's types cannot hold.
 func DecodeStructure(b []byte) (imap.BodyStructure, error) {
+	bs, _, err := decodeStructure(b, nil)
+	return bs, err
+}
+
+// decodeStructure is DecodeStructure, adding the parts' MD5s to md5s
+// when md5s is not nil.
+func decodeStructure(b []byte, md5s partMD5s) (imap.BodyStructure, partMD5s, error) {
 	var s *structureJSON
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("decoding stored body structure: %w", err)
+		return nil, nil, fmt.Errorf("decoding stored body structure: %w", err)
 	}
-	return structureFromJSON(s), nil
+	return structureFromJSON(s, md5s), md5s, nil
 }

@@ -25,7 +25,8 @@ func extractOf(b []byte) imap.BodyStructure {
 	if err != nil {
 		return nil
 	}
-	return extractStructure(b, h, r)
+	bs, _ := extractStructure(b, h, r)
+	return bs
 }
 
 // libraryStructure is the structure as go-imap extracts it, the nested
@@ -125,18 +126,18 @@ func TestBodyStructureAsLibrary(t *testing.T) {
 		if lib == nil {
 			continue
 		}
-		want, err := encodeStructure(lib)
+		want, err := encodeStructure(lib, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := encodeStructure(own)
+		got, err := encodeStructure(own, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s: structure differs from the library's:\n%s\n%s", name, got, want)
 		}
-		if ws, gs := structureWire(lib), structureWire(own); !bytes.Equal(ws, gs) {
+		if ws, gs := structureWire(lib, nil), structureWire(own, nil); !bytes.Equal(ws, gs) {
 			t.Errorf("%s: IMAP form differs from the library's:\n%s\n%s", name, gs, ws)
 		}
 		if !strings.Contains(name, "forwarded") {
@@ -193,18 +194,18 @@ func FuzzBodyStructureAsLibrary(f *testing.F) {
 		if own == nil {
 			t.Fatalf("the library extracts a structure, the own walk none: %v", lib)
 		}
-		want, err := encodeStructure(lib)
+		want, err := encodeStructure(lib, nil)
 		if err != nil {
 			return // the library's structure does not encode: nothing to hold ours to
 		}
-		got, err := encodeStructure(own)
+		got, err := encodeStructure(own, nil)
 		if err != nil {
 			t.Fatalf("own structure does not encode (%v) where the library's does", err)
 		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("structure differs from the library's:\n%s\n%s", got, want)
 		}
-		if ws, gs := structureWire(lib), structureWire(own); !bytes.Equal(ws, gs) {
+		if ws, gs := structureWire(lib, nil), structureWire(own, nil); !bytes.Equal(ws, gs) {
 			t.Fatalf("IMAP form differs from the library's:\n%s\n%s", gs, ws)
 		}
 	})

@@ -58,7 +58,7 @@ type Message struct {
 // of b. It never fails on the message's content, only when what it
 // extracted does not encode.
 func Parse(b []byte) (Message, error) {
-	p, _, _, err := parse(b)
+	p, _, _, _, err := parse(b)
 	return p, err
 }
 
@@ -72,7 +72,7 @@ func Parse(b []byte) (Message, error) {
 // of the stored bytes. TestParseFormsAsForms holds the two to the same
 // bytes.
 func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err error) {
-	p, env, bs, err := parse(b)
+	p, env, bs, md5s, err := parse(b)
 	if err != nil {
 		return p, nil, nil, err
 	}
@@ -81,7 +81,9 @@ func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err er
 		envelopeForm, structureForm, err = Forms(p.Envelope, p.Structure)
 		return p, envelopeForm, structureForm, err
 	}
-	return p, envelopeWire(envelopeFromJSON(envelopeToJSON(env))), structureWire(structureFromJSON(structureToJSON(bs))), nil
+	stored := partMD5s{}
+	bs = structureFromJSON(structureToJSON(bs, md5s), stored)
+	return p, envelopeWire(envelopeFromJSON(envelopeToJSON(env))), structureWire(bs, stored), nil
 }
 
 // replacedRune is what encoding/json writes for a byte that is not valid
@@ -117,7 +119,7 @@ func structureWholeMinutes(bs imap.BodyStructure) bool {
 }
 
 // parse is Parse, also returning what it extracted.
-func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, error) {
+func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, error) {
 	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
 	// The header's fields as a reader takes them; its length and the
 	// body are b's. The types need no rewrite here: the structure reads
@@ -127,6 +129,7 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, error) {
 	defer readers.Put(r)
 	var env *imap.Envelope
 	var bs imap.BodyStructure
+	var md5s partMD5s
 	cut, within := BoundedHeader(src)
 	if !within {
 		// Its envelope from the fields within the bounds; the rest
@@ -143,7 +146,7 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, error) {
 		p.Status = Simplified
 	default:
 		env = extractEnvelope(header)
-		bs = extractStructure(src, header, r)
+		bs, md5s = extractStructure(src, header, r)
 		if bs == nil {
 			p.Status = Simplified
 		}
@@ -152,12 +155,12 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, error) {
 		bs = fallbackStructure(b[p.HeaderLen:])
 	}
 	if p.Envelope, err = encodeEnvelope(env); err != nil {
-		return p, nil, nil, err
+		return p, nil, nil, nil, err
 	}
-	if p.Structure, err = encodeStructure(bs); err != nil {
-		return p, nil, nil, err
+	if p.Structure, err = encodeStructure(bs, md5s); err != nil {
+		return p, nil, nil, nil, err
 	}
-	return p, env, bs, nil
+	return p, env, bs, md5s, nil
 }
 
 // reader reads a message's bytes through a buffer kept between parses:
@@ -200,11 +203,11 @@ func Forms(envelope, structure []byte) (envelopeForm, structureForm []byte, err 
 	if err != nil {
 		return nil, nil, err
 	}
-	bs, err := DecodeStructure(structure)
+	bs, md5s, err := decodeStructure(structure, partMD5s{})
 	if err != nil {
 		return nil, nil, err
 	}
-	return envelopeWire(env), structureWire(bs), nil
+	return envelopeWire(env), structureWire(bs, md5s), nil
 }
 
 // headerLength returns the length of the header including the blank line
@@ -225,26 +228,28 @@ func headerLength(b []byte) int64 {
 }
 
 // extractStructure returns the body structure of b, whose header r has
-// just read as header, or nil when b is beyond the parsing bounds or its
-// MIME structure is malformed. It reuses r.
-func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.BodyStructure) {
+// just read as header, and the Content-MD5 of its parts, or nil when b is
+// beyond the parsing bounds or its MIME structure is malformed. It reuses
+// r.
+func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.BodyStructure, md5s partMD5s) {
 	body := r.offset(b)
 	if !withinBounds(header, r.br, structureBounds) {
-		return nil
+		return nil, nil
 	}
 	defer func() {
 		// The extraction is library code run on hostile input; a panic
 		// there must cost this message its structure, not the apply.
 		if recover() != nil {
-			bs = nil
+			bs, md5s = nil, nil
 		}
 	}()
 	r.reset(b[body:])
-	bs = bodyStructure(header, r.br, false)
+	md5s = partMD5s{}
+	bs = bodyStructure(header, r.br, false, md5s)
 	if !wellFormed(bs) {
-		return nil
+		return nil, nil
 	}
-	return bs
+	return bs, md5s
 }
 
 // bodyStructure is go-imap's imapserver.ExtractBodyStructure of the part
@@ -256,8 +261,10 @@ func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.Bod
 // library gives up, it reads on: a Content-Type or Content-Disposition
 // whose parameters do not all parse (ContentType), and a part of a
 // multipart/digest without a Content-Type, which is a message/rfc822
-// (RFC 2046 section 5.1.5) where the library takes it for text.
-func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool) imap.BodyStructure {
+// (RFC 2046 section 5.1.5) where the library takes it for text. A single
+// part's Content-MD5, which the library leaves out (its types have no
+// field for it), goes into md5s.
+func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, md5s partMD5s) imap.BodyStructure {
 	header := gomessage.Header{Header: rawHeader}
 	mediaType, typeParams := partType(rawHeader, inDigest)
 	primaryType, subType, _ := strings.Cut(mediaType, "/")
@@ -269,7 +276,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool) imap.
 			if part == nil {
 				break
 			}
-			bs.Children = append(bs.Children, bodyStructure(part.Header, part, mediaType == "multipart/digest"))
+			bs.Children = append(bs.Children, bodyStructure(part.Header, part, mediaType == "multipart/digest", md5s))
 		}
 		bs.Extended = &imap.BodyStructureMultiPartExt{
 			Params:      typeParams,
@@ -294,7 +301,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool) imap.
 		childHeader, _ := textproto.ReadHeader(br)
 		bs.MessageRFC822 = &imap.BodyStructureMessageRFC822{
 			Envelope:      extractEnvelope(childHeader),
-			BodyStructure: bodyStructure(childHeader, br, false),
+			BodyStructure: bodyStructure(childHeader, br, false, md5s),
 			NumLines:      int64(bytes.Count(body, []byte("\n"))),
 		}
 	} else {
@@ -308,6 +315,9 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool) imap.
 		Disposition: contentDisposition(header),
 		Language:    contentLanguage(header),
 		Location:    header.Get("Content-Location"),
+	}
+	if v := strings.TrimSpace(unfold(header.Get("Content-MD5"))); v != "" && md5s != nil {
+		md5s[bs] = v
 	}
 	return bs
 }

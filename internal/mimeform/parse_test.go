@@ -68,7 +68,7 @@ func TestStoredFormsRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		again, err := encodeStructure(bs)
+		again, err := encodeStructure(bs, nil)
 		if err != nil || !bytes.Equal(again, p.Structure) {
 			t.Errorf("%s: body structure does not round trip:\n%s\n%s", f, p.Structure, again)
 		}

@@ -36,11 +36,13 @@ func envelopeWire(e *imap.Envelope) []byte {
 
 // structureWire returns the IMAP form of bs as BODYSTRUCTURE (extended
 // data included, RFC 9051 section 7.5.2, body) exactly as go-imap writes
-// it, or nil when it has none: a string that is not a quoted string on
+// it but for a single part's body-fld-md5, its Content-MD5 in md5s (as
+// Dovecot writes it; go-imap's types cannot hold it, and it wrote NIL),
+// or nil when it has none: a string that is not a quoted string on
 // every connection (as for envelopes), or a structure the library would
 // not write (no extension data, a multipart without parts).
-func structureWire(bs imap.BodyStructure) []byte {
-	w := wireWriter{b: make([]byte, 0, 256)}
+func structureWire(bs imap.BodyStructure, md5s partMD5s) []byte {
+	w := wireWriter{b: make([]byte, 0, 256), md5s: md5s}
 	w.structure(bs)
 	if w.bad {
 		return nil
@@ -85,7 +87,9 @@ func (w *wireWriter) structure(bs imap.BodyStructure) {
 			w.bad = true
 			return
 		}
-		w.b = append(w.b, " NIL "...)
+		w.b = append(w.b, ' ')
+		w.nstr(w.md5s[bs])
+		w.b = append(w.b, ' ')
 		w.location(ext.Disposition, ext.Language, ext.Location)
 	case *imap.BodyStructureMultiPart:
 		if len(bs.Children) == 0 || bs.Extended == nil {
@@ -203,8 +207,9 @@ func (w *wireWriter) envelope(e *imap.Envelope) {
 }
 
 type wireWriter struct {
-	b   []byte
-	bad bool // a string needs a literal, or may be written otherwise on some connection
+	b    []byte
+	bad  bool     // a string needs a literal, or may be written otherwise on some connection
+	md5s partMD5s // the single parts' body-fld-md5
 }
 
 func (w *wireWriter) nil() { w.b = append(w.b, "NIL"...) }
