@@ -534,8 +534,12 @@ func isAtom(s string) bool {
 
 // handOver makes line, a line of the command name (first: the line that
 // starts it), the bytes to hand the library next: its literal noted, its
-// mailbox names translated in UTF-8 mode (utf8names.go).
+// mailbox names translated in UTF-8 mode (utf8names.go), a SEARCH's dates
+// of days their months do not have written as valid ones (searchdate.go).
 func (fc *frameConn) handOver(line []byte, name string, first bool) error {
+	if first && (name == "SEARCH" || name == "UID SEARCH") {
+		line = impossibleDates(line, name)
+	}
 	nameLiteral := false
 	if fc.inUTF8() {
 		line, nameLiteral = translateNames(line, name, first)
