@@ -76,8 +76,20 @@ type singleExtJSON struct {
 // partMD5s holds the Content-MD5 of the single parts of a structure that
 // have one, beside the structure: imap.BodyStructureSinglePartExt has no
 // field for body-fld-md5 (RFC 9051 section 9), so go-imap writes NIL. Nil
-// where no MD5 is wanted (a lookup in a nil map gives "").
+// until a part has one (a lookup in a nil map gives "").
 type partMD5s map[*imap.BodyStructureSinglePart]string
+
+// add records v as p's MD5, making the map at the first: most messages
+// have none, and a first sync parses every one. A nil m wants none.
+func (m *partMD5s) add(p *imap.BodyStructureSinglePart, v string) {
+	if m == nil {
+		return
+	}
+	if *m == nil {
+		*m = partMD5s{}
+	}
+	(*m)[p] = v
+}
 
 type dispositionJSON struct {
 	Value  string            `json:"value"`
@@ -183,8 +195,8 @@ func structureToJSON(bs imap.BodyStructure, md5s partMD5s) *structureJSON {
 }
 
 // structureFromJSON gives back the structure s holds, and adds the MD5s
-// of its parts to md5s when md5s is not nil.
-func structureFromJSON(s *structureJSON, md5s partMD5s) imap.BodyStructure {
+// of its parts to md5s (none when md5s is nil).
+func structureFromJSON(s *structureJSON, md5s *partMD5s) imap.BodyStructure {
 	if s == nil {
 		return nil
 	}
@@ -211,8 +223,8 @@ func structureFromJSON(s *structureJSON, md5s partMD5s) imap.BodyStructure {
 	if x := s.SingleExt; x != nil {
 		out.Extended = &imap.BodyStructureSinglePartExt{Disposition: dispositionFromJSON(x.Disposition),
 			Language: x.Language, Location: x.Location}
-		if md5s != nil && x.MD5 != "" {
-			md5s[out] = x.MD5
+		if x.MD5 != "" {
+			md5s.add(out, x.MD5)
 		}
 	}
 	return out
@@ -246,16 +258,15 @@ func encodeStructure(bs imap.BodyStructure, md5s partMD5s) ([]byte, error) {
 // DecodeStructure gives back the body structure Parse stored as b, but
 // for its parts' Content-MD5, which go-imap's types cannot hold.
 func DecodeStructure(b []byte) (imap.BodyStructure, error) {
-	bs, _, err := decodeStructure(b, nil)
-	return bs, err
+	return decodeStructure(b, nil)
 }
 
 // decodeStructure is DecodeStructure, adding the parts' MD5s to md5s
-// when md5s is not nil.
-func decodeStructure(b []byte, md5s partMD5s) (imap.BodyStructure, partMD5s, error) {
+// (none when md5s is nil).
+func decodeStructure(b []byte, md5s *partMD5s) (imap.BodyStructure, error) {
 	var s *structureJSON
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, nil, fmt.Errorf("decoding stored body structure: %w", err)
+		return nil, fmt.Errorf("decoding stored body structure: %w", err)
 	}
-	return structureFromJSON(s, md5s), md5s, nil
+	return structureFromJSON(s, md5s), nil
 }

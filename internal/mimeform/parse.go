@@ -81,8 +81,8 @@ func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err er
 		envelopeForm, structureForm, err = Forms(p.Envelope, p.Structure)
 		return p, envelopeForm, structureForm, err
 	}
-	stored := partMD5s{}
-	bs = structureFromJSON(structureToJSON(bs, md5s), stored)
+	var stored partMD5s
+	bs = structureFromJSON(structureToJSON(bs, md5s), &stored)
 	return p, envelopeWire(envelopeFromJSON(envelopeToJSON(env))), structureWire(bs, stored), nil
 }
 
@@ -203,7 +203,8 @@ func Forms(envelope, structure []byte) (envelopeForm, structureForm []byte, err 
 	if err != nil {
 		return nil, nil, err
 	}
-	bs, md5s, err := decodeStructure(structure, partMD5s{})
+	var md5s partMD5s
+	bs, err := decodeStructure(structure, &md5s)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -244,8 +245,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.Bod
 		}
 	}()
 	r.reset(b[body:])
-	md5s = partMD5s{}
-	bs = bodyStructure(header, r.br, false, md5s)
+	bs = bodyStructure(header, r.br, false, &md5s)
 	if !wellFormed(bs) {
 		return nil, nil
 	}
@@ -264,7 +264,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.Bod
 // (RFC 2046 section 5.1.5) where the library takes it for text. A single
 // part's Content-MD5, which the library leaves out (its types have no
 // field for it), goes into md5s.
-func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, md5s partMD5s) imap.BodyStructure {
+func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, md5s *partMD5s) imap.BodyStructure {
 	header := gomessage.Header{Header: rawHeader}
 	mediaType, typeParams := partType(rawHeader, inDigest)
 	primaryType, subType, _ := strings.Cut(mediaType, "/")
@@ -316,8 +316,8 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, md5s 
 		Language:    contentLanguage(header),
 		Location:    header.Get("Content-Location"),
 	}
-	if v := strings.TrimSpace(unfold(header.Get("Content-MD5"))); v != "" && md5s != nil {
-		md5s[bs] = v
+	if v := strings.TrimSpace(unfold(header.Get("Content-MD5"))); v != "" {
+		md5s.add(bs, v)
 	}
 	return bs
 }
