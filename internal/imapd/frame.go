@@ -1304,7 +1304,29 @@ func atoms(text []byte) []string { return scanTokens(text, false) }
 
 func scanTokens(text []byte, strs bool) []string {
 	var out []string
-	s := string(text)
+	for _, t := range spanTokens(string(text), true) {
+		if strs || !(t.quoted || t.literal) {
+			out = append(out, t.text)
+		}
+	}
+	return out
+}
+
+// spanToken is a token of a command's text and where it is: an atom, a
+// quoted string (its text unquoted) or a literal (its contents, or
+// nothing when the scan stopped at it).
+type spanToken struct {
+	text            string
+	from, to        int
+	quoted, literal bool
+}
+
+// spanTokens splits s into its atoms, quoted strings and literals,
+// leaving out parentheses, and keeps where each token is. With
+// intoLiterals false it stops at the first literal, whose token then
+// holds nothing: what follows on a command's first line is not its own.
+func spanTokens(s string, intoLiterals bool) []spanToken {
+	var out []spanToken
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
@@ -1312,6 +1334,7 @@ func scanTokens(text []byte, strs bool) []string {
 			i++
 		case c == '"':
 			var b strings.Builder
+			from := i
 			for i++; i < len(s) && s[i] != '"'; i++ {
 				if s[i] == '\\' && i+1 < len(s) {
 					i++
@@ -1319,28 +1342,27 @@ func scanTokens(text []byte, strs bool) []string {
 				b.WriteByte(s[i])
 			}
 			i++
-			if strs {
-				out = append(out, b.String())
-			}
+			out = append(out, spanToken{text: b.String(), from: from, to: min(i, len(s)), quoted: true})
 		case c == '{' || c == '~':
 			m := literalStart.FindStringSubmatch(s[i:])
 			if m == nil {
 				i++
 				continue
 			}
+			if !intoLiterals {
+				return append(out, spanToken{from: i, to: len(s), literal: true})
+			}
 			n, _ := strconv.Atoi(m[1])
 			start := i + len(m[0])
 			end := min(start+n, len(s))
-			if strs {
-				out = append(out, s[start:end])
-			}
+			out = append(out, spanToken{text: s[start:end], from: i, to: end, literal: true})
 			i = end
 		default:
 			j := i
 			for j < len(s) && !strings.ContainsRune(" ()\"\r\n", rune(s[j])) {
 				j++
 			}
-			out = append(out, s[i:j])
+			out = append(out, spanToken{text: s[i:j], from: i, to: j})
 			i = j
 		}
 	}

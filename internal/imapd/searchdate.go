@@ -38,7 +38,7 @@ func impossibleDates(line []byte, name string) []byte {
 	if start < 0 {
 		return line
 	}
-	toks := spanTokens(string(line[start:]))
+	toks := spanTokens(string(line[start:]), false)
 	type edit struct {
 		from, to int
 		with     string
@@ -122,47 +122,4 @@ func dateKeyBetween(key, date string) (string, bool) {
 		return "(SENTSINCE " + d + " SENTBEFORE " + d + ")", true
 	}
 	return key + " " + d, true
-}
-
-// spanToken is a token of a command's line and where it is: an atom, a
-// quoted string (its text unquoted) or the announcement of a literal
-// (nothing of a line after it is looked at).
-type spanToken struct {
-	text            string
-	from, to        int
-	quoted, literal bool
-}
-
-// spanTokens splits s as scanTokens does, keeping where each token is,
-// up to the first literal.
-func spanTokens(s string) []spanToken {
-	var out []spanToken
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == ' ' || c == '(' || c == ')' || c == '\r' || c == '\n':
-			i++
-		case c == '"':
-			var b strings.Builder
-			from := i
-			for i++; i < len(s) && s[i] != '"'; i++ {
-				if s[i] == '\\' && i+1 < len(s) {
-					i++
-				}
-				b.WriteByte(s[i])
-			}
-			i++
-			out = append(out, spanToken{text: b.String(), from: from, to: min(i, len(s)), quoted: true})
-		case (c == '{' || c == '~') && literalStart.MatchString(s[i:]):
-			return append(out, spanToken{from: i, to: len(s), literal: true})
-		default:
-			j := i + 1
-			for j < len(s) && !strings.ContainsRune(" ()\"\r\n", rune(s[j])) {
-				j++
-			}
-			out = append(out, spanToken{text: s[i:j], from: i, to: j})
-			i = j
-		}
-	}
-	return out
 }
