@@ -18,6 +18,9 @@
 //     (RFC 5322 section 3.6), and its newest resent block (the first run of
 //     Resent- fields) one Resent-From and at most one Resent-Sender; 554
 //     5.6.0 otherwise.
+//   - Envelope addresses: one holding a control character gets 501, one
+//     beyond ASCII 553 5.6.7 unless MAIL gave SMTPUTF8 (checkAddress):
+//     go-smtp's parser keeps such bytes, and the relay cannot write them.
 //   - Only CRLF ends a line (RFC 5321 section 2.3.8): a message holding a
 //     bare CR or a bare LF, in its header or its body, gets 554 5.6.0. The
 //     relay writes a bare CR as it is, and "\r.\r\n" ends the data for a

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -205,7 +206,7 @@ func IdentitySet(addrs []string) (map[string]bool, error) {
 	set := make(map[string]bool, len(addrs))
 	for _, a := range addrs {
 		local, domain, ok := strings.Cut(a, "@")
-		if !ok || local == "" || domain == "" || strings.ContainsAny(a, " \t\r\n<>,;") {
+		if !ok || local == "" || domain == "" || strings.ContainsAny(a, " \t\r\n<>,;") || checkAddress("identity", a, true) != nil {
 			return nil, fmt.Errorf("identity %q is not an address like name@example.org", a)
 		}
 		set[foldASCII(a)] = true
@@ -433,6 +434,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if from == "" || !s.srv.allowed(from) {
 		return errNotIdentity("the sender <" + from + ">")
 	}
+	if err := checkAddress("sender", from, opts != nil && opts.UTF8); err != nil {
+		return err
+	}
 	m := &Message{From: from}
 	if opts != nil {
 		m.UTF8 = opts.UTF8
@@ -458,6 +462,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3},
 			Message: "a recipient needs a domain (name@example.org)"}
 	}
+	if err := checkAddress("recipient", to, s.mail.UTF8); err != nil {
+		return err
+	}
 	key := strings.ToLower(to)
 	if s.rcpts[key] {
 		return nil // said twice: one delivery
@@ -476,6 +483,45 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.rcpts[key] = true
 	s.mail.Recipients = append(s.mail.Recipients, r)
+	return nil
+}
+
+// checkAddress refuses an envelope address the relay cannot pass on as
+// it was given. go-smtp's parser keeps every byte of a domain but blanks
+// and '>', and of a quoted local part every byte, so "RCPT
+// TO:<bob@example.net<CR>RSET>" reached the queue with its CR: go-smtp's
+// client then refuses to write the line, and the message waited in the
+// queue, relayed to none of its recipients, until it was given up on
+// after 5 days, the client having had 250. A NUL, an ESC or another
+// control character went to the smarthost as it came. A control character
+// is a syntax error (501 5.1.3 for a recipient, 5.1.7 for the sender; RFC
+// 5321 section 4.1.2 allows none in a path, and no quoted-pair makes one
+// sendable on the relay's single line); an address beyond ASCII needs
+// SMTPUTF8 in MAIL (553 5.6.7, RFC 6531 section 3.5), and valid UTF-8.
+func checkAddress(what, addr string, utf8ok bool) error {
+	bad := smtp.EnhancedCode{5, 1, 3}
+	if what == "sender" {
+		bad = smtp.EnhancedCode{5, 1, 7}
+	}
+	ascii := true
+	for i := 0; i < len(addr); i++ {
+		switch c := addr[i]; {
+		case c < 0x20 || c == 0x7f:
+			return &smtp.SMTPError{Code: 501, EnhancedCode: bad,
+				Message: fmt.Sprintf("the %s address holds a control character (0x%02X at byte %d), which no mail system can take", what, c, i)}
+		case c >= 0x80:
+			ascii = false
+		}
+	}
+	switch {
+	case ascii:
+		return nil
+	case !utf8ok:
+		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 6, 7},
+			Message: "the " + what + " address is not ASCII: give SMTPUTF8 in MAIL (RFC 6531)"}
+	case !utf8.ValidString(addr):
+		return &smtp.SMTPError{Code: 501, EnhancedCode: bad, Message: "the " + what + " address is not valid UTF-8"}
+	}
 	return nil
 }
 

@@ -630,3 +630,48 @@ func TestServeAfterClose(t *testing.T) {
 		ln.Close()
 	}
 }
+
+// TestEnvelopeAddressChecked: an envelope address the relay cannot pass on
+// as it came is refused at its command. go-smtp's parser keeps a CR, a NUL
+// or an ESC inside a domain or a quoted local part; a recipient holding a
+// CR was answered 250, and so was the message: go-smtp's client then
+// refused to write the RCPT line, and the message waited in the queue,
+// relayed to none of its recipients (the good one before it included),
+// until it was given up on after 5 days. A NUL went to the smarthost as it
+// came, and so did an address beyond ASCII without SMTPUTF8.
+func TestEnvelopeAddressChecked(t *testing.T) {
+	r := newRig(t, 0)
+	sc := dialSMTP(t, r.addr)
+	sc.login()
+	sc.send("MAIL FROM:<alice@example.org>", "250 ", "MAIL")
+	sc.send("RCPT TO:<good@example.net>", "250 ", "a good recipient")
+	for _, bad := range []string{"bob@example.net\rRSET", "bob@example.net\x00", "\"bob\x00\"@example.net", "\"x\x1b[2J\"@example.net", "bob@exa\x7fmple.net"} {
+		sc.send("RCPT TO:<"+bad+">", "501 5.1.3 ", fmt.Sprintf("recipient %q", bad))
+	}
+	sc.send("RCPT TO:<j\xc3\xb6rg@example.net>", "553 5.6.7 ", "a recipient beyond ASCII without SMTPUTF8")
+	sc.send("DATA", "354 ", "DATA")
+	sc.send("From: alice@example.org\r\nMessage-ID: <checked@example.org>\r\n\r\nhi\r\n.", "250 2.0.0 Queued as", "the message")
+	sc.send("MAIL FROM:<alice@example.org> SMTPUTF8", "250 ", "MAIL with SMTPUTF8")
+	sc.send("RCPT TO:<j\xf6rg@example.net>", "501 5.1.3 ", "a recipient not in UTF-8")
+	sc.send("RCPT TO:<j\xc3\xb6rg@example.net>", "250 ", "a recipient in UTF-8 with SMTPUTF8")
+	sc.send("RSET", "250 ", "RSET")
+
+	got := r.host.Wait(t, 1, wait)[0]
+	if !slices.Equal(got.To, []string{"good@example.net"}) || submit.MessageID(got.Data) != "checked@example.org" {
+		t.Errorf("relayed to %q: %q", got.To, got.Data)
+	}
+	// The smarthost has it before its 250 is recorded: wait for the record.
+	var st outbox.Status
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if st, err = r.box.Status(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if st.Queued == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if st.Queued != 0 || st.LastError != "" {
+		t.Errorf("outbox: %d queued, last error %q", st.Queued, st.LastError)
+	}
+}
