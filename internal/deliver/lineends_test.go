@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -120,5 +121,31 @@ func TestLMTPBDATBytes(t *testing.T) {
 	s.cmd("NOOP", "250 ")
 	if got, want := f.bodies(t, "alice"), strings.Join(chunks, ""); len(got) != 1 || string(got[0]) != want {
 		t.Fatalf("log of alice: %q, want one entry %q", got, want)
+	}
+}
+
+// TestLMTPBDATCutShort: a message whose connection ends inside its last
+// BDAT chunk is not delivered. go-smtp reads a chunk with io.Copy from an
+// io.LimitReader, which takes the connection's end for the chunk's: the
+// message cut short was delivered as if whole.
+func TestLMTPBDATCutShort(t *testing.T) {
+	f := newFixture(t, "alice")
+	addr := serve(t, f.d, LMTPOptions{})
+	s := dialScripted(t, addr)
+	s.cmd("LHLO mta.test", "250 ")
+	msg := "Subject: b\r\n\r\nPay the invoice of 1000 euros;\r\ndo NOT pay the other one.\r\n"
+	s.write("MAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\n")
+	s.expect("250 ")
+	s.expect("250 ")
+	s.write(fmt.Sprintf("BDAT %d LAST\r\n", len(msg)) + msg[:45])
+	if err := s.c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(s.r)
+	if err != nil {
+		t.Fatalf("reading to the end: %v", err)
+	}
+	if got := f.bodies(t, "alice"); len(got) != 0 {
+		t.Fatalf("log of alice: %q after a chunk cut short (answered %q), want nothing", got, rest)
 	}
 }

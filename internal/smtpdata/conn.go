@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
+	"strings"
 )
 
 // Conn is the connection go-smtp reads from. It hands the library at most
@@ -16,6 +18,11 @@ import (
 // library's reader. The library is then given the bare end marker
 // ".\r\n", which its reader takes for an empty rest of the message.
 //
+// A BDAT chunk (RFC 3030) is go-smtp's to read: Conn hands it over as it
+// comes, and a connection that ends inside it is io.ErrUnexpectedEOF, not
+// io.EOF, which go-smtp's io.Copy from an io.LimitReader took for the
+// chunk's end: a message cut short was handed to the session as if whole.
+//
 // Only one goroutine reads at a time: go-smtp reads the command lines, and
 // while it waits for the replies to DATA the session reads the message.
 type Conn struct {
@@ -24,6 +31,10 @@ type Conn struct {
 
 	tail []byte // handed to the library before anything else
 	err  error  // sticky: the message could not be read to its end
+
+	// Read state, used by the library's reading goroutine only.
+	midLine bool  // the last line handed over did not end in LF
+	chunk   int64 // bytes of a BDAT chunk the library is still to read
 }
 
 // dataEnd is what the library reads after the session has read a message.
@@ -46,8 +57,23 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	if c.br.Buffered() == 0 {
 		if _, err := c.br.Peek(1); err != nil {
+			if err == io.EOF && c.chunk > 0 {
+				// The connection ended inside a BDAT chunk. go-smtp
+				// reads a chunk with io.Copy from an io.LimitReader,
+				// which takes an early io.EOF for the chunk's end: the
+				// message cut short was handed to the session whole,
+				// after BDAT n LAST, and delivered or queued.
+				return 0, io.ErrUnexpectedEOF
+			}
 			return 0, err
 		}
+	}
+	if c.chunk > 0 {
+		buf, _ := c.br.Peek(int(min(int64(len(p)), int64(c.br.Buffered()), c.chunk)))
+		n := copy(p, buf)
+		_, _ = c.br.Discard(n)
+		c.chunk -= int64(n)
+		return n, nil
 	}
 	buf, _ := c.br.Peek(min(len(p), c.br.Buffered()))
 	if i := bytes.IndexByte(buf, '\n'); i >= 0 {
@@ -55,7 +81,31 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	n := copy(p, buf)
 	_, _ = c.br.Discard(n)
+	whole := !c.midLine && n > 0 && p[n-1] == '\n'
+	c.midLine = n > 0 && p[n-1] != '\n'
+	if whole {
+		c.chunk = bdatSize(p[:n])
+	}
 	return n, nil
+}
+
+// bdatSize returns the size of the chunk a command line announces that
+// go-smtp v0.25.1 reads (or discards) after it, the BDAT of RFC 3030
+// parsed as its handleBdat does, or 0.
+func bdatSize(line []byte) int64 {
+	verb, arg, _ := strings.Cut(strings.TrimRight(string(line), "\r\n"), " ")
+	if !strings.EqualFold(verb, "BDAT") {
+		return 0
+	}
+	args := strings.Fields(arg)
+	if len(args) == 0 || len(args) > 2 || len(args) == 2 && !strings.EqualFold(args[1], "LAST") {
+		return 0
+	}
+	size, err := strconv.ParseUint(args[0], 10, 32)
+	if err != nil {
+		return 0
+	}
+	return int64(size)
 }
 
 // errDataUnfinished: the session returned before the end of the message.

@@ -675,3 +675,56 @@ func TestEnvelopeAddressChecked(t *testing.T) {
 		t.Errorf("outbox: %d queued, last error %q", st.Queued, st.LastError)
 	}
 }
+
+// TestCutShortNotQueued: a message whose connection ends before its end
+// is neither queued nor relayed, sent with DATA or with BDAT. go-smtp
+// reads a BDAT chunk with io.Copy from an io.LimitReader, which takes the
+// connection's end for the chunk's: after "BDAT n LAST", a message cut
+// off halfway ("Pay the invoice of 1000 euros;" without the "do NOT pay
+// the other one" after it) was queued, relayed and filed in Sent, and the
+// client, which never had its 250, sent it again whole.
+func TestCutShortNotQueued(t *testing.T) {
+	r := newRig(t, 0)
+	msg := func(id string) string {
+		return "From: alice@example.org\r\nMessage-ID: <" + id + "@example.org>\r\n\r\nPay the invoice of 1000 euros;\r\ndo NOT pay the other one.\r\n"
+	}
+	for _, tc := range []struct{ name, wire string }{
+		{"DATA", "DATA\r\n" + msg("cut-data")[:80]},
+		{"BDAT LAST", fmt.Sprintf("BDAT %d LAST\r\n", len(msg("cut-bdat"))) + msg("cut-bdat")[:80]},
+		{"BDAT, then BDAT LAST", "BDAT 10\r\n" + msg("cut-two")[:10] + fmt.Sprintf("BDAT %d LAST\r\n", len(msg("cut-two"))-10) + msg("cut-two")[10:80]},
+	} {
+		sc := dialSMTP(t, r.addr)
+		sc.login()
+		sc.send("MAIL FROM:<alice@example.org>", "250 ", tc.name)
+		sc.send("RCPT TO:<bob@example.net>", "250 ", tc.name)
+		if _, err := io.WriteString(sc.c, tc.wire); err != nil {
+			t.Fatal(err)
+		}
+		// Half closed: the server reads the end, answers what it does,
+		// and closes; its answers are read to that end.
+		if err := sc.c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		sc.c.SetReadDeadline(time.Now().Add(wait))
+		rest, err := io.ReadAll(sc.br)
+		if err != nil {
+			t.Fatalf("%s: reading to the end: %v", tc.name, err)
+		}
+		if strings.Contains(string(rest), "Queued as") {
+			t.Errorf("%s: a message cut short was answered %q", tc.name, rest)
+		}
+	}
+	// A whole one after them: the first the smarthost gets.
+	sc := dialSMTP(t, r.addr)
+	sc.login()
+	sc.send("MAIL FROM:<alice@example.org>", "250 ", "whole")
+	sc.send("RCPT TO:<bob@example.net>", "250 ", "whole")
+	whole := msg("whole")
+	sc.send(fmt.Sprintf("BDAT %d LAST\r\n", len(whole))+strings.TrimSuffix(whole, "\r\n"), "250 2.0.0 Queued as", "whole")
+	if got := r.host.Wait(t, 1, wait)[0]; submit.MessageID(got.Data) != "whole@example.org" || !strings.HasSuffix(string(got.Data), whole) {
+		t.Errorf("relayed first %q, want the whole message", got.Data)
+	}
+	if sent := devicetest.WaitMessages(t, r.dev.Store, "Sent", 1, wait); len(sent) != 1 || sent[0].Envelope.MessageID != "whole@example.org" {
+		t.Errorf("Sent holds %d messages, the first %q", len(sent), sent[0].Envelope.MessageID)
+	}
+}
