@@ -22,7 +22,8 @@
 //     beyond ASCII 553 5.6.7 unless MAIL gave SMTPUTF8 (checkAddress):
 //     go-smtp's parser keeps such bytes, and the relay cannot write them.
 //   - Only CRLF ends a line (RFC 5321 section 2.3.8): a message holding a
-//     bare CR or a bare LF, in its header or its body, gets 554 5.6.0. The
+//     bare CR or a bare LF, in its header or its body, or whose last line
+//     does not end with CRLF (BDAT), gets 554 5.6.0. The
 //     relay writes a bare CR as it is, and "\r.\r\n" ends the data for a
 //     next hop that ends lines at a bare CR (SMTP smuggling); in the
 //     header, the checks and a reader would see different fields.

@@ -39,8 +39,9 @@ func HeaderEnd(msg []byte) int {
 var errHeaderBareCR = errors.New("the message header has a CR without an LF after it (RFC 5322 section 2.3): some readers end a line there and would see a header field the checks did not")
 
 // checkLineEnds refuses a message holding a bare CR (one no LF follows)
-// or a bare LF (one no CR precedes), in the header or the body: in SMTP
-// data only CRLF ends a line (RFC 5321 section 2.3.8).
+// or a bare LF (one no CR precedes), in the header or the body, and one
+// whose last line does not end with CRLF: in SMTP data only CRLF ends a
+// line (RFC 5321 section 2.3.8).
 //
 // In the header, the checks read a line up to its LF, as go-message does,
 // so "X: y\rFrom: boss@..." is one field X to them; a reader or a next hop
@@ -76,8 +77,17 @@ func checkLineEnds(msg []byte) error {
 			"and a server on the way that ends lines elsewhere could read what follows as commands of its own (SMTP smuggling); "+
 			"send the message with CRLF line ends", bare, line, part)
 	}
+	if len(msg) > 0 && !bytes.HasSuffix(msg, []byte("\r\n")) {
+		// Only BDAT can send it (DATA ends at a CRLF): the relay's dot
+		// writer ends the last line with a CRLF, and the message relayed
+		// was not the one kept in Sent.
+		return errNoFinalCRLF
+	}
 	return nil
 }
+
+// errNoFinalCRLF: the message's last line does not end with CRLF.
+var errNoFinalCRLF = errors.New("the message does not end with CRLF: SMTP data is lines, each ending with CRLF (RFC 5321 section 2.3.8); end the last BDAT chunk with CRLF")
 
 // StripBcc returns msg without its Bcc and Resent-Bcc header fields
 // (with their continuation lines), byte for byte otherwise: what is

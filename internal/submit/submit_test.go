@@ -728,3 +728,30 @@ func TestCutShortNotQueued(t *testing.T) {
 		t.Errorf("Sent holds %d messages, the first %q", len(sent), sent[0].Envelope.MessageID)
 	}
 }
+
+// TestNoFinalCRLFRefused: a message whose last line does not end with
+// CRLF, which only BDAT can send, gets 554 5.6.0. It was queued as it
+// came, and the relay's dot writer ended the last line with a CRLF: the
+// smarthost got another message than the one kept in Sent. One that ends
+// with CRLF is relayed and kept byte for byte.
+func TestNoFinalCRLFRefused(t *testing.T) {
+	r := newRig(t, 0)
+	sc := dialSMTP(t, r.addr)
+	sc.login()
+	cut := "From: alice@example.org\r\nMessage-ID: <no-crlf@example.org>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nthe last line\r\n."
+	for _, m := range []struct{ msg, want string }{{cut, "554 5.6.0 The message does not end with CRLF"}, {strings.Replace(cut, "no-crlf", "crlf", 1) + "\r\n", "250 2.0.0 Queued as"}} {
+		sc.send("MAIL FROM:<alice@example.org>", "250 ", "MAIL")
+		sc.send("RCPT TO:<bob@example.net>", "250 ", "RCPT")
+		if _, err := io.WriteString(sc.c, fmt.Sprintf("BDAT %d LAST\r\n", len(m.msg))+m.msg); err != nil {
+			t.Fatal(err)
+		}
+		if got := sc.reply(); !strings.HasPrefix(got, m.want) {
+			t.Fatalf("BDAT %q: %q, want %s", m.msg, got, m.want)
+		}
+	}
+	got := r.host.Wait(t, 1, wait)[0]
+	sent := devicetest.WaitMessages(t, r.dev.Store, "Sent", 1, wait)
+	if want := strings.Replace(cut, "no-crlf", "crlf", 1) + "\r\n"; string(got.Data) != want || string(sent[0].Raw) != want {
+		t.Errorf("relayed %q, in Sent %q, want both %q", got.Data, sent[0].Raw, want)
+	}
+}
