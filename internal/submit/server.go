@@ -181,9 +181,12 @@ func New(cfg Config) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
-	// One byte over the limit, so that a message of exactly the limit is
-	// read to its end (the library fails a read once its budget is used).
-	srv.MaxMessageBytes = cfg.MaxMessageBytes + 1
+	// The limit itself, which EHLO's SIZE names (RFC 1870): the session
+	// reads DATA (smtpdata) and holds the limit itself; the library
+	// checks MAIL's SIZE and the sum of BDAT chunks against it. It was
+	// one byte over, from when the library's DATA reader read the
+	// message, and SIZE named a size that was then refused.
+	srv.MaxMessageBytes = cfg.MaxMessageBytes
 	srv.MaxRecipients = cfg.MaxRecipients
 	// Command lines only: the message after DATA is read by the session
 	// (smtpdata), not by the library.

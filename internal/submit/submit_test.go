@@ -755,3 +755,64 @@ func TestNoFinalCRLFRefused(t *testing.T) {
 		t.Errorf("relayed %q, in Sent %q, want both %q", got.Data, sent[0].Raw, want)
 	}
 }
+
+// TestSizeAdvertisedIsAccepted: EHLO's SIZE is the largest message taken
+// (RFC 1870), with DATA and with BDAT, and a byte more is refused. It named
+// one byte more than was taken.
+func TestSizeAdvertisedIsAccepted(t *testing.T) {
+	const limit = 4096
+	r := newRig(t, limit)
+	sc := dialSMTP(t, r.addr)
+	if _, err := io.WriteString(sc.c, "EHLO client.test\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var size string
+	sc.c.SetReadDeadline(time.Now().Add(wait))
+	for {
+		l, err := sc.br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := strings.CutPrefix(strings.TrimRight(l[4:], "\r\n"), "SIZE "); ok {
+			size = v
+		}
+		if len(l) < 4 || l[3] != '-' {
+			break
+		}
+	}
+	if size != fmt.Sprint(limit) {
+		t.Errorf("EHLO says SIZE %s, the limit is %d", size, limit)
+	}
+	sc.send("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+password)), "235 ", "login")
+	message := func(id string, n int) string {
+		head := "From: alice@example.org\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <" + id + "@example.org>\r\n\r\n"
+		return head + strings.Repeat("x", n-len(head)-2) + "\r\n"
+	}
+	for _, tc := range []struct {
+		name string
+		n    int
+		want string
+	}{{"data-at-limit", limit, "250 2.0.0 Queued as"}, {"data-over", limit + 1, "552 5.3.4 "},
+		{"bdat-at-limit", limit, "250 2.0.0 Queued as"}, {"bdat-over", limit + 1, "552 5.3.4 "}} {
+		m := message(tc.name, tc.n)
+		sc.send(fmt.Sprintf("MAIL FROM:<alice@example.org> SIZE=%d", tc.n), map[bool]string{true: "552 5.3.4 ", false: "250 "}[tc.n > limit], tc.name+" MAIL SIZE")
+		if tc.n > limit {
+			sc.send("MAIL FROM:<alice@example.org>", "250 ", tc.name)
+		}
+		sc.send("RCPT TO:<bob@example.net>", "250 ", tc.name)
+		var wire string
+		if strings.HasPrefix(tc.name, "data") {
+			sc.send("DATA", "354 ", tc.name)
+			wire = m + ".\r\n"
+		} else {
+			wire = fmt.Sprintf("BDAT %d LAST\r\n", len(m)) + m
+		}
+		if _, err := io.WriteString(sc.c, wire); err != nil {
+			t.Fatal(err)
+		}
+		if got := sc.reply(); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s (%d bytes): %q, want %s", tc.name, len(m), got, tc.want)
+		}
+		sc.send("RSET", "250 ", tc.name+" RSET")
+	}
+}
