@@ -137,6 +137,27 @@ func TestRelayImplicitTLS(t *testing.T) {
 	devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
 }
 
+// TestRelayNo8BitMIME: an 8-bit message is not sent to a smarthost that
+// does not offer 8BITMIME (RFC 6152 section 3): it bounces, saying why,
+// and a 7-bit one is relayed. The 8-bit one was sent as it was.
+func TestRelayNo8BitMIME(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{ImplicitTLS: true, No8BitMIME: true})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, ImplicitTLS: true, RootCAs: ca.Pool}, nil)
+	eight := message("eight", "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n")
+	eight.Data = append(eight.Data, "Gr\xc3\xbc\xc3\x9fe\r\n"...)
+	enqueue(t, o, eight)
+	inbox := devicetest.WaitMessages(t, dev.Store, "INBOX", 1, wait)
+	if r := readReport(t, inbox[0].Raw); !strings.Contains(r.human, "8BITMIME") {
+		t.Errorf("bounce does not name 8BITMIME: %+v", r)
+	}
+	enqueue(t, o, message("seven", ""))
+	if got := host.Wait(t, 1, wait); len(got) != 1 || submit.MessageID(got[0].Data) != "seven@example.org" {
+		t.Errorf("the smarthost got %d messages, the first %q; want the 7-bit one alone", len(got), got[0].Data)
+	}
+}
+
 // TestRelayRefusesUnverifiedCertificate: a smarthost whose certificate is
 // not signed by the trusted CA gets nothing; the failure is permanent and
 // the sender finds a bounce saying why in INBOX.

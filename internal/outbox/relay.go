@@ -256,6 +256,13 @@ func (rc *relayConn) send(m *queued) sendResult {
 			return all(rcptFailed, &permanentError{errors.New("the smarthost does not accept SMTPUTF8, which this message needs")})
 		}
 	}
+	if ok, _ := rc.c.Extension("8BITMIME"); !ok && has8bit(m.data) {
+		// RFC 6152 section 3: such a message is converted to 7 bits or
+		// returned, never sent as it is, which was done: a smarthost
+		// may strip the eighth bit, refuse it, or pass it on to one
+		// that does.
+		return all(rcptFailed, &permanentError{errors.New("the smarthost does not accept 8-bit data (no 8BITMIME, RFC 6152), which this message holds")})
+	}
 	opts := &smtp.MailOptions{Size: int64(len(m.data)), UTF8: m.utf8, Return: smtp.DSNReturn(m.ret), EnvelopeID: m.envid}
 	if err := rc.c.Mail(smtpPath(m.sender), opts); err != nil {
 		return all(classify(err), err)
@@ -322,6 +329,16 @@ func (rc *relayConn) send(m *queued) sendResult {
 		return acceptedAll(classify(err), replyText(err), err)
 	}
 	return acceptedAll(rcptRelayed, "250 "+resp.StatusText, nil)
+}
+
+// has8bit reports whether b holds a byte beyond ASCII.
+func has8bit(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 func rcptOptions(r queuedRcpt) *smtp.RcptOptions {

@@ -4,6 +4,7 @@
 package sendtest
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -116,6 +117,10 @@ type SmarthostOptions struct {
 	// AfterData, when set, runs after a message was recorded as received
 	// and before the 250 is sent (a test may block there).
 	AfterData func()
+	// No8BitMIME leaves 8BITMIME out of the EHLO reply (go-smtp always
+	// offers it); only with ImplicitTLS (the line is taken out above the
+	// TLS layer, which STARTTLS would put above it).
+	No8BitMIME bool
 }
 
 // Smarthost is an SMTP server in the test process standing for the user's
@@ -159,10 +164,36 @@ func NewSmarthost(t testing.TB, ca *CA, opts SmarthostOptions) *Smarthost {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if opts.No8BitMIME {
+		if !opts.ImplicitTLS {
+			t.Fatal("sendtest: No8BitMIME needs ImplicitTLS")
+		}
+		ln = no8BitListener{ln}
+	}
 	h.Addr, h.srv = ln.Addr().String(), srv
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return h
+}
+
+// no8BitListener's connections write the EHLO reply without 8BITMIME.
+type no8BitListener struct{ net.Listener }
+
+func (l no8BitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return no8BitConn{c}, nil
+}
+
+type no8BitConn struct{ net.Conn }
+
+func (c no8BitConn) Write(p []byte) (int, error) {
+	if _, err := c.Conn.Write(bytes.ReplaceAll(p, []byte("250-8BITMIME\r\n"), nil)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // Received returns the messages accepted so far.
