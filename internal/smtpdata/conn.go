@@ -89,6 +89,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// InChunk reports whether the next bytes are a BDAT chunk's, which go-smtp
+// reads as data, not as a command line.
+func (c *Conn) InChunk() bool { return c.chunk > 0 }
+
 // bdatSize returns the size of the chunk a command line announces that
 // go-smtp v0.25.1 reads (or discards) after it, the BDAT of RFC 3030
 // parsed as its handleBdat does, or 0.

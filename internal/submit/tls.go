@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,8 +40,7 @@ type tlsConn struct {
 	midReply bool // the last line written was not a reply's last
 
 	// Read state, used by go-smtp's reading goroutine only.
-	midLine bool  // the last Read ended inside a line
-	chunk   int64 // bytes of a BDAT chunk still to hand over, never commands
+	midLine bool // the last Read ended inside a line
 }
 
 // tlsListener wraps each connection in a smtpdata.Conn and a tlsConn.
@@ -73,10 +71,13 @@ func (l tlsListener) Accept() (net.Conn, error) {
 // Read hands go-smtp the next command line, answering STARTTLS here.
 func (c *tlsConn) Read(p []byte) (int, error) {
 	for {
-		if c.chunk > 0 {
-			n, err := c.Conn.Read(p[:min(int64(len(p)), c.chunk)])
-			c.chunk -= int64(n)
-			return n, err
+		if c.Conn.InChunk() {
+			// A BDAT chunk's bytes, never commands. smtpdata.Conn
+			// counts them as go-smtp does: this layer counted them
+			// itself, also after a BDAT go-smtp refused unread
+			// ("BDAT 10 FOO"), and took the command lines after it
+			// for data, a STARTTLS among them.
+			return c.Conn.Read(p)
 		}
 		n, err := c.Conn.Read(p)
 		whole := !c.midLine && n > 0 && p[n-1] == '\n'
@@ -85,12 +86,9 @@ func (c *tlsConn) Read(p []byte) (int, error) {
 		c.mu.Lock()
 		offered, authed := c.startTLS, c.authed
 		c.mu.Unlock()
-		verb, arg, _ := strings.Cut(line, " ")
+		verb, _, _ := strings.Cut(line, " ")
 		switch {
 		case !whole:
-		case strings.EqualFold(verb, "BDAT"):
-			size, _, _ := strings.Cut(arg, " ")
-			c.chunk, _ = strconv.ParseInt(size, 10, 64)
 		case strings.EqualFold(verb, "EHLO"):
 			c.mu.Lock()
 			c.ehlo = true

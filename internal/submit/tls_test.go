@@ -198,6 +198,26 @@ func TestSubmissionStartTLSScripted(t *testing.T) {
 		t.Errorf("a command pipelined after STARTTLS was answered in the clear: %q", rest)
 	}
 
+	// A BDAT go-smtp refuses unread (an unknown argument) announces no
+	// chunk: the STARTTLS after it is answered here. It was taken for
+	// the chunk's data and went to go-smtp, which has no TLS.
+	conn, br = dial()
+	reply(br)
+	conn.Write([]byte("EHLO client.test\r\n"))
+	reply(br)
+	conn.Write([]byte("BDAT 10 FOO\r\n"))
+	if l := reply(br); !strings.HasPrefix(l, "501 ") {
+		t.Fatalf("BDAT 10 FOO: %q, want 501", l)
+	}
+	conn.Write([]byte("STARTTLS\r\n"))
+	if l := reply(br); !strings.HasPrefix(l, "220 ") {
+		t.Fatalf("STARTTLS after a refused BDAT: %q, want 220", l)
+	}
+	tc := tls.Client(conn, r.client)
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS after a refused BDAT: %v", err)
+	}
+
 	conn, br = dial()
 	reply(br)
 	for _, step := range []struct{ send, want string }{
