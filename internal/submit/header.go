@@ -41,7 +41,9 @@ var errHeaderBareCR = errors.New("the message header has a CR without an LF afte
 // checkLineEnds refuses a message holding a bare CR (one no LF follows)
 // or a bare LF (one no CR precedes), in the header or the body, and one
 // whose last line does not end with CRLF: in SMTP data only CRLF ends a
-// line (RFC 5321 section 2.3.8).
+// line (RFC 5321 section 2.3.8). It refuses a NUL too, which no message
+// holds (RFC 5322 section 2.3; 8BITMIME excludes it, RFC 6152), and
+// which programs written in C take for the end of a line or a text.
 //
 // In the header, the checks read a line up to its LF, as go-message does,
 // so "X: y\rFrom: boss@..." is one field X to them; a reader or a next hop
@@ -65,14 +67,15 @@ func checkLineEnds(msg []byte) error {
 			bare = "CR (a CR without an LF after it)"
 		case c == '\n' && (i == 0 || msg[i-1] != '\r'):
 			bare = "LF (an LF without a CR before it)"
+		case c == 0:
+			part, line := where(msg, end, i)
+			return fmt.Errorf("the message has a NUL in line %d of its %s: mail holds no NUL (RFC 5322 section 2.3, RFC 6152; BINARYMIME is not offered), "+
+				"and a program on the way that ends a line or a text at a NUL reads another message than the one checked and kept here; "+
+				"encode binary content (base64)", line, part)
 		default:
 			continue
 		}
-		part, from := "body", end
-		if i < end {
-			part, from = "header", 0
-		}
-		line := bytes.Count(msg[from:i], []byte("\n")) + 1
+		part, line := where(msg, end, i)
 		return fmt.Errorf("the message has a bare %s in line %d of its %s: SMTP data ends every line with CRLF (RFC 5321 section 2.3.8), "+
 			"and a server on the way that ends lines elsewhere could read what follows as commands of its own (SMTP smuggling); "+
 			"send the message with CRLF line ends", bare, line, part)
@@ -84,6 +87,16 @@ func checkLineEnds(msg []byte) error {
 		return errNoFinalCRLF
 	}
 	return nil
+}
+
+// where names the part (header or body, the header ending at end) and
+// the line in it of msg's byte i.
+func where(msg []byte, end, i int) (string, int) {
+	part, from := "body", end
+	if i < end {
+		part, from = "header", 0
+	}
+	return part, bytes.Count(msg[from:i], []byte("\n")) + 1
 }
 
 // errNoFinalCRLF: the message's last line does not end with CRLF.

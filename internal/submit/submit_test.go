@@ -284,6 +284,13 @@ func TestRefusals(t *testing.T) {
 			"From: alice@example.org\r\nTo: bob@example.net\r\n\r\nline one\nline two\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"a header with bare LF line ends", "refused", "alice@example.org",
 			"From: alice@example.org\nTo: bob@example.net\n\nhi\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		// A NUL, which no message holds (RFC 5322 section 2.3, RFC
+		// 6152): relayed as it came, to next hops that may end a line
+		// or a text there.
+		{"a NUL in the header", "refused", "alice@example.org",
+			"From: alice@example.org\r\nSubject: a\x00b\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a NUL in the body", "refused", "alice@example.org",
+			"From: alice@example.org\r\nTo: bob@example.net\r\n\r\npay\x00\r\nmore\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"over the size limit", "oversize", "alice@example.org", good + strings.Repeat("x", 5000) + "\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 552 5.3.4 ", "NOOP 250 "}},
 	}
@@ -427,8 +434,9 @@ func TestDataLineEnds(t *testing.T) {
 			}
 		}
 		write(head + tc.Wire + "NOOP\r\n")
-		bare := hasBareLineEnd(tc.Want)
-		if got := reply(); bare && !strings.HasPrefix(got, "554 5.6.0 The message has a bare ") ||
+		// Refused: a bare CR or LF, or a NUL (TestRefusals).
+		bare := hasBareLineEnd(tc.Want) || strings.Contains(tc.Want, "\x00")
+		if got := reply(); bare && !strings.HasPrefix(got, "554 5.6.0 The message has a ") ||
 			!bare && !strings.HasPrefix(got, "250 2.0.0 Queued as") {
 			t.Fatalf("%s: reply to the end of the data %q, want %s", tc.Name, got, map[bool]string{true: "554 5.6.0", false: "250"}[bare])
 		}
