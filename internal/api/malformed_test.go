@@ -98,3 +98,34 @@ func TestUnavailable(t *testing.T) {
 		t.Errorf("error text %q leaks store detail", msg)
 	}
 }
+
+// TestPercentEncodedPath: a path with a percent-encoded byte is refused
+// (400, the API's JSON error), though its signature, over the decoded
+// path, verifies: a name is never percent-encoded (docs/API.md §1), and a
+// cache, a proxy or a log could take al%69ce for another user than alice.
+func TestPercentEncodedPath(t *testing.T) {
+	e := newEnv(t, false, nil)
+	for _, path := range []string{
+		"/v1/users/al%69ce/entries",
+		"/v1/users/%61lice/head",
+		"/v1/users/alice/%65ntries",
+		"/v1/users/alice/checkpoint%2F",
+	} {
+		resp, msg := e.send(t, rawRequest{method: "GET", path: path, key: e.alice})
+		if resp.StatusCode != 400 || !strings.Contains(msg, "percent-encoded") {
+			t.Errorf("GET %s: status %d (%s), want 400 naming the percent-encoding", path, resp.StatusCode, msg)
+		}
+	}
+	body := EncodeBatch([][]byte{{1}})
+	resp, msg := e.send(t, rawRequest{method: "POST", path: "/v1/users/al%69ce/entries", body: body, key: e.alice})
+	if resp.StatusCode != 400 {
+		t.Errorf("POST: status %d (%s), want 400", resp.StatusCode, msg)
+	}
+	if h, _ := e.store.Head(testCtx(t), "alice"); h != 0 {
+		t.Errorf("a percent-encoded append appended: head %d, want 0", h)
+	}
+	// The plain path still serves.
+	if resp, msg := e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice}); resp.StatusCode != 200 {
+		t.Errorf("plain path: %d (%s)", resp.StatusCode, msg)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -445,6 +446,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Connection", "close")
 		s.fail(rw, rr, &srvError{kind: ErrTooManyRequests, sampled: true,
 			msg: fmt.Sprintf("too many connections from this address (limit %d)", s.cfg.MaxConnsPerAddr)})
+	} else if strings.Contains(r.URL.EscapedPath(), "%") {
+		// A name is never percent-encoded, nor is any other part of a
+		// path of the API: one that is would be read as another name by a
+		// cache, a proxy or a log than by the signature and the handler,
+		// which see the decoded path.
+		s.fail(rw, rr, errorf(ErrBadRequest, "percent-encoded path %q: the API's paths are never percent-encoded", r.URL.EscapedPath()))
 	} else {
 		s.mux.ServeHTTP(rw, rr)
 	}
