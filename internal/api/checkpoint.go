@@ -67,7 +67,12 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		return
 	}
 	h := sha256.New()
-	body := io.TeeReader(http.MaxBytesReader(w, r.Body, limit), h)
+	// Once the upload holds its share of the budget, each piece of the
+	// body must come within WriteStall: a stalled upload lets its share
+	// go then, not at the HTTP server's read timeout.
+	sb := newStallBody(w, r.Body, s.cfg.WriteStall)
+	defer sb.stop()
+	body := io.TeeReader(http.MaxBytesReader(w, sb, limit), h)
 	// The kept count comes first: read before anything is held, it sets
 	// what the decoded keep list will take.
 	head, n := readKeptCount(body)
@@ -105,7 +110,9 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 	// budget (and its metric) without them.
 	release := sync.OnceFunc(func() { s.releaseCheckpoint(hold) })
 	defer release()
+	sb.start()
 	buf, err := readCheckpointBody(r, c, head, body, h, limit)
+	sb.stop()
 	if err != nil {
 		release()
 		if se, ok := err.(*srvError); ok && se.kind == ErrTooLarge {

@@ -2,13 +2,16 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"testing"
 	"time"
 
+	"cspool/internal/keys"
 	"cspool/internal/spool"
 )
 
@@ -177,5 +180,102 @@ func TestStalledCheckpointUploads(t *testing.T) {
 	}
 	if _, err := bob.PutCheckpoint(ctx, spool.Checkpoint{Pos: 6, Data: []byte("bob's checkpoint")}, nil); err != nil {
 		t.Fatalf("another user's upload while alice's stall: %v", err)
+	}
+}
+
+// TestStalledUploadsOfTwoKeys: two users' keys each open a checkpoint
+// upload of the size limit, send its first byte and stall. Together they
+// held the whole checkpoint budget until the HTTP server's read timeout
+// (10 minutes in cspool server; never, without one), and every other
+// user's upload waited and got 503. Now each piece of an upload's body
+// must come within WriteStall: the stalled ones are cut off and let their
+// share go, a third user's upload goes through, and an upload that keeps
+// sending, though over several WriteStalls, is stored.
+func TestStalledUploadsOfTwoKeys(t *testing.T) {
+	const limit = 1 << 20
+	e := newEnv(t, true, func(c *Config) {
+		c.MaxCheckpointBody = limit
+		c.CheckpointMemory = 2 * limit // two uploads of the limit fill it
+		c.CheckpointWait = time.Second
+		c.WriteStall = 2 * time.Second
+	})
+	ctx := testCtx(t)
+	carolKey := genKey(t)
+	clients := map[string]*Client{}
+	for name, k := range map[string]*keys.SecretKey{"alice": e.alice, "bob": e.bob, "carol": carolKey} {
+		clients[name] = e.client(t, name, k)
+		if _, err := clients[name].Append(ctx, name, [][]byte{{1}, {2}, {3}, {4}, {5}, {6}, {7}, {8}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := func() int64 {
+		e.api.cpMem.mu.Lock()
+		defer e.api.cpMem.mu.Unlock()
+		return e.api.cpMem.held
+	}
+	// upload opens a checkpoint upload of limit bytes by user on a
+	// connection of its own and sends its first byte, the kept count.
+	upload := func(user string, key *keys.SecretKey) (net.Conn, *http.Request) {
+		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		body := make([]byte, limit)
+		req, err := http.NewRequest("PUT", e.srv.URL+"/v1/users/"+user+"/checkpoint?pos=6&"+ReadsParam+"=4", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = limit
+		req.Header.Set("Content-Type", CheckpointContentType)
+		if err := SignRequest(req, body, key, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		var head bytes.Buffer
+		req.Header.Write(&head)
+		fmt.Fprintf(conn, "PUT %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n%s\r\n", req.URL.RequestURI(), req.Host, limit, head.Bytes())
+		conn.Write(body[:1])
+		return conn, req
+	}
+	upload("alice", e.alice)
+	upload("bob", e.bob)
+	waitFor(t, "both stalled uploads held", func() bool { return held() == 2*limit })
+
+	// Cut off after WriteStall, the stalled uploads let their bytes go.
+	// (Bounded: before, they held them as long as their connections
+	// stayed open.)
+	for start := time.Now(); held() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("two stalled uploads still hold %d bytes of the budget of %d after %v", held(), 2*limit, time.Since(start).Round(time.Second))
+		}
+	}
+	if _, err := clients["carol"].PutCheckpoint(ctx, spool.Checkpoint{Pos: 6, Data: []byte("carol's checkpoint")}, nil); err != nil {
+		t.Fatalf("a third user's upload after two stalled: %v", err)
+	}
+
+	// A slow upload that keeps sending, a piece of 64 KiB at a time, is
+	// read whole, though it takes longer than WriteStall.
+	conn, req := upload("alice", e.alice)
+	body := make([]byte, limit)
+	go func() {
+		for off := 1; off < limit; off += 64 << 10 {
+			time.Sleep(200 * time.Millisecond)
+			if _, err := conn.Write(body[off:min(limit, off+64<<10)]); err != nil {
+				return
+			}
+		}
+	}()
+	conn.SetReadDeadline(time.Now().Add(time.Minute))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatalf("the slow upload: %v", err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the slow upload: %d %s, want 200", resp.StatusCode, msg)
+	}
+	if n := held(); n != 0 {
+		t.Errorf("%d bytes still held after the uploads", n)
 	}
 }

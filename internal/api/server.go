@@ -172,7 +172,10 @@ type Config struct {
 	// client to take bytes, on a listener wrapped by Server.Listener: a
 	// client that stops reading is cut off after it, and what its answer
 	// held (a checkpoint, a read's entries) is let go. Zero means 1
-	// minute; the client gives up after 2 minutes without a byte.
+	// minute; the client gives up after 2 minutes without a byte. It
+	// also bounds a checkpoint upload's body, once the upload holds its
+	// share of CheckpointMemory: each 256 KiB of it must come within
+	// WriteStall, or the upload is ended and its share let go.
 	WriteStall time.Duration
 	// RetryAfter is the Retry-After sent with 503 and 429 when the server
 	// has no better figure. Zero means 5 s.
