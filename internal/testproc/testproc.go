@@ -7,7 +7,9 @@
 // Ports come from 20000-31999, below Linux's default ephemeral range
 // (32768-60999), so the kernel never picks one of them for an outgoing
 // connection or a listener on port 0 in the meantime; a port is handed out
-// at most once per process and only after a bind on it succeeded.
+// at most once per process and only after a bind on it succeeded. On a
+// machine shared with others, CSPOOL_TEST_PORTS=LOW-HIGH (say 42000-42999)
+// keeps them to that range.
 package testproc
 
 import (
@@ -52,10 +54,21 @@ func SkipUnderRace(t testing.TB) {
 	}
 }
 
-const (
-	low  = 20000
-	span = 12000
-)
+// The ports handed out: low to low+span-1 (portRange).
+var low, span = portRange(os.Getenv("CSPOOL_TEST_PORTS"))
+
+// portRange reads CSPOOL_TEST_PORTS, LOW-HIGH; 20000-31999 when it is not
+// set; a malformed one stops the test binary at its start.
+func portRange(v string) (int, int) {
+	if v == "" {
+		return 20000, 12000
+	}
+	var lo, hi int
+	if n, err := fmt.Sscanf(v, "%d-%d", &lo, &hi); err != nil || n != 2 || lo < 1024 || hi > 65535 || hi < lo {
+		panic(fmt.Sprintf("CSPOOL_TEST_PORTS=%q: want LOW-HIGH, 1024 <= LOW <= HIGH <= 65535", v))
+	}
+	return lo, hi - lo + 1
+}
 
 var (
 	mu   sync.Mutex
@@ -81,7 +94,7 @@ func FreePort(t testing.TB) int {
 		used[p] = true
 		return p
 	}
-	t.Fatal("no free loopback port in 20000-31999")
+	t.Fatalf("no free loopback port in %d-%d", low, low+span-1)
 	return 0
 }
 
