@@ -2,6 +2,7 @@ package syncer
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"slices"
@@ -23,7 +24,9 @@ import (
 // restore of 10,000 messages of 10 KB takes 0.68x the time it took opening
 // one entry after the other with no read ahead (docs/BENCHMARKS.md, "A new
 // device's restore on all cores").
-func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.Entry, put func(uint64, []byte) error) error {
+//
+// kept, if not nil, is told who signed each entry handed over.
+func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.Entry, put func(uint64, []byte) error, kept *keptAuthors) error {
 	asked := make(map[uint64]bool, len(need)) // read by the openers; never written after this
 	want := make(map[uint64]bool, len(need))  // what is still to come
 	for _, p := range need {
@@ -38,6 +41,7 @@ func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.En
 				return b.err
 			}
 			delete(want, b.pos)
+			kept.note(s, b)
 			if err := put(b.pos, b.body); err != nil {
 				return err
 			}
@@ -141,20 +145,54 @@ func (s *Syncer) fetchBodies(ctx context.Context, need []uint64, read []spool.En
 // openedBody is an entry a restore asked for, opened: its message's
 // bytes, or why it gives none.
 type openedBody struct {
-	pos  uint64
-	body []byte
-	err  error
+	pos    uint64
+	body   []byte
+	author ed25519.PublicKey // who signed it, checked
+	err    error
+}
+
+// keptAuthors is who signed the entries a restore took its messages from,
+// the entries its checkpoint keeps: what a new device learns of its spool
+// key from them (checkKeptAuthors).
+type keptAuthors struct {
+	spool    int                  // entries signed by the spool key given
+	stranger *UntrustedSpoolError // those signed by neither that key nor the user's; nil: none
+}
+
+// note counts b, opened by s.
+func (k *keptAuthors) note(s *Syncer, b openedBody) {
+	switch {
+	case k == nil || b.author.Equal(s.cfg.UserKey.Public().Ed25519):
+	case s.cfg.SpoolKey.Ed25519 != nil && b.author.Equal(s.cfg.SpoolKey.Ed25519):
+		k.spool++
+	default:
+		u := k.stranger
+		if u == nil {
+			u = &UntrustedSpoolError{Given: s.cfg.SpoolKey, First: b.pos, Last: b.pos}
+			k.stranger = u
+		}
+		u.First, u.Last = min(u.First, b.pos), max(u.Last, b.pos)
+		u.Count++
+		known := false
+		for _, a := range u.Authors {
+			known = known || a.Equal(b.author)
+		}
+		if !known && len(u.Authors) < maxAuthorsNamed {
+			u.Authors = append(u.Authors, b.author)
+		}
+	}
 }
 
 // openBodies opens the entries of entries whose positions are in asked on
 // all cores, their signatures checked in batches of up to sigBatch
 // (entry.VerifyBatch), in the order of entries.
 //
-// Who signed an entry does not matter here: the restore checks the bytes
-// against the digest in the user-signed checkpoint. So an entry by a key
-// other than the two trusted is opened under the key it names: a device
-// given the wrong --spool-key still restores the checkpoint's mail, and
-// stops at the first delivery after it (spoolkey.go).
+// The restore checks the bytes against the digest in the user-signed
+// checkpoint, so an entry by a key other than the two trusted is opened
+// under the key it names, its signature checked with it: the device whose
+// checkpoint keeps it applied it as a delivery, and a new device whose
+// spool key is not used yet learns from it that the key given is not the
+// one that device trusted (keptAuthors, checkKeptAuthors).
 func (s *Syncer) openBodies(entries []spool.Entry, asked map[uint64]bool) []openedBody {
 	var at []int // the indexes in entries of those asked for
 	for i, e := range entries {
@@ -188,7 +226,7 @@ func (s *Syncer) openBodies(entries []spool.Entry, asked map[uint64]bool) []open
 			case o.Cmd.Kind != command.Deliver && o.Cmd.Kind != command.Append && o.Cmd.Kind != command.Body:
 				out[i].err = fmt.Errorf("entry %d holds a %s, not a message", out[i].pos, o.Cmd.Kind)
 			default:
-				out[i].body = o.Cmd.Body
+				out[i].body, out[i].author = o.Cmd.Body, o.Author.Ed25519
 			}
 		}
 	})

@@ -305,8 +305,9 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		return rejected(err)
 	}
 	cpCmd := o.Cmd
+	var kept keptAuthors
 	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
-		return s.fetchBodies(ctx, need, read, put)
+		return s.fetchBodies(ctx, need, read, put, &kept)
 	}
 	check := func(got *mailstore.Restored) error { return checkState(cpCmd, got.Head, cp.Pos) }
 	// Until the restore's last step, a change made on the device is
@@ -321,6 +322,12 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	staged, err := s.cfg.Store.StageRestoreFrom(ctx, o.Body(), check, fetch)
 	var res *mailstore.Result
 	if err == nil {
+		// A new device given the wrong spool key restores nothing: the
+		// entries the checkpoint keeps say so.
+		if err := s.checkKeptAuthors(ctx, &kept, cp.Pos, head); err != nil {
+			staged.Close()
+			return 0, head, err
+		}
 		info = staged.Restored()
 		res, err = s.applyLocked(func() (*mailstore.Result, error) { return staged.Commit(ctx) })
 		staged.Close()

@@ -173,7 +173,7 @@ func (s *Syncer) adopt(ctx context.Context, body io.Reader, c *command.Command, 
 		return nil
 	}
 	fetch := func(ctx context.Context, need []uint64, put func(uint64, []byte) error) error {
-		return s.fetchBodies(ctx, need, nil, put)
+		return s.fetchBodies(ctx, need, nil, put, nil)
 	}
 	var ad *mailstore.Adoption
 	var info *mailstore.Restored

@@ -39,6 +39,19 @@ import (
 // changes nothing of this. The positions read in vain are remembered
 // (unsignedThrough), so that the loop's retries read only what came since.
 //
+// A new device's first read may find the log compacted: it restores the
+// newest checkpoint, whose messages come from the entries it keeps. Those
+// the device that wrote the checkpoint applied as deliveries were signed
+// by the spool key it trusted. So, the key not used yet, a restore whose
+// kept entries include some signed by a key neither the user's nor the
+// one given, and none by the one given, is checked against the log after
+// the checkpoint the same way, and not made if that holds none either
+// (checkKeptAuthors): the loop stops with an *UntrustedSpoolError naming
+// the checkpoint. Before, the restore was made, and a first sync that
+// found nothing after the checkpoint ended well; the wrong key showed
+// only at the next delivery. A checkpoint that keeps no delivery says
+// nothing of the key.
+//
 // A stranger able to write into the log of a user who has no delivery
 // yet can so keep a new device from syncing until a delivery arrives; it
 // could do as much by serving a replayed entry, which raises an alarm.
@@ -57,6 +70,10 @@ type UntrustedSpoolError struct {
 	Last    uint64              // the last one's
 	Count   int                 // how many the batch holds
 	Through uint64              // the log holds no entry signed by Given up to this position
+	// Checkpoint is the position of the checkpoint that keeps the
+	// entries, when they are those of a restore, which was not made; 0:
+	// entries read from the log.
+	Checkpoint uint64
 }
 
 // maxAuthorsNamed is how many of the keys a batch's untrusted entries name
@@ -68,12 +85,17 @@ func (e *UntrustedSpoolError) Error() string {
 	for i, a := range e.Authors {
 		names[i] = fmt.Sprintf("%x", []byte(a))
 	}
-	where := fmt.Sprintf("the entry at position %d of the spool's log is", e.First)
-	if e.Count > 1 {
-		where = fmt.Sprintf("%d entries at positions %d to %d of the spool's log are", e.Count, e.First, e.Last)
+	kept, what := "", fmt.Sprintf("nothing applied from position %d on", e.First)
+	if e.Checkpoint != 0 {
+		kept = fmt.Sprintf(", which the checkpoint at position %d keeps,", e.Checkpoint)
+		what = fmt.Sprintf("the checkpoint at position %d was not restored", e.Checkpoint)
 	}
-	return fmt.Sprintf("%s signed by the Ed25519 key %s, not by the spool key given (key id %x, Ed25519 key %x); no entry of the log up to position %d is signed by that key, and this database has applied none: nothing applied from position %d on",
-		where, strings.Join(names, ", "), e.Given.KeyID(), []byte(e.Given.Ed25519), e.Through, e.First)
+	where := fmt.Sprintf("the entry at position %d of the spool's log%s is", e.First, kept)
+	if e.Count > 1 {
+		where = fmt.Sprintf("%d entries at positions %d to %d of the spool's log%s are", e.Count, e.First, e.Last, kept)
+	}
+	return fmt.Sprintf("%s signed by the Ed25519 key %s, not by the spool key given (key id %x, Ed25519 key %x); no entry of the log up to position %d is signed by that key, and this database has applied none: %s",
+		where, strings.Join(names, ", "), e.Given.KeyID(), []byte(e.Given.Ed25519), e.Through, what)
 }
 
 // Hint says what a person does about it.
@@ -140,6 +162,43 @@ func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRea
 	}
 	s.unsignedThrough = max(s.unsignedThrough, through)
 	u.Through = max(v.last, s.unsignedThrough)
+	return u
+}
+
+// checkKeptAuthors returns an *UntrustedSpoolError if a restore from the
+// checkpoint at cp, whose kept entries were signed as kept says, must not
+// be committed: the spool key is not used yet (keyUsed), the checkpoint
+// keeps entries signed by neither the user's key nor the spool key given
+// and none by the spool key, and the log holds no entry by it after cp up
+// to head either. Those entries are messages the device that wrote the
+// checkpoint applied as deliveries, signed by the spool key it trusted:
+// a key other than the one given. Before, such a device restored the
+// checkpoint, and a first sync that found nothing after it ended well;
+// the wrong key was found only at the next delivery.
+//
+// A checkpoint that keeps no delivery (its messages were all appended
+// by the user's devices, or there are none) says nothing of the key:
+// what follows it does, as on any log (checkSpoolKey).
+func (s *Syncer) checkKeptAuthors(ctx context.Context, kept *keptAuthors, cp, head uint64) error {
+	u := kept.stranger
+	if s.keyUsed.Load() || kept.spool > 0 {
+		return nil
+	}
+	if u == nil {
+		s.log.Warn("the spool key given is not checked yet: the checkpoint restored keeps no delivery, so nothing in it says which key signs this spool's deliveries; the first delivery read checks it",
+			"checkpoint", cp, "spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()))
+		return nil
+	}
+	found, through, err := s.spoolSignedAfter(ctx, max(cp, s.unsignedThrough), head)
+	if err != nil {
+		return err
+	}
+	if found {
+		s.keyUsed.Store(true)
+		return nil
+	}
+	s.unsignedThrough = max(s.unsignedThrough, through)
+	u.Through, u.Checkpoint = max(cp, s.unsignedThrough), cp
 	return u
 }
 

@@ -167,11 +167,14 @@ func TestStrangerBesideDeliveries(t *testing.T) {
 }
 
 // TestWrongSpoolKeyFromCheckpoint: a new device given the wrong spool key
-// rebuilds from a checkpoint all the same (the checkpoint, signed by the
-// user, names each message's digest, so who signed the deliveries it
-// fetches bodies from does not matter), applies what precedes the first
-// delivery after it, and stops there; started with the right key, it
-// applies that delivery.
+// whose first read finds a checkpoint restores nothing: the deliveries the
+// checkpoint keeps are signed by the spool key its writer trusted, not by
+// the one given, and no entry after it is signed by that one. It stops
+// with an *UntrustedSpoolError naming the checkpoint, also when the
+// checkpoint is the newest thing in the log (before, that first sync
+// restored it and ended well, and the wrong key showed at the next
+// delivery). Started with the right key, it restores the checkpoint and
+// applies what follows.
 func TestWrongSpoolKeyFromCheckpoint(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -186,30 +189,33 @@ func TestWrongSpoolKeyFromCheckpoint(t *testing.T) {
 		}
 	}
 	syncAll(t, a)
-	if _, _, err := a.WriteCheckpoint(ctx); err != nil {
+	_, cpPos, err := a.WriteCheckpoint(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
 	b, msb, err := r.keyedDevice("b", r.evil.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.SyncOnce(ctx); err != nil {
-		t.Fatalf("rebuilding from the checkpoint with the wrong spool key: %v", err)
-	}
-	sameState(t, msa, msb)
-	// Another device's change, then a delivery, read in one batch: the
-	// change applies, the delivery stops the loop.
-	flagged, _ := r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{first}})
-	last := r.deliver(r.spool, msg(20))
 	var ue *UntrustedSpoolError
-	if _, err := b.SyncOnce(ctx); !errors.As(err, &ue) || ue.First != last {
-		t.Fatalf("the delivery after the checkpoint: %v, want an *UntrustedSpoolError at %d", err, last)
+	if _, err := b.SyncOnce(ctx); !errors.As(err, &ue) || ue.Checkpoint != cpPos || ue.Count != 20 || len(ue.Authors) != 1 ||
+		!ue.Authors[0].Equal(r.spool.Public().Ed25519) {
+		t.Fatalf("rebuilding from the checkpoint with the wrong spool key: %v; want an *UntrustedSpoolError naming the checkpoint at %d and its 20 deliveries by the spool's key", err, cpPos)
 	}
-	if pos, _ := msb.Position(ctx); pos != flagged {
-		t.Errorf("position %d after the refusal, want %d: the change before the delivery applied", pos, flagged)
+	if !strings.Contains(ue.Error(), "not restored") {
+		t.Errorf("the error does not say the checkpoint was not restored: %v", ue)
 	}
-	if _, msgs := inbox(t, msb); len(msgs) != 20 || len(msgs[0].Flags) != 1 || msgs[0].Flags[0] != `\Flagged` {
-		t.Errorf("INBOX after the refusal: %d messages, the first flagged %v; want 20, \\Flagged", len(msgs), msgs[0].Flags)
+	if pos, _ := msb.Position(ctx); pos != 0 {
+		t.Errorf("position %d after the refusal, want 0: nothing restored", pos)
+	}
+	if _, msgs := inbox(t, msb); len(msgs) != 0 {
+		t.Errorf("INBOX has %d messages after the refusal, want none", len(msgs))
+	}
+	// Another device's change, then a delivery.
+	r.seal(r.user, &command.Command{Kind: command.SetFlags, Flags: []string{`\Flagged`}, IDs: []command.ID{first}})
+	r.deliver(r.spool, msg(20))
+	if _, err := b.SyncOnce(ctx); !errors.As(err, &ue) {
+		t.Fatalf("the wrong key again, a delivery after the checkpoint: %v, want an *UntrustedSpoolError", err)
 	}
 	if err := msb.Close(); err != nil {
 		t.Fatal(err)
@@ -221,7 +227,9 @@ func TestWrongSpoolKeyFromCheckpoint(t *testing.T) {
 	if _, err := b.SyncOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, msgs := inbox(t, msb); len(msgs) != 21 {
-		t.Errorf("INBOX has %d messages, want 21", len(msgs))
+	syncAll(t, a)
+	sameState(t, msa, msb)
+	if _, msgs := inbox(t, msb); len(msgs) != 21 || len(msgs[0].Flags) != 1 || msgs[0].Flags[0] != `\Flagged` {
+		t.Errorf("INBOX with the right key: %d messages, the first flagged %v; want 21, \\Flagged", len(msgs), msgs[0].Flags)
 	}
 }
