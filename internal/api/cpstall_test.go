@@ -197,7 +197,7 @@ func TestStalledUploadsOfTwoKeys(t *testing.T) {
 		c.MaxCheckpointBody = limit
 		c.CheckpointMemory = 2 * limit // two uploads of the limit fill it
 		c.CheckpointWait = time.Second
-		c.WriteStall = 2 * time.Second
+		c.WriteStall = 3 * time.Second
 	})
 	ctx := testCtx(t)
 	carolKey := genKey(t)
