@@ -66,36 +66,31 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		to = k
 	}
 	// The body is held from its read to the store's answer: it takes its
-	// size from the appends' budget first (the limit when the length is
-	// unknown), so that concurrent large appends wait instead of taking
-	// the server's memory.
-	hold := s.cfg.MaxBody
+	// size from the appends' budget first, so that concurrent large
+	// appends wait instead of taking the server's memory. A body whose
+	// length is not given (chunked, as a proxy that re-chunks sends every
+	// request) takes what it has read, as it grows: taking the limit for
+	// it, a few bytes on their way held a key's whole share and a quarter
+	// of the budget (TestChunkedAppendHoldsWhatItRead).
+	ah := &appendHold{s: s, ctx: r.Context(), key: c.key, own: !c.spool}
+	defer ah.release()
+	var grow func(int64) error
 	switch {
 	case r.ContentLength > s.cfg.MaxBody:
-		hold = 0 // refused unread below
+		// refused unread below
 	case r.ContentLength >= 0:
-		hold = r.ContentLength
-	}
-	// A user's key holds at most its share of the budget, so that its
-	// appends, however slowly their bodies come, never hold up the others'
-	// (the spool key, which every delivering host shares, may hold all).
-	if !c.spool {
-		if !s.holdKeyAppend(c.key, hold) {
-			s.cfg.Metrics.AppendRefused(AppendRefusedKeyShare)
-			s.fail(w, r, &srvError{kind: ErrTooManyRequests, retryAfter: s.cfg.RetryAfter,
-				msg: fmt.Sprintf("this key's appends in progress hold their share of the server's memory (%d bytes): try again once they are done", s.keyAppendShare())})
+		if err := ah.growTo(r.ContentLength); err != nil {
+			s.fail(w, r, err)
 			return
 		}
-		defer s.releaseKeyAppend(c.key, hold)
+	default:
+		if err := ah.growTo(min(chunkedFirstHold, s.cfg.MaxBody)); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		grow = func(n int64) error { return ah.growTo(min(n, s.cfg.MaxBody)) }
 	}
-	if !s.holdAppend(r.Context(), hold) {
-		s.cfg.Metrics.AppendRefused(AppendRefusedMemory)
-		s.fail(w, r, &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
-			msg: fmt.Sprintf("too many appends at once: no room for %d bytes in %d; try again later", hold, s.cfg.AppendMemory)})
-		return
-	}
-	defer s.apMem.release(hold)
-	body, err := readSignedBody(w, r, c, s.cfg.MaxBody)
+	body, err := readSignedBody(w, r, c, s.cfg.MaxBody, ah.held, grow)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -249,12 +244,13 @@ func parseIfHead(r *http.Request) (bool, uint64, error) {
 }
 
 // readSignedBody reads the whole body, refusing more than limit bytes and
-// a body other than the one the caller's signature covers.
-func readSignedBody(w http.ResponseWriter, r *http.Request, c *caller, limit int64) ([]byte, error) {
+// a body other than the one the caller's signature covers. grow, when not
+// nil, is readBody's.
+func readSignedBody(w http.ResponseWriter, r *http.Request, c *caller, limit, held int64, grow func(int64) error) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, errorf(ErrTooLarge, "body of %d bytes exceeds the limit of %d", r.ContentLength, limit)
 	}
-	body, err := readBody(w, r, limit)
+	body, err := readBody(w, r, limit, held, grow)
 	if err != nil {
 		return nil, err
 	}
@@ -263,6 +259,59 @@ func readSignedBody(w http.ResponseWriter, r *http.Request, c *caller, limit int
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBodyHash, "body does not match the signed hash"))
 	}
 	return body, nil
+}
+
+// chunkedFirstHold is what an append of unknown length takes from the
+// budgets before its first byte is read; it takes more as its body
+// grows.
+const chunkedFirstHold = 64 << 10
+
+// appendHold is what one append holds of the appends' budget and, for a
+// user's key (own), of its key's share.
+type appendHold struct {
+	s    *Server
+	ctx  context.Context
+	key  keys.PublicKey
+	own  bool
+	held int64
+}
+
+// growTo takes from the budgets what n bytes need beyond those held: the
+// key's share at once (else 429), the budget waiting up to CheckpointWait
+// for room (else 503).
+func (h *appendHold) growTo(n int64) error {
+	more := n - h.held
+	if more <= 0 {
+		return nil
+	}
+	s := h.s
+	if h.own && !s.holdKeyAppend(h.key, more) {
+		s.cfg.Metrics.AppendRefused(AppendRefusedKeyShare)
+		return &srvError{kind: ErrTooManyRequests, retryAfter: s.cfg.RetryAfter,
+			msg: fmt.Sprintf("this key's appends in progress hold their share of the server's memory (%d bytes): try again once they are done", s.keyAppendShare())}
+	}
+	if !s.holdAppend(h.ctx, more) {
+		if h.own {
+			s.releaseKeyAppend(h.key, more)
+		}
+		s.cfg.Metrics.AppendRefused(AppendRefusedMemory)
+		return &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
+			msg: fmt.Sprintf("too many appends at once: no room for %d bytes in %d; try again later", n, s.cfg.AppendMemory)}
+	}
+	h.held = n
+	return nil
+}
+
+// release gives back all that h holds.
+func (h *appendHold) release() {
+	if h.held == 0 {
+		return
+	}
+	if h.own {
+		h.s.releaseKeyAppend(h.key, h.held)
+	}
+	h.s.apMem.release(h.held)
+	h.held = 0
 }
 
 // holdAppend takes n bytes from the appends' budget, waiting up to
@@ -302,10 +351,17 @@ func (s *Server) releaseKeyAppend(key keys.PublicKey, n int64) {
 	}
 }
 
-// readBody reads the whole body, refusing more than limit bytes.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+// readBody reads the whole body, refusing more than limit bytes. With
+// grow nil the body's room is held already (its Content-Length); else the
+// body's length is not given, held bytes are held for it, and grow(n) is
+// called to hold n before the buffer grows to n bytes (its error is
+// returned).
+func readBody(w http.ResponseWriter, r *http.Request, limit, held int64, grow func(int64) error) ([]byte, error) {
 	size := int64(512)
-	if r.ContentLength > 0 {
+	switch {
+	case grow != nil:
+		size = max(held, 512)
+	case r.ContentLength > 0:
 		size = r.ContentLength + 1 // +1: io.ReadAll sees EOF without growing
 	}
 	buf := make([]byte, 0, size)
@@ -324,7 +380,17 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 			return nil, errorf(ErrBadRequest, "reading body: %v", err)
 		}
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			if grow == nil {
+				buf = append(buf, 0)[:len(buf)]
+				continue
+			}
+			// Twice the room, up to one byte past the limit, which
+			// MaxBytesReader then refuses.
+			n := min(2*int64(cap(buf)), limit+1)
+			if err := grow(n); err != nil {
+				return nil, err
+			}
+			buf = append(make([]byte, 0, n), buf...)
 		}
 	}
 }
