@@ -86,8 +86,11 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 	}
 	// The body and the decoded keep list are held from the body's read to
 	// the store's commit: they take their size from the server's budget
-	// first (the limit when the length is unknown).
-	hold := limit
+	// first. A body whose length is not given (chunked, as a proxy that
+	// re-chunks sends every request) takes what it has read, as it grows:
+	// taking the limit for it, two uploads on their way held the whole
+	// default budget (TestChunkedCheckpointHoldsWhatItRead).
+	hold := min(int64(chunkedFirstHold), limit)
 	if r.ContentLength >= 0 {
 		hold = r.ContentLength
 	}
@@ -110,8 +113,21 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 	// budget (and its metric) without them.
 	release := sync.OnceFunc(func() { s.releaseCheckpoint(hold) })
 	defer release()
+	grow := func(size int64) error {
+		more := checkpointHold(min(size, limit), int(n)) - hold
+		if more <= 0 {
+			return nil
+		}
+		if !s.holdCheckpoint(r.Context(), more) {
+			s.cfg.Metrics.CheckpointRefused(CheckpointRefusedMemory)
+			return &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
+				msg: fmt.Sprintf("too many checkpoint uploads at once: no room for %d bytes in %d; try again later", hold+more, s.cfg.CheckpointMemory)}
+		}
+		hold += more
+		return nil
+	}
 	sb.start()
-	buf, err := readCheckpointBody(r, c, head, body, h, limit)
+	buf, err := readCheckpointBody(r, c, head, body, h, limit, grow)
 	sb.stop()
 	if err != nil {
 		release()
@@ -289,9 +305,10 @@ func readKeptCount(body io.Reader) ([]byte, uint64) {
 
 // readCheckpointBody reads a checkpoint upload into one buffer, head (read
 // already) then the rest of body: of its Content-Length, or grown up to
-// limit bytes when the length is unknown. body is hashed into h as it is
-// read; the whole is checked against the signed hash.
-func readCheckpointBody(r *http.Request, c *caller, head []byte, body io.Reader, h hash.Hash, limit int64) ([]byte, error) {
+// limit bytes when the length is unknown, calling grow(n) before the
+// buffer grows to n bytes (its error is returned). body is hashed into h
+// as it is read; the whole is checked against the signed hash.
+func readCheckpointBody(r *http.Request, c *caller, head []byte, body io.Reader, h hash.Hash, limit int64, grow func(int64) error) ([]byte, error) {
 	var buf []byte
 	if n := r.ContentLength; n >= 0 {
 		if int64(len(head)) > n {
@@ -307,7 +324,11 @@ func readCheckpointBody(r *http.Request, c *caller, head []byte, body io.Reader,
 		copy(buf, head)
 		for {
 			if len(buf) == cap(buf) {
-				grown := make([]byte, len(buf), min(2*int64(cap(buf)), limit+1))
+				n := min(2*int64(cap(buf)), limit+1)
+				if err := grow(n); err != nil {
+					return nil, err
+				}
+				grown := make([]byte, len(buf), n)
 				copy(grown, buf)
 				buf = grown
 			}
