@@ -31,7 +31,14 @@ type spoolServer struct {
 // requests from clients, TLS handshakes that fail).
 func newSpoolServer(cfg api.Config, d *deliver.Deliverer, opts deliver.LMTPOptions, log *slog.Logger) *spoolServer {
 	s := &spoolServer{api: api.NewServer(cfg), log: log}
-	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 30 * time.Second,
+	// HTTP/1.1 only, over TLS too: the API's bounds of an address count
+	// its connections (64, each carrying one request at a time), and
+	// HTTP/2 carries up to 250 requests at once on each: one connection
+	// had hundreds of refusals a second answered, and an address up to
+	// 16,000 requests waiting (TestRefusalsSlowedOverTLS).
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 30 * time.Second, Protocols: &protocols,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	if d != nil {
 		s.lmtp = deliver.NewLMTP(d, opts)
