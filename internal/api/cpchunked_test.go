@@ -76,9 +76,11 @@ func TestChunkedCheckpointHoldsWhatItRead(t *testing.T) {
 		}()
 	}
 	waitFor(t, "both uploads held", func() bool {
-		e.api.cpMem.mu.Lock()
-		defer e.api.cpMem.mu.Unlock()
-		return len(e.api.cpKeys) == 2 && e.api.cpMem.held > 0
+		e.api.cpKeysMu.Lock()
+		uploads := len(e.api.cpKeys)
+		e.api.cpKeysMu.Unlock()
+		held, _, _ := e.api.cpMem.state()
+		return uploads == 2 && held > 0
 	})
 	// Meanwhile a new device of alice's downloads her checkpoint.
 	cp, err := alice.Checkpoint(ctx)
