@@ -171,15 +171,7 @@ func (k *keptAuthors) note(s *Syncer, b openedBody) {
 			u = &UntrustedSpoolError{Given: s.cfg.SpoolKey, First: b.pos, Last: b.pos}
 			k.stranger = u
 		}
-		u.First, u.Last = min(u.First, b.pos), max(u.Last, b.pos)
-		u.Count++
-		known := false
-		for _, a := range u.Authors {
-			known = known || a.Equal(b.author)
-		}
-		if !known && len(u.Authors) < maxAuthorsNamed {
-			u.Authors = append(u.Authors, b.author)
-		}
+		u.add(b.pos, b.author)
 	}
 }
 

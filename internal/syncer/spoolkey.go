@@ -133,36 +133,51 @@ func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRea
 			continue
 		}
 		if u == nil {
-			u = &UntrustedSpoolError{Given: s.cfg.SpoolKey, First: e.Pos}
+			u = &UntrustedSpoolError{Given: s.cfg.SpoolKey, First: e.Pos, Last: e.Pos}
 		}
-		u.Last = e.Pos
-		u.Count++
-		known := false
-		for _, a := range u.Authors {
-			known = known || a.Equal(ua.Author)
-		}
-		if !known && len(u.Authors) < maxAuthorsNamed {
-			u.Authors = append(u.Authors, ua.Author)
-		}
+		u.add(e.Pos, ua.Author)
 	}
 	if u == nil {
 		return nil
 	}
-	found, through, err := s.spoolSignedAfter(ctx, max(v.last, s.unsignedThrough), lr.Head)
-	if err != nil {
+	if found, err := s.keySignsAfter(ctx, v.last, lr.Head); found || err != nil {
 		return err
 	}
-	if found {
-		// The key is the log's: the batches up to that entry, a
-		// stranger's, are not read twice more (the store records the key
-		// as used when the entry applies; after a restart before that,
-		// one read again finds it).
-		s.keyUsed.Store(true)
-		return nil
-	}
-	s.unsignedThrough = max(s.unsignedThrough, through)
 	u.Through = max(v.last, s.unsignedThrough)
 	return u
+}
+
+// add counts the entry at pos, signed by author, among e's.
+func (e *UntrustedSpoolError) add(pos uint64, author ed25519.PublicKey) {
+	e.First, e.Last = min(e.First, pos), max(e.Last, pos)
+	e.Count++
+	known := false
+	for _, a := range e.Authors {
+		known = known || a.Equal(author)
+	}
+	if !known && len(e.Authors) < maxAuthorsNamed {
+		e.Authors = append(e.Authors, author)
+	}
+}
+
+// keySignsAfter reports whether the log after position after, up to
+// head, holds an entry signed by the spool key given (spoolSignedAfter),
+// reading only what it did not read in vain before (unsignedThrough).
+// When it does, the key is the log's: the batches up to that entry, a
+// stranger's, are not read twice more (the store records the key as used
+// when the entry applies; after a restart before that, one read again
+// finds it).
+func (s *Syncer) keySignsAfter(ctx context.Context, after, head uint64) (bool, error) {
+	found, through, err := s.spoolSignedAfter(ctx, max(after, s.unsignedThrough), head)
+	if err != nil {
+		return false, err
+	}
+	if found {
+		s.keyUsed.Store(true)
+		return true, nil
+	}
+	s.unsignedThrough = max(s.unsignedThrough, through)
+	return false, nil
 }
 
 // checkKeptAuthors returns an *UntrustedSpoolError if a restore from the
@@ -189,15 +204,9 @@ func (s *Syncer) checkKeptAuthors(ctx context.Context, kept *keptAuthors, cp, he
 			"checkpoint", cp, "spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()))
 		return nil
 	}
-	found, through, err := s.spoolSignedAfter(ctx, max(cp, s.unsignedThrough), head)
-	if err != nil {
+	if found, err := s.keySignsAfter(ctx, cp, head); found || err != nil {
 		return err
 	}
-	if found {
-		s.keyUsed.Store(true)
-		return nil
-	}
-	s.unsignedThrough = max(s.unsignedThrough, through)
 	u.Through, u.Checkpoint = max(cp, s.unsignedThrough), cp
 	return u
 }
