@@ -1,6 +1,10 @@
 package imapd
 
-import "strings"
+import (
+	"strings"
+
+	"cspool/internal/mailstore"
+)
 
 // matchList reports whether the mailbox name matches LIST's reference and
 // pattern (RFC 9051 section 6.3.9): the reference is joined to the
@@ -12,6 +16,13 @@ import "strings"
 // "a" took longer than anyone waits, a goroutine busy for good that the
 // client's leaving did not stop.
 func matchList(name string, delim byte, ref, pattern string) bool {
+	return matchListFold(name, delim, ref, pattern, 0)
+}
+
+// matchListFold is matchList with the first fold bytes of the name
+// matched in any ASCII case, by the reference and the pattern alike: 5
+// for INBOX and the names below it (inboxFold).
+func matchListFold(name string, delim byte, ref, pattern string, fold int) bool {
 	d := string(delim)
 	if strings.HasPrefix(pattern, d) {
 		ref = ""
@@ -21,12 +32,48 @@ func matchList(name string, delim byte, ref, pattern string) bool {
 		if !strings.HasSuffix(ref, d) {
 			ref += d
 		}
-		var ok bool
-		if name, ok = strings.CutPrefix(name, ref); !ok {
+		if len(name) < len(ref) {
 			return false
 		}
+		for i := 0; i < len(ref); i++ {
+			if !sameByte(name[i], ref[i], i < fold) {
+				return false
+			}
+		}
+		name = name[len(ref):]
+		fold = max(fold-len(ref), 0)
 	}
-	return globMatch(name, compactWildcards(pattern), delim)
+	return globMatch(name, compactWildcards(pattern), delim, fold)
+}
+
+// inboxFold is how many bytes at the start of name a LIST pattern matches
+// in any case: INBOX's 5 for INBOX and the names below it, whose INBOX
+// every command takes in any case (RFC 9051 section 5.1,
+// mailstore.NormalizeName); none for any other name ("inboxes" is a name
+// of its own).
+func inboxFold(name string, delim byte) int {
+	if name == mailstore.InboxName || strings.HasPrefix(name, mailstore.InboxName+string(delim)) {
+		return len(mailstore.InboxName)
+	}
+	return 0
+}
+
+// sameByte reports whether the name's byte n is the pattern's byte p, in
+// any ASCII case when fold is set.
+func sameByte(n, p byte, fold bool) bool {
+	if n == p {
+		return true
+	}
+	if !fold {
+		return false
+	}
+	if 'a' <= n && n <= 'z' {
+		n -= 'a' - 'A'
+	}
+	if 'a' <= p && p <= 'z' {
+		p -= 'a' - 'A'
+	}
+	return n == p
 }
 
 // compactWildcards replaces each run of wildcards with the one that
@@ -61,7 +108,9 @@ func compactWildcards(pattern string) string {
 // prefix of the pattern the set of name prefixes it matches: at most
 // len(pattern)+1 passes over the name, each ending the match early once
 // no prefix is left.
-func globMatch(name, pattern string, delim byte) bool {
+// The first fold bytes of the name match their pattern bytes in any ASCII
+// case.
+func globMatch(name, pattern string, delim byte, fold int) bool {
 	cur := make([]bool, len(name)+1)
 	next := make([]bool, len(name)+1)
 	cur[0] = true
@@ -82,7 +131,7 @@ func globMatch(name, pattern string, delim byte) bool {
 		default:
 			next[0] = false
 			for i := 1; i <= len(name); i++ {
-				next[i] = cur[i-1] && name[i-1] == c
+				next[i] = cur[i-1] && sameByte(name[i-1], c, i-1 < fold)
 				alive = alive || next[i]
 			}
 		}

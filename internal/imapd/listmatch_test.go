@@ -98,3 +98,37 @@ func TestListInboxAnyCase(t *testing.T) {
 	u := w.ok(`LIST "" "INBOXES"`)
 	expectUntagged(t, `LIST "" "INBOXES"`, u)
 }
+
+// The INBOX at the start of a name below it is matched in any case by a
+// wildcard pattern too, as INBOX itself is, and as Dovecot matches it:
+// LIST "" "inbox*" listed INBOX but not INBOX/y, LSUB "" "inbox*" listed
+// INBOX alone, without the subscribed INBOX/y, and so did LIST
+// (SUBSCRIBED) "" "inb*" (or, with INBOX not subscribed, LSUB listed
+// INBOX as \Noselect, a level above a subscribed name it took for one the
+// pattern did not match).
+func TestListInboxChildrenByWildcard(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	w := loginWire(t, d.addr)
+	w.ok("CREATE INBOX/y")
+	w.ok("CREATE inboxes")
+	w.ok("SUBSCRIBE INBOX/y")
+	for _, c := range []struct {
+		cmd  string
+		want []string
+	}{
+		{`LIST "" "inbox*"`, []string{`* LIST (\HasChildren) "/" INBOX`, `* LIST (\HasNoChildren) "/" "INBOX/y"`, `* LIST (\HasNoChildren) "/" "inboxes"`}},
+		{`LIST "" "Inb*/y"`, []string{`* LIST (\HasNoChildren) "/" "INBOX/y"`}},
+		{`LIST "" "in%x/y"`, []string{`* LIST (\HasNoChildren) "/" "INBOX/y"`}},
+		{`LIST "" "*x/%"`, []string{`* LIST (\HasNoChildren) "/" "INBOX/y"`}},
+		{`LSUB "" "inbox*"`, []string{`* LSUB () "/" INBOX`, `* LSUB () "/" "INBOX/y"`}},
+		{`LIST (SUBSCRIBED) "" "inb*"`, []string{`* LIST (\HasChildren \Subscribed) "/" INBOX`, `* LIST (\HasNoChildren \Subscribed) "/" "INBOX/y"`}},
+		// The fold covers INBOX only: "inboxes" is a name of its own.
+		{`LIST "" "INBOXES"`, nil},
+		{`LIST "" "INBOXE*"`, nil},
+	} {
+		u := w.ok(c.cmd)
+		expectUntagged(t, c.cmd, u, c.want...)
+	}
+}

@@ -389,14 +389,14 @@ func matchAny(name, ref string, patterns []string) bool {
 	// INBOX at the start of the reference or a pattern, in any case,
 	// names INBOX, as it does in every other command (NormalizeName):
 	// LIST "" "inbox/*" lists INBOX/y.
+	// INBOX, and the INBOX of a name below it, matches any case of a
+	// wildcard pattern too (RFC 9051 section 5.1): LIST "" "inbox*" lists
+	// INBOX/y as well as INBOX.
 	ref = normalizeListName(ref)
+	fold := inboxFold(name, mailstore.Delim)
 	for _, p := range patterns {
 		p = normalizeListName(p)
-		if matchList(name, mailstore.Delim, ref, p) {
-			return true
-		}
-		// INBOX matches case-insensitively (RFC 9051 section 5.1).
-		if name == mailstore.InboxName && matchList(name, mailstore.Delim, strings.ToUpper(ref), strings.ToUpper(p)) {
+		if matchListFold(name, mailstore.Delim, ref, p, fold) {
 			return true
 		}
 	}
