@@ -416,6 +416,13 @@ func normalizeListName(s string) string {
 // memory (INBOX, and those selected since the start) is answered from it
 // (listedStatus); any other from the store, which counts its messages.
 func (s *session) Status(name string, opts *imap.StatusOptions) (*imap.StatusData, error) {
+	// The grammar asks for at least one item (RFC 9051 section 9,
+	// "(" status-att *(SP status-att) ")"); go-imap takes an empty list,
+	// and every item it reads sets one of opts' fields.
+	if *opts == (imap.StatusOptions{}) {
+		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug,
+			Text: "STATUS names at least one item (RFC 9051 section 9)"}
+	}
 	ctx, cancel := s.ctx()
 	defer cancel()
 	id, err := s.store().MailboxIdentity(ctx, name)
