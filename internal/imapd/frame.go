@@ -133,6 +133,7 @@ type frameConn struct {
 	tag       string // tag of the command in progress
 	name      string // its name, upper case ("UID FETCH")
 	ended     bool   // its tagged reply has been written
+	selected  bool   // a mailbox is selected (the session says so: setSelected)
 	contReqs  int    // continuation requests written for it (IDLE, AUTHENTICATE) not yet answered
 	authed    bool   // a login succeeded
 	outStart  bool   // the next byte written starts a line
@@ -306,7 +307,7 @@ func (fc *frameConn) nextCommand() error {
 		if cont {
 			fc.contReqs--
 		}
-		authed, inProgress := fc.authed, fc.name
+		authed, selected, inProgress := fc.authed, fc.selected, fc.name
 		fc.mu.Unlock()
 		if cont {
 			fc.pending = line
@@ -336,6 +337,12 @@ func (fc *frameConn) nextCommand() error {
 		tag, name, problem := parseCommandStart(line)
 		if problem == "" && !authed && !beforeLogin[name] {
 			problem = fmt.Sprintf("[CLIENTBUG] %s is only valid after login (RFC 9051 section 3)", name)
+		}
+		// CHECK is a command of the selected state (RFC 3501 section
+		// 6.4.1; RFC 3501 section 6: BAD or NO in another state); go-imap
+		// takes it for NOOP in any state and answered OK.
+		if problem == "" && authed && !selected && name == "CHECK" {
+			problem = "[CLIENTBUG] CHECK is only valid with a mailbox selected (RFC 3501 section 6.4.1)"
 		}
 		if long {
 			problem = fmt.Sprintf("line longer than %d bytes", maxLine)
@@ -794,6 +801,15 @@ func (fc *frameConn) bye(text string) {
 		fc.Conn.Write([]byte("* BYE " + text + "\r\n"))
 	}
 	fc.Conn.Close()
+}
+
+// setSelected tells the framer whether a mailbox is selected: set by a
+// SELECT or EXAMINE that succeeded, cleared by UNSELECT, CLOSE and the
+// start of any SELECT or EXAMINE.
+func (fc *frameConn) setSelected(on bool) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.selected = on
 }
 
 // loggedIn tells the framer a login succeeded.

@@ -207,6 +207,9 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		}
 	}
 	s.sel = &selected{mb: mb, v: v, st: v.st, readOnly: readOnly, box: s.store().Selected(info.ID, info.UIDValidity)}
+	if fc := framer(s.conn.NetConn()); fc != nil {
+		fc.setSelected(true)
+	}
 	flags := newKwSet(kws).flags()
 	next := imap.UID(info.UIDNext)
 	mb.mu.Lock()
@@ -267,6 +270,9 @@ func (s *session) Unselect() error {
 }
 
 func (s *session) unselect() {
+	if fc := framer(s.conn.NetConn()); fc != nil {
+		fc.setSelected(false)
+	}
 	if s.sel == nil {
 		return
 	}

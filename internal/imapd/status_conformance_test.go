@@ -24,3 +24,38 @@ func TestStatusEmptyListGetsBAD(t *testing.T) {
 	u := w.ok("STATUS INBOX (MESSAGES)")
 	expectUntagged(t, "STATUS INBOX (MESSAGES)", u, "* STATUS INBOX (MESSAGES 0)")
 }
+
+// CHECK is a command of the selected state (RFC 3501 section 6.4.1), and
+// one in another state gets BAD or NO (RFC 3501 section 6): in the
+// authenticated state, before any SELECT, after UNSELECT or CLOSE and
+// after a SELECT that failed, it gets BAD, as Dovecot answers it; go-imap
+// takes CHECK for NOOP in any state, and it was answered OK. With a
+// mailbox selected it is still answered OK.
+func TestCheckOnlyWhenSelected(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	w := loginWire(t, d.addr)
+	bad := func(when string) {
+		t.Helper()
+		u, tagged := w.run("CHECK")
+		if len(u) != 0 || !strings.Contains(tagged, " BAD [CLIENTBUG] ") {
+			t.Errorf("CHECK %s: got %q, %q; want BAD [CLIENTBUG]", when, u, tagged)
+		}
+	}
+	bad("before any SELECT")
+	w.ok("SELECT INBOX")
+	w.ok("CHECK")
+	w.ok("UNSELECT")
+	bad("after UNSELECT")
+	w.ok("EXAMINE INBOX")
+	w.ok("CHECK")
+	w.ok("CLOSE")
+	bad("after CLOSE")
+	w.ok("SELECT INBOX")
+	if _, tagged := w.run("SELECT nonexistent"); !strings.Contains(tagged, " NO ") {
+		t.Fatalf("SELECT nonexistent: %q", tagged)
+	}
+	bad("after a SELECT that failed")
+	w.ok("NOOP")
+}
