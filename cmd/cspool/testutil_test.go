@@ -315,3 +315,17 @@ func exitCode(t *testing.T, err error) int {
 	}
 	return 0
 }
+
+// exitedNow says whether the process has exited, without waiting.
+func (p *proc) exitedNow() bool {
+	if p.exited {
+		return true
+	}
+	select {
+	case err := <-p.done:
+		p.exited, p.err = true, err
+		return true
+	default:
+		return false
+	}
+}
