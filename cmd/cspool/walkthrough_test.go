@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,6 +36,16 @@ func TestWalkthrough(t *testing.T) {
 	holdDefaultAddrs(t)
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
+	}
+	// The commands below are README's, one by one: a change to them there
+	// is a change here.
+	want := []string{"cspool gen-keys user.sec user.pub\n" +
+		"cspool gen-keys spool.sec spool.pub\n" +
+		"cspool server &\n" +
+		"cspool imap-server --user-key=user.sec --spool-key=spool.pub --user-public-key=user.pub &\n" +
+		"cspool deliver --user=$USER --user-key=user.pub --spool-key=spool.sec < message"}
+	if got := docShellBlocks(t, "README.md", "## The walkthrough"); !slices.Equal(got, want) {
+		t.Fatalf("README.md's walkthrough is %q, and this test runs %q: make them one again", got, want)
 	}
 	python := needTool(t, "python3", "python3")
 	bin := buildServerBinary(t)
