@@ -116,7 +116,8 @@ func (c *Client) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, 
 	if resp.ContentLength > maxCheckpoint {
 		return 0, 0, protoErr(fmt.Sprintf("checkpoint of %d bytes exceeds %d", resp.ContentLength, maxCheckpoint), nil)
 	}
-	n, err := io.Copy(w, &bodyReader{r: io.LimitReader(resp.Body, maxCheckpoint+1)})
+	hw := &headWriter{w: w}
+	n, err := io.Copy(hw, &bodyReader{r: io.LimitReader(resp.Body, maxCheckpoint+1)})
 	var be *bodyError
 	if errors.As(err, &be) {
 		return 0, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "reading response body", Err: be.err}
@@ -130,7 +131,29 @@ func (c *Client) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, 
 	if resp.ContentLength >= 0 && n != resp.ContentLength {
 		return 0, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "truncated checkpoint"}
 	}
+	// Without a length (a proxy that passed the body on to its
+	// connection's end) a cut is told by the sealed entry's own length.
+	if want, short := entry.CutShort(hw.head, n); resp.ContentLength < 0 && short {
+		msg := fmt.Sprintf("truncated checkpoint: %d bytes of the %d its header gives", n, want)
+		if want == 0 {
+			msg = fmt.Sprintf("truncated checkpoint: %d bytes, not even its header", n)
+		}
+		return 0, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: msg}
+	}
 	return pos, n, nil
+}
+
+// headWriter writes to w and keeps the first entry.MaxHeaderLen bytes.
+type headWriter struct {
+	w    io.Writer
+	head []byte
+}
+
+func (h *headWriter) Write(p []byte) (int, error) {
+	if k := entry.MaxHeaderLen - len(h.head); k > 0 {
+		h.head = append(h.head, p[:min(k, len(p))]...)
+	}
+	return h.w.Write(p)
 }
 
 // bodyReader marks the errors of reading a response body, to tell them

@@ -658,6 +658,34 @@ func ParseHeader(b []byte) (Header, error) {
 	return h, nil
 }
 
+// MaxHeaderLen is the length of the longest outer header of any version
+// ParseHeader reads: the first bytes of an entry, which say how long it is.
+const MaxHeaderLen = maxHeaderSize
+
+// CutShort reports whether an entry of size bytes, whose first bytes are
+// first (at least min(size, MaxHeaderLen) of them), is shorter than its
+// header says it is, and the length it says (0 when not even the header
+// came whole). Bytes that are not an entry of a version this release reads
+// (a bad magic, an unknown version, a length no entry has) are not cut
+// short: Open refuses them. A transfer that ends early, its length not
+// given (a body that ends with its connection), is told from a whole entry
+// by this, so that it is retried rather than refused.
+func CutShort(first []byte, size int64) (want int64, short bool) {
+	first = first[:min(int64(len(first)), max(size, 0))]
+	h, err := ParseHeader(first)
+	if errors.Is(err, ErrTruncated) {
+		if k := min(len(first), len(magic)); string(first[:k]) != magic[:k] {
+			return 0, false // not the start of an entry
+		}
+		return 0, true
+	}
+	if _, ok := innerSize(h.Size); err != nil || !ok {
+		return 0, false
+	}
+	want = int64(h.Len()) + int64(h.Size)
+	return want, size < want
+}
+
 // checkOuter runs the checks of an entry that need no secret (docs/FORMAT.md
 // section 2, steps 1 to 3): the header, the recipient key id, and a length
 // that some inner plaintext gives.

@@ -164,3 +164,42 @@ func TestOpenFromMemory(t *testing.T) {
 func itoa(n int) string {
 	return strconv.Itoa(n)
 }
+
+// TestCutShort: every proper prefix of an entry is cut short, with the
+// entry's length when its header came whole; the entry itself, bytes that
+// are no entry's start and an entry with bytes after it are not.
+func TestCutShort(t *testing.T) {
+	f := newFixture(t)
+	body := make([]byte, 3*ChunkSize+77)
+	rand.Read(body)
+	for _, o := range []*Options{nil, {NoPadding: true}} {
+		b, _, err := Seal(deliver(body), f.user, f.user.Public(), "alice", o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := ParseHeader(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{0, 1, 4, 5, h.Len() - 1, h.Len(), h.Len() + 1, ChunkSize, len(b) - 1} {
+			want, short := CutShort(b[:min(n, MaxHeaderLen)], int64(n))
+			if !short {
+				t.Fatalf("%d of %d bytes: not cut short", n, len(b))
+			}
+			if n >= h.Len() && want != int64(len(b)) || n < h.Len() && want != 0 {
+				t.Fatalf("%d of %d bytes: length %d", n, len(b), want)
+			}
+		}
+		if want, short := CutShort(b[:MaxHeaderLen], int64(len(b))); short || want != int64(len(b)) {
+			t.Fatalf("the whole entry: %d, cut short %v", want, short)
+		}
+		if _, short := CutShort(b[:MaxHeaderLen], int64(len(b))+1); short {
+			t.Fatal("an entry with a byte after it: cut short")
+		}
+	}
+	for _, b := range [][]byte{[]byte("X"), []byte("CSPX"), []byte("<html>"), append([]byte("CSPE\x09"), make([]byte, 60)...)} {
+		if _, short := CutShort(b, int64(len(b))); short {
+			t.Fatalf("%q: cut short, want it left to Open", b)
+		}
+	}
+}

@@ -417,26 +417,62 @@ func (c *FetchedCheckpoint) Close() {
 // a name in dir (tempFile; os.TempDir() if empty) when cpr can write it
 // out, so that none of it is held in memory; the file holds the sealed
 // checkpoint only, what the spool stores. Open it with entry.OpenFrom.
+//
+// A checkpoint shorter than its sealed header says (entry.CutShort) is a
+// transfer cut short, not a checkpoint to refuse: a path that drops an
+// answer's length and then its connection ends the body early without a
+// sign the client can see. The error matches spool.ErrUnavailable, so
+// that the device tries again.
 func FetchCheckpoint(ctx context.Context, cpr Checkpointer, dir string) (*FetchedCheckpoint, error) {
 	cw, ok := cpr.(CheckpointWriterTo)
+	var cp *FetchedCheckpoint
 	if !ok {
-		cp, err := cpr.Checkpoint(ctx)
+		c, err := cpr.Checkpoint(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return &FetchedCheckpoint{Pos: cp.Pos, Data: io.NewSectionReader(bytes.NewReader(cp.Data), 0, int64(len(cp.Data)))}, nil
+		cp = &FetchedCheckpoint{Pos: c.Pos, Data: io.NewSectionReader(bytes.NewReader(c.Data), 0, int64(len(c.Data)))}
+	} else {
+		f, err := tempFile(dir)
+		if err != nil {
+			return nil, err
+		}
+		pos, n, err := cw.CheckpointTo(ctx, f)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		cp = &FetchedCheckpoint{Pos: pos, Data: io.NewSectionReader(f, 0, n), file: f}
 	}
-	f, err := tempFile(dir)
-	if err != nil {
-		return nil, err
+	var first [entry.MaxHeaderLen]byte
+	k, err := cp.Data.ReadAt(first[:], 0)
+	if err != nil && err != io.EOF {
+		cp.Close()
+		return nil, fmt.Errorf("reading the checkpoint downloaded: %w", err)
 	}
-	pos, n, err := cw.CheckpointTo(ctx, f)
-	if err != nil {
-		f.Close()
-		return nil, err
+	if want, short := entry.CutShort(first[:k], cp.Data.Size()); short {
+		cp.Close()
+		return nil, &CutCheckpointError{Pos: cp.Pos, Got: cp.Data.Size(), Want: want}
 	}
-	return &FetchedCheckpoint{Pos: pos, Data: io.NewSectionReader(f, 0, n), file: f}, nil
+	return cp, nil
 }
+
+// CutCheckpointError: the checkpoint downloaded is shorter than its sealed
+// header says (Want; 0 when the header itself was cut). It matches
+// spool.ErrUnavailable: the transfer failed, not the checkpoint.
+type CutCheckpointError struct {
+	Pos       uint64
+	Got, Want int64
+}
+
+func (e *CutCheckpointError) Error() string {
+	if e.Want == 0 {
+		return fmt.Sprintf("the checkpoint at position %d arrived cut short: %d bytes, not even its header", e.Pos, e.Got)
+	}
+	return fmt.Sprintf("the checkpoint at position %d arrived cut short: %d of the %d bytes its header gives", e.Pos, e.Got, e.Want)
+}
+
+func (e *CutCheckpointError) Is(target error) bool { return target == spool.ErrUnavailable }
 
 // readCheckpoint is FetchCheckpoint into Config.TempDir.
 func (s *Syncer) readCheckpoint(ctx context.Context, cpr Checkpointer) (*FetchedCheckpoint, error) {
