@@ -144,24 +144,26 @@ func signedMessage(method, path, query string, a *authorization) []byte {
 // rewrites to that form), SHA-256 of body (the exact bytes req will send),
 // the time now and a fresh random nonce.
 func SignRequest(req *http.Request, body []byte, key *keys.SecretKey, now time.Time) error {
-	return signRequestHash(req, sha256.Sum256(body), key, now)
+	_, err := signRequestHash(req, sha256.Sum256(body), key, now)
+	return err
 }
 
 // signRequestHash is SignRequest given the SHA-256 of the body: a body
-// streamed from a file is hashed first.
-func signRequestHash(req *http.Request, bodyHash [sha256.Size]byte, key *keys.SecretKey, now time.Time) error {
+// streamed from a file is hashed first. It returns the request's nonce in
+// hex, as the server echoes it (HeaderNonce).
+func signRequestHash(req *http.Request, bodyHash [sha256.Size]byte, key *keys.SecretKey, now time.Time) (string, error) {
 	q, err := canonicalQuery(req.URL.RawQuery)
 	if err != nil {
-		return err
+		return "", err
 	}
 	req.URL.RawQuery = q
 	a := &authorization{key: key.Public(), keyText: key.Public().String(), ts: now.Unix(), bodyHash: bodyHash}
 	if _, err := rand.Read(a.nonce[:]); err != nil {
-		return fmt.Errorf("signing request: %w", err)
+		return "", fmt.Errorf("signing request: %w", err)
 	}
 	a.sig = key.Sign(signedMessage(req.Method, req.URL.Path, q, a))
 	req.Header.Set("Authorization", a.String())
-	return nil
+	return hex.EncodeToString(a.nonce[:]), nil
 }
 
 // knownKeys are the keys of requests that passed authentication, parsed,

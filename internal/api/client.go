@@ -479,12 +479,21 @@ func (c *Client) sendBody(ctx context.Context, op, method, path string, q url.Va
 		} else {
 			req.Body, req.ContentLength, req.GetBody = http.NoBody, 0, nil
 		}
-		if err := signRequestHash(req, hash, c.key, c.signingTime()); err != nil {
+		nonce, err := signRequestHash(req, hash, c.key, c.signingTime())
+		if err != nil {
 			return nil, &Error{Op: op, Kind: ErrBadRequest, Msg: err.Error(), Err: err}
 		}
 		resp, err := c.hc.Do(req)
 		if err != nil {
 			return nil, transportError(op, err)
+		}
+		if got := resp.Header.Values(HeaderNonce); len(got) > 1 || len(got) == 1 && got[0] != nonce {
+			// The answer names another request: a cache or proxy on
+			// the path mixed answers up (another user's, an old one).
+			// Nothing of it is taken; the request may be sent again.
+			resp.Body.Close()
+			return nil, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport,
+				Msg: "the answer is to another request (its " + HeaderNonce + " is not this request's nonce): a proxy or cache on the way mixed answers up"}
 		}
 		c.learnBudget(resp)
 		if resp.StatusCode == http.StatusOK {

@@ -520,6 +520,9 @@ type reqInfo struct {
 	// and it was authorized, and held how many of it its nonces took
 	// then (HeaderBudget).
 	budget, held int
+	// nonce is the request's nonce in hex, once its signature verified
+	// (HeaderNonce).
+	nonce string
 	// repeat: an append answered with the position its request got
 	// before (spool.OnceAppender), appending nothing.
 	repeat bool

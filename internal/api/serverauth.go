@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -116,10 +117,21 @@ const HeaderReplayed = "Cspool-Replayed"
 // together). A device paces its requests by it (syncer.Budgeted).
 const HeaderBudget = "Cspool-Budget"
 
-// setBudget writes HeaderBudget for the request ri, if its signer passed.
+// HeaderNonce, on every answer to a request whose signature verified, is
+// the request's nonce (32 hex digits, as in its Authorization header): the
+// answer names the request it answers, so that a client tells an answer
+// to another request (a cache or proxy that mixed answers up, across
+// users or across time) from its own (docs/API.md §2).
+const HeaderNonce = "Cspool-Nonce"
+
+// setBudget writes HeaderBudget for the request ri, if its signer passed,
+// and HeaderNonce, if its signature verified.
 func (s *Server) setBudget(h http.Header, ri *reqInfo) {
 	if ri.budget > 0 {
 		h.Set(HeaderBudget, strconv.Itoa(ri.budget)+"/"+strconv.FormatInt(int64(s.nonceHold().Seconds()), 10)+"; held="+strconv.Itoa(ri.held))
+	}
+	if ri.nonce != "" {
+		h.Set(HeaderNonce, ri.nonce)
 	}
 }
 
@@ -183,6 +195,7 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	if !ed25519.Verify(a.key.Ed25519, msg, a.sig) {
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBadSignature, "bad signature"))
 	}
+	ri.nonce = hex.EncodeToString(a.nonce[:])
 	c := &caller{user: user, key: a.key, bodyHash: a.bodyHash}
 	if s.onceAppend(rt, q) {
 		c.onced = true
