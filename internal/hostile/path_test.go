@@ -932,3 +932,63 @@ func TestNotModifiedAnswers(t *testing.T) {
 	syncThrough(t, d, head)
 	noFalseAlarm(t, d)
 }
+
+// TestCheckpointCutLengthAgreeing: the path cuts the checkpoint download
+// and gives the cut's length as its Content-Length (a proxy that counts
+// what it got), or cuts it inside the sealed header, with no length. The
+// client sees a whole transfer or too little to tell; the device tells
+// the cut by the checkpoint's own header (or the lack of one) and tries
+// again, raising nothing.
+func TestCheckpointCutLengthAgreeing(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name   string
+		at     func(n int) int
+		length bool
+	}{
+		{"length lowered, mid-body", func(n int) int { return n / 2 }, true},
+		{"length lowered, mid-header", func(int) int { return 20 }, true},
+		{"no length, mid-header", func(int) int { return 20 }, false},
+		{"no length, empty", func(int) int { return 0 }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newPathRig(t)
+			a, _ := r.compacted(t)
+			cuts := &times{left: 2}
+			r.proxy.set(&fault{after: func(w http.ResponseWriter, req *http.Request, resp *http.Response, body []byte) bool {
+				if !isCheckpointGet(req) || resp.StatusCode != http.StatusOK || !cuts.take() {
+					return false
+				}
+				k := c.at(len(body))
+				if !c.length {
+					closeDelimited(w, resp, body, k)
+					return true
+				}
+				for h, v := range resp.Header {
+					w.Header()[h] = v
+				}
+				w.Header().Set("Content-Length", fmt.Sprint(k))
+				w.WriteHeader(resp.StatusCode)
+				w.Write(body[:k])
+				return true
+			}})
+			n := r.device("n", false)
+			for i := range 2 {
+				err := n.sync(t)
+				if !errors.Is(err, spool.ErrUnavailable) {
+					t.Fatalf("sync %d over a path that cuts the checkpoint: %v: want a temporary error", i, err)
+				}
+				noFalseAlarm(t, n)
+			}
+			if cuts.count() != 2 {
+				t.Fatalf("%d downloads cut: want 2", cuts.count())
+			}
+			n.mustSync(t)
+			noFalseAlarm(t, n)
+			a.mustSync(t)
+			if !bytes.Equal(n.state(t), a.state(t)) {
+				t.Fatal("the device rebuilt once the path healed, but its state is not the writer's")
+			}
+		})
+	}
+}
