@@ -992,3 +992,67 @@ func TestCheckpointCutLengthAgreeing(t *testing.T) {
 		})
 	}
 }
+
+// TestLongPollHeld: the path holds the answers to the device's long-polls
+// (reads that wait) and lets everything else through, as a path whose
+// long-poll connection died without a word while new connections work. A
+// change made on the device meanwhile landed in the log at once, but its
+// command was not answered: the device read its own entry only when the
+// long-poll ended, at the read's bound of minutes (the IMAP command gave
+// up first, with NO, for a change made). Once its entries are appended and
+// not applied within a grace of 2 s, Submit ends the loop's long-poll,
+// and the loop reads again on a fresh request.
+func TestLongPollHeld(t *testing.T) {
+	t.Parallel()
+	r := newPathRig(t)
+	d := r.device("d", false)
+	r.deliver(3)
+	d.mustSync(t)
+	msgs := d.inbox(t)
+	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	defer free()
+	held := &times{left: 100}
+	r.proxy.set(&fault{after: func(w http.ResponseWriter, req *http.Request, resp *http.Response, body []byte) bool {
+		if !isRead(req) || req.URL.Query().Get("wait") == "" || !held.take() {
+			return false
+		}
+		select {
+		case <-release:
+		case <-req.Context().Done():
+		case <-time.After(90 * time.Second):
+		}
+		copyAnswer(w, resp, body)
+		return true
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.s.Run(ctx) }()
+	for range 500 {
+		if held.count() > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if held.count() == 0 {
+		t.Fatal("no long-poll reached the path")
+	}
+	// The bound guards against a hang; the read's own bound is minutes.
+	sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+	o, err := d.s.Submit(sctx, &command.Command{Kind: command.SetFlags, Flags: []string{"$held"}, IDs: []command.ID{msgs[0].ID}})
+	scancel()
+	free()
+	cancel()
+	if rerr := <-done; rerr != nil && !errors.Is(rerr, context.Canceled) {
+		t.Fatalf("sync loop: %v", rerr)
+	}
+	if err != nil || len(o) != 1 || o[0].Status != mailstore.Applied {
+		t.Fatalf("submit while the long-poll's answer is held: %+v, %v: want it applied and answered", o, err)
+	}
+	noFalseAlarm(t, d)
+	if !slices.Contains(d.inbox(t)[0].Flags, "$held") || r.sp.Head() != 4 {
+		t.Fatalf("flags %v, head %d: want the change applied, once", d.inbox(t)[0].Flags, r.sp.Head())
+	}
+}

@@ -1368,6 +1368,13 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		return r.queued, nil
 	}
 	last := r.first + uint64(len(cmds)) - 1
+	// The loop's long-poll ends when the spool answers it with the new
+	// entries, at once from an honest spool on a live path. If it has not
+	// after ownApplyGrace, its answer is held on the way or its connection
+	// died without a word: the loop gives it up and reads again, as the
+	// append's own request got through.
+	grace := time.AfterFunc(ownApplyGrace, s.wakeUp)
+	defer grace.Stop()
 	outs := make([]mailstore.Outcome, len(cmds))
 	for i := range waits {
 		select {
@@ -1383,6 +1390,13 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	}
 	return outs, nil
 }
+
+// ownApplyGrace is how long Submit waits, once its entries are appended,
+// for the loop to read and apply them before it ends the loop's long-poll
+// (wakeUp), so that a long-poll whose answer the path holds, or whose
+// connection died unnoticed, does not hold the change's answer until the
+// read's own bound (minutes).
+const ownApplyGrace = 2 * time.Second
 
 // appendOwn appends a batch of this device's own entries: on the head the
 // spool last gave it (at least the head it has applied) when the source can
