@@ -50,6 +50,7 @@ type sendingRig struct {
 	spoolArgs        []string
 	spoolURL         string
 	smtpPort         int
+	imapPort         int // the IMAP port of the daemon startDaemon starts
 	spool, daemon    *proc
 }
 
@@ -68,7 +69,7 @@ func newSendingRig(t *testing.T, opts sendtest.SmarthostOptions) *sendingRig {
 	httpPort := freePort(t)
 	r.spoolURL = fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	r.spoolArgs = []string{"server", "--port", fmt.Sprint(httpPort), "--spool-dir", "spool", "--users", "users", "--spool-key", "spool.sec"}
-	r.smtpPort = freePort(t)
+	r.smtpPort, r.imapPort = freePort(t), freePort(t)
 	r.startSpool()
 	return r
 }
@@ -82,16 +83,22 @@ func (r *sendingRig) startSpool() {
 // startDaemon starts alice's daemon and waits for its settings.
 func (r *sendingRig) startDaemon() {
 	r.t.Helper()
-	r.daemon = r.startDaemonAt("alice.db", r.smtpPort)
+	r.daemon = r.startDaemonPorts("alice.db", r.imapPort, r.smtpPort)
 }
 
 // startDaemonAt starts a daemon of alice's on database db, taking
 // submissions on smtpPort, and waits for its settings.
 func (r *sendingRig) startDaemonAt(db string, smtpPort int, extra ...string) *proc {
 	r.t.Helper()
+	return r.startDaemonPorts(db, freePort(r.t), smtpPort, extra...)
+}
+
+// startDaemonPorts is startDaemonAt with the IMAP port given.
+func (r *sendingRig) startDaemonPorts(db string, imapPort, smtpPort int, extra ...string) *proc {
+	r.t.Helper()
 	p := startProc(r.t, "cspool imap-server "+db, r.dir, r.env, r.bin, append([]string{"imap-server", "--user", "alice",
 		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub", "--db", db,
-		"--password", "pw", "--port", fmt.Sprint(freePort(r.t)), "--status-addr", "", "--spool-server", r.spoolURL,
+		"--password", "pw", "--port", fmt.Sprint(imapPort), "--status-addr", "", "--spool-server", r.spoolURL,
 		"--smtp-port", fmt.Sprint(smtpPort), "--relay", "smtp://" + r.host.Addr, "--relay-ca", r.host.CA.File,
 		"--identity", "alice@example.org", "--relay-backoff", "100ms"}, extra...)...)
 	p.waitOutput(r.t, "SMTP settings", 30*time.Second)
