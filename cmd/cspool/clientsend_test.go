@@ -300,6 +300,21 @@ set wait_key=no
 	}
 }
 
+// TestSNailSends: s-nail, in batch mode, sends through the daemon's
+// submission port (mta=smtp://) and saves its own copy in Sent over
+// IMAP (record=).
+func TestSNailSends(t *testing.T) {
+	t.Parallel()
+	snail := needTool(t, "s-nail", "s-nail")
+	r := newClientSendRig(t)
+	folder := fmt.Sprintf("imap://alice@127.0.0.1:%d", r.imapPort)
+	r.runClient(r.body, []string{"MAILRC=/dev/null"}, snail, "-#", "-n", "-Sv15-compat", "-Sttycharset=utf-8",
+		"-Sfrom=Alice <alice@example.org>", "-Smta=smtp://alice@127.0.0.1:"+r.recPort(), "-Ssmtp-auth=plain",
+		"-Spassword=pw", "-Sfolder="+folder, "-Srecord=+Sent", "-Ssendcharsets=utf-8",
+		"-s", clientSubject, "-a", r.attach, "-b", clientBcc, clientTo)
+	r.check()
+}
+
 // clientTmux is a terminal client running in a tmux server of its own.
 type clientTmux struct {
 	t          *testing.T

@@ -312,7 +312,9 @@ type Submitter interface {
 // sends in a Queue folder on the server and copies it to Sent once sent)
 // is answered the same way, when every message it names is one, none of
 // them in Sent already. If the outbox has not filed it yet, the client's
-// copy is added and the outbox later finds it and files none.
+// copy is added and the outbox later finds it and files none; so too when
+// the client appended it before submitting the message (s-nail), within
+// DuplicateWindow: the APPEND's UID is remembered for the submission.
 func (o *Outbox) SentFilter(next Submitter) Submitter {
 	return sentFilter{o: o, next: next}
 }
@@ -331,23 +333,81 @@ func (s sentFilter) Submit(ctx context.Context, cmds ...*command.Command) ([]mai
 	}
 	c := cmds[0]
 	mid := submit.MessageID(c.Body)
-	if mid == "" || !s.o.recent(ctx, mid) {
+	if mid == "" {
 		return s.next.Submit(ctx, cmds...)
 	}
 	mb, err := s.o.resolve(ctx, sentMailbox)
 	if err != nil || mb == nil || c.MailboxID != mb.ID {
 		return s.next.Submit(ctx, cmds...)
 	}
-	s.o.fileMu.Lock()
-	defer s.o.fileMu.Unlock()
-	if id := s.o.sentCopy(ctx, mid); id != nil {
-		if p, err := s.o.cfg.Store.Locate(ctx, *id); err == nil && p.Mailbox == mb.ID {
-			s.o.log.Info("client's copy of a sent message not appended: the outbox filed it already", "mailbox", mb.Name, "uid", p.UID)
-			return []mailstore.Outcome{{Kind: command.Append, Status: mailstore.Applied,
-				Placed: []mailstore.Placement{p}}}, nil
+	if s.o.recent(ctx, mid) {
+		s.o.fileMu.Lock()
+		defer s.o.fileMu.Unlock()
+		if id := s.o.sentCopy(ctx, mid); id != nil {
+			if p, err := s.o.cfg.Store.Locate(ctx, *id); err == nil && p.Mailbox == mb.ID {
+				s.o.log.Info("client's copy of a sent message not appended: the outbox filed it already", "mailbox", mb.Name, "uid", p.UID)
+				return []mailstore.Outcome{{Kind: command.Append, Status: mailstore.Applied,
+					Placed: []mailstore.Placement{p}}}, nil
+			}
 		}
 	}
-	return s.next.Submit(ctx, cmds...)
+	outs, err := s.next.Submit(ctx, cmds...)
+	if err == nil && len(outs) == 1 && len(outs[0].Placed) == 1 && outs[0].Placed[0].Mailbox == mb.ID {
+		s.o.noteClientCopy(mid, mb.ID, outs[0].Placed[0].UID)
+	}
+	return outs, err
+}
+
+// earlyCopy is a client's copy appended into Sent: where, and when.
+type earlyCopy struct {
+	mailbox command.ID
+	uid     mailstore.UID
+	at      time.Time
+}
+
+// maxEarly bounds the client copies remembered (the oldest go first).
+const maxEarly = 1000
+
+// noteClientCopy remembers a client's copy of message mid appended into
+// Sent as uid, for a submission of mid within DuplicateWindow after it
+// (earlyCopyUID).
+func (o *Outbox) noteClientCopy(mid string, mailbox command.ID, uid mailstore.UID) {
+	now := o.now()
+	o.earlyMu.Lock()
+	defer o.earlyMu.Unlock()
+	if o.early == nil {
+		o.early = map[string]earlyCopy{}
+	}
+	for k, e := range o.early {
+		if now.Sub(e.at) > o.cfg.DuplicateWindow {
+			delete(o.early, k)
+		}
+	}
+	if len(o.early) >= maxEarly {
+		var oldest string
+		for k, e := range o.early {
+			if oldest == "" || e.at.Before(o.early[oldest].at) {
+				oldest = k
+			}
+		}
+		delete(o.early, oldest)
+	}
+	if e, ok := o.early[mid]; ok && e.mailbox == mailbox && e.uid < uid {
+		uid = e.uid
+	}
+	o.early[mid] = earlyCopy{mailbox: mailbox, uid: uid, at: now}
+}
+
+// earlyCopyUID is the UID in the Sent mailbox sentBox of a client's copy
+// of message mid appended within DuplicateWindow before now, or 0.
+func (o *Outbox) earlyCopyUID(mid string, sentBox []byte, now time.Time) int64 {
+	o.earlyMu.Lock()
+	defer o.earlyMu.Unlock()
+	e, ok := o.early[mid]
+	if !ok || mid == "" || !bytes.Equal(e.mailbox[:], sentBox) || now.Sub(e.at) > o.cfg.DuplicateWindow {
+		return 0
+	}
+	return int64(e.uid)
 }
 
 // copy answers a Copy into Sent whose every message is a client's copy of

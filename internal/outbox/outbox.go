@@ -94,6 +94,12 @@ type Outbox struct {
 	// fileMu serialises filing into Sent with a client's APPEND of the
 	// same message (see SentFilter).
 	fileMu sync.Mutex
+	// early holds the copies clients appended into Sent, through
+	// SentFilter, of messages not submitted (yet): a client that saves its
+	// copy first and then submits (s-nail) has it found by the search
+	// before filing (noteClientCopy, earlyCopy).
+	earlyMu sync.Mutex
+	early   map[string]earlyCopy
 
 	// idle is the connection to the smarthost kept open since idleSince
 	// (the relay loop's own).
@@ -212,6 +218,9 @@ func (o *Outbox) Enqueue(ctx context.Context, m *submit.Message) (string, error)
 	now, clock := o.now(), o.queueClock()
 	sum := digest(m)
 	sentBox, sentFrom := o.mailboxMark(ctx, sentMailbox)
+	if uid := o.earlyCopyUID(m.MessageID, sentBox, now); uid > 0 && uid < sentFrom {
+		sentFrom = uid
+	}
 	var qid int64
 	err := inTx(ctx, o.db, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, "SELECT qid FROM messages WHERE message_id = ? AND digest = ? AND accepted >= ? ORDER BY qid LIMIT 1",

@@ -1010,6 +1010,38 @@ func TestSentFilterKeepsOneCopy(t *testing.T) {
 	}
 }
 
+// TestSentFilterSavedBeforeSubmission: a client that saves its copy in
+// Sent before it submits the message (s-nail writes its record first, then
+// talks SMTP) ends with one copy too: the outbox's search for an earlier
+// copy takes in the one the client appended through this device's IMAP
+// server within DuplicateWindow before the submission. Before, the search
+// began at Sent's UIDNEXT at submission, and s-nail's Sent had two copies
+// of every message it sent.
+func TestSentFilterSavedBeforeSubmission(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	filter := o.SentFilter(dev.Sync)
+	sentBox, err := dev.Store.MailboxByName(context.Background(), "Sent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := message("record-first", "")
+	outs, err := filter.Submit(context.Background(), &command.Command{Kind: command.Append, Mailbox: "Sent",
+		MailboxID: sentBox.ID, Flags: []string{`\Seen`}, Date: time.Now().UnixMilli(), Body: m.Data})
+	if err != nil || len(outs) != 1 || len(outs[0].Placed) != 1 {
+		t.Fatalf("the client's APPEND: %+v, %v", outs, err)
+	}
+	devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	enqueue(t, o, m)
+	host.Wait(t, 1, wait)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.ToFile == 0 && st.Queued == 0 })
+	if sent := devicetest.Messages(t, dev.Store, "Sent"); len(sent) != 1 {
+		t.Errorf("Sent holds %d messages, want the client's copy only", len(sent))
+	}
+}
+
 // TestSentFilterCopyKeepsOneCopy: a client that saves its copy by COPY
 // from a queue folder of its own (Claws Mail APPENDs the message to its
 // IMAP Queue before sending it, then copies it to Sent and expunges it
