@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,7 +184,7 @@ func (r *clientSendRig) runClient(stdin string, env []string, bin string, args .
 // check checks what a user would: the smarthost got the message once,
 // from alice to bob and carol, with the bytes the client sent less the
 // Bcc field; Sent over IMAP holds one copy, with the subject and the
-// attachment.
+// attachment, the client having saved its own too.
 func (r *clientSendRig) check() {
 	t := r.t
 	t.Helper()
@@ -228,6 +229,11 @@ func (r *clientSendRig) check() {
 			t.Logf("Sent message %d:\n%s", i+1, s)
 		}
 		t.Fatalf("Sent holds %d messages, want one copy", len(sent))
+	}
+	// The client saved its own copy, and the daemon kept one of the two.
+	if log := r.daemon.stderr.String(); !strings.Contains(log, "copy already in the mailbox; not filed again") &&
+		!strings.Contains(log, "client's copy of a sent message not appended") {
+		t.Errorf("the daemon's log shows no copy of the client's in Sent:\n%s", log)
 	}
 	if !bytes.Contains(sent[0], []byte(clientAttachName)) || !subjectIs(sent[0], clientSubject) {
 		t.Errorf("Sent's copy has not the subject %q and the attachment:\n%s", clientSubject, sent[0])
@@ -350,11 +356,29 @@ func (s *clientTmux) keys(k ...string) {
 	}
 }
 
+// literal types text as it is.
+func (s *clientTmux) literal(text string) {
+	s.t.Helper()
+	if out, err := exec.Command(s.tmux, "-S", s.sock, "send-keys", "-t", "client", "-l", text).CombinedOutput(); err != nil {
+		s.t.Fatalf("tmux send-keys -l %q: %v %s", text, err, out)
+	}
+}
+
 // waitFor waits up to 30 s for the screen to show one of what, and
 // returns the one it shows.
 func (s *clientTmux) waitFor(what ...string) string {
 	s.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	w := s.waitForWithin(30*time.Second, what...)
+	if w == "" {
+		s.t.Fatalf("the screen did not show %q in 30 s:\n%s", what, s.screen())
+	}
+	return w
+}
+
+// waitForWithin waits up to d for the screen to show one of what, and
+// returns the one it shows, or "".
+func (s *clientTmux) waitForWithin(d time.Duration, what ...string) string {
+	deadline := time.Now().Add(d)
 	for {
 		scr := s.screen()
 		for _, w := range what {
@@ -363,7 +387,7 @@ func (s *clientTmux) waitFor(what ...string) string {
 			}
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("the screen did not show %q in 30 s:\n%s", what, scr)
+			return ""
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -391,4 +415,60 @@ func readClientLog(t *testing.T, path string) string {
 		b.Write(data)
 	}
 	return b.String()
+}
+
+// TestAercSends: aerc, in tmux as a person uses it (:compose with the
+// headers given and the body from a template, the attachment added with :attach on its review screen, sent with
+// y), sends through the daemon's submission port (outgoing =
+// smtp://, unencrypted on loopback) and copies the message to Sent itself (copy-to, its
+// default).
+func TestAercSends(t *testing.T) {
+	t.Parallel()
+	aerc := needTool(t, "aerc", "aerc")
+	r := newClientSendRig(t)
+	conf := filepath.Join(r.home, ".config", "aerc")
+	if err := os.MkdirAll(conf, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	source := url.URL{Scheme: "imap+insecure", User: url.UserPassword("alice", "pw"), Host: fmt.Sprintf("127.0.0.1:%d", r.imapPort)}
+	outgoing := url.URL{Scheme: "smtp", User: url.UserPassword("alice", "pw"), Host: r.rec.addr}
+	accounts := fmt.Sprintf("[cspool]\nsource = %s\noutgoing = %s\ndefault = INBOX\nfrom = Alice <alice@example.org>\ncopy-to = Sent\n",
+		source.String(), outgoing.String())
+	if err := os.WriteFile(filepath.Join(conf, "accounts.conf"), []byte(accounts), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(conf, "aerc.conf"), []byte("[compose]\neditor = true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(conf, "templates"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(conf, "templates", "body"), []byte("To: "+clientTo+"\nSubject: "+clientSubject+"\nBcc: "+clientBcc+"\n\n"+clientBody), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"TERM=xterm", "HOME=" + r.home, "XDG_CONFIG_HOME=" + filepath.Join(r.home, ".config"),
+		"XDG_RUNTIME_DIR=" + r.home, "LC_ALL=C.UTF-8"}
+	tm := startClientTmux(t, env, shellLine(aerc))
+	tm.waitFor("Connected")
+	// The message from a template: its header, then its body.
+	tm.literal(":compose -T body")
+	tm.keys("Enter")
+	tm.waitFor("Send this email?")
+	tm.keys(":attach "+r.attach, "Enter")
+	tm.waitFor(clientAttachName)
+	tm.keys("y")
+	// aerc says "Message sent" for a few seconds and closes the composer;
+	// it shows an error, and keeps the composer, when sending fails.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		scr := tm.screen()
+		if strings.Contains(scr, "Message sent") ||
+			(!strings.Contains(scr, "Send this email?") && len(r.host.Received()) > 0 && !strings.Contains(scr, "send:")) {
+			break
+		}
+		if strings.Contains(scr, "send:") || time.Now().After(deadline) {
+			t.Fatalf("aerc did not report the message sent; the screen:\n%s", scr)
+		}
+	}
+	r.check()
+	tm.keys(":quit", "Enter")
 }
