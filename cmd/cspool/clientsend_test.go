@@ -45,9 +45,10 @@ var clientAttachment = func() []byte {
 // smtpRecorder is a TCP relay in front of the daemon's submission port
 // that records what the client wrote.
 type smtpRecorder struct {
-	addr string
-	mu   sync.Mutex
-	sent bytes.Buffer
+	addr    string
+	mu      sync.Mutex
+	sent    bytes.Buffer
+	replies bytes.Buffer // what the daemon answered, for a failure's message
 }
 
 func newSMTPRecorder(t *testing.T, target string) *smtpRecorder {
@@ -75,7 +76,7 @@ func newSMTPRecorder(t *testing.T, target string) *smtpRecorder {
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
-				io.Copy(c, s)
+				io.Copy(c, io.TeeReader(s, (*replyWriter)(rec)))
 				c.Close()
 			}()
 			go func() {
@@ -89,6 +90,14 @@ func newSMTPRecorder(t *testing.T, target string) *smtpRecorder {
 }
 
 type lockedWriter smtpRecorder
+
+type replyWriter smtpRecorder
+
+func (w *replyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.replies.Write(p)
+}
 
 func (w *lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
@@ -176,7 +185,11 @@ func (r *clientSendRig) runClient(stdin string, env []string, bin string, args .
 	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		r.t.Fatalf("%s: %v (the client did not report success)\n%s\nthe daemon's log:\n%s", filepath.Base(bin), err, out, r.daemon.stderr.String())
+		r.rec.mu.Lock()
+		replies := r.rec.replies.String()
+		r.rec.mu.Unlock()
+		r.t.Fatalf("%s: %v (the client did not report success)\n%s\nthe daemon's replies:\n%s\nthe daemon's log:\n%s",
+			filepath.Base(bin), err, out, replies, r.daemon.stderr.String())
 	}
 	return string(out)
 }
