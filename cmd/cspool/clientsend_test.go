@@ -19,6 +19,7 @@ import (
 
 	"cspool/internal/sendtest"
 	"cspool/internal/submit"
+	"cspool/internal/testproc"
 )
 
 // What the mail client tests send: a subject beyond ASCII, a body line
@@ -315,7 +316,7 @@ set wait_key=no
 	}
 	r.check()
 	// It saved its own copy too.
-	if l := readClientLog(t, log); !strings.Contains(l, `APPEND "Sent"`) {
+	if l := testproc.ReadRotated(t, log); !strings.Contains(l, `APPEND "Sent"`) {
 		t.Errorf("neomutt's log shows no APPEND into Sent:\n%s", l)
 	}
 }
@@ -414,21 +415,6 @@ func shellLine(args ...string) string {
 		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 	}
 	return strings.Join(q, " ")
-}
-
-// readClientLog reads a client's debug log (neomutt rotates it to log0).
-func readClientLog(t *testing.T, path string) string {
-	t.Helper()
-	var b strings.Builder
-	matches, _ := filepath.Glob(path + "*")
-	for _, p := range matches {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Write(data)
-	}
-	return b.String()
 }
 
 // TestAercSends: aerc, in tmux as a person uses it (:compose with the

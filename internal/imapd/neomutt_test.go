@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cspool/internal/testproc"
 )
 
 // TestNeomutt drives neomutt in tmux, as a person would, against a
@@ -66,7 +68,7 @@ set quit=yes
 	time.Sleep(300 * time.Millisecond)
 	keys("C-u", "=Work/2025/Q1", "Enter")
 	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(readNeomuttLog(t, logPath), `SELECT "Work/2025/Q1"`) {
+	for !strings.Contains(testproc.ReadRotated(t, logPath), `SELECT "Work/2025/Q1"`) {
 		if time.Now().After(deadline) {
 			t.Fatalf("neomutt did not select Work/2025/Q1; the screen:\n%s", screen())
 		}
@@ -74,7 +76,7 @@ set quit=yes
 	}
 	keys("q")
 
-	log := readNeomuttLog(t, logPath)
+	log := testproc.ReadRotated(t, logPath)
 	if !strings.Contains(log, `LIST "" ""`) || !strings.Contains(log, `< * LIST (\Noselect) "/" ""`) {
 		t.Errorf("neomutt did not learn the delimiter with LIST \"\" \"\"; its LIST lines: %q",
 			regexp.MustCompile(`(?m)^.*LIST.*$`).FindAllString(log, 10))
@@ -83,19 +85,4 @@ set quit=yes
 	if m := bad.FindAllString(log, 5); len(m) > 0 {
 		t.Errorf("NO or BAD answers in neomutt's conversation: %q", m)
 	}
-}
-
-// readNeomuttLog reads neomutt's debug log (it may rotate it to log0).
-func readNeomuttLog(t *testing.T, path string) string {
-	t.Helper()
-	var b strings.Builder
-	matches, _ := filepath.Glob(path + "*")
-	for _, p := range matches {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.Write(data)
-	}
-	return b.String()
 }

@@ -18,6 +18,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -114,4 +116,21 @@ func (l *Buffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// ReadRotated returns the text of the log at path and of the files its
+// writer rotated it into (path followed by anything: neomutt's log0), for
+// a client's debug log a test looks through.
+func ReadRotated(t testing.TB, path string) string {
+	t.Helper()
+	var b strings.Builder
+	matches, _ := filepath.Glob(path + "*")
+	for _, p := range matches {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(data)
+	}
+	return b.String()
 }
