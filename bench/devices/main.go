@@ -36,15 +36,27 @@
 // the hard limit, which the servers it starts inherit, and refuses to run
 // when that is below --users + 1,000.
 //
+// With --tls the servers serve the API over TLS (a self-signed certificate
+// for 127.0.0.1 made in the work directory, `--tls-cert`/`--tls-key`) and
+// the devices connect with it, HTTP/1.1 as the server speaks it
+// (docs/TLS.md): each device's long-poll then holds a TLS connection.
+//
 //	go run ./bench/devices --cspool /tmp/cspool --users 10000 --idle 60s
 //	go run ./bench/devices --cspool /tmp/cspool --users 10000 --store postgres --servers 2
+//	go run ./bench/devices --cspool /tmp/cspool --users 10000 --tls
 package main
 
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -92,6 +104,11 @@ type config struct {
 	extra     string
 	restart   bool
 	down      time.Duration
+	tls       bool
+	// With tls: the servers' certificate and key files, and the pool
+	// the devices verify it with.
+	tlsCert, tlsKey string
+	tlsRoots        *x509.CertPool
 }
 
 func main() {
@@ -112,6 +129,7 @@ func main() {
 	flag.StringVar(&c.extra, "server-flags", "", "extra flags for every server, space-separated")
 	flag.BoolVar(&c.restart, "restart", false, "then restart the first server and measure the devices' return")
 	flag.DurationVar(&c.down, "down", 3*time.Second, "with --restart: how long the server stays stopped")
+	flag.BoolVar(&c.tls, "tls", false, "serve the API over TLS (a self-signed certificate for 127.0.0.1)")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "devices:", err)
@@ -123,6 +141,7 @@ func main() {
 type result struct {
 	Users, Servers           int
 	Store                    string
+	TLS                      bool
 	SetupSeconds             float64
 	RampSeconds              float64
 	IdleSeconds              float64
@@ -189,7 +208,12 @@ func run(c config) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	res := result{Users: c.users, Servers: c.servers, Store: c.store, DeviceErrors: map[string]int64{}}
+	res := result{Users: c.users, Servers: c.servers, Store: c.store, TLS: c.tls, DeviceErrors: map[string]int64{}}
+	if c.tls {
+		if err := makeCert(&c, work); err != nil {
+			return err
+		}
+	}
 
 	// 1. The installation, from scratch.
 	start := time.Now()
@@ -243,6 +267,9 @@ func run(c config) error {
 	}
 	tr := &http.Transport{DialContext: dialer, MaxIdleConns: 2*c.users + 100, MaxIdleConnsPerHost: 2*c.users + 100,
 		IdleConnTimeout: 5 * time.Minute, DisableCompression: true}
+	if c.tls {
+		tr.TLSClientConfig = &tls.Config{RootCAs: c.tlsRoots, MinVersion: tls.VersionTLS12}
+	}
 	hc := &http.Client{Transport: tr}
 	devs := make([]*device, c.users)
 	var requests atomic.Int64
@@ -509,6 +536,43 @@ func (s *server) stop() {
 	}
 }
 
+// makeCert writes a self-signed certificate for 127.0.0.1 and its key into
+// work, for the servers, and puts it in the pool the devices verify with.
+func makeCert(c *config, work string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	c.tlsCert, c.tlsKey = filepath.Join(work, "api.pem"), filepath.Join(work, "api.key")
+	if err := os.WriteFile(c.tlsCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.tlsKey, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return err
+	}
+	c.tlsRoots = x509.NewCertPool()
+	c.tlsRoots.AddCert(cert)
+	return nil
+}
+
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -539,6 +603,11 @@ func startServer(c config, in *install, work string, i, hp, lp int) (*server, er
 	} else {
 		args = append(args, "--spool-dir", in.spoolDir)
 	}
+	scheme := "http"
+	if c.tls {
+		args = append(args, "--tls-cert", c.tlsCert, "--tls-key", c.tlsKey)
+		scheme = "https"
+	}
 	args = append(args, strings.Fields(c.extra)...)
 	cmd := exec.Command(c.cspool, args...)
 	logf, err := os.OpenFile(filepath.Join(work, fmt.Sprintf("server%d.log", i+1)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -550,7 +619,7 @@ func startServer(c config, in *install, work string, i, hp, lp int) (*server, er
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &server{cmd: cmd, url: fmt.Sprintf("http://127.0.0.1:%d", hp), lmtp: fmt.Sprintf("127.0.0.1:%d", lp),
+	s := &server{cmd: cmd, url: fmt.Sprintf("%s://127.0.0.1:%d", scheme, hp), lmtp: fmt.Sprintf("127.0.0.1:%d", lp),
 		httpPort: hp, lmtpPt: lp, started: started}
 	for range 200 {
 		if conn, err := net.Dial("tcp", s.lmtp); err == nil {

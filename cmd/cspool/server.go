@@ -377,7 +377,11 @@ func (s *serverRun) run(f serverFlags) error {
 	if s.httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {
 		return withHint(fmt.Errorf("listening on %s: %w", f.httpAddr, err), "pick another --port or --addr")
 	}
-	s.httpLn = srv.api.Listener(s.httpLn)
+	if tlsConfig != nil {
+		s.httpLn = srv.api.ListenerTLS(s.httpLn, tlsConfig)
+	} else {
+		s.httpLn = srv.api.Listener(s.httpLn)
+	}
 	if f.lmtpAddr != "" {
 		if s.lmtpLn, err = net.Listen("tcp", f.lmtpAddr); err != nil {
 			hint := "pick another --lmtp address"

@@ -46,7 +46,9 @@ func newSpoolServer(cfg api.Config, d *deliver.Deliverer, opts deliver.LMTPOptio
 	return s
 }
 
-// serve serves the API on httpLn, over TLS with tlsConfig if not nil, and
+// serve serves the API on httpLn, over TLS with tlsConfig if not nil (by
+// httpLn itself if it is the API's ListenerTLS, which parks long-polls over
+// TLS too), and
 // LMTP on lmtpLn, until shutdown. A listener that fails sends why on errc.
 // The API on any address but a loopback one without TLS is warned about
 // in the log (docs/TLS.md).
@@ -61,7 +63,7 @@ func (s *spoolServer) serve(httpLn, lmtpLn net.Listener, tlsConfig *tls.Config, 
 	}
 	go func() {
 		var err error
-		if tlsConfig != nil {
+		if tlsConfig != nil && !api.ServesTLS(httpLn) {
 			s.http.TLSConfig = tlsConfig
 			err = s.http.ServeTLS(httpLn, "", "")
 		} else {

@@ -11,9 +11,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"time"
 
 	"cspool/internal/api"
+	"cspool/internal/spool"
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1, localhost and
@@ -209,4 +212,143 @@ func TestSwappedTLSFiles(t *testing.T) {
 	if _, err := loadServerTLS(cert, key); err == nil || !strings.Contains(err.Error(), "every user") {
 		t.Errorf("a TLS key of mode 0644: %v, want a refusal", err)
 	}
+}
+
+// TestLongPollsParkOverTLS: a device's long-poll over TLS leaves net/http
+// while it waits, as one over plain HTTP does (internal/api/park.go): the
+// server holds its connection and TLS state, not two goroutines and
+// net/http's buffers. Before, TLS was put on top of the API's listener by
+// http.Server.ServeTLS, and such a read waited in its handler: 10,000
+// devices over TLS held 20,000 goroutines, 223 MB of stacks and twice the
+// live heap of the same devices now (docs/BENCHMARKS.md, "Figure 5 over
+// TLS"). The answers, the renewal on the same connection, the answer to
+// plain HTTP on the TLS port and the log line of a failed handshake stay
+// as net/http's TLS server gave them.
+func TestLongPollsParkOverTLS(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	certPath, keyPath, pool := selfSigned(t, dir)
+	env := append(os.Environ(), "USER="+loginName())
+	runCmd(t, dir, env, "", bin, "gen-keys", "spool.sec", "spool.pub")
+	port, pport := freePort(t), freePort(t)
+	url := fmt.Sprintf("https://127.0.0.1:%d", port)
+	server := startProc(t, "cspool server", dir, env, bin, "server", "--port", fmt.Sprint(port),
+		"--tls-cert", certPath, "--tls-key", keyPath, "--spool-key", "spool.sec",
+		"--pprof-addr", fmt.Sprintf("127.0.0.1:%d", pport))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	trusting := func() *http.Client {
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
+	health, err := api.NewClient(url, "", mustKey(t), trusting())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if err = health.Health(ctx); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("HTTPS server not healthy after 20 s: %v\n%s", err, server.stderr)
+		}
+	}
+
+	// Serving goroutines, from the server's own goroutine dump: reads
+	// waiting in net/http's handlers, and parked reads.
+	waiting := func() (inHandlers, parked int) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/goroutine?debug=2", pport))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for g := range strings.SplitSeq(string(b), "\n\n") {
+			switch {
+			case strings.Contains(g, "net/http.(*conn).serve") && strings.Contains(g, "api.(*Server).read"):
+				inHandlers++
+			case strings.Contains(g, "api.(*Server).waitParked") && strings.Contains(g, "spool.WaitForTip"):
+				parked++
+			}
+		}
+		return inHandlers, parked
+	}
+
+	const devices = 6
+	type poll struct {
+		entries []spool.Entry
+		err     error
+	}
+	clients := make([]*api.Client, devices)
+	results := make([]chan poll, devices)
+	for i := range clients {
+		// Each device its own key, log and connection.
+		c, err := api.NewClient(url, fmt.Sprintf("user%d", i), mustKey(t), trusting())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[i], results[i] = c, make(chan poll, 1)
+		go func() {
+			es, _, err := c.Read(ctx, 0, 0, 0, time.Minute)
+			results[i] <- poll{es, err}
+		}()
+	}
+	var inHandlers, parked int
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if inHandlers, parked = waiting(); inHandlers+parked >= devices || time.Now().After(deadline) {
+			break
+		}
+	}
+	if inHandlers != 0 || parked != devices {
+		t.Errorf("%d long-polls over TLS wait in net/http's handlers and %d are parked, want 0 and %d", inHandlers, parked, devices)
+	}
+
+	// An entry wakes its device's parked read, answered over TLS; the
+	// renewal is served on the same connection.
+	if _, err := clients[0].Append(ctx, "user0", [][]byte{[]byte("over TLS, parked")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-results[0]:
+		if r.err != nil || len(r.entries) != 1 || string(r.entries[0].Data) != "over TLS, parked" {
+			t.Fatalf("the parked long-poll answered %d entries, %v; want the entry appended", len(r.entries), r.err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the parked long-poll over TLS was not answered")
+	}
+	reused := make(chan bool, 1)
+	tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(ci httptrace.GotConnInfo) { reused <- ci.Reused }})
+	if es, head, err := clients[0].Read(tctx, 0, 0, 0, 0); err != nil || head != 1 || len(es) != 1 {
+		t.Fatalf("read after the parked answer: %d entries, head %d, %v", len(es), head, err)
+	}
+	if !<-reused {
+		t.Error("the read after a parked answer over TLS opened a new connection, want the same one kept alive")
+	}
+
+	// Plain HTTP on the TLS port: the answer a Go HTTPS server gives,
+	// which the device's client turns into its hint, and a log line.
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(conn, "GET /v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+	answer, _ := io.ReadAll(conn)
+	conn.Close()
+	if !strings.HasPrefix(string(answer), "HTTP/1.0 400 Bad Request\r\n") || !strings.Contains(string(answer), "Client sent an HTTP request to an HTTPS server") {
+		t.Errorf("plain HTTP to the TLS port answered %q, want 400 and what a Go HTTPS server says", answer)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(server.stderr.String(), `msg="TLS handshake failed"`); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the failed handshake of plain HTTP on the TLS port was not logged")
+		}
+	}
+	cancel()
+	server.stop(t, syscall.SIGTERM, 40*time.Second)
 }

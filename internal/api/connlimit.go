@@ -1,7 +1,10 @@
 package api
 
 import (
+	"crypto/tls"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -34,17 +37,42 @@ const maxExcessConns = 64
 // share, is held for up to 2 s, so that one address holding its 64
 // connections gets a few dozen refusals a second, not thousands.
 //
-// Give Listener the plain TCP listener; http.Server.ServeTLS puts TLS on
-// top of it.
+// Give Listener the plain TCP listener; for TLS, ListenerTLS.
 //
-// Served over plain HTTP/1.1 through this listener (not TLS), a read that
-// long-polls leaves net/http while it waits (park.go): once answered, its
-// connection comes back through Accept, as a new connection to the HTTP
-// server.
+// Served over HTTP/1.1 through this listener, a read that long-polls
+// leaves net/http while it waits (park.go): once answered, its connection
+// comes back through Accept, as a new connection to the HTTP server.
 func (s *Server) Listener(ln net.Listener) net.Listener {
-	l := &limitedListener{Listener: ln, l: s.conns, back: make(chan net.Conn), done: make(chan struct{})}
+	l := &limitedListener{Listener: ln, l: s.conns, back: make(chan net.Conn), done: make(chan struct{}), log: s.log}
 	s.parking.Store(true)
 	return l
+}
+
+// ListenerTLS is Listener serving TLS with config, HTTP/1.1 only (ALPN
+// "http/1.1"). TLS is under the limiter's connection, not above it as
+// http.Server.ServeTLS would put it, so that a read that long-polls over
+// TLS parks as one over plain HTTP does: it holds its connection and its
+// TLS state, not net/http's buffers and goroutines (about 70 KB a device
+// before). net/http sees a plain connection, and r.TLS is nil: serve the
+// listener with http.Server.Serve (ServesTLS tells).
+//
+// A connection's handshake is made by its first read, under the read
+// deadline net/http sets for a request's header, and its writes under a
+// deadline as long. A client that speaks plain HTTP to it gets the answer a
+// Go HTTPS server gives (400, "Client sent an HTTP request to an HTTPS
+// server"); every failed handshake is logged at warning level, as
+// net/http's server logs it.
+func (s *Server) ListenerTLS(ln net.Listener, config *tls.Config) net.Listener {
+	l := s.Listener(ln).(*limitedListener)
+	l.tls = config.Clone()
+	l.tls.NextProtos = []string{"http/1.1"}
+	return l
+}
+
+// ServesTLS reports whether ln is a listener of ListenerTLS.
+func ServesTLS(ln net.Listener) bool {
+	l, ok := ln.(*limitedListener)
+	return ok && l.tls != nil
 }
 
 // connLimiter counts the open connections of each address, and slows down
@@ -82,7 +110,9 @@ func newConnLimiter(perAddr int, refusalRate float64, writeStall time.Duration) 
 // HTTP server back those of answered parked reads (resume).
 type limitedListener struct {
 	net.Listener
-	l *connLimiter
+	l   *connLimiter
+	tls *tls.Config // ListenerTLS; nil: plain
+	log *slog.Logger
 
 	start    sync.Once
 	accepted chan acceptResult // from the goroutine that accepts
@@ -162,6 +192,10 @@ func (ln *limitedListener) Close() error {
 func (l *connLimiter) admit(c net.Conn, ln *limitedListener) net.Conn {
 	key := addrKey(c.RemoteAddr())
 	lc := &limitedConn{Conn: c, l: l, ln: ln, key: key, remote: c.RemoteAddr().String()}
+	if ln != nil && ln.tls != nil {
+		lc.hs = tls.Server(c, ln.tls)
+		lc.Conn = lc.hs
+	}
 	if key == "" || l.max <= 0 {
 		lc.key = ""
 		return lc
@@ -329,6 +363,9 @@ type limitedConn struct {
 	// writeBy is the write deadline set (SetWriteDeadline, SetDeadline),
 	// in Unix nanoseconds; 0: none.
 	writeBy atomic.Int64
+	// hs is the connection's TLS (ListenerTLS) until its first Read has
+	// made the handshake; nil after, and on a plain connection.
+	hs *tls.Conn
 }
 
 // Write writes b, waiting at most writeStall for the client to take it:
@@ -362,8 +399,14 @@ func (c *limitedConn) Write(b []byte) (int, error) {
 // stallPiece is the most bytes one wait of writeStall covers.
 const stallPiece = 256 << 10
 
-// Read returns the pending bytes first, then reads the connection.
+// Read returns the pending bytes first, then reads the connection. Its
+// first read of a TLS connection makes the handshake.
 func (c *limitedConn) Read(b []byte) (int, error) {
+	if c.hs != nil {
+		if err := c.handshake(); err != nil {
+			return 0, err
+		}
+	}
 	if len(c.pending) > 0 {
 		n := copy(b, c.pending)
 		if c.pending = c.pending[n:]; len(c.pending) == 0 {
@@ -372,6 +415,52 @@ func (c *limitedConn) Read(b []byte) (int, error) {
 		return n, nil
 	}
 	return c.Conn.Read(b)
+}
+
+// handshakeWrite bounds the handshake's writes: the time net/http gives a
+// request's header to arrive (cmd/cspool's ReadHeaderTimeout).
+const handshakeWrite = 30 * time.Second
+
+// handshake makes the TLS handshake of c, under the read deadline set and
+// a write deadline of handshakeWrite. A client that sent plain HTTP is
+// answered 400, as net/http's TLS server answers it (the device's client
+// recognises that answer, hint.go). A failed handshake is logged, and
+// returned as a read error, on which net/http closes the connection.
+func (c *limitedConn) handshake() error {
+	tc := c.hs
+	c.hs = nil
+	tc.SetWriteDeadline(c.clamp(time.Now().Add(handshakeWrite)))
+	err := tc.Handshake()
+	by := time.Time{}
+	if n := c.writeBy.Load(); n != 0 {
+		by = time.Unix(0, n)
+	}
+	tc.SetWriteDeadline(c.clamp(by))
+	if err == nil {
+		return nil
+	}
+	reason := err.Error()
+	var re tls.RecordHeaderError
+	if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
+		re.Conn.SetWriteDeadline(c.clamp(time.Now().Add(excessGrace)))
+		io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\n"+plainHTTPToTLS+".\n")
+		reason = "client sent an HTTP request to an HTTPS server"
+	}
+	if c.ln != nil && c.ln.log != nil {
+		c.ln.log.Warn("TLS handshake failed", "remote", c.remote, "reason", reason)
+	}
+	return &net.OpError{Op: "read", Net: "tcp", Addr: c.LocalAddr(), Source: c.RemoteAddr(), Err: err}
+}
+
+// looksLikeHTTP reports whether the first five bytes a client sent, taken
+// by TLS for a record header, are the start of an HTTP request.
+func looksLikeHTTP(hdr []byte) bool {
+	for _, m := range []string{"GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH", "CONNE", "TRACE"} {
+		if string(hdr) == m {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *limitedConn) Close() error {

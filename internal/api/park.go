@@ -37,10 +37,11 @@ import (
 // long-poll (the device's next read, sent as soon as it has the answer) is
 // served on the same goroutine (serveNext), anything else goes back to the
 // HTTP server through the listener that accepted it (Server.Listener), as
-// a new connection: the client keeps its connection alive as before. Only plain HTTP/1.1 connections accepted
-// by that listener park, and only GETs; anything else (TLS, HTTP/2, HTTP/1.0,
-// a HEAD, a request that asked to close its connection) waits in its handler
-// as before.
+// a new connection: the client keeps its connection alive as before. Only HTTP/1.1 connections accepted
+// by that listener park (plain, or over the TLS of ListenerTLS, which is
+// under the listener's connection), and only GETs; anything else (TLS put
+// on top by http.Server.ServeTLS, HTTP/2, HTTP/1.0, a HEAD, a request that
+// asked to close its connection) waits in its handler as before.
 //
 // What a parked read no longer sees is the client going away: its wait,
 // and the share of long-polls it holds, run until the wait ends, at most
