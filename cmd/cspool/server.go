@@ -183,6 +183,8 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		return err
 	}
 	gov := newGCGovernor(percent)
+	gov.start()
+	defer gov.stop()
 	level := slog.LevelInfo
 	if *debug {
 		level = slog.LevelDebug

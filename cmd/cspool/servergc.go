@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +36,16 @@ import (
 // server's collector, again"). What the budgets hold is mostly message and
 // entry bytes, which the collector does not scan: collecting more often
 // costs little (8 MB messages over 4 connections: the server's CPU 1.05x).
+//
+// Nor is three times what is live right for a server that holds much:
+// with 10,000 devices waiting over TLS, about 150 MB is live (each one's
+// connection, TLS state and parked read), and at GOGC 200 the heap grew to
+// 500 MB and more past it, all of it kept by the runtime (docs/BENCHMARKS.md,
+// "Figure 5 over TLS"). So after each collection the governor lowers the
+// goal while the budgets hold little to what lets the heap grow at most
+// gcHeadroom (128 MiB) past what is live, never under gcBusyPercent: a
+// server that holds 4 MB collects at gc-percent as before, one that holds
+// 150 MB at 80.
 
 // defaultServerGCPercent is the gc-percent setting's default.
 const defaultServerGCPercent = 200
@@ -45,6 +57,10 @@ const minServerGCPercent = 25
 // gcBusyPercent is the collector's goal while the byte budgets hold
 // gcBusyFrom bytes or more: the heap at 1.5 times what is live.
 const gcBusyPercent = 50
+
+// gcHeadroom is how far past what is live the heap may grow between
+// collections while the budgets hold little, at most.
+const gcHeadroom = 128 << 20
 
 // gcBusyFrom is what the byte budgets hold, all together, from which the
 // server collects at gcBusyPercent; it goes back under half of it.
@@ -79,10 +95,16 @@ func gcPercent() int {
 // gcBusyPercent by what the byte budgets hold (api.Config.MemoryHeld,
 // deliver.LMTPOptions.MemoryHeld).
 type gcGovernor struct {
-	idle int // the percent while the budgets hold little
+	idle int // the percent set: the most while the budgets hold little
 	held atomic.Int64
 	busy atomic.Bool
 	mu   sync.Mutex // serializes the switches
+	// now is the percent while the budgets hold little: idle, or less
+	// where that would let the heap grow more than headroom past what the
+	// last collection found live (afterGC). Under mu.
+	now      int
+	headroom uint64
+	stopped  atomic.Bool
 }
 
 // newGCGovernor returns the governor for the percent in force, or nil
@@ -91,7 +113,74 @@ func newGCGovernor(percent int) *gcGovernor {
 	if percent <= gcBusyPercent {
 		return nil
 	}
-	return &gcGovernor{idle: percent}
+	return &gcGovernor{idle: percent, now: percent, headroom: gcHeadroom}
+}
+
+// start has the governor look at what is live after each collection
+// (afterGC), until stop.
+func (g *gcGovernor) start() {
+	if g != nil {
+		g.arm()
+	}
+}
+
+// stop ends what start began, after the next collection.
+func (g *gcGovernor) stop() {
+	if g != nil {
+		g.stopped.Store(true)
+	}
+}
+
+// gcSentinel is an object made only to be collected: its cleanup runs
+// after the collection that found it unreachable.
+type gcSentinel struct{ _ *byte }
+
+func (g *gcGovernor) arm() {
+	runtime.AddCleanup(&gcSentinel{}, func(g *gcGovernor) {
+		if !g.stopped.Load() {
+			g.afterGC(liveHeap())
+			g.arm()
+		}
+	}, g)
+}
+
+// liveHeap returns the bytes the last collection found live on the heap.
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
+// afterGC sets the percent for while the budgets hold little from what is
+// live (headroomPercent), and applies it unless they hold much now.
+func (g *gcGovernor) afterGC(live uint64) {
+	p := headroomPercent(g.idle, live, g.headroom)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if p == g.now {
+		return
+	}
+	g.now = p
+	if !g.busy.Load() {
+		debug.SetGCPercent(p)
+	}
+}
+
+// headroomPercent is the percent set, idle, or less where that would let
+// the heap grow more than headroom past live bytes: in steps of 10, never
+// under gcBusyPercent.
+func headroomPercent(idle int, live, headroom uint64) int {
+	if live == 0 {
+		return idle
+	}
+	p := headroom * 100 / live
+	if p >= uint64(idle) {
+		return idle
+	}
+	return max(gcBusyPercent, int(p/10*10))
 }
 
 // memoryHeld is told each change of the bytes the budgets hold.
@@ -110,7 +199,7 @@ func (g *gcGovernor) memoryHeld(delta int64) {
 	if want {
 		debug.SetGCPercent(gcBusyPercent)
 	} else {
-		debug.SetGCPercent(g.idle)
+		debug.SetGCPercent(g.now)
 	}
 	g.busy.Store(want)
 }
