@@ -47,10 +47,10 @@ cspool export --db mail.db --format mbox --mailbox INBOX --mailbox Archive ~/mbo
 	format := fs.String("format", "maildir", "`maildir` or mbox")
 	crlf := fs.Bool("crlf", false, "keep CRLF line ends (every byte as stored)")
 	var only []string
-	fs.Func("mailbox", "export only this mailbox `NAME` (repeatable; default: all)", func(s string) error {
+	fs.Var(listFunc(func(s string) error {
 		only = append(only, mailstore.NormalizeName(s))
 		return nil
-	})
+	}), "mailbox", "export only this mailbox `NAME` (repeatable; default: all)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -275,13 +275,18 @@ func newFlagSet(e *env, name, args, desc, example string) *flagSet {
 // parseFlags parses args, turning -h into flag.ErrHelp (after printing
 // help) and other mistakes into usage errors.
 func parseFlags(fs *flagSet, args []string) error {
+	given := watchRepeats(fs.FlagSet)
 	err := fs.Parse(args)
+	given.restore()
 	if errors.Is(err, flag.ErrHelp) {
 		fs.help()
 		return flag.ErrHelp
 	}
 	if err != nil {
 		return &usageError{err.Error()}
+	}
+	if err := given.repeated(); err != nil {
+		return err
 	}
 	fs.cmdline = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { fs.cmdline[f.Name] = true })
