@@ -55,6 +55,7 @@ var (
 // hint returns what to try after err, a failure to load path for f;
 // swapPath is the file given to f.swap ("" if none).
 func (f keyFlag) hint(path, swapPath string, err error) string {
+	var dangling *keys.DanglingLinkError
 	kind, other := "public", "secret"
 	if f.secret {
 		kind, other = "secret", "public"
@@ -73,6 +74,9 @@ func (f keyFlag) hint(path, swapPath string, err error) string {
 		return passphraseHint(path, err)
 	case errors.Is(err, keys.ErrTooOpen):
 		return fmt.Sprintf("run: chmod 600 %s (and check who could have read it)", path)
+	case errors.As(err, &dangling):
+		return fmt.Sprintf("%s: %s is a symbolic link to %s, which is missing (a volume not mounted, a file moved or renamed?): "+
+			"put the key back there, or give %s the key file itself; %s", f.flag, path, dangling.Target, f.flag, f.obtain)
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Sprintf("%s: no such file; %s", f.flag, f.obtain)
 	case errors.Is(err, keys.ErrBadChecksum), errors.Is(err, keys.ErrMalformed), errors.Is(err, keys.ErrNoKey):

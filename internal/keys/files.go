@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -114,6 +115,50 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// DanglingLinkError is a file named through a symbolic link whose target
+// does not exist. It is fs.ErrNotExist too; its text says that the name
+// is there and what it points to, since `ls` shows the name and "no such
+// file" sent the reader after the wrong file.
+type DanglingLinkError struct {
+	// Target is the missing file the link leads to, as it names it,
+	// joined with the link's folder when it is relative.
+	Target string
+}
+
+func (e *DanglingLinkError) Error() string {
+	return fmt.Sprintf("a symbolic link to %s, which does not exist", e.Target)
+}
+
+func (e *DanglingLinkError) Unwrap() error { return fs.ErrNotExist }
+
+// openError is the error of opening path: a DanglingLinkError when path
+// is a symbolic link whose target is missing, else the PathError's cause.
+func openError(path string, err error) error {
+	if !errors.Is(err, fs.ErrNotExist) {
+		return unwrapPathError(err)
+	}
+	info, lerr := os.Lstat(path)
+	if lerr != nil || info.Mode()&fs.ModeSymlink == 0 {
+		return unwrapPathError(err)
+	}
+	// The last link of a chain is the one whose target is missing.
+	target := path
+	for range 40 {
+		next, rerr := os.Readlink(target)
+		if rerr != nil {
+			break
+		}
+		if !filepath.IsAbs(next) {
+			next = filepath.Join(filepath.Dir(target), next)
+		}
+		target = next
+		if li, lerr := os.Lstat(target); lerr != nil || li.Mode()&fs.ModeSymlink == 0 {
+			break
+		}
+	}
+	return &DanglingLinkError{Target: target}
 }
 
 // WriteOptions control WriteFiles.

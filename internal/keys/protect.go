@@ -204,7 +204,7 @@ func RewriteSecret(path string, k *SecretKey, passphrase string, workFactor int)
 func readKeyFile(path string) (string, os.FileInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", nil, &FileError{path, unwrapPathError(err)}
+		return "", nil, &FileError{path, openError(path, err)}
 	}
 	defer f.Close()
 	info, err := f.Stat()

@@ -141,7 +141,7 @@ func ParseUsers(r io.Reader) (Users, error) {
 func LoadUsers(path string) (Users, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &UsersFileError{path, unwrapPathError(err)}
+		return nil, &UsersFileError{path, openError(path, err)}
 	}
 	defer f.Close()
 	// Whoever may write the file may give any user a key of theirs, and
