@@ -125,18 +125,40 @@ func (c *Client) learnBudget(resp *http.Response) {
 // seconds.
 const maxBudgetWindow = 3600
 
+// checkBaseURL refuses a spool server URL that is not http(s)://HOST[:PORT],
+// and says what to write for the usual slips: no scheme
+// ("spool.example.org:3999", which url.Parse takes for a path or a
+// scheme), and a path or a query, which the API's requests would drop.
+func checkBaseURL(baseURL string) error {
+	if !strings.Contains(baseURL, "://") {
+		host := strings.TrimPrefix(strings.TrimRight(baseURL, "/"), "//")
+		if host != "" && !strings.ContainsAny(host, "/?# ") {
+			return fmt.Errorf("spool server URL %q has no scheme: write https://%s, or http://%s for a server without TLS", baseURL, host, host)
+		}
+		return fmt.Errorf("spool server URL %q: want http(s)://HOST[:PORT]", baseURL)
+	}
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return fmt.Errorf("spool server URL %q: %w", baseURL, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("spool server URL %q: want http(s)://HOST[:PORT]", baseURL)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("spool server URL %q has a path or query after the host: the spool server's API is at its root; write %s://%s", baseURL, u.Scheme, u.Host)
+	}
+	return nil
+}
+
 // NewClient returns a client of the server at baseURL (http:// or https://,
 // no path), acting as user with key. hc nil means an http.Client whose
 // connections notice a dead path within 30 s (dial.go); else hc's
 // transport decides TLS and connection settings.
 func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Client, error) {
-	u, err := url.Parse(baseURL)
-	if err != nil {
-		return nil, fmt.Errorf("spool server URL %q: %w", baseURL, err)
+	if err := checkBaseURL(baseURL); err != nil {
+		return nil, err
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("spool server URL %q: want http(s)://HOST[:PORT]", baseURL)
-	}
+	u, _ := url.Parse(baseURL)
 	if user != "" {
 		if err := keys.CheckUserName(user); err != nil {
 			return nil, fmt.Errorf("spool client: %w", err)
