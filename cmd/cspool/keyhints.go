@@ -4,6 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"os/user"
+	"strconv"
+	"syscall"
 
 	"cspool/internal/keys"
 )
@@ -79,10 +83,52 @@ func (f keyFlag) hint(path, swapPath string, err error) string {
 			"put the key back there, or give %s the key file itself; %s", f.flag, path, dangling.Target, f.flag, f.obtain)
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Sprintf("%s: no such file; %s", f.flag, f.obtain)
+	case errors.Is(err, fs.ErrPermission):
+		return f.permissionHint(path)
 	case errors.Is(err, keys.ErrBadChecksum), errors.Is(err, keys.ErrMalformed), errors.Is(err, keys.ErrNoKey):
 		return fmt.Sprintf("the key in %s is damaged: restore the file from a backup or another device (%s)", path, f.flag)
 	}
 	return fmt.Sprintf("check %s: %s", f.flag, f.obtain)
+}
+
+// permissionHint is the hint for a key file this process may not read: a
+// key copied by root (sudo, scp as root) and left root's with mode 0600,
+// which is right for its mode and wrong for its owner, or a folder on its
+// path closed to the user the command runs as. The advice for a missing
+// key (copy it from another device, or make one) would only mislead.
+func (f keyFlag) permissionHint(path string) string {
+	me := userName(os.Getuid())
+	info, err := os.Stat(path)
+	if err != nil {
+		return fmt.Sprintf("%s: a folder on the way to %s is closed to %s, whom this command runs as: open the folders to that user, or keep the key in one of theirs",
+			f.flag, path, me)
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Sprintf("%s: %s may not be read by %s, whom this command runs as: give it to that user", f.flag, path, me)
+	}
+	chmod := ""
+	if f.secret {
+		chmod = fmt.Sprintf(" && chmod 600 %s", shellQuote(path))
+	}
+	return fmt.Sprintf("%s: %s belongs to %s and is mode %04o, and this command runs as %s, who may not read it (a key copied as root?): run, as root: chown %s %s%s",
+		f.flag, path, userName(int(st.Uid)), info.Mode().Perm(), me, shellQuote(chownName(os.Getuid())), shellQuote(path), chmod)
+}
+
+// chownName is uid as chown takes it: its login name, or the number.
+func chownName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return strconv.Itoa(uid)
+}
+
+// userName is the login name of uid, or "uid N" if it has none.
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return fmt.Sprintf("uid %d", uid)
 }
 
 // holdsKind reports whether path holds a key of the kind a flag wants
