@@ -295,6 +295,16 @@ func (s *serverRun) run(f serverFlags) error {
 	if err != nil {
 		return err
 	}
+	// The users file before the store: a start refused for it must leave
+	// no spool behind. A --spool-dir mistyped as well got a new, empty
+	// spool with the spool key recorded, so the next start, the users file
+	// fixed, ran on it without the warning that a new spool was made.
+	var users users
+	if f.usersFile != "" {
+		if users, err = s.openUsers(f); err != nil {
+			return err
+		}
+	}
 	store, err := s.openStore(f)
 	if err != nil {
 		return err
@@ -314,9 +324,10 @@ func (s *serverRun) run(f serverFlags) error {
 			return err
 		}
 	}
-	users, err := s.openUsers(f)
-	if err != nil {
-		return err
+	if users == nil {
+		if users, err = s.openUsers(f); err != nil {
+			return err
+		}
 	}
 	if r, ok := users.(interface {
 		Refuse(keys.PublicKey, string) error
