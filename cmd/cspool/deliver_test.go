@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,8 +106,16 @@ func TestDeliverCommand(t *testing.T) {
 	if err := os.WriteFile(tooOpen, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// base gives the flags of a good delivery, less those extra gives
+	// itself: a flag given twice with two values is refused.
 	base := func(extra ...string) []string {
-		return append([]string{"deliver", "--user", "alice", "--user-key", s.userPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, extra...)
+		args := []string{"deliver"}
+		for _, f := range [][2]string{{"--user", "alice"}, {"--user-key", s.userPub}, {"--spool-key", s.spoolSecKey}, {"--spool-dir", s.spoolDir}} {
+			if !slices.Contains(extra, f[0]) {
+				args = append(args, f[0], f[1])
+			}
+		}
+		return append(args, extra...)
 	}
 	plainSpool := filepath.Join(s.dir, "users-file-spool") // its server reads a users file
 	if err := os.Mkdir(plainSpool, 0o700); err != nil {
