@@ -227,7 +227,14 @@ func (r *clientSendRig) check() {
 	if len(wire) != 1 {
 		t.Fatalf("the client sent %d messages with DATA, want 1", len(wire))
 	}
-	if want := submit.StripBcc(wire[0]); !bytes.Equal(m.Data, want) {
+	want := submit.StripBcc(wire[0])
+	if submit.MessageID(wire[0]) == "" {
+		// The listener added one, at the top.
+		if added := regexp.MustCompile(`^Message-ID: <[0-9a-f]+@[^>\r\n]+>\r\n`).Find(m.Data); added != nil {
+			want = append(added, want...)
+		}
+	}
+	if !bytes.Equal(m.Data, want) {
 		t.Errorf("the smarthost got:\n%s\nwant what the client sent, less Bcc:\n%s", m.Data, want)
 	}
 	if bytes.Contains(m.Data, []byte(clientBcc)) || regexp.MustCompile(`(?im)^Bcc:`).Match(m.Data) {
@@ -471,4 +478,27 @@ func TestAercSends(t *testing.T) {
 	}
 	r.check()
 	tm.keys(":quit", "Enter")
+}
+
+// TestMailutilsSends: GNU Mailutils' mail, in batch mode, sends through
+// the daemon's submission port (sendmail=smtp://) and saves its own copy
+// in Sent over IMAP (record=imap://), before it submits the message. It
+// writes no Message-ID (the listener adds one to what it queues), nor a
+// From field (-a adds one), and its envelope sender is the local user
+// unless -r names it; its copy is what it sends and the Bcc field. Before,
+// its copy, without a Message-ID, was not told for the message sent, and
+// Sent held two copies of it.
+func TestMailutilsSends(t *testing.T) {
+	t.Parallel()
+	mailBin := needTool(t, "mail", "mailutils")
+	r := newClientSendRig(t)
+	rc := filepath.Join(r.home, "mailrc")
+	conf := fmt.Sprintf("set sendmail=\"smtp://alice:pw@127.0.0.1:%s\"\nset record=\"imap://alice:pw@127.0.0.1:%d/Sent\"\n",
+		r.recPort(), r.imapPort)
+	if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.runClient(r.body, []string{"MAILRC=" + rc}, mailBin, "-n", "--no-config", "-r", "alice@example.org",
+		"-a", "From: Alice <alice@example.org>", "-a", "Bcc: "+clientBcc, "-s", clientSubject, "-A", r.attach, clientTo)
+	r.check()
 }

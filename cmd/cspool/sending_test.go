@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -654,4 +655,68 @@ func TestQuickstartSends(t *testing.T) {
 	if _, err := devicedb.Inspect(outboxDB, &k); err != nil {
 		t.Errorf("the quickstart's outbox does not open with the user key's outbox key: %v", err)
 	}
+}
+
+// imaplibAppend appends the files given to a mailbox over IMAP, as a
+// client saving its copy of what it sends does.
+const imaplibAppend = `
+import imaplib, sys, time
+host, port, user, password, box = sys.argv[1:6]
+m = imaplib.IMAP4(host, int(port), timeout=60)
+m.login(user, password)
+for path in sys.argv[6:]:
+    typ, data = m.append(box, r"(\Seen)", imaplib.Time2Internaldate(time.time()), open(path, "rb").read())
+    print(typ, data)
+    if typ != "OK":
+        sys.exit(1)
+m.logout()
+`
+
+// TestClientCopyKeptAcrossRestart: a client that saves its copy in Sent
+// before it submits the message (s-nail, GNU Mailutils' mail), with the
+// daemon restarted in between (one with a Message-ID, one without, told
+// by its content), ends with one copy of each in Sent: the outbox keeps
+// the client's copies of the last DuplicateWindow in its database.
+// Before, it kept them in memory, and after the restart the outbox filed
+// a second copy of each.
+func TestClientCopyKeptAcrossRestart(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	r := newSendingRig(t, sendtest.SmarthostOptions{})
+	r.startDaemon()
+	msgs := map[string]string{
+		"with-id":    "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: with-id\r\nMessage-ID: <with-id@example.org>\r\n\r\nbody of with-id\r\n",
+		"without-id": "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: without-id\r\nDate: Sun, 6 Dec 2026 16:00:00 +0000\r\n\r\nbody of without-id\r\n",
+	}
+	var files []string
+	for _, name := range []string{"with-id", "without-id"} {
+		p := filepath.Join(r.dir, name+".eml")
+		if err := os.WriteFile(p, []byte(msgs[name]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, p)
+	}
+	runCmd(t, r.dir, r.env, "", r.python, append([]string{"-c", imaplibAppend, "127.0.0.1", fmt.Sprint(r.imapPort), "alice", "pw", "Sent"}, files...)...)
+	r.waitSent(2)
+	r.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	r.startDaemon()
+	out := runCmd(t, r.dir, r.env, "", r.python, append([]string{"-c", smtplibSubmit, "127.0.0.1", fmt.Sprint(r.smtpPort),
+		"alice", "pw", "alice@example.org", "bob@example.net"}, files...)...)
+	if n := strings.Count(out, "250 2.0.0 Queued as"); n != 2 {
+		t.Fatalf("submitted 2 messages, %d queued:\n%s", n, out)
+	}
+	r.host.Wait(t, 2, 60*time.Second)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		status := runCmd(t, r.dir, r.env, "", r.bin, "status", "--db", "alice.db")
+		if regexp.MustCompile(`Outbox:\s+0 queued; 0 to file`).MatchString(status) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the outbox did not empty in 60 s:\n%s", status)
+		}
+	}
+	checkCounts(t, "Sent", r.sentCounts(), []string{"with-id", "without-id"}, func(string) (int, int) { return 1, 1 })
+	checkCounts(t, "the smarthost", r.relayedCounts(), []string{"with-id", "without-id"}, func(string) (int, int) { return 1, 1 })
 }

@@ -92,6 +92,24 @@ ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
 	`
 ALTER TABLE home ADD COLUMN hold TEXT NOT NULL DEFAULT '';
 `,
+	// A message submitted without a Message-ID is told by its content
+	// (submit.ContentDigest) in Sent. The copies clients appended into
+	// Sent before submitting (filing.go, noteClientCopy), kept across a
+	// restart: they were in memory only, and a restart between a client's
+	// APPEND and its submission left two copies in Sent.
+	`
+ALTER TABLE messages ADD COLUMN content BLOB;
+CREATE INDEX messages_content ON messages (content) WHERE content IS NOT NULL;
+CREATE TABLE client_copies (
+	message_id TEXT    NOT NULL,
+	content    BLOB,
+	mailbox    BLOB    NOT NULL,
+	uid        INTEGER NOT NULL,
+	at         INTEGER NOT NULL
+);
+CREATE INDEX client_copies_message_id ON client_copies (message_id);
+CREATE INDEX client_copies_content ON client_copies (content) WHERE content IS NOT NULL;
+`,
 }
 
 // Recipient states.

@@ -44,9 +44,13 @@
 //   - Filing: the Sent copy (once the smarthost accepted the message for at
 //     least one recipient) and bounces are rows to file, processed in order.
 //     Before filing, the target mailbox is searched for a message with the
-//     same Message-ID added since the message was submitted: a crash
-//     between the log append and the commit that records it, or a client
-//     that saved its own copy, leaves one copy, never two. After a restart,
+//     same Message-ID added since the message was submitted (for one the
+//     listener gave a Message-ID, one without a Message-ID with the same
+//     content, submit.ContentDigest): a crash between the log append and
+//     the commit that records it, or a client that saved its own copy,
+//     leaves one copy, never two. A client's copy appended into Sent
+//     before the submission is recorded in the outbox (client_copies), so
+//     the search takes it in after a restart too. After a restart,
 //     or after an append whose outcome is unknown, nothing is filed until
 //     the device has applied the log up to the spool's head.
 //   - Bounces follow RFC 3464 (multipart/report), honour NOTIFY (RFC 3461),

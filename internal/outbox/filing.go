@@ -64,6 +64,7 @@ type filing struct {
 	fid, qid  int64
 	kind      int
 	messageID string
+	content   []byte // a Sent copy's, for a message submitted without Message-ID
 	mailbox   []byte
 	fromUID   int64
 	data      []byte
@@ -75,9 +76,9 @@ func (o *Outbox) nextFiling(ctx context.Context) (*filing, error) {
 	f := &filing{}
 	var created, accepted int64
 	err := o.db.QueryRowContext(ctx, `SELECT f.fid, f.qid, f.kind, f.message_id, f.mailbox, f.from_uid,
-		CASE f.kind WHEN ? THEN m.data ELSE f.data END, f.created, m.accepted
-		FROM filings f JOIN messages m ON m.qid = f.qid WHERE f.done = 0 ORDER BY f.fid LIMIT 1`, fileSent).
-		Scan(&f.fid, &f.qid, &f.kind, &f.messageID, &f.mailbox, &f.fromUID, &f.data, &created, &accepted)
+		CASE f.kind WHEN ? THEN m.data ELSE f.data END, CASE f.kind WHEN ? THEN m.content END, f.created, m.accepted
+		FROM filings f JOIN messages m ON m.qid = f.qid WHERE f.done = 0 ORDER BY f.fid LIMIT 1`, fileSent, fileSent).
+		Scan(&f.fid, &f.qid, &f.kind, &f.messageID, &f.mailbox, &f.fromUID, &f.data, &f.content, &created, &accepted)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -250,7 +251,9 @@ func (o *Outbox) createSent(ctx context.Context) error {
 }
 
 // search looks in mb, among the messages added since f's mark, for one
-// with f's Message-ID.
+// with f's Message-ID; for a message submitted without Message-ID, for
+// one without Message-ID and with its content (submit.ContentDigest) that
+// is no other message's Sent copy.
 func (o *Outbox) search(ctx context.Context, mb *mailstore.Mailbox, f *filing) (*command.ID, error) {
 	from := mailstore.UID(max(1, int64(mb.UIDNext)-searchBack))
 	if bytes.Equal(f.mailbox, mb.ID[:]) {
@@ -270,17 +273,39 @@ func (o *Outbox) search(ctx context.Context, mb *mailstore.Mailbox, f *filing) (
 			if err != nil {
 				return err
 			}
-			if env != nil && env.MessageID == f.messageID {
+			if env == nil {
+				return nil
+			}
+			if env.MessageID == f.messageID {
 				id := m.ID
 				found = &id
 				return errFound
 			}
-			return nil
+			if f.content == nil || env.MessageID != "" {
+				return nil
+			}
+			raw, err := m.LoadRaw(ctx)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(submit.ContentDigest(raw), f.content) || o.isSentCopy(ctx, m.ID) {
+				return nil
+			}
+			id := m.ID
+			found = &id
+			return errFound
 		})
 	if err != nil && !errors.Is(err, errFound) {
 		return nil, fmt.Errorf("searching %s: %w", mb.Name, err)
 	}
 	return found, nil
+}
+
+// isSentCopy reports whether id is a submitted message's Sent copy.
+func (o *Outbox) isSentCopy(ctx context.Context, id command.ID) bool {
+	var n int
+	err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE sent_copy = ?", id[:]).Scan(&n)
+	return err != nil || n > 0
 }
 
 func (o *Outbox) markFiled(ctx context.Context, f *filing, id command.ID) error {
@@ -332,18 +357,18 @@ func (s sentFilter) Submit(ctx context.Context, cmds ...*command.Command) ([]mai
 		return s.next.Submit(ctx, cmds...)
 	}
 	c := cmds[0]
-	mid := submit.MessageID(c.Body)
-	if mid == "" {
-		return s.next.Submit(ctx, cmds...)
-	}
 	mb, err := s.o.resolve(ctx, sentMailbox)
 	if err != nil || mb == nil || c.MailboxID != mb.ID {
 		return s.next.Submit(ctx, cmds...)
 	}
-	if s.o.recent(ctx, mid) {
+	k := copyKey{mid: submit.MessageID(c.Body)}
+	if k.mid == "" {
+		k.content = submit.ContentDigest(c.Body)
+	}
+	if s.o.recent(ctx, k) {
 		s.o.fileMu.Lock()
 		defer s.o.fileMu.Unlock()
-		if id := s.o.sentCopy(ctx, mid); id != nil {
+		if id := s.o.sentCopy(ctx, k); id != nil {
 			if p, err := s.o.cfg.Store.Locate(ctx, *id); err == nil && p.Mailbox == mb.ID {
 				s.o.log.Info("client's copy of a sent message not appended: the outbox filed it already", "mailbox", mb.Name, "uid", p.UID)
 				return []mailstore.Outcome{{Kind: command.Append, Status: mailstore.Applied,
@@ -353,61 +378,79 @@ func (s sentFilter) Submit(ctx context.Context, cmds ...*command.Command) ([]mai
 	}
 	outs, err := s.next.Submit(ctx, cmds...)
 	if err == nil && len(outs) == 1 && len(outs[0].Placed) == 1 && outs[0].Placed[0].Mailbox == mb.ID {
-		s.o.noteClientCopy(mid, mb.ID, outs[0].Placed[0].UID)
+		s.o.noteClientCopy(ctx, k, mb.ID, outs[0].Placed[0].UID)
 	}
 	return outs, err
 }
 
-// earlyCopy is a client's copy appended into Sent: where, and when.
-type earlyCopy struct {
-	mailbox command.ID
-	uid     mailstore.UID
-	at      time.Time
+// copyKey is how a client's copy in Sent is told for a submitted message:
+// by its Message-ID, or, when it has none, by its content
+// (submit.ContentDigest), which a message the listener gave a Message-ID
+// was queued with.
+type copyKey struct {
+	mid     string
+	content []byte
+}
+
+// keyOf is the key a client's copy of m has.
+func keyOf(m *submit.Message) copyKey {
+	if m.Content != nil {
+		return copyKey{content: m.Content}
+	}
+	return copyKey{mid: m.MessageID}
+}
+
+// where is the condition on a table's message_id and content columns
+// that matches k, and its arguments.
+func (k copyKey) where() (string, []any) {
+	if k.mid != "" {
+		return "message_id = ?", []any{k.mid}
+	}
+	return "content = ?", []any{k.content}
 }
 
 // maxEarly bounds the client copies remembered (the oldest go first).
 const maxEarly = 1000
 
-// noteClientCopy remembers a client's copy of message mid appended into
-// Sent as uid, for a submission of mid within DuplicateWindow after it
-// (earlyCopyUID).
-func (o *Outbox) noteClientCopy(mid string, mailbox command.ID, uid mailstore.UID) {
+// noteClientCopy records, in the outbox, a client's copy of message k
+// appended into Sent as uid, for a submission of k within DuplicateWindow
+// after it (earlyCopyUID); it is kept across a restart of the daemon.
+// A failure to record it is logged: the client's APPEND was made, and at
+// worst Sent gets the outbox's copy too.
+func (o *Outbox) noteClientCopy(ctx context.Context, k copyKey, mailbox command.ID, uid mailstore.UID) {
 	now := o.now()
-	o.earlyMu.Lock()
-	defer o.earlyMu.Unlock()
-	if o.early == nil {
-		o.early = map[string]earlyCopy{}
-	}
-	for k, e := range o.early {
-		if now.Sub(e.at) > o.cfg.DuplicateWindow {
-			delete(o.early, k)
+	err := inTx(context.WithoutCancel(ctx), o.db, func(tx *sql.Tx) error {
+		if _, err := tx.Exec("DELETE FROM client_copies WHERE at < ? OR at > ?",
+			now.Add(-o.cfg.DuplicateWindow).UnixMilli(), now.Add(o.cfg.DuplicateWindow).UnixMilli()); err != nil {
+			return err
 		}
-	}
-	if len(o.early) >= maxEarly {
-		var oldest string
-		for k, e := range o.early {
-			if oldest == "" || e.at.Before(o.early[oldest].at) {
-				oldest = k
-			}
+		if _, err := tx.Exec(`DELETE FROM client_copies WHERE rowid IN
+			(SELECT rowid FROM client_copies ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET ?)`, maxEarly-1); err != nil {
+			return err
 		}
-		delete(o.early, oldest)
+		_, err := tx.Exec("INSERT INTO client_copies (message_id, content, mailbox, uid, at) VALUES (?, ?, ?, ?, ?)",
+			k.mid, k.content, mailbox[:], int64(uid), now.UnixMilli())
+		return err
+	})
+	if err != nil {
+		o.log.Error("recording a client's copy in Sent", "uid", uid, "err", err)
 	}
-	if e, ok := o.early[mid]; ok && e.mailbox == mailbox && e.uid < uid {
-		uid = e.uid
-	}
-	o.early[mid] = earlyCopy{mailbox: mailbox, uid: uid, at: now}
 }
 
-// earlyCopyUID is the UID in the Sent mailbox sentBox of a client's copy
-// of message mid appended within DuplicateWindow before now, or 0.
-func (o *Outbox) earlyCopyUID(mid string, sentBox []byte, now time.Time) int64 {
-	o.earlyMu.Lock()
-	defer o.earlyMu.Unlock()
-	e, ok := o.early[mid]
-	if !ok || mid == "" || !bytes.Equal(e.mailbox[:], sentBox) || now.Sub(e.at) > o.cfg.DuplicateWindow {
+// earlyCopyUID is the lowest UID in the Sent mailbox sentBox of a client's
+// copy of message k appended within DuplicateWindow before now, or 0.
+func (o *Outbox) earlyCopyUID(ctx context.Context, k copyKey, sentBox []byte, now time.Time) int64 {
+	if k.mid == "" && k.content == nil {
 		return 0
 	}
-	return int64(e.uid)
+	cond, args := k.where()
+	var uid sql.NullInt64
+	err := o.db.QueryRowContext(ctx, "SELECT min(uid) FROM client_copies WHERE "+cond+" AND mailbox = ? AND at >= ?",
+		append(args, sentBox, now.Add(-o.cfg.DuplicateWindow).UnixMilli())...).Scan(&uid)
+	if err != nil || !uid.Valid {
+		return 0
+	}
+	return uid.Int64
 }
 
 // copy answers a Copy into Sent whose every message is a client's copy of
@@ -425,7 +468,7 @@ func (s sentFilter) copy(ctx context.Context, c *command.Command) ([]mailstore.O
 			return s.next.Submit(ctx, c)
 		}
 		env, err := mimeform.DecodeEnvelope(m.Envelope)
-		if err != nil || env == nil || env.MessageID == "" || !s.o.recent(ctx, env.MessageID) {
+		if err != nil || env == nil || env.MessageID == "" || !s.o.recent(ctx, copyKey{mid: env.MessageID}) {
 			return s.next.Submit(ctx, c)
 		}
 		mids[i] = env.MessageID
@@ -435,7 +478,7 @@ func (s sentFilter) copy(ctx context.Context, c *command.Command) ([]mailstore.O
 	placed := make([]mailstore.Placement, len(c.IDs))
 	answered := make(map[command.ID]bool, len(c.IDs))
 	for i, id := range c.IDs {
-		filed := s.o.sentCopy(ctx, mids[i])
+		filed := s.o.sentCopy(ctx, copyKey{mid: mids[i]})
 		if filed == nil || answered[*filed] {
 			// Not filed yet, or two messages copied with one
 			// Message-ID: each gets a copy of its own.
@@ -459,20 +502,21 @@ func (s sentFilter) copy(ctx context.Context, c *command.Command) ([]mailstore.O
 	return []mailstore.Outcome{{Kind: command.Copy, Status: mailstore.Applied, Placed: placed}}, nil
 }
 
-// recent reports whether a message with this Message-ID was submitted
-// within DuplicateWindow.
-func (o *Outbox) recent(ctx context.Context, mid string) bool {
+// recent reports whether message k was submitted within DuplicateWindow.
+func (o *Outbox) recent(ctx context.Context, k copyKey) bool {
+	cond, args := k.where()
 	var n int
-	err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE message_id = ? AND accepted >= ?",
-		mid, o.now().Add(-o.cfg.DuplicateWindow).UnixMilli()).Scan(&n)
+	err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE "+cond+" AND accepted >= ?",
+		append(args, o.now().Add(-o.cfg.DuplicateWindow).UnixMilli())...).Scan(&n)
 	return err == nil && n > 0
 }
 
-// sentCopy is the id of the filed Sent copy of the newest message with
-// this Message-ID, or nil.
-func (o *Outbox) sentCopy(ctx context.Context, mid string) *command.ID {
+// sentCopy is the id of the filed Sent copy of the newest message k, or
+// nil.
+func (o *Outbox) sentCopy(ctx context.Context, k copyKey) *command.ID {
+	cond, args := k.where()
 	var b []byte
-	err := o.db.QueryRowContext(ctx, "SELECT sent_copy FROM messages WHERE message_id = ? AND sent_copy IS NOT NULL ORDER BY qid DESC LIMIT 1", mid).Scan(&b)
+	err := o.db.QueryRowContext(ctx, "SELECT sent_copy FROM messages WHERE "+cond+" AND sent_copy IS NOT NULL ORDER BY qid DESC LIMIT 1", args...).Scan(&b)
 	if err != nil || len(b) != command.IDSize {
 		return nil
 	}

@@ -94,12 +94,6 @@ type Outbox struct {
 	// fileMu serialises filing into Sent with a client's APPEND of the
 	// same message (see SentFilter).
 	fileMu sync.Mutex
-	// early holds the copies clients appended into Sent, through
-	// SentFilter, of messages not submitted (yet): a client that saves its
-	// copy first and then submits (s-nail) has it found by the search
-	// before filing (noteClientCopy, earlyCopy).
-	earlyMu sync.Mutex
-	early   map[string]earlyCopy
 
 	// idle is the connection to the smarthost kept open since idleSince
 	// (the relay loop's own).
@@ -218,7 +212,7 @@ func (o *Outbox) Enqueue(ctx context.Context, m *submit.Message) (string, error)
 	now, clock := o.now(), o.queueClock()
 	sum := digest(m)
 	sentBox, sentFrom := o.mailboxMark(ctx, sentMailbox)
-	if uid := o.earlyCopyUID(m.MessageID, sentBox, now); uid > 0 && uid < sentFrom {
+	if uid := o.earlyCopyUID(ctx, keyOf(m), sentBox, now); uid > 0 && uid < sentFrom {
 		sentFrom = uid
 	}
 	var qid int64
@@ -232,9 +226,9 @@ func (o *Outbox) Enqueue(ctx context.Context, m *submit.Message) (string, error)
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO messages (message_id, digest, sender, utf8, body_type, ret, envid, data,
-			accepted, sent_box, sent_from, next_try, queued) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			accepted, sent_box, sent_from, next_try, queued, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			m.MessageID, sum, m.From, m.UTF8, m.Body, m.Return, m.EnvelopeID, m.Data,
-			now.UnixMilli(), sentBox, sentFrom, now.UnixMilli(), clock)
+			now.UnixMilli(), sentBox, sentFrom, now.UnixMilli(), clock, m.Content)
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -138,6 +139,46 @@ func StripBcc(msg []byte) []byte {
 		return msg
 	}
 	return append(out, msg[last:]...)
+}
+
+// ContentDigest identifies a message that has no Message-ID by its
+// content, so that the copy a client saves in Sent is told for the one it
+// submitted (GNU Mailutils' mail writes no Message-ID; the listener adds
+// one to what it queues, not to the client's copy). It is a SHA-256 of:
+// every header field but Message-ID, Date, Bcc and Resent-Bcc, in order,
+// name and value as written (folding included), and the body less the
+// line ends at its end; every CRLF is read as an LF. So the submitted
+// message and the client's copy compare equal when they differ only in
+// the fields the listener adds when they are missing (Message-ID, Date),
+// in the blind copies the client keeps in its copy but may leave out of
+// what it sends, and in the line ends after the last line.
+func ContentDigest(msg []byte) []byte {
+	end := HeaderEnd(msg)
+	h := sha256.New()
+	write := func(b []byte) { h.Write(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))) }
+	skipping := false
+	for off := 0; off < end; {
+		next := end
+		if nl := bytes.IndexByte(msg[off:end], '\n'); nl >= 0 {
+			next = off + nl + 1
+		}
+		line := msg[off:next]
+		off = next
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
+			if !skipping {
+				write(line)
+			}
+			continue
+		}
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		field := strings.ToLower(strings.TrimRight(string(name), " \t"))
+		skipping = ok && (field == "message-id" || field == "date" || field == "bcc" || field == "resent-bcc")
+		if !skipping {
+			write(line)
+		}
+	}
+	write(bytes.TrimRight(msg[end:], "\r\n"))
+	return h.Sum(nil)
 }
 
 // ErrHeaderTooLarge: a header beyond the bounds the mail store parses

@@ -18,3 +18,31 @@ func TestStripBcc(t *testing.T) {
 		}
 	}
 }
+
+// TestContentDigest: a message and a client's copy of it compare equal
+// when they differ only in Message-ID, Date, Bcc and Resent-Bcc fields
+// (continuation lines included) and in the line ends after the last line
+// (CRLF or LF alike); any other field, its order, or the body tells them
+// apart.
+func TestContentDigest(t *testing.T) {
+	const sent = "From: a@x\r\nTo: c@z\r\nSubject: hi\r\n\r\nbody\r\n"
+	for _, c := range []struct {
+		copy string
+		same bool
+	}{
+		{sent, true},
+		{"Message-ID: <1@x>\r\nDate: Sun, 6 Dec 2026 16:00:00 +0000\r\n" + sent, true},
+		{"From: a@x\r\nBcc: b@y,\r\n d@y\r\nTo: c@z\r\nSubject: hi\r\nResent-Bcc: e@y\r\n\r\nbody\r\n", true},
+		{sent + "\r\n\r\n", true},
+		{"From: a@x\nTo: c@z\nSubject: hi\n\nbody", true},
+		{"From: a@x\r\nTo: c@z\r\nSubject: hi!\r\n\r\nbody\r\n", false},
+		{"To: c@z\r\nFrom: a@x\r\nSubject: hi\r\n\r\nbody\r\n", false},
+		{"From: a@x\r\nTo: c@z\r\nSubject: hi\r\nX-Mailer: m\r\n\r\nbody\r\n", false},
+		{"From: a@x\r\nTo: c@z\r\nSubject: hi\r\n\r\nbody.\r\n", false},
+		{"From: a@x\r\nTo: c@z\r\nSubject: hi\r\n\r\n\r\nbody\r\n", false},
+	} {
+		if same := string(ContentDigest([]byte(c.copy))) == string(ContentDigest([]byte(sent))); same != c.same {
+			t.Errorf("ContentDigest(%q) equal to the sent message's: %v, want %v", c.copy, same, c.same)
+		}
+	}
+}

@@ -38,6 +38,10 @@ type Message struct {
 	// Message-ID and Date fields added when it lacked them.
 	Data      []byte
 	MessageID string // without angle brackets
+	// Content is set when the listener added the Message-ID: the
+	// message's ContentDigest, by which a copy the client saves in Sent
+	// (without a Message-ID, as it wrote the message) is told.
+	Content []byte
 	// UTF8 is set when the client asked for SMTPUTF8 (RFC 6531).
 	UTF8 bool
 	// Body is the BODY parameter: "", 7BIT or 8BITMIME.
@@ -569,6 +573,10 @@ func (s *session) Data(r io.Reader) error {
 	m.Data, m.MessageID, err = completeHeader(data, h, s.srv.cfg.Hostname, s.srv.cfg.Now())
 	if err != nil {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
+	}
+	m.Content = nil
+	if !h.Has("Message-Id") {
+		m.Content = ContentDigest(data)
 	}
 	ctx, cancel := context.WithTimeout(s.srv.ctx, s.srv.cfg.EnqueueTimeout)
 	defer cancel()
