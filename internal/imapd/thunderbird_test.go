@@ -7,11 +7,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/testproc"
 )
 
 // thunderbirdPrefs is a profile's user.js: one IMAP account on the logging
@@ -58,90 +59,24 @@ user_pref("network.captive-portal-service.enabled", false);
 user_pref("mail.inappnotifications.enabled", false);
 `
 
-// startGroup starts cmd, a mail program on the test's X display, in a
-// process group of its own with its output in the file logPath, and ends
-// the group when the test ends (stopGroup), logging the end of that
-// output if the test failed; name is the program's, for the log.
+// startGroup starts cmd, a mail program on the test's X display
+// (testproc.StartGroup).
 func startGroup(t *testing.T, cmd *exec.Cmd, logPath, name string) {
 	t.Helper()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stopGroup(cmd)
-		out.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("%s's output (last 4000 bytes):\n%s", name, b[max(0, len(b)-4000):])
-		}
-	})
+	testproc.StartGroup(t, cmd, logPath, name)
 }
 
-// stopGroup ends the process group cmd leads: SIGTERM, then SIGKILL
-// after 10 s.
-func stopGroup(cmd *exec.Cmd) {
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-}
+// stopGroup ends the process group cmd leads (testproc.StopGroup).
+func stopGroup(cmd *exec.Cmd) { testproc.StopGroup(cmd) }
 
 // xServer starts Xvfb on a free display and returns the display name.
 func xServer(t *testing.T) string {
 	t.Helper()
-	for n := 90; n < 190; n++ {
-		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
-			continue
-		}
-		disp := fmt.Sprintf(":%d", n)
-		cmd := exec.Command("Xvfb", disp, "-screen", "0", "1280x900x24", "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting Xvfb: %v", err)
-		}
-		// SIGTERM, so that Xvfb removes its lock file: killed, it
-		// left /tmp/.XN-lock behind and every run took a display
-		// more, until none of the 100 was free.
-		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
-		})
-		for i := 0; i < 100; i++ {
-			if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
-				return disp
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatalf("Xvfb on %s did not start", disp)
-	}
-	t.Fatal("no free X display")
-	return ""
+	return testproc.XServer(t)
 }
 
 // xdotool runs xdotool on the display and returns its output.
-func xdotool(disp string, args ...string) (string, error) {
-	cmd := exec.Command("xdotool", args...)
-	cmd.Env = append(os.Environ(), "DISPLAY="+disp)
-	out, err := cmd.Output()
-	return strings.TrimSpace(string(out)), err
-}
+func xdotool(disp string, args ...string) (string, error) { return testproc.Xdotool(disp, args...) }
 
 // waitWindow waits for a window whose name matches name and returns its id.
 func waitWindow(t *testing.T, disp, name string, limit time.Duration) string {
