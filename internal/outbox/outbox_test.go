@@ -1384,3 +1384,69 @@ func TestBounceHasNoControlCharacters(t *testing.T) {
 		}
 	}
 }
+
+// TestSentFilterWithoutMessageID: a message submitted without a
+// Message-ID (the listener adds one; GNU Mailutils' mail writes none) and
+// the client's copy of it, without one and with the Bcc field, are told
+// by their content: a copy saved after the outbox filed its own is
+// answered with that one; the same text sent twice, its copy saved
+// before each submission, leaves two copies, one per submission (the
+// second copy saved is answered with the first, which the first
+// submission took, and the second submission files its own); a copy of
+// another text is appended.
+func TestSentFilterWithoutMessageID(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	filter := o.SentFilter(dev.Sync)
+	sentBox, err := dev.Store.MailboxByName(context.Background(), "Sent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientAppend := func(data string) mailstore.Outcome {
+		t.Helper()
+		outs, err := filter.Submit(context.Background(), &command.Command{Kind: command.Append, Mailbox: "Sent",
+			MailboxID: sentBox.ID, Flags: []string{`\Seen`}, Date: time.Now().UnixMilli(), Body: []byte(data)})
+		if err != nil || len(outs) != 1 || len(outs[0].Placed) != 1 {
+			t.Fatalf("the client's APPEND: %+v, %v", outs, err)
+		}
+		return outs[0]
+	}
+	// submitted is the message as the listener queues it: a Message-ID
+	// added at the top, its content digest kept.
+	n := 0
+	submitted := func(data string) {
+		t.Helper()
+		n++
+		id := fmt.Sprintf("added%d@device", n)
+		enqueue(t, o, &submit.Message{From: "alice@example.org", Recipients: []submit.Recipient{{Address: "bob@example.net"}, {Address: "carol@example.net"}},
+			Data: []byte("Message-ID: <" + id + ">\r\n" + data), MessageID: id, Content: submit.ContentDigest([]byte(data))})
+		host.Wait(t, n, wait)
+		waitStatus(t, o, func(st outbox.Status) bool { return st.ToFile == 0 && st.Queued == 0 })
+	}
+	const (
+		sent   = "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: no id\r\nDate: Sun, 6 Dec 2026 16:00:00 +0000\r\n\r\nhello\r\n"
+		copied = "From: alice@example.org\r\nBcc: carol@example.net\r\nTo: bob@example.net\r\nSubject: no id\r\nDate: Sun, 6 Dec 2026 16:00:00 +0000\r\n\r\nhello\r\n"
+		again  = "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: twice\r\n\r\nsame text\r\n"
+	)
+
+	submitted(sent)
+	filed := devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	if out := clientAppend(copied); out.Placed[0].ID != filed[0].ID {
+		t.Errorf("the copy saved after the filing was answered with %+v, want the outbox's copy (uid %d)", out.Placed, filed[0].UID)
+	}
+	for range 2 {
+		clientAppend(again)
+		submitted(again)
+	}
+	clientAppend("From: alice@example.org\r\nTo: bob@example.net\r\nSubject: no id\r\n\r\nanother text\r\n")
+	got := devicetest.WaitMessages(t, dev.Store, "Sent", 4, wait)
+	var subjects []string
+	for _, m := range got {
+		subjects = append(subjects, m.Envelope.Subject+"/"+m.Envelope.MessageID)
+	}
+	if want := []string{"no id/added1@device", "twice/", "twice/added3@device", "no id/"}; !slices.Equal(subjects, want) {
+		t.Errorf("Sent holds %q, want %q", subjects, want)
+	}
+}
