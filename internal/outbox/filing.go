@@ -475,6 +475,9 @@ func (s sentFilter) copy(ctx context.Context, c *command.Command) ([]mailstore.O
 	}
 	s.o.fileMu.Lock()
 	defer s.o.fileMu.Unlock()
+	if outs, ok, err := s.copySubmitted(ctx, c, mb, mids); ok || err != nil {
+		return outs, err
+	}
 	placed := make([]mailstore.Placement, len(c.IDs))
 	answered := make(map[command.ID]bool, len(c.IDs))
 	for i, id := range c.IDs {
@@ -500,6 +503,55 @@ func (s sentFilter) copy(ctx context.Context, c *command.Command) ([]mailstore.O
 		s.o.log.Info("client's copy of a sent message not copied: the outbox filed it already", "mailbox", mb.Name, "uid", p.UID)
 	}
 	return []mailstore.Outcome{{Kind: command.Copy, Status: mailstore.Applied, Placed: placed}}, nil
+}
+
+// copySubmitted answers a Copy into Sent of client copies of messages
+// submitted within DuplicateWindow of which none is filed yet, none is
+// in Sent already and no two share a Message-ID, by appending the
+// messages as they were submitted, and reports whether it did. A client
+// that keeps what it sends in a queue folder (Claws Mail) copies it to
+// Sent once sent: the copy made would be its queued message, lines of
+// its own above the header (AF:, R: with every recipient, Bcc ones
+// included, ..., X-Claws-End-Special-Headers). Called with fileMu held.
+func (s sentFilter) copySubmitted(ctx context.Context, c *command.Command, mb *mailstore.Mailbox, mids []string) ([]mailstore.Outcome, bool, error) {
+	seen := make(map[string]bool, len(mids))
+	appends := make([]*command.Command, len(mids))
+	for i, mid := range mids {
+		if seen[mid] || s.o.sentCopy(ctx, copyKey{mid: mid}) != nil {
+			return nil, false, nil
+		}
+		seen[mid] = true
+		if from, err := s.o.cfg.Store.Locate(ctx, c.IDs[i]); err != nil || from.Mailbox == mb.ID {
+			return nil, false, nil
+		}
+		var data []byte
+		var accepted int64
+		err := s.o.db.QueryRowContext(ctx, "SELECT data, accepted FROM messages WHERE message_id = ? AND accepted >= ? ORDER BY qid DESC LIMIT 1",
+			mid, s.o.now().Add(-s.o.cfg.DuplicateWindow).UnixMilli()).Scan(&data, &accepted)
+		if err != nil {
+			return nil, false, nil
+		}
+		appends[i] = &command.Command{Kind: command.Append, Mailbox: mb.Name, MailboxID: mb.ID,
+			Flags: []string{`\Seen`}, Date: max(accepted, 1), Body: data}
+	}
+	outs, err := s.next.Submit(ctx, appends...)
+	if err != nil {
+		return nil, true, err
+	}
+	if len(outs) != len(appends) {
+		return nil, true, fmt.Errorf("%d outcomes for %d appends", len(outs), len(appends))
+	}
+	placed := make([]mailstore.Placement, len(appends))
+	for i, out := range outs {
+		if out.Status == mailstore.Rejected || len(out.Placed) != 1 {
+			// Sent went away under it: the outcome says so.
+			return []mailstore.Outcome{{Kind: command.Copy, Status: out.Status, Reason: out.Reason, Detail: out.Detail}}, true, nil
+		}
+		placed[i] = out.Placed[0]
+		placed[i].Source = c.IDs[i]
+		s.o.log.Info("client's copy of a sent message copied as submitted, without the client's own lines", "mailbox", mb.Name, "uid", placed[i].UID)
+	}
+	return []mailstore.Outcome{{Kind: command.Copy, Status: mailstore.Applied, Placed: placed}}, true, nil
 }
 
 // recent reports whether message k was submitted within DuplicateWindow.

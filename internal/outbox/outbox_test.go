@@ -1450,3 +1450,67 @@ func TestSentFilterWithoutMessageID(t *testing.T) {
 		t.Errorf("Sent holds %q, want %q", subjects, want)
 	}
 }
+
+// TestSentFilterCopyBeforeFiling: a client that copies what it sent from
+// its queue folder into Sent before the outbox filed its copy (Claws
+// Mail, while the smarthost is slow or down) gets the message in Sent as
+// it was submitted, without the lines of its own above the header, and
+// the outbox, finding it, files none. Before, the queued message was
+// copied as it was, and Sent's one copy began with Claws Mail's lines
+// (AF:, R: naming every recipient, ..., X-Claws-End-Special-Headers).
+func TestSentFilterCopyBeforeFiling(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	var down atomic.Bool
+	down.Store(true)
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		if stage == "MAIL" && down.Load() {
+			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "down"}
+		}
+		return nil
+	}})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	filter := o.SentFilter(dev.Sync)
+	ctx := context.Background()
+	submit1 := func(c *command.Command) mailstore.Outcome {
+		t.Helper()
+		outs, err := filter.Submit(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(outs) != 1 || outs[0].Status != mailstore.Applied {
+			t.Fatalf("%s answered %+v", c.Kind, outs)
+		}
+		return outs[0]
+	}
+	submit1(&command.Command{Kind: command.CreateMailbox, Mailbox: "Queue"})
+	queue, err := dev.Store.MailboxByName(ctx, "Queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentBox, err := dev.Store.MailboxByName(ctx, "Sent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := message("slow", "Bcc: carol@example.net\r\n")
+	inQueue := submit1(&command.Command{Kind: command.Append, Mailbox: queue.Name, MailboxID: queue.ID, Flags: []string{`\Seen`},
+		Date: time.Now().UnixMilli(), Body: append([]byte("AF:\r\nNF:0\r\nR:<bob@example.net>,<carol@example.net>\r\nX-Claws-End-Special-Headers: 1\r\n"), m.Data...)}).Placed[0].ID
+	enqueue(t, o, m)
+	out := submit1(&command.Command{Kind: command.Copy, Mailbox: sentBox.Name, MailboxID: sentBox.ID, IDs: []command.ID{inQueue}})
+	if len(out.Placed) != 1 || out.Placed[0].Source != inQueue {
+		t.Errorf("the COPY into Sent was answered with %+v, want one message from %s", out.Placed, inQueue)
+	}
+	down.Store(false)
+	host.Wait(t, 1, wait)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.ToFile == 0 && st.Queued == 0 })
+	sent := devicetest.Messages(t, dev.Store, "Sent")
+	if len(sent) != 1 {
+		for _, m := range sent {
+			t.Logf("uid %d: %q", m.UID, m.Raw[:min(len(m.Raw), 60)])
+		}
+		t.Fatalf("Sent holds %d messages, want one", len(sent))
+	}
+	if !bytes.Equal(sent[0].Raw, m.Data) {
+		t.Errorf("Sent's copy is\n%q\nwant the message as submitted\n%q", sent[0].Raw, m.Data)
+	}
+}
