@@ -1,7 +1,7 @@
 package testproc
 
 import (
-	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -11,42 +11,53 @@ import (
 )
 
 // XServer starts Xvfb on a free display for a graphical mail client and
-// returns the display's name; it is stopped when the test ends.
+// returns the display's name; it is stopped when the test ends. Xvfb
+// picks the display itself (-displayfd) and says which once it listens:
+// a display picked here, by its lock file, could be taken by another
+// Xvfb started at the same moment (by other tests on the machine), whose
+// display the client then opened, or failed to once that one ended.
 func XServer(t testing.TB) string {
 	t.Helper()
-	for n := 90; n < 190; n++ {
-		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", n)); err == nil {
-			continue
-		}
-		disp := fmt.Sprintf(":%d", n)
-		cmd := exec.Command("Xvfb", disp, "-screen", "0", "1280x900x24", "-nolisten", "tcp")
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting Xvfb: %v", err)
-		}
-		// SIGTERM, so that Xvfb removes its lock file: killed, it
-		// leaves /tmp/.XN-lock behind and takes a display more at
-		// every run.
-		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
-		})
-		for i := 0; i < 100; i++ {
-			if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", n)); err == nil {
-				return disp
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		t.Fatalf("Xvfb on %s did not start", disp)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free X display")
-	return ""
+	defer r.Close()
+	cmd := exec.Command("Xvfb", "-displayfd", "3", "-screen", "0", "1280x900x24", "-nolisten", "tcp")
+	cmd.ExtraFiles = []*os.File{w}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		t.Fatalf("starting Xvfb: %v", err)
+	}
+	// SIGTERM, so that Xvfb removes its lock file: killed, it leaves
+	// /tmp/.XN-lock behind.
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(r, 64))
+		got <- strings.TrimSpace(string(b))
+	}()
+	select {
+	case n := <-got:
+		if n == "" {
+			t.Fatal("Xvfb did not start: it named no display")
+		}
+		return ":" + n
+	case <-time.After(30 * time.Second):
+		t.Fatal("Xvfb named no display in 30 s")
+		return ""
+	}
 }
 
 // Xdotool runs xdotool on the display and returns its output.
