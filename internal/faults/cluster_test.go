@@ -39,7 +39,8 @@ type device struct {
 	db    string
 	port  int
 	p     *proc
-	spool string // the spool server's URL for this device; "" = the cluster's
+	spool string   // the spool server's URL for this device; "" = the cluster's
+	extra []string // more flags for the daemon
 }
 
 func (d *device) addr() string { return fmt.Sprintf("127.0.0.1:%d", d.port) }
@@ -131,19 +132,26 @@ func (c *cluster) startServer() {
 // startDevice starts a daemon on its database and waits for its listener.
 func (c *cluster) startDevice(d *device) {
 	c.t.Helper()
-	d.p = startProc(c.t, "cspool imap-server "+d.name, "imap-server", "--user", userName,
-		"--user-key", filepath.Join(c.dir, "user.sec"), "--user-public-key", filepath.Join(c.dir, "user.pub"),
-		"--spool-key", filepath.Join(c.dir, "spool.pub"), "--db", d.db, "--spool-server", d.spoolURL(c),
-		"--port", fmt.Sprint(d.port), "--password", password,
-		// No status page: these daemons must not hold the default port
-		// that cmd/cspool's TestStatusWithSquatter squats on.
-		"--status-addr", "")
+	c.launchDevice(d)
 	d.p.waitOutput(c.t, "IMAP settings", 30*time.Second)
 	conn, err := net.DialTimeout("tcp", d.addr(), 5*time.Second)
 	if err != nil {
 		c.t.Fatalf("device %s not listening: %v", d.name, err)
 	}
 	conn.Close()
+}
+
+// launchDevice starts a daemon on its database and does not wait for it.
+func (c *cluster) launchDevice(d *device) {
+	c.t.Helper()
+	args := []string{"imap-server", "--user", userName,
+		"--user-key", filepath.Join(c.dir, "user.sec"), "--user-public-key", filepath.Join(c.dir, "user.pub"),
+		"--spool-key", filepath.Join(c.dir, "spool.pub"), "--db", d.db, "--spool-server", d.spoolURL(c),
+		"--port", fmt.Sprint(d.port), "--password", password,
+		// No status page: these daemons must not hold the default port
+		// that cmd/cspool's TestStatusWithSquatter squats on.
+		"--status-addr", ""}
+	d.p = startProc(c.t, "cspool imap-server "+d.name, append(args, d.extra...)...)
 }
 
 // head is the spool's head position for the user.

@@ -4,7 +4,11 @@
 // device daemons (`cspool imap-server`), drive them with LMTP deliveries and
 // IMAP mutations over loopback TCP, and break things while the load runs:
 // kill -9 of the server, of a daemon and of PostgreSQL, the spool stopped
-// for a while, and a full disk under the spool and under a device.
+// for a while, and a full disk under the spool and under a device; and
+// (crashpoints_test.go) kills at chosen steps: the server while the MTA
+// sends again what got no answer, a new device during its rebuild from a
+// checkpoint (and a copy of its files as a power cut leaves them), a
+// daemon inside IMAP commands that change hundreds of messages.
 //
 // Implementation notes. After every fault the tests check the invariants the
 // design promises:
@@ -14,7 +18,8 @@
 //     a message that got a temporary failure may be there too (at least
 //     once, docs/DELIVERY.md), but never twice;
 //   - nothing is applied twice: no token is seen twice and no device has
-//     rejected a replayed entry;
+//     rejected an entry (but a delivery the load sent again, which the
+//     devices reject as a retry) or raised an integrity alarm;
 //   - both devices converge: once both have applied the log to the spool's
 //     head, their mailstore Dumps are equal field for field;
 //   - while a fault lasts the clients see only the documented temporary

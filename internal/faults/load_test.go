@@ -24,6 +24,7 @@ type ledger struct {
 	lmtpErrs map[string]int  // failure class -> count
 	imapOK   int
 	imapErrs map[string]int
+	retries  int // deliveries sent again after a failure, as an MTA does
 }
 
 func newLedger() *ledger {
