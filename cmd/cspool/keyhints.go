@@ -125,8 +125,8 @@ func chownName(uid int) string {
 
 // userName is the login name of uid, or "uid N" if it has none.
 func userName(uid int) string {
-	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
-		return u.Username
+	if n := chownName(uid); n != strconv.Itoa(uid) {
+		return n
 	}
 	return fmt.Sprintf("uid %d", uid)
 }
