@@ -72,7 +72,22 @@ type Config struct {
 	// instead of taking the machine's memory. Zero means twice
 	// MaxMessageBytes; it is raised to MaxMessageBytes if below.
 	AppendMemory int64
+	// FetchMemory bounds the memory FETCHes of messages' bytes (BODY[],
+	// RFC822, BODY[n], BINARY[n] and their partials) hold at once, all
+	// connections together, counting fetchCost times each message's
+	// size, at most FetchMemory for one: the message read, the section
+	// extracted from it and the response. A FETCH of a message larger
+	// than 256 KiB beyond it waits, before the message is read, for the
+	// ones before it to be written. Zero means fetchCost times
+	// MaxMessageBytes, so that one message of the largest size is served
+	// at a time.
+	FetchMemory int64
 }
+
+// fetchCost is how many times its size a FETCH of a message's bytes
+// holds at its peak: the message, the section the library extracts
+// (read into a buffer that grows by doubling) and the response.
+const fetchCost = 4
 
 // Server is an IMAP server over a mail store. Create it with New.
 type Server struct {
@@ -86,6 +101,7 @@ type Server struct {
 	damagedLogged atomic.Bool // a StoreProblem was logged
 
 	appendMem *semaphore.Weighted // Config.AppendMemory
+	fetchMem  *semaphore.Weighted // Config.FetchMemory
 
 	mu     sync.Mutex
 	boxes  map[command.ID]*mailbox // mailboxes loaded: INBOX and those selected since the start
@@ -106,6 +122,9 @@ func (c *Config) fill() {
 		c.AppendMemory = 2 * c.MaxMessageBytes
 	}
 	c.AppendMemory = max(c.AppendMemory, c.MaxMessageBytes)
+	if c.FetchMemory <= 0 {
+		c.FetchMemory = fetchCost * c.MaxMessageBytes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -125,7 +144,8 @@ func New(cfg Config) (*Server, error) {
 	cfg.fill()
 	log := cfg.Logger
 	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{},
-		floors: map[command.ID]imap.UID{}, appendMem: semaphore.NewWeighted(cfg.AppendMemory)}
+		floors: map[command.ID]imap.UID{}, appendMem: semaphore.NewWeighted(cfg.AppendMemory),
+		fetchMem: semaphore.NewWeighted(cfg.FetchMemory)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.loadFloors(ctx); err != nil {

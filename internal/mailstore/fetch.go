@@ -19,7 +19,7 @@ import (
 
 // Want says which of a message's stored parts to load besides its metadata
 // (id, UID, flags, internal date, size, modseq), which always come.
-type Want uint8
+type Want uint16
 
 const (
 	WantEnvelope  Want = 1 << iota // Message.Envelope
@@ -48,6 +48,11 @@ const (
 	// from the index (which holds the body since schema 17) and a forms
 	// or structures row, or both, for each.
 	WantListing
+	// WantLargeRawLater, with WantRaw and for Fetch and Scan: a message
+	// larger than 256 KiB (blobPiece) comes with Raw nil, and fn reads
+	// it with LoadRaw, from the same snapshot and in pieces, when it is
+	// ready to hold it (imapd waits for its FETCH memory budget first).
+	WantLargeRawLater
 )
 
 // Message is one message as FETCH and SEARCH need it.
@@ -73,6 +78,7 @@ type Message struct {
 
 	bodyID int64
 	loader queryer
+	conn   *sql.Conn // within a Scan's fn: the connection of its snapshot, for LoadRaw of a large body
 }
 
 // LoadRaw returns the message's raw bytes: Raw if it was loaded, else read
@@ -84,6 +90,15 @@ func (m *Message) LoadRaw(ctx context.Context) ([]byte, error) {
 	}
 	if m.loader == nil {
 		return nil, errors.New("loading message body: no store")
+	}
+	if m.conn != nil && m.Size > blobPiece {
+		// In pieces, as loadLarge reads it: SQLite's memory holds a
+		// piece at a time, not the whole body.
+		data, err := readBlob(m.conn, m.bodyID, math.MaxInt64)
+		if err != nil {
+			return nil, fmt.Errorf("loading message %s: %w", m.ID, err)
+		}
+		return data, nil
 	}
 	var data []byte
 	if err := m.loader.QueryRowContext(ctx, "SELECT data FROM blobs WHERE bid = ?", m.bodyID).Scan(&data); err != nil {
@@ -261,7 +276,9 @@ func loadLarge(c *sql.Conn, m *Message, want Want) error {
 			return err
 		}
 	}
-	if want&WantRaw != 0 {
+	if want&WantRaw != 0 && want&WantLargeRawLater != 0 {
+		m.Raw = nil // for fn to read (LoadRaw)
+	} else if want&WantRaw != 0 {
 		if m.Raw, err = readBlob(c, m.bodyID, math.MaxInt64); err != nil {
 			return err
 		}
@@ -419,9 +436,9 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, uv uint32, want Wa
 		if err := loadLarge(conn, m, want); err != nil {
 			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 		}
-		m.loader = tx
+		m.loader, m.conn = tx, conn
 		err = fn(m)
-		m.loader = s.rdb // later calls read the current state
+		m.loader, m.conn = s.rdb, nil // later calls read the current state
 		if err != nil {
 			return err
 		}
