@@ -36,11 +36,7 @@ func TestFetchMemoryBounded(t *testing.T) {
 		budget = 4 * 50 << 20 // imapd's default FetchMemory
 		margin = 64 << 20
 	)
-	bin := buildServerBinary(t)
-	dir, usersPath, _ := aliceWithSpool(t)
-	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	srv := startServer(t, bin, lmtpServerArgs(dir, usersPath, lmtpAddr)...)
-	defer srv.stop(t)
+	lmtpAddr, s, dial := startHostileRig(t)
 
 	line := "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAx\r\n"
 	var msg strings.Builder
@@ -53,41 +49,10 @@ func TestFetchMemoryBounded(t *testing.T) {
 	}
 	msg.WriteString("--b--\r\n")
 	sent := msg.String()
-	lc := dialLMTP(t, lmtpAddr)
-	if err := lc.SendMail("stranger@example.net", []string{"alice@example.org"}, strings.NewReader(sent)); err != nil {
-		t.Fatalf("LMTP delivery of %d bytes: %v", len(sent), err)
-	}
-	lc.Close()
-
-	s := &statusSetup{bin: bin, dir: dir, user: "alice", env: append(os.Environ(), "USER=alice"), spoolURL: srv.url}
-	s.startDaemonWith(t, "mail.db", "--status-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
-	addr := fmt.Sprintf("127.0.0.1:%d", s.imapPort)
-	dial := func() *imapclient.Client {
-		t.Helper()
-		c, err := imapclient.DialInsecure(addr, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Login(s.user, s.password).Wait(); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	lmtpDeliver(t, lmtpAddr, sent)
 	first := dial()
 	defer first.Close()
-	for i := 0; ; i++ {
-		sd, err := first.Select("INBOX", nil).Wait()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if sd.NumMessages == 1 {
-			break
-		}
-		if i == 600 {
-			t.Fatalf("INBOX has %d messages after 60 s, want the one delivered", sd.NumMessages)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	awaitMessages(t, first, 1)
 	whole := &imap.FetchItemBodySection{Peek: true}
 	got, err := first.Fetch(imap.SeqSetNum(1), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{whole}}).Collect()
 	if err != nil || len(got) != 1 {
@@ -140,5 +105,60 @@ func TestFetchMemoryBounded(t *testing.T) {
 	if hwm-rest > budget+margin {
 		t.Errorf("the daemon's peak resident size grew by %d MiB while the part was fetched, want at most the FETCH budget %d MiB and %d MiB",
 			(hwm-rest)>>20, budget>>20, margin>>20)
+	}
+}
+
+// startHostileRig starts a spool server taking mail for alice@example.org
+// over LMTP and a device daemon of alice's syncing from it, from the built
+// binary; it returns the LMTP address, the daemon's setup and a dial of
+// a go-imap client logged in to the daemon.
+func startHostileRig(t *testing.T) (string, *statusSetup, func() *imapclient.Client) {
+	t.Helper()
+	bin := buildServerBinary(t)
+	dir, usersPath, _ := aliceWithSpool(t)
+	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	srv := startServer(t, bin, lmtpServerArgs(dir, usersPath, lmtpAddr)...)
+	t.Cleanup(func() { srv.stop(t) })
+	s := &statusSetup{bin: bin, dir: dir, user: "alice", env: append(os.Environ(), "USER=alice"), spoolURL: srv.url}
+	s.startDaemonWith(t, "mail.db", "--status-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	addr := fmt.Sprintf("127.0.0.1:%d", s.imapPort)
+	return lmtpAddr, s, func() *imapclient.Client {
+		t.Helper()
+		c, err := imapclient.DialInsecure(addr, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Login(s.user, s.password).Wait(); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+}
+
+// lmtpDeliver delivers msg to alice@example.org over LMTP.
+func lmtpDeliver(t *testing.T, lmtpAddr, msg string) {
+	t.Helper()
+	lc := dialLMTP(t, lmtpAddr)
+	defer lc.Close()
+	if err := lc.SendMail("stranger@example.net", []string{"alice@example.org"}, strings.NewReader(msg)); err != nil {
+		t.Fatalf("LMTP delivery of %d bytes: %v", len(msg), err)
+	}
+}
+
+// awaitMessages selects INBOX until it has n messages (at most 60 s).
+func awaitMessages(t *testing.T, c *imapclient.Client, n uint32) {
+	t.Helper()
+	for i := 0; ; i++ {
+		sd, err := c.Select("INBOX", nil).Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sd.NumMessages == n {
+			return
+		}
+		if i == 600 {
+			t.Fatalf("INBOX has %d messages after 60 s, want %d", sd.NumMessages, n)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -60,6 +60,14 @@ func TestHeaderBombsBounded(t *testing.T) {
 		{"a continued field",
 			"Subject: folded\r\nX-Long: a" + strings.Repeat("\r\n b", 2_500_000) + "\r\n\r\nbody\r\n",
 			"folded", "body", 1, Simplified},
+		{"a part's parameters",
+			"Subject: params\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n" +
+				"--b\r\nContent-Type: application/octet-stream" + paramBomb(150000) + "\r\n\r\nfirst part\r\n" +
+				"--b\r\nContent-Type: text/plain\r\n\r\nsecond part\r\n--b--\r\n",
+			"params", "second part", 3, Simplified},
+		{"the message's parameters",
+			"Subject: top\r\nMIME-Version: 1.0\r\nContent-Type: text/plain" + paramBomb(150000) + "\r\n\r\nthe body\r\n",
+			"top", "the body", 2, Simplified},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -107,6 +115,15 @@ func TestHeaderBombsBounded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// paramBomb is n RFC 2231 continuations of one parameter, one a line.
+func paramBomb(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, ";\r\n name*%d=\"s%d\"", i, i)
+	}
+	return b.String()
 }
 
 // TestBoundedHeader: a header within the bounds is given back as it is;

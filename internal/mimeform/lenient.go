@@ -133,6 +133,10 @@ func rewrittenType(b []byte) []byte {
 		}
 		return []byte(string(rawName) + ": " + TransferEncoding(unfold(string(b[c+1:end]))) + "\r\n")
 	}
+	if bytes.Count(b[c+1:end], []byte(";")) > MaxFieldSemicolons {
+		// Beyond the bounds (BoundedHeader): left as it is, unread.
+		return nil
+	}
 	name := string(rawName)
 	raw := strings.TrimSpace(unfold(string(b[c+1 : end])))
 	if _, _, err := mime.ParseMediaType(raw); err == nil {

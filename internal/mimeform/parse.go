@@ -375,7 +375,7 @@ var structureBounds = bounds{MaxPartDepth, MaxParts, MaxNestedMessages}
 type walk struct {
 	bounds
 	depth, nested, parts int
-	tripped              bool // a header beyond MaxHeaderFields or MaxHeaderBytes
+	tripped              bool // a header beyond MaxHeaderFields, MaxHeaderBytes or MaxFieldSemicolons
 	// cut are the boundaries of the multiparts whose data ended before
 	// their closing delimiter, innermost first.
 	cut []string
@@ -386,8 +386,8 @@ type walk struct {
 
 // withinBounds walks the MIME tree whose header is h and whose body r
 // reads, without keeping it, and reports whether it stays within b and
-// every part's header within MaxHeaderFields and MaxHeaderBytes (the walk
-// reads no header beyond them: headerGuard).
+// every part's header within MaxHeaderFields, MaxHeaderBytes and
+// MaxFieldSemicolons (the walk reads no header beyond them: headerGuard).
 func withinBounds(h textproto.Header, r io.Reader, b bounds) bool {
 	w := &walk{bounds: b}
 	return w.within(h, r) && !w.tripped

@@ -26,8 +26,8 @@ func HeaderFieldTexts(v string) []string {
 }
 
 // ParseHeader parses a raw header as SEARCH does: its lines that are no
-// field left out (Lenient), and of one beyond MaxHeaderFields or
-// MaxHeaderBytes the fields within them (BoundedHeader); a header that
+// field left out (Lenient), and of one beyond MaxHeaderFields,
+// MaxHeaderBytes or MaxFieldSemicolons the fields within them (BoundedHeader); a header that
 // still does not parse has no fields.
 func ParseHeader(raw []byte) textproto.Header {
 	raw, _ = BoundedHeader(Lenient(raw, false))
@@ -56,9 +56,9 @@ const maxDecodedText = 16 << 20
 // and the raw bytes after the header, so that no text of the message is
 // out of SEARCH's reach, at a cost linear in the message's size.
 //
-// A message with a header beyond MaxHeaderFields or MaxHeaderBytes (its
-// own or a part's) is not parsed as MIME: its text is the raw bytes after
-// its header, as for one that does not parse.
+// A message with a header beyond MaxHeaderFields, MaxHeaderBytes or
+// MaxFieldSemicolons (its own or a part's) is not parsed as MIME: its
+// text is the raw bytes after its header, as for one that does not parse.
 //
 // A message/rfc822 or message/global part (a message forwarded as an
 // attachment) gives its header, as it is and with its fields' encoded
@@ -208,13 +208,15 @@ func HeaderTexts(header []byte) iter.Seq2[string, []string] {
 var walkBounds = bounds{MaxPartDepth + 1, MaxParts + 1, MaxPartDepth + 1}
 
 // headersWithinBounds reports whether every header the MIME library
-// parses in a walk of raw (BodyTexts) is within MaxHeaderFields and
-// MaxHeaderBytes. A message of no more bytes and lines than one header may
-// have is, at once; another is walked with its headers guarded
-// (headerGuard), which reads it once more without keeping it.
+// parses in a walk of raw (BodyTexts) is within MaxHeaderFields,
+// MaxHeaderBytes and MaxFieldSemicolons. A message of no more bytes,
+// lines and semicolons than one header may have is, at once; another is
+// walked with its headers guarded (headerGuard), which reads it once more
+// without keeping it.
 func headersWithinBounds(raw []byte) bool {
-	if len(raw) <= MaxHeaderBytes && bytes.Count(raw, []byte("\n")) < MaxHeaderFields {
-		// No more lines than fields may be, nor bytes.
+	if len(raw) <= MaxHeaderBytes && bytes.Count(raw, []byte("\n")) < MaxHeaderFields &&
+		bytes.Count(raw, []byte(";")) <= MaxFieldSemicolons {
+		// No more lines than fields may be, nor bytes, nor semicolons.
 		return true
 	}
 	top, ok := BoundedHeader(raw)
