@@ -20,7 +20,20 @@
 //     with whatever it held: Open decrypts the file's first block (or the
 //     WAL's header, for a database whose first page is still in the WAL)
 //     itself before SQLite sees the file, and refuses a key that does not
-//     give the SQLite header (ErrWrongKey). Nothing is written then.
+//     give the SQLite header (ErrWrongKey). Nothing is written then. A
+//     first block that a power cut tore (page 1 being copied back by a
+//     checkpoint) decrypts to garbage too; the header of the WAL (or of
+//     the rollback journal) that still holds the page then vouches for
+//     the key, and SQLite reads the page from it.
+//   - Power cuts: the cipher's blocks do not line up with the WAL's
+//     frames (24 bytes and a page each), but a commit never shares a
+//     block with the next one. The adiantum VFS claims no powersafe
+//     overwrite and a sector of 4 KiB, so SQLite (synchronous = FULL)
+//     pads each commit's frames with copies of its last frame up to the
+//     next 4 KiB boundary, syncs there, and the next commit starts past
+//     it: a torn write of that commit can garble only the padding, after
+//     the last valid commit frame (docs/MAILSTORE.md, "File and
+//     durability").
 //   - Migration: a plaintext database (an earlier cspool's) is encrypted in
 //     place when opened with a key: its WAL is checkpointed into it, VACUUM
 //     INTO writes an encrypted copy beside it (PATH.encrypting), the copy is
@@ -118,8 +131,32 @@ func Inspect(path string, key *Key) (State, error) {
 	if len(first) == blockSize && bytes.HasPrefix(decryptBlock(key, first), sqliteHeader) {
 		return Encrypted, nil
 	}
+	// A power cut in a write of page 1 can leave the first block half new
+	// and half old, which decrypts to garbage: a checkpoint copies the
+	// page back at almost every run (it holds the database's size), and
+	// a new database writes it first under a rollback journal. The WAL,
+	// or the journal, then still holds the page, and its header, written
+	// and synced before, says whether the key is right; SQLite reads the
+	// page from it.
+	for _, j := range []struct {
+		suffix string
+		header func([]byte) bool
+	}{{"-wal", isWALHeader}, {"-journal", isJournalHeader}} {
+		b, err := readBlock(path + j.suffix)
+		if err != nil {
+			return Encrypted, err
+		}
+		if len(b) == blockSize && j.header(decryptBlock(key, b)) {
+			return Encrypted, nil
+		}
+	}
 	return Encrypted, ErrWrongKey
 }
+
+// journalMagic starts a rollback journal's header (sqlite.org/fileformat2.html §3).
+var journalMagic = []byte{0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7}
+
+func isJournalHeader(b []byte) bool { return bytes.HasPrefix(b, journalMagic) }
 
 func isWALHeader(b []byte) bool {
 	if len(b) < 4 {
