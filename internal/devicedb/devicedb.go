@@ -441,14 +441,16 @@ const fullBelow = 1 << 20
 
 // ErrDamaged: SQLite found the database's file damaged ("database disk
 // image is malformed": a page that does not hold what its table's tree
-// says, after a failing disk or a copy taken while it was written).
+// says, after a failing disk or a copy taken while it was written; "file
+// is not a database": a page 1 that is garbage, which Open lets SQLite
+// read only when the WAL's header showed the key right).
 var ErrDamaged = errors.New("the database file is damaged")
 
 // Explain returns err, marked with ErrDamaged when SQLite found the file
 // damaged, and with ErrDiskFull when it is an I/O error from SQLite and
 // the file system holding path is full.
 func Explain(path string, err error) error {
-	if err != nil && errors.Is(err, sqlite3.CORRUPT) && !errors.Is(err, ErrDamaged) {
+	if err != nil && (errors.Is(err, sqlite3.CORRUPT) || errors.Is(err, sqlite3.NOTADB)) && !errors.Is(err, ErrDamaged) {
 		return fmt.Errorf("%w: %w", ErrDamaged, err)
 	}
 	if err == nil || errors.Is(err, ErrDiskFull) || !(errors.Is(err, sqlite3.IOERR) || errors.Is(err, sqlite3.FULL)) {
