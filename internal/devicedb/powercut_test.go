@@ -293,10 +293,11 @@ func rowsAfterCut(path string) (int, error) {
 
 // powerWorkload commits transactions of rows of every size through db,
 // marking each on disk once it returned: into the WAL, copied into the
-// database beside the WAL (PASSIVE), into a WAL that starts over, rows
-// deleted and inserted again (pages of the database file written over at
-// the next copy), copied and the WAL cut (TRUNCATE), and on.
-func powerWorkload(t *testing.T, db *sql.DB, disk *powerDisk) {
+// database (PASSIVE, on db), into a WAL that starts over, rows deleted
+// and inserted again (pages of the database file written over at the
+// next copy, which the read connection rdb makes, as the mail store's
+// copy beside the writer), copied and the WAL cut (TRUNCATE), and on.
+func powerWorkload(t *testing.T, db, rdb *sql.DB, disk *powerDisk) {
 	t.Helper()
 	mustExec(t, db, "PRAGMA wal_autocheckpoint = 0")
 	mustExec(t, db, "CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
@@ -334,7 +335,10 @@ func powerWorkload(t *testing.T, db *sql.DB, disk *powerDisk) {
 	for i := range 5 {
 		commit(1+i%2, i*3)
 	}
-	mustExec(t, db, "PRAGMA wal_checkpoint(PASSIVE)")
+	var busy, frames, copied int
+	if err := rdb.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil || frames == 0 || copied != frames {
+		t.Fatalf("the copy on the read connection: %d of %d frames copied, %v", copied, frames, err)
+	}
 	for i := range 3 {
 		commit(1, i*5+1)
 	}
@@ -396,15 +400,25 @@ func powerCuts(t *testing.T, stack string, first bool) (cuts int, failures []str
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { db.Close() })
 	db.SetMaxOpenConns(1)
-	powerWorkload(t, db, disk)
+	// A read connection as the mail store's, at the build's default
+	// synchronous (NORMAL), for the copy beside the writer.
+	rdb, err := open("file:"+escapePath(path)+"?vfs="+name+"&hexkey="+hex.EncodeToString(key1[:])+
+		"&_pragma=temp_store(memory)&_pragma=busy_timeout(10000)&_pragma=query_only(1)", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	rdb.SetMaxOpenConns(1)
+	powerWorkload(t, db, rdb, disk)
 	// What the disk holds after the last commit is the record up to it:
 	// closing the database (its checkpoint, the WAL removed) is no part
 	// of it.
 	disk.mu.Lock()
 	events := len(disk.events)
 	disk.mu.Unlock()
-	if err := db.Close(); err != nil {
+	if err := errors.Join(rdb.Close(), db.Close()); err != nil {
 		t.Fatal(err)
 	}
 	disk.events = disk.events[:events]
