@@ -303,9 +303,16 @@ func TestSendingSurvivesKill(t *testing.T) {
 	// back; each message goes once.
 	first := []string{"a1", "a2", "a3"}
 	r.submit(first...)
-	time.Sleep(300 * time.Millisecond) // a few deferred attempts
-	// cspool status shows the queue waiting, and why.
-	status := runCmd(t, r.dir, r.env, "", r.bin, "status", "--db", "alice.db")
+	// cspool status shows the queue waiting, and why, once each message
+	// has been tried (on a loaded machine the third try may come seconds
+	// after the submission).
+	var status string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		status = runCmd(t, r.dir, r.env, "", r.bin, "status", "--db", "alice.db")
+		if strings.Contains(status, "3 queued (3 deferred)") || time.Now().After(deadline) {
+			break
+		}
+	}
 	if !strings.Contains(status, "Outbox:") || !strings.Contains(status, "3 queued (3 deferred)") ||
 		!strings.Contains(status, "451 4.3.0 down for now") {
 		t.Errorf("cspool status does not show the 3 deferred messages and the smarthost's reply:\n%s", status)
