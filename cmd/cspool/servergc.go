@@ -39,13 +39,14 @@ import (
 //
 // Nor is three times what is live right for a server that holds much:
 // with 10,000 devices waiting over TLS, about 150 MB is live (each one's
-// connection, TLS state and parked read), and at GOGC 200 the heap grew to
-// 500 MB and more past it, all of it kept by the runtime (docs/BENCHMARKS.md,
-// "Figure 5 over TLS"). So after each collection the governor lowers the
-// goal while the budgets hold little to what lets the heap grow at most
-// gcHeadroom (128 MiB) past what is live, never under gcBusyPercent: a
-// server that holds 4 MB collects at gc-percent as before, one that holds
-// 150 MB at 80.
+// connection, TLS state and parked read) beside 95 MB of stacks, and at
+// GOGC 200 the heap grew to 500 MB and more past it, all of it kept by the
+// runtime (docs/BENCHMARKS.md, "Figure 5 over TLS"). So after each
+// collection the governor lowers the goal while the budgets hold little to
+// what lets the heap grow at most gcHeadroom (128 MiB) past what is live,
+// never under gcBusyPercent; the percent applies to the live heap, the
+// stacks and the globals together. A server that holds 4 MB collects at
+// gc-percent as before, one that holds 250 MB at 50.
 
 // defaultServerGCPercent is the gc-percent setting's default.
 const defaultServerGCPercent = 200
@@ -138,26 +139,33 @@ type gcSentinel struct{ _ *byte }
 func (g *gcGovernor) arm() {
 	runtime.AddCleanup(&gcSentinel{}, func(g *gcGovernor) {
 		if !g.stopped.Load() {
-			g.afterGC(liveHeap())
+			g.afterGC(gcScanned())
 			g.arm()
 		}
 	}, g)
 }
 
-// liveHeap returns the bytes the last collection found live on the heap.
-func liveHeap() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+// gcScanned returns what the collector's percent applies to: the bytes the
+// last collection found live on the heap, and the goroutines' stacks and
+// the globals it scans (the heap's goal is that, times percent/100, past
+// the live heap).
+func gcScanned() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+	var n uint64
+	for _, v := range s {
+		if v.Value.Kind() == metrics.KindUint64 {
+			n += v.Value.Uint64()
+		}
 	}
-	return s[0].Value.Uint64()
+	return n
 }
 
-// afterGC sets the percent for while the budgets hold little from what is
-// live (headroomPercent), and applies it unless they hold much now.
-func (g *gcGovernor) afterGC(live uint64) {
-	p := headroomPercent(g.idle, live, g.headroom)
+// afterGC sets the percent for while the budgets hold little from what the
+// collector scans (gcScanned, headroomPercent), and applies it unless they
+// hold much now.
+func (g *gcGovernor) afterGC(scanned uint64) {
+	p := headroomPercent(g.idle, scanned, g.headroom)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if p == g.now {
@@ -170,8 +178,8 @@ func (g *gcGovernor) afterGC(live uint64) {
 }
 
 // headroomPercent is the percent set, idle, or less where that would let
-// the heap grow more than headroom past live bytes: in steps of 10, never
-// under gcBusyPercent.
+// the heap grow more than headroom past what is live, live being what the
+// collector scans: in steps of 10, never under gcBusyPercent.
 func headroomPercent(idle int, live, headroom uint64) int {
 	if live == 0 {
 		return idle

@@ -122,24 +122,28 @@ func TestGCHeadroom(t *testing.T) {
 	t.Cleanup(func() { debug.SetGCPercent(prev) })
 	debug.SetGCPercent(200)
 	g := newGCGovernor(200)
-	g.headroom = 16 << 20
+	// A headroom that what this test process holds anyway (its stacks,
+	// globals and heap) keeps at 200, and three times it live well under
+	// gcBusyPercent.
+	runtime.GC()
+	g.headroom = 2*gcScanned() + 8<<20
 	g.start()
 	defer g.stop()
 	waitPercent := func(what string, want int) {
 		t.Helper()
 		for deadline := time.Now().Add(20 * time.Second); gcPercent() != want; {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: GOGC %d, want %d (live %d bytes)", what, gcPercent(), want, liveHeap())
+				t.Fatalf("%s: GOGC %d, want %d (%d bytes scanned)", what, gcPercent(), want, gcScanned())
 			}
 			runtime.GC()
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	live := make([][]byte, 100)
+	live := make([][]byte, 3*g.headroom>>20)
 	for i := range live {
 		live[i] = make([]byte, 1<<20)
 	}
-	waitPercent("100 MiB live, 16 MiB of headroom", gcBusyPercent)
+	waitPercent("three times the headroom live", gcBusyPercent)
 	hold := g.hook()
 	hold(gcBusyFrom)
 	hold(-gcBusyFrom)
