@@ -390,6 +390,9 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 // (an earlier cspool's) is encrypted in place first, with a line on w.
 // closeStore closes the store, then releases the lock.
 func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) (store *mailstore.Store, closeStore func(), err error) {
+	if err := refuseForeign(dbPath); err != nil {
+		return nil, nil, err
+	}
 	unlock, err := lockDatabase(dbPath, busy)
 	if err != nil {
 		return nil, nil, err
@@ -400,6 +403,22 @@ func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) 
 		return nil, nil, err
 	}
 	return store, func() { store.Close(); unlock() }, nil
+}
+
+// refuseForeign refuses a --db that names another program's SQLite
+// database (the spool server's spool.db, anyone's) before the device puts
+// anything beside it: the lock file DB.lock was left there by a refusal
+// that came only once the store was opened under the lock.
+func refuseForeign(dbPath string) error {
+	if benchPlaintext {
+		return nil
+	}
+	if st, err := devicedb.Inspect(dbPath, nil); err != nil || st != devicedb.Plaintext ||
+		!devicedb.Foreign(dbPath, mailstore.ApplicationID) {
+		return nil
+	}
+	err := fmt.Errorf("opening mail store: %s: %w", dbPath, devicedb.ErrForeign)
+	return withHint(err, storeHint(dbPath, err))
 }
 
 // openMailStore opens the device's mail store encrypted with userKey's

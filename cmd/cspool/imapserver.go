@@ -108,6 +108,10 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		return err
 	}
 	log := newLogger(e, *debug)
+	// Before the password, which is kept beside the database.
+	if err := refuseForeign(*dbPath); err != nil {
+		return err
+	}
 	ipw, err := pwFlags.resolve(e, fs, *dbPath, log)
 	if err != nil {
 		return err

@@ -278,8 +278,34 @@ func tighten(path string) {
 // program's: its application id is neither appID nor 0, or it is 0 and
 // the file holds tables. A file that cannot be read so is not judged
 // here (false): opening it tells what is wrong.
+//
+// It leaves nothing beside the file. The application id is read from
+// the header (offset 68), and the tables from the file alone, opened
+// immutable: a read-only SQLite connection to a database in WAL mode
+// made DB-wal and DB-shm beside it and, unable to checkpoint, left them
+// (beside the spool server's spool.db, given as --db by mistake). Only
+// when a WAL with content is there already (a writer has the file open,
+// or stopped without a checkpoint) is the file read through it.
 func Foreign(path string, appID int64) bool {
-	db, err := open(DSN(path, nil, "mode=ro&_pragma=busy_timeout(10000)"), nil)
+	first, err := readBlock(path)
+	if err != nil || len(first) < 100 || !bytes.HasPrefix(first, sqliteHeader) {
+		return foreignSQL(path, appID, "mode=ro&_pragma=busy_timeout(10000)")
+	}
+	if id := int64(int32(binary.BigEndian.Uint32(first[68:72]))); id != 0 {
+		return id != appID
+	}
+	if foreignSQL(path, appID, "mode=ro&immutable=1") {
+		return true
+	}
+	if info, err := os.Stat(path + "-wal"); err == nil && info.Size() > 0 {
+		return foreignSQL(path, appID, "mode=ro&_pragma=busy_timeout(10000)")
+	}
+	return false
+}
+
+// foreignSQL is Foreign through an SQLite connection opened with params.
+func foreignSQL(path string, appID int64, params string) bool {
+	db, err := open(DSN(path, nil, params), nil)
 	if err != nil {
 		return false
 	}
