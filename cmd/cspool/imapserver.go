@@ -172,7 +172,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	collector := dev.collector(ln.Addr(), ipw, snd)
 	stopStatus, page, err := startStatusPage(statusPageConfig{
 		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: collector,
-		user: *userName, password: pw, allowEmpty: allowEmpty, log: log,
+		user: *userName, password: pw, allowEmpty: allowEmpty, log: log, stderr: e.stderr,
 	})
 	if err != nil {
 		ln.Close()

@@ -377,7 +377,7 @@ func (q *quickstart) startDevice(ctx context.Context) (dev *device, failed <-cha
 	collector := dev.collector(q.imapLn.Addr(), stored, q.send)
 	collector.Page = q.page
 	if q.statusLn != nil {
-		stopStatus, err := serveStatusPage(q.statusLn, statusPageConfig{source: collector, user: q.user, password: pw, log: q.log})
+		stopStatus, err := serveStatusPage(q.statusLn, statusPageConfig{source: collector, user: q.user, password: pw, log: q.log, stderr: q.e.stderr})
 		if err != nil {
 			return nil, nil, "", err
 		}

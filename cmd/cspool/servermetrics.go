@@ -31,13 +31,24 @@ type metricsRun struct {
 // quota included, listens on addr and serves GET /metrics
 // (docs/METRICS.md). Nothing it serves names a user.
 func (s *serverRun) startMetrics(addr string, store spool.Store, quotas spool.Quotas, quota int64, errc chan<- error) (*metricsRun, error) {
-	reg, sp := newServerRegistry(store, quotas, quota)
-	m := &metricsRun{spool: sp}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, withHint(fmt.Errorf("listening for metrics on %s: %w", addr, err), "pick another --metrics-addr, or leave it empty to turn metrics off")
 	}
-	m.ln = ln
+	return s.serveMetrics(ln, store, quotas, quota, errc), nil
+}
+
+// serveMetrics serves GET /metrics on ln. A listener beyond localhost
+// (--metrics-addr :9399, 0.0.0.0:9399, a public address) is warned about
+// on standard error and in the log at every start: the endpoint has no
+// login and no TLS.
+func (s *serverRun) serveMetrics(ln net.Listener, store spool.Store, quotas spool.Quotas, quota int64, errc chan<- error) *metricsRun {
+	addr := ln.Addr().String()
+	if beyondLocalhost(addr) {
+		warnExposed(s.e.stderr, s.log, metricsExposure, addr)
+	}
+	reg, sp := newServerRegistry(store, quotas, quota)
+	m := &metricsRun{spool: sp, ln: ln}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(reg, s.log))
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
@@ -46,7 +57,7 @@ func (s *serverRun) startMetrics(addr string, store spool.Store, quotas spool.Qu
 			errc <- fmt.Errorf("serving metrics on %s: %w", addr, err)
 		}
 	}()
-	return m, nil
+	return m
 }
 
 func (m *metricsRun) close() {

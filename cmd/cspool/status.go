@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,6 +35,7 @@ type statusPageConfig struct {
 	password   string
 	allowEmpty bool
 	log        *slog.Logger
+	stderr     io.Writer // where a page beyond localhost is warned about, besides the log; nil: the log only
 }
 
 // startStatusPage listens on c.addr and serves the status page until stop
@@ -89,7 +91,7 @@ func serveStatusPage(ln net.Listener, c statusPageConfig) (stop func(), err erro
 	if isLoopback(host) {
 		hosts = []string{"localhost", "127.0.0.1", "::1", host}
 	} else {
-		c.log.Warn("the status page is reachable from the network, without TLS", "addr", ln.Addr().String())
+		warnExposed(c.stderr, c.log, statusExposure, ln.Addr().String())
 	}
 	h, err := statuspage.New(statuspage.Config{
 		Source: c.source, User: c.user, Password: c.password, AllowEmptyPassword: c.allowEmpty,
