@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -73,22 +74,74 @@ type device struct {
 	// server reads it; it has no sessions to tell yet.
 	imapHook *atomic.Pointer[imapd.Server]
 	syncDone chan error // Run's end, once serve started it
+
+	// created: the database did not exist before this run.
+	created bool
+	// dropUnread, set by cspool sync and imap-server: a database this
+	// run created is removed at close when the spool answered no read
+	// in this run and nothing was applied or queued (dropIfUnread).
+	dropUnread bool
+	w          io.Writer
 }
 
 // openDevice takes the lock of d.dbPath (one process syncs a database at a
 // time; busy says what to do when another holds it) and opens its mail
 // store (openDeviceStore). close releases both.
 func openDevice(w io.Writer, d device, busy string) (*device, error) {
+	_, err := os.Lstat(d.dbPath)
+	d.created = errors.Is(err, fs.ErrNotExist)
 	store, closeStore, err := openDeviceStore(w, d.dbPath, busy, d.userKey)
 	if err != nil {
 		return nil, err
 	}
-	d.store, d.closeStore = store, closeStore
+	d.store, d.closeStore, d.w = store, closeStore, w
 	return &d, nil
 }
 
-// close closes the store, then releases the lock.
-func (d *device) close() { d.closeStore() }
+// close closes the store, then releases the lock; a database this run
+// created and never used is removed (dropIfUnread).
+func (d *device) close() {
+	drop := d.dropUnread && d.created && d.unread()
+	d.closeStore()
+	if drop {
+		d.drop()
+	}
+}
+
+// unread reports whether the spool answered no read of the log in this
+// run, and nothing was applied to the database, queued in it or alarmed
+// about: a database made with another user's keys (the spool refuses
+// them, 403), against an http:// URL of an https:// spool, or while the
+// spool was down. Kept, such a database stood in the way of the next
+// start: made with the wrong key, it was "encrypted with another key".
+func (d *device) unread() bool {
+	if d.sync != nil && !d.sync.Status().LastContact.IsZero() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pos, err := d.store.Position(ctx)
+	if err != nil || pos != 0 {
+		return false
+	}
+	if n, err := d.store.QueueLen(ctx); err != nil || n != 0 {
+		return false
+	}
+	alarms, err := d.store.Alarms(ctx)
+	return err == nil && len(alarms) == 0
+}
+
+// drop removes the database this run made and did not use, with its
+// journal files, once the store is closed, and says so.
+func (d *device) drop() {
+	for _, p := range []string{d.dbPath, d.dbPath + "-wal", d.dbPath + "-shm"} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(d.w, "cspool: warning: removing %s, made by this run and never synced: %v\n", p, err)
+			return
+		}
+	}
+	fmt.Fprintf(d.w, "cspool: %s removed: this run made it, and the spool answered no read of the log, so it held nothing; the next start makes it again\n", d.dbPath)
+}
 
 // dial makes the client of the spool at d.spoolURL.
 func (d *device) dial() error {

@@ -129,6 +129,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	if err != nil {
 		return err
 	}
+	dev.dropUnread = true
 	defer dev.close()
 	if err := dev.startSync(syncOptions{daemon: true, checkpointMin: *checkpointMin}); err != nil {
 		return err

@@ -61,6 +61,7 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 	if err != nil {
 		return err
 	}
+	dev.dropUnread = true
 	defer dev.close()
 	if *clearAlarm {
 		if err := clearAlarms(context.Background(), e.stdout, dev.store); err != nil {

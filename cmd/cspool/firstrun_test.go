@@ -1,0 +1,91 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"cspool/internal/keys"
+)
+
+// TestUnsyncedDatabaseRemoved: a device database made by a run in which
+// the spool answered no read of the log (another user's key pair, which
+// the spool refuses with 403; an https:// URL for a plain HTTP spool) is
+// removed when the run ends, by cspool sync and by the daemon, so that the
+// run with the right flags starts as a first run. It was kept, encrypted
+// with the wrong user's key: the next run with the right keys stopped with
+// "encrypted with another key" until the file was moved away.
+func TestUnsyncedDatabaseRemoved(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir, usersPath, alice := aliceWithSpool(t)
+	bob := mustKey(t)
+	if err := keys.WriteFiles(bob, filepath.Join(dir, "bob.sec"), filepath.Join(dir, "bob.pub"), keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice, "bob": bob})
+	env := append(os.Environ(), "USER=alice")
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	server := startProc(t, "cspool server", dir, env, bin, "server", "--port", fmt.Sprint(port),
+		"--spool-key", "spool.sec", "--users", usersPath, "--spool-dir", filepath.Join(dir, "spool"))
+	waitHealthy(t, url, server)
+	for _, user := range []string{"alice", "bob"} {
+		// bob's log exists, so his key is known and refused on alice's log.
+		if code, _, stderr := runExitStdin(t, dir, env, []byte("Subject: x\r\n\r\nx\r\n"), bin, "deliver", "--users", usersPath,
+			"--user", user, "--spool-key", "spool.sec", "--spool-server", url, "--quiet"); code != 0 {
+			t.Fatalf("cspool deliver to %s: exit %d\n%s", user, code, stderr)
+		}
+	}
+	as := func(key, url string) []string {
+		return []string{"--user", "alice", "--user-key", key + ".sec", "--user-public-key", key + ".pub",
+			"--spool-key", "spool.pub", "--spool-server", url}
+	}
+	exists := func(name string) bool {
+		_, err := os.Stat(filepath.Join(dir, name))
+		return err == nil
+	}
+	// A first sync with bob's keys: refused, and nothing is left.
+	code, _, stderr := runExit(t, dir, env, bin, append([]string{"sync", "--db", "x.db"}, as("bob", url)...)...)
+	if code == 0 || !strings.Contains(stderr, "403") {
+		t.Errorf("cspool sync with bob's keys on alice's log: exit %d, want a refusal (403):\n%s", code, stderr)
+	}
+	for _, name := range []string{"x.db", "x.db-wal", "x.db-shm"} {
+		if exists(name) {
+			t.Errorf("after the refused first sync, %s is there; want it removed", name)
+		}
+	}
+	code, stdout, stderr := runExit(t, dir, env, bin, append([]string{"sync", "--db", "x.db"}, as("user", url)...)...)
+	if code != 0 || !strings.Contains(stdout, "synced to position 1") {
+		t.Errorf("cspool sync with alice's keys after the refusal: exit %d, want 0 and position 1:\n%s\n%s", code, stdout, stderr)
+	}
+	// https:// for a plain HTTP spool: nothing is left either.
+	code, _, stderr = runExit(t, dir, env, bin, append([]string{"sync", "--db", "y.db"}, as("user", strings.Replace(url, "http:", "https:", 1))...)...)
+	if code == 0 || exists("y.db") {
+		t.Errorf("cspool sync with https:// to a plain HTTP spool: exit %d, y.db left %v; want a failure and no y.db:\n%s", code, exists("y.db"), stderr)
+	}
+	// The daemon with bob's keys: it runs, says what is wrong, and leaves
+	// nothing when stopped.
+	daemon := startProc(t, "cspool imap-server", dir, env, bin, append([]string{"imap-server", "--db", "z.db", "--port", "0",
+		"--status-addr", ""}, as("bob", url)...)...)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(daemon.stderr.String(), "cannot sync with the spool until this is fixed"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) || daemon.exitedNow() {
+			t.Fatalf("the daemon with bob's keys did not log the refusal within 30 s:\n%s", daemon.stderr)
+		}
+	}
+	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	if exists("z.db") {
+		t.Error("after the daemon with bob's keys stopped, z.db is there; want it removed")
+	}
+	code, stdout, stderr = runExit(t, dir, env, bin, append([]string{"sync", "--db", "z.db"}, as("user", url)...)...)
+	if code != 0 || !strings.Contains(stdout, "synced to position 1") {
+		t.Errorf("cspool sync with alice's keys after the daemon with bob's: exit %d, want 0 and position 1:\n%s\n%s", code, stdout, stderr)
+	}
+}
