@@ -81,7 +81,10 @@ type device struct {
 	// run created is removed at close when the spool answered no read
 	// in this run and nothing was applied or queued (dropIfUnread).
 	dropUnread bool
-	w          io.Writer
+	// with are files this run made beside the database, removed with it
+	// (dropWith).
+	with []string
+	w    io.Writer
 }
 
 // openDevice takes the lock of d.dbPath (one process syncs a database at a
@@ -131,13 +134,21 @@ func (d *device) unread() bool {
 	return err == nil && len(alarms) == 0
 }
 
+// dropWith has path, a database this run made beside the device's and
+// did not use (the outbox, DB.outbox, encrypted with the same user's
+// key), removed with the device's database if that goes.
+func (d *device) dropWith(path string) { d.with = append(d.with, path) }
+
 // drop removes the database this run made and did not use, with its
-// journal files, once the store is closed, and says so.
+// journal files and those of dropWith, once the store is closed, and says
+// so.
 func (d *device) drop() {
-	for _, p := range []string{d.dbPath, d.dbPath + "-wal", d.dbPath + "-shm"} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			fmt.Fprintf(d.w, "cspool: warning: removing %s, made by this run and never synced: %v\n", p, err)
-			return
+	for _, db := range append([]string{d.dbPath}, d.with...) {
+		for _, p := range []string{db, db + "-wal", db + "-shm"} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				fmt.Fprintf(d.w, "cspool: warning: removing %s, made by this run and never synced: %v\n", p, err)
+				return
+			}
 		}
 	}
 	fmt.Fprintf(d.w, "cspool: %s removed: this run made it, and the spool answered no read of the log, so it held nothing; the next start makes it again\n", d.dbPath)

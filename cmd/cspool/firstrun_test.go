@@ -71,21 +71,42 @@ func TestUnsyncedDatabaseRemoved(t *testing.T) {
 	if code == 0 || exists("y.db") {
 		t.Errorf("cspool sync with https:// to a plain HTTP spool: exit %d, y.db left %v; want a failure and no y.db:\n%s", code, exists("y.db"), stderr)
 	}
-	// The daemon with bob's keys: it runs, says what is wrong, and leaves
-	// nothing when stopped.
-	daemon := startProc(t, "cspool imap-server", dir, env, bin, append([]string{"imap-server", "--db", "z.db", "--port", "0",
-		"--status-addr", ""}, as("bob", url)...)...)
+	// The daemon with bob's keys, sending through a smarthost: it runs,
+	// says what is wrong, and leaves neither database when stopped. (No
+	// smarthost listens there: nothing is sent.)
+	daemonFlags := func(key string) []string {
+		return append([]string{"imap-server", "--db", "z.db", "--port", "0", "--status-addr", "", "--smtp-port", "0",
+			"--relay", fmt.Sprintf("smtp://127.0.0.1:%d", freePort(t)), "--identity", "alice@example.org"}, as(key, url)...)
+	}
+	daemon := startProc(t, "cspool imap-server", dir, env, bin, daemonFlags("bob")...)
 	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(daemon.stderr.String(), "cannot sync with the spool until this is fixed"); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) || daemon.exitedNow() {
 			t.Fatalf("the daemon with bob's keys did not log the refusal within 30 s:\n%s", daemon.stderr)
 		}
 	}
 	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
-	if exists("z.db") {
-		t.Error("after the daemon with bob's keys stopped, z.db is there; want it removed")
+	for _, name := range []string{"z.db", "z.db.outbox"} {
+		if exists(name) {
+			t.Errorf("after the daemon with bob's keys stopped, %s is there; want it removed", name)
+		}
 	}
+	daemon = startProc(t, "cspool imap-server", dir, env, bin, daemonFlags("user")...)
+	daemon.waitOutput(t, "SMTP settings", 30*time.Second)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, out, errOut := runExit(t, dir, env, bin, "status", "--db", "z.db")
+		if strings.Contains(out, "Position:      1 of 1") {
+			break
+		}
+		if time.Now().After(deadline) || daemon.exitedNow() {
+			t.Fatalf("the daemon with alice's keys did not apply position 1 within 30 s; cspool status:\n%s%s", out, errOut)
+		}
+	}
+	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
 	code, stdout, stderr = runExit(t, dir, env, bin, append([]string{"sync", "--db", "z.db"}, as("user", url)...)...)
 	if code != 0 || !strings.Contains(stdout, "synced to position 1") {
-		t.Errorf("cspool sync with alice's keys after the daemon with bob's: exit %d, want 0 and position 1:\n%s\n%s", code, stdout, stderr)
+		t.Errorf("cspool sync with alice's keys after the daemons with bob's and alice's: exit %d, want 0 and position 1:\n%s\n%s", code, stdout, stderr)
+	}
+	if !exists("z.db") || !exists("z.db.outbox") {
+		t.Errorf("after the daemon with alice's keys, z.db there %v, z.db.outbox there %v; want both kept", exists("z.db"), exists("z.db.outbox"))
 	}
 }

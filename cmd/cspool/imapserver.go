@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -145,6 +146,8 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		k := devicedb.Key(userKey.DatabaseKey("outbox"))
 		outboxKey = &k
 	}
+	_, err = os.Lstat(*dbPath + ".outbox")
+	outboxNew := errors.Is(err, os.ErrNotExist)
 	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, key: outboxKey, store: dev.store, sync: dev.sync, user: *userName, pw: pw,
 		allowEmpty: allowEmpty, log: log, tls: tlsConfig, stderr: e.stderr})
 	if err != nil {
@@ -152,7 +155,13 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	defer snd.close(stop)
+	defer func() {
+		snd.close(stop)
+		if outboxNew && snd != nil && snd.unused {
+			// Removed with the database, if that goes (device.close).
+			dev.dropWith(*dbPath + ".outbox")
+		}
+	}()
 	if err := dev.newIMAP(imapd.Config{Submit: snd.submitter(dev.sync), Password: pw, AllowEmptyPassword: allowEmpty, TLS: tlsConfig}); err != nil {
 		return err
 	}

@@ -199,6 +199,9 @@ type sending struct {
 	user  string
 	relay string
 	wg    sync.WaitGroup
+	// unused, set by close: the outbox took no message in this run
+	// (nothing queued, held, relayed, bounced or waiting to be filed).
+	unused bool
 }
 
 // open checks the flags, opens the outbox (DB.outbox) and listens for
@@ -353,6 +356,10 @@ func (s *sending) close(cancel context.CancelFunc) {
 	s.srv.Close()
 	cancel()
 	s.wg.Wait()
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	st, err := s.box.Status(ctx)
+	stop()
+	s.unused = err == nil && st.Queued == 0 && st.Held == 0 && st.ToFile == 0 && st.Relayed == 0 && st.Bounced == 0
 	s.box.Close()
 }
 
