@@ -519,7 +519,7 @@ func openMailStore(w io.Writer, dbPath string, userKey *keys.SecretKey, readOnly
 func storeHint(dbPath string, err error) string {
 	switch {
 	case errors.Is(err, devicedb.ErrWrongKey):
-		return fmt.Sprintf("%s was encrypted with another secret key: pass the --user-key this device has always used; a database made with a different key cannot be read, but it is only a copy: move it away and a new one syncs from the spool", dbPath)
+		return fmt.Sprintf("%s was encrypted with another secret key: pass the --user-key this device has always used; a database made with a different key cannot be read, but it is only a copy: move it away and a new one syncs from the spool (and %s.outbox with it, if there is one: made with the same key, it may hold mail not sent yet)", dbPath, dbPath)
 	case errors.Is(err, devicedb.ErrEncrypted):
 		return "the database is encrypted with the user's key: pass --user-key (and its passphrase)"
 	case errors.Is(err, devicedb.ErrDiskFull):

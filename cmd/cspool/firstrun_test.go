@@ -110,3 +110,55 @@ func TestUnsyncedDatabaseRemoved(t *testing.T) {
 		t.Errorf("after the daemon with alice's keys, z.db there %v, z.db.outbox there %v; want both kept", exists("z.db"), exists("z.db.outbox"))
 	}
 }
+
+// TestOutboxOtherKeyHint: an outbox left beside a new database after the
+// old database alone was moved away (a new key for the user, or a
+// database made with another user's keys) is named as encrypted with
+// another key, with the hint to move it with its database. The hint
+// was to check that the directory of --db is writable.
+func TestOutboxOtherKeyHint(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir, usersPath, alice := aliceWithSpool(t)
+	bob := mustKey(t)
+	if err := keys.WriteFiles(bob, filepath.Join(dir, "bob.sec"), filepath.Join(dir, "bob.pub"), keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	writeUsersFile(t, usersPath, map[string]*keys.SecretKey{"alice": alice, "bob": bob})
+	env := append(os.Environ(), "USER=alice")
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	server := startProc(t, "cspool server", dir, env, bin, "server", "--port", fmt.Sprint(port),
+		"--spool-key", "spool.sec", "--users", usersPath, "--spool-dir", filepath.Join(dir, "spool"))
+	waitHealthy(t, url, server)
+	daemonFlags := func(user, key string) []string {
+		return []string{"imap-server", "--db", "m.db", "--port", "0", "--status-addr", "", "--smtp-port", "0",
+			"--relay", fmt.Sprintf("smtp://127.0.0.1:%d", freePort(t)), "--identity", user + "@example.org",
+			"--user", user, "--user-key", key + ".sec", "--user-public-key", key + ".pub",
+			"--spool-key", "spool.pub", "--spool-server", url}
+	}
+	// bob's daemon on his own log: its read is answered, both files stay.
+	daemon := startProc(t, "cspool imap-server", dir, env, bin, daemonFlags("bob", "bob")...)
+	daemon.waitOutput(t, "SMTP settings", 30*time.Second)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		_, out, errOut := runExit(t, dir, env, bin, "status", "--db", "m.db")
+		if strings.Contains(out, "Sync:          connected") {
+			break
+		}
+		if time.Now().After(deadline) || daemon.exitedNow() {
+			t.Fatalf("bob's daemon did not read his log within 30 s; cspool status:\n%s%s", out, errOut)
+		}
+	}
+	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	if err := os.Rename(filepath.Join(dir, "m.db"), filepath.Join(dir, "m.db.bob")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runExit(t, dir, env, bin, daemonFlags("alice", "user")...)
+	if code == 0 || !strings.Contains(stderr, "m.db.outbox was encrypted with another secret key") ||
+		!strings.Contains(stderr, "move m.db.outbox with it") {
+		t.Errorf("the daemon with alice's keys beside bob's outbox: exit %d, want a refusal naming m.db.outbox as encrypted with another key, and to move it with its database:\n%s", code, stderr)
+	}
+}

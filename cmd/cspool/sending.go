@@ -291,7 +291,7 @@ func startSending(s sendingSetup, relay outbox.Relay, identities []string, addr 
 	box, err := outbox.Open(outbox.Config{Path: s.dbPath + ".outbox", Key: s.key, Store: s.store, Log: s.sync, Relay: relay,
 		Hostname: host, MinBackoff: backoff, Logger: s.log, ReleaseHeld: s.releaseHeld})
 	if err != nil {
-		return nil, withHint(err, "check that the directory of --db is writable")
+		return nil, withHint(err, outboxHint(s.dbPath, err))
 	}
 	srv, err := submit.New(submit.Config{User: s.user, Password: s.pw, AllowEmptyPassword: s.allowEmpty,
 		Identities: identities, Queue: box, Hostname: host, Logger: s.log, TLS: s.tls})
@@ -394,4 +394,17 @@ func (s *sending) printSettings(e *env) {
 	}
 	fmt.Fprintf(w, "  user:     %s (the IMAP user and password)\n", s.user)
 	fmt.Fprintf(w, "  relaying through %s as %s\n", s.relay, strings.Join(s.ids, ", "))
+}
+
+// outboxHint says what to do about an outbox that did not open. One
+// encrypted with another key was told to check that the directory of
+// --db is writable: left beside a new database when the old one was moved
+// away alone, it stopped every start.
+func outboxHint(dbPath string, err error) string {
+	if errors.Is(err, devicedb.ErrWrongKey) {
+		return fmt.Sprintf("%s.outbox was encrypted with another secret key than --user-key: pass the key this device has always used. "+
+			"If %s was moved away for a new key, move %s.outbox with it: it may hold mail not sent yet, which only that key opens (docs/SENDING.md)",
+			dbPath, dbPath, dbPath)
+	}
+	return "check that the directory of --db is writable"
 }
