@@ -565,7 +565,7 @@ func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.
 // read answers with the head alone, which is what a waiting device renews
 // its long-poll for, every few tens of seconds.
 func (s *Server) wait(ctx context.Context, user string, after uint64, d time.Duration) (moved bool, tip spool.Tip, ok bool, err error) {
-	if !s.polls.acquire(user, s.cfg.MaxLongPolls) {
+	if !s.acquirePoll(user) {
 		return false, tip, false, &srvError{kind: ErrTooManyRequests, sampled: true,
 			msg: fmt.Sprintf("%d reads of %s are waiting already (limit): try again later", s.cfg.MaxLongPolls, user)}
 	}

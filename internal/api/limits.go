@@ -1,6 +1,7 @@
 package api
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -10,10 +11,16 @@ import (
 // caller over its share); the next line logged says how many were left out.
 const refusalLogsPerSecond = 20
 
-// pollCounter counts each user's reads waiting for new entries.
+// pollCounter counts each user's reads waiting for new entries, and keeps
+// those of them that are parked (park.go), so that a user's full share can
+// be rid of the parked reads whose clients went away (Server.acquirePoll).
+// A parked read's place is given back once, by whichever comes first: its
+// wait ending (releaseParked from answerParked) or its client found gone
+// (releaseParked from freeGone).
 type pollCounter struct {
 	mu      sync.Mutex
 	waiting map[string]int
+	parked  map[string][]*parked // user -> its parked reads, each counted in waiting
 }
 
 // acquire counts one more waiting read of user, unless limit are waiting.
@@ -30,9 +37,46 @@ func (p *pollCounter) acquire(user string, limit int) bool {
 func (p *pollCounter) release(user string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.releaseLocked(user)
+}
+
+func (p *pollCounter) releaseLocked(user string) {
 	if p.waiting[user]--; p.waiting[user] <= 0 {
 		delete(p.waiting, user)
 	}
+}
+
+// hold records pk, whose place acquire counted, as parked.
+func (p *pollCounter) hold(pk *parked) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.parked[pk.user] = append(p.parked[pk.user], pk)
+}
+
+// releaseParked gives pk's place back, unless it was given back already,
+// and reports whether it did.
+func (p *pollCounter) releaseParked(pk *parked) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.parked[pk.user]
+	i := slices.Index(list, pk)
+	if i < 0 {
+		return false
+	}
+	if list = slices.Delete(list, i, i+1); len(list) == 0 {
+		delete(p.parked, pk.user)
+	} else {
+		p.parked[pk.user] = list
+	}
+	p.releaseLocked(pk.user)
+	return true
+}
+
+// parkedOf returns the reads of user parked now.
+func (p *pollCounter) parkedOf(user string) []*parked {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.parked[user])
 }
 
 // logSampler lets through at most perSecond log lines per second.

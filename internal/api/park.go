@@ -43,9 +43,19 @@ import (
 // on top by http.Server.ServeTLS, HTTP/2, HTTP/1.0, a HEAD, a request that
 // asked to close its connection) waits in its handler as before.
 //
-// What a parked read no longer sees is the client going away: its wait,
-// and the share of long-polls it holds, run until the wait ends, at most
-// Config.MaxWait, and its answer then fails to be written.
+// What a parked read no longer sees by itself is the client going away:
+// nothing reads its connection while it waits. Its wait, and its place in
+// the user's share of long-polls, would run until the wait ends, at most
+// Config.MaxWait, so a device restarted over and over (a crash loop, a
+// laptop that suspends often) would fill its user's share with reads
+// nobody waits for, and every read of the user's devices that would wait
+// was refused (429) for minutes. So a read that finds its user's share
+// full first looks at the user's parked reads (freeGone): each whose
+// client has closed its connection, or whose connection failed, is ended
+// and its place given back; a live client's read, its connection open and
+// idle, is never ended this way. The look is a system call on each of
+// those connections, made only when the share is full, with no goroutine
+// or buffer kept for it.
 
 // parked is a read waiting outside net/http.
 type parked struct {
@@ -59,6 +69,9 @@ type parked struct {
 	pattern  string
 	remote   string
 	reusable bool // the client keeps the connection alive
+	// ctx is the wait's; freeGone cancels it when the client went away.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // park takes r's connection over and waits for user's log to move beyond
@@ -73,7 +86,7 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request, user string, p rea
 		r.ContentLength != 0 || s.stopping.Err() != nil {
 		return false
 	}
-	if !s.polls.acquire(user, s.cfg.MaxLongPolls) {
+	if !s.acquirePoll(user) {
 		return false // the handler's own wait answers 429
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()
@@ -88,6 +101,8 @@ func (s *Server) park(w http.ResponseWriter, r *http.Request, user string, p rea
 		// Bytes after the request: a client that pipelines. Its connection
 		// is closed after the answer rather than given back without them.
 		reusable: brw.Reader.Buffered() == 0}
+	pk.ctx, pk.cancel = context.WithCancel(context.Background())
+	s.polls.hold(pk)
 	s.cfg.Metrics.LongPoll(1)
 	s.parkedReads.Add(1)
 	s.parkedNow.Add(1)
@@ -127,9 +142,10 @@ func (s *Server) waitParked(pk *parked) {
 // connection if it is to serve further requests, else nil (closed).
 func (s *Server) answerParked(pk *parked) *limitedConn {
 	defer s.parkedNow.Add(-1)
-	ctx := context.Background()
+	defer pk.cancel()
+	ctx := pk.ctx
 	moved, waited, ok, err := spool.WaitForTip(ctx, s.cfg.Store, pk.user, pk.p.after, slotted(time.Now(), pk.p.wait), s.stopping)
-	s.polls.release(pk.user)
+	s.polls.releaseParked(pk) // unless freeGone did
 	s.cfg.Metrics.LongPoll(-1)
 
 	// What ServeHTTP and the handler had, rebuilt for the answer.
@@ -137,7 +153,10 @@ func (s *Server) answerParked(pk *parked) *limitedConn {
 		RemoteAddr: pk.remote, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: http.Header{}}).WithContext(context.WithValue(ctx, reqInfoKey{}, pk.ri))
 	cw := newConnWriter(pk.conn, &s.answers)
-	keep := pk.reusable && s.stopping.Err() == nil
+	// A read freeGone ended (ctx cancelled) is answered as a waiting
+	// handler whose client went away is (500, logged with
+	// client_gone), to a client that reads no more.
+	keep := pk.reusable && s.stopping.Err() == nil && ctx.Err() == nil
 	if !keep {
 		cw.header.Set("Connection", "close")
 	}
@@ -165,6 +184,32 @@ func (s *Server) answerParked(pk *parked) *limitedConn {
 		return nil
 	}
 	return lc
+}
+
+// acquirePoll takes a place in user's share of long-polls
+// (Config.MaxLongPolls). When the share is full it first ends the user's
+// parked reads whose clients went away (freeGone), which would otherwise
+// hold their places until their waits end.
+func (s *Server) acquirePoll(user string) bool {
+	if s.polls.acquire(user, s.cfg.MaxLongPolls) {
+		return true
+	}
+	return s.freeGone(user) > 0 && s.polls.acquire(user, s.cfg.MaxLongPolls)
+}
+
+// freeGone ends each parked read of user whose client has closed its
+// connection or whose connection failed (clientGone), giving its place in
+// the share back at once, and returns how many it ended. The read's own
+// goroutine wakes, answers to nobody and closes the connection.
+func (s *Server) freeGone(user string) int {
+	n := 0
+	for _, pk := range s.polls.parkedOf(user) {
+		if clientGone(pk.conn) && s.polls.releaseParked(pk) {
+			pk.cancel()
+			n++
+		}
+	}
+	return n
 }
 
 // nextRequestGrace is how long the goroutine that answered a parked read

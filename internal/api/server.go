@@ -404,7 +404,7 @@ func times(k int64, f func(int64)) func(int64) {
 func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
-		polls: &pollCounter{waiting: map[string]int{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate), cfg.WriteStall),
+		polls: &pollCounter{waiting: map[string]int{}, parked: map[string][]*parked{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate), cfg.WriteStall),
 		refusals: &logSampler{perSecond: refusalLogsPerSecond},
 		formats:  newUserMemo[formatFirsts](memoUsers, 10*time.Minute), oldReaders: newUserMemo[int](memoUsers, noteReadersEvery),
 		oldNoted:   newUserMemo[int](memoUsers, noteOldReadersEvery),
