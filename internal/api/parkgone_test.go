@@ -65,16 +65,23 @@ func parkedFrom(e *env, remote string) bool {
 // again and again (a crash loop) leaves behind a parked read per run whose
 // connection its client closed. Past the user's share of long-polls (16),
 // each next run's read parks, the closed ones ended to make room, and a
-// device's read waits and brings the next entry. Before, the closed reads
+// device's read waits and brings the next entry; so too when the client's
+// system reset the connection instead of ending it. Before, the closed reads
 // held their places until their waits ended (5 minutes): the 17th run's
 // read got 429, and so did every read of the user that would wait.
 func TestClosedParkedReadsFreeTheirPlaces(t *testing.T) {
 	e := newEnv(t, false, nil) // MaxLongPolls 16, MaxWait 5 minutes
 	ctx := testCtx(t)
 	closed := map[string]bool{}
-	for range 24 {
+	for i := range 24 {
 		rp := parkRaw(t, e)
 		closed[rp.conn.LocalAddr().String()] = true
+		if i%2 == 1 {
+			// Closed with a reset rather than the end of the stream.
+			if err := rp.conn.(*net.TCPConn).SetLinger(0); err != nil {
+				t.Fatal(err)
+			}
+		}
 		rp.conn.Close() // the daemon killed
 	}
 	ch := startPoll(ctx, e.client(t, "alice", e.alice), 0, longWait)
