@@ -49,7 +49,7 @@ import (
 // Config.MaxWait, so a device restarted over and over (a crash loop, a
 // laptop that suspends often) would fill its user's share with reads
 // nobody waits for, and every read of the user's devices that would wait
-// was refused (429) for minutes. So a read that finds its user's share
+// would be refused (429) for minutes. So a read that finds its user's share
 // full first looks at the user's parked reads (freeGone): each whose
 // client has closed its connection, or whose connection failed, is ended
 // and its place given back; a live client's read, its connection open and
@@ -200,7 +200,8 @@ func (s *Server) acquirePoll(user string) bool {
 // freeGone ends each parked read of user whose client has closed its
 // connection or whose connection failed (clientGone), giving its place in
 // the share back at once, and returns how many it ended. The read's own
-// goroutine wakes, answers to nobody and closes the connection.
+// goroutine wakes, answers as to a client gone (nobody reads it) and
+// closes the connection.
 func (s *Server) freeGone(user string) int {
 	n := 0
 	for _, pk := range s.polls.parkedOf(user) {
