@@ -3,6 +3,7 @@
 package api
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"syscall"
@@ -23,6 +24,12 @@ import (
 func clientGone(c net.Conn) bool {
 	if lc, ok := c.(*limitedConn); ok {
 		c = lc.Conn
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		// Over ListenerTLS: the TCP connection under it. A client that
+		// closes it with a close_notify alert sent bytes first, and counts
+		// as live until its wait ends; a killed one sent none.
+		c = tc.NetConn()
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {

@@ -2,10 +2,12 @@ package api
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -142,5 +144,79 @@ func TestLiveParkedReadsKept(t *testing.T) {
 		case <-time.After(earlyBound(t)):
 			t.Fatalf("live parked read %d not answered after the append", i)
 		}
+	}
+}
+
+// TestClosedParkedReadsFreeTheirPlacesOverTLS: the same over the server's
+// own TLS (ListenerTLS), where a parked read's connection is a TLS one:
+// the look goes to the TCP connection under it. Each run's daemon is
+// killed, so its connection ends without TLS's close_notify.
+func TestClosedParkedReadsFreeTheirPlacesOverTLS(t *testing.T) {
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	certs := httptest.NewTLSServer(http.NotFoundHandler()) // for its certificate
+	t.Cleanup(certs.Close)
+	srv := httptest.NewUnstartedServer(e.api)
+	srv.Listener = e.api.ListenerTLS(srv.Listener, certs.TLS)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	clientTLS := certs.Client().Transport.(*http.Transport).TLSClientConfig
+	addr := srv.Listener.Addr().String()
+	closed := map[string]bool{}
+	for i := range 24 {
+		conn, err := tls.Dial("tcp", addr, clientTLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Write(signedRaw(t, e, "GET", "/v1/users/alice/entries", "after=0&wait=300")); err != nil {
+			t.Fatal(err)
+		}
+		answered := make(chan *http.Response, 1)
+		go func() {
+			resp, _ := http.ReadResponse(bufio.NewReader(conn), nil)
+			answered <- resp
+		}()
+		waitFor(t, "the long-poll over TLS parked", func() bool {
+			select {
+			case resp := <-answered:
+				if resp == nil {
+					t.Fatalf("long-poll %d over TLS: the connection closed without an answer; want it parked", i+1)
+				}
+				t.Fatalf("long-poll %d over TLS answered %d %q; want it parked", i+1, resp.StatusCode, resp.Header.Get("Cspool-Error"))
+			default:
+			}
+			return parkedFrom(e, conn.LocalAddr().String())
+		})
+		closed[conn.LocalAddr().String()] = true
+		conn.NetConn().Close() // the daemon killed: no close_notify
+	}
+	c, err := NewClient("https://"+addr, "alice", e.alice, &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := startPoll(ctx, c, 0, longWait)
+	waitFor(t, "the device's read over TLS parked", func() bool {
+		select {
+		case r := <-ch:
+			t.Fatalf("a device's read over TLS after 24 killed parked reads = %d entries, %v; want it to wait", len(r.entries), r.err)
+		default:
+		}
+		for _, pk := range e.api.polls.parkedOf("alice") {
+			if !closed[pk.remote] {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := e.store.Append(ctx, "alice", [][]byte{e.delivery(t, "alice", "Subject: new\r\n\r\nnew\r\n")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ch:
+		if r.err != nil || len(r.entries) != 1 {
+			t.Fatalf("the device's read over TLS = %d entries, %v; want the new entry", len(r.entries), r.err)
+		}
+	case <-time.After(earlyBound(t)):
+		t.Fatal("the device's read over TLS did not bring the new entry")
 	}
 }
