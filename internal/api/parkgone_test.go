@@ -73,7 +73,6 @@ func parkedFrom(e *env, remote string) bool {
 // read got 429, and so did every read of the user that would wait.
 func TestClosedParkedReadsFreeTheirPlaces(t *testing.T) {
 	e := newEnv(t, false, nil) // MaxLongPolls 16, MaxWait 5 minutes
-	ctx := testCtx(t)
 	closed := map[string]bool{}
 	for i := range 24 {
 		rp := parkRaw(t, e)
@@ -86,31 +85,7 @@ func TestClosedParkedReadsFreeTheirPlaces(t *testing.T) {
 		}
 		rp.conn.Close() // the daemon killed
 	}
-	ch := startPoll(ctx, e.client(t, "alice", e.alice), 0, longWait)
-	waitFor(t, "the device's read parked", func() bool {
-		select {
-		case r := <-ch:
-			t.Fatalf("a device's read after 24 closed parked reads = %d entries, %v; want it to wait", len(r.entries), r.err)
-		default:
-		}
-		for _, pk := range e.api.polls.parkedOf("alice") {
-			if !closed[pk.remote] {
-				return true
-			}
-		}
-		return false
-	})
-	if _, err := e.store.Append(ctx, "alice", [][]byte{e.delivery(t, "alice", "Subject: new\r\n\r\nnew\r\n")}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case r := <-ch:
-		if r.err != nil || len(r.entries) != 1 {
-			t.Fatalf("the device's waiting read = %d entries, %v; want the new entry", len(r.entries), r.err)
-		}
-	case <-time.After(earlyBound(t)):
-		t.Fatal("the device's waiting read did not bring the new entry")
-	}
+	deviceReadWaitsThenBrings(t, e, e.client(t, "alice", e.alice), closed)
 }
 
 // TestLiveParkedReadsKept: parked reads whose clients keep their
@@ -153,7 +128,6 @@ func TestLiveParkedReadsKept(t *testing.T) {
 // killed, so its connection ends without TLS's close_notify.
 func TestClosedParkedReadsFreeTheirPlacesOverTLS(t *testing.T) {
 	e := newEnv(t, false, nil)
-	ctx := testCtx(t)
 	certs := httptest.NewTLSServer(http.NotFoundHandler()) // for its certificate
 	t.Cleanup(certs.Close)
 	srv := httptest.NewUnstartedServer(e.api)
@@ -194,15 +168,25 @@ func TestClosedParkedReadsFreeTheirPlacesOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	deviceReadWaitsThenBrings(t, e, c, closed)
+}
+
+// deviceReadWaitsThenBrings has c, alice's device, read with a long-poll
+// once alice's share is full of parked reads whose clients went away (the
+// remotes in gone): the read must park, not be refused, and bring the
+// entry appended next.
+func deviceReadWaitsThenBrings(t *testing.T, e *env, c *Client, gone map[string]bool) {
+	t.Helper()
+	ctx := testCtx(t)
 	ch := startPoll(ctx, c, 0, longWait)
-	waitFor(t, "the device's read over TLS parked", func() bool {
+	waitFor(t, "the device's read parked", func() bool {
 		select {
 		case r := <-ch:
-			t.Fatalf("a device's read over TLS after 24 killed parked reads = %d entries, %v; want it to wait", len(r.entries), r.err)
+			t.Fatalf("a device's read after %d parked reads whose clients went away = %d entries, %v; want it to wait", len(gone), len(r.entries), r.err)
 		default:
 		}
 		for _, pk := range e.api.polls.parkedOf("alice") {
-			if !closed[pk.remote] {
+			if !gone[pk.remote] {
 				return true
 			}
 		}
@@ -214,9 +198,9 @@ func TestClosedParkedReadsFreeTheirPlacesOverTLS(t *testing.T) {
 	select {
 	case r := <-ch:
 		if r.err != nil || len(r.entries) != 1 {
-			t.Fatalf("the device's read over TLS = %d entries, %v; want the new entry", len(r.entries), r.err)
+			t.Fatalf("the device's waiting read = %d entries, %v; want the new entry", len(r.entries), r.err)
 		}
 	case <-time.After(earlyBound(t)):
-		t.Fatal("the device's read over TLS did not bring the new entry")
+		t.Fatal("the device's waiting read did not bring the new entry")
 	}
 }
