@@ -123,3 +123,101 @@ func readBlobRaw(sc *sqlite3.Conn, bid, n int64) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// BlobReader reads a body's bytes through a blob handle on c, the
+// connection of a read transaction, kept open from the first read to
+// Close: SQLite finds a piece of a large body from the handle's list of
+// its pages, where a handle opened for each piece walked the body's pages
+// from its start each time. While it is open, the connection's page cache
+// is scanCacheKiB, as for a wide scan: the body's pages go through it
+// once, and filling the reader's cache with them would grow that
+// connection's memory for good.
+type BlobReader struct {
+	c         *sql.Conn
+	bid, size int64
+	h         *sqlite3.Blob
+	cache     int64 // the connection's cache_size before, to restore
+}
+
+// ReadAt reads len(p) bytes of the body from off, at most blobPiece at
+// a time through SQLite's memory.
+func (r *BlobReader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("reading body %d's bytes at %d: negative offset", r.bid, off)
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	n := 0
+	err := onSQLite(r.c, func(sc *sqlite3.Conn) error {
+		if r.h == nil {
+			if err := r.open(sc); err != nil {
+				return err
+			}
+		}
+		if _, err := r.h.Seek(off, io.SeekStart); err != nil {
+			return fmt.Errorf("reading body %d's bytes at %d: %w", r.bid, off, err)
+		}
+		for n < len(p) && off+int64(n) < r.h.Size() {
+			k := int(min(int64(len(p)-n), blobPiece, r.h.Size()-off-int64(n)))
+			got, err := r.h.Read(p[n : n+k])
+			n += got
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("reading body %d's bytes at %d: %w", r.bid, off+int64(n), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// open opens the blob handle and makes the page cache small.
+func (r *BlobReader) open(sc *sqlite3.Conn) error {
+	st, _, err := sc.Prepare("PRAGMA cache_size")
+	if err != nil {
+		return fmt.Errorf("opening body %d's bytes: %w", r.bid, err)
+	}
+	if st.Step() {
+		r.cache = st.ColumnInt64(0)
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("opening body %d's bytes: %w", r.bid, err)
+	}
+	if r.cache != 0 && r.cache != -scanCacheKiB {
+		if err := sc.Exec(fmt.Sprintf("PRAGMA cache_size = -%d", scanCacheKiB)); err != nil {
+			return fmt.Errorf("opening body %d's bytes: %w", r.bid, err)
+		}
+	}
+	h, err := sc.OpenBlob("main", "blobs", "data", r.bid, false)
+	if err != nil {
+		return fmt.Errorf("opening body %d's bytes: %w", r.bid, err)
+	}
+	r.h = h
+	return nil
+}
+
+// Close closes the blob handle and gives the connection its page cache
+// back. It must be called before the Fetch callback that gave the reader
+// returns.
+func (r *BlobReader) Close() error {
+	if r.h == nil {
+		return nil
+	}
+	return onSQLite(r.c, func(sc *sqlite3.Conn) error {
+		err := r.h.Close()
+		r.h = nil
+		if r.cache != 0 && r.cache != -scanCacheKiB {
+			err = errors.Join(err, sc.Exec(fmt.Sprintf("PRAGMA cache_size = %d", r.cache)))
+		}
+		if err != nil {
+			return fmt.Errorf("closing body %d's bytes: %w", r.bid, err)
+		}
+		return nil
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -137,5 +138,60 @@ func TestLargeBodyOutOfMemory(t *testing.T) {
 			limitHeap(t, s, 0)
 			mustApply(t, s, e)
 		})
+	}
+}
+
+// TestRawAtReadsInPieces: RawAt, in a Fetch callback, gives a large
+// message's bytes from any offset, across pieces and to its end, and
+// holds none of them; while it is open the connection's page cache is
+// scanCacheKiB, and Close gives the reader's cache back.
+func TestRawAtReadsInPieces(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	var l testLog
+	want := attachedMessage(0, 3<<20)
+	mustApply(t, s, l.spool(deliverCmd(want)))
+	inbox := mailboxID(t, s, "INBOX")
+	cacheOf := func(m *Message) (n int64) {
+		t.Helper()
+		if err := m.conn.QueryRowContext(ctx, "PRAGMA cache_size").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	called := false
+	err := s.Fetch(ctx, inbox, UIDSet{{Start: 1, Stop: 1}}, WantRaw|WantLargeRawLater, func(m *Message) error {
+		called = true
+		if m.Raw != nil {
+			t.Fatalf("a message of %d bytes came with its bytes", len(want))
+		}
+		r, ok := m.RawAt()
+		if !ok {
+			t.Fatal("RawAt of a large message in a Fetch callback: not ok")
+		}
+		for _, c := range []struct{ off, n int64 }{{0, 100}, {blobPiece - 10, 20}, {1000, 3 * blobPiece}, {int64(len(want)) - 50, 50}, {5, 1}} {
+			p := make([]byte, c.n)
+			n, err := r.ReadAt(p, c.off)
+			if err != nil || n != len(p) || string(p) != want[c.off:c.off+c.n] {
+				t.Errorf("ReadAt %d bytes at %d: %d bytes, %v; differ: %v", c.n, c.off, n, err, string(p[:n]) != want[c.off:c.off+int64(n)])
+			}
+		}
+		if got := cacheOf(m); got != -scanCacheKiB {
+			t.Errorf("page cache while reading: %d, want -%d", got, scanCacheKiB)
+		}
+		p := make([]byte, 100)
+		if n, err := r.ReadAt(p, int64(len(want))-40); n != 40 || !errors.Is(err, io.EOF) || string(p[:n]) != want[len(want)-40:] {
+			t.Errorf("ReadAt past the end: %d bytes, %v, want the last 40 and io.EOF", n, err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := cacheOf(m); got != -readCacheKiB {
+			t.Errorf("page cache after Close: %d, want the reader's -%d", got, readCacheKiB)
+		}
+		return nil
+	})
+	if err != nil || !called {
+		t.Fatalf("Fetch: %v (called %v)", err, called)
 	}
 }

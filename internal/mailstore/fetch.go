@@ -110,6 +110,19 @@ func (m *Message) LoadRaw(ctx context.Context) ([]byte, error) {
 	return data, nil
 }
 
+// RawAt returns a reader of the message's bytes (Size of them) read from
+// the store through the snapshot it came from, blobPiece at a time, for a
+// message whose Raw was left for later (WantLargeRawLater): a reader of
+// it need not hold the whole message. Only within the callback of Fetch,
+// and closed before it returns; ok is false elsewhere, and when the
+// message is not read in pieces (LoadRaw reads it whole then).
+func (m *Message) RawAt() (r *BlobReader, ok bool) {
+	if m.Raw != nil || m.conn == nil || m.Size <= blobPiece {
+		return nil, false
+	}
+	return &BlobReader{c: m.conn, bid: m.bodyID, size: m.Size}, true
+}
+
 func fetchQuery(want Want) string { return fetchQueryWith(want, false) }
 
 // fetchQueryWith is fetchQuery; with pieces, the header and the bytes of a
