@@ -206,3 +206,18 @@ func lineEnd(b []byte, i int) int {
 func blankLine(line []byte) bool {
 	return len(line) == 1 && line[0] == '\n' || len(line) == 2 && line[0] == '\r' && line[1] == '\n'
 }
+
+// EndsHeader reports whether b holds the blank line that ends a header,
+// as Lenient, BoundedHeader and ParseHeader find it. Given a message's
+// first bytes that hold it, those read no further: Lenient of the message
+// is Lenient of them followed by the rest of the message, byte for byte.
+func EndsHeader(b []byte) bool {
+	for i := 0; i < len(b); {
+		end := lineEnd(b, i)
+		if blankLine(b[i:end]) {
+			return true
+		}
+		i = end
+	}
+	return false
+}

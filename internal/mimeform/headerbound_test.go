@@ -272,3 +272,37 @@ func overBounds(data, delim []byte, maxFields, maxBytes int) bool {
 	}
 	return false
 }
+
+// TestEndsHeader: EndsHeader finds the blank line Lenient stops at, CRLF
+// or LF, and only at the start of a line; where it does, Lenient of the
+// header followed by the body is Lenient of the whole message.
+func TestEndsHeader(t *testing.T) {
+	body := "\r\nbroken line in the body\r\nContent-Type: text/plain; x\r\n"
+	for _, tc := range []struct {
+		head string
+		want bool
+	}{
+		{"Subject: a\r\n\r\n", true},
+		{"Subject: a\n\n", true},
+		{"\r\n", true},
+		{"From mbox\r\nSubject: a\r\nContent-Type: text/plain; charset=\"x; y\r\n\r\n", true},
+		{"Subject: a\r\n", false},
+		{"Subject: a\r\n \r\n", false},
+		{"Subject: a\r\n\r", false},
+		{"", false},
+	} {
+		if got := EndsHeader([]byte(tc.head)); got != tc.want {
+			t.Errorf("EndsHeader(%q) = %v, want %v", tc.head, got, tc.want)
+		}
+		if !tc.want {
+			continue
+		}
+		for _, types := range []bool{false, true} {
+			whole := Lenient([]byte(tc.head+body), types)
+			split := append(Lenient([]byte(tc.head), types), body...)
+			if !bytes.Equal(whole, split) {
+				t.Errorf("Lenient(%q + body, %v) = %q, Lenient of the header then the body %q", tc.head, types, whole, split)
+			}
+		}
+	}
+}
