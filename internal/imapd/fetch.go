@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -143,9 +144,6 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 				}
 			}
 		}
-		if writeErr = checkBinary(m, opts); writeErr != nil {
-			return writeErr
-		}
 		if direct && (m.EnvelopeWire != nil || !opts.Envelope) && (m.StructureWire != nil || opts.BodyStructure == nil) && validFlags(m.Flags) {
 			writeErr = out.add(r.seq, m, opts)
 			return writeErr
@@ -153,12 +151,24 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		if writeErr = flush(); writeErr != nil {
 			return writeErr
 		}
+		var plan *streamPlan
 		if want&mailstore.WantRaw != 0 && m.Raw == nil {
-			release, err := s.srv.loadWithin(ctx, m)
+			var release func()
+			var err error
+			plan, release, err = s.srv.readWithin(ctx, m, opts, len(wide) == 0)
 			if err != nil {
+				var ie *imap.Error
+				if errors.As(err, &ie) {
+					writeErr = err // NO [UNKNOWN-CTE]
+				}
 				return err
 			}
 			defer release()
+		}
+		if plan == nil {
+			if writeErr = checkBinary(m, opts); writeErr != nil {
+				return writeErr
+			}
 		}
 		env, bs, err := decodeForms(m)
 		if err != nil {
@@ -168,7 +178,7 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			writeErr = writeWide(w, fc, r.seq, m, env, bs, narrow, wide, markSeen)
 			return writeErr
 		}
-		writeErr = writeMessage(w.CreateMessage(r.seq), m, env, bs, opts, markSeen)
+		writeErr = writeMessage(w.CreateMessage(r.seq), m, env, bs, opts, markSeen, plan)
 		return writeErr
 	})
 	if writeErr == nil {
@@ -182,6 +192,43 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 	}
 	return nil
 }
+
+// readWithin makes m's bytes ready for its FETCH response within the
+// FETCH memory budget (Config.FetchMemory), m being a message the store
+// left for later (mailstore.WantLargeRawLater), and returns the release of
+// its share, to be called once the response is written. The sections opts
+// asks for are streamed from the store when they can be (planStream,
+// stream.go; not when wide sections are asked for, streamed false),
+// charged streamHold; else the message is read whole (loadWithin).
+func (s *Server) readWithin(ctx context.Context, m *mailstore.Message, opts *imap.FetchOptions, streamed bool) (*streamPlan, func(), error) {
+	if br, ok := m.RawAt(); ok && streamed && streamSections {
+		hold := min(streamHold, fetchCost*max(m.Size, 1), s.cfg.FetchMemory)
+		if err := s.fetchMem.Acquire(ctx, hold); err != nil {
+			return nil, nil, fmt.Errorf("waiting to read message uid %d: %w", m.UID, err)
+		}
+		plan, ok, err := planStream(m, br, opts)
+		if ok && err == nil {
+			return plan, func() {
+				if err := br.Close(); err != nil {
+					s.log.Warn("could not close a message's bytes after its FETCH", "uid", m.UID, "err", err)
+				}
+				s.fetchMem.Release(hold)
+			}, nil
+		}
+		if cerr := br.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		s.fetchMem.Release(hold)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	release, err := s.loadWithin(ctx, m)
+	return nil, release, err
+}
+
+// streamSections turns planStream on; tests turn it off to compare.
+var streamSections = true
 
 // loadWithin reads the bytes of m, a message the store left for later
 // (mailstore.WantLargeRawLater), once the FETCH memory budget holds
@@ -353,7 +400,7 @@ func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc
 			if err := flush(); err != nil {
 				return err
 			}
-			if err := writeMessage(w.CreateMessage(it.seq), &m, nil, nil, opts, false); err != nil {
+			if err := writeMessage(w.CreateMessage(it.seq), &m, nil, nil, opts, false, nil); err != nil {
 				return err
 			}
 		}
@@ -584,7 +631,9 @@ func decodeForms(m *mailstore.Message) (env *imap.Envelope, bs imap.BodyStructur
 // the connection's encoder from CreateMessage until then, and a response
 // left open kept it held, so that the conn's tagged reply after the error
 // waited on it for good, as did the BYE of a server that stopped.
-func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure, opts *imap.FetchOptions, seenSet bool) (err error) {
+//
+// With plan, the sections are written from it, streamed (planStream).
+func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure, opts *imap.FetchOptions, seenSet bool, plan *streamPlan) (err error) {
 	defer func() {
 		if err != nil {
 			_ = rw.Close()
@@ -607,6 +656,9 @@ func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env 
 	}
 	if opts.BodyStructure != nil {
 		rw.WriteBodyStructure(bs)
+	}
+	if plan != nil {
+		return writeStreamed(rw, opts, plan)
 	}
 	for _, sec := range opts.BodySection {
 		b := bodySection(m, sec)
@@ -631,6 +683,37 @@ func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env 
 	}
 	for _, sec := range opts.BinarySectionSize {
 		rw.WriteBinarySectionSize(sec, uint32(len(binarySection(m, sec.Part))))
+	}
+	return rw.Close()
+}
+
+// writeStreamed writes the sections of a message's FETCH response from
+// plan, each literal streamPiece at a time, and ends the response.
+func writeStreamed(rw *imapserver.FetchResponseWriter, opts *imap.FetchOptions, plan *streamPlan) error {
+	for i, sec := range opts.BodySection {
+		p := plan.body[i]
+		off, k := window(p.n, sec.Partial)
+		wc := rw.WriteBodySection(sec, k)
+		if err := p.writeTo(wc, off, k); err != nil {
+			return err
+		}
+		if err := wc.Close(); err != nil {
+			return err
+		}
+	}
+	for i, sec := range opts.BinarySection {
+		p := plan.binary[i]
+		off, k := window(p.n, sec.Partial)
+		wc := rw.WriteBinarySection(sec, k)
+		if err := p.writeTo(wc, off, k); err != nil {
+			return err
+		}
+		if err := wc.Close(); err != nil {
+			return err
+		}
+	}
+	for i, sec := range opts.BinarySectionSize {
+		rw.WriteBinarySectionSize(sec, uint32(plan.binarySize[i].n))
 	}
 	return rw.Close()
 }
@@ -667,7 +750,7 @@ func splitWide(opts *imap.FetchOptions) (narrow *imap.FetchOptions, wide []*imap
 func writeWide(w *imapserver.FetchWriter, fc *frameConn, seq uint32, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure,
 	narrow *imap.FetchOptions, wide []*imap.FetchItemBodySection, seenSet bool) error {
 	fc.capture()
-	err := writeMessage(w.CreateMessage(seq), m, env, bs, narrow, seenSet)
+	err := writeMessage(w.CreateMessage(seq), m, env, bs, narrow, seenSet, nil)
 	resp := fc.endCapture()
 	if err != nil {
 		return err

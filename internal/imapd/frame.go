@@ -866,12 +866,20 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 	}
 	p = fc.rewriteCapabilities(p)
 	fc.watch(p)
-	if fc.holding {
+	if fc.holding && len(p) < holdBytes {
 		fc.held = append(fc.held, p...)
 		if len(fc.held) < holdBytes {
 			return n, nil
 		}
 		p, fc.held = fc.held, fc.held[:0]
+	} else if fc.holding && len(fc.held) > 0 {
+		// A block already (a piece of a literal): written as it is after
+		// the held output, not copied into it. The piece of a message the
+		// library passes on whole was copied here whole.
+		if _, err := fc.Conn.Write(fc.held); err != nil {
+			return 0, err
+		}
+		fc.held = fc.held[:0]
 	}
 	if _, err := fc.Conn.Write(p); err != nil {
 		return 0, err

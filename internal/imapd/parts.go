@@ -63,10 +63,19 @@ func checkBinary(m *mailstore.Message, opts *imap.FetchOptions) error {
 		if len(p) == 0 {
 			continue
 		}
-		if cte := mimeform.TransferEncoding(partHeader(raw(m), p).Get("Content-Transfer-Encoding")); !decodable(cte) {
-			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnknownCTE,
-				Text: fmt.Sprintf("part %s of message UID %d is in the %q transfer encoding, which the server cannot decode; fetch it with BODY", partName(p), m.UID, cleanText(cte))}
+		if err := unknownCTE(m, p, partHeader(raw(m), p)); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// unknownCTE is the NO [UNKNOWN-CTE] for part p of m, whose MIME header
+// is h, when BINARY cannot undo its transfer encoding, or nil.
+func unknownCTE(m *mailstore.Message, p []int, h *textproto.Header) error {
+	if cte := mimeform.TransferEncoding(h.Get("Content-Transfer-Encoding")); !decodable(cte) {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnknownCTE,
+			Text: fmt.Sprintf("part %s of message UID %d is in the %q transfer encoding, which the server cannot decode; fetch it with BODY", partName(p), m.UID, cleanText(cte))}
 	}
 	return nil
 }

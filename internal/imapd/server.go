@@ -74,18 +74,20 @@ type Config struct {
 	AppendMemory int64
 	// FetchMemory bounds the memory FETCHes of messages' bytes (BODY[],
 	// RFC822, BODY[n], BINARY[n] and their partials) hold at once, all
-	// connections together, counting fetchCost times each message's
-	// size, at most FetchMemory for one: the message read, the section
-	// extracted from it and the response. A FETCH of a message larger
-	// than 256 KiB beyond it waits, before the message is read, for the
-	// ones before it to be written. Zero means fetchCost times
-	// MaxMessageBytes, so that one message of the largest size is served
-	// at a time.
+	// connections together. A section of a message larger than 256 KiB
+	// streamed from the store (stream.go) counts streamHold; one read
+	// whole (where the streamed reading gives up, and for wide partials)
+	// counts fetchCost times its message's size, at most FetchMemory: the
+	// message read, the section extracted from it and the response. A
+	// FETCH of a message larger than 256 KiB beyond it waits, before the
+	// message is read, for the ones before it to be written. Zero means
+	// fetchCost times MaxMessageBytes, so that one message of the largest
+	// size read whole is served at a time.
 	FetchMemory int64
 }
 
-// fetchCost is how many times its size a FETCH of a message's bytes
-// holds at its peak: the message, the section the library extracts
+// fetchCost is how many times its size a FETCH of a message's bytes read
+// whole holds at its peak: the message, the section the library extracts
 // (read into a buffer that grows by doubling) and the response.
 const fetchCost = 4
 
