@@ -179,6 +179,11 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			return writeErr
 		}
 		writeErr = writeMessage(w.CreateMessage(r.seq), m, env, bs, opts, markSeen, plan)
+		if writeErr != nil && plan != nil {
+			// A literal announced and cut short (the store's read
+			// failed) leaves the client nothing to read the rest by.
+			s.conn.NetConn().Close()
+		}
 		return writeErr
 	})
 	if writeErr == nil {
