@@ -346,6 +346,20 @@ func (mt *matcher) match(ctx context.Context, c *imap.SearchCriteria) (bool, err
 			}
 			continue
 		}
+		if mt.text == nil {
+			// Not decoded yet: the texts the store keeps of a body
+			// too long for the index, if it is one.
+			found, stored, err := mt.msg.StoredTextHas(ctx, mailstore.SearchText, s)
+			if err != nil {
+				return false, err
+			}
+			if stored {
+				if !found {
+					return false, nil
+				}
+				continue
+			}
+		}
 		if mailstore.ContainsFold(string(mt.headerBytes(ctx)), s) || mt.headerFieldsHave(ctx, s) {
 			continue
 		}
@@ -510,8 +524,15 @@ func (mt *matcher) rawBody(ctx context.Context) ([]byte, error) {
 	return mt.body, nil
 }
 
-// bodyHas matches BODY s in the body's text (mimeform.BodyTexts).
+// bodyHas matches BODY s in the body's text (mimeform.BodyTexts): the
+// texts the store keeps of a body too long for the index, else the
+// message decoded (and once decoded, those).
 func (mt *matcher) bodyHas(ctx context.Context, s string) (bool, error) {
+	if mt.text == nil {
+		if found, stored, err := mt.msg.StoredTextHas(ctx, mailstore.SearchBody, s); err != nil || stored {
+			return found, err
+		}
+	}
 	raw, err := mt.rawBody(ctx)
 	if err != nil {
 		return false, err

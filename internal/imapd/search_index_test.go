@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/mailstore"
+	"cspool/internal/mimeform"
 	"cspool/internal/testproc"
 )
 
@@ -180,9 +181,11 @@ func randomCriteria(r *rand.Rand, msgs []string, depth int) imap.SearchCriteria 
 	return c
 }
 
-// scanned reads every message of a mailbox once, its raw bytes too, each
-// into a matcher of its own, which keeps what it decodes of it from one
-// query to the next: the messages do not change while the index does.
+// scanned reads every message of a mailbox once, its raw bytes and its
+// texts decoded too, each into a matcher of its own, which keeps them
+// from one query to the next: the messages do not change while the index
+// does. Decoded, they are tested as they are, never through the texts
+// the store keeps of a body too long for the index.
 func scanned(t *testing.T, st *mailstore.Store, mailbox *mailstore.Mailbox) []*matcher {
 	t.Helper()
 	ctx := context.Background()
@@ -194,7 +197,8 @@ func scanned(t *testing.T, st *mailstore.Store, mailbox *mailstore.Mailbox) []*m
 		if err != nil {
 			return err
 		}
-		mts = append(mts, &matcher{recent: func(imap.UID) bool { return false }, msg: m, seq: seq, body: raw})
+		mts = append(mts, &matcher{recent: func(imap.UID) bool { return false }, msg: m, seq: seq, body: raw,
+			text: mimeform.BodyTexts(raw, m.HeaderLen)})
 		return nil
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ncruces/go-sqlite3"
@@ -78,7 +79,11 @@ type Message struct {
 
 	bodyID int64
 	loader queryer
-	conn   *sql.Conn // within a Scan's fn: the connection of its snapshot, for LoadRaw of a large body
+	conn   *sql.Conn     // within a Scan's fn: the connection of its snapshot, for LoadRaw of a large body
+	reads  *atomic.Int64 // within a Scan's fn: the store's bodyReads
+	// storedMin, within a Scan's fn: the size under which StoredTextHas
+	// does not look for stored texts (storedTextMin).
+	storedMin int64
 }
 
 // LoadRaw returns the message's raw bytes: Raw if it was loaded, else read
@@ -90,6 +95,9 @@ func (m *Message) LoadRaw(ctx context.Context) ([]byte, error) {
 	}
 	if m.loader == nil {
 		return nil, errors.New("loading message body: no store")
+	}
+	if m.reads != nil {
+		m.reads.Add(1)
 	}
 	if m.conn != nil && m.Size > blobPiece {
 		// In pieces, as loadLarge reads it: SQLite's memory holds a
@@ -449,9 +457,9 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, uv uint32, want Wa
 		if err := loadLarge(conn, m, want); err != nil {
 			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 		}
-		m.loader, m.conn = tx, conn
+		m.loader, m.conn, m.reads, m.storedMin = tx, conn, &s.bodyReads, int64(s.textLimits.index/storedTextShare)
 		err = fn(m)
-		m.loader, m.conn = s.rdb, nil // later calls read the current state
+		m.loader, m.conn, m.reads, m.storedMin = s.rdb, nil, nil, 0 // later calls read the current state
 		if err != nil {
 			return err
 		}

@@ -541,6 +541,39 @@ UPDATE local SET spool_key_used = 1 WHERE (SELECT position FROM state) > 0;
 	`
 ALTER TABLE local ADD COLUMN readers INTEGER NOT NULL DEFAULT 0 CHECK (readers >= 0);
 `,
+	// 28: the texts of the bodies too long for the search index
+	// (searchtext.go), kept once when the indexer lists such a body in
+	// unindexable: lower-cased, a text (part) of an index column (col) in
+	// pieces, each compressed (data, len bytes of text) beside a filter
+	// of its trigrams (grams). Searches read them instead of the message,
+	// which they decoded again at every SEARCH. The trigger that removes
+	// a deleted body from unindexable removes its texts. The bodies listed
+	// before are listed as unindexed again, for the indexer to keep their
+	// texts.
+	`
+CREATE TABLE search_texts (
+	bid   INTEGER NOT NULL,
+	piece INTEGER NOT NULL,
+	col   INTEGER NOT NULL,
+	part  INTEGER NOT NULL,
+	len   INTEGER NOT NULL,
+	grams BLOB NOT NULL,
+	data  BLOB NOT NULL,
+	PRIMARY KEY (bid, piece)
+);
+DROP TRIGGER bodies_unindex;
+CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+BEGIN
+	INSERT OR IGNORE INTO unindex_pending (bid) SELECT OLD.bid
+		WHERE NOT EXISTS (SELECT 1 FROM unindexed WHERE bid = OLD.bid)
+		AND NOT EXISTS (SELECT 1 FROM unindexable WHERE bid = OLD.bid);
+	DELETE FROM unindexed WHERE bid = OLD.bid;
+	DELETE FROM unindexable WHERE bid = OLD.bid;
+	DELETE FROM search_texts WHERE bid = OLD.bid;
+END;
+INSERT OR IGNORE INTO unindexed (bid) SELECT bid FROM unindexable;
+DELETE FROM unindexable;
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -561,7 +594,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 27
+const freshSchemaVersion = 28
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

@@ -1,5 +1,5 @@
 -- Written by TestFreshSchemaAsMigrated -update-schema (schema_fresh_test.go)
--- from a database migrated from version 0 to 27; do not edit.
+-- from a database migrated from version 0 to 28; do not edit.
 CREATE TABLE state (
 	k                INTEGER PRIMARY KEY CHECK (k = 1),
 	position         INTEGER NOT NULL CHECK (position >= 0),
@@ -167,6 +167,23 @@ CREATE TABLE unindexable (
 CREATE TABLE unindex_pending (
 	bid INTEGER PRIMARY KEY
 );
+CREATE TRIGGER bodies_reuse_id AFTER INSERT ON bodies
+WHEN EXISTS (SELECT 1 FROM unindex_pending WHERE bid = NEW.bid)
+BEGIN
+	DELETE FROM fts WHERE rowid = NEW.bid;
+	DELETE FROM ftsw WHERE rowid = NEW.bid;
+	DELETE FROM unindex_pending WHERE bid = NEW.bid;
+END;
+CREATE TABLE search_texts (
+	bid   INTEGER NOT NULL,
+	piece INTEGER NOT NULL,
+	col   INTEGER NOT NULL,
+	part  INTEGER NOT NULL,
+	len   INTEGER NOT NULL,
+	grams BLOB NOT NULL,
+	data  BLOB NOT NULL,
+	PRIMARY KEY (bid, piece)
+);
 CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
 BEGIN
 	INSERT OR IGNORE INTO unindex_pending (bid) SELECT OLD.bid
@@ -174,13 +191,7 @@ BEGIN
 		AND NOT EXISTS (SELECT 1 FROM unindexable WHERE bid = OLD.bid);
 	DELETE FROM unindexed WHERE bid = OLD.bid;
 	DELETE FROM unindexable WHERE bid = OLD.bid;
-END;
-CREATE TRIGGER bodies_reuse_id AFTER INSERT ON bodies
-WHEN EXISTS (SELECT 1 FROM unindex_pending WHERE bid = NEW.bid)
-BEGIN
-	DELETE FROM fts WHERE rowid = NEW.bid;
-	DELETE FROM ftsw WHERE rowid = NEW.bid;
-	DELETE FROM unindex_pending WHERE bid = NEW.bid;
+	DELETE FROM search_texts WHERE bid = OLD.bid;
 END;
 CREATE VIEW undo_replay AS SELECT * FROM undo;
 CREATE TRIGGER undo_state_ins AFTER INSERT ON state WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0) VALUES ((SELECT qseq FROM capture), 'state', 'ins', NEW.k); END;

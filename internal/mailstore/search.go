@@ -48,7 +48,10 @@ import (
 // runs in the background as mail is applied: trigrams cost about 1 ms of
 // CPU per KB of text, too much for the apply's transaction (the first
 // sync of 10,000 messages would take minutes). Searches test the bodies
-// not indexed yet with the scan, so answers are exact meanwhile. A
+// not indexed yet with the scan, so answers are exact meanwhile. A body
+// with more text than the index takes for one (maxIndexedText) is listed
+// in unindexable and its texts kept in search_texts, which searches read
+// instead of the message (searchtext.go; schema version 28). A
 // deleted body's rows leave the index in the background too: a trigger
 // lists it in unindex_pending and the indexer takes the rows out many a
 // statement (purgeIndex); searches meanwhile join the rows to messages,
@@ -101,29 +104,6 @@ func ContainsFold(hay, needle string) bool {
 		return true
 	}
 	return strings.Contains(strings.ToLower(hay), strings.ToLower(needle))
-}
-
-// indexRow returns a body's index columns: body, hdr, then the fields of
-// indexedFields, each lower-cased.
-func indexRow(p Parser, raw []byte, headerLen int64) []any {
-	hl := min(int(headerLen), len(raw))
-	var hdr column
-	hdr.add(string(raw[:hl]))
-	var fields [len(indexedFields)]column
-	for key, texts := range p.HeaderTexts(raw[:hl]) {
-		k := HeaderSearchKey(key)
-		for _, t := range texts {
-			hdr.add(t)
-			if k != SearchHeader {
-				fields[k-SearchFrom].add(t)
-			}
-		}
-	}
-	row := []any{strings.ToLower(strings.Join(p.BodyTexts(raw, headerLen), "\n")), hdr.String()}
-	for _, f := range fields {
-		row = append(row, f.String())
-	}
-	return row
 }
 
 // column gathers an index column's texts, lower-cased, leaving out those
@@ -221,7 +201,7 @@ func addWords(set map[string]struct{}, text string) {
 // indexStmts are the statements that index bodies, prepared once for a
 // transaction of IndexPending.
 type indexStmts struct {
-	read, fts, ftsw, done, tooLong *sql.Stmt
+	read, fts, ftsw, done, tooLong, texts *sql.Stmt
 }
 
 func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
@@ -235,6 +215,7 @@ func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
 		{&x.ftsw, "INSERT INTO ftsw (rowid, body, hdr, hfrom, hto, hcc, hbcc, hsubject) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
 		{&x.done, "DELETE FROM unindexed WHERE bid = ?"},
 		{&x.tooLong, "INSERT INTO unindexable (bid) VALUES (?) ON CONFLICT DO NOTHING"},
+		{&x.texts, insertText},
 	} {
 		st, err := tx.PrepareContext(ctx, p.q)
 		if err != nil {
@@ -247,7 +228,7 @@ func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
 }
 
 func (x *indexStmts) close() {
-	for _, st := range []*sql.Stmt{x.read, x.fts, x.ftsw, x.done, x.tooLong} {
+	for _, st := range []*sql.Stmt{x.read, x.fts, x.ftsw, x.done, x.tooLong, x.texts} {
 		if st != nil {
 			st.Close()
 		}
@@ -259,15 +240,24 @@ func (x *indexStmts) close() {
 // CPU per KB of text, all of it in the one write transaction that indexes
 // the body: the 20 MB of text of a message anyone can mail held the
 // device's writer, and every change its mail clients made, for 10 s. A
-// body with more is listed in unindexable instead, and searches scan it
-// (a scan of 20 MB takes tens of milliseconds). Mail with over 1 MiB of
-// text (text parts and header, not attachments) is rare.
+// body with more is listed in unindexable instead, its texts kept in
+// search_texts (searchtext.go), which searches read instead of the
+// message. Mail with over 1 MiB of text (text parts and header, not
+// attachments) is rare.
 var maxIndexedText = 1 << 20
 
+// textLimits are the bounds indexBody works within: the most text the
+// index takes for one body (maxIndexedText) and the most text a piece
+// of search_texts holds (textPiece). Tests make them small.
+type textLimits struct {
+	index, piece int
+}
+
 // indexBody indexes one stored body that is listed as unindexed, in both
-// indexes, or lists it as unindexable when its texts are longer than
-// maxIndexedText; it adds its words to words.
-func indexBody(ctx context.Context, x *indexStmts, c *sql.Conn, p Parser, bid int64, words map[string]struct{}) error {
+// indexes, or, when its texts are longer than lim.index, lists it as
+// unindexable and keeps its texts in search_texts; it adds its words to
+// words.
+func indexBody(ctx context.Context, x *indexStmts, c *sql.Conn, p Parser, lim textLimits, bid int64, words map[string]struct{}) error {
 	var hl, size int64
 	var raw []byte
 	if err := x.read.QueryRowContext(ctx, bid).Scan(&hl, &size, &raw); err != nil {
@@ -280,12 +270,25 @@ func indexBody(ctx context.Context, x *indexStmts, c *sql.Conn, p Parser, bid in
 			return fmt.Errorf("indexing body: %w", err)
 		}
 	}
-	row := append([]any{bid}, indexRow(p, raw, hl)...)
-	text := 0
-	for _, c := range row[1:] {
-		text += len(c.(string))
+	texts := bodySearchTexts(p, raw, hl)
+	raw = nil
+	var row []any
+	if texts.size() <= lim.index {
+		// Lower-cased, the texts may be longer (or shorter) than they
+		// were: the row is what is measured.
+		row = append([]any{bid}, texts.row()...)
+		text := 0
+		for _, c := range row[1:] {
+			text += len(c.(string))
+		}
+		if text > lim.index {
+			row = nil
+		}
 	}
-	if text > maxIndexedText {
+	if row == nil {
+		if _, err := storeTexts(ctx, x.texts, bid, texts, lim.piece); err != nil {
+			return fmt.Errorf("indexing body: keeping its texts: %w", err)
+		}
 		if _, err := x.tooLong.ExecContext(ctx, bid); err != nil {
 			return fmt.Errorf("indexing body: %w", err)
 		}
@@ -421,7 +424,7 @@ func (s *Store) textSearch(ctx context.Context, mailbox command.ID, uv uint32, k
 	// as one list (group_concat): a row each cost more than the query
 	// when every message matched.
 	var list sql.NullString
-	if err := tx.QueryRowContext(ctx, `SELECT group_concat(m.uid) FROM (SELECT bid FROM unindexed UNION ALL SELECT bid FROM unindexable) u
+	if err := tx.QueryRowContext(ctx, `SELECT group_concat(m.uid) FROM unindexed u
 		CROSS JOIN messages m ON m.body = u.bid WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?)`,
 		mailbox[:]).Scan(&list); err != nil {
 		return nil, fmt.Errorf("searching the index: %w", err)
@@ -429,7 +432,67 @@ func (s *Store) textSearch(ctx context.Context, mailbox command.ID, uv uint32, k
 	if a.Unindexed, err = uidList(list.String); err != nil {
 		return nil, fmt.Errorf("searching the index: %w", err)
 	}
+	// The bodies too long for the index: their stored texts, read a
+	// piece at a time (searchtext.go); one without them (none should be)
+	// is left to the scan.
+	more, err := s.searchLong(ctx, tx, mailbox, key, needle, a)
+	if err != nil {
+		return nil, fmt.Errorf("searching the index: %w", err)
+	}
+	if len(more) > 0 {
+		a.Unindexed = append(a.Unindexed, more...)
+		slices.Sort(a.Unindexed)
+		a.Unindexed = slices.Compact(a.Unindexed)
+	}
 	return a, nil
+}
+
+// searchLong looks for needle under key in the stored texts of the
+// bodies of mailbox listed in unindexable, and adds the UIDs of the
+// messages whose bodies hold it to a.Match; it returns those of the
+// bodies that have no stored texts, which the index says nothing about.
+func (s *Store) searchLong(ctx context.Context, tx *sql.Tx, mailbox command.ID, key SearchKey, needle string, a *TextAnswer) ([]UID, error) {
+	var bodies, uids sql.NullString
+	// Both lists come from the same rows in the same order.
+	if err := tx.QueryRowContext(ctx, `SELECT group_concat(body), group_concat(uid) FROM (SELECT m.body, m.uid FROM unindexable u
+		CROSS JOIN messages m ON m.body = u.bid WHERE m.mailbox = (SELECT mid FROM mailboxes WHERE id = ?) ORDER BY m.body)`,
+		mailbox[:]).Scan(&bodies, &uids); err != nil {
+		return nil, err
+	}
+	mb, err := intList(bodies.String)
+	if err != nil {
+		return nil, err
+	}
+	mu, err := intList(uids.String)
+	if err != nil {
+		return nil, err
+	}
+	if len(mb) != len(mu) {
+		return nil, fmt.Errorf("%d bodies for %d UIDs", len(mb), len(mu))
+	}
+	var ts textScanner
+	var unknown []UID
+	lower := strings.ToLower(needle)
+	for i := 0; i < len(mb); {
+		j := i + 1
+		for j < len(mb) && mb[j] == mb[i] {
+			j++
+		}
+		found, stored, err := ts.has(ctx, tx, mb[i], key, lower)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range mu[i:j] {
+			switch {
+			case !stored:
+				unknown = append(unknown, UID(u))
+			case found:
+				a.Match[UID(u)] = true
+			}
+		}
+		i = j
+	}
+	return unknown, nil
 }
 
 // matchUIDs returns the UIDs of the messages of mailbox whose bodies
@@ -733,7 +796,7 @@ func (s *Store) indexPending(ctx context.Context, tx *sql.Tx, limit int, begin t
 		if budget > 0 && done > 0 && time.Since(begin) >= budget {
 			break
 		}
-		if err := indexBody(ctx, x, s.wconn, s.parser, bid, words); err != nil {
+		if err := indexBody(ctx, x, s.wconn, s.parser, s.textLimits, bid, words); err != nil {
 			return 0, err
 		}
 		done++
@@ -770,6 +833,7 @@ func (s *Store) Reindex(ctx context.Context) error {
 			"INSERT INTO wordgrams (wordgrams) VALUES ('delete-all')",
 			"DELETE FROM unindexed",
 			"DELETE FROM unindexable",
+			"DELETE FROM search_texts",
 			"DELETE FROM unindex_pending",
 			"INSERT INTO unindexed (bid) SELECT bid FROM bodies",
 		} {

@@ -78,7 +78,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 26 (no readers in
+// downgrade makes the database's schema version 27 (no search_texts),
+// 26 (no readers in
 // local), 25 (no spool_key_used in local), 24 (FTS5's default
 // deletemerge and usermerge), 23 (the rows of deleted
 // bodies taken out of the index with them), 22 (no unindexable), 21
@@ -98,6 +99,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	var qs []string
+	if version < 28 {
+		qs = append(qs, to27...)
+	}
 	if version < 27 {
 		qs = append(qs, to26)
 	}
@@ -146,6 +150,22 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// to27 are downgrade's steps from version 28 to 27: no search_texts, and
+// the bodies' delete trigger of version 24. The bodies listed in
+// unindexable stay listed, without their texts, as version 27 had them.
+var to27 = []string{
+	"DROP TRIGGER bodies_unindex",
+	`CREATE TRIGGER bodies_unindex AFTER DELETE ON bodies
+BEGIN
+	INSERT OR IGNORE INTO unindex_pending (bid) SELECT OLD.bid
+		WHERE NOT EXISTS (SELECT 1 FROM unindexed WHERE bid = OLD.bid)
+		AND NOT EXISTS (SELECT 1 FROM unindexable WHERE bid = OLD.bid);
+	DELETE FROM unindexed WHERE bid = OLD.bid;
+	DELETE FROM unindexable WHERE bid = OLD.bid;
+END`,
+	"DROP TABLE search_texts",
 }
 
 // to24 are downgrade's steps from version 25 to 24: FTS5's default
@@ -511,8 +531,9 @@ func TestColumnDedupeBounded(t *testing.T) {
 
 // TestTooLongForIndex: a body with more text than the index takes for
 // one body is listed as unindexable instead of indexed (its trigrams
-// would hold the writer about 1 ms a KB), and a search scans it, as it
-// scans the bodies not indexed yet, so the answer stays exact.
+// would hold the writer about 1 ms a KB), its texts kept, and a search
+// answers for it from them: exactly, and without leaving it to the scan
+// (which read and decoded the message again at every SEARCH).
 func TestTooLongForIndex(t *testing.T) {
 	t.Parallel()
 	s := openTest(t)
@@ -542,22 +563,31 @@ func TestTooLongForIndex(t *testing.T) {
 		needle string
 		match  []UID
 	}{
-		{"uniqword", []UID{1}},
-		{"needle-at-the-end", nil},
+		{"uniqword", []UID{1, 2}},
+		{"needle-at-the-end", []UID{2}},
+		{"NEEDLE-at", []UID{2}},
+		{"not-in-any", nil},
 	} {
 		a, err := s.TextSearch(ctx, InboxID(), SearchBody, tc.needle)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := slices.Sorted(maps.Keys(a.Match))
-		if !slices.Equal(got, tc.match) || !slices.Equal(a.Unindexed, []UID{2}) {
-			t.Errorf("%q: match %v, not indexed %v; want %v and [2], which the search scans", tc.needle, got, a.Unindexed, tc.match)
+		if !slices.Equal(got, tc.match) || len(a.Unindexed) != 0 {
+			t.Errorf("%q: match %v, not indexed %v; want %v and none: the long body's texts answer", tc.needle, got, a.Unindexed, tc.match)
 		}
+	}
+	var pieces int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM search_texts").Scan(&pieces); err != nil || pieces == 0 {
+		t.Errorf("%d pieces of texts kept (%v), want some", pieces, err)
 	}
 	if err := s.Reindex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM unindexable").Scan(&listed); err != nil || listed != 0 {
 		t.Errorf("after Reindex %d bodies listed as unindexable (%v), want 0: each is looked at again", listed, err)
+	}
+	if err := s.rdb.QueryRowContext(ctx, "SELECT count(*) FROM search_texts").Scan(&pieces); err != nil || pieces != 0 {
+		t.Errorf("after Reindex %d pieces of texts kept (%v), want 0", pieces, err)
 	}
 }

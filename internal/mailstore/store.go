@@ -114,6 +114,12 @@ type Store struct {
 	buildHook func()
 	// readers caches local.readers (readers.go); -1: not read yet.
 	readers atomic.Int32
+	// textLimits bound the index's text for one body and the pieces of
+	// the texts kept instead (search.go); tests make them small.
+	textLimits textLimits
+	// bodyReads counts the bodies LoadRaw read within Fetch and Scan
+	// callbacks (BodyReads).
+	bodyReads atomic.Int64
 }
 
 // Open opens the mail store in the SQLite file at path in plaintext,
@@ -207,7 +213,8 @@ func OpenContext(ctx context.Context, path string, o Options) (*Store, error) {
 	r.SetMaxOpenConns(readConns)
 	r.SetMaxIdleConns(readConns)
 	r.SetConnMaxIdleTime(idle)
-	s := &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit, writeCache: writeCache, fixedCache: o.WriteCacheKiB > 0}
+	s := &Store{path: path, parser: o.Parser, wdb: w, rdb: r, walLimit: walLimit, writeCache: writeCache, fixedCache: o.WriteCacheKiB > 0,
+		textLimits: textLimits{index: maxIndexedText, piece: textPiece}}
 	s.readers.Store(-1)
 	return s, nil
 }
@@ -315,6 +322,11 @@ func (s *Store) beginWrite(ctx context.Context) (c *sql.Conn, tx *sql.Tx, end fu
 // a restore) this Store has committed since it was opened, for tests and
 // benchmarks that count the device's writes.
 func (s *Store) Commits() int64 { return s.commits.Load() }
+
+// BodyReads returns how many message bodies LoadRaw has read within
+// Fetch and Scan callbacks since the store was opened: for SEARCH, the
+// messages it had to read to test BODY or TEXT itself.
+func (s *Store) BodyReads() int64 { return s.bodyReads.Load() }
 
 // Position returns the log position of the last entry applied (0 before any).
 func (s *Store) Position(ctx context.Context) (uint64, error) {
