@@ -313,7 +313,8 @@ func (ts *textScanner) has(ctx context.Context, q queryer, bid int64, key Search
 		if err := rows.Err(); err != nil || read {
 			return false, true, err
 		}
-		return false, ts.anyStored(ctx, q, bid, &err), err
+		stored, err = anyStored(ctx, q, bid)
+		return false, stored, err
 	}
 	// The filters first: the pieces a match may start in, and those
 	// after each as far as len(needle)-1 bytes reach.
@@ -348,7 +349,8 @@ func (ts *textScanner) has(ctx context.Context, q queryer, bid int64, key Search
 		return false, true, err
 	}
 	if !read {
-		return false, ts.anyStored(ctx, q, bid, &err), err
+		stored, err = anyStored(ctx, q, bid)
+		return false, stored, err
 	}
 	for _, piece := range want {
 		var col, part int
@@ -363,12 +365,11 @@ func (ts *textScanner) has(ctx context.Context, q queryer, bid int64, key Search
 	return false, true, nil
 }
 
-// anyStored reports whether body bid has stored texts at all, setting
-// *err when it cannot tell.
-func (ts *textScanner) anyStored(ctx context.Context, q queryer, bid int64, err *error) bool {
+// anyStored reports whether body bid has stored texts at all.
+func anyStored(ctx context.Context, q queryer, bid int64) (bool, error) {
 	var stored bool
-	*err = q.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM search_texts WHERE bid = ?)", bid).Scan(&stored)
-	return stored
+	err := q.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM search_texts WHERE bid = ?)", bid).Scan(&stored)
+	return stored, err
 }
 
 // feed looks for needle in a piece's compressed text and across its
