@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"cspool/internal/command"
 	"cspool/internal/mimeform"
 )
 
@@ -349,5 +350,53 @@ func TestStoredTextFiltersSkipPieces(t *testing.T) {
 		if ts.pieces > tc.most || ts.pieces < tc.least {
 			t.Errorf("%.20q: %d of %d pieces decompressed, want %d to %d", tc.needle, ts.pieces, pieces, tc.least, tc.most)
 		}
+	}
+}
+
+// TestSchema28KeepsTexts: a body that version 27 listed as unindexable,
+// without its texts, is listed as unindexed again by the migration to
+// version 28, and the indexer keeps its texts: the search answers for it
+// from them, where it was left to the scan. A deleted body's texts go
+// with it.
+func TestSchema28KeepsTexts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := emptyStoreFile(t)
+	s, err := Open(path, mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.textLimits.index = 100
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd("From: a@example.org\r\nSubject: long\r\n\r\n"+strings.Repeat("a long text of many words ", 20)+"the end word\r\n")),
+		l.spool(deliverCmd("From: b@example.org\r\nSubject: short\r\n\r\nend\r\n")))
+	if _, left, err := s.IndexPending(ctx, 10); err != nil || left != 0 {
+		t.Fatalf("IndexPending: %d left, %v", left, err)
+	}
+	// Version 27 had the body listed, and no texts.
+	s = reopenedFrom(t, s, path, 27)
+	var listed, unindexed int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM unindexable), (SELECT count(*) FROM unindexed)").Scan(&listed, &unindexed); err != nil || listed != 0 || unindexed != 1 {
+		t.Fatalf("after the migration %d bodies unindexable and %d unindexed (%v), want 0 and 1", listed, unindexed, err)
+	}
+	s.textLimits.index = 100
+	if _, left, err := s.IndexPending(ctx, 10); err != nil || left != 0 {
+		t.Fatalf("IndexPending: %d left, %v", left, err)
+	}
+	a, err := s.TextSearch(ctx, InboxID(), SearchBody, "END WORD")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Unindexed) != 0 || len(a.Match) != 1 || !a.Match[1] {
+		t.Errorf("TextSearch: match %v, not indexed %v; want UID 1 alone, and none left to the scan", a.Match, a.Unindexed)
+	}
+	m, err := s.Message(ctx, InboxID(), 1, WantMetadataOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s, l.user(&command.Command{Kind: command.Expunge, IDs: []command.ID{m.ID}}))
+	var pieces int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT (SELECT count(*) FROM search_texts), (SELECT count(*) FROM unindexable)").Scan(&pieces, &listed); err != nil || pieces != 0 || listed != 0 {
+		t.Errorf("after the body went: %d pieces of texts kept, %d bodies unindexable (%v), want none", pieces, listed, err)
 	}
 }
