@@ -82,7 +82,7 @@ type Message struct {
 	conn   *sql.Conn     // within a Scan's fn: the connection of its snapshot, for LoadRaw of a large body
 	reads  *atomic.Int64 // within a Scan's fn: the store's bodyReads
 	// storedMin, within a Scan's fn: the size under which StoredTextHas
-	// does not look for stored texts (storedTextMin).
+	// does not look for stored texts (storedTextShare).
 	storedMin int64
 }
 
