@@ -10,7 +10,7 @@
 #       (DIR/spool) and two databases synced to it; each daemon stopped
 #       once its search index is complete; two Dovecot Maildirs of the same
 #       N and BIG messages, indexed by doveadm. What DIR holds already is
-#       kept. The reads serve each database from its own spool, so that a
+#       kept. SIZES=n prepares the N alone (default "n big"). The reads serve each database from its own spool, so that a
 #       database of N never syncs the BIG.
 #   bash bench/fetchreads.sh reads DIR SIZE BUILD CLIENT [CSPOOL]
 #       SIZE n or big, BUILD enc or plain, CLIENT imaplib or socket:
@@ -18,7 +18,9 @@
 #       restart of both servers, then RUNS more in turns on one connection
 #       each) of that database against Dovecot; CSPOOL is the daemon's
 #       binary (default DIR/cspool, or DIR/cspool-plain for plain), so
-#       that another build reads the same database in turn. With DROP=1
+#       that another build reads the same database in turn. ITEMS is
+#       one of the six to read alone, such as ITEMS=BODYSTRUCTURE (its
+#       name without the parentheses). With DROP=1
 #       the operating system's file cache is dropped (as root, echo 3 >
 #       /proc/sys/vm/drop_caches) once both servers are up and idle,
 #       before the first FETCH of each item: cold as after a reboot, for
@@ -44,7 +46,8 @@
 #       each server's whole answer to each of the six FETCH 1:* items
 #       (after LOGIN and EXAMINE INBOX, warm: the second of two), written
 #       to DIR/bytes-SIZE/cspool-ITEMS and dovecot-ITEMS, and how they
-#       differ; bench/lib/imapreplay.py times imaplib reading them.
+#       differ (bytes, lines, literals, lines that differ); ITEMS as for
+#       reads. bench/lib/imapreplay.py times imaplib reading them.
 #
 # The ports are PORTS (default 46140) + 3 to 6 and PORTS + 859 (the spool
 # server, started by each command and stopped at its end).
@@ -60,6 +63,8 @@ P=${PORTS:-46140}
 free_ports $((P + 3)) $((P + 4)) $((P + 5)) $((P + 6)) $((P + 859))
 IB="python3 $PWD/bench/lib/imapbench.py"
 READS=("(ENVELOPE FLAGS)" "(ENVELOPE)" "(FLAGS)" "(BODYSTRUCTURE)" "(RFC822.SIZE)" "(UID)")
+[ -n "${ITEMS:-}" ] && READS=("($ITEMS)")
+SIZES=${SIZES:-n big}
 cmd=$1 dir=$(realpath -m "$2")
 shift 2
 pids=()
@@ -120,7 +125,7 @@ prepare)
 		./cspool gen-keys spool.sec spool.pub >/dev/null
 		echo "alice $(grep -v '^#' user.pub)" >users
 	fi
-	for s in n big; do
+	for s in $SIZES; do
 		sp=spool-n
 		[ $s = big ] && sp=spool
 		count=$N
@@ -136,7 +141,7 @@ prepare)
 		[ -e "plain-$s.db" ] || synced "$dir/cspool-plain" "$dir/plain-$s.db" "$count"
 		stop "$spid"
 	done
-	for s in n big; do
+	for s in $SIZES; do
 		[ -e "dv-$s/mail/alice/Maildir" ] && continue
 		dovecot_start "$dir/dv-$s" $((P + 4)) $((P + 285)) alice pw
 		./seed maildir --dir "$dir/dv-$s/mail/alice/Maildir" --count "$N" >/dev/null
@@ -280,7 +285,7 @@ bytes)
 	idle "$dpid" 300
 	mkdir -p "$dir/bytes-$size"
 	python3 - "$dir/bytes-$size" $((P + 3)) $((P + 4)) "${READS[@]}" <<'PY'
-import socket, sys
+import re, socket, sys
 out, ports, reads = sys.argv[1], {"cspool": int(sys.argv[2]), "dovecot": int(sys.argv[3])}, sys.argv[4:]
 got = {}
 for server, port in ports.items():
@@ -308,8 +313,9 @@ for server, port in ports.items():
 for items in reads:
     a, b = got["cspool", items].split(b"\r\n"), got["dovecot", items].split(b"\r\n")
     diff = [(x, y) for x, y in zip(a, b) if x != y]
+    lits = [len(re.findall(rb"\{[0-9]+\}\r\n", got[s, items])) for s in ("cspool", "dovecot")]
     print(f"FETCH 1:* {items}: cspool {len(got['cspool', items])} bytes in {len(a) - 1} lines, Dovecot {len(got['dovecot', items])} "
-          f"bytes in {len(b) - 1} lines; {len(diff)} lines differ" + (f", the first: {diff[0][0][:70]!r} against {diff[0][1][:70]!r}" if diff else ""))
+          f"bytes in {len(b) - 1} lines; literals {lits[0]} and {lits[1]}; {len(diff)} lines differ" + (f", the first: {diff[0][0][:70]!r} against {diff[0][1][:70]!r}" if diff else ""))
 PY
 	;;
 *)
