@@ -269,16 +269,34 @@ var listedFetch = true
 var formIndexes = true
 
 // fetchBlock gathers FETCH responses the session writes itself and hands
-// them to the framer a block of holdBytes at a time; flush goes first
+// them to the framer a block of holdBytes at a time, but for the first
+// firstBlockBytes, which go out to the socket at once; flush goes first
 // whenever anything else is written.
 type fetchBlock struct {
-	fc  *frameConn
-	out []byte
+	fc    *frameConn
+	out   []byte
+	first bool // the first firstBlockBytes went out
 }
+
+// firstBlockBytes is how much of a FETCH's output goes out to the socket
+// first, as soon as it is made, instead of waiting for a block of
+// holdBytes: a client that reads a response at a time (Python's imaplib
+// takes about 3 µs a line, longer than the daemon takes to make one)
+// starts on them while the daemon makes the rest. A block of 32 KiB of
+// BODYSTRUCTURE responses, 300 messages, took 0.15 ms to make on a quiet
+// machine and about 0.8 ms under load, and the client waited that long for
+// its first byte.
+const firstBlockBytes = 4 << 10
 
 // add appends message m's response, written out once the block is full.
 func (b *fetchBlock) add(seq uint32, m *mailstore.Message, opts *imap.FetchOptions) error {
 	b.out = appendFetch(b.out, seq, m, opts)
+	if !b.first && len(b.out) >= firstBlockBytes {
+		b.first = true
+		err := b.fc.writeResponsesNow(b.out)
+		b.out = b.out[:0]
+		return err
+	}
 	if len(b.out) >= holdBytes {
 		return b.flush()
 	}

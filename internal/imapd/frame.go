@@ -956,6 +956,26 @@ func (fc *frameConn) writeResponses(p []byte) error {
 	return err
 }
 
+// writeResponsesNow is writeResponses, but p goes out to the socket at
+// once, after what hold gathered before it, instead of joining the held
+// output until a block is full (where writeResponses goes through Write,
+// so does it).
+func (fc *frameConn) writeResponsesNow(p []byte) error {
+	fc.mu.Lock()
+	if !fc.holding || !fc.outStart || fc.outSkip > 0 {
+		fc.mu.Unlock()
+		_, err := fc.Write(p)
+		return err
+	}
+	defer fc.mu.Unlock()
+	if len(fc.held) > 0 {
+		fc.held = append(fc.held, p...)
+		p = fc.held
+		fc.held = fc.held[:0]
+	}
+	return fc.writeHeld(p)
+}
+
 // writeHeld writes p, held output, within holdWriteTimeout.
 func (fc *frameConn) writeHeld(p []byte) error {
 	fc.Conn.SetWriteDeadline(time.Now().Add(holdWriteTimeout))
