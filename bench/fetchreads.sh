@@ -42,6 +42,16 @@
 #       SIZE (from /proc, COUNT FETCHes on one connection by bigbox.py's
 #       socket client after one untimed), each CSPOOL in turn started on
 #       it, and the wall clock's best and median.
+#   bash bench/fetchreads.sh turns DIR SIZE BUILD CSPOOL_A CSPOOL_B
+#       two builds and Dovecot read in turns (for a change whose effect is
+#       smaller than what other work on the machine does to one run): A
+#       serves DIR/BUILD-SIZE.db, B a copy of it made now; per item (ITEMS
+#       as for reads) RUNS rounds of imaplib's FETCH 1:* on each, the order
+#       rotating (imapbench.py trio: medians, and the medians of the
+#       rounds' ratios B/A, A/Dovecot, B/Dovecot), then when each server's
+#       answer arrives at a socket that does not parse (imapbench.py
+#       arrival: first byte, half, last). Run it again with A and B
+#       swapped: each has its own database file.
 #   bash bench/fetchreads.sh bytes DIR SIZE BUILD [CSPOOL]
 #       each server's whole answer to each of the six FETCH 1:* items
 #       (after LOGIN and EXAMINE INBOX, warm: the second of two), written
@@ -271,6 +281,35 @@ PY
 		stop "$dpid"
 	done
 	;;
+turns)
+	size=$1 build=$2 a=$(realpath "$3") b=$(realpath "$4")
+	count=$N
+	[ "$size" = big ] && count=$BIG
+	db=$dir/$build-$size.db copy=$dir/$build-$size-turns.db
+	rm -f "$copy" "$copy-wal" "$copy-shm"
+	cp "$db" "$copy"
+	[ -e "$db-wal" ] && cp "$db-wal" "$copy-wal"
+	server "$([ "$size" = big ] && echo spool || echo spool-n)"
+	daemon "$a" "$db" $((P + 3)) "$dir/turns.log"
+	apid=$dpid
+	daemon "$b" "$copy" $((P + 6)) "$dir/turns.log"
+	bpid=$dpid
+	dovecot_start "$dir/dv-$size" $((P + 4)) $((P + 285)) alice pw
+	for port in $((P + 3)) $((P + 6)) $((P + 4)); do $IB waitcount 127.0.0.1 $port alice pw "$count" 600 >/dev/null; done
+	idle "$apid" 300
+	idle "$bpid" 300
+	echo "A $a on $(basename "$db"), B $b on $(basename "$copy"), Dovecot; $count messages, $RUNS rounds (load $(load))"
+	for item in "${READS[@]}"; do
+		echo "imaplib: $($IB trio 127.0.0.1 $((P + 3)) $((P + 6)) $((P + 4)) alice pw "$RUNS" "$item") (load $(load))"
+		for port in $((P + 3)) $((P + 6)) $((P + 4)); do
+			echo "arrival at port $port: $($IB arrival 127.0.0.1 $port alice pw "$RUNS" "$item")"
+		done
+	done
+	echo "ports: A $((P + 3)), B $((P + 6)), Dovecot $((P + 4)) (load $(load))"
+	stop "$apid"
+	stop "$bpid"
+	rm -f "$copy" "$copy-wal" "$copy-shm"
+	;;
 bytes)
 	size=$1 build=$2
 	bin=${3:-$dir/cspool}
@@ -319,7 +358,7 @@ for items in reads:
 PY
 	;;
 *)
-	echo "usage: bench/fetchreads.sh prepare|reads|place|atrest|cpu|bytes DIR ..." >&2
+	echo "usage: bench/fetchreads.sh prepare|reads|place|atrest|cpu|turns|bytes DIR ..." >&2
 	exit 2
 	;;
 esac

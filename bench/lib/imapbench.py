@@ -19,6 +19,15 @@
   imapbench.py sockpair HOST PORT1 PORT2 USER PASS RUNS ITEMS   the same with bigbox.py's plain socket client, which
                                                           reads to the tagged answer and counts the lines: the
                                                           servers' time, without imaplib's parsing of each response
+  imapbench.py trio HOST PORT1 PORT2 PORT3 USER PASS RUNS ITEMS   imaplib's FETCH 1:* ITEMS on three servers (two builds
+                                                          of cspool and Dovecot), one connection each: one untimed
+                                                          FETCH on each, then RUNS rounds of one on each, the order
+                                                          rotating; per server the median and the best, and the
+                                                          medians of the rounds' ratios (the second to the first,
+                                                          each cspool to the third), one JSON object
+  imapbench.py arrival HOST PORT USER PASS RUNS ITEMS     when FETCH 1:* ITEMS's answer arrives, read by a plain
+                                                          socket (no parsing): the medians over RUNS of the first
+                                                          byte, half the bytes and the last, in milliseconds
   imapbench.py during HOST PORT USER PASS DELAY N TIMEOUT DELAY seconds after it starts (a device bootstrapping
                                                           meanwhile), APPEND a message to INBOX and STORE +FLAGS
                                                           (\\Flagged) on it, each timed, with INBOX's count before;
@@ -181,6 +190,71 @@ def sockpair(host, port1, port2, user, pw, runs, items):
     return turns(conns, runs, items, one, lambda c: c["c"].cmd("LOGOUT"))
 
 
+def trio(host, port1, port2, port3, user, pw, runs, items):
+    conns = []
+    for port in (port1, port2, port3):
+        m = login(host, port, user, pw)
+        m.select("INBOX", readonly=True)
+        conns.append(m)
+
+    def one(m):
+        t0 = time.perf_counter()
+        typ, data = m.fetch("1:*", items)
+        dt = time.perf_counter() - t0
+        if typ != "OK":
+            raise SystemExit("fetch %s: %r" % (items, data[:1]))
+        return dt
+
+    for m in conns:
+        one(m)
+    times = [[], [], []]
+    for i in range(int(runs)):
+        for k in range(3):
+            j = (i + k) % 3
+            times[j].append(one(conns[j]))
+    for m in conns:
+        m.logout()
+
+    def med(x):
+        return sorted(x)[len(x) // 2]
+
+    return {"items": items, "rounds": int(runs),
+            "median_ms": [round(1000 * med(t), 2) for t in times], "best_ms": [round(1000 * min(t), 2) for t in times],
+            "second_to_first": round(med([b / a for a, b in zip(times[0], times[1])]), 3),
+            "first_to_third": round(med([a / c for a, c in zip(times[0], times[2])]), 3),
+            "second_to_third": round(med([b / c for b, c in zip(times[1], times[2])]), 3)}
+
+
+def arrival(host, port, user, pw, runs, items):
+    c = bigbox.Conn(host, port)
+    c.cmd("LOGIN %s %s" % (user, pw))
+    c.cmd("EXAMINE INBOX")
+    c.cmd("FETCH 1:* " + items)
+    first, half, last = [], [], []
+    for i in range(int(runs)):
+        tag = b"r%d " % i
+        end = b"\r\n" + tag
+        t0 = time.perf_counter()
+        c.s.sendall(tag + b"FETCH 1:* " + items.encode() + b"\r\n")
+        marks, got, tail = [], 0, b""
+        while True:
+            d = c.recv()
+            got += len(d)
+            marks.append((time.perf_counter() - t0, got))
+            tail = (tail + d)[-256:]
+            if end in tail and tail.endswith(b"\r\n"):
+                break
+        first.append(marks[0][0])
+        half.append(next(t for t, g in marks if g >= got / 2))
+        last.append(marks[-1][0])
+    c.cmd("LOGOUT")
+
+    def med(x):
+        return round(1000 * sorted(x)[len(x) // 2], 2)
+
+    return {"items": items, "runs": int(runs), "first_byte_ms": med(first), "half_ms": med(half), "last_ms": med(last)}
+
+
 def during(host, port, user, pw, delay, n, timeout):
     start = time.time()
     m = login(host, port, user, pw)
@@ -246,5 +320,6 @@ if __name__ == "__main__":
             print(json.dumps(r))
         sys.exit(0)
     cmd, args = sys.argv[1], sys.argv[2:]
-    out = {"waitcount": waitcount, "fetch": fetch, "search": search, "reads": reads, "during": during}[cmd](*args)
+    out = {"waitcount": waitcount, "fetch": fetch, "search": search, "reads": reads, "during": during,
+           "trio": trio, "arrival": arrival}[cmd](*args)
     print(json.dumps(out))
