@@ -636,6 +636,11 @@ func (mb *mailbox) refSetOf(st *imapserver.SessionTracker, known int64, set imap
 			func(lo, hi uint32) imap.SeqRange { return imap.SeqRange{Start: lo, Stop: hi} })
 		if len(rs.seqs) == 0 {
 			rs.seqs = []imap.SeqRange{}
+		} else if hi := int(rs.seqs[len(rs.seqs)-1].Stop); hi < len(mb.uids) {
+			// The message the client numbers hi is the hi-th here or
+			// before it (the expunges it was not told of yet come
+			// before it, the messages it was not told of after it).
+			rs.lastUID = min(last, mb.uids[hi-1])
 		}
 	default:
 		rs.all = true

@@ -191,6 +191,13 @@ func TestRefSetMatchesResolve(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("%v: refsFrom gave %d refs, resolve %d", set, len(got), len(want))
 		}
+		// The store reads up to lastUID (Fetch's span): every message
+		// of the set within it.
+		for _, r := range want {
+			if r.uid > rs.lastUID {
+				t.Errorf("%v: message %d (UID %d) beyond the set's lastUID %d", set, r.seq, r.uid, rs.lastUID)
+			}
+		}
 		for _, order := range [][]imap.UID{ascending(3015), descending(3015), {2900, 7, 3004, 3004, 1, 2990, 2991}} {
 			c := newRefCursor(mb, v.st, rs)
 			for _, u := range order {
@@ -216,4 +223,48 @@ func descending(n int) []imap.UID {
 	out := ascending(n)
 	slices.Reverse(out)
 	return out
+}
+
+// TestSeqSetSpanEndsNearItsLast: the store read for a sequence set ends
+// at its last message, or as many messages after it as there are expunges
+// the client was not told of yet, not at the mailbox's last: a FETCH 1
+// (BODYSTRUCTURE) of a mailbox of 10,000 stepped every row after the
+// first, 3.4 ms, where its UID FETCH took 0.1 ms.
+func TestSeqSetSpanEndsNearItsLast(t *testing.T) {
+	mb := &mailbox{loaded: true}
+	for u := imap.UID(1); u <= 3000; u++ {
+		if u%7 != 3 {
+			mb.uids = append(mb.uids, u)
+		}
+	}
+	mt := imapserver.NewMailboxTracker(uint32(len(mb.uids)))
+	v := &view{mt: mt, st: mt.NewSession()}
+	expunged := []int{2000, 1000, 5, 0}
+	for _, k := range expunged {
+		v.mt.QueueExpunge(uint32(k + 1))
+		mb.uids = slices.Delete(mb.uids, k, k+1)
+	}
+	for u := imap.UID(3001); u <= 3010; u++ {
+		mb.uids = append(mb.uids, u)
+		v.mt.QueueNumMessages(uint32(len(mb.uids)))
+	}
+	for _, set := range []imap.SeqSet{
+		{{Start: 1, Stop: 2}},
+		{{Start: 2, Stop: 3}},
+		{{Start: 50, Stop: 60}, {Start: 7, Stop: 7}},
+		{{Start: 2569, Stop: 2575}},
+		{{Start: 999, Stop: 1003}},
+	} {
+		want := mb.resolve(v.st, -1, set, nil)
+		if len(want) == 0 {
+			t.Fatalf("%v: no message", set)
+		}
+		rs := mb.refSetOf(v.st, -1, set, nil)
+		top, _ := mb.find(want[len(want)-1].uid)
+		end, _ := mb.find(rs.lastUID)
+		if rs.lastUID < want[len(want)-1].uid || end-top > len(expunged) {
+			t.Errorf("%v: the read ends at UID %d, %d messages after the set's last (UID %d), want at most %d",
+				set, rs.lastUID, end-top, want[len(want)-1].uid, len(expunged))
+		}
+	}
 }
