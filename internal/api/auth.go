@@ -121,7 +121,7 @@ func canonicalQuery(raw string) (string, error) {
 	}
 	for k, v := range q {
 		if len(v) > 1 {
-			return "", fmt.Errorf("query parameter %q given %d times", k, len(v))
+			return "", fmt.Errorf("query parameter %q given %d times", clip(k), len(v))
 		}
 	}
 	return q.Encode(), nil

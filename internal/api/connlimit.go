@@ -43,7 +43,7 @@ const maxExcessConns = 64
 // leaves net/http while it waits (park.go): once answered, its connection
 // comes back through Accept, as a new connection to the HTTP server.
 func (s *Server) Listener(ln net.Listener) net.Listener {
-	l := &limitedListener{Listener: ln, l: s.conns, back: make(chan net.Conn), done: make(chan struct{}), log: s.log}
+	l := &limitedListener{Listener: ln, l: s.conns, back: make(chan net.Conn), done: make(chan struct{}), log: s.log, failedTLS: s.failedTLS}
 	s.parking.Store(true)
 	return l
 }
@@ -60,8 +60,9 @@ func (s *Server) Listener(ln net.Listener) net.Listener {
 // deadline net/http sets for a request's header, and its writes under a
 // deadline as long. A client that speaks plain HTTP to it gets the answer a
 // Go HTTPS server gives (400, "Client sent an HTTP request to an HTTPS
-// server"); every failed handshake is logged at warning level, as
-// net/http's server logs it.
+// server"); a failed handshake is logged at warning level, as net/http's
+// server logs it, at most refusalLogsPerSecond a second, the next line
+// saying how many were left out.
 func (s *Server) ListenerTLS(ln net.Listener, config *tls.Config) net.Listener {
 	l := s.Listener(ln).(*limitedListener)
 	l.tls = config.Clone()
@@ -113,6 +114,9 @@ type limitedListener struct {
 	l   *connLimiter
 	tls *tls.Config // ListenerTLS; nil: plain
 	log *slog.Logger
+	// failedTLS thins out the log lines of failed handshakes: anyone who
+	// reaches the port can fail one, thousands a second.
+	failedTLS *logSampler
 
 	start    sync.Once
 	accepted chan acceptResult // from the goroutine that accepts
@@ -447,7 +451,16 @@ func (c *limitedConn) handshake() error {
 		reason = "client sent an HTTP request to an HTTPS server"
 	}
 	if c.ln != nil && c.ln.log != nil {
-		c.ln.log.Warn("TLS handshake failed", "remote", c.remote, "reason", reason)
+		// Anyone who reaches the port can fail a handshake, each on a
+		// connection of its own, as fast as it connects: before, every one
+		// was logged, 6,500 lines a second from one client on loopback.
+		if ok, left := c.ln.failedTLS.allow(time.Now()); ok {
+			attrs := []any{"remote", c.remote, "reason", clip(reason)}
+			if left > 0 {
+				attrs = append(attrs, "similar_not_logged", left)
+			}
+			c.ln.log.Warn("TLS handshake failed", attrs...)
+		}
 	}
 	return &net.OpError{Op: "read", Net: "tcp", Addr: c.LocalAddr(), Source: c.RemoteAddr(), Err: err}
 }

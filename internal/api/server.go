@@ -330,8 +330,13 @@ type Server struct {
 	onceMu   sync.Mutex
 	inflight map[[32]byte]chan struct{}
 	// refusals thins out the log lines of requests refused before their
-	// signature was checked, so that a flood cannot fill the log.
-	refusals *logSampler
+	// signature was checked, so that a flood cannot fill the log;
+	// anonymous those of the answers to requests that need no signature
+	// (/v1/health), which anyone can send as fast.
+	refusals, anonymous *logSampler
+	// failedTLS thins out the log lines of failed TLS handshakes
+	// (ListenerTLS).
+	failedTLS *logSampler
 	// fence is the restart rule: timestamps at or before it are refused.
 	fence int64
 	// The server's clock (now): where it was last, and the monotonic
@@ -405,8 +410,9 @@ func NewServer(cfg Config) *Server {
 	cfg.fill()
 	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), nonces: newNonceCache(),
 		polls: &pollCounter{waiting: map[string]int{}, parked: map[string][]*parked{}}, conns: newConnLimiter(cfg.MaxConnsPerAddr, float64(cfg.RefusalRate), cfg.WriteStall),
-		refusals: &logSampler{perSecond: refusalLogsPerSecond},
-		formats:  newUserMemo[formatFirsts](memoUsers, 10*time.Minute), oldReaders: newUserMemo[int](memoUsers, noteReadersEvery),
+		refusals: &logSampler{perSecond: refusalLogsPerSecond}, anonymous: &logSampler{perSecond: refusalLogsPerSecond},
+		failedTLS: &logSampler{perSecond: refusalLogsPerSecond},
+		formats:   newUserMemo[formatFirsts](memoUsers, 10*time.Minute), oldReaders: newUserMemo[int](memoUsers, noteReadersEvery),
 		oldNoted:   newUserMemo[int](memoUsers, noteOldReadersEvery),
 		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[int](memoUsers, sealsRecheck),
 		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
@@ -425,7 +431,9 @@ func NewServer(cfg Config) *Server {
 	s.mux.Handle("PUT /v1/users/{user}/checkpoint", s.authed(s.putCheckpoint, routeUserWrite))
 	s.mux.Handle("GET /v1/users/{user}/checkpoint", s.authed(s.getCheckpoint, routeRead))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.fail(w, r, errorf(ErrNotFound, "no route %s %s", r.Method, r.URL.Path))
+		// Anyone can ask for any path, as often as they like: a refusal
+		// before any signature, its log lines thinned out.
+		s.fail(w, r, unverified(errorf(ErrNotFound, "no route %s %s", clip(r.Method), clip(r.URL.Path))))
 	})
 	return s
 }
@@ -454,7 +462,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// path of the API: one that is would be read as another name by a
 		// cache, a proxy or a log than by the signature and the handler,
 		// which see the decoded path.
-		s.fail(rw, rr, errorf(ErrBadRequest, "percent-encoded path %q: the API's paths are never percent-encoded", r.URL.EscapedPath()))
+		s.fail(rw, rr, unverified(errorf(ErrBadRequest, "percent-encoded path %q: the API's paths are never percent-encoded", clip(r.URL.EscapedPath()))))
 	} else {
 		s.mux.ServeHTTP(rw, rr)
 	}
@@ -468,10 +476,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // request as the mux saw it.
 func (s *Server) answered(r *http.Request, rw *recorder, start time.Time, ri *reqInfo) {
 	s.observe(r, rw.status, ri)
-	var suppressed int
+	var suppressed, unasked int
 	if se, ok := ri.err.(*srvError); ok && se.sampled {
 		var log bool
 		if log, suppressed = s.refusals.allow(start); !log {
+			return
+		}
+	} else if ri.anonymous && ri.err == nil {
+		var log bool
+		if log, unasked = s.anonymous.allow(start); !log {
 			return
 		}
 	}
@@ -487,11 +500,14 @@ func (s *Server) answered(r *http.Request, rw *recorder, start time.Time, ri *re
 	// Typed attributes, in a fixed array: this line is written for every
 	// renewal of every device's long-poll.
 	var buf [12]slog.Attr
-	attrs := append(buf[:0], slog.String("id", ri.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+	attrs := append(buf[:0], slog.String("id", ri.id), slog.String("method", clip(r.Method)), slog.String("path", clip(r.URL.Path)),
 		slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes), slog.Int64("ms", time.Since(start).Milliseconds()),
 		slog.String("remote", r.RemoteAddr))
 	if suppressed > 0 {
 		attrs = append(attrs, slog.Int("similar_refusals_not_logged", suppressed))
+	}
+	if unasked > 0 {
+		attrs = append(attrs, slog.Int("similar_requests_not_logged", unasked))
 	}
 	if ri.key.Ed25519 != nil {
 		attrs = append(attrs, slog.String("key_id", hex.EncodeToString(ri.keyID[:])))
@@ -530,6 +546,9 @@ type reqInfo struct {
 	// parked: the read's connection was taken over to wait (park.go),
 	// which answers it later.
 	parked bool
+	// anonymous: a request answered without a signature (/v1/health),
+	// which anyone can send at will; its log lines are thinned out.
+	anonymous bool
 }
 
 type reqInfoKey struct{}
@@ -570,6 +589,7 @@ func (rw *recorder) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
 // the start, when no timestamp is yet acceptable, the answer waits for it
 // (as the fence's refusal does).
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	info(r).anonymous = true
 	if s.stopping.Err() != nil {
 		s.fail(w, r, errorf(ErrUnavailable, "shutting down"))
 		return
@@ -581,6 +601,23 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(HeaderEarliestTS, strconv.FormatInt(s.earliest(now), 10))
 	w.Header().Set("Date", now.UTC().Format(http.TimeFormat))
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// maxLogged is the most bytes of a request's method or path, or of a name
+// or parameter taken from it, that a log line or an error's text carries.
+// A request line may be up to a megabyte (net/http's MaxHeaderBytes), all
+// of it the sender's choice: written whole, twice, into the line of a 404
+// that anyone can ask for, a stranger filled the log with 100 MB a second
+// over one connection.
+const maxLogged = 256
+
+// clip returns s if it is at most maxLogged bytes, else its first maxLogged
+// bytes and how long it was.
+func clip(s string) string {
+	if len(s) <= maxLogged {
+		return s
+	}
+	return s[:maxLogged] + "...(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

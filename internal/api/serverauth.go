@@ -150,7 +150,10 @@ func (s *Server) nonceHold() time.Duration {
 func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	user := r.PathValue("user")
 	if err := keys.CheckUserName(user); err != nil {
-		return nil, errorf(ErrBadRequest, "%v", err)
+		if len(user) > maxLogged {
+			err = fmt.Errorf("%w %q: must be 1 to 64 characters", keys.ErrBadUserName, clip(user))
+		}
+		return nil, unverified(errorf(ErrBadRequest, "%v", err))
 	}
 	hs := r.Header.Values("Authorization")
 	if len(hs) != 1 {
@@ -168,7 +171,7 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	}
 	q, err := canonicalQuery(r.URL.RawQuery)
 	if err != nil {
-		return nil, errorf(ErrBadRequest, "%v", err)
+		return nil, unverified(errorf(ErrBadRequest, "%v", err))
 	}
 	if rt == routeRead && a.bodyHash != emptyHash {
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBodyHash, "signed body hash is not that of an empty body"))
