@@ -90,7 +90,18 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		}
 		grow = func(n int64) error { return ah.growTo(min(n, s.cfg.MaxBody)) }
 	}
+	// Once the append holds its share, each piece of its body must come
+	// within WriteStall, as a checkpoint upload's must: a stalled append
+	// lets its share go then, not at the HTTP server's read timeout. Four
+	// users' keys that each stalled an append of the largest body held the
+	// whole budget for 10 minutes, and every other append, every delivery
+	// over HTTP included, got 503 meanwhile (TestStalledAppendsOfFourKeys).
+	sb := newStallBody(w, r.Body, s.cfg.WriteStall)
+	defer sb.stop()
+	r.Body = sb
+	sb.start()
 	body, err := readSignedBody(w, r, c, s.cfg.MaxBody, ah.held, grow)
+	sb.stop()
 	if err != nil {
 		s.fail(w, r, err)
 		return
