@@ -166,7 +166,13 @@ func (s *Server) answerParked(pk *parked) *limitedConn {
 	var entries []spool.Entry
 	var known *spool.Tip
 	if err == nil && moved {
-		entries, err = s.cfg.Store.Read(ctx, pk.user, pk.p.after, pk.p.maxCount, s.firstChunk(pk.p.maxBytes))
+		// Its entries held until answered, as any read's (holdRead).
+		if s.holdRead(ctx, pk.ri.keyID) {
+			defer s.releaseRead(pk.ri.keyID)
+			entries, err = s.cfg.Store.Read(ctx, pk.user, pk.p.after, pk.p.maxCount, s.firstChunk(pk.p.maxBytes))
+		} else {
+			err = s.tooManyReads()
+		}
 	} else if ok {
 		known = &waited
 	}

@@ -158,6 +158,11 @@ type Config struct {
 	// MaxLongPolls bounds the reads of one user waiting for new entries at
 	// once; a read that would wait beyond it gets 429. Zero means 16.
 	MaxLongPolls int
+	// MaxReadsPerKey bounds the reads of one user's key that hold entries
+	// at once, from the store's read of them until their answer is
+	// written (long-polls waiting hold none): a read beyond waits up to
+	// CheckpointWait for one to end, then gets 429. Zero means 8.
+	MaxReadsPerKey int
 	// MaxConnsPerAddr bounds the connections one client address (an IPv4
 	// address, or an IPv6 /64) holds open at once, on a listener wrapped by
 	// Server.Listener. Zero means 64; negative means no limit.
@@ -248,6 +253,9 @@ func (c *Config) fill() {
 	if c.MaxLongPolls <= 0 {
 		c.MaxLongPolls = 16
 	}
+	if c.MaxReadsPerKey <= 0 {
+		c.MaxReadsPerKey = 8
+	}
 	if c.MaxConnsPerAddr == 0 {
 		c.MaxConnsPerAddr = 64
 	}
@@ -324,6 +332,11 @@ type Server struct {
 
 	apKeysMu sync.Mutex
 	apKeys   map[[8]byte]int64 // append bytes each user's key holds (handlers.go)
+	// rdKeys counts the reads of each key that hold entries now
+	// (holdRead); rdFreed is closed (and replaced) when one ends.
+	rdKeysMu sync.Mutex
+	rdKeys   map[[8]byte]int
+	rdFreed  chan struct{}
 	// onceMu guards inflight: the appends recorded once (spool.Once.ID)
 	// this process has accepted and not yet answered; the channel is
 	// closed when the handler returns (serverauth.go authed).
@@ -417,6 +430,7 @@ func NewServer(cfg Config) *Server {
 		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[int](memoUsers, sealsRecheck),
 		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{}, cpKeys: map[cpTransfer]bool{},
+		rdKeys: map[[8]byte]int{}, rdFreed: make(chan struct{}),
 		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	// The clock starts where the start was, carried on by the monotonic
