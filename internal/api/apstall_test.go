@@ -30,7 +30,7 @@ func TestStalledAppendsOfFourKeys(t *testing.T) {
 		c.MaxBody = limit
 		c.AppendMemory = 4 * limit // each key's share is the largest body
 		c.CheckpointWait = time.Second
-		c.WriteStall = 3 * time.Second
+		c.WriteStall = 5 * time.Second
 	})
 	ctx := testCtx(t)
 	users := []string{"alice", "bob", "carol", "dave", "erin"}
@@ -100,7 +100,7 @@ func TestStalledAppendsOfFourKeys(t *testing.T) {
 	conn, req := appendOpen("alice")
 	go func() {
 		for off := 1; off < limit; off += 64 << 10 {
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(400 * time.Millisecond)
 			if _, err := conn.Write(body[off:min(limit, off+64<<10)]); err != nil {
 				return
 			}

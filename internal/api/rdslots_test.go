@@ -22,7 +22,7 @@ import (
 // 429. Long-polls that wait hold no place, and once the stalled readers
 // go, the key reads again.
 func TestReadsOfOneKeyBounded(t *testing.T) {
-	const perKey, stalled, size = 2, 6, 16 << 20
+	const perKey, stalled, size = 2, 6, 32 << 20
 	e := newEnv(t, false, func(c *Config) {
 		c.MaxBody = 2 * size
 		c.MaxReadsPerKey = perKey
