@@ -197,7 +197,7 @@ SGVsbG8=
 		want       []string
 	}{
 		{"1", "ENVELOPE", []string{`"hello" (("Alice" NIL "alice" "example.org"))`}},
-		{"1", "BODYSTRUCTURE", []string{`BODYSTRUCTURE (("text" "plain" NIL NIL NIL "7bit" 3 0 NIL NIL NIL NIL)("text" "html" NIL NIL NIL "7bit" 10 0 NIL NIL NIL NIL) "mixed" ("boundary" "q")`}},
+		{"1", "BODYSTRUCTURE", []string{`BODYSTRUCTURE (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 0 NIL NIL NIL NIL)("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 10 0 NIL NIL NIL NIL) "mixed" ("boundary" "q")`}},
 		{"1", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]", []string{"{18}\r\nSubject: hello\r\n\r\n"}},
 		{"1", "BODY.PEEK[2]", []string{"BODY[2] {10}\r\n<b>two</b>"}},
 		{"1", "BODY.PEEK[HEADER]", []string{"This line has no colon\r\n"}}, // served as it came
@@ -215,7 +215,7 @@ SGVsbG8=
 		{"4", "BODY.PEEK[1.HEADER]", []string{"Subject: member one\r\n"}},
 		// A multipart cut short: the structure shows the last part, and
 		// its bytes are served (they were empty).
-		{"5", "BODYSTRUCTURE", []string{`("text" "plain" NIL NIL NIL "7bit" 20 0 NIL NIL NIL NIL) "mixed"`}},
+		{"5", "BODYSTRUCTURE", []string{`("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 20 0 NIL NIL NIL NIL) "mixed"`}},
 		{"5", "BODY.PEEK[2]", []string{"BODY[2] {20}\r\nsecond, never closed"}},
 		{"5", "BINARY.PEEK[2] BINARY.SIZE[2]", []string{"BINARY[2] ~{20}\r\nsecond, never closed", "BINARY.SIZE[2] 20"}},
 		{"5", "BODY.PEEK[1]", []string{"BODY[1] {5}\r\nfirst"}},
@@ -228,7 +228,7 @@ SGVsbG8=
 		{"8", "BODY.PEEK[1] BODY.PEEK[2]", []string{"BODY[1] {3}\r\none", "BODY[2] {8}\r\naGVsbG8="}},
 		{"8", "BODY.PEEK[2.MIME]", []string{"name=x.pdf"}},
 		{"8", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]", []string{"Subject: many stray lines"}},
-		{"9", "BODYSTRUCTURE", []string{`(("text" "plain" NIL NIL NIL "7bit" 5 0 NIL NIL NIL NIL)("text" "html" ("charset" "us-ascii") NIL NIL "base64" 16 0 NIL NIL NIL NIL) "alternative" ("boundary" "I")`}},
+		{"9", "BODYSTRUCTURE", []string{`(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 5 0 NIL NIL NIL NIL)("text" "html" ("charset" "us-ascii") NIL NIL "base64" 16 0 NIL NIL NIL NIL) "alternative" ("boundary" "I")`}},
 		{"9", "BODY.PEEK[1.1] BODY.PEEK[1.2]", []string{"BODY[1.1] {5}\r\nplain", "BODY[1.2] {16}\r\nPHA+aHRtbDwvcD4="}},
 		{"9", "BINARY.PEEK[1.2]", []string{"BINARY[1.2] ~{11}\r\n<p>html</p>"}},
 		{"10", "BODYSTRUCTURE", []string{`("text" "plain" ("charset" "iso-8859-1") NIL NIL "quoted-printable" 6 0 `, `("application" "octet-stream" NIL NIL NIL "base64" 8 `}},

@@ -63,7 +63,7 @@ func TestFetchWantEnvelopeWireAndMetadataOnly(t *testing.T) {
 	if both[1].EnvelopeWire != nil || both[1].StructureWire != nil || both[1].Envelope == nil || both[1].BodyStructure == nil {
 		t.Errorf("8-bit, both forms: %q %q %v %v", both[1].EnvelopeWire, both[1].StructureWire, both[1].Envelope, both[1].BodyStructure)
 	}
-	if got, want := string(fetch(WantStructureWire)[1].StructureWire), `("text" "plain" NIL NIL NIL "7bit" 3 1 NIL NIL NIL NIL)`; got != want {
+	if got, want := string(fetch(WantStructureWire)[1].StructureWire), `("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 3 1 NIL NIL NIL NIL)`; got != want {
 		t.Errorf("8-bit: structure form %q, want %q", got, want)
 	}
 

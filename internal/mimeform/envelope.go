@@ -5,12 +5,14 @@ import (
 	"mime"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-imap/v2"
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/charset"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+	"golang.org/x/text/encoding/charmap"
 )
 
 // missingDomain is the host given to an address with no "@" (a local name
@@ -31,12 +33,20 @@ func extractEnvelope(h textproto.Header) *imap.Envelope {
 	date := envelopeDate(mh)
 	// The subject decoded by wordDecoder, as a display name is: go-message's
 	// mh.Subject() does not know a word's language tag.
-	subject := mh.Get("Subject")
+	subject := eightBitText(mh.Get("Subject"))
 	if d, ok := DecodeHeaderValue(subject); ok {
 		subject = d
 	}
-	inReplyTo, _ := mh.MsgIDList("In-Reply-To")
-	messageID, _ := mh.MessageID()
+	inReplyTo, err := mh.MsgIDList("In-Reply-To")
+	if err != nil {
+		inReplyTo = looseMsgIDs(mh.Get("In-Reply-To"))
+	}
+	messageID, err := mh.MessageID()
+	if err != nil {
+		if ids := looseMsgIDs(mh.Get("Message-Id")); len(ids) > 0 {
+			messageID = ids[0]
+		}
+	}
 	return &imap.Envelope{
 		Date:      date,
 		Subject:   subject,
@@ -75,8 +85,8 @@ func envelopeDate(mh mail.Header) time.Time {
 	return date
 }
 
-// obsoleteZones are the zone names of RFC 5322 section 4.3 other than UT
-// and GMT, and their offsets. net/mail parses a date in one with
+// obsoleteZones are the zone names of RFC 5322 section 4.3 other than
+// GMT, and their offsets. net/mail parses a date in one with
 // time.Parse, which gives a zone name the machine's own zone does not
 // know the offset 0: "Thu, 5 Mar 2020 08:00:00 EST" was 08:00 UTC in
 // ENVELOPE, five hours off, on a device outside that zone.
@@ -85,6 +95,7 @@ var obsoleteZones = map[string]string{
 	"CST": "-0600", "CDT": "-0500",
 	"MST": "-0700", "MDT": "-0600",
 	"PST": "-0800", "PDT": "-0700",
+	"UT": "+0000",
 }
 
 // numericZone returns the date v with an obsolete zone name at its end
@@ -92,11 +103,94 @@ var obsoleteZones = map[string]string{
 func numericZone(v string) string {
 	t := strings.TrimRight(v, " \t")
 	i := strings.LastIndexAny(t, " \t")
-	if i < 0 || len(t)-i-1 != 3 {
+	if i < 0 {
 		return v
 	}
-	if z, ok := obsoleteZones[strings.ToUpper(t[i+1:])]; ok {
+	zone := strings.ToUpper(t[i+1:])
+	if z, ok := obsoleteZones[zone]; ok {
 		return t[:i+1] + z
+	}
+	// A military zone, one letter but J (RFC 5322 section 4.3: their
+	// meaning was never agreed, so they are -0000, an unknown offset).
+	// net/mail refused them, and the date was NIL.
+	if len(zone) == 1 && zone[0] >= 'A' && zone[0] <= 'Z' && zone[0] != 'J' {
+		return t[:i+1] + "-0000"
+	}
+	return v
+}
+
+// looseMsgIDs returns the message identifiers of an In-Reply-To or
+// Message-ID field that does not parse as RFC 5322 section 3.6.4 has it:
+// each one in angle brackets, and what is around them left out
+// ("Your message of Mon, 2 Dec 2024 <x@example.org>"), or, with no
+// brackets, the field's one word with an "@" ("m1@example.org"). The
+// envelope had NIL, and a client threading by it lost the thread.
+func looseMsgIDs(v string) []string {
+	var ids []string
+	for rest := v; ; {
+		i := strings.IndexByte(rest, '<')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(rest[i:], '>')
+		if j < 0 {
+			break
+		}
+		if id := dropSpaces(unfold(rest[i+1 : i+j])); id != "" {
+			ids = append(ids, id)
+		}
+		rest = rest[i+j+1:]
+	}
+	if len(ids) > 0 {
+		return ids
+	}
+	if w := strings.Fields(stripComments(unfold(v))); len(w) == 1 && strings.Contains(w[0], "@") {
+		return w
+	}
+	return nil
+}
+
+// eightBitText returns s with each byte that is not part of valid UTF-8
+// read as windows-1252, the superset of Latin-1 that mail in 8-bit
+// headers from before UTF-8 is written in ("Subject: Gr\xfc\xdfe").
+// Those bytes were stored as U+FFFD, and a client showed "Gr??e" where
+// Dovecot hands it the bytes to guess at; a NUL is U+FFFD too, which no
+// client takes for the end of the text.
+func eightBitText(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case s[i] == 0:
+			b.WriteRune(utf8.RuneError)
+		case r == utf8.RuneError && n == 1:
+			b.WriteRune(charmap.Windows1252.DecodeByte(s[i]))
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// beforeBareCR returns v up to its first bare CR (one no LF follows),
+// where Dovecot ends an address field too: the text after it is no
+// address ("From: ann@example.org<CR>Subject: x" was the addresses
+// "ann@example.orgSubject" and "x", the CR dropped as a line break).
+func beforeBareCR(v string) string {
+	for i := strings.IndexByte(v, '\r'); i >= 0 && i < len(v); {
+		if i+1 == len(v) || v[i+1] != '\n' {
+			return v[:i]
+		}
+		j := strings.IndexByte(v[i+1:], '\r')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
 	}
 	return v
 }
@@ -131,7 +225,7 @@ const maxEnvelopeAddresses = 1000
 func addressList(h textproto.Header, key string) []imap.Address {
 	var out []imap.Address
 	for f := h.FieldsByKey(key); f.Next() && len(out) < maxEnvelopeAddresses; {
-		out = append(out, parseAddressList(unfold(f.Value()), maxEnvelopeAddresses-len(out))...)
+		out = append(out, parseAddressList(unfold(beforeBareCR(f.Value())), maxEnvelopeAddresses-len(out))...)
 	}
 	return out
 }
@@ -204,7 +298,15 @@ func parseAddressList(v string, limit int) []imap.Address {
 
 // parseMailbox parses one mailbox: [display-name] <addr-spec>, or an
 // addr-spec alone.
+//
+// An addr-spec alone with a comment ("bob@example.org (Bob Smith)", the
+// form of RFC 733 that old software still writes) takes the comment for
+// its display name, as Dovecot and mail clients read it; it had none.
 func parseMailbox(s string) (imap.Address, bool) {
+	var comment string
+	if topLevelIndex(s, '<') < 0 {
+		comment = firstComment(s)
+	}
 	s = stripComments(s)
 	var name, spec string
 	if i := topLevelIndex(s, '<'); i >= 0 {
@@ -239,7 +341,42 @@ func parseMailbox(s string) (imap.Address, bool) {
 	if local == "" {
 		return imap.Address{}, false
 	}
+	if name == "" && comment != "" {
+		name = phrase(comment)
+	}
 	return imap.Address{Name: name, Mailbox: local, Host: host}, true
+}
+
+// firstComment returns the text of the first comment of s outside quoted
+// strings, its own nested comments and quoting backslashes kept out, or
+// "" when there is none.
+func firstComment(s string) string {
+	i := topLevelIndex(s, '(')
+	if i < 0 {
+		return ""
+	}
+	var b strings.Builder
+	depth := 0
+	for j := i; j < len(s); j++ {
+		c := s[j]
+		switch {
+		case c == '\\' && j+1 < len(s):
+			j++
+			if depth == 1 {
+				b.WriteByte(s[j])
+			}
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+			if depth == 0 {
+				return strings.TrimSpace(b.String())
+			}
+		case depth == 1:
+			b.WriteByte(c)
+		}
+	}
+	return strings.TrimSpace(b.String())
 }
 
 // wordDecoder decodes RFC 2047 words in every charset go-message knows,
@@ -259,7 +396,7 @@ func wordCharset(name string, input io.Reader) (io.Reader, error) {
 // phrase is a display name: quotes removed, white space runs made one
 // space, RFC 2047 words decoded (kept as they are when they do not decode).
 func phrase(s string) string {
-	p := plainPhrase(s)
+	p := eightBitText(plainPhrase(s))
 	if strings.Contains(p, "=?") {
 		if d, err := wordDecoder.DecodeHeader(p); err == nil {
 			return d

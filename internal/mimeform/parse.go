@@ -249,7 +249,35 @@ func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.Bod
 	if !wellFormed(bs) {
 		return nil, nil
 	}
+	defaultCharsets(bs)
 	return bs, md5s
+}
+
+// defaultCharsets gives every text part of bs that names no charset the
+// parameter charset=us-ascii, its default (RFC 2045 section 5.2, RFC 2046
+// section 4.1.2), as RFC 3501's BODYSTRUCTURE example and Dovecot write
+// it: go-imap wrote NIL, which leaves a client to guess.
+func defaultCharsets(bs imap.BodyStructure) {
+	switch x := bs.(type) {
+	case *imap.BodyStructureMultiPart:
+		for _, c := range x.Children {
+			defaultCharsets(c)
+		}
+	case *imap.BodyStructureSinglePart:
+		if m := x.MessageRFC822; m != nil {
+			defaultCharsets(m.BodyStructure)
+		}
+		if !strings.EqualFold(x.Type, "text") {
+			return
+		}
+		if _, ok := x.Params["charset"]; ok {
+			return
+		}
+		if x.Params == nil {
+			x.Params = map[string]string{}
+		}
+		x.Params["charset"] = "us-ascii"
+	}
 }
 
 // bodyStructure is go-imap's imapserver.ExtractBodyStructure of the part
