@@ -87,3 +87,33 @@ func TestTextCharsetDefault(t *testing.T) {
 		t.Errorf("structure:\n got  %s\n want %s", form, want)
 	}
 }
+
+// TestMixedLineEndDelimiters: in a multipart whose first delimiter line
+// ends in LF, a later one in CRLF is a delimiter too (Dovecot reads it
+// so); the library lost the parts after it. The message the library is
+// given for sections (Mended) has the same length and the parts their
+// bytes; a line that names no boundary and a multipart in CRLF are left
+// as they are.
+func TestMixedLineEndDelimiters(t *testing.T) {
+	msg := "Subject: mixed\r\nContent-Type: multipart/mixed; boundary=mm\n\r\n" +
+		"--mm\nContent-Type: text/plain\r\n\r\nfirst\n--------\r\nsecond\r\n" +
+		"--mm\r\nContent-Type: text/html\n\n<p>x</p>\n--mm--\r\n"
+	_, _, form, err := ParseForms([]byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 23 2 NIL NIL NIL NIL)` +
+		`("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 8 0 NIL NIL NIL NIL) "mixed" ("boundary" "mm") NIL NIL NIL)`
+	if string(form) != want {
+		t.Errorf("structure:\n got  %s\n want %s", form, want)
+	}
+	m := Mended([]byte(msg))
+	wantMended := strings.Replace(strings.Replace(msg, "--mm\r\n", "--mm \n", 1), "--mm--\r\n", "--mm-- \n", 1)
+	if string(m) != wantMended {
+		t.Errorf("Mended:\n got  %q\n want %q", m, wantMended)
+	}
+	crlf := strings.ReplaceAll(strings.ReplaceAll(msg, "\r\n", "\n"), "\n", "\r\n")
+	if out, changed := lfDelimiters([]byte(crlf), nil); changed || string(out) != crlf {
+		t.Errorf("a multipart in CRLF was written again: %q", out)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
@@ -124,7 +125,7 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, err
 	// The header's fields as a reader takes them; its length and the
 	// body are b's. The types need no rewrite here: the structure reads
 	// them itself (ContentType).
-	src := Lenient(b, false)
+	src, _ := lfDelimiters(Lenient(b, false), nil)
 	r := getReader(src)
 	defer readers.Put(r)
 	var env *imap.Envelope
@@ -568,6 +569,18 @@ func Mended(b []byte) []byte {
 	if !w.within(h, r.br) || w.tripped || len(w.boundaries) == 0 {
 		return l
 	}
+	if lf, changed := lfDelimiters(l, w.boundaries); changed {
+		// Walked again: the parts behind the delimiters now seen.
+		l = lf
+		r.reset(l)
+		if h, err = textproto.ReadHeader(r.br); err != nil {
+			return l
+		}
+		w = &walk{bounds: structureBounds, boundaries: map[string]bool{}}
+		if !w.within(h, r.br) || w.tripped {
+			return l
+		}
+	}
 	out := rewritePartTypes(l, w.boundaries)
 	if len(w.cut) == 0 {
 		return out
@@ -582,6 +595,48 @@ func Mended(b []byte) []byte {
 		out = append(out, "--"+bd+"--\r\n"...)
 	}
 	return out
+}
+
+// lfDelimiters returns b with the CR of each delimiter line that ends in
+// CRLF ("--B<CR><LF>", "--B--<CR><LF>") written as a space, for each
+// boundary B whose first delimiter line in b ends in a bare LF; b itself
+// when there is none, and whether it wrote any. The MIME library reads a multipart's delimiter
+// lines with the line end of its first one, and took a later one in CRLF
+// for a line of no part: the parts after it were lost (Dovecot shows
+// them). White space before the line end is allowed (RFC 2046 section
+// 5.1.1), and the length is the same, so every part keeps its bytes and
+// offsets. With boundaries nil, every line that starts with "--" names a
+// boundary; otherwise only those in boundaries do.
+func lfDelimiters(b []byte, boundaries map[string]bool) ([]byte, bool) {
+	type seen struct {
+		token string
+		lf    bool
+	}
+	var first []seen
+	out, changed := b, false
+	for i := 0; i < len(b); {
+		end := lineEnd(b, i)
+		line := b[i:end]
+		if len(line) > 3 && line[0] == '-' && line[1] == '-' && line[len(line)-1] == '\n' {
+			crlf := line[len(line)-2] == '\r'
+			token := strings.TrimRight(string(line[2:]), " \t\r\n")
+			token = strings.TrimSuffix(token, "--")
+			if token != "" && (boundaries == nil || boundaries[token]) {
+				k := slices.IndexFunc(first, func(s seen) bool { return s.token == token })
+				switch {
+				case k < 0:
+					first = append(first, seen{token, !crlf})
+				case first[k].lf && crlf:
+					if !changed {
+						out, changed = append([]byte(nil), b...), true // never b's array
+					}
+					out[end-2] = ' '
+				}
+			}
+		}
+		i = end
+	}
+	return out, changed
 }
 
 // rewritePartTypes returns l with the type fields of its parts' headers
