@@ -124,7 +124,9 @@ func numericZone(v string) string {
 // each one in angle brackets, and what is around them left out
 // ("Your message of Mon, 2 Dec 2024 <x@example.org>"), or, with no
 // brackets, the field's one word with an "@" ("m1@example.org"). The
-// envelope had NIL, and a client threading by it lost the thread.
+// envelope had NIL, and a client threading by it lost the thread. White
+// space inside the brackets makes no identifier: no reply would name it
+// so.
 func looseMsgIDs(v string) []string {
 	var ids []string
 	for rest := v; ; {
@@ -136,7 +138,7 @@ func looseMsgIDs(v string) []string {
 		if j < 0 {
 			break
 		}
-		if id := dropSpaces(unfold(rest[i+1 : i+j])); id != "" {
+		if id := strings.TrimSpace(unfold(rest[i+1 : i+j])); id != "" && !strings.ContainsAny(id, " \t") {
 			ids = append(ids, id)
 		}
 		rest = rest[i+j+1:]

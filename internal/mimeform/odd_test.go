@@ -43,6 +43,10 @@ func TestEnvelopeOddFields(t *testing.T) {
 	if e.MessageID != "m1@example.org" || len(e.InReplyTo) != 1 || e.InReplyTo[0] != "x@example.org" {
 		t.Errorf("loose ids: Message-ID %q, In-Reply-To %q", e.MessageID, e.InReplyTo)
 	}
+	e = envelopeOf(t, "Message-ID: <a b@example.org>\r\nIn-Reply-To: <x y@example.org> <z@example.org>\r\n")
+	if e.MessageID != "" || len(e.InReplyTo) != 1 || e.InReplyTo[0] != "z@example.org" {
+		t.Errorf("ids with spaces: Message-ID %q, In-Reply-To %q", e.MessageID, e.InReplyTo)
+	}
 	e = envelopeOf(t, "Message-ID: <a@example.org>\r\nIn-Reply-To: no id here\r\n")
 	if e.MessageID != "a@example.org" || e.InReplyTo != nil {
 		t.Errorf("ids: Message-ID %q, In-Reply-To %q", e.MessageID, e.InReplyTo)
