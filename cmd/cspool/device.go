@@ -75,12 +75,17 @@ type device struct {
 	imapHook *atomic.Pointer[imapd.Server]
 	syncDone chan error // Run's end, once serve started it
 
-	// created: the database did not exist before this run.
+	// created: the database did not exist before this run, or was left
+	// by a first run that the spool never answered (firstrun.go).
 	created bool
-	// dropUnread, set by cspool sync and imap-server: a database this
-	// run created is removed at close when the spool answered no read
-	// in this run and nothing was applied or queued (dropIfUnread).
+	// dropUnread, set by cspool sync and imap-server before openDevice: a
+	// database this run created is removed at close when the spool
+	// answered no read in this run and nothing was applied or queued
+	// (unread), and marked as this run's until then (firstrun.go).
 	dropUnread bool
+	// firstRun: the mark DB.firstrun of the database this run made; nil
+	// when it did not make it, or without dropUnread.
+	firstRun *firstRun
 	// with are files this run made beside the database, removed with it
 	// (dropWith).
 	with []string
@@ -89,11 +94,27 @@ type device struct {
 
 // openDevice takes the lock of d.dbPath (one process syncs a database at a
 // time; busy says what to do when another holds it) and opens its mail
-// store (openDeviceStore). close releases both.
+// store (openDeviceStore); with d.dropUnread, a database it makes is
+// marked as this run's first (prepareFirstRun). close releases both.
 func openDevice(w io.Writer, d device, busy string) (*device, error) {
-	_, err := os.Lstat(d.dbPath)
-	d.created = errors.Is(err, fs.ErrNotExist)
-	store, closeStore, err := openDeviceStore(w, d.dbPath, busy, d.userKey)
+	prepare := func() (func(), error) {
+		_, err := os.Lstat(d.dbPath)
+		d.created = errors.Is(err, fs.ErrNotExist)
+		return nil, nil
+	}
+	if d.dropUnread {
+		prepare = func() (func(), error) {
+			// A store that did not open, made by this run, holds
+			// nothing: it goes with its mark.
+			return func() {
+				if d.firstRun != nil {
+					d.w = io.Discard
+					d.drop()
+				}
+			}, d.prepareFirstRun(w)
+		}
+	}
+	store, closeStore, err := openDeviceStore(w, d.dbPath, busy, d.userKey, prepare)
 	if err != nil {
 		return nil, err
 	}
@@ -102,9 +123,13 @@ func openDevice(w io.Writer, d device, busy string) (*device, error) {
 }
 
 // close closes the store, then releases the lock; a database this run
-// created and never used is removed (dropIfUnread).
+// created and never used is removed (unread, drop), one it keeps loses
+// its first run's mark (keep).
 func (d *device) close() {
 	drop := d.dropUnread && d.created && d.unread()
+	if !drop {
+		d.keep()
+	}
 	d.closeStore()
 	if drop {
 		d.drop()
@@ -123,15 +148,7 @@ func (d *device) unread() bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	pos, err := d.store.Position(ctx)
-	if err != nil || pos != 0 {
-		return false
-	}
-	if n, err := d.store.QueueLen(ctx); err != nil || n != 0 {
-		return false
-	}
-	alarms, err := d.store.Alarms(ctx)
-	return err == nil && len(alarms) == 0
+	return !holdsSomething(ctx, d.store)
 }
 
 // dropWith has path, a database this run made beside the device's and
@@ -141,7 +158,7 @@ func (d *device) dropWith(path string) { d.with = append(d.with, path) }
 
 // drop removes the database this run made and did not use, with its
 // journal files and those of dropWith, once the store is closed, and says
-// so.
+// so; then the first run's mark.
 func (d *device) drop() {
 	for _, db := range append([]string{d.dbPath}, d.with...) {
 		for _, p := range []string{db, db + "-wal", db + "-shm"} {
@@ -151,6 +168,7 @@ func (d *device) drop() {
 			}
 		}
 	}
+	d.removeMark()
 	fmt.Fprintf(d.w, "cspool: %s removed: this run made it, and the spool answered no read of the log, so it held nothing; the next start makes it again\n", d.dbPath)
 }
 
@@ -218,6 +236,7 @@ func (d *device) startSync(o syncOptions) error {
 	}
 	cfg := syncer.Config{User: d.user, UserKey: d.userKey, SpoolKey: d.spoolPub, Source: src, Store: d.store,
 		Logger: d.log, Unreachable: spoolUnreachable, Permanent: api.Hint, StoreProblem: d.storeProblem,
+		OnContact:     d.keep,
 		CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath),
 		TempDir: filepath.Dir(d.dbPath),
 		// The sealed bytes of a large message, let go before its apply,
@@ -408,13 +427,15 @@ func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
 
 // open loads the device's keys and opens its database (openDevice), for
 // the commands that work on a device without serving it; busy is the
-// hint when another process holds the database.
-func (d *deviceFlags) open(w io.Writer, log *slog.Logger, busy string) (*device, error) {
+// hint when another process holds the database; dropUnread is
+// device.dropUnread.
+func (d *deviceFlags) open(w io.Writer, log *slog.Logger, busy string, dropUnread bool) (*device, error) {
 	userKey, spoolPub, err := d.loadKeys()
 	if err != nil {
 		return nil, err
 	}
-	return openDevice(w, device{user: *d.user, userKey: userKey, spoolPub: spoolPub, spoolURL: *d.spoolURL, dbPath: *d.db, log: log}, busy)
+	return openDevice(w, device{user: *d.user, userKey: userKey, spoolPub: spoolPub, spoolURL: *d.spoolURL, dbPath: *d.db, log: log,
+		dropUnread: dropUnread}, busy)
 }
 
 // loadDeviceKeys loads what a device needs: the user's secret key (checked
@@ -449,11 +470,13 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 }
 
 // openDeviceStore takes the database's lock (one process syncs a database
-// at a time; busy explains who holds it) and opens the mail store,
-// encrypted at rest with a key derived from userKey: a plaintext database
-// (an earlier cspool's) is encrypted in place first, with a line on w.
-// closeStore closes the store, then releases the lock.
-func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) (store *mailstore.Store, closeStore func(), err error) {
+// at a time; busy explains who holds it), runs prepare (if not nil) under
+// it, and opens the mail store (when that fails, it runs the function
+// prepare returned, if not nil, before it lets the lock go), encrypted at rest with a key derived from
+// userKey: a plaintext database (an earlier cspool's) is encrypted in
+// place first, with a line on w. closeStore closes the store, then
+// releases the lock.
+func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey, prepare func() (undo func(), err error)) (store *mailstore.Store, closeStore func(), err error) {
 	if err := refuseForeign(dbPath); err != nil {
 		return nil, nil, err
 	}
@@ -461,8 +484,18 @@ func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey) 
 	if err != nil {
 		return nil, nil, err
 	}
+	var undo func()
+	if prepare != nil {
+		if undo, err = prepare(); err != nil {
+			unlock()
+			return nil, nil, err
+		}
+	}
 	store, err = openMailStore(w, dbPath, userKey, false)
 	if err != nil {
+		if undo != nil {
+			undo()
+		}
 		unlock()
 		return nil, nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -125,12 +124,11 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		cleartextWarning(e.stderr, log, "IMAP", *addr, "--addr")
 	}
 
-	dev, err := openDevice(e.stderr, device{user: *userName, userKey: userKey, spoolPub: spoolPub, spoolURL: *spoolURL, dbPath: *dbPath, log: log},
-		"a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
+	dev, err := openDevice(e.stderr, device{user: *userName, userKey: userKey, spoolPub: spoolPub, spoolURL: *spoolURL, dbPath: *dbPath, log: log,
+		dropUnread: true}, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
 	if err != nil {
 		return err
 	}
-	dev.dropUnread = true
 	defer dev.close()
 	if err := dev.startSync(syncOptions{daemon: true, checkpointMin: *checkpointMin}); err != nil {
 		return err
@@ -146,10 +144,9 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		k := devicedb.Key(userKey.DatabaseKey("outbox"))
 		outboxKey = &k
 	}
-	_, err = os.Lstat(*dbPath + ".outbox")
-	outboxNew := errors.Is(err, os.ErrNotExist)
+	outboxNew := dev.firstRunOutbox()
 	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, key: outboxKey, store: dev.store, sync: dev.sync, user: *userName, pw: pw,
-		allowEmpty: allowEmpty, log: log, tls: tlsConfig, stderr: e.stderr})
+		allowEmpty: allowEmpty, log: log, tls: tlsConfig, stderr: e.stderr, beforeMessage: dev.keep})
 	if err != nil {
 		return err
 	}
@@ -162,7 +159,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 			dev.dropWith(*dbPath + ".outbox")
 		}
 	}()
-	if err := dev.newIMAP(imapd.Config{Submit: snd.submitter(dev.sync), Password: pw, AllowEmptyPassword: allowEmpty, TLS: tlsConfig}); err != nil {
+	if err := dev.newIMAP(imapd.Config{Submit: keepFirst{snd.submitter(dev.sync), dev.keep}, Password: pw, AllowEmptyPassword: allowEmpty, TLS: tlsConfig}); err != nil {
 		return err
 	}
 

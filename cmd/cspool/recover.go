@@ -59,7 +59,7 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	log := newLogger(e, *debug)
-	dev, err := devFlags.open(e.stderr, log, "stop the daemon (cspool imap-server) for this database first, then run cspool recover again")
+	dev, err := devFlags.open(e.stderr, log, "stop the daemon (cspool imap-server) for this database first, then run cspool recover again", false)
 	if err != nil {
 		return err
 	}

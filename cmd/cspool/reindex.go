@@ -70,7 +70,7 @@ cspool reindex --db ~/.local/state/cspool/alice/mail.db --user-key ~/.config/csp
 	if err != nil {
 		return err
 	}
-	store, closeStore, err := openDeviceStore(e.stderr, *db, "stop the daemon (cspool imap-server) for this database first, then run cspool reindex again", k)
+	store, closeStore, err := openDeviceStore(e.stderr, *db, "stop the daemon (cspool imap-server) for this database first, then run cspool reindex again", k, nil)
 	if err != nil {
 		return err
 	}

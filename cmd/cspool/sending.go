@@ -185,6 +185,9 @@ type sendingSetup struct {
 	// releaseHeld names the hold whose messages are relayed: held because
 	// the outbox was found copied or restored (outbox.Config.ReleaseHeld).
 	releaseHeld string
+	// beforeMessage, if set, runs before the outbox takes a message (a
+	// first run keeps its database from then on, firstrun.go).
+	beforeMessage func()
 }
 
 // sending is the running submission listener and outbox; nil when sending
@@ -294,7 +297,7 @@ func startSending(s sendingSetup, relay outbox.Relay, identities []string, addr 
 		return nil, withHint(err, outboxHint(s.dbPath, err))
 	}
 	srv, err := submit.New(submit.Config{User: s.user, Password: s.pw, AllowEmptyPassword: s.allowEmpty,
-		Identities: identities, Queue: box, Hostname: host, Logger: s.log, TLS: s.tls})
+		Identities: identities, Queue: keepFirstQueue{box, s.beforeMessage}, Hostname: host, Logger: s.log, TLS: s.tls})
 	if err != nil {
 		box.Close()
 		return nil, err

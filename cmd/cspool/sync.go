@@ -57,11 +57,10 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	log := newLogger(e, *debug)
-	dev, err := devFlags.open(e.stderr, log, "it is being synced already; see its state with: cspool status --db "+*dbPath)
+	dev, err := devFlags.open(e.stderr, log, "it is being synced already; see its state with: cspool status --db "+*dbPath, true)
 	if err != nil {
 		return err
 	}
-	dev.dropUnread = true
 	defer dev.close()
 	if *clearAlarm {
 		if err := clearAlarms(context.Background(), e.stdout, dev.store); err != nil {

@@ -146,6 +146,11 @@ type Config struct {
 
 	// OnApplied, if set, runs after each committed batch, in log order.
 	OnApplied func(*mailstore.Result)
+	// OnContact, if set, runs after each read the spool answered, before
+	// its entries are checked or applied: the spool took the user's key
+	// for this log (cspool keeps the database a first run made from then
+	// on). It runs on the loop's goroutine and should return quickly.
+	OnContact func()
 	// OnLargeOpened, if set, runs before a batch that holds an entry
 	// whose message is over LargeEntryBytes is applied, once the entries'
 	// sealed bytes are let go: they are garbage then, as large as the
@@ -1166,6 +1171,9 @@ func rejectReason(err error) string {
 
 func (s *Syncer) contact(head, checkpoint uint64) {
 	s.noteContact(head, checkpoint)
+	if s.cfg.OnContact != nil {
+		s.cfg.OnContact()
+	}
 	s.fitBudget() // the spool's answer may state its budget
 }
 
