@@ -38,6 +38,8 @@ var (
 	_ syncer.Replica = (*mailstore.Store)(nil)
 	_ syncer.Queue   = (*mailstore.Store)(nil)
 	_ syncer.Journal = (*mailstore.Store)(nil)
+	// Changes are refused on a full disk before they are sent.
+	_ syncer.RoomChecker = (*mailstore.Store)(nil)
 
 	_ mailstore.Parser      = mimeform.Parser{}
 	_ mailstore.FormsParser = mimeform.Parser{}

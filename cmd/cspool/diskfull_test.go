@@ -2,12 +2,19 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-smtp"
 
 	"cspool/internal/devicedb"
 	"cspool/internal/spool"
@@ -127,5 +134,164 @@ func TestDamagedSpoolHintPastOpen(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "hint: the spool's database in "+spoolDir+" is damaged") {
 		t.Errorf("cspool server on a spool damaged past its first page: exit %d, want the damaged spool's hint naming %s:\n%s", code, spoolDir, stderr)
+	}
+}
+
+// TestDeviceDiskFills: the disk holding a running daemon's database fills
+// to its last byte while the device is up to date and mail arrives. A
+// change from a mail client was sent to the log and then waited for an
+// apply the full disk failed, 2 minutes, before NO [UNAVAILABLE] "the
+// change was sent to the spool but is not applied yet" (a change made,
+// shown once space was freed); a change queued got NO [SERVERBUG], and the
+// log said "sqlite3: disk I/O error" with no word of the disk. Now the
+// change is refused before it is sent, NO [OVERQUOTA] saying the disk is
+// full, and nothing is changed; the log names the file and says no space
+// is left; reads are served throughout, the connection lives, no alarm,
+// and once space is freed the daemon applies the mail delivered meanwhile
+// by itself and takes changes again.
+func TestDeviceDiskFills(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir, usersPath, _ := aliceWithSpool(t)
+	mnt := filepath.Join(t.TempDir(), "device")
+	testproc.MountTmpfs(t, mnt, "16m")
+	env := os.Environ()
+	port, lmtpPort := freePort(t), freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	server := startProc(t, "cspool server", dir, env, bin, "server", "--port", fmt.Sprint(port),
+		"--spool-dir", "spool", "--users", usersPath, "--spool-key", "spool.sec", "--lmtp", fmt.Sprintf("127.0.0.1:%d", lmtpPort))
+	waitHealthy(t, url, server)
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", lmtpPort), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := smtp.NewClientLMTP(conn)
+	defer lc.Close()
+	deliver := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if err := lc.SendMail("sender@example.net", []string{"alice@example.org"}, strings.NewReader(fmt.Sprintf("Subject: m%d\r\n\r\nbody %d\r\n", i, i))); err != nil {
+				t.Fatalf("delivering message %d: %v", i, err)
+			}
+		}
+	}
+	db := filepath.Join(mnt, "alice.db")
+	// awaitPosition waits for the daemon to be up to date with the
+	// spool's head, which must be n: the changes refused made no entry.
+	awaitPosition := func(n int, within time.Duration) {
+		t.Helper()
+		out := ""
+		for deadline := time.Now().Add(within); ; time.Sleep(200 * time.Millisecond) {
+			_, out, _ = runExit(t, dir, env, bin, "status", "--db", db)
+			var pos, head int
+			_, rest, _ := strings.Cut(out, "Position:")
+			if _, err := fmt.Sscanf(rest, "%d of %d", &pos, &head); err == nil && pos == head && pos >= n {
+				if pos != n {
+					t.Fatalf("the log holds %d entries, want %d: a change answered NO is in it; cspool status:\n%s", pos, n, out)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the daemon did not apply position %d within %v; cspool status:\n%s", n, within, out)
+			}
+		}
+	}
+	deliver(0, 5)
+	imapPort := freePort(t)
+	daemon := startProc(t, "cspool imap-server", dir, env, bin, "imap-server", "--port", fmt.Sprint(imapPort), "--status-addr", "",
+		"--smtp-port", "0", "--db", db, "--user", "alice", "--user-key", "user.sec", "--user-public-key", "user.pub",
+		"--spool-key", "spool.pub", "--spool-server", url)
+	pw := daemonPassword(t, daemon.waitOutput(t, "state:", 30*time.Second))
+	awaitPosition(5, 60*time.Second)
+
+	// The disk fills, to its last byte.
+	filler := filepath.Join(mnt, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{64 << 10, 4 << 10, 1} {
+		buf := make([]byte, size)
+		for {
+			if _, err := f.Write(buf); err != nil {
+				break
+			}
+		}
+	}
+	f.Close()
+
+	c, err := imapclient.DialInsecure(fmt.Sprintf("127.0.0.1:%d", imapPort), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("alice", pw).Wait(); err != nil {
+		t.Fatalf("LOGIN on a full disk: %v", err)
+	}
+	if sel, err := c.Select("INBOX", nil).Wait(); err != nil || sel.NumMessages != 5 {
+		t.Fatalf("SELECT INBOX on a full disk: %v (%+v); want 5 messages", err, sel)
+	}
+	bodies, err := c.Fetch(imap.SeqSetNum(1, 2, 3, 4, 5), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{Peek: true}}}).Collect()
+	if err != nil || len(bodies) != 5 {
+		t.Fatalf("FETCH of the bodies on a full disk: %v (%d messages); want 5", err, len(bodies))
+	}
+	full := func(what string, err error) {
+		t.Helper()
+		var ie *imap.Error
+		if !errors.As(err, &ie) || ie.Code != imap.ResponseCodeOverQuota || !strings.Contains(ie.Text, "disk is full") {
+			t.Errorf("%s on a full disk: %v; want NO [OVERQUOTA] saying the disk is full", what, err)
+		}
+	}
+	full("STORE", c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close())
+	msg := []byte("Subject: a\r\n\r\nappended on a full disk\r\n")
+	appendCmd := c.Append("INBOX", int64(len(msg)), nil)
+	if _, err := appendCmd.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := appendCmd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = appendCmd.Wait()
+	full("APPEND", err)
+	if err := c.Noop().Wait(); err != nil {
+		t.Fatalf("NOOP after the refusals: %v", err)
+	}
+
+	// Mail arrives; the daemon says why it does not apply it.
+	deliver(5, 8)
+	log := daemon.stderr
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(log.String(), "applying to the local store failed"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not log the failed apply within 30 s; its log:\n%s", log)
+		}
+	}
+	for _, line := range strings.Split(log.String(), "\n") {
+		if strings.Contains(line, "applying to the local store failed") && !strings.Contains(line, "no space left on the file system of "+db) {
+			t.Errorf("the failed apply's line does not name %s and say no space is left: %s", db, line)
+		}
+	}
+	if _, out, _ := runExit(t, dir, env, bin, "status", "--db", db); strings.Contains(out, "ALARM") {
+		t.Errorf("an integrity alarm on a full disk:\n%s", out)
+	}
+
+	// Space freed: the mail delivered meanwhile applies by itself (the
+	// loop's backoff is at most 30 s), and changes are taken again.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	awaitPosition(8, 90*time.Second)
+	if err := c.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close(); err != nil {
+		t.Errorf("STORE once space is freed: %v", err)
+	}
+	// The APPEND refused made nothing: INBOX holds the 8 deliveries.
+	st, err := c.Status("INBOX", &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil || st.NumMessages == nil || *st.NumMessages != 8 {
+		t.Errorf("STATUS INBOX once space is freed: %v (%+v); want the 8 messages delivered and no other", err, st)
+	}
+	if _, out, _ := runExit(t, dir, env, bin, "status", "--db", db); strings.Contains(out, "ALARM") || !strings.Contains(out, "Rejected:      0") {
+		t.Errorf("after the disk was full: want no alarm and nothing rejected; cspool status:\n%s", out)
 	}
 }

@@ -482,9 +482,37 @@ func Explain(path string, err error) error {
 	if err == nil || errors.Is(err, ErrDiskFull) || !(errors.Is(err, sqlite3.IOERR) || errors.Is(err, sqlite3.FULL)) {
 		return err
 	}
-	var st syscall.Statfs_t
-	if syscall.Statfs(filepath.Dir(path), &st) != nil || st.Bavail*uint64(st.Bsize) >= fullBelow {
+	if free, ok := freeSpace(path); !ok || free >= fullBelow {
 		return err
 	}
-	return fmt.Errorf("%w: %w", ErrDiskFull, err)
+	return fmt.Errorf("%w (no space left on the file system of %s): %w", ErrDiskFull, path, err)
+}
+
+// CheckRoom returns an error wrapping ErrDiskFull, naming path, when the
+// file system holding the database at path has less space left than a
+// write of need bytes takes, and roomFloor more: a device then refuses a
+// change before sending it, instead of sending it to the log and failing
+// to apply it. Nil when there is room, or when the space cannot be told.
+func CheckRoom(path string, need int64) error {
+	free, ok := freeSpace(path)
+	if !ok || free >= uint64(max(need, 0))+roomFloor {
+		return nil
+	}
+	return fmt.Errorf("%w (no space left on the file system of %s: %d bytes free)", ErrDiskFull, path, free)
+}
+
+// roomFloor is the space CheckRoom wants free besides a write's own
+// bytes: the pages a small change's commit adds to the write-ahead log
+// (a few of 4 KiB each) many times over. Under it even a flag's change may
+// fail; above it, the disk is not taken for full before SQLite says so.
+const roomFloor = 64 << 10
+
+// freeSpace is the space an unprivileged user may still take on the file
+// system holding path; ok is false if it cannot be told.
+func freeSpace(path string) (free uint64, ok bool) {
+	var st syscall.Statfs_t
+	if syscall.Statfs(filepath.Dir(path), &st) != nil {
+		return 0, false
+	}
+	return st.Bavail * uint64(st.Bsize), true
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"cspool/internal/devicedb"
 	"cspool/internal/loginguard"
 	"cspool/internal/mailstore"
 )
@@ -353,6 +354,10 @@ const damagedText = "This device's mail database is damaged. Its mail is all in 
 func (s *session) storeError(err error, name string) error {
 	if errors.Is(err, mailstore.ErrNoMailbox) {
 		return s.noMailbox(name)
+	}
+	if errors.Is(err, devicedb.ErrDiskFull) {
+		s.srv.log.Warn("the disk holding the database is full", "err", err)
+		return diskFull("the command failed")
 	}
 	var ie *imap.Error
 	if errors.As(err, &ie) {

@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/command"
+	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
 	"cspool/internal/syncer"
 )
@@ -16,7 +17,8 @@ import (
 // submit sends one command through the log and returns its outcome (the
 // provisional one when the syncer queued it, the spool being unreachable),
 // or the IMAP error to reply with: NO [UNAVAILABLE] when a Submitter that
-// does not queue cannot reach the spool, NO [CONTACTADMIN] with the alarm's
+// does not queue cannot reach the spool, NO [OVERQUOTA] when the device's
+// disk is full (the change refused before it was sent or queued), NO [CONTACTADMIN] with the alarm's
 // text while an integrity alarm stops the sync, NO with a code when the
 // command was rejected.
 func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
@@ -34,6 +36,10 @@ func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
 		s.srv.log.Warn("change refused: integrity alarm", "command", cmd.Kind, "err", err)
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeContactAdmin,
 			Text: s.respText(err.Error()) + "; tell the spool's operator, and see cspool status for what to do"}
+	case errors.Is(err, devicedb.ErrDiskFull):
+		// Refused before it was sent or queued: nothing changed.
+		s.srv.log.Warn("change not made: the disk holding the database is full", "command", cmd.Kind, "err", err)
+		return nil, diskFull("nothing was changed")
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		s.srv.log.Warn("change sent but not applied in time", "command", cmd.Kind, "err", err)
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
@@ -58,6 +64,16 @@ func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
 		}
 	}
 	return o, nil
+}
+
+// diskFull is the reply to a command the device's full disk stopped,
+// then tells what became of it. RFC 5530 has no code for a full disk;
+// OVERQUOTA, "would be over quota after the operation", is what Dovecot
+// answers to one too ("Not enough disk space"), and a client does not
+// take it for a failure that goes away if tried again at once.
+func diskFull(then string) error {
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota,
+		Text: "this device's disk is full: " + then + "; free space on it and try again (the daemon's log names the file)"}
 }
 
 // rejection is the reply for a rejected command (RFC 5530 codes).

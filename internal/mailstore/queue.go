@@ -11,6 +11,7 @@ import (
 	"sort"
 
 	"cspool/internal/command"
+	"cspool/internal/devicedb"
 )
 
 // Changes made on this device wait, in table queue, until the log has
@@ -91,7 +92,7 @@ func (s *Store) Enqueue(ctx context.Context, id command.ID, cmd *command.Command
 	defer s.mu.Unlock()
 	conn, tx, end, err := s.beginWrite(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("queueing a change: %w", err)
+		return nil, devicedb.Explain(s.path, fmt.Errorf("queueing a change: %w", err))
 	}
 	defer end()
 	a, done := s.writeApplier(ctx, tx, conn, end)
@@ -118,7 +119,7 @@ func (s *Store) Enqueue(ctx context.Context, id command.ID, cmd *command.Command
 		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("committing a queued change: %w", err)
+		return nil, devicedb.Explain(s.path, fmt.Errorf("committing a queued change: %w", err))
 	}
 	end() // boundWAL takes the writer
 	s.committed(ctx)

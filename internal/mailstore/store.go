@@ -240,6 +240,11 @@ func (s *Store) Close() error {
 // Path returns the database file name.
 func (s *Store) Path() string { return s.path }
 
+// CheckRoom returns an error wrapping devicedb.ErrDiskFull, naming the
+// file, when the file system holding the store has no room left for a
+// write of need bytes (devicedb.CheckRoom); nil otherwise.
+func (s *Store) CheckRoom(need int64) error { return devicedb.CheckRoom(s.path, need) }
+
 func (s *Store) check() error {
 	if s.closed.Load() {
 		return ErrClosed

@@ -31,6 +31,16 @@ type Store interface {
 	Journal
 }
 
+// RoomChecker is the optional capability of a Store to tell, before a
+// change is sent, that it has no room left to apply it (a full disk:
+// mailstore's CheckRoom): Submit then refuses the change, which would
+// otherwise be in the log and wait, unapplied here, until space is freed.
+type RoomChecker interface {
+	// CheckRoom returns an error when a write of need bytes (and the
+	// little a commit adds) would fail for want of space, nil otherwise.
+	CheckRoom(need int64) error
+}
+
 // Replica is the device's copy of the mail state, which the sync loop keeps
 // in step with the log and checkpoints write and restore.
 type Replica interface {

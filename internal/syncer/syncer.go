@@ -36,7 +36,9 @@
 //     its position, never learnt, is not checked.
 //     While the spool cannot be reached, or changes wait already, Submit
 //     queues the commands on the device instead, shown at once and sent by
-//     the loop when the spool answers again (queue.go).
+//     the loop when the spool answers again (queue.go). A store with no
+//     room left (RoomChecker: a full disk) gets no change: Submit refuses
+//     it before it is sent or queued.
 //   - When the spool is down the loop retries with capped exponential
 //     backoff, asking the spool meanwhile whether it answers again so that
 //     it resumes within a ProbeInterval of its return (a
@@ -1337,6 +1339,11 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 	if st.Alarm != "" {
 		return nil, fmt.Errorf("%w: %s", ErrIntegrity, st.Alarm)
 	}
+	if rc, ok := s.cfg.Store.(RoomChecker); ok {
+		if err := rc.CheckRoom(roomFor(cmds)); err != nil {
+			return nil, fmt.Errorf("change not sent: %w", err)
+		}
+	}
 	if s.queueing() && !s.drained(ctx) {
 		return s.enqueue(ctx, cmds, nil)
 	}
@@ -1397,6 +1404,18 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		}
 	}
 	return outs, nil
+}
+
+// roomFor is the space a device's store takes to apply cmds, beyond what
+// any commit takes: a message's bytes are written to the write-ahead log,
+// then into the database, and indexed for search: three times them, to
+// be safe.
+func roomFor(cmds []*command.Command) int64 {
+	var n int64
+	for _, c := range cmds {
+		n += 3 * int64(len(c.Body))
+	}
+	return n
 }
 
 // ownApplyGrace is how long Submit waits, once its entries are appended,
