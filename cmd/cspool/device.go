@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"cspool/internal/api"
+	"cspool/internal/command"
 	"cspool/internal/devicedb"
 	"cspool/internal/imapd"
 	"cspool/internal/keys"
@@ -63,6 +65,9 @@ type device struct {
 	spoolURL string
 	dbPath   string
 	log      *slog.Logger
+	// maxMessage is the largest delivery the device takes (its
+	// --max-message-size); 0: command.DefaultMaxMessageBytes.
+	maxMessage int64
 
 	store      *mailstore.Store
 	closeStore func()
@@ -186,6 +191,10 @@ func (d *device) dial() error {
 	if err != nil {
 		return usagef("--spool-server: %v", err)
 	}
+	// An entry is at most the largest message sealed and framed, as the
+	// server bounds an append: a spool that sends more stops the sync
+	// before it instead of filling this machine's memory and disk.
+	c.SetMaxEntry(serverMaxBody(cmp.Or(d.maxMessage, command.DefaultMaxMessageBytes)))
 	d.client = c
 	return nil
 }
@@ -384,6 +393,7 @@ func defaultUser(e *env) string {
 // (imap-server, sync, recover).
 type deviceFlags struct {
 	userKey, userPub, spoolPub, user, db, spoolURL *string
+	maxMessage                                     *int64
 	pass                                           *passphraseSource
 	fs                                             *flagSet
 }
@@ -396,8 +406,10 @@ func addDeviceFlags(fs *flagSet, e *env, userHelp string) *deviceFlags {
 		user:     fs.String("user", defaultUser(e), userHelp),
 		db:       fs.String("db", "test.db", "local mail database `file`"),
 		spoolURL: fs.String("spool-server", "http://localhost:3999", "spool server `URL`"),
-		pass:     addPassphraseFlag(fs, e),
-		fs:       fs,
+		maxMessage: fs.Int64("max-message-size", command.DefaultMaxMessageBytes, "largest message taken, in bytes: a delivery in the log larger than this (sealed) stops the sync before it, with an error, until this is raised; "+
+			"give at least the spool's own --max-message-size. cspool imap-server's APPEND takes up to this too"),
+		pass: addPassphraseFlag(fs, e),
+		fs:   fs,
 	}
 }
 
@@ -436,8 +448,11 @@ func (d *deviceFlags) open(w io.Writer, log *slog.Logger, busy string, dropUnrea
 	if err != nil {
 		return nil, err
 	}
+	if *d.maxMessage <= 0 {
+		return nil, usagef("--max-message-size must be positive")
+	}
 	return openDevice(w, device{user: *d.user, userKey: userKey, spoolPub: spoolPub, spoolURL: *d.spoolURL, dbPath: *d.db, log: log,
-		dropUnread: dropUnread}, busy)
+		dropUnread: dropUnread, maxMessage: *d.maxMessage}, busy)
 }
 
 // loadDeviceKeys loads what a device needs: the user's secret key (checked

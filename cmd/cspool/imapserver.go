@@ -71,6 +71,9 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	if fs.NArg() != 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
+	if *devFlags.maxMessage <= 0 {
+		return usagef("--max-message-size must be positive")
+	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
 	}
@@ -125,7 +128,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	}
 
 	dev, err := openDevice(e.stderr, device{user: *userName, userKey: userKey, spoolPub: spoolPub, spoolURL: *spoolURL, dbPath: *dbPath, log: log,
-		dropUnread: true}, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
+		dropUnread: true, maxMessage: *devFlags.maxMessage}, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
 	if err != nil {
 		return err
 	}
@@ -159,7 +162,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 			dev.dropWith(*dbPath + ".outbox")
 		}
 	}()
-	if err := dev.newIMAP(imapd.Config{Submit: keepFirst{snd.submitter(dev.sync), dev.keep}, Password: pw, AllowEmptyPassword: allowEmpty, TLS: tlsConfig}); err != nil {
+	if err := dev.newIMAP(imapd.Config{Submit: keepFirst{snd.submitter(dev.sync), dev.keep}, Password: pw, MaxMessageBytes: *devFlags.maxMessage, AllowEmptyPassword: allowEmpty, TLS: tlsConfig}); err != nil {
 		return err
 	}
 

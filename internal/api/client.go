@@ -22,8 +22,13 @@ import (
 	"cspool/internal/termtext"
 )
 
-// maxEntry bounds one entry the client accepts in a read response.
+// maxEntry bounds one entry the client accepts in a read response unless
+// SetMaxEntry gives a bound of the client's own.
 const maxEntry = 1 << 30
+
+// entryTooLargeText marks the error of a read whose entry is larger than
+// the client takes (Hint).
+const entryTooLargeText = "more than this device takes"
 
 // readCountCap and readBytesCap are the server's caps on max_count and
 // max_bytes (docs/API.md §3): the most a read response holds when the
@@ -74,6 +79,27 @@ type Client struct {
 	budget atomic.Pointer[Budget]
 	// quota is the last read answer's HeaderQuota; nil: none.
 	quota atomic.Pointer[Quota]
+	// maxEntry bounds one entry of a read (SetMaxEntry); 0: the
+	// constant maxEntry.
+	maxEntry atomic.Int64
+}
+
+// SetMaxEntry bounds the size of one entry the client takes in a read to
+// n bytes (at most the 1 GiB it takes otherwise; n <= 0 restores that).
+// A read whose next entry is announced larger fails before its bytes are
+// read, with an ErrProtocol error naming the spool, the entry's position
+// and its size, whatever the spool sends after: the device stops before
+// the entry, holding no more of it than the frame's length.
+func (c *Client) SetMaxEntry(n int64) {
+	c.maxEntry.Store(min(max(n, 0), maxEntry))
+}
+
+// entryBound is the bound SetMaxEntry set, or maxEntry.
+func (c *Client) entryBound() uint64 {
+	if n := c.maxEntry.Load(); n > 0 {
+		return uint64(n)
+	}
+	return maxEntry
 }
 
 // Budget is a key's nonce budget as the server states it (HeaderBudget,
@@ -294,7 +320,8 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 		maxBytes = readBytesCap
 	}
 	body := &progressReader{r: resp.Body, progress: func() { stall.Reset(c.stall) }}
-	er := &entryReader{r: bufio.NewReaderSize(body, 64<<10), maxEntry: maxEntry, arena: arena}
+	bound := c.entryBound()
+	er := &entryReader{r: bufio.NewReaderSize(body, 64<<10), maxEntry: bound, arena: arena}
 	last := after
 	var size int64
 	for {
@@ -302,8 +329,16 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 		if err == io.EOF {
 			return lr, nil
 		}
-		if errors.Is(err, errEntryTooBig) && len(lr.Entries) > 0 {
+		var big *entryTooBigError
+		if errors.As(err, &big) && len(lr.Entries) > 0 && big.size <= bound {
 			return spool.LogRead{}, protoErr(fmt.Sprintf("more than the %d bytes asked for (%d entries, %d bytes, then %v)", maxBytes, len(lr.Entries), size, err), nil)
+		}
+		if errors.As(err, &big) {
+			// One entry beyond the device's own bound: a delivery larger
+			// than it takes (or a spool that lies about a length). The
+			// same read fails the same way until the bound is raised.
+			return spool.LogRead{}, protoErr(fmt.Sprintf("the spool at %s sent an entry at position %d of %d bytes, %s (%d bytes: its --max-message-size and what sealing adds)",
+				c.base, big.pos, big.size, entryTooLargeText, bound), err)
 		}
 		if err != nil {
 			kind := ErrProtocol
@@ -325,7 +360,7 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 			each(len(lr.Entries)-1, lr.Entries[len(lr.Entries)-1])
 		}
 		// Every further entry must fit in what is left of maxBytes.
-		er.maxEntry = uint64(max(0, maxBytes-size))
+		er.maxEntry = min(bound, uint64(max(0, maxBytes-size)))
 	}
 }
 

@@ -22,6 +22,18 @@ var (
 	errEntryTooBig = errors.New("entry length exceeds the limit")
 )
 
+// entryTooBigError is errEntryTooBig for one entry: its position and the
+// length its frame announced.
+type entryTooBigError struct {
+	pos, size uint64
+}
+
+func (e *entryTooBigError) Error() string {
+	return fmt.Sprintf("entry %d: %d bytes: %v", e.pos, e.size, errEntryTooBig)
+}
+
+func (e *entryTooBigError) Is(target error) bool { return target == errEntryTooBig }
+
 // uvarint decodes a minimally encoded unsigned varint from b.
 func uvarint(b []byte) (uint64, int, error) {
 	v, n := binary.Uvarint(b)
@@ -168,7 +180,7 @@ func (er *entryReader) next() (pos uint64, data []byte, err error) {
 		return 0, nil, err
 	}
 	if n > er.maxEntry {
-		return 0, nil, fmt.Errorf("entry %d: %d bytes: %w", pos, n, errEntryTooBig)
+		return 0, nil, &entryTooBigError{pos: pos, size: n}
 	}
 	if free := uint64(cap(er.arena) - len(er.arena)); n <= free {
 		// The caller's buffer is there already: announcing a length

@@ -71,6 +71,11 @@ func Hint(err error) string {
 			return "the spool's next entry is in an entry format this release of cspool does not read: upgrade cspool on this device; " +
 				"with the same database it then reads on from there, and nothing is lost (docs/OPERATING.md, \"Running it\", the entry format)"
 		}
+		if strings.Contains(e.Msg, entryTooLargeText) {
+			return "the spool holds a delivery larger than this device takes, and the device syncs nothing after it (IMAP serves what it has): " +
+				"if the spool's operator allows mail that large, start this device with a --max-message-size at least the spool's; " +
+				"else it is the spool's doing, and the spool's operator must answer for it (docs/SECURITY.md, \"What a spool can cost a device\")"
+		}
 		if strings.Contains(e.Msg, "HTTPS") {
 			return "the spool server speaks HTTPS: write https:// in the spool server URL"
 		}
