@@ -196,7 +196,39 @@ func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Cli
 	if hc == nil {
 		hc = &http.Client{Transport: sharedTransport()}
 	}
-	return &Client{base: u.Scheme + "://" + u.Host, user: user, key: key, hc: hc, now: time.Now, stall: readStall}, nil
+	base := u.Scheme + "://" + u.Host
+	if hc.CheckRedirect == nil {
+		own := *hc
+		own.CheckRedirect = refuseRedirect(base)
+		hc = &own
+	}
+	return &Client{base: base, user: user, key: key, hc: hc, now: time.Now, stall: readStall}, nil
+}
+
+// RedirectError: the spool answered a request with a redirect (HTTP 3xx),
+// which the client does not follow. The API is never redirected (docs/API.md
+// §1): a redirect comes from something else at the spool's address (a web
+// server sending http:// to https://, a server that moved), or from a spool
+// sending the device's requests elsewhere, in a loop or to another host.
+type RedirectError struct {
+	Base     string // the spool's URL
+	Status   int    // the redirect's status
+	Location string // where it sends the request
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("the spool at %s answered HTTP %d, redirecting to %s: a redirect is not followed", e.Base, e.Status, e.Location)
+}
+
+// refuseRedirect is a CheckRedirect that follows no redirect (RedirectError).
+func refuseRedirect(base string) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, _ []*http.Request) error {
+		status := 0
+		if req.Response != nil {
+			status = req.Response.StatusCode
+		}
+		return &RedirectError{Base: base, Status: status, Location: req.URL.Redacted()}
+	}
 }
 
 // Read returns the entries after position after, at most maxCount entries

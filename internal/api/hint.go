@@ -18,7 +18,10 @@ func transportError(op string, err error) *Error {
 	var he x509.HostnameError
 	var cie x509.CertificateInvalidError
 	var rhe tls.RecordHeaderError
+	var re *RedirectError
 	switch {
+	case errors.As(err, &re):
+		return &Error{Op: op, Status: re.Status, Kind: ErrProtocol, Msg: re.Error(), Err: err}
 	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &he), errors.As(err, &cie):
 		return &Error{Op: op, Kind: ErrCertificate, Msg: err.Error(), Err: err}
 	case errors.As(err, &rhe):
@@ -70,6 +73,11 @@ func Hint(err error) string {
 		if e.Kind == ErrBadRequest && strings.Contains(e.Msg, heldBackText) {
 			return "the spool's next entry is in an entry format this release of cspool does not read: upgrade cspool on this device; " +
 				"with the same database it then reads on from there, and nothing is lost (docs/OPERATING.md, \"Running it\", the entry format)"
+		}
+		var re *RedirectError
+		if errors.As(err, &re) {
+			return "a spool's API is never redirected: if the server moved, or its address sends http:// to https://, give the URL it redirects to (scheme and host) as the spool server URL; " +
+				"else the spool is sending this device elsewhere, and its operator must answer for it"
 		}
 		if strings.Contains(e.Msg, entryTooLargeText) {
 			return "the spool holds a delivery larger than this device takes, and the device syncs nothing after it (IMAP serves what it has): " +
