@@ -45,16 +45,26 @@ const readStall = 2 * time.Minute
 // errStalled: a read's answer paused longer than Client.stall.
 var errStalled = errors.New("the spool stopped sending")
 
-// progressReader calls progress after every read that returned bytes.
+// readRate is the least average rate, in bytes a second, at which a read's
+// body must come once it has taken longer than Client.stall: a spool that
+// sends a byte now and then, each before the stall bound, held the read
+// (and the device's sync) for as long as it liked, with nothing logged.
+const readRate = 1024
+
+// errSlow: a read's answer came slower than readRate.
+var errSlow = errors.New("the spool sends too slowly")
+
+// progressReader calls progress after every read that returned bytes,
+// with their count.
 type progressReader struct {
 	r        io.Reader
-	progress func()
+	progress func(n int)
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	if n > 0 {
-		p.progress()
+		p.progress(n)
 	}
 	return n, err
 }
@@ -69,6 +79,9 @@ type Client struct {
 	now  func() time.Time
 	// stall bounds a pause in a read's answer (readStall).
 	stall time.Duration
+	// rate is the least average rate of a read's body past stall
+	// (readRate).
+	rate int64
 
 	// What the server said of its clock when it refused a timestamp: the
 	// difference between its clock and ours (nanoseconds), and the earliest
@@ -202,7 +215,7 @@ func NewClient(baseURL, user string, key *keys.SecretKey, hc *http.Client) (*Cli
 		own.CheckRedirect = refuseRedirect(base)
 		hc = &own
 	}
-	return &Client{base: base, user: user, key: key, hc: hc, now: time.Now, stall: readStall}, nil
+	return &Client{base: base, user: user, key: key, hc: hc, now: time.Now, stall: readStall, rate: readRate}, nil
 }
 
 // RedirectError: the spool answered a request with a redirect (HTTP 3xx),
@@ -303,11 +316,17 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	defer cancel(nil)
 	stall := time.AfterFunc(wait+c.stall, func() { cancel(errStalled) })
 	defer stall.Stop()
+	var got int64 // bytes of the body so far
+	var began time.Time
 	stalled := func(err error) error {
-		if !errors.Is(context.Cause(ctx), errStalled) {
-			return err
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, errStalled):
+			return &Error{Op: op, Kind: ErrTransport, Msg: fmt.Sprintf("the spool sent nothing for %v", c.stall), Err: errStalled}
+		case errors.Is(cause, errSlow):
+			return &Error{Op: op, Kind: ErrTransport, Err: errSlow,
+				Msg: fmt.Sprintf("the spool at %s sent %d bytes in %v, slower than %d bytes a second", c.base, got, time.Since(began).Round(time.Second), c.rate)}
 		}
-		return &Error{Op: op, Kind: ErrTransport, Msg: fmt.Sprintf("the spool sent nothing for %v", c.stall), Err: errStalled}
+		return err
 	}
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/entries", q, nil)
 	if err != nil {
@@ -351,7 +370,16 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	if maxBytes <= 0 {
 		maxBytes = readBytesCap
 	}
-	body := &progressReader{r: resp.Body, progress: func() { stall.Reset(c.stall) }}
+	began = time.Now()
+	body := &progressReader{r: resp.Body, progress: func(n int) {
+		stall.Reset(c.stall)
+		got += int64(n)
+		// Past the stall bound, the body must have come at c.rate on
+		// average: a byte now and then keeps the stall bound away.
+		if took := time.Since(began); took > c.stall && took > c.stall+time.Duration(got*int64(time.Second)/c.rate) {
+			cancel(errSlow)
+		}
+	}}
 	bound := c.entryBound()
 	er := &entryReader{r: bufio.NewReaderSize(body, 64<<10), maxEntry: bound, arena: arena}
 	last := after

@@ -115,3 +115,43 @@ func TestReadStalled(t *testing.T) {
 		})
 	}
 }
+
+// TestReadDripping: a spool that sends a read's answer a byte at a time,
+// each well before the stall bound, gets a transport error naming the
+// spool and saying it sends too slowly, once the answer has taken longer
+// than the stall bound and come slower than 1 KiB a second on average.
+// Before, each byte put the stall bound off again, and the read (and with
+// it the device's sync) lasted as long as the spool dripped, with nothing
+// logged: here it took the 1,000 bytes dripped and failed only when the
+// spool gave up.
+func TestReadDripping(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", ContentType)
+		w.Header().Set("Cspool-Head", "5")
+		w.Header().Set("Cspool-Checkpoint", "0")
+		w.Write(binary.AppendUvarint([]byte{1}, 100000))
+		w.(http.Flusher).Flush()
+		for range 1000 {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			w.Write([]byte{'a'})
+			w.(http.Flusher).Flush()
+		}
+	}))
+	defer srv.Close()
+	c, err := NewClient(srv.URL, "alice", genKey(t), srv.Client())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.stall = 300 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	_, err = c.ReadLog(ctx, 0, 10, 0, 0)
+	if !errors.Is(err, ErrTransport) || !errors.Is(err, errSlow) ||
+		!strings.Contains(err.Error(), "the spool at "+srv.URL+" sent") || !strings.Contains(err.Error(), "slower than 1024 bytes a second") {
+		t.Fatalf("ReadLog: %v; want a transport error saying the spool at %s sends slower than 1024 bytes a second", err, srv.URL)
+	}
+}
