@@ -18,7 +18,9 @@ import (
 // provisional one when the syncer queued it, the spool being unreachable),
 // or the IMAP error to reply with: NO [UNAVAILABLE] when a Submitter that
 // does not queue cannot reach the spool, NO [OVERQUOTA] when the device's
-// disk is full (the change refused before it was sent or queued), NO [CONTACTADMIN] with the alarm's
+// disk is full (the change refused before it was sent or queued) or when
+// the change adds mail and the user's log on the spool is at its quota,
+// NO [CONTACTADMIN] with the alarm's
 // text while an integrity alarm stops the sync, NO with a code when the
 // command was rejected.
 func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
@@ -30,6 +32,12 @@ func (s *session) submit(cmd *command.Command) (*mailstore.Outcome, error) {
 		s.srv.log.Warn("change not made: spool unavailable", "command", cmd.Kind, "err", err)
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
 			Text: "the mail spool cannot be reached; nothing was changed, try again later"}
+	case errors.Is(err, syncer.ErrOverQuota):
+		// The user's to act on (delete mail), not a failure of ours: the
+		// message was not taken, and the client keeps it (RFC 5530).
+		s.srv.log.Info("change refused: over the spool's quota", "command", cmd.Kind, "err", err)
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeOverQuota,
+			Text: s.respText(overQuotaText(err))}
 	case errors.Is(err, syncer.ErrIntegrity):
 		// Not a bug of ours: the log failed a check and a person must act.
 		// Say which alarm, and where to read what to do.
@@ -133,4 +141,15 @@ func canonicalFlags(in []imap.Flag) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// overQuotaText is the text of NO [OVERQUOTA]: what the spool said, and
+// what the user can do.
+func overQuotaText(err error) string {
+	var oq *syncer.OverQuotaError
+	if errors.As(err, &oq) {
+		return fmt.Sprintf("the mailbox is full: the spool holds %d of its %d bytes and this message needs about %d more; delete mail to make room; nothing was appended",
+			oq.Usage, oq.Limit, oq.Size)
+	}
+	return "the mailbox is full; delete mail to make room; nothing was appended"
 }

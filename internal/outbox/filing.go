@@ -214,7 +214,9 @@ func (o *Outbox) file(ctx context.Context, f *filing) error {
 	outs, err := o.cfg.Log.Submit(sctx, &command.Command{Kind: command.Append, Mailbox: mb.Name, MailboxID: mb.ID,
 		Flags: flags, Date: ms, Body: f.data})
 	switch {
-	case errors.Is(err, syncer.ErrUnavailable):
+	case errors.Is(err, syncer.ErrUnavailable), errors.Is(err, syncer.ErrOverQuota):
+		// Nothing was appended: the copy stays here and is filed once the
+		// spool answers or the user has made room.
 		return err
 	case err != nil:
 		return &uncertainError{err}

@@ -132,8 +132,13 @@ type QuotaStated interface {
 }
 
 // nearQuota reports whether the spool last stated a usage of at least 90%
-// of the user's quota.
+// of the user's quota, or Submit refused a message for the quota since the
+// last checkpoint this device wrote (a message larger than the tenth left
+// is refused further from it).
 func (s *Syncer) nearQuota() bool {
+	if s.quotaRefused.Load() {
+		return true
+	}
 	q, ok := s.cfg.Source.(QuotaStated)
 	if !ok {
 		return false
@@ -259,6 +264,7 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 		s.mu.Lock()
 		s.cpRefused = time.Time{}
 		s.mu.Unlock()
+		s.quotaRefused.Store(false)
 	}
 }
 

@@ -376,9 +376,13 @@ type Syncer struct {
 	goneAt       uint64    // checkpoint whose restore last found bodies gone
 	downSince    time.Time // when the exchanges with the spool started failing
 	cpRefused    time.Time // when the spool last refused a checkpoint as too large (413)
-	cpWritten    uint64    // the position of the checkpoint this device stored last in this run
-	liveSince    uint64    // the checkpoint liveMark counts from (maybeCheckpoint)
-	liveMark     int       // the most live bodies seen since liveSince
+	// quotaRefused: Submit refused a change for the quota (checkQuota)
+	// since the last checkpoint this device wrote; mail deleted then
+	// brings one as near the quota (nearQuota).
+	quotaRefused atomic.Bool
+	cpWritten    uint64 // the position of the checkpoint this device stored last in this run
+	liveSince    uint64 // the checkpoint liveMark counts from (maybeCheckpoint)
+	liveMark     int    // the most live bodies seen since liveSince
 
 	light            []uint64      // positions applied in this run of entries without message bytes, ascending (tail.go)
 	restoring        bool          // a restore from a checkpoint runs: Submit queues (queue.go)
@@ -1330,7 +1334,9 @@ func (s *Syncer) advance(pos uint64, chain *spool.Hash, applied, rejected int, r
 // the spool cannot be reached, or changes made on this device wait already,
 // it queues cmds on the device instead (queue.go) and returns their
 // provisional outcomes: they are shown at once and sent when the spool
-// answers.
+// answers. Commands that add mail while the spool last stated that the
+// user's log is at its quota are refused with an *OverQuotaError
+// (ErrOverQuota), nothing queued or appended.
 func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailstore.Outcome, error) {
 	if len(cmds) == 0 {
 		return nil, nil
@@ -1343,6 +1349,9 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 		if err := rc.CheckRoom(roomFor(cmds)); err != nil {
 			return nil, fmt.Errorf("change not sent: %w", err)
 		}
+	}
+	if err := s.checkQuota(cmds); err != nil {
+		return nil, err
 	}
 	if s.queueing() && !s.drained(ctx) {
 		return s.enqueue(ctx, cmds, nil)
