@@ -59,8 +59,8 @@ else:
 M.logout()
 `
 
-// TestAppendOverQuotaIMAP runs cspool server with a 5 MB --quota and a
-// device, and APPENDs ten 1.4 MB messages over IMAP (imaplib). Before,
+// TestAppendOverQuotaIMAP runs cspool server with a 5 MB --quota (and a
+// 4 MB --quota-margin for the user's own appends) and a device, and APPENDs ten 1.4 MB messages over IMAP (imaplib). Before,
 // all ten were answered OK and the spool held 17 MB for alice. Now the
 // APPENDs that would take her log past the quota get NO [OVERQUOTA], the
 // log stays within it, and every message answered OK is in INBOX. Once she
@@ -88,7 +88,7 @@ func TestAppendOverQuotaIMAP(t *testing.T) {
 	spoolURL := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", freePort(t))
 	server := startProc(t, "cspool server", work, env, bin, "server", "--port", fmt.Sprint(httpPort),
-		"--spool-dir", "spool", "--users", "users", "--spool-key", "spool.sec", "--quota", fmt.Sprint(quota),
+		"--spool-dir", "spool", "--users", "users", "--spool-key", "spool.sec", "--quota", fmt.Sprint(quota), "--quota-margin", "4000000",
 		"--metrics-addr", strings.TrimSuffix(strings.TrimPrefix(metricsURL, "http://"), "/metrics"))
 	waitHealthy(t, spoolURL, server)
 	daemon := startProc(t, "cspool imap-server", work, env, bin, "imap-server", "--user", "alice",

@@ -97,6 +97,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	checkpointMemory := fs.Int64("checkpoint-memory", api.DefaultCheckpointMemory, "most bytes of checkpoints held at once, uploads and downloads, all users together (one beyond waits up to 10 s, then gets 503); raised to fit the largest upload and its keep list if below")
 	appendMemory := fs.Int64("append-memory", 0, "most bytes of append bodies held at once, all keys together (an append beyond waits up to 10 s, then gets 503; a user's key holds at most a quarter, at least the largest append, and gets 429 beyond); 0: 4 times the largest append (--max-message-size plus 1/8 and 1 MiB, at least 64 MiB); else at least the largest append")
 	quota := fs.Int64("quota", 0, "most bytes a user's log may hold for a delivery to be taken (LMTP 452 4.2.2, HTTP 507 beyond); 0: no quota")
+	quotaMargin := fs.Int64("quota-margin", 0, "with --quota: how many bytes past it a user's own appends (IMAP APPEND, flags, deletes) may take the user's log (HTTP 507 beyond); 0: they are never refused")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9399; empty: off")
@@ -142,6 +143,9 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	}
 	if *quota < 0 {
 		return usagef("--quota must be 0 (no quota) or more")
+	}
+	if *quotaMargin < 0 || (*quotaMargin > 0 && *quota == 0) {
+		return usagef("--quota-margin must be 0 (none) or more, and needs --quota")
 	}
 	if *maxCheckpoint <= 0 || *maxCheckpoint > api.MaxCheckpointBodyLimit {
 		return usagef("--max-checkpoint-size %d: want 1 to %d", *maxCheckpoint, api.MaxCheckpointBodyLimit)
@@ -194,7 +198,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	defer s.close()
 	return s.run(serverFlags{
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
-		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, lmtpDelimiter: *lmtpDelimiter, maxMsg: *maxMsg, quota: *quota, entryFormat: *entryFormat, entryFormatAfter: *entryFormatAfter,
+		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, lmtpDelimiter: *lmtpDelimiter, maxMsg: *maxMsg, quota: *quota, quotaMargin: *quotaMargin, entryFormat: *entryFormat, entryFormatAfter: *entryFormatAfter,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim, gcPercent: gcText(gcSetting, gov), memoryHeld: gov.hook(),
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
@@ -229,7 +233,7 @@ type serverFlags struct {
 	usersTable                                                                                         bool
 	entryFormat                                                                                        string        // "2", "3" or "auto": the format LMTP seals in
 	entryFormatAfter                                                                                   time.Duration // with "auto" (api.Config.NewFormatsAfter)
-	maxMsg, quota                                                                                      int64
+	maxMsg, quota, quotaMargin                                                                         int64
 	limits                                                                                             serverLimits
 	lmtpLimits                                                                                         lmtpLimits
 }
@@ -352,6 +356,7 @@ func (s *serverRun) run(f serverFlags) error {
 		return fmt.Errorf("the %s store does not keep the logs' usage", f.storeKind)
 	}
 	cfg.Quota = f.quota
+	cfg.OwnMargin = f.quotaMargin
 	cfg.NewFormatsAfter = f.entryFormatAfter
 	var deliveryLog deliver.Appender = store
 	if f.quota > 0 {
@@ -470,7 +475,7 @@ func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKe
 			attrs = append(attrs, "entry_format_after", f.entryFormatAfter)
 		}
 	}
-	attrs = append(attrs, "version", shortVersion(), "store", store, "max_message_size", f.maxMsg, "quota", f.quota, "gc_percent", f.gcPercent)
+	attrs = append(attrs, "version", shortVersion(), "store", store, "max_message_size", f.maxMsg, "quota", f.quota, "quota_margin", f.quotaMargin, "gc_percent", f.gcPercent)
 	if s.mon != nil {
 		attrs = append(attrs, "metrics", "http://"+s.mon.ln.Addr().String()+"/metrics")
 	} else {

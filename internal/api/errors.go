@@ -24,8 +24,9 @@ var (
 	// the user's devices could not open it. Nothing was appended.
 	ErrWrongKey = errors.New("entry not sealed to the user's key")
 	// ErrOverQuota: 507, temporary. A delivery would take the user's log
-	// past the server's quota (--quota); nothing was appended. The user
-	// can make room, so a sender keeps the message and retries.
+	// past the server's quota (--quota), or a user's own append past the
+	// quota and Config.OwnMargin; nothing was appended. The user can make
+	// room, so a sender keeps the message and retries.
 	ErrOverQuota      = errors.New("over quota")
 	ErrInternal       = errors.New("internal server error")   // 500, temporary
 	ErrNotImplemented = errors.New("not implemented")         // 501: the store cannot compact

@@ -126,6 +126,10 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 	var first uint64
 	var repeat bool
 	quotas, limited := s.cfg.Store.(spool.Quotas)
+	ownLimit := int64(0)
+	if limited && !c.spool && s.cfg.Quota > 0 && s.cfg.OwnMargin > 0 {
+		ownLimit = s.cfg.Quota + s.cfg.OwnMargin
+	}
 	limited = limited && c.spool && s.cfg.Quota > 0
 	if onHead && c.spool {
 		s.fail(w, r, errorf(ErrBadRequest, "if_head is for a user's own appends, not for deliveries"))
@@ -135,7 +139,7 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		// Recorded with the append, so that the same request reaching
 		// another process on this store (a balancer's retry) appends
 		// nothing and gets the same answer.
-		var limit int64
+		limit := ownLimit
 		if limited {
 			limit = s.cfg.Quota
 		}
@@ -149,7 +153,14 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 			s.fail(w, r, errorf(ErrNotImplemented, "this store cannot append on a condition"))
 			return
 		}
-		first, err = ha.AppendAt(r.Context(), c.user, head, batch)
+		if ownLimit > 0 {
+			err = ownWithin(r.Context(), quotas, c.user, ownLimit, batch)
+		}
+		if err == nil {
+			first, err = ha.AppendAt(r.Context(), c.user, head, batch)
+		}
+	} else if ownLimit > 0 {
+		first, err = quotas.AppendWithin(r.Context(), c.user, ownLimit, batch)
 	} else {
 		first, err = s.cfg.Store.Append(r.Context(), c.user, batch)
 	}
@@ -797,4 +808,25 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 		}
 		entries = c.entries
 	}
+}
+
+// ownWithin checks a user's conditional append against limit (the quota
+// and Config.OwnMargin) before it is made: the usage, then the append on
+// the head the device names. Any append between the two moves the head,
+// and the conditional append then appends nothing; a compaction between
+// them only lowers the usage. So the log never goes past limit this way,
+// as with AppendWithin's one step.
+func ownWithin(ctx context.Context, q spool.Quotas, user string, limit int64, batch [][]byte) error {
+	u, err := q.Usage(ctx, user)
+	if err != nil {
+		return err
+	}
+	var size int64
+	for _, b := range batch {
+		size += int64(len(b))
+	}
+	if u+size > limit {
+		return &spool.OverQuotaError{Usage: u, Size: size, Limit: limit}
+	}
+	return nil
 }

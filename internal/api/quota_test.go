@@ -2,9 +2,12 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"testing"
+
+	sp "cspool/internal/spool"
 )
 
 // TestQuotaStated: on a server with a quota, the answer to a read of a
@@ -59,5 +62,41 @@ func TestClientQuotaBounded(t *testing.T) {
 	c.learnQuota(http.Header{HeaderQuota: []string{"120/100"}})
 	if u, l, ok := c.Quota(); !ok || u != 120 || l != 100 {
 		t.Errorf("over the quota: %d/%d (%v); want 120/100", u, l, ok)
+	}
+}
+
+// TestOwnAppendMargin: with OwnMargin, a user's own append that would take
+// the log past the quota and the margin gets 507, nothing appended, for
+// every way a user appends (unconditional, made once, on a head); within
+// the margin it is taken, and so is one past the quota. Without it, a
+// user's own appends are never refused (TestDeliveryQuota).
+func TestOwnAppendMargin(t *testing.T) {
+	const quota, margin = 4000, 3000
+	e := newEnv(t, false, func(c *Config) { c.Quota, c.OwnMargin = quota, margin })
+	ctx := testCtx(t)
+	alice := e.client(t, "alice", e.alice)
+	if _, err := alice.Append(ctx, "alice", [][]byte{make([]byte, 5000)}); err != nil {
+		t.Fatalf("an own append past the quota, within the margin: %v, want it taken", err)
+	}
+	refused := func(what string, err error) {
+		t.Helper()
+		var ae *Error
+		if !errors.Is(err, ErrOverQuota) || !errors.Is(err, sp.ErrOverQuota) || !errors.As(err, &ae) || ae.Status != http.StatusInsufficientStorage {
+			t.Errorf("%s past the quota and the margin: %v, want 507", what, err)
+		}
+	}
+	_, err := alice.Append(ctx, "alice", [][]byte{make([]byte, 2500)})
+	refused("an own append", err)
+	_, err = alice.AppendAt(ctx, "alice", 1, [][]byte{make([]byte, 2500)})
+	refused("an own append on the head", err)
+	resp, body := e.send(t, rawRequest{method: "POST", path: "/v1/users/alice/entries", body: EncodeBatch([][]byte{make([]byte, 2500)}), key: e.alice})
+	if resp.StatusCode != http.StatusInsufficientStorage {
+		t.Errorf("an own unconditional append past the quota and the margin: %d %s, want 507", resp.StatusCode, body)
+	}
+	if h, err := e.store.Head(ctx, "alice"); err != nil || h != 1 {
+		t.Fatalf("head %d, %v; want 1 (nothing appended past the margin)", h, err)
+	}
+	if _, err := alice.AppendAt(ctx, "alice", 1, [][]byte{make([]byte, 1000)}); err != nil {
+		t.Errorf("an own append on the head within the margin: %v, want it taken", err)
 	}
 }

@@ -56,9 +56,14 @@ type Config struct {
 	// Quota, if above zero, is the most bytes a user's log may hold for a
 	// delivery to be appended to it: a spool key append that would take
 	// the log past it gets 507 (docs/API.md §4). It needs a Store that
-	// implements spool.Quotas. A user's own appends count towards it but
-	// are never refused for it.
+	// implements spool.Quotas. A user's own appends count towards it and
+	// are refused only past OwnMargin.
 	Quota int64
+	// OwnMargin, if above zero (and Quota too), is how far past Quota a
+	// user's own appends may take the user's log: one that would take it
+	// further gets 507, nothing appended (docs/API.md §4). Zero: a user's
+	// own appends are never refused for the quota.
+	OwnMargin int64
 	// NewFormatsAfter is how long every read of a user's log must have said
 	// it reads an entry format (the store's spool.ReaderFormats) before
 	// ReadersFormat says that format for that user: format 3 for

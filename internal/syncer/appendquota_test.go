@@ -84,3 +84,106 @@ func TestAppendOverQuota(t *testing.T) {
 		t.Fatalf("APPEND once room was made: %v %+v, want it placed", err, outs)
 	}
 }
+
+// unstated is the API client of a device that has heard no quota (a
+// daemon started while the spool was down, a read not answered yet).
+type unstated struct{ *api.Client }
+
+func (unstated) Quota() (int64, int64, bool) { return 0, 0, false }
+
+// TestAppendOverSpoolMargin: a spool that holds a user's own appends to
+// its quota and a margin (api.Config.OwnMargin) refuses an Append from a
+// device that has heard no quota; the device answers ErrOverQuota at once
+// and queues nothing (a queued change is acknowledged, and would then wait
+// for room), and an EXPUNGE made after it is taken.
+func TestAppendOverSpoolMargin(t *testing.T) {
+	t.Parallel()
+	h := newHTTPSpool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h.stop()
+	h.mod = func(c *api.Config) { c.Quota, c.OwnMargin = 30000, 10000 }
+	h.start()
+	client, err := api.NewClient("http://"+h.addr, "alice", h.user, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ms := h.deviceWith("device", Config{Source: unstated{client}})
+	t.Cleanup(run(t, s))
+	mb, err := ms.MailboxByName(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)
+	draft := &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: mb.ID, Date: 1764000000000,
+		Body: append([]byte("Subject: appended\r\n\r\n"), filler...)}
+	outs, err := s.Submit(ctx, draft)
+	if err != nil || len(outs) != 1 || len(outs[0].Placed) != 1 {
+		t.Fatalf("the first APPEND, within the quota: %v %+v", err, outs)
+	}
+	_, err = s.Submit(ctx, draft)
+	if !errors.Is(err, ErrOverQuota) {
+		t.Fatalf("an APPEND past the spool's quota and margin: %v, want ErrOverQuota", err)
+	}
+	if n, err := ms.QueueLen(ctx); err != nil || n != 0 {
+		t.Fatalf("%d changes (%v) queued after the refused APPEND, want none", n, err)
+	}
+	if _, err := s.Submit(ctx, &command.Command{Kind: command.Expunge, IDs: []command.ID{outs[0].Placed[0].ID}}); err != nil {
+		t.Fatalf("EXPUNGE after the refusal: %v", err)
+	}
+	if head, err := h.store.Head(ctx, "alice"); err != nil || head != 2 {
+		t.Fatalf("the log's head is %d (%v), want 2: the first APPEND and the EXPUNGE", head, err)
+	}
+}
+
+// TestAppendOverQuotaOffline: while the spool cannot be reached, APPENDs
+// are queued and acknowledged as long as the usage the spool last stated,
+// with the messages queued before, leaves room; the next one is refused,
+// so that every acknowledged APPEND fits when the spool is back.
+func TestAppendOverQuotaOffline(t *testing.T) {
+	t.Parallel()
+	h := newHTTPSpool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h.stop()
+	h.mod = func(c *api.Config) { c.Quota = 50000 }
+	h.start()
+	s, ms := h.device("device")
+	t.Cleanup(run(t, s))
+	// A first change read back: the device hears the quota.
+	if _, err := s.Submit(ctx, &command.Command{Kind: command.CreateMailbox, Mailbox: "Drafts"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := s.cfg.Source.(QuotaStated).Quota(); !ok {
+		t.Fatal("no quota stated after a read")
+	}
+	h.stop()
+	waitFor(t, 30*time.Second, "the device sees the spool gone", func() bool { return !s.Status().Connected })
+	mb, err := ms.MailboxByName(ctx, "Drafts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)
+	taken := 0
+	for i := 0; i < 5; i++ {
+		_, err := s.Submit(ctx, &command.Command{Kind: command.Append, Mailbox: "Drafts", MailboxID: mb.ID, Date: 1764000000000,
+			Body: append([]byte("Subject: offline\r\n\r\n"), filler...)})
+		if err == nil {
+			taken++
+			continue
+		}
+		if !errors.Is(err, ErrOverQuota) {
+			t.Fatalf("APPEND %d offline: %v", i+1, err)
+		}
+	}
+	// Each seals to about 20 KB: two fit in 50,000 bytes with the
+	// mailbox, a third does not.
+	if taken != 2 {
+		t.Fatalf("%d APPENDs taken offline, want 2", taken)
+	}
+	h.start()
+	waitFor(t, 60*time.Second, "the queue sent", func() bool { n, err := ms.QueueLen(ctx); return err == nil && n == 0 })
+	if u, err := h.store.Usage(ctx, "alice"); err != nil || u > 50000 {
+		t.Errorf("usage %d (%v) once the queue is sent, want within the quota, 50000", u, err)
+	}
+}

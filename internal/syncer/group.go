@@ -204,6 +204,31 @@ func (s *Syncer) sendGroup(g []*submission, pass func()) {
 		}
 		return
 	}
+	if errors.Is(err, spool.ErrOverQuota) {
+		// The spool holds the user's own appends to its quota and a
+		// margin (api.Config.OwnMargin), and this request appended
+		// nothing: answered now, not queued (a queued change would be
+		// acknowledged and then wait for room). Together, each alone:
+		// only those that add mail are refused.
+		if len(g) > 1 {
+			for _, sub := range g {
+				s.sendGroup([]*submission{sub}, func() {})
+			}
+			return
+		}
+		if size := addsMail(g[0].cmds); size > 0 {
+			s.quotaRefused.Store(true)
+			oq := &OverQuotaError{Size: size}
+			if q, ok := s.cfg.Source.(QuotaStated); ok {
+				oq.Usage, oq.Limit, _ = q.Quota()
+			}
+			s.log.Info("the spool refused an append for the quota; not queued", "bytes", size, "err", err)
+			g[0].done <- submitted{err: oq}
+			return
+		}
+		// Changes that add no mail wait in the queue for room, as for
+		// any refusal for now.
+	}
 	if errors.Is(err, spool.ErrHeadMoved) || temporary(err) || (s.cfg.Permanent != nil && s.cfg.Permanent(err) != "") {
 		// The spool did not take them, or only the answer was lost:
 		// queued under the same ids, they land once either way.

@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -44,10 +45,12 @@ func addsMail(cmds []*command.Command) int64 {
 }
 
 // checkQuota refuses cmds when they add mail and the spool last stated a
-// usage that the mail would take past the quota. Without a stated quota
-// (none on the spool, a server of an earlier release, no read answered
-// yet) nothing is refused here.
-func (s *Syncer) checkQuota(cmds []*command.Command) error {
+// usage that the mail would take past the quota, with the mail of the
+// changes queued on this device (offline, not in the stated usage yet).
+// Without a stated quota (none on the spool, a server of an earlier
+// release, no read answered since the daemon started) nothing is refused
+// here.
+func (s *Syncer) checkQuota(ctx context.Context, cmds []*command.Command) error {
 	size := addsMail(cmds)
 	if size == 0 {
 		return nil
@@ -57,7 +60,19 @@ func (s *Syncer) checkQuota(cmds []*command.Command) error {
 		return nil
 	}
 	u, l, ok := q.Quota()
-	if !ok || l <= 0 || u+size <= l {
+	if !ok || l <= 0 {
+		return nil
+	}
+	if s.Status().Queued > 0 {
+		queued, err := s.cfg.Store.Queue(ctx)
+		if err != nil {
+			return &storeError{fmt.Errorf("reading the queue of changes: %w", err)}
+		}
+		for _, e := range queued {
+			u += addsMail([]*command.Command{e.Cmd})
+		}
+	}
+	if u+size <= l {
 		return nil
 	}
 	s.quotaRefused.Store(true)

@@ -1350,7 +1350,7 @@ func (s *Syncer) Submit(ctx context.Context, cmds ...*command.Command) ([]mailst
 			return nil, fmt.Errorf("change not sent: %w", err)
 		}
 	}
-	if err := s.checkQuota(cmds); err != nil {
+	if err := s.checkQuota(ctx, cmds); err != nil {
 		return nil, err
 	}
 	if s.queueing() && !s.drained(ctx) {
