@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,5 +186,69 @@ func TestAppendOverQuotaOffline(t *testing.T) {
 	waitFor(t, 60*time.Second, "the queue sent", func() bool { n, err := ms.QueueLen(ctx); return err == nil && n == 0 })
 	if u, err := h.store.Usage(ctx, "alice"); err != nil || u > 50000 {
 		t.Errorf("usage %d (%v) once the queue is sent, want within the quota, 50000", u, err)
+	}
+}
+
+// TestQueuedAppendOverSpoolMargin: APPENDs that a device which heard no
+// quota queued and acknowledged offline, and that the spool then refuses
+// past its quota and margin, stay queued, with the changes queued after
+// them, and are not lost: once the room is there (here: the margin
+// raised), every one of them lands, in order.
+func TestQueuedAppendOverSpoolMargin(t *testing.T) {
+	t.Parallel()
+	h := newHTTPSpool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h.stop()
+	h.mod = func(c *api.Config) { c.Quota, c.OwnMargin = 30000, 10000 }
+	h.start()
+	client, err := api.NewClient("http://"+h.addr, "alice", h.user, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ms := h.deviceWith("device", Config{Source: unstated{client}})
+	t.Cleanup(run(t, s))
+	mb, err := ms.MailboxByName(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stop()
+	if _, err := s.SyncOnce(ctx); err == nil {
+		t.Fatal("a sync with the spool stopped succeeded")
+	}
+	filler := bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)
+	var ids []command.ID
+	for i := 0; i < 2; i++ {
+		outs, err := s.Submit(ctx, &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: mb.ID, Date: 1764000000000,
+			Body: append([]byte("Subject: offline\r\n\r\n"), filler...)})
+		if err != nil || len(outs) != 1 || len(outs[0].Placed) != 1 {
+			t.Fatalf("APPEND %d offline: %v %+v, want it queued and placed", i+1, err, outs)
+		}
+		ids = append(ids, outs[0].Placed[0].ID)
+	}
+	if _, err := s.Submit(ctx, &command.Command{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: ids[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	waitFor(t, 60*time.Second, "the first APPEND sent, the second refused", func() bool {
+		head, err := h.store.Head(ctx, "alice")
+		return err == nil && head == 1 && s.Status().LastError != ""
+	})
+	if n, err := ms.QueueLen(ctx); err != nil || n != 2 {
+		t.Fatalf("%d changes (%v) queued while the spool refuses the second APPEND, want 2 (it and the STORE after it)", n, err)
+	}
+	if !strings.Contains(s.Status().LastError, "quota") {
+		t.Errorf("status error %q, want it to name the quota", s.Status().LastError)
+	}
+	h.stop()
+	h.mod = func(c *api.Config) { c.Quota, c.OwnMargin = 30000, 100000 }
+	h.start()
+	waitFor(t, 90*time.Second, "the queue sent once there is room", func() bool { n, err := ms.QueueLen(ctx); return err == nil && n == 0 })
+	if head, err := h.store.Head(ctx, "alice"); err != nil || head != 3 {
+		t.Fatalf("the log's head is %d (%v), want 3: both APPENDs and the STORE", head, err)
+	}
+	_, msgs := inbox(t, ms)
+	if len(msgs) != 2 {
+		t.Fatalf("INBOX holds %d messages, want the 2 APPENDed offline", len(msgs))
 	}
 }

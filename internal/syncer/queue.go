@@ -356,6 +356,13 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		s.sendMax = len(batch) / 2
 		s.log.Warn("the spool refused a batch of queued changes as too large; sending fewer at a time", "count", len(batch), "bytes", size, "next", s.sendMax)
 		return nil
+	case errors.Is(err, spool.ErrOverQuota) && len(batch) > 1:
+		// The spool holds the user's own appends to its quota and a
+		// margin (nothing was appended): the changes before the one
+		// that does not fit may, so fewer at a time until one lands.
+		s.sendMax, s.quotaHalved = len(batch)/2, true
+		s.log.Warn("the spool refused a batch of queued changes for the quota; sending fewer at a time", "count", len(batch), "bytes", size, "next", s.sendMax)
+		return nil
 	case errors.Is(err, spool.ErrTooLarge):
 		return fmt.Errorf("queued change %d (%s, %d bytes sealed) is larger than the spool takes in one request, so it cannot be sent; the spool's operator can raise its limit (cspool server --max-message-size, at least the device's): %w",
 			q[0].Seq, q[0].Cmd.Kind, size, err)
@@ -366,6 +373,10 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		return fmt.Errorf("sending %d queued changes: %w", len(batch), err)
 	}
 	last := first + uint64(len(batch)) - 1
+	if s.quotaHalved {
+		// A batch landed: the next may hold them all again.
+		s.sendMax, s.quotaHalved = 0, false
+	}
 	// An earlier run's attempts were on heads before this one: none of
 	// them can land any more.
 	s.mu.Lock()

@@ -420,8 +420,9 @@ type Syncer struct {
 	// lands, or the queue is empty, the queue is sent only right after a
 	// read found the store at the spool's head.
 	sentUnknown bool
-	sendMax     int // the most queued changes to send at once after a 413 (0: BatchCount); the loop's own
-	emptyBehind int // reads in a row that found no entry below the spool's head; the loop's own
+	quotaHalved bool // sendMax was lowered after a refusal for the quota (507), until a batch lands
+	sendMax     int  // the most queued changes to send at once after a 413 (0: BatchCount); the loop's own
+	emptyBehind int  // reads in a row that found no entry below the spool's head; the loop's own
 
 	// Submissions waiting to be appended together, and whether one leads
 	// (group.go).
