@@ -293,7 +293,7 @@ func (b *fetchBlock) add(seq uint32, m *mailstore.Message, opts *imap.FetchOptio
 	b.out = appendFetch(b.out, seq, m, opts)
 	if !b.first && len(b.out) >= firstBlockBytes {
 		b.first = true
-		err := b.fc.writeResponsesNow(b.out)
+		err := b.fc.writeResponses(b.out, true)
 		b.out = b.out[:0]
 		return err
 	}
@@ -307,7 +307,7 @@ func (b *fetchBlock) flush() error {
 	if len(b.out) == 0 {
 		return nil
 	}
-	err := b.fc.writeResponses(b.out)
+	err := b.fc.writeResponses(b.out, false)
 	b.out = b.out[:0]
 	return err
 }

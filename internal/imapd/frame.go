@@ -934,8 +934,10 @@ func (fc *frameConn) endCapture() []byte {
 // EXISTS or EXPUNGE among them, and every literal whole. While hold is on
 // and the output is at the start of a line, p joins the held output as it
 // is, without the look at every line Write takes (watch): nothing in it
-// changes what watch keeps. Otherwise it goes through Write.
-func (fc *frameConn) writeResponses(p []byte) error {
+// changes what watch keeps. Otherwise it goes through Write. With now, p
+// goes out to the socket at once, after what hold gathered before it,
+// instead of joining the held output until a block is full.
+func (fc *frameConn) writeResponses(p []byte, now bool) error {
 	fc.mu.Lock()
 	if !fc.holding || !fc.outStart || fc.outSkip > 0 {
 		fc.mu.Unlock()
@@ -943,37 +945,17 @@ func (fc *frameConn) writeResponses(p []byte) error {
 		return err
 	}
 	defer fc.mu.Unlock()
-	if len(fc.held) == 0 && len(p) >= holdBytes {
-		// A whole block already: written as it is, not copied first.
+	if len(fc.held) == 0 && (now || len(p) >= holdBytes) {
+		// Written as it is, not copied first.
 		return fc.writeHeld(p)
 	}
 	fc.held = append(fc.held, p...)
-	if len(fc.held) < holdBytes {
+	if !now && len(fc.held) < holdBytes {
 		return nil
 	}
 	err := fc.writeHeld(fc.held)
 	fc.held = fc.held[:0]
 	return err
-}
-
-// writeResponsesNow is writeResponses, but p goes out to the socket at
-// once, after what hold gathered before it, instead of joining the held
-// output until a block is full (where writeResponses goes through Write,
-// so does it).
-func (fc *frameConn) writeResponsesNow(p []byte) error {
-	fc.mu.Lock()
-	if !fc.holding || !fc.outStart || fc.outSkip > 0 {
-		fc.mu.Unlock()
-		_, err := fc.Write(p)
-		return err
-	}
-	defer fc.mu.Unlock()
-	if len(fc.held) > 0 {
-		fc.held = append(fc.held, p...)
-		p = fc.held
-		fc.held = fc.held[:0]
-	}
-	return fc.writeHeld(p)
 }
 
 // writeHeld writes p, held output, within holdWriteTimeout.

@@ -45,13 +45,9 @@ func decodable(cte string) bool {
 	return false
 }
 
-// checkBinary refuses BINARY and BINARY.SIZE of a part whose transfer
-// encoding the server cannot decode: NO [UNKNOWN-CTE] (RFC 3516 section
-// 4.3), before any of the message's FETCH response is written.
-func checkBinary(m *mailstore.Message, opts *imap.FetchOptions) error {
-	if mimeform.Status(m.Parse) != mimeform.Parsed {
-		return nil // served as one text part, as it is
-	}
+// binaryParts lists the parts the BINARY and BINARY.SIZE items of opts
+// name.
+func binaryParts(opts *imap.FetchOptions) [][]int {
 	var parts [][]int
 	for _, sec := range opts.BinarySection {
 		parts = append(parts, sec.Part)
@@ -59,7 +55,17 @@ func checkBinary(m *mailstore.Message, opts *imap.FetchOptions) error {
 	for _, sec := range opts.BinarySectionSize {
 		parts = append(parts, sec.Part)
 	}
-	for _, p := range parts {
+	return parts
+}
+
+// checkBinary refuses BINARY and BINARY.SIZE of a part whose transfer
+// encoding the server cannot decode: NO [UNKNOWN-CTE] (RFC 3516 section
+// 4.3), before any of the message's FETCH response is written.
+func checkBinary(m *mailstore.Message, opts *imap.FetchOptions) error {
+	if mimeform.Status(m.Parse) != mimeform.Parsed {
+		return nil // served as one text part, as it is
+	}
+	for _, p := range binaryParts(opts) {
 		if len(p) == 0 {
 			continue
 		}

@@ -566,14 +566,7 @@ func planStream(m *mailstore.Message, at io.ReaderAt, opts *imap.FetchOptions) (
 		return nil, false, err
 	}
 	if mimeform.Status(m.Parse) == mimeform.Parsed {
-		var parts [][]int
-		for _, sec := range opts.BinarySection {
-			parts = append(parts, sec.Part)
-		}
-		for _, sec := range opts.BinarySectionSize {
-			parts = append(parts, sec.Part)
-		}
-		for _, p := range parts {
+		for _, p := range binaryParts(opts) {
 			if len(p) == 0 {
 				continue
 			}
