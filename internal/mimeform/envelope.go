@@ -303,7 +303,9 @@ func parseAddressList(v string, limit int) []imap.Address {
 //
 // An addr-spec alone with a comment ("bob@example.org (Bob Smith)", the
 // form of RFC 733 that old software still writes) takes the comment for
-// its display name, as Dovecot and mail clients read it; it had none.
+// its display name, as Dovecot and mail clients read it; it had none. A
+// display name before an addr-spec without its angle brackets ("Dave
+// d@example.net") is read as the name and the address (looseMailbox).
 func parseMailbox(s string) (imap.Address, bool) {
 	var comment string
 	if topLevelIndex(s, '<') < 0 {
@@ -323,6 +325,8 @@ func parseMailbox(s string) (imap.Address, bool) {
 				spec = spec[k+1:]
 			}
 		}
+	} else if n, sp, ok := looseMailbox(s); ok {
+		name, spec = n, sp
 	} else {
 		spec = s
 	}
@@ -347,6 +351,78 @@ func parseMailbox(s string) (imap.Address, bool) {
 		name = phrase(comment)
 	}
 	return imap.Address{Name: name, Mailbox: local, Host: host}, true
+}
+
+// looseMailbox reads a mailbox without angle brackets whose words make
+// no one addr-spec, a display name with the brackets left out ("Dave
+// d@example.net"), as the name and the addr-spec: the run of words with
+// an "@" is the addr-spec, the words around it the name. Words a "." or
+// an "@" joins are one run (RFC 5322 section 4.4 allows white space
+// around them: "john . doe @ example.net" is one addr-spec). The words
+// were joined into one address ("Daved@example.net"), which was no one's;
+// Dovecot keeps the name and drops the address. ok is false when the
+// words make one run, or when no run or more than one has an "@".
+func looseMailbox(s string) (name, spec string, ok bool) {
+	var runs []string
+	var run strings.Builder
+	joins := false // the last word ends in "." or "@"
+	for _, w := range topLevelWords(s) {
+		if run.Len() > 0 && !joins && w[0] != '.' && w[0] != '@' {
+			runs = append(runs, run.String())
+			run.Reset()
+		}
+		run.WriteString(w)
+		joins = strings.HasSuffix(w, ".") || strings.HasSuffix(w, "@")
+	}
+	if run.Len() > 0 {
+		runs = append(runs, run.String())
+	}
+	if len(runs) < 2 {
+		return "", "", false
+	}
+	at := -1
+	for i, r := range runs {
+		if topLevelIndex(r, '@') >= 0 {
+			if at >= 0 {
+				return "", "", false
+			}
+			at = i
+		}
+	}
+	if at < 0 {
+		return "", "", false
+	}
+	words := append(runs[:at:at], runs[at+1:]...)
+	return phrase(strings.Join(words, " ")), runs[at], true
+}
+
+// topLevelWords splits s at the white space outside quoted strings.
+func topLevelWords(s string) []string {
+	var words []string
+	start, quoted := -1, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		space := !quoted && (c == ' ' || c == '\t' || c == '\r' || c == '\n')
+		switch {
+		case space:
+			if start >= 0 {
+				words = append(words, s[start:i])
+				start = -1
+			}
+			continue
+		case c == '\\' && quoted && i+1 < len(s):
+			i++
+		case c == '"':
+			quoted = !quoted
+		}
+		if start < 0 {
+			start = i
+		}
+	}
+	if start >= 0 {
+		words = append(words, s[start:])
+	}
+	return words
 }
 
 // firstComment returns the text of the first comment of s outside quoted

@@ -38,6 +38,15 @@ func TestParseAddressList(t *testing.T) {
 		{`"Giant; \"Big\" Box" <sysservices@example.net>`, []imap.Address{a(`Giant; "Big" Box`, "sysservices", "example.net")}},
 		{`Pete(A nice \) chap) <pete(his account)@silly.test(his host)>`, []imap.Address{a("Pete", "pete", "silly.test")}},
 		{`"quoted local"@example.org`, []imap.Address{a("", "quoted local", "example.org")}},
+		// A display name without the angle brackets: the words around
+		// the addr-spec are the name. Words joined by "." or "@" are one
+		// addr-spec (RFC 5322 section 4.4).
+		{`Dave d@example.net, root`, []imap.Address{a("Dave", "d", "example.net"), a("", "root", missingDomain)}},
+		{`"Dave D." =?UTF-8?Q?J=C3=BCrgen?=  d@example.net (home)`, []imap.Address{a("Dave D. Jürgen", "d", "example.net")}},
+		{`d@example.net Dave`, []imap.Address{a("Dave", "d", "example.net")}},
+		{`"a b" "quoted local"@example.org`, []imap.Address{a("a b", "quoted local", "example.org")}},
+		{`john . doe @ example . net`, []imap.Address{a("", "john.doe", "example.net")}},
+		{`john. doe @example.net (John)`, []imap.Address{a("John", "john.doe", "example.net")}},
 		{`Unclosed: a@b.test`, []imap.Address{start("Unclosed"), a("", "a", "b.test"), end}},
 		{``, nil},
 		{`, ,`, nil},

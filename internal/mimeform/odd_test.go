@@ -38,6 +38,12 @@ func TestEnvelopeOddFields(t *testing.T) {
 	if len(e.To) != 3 || e.To[0].Name != "Bob Smith" || e.To[1].Name != "" || e.To[2].Name != "D" {
 		t.Errorf("To with comments: %v", e.To)
 	}
+	// A display name without angle brackets is the name, not part of the
+	// address.
+	e = envelopeOf(t, "Cc: Dave d@example.net, root\r\n")
+	if len(e.Cc) != 2 || e.Cc[0].Name != "Dave" || e.Cc[0].Addr() != "d@example.net" || e.Cc[1].Addr() != "root@"+missingDomain {
+		t.Errorf("Cc with a name without brackets: %v, want Dave d@example.net and root", e.Cc)
+	}
 	// Message identifiers out of their grammar are kept.
 	e = envelopeOf(t, "Message-ID: m1@example.org\r\nIn-Reply-To: Your message of Mon, 2 Dec 2024 <x@example.org>\r\n")
 	if e.MessageID != "m1@example.org" || len(e.InReplyTo) != 1 || e.InReplyTo[0] != "x@example.org" {
