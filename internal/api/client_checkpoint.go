@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"time"
 
 	"cspool/internal/entry"
 	"cspool/internal/spool"
@@ -98,11 +99,33 @@ func (c *Client) Checkpoint(ctx context.Context) (spool.Checkpoint, error) {
 // the user has none. On an error w may hold part of it.
 func (c *Client) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, error) {
 	op := "reading checkpoint of " + c.user
+	// Bounded as a read's answer is (readLog): the headers within
+	// c.stall, no pause in the body longer than that, and past it an
+	// average of c.rate. Before, a spool that sent the headers and then
+	// nothing, or a byte a minute, held a new device's first sync for
+	// good, with no error to show.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(c.stall, func() { cancel(errStalled) })
+	defer stall.Stop()
+	var got int64 // bytes of the body so far
+	var began time.Time
+	stalled := func(err error) error {
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, errStalled):
+			return &Error{Op: op, Kind: ErrTransport, Msg: fmt.Sprintf("the spool at %s sent nothing for %v", c.base, c.stall), Err: errStalled}
+		case errors.Is(cause, errSlow):
+			return &Error{Op: op, Kind: ErrTransport, Err: errSlow,
+				Msg: fmt.Sprintf("the spool at %s sent %d bytes in %v, slower than %d bytes a second", c.base, got, time.Since(began).Round(time.Second), c.rate)}
+		}
+		return err
+	}
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/checkpoint", nil, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, stalled(err)
 	}
 	defer resp.Body.Close()
+	stall.Reset(c.stall)
 	protoErr := func(msg string, err error) error {
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
@@ -117,10 +140,18 @@ func (c *Client) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, 
 		return 0, 0, protoErr(fmt.Sprintf("checkpoint of %d bytes exceeds %d", resp.ContentLength, maxCheckpoint), nil)
 	}
 	hw := &headWriter{w: w}
-	n, err := io.Copy(hw, &bodyReader{r: io.LimitReader(resp.Body, maxCheckpoint+1)})
+	began = time.Now()
+	body := &progressReader{r: resp.Body, progress: func(n int) {
+		stall.Reset(c.stall)
+		got += int64(n)
+		if took := time.Since(began); took > c.stall && took > c.stall+time.Duration(got*int64(time.Second)/c.rate) {
+			cancel(errSlow)
+		}
+	}}
+	n, err := io.Copy(hw, &bodyReader{r: io.LimitReader(body, maxCheckpoint+1)})
 	var be *bodyError
 	if errors.As(err, &be) {
-		return 0, 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "reading response body", Err: be.err}
+		return 0, 0, stalled(&Error{Op: op, Status: resp.StatusCode, Kind: ErrTransport, Msg: "reading response body", Err: be.err})
 	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s: writing it: %w", op, err)

@@ -155,3 +155,70 @@ func TestReadDripping(t *testing.T) {
 		t.Fatalf("ReadLog: %v; want a transport error saying the spool at %s sends slower than 1024 bytes a second", err, srv.URL)
 	}
 }
+
+// TestCheckpointDownloadStalled: a checkpoint download whose answer never
+// comes, stops after its headers, or drips a byte at a time gets a
+// transport error naming the spool, once it has paused for the client's
+// stall bound or, past it, come slower than 1 KiB a second on average, as
+// a read does (TestReadStalled, TestReadDripping). Before, the download
+// waited as long as the spool liked (here until the test's context
+// ended), and with it a new device's first sync, with no error to show.
+func TestCheckpointDownloadStalled(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		headers bool
+		drip    bool
+		want    error
+		says    string
+	}{
+		{"before the headers", false, false, errStalled, "sent nothing for 300ms"},
+		{"after the headers", true, false, errStalled, "sent nothing for 300ms"},
+		{"dripping", true, true, errSlow, "slower than 1024 bytes a second"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.headers {
+					w.Header().Set("Content-Type", CheckpointContentType)
+					w.Header().Set("Cspool-Checkpoint-Pos", "5")
+					w.Header().Set("Content-Length", "100000000")
+					w.Write([]byte("x"))
+					w.(http.Flusher).Flush()
+				}
+				for range 2000 {
+					wait := time.Hour
+					if tc.drip {
+						wait = 10 * time.Millisecond
+					}
+					select {
+					case <-r.Context().Done():
+						return
+					case <-release:
+						return
+					case <-time.After(wait):
+					}
+					w.Write([]byte{'x'})
+					w.(http.Flusher).Flush()
+				}
+			}))
+			defer srv.Close()
+			defer close(release)
+			c, err := NewClient(srv.URL, "alice", genKey(t), srv.Client())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.stall = 300 * time.Millisecond
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			var sink strings.Builder
+			_, _, err = c.CheckpointTo(ctx, &sink)
+			if ctx.Err() != nil {
+				t.Fatalf("CheckpointTo returned only when its context ended: %v", err)
+			}
+			if !errors.Is(err, ErrTransport) || !errors.Is(err, tc.want) ||
+				!strings.Contains(err.Error(), "the spool at "+srv.URL) || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("CheckpointTo: %v; want a transport error saying the spool at %s %s", err, srv.URL, tc.says)
+			}
+		})
+	}
+}
