@@ -574,6 +574,13 @@ END;
 INSERT OR IGNORE INTO unindexed (bid) SELECT bid FROM unindexable;
 DELETE FROM unindexable;
 `,
+	// 29: the user's usage and the quota the spool last stated on a read
+	// (SetStatedQuota); a limit of 0: none stated. A device started while
+	// the spool is down refuses an APPEND past it until a read answers.
+	`
+ALTER TABLE local ADD COLUMN quota_usage INTEGER NOT NULL DEFAULT 0 CHECK (quota_usage >= 0);
+ALTER TABLE local ADD COLUMN quota_limit INTEGER NOT NULL DEFAULT 0 CHECK (quota_limit >= 0);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -594,7 +601,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 28
+const freshSchemaVersion = 29
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

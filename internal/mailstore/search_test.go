@@ -78,7 +78,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 27 (no search_texts),
+// downgrade makes the database's schema version 28 (no quota_usage and
+// quota_limit in local), 27 (no search_texts),
 // 26 (no readers in
 // local), 25 (no spool_key_used in local), 24 (FTS5's default
 // deletemerge and usermerge), 23 (the rows of deleted
@@ -99,6 +100,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	var qs []string
+	if version < 29 {
+		qs = append(qs, to28...)
+	}
 	if version < 28 {
 		qs = append(qs, to27...)
 	}
@@ -208,6 +212,12 @@ END`,
 
 // to21 is downgrade's step from version 22 to 21.
 const to21 = "ALTER TABLE local DROP COLUMN relocated_bid"
+
+// to28 are downgrade's steps from version 29 to 28: no stated quota.
+var to28 = []string{
+	"ALTER TABLE local DROP COLUMN quota_limit",
+	"ALTER TABLE local DROP COLUMN quota_usage",
+}
 
 // to26 is downgrade's step from version 27 to 26: no readers.
 const to26 = "ALTER TABLE local DROP COLUMN readers"
