@@ -42,6 +42,8 @@ var (
 	_ syncer.Journal = (*mailstore.Store)(nil)
 	// Changes are refused on a full disk before they are sent.
 	_ syncer.RoomChecker = (*mailstore.Store)(nil)
+	// The quota the spool stated is kept for the next start.
+	_ syncer.QuotaKept = (*mailstore.Store)(nil)
 
 	_ mailstore.Parser      = mimeform.Parser{}
 	_ mailstore.FormsParser = mimeform.Parser{}

@@ -139,11 +139,7 @@ func (s *Syncer) nearQuota() bool {
 	if s.quotaRefused.Load() {
 		return true
 	}
-	q, ok := s.cfg.Source.(QuotaStated)
-	if !ok {
-		return false
-	}
-	u, l, ok := q.Quota()
+	u, l, ok := s.statedQuota()
 	return ok && l > 0 && u >= l-l/10
 }
 

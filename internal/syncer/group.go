@@ -219,9 +219,7 @@ func (s *Syncer) sendGroup(g []*submission, pass func()) {
 		if size := addsMail(g[0].cmds); size > 0 {
 			s.quotaRefused.Store(true)
 			oq := &OverQuotaError{Size: size}
-			if q, ok := s.cfg.Source.(QuotaStated); ok {
-				oq.Usage, oq.Limit, _ = q.Quota()
-			}
+			oq.Usage, oq.Limit, _ = s.statedQuota()
 			s.log.Info("the spool refused an append for the quota; not queued", "bytes", size, "err", err)
 			g[0].done <- submitted{err: oq}
 			return

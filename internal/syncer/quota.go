@@ -44,22 +44,83 @@ func addsMail(cmds []*command.Command) int64 {
 	return n
 }
 
+// keptQuota is a usage and quota as the Store keeps them (QuotaKept);
+// limit 0: none.
+type keptQuota struct{ usage, limit int64 }
+
+// loadQuota reads the quota the Store kept from the last run, if it keeps
+// one.
+func (s *Syncer) loadQuota(ctx context.Context) error {
+	k, ok := s.cfg.Store.(QuotaKept)
+	if !ok {
+		return nil
+	}
+	u, l, err := k.StatedQuota(ctx)
+	if err != nil {
+		return err
+	}
+	s.quotaKept.Store(&keptQuota{usage: u, limit: l})
+	return nil
+}
+
+// statedQuota is the usage and quota the spool last stated: on the last
+// read's answer once one answered in this run, and before that as the
+// Store kept them from the last run. ok is false when none is stated.
+func (s *Syncer) statedQuota() (usage, limit int64, ok bool) {
+	if s.quotaHeard.Load() {
+		q, ok := s.cfg.Source.(QuotaStated)
+		if !ok {
+			return 0, 0, false
+		}
+		return q.Quota()
+	}
+	k := s.quotaKept.Load()
+	if k == nil || k.limit <= 0 {
+		return 0, 0, false
+	}
+	return k.usage, k.limit, true
+}
+
+// learnQuota notes, after a read answered, the usage and quota the answer
+// stated (or that it stated none), and has the Store keep them when they
+// differ from what it keeps: a write at a change, not at every read. A
+// failure is logged and tried again at the next read.
+func (s *Syncer) learnQuota(ctx context.Context) {
+	q, ok := s.cfg.Source.(QuotaStated)
+	if !ok {
+		return
+	}
+	s.quotaHeard.Store(true)
+	var now keptQuota
+	if u, l, ok := q.Quota(); ok && l > 0 {
+		now = keptQuota{usage: u, limit: l}
+	}
+	if k := s.quotaKept.Load(); k != nil && *k == now {
+		return
+	}
+	k, ok := s.cfg.Store.(QuotaKept)
+	if !ok {
+		return
+	}
+	if err := k.SetStatedQuota(ctx, now.usage, now.limit); err != nil {
+		s.log.Warn("recording the quota the spool stated failed", "err", err)
+		return
+	}
+	s.quotaKept.Store(&now)
+}
+
 // checkQuota refuses cmds when they add mail and the spool last stated a
-// usage that the mail would take past the quota, with the mail of the
-// changes queued on this device (offline, not in the stated usage yet).
-// Without a stated quota (none on the spool, a server of an earlier
-// release, no read answered since the daemon started) nothing is refused
-// here.
+// usage that the mail would take past the quota (statedQuota), with the
+// mail of the changes queued on this device (offline, not in the stated
+// usage yet). Without a stated quota (none on the spool, a server of an
+// earlier release, none kept from an earlier run and no read answered
+// since the daemon started) nothing is refused here.
 func (s *Syncer) checkQuota(ctx context.Context, cmds []*command.Command) error {
 	size := addsMail(cmds)
 	if size == 0 {
 		return nil
 	}
-	q, ok := s.cfg.Source.(QuotaStated)
-	if !ok {
-		return nil
-	}
-	u, l, ok := q.Quota()
+	u, l, ok := s.statedQuota()
 	if !ok || l <= 0 {
 		return nil
 	}

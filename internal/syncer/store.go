@@ -136,3 +136,13 @@ type Journal interface {
 	// store records was applied (spoolkey.go).
 	SpoolKeyUsed(ctx context.Context) (bool, error)
 }
+
+// QuotaKept is the optional capability of a Store to keep the usage and
+// quota the spool last stated (QuotaStated) from one run of the device to
+// the next (mailstore.Store.StatedQuota): a device started while the spool
+// is down holds its user to them until a read answers. A limit of 0 is
+// none stated.
+type QuotaKept interface {
+	StatedQuota(ctx context.Context) (usage, limit int64, err error)
+	SetStatedQuota(ctx context.Context, usage, limit int64) error
+}

@@ -380,9 +380,14 @@ type Syncer struct {
 	// since the last checkpoint this device wrote; mail deleted then
 	// brings one as near the quota (nearQuota).
 	quotaRefused atomic.Bool
-	cpWritten    uint64 // the position of the checkpoint this device stored last in this run
-	liveSince    uint64 // the checkpoint liveMark counts from (maybeCheckpoint)
-	liveMark     int    // the most live bodies seen since liveSince
+	// quotaHeard: a read answered in this run, so the Source's Quota is
+	// what the spool last stated; before, quotaKept is (statedQuota).
+	quotaHeard atomic.Bool
+	// quotaKept is the quota the Store keeps (QuotaKept); nil: none read.
+	quotaKept atomic.Pointer[keptQuota]
+	cpWritten uint64 // the position of the checkpoint this device stored last in this run
+	liveSince uint64 // the checkpoint liveMark counts from (maybeCheckpoint)
+	liveMark  int    // the most live bodies seen since liveSince
 
 	light            []uint64      // positions applied in this run of entries without message bytes, ascending (tail.go)
 	restoring        bool          // a restore from a checkpoint runs: Submit queues (queue.go)
@@ -523,6 +528,9 @@ func New(cfg Config) (*Syncer, error) {
 		return nil, fmt.Errorf("syncer: %w", err)
 	}
 	if err := s.loadKeyUsed(context.Background()); err != nil {
+		return nil, fmt.Errorf("syncer: %w", err)
+	}
+	if err := s.loadQuota(context.Background()); err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
 	}
 	return s, nil
@@ -881,6 +889,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	}
 	s.contact(lr.Head, lr.Checkpoint)
 	s.learnReaders(ctx, lr.Readers)
+	s.learnQuota(ctx)
 	s.upgradeAtFormat4(ctx, lr.Entries)
 	if lr.Checkpoint > pos && lr.Checkpoint != s.badCheckpoint() && (pos == 0 || !readsOn(pos, lr)) {
 		n, head, err := s.bootstrap(ctx, lr.Head, lr.Entries)
