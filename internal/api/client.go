@@ -69,6 +69,68 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
+// paced bounds the time of an answer from the spool: its headers within
+// a first bound, no pause in its body longer than Client.stall, and past
+// that an average of Client.rate. A spool that sends headers and then
+// nothing, or a byte a minute, would otherwise hold a device's sync for
+// good, with no error to show. Made by Client.pace, for one request.
+type paced struct {
+	c      *Client
+	op     string
+	who    string // the spool, as a stall's error names it
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stall  *time.Timer
+	got    int64 // bytes of the body so far
+	began  time.Time
+}
+
+// pace bounds the answer to the request op makes with ctx (the context it
+// returns): nothing from the spool (who, in the error) for first is a
+// transport error. The caller defers done.
+func (c *Client) pace(ctx context.Context, op, who string, first time.Duration) (context.Context, *paced) {
+	p := &paced{c: c, op: op, who: who}
+	p.ctx, p.cancel = context.WithCancelCause(ctx)
+	p.stall = time.AfterFunc(first, func() { p.cancel(errStalled) })
+	return p.ctx, p
+}
+
+func (p *paced) done() {
+	p.stall.Stop()
+	p.cancel(nil)
+}
+
+// fail turns err into the transport error of a stall or a drip when the
+// pace ended the request, else returns it.
+func (p *paced) fail(err error) error {
+	switch cause := context.Cause(p.ctx); {
+	case errors.Is(cause, errStalled):
+		return &Error{Op: p.op, Kind: ErrTransport, Msg: fmt.Sprintf("%s sent nothing for %v", p.who, p.c.stall), Err: errStalled}
+	case errors.Is(cause, errSlow):
+		return &Error{Op: p.op, Kind: ErrTransport, Err: errSlow,
+			Msg: fmt.Sprintf("the spool at %s sent %d bytes in %v, slower than %d bytes a second", p.c.base, p.got, time.Since(p.began).Round(time.Second), p.c.rate)}
+	}
+	return err
+}
+
+// headers notes that the answer's headers came: from now on the body
+// may pause no longer than Client.stall.
+func (p *paced) headers() { p.stall.Reset(p.c.stall) }
+
+// body reads the answer's body r under the pace, from now.
+func (p *paced) body(r io.Reader) io.Reader {
+	p.began = time.Now()
+	return &progressReader{r: r, progress: func(n int) {
+		p.stall.Reset(p.c.stall)
+		p.got += int64(n)
+		// Past the stall bound, the body must have come at c.rate on
+		// average: a byte now and then keeps the stall bound away.
+		if took := time.Since(p.began); took > p.c.stall && took > p.c.stall+time.Duration(p.got*int64(time.Second)/p.c.rate) {
+			p.cancel(errSlow)
+		}
+	}}
+}
+
 // Client calls the API as one user (or as the spool, for appends). It is
 // safe for concurrent use.
 type Client struct {
@@ -308,32 +370,17 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	if wait > 0 {
 		q.Set("wait", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
 	}
-	// The answer comes within the wait plus c.stall, and the body never
-	// pauses longer than c.stall: a spool that sends headers and then
-	// nothing, or a byte a minute, held the device's sync for good,
-	// with no error to show.
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stall := time.AfterFunc(wait+c.stall, func() { cancel(errStalled) })
-	defer stall.Stop()
-	var got int64 // bytes of the body so far
-	var began time.Time
-	stalled := func(err error) error {
-		switch cause := context.Cause(ctx); {
-		case errors.Is(cause, errStalled):
-			return &Error{Op: op, Kind: ErrTransport, Msg: fmt.Sprintf("the spool sent nothing for %v", c.stall), Err: errStalled}
-		case errors.Is(cause, errSlow):
-			return &Error{Op: op, Kind: ErrTransport, Err: errSlow,
-				Msg: fmt.Sprintf("the spool at %s sent %d bytes in %v, slower than %d bytes a second", c.base, got, time.Since(began).Round(time.Second), c.rate)}
-		}
-		return err
-	}
+	// The answer comes within the wait plus c.stall, and its body is
+	// paced (paced).
+	ctx, pace := c.pace(ctx, op, "the spool", wait+c.stall)
+	defer pace.done()
+	stalled := pace.fail
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/entries", q, nil)
 	if err != nil {
 		return spool.LogRead{}, stalled(err)
 	}
 	defer resp.Body.Close()
-	stall.Reset(c.stall)
+	pace.headers()
 	protoErr := func(msg string, err error) error {
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
@@ -370,16 +417,7 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	if maxBytes <= 0 {
 		maxBytes = readBytesCap
 	}
-	began = time.Now()
-	body := &progressReader{r: resp.Body, progress: func(n int) {
-		stall.Reset(c.stall)
-		got += int64(n)
-		// Past the stall bound, the body must have come at c.rate on
-		// average: a byte now and then keeps the stall bound away.
-		if took := time.Since(began); took > c.stall && took > c.stall+time.Duration(got*int64(time.Second)/c.rate) {
-			cancel(errSlow)
-		}
-	}}
+	body := pace.body(resp.Body)
 	bound := c.entryBound()
 	er := &entryReader{r: bufio.NewReaderSize(body, 64<<10), maxEntry: bound, arena: arena}
 	last := after

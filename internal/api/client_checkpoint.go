@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"time"
 
 	"cspool/internal/entry"
 	"cspool/internal/spool"
@@ -104,28 +103,15 @@ func (c *Client) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, 
 	// average of c.rate. Before, a spool that sent the headers and then
 	// nothing, or a byte a minute, held a new device's first sync for
 	// good, with no error to show.
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	stall := time.AfterFunc(c.stall, func() { cancel(errStalled) })
-	defer stall.Stop()
-	var got int64 // bytes of the body so far
-	var began time.Time
-	stalled := func(err error) error {
-		switch cause := context.Cause(ctx); {
-		case errors.Is(cause, errStalled):
-			return &Error{Op: op, Kind: ErrTransport, Msg: fmt.Sprintf("the spool at %s sent nothing for %v", c.base, c.stall), Err: errStalled}
-		case errors.Is(cause, errSlow):
-			return &Error{Op: op, Kind: ErrTransport, Err: errSlow,
-				Msg: fmt.Sprintf("the spool at %s sent %d bytes in %v, slower than %d bytes a second", c.base, got, time.Since(began).Round(time.Second), c.rate)}
-		}
-		return err
-	}
+	ctx, pace := c.pace(ctx, op, "the spool at "+c.base, c.stall)
+	defer pace.done()
+	stalled := pace.fail
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/checkpoint", nil, nil)
 	if err != nil {
 		return 0, 0, stalled(err)
 	}
 	defer resp.Body.Close()
-	stall.Reset(c.stall)
+	pace.headers()
 	protoErr := func(msg string, err error) error {
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
@@ -140,14 +126,7 @@ func (c *Client) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, 
 		return 0, 0, protoErr(fmt.Sprintf("checkpoint of %d bytes exceeds %d", resp.ContentLength, maxCheckpoint), nil)
 	}
 	hw := &headWriter{w: w}
-	began = time.Now()
-	body := &progressReader{r: resp.Body, progress: func(n int) {
-		stall.Reset(c.stall)
-		got += int64(n)
-		if took := time.Since(began); took > c.stall && took > c.stall+time.Duration(got*int64(time.Second)/c.rate) {
-			cancel(errSlow)
-		}
-	}}
+	body := pace.body(resp.Body)
 	n, err := io.Copy(hw, &bodyReader{r: io.LimitReader(body, maxCheckpoint+1)})
 	var be *bodyError
 	if errors.As(err, &be) {
