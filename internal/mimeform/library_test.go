@@ -215,11 +215,20 @@ func FuzzBodyStructureAsLibrary(f *testing.F) {
 	})
 }
 
+// unfoldKeepingCR joins a field's folded lines as the library's header
+// reader does: a bare CR (one no LF follows) stays in the value, where
+// mime.ParseMediaType refuses it.
+func unfoldKeepingCR(v string) string {
+	v = strings.ReplaceAll(v, "\r\n", "")
+	return strings.ReplaceAll(v, "\n", "")
+}
+
 // libraryGivesUp reports whether b may hold what go-imap's extraction
 // reads as less than Parse does (lenient.go): a Content-Type or
 // Content-Disposition field, anywhere, whose value mime.ParseMediaType
-// refuses, or a multipart/digest, whose parts without a Content-Type the
-// library takes for text. Parse is held to the library elsewhere only.
+// refuses (a bare CR kept in it), or a multipart/digest, whose parts
+// without a Content-Type the library takes for text. Parse is held to the
+// library elsewhere only.
 func libraryGivesUp(b []byte) bool {
 	if bytes.Contains(bytes.ToLower(b), []byte("digest")) {
 		return true
@@ -237,7 +246,7 @@ func libraryGivesUp(b []byte) bool {
 				continue
 			}
 			v := string(b[i+len(line)-len(rest)+1 : fieldEnd(b, end)])
-			if _, _, err := mime.ParseMediaType(strings.TrimSpace(unfold(v))); err != nil {
+			if _, _, err := mime.ParseMediaType(strings.TrimSpace(unfoldKeepingCR(v))); err != nil {
 				return true
 			}
 		}
