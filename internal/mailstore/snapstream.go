@@ -11,6 +11,8 @@ import (
 	"slices"
 
 	"github.com/ncruces/go-sqlite3"
+
+	"cspool/internal/devicedb"
 )
 
 // SnapshotInfo describes the snapshot WriteSnapshot writes.
@@ -58,6 +60,44 @@ func (s *Store) WriteSnapshot(ctx context.Context, use func(info SnapshotInfo, e
 		err = fmt.Errorf("taking snapshot: %w", rerr)
 	}
 	return err
+}
+
+// WriteLogSnapshot is WriteSnapshot of the log's state alone, also while
+// changes wait in the queue: in a write transaction that is never
+// committed, it takes the whole queue back, as an apply does, and encodes
+// the state then. It holds the writer meanwhile, so applies and changes
+// being queued wait for the encoding (not for use's upload, if use only
+// writes a file). For a device whose queue holds only changes the spool
+// refuses for now (an APPEND past the quota): the checkpoint that gives
+// back the room of the mail deleted is the log's, whatever waits.
+func (s *Store) WriteLogSnapshot(ctx context.Context, use func(info SnapshotInfo, encode func(io.Writer) error) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conn, tx, end, err := s.beginWrite(ctx)
+	if err != nil {
+		return devicedb.Explain(s.path, fmt.Errorf("taking snapshot: %w", err))
+	}
+	defer end() // never committed: the queue stays applied
+	q, err := loadQueue(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("taking snapshot: %w", err)
+	}
+	if len(q) > 0 {
+		if err := undoQueued(ctx, tx, q[0].seq); err != nil {
+			return fmt.Errorf("taking snapshot: %w", err)
+		}
+	}
+	// The encoding reads the rows on the same connection, inside tx.
+	return conn.Raw(func(dc any) error {
+		rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
+		if !ok {
+			return fmt.Errorf("taking snapshot: the driver's connection %T gives no SQLite connection", dc)
+		}
+		return writeSnapshot(rawSource{rc.Raw()}, use)
+	})
 }
 
 // writeSnapshot is WriteSnapshot in a transaction on src.

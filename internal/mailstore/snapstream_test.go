@@ -104,6 +104,56 @@ func TestWriteSnapshotEqualsEncode(t *testing.T) {
 	})
 }
 
+// TestWriteLogSnapshot: with changes queued (an APPEND, a flag on a
+// message of the log, an expunge of another), WriteLogSnapshot writes the
+// log's state alone, byte for byte what WriteSnapshot wrote before they
+// were queued, and leaves the queue and what it shows as they were.
+func TestWriteLogSnapshot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openTest(t)
+	l := &testLog{}
+	mustApply(t, s, l.spool(deliverCmd(simpleMessage("one"))), l.spool(deliverCmd(simpleMessage("two"))))
+	wantInfo, want := streamed(t, s)
+	inbox := mailboxID(t, s, "INBOX")
+	queued := []*command.Command{
+		{Kind: command.Append, Mailbox: "INBOX", MailboxID: inbox, Date: 1700000000000, Body: []byte(simpleMessage("queued"))},
+		{Kind: command.SetFlags, Flags: []string{`\Seen`}, IDs: []command.ID{entryID(1)}},
+		{Kind: command.Expunge, IDs: []command.ID{entryID(2)}},
+	}
+	for i, c := range queued {
+		if _, err := s.Enqueue(ctx, entryID(uint64(100+i)), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := s.Dump(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info SnapshotInfo
+	var got bytes.Buffer
+	if err := s.WriteLogSnapshot(ctx, func(i SnapshotInfo, encode func(io.Writer) error) error {
+		info = i
+		return encode(&got)
+	}); err != nil {
+		t.Fatalf("WriteLogSnapshot with changes queued: %v", err)
+	}
+	if !bytes.Equal(got.Bytes(), want) || info.Digest != wantInfo.Digest || info.Position != wantInfo.Position {
+		t.Fatalf("WriteLogSnapshot wrote %d bytes at position %d, want the %d bytes at position %d written before anything was queued",
+			got.Len(), info.Position, len(want), wantInfo.Position)
+	}
+	after, err := s.Dump(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Diff(before, after, 10); len(d) > 0 {
+		t.Fatalf("the state shown changed with WriteLogSnapshot: %v", d)
+	}
+	if n, err := s.QueueLen(ctx); err != nil || n != len(queued) {
+		t.Fatalf("%d changes (%v) queued after WriteLogSnapshot, want %d", n, err, len(queued))
+	}
+}
+
 // checkRebaseStreamed checks that a Rebase's WriteSnapshot writes what
 // EncodeSnapshot makes of its Snapshot, sn, with the same UIDVALIDITYs
 // renewed.
