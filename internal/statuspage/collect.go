@@ -207,6 +207,11 @@ func judge(st syncer.Status, s SyncState, alarmed bool) (state string, actions [
 	default:
 		state = StateCurrent
 	}
+	if st.Held != "" {
+		// An APPEND the spool refuses for the quota waits until the
+		// user deletes mail: the text says so.
+		actions = append(actions, st.Held)
+	}
 	return state, actions
 }
 

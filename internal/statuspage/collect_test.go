@@ -200,3 +200,21 @@ func TestCollectorUnknownVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectorHeld: an APPEND the spool refuses for the quota, held on the
+// device, is among what to do, with the device behind.
+func TestCollectorHeld(t *testing.T) {
+	t.Parallel()
+	const held = "an APPEND queued on this device (about 20000 bytes) is refused by the spool for the quota: it waits here"
+	c := &Collector{Sync: fixedStatus{Position: 7, Head: 7, Connected: true, LastContact: time.Now(), Queued: 1, Held: held}, Store: storeWith(t, 0)}
+	r, err := c.Report(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Actions) != 1 || r.Actions[0] != held {
+		t.Errorf("actions %q, want the held APPEND's %q", r.Actions, held)
+	}
+	if r.Sync.State != StateBehind {
+		t.Errorf("state %s, want behind: a change waits", r.Sync.State)
+	}
+}

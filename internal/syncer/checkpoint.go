@@ -50,7 +50,12 @@ func (s *Syncer) WriteCheckpoint(ctx context.Context) (spool.CompactStats, uint6
 	defer f.Close()
 	var info mailstore.SnapshotInfo
 	var size int64
-	err = s.cfg.Store.WriteSnapshot(ctx, func(i mailstore.SnapshotInfo, encode func(io.Writer) error) error {
+	write := s.cfg.Store.WriteSnapshot
+	if ls, ok := s.cfg.Store.(LogSnapshotter); ok && s.onlyHeld() {
+		// What waits, the spool refuses for now: the log's state alone.
+		write = ls.WriteLogSnapshot
+	}
+	err = write(ctx, func(i mailstore.SnapshotInfo, encode func(io.Writer) error) error {
 		info = i
 		if i.Position == 0 {
 			return nil
@@ -186,8 +191,11 @@ func (s *Syncer) maybeCheckpoint(ctx context.Context) {
 		return
 	}
 	st := s.Status()
-	if st.Queued > 0 {
-		return // the state is not the log's alone (mailstore.ErrQueued)
+	if _, ok := s.cfg.Store.(LogSnapshotter); st.Queued > 0 && !(ok && s.onlyHeld()) {
+		// The state is not the log's alone (mailstore.ErrQueued). Only
+		// changes held for the quota waiting, it is written of the log's
+		// state (LogSnapshotter): its room is what they wait for.
+		return
 	}
 	since := st.Position - min(st.Checkpoint, st.Position)
 	if since == 0 {

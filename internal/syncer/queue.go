@@ -21,7 +21,8 @@ import (
 //     queue is empty and no restore from a checkpoint runs. While the
 //     spool answers and changes wait or a restore runs, it first waits up
 //     to Config.DrainWait for the loop to send them and for the restore
-//     to end (drained), then appends: queued, a change is shown before the log has it,
+//     to end (drained; while an APPEND is held for the quota it queues
+//     at once, held.go), then appends: queued, a change is shown before the log has it,
 //     and a message it adds to a mailbox can lose its UIDs to a delivery
 //     the log puts first (docs/MAILSTORE.md), so an active client must
 //     not keep the device queueing after one failed exchange. Otherwise
@@ -61,7 +62,10 @@ import (
 //     lands exactly once.
 //   - A batch the spool refuses as too large (413) is sent in halves from
 //     then on; a single change it refuses so stays queued (and so does
-//     what follows it, in order), and the error says what to do.
+//     what follows it, in order), and the error says what to do. A batch
+//     it refuses for the quota (507) is halved until one lands; a single
+//     APPEND it refuses so is held, with what depends on it, and the
+//     other changes are sent past it (held.go).
 //   - The apply of the log confirms the queued changes it finds where they
 //     were applied provisionally and takes the rest back and applies it
 //     again after other devices' entries (mailstore); the loop only sends.
@@ -122,7 +126,10 @@ func (s *Syncer) drained(ctx context.Context) bool {
 	for {
 		s.mu.Lock()
 		down := (!s.status.Connected && s.status.LastError != "") || s.status.StoreFailing
-		if down {
+		if down || s.heldCount > 0 {
+			// With an APPEND held for the quota the queue does not
+			// empty until there is room: queued at once, the change is
+			// sent past it unless it depends on it (held.go).
 			s.mu.Unlock()
 			return false
 		}
@@ -285,6 +292,9 @@ func (s *Syncer) readLog(ctx context.Context, after uint64, count int, wait time
 // first). Only the sync loop calls it.
 func (s *Syncer) sendQueue(ctx context.Context) error {
 	st := s.Status()
+	if st.Queued == 0 {
+		s.unhold()
+	}
 	if st.Queued == 0 || st.Alarm != "" {
 		return nil
 	}
@@ -326,12 +336,23 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 	if s.sendMax > 0 {
 		most = min(most, s.sendMax)
 	}
+	// An APPEND held for the quota, and what depends on it, is passed by,
+	// unless it is its turn again: then it is sent alone (held.go).
+	skip := s.heldSkip(q)
+	retry := s.held != nil && s.heldRetryDue(s.held)
+	if retry {
+		most = 1
+	}
 	batch := make([][]byte, 0, min(len(q), most))
 	ids := make([]command.ID, 0, cap(batch))
+	var sent []mailstore.Queued
 	var size int64
-	for _, e := range q {
+	for i, e := range q {
 		if len(batch) == most {
 			break
+		}
+		if retry && e.ID != s.held.id || !retry && skip != nil && skip[i] {
+			continue
 		}
 		e.Cmd.Seen = seen
 		b, _, err := entry.Seal(e.Cmd, s.cfg.UserKey, s.cfg.UserKey.Public(), s.cfg.User, &entry.Options{ID: e.ID})
@@ -341,8 +362,11 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		if len(batch) > 0 && size+int64(len(b)) > s.cfg.BatchBytes {
 			break
 		}
-		batch, ids = append(batch, b), append(ids, e.ID)
+		batch, ids, sent = append(batch, b), append(ids, e.ID), append(sent, e)
 		size += int64(len(b))
+	}
+	if len(batch) == 0 {
+		return nil // all held
 	}
 	first, err := s.appendFrom(ctx, hs, head, batch, ids, tries)
 	switch {
@@ -363,9 +387,16 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		s.sendMax, s.quotaHalved = len(batch)/2, true
 		s.log.Warn("the spool refused a batch of queued changes for the quota; sending fewer at a time", "count", len(batch), "bytes", size, "next", s.sendMax)
 		return nil
+	case errors.Is(err, spool.ErrOverQuota) && sent[0].Cmd.Kind == command.Append: // alone
+		// A single APPEND the spool will not take before there is room:
+		// held, and the changes that do not depend on it are sent past
+		// it, the deletes that make the room among them (nothing was
+		// appended).
+		s.holdAppend(sent[0], err)
+		return nil
 	case errors.Is(err, spool.ErrTooLarge):
 		return fmt.Errorf("queued change %d (%s, %d bytes sealed) is larger than the spool takes in one request, so it cannot be sent; the spool's operator can raise its limit (cspool server --max-message-size, at least the device's): %w",
-			q[0].Seq, q[0].Cmd.Kind, size, err)
+			sent[0].Seq, sent[0].Cmd.Kind, size, err)
 	case err != nil:
 		if temporary(err) {
 			return fmt.Errorf("%w: sending %d queued changes: %v", ErrUnavailable, len(batch), err)
@@ -382,6 +413,10 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 	s.mu.Lock()
 	s.sentUnknown = false
 	s.mu.Unlock()
+	if retry {
+		// The held APPEND is in the log: what depends on it follows.
+		s.unhold()
+	}
 	if err := s.recordAppended(ctx, ids, first); err != nil {
 		return err
 	}

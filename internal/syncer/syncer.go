@@ -340,6 +340,12 @@ type Status struct {
 	// Hint, when not empty, says what a person must do about LastError:
 	// retrying alone will not fix it (Config.Permanent).
 	Hint string
+
+	// Held, when not empty, says that an APPEND queued on this device is
+	// refused by the spool for the quota and waits here, with the changes
+	// that depend on it, until there is room; the other changes are sent
+	// past it (held.go).
+	Held string
 }
 
 // Alert is the text of the IMAP ALERT given at login, or "" when all is
@@ -425,9 +431,11 @@ type Syncer struct {
 	// lands, or the queue is empty, the queue is sent only right after a
 	// read found the store at the spool's head.
 	sentUnknown bool
-	quotaHalved bool // sendMax was lowered after a refusal for the quota (507), until a batch lands
-	sendMax     int  // the most queued changes to send at once after a 413 (0: BatchCount); the loop's own
-	emptyBehind int  // reads in a row that found no entry below the spool's head; the loop's own
+	quotaHalved bool  // sendMax was lowered after a refusal for the quota (507), until a batch lands
+	held        *hold // a queued APPEND the spool refused alone for the quota (held.go); the loop's own
+	heldCount   int   // how many queued changes are held with it (0: none); under mu
+	sendMax     int   // the most queued changes to send at once after a 413 (0: BatchCount); the loop's own
+	emptyBehind int   // reads in a row that found no entry below the spool's head; the loop's own
 
 	// Submissions waiting to be appended together, and whether one leads
 	// (group.go).
@@ -772,8 +780,14 @@ var errWithheld = errors.New("entries withheld")
 func (s *Syncer) step(ctx context.Context) error {
 	wait := s.cfg.Wait
 	_, canSend := s.cfg.Source.(HeadSource)
-	if st := s.Status(); st.LastContact.IsZero() || !st.Connected || st.Position < st.Head || (st.Queued > 0 && canSend) {
-		// Queued changes are sent after a read at the head.
+	held, nheld := s.holding()
+	if held {
+		// The held APPEND is sent again at the latest after MaxBackoff.
+		wait = min(wait, s.cfg.MaxBackoff)
+	}
+	if st := s.Status(); st.LastContact.IsZero() || !st.Connected || st.Position < st.Head || (st.Queued > nheld && canSend) {
+		// Queued changes are sent after a read at the head (those held
+		// for the quota wait for their turn: held.go).
 		wait = 0
 	}
 	if wait > 0 {
