@@ -26,6 +26,7 @@ import (
 	"cspool/internal/devicedb"
 	"cspool/internal/imapd"
 	"cspool/internal/keys"
+	"cspool/internal/loginguard"
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 	"cspool/internal/statuspage"
@@ -82,6 +83,11 @@ type device struct {
 	// what a Submit could not send) is in the store, where the new
 	// server reads it; it has no sessions to tell yet.
 	imapHook *atomic.Pointer[imapd.Server]
+	// logins counts the failed logins of every listener that takes the
+	// daemon's password (IMAP, submission, the status page) together, so
+	// that a guesser gets one rate for all three (docs/IMAP.md, "Login");
+	// made by loginTally.
+	logins   *loginguard.Tally
 	syncDone chan error // Run's end, once serve started it
 
 	// created: the database did not exist before this run, or was left
@@ -299,6 +305,7 @@ func (d *device) storeProblem(err error) string {
 // submitted).
 func (d *device) newIMAP(cfg imapd.Config) error {
 	cfg.Store, cfg.User, cfg.Logger = d.store, d.user, d.log
+	cfg.Login.Tally = d.loginTally()
 	cfg.Alert = func() string { return d.sync.Status().Alert() }
 	cfg.StoreProblem = d.storeProblem
 	srv, err := imapd.New(cfg)
@@ -313,6 +320,14 @@ func (d *device) newIMAP(cfg imapd.Config) error {
 		d.imapHook.Store(srv)
 	}
 	return nil
+}
+
+// loginTally is the failed-login count the daemon's listeners share.
+func (d *device) loginTally() *loginguard.Tally {
+	if d.logins == nil {
+		d.logins = loginguard.NewTally()
+	}
+	return d.logins
 }
 
 // collector is what the status page and the control socket show of the

@@ -149,7 +149,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	}
 	outboxNew := dev.firstRunOutbox()
 	snd, err := send.open(e, sendingSetup{dbPath: *dbPath, key: outboxKey, store: dev.store, sync: dev.sync, user: *userName, pw: pw,
-		allowEmpty: allowEmpty, log: log, tls: tlsConfig, stderr: e.stderr, beforeMessage: dev.keep})
+		allowEmpty: allowEmpty, log: log, tls: tlsConfig, stderr: e.stderr, beforeMessage: dev.keep, logins: dev.loginTally()})
 	if err != nil {
 		return err
 	}
@@ -182,7 +182,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	collector := dev.collector(ln.Addr(), ipw, snd)
 	stopStatus, page, err := startStatusPage(statusPageConfig{
 		addr: *statusAddr, required: flagGiven(fs, "status-addr"), source: collector,
-		user: *userName, password: pw, allowEmpty: allowEmpty, log: log, stderr: e.stderr,
+		user: *userName, password: pw, allowEmpty: allowEmpty, log: log, stderr: e.stderr, logins: dev.loginTally(),
 	})
 	if err != nil {
 		ln.Close()

@@ -358,7 +358,7 @@ func (q *quickstart) startDevice(ctx context.Context) (dev *device, failed <-cha
 	// The outbox holds each message relayed for a day: encrypted at rest
 	// as the daemon's is.
 	outboxKey := devicedb.Key(q.userKey.DatabaseKey("outbox"))
-	q.send, err = startSending(sendingSetup{dbPath: dbPath, key: &outboxKey, store: dev.store, sync: dev.sync, user: q.user, pw: pw, log: q.log},
+	q.send, err = startSending(sendingSetup{dbPath: dbPath, key: &outboxKey, store: dev.store, sync: dev.sync, user: q.user, pw: pw, log: q.log, logins: dev.loginTally()},
 		outbox.Relay{Addr: q.lmtpLn.Addr().String(), LMTP: true}, []string{q.user + "@localhost"}, "127.0.0.1", q.smtpPort, time.Second)
 	if err != nil && q.smtpRequired {
 		return nil, nil, "", err
@@ -377,7 +377,7 @@ func (q *quickstart) startDevice(ctx context.Context) (dev *device, failed <-cha
 	collector := dev.collector(q.imapLn.Addr(), stored, q.send)
 	collector.Page = q.page
 	if q.statusLn != nil {
-		stopStatus, err := serveStatusPage(q.statusLn, statusPageConfig{source: collector, user: q.user, password: pw, log: q.log, stderr: q.e.stderr})
+		stopStatus, err := serveStatusPage(q.statusLn, statusPageConfig{source: collector, user: q.user, password: pw, log: q.log, stderr: q.e.stderr, logins: dev.loginTally()})
 		if err != nil {
 			return nil, nil, "", err
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"cspool/internal/devicedb"
+	"cspool/internal/loginguard"
 	"cspool/internal/mailstore"
 	"cspool/internal/outbox"
 	"cspool/internal/statuspage"
@@ -188,6 +189,9 @@ type sendingSetup struct {
 	// beforeMessage, if set, runs before the outbox takes a message (a
 	// first run keeps its database from then on, firstrun.go).
 	beforeMessage func()
+	// logins is the failed-login count shared with the daemon's other
+	// listeners; nil: one of the listener's own.
+	logins *loginguard.Tally
 }
 
 // sending is the running submission listener and outbox; nil when sending
@@ -297,7 +301,8 @@ func startSending(s sendingSetup, relay outbox.Relay, identities []string, addr 
 		return nil, withHint(err, outboxHint(s.dbPath, err))
 	}
 	srv, err := submit.New(submit.Config{User: s.user, Password: s.pw, AllowEmptyPassword: s.allowEmpty,
-		Identities: identities, Queue: keepFirstQueue{box, s.beforeMessage}, Hostname: host, Logger: s.log, TLS: s.tls})
+		Identities: identities, Queue: keepFirstQueue{box, s.beforeMessage}, Hostname: host, Logger: s.log, TLS: s.tls,
+		Login: loginguard.Limits{Tally: s.logins}})
 	if err != nil {
 		box.Close()
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"cspool/internal/api"
+	"cspool/internal/loginguard"
 	"cspool/internal/mailstore"
 	"cspool/internal/ownersock"
 	"cspool/internal/statuspage"
@@ -35,7 +36,8 @@ type statusPageConfig struct {
 	password   string
 	allowEmpty bool
 	log        *slog.Logger
-	stderr     io.Writer // where a page beyond localhost is warned about, besides the log; nil: the log only
+	stderr     io.Writer         // where a page beyond localhost is warned about, besides the log; nil: the log only
+	logins     *loginguard.Tally // the failed-login count shared with IMAP and submission; nil: the page's own
 }
 
 // startStatusPage listens on c.addr and serves the status page until stop
@@ -95,7 +97,7 @@ func serveStatusPage(ln net.Listener, c statusPageConfig) (stop func(), err erro
 	}
 	h, err := statuspage.New(statuspage.Config{
 		Source: c.source, User: c.user, Password: c.password, AllowEmptyPassword: c.allowEmpty,
-		Hosts: hosts, Logger: c.log,
+		Hosts: hosts, Logger: c.log, Login: loginguard.Limits{Tally: c.logins},
 	})
 	if err != nil {
 		return nil, err

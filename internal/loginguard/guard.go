@@ -7,9 +7,12 @@
 // connections that have not logged in: how many wait at once, in all and
 // per source, and for how long (docs/IMAP.md, "Before login").
 //
-// Implementation notes: the per-source table is bounded (MaxSources, then
-// one shared entry); every loopback address is one source, an IPv4 address
-// one, an IPv6 /64 one. The clock and the wait are injectable through
+// Implementation notes: the per-source table (Tally) is bounded
+// (MaxSources, then one shared entry); every loopback address is one
+// source, an IPv4 address one, an IPv6 /64 one. The listeners of one daemon
+// share one Tally, so a source's failures add up over IMAP, submission and
+// the status page; the tally has a mutex of its own, and no code holds it
+// and a guard's at once. The clock and the wait are injectable through
 // Limits. A protocol maps ErrWaiting onto its own reply. The connections
 // waiting to log in are one list in accept order under the guard's mutex,
 // so the one pushed out is always the one that waited longest; a
@@ -85,6 +88,13 @@ type Limits struct {
 	Now func() time.Time
 	// Wait waits d, or until ctx is done (the server closing). [a timer]
 	Wait func(ctx context.Context, d time.Duration) error
+	// Tally holds the sources' failed logins. Guards given the same one
+	// count together: a source's failures at any of them lengthen its
+	// delay and fill its MaxWaiting at all of them, so that a daemon's
+	// listeners taking one password (IMAP, submission, the status page)
+	// do not each give a guesser a rate of its own. [a tally of the
+	// guard's own]
+	Tally *Tally
 }
 
 // fill gives the fields left zero their documented defaults.
@@ -117,6 +127,9 @@ func (l *Limits) fill() {
 	if l.Now == nil {
 		l.Now = time.Now
 	}
+	if l.Tally == nil {
+		l.Tally = NewTally()
+	}
 	if l.Wait == nil {
 		l.Wait = func(ctx context.Context, d time.Duration) error {
 			t := time.NewTimer(d)
@@ -141,7 +154,20 @@ type Source struct {
 	failures int       // since the count was last forgotten
 	last     time.Time // the last failure
 	waiting  int       // failed logins now waiting out their delay
-	unlogged int       // failures and refusals in the summary to come
+}
+
+// Tally is the table of sources and their failed logins (Limits.Tally).
+// Its memory is bounded by MaxSources. Safe for concurrent use.
+type Tally struct {
+	mu       sync.Mutex
+	sources  map[string]*Source
+	overflow Source // the sources met while the table is full
+}
+
+// NewTally returns an empty tally, to give to the Limits of every
+// listener whose failures should add up.
+func NewTally() *Tally {
+	return &Tally{sources: map[string]*Source{}, overflow: Source{key: "(other sources)"}}
 }
 
 // Guard holds the per-source state of Limits. Its memory is bounded by
@@ -150,16 +176,16 @@ type Guard struct {
 	lim   Limits
 	log   *slog.Logger
 	proto string // "IMAP", "SMTP": named in the log
+	t     *Tally // lim.Tally
 
-	mu       sync.Mutex
-	sources  map[string]*Source
-	overflow Source // the sources met while the table is full
-	library  Source // the protocol library's messages
+	mu      sync.Mutex // the log state and the lobby; never held with t.mu
+	library string     // the source key of the protocol library's messages
 
-	window   time.Time   // start of the current log interval
-	lines    int         // lines logged in it
-	unlogged int         // events not logged one by one in it
-	timer    *time.Timer // flushes the summary at the interval's end
+	window   time.Time      // start of the current log interval
+	lines    int            // lines logged in it
+	unlogged int            // events not logged one by one in it
+	held     map[string]int // those events per source key
+	timer    *time.Timer    // flushes the summary at the interval's end
 	closed   bool
 
 	lobby     list.List      // *waiting: the connections not logged in, oldest first
@@ -170,8 +196,8 @@ type Guard struct {
 // to log.
 func New(lim Limits, log *slog.Logger, proto string) *Guard {
 	lim.fill()
-	return &Guard{lim: lim, log: log, proto: proto, sources: map[string]*Source{}, perSource: map[string]int{},
-		overflow: Source{key: "(other sources)"}, library: Source{key: "(" + strings.ToLower(proto) + " library)"}}
+	return &Guard{lim: lim, log: log, proto: proto, t: lim.Tally, perSource: map[string]int{}, held: map[string]int{},
+		library: "(" + strings.ToLower(proto) + " library)"}
 }
 
 // Limits returns the limits in force, defaults filled in.
@@ -217,61 +243,58 @@ func sourceKey(a net.Addr) string {
 
 // lookup returns key's entry, nil for a source with no failures, or the
 // overflow entry when the table is full. create adds an entry when there is
-// room. Called with g.mu held.
-func (g *Guard) lookup(key string, now time.Time, create bool) *Source {
-	if s := g.sources[key]; s != nil {
-		if s.waiting == 0 && now.Sub(s.last) > g.lim.Forget {
+// room. Called with t.mu held.
+func (t *Tally) lookup(lim *Limits, key string, now time.Time, create bool) *Source {
+	if s := t.sources[key]; s != nil {
+		if s.waiting == 0 && now.Sub(s.last) > lim.Forget {
 			s.failures = 0
 		}
 		return s
 	}
-	if len(g.sources) >= g.lim.MaxSources {
-		g.sweep(now)
+	if len(t.sources) >= lim.MaxSources {
+		t.sweep(lim, now)
 	}
-	if len(g.sources) >= g.lim.MaxSources {
-		if g.overflow.waiting == 0 && now.Sub(g.overflow.last) > g.lim.Forget {
-			g.overflow.failures = 0
+	if len(t.sources) >= lim.MaxSources {
+		if t.overflow.waiting == 0 && now.Sub(t.overflow.last) > lim.Forget {
+			t.overflow.failures = 0
 		}
-		return &g.overflow
+		return &t.overflow
 	}
 	if !create {
 		return nil
 	}
 	s := &Source{key: key}
-	g.sources[key] = s
+	t.sources[key] = s
 	return s
 }
 
 // sweep drops the entries whose failures are forgotten and that nothing
-// waits on. Called with g.mu held.
-func (g *Guard) sweep(now time.Time) {
-	for k, s := range g.sources {
-		if s.waiting == 0 && now.Sub(s.last) > g.lim.Forget {
-			g.carry(s)
-			delete(g.sources, k)
+// waits on. Called with t.mu held.
+func (t *Tally) sweep(lim *Limits, now time.Time) {
+	for k, s := range t.sources {
+		if s.waiting == 0 && now.Sub(s.last) > lim.Forget {
+			delete(t.sources, k)
 		}
 	}
-}
-
-// carry moves a dropped entry's unlogged count into the overflow entry, so
-// the summary still counts it.
-func (g *Guard) carry(s *Source) {
-	g.overflow.unlogged += s.unlogged
 }
 
 // Admit is asked before a password is checked: it refuses (ErrWaiting)
 // while the source has MaxWaiting failed logins waiting.
 func (g *Guard) Admit(remote net.Addr) error {
 	key := sourceKey(remote)
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	now := g.lim.Now()
-	s := g.lookup(key, now, false)
+	g.t.mu.Lock()
+	s := g.t.lookup(&g.lim, key, now, false)
 	if s == nil || s.waiting < g.lim.MaxWaiting {
+		g.t.mu.Unlock()
 		return nil
 	}
-	g.note(now, s, g.proto+" login refused unchecked: too many failed logins from this source are waiting",
-		"remote", remote.String(), "source", s.key, "waiting", s.waiting)
+	key, waiting := s.key, s.waiting
+	g.t.mu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.note(now, key, g.proto+" login refused unchecked: too many failed logins from this source are waiting",
+		"remote", remote.String(), "source", key, "waiting", waiting)
 	return ErrWaiting
 }
 
@@ -280,23 +303,26 @@ func (g *Guard) Admit(remote net.Addr) error {
 // after the wait.
 func (g *Guard) Fail(remote net.Addr, connFailures int, userOK, closing bool) (*Source, time.Duration) {
 	key := sourceKey(remote)
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	now := g.lim.Now()
-	s := g.lookup(key, now, true)
+	g.t.mu.Lock()
+	s := g.t.lookup(&g.lim, key, now, true)
 	s.failures++
 	s.last = now
 	s.waiting++
-	d := g.delay(max(s.failures, connFailures))
-	g.note(now, s, "failed "+g.proto+" login", "remote", remote.String(), "source", s.key, "user_matches", userOK,
-		"connection_failures", connFailures, "source_failures", s.failures, "delay", d, "closing", closing)
+	failures := s.failures
+	g.t.mu.Unlock()
+	d := g.delay(max(failures, connFailures))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.note(now, s.key, "failed "+g.proto+" login", "remote", remote.String(), "source", s.key, "user_matches", userOK,
+		"connection_failures", connFailures, "source_failures", failures, "delay", d, "closing", closing)
 	return s, d
 }
 
 // Done ends the wait of a failed login of s.
 func (g *Guard) Done(s *Source) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.t.mu.Lock()
+	defer g.t.mu.Unlock()
 	s.waiting--
 }
 
@@ -311,8 +337,9 @@ func (g *Guard) delay(n int) time.Duration {
 }
 
 // note logs one event, or counts it for the interval's summary once
-// LogLines lines were logged in the interval. Called with g.mu held.
-func (g *Guard) note(now time.Time, s *Source, msg string, args ...any) {
+// LogLines lines were logged in the interval; key names its source.
+// Called with g.mu held.
+func (g *Guard) note(now time.Time, key string, msg string, args ...any) {
 	if now.Sub(g.window) >= g.lim.LogInterval {
 		g.flush()
 		g.window, g.lines = now, 0
@@ -323,7 +350,7 @@ func (g *Guard) note(now time.Time, s *Source, msg string, args ...any) {
 		return
 	}
 	g.unlogged++
-	s.unlogged++
+	g.held[key]++
 	if g.timer == nil && !g.closed {
 		g.timer = time.AfterFunc(g.lim.LogInterval, g.flushDue)
 	}
@@ -348,28 +375,20 @@ func (g *Guard) flush() {
 	if g.unlogged == 0 {
 		return
 	}
-	sources, busiest := 0, &g.library
-	for _, s := range g.sources {
-		if s.unlogged > 0 {
-			sources++
-			if s.unlogged > busiest.unlogged {
-				busiest = s
-			}
+	sources, busiest, most := 0, g.library, g.held[g.library]
+	for k, n := range g.held {
+		if k == g.library {
+			continue
 		}
-	}
-	if g.overflow.unlogged > 0 {
 		sources++
-		if g.overflow.unlogged > busiest.unlogged {
-			busiest = &g.overflow
+		if n > most {
+			busiest, most = k, n
 		}
 	}
 	g.log.Warn(g.proto+" log lines held back (failed and refused logins, connection errors)", "count", g.unlogged,
-		"since", g.window.Format(time.RFC3339), "sources", sources, "busiest_source", busiest.key, "busiest_count", busiest.unlogged)
+		"since", g.window.Format(time.RFC3339), "sources", sources, "busiest_source", busiest, "busiest_count", most)
 	g.unlogged = 0
-	g.overflow.unlogged, g.library.unlogged = 0, 0
-	for _, s := range g.sources {
-		s.unlogged = 0
-	}
+	clear(g.held)
 }
 
 // LibraryMessage logs a message of the protocol library (a connection
@@ -382,7 +401,7 @@ func (g *Guard) LibraryMessage(msg string) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.note(g.lim.Now(), &g.library, msg)
+	g.note(g.lim.Now(), g.library, msg)
 }
 
 // Close logs what is pending and stops the timer.
@@ -404,12 +423,12 @@ func (g *Guard) Close() {
 // sources remembered, for tests and debugging.
 func (g *Guard) State(remote net.Addr) (failures, waiting, sources int) {
 	key := sourceKey(remote)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if s := g.lookup(key, g.lim.Now(), false); s != nil {
+	g.t.mu.Lock()
+	defer g.t.mu.Unlock()
+	if s := g.t.lookup(&g.lim, key, g.lim.Now(), false); s != nil {
 		failures, waiting = s.failures, s.waiting
 	}
-	return failures, waiting, len(g.sources)
+	return failures, waiting, len(g.t.sources)
 }
 
 // Listener hands out connections (*Conn) the server can end after a

@@ -114,8 +114,8 @@ func TestLoginGuardSources(t *testing.T) {
 	if _, _, n := g.State(bad); n > 100 {
 		t.Errorf("%d sources remembered, want at most 100", n)
 	}
-	if g.overflow.failures < 9900 {
-		t.Errorf("the shared entry counts %d failures, want at least 9900", g.overflow.failures)
+	if g.t.overflow.failures < 9900 {
+		t.Errorf("the shared entry counts %d failures, want at least 9900", g.t.overflow.failures)
 	}
 	// Forgotten after Forget: the table makes room again, and counts
 	// start over.
@@ -159,5 +159,52 @@ func TestLoginGuardLog(t *testing.T) {
 		if !strings.Contains(sum, want) {
 			t.Errorf("summary %q lacks %q", sum, want)
 		}
+	}
+}
+
+// TestTallyShared: two guards on one Tally (a daemon's IMAP and
+// submission) count a source's failures together, each logging its own;
+// a guard with a tally of its own counts apart.
+func TestTallyShared(t *testing.T) {
+	clock := newFakeClock()
+	var logs logBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	tally := NewTally()
+	imap := New(Limits{Now: clock.Now, Tally: tally}, log, "IMAP")
+	defer imap.Close()
+	smtp := New(Limits{Now: clock.Now, Tally: tally}, log, "SMTP")
+	defer smtp.Close()
+	apart := New(Limits{Now: clock.Now}, log, "status page")
+	defer apart.Close()
+	src := tcpAddr("192.0.2.9")
+
+	var held []*Source
+	for i := range 4 {
+		s, d := imap.Fail(src, 1, false, false)
+		held = append(held, s)
+		if want := ms(500) << i; d != want {
+			t.Errorf("IMAP failure %d: delay %v, want %v", i+1, d, want)
+		}
+	}
+	if err := smtp.Admit(src); !errors.Is(err, ErrWaiting) {
+		t.Errorf("SMTP Admit with 4 IMAP failures waiting: %v, want ErrWaiting", err)
+	}
+	if err := apart.Admit(src); err != nil {
+		t.Errorf("a guard with its own tally: Admit %v, want nil", err)
+	}
+	for _, s := range held {
+		imap.Done(s)
+	}
+	if err := smtp.Admit(src); err != nil {
+		t.Errorf("SMTP Admit once the IMAP failures were answered: %v, want nil", err)
+	}
+	if _, d := smtp.Fail(src, 1, false, false); d != ms(8000) {
+		t.Errorf("SMTP's first failure after 4 at IMAP: delay %v, want 8s (the fifth of the source)", d)
+	}
+	if f, w, _ := imap.State(src); f != 5 || w != 1 {
+		t.Errorf("IMAP sees %d failures, %d waiting; want 5 and 1", f, w)
+	}
+	if !strings.Contains(logs.String(), "failed SMTP login") || !strings.Contains(logs.String(), "failed IMAP login") {
+		t.Errorf("each guard logs under its own protocol:\n%s", logs.String())
 	}
 }

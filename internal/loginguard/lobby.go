@@ -61,7 +61,7 @@ func (g *Guard) enter(c *Conn) {
 	}
 	if out != nil {
 		g.leaveLocked(out.c)
-		g.note(g.lim.Now(), &g.library, g.proto+" connection waiting to log in pushed out by newer ones",
+		g.note(g.lim.Now(), g.library, g.proto+" connection waiting to log in pushed out by newer ones",
 			"remote", out.remote, "source", out.key, "waiting", g.lobby.Len())
 	}
 	w := &waiting{c: c, key: key, remote: remote.String()}

@@ -35,7 +35,8 @@ type Config struct {
 
 	// Login slows down password guessing through the page as IMAP and
 	// SMTP submission do theirs (docs/IMAP.md, "Login"), with a guard of
-	// its own; zero fields take loginguard's defaults.
+	// its own, which counts failures with theirs when Login.Tally is
+	// theirs (the daemon's); zero fields take loginguard's defaults.
 	Login loginguard.Limits
 
 	// Refresh is how often the page reloads itself; 0 = 5 s.
