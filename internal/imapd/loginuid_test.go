@@ -57,3 +57,81 @@ func TestOtherUsersGuessesLeaveOwnerIn(t *testing.T) {
 		t.Errorf("the owner's source has %d failures, want 0: the guesses were another user's", f)
 	}
 }
+
+// guesserReusingTimeWait is a Python program that, for each of 4
+// connections, first leaves 8 sockets in TIME_WAIT on one local port
+// (connections to a listener of its own, closed from its side), then binds
+// that port again with SO_REUSEADDR and connects to the port in argv[1],
+// sends a wrong LOGIN and holds the connection.
+const guesserReusingTimeWait = `
+import socket, sys, time
+port = int(sys.argv[1])
+lns = []
+for _ in range(8):
+    ln = socket.socket(); ln.bind(('127.0.0.1', 0)); ln.listen(8); lns.append(ln)
+held = []
+for i in range(4):
+    p = 0
+    for ln in lns:
+        c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        c.bind(('127.0.0.1', p)); p = c.getsockname()[1]
+        c.connect(ln.getsockname()); a, _ = ln.accept()
+        c.close(); time.sleep(0.05); a.close()
+    d = socket.socket(); d.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    d.bind(('127.0.0.1', p)); d.connect(('127.0.0.1', port)); d.recv(1000)
+    d.sendall(b'g%d LOGIN alice wrong\r\n' % i); held.append(d)
+time.sleep(60)
+`
+
+// TestTimeWaitPortNotOwners: another local user's guesses, each from a port
+// it first left in TIME_WAIT, passed for root's. The kernel's table lists
+// a TIME_WAIT entry with uid 0, and the source was the first entry with
+// the connection's client address, whatever its peer: the guesses counted
+// against uid 0, here the daemon's own user, whose correct login got NO
+// [UNAVAILABLE] while they waited (and, under another user, a guesser had
+// a second source, uid 0's, beside its own). Now the entry must have the
+// connection's two ends, and TIME_WAIT entries are passed by.
+func TestTimeWaitPortNotOwners(t *testing.T) {
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root, to run a program as another user")
+		}
+		t.Skip("needs root, to run a program as another user")
+	}
+	python := "/usr/bin/python3" // a path another user may run, unlike a shim under root's home
+	if _, err := os.Stat(python); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is required in CI: %v", python, err)
+		}
+		t.Skipf("%s not installed; skipping", python)
+	}
+	t.Parallel()
+	r := newRig(t)
+	w := &waits{block: true, release: make(chan struct{})}
+	defer close(w.release)
+	d := r.deviceWith("a", Config{Login: LoginLimits{Wait: w.wait}})
+	_, port, _ := strings.Cut(d.addr, ":")
+	guesser := exec.Command(python, "-c", guesserReusingTimeWait, port)
+	guesser.Dir = "/"
+	guesser.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	guesser.Stderr = &logBuffer{}
+	if err := guesser.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { guesser.Process.Kill(); guesser.Wait() }()
+	deadline := time.Now().Add(testproc.HangLimit)
+	for len(w.list()) < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the other user's 4 wrong logins never waited (%d did); it said %q", len(w.list()), guesser.Stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rc := dialRaw(t, d.addr)
+	rc.cmd(`o1 LOGIN alice "` + testPassword + `"`)
+	if got := rc.until("o1 "); !strings.Contains(got, "o1 OK") {
+		t.Fatalf("the owner's login while another user's 4 guesses from reused TIME_WAIT ports wait: %q, want OK", got)
+	}
+	if f, _, _ := d.srv.guard.State(rc.c.LocalAddr()); f != 0 {
+		t.Errorf("the owner's source has %d failures, want 0: the guesses were another user's", f)
+	}
+}

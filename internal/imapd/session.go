@@ -86,7 +86,8 @@ func (s *session) Login(user, pass string) error {
 		// is learnt from it and no failure is counted.
 		return errPrivacyRequired
 	}
-	if err := g.Admit(nc.RemoteAddr()); err != nil {
+	peer := loginguard.Peer(nc.RemoteAddr(), nc.LocalAddr())
+	if err := g.Admit(peer); err != nil {
 		s.failures++
 		s.endIfLast(nc)
 		return errLoginsWaiting
@@ -94,7 +95,7 @@ func (s *session) Login(user, pass string) error {
 	userOK, ok := loginguard.NewCredentials(cfg.User, cfg.Password).Check(user, pass)
 	if !ok {
 		s.failures++
-		src, d := g.Fail(nc.RemoteAddr(), s.failures, userOK, s.failures >= g.Limits().MaxFailures)
+		src, d := g.Fail(peer, s.failures, userOK, s.failures >= g.Limits().MaxFailures)
 		// Closing the server ends the wait; the connection goes with it.
 		g.Limits().Wait(s.srv.ctx, d)
 		g.Done(src)

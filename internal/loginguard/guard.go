@@ -209,10 +209,16 @@ func (g *Guard) Limits() Limits { return g.lim }
 // bind any of 127/8); an IPv4 address is one, and an IPv6 /64 is one (a
 // host usually holds a whole /64). A local user guessing the password
 // thus slows down and refuses that user's own logins only, not those of
-// the mail client of the user the daemon serves.
+// the mail client of the user the daemon serves. a is best a Peer, which
+// names the connection's two ends, so that the kernel's entry is that
+// connection's (peerUID).
 func sourceKey(a net.Addr) string {
 	var ip net.IP
 	port := 0
+	var local *net.TCPAddr
+	if p, ok := a.(peer); ok {
+		a, local = p.remote, p.local
+	}
 	switch a := a.(type) {
 	case *net.TCPAddr:
 		ip, port = a.IP, a.Port
@@ -231,7 +237,7 @@ func sourceKey(a net.Addr) string {
 	case ip == nil:
 		return "unknown"
 	case ip.IsLoopback():
-		if uid, ok := peerUID(ip, port); ok {
+		if uid, ok := peerUID(&net.TCPAddr{IP: ip, Port: port}, local); ok {
 			return "loopback uid " + strconv.FormatUint(uint64(uid), 10)
 		}
 		return "loopback"
@@ -240,6 +246,29 @@ func sourceKey(a net.Addr) string {
 	}
 	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
+
+// Peer is the address to give the guard for a connection from remote to
+// local (the listener's end, c.LocalAddr()): on loopback, the source is
+// the user owning the client's socket, and the kernel's table names that
+// socket by both ends. Its String is remote's. With remote alone, a local
+// user could pass for root, whose uid the kernel lists for a port in
+// TIME_WAIT that the user bound again (docs/IMAP.md, "Login").
+func Peer(remote, local net.Addr) net.Addr {
+	l, ok := local.(*net.TCPAddr)
+	if !ok || remote == nil {
+		return remote
+	}
+	return peer{remote: remote, local: l}
+}
+
+// peer is Peer's address.
+type peer struct {
+	remote net.Addr
+	local  *net.TCPAddr
+}
+
+func (p peer) Network() string { return p.remote.Network() }
+func (p peer) String() string  { return p.remote.String() }
 
 // lookup returns key's entry, nil for a source with no failures, or the
 // overflow entry when the table is full. create adds an entry when there is

@@ -45,7 +45,7 @@ func (l *Limits) lobbyFill() {
 // login deadline.
 func (g *Guard) enter(c *Conn) {
 	remote := c.RemoteAddr()
-	key := sourceKey(remote)
+	key := sourceKey(Peer(remote, c.LocalAddr()))
 	g.mu.Lock()
 	var out *waiting
 	switch {

@@ -13,25 +13,36 @@ import (
 // socket's local and remote address and its owner's uid (Linux, proc(5)).
 var procNetTCP = []string{"/proc/net/tcp", "/proc/net/tcp6"}
 
-// peerUID returns the uid of the user that owns the TCP socket at ip:port
-// on this machine: for a connection from a loopback address, the user of
-// the program that connected, from the socket whose local address is the
-// connection's remote one. ok is false where the kernel does not say
-// (another system, no such socket any more).
+// peerUID returns the uid of the user that owns the client's end of a
+// loopback connection from remote to local (the listener's end; nil: not
+// known): the user of the program that connected, from the socket whose
+// local address is remote and whose peer is local. ok is false where the
+// kernel does not say (another system, no such socket any more).
 //
 // A local user cannot make a socket that the kernel lists as another
 // user's, so this tells the user's own mail client from another user's
 // program guessing passwords, which the loopback address alone does not.
-func peerUID(ip net.IP, port int) (uid uint32, ok bool) {
-	if port <= 0 || port > 0xffff {
+// But a local address alone names more than one socket: a port in
+// TIME_WAIT, which the kernel lists with uid 0, can be bound again with
+// SO_REUSEADDR for a new connection, and so can another user's socket
+// bound with SO_REUSEADDR. So the peer is matched too, and TIME_WAIT
+// entries, whose uid is not their owner's, are passed by.
+func peerUID(remote, local *net.TCPAddr) (uid uint32, ok bool) {
+	if remote == nil || remote.Port <= 0 || remote.Port > 0xffff {
 		return 0, false
 	}
-	want := procAddr(ip, port)
+	want := procAddr(remote.IP, remote.Port)
 	if want == nil {
 		return 0, false
 	}
+	var peer [][]byte
+	if local != nil {
+		if peer = procAddr(local.IP, local.Port); peer == nil {
+			return 0, false
+		}
+	}
 	for _, path := range procNetTCP {
-		if uid, ok := findUID(path, want); ok {
+		if uid, ok := findUID(path, want, peer); ok {
 			return uid, true
 		}
 	}
@@ -61,9 +72,14 @@ func procAddr(ip net.IP, port int) [][]byte {
 	return forms
 }
 
-// findUID looks in the table at path for a socket whose local address is
-// one of want, and returns its owner's uid.
-func findUID(path string, want [][]byte) (uint32, bool) {
+// tcpTimeWait is the state column of a TIME_WAIT entry (the kernel's
+// TCP_TIME_WAIT), which the tables list with uid 0.
+const tcpTimeWait = "06"
+
+// findUID looks in the table at path for a socket, not in TIME_WAIT, whose
+// local address is one of want and whose remote address is one of peer
+// (nil: any), and returns its owner's uid.
+func findUID(path string, want, peer [][]byte) (uint32, bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, false
@@ -77,16 +93,25 @@ func findUID(path string, want [][]byte) (uint32, bool) {
 		if len(fields) < 8 {
 			continue
 		}
-		local := bytes.ToUpper(fields[1])
-		for _, w := range want {
-			if bytes.Equal(local, w) {
-				uid, err := strconv.ParseUint(string(fields[7]), 10, 32)
-				if err != nil {
-					return 0, false
-				}
-				return uint32(uid), true
-			}
+		if string(fields[3]) == tcpTimeWait || !oneOf(fields[1], want) || (peer != nil && !oneOf(fields[2], peer)) {
+			continue
 		}
+		uid, err := strconv.ParseUint(string(fields[7]), 10, 32)
+		if err != nil {
+			return 0, false
+		}
+		return uint32(uid), true
 	}
 	return 0, false
+}
+
+// oneOf reports whether the table's address a is one of forms.
+func oneOf(a []byte, forms [][]byte) bool {
+	a = bytes.ToUpper(a)
+	for _, f := range forms {
+		if bytes.Equal(a, f) {
+			return true
+		}
+	}
+	return false
 }

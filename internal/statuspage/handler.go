@@ -198,7 +198,8 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "log in with the IMAP user name and password", http.StatusUnauthorized)
 		return false
 	}
-	remote := remoteAddr(r.RemoteAddr)
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	remote := loginguard.Peer(remoteAddr(r.RemoteAddr), local)
 	if err := h.guard.Admit(remote); err != nil {
 		hd.Set("Retry-After", strconv.Itoa(int(h.guard.Limits().MaxDelay/time.Second)))
 		http.Error(w, "too many failed logins from your address; try again later", http.StatusTooManyRequests)

@@ -393,7 +393,7 @@ func (p plainServer) Next(response []byte) ([]byte, bool, error) {
 // delay, and the MaxFailures-th ends the connection after the reply.
 func (s *session) login(user, password string) error {
 	cfg, g := &s.srv.cfg, s.srv.guard
-	remote := s.conn.RemoteAddr()
+	remote := loginguard.Peer(s.conn.RemoteAddr(), s.conn.LocalAddr())
 	if s.closing {
 		return errConnClosing
 	}
