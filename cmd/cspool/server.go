@@ -96,6 +96,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	maxCheckpoint := fs.Int64("max-checkpoint-size", api.DefaultMaxCheckpointBody, fmt.Sprintf("largest checkpoint upload accepted, in bytes (413 beyond; a checkpoint takes about 102 bytes a message); at most %d", api.MaxCheckpointBodyLimit))
 	checkpointMemory := fs.Int64("checkpoint-memory", api.DefaultCheckpointMemory, "most bytes of checkpoints held at once, uploads and downloads, all users together (one beyond waits up to 10 s, then gets 503); raised to fit the largest upload and its keep list if below")
 	appendMemory := fs.Int64("append-memory", 0, "most bytes of append bodies held at once, all keys together (an append beyond waits up to 10 s, then gets 503; a user's key holds at most a quarter, at least the largest append, and gets 429 beyond); 0: 4 times the largest append (--max-message-size plus 1/8 and 1 MiB, at least 64 MiB); else at least the largest append")
+	readMemory := fs.Int64("read-memory", 0, "most bytes of entries the reads hold at once, all keys together, until their answers are written (a read beyond waits up to 10 s, then gets 503; a user's key holds at most a quarter, at least the largest append, and gets 429 beyond); 0: 4 times the largest append; else at least the largest append")
 	quota := fs.Int64("quota", 0, "most bytes a user's log may hold for a delivery to be taken (LMTP 452 4.2.2, HTTP 507 beyond); 0: no quota")
 	quotaMargin := fs.Int64("quota-margin", 0, "with --quota: how many bytes past it a user's own appends (IMAP APPEND, flags, deletes) may take the user's log (HTTP 507 beyond); 0: they are never refused")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
@@ -156,6 +157,9 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	if mb := serverMaxBody(*maxMsg); *appendMemory < 0 || *appendMemory > 0 && *appendMemory < mb {
 		return usagef("--append-memory %d: want 0 (4 times the largest append, %d) or at least the largest append (%d with --max-message-size %d)", *appendMemory, 4*mb, mb, *maxMsg)
 	}
+	if mb := serverMaxBody(*maxMsg); *readMemory < 0 || *readMemory > 0 && *readMemory < mb {
+		return usagef("--read-memory %d: want 0 (4 times the largest append, %d) or at least the largest append (%d with --max-message-size %d)", *readMemory, 4*mb, mb, *maxMsg)
+	}
 	if err := lmtpLim.check(); err != nil {
 		return err
 	}
@@ -203,7 +207,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim, gcPercent: gcText(gcSetting, gov), memoryHeld: gov.hook(),
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
 			userNonces: *userNonces, spoolNonces: *spoolNonces, maxWait: *maxWait,
-			maxCheckpoint: *maxCheckpoint, checkpointMemory: *checkpointMemory, appendMemory: *appendMemory},
+			maxCheckpoint: *maxCheckpoint, checkpointMemory: *checkpointMemory, appendMemory: *appendMemory, readMemory: *readMemory},
 	})
 }
 
@@ -212,6 +216,7 @@ type serverLimits struct {
 	conns, refusals, polls, userNonces, spoolNonces int
 	maxWait                                         time.Duration
 	maxCheckpoint, checkpointMemory, appendMemory   int64
+	readMemory                                      int64
 }
 
 // defaultEntryFormatAfter is --entry-format-after's default: a device
@@ -341,7 +346,7 @@ func (s *serverRun) run(f serverFlags) error {
 		}
 	}
 	errc := make(chan error, 4)
-	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: serverMaxBody(f.maxMsg), AppendMemory: f.limits.appendMemory,
+	cfg := api.Config{Store: store, Users: users, Logger: s.log, MaxBody: serverMaxBody(f.maxMsg), AppendMemory: f.limits.appendMemory, ReadMemory: f.limits.readMemory,
 		MaxConnsPerAddr: f.limits.conns, RefusalRate: f.limits.refusals, MaxLongPolls: f.limits.polls,
 		MaxNonces: f.limits.userNonces, SpoolKeyNonces: f.limits.spoolNonces, MaxWait: f.limits.maxWait,
 		MaxCheckpointBody: f.limits.maxCheckpoint, CheckpointMemory: f.limits.checkpointMemory,

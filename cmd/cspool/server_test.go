@@ -444,6 +444,8 @@ func TestServerUsage(t *testing.T) {
 		{"server", "--max-long-polls", "0"},
 		{"server", "--append-memory", "-1"},
 		{"server", "--append-memory", "1048576"}, // below the largest append (64 MiB)
+		{"server", "--read-memory", "-1"},
+		{"server", "--read-memory", "1048576"}, // below the largest append (64 MiB)
 	}
 	for _, args := range tests {
 		if code := run(e, args); code != 2 {

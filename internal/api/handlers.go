@@ -506,43 +506,30 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 		return
 	}
 	ctx := r.Context()
-	st := s.cfg.Store
 	// The entries are held from the store's read until the answer is
-	// written: the read holds one of its key's places for that.
-	var held bool
-	defer func() {
-		if held {
-			s.releaseRead(c.key.KeyID())
-		}
-	}()
-	readEntries := func() ([]spool.Entry, error) {
-		if held = s.holdRead(ctx, c.key.KeyID()); !held {
-			return nil, s.tooManyReads()
-		}
-		return st.Read(ctx, c.user, p.after, p.maxCount, s.firstChunk(p.maxBytes))
-	}
+	// written: the read holds one of its key's places and their bytes
+	// for that (readHold).
+	h := &readHold{s: s, key: c.key.KeyID()}
+	defer h.release()
 	// A device that is up to date renews its long-poll with nothing to
 	// read: the tip says so without reading entries.
 	tip, err := s.tip(ctx, c.user)
 	var entries []spool.Entry
 	if err == nil && tip.Head > p.after {
-		entries, err = readEntries()
+		entries, err = h.first(ctx, c.user, p)
 	}
 	var known *spool.Tip
 	if err == nil && len(entries) == 0 && p.wait > 0 {
-		if held {
-			s.releaseRead(c.key.KeyID()) // not while it waits
-			held = false
-		}
+		h.release() // not while it waits
 		var moved, ok bool
 		var waited spool.Tip
 		if moved, waited, ok, err = s.wait(ctx, c.user, p.after, p.wait); err == nil && moved {
-			entries, err = readEntries()
+			entries, err = h.first(ctx, c.user, p)
 		} else if ok {
 			known = &waited
 		}
 	}
-	s.answerRead(ctx, w, r, c.user, p, entries, known, err)
+	s.answerRead(ctx, w, r, c.user, p, entries, h, known, err)
 }
 
 // holdRead takes one of the places of key's reads that hold entries
@@ -593,11 +580,11 @@ func (s *Server) tooManyReads() *srvError {
 }
 
 // answerRead answers a read with entries (read after p.after, possibly
-// after a wait) or err: it reads the tip again, sets the headers and
-// streams the entries. A long-poll that ended with nothing new passes
-// the tip its wait read last as known (spool.TipWaiter), which answers
-// it without reading the tip again.
-func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.Request, user string, p readParams, entries []spool.Entry, known *spool.Tip, err error) {
+// after a wait, held by h) or err: it reads the tip again, sets the
+// headers and streams the entries. A long-poll that ended with nothing
+// new passes the tip its wait read last as known (spool.TipWaiter), which
+// answers it without reading the tip again.
+func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.Request, user string, p readParams, entries []spool.Entry, h *readHold, known *spool.Tip, err error) {
 	var tip spool.Tip
 	// The head and the checkpoint are read again after the entries: a
 	// compaction that deleted any of them committed before, so the header
@@ -639,7 +626,7 @@ func (s *Server) answerRead(ctx context.Context, w http.ResponseWriter, r *http.
 	}
 	s.setQuota(ctx, w, user)
 	w.WriteHeader(http.StatusOK)
-	if err := s.stream(ctx, w, user, p, head, cp, entries); err != nil {
+	if err := s.stream(ctx, w, user, p, head, cp, entries, h); err != nil {
 		// The status is sent; the missing end marker tells the client.
 		info(r).err = err
 	}
@@ -707,12 +694,16 @@ func (s *Server) firstChunk(maxBytes int64) int64 {
 // the chunk in it is written (the chunk before the one being read), and
 // given back to s.chunks at the end unless larger than Config.ChunkBytes.
 //
+// h holds the entries' bytes (readHold) and, before each further read,
+// takes its bound too, at once: with no room the answer ends after the
+// chunk being written, and the client reads on from there.
+//
 // cp is the checkpoint position sent in the header. After reading each
 // further chunk, stream reads the checkpoint position again; if it moved,
 // a compaction may have deleted entries of that chunk, so the chunk is
 // dropped and the response ends early: the client's next read reports the
 // new checkpoint.
-func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string, p readParams, head, cp uint64, entries []spool.Entry) error {
+func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string, p readParams, head, cp uint64, entries []spool.Entry, h *readHold) error {
 	bw, _ := s.buffers.Get().(*bufio.Writer)
 	if bw == nil {
 		bw = bufio.NewWriterSize(w, 64<<10)
@@ -743,6 +734,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 	}
 	count, size := 0, int64(0)
 	bound := s.firstChunk(p.maxBytes) // the store read's bound for entries
+	held := h.held                    // what h holds for the chunk being written
 	type chunk struct {
 		entries []spool.Entry
 		moved   bool // the checkpoint moved past cp: entries may lack some
@@ -761,10 +753,15 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 			last = e.Pos
 		}
 		var next chan chunk
+		var b int64 // the next chunk's bound, held for it before its read
 		if !full && len(entries) > 0 && last < head && n < p.maxCount && sz < p.maxBytes {
-			next = make(chan chunk, 1)
 			bound = min(2*bound, s.cfg.ChunkBytes)
-			b := min(p.maxBytes-sz, bound)
+			b = min(p.maxBytes-sz, bound)
+		}
+		// With no room for the next chunk at once, the answer ends with
+		// this one, and the client reads on.
+		if b > 0 && h.growTo(ctx, held+b, false) == nil {
+			next = make(chan chunk, 1)
 			buf := &bufs[turn]
 			turn = 1 - turn
 			if into != nil && int64(cap(*buf)) < b {
@@ -806,6 +803,20 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 		if c.moved {
 			return ew.end()
 		}
+		// The chunk written is let go, a buffer grown for an entry
+		// larger than ChunkBytes with it, and the chunk read holds the
+		// larger of its bound (its buffer's room) and its entries: an
+		// entry larger than the bound, which the store reads whole, ends
+		// the answer before it when there is no room for it at once.
+		got := max(b, entriesSize(c.entries))
+		if got > b && h.growTo(ctx, held+got, false) != nil {
+			return ew.end()
+		}
+		if into != nil && int64(cap(bufs[turn])) > s.cfg.ChunkBytes {
+			bufs[turn] = nil
+		}
+		h.shrinkTo(got)
+		held = got
 		entries = c.entries
 	}
 }

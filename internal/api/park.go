@@ -165,18 +165,15 @@ func (s *Server) answerParked(pk *parked) *limitedConn {
 	s.setBudget(rw.Header(), pk.ri)
 	var entries []spool.Entry
 	var known *spool.Tip
+	// Its entries held until answered, as any read's (readHold).
+	h := &readHold{s: s, key: pk.ri.keyID}
+	defer h.release()
 	if err == nil && moved {
-		// Its entries held until answered, as any read's (holdRead).
-		if s.holdRead(ctx, pk.ri.keyID) {
-			defer s.releaseRead(pk.ri.keyID)
-			entries, err = s.cfg.Store.Read(ctx, pk.user, pk.p.after, pk.p.maxCount, s.firstChunk(pk.p.maxBytes))
-		} else {
-			err = s.tooManyReads()
-		}
+		entries, err = h.first(ctx, pk.user, pk.p)
 	} else if ok {
 		known = &waited
 	}
-	s.answerRead(ctx, rw, r, pk.user, pk.p, entries, known, err)
+	s.answerRead(ctx, rw, r, pk.user, pk.p, entries, h, known, err)
 	if err := cw.finish(); err != nil {
 		keep = false
 		if pk.ri.err == nil {

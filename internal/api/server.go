@@ -86,6 +86,17 @@ type Config struct {
 	// Zero means 4 * MaxBody; it is raised to MaxBody if below, so that
 	// the largest append accepted fits alone.
 	AppendMemory int64
+	// ReadMemory bounds the bytes of entries the reads hold in the
+	// server's memory at once, all keys together, from the store's read
+	// of them until their answer is written (a read's first entry is sent
+	// whole, however large, and a client that takes nothing of the answer
+	// keeps it for WriteStall for each 256 KiB). One user's key holds at
+	// most a quarter of it, at least MaxBody. A read that finds no room
+	// waits up to CheckpointWait for it, then gets 429 (its key's share)
+	// or 503 (the server's), with Retry-After; a read alone is served
+	// whatever its size. Zero means 4 * MaxBody; it is raised to MaxBody
+	// if below.
+	ReadMemory int64
 	// MemoryHeld, if set, is told every change of the bytes held against
 	// AppendMemory and CheckpointMemory together (positive as a body's
 	// share is taken, negative as it is given back); a checkpoint's bytes
@@ -209,6 +220,10 @@ func (c *Config) fill() {
 		c.AppendMemory = 4 * c.MaxBody
 	}
 	c.AppendMemory = max(c.AppendMemory, c.MaxBody)
+	if c.ReadMemory <= 0 {
+		c.ReadMemory = 4 * c.MaxBody
+	}
+	c.ReadMemory = max(c.ReadMemory, c.MaxBody)
 	if c.MaxCheckpointBody <= 0 {
 		c.MaxCheckpointBody = DefaultMaxCheckpointBody
 	}
@@ -342,6 +357,7 @@ type Server struct {
 	rdKeysMu sync.Mutex
 	rdKeys   map[[8]byte]int
 	rdFreed  chan struct{}
+	rdMem    *readBudget // the bytes of entries reads hold (rdmem.go)
 	// onceMu guards inflight: the appends recorded once (spool.Once.ID)
 	// this process has accepted and not yet answered; the channel is
 	// closed when the handler returns (serverauth.go authed).
@@ -435,7 +451,7 @@ func NewServer(cfg Config) *Server {
 		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[int](memoUsers, sealsRecheck),
 		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{}, cpKeys: map[cpTransfer]bool{},
-		rdKeys: map[[8]byte]int{}, rdFreed: make(chan struct{}),
+		rdKeys: map[[8]byte]int{}, rdFreed: make(chan struct{}), rdMem: newReadBudget(cfg.ReadMemory, max(cfg.ReadMemory/4, cfg.MaxBody)),
 		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	// The clock starts where the start was, carried on by the monotonic

@@ -1,0 +1,213 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"cspool/internal/spool"
+)
+
+// readBudget bounds the bytes of entries that reads hold in the server's
+// memory at once (Config.ReadMemory), all keys together and each user's
+// key within its share, from the store's read of them until their answer
+// is written. A read holds what it has read, and takes the bound of a
+// store read before making it; the first entry of a read is sent whole,
+// however large, so the store's answer may be larger than its bound, and
+// a read then takes the rest (readHold.first).
+//
+// Invariant: held is the sum of keys, and neither goes past its limit
+// unless one read alone holds all of it (a read of an entry larger than
+// the budget or the share is served when nothing else holds any).
+type readBudget struct {
+	mu    sync.Mutex
+	limit int64 // Config.ReadMemory
+	share int64 // the most one key holds: a quarter of limit, at least MaxBody
+	held  int64
+	peak  int64 // the most held at once, for tests and figures
+	keys  map[[8]byte]int64
+	freed chan struct{} // closed (and replaced) whenever bytes are given back
+}
+
+func newReadBudget(limit, share int64) *readBudget {
+	return &readBudget{limit: limit, share: share, keys: map[[8]byte]int64{}, freed: make(chan struct{})}
+}
+
+// readRoom says why a read found no room: its key's share, or the
+// server's budget.
+type readRoom int
+
+const (
+	roomTaken readRoom = iota
+	roomKeyShare
+	roomMemory
+)
+
+// take takes n more bytes for key, whose read holds mine already: at once
+// if ctx is nil, else waiting until ctx is done for room. It reports what
+// lacked room when it took nothing.
+func (b *readBudget) take(ctx context.Context, key [8]byte, mine, n int64) readRoom {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for {
+		room := roomTaken
+		switch {
+		case b.keys[key]+n > b.share && b.keys[key] > mine:
+			room = roomKeyShare
+		case b.held+n > b.limit && b.held > mine:
+			room = roomMemory
+		}
+		if room == roomTaken {
+			break
+		}
+		if ctx == nil || ctx.Err() != nil {
+			return room
+		}
+		freed := b.freed
+		b.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+		}
+		b.mu.Lock()
+	}
+	b.keys[key] += n
+	b.held += n
+	b.peak = max(b.peak, b.held)
+	return roomTaken
+}
+
+// give gives back n bytes taken for key.
+func (b *readBudget) give(key [8]byte, n int64) {
+	if n == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.keys[key] -= n; b.keys[key] <= 0 {
+		delete(b.keys, key)
+	}
+	b.held -= n
+	close(b.freed)
+	b.freed = make(chan struct{})
+}
+
+// state returns the bytes held now and the most held at once so far.
+func (b *readBudget) state() (held, peak int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held, b.peak
+}
+
+// readHold is what one read holds: one of its key's places (holdRead)
+// and the bytes of the entries it holds, of ReadMemory and its key's
+// share. A read asks for nothing of either while it waits for new
+// entries (a long-poll).
+type readHold struct {
+	s     *Server
+	key   [8]byte
+	place bool
+	held  int64
+}
+
+// growTo makes the bytes h holds n, taking what is missing at once, or
+// waiting up to CheckpointWait for room when wait is set. The error is
+// the refusal: 429 when the key's share has no room, 503 when the
+// server's budget has none.
+func (h *readHold) growTo(ctx context.Context, n int64, wait bool) error {
+	more := n - h.held
+	if more <= 0 {
+		h.shrinkTo(n)
+		return nil
+	}
+	var wctx context.Context
+	if wait {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, max(h.s.cfg.CheckpointWait, 0))
+		defer cancel()
+	}
+	s := h.s
+	switch s.rdMem.take(wctx, h.key, h.held, more) {
+	case roomKeyShare:
+		return &srvError{kind: ErrTooManyRequests, retryAfter: s.cfg.RetryAfter,
+			msg: fmt.Sprintf("this key's reads in progress hold their share of the server's memory (%d bytes) and a read needs %d more: try again once they are done", s.rdMem.share, more)}
+	case roomMemory:
+		return &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
+			msg: fmt.Sprintf("too many reads at once: no room for %d bytes of entries in %d; try again later", more, s.cfg.ReadMemory)}
+	}
+	h.held = n
+	return nil
+}
+
+// shrinkTo gives back what h holds beyond n bytes.
+func (h *readHold) shrinkTo(n int64) {
+	if n < h.held {
+		h.s.rdMem.give(h.key, h.held-n)
+		h.held = n
+	}
+}
+
+// release gives back all that h holds, its place included.
+func (h *readHold) release() {
+	h.shrinkTo(0)
+	if h.place {
+		h.s.releaseRead(h.key)
+		h.place = false
+	}
+}
+
+// first reads a read's first chunk (firstChunk) into the server's memory
+// with what it needs held: a place among its key's reads, waiting up to
+// CheckpointWait for one, and the chunk's bytes. Those are the store
+// read's bound, taken before it (waiting up to CheckpointWait for room);
+// a first entry larger than the bound is read whole, and when there is
+// no room for it at once it is let go, the read waits for room for its
+// size, and reads again.
+func (h *readHold) first(ctx context.Context, user string, p readParams) ([]spool.Entry, error) {
+	s := h.s
+	if !h.place {
+		if h.place = s.holdRead(ctx, h.key); !h.place {
+			return nil, s.tooManyReads()
+		}
+	}
+	bound := s.firstChunk(p.maxBytes)
+	if err := h.growTo(ctx, bound, true); err != nil {
+		return nil, err
+	}
+	for again := false; ; again = true {
+		entries, err := s.cfg.Store.Read(ctx, user, p.after, p.maxCount, bound)
+		if err != nil {
+			return nil, err
+		}
+		n := entriesSize(entries)
+		if n <= h.held {
+			h.shrinkTo(n)
+			return entries, nil
+		}
+		err = h.growTo(ctx, n, false)
+		switch {
+		case err == nil:
+			return entries, nil
+		case again:
+			// Read again with room for the size read first, it read
+			// more (a compaction deleted that entry meanwhile).
+			return nil, err
+		}
+		entries = nil
+		// Not while it waits: a read that holds nothing else is
+		// served whatever its size, once nothing else holds any.
+		h.shrinkTo(0)
+		if err := h.growTo(ctx, n, true); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// entriesSize returns the bytes of the entries' data.
+func entriesSize(entries []spool.Entry) int64 {
+	var n int64
+	for _, e := range entries {
+		n += int64(len(e.Data))
+	}
+	return n
+}
