@@ -89,6 +89,7 @@ func TestMetricsDocumented(t *testing.T) {
 	h.CheckpointWaiting(1)
 	h.CheckpointRefused("too_large")
 	h.AppendRefused("memory")
+	h.ReadRefused("memory")
 	l.Delivery("ok")
 	if _, err := sp.TimeAppends(st).Append(context.Background(), "u", [][]byte{[]byte("x")}); err != nil {
 		t.Fatal(err)

@@ -72,7 +72,8 @@ func (m *metricsRun) close() {
 func newServerRegistry(store spool.Store, quotas spool.Quotas, quota int64) (*prometheus.Registry, *metrics.Spool) {
 	reg := metrics.NewRegistry()
 	sp := metrics.NewSpool(reg, metrics.Known{LMTPOutcomes: deliver.Outcomes, AuthReasons: api.AuthReasons,
-		CheckpointRefusals: api.CheckpointRefusals, AppendRefusals: api.AppendRefusals})
+		CheckpointRefusals: api.CheckpointRefusals, AppendRefusals: api.AppendRefusals,
+		ReadRefusals: api.ReadRefusals})
 	metrics.RegisterUsage(reg, quotas, quota)
 	registerStoreMetrics(reg, store)
 	return reg, sp

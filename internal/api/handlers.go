@@ -760,7 +760,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 		}
 		// With no room for the next chunk at once, the answer ends with
 		// this one, and the client reads on.
-		if b > 0 && h.growTo(ctx, held+b, false) == nil {
+		if b > 0 && h.growTo(ctx, held+b, false) == roomTaken {
 			next = make(chan chunk, 1)
 			buf := &bufs[turn]
 			turn = 1 - turn
@@ -809,7 +809,7 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 		// entry larger than the bound, which the store reads whole, ends
 		// the answer before it when there is no room for it at once.
 		got := max(b, entriesSize(c.entries))
-		if got > b && h.growTo(ctx, held+got, false) != nil {
+		if got > b && h.growTo(ctx, held+got, false) != roomTaken {
 			return ew.end()
 		}
 		if into != nil && int64(cap(bufs[turn])) > s.cfg.ChunkBytes {

@@ -46,6 +46,13 @@ type Metrics interface {
 	// room in Config.AppendMemory in time) or AppendRefusedKeyShare (429:
 	// the key's appends in progress hold its share).
 	AppendRefused(reason string)
+	// ReadRefused is called once per read refused before its entries
+	// are read for what reads hold in the server's memory, with
+	// ReadRefusedMemory (503: no room in Config.ReadMemory in time),
+	// ReadRefusedKeyShare (429: the key's reads hold its share of it) or
+	// ReadRefusedKeyReads (429: MaxReadsPerKey of the key's reads hold
+	// entries).
+	ReadRefused(reason string)
 }
 
 // Reasons given to Metrics.AppendRefused.
@@ -56,6 +63,16 @@ const (
 
 // AppendRefusals are the reasons given to Metrics.AppendRefused.
 var AppendRefusals = []string{AppendRefusedMemory, AppendRefusedKeyShare}
+
+// Reasons given to Metrics.ReadRefused.
+const (
+	ReadRefusedMemory   = "memory"    // 503: no room in ReadMemory within CheckpointWait
+	ReadRefusedKeyShare = "key_share" // 429: the key's reads hold its share of ReadMemory
+	ReadRefusedKeyReads = "key_reads" // 429: MaxReadsPerKey of the key's reads hold entries
+)
+
+// ReadRefusals are the reasons given to Metrics.ReadRefused.
+var ReadRefusals = []string{ReadRefusedMemory, ReadRefusedKeyShare, ReadRefusedKeyReads}
 
 // Reasons given to Metrics.CheckpointRefused.
 const (
@@ -100,6 +117,7 @@ func (noMetrics) CheckpointHeld(int64)             {}
 func (noMetrics) CheckpointWaiting(int)            {}
 func (noMetrics) CheckpointRefused(string)         {}
 func (noMetrics) AppendRefused(string)             {}
+func (noMetrics) ReadRefused(string)               {}
 
 // observe reports an answered request to the metrics. r is the request as
 // the mux saw it (with its Pattern).

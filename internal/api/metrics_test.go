@@ -22,6 +22,7 @@ type recMetrics struct {
 	cpWaiting int
 	cpRefused []string
 	apRefused []string
+	rdRefused []string
 }
 
 func (m *recMetrics) Request(method, route string, status int) {
@@ -76,6 +77,19 @@ func (m *recMetrics) AppendRefused(reason string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.apRefused = append(m.apRefused, reason)
+}
+
+func (m *recMetrics) ReadRefused(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rdRefused = append(m.rdRefused, reason)
+}
+
+// readRefusals returns what ReadRefused was told.
+func (m *recMetrics) readRefusals() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.rdRefused)
 }
 
 // appendRefusals returns what AppendRefused was told.

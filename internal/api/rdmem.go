@@ -111,14 +111,13 @@ type readHold struct {
 }
 
 // growTo makes the bytes h holds n, taking what is missing at once, or
-// waiting up to CheckpointWait for room when wait is set. The error is
-// the refusal: 429 when the key's share has no room, 503 when the
-// server's budget has none.
-func (h *readHold) growTo(ctx context.Context, n int64, wait bool) error {
+// waiting up to CheckpointWait for room when wait is set. It reports what
+// lacked room when it took nothing (refusal makes the answer).
+func (h *readHold) growTo(ctx context.Context, n int64, wait bool) readRoom {
 	more := n - h.held
 	if more <= 0 {
 		h.shrinkTo(n)
-		return nil
+		return roomTaken
 	}
 	var wctx context.Context
 	if wait {
@@ -126,17 +125,26 @@ func (h *readHold) growTo(ctx context.Context, n int64, wait bool) error {
 		wctx, cancel = context.WithTimeout(ctx, max(h.s.cfg.CheckpointWait, 0))
 		defer cancel()
 	}
-	s := h.s
-	switch s.rdMem.take(wctx, h.key, h.held, more) {
-	case roomKeyShare:
-		return &srvError{kind: ErrTooManyRequests, retryAfter: s.cfg.RetryAfter,
-			msg: fmt.Sprintf("this key's reads in progress hold their share of the server's memory (%d bytes) and a read needs %d more: try again once they are done", s.rdMem.share, more)}
-	case roomMemory:
-		return &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
-			msg: fmt.Sprintf("too many reads at once: no room for %d bytes of entries in %d; try again later", more, s.cfg.ReadMemory)}
+	room := h.s.rdMem.take(wctx, h.key, h.held, more)
+	if room == roomTaken {
+		h.held = n
 	}
-	h.held = n
-	return nil
+	return room
+}
+
+// refusal counts and returns the refusal of a read that found no room
+// for n bytes: 429 when its key's share lacked it, 503 when the server's
+// budget did.
+func (h *readHold) refusal(room readRoom, n int64) error {
+	s := h.s
+	if room == roomKeyShare {
+		s.cfg.Metrics.ReadRefused(ReadRefusedKeyShare)
+		return &srvError{kind: ErrTooManyRequests, retryAfter: s.cfg.RetryAfter,
+			msg: fmt.Sprintf("this key's reads in progress hold their share of the server's memory (%d bytes) and this one needs %d: try again once they are done", s.rdMem.share, n)}
+	}
+	s.cfg.Metrics.ReadRefused(ReadRefusedMemory)
+	return &srvError{kind: ErrUnavailable, retryAfter: s.cfg.RetryAfter,
+		msg: fmt.Sprintf("too many reads at once: no room for %d bytes of entries in %d; try again later", n, s.cfg.ReadMemory)}
 }
 
 // shrinkTo gives back what h holds beyond n bytes.
@@ -167,12 +175,13 @@ func (h *readHold) first(ctx context.Context, user string, p readParams) ([]spoo
 	s := h.s
 	if !h.place {
 		if h.place = s.holdRead(ctx, h.key); !h.place {
+			s.cfg.Metrics.ReadRefused(ReadRefusedKeyReads)
 			return nil, s.tooManyReads()
 		}
 	}
 	bound := s.firstChunk(p.maxBytes)
-	if err := h.growTo(ctx, bound, true); err != nil {
-		return nil, err
+	if room := h.growTo(ctx, bound, true); room != roomTaken {
+		return nil, h.refusal(room, bound)
 	}
 	for again := false; ; again = true {
 		entries, err := s.cfg.Store.Read(ctx, user, p.after, p.maxCount, bound)
@@ -184,21 +193,21 @@ func (h *readHold) first(ctx context.Context, user string, p readParams) ([]spoo
 			h.shrinkTo(n)
 			return entries, nil
 		}
-		err = h.growTo(ctx, n, false)
+		room := h.growTo(ctx, n, false)
 		switch {
-		case err == nil:
+		case room == roomTaken:
 			return entries, nil
 		case again:
 			// Read again with room for the size read first, it read
 			// more (a compaction deleted that entry meanwhile).
-			return nil, err
+			return nil, h.refusal(room, n)
 		}
 		entries = nil
 		// Not while it waits: a read that holds nothing else is
 		// served whatever its size, once nothing else holds any.
 		h.shrinkTo(0)
-		if err := h.growTo(ctx, n, true); err != nil {
-			return nil, err
+		if room := h.growTo(ctx, n, true); room != roomTaken {
+			return nil, h.refusal(room, n)
 		}
 	}
 }

@@ -28,9 +28,11 @@ import (
 // again.
 func TestReadsOfManyKeysBounded(t *testing.T) {
 	const users, perUser, size = 5, 3, 8 << 20
+	m := &recMetrics{}
 	e := newEnv(t, true, func(c *Config) {
 		c.MaxBody = 2 * size // ReadMemory by default 8 entries, a key's share 2
 		c.CheckpointWait = time.Second
+		c.Metrics = m
 	})
 	ctx := testCtx(t)
 	var clients []*Client
@@ -96,6 +98,13 @@ func TestReadsOfManyKeysBounded(t *testing.T) {
 		got[http.StatusTooManyRequests]+got[http.StatusServiceUnavailable] != len(raws)-want {
 		t.Errorf("%d reads of a %d-byte entry by %d keys, none taken: %v; want %d answered 200 (%d bytes of entries), the others 429 or 503",
 			len(raws), size, users, got, want, budget)
+	}
+	told := map[string]int{}
+	for _, r := range m.readRefusals() {
+		told[r]++
+	}
+	if told[ReadRefusedKeyShare] != got[http.StatusTooManyRequests] || told[ReadRefusedMemory] != got[http.StatusServiceUnavailable] || len(told) > 2 {
+		t.Errorf("ReadRefused told %v for the answers %v; want %s for each 429, %s for each 503", told, got, ReadRefusedKeyShare, ReadRefusedMemory)
 	}
 	for _, conn := range conns {
 		conn.Close()

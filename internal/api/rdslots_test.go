@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,7 +24,9 @@ import (
 // go, the key reads again.
 func TestReadsOfOneKeyBounded(t *testing.T) {
 	const perKey, stalled, size = 2, 6, 32 << 20
+	m := &recMetrics{}
 	e := newEnv(t, false, func(c *Config) {
+		c.Metrics = m
 		c.MaxBody = 2 * size
 		c.MaxReadsPerKey = perKey
 		c.CheckpointWait = time.Second
@@ -80,6 +83,9 @@ func TestReadsOfOneKeyBounded(t *testing.T) {
 	}
 	if got[http.StatusOK] != perKey || got[http.StatusTooManyRequests] != stalled-perKey {
 		t.Errorf("%d reads of a %d-byte entry, none taken: %v; want %d answered 200 and the others 429", stalled, size, got, perKey)
+	}
+	if told := m.readRefusals(); len(told) != got[http.StatusTooManyRequests] || slices.ContainsFunc(told, func(r string) bool { return r != ReadRefusedKeyReads }) {
+		t.Errorf("ReadRefused told %q for %d answers 429; want %s for each", told, got[http.StatusTooManyRequests], ReadRefusedKeyReads)
 	}
 	for _, conn := range conns {
 		conn.Close()

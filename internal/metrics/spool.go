@@ -23,6 +23,7 @@ type Spool struct {
 	cpWaiting    prometheus.Gauge
 	cpRefused    *prometheus.CounterVec
 	apRefused    *prometheus.CounterVec
+	rdRefused    *prometheus.CounterVec
 }
 
 // Known are the label values the hooks are given from fixed sets: their
@@ -35,6 +36,8 @@ type Known struct {
 	CheckpointRefusals []string
 	// AppendRefusals are api.AppendRefusals.
 	AppendRefusals []string
+	// ReadRefusals are api.ReadRefusals.
+	ReadRefusals []string
 }
 
 // NewSpool registers the spool server's metrics in r.
@@ -61,9 +64,11 @@ func NewSpool(r prometheus.Registerer, known Known) *Spool {
 			Help: "Checkpoint uploads refused, by reason: too_large (413), memory (503)."}, []string{"reason"}),
 		apRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_append_refusals_total",
 			Help: "Appends refused for the --append-memory budget before their body was read, by reason: memory (503), key_share (429)."}, []string{"reason"}),
+		rdRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cspool_read_refusals_total",
+			Help: "Reads refused before their entries were read for what reads hold in memory, by reason: memory (503, the --read-memory budget), key_share (429, the key's quarter of it), key_reads (429, the key's 8 reads)."}, []string{"reason"}),
 	}
 	r.MustRegister(s.deliveries, s.appendSecs, s.appendErrors, s.longPolls, s.authFailures, s.requests,
-		s.cpHeld, s.cpWaiting, s.cpRefused, s.apRefused)
+		s.cpHeld, s.cpWaiting, s.cpRefused, s.apRefused, s.rdRefused)
 	// Every series of a fixed label set is there from the start, at 0: a
 	// counter that first appears at 1 loses that 1 to rate() and increase(),
 	// and a dashboard or alert finds every outcome and reason to select.
@@ -85,6 +90,9 @@ func NewSpool(r prometheus.Registerer, known Known) *Spool {
 	}
 	for _, r := range known.AppendRefusals {
 		s.apRefused.WithLabelValues(r)
+	}
+	for _, r := range known.ReadRefusals {
+		s.rdRefused.WithLabelValues(r)
 	}
 	return s
 }
@@ -128,6 +136,9 @@ func (h *HTTPHooks) CheckpointRefused(reason string) { h.s.cpRefused.WithLabelVa
 
 // AppendRefused counts one append refused for the appends' memory budget.
 func (h *HTTPHooks) AppendRefused(reason string) { h.s.apRefused.WithLabelValues(reason).Inc() }
+
+// ReadRefused counts one read refused for what reads hold in memory.
+func (h *HTTPHooks) ReadRefused(reason string) { h.s.rdRefused.WithLabelValues(reason).Inc() }
 
 // httpOutcome names a delivery over HTTP by its status, with the names the
 // LMTP listener uses where they mean the same.
