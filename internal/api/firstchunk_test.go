@@ -82,3 +82,12 @@ func TestFirstChunkSmall(t *testing.T) {
 		}
 	}
 }
+
+// ReadSized records its bound as Read does: a response reads its first
+// chunk with it.
+func (b *boundsStore) ReadSized(ctx context.Context, user string, after uint64, n int, maxBytes int64, buf []byte, room func(int64) error) ([]spool.Entry, []byte, error) {
+	b.mu.Lock()
+	b.bounds = append(b.bounds, maxBytes)
+	b.mu.Unlock()
+	return b.Store.ReadSized(ctx, user, after, n, maxBytes, buf, room)
+}

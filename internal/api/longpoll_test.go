@@ -217,3 +217,9 @@ func TestLongPollRenewalIsCheap(t *testing.T) {
 		t.Errorf("a renewal that ended without news made %d store calls %v; want one, the wait that reads the tip", n, calls)
 	}
 }
+
+// ReadSized counts as a Read: a response reads its first chunk with it.
+func (c *countingStore) ReadSized(ctx context.Context, user string, after uint64, n int, b int64, buf []byte, room func(int64) error) ([]spool.Entry, []byte, error) {
+	c.count("Read")
+	return c.Store.ReadSized(ctx, user, after, n, b, buf, room)
+}

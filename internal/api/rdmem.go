@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -169,8 +170,8 @@ func (h *readHold) release() {
 // CheckpointWait for one, and the chunk's bytes. Those are the store
 // read's bound, taken before it (waiting up to CheckpointWait for room);
 // a first entry larger than the bound is read whole, and when there is
-// no room for it at once it is let go, the read waits for room for its
-// size, and reads again.
+// no room for it at once the read waits for room for its size, holding
+// nothing, and reads again.
 func (h *readHold) first(ctx context.Context, user string, p readParams) ([]spool.Entry, error) {
 	s := h.s
 	if !h.place {
@@ -184,32 +185,69 @@ func (h *readHold) first(ctx context.Context, user string, p readParams) ([]spoo
 		return nil, h.refusal(room, bound)
 	}
 	for again := false; ; again = true {
-		entries, err := s.cfg.Store.Read(ctx, user, p.after, p.maxCount, bound)
-		if err != nil {
-			return nil, err
-		}
-		n := entriesSize(entries)
-		if n <= h.held {
-			h.shrinkTo(n)
-			return entries, nil
-		}
-		room := h.growTo(ctx, n, false)
+		entries, need, room, err := h.read(ctx, user, p, bound)
 		switch {
+		case err != nil:
+			return nil, err
 		case room == roomTaken:
 			return entries, nil
 		case again:
-			// Read again with room for the size read first, it read
-			// more (a compaction deleted that entry meanwhile).
-			return nil, h.refusal(room, n)
+			// Read again with room for the size found first, it
+			// found more (a compaction deleted that entry meanwhile).
+			return nil, h.refusal(room, need)
 		}
-		entries = nil
 		// Not while it waits: a read that holds nothing else is
 		// served whatever its size, once nothing else holds any.
 		h.shrinkTo(0)
-		if room := h.growTo(ctx, n, true); room != roomTaken {
-			return nil, h.refusal(room, n)
+		if room := h.growTo(ctx, need, true); room != roomTaken {
+			return nil, h.refusal(room, need)
 		}
 	}
+}
+
+// errNoRoom ends a store read (spool.SizedReader) whose entries have no
+// room at once.
+var errNoRoom = errors.New("no room for the entries read")
+
+// read makes the store read of a first chunk of at most bound bytes (but
+// at least one entry): it returns the entries, h holding their size, or,
+// when their size (need) had no room at once, none and what lacked room.
+// A store that tells the size before it loads the entries
+// (spool.SizedReader) then loads none.
+func (h *readHold) read(ctx context.Context, user string, p readParams, bound int64) (entries []spool.Entry, need int64, room readRoom, err error) {
+	fits := func(n int64) readRoom {
+		if n <= h.held {
+			h.shrinkTo(n)
+			return roomTaken
+		}
+		return h.growTo(ctx, n, false)
+	}
+	if sized, ok := h.s.cfg.Store.(spool.SizedReader); ok {
+		entries, _, err = sized.ReadSized(ctx, user, p.after, p.maxCount, bound, nil, func(n int64) error {
+			if room = fits(n); room != roomTaken {
+				need = n
+				return errNoRoom
+			}
+			return nil
+		})
+		if errors.Is(err, errNoRoom) {
+			return nil, need, room, nil
+		}
+		if err != nil {
+			return nil, 0, roomTaken, err
+		}
+		h.shrinkTo(entriesSize(entries)) // none: not told
+		return entries, 0, roomTaken, nil
+	}
+	entries, err = h.s.cfg.Store.Read(ctx, user, p.after, p.maxCount, bound)
+	if err != nil {
+		return nil, 0, roomTaken, err
+	}
+	n := entriesSize(entries)
+	if room = fits(n); room != roomTaken {
+		return nil, n, room, nil
+	}
+	return entries, 0, roomTaken, nil
 }
 
 // entriesSize returns the bytes of the entries' data.

@@ -145,8 +145,9 @@ func stallRead(t *testing.T, e *env, key *keys.SecretKey, user, query string) (i
 // most of ReadMemory, a read's further chunk with an entry larger than
 // the room left ends the answer before it (the device reads on from
 // there), and a read that starts with that entry waits for room, gets
-// 503, and is served once the others are gone. Before, the answer held
-// both entries whatever the others held. A read larger than the whole
+// 503 without loading it, and is served once the others are gone.
+// Before, the answer held both entries whatever the others held, and a
+// read refused loaded its entry first. A read larger than the whole
 // budget is served when nothing else holds any, and once the reads are
 // done they hold nothing.
 func TestReadsOfLargeEntriesWithinReadMemory(t *testing.T) {
@@ -186,9 +187,17 @@ func TestReadsOfLargeEntriesWithinReadMemory(t *testing.T) {
 	if err != nil || len(es) != 1 || string(es[0].Data) != "small" {
 		t.Fatalf("alice's read with %d of %d bytes held: %d entries, %v; want the small entry alone", 2*large, 4*maxBody, len(es), err)
 	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	_, _, err = alice.Read(ctx, 1, 10, 64<<20, 0)
+	runtime.ReadMemStats(&after)
 	if se := (*Error)(nil); !errors.As(err, &se) || se.Status != http.StatusServiceUnavailable {
 		t.Fatalf("alice's read of a %d-byte entry with %d of %d bytes held: %v; want 503", large, 2*large, 4*maxBody, err)
+	}
+	// The store tells the entry's size before it loads it
+	// (spool.SizedReader): a read refused loads nothing.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc >= large/2 {
+		t.Errorf("alice's read refused for its %d-byte entry allocated %d bytes; want it never loaded", large, alloc)
 	}
 	for _, conn := range conns {
 		conn.Close()

@@ -122,6 +122,18 @@ type IntoReader interface {
 	ReadInto(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64, buf []byte) ([]Entry, []byte, error)
 }
 
+// SizedReader is a store that tells the size of a read's entries before
+// it loads them: the SQLite store implements it, and the API's server
+// reads a response's first chunk with it, so that a read whose first
+// entry is larger than the room left in the server's memory for reads
+// never loads it (a read's first entry is sent whole, however large).
+type SizedReader interface {
+	// ReadSized is ReadInto, calling room with the bytes of the entries
+	// it picked (what the data loaded takes) before it loads them: when
+	// room returns an error, ReadSized returns it and loads nothing.
+	ReadSized(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64, buf []byte, room func(n int64) error) ([]Entry, []byte, error)
+}
+
 // ReaderFormats is the optional capability of a store to record, for each
 // log, since when every device that read it said it reads entry format 3,
 // and format 4 (docs/API.md §3). A server started with --entry-format auto

@@ -35,7 +35,10 @@ const (
 		FROM users u WHERE u.name = ?`
 )
 
-var _ spool.IntoReader = (*Store)(nil)
+var (
+	_ spool.IntoReader  = (*Store)(nil)
+	_ spool.SizedReader = (*Store)(nil)
+)
 
 // readStmts are the prepared statements of the read path.
 type readStmts struct {
@@ -106,6 +109,12 @@ func (s *Store) Read(ctx context.Context, user string, after uint64, maxCount in
 // from the driver's row into buf, or into one buffer of the size the pick
 // added up if buf is too small, each entry's Data a capped slice of it.
 func (s *Store) ReadInto(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64, buf []byte) ([]spool.Entry, []byte, error) {
+	return s.ReadSized(ctx, user, after, maxCount, maxBytes, buf, nil)
+}
+
+// ReadSized implements spool.SizedReader: ReadInto, room told the total
+// the pick added up before the data is loaded (room nil: none told).
+func (s *Store) ReadSized(ctx context.Context, user string, after uint64, maxCount int, maxBytes int64, buf []byte, room func(int64) error) ([]spool.Entry, []byte, error) {
 	if err := spool.CheckRead(user, maxCount, maxBytes); err != nil {
 		return nil, buf, err
 	}
@@ -131,6 +140,11 @@ func (s *Store) ReadInto(ctx context.Context, user string, after uint64, maxCoun
 	last, n, total, err := s.pick(ctx, tx, id, after, maxCount, maxBytes)
 	if err != nil || n == 0 {
 		return nil, buf, err
+	}
+	if room != nil {
+		if err := room(total); err != nil {
+			return nil, buf, err
+		}
 	}
 	rows, err := tx.StmtContext(ctx, s.stmts.data).QueryContext(ctx, id, after, last)
 	if err != nil {

@@ -3,6 +3,7 @@ package sqlitestore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 
 	"cspool/internal/spool"
@@ -67,4 +68,41 @@ func TestReadInto(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("Read", nil, es)
+}
+
+// TestReadSized: ReadSized tells room the bytes of the entries it picked,
+// the limits as Read's (a first entry larger than maxBytes whole), before
+// it loads them; an error from room is returned and nothing is loaded,
+// and room's nil is ReadInto.
+func TestReadSized(t *testing.T) {
+	s := openT(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	if _, err := s.Append(ctx, "u", [][]byte{make([]byte, 5000), make([]byte, 10), make([]byte, 20)}); err != nil {
+		t.Fatal(err)
+	}
+	errFull := errors.New("full")
+	for _, tc := range []struct {
+		after    uint64
+		maxBytes int64
+		told     int64
+		entries  int
+	}{
+		{0, 100, 5000, 1},
+		{1, 100, 30, 2},
+		{1, 15, 10, 1},
+		{3, 100, -1, 0},
+	} {
+		told := int64(-1)
+		es, _, err := s.ReadSized(ctx, "u", tc.after, 10, tc.maxBytes, nil, func(n int64) error { told = n; return nil })
+		if err != nil || len(es) != tc.entries || told != tc.told {
+			t.Errorf("ReadSized after %d within %d bytes: %d entries, room told %d, %v; want %d entries, %d told", tc.after, tc.maxBytes, len(es), told, err, tc.entries, tc.told)
+		}
+		if tc.entries == 0 {
+			continue
+		}
+		es, buf, err := s.ReadSized(ctx, "u", tc.after, 10, tc.maxBytes, nil, func(int64) error { return errFull })
+		if !errors.Is(err, errFull) || es != nil || cap(buf) != 0 {
+			t.Errorf("ReadSized after %d, room refusing: %d entries, a buffer of %d, %v; want none and its error", tc.after, len(es), cap(buf), err)
+		}
+	}
 }
