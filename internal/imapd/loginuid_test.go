@@ -26,36 +26,12 @@ func TestOtherUsersGuessesLeaveOwnerIn(t *testing.T) {
 		t.Skip("needs root, to run a program as another user")
 	}
 	t.Parallel()
-	r := newRig(t)
-	w := &waits{block: true, release: make(chan struct{})}
-	defer close(w.release)
-	d := r.deviceWith("a", Config{Login: LoginLimits{Wait: w.wait}})
-	_, port, _ := strings.Cut(d.addr, ":")
-	// Four connections, a wrong login on each, held open.
-	script := "for i in 1 2 3 4; do exec {fd}<>/dev/tcp/127.0.0.1/" + port +
-		"; printf 'g%s LOGIN alice wrong\\r\\n' $i >&$fd; done; sleep 60"
-	guesser := exec.Command("/bin/bash", "-c", script)
-	guesser.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	guesser.Stderr = &logBuffer{}
-	if err := guesser.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { guesser.Process.Kill(); guesser.Wait() }()
-	deadline := time.Now().Add(testproc.HangLimit)
-	for len(w.list()) < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the other user's 4 wrong logins never waited (%d did); its shell said %q", len(w.list()), guesser.Stderr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	rc := dialRaw(t, d.addr)
-	rc.cmd(`o1 LOGIN alice "` + testPassword + `"`)
-	if got := rc.until("o1 "); !strings.Contains(got, "o1 OK") {
-		t.Fatalf("the owner's login while another user's 4 guesses wait: %q, want OK", got)
-	}
-	if f, _, _ := d.srv.guard.State(rc.c.LocalAddr()); f != 0 {
-		t.Errorf("the owner's source has %d failures, want 0: the guesses were another user's", f)
-	}
+	ownerInBesideGuesser(t, "another user's 4 guesses", func(port string) *exec.Cmd {
+		// Four connections, a wrong login on each, held open.
+		script := "for i in 1 2 3 4; do exec {fd}<>/dev/tcp/127.0.0.1/" + port +
+			"; printf 'g%s LOGIN alice wrong\\r\\n' $i >&$fd; done; sleep 60"
+		return exec.Command("/bin/bash", "-c", script)
+	})
 }
 
 // guesserReusingTimeWait is a Python program that, for each of 4
@@ -106,30 +82,43 @@ func TestTimeWaitPortNotOwners(t *testing.T) {
 		t.Skipf("%s not installed; skipping", python)
 	}
 	t.Parallel()
+	ownerInBesideGuesser(t, "another user's 4 guesses from reused TIME_WAIT ports", func(port string) *exec.Cmd {
+		g := exec.Command(python, "-c", guesserReusingTimeWait, port)
+		g.Dir = "/"
+		return g
+	})
+}
+
+// ownerInBesideGuesser runs the program guesser(port) makes, for the IMAP
+// port of a new device, as nobody, waits for its 4 wrong logins to wait
+// out their delay, then asks that the owner's correct login be answered OK
+// at once and that the owner's source count no failure (what names the
+// guesses in the failures' messages).
+func ownerInBesideGuesser(t *testing.T, what string, guesser func(port string) *exec.Cmd) {
+	t.Helper()
 	r := newRig(t)
 	w := &waits{block: true, release: make(chan struct{})}
 	defer close(w.release)
 	d := r.deviceWith("a", Config{Login: LoginLimits{Wait: w.wait}})
 	_, port, _ := strings.Cut(d.addr, ":")
-	guesser := exec.Command(python, "-c", guesserReusingTimeWait, port)
-	guesser.Dir = "/"
-	guesser.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	guesser.Stderr = &logBuffer{}
-	if err := guesser.Start(); err != nil {
+	g := guesser(port)
+	g.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	g.Stderr = &logBuffer{}
+	if err := g.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { guesser.Process.Kill(); guesser.Wait() }()
+	defer func() { g.Process.Kill(); g.Wait() }()
 	deadline := time.Now().Add(testproc.HangLimit)
 	for len(w.list()) < 4 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the other user's 4 wrong logins never waited (%d did); it said %q", len(w.list()), guesser.Stderr)
+			t.Fatalf("the other user's 4 wrong logins never waited (%d did); it said %q", len(w.list()), g.Stderr)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	rc := dialRaw(t, d.addr)
 	rc.cmd(`o1 LOGIN alice "` + testPassword + `"`)
 	if got := rc.until("o1 "); !strings.Contains(got, "o1 OK") {
-		t.Fatalf("the owner's login while another user's 4 guesses from reused TIME_WAIT ports wait: %q, want OK", got)
+		t.Fatalf("the owner's login while %s wait: %q, want OK", what, got)
 	}
 	if f, _, _ := d.srv.guard.State(rc.c.LocalAddr()); f != 0 {
 		t.Errorf("the owner's source has %d failures, want 0: the guesses were another user's", f)
