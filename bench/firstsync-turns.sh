@@ -17,10 +17,14 @@
 # build (to compare servers: one run per server, the same daemon build).
 # The server's CPU over the whole run is printed at its end.
 #
+# PROFILES=DIR writes each daemon's CPU profile (--cpuprofile) to
+# DIR/build-I-round-R.prof (go tool pprof -top BINARY DIR/build-0-*.prof).
+#
 # Ports: PORTS (default 46140) + 3 for the daemons, + 859 for the server.
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: bash bench/firstsync-turns.sh BINARY..." >&2; exit 2; }
 bins=()
+[ -n "${PROFILES:-}" ] && { mkdir -p "$PROFILES"; PROFILES=$(realpath "$PROFILES"); }
 for b in "$@"; do bins+=("$(realpath "$b")"); done
 cd "$(dirname "$0")/.."
 source bench/lib/proc.sh
@@ -57,14 +61,15 @@ sleep 1.1 # past the server's start second (API.md §2), as in bench/imap.sh
 
 # one BINARY: a first sync into a new database; prints seconds and CPU.
 one() {
-	local bin=$1 d t0
+	local bin=$1 prof=() d t0
+	[ -n "${PROFILES:-}" ] && prof=(--cpuprofile "$PROFILES/build-$2-round-$3.prof")
 	rm -rf device.db device.db-* ready wait.json
 	$IB waitcount 127.0.0.1 $DP alice pw "$N" 600 "$work/ready" >wait.json &
 	local w=$!
 	while [ ! -e ready ]; do sleep 0.01; done
 	t0=$(date +%s.%N)
 	"$bin" imap-server --user alice --user-key user.sec --user-public-key user.pub --spool-key spool.pub \
-		--spool-server http://127.0.0.1:$SP --db device.db --password pw --port $DP --status-addr '' 2>>device.log >/dev/null &
+		--spool-server http://127.0.0.1:$SP --db device.db --password pw --port $DP --status-addr '' "${prof[@]}" 2>>device.log >/dev/null &
 	d=$!
 	pids+=($d)
 	wait $w
@@ -77,7 +82,7 @@ echo "first sync of $N messages, ${#bins[@]} builds in turns, $ROUNDS rounds; lo
 : >rounds.txt
 for r in $(seq 1 "$ROUNDS"); do
 	for i in "${!bins[@]}"; do
-		read -r t c <<<"$(one "${bins[$i]}")"
+		read -r t c <<<"$(one "${bins[$i]}" "$i" "$r")"
 		echo "round $r build $i: $t s, daemon CPU $c s"
 		echo "$i $t $c" >>rounds.txt
 	done

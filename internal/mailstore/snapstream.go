@@ -76,7 +76,7 @@ func (s *Store) WriteLogSnapshot(ctx context.Context, use func(info SnapshotInfo
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	conn, tx, end, err := s.beginWrite(ctx)
+	_, tx, end, err := s.beginWrite(ctx)
 	if err != nil {
 		return devicedb.Explain(s.path, fmt.Errorf("taking snapshot: %w", err))
 	}
@@ -90,14 +90,10 @@ func (s *Store) WriteLogSnapshot(ctx context.Context, use func(info SnapshotInfo
 			return fmt.Errorf("taking snapshot: %w", err)
 		}
 	}
-	// The encoding reads the rows on the same connection, inside tx.
-	return conn.Raw(func(dc any) error {
-		rc, ok := dc.(interface{ Raw() *sqlite3.Conn })
-		if !ok {
-			return fmt.Errorf("taking snapshot: the driver's connection %T gives no SQLite connection", dc)
-		}
-		return writeSnapshot(rawSource{rc.Raw()}, use)
-	})
+	// The encoding reads the rows inside tx, through database/sql: the
+	// driver's own connection is not to be used while database/sql holds
+	// a transaction on it.
+	return writeSnapshot(sqlSource{ctx, tx}, use)
 }
 
 // writeSnapshot is WriteSnapshot in a transaction on src.
