@@ -28,10 +28,13 @@ type readBudget struct {
 	peak  int64 // the most held at once, for tests and figures
 	keys  map[[8]byte]int64
 	freed chan struct{} // closed (and replaced) whenever bytes are given back
+	// onHeld is told n bytes taken, -n given back (Config.MemoryHeld,
+	// which tunes the server's collector); nil: no one.
+	onHeld func(n int64)
 }
 
-func newReadBudget(limit, share int64) *readBudget {
-	return &readBudget{limit: limit, share: share, keys: map[[8]byte]int64{}, freed: make(chan struct{})}
+func newReadBudget(limit, share int64, onHeld func(int64)) *readBudget {
+	return &readBudget{limit: limit, share: share, keys: map[[8]byte]int64{}, freed: make(chan struct{}), onHeld: onHeld}
 }
 
 // readRoom says why a read found no room: its key's share, or the
@@ -75,6 +78,9 @@ func (b *readBudget) take(ctx context.Context, key [8]byte, mine, n int64) readR
 	b.keys[key] += n
 	b.held += n
 	b.peak = max(b.peak, b.held)
+	if b.onHeld != nil {
+		b.onHeld(n)
+	}
 	return roomTaken
 }
 
@@ -89,6 +95,9 @@ func (b *readBudget) give(key [8]byte, n int64) {
 		delete(b.keys, key)
 	}
 	b.held -= n
+	if b.onHeld != nil {
+		b.onHeld(-n)
+	}
 	close(b.freed)
 	b.freed = make(chan struct{})
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,9 +153,11 @@ func stallRead(t *testing.T, e *env, key *keys.SecretKey, user, query string) (i
 // done they hold nothing.
 func TestReadsOfLargeEntriesWithinReadMemory(t *testing.T) {
 	const maxBody, large = 8 << 20, 12 << 20 // ReadMemory 32 MiB
+	var told atomic.Int64                    // what MemoryHeld was told, summed
 	e := newEnv(t, true, func(c *Config) {
 		c.MaxBody = maxBody
 		c.CheckpointWait = 300 * time.Millisecond
+		c.MemoryHeld = func(d int64) { told.Add(d) }
 	})
 	ctx := testCtx(t)
 	// Entries stored past MaxBody, as before the operator lowered it.
@@ -183,6 +186,11 @@ func TestReadsOfLargeEntriesWithinReadMemory(t *testing.T) {
 	if held, _ := e.api.rdMem.state(); held != 2*large {
 		t.Fatalf("two stalled reads of a %d-byte entry hold %d bytes, want %d", large, held, 2*large)
 	}
+	// The server's collector is told what reads hold (MemoryHeld), as
+	// what appends and checkpoints hold.
+	if n := told.Load(); n != 2*large {
+		t.Fatalf("MemoryHeld told %d bytes held, the reads hold %d", n, 2*large)
+	}
 	es, _, err := alice.Read(ctx, 0, 10, 64<<20, 0)
 	if err != nil || len(es) != 1 || string(es[0].Data) != "small" {
 		t.Fatalf("alice's read with %d of %d bytes held: %d entries, %v; want the small entry alone", 2*large, 4*maxBody, len(es), err)
@@ -206,9 +214,9 @@ func TestReadsOfLargeEntriesWithinReadMemory(t *testing.T) {
 		es, _, err := alice.Read(ctx, 1, 10, 64<<20, 0)
 		return err == nil && len(es) == 1 && len(es[0].Data) == large
 	})
-	waitFor(t, "the reads to hold nothing once done", func() bool {
+	waitFor(t, "the reads to hold nothing once done, and MemoryHeld told so", func() bool {
 		held, _ := e.api.rdMem.state()
-		return held == 0
+		return held == 0 && told.Load() == 0
 	})
 	// Larger than the whole budget, alone.
 	huge := make([]byte, 4*maxBody+1)

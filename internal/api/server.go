@@ -98,9 +98,9 @@ type Config struct {
 	// if below.
 	ReadMemory int64
 	// MemoryHeld, if set, is told every change of the bytes held against
-	// AppendMemory and CheckpointMemory together (positive as a body's
-	// share is taken, negative as it is given back); a checkpoint's bytes
-	// count checkpointCopies times.
+	// AppendMemory, CheckpointMemory and ReadMemory together (positive as
+	// a body's or a read's share is taken, negative as it is given back);
+	// a checkpoint's bytes count checkpointCopies times.
 	MemoryHeld func(delta int64)
 	// MaxCheckpointBody is the largest checkpoint upload accepted (413
 	// beyond). Zero means DefaultMaxCheckpointBody (256 MiB: a mailbox of
@@ -451,7 +451,7 @@ func NewServer(cfg Config) *Server {
 		newReaders: newUserMemo[struct{}](memoUsers, noteReadersEvery), seals: newUserMemo[int](memoUsers, sealsRecheck),
 		cpMem: newByteBudget(cfg.CheckpointMemory, cfg.Metrics.CheckpointWaiting, times(checkpointCopies, cfg.MemoryHeld)),
 		apMem: newByteBudget(cfg.AppendMemory, func(int) {}, cfg.MemoryHeld), apKeys: map[[8]byte]int64{}, cpKeys: map[cpTransfer]bool{},
-		rdKeys: map[[8]byte]int{}, rdFreed: make(chan struct{}), rdMem: newReadBudget(cfg.ReadMemory, max(cfg.ReadMemory/4, cfg.MaxBody)),
+		rdKeys: map[[8]byte]int{}, rdFreed: make(chan struct{}), rdMem: newReadBudget(cfg.ReadMemory, max(cfg.ReadMemory/4, cfg.MaxBody), cfg.MemoryHeld),
 		inflight: map[[32]byte]chan struct{}{}}
 	s.fence = cfg.Started.Add(cfg.FutureSkew).Unix()
 	// The clock starts where the start was, carried on by the monotonic
