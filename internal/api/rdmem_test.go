@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"cspool/internal/keys"
+	"cspool/internal/spool"
+	"cspool/internal/spool/pgstore"
+	"cspool/internal/spool/pgstore/pgtest"
 )
 
 // TestReadsOfManyKeysBounded: several users' keys each open reads of a
@@ -150,24 +153,42 @@ func stallRead(t *testing.T, e *env, key *keys.SecretKey, user, query string) (i
 // Before, the answer held both entries whatever the others held, and a
 // read refused loaded its entry first. A read larger than the whole
 // budget is served when nothing else holds any, and once the reads are
-// done they hold nothing.
+// done they hold nothing. On both stores: over PostgreSQL too, until it
+// told the size before loading (spool.SizedReader), a read refused
+// loaded its entry first.
 func TestReadsOfLargeEntriesWithinReadMemory(t *testing.T) {
+	for _, name := range []string{"sqlite", "postgres"} {
+		t.Run(name, func(t *testing.T) { readsOfLargeEntriesWithinReadMemory(t, name) })
+	}
+}
+
+func readsOfLargeEntriesWithinReadMemory(t *testing.T, storeName string) {
 	const maxBody, large = 8 << 20, 12 << 20 // ReadMemory 32 MiB
 	var told atomic.Int64                    // what MemoryHeld was told, summed
+	var store spool.Store
 	e := newEnv(t, true, func(c *Config) {
 		c.MaxBody = maxBody
 		c.CheckpointWait = 300 * time.Millisecond
 		c.MemoryHeld = func(d int64) { told.Add(d) }
+		if storeName == "postgres" {
+			pg, err := pgstore.Open(testCtx(t), pgtest.Database(t), pgstore.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pg.Close() })
+			c.Store = pg
+		}
+		store = c.Store
 	})
 	ctx := testCtx(t)
 	// Entries stored past MaxBody, as before the operator lowered it.
 	big := make([]byte, large)
 	for _, user := range []string{"bob", "carol"} {
-		if _, err := e.store.Append(ctx, user, [][]byte{big}); err != nil {
+		if _, err := store.Append(ctx, user, [][]byte{big}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := e.store.Append(ctx, "alice", [][]byte{[]byte("small"), big}); err != nil {
+	if _, err := store.Append(ctx, "alice", [][]byte{[]byte("small"), big}); err != nil {
 		t.Fatal(err)
 	}
 	alice := e.client(t, "alice", e.alice)
@@ -220,7 +241,7 @@ func TestReadsOfLargeEntriesWithinReadMemory(t *testing.T) {
 	})
 	// Larger than the whole budget, alone.
 	huge := make([]byte, 4*maxBody+1)
-	if _, err := e.store.Append(ctx, "alice", [][]byte{huge}); err != nil {
+	if _, err := store.Append(ctx, "alice", [][]byte{huge}); err != nil {
 		t.Fatal(err)
 	}
 	if es, _, err := alice.Read(ctx, 2, 10, 0, 0); err != nil || len(es) != 1 || len(es[0].Data) != len(huge) {

@@ -123,10 +123,10 @@ type IntoReader interface {
 }
 
 // SizedReader is a store that tells the size of a read's entries before
-// it loads them: the SQLite store implements it, and the API's server
-// reads a response's first chunk with it, so that a read whose first
-// entry is larger than the room left in the server's memory for reads
-// never loads it (a read's first entry is sent whole, however large).
+// it loads them: both stores implement it, and the API's server reads a
+// response's first chunk with it, so that a read whose first entry is
+// larger than the room left in the server's memory for reads never loads
+// it (a read's first entry is sent whole, however large).
 type SizedReader interface {
 	// ReadSized is ReadInto, calling room with the bytes of the entries
 	// it picked (what the data loaded takes) before it loads them: when
