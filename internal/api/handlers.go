@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"cspool/internal/entry"
@@ -135,34 +136,50 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, errorf(ErrBadRequest, "if_head is for a user's own appends, not for deliveries"))
 		return
 	}
-	if c.onced {
-		// Recorded with the append, so that the same request reaching
-		// another process on this store (a balancer's retry) appends
-		// nothing and gets the same answer.
-		limit := ownLimit
-		if limited {
-			limit = s.cfg.Quota
-		}
-		first, repeat, err = s.cfg.Store.(spool.OnceAppender).AppendOnce(r.Context(), c.user, c.once, limit, batch)
-		info(r).repeat = repeat
-	} else if limited {
-		first, err = quotas.AppendWithin(r.Context(), c.user, s.cfg.Quota, batch)
-	} else if onHead {
-		ha, ok := s.cfg.Store.(spool.HeadAppender)
-		if !ok {
+	var ha spool.HeadAppender
+	if onHead && !c.onced {
+		var ok bool
+		if ha, ok = s.cfg.Store.(spool.HeadAppender); !ok {
 			s.fail(w, r, errorf(ErrNotImplemented, "this store cannot append on a condition"))
 			return
 		}
-		if ownLimit > 0 {
-			err = ownWithin(r.Context(), quotas, c.user, ownLimit, batch)
+	}
+	appendTo := func(ownLimit int64) {
+		switch {
+		case c.onced:
+			// Recorded with the append, so that the same request
+			// reaching another process on this store (a balancer's
+			// retry) appends nothing and gets the same answer.
+			limit := ownLimit
+			if limited {
+				limit = s.cfg.Quota
+			}
+			first, repeat, err = s.cfg.Store.(spool.OnceAppender).AppendOnce(r.Context(), c.user, c.once, limit, batch)
+			info(r).repeat = repeat
+		case limited:
+			first, err = quotas.AppendWithin(r.Context(), c.user, s.cfg.Quota, batch)
+		case onHead:
+			if ownLimit > 0 {
+				err = ownWithin(r.Context(), quotas, c.user, ownLimit, batch)
+			}
+			if err == nil {
+				first, err = ha.AppendAt(r.Context(), c.user, head, batch)
+			}
+		case ownLimit > 0:
+			first, err = quotas.AppendWithin(r.Context(), c.user, ownLimit, batch)
+		default:
+			first, err = s.cfg.Store.Append(r.Context(), c.user, batch)
 		}
-		if err == nil {
-			first, err = ha.AppendAt(r.Context(), c.user, head, batch)
+	}
+	appendTo(ownLimit)
+	var refused *spool.OverQuotaError
+	if ownLimit > 0 && errors.As(err, &refused) {
+		// A log already past the quota and the margin (the quota
+		// lowered below it) takes the margin again from the least it
+		// has held since (ownFloors), so that its deletes are taken.
+		if limit, ok := s.ownFloor.limit(c.user, ownLimit, s.cfg.OwnMargin, refused.Usage, refused.Size); ok {
+			appendTo(limit)
 		}
-	} else if ownLimit > 0 {
-		first, err = quotas.AppendWithin(r.Context(), c.user, ownLimit, batch)
-	} else {
-		first, err = s.cfg.Store.Append(r.Context(), c.user, batch)
 	}
 	var moved *spool.HeadMovedError
 	if errors.As(err, &moved) {
@@ -819,6 +836,51 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 		held = got
 		entries = c.entries
 	}
+}
+
+// ownFloors lets a user's own appends past the quota and its margin
+// (Config.OwnMargin) when the log held more than that already before
+// them: an operator lowered the quota below what the log holds, or a
+// checkpoint upload (not counted against the limit) took it past. The
+// spool cannot tell a delete from an append that adds mail (FORMAT.md §2),
+// so without this such a log refused its deletes too, and its mail could
+// never be deleted to make room. Such a log may take OwnMargin past the
+// least it has been seen to hold since it was first refused here (its
+// floor), which only goes down as checkpoints let the spool compact it;
+// so whoever holds the user's key takes the disk no further than before
+// plus one margin (one for each start of the server, which keeps the
+// floors in memory). A floor is dropped when a refusal finds the log
+// within the limit again, or when the limit changes.
+type ownFloors struct {
+	mu sync.Mutex
+	m  map[string]ownFloor
+}
+
+type ownFloor struct{ limit, floor int64 }
+
+// limit returns the limit to try user's own append of size bytes again
+// with, after the one with limit (the quota and margin) refused it at
+// usage, and whether to.
+func (f *ownFloors) limit(user string, limit, margin, usage, size int64) (int64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if usage <= limit {
+		delete(f.m, user)
+		return 0, false
+	}
+	if f.m == nil {
+		f.m = map[string]ownFloor{}
+	}
+	e, ok := f.m[user]
+	if !ok || e.limit != limit {
+		e = ownFloor{limit: limit, floor: usage}
+	}
+	e.floor = min(e.floor, usage)
+	f.m[user] = e
+	if usage+size > e.floor+margin {
+		return 0, false
+	}
+	return e.floor + margin, true
 }
 
 // ownWithin checks a user's conditional append against limit (the quota

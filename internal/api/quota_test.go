@@ -100,3 +100,53 @@ func TestOwnAppendMargin(t *testing.T) {
 		t.Errorf("an own append on the head within the margin: %v, want it taken", err)
 	}
 }
+
+// TestOwnAppendsPastLoweredQuota: a log that holds more than the quota and
+// the margin already (deliveries taken before the operator lowered the
+// quota) takes the user's own appends up to the margin past what it held
+// when first refused, so that its deletes reach the spool, and no further:
+// its floor does not rise with what is appended past it by other ways.
+// Before, every own append of such a log got 507, the deletes too, and its
+// mail could never be deleted to make room.
+func TestOwnAppendsPastLoweredQuota(t *testing.T) {
+	const quota, margin, held = 4000, 3000, 20000
+	e := newEnv(t, false, func(c *Config) { c.Quota, c.OwnMargin = quota, margin })
+	ctx := testCtx(t)
+	if _, err := e.store.Append(ctx, "alice", [][]byte{make([]byte, held)}); err != nil {
+		t.Fatal(err)
+	}
+	alice := e.client(t, "alice", e.alice)
+	refused := func(what string, err error) {
+		t.Helper()
+		var ae *Error
+		if !errors.Is(err, ErrOverQuota) || !errors.As(err, &ae) || ae.Status != http.StatusInsufficientStorage {
+			t.Fatalf("%s: %v, want 507", what, err)
+		}
+	}
+	// The margin past the 20,000 bytes held: three own appends of 1,000,
+	// each way a user appends, then 507.
+	if _, err := alice.Append(ctx, "alice", [][]byte{make([]byte, 1000)}); err != nil {
+		t.Fatalf("an own append of a log past its quota and margin, within the margin past what it holds: %v, want it taken", err)
+	}
+	if _, err := alice.AppendAt(ctx, "alice", 2, [][]byte{make([]byte, 1000)}); err != nil {
+		t.Fatalf("an own append on the head, within the margin past what the log held: %v, want it taken", err)
+	}
+	resp, body := e.send(t, rawRequest{method: "POST", path: "/v1/users/alice/entries", body: EncodeBatch([][]byte{make([]byte, 1000)}), key: e.alice})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("an own unconditional append within the margin past what the log held: %d %s, want 200", resp.StatusCode, body)
+	}
+	_, err := alice.Append(ctx, "alice", [][]byte{make([]byte, 1)})
+	refused("an own append past the margin past what the log held", err)
+	_, err = alice.AppendAt(ctx, "alice", 4, [][]byte{make([]byte, 1)})
+	refused("an own append on the head past the margin past what the log held", err)
+	// More delivered past it (as before the quota was lowered): the floor
+	// stays at the least the log held.
+	if _, err := e.store.Append(ctx, "alice", [][]byte{make([]byte, 10000)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.Append(ctx, "alice", [][]byte{make([]byte, 1)})
+	refused("an own append after the log grew past its floor", err)
+	if h, err := e.store.Head(ctx, "alice"); err != nil || h != 5 {
+		t.Fatalf("head %d, %v; want 5 (the first entry, three own appends, the delivery)", h, err)
+	}
+}

@@ -336,14 +336,15 @@ func checkpointHold(body int64, keep int) int64 {
 
 // Server serves the API v1. Create it with NewServer.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	mux    *http.ServeMux
-	nonces *nonceCache
-	known  knownKeys // parsed keys of authenticated requests (auth.go)
-	polls  *pollCounter
-	conns  *connLimiter
-	cpMem  *byteBudget // the checkpoints held at once, uploads and downloads
+	cfg      Config
+	ownFloor ownFloors // own appends of logs past the quota and the margin (handlers.go)
+	log      *slog.Logger
+	mux      *http.ServeMux
+	nonces   *nonceCache
+	known    knownKeys // parsed keys of authenticated requests (auth.go)
+	polls    *pollCounter
+	conns    *connLimiter
+	cpMem    *byteBudget // the checkpoints held at once, uploads and downloads
 	// cpKeys holds the users' keys uploading or downloading a checkpoint
 	// now, one of each at a time (checkpoint.go).
 	cpKeysMu sync.Mutex
