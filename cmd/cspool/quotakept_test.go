@@ -12,8 +12,9 @@ import (
 	"cspool/internal/keys"
 )
 
-// TestQuotaKeptOverRestart runs cspool server with a 2.5 MB --quota (no
-// --quota-margin: the spool itself takes the user's own appends) and a
+// TestQuotaKeptOverRestart runs cspool server with a 2.5 MB --quota (and
+// the default --quota-margin, 118.5 MiB, within which the spool takes the
+// user's own appends: the device refuses at the quota itself) and a
 // device that APPENDs a 1.4 MB message, taken, and a second, refused by
 // the device at the quota it heard. The device and the spool are
 // stopped; the device started again with the spool down refuses the

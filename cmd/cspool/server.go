@@ -98,7 +98,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	appendMemory := fs.Int64("append-memory", 0, "most bytes of append bodies held at once, all keys together (an append beyond waits up to 10 s, then gets 503; a user's key holds at most a quarter, at least the largest append, and gets 429 beyond); 0: 4 times the largest append (--max-message-size plus 1/8 and 1 MiB, at least 64 MiB); else at least the largest append")
 	readMemory := fs.Int64("read-memory", 0, "most bytes of entries the reads hold at once, all keys together, until their answers are written (a read beyond waits up to 10 s, then gets 503; a user's key holds at most a quarter, at least the largest append, and gets 429 beyond); 0: 4 times the largest append; else at least the largest append")
 	quota := fs.Int64("quota", 0, "most bytes a user's log may hold for a delivery to be taken (LMTP 452 4.2.2, HTTP 507 beyond); 0: no quota")
-	quotaMargin := fs.Int64("quota-margin", 0, "with --quota: how many bytes past it a user's own appends (IMAP APPEND, flags, deletes) may take the user's log (HTTP 507 beyond); 0: they are never refused")
+	quotaMargin := fs.Int64("quota-margin", 0, "with --quota: how many bytes past it a user's own appends (IMAP APPEND, flags, deletes) may take the user's log (HTTP 507 beyond); left unset, 4 MiB and twice the largest message sealed (118.5 MiB with the default --max-message-size); 0: they are never refused")
 	tlsCert := fs.String("tls-cert", "", "TLS certificate file (PEM) for the HTTP API")
 	tlsKey := fs.String("tls-key", "", "TLS private key file (PEM) for the HTTP API")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9399; empty: off")
@@ -147,6 +147,9 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	}
 	if *quotaMargin < 0 || (*quotaMargin > 0 && *quota == 0) {
 		return usagef("--quota-margin must be 0 (none) or more, and needs --quota")
+	}
+	if *quota > 0 && !flagGiven(fs, "quota-margin") {
+		*quotaMargin = defaultQuotaMargin(*maxMsg)
 	}
 	if *maxCheckpoint <= 0 || *maxCheckpoint > api.MaxCheckpointBodyLimit {
 		return usagef("--max-checkpoint-size %d: want 1 to %d", *maxCheckpoint, api.MaxCheckpointBodyLimit)
@@ -228,6 +231,15 @@ const defaultEntryFormatAfter = 30 * 24 * time.Hour
 // serverMaxBody is the largest append body the server takes (api.Config.MaxBody)
 // with --max-message-size maxMsg: the message sealed and framed.
 func serverMaxBody(maxMsg int64) int64 { return max(64<<20, maxMsg+maxMsg/8+1<<20) }
+
+// defaultQuotaMargin is --quota-margin left unset with --quota: room past
+// the quota for a user's own appends of 4 MiB (the changes that delete
+// mail, and the small entries a checkpoint keeps, until the next
+// checkpoint gives the room back) and two of the largest messages sealed
+// (APPENDs two devices queued at once by a usage stated before). Without
+// a margin whoever holds a user's key could fill the disk all users share
+// past any quota (docs/SECURITY.md).
+func defaultQuotaMargin(maxMsg int64) int64 { return 4<<20 + 2*(maxMsg+maxMsg/8+1<<20) }
 
 type serverFlags struct {
 	pass                                                                                               *passphraseSource
