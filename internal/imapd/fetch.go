@@ -936,7 +936,19 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 	// overflows near 2^63.
 	whole := *sec
 	whole.Partial = nil
-	out := imapserver.ExtractBodySection(bytes.NewReader(read), &whole)
+	var out []byte
+	if len(sec.Part) > 0 && !closed(read) {
+		// A multipart cut short: its parts are read as the structure
+		// reads them, closed, so that the last one keeps its last line
+		// break (the library drops it at the end of the data), and
+		// without the closing delimiters, which are not the message's.
+		if m, added := mimeform.MendedCut(read); added != nil {
+			out = mimeform.Unmend(imapserver.ExtractBodySection(bytes.NewReader(m), &whole), added)
+		}
+	}
+	if out == nil {
+		out = imapserver.ExtractBodySection(bytes.NewReader(read), &whole)
+	}
 	if out == nil && len(sec.Part) > 0 {
 		out = sectionAgain(read, func(b []byte) []byte { return imapserver.ExtractBodySection(bytes.NewReader(b), &whole) })
 	}
@@ -944,6 +956,16 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		out = []byte{}
 	}
 	return partial(out, sec.Partial)
+}
+
+// closed reports whether b ends with a closing delimiter line ("--B--"
+// and white space), so that no multipart of it can be cut short (the
+// outermost one ends there): only a message that does not pays for the
+// walk that finds the multiparts cut short (mimeform.MendedCut).
+func closed(b []byte) bool {
+	b = bytes.TrimRight(b, " \t\r\n")
+	line := b[bytes.LastIndexByte(b, '\n')+1:]
+	return len(line) > 4 && bytes.HasPrefix(line, []byte("--")) && bytes.HasSuffix(line, []byte("--"))
 }
 
 // sectionAgain extracts a part the library did not find in read (the

@@ -214,10 +214,11 @@ SGVsbG8=
 		{"4", "BODYSTRUCTURE", []string{`BODYSTRUCTURE (("message" "rfc822" NIL NIL NIL "7bit" 55 (NIL "member one"`, `"member one"`, `"digest"`}},
 		{"4", "BODY.PEEK[1.HEADER]", []string{"Subject: member one\r\n"}},
 		// A multipart cut short: the structure shows the last part, and
-		// its bytes are served (they were empty).
-		{"5", "BODYSTRUCTURE", []string{`("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 20 0 NIL NIL NIL NIL) "mixed"`}},
-		{"5", "BODY.PEEK[2]", []string{"BODY[2] {20}\r\nsecond, never closed"}},
-		{"5", "BINARY.PEEK[2] BINARY.SIZE[2]", []string{"BINARY[2] ~{20}\r\nsecond, never closed", "BINARY.SIZE[2] 20"}},
+		// its bytes are served (they were empty), its last line break
+		// with them (it was left out).
+		{"5", "BODYSTRUCTURE", []string{`("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 22 1 NIL NIL NIL NIL) "mixed"`}},
+		{"5", "BODY.PEEK[2]", []string{"BODY[2] {22}\r\nsecond, never closed\r\n"}},
+		{"5", "BINARY.PEEK[2] BINARY.SIZE[2]", []string{"BINARY[2] ~{22}\r\nsecond, never closed\r\n", "BINARY.SIZE[2] 22"}},
 		{"5", "BODY.PEEK[1]", []string{"BODY[1] {5}\r\nfirst"}},
 		{"6", "BODY.PEEK[2.2]", []string{"BODY[2.2] {21}\r\n<p>html, never closed"}},
 		{"6", "BODY.PEEK[2.1]", []string{"BODY[2.1] {5}\r\nplain"}},

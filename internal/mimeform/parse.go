@@ -235,7 +235,8 @@ func headerLength(b []byte) int64 {
 // r.
 func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.BodyStructure, md5s partMD5s) {
 	body := r.offset(b)
-	if !withinBounds(header, r.br, structureBounds) {
+	w := &walk{bounds: structureBounds}
+	if !w.within(header, r.br) || w.tripped {
 		return nil, nil
 	}
 	defer func() {
@@ -245,8 +246,24 @@ func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.Bod
 			bs, md5s = nil, nil
 		}
 	}()
-	r.reset(b[body:])
-	bs = bodyStructure(header, r.br, false, &md5s)
+	src := b[body:]
+	if len(w.cut) > 0 {
+		// Cut short: read with the closing delimiters, so that the last
+		// part keeps its last line break (the library drops it at the
+		// end of the data), and no message/rfc822 part counts them. A
+		// part's header cut short takes no delimiter: read as it came.
+		st := &structState{md5s: &md5s}
+		tail, added := closingTail(src, w.cut)
+		st.added = added
+		r.reset(append(append(make([]byte, 0, len(src)+len(tail)), src...), tail...))
+		if bs = bodyStructure(header, r.br, false, st); wellFormed(bs) {
+			defaultCharsets(bs)
+			return bs, md5s
+		}
+		md5s = nil
+	}
+	r.reset(src)
+	bs = bodyStructure(header, r.br, false, &structState{md5s: &md5s})
 	if !wellFormed(bs) {
 		return nil, nil
 	}
@@ -281,6 +298,14 @@ func defaultCharsets(bs imap.BodyStructure) {
 	}
 }
 
+// structState is what bodyStructure keeps through a message's walk: the
+// parts' Content-MD5 values, and the closing tail's bytes a part that
+// ends with a multipart cut short would end with (Unmend).
+type structState struct {
+	md5s  *partMD5s
+	added []string
+}
+
 // bodyStructure is go-imap's imapserver.ExtractBodyStructure of the part
 // whose header is rawHeader and whose body r reads, with two changes: a
 // single part's body is counted, not read into memory, and a
@@ -292,8 +317,12 @@ func defaultCharsets(bs imap.BodyStructure) {
 // multipart/digest without a Content-Type, which is a message/rfc822
 // (RFC 2046 section 5.1.5) where the library takes it for text. A single
 // part's Content-MD5, which the library leaves out (its types have no
-// field for it), goes into md5s.
-func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, md5s *partMD5s) imap.BodyStructure {
+// field for it), goes into st's md5s. A message cut short is read closed
+// (extractStructure), where the library drops the last part's last line
+// break; a message/rfc822 part counts its own bytes, not the closing
+// tail (st.added).
+func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *structState) imap.BodyStructure {
+	md5s := st.md5s
 	header := gomessage.Header{Header: rawHeader}
 	mediaType, typeParams := partType(rawHeader, inDigest)
 	primaryType, subType, _ := strings.Cut(mediaType, "/")
@@ -305,7 +334,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, md5s 
 			if part == nil {
 				break
 			}
-			bs.Children = append(bs.Children, bodyStructure(part.Header, part, mediaType == "multipart/digest", md5s))
+			bs.Children = append(bs.Children, bodyStructure(part.Header, part, mediaType == "multipart/digest", st))
 		}
 		bs.Extended = &imap.BodyStructureMultiPartExt{
 			Params:      typeParams,
@@ -325,13 +354,16 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, md5s 
 	}
 	if mediaType == "message/rfc822" || mediaType == "message/global" {
 		body, _ := io.ReadAll(r)
-		bs.Size = uint32(len(body))
+		// Its own bytes without a closing tail; the tail is read on, to
+		// close the multipart cut short inside it.
+		own := Unmend(body, st.added)
+		bs.Size = uint32(len(own))
 		br := bufio.NewReader(bytes.NewReader(body))
 		childHeader, _ := textproto.ReadHeader(br)
 		bs.MessageRFC822 = &imap.BodyStructureMessageRFC822{
 			Envelope:      extractEnvelope(childHeader),
-			BodyStructure: bodyStructure(childHeader, br, false, md5s),
-			NumLines:      int64(bytes.Count(body, []byte("\n"))),
+			BodyStructure: bodyStructure(childHeader, br, false, st),
+			NumLines:      int64(bytes.Count(own, []byte("\n"))),
 		}
 	} else {
 		size, lines := countBody(r)
@@ -555,46 +587,85 @@ func partType(h textproto.Header, inDigest bool) (string, map[string]string) {
 // every part's body are b's (a CRLF before a delimiter is the
 // delimiter's); a part's header so written is not.
 func Mended(b []byte) []byte {
+	m, _ := MendedCut(b)
+	return m
+}
+
+// MendedCut is Mended, and, when a multipart was cut short, the bytes
+// of the closing tail it added that a part served from it may end with
+// (Unmend takes them off): a multipart part, or a message/rfc822 part,
+// whose own data ends with the data of a multipart cut short. added is
+// nil when none was; a part of the innermost multipart cut short ends
+// where the data does, and keeps its last line break: the tail begins
+// with one of its own, the delimiter's.
+func MendedCut(b []byte) (m []byte, added []string) {
 	l := Lenient(b, true)
 	if _, ok := BoundedHeader(l); !ok {
-		return l
+		return l, nil
 	}
 	r := getReader(l)
 	defer readers.Put(r)
 	h, err := textproto.ReadHeader(r.br)
 	if err != nil {
-		return l
+		return l, nil
 	}
 	w := &walk{bounds: structureBounds, boundaries: map[string]bool{}}
 	if !w.within(h, r.br) || w.tripped || len(w.boundaries) == 0 {
-		return l
+		return l, nil
 	}
 	if lf, changed := lfDelimiters(l, w.boundaries); changed {
 		// Walked again: the parts behind the delimiters now seen.
 		l = lf
 		r.reset(l)
 		if h, err = textproto.ReadHeader(r.br); err != nil {
-			return l
+			return l, nil
 		}
 		w = &walk{bounds: structureBounds, boundaries: map[string]bool{}}
 		if !w.within(h, r.br) || w.tripped {
-			return l
+			return l, nil
 		}
 	}
 	out := rewritePartTypes(l, w.boundaries)
 	if len(w.cut) == 0 {
-		return out
+		return out, nil
 	}
+	tail, added := closingTail(out, w.cut)
 	if &out[0] == &l[0] {
-		out = append(make([]byte, 0, len(l)+64), l...) // never b's array
+		out = append(make([]byte, 0, len(l)+len(tail)), l...) // never b's array
 	}
-	if len(out) > 0 && out[len(out)-1] != '\n' {
-		out = append(out, "\r\n"...)
+	return append(out, tail...), added
+}
+
+// closingTail returns the closing delimiters of the multiparts cut short
+// (boundaries cut, innermost first) to append to data, each after a line
+// break that is the delimiter's (RFC 2046 section 5.1.1), so the last
+// part keeps its own; and the bytes of the tail a part whose data ends
+// with a cut multipart's reads to (Unmend). The line break is LF after
+// data whose last line break is a bare LF, CRLF otherwise.
+func closingTail(data []byte, cut []string) (tail []byte, added []string) {
+	eol := "\r\n"
+	if n := bytes.LastIndexByte(data, '\n'); n >= 0 && (n == 0 || data[n-1] != '\r') {
+		eol = "\n"
 	}
-	for _, bd := range w.cut {
-		out = append(out, "--"+bd+"--\r\n"...)
+	for _, bd := range cut {
+		tail = append(tail, eol...)
+		tail = append(tail, "--"+bd+"--"...)
+		added = append(added, string(tail))
 	}
-	return out
+	return append(tail, eol...), added
+}
+
+// Unmend returns b, a section read from a message MendedCut mended, without
+// the closing tail's bytes it ends with, when it ends with them: the
+// longest of added that it ends with, for data a part of the message
+// owns ends before the tail.
+func Unmend(b []byte, added []string) []byte {
+	for i := len(added) - 1; i >= 0; i-- {
+		if bytes.HasSuffix(b, []byte(added[i])) {
+			return b[:len(b)-len(added[i])]
+		}
+	}
+	return b
 }
 
 // lfDelimiters returns b with the CR of each delimiter line that ends in
