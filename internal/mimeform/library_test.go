@@ -29,6 +29,23 @@ func extractOf(b []byte) imap.BodyStructure {
 	return bs
 }
 
+// cutShort reports whether b holds a multipart cut short (no closing
+// delimiter), whose last part Parse reads with its last line break where
+// the library drops it at the end of the data: there the two differ by
+// design (docs/IMAP.md, "Odd messages, part by part"; held to Dovecot's
+// answers by TestOddPartsRead in internal/imapd, and by
+// TestCutShortLastLineBreak).
+func cutShort(b []byte) bool {
+	r := getReader(b)
+	defer readers.Put(r)
+	h, err := textproto.ReadHeader(r.br)
+	if err != nil {
+		return false
+	}
+	w := &walk{bounds: structureBounds}
+	return w.within(h, r.br) && !w.tripped && len(w.cut) > 0
+}
+
 // libraryStructure is the structure as go-imap extracts it, the nested
 // messages' envelopes made by extractEnvelope: what Parse stored before
 // it extracted the structure itself.
@@ -190,7 +207,7 @@ func FuzzBodyStructureAsLibrary(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		lib := libraryStructure(b)
 		own := extractOf(b)
-		if lib == nil || libraryGivesUp(b) {
+		if lib == nil || libraryGivesUp(b) || cutShort(b) {
 			return
 		}
 		if own == nil {
