@@ -24,19 +24,7 @@ func TestAppendOverQuota(t *testing.T) {
 	h := newHTTPSpool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	filler := bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)
-	batch := make([][]byte, 20)
-	for i := range batch {
-		m := msg(i)
-		m.Body = append(m.Body, filler...)
-		var err error
-		if batch[i], _, err = entry.Seal(m, h.spoolKey, h.user.Public(), "alice", nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := h.store.Append(ctx, "alice", batch); err != nil {
-		t.Fatal(err)
-	}
+	h.deliverFilled(ctx, t, 20)
 	usage, err := h.store.Usage(ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -54,12 +42,12 @@ func TestAppendOverQuota(t *testing.T) {
 	mb, msgs := inbox(t, ms)
 	draft := func() *command.Command {
 		return &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: mb.ID, Date: 1764000000000,
-			Body: append([]byte("Subject: appended\r\n\r\n"), filler...)}
+			Body: append([]byte("Subject: appended\r\n\r\n"), filler20KB...)}
 	}
 	_, err = s.Submit(ctx, draft())
 	var oq *OverQuotaError
-	if !errors.Is(err, ErrOverQuota) || !errors.As(err, &oq) || oq.Usage != usage || oq.Limit != quota || oq.Size < int64(len(filler)) {
-		t.Fatalf("APPEND at the quota: got %v, want an *OverQuotaError with usage %d, limit %d, size at least %d", err, usage, quota, len(filler))
+	if !errors.Is(err, ErrOverQuota) || !errors.As(err, &oq) || oq.Usage != usage || oq.Limit != quota || oq.Size < int64(len(filler20KB)) {
+		t.Fatalf("APPEND at the quota: got %v, want an *OverQuotaError with usage %d, limit %d, size at least %d", err, usage, quota, len(filler20KB))
 	}
 	if head := s.Status().Head; head != 20 {
 		t.Fatalf("the log's head is %d after the refused APPEND, want 20 (nothing appended)", head)
@@ -83,6 +71,27 @@ func TestAppendOverQuota(t *testing.T) {
 	outs, err := s.Submit(ctx, draft())
 	if err != nil || len(outs) != 1 || len(outs[0].Placed) != 1 {
 		t.Fatalf("APPEND once room was made: %v %+v, want it placed", err, outs)
+	}
+}
+
+// filler20KB makes a message about 20 KB: a few of them fill a quota.
+var filler20KB = bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)
+
+// deliverFilled delivers n messages of about 20 KB (msg(i) and
+// filler20KB) to alice's log in h's store, sealed as the spool does.
+func (h *httpSpool) deliverFilled(ctx context.Context, t *testing.T, n int) {
+	t.Helper()
+	batch := make([][]byte, n)
+	for i := range batch {
+		m := msg(i)
+		m.Body = append(m.Body, filler20KB...)
+		var err error
+		if batch[i], _, err = entry.Seal(m, h.spoolKey, h.user.Public(), "alice", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := h.store.Append(ctx, "alice", batch); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -115,9 +124,8 @@ func TestAppendOverSpoolMargin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	filler := bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)
 	draft := &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: mb.ID, Date: 1764000000000,
-		Body: append([]byte("Subject: appended\r\n\r\n"), filler...)}
+		Body: append([]byte("Subject: appended\r\n\r\n"), filler20KB...)}
 	outs, err := s.Submit(ctx, draft)
 	if err != nil || len(outs) != 1 || len(outs[0].Placed) != 1 {
 		t.Fatalf("the first APPEND, within the quota: %v %+v", err, outs)
@@ -164,11 +172,10 @@ func TestAppendOverQuotaOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	filler := bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)
 	taken := 0
 	for i := 0; i < 5; i++ {
 		_, err := s.Submit(ctx, &command.Command{Kind: command.Append, Mailbox: "Drafts", MailboxID: mb.ID, Date: 1764000000000,
-			Body: append([]byte("Subject: offline\r\n\r\n"), filler...)})
+			Body: append([]byte("Subject: offline\r\n\r\n"), filler20KB...)})
 		if err == nil {
 			taken++
 			continue
@@ -216,11 +223,10 @@ func TestQueuedAppendOverSpoolMargin(t *testing.T) {
 	if _, err := s.SyncOnce(ctx); err == nil {
 		t.Fatal("a sync with the spool stopped succeeded")
 	}
-	filler := bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)
 	var ids []command.ID
 	for i := 0; i < 2; i++ {
 		outs, err := s.Submit(ctx, &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: mb.ID, Date: 1764000000000,
-			Body: append([]byte("Subject: offline\r\n\r\n"), filler...)})
+			Body: append([]byte("Subject: offline\r\n\r\n"), filler20KB...)})
 		if err != nil || len(outs) != 1 || len(outs[0].Placed) != 1 {
 			t.Fatalf("APPEND %d offline: %v %+v, want it queued and placed", i+1, err, outs)
 		}

@@ -49,23 +49,7 @@ func testHeldAppend(t *testing.T, other bool) {
 	h := newHTTPSpool(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	filler := bytes.Repeat([]byte("twenty kilobytes of a message\r\n"), 640)
-	deliver := func(n int) {
-		t.Helper()
-		batch := make([][]byte, n)
-		for i := range batch {
-			m := msg(i)
-			m.Body = append(m.Body, filler...)
-			var err error
-			if batch[i], _, err = entry.Seal(m, h.spoolKey, h.user.Public(), "alice", nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := h.store.Append(ctx, "alice", batch); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deliver(10)
+	h.deliverFilled(ctx, t, 10)
 	usage, err := h.store.Usage(ctx, "alice")
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +84,7 @@ func testHeldAppend(t *testing.T, other bool) {
 		return outs[0].Entry
 	}
 	outs, err := s.Submit(ctx, &command.Command{Kind: command.Append, Mailbox: "INBOX", MailboxID: mb.ID, Date: 1764000000000,
-		Body: append([]byte("Subject: offline\r\n\r\n"), filler...)})
+		Body: append([]byte("Subject: offline\r\n\r\n"), filler20KB...)})
 	if err != nil || len(outs) != 1 || len(outs[0].Placed) != 1 {
 		t.Fatalf("APPEND offline, within the quota last stated: %v %+v, want it queued and placed", err, outs)
 	}
@@ -113,7 +97,7 @@ func testHeldAppend(t *testing.T, other bool) {
 	// Meanwhile another device filed a message of the same size: the
 	// APPEND no longer fits in the quota and the margin, the deletes do.
 	filed, _, err := entry.Seal(&command.Command{Kind: command.Append, Mailbox: "Archive", Date: 1764000000000,
-		Body: append([]byte("Subject: filed\r\n\r\n"), filler...)}, h.user, h.user.Public(), "alice", nil)
+		Body: append([]byte("Subject: filed\r\n\r\n"), filler20KB...)}, h.user, h.user.Public(), "alice", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
