@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	sp "cspool/internal/spool"
+	"cspool/internal/spool/pgstore"
+	"cspool/internal/spool/pgstore/pgtest"
 )
 
 // TestQuotaStated: on a server with a quota, the answer to a read of a
@@ -109,10 +111,28 @@ func TestOwnAppendMargin(t *testing.T) {
 // Before, every own append of such a log got 507, the deletes too, and its
 // mail could never be deleted to make room.
 func TestOwnAppendsPastLoweredQuota(t *testing.T) {
+	for _, name := range []string{"sqlite", "postgres"} {
+		t.Run(name, func(t *testing.T) { ownAppendsPastLoweredQuota(t, name) })
+	}
+}
+
+func ownAppendsPastLoweredQuota(t *testing.T, storeName string) {
 	const quota, margin, held = 4000, 3000, 20000
-	e := newEnv(t, false, func(c *Config) { c.Quota, c.OwnMargin = quota, margin })
+	var store sp.Store
+	e := newEnv(t, false, func(c *Config) {
+		c.Quota, c.OwnMargin = quota, margin
+		if storeName == "postgres" {
+			pg, err := pgstore.Open(testCtx(t), pgtest.Database(t), pgstore.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pg.Close() })
+			c.Store = pg
+		}
+		store = c.Store
+	})
 	ctx := testCtx(t)
-	if _, err := e.store.Append(ctx, "alice", [][]byte{make([]byte, held)}); err != nil {
+	if _, err := store.Append(ctx, "alice", [][]byte{make([]byte, held)}); err != nil {
 		t.Fatal(err)
 	}
 	alice := e.client(t, "alice", e.alice)
@@ -141,12 +161,12 @@ func TestOwnAppendsPastLoweredQuota(t *testing.T) {
 	refused("an own append on the head past the margin past what the log held", err)
 	// More delivered past it (as before the quota was lowered): the floor
 	// stays at the least the log held.
-	if _, err := e.store.Append(ctx, "alice", [][]byte{make([]byte, 10000)}); err != nil {
+	if _, err := store.Append(ctx, "alice", [][]byte{make([]byte, 10000)}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = alice.Append(ctx, "alice", [][]byte{make([]byte, 1)})
 	refused("an own append after the log grew past its floor", err)
-	if h, err := e.store.Head(ctx, "alice"); err != nil || h != 5 {
+	if h, err := store.Head(ctx, "alice"); err != nil || h != 5 {
 		t.Fatalf("head %d, %v; want 5 (the first entry, three own appends, the delivery)", h, err)
 	}
 }
