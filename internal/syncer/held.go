@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,8 +33,13 @@ import (
 //     compacted), or Config.MaxBackoff has passed (a margin raised, a
 //     spool that states no quota). Refused again, it stays held; taken, the
 //     changes behind it follow in order.
-//   - Nothing is dropped: Status.Held and the log say that it waits and
-//     why, until it lands.
+//   - Nothing is dropped while its message is shown: Status.Held and the
+//     log say that it waits and why, until it lands. The user may delete
+//     it instead: an APPEND whose message a later queued change expunges,
+//     and that nothing queued copies or moves, leaves the queue unsent
+//     with the changes of its message (withdrawHeld,
+//     mailstore.WithdrawAppend), but only when none of the queue can be
+//     in the log after the store's position (sendQueue's tries > 1).
 //   - While only held changes are queued, checkpoints are written of the
 //     log's state (LogSnapshotter): the deletes sent past the APPEND give
 //     their room back on this device's checkpoint, not only on another
@@ -72,6 +78,47 @@ func (s *Syncer) holdAppend(e mailstore.Queued, err error) {
 		s.log.Warn("the spool refused a queued APPEND for the quota; it is held on this device, shown as made, and the changes that do not depend on it are sent past it; delete mail to make room",
 			"seq", e.Seq, "bytes", h.size, "err", err)
 	}
+}
+
+// withdrawHeld takes the held APPEND out of the queue if the user has
+// deleted its message meanwhile (mailstore.WithdrawAppend), with the
+// changes on that message alone, and reports whether it did. Only
+// sendQueue calls it, when none of the queue can be in the log after the
+// store's position: nothing it drops was sent in a way that may still
+// land.
+func (s *Syncer) withdrawHeld(ctx context.Context) (bool, error) {
+	var withdrawn bool
+	_, err := s.applyLocked(func() (*mailstore.Result, error) {
+		res, ok, err := s.cfg.Store.WithdrawAppend(ctx, s.held.id)
+		if err == nil && res == nil {
+			res = &mailstore.Result{}
+		}
+		withdrawn = ok
+		return res, err
+	})
+	if err != nil {
+		return false, &storeError{fmt.Errorf("withdrawing the held APPEND: %w", err)}
+	}
+	if !withdrawn {
+		return false, nil
+	}
+	s.log.Info("the APPEND held for the quota was deleted on this device before it reached the spool; it leaves the queue with the changes of its message, unsent",
+		"bytes", s.held.size)
+	s.unhold()
+	s.refreshQueued(ctx)
+	return true, nil
+}
+
+// expunges reports whether a change of q expunges message id: an Expunge
+// naming it, or a DeleteMailbox that saw it. Then the store is asked to
+// withdraw the APPEND (withdrawHeld), which checks the rest.
+func expunges(q []mailstore.Queued, id command.ID) bool {
+	for _, e := range q {
+		if (e.Cmd.Kind == command.Expunge || e.Cmd.Kind == command.DeleteMailbox) && slices.Contains(e.Cmd.IDs, id) {
+			return true
+		}
+	}
+	return false
 }
 
 // heldSkip returns, for each of q, whether it is held: the held APPEND

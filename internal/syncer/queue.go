@@ -331,6 +331,22 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 		s.refreshQueued(ctx)
 		return nil
 	}
+	if s.held != nil && tries > 1 && expunges(q, s.held.id) {
+		// None of the queue can be in the log after the position: a held
+		// APPEND whose message the user deleted may leave it (held.go).
+		withdrawn, err := s.withdrawHeld(ctx)
+		if err != nil {
+			return err
+		}
+		if withdrawn {
+			if q, err = s.cfg.Store.Queue(ctx); err != nil {
+				return &storeError{err}
+			}
+			if len(q) == 0 {
+				return nil
+			}
+		}
+	}
 	seen := s.seenHead()
 	most := s.cfg.BatchCount
 	if s.sendMax > 0 {
