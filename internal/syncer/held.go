@@ -40,6 +40,8 @@ import (
 //     with the changes of its message (withdrawHeld,
 //     mailstore.WithdrawAppend), but only when none of the queue can be
 //     in the log after the store's position (sendQueue's tries > 1).
+//   - The hold is in memory only: after a restart the APPEND is refused
+//     once more (its batch halved down to it) and held again.
 //   - While only held changes are queued, checkpoints are written of the
 //     log's state (LogSnapshotter): the deletes sent past the APPEND give
 //     their room back on this device's checkpoint, not only on another
