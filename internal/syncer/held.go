@@ -33,13 +33,17 @@ import (
 //     compacted), or Config.MaxBackoff has passed (a margin raised, a
 //     spool that states no quota). Refused again, it stays held; taken, the
 //     changes behind it follow in order.
-//   - Nothing is dropped while its message is shown: Status.Held and the
-//     log say that it waits and why, until it lands. The user may delete
-//     it instead: an APPEND whose message a later queued change expunges,
-//     and that nothing queued copies or moves, leaves the queue unsent
-//     with the changes of its message (withdrawHeld,
-//     mailstore.WithdrawAppend), but only when none of the queue can be
-//     in the log after the store's position (sendQueue's tries > 1).
+//   - Nothing is dropped: Status.Held and the log say that it waits and
+//     why, until it lands. The user may delete its message instead: an
+//     APPEND whose message a later queued change expunges, and that
+//     nothing queued copies or moves, gets a placeholder for its message
+//     (a header, no body) under the same entry id, UID and flags, is no
+//     longer held, and is sent with the changes of its message (shrinkHeld,
+//     mailstore.ShrinkHeldAppend): the log gives the UIDs the device
+//     showed, so no UIDVALIDITY changes. Only when none of the queue can
+//     be in the log after the store's position (sendQueue's tries > 1):
+//     a late landing of the original would be confirmed by its id against
+//     the placeholder's provisional apply.
 //   - The hold is in memory only: after a restart the APPEND is refused
 //     once more (its batch halved down to it) and held again.
 //   - While only held changes are queued, checkpoints are written of the
@@ -82,29 +86,30 @@ func (s *Syncer) holdAppend(e mailstore.Queued, err error) {
 	}
 }
 
-// withdrawHeld takes the held APPEND out of the queue if the user has
-// deleted its message meanwhile (mailstore.WithdrawAppend), with the
-// changes on that message alone, and reports whether it did. Only
-// sendQueue calls it, when none of the queue can be in the log after the
-// store's position: nothing it drops was sent in a way that may still
-// land.
-func (s *Syncer) withdrawHeld(ctx context.Context) (bool, error) {
-	var withdrawn bool
+// shrinkHeld replaces the held APPEND's message by a placeholder if the
+// user has deleted it meanwhile (mailstore.ShrinkHeldAppend) and ends the
+// hold, so that the placeholder is sent with the changes of the message,
+// and reports whether it did. Only sendQueue calls it, when none of the
+// queue can be in the log after the store's position: the original
+// APPEND, sent in a way that may still land, would be confirmed against
+// the placeholder's apply.
+func (s *Syncer) shrinkHeld(ctx context.Context) (bool, error) {
+	var shrunk bool
 	_, err := s.applyLocked(func() (*mailstore.Result, error) {
-		res, ok, err := s.cfg.Store.WithdrawAppend(ctx, s.held.id)
+		res, ok, err := s.cfg.Store.ShrinkHeldAppend(ctx, s.held.id)
 		if err == nil && res == nil {
 			res = &mailstore.Result{}
 		}
-		withdrawn = ok
+		shrunk = ok
 		return res, err
 	})
 	if err != nil {
-		return false, &storeError{fmt.Errorf("withdrawing the held APPEND: %w", err)}
+		return false, &storeError{fmt.Errorf("shrinking the held APPEND: %w", err)}
 	}
-	if !withdrawn {
+	if !shrunk {
 		return false, nil
 	}
-	s.log.Info("the APPEND held for the quota was deleted on this device before it reached the spool; it leaves the queue with the changes of its message, unsent",
+	s.log.Info("the APPEND held for the quota was deleted on this device before it reached the spool; a placeholder of its message is sent instead, with the changes of it",
 		"bytes", s.held.size)
 	s.unhold()
 	s.refreshQueued(ctx)
@@ -113,7 +118,7 @@ func (s *Syncer) withdrawHeld(ctx context.Context) (bool, error) {
 
 // expunges reports whether a change of q expunges message id: an Expunge
 // naming it, or a DeleteMailbox that saw it. Then the store is asked to
-// withdraw the APPEND (withdrawHeld), which checks the rest.
+// shrink the APPEND (shrinkHeld), which checks the rest.
 func expunges(q []mailstore.Queued, id command.ID) bool {
 	for _, e := range q {
 		if (e.Cmd.Kind == command.Expunge || e.Cmd.Kind == command.DeleteMailbox) && slices.Contains(e.Cmd.IDs, id) {

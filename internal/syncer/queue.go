@@ -333,17 +333,15 @@ func (s *Syncer) sendQueue(ctx context.Context) error {
 	}
 	if s.held != nil && tries > 1 && expunges(q, s.held.id) {
 		// None of the queue can be in the log after the position: a held
-		// APPEND whose message the user deleted may leave it (held.go).
-		withdrawn, err := s.withdrawHeld(ctx)
+		// APPEND whose message the user deleted goes as a placeholder
+		// (held.go).
+		shrunk, err := s.shrinkHeld(ctx)
 		if err != nil {
 			return err
 		}
-		if withdrawn {
+		if shrunk {
 			if q, err = s.cfg.Store.Queue(ctx); err != nil {
 				return &storeError{err}
-			}
-			if len(q) == 0 {
-				return nil
 			}
 		}
 	}

@@ -98,10 +98,10 @@ type Queue interface {
 	// UpgradeQueue rewrites the changes queued as version 1 as version 2
 	// with the view they were made in, and returns how many.
 	UpgradeQueue(ctx context.Context) (int, error)
-	// WithdrawAppend takes queued APPEND id, whose message a later
-	// queued change expunges and none copies or moves, out of the queue
-	// with the changes on its message, and reports whether it did.
-	WithdrawAppend(ctx context.Context, id command.ID) (*mailstore.Result, bool, error)
+	// ShrinkHeldAppend replaces the message of queued APPEND id, which a
+	// later queued change expunges and none copies or moves, by a
+	// placeholder, and reports whether it did.
+	ShrinkHeldAppend(ctx context.Context, id command.ID) (*mailstore.Result, bool, error)
 }
 
 // Journal is what the device knows of the log besides the state: the
