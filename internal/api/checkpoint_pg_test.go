@@ -94,3 +94,15 @@ func seq(first, last uint64) []uint64 {
 	}
 	return s
 }
+
+// usePostgres makes c's store a PostgreSQL store on a database of t's
+// own, closed when t ends.
+func usePostgres(t *testing.T, c *Config) {
+	t.Helper()
+	pg, err := pgstore.Open(testCtx(t), pgtest.Database(t), pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	c.Store = pg
+}

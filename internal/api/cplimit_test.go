@@ -14,8 +14,6 @@ import (
 	"unsafe"
 
 	"cspool/internal/spool"
-	"cspool/internal/spool/pgstore"
-	"cspool/internal/spool/pgstore/pgtest"
 )
 
 // patterned returns n bytes in which every 8-byte word holds its own
@@ -60,12 +58,7 @@ func TestLargeCheckpointStored(t *testing.T) {
 	stores := map[string]func(*Config){
 		"sqlite": nil,
 		"postgres": func(c *Config) {
-			pg, err := pgstore.Open(testCtx(t), pgtest.Database(t), pgstore.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { pg.Close() })
-			c.Store = pg
+			usePostgres(t, c)
 		},
 	}
 	data := patterned(64<<20 + 64<<10)

@@ -18,8 +18,6 @@ import (
 	"cspool/internal/entry"
 	"cspool/internal/keys"
 	"cspool/internal/spool"
-	"cspool/internal/spool/pgstore"
-	"cspool/internal/spool/pgstore/pgtest"
 	"cspool/internal/spool/sqlitestore"
 )
 
@@ -35,12 +33,7 @@ func TestCheckpointFromOldReader(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, false, func(c *Config) {
 				if name == "postgres" {
-					pg, err := pgstore.Open(testCtx(t), pgtest.Database(t), pgstore.Options{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					t.Cleanup(func() { pg.Close() })
-					c.Store = pg
+					usePostgres(t, c)
 				}
 			})
 			ctx := testCtx(t)

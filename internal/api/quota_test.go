@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	sp "cspool/internal/spool"
-	"cspool/internal/spool/pgstore"
-	"cspool/internal/spool/pgstore/pgtest"
 )
 
 // TestQuotaStated: on a server with a quota, the answer to a read of a
@@ -122,12 +120,7 @@ func ownAppendsPastLoweredQuota(t *testing.T, storeName string) {
 	e := newEnv(t, false, func(c *Config) {
 		c.Quota, c.OwnMargin = quota, margin
 		if storeName == "postgres" {
-			pg, err := pgstore.Open(testCtx(t), pgtest.Database(t), pgstore.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { pg.Close() })
-			c.Store = pg
+			usePostgres(t, c)
 		}
 		store = c.Store
 	})

@@ -14,8 +14,6 @@ import (
 
 	"cspool/internal/keys"
 	"cspool/internal/spool"
-	"cspool/internal/spool/pgstore"
-	"cspool/internal/spool/pgstore/pgtest"
 )
 
 // TestReadsOfManyKeysBounded: several users' keys each open reads of a
@@ -171,12 +169,7 @@ func readsOfLargeEntriesWithinReadMemory(t *testing.T, storeName string) {
 		c.CheckpointWait = 300 * time.Millisecond
 		c.MemoryHeld = func(d int64) { told.Add(d) }
 		if storeName == "postgres" {
-			pg, err := pgstore.Open(testCtx(t), pgtest.Database(t), pgstore.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { pg.Close() })
-			c.Store = pg
+			usePostgres(t, c)
 		}
 		store = c.Store
 	})

@@ -234,29 +234,7 @@ func oddRecord(t *testing.T, file string, ms []oddMessage, got map[[2]string]str
 		}
 		t.Logf("wrote %s", path)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rec := map[[2]string]string{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), "\t", 3)
-		if len(parts) != 3 {
-			t.Fatalf("%s: malformed line %q", path, sc.Text())
-		}
-		a, err := strconv.Unquote(parts[2])
-		if err != nil {
-			t.Fatalf("%s: %s %s: %v", path, parts[0], parts[1], err)
-		}
-		rec[[2]string{parts[0], parts[1]}] = a
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return rec
+	return readRecorded(t, path)
 }
 
 // compareOdd fails for each answer that is not the recorded one.
@@ -490,4 +468,33 @@ service imap-login {
 	log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
 	t.Fatalf("dovecot did not listen on %s: %s", addr, log)
 	return ""
+}
+
+// readRecorded reads a file of recorded answers: one a line, the
+// message's name, the item and the answer quoted (strconv.Quote), by tabs.
+func readRecorded(t *testing.T, path string) map[[2]string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rec := map[[2]string]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		parts := strings.SplitN(sc.Text(), "\t", 3)
+		if len(parts) != 3 {
+			t.Fatalf("%s: malformed line %q", path, sc.Text())
+		}
+		a, err := strconv.Unquote(parts[2])
+		if err != nil {
+			t.Fatalf("%s: %s %s: %v", path, parts[0], parts[1], err)
+		}
+		rec[[2]string{parts[0], parts[1]}] = a
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }

@@ -1,7 +1,6 @@
 package imapd
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -291,29 +290,7 @@ func oddPartsRecord(t *testing.T, file string, got map[[2]string]string) map[[2]
 		}
 		t.Logf("wrote %s", path)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rec := map[[2]string]string{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		parts := strings.SplitN(sc.Text(), "\t", 3)
-		if len(parts) != 3 {
-			t.Fatalf("%s: malformed line %q", path, sc.Text())
-		}
-		a, err := strconv.Unquote(parts[2])
-		if err != nil {
-			t.Fatalf("%s: %s %s: %v", path, parts[0], parts[1], err)
-		}
-		rec[[2]string{parts[0], parts[1]}] = a
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return rec
+	return readRecorded(t, path)
 }
 
 // compareOddParts fails for each answer that is not the recorded one, and
