@@ -99,7 +99,12 @@ var literal = regexp.MustCompile(`\{([0-9]+)\}\r\n`)
 // unliteral returns the answer d with each literal outside a section's
 // data that could be a quoted string written as one, as cspool writes
 // it: Dovecot writes a long or folded subject as a literal.
-func unliteral(d string) string {
+func unliteral(d string) string { return rewriteLiterals(d, false) }
+
+// rewriteLiterals writes each literal of d outside a section's data that
+// can be a quoted string as one; with escape, also one that holds quotes
+// or backslashes, escaped.
+func rewriteLiterals(d string, escape bool) string {
 	if strings.Contains(d, "BODY[") {
 		return d
 	}
@@ -117,9 +122,12 @@ func unliteral(d string) string {
 		}
 		text := d[loc[1] : loc[1]+n]
 		b.WriteString(d[:loc[0]])
-		if quotable(text) {
+		switch {
+		case quotable(text):
 			b.WriteString(`"` + text + `"`)
-		} else {
+		case escape && quotable(strings.NewReplacer(`"`, "", `\`, "").Replace(text)):
+			b.WriteString(`"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(text) + `"`)
+		default:
 			b.WriteString(d[loc[0] : loc[1]+n])
 		}
 		d = d[loc[1]+n:]

@@ -82,32 +82,7 @@ var oddPartsDifferences = map[[2]string]string{
 // quoteLiterals returns d with each literal outside a section's data
 // that holds printable ASCII written as a quoted string, as cspool writes
 // it: Dovecot writes a display name with a quote in it as a literal.
-func quoteLiterals(d string) string {
-	if strings.Contains(d, "BODY[") {
-		return d
-	}
-	var b strings.Builder
-	for {
-		loc := literal.FindStringSubmatchIndex(d)
-		if loc == nil {
-			b.WriteString(d)
-			return b.String()
-		}
-		n, _ := strconv.Atoi(d[loc[2]:loc[3]])
-		if loc[1]+n > len(d) {
-			b.WriteString(d)
-			return b.String()
-		}
-		text := d[loc[1] : loc[1]+n]
-		b.WriteString(d[:loc[0]])
-		if quotable(strings.NewReplacer(`"`, "", `\`, "").Replace(text)) {
-			b.WriteString(`"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(text) + `"`)
-		} else {
-			b.WriteString(d[loc[0] : loc[1]+n])
-		}
-		d = d[loc[1]+n:]
-	}
-}
+func quoteLiterals(d string) string { return rewriteLiterals(d, true) }
 
 // sexp is an IMAP answer's value: an atom, a string (quoted or literal)
 // or a list.
