@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -37,6 +39,7 @@ func TestVersion(t *testing.T) {
 			}
 		}
 	}
+	checkVersionDoc(t)
 	var errb bytes.Buffer
 	if code := run(&env{stdout: &bytes.Buffer{}, stderr: &errb}, []string{"version", "x"}); code != 2 {
 		t.Errorf("version with an argument: exit %d, want 2", code)
@@ -68,4 +71,40 @@ func isWorktree() bool {
 	gitDir, err1 := exec.Command("git", "rev-parse", "--git-dir").Output()
 	common, err2 := exec.Command("git", "rev-parse", "--git-common-dir").Output()
 	return err1 == nil && err2 == nil && strings.TrimSpace(string(gitDir)) != strings.TrimSpace(string(common))
+}
+
+// checkVersionDoc requires docs/OPERATING.md's "Upgrading" to show what
+// `cspool version` prints: its first line of this shape (the commit and
+// the Go release are the example's), the others as they are. They said
+// device database 27 when the binary migrated to 29.
+func checkVersionDoc(t *testing.T) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/OPERATING.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n### Upgrading\n")
+	if !ok {
+		t.Fatal(`docs/OPERATING.md has no "### Upgrading"`)
+	}
+	var shown []string
+	for _, b := range codeBlocks(section) {
+		if strings.HasPrefix(b, "$ cspool version\n") {
+			shown = strings.Split(strings.TrimSuffix(strings.TrimPrefix(b, "$ cspool version\n"), "\n"), "\n")
+			break
+		}
+	}
+	got := strings.Split(strings.TrimSuffix(versionText(), "\n"), "\n")
+	if len(shown) != len(got) {
+		t.Fatalf("docs/OPERATING.md, Upgrading, shows cspool version printing %q, want %d lines like %q", shown, len(got), got)
+	}
+	first := regexp.MustCompile(`^cspool v0\.0\.0-\d{14}-[0-9a-f]{12}, built from commit [0-9a-f]{40} of \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, go[0-9.]+ [a-z0-9]+/[a-z0-9]+$`)
+	if !first.MatchString(shown[0]) {
+		t.Errorf("docs/OPERATING.md, Upgrading: the first line %q is not what a build from a commit prints", shown[0])
+	}
+	for i := 1; i < len(got); i++ {
+		if shown[i] != got[i] {
+			t.Errorf("docs/OPERATING.md, Upgrading, shows\n\t%s\nand cspool version prints\n\t%s", shown[i], got[i])
+		}
+	}
 }
