@@ -248,7 +248,7 @@ func printSettings(e *env, addr net.Addr, tlsLn net.Listener, starttls bool, use
 	host, port, _ := net.SplitHostPort(addr.String())
 	w := e.stdout
 	fmt.Fprintln(w, "IMAP settings for your mail client:")
-	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: %s\n", host, port, connSecurity(addr, starttls))
+	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: %s\n", clientHost(host), port, connSecurity(addr, starttls))
 	if tlsLn != nil {
 		_, tport, _ := net.SplitHostPort(tlsLn.Addr().String())
 		fmt.Fprintf(w, "  imaps:    port %s, security SSL/TLS\n", tport)
@@ -273,6 +273,16 @@ func printSettings(e *env, addr net.Addr, tlsLn net.Listener, starttls bool, use
 		fmt.Fprintf(w, "  status:   NOT SERVED: %s\n", page.Problem)
 	}
 	fmt.Fprintf(w, "  state:    cspool status --db %s\n", shellQuote(dbPath))
+}
+
+// clientHost is the server a mail client is told to use for a listener on
+// host. A wildcard (--addr 0.0.0.0, which the listener reports as "::")
+// names no machine a client could reach: it was printed as "server: ::".
+func clientHost(host string) string {
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return "127.0.0.1 on this machine; from another, this machine's name or address (listening on every address)"
+	}
+	return host
 }
 
 // connSecurity says what protects a plain listener's connections.

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"cspool/internal/sendtest"
+	"cspool/internal/statuspage"
 )
 
 // imaplibTLS logs in over implicit TLS and over STARTTLS with a CA file,
@@ -138,6 +141,32 @@ func TestIMAPServerTLS(t *testing.T) {
 		}
 		if got := strings.Contains(stderr, "cspool: warning: IMAP "+warn); got != c.warn {
 			t.Errorf("%s: warning printed %v, want %v:\n%s", c.name, got, c.warn, stderr)
+		}
+	}
+}
+
+// TestSettingsWildcardAddr: the daemon of docs/IMAP.md's "TLS" recipe
+// (--addr 0.0.0.0) told the mail client "server: ::", the wildcard its
+// listener reports, which names no machine. It now names 127.0.0.1 for
+// this machine and this machine's own name for the others; a listener on
+// one address is named by it.
+func TestSettingsWildcardAddr(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		ip   net.IP
+		want string
+	}{
+		{net.IPv6unspecified, "127.0.0.1 on this machine; from another, this machine's name or address (listening on every address)"},
+		{net.IPv4zero, "127.0.0.1 on this machine; from another, this machine's name or address (listening on every address)"},
+		{net.IPv4(192, 0, 2, 10), "192.0.2.10"},
+		{net.IPv4(127, 0, 0, 1), "127.0.0.1"},
+	} {
+		var out bytes.Buffer
+		e := &env{stdout: &out, stderr: &bytes.Buffer{}}
+		printSettings(e, &net.TCPAddr{IP: c.ip, Port: 1143}, nil, true, "alice", imapPassword{value: "pw", file: "/home/alice/mail.db.password"},
+			"/home/alice/mail.db", statuspage.PageState{})
+		if got := settingValue(t, out.String(), "server"); got != c.want {
+			t.Errorf("listening on %s: the settings say server %q, want %q", c.ip, got, c.want)
 		}
 	}
 }

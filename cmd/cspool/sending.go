@@ -395,7 +395,7 @@ func (s *sending) printSettings(e *env) {
 	host, port, _ := net.SplitHostPort(s.ln.Addr().String())
 	w := e.stdout
 	fmt.Fprintln(w, "SMTP settings for your mail client (sending):")
-	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: %s\n", host, port, connSecurity(s.ln.Addr(), s.srv.HasTLS()))
+	fmt.Fprintf(w, "  server:   %s\n  port:     %s\n  security: %s\n", clientHost(host), port, connSecurity(s.ln.Addr(), s.srv.HasTLS()))
 	if s.tlsLn != nil {
 		_, tport, _ := net.SplitHostPort(s.tlsLn.Addr().String())
 		fmt.Fprintf(w, "  smtps:    port %s, security SSL/TLS\n", tport)
