@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -131,15 +132,24 @@ func TestMisdeliveredEntryAlarm(t *testing.T) {
 	statusSays("ALARM", alarm)
 	checkAlert()
 
-	// Recovery: bob's key opens it, and it is delivered again to alice.
-	code, msg, errOut := runExit(t, dir, env, bin, "open-entry", "--user-key", "bob.sec", "--spool-key", "spool.pub", "--user", "alice", kept)
-	if code != 0 || msg != lost {
-		t.Fatalf("cspool open-entry with bob's key: exit %d, message %q, want %q\n%s", code, msg, lost, errOut)
-	}
+	// Recovery: bob's key opens it, and it is delivered again to alice,
+	// with docs/OPERATING.md's commands as printed (the kept file, the
+	// users file, the spool key and the URL this test's).
 	if code, _, errOut := runExit(t, dir, env, bin, "open-entry", "--user-key", "alice.sec", "--spool-key", "spool.pub", "--user", "alice", kept); code == 0 || !strings.Contains(errOut, "hint:") {
 		t.Errorf("cspool open-entry with alice's key: exit %d, want a failure with a hint\n%s", code, errOut)
 	}
-	deliver(msg)
+	steps := recipe(t, "### Mail sealed to the wrong key")
+	if len(steps) != 1 {
+		t.Fatalf("docs/OPERATING.md, Mail sealed to the wrong key: %d shell blocks, want 1 (open-entry, then deliver)", len(steps))
+	}
+	runRecipe(t, steps[0], dir, append(slices.Clone(env), "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH")), []string{
+		"~/.local/state/cspool/alice/mail.db.misdelivered/42.entry", kept, "/etc/cspool/users", "users",
+		"/etc/cspool/spool.sec", "spool.sec", "https://spool.example.org:3999", url,
+	}, func(l string) { t.Fatalf("unexpected %q in the recovery", l) })
+	if b, err := os.ReadFile(filepath.Join(dir, "message.eml")); err != nil || string(b) != lost {
+		t.Fatalf("cspool open-entry with bob's key wrote %q (%v), want %q", b, err, lost)
+	}
+	acknowledged = append(acknowledged, lost)
 	msgs := fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", password, len(acknowledged))
 	if len(msgs) != len(acknowledged) {
 		t.Fatalf("IMAP shows %d messages, want the %d acknowledged", len(msgs), len(acknowledged))
