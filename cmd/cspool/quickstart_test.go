@@ -192,16 +192,22 @@ func TestQuickstartStatusAddr(t *testing.T) {
 		t.Errorf("quickstart with a taken --status-addr: exit %d, stderr %q; want 1 and a hint naming --status-addr", code, errOut)
 	}
 
-	// Port 0: a page of its own, which shows this quickstart.
-	qs := startProc(t, "cspool quickstart", work, os.Environ(), bin, args("b", "--status-addr", "127.0.0.1:0")...)
+	// Port 0: a page of its own, which shows this quickstart. Started as
+	// docs/QUICKSTART.md prints "two quickstarts side by side", the
+	// binary for go run and the folder the test's.
+	side := docShellBlocks(t, "docs/QUICKSTART.md", "## What it prints")
+	if len(side) != 1 || !strings.HasPrefix(side[0], "go run ./cmd/cspool quickstart ") || !strings.Contains(side[0], "--status-addr 127.0.0.1:0") {
+		t.Fatalf("docs/QUICKSTART.md, What it prints: sh blocks %q, want the second quickstart's command, with --status-addr 127.0.0.1:0", side)
+	}
+	qs := startRecipe(t, "cspool quickstart", side[0], work, os.Environ(), []string{"go run ./cmd/cspool", bin, "/tmp/qs2", filepath.Join(work, "qs2")})
 	qs.waitOutput(t, "See this quickstart's state with:", 60*time.Second)
 	out := qs.waitOutput(t, "IMAP).", 10*time.Second)
-	port, password := settingValue(t, out, "port"), settingValue(t, out, "password")
+	port, password, user := settingValue(t, out, "port"), settingValue(t, out, "password"), settingValue(t, out, "user")
 	m := regexp.MustCompile(`or in a browser at (http://127\.0\.0\.1:(\d+)/) `).FindStringSubmatch(out)
 	if m == nil || m[2] == "0" {
 		t.Fatalf("banner names no status page of its own:\n%s", out)
 	}
-	page := (&statusSetup{user: "alice", password: password, statusAddr: strings.TrimSuffix(strings.TrimPrefix(m[1], "http://"), "/")}).page(t)
+	page := (&statusSetup{user: user, password: password, statusAddr: strings.TrimSuffix(strings.TrimPrefix(m[1], "http://"), "/")}).page(t)
 	if !strings.Contains(page, `<td id="imap-port" class="mono">`+port+`</td>`) {
 		t.Errorf("the page at %s is not this quickstart's (IMAP port %s):\n%s", m[1], port, page)
 	}
@@ -213,7 +219,7 @@ func TestQuickstartStatusAddr(t *testing.T) {
 		}
 	}
 	status := runCmd(t, work, os.Environ(), "", sh, "-c", line)
-	if !strings.Contains(status, "127.0.0.1 port "+port+", user alice") || !strings.Contains(status, "Status page:   "+m[1]) {
+	if !strings.Contains(status, "127.0.0.1 port "+port+", user "+user) || !strings.Contains(status, "Status page:   "+m[1]) {
 		t.Errorf("%s printed:\n%s\nwant this quickstart's IMAP port %s and page %s", line, status, port, m[1])
 	}
 	// The search index and the outbox, as the daemon shows them.
