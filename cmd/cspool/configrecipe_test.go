@@ -153,3 +153,30 @@ func waitReport(t *testing.T, db, what string, ok func(*statuspage.Report) bool)
 	t.Fatalf("the daemon of %s never reported %s; last %+v, err %v", db, what, last, err)
 	return nil
 }
+
+// TestSyncMissingFolder: a sync whose --db names a file in a folder that
+// does not exist (docs/CONFIG.md's first sync, before the systemd unit
+// made the folder) said "opening lock file: ... no such file or
+// directory". It names the folder and the command that makes it, and
+// makes nothing.
+func TestSyncMissingFolder(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	env := recipeEnv(bin, dir)
+	runCmd(t, dir, env, "", bin, "gen-keys", "spool.sec", "spool.pub")
+	runCmd(t, dir, env, "", bin, "gen-keys", "alice.sec", "alice.pub")
+	missing := filepath.Join(dir, ".local/state/cspool/alice")
+	code, out, errOut := runExit(t, dir, env, bin, "sync", "--user", "alice", "--user-key", "alice.sec", "--user-public-key", "alice.pub",
+		"--spool-key", "spool.pub", "--db", filepath.Join(missing, "mail.db"), "--spool-server", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
+	if code != 1 || !strings.Contains(errOut, "cspool: error: the folder "+missing+" of --db does not exist") ||
+		!strings.Contains(errOut, "cspool: hint: make it: mkdir -p -m 0700 "+missing+" ") {
+		t.Errorf("sync into a missing folder: exit %d\n%s%s\nwant 1, the folder named and the mkdir that makes it", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".local")); !os.IsNotExist(err) {
+		t.Errorf("the sync made a folder: %v", err)
+	}
+}

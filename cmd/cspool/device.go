@@ -635,6 +635,14 @@ func lockDatabase(dbPath, hint string) (unlock func(), err error) {
 	}
 	path := dbPath + ".lock"
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, fs.ErrNotExist) {
+		// No cspool command makes the folder (a mistyped path would
+		// start an empty database); the systemd unit's ExecStartPre does,
+		// so a first sync before the daemon's first start met this.
+		dir := filepath.Dir(dbPath)
+		return nil, withHint(fmt.Errorf("the folder %s of --db does not exist", dir),
+			"make it: mkdir -p -m 0700 "+shellQuote(dir)+" (no cspool command makes it, so that a mistyped path does not start an empty database)")
+	}
 	if err != nil {
 		return nil, withHint(fmt.Errorf("opening lock file: %w", err), "check that the directory of --db exists and is writable")
 	}
