@@ -99,9 +99,12 @@ func TestPostfix(t *testing.T) {
 	httpPort, imapPort, lmtpPort, smtpPort := freePort(t), freePort(t), freePort(t), freePort(t)
 	spoolURL := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	lmtpAddr := fmt.Sprintf("127.0.0.1:%d", lmtpPort)
-	serverArgs := []string{"server", "--port", fmt.Sprint(httpPort), "--spool-dir", "spool", "--users", "users",
-		"--spool-key", "spool.sec", "--lmtp", lmtpAddr, "--lmtp-domains", "example.org"}
-	server := startProc(t, "cspool server", work, env, bin, serverArgs...)
+	// The server's command of docs/POSTFIX.md as printed, its files, its
+	// LMTP address and its port this test's.
+	serverCmd := postfixServerCommand(t)
+	serverPaths := []string{"cspool server ", bin + fmt.Sprintf(" server --port %d ", httpPort), "/etc/cspool/users", "users",
+		"/var/lib/cspool", "spool", "/etc/cspool/spool.sec", "spool.sec", "127.0.0.1:2424", lmtpAddr}
+	server := startRecipe(t, "cspool server", serverCmd, work, env, serverPaths)
 	waitHealthy(t, spoolURL, server)
 	daemon := startProc(t, "cspool imap-server", work, env, bin, "imap-server", "--user", "alice",
 		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub",
@@ -157,7 +160,7 @@ func TestPostfix(t *testing.T) {
 	pf.waitLog(t, "status=deferred", 60*time.Second)
 	t.Logf("server stopped and message deferred in %v", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
-	server = startProc(t, "cspool server (restarted)", work, env, bin, serverArgs...)
+	server = startRecipe(t, "cspool server (restarted)", serverCmd, work, env, serverPaths)
 	waitHealthy(t, spoolURL, server)
 	pf.run(t, "flush")
 	msgs = fetchIMAP(t, python, "127.0.0.1", fmt.Sprint(imapPort), "alice", password, 2)
@@ -210,6 +213,25 @@ func TestPostfix(t *testing.T) {
 	if log := server.stderr.String(); strings.Contains(log, "Postfix") || strings.Contains(log, "bob@example.org") {
 		t.Error("the server log holds message contents or a sender address")
 	}
+}
+
+// postfixServerCommand returns the command of docs/POSTFIX.md's "The
+// spool server", as printed.
+func postfixServerCommand(t *testing.T) string {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/POSTFIX.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## The spool server\n")
+	if !ok {
+		t.Fatal(`docs/POSTFIX.md has no "## The spool server" section`)
+	}
+	blocks := codeBlocks(section)
+	if len(blocks) == 0 || !strings.HasPrefix(blocks[0], "cspool server ") || !strings.Contains(blocks[0], "--lmtp 127.0.0.1:2424") {
+		t.Fatalf("docs/POSTFIX.md, The spool server: want the server's command with --lmtp 127.0.0.1:2424 first; got %q", blocks)
+	}
+	return strings.TrimSpace(blocks[0])
 }
 
 // postfixRecipe returns the main.cf block of docs/POSTFIX.md (the first
