@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,6 +113,7 @@ func TestTLSRecipe(t *testing.T) {
 		}
 	}
 	server, daemon, cert, cp := blocks[0], blocks[1], blocks[2], blocks[3]
+	checkRunningIt(t, server)
 
 	root := t.TempDir()
 	etc, spoolDir, home := filepath.Join(root, "etc/cspool"), filepath.Join(root, "var/lib/cspool"), filepath.Join(root, "home/alice")
@@ -202,5 +204,43 @@ func TestTLSRecipe(t *testing.T) {
 	srv.stop(t, syscall.SIGTERM, 40*time.Second)
 	if log := srv.stderr.String(); !strings.Contains(log, "http="+url) {
 		t.Errorf("the server's start line lacks http=%s:\n%s", url, log)
+	}
+}
+
+// checkRunningIt requires docs/OPERATING.md's "Running it" to be the
+// server's command of docs/TLS.md, which TestTLSRecipe runs, with the
+// LMTP listener's flags added: each flag of one with the same value in the
+// other, and no other difference.
+func checkRunningIt(t *testing.T, tlsServer string) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/OPERATING.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n### Running it\n")
+	if !ok {
+		t.Fatal(`docs/OPERATING.md has no "### Running it"`)
+	}
+	blocks := codeBlocks(section)
+	if len(blocks) == 0 || !strings.HasPrefix(blocks[0], "cspool server ") {
+		t.Fatalf("docs/OPERATING.md, Running it: want the server's command first, got %q", blocks)
+	}
+	flags := func(cmd string) map[string]string {
+		words := strings.Fields(strings.ReplaceAll(cmd, "\\\n", " "))
+		m := map[string]string{}
+		for i := 2; i+1 < len(words); i += 2 {
+			m[words[i]] = words[i+1]
+		}
+		return m
+	}
+	running, tlsFlags := flags(blocks[0]), flags(tlsServer)
+	for _, f := range []string{"--lmtp", "--lmtp-domains"} {
+		if running[f] == "" {
+			t.Errorf("docs/OPERATING.md, Running it: no %s", f)
+		}
+		delete(running, f)
+	}
+	if !maps.Equal(running, tlsFlags) {
+		t.Errorf("docs/OPERATING.md, Running it, gives the server %v and docs/TLS.md %v: they differ beyond the LMTP flags", running, tlsFlags)
 	}
 }
