@@ -125,6 +125,10 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	case *storeKind == "postgres" && *dsn == "" && *server == "":
 		return deliverUsage("--store postgres needs --dsn (or CSPOOL_DSN)")
 	}
+	if *server != "" && plainBeyondLocalhost(*server) {
+		warnPlainSpool(e.stderr, nil, *server, "a delivery answered as stored that never reached the spool is lost, "+
+			"and cspool deliver exits 0 for it, so the mail transfer agent drops its copy")
+	}
 	if err := keys.CheckUserName(*user); err != nil {
 		return &exitError{fmt.Errorf("--user: %w", err), exNoUser}
 	}

@@ -199,6 +199,10 @@ func (d *device) dial() error {
 	if err != nil {
 		return usagef("--spool-server: %v", err)
 	}
+	if plainBeyondLocalhost(d.spoolURL) {
+		warnPlainSpool(nil, d.log, d.spoolURL, "a device raises an integrity alarm at those its checks see, and takes a forged quota, "+
+			"request budget or readers' format as the spool's, docs/SECURITY.md section 2")
+	}
 	// An entry is at most the largest message sealed and framed, as the
 	// server bounds an append: a spool that sends more stops the sync
 	// before it instead of filling this machine's memory and disk.

@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
+	"strings"
 )
 
 // beyondLocalhost reports whether a listener on addr, a host:port as a
@@ -58,4 +60,38 @@ func warnExposed(w io.Writer, log *slog.Logger, x exposure, addr string) {
 		fmt.Fprintf(w, "cspool: hint: %s\n", x.instead)
 	}
 	log.Warn(x.what+" LISTENS BEYOND LOCALHOST: "+x.risk+"; "+x.instead, "addr", addr, "flag", x.flag)
+}
+
+// plainBeyondLocalhost reports whether spoolURL reaches a spool server
+// on another machine without TLS: an http:// URL whose host is not a
+// loopback address or "localhost". A URL that does not parse is left to
+// api.NewClient, which refuses it.
+func plainBeyondLocalhost(spoolURL string) bool {
+	u, err := url.Parse(spoolURL)
+	if err != nil || !strings.EqualFold(u.Scheme, "http") || u.Host == "" {
+		return false
+	}
+	return !isLoopback(u.Hostname())
+}
+
+// warnPlainSpool says, on standard error (when w is not nil) and in the
+// log (when log is not nil), that this program reaches the spool server
+// at spoolURL without TLS beyond localhost. The server warns of an API it
+// serves so, but not of a proxy in front of it that also takes plain HTTP
+// (one that terminates TLS on its port 443 and passes port 80 on): only
+// the client knows how it reaches the spool. It does not refuse: a spool
+// on a private network only this machine and the server reach is a
+// choice, which the program cannot tell from the internet.
+func warnPlainSpool(w io.Writer, log *slog.Logger, spoolURL, forged string) {
+	risk := "whoever is on the path sees whose log is read and written, how much and when, " +
+		"can hold and replay the signed requests, and can forge the spool's answers (" + forged + ")"
+	instead := "reach the spool server over https:// (docs/TLS.md): serve it with --tls-cert and --tls-key, " +
+		"or behind a reverse proxy that terminates TLS"
+	if w != nil {
+		fmt.Fprintf(w, "cspool: warning: THE SPOOL SERVER %s IS REACHED WITHOUT TLS BEYOND LOCALHOST: %s\n", spoolURL, risk)
+		fmt.Fprintf(w, "cspool: hint: %s\n", instead)
+	}
+	if log != nil {
+		log.Warn("THE SPOOL SERVER IS REACHED WITHOUT TLS BEYOND LOCALHOST: "+risk+"; "+instead, "spool_server", spoolURL)
+	}
 }
