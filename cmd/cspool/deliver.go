@@ -65,8 +65,9 @@ cspool deliver as its delivery command:
   67  unknown user (invalid name, not in --users, or not a user of the server)
   73  the spool directory or database cannot be opened
   75  temporary failure, try again later: the spool is locked or full, the
-      server or database is unreachable or busy (HTTP 503), or the user's
-      log is over its quota (HTTP 507, --quota)
+      server or database is unreachable or busy (HTTP 503), the user's
+      log is over its quota (HTTP 507, --quota), or a proxy sent the
+      delivery twice and the server had refused the first copy
   76  the server's answers are not the API's (http:// for https://, or
       another program on that port)
   77  permission problem: a key or users file is missing, unreadable, too
@@ -376,6 +377,12 @@ func deliverFailure(err error, server, usersFile string) error {
 		return &exitError{withHint(err, "the server has another key for this user: deliver with --users and the server's users file, or with the user's current public key"), exDataErr}
 	case errors.Is(err, api.ErrForbidden) && strings.Contains(err.Error(), "a delivery must be signed with the spool's key"):
 		return &exitError{withHint(err, "pass the spool's secret key (spool.sec, the server's) as --spool-key, and the user's public key (USER.pub) as --user-key, or --users with the server's users file"), exConfig}
+	case errors.Is(err, api.ErrReplayed):
+		// A copy of this request reached the server first (a balancer
+		// that retried it after a refusal) and was not appended: a copy
+		// that was gets its answer (docs/API.md §4, "Appends made once").
+		return &exitError{withHint(err, "a proxy or balancer on the way to "+server+" sent this delivery twice, and the server had refused the first copy: "+
+			"temporary failure, try again later (with a new request, which is delivered once)"), exTempFail}
 	case errors.Is(err, api.ErrUnauthenticated), errors.Is(err, api.ErrForbidden):
 		return &exitError{withHint(err, "the server at "+server+" must be started with this spool key's public half"), exNoPerm}
 	case errors.Is(err, api.ErrCertificate):

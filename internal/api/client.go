@@ -672,6 +672,9 @@ func (c *Client) sendBody(ctx context.Context, op, method, path string, q url.Va
 		if resp.StatusCode == http.StatusNotFound && resp.Header.Get(HeaderUnknownUser) != "" {
 			e.Err = keys.ErrUnknownUser // the route exists, the user does not
 		}
+		if refusedAsReplayed(resp) {
+			e.Err = ErrReplayed // a copy of this request came first
+		}
 		return nil, e
 	}
 }

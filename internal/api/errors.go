@@ -56,6 +56,16 @@ var (
 // route"; its value is the user name.
 const HeaderUnknownUser = "Cspool-Unknown-User"
 
+// ErrReplayed is the Err of a 401 with HeaderReplayed: the server had seen
+// this very request (its nonce) before, so a copy of it came first: a
+// proxy or balancer on the way that sent it twice. Of an append without
+// if_head (a delivery) to a server that records such appends (docs/API.md
+// §4, "Appends made once"), it means that no copy was appended: one that
+// was gets the first answer instead. So cspool deliver takes it for a
+// temporary failure, and the mail transfer agent tries again with a new
+// request, where it took it for a refused key and bounced the message.
+var ErrReplayed = errors.New("the server saw this request before: a copy of it came first")
+
 // Error is a failed API call, as the client sees it.
 type Error struct {
 	Op     string // what was attempted, e.g. "reading entries of alice"

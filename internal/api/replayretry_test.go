@@ -72,8 +72,8 @@ func TestReadRefusedAsReplayedSignedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = c.AppendAt(ctx, "alice", 1, [][]byte{[]byte("two")})
-	if !errors.Is(err, ErrUnauthenticated) {
-		t.Fatalf("a conditional append whose copy came first: %v, want the 401 to the caller", err)
+	if !errors.Is(err, ErrUnauthenticated) || !errors.Is(err, ErrReplayed) {
+		t.Fatalf("a conditional append whose copy came first: %v, want the 401 to the caller, as ErrReplayed", err)
 	}
 	if n := p.sent.Load(); n != 2 {
 		t.Errorf("%d appends sent, want 2 (the copies; none signed again)", n)
