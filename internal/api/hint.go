@@ -61,6 +61,12 @@ func Hint(err error) string {
 		}
 		return "the spool server's certificate is not signed by a certificate authority this machine trusts: if it comes from a private CA or is self-signed, start this program with SSL_CERT_FILE=/path/to/ca.pem (docs/TLS.md)"
 	case ErrUnauthenticated:
+		if errors.Is(err, ErrReplayed) {
+			// The key was taken: the server had seen the request before.
+			return "the spool server got this request twice, and refused the copy: a proxy or load balancer on the way sends requests again " +
+				"after the server answered them (for a read, even the one this program signed again); make it retry nothing, " +
+				"or only on another server process (docs/TLS.md)"
+		}
 		return "the spool server refused this key: check that the server's users file (or table) lists this user with the public key matching the secret key given here (cspool keys are in docs/OPERATING.md), and that this machine's clock is right"
 	case ErrForbidden:
 		if strings.Contains(e.Msg, "the spool key may only append") {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -82,4 +83,42 @@ func TestReadRefusedAsReplayedSignedAgain(t *testing.T) {
 	if err != nil || head != 2 {
 		t.Errorf("head %d (%v), want 2: the first copy appended once", head, err)
 	}
+}
+
+// TestReplayedHint: a path that sends every read twice (each copy after
+// the server answered the one before) has the read, signed again, refused
+// as a replay once more. The client gives up then, and the hint a device
+// logs and shows must name the path: it said that the server refused the
+// key and to check the users file, which holds nothing wrong.
+func TestReplayedHint(t *testing.T) {
+	e := newEnv(t, false, nil)
+	ctx := testCtx(t)
+	c, err := NewClient(e.srv.URL, "alice", e.alice, &http.Client{Transport: &twice{base: e.srv.Client().Transport}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ReadLog(ctx, 0, 10, 1<<20, 0)
+	if !errors.Is(err, ErrReplayed) {
+		t.Fatalf("every read sent twice: %v, want ErrReplayed", err)
+	}
+	if h := Hint(err); !strings.Contains(h, "twice") || strings.Contains(h, "users file") {
+		t.Fatalf("hint %q: want it to name a path that sends requests twice, not the users file", h)
+	}
+}
+
+// twice sends every request two times, the same bytes, and answers with
+// the second answer.
+type twice struct{ base http.RoundTripper }
+
+func (d *twice) RoundTrip(req *http.Request) (*http.Response, error) {
+	first, err := d.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	io.Copy(io.Discard, first.Body)
+	first.Body.Close()
+	if req.GetBody != nil {
+		req.Body, _ = req.GetBody()
+	}
+	return d.base.RoundTrip(req)
 }
