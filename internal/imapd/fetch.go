@@ -170,9 +170,17 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 				return writeErr
 			}
 		}
-		env, bs, err := decodeForms(m)
+		env, bs, dates, err := decodeForms(m, opts)
 		if err != nil {
 			return err
+		}
+		if fc != nil && (dates.env != nil || dates.nested != nil) {
+			fc.swapEnvelopeDates(dates.env, dates.nested)
+			defer func() {
+				if err := fc.endDateSwap(); err != nil && writeErr == nil {
+					writeErr = err
+				}
+			}()
 		}
 		if len(wide) > 0 {
 			writeErr = writeWide(w, fc, r.seq, m, env, bs, narrow, wide, markSeen)
@@ -633,20 +641,38 @@ func clampDate(t time.Time) time.Time {
 	return t.UTC()
 }
 
+// envelopeDates are the dates of a FETCH response's envelopes where the
+// library's are not right (swapEnvelopeDates): ENVELOPE's, and those of
+// the message/rfc822 parts in BODY and BODYSTRUCTURE.
+type envelopeDates struct {
+	env    []byte
+	nested [][]byte
+}
+
 // decodeForms decodes the stored envelope and body structure m carries
-// (nil for what it does not).
-func decodeForms(m *mailstore.Message) (env *imap.Envelope, bs imap.BodyStructure, err error) {
+// (nil for what it does not), and the dates of the envelopes in what
+// opts asks for where the library writes them otherwise
+// (mimeform.DecodeEnvelopeDate, DecodeStructureDates).
+func decodeForms(m *mailstore.Message, opts *imap.FetchOptions) (env *imap.Envelope, bs imap.BodyStructure, dates envelopeDates, err error) {
 	if m.Envelope != nil {
-		if env, err = mimeform.DecodeEnvelope(m.Envelope); err != nil {
-			return nil, nil, err
+		if env, dates.env, err = mimeform.DecodeEnvelopeDate(m.Envelope); err != nil {
+			return nil, nil, envelopeDates{}, err
+		}
+		if !opts.Envelope {
+			dates.env = nil
 		}
 	}
 	if m.BodyStructure != nil {
-		if bs, err = mimeform.DecodeStructure(m.BodyStructure); err != nil {
-			return nil, nil, err
+		if opts.BodyStructure != nil {
+			bs, dates.nested, err = mimeform.DecodeStructureDates(m.BodyStructure)
+		} else {
+			bs, err = mimeform.DecodeStructure(m.BodyStructure)
+		}
+		if err != nil {
+			return nil, nil, envelopeDates{}, err
 		}
 	}
-	return env, bs, nil
+	return env, bs, dates, nil
 }
 
 // writeMessage writes one FETCH response: env and bs are m's, decoded. A

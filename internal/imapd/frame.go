@@ -171,6 +171,10 @@ type frameConn struct {
 	capturing bool
 	captured  []byte
 
+	// The envelope dates that go in place of the library's in the FETCH
+	// response being written (swapEnvelopeDates).
+	dateSwap *dateSwap
+
 	// Read state, used by the reading goroutine only.
 	pending  []byte // bytes of the current command to hand over
 	lit      int64  // literal bytes still to hand over
@@ -836,6 +840,12 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 	if fc.capturing {
 		fc.captured = append(fc.captured, p...)
 		return n, nil
+	}
+	if s := fc.dateSwap; s != nil && !s.done {
+		var whole bool
+		if p, whole = s.feed(p); !whole {
+			return n, nil
+		}
 	}
 	if fc.tag != "" && !fc.ended && string(p) == fc.tag+" NO [SERVERBUG] Internal server error\r\n" {
 		if r := diagnose(fc.name, fc.text); r != "" {

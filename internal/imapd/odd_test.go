@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"net/mail"
 	"os"
 	"os/exec"
 	"os/user"
@@ -68,9 +67,6 @@ var oddDifferences = map[[2]string]string{
 	{"type-garbage", "BODYSTRUCTURE"}:                    "both wrong, left open: RFC 2045 section 5.2 takes a Content-Type that is not valid for text/plain; the library's section parser reads the type as it is, and part numbers must agree with it",
 	{"type-garbage", "BODY"}:                             "as BODYSTRUCTURE",
 	{"md5-folded", "BODYSTRUCTURE"}:                      "both: a folded Content-MD5 unfolded; Dovecot keeps the fold's and the trailing white space; base64 decoders ignore it (RFC 2045 section 6.8)",
-	{"date-obsolete", "ENVELOPE"}:                        "both: cspool writes the obsolete date in RFC 5322's form (99 is 1999, EST -0500); Dovecot the field's text",
-	{"date-military-nonsense", "ENVELOPE"}:               "both: cspool reads the military zone Z as -0000 (RFC 5322 section 4.3; it was NIL); Dovecot the field's text",
-	{"date-unparseable", "ENVELOPE"}:                     "both: no date can be read: cspool NIL (SENT* then takes the internal date); Dovecot the field's text",
 	{"empty-from", "ENVELOPE"}:                           "cspool right: an empty From is NIL and an empty Sender takes From's value (RFC 3501 section 7.4.2); Dovecot makes `<>` an address",
 	{"multiple-fields", "ENVELOPE"}:                      "both: RFC 5322 allows one; cspool takes the first Date, Subject and Message-ID, as clients reading the header do; Dovecot the last",
 	{"message-id-odd", "ENVELOPE"}:                       "both: the Message-ID without brackets written in them, the comment of In-Reply-To left out; it was NIL",
@@ -89,9 +85,6 @@ var oddDifferences = map[[2]string]string{
 // addressSpace is the space go-imap writes between two addresses of a
 // list, where Dovecot writes none (docs/IMAP.md, "Addresses").
 var addressSpace = regexp.MustCompile(`([^)])\) \(`)
-
-// envDate is an ENVELOPE's date, a quoted string.
-var envDate = regexp.MustCompile(`^ENVELOPE \("([^"]*)"`)
 
 // literal is a literal's announcement in an answer.
 var literal = regexp.MustCompile(`\{([0-9]+)\}\r\n`)
@@ -147,9 +140,7 @@ func quotable(s string) bool {
 // oddSameForm reports whether cspool's answer c and Dovecot's d say the
 // same in the forms that differ in every message: the header-list of
 // HEADER.FIELDS quoted (an astring either way), the space between two
-// addresses, the envelope's date written again in RFC 5322's form
-// (Dovecot gives the field's text; the same instant either way), and a
-// string that Dovecot writes as a literal.
+// addresses, and a string that Dovecot writes as a literal.
 func oddSameForm(item, c, d string) bool {
 	d = unliteral(d)
 	switch item {
@@ -157,14 +148,6 @@ func oddSameForm(item, c, d string) bool {
 		c = strings.Replace(c, `("SUBJECT")`, `(SUBJECT)`, 1)
 	case "ENVELOPE":
 		c = addressSpace.ReplaceAllString(c, "$1)(")
-		cm, dm := envDate.FindStringSubmatch(c), envDate.FindStringSubmatch(d)
-		if cm != nil && dm != nil {
-			ct, err1 := time.Parse(time.RFC1123Z, cm[1])
-			dt, err2 := mail.ParseDate(dm[1])
-			if err1 == nil && err2 == nil && ct.Equal(dt) {
-				c, d = c[len(cm[0]):], d[len(dm[0]):]
-			}
-		}
 	}
 	return c == d
 }

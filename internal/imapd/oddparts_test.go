@@ -75,7 +75,6 @@ var oddPartsDifferences = map[[2]string]string{
 	{"nested-no-boundary", "BODYSTRUCTURE"}:           "both: a multipart without a boundary inside another makes the whole one text part (Simplified), where Dovecot keeps the outer parts and shows the inner one empty",
 	{"nested-no-boundary", "BODY.PEEK[1]"}:            "as BODYSTRUCTURE",
 	{"nested-no-boundary", "BODY.PEEK[1]<0.100>"}:     "as BODYSTRUCTURE",
-	{"date-garbage", "ENVELOPE"}:                      "both: no date can be read: cspool NIL, Dovecot the field's text (as date-unparseable of the odd messages)",
 	{"header-8bit", "ENVELOPE"}:                       "both: 8-bit text in UTF-8 and Latin-1 as the odd messages' utf8-header and latin1-header",
 }
 
@@ -90,6 +89,7 @@ type sexp struct {
 	atom   string
 	list   []sexp
 	isList bool
+	str    bool // atom is a string's text, quoted or literal
 }
 
 // parseSexp reads one value from s and returns it and the rest.
@@ -127,7 +127,7 @@ func parseSexp(s string) (sexp, string, error) {
 					b.WriteByte(s[i])
 				}
 			case '"':
-				return sexp{atom: b.String()}, s[i+1:], nil
+				return sexp{atom: b.String(), str: true}, s[i+1:], nil
 			default:
 				b.WriteByte(s[i])
 			}
@@ -142,7 +142,7 @@ func parseSexp(s string) (sexp, string, error) {
 		if loc[1]+n > len(s) {
 			return sexp{}, "", fmt.Errorf("short literal")
 		}
-		return sexp{atom: s[loc[1] : loc[1]+n]}, s[loc[1]+n:], nil
+		return sexp{atom: s[loc[1] : loc[1]+n], str: true}, s[loc[1]+n:], nil
 	}
 	i := strings.IndexAny(s, " ()")
 	if i < 0 {

@@ -419,7 +419,7 @@ func (mt *matcher) inSaved() bool {
 
 // sentDate is the date SENTBEFORE, SENTON and SENTSINCE test (RFC 9051
 // section 6.4.4): the Date field's, in its own zone, or, when the message
-// has none or one that does not parse (its envelope's date is NIL), the
+// has none or one that does not parse (its stored envelope's time is zero), the
 // internal date's, as RFC 5256 section 2.2 takes it for SORT. Such a
 // message matched no SENT* key at all, so that neither SENTBEFORE nor
 // SENTSINCE of any date found it; Dovecot takes the 1st of January 1970.

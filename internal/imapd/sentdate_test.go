@@ -19,7 +19,8 @@ func appendRaw(t *testing.T, rc *rawConn, tag, date, msg string) {
 }
 
 // TestSentDateFallsBackToInternalDate: a message whose Date field does
-// not parse, or that has none, has a NIL envelope date, and it matched no
+// not parse (its envelope's date is the field's text), or that has none
+// (NIL), has no date to search by, and it matched no
 // SENTBEFORE, SENTON or SENTSINCE at all, so that a client asking for the
 // mail sent before a date and the mail sent since it found it in
 // neither. Its sent date is now its internal date, as RFC 5256 section
@@ -40,7 +41,7 @@ func TestSentDateFallsBackToInternalDate(t *testing.T) {
 	rc.cmd("a3 NOOP")
 	rc.until("a3 ")
 	runRaw(t, rc, []rawCase{
-		{"s1 FETCH 1:2 (ENVELOPE)", `* 1 FETCH (ENVELOPE (NIL "bad date"`},
+		{"s1 FETCH 1:2 (ENVELOPE)", `* 1 FETCH (ENVELOPE ("not a date at all" "bad date"`},
 		{"s2 SEARCH SENTON 5-Mar-2020", "* SEARCH 1\r\ns2 OK"},
 		{"s3 SEARCH SENTBEFORE 6-Mar-2020", "* SEARCH 1 3\r\ns3 OK"},
 		{"s4 SEARCH SENTSINCE 6-Mar-2020", "* SEARCH 2\r\ns4 OK"},

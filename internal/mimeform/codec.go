@@ -10,11 +10,19 @@ import (
 
 // The stored forms of ENVELOPE and BODYSTRUCTURE: JSON of the types below,
 // which mirror imap.Envelope and imap.BodyStructure field for field (nil and
-// empty maps and slices stay distinct). Format version 1; a change of shape
-// needs a schema migration that rewrites the stored values.
+// empty maps and slices stay distinct), and what go-imap's types have no
+// field for beside them (a part's MD5, an envelope's date text). Format
+// version 1; a change of shape needs a schema migration that rewrites the
+// stored values. A field added that may be absent, read as it was served
+// before it was kept, needs none (md5, date_text).
 
 type envelopeJSON struct {
-	Date      time.Time     `json:"date"`
+	Date time.Time `json:"date"`
+	// DateText is the Date field's text (dateTexts), which go-imap's
+	// type has no field for. Absent where the message has no Date field,
+	// and in what was stored before it was kept: Date is served then, as
+	// it was (docs/IMAP.md, "Envelope dates").
+	DateText  *string       `json:"date_text,omitempty"`
 	Subject   string        `json:"subject,omitempty"`
 	From      []addressJSON `json:"from"`
 	Sender    []addressJSON `json:"sender"`
@@ -91,6 +99,32 @@ func (m *partMD5s) add(p *imap.BodyStructureSinglePart, v string) {
 	(*m)[p] = v
 }
 
+// dateTexts holds the Date field's text of the envelopes that have one,
+// beside them: RFC 9051 section 7.5.2 makes an envelope's date the
+// field's text (an nstring, NIL only when there is no Date field), and
+// imap.Envelope holds a time.Time, which go-imap writes again in RFC
+// 5322's form and as NIL when it does not parse. Nil until an envelope
+// has one.
+type dateTexts map[*imap.Envelope]string
+
+// add records v as e's date text, making the map at the first. A nil d
+// wants none.
+func (d *dateTexts) add(e *imap.Envelope, v string) {
+	if d == nil {
+		return
+	}
+	if *d == nil {
+		*d = dateTexts{}
+	}
+	(*d)[e] = v
+}
+
+// text returns e's date text and whether it has one.
+func (d dateTexts) text(e *imap.Envelope) (string, bool) {
+	v, ok := d[e]
+	return v, ok
+}
+
 type dispositionJSON struct {
 	Value  string            `json:"value"`
 	Params map[string]string `json:"params"`
@@ -118,7 +152,7 @@ func addressesFromJSON(in []addressJSON) []imap.Address {
 	return out
 }
 
-func envelopeToJSON(e *imap.Envelope) *envelopeJSON {
+func envelopeToJSON(e *imap.Envelope, dates dateTexts) *envelopeJSON {
 	if e == nil {
 		return nil
 	}
@@ -126,8 +160,12 @@ func envelopeToJSON(e *imap.Envelope) *envelopeJSON {
 	if y := date.Year(); y < 1 || y > 9999 {
 		date = time.Time{} // outside what the stored form (RFC 3339) can hold
 	}
+	var text *string
+	if v, ok := dates.text(e); ok {
+		text = &v
+	}
 	return &envelopeJSON{
-		Date: date, Subject: e.Subject,
+		Date: date, DateText: text, Subject: e.Subject,
 		From: addressesToJSON(e.From), Sender: addressesToJSON(e.Sender),
 		ReplyTo: addressesToJSON(e.ReplyTo), To: addressesToJSON(e.To),
 		Cc: addressesToJSON(e.Cc), Bcc: addressesToJSON(e.Bcc),
@@ -135,17 +173,23 @@ func envelopeToJSON(e *imap.Envelope) *envelopeJSON {
 	}
 }
 
-func envelopeFromJSON(e *envelopeJSON) *imap.Envelope {
+// envelopeFromJSON gives back the envelope e holds, and adds its date
+// text to dates (none when dates is nil).
+func envelopeFromJSON(e *envelopeJSON, dates *dateTexts) *imap.Envelope {
 	if e == nil {
 		return nil
 	}
-	return &imap.Envelope{
+	out := &imap.Envelope{
 		Date: e.Date, Subject: e.Subject,
 		From: addressesFromJSON(e.From), Sender: addressesFromJSON(e.Sender),
 		ReplyTo: addressesFromJSON(e.ReplyTo), To: addressesFromJSON(e.To),
 		Cc: addressesFromJSON(e.Cc), Bcc: addressesFromJSON(e.Bcc),
 		InReplyTo: e.InReplyTo, MessageID: e.MessageID,
 	}
+	if e.DateText != nil {
+		dates.add(out, *e.DateText)
+	}
+	return out
 }
 
 func dispositionToJSON(d *imap.BodyStructureDisposition) *dispositionJSON {
@@ -162,12 +206,12 @@ func dispositionFromJSON(d *dispositionJSON) *imap.BodyStructureDisposition {
 	return &imap.BodyStructureDisposition{Value: d.Value, Params: d.Params}
 }
 
-func structureToJSON(bs imap.BodyStructure, md5s partMD5s) *structureJSON {
+func structureToJSON(bs imap.BodyStructure, md5s partMD5s, dates dateTexts) *structureJSON {
 	switch bs := bs.(type) {
 	case *imap.BodyStructureMultiPart:
 		out := &structureJSON{Multi: true, Subtype: bs.Subtype, Children: make([]*structureJSON, len(bs.Children))}
 		for i, c := range bs.Children {
-			out.Children[i] = structureToJSON(c, md5s)
+			out.Children[i] = structureToJSON(c, md5s, dates)
 		}
 		if x := bs.Extended; x != nil {
 			out.MultiExt = &multiExtJSON{Params: x.Params, Disposition: dispositionToJSON(x.Disposition),
@@ -178,8 +222,8 @@ func structureToJSON(bs imap.BodyStructure, md5s partMD5s) *structureJSON {
 		out := &structureJSON{Type: bs.Type, Subtype: bs.Subtype, Params: bs.Params, ID: bs.ID,
 			Description: bs.Description, Encoding: bs.Encoding, Size: bs.Size}
 		if m := bs.MessageRFC822; m != nil {
-			out.Message = &messageJSON{Envelope: envelopeToJSON(m.Envelope),
-				Structure: structureToJSON(m.BodyStructure, md5s), NumLines: m.NumLines}
+			out.Message = &messageJSON{Envelope: envelopeToJSON(m.Envelope, dates),
+				Structure: structureToJSON(m.BodyStructure, md5s, dates), NumLines: m.NumLines}
 		}
 		if bs.Text != nil {
 			n := bs.Text.NumLines
@@ -195,15 +239,16 @@ func structureToJSON(bs imap.BodyStructure, md5s partMD5s) *structureJSON {
 }
 
 // structureFromJSON gives back the structure s holds, and adds the MD5s
-// of its parts to md5s (none when md5s is nil).
-func structureFromJSON(s *structureJSON, md5s *partMD5s) imap.BodyStructure {
+// of its parts to md5s and the date texts of its envelopes to dates (none
+// when nil).
+func structureFromJSON(s *structureJSON, md5s *partMD5s, dates *dateTexts) imap.BodyStructure {
 	if s == nil {
 		return nil
 	}
 	if s.Multi {
 		out := &imap.BodyStructureMultiPart{Subtype: s.Subtype, Children: make([]imap.BodyStructure, len(s.Children))}
 		for i, c := range s.Children {
-			out.Children[i] = structureFromJSON(c, md5s)
+			out.Children[i] = structureFromJSON(c, md5s, dates)
 		}
 		if x := s.MultiExt; x != nil {
 			out.Extended = &imap.BodyStructureMultiPartExt{Params: x.Params,
@@ -214,8 +259,8 @@ func structureFromJSON(s *structureJSON, md5s *partMD5s) imap.BodyStructure {
 	out := &imap.BodyStructureSinglePart{Type: s.Type, Subtype: s.Subtype, Params: s.Params, ID: s.ID,
 		Description: s.Description, Encoding: s.Encoding, Size: s.Size}
 	if m := s.Message; m != nil {
-		out.MessageRFC822 = &imap.BodyStructureMessageRFC822{Envelope: envelopeFromJSON(m.Envelope),
-			BodyStructure: structureFromJSON(m.Structure, md5s), NumLines: m.NumLines}
+		out.MessageRFC822 = &imap.BodyStructureMessageRFC822{Envelope: envelopeFromJSON(m.Envelope, dates),
+			BodyStructure: structureFromJSON(m.Structure, md5s, dates), NumLines: m.NumLines}
 	}
 	if s.TextLines != nil {
 		out.Text = &imap.BodyStructureText{NumLines: *s.TextLines}
@@ -230,25 +275,93 @@ func structureFromJSON(s *structureJSON, md5s *partMD5s) imap.BodyStructure {
 	return out
 }
 
-func encodeEnvelope(e *imap.Envelope) ([]byte, error) {
-	b, err := json.Marshal(envelopeToJSON(e))
+func encodeEnvelope(e *imap.Envelope, dates dateTexts) ([]byte, error) {
+	b, err := json.Marshal(envelopeToJSON(e, dates))
 	if err != nil {
 		return nil, fmt.Errorf("encoding envelope: %w", err)
 	}
 	return b, nil
 }
 
-// DecodeEnvelope gives back the envelope Parse stored as b.
+// DecodeEnvelope gives back the envelope Parse stored as b, but for its
+// date's text, which go-imap's type cannot hold (DecodeEnvelopeDate).
 func DecodeEnvelope(b []byte) (*imap.Envelope, error) {
+	return decodeEnvelope(b, nil)
+}
+
+// DecodeEnvelopeDate is DecodeEnvelope, also giving the envelope's date
+// as ENVELOPE writes it (DateForm), nil where go-imap writes the same
+// from the envelope (imapserver's writeEnvelope: the date written again
+// in RFC 5322's form, NIL for none), and where the envelope was stored
+// before its date's text was kept: go-imap's form is served for it then,
+// as it was.
+func DecodeEnvelopeDate(b []byte) (*imap.Envelope, []byte, error) {
+	var dates dateTexts
+	e, err := decodeEnvelope(b, &dates)
+	if err != nil || e == nil {
+		return e, nil, err
+	}
+	return e, dates.form(e), nil
+}
+
+// DecodeStructureDates is DecodeStructure, also giving the dates of the
+// envelopes of its message/rfc822 parts, in the order BODYSTRUCTURE
+// writes them (a part's envelope before the parts it nests), each as
+// DecodeEnvelopeDate gives it; nil when every one is nil.
+func DecodeStructureDates(b []byte) (imap.BodyStructure, [][]byte, error) {
+	var dates dateTexts
+	bs, err := decodeStructure(b, nil, &dates)
+	if err != nil || len(dates) == 0 {
+		return bs, nil, err
+	}
+	var forms [][]byte
+	some := false
+	var walk func(bs imap.BodyStructure)
+	walk = func(bs imap.BodyStructure) {
+		switch x := bs.(type) {
+		case *imap.BodyStructureMultiPart:
+			for _, c := range x.Children {
+				walk(c)
+			}
+		case *imap.BodyStructureSinglePart:
+			if m := x.MessageRFC822; m != nil {
+				f := dates.form(m.Envelope)
+				some = some || f != nil
+				forms = append(forms, f)
+				walk(m.BodyStructure)
+			}
+		}
+	}
+	walk(bs)
+	if !some {
+		return bs, nil, nil
+	}
+	return bs, forms, nil
+}
+
+// form is e's date as ENVELOPE writes it, nil where go-imap writes the
+// same from e (DecodeEnvelopeDate).
+func (d dateTexts) form(e *imap.Envelope) []byte {
+	v, ok := d.text(e)
+	if !ok {
+		return nil
+	}
+	if e != nil && !e.Date.IsZero() && len(v) == len(envelopeDateLayout) && e.Date.Format(envelopeDateLayout) == v {
+		return nil
+	}
+	return DateForm(v)
+}
+
+func decodeEnvelope(b []byte, dates *dateTexts) (*imap.Envelope, error) {
 	var e *envelopeJSON
 	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, fmt.Errorf("decoding stored envelope: %w", err)
 	}
-	return envelopeFromJSON(e), nil
+	return envelopeFromJSON(e, dates), nil
 }
 
-func encodeStructure(bs imap.BodyStructure, md5s partMD5s) ([]byte, error) {
-	b, err := json.Marshal(structureToJSON(bs, md5s))
+func encodeStructure(bs imap.BodyStructure, md5s partMD5s, dates dateTexts) ([]byte, error) {
+	b, err := json.Marshal(structureToJSON(bs, md5s, dates))
 	if err != nil {
 		return nil, fmt.Errorf("encoding body structure: %w", err)
 	}
@@ -258,15 +371,15 @@ func encodeStructure(bs imap.BodyStructure, md5s partMD5s) ([]byte, error) {
 // DecodeStructure gives back the body structure Parse stored as b, but
 // for its parts' Content-MD5, which go-imap's types cannot hold.
 func DecodeStructure(b []byte) (imap.BodyStructure, error) {
-	return decodeStructure(b, nil)
+	return decodeStructure(b, nil, nil)
 }
 
-// decodeStructure is DecodeStructure, adding the parts' MD5s to md5s
-// (none when md5s is nil).
-func decodeStructure(b []byte, md5s *partMD5s) (imap.BodyStructure, error) {
+// decodeStructure is DecodeStructure, adding the parts' MD5s to md5s and
+// the date texts of its envelopes to dates (none when nil).
+func decodeStructure(b []byte, md5s *partMD5s, dates *dateTexts) (imap.BodyStructure, error) {
 	var s *structureJSON
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("decoding stored body structure: %w", err)
 	}
-	return structureFromJSON(s, md5s), nil
+	return structureFromJSON(s, md5s, dates), nil
 }

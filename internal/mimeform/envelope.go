@@ -1,6 +1,7 @@
 package mimeform
 
 import (
+	"bytes"
 	"io"
 	"mime"
 	"strings"
@@ -27,8 +28,9 @@ const missingDomain = "MISSING_DOMAIN"
 // without a domain and writes RFC 5322 groups ("Team: a@example.org,
 // b@example.org;", "undisclosed-recipients:;") as the RFC 3501 group start
 // and end markers, (NIL NIL "Team" NIL) before the members and (NIL NIL NIL
-// NIL) after them, where go-imap drops them.
-func extractEnvelope(h textproto.Header) *imap.Envelope {
+// NIL) after them, where go-imap drops them. The Date field's text goes
+// into dates (dateText).
+func extractEnvelope(h textproto.Header, dates *dateTexts) *imap.Envelope {
 	mh := mail.Header{Header: gomessage.Header{Header: h}}
 	date := envelopeDate(mh)
 	// The subject decoded by wordDecoder, as a display name is: go-message's
@@ -47,7 +49,7 @@ func extractEnvelope(h textproto.Header) *imap.Envelope {
 			messageID = ids[0]
 		}
 	}
-	return &imap.Envelope{
+	env := &imap.Envelope{
 		Date:      date,
 		Subject:   subject,
 		From:      addressList(h, "From"),
@@ -59,6 +61,46 @@ func extractEnvelope(h textproto.Header) *imap.Envelope {
 		InReplyTo: inReplyTo,
 		MessageID: messageID,
 	}
+	if v, ok := dateText(h); ok {
+		dates.add(env, v)
+	}
+	return env
+}
+
+// dateText returns the text of h's first Date field, as Dovecot serves it
+// in ENVELOPE: the white space after the colon left out, the line breaks
+// of its folding too (RFC 5322 section 2.2.3; the white space after them
+// stays, and at the end), and bytes that are not UTF-8 read as
+// windows-1252 (eightBitText, as the subject's). An empty field's text
+// is empty; ok is false when h has no Date field. Where RFC 5322 allows
+// one Date field, a header with more is read by its first, as the
+// envelope's date and Subject are.
+func dateText(h textproto.Header) (v string, ok bool) {
+	f := h.FieldsByKey("Date")
+	if !f.Next() {
+		return "", false
+	}
+	raw, err := f.Raw()
+	if err != nil {
+		return f.Value(), true
+	}
+	_, after, found := bytes.Cut(raw, []byte(":"))
+	if !found {
+		return f.Value(), true
+	}
+	after = bytes.TrimLeft(after, " \t\r\n")
+	var b []byte
+	if bytes.ContainsAny(after, "\r\n") {
+		b = make([]byte, 0, len(after))
+		for _, c := range after {
+			if c != '\r' && c != '\n' {
+				b = append(b, c)
+			}
+		}
+	} else {
+		b = after
+	}
+	return eightBitText(string(b)), true
 }
 
 // envelopeDate is mh.Date(), its error dropped. A date in the one form

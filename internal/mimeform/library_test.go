@@ -25,7 +25,7 @@ func extractOf(b []byte) imap.BodyStructure {
 	if err != nil {
 		return nil
 	}
-	bs, _ := extractStructure(b, h, r)
+	bs, _ := extractStructure(b, h, r, nil)
 	return bs
 }
 
@@ -95,7 +95,7 @@ func libraryEnvelopes(bs imap.BodyStructure, h textproto.Header, r io.Reader) {
 		// fields, as the top-level message's does.
 		br := bufio.NewReader(r)
 		ch, _ := textproto.ReadHeader(br)
-		bs.MessageRFC822.Envelope = extractEnvelope(ch)
+		bs.MessageRFC822.Envelope = extractEnvelope(ch, nil)
 		libraryEnvelopes(bs.MessageRFC822.BodyStructure, ch, br)
 	}
 }
@@ -145,18 +145,18 @@ func TestBodyStructureAsLibrary(t *testing.T) {
 		}
 		// The library leaves a text part's default charset out.
 		defaultCharsets(lib)
-		want, err := encodeStructure(lib, nil)
+		want, err := encodeStructure(lib, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := encodeStructure(own, nil)
+		got, err := encodeStructure(own, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s: structure differs from the library's:\n%s\n%s", name, got, want)
 		}
-		if ws, gs := structureWire(lib, nil), structureWire(own, nil); !bytes.Equal(ws, gs) {
+		if ws, gs := structureWire(lib, nil, nil), structureWire(own, nil, nil); !bytes.Equal(ws, gs) {
 			t.Errorf("%s: IMAP form differs from the library's:\n%s\n%s", name, gs, ws)
 		}
 		if !strings.Contains(name, "forwarded") {
@@ -215,18 +215,18 @@ func FuzzBodyStructureAsLibrary(f *testing.F) {
 		}
 		// The library leaves a text part's default charset out.
 		defaultCharsets(lib)
-		want, err := encodeStructure(lib, nil)
+		want, err := encodeStructure(lib, nil, nil)
 		if err != nil {
 			return // the library's structure does not encode: nothing to hold ours to
 		}
-		got, err := encodeStructure(own, nil)
+		got, err := encodeStructure(own, nil, nil)
 		if err != nil {
 			t.Fatalf("own structure does not encode (%v) where the library's does", err)
 		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("structure differs from the library's:\n%s\n%s", got, want)
 		}
-		if ws, gs := structureWire(lib, nil), structureWire(own, nil); !bytes.Equal(ws, gs) {
+		if ws, gs := structureWire(lib, nil, nil), structureWire(own, nil, nil); !bytes.Equal(ws, gs) {
 			t.Fatalf("IMAP form differs from the library's:\n%s\n%s", gs, ws)
 		}
 	})

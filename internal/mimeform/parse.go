@@ -59,7 +59,7 @@ type Message struct {
 // of b. It never fails on the message's content, only when what it
 // extracted does not encode.
 func Parse(b []byte) (Message, error) {
-	p, _, _, _, err := parse(b)
+	p, _, _, _, _, err := parse(b)
 	return p, err
 }
 
@@ -73,7 +73,7 @@ func Parse(b []byte) (Message, error) {
 // of the stored bytes. TestParseFormsAsForms holds the two to the same
 // bytes.
 func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err error) {
-	p, env, bs, md5s, err := parse(b)
+	p, env, bs, md5s, dates, err := parse(b)
 	if err != nil {
 		return p, nil, nil, err
 	}
@@ -83,8 +83,10 @@ func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err er
 		return p, envelopeForm, structureForm, err
 	}
 	var stored partMD5s
-	bs = structureFromJSON(structureToJSON(bs, md5s), &stored)
-	return p, envelopeWire(envelopeFromJSON(envelopeToJSON(env))), structureWire(bs, stored), nil
+	var storedDates dateTexts
+	bs = structureFromJSON(structureToJSON(bs, md5s, dates), &stored, &storedDates)
+	env = envelopeFromJSON(envelopeToJSON(env, dates), &storedDates)
+	return p, envelopeWire(env, storedDates), structureWire(bs, stored, storedDates), nil
 }
 
 // replacedRune is what encoding/json writes for a byte that is not valid
@@ -120,7 +122,7 @@ func structureWholeMinutes(bs imap.BodyStructure) bool {
 }
 
 // parse is Parse, also returning what it extracted.
-func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, error) {
+func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, dateTexts, error) {
 	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
 	// The header's fields as a reader takes them; its length and the
 	// body are b's. The types need no rewrite here: the structure reads
@@ -131,6 +133,7 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, err
 	var env *imap.Envelope
 	var bs imap.BodyStructure
 	var md5s partMD5s
+	var dates dateTexts
 	cut, within := BoundedHeader(src)
 	if !within {
 		// Its envelope from the fields within the bounds; the rest
@@ -143,11 +146,11 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, err
 		p.Status, p.HeaderLen = Unparsed, 0
 		env = &imap.Envelope{}
 	case !within:
-		env = extractEnvelope(header)
+		env = extractEnvelope(header, &dates)
 		p.Status = Simplified
 	default:
-		env = extractEnvelope(header)
-		bs, md5s = extractStructure(src, header, r)
+		env = extractEnvelope(header, &dates)
+		bs, md5s = extractStructure(src, header, r, &dates)
 		if bs == nil {
 			p.Status = Simplified
 		}
@@ -155,13 +158,13 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, err
 	if bs == nil {
 		bs = fallbackStructure(b[p.HeaderLen:])
 	}
-	if p.Envelope, err = encodeEnvelope(env); err != nil {
-		return p, nil, nil, nil, err
+	if p.Envelope, err = encodeEnvelope(env, dates); err != nil {
+		return p, nil, nil, nil, nil, err
 	}
-	if p.Structure, err = encodeStructure(bs, md5s); err != nil {
-		return p, nil, nil, nil, err
+	if p.Structure, err = encodeStructure(bs, md5s, dates); err != nil {
+		return p, nil, nil, nil, nil, err
 	}
-	return p, env, bs, md5s, nil
+	return p, env, bs, md5s, dates, nil
 }
 
 // reader reads a message's bytes through a buffer kept between parses:
@@ -200,16 +203,17 @@ var counts = sync.Pool{New: func() any { b := make([]byte, 8<<10); return &b }}
 // that a form is what FETCH writes from the stored value. Either is nil
 // when it has none.
 func Forms(envelope, structure []byte) (envelopeForm, structureForm []byte, err error) {
-	env, err := DecodeEnvelope(envelope)
+	var dates dateTexts
+	env, err := decodeEnvelope(envelope, &dates)
 	if err != nil {
 		return nil, nil, err
 	}
 	var md5s partMD5s
-	bs, err := decodeStructure(structure, &md5s)
+	bs, err := decodeStructure(structure, &md5s, &dates)
 	if err != nil {
 		return nil, nil, err
 	}
-	return envelopeWire(env), structureWire(bs, md5s), nil
+	return envelopeWire(env, dates), structureWire(bs, md5s, dates), nil
 }
 
 // headerLength returns the length of the header including the blank line
@@ -231,9 +235,9 @@ func headerLength(b []byte) int64 {
 
 // extractStructure returns the body structure of b, whose header r has
 // just read as header, and the Content-MD5 of its parts, or nil when b is
-// beyond the parsing bounds or its MIME structure is malformed. It reuses
-// r.
-func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.BodyStructure, md5s partMD5s) {
+// beyond the parsing bounds or its MIME structure is malformed; the date
+// texts of the envelopes it nests go into dates. It reuses r.
+func extractStructure(b []byte, header textproto.Header, r *reader, dates *dateTexts) (bs imap.BodyStructure, md5s partMD5s) {
 	body := r.offset(b)
 	w := &walk{bounds: structureBounds}
 	if !w.within(header, r.br) || w.tripped {
@@ -252,7 +256,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.Bod
 		// part keeps its last line break (the library drops it at the
 		// end of the data), and no message/rfc822 part counts them. A
 		// part's header cut short takes no delimiter: read as it came.
-		st := &structState{md5s: &md5s}
+		st := &structState{md5s: &md5s, dates: dates}
 		tail, added := closingTail(src, w.cut)
 		st.added = added
 		r.reset(append(append(make([]byte, 0, len(src)+len(tail)), src...), tail...))
@@ -263,7 +267,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader) (bs imap.Bod
 		md5s = nil
 	}
 	r.reset(src)
-	bs = bodyStructure(header, r.br, false, &structState{md5s: &md5s})
+	bs = bodyStructure(header, r.br, false, &structState{md5s: &md5s, dates: dates})
 	if !wellFormed(bs) {
 		return nil, nil
 	}
@@ -299,10 +303,11 @@ func defaultCharsets(bs imap.BodyStructure) {
 }
 
 // structState is what bodyStructure keeps through a message's walk: the
-// parts' Content-MD5 values, and the closing tail's bytes a part that
+// parts' Content-MD5 values, the date texts of their envelopes, and the closing tail's bytes a part that
 // ends with a multipart cut short would end with (Unmend).
 type structState struct {
 	md5s  *partMD5s
+	dates *dateTexts // the nested envelopes' date texts
 	added []string
 }
 
@@ -361,7 +366,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 		br := bufio.NewReader(bytes.NewReader(body))
 		childHeader, _ := textproto.ReadHeader(br)
 		bs.MessageRFC822 = &imap.BodyStructureMessageRFC822{
-			Envelope:      extractEnvelope(childHeader),
+			Envelope:      extractEnvelope(childHeader, st.dates),
 			BodyStructure: bodyStructure(childHeader, br, false, st),
 			NumLines:      int64(bytes.Count(own, []byte("\n"))),
 		}

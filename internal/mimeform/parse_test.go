@@ -64,11 +64,13 @@ func TestStoredFormsRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		bs, err := DecodeStructure(p.Structure)
+		var md5s partMD5s
+		var dates dateTexts
+		bs, err := decodeStructure(p.Structure, &md5s, &dates)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		again, err := encodeStructure(bs, nil)
+		again, err := encodeStructure(bs, md5s, dates)
 		if err != nil || !bytes.Equal(again, p.Structure) {
 			t.Errorf("%s: body structure does not round trip:\n%s\n%s", f, p.Structure, again)
 		}
@@ -79,11 +81,11 @@ func TestStoredFormsRoundTrip(t *testing.T) {
 				t.Errorf("%s: decoded body structure differs from the extracted one: %s", f, a)
 			}
 		}
-		env, err := DecodeEnvelope(p.Envelope)
+		env, err := decodeEnvelope(p.Envelope, &dates)
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		again, err = encodeEnvelope(env)
+		again, err = encodeEnvelope(env, dates)
 		if err != nil || !bytes.Equal(again, p.Envelope) {
 			t.Errorf("%s: envelope does not round trip:\n%s\n%s", f, p.Envelope, again)
 		}

@@ -24,9 +24,10 @@ import (
 
 const envelopeDateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
 
-// envelopeWire returns e's IMAP form, or nil when it has none (above).
-func envelopeWire(e *imap.Envelope) []byte {
-	w := wireWriter{b: make([]byte, 0, 256)}
+// envelopeWire returns e's IMAP form, its date the text in dates where it
+// has one, or nil when it has none (above).
+func envelopeWire(e *imap.Envelope, dates dateTexts) []byte {
+	w := wireWriter{b: make([]byte, 0, 256), dates: dates}
 	w.envelope(e)
 	if w.bad {
 		return nil
@@ -41,8 +42,8 @@ func envelopeWire(e *imap.Envelope) []byte {
 // or nil when it has none: a string that is not a quoted string on
 // every connection (as for envelopes), or a structure the library would
 // not write (no extension data, a multipart without parts).
-func structureWire(bs imap.BodyStructure, md5s partMD5s) []byte {
-	w := wireWriter{b: make([]byte, 0, 256), md5s: md5s}
+func structureWire(bs imap.BodyStructure, md5s partMD5s, dates dateTexts) []byte {
+	w := wireWriter{b: make([]byte, 0, 256), md5s: md5s, dates: dates}
 	w.structure(bs)
 	if w.bad {
 		return nil
@@ -180,7 +181,9 @@ func (w *wireWriter) envelope(e *imap.Envelope) {
 		replyTo = e.From
 	}
 	w.b = append(w.b, '(')
-	if e.Date.IsZero() {
+	if v, ok := w.dates.text(e); ok {
+		w.str(v)
+	} else if e.Date.IsZero() {
 		w.nil()
 	} else {
 		w.str(e.Date.Format(envelopeDateLayout))
@@ -207,9 +210,40 @@ func (w *wireWriter) envelope(e *imap.Envelope) {
 }
 
 type wireWriter struct {
-	b    []byte
-	bad  bool     // a string needs a literal, or may be written otherwise on some connection
-	md5s partMD5s // the single parts' body-fld-md5
+	b     []byte
+	bad   bool      // a string needs a literal, or may be written otherwise on some connection
+	md5s  partMD5s  // the single parts' body-fld-md5
+	dates dateTexts // the envelopes' Date field texts
+}
+
+// DateForm returns an envelope's date as ENVELOPE writes it, the Date
+// field's text v as an IMAP string (RFC 9051 section 9, env-date): quoted
+// when it is printable US-ASCII, a quote or a backslash escaped, else a
+// literal, which holds any bytes on any connection, as Dovecot writes it.
+func DateForm(v string) []byte {
+	if quotableText(v) {
+		w := wireWriter{b: make([]byte, 0, len(v)+8)}
+		w.str(v)
+		return w.b
+	}
+	b := make([]byte, 0, len(v)+16)
+	b = append(b, '{')
+	b = strconv.AppendInt(b, int64(len(v)), 10)
+	b = append(b, "}\r\n"...)
+	return append(b, v...)
+}
+
+// quotableText reports whether wireWriter.str writes s as a quoted string.
+func quotableText(s string) bool {
+	if len(s) > 4096 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == 0 || c == '\r' || c == '\n' || c > 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func (w *wireWriter) nil() { w.b = append(w.b, "NIL"...) }

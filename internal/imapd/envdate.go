@@ -1,0 +1,280 @@
+package imapd
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+)
+
+// The envelope's date is the Date field's text (RFC 9051 section 7.5.2,
+// env-date, an nstring; NIL only when there is no Date field), and
+// go-imap's imap.Envelope holds it as a time.Time, which the library
+// writes again in RFC 5322's form, or NIL when it did not parse. FETCH
+// writes ENVELOPE and BODYSTRUCTURE from the IMAP forms stored at apply
+// time, which hold the text (mimeform's envelope encoder); where the
+// library writes them (a FETCH of other items too, a form that needs a
+// literal), the framer puts the text in place of the library's date in
+// what it writes, found by the response's grammar (dateSwap).
+
+// swapEnvelopeDates has the FETCH response the library writes next carry
+// env as ENVELOPE's date, and nested as the dates of the envelopes of the
+// message/rfc822 parts in BODY and BODYSTRUCTURE, in their order (a nil
+// one, or env nil, as the library writes it): mimeform.DecodeEnvelopeDate
+// and DecodeStructureDates. What the library writes is held until the
+// items that hold them are whole, which come before any section of the
+// response, or maxDateSwapHold bytes, and goes on then; endDateSwap, once
+// the response is written, writes what is still held. Only the goroutine
+// handling the command may call it, around one response.
+func (fc *frameConn) swapEnvelopeDates(env []byte, nested [][]byte) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.dateSwap = &dateSwap{env: env, nested: nested}
+}
+
+// endDateSwap ends swapEnvelopeDates and writes what it still held.
+func (fc *frameConn) endDateSwap() error {
+	fc.mu.Lock()
+	s := fc.dateSwap
+	fc.dateSwap = nil
+	fc.mu.Unlock()
+	if s == nil || s.done || len(s.held) == 0 {
+		return nil
+	}
+	_, err := fc.Write(s.held)
+	return err
+}
+
+// maxDateSwapHold bounds what a dateSwap holds of a response: the items
+// before its first section, a few hundred bytes but for a large
+// structure. Past it the response goes as the library wrote it.
+const maxDateSwapHold = 1 << 20
+
+// dateSwap is a swapEnvelopeDates under way.
+type dateSwap struct {
+	env    []byte
+	nested [][]byte
+	held   []byte
+	done   bool
+}
+
+// feed takes p, output of the library, and returns what goes on: nothing
+// (whole false) while the items are not whole yet, then the output held
+// and p with the dates in place.
+func (s *dateSwap) feed(p []byte) (out []byte, whole bool) {
+	s.held = append(s.held, p...)
+	spans, ok := s.scan()
+	if !ok && len(s.held) < maxDateSwapHold {
+		return nil, false
+	}
+	s.done = true
+	held := s.held
+	s.held = nil
+	if !ok || len(spans) == 0 {
+		return held, true
+	}
+	n := len(held)
+	for _, sp := range spans {
+		n += len(sp.form) - (sp.end - sp.start)
+	}
+	out = make([]byte, 0, n)
+	at := 0
+	for _, sp := range spans {
+		out = append(out, held[at:sp.start]...)
+		out = append(out, sp.form...)
+		at = sp.end
+	}
+	return append(out, held[at:]...), true
+}
+
+// dateSpan is a date the library wrote, held[start:end], and its form.
+type dateSpan struct {
+	start, end int
+	form       []byte
+}
+
+// scan reads the held output as a FETCH response (RFC 9051 section
+// 7.5.2) up to its first section or its end, and returns the spans of the
+// dates to put in place, in order; ok is false while the items it reads
+// are not whole. Output that is no FETCH response, or not as expected,
+// gives no span: it goes as the library wrote it.
+func (s *dateSwap) scan() (spans []dateSpan, ok bool) {
+	b := s.held
+	i := 0
+	if !bytes.HasPrefix(b, []byte("* ")) {
+		return nil, len(b) >= 2
+	}
+	i = 2
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	const fetch = " FETCH ("
+	if len(b) < i+len(fetch) {
+		return nil, false
+	}
+	if string(b[i:i+len(fetch)]) != fetch {
+		return nil, true
+	}
+	i += len(fetch)
+	for {
+		for i < len(b) && b[i] == ' ' {
+			i++
+		}
+		if i >= len(b) {
+			return nil, false
+		}
+		if b[i] == ')' {
+			return spans, true
+		}
+		j := i
+		for j < len(b) && b[j] != ' ' && b[j] != '[' && b[j] != '(' && b[j] != ')' {
+			j++
+		}
+		if j >= len(b) {
+			return nil, false
+		}
+		if b[j] != ' ' {
+			return spans, true // a section: the rest is no envelope
+		}
+		name := string(b[i:j])
+		v, end, whole := parseValue(b, j+1, 0)
+		if !whole {
+			return nil, false
+		}
+		if end < 0 {
+			return nil, true // not as the grammar has it
+		}
+		switch name {
+		case "ENVELOPE":
+			if s.env != nil && v.isList && len(v.list) > 0 && !v.list[0].isList {
+				spans = append(spans, dateSpan{v.list[0].start, v.list[0].end, s.env})
+			}
+		case "BODY", "BODYSTRUCTURE":
+			if s.nested != nil {
+				var found []value
+				nestedDates(v, &found)
+				if len(found) == len(s.nested) {
+					for k, d := range found {
+						if s.nested[k] != nil {
+							spans = append(spans, dateSpan{d.start, d.end, s.nested[k]})
+						}
+					}
+				}
+			}
+		}
+		i = end
+	}
+}
+
+// nestedDates appends the date values of the envelopes of the
+// message/rfc822 parts of a body structure, in order: a single part whose
+// eighth and ninth fields are lists (its envelope and its body; RFC 9051
+// section 9, body-type-msg, where other parts have numbers and strings).
+func nestedDates(bs value, out *[]value) {
+	if !bs.isList || len(bs.list) == 0 {
+		return
+	}
+	if bs.list[0].isList { // a multipart: its parts, then its subtype
+		for _, c := range bs.list {
+			if !c.isList {
+				break
+			}
+			nestedDates(c, out)
+		}
+		return
+	}
+	if len(bs.list) > 9 && bs.list[7].isList && bs.list[8].isList && len(bs.list[7].list) > 0 && !bs.list[7].list[0].isList {
+		*out = append(*out, bs.list[7].list[0])
+		nestedDates(bs.list[8], out)
+	}
+}
+
+// value is an IMAP value the library wrote: a list, or a string, atom or
+// number at b[start:end].
+type value struct {
+	start, end int
+	isList     bool
+	list       []value
+}
+
+// maxValueDepth bounds how deep parseValue reads lists: a body structure
+// is as deep as mimeform's parsing bounds let it be, far less.
+const maxValueDepth = 200
+
+// parseValue reads one value at b[i:] and returns it and where it ends;
+// whole is false when b ends inside it, end is -1 when it is not a value
+// the grammar allows.
+func parseValue(b []byte, i, depth int) (v value, end int, whole bool) {
+	if i >= len(b) {
+		return value{}, 0, false
+	}
+	switch c := b[i]; {
+	case c == '(':
+		if depth > maxValueDepth {
+			return value{}, -1, true
+		}
+		v = value{start: i, isList: true}
+		i++
+		for {
+			for i < len(b) && b[i] == ' ' {
+				i++
+			}
+			if i >= len(b) {
+				return value{}, 0, false
+			}
+			if b[i] == ')' {
+				v.end = i + 1
+				return v, i + 1, true
+			}
+			e, next, whole := parseValue(b, i, depth+1)
+			if !whole || next < 0 {
+				return value{}, next, whole
+			}
+			v.list = append(v.list, e)
+			i = next
+		}
+	case c == '"':
+		for j := i + 1; j < len(b); j++ {
+			switch b[j] {
+			case '\\':
+				j++
+			case '"':
+				return value{start: i, end: j + 1}, j + 1, true
+			case '\r', '\n':
+				return value{}, -1, true
+			}
+		}
+		return value{}, 0, false
+	case c == '{' || c == '~':
+		k := bytes.Index(b[i:], []byte("}\r\n"))
+		if k < 0 {
+			if len(b)-i > 24 {
+				return value{}, -1, true
+			}
+			return value{}, 0, false
+		}
+		n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimLeft(string(b[i:i+k]), "~{"), "+"), 10, 64)
+		if err != nil || n < 0 {
+			return value{}, -1, true
+		}
+		start := i + k + 3
+		if int64(len(b)-start) < n {
+			return value{}, 0, false
+		}
+		end := start + int(n)
+		return value{start: i, end: end}, end, true
+	case c == ')' || c == ' ':
+		return value{}, -1, true
+	default:
+		j := i
+		for j < len(b) && b[j] != ' ' && b[j] != '(' && b[j] != ')' && b[j] != '\r' {
+			j++
+		}
+		if j >= len(b) {
+			return value{}, 0, false
+		}
+		if j == i { // a line end where a value should be
+			return value{}, -1, true
+		}
+		return value{start: i, end: j}, j, true
+	}
+}
