@@ -254,10 +254,11 @@ func TestSearchIndexAgainstScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	reference := scanned(t, d.store, inbox)
-	// 250 queries a phase with CSPOOL_HEAVY=1 (CI), else 60.
+	// 250 queries a phase with CSPOOL_HEAVY=1 without the race detector
+	// (CI runs it so too), else 60.
 	queries := 60
 	if testproc.Heavy() && !testing.Short() {
-		queries = 250
+		queries = testproc.Scale(t, 60, 250)
 	}
 	check := func(phase string) {
 		t.Helper()

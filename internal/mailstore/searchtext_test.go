@@ -12,6 +12,7 @@ import (
 
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
+	"cspool/internal/testproc"
 )
 
 // longWords mix ASCII with letters whose case folds in interesting ways
@@ -198,7 +199,8 @@ func TestLongTextsAgainstScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	asked, found := 0, 0
-	for q := 0; q < 300; q++ {
+	queries := testproc.Scale(t, 60, 300)
+	for q := 0; q < queries; q++ {
 		src := texts[r.IntN(len(texts))]
 		if r.IntN(3) == 0 {
 			src = msgs[r.IntN(len(msgs))]

@@ -56,6 +56,22 @@ func SkipUnderRace(t testing.TB) {
 	}
 }
 
+// Scale returns small under the race detector and large without it. A
+// test whose time is its size (many random cases compared with a
+// reference on one goroutine, not an order between goroutines) calls it
+// for that size: under -race, which runs SQLite (Go code here) 5 to 10
+// times slower, the small size still walks every path the detector can
+// watch, and CI runs the test again at its large size in the step without
+// -race (.ci/run finds it by this call, so it must be in the test function
+// itself, not a helper).
+func Scale(t testing.TB, small, large int) int {
+	t.Helper()
+	if Race {
+		return small
+	}
+	return large
+}
+
 // The ports handed out: low to low+span-1 (portRange).
 var low, span = portRange(os.Getenv("CSPOOL_TEST_PORTS"))
 
