@@ -3,6 +3,7 @@ package devicedb
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,16 +15,19 @@ import (
 	"cspool/internal/testproc"
 )
 
-// fillDisk writes zeros to path until its file system is full, then
-// frees keep bytes of it.
+// fillDisk writes zeros at the end of path (made if missing) until its
+// file system is full, then frees keep bytes of it.
 func fillDisk(t *testing.T, path string, keep int64) {
 	t.Helper()
-	f, err := os.Create(path)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var n int64
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, size := range []int{1 << 20, 4 << 10} {
 		buf := make([]byte, size)
 		for {
@@ -35,6 +39,20 @@ func fillDisk(t *testing.T, path string, keep int64) {
 		}
 	}
 	if err := f.Truncate(max(n-keep, 0)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freeDisk frees n bytes at the end of the filler fillDisk wrote at
+// path. The next fillDisk writes on from there: a test that fills the
+// disk again and again writes about n bytes each time, not the disk.
+func freeDisk(t *testing.T, path string, n int64) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, max(fi.Size()-n, 0)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -80,9 +98,7 @@ func TestWALWriteOutFull(t *testing.T) {
 					}
 					fillDisk(t, filler, keep)
 					_, err := db.Exec("INSERT INTO t VALUES (?, ?)", i, row(i))
-					if err := os.Remove(filler); err != nil {
-						t.Fatal(err)
-					}
+					freeDisk(t, filler, 1<<20)
 					if err == nil {
 						break
 					}

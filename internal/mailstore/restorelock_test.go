@@ -63,6 +63,7 @@ func killCopy(t *testing.T, s *Store, dir string) string {
 // leaves them hold the old state with the change queued and none of the
 // restore's tables; restoring there again gives the same state.
 func TestRestoreTakesChangesWhileStaging(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("restores 8,000 messages")
 	}
@@ -211,6 +212,7 @@ func schemaOf(t *testing.T, s *Store) []string {
 // state with the changes queued and none of the restore's tables;
 // restoring there again gives the same state.
 func TestRestoreTakesChangesWhileWriting(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("restores 8,000 messages")
 	}

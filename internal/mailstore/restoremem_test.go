@@ -181,6 +181,7 @@ func stagedTables(t *testing.T, s *Store) int {
 // bodies (after the first is stored), and the files as a crash at that
 // moment leaves them, opened again. Then the restore runs in full.
 func TestRestoreFromFaults(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("restores 6,000 messages")
 	}
@@ -452,6 +453,7 @@ func TestRestoreBodiesFirst(t *testing.T) {
 // used by it alone, goes). The restore completes with the expunge queued
 // and applied on top, and every body counted and used.
 func TestRestoreLocalChangeBetweenRuns(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("restores 8,000 messages")
 	}

@@ -199,7 +199,7 @@ func TestLongTextsAgainstScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	asked, found := 0, 0
-	queries := testproc.Scale(t, 60, 300)
+	queries := testproc.Scale(t, 30, 300)
 	for q := 0; q < queries; q++ {
 		src := texts[r.IntN(len(texts))]
 		if r.IntN(3) == 0 {
