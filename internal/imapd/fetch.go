@@ -506,6 +506,12 @@ func fetchWant(opts *imap.FetchOptions) mailstore.Want {
 		return want | mailstore.WantRaw
 	}
 	for _, b := range opts.BodySection {
+		if len(b.Part) > 0 && b.Specifier == imap.PartSpecifierMIME {
+			// Whether the part is a message's body (messageBody).
+			want |= mailstore.WantStructure
+		}
+	}
+	for _, b := range opts.BodySection {
 		if len(b.Part) > 0 || (b.Specifier != imap.PartSpecifierHeader && len(b.HeaderFields) == 0 && len(b.HeaderFieldsNot) == 0) {
 			return want | mailstore.WantRaw
 		}
@@ -942,6 +948,9 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		// parts of a message/rfc822 part only (RFC 9051 section 6.4.5).
 		return []byte{}
 	}
+	if out, ok := headerSection(m, sec, hl); ok {
+		return partial(out, sec.Partial)
+	}
 	// The library reads the header as Parse does (mimeform.Lenient): a
 	// line that is no field would make it give up on the whole message,
 	// and counts toward no bound. The fields of the top level are given
@@ -982,6 +991,90 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		out = []byte{}
 	}
 	return partial(out, sec.Partial)
+}
+
+// headerSection returns BODY[n.HEADER], BODY[n.TEXT] and BODY[n.MIME] as
+// the message's bytes hold them, where the library would write them
+// again: a message's header is every line up to the blank line that ends
+// it, a line that is no field included, and without a blank line when it
+// has none (mimeform.HeaderLength), as BODY[HEADER] is served and as
+// Dovecot serves them (docs/IMAP.md, "Odd messages, part by part"). The
+// library read a header up to its first line that is no field, dropping
+// that line and taking the fields after it for text, and wrote a header
+// without a blank line with one. n.HEADER and n.TEXT are those of the
+// message/rfc822 part n (bodySection has refused any other part); n.MIME
+// is the header of the message whose body part n is, when it is one (the
+// message itself, or a message/rfc822 part, whose body is no multipart):
+// a multipart's part has a header of its own, within the multipart,
+// which the library extracts. ok is false for a section it does not
+// serve: HEADER.FIELDS, a part of a multipart.
+func headerSection(m *mailstore.Message, sec *imap.FetchItemBodySection, hl int) (out []byte, ok bool) {
+	if len(sec.Part) == 0 || len(sec.HeaderFields) > 0 || len(sec.HeaderFieldsNot) > 0 {
+		return nil, false
+	}
+	switch sec.Specifier {
+	case imap.PartSpecifierHeader, imap.PartSpecifierText:
+		b := bodySection(m, &imap.FetchItemBodySection{Part: sec.Part})
+		n := mimeform.HeaderLength(b)
+		if sec.Specifier == imap.PartSpecifierHeader {
+			return b[:n], true
+		}
+		return b[n:], true
+	case imap.PartSpecifierMIME:
+		if mimeform.Status(m.Parse) != mimeform.Parsed || !messageBody(m, sec.Part) {
+			return nil, false
+		}
+		if len(sec.Part) == 1 {
+			return raw(m)[:hl], true
+		}
+		return bodySection(m, &imap.FetchItemBodySection{Part: sec.Part[:len(sec.Part)-1], Specifier: imap.PartSpecifierHeader}), true
+	}
+	return nil, false
+}
+
+// messageBody reports whether part is the body of a message, the one
+// part of a message whose body is no multipart (the message itself for
+// part 1, or the message/rfc822 part the path names before it), by m's
+// body structure.
+func messageBody(m *mailstore.Message, part []int) bool {
+	if m.BodyStructure == nil {
+		return false
+	}
+	bs, err := mimeform.DecodeStructure(m.BodyStructure)
+	if err != nil {
+		return false
+	}
+	// The parts of a message are its multipart's, or its body alone as
+	// part 1 (RFC 9051 section 6.4.5); a message/rfc822 part's are those
+	// of its message.
+	inner := bs // the message whose parts the next number counts
+	body := false
+	for _, n := range part {
+		if inner == nil {
+			return false
+		}
+		if mp, multi := inner.(*imap.BodyStructureMultiPart); multi {
+			if n < 1 || n > len(mp.Children) {
+				return false
+			}
+			bs, body = mp.Children[n-1], false
+		} else {
+			if n != 1 {
+				return false
+			}
+			bs, body = inner, true
+		}
+		inner = nil
+		switch x := bs.(type) {
+		case *imap.BodyStructureMultiPart:
+			inner = x
+		case *imap.BodyStructureSinglePart:
+			if x.MessageRFC822 != nil {
+				inner = x.MessageRFC822.BodyStructure
+			}
+		}
+	}
+	return body
 }
 
 // closed reports whether b ends with a closing delimiter line ("--B--"

@@ -197,6 +197,14 @@ func (s *stored) bodyPiece(sec *imap.FetchItemBodySection) (piece, bool) {
 		if !msg {
 			return bytesPiece(nil), true
 		}
+		if plain {
+			return s.messageHeaderPiece(sec)
+		}
+	case len(sec.Part) > 0 && sec.Specifier == imap.PartSpecifierMIME && status == mimeform.Parsed && messageBody(s.m, sec.Part):
+		if len(sec.Part) == 1 {
+			return bytesPiece(s.head), true
+		}
+		return s.bodyPiece(&imap.FetchItemBodySection{Part: sec.Part[:len(sec.Part)-1], Specifier: imap.PartSpecifierHeader})
 	}
 	read, ok := s.lenient(len(sec.Part) > 0)
 	if !ok {
@@ -213,6 +221,50 @@ func (s *stored) bodyPiece(sec *imap.FetchItemBodySection) (piece, bool) {
 		return bytesPiece(imapserver.ExtractBodySection(bytes.NewReader(top), &whole)), true
 	}
 	return measure(s.reader(read), &whole, nil)
+}
+
+// messageHeaderPiece is BODY[n.HEADER] or BODY[n.TEXT] of a
+// message/rfc822 part n, streamed, as headerSection serves them: the
+// part's bytes up to the blank line that ends its header (included), and
+// after it.
+func (s *stored) messageHeaderPiece(sec *imap.FetchItemBodySection) (piece, bool) {
+	whole, ok := s.bodyPiece(&imap.FetchItemBodySection{Part: sec.Part})
+	if !ok {
+		return piece{}, false
+	}
+	var head []byte
+	br := bufio.NewReader(whole.reader())
+	for cont := false; ; {
+		line, err := br.ReadSlice('\n')
+		head = append(head, line...)
+		if err == bufio.ErrBufferFull {
+			cont = true
+			continue
+		}
+		if err != nil || (!cont && (len(line) == 1 || (len(line) == 2 && line[0] == '\r'))) {
+			break
+		}
+		cont = false
+	}
+	if sec.Specifier == imap.PartSpecifierHeader {
+		return bytesPiece(head), true
+	}
+	h := int64(len(head))
+	return piece{n: whole.n - h, open: func() io.Reader {
+		r := whole.reader()
+		if _, err := io.CopyN(io.Discard, r, h); err != nil {
+			return errReader{err}
+		}
+		return r
+	}}, true
+}
+
+// reader reads the piece's bytes from the start.
+func (p piece) reader() io.Reader {
+	if p.open == nil {
+		return bytes.NewReader(p.prefix)
+	}
+	return io.MultiReader(bytes.NewReader(p.prefix), p.open())
 }
 
 // binaryPiece is binarySection streamed; ok is false where it is left to

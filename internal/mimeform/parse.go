@@ -216,6 +216,12 @@ func Forms(envelope, structure []byte) (envelopeForm, structureForm []byte, err 
 	return envelopeWire(env, dates), structureWire(bs, md5s, dates), nil
 }
 
+// HeaderLength returns the length of the header of b, a message's bytes
+// (a message/rfc822 part's included), including the blank line that ends
+// it (CRLF or LF), or len(b) if there is no blank line: the bytes
+// BODY[HEADER] serves, every line of them, a field or not.
+func HeaderLength(b []byte) int { return int(headerLength(b)) }
+
 // headerLength returns the length of the header including the blank line
 // that ends it (CRLF or LF), or len(b) if there is no blank line.
 func headerLength(b []byte) int64 {
