@@ -1006,11 +1006,19 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 // is the header of the message whose body part n is, when it is one (the
 // message itself, or a message/rfc822 part, whose body is no multipart):
 // a multipart's part has a header of its own, within the multipart,
-// which the library extracts. ok is false for a section it does not
-// serve: HEADER.FIELDS, a part of a multipart.
+// which the library extracts. n.HEADER.FIELDS and n.HEADER.FIELDS.NOT
+// are picked from n.HEADER (headerFields). ok is false for a section it
+// does not serve: a top-level one, the MIME header of a multipart's part.
 func headerSection(m *mailstore.Message, sec *imap.FetchItemBodySection, hl int) (out []byte, ok bool) {
-	if len(sec.Part) == 0 || len(sec.HeaderFields) > 0 || len(sec.HeaderFieldsNot) > 0 {
+	if len(sec.Part) == 0 {
 		return nil, false
+	}
+	if len(sec.HeaderFields) > 0 || len(sec.HeaderFieldsNot) > 0 {
+		if sec.Specifier != imap.PartSpecifierHeader {
+			return nil, false
+		}
+		h, _ := headerSection(m, &imap.FetchItemBodySection{Part: sec.Part, Specifier: imap.PartSpecifierHeader}, hl)
+		return headerFields(h, sec), true
 	}
 	switch sec.Specifier {
 	case imap.PartSpecifierHeader, imap.PartSpecifierText:
@@ -1030,6 +1038,28 @@ func headerSection(m *mailstore.Message, sec *imap.FetchItemBodySection, hl int)
 		return bodySection(m, &imap.FetchItemBodySection{Part: sec.Part[:len(sec.Part)-1], Specifier: imap.PartSpecifierHeader}), true
 	}
 	return nil, false
+}
+
+// headerFields is HEADER.FIELDS or HEADER.FIELDS.NOT of sec from h, a
+// message's header as headerSection serves it: the fields the library
+// picks from it, each line that is no field left out (mimeform.Lenient),
+// so that a field after such a line is found, as in the header of the
+// message itself; a header without a blank line is read as if it had
+// one, which the answer ends with, as every HEADER.FIELDS answer does.
+func headerFields(h []byte, sec *imap.FetchItemBodySection) []byte {
+	if !bytes.HasSuffix(h, []byte("\n")) {
+		h = append(h[:len(h):len(h)], "\r\n"...)
+	}
+	if n := mimeform.HeaderLength(h); n == len(h) && !bytes.HasSuffix(h, []byte("\n\n")) && !bytes.HasSuffix(h, []byte("\n\r\n")) {
+		h = append(h[:len(h):len(h)], "\r\n"...)
+	}
+	fields := *sec
+	fields.Part, fields.Partial = nil, nil
+	out := imapserver.ExtractBodySection(bytes.NewReader(mimeform.Lenient(h, false)), &fields)
+	if out == nil {
+		return []byte{}
+	}
+	return out
 }
 
 // messageBody reports whether part is the body of a message, the one
@@ -1113,6 +1143,13 @@ func binarySection(m *mailstore.Message, part []int) []byte {
 		}
 		return []byte{} // one part: no other exists
 	}
+	if len(part) > 0 && identityTransfer(*partHeader(b, part)) {
+		// The part's bytes, as BODY[part] serves them: a multipart cut
+		// short inside it is read closed and served without the closing
+		// delimiters, which are not the message's (extractBinary served
+		// them).
+		return bodySection(m, &imap.FetchItemBodySection{Part: part})
+	}
 	read := mimeform.Lenient(b, true)
 	out := extractBinary(read, part)
 	if out == nil && len(part) > 0 {
@@ -1178,6 +1215,19 @@ func extractBinary(read []byte, part []int) []byte {
 		return nil
 	}
 	return append(prefix, decoded...)
+}
+
+// identityTransfer reports whether decodeTransfer gives the body of a
+// part whose MIME header is header as it is.
+func identityTransfer(header textproto.Header) bool {
+	if mt, _ := mimeform.ContentType(header); strings.HasPrefix(mt, "multipart/") {
+		return true
+	}
+	switch strings.ToLower(mimeform.TransferEncoding(header.Get("Content-Transfer-Encoding"))) {
+	case "7bit", "8bit", "binary", "":
+		return true
+	}
+	return false
 }
 
 // decodeTransfer undoes the Content-Transfer-Encoding of header on body:

@@ -44,6 +44,8 @@ func TestMessageHeaderAsItIs(t *testing.T) {
 			{"BODY[3.TEXT]", lit("")},
 			{"BODY[3.1.MIME]", lit("From: x@example.org\r\nSubject: no body")},
 			{"BODY[2.MIME]", lit("Content-Type: message/rfc822\r\n\r\n")},
+			{`BODY[2.HEADER.FIELDS ("SUBJECT")]`, lit("Subject: inner\r\n\r\n")},
+			{`BODY[3.HEADER.FIELDS ("SUBJECT")]`, lit("Subject: no body\r\n\r\n")},
 		} {
 			cmd := strings.Replace(c.item, "[", ".PEEK[", 1)
 			if strings.HasSuffix(cmd, "<3>") {

@@ -200,6 +200,13 @@ func (s *stored) bodyPiece(sec *imap.FetchItemBodySection) (piece, bool) {
 		if plain {
 			return s.messageHeaderPiece(sec)
 		}
+		if sec.Specifier == imap.PartSpecifierHeader {
+			h, ok := s.messageHeaderPiece(&imap.FetchItemBodySection{Part: sec.Part, Specifier: imap.PartSpecifierHeader})
+			if !ok {
+				return piece{}, false
+			}
+			return bytesPiece(headerFields(h.prefix, sec)), true
+		}
 	case len(sec.Part) > 0 && sec.Specifier == imap.PartSpecifierMIME && status == mimeform.Parsed && messageBody(s.m, sec.Part):
 		if len(sec.Part) == 1 {
 			return bytesPiece(s.head), true
