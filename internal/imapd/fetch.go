@@ -170,14 +170,14 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 				return writeErr
 			}
 		}
-		env, bs, dates, err := decodeForms(m, opts)
+		env, bs, stored, err := decodeForms(m, opts)
 		if err != nil {
 			return err
 		}
-		if fc != nil && (dates.env != nil || dates.nested != nil) {
-			fc.swapEnvelopeDates(dates.env, dates.nested)
+		if fc != nil && !stored.none() {
+			fc.swapForms(stored)
 			defer func() {
-				if err := fc.endDateSwap(); err != nil && writeErr == nil {
+				if err := fc.endFormSwap(); err != nil && writeErr == nil {
 					writeErr = err
 				}
 			}()
@@ -647,38 +647,34 @@ func clampDate(t time.Time) time.Time {
 	return t.UTC()
 }
 
-// envelopeDates are the dates of a FETCH response's envelopes where the
-// library's are not right (swapEnvelopeDates): ENVELOPE's, and those of
-// the message/rfc822 parts in BODY and BODYSTRUCTURE.
-type envelopeDates struct {
-	env    []byte
-	nested [][]byte
-}
-
 // decodeForms decodes the stored envelope and body structure m carries
-// (nil for what it does not), and the dates of the envelopes in what
-// opts asks for where the library writes them otherwise
-// (mimeform.DecodeEnvelopeDate, DecodeStructureDates).
-func decodeForms(m *mailstore.Message, opts *imap.FetchOptions) (env *imap.Envelope, bs imap.BodyStructure, dates envelopeDates, err error) {
+// (nil for what it does not), and the values of them that opts asks for
+// and that the library cannot write (swapForms): the envelopes' dates
+// and the parts' MD5s (mimeform.DecodeEnvelopeDate,
+// DecodeStructureForms).
+func decodeForms(m *mailstore.Message, opts *imap.FetchOptions) (env *imap.Envelope, bs imap.BodyStructure, stored storedValues, err error) {
 	if m.Envelope != nil {
-		if env, dates.env, err = mimeform.DecodeEnvelopeDate(m.Envelope); err != nil {
-			return nil, nil, envelopeDates{}, err
+		if env, stored.env, err = mimeform.DecodeEnvelopeDate(m.Envelope); err != nil {
+			return nil, nil, storedValues{}, err
 		}
 		if !opts.Envelope {
-			dates.env = nil
+			stored.env = nil
 		}
 	}
 	if m.BodyStructure != nil {
 		if opts.BodyStructure != nil {
-			bs, dates.nested, err = mimeform.DecodeStructureDates(m.BodyStructure)
+			bs, stored.nested, stored.md5s, err = mimeform.DecodeStructureForms(m.BodyStructure)
+			if !opts.BodyStructure.Extended {
+				stored.md5s = nil // BODY: no extension data
+			}
 		} else {
 			bs, err = mimeform.DecodeStructure(m.BodyStructure)
 		}
 		if err != nil {
-			return nil, nil, envelopeDates{}, err
+			return nil, nil, storedValues{}, err
 		}
 	}
-	return env, bs, dates, nil
+	return env, bs, stored, nil
 }
 
 // writeMessage writes one FETCH response: env and bs are m's, decoded. A

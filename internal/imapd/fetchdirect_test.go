@@ -15,7 +15,8 @@ import (
 // In-Reply-To ids, 8-bit header fields (no stored IMAP form: the library
 // writes them), a subject beyond 4096 bytes (a literal), no header at all;
 // body structures nested, with parameters, dispositions, languages and a
-// location, an 8-bit parameter (no stored form), a malformed multipart.
+// location, an 8-bit parameter (no stored form), a malformed multipart, a
+// part's Content-MD5 (which go-imap's types cannot hold: formSwap).
 var directCorpus = []string{
 	"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: plain\r\nDate: Tue, 1 Dec 2026 02:00:00 +0100\r\nMessage-ID: <a@example.org>\r\n\r\nhi\r\n",
 	"From: \"Doe, \\\"J\\\" \\\\ Jr\" <john@example.org>\r\nSender: s@example.org\r\nReply-To: r@example.org\r\nCc: Team: ann@example.org, bob@example.org;\r\nBcc: undisclosed-recipients:;\r\nSubject: a \"quoted\" back\\slash (paren) {3} * %\r\nIn-Reply-To: <x@y> <z@w>\r\n\r\nbody\r\n",
@@ -37,6 +38,8 @@ var directCorpus = []string{
 		"--b\r\nContent-Type: text/plain; name=\"gr\xc3\xbc\xc3\x9fe.txt\"\r\nContent-Disposition: inline; filename*=utf-8''gr%C3%BC%C3%9Fe.txt\r\n\r\nx\r\n--b--\r\n",
 	"From: a@example.org\r\nSubject: bad mime\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed\r\n\r\nno boundary\r\n",
 	"From: a@example.org\r\nSubject: html\r\nMIME-Version: 1.0\r\nContent-Type: TEXT/HTML; CHARSET=UTF-8\r\nContent-Transfer-Encoding: Quoted-Printable\r\n\r\n<p>=C3=BC</p>\r\n",
+	"From: a@example.org\r\nSubject: md5\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\nContent-MD5: Q2hlY2sgSW50ZWdyaXR5IQ==\r\n\r\nx\r\n--b--\r\n",
 }
 
 // TestDirectFetchMatchesLibrary: the FETCH responses appendFetch writes

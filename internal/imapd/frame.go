@@ -171,9 +171,9 @@ type frameConn struct {
 	capturing bool
 	captured  []byte
 
-	// The envelope dates that go in place of the library's in the FETCH
-	// response being written (swapEnvelopeDates).
-	dateSwap *dateSwap
+	// The stored values that go in place of the library's in the FETCH
+	// response being written (swapForms).
+	formSwap *formSwap
 
 	// Read state, used by the reading goroutine only.
 	pending  []byte // bytes of the current command to hand over
@@ -841,7 +841,7 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 		fc.captured = append(fc.captured, p...)
 		return n, nil
 	}
-	if s := fc.dateSwap; s != nil && !s.done {
+	if s := fc.formSwap; s != nil && !s.done {
 		var whole bool
 		if p, whole = s.feed(p); !whole {
 			return n, nil

@@ -309,13 +309,25 @@ func DecodeEnvelopeDate(b []byte) (*imap.Envelope, []byte, error) {
 // writes them (a part's envelope before the parts it nests), each as
 // DecodeEnvelopeDate gives it; nil when every one is nil.
 func DecodeStructureDates(b []byte) (imap.BodyStructure, [][]byte, error) {
-	var dates dateTexts
-	bs, err := decodeStructure(b, nil, &dates)
-	if err != nil || len(dates) == 0 {
-		return bs, nil, err
+	bs, dates, _, err := DecodeStructureForms(b)
+	return bs, dates, err
+}
+
+// DecodeStructureForms is DecodeStructureDates, also giving the
+// body-fld-md5 of its single parts as BODYSTRUCTURE writes it (RFC 9051
+// section 9, body-ext-1part; go-imap's types have no field for it and it
+// writes NIL), in the order of the parts (a message/rfc822 part before
+// the parts it nests): the Content-MD5 as a quoted string, or a literal
+// where it cannot be one, nil for a part without it; md5s is nil when
+// every one is nil, as for every structure stored before it was kept.
+func DecodeStructureForms(b []byte) (bs imap.BodyStructure, dates, md5s [][]byte, err error) {
+	var texts dateTexts
+	var sums partMD5s
+	bs, err = decodeStructure(b, &sums, &texts)
+	if err != nil || (len(texts) == 0 && len(sums) == 0) {
+		return bs, nil, nil, err
 	}
-	var forms [][]byte
-	some := false
+	someDate, someMD5 := false, false
 	var walk func(bs imap.BodyStructure)
 	walk = func(bs imap.BodyStructure) {
 		switch x := bs.(type) {
@@ -324,19 +336,27 @@ func DecodeStructureDates(b []byte) (imap.BodyStructure, [][]byte, error) {
 				walk(c)
 			}
 		case *imap.BodyStructureSinglePart:
+			var sum []byte
+			if v := sums[x]; v != "" {
+				sum, someMD5 = DateForm(v), true
+			}
+			md5s = append(md5s, sum)
 			if m := x.MessageRFC822; m != nil {
-				f := dates.form(m.Envelope)
-				some = some || f != nil
-				forms = append(forms, f)
+				f := texts.form(m.Envelope)
+				someDate = someDate || f != nil
+				dates = append(dates, f)
 				walk(m.BodyStructure)
 			}
 		}
 	}
 	walk(bs)
-	if !some {
-		return bs, nil, nil
+	if !someDate {
+		dates = nil
 	}
-	return bs, forms, nil
+	if !someMD5 {
+		md5s = nil
+	}
+	return bs, dates, md5s, nil
 }
 
 // form is e's date as ENVELOPE writes it, nil where go-imap writes the

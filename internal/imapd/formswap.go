@@ -2,40 +2,60 @@ package imapd
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
 	"strings"
 )
 
-// The envelope's date is the Date field's text (RFC 9051 section 7.5.2,
-// env-date, an nstring; NIL only when there is no Date field), and
-// go-imap's imap.Envelope holds it as a time.Time, which the library
-// writes again in RFC 5322's form, or NIL when it did not parse. FETCH
-// writes ENVELOPE and BODYSTRUCTURE from the IMAP forms stored at apply
-// time, which hold the text (mimeform's envelope encoder); where the
-// library writes them (a FETCH of other items too, a form that needs a
-// literal), the framer puts the text in place of the library's date in
-// what it writes, found by the response's grammar (dateSwap).
+// The stored IMAP forms of ENVELOPE and BODYSTRUCTURE (mimeform's
+// envelope and structure encoders) hold what go-imap's types cannot:
+// the envelope's date as the Date field's text (RFC 9051 section 7.5.2,
+// env-date, an nstring; NIL only when there is no Date field), which
+// imap.Envelope holds as a time.Time that the library writes again in
+// RFC 5322's form, or NIL when it did not parse; and a single part's
+// Content-MD5 (body-fld-md5, section 9), for which
+// imap.BodyStructureSinglePartExt has no field, so that the library
+// writes NIL. FETCH writes the stored forms when it writes the response
+// itself; where the library writes them (a FETCH of other items too, a
+// form that needs a literal), the framer puts the stored values in place
+// of the library's in what it writes, found by the response's grammar
+// (formSwap).
 
-// swapEnvelopeDates has the FETCH response the library writes next carry
-// env as ENVELOPE's date, and nested as the dates of the envelopes of the
-// message/rfc822 parts in BODY and BODYSTRUCTURE, in their order (a nil
-// one, or env nil, as the library writes it): mimeform.DecodeEnvelopeDate
-// and DecodeStructureDates. What the library writes is held until the
-// items that hold them are whole, which come before any section of the
-// response, or maxDateSwapHold bytes, and goes on then; endDateSwap, once
-// the response is written, writes what is still held. Only the goroutine
-// handling the command may call it, around one response.
-func (fc *frameConn) swapEnvelopeDates(env []byte, nested [][]byte) {
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	fc.dateSwap = &dateSwap{env: env, nested: nested}
+// storedValues are the values of a FETCH response's ENVELOPE, BODY and
+// BODYSTRUCTURE the library cannot write (swapForms): env, ENVELOPE's
+// date; nested, the dates of the envelopes of the message/rfc822 parts in
+// BODY and BODYSTRUCTURE, in their order; md5s, the body-fld-md5 of the
+// single parts in BODYSTRUCTURE, in their order (a message/rfc822 part
+// before the parts it nests). A nil one, or a nil list, is written as
+// the library writes it: mimeform.DecodeEnvelopeDate and
+// DecodeStructureForms.
+type storedValues struct {
+	env    []byte
+	nested [][]byte
+	md5s   [][]byte
 }
 
-// endDateSwap ends swapEnvelopeDates and writes what it still held.
-func (fc *frameConn) endDateSwap() error {
+// none reports whether v has nothing to put in place.
+func (v storedValues) none() bool { return v.env == nil && v.nested == nil && v.md5s == nil }
+
+// swapForms has the FETCH response the library writes next carry v's
+// values in place of the library's. What the library writes is held
+// until the items that hold them are whole, which come before any
+// section of the response, or maxFormSwapHold bytes, and goes on then;
+// endFormSwap, once the response is written, writes what is still held.
+// Only the goroutine handling the command may call it, around one
+// response.
+func (fc *frameConn) swapForms(v storedValues) {
 	fc.mu.Lock()
-	s := fc.dateSwap
-	fc.dateSwap = nil
+	defer fc.mu.Unlock()
+	fc.formSwap = &formSwap{storedValues: v}
+}
+
+// endFormSwap ends swapForms and writes what it still held.
+func (fc *frameConn) endFormSwap() error {
+	fc.mu.Lock()
+	s := fc.formSwap
+	fc.formSwap = nil
 	fc.mu.Unlock()
 	if s == nil || s.done || len(s.held) == 0 {
 		return nil
@@ -44,26 +64,25 @@ func (fc *frameConn) endDateSwap() error {
 	return err
 }
 
-// maxDateSwapHold bounds what a dateSwap holds of a response: the items
+// maxFormSwapHold bounds what a formSwap holds of a response: the items
 // before its first section, a few hundred bytes but for a large
 // structure. Past it the response goes as the library wrote it.
-const maxDateSwapHold = 1 << 20
+const maxFormSwapHold = 1 << 20
 
-// dateSwap is a swapEnvelopeDates under way.
-type dateSwap struct {
-	env    []byte
-	nested [][]byte
-	held   []byte
-	done   bool
+// formSwap is a swapForms under way.
+type formSwap struct {
+	storedValues
+	held []byte
+	done bool
 }
 
 // feed takes p, output of the library, and returns what goes on: nothing
 // (whole false) while the items are not whole yet, then the output held
-// and p with the dates in place.
-func (s *dateSwap) feed(p []byte) (out []byte, whole bool) {
+// and p with the stored values in place.
+func (s *formSwap) feed(p []byte) (out []byte, whole bool) {
 	s.held = append(s.held, p...)
 	spans, ok := s.scan()
-	if !ok && len(s.held) < maxDateSwapHold {
+	if !ok && len(s.held) < maxFormSwapHold {
 		return nil, false
 	}
 	s.done = true
@@ -72,6 +91,7 @@ func (s *dateSwap) feed(p []byte) (out []byte, whole bool) {
 	if !ok || len(spans) == 0 {
 		return held, true
 	}
+	slices.SortFunc(spans, func(a, b swapSpan) int { return a.start - b.start })
 	n := len(held)
 	for _, sp := range spans {
 		n += len(sp.form) - (sp.end - sp.start)
@@ -86,18 +106,19 @@ func (s *dateSwap) feed(p []byte) (out []byte, whole bool) {
 	return append(out, held[at:]...), true
 }
 
-// dateSpan is a date the library wrote, held[start:end], and its form.
-type dateSpan struct {
+// swapSpan is a value the library wrote, held[start:end], and the
+// stored form to put in its place.
+type swapSpan struct {
 	start, end int
 	form       []byte
 }
 
 // scan reads the held output as a FETCH response (RFC 9051 section
 // 7.5.2) up to its first section or its end, and returns the spans of the
-// dates to put in place, in order; ok is false while the items it reads
+// values to put in place; ok is false while the items it reads
 // are not whole. Output that is no FETCH response, or not as expected,
 // gives no span: it goes as the library wrote it.
-func (s *dateSwap) scan() (spans []dateSpan, ok bool) {
+func (s *formSwap) scan() (spans []swapSpan, ok bool) {
 	b := s.held
 	i := 0
 	if !bytes.HasPrefix(b, []byte("* ")) {
@@ -146,16 +167,26 @@ func (s *dateSwap) scan() (spans []dateSpan, ok bool) {
 		switch name {
 		case "ENVELOPE":
 			if s.env != nil && v.isList && len(v.list) > 0 && !v.list[0].isList {
-				spans = append(spans, dateSpan{v.list[0].start, v.list[0].end, s.env})
+				spans = append(spans, swapSpan{v.list[0].start, v.list[0].end, s.env})
 			}
 		case "BODY", "BODYSTRUCTURE":
+			if name == "BODYSTRUCTURE" && s.md5s != nil {
+				var found []value
+				if partMD5s(b, v, &found) && len(found) == len(s.md5s) {
+					for k, f := range found {
+						if s.md5s[k] != nil {
+							spans = append(spans, swapSpan{f.start, f.end, s.md5s[k]})
+						}
+					}
+				}
+			}
 			if s.nested != nil {
 				var found []value
 				nestedDates(v, &found)
 				if len(found) == len(s.nested) {
 					for k, d := range found {
 						if s.nested[k] != nil {
-							spans = append(spans, dateSpan{d.start, d.end, s.nested[k]})
+							spans = append(spans, swapSpan{d.start, d.end, s.nested[k]})
 						}
 					}
 				}
@@ -187,6 +218,51 @@ func nestedDates(bs value, out *[]value) {
 		nestedDates(bs.list[8], out)
 	}
 }
+
+// partMD5s appends the body-fld-md5 values of the single parts of an
+// extended body structure, in order (a message/rfc822 part before the
+// parts it nests), and reports whether each is where RFC 9051 section 9
+// has it: after body-fields, seven values (body-type-basic), or after
+// body-fld-lines (body-type-text, whose eighth value is a number where
+// an nstring would be the MD5), or after the envelope, the body and
+// body-fld-lines (body-type-msg, its eighth and ninth values lists).
+// go-imap writes NIL there; a part without extension data, or another
+// value there, is not as expected. b is the output bs was read from.
+func partMD5s(b []byte, bs value, out *[]value) bool {
+	if !bs.isList || len(bs.list) == 0 {
+		return false
+	}
+	if bs.list[0].isList { // a multipart: its parts, then its subtype
+		for _, c := range bs.list {
+			if !c.isList {
+				break
+			}
+			if !partMD5s(b, c, out) {
+				return false
+			}
+		}
+		return true
+	}
+	l := bs.list
+	at := 7
+	var nested *value
+	switch {
+	case len(l) > 9 && l[7].isList && l[8].isList:
+		at, nested = 10, &l[8]
+	case len(l) > 7 && !l[7].isList && l[7].end > l[7].start && isDigit(b[l[7].start]):
+		at = 8
+	}
+	if len(l) <= at || l[at].isList || string(b[l[at].start:l[at].end]) != "NIL" {
+		return false
+	}
+	*out = append(*out, l[at])
+	if nested != nil {
+		return partMD5s(b, *nested, out)
+	}
+	return true
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // value is an IMAP value the library wrote: a list, or a string, atom or
 // number at b[start:end].
