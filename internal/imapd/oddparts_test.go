@@ -263,7 +263,12 @@ func fetchOddParts(t *testing.T, w *wire, ms []oddMessage) map[[2]string]string 
 // and item, `name item "answer"`, the answer a Go string literal.
 func oddPartsRecord(t *testing.T, file string, got map[[2]string]string) map[[2]string]string {
 	t.Helper()
-	path := filepath.Join("testdata", "oddparts", file)
+	return partsRecord(t, filepath.Join("testdata", "oddparts", file), got)
+}
+
+// partsRecord is oddPartsRecord of the file at path.
+func partsRecord(t *testing.T, path string, got map[[2]string]string) map[[2]string]string {
+	t.Helper()
 	if got != nil && os.Getenv("CSPOOL_ODD_RECORD") == "1" {
 		keys := make([][2]string, 0, len(got))
 		for k := range got {
@@ -363,6 +368,14 @@ func TestOddPartsRead(t *testing.T) {
 	if os.Getenv("CSPOOL_ODD_RECORD") == "1" {
 		return
 	}
+	compareWithDovecot(t, got, dove, "oddPartsDifferences", oddPartsDifferences)
+}
+
+// compareWithDovecot fails for each answer in got that is not Dovecot's
+// (dove) with no decision in differences (named name), for each decision
+// on one that is Dovecot's, and for each decision on no answer in got.
+func compareWithDovecot(t *testing.T, got, dove map[[2]string]string, name string, differences map[[2]string]string) {
+	t.Helper()
 	keys := make([][2]string, 0, len(got))
 	for k := range got {
 		keys = append(keys, k)
@@ -377,23 +390,23 @@ func TestOddPartsRead(t *testing.T) {
 		dv, ok := dove[k]
 		if !ok {
 			// A part Dovecot does not list: its BODYSTRUCTURE differs.
-			if _, decided := oddPartsDifferences[[2]string{k[0], "BODYSTRUCTURE"}]; !decided {
+			if _, decided := differences[[2]string{k[0], "BODYSTRUCTURE"}]; !decided {
 				t.Errorf("%s %s: a part Dovecot does not list, with no decision on the structure", k[0], k[1])
 			}
 			continue
 		}
-		_, decided := oddPartsDifferences[k]
+		_, decided := differences[k]
 		same := oddSameForm(strings.SplitN(k[1], "[", 2)[0], got[k], quoteLiterals(dv))
 		switch {
 		case !same && !decided:
-			t.Errorf("%s %s differs from Dovecot's answer, with no decision in oddPartsDifferences:\n cspool  %q\n dovecot %q", k[0], k[1], got[k], dv)
+			t.Errorf("%s %s differs from Dovecot's answer, with no decision in %s:\n cspool  %q\n dovecot %q", k[0], k[1], name, got[k], dv)
 		case same && decided:
-			t.Errorf("%s %s: oddPartsDifferences has a decision, but the answer is Dovecot's now: %q", k[0], k[1], got[k])
+			t.Errorf("%s %s: %s has a decision, but the answer is Dovecot's now: %q", k[0], k[1], name, got[k])
 		}
 	}
-	for k := range oddPartsDifferences {
+	for k := range differences {
 		if _, ok := got[k]; !ok {
-			t.Errorf("oddPartsDifferences names %s %s, which is no message and item fetched", k[0], k[1])
+			t.Errorf("%s names %s %s, which is no message and item fetched", name, k[0], k[1])
 		}
 	}
 }
