@@ -167,14 +167,14 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	}
 
 	listenAddr := net.JoinHostPort(*addr, strconv.Itoa(*port))
-	ln, err := net.Listen("tcp", listenAddr)
+	ln, err := listenLocal(*addr, *port)
 	if err != nil {
 		return withHint(fmt.Errorf("listening for IMAP on %s: %w", listenAddr, err), "pick another --port, or stop the daemon already using it")
 	}
 	var tlsLn net.Listener
 	if *imapsPort != 0 {
 		imapsAddr := net.JoinHostPort(*addr, strconv.Itoa(*imapsPort))
-		if tlsLn, err = net.Listen("tcp", imapsAddr); err != nil {
+		if tlsLn, err = listenLocal(*addr, *imapsPort); err != nil {
 			ln.Close()
 			return withHint(fmt.Errorf("listening for IMAPS on %s: %w", imapsAddr, err), "pick another --imaps-port, or stop the program already using it")
 		}

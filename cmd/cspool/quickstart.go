@@ -158,7 +158,12 @@ func (q *quickstart) listen(httpPort, imapPort, lmtpPort int) error {
 		flag string
 	}{{&q.httpLn, httpPort, "the HTTP API", "http-port"}, {&q.imapLn, imapPort, "IMAP", "imap-port"}, {&q.lmtpLn, lmtpPort, "LMTP", "lmtp-port"}} {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(l.port))
-		ln, err := net.Listen("tcp", addr)
+		listen := func() (net.Listener, error) { return net.Listen("tcp", addr) }
+		if l.ln == &q.imapLn {
+			// A mail client may be given "localhost" (listenLocal).
+			listen = func() (net.Listener, error) { return listenLocal("127.0.0.1", l.port) }
+		}
+		ln, err := listen()
 		if err != nil {
 			return withHint(fmt.Errorf("listening for %s on %s: %w", l.what, addr, err),
 				fmt.Sprintf("is a quickstart already running? Stop it, or pick another port with --%s (0 picks a free one)", l.flag))

@@ -278,7 +278,7 @@ func (f *sendingFlags) open(e *env, s sendingSetup) (*sending, error) {
 		return snd, err
 	}
 	tlsAddr := net.JoinHostPort(*f.smtpAddr, strconv.Itoa(*f.smtpsPort))
-	if snd.tlsLn, err = net.Listen("tcp", tlsAddr); err != nil {
+	if snd.tlsLn, err = listenLocal(*f.smtpAddr, *f.smtpsPort); err != nil {
 		snd.ln.Close()
 		snd.srv.Close()
 		snd.box.Close()
@@ -308,7 +308,7 @@ func startSending(s sendingSetup, relay outbox.Relay, identities []string, addr 
 		return nil, err
 	}
 	listenAddr := net.JoinHostPort(addr, strconv.Itoa(port))
-	ln, err := net.Listen("tcp", listenAddr)
+	ln, err := listenLocal(addr, port)
 	if err != nil {
 		box.Close()
 		return nil, withHint(fmt.Errorf("listening for SMTP on %s: %w", listenAddr, err),

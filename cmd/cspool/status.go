@@ -65,13 +65,23 @@ func listenStatusPage(addr string, required bool, log *slog.Logger) (net.Listene
 	if addr == "" {
 		return nil, state, nil
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
 		return nil, state, usagef("--status-addr %q: %v", addr, err)
 	}
-	ln, err := net.Listen("tcp", addr)
+	var ln net.Listener
+	if port, perr := strconv.Atoi(portText); perr == nil {
+		ln, err = listenLocal(host, port)
+	} else {
+		ln, err = net.Listen("tcp", addr)
+	}
 	if err != nil && !required {
+		held := addr
+		if twin := (*TwinHeldError)(nil); errors.As(err, &twin) {
+			held = twin.Addr
+		}
 		state.Problem = fmt.Sprintf("%s was in use by another program when the daemon started; "+
-			"do not log in there: whatever answers there is not this daemon", addr)
+			"do not log in there: whatever answers there is not this daemon", held)
 		log.Error("NO STATUS PAGE: its address is in use by another program, which would receive the password "+
 			"of anyone who logs in there; use cspool status, or pass --status-addr to choose a free address",
 			"addr", addr, "err", err)
