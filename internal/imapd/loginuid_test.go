@@ -124,3 +124,68 @@ func ownerInBesideGuesser(t *testing.T, what string, guesser func(port string) *
 		t.Errorf("the owner's source has %d failures, want 0: the guesses were another user's", f)
 	}
 }
+
+// crowd is a Python program that opens 70 connections to the port in
+// argv[1], reads each one's greeting (so the server has counted it among
+// those waiting to log in), says "ready" and holds them.
+const crowd = `
+import socket, sys, time
+held = []
+for i in range(70):
+    c = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)
+    c.recv(1000); held.append(c)
+print('ready', flush=True)
+time.sleep(60)
+`
+
+// TestOtherUserCannotPushOutOwner: another local user's program opens 70
+// connections that never log in, after the owner's mail client connected
+// and before it logs in. Every loopback connection was bounded by the
+// room for 64 alone, so the newer ones pushed the owner's out (`* BYE
+// [UNAVAILABLE]`), and a flood kept the owner from logging in at all. Now
+// another local user holds at most 8 waiting connections (its own oldest
+// is pushed out), and the owner's login is answered OK.
+func TestOtherUserCannotPushOutOwner(t *testing.T) {
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root, to run a program as another user")
+		}
+		t.Skip("needs root, to run a program as another user")
+	}
+	python := "/usr/bin/python3" // a path another user may run, unlike a shim under root's home
+	if _, err := os.Stat(python); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is required in CI: %v", python, err)
+		}
+		t.Skipf("%s not installed; skipping", python)
+	}
+	t.Parallel()
+	r := newRig(t)
+	d := r.deviceWith("a", Config{})
+	_, port, _ := strings.Cut(d.addr, ":")
+	owner := dialRaw(t, d.addr)
+
+	g := exec.Command(python, "-c", crowd, port)
+	g.Dir = "/"
+	g.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, errOut := &logBuffer{}, &logBuffer{}
+	g.Stdout, g.Stderr = out, errOut
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { g.Process.Kill(); g.Wait() }()
+	deadline := time.Now().Add(testproc.HangLimit)
+	for !strings.Contains(out.String(), "ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the other user's 70 connections were never all greeted; it said %q", errOut)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if all, _ := d.srv.guard.Pending(owner.c.LocalAddr()); all > 9 {
+		t.Errorf("%d connections wait to log in, want at most 9: the owner's and 8 of the other user's", all)
+	}
+	owner.cmd(`o1 LOGIN alice "` + testPassword + `"`)
+	if got := owner.until("o1 "); !strings.Contains(got, "o1 OK") {
+		t.Fatalf("the owner's login after another user's 70 connections: %q, want OK", got)
+	}
+}

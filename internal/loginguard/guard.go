@@ -8,8 +8,11 @@
 // per source, and for how long (docs/IMAP.md, "Before login").
 //
 // Implementation notes: the per-source table (Tally) is bounded
-// (MaxSources, then one shared entry); every loopback address is one
-// source, an IPv4 address one, an IPv6 /64 one. The listeners of one daemon
+// (MaxSources, then one shared entry); on loopback each local user is a
+// source (the kernel names the owner of the client's socket), elsewhere an
+// IPv4 address is one, an IPv6 /64 one. The daemon's own user on loopback
+// is the one source not held to MaxPendingPerSource, and the last whose
+// waiting connections a full room pushes out. The listeners of one daemon
 // share one Tally, so a source's failures add up over IMAP, submission and
 // the status page; the tally has a mutex of its own, and no code holds it
 // and a guard's at once. The clock and the wait are injectable through
@@ -28,6 +31,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,10 +79,14 @@ type Limits struct {
 	// from doing so. [64]
 	MaxPending int
 	// MaxPendingPerSource is how many of them one source may hold; a
-	// connection beyond it pushes out that source's oldest. Loopback, one
-	// source for every local program, the user's mail client among them,
-	// is bounded by MaxPending alone, so this limit bites only on a
-	// listener beyond loopback. [8]
+	// connection beyond it pushes out that source's oldest. On loopback
+	// the sources are local users: the daemon's own user (its mail
+	// clients) is bounded by MaxPending alone, every other user by this,
+	// so another user cannot fill the room and push out the mail client's
+	// connection; where the kernel does not name a connection's user, all
+	// of loopback is one source bounded by MaxPending alone. When the
+	// room is full, another source's oldest is pushed out before the own
+	// user's. [8]
 	MaxPendingPerSource int
 	// LoginDeadline is how long a connection may take from its accept to
 	// a successful login; then it gets the protocol's goodbye and is
@@ -190,6 +198,7 @@ type Guard struct {
 
 	lobby     list.List      // *waiting: the connections not logged in, oldest first
 	perSource map[string]int // how many of them each source has
+	own       string         // the source key of this process's user on loopback
 }
 
 // New returns a guard for the listener of proto ("IMAP", "SMTP"), logging
@@ -197,7 +206,7 @@ type Guard struct {
 func New(lim Limits, log *slog.Logger, proto string) *Guard {
 	lim.fill()
 	return &Guard{lim: lim, log: log, proto: proto, t: lim.Tally, perSource: map[string]int{}, held: map[string]int{},
-		library: "(" + strings.ToLower(proto) + " library)"}
+		library: "(" + strings.ToLower(proto) + " library)", own: "loopback uid " + strconv.Itoa(os.Geteuid())}
 }
 
 // Limits returns the limits in force, defaults filled in.

@@ -2,7 +2,6 @@ package loginguard
 
 import (
 	"net"
-	"strings"
 	"time"
 )
 
@@ -49,7 +48,7 @@ func (g *Guard) enter(c *Conn) {
 	g.mu.Lock()
 	var out *waiting
 	switch {
-	case !strings.HasPrefix(key, "loopback") && g.perSource[key] >= g.lim.MaxPendingPerSource:
+	case g.capped(key) && g.perSource[key] >= g.lim.MaxPendingPerSource:
 		for e := g.lobby.Front(); e != nil; e = e.Next() {
 			if w := e.Value.(*waiting); w.key == key {
 				out = w
@@ -57,7 +56,14 @@ func (g *Guard) enter(c *Conn) {
 			}
 		}
 	case g.lobby.Len() >= g.lim.MaxPending:
+		// Another source's oldest before the daemon's own user's.
 		out = g.lobby.Front().Value.(*waiting)
+		for e := g.lobby.Front(); e != nil; e = e.Next() {
+			if w := e.Value.(*waiting); w.key != g.own {
+				out = w
+				break
+			}
+		}
 	}
 	if out != nil {
 		g.leaveLocked(out.c)
@@ -80,6 +86,14 @@ func (g *Guard) enter(c *Conn) {
 	if out != nil {
 		go out.c.shut(PushedOut)
 	}
+}
+
+// capped reports whether the source key is held to MaxPendingPerSource:
+// every source but the daemon's own user on loopback, and loopback whose
+// users the kernel does not tell apart (where the user's mail client is
+// one of them).
+func (g *Guard) capped(key string) bool {
+	return key != g.own && key != "loopback"
 }
 
 // leave takes c out of the connections waiting to log in, if it is there.
