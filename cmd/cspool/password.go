@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // passwordEnv is the environment variable that may hold the IMAP password:
@@ -78,7 +79,7 @@ func storedPassword(dbPath string) (imapPassword, error) {
 	if err != nil {
 		return imapPassword{}, fmt.Errorf("password file: %w", err)
 	}
-	pw, err := readSecretFile(path, "password file")
+	pw, err := readStoredPassword(path)
 	if err == nil {
 		return imapPassword{value: pw, file: path}, nil
 	}
@@ -104,6 +105,46 @@ func storedPassword(dbPath string) (imapPassword, error) {
 	return imapPassword{value: pw, file: path, generated: true}, nil
 }
 
+// readStoredPassword reads DB.password, which the daemon made itself: a
+// regular file of this user's, reached without following a symbolic link.
+// Another local user who can write to the database's folder could
+// otherwise plant a link there to a file of this user's whose first line
+// is known (the users file beside a quickstart's keys, ~/.lesshst), and
+// the daemon would take that line for its password. A missing file is an
+// error wrapping os.ErrNotExist.
+func readStoredPassword(path string) (string, error) {
+	const what = "password file"
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		target, _ := os.Readlink(path)
+		return "", withHint(fmt.Errorf("%s %s is a symbolic link (to %s), not the file the daemon made: "+
+			"someone who can write to %s may have put it there", what, path, target, filepath.Dir(path)),
+			"remove it (a new password is generated at the next start), and keep other users from writing to that folder")
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", what, err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", what, err)
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	switch {
+	case !info.Mode().IsRegular():
+		return "", withHint(fmt.Errorf("%s %s is not a regular file, not the file the daemon made", what, path),
+			"remove it (a new password is generated at the next start), and keep other users from writing to its folder")
+	case ok && int(st.Uid) != os.Geteuid():
+		return "", withHint(fmt.Errorf("%s %s is owned by %s, not by this user (%s): the daemon did not make it",
+			what, path, userName(int(st.Uid)), userName(os.Geteuid())),
+			"remove it (a new password is generated at the next start), and keep other users from writing to its folder")
+	}
+	if err := checkPrivateMode(path, what, info); err != nil {
+		return "", err
+	}
+	return readFirstLine(f, path, what)
+}
+
 // readSecretFile reads the first line of a file that holds a secret,
 // refusing one that users other than its owner may open. A missing file is
 // an error wrapping os.ErrNotExist.
@@ -123,6 +164,12 @@ func readSecretFile(path, what string) (string, error) {
 	if err := checkPrivateMode(path, what, info); err != nil {
 		return "", err
 	}
+	return readFirstLine(f, path, what)
+}
+
+// readFirstLine returns the first line of f, a file holding a secret,
+// which must not be blank.
+func readFirstLine(f *os.File, path, what string) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(f, 4096))
 	if err != nil {
 		return "", fmt.Errorf("reading %s %s: %w", what, path, err)

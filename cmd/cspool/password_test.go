@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"cspool/internal/testproc"
 )
 
 // TestPasswordSources runs the daemon from the built binary with each way
@@ -183,5 +185,90 @@ func TestPasswordFolderMissing(t *testing.T) {
 	var h *hintError
 	if err == nil || !errors.As(err, &h) || !strings.Contains(h.hint, "check that the folder exists") || !strings.Contains(h.hint, filepath.Dir(db)) {
 		t.Errorf("a password stored in a missing folder: %v, want a hint naming %s", err, filepath.Dir(db))
+	}
+}
+
+// TestStoredPasswordPlanted: DB.password is a file the daemon makes itself.
+// Another local user who could write to the database's folder (a
+// quickstart's --dir /tmp/demo made first by that user, mode 0777) planted
+// a symbolic link there to a file of the daemon's user whose first line it
+// knew (the quickstart's users file, mode 0600, begins "# cspool users
+// file: NAME PUBLIC-KEY"), and the daemon took that line for its IMAP
+// password: the other user logged in and read the mail. Run as root, a
+// file of another user's in its place was taken too. Now a link, a file
+// that is not regular, and a file of another user's are refused, naming
+// the file, with nothing generated in their place.
+func TestStoredPasswordPlanted(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	known := filepath.Join(dir, "users")
+	if err := os.WriteFile(known, []byte("# cspool users file: NAME PUBLIC-KEY\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, want string
+		plant      func(path string) error
+		needRoot   bool
+	}{
+		{"symlink", "is a symbolic link", func(p string) error { return os.Symlink(known, p) }, false},
+		{"fifo", "not a regular file", func(p string) error {
+			// With a line waiting in it, so that a reader takes it
+			// rather than waiting for a writer.
+			if err := syscall.Mkfifo(p, 0o600); err != nil {
+				return err
+			}
+			w, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { w.Close() })
+			_, err = w.WriteString("chosen by the writer\n")
+			return err
+		}, false},
+		{"another user's", "not by this user", func(p string) error {
+			if err := os.WriteFile(p, []byte("chosen by nobody\n"), 0o600); err != nil {
+				return err
+			}
+			return os.Chown(p, 65534, 65534)
+		}, true},
+	}
+	var err error
+	for _, c := range cases {
+		if c.needRoot && os.Geteuid() != 0 {
+			t.Logf("%s: needs root to give a file to another user; skipped", c.name)
+			continue
+		}
+		db := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "_")+".db")
+		if err := c.plant(db + ".password"); err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			pw  imapPassword
+			err error
+		}
+		done := make(chan result, 1)
+		go func() { pw, err := storedPassword(db); done <- result{pw, err} }()
+		var pw imapPassword
+		select {
+		case r := <-done:
+			pw, err = r.pw, r.err
+		case <-time.After(testproc.HangLimit):
+			t.Errorf("%s planted as DB.password: no answer within %v (a start that waits for good)", c.name, testproc.HangLimit)
+			continue
+		}
+		var h *hintError
+		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.As(err, &h) || !strings.Contains(h.hint, "remove it") {
+			t.Errorf("%s planted as DB.password: password %q, err %v; want refused (%q), with a hint to remove it", c.name, pw.value, err, c.want)
+		}
+	}
+	// The file the daemon made is still taken.
+	db := filepath.Join(dir, "own.db")
+	made, err := storedPassword(db)
+	if err != nil || !made.generated {
+		t.Fatalf("first start: %+v, %v; want a generated password", made, err)
+	}
+	again, err := storedPassword(db)
+	if err != nil || again.value != made.value {
+		t.Errorf("second start: %q, %v; want %q", again.value, err, made.value)
 	}
 }
