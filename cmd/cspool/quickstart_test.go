@@ -254,3 +254,47 @@ func TestQuickstartStatusAddr(t *testing.T) {
 		t.Errorf("the program holding %s got %d connections: %q", qsStatusAddr, n, data)
 	}
 }
+
+// TestQuickstartFolderOfOthers: a state folder that another user made
+// first (its help's example is --dir /tmp/demo), or one others may write
+// to, was taken as it was: its owner could then remove and replace the
+// keys, the password file and the databases in it (docs/SECURITY.md
+// section 10, the planted password). Now the quickstart refuses it before
+// making anything there.
+func TestQuickstartFolderOfOthers(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	cases := []struct {
+		name, want string
+		setup      func(dir string) error
+		needRoot   bool
+	}{
+		{"mode 0777", "may be written to by other users (mode 0777)", func(d string) error { return os.Chmod(d, 0o777) }, false},
+		{"mode 0775", "may be written to by other users (mode 0775)", func(d string) error { return os.Chmod(d, 0o775) }, false},
+		{"owned by nobody", "is owned by", func(d string) error { return os.Chown(d, 65534, 65534) }, true},
+	}
+	for _, c := range cases {
+		if c.needRoot && os.Geteuid() != 0 {
+			t.Logf("%s: needs root to give a folder to another user; skipped", c.name)
+			continue
+		}
+		dir := filepath.Join(t.TempDir(), "demo")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.setup(dir); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := runExit(t, t.TempDir(), nil, bin, "quickstart", "--dir", dir, "--http-port", "0", "--lmtp-port", "0",
+			"--imap-port", "0", "--smtp-port", "0", "--status-addr", "")
+		if code != 1 || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "hint: pick a folder of your own") {
+			t.Errorf("state folder %s: exit %d, stderr %q; want 1, %q and a hint", c.name, code, errOut, c.want)
+		}
+		if names, _ := os.ReadDir(dir); len(names) != 0 {
+			t.Errorf("state folder %s: the refused quickstart made %d files there", c.name, len(names))
+		}
+	}
+}
