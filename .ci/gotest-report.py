@@ -19,6 +19,22 @@ tests = []  # (seconds, package, test, action)
 failed = []  # (package, test, output lines) of every failed test
 packages = []  # (seconds, package, action)
 
+def raceReports(lines):
+    """The race detector's reports among lines: each from the rule of =
+    before its WARNING: DATA RACE to the rule after it."""
+    keep, inside = [], False
+    for i, l in enumerate(lines):
+        if not inside and l.startswith("WARNING: DATA RACE"):
+            inside = True
+            if i > 0 and lines[i - 1].startswith("=================="):
+                keep.append(lines[i - 1])
+        if inside:
+            keep.append(l)
+            if l.startswith("==================") and len(keep) > 1:
+                inside = False
+    return keep
+
+
 for line in sys.stdin:
     try:
         ev = json.loads(line)
@@ -40,6 +56,12 @@ for line in sys.stdin:
         continue
     elapsed = ev.get("Elapsed", 0.0)
     lines = out.pop(key, [])
+    if action != "fail" and any("WARNING: DATA RACE" in l for l in lines):
+        # The race detector's report goes to whichever test go test -json
+        # names as running then, which beside parallel tests need not be
+        # the one it fails: show it wherever it lands.
+        sys.stdout.write("--- a race report printed while %s %s ran (it may belong to a test beside it):\n" % (pkg, test or "(package)"))
+        sys.stdout.write("".join(raceReports(lines)))
     if test:
         if action == "fail":
             sys.stdout.write("".join(lines))
