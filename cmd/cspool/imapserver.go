@@ -61,7 +61,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	debug := fs.Bool("debug", false, "log debug detail")
 	checkpointMin := fs.Int("checkpoint-min", 1000, "write a checkpoint (letting the spool compact the log) once this many entries, and more than the live messages, follow the last one; negative: never")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` when the daemon stops (go tool pprof FILE); empty: off")
-	pprofAddr := fs.String("pprof-addr", "", "serve the Go runtime's profiles at http://ADDR/debug/pprof/ (a loopback address only: they have no login); empty: off")
+	pprofAddr := fs.String("pprof-addr", "", "serve the Go runtime's profiles at http://ADDR/debug/pprof/ (a loopback address only, served to this process's user alone: they have no login); empty: off")
 	memLimit := fs.String("memory-limit", defaultMemoryLimit, "soft `limit` on the Go runtime's memory (debug.SetMemoryLimit; units B, KiB, MiB, GiB; auto: 24 MiB and 32 bytes a log entry applied, the collector at GOGC 50 unless GOGC is set; off); left unset, a GOMEMLIMIT in the environment wins")
 	send := addSendingFlags(fs)
 	send.args = args

@@ -6,9 +6,12 @@ import (
 	"net"
 	"net/http"
 	httppprof "net/http/pprof"
+	"net/netip"
 	"os"
 	"runtime/pprof"
 	"time"
+
+	"cspool/internal/loginguard"
 )
 
 // checkPprofAddr refuses a --pprof-addr that is not a loopback host:port,
@@ -30,7 +33,8 @@ func checkPprofAddr(addr string) error {
 // startPprof serves the Go runtime's profiles (CPU, heap, goroutines;
 // net/http/pprof) at http://ADDR/debug/pprof/ on a listener of its own, for
 // an operator who wants to see where a process's time or memory goes. Off
-// by default; ADDR is a loopback address (checkPprofAddr).
+// by default; ADDR is a loopback address (checkPprofAddr), and only the
+// process's own user is served (ownUserOnly).
 func startPprof(addr string, errc chan<- error) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -42,13 +46,34 @@ func startPprof(addr string, errc chan<- error) (*http.Server, error) {
 	mux.HandleFunc("GET /debug/pprof/profile", httppprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", httppprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", httppprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: ownUserOnly(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("serving profiles on %s: %w", addr, err)
 		}
 	}()
 	return srv, nil
+}
+
+// ownUserOnly serves next to the user this process runs as, and answers
+// 403 to every other: on loopback, every local user reaches the address,
+// and a CPU profile or a trace costs the process while it runs, the
+// goroutines' stacks show its internals, /debug/pprof/cmdline its command
+// line. The kernel names the user owning the client's socket
+// (loginguard.PeerUID); where it does not say, the request is refused too.
+func ownUserOnly(next http.Handler) http.Handler {
+	own := os.Geteuid()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+		remote, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err == nil {
+			if uid, ok := loginguard.PeerUID(net.TCPAddrFromAddrPort(remote), local); ok && int(uid) == own {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		http.Error(w, fmt.Sprintf("the profiles are served to the user running this process only (uid %d)", own), http.StatusForbidden)
+	})
 }
 
 // startCPUProfile profiles the process's CPU into file (runtime/pprof)

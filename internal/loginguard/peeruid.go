@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 )
@@ -114,4 +115,35 @@ func oneOf(a []byte, forms [][]byte) bool {
 		}
 	}
 	return false
+}
+
+// PeerUID returns the uid of the user owning the client's end of a
+// loopback TCP connection from remote to local (the listener's end, as
+// http.LocalAddrContextKey gives it); ok is false where the kernel does
+// not say, or where remote is not a loopback TCP address. Both ends are
+// needed: with remote alone, a port in TIME_WAIT bound again could pass
+// for another user's (peerUID).
+func PeerUID(remote, local net.Addr) (uid uint32, ok bool) {
+	r, rok := asTCPAddr(remote)
+	l, lok := asTCPAddr(local)
+	if !rok || !lok || !r.IP.IsLoopback() {
+		return 0, false
+	}
+	return peerUID(r, l)
+}
+
+// asTCPAddr gives a as a *net.TCPAddr, parsing its String where it is of
+// another type (http.Request.RemoteAddr is text).
+func asTCPAddr(a net.Addr) (*net.TCPAddr, bool) {
+	if a == nil {
+		return nil, false
+	}
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t, t.IP != nil
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return nil, false
+	}
+	return net.TCPAddrFromAddrPort(ap), true
 }
