@@ -515,6 +515,9 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 // place first, with a line on w. closeStore closes the store, then
 // releases the lock.
 func openDeviceStore(w io.Writer, dbPath, busy string, userKey *keys.SecretKey, prepare func() (undo func(), err error)) (store *mailstore.Store, closeStore func(), err error) {
+	if err := checkDBFolder(dbPath); err != nil {
+		return nil, nil, err
+	}
 	if err := refuseForeign(dbPath); err != nil {
 		return nil, nil, err
 	}

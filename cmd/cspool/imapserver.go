@@ -112,6 +112,9 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 	}
 	log := newLogger(e, *debug)
 	// Before the password, which is kept beside the database.
+	if err := checkDBFolder(*dbPath); err != nil {
+		return err
+	}
 	if err := refuseForeign(*dbPath); err != nil {
 		return err
 	}

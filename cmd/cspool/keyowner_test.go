@@ -40,14 +40,14 @@ func TestKeyOwnedByAnother(t *testing.T) {
 		t.Fatalf("deliver: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 
-	// The device's folder, open to nobody, with the binary and root's copy
-	// of the keys.
+	// The device's folder, nobody's own (a folder others may write to is
+	// refused, checkDBFolder), with the binary and root's copy of the keys.
 	home, err := os.MkdirTemp("", "cspool-keyowner-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(home) })
-	if err := os.Chmod(home, 0o777); err != nil {
+	if err := os.Chown(home, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
 	for name, mode := range map[string]os.FileMode{"user.sec": 0o600, "user.pub": 0o644, "spool.pub": 0o644} {

@@ -526,18 +526,6 @@ func selfCommand() string {
 // folder made first by another user in a shared /tmp, which the
 // quickstart then took as it was).
 func checkOwnFolder(dir string) error {
-	info, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("state folder: %w", err)
-	}
-	const hint = "pick a folder of your own with --dir (the default ./cspool-quickstart, or one under your home)"
-	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return withHint(fmt.Errorf("state folder %s is owned by %s, not by this user (%s): its owner can replace the keys and files kept there",
-			dir, userName(int(st.Uid)), userName(os.Geteuid())), hint)
-	}
-	if perm := info.Mode().Perm(); perm&0o022 != 0 {
-		return withHint(fmt.Errorf("state folder %s may be written to by other users (mode %04o): they can replace the keys and files kept there",
-			dir, perm), hint+", or run: chmod go-w "+shellQuote(dir))
-	}
-	return nil
+	return checkPrivateFolder(dir, "state folder "+dir, "the keys and files kept there",
+		"pick a folder of your own with --dir (the default ./cspool-quickstart, or one under your home)")
 }
