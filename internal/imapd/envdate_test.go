@@ -1,14 +1,12 @@
 package imapd
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,73 +42,6 @@ var envDateDifferences = map[[2]string]string{
 	{"empty-then-date", "ENVELOPE BODY.PEEK[HEADER.FIELDS (X-NONE)]"}:  "as ENVELOPE",
 	{"eight-bit-latin1", "ENVELOPE"}:                                   "both: 8-bit text that is not UTF-8 is read as windows-1252 and written as UTF-8, as the subject's (the odd messages' latin1-header); Dovecot the bytes",
 	{"eight-bit-latin1", "ENVELOPE BODY.PEEK[HEADER.FIELDS (X-NONE)]"}: "as ENVELOPE",
-}
-
-// envDateCorpus reads the messages, in the order of their names.
-func envDateCorpus(t *testing.T) []oddMessage {
-	t.Helper()
-	paths, err := filepath.Glob(filepath.Join("testdata", "envdate", "*.eml"))
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no envelope-date messages: %v", err)
-	}
-	slices.Sort(paths)
-	var ms []oddMessage
-	for _, p := range paths {
-		raw, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, oddMessage{strings.TrimSuffix(filepath.Base(p), ".eml"), raw})
-	}
-	return ms
-}
-
-// fetchEnvDates fetches every item of every message, one FETCH each, as
-// fetchOdd does.
-func fetchEnvDates(t *testing.T, w *wire, ms []oddMessage) map[[2]string]string {
-	t.Helper()
-	got := map[[2]string]string{}
-	for i, m := range ms {
-		seq := i + 1
-		for _, item := range envDateItems {
-			u, tagged := w.run(fmt.Sprintf("FETCH %d (%s)", seq, item))
-			prefix := fmt.Sprintf("* %d FETCH (", seq)
-			var fetches []string
-			for _, r := range u {
-				if strings.HasPrefix(r, prefix) {
-					fetches = append(fetches, strings.TrimSuffix(strings.TrimPrefix(r, prefix), ")\r\n"))
-				}
-			}
-			switch {
-			case status(tagged) != "OK":
-				got[[2]string{m.name, item}] = status(tagged)
-			case len(fetches) != 1:
-				t.Fatalf("%s %s: %d FETCH responses: %q", m.name, item, len(fetches), u)
-			default:
-				got[[2]string{m.name, item}] = fetches[0]
-			}
-		}
-	}
-	return got
-}
-
-// envDateRecord reads a file of answers, as oddRecord does.
-func envDateRecord(t *testing.T, file string, ms []oddMessage, got map[[2]string]string) map[[2]string]string {
-	t.Helper()
-	path := filepath.Join("testdata", "envdate", file)
-	if got != nil && os.Getenv("CSPOOL_ODD_RECORD") == "1" {
-		var b bytes.Buffer
-		for _, m := range ms {
-			for _, item := range envDateItems {
-				fmt.Fprintf(&b, "%s\t%s\t%s\n", m.name, item, strconv.Quote(got[[2]string{m.name, item}]))
-			}
-		}
-		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("wrote %s", path)
-	}
-	return readRecorded(t, path)
 }
 
 // answerEnvDates returns the dates of the envelopes in a FETCH answer:
@@ -178,23 +109,15 @@ func answerEnvDates(answer string) ([]string, error) {
 // dovecot.txt), the Date field's text.
 func TestEnvelopeDates(t *testing.T) {
 	t.Parallel()
-	ms := envDateCorpus(t)
-	r := newRig(t)
-	d := r.device("a")
-	var pos uint64
-	for _, m := range ms {
-		pos = r.Deliver(m.raw)
-	}
-	d.synced(pos)
-	w := loginWire(t, d.addr)
-	w.ok("SELECT INBOX")
-	got := fetchEnvDates(t, w, ms)
-	rec := envDateRecord(t, "cspool.txt", ms, got)
+	ms := corpus(t, "envdate")
+	w := deliveredWire(t, ms)
+	got := fetchItems(t, w, ms, envDateItems)
+	rec := itemsRecord(t, "envdate", "cspool.txt", ms, envDateItems, got)
 	compareEnvDates(t, "cspool", ms, got, rec)
 	if os.Getenv("CSPOOL_ODD_RECORD") == "1" {
 		return
 	}
-	dove := envDateRecord(t, "dovecot.txt", ms, nil)
+	dove := itemsRecord(t, "envdate", "dovecot.txt", ms, envDateItems, nil)
 	for _, m := range ms {
 		for _, item := range envDateItems {
 			k := [2]string{m.name, item}
@@ -223,7 +146,7 @@ func TestEnvelopeDates(t *testing.T) {
 func TestEnvelopeDatesImaplib(t *testing.T) {
 	t.Parallel()
 	python := needTool(t, "python3")
-	ms := envDateCorpus(t)
+	ms := corpus(t, "envdate")
 	r := newRig(t)
 	d := r.device("a")
 	var pos uint64
@@ -231,7 +154,7 @@ func TestEnvelopeDatesImaplib(t *testing.T) {
 		pos = r.Deliver(m.raw)
 	}
 	d.synced(pos)
-	rec := envDateRecord(t, "cspool.txt", ms, nil)
+	rec := itemsRecord(t, "envdate", "cspool.txt", ms, envDateItems, nil)
 	host, port, _ := net.SplitHostPort(d.addr)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -296,7 +219,7 @@ func compareEnvDates(t *testing.T, who string, ms []oddMessage, got, rec map[[2]
 func TestEnvelopeDatesDovecot(t *testing.T) {
 	t.Parallel()
 	dovecot := needToolIn(t, "dovecot", "dovecot-imapd")
-	ms := envDateCorpus(t)
+	ms := corpus(t, "envdate")
 	addr := startDovecot(t, dovecot)
 	w := dialWire(t, addr)
 	w.ok(`LOGIN alice "` + testPassword + `"`)
@@ -304,8 +227,8 @@ func TestEnvelopeDatesDovecot(t *testing.T) {
 		w.ok(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(m.raw), m.raw))
 	}
 	w.ok("SELECT INBOX")
-	got := fetchEnvDates(t, w, ms)
-	rec := envDateRecord(t, "dovecot.txt", ms, got)
+	got := fetchItems(t, w, ms, envDateItems)
+	rec := itemsRecord(t, "envdate", "dovecot.txt", ms, envDateItems, got)
 	compareEnvDates(t, "dovecot", ms, got, rec)
 	w.ok("LOGOUT")
 }

@@ -68,19 +68,7 @@ time.sleep(60)
 // a second source, uid 0's, beside its own). Now the entry must have the
 // connection's two ends, and TIME_WAIT entries are passed by.
 func TestTimeWaitPortNotOwners(t *testing.T) {
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root, to run a program as another user")
-		}
-		t.Skip("needs root, to run a program as another user")
-	}
-	python := "/usr/bin/python3" // a path another user may run, unlike a shim under root's home
-	if _, err := os.Stat(python); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is required in CI: %v", python, err)
-		}
-		t.Skipf("%s not installed; skipping", python)
-	}
+	python := pythonForOthers(t)
 	t.Parallel()
 	ownerInBesideGuesser(t, "another user's 4 guesses from reused TIME_WAIT ports", func(port string) *exec.Cmd {
 		g := exec.Command(python, "-c", guesserReusingTimeWait, port)
@@ -146,19 +134,7 @@ time.sleep(60)
 // another local user holds at most 8 waiting connections (its own oldest
 // is pushed out), and the owner's login is answered OK.
 func TestOtherUserCannotPushOutOwner(t *testing.T) {
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("needs root, to run a program as another user")
-		}
-		t.Skip("needs root, to run a program as another user")
-	}
-	python := "/usr/bin/python3" // a path another user may run, unlike a shim under root's home
-	if _, err := os.Stat(python); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is required in CI: %v", python, err)
-		}
-		t.Skipf("%s not installed; skipping", python)
-	}
+	python := pythonForOthers(t)
 	t.Parallel()
 	r := newRig(t)
 	d := r.deviceWith("a", Config{})
@@ -188,4 +164,25 @@ func TestOtherUserCannotPushOutOwner(t *testing.T) {
 	if got := owner.until("o1 "); !strings.Contains(got, "o1 OK") {
 		t.Fatalf("the owner's login after another user's 70 connections: %q, want OK", got)
 	}
+}
+
+// pythonForOthers returns a python3 another local user may run (not a
+// shim under root's home), for a test that runs a program as nobody: it
+// needs root. Either lacking fails the test in CI and skips it elsewhere.
+func pythonForOthers(t *testing.T) string {
+	t.Helper()
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root, to run a program as another user")
+		}
+		t.Skip("needs root, to run a program as another user")
+	}
+	python := "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is required in CI: %v", python, err)
+		}
+		t.Skipf("%s not installed; skipping", python)
+	}
+	return python
 }

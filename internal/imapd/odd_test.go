@@ -165,12 +165,12 @@ type oddMessage struct {
 	raw  []byte
 }
 
-// oddCorpus reads the messages, in the order of their names.
-func oddCorpus(t *testing.T) []oddMessage {
+// corpus reads the messages of testdata/DIR, in the order of their names.
+func corpus(t *testing.T, dir string) []oddMessage {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join("testdata", "odd", "*.eml"))
+	paths, err := filepath.Glob(filepath.Join("testdata", dir, "*.eml"))
 	if err != nil || len(paths) == 0 {
-		t.Fatalf("no odd messages: %v", err)
+		t.Fatalf("no messages in testdata/%s: %v", dir, err)
 	}
 	slices.Sort(paths)
 	var ms []oddMessage
@@ -184,16 +184,32 @@ func oddCorpus(t *testing.T) []oddMessage {
 	return ms
 }
 
-// fetchOdd fetches every item of every message, one FETCH each, from a
+// deliveredWire delivers ms to a new device, in order, and returns a
+// logged-in connection to it with INBOX selected.
+func deliveredWire(t *testing.T, ms []oddMessage) *wire {
+	t.Helper()
+	r := newRig(t)
+	d := r.device("a")
+	var pos uint64
+	for _, m := range ms {
+		pos = r.Deliver(m.raw)
+	}
+	d.synced(pos)
+	w := loginWire(t, d.addr)
+	w.ok("SELECT INBOX")
+	return w
+}
+
+// fetchItems fetches every item of every message, one FETCH each, from a
 // connection with INBOX selected holding the messages in order. An
 // answer is the FETCH response's items, or the tagged status when the
 // command was not answered OK.
-func fetchOdd(t *testing.T, w *wire, ms []oddMessage) map[[2]string]string {
+func fetchItems(t *testing.T, w *wire, ms []oddMessage, items []string) map[[2]string]string {
 	t.Helper()
 	got := map[[2]string]string{}
 	for i, m := range ms {
 		seq := i + 1
-		for _, item := range oddItems {
+		for _, item := range items {
 			u, tagged := w.run(fmt.Sprintf("FETCH %d (%s)", seq, item))
 			prefix := fmt.Sprintf("* %d FETCH (", seq)
 			var fetches []string
@@ -215,16 +231,17 @@ func fetchOdd(t *testing.T, w *wire, ms []oddMessage) map[[2]string]string {
 	return got
 }
 
-// oddRecord reads a file of answers, after writing got into it first
-// under CSPOOL_ODD_RECORD=1 when got is not nil: one line a message and
-// item, `name item "answer"`, the answer a Go string literal.
-func oddRecord(t *testing.T, file string, ms []oddMessage, got map[[2]string]string) map[[2]string]string {
+// itemsRecord reads testdata/DIR/FILE, a file of answers, after writing
+// got into it first under CSPOOL_ODD_RECORD=1 when got is not nil: one
+// line a message and item, `name item "answer"`, the answer a Go string
+// literal.
+func itemsRecord(t *testing.T, dir, file string, ms []oddMessage, items []string, got map[[2]string]string) map[[2]string]string {
 	t.Helper()
-	path := filepath.Join("testdata", "odd", file)
+	path := filepath.Join("testdata", dir, file)
 	if got != nil && os.Getenv("CSPOOL_ODD_RECORD") == "1" {
 		var b bytes.Buffer
 		for _, m := range ms {
-			for _, item := range oddItems {
+			for _, item := range items {
 				fmt.Fprintf(&b, "%s\t%s\t%s\n", m.name, item, strconv.Quote(got[[2]string{m.name, item}]))
 			}
 		}
@@ -260,21 +277,13 @@ func compareOdd(t *testing.T, who string, ms []oddMessage, got, rec map[[2]strin
 // on in oddDifferences. The served bytes are the delivered ones.
 func TestOddMessages(t *testing.T) {
 	t.Parallel()
-	ms := oddCorpus(t)
-	r := newRig(t)
-	d := r.device("a")
-	var pos uint64
-	for _, m := range ms {
-		pos = r.Deliver(m.raw)
-	}
-	d.synced(pos)
-	w := loginWire(t, d.addr)
-	w.ok("SELECT INBOX")
-	got := fetchOdd(t, w, ms)
-	rec := oddRecord(t, "cspool.txt", ms, got)
+	ms := corpus(t, "odd")
+	w := deliveredWire(t, ms)
+	got := fetchItems(t, w, ms, oddItems)
+	rec := itemsRecord(t, "odd", "cspool.txt", ms, oddItems, got)
 	compareOdd(t, "cspool", ms, got, rec)
 
-	dove := oddRecord(t, "dovecot.txt", ms, nil)
+	dove := itemsRecord(t, "odd", "dovecot.txt", ms, oddItems, nil)
 	if os.Getenv("CSPOOL_ODD_RECORD") == "1" {
 		return
 	}
@@ -329,7 +338,7 @@ func TestOddMessages(t *testing.T) {
 func TestOddMessagesDovecot(t *testing.T) {
 	t.Parallel()
 	dovecot := needToolIn(t, "dovecot", "dovecot-imapd")
-	ms := oddCorpus(t)
+	ms := corpus(t, "odd")
 	addr := startDovecot(t, dovecot)
 	w := dialWire(t, addr)
 	w.ok(`LOGIN alice "` + testPassword + `"`)
@@ -338,8 +347,8 @@ func TestOddMessagesDovecot(t *testing.T) {
 		w.ok(fmt.Sprintf("APPEND INBOX ~{%d}\r\n%s", len(m.raw), m.raw))
 	}
 	w.ok("SELECT INBOX")
-	got := fetchOdd(t, w, ms)
-	rec := oddRecord(t, "dovecot.txt", ms, got)
+	got := fetchItems(t, w, ms, oddItems)
+	rec := itemsRecord(t, "odd", "dovecot.txt", ms, oddItems, got)
 	compareOdd(t, "dovecot", ms, got, rec)
 	w.ok("LOGOUT")
 }

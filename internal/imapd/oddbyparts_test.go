@@ -55,16 +55,8 @@ var oddByPartsDifferences = map[[2]string]string{
 // is not Dovecot's the difference is one decided on.
 func TestOddMessagesPartByPart(t *testing.T) {
 	t.Parallel()
-	ms := oddCorpus(t)
-	r := newRig(t)
-	d := r.device("a")
-	var pos uint64
-	for _, m := range ms {
-		pos = r.Deliver(m.raw)
-	}
-	d.synced(pos)
-	w := loginWire(t, d.addr)
-	w.ok("SELECT INBOX")
+	ms := corpus(t, "odd")
+	w := deliveredWire(t, ms)
 	got := fetchOddParts(t, w, ms)
 	rec := partsRecord(t, filepath.Join("testdata", "odd", "parts-cspool.txt"), got)
 	compareOddParts(t, "cspool", got, rec)
@@ -88,7 +80,7 @@ func TestOddMessagesPartByPart(t *testing.T) {
 func TestOddMessagesPartByPartDovecot(t *testing.T) {
 	t.Parallel()
 	dovecot := needToolIn(t, "dovecot", "dovecot-imapd")
-	ms := oddCorpus(t)
+	ms := corpus(t, "odd")
 	addr := startDovecot(t, dovecot)
 	w := dialWire(t, addr)
 	w.ok(`LOGIN alice "` + testPassword + `"`)

@@ -312,25 +312,6 @@ func compareOddParts(t *testing.T, who string, got, rec map[[2]string]string) {
 	}
 }
 
-// oddPartsCorpus reads the messages, in the order of their names.
-func oddPartsCorpus(t *testing.T) []oddMessage {
-	t.Helper()
-	paths, err := filepath.Glob(filepath.Join("testdata", "oddparts", "*.eml"))
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no messages: %v", err)
-	}
-	slices.Sort(paths)
-	var ms []oddMessage
-	for _, p := range paths {
-		raw, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ms = append(ms, oddMessage{strings.TrimSuffix(filepath.Base(p), ".eml"), raw})
-	}
-	return ms
-}
-
 // appendOddParts appends the messages to INBOX (the same bytes to either
 // server; none holds a NUL, which Dovecot takes in a literal8 only), and
 // selects it.
@@ -347,7 +328,7 @@ func appendOddParts(w *wire, ms []oddMessage) {
 // oddPartsDifferences, and BODY[] is the appended bytes.
 func TestOddPartsRead(t *testing.T) {
 	t.Parallel()
-	ms := oddPartsCorpus(t)
+	ms := corpus(t, "oddparts")
 	r := newRig(t)
 	d := r.device("a")
 	w := loginWire(t, d.addr)
@@ -418,7 +399,7 @@ func compareWithDovecot(t *testing.T, got, dove map[[2]string]string, name strin
 func TestOddPartsDovecot(t *testing.T) {
 	t.Parallel()
 	dovecot := needToolIn(t, "dovecot", "dovecot-imapd")
-	ms := oddPartsCorpus(t)
+	ms := corpus(t, "oddparts")
 	addr := startDovecot(t, dovecot)
 	w := dialWire(t, addr)
 	w.ok(`LOGIN alice "` + testPassword + `"`)

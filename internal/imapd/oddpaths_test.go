@@ -11,16 +11,8 @@ import (
 // path), by go-imap (directFetch off), and by go-imap with a section
 // beside them. Not parallel: it turns directFetch off and on.
 func TestOddFormsOnBothPaths(t *testing.T) {
-	ms := append(oddCorpus(t), oddPartsCorpus(t)...)
-	r := newRig(t)
-	d := r.device("a")
-	var pos uint64
-	for _, m := range ms {
-		pos = r.Deliver(m.raw)
-	}
-	d.synced(pos)
-	w := loginWire(t, d.addr)
-	w.ok("SELECT INBOX")
+	ms := append(corpus(t, "odd"), corpus(t, "oddparts")...)
+	w := deliveredWire(t, ms)
 	old := directFetch
 	defer func() { directFetch = old }()
 	for i, m := range ms {
