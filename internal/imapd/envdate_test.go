@@ -113,7 +113,7 @@ func TestEnvelopeDates(t *testing.T) {
 	w := deliveredWire(t, ms)
 	got := fetchItems(t, w, ms, envDateItems)
 	rec := itemsRecord(t, "envdate", "cspool.txt", ms, envDateItems, got)
-	compareEnvDates(t, "cspool", ms, got, rec)
+	compareItems(t, "cspool", ms, envDateItems, got, rec)
 	if os.Getenv("CSPOOL_ODD_RECORD") == "1" {
 		return
 	}
@@ -195,40 +195,16 @@ func TestEnvelopeDatesImaplib(t *testing.T) {
 	}
 }
 
-// compareEnvDates fails for each answer that is not the recorded one.
-func compareEnvDates(t *testing.T, who string, ms []oddMessage, got, rec map[[2]string]string) {
-	t.Helper()
-	for _, m := range ms {
-		for _, item := range envDateItems {
-			k := [2]string{m.name, item}
-			want, ok := rec[k]
-			if !ok {
-				t.Errorf("%s %s: no recorded answer", m.name, item)
-				continue
-			}
-			if got[k] != want {
-				t.Errorf("%s %s %s:\n got  %q\n want %q", who, m.name, item, got[k], want)
-			}
-		}
-	}
-}
-
 // TestEnvelopeDatesDovecot appends the envelope-date messages to a
 // private Dovecot and checks its answers are the ones recorded in
 // dovecot.txt. It skips when Dovecot is not installed, outside CI.
 func TestEnvelopeDatesDovecot(t *testing.T) {
 	t.Parallel()
-	dovecot := needToolIn(t, "dovecot", "dovecot-imapd")
 	ms := corpus(t, "envdate")
-	addr := startDovecot(t, dovecot)
-	w := dialWire(t, addr)
-	w.ok(`LOGIN alice "` + testPassword + `"`)
-	for _, m := range ms {
-		w.ok(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(m.raw), m.raw))
-	}
-	w.ok("SELECT INBOX")
+	w := dovecotWire(t)
+	appendOddParts(w, ms)
 	got := fetchItems(t, w, ms, envDateItems)
 	rec := itemsRecord(t, "envdate", "dovecot.txt", ms, envDateItems, got)
-	compareEnvDates(t, "dovecot", ms, got, rec)
+	compareItems(t, "dovecot", ms, envDateItems, got, rec)
 	w.ok("LOGOUT")
 }

@@ -253,11 +253,11 @@ func itemsRecord(t *testing.T, dir, file string, ms []oddMessage, items []string
 	return readRecorded(t, path)
 }
 
-// compareOdd fails for each answer that is not the recorded one.
-func compareOdd(t *testing.T, who string, ms []oddMessage, got, rec map[[2]string]string) {
+// compareItems fails for each answer to items that is not the recorded one.
+func compareItems(t *testing.T, who string, ms []oddMessage, items []string, got, rec map[[2]string]string) {
 	t.Helper()
 	for _, m := range ms {
-		for _, item := range oddItems {
+		for _, item := range items {
 			k := [2]string{m.name, item}
 			want, ok := rec[k]
 			if !ok {
@@ -281,7 +281,7 @@ func TestOddMessages(t *testing.T) {
 	w := deliveredWire(t, ms)
 	got := fetchItems(t, w, ms, oddItems)
 	rec := itemsRecord(t, "odd", "cspool.txt", ms, oddItems, got)
-	compareOdd(t, "cspool", ms, got, rec)
+	compareItems(t, "cspool", ms, oddItems, got, rec)
 
 	dove := itemsRecord(t, "odd", "dovecot.txt", ms, oddItems, nil)
 	if os.Getenv("CSPOOL_ODD_RECORD") == "1" {
@@ -337,20 +337,31 @@ func TestOddMessages(t *testing.T) {
 // cspool's with. It skips when Dovecot is not installed, outside CI.
 func TestOddMessagesDovecot(t *testing.T) {
 	t.Parallel()
-	dovecot := needToolIn(t, "dovecot", "dovecot-imapd")
 	ms := corpus(t, "odd")
-	addr := startDovecot(t, dovecot)
-	w := dialWire(t, addr)
+	w := dovecotWire(t)
+	appendBinary(w, ms)
+	got := fetchItems(t, w, ms, oddItems)
+	rec := itemsRecord(t, "odd", "dovecot.txt", ms, oddItems, got)
+	compareItems(t, "dovecot", ms, oddItems, got, rec)
+	w.ok("LOGOUT")
+}
+
+// dovecotWire starts a private Dovecot (skipping, outside CI, when it is
+// not installed) and returns a connection to it, logged in as alice.
+func dovecotWire(t *testing.T) *wire {
+	t.Helper()
+	w := dialWire(t, startDovecot(t, needToolIn(t, "dovecot", "dovecot-imapd")))
 	w.ok(`LOGIN alice "` + testPassword + `"`)
+	return w
+}
+
+// appendBinary appends the messages to INBOX as literal8 (Dovecot
+// refuses a NUL in a plain literal), and selects it.
+func appendBinary(w *wire, ms []oddMessage) {
 	for _, m := range ms {
-		// literal8: Dovecot refuses a NUL in a plain literal.
 		w.ok(fmt.Sprintf("APPEND INBOX ~{%d}\r\n%s", len(m.raw), m.raw))
 	}
 	w.ok("SELECT INBOX")
-	got := fetchItems(t, w, ms, oddItems)
-	rec := itemsRecord(t, "odd", "dovecot.txt", ms, oddItems, got)
-	compareOdd(t, "dovecot", ms, got, rec)
-	w.ok("LOGOUT")
 }
 
 // startDovecot runs a private Dovecot, IMAP only, on a loopback port of

@@ -1,7 +1,6 @@
 package imapd
 
 import (
-	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -79,16 +78,9 @@ func TestOddMessagesPartByPart(t *testing.T) {
 // outside CI.
 func TestOddMessagesPartByPartDovecot(t *testing.T) {
 	t.Parallel()
-	dovecot := needToolIn(t, "dovecot", "dovecot-imapd")
 	ms := corpus(t, "odd")
-	addr := startDovecot(t, dovecot)
-	w := dialWire(t, addr)
-	w.ok(`LOGIN alice "` + testPassword + `"`)
-	for _, m := range ms {
-		// literal8: Dovecot refuses a NUL in a plain literal.
-		w.ok(fmt.Sprintf("APPEND INBOX ~{%d}\r\n%s", len(m.raw), m.raw))
-	}
-	w.ok("SELECT INBOX")
+	w := dovecotWire(t)
+	appendBinary(w, ms)
 	got := fetchOddParts(t, w, ms)
 	rec := partsRecord(t, filepath.Join("testdata", "odd", "parts-dovecot.txt"), got)
 	compareOddParts(t, "dovecot", got, rec)

@@ -398,11 +398,8 @@ func compareWithDovecot(t *testing.T, got, dove map[[2]string]string, name strin
 // installed, outside CI.
 func TestOddPartsDovecot(t *testing.T) {
 	t.Parallel()
-	dovecot := needToolIn(t, "dovecot", "dovecot-imapd")
 	ms := corpus(t, "oddparts")
-	addr := startDovecot(t, dovecot)
-	w := dialWire(t, addr)
-	w.ok(`LOGIN alice "` + testPassword + `"`)
+	w := dovecotWire(t)
 	appendOddParts(w, ms)
 	got := fetchOddParts(t, w, ms)
 	rec := oddPartsRecord(t, "dovecot.txt", got)
