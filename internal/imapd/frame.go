@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cspool/internal/loginguard"
@@ -160,6 +161,10 @@ type frameConn struct {
 	secure         bool        // the connection is TLS (implicit, or after STARTTLS)
 	startTLS       *tls.Config // STARTTLS is offered (nil: not, or done)
 	cleartextLogin bool        // a login is taken without TLS
+	// upgraded is the TLS connection STARTTLS put on raw (nil: none),
+	// for Close, which other goroutines call (go-imap's Server.Close at
+	// the daemon's stop) while the reading one may be making it.
+	upgraded atomic.Pointer[tls.Conn]
 
 	// Output held back while a FETCH streams its responses (hold): go-imap
 	// flushes every response on its own, one write to the socket each.
@@ -188,6 +193,17 @@ type frameConn struct {
 
 func newFrameConn(c net.Conn) *frameConn {
 	return &frameConn{Conn: c, raw: c, br: bufio.NewReaderSize(c, 16<<10), outStart: true, known: -1}
+}
+
+// Close closes the connection as it is, TLS once STARTTLS put it on. It
+// is called from other goroutines than the one reading, which makes that
+// swap (TestCloseBesideSTARTTLS); not under mu, which a write to a client
+// that does not read holds.
+func (fc *frameConn) Close() error {
+	if t := fc.upgraded.Load(); t != nil {
+		return t.Close()
+	}
+	return fc.raw.Close()
 }
 
 // errFramingClosed ends the library's read loop after the framer closed the
@@ -430,7 +446,9 @@ func (fc *frameConn) handleStartTLS(tag string, line []byte, authed bool) error 
 		early, _ := fc.br.Peek(n)
 		clear = prefixConn{Conn: fc.Conn, r: io.MultiReader(bytes.NewReader(bytes.Clone(early)), fc.Conn)}
 	}
-	fc.Conn = tls.Server(clear, fc.startTLS)
+	upgraded := tls.Server(clear, fc.startTLS)
+	fc.Conn = upgraded
+	fc.upgraded.Store(upgraded)
 	fc.br.Reset(fc.Conn)
 	fc.secure, fc.startTLS = true, nil
 	return nil

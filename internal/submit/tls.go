@@ -68,6 +68,18 @@ func (l tlsListener) Accept() (net.Conn, error) {
 	return tc, nil
 }
 
+// Close closes the connection as it is, TLS once STARTTLS put it on. It
+// is called from other goroutines than the one reading (go-smtp's
+// Server.Close at the daemon's stop), which makes that swap, under mu
+// (TestCloseBesideSTARTTLS). Not under wmu: a write may wait there for a
+// stalled handshake, and Close is what ends it.
+func (c *tlsConn) Close() error {
+	c.mu.Lock()
+	conn := c.Conn.Conn
+	c.mu.Unlock()
+	return conn.Close()
+}
+
 // Read hands go-smtp the next command line, answering STARTTLS here.
 func (c *tlsConn) Read(p []byte) (int, error) {
 	for {
