@@ -46,7 +46,10 @@ delivered. Any bytes are a message; they are stored byte for byte, after
 the Return-Path and Delivered-To fields that --sender and --recipient put
 in front of them (as a delivery agent records the envelope). An mbox
 "From SENDER DATE" line in front, as Postfix's local(8) pipes a message
-after its own Return-Path and Delivered-To, is dropped.
+after its own Return-Path and Delivered-To, is dropped. A message in Unix
+form (no CR anywhere, every line ended by a bare LF, as a mail transfer
+agent pipes it) is stored with CRLF line ends, as it came over SMTP and as
+IMAP serves a message; --max-size counts it as read.
 
 The user's key comes from --user-key, or from the users file given with
 --users (as 'cspool server' reads it). Straight into the store, give
@@ -154,6 +157,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		return &exitError{withHint(fmt.Errorf("message larger than %d bytes", *maxSize), "raise --max-size to accept it"), exDataErr}
 	}
 	msg = cutFromLine(msg)
+	msg, crs := networkLineEnds(msg)
 	env := deliver.Envelope{Recipient: *recipient}
 	if fs.cmdline["sender"] {
 		env.Sender, env.HasSender = strings.TrimSuffix(strings.TrimPrefix(*sender, "<"), ">"), true
@@ -194,7 +198,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		}
 		log = withinQuota(st, *quota)
 	}
-	d := &deliver.Deliverer{Log: log, SpoolKey: sk, Users: users, MaxMessageBytes: *maxSize}
+	d := &deliver.Deliverer{Log: log, SpoolKey: sk, Users: users, MaxMessageBytes: *maxSize + int64(crs)}
 	pos, err := d.DeliverEnvelope(ctx, *user, env, msg)
 	if err != nil {
 		return deliverFailure(err, *server, *usersFile)
@@ -220,6 +224,32 @@ func cutFromLine(msg []byte) []byte {
 		return rest[i+1:]
 	}
 	return msg
+}
+
+// networkLineEnds returns a message in Unix form (no CR anywhere, its lines
+// ended by a bare LF, as a mail transfer agent pipes to a delivery command
+// what it received with CRLF over SMTP: Postfix's local(8) for a
+// mailbox_command, Maildir and mbox files for an import) with CRLF line
+// ends, the form it had on the wire and the one IMAP serves (RFC 5322
+// section 2.1), and how many CRs that added. Any other message is returned
+// as it is: one with a CR anywhere is taken as written, whatever its mix.
+// A message piped through local(8) was served over IMAP with bare LF line
+// ends, unlike the same message delivered over LMTP
+// (TestPostfixLocalRecipes).
+func networkLineEnds(msg []byte) ([]byte, int) {
+	n := bytes.Count(msg, []byte("\n"))
+	if n == 0 || bytes.IndexByte(msg, '\r') >= 0 {
+		return msg, 0
+	}
+	out := make([]byte, 0, len(msg)+n)
+	for {
+		i := bytes.IndexByte(msg, '\n')
+		if i < 0 {
+			return append(out, msg...), n
+		}
+		out = append(append(out, msg[:i]...), '\r', '\n')
+		msg = msg[i+1:]
+	}
 }
 
 // withinQuota appends to st within limit, if above zero.

@@ -101,6 +101,8 @@ func TestDeliverCommand(t *testing.T) {
 	s := newDeliverSetup(t)
 	msg := []byte("Subject: caf\xc3\xa9\n\nbare LF\nNUL\x00 and \xff\r\n.\r\n")
 	big := bytes.Repeat([]byte("x"), 2000)
+	unixForm := append([]byte("Subject: piped\n\n"), bytes.Repeat([]byte("0123456789\n"), 89)...)
+	unixForm = append(unixForm, "abcde"...) // 1,000 bytes, the last line without its end
 	tooOpen := filepath.Join(s.dir, "open.sec")
 	b, _ := os.ReadFile(s.spoolSecKey)
 	if err := os.WriteFile(tooOpen, b, 0o644); err != nil {
@@ -144,6 +146,9 @@ func TestDeliverCommand(t *testing.T) {
 		{"unknown user in users file", []string{"deliver", "--user", "bob", "--users", s.usersFile, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 67, "the users file (--users) has no such user", "", false},
 		{"invalid user name", []string{"deliver", "--user", "../etc", "--user-key", s.userPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 67, "invalid user name", "", false},
 		{"too large", base("--max-size", "1000"), big, 65, "larger than 1000 bytes", "", false},
+		// In Unix form, stored with CRLF line ends; --max-size counts
+		// the message as read.
+		{"unix form at --max-size", base("--max-size", "1000"), unixForm, 0, "", "at log position 4", true},
 		{"another key than the registered one", []string{"deliver", "--user", "alice", "--user-key", otherPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 65, "registered to another key", "", false},
 		{"a name nobody registered, test mode", []string{"deliver", "--user", "carol", "--user-key", otherPub, "--spool-key", s.spoolSecKey, "--spool-dir", s.spoolDir}, msg, 0, "", "to carol at log position 1", false},
 		{"--user-key into a spool not in test mode", base("--spool-dir", plainSpool), msg, 64, "not a spool in test mode", "", false},
@@ -191,8 +196,12 @@ func TestDeliverCommand(t *testing.T) {
 			if len(got) != want {
 				t.Fatalf("log has %d entries, want %d", len(got), want)
 			}
-			if c.delivered && !bytes.Equal(got[len(got)-1], c.stdin) {
-				t.Errorf("stored %q, want %q", got[len(got)-1], c.stdin)
+			stored := c.stdin
+			if bytes.Equal(c.stdin, unixForm) {
+				stored = bytes.ReplaceAll(unixForm, []byte("\n"), []byte("\r\n"))
+			}
+			if c.delivered && !bytes.Equal(got[len(got)-1], stored) {
+				t.Errorf("stored %q, want %q", got[len(got)-1], stored)
 			}
 		})
 	}

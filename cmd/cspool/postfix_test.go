@@ -369,7 +369,8 @@ func startPostfix(t *testing.T, bin, work string, smtpPort int, lmtpAddr string,
 // startPostfixWith starts an instance whose main.cf is the test instance's
 // own settings (its folders, loopback only, nothing leaves) followed by
 // recipe; files are written into its configuration folder, and into etc
-// when that is set (mounted on /etc/postfix, see postfixInstance.etc).
+// when that is set (mounted on /etc/postfix, see postfixInstance.etc);
+// "master.cf+" is added to master.cf.
 func startPostfixWith(t *testing.T, bin, work string, smtpPort int, recipe string, files map[string]string, etc string) *postfixInstance {
 	t.Helper()
 	root := filepath.Join(work, "postfix")
@@ -424,6 +425,9 @@ scache    unix  - - n -  1 scache
 postlog   unix-dgram n - n - 1 postlogd
 tlsmgr    unix  - - n 1000? 1 tlsmgr
 `, smtpPort)
+	// "master.cf+": services the recipe needs besides the instance's.
+	masterCF += files["master.cf+"]
+	delete(files, "master.cf+")
 	files["main.cf"], files["master.cf"] = mainCF, masterCF
 	dir := p.conf
 	if etc != "" {

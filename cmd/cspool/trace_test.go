@@ -85,15 +85,23 @@ func TestDeliveryTrace(t *testing.T) {
 			t.Fatalf("cspool %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
 		}
 	}
+	// A message in Unix form (bare LF line ends, no CR) is stored with
+	// CRLF ones, the fields added too, as it came over SMTP.
+	network := func(s string) string { return strings.ReplaceAll(s, "\n", "\r\n") }
 	deliver(lf, "--sender", "bob@example.net", "--recipient", "alice@example.org")
-	want = append(want, "Return-Path: <bob@example.net>\nDelivered-To: alice@example.org\n"+lf)
+	want = append(want, network("Return-Path: <bob@example.net>\nDelivered-To: alice@example.org\n"+lf))
 	deliver(crlf, "--sender", "", "--recipient", "alice@example.org")
 	want = append(want, "Return-Path: <>\r\nDelivered-To: alice@example.org\r\n"+crlf)
 	// As Postfix's local(8) pipes it to a mailbox_command (local(8),
 	// "EXTERNAL COMMAND DELIVERY"): the "From" line goes, the fields stay.
 	piped := "Return-Path: <bob@example.net>\nX-Original-To: alice@example.org\nDelivered-To: alice@example.org\n" + lf
 	deliver("From bob@example.net  Wed Nov 26 09:30:00 2025\n" + piped)
-	want = append(want, piped)
+	want = append(want, network(piped))
+	// A CR anywhere, and the message is taken as written: bare LF line
+	// ends, and the fields end as its first line does.
+	mixed := "From: Bob <bob@example.net>\nSubject: a CR\r in a field\n\nline\n"
+	deliver(mixed, "--sender", "bob@example.net")
+	want = append(want, "Return-Path: <bob@example.net>\n"+mixed)
 	// Without an envelope the message is stored as it is, an obsolete
 	// "From :" field included.
 	old := "From : bob@example.net\r\nSubject: imported\r\n\r\nbody\r\n"
