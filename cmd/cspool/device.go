@@ -48,6 +48,8 @@ var (
 
 	_ mailstore.Parser      = mimeform.Parser{}
 	_ mailstore.FormsParser = mimeform.Parser{}
+	// Bodies stored by an earlier parser are parsed again (indexer.upgradeForms).
+	_ mailstore.Versioned = mimeform.Parser{}
 
 	_ syncer.IntoSource   = (*api.Client)(nil)
 	_ syncer.EachSource   = (*api.Client)(nil)

@@ -41,6 +41,11 @@ const (
 	// (docs/MAILSTORE.md, "Placement").
 	relocateAfter = 2000
 	relocateShare = 8
+	// formsBatch is how many bodies whose stored forms an earlier cspool
+	// made one step of the daemon's upgrade parses again (outside the
+	// write lock) and stores (in one short transaction; docs/MAILSTORE.md,
+	// "Forms made by an earlier cspool").
+	formsBatch = 500
 )
 
 func runReindex(e *env, args []string) error {
@@ -213,6 +218,7 @@ func (x *indexer) run(ctx context.Context) {
 		} else if indexed > 0 {
 			x.reclaim(ctx)
 		}
+		x.upgradeForms(ctx)
 		x.relocate(ctx)
 		select {
 		case <-ctx.Done():
@@ -275,6 +281,46 @@ func (x *indexer) relocate(ctx context.Context) {
 	x.log.Info("placed the messages' forms together on disk", "bodies", bodies, "transactions", r.Transactions,
 		"read", r.Read.Round(time.Millisecond), "writes_waited", r.Locked.Round(time.Millisecond),
 		"longest_wait", r.LockedOnce.Round(time.Millisecond))
+}
+
+// upgradeForms parses again the bodies whose stored forms (ENVELOPE,
+// BODYSTRUCTURE and their IMAP forms) an earlier cspool made, formsBatch
+// a step, each once applying has been quiet for indexQuiet, until none is
+// left (Store.UpgradeForms). A step stopped by the daemon's end is done
+// again at its next start; the steps before it stay done.
+func (x *indexer) upgradeForms(ctx context.Context) {
+	left, err := x.store.FormsPending(ctx)
+	if err != nil || left == 0 {
+		return
+	}
+	x.log.Info("bringing the stored forms of messages applied by an earlier cspool up to date in the background; until then FETCH serves those messages as before", "messages", left)
+	begin, upgraded := time.Now(), 0
+	for {
+		if !x.quiet(ctx) {
+			if ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		done, more, err := x.store.UpgradeForms(ctx, formsBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				x.log.Warn("bringing the stored forms up to date failed; trying again at the next change", "err", err)
+			}
+			return
+		}
+		upgraded += done
+		if !more {
+			x.log.Info("stored forms up to date", "messages", upgraded, "took", time.Since(begin).Round(time.Millisecond))
+			return
+		}
+		if done == 0 || len(x.wake) > 0 {
+			// Mail was applied (the round after this one indexes it
+			// first and goes on), or every body of the step changed
+			// while it was parsed: the next change wakes the indexer.
+			return
+		}
+	}
 }
 
 // merge merges the search index into one segment after a large build

@@ -299,13 +299,13 @@ func (a *applier) runBodies(placed []*runEntry) error {
 	}
 	bids := make(map[[sha256.Size]byte]int64, len(first))
 	err := eachChunk(len(first), func(i, j int) error {
-		args := make([]any, 0, 8*(j-i))
+		args := make([]any, 0, 9*(j-i))
 		for _, r := range first[i:j] {
 			args = append(args, r.digest[:], refs[r.digest], len(r.e.Cmd.Body), r.parsed.headerLen, r.parsed.status,
-				r.parsed.envelope, r.parsed.structure, int64(r.e.Pos))
+				r.parsed.envelope, r.parsed.structure, int64(r.e.Pos), formsVersion(a.parser))
 		}
-		rows, err := a.QueryContext(a.ctx, manyRows("INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin) VALUES ",
-			8, j-i, " ON CONFLICT (digest) DO NOTHING RETURNING digest, bid"), args...)
+		rows, err := a.QueryContext(a.ctx, manyRows("INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, forms_version) VALUES ",
+			9, j-i, " ON CONFLICT (digest) DO NOTHING RETURNING digest, bid"), args...)
 		if err != nil {
 			return fmt.Errorf("storing bodies: %w", err)
 		}

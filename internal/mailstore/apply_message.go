@@ -105,9 +105,9 @@ func (a *applier) storeBody(b []byte) (int64, error) {
 	var bid int64
 	// Most bodies are new: inserted in one statement, which inserts
 	// nothing (and returns no row) when the digest is stored already.
-	err := a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin)
-		VALUES (?, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING bid`,
-		digest[:], len(b), p.headerLen, p.status, p.envelope, p.structure, int64(a.pos)).Scan(&bid)
+	err := a.QueryRowContext(a.ctx, `INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, forms_version)
+		VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING RETURNING bid`,
+		digest[:], len(b), p.headerLen, p.status, p.envelope, p.structure, int64(a.pos), formsVersion(a.parser)).Scan(&bid)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Stored already: one more reference. A body whose origin is
 		// unknown (a rebase's, restoration.go) takes this entry's

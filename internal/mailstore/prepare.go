@@ -41,6 +41,24 @@ type FormsParser interface {
 	ParseForms(raw []byte) (headerLen int64, status uint8, envelope, structure, envelopeForm, structureForm []byte, err error)
 }
 
+// Versioned is the optional capability of a Parser to name the version
+// of its derivation (mimeform.FormsVersion): what Parse, ParseForms and
+// Forms make of a message's bytes. The store keeps it beside each body
+// (bodies.forms_version) and UpgradeForms parses again, in the
+// background, the bodies an earlier version made. A Parser without it is
+// version 0, whose bodies are never parsed again.
+type Versioned interface {
+	FormsVersion() int
+}
+
+// formsVersion returns p's version: 0 unless p is Versioned.
+func formsVersion(p Parser) int {
+	if v, ok := p.(Versioned); ok {
+		return v.FormsVersion()
+	}
+	return 0
+}
+
 // parsedMessage is what apply stores about a message's bytes.
 type parsedMessage struct {
 	status    uint8

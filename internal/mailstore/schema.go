@@ -581,6 +581,17 @@ DELETE FROM unindexable;
 ALTER TABLE local ADD COLUMN quota_usage INTEGER NOT NULL DEFAULT 0 CHECK (quota_usage >= 0);
 ALTER TABLE local ADD COLUMN quota_limit INTEGER NOT NULL DEFAULT 0 CHECK (quota_limit >= 0);
 `,
+	// 30: the version of the parser's derivation that made each body's
+	// stored envelope and structure and their IMAP forms (Versioned,
+	// mimeform.FormsVersion), 0 for the bodies stored before, and an
+	// index of the bodies by it: UpgradeForms finds those an earlier
+	// version made, a batch at a time, and parses them again from their
+	// bytes (formsupgrade.go). The undo triggers of bodies name its
+	// columns: makeUndoTriggers makes them again.
+	`
+ALTER TABLE bodies ADD COLUMN forms_version INTEGER NOT NULL DEFAULT 0 CHECK (forms_version >= 0);
+CREATE INDEX bodies_forms_version ON bodies (forms_version);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -601,7 +612,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 29
+const freshSchemaVersion = 30
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

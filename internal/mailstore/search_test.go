@@ -78,7 +78,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 28 (no quota_usage and
+// downgrade makes the database's schema version 29 (no forms_version in
+// bodies), 28 (no quota_usage and
 // quota_limit in local), 27 (no search_texts),
 // 26 (no readers in
 // local), 25 (no spool_key_used in local), 24 (FTS5's default
@@ -94,6 +95,11 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 // (whose version 8 differs only in what the index holds, versions 9 and 10
 // by a column each).
 func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
+	if version < 30 {
+		if err := downgrade29(ctx, tx); err != nil {
+			return err
+		}
+	}
 	if version < 16 {
 		if err := downgradeUndo(ctx, tx); err != nil {
 			return err
@@ -154,6 +160,26 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// downgrade29 is downgrade's step from version 30 to 29: no
+// forms_version in bodies nor its index. The undo triggers of bodies and
+// their view name the column: they are dropped first and made again
+// after, for the bodies' columns of version 29.
+func downgrade29(ctx context.Context, tx *sql.Tx) error {
+	for _, q := range []string{
+		"DROP VIEW IF EXISTS undo_replay",
+		"DROP TRIGGER IF EXISTS undo_bodies_ins",
+		"DROP TRIGGER IF EXISTS undo_bodies_upd",
+		"DROP TRIGGER IF EXISTS undo_bodies_del",
+		"DROP INDEX bodies_forms_version",
+		"ALTER TABLE bodies DROP COLUMN forms_version",
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return makeUndoTriggers(ctx, tx)
 }
 
 // to27 are downgrade's steps from version 28 to 27: no search_texts, and

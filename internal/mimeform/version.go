@@ -1,0 +1,22 @@
+package mimeform
+
+// FormsVersion is the version of what Parse, ParseForms and Forms make
+// of a message's bytes: its header length and status, its envelope and
+// body structure as stored, and their IMAP forms. The mail store keeps it
+// beside every body it parses (mailstore.Versioned) and parses again,
+// in the background, every body stored by an earlier version
+// (mailstore.Store.UpgradeForms; docs/MAILSTORE.md, "Forms made by an
+// earlier cspool"), so that a message applied before a change of this
+// package is served as one applied after it.
+//
+// A change that makes any of those bytes differ for some message raises
+// it by one. A store's bodies of version 0 were stored before versions
+// were kept; version 1 is the derivation as of schema version 30 of the
+// store: the envelope's date_text, RFC 5322 groups and the obsolete
+// zones, a text part's default charset, a single part's Content-MD5, RFC
+// 2231 parameters in any charset, a multipart cut short or with mixed
+// line ends.
+const FormsVersion = 1
+
+// FormsVersion is FormsVersion (mailstore.Versioned).
+func (Parser) FormsVersion() int { return FormsVersion }
