@@ -288,3 +288,57 @@ func TestUpgradeFormsFigures(t *testing.T) {
 	t.Logf("%d messages upgraded in %v (writing %v), %d steps of %d, longest write transaction %v",
 		n, time.Since(begin).Round(time.Millisecond), writing.Round(time.Millisecond), steps, batch, longest.Round(time.Millisecond))
 }
+
+// TestUpgradeFormsSkipsChanged: a body changed between a step's parse
+// and its write is left as the change made it: one parsed again
+// meanwhile (its version moved) keeps what that parse stored, and an id
+// that holds other bytes now (another digest) is not given the forms of
+// the bytes read. The others of the step are stored.
+func TestUpgradeFormsSkipsChanged(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(oldFormsStore(t), mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v := s.FormsVersion()
+	batch, err := s.reparse(ctx, v, 20)
+	if err != nil || len(batch) != 20 {
+		t.Fatalf("reparse: %d bodies, %v; want 20", len(batch), err)
+	}
+	other := bytes.Repeat([]byte{7}, 32)
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "UPDATE bodies SET envelope = x'01', forms_version = ? WHERE bid = 2", v); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "UPDATE bodies SET digest = ? WHERE bid = 15", other)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var done int
+	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) (err error) {
+		done, err = storeRedone(ctx, tx, v, batch)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if done != 18 {
+		t.Errorf("stored %d bodies of the step, want the 18 not changed", done)
+	}
+	stored, now := formsOf(t, s)
+	if got := stored[2].envelope; !bytes.Equal(got, []byte{1}) {
+		t.Errorf("body 2, parsed again meanwhile: its envelope is %.40q, want what that parse stored", got)
+	}
+	if f := stored[15]; f.version != 0 || bytes.Equal(f.envelopeWire, now[15].envelopeWire) {
+		t.Errorf("body 15, other bytes now: version %d, envelope form %.40q; want version 0 and its old form", f.version, f.envelopeWire)
+	}
+	for bid := range int64(21) {
+		if bid == 0 || bid == 2 || bid == 15 {
+			continue
+		}
+		if d := sameForms(stored[bid], now[bid]); d != "" {
+			t.Errorf("body %d: %s differ from what the parser makes now", bid, d)
+		}
+	}
+}
