@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"cspool/internal/command"
 	"cspool/internal/devicedb"
 	"cspool/internal/mimeform"
 )
@@ -339,6 +340,61 @@ func TestUpgradeFormsSkipsChanged(t *testing.T) {
 		}
 		if d := sameForms(stored[bid], now[bid]); d != "" {
 			t.Errorf("body %d: %s differ from what the parser makes now", bid, d)
+		}
+	}
+}
+
+// nextParser is mimeform's parser as a later version of it would name
+// itself: the same parse under version mimeform.FormsVersion+1.
+type nextParser struct{ mimeform.Parser }
+
+func (nextParser) FormsVersion() int { return mimeform.FormsVersion + 1 }
+
+// TestUpgradeFormsNextVersion: bodies stored by the current parser are
+// not parsed again by it, and all of them are by the next version's,
+// which stamps them with its own; the current parser then leaves those
+// (of a later version, not an earlier one) as they are.
+func TestUpgradeFormsNextVersion(t *testing.T) {
+	ctx := context.Background()
+	path := emptyStoreFile(t)
+	s, err := Open(path, mimeform.Parser{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l testLog
+	var es []Entry
+	for i := range 3 {
+		es = append(es, l.spool(&command.Command{Kind: command.Deliver, Date: 1700000000000, Body: benchMessage(i)}))
+	}
+	mustApply(t, s, es...)
+	if n, err := s.FormsPending(ctx); err != nil || n != 0 {
+		t.Fatalf("FormsPending after applying with the current parser: %d, %v; want 0", n, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		p                Parser
+		pending, version int
+	}{{nextParser{}, 3, mimeform.FormsVersion + 1}, {mimeform.Parser{}, 0, mimeform.FormsVersion + 1}} {
+		s, err := Open(path, step.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.FormsPending(ctx); err != nil || n != step.pending {
+			t.Errorf("version %d: FormsPending %d, %v; want %d", s.FormsVersion(), n, err, step.pending)
+		}
+		if n := upgradeAll(t, s, 2); n != step.pending {
+			t.Errorf("version %d: upgraded %d bodies, want %d", s.FormsVersion(), n, step.pending)
+		}
+		stored, _ := formsOf(t, s)
+		for bid, f := range stored {
+			if f.version != step.version {
+				t.Errorf("version %d: body %d is of version %d, want %d", s.FormsVersion(), bid, f.version, step.version)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
