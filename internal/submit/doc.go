@@ -27,6 +27,9 @@
 //     relay writes a bare CR as it is, and "\r.\r\n" ends the data for a
 //     next hop that ends lines at a bare CR (SMTP smuggling); in the
 //     header, the checks and a reader would see different fields.
+//   - A line holds at most 998 bytes before its CRLF (MaxLineBytes; RFC
+//     5322 section 2.1.1): a longer one gets 554 5.6.0, since the
+//     smarthost would break it (Postfix) or refuse it after the 250.
 //   - The message is kept byte for byte, Bcc included (the copy in Sent is
 //     the whole message); Message-ID and Date are added at the top of the
 //     header when missing (RFC 6409 section 8), so that every message has

@@ -36,6 +36,11 @@ func HeaderEnd(msg []byte) int {
 	return len(msg)
 }
 
+// MaxLineBytes is the longest line a submitted message may hold, without
+// its CRLF (RFC 5322 section 2.1.1; RFC 5321 section 4.5.3.1.6, 1000
+// octets with it).
+const MaxLineBytes = 998
+
 // errHeaderBareCR: the header holds a CR that no LF follows.
 var errHeaderBareCR = errors.New("the message header has a CR without an LF after it (RFC 5322 section 2.3): some readers end a line there and would see a header field the checks did not")
 
@@ -44,7 +49,12 @@ var errHeaderBareCR = errors.New("the message header has a CR without an LF afte
 // whose last line does not end with CRLF: in SMTP data only CRLF ends a
 // line (RFC 5321 section 2.3.8). It refuses a NUL too, which no message
 // holds (RFC 5322 section 2.3; 8BITMIME excludes it, RFC 6152), and
-// which programs written in C take for the end of a line or a text.
+// which programs written in C take for the end of a line or a text. And
+// it refuses a line of over MaxLineBytes: the relay writes it as it is,
+// and the smarthost or a hop after it breaks it in two (Postfix inserts
+// CRLF and a space at 998 bytes) or refuses it after the client had its
+// 250, so the recipients got another message than the one kept in Sent,
+// or none and a bounce.
 //
 // In the header, the checks read a line up to its LF, as go-message does,
 // so "X: y\rFrom: boss@..." is one field X to them; a reader or a next hop
@@ -58,9 +68,19 @@ var errHeaderBareCR = errors.New("the message header has a CR without an LF afte
 // copy is what the client sent).
 func checkLineEnds(msg []byte) error {
 	end := HeaderEnd(msg)
+	start := 0 // the current line's first byte
 	for i, c := range msg {
 		var bare string
 		switch {
+		case c == '\n' && i > 0 && msg[i-1] == '\r':
+			if n := i - 1 - start; n > MaxLineBytes {
+				part, line := where(msg, end, start)
+				return fmt.Errorf("the message has a line of %d bytes (line %d of its %s), over the %d bytes a line may hold before its CRLF "+
+					"(RFC 5322 section 2.1.1, RFC 5321 section 4.5.3.1.6): a server on the way breaks it in two, which changes the message, or refuses it; "+
+					"encode long lines (quoted-printable or base64)", n, line, part, MaxLineBytes)
+			}
+			start = i + 1
+			continue
 		case c == '\r' && (i+1 == len(msg) || msg[i+1] != '\n'):
 			if i < end {
 				return errHeaderBareCR

@@ -291,6 +291,11 @@ func TestRefusals(t *testing.T) {
 			"From: alice@example.org\r\nSubject: a\x00b\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"a NUL in the body", "refused", "alice@example.org",
 			"From: alice@example.org\r\nTo: bob@example.net\r\n\r\npay\x00\r\nmore\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		// A line of over 998 bytes (RFC 5322 section 2.1.1): relayed as it
+		// was, Postfix broke it in two with a CRLF and a space, and a
+		// smarthost with a line limit refused it after the client's 250.
+		{"a body line over 998 bytes", "refused", "alice@example.org",
+			good + strings.Repeat("ten bytes.", 100) + "\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 The message has a line of 1000 bytes (line 2 of its body)"}},
 		{"over the size limit", "oversize", "alice@example.org", good + strings.Repeat("x", 5000) + "\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 552 5.3.4 ", "NOOP 250 "}},
 	}
@@ -382,9 +387,10 @@ func TestGarbageLines(t *testing.T) {
 // "\r\r\n.\r\n") and the connection stays in step. A shape whose message
 // holds a bare CR or a bare LF gets 554 5.6.0 (RFC 5321 section 2.3.8;
 // they were queued and relayed as they came, "\r.\r\n" included), and so
-// does one sent with BDAT; the others get 250 and the outbox keeps exactly
-// the bytes of the table. The smarthost defers everything, so the messages
-// stay in the outbox database, read here as docs/SENDING.md describes it.
+// do one with a line of over 998 bytes and one sent with BDAT; the others
+// get 250 and the outbox keeps exactly the bytes of the table. The
+// smarthost defers everything, so the messages stay in the outbox
+// database, read here as docs/SENDING.md describes it.
 func TestDataLineEnds(t *testing.T) {
 	r := newRigWith(t, 0, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "later"}
@@ -434,8 +440,9 @@ func TestDataLineEnds(t *testing.T) {
 			}
 		}
 		write(head + tc.Wire + "NOOP\r\n")
-		// Refused: a bare CR or LF, or a NUL (TestRefusals).
-		bare := hasBareLineEnd(tc.Want) || strings.Contains(tc.Want, "\x00")
+		// Refused: a bare CR or LF, or a NUL (TestRefusals), or a line
+		// of over 998 bytes (TestLongLineRefused).
+		bare := hasBareLineEnd(tc.Want) || strings.Contains(tc.Want, "\x00") || hasLongLine(tc.Want)
 		if got := reply(); bare && !strings.HasPrefix(got, "554 5.6.0 The message has a ") ||
 			!bare && !strings.HasPrefix(got, "250 2.0.0 Queued as") {
 			t.Fatalf("%s: reply to the end of the data %q, want %s", tc.Name, got, map[bool]string{true: "554 5.6.0", false: "250"}[bare])
@@ -491,6 +498,17 @@ func TestDataLineEnds(t *testing.T) {
 
 // hasBareLineEnd reports whether s holds a CR no LF follows or an LF no CR
 // precedes.
+// hasLongLine reports whether s has a line of over submit.MaxLineBytes
+// before its CRLF.
+func hasLongLine(s string) bool {
+	for _, l := range strings.Split(s, "\r\n") {
+		if len(l) > submit.MaxLineBytes {
+			return true
+		}
+	}
+	return false
+}
+
 func hasBareLineEnd(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\r' && (i+1 == len(s) || s[i+1] != '\n') || s[i] == '\n' && (i == 0 || s[i-1] != '\r') {
@@ -794,7 +812,8 @@ func TestSizeAdvertisedIsAccepted(t *testing.T) {
 	sc.send("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+password)), "235 ", "login")
 	message := func(id string, n int) string {
 		head := "From: alice@example.org\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\nMessage-ID: <" + id + "@example.org>\r\n\r\n"
-		return head + strings.Repeat("x", n-len(head)-2) + "\r\n"
+		body := strings.Repeat(strings.Repeat("x", 98)+"\r\n", (n-len(head))/100)
+		return head + body + strings.Repeat("y", n-len(head)-len(body)-2) + "\r\n"
 	}
 	for _, tc := range []struct {
 		name string
@@ -822,5 +841,55 @@ func TestSizeAdvertisedIsAccepted(t *testing.T) {
 			t.Errorf("%s (%d bytes): %q, want %s", tc.name, len(m), got, tc.want)
 		}
 		sc.send("RSET", "250 ", tc.name+" RSET")
+	}
+}
+
+// TestLongLineRefused: a line of over 998 bytes before its CRLF (RFC 5322
+// section 2.1.1; RFC 5321 section 4.5.3.1.6), in the header or the body,
+// sent with DATA or BDAT, gets 554 5.6.0 naming its length and where it
+// is, and the connection goes on; a line of 998 bytes is relayed and kept
+// byte for byte. It was queued and relayed as it came: Postfix breaks such
+// a line with a CRLF and a space, so the recipients got another message
+// than the one in Sent, and a smarthost with a line limit refused it after
+// the client had its 250 (a bounce in INBOX).
+func TestLongLineRefused(t *testing.T) {
+	r := newRig(t, 0)
+	sc := dialSMTP(t, r.addr)
+	sc.login()
+	head := func(id string) string {
+		return "From: alice@example.org\r\nMessage-ID: <" + id + "@example.org>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n"
+	}
+	line := func(n int) string { return strings.Repeat("l", n) + "\r\n" }
+	fits := head("fits") + "Subject: " + line(998-len("Subject: ")) + "\r\nfirst\r\n" + line(998) + "." + line(997)
+	for _, tc := range []struct{ name, msg, want string }{
+		{"data-body", head("body") + "\r\nfirst\r\n" + line(999), "554 5.6.0 The message has a line of 999 bytes (line 2 of its body)"},
+		{"data-header", head("header") + "Subject: " + line(999-len("Subject: ")) + "\r\nhi\r\n", "554 5.6.0 The message has a line of 999 bytes (line 4 of its header)"},
+		{"data-dot-stuffed", head("dot") + "\r\n." + line(998), "554 5.6.0 The message has a line of 999 bytes (line 1 of its body)"},
+		{"bdat-body", head("bdat") + "\r\n" + line(5000), "554 5.6.0 The message has a line of 5000 bytes (line 1 of its body)"},
+		{"data-998", fits, "250 2.0.0 Queued as"},
+	} {
+		sc.send("MAIL FROM:<alice@example.org>", "250 ", tc.name)
+		sc.send("RCPT TO:<bob@example.net>", "250 ", tc.name)
+		var wire string
+		if strings.HasPrefix(tc.name, "bdat") {
+			wire = fmt.Sprintf("BDAT %d LAST\r\n", len(tc.msg)) + tc.msg
+		} else {
+			sc.send("DATA", "354 ", tc.name)
+			// Dot-stuffed: a line starting with a dot is one byte longer
+			// on the wire than in the message.
+			wire = strings.ReplaceAll("\n"+tc.msg, "\n.", "\n..")[1:] + ".\r\n"
+		}
+		if _, err := io.WriteString(sc.c, wire); err != nil {
+			t.Fatal(err)
+		}
+		if got := sc.reply(); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: %q, want %s", tc.name, got, tc.want)
+		}
+		sc.send("NOOP", "250 ", tc.name+" NOOP after")
+	}
+	got := r.host.Wait(t, 1, wait)
+	sent := devicetest.WaitMessages(t, r.dev.Store, "Sent", 1, wait)
+	if len(got) != 1 || string(got[0].Data) != fits || string(sent[0].Raw) != fits {
+		t.Errorf("relayed %d messages, the first %q, in Sent %q; want the one of 998-byte lines, as sent", len(got), short(got[0].Data), short(sent[0].Raw))
 	}
 }
