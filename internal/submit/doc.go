@@ -41,8 +41,8 @@
 //     recognise (see outbox).
 //   - DATA is read by the session (package smtpdata), byte for byte, not by
 //     go-smtp's reader, which mishandles bare CRs.
-//   - Limits: the message size (SIZE, 552 5.3.4 beyond it, read to its end
-//     so the connection stays in step), recipients per message (452 4.5.3),
+//   - Limits: the message size (SIZE, 552 5.3.4 beyond it, naming the
+//     limit, read to its end so the connection stays in step), recipients per message (452 4.5.3),
 //     command lines of 4096 octets. Protocol errors
 //     get 5xx and the connection stays usable, up to go-smtp's error count.
 package submit

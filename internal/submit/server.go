@@ -239,7 +239,7 @@ func foldASCII(s string) string {
 // Config.TLS is set; it then returns nil.
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("smtp submission listening", "addr", ln.Addr().String(), "starttls", s.cfg.TLS != nil)
-	return s.serve(tlsListener{Listener: ln, tls: s.cfg.TLS, requireTLS: s.cfg.TLS != nil})
+	return s.serve(tlsListener{Listener: ln, tls: s.cfg.TLS, requireTLS: s.cfg.TLS != nil, tooLarge: s.tooLargeLine()})
 }
 
 // HasTLS reports whether the server was given a TLS configuration.
@@ -252,7 +252,7 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 		return errors.New("submit: ServeTLS needs Config.TLS")
 	}
 	s.log.Info("smtp submission listening", "addr", ln.Addr().String(), "tls", true)
-	return s.serve(tlsListener{Listener: tls.NewListener(ln, s.cfg.TLS), requireTLS: true})
+	return s.serve(tlsListener{Listener: tls.NewListener(ln, s.cfg.TLS), requireTLS: true, tooLarge: s.tooLargeLine()})
 }
 
 func (s *Server) serve(ln net.Listener) error {
@@ -451,7 +451,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		m.Return = string(opts.Return)
 		m.EnvelopeID = opts.EnvelopeID
 		if opts.Size > s.srv.cfg.MaxMessageBytes {
-			return smtp.ErrDataTooLarge
+			return s.srv.errTooLarge()
 		}
 	}
 	s.mail, s.rcpts = m, map[string]bool{}
@@ -607,10 +607,24 @@ func (s *session) readMessage(r io.Reader) ([]byte, error) {
 	if err == nil && int64(len(data)) > limit {
 		_, err = io.Copy(io.Discard, r)
 		if err == nil {
-			err = smtp.ErrDataTooLarge
+			err = s.srv.errTooLarge()
 		}
 	}
 	return data, err
+}
+
+// errTooLarge refuses a message over the size limit, naming the limit
+// (go-smtp's ErrDataTooLarge does not, and a client's user cannot tell by
+// how much to shrink the message).
+func (s *Server) errTooLarge() *smtp.SMTPError {
+	return &smtp.SMTPError{Code: 552, EnhancedCode: smtp.EnhancedCode{5, 3, 4},
+		Message: fmt.Sprintf("The message is over the size limit of %d bytes (SIZE in the EHLO reply); nothing was sent", s.cfg.MaxMessageBytes)}
+}
+
+// tooLargeLine is errTooLarge as a reply line.
+func (s *Server) tooLargeLine() []byte {
+	e := s.errTooLarge()
+	return fmt.Appendf(nil, "%d %d.%d.%d %s\r\n", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
 }
 
 func (s *session) Reset() { s.mail, s.rcpts = nil, nil }

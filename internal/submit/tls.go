@@ -18,7 +18,8 @@ import (
 // the EHLO reply while it is offered, and leaves AUTH out of it while a
 // login needs TLS first; session.Auth refuses such a login unchecked. It
 // also answers an AUTH response that is not base64 501 in place of
-// go-smtp's 454 (errNotBase64Line).
+// go-smtp's 454 (errNotBase64Line), and names the size limit in go-smtp's
+// 552 (libraryTooLargeLine).
 //
 // go-smtp hands it one command line per Read (smtpdata.Conn) and writes
 // one reply line per Write (textproto flushes each line).
@@ -34,6 +35,8 @@ type tlsConn struct {
 	cleartextLogin bool        // a login is taken without TLS
 	ehlo           bool        // the reply being written is EHLO's
 	authed         bool        // a login succeeded: STARTTLS is refused
+
+	tooLarge []byte // tlsListener.tooLarge
 
 	// Writes, go-smtp's reply lines and bye's, one at a time.
 	wmu      sync.Mutex
@@ -51,6 +54,7 @@ type tlsListener struct {
 	net.Listener
 	tls        *tls.Config
 	requireTLS bool
+	tooLarge   []byte // the reply line put in libraryTooLargeLine's place
 }
 
 func (l tlsListener) Accept() (net.Conn, error) {
@@ -58,7 +62,7 @@ func (l tlsListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &tlsConn{Conn: smtpdata.NewConn(c), raw: c}
+	tc := &tlsConn{Conn: smtpdata.NewConn(c), raw: c, tooLarge: l.tooLarge}
 	_, tc.secure = c.(*tls.Conn)
 	if !tc.secure {
 		tc.startTLS = l.tls
@@ -135,8 +139,11 @@ func (c *tlsConn) Read(p []byte) (int, error) {
 func (c *tlsConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	out := p
-	if bytes.Equal(p, errNotBase64Line) {
+	switch {
+	case bytes.Equal(p, errNotBase64Line):
 		out = notBase64Reply
+	case bytes.Equal(p, libraryTooLargeLine) && c.tooLarge != nil:
+		out = c.tooLarge
 	}
 	if c.ehlo {
 		switch {
@@ -168,6 +175,12 @@ func (c *tlsConn) Write(p []byte) (int, error) {
 // response, it MUST reject the AUTH command with a 501 error"), and its
 // section 6 names 5.5.2 for it.
 var errNotBase64Line = []byte("454 4.7.0 Invalid base64 data\r\n")
+
+// libraryTooLargeLine is go-smtp's reply to a MAIL whose SIZE, or a BDAT
+// whose chunks, go over the limit (it writes it itself, before the
+// session sees the command): it does not say what the limit is. Write
+// puts the session's reply in its place (errTooLarge).
+var libraryTooLargeLine = []byte("552 5.3.4 Max message size exceeded\r\n")
 
 // notBase64Reply is what Write puts in errNotBase64Line's place.
 var notBase64Reply = []byte("501 5.5.2 Cannot decode the response: it is not base64 (RFC 4954 section 4)\r\n")
