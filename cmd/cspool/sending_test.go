@@ -496,6 +496,55 @@ func TestSendingThroughPostfix(t *testing.T) {
 	}
 }
 
+// smtplibSubmitUTF8 submits a file as smtplibSubmit does, asking for
+// SMTPUTF8 in MAIL, as a client may whatever the message.
+const smtplibSubmitUTF8 = `
+import smtplib, sys
+host, port, user, password, sender, rcpt, path = sys.argv[1:8]
+s = smtplib.SMTP(host, int(port), timeout=60)
+s.ehlo("client.example.org")
+s.login(user, password)
+s.mail(sender, ["SMTPUTF8"])
+s.rcpt(rcpt)
+code, msg = s.data(open(path, "rb").read())
+print(code, msg.decode())
+s.quit()
+`
+
+// TestSendingSMTPUTF8ThroughPostfixWithout: a message in ASCII submitted
+// with SMTPUTF8 (smtplib) reaches bob through a Postfix that does not
+// offer SMTPUTF8 (smtputf8_enable = no), and alice gets no bounce: it
+// needs none (RFC 6531 section 3.2). Before, the outbox asked the
+// smarthost for SMTPUTF8 whenever the client had, and bounced the message
+// at once, "the smarthost does not accept SMTPUTF8, which this message
+// needs", after the client's 250.
+func TestSendingSMTPUTF8ThroughPostfixWithout(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds the binary and runs Postfix")
+	}
+	p := startPostfixPeers(t, needPostfix(t), "smtputf8_enable = no")
+	msg := "From: alice@example.test\r\nTo: bob@example.test\r\nSubject: ASCII with SMTPUTF8\r\n" +
+		"Date: Mon, 30 Nov 2026 10:00:00 +0100\r\nMessage-ID: <ascii-smtputf8@example.test>\r\n\r\nhello\r\n"
+	path := filepath.Join(p.work, "message.eml")
+	if err := os.WriteFile(path, []byte(msg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := runCmd(t, p.work, p.env, "", p.python, "-c", smtplibSubmitUTF8, "127.0.0.1", fmt.Sprint(p.smtpPort),
+		"alice", "pw", "alice@example.test", "bob@example.test", path)
+	if !strings.HasPrefix(out, "250 2.0.0 Queued as") {
+		t.Fatalf("submission: %q", out)
+	}
+	inbox := fetchIMAP(t, p.python, "127.0.0.1", fmt.Sprint(p.bobIMAP), "bob", "pw", 1)
+	if !strings.HasSuffix(string(inbox[0]), msg) {
+		t.Errorf("bob got:\n%q\nwant it to end with:\n%q", inbox[0], msg)
+	}
+	fetchIMAPBox(t, p.python, "127.0.0.1", fmt.Sprint(p.aliceIMAP), "alice", "pw", "Sent", 1)
+	if got := fetchIMAPBox(t, p.python, "127.0.0.1", fmt.Sprint(p.aliceIMAP), "alice", "pw", "INBOX", 0); len(got) != 0 {
+		t.Errorf("alice has %d messages in INBOX, want none; the first:\n%.600s", len(got), got[0])
+	}
+}
+
 // submitStripBcc is the message as relayed: without its Bcc line.
 func submitStripBcc(msg string) string {
 	var out []string

@@ -158,6 +158,47 @@ func TestRelayNo8BitMIME(t *testing.T) {
 	}
 }
 
+// TestRelaySMTPUTF8WhenNeeded: a message submitted with SMTPUTF8 goes to a
+// smarthost that does not offer it when it needs none (RFC 6531 section
+// 3.2: envelope and header in ASCII; an 8-bit body is 8BITMIME's), and
+// bounces, saying why, when its header or an envelope address is beyond
+// ASCII. Every message the client submitted with SMTPUTF8 bounced, a
+// client asking for it whatever the message.
+func TestRelaySMTPUTF8WhenNeeded(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{ImplicitTLS: true, NoSMTPUTF8: true})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, ImplicitTLS: true, RootCAs: ca.Pool}, nil)
+	header := message("header", "")
+	header.Data = bytes.Replace(header.Data, []byte("Subject: test header"), []byte("Subject: test header Gr\xc3\xbc\xc3\x9fe"), 1)
+	rcpt := message("rcpt", "")
+	rcpt.Recipients = []submit.Recipient{{Address: "b\xc3\xb6b@example.net"}}
+	ascii := message("ascii", "")
+	body := message("body", "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n")
+	body.Data = append(body.Data, "Gr\xc3\xbc\xc3\x9fe\r\n"...)
+	for _, m := range []*submit.Message{header, rcpt, ascii, body} {
+		m.UTF8 = true
+		enqueue(t, o, m)
+	}
+	inbox := devicetest.WaitMessages(t, dev.Store, "INBOX", 2, wait)
+	for _, b := range inbox {
+		if r := readReport(t, b.Raw); !strings.Contains(r.human, "SMTPUTF8") {
+			t.Errorf("bounce does not name SMTPUTF8: %+v", r)
+		}
+	}
+	got := host.Wait(t, 2, wait)
+	var ids []string
+	for _, g := range got {
+		ids = append(ids, submit.MessageID(g.Data))
+	}
+	if !slices.Equal(ids, []string{"ascii@example.org", "body@example.org"}) {
+		t.Errorf("the smarthost got %q, want the messages needing no SMTPUTF8", ids)
+	}
+	if n := len(devicetest.Messages(t, dev.Store, "INBOX")); n != 2 {
+		t.Errorf("INBOX has %d messages, want the bounces of the two needing SMTPUTF8", n)
+	}
+}
+
 // TestRelayRefusesUnverifiedCertificate: a smarthost whose certificate is
 // not signed by the trusted CA gets nothing; the failure is permanent and
 // the sender finds a bounce saying why in INBOX.

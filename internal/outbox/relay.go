@@ -251,7 +251,8 @@ func (rc *relayConn) send(m *queued) sendResult {
 		res.broken = true
 		return rcptPending
 	}
-	if m.utf8 {
+	utf8 := m.utf8 && needsSMTPUTF8(m)
+	if utf8 {
 		if ok, _ := rc.c.Extension("SMTPUTF8"); !ok {
 			return all(rcptFailed, &permanentError{errors.New("the smarthost does not accept SMTPUTF8, which this message needs")})
 		}
@@ -263,7 +264,7 @@ func (rc *relayConn) send(m *queued) sendResult {
 		// that does.
 		return all(rcptFailed, &permanentError{errors.New("the smarthost does not accept 8-bit data (no 8BITMIME, RFC 6152), which this message holds")})
 	}
-	opts := &smtp.MailOptions{Size: int64(len(m.data)), UTF8: m.utf8, Return: smtp.DSNReturn(m.ret), EnvelopeID: m.envid}
+	opts := &smtp.MailOptions{Size: int64(len(m.data)), UTF8: utf8, Return: smtp.DSNReturn(m.ret), EnvelopeID: m.envid}
 	if err := rc.c.Mail(smtpPath(m.sender), opts); err != nil {
 		return all(classify(err), err)
 	}
@@ -329,6 +330,24 @@ func (rc *relayConn) send(m *queued) sendResult {
 		return acceptedAll(classify(err), replyText(err), err)
 	}
 	return acceptedAll(rcptRelayed, "250 "+resp.StatusText, nil)
+}
+
+// needsSMTPUTF8 reports whether m needs SMTPUTF8 (RFC 6531 section 3.2):
+// an envelope address, or a header field (RFC 6532), beyond ASCII. A
+// client may ask for SMTPUTF8 for a message that needs none, and RFC 6531
+// says such a message should be sent without it: it was refused, and
+// bounced, by a smarthost that does not offer SMTPUTF8. Bytes beyond
+// ASCII in the body are 8BITMIME's.
+func needsSMTPUTF8(m *queued) bool {
+	if has8bit([]byte(m.sender)) || has8bit(m.data[:submit.HeaderEnd(m.data)]) {
+		return true
+	}
+	for _, r := range m.rcpts {
+		if has8bit([]byte(r.address)) {
+			return true
+		}
+	}
+	return false
 }
 
 // has8bit reports whether b holds a byte beyond ASCII.

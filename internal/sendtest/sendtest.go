@@ -121,6 +121,8 @@ type SmarthostOptions struct {
 	// offers it); only with ImplicitTLS (the line is taken out above the
 	// TLS layer, which STARTTLS would put above it).
 	No8BitMIME bool
+	// NoSMTPUTF8 leaves SMTPUTF8 out of the EHLO reply (RFC 6531).
+	NoSMTPUTF8 bool
 }
 
 // Smarthost is an SMTP server in the test process standing for the user's
@@ -141,7 +143,7 @@ func NewSmarthost(t testing.TB, ca *CA, opts SmarthostOptions) *Smarthost {
 	h := &Smarthost{CA: ca, opts: opts}
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &hostSession{h: h}, nil }))
 	srv.Domain = "smarthost.test"
-	srv.EnableSMTPUTF8 = true
+	srv.EnableSMTPUTF8 = !opts.NoSMTPUTF8
 	srv.EnableDSN = true
 	srv.ReadTimeout, srv.WriteTimeout = time.Minute, time.Minute
 	srv.MaxMessageBytes = 64 << 20
