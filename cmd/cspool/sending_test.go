@@ -366,6 +366,57 @@ func TestSendingSurvivesKill(t *testing.T) {
 	checkCounts(t, "Sent", r.sentCounts(), all, func(string) (int, int) { return 1, 1 })
 }
 
+// TestSendingKilledMidRelay kills `cspool imap-server` with SIGKILL in
+// the state of docs/SENDING.md's table that TestSendingSurvivesKill does
+// not reach: during the relay, before the final dot (the smarthost holds
+// its reply to RCPT). The smarthost drops the unfinished transaction, and
+// after the restart the message is relayed once and filed in Sent once.
+func TestSendingKilledMidRelay(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	var mu sync.Mutex
+	hold := make(chan struct{})
+	held := make(chan struct{}, 1)
+	r := newSendingRig(t, sendtest.SmarthostOptions{Reply: func(stage, _ string) error {
+		mu.Lock()
+		ch := hold
+		mu.Unlock()
+		if stage == "RCPT" && ch != nil {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+			select {
+			case <-ch:
+			case <-time.After(time.Minute):
+			}
+		}
+		return nil
+	}})
+	r.startDaemon()
+	r.submit("mid")
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the relay did not reach RCPT in 30 s")
+	}
+	r.kill()
+	mu.Lock()
+	close(hold)
+	hold = nil
+	mu.Unlock()
+	if n := len(r.host.Received()); n != 0 {
+		t.Fatalf("the smarthost has %d messages from a transaction cut before DATA", n)
+	}
+	r.startDaemon()
+	r.host.Wait(t, 1, 30*time.Second)
+	r.waitSent(1)
+	checkCounts(t, "smarthost", r.relayedCounts(), []string{"mid"}, func(string) (int, int) { return 1, 1 })
+	checkCounts(t, "Sent", r.sentCounts(), []string{"mid"}, func(string) (int, int) { return 1, 1 })
+}
+
 // sendingMessage is what alice sends bob through Postfix: 8-bit UTF-8, a
 // blind copy, a leading dot.
 const sendingMessage = "From: Alice <alice@example.test>\r\n" +

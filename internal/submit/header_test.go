@@ -3,8 +3,9 @@ package submit
 import "testing"
 
 // TestStripBcc: Bcc and Resent-Bcc fields go, with their continuation
-// lines, whatever their case and the blanks before the colon; every other
-// byte stays, the body's "Bcc:" lines included.
+// lines, whatever their case and the blanks before the colon, first in
+// the header or twice; every other byte stays, the body's "Bcc:" lines
+// included, and those of a message attached.
 func TestStripBcc(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"From: a@x\r\nBcc: b@y\r\nTo: c@z\r\n\r\nbody\r\n", "From: a@x\r\nTo: c@z\r\n\r\nbody\r\n"},
@@ -12,6 +13,16 @@ func TestStripBcc(t *testing.T) {
 		{"Resent-From: a@x\r\nResent-Bcc: hidden@y\r\nRESENT-BCC:\r\n\tmore@y\r\nFrom: d@x\r\n\r\nb\r\n", "Resent-From: a@x\r\nFrom: d@x\r\n\r\nb\r\n"},
 		{"From: a@x\r\nResent-To: c@z\r\nX-Bcc: kept\r\n\r\nb\r\n", "From: a@x\r\nResent-To: c@z\r\nX-Bcc: kept\r\n\r\nb\r\n"},
 		{"Bcc: last@y", ""},
+		{"Bcc: first@y\r\nFrom: a@x\r\n\r\nb\r\n", "From: a@x\r\n\r\nb\r\n"},
+		{"From: a@x\r\nBcc: one@y\r\nTo: c@z\r\nbCC: two@y\r\n\r\nb\r\n", "From: a@x\r\nTo: c@z\r\n\r\nb\r\n"},
+		// A line of blanks continues the field before it: the Bcc after
+		// it is still in the header, for readers as for the checks.
+		{"From: a@x\r\nX-A: 1\r\n \r\nBcc: ws@y\r\n\r\nb\r\n", "From: a@x\r\nX-A: 1\r\n \r\n\r\nb\r\n"},
+		// A message attached (message/rfc822) is body: its Bcc stays.
+		{"From: a@x\r\nBcc: outer@y\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n" +
+			"From: c@x\r\nBcc: inner@y\r\n\r\ninner\r\n--B--\r\n",
+			"From: a@x\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: message/rfc822\r\n\r\n" +
+				"From: c@x\r\nBcc: inner@y\r\n\r\ninner\r\n--B--\r\n"},
 	} {
 		if got := string(StripBcc([]byte(c.in))); got != c.want {
 			t.Errorf("StripBcc(%q) = %q, want %q", c.in, got, c.want)

@@ -179,6 +179,11 @@ func TestSubmitWithSmtplib(t *testing.T) {
 	if id := submit.MessageID(got.Data); id == "" || sent[0].Envelope.MessageID != id {
 		t.Errorf("Message-ID relayed %q, in Sent %q", id, sent[0].Envelope.MessageID)
 	}
+	// The Message-ID and Date the listener added are the same in both:
+	// what was relayed is the Sent copy less its Bcc field.
+	if !bytes.Equal(submit.StripBcc(sent[0].Raw), got.Data) {
+		t.Errorf("relayed %q, Sent copy %q: want the copy less its Bcc field", got.Data, sent[0].Raw)
+	}
 }
 
 // TestResentByTheUser: a message the user sends on again, with a resent
