@@ -40,7 +40,10 @@
 //     message is sent again after the restart. A client that lost the
 //     listener's 250 (crash between commit and reply) and sends the same
 //     message again within DuplicateWindow is recognised by Message-ID,
-//     envelope and content digest, and gets the first one's queue id.
+//     envelope and content digest (of the bytes as the client sent them),
+//     and gets the first one's queue id; a message the client sent without
+//     Message-ID (the listener adds a new one each time) by envelope and
+//     bytes alone, when the client wrote its Date.
 //   - Filing: the Sent copy (once the smarthost accepted the message for at
 //     least one recipient) and bounces are rows to file, processed in order.
 //     Before filing, the target mailbox is searched for a message with the

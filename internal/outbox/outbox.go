@@ -192,7 +192,8 @@ func kick(ch chan struct{}) {
 
 func (o *Outbox) now() time.Time { return o.cfg.Now() }
 
-// digest identifies a submission: envelope and bytes.
+// digest identifies a submission: envelope and bytes as the client sent
+// them (less the fields the listener added, which differ each time).
 func digest(m *submit.Message) []byte {
 	h := sha256.New()
 	h.Write([]byte(m.From))
@@ -201,29 +202,46 @@ func digest(m *submit.Message) []byte {
 		h.Write([]byte(r.Address))
 	}
 	h.Write([]byte{0, 0})
-	h.Write(m.Data)
+	if m.Added > 0 && m.Added <= len(m.Data) {
+		h.Write(m.Data[m.Added:])
+	} else {
+		h.Write(m.Data)
+	}
 	return h.Sum(nil)
 }
 
 // Enqueue stores m and its recipients in one synced transaction and returns
 // its queue id. The same submission again within DuplicateWindow (a client
-// that lost the 250) returns the first one's id and stores nothing.
+// that lost the 250) returns the first one's id and stores nothing: the
+// same Message-ID, envelope and bytes; for a message the client sent
+// without Message-ID (the listener's is new each time), the same envelope
+// and bytes, when the client wrote its Date (without it, the same text
+// sent twice on purpose would be taken for one).
 func (o *Outbox) Enqueue(ctx context.Context, m *submit.Message) (string, error) {
 	now, clock := o.now(), o.queueClock()
 	sum := digest(m)
+	since := now.Add(-o.cfg.DuplicateWindow).UnixMilli()
+	same, args := "SELECT qid FROM messages WHERE message_id = ? AND digest = ? AND accepted >= ? ORDER BY qid LIMIT 1", []any{m.MessageID, sum, since}
+	switch {
+	case m.Content != nil && m.DateAdded:
+		same = ""
+	case m.Content != nil:
+		same, args = "SELECT qid FROM messages WHERE content = ? AND digest = ? AND accepted >= ? ORDER BY qid LIMIT 1", []any{m.Content, sum, since}
+	}
 	sentBox, sentFrom := o.mailboxMark(ctx, sentMailbox)
 	if uid := o.earlyCopyUID(ctx, keyOf(m), sentBox, now); uid > 0 && uid < sentFrom {
 		sentFrom = uid
 	}
 	var qid int64
 	err := inTx(ctx, o.db, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, "SELECT qid FROM messages WHERE message_id = ? AND digest = ? AND accepted >= ? ORDER BY qid LIMIT 1",
-			m.MessageID, sum, now.Add(-o.cfg.DuplicateWindow).UnixMilli()).Scan(&qid)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
+		if same != "" {
+			err := tx.QueryRowContext(ctx, same, args...).Scan(&qid)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
 		}
 		res, err := tx.ExecContext(ctx, `INSERT INTO messages (message_id, digest, sender, utf8, body_type, ret, envid, data,
 			accepted, sent_box, sent_from, next_try, queued, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,

@@ -42,6 +42,12 @@ type Message struct {
 	// message's ContentDigest, by which a copy the client saves in Sent
 	// (without a Message-ID, as it wrote the message) is told.
 	Content []byte
+	// Added is how many bytes the listener put at the top of Data (the
+	// Message-ID and Date fields it added): Data[Added:] is the message
+	// as the client sent it, the same when the client sends it again.
+	Added int
+	// DateAdded is set when the client's message had no Date field.
+	DateAdded bool
 	// UTF8 is set when the client asked for SMTPUTF8 (RFC 6531).
 	UTF8 bool
 	// Body is the BODY parameter: "", 7BIT or 8BITMIME.
@@ -574,6 +580,7 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
 	}
+	m.Added, m.DateAdded = len(m.Data)-len(data), !h.Has("Date")
 	m.Content = nil
 	if !h.Has("Message-Id") {
 		m.Content = ContentDigest(data)

@@ -903,3 +903,53 @@ func TestLongLineRefused(t *testing.T) {
 		t.Errorf("relayed %d messages, the first %q, in Sent %q; want the one of 998-byte lines, as sent", len(got), short(got[0].Data), short(sent[0].Raw))
 	}
 }
+
+// TestResubmissionWithoutMessageID: a client that lost the 250 (here it
+// closes the connection after the final dot) and sends the message again,
+// smtplib, gets the first one's queue id, and the message is relayed once,
+// also when it has no Message-ID, provided it has a Date of the client's.
+// The listener adds a new Message-ID each time, and the outbox took the
+// second submission for another message: the recipients got it twice.
+// Without Date either, the same text sent again is another message
+// (relayed twice), as a script may send it twice on purpose.
+func TestResubmissionWithoutMessageID(t *testing.T) {
+	r := newRig(t, 0)
+	const dated = "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: dated\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n"
+	const undated = "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: undated\r\n\r\nhi\r\n"
+	relayed := 0
+	for _, tc := range []struct {
+		name, msg string
+		again     bool // the second submission is the first one
+	}{{"dated", dated, true}, {"undated", undated, false}} {
+		sc := dialSMTP(t, r.addr)
+		sc.login()
+		sc.send("MAIL FROM:<alice@example.org>", "250 ", tc.name)
+		sc.send("RCPT TO:<bob@example.net>", "250 ", tc.name)
+		sc.send("DATA", "354 ", tc.name)
+		if _, err := io.WriteString(sc.c, tc.msg+".\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		sc.c.Close() // the 250 is lost
+		relayed++
+		first := submit.MessageID(r.host.Wait(t, relayed, wait)[relayed-1].Data)
+		got := r.python(password, "refused", "alice@example.org", r.file(tc.name+".eml", tc.msg), "bob@example.net")
+		if len(got) != 3 || !strings.HasPrefix(got[2], "DATA 250 2.0.0 Queued as ") {
+			t.Fatalf("%s sent again: %q", tc.name, got)
+		}
+		if !tc.again {
+			relayed++
+		}
+		// A message after it: once it is relayed, the one before was
+		// relayed again or not.
+		marker := fmt.Sprintf("From: alice@example.org\r\nSubject: after %s\r\nMessage-ID: <after-%s@example.org>\r\n\r\nx\r\n", tc.name, tc.name)
+		r.python(password, "send", "alice@example.org", r.file("after.eml", marker), "bob@example.net")
+		relayed++
+		got2 := r.host.Wait(t, relayed, wait)
+		if want := "after-" + tc.name + "@example.org"; len(got2) != relayed || submit.MessageID(got2[relayed-1].Data) != want {
+			t.Fatalf("%s: the smarthost has %d messages, the last %q; want %d, the last %s", tc.name, len(got2), submit.MessageID(got2[len(got2)-1].Data), relayed, want)
+		}
+		if again := submit.MessageID(got2[relayed-2].Data) != first; again != !tc.again {
+			t.Errorf("%s: sent again, relayed again %v, want %v", tc.name, again, !tc.again)
+		}
+	}
+}
