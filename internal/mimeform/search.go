@@ -7,6 +7,7 @@ import (
 	"io"
 	"iter"
 	"strings"
+	"unicode/utf8"
 
 	gomessage "github.com/emersion/go-message"
 	"github.com/emersion/go-message/textproto"
@@ -16,13 +17,23 @@ import (
 // 6.4.4), for the scan of package imapd and the index of package
 // mailstore alike (docs/MAILSTORE.md, "Search index").
 
-// HeaderFieldTexts returns the texts of a header field's value v: v, and
-// v with its RFC 2047 words decoded when they decode and differ.
+// HeaderFieldTexts returns the texts of a header field's value v: v;
+// when v is not UTF-8, v with its 8-bit bytes read as windows-1252, as
+// ENVELOPE reads them (eightBitText); and that text with its RFC 2047
+// words decoded when they decode and differ. Without the second, an
+// 8-bit Latin-1 subject or name (`From: J\xf6rg`) that FETCH ENVELOPE
+// shows as "Jörg" was not found by SEARCH FROM "Jörg".
 func HeaderFieldTexts(v string) []string {
-	if d, ok := DecodeHeaderValue(v); ok && d != v {
-		return []string{v, d}
+	out := []string{v}
+	t := v
+	if !utf8.ValidString(v) {
+		t = eightBitText(v)
+		out = append(out, t)
 	}
-	return []string{v}
+	if d, ok := DecodeHeaderValue(t); ok && d != t {
+		out = append(out, d)
+	}
+	return out
 }
 
 // ParseHeader parses a raw header as SEARCH does: its lines that are no

@@ -1,6 +1,7 @@
 package mimeform
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -33,5 +34,26 @@ func TestBodyTextsKeepsBrokenMultipart(t *testing.T) {
 				t.Errorf("body texts %q hold the undecoded %q", texts, c.not)
 			}
 		})
+	}
+}
+
+// TestHeaderFieldTextsEightBit: a field value in 8-bit bytes that are not
+// UTF-8 is searched as ENVELOPE shows it, its bytes read as windows-1252,
+// and its encoded words decoded after that; a UTF-8 value has no such
+// text.
+func TestHeaderFieldTextsEightBit(t *testing.T) {
+	for _, c := range []struct {
+		v    string
+		want []string
+	}{
+		{"J\xf6rg Latin <latin@example.de>", []string{"J\xf6rg Latin <latin@example.de>", "Jörg Latin <latin@example.de>"}},
+		{"Gr\xfc\xdfe =?utf-8?q?caf=C3=A9?=", []string{"Gr\xfc\xdfe =?utf-8?q?caf=C3=A9?=", "Grüße =?utf-8?q?caf=C3=A9?=", "Grüße café"}},
+		{"\x93quoted\x94", []string{"\x93quoted\x94", "“quoted”"}},
+		{"Grüße", []string{"Grüße"}},
+		{"=?utf-8?q?caf=C3=A9?=", []string{"=?utf-8?q?caf=C3=A9?=", "café"}},
+	} {
+		if got := HeaderFieldTexts(c.v); !slices.Equal(got, c.want) {
+			t.Errorf("HeaderFieldTexts(%q):\n got  %q\n want %q", c.v, got, c.want)
+		}
 	}
 }
