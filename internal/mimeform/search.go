@@ -130,7 +130,12 @@ func bodyTexts(raw []byte, headerLen int64, depth, nested int, budget *int64) []
 		if depth+len(path) > MaxPartDepth || parts > MaxParts {
 			return errBeyondBounds
 		}
-		if err != nil || part == nil || *budget <= 0 {
+		// A part in a charset or transfer encoding the library does not
+		// know comes with an error, its text as it is (transfer-decoded
+		// when only the charset is unknown): searched so, as a message
+		// of one such part is. It was left out, so that no word of a
+		// multipart's part in, say, charset=unknown-8bit was found.
+		if err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err) || part == nil || *budget <= 0 {
 			return nil
 		}
 		t, _, _ := part.Header.ContentType()

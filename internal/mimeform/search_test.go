@@ -57,3 +57,22 @@ func TestHeaderFieldTextsEightBit(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyTextsUnknownCharsetPart: a multipart's text part in a charset
+// or a transfer encoding the library does not know is searched as it is
+// (transfer-decoded when only the charset is unknown), as a message of
+// one such part is.
+func TestBodyTextsUnknownCharsetPart(t *testing.T) {
+	raw := "Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nknown aardvark\r\n" +
+		"--b\r\nContent-Type: text/plain; charset=unknown-8bit\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nunknown bison caf=E9\r\n" +
+		"--b\r\nContent-Type: text/plain; charset=x-no-such-charset\r\n\r\nunknown capybara\r\n" +
+		"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-no-such-encoding\r\n\r\nunknown dingo\r\n" +
+		"--b--\r\n"
+	texts := strings.Join(BodyTexts([]byte(raw), headerLength([]byte(raw))), "\n")
+	for _, w := range []string{"known aardvark", "unknown bison caf\xe9", "unknown capybara", "unknown dingo"} {
+		if !strings.Contains(texts, w) {
+			t.Errorf("body texts %q lack %q", texts, w)
+		}
+	}
+}
