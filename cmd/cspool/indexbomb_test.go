@@ -18,8 +18,12 @@ import (
 // indexBomb is a message made to make the search index expensive, as
 // anyone may mail it: each is delivered alone, and its subject and a
 // text it holds are then searched for. marker is a text of its body
-// (BODY), or "" when its body has none to find.
-type indexBomb struct{ name, subject, msg, marker string }
+// (BODY), or "" when its body has none to find; header, when set, a
+// field and a text of its value (HEADER).
+type indexBomb struct {
+	name, subject, msg, marker string
+	header                     [2]string
+}
 
 func indexBombs() []indexBomb {
 	head := func(subject, rest string) string {
@@ -42,7 +46,7 @@ func indexBombs() []indexBomb {
 	var out []indexBomb
 	add := func(name, msg, marker string) {
 		subject, _, _ := strings.Cut(strings.SplitN(msg, "\r\nSubject: ", 2)[1], "\r\n")
-		out = append(out, indexBomb{name, subject, msg, marker})
+		out = append(out, indexBomb{name: name, subject: subject, msg: msg, marker: marker})
 	}
 
 	// Just under what the index takes for one body: about 120,000
@@ -101,6 +105,18 @@ func indexBombs() []indexBomb {
 	}
 	b.WriteString("--b--\r\n")
 	add("charsets long and unknown", b.String(), "the part of the long charset")
+
+	// A header of 2.7 MB in 4,000 fields of 8-bit Latin-1, each searched
+	// as written and read as windows-1252 (mimeform.HeaderFieldTexts).
+	b.Reset()
+	b.WriteString(head("bomb-latin1-header", ""))
+	latin := strings.Repeat("\xe9t\xe9 \xe0 Z\xfcrich ", 50)
+	for i := range 4000 {
+		fmt.Fprintf(&b, "X-Latin-%d: %s%d\r\n", i, latin, i)
+	}
+	b.WriteString("\r\nthe body of the 8-bit header\r\n")
+	add("a header of 4,000 8-bit fields", b.String(), "the body of the 8-bit header")
+	out[len(out)-1].header = [2]string{"X-Latin-3999", "été à Zürich 3999"}
 	return out
 }
 
@@ -116,7 +132,7 @@ func indexBombs() []indexBomb {
 func TestIndexBombs(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
-		t.Skip("builds and runs the binary, delivers 130 MB of mail")
+		t.Skip("builds and runs the binary, delivers 130 MB of mail to it")
 	}
 	lmtpAddr, s, dial := startHostileRig(t)
 	c := dial()
@@ -139,6 +155,9 @@ func TestIndexBombs(t *testing.T) {
 		searchFinds(t, c, &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: m.subject}}}, n)
 		if m.marker != "" {
 			searchFinds(t, c, &imap.SearchCriteria{Body: []string{m.marker}}, n)
+		}
+		if m.header[0] != "" {
+			searchFinds(t, c, &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: m.header[0], Value: m.header[1]}}}, n)
 		}
 	}
 }
