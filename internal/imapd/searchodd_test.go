@@ -148,7 +148,7 @@ var searchOddDifferences = map[string]string{
 	"body-inner-from":              "as body-inner-subject",
 	"from-8bit-latin1":             "cspool right: 8-bit bytes that are not UTF-8 are searched as ENVELOPE shows them, read as windows-1252 (it was the bytes only, so FROM of the name ENVELOPE shows found nothing); Dovecot serves the bytes and finds nothing",
 	"header-8bit-latin1":           "as from-8bit-latin1",
-	"subject-final-sigma":          "both: cspool lower-cases (Go's strings.ToLower, which keeps final sigma apart from sigma); Dovecot folds case as i;unicode-casemap does (RFC 5051), which RFC 9051 recommends",
+	"subject-final-sigma":          "both: cspool lower-cases (Go's strings.ToLower, which keeps final sigma apart from sigma); Dovecot folds case as i;unicode-casemap does (RFC 5051)",
 	"body-final-sigma":             "as subject-final-sigma",
 	"subject-dotted-i":             "both: as subject-final-sigma: İ lower-cased is i; Dovecot keeps it apart",
 	"subject-eszett-upper":         "both: as subject-final-sigma: ẞ lower-cased is ß; Dovecot keeps it apart",
