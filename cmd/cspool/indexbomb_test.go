@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -147,7 +146,9 @@ func TestIndexBombs(t *testing.T) {
 		start := time.Now()
 		lmtpDeliver(t, lmtpAddr, m.msg)
 		awaitMessages(t, c, n)
-		waitDaemonIndexed(t, s)
+		s.waitReport(t, "a search index holding every message", func(r *statuspage.Report) bool {
+			return r.Search != nil && r.Search.Unindexed == 0
+		})
 		took := time.Since(start)
 		t.Logf("%s (%d MB): applied and indexed in %v; daemon resident at %d MiB before, peak %d MiB",
 			m.name, len(m.msg)>>20, took.Round(time.Millisecond), rest>>10, procStatusKiB(t, pid, "VmHWM")>>10)
@@ -172,22 +173,4 @@ func searchFinds(t *testing.T, c *imapclient.Client, crit *imap.SearchCriteria, 
 	if got := data.AllUIDs(); len(got) != 1 || got[0] != imap.UID(uid) {
 		t.Errorf("UID SEARCH %+v found %v, want UID %d", crit, got, uid)
 	}
-}
-
-// waitDaemonIndexed waits (at most 5 minutes) until the daemon's search index
-// holds every message it stores.
-func waitDaemonIndexed(t *testing.T, s *statusSetup) {
-	t.Helper()
-	var last *statuspage.Report
-	var err error
-	for range 3000 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		last, err = statuspage.FetchSocket(ctx, s.socket())
-		cancel()
-		if err == nil && last.Search != nil && last.Search.Unindexed == 0 {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("the search index did not take the message within 5 minutes; last report %+v, %v", last, err)
 }
