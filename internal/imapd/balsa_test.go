@@ -91,7 +91,8 @@ Username=alice
 // (Ctrl+N: UID FETCH n RFC822, which sets \Seen), flag it (X) and move it
 // to the server's Trash (D: COPY, STORE \Deleted). The device's store then
 // holds the message in Trash, as delivered, flagged and seen, and in INBOX
-// marked \Deleted, and the conversation holds no NO or BAD. About 2 s.
+// marked \Deleted until Balsa closes the mailbox (Ctrl+W: EXPUNGE, CLOSE),
+// and the conversation holds no NO or BAD. About 2 s.
 func TestBalsa(t *testing.T) {
 	t.Parallel()
 	for _, tool := range []string{"balsa", "Xvfb", "xdotool", "dbus-daemon", "gnome-keyring-daemon", "secret-tool"} {
@@ -191,6 +192,14 @@ func TestBalsa(t *testing.T) {
 	// expunges (on closing the mailbox, or on its timer).
 	if inbox, _ := scanBox(t, a, "INBOX"); !regexp.MustCompile(`(^| )` + uid + `\[[^]]*\\Deleted`).MatchString(inbox) {
 		t.Errorf("INBOX after Balsa moved message %s to Trash: %s, want it marked \\Deleted", uid, inbox)
+	}
+	// Closing the mailbox (Ctrl+W) expunges it.
+	mark = len(proxy.lines())
+	keys("ctrl+w")
+	sent("closing INBOX", mark, `^\S+ EXPUNGE$`)
+	sent("closing INBOX", mark, `^\S+ CLOSE$`)
+	if inbox, _ := scanBox(t, a, "INBOX"); strings.Contains(" "+inbox, " "+uid+"[") || strings.Count(inbox, "[") != 2 {
+		t.Errorf("INBOX after Balsa closed it: %s, want the two messages but %s", inbox, uid)
 	}
 	checkConversation(t, proxy.lines())
 }
