@@ -130,8 +130,10 @@ func (p *imapProxy) idling(t *testing.T, since int, box string, limit time.Durat
 // mark read (Ctrl+Shift+U) and archive (Ctrl+K) the conversation it
 // shows, and move the next to Trash (Delete); Geary does each move as UID
 // COPY, STORE \Deleted and UID EXPUNGE. The device's store then holds
-// each message where Geary put it, as delivered, and the conversation
-// holds no NO or BAD. About 15 s.
+// each message where Geary put it, as delivered. Started again after
+// another device flagged a message and expunged another, and a delivery,
+// Geary shows each change from its database and the server's answers. The
+// conversation holds no NO or BAD. About 20 s.
 func TestGeary(t *testing.T) {
 	t.Parallel()
 	for _, tool := range []string{"geary", "Xvfb", "xdotool", "dbus-daemon", "gnome-keyring-daemon", "secret-tool", "sqlite3"} {
@@ -249,5 +251,33 @@ func TestGeary(t *testing.T) {
 	if inbox, raw := scanBox(t, a, "INBOX"); len(raw) != 1 || strings.Contains(" "+inbox, " "+uid+"[") || strings.Contains(" "+inbox, " "+trashed+"[") {
 		t.Errorf("INBOX after Geary moved messages %s and %s: %s", uid, trashed, inbox)
 	}
+
+	// Geary keeps its database. While it is not running, another device
+	// flags the message left in INBOX and expunges one Geary had read,
+	// and a message is delivered: started again, Geary finds what went
+	// (uid search uid 1:n) and what came, and shows each change.
+	subjects := map[string]string{"1": "Lunch on Friday", "2": "Grüße nested", "3": "Résumé attached"}
+	left := map[string]bool{"1": true, "2": true, "3": true}
+	delete(left, uid)
+	delete(left, trashed)
+	var kept string
+	for k := range left {
+		kept = k
+	}
+	a.synced(r.Deliver([]byte("From: Dan <dan@example.net>\r\nSubject: Soon gone\r\nMessage-ID: <gone@example.net>\r\n\r\nx\r\n")))
+	waitGeary(t, home, fmt.Sprintf(gearyFolderQuery, "INBOX"), kept+"|"+subjects[kept]+"|0\n4|Soon gone|0", bound)
+	stopGroup(g)
+	b.synced(r.Head())
+	wb.ok("UID STORE " + kept + ` +FLAGS (\Flagged)`)
+	wb.ok(`UID STORE 4 +FLAGS (\Deleted)`)
+	wb.ok("UID EXPUNGE 4")
+	a.synced(r.Deliver([]byte("From: Dan <dan@example.net>\r\nSubject: While away\r\nMessage-ID: <away@example.net>\r\n\r\nx\r\n")))
+	a.synced(r.Head())
+	mark = len(proxy.lines())
+	again := exec.Command("geary")
+	again.Env = session.env
+	startGroup(t, again, filepath.Join(home, "geary-again.log"), "Geary, started again")
+	proxy.idling(t, mark, "INBOX", bound)
+	waitGeary(t, home, fmt.Sprintf(gearyFolderQuery, "INBOX"), kept+"|"+subjects[kept]+"|1\n5|While away|0", bound)
 	checkConversation(t, proxy.lines())
 }
