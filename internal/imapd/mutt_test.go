@@ -46,8 +46,9 @@ set confirmcreate=no
 // store then holds each change. While mutt is closed another device flags
 // a message and a new one is delivered; a second run, from its header
 // cache, asks for the flags of the cached UIDs and the headers of the new
-// message alone, and shows both changes. The conversation holds no NO or
-// BAD. About 8 s.
+// message alone, and shows both changes; it then opens the folder Grüße,
+// named in UTF-8 (it enabled UTF8=ACCEPT). The conversation holds no NO
+// or BAD. About 8 s.
 func TestMutt(t *testing.T) {
 	t.Parallel()
 	mutt := needTool(t, "mutt")
@@ -56,6 +57,10 @@ func TestMutt(t *testing.T) {
 	r.Deliver([]byte(messages["plain"]))
 	a.synced(r.Deliver([]byte(nestedMessage)))
 	b := r.device("b")
+	// A folder whose name is not ASCII, with a message.
+	w0 := loginWire(t, a.addr)
+	w0.ok(`CREATE "Gr&APwA3w-e"`)
+	w0.ok(fmt.Sprintf("APPEND \"Gr&APwA3w-e\" {%d}\r\n%s", len(messages["plain"]), messages["plain"]))
 	proxy := newIMAPProxy(t, a.addr)
 
 	dir := t.TempDir()
@@ -152,6 +157,15 @@ func TestMutt(t *testing.T) {
 			t.Errorf("mutt, from its header cache, fetched headers of more than the new message 2: %q", l.text)
 		}
 	}
+	// A folder whose name is not ASCII: mutt enabled UTF8=ACCEPT, and
+	// names it in UTF-8.
+	mark = len(proxy.lines())
+	tm.keys("c")
+	tm.waitFor("Open mailbox")
+	tm.keys("C-u", "=Grüße", "Enter")
+	answered("opening Grüße", mark, `^\S+ SELECT "Grüße"$`)
+	tm.waitFor("=Grüße [Msgs:1")
+	tm.waitFor("Lunch on Friday")
 	mark = len(proxy.lines())
 	tm.keys("q")
 	answered("leaving", mark, `^\S+ LOGOUT$`)
