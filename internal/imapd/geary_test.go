@@ -98,28 +98,6 @@ func waitGeary(t *testing.T, home, query, want string, limit time.Duration) {
 	t.Fatalf("Geary's database: %s gave %q (%v) within %v, want %q", query, got, err, limit, want)
 }
 
-// idling waits up to limit for the server's continuation to an IDLE on a
-// connection whose mailbox selected last is box, after line since, and
-// returns the line's index.
-func (p *imapProxy) idling(t *testing.T, since int, box string, limit time.Duration) int {
-	t.Helper()
-	idle := regexp.MustCompile(`^\+ `)
-	for deadline := time.Now().Add(limit); ; time.Sleep(100 * time.Millisecond) {
-		sel := map[int]string{}
-		for i, l := range p.lines() {
-			if m := selectCmd.FindStringSubmatch(l.text); l.from == 'C' && m != nil {
-				sel[l.conn] = m[2]
-			}
-			if i >= since && l.from == 'S' && idle.MatchString(l.text) && strings.EqualFold(sel[l.conn], box) {
-				return i
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the client did not idle on %s within %v", box, limit)
-		}
-	}
-}
-
 // TestGeary drives GNOME Geary (Debian's 43, under Xvfb) through a proxy
 // that records its IMAP conversation. Its account is seeded as a
 // geary.ini and its password is in a GNOME Keyring on a D-Bus session bus

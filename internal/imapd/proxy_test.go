@@ -180,3 +180,58 @@ func checkConversation(t *testing.T, log []wireLine) {
 		}
 	}
 }
+
+// idling waits up to limit for the server's continuation to an IDLE on a
+// connection whose mailbox selected last is box, after line since, and
+// returns the line's index.
+func (p *imapProxy) idling(t *testing.T, since int, box string, limit time.Duration) int {
+	t.Helper()
+	idle := regexp.MustCompile(`^\+ `)
+	for deadline := time.Now().Add(limit); ; time.Sleep(100 * time.Millisecond) {
+		sel := map[int]string{}
+		for i, l := range p.lines() {
+			if m := selectCmd.FindStringSubmatch(l.text); l.from == 'C' && m != nil {
+				sel[l.conn] = m[2]
+			}
+			if i >= since && l.from == 'S' && idle.MatchString(l.text) && strings.EqualFold(sel[l.conn], box) {
+				return i
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client did not idle on %s within %v", box, limit)
+		}
+	}
+}
+
+// idlingNow waits up to limit for a connection whose mailbox selected
+// last is box to be in IDLE: the server's continuation came after its
+// IDLE, and it has sent nothing since.
+func (p *imapProxy) idlingNow(t *testing.T, box string, limit time.Duration) {
+	t.Helper()
+	idleCmd := regexp.MustCompile(`(?i)^\S+ IDLE$`)
+	for deadline := time.Now().Add(limit); ; time.Sleep(100 * time.Millisecond) {
+		sel := map[int]string{}
+		idle := map[int]int{} // 0: not idling, 1: IDLE sent, 2: continued
+		for _, l := range p.lines() {
+			switch {
+			case l.from == 'C' && selectCmd.MatchString(l.text):
+				sel[l.conn] = selectCmd.FindStringSubmatch(l.text)[2]
+				idle[l.conn] = 0
+			case l.from == 'C' && idleCmd.MatchString(l.text):
+				idle[l.conn] = 1
+			case l.from == 'C':
+				idle[l.conn] = 0
+			case l.from == 'S' && idle[l.conn] == 1 && strings.HasPrefix(l.text, "+ "):
+				idle[l.conn] = 2
+			}
+		}
+		for conn, state := range idle {
+			if state == 2 && strings.EqualFold(sel[conn], box) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection idles on %s within %v", box, limit)
+		}
+	}
+}
