@@ -131,7 +131,7 @@ func waitCache(t *testing.T, home, query, want string, limit time.Duration) {
 // device sets, heard while it idles. Keys typed in its window then open
 // the next unread message and delete it, which moves it to Trash, where
 // the other device finds it whole. The conversation holds no NO or BAD.
-// Slow (about two minutes: Evolution reads the folders other than INBOX
+// Slow (about 72 s: Evolution reads the folders other than INBOX
 // at its refresh, once a minute) and its packages are large, so it runs
 // only with CSPOOL_EVOLUTION=1.
 func TestEvolution(t *testing.T) {
