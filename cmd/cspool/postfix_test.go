@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -381,7 +382,7 @@ func startPostfixWith(t *testing.T, bin, work string, smtpPort int, recipe strin
 			t.Fatal(err)
 		}
 	}
-	mainCF := strings.Join([]string{
+	defaults := []string{
 		"compatibility_level = 3.6",
 		"queue_directory = " + p.queue,
 		"data_directory = " + filepath.Join(root, "data"),
@@ -399,7 +400,24 @@ func startPostfixWith(t *testing.T, bin, work string, smtpPort int, recipe strin
 		"address_verify_map =",
 		"address_verify_poll_delay = 1s",
 		"biff = no",
-	}, "\n") + "\n" + recipe
+	}
+	// A setting the recipe makes is left out of the instance's: a
+	// parameter given twice makes every Postfix process log a warning
+	// at its start, and postlogd, which logs its own through the
+	// instance's log socket, can fill that socket and wait on itself
+	// for good (it outlived a test run so, with smtpd and a
+	// `master -t` blocked behind it).
+	set := map[string]bool{}
+	for _, l := range strings.Split(recipe, "\n") {
+		if name, _, ok := strings.Cut(l, "="); ok && !strings.HasPrefix(strings.TrimSpace(l), "#") && l != "" && l[0] != ' ' && l[0] != '\t' {
+			set[strings.TrimSpace(name)] = true
+		}
+	}
+	defaults = slices.DeleteFunc(defaults, func(l string) bool {
+		name, _, _ := strings.Cut(l, "=")
+		return set[strings.TrimSpace(name)]
+	})
+	mainCF := strings.Join(defaults, "\n") + "\n" + recipe
 	// No chroot, so no copies of /etc inside the queue; smtpd on the test
 	// port only.
 	masterCF := fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
