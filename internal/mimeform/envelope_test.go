@@ -205,3 +205,71 @@ func TestEncodedWordLanguageTag(t *testing.T) {
 		t.Errorf("a word in an unknown charset decoded")
 	}
 }
+
+// TestNestedEnvelopeAddressesBounded: the envelopes of a message's
+// message/rfc822 parts hold maxNestedAddresses addresses together, the
+// first parts' first, while the structure stays whole (Parsed, every
+// part listed) and the message's own envelope keeps its own bound. 400
+// forwarded messages with 1,000 recipients in each of From, To, Cc and
+// Bcc gave a structure of 1.6 million addresses before.
+func TestNestedEnvelopeAddressesBounded(t *testing.T) {
+	var list strings.Builder
+	for i := range maxEnvelopeAddresses {
+		if i > 0 {
+			list.WriteString(",")
+		}
+		fmt.Fprintf(&list, "p%d@example.org", i)
+	}
+	const parts = 400
+	var b strings.Builder
+	b.WriteString("From: a@example.org\r\nTo: " + list.String() + "\r\nSubject: forwarded\r\n" +
+		"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n")
+	for i := range parts {
+		fmt.Fprintf(&b, "--b\r\nContent-Type: message/rfc822\r\n\r\nFrom: %[1]s\r\nTo: %[1]s\r\nCc: %[1]s\r\nBcc: %[1]s\r\nSubject: part %[2]d\r\n\r\ntext %[2]d\r\n", list.String(), i)
+	}
+	b.WriteString("--b--\r\n")
+	m, err := Parse([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Status != Parsed {
+		t.Fatalf("status %d, want Parsed", m.Status)
+	}
+	if len(m.Structure) > 4<<20 {
+		t.Errorf("the stored structure is %d bytes for a message of %d", len(m.Structure), b.Len())
+	}
+	env, err := DecodeEnvelope(m.Envelope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(env.To) != maxEnvelopeAddresses {
+		t.Errorf("the message's own To: %d addresses, want %d", len(env.To), maxEnvelopeAddresses)
+	}
+	bs, err := DecodeStructure(m.Structure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, ok := bs.(*imap.BodyStructureMultiPart)
+	if !ok || len(mp.Children) != parts {
+		t.Fatalf("structure %T, want a multipart of %d parts", bs, parts)
+	}
+	total := 0
+	for i, c := range mp.Children {
+		sp, ok := c.(*imap.BodyStructureSinglePart)
+		if !ok || sp.MessageRFC822 == nil || sp.MessageRFC822.Envelope == nil {
+			t.Fatalf("part %d: %T, want a message/rfc822 part with an envelope", i+1, c)
+		}
+		e := sp.MessageRFC822.Envelope
+		if e.Subject != fmt.Sprintf("part %d", i) {
+			t.Errorf("part %d: subject %q", i+1, e.Subject)
+		}
+		n := len(e.From) + len(e.Sender) + len(e.ReplyTo) + len(e.To) + len(e.Cc) + len(e.Bcc)
+		if want := min(4*maxEnvelopeAddresses, max(0, maxNestedAddresses-total)); n != want {
+			t.Errorf("part %d: %d addresses, want %d", i+1, n, want)
+		}
+		total += n
+	}
+	if total != maxNestedAddresses {
+		t.Errorf("the nested envelopes hold %d addresses together, want %d", total, maxNestedAddresses)
+	}
+}

@@ -95,7 +95,7 @@ func libraryEnvelopes(bs imap.BodyStructure, h textproto.Header, r io.Reader) {
 		// fields, as the top-level message's does.
 		br := bufio.NewReader(r)
 		ch, _ := textproto.ReadHeader(br)
-		bs.MessageRFC822.Envelope = extractEnvelope(ch, nil)
+		bs.MessageRFC822.Envelope = extractEnvelope(ch, nil, nil)
 		libraryEnvelopes(bs.MessageRFC822.BodyStructure, ch, br)
 	}
 }

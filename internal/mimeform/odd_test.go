@@ -16,7 +16,7 @@ func envelopeOf(t *testing.T, header string) *imap.Envelope {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return extractEnvelope(h, nil)
+	return extractEnvelope(h, nil, nil)
 }
 
 // TestEnvelopeOddFields: fields of mail as it comes that the envelope

@@ -145,10 +145,10 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, dat
 		p.Status, p.HeaderLen = Unparsed, 0
 		env = &imap.Envelope{}
 	case !within:
-		env = extractEnvelope(header, &dates)
+		env = extractEnvelope(header, &dates, nil)
 		p.Status = Simplified
 	default:
-		env = extractEnvelope(header, &dates)
+		env = extractEnvelope(header, &dates, nil)
 		bs, md5s = extractStructure(src, header, r, &dates)
 		if bs == nil {
 			p.Status = Simplified
@@ -261,7 +261,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader, dates *dateT
 		// part keeps its last line break (the library drops it at the
 		// end of the data), and no message/rfc822 part counts them. A
 		// part's header cut short takes no delimiter: read as it came.
-		st := &structState{md5s: &md5s, dates: dates}
+		st := &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses}
 		tail, added := closingTail(src, w.cut)
 		st.added = added
 		r.reset(append(append(make([]byte, 0, len(src)+len(tail)), src...), tail...))
@@ -272,7 +272,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader, dates *dateT
 		md5s = nil
 	}
 	r.reset(src)
-	bs = bodyStructure(header, r.br, false, &structState{md5s: &md5s, dates: dates})
+	bs = bodyStructure(header, r.br, false, &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses})
 	if !wellFormed(bs) {
 		return nil, nil
 	}
@@ -314,6 +314,9 @@ type structState struct {
 	md5s  *partMD5s
 	dates *dateTexts // the nested envelopes' date texts
 	added []string
+	// addresses is what is left of the addresses the nested envelopes
+	// may hold together (maxNestedAddresses).
+	addresses int
 }
 
 // bodyStructure is go-imap's imapserver.ExtractBodyStructure of the part
@@ -371,7 +374,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 		br := bufio.NewReader(bytes.NewReader(body))
 		childHeader, _ := textproto.ReadHeader(br)
 		bs.MessageRFC822 = &imap.BodyStructureMessageRFC822{
-			Envelope:      extractEnvelope(childHeader, st.dates),
+			Envelope:      extractEnvelope(childHeader, st.dates, &st.addresses),
 			BodyStructure: bodyStructure(childHeader, br, false, st),
 			NumLines:      int64(bytes.Count(own, []byte("\n"))),
 		}

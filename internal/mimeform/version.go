@@ -15,8 +15,9 @@ package mimeform
 // store: the envelope's date_text, RFC 5322 groups and the obsolete
 // zones, a text part's default charset, a single part's Content-MD5, RFC
 // 2231 parameters in any charset, a multipart cut short or with mixed
-// line ends.
-const FormsVersion = 1
+// line ends; version 2 bounds the addresses of the envelopes of a
+// message's message/rfc822 parts together (maxNestedAddresses).
+const FormsVersion = 2
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
 func (Parser) FormsVersion() int { return FormsVersion }
