@@ -938,6 +938,14 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		// part exists. The library would look for it in the tree the
 		// structure does not show, through every level of the path.
 		return []byte{}
+	case mimeform.Status(m.Parse) == mimeform.Simplified && len(sec.Part) > 0 &&
+		(sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierText):
+		// HEADER, HEADER.FIELDS and TEXT of part 1, the one text/plain
+		// part, which is no message/rfc822 part (RFC 9051 section
+		// 6.4.5). Its MIME is the library's, from the message's tree,
+		// as Dovecot answers it (docs/IMAP.md, "Odd messages, part by
+		// part").
+		return []byte{}
 	case len(sec.Part) > 0 && (sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierText) &&
 		!isMessagePart(b, sec.Part):
 		// HEADER, HEADER.FIELDS and TEXT after a part number name the

@@ -50,3 +50,37 @@ func TestSimplifiedMessageParts(t *testing.T) {
 		}
 	}
 }
+
+// TestSimplifiedPartOne: part 1 of a message served as one text/plain
+// part (beyond the parsing bounds) has no HEADER or TEXT, being no
+// message/rfc822 part, whatever the message's real first part is. When
+// that was a forwarded message, BODY[1.HEADER] was the body's first
+// lines up to a blank one (the first delimiter and the part's MIME
+// header) and BODY[1.TEXT] the rest of the body.
+func TestSimplifiedPartOne(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	msg := simplifiedMessage()
+	d.synced(r.Deliver([]byte(msg)))
+	w := loginWire(t, d.addr)
+	w.ok("SELECT INBOX")
+	u := w.ok("FETCH 1 (BODYSTRUCTURE)")
+	if len(u) != 1 || !strings.Contains(u[0], `BODYSTRUCTURE ("text" "plain"`) {
+		t.Fatalf("BODYSTRUCTURE of a message nested 40 deep: %q, want one text/plain part", u)
+	}
+	for _, c := range []struct{ item, want string }{
+		{"BODY.PEEK[1.HEADER]", "BODY[1.HEADER] {0}\r\n)"},
+		{"BODY.PEEK[1.TEXT]", "BODY[1.TEXT] {0}\r\n)"},
+		{"BODY.PEEK[1.HEADER.FIELDS (SUBJECT)]", "{0}\r\n)"},
+		// The message's own sections, as before.
+		{"BODY.PEEK[HEADER.FIELDS (SUBJECT)]", "{17}\r\nSubject: deep\r\n\r\n)"},
+		{"BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT FROM MIME-VERSION)]", "{47}\r\nContent-Type: multipart/mixed; boundary=top\r\n\r\n)"},
+		{"BODY.PEEK[1]<0.6>", "BODY[1]<0> {6}\r\n--top\r)"},
+	} {
+		u := w.ok("FETCH 1 (" + c.item + ")")
+		if len(u) != 1 || !strings.Contains(u[0], c.want) {
+			t.Errorf("FETCH %s: got %.300q, want %q in it", c.item, u, c.want)
+		}
+	}
+}

@@ -189,6 +189,9 @@ func (s *stored) bodyPiece(sec *imap.FetchItemBodySection) (piece, bool) {
 		return bytesPiece(nil), true
 	case status == mimeform.Simplified && len(sec.Part) > 0 && (len(sec.Part) > 1 || sec.Part[0] != 1):
 		return bytesPiece(nil), true
+	case status == mimeform.Simplified && len(sec.Part) > 0 &&
+		(sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierText):
+		return bytesPiece(nil), true
 	case len(sec.Part) > 0 && (sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierText):
 		msg, ok := s.isMessagePart(sec.Part)
 		if !ok {

@@ -40,7 +40,22 @@ func streamCorpus() []string {
 		"Subject: empty body\r\n\r\n",
 		crlf("From: a@example.org\nContent-Type: text/plain\nContent-Transfer-Encoding: base64\n\naGVsbG8gd29ybGQ\n"),
 		crlf("From: a@example.org\nContent-Type: text/plain\nContent-Transfer-Encoding: x-unknown\n\nsome text\n"),
+		simplifiedMessage(),
 	)
+}
+
+// simplifiedMessage is a multipart nested beyond the parsing bounds
+// (Simplified), whose first part is a message/rfc822 part.
+func simplifiedMessage() string {
+	var b strings.Builder
+	b.WriteString("From: a@example.org\r\nSubject: deep\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=top\r\n\r\n")
+	b.WriteString("--top\r\nContent-Type: message/rfc822\r\n\r\nSubject: forwarded\r\n\r\nforwarded text\r\n--top\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n")
+	const levels = 40
+	for i := range levels {
+		fmt.Fprintf(&b, "--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n", i, i+1)
+	}
+	fmt.Fprintf(&b, "--b%d\r\nContent-Type: text/plain\r\n\r\nbottom\r\n--top--\r\n", levels)
+	return b.String()
 }
 
 // streamSectionsOf is every BODY section form on the part paths the
