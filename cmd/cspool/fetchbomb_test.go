@@ -36,11 +36,11 @@ var fetchBombItems = []string{
 
 // maxStructureResponse bounds the answer to a FETCH of BODYSTRUCTURE,
 // BODY or ENVELOPE of a fetchBomb: the parse keeps each within bounds
-// (mimeform's MaxParts, MaxPartDepth, maxEnvelopeAddresses and
-// maxNestedAddresses), whatever the message's size.
+// (mimeform's MaxParts, MaxPartDepth, maxEnvelopeAddresses,
+// maxNestedAddresses and maxLanguages), whatever the message's size.
 const maxStructureResponse = 4 << 20
 
-func fetchBombs(t *testing.T, forwarded, siblings int) []fetchBomb {
+func fetchBombs(forwarded, siblings, languages int) []fetchBomb {
 	head := func(subject, rest string) string {
 		return "From: stranger@example.net\r\nTo: alice@example.org\r\nSubject: " + subject + "\r\n" + rest
 	}
@@ -63,6 +63,17 @@ func fetchBombs(t *testing.T, forwarded, siblings int) []fetchBomb {
 	b.WriteString("--b--\r\n")
 	out = append(out, fetchBomb{fmt.Sprintf("%d forwarded messages of 4,000 addresses", forwarded), b.String(),
 		[]string{fmt.Sprintf("BODY.PEEK[%d.HEADER.FIELDS (SUBJECT)]", forwarded)}})
+
+	// Parts whose Content-Language names a million tags (2 MB, within
+	// the header bounds).
+	b.Reset()
+	b.WriteString(head("bomb-languages", "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"))
+	tags := strings.Repeat("e,", 1<<20) + "e"
+	for i := range languages {
+		fmt.Fprintf(&b, "--b\r\nContent-Type: text/plain\r\nContent-Language: %s\r\n\r\npart %d\r\n", tags, i)
+	}
+	b.WriteString("--b--\r\n")
+	out = append(out, fetchBomb{fmt.Sprintf("%d parts of a million language tags", languages), b.String(), nil})
 
 	// Multiparts nested 10,000 deep.
 	b.Reset()
@@ -129,14 +140,16 @@ func fetchBombs(t *testing.T, forwarded, siblings int) []fetchBomb {
 // daemon's peak resident size while it applied each and while it served
 // its FETCHes is logged (docs/IMAP.md, "Messages made to make FETCH
 // expensive"). The forwarded messages' envelopes were whole, two million
-// addresses: a 27 MB message's BODYSTRUCTURE was 83 MB.
+// addresses: a 27 MB message's BODYSTRUCTURE was 83 MB; the language
+// tags too: 41 MB of them made a BODYSTRUCTURE of 82 MB.
 func TestFetchBombs(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
-		t.Skip("builds and runs the binary, delivers 40 MB of mail to it")
+		t.Skip("builds and runs the binary, delivers 80 MB of mail to it")
 	}
 	forwarded := testproc.Scale(t, 60, 495)
 	siblings := testproc.Scale(t, 20000, 200000)
+	languages := testproc.Scale(t, 4, 20)
 	lmtpAddr, s, dial := startHostileRig(t)
 	c := dial()
 	defer c.Close()
@@ -147,7 +160,7 @@ func TestFetchBombs(t *testing.T) {
 		}
 	}
 	conn := dialRawIMAP(t, fmt.Sprintf("127.0.0.1:%d", s.imapPort), s.user, s.password)
-	for i, m := range fetchBombs(t, forwarded, siblings) {
+	for i, m := range fetchBombs(forwarded, siblings, languages) {
 		uid := i + 1
 		clearPeak()
 		lmtpDeliver(t, lmtpAddr, m.msg)

@@ -261,7 +261,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader, dates *dateT
 		// part keeps its last line break (the library drops it at the
 		// end of the data), and no message/rfc822 part counts them. A
 		// part's header cut short takes no delimiter: read as it came.
-		st := &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses}
+		st := &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses, languages: maxLanguages}
 		tail, added := closingTail(src, w.cut)
 		st.added = added
 		r.reset(append(append(make([]byte, 0, len(src)+len(tail)), src...), tail...))
@@ -272,7 +272,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader, dates *dateT
 		md5s = nil
 	}
 	r.reset(src)
-	bs = bodyStructure(header, r.br, false, &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses})
+	bs = bodyStructure(header, r.br, false, &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses, languages: maxLanguages})
 	if !wellFormed(bs) {
 		return nil, nil
 	}
@@ -315,8 +315,9 @@ type structState struct {
 	dates *dateTexts // the nested envelopes' date texts
 	added []string
 	// addresses is what is left of the addresses the nested envelopes
-	// may hold together (maxNestedAddresses).
-	addresses int
+	// may hold together (maxNestedAddresses), languages of the language
+	// tags the parts may (maxLanguages).
+	addresses, languages int
 }
 
 // bodyStructure is go-imap's imapserver.ExtractBodyStructure of the part
@@ -341,6 +342,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 	primaryType, subType, _ := strings.Cut(mediaType, "/")
 	if primaryType == "multipart" {
 		bs := &imap.BodyStructureMultiPart{Subtype: subType}
+		lang := contentLanguage(header, &st.languages) // before its parts'
 		mr := textproto.NewMultipartReader(r, typeParams["boundary"])
 		for {
 			part, _ := mr.NextPart()
@@ -352,7 +354,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 		bs.Extended = &imap.BodyStructureMultiPartExt{
 			Params:      typeParams,
 			Disposition: contentDisposition(header),
-			Language:    contentLanguage(header),
+			Language:    lang,
 			Location:    header.Get("Content-Location"),
 		}
 		return bs
@@ -387,7 +389,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 	}
 	bs.Extended = &imap.BodyStructureSinglePartExt{
 		Disposition: contentDisposition(header),
-		Language:    contentLanguage(header),
+		Language:    contentLanguage(header, &st.languages),
 		Location:    header.Get("Content-Location"),
 	}
 	if v := strings.TrimSpace(unfold(header.Get("Content-MD5"))); v != "" {
@@ -422,17 +424,31 @@ func contentDisposition(header gomessage.Header) *imap.BodyStructureDisposition 
 	return &imap.BodyStructureDisposition{Value: disp, Params: dispParams}
 }
 
+// maxLanguages is the most language tags the Content-Language fields of
+// a message's parts give its BODYSTRUCTURE together, in the order of the
+// parts' headers (a multipart's before its parts'); a part whose tags
+// come after them has none (NIL). Twenty parts
+// naming a million tags each ("e,e,e,...", 2 MB a field, within
+// MaxHeaderBytes; 41 MB, as anyone may mail) made a BODYSTRUCTURE of
+// 82 MB, and the daemon grew to 792 MB while it applied the message.
+// A part names one or two.
+const maxLanguages = 1000
+
 // contentLanguage is go-imap's: the part's Content-Language, split at
-// commas.
-func contentLanguage(header gomessage.Header) []string {
+// commas, up to what is left of the message's maxLanguages tags, which
+// it takes them from.
+func contentLanguage(header gomessage.Header, left *int) []string {
 	v := header.Get("Content-Language")
-	if v == "" {
+	if v == "" || *left <= 0 {
 		return nil
 	}
-	l := strings.Split(v, ",")
-	for i, lang := range l {
-		l[i] = strings.TrimSpace(lang)
+	var l []string
+	for rest, more := v, true; more && len(l) < *left; {
+		var lang string
+		lang, rest, more = strings.Cut(rest, ",")
+		l = append(l, strings.TrimSpace(lang))
 	}
+	*left -= len(l)
 	return l
 }
 

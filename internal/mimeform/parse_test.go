@@ -207,3 +207,39 @@ func TestParseManyBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// TestLanguagesBounded: the parts of a message give its structure
+// maxLanguages language tags together, in the order of their headers,
+// and the structure stays whole. The multipart's one tag is given; a
+// part's Content-Language of 600 tags gives them all; the next part's
+// gives the 399 left, the last's none.
+func TestLanguagesBounded(t *testing.T) {
+	tags := strings.TrimSuffix(strings.Repeat("en, ", 600), ", ")
+	var b strings.Builder
+	b.WriteString("From: a@example.org\r\nSubject: languages\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\nContent-Language: de\r\n\r\n")
+	for i := range 3 {
+		fmt.Fprintf(&b, "--b\r\nContent-Type: text/plain\r\nContent-Language: %s\r\n\r\npart %d\r\n", tags, i)
+	}
+	b.WriteString("--b--\r\n")
+	m, err := Parse([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := DecodeStructure(m.Structure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, ok := bs.(*imap.BodyStructureMultiPart)
+	if m.Status != Parsed || !ok || len(mp.Children) != 3 {
+		t.Fatalf("status %d, structure %T: want a parsed multipart of 3 parts", m.Status, bs)
+	}
+	if got := mp.Extended.Language; len(got) != 1 || got[0] != "de" {
+		t.Errorf("the multipart's language tags: %q, want [de]", got)
+	}
+	for i, want := range []int{600, maxLanguages - 601, 0} {
+		got := mp.Children[i].(*imap.BodyStructureSinglePart).Extended.Language
+		if len(got) != want || (want > 0 && (got[0] != "en" || got[want-1] != "en")) {
+			t.Errorf("part %d: %d language tags, want %d", i+1, len(got), want)
+		}
+	}
+}

@@ -16,7 +16,8 @@ package mimeform
 // zones, a text part's default charset, a single part's Content-MD5, RFC
 // 2231 parameters in any charset, a multipart cut short or with mixed
 // line ends; version 2 bounds the addresses of the envelopes of a
-// message's message/rfc822 parts together (maxNestedAddresses).
+// message's message/rfc822 parts together (maxNestedAddresses), and the
+// language tags of its parts (maxLanguages).
 const FormsVersion = 2
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
