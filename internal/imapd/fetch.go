@@ -1012,7 +1012,9 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 // a multipart's part has a header of its own, within the multipart,
 // which the library extracts. n.HEADER.FIELDS and n.HEADER.FIELDS.NOT
 // are picked from n.HEADER (headerFields). ok is false for a section it
-// does not serve: a top-level one, the MIME header of a multipart's part.
+// does not serve: a top-level one, the MIME header of a multipart's part
+// that ends with a blank line; one that ends without is served as the
+// message holds it (bareHeader).
 func headerSection(m *mailstore.Message, sec *imap.FetchItemBodySection, hl int) (out []byte, ok bool) {
 	if len(sec.Part) == 0 {
 		return nil, false
@@ -1033,6 +1035,15 @@ func headerSection(m *mailstore.Message, sec *imap.FetchItemBodySection, hl int)
 		}
 		return b[n:], true
 	case imap.PartSpecifierMIME:
+		if boundary, k, body, ok := bareHeaderSection(m, sec.Part); ok {
+			// A multipart's part: its header as the message holds it
+			// when it ends without a blank line (bareHeader), else the
+			// library's.
+			if h, ok := bareHeader(bytes.NewReader(bodySection(m, body)), boundary, k); ok {
+				return h, true
+			}
+			return nil, false
+		}
 		if mimeform.Status(m.Parse) != mimeform.Parsed || !messageBody(m, sec.Part) {
 			return nil, false
 		}

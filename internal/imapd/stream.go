@@ -210,7 +210,22 @@ func (s *stored) bodyPiece(sec *imap.FetchItemBodySection) (piece, bool) {
 			}
 			return bytesPiece(headerFields(h.prefix, sec)), true
 		}
-	case len(sec.Part) > 0 && sec.Specifier == imap.PartSpecifierMIME && status == mimeform.Parsed && messageBody(s.m, sec.Part):
+	case len(sec.Part) > 0 && sec.Specifier == imap.PartSpecifierMIME && plain:
+		if boundary, k, body, ok := bareHeaderSection(s.m, sec.Part); ok {
+			// As headerSection: the header of a multipart's part that
+			// ends without a blank line as the message holds it.
+			p, ok := s.bodyPiece(body)
+			if !ok {
+				return piece{}, false
+			}
+			if h, ok := bareHeader(p.reader(), boundary, k); ok {
+				return bytesPiece(h), true
+			}
+			break
+		}
+		if status != mimeform.Parsed || !messageBody(s.m, sec.Part) {
+			break
+		}
 		if len(sec.Part) == 1 {
 			return bytesPiece(s.head), true
 		}
