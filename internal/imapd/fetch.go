@@ -981,8 +981,8 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		// reads them, closed, so that the last one keeps its last line
 		// break (the library drops it at the end of the data), and
 		// without the closing delimiters, which are not the message's.
-		if m, added := mimeform.MendedCut(read); added != nil {
-			out = mimeform.Unmend(imapserver.ExtractBodySection(bytes.NewReader(m), &whole), added)
+		if mm := mimeform.Mend(read); mm.Cut() {
+			out = mm.Own(imapserver.ExtractBodySection(bytes.NewReader(mm.Bytes), &whole))
 		}
 	}
 	if out == nil {
@@ -1134,12 +1134,16 @@ func closed(b []byte) bool {
 
 // sectionAgain extracts a part the library did not find in read (the
 // message as mimeform.Lenient gives it) from the message mended for it
-// (mimeform.Mended: the parts' types written as the structure reads them,
-// a multipart cut short closed). Only a section not found pays for the
+// (mimeform.Mend: the parts' types written as the structure reads them,
+// a multipart cut short closed, a part of fields alone given the blank
+// line the library reads its header up to), without the bytes the
+// mending added (Mending.Own). Only a section not found pays for the
 // walk: a found one is never looked for again.
 func sectionAgain(read []byte, extract func([]byte) []byte) []byte {
-	if m := mimeform.Mended(read); !bytes.Equal(m, read) {
-		return extract(m)
+	if mm := mimeform.Mend(read); !bytes.Equal(mm.Bytes, read) {
+		if out := extract(mm.Bytes); out != nil {
+			return mm.Own(out)
+		}
 	}
 	return nil
 }

@@ -59,3 +59,66 @@ func TestPartHeaderAsItIs(t *testing.T) {
 		}
 	}
 }
+
+// TestPartOfFieldsAloneRead: a multipart's parts of fields alone (a
+// header ending at the next delimiter line, RFC 2046 section 5.1.1), at
+// the top and in a forwarded message, are listed by the structure as
+// parts of no body, their headers served as the message holds them, and
+// the parts after them found; the forwarded message, read from the
+// message mended for the library, is served and counted as its own
+// bytes, in a small message and in one over 256 KiB.
+func TestPartOfFieldsAloneRead(t *testing.T) {
+	t.Parallel()
+	line := strings.Repeat("y", 76) + "\r\n"
+	big := strings.Repeat(line, (300<<10)/len(line))
+	inner := "Subject: in\r\nContent-Type: multipart/mixed; boundary=i1\r\n\r\n" +
+		"--i1\r\nContent-Type: text/plain\r\n--i1\r\nContent-Type: text/plain\r\n\r\nin\r\n--i1--"
+	message := func(last string) string {
+		return "From: ann@example.org\r\nSubject: fields alone\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: multipart/mixed; boundary=b1\r\n\r\n" +
+			"--b1\r\nContent-Type: text/plain\r\n" +
+			"--b1\r\nContent-Type: message/rfc822\r\n\r\n" + inner + "\r\n" +
+			"--b1\r\nContent-Type: text/plain\r\n\r\n" + last + "\r\n--b1--\r\n"
+	}
+	r := newRig(t)
+	d := r.device("a")
+	w := loginWire(t, d.addr)
+	lasts := []string{"three", big}
+	for _, last := range lasts {
+		msg := message(last)
+		w.ok(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(msg), msg))
+	}
+	w.ok("SELECT INBOX")
+	for i, last := range lasts {
+		seq := i + 1
+		u := w.ok(fmt.Sprintf("FETCH %d (BODYSTRUCTURE)", seq))
+		want := fmt.Sprintf(`BODYSTRUCTURE (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL)("message" "rfc822" NIL NIL NIL "7bit" %d `, len(inner))
+		if len(u) != 1 || !strings.Contains(u[0], want) || !strings.Contains(u[0], fmt.Sprintf(`"7bit" %d %d NIL NIL NIL NIL) "mixed" ("boundary" "b1")`, len(last), strings.Count(last, "\n"))) {
+			t.Errorf("message %d: %q, want it to hold %q and part 3", seq, u, want)
+		}
+		for _, c := range []struct{ item, want string }{
+			{"BODY[1]", ""},
+			{"BODY[1.MIME]", "Content-Type: text/plain"},
+			{"BODY[2]", inner},
+			{"BINARY[2]", inner},
+			{"BODY[2.1]", ""},
+			{"BODY[2.1.MIME]", "Content-Type: text/plain"},
+			{"BODY[2.2]", "in"},
+			{"BODY[3]", last},
+		} {
+			peek := strings.Replace(c.item, "[", ".PEEK[", 1)
+			lit := "{"
+			if strings.HasPrefix(c.item, "BINARY") {
+				lit = "~{"
+			}
+			exp := fmt.Sprintf("* %d FETCH (%s %s%d}\r\n%s)\r\n", seq, c.item, lit, len(c.want), c.want)
+			if u := w.ok(fmt.Sprintf("FETCH %d (%s)", seq, peek)); len(u) != 1 || u[0] != exp {
+				t.Errorf("message %d %s: %.200q, want %.200q", seq, c.item, u, exp)
+			}
+		}
+		exp := fmt.Sprintf("* %d FETCH (BINARY.SIZE[2] %d)\r\n", seq, len(inner))
+		if u := w.ok(fmt.Sprintf("FETCH %d (BINARY.SIZE[2])", seq)); len(u) != 1 || u[0] != exp {
+			t.Errorf("message %d: %q, want %q", seq, u, exp)
+		}
+	}
+}

@@ -343,7 +343,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 	if primaryType == "multipart" {
 		bs := &imap.BodyStructureMultiPart{Subtype: subType}
 		lang := contentLanguage(header, &st.languages) // before its parts'
-		mr := textproto.NewMultipartReader(r, typeParams["boundary"])
+		mr := textproto.NewMultipartReader(newFieldsAloneReader(r, typeParams["boundary"]), typeParams["boundary"])
 		for {
 			part, _ := mr.NextPart()
 			if part == nil {
@@ -499,7 +499,7 @@ func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 			w.boundaries[boundary] = true
 		}
 		g := guardHeaders(r, []byte("--"+boundary))
-		mr := textproto.NewMultipartReader(g, boundary)
+		mr := textproto.NewMultipartReader(newFieldsAloneReader(g, boundary), boundary)
 		for w.parts <= w.bounds.parts {
 			p, err := mr.NextPart()
 			if err != nil {
@@ -611,10 +611,14 @@ func partType(h textproto.Header, inDigest bool) (string, map[string]string) {
 // the library, and the parts under it were not found), and, when a
 // multipart is cut short (its data ends before its closing delimiter: a
 // message truncated on the way), the missing closing delimiters after it,
-// innermost first (the library gave up on the last part whole). It
-// returns Lenient(b, true) itself when neither is needed. The bytes of
-// every part's body are b's (a CRLF before a delimiter is the
-// delimiter's); a part's header so written is not.
+// innermost first (the library gave up on the last part whole), and a
+// line break before each delimiter line that ends a part's header of
+// fields alone (fieldsalone.go; the library gave up on that part and the
+// ones after it). It returns Lenient(b, true) itself when none is needed.
+// The bytes of every part's body are b's (a CRLF before a delimiter is
+// the delimiter's); a part's header so written is not, nor a multipart or
+// message/rfc822 part holding a line break added (Mending.Own takes them
+// off).
 func Mended(b []byte) []byte {
 	m, _ := MendedCut(b)
 	return m
@@ -628,41 +632,96 @@ func Mended(b []byte) []byte {
 // where the data does, and keeps its last line break: the tail begins
 // with one of its own, the delimiter's.
 func MendedCut(b []byte) (m []byte, added []string) {
+	mm := Mend(b)
+	return mm.Bytes, mm.added
+}
+
+// A Mending is a message as Mended mends it, and what the mending added
+// to the bytes of the parts the structure shows.
+type Mending struct {
+	// Bytes are Mended's.
+	Bytes []byte
+	added []string // the closing tail (MendedCut)
+	// blanks are the offset and length of each line break added before
+	// a delimiter line that ends a part's header of fields alone
+	// (fieldsalone.go).
+	blanks [][2]int
+}
+
+// Cut reports whether a multipart of the message was cut short, and
+// Bytes end with the closing delimiters it lacks.
+func (m Mending) Cut() bool { return m.added != nil }
+
+// Own returns section, read from m.Bytes, without the bytes the mending
+// added to it: the closing tail it ends with (Unmend), and each line
+// break added before a delimiter line within it. A section that holds
+// no added line break, or is not found in Bytes as it is (a decoded
+// one), is returned as it is; one found at more than one offset is taken
+// at the first.
+func (m Mending) Own(section []byte) []byte {
+	section = Unmend(section, m.added)
+	if len(m.blanks) == 0 || len(section) == 0 {
+		return section
+	}
+	off := bytes.Index(m.Bytes, section)
+	if off < 0 {
+		return section
+	}
+	var out []byte
+	from := 0 // of section, copied up to here
+	for _, bl := range m.blanks {
+		at := bl[0] - off
+		if at <= 0 || at+bl[1] >= len(section) {
+			// At its start or end: the line break is the next
+			// delimiter's, outside the section.
+			continue
+		}
+		out = append(out, section[from:at]...)
+		from = at + bl[1]
+	}
+	if out == nil {
+		return section
+	}
+	return append(out, section[from:]...)
+}
+
+// Mend is Mended, and what it added.
+func Mend(b []byte) Mending {
 	l := Lenient(b, true)
 	if _, ok := BoundedHeader(l); !ok {
-		return l, nil
+		return Mending{Bytes: l}
 	}
 	r := getReader(l)
 	defer readers.Put(r)
 	h, err := textproto.ReadHeader(r.br)
 	if err != nil {
-		return l, nil
+		return Mending{Bytes: l}
 	}
 	w := &walk{bounds: structureBounds, boundaries: map[string]bool{}}
 	if !w.within(h, r.br) || w.tripped || len(w.boundaries) == 0 {
-		return l, nil
+		return Mending{Bytes: l}
 	}
 	if lf, changed := lfDelimiters(l, w.boundaries); changed {
 		// Walked again: the parts behind the delimiters now seen.
 		l = lf
 		r.reset(l)
 		if h, err = textproto.ReadHeader(r.br); err != nil {
-			return l, nil
+			return Mending{Bytes: l}
 		}
 		w = &walk{bounds: structureBounds, boundaries: map[string]bool{}}
 		if !w.within(h, r.br) || w.tripped {
-			return l, nil
+			return Mending{Bytes: l}
 		}
 	}
-	out := rewritePartTypes(l, w.boundaries)
+	out, blanks := addBlankLines(rewritePartTypes(l, w.boundaries), w.boundaries)
 	if len(w.cut) == 0 {
-		return out, nil
+		return Mending{Bytes: out, blanks: blanks}
 	}
 	tail, added := closingTail(out, w.cut)
 	if &out[0] == &l[0] {
 		out = append(make([]byte, 0, len(l)+len(tail)), l...) // never b's array
 	}
-	return append(out, tail...), added
+	return Mending{Bytes: append(out, tail...), added: added, blanks: blanks}
 }
 
 // closingTail returns the closing delimiters of the multiparts cut short

@@ -15,9 +15,12 @@ package mimeform
 // store: the envelope's date_text, RFC 5322 groups and the obsolete
 // zones, a text part's default charset, a single part's Content-MD5, RFC
 // 2231 parameters in any charset, a multipart cut short or with mixed
-// line ends; version 2 bounds the addresses of the envelopes of a
-// message's message/rfc822 parts together (maxNestedAddresses), and the
-// language tags of its parts (maxLanguages).
+// line ends. Version 2 bounds the addresses of the envelopes of a
+// message's message/rfc822 parts together (maxNestedAddresses) and the
+// language tags of its parts (maxLanguages), and takes a multipart's part
+// of fields alone, its header ending at the next delimiter line with no
+// blank line (fieldsalone.go), for a part of no body, where the parts
+// from it on were left out.
 const FormsVersion = 2
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
