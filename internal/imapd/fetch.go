@@ -502,14 +502,26 @@ func fetchWant(opts *imap.FetchOptions) mailstore.Want {
 	if opts.BodyStructure != nil {
 		want |= mailstore.WantStructure
 	}
-	if len(opts.BinarySection) > 0 || len(opts.BinarySectionSize) > 0 {
-		return want | mailstore.WantRaw
-	}
 	for _, b := range opts.BodySection {
-		if len(b.Part) > 0 && b.Specifier == imap.PartSpecifierMIME {
-			// Whether the part is a message's body (messageBody).
+		if len(b.Part) > 0 && b.Specifier == imap.PartSpecifierMIME || len(b.Part) > 1 {
+			// Whether the part is a message's body (messageBody), a
+			// multipart's (bareHeaderSection), or within a forwarded
+			// message (throughForwarded).
 			want |= mailstore.WantStructure
 		}
+	}
+	for _, b := range opts.BinarySection {
+		if len(b.Part) > 1 {
+			want |= mailstore.WantStructure // throughForwarded
+		}
+	}
+	for _, b := range opts.BinarySectionSize {
+		if len(b.Part) > 1 {
+			want |= mailstore.WantStructure
+		}
+	}
+	if len(opts.BinarySection) > 0 || len(opts.BinarySectionSize) > 0 {
+		return want | mailstore.WantRaw
 	}
 	for _, b := range opts.BodySection {
 		if len(b.Part) > 0 || (b.Specifier != imap.PartSpecifierHeader && len(b.HeaderFields) == 0 && len(b.HeaderFieldsNot) == 0) {
@@ -916,6 +928,11 @@ func singlePart(m *mailstore.Message) bool {
 // sections are extracted with imapserver.ExtractBodySection. A message
 // that is not MIME is one text part: BODY[1] is its text.
 func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
+	if sub, rest, ok := throughForwarded(m, sec.Part); ok {
+		within := *sec
+		within.Part = rest
+		return bodySection(sub, &within)
+	}
 	b := raw(m)
 	hl := min(int(m.HeaderLen), len(b))
 	plain := len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0
@@ -1151,6 +1168,9 @@ func sectionAgain(read []byte, extract func([]byte) []byte) []byte {
 // binarySection returns BINARY[part] without its partial: the decoded
 // content; for a message that is not MIME, its bytes.
 func binarySection(m *mailstore.Message, part []int) []byte {
+	if sub, rest, ok := throughForwarded(m, part); ok {
+		return binarySection(sub, rest)
+	}
 	b := raw(m)
 	hl := min(int(m.HeaderLen), len(b))
 	if mimeform.Status(m.Parse) != mimeform.Parsed {

@@ -170,6 +170,9 @@ func (s *stored) reader(read []byte) func() io.Reader {
 // bodyPiece is bodySection streamed; ok is false where it is left to
 // bodySection.
 func (s *stored) bodyPiece(sec *imap.FetchItemBodySection) (piece, bool) {
+	if s.throughForwarded(sec.Part) {
+		return piece{}, false
+	}
 	hl := int64(len(s.head))
 	plain := len(sec.HeaderFields) == 0 && len(sec.HeaderFieldsNot) == 0
 	status := mimeform.Status(s.m.Parse)
@@ -295,6 +298,9 @@ func (p piece) reader() io.Reader {
 // binaryPiece is binarySection streamed; ok is false where it is left to
 // binarySection.
 func (s *stored) binaryPiece(part []int) (piece, bool) {
+	if s.throughForwarded(part) {
+		return piece{}, false
+	}
 	hl := int64(len(s.head))
 	if mimeform.Status(s.m.Parse) != mimeform.Parsed {
 		switch {

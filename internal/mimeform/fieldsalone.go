@@ -103,10 +103,11 @@ type fieldsAloneReader struct {
 	buf      []byte
 	midLine  bool // the last read ended within a line
 	err      error
+	mended   *bool // set when a line break is added, when not nil
 }
 
-func newFieldsAloneReader(r io.Reader, boundary string) *fieldsAloneReader {
-	return &fieldsAloneReader{br: bufio.NewReader(r), boundary: boundary}
+func newFieldsAloneReader(r io.Reader, boundary string, mended *bool) *fieldsAloneReader {
+	return &fieldsAloneReader{br: bufio.NewReader(r), boundary: boundary, mended: mended}
 }
 
 func (f *fieldsAloneReader) Read(p []byte) (int, error) {
@@ -135,6 +136,9 @@ func (f *fieldsAloneReader) Read(p []byte) (int, error) {
 		if eol := f.s.line(line, bd, open, closing); eol != nil {
 			f.buf = append(append(f.buf[:0], eol...), line...)
 			f.out = f.buf
+			if f.mended != nil {
+				*f.mended = true
+			}
 		}
 	}
 	n := copy(p, f.out)

@@ -1,6 +1,7 @@
 package mimeform
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -31,5 +32,50 @@ func TestBodyTextsOfForwardedMessage(t *testing.T) {
 	texts = strings.Join(BodyTexts([]byte(outer), headerLength([]byte(outer))), "\n")
 	if !strings.Contains(texts, "C'était l'été.") || !strings.Contains(texts, "Subject: Ünïcode") {
 		t.Errorf("the texts of a message forwarded twice lack the innermost's:\n%s", texts)
+	}
+}
+
+// TestForwardedHeaderLenient: a forwarded message's header with a line
+// that is no field is read as the message's own is (Lenient): the fields
+// after the line are its envelope's and its type's, and its multipart's
+// parts are in the structure, where they were read as its text; its size
+// and lines are its bytes'. A message forwarded as its own body, and one
+// forwarded inside a forwarded one, alike. A header with no field at all
+// is read as before.
+func TestForwardedHeaderLenient(t *testing.T) {
+	inner := "From: mid@example.org\r\nthis line has no colon\r\nSubject: inner\r\n" +
+		"Content-Type: multipart/mixed; boundary=i1\r\n\r\n" +
+		"--i1\r\nContent-Type: text/plain\r\n\r\ninner one\r\n--i1--\r\n"
+	innerForm := `(NIL "inner" ((NIL NIL "mid" "example.org")) ((NIL NIL "mid" "example.org")) ((NIL NIL "mid" "example.org")) NIL NIL NIL NIL NIL) ` +
+		`(("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 9 0 NIL NIL NIL NIL) "mixed" ("boundary" "i1") NIL NIL NIL) 9`
+	head := "From: ann@example.org\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+	for _, c := range []struct{ name, msg, want string }{
+		{"a part", head + "Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: message/rfc822\r\n\r\n" + inner + "--b1--\r\n",
+			`(("message" "rfc822" NIL NIL NIL "7bit" ` + strconv.Itoa(len(inner)-2) + ` ` + innerForm + ` NIL NIL NIL NIL) "mixed" ("boundary" "b1") NIL NIL NIL)`},
+		{"the body", head + "Content-Type: message/rfc822\r\n\r\n" + inner,
+			`("message" "rfc822" NIL NIL NIL "7bit" ` + strconv.Itoa(len(inner)) + ` ` + strings.Replace(innerForm, ") 9", ") 10", 1) + ` NIL NIL NIL NIL)`},
+		{"twice", head + "Content-Type: message/rfc822\r\n\r\nFrom: x@example.org\r\nno field either\r\nContent-Type: message/rfc822\r\n\r\n" + inner,
+			`"message" "rfc822" NIL NIL NIL "7bit" ` + strconv.Itoa(len(inner)) + ` ` + strings.Replace(innerForm, ") 9", ") 10", 1)},
+	} {
+		_, _, form, err := ParseForms([]byte(c.msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(form), c.want) {
+			t.Errorf("%s:\n got  %s\n want %s", c.name, form, c.want)
+		}
+	}
+
+	// No field at all: the library's reading, the first line read as
+	// the header's and the rest as the text.
+	msg := head + "Content-Type: message/rfc822\r\n\r\nnot a message\r\nat all\r\n"
+	_, _, form, err := ParseForms([]byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib := libraryStructure([]byte(msg))
+	defaultCharsets(lib)
+	if want := structureWire(lib, nil, nil); string(form) != string(want) {
+		t.Errorf("a forwarded message of no field:\n got  %s\n want the library's %s", form, want)
 	}
 }

@@ -1,6 +1,7 @@
 package mimeform
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"fmt"
@@ -468,4 +469,37 @@ scan:
 	out := make([]byte, base64.RawStdEncoding.DecodedLen(len(clean)))
 	n, _ := base64.RawStdEncoding.Decode(out, clean)
 	return out[:n]
+}
+
+// readLenientHeader reads the header of a forwarded message (a
+// message/rfc822 part) from br as Lenient reads a message's own: a line
+// that is no field is left out, where textproto.ReadHeader stops at it
+// and the fields after it were read as the message's body (the
+// structure showed a text part where the message holds a multipart).
+// It returns the header, the reader of the body after it, and whether a
+// line was left out. A header
+// Lenient leaves as it is is read by textproto.ReadHeader from the same
+// bytes, as before. The header is read into memory whole: br is guarded
+// (headerGuard) or reads bytes in memory already.
+func readLenientHeader(br *bufio.Reader) (textproto.Header, *bufio.Reader, bool) {
+	var raw []byte
+	for start := true; ; {
+		line, err := br.ReadSlice('\n')
+		raw = append(raw, line...)
+		if err == bufio.ErrBufferFull {
+			start = false
+			continue
+		}
+		if err != nil || (start && blankLine(line)) {
+			break
+		}
+		start = true
+	}
+	if l := Lenient(raw, false); len(l) != len(raw) || !bytes.Equal(l, raw) {
+		h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(l)))
+		return h, br, true
+	}
+	again := bufio.NewReader(io.MultiReader(bytes.NewReader(raw), br))
+	h, _ := textproto.ReadHeader(again)
+	return h, again, false
 }

@@ -343,7 +343,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 	if primaryType == "multipart" {
 		bs := &imap.BodyStructureMultiPart{Subtype: subType}
 		lang := contentLanguage(header, &st.languages) // before its parts'
-		mr := textproto.NewMultipartReader(newFieldsAloneReader(r, typeParams["boundary"]), typeParams["boundary"])
+		mr := textproto.NewMultipartReader(newFieldsAloneReader(r, typeParams["boundary"], nil), typeParams["boundary"])
 		for {
 			part, _ := mr.NextPart()
 			if part == nil {
@@ -373,8 +373,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 		// close the multipart cut short inside it.
 		own := Unmend(body, st.added)
 		bs.Size = uint32(len(own))
-		br := bufio.NewReader(bytes.NewReader(body))
-		childHeader, _ := textproto.ReadHeader(br)
+		childHeader, br, _ := readLenientHeader(bufio.NewReader(bytes.NewReader(body)))
 		bs.MessageRFC822 = &imap.BodyStructureMessageRFC822{
 			Envelope:      extractEnvelope(childHeader, st.dates, &st.addresses),
 			BodyStructure: bodyStructure(childHeader, br, false, st),
@@ -472,6 +471,11 @@ type walk struct {
 	// boundaries, when not nil, collects every multipart's boundary
 	// (Mended).
 	boundaries map[string]bool
+	// mended: a part was read otherwise than the library reads it: a
+	// forwarded message's header with a line that is no field left out
+	// (readLenientHeader), a line break added after a part's header of
+	// fields alone (fieldsAloneReader).
+	mended bool
 }
 
 // withinBounds walks the MIME tree whose header is h and whose body r
@@ -499,7 +503,7 @@ func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 			w.boundaries[boundary] = true
 		}
 		g := guardHeaders(r, []byte("--"+boundary))
-		mr := textproto.NewMultipartReader(newFieldsAloneReader(g, boundary), boundary)
+		mr := textproto.NewMultipartReader(newFieldsAloneReader(g, boundary, &w.mended), boundary)
 		for w.parts <= w.bounds.parts {
 			p, err := mr.NextPart()
 			if err != nil {
@@ -525,8 +529,8 @@ func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 			return false
 		}
 		g := guardHeaders(r, nil)
-		br := bufio.NewReader(g)
-		ch, _ := textproto.ReadHeader(br)
+		ch, br, mended := readLenientHeader(bufio.NewReader(g))
+		w.mended = w.mended || mended
 		if g.tripped {
 			w.tripped = true
 			return false

@@ -21,7 +21,11 @@ package mimeform
 // of fields alone, its header ending at the next delimiter line with no
 // blank line (fieldsalone.go), for a part of no body, where the parts
 // from it on were left out.
-const FormsVersion = 2
+// Version 3: a forwarded message's header (message/rfc822) is read as
+// Lenient reads the message's own, a line that is no field left out
+// (readLenientHeader), where its fields after such a line were read as
+// its body: its envelope and its structure.
+const FormsVersion = 3
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
 func (Parser) FormsVersion() int { return FormsVersion }
