@@ -29,16 +29,16 @@ func extractOf(b []byte) imap.BodyStructure {
 	return bs
 }
 
-// cutShort reports whether b holds a multipart cut short (no closing
-// delimiter), whose last part Parse reads with its last line break where
-// the library drops it at the end of the data: there the two differ by
-// design (docs/IMAP.md, "Odd messages, part by part"; held to Dovecot's
-// answers by TestOddPartsRead in internal/imapd, and by
-// TestCutShortLastLineBreak); or whose parts Parse reads where the library
-// gives up on them, a forwarded message's header with a line that is no
-// field (TestForwardedHeaderLenient) and a part's header of fields alone
+// readOtherwise reports whether Parse reads a part of b otherwise than
+// the library, by design: a multipart cut short (no closing delimiter),
+// whose last part Parse reads with its last line break where the library
+// drops it at the end of the data (docs/IMAP.md, "Odd messages, part by
+// part"; held to Dovecot's answers by TestOddPartsRead in internal/imapd,
+// and by TestCutShortLastLineBreak); a forwarded message's header with a
+// line that is no field, which Parse reads past (TestForwardedHeaderLenient);
+// a part's header of fields alone, which Parse reads as a part of no body
 // (TestPartOfFieldsAlone).
-func cutShort(b []byte) bool {
+func readOtherwise(b []byte) bool {
 	r := getReader(b)
 	defer readers.Put(r)
 	h, err := textproto.ReadHeader(r.br)
@@ -210,7 +210,7 @@ func FuzzBodyStructureAsLibrary(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		lib := libraryStructure(b)
 		own := extractOf(b)
-		if lib == nil || libraryGivesUp(b) || cutShort(b) {
+		if lib == nil || libraryGivesUp(b) || readOtherwise(b) {
 			return
 		}
 		if own == nil {

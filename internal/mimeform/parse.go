@@ -494,7 +494,9 @@ func (w *walk) within(h textproto.Header, r io.Reader) bool {
 func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 	mediaType, params := partType(h, inDigest)
 	switch {
-	case strings.HasPrefix(mediaType, "multipart/"):
+	case mediaType == "multipart" || strings.HasPrefix(mediaType, "multipart/"):
+		// A multipart as bodyStructure takes it, by its primary type:
+		// "multipart" without a subtype too, which escaped the bounds.
 		if w.depth >= w.bounds.depth {
 			return false
 		}

@@ -24,8 +24,11 @@ package mimeform
 // Version 3: a forwarded message's header (message/rfc822) is read as
 // Lenient reads the message's own, a line that is no field left out
 // (readLenientHeader), where its fields after such a line were read as
-// its body: its envelope and its structure.
-const FormsVersion = 3
+// its body: its envelope and its structure. Version 4: a Content-Type of
+// "multipart" without a subtype is a multipart to the walk that holds a
+// message to the bounds, as to the structure: one nested beyond them is
+// Simplified.
+const FormsVersion = 4
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
 func (Parser) FormsVersion() int { return FormsVersion }
