@@ -20,8 +20,7 @@ package mimeform
 // language tags of its parts (maxLanguages), and takes a multipart's part
 // of fields alone, its header ending at the next delimiter line with no
 // blank line (fieldsalone.go), for a part of no body, where the parts
-// from it on were left out.
-// Version 3: a forwarded message's header (message/rfc822) is read as
+// from it on were left out. Version 3: a forwarded message's header (message/rfc822) is read as
 // Lenient reads the message's own, a line that is no field left out
 // (readLenientHeader), where its fields after such a line were read as
 // its body: its envelope and its structure. Version 4: a Content-Type of
