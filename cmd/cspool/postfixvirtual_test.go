@@ -28,23 +28,8 @@ func TestPostfixVirtualDomain(t *testing.T) {
 	postfix := needPostfix(t)
 	python := needTool(t, "python3", "python3")
 	bin := buildServerBinary(t)
-	doc, err := os.ReadFile("../../docs/DELIVERY.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	section := func(heading string) []string {
-		t.Helper()
-		_, s, ok := strings.Cut(string(doc), "\n"+heading+"\n")
-		if !ok {
-			t.Fatalf("docs/DELIVERY.md has no %q", heading)
-		}
-		s, _, _ = strings.Cut(s, "\n### ")
-		return codeBlocks(s)
-	}
+	section := deliveryDocSections(t)
 	server := section("## Postfix")
-	if len(server) == 0 || !strings.HasPrefix(server[0], "cspool server ") {
-		t.Fatalf("docs/DELIVERY.md, Postfix: want the server's command first, got %q", server)
-	}
 	virtual := section("### A virtual domain")
 	if len(virtual) < 2 || !strings.HasPrefix(virtual[0], "virtual_mailbox_domains") || !strings.HasPrefix(virtual[1], "alice@example.org") {
 		t.Fatalf("docs/DELIVERY.md, A virtual domain: want the main.cf lines, then the recipients' list; got %q", virtual)
@@ -103,4 +88,29 @@ func TestPostfixVirtualDomain(t *testing.T) {
 	}
 	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
 	srv.stop(t, syscall.SIGTERM, 40*time.Second)
+}
+
+// deliveryDocSections reads docs/DELIVERY.md and returns a function that
+// gives the code blocks of the section under a heading, up to the next
+// "###" heading. The "## Postfix" section starts with the spool server's
+// command, which the recipes' tests start.
+func deliveryDocSections(t *testing.T) func(heading string) []string {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/DELIVERY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := func(heading string) []string {
+		t.Helper()
+		_, s, ok := strings.Cut(string(doc), "\n"+heading+"\n")
+		if !ok {
+			t.Fatalf("docs/DELIVERY.md has no %q", heading)
+		}
+		s, _, _ = strings.Cut(s, "\n### ")
+		return codeBlocks(s)
+	}
+	if server := section("## Postfix"); len(server) == 0 || !strings.HasPrefix(server[0], "cspool server ") {
+		t.Fatalf("docs/DELIVERY.md, Postfix: want the server's command first, got %q", server)
+	}
+	return section
 }

@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	crand "crypto/rand"
-	"crypto/sha512"
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"slices"
 	"testing"
-
-	"filippo.io/edwards25519"
 
 	"cspool/internal/command"
 	"cspool/internal/keys"
@@ -108,27 +105,7 @@ func TestTorsionSignatureAcceptedAlike(t *testing.T) {
 	in = append(in, cmd...)
 	dig := innerDigest(f.user.Public().KeyID(), in)
 
-	// R = [r]B + T, T of order 2; s = r + k·a: [8]([s]B - R - [k]A) is
-	// [8](-T), the identity, but [s]B - [k]A is not R.
-	h := sha512.Sum512(seed)
-	a, err := edwards25519.NewScalar().SetBytesWithClamping(h[:32])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wide [64]byte
-	crand.Read(wide[:])
-	r, _ := edwards25519.NewScalar().SetUniformBytes(wide[:])
-	torsion, err := new(edwards25519.Point).SetBytes(append([]byte{0xec}, append(bytes.Repeat([]byte{0xff}, 30), 0x7f)...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	R := new(edwards25519.Point).Add(new(edwards25519.Point).ScalarBaseMult(r), torsion)
-	kh := sha512.New()
-	kh.Write(R.Bytes())
-	kh.Write(pub)
-	kh.Write(dig)
-	k, _ := edwards25519.NewScalar().SetUniformBytes(kh.Sum(nil))
-	sig := append(R.Bytes(), edwards25519.NewScalar().MultiplyAdd(k, a, r).Bytes()...)
+	sig := torsionSigned(t, seed, dig)
 	if ed25519.Verify(pub, dig, sig) {
 		t.Fatal("crypto/ed25519 accepts the torsion signature: the test makes the wrong one")
 	}

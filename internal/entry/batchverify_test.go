@@ -21,7 +21,8 @@ type signed struct {
 
 // torsionSigned signs dig with seed so that R has a component of order 2:
 // ZIP 215's cofactored equation accepts it, RFC 8032's cofactorless one
-// does not.
+// does not. R = [r]B + T, T of order 2; s = r + k·a: [8]([s]B - R - [k]A)
+// is [8](-T), the identity, but [s]B - [k]A is not R.
 func torsionSigned(t testing.TB, seed, dig []byte) []byte {
 	t.Helper()
 	pub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
