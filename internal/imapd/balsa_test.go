@@ -178,7 +178,7 @@ func TestBalsa(t *testing.T) {
 	sent("moving to Trash", mark, `(?i)^\S+ STORE \d+ \+FLAGS\.SILENT \(\\Deleted\)$`)
 	t.Logf("Balsa read, flagged and moved message %s to Trash", uid)
 
-	delivered := map[string]string{"1": messages["plain"], "2": nestedMessage, "3": messages["multipart"]}
+	delivered := deliveredByUID()
 	list, raw := scanBox(t, a, "Trash")
 	if len(raw) != 1 || !strings.Contains(list, `\Flagged`) || !strings.Contains(list, `\Seen`) {
 		t.Errorf("Trash after Balsa moved message %s there: %s, want that one message, flagged and seen", uid, list)

@@ -112,3 +112,40 @@ func (s *desktopSession) run(line string) {
 		s.t.Fatalf("%s: %v\n%s", line, err, b)
 	}
 }
+
+// deliveredByUID is what the desktop clients' tests deliver to INBOX
+// before the client starts, by UID.
+func deliveredByUID() map[string]string {
+	return map[string]string{"1": messages["plain"], "2": nestedMessage, "3": messages["multipart"]}
+}
+
+// checkArchivedAndTrashed checks what client left after it moved message
+// uid to Archive (flagged and seen) and deleted message trashed into
+// Trash: each box holds that one message as delivered, and INBOX one
+// message, neither of them.
+func checkArchivedAndTrashed(t *testing.T, a *device, client, uid, trashed string) {
+	t.Helper()
+	delivered := deliveredByUID()
+	for _, c := range []struct {
+		box, uid string
+		flags    []string
+	}{{"Archive", uid, []string{`\Flagged`, `\Seen`}}, {"Trash", trashed, nil}} {
+		list, raw := scanBox(t, a, c.box)
+		if len(raw) != 1 {
+			t.Errorf("%s after %s's move of message %s: %s, want that one message", c.box, client, c.uid, list)
+		}
+		for _, f := range c.flags {
+			if !strings.Contains(list, f) {
+				t.Errorf("%s after %s's move of message %s: %s, want it %s", c.box, client, c.uid, list, f)
+			}
+		}
+		for _, m := range raw {
+			if string(m) != delivered[c.uid] {
+				t.Errorf("%s after %s's move of message %s holds %q, want %q", c.box, client, c.uid, m, delivered[c.uid])
+			}
+		}
+	}
+	if inbox, raw := scanBox(t, a, "INBOX"); len(raw) != 1 || strings.Contains(" "+inbox, " "+uid+"[") || strings.Contains(" "+inbox, " "+trashed+"[") {
+		t.Errorf("INBOX after %s moved messages %s and %s: %s", client, uid, trashed, inbox)
+	}
+}

@@ -206,29 +206,7 @@ func TestGeary(t *testing.T) {
 	sent("deleting", mark, regexp.MustCompile(`(?i)^\S+ UID (EXPUNGE|MOVE) `+trashed+`\b`))
 	t.Logf("Geary starred, read and archived message %s, and deleted message %s", uid, trashed)
 
-	delivered := map[string]string{"1": messages["plain"], "2": nestedMessage, "3": messages["multipart"]}
-	for _, c := range []struct {
-		box, uid string
-		flags    []string
-	}{{"Archive", uid, []string{`\Flagged`, `\Seen`}}, {"Trash", trashed, nil}} {
-		list, raw := scanBox(t, a, c.box)
-		if len(raw) != 1 {
-			t.Errorf("%s after Geary's move of message %s: %s, want that one message", c.box, c.uid, list)
-		}
-		for _, f := range c.flags {
-			if !strings.Contains(list, f) {
-				t.Errorf("%s after Geary's move of message %s: %s, want it %s", c.box, c.uid, list, f)
-			}
-		}
-		for _, m := range raw {
-			if string(m) != delivered[c.uid] {
-				t.Errorf("%s after Geary's move of message %s holds %q, want %q", c.box, c.uid, m, delivered[c.uid])
-			}
-		}
-	}
-	if inbox, raw := scanBox(t, a, "INBOX"); len(raw) != 1 || strings.Contains(" "+inbox, " "+uid+"[") || strings.Contains(" "+inbox, " "+trashed+"[") {
-		t.Errorf("INBOX after Geary moved messages %s and %s: %s", uid, trashed, inbox)
-	}
+	checkArchivedAndTrashed(t, a, "Geary", uid, trashed)
 
 	// Geary keeps its database. While it is not running, another device
 	// flags the message left in INBOX and expunges one Geary had read,
