@@ -99,7 +99,6 @@ func bareHeaderSection(m *mailstore.Message, part []int) (boundary string, k int
 // part or the delimiter after its header is not found within
 // mimeform.MaxHeaderBytes.
 func bareHeader(r io.Reader, boundary string, k int) (header []byte, ok bool) {
-	dash := []byte("--" + boundary)
 	br := bufio.NewReaderSize(r, 16<<10)
 	parts := 0 // delimiter lines that open a part, read so far
 	start := true
@@ -113,7 +112,7 @@ func bareHeader(r io.Reader, boundary string, k int) (header []byte, ok bool) {
 		atStart := start
 		start = whole
 		if atStart && whole {
-			open, closing := delimiterLine(line, dash)
+			open, closing := mimeform.DelimiterLine(line, boundary)
 			switch {
 			case parts == k && (open || closing):
 				if len(header) == 0 {
@@ -130,7 +129,7 @@ func bareHeader(r io.Reader, boundary string, k int) (header []byte, ok bool) {
 				// then the line break is that delimiter's, and the
 				// header ends with its last field's.
 				next, err := br.ReadSlice('\n')
-				if open, closing := delimiterLine(next, dash); (err == nil || err == io.EOF) && (open || closing) && len(header) > 0 {
+				if open, closing := mimeform.DelimiterLine(next, boundary); (err == nil || err == io.EOF) && (open || closing) && len(header) > 0 {
 					return header, true
 				}
 				return nil, false
@@ -146,27 +145,6 @@ func bareHeader(r io.Reader, boundary string, k int) (header []byte, ok bool) {
 			return nil, false
 		}
 	}
-}
-
-// delimiterLine reports whether line (with its line break) is a
-// delimiter line of the boundary dash ("--" and the boundary) that opens
-// a part or the closing one, as the library reads them: white space may
-// follow, then the line break (RFC 2046 section 5.1.1), or the end of
-// the data: a part's data ends before the line break of the delimiter
-// after it, so a multipart part's closing delimiter ends its data.
-func delimiterLine(line, dash []byte) (open, closing bool) {
-	if !bytes.HasPrefix(line, dash) {
-		return false, false
-	}
-	rest := line[len(dash):]
-	if bytes.HasPrefix(rest, []byte("--")) {
-		closing, rest = true, rest[2:]
-	}
-	rest = bytes.TrimLeft(rest, " \t")
-	if len(rest) != 0 && string(rest) != "\r\n" && string(rest) != "\n" {
-		return false, false
-	}
-	return !closing, closing
 }
 
 // trimLineBreak returns b without the line break it ends with.

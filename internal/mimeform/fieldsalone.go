@@ -47,6 +47,19 @@ func delimiterOf(line []byte, boundary string, boundaries map[string]bool) (bd s
 	return "", false, false
 }
 
+// DelimiterLine reports whether line, with its line break, is a delimiter
+// line of boundary that opens a part, or the closing one, as the parse
+// and the library read them (delimiterOf). A part's data ends before the
+// line break of the delimiter after it, so a line with none, at the end of
+// the data, is one too.
+func DelimiterLine(line []byte, boundary string) (open, closing bool) {
+	if boundary == "" {
+		return false, false
+	}
+	_, open, closing = delimiterOf(line, boundary, nil)
+	return open, closing
+}
+
 // validLineRest reports whether rest, what follows a delimiter's
 // boundary, is white space and then a line break or nothing.
 func validLineRest(rest []byte) bool {
