@@ -49,7 +49,9 @@
 //     Before filing, the target mailbox is searched for a message with the
 //     same Message-ID added since the message was submitted (for one the
 //     listener gave a Message-ID, one without a Message-ID with the same
-//     content, submit.ContentDigest): a crash between the log append and
+//     content, submit.ContentDigest) that is not another submitted
+//     message's Sent copy (two messages may share a Message-ID, and each
+//     gets its copy): a crash between the log append and
 //     the commit that records it, or a client that saved its own copy,
 //     leaves one copy, never two. A client's copy appended into Sent
 //     before the submission is recorded in the outbox (client_copies), so

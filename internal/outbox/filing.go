@@ -254,8 +254,10 @@ func (o *Outbox) createSent(ctx context.Context) error {
 
 // search looks in mb, among the messages added since f's mark, for one
 // with f's Message-ID; for a message submitted without Message-ID, for
-// one without Message-ID and with its content (submit.ContentDigest) that
-// is no other message's Sent copy.
+// one without Message-ID and with its content (submit.ContentDigest).
+// A Sent copy found must be no other submitted message's: two messages
+// may carry one Message-ID (a client that reuses them, an edited message
+// sent again), and each gets its copy.
 func (o *Outbox) search(ctx context.Context, mb *mailstore.Mailbox, f *filing) (*command.ID, error) {
 	from := mailstore.UID(max(1, int64(mb.UIDNext)-searchBack))
 	if bytes.Equal(f.mailbox, mb.ID[:]) {
@@ -279,6 +281,12 @@ func (o *Outbox) search(ctx context.Context, mb *mailstore.Mailbox, f *filing) (
 				return nil
 			}
 			if env.MessageID == f.messageID {
+				if f.kind == fileSent && o.isSentCopy(ctx, m.ID, f.qid) {
+					// Another message with this Message-ID (a
+					// client that reuses them, or a message edited
+					// and sent again): its copy is not this one's.
+					return nil
+				}
 				id := m.ID
 				found = &id
 				return errFound
@@ -290,7 +298,7 @@ func (o *Outbox) search(ctx context.Context, mb *mailstore.Mailbox, f *filing) (
 			if err != nil {
 				return err
 			}
-			if !bytes.Equal(submit.ContentDigest(raw), f.content) || o.isSentCopy(ctx, m.ID) {
+			if !bytes.Equal(submit.ContentDigest(raw), f.content) || o.isSentCopy(ctx, m.ID, f.qid) {
 				return nil
 			}
 			id := m.ID
@@ -303,10 +311,11 @@ func (o *Outbox) search(ctx context.Context, mb *mailstore.Mailbox, f *filing) (
 	return found, nil
 }
 
-// isSentCopy reports whether id is a submitted message's Sent copy.
-func (o *Outbox) isSentCopy(ctx context.Context, id command.ID) bool {
+// isSentCopy reports whether id is the Sent copy of a submitted message
+// other than qid.
+func (o *Outbox) isSentCopy(ctx context.Context, id command.ID, qid int64) bool {
 	var n int
-	err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE sent_copy = ?", id[:]).Scan(&n)
+	err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE sent_copy = ? AND qid != ?", id[:], qid).Scan(&n)
 	return err != nil || n > 0
 }
 

@@ -992,6 +992,39 @@ func TestEnqueueRecognisesResubmission(t *testing.T) {
 	}
 }
 
+// TestSameMessageIDTwoMessages: two different messages with one
+// Message-ID (a client that reuses Message-IDs, or a message edited and
+// sent again) are both relayed and both filed in Sent. Before, the
+// second's filing found the first's copy by its Message-ID and filed
+// nothing. The same bytes sent again after a lost 250 are still one
+// message (TestEnqueueRecognisesResubmission).
+func TestSameMessageIDTwoMessages(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool}, nil)
+	first := message("reused", "")
+	edited := message("reused", "")
+	edited.Data = bytes.Replace(edited.Data, []byte("Hello reused"), []byte("Hello reused, edited"), 1)
+	a := enqueue(t, o, first)
+	if b := enqueue(t, o, edited); b == a {
+		t.Fatalf("the edited message got the first one's queue id %s", a)
+	}
+	host.Wait(t, 2, wait)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 && st.ToFile == 0 && st.Relayed == 2 })
+	sent := devicetest.Messages(t, dev.Store, "Sent")
+	if len(sent) != 2 || !bytes.Equal(sent[0].Raw, first.Data) || !bytes.Equal(sent[1].Raw, edited.Data) {
+		var got []string
+		for _, m := range sent {
+			got = append(got, string(m.Raw))
+		}
+		t.Fatalf("Sent holds %d messages %q, want the first and the edited one", len(sent), got)
+	}
+	if n := len(host.Received()); n != 2 {
+		t.Errorf("smarthost got %d messages, want 2", n)
+	}
+}
+
 // TestSentFilterKeepsOneCopy: a client that also saves its copy in Sent
 // ends with one copy, whether it saves before the outbox files its own
 // (the smarthost was down) or after.
