@@ -45,4 +45,10 @@
 //     limit, read to its end so the connection stays in step), recipients per message (452 4.5.3),
 //     command lines of 4096 octets. Protocol errors
 //     get 5xx and the connection stays usable, up to go-smtp's error count.
+//   - Memory: messages being received take room from Config.DataMemory
+//     as their bytes arrive, never more than the size limit each, under
+//     the banker's rule, so that messages that keep coming all end (room);
+//     a client that sends nothing of its message for DataIdleTimeout, or
+//     whose message takes longer than ReadTimeout, gets 421 4.4.2 and is
+//     closed, its room given back (dataWatch).
 package submit

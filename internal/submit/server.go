@@ -17,7 +17,6 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"golang.org/x/sync/semaphore"
 
 	"cspool/internal/loginguard"
 	"cspool/internal/smtpdata"
@@ -84,12 +83,17 @@ type Config struct {
 	// get 552 5.3.4. Zero means 50 MiB.
 	MaxMessageBytes int64
 	// DataMemory bounds the bytes of messages being received the server
-	// holds at once, all connections together: a message takes
-	// MaxMessageBytes from it before its DATA or BDAT is read (its size is
-	// not known before) and gives it back once answered, and one that
-	// does not fit waits, unread, until those before it end. Zero means
-	// twice MaxMessageBytes; it is raised to MaxMessageBytes if below.
+	// holds at once, all connections together: a message takes room from
+	// it as its bytes arrive, in steps, up to MaxMessageBytes, and gives
+	// it back once answered; one whose next step does not fit waits,
+	// unread, until it does (see room). Zero means twice
+	// MaxMessageBytes; it is raised to MaxMessageBytes if below.
 	DataMemory int64
+	// DataIdleTimeout bounds the wait for the next bytes of a message
+	// being received (after DATA, or between and inside BDAT chunks); a
+	// client that sends nothing for it gets 421 4.4.2 and the connection
+	// is closed, its room given back. Zero means 1 minute.
+	DataIdleTimeout time.Duration
 	// MaxRecipients is the most RCPT per message; more get 452 4.5.3. Zero
 	// means 100.
 	MaxRecipients int
@@ -103,8 +107,9 @@ type Config struct {
 	// Login slows down password guessing, as for IMAP; the zero value
 	// takes the defaults documented on loginguard.Limits.
 	Login loginguard.Limits
-	// ReadTimeout bounds the wait for each command, and for a message after
-	// DATA. Zero means 10 minutes.
+	// ReadTimeout bounds the wait for each command, and the time a message
+	// takes to arrive, from DATA or its first BDAT to its end, not
+	// counting the waits for room. Zero means 10 minutes.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds each reply. Zero means 1 minute.
 	WriteTimeout time.Duration
@@ -127,7 +132,7 @@ type Server struct {
 	ctx        context.Context // cancelled by Close
 	cancel     context.CancelFunc
 	closing    atomic.Bool
-	dataMem    *semaphore.Weighted // Config.DataMemory
+	room       *room // Config.DataMemory
 
 	// mu guards listeners, those Serve and ServeTLS were given, which
 	// Close closes itself: go-smtp's Close closes only the listeners its
@@ -151,6 +156,9 @@ func (c *Config) fill() {
 	c.DataMemory = max(c.DataMemory, c.MaxMessageBytes)
 	if c.MaxRecipients <= 0 {
 		c.MaxRecipients = 100
+	}
+	if c.DataIdleTimeout <= 0 {
+		c.DataIdleTimeout = time.Minute
 	}
 	if c.ReadTimeout <= 0 {
 		c.ReadTimeout = 10 * time.Minute
@@ -186,7 +194,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.fill()
 	log := cfg.Logger
-	s := &Server{cfg: cfg, log: log.With("component", "smtp"), identities: ids, dataMem: semaphore.NewWeighted(cfg.DataMemory)}
+	s := &Server{cfg: cfg, log: log.With("component", "smtp"), identities: ids, room: newRoom(cfg.DataMemory, cfg.MaxMessageBytes)}
 	s.guard = loginguard.New(cfg.Login, s.log, "SMTP")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
@@ -545,14 +553,11 @@ func (s *session) Data(r io.Reader) error {
 	if s.mail == nil || len(s.mail.Recipients) == 0 {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL and RCPT first"}
 	}
-	// The message's room is taken before it is read (the client waits
-	// meanwhile), and given back once answered.
-	hold := s.srv.cfg.MaxMessageBytes
-	if err := s.srv.dataMem.Acquire(s.srv.ctx, hold); err != nil {
-		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "The server is closing; nothing was sent"}
-	}
-	defer s.srv.dataMem.Release(hold)
-	data, err := s.readMessage(r)
+	// The message's room is taken as it arrives, and given back once
+	// answered.
+	claim := s.srv.room.claim()
+	defer claim.release()
+	data, err := s.readMessage(r, claim)
 	if err != nil {
 		return err
 	}
@@ -601,23 +606,76 @@ func (s *session) Data(r io.Reader) error {
 
 // readMessage reads the message: after BDAT, r is the chunks' content;
 // after DATA, the message is read from the connection (smtpdata.Reader).
-// A message over the limit is read to its end, so the connection stays in
+// It takes room for it from claim as it arrives, and ends the connection
+// when the client stops sending (dataWatch). A message over the limit is
+// read to its end, holding no more room, so the connection stays in
 // step, and refused with 552.
-func (s *session) readMessage(r io.Reader) ([]byte, error) {
-	limit := s.srv.cfg.MaxMessageBytes
+func (s *session) readMessage(r io.Reader, claim *roomClaim) ([]byte, error) {
+	cfg := &s.srv.cfg
 	if _, chunks := r.(*io.PipeReader); !chunks {
 		dr := s.data.ReadData()
 		defer s.data.DoneData(dr)
 		r = dr
+		// The watch bounds the message's time, not go-smtp's deadline
+		// for the DATA line, which counted the waits for room.
+		s.conn.SetReadDeadline(time.Time{})
 	}
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err == nil && int64(len(data)) > limit {
-		_, err = io.Copy(io.Discard, r)
-		if err == nil {
-			err = s.srv.errTooLarge()
-		}
+	watch := newDataWatch(cfg.DataIdleTimeout, cfg.ReadTimeout, func(line string) {
+		s.srv.log.Info("message being received ended", "reason", line[10:])
+		s.tls.bye(line)
+	})
+	r = watchedReader{r: r, w: watch}
+	data, err := s.readInto(r, claim, watch)
+	if watch.stop() && err == nil {
+		// Read to its end as the watch ended the connection: the
+		// client got the 421, not a 250.
+		err = errors.New("the connection was ended")
+	}
+	if err == nil {
+		claim.finish()
 	}
 	return data, err
+}
+
+// readInto reads r into a buffer as large as the room claim holds, taking
+// more as it fills.
+func (s *session) readInto(r io.Reader, claim *roomClaim, watch *dataWatch) ([]byte, error) {
+	limit := s.srv.cfg.MaxMessageBytes
+	var data []byte
+	for {
+		if int64(len(data)) == limit {
+			// Anything more is over the limit: read to the end, into
+			// no room.
+			n, err := io.Copy(io.Discard, r)
+			switch {
+			case err != nil:
+				return nil, err
+			case n > 0:
+				return nil, s.srv.errTooLarge()
+			}
+			return data, nil
+		}
+		if len(data) == cap(data) {
+			want := claim.r.next(int64(cap(data)))
+			watch.pause()
+			err := claim.grow(s.srv.ctx, want)
+			watch.resume()
+			if err != nil {
+				return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "The server is closing; nothing was sent"}
+			}
+			grown := make([]byte, len(data), want)
+			copy(grown, data)
+			data = grown
+		}
+		n, err := r.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			return data, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // errTooLarge refuses a message over the size limit, naming the limit
