@@ -40,7 +40,7 @@ func TestDataHeldWithinBudget(t *testing.T) {
 	t.Parallel()
 	q := &holdingQueue{entered: make(chan struct{}), release: make(chan struct{})}
 	const limit = 64 << 10
-	addr := startBudgetServer(t, submit.Config{Queue: q, MaxMessageBytes: limit, DataMemory: limit})
+	addr := serveWith(t, submit.Config{Queue: q, MaxMessageBytes: limit, DataMemory: limit})
 	message := func(sc *smtpConn, n string) {
 		beginData(sc)
 		io.WriteString(sc.c, "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: "+n+"\r\n\r\n"+strings.Repeat("body\r\n", 2000)+".\r\n")
@@ -62,9 +62,9 @@ func TestDataHeldWithinBudget(t *testing.T) {
 	}
 }
 
-// startBudgetServer serves cfg, with the test's login and identity, on a
+// serveWith serves cfg, with the test's login and identity, on a
 // loopback port until the test ends, and returns its address.
-func startBudgetServer(t *testing.T, cfg submit.Config) string {
+func serveWith(t *testing.T, cfg submit.Config) string {
 	t.Helper()
 	cfg.User, cfg.Password, cfg.Identities, cfg.Logger = user, password, []string{"alice@example.org"}, slog.New(slog.DiscardHandler)
 	srv, err := submit.New(cfg)
@@ -112,7 +112,7 @@ func TestStalledDataDoesNotStarve(t *testing.T) {
 	// Two clients stop after 400 KB each, the default budget for the
 	// limit: the third's message is taken beside them.
 	q := &memQueue{}
-	addr := startBudgetServer(t, submit.Config{Queue: q, MaxMessageBytes: limit})
+	addr := serveWith(t, submit.Config{Queue: q, MaxMessageBytes: limit})
 	for range 2 {
 		sc := dialSMTP(t, addr)
 		beginData(sc)
@@ -126,7 +126,7 @@ func TestStalledDataDoesNotStarve(t *testing.T) {
 	// stopped after a BDAT chunk are ended after DataIdleTimeout, and the
 	// message that waited for their room is taken.
 	q = &memQueue{}
-	addr = startBudgetServer(t, submit.Config{Queue: q, MaxMessageBytes: limit, DataMemory: limit, DataIdleTimeout: time.Second})
+	addr = serveWith(t, submit.Config{Queue: q, MaxMessageBytes: limit, DataMemory: limit, DataIdleTimeout: time.Second})
 	a := dialSMTP(t, addr)
 	beginData(a)
 	io.WriteString(a.c, stalledHeader+body+body)

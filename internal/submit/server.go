@@ -486,9 +486,12 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := checkAddress("recipient", to, s.mail.UTF8); err != nil {
 		return err
 	}
-	key := strings.ToLower(to)
+	// Said twice: one delivery. Folded as identities are: Go's
+	// lower-casing maps other letters onto ASCII ones (the Kelvin sign to
+	// k), and a second, other address answered 250 was left out.
+	key := foldASCII(to)
 	if s.rcpts[key] {
-		return nil // said twice: one delivery
+		return nil
 	}
 	if len(s.mail.Recipients) >= s.srv.cfg.MaxRecipients {
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 5, 3}, Message: "Too many recipients"}

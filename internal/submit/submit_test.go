@@ -707,6 +707,32 @@ func TestEnvelopeAddressChecked(t *testing.T) {
 	}
 }
 
+// TestRecipientTwiceByASCIICase: a recipient given twice, the same
+// address but for the case of ASCII letters, is one recipient; addresses
+// that differ otherwise are two, told apart as identities are. They were
+// compared lower-cased by Go, which also maps the Kelvin sign (U+212A) to
+// k and a capital I with a dot (U+0130) to i: RCPT TO:<\u212Aate@...>
+// then RCPT TO:<kate@...>, two addresses, were both answered 250, and the
+// message was queued for the first alone.
+func TestRecipientTwiceByASCIICase(t *testing.T) {
+	q := &memQueue{}
+	sc := dialSMTP(t, serveWith(t, submit.Config{Queue: q}))
+	sc.login()
+	sc.send("MAIL FROM:<alice@example.org> SMTPUTF8", "250 ", "MAIL")
+	for _, a := range []string{"\u212Aate@example.net", "kate@example.net", "ilker@example.net", "\u0130lker@example.net", "Ilker@example.NET", "KATE@example.net"} {
+		sc.send("RCPT TO:<"+a+">", "250 ", "RCPT "+a)
+	}
+	sc.send("DATA", "354 ", "DATA")
+	sc.send("From: alice@example.org\r\n\r\nhi\r\n.", "250 ", "the message")
+	var got []string
+	for _, r := range q.all()[0].Recipients {
+		got = append(got, r.Address)
+	}
+	if want := []string{"\u212Aate@example.net", "kate@example.net", "ilker@example.net", "\u0130lker@example.net"}; !slices.Equal(got, want) {
+		t.Errorf("queued for %q, want %q", got, want)
+	}
+}
+
 // TestCutShortNotQueued: a message whose connection ends before its end
 // is neither queued nor relayed, sent with DATA or with BDAT. go-smtp
 // reads a BDAT chunk with io.Copy from an io.LimitReader, which takes the
