@@ -102,15 +102,19 @@ const stalledHeader = "From: alice@example.org\r\nTo: bob@example.org\r\nSubject
 // what it sent, so the budget left takes another message at once; and a
 // client that sends nothing for DataIdleTimeout in the middle of DATA or
 // of BDAT gets 421 4.4.2, its connection closed and its room given back,
-// so a message that waited for that room is then taken.
+// so a message that waited for that room is then taken. A message over
+// the size limit gives its room back at the first byte beyond it, not
+// once read to its end.
 func TestStalledDataDoesNotStarve(t *testing.T) {
 	t.Parallel()
 	const limit = 1 << 20
 	body := strings.Repeat(strings.Repeat("x", 78)+"\r\n", 5000) // 400,000 bytes
 	whole := "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: mine\r\n\r\nhello\r\n.\r\n"
 
-	// Two clients stop after 400 KB each, the default budget for the
-	// limit: the third's message is taken beside them.
+	// Two clients stop after 400 KB each, and one after a message over
+	// the limit, the default budget for the limit: the fourth's message
+	// is taken beside them. The one over the limit holds no room: it was
+	// refused at its first byte beyond it.
 	q := &memQueue{}
 	addr := serveWith(t, submit.Config{Queue: q, MaxMessageBytes: limit})
 	for range 2 {
@@ -118,6 +122,9 @@ func TestStalledDataDoesNotStarve(t *testing.T) {
 		beginData(sc)
 		io.WriteString(sc.c, stalledHeader+body)
 	}
+	over := dialSMTP(t, addr)
+	beginData(over)
+	io.WriteString(over.c, stalledHeader+body+body+body)
 	c := dialSMTP(t, addr)
 	beginData(c)
 	c.send(strings.TrimSuffix(whole, "\r\n"), "250 ", "a message beside two stalled ones")

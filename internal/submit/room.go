@@ -109,6 +109,17 @@ func (c *roomClaim) finish() {
 	r.mu.Unlock()
 }
 
+// giveBack gives c's room back before its message is answered: it is
+// over the limit, and what is left of it is read into no room.
+func (c *roomClaim) giveBack() {
+	r := c.r
+	r.mu.Lock()
+	r.free += c.held
+	c.held, c.done = 0, true
+	r.signal()
+	r.mu.Unlock()
+}
+
 // release gives c's room back.
 func (c *roomClaim) release() {
 	r := c.r

@@ -647,16 +647,21 @@ func (s *session) readInto(r io.Reader, claim *roomClaim, watch *dataWatch) ([]b
 	var data []byte
 	for {
 		if int64(len(data)) == limit {
-			// Anything more is over the limit: read to the end, into
-			// no room.
-			n, err := io.Copy(io.Discard, r)
-			switch {
-			case err != nil:
+			// Anything more is over the limit: the message is
+			// refused, its room given back at once, and the rest read
+			// to its end into none.
+			var one [1]byte
+			if _, err := io.ReadFull(r, one[:]); err == io.EOF {
+				return data, nil
+			} else if err != nil {
 				return nil, err
-			case n > 0:
-				return nil, s.srv.errTooLarge()
 			}
-			return data, nil
+			data = nil
+			claim.giveBack()
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return nil, err
+			}
+			return nil, s.srv.errTooLarge()
 		}
 		if len(data) == cap(data) {
 			want := claim.r.next(int64(cap(data)))
