@@ -33,8 +33,9 @@ type room struct {
 	wake   chan struct{} // closed, and replaced, when room may have become grantable
 }
 
-// roomStep is the first room a message takes.
-const roomStep = 256 << 10
+// roomStep is the first room a message takes: what a connection that
+// stops at once holds, until it is ended (most messages fit in it).
+const roomStep = 64 << 10
 
 func newRoom(total, limit int64) *room {
 	return &room{limit: limit, free: total, claims: map[*roomClaim]struct{}{}, wake: make(chan struct{})}
