@@ -379,7 +379,7 @@ func (s sentFilter) Submit(ctx context.Context, cmds ...*command.Command) ([]mai
 	if s.o.recent(ctx, k) {
 		s.o.fileMu.Lock()
 		defer s.o.fileMu.Unlock()
-		if id := s.o.sentCopy(ctx, k); id != nil {
+		if id := s.o.sentCopyOf(ctx, k, c.Body); id != nil {
 			if p, err := s.o.cfg.Store.Locate(ctx, *id); err == nil && p.Mailbox == mb.ID {
 				s.o.log.Info("client's copy of a sent message not appended: the outbox filed it already", "mailbox", mb.Name, "uid", p.UID)
 				return []mailstore.Outcome{{Kind: command.Append, Status: mailstore.Applied,
@@ -572,6 +572,41 @@ func (o *Outbox) recent(ctx context.Context, k copyKey) bool {
 	err := o.db.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE "+cond+" AND accepted >= ?",
 		append(args, o.now().Add(-o.cfg.DuplicateWindow).UnixMilli())...).Scan(&n)
 	return err == nil && n > 0
+}
+
+// sentCopyOf is the id of the filed Sent copy of the newest message k
+// submitted within DuplicateWindow whose content is body's
+// (submit.ContentDigest: the header but Message-ID, Date, Bcc and
+// Resent-Bcc, and the body), or nil. A client's copy with the Message-ID
+// of a message sent but another content is another message (a client
+// that reuses Message-IDs, a copy kept unencrypted of a message sent
+// encrypted, one kept without its attachments): it is appended. Before,
+// it was answered with the sent message's copy and appended nothing: the
+// client's message was lost.
+func (o *Outbox) sentCopyOf(ctx context.Context, k copyKey, body []byte) *command.ID {
+	if k.mid == "" {
+		// Told by its content already.
+		return o.sentCopy(ctx, k)
+	}
+	rows, err := o.db.QueryContext(ctx, "SELECT data, sent_copy FROM messages WHERE message_id = ? AND sent_copy IS NOT NULL AND accepted >= ? ORDER BY qid DESC",
+		k.mid, o.now().Add(-o.cfg.DuplicateWindow).UnixMilli())
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	want := submit.ContentDigest(body)
+	for rows.Next() {
+		var data, b []byte
+		if rows.Scan(&data, &b) != nil || len(b) != command.IDSize {
+			return nil
+		}
+		if bytes.Equal(submit.ContentDigest(data), want) {
+			var id command.ID
+			copy(id[:], b)
+			return &id
+		}
+	}
+	return nil
 }
 
 // sentCopy is the id of the filed Sent copy of the newest message k, or

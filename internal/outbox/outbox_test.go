@@ -1072,14 +1072,32 @@ func TestSentFilterKeepsOneCopy(t *testing.T) {
 	if len(out.Placed) != 1 || out.Placed[0].ID != sent[1].ID || out.Placed[0].UID != sent[1].UID {
 		t.Errorf("the late APPEND was answered with %+v, want the outbox's copy (uid %d)", out.Placed, sent[1].UID)
 	}
+	// The client's copy as clients keep it: its Bcc field, its own Date,
+	// Unix line ends. The same message.
+	kept := *late
+	kept.Data = []byte(strings.ReplaceAll(strings.Replace(string(late.Data), "Date: Wed, 26 Nov 2025 10:00:00 +0100",
+		"Bcc: carol@example.net\r\nDate: Wed, 26 Nov 2025 10:00:01 +0100", 1), "\r\n", "\n"))
+	if out := clientAppend(&kept); len(out.Placed) != 1 || out.Placed[0].ID != sent[1].ID {
+		t.Errorf("the late APPEND with Bcc, another Date and LF line ends was answered with %+v, want the outbox's copy (uid %d)", out.Placed, sent[1].UID)
+	}
+	// A message of the same Message-ID but another content (a copy kept
+	// unencrypted of a message sent encrypted, a client that reuses
+	// Message-IDs) is another message: it is appended. Before, the
+	// APPEND was answered with the sent message's copy and the client's
+	// message was lost.
+	other := *late
+	other.Data = []byte(strings.Replace(string(late.Data), "Hello late", "Hello, the text kept in the clear", 1))
+	if out := clientAppend(&other); len(out.Placed) != 1 || out.Placed[0].ID == sent[1].ID {
+		t.Errorf("an APPEND of another message with the late one's Message-ID was answered with %+v, want a new message", out.Placed)
+	}
 	// A message not sent through this device is appended as usual.
 	clientAppend(message("unrelated", ""))
-	sent = devicetest.WaitMessages(t, dev.Store, "Sent", 3, wait)
+	sent = devicetest.WaitMessages(t, dev.Store, "Sent", 4, wait)
 	var ids []string
 	for _, m := range sent {
 		ids = append(ids, m.Envelope.MessageID)
 	}
-	if want := []string{"early@example.org", "late@example.org", "unrelated@example.org"}; !slices.Equal(ids, want) {
+	if want := []string{"early@example.org", "late@example.org", "late@example.org", "unrelated@example.org"}; !slices.Equal(ids, want) {
 		t.Errorf("Sent holds %v, want %v", ids, want)
 	}
 }
