@@ -37,7 +37,9 @@ func extractOf(b []byte) imap.BodyStructure {
 // and by TestCutShortLastLineBreak); a forwarded message's header with a
 // line that is no field, which Parse reads past (TestForwardedHeaderLenient);
 // a part's header of fields alone, which Parse reads as a part of no body
-// (TestPartOfFieldsAlone).
+// (TestPartOfFieldsAlone); a Content-Type of "multipart" without a
+// subtype, one part to Parse and a multipart to the library
+// (TestMultipartWithoutSubtype).
 func readOtherwise(b []byte) bool {
 	r := getReader(b)
 	defer readers.Put(r)
@@ -46,7 +48,7 @@ func readOtherwise(b []byte) bool {
 		return false
 	}
 	w := &walk{bounds: structureBounds}
-	return w.within(h, r.br) && !w.tripped && (len(w.cut) > 0 || w.mended)
+	return w.within(h, r.br) && !w.tripped && (len(w.cut) > 0 || w.mended || w.untyped)
 }
 
 // libraryStructure is the structure as go-imap extracts it, the nested

@@ -340,6 +340,12 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 	header := gomessage.Header{Header: rawHeader}
 	mediaType, typeParams := partType(rawHeader, inDigest)
 	primaryType, subType, _ := strings.Cut(mediaType, "/")
+	if noSubtype(mediaType) {
+		primaryType, subType, typeParams = "", "", nil
+		if !strings.Contains(rawHeader.Get("Content-Type"), ";") {
+			primaryType, subType = "application", "octet-stream"
+		}
+	}
 	if primaryType == "multipart" {
 		bs := &imap.BodyStructureMultiPart{Subtype: subType}
 		lang := contentLanguage(header, &st.languages) // before its parts'
@@ -476,7 +482,26 @@ type walk struct {
 	// (readLenientHeader), a line break added after a part's header of
 	// fields alone (fieldsAloneReader).
 	mended bool
+	// untyped: a part's Content-Type is "multipart" without a subtype,
+	// one part (noSubtype), where the library's structure takes it for
+	// a multipart.
+	untyped bool
 }
+
+// noSubtype reports whether mediaType, as ContentType gives it, is
+// "multipart" without a subtype. Such a Content-Type ("multipart;
+// boundary=b1") names no multipart: RFC 2045 section 5.1 requires the
+// subtype, and section 5.2 takes a Content-Type that does not parse for
+// no type at all. The part is one part of its bytes, typed as Dovecot
+// types it, "application/octet-stream" when the field is the word alone
+// and "" "" when parameters follow it, its parameters left out (a single
+// part named "multipart" is one a client may take for a multipart and
+// look for parts in), as the MIME library's sections read it: BODY[1] is its body, BODY[1.MIME] its header, and no BODY[2]
+// exists. The structure took it for a multipart by its primary type
+// (as go-imap's ExtractBodyStructure does), and listed parts whose
+// sections were served empty (docs/IMAP.md, "Odd messages, part by
+// part"; FormsVersion 5).
+func noSubtype(mediaType string) bool { return mediaType == "multipart" }
 
 // withinBounds walks the MIME tree whose header is h and whose body r
 // reads, without keeping it, and reports whether it stays within b and
@@ -494,9 +519,7 @@ func (w *walk) within(h textproto.Header, r io.Reader) bool {
 func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 	mediaType, params := partType(h, inDigest)
 	switch {
-	case mediaType == "multipart" || strings.HasPrefix(mediaType, "multipart/"):
-		// A multipart as bodyStructure takes it, by its primary type:
-		// "multipart" without a subtype too, which escaped the bounds.
+	case strings.HasPrefix(mediaType, "multipart/"):
 		if w.depth >= w.bounds.depth {
 			return false
 		}
@@ -526,6 +549,8 @@ func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 			}
 		}
 		return false
+	case noSubtype(mediaType):
+		w.untyped = true
 	case mediaType == "message/rfc822" || mediaType == "message/global":
 		if w.depth >= w.bounds.depth || w.nested >= w.bounds.nested {
 			return false

@@ -26,8 +26,10 @@ package mimeform
 // its body: its envelope and its structure. Version 4: a Content-Type of
 // "multipart" without a subtype is a multipart to the walk that holds a
 // message to the bounds, as to the structure: one nested beyond them is
-// Simplified.
-const FormsVersion = 4
+// Simplified. Version 5: it is no multipart, but one part whose type and
+// subtype are "" (noSubtype), where the structure listed parts no
+// section served.
+const FormsVersion = 5
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
 func (Parser) FormsVersion() int { return FormsVersion }
