@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
@@ -261,7 +262,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader, dates *dateT
 		// part keeps its last line break (the library drops it at the
 		// end of the data), and no message/rfc822 part counts them. A
 		// part's header cut short takes no delimiter: read as it came.
-		st := &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses, languages: maxLanguages}
+		st := &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses, languages: maxLanguages, params: maxParams}
 		tail, added := closingTail(src, w.cut)
 		st.added = added
 		r.reset(append(append(make([]byte, 0, len(src)+len(tail)), src...), tail...))
@@ -272,7 +273,7 @@ func extractStructure(b []byte, header textproto.Header, r *reader, dates *dateT
 		md5s = nil
 	}
 	r.reset(src)
-	bs = bodyStructure(header, r.br, false, &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses, languages: maxLanguages})
+	bs = bodyStructure(header, r.br, false, &structState{md5s: &md5s, dates: dates, addresses: maxNestedAddresses, languages: maxLanguages, params: maxParams})
 	if !wellFormed(bs) {
 		return nil, nil
 	}
@@ -316,8 +317,9 @@ type structState struct {
 	added []string
 	// addresses is what is left of the addresses the nested envelopes
 	// may hold together (maxNestedAddresses), languages of the language
-	// tags the parts may (maxLanguages).
-	addresses, languages int
+	// tags the parts may (maxLanguages), params of the parameters their
+	// Content-Type and Content-Disposition fields may (maxParams).
+	addresses, languages, params int
 }
 
 // bodyStructure is go-imap's imapserver.ExtractBodyStructure of the part
@@ -348,8 +350,13 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 	}
 	if primaryType == "multipart" {
 		bs := &imap.BodyStructureMultiPart{Subtype: subType}
-		lang := contentLanguage(header, &st.languages) // before its parts'
-		mr := textproto.NewMultipartReader(newFieldsAloneReader(r, typeParams["boundary"], nil), typeParams["boundary"])
+		// Before its parts': the boundary is read, the parameters
+		// shown bounded.
+		boundary := typeParams["boundary"]
+		typeParams = boundParams(typeParams, &st.params)
+		disp := contentDisposition(header, &st.params)
+		lang := contentLanguage(header, &st.languages)
+		mr := textproto.NewMultipartReader(newFieldsAloneReader(r, boundary, nil), boundary)
 		for {
 			part, _ := mr.NextPart()
 			if part == nil {
@@ -359,7 +366,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 		}
 		bs.Extended = &imap.BodyStructureMultiPartExt{
 			Params:      typeParams,
-			Disposition: contentDisposition(header),
+			Disposition: disp,
 			Language:    lang,
 			Location:    header.Get("Content-Location"),
 		}
@@ -368,11 +375,12 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 	bs := &imap.BodyStructureSinglePart{
 		Type:        primaryType,
 		Subtype:     subType,
-		Params:      typeParams,
+		Params:      boundParams(typeParams, &st.params),
 		ID:          header.Get("Content-Id"),
 		Description: header.Get("Content-Description"),
 		Encoding:    TransferEncoding(header.Get("Content-Transfer-Encoding")),
 	}
+	disp := contentDisposition(header, &st.params) // before a nested message's
 	if mediaType == "message/rfc822" || mediaType == "message/global" {
 		body, _ := io.ReadAll(r)
 		// Its own bytes without a closing tail; the tail is read on, to
@@ -393,7 +401,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 		}
 	}
 	bs.Extended = &imap.BodyStructureSinglePartExt{
-		Disposition: contentDisposition(header),
+		Disposition: disp,
 		Language:    contentLanguage(header, &st.languages),
 		Location:    header.Get("Content-Location"),
 	}
@@ -420,13 +428,58 @@ func countBody(r io.Reader) (size int, lines int64) {
 }
 
 // contentDisposition is go-imap's: the part's Content-Disposition, nil
-// without one; its parameters read as ContentType reads them.
-func contentDisposition(header gomessage.Header) *imap.BodyStructureDisposition {
+// without one; its parameters read as ContentType reads them, bounded by
+// what is left of the message's maxParams (boundParams).
+func contentDisposition(header gomessage.Header, left *int) *imap.BodyStructureDisposition {
 	disp, dispParams := ContentDisposition(header.Header)
 	if disp == "" {
 		return nil
 	}
-	return &imap.BodyStructureDisposition{Value: disp, Params: dispParams}
+	return &imap.BodyStructureDisposition{Value: disp, Params: boundParams(dispParams, left)}
+}
+
+// maxParams is the most parameters the Content-Type and
+// Content-Disposition fields of a message's parts give its BODYSTRUCTURE
+// together, in the order of the parts' headers (a multipart's before its
+// parts', a part's Content-Type before its Content-Disposition), beyond
+// those a client reads a part by (keptParams). MaxParts and
+// MaxFieldSemicolons alone let 990 parts of 990 parameters in each field
+// through (16 MB, as anyone may mail): a BODYSTRUCTURE of 26 MB, and the
+// daemon at 325 MiB while it applied the message. A part has a few.
+const maxParams = 10000
+
+// keptParams are the parameters a part keeps past maxParams: the
+// boundary the sections of a multipart are found by, the charset a text
+// is read in, the names an attachment is saved under.
+var keptParams = []string{"boundary", "charset", "filename", "name"}
+
+// boundParams returns params, when they are no more than left, and takes
+// them from it; otherwise those of keptParams it holds, and the others
+// in the order of their names up to what is left, none of them taken
+// from left beyond it.
+func boundParams(params map[string]string, left *int) map[string]string {
+	if len(params) <= *left {
+		*left -= len(params)
+		return params
+	}
+	out := make(map[string]string, len(keptParams)+*left)
+	for _, k := range keptParams {
+		if v, ok := params[k]; ok {
+			out[k] = v
+		}
+	}
+	var rest []string
+	for k := range params {
+		if !slices.Contains(keptParams, k) {
+			rest = append(rest, k)
+		}
+	}
+	slices.Sort(rest)
+	for _, k := range rest[:min(len(rest), max(*left-len(out), 0))] {
+		out[k] = params[k]
+	}
+	*left = max(*left-len(out), 0)
+	return out
 }
 
 // maxLanguages is the most language tags the Content-Language fields of

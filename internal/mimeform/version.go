@@ -28,8 +28,9 @@ package mimeform
 // message to the bounds, as to the structure: one nested beyond them is
 // Simplified. Version 5: it is no multipart, but one part whose type and
 // subtype are "" (noSubtype), where the structure listed parts no
-// section served.
-const FormsVersion = 5
+// section served. Version 6 bounds the parameters of the parts'
+// Content-Type and Content-Disposition fields together (maxParams).
+const FormsVersion = 6
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
 func (Parser) FormsVersion() int { return FormsVersion }
