@@ -969,6 +969,9 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		// parts of a message/rfc822 part only (RFC 9051 section 6.4.5).
 		return []byte{}
 	}
+	if q, ok := forwardedBody(m, sec); ok {
+		return partial(bodySection(m, q), sec.Partial)
+	}
 	if out, ok := headerSection(m, sec, hl); ok {
 		return partial(out, sec.Partial)
 	}
@@ -1092,6 +1095,23 @@ func headerFields(h []byte, sec *imap.FetchItemBodySection) []byte {
 		return []byte{}
 	}
 	return out
+}
+
+// forwardedBody returns BODY[q.TEXT] for sec, BODY[q.1] of a
+// message/rfc822 part q whose body is no multipart: that body is the
+// message's text (RFC 9051 section 6.4.5), its bytes after the header
+// BODY[q.HEADER] serves, as the structure counts them. ok is false for
+// any other section. The library read the header otherwise: of a
+// forwarded message of no field ("text\r\nmore text\r\n"), it took the
+// first line for the header and served the rest as BODY[q.1], where
+// BODY[q.HEADER] is the whole and BODY[q.TEXT] empty.
+func forwardedBody(m *mailstore.Message, sec *imap.FetchItemBodySection) (*imap.FetchItemBodySection, bool) {
+	n := len(sec.Part)
+	if n < 2 || sec.Part[n-1] != 1 || sec.Specifier != imap.PartSpecifierNone ||
+		mimeform.Status(m.Parse) != mimeform.Parsed || !messageBody(m, sec.Part) {
+		return nil, false
+	}
+	return &imap.FetchItemBodySection{Part: sec.Part[:n-1], Specifier: imap.PartSpecifierText}, true
 }
 
 // messageBody reports whether part is the body of a message, the one

@@ -88,6 +88,32 @@ var oddPartsDifferences = map[[2]string]string{
 	{"part-no-blank-line", "BINARY.PEEK[1]"}:                                "as BODYSTRUCTURE",
 	{"part-no-blank-line", "BINARY.SIZE[1]"}:                                "as BODYSTRUCTURE",
 	{"header-8bit", "ENVELOPE"}:                                             "both: 8-bit text in UTF-8 and Latin-1 as the odd messages' utf8-header and latin1-header",
+	// Mail as real software writes it (docs/IMAP.md, "Odd messages, part
+	// by part").
+	{"appledouble", "BODYSTRUCTURE"}:                                          "both: parameters written by name, Dovecot in the field's order (as the odd messages' type parameters)",
+	{"dsn", "BODYSTRUCTURE"}:                                                  "as appledouble",
+	{"dsn-headers", "BODYSTRUCTURE"}:                                          "as appledouble",
+	{"pgp-encrypted", "BODYSTRUCTURE"}:                                        "as appledouble",
+	{"smime-enveloped", "BODYSTRUCTURE"}:                                      "as appledouble",
+	{"smime-signed", "BODYSTRUCTURE"}:                                         "as appledouble",
+	{"tnef", "BODYSTRUCTURE"}:                                                 "as appledouble",
+	{"appledouble", "BINARY.PEEK[2]"}:                                         "cspool right: BINARY of a multipart is its bytes, which have no transfer encoding to undo (RFC 2045 section 6.4); Dovecot decodes each part inside it and writes its header again with Content-Transfer-Encoding: binary",
+	{"appledouble", "BINARY.SIZE[2]"}:                                         "as BINARY.PEEK[2]",
+	{"calendar", "BINARY.SIZE[1]"}:                                            "cspool right: the size of BINARY[1], which both serve alike (509 bytes); Dovecot's BINARY.SIZE of that multipart (495) is not the size of its own BINARY",
+	{"global-bounce", "BODYSTRUCTURE"}:                                        "both: message/global is a message with an envelope and a structure, as RFC 9051's body-type-msg has it and go-imap writes it; Dovecot 2.3, an IMAP4rev1 server, shows a part of no structure",
+	{"global-bounce", "BODY.PEEK[3.HEADER]"}:                                  "as BODYSTRUCTURE: HEADER and TEXT of a message/global part are its message's (RFC 9051 section 6.4.5); Dovecot's are empty",
+	{"global-bounce", "BODY.PEEK[3.TEXT]"}:                                    "as BODY.PEEK[3.HEADER]",
+	{"global-bounce", "BODY.PEEK[3.TEXT]<3.10>"}:                              "as BODY.PEEK[3.HEADER]",
+	{"global-bounce", "BODY.PEEK[3.HEADER.FIELDS (SUBJECT CONTENT-TYPE)]"}:    "as BODY.PEEK[3.HEADER]",
+	{"global-bounce", "BODY.PEEK[3.HEADER.FIELDS.NOT (SUBJECT)]"}:             "as BODY.PEEK[3.HEADER]",
+	{"rfc822-no-header", "BODYSTRUCTURE"}:                                     "cspool right: the line break before the delimiter is the delimiter's (as nested-no-body), 37 bytes and 2 lines (Dovecot 39 and 3); the header of no field is the whole message, its text empty, as both read it",
+	{"rfc822-no-header", "BODY.PEEK[2]"}:                                      "as BODYSTRUCTURE",
+	{"rfc822-no-header", "BODY.PEEK[2]<0.100>"}:                               "as BODYSTRUCTURE",
+	{"rfc822-no-header", "BINARY.PEEK[2]"}:                                    "as BODYSTRUCTURE",
+	{"rfc822-no-header", "BINARY.SIZE[2]"}:                                    "as BODYSTRUCTURE",
+	{"rfc822-no-header", "BODY.PEEK[2.HEADER.FIELDS.NOT (SUBJECT)]"}:          "both: a line that is no field is left out, as nested-broken-header's, here every line; Dovecot keeps them",
+	{"rfc822-no-header-top", "BODY.PEEK[1.HEADER.FIELDS.NOT (SUBJECT)]"}:      "as rfc822-no-header",
+	{"rfc822-no-header", "BODY.PEEK[2.HEADER.FIELDS (SUBJECT CONTENT-TYPE)]"}: "both: a header of no field and no blank line gives HEADER.FIELDS no blank line either, as rfc822-base64 of the odd messages (RFC 3501 section 6.4.5: none for a message of no body and no blank line); Dovecot counts the delimiter's line break into the part, and so ends its answer with one",
 }
 
 // quoteLiterals returns d with each literal outside a section's data
@@ -433,5 +459,45 @@ func TestCutShortStreamed(t *testing.T) {
 	u = w.ok("FETCH 1 (BODY.PEEK[1])")
 	if want := fmt.Sprintf("* 1 FETCH (BODY[1] {%d}\r\n%s)\r\n", len(big)-2, big[:len(big)-2]); len(u) != 1 || u[0] != want {
 		t.Errorf("BODY[1] of %d bytes is not the part's", len(big)-2)
+	}
+}
+
+// TestForwardedNoFieldRead: a forwarded message none of whose header
+// lines is a field is a header of no field, up to the part's end: its
+// BODY[2.1] and BINARY[2.1] are its BODY[2.TEXT], empty, as the structure
+// counts its body (0 bytes and lines) and as Dovecot serves it, in a small
+// message and in one over 256 KiB, whose sections are streamed. The
+// library took the first line for the header and served the rest.
+func TestForwardedNoFieldRead(t *testing.T) {
+	t.Parallel()
+	line := strings.Repeat("x", 76) + "\r\n"
+	r := newRig(t)
+	d := r.device("a")
+	w := loginWire(t, d.addr)
+	for _, first := range []string{"small\r\n", strings.Repeat(line, (300<<10)/len(line))} {
+		msg := "From: ann@example.org\r\nSubject: no field\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\n" + first +
+			"--b1\r\nContent-Type: message/rfc822\r\n\r\nnot a header\r\nnor this\r\n--b1--\r\n"
+		w.ok(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(msg), msg))
+	}
+	w.ok("SELECT INBOX")
+	for seq := 1; seq <= 2; seq++ {
+		u := w.ok(fmt.Sprintf("FETCH %d (BODYSTRUCTURE)", seq))
+		if len(u) != 1 || !strings.Contains(u[0], `NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL) 1 NIL`) {
+			t.Errorf("message %d: structure %q, want the forwarded body of 0 bytes and lines", seq, u)
+		}
+		for _, c := range []struct{ item, want string }{
+			{"BODY.PEEK[2.1]", "BODY[2.1] {0}\r\n"},
+			{"BODY.PEEK[2.1]<0.5>", "BODY[2.1]<0> {0}\r\n"},
+			{"BINARY.PEEK[2.1]", "BINARY[2.1] ~{0}\r\n"},
+			{"BINARY.SIZE[2.1]", "BINARY.SIZE[2.1] 0"},
+			{"BODY.PEEK[2.TEXT]", "BODY[2.TEXT] {0}\r\n"},
+			{"BODY.PEEK[2.HEADER]", "BODY[2.HEADER] {22}\r\nnot a header\r\nnor this"},
+		} {
+			want := fmt.Sprintf("* %d FETCH (%s)\r\n", seq, c.want)
+			if u := w.ok(fmt.Sprintf("FETCH %d (%s)", seq, c.item)); len(u) != 1 || u[0] != want {
+				t.Errorf("message %d %s:\n got  %q\n want %q", seq, c.item, u, want)
+			}
+		}
 	}
 }

@@ -195,6 +195,10 @@ func (s *stored) bodyPiece(sec *imap.FetchItemBodySection) (piece, bool) {
 	case status == mimeform.Simplified && len(sec.Part) > 0 &&
 		(sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierText):
 		return bytesPiece(nil), true
+	case sec.Specifier == imap.PartSpecifierNone && plain && status == mimeform.Parsed && len(sec.Part) > 1:
+		if q, ok := forwardedBody(s.m, sec); ok {
+			return s.bodyPiece(q)
+		}
 	case len(sec.Part) > 0 && (sec.Specifier == imap.PartSpecifierHeader || sec.Specifier == imap.PartSpecifierText):
 		msg, ok := s.isMessagePart(sec.Part)
 		if !ok {
@@ -341,6 +345,11 @@ func (s *stored) binaryPiece(part []int) (piece, bool) {
 			return piece{}, false
 		}
 		header = h
+		if _, body := forwardedBody(s.m, &imap.FetchItemBodySection{Part: part}); body && identityTransfer(header) {
+			// As binarySection: the part's bytes, as BODY[part] serves
+			// them (the message's text, forwardedBody).
+			return s.bodyPiece(&imap.FetchItemBodySection{Part: part})
+		}
 	}
 	decode, ok := transferDecoder(header)
 	if !ok {

@@ -83,6 +83,23 @@ func Lenient(b []byte, types bool) []byte {
 	return out
 }
 
+// hasField reports whether a line of h, a header, starts a field
+// (validFieldLine).
+func hasField(h []byte) bool {
+	for i := 0; i < len(h); {
+		end := lineEnd(h, i)
+		line := h[i:end]
+		if blankLine(line) {
+			return false
+		}
+		if line[0] != ' ' && line[0] != '\t' && validFieldLine(line) {
+			return true
+		}
+		i = end
+	}
+	return false
+}
+
 // validFieldLine reports whether line starts a header field the MIME
 // library reads: a name of printable US-ASCII other than the colon,
 // spaces and tabs around it aside, then a colon.
@@ -477,9 +494,14 @@ scan:
 // and the fields after it were read as the message's body (the
 // structure showed a text part where the message holds a multipart).
 // It returns the header, the reader of the body after it, and whether a
-// line was left out. A header
-// Lenient leaves as it is is read by textproto.ReadHeader from the same
-// bytes, as before. The header is read into memory whole: br is guarded
+// line was left out. A header none of whose lines is a field is a header
+// of no field still, up to the blank line that ends it or the end of the
+// part, as BODY[n.HEADER] serves it and Dovecot reads it: the library
+// stopped at its first line, and took the lines after it for the body
+// (a part holding "text\r\nmore text\r\n" had a body "more text" of a
+// line, where BODY[n.HEADER] is the whole part and BODY[n.TEXT] empty).
+// A header Lenient leaves as it is is read by textproto.ReadHeader from
+// the same bytes, as before. The header is read into memory whole: br is guarded
 // (headerGuard) or reads bytes in memory already.
 func readLenientHeader(br *bufio.Reader) (textproto.Header, *bufio.Reader, bool) {
 	var raw []byte
@@ -498,6 +520,9 @@ func readLenientHeader(br *bufio.Reader) (textproto.Header, *bufio.Reader, bool)
 	if l := Lenient(raw, false); len(l) != len(raw) || !bytes.Equal(l, raw) {
 		h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(l)))
 		return h, br, true
+	}
+	if !blankLine(raw) && !hasField(raw) {
+		return textproto.Header{}, br, true
 	}
 	again := bufio.NewReader(io.MultiReader(bytes.NewReader(raw), br))
 	h, _ := textproto.ReadHeader(again)

@@ -37,7 +37,8 @@ func extractOf(b []byte) imap.BodyStructure {
 // and by TestCutShortLastLineBreak); a forwarded message's header with a
 // line that is no field, which Parse reads past (TestForwardedHeaderLenient);
 // a part's header of fields alone, which Parse reads as a part of no body
-// (TestPartOfFieldsAlone); a Content-Type of "multipart" without a
+// (TestPartOfFieldsAlone); a forwarded message's header of no field,
+// which Parse reads to its blank line; a Content-Type of "multipart" without a
 // subtype, one part to Parse and a multipart to the library
 // (TestMultipartWithoutSubtype).
 func readOtherwise(b []byte) bool {
@@ -137,7 +138,7 @@ func structureSamples(t testing.TB) map[string][]byte {
 // the stored structure byte for byte, and the whole of Parse's output.
 func TestBodyStructureAsLibrary(t *testing.T) {
 	for name, b := range structureSamples(t) {
-		if libraryGivesUp(b) {
+		if libraryGivesUp(b) || readOtherwise(b) {
 			continue
 		}
 		lib, own := libraryStructure(b), extractOf(b)

@@ -30,7 +30,10 @@ package mimeform
 // subtype are "" (noSubtype), where the structure listed parts no
 // section served. Version 6 bounds the parameters of the parts'
 // Content-Type and Content-Disposition fields together (maxParams).
-const FormsVersion = 6
+// Version 7: a forwarded message's header none of whose lines is a
+// field runs to its blank line, or to the part's end (readLenientHeader),
+// where its first line was the header and the rest the body.
+const FormsVersion = 7
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
 func (Parser) FormsVersion() int { return FormsVersion }
