@@ -29,7 +29,8 @@ import (
 // continuation lines of those, or of nothing (a header starting with one).
 // A Content-Type or Content-Disposition field whose parameters do not
 // parse is written again in the form its parameters are read in
-// (ContentType) when types is set. It returns b itself when nothing is
+// (ContentType) when types is set, and a Content-Type of "multipart/"
+// and no subtype as application/octet-stream (noSubtype). It returns b itself when nothing is
 // left out or written again, or when no line of the header is a field (no
 // header at all: the whole of b is text), and a copy of the header followed by b's own
 // body otherwise; the body starts len(result)-(len(b)-headerLength(b))
@@ -133,8 +134,9 @@ var (
 
 // rewrittenType returns the field starting at b written again, CRLF
 // ended, when it is a Content-Type or Content-Disposition whose value
-// mime.ParseMediaType refuses, or a Content-Transfer-Encoding with a
-// comment (TransferEncoding), or nil.
+// mime.ParseMediaType refuses (a Content-Type of "multipart/" and no
+// subtype as application/octet-stream), or a Content-Transfer-Encoding
+// with a comment (TransferEncoding), or nil.
 func rewrittenType(b []byte) []byte {
 	c := bytes.IndexByte(b, ':')
 	rawName := bytes.Trim(b[:c], " \t")
@@ -161,6 +163,12 @@ func rewrittenType(b []byte) []byte {
 		return nil
 	}
 	t, params := parseTyped(raw)
+	if t == "" && !cte && bytes.EqualFold(rawName, fieldContentType) && noSubtype(strings.ToLower(raw)) {
+		// "multipart/" and no subtype: one part to the structure
+		// (noSubtype), and so to the library, which took it for a
+		// multipart of no part.
+		return []byte(name + ": application/octet-stream\r\n")
+	}
 	if t == "" {
 		return nil
 	}

@@ -344,7 +344,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 	primaryType, subType, _ := strings.Cut(mediaType, "/")
 	if noSubtype(mediaType) {
 		primaryType, subType, typeParams = "", "", nil
-		if !strings.Contains(rawHeader.Get("Content-Type"), ";") {
+		if mediaType == "multipart" && !strings.Contains(rawHeader.Get("Content-Type"), ";") {
 			primaryType, subType = "application", "octet-stream"
 		}
 	}
@@ -542,19 +542,24 @@ type walk struct {
 }
 
 // noSubtype reports whether mediaType, as ContentType gives it, is
-// "multipart" without a subtype. Such a Content-Type ("multipart;
-// boundary=b1") names no multipart: RFC 2045 section 5.1 requires the
+// "multipart" without a subtype, or "multipart/" followed by no subtype
+// ContentType reads (it gives the whole value then). Such a Content-Type
+// ("multipart; boundary=b1", "multipart/; boundary=b1") names no
+// multipart: RFC 2045 section 5.1 requires the
 // subtype, and section 5.2 takes a Content-Type that does not parse for
 // no type at all. The part is one part of its bytes, typed as Dovecot
 // types it, "application/octet-stream" when the field is the word alone
-// and "" "" when parameters follow it, its parameters left out (a single
+// and "" "" otherwise, its parameters left out (a single
 // part named "multipart" is one a client may take for a multipart and
 // look for parts in), as the MIME library's sections read it: BODY[1] is its body, BODY[1.MIME] its header, and no BODY[2]
 // exists. The structure took it for a multipart by its primary type
 // (as go-imap's ExtractBodyStructure does), and listed parts whose
 // sections were served empty (docs/IMAP.md, "Odd messages, part by
 // part"; FormsVersion 5).
-func noSubtype(mediaType string) bool { return mediaType == "multipart" }
+func noSubtype(mediaType string) bool {
+	sub, ok := strings.CutPrefix(mediaType, "multipart/")
+	return mediaType == "multipart" || ok && (sub == "" || strings.ContainsAny(sub, "; \t"))
+}
 
 // withinBounds walks the MIME tree whose header is h and whose body r
 // reads, without keeping it, and reports whether it stays within b and
@@ -572,7 +577,7 @@ func (w *walk) within(h textproto.Header, r io.Reader) bool {
 func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 	mediaType, params := partType(h, inDigest)
 	switch {
-	case strings.HasPrefix(mediaType, "multipart/"):
+	case strings.HasPrefix(mediaType, "multipart/") && !noSubtype(mediaType):
 		if w.depth >= w.bounds.depth {
 			return false
 		}

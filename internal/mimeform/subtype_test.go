@@ -7,9 +7,9 @@ import (
 )
 
 // TestMultipartWithoutSubtype: a Content-Type of "multipart" with no
-// subtype names no multipart (noSubtype): the part is one part of its
-// bytes, typed "" "" with no parameter ("application" "octet-stream" when
-// the field has none), as Dovecot shows it and as the
+// subtype, or "multipart/" and none, names no multipart (noSubtype): the part is one part of its
+// bytes, typed "" "" with no parameter ("application" "octet-stream" for
+// the word alone), as Dovecot shows it and as the
 // library's sections read it, at the top, inside a multipart and inside
 // a forwarded message. It was a multipart to the structure, whose parts
 // no section served. Nested as deep as the message allows, it is one
@@ -44,6 +44,8 @@ func TestMultipartWithoutSubtype(t *testing.T) {
 			`("" "" NIL NIL NIL "7bit" 47 NIL NIL NIL NIL)`},
 		{"the word alone", []byte("Subject: s\r\nContent-Type: multipart\r\n\r\n--b1\r\n\r\nx\r\n--b1--\r\n"), Parsed,
 			`("application" "octet-stream" NIL NIL NIL "7bit" 19 NIL NIL NIL NIL)`},
+		{"a slash and no subtype", []byte("Subject: s\r\nContent-Type: multipart/; boundary=b1\r\n\r\n--b1\r\n\r\nx\r\n--b1--\r\n"), Parsed,
+			`("" "" NIL NIL NIL "7bit" 19 NIL NIL NIL NIL)`},
 		{"in a multipart", []byte("Subject: s\r\nContent-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\n" +
 			"Content-Type: multipart; boundary=b2\r\nContent-Disposition: inline\r\n\r\n--b2\r\n\r\nx\r\n--b2--\r\n--b1--\r\n"), Parsed,
 			`(("" "" NIL NIL NIL "7bit" 17 NIL ("inline" NIL) NIL NIL) "mixed" ("boundary" "b1") NIL NIL NIL)`},

@@ -32,8 +32,11 @@ package mimeform
 // Content-Type and Content-Disposition fields together (maxParams).
 // Version 7: a forwarded message's header none of whose lines is a
 // field runs to its blank line, or to the part's end (readLenientHeader),
-// where its first line was the header and the rest the body.
-const FormsVersion = 7
+// where its first line was the header and the rest the body. Version 8:
+// "multipart/" followed by no subtype is one part as "multipart" is
+// (noSubtype), where it was a multipart of no part and the message
+// Simplified.
+const FormsVersion = 8
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
 func (Parser) FormsVersion() int { return FormsVersion }
