@@ -567,7 +567,12 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 // loaded: its mode, or its absence, when that is what is wrong; otherwise
 // def, about its lines.
 func usersFileHint(err error, path, def string) string {
+	var folder *keys.FolderWritableByAllError
 	switch {
+	case errors.As(err, &folder):
+		return "run: chmod o-w " + shellQuote(folder.Dir) + " (or keep the users file in a folder only root may write to, as /etc/cspool), then check that each line holds the key its user sent: anyone on this machine could have replaced the file"
+	case errors.Is(err, keys.ErrSecretKeyListed):
+		return "take the line out now, and treat that user's key as exposed: the user makes a new key pair with cspool gen-keys and sends the public key alone (its line cspool-pub-1:...), and a user who already has mail in the spool follows docs/OPERATING.md, \"Replacing a user's key\""
 	case errors.Is(err, keys.ErrWritableByAll):
 		return "run: chmod 644 " + shellQuote(path) + ", then check that each line holds the key its user sent: anyone on this machine could have changed one"
 	case errors.Is(err, fs.ErrNotExist):

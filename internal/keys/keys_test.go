@@ -313,3 +313,101 @@ func TestUsersWritableByAll(t *testing.T) {
 		}
 	}
 }
+
+// TestUsersFileMixUps: what an operator pastes or an editor writes into a
+// users file. A user's SECRET key pasted for the public one is refused as
+// ErrSecretKeyListed, naming the line and the user and never printing the
+// key (the error goes to the journal); it was refused as any wrong kind of
+// key, with nothing said of the key now being exposed. A name in UTF-8 is
+// refused for its character ('ü'), where the error named its first byte
+// as a character ('Ã'). A name listed twice names both lines; only the
+// second was named. Line ends of CRLF, trailing blanks and capitals are
+// taken, for what they are: the same lines.
+func TestUsersFileMixUps(t *testing.T) {
+	a, _ := Generate(rand.Reader)
+	b, _ := Generate(rand.Reader)
+	ap, bp := a.Public().String(), b.Public().String()
+	for _, tc := range []struct {
+		name, text string
+		is         error
+		want       []string
+	}{
+		{"secret key pasted", "# users\nalice " + a.String() + "\nbob " + bp + "\n", ErrSecretKeyListed, []string{"line 2", `"alice"`, "SECRET key"}},
+		{"name in UTF-8", "j\u00fcrgen " + ap + "\n", ErrBadUserName, []string{"line 1", "'\u00fc'"}},
+		{"name listed twice", "alice " + ap + "\nbob " + bp + "\nalice " + bp + "\n", nil, []string{"line 3", `"alice"`, "lines 1 and 3"}},
+	} {
+		_, err := ParseUsers(strings.NewReader(tc.text))
+		if err == nil || tc.is != nil && !errors.Is(err, tc.is) {
+			t.Errorf("%s: ParseUsers: %v, want %v", tc.name, err, tc.is)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not say %s", tc.name, err, w)
+			}
+		}
+		if strings.Contains(err.Error(), SecretPrefix) || strings.Contains(err.Error(), "\u00c3") {
+			t.Errorf("%s: error %q prints a secret key or a byte as a character", tc.name, err)
+		}
+	}
+	for _, text := range []string{
+		"alice " + ap + "\r\nBob " + bp + "\r\n",
+		"alice " + ap + " \n\tBob\t" + bp + "\t\n",
+	} {
+		u, lines, err := ParseUsersLines(strings.NewReader(text))
+		if err != nil || len(u) != 2 || !u["alice"].Equal(a.Public()) || !u["Bob"].Equal(b.Public()) || lines["alice"] != 1 || lines["Bob"] != 2 {
+			t.Errorf("ParseUsersLines(%q): %v, lines %v, %v; want alice on line 1 and Bob on line 2", text, u, lines, err)
+		}
+	}
+}
+
+// TestUsersFolderWritableByAll: a users file in a folder every user may
+// write to (or below one, or named through a symbolic link that lies in
+// one, or leading into one) was taken: whoever may write to the folder
+// renames the file and puts their own in its place. It is refused, naming
+// the folder; a sticky folder such as /tmp, where only a file's owner
+// may rename it, is taken.
+func TestUsersFolderWritableByAll(t *testing.T) {
+	a, _ := Generate(rand.Reader)
+	root := t.TempDir()
+	private, open, sticky := filepath.Join(root, "private"), filepath.Join(root, "open"), filepath.Join(root, "sticky")
+	for dir, mode := range map[string]os.FileMode{private: 0o755, open: 0o777, sticky: 0o777 | os.ModeSticky} {
+		if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "sub", "users"), []byte("alice "+a.Public().String()+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(name, target string) string {
+		if err := os.Symlink(target, name); err != nil {
+			t.Fatal(err)
+		}
+		return name
+	}
+	for _, tc := range []struct {
+		what, path, dir string
+	}{
+		{"below a folder every user may write to", filepath.Join(open, "sub", "users"), open},
+		{"a link to a file there", link(filepath.Join(private, "to-open"), filepath.Join(open, "sub", "users")), open},
+		{"a link there to a private file", link(filepath.Join(open, "users"), filepath.Join(private, "sub", "users")), open},
+		{"in a private folder", filepath.Join(private, "sub", "users"), ""},
+		{"in a sticky folder", filepath.Join(sticky, "sub", "users"), ""},
+		{"a link to a private file", link(filepath.Join(private, "users"), filepath.Join(private, "sub", "users")), ""},
+	} {
+		u, err := LoadUsers(tc.path)
+		if tc.dir == "" {
+			if err != nil || len(u) != 1 {
+				t.Errorf("%s: LoadUsers: %d users, %v; want alice", tc.what, len(u), err)
+			}
+			continue
+		}
+		var fe *FolderWritableByAllError
+		if !errors.As(err, &fe) || fe.Dir != tc.dir || !errors.Is(err, ErrWritableByAll) || !strings.Contains(err.Error(), tc.path) {
+			t.Errorf("%s: LoadUsers: %v, want FolderWritableByAllError naming %s and the file", tc.what, err, tc.dir)
+		}
+	}
+}

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrBadUserName is returned for a user name outside the allowed set.
@@ -38,7 +41,13 @@ func CheckUserName(name string) error {
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
 			c == '.' || c == '_' || c == '+' || c == '-'
 		if !ok {
-			return fmt.Errorf("%w %q: character %q not allowed", ErrBadUserName, name, c)
+			// The character, not its first byte: "jürgen" is refused
+			// for 'ü', which 'Ã' (0xC3 taken for a character) is not.
+			r, _ := utf8.DecodeRuneInString(name[i:])
+			if r == utf8.RuneError {
+				return fmt.Errorf("%w %q: byte %#02x not allowed (not UTF-8)", ErrBadUserName, name, c)
+			}
+			return fmt.Errorf("%w %q: character %q not allowed", ErrBadUserName, name, r)
 		}
 	}
 	if name[0] == '.' || name[0] == '-' {
@@ -81,11 +90,26 @@ var ErrSharedKey = errors.New("every user needs a key pair of its own (cspool ge
 // user got none, and the LMTP listener folds case to find a user.
 var ErrCaseOnly = errors.New("mail servers take addresses that differ only in case for one address, so one of the two would not get its mail: rename one")
 
+// ErrSecretKeyListed: a users file gives a user a secret key (its line
+// holds "CSPOOL-SECRET-KEY-1:..."). The key is no longer secret: whoever
+// has read the file, or the mail or chat it came through, reads that
+// user's mail.
+var ErrSecretKeyListed = errors.New("its line holds a SECRET key, which must never leave the user's devices")
+
+// Lines gives the line of a users file each user is listed on.
+type Lines map[string]int
+
 // ParseUsers reads a users file: one "NAME PUBLIC-KEY" pair per line, blank
 // lines and lines starting with '#' ignored, each key listed once
-// (ErrSharedKey), no two names differing only in case (ErrCaseOnly). Errors
-// carry the line number.
+// (ErrSharedKey), no two names differing only in case (ErrCaseOnly), no
+// secret key (ErrSecretKeyListed). Errors carry the line number.
 func ParseUsers(r io.Reader) (Users, error) {
+	users, _, err := ParseUsersLines(r)
+	return users, err
+}
+
+// ParseUsersLines is ParseUsers that also says which line each user is on.
+func ParseUsersLines(r io.Reader) (Users, Lines, error) {
 	users := Users{}
 	type listed struct {
 		name string
@@ -99,7 +123,7 @@ func ParseUsers(r io.Reader) (Users, error) {
 	for sc.Scan() {
 		n++
 		if n == 1 && bytes.HasPrefix(sc.Bytes(), byteOrderMark) {
-			return nil, errByteOrderMark
+			return nil, nil, errByteOrderMark
 		}
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -107,53 +131,112 @@ func ParseUsers(r io.Reader) (Users, error) {
 		}
 		fields := strings.Fields(line)
 		if len(fields) != 2 {
-			return nil, fmt.Errorf("line %d: want \"NAME %sKEY\", found %d fields", n, PublicPrefix, len(fields))
+			return nil, nil, fmt.Errorf("line %d: want \"NAME %sKEY\", found %d fields", n, PublicPrefix, len(fields))
 		}
 		if err := CheckUserName(fields[0]); err != nil {
-			return nil, fmt.Errorf("line %d: %w", n, err)
-		}
-		if _, dup := users[fields[0]]; dup {
-			return nil, fmt.Errorf("line %d: user %q listed twice", n, fields[0])
+			return nil, nil, fmt.Errorf("line %d: %w", n, err)
 		}
 		folded := FoldCase(fields[0])
-		if o, dup := byFolded[folded]; dup {
-			return nil, fmt.Errorf("line %d: user %q differs from user %q (line %d) only in case: %w", n, fields[0], o.name, o.line, ErrCaseOnly)
+		if o, dup := byFolded[folded]; dup && o.name == fields[0] {
+			return nil, nil, fmt.Errorf("line %d: user %q listed twice (lines %d and %d)", n, fields[0], o.line, n)
+		} else if dup {
+			return nil, nil, fmt.Errorf("line %d: user %q differs from user %q (line %d) only in case: %w", n, fields[0], o.name, o.line, ErrCaseOnly)
 		}
 		byFolded[folded] = listed{fields[0], n}
 		k, err := ParsePublic(fields[1])
+		if err != nil && strings.HasPrefix(fields[1], SecretPrefix) {
+			return nil, nil, fmt.Errorf("line %d: user %q: %w: %w", n, fields[0], err, ErrSecretKeyListed)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("line %d: user %q: %w", n, fields[0], err)
+			return nil, nil, fmt.Errorf("line %d: user %q: %w", n, fields[0], err)
 		}
 		if o, dup := byKey[string(k.Bytes())]; dup {
-			return nil, fmt.Errorf("line %d: user %q has the public key of user %q (line %d): %w",
+			return nil, nil, fmt.Errorf("line %d: user %q has the public key of user %q (line %d): %w",
 				n, fields[0], o.name, o.line, ErrSharedKey)
 		}
 		byKey[string(k.Bytes())] = listed{fields[0], n}
 		users[fields[0]] = k
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return users, nil
+	lines := make(Lines, len(byFolded))
+	for _, l := range byFolded {
+		lines[l.name] = l.line
+	}
+	return users, lines, nil
 }
 
 // LoadUsers reads a users file; errors are UsersFileErrors, naming the file.
 func LoadUsers(path string) (Users, error) {
+	users, _, err := LoadUsersLines(path)
+	return users, err
+}
+
+// LoadUsersLines is LoadUsers that also says which line each user is on.
+func LoadUsersLines(path string) (Users, Lines, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &UsersFileError{path, openError(path, err)}
+		return nil, nil, &UsersFileError{path, openError(path, err)}
 	}
 	defer f.Close()
 	// Whoever may write the file may give any user a key of theirs, and
 	// read the mail sealed to it from then on. A group's write is the
 	// operator's choice, as a group's read of a TLS key is.
 	if info, err := f.Stat(); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o002 != 0 {
-		return nil, &UsersFileError{path, fmt.Errorf("%w (mode %04o): whoever writes it can give any user a key of theirs and read the mail delivered to that user from then on",
+		return nil, nil, &UsersFileError{path, fmt.Errorf("%w (mode %04o): whoever writes it can give any user a key of theirs and read the mail delivered to that user from then on",
 			ErrWritableByAll, info.Mode().Perm())}
 	}
-	u, err := ParseUsers(f)
-	if err != nil {
-		return nil, &UsersFileError{path, err}
+	if err := checkUsersFolders(path); err != nil {
+		return nil, nil, &UsersFileError{path, err}
 	}
-	return u, nil
+	u, lines, err := ParseUsersLines(f)
+	if err != nil {
+		return nil, nil, &UsersFileError{path, err}
+	}
+	return u, lines, nil
+}
+
+// FolderWritableByAllError: a folder holding the users file (or a
+// symbolic link on the way to it) that every user of the machine may
+// write to, without the sticky bit: whoever may write to a folder may
+// rename what is in it and put a file of theirs in its place, which
+// comes to the same as writing the file. A sticky folder (/tmp) lets
+// its users rename only their own files.
+type FolderWritableByAllError struct {
+	Dir  string
+	Mode fs.FileMode
+}
+
+func (e *FolderWritableByAllError) Error() string {
+	return fmt.Sprintf("its folder %s is %v (mode %04o): whoever replaces the file there can give any user a key of theirs and read the mail delivered to that user from then on",
+		e.Dir, ErrWritableByAll, e.Mode.Perm())
+}
+
+func (e *FolderWritableByAllError) Unwrap() error { return ErrWritableByAll }
+
+// checkUsersFolders returns a FolderWritableByAllError for the first
+// folder, from the users file's own up to the root, of path as named and
+// of the file it leads to, that every user may write to and is not
+// sticky.
+func checkUsersFolders(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil
+	}
+	paths := []string{abs}
+	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
+		paths = append(paths, real)
+	}
+	for _, p := range paths {
+		for dir := filepath.Dir(p); ; dir = filepath.Dir(dir) {
+			if info, err := os.Stat(dir); err == nil && info.Mode().Perm()&0o002 != 0 && info.Mode()&fs.ModeSticky == 0 {
+				return &FolderWritableByAllError{dir, info.Mode()}
+			}
+			if dir == filepath.Dir(dir) {
+				break
+			}
+		}
+	}
+	return nil
 }

@@ -75,12 +75,15 @@ func (d *DB) register(ctx context.Context, user string, key keys.PublicKey) erro
 	}
 	d.mu.Lock()
 	users := make(keys.Users, len(d.byName)+1)
+	lines := make(keys.Lines, len(d.byName)+1)
+	last := 0
 	for n, k := range d.byName {
-		users[n] = k
+		users[n], lines[n] = k, d.lines[n]
+		last = max(last, d.lines[n])
 	}
-	users[user] = key
+	users[user], lines[user] = key, last+1 // the file holds registrations alone
 	d.mu.Unlock()
-	d.set(users)
+	d.set(users, lines)
 	d.log.Warn("TEST MODE: registered a new user on first use", "user", user, "key_id", fmt.Sprintf("%x", key.KeyID()), "file", d.path)
 	return nil
 }

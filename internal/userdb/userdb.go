@@ -64,6 +64,7 @@ type DB struct {
 
 	mu       sync.RWMutex
 	byName   keys.Users
+	lines    keys.Lines        // the line of the file each user is on
 	byFolded map[string]string // keys.FoldCase(name) -> name, for names no other folds to
 	byKey    map[string]string // key bytes -> name; only meaningful in test mode
 	regMu    sync.Mutex        // serialises test mode registrations (file appends)
@@ -87,18 +88,21 @@ func (d *DB) Refuse(key keys.PublicKey, what string) error {
 		d.refused = map[string]string{}
 	}
 	d.refused[string(key.Bytes())] = what
-	return d.checkRefused(d.byName)
+	return d.checkRefused(d.byName, d.lines)
 }
 
-// checkRefused returns an error naming the first user users gives a
-// refused key. d.mu is held.
-func (d *DB) checkRefused(users keys.Users) error {
+// checkRefused returns an error naming the file, the line and the user
+// users gives a refused key (the first such line). d.mu is held.
+func (d *DB) checkRefused(users keys.Users, lines keys.Lines) error {
+	var err error
+	first := 0
 	for name, k := range users {
-		if what, ok := d.refused[string(k.Bytes())]; ok {
-			return fmt.Errorf("%s: user %q has %s: %w", d.path, name, what, ErrRefusedKey)
+		if what, ok := d.refused[string(k.Bytes())]; ok && (err == nil || lines[name] < first) {
+			first = lines[name]
+			err = &keys.UsersFileError{Path: d.path, Err: fmt.Errorf("line %d: user %q has %s: %w", first, name, what, ErrRefusedKey)}
 		}
 	}
-	return nil
+	return err
 }
 
 // Load opens a DB in file mode on the users file at path.
@@ -107,11 +111,11 @@ func Load(path string, log *slog.Logger) (*DB, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	d := &DB{log: log, path: path}
-	users, err := keys.LoadUsers(path)
+	users, lines, err := keys.LoadUsersLines(path)
 	if err != nil {
 		return nil, fmt.Errorf("loading users: %w", err)
 	}
-	d.set(users)
+	d.set(users, lines)
 	log.Info("users file loaded", "file", path, "users", len(users))
 	return d, nil
 }
@@ -123,7 +127,7 @@ func OpenTestMode(dir string, log *slog.Logger) (*DB, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	d := &DB{log: log, path: filepath.Join(dir, TestUsersFile), testMode: true}
-	users, err := d.loadRegistrations()
+	users, lines, err := d.loadRegistrations()
 	if err != nil {
 		return nil, err
 	}
@@ -133,21 +137,21 @@ func OpenTestMode(dir string, log *slog.Logger) (*DB, error) {
 	if err := appendLine(d.path, ""); err != nil {
 		return nil, fmt.Errorf("creating the test mode registrations file: %w", err)
 	}
-	d.set(users)
+	d.set(users, lines)
 	log.Warn("TEST MODE: no users file; the first key to authenticate as a name is registered to it; do not expose this server",
 		"registrations", d.path, "registered", len(users))
 	return d, nil
 }
 
-func (d *DB) loadRegistrations() (keys.Users, error) {
-	users, err := keys.LoadUsers(d.path)
+func (d *DB) loadRegistrations() (keys.Users, keys.Lines, error) {
+	users, lines, err := keys.LoadUsersLines(d.path)
 	if errors.Is(err, os.ErrNotExist) {
-		return keys.Users{}, nil
+		return keys.Users{}, keys.Lines{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("loading test mode registrations: %w", err)
+		return nil, nil, fmt.Errorf("loading test mode registrations: %w", err)
 	}
-	return users, nil
+	return users, lines, nil
 }
 
 // TestMode reports whether d registers unknown names on first use.
@@ -164,7 +168,7 @@ func (d *DB) Len() int {
 	return len(d.byName)
 }
 
-func (d *DB) set(users keys.Users) {
+func (d *DB) set(users keys.Users, lines keys.Lines) {
 	byKey := make(map[string]string, len(users))
 	byFolded := make(map[string]string, len(users))
 	clash := map[string]bool{}
@@ -180,7 +184,7 @@ func (d *DB) set(users keys.Users) {
 		delete(byFolded, f)
 	}
 	d.mu.Lock()
-	d.byName, d.byKey, d.byFolded = users, byKey, byFolded
+	d.byName, d.lines, d.byKey, d.byFolded = users, lines, byKey, byFolded
 	d.mu.Unlock()
 }
 
@@ -208,28 +212,29 @@ func (d *DB) LookupFolded(ctx context.Context, folded string) (string, keys.Publ
 func (d *DB) Reload() error {
 	var (
 		users keys.Users
+		lines keys.Lines
 		err   error
 	)
 	if d.testMode {
 		d.regMu.Lock()
 		defer d.regMu.Unlock()
-		users, err = d.loadRegistrations()
+		users, lines, err = d.loadRegistrations()
 	} else {
-		users, err = keys.LoadUsers(d.path)
+		users, lines, err = keys.LoadUsersLines(d.path)
 		if err != nil {
 			err = fmt.Errorf("reloading users: %w", err)
 		}
 	}
 	if err == nil {
 		d.mu.RLock()
-		err = d.checkRefused(users)
+		err = d.checkRefused(users, lines)
 		d.mu.RUnlock()
 	}
 	if err != nil {
 		d.log.Error("users reload failed; keeping the previous table", "file", d.path, "users", d.Len(), "err", err)
 		return err
 	}
-	d.set(users)
+	d.set(users, lines)
 	d.log.Info("users reloaded", "file", d.path, "users", len(users))
 	return nil
 }

@@ -256,7 +256,10 @@ func TestCheckTestMode(t *testing.T) {
 // TestRefuseSpoolKey: the spool's public key given to a user in the users
 // file (a spool.pub pasted for user.pub) is refused at start and at a
 // reload, which keeps the previous table: that user's mail would be sealed
-// to the spool's key, readable by whoever holds the spool key.
+// to the spool's key, readable by whoever holds the spool key. The error
+// begins as every error about the users file does, "users file PATH: line
+// N:", naming the line to fix; it named the file alone, without "users
+// file" and without the line.
 func TestRefuseSpoolKey(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "users")
@@ -279,16 +282,16 @@ func TestRefuseSpoolKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := d.Refuse(spool.Public(), "the spool's public key"); !errors.Is(err, ErrRefusedKey) ||
-		!strings.Contains(err.Error(), `"bob"`) || !strings.Contains(err.Error(), path) {
-		t.Fatalf("Refuse over a table giving bob the spool's key: %v, want ErrRefusedKey naming bob and %s", err, path)
+		!strings.Contains(err.Error(), `"bob"`) || !strings.HasPrefix(err.Error(), "users file "+path+": line 2: ") {
+		t.Fatalf("Refuse over a table giving bob the spool's key: %v, want ErrRefusedKey naming bob, starting \"users file %s: line 2: \"", err, path)
 	}
 	write("alice " + alice.Public().String() + "\n")
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	write("alice " + alice.Public().String() + "\ncarol " + spool.Public().String() + "\n")
-	if err := d.Reload(); !errors.Is(err, ErrRefusedKey) || !strings.Contains(err.Error(), `"carol"`) {
-		t.Fatalf("Reload giving carol the spool's key: %v, want ErrRefusedKey naming carol", err)
+	write("alice " + alice.Public().String() + "\n\n# carol, new\ncarol " + spool.Public().String() + "\n")
+	if err := d.Reload(); !errors.Is(err, ErrRefusedKey) || !strings.Contains(err.Error(), `"carol"`) || !strings.Contains(err.Error(), "users file "+path+": line 4: ") {
+		t.Fatalf("Reload giving carol the spool's key: %v, want ErrRefusedKey naming carol and \"users file %s: line 4\"", err, path)
 	}
 	if _, err := d.Lookup(context.Background(), "carol"); !errors.Is(err, keys.ErrUnknownUser) {
 		t.Fatalf("carol after the refused reload: %v, want unknown (the previous table kept)", err)
