@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"cspool/internal/spool"
@@ -79,20 +81,7 @@ func TestCompactShrinksFile(t *testing.T) {
 func TestMigrateFromVersion1(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	db := rawDB(t, dir)
-	for _, q := range []string{
-		"PRAGMA journal_mode = WAL",
-		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
-		migrations[0],
-		"PRAGMA user_version = 1",
-		"INSERT INTO users (name, head) VALUES (CAST('old' AS BLOB), 3)",
-		"INSERT INTO entries (user_id, pos, size, data) VALUES (1, 1, 1, x'61'), (1, 2, 1, x'62'), (1, 3, 1, x'63')",
-	} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatalf("building a version 1 spool: %s: %v", q, err)
-		}
-	}
-	db.Close()
+	version1Spool(t, dir)
 	s := openT(t, dir, Options{})
 	if v := pragmaInt(t, s, "user_version"); v != int64(SchemaVersion) {
 		t.Fatalf("user_version %d after Open, want %d", v, SchemaVersion)
@@ -112,6 +101,94 @@ func TestMigrateFromVersion1(t *testing.T) {
 	}
 	if pos, err := s.CheckpointPos(ctxT(t), "old"); err != nil || pos != 2 {
 		t.Errorf("CheckpointPos = %d, %v; want 2", pos, err)
+	}
+}
+
+// version1Spool makes in dir a spool of schema version 1, as its release
+// made them (auto_vacuum NONE), with user "old" holding entries 1 to 3:
+// "a", "b", "c".
+func version1Spool(t *testing.T, dir string) {
+	t.Helper()
+	db := rawDB(t, dir)
+	for _, q := range []string{
+		"PRAGMA journal_mode = WAL",
+		fmt.Sprintf("PRAGMA application_id = %d", applicationID),
+		migrations[0],
+		"PRAGMA user_version = 1",
+		"INSERT INTO users (name, head) VALUES (CAST('old' AS BLOB), 3)",
+		"INSERT INTO entries (user_id, pos, size, data) VALUES (1, 1, 1, x'61'), (1, 2, 1, x'62'), (1, 3, 1, x'63')",
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("building a version 1 spool: %s: %v", q, err)
+		}
+	}
+	db.Close()
+}
+
+// TestAutoVacuumRecipe runs docs/STORE.md's command that converts a
+// database made before schema version 2 to auto_vacuum = INCREMENTAL
+// ("Space reclamation"), as printed but for SPOOL_DIR, with sqlite3 on a
+// version 1 spool the store migrated and wrote to: afterwards the store
+// opens it with every entry, auto_vacuum is 2 as the text says, and a
+// compaction shrinks the file.
+func TestAutoVacuumRecipe(t *testing.T) {
+	t.Parallel()
+	sqlite3, err := exec.LookPath("sqlite3")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("sqlite3 is required in CI (Debian package sqlite3): %v", err)
+		}
+		t.Skip("sqlite3 not installed (apt-get install sqlite3)")
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "STORE.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recipe []string
+	for _, l := range strings.Split(string(doc), "\n") {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, "sqlite3 SPOOL_DIR/") {
+			recipe = append(recipe, l)
+		}
+	}
+	if len(recipe) != 1 || !strings.Contains(recipe[0], "auto_vacuum") {
+		t.Fatalf("docs/STORE.md: commands %q, want one: sqlite3 SPOOL_DIR/spool.db, setting auto_vacuum", recipe)
+	}
+	dir := t.TempDir()
+	version1Spool(t, dir)
+	s := openT(t, dir, Options{})
+	entry := make([]byte, 20_000)
+	batch := make([][]byte, 200)
+	for j := range batch {
+		batch[j] = entry
+	}
+	if _, err := s.Append(ctxT(t), "old", batch); err != nil {
+		t.Fatal(err)
+	}
+	if av := pragmaInt(t, s, "auto_vacuum"); av != 0 {
+		t.Fatalf("auto_vacuum %d on a migrated database before the recipe, want 0", av)
+	}
+	s.Close()
+
+	// Stopped, the command as printed; sqlite3 first on PATH.
+	cmd := exec.Command("sh", "-e", "-c", strings.ReplaceAll(recipe[0], "SPOOL_DIR", dir))
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(sqlite3)+":"+os.Getenv("PATH"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", recipe[0], err, out)
+	}
+
+	s = openT(t, dir, Options{})
+	if av := pragmaInt(t, s, "auto_vacuum"); av != 2 {
+		t.Fatalf("auto_vacuum %d after docs/STORE.md's command, want 2 (INCREMENTAL)", av)
+	}
+	if es, err := s.Read(ctxT(t), "old", 0, 1000, 1<<30); err != nil || len(es) != 203 || string(es[0].Data) != "a" {
+		t.Fatalf("Read after the command: %d entries, %v; want 203, the first \"a\"", len(es), err)
+	}
+	before := fileSize(t, s)
+	if _, err := s.Compact(ctxT(t), "old", spool.Checkpoint{Pos: 202, Data: []byte("cp")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if after := fileSize(t, s); after > before/4 {
+		t.Errorf("database file %d bytes after compacting 4 MB out of %d bytes, want under a quarter: the free pages were not returned", after, before)
 	}
 }
 
