@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,6 +115,7 @@ func TestTLSRecipe(t *testing.T) {
 	}
 	server, daemon, cert, cp := blocks[0], blocks[1], blocks[2], blocks[3]
 	checkRunningIt(t, server)
+	checkUnitCA(t, daemon)
 
 	root := t.TempDir()
 	etc, spoolDir, home := filepath.Join(root, "etc/cspool"), filepath.Join(root, "var/lib/cspool"), filepath.Join(root, "home/alice")
@@ -204,6 +206,37 @@ func TestTLSRecipe(t *testing.T) {
 	srv.stop(t, syscall.SIGTERM, 40*time.Second)
 	if log := srv.stderr.String(); !strings.Contains(log, "http="+url) {
 		t.Errorf("the server's start line lacks http=%s:\n%s", url, log)
+	}
+}
+
+// checkUnitCA requires docs/TLS.md's line for the daemon's systemd unit
+// to be the unit's own (docs/systemd/cspool-imap@.service), commented out
+// there as docs/systemd/README.md says ("uncomment"), and to name the CA
+// file of the daemon's command of docs/TLS.md, which TestTLSRecipe runs,
+// %E being ~/.config in a user manager. docs/TLS.md printed a line of %h
+// the unit does not hold.
+func checkUnitCA(t *testing.T, daemon string) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/TLS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, b := range codeBlocks(string(doc)) {
+		if strings.HasPrefix(b, "Environment=SSL_CERT_FILE=") {
+			line = strings.TrimSpace(b)
+		}
+	}
+	unit, err := os.ReadFile("../../docs/systemd/cspool-imap@.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line == "" || !slices.Contains(strings.Split(string(unit), "\n"), "#"+line) {
+		t.Errorf("docs/TLS.md gives the unit the line %q; docs/systemd/cspool-imap@.service does not hold it commented out", line)
+	}
+	file, _ := strings.CutPrefix(line, "Environment=SSL_CERT_FILE=")
+	if want := strings.Fields(daemon)[0]; "SSL_CERT_FILE="+strings.Replace(file, "%E/", "$HOME/.config/", 1) != want {
+		t.Errorf("docs/TLS.md: the unit's CA file %s is not the daemon's command's %s", file, want)
 	}
 }
 
