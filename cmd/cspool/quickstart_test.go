@@ -80,6 +80,7 @@ func TestQuickstart(t *testing.T) {
 	if log := qs.stderr.String(); !strings.Contains(log, "stopped") || strings.Contains(log, password) || strings.Contains(log, "another one") {
 		t.Errorf("first run's log: want \"stopped\", no password, no message contents:\n%s", log)
 	}
+	checkStateFolder(t, state, strings.Contains(out, "Sending (SMTP"))
 
 	// A second quickstart for another user on the same folder is refused.
 	cmd := exec.Command(bin, "quickstart", "--dir", state, "--user", "bob", "--http-port", "0", "--imap-port", "0", "--lmtp-port", "0")
@@ -114,6 +115,73 @@ func TestQuickstart(t *testing.T) {
 	defer cancel()
 	if head, err := st.Head(ctx, "alice"); err != nil || head != 2 {
 		t.Errorf("alice's log head %d (%v), want 2: one welcome, one delivery", head, err)
+	}
+}
+
+// checkStateFolder holds the state folder of a quickstart that ran and
+// stopped to docs/QUICKSTART.md's list ("The state folder"): each name
+// listed is there, as a folder when it ends in "/", with the mode its
+// line gives ("(0600)", "(secret: 0600)" for its first name, "(0700)"),
+// and nothing else is, but the outbox when sending was off; in spool/,
+// the files its line names in parentheses. The list left out mail.db.lock
+// and mail.db.outbox.
+func checkStateFolder(t *testing.T, state string, sending bool) {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/QUICKSTART.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listing string
+	for _, b := range codeBlocks(string(doc)) {
+		if strings.HasPrefix(b, "cspool-quickstart/\n") {
+			listing = b
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(listing), "\n")
+	if len(lines) < 2 {
+		t.Fatalf("docs/QUICKSTART.md: no block starting \"cspool-quickstart/\"")
+	}
+	if info, err := os.Stat(state); err != nil || info.Mode().Perm() != 0o700 {
+		t.Errorf("state folder: %v, %v; want mode 0700", info, err)
+	}
+	listed := map[string]bool{}
+	for _, l := range lines[1:] {
+		names, what, _ := strings.Cut(strings.TrimSpace(l), "   ")
+		for i, name := range strings.Fields(names) {
+			listed[strings.TrimSuffix(name, "/")] = true
+			info, err := os.Stat(filepath.Join(state, name))
+			if err != nil && name == "mail.db.outbox" && !sending {
+				continue
+			}
+			if err != nil || info.IsDir() != strings.HasSuffix(name, "/") {
+				t.Errorf("docs/QUICKSTART.md lists %s in the state folder: %v", name, err)
+				continue
+			}
+			for _, mode := range []string{"0600", "0700"} {
+				if (strings.Contains(what, "("+mode+")") || i == 0 && strings.Contains(what, "(secret: "+mode+")")) && fmt.Sprintf("%04o", info.Mode().Perm()) != mode {
+					t.Errorf("%s has mode %04o; docs/QUICKSTART.md says %s", name, info.Mode().Perm(), mode)
+				}
+			}
+			if name == "spool/" {
+				_, inside, _ := strings.Cut(what, "(")
+				for _, f := range strings.Split(strings.TrimSuffix(strings.TrimSpace(inside), ")"), ", ") {
+					if f != "WAL" {
+						if _, err := os.Stat(filepath.Join(state, name, f)); err != nil {
+							t.Errorf("docs/QUICKSTART.md lists %s in spool/: %v", f, err)
+						}
+					}
+				}
+			}
+		}
+	}
+	entries, err := os.ReadDir(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !listed[e.Name()] {
+			t.Errorf("the state folder holds %s, which docs/QUICKSTART.md does not list", e.Name())
+		}
 	}
 }
 
