@@ -16,13 +16,14 @@ import (
 
 // TestUsersFileMixUps starts a server on docs/OPERATING.md's users file
 // ("Setup") as printed, its keys the users' own, then reloads it (SIGHUP)
-// after each mistake an operator makes while adding carol: bob's line
-// given the spool's public key, carol given alice's key, carol's secret
+// after each mistake an operator makes while adding carol: alice's and
+// bob's keys swapped, bob's line given the spool's public key, carol given alice's key, carol's secret
 // key pasted for her public one, the file made writable by everyone, the
 // file saved with a byte-order mark. Each reload is refused: the log
 // names the file (and the line, where one is to blame), never prints the
 // secret key, and the previous table stays in force, so that alice and
-// bob each reach their own log alone and carol none. Carol's right line,
+// bob each reach their own log alone and carol none (the swap was
+// taken, and each key reached the other's log). Carol's right line,
 // in a file of CRLF line ends, is then taken. A server started on the
 // file giving bob the spool's key exits naming the file and the line; it
 // named neither the line nor "users file".
@@ -123,6 +124,7 @@ func TestUsersFileMixUps(t *testing.T) {
 		mode       os.FileMode
 		says       []string
 	}{
+		{"alice's and bob's keys swapped", strings.NewReplacer(ap, bp, bp, ap).Replace(example), 0o644, []string{"line 2:", `user "alice" has the key user "bob" had`}},
 		{"bob given the spool's key", strings.Replace(example, bp, sp, 1), 0o644, []string{"line 3:", `"bob"`, "--spool-key"}},
 		{"carol given alice's key", example + "carol " + ap + "\n", 0o644, []string{"line 4:", `"carol"`, `"alice" (line 2)`}},
 		{"carol's secret key pasted", example + "carol " + carol.String() + "\n", 0o644, []string{"line 4:", `"carol"`, "SECRET key"}},

@@ -6,11 +6,12 @@
 //   - A DB runs in one of two modes, fixed at construction. File mode reads a
 //     users file (keys.LoadUsers: "NAME PUBLIC-KEY" lines); Reload re-reads
 //     it and swaps the table atomically, and a reload that fails keeps the
-//     old table. Test mode has no users file: the first key that
-//     authenticates as a name is registered to it, and the registrations are
-//     appended to a file in the spool directory (same format as a users
-//     file, mode 0600, fsync'd before the registration takes effect) so a
-//     restart keeps them. Test mode is logged loudly at start and at every
+//     old table; so does one that would give a user the key of another
+//     user still listed (ErrKeyMoved). Test mode has no users file: the
+//     first key that authenticates as a name is registered to it, and the
+//     registrations are appended to a file in the spool directory (same
+//     format as a users file, mode 0600, fsync'd before the registration
+//     takes effect) so a restart keeps them. Test mode is logged loudly at start and at every
 //     registration: anybody who can reach the server can claim a free name.
 //     The registrations file is created at open, so its presence marks a
 //     spool directory in test mode.
@@ -100,6 +101,33 @@ func (d *DB) checkRefused(users keys.Users, lines keys.Lines) error {
 		if what, ok := d.refused[string(k.Bytes())]; ok && (err == nil || lines[name] < first) {
 			first = lines[name]
 			err = &keys.UsersFileError{Path: d.path, Err: fmt.Errorf("line %d: user %q has %s: %w", first, name, what, ErrRefusedKey)}
+		}
+	}
+	return err
+}
+
+// ErrKeyMoved: a reload would give a user the key another user, still
+// listed, has in the table in force: two lines' keys swapped, or one
+// user's key pasted on another's line as that user's got a new one.
+// Whoever holds the key would read and write the other user's log from
+// then on, and that user's mail would be sealed to it.
+var ErrKeyMoved = errors.New("a key moves to another user only when its user is renamed (its line gone); with the other user still listed, it is a mix-up")
+
+// checkMoved returns an error naming the file, the line and both users
+// if users gives a user a key that another user, listed in users too,
+// has in the table in force (the first such line). d.mu is held.
+func (d *DB) checkMoved(users keys.Users, lines keys.Lines) error {
+	var err error
+	first := 0
+	for name, k := range users {
+		had, ok := d.byKey[string(k.Bytes())]
+		if !ok || had == name {
+			continue
+		}
+		if _, still := users[had]; still && (err == nil || lines[name] < first) {
+			first = lines[name]
+			err = &keys.UsersFileError{Path: d.path, Err: fmt.Errorf("line %d: user %q has the key user %q had until this reload, and %q is still listed (line %d): %w",
+				first, name, had, had, lines[had], ErrKeyMoved)}
 		}
 	}
 	return err
@@ -228,6 +256,9 @@ func (d *DB) Reload() error {
 	if err == nil {
 		d.mu.RLock()
 		err = d.checkRefused(users, lines)
+		if err == nil && !d.testMode {
+			err = d.checkMoved(users, lines)
+		}
 		d.mu.RUnlock()
 	}
 	if err != nil {

@@ -319,3 +319,55 @@ func TestLookupFolded(t *testing.T) {
 		t.Errorf("LookupFolded(dave): %v, want ErrUnknownUser", err)
 	}
 }
+
+// TestReloadKeyMoved: a reload that gives a user the key another user,
+// still listed, has now (the keys of two lines swapped; bob's old key
+// pasted on alice's line as bob got a new one) is refused, naming the
+// file, the line and both users, and the table in force is kept: it was
+// taken, and bob's key read and wrote alice's log from then on. A key
+// that moves with its user renamed (bob's line gone, robert's holding
+// its key) is taken, as is a user given a new key.
+func TestReloadKeyMoved(t *testing.T) {
+	ctx := context.Background()
+	alice, bob, bob2, carol := newKey(t), newKey(t), newKey(t), newKey(t)
+	path := filepath.Join(t.TempDir(), "users")
+	write := func(text string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("alice " + alice.String() + "\nbob " + bob.String() + "\n")
+	db, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ what, text, line string }{
+		{"swapped", "alice " + bob.String() + "\nbob " + alice.String() + "\n", `line 1: user "alice" has the key user "bob" had`},
+		{"bob's old key on alice's line", "# new key for bob\nalice " + bob.String() + "\nbob " + bob2.String() + "\n", `line 2: user "alice" has the key user "bob" had`},
+		{"carol given alice's while alice gets a new one", "alice " + carol.String() + "\nbob " + bob.String() + "\ncarol " + alice.String() + "\n", `line 3: user "carol" has the key user "alice" had`},
+	} {
+		write(tc.text)
+		err := db.Reload()
+		if !errors.Is(err, ErrKeyMoved) || !strings.Contains(err.Error(), "users file "+path+": "+tc.line) {
+			t.Errorf("%s: Reload: %v, want ErrKeyMoved saying %q", tc.what, err, tc.line)
+		}
+		if err := db.Authorize(ctx, "alice", bob); !errors.Is(err, keys.ErrForbidden) {
+			t.Errorf("%s: bob's key on alice's log after the refused reload: %v, want ErrForbidden", tc.what, err)
+		}
+		if err := db.Authorize(ctx, "alice", alice); err != nil {
+			t.Errorf("%s: alice's key on alice's log after the refused reload: %v", tc.what, err)
+		}
+	}
+	write("alice " + alice.String() + "\nrobert " + bob.String() + "\n")
+	if err := db.Reload(); err != nil {
+		t.Fatalf("bob renamed robert: %v", err)
+	}
+	write("alice " + alice.String() + "\nrobert " + bob2.String() + "\n")
+	if err := db.Reload(); err != nil {
+		t.Fatalf("robert given a new key: %v", err)
+	}
+	if err := db.Authorize(ctx, "robert", bob2); err != nil {
+		t.Errorf("robert's new key: %v", err)
+	}
+}
