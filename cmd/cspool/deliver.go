@@ -141,11 +141,11 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	if err != nil {
 		return &exitError{err, exNoPerm}
 	}
-	users, err := loadDirectory(*user, *userKey, *usersFile, *spoolKey)
+	users, lines, err := loadDirectory(*user, *userKey, *usersFile, *spoolKey)
 	if err != nil {
 		return err
 	}
-	if err := refuseSpoolKey(users, sk.Public(), *usersFile, *spoolKey); err != nil {
+	if err := refuseSpoolKey(users, lines, sk.Public(), *usersFile, *spoolKey); err != nil {
 		return err
 	}
 
@@ -268,34 +268,35 @@ func deliverUsage(format string, a ...any) error {
 }
 
 // loadDirectory reads the one key deliver needs, from a key file or a users
-// file (spoolKey is --spool-key's file, for the hint of a swap).
-func loadDirectory(user, userKey, usersFile, spoolKey string) (deliver.StaticDirectory, error) {
+// file (spoolKey is --spool-key's file, for the hint of a swap), and the
+// line of the users file each user is on.
+func loadDirectory(user, userKey, usersFile, spoolKey string) (deliver.StaticDirectory, keys.Lines, error) {
 	if userKey != "" {
 		k, err := deliverUserPub.loadPublic(userKey, spoolKey)
 		if err != nil {
-			return nil, &exitError{err, exNoPerm}
+			return nil, nil, &exitError{err, exNoPerm}
 		}
-		return deliver.StaticDirectory{user: k}, nil
+		return deliver.StaticDirectory{user: k}, nil, nil
 	}
-	u, err := keys.LoadUsers(usersFile)
+	u, lines, err := keys.LoadUsersLines(usersFile)
 	if err != nil {
-		return nil, &exitError{withHint(err, usersFileHint(err, usersFile, "check --users: one \"NAME PUBLIC-KEY\" pair per line")), exNoPerm}
+		return nil, nil, &exitError{withHint(err, usersFileHint(err, usersFile, "check --users: one \"NAME PUBLIC-KEY\" pair per line")), exNoPerm}
 	}
-	return deliver.StaticDirectory(u), nil
+	return deliver.StaticDirectory(u), lines, nil
 }
 
 // refuseSpoolKey refuses a users file (or --user-key) that gives a user the
 // spool's public key, as the server refuses it at start: the mail delivered
 // to that user would be sealed to the spool's key, readable by whoever
 // holds the spool key.
-func refuseSpoolKey(users deliver.StaticDirectory, spool keys.PublicKey, usersFile, spoolKey string) error {
+func refuseSpoolKey(users deliver.StaticDirectory, lines keys.Lines, spool keys.PublicKey, usersFile, spoolKey string) error {
 	for name, k := range users {
 		if !k.Equal(spool) {
 			continue
 		}
 		src := "--user-key"
 		if usersFile != "" {
-			src = "users file " + usersFile
+			src = fmt.Sprintf("users file %s: line %d", usersFile, lines[name])
 		}
 		return &exitError{withHint(fmt.Errorf("%s: user %q has the public key of --spool-key %s: %w", src, name, spoolKey, userdb.ErrRefusedKey),
 			spoolKeyClashHint(name, spoolKey, usersFile == "")), exNoPerm}

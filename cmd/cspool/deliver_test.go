@@ -356,7 +356,7 @@ func TestDeliverUsersFileWritableByAll(t *testing.T) {
 	if err := os.Chmod(path, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	_, err = loadDirectory("alice", "", path, "spool.sec")
+	_, _, err = loadDirectory("alice", "", path, "spool.sec")
 	var x *exitError
 	var h *hintError
 	if !errors.As(err, &x) || x.code != exNoPerm || !errors.As(err, &h) || !strings.Contains(h.hint, "chmod 644 "+path) {

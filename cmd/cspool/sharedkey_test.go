@@ -68,8 +68,8 @@ func TestUsersFileSharedKey(t *testing.T) {
 
 // TestDeliverRefusesSpoolKey: cspool deliver straight into the store with a
 // users file that gives the recipient the spool's public key refuses, as
-// the server does at start (exit 77, naming the file and the user, with a
-// hint), and appends nothing. It delivered: the mail was sealed to the
+// the server does at start (exit 77, naming the file, the line and the
+// user, with a hint; the line was not named), and appends nothing. It delivered: the mail was sealed to the
 // spool's key, readable by whoever holds spool.sec.
 func TestDeliverRefusesSpoolKey(t *testing.T) {
 	t.Parallel()
@@ -83,6 +83,6 @@ func TestDeliverRefusesSpoolKey(t *testing.T) {
 	if code != 77 {
 		t.Fatalf("cspool deliver to bob, who has the spool's key in --users: exit %d, want 77 (refused)\n%s", code, out)
 	}
-	saysAll(t, out, "users file users", `"bob"`, "spool.sec", "cspool: hint: either --spool-key spool.sec is bob's own secret key",
+	saysAll(t, out, "users file users: line 2: ", `"bob"`, "spool.sec", "cspool: hint: either --spool-key spool.sec is bob's own secret key",
 		"or the users file gives bob the spool's public key: put the user's own public key on its line")
 }
