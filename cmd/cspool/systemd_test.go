@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -353,5 +354,55 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	}
 	if err := os.Chmod(to, mode); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSystemdDropIns holds docs/systemd/README.md's two drop-ins for
+// cspool-imap@.service, which TestSystemd does not run, to what they
+// stand on: the outbox release's ExecStart is the unit's own with the
+// flag the README's status line names added, after the empty ExecStart=
+// that clears the unit's; the credential's name is the one every command
+// reads, and its file the one the README's systemd-creds command writes
+// (%E being ~/.config in a user manager). Running them needs a user
+// manager in the container, and the credential systemd 256 (`--user`).
+func TestSystemdDropIns(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/systemd/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile("../../docs/systemd/cspool-imap@.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var execStart string
+	for _, l := range strings.Split(string(unit), "\n") {
+		if v, ok := strings.CutPrefix(l, "ExecStart="); ok {
+			execStart = v
+		}
+	}
+	var release, cred []string
+	for _, b := range codeBlocks(string(doc)) {
+		lines := strings.Split(strings.TrimSpace(b), "\n")
+		switch {
+		case len(lines) > 1 && lines[0] == "[Service]" && lines[1] == "ExecStart=":
+			release = lines
+		case len(lines) > 1 && lines[0] == "[Service]" && strings.HasPrefix(lines[1], "LoadCredentialEncrypted="):
+			cred = lines
+		}
+	}
+	name := regexp.MustCompile(`restart once with --release-outbox=([0-9a-f]+)`).FindStringSubmatch(string(doc))
+	if len(release) != 3 || name == nil || release[2] != "ExecStart="+execStart+" --release-outbox="+name[1] {
+		t.Errorf("docs/systemd/README.md's outbox release drop-in %q: want [Service], ExecStart= and the unit's ExecStart=%s with --release-outbox= the name its status line gives (%v)", release, execStart, name)
+	}
+	if len(cred) != 2 {
+		t.Fatalf("docs/systemd/README.md: no drop-in of [Service] and LoadCredentialEncrypted= alone: %q", cred)
+	}
+	credName, file, _ := strings.Cut(strings.TrimPrefix(cred[1], "LoadCredentialEncrypted="), ":")
+	if credName != credentialName {
+		t.Errorf("docs/systemd/README.md's drop-in loads the credential %q; cspool reads %q", credName, credentialName)
+	}
+	if written := "~/.config/" + strings.TrimPrefix(file, "%E/"); !strings.Contains(string(doc), "--name="+credentialName+" - "+written+"\n") {
+		t.Errorf("docs/systemd/README.md's drop-in loads %s; its systemd-creds command does not write %s as %s", file, written, credentialName)
 	}
 }
