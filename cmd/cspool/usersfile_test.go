@@ -17,16 +17,17 @@ import (
 // TestUsersFileMixUps starts a server on docs/OPERATING.md's users file
 // ("Setup") as printed, its keys the users' own, then reloads it (SIGHUP)
 // after each mistake an operator makes while adding carol: alice's and
-// bob's keys swapped, bob's line given the spool's public key, carol given alice's key, carol's secret
-// key pasted for her public one, the file made writable by everyone, the
-// file saved with a byte-order mark. Each reload is refused: the log
-// names the file (and the line, where one is to blame), never prints the
-// secret key, and the previous table stays in force, so that alice and
-// bob each reach their own log alone and carol none (the swap was
-// taken, and each key reached the other's log). Carol's right line,
-// in a file of CRLF line ends, is then taken. A server started on the
-// file giving bob the spool's key exits naming the file and the line; it
-// named neither the line nor "users file".
+// bob's keys swapped, bob's line given the spool's public key, carol
+// given alice's key, carol's secret key pasted for her public one, the
+// file made writable by everyone, the file emptied, the file saved with
+// a byte-order mark. Each reload is refused: the log names the file (and
+// the line, where one is to blame), never prints the secret key, and the
+// previous table stays in force, so that alice and bob each reach their
+// own log alone and carol none (the swap was taken, and each key reached
+// the other's log; the emptied file was taken, and no user reached any).
+// Carol's right line, in a file of CRLF line ends, is then taken. A
+// server started on the file giving bob the spool's key exits naming the
+// file and the line; it named neither the line nor "users file".
 func TestUsersFileMixUps(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -129,6 +130,7 @@ func TestUsersFileMixUps(t *testing.T) {
 		{"carol given alice's key", example + "carol " + ap + "\n", 0o644, []string{"line 4:", `"carol"`, `"alice" (line 2)`}},
 		{"carol's secret key pasted", example + "carol " + carol.String() + "\n", 0o644, []string{"line 4:", `"carol"`, "SECRET key"}},
 		{"writable by everyone", example + "carol " + cp + "\n", 0o666, []string{"0666"}},
+		{"the file emptied", "", 0o644, []string{"lists no user"}},
 		{"a byte-order mark", "\ufeff" + example + "carol " + cp + "\n", 0o644, []string{"byte-order mark"}},
 	} {
 		write(tc.text, tc.mode)

@@ -7,14 +7,15 @@
 //     users file (keys.LoadUsers: "NAME PUBLIC-KEY" lines); Reload re-reads
 //     it and swaps the table atomically, and a reload that fails keeps the
 //     old table; so does one that would give a user the key of another
-//     user still listed (ErrKeyMoved). Test mode has no users file: the
-//     first key that authenticates as a name is registered to it, and the
-//     registrations are appended to a file in the spool directory (same
-//     format as a users file, mode 0600, fsync'd before the registration
-//     takes effect) so a restart keeps them. Test mode is logged loudly at start and at every
-//     registration: anybody who can reach the server can claim a free name.
-//     The registrations file is created at open, so its presence marks a
-//     spool directory in test mode.
+//     user still listed (ErrKeyMoved), or leave none (ErrNoUsers). Test
+//     mode has no users file: the first key that authenticates as a name
+//     is registered to it, and the registrations are appended to a file in
+//     the spool directory (same format as a users file, mode 0600, fsync'd
+//     before the registration takes effect) so a restart keeps them. Test
+//     mode is logged loudly at start and at every registration: anybody
+//     who can reach the server can claim a free name. The registrations
+//     file is created at open, so its presence marks a spool directory in
+//     test mode.
 //   - A name maps to exactly one key. In test mode a key owns at most one
 //     name, so a registered key can never reach a second log.
 //   - Authorize distinguishes an unknown key (ErrUnknownKey: HTTP 401) from
@@ -131,6 +132,21 @@ func (d *DB) checkMoved(users keys.Users, lines keys.Lines) error {
 		}
 	}
 	return err
+}
+
+// ErrNoUsers: a reload would leave no user at all, where the table in
+// force has some: the file emptied, or truncated by an editor or a copy
+// that failed. Every user would have its mail bounced as an unknown
+// user's (LMTP 550) and its devices refused.
+var ErrNoUsers = errors.New("it lists no user, and every user of the table in force would have its mail bounced as an unknown user's: to serve no user, stop the server")
+
+// checkKept returns an error wrapping ErrNoUsers if users is empty and
+// the table in force is not. d.mu is held.
+func (d *DB) checkKept(users keys.Users) error {
+	if len(users) > 0 || len(d.byName) == 0 {
+		return nil
+	}
+	return &keys.UsersFileError{Path: d.path, Err: fmt.Errorf("%d users before: %w", len(d.byName), ErrNoUsers)}
 }
 
 // Load opens a DB in file mode on the users file at path.
@@ -258,6 +274,9 @@ func (d *DB) Reload() error {
 		err = d.checkRefused(users, lines)
 		if err == nil && !d.testMode {
 			err = d.checkMoved(users, lines)
+		}
+		if err == nil && !d.testMode {
+			err = d.checkKept(users)
 		}
 		d.mu.RUnlock()
 	}

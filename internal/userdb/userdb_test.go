@@ -371,3 +371,33 @@ func TestReloadKeyMoved(t *testing.T) {
 		t.Errorf("robert's new key: %v", err)
 	}
 }
+
+// TestReloadNoUsers: a reload of a users file emptied (truncated, or
+// holding comments alone) is refused while the table in force has users,
+// which keep their keys: it was taken, and every user's mail bounced as
+// an unknown user's. A file of users none of which were listed is taken.
+func TestReloadNoUsers(t *testing.T) {
+	ctx := context.Background()
+	alice, carol := newKey(t), newKey(t)
+	path := filepath.Join(t.TempDir(), "users")
+	writeUsers(t, path, map[string]keys.PublicKey{"alice": alice})
+	db, err := Load(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"", "# users\n\n"} {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Reload(); !errors.Is(err, ErrNoUsers) || !strings.Contains(err.Error(), "users file "+path+": ") {
+			t.Errorf("Reload of a users file %q: %v, want ErrNoUsers naming the file", text, err)
+		}
+		if err := db.Authorize(ctx, "alice", alice); err != nil {
+			t.Errorf("alice after the refused reload of %q: %v", text, err)
+		}
+	}
+	writeUsers(t, path, map[string]keys.PublicKey{"carol": carol})
+	if err := db.Reload(); err != nil {
+		t.Errorf("Reload of a users file of carol alone: %v", err)
+	}
+}
