@@ -321,7 +321,8 @@ func TestUsersWritableByAll(t *testing.T) {
 // key, with nothing said of the key now being exposed. A name in UTF-8 is
 // refused for its character ('ü'), where the error named its first byte
 // as a character ('Ã'). A name listed twice names both lines; only the
-// second was named. Line ends of CRLF, trailing blanks and capitals are
+// second was named. A key file named for the users file (or a line of a
+// key alone) says so; it said "found 1 fields". Line ends of CRLF, trailing blanks and capitals are
 // taken, for what they are: the same lines.
 func TestUsersFileMixUps(t *testing.T) {
 	a, _ := Generate(rand.Reader)
@@ -334,6 +335,7 @@ func TestUsersFileMixUps(t *testing.T) {
 	}{
 		{"secret key pasted", "# users\nalice " + a.String() + "\nbob " + bp + "\n", ErrSecretKeyListed, []string{"line 2", `"alice"`, "SECRET key"}},
 		{"name in UTF-8", "j\u00fcrgen " + ap + "\n", ErrBadUserName, []string{"line 1", "'\u00fc'"}},
+		{"a key file", "# cspool public key\n" + ap + "\n", nil, []string{"line 2", "a key without a user name", "a key file"}},
 		{"name listed twice", "alice " + ap + "\nbob " + bp + "\nalice " + bp + "\n", nil, []string{"line 3", `"alice"`, "lines 1 and 3"}},
 	} {
 		_, err := ParseUsers(strings.NewReader(tc.text))

@@ -130,6 +130,9 @@ func ParseUsersLines(r io.Reader) (Users, Lines, error) {
 			continue
 		}
 		fields := strings.Fields(line)
+		if len(fields) == 1 && (strings.HasPrefix(line, PublicPrefix) || strings.HasPrefix(line, SecretPrefix)) {
+			return nil, nil, fmt.Errorf("line %d: a key without a user name: a key file, not a users file, or the name left out (want \"NAME %sKEY\")", n, PublicPrefix)
+		}
 		if len(fields) != 2 {
 			return nil, nil, fmt.Errorf("line %d: want \"NAME %sKEY\", found %d fields", n, PublicPrefix, len(fields))
 		}
