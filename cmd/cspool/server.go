@@ -354,7 +354,11 @@ func (s *serverRun) run(f serverFlags) error {
 		Refuse(keys.PublicKey, string) error
 	}); ok && spoolKey != nil {
 		if err := r.Refuse(spoolKey.Public(), "the public key of --spool-key "+f.spoolKeyFile); err != nil {
-			return withHint(err, spoolKeyClashHint("that user", f.spoolKeyFile, false))
+			who := "that user"
+			if rk := (*userdb.RefusedKeyError)(nil); errors.As(err, &rk) {
+				who = rk.User
+			}
+			return withHint(err, spoolKeyClashHint(who, f.spoolKeyFile, false))
 		}
 	}
 	errc := make(chan error, 4)

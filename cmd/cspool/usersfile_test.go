@@ -27,7 +27,8 @@ import (
 // the other's log; the emptied file was taken, and no user reached any).
 // Carol's right line, in a file of CRLF line ends, is then taken. A
 // server started on the file giving bob the spool's key exits naming the
-// file and the line; it named neither the line nor "users file".
+// file, the line and, in its hint, bob; it named neither the line nor
+// "users file", and its hint spoke of "that user".
 func TestUsersFileMixUps(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -161,5 +162,5 @@ func TestUsersFileMixUps(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("cspool server on a users file giving bob the spool's key: exit %d, want 1\n%s%s", code, stdout, stderr)
 	}
-	saysAll(t, stderr, "cspool: error: users file "+users+": line 3: user \"bob\" has the public key of --spool-key "+spoolSec, "cspool: hint: ")
+	saysAll(t, stderr, "cspool: error: users file "+users+": line 3: user \"bob\" has the public key of --spool-key "+spoolSec, "cspool: hint: either --spool-key "+spoolSec+" is bob's own secret key")
 }

@@ -93,6 +93,19 @@ func (d *DB) Refuse(key keys.PublicKey, what string) error {
 	return d.checkRefused(d.byName, d.lines)
 }
 
+// RefusedKeyError: the users file gives User, on Line, a key Refuse
+// named What. It is ErrRefusedKey.
+type RefusedKeyError struct {
+	Line       int
+	User, What string
+}
+
+func (e *RefusedKeyError) Error() string {
+	return fmt.Sprintf("line %d: user %q has %s: %v", e.Line, e.User, e.What, ErrRefusedKey)
+}
+
+func (e *RefusedKeyError) Unwrap() error { return ErrRefusedKey }
+
 // checkRefused returns an error naming the file, the line and the user
 // users gives a refused key (the first such line). d.mu is held.
 func (d *DB) checkRefused(users keys.Users, lines keys.Lines) error {
@@ -101,7 +114,7 @@ func (d *DB) checkRefused(users keys.Users, lines keys.Lines) error {
 	for name, k := range users {
 		if what, ok := d.refused[string(k.Bytes())]; ok && (err == nil || lines[name] < first) {
 			first = lines[name]
-			err = &keys.UsersFileError{Path: d.path, Err: fmt.Errorf("line %d: user %q has %s: %w", first, name, what, ErrRefusedKey)}
+			err = &keys.UsersFileError{Path: d.path, Err: &RefusedKeyError{Line: first, User: name, What: what}}
 		}
 	}
 	return err
