@@ -13,11 +13,29 @@ import (
 	"cspool/internal/testproc"
 )
 
+// quickstartMuttrc returns the lines docs/QUICKSTART.md gives NeoMutt
+// for a server without STARTTLS, which TestNeomutt runs it with as
+// printed.
+func quickstartMuttrc(t *testing.T) string {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "QUICKSTART.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(doc), "\n```\nset ssl_")
+	if !ok {
+		t.Fatal("docs/QUICKSTART.md has no block of NeoMutt's settings (starting \"set ssl_\")")
+	}
+	block, _, _ = strings.Cut("set ssl_"+block, "\n```")
+	return block
+}
+
 // TestNeomutt drives neomutt in tmux, as a person would, against a
 // mailbox with nested folders, a keyword and a multipart message: it
 // learns the delimiter with LIST "" "", shows the keyword, decodes the
 // quoted-printable part and opens a nested folder; its protocol log must
-// hold no NO or BAD.
+// hold no NO or BAD. Its muttrc holds docs/QUICKSTART.md's lines for a
+// server without STARTTLS as printed.
 func TestNeomutt(t *testing.T) {
 	t.Parallel()
 	neomutt := needTool(t, "neomutt")
@@ -33,8 +51,7 @@ func TestNeomutt(t *testing.T) {
 	conf := fmt.Sprintf(`set folder="imap://alice@%s:%s/"
 set imap_pass="%s"
 set spoolfile="+INBOX"
-set ssl_starttls=no
-set ssl_force_tls=no
+%s
 set mail_check=60
 set timeout=0
 set header_cache=""
@@ -44,7 +61,7 @@ set sort=date
 set wait_key=no
 set mailcap_path=/dev/null
 set quit=yes
-`, host, port, testPassword)
+`, host, port, testPassword, quickstartMuttrc(t))
 	if err := os.WriteFile(rc, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
