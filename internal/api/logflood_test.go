@@ -16,14 +16,18 @@ import (
 
 // TestStrangerCannotFloodTheLog: requests anyone can send without a key,
 // as fast as they like, leave a bounded trace in the server's log: unknown
-// routes and methods (404), percent-encoded paths, user names that are no
-// names, queries that name a parameter twice (400), all refused before any
-// signature is checked, and /v1/health, which needs none. Their log lines
+// routes and methods (404), percent-encoded paths, paths that are not clean
+// (`..`, `//`, the `*` of `GET *`), user names that are no names, queries
+// that name a parameter twice (400), all refused before any signature is
+// checked, and /v1/health, which needs none. Their log lines
 // are thinned out to refusalLogsPerSecond a second each, as the other
 // refusals before the signature are, and no line carries more than
 // maxLogged bytes of the request's method or path. Before, each was logged
 // whole, every time: a 404 asked with a path of a megabyte wrote two
-// megabytes of log, and one connection wrote 300 MB of log in 3 s.
+// megabytes of log, and one connection wrote 300 MB of log in 3 s. A path
+// that is not clean was answered by net/http's mux itself, a 307 redirect
+// to the clean path (a plain 400 for `*`), logged every time and never
+// slowed.
 //
 // The address's refusal rate is off here, so that only the thinning of the
 // log lines bounds them.
@@ -53,9 +57,14 @@ func TestStrangerCannotFloodTheLog(t *testing.T) {
 		{"percent-encoded path", "GET", "/v1/users/%61" + long + "/entries", false, 150, http.StatusBadRequest},
 		{"no user name", "GET", "/v1/users/" + long + "/head", false, 150, http.StatusBadRequest},
 		{"parameter twice", "GET", "/v1/users/alice/entries?" + long + "=1&" + long + "=2", true, 150, http.StatusBadRequest},
+		{"unclean path", "GET", "/v1/users/alice/../" + long + "/entries", false, 150, http.StatusBadRequest},
+		{"doubled slash", "GET", "/v1//health", false, 150, http.StatusBadRequest},
+		{"no path", "GET", "*", false, 150, http.StatusBadRequest},
 		{"health", "GET", "/v1/health", false, 3000, http.StatusOK},
 	}
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: len(kinds)}}
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: len(kinds)},
+		// A redirect is an answer of its own, not one to follow.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	defer hc.CloseIdleConnections()
 	start := time.Now()
 	var wg sync.WaitGroup

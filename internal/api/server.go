@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -499,6 +500,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// cache, a proxy or a log than by the signature and the handler,
 		// which see the decoded path.
 		s.fail(rw, rr, unverified(errorf(ErrBadRequest, "percent-encoded path %q: the API's paths are never percent-encoded", clip(r.URL.EscapedPath()))))
+	} else if !cleanPath(r.URL.Path) {
+		// The mux would answer these itself: a redirect to the clean
+		// path, or a 400 or 404 of its own, none of them slowed or
+		// thinned out in the log as a refusal, and a redirect the API
+		// never gives (docs/API.md §7).
+		s.fail(rw, rr, unverified(errorf(ErrBadRequest, "path %q is not clean (an empty, . or .. segment, or no leading /): the API's paths are always clean", clip(r.URL.Path))))
 	} else {
 		s.mux.ServeHTTP(rw, rr)
 	}
@@ -506,6 +513,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // answered, observed and logged when its wait ends (park.go)
 	}
 	s.answered(rr, rw, start, ri)
+}
+
+// cleanPath reports whether p is a path the mux routes as it is: absolute,
+// with no empty, "." or ".." segment but for a trailing slash. Any other
+// (`//v1/health`, `/v1/users/alice/../bob/entries`, the `*` of `GET *`, the
+// empty path of a CONNECT to a host) the mux answers itself, with a
+// redirect to the clean path or a plain 400 or 404.
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	return c == p || c != "/" && c+"/" == p
 }
 
 // answered reports a request's answer to the metrics and the log. r is the
