@@ -488,6 +488,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ri := &reqInfo{id: hex.EncodeToString(id[:])}
 	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rw.Header().Set("Cspool-Request-Id", ri.id)
+	if len(r.TransferEncoding) > 0 {
+		// A chunked body ends its connection (RFC 9112 section 6.1, for
+		// one that also gave a Content-Length, which net/http drops
+		// without a word): a proxy in front that went by the length
+		// passed the bytes after the last chunk as part of this request,
+		// and they are no request of their own.
+		rw.Header().Set("Connection", "close")
+	}
 	rr := r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
 	if s.conns.isExcess(r.RemoteAddr) {
 		// One answer on a connection over its address's limit, then close.

@@ -1,0 +1,74 @@
+package api
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestChunkedRequestEndsItsConnection: a request whose body is chunked is
+// answered with its connection closed after it, so that bytes after its
+// last chunk are never read as a request of their own. A request that
+// gives both Content-Length and Transfer-Encoding is read by the chunks
+// (net/http drops the length), and a proxy in front that went by the
+// length instead passes what follows the last chunk, here a request for
+// /v1/health, as part of this one: RFC 9112 section 6.1 has the server
+// close the connection after answering such a request. Before, the server
+// kept it and answered the bytes after the chunks as a second request,
+// which such a proxy would have handed to its next client.
+func TestChunkedRequestEndsItsConnection(t *testing.T) {
+	e := newEnv(t, false, nil)
+	body := EncodeBatch([][]byte{[]byte("an entry")})
+	req, err := http.NewRequest("POST", e.srv.URL+"/v1/users/alice/entries", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SignRequest(req, body, e.alice, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	smuggled := "GET /v1/health HTTP/1.1\r\nHost: spool\r\n\r\n"
+	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body) + smuggled
+	raw := "POST /v1/users/alice/entries HTTP/1.1\r\nHost: spool\r\n" +
+		"Authorization: " + req.Header.Get("Authorization") + "\r\n" +
+		"Content-Type: " + ContentType + "\r\n" +
+		fmt.Sprintf("Content-Length: %d\r\n", len(chunked)) +
+		"Transfer-Encoding: chunked\r\n\r\n" + chunked
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	// Bounds only a server that keeps the connection; one that closes it
+	// ends the reading at once.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !resp.Close {
+		t.Errorf("chunked append with a Content-Length: %d %s, Connection %q; want 200 and the connection closed",
+			resp.StatusCode, strings.TrimSpace(string(msg)), resp.Header.Get("Connection"))
+	}
+	if h, _ := e.store.Head(testCtx(t), "alice"); h != 1 {
+		t.Errorf("head %d after the chunked append, want 1", h)
+	}
+	if rest, err := io.ReadAll(br); len(rest) > 0 || err != nil {
+		t.Errorf("after the answer the connection gave %q (%v); want it closed, the bytes after the chunks not served", firstLine(rest), err)
+	}
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(string(b), "\r\n")
+	return s
+}
