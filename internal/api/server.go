@@ -497,6 +497,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rw.Header().Set("Connection", "close")
 	}
 	rr := r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))
+	if r.ContentLength != 0 {
+		rr.Body = &watchedBody{ReadCloser: r.Body, ri: ri}
+	}
 	if s.conns.isExcess(r.RemoteAddr) {
 		// One answer on a connection over its address's limit, then close.
 		rw.Header().Set("Connection", "close")
@@ -613,6 +616,20 @@ type reqInfo struct {
 	// anonymous: a request answered without a signature (/v1/health),
 	// which anyone can send at will; its log lines are thinned out.
 	anonymous bool
+	// bodyRead: the handler began reading the request's body.
+	bodyRead bool
+}
+
+// watchedBody is a request's body that notes in ri when the handler
+// begins reading it (fail).
+type watchedBody struct {
+	io.ReadCloser
+	ri *reqInfo
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.ri.bodyRead = true
+	return b.ReadCloser.Read(p)
 }
 
 type reqInfoKey struct{}

@@ -442,6 +442,15 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if se.sampled {
 		s.holdRefusal(r)
 	}
+	if r.ContentLength != 0 && !info(r).bodyRead {
+		// Refused before its body was read: the connection ends with
+		// the answer. net/http would read the body (up to 256 KiB)
+		// before it wrote the answer, and a client that announced one
+		// and sent nothing held its connection, unanswered, until the
+		// server's read timeout (10 minutes; a header has 30 s).
+		w.Header().Set("Connection", "close")
+		http.NewResponseController(w).SetReadDeadline(time.Now())
+	}
 	status := kindStatusOf(se.kind)
 	switch status {
 	case http.StatusUnauthorized:

@@ -72,3 +72,52 @@ func firstLine(b []byte) string {
 	s, _, _ := strings.Cut(string(b), "\r\n")
 	return s
 }
+
+// TestRefusalDoesNotWaitForTheBody: a request refused before its body is
+// read (no signature, an unknown route) is answered at once, though the
+// body it announced never comes, and its connection is closed after the
+// answer. Before, net/http read the announced body (up to 256 KiB) before
+// it wrote the answer: a client that announced one and sent nothing got
+// no answer and held its connection, and the goroutine serving it, until
+// the server's read timeout (10 minutes), where a request's header is
+// given 30 s.
+func TestRefusalDoesNotWaitForTheBody(t *testing.T) {
+	e := newEnv(t, false, nil)
+	for _, head := range []string{
+		"POST /v1/users/alice/entries HTTP/1.1\r\nHost: spool\r\nContent-Type: " + ContentType + "\r\nContent-Length: 1000\r\n\r\n",
+		"PUT /v1/users/alice/checkpoint?pos=1 HTTP/1.1\r\nHost: spool\r\nContent-Length: 100000\r\n\r\n",
+		"POST /v1/nothing HTTP/1.1\r\nHost: spool\r\nContent-Length: 1000\r\n\r\n",
+	} {
+		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(conn, head); err != nil {
+			t.Fatal(err)
+		}
+		// Bounds only a server that waits for the body.
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		what := firstLine([]byte(head))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Errorf("%s, its body not sent: no answer (%v); want a refusal", what, err)
+			conn.Close()
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode < 400 || !resp.Close {
+			t.Errorf("%s: %s, Connection %q; want a refusal closing the connection", what, resp.Status, resp.Header.Get("Connection"))
+		}
+		if rest, err := io.ReadAll(br); len(rest) > 0 || err != nil {
+			t.Errorf("%s: after the answer the connection gave %q (%v); want it closed", what, firstLine(rest), err)
+		}
+		conn.Close()
+	}
+	// A client that sends what it announced keeps its connection.
+	resp, msg := e.send(t, rawRequest{method: "POST", path: "/v1/users/alice/entries", body: EncodeBatch([][]byte{[]byte("x")}), key: e.alice})
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		t.Errorf("an append: %d %s, closing %v; want 200 on a connection kept", resp.StatusCode, msg, resp.Close)
+	}
+}
