@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -33,6 +34,9 @@ func TestMalformed(t *testing.T) {
 		{"negative after", rawRequest{method: "GET", path: entries, query: "after=-1", key: e.alice}, 400},
 		{"max_count zero", rawRequest{method: "GET", path: entries, query: "max_count=0", key: e.alice}, 400},
 		{"bad wait", rawRequest{method: "GET", path: entries, query: "wait=1.5", key: e.alice}, 400},
+		// Over maxQueryBytes: refused before it is parsed, whoever signed
+		// it (served, its parameters ignored, before).
+		{"query too long", rawRequest{method: "GET", path: entries, query: longQuery(maxQueryBytes + 1), key: e.alice}, 400},
 		{"bad user name", rawRequest{method: "GET", path: "/v1/users/.hidden/entries", key: e.alice}, 400},
 		{"unknown route", rawRequest{method: "GET", path: "/v1/nothing", key: e.alice}, 404},
 		{"unknown version", rawRequest{method: "GET", path: "/v2/users/alice/entries", key: e.alice}, 404},
@@ -128,4 +132,14 @@ func TestPercentEncodedPath(t *testing.T) {
 	if resp, msg := e.send(t, rawRequest{method: "GET", path: "/v1/users/alice/head", key: e.alice}); resp.StatusCode != 200 {
 		t.Errorf("plain path: %d (%s)", resp.StatusCode, msg)
 	}
+}
+
+// longQuery is a query of distinct parameters, at least n bytes long in
+// its canonical form.
+func longQuery(n int) string {
+	var b strings.Builder
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "&p%d=%d", i, i)
+	}
+	return b.String()[1:]
 }

@@ -95,6 +95,10 @@ func (s *Server) authed(h handler, rt route) http.Handler {
 
 var emptyHash = sha256.Sum256(nil)
 
+// maxQueryBytes bounds a request's query as sent: the API's longest, a
+// read naming every parameter at its largest, is about 120 bytes.
+const maxQueryBytes = 1024
+
 // HeaderEarliestTS, sent with a refusal for the request's timestamp, is the
 // earliest timestamp (Unix seconds) the server accepts at the time of the
 // answer; with the Date header it lets a client re-sign at once.
@@ -168,6 +172,13 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	now := s.now()
 	if err := s.checkTime(r, a.ts, now); err != nil {
 		return nil, err
+	}
+	if n := len(r.URL.RawQuery); n > maxQueryBytes {
+		// Parsed and sorted, a query of a megabyte (net/http's bound on a
+		// request's header) and 10,000 parameters took 7 to 30 ms, where
+		// net/http's own parse of the request's URL took 1 ms, and it was
+		// made before a stranger's key was looked up and refused.
+		return nil, unverified(errorf(ErrBadRequest, "query of %d bytes: the API's queries are at most %d", n, maxQueryBytes))
 	}
 	q, err := canonicalQuery(r.URL.RawQuery)
 	if err != nil {
