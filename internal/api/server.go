@@ -488,12 +488,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ri := &reqInfo{id: hex.EncodeToString(id[:])}
 	rw := &recorder{ResponseWriter: w, status: http.StatusOK}
 	rw.Header().Set("Cspool-Request-Id", ri.id)
-	if len(r.TransferEncoding) > 0 {
+	if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) && r.ContentLength != 0 {
 		// A chunked body ends its connection (RFC 9112 section 6.1, for
 		// one that also gave a Content-Length, which net/http drops
 		// without a word): a proxy in front that went by the length
 		// passed the bytes after the last chunk as part of this request,
-		// and they are no request of their own.
+		// and they are no request of their own. So does any body of
+		// HTTP/1.0: net/http reads it by its length and drops a
+		// Transfer-Encoding there without a word (section 6.1 again:
+		// faulty framing, to be closed after), and a proxy that read the
+		// chunks passed a request inside them as this one's body.
 		rw.Header().Set("Connection", "close")
 	}
 	rr := r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri))

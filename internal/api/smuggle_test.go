@@ -21,50 +21,77 @@ import (
 // close the connection after answering such a request. Before, the server
 // kept it and answered the bytes after the chunks as a second request,
 // which such a proxy would have handed to its next client.
+//
+// So for a request of HTTP/1.0 that names a Transfer-Encoding, which
+// net/http ignores there and reads by its Content-Length, and which RFC
+// 9112 has the server take for faulty framing and close the connection
+// after: a proxy in front that read its chunks instead passed, as the
+// body, a request that the server answered as one of its own.
 func TestChunkedRequestEndsItsConnection(t *testing.T) {
 	e := newEnv(t, false, nil)
-	body := EncodeBatch([][]byte{[]byte("an entry")})
-	req, err := http.NewRequest("POST", e.srv.URL+"/v1/users/alice/entries", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := SignRequest(req, body, e.alice, time.Now()); err != nil {
-		t.Fatal(err)
-	}
 	smuggled := "GET /v1/health HTTP/1.1\r\nHost: spool\r\n\r\n"
-	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body) + smuggled
-	raw := "POST /v1/users/alice/entries HTTP/1.1\r\nHost: spool\r\n" +
-		"Authorization: " + req.Header.Get("Authorization") + "\r\n" +
-		"Content-Type: " + ContentType + "\r\n" +
-		fmt.Sprintf("Content-Length: %d\r\n", len(chunked)) +
-		"Transfer-Encoding: chunked\r\n\r\n" + chunked
-	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
-	// Bounds only a server that keeps the connection; one that closes it
-	// ends the reading at once.
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("reading the answer: %v", err)
-	}
-	msg, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !resp.Close {
-		t.Errorf("chunked append with a Content-Length: %d %s, Connection %q; want 200 and the connection closed",
-			resp.StatusCode, strings.TrimSpace(string(msg)), resp.Header.Get("Connection"))
-	}
-	if h, _ := e.store.Head(testCtx(t), "alice"); h != 1 {
-		t.Errorf("head %d after the chunked append, want 1", h)
-	}
-	if rest, err := io.ReadAll(br); len(rest) > 0 || err != nil {
-		t.Errorf("after the answer the connection gave %q (%v); want it closed, the bytes after the chunks not served", firstLine(rest), err)
+	batch := EncodeBatch([][]byte{[]byte("an entry")})
+	for i, c := range []struct {
+		name, proto string
+		// body is what the server reads as the body (and what is signed),
+		// chunks what follows the header.
+		body, chunks string
+	}{
+		{"HTTP/1.1, chunked, with a Content-Length of all that follows", "HTTP/1.1",
+			string(batch), fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(batch), batch) + smuggled},
+		{"HTTP/1.0, chunked, with a Content-Length of the first chunk's size", "HTTP/1.0",
+			fmt.Sprintf("%x\r\n", len(smuggled)), fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(smuggled), smuggled)},
+	} {
+		req, err := http.NewRequest("POST", e.srv.URL+"/v1/users/alice/entries", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := SignRequest(req, []byte(c.body), e.alice, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		length := len(c.chunks)
+		if c.proto == "HTTP/1.0" {
+			length = len(c.body)
+		}
+		raw := "POST /v1/users/alice/entries " + c.proto + "\r\nHost: spool\r\nConnection: keep-alive\r\n" +
+			"Authorization: " + req.Header.Get("Authorization") + "\r\n" +
+			"Content-Type: " + ContentType + "\r\n" +
+			fmt.Sprintf("Content-Length: %d\r\n", length) +
+			"Transfer-Encoding: chunked\r\n\r\n" + c.chunks
+		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, raw); err != nil {
+			t.Fatal(err)
+		}
+		// Bounds only a server that keeps the connection; one that closes
+		// it ends the reading at once.
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: reading the answer: %v", c.name, err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !resp.Close {
+			t.Errorf("%s: %d %s, Connection %q; want the connection closed",
+				c.name, resp.StatusCode, strings.TrimSpace(string(msg)), resp.Header.Get("Connection"))
+		}
+		if i == 0 {
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("%s: %d %s; want 200", c.name, resp.StatusCode, strings.TrimSpace(string(msg)))
+			}
+			if h, _ := e.store.Head(testCtx(t), "alice"); h != 1 {
+				t.Errorf("%s: head %d, want 1", c.name, h)
+			}
+		}
+		if rest, err := io.ReadAll(br); len(rest) > 0 || err != nil {
+			t.Errorf("%s: after the answer the connection gave %q (%v); want it closed, the request in the body not served",
+				c.name, firstLine(rest), err)
+		}
 	}
 }
 
