@@ -48,8 +48,10 @@ var (
 
 	_ mailstore.Parser      = mimeform.Parser{}
 	_ mailstore.FormsParser = mimeform.Parser{}
-	// Bodies stored by an earlier parser are parsed again (indexer.upgradeForms).
-	_ mailstore.Versioned = mimeform.Parser{}
+	// Bodies stored by an earlier parser are parsed again (indexer.upgradeForms),
+	// and those indexed by one indexed again (indexer.upgradeTexts).
+	_ mailstore.Versioned      = mimeform.Parser{}
+	_ mailstore.TextsVersioned = mimeform.Parser{}
 
 	_ syncer.IntoSource   = (*api.Client)(nil)
 	_ syncer.EachSource   = (*api.Client)(nil)

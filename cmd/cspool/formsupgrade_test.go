@@ -36,28 +36,8 @@ func TestDaemonUpgradesOldForms(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin := buildServerBinary(t)
-	work := t.TempDir()
-	env := os.Environ()
-	alice, spoolK := mustKey(t), mustKey(t)
-	for name, k := range map[string]*keys.SecretKey{"alice": alice, "spool": spoolK} {
-		if err := keys.WriteFiles(k, filepath.Join(work, name+".sec"), filepath.Join(work, name+".pub"), keys.WriteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeUsersFile(t, filepath.Join(work, "users"), map[string]*keys.SecretKey{"alice": alice})
-	httpPort, imapPort := freePort(t), freePort(t)
-	spoolURL := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
-	server := startProc(t, "cspool server", work, env, bin, "server", "--port", fmt.Sprint(httpPort),
-		"--spool-dir", "spool", "--users", "users", "--spool-key", "spool.sec")
-	waitHealthy(t, spoolURL, server)
-	db := filepath.Join(work, "alice.db")
-	daemonArgs := []string{"imap-server", "--user", "alice",
-		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub",
-		"--db", db, "--port", fmt.Sprint(imapPort), "--spool-server", spoolURL, "--status-addr", ""}
-	daemon := startProc(t, "cspool imap-server", work, env, bin, daemonArgs...)
-	password := daemonPassword(t, daemon.waitOutput(t, "state:", 30*time.Second))
-	addr := fmt.Sprintf("127.0.0.1:%d", imapPort)
+	d := startUpgradeDevice(t)
+	addr, password := d.addr, d.password
 
 	// The messages the old store was made of, appended in its order.
 	files, err := filepath.Glob("../../internal/imapd/testdata/envdate/*.eml")
@@ -96,15 +76,15 @@ func TestDaemonUpgradesOldForms(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
+	d.stop(t)
 
-	before := dumpDevice(t, db)
-	if n := writeOldForms(t, db, alice); n != len(files) {
+	before := dumpDevice(t, d.db)
+	if n := writeOldForms(t, d.db, d.alice); n != len(files) {
 		t.Fatalf("wrote the old forms of %d bodies, want %d", n, len(files))
 	}
 
-	daemon = startProc(t, "cspool imap-server", work, env, bin, daemonArgs...)
-	password = daemonPassword(t, daemon.waitOutput(t, "state:", 30*time.Second))
+	daemon := d.start(t)
+	password = d.password
 	want := make([]string, len(raws))
 	for i, raw := range raws {
 		_, ef, _, err := mimeform.ParseForms(raw)
@@ -145,10 +125,62 @@ func TestDaemonUpgradesOldForms(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	daemon.stop(t, syscall.SIGTERM, 30*time.Second)
-	if d := mailstore.Diff(before, dumpDevice(t, db), 10); len(d) != 0 {
-		t.Errorf("the upgrade changed the replicated state (UIDs, flags, modseqs): %v", d)
+	d.stop(t)
+	if diff := mailstore.Diff(before, dumpDevice(t, d.db), 10); len(diff) != 0 {
+		t.Errorf("the upgrade changed the replicated state (UIDs, flags, modseqs): %v", diff)
 	}
+}
+
+// upgradeDevice is a spool server and alice's device daemon on a
+// database of the test's, for the tests of the daemon's background
+// upgrades of what an earlier cspool stored: stopped, the database is
+// the test's to change, and started again, the daemon finds it so.
+type upgradeDevice struct {
+	bin, work, db, addr, password string
+	env, args                     []string
+	alice                         *keys.SecretKey
+	daemon                        *proc
+}
+
+// startUpgradeDevice starts the server and the daemon, on a new
+// database.
+func startUpgradeDevice(t *testing.T) *upgradeDevice {
+	t.Helper()
+	d := &upgradeDevice{bin: buildServerBinary(t), work: t.TempDir(), env: os.Environ()}
+	alice, spoolK := mustKey(t), mustKey(t)
+	d.alice = alice
+	for name, k := range map[string]*keys.SecretKey{"alice": alice, "spool": spoolK} {
+		if err := keys.WriteFiles(k, filepath.Join(d.work, name+".sec"), filepath.Join(d.work, name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUsersFile(t, filepath.Join(d.work, "users"), map[string]*keys.SecretKey{"alice": alice})
+	httpPort, imapPort := freePort(t), freePort(t)
+	spoolURL := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+	server := startProc(t, "cspool server", d.work, d.env, d.bin, "server", "--port", fmt.Sprint(httpPort),
+		"--spool-dir", "spool", "--users", "users", "--spool-key", "spool.sec")
+	waitHealthy(t, spoolURL, server)
+	d.db = filepath.Join(d.work, "alice.db")
+	d.args = []string{"imap-server", "--user", "alice",
+		"--user-key", "alice.sec", "--user-public-key", "alice.pub", "--spool-key", "spool.pub",
+		"--db", d.db, "--port", fmt.Sprint(imapPort), "--spool-server", spoolURL, "--status-addr", ""}
+	d.addr = fmt.Sprintf("127.0.0.1:%d", imapPort)
+	d.start(t)
+	return d
+}
+
+// start starts the daemon and waits until it serves IMAP.
+func (d *upgradeDevice) start(t *testing.T) *proc {
+	t.Helper()
+	d.daemon = startProc(t, "cspool imap-server", d.work, d.env, d.bin, d.args...)
+	d.password = daemonPassword(t, d.daemon.waitOutput(t, "state:", 30*time.Second))
+	return d.daemon
+}
+
+// stop stops the daemon.
+func (d *upgradeDevice) stop(t *testing.T) {
+	t.Helper()
+	d.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
 }
 
 // dumpDevice returns the replicated state of the device database at db

@@ -46,6 +46,13 @@ const (
 	// write lock) and stores (in one short transaction; docs/MAILSTORE.md,
 	// "Forms made by an earlier cspool").
 	formsBatch = 500
+	// textsBatch is how many bodies whose search texts an earlier cspool
+	// made one step of the daemon's upgrade lists for the indexer again
+	// (in one short transaction), which the indexer then indexes as it
+	// indexes mail just applied, a batch a transaction within
+	// indexBudget; until it has, searches read them (docs/MAILSTORE.md,
+	// "Search texts made by an earlier cspool").
+	textsBatch = 500
 )
 
 func runReindex(e *env, args []string) error {
@@ -190,25 +197,9 @@ func (x *indexer) run(ctx context.Context) {
 		x.log.Info("building the search index in the background; searches read the messages not indexed yet", "messages", left)
 	}
 	for {
-		indexed := 0
-		for {
-			if !x.quiet(ctx) {
-				if ctx.Err() != nil {
-					return
-				}
-				continue
-			}
-			done, more, err := x.store.IndexPendingWithin(ctx, indexBatchLive, indexBudget)
-			if err != nil {
-				if ctx.Err() == nil {
-					x.log.Warn("building the search index failed; trying again at the next change", "err", err)
-				}
-				break
-			}
-			indexed += done
-			if !more || done == 0 {
-				break
-			}
+		indexed := x.index(ctx)
+		if ctx.Err() != nil {
+			return
 		}
 		if indexed >= 100 {
 			x.log.Info("search index complete", "indexed", indexed)
@@ -219,11 +210,39 @@ func (x *indexer) run(ctx context.Context) {
 			x.reclaim(ctx)
 		}
 		x.upgradeForms(ctx)
+		x.upgradeTexts(ctx)
 		x.relocate(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-x.wake:
+		}
+	}
+}
+
+// index indexes what the index lacks, a transaction at a time
+// (Store.IndexPendingWithin), each once applying has been quiet for
+// indexQuiet, until nothing is left or ctx ends, and returns how many
+// bodies it did.
+func (x *indexer) index(ctx context.Context) int {
+	indexed := 0
+	for {
+		if !x.quiet(ctx) {
+			if ctx.Err() != nil {
+				return indexed
+			}
+			continue
+		}
+		done, more, err := x.store.IndexPendingWithin(ctx, indexBatchLive, indexBudget)
+		if err != nil {
+			if ctx.Err() == nil {
+				x.log.Warn("building the search index failed; trying again at the next change", "err", err)
+			}
+			return indexed
+		}
+		indexed += done
+		if !more || done == 0 {
+			return indexed
 		}
 	}
 }
@@ -294,31 +313,85 @@ func (x *indexer) upgradeForms(ctx context.Context) {
 		return
 	}
 	x.log.Info("bringing the stored forms of messages applied by an earlier cspool up to date in the background; until then FETCH serves those messages as before", "messages", left)
-	begin, upgraded := time.Now(), 0
+	begin := time.Now()
+	upgraded, finished, err := x.upgrade(ctx, func(ctx context.Context) (int, bool, error) {
+		return x.store.UpgradeForms(ctx, formsBatch)
+	})
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			x.log.Warn("bringing the stored forms up to date failed; trying again at the next change", "err", err)
+		}
+	case finished:
+		x.log.Info("stored forms up to date", "messages", upgraded, "took", time.Since(begin).Round(time.Millisecond))
+	}
+}
+
+// upgradeTexts has the bodies whose search texts an earlier cspool made
+// indexed again: textsBatch a step, each once applying has been quiet
+// for indexQuiet, listed for the indexer (Store.UpgradeTexts) and then
+// indexed as mail just applied is, until none is left. Searches read
+// the bodies listed and not indexed yet, so they find what the texts of
+// now hold at once. A step stopped by the daemon's end leaves its bodies
+// listed, which the indexer takes at its next start.
+func (x *indexer) upgradeTexts(ctx context.Context) {
+	left, err := x.store.TextsPending(ctx)
+	if err != nil || left == 0 {
+		return
+	}
+	x.log.Info("indexing the messages indexed by an earlier cspool again in the background; until then SEARCH finds in them what it found before", "messages", left)
+	begin := time.Now()
+	upgraded, finished, err := x.upgrade(ctx, func(ctx context.Context) (int, bool, error) {
+		listed, more, err := x.store.UpgradeTexts(ctx, textsBatch)
+		if err == nil && listed > 0 {
+			x.index(ctx)
+		}
+		return listed, more, err
+	})
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			x.log.Warn("indexing the messages of earlier search texts failed; trying again at the next change", "err", err)
+		}
+		return
+	case finished:
+		x.log.Info("search texts up to date", "messages", upgraded, "took", time.Since(begin).Round(time.Millisecond))
+	}
+	// The rows the steps took out are tombstones until a merge drops
+	// them, as for mail deleted.
+	if upgraded >= indexMergeAfter {
+		x.merge(ctx)
+	} else if upgraded > 0 {
+		x.reclaim(ctx)
+	}
+}
+
+// upgrade runs step, each time once applying has been quiet for
+// indexQuiet, until it says nothing is left (finished), it did nothing
+// (every body of the step changed meanwhile), mail was applied (the round
+// after this one takes it first and comes back), it fails or ctx ends,
+// and returns how many bodies its steps did. A step is one of the
+// background upgrades of what an earlier cspool stored
+// (Store.UpgradeForms, Store.UpgradeTexts): bounded, resumable, each in
+// a short write transaction.
+func (x *indexer) upgrade(ctx context.Context, step func(context.Context) (int, bool, error)) (upgraded int, finished bool, err error) {
 	for {
 		if !x.quiet(ctx) {
 			if ctx.Err() != nil {
-				return
+				return upgraded, false, nil
 			}
 			continue
 		}
-		done, more, err := x.store.UpgradeForms(ctx, formsBatch)
+		done, more, err := step(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
-				x.log.Warn("bringing the stored forms up to date failed; trying again at the next change", "err", err)
-			}
-			return
+			return upgraded, false, err
 		}
 		upgraded += done
 		if !more {
-			x.log.Info("stored forms up to date", "messages", upgraded, "took", time.Since(begin).Round(time.Millisecond))
-			return
+			return upgraded, true, nil
 		}
-		if done == 0 || len(x.wake) > 0 {
-			// Mail was applied (the round after this one indexes it
-			// first and goes on), or every body of the step changed
-			// while it was parsed: the next change wakes the indexer.
-			return
+		if done == 0 || len(x.wake) > 0 || ctx.Err() != nil {
+			return upgraded, false, nil
 		}
 	}
 }

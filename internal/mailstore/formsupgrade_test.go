@@ -20,9 +20,13 @@ import (
 // oldFormsStore writes a copy of testdata/forms-v0.db.gz (a store made by
 // an earlier cspool, testdata/forms-v0.md) into a folder of the test's
 // and returns its path.
-func oldFormsStore(t *testing.T) string {
+func oldFormsStore(t *testing.T) string { return oldStore(t, "forms-v0.db.gz") }
+
+// oldStore writes a copy of testdata/name, a store made by an earlier
+// cspool and gzipped, into a folder of the test's and returns its path.
+func oldStore(t *testing.T, name string) string {
 	t.Helper()
-	f, err := os.Open("testdata/forms-v0.db.gz")
+	f, err := os.Open(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,6 +59,25 @@ func formsVersion(p Parser) int {
 	return 0
 }
 
+// TextsVersioned is the optional capability of a Parser to name the
+// version of the texts SEARCH tests (mimeform.TextsVersion): what
+// BodyTexts and HeaderTexts make of a message's bytes. The store keeps it
+// beside each body it indexes (bodies.texts_version) and UpgradeTexts
+// has the bodies an earlier version indexed indexed again, in the
+// background. A Parser without it is version 0, whose bodies are never
+// indexed again.
+type TextsVersioned interface {
+	TextsVersion() int
+}
+
+// textsVersion returns p's texts version: 0 unless p is TextsVersioned.
+func textsVersion(p Parser) int {
+	if v, ok := p.(TextsVersioned); ok {
+		return v.TextsVersion()
+	}
+	return 0
+}
+
 // parsedMessage is what apply stores about a message's bytes.
 type parsedMessage struct {
 	status    uint8

@@ -592,6 +592,17 @@ ALTER TABLE local ADD COLUMN quota_limit INTEGER NOT NULL DEFAULT 0 CHECK (quota
 ALTER TABLE bodies ADD COLUMN forms_version INTEGER NOT NULL DEFAULT 0 CHECK (forms_version >= 0);
 CREATE INDEX bodies_forms_version ON bodies (forms_version);
 `,
+	// 31: the version of the texts SEARCH tests that the index holds of
+	// each body (TextsVersioned, mimeform.TextsVersion), 0 for the bodies
+	// indexed before, and an index of the bodies by it: UpgradeTexts
+	// finds those an earlier version indexed, a batch at a time, and
+	// lists them for the indexer again (textsupgrade.go). The undo
+	// triggers of bodies name its columns: makeUndoTriggers makes them
+	// again.
+	`
+ALTER TABLE bodies ADD COLUMN texts_version INTEGER NOT NULL DEFAULT 0 CHECK (texts_version >= 0);
+CREATE INDEX bodies_texts_version ON bodies (texts_version);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -612,7 +623,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 30
+const freshSchemaVersion = 31
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

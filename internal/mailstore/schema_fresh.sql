@@ -1,5 +1,5 @@
 -- Written by TestFreshSchemaAsMigrated -update-schema (schema_fresh_test.go)
--- from a database migrated from version 0 to 30; do not edit.
+-- from a database migrated from version 0 to 31; do not edit.
 CREATE TABLE state (
 	k                INTEGER PRIMARY KEY CHECK (k = 1),
 	position         INTEGER NOT NULL CHECK (position >= 0),
@@ -30,7 +30,7 @@ CREATE TABLE bodies (
 	parsed     INTEGER NOT NULL,
 	envelope   BLOB    NOT NULL,
 	structure  BLOB    NOT NULL
-, origin INTEGER NOT NULL DEFAULT 0, forms_version INTEGER NOT NULL DEFAULT 0 CHECK (forms_version >= 0));
+, origin INTEGER NOT NULL DEFAULT 0, forms_version INTEGER NOT NULL DEFAULT 0 CHECK (forms_version >= 0), texts_version INTEGER NOT NULL DEFAULT 0 CHECK (texts_version >= 0));
 CREATE TABLE blobs (
 	bid  INTEGER PRIMARY KEY REFERENCES bodies (bid) ON DELETE CASCADE,
 	data BLOB NOT NULL
@@ -143,7 +143,7 @@ CREATE TABLE "undo" (
 	mb2  BLOB, uid2 INTEGER,
 	mbox BLOB,
 	stmt TEXT
-);
+, v10);
 CREATE INDEX undo_qseq ON undo (qseq);
 CREATE INDEX messages_listing ON messages (mailbox, uid, flags, keywords, size, date, body);
 CREATE TABLE body_count (
@@ -194,6 +194,7 @@ BEGIN
 	DELETE FROM search_texts WHERE bid = OLD.bid;
 END;
 CREATE INDEX bodies_forms_version ON bodies (forms_version);
+CREATE INDEX bodies_texts_version ON bodies (texts_version);
 CREATE VIEW undo_replay AS SELECT * FROM undo;
 CREATE TRIGGER undo_state_ins AFTER INSERT ON state WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0) VALUES ((SELECT qseq FROM capture), 'state', 'ins', NEW.k); END;
 CREATE TRIGGER undo_replay_state_ins INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'state' AND NEW.op = 'ins' BEGIN DELETE FROM state WHERE k = NEW.k0; END;
@@ -221,10 +222,10 @@ CREATE TRIGGER undo_keywords_del BEFORE DELETE ON keywords WHEN (SELECT qseq FRO
 CREATE TRIGGER undo_replay_keywords_del INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'keywords' AND NEW.op = 'del' BEGIN INSERT INTO keywords (fold, name) VALUES (NEW.v0, NEW.v1); END;
 CREATE TRIGGER undo_bodies_ins AFTER INSERT ON bodies WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0) VALUES ((SELECT qseq FROM capture), 'bodies', 'ins', NEW.bid); END;
 CREATE TRIGGER undo_replay_bodies_ins INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'bodies' AND NEW.op = 'ins' BEGIN DELETE FROM bodies WHERE bid = NEW.k0; END;
-CREATE TRIGGER undo_bodies_upd AFTER UPDATE ON bodies WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9) VALUES ((SELECT qseq FROM capture), 'bodies', 'upd', NEW.bid, OLD.bid, OLD.digest, OLD.refs, OLD.size, OLD.header_len, OLD.parsed, OLD.envelope, OLD.structure, OLD.origin, OLD.forms_version); END;
-CREATE TRIGGER undo_replay_bodies_upd INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'bodies' AND NEW.op = 'upd' BEGIN UPDATE bodies SET bid = NEW.v0, digest = NEW.v1, refs = NEW.v2, size = NEW.v3, header_len = NEW.v4, parsed = NEW.v5, envelope = NEW.v6, structure = NEW.v7, origin = NEW.v8, forms_version = NEW.v9 WHERE bid = NEW.k0; END;
-CREATE TRIGGER undo_bodies_del BEFORE DELETE ON bodies WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9) VALUES ((SELECT qseq FROM capture), 'bodies', 'del', OLD.bid, OLD.digest, OLD.refs, OLD.size, OLD.header_len, OLD.parsed, OLD.envelope, OLD.structure, OLD.origin, OLD.forms_version); END;
-CREATE TRIGGER undo_replay_bodies_del INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'bodies' AND NEW.op = 'del' BEGIN INSERT INTO bodies (bid, digest, refs, size, header_len, parsed, envelope, structure, origin, forms_version) VALUES (NEW.v0, NEW.v1, NEW.v2, NEW.v3, NEW.v4, NEW.v5, NEW.v6, NEW.v7, NEW.v8, NEW.v9); END;
+CREATE TRIGGER undo_bodies_upd AFTER UPDATE ON bodies WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10) VALUES ((SELECT qseq FROM capture), 'bodies', 'upd', NEW.bid, OLD.bid, OLD.digest, OLD.refs, OLD.size, OLD.header_len, OLD.parsed, OLD.envelope, OLD.structure, OLD.origin, OLD.forms_version, OLD.texts_version); END;
+CREATE TRIGGER undo_replay_bodies_upd INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'bodies' AND NEW.op = 'upd' BEGIN UPDATE bodies SET bid = NEW.v0, digest = NEW.v1, refs = NEW.v2, size = NEW.v3, header_len = NEW.v4, parsed = NEW.v5, envelope = NEW.v6, structure = NEW.v7, origin = NEW.v8, forms_version = NEW.v9, texts_version = NEW.v10 WHERE bid = NEW.k0; END;
+CREATE TRIGGER undo_bodies_del BEFORE DELETE ON bodies WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10) VALUES ((SELECT qseq FROM capture), 'bodies', 'del', OLD.bid, OLD.digest, OLD.refs, OLD.size, OLD.header_len, OLD.parsed, OLD.envelope, OLD.structure, OLD.origin, OLD.forms_version, OLD.texts_version); END;
+CREATE TRIGGER undo_replay_bodies_del INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'bodies' AND NEW.op = 'del' BEGIN INSERT INTO bodies (bid, digest, refs, size, header_len, parsed, envelope, structure, origin, forms_version, texts_version) VALUES (NEW.v0, NEW.v1, NEW.v2, NEW.v3, NEW.v4, NEW.v5, NEW.v6, NEW.v7, NEW.v8, NEW.v9, NEW.v10); END;
 CREATE TRIGGER undo_forms_ins AFTER INSERT ON forms WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0) VALUES ((SELECT qseq FROM capture), 'forms', 'ins', NEW.bid); END;
 CREATE TRIGGER undo_replay_forms_ins INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'forms' AND NEW.op = 'ins' BEGIN DELETE FROM forms WHERE bid = NEW.k0; END;
 CREATE TRIGGER undo_forms_upd AFTER UPDATE ON forms WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0, v0, v1) VALUES ((SELECT qseq FROM capture), 'forms', 'upd', NEW.bid, OLD.bid, OLD.envelope); END;

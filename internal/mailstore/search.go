@@ -201,11 +201,13 @@ func addWords(set map[string]struct{}, text string) {
 // indexStmts are the statements that index bodies, prepared once for a
 // transaction of IndexPending.
 type indexStmts struct {
-	read, fts, ftsw, done, tooLong, texts *sql.Stmt
+	read, fts, ftsw, done, tooLong, texts, stamp *sql.Stmt
+	// version is the parser's TextsVersion, which stamp writes.
+	version int
 }
 
-func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
-	var x indexStmts
+func prepareIndex(ctx context.Context, tx *sql.Tx, p Parser) (*indexStmts, error) {
+	x := indexStmts{version: textsVersion(p)}
 	for _, p := range []struct {
 		st **sql.Stmt
 		q  string
@@ -216,6 +218,7 @@ func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
 		{&x.done, "DELETE FROM unindexed WHERE bid = ?"},
 		{&x.tooLong, "INSERT INTO unindexable (bid) VALUES (?) ON CONFLICT DO NOTHING"},
 		{&x.texts, insertText},
+		{&x.stamp, "UPDATE bodies SET texts_version = ? WHERE bid = ? AND texts_version != ?"},
 	} {
 		st, err := tx.PrepareContext(ctx, p.q)
 		if err != nil {
@@ -228,7 +231,7 @@ func prepareIndex(ctx context.Context, tx *sql.Tx) (*indexStmts, error) {
 }
 
 func (x *indexStmts) close() {
-	for _, st := range []*sql.Stmt{x.read, x.fts, x.ftsw, x.done, x.tooLong, x.texts} {
+	for _, st := range []*sql.Stmt{x.read, x.fts, x.ftsw, x.done, x.tooLong, x.texts, x.stamp} {
 		if st != nil {
 			st.Close()
 		}
@@ -256,7 +259,8 @@ type textLimits struct {
 // indexBody indexes one stored body that is listed as unindexed, in both
 // indexes, or, when its texts are longer than lim.index, lists it as
 // unindexable and keeps its texts in search_texts; it adds its words to
-// words.
+// words, and stamps the body with the version of its texts
+// (textsupgrade.go).
 func indexBody(ctx context.Context, x *indexStmts, c *sql.Conn, p Parser, lim textLimits, bid int64, words map[string]struct{}) error {
 	var hl, size int64
 	var raw []byte
@@ -272,6 +276,9 @@ func indexBody(ctx context.Context, x *indexStmts, c *sql.Conn, p Parser, lim te
 	}
 	texts := bodySearchTexts(p, raw, hl)
 	raw = nil
+	if _, err := x.stamp.ExecContext(ctx, x.version, bid, x.version); err != nil {
+		return fmt.Errorf("indexing body: %w", err)
+	}
 	var row []any
 	if texts.size() <= lim.index {
 		// Lower-cased, the texts may be longer (or shorter) than they
@@ -785,7 +792,7 @@ func (s *Store) indexPending(ctx context.Context, tx *sql.Tx, limit int, begin t
 	if err := rows.Close(); err != nil || len(todo) == 0 {
 		return 0, err
 	}
-	x, err := prepareIndex(ctx, tx)
+	x, err := prepareIndex(ctx, tx, s.parser)
 	if err != nil {
 		return 0, err
 	}

@@ -78,8 +78,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 29 (no forms_version in
-// bodies), 28 (no quota_usage and
+// downgrade makes the database's schema version 30 (no texts_version in
+// bodies), 29 (no forms_version in bodies), 28 (no quota_usage and
 // quota_limit in local), 27 (no search_texts),
 // 26 (no readers in
 // local), 25 (no spool_key_used in local), 24 (FTS5's default
@@ -95,6 +95,11 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 // (whose version 8 differs only in what the index holds, versions 9 and 10
 // by a column each).
 func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
+	if version == 30 {
+		if err := dropBodiesColumn(ctx, tx, "bodies_texts_version", "texts_version"); err != nil {
+			return err
+		}
+	}
 	if version < 30 {
 		if err := downgrade29(ctx, tx); err != nil {
 			return err
@@ -162,18 +167,27 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	return nil
 }
 
-// downgrade29 is downgrade's step from version 30 to 29: no
-// forms_version in bodies nor its index. The undo triggers of bodies and
-// their view name the column: they are dropped first and made again
-// after, for the bodies' columns of version 29.
+// downgrade29 is downgrade's steps from version 31 to 29: no
+// texts_version and no forms_version in bodies nor their indexes.
 func downgrade29(ctx context.Context, tx *sql.Tx) error {
+	if err := dropBodiesColumn(ctx, tx, "bodies_texts_version", "texts_version"); err != nil {
+		return err
+	}
+	return dropBodiesColumn(ctx, tx, "bodies_forms_version", "forms_version")
+}
+
+// dropBodiesColumn is a step of downgrade: no column in bodies nor its
+// index. The undo triggers of bodies and their view name the column:
+// they are dropped first and made again after, for the bodies' columns
+// left.
+func dropBodiesColumn(ctx context.Context, tx *sql.Tx, index, column string) error {
 	for _, q := range []string{
 		"DROP VIEW IF EXISTS undo_replay",
 		"DROP TRIGGER IF EXISTS undo_bodies_ins",
 		"DROP TRIGGER IF EXISTS undo_bodies_upd",
 		"DROP TRIGGER IF EXISTS undo_bodies_del",
-		"DROP INDEX bodies_forms_version",
-		"ALTER TABLE bodies DROP COLUMN forms_version",
+		"DROP INDEX " + index,
+		"ALTER TABLE bodies DROP COLUMN " + column,
 	} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("%s: %w", q, err)

@@ -155,11 +155,13 @@ func TestQueueAcrossUndoUpgrade(t *testing.T) {
 		}
 	}
 	enqueue(mine[:len(mine)/2])
-	// Bodies of version 15 have no forms_version (version 30): it goes
-	// once the changes are queued, which this package queued with it,
-	// with the undo triggers that name it.
+	// Bodies of version 15 have no forms_version (version 30) nor
+	// texts_version (version 31): they go once the changes are queued,
+	// which this package queued with them, with the undo triggers that
+	// name them.
 	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
 		for _, q := range []string{"DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
+			"DROP INDEX bodies_texts_version", "ALTER TABLE bodies DROP COLUMN texts_version",
 			"DROP INDEX bodies_forms_version", "ALTER TABLE bodies DROP COLUMN forms_version"} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return fmt.Errorf("%s: %w", q, err)

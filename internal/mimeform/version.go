@@ -40,3 +40,23 @@ const FormsVersion = 8
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
 func (Parser) FormsVersion() int { return FormsVersion }
+
+// TextsVersion is the version of what BodyTexts and HeaderTexts make of
+// a message's bytes: the texts SEARCH tests and the search index holds.
+// The mail store keeps it beside every body it indexes
+// (mailstore.TextsVersioned) and makes the texts again, in the
+// background, of every body indexed by an earlier version
+// (mailstore.Store.UpgradeTexts; docs/MAILSTORE.md, "Search texts made
+// by an earlier cspool"), so that a message indexed before a change of
+// this package is found as one indexed after it.
+//
+// A change that makes any of those texts differ for some message raises
+// it by one. A store's bodies of version 0 were indexed before versions
+// were kept (schema version 31 of the store); version 1 is the texts as
+// of then: a multipart's text part in an unknown charset or transfer
+// encoding searched as it is, and a header field in 8-bit bytes that are
+// not UTF-8 also read as windows-1252.
+const TextsVersion = 1
+
+// TextsVersion is TextsVersion (mailstore.TextsVersioned).
+func (Parser) TextsVersion() int { return TextsVersion }
