@@ -24,7 +24,8 @@ import (
 // texts an earlier cspool made (the index of internal/mailstore's
 // testdata/texts-v0.db.gz, made by that cspool from the same messages,
 // written over the daemon's own) does not find an 8-bit From read as
-// windows-1252 nor a part in an unknown charset, as that cspool did not;
+// windows-1252, a part in an unknown charset nor a quoted display name as
+// ENVELOPE shows it, as that cspool did not;
 // started again, the daemon indexes those messages again in the
 // background, and SEARCH over IMAP finds them, with the same UIDs,
 // flags and modseqs.
@@ -81,6 +82,7 @@ func TestDaemonUpgradesOldTexts(t *testing.T) {
 	}{
 		{&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "From", Value: "Jörg"}}}, 1},
 		{&imap.SearchCriteria{Body: []string{"capybara"}}, 2},
+		{&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "From", Value: `Smith "Bob" Jones`}}}, 3},
 	}
 	// The premise: the device's index answers as the earlier cspool's.
 	ms, err := openDeviceDB(d.db)
@@ -90,7 +92,7 @@ func TestDaemonUpgradesOldTexts(t *testing.T) {
 	for _, q := range []struct {
 		key    mailstore.SearchKey
 		needle string
-	}{{mailstore.SearchFrom, "Jörg"}, {mailstore.SearchBody, "capybara"}} {
+	}{{mailstore.SearchFrom, "Jörg"}, {mailstore.SearchBody, "capybara"}, {mailstore.SearchFrom, `Smith "Bob" Jones`}} {
 		a, err := ms.TextSearch(t.Context(), mailstore.InboxID(), q.key, q.needle)
 		if err != nil {
 			t.Fatal(err)

@@ -482,15 +482,16 @@ func (mt *matcher) parsedHeader(ctx context.Context) *textproto.Header {
 }
 
 // headerHas matches HEADER key value: a field named key whose value,
-// unfolded, raw or with RFC 2047 words decoded, contains value (any, if
-// empty).
+// unfolded, raw or with RFC 2047 words decoded, or of an address field
+// its addresses as ENVELOPE shows them (mimeform.FieldTexts), contains
+// value (any, if empty).
 func (mt *matcher) headerHas(ctx context.Context, key, value string) bool {
 	h := mt.parsedHeader(ctx)
 	for f := h.FieldsByKey(key); f.Next(); {
 		if value == "" {
 			return true
 		}
-		for _, t := range mimeform.HeaderFieldTexts(f.Value()) {
+		for _, t := range mimeform.FieldTexts(f.Key(), f.Value()) {
 			if mailstore.ContainsFold(t, value) {
 				return true
 			}
@@ -504,7 +505,7 @@ func (mt *matcher) headerHas(ctx context.Context, key, value string) bool {
 func (mt *matcher) headerFieldsHave(ctx context.Context, s string) bool {
 	h := mt.parsedHeader(ctx)
 	for f := h.Fields(); f.Next(); {
-		for _, t := range mimeform.HeaderFieldTexts(f.Value()) {
+		for _, t := range mimeform.FieldTexts(f.Key(), f.Value()) {
 			if mailstore.ContainsFold(t, s) {
 				return true
 			}

@@ -27,8 +27,9 @@ import (
 //     charset undone; text/* and message/* leaves, not attachments), or the
 //     raw bytes after the header when the message is not MIME-parseable;
 //   - a header field's text is its value, unfolded, raw and with RFC 2047
-//     words decoded; TEXT tests the raw header as a whole and every
-//     field's text.
+//     words decoded, and of an address field with a quoted string its
+//     addresses as ENVELOPE shows them; TEXT tests the raw header as a
+//     whole and every field's text.
 //
 // "Contains" is strings.Contains over strings.ToLower of both sides.
 //

@@ -19,6 +19,8 @@ var oldTextsCases = []struct {
 	{SearchBody, "bison", 2},      // a part in charset unknown-8bit
 	{SearchBody, "capybara", 2},   // a part in charset x-no-such-charset
 	{SearchText, "capybara", 2},
+	{SearchFrom, `"Bob"`, 3}, // a name's quoted-pairs undone, as ENVELOPE shows it
+	{SearchFrom, `Smith "Bob" Jones <bob@`, 3},
 }
 
 // textsFound reports, for each of oldTextsCases, whether the index finds

@@ -36,6 +36,68 @@ func HeaderFieldTexts(v string) []string {
 	return out
 }
 
+// FieldTexts returns the texts SEARCH tests in the value v of a header
+// field named key: HeaderFieldTexts, and for a field ENVELOPE reads as
+// an address list (From, Sender, Reply-To, To, Cc, Bcc) whose value holds
+// a quoted string, its addresses as ENVELOPE shows them (addressText).
+// RFC 9051 section 6.4.4 has FROM, TO, CC and BCC test the envelope's
+// field; without the last text a name written with quoted-pairs,
+// `"Smith \"Bob\" Jones" <bob@example.org>`, which ENVELOPE shows as
+// `Smith "Bob" Jones`, was not found by FROM "Smith \"Bob\" Jones" nor
+// FROM "\"Bob\"", and `"Bob" Smith <b@example.org>` not by FROM "Bob
+// Smith".
+func FieldTexts(key, v string) []string {
+	out := HeaderFieldTexts(v)
+	if envelopeAddressField(key) {
+		if t, ok := addressText(v); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// envelopeAddressField reports whether ENVELOPE reads a field named key
+// as an address list (RFC 9051 section 7.5.2).
+func envelopeAddressField(key string) bool {
+	switch strings.ToLower(key) {
+	case "from", "sender", "reply-to", "to", "cc", "bcc":
+		return true
+	}
+	return false
+}
+
+// addressText returns the addresses of an address-list field's value v
+// that have a display name, as ENVELOPE shows them, `name <mailbox@host>`
+// (the host left out when the field gave none), joined with ", ", when v
+// holds a quoted string and such an address: the texts of v hold the
+// names as written otherwise (quotes aside, a name without them is the
+// words as written). Each address is parsed as ENVELOPE parses it, up to
+// as many; its text is at most its name and address as written, read as
+// windows-1252 when they are not UTF-8, and 5 bytes.
+func addressText(v string) (string, bool) {
+	if !strings.Contains(v, `"`) {
+		return "", false
+	}
+	var b strings.Builder
+	for _, a := range parseAddressList(unfold(beforeBareCR(v)), maxEnvelopeAddresses) {
+		if a.Name == "" || a.Host == "" {
+			continue // no name, or a group's marker
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(a.Name)
+		b.WriteString(" <")
+		b.WriteString(a.Mailbox)
+		if a.Host != missingDomain {
+			b.WriteString("@")
+			b.WriteString(a.Host)
+		}
+		b.WriteString(">")
+	}
+	return b.String(), b.Len() > 0
+}
+
 // ParseHeader parses a raw header as SEARCH does: its lines that are no
 // field left out (Lenient), and of one beyond MaxHeaderFields,
 // MaxHeaderBytes or MaxFieldSemicolons the fields within them (BoundedHeader); a header that
@@ -175,9 +237,10 @@ func bodyTexts(raw []byte, headerLen int64, depth, nested int, budget *int64) []
 // if none.
 func decodedFields(header []byte) string {
 	var b strings.Builder
-	for k, texts := range HeaderTexts(header) {
-		if len(texts) > 1 {
-			b.WriteString(k + ": " + texts[1] + "\n")
+	h := ParseHeader(header)
+	for f := h.Fields(); f.Next(); {
+		if texts := HeaderFieldTexts(f.Value()); len(texts) > 1 {
+			b.WriteString(f.Key() + ": " + texts[1] + "\n")
 		}
 	}
 	return b.String()
@@ -206,12 +269,12 @@ func appendAll(b []byte, r io.Reader) []byte {
 }
 
 // HeaderTexts returns each field of a raw header, in order, with the
-// texts SEARCH HEADER tests in its value (HeaderFieldTexts).
+// texts SEARCH HEADER tests in its value (FieldTexts).
 func HeaderTexts(header []byte) iter.Seq2[string, []string] {
 	return func(yield func(string, []string) bool) {
 		h := ParseHeader(header)
 		for f := h.Fields(); f.Next(); {
-			if !yield(f.Key(), HeaderFieldTexts(f.Value())) {
+			if !yield(f.Key(), FieldTexts(f.Key(), f.Value())) {
 				return
 			}
 		}

@@ -58,6 +58,42 @@ func TestHeaderFieldTextsEightBit(t *testing.T) {
 	}
 }
 
+// TestFieldTextsQuotedNames: an address field whose display names are
+// quoted strings is searched as ENVELOPE shows the names too, their
+// quoted-pairs undone and their quotes dropped (RFC 9051 section 6.4.4:
+// FROM tests the envelope's field), as well as written; another field, or
+// one without quotes, has no such text.
+func TestFieldTextsQuotedNames(t *testing.T) {
+	for _, c := range []struct {
+		key, v    string
+		found     []string
+		addressed string // the addresses' text, "" for none
+	}{
+		{"From", `"Smith \"Bob\" Jones" <bob@example.org>`, []string{"Bob", "Smith", `"Bob"`, `Smith "Bob" Jones`, `Smith \"Bob\"`, `Jones <bob@example.org>`},
+			`Smith "Bob" Jones <bob@example.org>`},
+		{"to", `"Bob" Smith <b@example.org>, carol@example.org, "A \\ B" <ab>`, []string{"Bob Smith", `A \ B <ab>`},
+			`Bob Smith <b@example.org>, A \ B <ab>`},
+		{"Cc", "Team: \"J\xf6rg\" <j@example.de>;", []string{"Jörg <j@example.de>"}, "Jörg <j@example.de>"},
+		{"Reply-To", `"=?utf-8?q?J=C3=B6rg?= \"J\"" <j@example.de>`, []string{`Jörg "J" <j@`}, `Jörg "J" <j@example.de>`},
+		{"From", "Bob Smith <b@example.org>", nil, ""},
+		{"Subject", `a "quoted \"word\""`, nil, ""},
+	} {
+		texts := FieldTexts(c.key, c.v)
+		got := ""
+		if len(texts) > len(HeaderFieldTexts(c.v)) {
+			got = texts[len(texts)-1]
+		}
+		if got != c.addressed {
+			t.Errorf("FieldTexts(%q, %q): the addresses' text %q, want %q", c.key, c.v, got, c.addressed)
+		}
+		for _, n := range c.found {
+			if !slices.ContainsFunc(texts, func(x string) bool { return strings.Contains(x, n) }) {
+				t.Errorf("FieldTexts(%q, %q) = %q: %q is in none", c.key, c.v, texts, n)
+			}
+		}
+	}
+}
+
 // TestBodyTextsUnknownCharsetPart: a multipart's text part in a charset
 // or a transfer encoding the library does not know is searched as it is
 // (transfer-decoded when only the charset is unknown), as a message of

@@ -55,8 +55,10 @@ func (Parser) FormsVersion() int { return FormsVersion }
 // were kept (schema version 31 of the store); version 1 is the texts as
 // of then: a multipart's text part in an unknown charset or transfer
 // encoding searched as it is, and a header field in 8-bit bytes that are
-// not UTF-8 also read as windows-1252.
-const TextsVersion = 1
+// not UTF-8 also read as windows-1252. Version 2: an address field with a
+// quoted string also has its addresses as ENVELOPE shows them, the names
+// with their quoted-pairs undone (FieldTexts).
+const TextsVersion = 2
 
 // TextsVersion is TextsVersion (mailstore.TextsVersioned).
 func (Parser) TextsVersion() int { return TextsVersion }
