@@ -330,7 +330,9 @@ func (x *indexer) upgradeForms(ctx context.Context) {
 // upgradeTexts has the bodies whose search texts an earlier cspool made
 // indexed again: textsBatch a step, each once applying has been quiet
 // for indexQuiet, listed for the indexer (Store.UpgradeTexts) and then
-// indexed as mail just applied is, until none is left. Searches read
+// indexed as mail just applied is, the index's deleted rows reclaimed
+// after each (Store.ReclaimIndex), until none is left; the index merged
+// after as many as a build merges it after. Searches read
 // the bodies listed and not indexed yet, so they find what the texts of
 // now hold at once. A step stopped by the daemon's end leaves its bodies
 // listed, which the indexer takes at its next start.
@@ -345,6 +347,12 @@ func (x *indexer) upgradeTexts(ctx context.Context) {
 		listed, more, err := x.store.UpgradeTexts(ctx, textsBatch)
 		if err == nil && listed > 0 {
 			x.index(ctx)
+			// The rows the step took out are tombstones until a merge
+			// drops them; left to the end, the tombstones of one
+			// segment grew until writing them took a step 0.2 to 0.5 s
+			// (at 3,500 of 5,000 bodies), where with this no step took
+			// 60 ms.
+			x.reclaim(ctx)
 		}
 		return listed, more, err
 	})
@@ -357,12 +365,8 @@ func (x *indexer) upgradeTexts(ctx context.Context) {
 	case finished:
 		x.log.Info("search texts up to date", "messages", upgraded, "took", time.Since(begin).Round(time.Millisecond))
 	}
-	// The rows the steps took out are tombstones until a merge drops
-	// them, as for mail deleted.
 	if upgraded >= indexMergeAfter {
 		x.merge(ctx)
-	} else if upgraded > 0 {
-		x.reclaim(ctx)
 	}
 }
 

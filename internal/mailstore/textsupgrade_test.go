@@ -158,6 +158,15 @@ func TestUpgradeTextsKept(t *testing.T) {
 			t.Errorf("after the upgrades the index does not find %q in UID %d", oldTextsCases[i].needle, oldTextsCases[i].uid)
 		}
 	}
+	// An earlier cspool of the same schema (a device taken back) leaves
+	// the bodies of a later version as they are.
+	s.parser = textsParser{version: mimeform.TextsVersion}
+	if n, err := s.TextsPending(ctx); err != nil || n != 0 {
+		t.Errorf("TextsPending of an earlier version: %d, %v; want 0", n, err)
+	}
+	if done, more, err := s.UpgradeTexts(ctx, 10); done != 0 || more || err != nil {
+		t.Errorf("UpgradeTexts of an earlier version: %d, %v, %v; want 0, false, nil", done, more, err)
+	}
 }
 
 // upgradeTextsAll lists and indexes the bodies of earlier texts, a body
