@@ -70,13 +70,20 @@ type TextsVersioned interface {
 	TextsVersion() int
 }
 
-// textsVersion returns p's texts version: 0 unless p is TextsVersioned.
+// textsVersion returns the version of the texts the index holds, as made
+// by p and folded by foldCase: p's texts version plus foldVersion, which
+// grows when either does; 0 unless p is TextsVersioned.
 func textsVersion(p Parser) int {
 	if v, ok := p.(TextsVersioned); ok {
-		return v.TextsVersion()
+		return v.TextsVersion() + foldVersion
 	}
 	return 0
 }
+
+// foldVersion is the version of foldCase, which a change of the fold of
+// some text raises by one (textsVersion): 0 for strings.ToLower alone, 1
+// with final sigma folded as sigma.
+const foldVersion = 1
 
 // parsedMessage is what apply stores about a message's bytes.
 type parsedMessage struct {

@@ -31,7 +31,8 @@ import (
 //     addresses as ENVELOPE shows them; TEXT tests the raw header as a
 //     whole and every field's text.
 //
-// "Contains" is strings.Contains over strings.ToLower of both sides.
+// "Contains" is strings.Contains over foldCase of both sides:
+// strings.ToLower, final sigma made sigma.
 //
 // The index is an FTS5 table with the trigram tokenizer, case-sensitive,
 // over the lower-cased texts: one row per body (rowid = bodies.bid), a
@@ -95,7 +96,7 @@ func HeaderSearchKey(field string) SearchKey {
 
 // Indexable reports whether the index answers a search for needle exactly.
 func Indexable(needle string) bool {
-	n := strings.ToLower(needle)
+	n := foldCase(needle)
 	return utf8.RuneCountInString(n) >= 3 && !strings.ContainsAny(n, "\n\x00")
 }
 
@@ -104,7 +105,23 @@ func ContainsFold(hay, needle string) bool {
 	if needle == "" {
 		return true
 	}
-	return strings.Contains(strings.ToLower(hay), strings.ToLower(needle))
+	return strings.Contains(foldCase(hay), foldCase(needle))
+}
+
+// foldCase is what SEARCH compares of a text and a needle:
+// strings.ToLower, and final sigma (ς, U+03C2) made sigma (σ, U+03C3), as
+// i;unicode-casemap (RFC 5051) folds both, to Σ. strings.ToLower keeps a
+// Greek word written in small letters, which ends in ς, apart from the
+// same word in capitals, whose Σ lowers to σ: SEARCH SUBJECT "σοφος"
+// did not find "ΣΟΦΟΣ". Both are two bytes in UTF-8, and each code point
+// is folded by itself, so a text folded a piece at a time gives the bytes
+// of the text folded whole (searchtext.go).
+func foldCase(s string) string {
+	s = strings.ToLower(s)
+	if strings.Contains(s, "ς") {
+		s = strings.ReplaceAll(s, "ς", "σ")
+	}
+	return s
 }
 
 // column gathers an index column's texts, lower-cased, leaving out those
@@ -124,7 +141,7 @@ type column struct {
 const dedupeBudget = 1 << 20
 
 func (c *column) add(t string) {
-	t = strings.ToLower(t)
+	t = foldCase(t)
 	for _, o := range c.texts {
 		if c.compared > dedupeBudget {
 			break
@@ -142,7 +159,7 @@ func (c *column) String() string { return strings.Join(c.texts, "\n") }
 // ftsQuery is the FTS5 query for needle under key: a phrase, its quotes
 // doubled.
 func ftsQuery(key SearchKey, needle string) string {
-	return ftsFilter[key] + ` : "` + strings.ReplaceAll(strings.ToLower(needle), `"`, `""`) + `"`
+	return ftsFilter[key] + ` : "` + strings.ReplaceAll(foldCase(needle), `"`, `""`) + `"`
 }
 
 // Words.
@@ -408,7 +425,7 @@ func (s *Store) textSearch(ctx context.Context, mailbox command.ID, uv uint32, k
 	}
 	a := &TextAnswer{Match: map[UID]bool{}, Superset: key == SearchHeader}
 	table, query := "fts", ftsQuery(key, needle)
-	if lower := strings.ToLower(needle); wordNeedle(lower) {
+	if lower := foldCase(needle); wordNeedle(lower) {
 		words, err := needleWords(ctx, tx, lower)
 		if err != nil {
 			return nil, fmt.Errorf("searching the index: %w", err)
@@ -480,7 +497,7 @@ func (s *Store) searchLong(ctx context.Context, tx *sql.Tx, mailbox command.ID, 
 	}
 	var ts textScanner
 	var unknown []UID
-	lower := strings.ToLower(needle)
+	lower := foldCase(needle)
 	for i := 0; i < len(mb); {
 		j := i + 1
 		for j < len(mb) && mb[j] == mb[i] {

@@ -641,3 +641,24 @@ func TestTooLongForIndex(t *testing.T) {
 		t.Errorf("after Reindex %d pieces of texts kept (%v), want 0", pieces, err)
 	}
 }
+
+// TestFoldFinalSigma: final sigma is folded as sigma, by the scan's test
+// and in the index (a body's texts and the needle alike), so a Greek word
+// written in small letters, which ends in ς, finds it in capitals, and
+// the other way round, as i;unicode-casemap (RFC 5051) has them.
+func TestFoldFinalSigma(t *testing.T) {
+	t.Parallel()
+	for _, c := range [][2]string{{"ΣΟΦΟΣ ΑΝΘΡΩΠΟΣ", "σοφος"}, {"ο σοφος", "ΣΟΦΟΣ"}, {"σοφοσ", "σοφος"}, {"σοφος", "σοφοσ"}} {
+		if !ContainsFold(c[0], c[1]) {
+			t.Errorf("ContainsFold(%q, %q) is false", c[0], c[1])
+		}
+	}
+	s := openTest(t)
+	var l testLog
+	mustApply(t, s, l.spool(deliverCmd("Subject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nΟ ΣΟΦΟΣ ΑΝΘΡΩΠΟΣ\r\n")),
+		l.spool(deliverCmd("Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nο σοφος\r\n")))
+	indexAll(t, s)
+	wantIndexed(t, s, "in small letters", "σοφος", 1, 2)
+	wantIndexed(t, s, "in capitals", "ΣΟΦΟΣ", 1, 2)
+	wantIndexed(t, s, "ending in σ", "ανθρωποσ", 1)
+}

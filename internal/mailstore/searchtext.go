@@ -27,8 +27,8 @@ import (
 // piece never holds two, and a search never looks across two, so that
 // the answer is the scan's for every needle (a match never spans two of
 // the texts the scan tests apart). Lower-casing a text a piece at a time
-// gives the same bytes as lower-casing it whole: strings.ToLower maps
-// each code point, and each byte that is not one, by itself.
+// (foldCase) gives the same bytes as lower-casing it whole: it maps each
+// code point, and each byte that is not one, by itself.
 //
 // Beside each piece, a filter of its trigrams (grams: gramBits bits, a
 // bit set for every three bytes in a row of the piece's text and of the
@@ -183,7 +183,7 @@ func (t *searchTexts) size() int {
 // row returns the index row: body, hdr, then the fields of
 // indexedFields, each a column's texts lower-cased and joined with "\n".
 func (t *searchTexts) row() []any {
-	row := []any{strings.ToLower(strings.Join(t.body, "\n"))}
+	row := []any{foldCase(strings.Join(t.body, "\n"))}
 	for _, c := range t.cols {
 		row = append(row, c.String())
 	}
@@ -207,7 +207,7 @@ func storeTexts(ctx context.Context, st *sql.Stmt, bid int64, t *searchTexts, pi
 			cut := pieceEnd(x, piece)
 			text := x[:cut]
 			if lower {
-				text = strings.ToLower(text)
+				text = foldCase(text)
 			}
 			// The filter: this piece's trigrams and those of the
 			// textOverlap bytes of the part after it (lower-cased).
@@ -217,7 +217,7 @@ func storeTexts(ctx context.Context, st *sql.Stmt, bid int64, t *searchTexts, pi
 			for rest := x[cut:]; len(rest) > 0 && len(ahead) < textOverlap+2; {
 				c := pieceEnd(rest, textOverlap)
 				if lower {
-					ahead = append(ahead, strings.ToLower(rest[:c])...)
+					ahead = append(ahead, foldCase(rest[:c])...)
 				} else {
 					ahead = append(ahead, rest[:c]...)
 				}
@@ -460,7 +460,7 @@ func (m *Message) StoredTextHas(ctx context.Context, key SearchKey, needle strin
 		return false, false, nil
 	}
 	var ts textScanner
-	found, stored, err = ts.has(ctx, m.loader, m.bodyID, key, strings.ToLower(needle))
+	found, stored, err = ts.has(ctx, m.loader, m.bodyID, key, foldCase(needle))
 	if err != nil {
 		return false, false, fmt.Errorf("searching message %s's stored texts: %w", m.ID, err)
 	}

@@ -10,7 +10,8 @@ import (
 // (docs/MAILSTORE.md, "Search texts made by an earlier cspool"). Every
 // body row keeps the version of the texts the search index holds of it
 // (bodies.texts_version, schema version 31; 0 for a body indexed
-// before): the indexer stamps it with the parser's TextsVersion as it
+// before): the indexer stamps it with the parser's TextsVersion, plus
+// the version of the store's fold of the texts (textsVersion), as it
 // indexes the body. UpgradeTexts lists the bodies an earlier version
 // indexed for the indexer again, a batch at a time, and the indexer
 // makes their texts as it makes those of mail just applied.

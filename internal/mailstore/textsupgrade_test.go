@@ -105,8 +105,8 @@ func TestUpgradeTextsOfOldStore(t *testing.T) {
 		}
 	}
 	var stale int
-	if err := s.rdb.QueryRow("SELECT count(*) FROM bodies WHERE texts_version != ?", mimeform.TextsVersion).Scan(&stale); err != nil || stale != 0 {
-		t.Errorf("%d bodies (%v) not stamped with texts version %d", stale, err, mimeform.TextsVersion)
+	if err := s.rdb.QueryRow("SELECT count(*) FROM bodies WHERE texts_version != ?", s.TextsVersion()).Scan(&stale); err != nil || stale != 0 {
+		t.Errorf("%d bodies (%v) not stamped with texts version %d", stale, err, s.TextsVersion())
 	}
 	if done, more, err := s.UpgradeTexts(ctx, 100); done != 0 || more || err != nil {
 		t.Errorf("UpgradeTexts of an upgraded store: %d, %v, %v; want 0, false, nil", done, more, err)

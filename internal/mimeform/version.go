@@ -58,6 +58,10 @@ func (Parser) FormsVersion() int { return FormsVersion }
 // not UTF-8 also read as windows-1252. Version 2: an address field with a
 // quoted string also has its addresses as ENVELOPE shows them, the names
 // with their quoted-pairs undone (FieldTexts).
+//
+// The index holds the texts case-folded by the store, whose fold has a
+// version of its own that the store adds to this one (mailstore's
+// foldVersion).
 const TextsVersion = 2
 
 // TextsVersion is TextsVersion (mailstore.TextsVersioned).
