@@ -37,6 +37,12 @@ import (
 //     it takes any body listed there.
 //   - A body listed in unindexed is never in a batch: the indexer makes
 //     its texts with the parser of now anyway.
+//   - An undo that puts back a body row puts back its version too (the
+//     undo triggers take every column of bodies): a row put back whole
+//     is listed in unindexed by the insert trigger, and one whose
+//     earlier values an update record restores may be stamped with a
+//     version below that of the texts the index holds, which only has it
+//     indexed once more.
 
 // TextsVersion is the version of the search texts the store stamps the
 // bodies it indexes with (TextsVersioned; 0 for a parser without it).
