@@ -349,7 +349,11 @@ func (d *device) collector(imapAddr net.Addr, pw imapPassword, snd *sending) *st
 		if err != nil {
 			return nil, err
 		}
-		return &statuspage.SearchIndex{Unindexed: n}, nil
+		old, err := d.store.TextsPending(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &statuspage.SearchIndex{Unindexed: n, Outdated: old}, nil
 	}
 	return c
 }

@@ -105,7 +105,7 @@ func TestWriteText(t *testing.T) {
 	t.Parallel()
 	r := sampleReport()
 	r.Alarms = []string{"the spool's log has a gap"}
-	r.Search = &SearchIndex{Unindexed: 5}
+	r.Search = &SearchIndex{Unindexed: 5, Outdated: 7}
 	var b strings.Builder
 	if err := WriteText(&b, &r, r.Generated); err != nil {
 		t.Fatal(err)
@@ -125,6 +125,7 @@ func TestWriteText(t *testing.T) {
 		"1 entries",
 		"Search index:",
 		"building, 5 messages to go",
+		"; 7 messages indexed by an earlier cspool to index again",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

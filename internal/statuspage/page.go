@@ -174,7 +174,7 @@ const pageTemplate = `<!DOCTYPE html>
 </table>
 
 {{with .Search}}<h2>Search index</h2>
-<p id="search-index" data-unindexed="{{.Unindexed}}">{{if .Unindexed}}Building: {{.Unindexed}} messages to go (searches read them meanwhile).{{else}}Complete.{{end}}</p>
+<p id="search-index" data-unindexed="{{.Unindexed}}" data-outdated="{{.Outdated}}">{{if .Unindexed}}Building: {{.Unindexed}} messages to go (searches read them meanwhile).{{else}}Complete.{{end}}{{if .Outdated}} {{.Outdated}} messages indexed by an earlier cspool to index again (searches find in them what they found before meanwhile).{{end}}</p>
 {{end}}{{with .Outbox}}<h2>Outbox</h2>
 <table id="outbox">
 <tr><th>Smarthost</th><td class="mono">{{.Relay}}</td></tr>

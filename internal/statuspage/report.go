@@ -40,6 +40,12 @@ type SearchIndex struct {
 	// the daemon indexes them in the background, and searches read them
 	// meanwhile (exact, but slower). 0: the index is complete.
 	Unindexed int `json:"unindexed"`
+	// Outdated counts the stored messages the index holds texts of that
+	// an earlier cspool made: the daemon indexes them again in the
+	// background, and searches find in them what those texts hold
+	// meanwhile (docs/MAILSTORE.md, "Search texts made by an earlier
+	// cspool"). Omitted when 0.
+	Outdated int `json:"outdated,omitempty"`
 }
 
 // Outbox is the state of the device's queue of outgoing mail.

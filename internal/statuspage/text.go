@@ -86,11 +86,14 @@ func WriteText(w io.Writer, r *Report, now time.Time) error {
 		}
 	}
 	if s := r.Search; s != nil {
-		if s.Unindexed == 0 {
-			fmt.Fprintf(tw, "Search index:\tcomplete\n")
-		} else {
-			fmt.Fprintf(tw, "Search index:\tbuilding, %d messages to go (searches read them meanwhile)\n", s.Unindexed)
+		state := "complete"
+		if s.Unindexed != 0 {
+			state = fmt.Sprintf("building, %d messages to go (searches read them meanwhile)", s.Unindexed)
 		}
+		if s.Outdated != 0 {
+			state += fmt.Sprintf("; %d messages indexed by an earlier cspool to index again", s.Outdated)
+		}
+		fmt.Fprintf(tw, "Search index:\t%s\n", state)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
