@@ -151,6 +151,7 @@ type frameConn struct {
 	knownBefore int64
 	tooBig      bool // the command's literal was refused as over maxBufferedLiteral
 	tooLong     bool // the command's lines were cut off as over maxLine together
+	tooDeep     bool // the command's search keys were cut off as nested beyond maxSearchDepth
 	utf8Names   bool // the session spells mailbox names in UTF-8 (utf8names.go)
 
 	// TLS (RFC 9051 sections 6.2.1 and 11.1): go-imap is told nothing of
@@ -181,14 +182,17 @@ type frameConn struct {
 	formSwap *formSwap
 
 	// Read state, used by the reading goroutine only.
-	pending  []byte // bytes of the current command to hand over
-	lit      int64  // literal bytes still to hand over
-	litSync  bool   // the literal still needs "+" before the client sends it
-	litWait  bool   // the literal is announced; its bytes not yet asked for
-	litBuf   []byte // the literal, a mailbox name read ahead and translated (readNameLiteral)
-	more     bool   // the current command goes on after the literal
-	size     int    // bytes of the current command's lines handed over (literals excluded)
-	rejected int    // lines refused before login
+	pending []byte // bytes of the current command to hand over
+	lit     int64  // literal bytes still to hand over
+	litSync bool   // the literal still needs "+" before the client sends it
+	litWait bool   // the literal is announced; its bytes not yet asked for
+	litBuf  []byte // the literal, a mailbox name read ahead and translated (readNameLiteral)
+	more    bool   // the current command goes on after the literal
+	size    int    // bytes of the current command's lines handed over (literals excluded)
+	// depth follows the nesting of a SEARCH's keys over its lines; nil
+	// for other commands.
+	depth    *searchDepth
+	rejected int // lines refused before login
 }
 
 func newFrameConn(c net.Conn) *frameConn {
@@ -300,6 +304,19 @@ func (fc *frameConn) Read(p []byte) (int, error) {
 				fc.pending = []byte("\x00\r\n")
 				continue
 			}
+			if fc.depth != nil {
+				// A line after a literal: its keys nest deeper than
+				// the bound, and the library would parse them by
+				// recursion. Refused as a line over the limit is.
+				if fc.depth.line(string(line)); fc.depth.tooDeep() {
+					fc.mu.Lock()
+					fc.tooDeep = true
+					fc.mu.Unlock()
+					fc.literal(end)
+					fc.pending = []byte("\x00\r\n")
+					continue
+				}
+			}
 			fc.note(line)
 			if err := fc.handOver(line, fc.command(), false); err != nil {
 				return 0, err
@@ -367,6 +384,13 @@ func (fc *frameConn) nextCommand() error {
 		if long {
 			problem = fmt.Sprintf("line longer than %d bytes", maxLine)
 		}
+		fc.depth = nil
+		if problem == "" && (name == "SEARCH" || name == "UID SEARCH") {
+			fc.depth = &searchDepth{}
+			if fc.depth.line(string(line)); fc.depth.tooDeep() {
+				problem = searchTooDeep
+			}
+		}
 		if problem == "" && name == "STARTTLS" && (fc.startTLS != nil || fc.secure) {
 			if err := fc.handleStartTLS(tag, line, authed); err != nil {
 				return err
@@ -375,7 +399,7 @@ func (fc *frameConn) nextCommand() error {
 		}
 		if problem == "" {
 			fc.mu.Lock()
-			fc.tag, fc.name, fc.ended, fc.contReqs, fc.tooBig, fc.tooLong = tag, name, false, 0, false, false
+			fc.tag, fc.name, fc.ended, fc.contReqs, fc.tooBig, fc.tooLong, fc.tooDeep = tag, name, false, 0, false, false, false
 			fc.text = append(fc.text[:0], line...)
 			if selecting(name) {
 				fc.knownBefore, fc.known = fc.known, -1
@@ -874,6 +898,8 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 		p = []byte(fmt.Sprintf("%s NO [TOOBIG] Literals are limited to %d bytes for this command\r\n", fc.tag, maxBufferedLiteral))
 	} else if fc.tooLong && fc.tag != "" && !fc.ended && bytes.HasPrefix(p, []byte(fc.tag+" BAD ")) {
 		p = []byte(fmt.Sprintf("%s BAD [CLIENTBUG] command longer than %d bytes (literals excluded); nothing was done\r\n", fc.tag, maxLine))
+	} else if fc.tooDeep && fc.tag != "" && !fc.ended && bytes.HasPrefix(p, []byte(fc.tag+" BAD ")) {
+		p = []byte(fc.tag + " BAD " + searchTooDeep + "\r\n")
 	}
 	if fc.outStart && fc.outSkip == 0 && !fc.ended && bytes.HasPrefix(p, []byte("* ESEARCH ")) &&
 		(fc.name == "SEARCH" || fc.name == "UID SEARCH") && saveAlone.Match(fc.text) {
