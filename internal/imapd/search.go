@@ -123,7 +123,8 @@ func searchData(kind imapserver.NumKind, matched []ref, sel *selected, opts *ima
 }
 
 // savedResult is what SEARCH RETURN (SAVE ...) keeps (RFC 5182 section 2.1):
-// only the minimum and/or maximum when just those were asked for.
+// only the minimum and/or maximum when just those were asked for. matched
+// is in sequence order, so the UIDs are in increasing order (inSaved).
 func savedResult(matched []ref, opts *imap.SearchOptions) []imap.UID {
 	var out []imap.UID
 	if len(matched) > 0 && !opts.ReturnAll && !opts.ReturnCount && (opts.ReturnMin || opts.ReturnMax) {
@@ -408,13 +409,14 @@ func (mt *matcher) inUIDSet(set imap.UIDSet) bool {
 	return false
 }
 
+// inSaved reports whether the message is in the saved result, which
+// holds UIDs in increasing order (savedResult). It was looked for from the
+// start, for every $ of the criteria and every message: a SEARCH of
+// 20,000 $ (40 KB) after saving every message of a mailbox of 3,000 took
+// about a minute of a core.
 func (mt *matcher) inSaved() bool {
-	for _, u := range mt.saved {
-		if u == imap.UID(mt.msg.UID) {
-			return true
-		}
-	}
-	return false
+	_, found := slices.BinarySearch(mt.saved, imap.UID(mt.msg.UID))
+	return found
 }
 
 // sentDate is the date SENTBEFORE, SENTON and SENTSINCE test (RFC 9051
