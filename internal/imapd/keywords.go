@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+
+	"cspool/internal/command"
 )
 
 // Keyword announcements (RFC 9051 section 7.3.5, RFC 3501 section 7.2.6):
@@ -191,4 +194,55 @@ func (s *session) writeRaw(lines string) error {
 		return fmt.Errorf("writing FLAGS: %w", err)
 	}
 	return nil
+}
+
+// maxKeywords bounds the keywords in use in a mailbox, and so those of
+// each of its messages. A keyword costs nothing in the log but its name in
+// the one command that sets it, and every device stores it with each
+// message it is set on and writes it in every FLAGS, FETCH FLAGS and
+// update: one STORE 1:* of 6,715 keywords (48 KB) on 3,000 messages took
+// 17 s to apply and the daemon to 860 MB, its FETCH FLAGS 1:* was 141 MB,
+// and a session selected meanwhile held 1.5 GB of queued updates. Cyrus
+// allows 128 keywords in a mailbox (RFC 5530's LIMIT names this case).
+const maxKeywords = 256
+
+// keywordsLimit refuses a change that would bring the keywords in use in
+// the mailbox (id) beyond maxKeywords with flags' keywords, with NO
+// [LIMIT] (RFC 5530 section 3). known, when not nil, is the selected
+// mailbox, whose view knows keywords in use: flags naming only those are
+// taken without reading the store.
+func (s *session) keywordsLimit(ctx context.Context, id command.ID, known *selected, flags []string) error {
+	var fresh []string
+	if known != nil {
+		known.mb.mu.Lock()
+	}
+	for _, f := range flags {
+		if !isKeyword(f) {
+			continue
+		}
+		if known != nil {
+			if _, ok := known.v.queued[strings.ToLower(f)]; ok {
+				continue
+			}
+		}
+		fresh = append(fresh, f)
+	}
+	if known != nil {
+		known.mb.mu.Unlock()
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	inUse, err := s.store().MailboxKeywords(ctx, id)
+	if err != nil {
+		return err
+	}
+	all := newKwSet(inUse)
+	all.add(fresh)
+	if len(all) <= maxKeywords {
+		return nil
+	}
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
+		Text: fmt.Sprintf("the mailbox would have %d keywords, and may have at most %d: clear some from its messages first; nothing was changed",
+			len(all), maxKeywords)}
 }

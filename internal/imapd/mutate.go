@@ -102,6 +102,11 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
+	if flags.Op != imap.StoreFlagsDel {
+		if err := s.keywordsLimit(ctx, sel.mb.id, sel, list); err != nil {
+			return s.selectedError(sel, err)
+		}
+	}
 	refs, ids, err := s.storeChange(ctx, sel, set, flags.Op, list)
 	if err != nil || len(ids) == 0 {
 		return err
@@ -402,6 +407,9 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	if opts != nil {
 		if flags, err = canonicalFlags(opts.Flags); err != nil {
 			return nil, err
+		}
+		if err := s.keywordsLimit(ctx, to.ID, nil, flags); err != nil {
+			return nil, s.storeError(err, name)
 		}
 		if !opts.Time.IsZero() {
 			// Stored within what INTERNALDATE can show (wireDate), so
