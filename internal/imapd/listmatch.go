@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"math/bits"
 	"strings"
 
 	"cspool/internal/mailstore"
@@ -105,40 +106,106 @@ func compactWildcards(pattern string) string {
 }
 
 // globMatch matches name against pattern byte by byte, keeping for each
-// prefix of the pattern the set of name prefixes it matches: at most
-// len(pattern)+1 passes over the name, each ending the match early once
-// no prefix is left.
+// prefix of the pattern the set of name prefixes it matches, as a set of
+// bits (bit i: the first i bytes of the name), 64 prefixes to a word: a
+// pattern byte costs a pass over the set's words (a "%" about ten), not
+// over the name's bytes, and the match ends early once no prefix is left.
+// A pass over the name's bytes for each of the pattern's took 2.8 ms for
+// a name of 1,000 bytes and a pattern of as many that keeps prefixes
+// alive to its end ("*q" 490 times and "x" against "p/q/q/..."): a LIST
+// of it over 20,000 such mailboxes took a minute of a core.
 // The first fold bytes of the name match their pattern bytes in any ASCII
 // case.
 func globMatch(name, pattern string, delim byte, fold int) bool {
-	cur := make([]bool, len(name)+1)
-	next := make([]bool, len(name)+1)
-	cur[0] = true
+	n := len(name)
+	words := (n + 1 + 63) / 64
+	buf := make([]uint64, 5*words)
+	cur, next, stay, tmp, tmp2 := buf[:words], buf[words:2*words], buf[2*words:3*words], buf[3*words:4*words], buf[4*words:]
+	cur[0] = 1
+	// stay: bit i is set when "%" may take the name's byte i-1, which is
+	// not the delimiter.
+	for i := 1; i <= n; i++ {
+		if name[i-1] != delim {
+			stay[i/64] |= 1 << (i % 64)
+		}
+	}
+	var masks [256][]uint64 // bit i: the name's byte i-1 is the pattern's byte
 	for p := 0; p < len(pattern); p++ {
-		c := pattern[p]
-		alive := false
-		switch c {
-		case '*', '%':
-			run := false
-			for i := 0; i <= len(name); i++ {
-				if c == '%' && i > 0 && name[i-1] == delim {
-					run = false
+		switch c := pattern[p]; c {
+		case '*':
+			// Every prefix from the shortest live one on.
+			f := firstBit(cur)
+			for w := range next {
+				switch {
+				case w < f/64:
+					next[w] = 0
+				case w == f/64:
+					next[w] = ^uint64(0) << (f % 64)
+				default:
+					next[w] = ^uint64(0)
 				}
-				run = run || cur[i]
-				next[i] = run
-				alive = alive || run
+			}
+			next[n/64] &= ^uint64(0) >> (63 - n%64)
+		case '%':
+			// Every prefix reached from a live one by taking bytes that
+			// are not the delimiter: doubling steps, each over the words.
+			copy(next, cur)
+			copy(tmp2, stay)
+			for step := 1; step <= n; step *= 2 {
+				shiftUp(tmp, next, step)
+				for w := range next {
+					next[w] |= tmp[w] & tmp2[w]
+				}
+				shiftUp(tmp, tmp2, step)
+				for w := range tmp2 {
+					tmp2[w] &= tmp[w]
+				}
 			}
 		default:
-			next[0] = false
-			for i := 1; i <= len(name); i++ {
-				next[i] = cur[i-1] && sameByte(name[i-1], c, i-1 < fold)
-				alive = alive || next[i]
+			m := masks[c]
+			if m == nil {
+				m = make([]uint64, words)
+				for i := 1; i <= n; i++ {
+					if sameByte(name[i-1], c, i-1 < fold) {
+						m[i/64] |= 1 << (i % 64)
+					}
+				}
+				masks[c] = m
+			}
+			shiftUp(next, cur, 1)
+			for w := range next {
+				next[w] &= m[w]
 			}
 		}
-		if !alive {
+		if firstBit(next) > n {
 			return false
 		}
 		cur, next = next, cur
 	}
-	return cur[len(name)]
+	return cur[n/64]&(1<<(n%64)) != 0
+}
+
+// shiftUp sets dst to src with every bit moved up by k places.
+func shiftUp(dst, src []uint64, k int) {
+	wk, bk := k/64, uint(k%64)
+	for w := len(dst) - 1; w >= 0; w-- {
+		var v uint64
+		if s := w - wk; s >= 0 {
+			v = src[s] << bk
+			if bk > 0 && s > 0 {
+				v |= src[s-1] >> (64 - bk)
+			}
+		}
+		dst[w] = v
+	}
+}
+
+// firstBit returns the lowest bit set in set, or past its end when none is.
+func firstBit(set []uint64) int {
+	for w, v := range set {
+		if v != 0 {
+			return w*64 + bits.TrailingZeros64(v)
+		}
+	}
+	return len(set) * 64
 }

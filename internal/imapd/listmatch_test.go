@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -130,5 +131,42 @@ func TestListInboxChildrenByWildcard(t *testing.T) {
 	} {
 		u := w.ok(c.cmd)
 		expectUntagged(t, c.cmd, u, c.want...)
+	}
+}
+
+// matchList means what go-imap's MatchList means on names longer than a
+// word of the matcher's bit sets (64 prefixes): names of up to 300 bytes
+// and patterns of up to three wildcards, cut from such a name or made at
+// random.
+func TestMatchListLongNamesAsGoIMAP(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	word := func(alphabet string, n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		return string(b)
+	}
+	for range 3000 {
+		name := word("ab/", 1+rng.IntN(300))
+		pattern := word("ab/*%", 1+rng.IntN(5))
+		if rng.IntN(2) == 0 {
+			// A pattern that matches, or nearly: the name with up to
+			// three pieces of it made wildcards.
+			b := []byte(name)
+			for range 1 + rng.IntN(3) {
+				i := rng.IntN(len(b))
+				j := min(len(b), i+rng.IntN(80))
+				b = append(b[:i], append([]byte{"*%"[rng.IntN(2)]}, b[j:]...)...)
+			}
+			if rng.IntN(3) == 0 {
+				b[rng.IntN(len(b))] = 'a'
+			}
+			pattern = string(b)
+		}
+		if got, want := matchList(name, '/', "", pattern), imapserver.MatchList(name, '/', "", pattern); got != want {
+			t.Fatalf("name %q, pattern %q: got %v, go-imap says %v", name, pattern, got, want)
+		}
 	}
 }
