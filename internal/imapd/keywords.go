@@ -118,6 +118,7 @@ func (v *view) announce(flags []string) {
 func (v *view) queueFlags() {
 	v.mt.QueueMailboxFlags(v.queued.flags())
 	v.qn++
+	v.unread++
 	v.pending = append(v.pending, queuedFlags{set: v.queued.clone(), at: v.qn})
 }
 

@@ -107,6 +107,7 @@ func (mb *mailbox) apply(changes []mailstore.Change) (deleted bool) {
 		return mb.deleted
 	}
 	defer mb.wake()
+	defer mb.dropFlooded()
 	return mb.applyRun(changes)
 }
 
@@ -133,6 +134,7 @@ func (mb *mailbox) applyRun(changes []mailstore.Change) (deleted bool) {
 			for _, v := range mb.views {
 				v.mt.QueueNumMessages(uint32(len(mb.uids)))
 				v.recentDirty = true
+				v.unread++
 			}
 		case mailstore.MessageExpunged:
 			// A run of expunges is announced from the highest sequence

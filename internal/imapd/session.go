@@ -293,6 +293,12 @@ func (s *session) current() (*selected, error) {
 	if s.sel == nil {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeBad, Text: "no mailbox selected"}
 	}
+	s.sel.mb.mu.Lock()
+	flooded := s.sel.v.flooded
+	s.sel.mb.mu.Unlock()
+	if flooded {
+		return nil, s.endFlooded()
+	}
 	if deleted, renewed := s.sel.mb.isDeleted(); deleted {
 		return nil, goneError(renewed)
 	}

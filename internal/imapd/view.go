@@ -1,6 +1,8 @@
 package imapd
 
 import (
+	"errors"
+
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
@@ -46,6 +48,55 @@ type view struct {
 	recent      []imap.UID
 	recentSent  uint32
 	recentDirty bool
+
+	// unread counts the updates queued since a poll last took them all;
+	// past maxUnread the view is flooded: taken out of its mailbox's
+	// views, so that nothing more is queued, and its session ends at its
+	// next command or poll (endFlooded).
+	unread  int
+	flooded bool
+}
+
+// maxUnread is how many updates may wait for a view, for a mailbox of n
+// messages: two changes to each message and 10,000 more. A session that
+// selected a mailbox and then sent nothing held every update queued for
+// it, about 90 bytes each, until go-imap's 35 minutes without a command
+// ran out: another session setting and clearing \Seen on 3,000 messages
+// 20 times grew each such session by 11 MB, and did so without end.
+func maxUnread(n int) int { return 2*n + 10000 }
+
+// dropFlooded takes the views with more updates waiting than maxUnread
+// out of the mailbox's views and wakes them, with mb.mu held. Their
+// trackers stay as they are (their sessions still number messages with
+// them until they end) and get nothing more.
+func (mb *mailbox) dropFlooded() {
+	limit := maxUnread(len(mb.uids))
+	for st, v := range mb.views {
+		if v.unread > limit {
+			v.flooded = true
+			delete(mb.views, st)
+			select {
+			case v.notify <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// errFlooded ends a session whose view was flooded.
+var errFlooded = errors.New("too many updates waited for the session")
+
+// endFlooded ends the session, whose view was flooded, with BYE (RFC 9051
+// section 7.1.5): a client that connects again and selects the mailbox
+// learns its state afresh.
+func (s *session) endFlooded() error {
+	s.srv.log.Warn("IMAP session ended: too many updates waited for it", "remote", s.conn.NetConn().RemoteAddr().String())
+	nc := s.conn.NetConn()
+	if fc := framer(nc); fc != nil {
+		fc.reply("* BYE too many changes to the selected mailbox waited for this connection to read them; connect again")
+	}
+	nc.Close()
+	return errFlooded
 }
 
 // heldChange is a flag change held back from a view.
@@ -63,6 +114,10 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	}
 	mb, v := s.sel.mb, s.sel.v
 	mb.mu.Lock()
+	if v.flooded {
+		mb.mu.Unlock()
+		return s.endFlooded()
+	}
 	n0 := v.qn
 	dirty := v.recentDirty && !v.rev2
 	if allowExpunge {
@@ -74,6 +129,9 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 	}
 	mb.mu.Lock()
 	v.written(n0, allowExpunge)
+	if allowExpunge {
+		v.unread = 0
+	}
 	var full []imap.Flag
 	if v.shrunk {
 		// An older FLAGS from the queue came after the full one the
@@ -113,6 +171,7 @@ func (s *session) Poll(w *imapserver.UpdateWriter, allowExpunge bool) error {
 func (v *view) queueExpunge(seq uint32) {
 	v.mt.QueueExpunge(seq)
 	v.qn++
+	v.unread++
 	v.exps = append(v.exps, v.qn)
 	v.recentDirty = true
 }
@@ -123,6 +182,7 @@ func (v *view) queueFetch(seq uint32, uid imap.UID, flags []string) {
 	v.announce(flags)
 	v.mt.QueueMessageFlags(seq, uid, toFlags(v.withRecent(uid, flags)), nil)
 	v.qn++
+	v.unread++
 	v.fetches[uid] = v.qn
 }
 
