@@ -187,8 +187,11 @@ type frameConn struct {
 	litSync bool   // the literal still needs "+" before the client sends it
 	litWait bool   // the literal is announced; its bytes not yet asked for
 	litBuf  []byte // the literal, a mailbox name read ahead and translated (readNameLiteral)
-	more    bool   // the current command goes on after the literal
-	size    int    // bytes of the current command's lines handed over (literals excluded)
+	// litName: the literal is the mailbox name of an APPEND, not its
+	// message, and is bounded as a literal of any other command is.
+	litName bool
+	more    bool // the current command goes on after the literal
+	size    int  // bytes of the current command's lines handed over (literals excluded)
 	// depth follows the nesting of a SEARCH's keys over its lines; nil
 	// for other commands.
 	depth    *searchDepth
@@ -237,7 +240,7 @@ func (fc *frameConn) Read(p []byte) (int, error) {
 					fc.note(fc.pending)
 					continue
 				}
-				if fc.lit > maxBufferedLiteral && fc.command() != "APPEND" {
+				if fc.lit > maxBufferedLiteral && (fc.command() != "APPEND" || fc.litName) {
 					// go-imap refuses such a literal where it buffers
 					// strings, but then parses its bytes as an atom:
 					// it gets a byte no argument takes instead, and
@@ -598,6 +601,12 @@ func (fc *frameConn) handOver(line []byte, name string, first bool) error {
 		line, nameLiteral = translateNames(line, name, first)
 	}
 	fc.pending = fc.literal(line)
+	// An APPEND's first line that ends with a literal where the mailbox
+	// goes: go-imap takes the name into the command, which it stops
+	// reading at 50 KiB, and answered a name of 64 KB, after the framer
+	// had asked for it, with NO [SERVERBUG] or BAD and the end of the
+	// connection, or read its bytes as commands.
+	fc.litName = first && name == "APPEND" && appendNameLiteral.Match(line)
 	if nameLiteral && fc.litWait {
 		var err error
 		if fc.pending, err = fc.readNameLiteral(fc.pending); err != nil {
@@ -631,6 +640,10 @@ func (fc *frameConn) literal(line []byte) []byte {
 	out = append(out, '+')
 	return append(out, line[m[5]:]...)
 }
+
+// appendNameLiteral matches an APPEND's first line that ends with its
+// mailbox's literal.
+var appendNameLiteral = regexp.MustCompile(`(?i)^[^ ]+ APPEND ~?\{[0-9]+\+?\}\r?\n$`)
 
 // appendUTF8 matches the start of an APPEND's UTF8 data extension (RFC
 // 6855 section 4), whose message literal a ")" follows.
