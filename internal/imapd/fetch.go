@@ -89,6 +89,10 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		}()
 	}
 	want := fetchWant(opts)
+	rev1Parts := !rev2 && rev1Sections(opts)
+	if rev1Parts {
+		want |= mailstore.WantStructure // globalPathsOf
+	}
 	if want&mailstore.WantRaw != 0 {
 		// A large message's bytes are read once the FETCH budget holds
 		// them (loadWithin).
@@ -145,17 +149,28 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			}
 		}
 		if direct && (m.EnvelopeWire != nil || !opts.Envelope) && (m.StructureWire != nil || opts.BodyStructure == nil) && validFlags(m.Flags) {
+			if !rev2 && globalWire(m.StructureWire) {
+				m.StructureWire = rev1Wire(m.StructureWire)
+			}
 			writeErr = out.add(r.seq, m, opts)
 			return writeErr
 		}
 		if writeErr = flush(); writeErr != nil {
 			return writeErr
 		}
+		var gp globalPaths
+		if rev1Parts {
+			var err error
+			if gp, err = globalPathsOf(m); err != nil {
+				return err
+			}
+		}
 		var plan *streamPlan
 		if want&mailstore.WantRaw != 0 && m.Raw == nil {
 			var release func()
 			var err error
-			plan, release, err = s.srv.readWithin(ctx, m, opts, len(wide) == 0)
+			// A message/global part's sections are read whole (gp).
+			plan, release, err = s.srv.readWithin(ctx, m, opts, len(wide) == 0 && gp == nil)
 			if err != nil {
 				var ie *imap.Error
 				if errors.As(err, &ie) {
@@ -166,11 +181,11 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			defer release()
 		}
 		if plan == nil {
-			if writeErr = checkBinary(m, opts); writeErr != nil {
+			if writeErr = checkBinary(m, opts, gp); writeErr != nil {
 				return writeErr
 			}
 		}
-		env, bs, stored, err := decodeForms(m, opts)
+		env, bs, stored, err := decodeForms(m, opts, !rev2)
 		if err != nil {
 			return err
 		}
@@ -183,10 +198,10 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			}()
 		}
 		if len(wide) > 0 {
-			writeErr = writeWide(w, fc, r.seq, m, env, bs, narrow, wide, markSeen)
+			writeErr = writeWide(w, fc, r.seq, m, env, bs, narrow, wide, markSeen, gp)
 			return writeErr
 		}
-		writeErr = writeMessage(w.CreateMessage(r.seq), m, env, bs, opts, markSeen, plan)
+		writeErr = writeMessage(w.CreateMessage(r.seq), m, env, bs, opts, markSeen, plan, gp)
 		if writeErr != nil && plan != nil {
 			// A literal announced and cut short (the store's read
 			// failed) leaves the client nothing to read the rest by.
@@ -431,7 +446,7 @@ func (s *session) fetchListed(ctx context.Context, w *imapserver.FetchWriter, fc
 			if err := flush(); err != nil {
 				return err
 			}
-			if err := writeMessage(w.CreateMessage(it.seq), &m, nil, nil, opts, false, nil); err != nil {
+			if err := writeMessage(w.CreateMessage(it.seq), &m, nil, nil, opts, false, nil, nil); err != nil {
 				return err
 			}
 		}
@@ -659,12 +674,21 @@ func clampDate(t time.Time) time.Time {
 	return t.UTC()
 }
 
+// globalWire reports whether a stored BODYSTRUCTURE form may hold a
+// message/global part, written as RFC 9051's body-type-msg, which a
+// session that has not enabled IMAP4rev2 is given as a basic part
+// (rev1Wire). A parameter that reads so costs its message a reading of
+// the form, and nothing else.
+func globalWire(b []byte) bool { return bytes.Contains(b, []byte(`"message" "global" `)) }
+
 // decodeForms decodes the stored envelope and body structure m carries
 // (nil for what it does not), and the values of them that opts asks for
 // and that the library cannot write (swapForms): the envelopes' dates
 // and the parts' MD5s (mimeform.DecodeEnvelopeDate,
-// DecodeStructureForms).
-func decodeForms(m *mailstore.Message, opts *imap.FetchOptions) (env *imap.Envelope, bs imap.BodyStructure, stored storedValues, err error) {
+// DecodeStructureForms). With rev1 (the session has not enabled
+// IMAP4rev2) the structure is IMAP4rev1's, a message/global part a basic
+// part (mimeform.Rev1Structure).
+func decodeForms(m *mailstore.Message, opts *imap.FetchOptions, rev1 bool) (env *imap.Envelope, bs imap.BodyStructure, stored storedValues, err error) {
 	if m.Envelope != nil {
 		if env, stored.env, err = mimeform.DecodeEnvelopeDate(m.Envelope); err != nil {
 			return nil, nil, storedValues{}, err
@@ -675,7 +699,7 @@ func decodeForms(m *mailstore.Message, opts *imap.FetchOptions) (env *imap.Envel
 	}
 	if m.BodyStructure != nil {
 		if opts.BodyStructure != nil {
-			bs, stored.nested, stored.md5s, err = mimeform.DecodeStructureForms(m.BodyStructure)
+			bs, stored.nested, stored.md5s, err = mimeform.DecodeStructureForms(m.BodyStructure, rev1)
 			if !opts.BodyStructure.Extended {
 				stored.md5s = nil // BODY: no extension data
 			}
@@ -696,7 +720,10 @@ func decodeForms(m *mailstore.Message, opts *imap.FetchOptions) (env *imap.Envel
 // waited on it for good, as did the BYE of a server that stopped.
 //
 // With plan, the sections are written from it, streamed (planStream).
-func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure, opts *imap.FetchOptions, seenSet bool, plan *streamPlan) (err error) {
+// With gp, a message/global part's sections are read as of a basic part
+// (globalPaths).
+func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure, opts *imap.FetchOptions, seenSet bool,
+	plan *streamPlan, gp globalPaths) (err error) {
 	defer func() {
 		if err != nil {
 			_ = rw.Close()
@@ -724,7 +751,10 @@ func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env 
 		return writeStreamed(rw, opts, plan)
 	}
 	for _, sec := range opts.BodySection {
-		b := bodySection(m, sec)
+		b := []byte{}
+		if q := gp.section(sec); q != nil {
+			b = bodySection(m, q)
+		}
 		wc := rw.WriteBodySection(sec, int64(len(b)))
 		if _, err := wc.Write(b); err != nil {
 			return err
@@ -734,7 +764,10 @@ func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env 
 		}
 	}
 	for _, sec := range opts.BinarySection {
-		b := binarySection(m, sec.Part)
+		b := []byte{}
+		if p, ok := gp.part(sec.Part); ok {
+			b = binarySection(m, p)
+		}
 		b = partial(b, sec.Partial)
 		wc := rw.WriteBinarySection(sec, int64(len(b)))
 		if _, err := wc.Write(b); err != nil {
@@ -745,7 +778,11 @@ func writeMessage(rw *imapserver.FetchResponseWriter, m *mailstore.Message, env 
 		}
 	}
 	for _, sec := range opts.BinarySectionSize {
-		rw.WriteBinarySectionSize(sec, uint32(len(binarySection(m, sec.Part))))
+		var n int
+		if p, ok := gp.part(sec.Part); ok {
+			n = len(binarySection(m, p))
+		}
+		rw.WriteBinarySectionSize(sec, uint32(n))
 	}
 	return rw.Close()
 }
@@ -811,9 +848,9 @@ func splitWide(opts *imap.FetchOptions) (narrow *imap.FetchOptions, wide []*imap
 // was asked for. Past the end of the section, the data is empty (RFC 9051
 // section 6.4.5).
 func writeWide(w *imapserver.FetchWriter, fc *frameConn, seq uint32, m *mailstore.Message, env *imap.Envelope, bs imap.BodyStructure,
-	narrow *imap.FetchOptions, wide []*imap.FetchItemBodySection, seenSet bool) error {
+	narrow *imap.FetchOptions, wide []*imap.FetchItemBodySection, seenSet bool, gp globalPaths) error {
 	fc.capture()
-	err := writeMessage(w.CreateMessage(seq), m, env, bs, narrow, seenSet, nil)
+	err := writeMessage(w.CreateMessage(seq), m, env, bs, narrow, seenSet, nil, gp)
 	resp := fc.endCapture()
 	if err != nil {
 		return err
@@ -827,7 +864,10 @@ func writeWide(w *imapserver.FetchWriter, fc *frameConn, seq uint32, m *mailstor
 			resp = append(resp, ' ')
 		}
 		resp = appendSectionName(resp, sec)
-		b := bodySection(m, sec)
+		b := []byte{}
+		if q := gp.section(sec); q != nil {
+			b = bodySection(m, q)
+		}
 		resp = append(resp, " {"...)
 		resp = strconv.AppendInt(resp, int64(len(b)), 10)
 		resp = append(resp, "}\r\n"...)

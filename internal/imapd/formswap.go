@@ -354,3 +354,56 @@ func parseValue(b []byte, i, depth int) (v value, end int, whole bool) {
 		return value{start: i, end: j}, j, true
 	}
 }
+
+// rev1Wire returns b, a stored BODYSTRUCTURE form (mimeform's structure
+// encoder: quoted strings, no literal), as a session that has not enabled
+// IMAP4rev2 is given it: each message/global part a basic part, its
+// envelope, body and lines after its size left out, as
+// mimeform.Rev1Structure makes the structure the library writes. Its
+// body-fld-md5 and the fields after it stay. b is given back when it is
+// not as expected.
+func rev1Wire(b []byte) []byte {
+	v, end, whole := parseValue(b, 0, 0)
+	if !whole || end != len(b) {
+		return b
+	}
+	var cuts []swapSpan
+	globalParts(b, v, &cuts)
+	if len(cuts) == 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b))
+	at := 0
+	for _, c := range cuts {
+		out = append(out, b[at:c.start]...)
+		at = c.end
+	}
+	return append(out, b[at:]...)
+}
+
+// globalParts appends the spans of the envelope, body and lines of the
+// message/global parts of the body structure bs (RFC 9051 section 9,
+// body-type-msg), in order.
+func globalParts(b []byte, bs value, out *[]swapSpan) {
+	if !bs.isList || len(bs.list) == 0 {
+		return
+	}
+	if bs.list[0].isList {
+		for _, c := range bs.list {
+			if !c.isList {
+				break
+			}
+			globalParts(b, c, out)
+		}
+		return
+	}
+	l := bs.list
+	if len(l) <= 9 || !l[7].isList || !l[8].isList || l[0].isList || l[1].isList {
+		return
+	}
+	if strings.EqualFold(string(b[l[0].start:l[0].end]), `"message"`) && strings.EqualFold(string(b[l[1].start:l[1].end]), `"global"`) {
+		*out = append(*out, swapSpan{start: l[6].end, end: l[9].end})
+		return
+	}
+	globalParts(b, l[8], out)
+}

@@ -60,13 +60,15 @@ func binaryParts(opts *imap.FetchOptions) [][]int {
 
 // checkBinary refuses BINARY and BINARY.SIZE of a part whose transfer
 // encoding the server cannot decode: NO [UNKNOWN-CTE] (RFC 3516 section
-// 4.3), before any of the message's FETCH response is written.
-func checkBinary(m *mailstore.Message, opts *imap.FetchOptions) error {
+// 4.3), before any of the message's FETCH response is written; a part
+// within a message/global part is read as gp has it (globalPaths.part).
+func checkBinary(m *mailstore.Message, opts *imap.FetchOptions, gp globalPaths) error {
 	if mimeform.Status(m.Parse) != mimeform.Parsed {
 		return nil // served as one text part, as it is
 	}
 	for _, p := range binaryParts(opts) {
-		if len(p) == 0 {
+		p, ok := gp.part(p)
+		if len(p) == 0 || !ok {
 			continue
 		}
 		if err := unknownCTE(m, p, partHeader(raw(m), p)); err != nil {

@@ -3,6 +3,8 @@ package mimeform
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -309,7 +311,7 @@ func DecodeEnvelopeDate(b []byte) (*imap.Envelope, []byte, error) {
 // writes them (a part's envelope before the parts it nests), each as
 // DecodeEnvelopeDate gives it; nil when every one is nil.
 func DecodeStructureDates(b []byte) (imap.BodyStructure, [][]byte, error) {
-	bs, dates, _, err := DecodeStructureForms(b)
+	bs, dates, _, err := DecodeStructureForms(b, false)
 	return bs, dates, err
 }
 
@@ -320,12 +322,24 @@ func DecodeStructureDates(b []byte) (imap.BodyStructure, [][]byte, error) {
 // the parts it nests): the Content-MD5 as a quoted string, or a literal
 // where it cannot be one, nil for a part without it; md5s is nil when
 // every one is nil, as for every structure stored before it was kept.
-func DecodeStructureForms(b []byte) (bs imap.BodyStructure, dates, md5s [][]byte, err error) {
+//
+// With rev1 (a session that has not enabled IMAP4rev2), bs is
+// IMAP4rev1's (Rev1Structure) and the lists are its own: a message/global
+// part's nested envelope and parts are not in them.
+func DecodeStructureForms(b []byte, rev1 bool) (bs imap.BodyStructure, dates, md5s [][]byte, err error) {
 	var texts dateTexts
 	var sums partMD5s
 	bs, err = decodeStructure(b, &sums, &texts)
-	if err != nil || (len(texts) == 0 && len(sums) == 0) {
-		return bs, nil, nil, err
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if rev1 {
+		// The lists are read from the structure decoded, whose parts
+		// sums and texts know.
+		defer func() { bs = Rev1Structure(bs) }()
+	}
+	if len(texts) == 0 && len(sums) == 0 {
+		return bs, nil, nil, nil
 	}
 	someDate, someMD5 := false, false
 	var walk func(bs imap.BodyStructure)
@@ -341,7 +355,7 @@ func DecodeStructureForms(b []byte) (bs imap.BodyStructure, dates, md5s [][]byte
 				sum, someMD5 = DateForm(v), true
 			}
 			md5s = append(md5s, sum)
-			if m := x.MessageRFC822; m != nil {
+			if m := x.MessageRFC822; m != nil && !(rev1 && isGlobal(x)) {
 				f := texts.form(m.Envelope)
 				someDate = someDate || f != nil
 				dates = append(dates, f)
@@ -386,6 +400,61 @@ func encodeStructure(bs imap.BodyStructure, md5s partMD5s, dates dateTexts) ([]b
 		return nil, fmt.Errorf("encoding body structure: %w", err)
 	}
 	return b, nil
+}
+
+// Rev1Structure returns bs as an IMAP4rev1 session reads it: each
+// message/global part (RFC 6533) a basic part, without the envelope,
+// the structure and the line count that follow its size in RFC 9051's
+// body-type-msg. RFC 3501's grammar (section 9, media-message) names
+// "MESSAGE" "RFC822" alone, so that its client reads "MESSAGE" "GLOBAL"
+// as body-type-basic and the envelope where body-fld-md5 should be; this
+// is the part as Dovecot 2.3, an IMAP4rev1 server, writes it. The parts
+// changed are copies: bs itself is not changed, and is returned when it
+// holds no message/global part.
+func Rev1Structure(bs imap.BodyStructure) imap.BodyStructure {
+	switch x := bs.(type) {
+	case *imap.BodyStructureMultiPart:
+		var children []imap.BodyStructure
+		for i, c := range x.Children {
+			r := Rev1Structure(c)
+			if r != c && children == nil {
+				children = slices.Clone(x.Children)
+			}
+			if children != nil {
+				children[i] = r
+			}
+		}
+		if children == nil {
+			return bs
+		}
+		y := *x
+		y.Children = children
+		return &y
+	case *imap.BodyStructureSinglePart:
+		m := x.MessageRFC822
+		if m == nil {
+			return bs
+		}
+		if isGlobal(x) {
+			y := *x
+			y.MessageRFC822 = nil
+			return &y
+		}
+		inner := Rev1Structure(m.BodyStructure)
+		if inner == m.BodyStructure {
+			return bs
+		}
+		y, n := *x, *m
+		n.BodyStructure = inner
+		y.MessageRFC822 = &n
+		return &y
+	}
+	return bs
+}
+
+// isGlobal reports whether p is a message/global part.
+func isGlobal(p *imap.BodyStructureSinglePart) bool {
+	return strings.EqualFold(p.Type, "message") && strings.EqualFold(p.Subtype, "global")
 }
 
 // DecodeStructure gives back the body structure Parse stored as b, but
