@@ -32,6 +32,10 @@ var globalNested = "From: a@example.org\r\nTo: b@example.org\r\nSubject: nested\
 	"--i2--\r\n" +
 	"--o1\r\nContent-Type: text/plain\r\nContent-MD5: bGFzdA==\r\n\r\nlast\r\n--o1--\r\n"
 
+// globalTop is a message whose body is a message/global part.
+var globalTop = "From: a@example.org\r\nSubject: top\r\nMIME-Version: 1.0\r\nContent-Type: message/global\r\nContent-MD5: dG9w\r\n\r\n" +
+	"From: b@example.org\r\nSubject: in\r\nDate: Tue, 3 Dec 2024 09:30:00 +0100\r\n\r\nbody\r\n"
+
 // bodyParts returns the written values of the parts of a multipart body
 // structure, in order.
 func bodyParts(t *testing.T, bs string) []string {
@@ -96,8 +100,9 @@ func checkGlobalShape(t *testing.T, what, part string, rev2, extended bool) {
 // on every path that writes BODYSTRUCTURE or BODY (the stored form, the
 // library's with the stored MD5s and dates put in place, a section's
 // origin beyond 32 bits, a message read part by part), inside a
-// message/rfc822 part too, and its HEADER and TEXT are empty, as of any
-// part that is no message; a session that enabled IMAP4rev2 gets a
+// message/rfc822 part and as a message's body too, and its HEADER and
+// TEXT are empty and its part 1 is itself, as of any part that is no
+// message; a session that enabled IMAP4rev2 gets a
 // message, with its envelope and structure, and its HEADER and TEXT.
 // IMAP4rev1's grammar (RFC 3501 section 9) has "MESSAGE" "RFC822" alone
 // for a message part: it read the envelope where body-fld-md5 is.
@@ -111,7 +116,8 @@ func TestGlobalPartRev1(t *testing.T) {
 	r := newRig(t)
 	d := r.device("a")
 	r.Deliver(bounce)
-	d.synced(r.Deliver([]byte(globalNested)))
+	r.Deliver([]byte(globalNested))
+	d.synced(r.Deliver([]byte(globalTop)))
 
 	items := []string{"BODYSTRUCTURE", "BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (X-NONE)]", "ENVELOPE BODYSTRUCTURE BODY.PEEK[1]",
 		"BODY BODYSTRUCTURE", "BODYSTRUCTURE BODY.PEEK[1]<4294967296.10>", "UID FLAGS BODYSTRUCTURE BODY.PEEK[TEXT]<0.10>"}
@@ -196,10 +202,20 @@ func TestGlobalPartRev1(t *testing.T) {
 				t.Errorf("%s, %s: %q, Dovecot %q", session, it, got, dv)
 			}
 		}
+		for _, it := range []string{"BODYSTRUCTURE", "BODYSTRUCTURE BODY.PEEK[1]", "BODY"} {
+			u := w.ok("FETCH 3 (" + it + ")")
+			name := strings.Fields(it)[0]
+			bs := fetchItem(u[0], name)
+			checkGlobalShape(t, session+", message 3, "+it, bs, rev2, name == "BODYSTRUCTURE")
+			if name == "BODYSTRUCTURE" && !strings.Contains(bs, `"dG9w"`) {
+				t.Errorf("%s, message 3, %s: the MD5 is not in %s", session, it, bs)
+			}
+		}
 		// A basic part's part 1 is itself, and it has no other (as
 		// part 1's, a text part's); a message's part 1 is its body.
 		// Message 2 is read whole for these (its part 3 holds a
-		// message/rfc822 part 3.1 to an IMAP4rev2 session).
+		// message/rfc822 part 3.1 to an IMAP4rev2 session); message 3's
+		// body is a message/global part, part 1.
 		for _, c := range []struct {
 			seq       int
 			it, as    string
@@ -213,6 +229,9 @@ func TestGlobalPartRev1(t *testing.T) {
 			{2, "BODY.PEEK[3.1.1]", "BODY.PEEK[3]", false},
 			{2, "BODY.PEEK[2.2.TEXT]", "", false},
 			{2, "BODY.PEEK[2.2.1]", "BODY.PEEK[2.2]", false},
+			{3, "BODY.PEEK[1.HEADER]", "", false},
+			{3, "BODY.PEEK[1.1]", "BODY.PEEK[1]", false},
+			{3, "BODY.PEEK[1.1.MIME]", "BODY.PEEK[1.MIME]", false},
 		} {
 			answer := func(it string) string {
 				u := w.ok(fmt.Sprintf("FETCH %d (%s)", c.seq, it))
