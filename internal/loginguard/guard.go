@@ -21,7 +21,10 @@
 // so the one pushed out is always the one that waited longest; a
 // connection leaves it when it logs in or closes, and its deadline is a
 // timer, not a read deadline, which the protocol libraries set for
-// themselves before every command.
+// themselves before every command. At most MaxPending connections it ended
+// are being given the protocol's goodbye at once, which waits for a client
+// that does not read; it closes the others at once, so a flood holds at
+// most twice MaxPending descriptors before login.
 package loginguard
 
 import (
@@ -199,6 +202,7 @@ type Guard struct {
 	lobby     list.List      // *waiting: the connections not logged in, oldest first
 	perSource map[string]int // how many of them each source has
 	own       string         // the source key of this process's user on loopback
+	ending    int            // connections being ended with the protocol's goodbye (startBye)
 }
 
 // New returns a guard for the listener of proto ("IMAP", "SMTP"), logging

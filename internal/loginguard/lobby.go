@@ -65,10 +65,12 @@ func (g *Guard) enter(c *Conn) {
 			}
 		}
 	}
+	var bye bool // out gets the protocol's goodbye, not closed at once
 	if out != nil {
 		g.leaveLocked(out.c)
 		g.note(g.lim.Now(), g.library, g.proto+" connection waiting to log in pushed out by newer ones",
 			"remote", out.remote, "source", out.key, "waiting", g.lobby.Len())
+		bye = g.startBye()
 	}
 	w := &waiting{c: c, key: key, remote: remote.String()}
 	c.lobby = g.lobby.PushBack(w)
@@ -77,15 +79,49 @@ func (g *Guard) enter(c *Conn) {
 		g.mu.Lock()
 		gone := c.lobby == nil
 		g.leaveLocked(c)
+		bye := !gone && g.startBye()
 		g.mu.Unlock()
-		if !gone {
-			c.shut(LoginTimeout)
+		switch {
+		case bye:
+			g.shut(c, LoginTimeout)
+		case !gone:
+			c.Conn.Close()
 		}
 	})
 	g.mu.Unlock()
-	if out != nil {
-		go out.c.shut(PushedOut)
+	switch {
+	case bye:
+		go g.shut(out.c, PushedOut)
+	case out != nil:
+		// The goodbye's write waits for a client that does not read, or
+		// whose TLS handshake stalls, up to the protocol's bound: a flood
+		// of such connections, each pushing out the one before, held a
+		// descriptor and goroutines for each of them meanwhile, past
+		// MaxPending (TestPushedOutStalledTLSClosed in internal/imapd).
+		go out.c.Conn.Close()
 	}
+}
+
+// startBye counts a connection the guard ends with the protocol's
+// goodbye, and reports false, counting nothing, when MaxPending of them
+// are being ended already: that one is closed without a word. Called
+// with g.mu held.
+func (g *Guard) startBye() bool {
+	if g.ending >= g.lim.MaxPending {
+		return false
+	}
+	g.ending++
+	return true
+}
+
+// shut ends c with the protocol's goodbye, counted by startBye.
+func (g *Guard) shut(c *Conn, why EndReason) {
+	defer func() {
+		g.mu.Lock()
+		g.ending--
+		g.mu.Unlock()
+	}()
+	c.shut(why)
 }
 
 // capped reports whether the source key is held to MaxPendingPerSource:
