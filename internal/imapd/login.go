@@ -15,6 +15,13 @@ type LoginLimits = loginguard.Limits
 var errLoginsWaiting = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
 	Text: "too many failed logins from your address; try again later"}
 
+// errSessions refuses a right login while LoginLimits.MaxSessions
+// connections are logged in (loginguard.ErrSessions), as Dovecot answers
+// a login past mail_max_userip_connections: the connection stays, not
+// logged in, and may log in again once a session has closed.
+var errSessions = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
+	Text: "too many connections are logged in; close one, or try again later"}
+
 // errConnClosing refuses, unchecked, logins a client sent after the one
 // that closed its connection (pipelined in the same read).
 var errConnClosing = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAuthenticationFailed,

@@ -103,12 +103,14 @@ func (s *session) Login(user, pass string) error {
 		s.endIfLast(nc)
 		return imapserver.ErrAuthFailed
 	}
+	if gc, ok := nc.(*loginguard.Conn); ok {
+		if err := gc.StartSession(); err != nil {
+			return errSessions
+		}
+	}
 	s.authed = true
 	if fc := framer(nc); fc != nil {
 		fc.loggedIn()
-	}
-	if gc, ok := nc.(*loginguard.Conn); ok {
-		gc.LoggedIn()
 	}
 	if cfg.Alert != nil {
 		if text := cleanText(cfg.Alert()); text != "" {

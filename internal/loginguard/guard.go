@@ -5,7 +5,9 @@
 // refused unchecked, and the log keeps to a few lines a minute plus a
 // summary (docs/IMAP.md, "Login"). Through its Listener it also bounds the
 // connections that have not logged in: how many wait at once, in all and
-// per source, and for how long (docs/IMAP.md, "Before login").
+// per source, and for how long (docs/IMAP.md, "Before login"); and those
+// that have, for a server that counts them (Conn.StartSession;
+// docs/IMAP.md, "Logged in: sessions bounded").
 //
 // Implementation notes: the per-source table (Tally) is bounded
 // (MaxSources, then one shared entry); on loopback each local user is a
@@ -24,7 +26,9 @@
 // themselves before every command. At most MaxPending connections it ended
 // are being given the protocol's goodbye at once, which waits for a client
 // that does not read; it closes the others at once, so a flood holds at
-// most twice MaxPending descriptors before login.
+// most twice MaxPending descriptors before login. The sessions are a
+// count under the same mutex, taken at a login and given back by the
+// connection's Close.
 package loginguard
 
 import (
@@ -95,6 +99,16 @@ type Limits struct {
 	// a successful login; then it gets the protocol's goodbye and is
 	// closed, whatever it sent meanwhile. [1 min]
 	LoginDeadline time.Duration
+	// MaxSessions is how many connections of a Listener may be logged
+	// in at once, counted from a login the server takes with
+	// Conn.StartSession until the connection closes. A login beyond it
+	// is refused (ErrSessions) once its password is found right; the
+	// connection stays as it was, waiting to log in, and may log in once
+	// a session has closed. A mail client holds a few connections at
+	// once; a program that opens connections and never closes them
+	// would otherwise hold the daemon's memory and descriptors without
+	// bound. [100]
+	MaxSessions int
 	// Now is the clock. [time.Now]
 	Now func() time.Time
 	// Wait waits d, or until ctx is done (the server closing). [a timer]
@@ -159,6 +173,10 @@ func (l *Limits) fill() {
 // failed logins waiting.
 var ErrWaiting = errors.New("too many failed logins from this source are waiting")
 
+// ErrSessions refuses a login while MaxSessions connections of the
+// listener are logged in.
+var ErrSessions = errors.New("too many connections are logged in")
+
 // Source is what the guard knows of one source of logins.
 type Source struct {
 	key      string
@@ -203,6 +221,7 @@ type Guard struct {
 	perSource map[string]int // how many of them each source has
 	own       string         // the source key of this process's user on loopback
 	ending    int            // connections being ended with the protocol's goodbye (startBye)
+	sessions  int            // connections logged in (Conn.StartSession)
 }
 
 // New returns a guard for the listener of proto ("IMAP", "SMTP"), logging
@@ -514,9 +533,11 @@ type Conn struct {
 	ended  atomic.Bool
 	writes atomic.Int32 // writes since ended
 
-	guard *Guard                    // nil: not counted before login
-	bye   func(net.Conn, EndReason) // the Listener's Bye
-	lobby *list.Element             // in guard.lobby until it logs in or closes; under guard.mu
+	guard   *Guard                    // nil: not counted before login
+	bye     func(net.Conn, EndReason) // the Listener's Bye
+	lobby   *list.Element             // in guard.lobby until it logs in or closes; under guard.mu
+	session bool                      // counted in guard.sessions; under guard.mu
+	closed  bool                      // Close was called; under guard.mu
 }
 
 // End lets one more write through, then ends the connection.
@@ -530,6 +551,43 @@ func (c *Conn) LoggedIn() {
 	}
 }
 
+// StartSession is LoggedIn for a server whose logged-in connections
+// count against MaxSessions: c counts as a session until it closes. While
+// MaxSessions are open it returns ErrSessions, and c stays waiting to log
+// in, its deadline running.
+func (c *Conn) StartSession() error {
+	g := c.guard
+	if g == nil {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case c.closed:
+		return net.ErrClosed
+	case c.session:
+		return nil
+	case g.sessions >= g.lim.MaxSessions:
+		remote := c.RemoteAddr()
+		key := sourceKey(Peer(remote, c.LocalAddr()))
+		g.note(g.lim.Now(), key, g.proto+" login refused: too many connections are logged in",
+			"remote", remote.String(), "source", key, "sessions", g.sessions)
+		return ErrSessions
+	}
+	g.leaveLocked(c)
+	g.sessions++
+	c.session = true
+	return nil
+}
+
+// Sessions reports how many connections are logged in (Conn.StartSession),
+// for tests and debugging.
+func (g *Guard) Sessions() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sessions
+}
+
 // shut ends a connection the guard let wait no longer.
 func (c *Conn) shut(why EndReason) {
 	if c.bye == nil {
@@ -539,10 +597,18 @@ func (c *Conn) shut(why EndReason) {
 	c.bye(c.Conn, why)
 }
 
-// Close implements net.Conn; the connection no longer counts as waiting.
+// Close implements net.Conn; the connection no longer counts as waiting,
+// nor as a session.
 func (c *Conn) Close() error {
-	if c.guard != nil {
-		c.guard.leave(c)
+	if g := c.guard; g != nil {
+		g.mu.Lock()
+		g.leaveLocked(c)
+		c.closed = true
+		if c.session {
+			c.session = false
+			g.sessions--
+		}
+		g.mu.Unlock()
 	}
 	return c.Conn.Close()
 }

@@ -37,6 +37,9 @@ func (l *Limits) lobbyFill() {
 	if l.LoginDeadline <= 0 {
 		l.LoginDeadline = time.Minute
 	}
+	if l.MaxSessions <= 0 {
+		l.MaxSessions = 100
+	}
 }
 
 // enter counts c among the connections waiting to log in, pushing out the

@@ -111,3 +111,32 @@ func TestWaitingToLogIn(t *testing.T) {
 		client.send("NOOP", "250 ", "the client logged in before, longer ago than the deadline")
 	})
 }
+
+// TestSessionsBounded: at most MaxSessions connections are logged in at
+// once; a right login beyond it gets 421 4.7.0 and its connection is
+// closed, so the client keeps its message and tries again later, and a
+// wrong one is answered as ever. Once a session closes, a new connection
+// logs in. Before, any number of connections logged in, each holding a
+// descriptor and its buffers for as long as it sent a command every 10
+// minutes.
+func TestSessionsBounded(t *testing.T) {
+	t.Parallel()
+	r := newRigLimits(t, 0, sendtest.SmarthostOptions{}, loginguard.Limits{MaxSessions: 2})
+	first, second := dialSMTP(t, r.addr), dialSMTP(t, r.addr)
+	first.login()
+	second.login()
+	late := dialSMTP(t, r.addr)
+	late.send("EHLO client.test", "250 ", "EHLO")
+	late.send("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00wrong")), "535 ", "a wrong password with MaxSessions logged in")
+	if _, err := io.WriteString(late.c, "AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+password))+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	late.closedWith("421 4.7.0 ", "a third login with MaxSessions 2")
+	second.send("MAIL FROM:<alice@example.org>", "250 ", "a session logged in before the limit was met")
+
+	first.send("QUIT", "221 ", "QUIT")
+	first.closedWith("", "after QUIT")
+	again := dialSMTP(t, r.addr)
+	again.login()
+	again.send("MAIL FROM:<alice@example.org>", "250 ", "the login after a session closed")
+}

@@ -352,6 +352,8 @@ var (
 		Message: "Too many failed logins from your address; try again later"}
 	errConnClosing = &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8},
 		Message: "Too many failed logins; the connection is closing"}
+	errSessions = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 7, 0},
+		Message: "Too many connections are logged in; closing the connection, try again later"}
 	errAuthFirst = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0},
 		Message: "Authentication required: log in with the IMAP user and password"}
 	errNotIdentity = func(what string) error {
@@ -426,9 +428,15 @@ func (s *session) login(user, password string) error {
 		s.endIfLast()
 		return smtp.ErrAuthFailed
 	}
+	if err := s.conn.StartSession(); err != nil {
+		// Answered, then the connection ends: a client tries again
+		// later, its message kept (RFC 5321 section 3.8).
+		s.closing = true
+		s.conn.End()
+		return errSessions
+	}
 	s.authed = true
 	s.tls.loggedIn()
-	s.conn.LoggedIn()
 	return nil
 }
 
