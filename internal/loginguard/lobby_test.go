@@ -57,3 +57,44 @@ func TestRoomFullOwnLast(t *testing.T) {
 		t.Errorf("the other source has %d waiting, want 0 (pushed out before the own user's)", theirs)
 	}
 }
+
+// TestSessionsCounted: a connection counts as a session from
+// StartSession until its first Close, however many follow (the library
+// and the server's shutdown may both close it); a connection already
+// closed is not counted; one refused at MaxSessions stays waiting to log
+// in, and starts its session once another has closed.
+func TestSessionsCounted(t *testing.T) {
+	g := New(Limits{MaxPending: 8, MaxSessions: 2, LoginDeadline: time.Hour}, slog.New(slog.DiscardHandler), "IMAP")
+	defer g.Close()
+	conn := func(port int) *Conn {
+		c := &Conn{Conn: addrConn{remote: &net.TCPAddr{IP: net.IPv4(198, 51, 100, 1), Port: port}}, guard: g}
+		g.enter(c)
+		return c
+	}
+	a, b, c := conn(40001), conn(40002), conn(40003)
+	for _, s := range []*Conn{a, b, a} {
+		if err := s.StartSession(); err != nil {
+			t.Fatalf("a session within MaxSessions: %v", err)
+		}
+	}
+	if err := c.StartSession(); err != ErrSessions {
+		t.Fatalf("a third session with MaxSessions 2: %v, want ErrSessions", err)
+	}
+	if all, _ := g.Pending(c.RemoteAddr()); all != 1 || g.Sessions() != 2 {
+		t.Fatalf("%d waiting, %d sessions; want the refused one waiting and 2 sessions", all, g.Sessions())
+	}
+	a.Close()
+	a.Close()
+	if n := g.Sessions(); n != 1 {
+		t.Fatalf("%d sessions after one closed twice, want 1", n)
+	}
+	if err := a.StartSession(); err == nil {
+		t.Fatal("a closed connection started a session")
+	}
+	if err := c.StartSession(); err != nil {
+		t.Fatalf("the refused one, once a session closed: %v", err)
+	}
+	if all, _ := g.Pending(c.RemoteAddr()); all != 0 || g.Sessions() != 2 {
+		t.Fatalf("%d waiting, %d sessions; want none waiting and 2 sessions", all, g.Sessions())
+	}
+}
