@@ -49,3 +49,23 @@ func TestSessionsBounded(t *testing.T) {
 	loginRaw(t, late)
 	fetchAll(t, late, "f")
 }
+
+// TestSessionsDefault: the default bound is 100 sessions, as
+// docs/IMAP.md promises, over real sockets.
+func TestSessionsDefault(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("default")
+	login := func(rc *rawConn) string {
+		rc.cmd("l LOGIN alice \"" + testPassword + "\"")
+		return rc.until("l ")
+	}
+	for i := range 100 {
+		if got := login(dialRaw(t, d.addr)); !strings.Contains(got, "l OK") {
+			t.Fatalf("login %d of 100: %q, want OK", i+1, got)
+		}
+	}
+	if got := login(dialRaw(t, d.addr)); !strings.Contains(got, "l NO [UNAVAILABLE]") {
+		t.Fatalf("login 101: %q, want NO [UNAVAILABLE]", got)
+	}
+}
