@@ -100,7 +100,7 @@ func New(cfg Config) (*Handler, error) {
 // (loginguard.Limits.MaxPending, MaxPendingPerSource, LoginDeadline;
 // docs/STATUS.md): the one that waited longest is closed when newer ones
 // go past the limits, and one without a good login within LoginDeadline
-// of its accept is closed. Serve the handler on it with ConnContext set
+// of its accept is closed; and those logged in, to MaxSessions. Serve the handler on it with ConnContext set
 // on the http.Server, or no connection ever counts as logged in.
 func (h *Handler) Listener(ln net.Listener) net.Listener {
 	return &loginguard.Listener{Listener: ln, Guard: h.guard}
@@ -186,7 +186,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // lengths leak nothing either), through the login guard: a failure is
 // answered 401 only after the guard's delay, which the client going away
 // does not shorten, and while the source has the guard's most failures
-// waiting a login is refused unchecked (429). A request without
+// waiting a login is refused unchecked (429); a right one on a
+// connection beyond loginguard.Limits.MaxSessions logged in gets 503.
+// A request without
 // credentials (a browser's first) is asked for them at once and counts
 // for nothing. It reports whether the request may go on; if not, the
 // answer is written.
@@ -208,7 +210,13 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) bool {
 	userOK, ok := h.creds.Check(u, p)
 	if ok {
 		if gc, ok := r.Context().Value(connKey{}).(*loginguard.Conn); ok {
-			gc.LoggedIn()
+			if err := gc.StartSession(); err != nil {
+				// The connection stays, not logged in: one of its next
+				// requests logs in once a session has closed.
+				hd.Set("Retry-After", "30")
+				http.Error(w, "too many connections are logged in; try again later", http.StatusServiceUnavailable)
+				return false
+			}
 		}
 		return true
 	}

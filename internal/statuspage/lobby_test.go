@@ -137,3 +137,40 @@ func TestWaitingToLogIn(t *testing.T) {
 		}
 	})
 }
+
+// TestSessionsBounded: at most MaxSessions of the page's connections are
+// logged in at once; a request with the right login on one more gets 503
+// with Retry-After, and that connection logs in once a session has
+// closed. Before, any number of connections stayed logged in, each as
+// long as it asked again within 30 s.
+func TestSessionsBounded(t *testing.T) {
+	t.Parallel()
+	const login = "alice:s3cret"
+	addr := servePage(t, Config{Source: &fixedSource{r: sampleReport()}, User: "alice", Password: "s3cret",
+		Hosts: []string{"127.0.0.1"}, Login: loginguard.Limits{MaxSessions: 2}})
+	first, second, late := dialPage(t, addr), dialPage(t, addr), dialPage(t, addr)
+	for _, pc := range []*pageConn{first, second} {
+		if code := pc.get(login); code != http.StatusOK {
+			t.Fatalf("a login within MaxSessions: %d, want 200", code)
+		}
+	}
+	if code := late.get(login); code != http.StatusServiceUnavailable {
+		t.Fatalf("a third connection's login with MaxSessions 2: %d, want 503", code)
+	}
+	if code := second.get(login); code != http.StatusOK {
+		t.Fatalf("a connection logged in before the limit was met: %d, want 200", code)
+	}
+	first.c.Close()
+	// The server sees the close at its next read; the late connection
+	// asks until it does, a bounded number of times.
+	for i := 0; ; i++ {
+		code := late.get(login)
+		if code == http.StatusOK {
+			break
+		}
+		if code != http.StatusServiceUnavailable || i == 100 {
+			t.Fatalf("the late connection after a session closed: %d (try %d), want 200", code, i+1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
