@@ -42,6 +42,56 @@ const usersKeyOnceSQL = `CREATE UNIQUE INDEX IF NOT EXISTS cspool_users_public_k
 // trimmedKey is the expression of usersKeyOnceSQL's index.
 const trimmedKey = `btrim(public_key, E' \t\r\n\v\f')`
 
+// usersKeysSQL keeps, in cspool_user_keys, the user each key was last
+// given (the key as usersKeyOnceSQL's index compares it), and makes
+// PostgreSQL refuse a row that gives a user the key another user still
+// listed was given last: two users' keys swapped in three UPDATEs, or
+// bob's old key pasted on alice's row as bob's got a new one
+// (ErrKeyMoved, as a users file's reload). The unique index sees only
+// the keys listed now, and both left each key in one row alone. A key
+// moves with its user renamed (UPDATE ... SET name, or bob's row gone
+// and robert's holding its key). The trigger runs after the statement's
+// row, so a renamed user is no longer listed under its old name; its
+// function runs as the table's owner (SECURITY DEFINER), so an operator
+// of another role may edit cspool_users without rights on
+// cspool_user_keys. A key listed before the table of keys was made is
+// taken as its row's.
+const usersKeysSQL = `CREATE TABLE IF NOT EXISTS cspool_user_keys (
+    public_key text NOT NULL PRIMARY KEY,   -- as cspool_users_public_key_once compares it
+    name       text NOT NULL                -- the user the key was last given
+);
+CREATE OR REPLACE FUNCTION cspool_users_key_moved() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    k   text := btrim(NEW.public_key, E' \t\r\n\v\f');
+    had text;
+BEGIN
+    SELECT name INTO had FROM cspool_user_keys WHERE public_key = k;
+    IF had IS NOT NULL AND had <> NEW.name AND EXISTS (SELECT 1 FROM cspool_users WHERE name = had) THEN
+        RAISE EXCEPTION 'user % has the key user % had, and % is still listed: ` + keyMovedText + `', quote_literal(NEW.name), quote_literal(had), quote_literal(had)
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'cspool_users_key_moved',
+                  HINT = 'give each user the public key its own gen-keys printed, on its own row: UPDATE cspool_users SET public_key = ''cspool-pub-1:...'' WHERE name = ''NAME'' (docs/POSTGRES.md, Users)';
+    END IF;
+    INSERT INTO cspool_user_keys VALUES (k, NEW.name)
+        ON CONFLICT (public_key) DO UPDATE SET name = EXCLUDED.name;
+    RETURN NULL;
+END
+$$;
+INSERT INTO cspool_user_keys SELECT btrim(public_key, E' \t\r\n\v\f'), name FROM cspool_users
+    ON CONFLICT (public_key) DO NOTHING`
+
+// usersKeysTriggerSQL puts cspool_users_key_moved on cspool_users, once
+// (CREATE OR REPLACE TRIGGER needs PostgreSQL 14).
+const usersKeysTriggerSQL = `DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'cspool_users_key_moved' AND tgrelid = 'cspool_users'::regclass) THEN
+        CREATE TRIGGER cspool_users_key_moved AFTER INSERT OR UPDATE ON cspool_users
+            FOR EACH ROW EXECUTE FUNCTION cspool_users_key_moved();
+    END IF;
+END $$`
+
+// keyMovedText is ErrKeyMoved's text, which the trigger's refusal ends with.
+const keyMovedText = "a key moves to another user only when its user is renamed (its line gone); with the other user still listed, it is a mix-up"
+
 // PG is the user database kept in the PostgreSQL table cspool_users
 // (name, public_key), shared by every server process on the database.
 //
@@ -96,7 +146,13 @@ func OpenPG(ctx context.Context, dsn string, timeout time.Duration, log *slog.Lo
 		if err := sharedKeyRows(cctx, tx); err != nil {
 			return err
 		}
-		_, err := tx.Exec(cctx, usersKeyOnceSQL)
+		if _, err := tx.Exec(cctx, usersKeyOnceSQL); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(cctx, usersKeysSQL); err != nil {
+			return err
+		}
+		_, err := tx.Exec(cctx, usersKeysTriggerSQL)
 		return err
 	})
 	if errors.Is(err, keys.ErrSharedKey) {

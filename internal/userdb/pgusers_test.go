@@ -189,3 +189,80 @@ func TestPGUsersThroughPgBouncer(t *testing.T) {
 		}
 	}
 }
+
+// TestPGUsersKeyMoved: the users table refuses what a users file's reload
+// refuses (TestReloadKeyMoved), in the operator's own SQL session: a row
+// given the key another user, still listed, was given last (two users'
+// keys swapped in one transaction of three UPDATEs; bob's old key put on
+// alice's row after bob got a new one; carol given alice's key as alice
+// gets a new one). Each was taken, the unique index seeing each key in one
+// row alone, and bob's key read and wrote alice's log at once on every
+// server. A key that moves with its user renamed, by UPDATE of the name or
+// a row deleted and another inserted, is taken, as is a new key.
+func TestPGUsersKeyMoved(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.Schema(t, pgtest.Database(t))
+	db, err := OpenPG(ctx, dsn, 0, nil)
+	if err != nil {
+		t.Fatalf("OpenPG: %v", err)
+	}
+	defer db.Close()
+	op, err := pgx.Connect(ctx, dsn) // the operator's psql
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close(ctx)
+	alice, alice2, bob, bob2, carol := newKey(t), newKey(t), newKey(t), newKey(t), newKey(t)
+	exec := func(sql string, args ...any) error {
+		_, err := op.Exec(ctx, sql, args...)
+		return err
+	}
+	if err := exec("INSERT INTO cspool_users VALUES ('alice', $1), ('bob', $2)", alice.String(), bob.String()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		what  string
+		sql   []string
+		args  [][]any
+		moved string
+	}{
+		{"swapped", []string{"BEGIN", "UPDATE cspool_users SET public_key = 'none' WHERE name = 'alice'",
+			"UPDATE cspool_users SET public_key = $1 WHERE name = 'bob'", "UPDATE cspool_users SET public_key = $1 WHERE name = 'alice'", "COMMIT"},
+			[][]any{nil, nil, {alice.String()}, {bob.String()}, nil}, `user 'bob' has the key user 'alice' had`},
+		{"bob's old key on alice's row", []string{"UPDATE cspool_users SET public_key = $1 WHERE name = 'bob'", "UPDATE cspool_users SET public_key = $1 WHERE name = 'alice'"},
+			[][]any{{bob2.String()}, {" " + bob.String() + "\n"}}, `user 'alice' has the key user 'bob' had`},
+		{"carol given alice's as alice gets a new one", []string{"UPDATE cspool_users SET public_key = $1 WHERE name = 'alice'", "INSERT INTO cspool_users VALUES ('carol', $1)"},
+			[][]any{{alice2.String()}, {alice.String()}}, `user 'carol' has the key user 'alice' had`},
+	} {
+		var err error
+		for i, sql := range tc.sql {
+			if err = exec(sql, tc.args[i]...); err != nil {
+				break
+			}
+		}
+		exec("ROLLBACK")
+		if err == nil || !strings.Contains(err.Error(), tc.moved) || !strings.Contains(err.Error(), ErrKeyMoved.Error()) {
+			t.Errorf("%s: %v, want it refused saying %q", tc.what, err, tc.moved)
+		}
+		if err := db.Authorize(ctx, "alice", bob); err == nil {
+			t.Errorf("%s: bob's key reaches alice's log", tc.what)
+		}
+	}
+	if k, err := db.Lookup(ctx, "alice"); err != nil || !k.Equal(alice2) {
+		t.Errorf("Lookup(alice) after her new key: %v, want alice2's key", err)
+	}
+	for _, sql := range []string{
+		"UPDATE cspool_users SET name = 'robert' WHERE name = 'bob'", // bob2's key, renamed
+		"DELETE FROM cspool_users WHERE name = 'robert'",
+	} {
+		if err := exec(sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := exec("INSERT INTO cspool_users VALUES ('rob', $1), ('carol', $2)", bob2.String(), carol.String()); err != nil {
+		t.Fatalf("robert's key given to rob, robert gone: %v", err)
+	}
+	if err := db.Authorize(ctx, "rob", bob2); err != nil {
+		t.Errorf("Authorize(rob) with the key robert had: %v", err)
+	}
+}

@@ -125,7 +125,7 @@ func (d *DB) checkRefused(users keys.Users, lines keys.Lines) error {
 // user's key pasted on another's line as that user's got a new one.
 // Whoever holds the key would read and write the other user's log from
 // then on, and that user's mail would be sealed to it.
-var ErrKeyMoved = errors.New("a key moves to another user only when its user is renamed (its line gone); with the other user still listed, it is a mix-up")
+var ErrKeyMoved = errors.New(keyMovedText)
 
 // checkMoved returns an error naming the file, the line and both users
 // if users gives a user a key that another user, listed in users too,
