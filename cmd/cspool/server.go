@@ -572,7 +572,10 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 // def, about its lines.
 func usersFileHint(err error, path, def string) string {
 	var folder *keys.FolderWritableByAllError
+	var owner *keys.OwnedByAnotherError
 	switch {
+	case errors.As(err, &owner):
+		return "run, as root: chown root " + shellQuote(path) + " (a group that edits it keeps its write with chgrp GROUP " + shellQuote(path) + " && chmod g+w " + shellQuote(path) + "), then check that each line holds the key its user sent: its owner could have changed one"
 	case errors.As(err, &folder):
 		return "run: chmod o-w " + shellQuote(folder.Dir) + " (or keep the users file in a folder only root may write to, as /etc/cspool), then check that each line holds the key its user sent: anyone on this machine could have replaced the file"
 	case errors.Is(err, keys.ErrSecretKeyListed):

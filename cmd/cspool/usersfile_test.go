@@ -19,8 +19,10 @@ import (
 // after each mistake an operator makes while adding carol: alice's and
 // bob's keys swapped, bob's line given the spool's public key, carol
 // given alice's key, carol's secret key pasted for her public one, the
-// file made writable by everyone, the file emptied, the file saved with
-// a byte-order mark. Each reload is refused: the log names the file (and
+// file made writable by everyone, the file emptied, the file given to
+// another user than root and the server's (nobody, when the test runs as
+// root: it was taken, and nobody could give any user a key of its own),
+// the file saved with a byte-order mark. Each reload is refused: the log names the file (and
 // the line, where one is to blame), never prints the secret key, and the
 // previous table stays in force, so that alice and bob each reach their
 // own log alone and carol none (the swap was taken, and each key reached
@@ -28,7 +30,8 @@ import (
 // Carol's right line, in a file of CRLF line ends, is then taken. A
 // server started on the file giving bob the spool's key exits naming the
 // file, the line and, in its hint, bob; it named neither the line nor
-// "users file", and its hint spoke of "that user".
+// "users file", and its hint spoke of "that user"; one started on the
+// file owned by nobody exits with the hint to chown it to root.
 func TestUsersFileMixUps(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -57,7 +60,8 @@ func TestUsersFileMixUps(t *testing.T) {
 	example = strings.Replace(example, "cspool-pub-1:...", alice.Public().String(), 1)
 	example = strings.Replace(example, "cspool-pub-1:...", bob.Public().String(), 1)
 	users := filepath.Join(dir, "users")
-	write := func(text string, mode os.FileMode) {
+	// write writes the file with mode, given to the user owner.
+	write := func(text string, mode os.FileMode, owner int) {
 		t.Helper()
 		if err := os.WriteFile(users, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
@@ -65,8 +69,11 @@ func TestUsersFileMixUps(t *testing.T) {
 		if err := os.Chmod(users, mode); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.Chown(users, owner, -1); err != nil {
+			t.Fatal(err)
+		}
 	}
-	write(example, 0o644)
+	write(example, 0o644, os.Geteuid())
 	p := startServer(t, bin, "--users", users, "--spool-dir", filepath.Join(dir, "spool"), "--spool-key", spoolSec)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -125,16 +132,24 @@ func TestUsersFileMixUps(t *testing.T) {
 		what, text string
 		mode       os.FileMode
 		says       []string
+		owner      int
 	}{
-		{"alice's and bob's keys swapped", strings.NewReplacer(ap, bp, bp, ap).Replace(example), 0o644, []string{"line 2:", `user "alice" has the key user "bob" had`}},
-		{"bob given the spool's key", strings.Replace(example, bp, sp, 1), 0o644, []string{"line 3:", `"bob"`, "--spool-key"}},
-		{"carol given alice's key", example + "carol " + ap + "\n", 0o644, []string{"line 4:", `"carol"`, `"alice" (line 2)`}},
-		{"carol's secret key pasted", example + "carol " + carol.String() + "\n", 0o644, []string{"line 4:", `"carol"`, "SECRET key"}},
-		{"writable by everyone", example + "carol " + cp + "\n", 0o666, []string{"0666"}},
-		{"the file emptied", "", 0o644, []string{"lists no user"}},
-		{"a byte-order mark", "\ufeff" + example + "carol " + cp + "\n", 0o644, []string{"byte-order mark"}},
+		{"alice's and bob's keys swapped", strings.NewReplacer(ap, bp, bp, ap).Replace(example), 0o644, []string{"line 2:", `user "alice" has the key user "bob" had`}, 0},
+		{"bob given the spool's key", strings.Replace(example, bp, sp, 1), 0o644, []string{"line 3:", `"bob"`, "--spool-key"}, 0},
+		{"carol given alice's key", example + "carol " + ap + "\n", 0o644, []string{"line 4:", `"carol"`, `"alice" (line 2)`}, 0},
+		{"carol's secret key pasted", example + "carol " + carol.String() + "\n", 0o644, []string{"line 4:", `"carol"`, "SECRET key"}, 0},
+		{"writable by everyone", example + "carol " + cp + "\n", 0o666, []string{"0666"}, 0},
+		{"the file emptied", "", 0o644, []string{"lists no user"}, 0},
+		{"owned by nobody", example + "carol " + cp + "\n", 0o644, []string{"owned by", "uid 65534", "not root, whom this command runs as"}, 65534},
+		{"a byte-order mark", "\ufeff" + example + "carol " + cp + "\n", 0o644, []string{"byte-order mark"}, 0},
 	} {
-		write(tc.text, tc.mode)
+		if tc.owner != 0 && os.Geteuid() != 0 {
+			continue // giving a file to another user needs root
+		}
+		if tc.owner == 0 {
+			tc.owner = os.Geteuid()
+		}
+		write(tc.text, tc.mode, tc.owner)
 		line := reload("users reload failed")
 		for _, w := range append(tc.says, "users file "+users+":") {
 			if !strings.Contains(line, strings.ReplaceAll(w, `"`, `\"`)) {
@@ -143,7 +158,7 @@ func TestUsersFileMixUps(t *testing.T) {
 		}
 		check("after the reload of " + tc.what)
 	}
-	write(strings.ReplaceAll(example, "\n", "\r\n")+"carol "+cp+"\r\n", 0o644)
+	write(strings.ReplaceAll(example, "\n", "\r\n")+"carol "+cp+"\r\n", 0o644, os.Geteuid())
 	reload("users reloaded")
 	if err := reaches("carol", carol); err != nil {
 		t.Errorf("carol after her line was added: %v", err)
@@ -156,11 +171,21 @@ func TestUsersFileMixUps(t *testing.T) {
 		t.Errorf("the server's log holds a secret key:\n%s", p.stderr)
 	}
 
-	write(strings.Replace(example, bp, sp, 1), 0o644)
+	write(strings.Replace(example, bp, sp, 1), 0o644, os.Geteuid())
 	code, stdout, stderr := runExitStdin(t, dir, nil, nil, bin, "server", "--users", users, "--spool-dir", filepath.Join(dir, "spool"),
 		"--spool-key", spoolSec, "--port", "0")
 	if code != 1 {
 		t.Fatalf("cspool server on a users file giving bob the spool's key: exit %d, want 1\n%s%s", code, stdout, stderr)
 	}
 	saysAll(t, stderr, "cspool: error: users file "+users+": line 3: user \"bob\" has the public key of --spool-key "+spoolSec, "cspool: hint: either --spool-key "+spoolSec+" is bob's own secret key")
+
+	if os.Geteuid() == 0 {
+		write(example, 0o644, 65534)
+		code, stdout, stderr = runExitStdin(t, dir, nil, nil, bin, "server", "--users", users, "--spool-dir", filepath.Join(dir, "spool"),
+			"--spool-key", spoolSec, "--port", "0")
+		if code != 1 {
+			t.Fatalf("cspool server on a users file owned by nobody: exit %d, want 1\n%s%s", code, stdout, stderr)
+		}
+		saysAll(t, stderr, "users file "+users+": owned by ", "cspool: hint: run, as root: chown root "+users)
+	}
 }

@@ -314,6 +314,44 @@ func TestUsersWritableByAll(t *testing.T) {
 	}
 }
 
+// TestUsersOwnedByAnother: a users file owned by an account other than
+// root and the one reading it (nobody, here) was taken, though that
+// account may change its mode and write it whenever it likes, giving any
+// user a key of its own. It is refused now, as sshd refuses such an
+// authorized_keys file, naming the file and its owner; one of root's is
+// taken, of any mode LoadUsers takes (root:cspool 0640, as Debian's
+// packages keep a service's secrets, and 0644).
+func TestUsersOwnedByAnother(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("gives a file to another user: needs root")
+	}
+	a, _ := Generate(rand.Reader)
+	path := filepath.Join(t.TempDir(), "users")
+	if err := os.WriteFile(path, []byte("alice "+a.Public().String()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	var owned *OwnedByAnotherError
+	_, err := LoadUsers(path)
+	if !errors.As(err, &owned) || owned.Owner != 65534 || !strings.Contains(err.Error(), "users file "+path+": owned by ") ||
+		!strings.Contains(err.Error(), "uid 65534") {
+		t.Errorf("LoadUsers of a users file owned by uid 65534: %v, want OwnedByAnotherError naming the file and its owner", err)
+	}
+	for _, mode := range []os.FileMode{0o640, 0o644} {
+		if err := os.Chown(path, 0, 65534); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if u, err := LoadUsers(path); err != nil || len(u) != 1 {
+			t.Errorf("LoadUsers of a users file of root's, mode %04o: %d users, %v", mode, len(u), err)
+		}
+	}
+}
+
 // TestUsersFileMixUps: what an operator pastes or an editor writes into a
 // users file. A user's SECRET key pasted for the public one is refused as
 // ErrSecretKeyListed, naming the line and the user and never printing the

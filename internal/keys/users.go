@@ -8,8 +8,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 )
 
@@ -190,6 +193,11 @@ func LoadUsersLines(path string) (Users, Lines, error) {
 		return nil, nil, &UsersFileError{path, fmt.Errorf("%w (mode %04o): whoever writes it can give any user a key of theirs and read the mail delivered to that user from then on",
 			ErrWritableByAll, info.Mode().Perm())}
 	}
+	if info, err := f.Stat(); err == nil && info.Mode().IsRegular() {
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+			return nil, nil, &UsersFileError{path, &OwnedByAnotherError{Owner: int(st.Uid), Me: os.Geteuid()}}
+		}
+	}
 	if err := checkUsersFolders(path); err != nil {
 		return nil, nil, &UsersFileError{path, err}
 	}
@@ -198,6 +206,36 @@ func LoadUsersLines(path string) (Users, Lines, error) {
 		return nil, nil, &UsersFileError{path, err}
 	}
 	return u, lines, nil
+}
+
+// OwnedByAnotherError: a users file whose owner is neither root nor the
+// user the command runs as (Me), as sshd refuses such an authorized_keys
+// file. Its owner may change its mode and write it whenever it likes: the
+// power of a file every user may write (ErrWritableByAll), held by one
+// more account, which gives any user a key of its own and reads the mail
+// delivered to that user from then on. Root, and the server's own user,
+// hold the spool already. It is ErrWritableByAll.
+type OwnedByAnotherError struct {
+	Owner, Me int // user ids
+}
+
+func (e *OwnedByAnotherError) Error() string {
+	me := "neither root nor " + userName(e.Me)
+	if e.Me == 0 {
+		me = "not root"
+	}
+	return fmt.Sprintf("owned by %s, %s, whom this command runs as: %s may change its mode and write it at will, giving any user a key of theirs and reading the mail delivered to that user from then on",
+		userName(e.Owner), me, userName(e.Owner))
+}
+
+func (e *OwnedByAnotherError) Unwrap() error { return ErrWritableByAll }
+
+// userName is the login name of uid, or "uid N" if it has none.
+func userName(uid int) string {
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
+		return fmt.Sprintf("%s (uid %d)", u.Username, uid)
+	}
+	return fmt.Sprintf("uid %d", uid)
 }
 
 // FolderWritableByAllError: a folder holding the users file (or a
