@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -373,5 +374,42 @@ func TestPostgresRestartLMTP(t *testing.T) {
 	}
 	if len(acked) < 41 {
 		t.Errorf("%d deliveries acknowledged, want at least 41", len(acked))
+	}
+}
+
+// TestPostgresUsersFilesKeyMoved: servers of one PostgreSQL store, each
+// with a users file of its own. A second server given a file whose keys
+// of alice and bob are swapped, and the first one restarted on it, exit
+// 1 naming the line, both users and the store; each started, with no
+// table of its own to compare the file with, and bob's key read alice's
+// log through it.
+func TestPostgresUsersFilesKeyMoved(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	s := newPGSetup(t)
+	alice, bob := mustKey(t), mustKey(t)
+	usersA, usersB := filepath.Join(s.dir, "users-a"), filepath.Join(s.dir, "users-b")
+	writeUsersFile(t, usersA, map[string]*keys.SecretKey{"alice": alice, "bob": bob})
+	bin := buildServerBinary(t)
+	a, _ := s.start(t, bin, "--users", usersA)
+	if err := os.WriteFile(usersB, []byte("alice "+bob.Public().String()+"\nbob "+alice.Public().String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ what, users string }{{"server B on the swapped file", usersB}, {"server A restarted on it", usersA}} {
+		if tc.users == usersA {
+			a.stop(t)
+			if err := os.Rename(usersB, usersA); err != nil {
+				t.Fatal(err)
+			}
+		}
+		code, stdout, stderr := runExitStdin(t, s.dir, nil, nil, bin, "server", "--store", "postgres", "--dsn", s.dsn, "--users", tc.users,
+			"--spool-dir", s.dir, "--spool-key", s.spoolSec, "--port", "0")
+		if code != 1 {
+			t.Fatalf("%s: exit %d, want 1\n%s%s", tc.what, code, stdout, stderr)
+		}
+		saysAll(t, stderr, "users file "+tc.users+": line 1: user \"alice\" has the key user \"bob\" was last given", "is still listed (line 2)",
+			"cspool: hint: give each user the key its own gen-keys printed, in the users file of every server of the store")
 	}
 }

@@ -350,6 +350,11 @@ func (s *serverRun) run(f serverFlags) error {
 			return err
 		}
 	}
+	if db, ok := users.(*userdb.DB); ok && f.storeKind == "postgres" && !db.TestMode() {
+		if err := s.keepKeysIn(f, db); err != nil {
+			return err
+		}
+	}
 	if r, ok := users.(interface {
 		Refuse(keys.PublicKey, string) error
 	}); ok && spoolKey != nil {
@@ -598,6 +603,29 @@ func damagedSpool(err error, dir string) error {
 	}
 	return withHint(err, fmt.Sprintf("the spool's database in %s is damaged (a failing disk, a copy taken while it was written, or another program's file): "+
 		"keep it, and restore the spool from its last backup (docs/OPERATING.md, \"Restoring a backup\"); the users' devices then put back what they hold with cspool recover", dir))
+}
+
+// keepKeysIn checks the users file of a server of the PostgreSQL store
+// against the user each key was last given by any server of the store
+// (cspool_user_keys, userdb.Ledger), at start and at every reload, and
+// records it there: each server reads a users file of its own, and one
+// restarted on a file giving a user another user's key, or one whose
+// file says otherwise than another's, took it.
+func (s *serverRun) keepKeysIn(f serverFlags, db *userdb.DB) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg, err := userdb.OpenPG(ctx, f.dsn, 0, nil)
+	if err != nil {
+		return withHint(err, "check --dsn: the servers of the store keep there which user each key of their users files was last given")
+	}
+	s.pgUser = pg
+	if err := db.UseLedger(ctx, pg); err != nil {
+		if errors.Is(err, userdb.ErrKeyMoved) {
+			return withHint(err, "give each user the key its own gen-keys printed, in the users file of every server of the store; a key moves to another user only with its user renamed (the old name's line gone from every server's file)")
+		}
+		return withHint(err, "check --dsn: the servers of the store keep there which user each key of their users files was last given")
+	}
+	return nil
 }
 
 // openUsers opens the users file (--users wins), the PostgreSQL users table

@@ -55,7 +55,8 @@ const trimmedKey = `btrim(public_key, E' \t\r\n\v\f')`
 // function runs as the table's owner (SECURITY DEFINER), so an operator
 // of another role may edit cspool_users without rights on
 // cspool_user_keys. A key listed before the table of keys was made is
-// taken as its row's.
+// taken as its row's. Servers of the store that read users files record
+// theirs too (DB.UseLedger, through LastUsers and RecordUsers).
 const usersKeysSQL = `CREATE TABLE IF NOT EXISTS cspool_user_keys (
     public_key text NOT NULL PRIMARY KEY,   -- as cspool_users_public_key_once compares it
     name       text NOT NULL                -- the user the key was last given
@@ -270,6 +271,50 @@ func (p *PG) Reload() error {
 		return err
 	}
 	p.log.Info("users table is read on every lookup; nothing to reload", "table", UsersTable)
+	return nil
+}
+
+// LastUsers returns, of each key given, the user cspool_user_keys says it
+// was last given (keys it knows nothing of are absent): the Ledger of a
+// users file read by servers of this database.
+func (p *PG) LastUsers(ctx context.Context, ks []keys.PublicKey) (map[string]string, error) {
+	texts := make([]string, len(ks))
+	for i, k := range ks {
+		texts[i] = k.String()
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	rows, err := p.pool.Query(cctx, "SELECT public_key, name FROM cspool_user_keys WHERE public_key = ANY($1)", texts)
+	if err != nil {
+		return nil, fmt.Errorf("reading cspool_user_keys: %w", pgUnavailable(err))
+	}
+	last := map[string]string{}
+	var k, name string
+	_, err = pgx.ForEachRow(rows, []any{&k, &name}, func() error {
+		last[k] = name
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading cspool_user_keys: %w", pgUnavailable(err))
+	}
+	return last, nil
+}
+
+// RecordUsers records in cspool_user_keys that each key of users was last
+// given to its user.
+func (p *PG) RecordUsers(ctx context.Context, users keys.Users) error {
+	names := make([]string, 0, len(users))
+	texts := make([]string, 0, len(users))
+	for n, k := range users {
+		names, texts = append(names, n), append(texts, k.String())
+	}
+	cctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	_, err := p.pool.Exec(cctx, `INSERT INTO cspool_user_keys SELECT * FROM unnest($1::text[], $2::text[])
+		ON CONFLICT (public_key) DO UPDATE SET name = EXCLUDED.name`, texts, names)
+	if err != nil {
+		return fmt.Errorf("recording in cspool_user_keys: %w", pgUnavailable(err))
+	}
 	return nil
 }
 

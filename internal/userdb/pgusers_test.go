@@ -3,6 +3,8 @@ package userdb
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -264,5 +266,70 @@ func TestPGUsersKeyMoved(t *testing.T) {
 	}
 	if err := db.Authorize(ctx, "rob", bob2); err != nil {
 		t.Errorf("Authorize(rob) with the key robert had: %v", err)
+	}
+}
+
+// TestLedgerKeyMoved: servers of one PostgreSQL store, each reading a
+// users file of its own, keep in cspool_user_keys the user each key was
+// last given (UseLedger). A server restarted on a file whose keys of
+// alice and bob are swapped, and a second server given such a file, are
+// refused, naming the line and both users: each took the file, the
+// restart with no table to compare, the second server with a table of
+// its own, and bob's key read alice's log through either. A rename
+// (bob's line gone, robert's holding its key) is taken, on one server's
+// reload, then the other's.
+func TestLedgerKeyMoved(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.Schema(t, pgtest.Database(t))
+	pg, err := OpenPG(ctx, dsn, 0, nil)
+	if err != nil {
+		t.Fatalf("OpenPG: %v", err)
+	}
+	defer pg.Close()
+	alice, bob := newKey(t), newKey(t)
+	dir := t.TempDir()
+	file := func(name, text string) string {
+		t.Helper()
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	right := "alice " + alice.String() + "\nbob " + bob.String() + "\n"
+	swapped := "alice " + bob.String() + "\nbob " + alice.String() + "\n"
+	const says = `line 1: user "alice" has the key user "bob" was last given`
+	server := func(path string) (*DB, error) {
+		t.Helper()
+		db, err := Load(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db, db.UseLedger(ctx, pg)
+	}
+	a, err := server(file("a", right))
+	if err != nil {
+		t.Fatalf("server A on the right file: %v", err)
+	}
+	for _, tc := range []struct{ what, file string }{{"server A restarted on the swapped file", "a"}, {"server B on the swapped file", "b"}} {
+		_, err := server(file(tc.file, swapped))
+		if !errors.Is(err, ErrKeyMoved) || !strings.Contains(err.Error(), says) {
+			t.Errorf("%s: %v, want ErrKeyMoved saying %q", tc.what, err, says)
+		}
+	}
+	b, err := server(file("b", right))
+	if err != nil {
+		t.Fatalf("server B on the right file: %v", err)
+	}
+	if err := b.Authorize(ctx, "alice", bob); err == nil {
+		t.Error("bob's key reaches alice's log through server B")
+	}
+	file("b", "alice "+alice.String()+"\nrobert "+bob.String()+"\n")
+	if err := b.Reload(); err != nil {
+		t.Fatalf("server B, bob renamed robert: %v", err)
+	}
+	file("a", "alice "+alice.String()+"\nrobert "+bob.String()+"\n")
+	if err := a.Reload(); err != nil {
+		t.Fatalf("server A, bob renamed robert: %v", err)
 	}
 }

@@ -7,7 +7,12 @@
 //     users file (keys.LoadUsers: "NAME PUBLIC-KEY" lines); Reload re-reads
 //     it and swaps the table atomically, and a reload that fails keeps the
 //     old table; so does one that would give a user the key of another
-//     user still listed (ErrKeyMoved), or leave none (ErrNoUsers). Test
+//     user still listed (ErrKeyMoved), or leave none (ErrNoUsers). With
+//     a Ledger (UseLedger: a PostgreSQL store's cspool_user_keys, shared
+//     by its servers) the table in force and every reload are also
+//     checked against the user each key was last given by any server,
+//     and recorded there, so a restart or another server's file cannot
+//     move a key to another user still listed either. Test
 //     mode has no users file: the first key that authenticates as a name
 //     is registered to it, and the registrations are appended to a file in
 //     the spool directory (same format as a users file, mode 0600, fsync'd
@@ -37,6 +42,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"cspool/internal/keys"
 )
@@ -72,6 +78,68 @@ type DB struct {
 	regMu    sync.Mutex        // serialises test mode registrations (file appends)
 
 	refused map[string]string // key bytes -> what the key is (Refuse); under mu
+	ledger  Ledger            // UseLedger; under mu
+}
+
+// Ledger keeps, beyond one process, the user each key was last given:
+// the table cspool_user_keys of a PostgreSQL store (PG), shared by the
+// servers of that store, each reading a users file of its own.
+type Ledger interface {
+	// LastUsers returns, by key text, the user each key was last given;
+	// a key never given is absent.
+	LastUsers(ctx context.Context, ks []keys.PublicKey) (map[string]string, error)
+	// RecordUsers records each key of users as last given to its user.
+	RecordUsers(ctx context.Context, users keys.Users) error
+}
+
+// ledgerTimeout bounds a Ledger's check and record at a reload.
+const ledgerTimeout = 30 * time.Second
+
+// UseLedger makes d check the table in force, and every reload, against
+// l and record each in l: a users file that gives a user the key another
+// user it still lists was last given by any server of l (or by this one
+// before a restart) is refused as a reload is (ErrKeyMoved). It returns
+// the table in force's refusal, if any.
+func (d *DB) UseLedger(ctx context.Context, l Ledger) error {
+	d.mu.RLock()
+	users, lines := d.byName, d.lines
+	d.mu.RUnlock()
+	if err := d.checkLedger(ctx, l, users, lines); err != nil {
+		return err
+	}
+	if err := l.RecordUsers(ctx, users); err != nil {
+		return &keys.UsersFileError{Path: d.path, Err: err}
+	}
+	d.mu.Lock()
+	d.ledger = l
+	d.mu.Unlock()
+	return nil
+}
+
+// checkLedger is checkMoved against the users l says each key was last
+// given.
+func (d *DB) checkLedger(ctx context.Context, l Ledger, users keys.Users, lines keys.Lines) error {
+	ks := make([]keys.PublicKey, 0, len(users))
+	for _, k := range users {
+		ks = append(ks, k)
+	}
+	last, err := l.LastUsers(ctx, ks)
+	if err != nil {
+		return &keys.UsersFileError{Path: d.path, Err: err}
+	}
+	first := 0
+	for name, k := range users {
+		had, ok := last[k.String()]
+		if !ok || had == name {
+			continue
+		}
+		if _, still := users[had]; still && (err == nil || lines[name] < first) {
+			first = lines[name]
+			err = &keys.UsersFileError{Path: d.path, Err: fmt.Errorf("line %d: user %q has the key user %q was last given (by this server before a restart, or by another server of the store), and %q is still listed (line %d): %w",
+				first, name, had, had, lines[had], ErrKeyMoved)}
+		}
+	}
+	return err
 }
 
 // ErrRefusedKey: the users file gives a user a key that is no user's to
@@ -291,7 +359,16 @@ func (d *DB) Reload() error {
 		if err == nil && !d.testMode {
 			err = d.checkKept(users)
 		}
+		ledger := d.ledger
 		d.mu.RUnlock()
+		if err == nil && ledger != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
+			err = d.checkLedger(ctx, ledger, users, lines)
+			if err == nil {
+				err = ledger.RecordUsers(ctx, users)
+			}
+			cancel()
+		}
 	}
 	if err != nil {
 		d.log.Error("users reload failed; keeping the previous table", "file", d.path, "users", d.Len(), "err", err)
