@@ -186,6 +186,11 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		if err := keepSpoolKey(st, sk.Public(), *spoolKey, "the PostgreSQL store "+pgstore.Redact(*dsn), ""); err != nil {
 			return &exitError{err, exConfig}
 		}
+		if *usersFile != "" {
+			if err := checkUsersLedger(ctx, *dsn, *usersFile, users, lines); err != nil {
+				return err
+			}
+		}
 		log = withinQuota(st, *quota)
 	} else {
 		st, err := openSpoolDir(*spoolDir)
@@ -283,6 +288,27 @@ func loadDirectory(user, userKey, usersFile, spoolKey string) (deliver.StaticDir
 		return nil, nil, &exitError{withHint(err, usersFileHint(err, usersFile, "check --users: one \"NAME PUBLIC-KEY\" pair per line")), exNoPerm}
 	}
 	return deliver.StaticDirectory(u), lines, nil
+}
+
+// checkUsersLedger checks the users file against the user each key was
+// last given by the servers of the PostgreSQL store at dsn
+// (userdb.CheckLedger), as they check theirs, and records nothing: a
+// file giving alice the key bob, still listed, was last given sealed
+// alice's mail to bob's key.
+func checkUsersLedger(ctx context.Context, dsn, usersFile string, users deliver.StaticDirectory, lines keys.Lines) error {
+	pg, err := userdb.OpenPG(ctx, dsn, 0, nil)
+	if err != nil {
+		return &exitError{withHint(err, "check --dsn"), exTempFail}
+	}
+	defer pg.Close()
+	err = userdb.CheckLedger(ctx, pg, usersFile, keys.Users(users), lines)
+	if errors.Is(err, userdb.ErrKeyMoved) {
+		return &exitError{withHint(err, "give each user the key its own gen-keys printed, in --users as in the users file of every server of the store"), exNoPerm}
+	}
+	if err != nil {
+		return &exitError{withHint(err, "check --dsn"), exTempFail}
+	}
+	return nil
 }
 
 // refuseSpoolKey refuses a users file (or --user-key) that gives a user the

@@ -380,9 +380,10 @@ func TestPostgresRestartLMTP(t *testing.T) {
 // TestPostgresUsersFilesKeyMoved: servers of one PostgreSQL store, each
 // with a users file of its own. A second server given a file whose keys
 // of alice and bob are swapped, and the first one restarted on it, exit
-// 1 naming the line, both users and the store; each started, with no
-// table of its own to compare the file with, and bob's key read alice's
-// log through it.
+// 1 naming the line and both users; each started, with no table of its
+// own to compare the file with, and bob's key read alice's log through
+// it. cspool deliver straight into the store with that file exits 77; it
+// sealed alice's mail to bob's key.
 func TestPostgresUsersFilesKeyMoved(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -397,6 +398,12 @@ func TestPostgresUsersFilesKeyMoved(t *testing.T) {
 	if err := os.WriteFile(usersB, []byte("alice "+bob.Public().String()+"\nbob "+alice.Public().String()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	code, stdout, stderr := runExitStdin(t, s.dir, nil, []byte("Subject: hi\r\n\r\nfor alice\r\n"), bin, "deliver", "--store", "postgres", "--dsn", s.dsn,
+		"--users", usersB, "--user", "alice", "--spool-key", s.spoolSec)
+	if code != exNoPerm {
+		t.Fatalf("cspool deliver to alice with the swapped file: exit %d, want %d\n%s%s", code, exNoPerm, stdout, stderr)
+	}
+	saysAll(t, stderr, "users file "+usersB+": line 1: user \"alice\" has the key user \"bob\" was last given", "cspool: hint: give each user the key its own gen-keys printed, in --users")
 	for _, tc := range []struct{ what, users string }{{"server B on the swapped file", usersB}, {"server A restarted on it", usersA}} {
 		if tc.users == usersA {
 			a.stop(t)
@@ -404,7 +411,7 @@ func TestPostgresUsersFilesKeyMoved(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		code, stdout, stderr := runExitStdin(t, s.dir, nil, nil, bin, "server", "--store", "postgres", "--dsn", s.dsn, "--users", tc.users,
+		code, stdout, stderr = runExitStdin(t, s.dir, nil, nil, bin, "server", "--store", "postgres", "--dsn", s.dsn, "--users", tc.users,
 			"--spool-dir", s.dir, "--spool-key", s.spoolSec, "--port", "0")
 		if code != 1 {
 			t.Fatalf("%s: exit %d, want 1\n%s%s", tc.what, code, stdout, stderr)

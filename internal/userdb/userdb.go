@@ -104,7 +104,7 @@ func (d *DB) UseLedger(ctx context.Context, l Ledger) error {
 	d.mu.RLock()
 	users, lines := d.byName, d.lines
 	d.mu.RUnlock()
-	if err := d.checkLedger(ctx, l, users, lines); err != nil {
+	if err := CheckLedger(ctx, l, d.path, users, lines); err != nil {
 		return err
 	}
 	if err := l.RecordUsers(ctx, users); err != nil {
@@ -116,16 +116,18 @@ func (d *DB) UseLedger(ctx context.Context, l Ledger) error {
 	return nil
 }
 
-// checkLedger is checkMoved against the users l says each key was last
-// given.
-func (d *DB) checkLedger(ctx context.Context, l Ledger, users keys.Users, lines keys.Lines) error {
+// CheckLedger returns an error wrapping ErrKeyMoved, naming the users
+// file at path, the line and both users, if users (read from it) gives a
+// user the key l says was last given to another user that users still
+// lists: a reload's check (checkMoved) against every server of l.
+func CheckLedger(ctx context.Context, l Ledger, path string, users keys.Users, lines keys.Lines) error {
 	ks := make([]keys.PublicKey, 0, len(users))
 	for _, k := range users {
 		ks = append(ks, k)
 	}
 	last, err := l.LastUsers(ctx, ks)
 	if err != nil {
-		return &keys.UsersFileError{Path: d.path, Err: err}
+		return &keys.UsersFileError{Path: path, Err: err}
 	}
 	first := 0
 	for name, k := range users {
@@ -135,7 +137,7 @@ func (d *DB) checkLedger(ctx context.Context, l Ledger, users keys.Users, lines 
 		}
 		if _, still := users[had]; still && (err == nil || lines[name] < first) {
 			first = lines[name]
-			err = &keys.UsersFileError{Path: d.path, Err: fmt.Errorf("line %d: user %q has the key user %q was last given (by this server before a restart, or by another server of the store), and %q is still listed (line %d): %w",
+			err = &keys.UsersFileError{Path: path, Err: fmt.Errorf("line %d: user %q has the key user %q was last given (by this server before a restart, or by another server of the store), and %q is still listed (line %d): %w",
 				first, name, had, had, lines[had], ErrKeyMoved)}
 		}
 	}
@@ -363,7 +365,7 @@ func (d *DB) Reload() error {
 		d.mu.RUnlock()
 		if err == nil && ledger != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), ledgerTimeout)
-			err = d.checkLedger(ctx, ledger, users, lines)
+			err = CheckLedger(ctx, ledger, d.path, users, lines)
 			if err == nil {
 				err = ledger.RecordUsers(ctx, users)
 			}
