@@ -45,6 +45,16 @@ const (
 // and the device queues its changes and tries again.
 const minPace = 1
 
+// maxPaceScale is the most times the base budget's paces and bursts a
+// budget sets, however large it is stated: 100 long-polls and 120 appends
+// a second, after bursts of 6,000 and 20,000 (the default budget, 16384
+// in 61 s, sets 49 and 59 a second after 600 and 2,000). The spool is
+// not trusted on this side either: a budget of 2^31-1 requests a second,
+// with long-polls answered at once with nothing in them, had a device
+// read without pause, 2,500 requests a second (with the spool, 4.5 s of
+// CPU in 5 s) for as long as the spool kept it up.
+const maxPaceScale = 10
+
 // paceFill is the share of the budget held beyond which a device slows
 // down. At its paces one busy device holds at most about 62% of the
 // budget (its appends, the read after each, and its long-polls, in the
@@ -102,6 +112,7 @@ func (s *Syncer) fitBudget() {
 	if same {
 		return
 	}
+	scale := min(rateScale(n, w), maxPaceScale)
 	set := func(l *rate.Limiter, r float64, burst int) {
 		if l == nil {
 			return
@@ -110,8 +121,8 @@ func (s *Syncer) fitBudget() {
 			l.SetLimit(rate.Inf)
 			return
 		}
-		l.SetLimit(rate.Limit(max(minPace, r*rateScale(n, w)*f)))
-		l.SetBurst(max(1, int(float64(burst*n/baseBudget)*f)))
+		l.SetLimit(rate.Limit(max(minPace, r*scale*f)))
+		l.SetBurst(max(1, int(float64(burst*min(n, maxPaceScale*baseBudget)/baseBudget)*f)))
 	}
 	if s.autoPolls {
 		set(s.polls, basePollRate, basePollBurst)
@@ -121,7 +132,7 @@ func (s *Syncer) fitBudget() {
 	}
 	if n >= 0 {
 		s.log.Debug("paced to the spool's budget", "requests", n, "window", w, "held", held,
-			"polls_per_s", float64(basePollRate)*rateScale(n, w)*f, "appends_per_s", float64(baseAppendRate)*rateScale(n, w)*f)
+			"polls_per_s", basePollRate*scale*f, "appends_per_s", baseAppendRate*scale*f)
 	}
 }
 

@@ -22,7 +22,8 @@ import (
 // as at the budget of the spools before: five times as fast at the
 // minute a nonce is now held, slower at a budget configured smaller
 // (which the fixed paces overran: 429 for the user's every device) or
-// mostly held (by another busy device), and not at all over a store in
+// mostly held (by another busy device), no faster than ten times the
+// base however large the budget stated, and not at all over a store in
 // this process. Paces set in the config stay.
 func TestPacedToSpoolBudget(t *testing.T) {
 	t.Parallel()
@@ -64,6 +65,15 @@ func TestPacedToSpoolBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	paces("a budget of one request an hour", hostile, 1, 1, 1, 1)
+
+	// A spool that states the largest budget the client takes, 2^31-1
+	// requests a second, and answers every long-poll at once: a device
+	// paced to it read without pause.
+	lavish, _ := h.deviceWith("l", Config{Source: &statedBudget{Source: StoreSource{Store: h.store, User: "alice"}, n: math.MaxInt32, w: time.Second}})
+	if _, err := lavish.SyncOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	paces("a budget of 2^31-1 requests a second", lavish, 100, 6000, 120, 20000)
 
 	// Another device of the user busy too: with more than 70% of the
 	// budget held, the paces shrink with what is left; at half, not.
