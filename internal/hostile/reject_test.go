@@ -1,11 +1,13 @@
 package hostile
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"cspool/internal/api"
 	"cspool/internal/command"
@@ -191,5 +193,56 @@ func TestCutShortBody(t *testing.T) {
 	d.mustSync(t)
 	if d.position(t) != 6 {
 		t.Fatalf("position %d after the body came whole: want 6", d.position(t))
+	}
+}
+
+// TestSpoolSignedSeenHead: the operator signs with the spool key a
+// delivery, and a command only the user may write, each carrying a head
+// its author claims to have applied (command.Head): one another history's
+// hash at a position the device applied, the other a position at its own.
+// A head is evidence only under the user's key: the spool's view proves
+// nothing, so neither is checked. The delivery applies, the forgery is
+// rejected as forbidden with the misuse alarm, and the sync goes on;
+// before, each raised the integrity alarm of a fork (or of a reordering)
+// written by a device of the user, and the sync stopped there for good.
+func TestSpoolSignedSeenHead(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("d")
+	r.deliver(3)
+	d.mustSync(t)
+	ids := []command.ID{d.inbox(t)[0].ID}
+	other := bytes.Repeat([]byte{0xab}, 32)
+	forged := []*command.Command{
+		{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: message(100), Seen: &command.Head{Pos: 2, Hash: other}},
+		{Kind: command.SetFlags, Flags: []string{`\Deleted`}, IDs: ids, Seen: &command.Head{Pos: 9, Hash: other}},
+	}
+	var batch [][]byte
+	for _, c := range forged {
+		batch = append(batch, r.seal(c))
+	}
+	first, err := r.spool.Append(context.Background(), user, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.deliver(1)
+	if err := d.sync(t); err != nil {
+		t.Fatalf("sync over spool-signed heads: %v (alarm %q): want no alarm", err, d.s.Status().Alarm)
+	}
+	if a := d.s.Status().Alarm; a != "" {
+		t.Fatalf("alarm %q: a head the spool signed is not evidence", a)
+	}
+	if got := d.position(t); got != first+2 {
+		t.Errorf("position %d: want %d, the sync past both", got, first+2)
+	}
+	if n := len(d.inbox(t)); n != 5 {
+		t.Errorf("%d messages in INBOX: want 5, the spool's delivery with its head among them", n)
+	}
+	rej := rejections(t, d)
+	if got := rej[first+1]; got.Reason != mailstore.ReasonForbidden || len(rej) != 1 {
+		t.Errorf("rejections %+v: want the SetFlags at %d alone, forbidden", rej, first+1)
+	}
+	if d.s.Status().Misuse == "" {
+		t.Error("no misuse alarm for the spool-signed SetFlags")
 	}
 }

@@ -29,7 +29,9 @@ import (
 //     (command.Head). Applying another device's command, the device checks
 //     that head against its own chain at that position: a difference means
 //     the spool showed the two devices different histories (a fork), found
-//     as soon as their histories meet.
+//     as soon as their histories meet. Only a head under the user's key is
+//     checked: one in an entry the spool's key signed is the spool's view,
+//     not a device's, and proves nothing either way.
 //   - A checkpoint restored over entries the device applied must extend its
 //     history: it lists (id, position) of every entry its writer applied,
 //     and must hold each entry this device applied at the same position, and

@@ -1132,7 +1132,11 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 		}
 		h = chain.NextLeaf(h, opened[i].leaf)
 		o, err := opened[i].o, opened[i].err
-		if err == nil && known {
+		if err == nil && known && o.Author.Equal(s.cfg.UserKey.Public()) {
+			// A head is a device's evidence only under the user's key:
+			// one the spool's key signed (a delivery carries none) is
+			// the spool's view, which proves nothing, and checking it
+			// would let the spool raise a fork in a device's name.
 			if f := s.checkSeen(ctx, e.Pos, o.Cmd.Seen, pos, hashes, chainCache); f != nil {
 				alarm = f
 				break
