@@ -1,9 +1,14 @@
 package hostile
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"cspool/internal/command"
@@ -112,5 +117,52 @@ func TestReplayAfterCheckpoint(t *testing.T) {
 		if slices.Contains(m.Flags, `\Flagged`) {
 			t.Fatalf("the replayed command flagged message %s again", m.ID)
 		}
+	}
+}
+
+// TestRejectedCheckpointNotFetchedAgain: to a device that is up to date,
+// the spool gives a head and a checkpoint past its position with every
+// read, a new position each time, entries withheld, and serves 1 MiB of
+// random bytes as the checkpoint. The first is downloaded and rejected;
+// the next is not downloaded until Config.RecheckPermanent has passed
+// (the status says so, no alarm, nothing applied), where each read had
+// the device download another; once the spool answers honestly, the
+// device reads on.
+func TestRejectedCheckpointNotFetchedAgain(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("d")
+	r.deliver(3)
+	d.mustSync(t)
+	before := d.state(t)
+	garbage := make([]byte, 1<<20)
+	rand.Read(garbage)
+	var reads atomic.Uint64
+	r.proxy.Set("d", &View{Checkpoint: &spool.Checkpoint{Pos: 4, Data: garbage}, Headers: func(h http.Header) {
+		p := strconv.FormatUint(4+reads.Add(1), 10)
+		h.Set("Cspool-Head", p)
+		h.Set("Cspool-Checkpoint", p)
+	}})
+	var err error
+	for range 3 {
+		err = d.sync(t)
+	}
+	if n := d.s.Status().Rejected; n != 1 {
+		t.Errorf("%d checkpoints rejected after 3 syncs: want the first alone, the others not downloaded", n)
+	}
+	if err == nil || !strings.Contains(err.Error(), "rejected the one at 4; it tries another in") {
+		t.Errorf("third sync: %v: want the pause said", err)
+	}
+	if a := d.s.Status().Alarm; a != "" {
+		t.Errorf("alarm %q: want none", a)
+	}
+	if d.position(t) != 3 || !bytes.Equal(d.state(t), before) {
+		t.Errorf("position %d: want 3, the state unchanged", d.position(t))
+	}
+	r.proxy.Set("d", nil)
+	r.deliver(1)
+	d.mustSync(t)
+	if d.position(t) != 4 {
+		t.Errorf("position %d after an honest read: want 4", d.position(t))
 	}
 }

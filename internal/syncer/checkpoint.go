@@ -278,6 +278,33 @@ func (s *Syncer) badCheckpoint() uint64 {
 	return s.status.BadCheckpoint
 }
 
+// errCheckpointPaused: a checkpoint was rejected less than
+// Config.RecheckPermanent ago, and the spool gives another.
+var errCheckpointPaused = errors.New("checkpoint downloads paused")
+
+// checkpointPause returns an error while a checkpoint other than the one
+// rejected is not downloaded yet: each rejected checkpoint is a whole
+// download (up to 1 GiB) of bytes the device could not use, and a spool
+// that gave a new position each time had a device that was up to date
+// download one after every read, 146 of 8 MiB in 20 s with the tests'
+// backoff, one every 30 s with the daemon's. The read that gives the
+// position is retried with the loop's backoff meanwhile; a read that
+// needs no checkpoint (the log after the position is whole) goes on.
+func (s *Syncer) checkpointPause(next uint64) error {
+	s.mu.Lock()
+	bad, at := s.status.BadCheckpoint, s.badCheckpointAt
+	s.mu.Unlock()
+	if at.IsZero() {
+		return nil
+	}
+	left := s.cfg.RecheckPermanent - time.Since(at)
+	if left <= 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: the spool gives a checkpoint at position %d, %s after this device rejected the one at %d; it tries another in %s",
+		errCheckpointPaused, next, time.Since(at).Round(time.Second), bad, left.Round(time.Second))
+}
+
 // bootstrap rebuilds the store from the newest checkpoint: the spool has
 // compacted past the store's position (or the store is new). read holds
 // the entries the read that noticed it returned, used before asking again.
@@ -296,6 +323,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		s.log.Error("rejected checkpoint; falling back to the log", "pos", cp.Pos, "err", err)
 		s.mu.Lock()
 		s.status.BadCheckpoint = cp.Pos
+		s.badCheckpointAt = time.Now()
 		s.status.Rejected++
 		s.mu.Unlock()
 		if rerr := s.cfg.Store.RecordRejected(ctx, cp.Pos, "checkpoint: "+err.Error()); rerr != nil {

@@ -193,7 +193,8 @@ type Config struct {
 	// error is retried with backoff.
 	Permanent func(error) string
 	// RecheckPermanent is how long the loop waits after an error
-	// Permanent or StoreProblem named; 0 = 10 min.
+	// Permanent or StoreProblem named, and how long after a checkpoint
+	// it rejected it downloads no other (checkpointPause); 0 = 10 min.
 	RecheckPermanent time.Duration
 	// StoreProblem, if set, returns what a person must do about a failure
 	// of the local store that retrying cannot heal (a database SQLite
@@ -382,6 +383,10 @@ type Syncer struct {
 	goneAt       uint64    // checkpoint whose restore last found bodies gone
 	downSince    time.Time // when the exchanges with the spool started failing
 	cpRefused    time.Time // when the spool last refused a checkpoint as too large (413)
+	// badCheckpointAt is when the last checkpoint was rejected
+	// (Status.BadCheckpoint); another is not downloaded until
+	// Config.RecheckPermanent has passed (checkpointPause).
+	badCheckpointAt time.Time
 	// quotaRefused: Submit refused a change for the quota (checkQuota)
 	// since the last checkpoint this device wrote; mail deleted then
 	// brings one as near the quota (nearQuota).
@@ -906,6 +911,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	s.learnQuota(ctx)
 	s.upgradeAtFormat4(ctx, lr.Entries)
 	if lr.Checkpoint > pos && lr.Checkpoint != s.badCheckpoint() && (pos == 0 || !readsOn(pos, lr)) {
+		if err := s.checkpointPause(lr.Checkpoint); err != nil {
+			return 0, lr.Head, err
+		}
 		n, head, err := s.bootstrap(ctx, lr.Head, lr.Entries)
 		if err != nil || s.badCheckpoint() != lr.Checkpoint {
 			return n, head, err
