@@ -148,6 +148,10 @@ var (
 	ErrUnknownAuthor  = errors.New("entry author not trusted")
 	ErrBadSignature   = errors.New("entry signature invalid")
 	ErrBadCommand     = errors.New("entry command invalid")
+	// ErrOtherUserName is the ErrNotForUser of an entry sealed to the
+	// reader's key for another user name: a spool that gives two users
+	// one key, or puts another user's entries in this log.
+	ErrOtherUserName = fmt.Errorf("%w under this key", ErrNotForUser)
 )
 
 // UnknownAuthorError is the error of an entry whose inner header names
@@ -900,7 +904,7 @@ func checkInner(in, sig, dig []byte, keyID [keyIDSize]byte, user string, trusted
 		return nil, fmt.Errorf("%w: padding is not zero", ErrCorrupt)
 	}
 	if f.user != user {
-		return nil, fmt.Errorf("%w: sealed for user %q", ErrNotForUser, f.user)
+		return nil, fmt.Errorf("%w: sealed for user %q", ErrOtherUserName, f.user)
 	}
 	u := Unverified{o: Opened{ID: f.id, User: f.user}, author: f.author, cmd: f.cmd, sig: sig}
 	found := false

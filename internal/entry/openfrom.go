@@ -156,7 +156,7 @@ func OpenFrom(src io.ReaderAt, size int64, me *keys.SecretKey, user string, trus
 		return nil, fmt.Errorf("%w: padding is not zero", ErrCorrupt)
 	}
 	if f.user != user {
-		return nil, fmt.Errorf("%w: sealed for user %q", ErrNotForUser, f.user)
+		return nil, fmt.Errorf("%w: sealed for user %q", ErrOtherUserName, f.user)
 	}
 	for _, k := range trusted {
 		if k.Ed25519.Equal(f.author) {

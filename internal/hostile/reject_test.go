@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"cspool/internal/api"
 	"cspool/internal/command"
 	"cspool/internal/entry"
+	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 	"cspool/internal/statuspage"
@@ -244,5 +246,58 @@ func TestSpoolSignedSeenHead(t *testing.T) {
 	}
 	if d.s.Status().Misuse == "" {
 		t.Error("no misuse alarm for the spool-signed SetFlags")
+	}
+}
+
+// TestOtherUsersEntries: the spool puts in alice's log entries sealed to
+// her key for another user, bob (a users file that gives two users one
+// key, which the server refuses to load, or an operator who copies them
+// there): a delivery for bob, and a change a device of bob's signed with
+// the shared key. Neither applies, the sync goes on without an integrity
+// alarm, and the alarm for entries not meant for this log says what they
+// are: sealed to this user's key, for another user. Before, it said they
+// were sealed to another key, which no device of the user could open, and
+// sent the user to look for the holder of that key.
+func TestOtherUsersEntries(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("d")
+	r.deliver(2)
+	d.mustSync(t)
+	var batch [][]byte
+	for _, c := range []struct {
+		cmd    *command.Command
+		author *keys.SecretKey
+	}{
+		{&command.Command{Kind: command.Deliver, Date: time.Now().UnixMilli(), Body: message(50)}, r.spoolKey},
+		{&command.Command{Kind: command.CreateMailbox, Mailbox: "FromBob"}, r.userKey},
+	} {
+		b, _, err := entry.Seal(c.cmd, c.author, r.userKey.Public(), "bob", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, b)
+	}
+	first, err := r.spool.Append(context.Background(), user, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.mustSync(t)
+	if got := d.position(t); got != first+1 {
+		t.Errorf("position %d: want %d, past both", got, first+1)
+	}
+	if n := len(d.inbox(t)); n != 2 {
+		t.Errorf("%d messages in INBOX: want the 2 delivered to alice", n)
+	}
+	if _, err := d.ms.MailboxByName(context.Background(), "FromBob"); err == nil {
+		t.Error("bob's CreateMailbox applied in alice's mailbox")
+	}
+	for pos, rj := range rejections(t, d) {
+		if !strings.Contains(rj.Detail, `sealed for user "bob"`) {
+			t.Errorf("rejection at %d: %+v: want its detail to name bob", pos, rj)
+		}
+	}
+	if m := d.s.Status().Misdelivered; !strings.Contains(m, "2 entries of the log (the newest at position 4) are sealed to this user's key but for another user of the spool") {
+		t.Errorf("alarm %q: want it to say the entries are sealed to this key for another user", m)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"cspool/internal/entry"
 )
@@ -66,7 +67,7 @@ func (s *Syncer) loadMisdelivered(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n, newest := 0, uint64(0)
+	n, newest, others := 0, uint64(0), 0
 	for _, r := range rej {
 		if string(r.Reason) != entry.ErrNotForUser.Error() {
 			continue
@@ -78,6 +79,9 @@ func (s *Syncer) loadMisdelivered(ctx context.Context) error {
 		}
 		n++
 		newest = max(newest, r.Pos)
+		if strings.HasPrefix(r.Detail, entry.ErrOtherUserName.Error()) {
+			others++
+		}
 	}
 	s.mu.Lock()
 	s.status.Misdelivered = ""
@@ -93,10 +97,18 @@ func (s *Syncer) loadMisdelivered(ctx context.Context) error {
 	if s.cfg.KeepDir != "" {
 		where = "kept in " + s.cfg.KeepDir
 	}
-	msg := fmt.Sprintf("%d "+fmt.Sprintf(entries, newest)+" sealed to another key than this user's: "+
-		"mail delivered with a wrong or stale key, which no device of the user can open (%s). "+
-		"Tell the spool's operator: the holder of that key can read the message with cspool open-entry and deliver it again, "+
-		"then remove the kept file (docs/OPERATING.md, \"Mail sealed to the wrong key\")", n, where)
+	what := "sealed to another key than this user's: " +
+		"mail delivered with a wrong or stale key, which no device of the user can open (%s). " +
+		"Tell the spool's operator: the holder of that key can read the message with cspool open-entry and deliver it again, " +
+		"then remove the kept file"
+	if others == n {
+		// Sealed to this user's key for another user name: no other
+		// person's key is involved, and none of it was this user's mail.
+		what = "sealed to this user's key but for another user of the spool, and not applied (%s): " +
+			"the spool's users file gives that user this user's key, or the spool put another user's entries in this log. " +
+			"Tell the spool's operator; this device's log names the user of each"
+	}
+	msg := fmt.Sprintf("%d "+fmt.Sprintf(entries, newest)+" "+what+" (docs/OPERATING.md, \"Mail sealed to the wrong key\")", n, where)
 	s.mu.Lock()
 	s.status.Misdelivered = msg
 	s.mu.Unlock()

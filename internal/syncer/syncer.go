@@ -1173,7 +1173,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 					return nil, 0, &storeError{err}
 				}
 			}
-			unopened = append(unopened, mailstore.Rejection{Pos: e.Pos, Reason: mailstore.Reason(rejectReason(err))})
+			unopened = append(unopened, mailstore.Rejection{Pos: e.Pos, Reason: mailstore.Reason(rejectReason(err)), Detail: err.Error()})
 			continue
 		}
 		author := mailstore.AuthorUser
