@@ -166,3 +166,42 @@ func TestRejectedCheckpointNotFetchedAgain(t *testing.T) {
 		t.Errorf("position %d after an honest read: want 4", d.position(t))
 	}
 }
+
+// TestOldCheckpointBelowPosition: the spool gives a head and a newest
+// checkpoint past a device's position, and serves the device's own older
+// checkpoint, below its position. It is rejected as a checkpoint that
+// failed validation (nothing restored, no alarm), so it is not downloaded
+// again after each read; before, the restore failed with "entry position
+// out of order" and was tried again, download and all, at every retry.
+func TestOldCheckpointBelowPosition(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	d := r.device("d")
+	r.deliver(4)
+	d.mustSync(t)
+	if _, pos, err := d.s.WriteCheckpoint(ctx); err != nil || pos != 4 {
+		t.Fatalf("checkpoint: position %d, %v: want 4", pos, err)
+	}
+	old, err := r.store.LatestCheckpoint(ctx, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.deliver(2)
+	d.mustSync(t)
+	before := d.state(t)
+	r.proxy.Set("d", &View{Checkpoint: &old, Headers: func(h http.Header) {
+		h.Set("Cspool-Head", "9")
+		h.Set("Cspool-Checkpoint", "9")
+	}})
+	for range 2 {
+		d.sync(t)
+	}
+	st := d.s.Status()
+	if st.Alarm != "" || st.BadCheckpoint != 4 || st.Rejected != 1 {
+		t.Errorf("alarm %q, bad checkpoint %d, %d rejected: want no alarm, the checkpoint at 4 rejected once", st.Alarm, st.BadCheckpoint, st.Rejected)
+	}
+	if d.position(t) != 6 || !bytes.Equal(d.state(t), before) {
+		t.Errorf("position %d: want 6, the state unchanged", d.position(t))
+	}
+}

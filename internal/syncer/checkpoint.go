@@ -331,6 +331,13 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		}
 		return 0, head, nil
 	}
+	if pos := s.Status().Position; cp.Pos <= pos {
+		// The read gave a checkpoint after pos as the newest, and a
+		// newest checkpoint never moves back: the spool serves an old
+		// one, which cannot restore anything here.
+		return rejected(fmt.Errorf("%w: the spool gives a checkpoint after position %d, which this device applied, as its newest, and serves one at %d",
+			ErrBadCheckpoint, pos, cp.Pos))
+	}
 	// The signature and the state's digest are checked over the whole
 	// checkpoint first; the state is then decoded as it is decrypted,
 	// straight into the restore's transaction (mailstore.RestoreFrom),
