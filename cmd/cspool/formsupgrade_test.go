@@ -2,10 +2,8 @@ package main
 
 import (
 	"bufio"
-	"compress/gzip"
 	"database/sql"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -205,28 +203,7 @@ func dumpDevice(t *testing.T, db string) *mailstore.State {
 // version 0, and returns how many bodies it wrote.
 func writeOldForms(t *testing.T, db string, user *keys.SecretKey) int {
 	t.Helper()
-	f, err := os.Open("../../internal/mailstore/testdata/forms-v0.db.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldPath := filepath.Join(t.TempDir(), "old.db")
-	if err := os.WriteFile(oldPath, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	old, err := devicedb.Open(oldPath, devicedb.Options{Params: "mode=ro"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close()
+	old := openOldStore(t, "forms-v0.db.gz")
 	key := devicedb.Key(user.DatabaseKey("mailstore"))
 	dev, err := devicedb.Open(db, devicedb.Options{Key: &key, Params: "_pragma=busy_timeout(10000)"})
 	if err != nil {

@@ -34,7 +34,7 @@ func TestDaemonUpgradesOldTexts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	old := openOldTexts(t)
+	old := openOldStore(t, "texts-v0.db.gz")
 	var raws [][]byte
 	rows, err := old.Query("SELECT data FROM blobs ORDER BY bid")
 	if err != nil {
@@ -142,12 +142,12 @@ func TestDaemonUpgradesOldTexts(t *testing.T) {
 	}
 }
 
-// openOldTexts opens, read-only, a copy of
-// internal/mailstore/testdata/texts-v0.db.gz: a store an earlier cspool
-// indexed.
-func openOldTexts(t *testing.T) *sql.DB {
+// openOldStore opens, read-only, a copy of
+// internal/mailstore/testdata/name: a store an earlier cspool made
+// (texts-v0.db.gz indexed, forms-v0.db.gz parsed), gzipped.
+func openOldStore(t *testing.T, name string) *sql.DB {
 	t.Helper()
-	f, err := os.Open("../../internal/mailstore/testdata/texts-v0.db.gz")
+	f, err := os.Open(filepath.Join("../../internal/mailstore/testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
