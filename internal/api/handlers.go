@@ -707,9 +707,10 @@ func (s *Server) firstChunk(maxBytes int64) int64 {
 // to Config.ChunkBytes.
 //
 // With a store that reads into a given buffer (spool.IntoReader), the
-// further chunks are read into two buffers in turn, each used again once
-// the chunk in it is written (the chunk before the one being read), and
-// given back to s.chunks at the end unless larger than Config.ChunkBytes.
+// further chunks are read into two buffers in turn (h's chunkBufs, the
+// first chunk's in the second), each used again once the chunk in it is
+// written (the chunk before the one being read), and given back to
+// s.chunks at the end unless larger than Config.ChunkBytes.
 //
 // h holds the entries' bytes (readHold) and, before each further read,
 // takes its bound too, at once: with no room the answer ends after the
@@ -732,23 +733,16 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 	}()
 	ew := &entryWriter{w: bw}
 	into, _ := s.cfg.Store.(spool.IntoReader)
-	var bufs [2][]byte // into's buffers; the chunk read goes in bufs[turn]
+	// into's buffers; the chunk read goes in bufs[turn]. The first
+	// chunk, entries, may be in bufs[1] (readHold.read): the first
+	// further chunk goes in bufs[0], and bufs[1] is read into again only
+	// once entries are written.
+	var bufs *chunkBufs
 	turn := 0
 	if into != nil {
-		for i := range bufs {
-			if b, ok := s.chunks.Get().(*[]byte); ok {
-				bufs[i] = *b
-			}
-		}
-		defer func() {
-			for _, b := range bufs {
-				if b != nil && int64(cap(b)) <= s.cfg.ChunkBytes {
-					b = b[:0]
-					s.chunks.Put(&b)
-				}
-			}
-		}()
+		bufs = h.buffers()
 	}
+	defer h.putBuffers()
 	count, size := 0, int64(0)
 	bound := s.firstChunk(p.maxBytes) // the store read's bound for entries
 	held := h.held                    // what h holds for the chunk being written
@@ -779,8 +773,11 @@ func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string,
 		// this one, and the client reads on.
 		if b > 0 && h.growTo(ctx, held+b, false) == roomTaken {
 			next = make(chan chunk, 1)
-			buf := &bufs[turn]
-			turn = 1 - turn
+			var buf *[]byte
+			if into != nil {
+				buf = &bufs[turn]
+				turn = 1 - turn
+			}
 			if into != nil && int64(cap(*buf)) < b {
 				// Room for the chunk's bound, not its exact size: the
 				// next response's chunks fit in it too.

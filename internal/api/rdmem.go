@@ -113,11 +113,61 @@ func (b *readBudget) state() (held, peak int64) {
 // and the bytes of the entries it holds, of ReadMemory and its key's
 // share. A read asks for nothing of either while it waits for new
 // entries (a long-poll).
+//
+// bufs are the buffers the read's chunks are read into (chunkBufs): the
+// first chunk goes into bufs[1], and stream reads the further ones into
+// both in turn and gives them back.
 type readHold struct {
 	s     *Server
 	key   [8]byte
 	place bool
 	held  int64
+	bufs  *chunkBufs
+}
+
+// chunkBufs are the two buffers a response's chunks are read into, kept
+// together between responses: the last ones given back in
+// Server.spareChunks, the others in Server.chunks. A sync.Pool alone lost
+// them too often for a device's reads one after the other: a response's
+// handler on one core cannot reach what the last one put back on another
+// (the pool's private slot), and the collector, which runs about every
+// 10 MB a first sync allocates, empties it; a first sync allocated a
+// chunk's buffer again for one response in three.
+type chunkBufs [2][]byte
+
+// buffers returns h's chunk buffers, taken from the server's spare or its
+// pool the first time.
+func (h *readHold) buffers() *chunkBufs {
+	if h.bufs == nil {
+		h.bufs = h.s.spareChunks.Swap(nil)
+	}
+	if h.bufs == nil {
+		h.bufs, _ = h.s.chunks.Get().(*chunkBufs)
+	}
+	if h.bufs == nil {
+		h.bufs = new(chunkBufs)
+	}
+	return h.bufs
+}
+
+// putBuffers gives h's chunk buffers back to the server's pool, but for
+// one grown beyond Config.ChunkBytes (for an entry larger than that): no
+// entry read into them may be used after.
+func (h *readHold) putBuffers() {
+	b := h.bufs
+	if b == nil {
+		return
+	}
+	h.bufs = nil
+	for i := range b {
+		if int64(cap(b[i])) > h.s.cfg.ChunkBytes {
+			b[i] = nil
+		}
+		b[i] = b[i][:0]
+	}
+	if !h.s.spareChunks.CompareAndSwap(nil, b) {
+		h.s.chunks.Put(b)
+	}
 }
 
 // growTo makes the bytes h holds n, taking what is missing at once, or
@@ -232,7 +282,8 @@ func (h *readHold) read(ctx context.Context, user string, p readParams, bound in
 		return h.growTo(ctx, n, false)
 	}
 	if sized, ok := h.s.cfg.Store.(spool.SizedReader); ok {
-		entries, _, err = sized.ReadSized(ctx, user, p.after, p.maxCount, bound, nil, func(n int64) error {
+		bufs := h.buffers()
+		entries, bufs[1], err = sized.ReadSized(ctx, user, p.after, p.maxCount, bound, bufs[1], func(n int64) error {
 			if room = fits(n); room != roomTaken {
 				need = n
 				return errNoRoom

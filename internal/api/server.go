@@ -387,11 +387,16 @@ type Server struct {
 	// a minute with many devices, and a fresh 64 KiB each would be
 	// garbage.
 	buffers sync.Pool
-	// chunks are the buffers a response's further chunks are read into
-	// when the store reads into a given buffer (spool.IntoReader): a
-	// response alternates between two, so that a first sync's 140 MB
-	// are not as many bytes of garbage again on top of the driver's.
-	chunks sync.Pool
+	// chunks are the buffers a response's chunks are read into, two
+	// together (*chunkBufs): its first (spool.SizedReader), then its
+	// further ones when the store reads into a given buffer
+	// (spool.IntoReader), alternating between the two, so that a first
+	// sync's 140 MB are not as many bytes of garbage again on top of the
+	// driver's. spareChunks holds the last ones given back, out of
+	// the pool (chunkBufs): at most 2*ChunkBytes kept while no read is
+	// answered.
+	chunks      sync.Pool
+	spareChunks atomic.Pointer[chunkBufs]
 	// answers are the write buffers of parked reads' answers (park.go).
 	answers sync.Pool
 	// nextReaders are the read buffers of requests served after a parked
