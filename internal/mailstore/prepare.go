@@ -116,12 +116,21 @@ func parseMessage(p Parser, b []byte) (parsedMessage, error) {
 			return m, err
 		}
 	}
-	// The forms are written into buffers that grow by doubling: as they
-	// wait for the apply (a batch of them, and the next one read ahead),
-	// they keep only their own bytes: a Prepared of a 2 KB message holds
-	// 0.82 KB instead of 1.19 KB.
-	m.envelopeWire, m.structureWire = bytes.Clone(m.envelopeWire), bytes.Clone(m.structureWire)
+	// As the forms wait for the apply (a batch of them, and the next one
+	// read ahead), they keep only their own bytes: a Prepared of a 2 KB
+	// message holds 0.82 KB instead of 1.19 KB with forms written into
+	// buffers that grow by doubling. Those at their size already
+	// (mimeform's) are not copied again.
+	m.envelopeWire, m.structureWire = atSize(m.envelopeWire), atSize(m.structureWire)
 	return m, nil
+}
+
+// atSize returns b, or a copy of b at its size when b has room beyond it.
+func atSize(b []byte) []byte {
+	if cap(b) == len(b) {
+		return b
+	}
+	return bytes.Clone(b)
 }
 
 // Prepared is the work on a message's bytes that depends on them alone:

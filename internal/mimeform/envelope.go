@@ -303,23 +303,23 @@ func addressList(h textproto.Header, key string, nested *int) []imap.Address {
 // what does not parse as a mailbox is left out.
 func parseAddressList(v string, limit int) []imap.Address {
 	var out []imap.Address
-	var cur strings.Builder
+	// The text since the last separator, every byte of it: v[start:i].
+	start := 0
 	inGroup := false
-	emit := func() {
-		if a, ok := parseMailbox(cur.String()); ok {
+	emit := func(i int) {
+		if a, ok := parseMailbox(v[start:i]); ok {
 			out = append(out, a)
 		}
-		cur.Reset()
+		start = i + 1
 	}
 	depth, angle, quoted := 0, false, false
-	for i := 0; i < len(v) && len(out) < limit; i++ {
+	i := 0
+	for ; i < len(v) && len(out) < limit; i++ {
 		c := v[i]
 		switch {
 		case quoted || depth > 0:
 			if c == '\\' && i+1 < len(v) {
-				cur.WriteByte(c)
-				i++
-				c = v[i]
+				i++ // the byte it quotes, whatever it is
 			} else if quoted && c == '"' {
 				quoted = false
 			} else if !quoted && c == '(' {
@@ -337,24 +337,20 @@ func parseAddressList(v string, limit int) []imap.Address {
 			angle = false
 		case angle:
 		case c == ':' && !inGroup:
-			name := phrase(cur.String())
-			cur.Reset()
+			name := phrase(v[start:i])
+			start = i + 1
 			out = append(out, imap.Address{Mailbox: name})
 			inGroup = true
-			continue
 		case c == ',':
-			emit()
-			continue
+			emit(i)
 		case c == ';' && inGroup:
-			emit()
+			emit(i)
 			out = append(out, imap.Address{})
 			inGroup = false
-			continue
 		}
-		cur.WriteByte(c)
 	}
 	if len(out) < limit {
-		emit()
+		emit(i)
 	}
 	if inGroup {
 		out = append(out, imap.Address{})
@@ -548,7 +544,12 @@ func phrase(s string) string {
 }
 
 func plainPhrase(s string) string {
+	if strings.IndexByte(s, '"') < 0 {
+		// Nothing quoted: every byte is kept.
+		return oneSpaced(s)
+	}
 	var b strings.Builder
+	b.Grow(len(s))
 	quoted := false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -562,11 +563,29 @@ func plainPhrase(s string) string {
 			b.WriteByte(c)
 		}
 	}
-	return strings.Join(strings.Fields(b.String()), " ")
+	return oneSpaced(b.String())
+}
+
+// oneSpaced is strings.Join(strings.Fields(s), " "): s itself when it is
+// that already (ASCII, one space between its words and none around them),
+// as most display names are.
+func oneSpaced(s string) string {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r' ||
+			c == ' ' && (i == 0 || i == len(s)-1 || s[i+1] == ' ') {
+			return strings.Join(strings.Fields(s), " ")
+		}
+	}
+	return s
 }
 
 func unquote(s string) string {
+	if strings.IndexByte(s, '\\') < 0 {
+		return s
+	}
 	var b strings.Builder
+	b.Grow(len(s))
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\\' && i+1 < len(s) {
 			i++
@@ -579,7 +598,12 @@ func unquote(s string) string {
 // stripComments removes comments (RFC 5322 section 3.2.2) outside quoted
 // strings.
 func stripComments(s string) string {
+	if strings.IndexByte(s, '(') < 0 {
+		// No comment: every byte is kept.
+		return s
+	}
 	var b strings.Builder
+	b.Grow(len(s))
 	depth, quoted := 0, false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -627,7 +651,12 @@ func topLevelIndex(s string, c byte) int {
 // dropSpaces removes white space outside quoted strings (folding and CFWS
 // around the parts of an addr-spec).
 func dropSpaces(s string) string {
+	if !strings.ContainsAny(s, " \t\r\n") {
+		// No white space: every byte is kept.
+		return s
+	}
 	var b strings.Builder
+	b.Grow(len(s))
 	quoted := false
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -73,7 +73,7 @@ func Parse(b []byte) (Message, error) {
 // of the stored bytes. TestParseFormsAsForms holds the two to the same
 // bytes.
 func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err error) {
-	p, env, bs, md5s, dates, err := parse(b)
+	p, env, bs, ej, sj, err := parse(b)
 	if err != nil {
 		return p, nil, nil, err
 	}
@@ -84,8 +84,8 @@ func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err er
 	}
 	var stored partMD5s
 	var storedDates dateTexts
-	bs = structureFromJSON(structureToJSON(bs, md5s, dates), &stored, &storedDates)
-	env = envelopeFromJSON(envelopeToJSON(env, dates), &storedDates)
+	bs = structureFromJSON(sj, &stored, &storedDates)
+	env = envelopeFromJSON(ej, &storedDates)
 	return p, envelopeWire(env, storedDates), structureWire(bs, stored, storedDates), nil
 }
 
@@ -121,8 +121,9 @@ func structureWholeMinutes(bs imap.BodyStructure) bool {
 	return true
 }
 
-// parse is Parse, also returning what it extracted.
-func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, dateTexts, error) {
+// parse is Parse, also returning what it extracted, and that in the
+// stored types, as it encoded them.
+func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, *envelopeJSON, *structureJSON, error) {
 	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
 	// The header's fields as a reader takes them; its length and the
 	// body are b's. The types need no rewrite here: the structure reads
@@ -158,13 +159,14 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, dat
 	if bs == nil {
 		bs = fallbackStructure(b[p.HeaderLen:])
 	}
-	if p.Envelope, err = encodeEnvelope(env, dates); err != nil {
+	ej, sj := envelopeToJSON(env, dates), structureToJSON(bs, md5s, dates)
+	if p.Envelope, err = marshalEnvelope(ej); err != nil {
 		return p, nil, nil, nil, nil, err
 	}
-	if p.Structure, err = encodeStructure(bs, md5s, dates); err != nil {
+	if p.Structure, err = marshalStructure(sj); err != nil {
 		return p, nil, nil, nil, nil, err
 	}
-	return p, env, bs, md5s, dates, nil
+	return p, env, bs, ej, sj, nil
 }
 
 // reader reads a message's bytes through a buffer kept between parses:

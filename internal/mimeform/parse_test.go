@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -240,6 +242,36 @@ func TestLanguagesBounded(t *testing.T) {
 		got := mp.Children[i].(*imap.BodyStructureSinglePart).Extended.Language
 		if len(got) != want || (want > 0 && (got[0] != "en" || got[want-1] != "en")) {
 			t.Errorf("part %d: %d language tags, want %d", i+1, len(got), want)
+		}
+	}
+}
+
+// TestFormsKeptAfterNextParse: the forms ParseForms returns are their
+// own bytes, though written into buffers kept between parses (wireBufs):
+// the forms of every sample, parsed one after the other, are still each
+// its own stored bytes' forms once all were parsed.
+func TestFormsKeptAfterNextParse(t *testing.T) {
+	samples := formsSamples(t)
+	names := slices.Sorted(maps.Keys(samples))
+	type parsed struct {
+		m      Message
+		ef, sf []byte
+	}
+	got := make([]parsed, len(names))
+	for i, name := range names {
+		m, ef, sf, err := ParseForms(samples[name])
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got[i] = parsed{m, ef, sf}
+	}
+	for i, name := range names {
+		we, ws, err := Forms(got[i].m.Envelope, got[i].m.Structure)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !bytes.Equal(got[i].ef, we) || !bytes.Equal(got[i].sf, ws) {
+			t.Errorf("%s: forms after the samples that followed\n%s\n%s\nwant\n%s\n%s", name, got[i].ef, got[i].sf, we, ws)
 		}
 	}
 }

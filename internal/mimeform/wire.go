@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -27,12 +28,42 @@ const envelopeDateLayout = "Mon, 02 Jan 2006 15:04:05 -0700"
 // envelopeWire returns e's IMAP form, its date the text in dates where it
 // has one, or nil when it has none (above).
 func envelopeWire(e *imap.Envelope, dates dateTexts) []byte {
-	w := wireWriter{b: make([]byte, 0, 256), dates: dates}
+	w := newWireWriter()
+	w.dates = dates
 	w.envelope(e)
-	if w.bad {
-		return nil
+	return w.form()
+}
+
+// wireBufs are the buffers forms are written into, kept between them: a
+// first sync writes two forms of every message, and each grew its own
+// buffer by doubling and was copied out of it again at its size
+// (mailstore keeps a form at its size).
+var wireBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledWire is the largest buffer wireBufs keeps.
+const maxPooledWire = 64 << 10
+
+// newWireWriter returns a writer into a buffer of wireBufs, which form
+// gives back.
+func newWireWriter() wireWriter {
+	return wireWriter{b: (*wireBufs.Get().(*[]byte))[:0]}
+}
+
+// form returns what w wrote, in a slice of its own of that size, or nil
+// when it is bad, and gives w's buffer back to wireBufs: w is not used
+// after.
+func (w *wireWriter) form() []byte {
+	var out []byte
+	if !w.bad {
+		out = make([]byte, len(w.b))
+		copy(out, w.b)
 	}
-	return w.b
+	if cap(w.b) <= maxPooledWire {
+		b := w.b[:0]
+		wireBufs.Put(&b)
+	}
+	w.b = nil
+	return out
 }
 
 // structureWire returns the IMAP form of bs as BODYSTRUCTURE (extended
@@ -43,12 +74,10 @@ func envelopeWire(e *imap.Envelope, dates dateTexts) []byte {
 // every connection (as for envelopes), or a structure the library would
 // not write (no extension data, a multipart without parts).
 func structureWire(bs imap.BodyStructure, md5s partMD5s, dates dateTexts) []byte {
-	w := wireWriter{b: make([]byte, 0, 256), md5s: md5s, dates: dates}
+	w := newWireWriter()
+	w.md5s, w.dates = md5s, dates
 	w.structure(bs)
-	if w.bad {
-		return nil
-	}
-	return w.b
+	return w.form()
 }
 
 func (w *wireWriter) structure(bs imap.BodyStructure) {
@@ -202,7 +231,7 @@ func (w *wireWriter) envelope(e *imap.Envelope) {
 	}
 	w.b = append(w.b, ' ')
 	if e.MessageID != "" {
-		w.str("<" + e.MessageID + ">")
+		w.quoted("<", e.MessageID, ">")
 	} else {
 		w.nil()
 	}
@@ -258,22 +287,27 @@ func (w *wireWriter) nstr(s string) {
 
 // str writes s as a quoted string, or marks the form bad when go-imap
 // would write a literal on some connection.
-func (w *wireWriter) str(s string) {
-	if len(s) > 4096 {
+func (w *wireWriter) str(s string) { w.quoted("", s, "") }
+
+// quoted is str of pre+s+post, written without joining them first.
+func (w *wireWriter) quoted(pre, s, post string) {
+	if len(pre)+len(s)+len(post) > 4096 {
 		w.bad = true
 		return
 	}
 	w.b = append(w.b, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == 0 || c == '\r' || c == '\n' || c > 0x7f:
-			w.bad = true
-			return
-		case c == '"' || c == '\\':
-			w.b = append(w.b, '\\')
+	for _, part := range [...]string{pre, s, post} {
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			switch {
+			case c == 0 || c == '\r' || c == '\n' || c > 0x7f:
+				w.bad = true
+				return
+			case c == '"' || c == '\\':
+				w.b = append(w.b, '\\')
+			}
+			w.b = append(w.b, c)
 		}
-		w.b = append(w.b, c)
 	}
 	w.b = append(w.b, '"')
 }
