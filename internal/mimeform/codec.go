@@ -278,11 +278,7 @@ func structureFromJSON(s *structureJSON, md5s *partMD5s, dates *dateTexts) imap.
 }
 
 func encodeEnvelope(e *imap.Envelope, dates dateTexts) ([]byte, error) {
-	return marshalEnvelope(envelopeToJSON(e, dates))
-}
-
-func marshalEnvelope(e *envelopeJSON) ([]byte, error) {
-	b, err := json.Marshal(e)
+	b, err := json.Marshal(envelopeToJSON(e, dates))
 	if err != nil {
 		return nil, fmt.Errorf("encoding envelope: %w", err)
 	}
@@ -399,11 +395,7 @@ func decodeEnvelope(b []byte, dates *dateTexts) (*imap.Envelope, error) {
 }
 
 func encodeStructure(bs imap.BodyStructure, md5s partMD5s, dates dateTexts) ([]byte, error) {
-	return marshalStructure(structureToJSON(bs, md5s, dates))
-}
-
-func marshalStructure(s *structureJSON) ([]byte, error) {
-	b, err := json.Marshal(s)
+	b, err := json.Marshal(structureToJSON(bs, md5s, dates))
 	if err != nil {
 		return nil, fmt.Errorf("encoding body structure: %w", err)
 	}

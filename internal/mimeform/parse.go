@@ -64,29 +64,25 @@ func Parse(b []byte) (Message, error) {
 }
 
 // ParseForms is Parse and Forms of what it stores, in one: the forms are
-// made from what Parse extracted as its stored encodings give it back
-// (the conversions into and out of the stored types, without the JSON
-// between them), which is what Forms gives from the stored bytes as long
-// as JSON keeps every string and date as it was; where it may not (a
-// string that is not valid UTF-8, which JSON replaces, or a date whose
-// zone offset has seconds, which RFC 3339 drops) the forms are Forms's
-// of the stored bytes. TestParseFormsAsForms holds the two to the same
-// bytes.
+// made from what Parse extracted, which is what its stored encodings
+// give back (the stored types mirror go-imap's field for field, nil and
+// empty kept apart), and so what Forms gives from the stored bytes, as
+// long as JSON keeps every string and date as it was; where it may not (a
+// string that is not valid UTF-8, which JSON replaces, a date whose zone
+// offset has seconds, which RFC 3339 drops, or a year the stored form
+// cannot hold, stored as no date) the forms are Forms's of the stored
+// bytes. TestParseFormsAsForms holds the two to the same bytes.
 func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err error) {
-	p, env, bs, ej, sj, err := parse(b)
+	p, env, bs, md5s, dates, err := parse(b)
 	if err != nil {
 		return p, nil, nil, err
 	}
 	if bytes.Contains(p.Envelope, replacedRune) || bytes.Contains(p.Structure, replacedRune) ||
-		!wholeMinutes(env) || !structureWholeMinutes(bs) {
+		!dateKept(env) || !structureDatesKept(bs) {
 		envelopeForm, structureForm, err = Forms(p.Envelope, p.Structure)
 		return p, envelopeForm, structureForm, err
 	}
-	var stored partMD5s
-	var storedDates dateTexts
-	bs = structureFromJSON(sj, &stored, &storedDates)
-	env = envelopeFromJSON(ej, &storedDates)
-	return p, envelopeWire(env, storedDates), structureWire(bs, stored, storedDates), nil
+	return p, envelopeWire(env, dates), structureWire(bs, md5s, dates), nil
 }
 
 // replacedRune is what encoding/json writes for a byte that is not valid
@@ -95,35 +91,37 @@ func ParseForms(b []byte) (p Message, envelopeForm, structureForm []byte, err er
 // decode.
 var replacedRune = []byte(`\ufffd`)
 
-// wholeMinutes reports whether e's date keeps its zone offset in RFC 3339.
-func wholeMinutes(e *imap.Envelope) bool {
+// dateKept reports whether e's date is stored as it is: its zone offset
+// whole minutes, as RFC 3339 keeps it, and its year one the stored form
+// holds (envelopeToJSON).
+func dateKept(e *imap.Envelope) bool {
 	if e == nil {
 		return true
 	}
 	_, off := e.Date.Zone()
-	return off%60 == 0
+	y := e.Date.Year()
+	return off%60 == 0 && y >= 1 && y <= 9999
 }
 
-// structureWholeMinutes is wholeMinutes for every envelope bs nests.
-func structureWholeMinutes(bs imap.BodyStructure) bool {
+// structureDatesKept is dateKept for every envelope bs nests.
+func structureDatesKept(bs imap.BodyStructure) bool {
 	switch x := bs.(type) {
 	case *imap.BodyStructureMultiPart:
 		for _, c := range x.Children {
-			if !structureWholeMinutes(c) {
+			if !structureDatesKept(c) {
 				return false
 			}
 		}
 	case *imap.BodyStructureSinglePart:
 		if m := x.MessageRFC822; m != nil {
-			return wholeMinutes(m.Envelope) && structureWholeMinutes(m.BodyStructure)
+			return dateKept(m.Envelope) && structureDatesKept(m.BodyStructure)
 		}
 	}
 	return true
 }
 
-// parse is Parse, also returning what it extracted, and that in the
-// stored types, as it encoded them.
-func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, *envelopeJSON, *structureJSON, error) {
+// parse is Parse, also returning what it extracted.
+func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, partMD5s, dateTexts, error) {
 	p := Message{Status: Parsed, HeaderLen: headerLength(b)}
 	// The header's fields as a reader takes them; its length and the
 	// body are b's. The types need no rewrite here: the structure reads
@@ -159,14 +157,13 @@ func parse(b []byte) (Message, *imap.Envelope, imap.BodyStructure, *envelopeJSON
 	if bs == nil {
 		bs = fallbackStructure(b[p.HeaderLen:])
 	}
-	ej, sj := envelopeToJSON(env, dates), structureToJSON(bs, md5s, dates)
-	if p.Envelope, err = marshalEnvelope(ej); err != nil {
+	if p.Envelope, err = encodeEnvelope(env, dates); err != nil {
 		return p, nil, nil, nil, nil, err
 	}
-	if p.Structure, err = marshalStructure(sj); err != nil {
+	if p.Structure, err = encodeStructure(bs, md5s, dates); err != nil {
 		return p, nil, nil, nil, nil, err
 	}
-	return p, env, bs, ej, sj, nil
+	return p, env, bs, md5s, dates, nil
 }
 
 // reader reads a message's bytes through a buffer kept between parses:
