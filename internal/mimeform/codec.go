@@ -106,25 +106,37 @@ func (m *partMD5s) add(p *imap.BodyStructureSinglePart, v string) {
 // field's text (an nstring, NIL only when there is no Date field), and
 // imap.Envelope holds a time.Time, which go-imap writes again in RFC
 // 5322's form and as NIL when it does not parse. Nil until an envelope
-// has one.
-type dateTexts map[*imap.Envelope]string
+// has one. A list rather than a map: most messages have one envelope, a
+// first sync parses every one, and a map of one took ten times the bytes.
+type dateTexts []dateOf
 
-// add records v as e's date text, making the map at the first. A nil d
-// wants none.
+type dateOf struct {
+	e *imap.Envelope
+	v string
+}
+
+// add records v as e's date text. A nil d wants none.
 func (d *dateTexts) add(e *imap.Envelope, v string) {
 	if d == nil {
 		return
 	}
-	if *d == nil {
-		*d = dateTexts{}
+	for i := range *d {
+		if (*d)[i].e == e {
+			(*d)[i].v = v
+			return
+		}
 	}
-	(*d)[e] = v
+	*d = append(*d, dateOf{e, v})
 }
 
 // text returns e's date text and whether it has one.
 func (d dateTexts) text(e *imap.Envelope) (string, bool) {
-	v, ok := d[e]
-	return v, ok
+	for _, t := range d {
+		if t.e == e {
+			return t.v, true
+		}
+	}
+	return "", false
 }
 
 type dispositionJSON struct {

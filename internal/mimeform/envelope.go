@@ -423,6 +423,9 @@ func parseMailbox(s string) (imap.Address, bool) {
 // Dovecot keeps the name and drops the address. ok is false when the
 // words make one run, or when no run or more than one has an "@".
 func looseMailbox(s string) (name, spec string, ok bool) {
+	if !strings.ContainsAny(s, " \t\r\n") {
+		return "", "", false // one word at most: one run
+	}
 	var runs []string
 	var run strings.Builder
 	joins := false // the last word ends in "." or "@"
@@ -566,15 +569,17 @@ func plainPhrase(s string) string {
 	return oneSpaced(b.String())
 }
 
-// oneSpaced is strings.Join(strings.Fields(s), " "): s itself when it is
-// that already (ASCII, one space between its words and none around them),
-// as most display names are.
+// oneSpaced is strings.Join(strings.Fields(s), " "): s without the ASCII
+// white space around it when that is it already (ASCII, one space between
+// its words), as most display names are.
 func oneSpaced(s string) string {
+	s0 := s
+	s = strings.Trim(s, " \t\n\v\f\r")
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c >= utf8.RuneSelf || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r' ||
-			c == ' ' && (i == 0 || i == len(s)-1 || s[i+1] == ' ') {
-			return strings.Join(strings.Fields(s), " ")
+			c == ' ' && s[i+1] == ' ' {
+			return strings.Join(strings.Fields(s0), " ")
 		}
 	}
 	return s

@@ -158,7 +158,16 @@ func (w *wireWriter) params(p map[string]string) {
 		w.nil()
 		return
 	}
-	keys := slices.Sorted(maps.Keys(p))
+	var one [1]string
+	keys := one[:]
+	if len(p) == 1 {
+		// Most parts have one parameter (charset): nothing to sort.
+		for k := range p {
+			one[0] = k
+		}
+	} else {
+		keys = slices.Sorted(maps.Keys(p))
+	}
 	w.b = append(w.b, '(')
 	for i, k := range keys {
 		if i > 0 {
