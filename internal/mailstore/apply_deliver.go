@@ -118,6 +118,54 @@ func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
 
+// runSQL is a statement of a run, made once for each row count of
+// runChunks: made again for every chunk, a first sync's statements were
+// 3 MB of garbage, each a few KB of SQL text.
+type runSQL struct {
+	build   func(n int) string
+	byChunk [len(runChunks)]string
+}
+
+func newRunSQL(build func(n int) string) *runSQL {
+	r := &runSQL{build: build}
+	for k, n := range runChunks {
+		r.byChunk[k] = build(n)
+	}
+	return r
+}
+
+// rows returns the statement for n rows.
+func (r *runSQL) rows(n int) string {
+	for k, m := range runChunks {
+		if m == n {
+			return r.byChunk[k]
+		}
+	}
+	return r.build(n)
+}
+
+// The statements of a run (read only once made).
+var (
+	seenSQL = newRunSQL(func(n int) string {
+		return manyRows("INSERT OR IGNORE INTO entries (id, pos) VALUES ", 2, n, " RETURNING id")
+	})
+	existingSQL = newRunSQL(func(n int) string { return "SELECT id FROM messages WHERE id IN (" + placeholders(n) + ")" })
+	bodiesSQL   = newRunSQL(func(n int) string {
+		return manyRows("INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, forms_version) VALUES ",
+			9, n, " ON CONFLICT (digest) DO NOTHING RETURNING digest, bid")
+	})
+	formsSQL      = newRunSQL(func(n int) string { return manyRows("INSERT INTO forms (bid, envelope) VALUES ", 2, n, "") })
+	structuresSQL = newRunSQL(func(n int) string { return manyRows("INSERT INTO structures (bid, structure) VALUES ", 2, n, "") })
+	blobsSQL      = newRunSQL(func(n int) string { return manyRows("INSERT INTO blobs (bid, data) VALUES ", 2, n, "") })
+	messagesSQL   = newRunSQL(func(n int) string {
+		return manyRows("INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq) VALUES ", 9, n, "")
+	})
+	heldSQL = newRunSQL(func(n int) string {
+		return `SELECT b.digest, m.date FROM bodies b JOIN messages m ON m.body = b.bid
+			WHERE b.digest IN (` + placeholders(n) + ")"
+	})
+)
+
 // runEntry is one Deliver of a run as applyRun works on it.
 type runEntry struct {
 	e      Entry
@@ -198,7 +246,7 @@ func (a *applier) runSeen(rs []runEntry) error {
 		for _, r := range rs[i:j] {
 			args = append(args, r.e.ID[:], int64(r.e.Pos))
 		}
-		rows, err := a.QueryContext(a.ctx, manyRows("INSERT OR IGNORE INTO entries (id, pos) VALUES ", 2, j-i, " RETURNING id"), args...)
+		rows, err := a.QueryContext(a.ctx, seenSQL.rows(j-i), args...)
 		if err != nil {
 			return fmt.Errorf("recording entry ids: %w", err)
 		}
@@ -246,7 +294,7 @@ func (a *applier) runExisting(rs []runEntry) error {
 		for _, r := range check[i:j] {
 			args = append(args, r.e.ID[:])
 		}
-		rows, err := a.QueryContext(a.ctx, "SELECT id FROM messages WHERE id IN ("+placeholders(j-i)+")", args...)
+		rows, err := a.QueryContext(a.ctx, existingSQL.rows(j-i), args...)
 		if err != nil {
 			return fmt.Errorf("reading message ids: %w", err)
 		}
@@ -304,8 +352,7 @@ func (a *applier) runBodies(placed []*runEntry) error {
 			args = append(args, r.digest[:], refs[r.digest], len(r.e.Cmd.Body), r.parsed.headerLen, r.parsed.status,
 				r.parsed.envelope, r.parsed.structure, int64(r.e.Pos), formsVersion(a.parser))
 		}
-		rows, err := a.QueryContext(a.ctx, manyRows("INSERT INTO bodies (digest, refs, size, header_len, parsed, envelope, structure, origin, forms_version) VALUES ",
-			9, j-i, " ON CONFLICT (digest) DO NOTHING RETURNING digest, bid"), args...)
+		rows, err := a.QueryContext(a.ctx, bodiesSQL.rows(j-i), args...)
 		if err != nil {
 			return fmt.Errorf("storing bodies: %w", err)
 		}
@@ -347,18 +394,18 @@ func (a *applier) runBodies(placed []*runEntry) error {
 	// are cut by what a statement binds (runBoundBytes); a large body
 	// alone goes in pieces (blob.go).
 	for _, st := range []struct {
-		head string
+		sql  *runSQL
 		form func(r *runEntry) any
 	}{
-		{"INSERT INTO forms (bid, envelope) VALUES ", func(r *runEntry) any { return nullBlob(r.parsed.envelopeWire) }},
-		{"INSERT INTO structures (bid, structure) VALUES ", func(r *runEntry) any { return nullBlob(r.parsed.structureWire) }},
+		{formsSQL, func(r *runEntry) any { return nullBlob(r.parsed.envelopeWire) }},
+		{structuresSQL, func(r *runEntry) any { return nullBlob(r.parsed.structureWire) }},
 	} {
 		err := eachChunk(len(inserted), func(i, j int) error {
 			args := make([]any, 0, 2*(j-i))
 			for _, r := range inserted[i:j] {
 				args = append(args, r.bid, st.form(r))
 			}
-			if _, err := a.ExecContext(a.ctx, manyRows(st.head, 2, j-i, ""), args...); err != nil {
+			if _, err := a.ExecContext(a.ctx, st.sql.rows(j-i), args...); err != nil {
 				return fmt.Errorf("storing bodies: %w", err)
 			}
 			return nil
@@ -382,7 +429,7 @@ func (a *applier) runBodies(placed []*runEntry) error {
 			}
 			blobs = append(blobs, r.bid, b)
 		}
-		if _, err := a.ExecContext(a.ctx, manyRows("INSERT INTO blobs (bid, data) VALUES ", 2, j-i, ""), blobs...); err != nil {
+		if _, err := a.ExecContext(a.ctx, blobsSQL.rows(j-i), blobs...); err != nil {
 			return fmt.Errorf("storing bodies: %w", err)
 		}
 		return nil
@@ -412,8 +459,7 @@ func (a *applier) runMessages(placed []*runEntry) error {
 		for _, r := range placed[i:j] {
 			args = append(args, r.e.ID[:], mb.mid, int64(r.uid), r.bid, r.e.Cmd.Date, int64(len(r.e.Cmd.Body)), 0, "", int64(r.e.Pos))
 		}
-		if _, err := a.ExecContext(a.ctx, manyRows("INSERT INTO messages (id, mailbox, uid, body, date, size, flags, keywords, modseq) VALUES ",
-			9, j-i, ""), args...); err != nil {
+		if _, err := a.ExecContext(a.ctx, messagesSQL.rows(j-i), args...); err != nil {
 			return fmt.Errorf("inserting messages: %w", err)
 		}
 		return nil

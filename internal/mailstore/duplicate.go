@@ -92,8 +92,7 @@ func (a *applier) runDuplicates(rs []runEntry) error {
 		for _, r := range check[i:j] {
 			args = append(args, r.digest[:])
 		}
-		rows, err := a.QueryContext(a.ctx, `SELECT b.digest, m.date FROM bodies b JOIN messages m ON m.body = b.bid
-			WHERE b.digest IN (`+placeholders(j-i)+")", args...)
+		rows, err := a.QueryContext(a.ctx, heldSQL.rows(j-i), args...)
 		if err != nil {
 			return fmt.Errorf("looking for messages delivered before: %w", err)
 		}
