@@ -157,6 +157,10 @@ type Client struct {
 	// maxEntry bounds one entry of a read (SetMaxEntry); 0: the
 	// constant maxEntry.
 	maxEntry atomic.Int64
+	// readBuf is the read buffer of a read's answer, kept for the next
+	// read (an entry's bytes are copied out of it): a device's reads
+	// one after the other took 64 KB each.
+	readBuf atomic.Pointer[bufio.Reader]
 }
 
 // SetMaxEntry bounds the size of one entry the client takes in a read to
@@ -419,7 +423,17 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	}
 	body := pace.body(resp.Body)
 	bound := c.entryBound()
-	er := &entryReader{r: bufio.NewReaderSize(body, 64<<10), maxEntry: bound, arena: arena}
+	br := c.readBuf.Swap(nil)
+	if br == nil {
+		br = bufio.NewReaderSize(body, 64<<10)
+	} else {
+		br.Reset(body)
+	}
+	defer func() {
+		br.Reset(nil)
+		c.readBuf.Store(br)
+	}()
+	er := &entryReader{r: br, maxEntry: bound, arena: arena}
 	last := after
 	var size int64
 	for {

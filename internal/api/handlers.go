@@ -722,14 +722,19 @@ func (s *Server) firstChunk(maxBytes int64) int64 {
 // dropped and the response ends early: the client's next read reports the
 // new checkpoint.
 func (s *Server) stream(ctx context.Context, w http.ResponseWriter, user string, p readParams, head, cp uint64, entries []spool.Entry, h *readHold) error {
-	bw, _ := s.buffers.Get().(*bufio.Writer)
+	bw := s.spareBuffer.Swap(nil)
+	if bw == nil {
+		bw, _ = s.buffers.Get().(*bufio.Writer)
+	}
 	if bw == nil {
 		bw = bufio.NewWriterSize(w, 64<<10)
 	}
 	bw.Reset(w)
 	defer func() {
 		bw.Reset(nil)
-		s.buffers.Put(bw)
+		if !s.spareBuffer.CompareAndSwap(nil, bw) {
+			s.buffers.Put(bw)
+		}
 	}()
 	ew := &entryWriter{w: bw}
 	into, _ := s.cfg.Store.(spool.IntoReader)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -385,8 +386,10 @@ type Server struct {
 	// buffers are the write buffers of read responses, reused: most
 	// responses are the empty answers to long-polls that ended, thousands
 	// a minute with many devices, and a fresh 64 KiB each would be
-	// garbage.
-	buffers sync.Pool
+	// garbage. spareBuffer holds the last one given back, out of the
+	// pool, as spareChunks does the chunks' buffers.
+	buffers     sync.Pool
+	spareBuffer atomic.Pointer[bufio.Writer]
 	// chunks are the buffers a response's chunks are read into, two
 	// together (*chunkBufs): its first (spool.SizedReader), then its
 	// further ones when the store reads into a given buffer
