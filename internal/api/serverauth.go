@@ -440,6 +440,12 @@ func storeError(op string, err error) *srvError {
 	return &srvError{kind: kind, msg: op, detail: err}
 }
 
+// refusedBodyGrace is how long the body of a request refused before it
+// was read is waited for (and thrown away, up to net/http's 256 KiB)
+// before the answer: what a client sends at once arrives in it, and one
+// that announced a body and stopped is answered after it.
+const refusedBodyGrace = 2 * time.Second
+
 // fail answers with err's status and a JSON body {"error": text}.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var se *srvError
@@ -455,12 +461,18 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if r.ContentLength != 0 && !info(r).bodyRead {
 		// Refused before its body was read: the connection ends with
-		// the answer. net/http would read the body (up to 256 KiB)
-		// before it wrote the answer, and a client that announced one
-		// and sent nothing held its connection, unanswered, until the
-		// server's read timeout (10 minutes; a header has 30 s).
+		// the answer. net/http reads the body (up to 256 KiB) before
+		// it writes the answer, so that a client still sending gets
+		// the answer rather than a reset, and a client that announced
+		// a body and sent nothing held its connection, unanswered,
+		// until the server's read timeout (10 minutes; a header has
+		// 30 s): that read now has refusedBodyGrace. With no time at
+		// all, the answer went out at once and the connection closed
+		// under a client still writing its body: a device's checkpoint
+		// over the server's limit got "broken pipe" instead of the 413
+		// that says why (TestServerCheckpointMetrics, under load).
 		w.Header().Set("Connection", "close")
-		http.NewResponseController(w).SetReadDeadline(time.Now())
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(refusedBodyGrace))
 	}
 	status := kindStatusOf(se.kind)
 	switch status {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -110,38 +111,60 @@ func firstLine(b []byte) string {
 // given 30 s.
 func TestRefusalDoesNotWaitForTheBody(t *testing.T) {
 	e := newEnv(t, false, nil)
-	for _, head := range []string{
-		"POST /v1/users/alice/entries HTTP/1.1\r\nHost: spool\r\nContent-Type: " + ContentType + "\r\nContent-Length: 1000\r\n\r\n",
-		"PUT /v1/users/alice/checkpoint?pos=1 HTTP/1.1\r\nHost: spool\r\nContent-Length: 100000\r\n\r\n",
-		"POST /v1/nothing HTTP/1.1\r\nHost: spool\r\nContent-Length: 1000\r\n\r\n",
+	var wg sync.WaitGroup
+	for _, c := range []struct {
+		head string
+		body int // bytes of the body sent with the head
+	}{
+		{"POST /v1/users/alice/entries HTTP/1.1\r\nHost: spool\r\nContent-Type: " + ContentType + "\r\nContent-Length: 1000\r\n\r\n", 0},
+		{"PUT /v1/users/alice/checkpoint?pos=1 HTTP/1.1\r\nHost: spool\r\nContent-Length: 100000\r\n\r\n", 0},
+		{"POST /v1/nothing HTTP/1.1\r\nHost: spool\r\nContent-Length: 1000\r\n\r\n", 0},
+		// A client that sends its body at once gets the answer and the
+		// connection's end, not a reset: the body is read (and thrown
+		// away) before the connection closes. Closed at once with the
+		// body unread, the connection was reset, and a client still
+		// writing its body got "broken pipe" instead of the answer.
+		{"PUT /v1/users/alice/checkpoint?pos=1 HTTP/1.1\r\nHost: spool\r\nContent-Length: 100000\r\n\r\n", 100000},
+		{"POST /v1/users/alice/entries HTTP/1.1\r\nHost: spool\r\nContent-Type: " + ContentType + "\r\nContent-Length: 1000\r\n\r\n", 1000},
 	} {
-		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.WriteString(conn, head); err != nil {
-			t.Fatal(err)
-		}
-		// Bounds only a server that waits for the body.
-		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		br := bufio.NewReader(conn)
-		what := firstLine([]byte(head))
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Errorf("%s, its body not sent: no answer (%v); want a refusal", what, err)
-			conn.Close()
-			continue
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode < 400 || !resp.Close {
-			t.Errorf("%s: %s, Connection %q; want a refusal closing the connection", what, resp.Status, resp.Header.Get("Connection"))
-		}
-		if rest, err := io.ReadAll(br); len(rest) > 0 || err != nil {
-			t.Errorf("%s: after the answer the connection gave %q (%v); want it closed", what, firstLine(rest), err)
-		}
-		conn.Close()
+		// At once: a connection whose body never comes ends after
+		// refusedBodyGrace.
+		wg.Go(func() {
+			what := firstLine([]byte(c.head))
+			if c.body > 0 {
+				what += " with its body"
+			} else {
+				what += ", its body not sent"
+			}
+			conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			if _, err := io.WriteString(conn, c.head+strings.Repeat("x", c.body)); err != nil {
+				t.Error(err)
+				return
+			}
+			// Bounds only a server that waits for the body.
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Errorf("%s: no answer (%v); want a refusal", what, err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode < 400 || !resp.Close {
+				t.Errorf("%s: %s, Connection %q; want a refusal closing the connection", what, resp.Status, resp.Header.Get("Connection"))
+			}
+			if rest, err := io.ReadAll(br); len(rest) > 0 || err != nil {
+				t.Errorf("%s: after the answer the connection gave %q (%v); want it closed", what, firstLine(rest), err)
+			}
+		})
 	}
+	wg.Wait()
 	// A client that sends what it announced keeps its connection.
 	resp, msg := e.send(t, rawRequest{method: "POST", path: "/v1/users/alice/entries", body: EncodeBatch([][]byte{[]byte("x")}), key: e.alice})
 	if resp.StatusCode != http.StatusOK || resp.Close {
