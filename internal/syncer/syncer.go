@@ -874,6 +874,16 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		if err == nil {
 			s.contact(lr.Head, lr.Checkpoint)
 			err = s.tryRestoration(ctx, lr.Checkpoint)
+			if err != nil && !errors.Is(err, errAdopted) && !errors.Is(err, ErrIntegrity) {
+				// The look failed (the spool busy with this key's
+				// other download, a cut connection, the local store):
+				// it is tried again after the loop's backoff. Taken
+				// for "no restoration", it had the loop wait for the
+				// log's next change, up to a long-poll's 5 minutes,
+				// with the restoration there already
+				// (TestRestorationAfterBusyCheckpoint).
+				return 0, 0, err
+			}
 		}
 		if !errors.Is(err, errAdopted) {
 			return 0, 0, fmt.Errorf("%w: %s", ErrIntegrity, s.Status().Alarm)
