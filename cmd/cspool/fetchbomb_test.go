@@ -79,13 +79,7 @@ func fetchBombs(forwarded, siblings, languages int) []fetchBomb {
 	b.Reset()
 	b.WriteString(head("bomb-nested", "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n"))
 	const depth = 10000
-	for i := 1; i < depth; i++ {
-		fmt.Fprintf(&b, "--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n", i-1, i)
-	}
-	fmt.Fprintf(&b, "--b%d\r\nContent-Type: text/plain\r\n\r\nat the very bottom\r\n", depth-1)
-	for i := depth - 1; i >= 0; i-- {
-		fmt.Fprintf(&b, "--b%d--\r\n", i)
-	}
+	nestMultiparts(&b, depth)
 	out = append(out, fetchBomb{"multiparts nested 10,000 deep", b.String(), nil})
 
 	// Forwarded messages nested 1,000 deep.

@@ -84,13 +84,7 @@ func indexBombs() []indexBomb {
 	b.Reset()
 	b.WriteString(head("bomb-nested", "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n"))
 	const depth = 550000
-	for i := 1; i < depth; i++ {
-		fmt.Fprintf(&b, "--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n", i-1, i)
-	}
-	fmt.Fprintf(&b, "--b%d\r\nContent-Type: text/plain\r\n\r\nat the very bottom\r\n", depth-1)
-	for i := depth - 1; i >= 0; i-- {
-		fmt.Fprintf(&b, "--b%d--\r\n", i)
-	}
+	nestMultiparts(&b, depth)
 	add("multiparts nested 550,000 deep", b.String(), "")
 
 	// A charset name of 1 MB, and 900 parts with unknown charsets of 2 KB.
@@ -172,5 +166,18 @@ func searchFinds(t *testing.T, c *imapclient.Client, crit *imap.SearchCriteria, 
 	}
 	if got := data.AllUIDs(); len(got) != 1 || got[0] != imap.UID(uid) {
 		t.Errorf("UID SEARCH %+v found %v, want UID %d", crit, got, uid)
+	}
+}
+
+// nestMultiparts writes into b, after a header whose Content-Type is
+// multipart/mixed with boundary b0, depth multiparts nested one in the
+// other (boundaries b0 to b(depth-1)), a text at the bottom.
+func nestMultiparts(b *strings.Builder, depth int) {
+	for i := 1; i < depth; i++ {
+		fmt.Fprintf(b, "--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n", i-1, i)
+	}
+	fmt.Fprintf(b, "--b%d\r\nContent-Type: text/plain\r\n\r\nat the very bottom\r\n", depth-1)
+	for i := depth - 1; i >= 0; i-- {
+		fmt.Fprintf(b, "--b%d--\r\n", i)
 	}
 }
