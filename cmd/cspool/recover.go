@@ -89,7 +89,7 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 		return err
 	}
 	sy := dev.sync
-	if _, err := sy.SyncOnce(ctx); err != nil {
+	if _, err := sy.SyncOnceWaiting(ctx, oneShotPatience); err != nil {
 		hint := "check that the spool server is running and --spool-server is right, then run cspool recover again"
 		if errors.Is(err, syncer.ErrIntegrity) {
 			hint = "the spool's log still fails an integrity check after the recovery: report it to the spool's operator and keep this database"

@@ -19,6 +19,11 @@ import (
 	"cspool/internal/syncer"
 )
 
+// oneShotPatience is how long cspool sync --once and cspool recover wait,
+// in all, on a spool that refuses for now and says when to come back
+// (syncer.SyncOnceWaiting).
+const oneShotPatience = 2 * time.Minute
+
 func runSync(e *env, args []string) error {
 	fs := newFlagSet(e, "sync", "", `
 Bring the local mail database up to date with the spool, without serving
@@ -100,7 +105,7 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 		}
 	}()
 	if *once {
-		_, err = sy.SyncOnce(ctx)
+		_, err = sy.SyncOnceWaiting(ctx, oneShotPatience)
 	} else {
 		// After an integrity alarm Run waits for the end (the daemon goes
 		// on serving what it has); this command has nothing left to do.

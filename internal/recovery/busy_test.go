@@ -22,7 +22,10 @@ type busyOnce struct {
 	failed atomic.Bool
 }
 
-var errBusy = errors.New("checkpoint: this key is downloading its checkpoint already; try again later (HTTP 503)")
+// errBusy is the API client's error for the spool's answer, Retry-After
+// included.
+var errBusy = &api.Error{Op: "reading checkpoint of alice", Status: 503, Kind: api.ErrUnavailable,
+	Msg: "this key is downloading its checkpoint already; try again later", RetryAfter: 100 * time.Millisecond}
 
 func (b *busyOnce) Checkpoint(ctx context.Context) (spool.Checkpoint, error) {
 	if b.failed.CompareAndSwap(false, true) {
@@ -89,5 +92,66 @@ func TestRestorationAfterBusyCheckpoint(t *testing.T) {
 	}
 	if !busy.failed.Load() {
 		t.Error("b adopted the restoration without the failed download the test is about")
+	}
+}
+
+// TestOneShotSyncAfterBusyCheckpoint: the sync that cspool recover runs
+// after writing the restoration (and cspool sync --once) waits as the spool
+// asks when its download of the checkpoint meets the user's other device
+// downloading under the same key, instead of failing the command with the
+// restoration already written. cmd/cspool's TestRecoverAfterRestore met it
+// about one run in six: "cspool: error: syncing with ... after the
+// recovery: reading checkpoint of alice: temporarily unavailable (HTTP
+// 503): this key is downloading its checkpoint already".
+func TestOneShotSyncAfterBusyCheckpoint(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	a, b := r.device("a"), r.device("b")
+	r.deliver(3)
+	a.mustSync()
+	b.mustSync()
+	backup := r.backup()
+	r.deliver(2)
+	a.mustSync()
+	r.restore(backup)
+	r.deliver(1)
+	if err := a.sync(); err == nil {
+		t.Fatal("a: no alarm after the restore")
+	}
+	if _, err := a.recover(); err != nil {
+		t.Fatal(err)
+	}
+	oneShot := func(wait bool) (*busyOnce, error) {
+		busy := &busyOnce{Client: a.client}
+		s, err := syncer.New(syncer.Config{User: user, UserKey: r.userKey, SpoolKey: r.spoolKey.Public(), Store: a.st,
+			Source: busy, Logger: r.quiet, CheckpointMin: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if wait {
+			_, err = s.SyncOnceWaiting(ctx, 10*time.Second)
+		} else {
+			_, err = s.SyncOnce(ctx)
+		}
+		return busy, err
+	}
+	// SyncOnce, which the commands ran, ends with the spool's refusal.
+	if busy, err := oneShot(false); !busy.failed.Load() {
+		t.Fatal("the sync after the recovery downloaded no checkpoint; the test is about that download")
+	} else if !errors.Is(err, spool.ErrUnavailable) {
+		t.Fatalf("SyncOnce with the download refused: %v, want the refusal", err)
+	}
+	busy, err := oneShot(true)
+	if err != nil {
+		t.Fatalf("the one-shot sync after the recovery: %v", err)
+	}
+	if !busy.failed.Load() {
+		t.Fatal("the download was never refused")
+	}
+	// 3 before the backup, 2 put back by the recovery, 1 after the restore.
+	if st := a.dump(); len(st.Messages) != 6 || st.Position != r.sp.Head() {
+		t.Errorf("a holds %d messages at position %d after the sync, want 6 at the head %d", len(st.Messages), st.Position, r.sp.Head())
 	}
 }

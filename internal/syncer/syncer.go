@@ -751,6 +751,37 @@ func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 	}
 }
 
+// SyncOnceWaiting is SyncOnce for a command run once (cspool sync --once,
+// cspool recover): when the spool refuses for now and says when to come
+// back (a 503 or 429 with Retry-After, such as "this key is downloading its
+// checkpoint already" while the user's other device, under the same key,
+// downloads it), it waits as asked and tries again, for up to patience in
+// all. A spool that cannot be reached, or a refusal without Retry-After,
+// ends it at once, as SyncOnce does.
+func (s *Syncer) SyncOnceWaiting(ctx context.Context, patience time.Duration) (int, error) {
+	deadline := time.Now().Add(patience)
+	total := 0
+	for {
+		n, err := s.SyncOnce(ctx)
+		total += n
+		if err == nil || !temporary(err) {
+			return total, err
+		}
+		wait := retryAfter(err)
+		if wait <= 0 || time.Now().Add(wait).After(deadline) {
+			return total, err
+		}
+		s.log.Info("the spool is busy for now; trying again as it asked", "in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return total, err
+		case <-t.C:
+		}
+	}
+}
+
 // readsOn reports whether lr holds every position after pos, up to the
 // spool's newest checkpoint or to the read's end if it ends before: the
 // compaction deleted nothing this device still has to apply (the entries
