@@ -89,8 +89,8 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 		}()
 	}
 	want := fetchWant(opts)
-	rev1Parts := !rev2 && rev1Sections(opts)
-	if rev1Parts {
+	basicGlobals := partSections(opts)
+	if basicGlobals {
 		want |= mailstore.WantStructure // globalPathsOf
 	}
 	if want&mailstore.WantRaw != 0 {
@@ -159,9 +159,9 @@ func (s *session) Fetch(w *imapserver.FetchWriter, set imap.NumSet, opts *imap.F
 			return writeErr
 		}
 		var gp globalPaths
-		if rev1Parts {
+		if basicGlobals {
 			var err error
-			if gp, err = globalPathsOf(m); err != nil {
+			if gp, err = globalPathsOf(m, rev2); err != nil {
 				return err
 			}
 		}

@@ -14,24 +14,29 @@ import (
 // A session that has not enabled IMAP4rev2 is given a message/global
 // part (RFC 6533) as a basic part (mimeform.Rev1Structure, rev1Wire):
 // RFC 3501's grammar knows "MESSAGE" "RFC822" alone as a message part.
-// Its sections are read as that structure shows it, as of any basic
-// part: its HEADER, TEXT and HEADER.FIELDS are empty (RFC 3501 section
-// 6.4.5 names them of a message/rfc822 part only), its part 1 is itself
-// (BODY[n.1] is BODY[n], BODY[n.1.MIME] is BODY[n.MIME]), and it has no
-// part 2. Dovecot 2.3, an IMAP4rev1 server, answers so (docs/IMAP.md,
-// "Odd messages, part by part").
+// A message/global part in base64 or quoted-printable (RFC 6532 section
+// 3.5) is a basic part to every session, its stored structure one
+// (mimeform's encodedGlobal): its message is its body decoded, no byte
+// range of the stored message. Their sections are read as that
+// structure shows them, as of any basic part: its HEADER, TEXT and
+// HEADER.FIELDS are empty (RFC 3501 section 6.4.5 names them of a
+// message/rfc822 part only), its part 1 is itself (BODY[n.1] is
+// BODY[n], BODY[n.1.MIME] is BODY[n.MIME]), and it has no part 2.
+// Dovecot 2.3, an IMAP4rev1 server, answers so (docs/IMAP.md, "Odd
+// messages, part by part").
 
 // globalPaths are the paths of a message's message/global parts a
-// session that has not enabled IMAP4rev2 is given as basic parts: the
-// outermost ones, as one within a message/global part is no part of its
-// structure. Nil for a session that enabled IMAP4rev2, and for a message
-// without such a part.
+// session is given as basic parts: for a session that has not enabled
+// IMAP4rev2, the outermost ones, as one within a message/global part is
+// no part of its structure; for one that has, those in base64 or
+// quoted-printable, within the others too. Nil for a message without
+// such a part.
 type globalPaths [][]int
 
-// rev1Sections reports whether opts asks for a section that a
+// partSections reports whether opts asks for a section that a
 // message/global part, read as a basic part, answers otherwise than as a
 // message: one within a part, or a part's HEADER or TEXT.
-func rev1Sections(opts *imap.FetchOptions) bool {
+func partSections(opts *imap.FetchOptions) bool {
 	for _, b := range opts.BodySection {
 		if len(b.Part) > 1 || len(b.Part) == 1 && (b.Specifier == imap.PartSpecifierHeader || b.Specifier == imap.PartSpecifierText) {
 			return true
@@ -51,8 +56,10 @@ func rev1Sections(opts *imap.FetchOptions) bool {
 }
 
 // globalPathsOf returns the paths of m's message/global parts (RFC 3501
-// section 6.4.5's part numbers), read from its stored structure, or nil.
-func globalPathsOf(m *mailstore.Message) (globalPaths, error) {
+// section 6.4.5's part numbers) a session is given as basic parts (all
+// of them, the outermost, unless rev2; with rev2, those stored as basic
+// parts), read from its stored structure, or nil.
+func globalPathsOf(m *mailstore.Message, rev2 bool) (globalPaths, error) {
 	if m.BodyStructure == nil || !bytes.Contains(m.BodyStructure, []byte(`"global"`)) || mimeform.Status(m.Parse) != mimeform.Parsed {
 		return nil, nil
 	}
@@ -69,7 +76,7 @@ func globalPathsOf(m *mailstore.Message) (globalPaths, error) {
 				walk(c, append(slices.Clip(path), i+1))
 			}
 		case *imap.BodyStructureSinglePart:
-			if strings.EqualFold(x.Type, "message") && strings.EqualFold(x.Subtype, "global") {
+			if strings.EqualFold(x.Type, "message") && strings.EqualFold(x.Subtype, "global") && (!rev2 || x.MessageRFC822 == nil) {
 				out = append(out, path)
 				return
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -251,5 +252,95 @@ func TestGlobalPartRev1(t *testing.T) {
 			}
 		}
 
+	}
+}
+
+// TestEncodedGlobalPart: a message/global part in base64 or
+// quoted-printable (RFC 6532 section 3.5; testdata/oddparts/global-*.eml)
+// is a basic part to a session of either revision, as Dovecot 2.3
+// serves it (its answers in dovecot.txt): BODYSTRUCTURE and BODY without
+// an envelope, structure and lines, its HEADER and TEXT empty, its part
+// 1 itself, BINARY of it the message decoded, the same when the message
+// is read part by part (over 256 KiB), and SEARCH finds a word of the
+// decoded message only. To a session that enabled IMAP4rev2 it was a
+// message read from its encoded bytes: base64's lines were its HEADER
+// and its envelope all NIL, quoted-printable's "=C3=B6" the envelope's
+// text, and BODY[2.1.MIME] the whole header of the message.
+func TestEncodedGlobalPart(t *testing.T) {
+	t.Parallel()
+	var ms []oddMessage
+	for _, name := range []string{"global-base64", "global-qp"} {
+		raw, err := os.ReadFile(filepath.Join("testdata", "oddparts", name+".eml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, oddMessage{name, raw})
+	}
+	dove := readRecorded(t, filepath.Join("testdata", "oddparts", "dovecot.txt"))
+	// The base64 one after a text part of 300 KiB, read part by part.
+	b64 := string(ms[0].raw)
+	at := strings.Index(b64, "The original message")
+	big := b64[:at] + strings.Repeat(strings.Repeat("y", 76)+"\r\n", (300<<10)/78) + b64[at:]
+
+	r := newRig(t)
+	d := r.device("a")
+	for _, rev2 := range []bool{false, true} {
+		session := fmt.Sprintf("IMAP4rev2 %v", rev2)
+		w := loginWire(t, d.addr)
+		if rev2 {
+			w.ok("ENABLE IMAP4rev2")
+		}
+		if !rev2 {
+			appendOddParts(w, ms)
+			w.ok(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(big), big))
+		}
+		w.ok("SELECT INBOX")
+		got := fetchOddParts(t, w, ms)
+		for _, m := range ms {
+			for _, item := range append(slices.Clone(oddPartsItems), "BODY.PEEK[2.HEADER]", "BODY.PEEK[2.TEXT]") {
+				k := [2]string{m.name, item}
+				dv, ok := dove[k]
+				switch {
+				case !ok:
+					t.Errorf("%s, %s %s: no answer of Dovecot's recorded", session, m.name, item)
+				case !oddSameForm(strings.SplitN(item, "[", 2)[0], got[k], quoteLiterals(dv)):
+					t.Errorf("%s, %s %s:\n got     %q\n dovecot %q", session, m.name, item, got[k], dv)
+				}
+			}
+		}
+		for seq := 1; seq <= 3; seq++ {
+			answer := func(it string) string {
+				u := w.ok(fmt.Sprintf("FETCH %d (%s)", seq, it))
+				_, a, _ := strings.Cut(u[0], "] ")
+				return a
+			}
+			for _, c := range []struct{ it, as string }{
+				{"BODY.PEEK[2.1]", "BODY.PEEK[2]"}, {"BODY.PEEK[2.1.MIME]", "BODY.PEEK[2.MIME]"},
+				{"BINARY.PEEK[2.1]", "BINARY.PEEK[2]"}, {"BODY.PEEK[2.2]", ""}, {"BODY.PEEK[2.HEADER]", ""},
+				{"BODY.PEEK[2.TEXT]", ""}, {"BODY.PEEK[2.1.HEADER]", ""},
+			} {
+				want := "{0}\r\n)\r\n"
+				if c.as != "" {
+					want = answer(c.as)
+				}
+				if a := answer(c.it); a != want {
+					t.Errorf("%s, message %d, %s: %.300q, want %.300q", session, seq, c.it, a, want)
+				}
+			}
+			if !strings.Contains(answer("BINARY.PEEK[2]"), "Das Kennwort lautet ") {
+				t.Errorf("%s, message %d: BINARY[2] is not the message decoded", session, seq)
+			}
+		}
+		u := w.ok("FETCH 3 (BODYSTRUCTURE)")
+		if want := bodyParts(t, strings.TrimPrefix(dove[[2]string{"global-base64", "BODYSTRUCTURE"}], "BODYSTRUCTURE "))[1]; bodyParts(t, fetchItem(u[0], "BODYSTRUCTURE"))[1] != want {
+			t.Errorf("%s, message 3: %q, where part 2 is %s", session, u, want)
+		}
+		for word, want := range map[string]string{"Schneeflockenwalzer": "1 3", "Regenbogenforelle": "2", "inner-b64": "1 3"} {
+			u, tagged := w.run("SEARCH BODY " + word)
+			if status(tagged) != "OK" || len(u) != 1 || !strings.Contains(u[0], " "+want+"\r\n") && !strings.Contains(u[0], " "+strings.ReplaceAll(want, " ", ",")+"\r\n") {
+				t.Errorf("%s, SEARCH BODY %s: %q, want %s", session, word, u, want)
+			}
+		}
+		w.ok("LOGOUT")
 	}
 }

@@ -40,7 +40,9 @@ func extractOf(b []byte) imap.BodyStructure {
 // (TestPartOfFieldsAlone); a forwarded message's header of no field,
 // which Parse reads to its blank line; a Content-Type of "multipart" without a
 // subtype, one part to Parse and a multipart to the library
-// (TestMultipartWithoutSubtype).
+// (TestMultipartWithoutSubtype); a message/global part in base64 or
+// quoted-printable, one part to Parse and a message to the library
+// (TestEncodedGlobalPart).
 func readOtherwise(b []byte) bool {
 	r := getReader(b)
 	defer readers.Put(r)
@@ -49,7 +51,7 @@ func readOtherwise(b []byte) bool {
 		return false
 	}
 	w := &walk{bounds: structureBounds}
-	return w.within(h, r.br) && !w.tripped && (len(w.cut) > 0 || w.mended || w.untyped)
+	return w.within(h, r.br) && !w.tripped && (len(w.cut) > 0 || w.mended || w.untyped || w.encoded)
 }
 
 // libraryStructure is the structure as go-imap extracts it, the nested

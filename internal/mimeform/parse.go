@@ -380,7 +380,7 @@ func bodyStructure(rawHeader textproto.Header, r io.Reader, inDigest bool, st *s
 		Encoding:    TransferEncoding(header.Get("Content-Transfer-Encoding")),
 	}
 	disp := contentDisposition(header, &st.params) // before a nested message's
-	if mediaType == "message/rfc822" || mediaType == "message/global" {
+	if mediaType == "message/rfc822" || mediaType == "message/global" && !encodedGlobal(rawHeader) {
 		body, _ := io.ReadAll(r)
 		// Its own bytes without a closing tail; the tail is read on, to
 		// close the multipart cut short inside it.
@@ -538,6 +538,10 @@ type walk struct {
 	// one part (noSubtype), where the library's structure takes it for
 	// a multipart.
 	untyped bool
+	// encoded: a message/global part in base64 or quoted-printable, one
+	// part (encodedGlobal), where the library's structure takes it for
+	// a message.
+	encoded bool
 }
 
 // noSubtype reports whether mediaType, as ContentType gives it, is
@@ -608,6 +612,10 @@ func (w *walk) withinPart(h textproto.Header, r io.Reader, inDigest bool) bool {
 		return false
 	case noSubtype(mediaType):
 		w.untyped = true
+	case mediaType == "message/global" && encodedGlobal(h):
+		// One part of its bytes, as the structure shows it, where the
+		// library's takes it for a message.
+		w.encoded = true
 	case mediaType == "message/rfc822" || mediaType == "message/global":
 		if w.depth >= w.bounds.depth || w.nested >= w.bounds.nested {
 			return false
@@ -648,6 +656,26 @@ func wellFormed(bs imap.BodyStructure) bool {
 		if bs.MessageRFC822 != nil {
 			return wellFormed(bs.MessageRFC822.BodyStructure)
 		}
+		return true
+	}
+	return false
+}
+
+// encodedGlobal reports whether a message/global part whose header is h
+// has a Content-Transfer-Encoding of base64 or quoted-printable, which
+// RFC 6532 section 3.5 allows it (message/rfc822 has none but 7bit, 8bit
+// and binary, RFC 2046 section 5.2.1). Its message is its body decoded,
+// and no byte range of the stored message: the part is one part of its
+// bytes, a basic part, as Dovecot 2.3 shows every message/global part,
+// without the envelope, structure and lines of a message. Its sections
+// read it so (imapd's globalPaths): its HEADER and TEXT are empty, its
+// part 1 is itself, and BINARY of it is the message decoded. Its bytes
+// were read as a message as they stand: the lines of base64 one header
+// of no field, the envelope all NIL, and quoted-printable's "=C3=B6"
+// served as the envelope's and HEADER's text (FormsVersion 9).
+func encodedGlobal(h textproto.Header) bool {
+	switch strings.ToLower(TransferEncoding(h.Get("Content-Transfer-Encoding"))) {
+	case "base64", "quoted-printable":
 		return true
 	}
 	return false

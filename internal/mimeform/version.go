@@ -35,8 +35,10 @@ package mimeform
 // where its first line was the header and the rest the body. Version 8:
 // "multipart/" followed by no subtype is one part as "multipart" is
 // (noSubtype), where it was a multipart of no part and the message
-// Simplified.
-const FormsVersion = 8
+// Simplified. Version 9: a message/global part in base64 or
+// quoted-printable is one part of its bytes (encodedGlobal), where its
+// encoded bytes were read as a message.
+const FormsVersion = 9
 
 // FormsVersion is FormsVersion (mailstore.Versioned).
 func (Parser) FormsVersion() int { return FormsVersion }
