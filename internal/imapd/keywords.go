@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 
 	"cspool/internal/command"
+	"cspool/internal/mailstore"
 )
 
 // Keyword announcements (RFC 9051 section 7.3.5, RFC 3501 section 7.2.6):
@@ -243,7 +245,58 @@ func (s *session) keywordsLimit(ctx context.Context, id command.ID, known *selec
 	if len(all) <= maxKeywords {
 		return nil
 	}
+	return keywordsLimitError(len(all), false)
+}
+
+// keywordsLimitError is the NO [LIMIT] of a change that would bring a
+// mailbox to n keywords (at least n, when more was not counted).
+func keywordsLimitError(n int, atLeast bool) error {
+	would := fmt.Sprint(n)
+	if atLeast {
+		would = "more than " + fmt.Sprint(maxKeywords)
+	}
 	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
-		Text: fmt.Sprintf("the mailbox would have %d keywords, and may have at most %d: clear some from its messages first; nothing was changed",
-			len(all), maxKeywords)}
+		Text: fmt.Sprintf("the mailbox would have %s keywords, and may have at most %d: clear some from its messages first; nothing was changed",
+			would, maxKeywords)}
+}
+
+// errPastBound stops copyKeywordsLimit's scan.
+var errPastBound = errors.New("past the keywords bound")
+
+// copyKeywordsLimit refuses a COPY or MOVE of the selected mailbox's
+// messages refs into the mailbox to that would bring the keywords in use
+// there beyond maxKeywords with the messages' keywords, as keywordsLimit
+// does a STORE's. The messages are read only when the keywords in use in
+// the two mailboxes together are past the bound, and the read stops at
+// the first message that brings the target past it.
+func (s *session) copyKeywordsLimit(ctx context.Context, sel *selected, refs []ref, to command.ID) error {
+	if to == sel.mb.id || len(refs) == 0 {
+		return nil
+	}
+	from, err := s.store().MailboxKeywords(ctx, sel.mb.id)
+	if err != nil || len(from) == 0 {
+		return err
+	}
+	inUse, err := s.store().MailboxKeywords(ctx, to)
+	if err != nil {
+		return err
+	}
+	all := newKwSet(inUse)
+	if both := all.clone(); !both.add(from) || len(both) <= maxKeywords {
+		return nil
+	}
+	uids := make([]mailstore.UID, len(refs))
+	for i, r := range refs {
+		uids[i] = mailstore.UID(r.uid)
+	}
+	err = sel.box.ScanUIDs(ctx, uids, mailstore.WantMetadataOnly, func(m *mailstore.Message) error {
+		if all.add(m.Flags) && len(all) > maxKeywords {
+			return errPastBound
+		}
+		return nil
+	})
+	if errors.Is(err, errPastBound) {
+		return keywordsLimitError(len(all), true)
+	}
+	return err
 }

@@ -312,7 +312,7 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 		sel.mb.changes.RLock()
 		defer sel.mb.changes.RUnlock()
 	}
-	_, ids, byID, err := s.targets(ctx, sel, set)
+	refs, ids, byID, err := s.targets(ctx, sel, set)
 	if err != nil {
 		return nil, err
 	}
@@ -325,6 +325,11 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 		}
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: codeExpungeIssued,
 			Text: "none of these messages exist any more"}
+	}
+	// The copies keep their keywords: the target's bound holds for
+	// them as for a STORE (all or nothing).
+	if err := s.copyKeywordsLimit(ctx, sel, refs, to.ID); err != nil {
+		return nil, s.selectedError(sel, err)
 	}
 	o, err := s.submit(&command.Command{Kind: kind, Mailbox: to.Name, MailboxID: to.ID, IDs: ids})
 	if err != nil {

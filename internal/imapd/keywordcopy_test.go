@@ -1,0 +1,132 @@
+package imapd
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+// keywordFlags returns the keywords prefix001 to prefix<n> as flags.
+func keywordFlags(prefix string, from, to int) []imap.Flag {
+	var out []imap.Flag
+	for i := from; i <= to; i++ {
+		out = append(out, imap.Flag(fmt.Sprintf("%s%03d", prefix, i)))
+	}
+	return out
+}
+
+// appendWith appends a small message with flags to mailbox through c.
+func appendWith(t *testing.T, c *imapclient.Client, mailbox string, flags []imap.Flag) error {
+	t.Helper()
+	msg := "From: a@example.org\r\nSubject: kw\r\n\r\nx\r\n"
+	ac := c.Append(mailbox, int64(len(msg)), &imap.AppendOptions{Flags: flags})
+	if _, err := ac.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ac.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ac.Wait()
+	return err
+}
+
+// mailboxKeywords is the keywords a SELECT of mailbox lists in FLAGS.
+func mailboxKeywords(t *testing.T, c *imapclient.Client, mailbox string) []string {
+	t.Helper()
+	var kws []string
+	for _, f := range mustSelect(t, c, mailbox).Flags {
+		if isKeyword(string(f)) {
+			kws = append(kws, string(f))
+		}
+	}
+	return kws
+}
+
+func messageCount(t *testing.T, c *imapclient.Client, mailbox string) uint32 {
+	t.Helper()
+	data, err := c.Status(mailbox, &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil {
+		t.Fatalf("STATUS %s: %v", mailbox, err)
+	}
+	return *data.NumMessages
+}
+
+// TestKeywordsBoundedCopy: COPY and MOVE (and their UID forms) carry
+// their messages' keywords into the target, so one whose keywords would
+// bring the target's beyond maxKeywords gets NO [LIMIT] and copies
+// nothing, even when each source is within the bound. They were taken
+// whole: COPYs from several mailboxes of 255 keywords each brought the
+// target to any number, past the bound STORE and APPEND keep.
+func TestKeywordsBoundedCopy(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	c := d.client(nil)
+	for _, name := range []string{"Target", "A", "B", "C"} {
+		if err := c.Create(name, nil).Wait(); err != nil {
+			t.Fatalf("CREATE %s: %v", name, err)
+		}
+	}
+	// A: one message with 255 keywords; B: one with 255 others and one
+	// without any; C: one with keywords the target has after A's copy.
+	if err := appendWith(t, c, "A", keywordFlags("a", 1, 255)); err != nil {
+		t.Fatalf("APPEND A: %v", err)
+	}
+	if err := appendWith(t, c, "B", keywordFlags("b", 1, 255)); err != nil {
+		t.Fatalf("APPEND B: %v", err)
+	}
+	if err := appendWith(t, c, "B", []imap.Flag{imap.FlagSeen}); err != nil {
+		t.Fatalf("APPEND B: %v", err)
+	}
+	if err := appendWith(t, c, "C", append(keywordFlags("A", 1, 10), imap.FlagFlagged)); err != nil {
+		t.Fatalf("APPEND C: %v", err)
+	}
+
+	mustSelect(t, c, "A")
+	if _, err := c.Copy(imap.SeqSetNum(1), "Target").Wait(); err != nil {
+		t.Fatalf("COPY of 255 keywords into an empty mailbox: %v", err)
+	}
+	mustSelect(t, c, "B")
+	var uids imap.UIDSet
+	uids.AddRange(1, 2)
+	for _, cmd := range []struct {
+		name string
+		run  func() error
+	}{
+		{"COPY 1:2", func() error { _, err := c.Copy(imap.SeqSetNum(1, 2), "Target").Wait(); return err }},
+		{"UID COPY 1:2", func() error { _, err := c.Copy(uids, "Target").Wait(); return err }},
+		{"MOVE 1:2", func() error { _, err := c.Move(imap.SeqSetNum(1, 2), "Target").Wait(); return err }},
+		{"UID MOVE 1", func() error { _, err := c.Move(imap.UIDSetNum(1), "Target").Wait(); return err }},
+	} {
+		err := cmd.run()
+		if imapCode(err) != imap.ResponseCodeLimit {
+			t.Errorf("%s of 255 new keywords into a mailbox of 255: got %v, want NO [LIMIT]", cmd.name, err)
+		}
+	}
+	if n := messageCount(t, c, "Target"); n != 1 {
+		t.Errorf("Target has %d messages after the refused copies, want 1", n)
+	}
+	if n := messageCount(t, c, "B"); n != 2 {
+		t.Errorf("B has %d messages after the refused moves, want 2", n)
+	}
+	// The message without keywords, and one whose keywords are in use in
+	// the target (spelled otherwise), go.
+	if _, err := c.Move(imap.UIDSetNum(2), "Target").Wait(); err != nil {
+		t.Errorf("UID MOVE of a message without keywords: %v", err)
+	}
+	mustSelect(t, c, "C")
+	if _, err := c.Copy(imap.SeqSetNum(1), "Target").Wait(); err != nil {
+		t.Errorf("COPY of keywords in use in the target: %v", err)
+	}
+	kws := mailboxKeywords(t, c, "Target")
+	if len(kws) != 255 || slices.ContainsFunc(kws, func(k string) bool { return strings.HasPrefix(k, "b") }) {
+		t.Errorf("Target has %d keywords, want A's 255 alone", len(kws))
+	}
+	if n := messageCount(t, c, "Target"); n != 3 {
+		t.Errorf("Target has %d messages, want 3", n)
+	}
+}
