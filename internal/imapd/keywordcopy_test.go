@@ -130,3 +130,64 @@ func TestKeywordsBoundedCopy(t *testing.T) {
 		t.Errorf("Target has %d messages, want 3", n)
 	}
 }
+
+// TestKeywordsBoundedReset: the view's keywords only grow while the
+// mailbox is selected, include keywords that left their last message
+// since and leave out those the session set quietly, so they do not tell
+// which keywords are in use: a STORE of keywords the view knows but that
+// are not in use any more is checked against those in use. Clearing 256 keywords, setting 256 others and
+// setting the first 256 again brought the mailbox to 512, and each round
+// to 256 more.
+func TestKeywordsBoundedReset(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	c := d.client(nil)
+	mustSelect(t, c, "INBOX")
+	store := func(seq uint32, op imap.StoreFlagsOp, flags []imap.Flag) error {
+		return c.Store(imap.SeqSetNum(seq), &imap.StoreFlags{Op: op, Silent: true, Flags: flags}, nil).Close()
+	}
+	k, n := keywordFlags("k", 1, 256), keywordFlags("n", 1, 256)
+	if err := store(1, imap.StoreFlagsAdd, k); err != nil {
+		t.Fatal(err)
+	}
+	// Selected again, the view has k001:k256.
+	mustSelect(t, c, "INBOX")
+	for _, step := range []struct {
+		name string
+		err  error
+	}{
+		{"STORE 1 -FLAGS k001:k256", store(1, imap.StoreFlagsDel, k)},
+		{"STORE 2 +FLAGS n001:n256", store(2, imap.StoreFlagsAdd, n)},
+	} {
+		if step.err != nil {
+			t.Fatalf("%s: %v", step.name, step.err)
+		}
+	}
+	for _, step := range []struct {
+		name string
+		err  error
+	}{
+		{"STORE 3 +FLAGS k001:k256", store(3, imap.StoreFlagsAdd, k)},
+		{"STORE 3 +FLAGS k001", store(3, imap.StoreFlagsAdd, k[:1])},
+		{"STORE 3 FLAGS (\\Seen k001)", store(3, imap.StoreFlagsSet, []imap.Flag{imap.FlagSeen, k[0]})},
+	} {
+		if imapCode(step.err) != imap.ResponseCodeLimit {
+			t.Errorf("%s with n001:n256 in use: got %v, want NO [LIMIT]", step.name, step.err)
+		}
+	}
+	// Keywords in use are taken, and one more once one has left.
+	if err := store(3, imap.StoreFlagsAdd, append(n[:10:10], imap.FlagFlagged)); err != nil {
+		t.Errorf("STORE of keywords in use: %v", err)
+	}
+	if err := store(2, imap.StoreFlagsDel, n[255:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := store(4, imap.StoreFlagsAdd, k[:1]); err != nil {
+		t.Errorf("STORE of one keyword into a mailbox of 255: %v", err)
+	}
+	if kws := mailboxKeywords(t, c, "INBOX"); len(kws) != 256 {
+		t.Errorf("INBOX has %d keywords, want 256", len(kws))
+	}
+}

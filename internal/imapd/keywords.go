@@ -211,29 +211,20 @@ const maxKeywords = 256
 
 // keywordsLimit refuses a change that would bring the keywords in use in
 // the mailbox (id) beyond maxKeywords with flags' keywords, with NO
-// [LIMIT] (RFC 5530 section 3). known, when not nil, is the selected
-// mailbox, whose view knows keywords in use: flags naming only those are
-// taken without reading the store.
-func (s *session) keywordsLimit(ctx context.Context, id command.ID, known *selected, flags []string) error {
-	var fresh []string
-	if known != nil {
-		known.mb.mu.Lock()
-	}
+// [LIMIT] (RFC 5530 section 3). The keywords in use are read from the
+// store each time: a view's keywords are no measure of them, as they
+// include keywords that left their last message and leave out those the
+// session set itself quietly. (Keywords a view had queued were taken
+// unread: clearing 256 keywords, setting 256 others and setting the first
+// again brought a mailbox to 512, and each round to 256 more.)
+func (s *session) keywordsLimit(ctx context.Context, id command.ID, flags []string) error {
+	var kws []string
 	for _, f := range flags {
-		if !isKeyword(f) {
-			continue
+		if isKeyword(f) {
+			kws = append(kws, f)
 		}
-		if known != nil {
-			if _, ok := known.v.queued[strings.ToLower(f)]; ok {
-				continue
-			}
-		}
-		fresh = append(fresh, f)
 	}
-	if known != nil {
-		known.mb.mu.Unlock()
-	}
-	if len(fresh) == 0 {
+	if len(kws) == 0 {
 		return nil
 	}
 	inUse, err := s.store().MailboxKeywords(ctx, id)
@@ -241,8 +232,7 @@ func (s *session) keywordsLimit(ctx context.Context, id command.ID, known *selec
 		return err
 	}
 	all := newKwSet(inUse)
-	all.add(fresh)
-	if len(all) <= maxKeywords {
+	if !all.add(kws) || len(all) <= maxKeywords {
 		return nil
 	}
 	return keywordsLimitError(len(all), false)

@@ -103,7 +103,7 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 	ctx, cancel := s.ctx()
 	defer cancel()
 	if flags.Op != imap.StoreFlagsDel {
-		if err := s.keywordsLimit(ctx, sel.mb.id, sel, list); err != nil {
+		if err := s.keywordsLimit(ctx, sel.mb.id, list); err != nil {
 			return s.selectedError(sel, err)
 		}
 	}
@@ -413,7 +413,7 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 		if flags, err = canonicalFlags(opts.Flags); err != nil {
 			return nil, err
 		}
-		if err := s.keywordsLimit(ctx, to.ID, nil, flags); err != nil {
+		if err := s.keywordsLimit(ctx, to.ID, flags); err != nil {
 			return nil, s.storeError(err, name)
 		}
 		if !opts.Time.IsZero() {
