@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/emersion/go-imap/v2"
@@ -189,5 +190,66 @@ func TestKeywordsBoundedReset(t *testing.T) {
 	}
 	if kws := mailboxKeywords(t, c, "INBOX"); len(kws) != 256 {
 		t.Errorf("INBOX has %d keywords, want 256", len(kws))
+	}
+}
+
+// TestPermanentFlagsAtBound: PERMANENTFLAGS has \* (new keywords may be
+// created, RFC 3501 section 7.1) only while the mailbox has fewer than
+// maxKeywords keywords, at SELECT and when a FETCH writes FLAGS and
+// PERMANENTFLAGS itself. It was offered at the bound too, where every new
+// keyword gets NO [LIMIT].
+func TestPermanentFlagsAtBound(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	var mu sync.Mutex
+	var told [][]imap.Flag
+	c := d.client(&imapclient.UnilateralDataHandler{
+		Mailbox: func(m *imapclient.UnilateralDataMailbox) {
+			if m.PermanentFlags != nil {
+				mu.Lock()
+				told = append(told, m.PermanentFlags)
+				mu.Unlock()
+			}
+		},
+	})
+	store := func(seq uint32, op imap.StoreFlagsOp, flags []imap.Flag) {
+		t.Helper()
+		if err := c.Store(imap.SeqSetNum(seq), &imap.StoreFlags{Op: op, Silent: true, Flags: flags}, nil).Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wildcard := func(perm []imap.Flag) bool { return slices.Contains(perm, imap.FlagWildcard) }
+	k := keywordFlags("k", 1, 256)
+	mustSelect(t, c, "INBOX")
+	store(1, imap.StoreFlagsAdd, k[:255])
+	if perm := mustSelect(t, c, "INBOX").PermanentFlags; !wildcard(perm) || len(perm) != 5+255+1 {
+		t.Errorf("SELECT with 255 keywords: PERMANENTFLAGS has %d flags, \\* %v; want 261 with \\*", len(perm), wildcard(perm))
+	}
+	// The session sets the 256th quietly; the FETCH that shows it writes
+	// FLAGS and PERMANENTFLAGS first.
+	store(2, imap.StoreFlagsAdd, k[255:])
+	if _, err := c.Fetch(imap.SeqSetNum(2), &imap.FetchOptions{Flags: true}).Collect(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	got := slices.Clone(told)
+	mu.Unlock()
+	if len(got) == 0 {
+		t.Errorf("FETCH 2 (FLAGS) showing a new keyword: no PERMANENTFLAGS")
+	} else if perm := got[len(got)-1]; wildcard(perm) || len(perm) != 5+256 {
+		t.Errorf("FETCH 2 (FLAGS) at 256 keywords: PERMANENTFLAGS has %d flags, \\* %v; want 261 without \\*", len(perm), wildcard(perm))
+	}
+	if perm := mustSelect(t, c, "INBOX").PermanentFlags; wildcard(perm) || len(perm) != 5+256 {
+		t.Errorf("SELECT with 256 keywords: PERMANENTFLAGS has %d flags, \\* %v; want 261 without \\*", len(perm), wildcard(perm))
+	}
+	if data, err := c.Select("INBOX", &imap.SelectOptions{ReadOnly: true}).Wait(); err != nil || len(data.PermanentFlags) != 0 {
+		t.Fatalf("EXAMINE: %v, PERMANENTFLAGS %d flags, want none", err, len(data.PermanentFlags))
+	}
+	mustSelect(t, c, "INBOX")
+	store(2, imap.StoreFlagsDel, k[255:])
+	if perm := mustSelect(t, c, "INBOX").PermanentFlags; !wildcard(perm) {
+		t.Errorf("SELECT with 255 keywords again: PERMANENTFLAGS without \\*")
 	}
 }

@@ -166,9 +166,24 @@ func (s *session) tell(flags []string) error {
 	mb.mu.Unlock()
 	lines := "* FLAGS (" + flagText(list) + ")\r\n"
 	if !v.readOnly {
-		lines += "* OK [PERMANENTFLAGS (" + flagText(list) + ` \*)] Flags permitted` + "\r\n"
+		lines += "* OK [PERMANENTFLAGS (" + flagText(permanentFlags(list)) + ")] Flags permitted\r\n"
 	}
 	return s.writeRaw(lines)
+}
+
+// permanentFlags is the PERMANENTFLAGS of a read-write mailbox whose
+// FLAGS is list: the same flags, and \* (new keywords may be created,
+// RFC 3501 section 7.1) unless list has maxKeywords keywords or more. The
+// list may hold keywords that left their last message since, so \* may
+// be missing while a keyword could be created; and a list written earlier
+// may have \* after the mailbox reached the bound (the next command
+// creating a keyword gets NO [LIMIT]).
+func permanentFlags(list []imap.Flag) []imap.Flag {
+	out := append([]imap.Flag{}, list...)
+	if len(list)-len(systemFlags) < maxKeywords {
+		out = append(out, imap.FlagWildcard)
+	}
+	return out
 }
 
 func flagText(list []imap.Flag) string {

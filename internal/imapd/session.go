@@ -221,7 +221,7 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		next = mb.uids[k-1] + 1
 	}
 	mb.mu.Unlock()
-	perm := append(append([]imap.Flag{}, flags...), imap.FlagWildcard)
+	perm := permanentFlags(flags)
 	if s.sel.readOnly {
 		perm = []imap.Flag{}
 	}
