@@ -1,6 +1,7 @@
 package imapd
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"cspool/internal/command"
+	"cspool/internal/mailstore"
 )
 
 // keywordFlags returns the keywords prefix001 to prefix<n> as flags.
@@ -251,5 +255,67 @@ func TestPermanentFlagsAtBound(t *testing.T) {
 	store(2, imap.StoreFlagsDel, k[255:])
 	if perm := mustSelect(t, c, "INBOX").PermanentFlags; !wildcard(perm) {
 		t.Errorf("SELECT with 255 keywords again: PERMANENTFLAGS without \\*")
+	}
+}
+
+// TestKeywordsPastBoundFromTheLog: another device's daemon (an older or a
+// modified one) may write entries that bring a mailbox past maxKeywords.
+// This device applies them whole (the log is the truth): a session sees
+// every keyword, gets no \* in PERMANENTFLAGS, may set keywords in use and
+// clear any, and gets NO [LIMIT] for a new keyword there and for a COPY
+// that would carry the excess into another mailbox.
+func TestKeywordsPastBoundFromTheLog(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	a := r.device("a")
+	deliverAll(r, a)
+	b := r.device("b")
+	b.synced(r.Head())
+	ctx := context.Background()
+	inbox, err := b.store.MailboxIdentity(ctx, "INBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := b.store.Selected(inbox.ID, inbox.UIDValidity).MessageIDs(ctx, []mailstore.UID{1, 2})
+	if err != nil || len(ids) != 2 {
+		t.Fatalf("message ids: %v, %v", ids, err)
+	}
+	var kws []string
+	for _, f := range keywordFlags("x", 1, 300) {
+		kws = append(kws, string(f))
+	}
+	if _, err := b.sync.Submit(ctx, &command.Command{Kind: command.SetFlags, Flags: kws, IDs: []command.ID{ids[1], ids[2]}}); err != nil {
+		t.Fatal(err)
+	}
+	a.synced(r.Head())
+	c := a.client(nil)
+	if err := c.Create("Other", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	sel := mustSelect(t, c, "INBOX")
+	if len(sel.Flags) != 5+300 || slices.Contains(sel.PermanentFlags, imap.FlagWildcard) {
+		t.Errorf("SELECT of 300 keywords: FLAGS has %d flags, PERMANENTFLAGS \\* %v; want 305 and no \\*",
+			len(sel.Flags), slices.Contains(sel.PermanentFlags, imap.FlagWildcard))
+	}
+	store := func(seq uint32, op imap.StoreFlagsOp, flags ...imap.Flag) error {
+		return c.Store(imap.SeqSetNum(seq), &imap.StoreFlags{Op: op, Silent: true, Flags: flags}, nil).Close()
+	}
+	if err := store(3, imap.StoreFlagsAdd, "x001", "X300", imap.FlagSeen); err != nil {
+		t.Errorf("STORE of keywords in use past the bound: %v", err)
+	}
+	if err := store(3, imap.StoreFlagsAdd, "new"); imapCode(err) != imap.ResponseCodeLimit {
+		t.Errorf("STORE of a new keyword past the bound: got %v, want NO [LIMIT]", err)
+	}
+	if _, err := c.Copy(imap.SeqSetNum(1), "Other").Wait(); imapCode(err) != imap.ResponseCodeLimit {
+		t.Errorf("COPY of 300 keywords: got %v, want NO [LIMIT]", err)
+	}
+	if err := store(2, imap.StoreFlagsDel, keywordFlags("x", 1, 300)...); err != nil {
+		t.Errorf("STORE -FLAGS past the bound: %v", err)
+	}
+	if _, err := c.Copy(imap.SeqSetNum(2), "Other").Wait(); err != nil {
+		t.Errorf("COPY of a message without keywords: %v", err)
+	}
+	if n := messageCount(t, c, "Other"); n != 1 {
+		t.Errorf("Other has %d messages, want 1", n)
 	}
 }
