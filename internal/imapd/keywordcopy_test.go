@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
@@ -25,15 +26,15 @@ func keywordFlags(prefix string, from, to int) []imap.Flag {
 }
 
 // appendWith appends a small message with flags to mailbox through c.
-func appendWith(t *testing.T, c *imapclient.Client, mailbox string, flags []imap.Flag) error {
-	t.Helper()
+func appendWith(_ *testing.T, c *imapclient.Client, mailbox string, flags []imap.Flag) error {
 	msg := "From: a@example.org\r\nSubject: kw\r\n\r\nx\r\n"
 	ac := c.Append(mailbox, int64(len(msg)), &imap.AppendOptions{Flags: flags})
 	if _, err := ac.Write([]byte(msg)); err != nil {
-		t.Fatal(err)
+		ac.Close()
+		return err
 	}
 	if err := ac.Close(); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	_, err := ac.Wait()
 	return err
@@ -317,5 +318,64 @@ func TestKeywordsPastBoundFromTheLog(t *testing.T) {
 	}
 	if n := messageCount(t, c, "Other"); n != 1 {
 		t.Errorf("Other has %d messages, want 1", n)
+	}
+}
+
+// TestKeywordsBoundedConcurrent: two sessions appending a new keyword each
+// to a mailbox of 255 at the same moment: one is taken, the other gets NO
+// [LIMIT]. Both passed the check before either was applied, and the
+// mailbox had 257. The submit of the first waits (at most 3 s) for the
+// second to come, as the second did on the code before; now the second
+// waits for the first to be applied before its check.
+func TestKeywordsBoundedConcurrent(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	c1, c2 := d.client(nil), d.client(nil)
+	if err := c1.Create("Box", nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := appendWith(t, c1, "Box", keywordFlags("k", 1, 255)); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	came := 0
+	both := make(chan struct{})
+	d.sub.set(false, func(cmds []*command.Command) {
+		if cmds[0].Kind != command.Append {
+			return
+		}
+		mu.Lock()
+		came++
+		if came == 2 {
+			close(both)
+		}
+		mu.Unlock()
+		select {
+		case <-both:
+		case <-time.After(3 * time.Second):
+		}
+	})
+	errs := make(chan error, 2)
+	for i, c := range []*imapclient.Client{c1, c2} {
+		go func() { errs <- appendWith(t, c, "Box", []imap.Flag{imap.Flag(fmt.Sprintf("new%d", i))}) }()
+	}
+	var taken, limited int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			taken++
+		case imapCode(err) == imap.ResponseCodeLimit:
+			limited++
+		default:
+			t.Errorf("APPEND: %v", err)
+		}
+	}
+	d.sub.set(false, nil)
+	if taken != 1 || limited != 1 {
+		t.Errorf("two APPENDs of a new keyword each into a mailbox of 255 at once: %d taken, %d NO [LIMIT]; want 1 and 1", taken, limited)
+	}
+	if kws := mailboxKeywords(t, c1, "Box"); len(kws) != 256 {
+		t.Errorf("Box has %d keywords, want 256", len(kws))
 	}
 }

@@ -232,7 +232,12 @@ const maxKeywords = 256
 // session set itself quietly. (Keywords a view had queued were taken
 // unread: clearing 256 keywords, setting 256 others and setting the first
 // again brought a mailbox to 512, and each round to 256 more.)
-func (s *session) keywordsLimit(ctx context.Context, id command.ID, flags []string) error {
+//
+// A change that creates a keyword holds the server's keyword lock from
+// its check until release, which the caller calls once the change is
+// submitted: two sessions creating keywords at once each passed the
+// check and went past the bound together. release is never nil.
+func (s *session) keywordsLimit(ctx context.Context, id command.ID, flags []string) (release func(), err error) {
 	var kws []string
 	for _, f := range flags {
 		if isKeyword(f) {
@@ -240,17 +245,44 @@ func (s *session) keywordsLimit(ctx context.Context, id command.ID, flags []stri
 		}
 	}
 	if len(kws) == 0 {
-		return nil
+		return noRelease, nil
 	}
 	inUse, err := s.store().MailboxKeywords(ctx, id)
 	if err != nil {
-		return err
+		return noRelease, err
+	}
+	if !newKwSet(inUse).add(kws) {
+		return noRelease, nil
+	}
+	release, err = s.lockKeywords(ctx)
+	if err != nil {
+		return noRelease, err
+	}
+	// Read again: another change may have created keywords meanwhile.
+	if inUse, err = s.store().MailboxKeywords(ctx, id); err != nil {
+		release()
+		return noRelease, err
 	}
 	all := newKwSet(inUse)
-	if !all.add(kws) || len(all) <= maxKeywords {
-		return nil
+	if all.add(kws); len(all) <= maxKeywords {
+		return release, nil
 	}
-	return keywordsLimitError(len(all), false)
+	release()
+	return noRelease, keywordsLimitError(len(all), false)
+}
+
+func noRelease() {}
+
+// lockKeywords takes the server's keyword lock (Server.kwLock), waiting no
+// longer than ctx.
+func (s *session) lockKeywords(ctx context.Context) (func(), error) {
+	select {
+	case s.srv.kwLock <- struct{}{}:
+		return func() { <-s.srv.kwLock }, nil
+	case <-ctx.Done():
+		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
+			Text: "another change creating keywords is not done yet; nothing was changed, try again later"}
+	}
 }
 
 // keywordsLimitError is the NO [LIMIT] of a change that would bring a
@@ -271,24 +303,41 @@ var errPastBound = errors.New("past the keywords bound")
 // copyKeywordsLimit refuses a COPY or MOVE of the selected mailbox's
 // messages refs into the mailbox to that would bring the keywords in use
 // there beyond maxKeywords with the messages' keywords, as keywordsLimit
-// does a STORE's. The messages are read only when the keywords in use in
-// the two mailboxes together are past the bound, and the read stops at
-// the first message that brings the target past it.
-func (s *session) copyKeywordsLimit(ctx context.Context, sel *selected, refs []ref, to command.ID) error {
+// does a STORE's, and holds the keyword lock as it does when the copies
+// may create a keyword there. The messages are read only when the
+// keywords in use in the two mailboxes together are past the bound, and
+// the read stops at the first message that brings the target past it.
+func (s *session) copyKeywordsLimit(ctx context.Context, sel *selected, refs []ref, to command.ID) (release func(), err error) {
 	if to == sel.mb.id || len(refs) == 0 {
-		return nil
+		return noRelease, nil
 	}
 	from, err := s.store().MailboxKeywords(ctx, sel.mb.id)
 	if err != nil || len(from) == 0 {
-		return err
+		return noRelease, err
 	}
 	inUse, err := s.store().MailboxKeywords(ctx, to)
 	if err != nil {
-		return err
+		return noRelease, err
+	}
+	if !newKwSet(inUse).add(from) {
+		return noRelease, nil
+	}
+	release, err = s.lockKeywords(ctx)
+	if err != nil {
+		return noRelease, err
+	}
+	defer func() {
+		if err != nil {
+			release()
+			release = noRelease
+		}
+	}()
+	if inUse, err = s.store().MailboxKeywords(ctx, to); err != nil {
+		return
 	}
 	all := newKwSet(inUse)
 	if both := all.clone(); !both.add(from) || len(both) <= maxKeywords {
-		return nil
+		return
 	}
 	uids := make([]mailstore.UID, len(refs))
 	for i, r := range refs {
@@ -301,7 +350,7 @@ func (s *session) copyKeywordsLimit(ctx context.Context, sel *selected, refs []r
 		return nil
 	})
 	if errors.Is(err, errPastBound) {
-		return keywordsLimitError(len(all), true)
+		err = keywordsLimitError(len(all), true)
 	}
-	return err
+	return
 }

@@ -102,11 +102,6 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 	}
 	ctx, cancel := s.ctx()
 	defer cancel()
-	if flags.Op != imap.StoreFlagsDel {
-		if err := s.keywordsLimit(ctx, sel.mb.id, list); err != nil {
-			return s.selectedError(sel, err)
-		}
-	}
 	refs, ids, err := s.storeChange(ctx, sel, set, flags.Op, list)
 	if err != nil || len(ids) == 0 {
 		return err
@@ -131,11 +126,20 @@ func (s *session) Store(w *imapserver.FetchWriter, set imap.NumSet, flags *imap.
 // answer is written: a client that does not read would hold up every
 // EXPUNGE of the mailbox). A change that leaves \Deleted alone, or sets
 // it, needs no order with an EXPUNGE: applied before or after it, the
-// same messages go.
+// same messages go. A change that may add keywords is checked against
+// their bound (keywordsLimit) under that lock, so that the keyword lock
+// is always taken after it (transfer takes them in that order too).
 func (s *session) storeChange(ctx context.Context, sel *selected, set imap.NumSet, op imap.StoreFlagsOp, list []string) ([]ref, []command.ID, error) {
 	if undeletes(op, list) {
 		sel.mb.changes.RLock()
 		defer sel.mb.changes.RUnlock()
+	}
+	if op != imap.StoreFlagsDel {
+		release, err := s.keywordsLimit(ctx, sel.mb.id, list)
+		if err != nil {
+			return nil, nil, s.selectedError(sel, err)
+		}
+		defer release()
 	}
 	refs, ids, _, err := s.targets(ctx, sel, set)
 	if err != nil || len(ids) == 0 {
@@ -328,10 +332,12 @@ func (s *session) transfer(kind command.Kind, set imap.NumSet, dest string) (*im
 	}
 	// The copies keep their keywords: the target's bound holds for
 	// them as for a STORE (all or nothing).
-	if err := s.copyKeywordsLimit(ctx, sel, refs, to.ID); err != nil {
+	release, err := s.copyKeywordsLimit(ctx, sel, refs, to.ID)
+	if err != nil {
 		return nil, s.selectedError(sel, err)
 	}
 	o, err := s.submit(&command.Command{Kind: kind, Mailbox: to.Name, MailboxID: to.ID, IDs: ids})
+	release()
 	if err != nil {
 		return nil, err
 	}
@@ -409,11 +415,13 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	}
 	var flags []string
 	date := time.Now()
+	release := noRelease
+	defer func() { release() }()
 	if opts != nil {
 		if flags, err = canonicalFlags(opts.Flags); err != nil {
 			return nil, err
 		}
-		if err := s.keywordsLimit(ctx, to.ID, flags); err != nil {
+		if release, err = s.keywordsLimit(ctx, to.ID, flags); err != nil {
 			return nil, s.storeError(err, name)
 		}
 		if !opts.Time.IsZero() {
@@ -428,6 +436,8 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	}
 	o, err := s.submit(&command.Command{Kind: command.Append, Mailbox: to.Name, MailboxID: to.ID,
 		Flags: flags, Date: ms, Body: body})
+	release()
+	release = noRelease
 	if err != nil {
 		return nil, err
 	}

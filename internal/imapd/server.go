@@ -102,6 +102,10 @@ type Server struct {
 
 	damagedLogged atomic.Bool // a StoreProblem was logged
 
+	// kwLock is held by a change that creates a keyword from its check
+	// against maxKeywords until it is submitted (keywordsLimit).
+	kwLock chan struct{}
+
 	appendMem *semaphore.Weighted // Config.AppendMemory
 	fetchMem  *semaphore.Weighted // Config.FetchMemory
 
@@ -146,7 +150,7 @@ func New(cfg Config) (*Server, error) {
 	cfg.fill()
 	log := cfg.Logger
 	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{},
-		floors: map[command.ID]imap.UID{}, appendMem: semaphore.NewWeighted(cfg.AppendMemory),
+		floors: map[command.ID]imap.UID{}, appendMem: semaphore.NewWeighted(cfg.AppendMemory), kwLock: make(chan struct{}, 1),
 		fetchMem: semaphore.NewWeighted(cfg.FetchMemory)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
