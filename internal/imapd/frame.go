@@ -196,6 +196,14 @@ type frameConn struct {
 	// for other commands.
 	depth    *searchDepth
 	rejected int // lines refused before login
+
+	// Autologout (loggedIn), once logged in: lastActive is when
+	// the client last sent a line or was last sent a tagged reply, under
+	// mu; alarm looks at it; closed stops it.
+	lastActive time.Time
+	autologout time.Duration
+	alarm      atomic.Pointer[time.Timer]
+	closed     atomic.Bool
 }
 
 func newFrameConn(c net.Conn) *frameConn {
@@ -207,6 +215,10 @@ func newFrameConn(c net.Conn) *frameConn {
 // swap (TestCloseBesideSTARTTLS); not under mu, which a write to a client
 // that does not read holds.
 func (fc *frameConn) Close() error {
+	fc.closed.Store(true)
+	if a := fc.alarm.Load(); a != nil {
+		a.Stop()
+	}
 	if t := fc.upgraded.Load(); t != nil {
 		return t.Close()
 	}
@@ -343,6 +355,7 @@ func (fc *frameConn) nextCommand() error {
 			return err
 		}
 		fc.mu.Lock()
+		fc.lastActive = time.Now()
 		cont := fc.contReqs > 0 && !fc.ended
 		if cont {
 			fc.contReqs--
@@ -871,11 +884,50 @@ func (fc *frameConn) setSelected(on bool) {
 	fc.selected = on
 }
 
-// loggedIn tells the framer a login succeeded.
-func (fc *frameConn) loggedIn() {
+// loggedIn tells the framer a login succeeded, and starts the session's
+// autologout timer of d (Config.Autologout).
+func (fc *frameConn) loggedIn(d time.Duration) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	fc.authed = true
+	if fc.alarm.Load() != nil {
+		return
+	}
+	fc.lastActive, fc.autologout = time.Now(), d
+	fc.alarm.Store(time.AfterFunc(d, fc.checkAutologout))
+	if fc.closed.Load() {
+		fc.alarm.Load().Stop()
+	}
+}
+
+// checkAutologout is the autologout timer's (RFC 9051 section 5.4): a
+// session that has sent no line for the autologout time, and is not
+// waiting for a command's reply, gets an untagged BYE and is closed. A
+// command in progress is no inactivity, but for IDLE (RFC 2177: the
+// server may log out a client idling past its timeout), whose time
+// counts from the line that started it; a client keeping IDLE re-issues
+// it every 29 minutes. Otherwise the timer is set again for when the
+// time will be up.
+func (fc *frameConn) checkAutologout() {
+	if fc.closed.Load() {
+		return
+	}
+	fc.mu.Lock()
+	d := fc.autologout
+	busy := fc.name != "" && !fc.ended && fc.name != "IDLE"
+	left := d - time.Since(fc.lastActive)
+	fc.mu.Unlock()
+	if busy || left > 0 {
+		if busy {
+			left = d
+		}
+		fc.alarm.Load().Reset(left)
+		if fc.closed.Load() {
+			fc.alarm.Load().Stop()
+		}
+		return
+	}
+	fc.bye(fmt.Sprintf("autologout: no command for %v; closing the connection", d))
 }
 
 // Write passes the library's output on, noting continuation requests and
@@ -1087,6 +1139,7 @@ func (fc *frameConn) watch(p []byte) {
 		switch {
 		case fc.tag != "" && len(line) > len(fc.tag) && line[len(fc.tag)] == ' ' && string(line[:len(fc.tag)]) == fc.tag:
 			fc.ended = true
+			fc.lastActive = time.Now()
 			if selecting(fc.name) && !bytes.HasPrefix(line[len(fc.tag):], []byte(" OK")) {
 				fc.known = fc.knownBefore
 			}

@@ -167,7 +167,8 @@ func (r *rig) device(name string) *device {
 	return r.deviceWith(name, Config{})
 }
 
-// deviceWith is device with the Login, Logger, MaxMessageBytes and TLS of extra.
+// deviceWith is device with the Login, Logger, MaxMessageBytes, TLS,
+// AppendMemory and Autologout of extra.
 func (r *rig) deviceWith(name string, extra Config) *device {
 	r.t.Helper()
 	t := r.t
@@ -196,7 +197,8 @@ func (r *rig) deviceWith(name string, extra Config) *device {
 		logger = extra.Logger
 	}
 	s, err := New(Config{Store: d.store, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger, Login: extra.Login,
-		MaxMessageBytes: extra.MaxMessageBytes, TLS: extra.TLS, AppendMemory: extra.AppendMemory})
+		MaxMessageBytes: extra.MaxMessageBytes, TLS: extra.TLS, AppendMemory: extra.AppendMemory,
+		Autologout: extra.Autologout})
 	if err != nil {
 		t.Fatal(err)
 	}

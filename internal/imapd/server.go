@@ -84,7 +84,19 @@ type Config struct {
 	// fetchCost times MaxMessageBytes, so that one message of the largest
 	// size read whole is served at a time.
 	FetchMemory int64
+	// Autologout is how long a logged-in session may send no command
+	// before it gets an untagged BYE and is closed (RFC 9051 section
+	// 5.4); a session in IDLE counts as sending none (RFC 2177). Zero
+	// means 30 minutes, the RFC's least. go-imap sets a read deadline
+	// of its own of 35 minutes before each command, so a longer one may
+	// have no effect. The login phase is bounded by
+	// LoginLimits.LoginDeadline.
+	Autologout time.Duration
 }
+
+// defaultAutologout is Config.Autologout's default: RFC 9051 section 5.4's
+// least autologout time.
+const defaultAutologout = 30 * time.Minute
 
 // fetchCost is how many times its size a FETCH of a message's bytes read
 // whole holds at its peak: the message, the section the library extracts
@@ -133,6 +145,9 @@ func (c *Config) fill() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Autologout <= 0 {
+		c.Autologout = defaultAutologout
 	}
 }
 

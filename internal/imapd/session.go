@@ -110,7 +110,7 @@ func (s *session) Login(user, pass string) error {
 	}
 	s.authed = true
 	if fc := framer(nc); fc != nil {
-		fc.loggedIn()
+		fc.loggedIn(cfg.Autologout)
 	}
 	if cfg.Alert != nil {
 		if text := cleanText(cfg.Alert()); text != "" {
