@@ -152,3 +152,13 @@ func TestAutologoutSparesSlowCommand(t *testing.T) {
 	noopOK(t, rc, "n1", "the session after its slow APPEND")
 	byeClosed(t, silent, "autologout", "the silent session beside it")
 }
+
+// TestAutologoutDefault: a Config that leaves Autologout zero logs out
+// after 30 minutes, RFC 9051 section 5.4's least, as docs/IMAP.md says.
+func TestAutologoutDefault(t *testing.T) {
+	t.Parallel()
+	d := newRig(t).device("default")
+	if got := d.srv.cfg.Autologout; got != 30*time.Minute {
+		t.Fatalf("default Autologout %v, want 30m", got)
+	}
+}
