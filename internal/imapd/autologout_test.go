@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,12 +17,13 @@ import (
 // login it kept out. Before, a program that logged in MaxSessions times
 // and kept silent kept every other login out for go-imap's 35 minutes,
 // and one that sent a NOOP now and then for good; the mail client was
-// answered NO [UNAVAILABLE] meanwhile.
+// answered NO [UNAVAILABLE] meanwhile. Each autologout is logged.
 func TestAutologoutFreesSessions(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
+	var logs logBuffer
 	d := r.deviceWith("autologout", Config{Autologout: 500 * time.Millisecond, Login: LoginLimits{MaxSessions: 2,
-		Wait: func(context.Context, time.Duration) error { return nil }}})
+		Wait: func(context.Context, time.Duration) error { return nil }}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	deliverAll(r, d)
 	silent := []*rawConn{dialRaw(t, d.addr), dialRaw(t, d.addr)}
 	for _, rc := range silent {
@@ -41,6 +43,9 @@ func TestAutologoutFreesSessions(t *testing.T) {
 	waitSessions(t, d.srv.guard, 0)
 	loginRaw(t, late)
 	fetchAll(t, late, "f")
+	if n := strings.Count(logs.String(), "IMAP session logged out: no command for the autologout time"); n != 2 {
+		t.Errorf("%d autologouts logged, want 2:\n%s", n, logs.String())
+	}
 }
 
 // waitSessions waits up to 10 s for g to count n sessions.

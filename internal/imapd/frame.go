@@ -204,6 +204,7 @@ type frameConn struct {
 	autologout time.Duration
 	alarm      atomic.Pointer[time.Timer]
 	closed     atomic.Bool
+	loggedOut  func() // called once the autologout ends the session
 }
 
 func newFrameConn(c net.Conn) *frameConn {
@@ -885,15 +886,16 @@ func (fc *frameConn) setSelected(on bool) {
 }
 
 // loggedIn tells the framer a login succeeded, and starts the session's
-// autologout timer of d (Config.Autologout).
-func (fc *frameConn) loggedIn(d time.Duration) {
+// autologout timer of d (Config.Autologout); loggedOut, if set, is
+// called when it ends the session.
+func (fc *frameConn) loggedIn(d time.Duration, loggedOut func()) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	fc.authed = true
 	if fc.alarm.Load() != nil {
 		return
 	}
-	fc.lastActive, fc.autologout = time.Now(), d
+	fc.lastActive, fc.autologout, fc.loggedOut = time.Now(), d, loggedOut
 	fc.alarm.Store(time.AfterFunc(d, fc.checkAutologout))
 	if fc.closed.Load() {
 		fc.alarm.Load().Stop()
@@ -926,6 +928,9 @@ func (fc *frameConn) checkAutologout() {
 			fc.alarm.Load().Stop()
 		}
 		return
+	}
+	if fc.loggedOut != nil {
+		fc.loggedOut()
 	}
 	fc.bye(fmt.Sprintf("autologout: no command for %v; closing the connection", d))
 }

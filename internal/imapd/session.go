@@ -110,7 +110,10 @@ func (s *session) Login(user, pass string) error {
 	}
 	s.authed = true
 	if fc := framer(nc); fc != nil {
-		fc.loggedIn(cfg.Autologout)
+		remote := nc.RemoteAddr().String()
+		fc.loggedIn(cfg.Autologout, func() {
+			s.srv.log.Info("IMAP session logged out: no command for the autologout time", "remote", remote, "autologout", cfg.Autologout)
+		})
 	}
 	if cfg.Alert != nil {
 		if text := cleanText(cfg.Alert()); text != "" {
