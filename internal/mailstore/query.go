@@ -178,15 +178,29 @@ func (s *Store) Keywords(ctx context.Context) ([]string, error) {
 	return queryColumn[string](ctx, s.rdb, "SELECT name FROM keywords ORDER BY fold")
 }
 
+// mailboxKeywordsQuery reads the distinct keyword lists in use in a
+// mailbox from the partial index messages_keywords (schema version 15):
+// the messages without keywords, nearly all of them, are not read. It
+// steps from one list to the next greater one with a seek in the index
+// (a loose index scan), so it reads one index entry for each distinct
+// list, not one for each message that has keywords: a mail client that
+// marks every message $NotJunk made SELECT DISTINCT read them all, at
+// every SELECT and at every STORE of a keyword (the mailbox's bound,
+// imapd's keywordsLimit). SQLite skips ahead so by itself only with
+// ANALYZE's statistics, which these databases do not keep.
+const mailboxKeywordsQuery = `WITH RECURSIVE b(mid) AS (SELECT mid FROM mailboxes WHERE id = ?),
+k(kw) AS (
+	SELECT (SELECT min(m.keywords) FROM messages m INDEXED BY messages_keywords
+		WHERE m.mailbox = (SELECT mid FROM b) AND m.keywords != '')
+	UNION ALL
+	SELECT (SELECT min(m.keywords) FROM messages m INDEXED BY messages_keywords
+		WHERE m.mailbox = (SELECT mid FROM b) AND m.keywords != '' AND m.keywords > k.kw)
+	FROM k WHERE k.kw IS NOT NULL)
+SELECT kw FROM k WHERE kw IS NOT NULL`
+
 // MailboxKeywords lists the keywords set on at least one message of a
 // mailbox, as spelled in the store, sorted case-insensitively: the keywords
 // of the mailbox's FLAGS (RFC 9051 section 7.3.5).
-// mailboxKeywordsQuery reads the keyword lists in use in a mailbox from
-// the partial index messages_keywords (schema version 15): the messages
-// without keywords, nearly all of them, are not read.
-const mailboxKeywordsQuery = `SELECT DISTINCT m.keywords FROM messages m INDEXED BY messages_keywords JOIN mailboxes mb ON m.mailbox = mb.mid
-WHERE mb.id = ? AND m.keywords != ''`
-
 func (s *Store) MailboxKeywords(ctx context.Context, mailbox command.ID) ([]string, error) {
 	if err := s.check(); err != nil {
 		return nil, err
