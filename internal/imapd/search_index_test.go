@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"golang.org/x/text/unicode/norm"
 
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
@@ -22,10 +23,13 @@ import (
 )
 
 // searchWords mixes ASCII, letters whose case folds in interesting ways
-// (ß, Σ/σ/ς, İ, K as the Kelvin sign), accents and an emoji, so needles cut
-// from them cross the cases the index must get right.
+// (ß, Σ/σ/ς, İ, K as the Kelvin sign), accents written composed and
+// decomposed, a ligature, fullwidth letters, combining marks that
+// decomposition reorders and an emoji, so needles cut from them cross the
+// cases the index must get right.
 var searchWords = []string{"quarterly", "Report", "MEETING", "invoice", "Straße", "ΣΟΦΙΑ", "σοφίας", "İstanbul",
-	"Kelvin", "café", "crème", "naïve", "Zürich", "😀ok", "a", "ab", "x\"y", "tab\tin", "A.B-C", "münchen", "Ǆemal"}
+	"Kelvin", "café", "crème", "naïve", "Zürich", "😀ok", "a", "ab", "x\"y", "tab\tin", "A.B-C", "münchen", "Ǆemal",
+	"cafe\u0301", "ﬁnal", "ＦＵＬＬ", "ᾳ\u0301", "e\u0301\u0323"}
 
 func randomText(r *rand.Rand, n int) string {
 	var b strings.Builder
@@ -146,6 +150,13 @@ func randomNeedle(r *rand.Rand, msgs []string) string {
 		default:
 			out[i] = c
 		}
+	}
+	// Composed or decomposed, as a client may send either.
+	switch r.IntN(4) {
+	case 0:
+		return norm.NFC.String(string(out))
+	case 1:
+		return norm.NFD.String(string(out))
 	}
 	return string(out)
 }
@@ -322,7 +333,6 @@ func TestImaplibSearch(t *testing.T) {
 	if _, left, err := d.store.IndexPending(context.Background(), 100); err != nil || left != 0 {
 		t.Fatalf("IndexPending: %d left, %v", left, err)
 	}
-	host, port, _ := net.SplitHostPort(d.addr)
 	want := map[string]string{
 		"body-word": "1", "body-substring": "1", "body-case": "1", "text-header": "1", "subject": "1",
 		"from": "1", "to": "1", "cc": "1", "body-qp": "2", "not-in-attachment": "", "short": "3",
@@ -330,30 +340,76 @@ func TestImaplibSearch(t *testing.T) {
 	}
 	run := func(phase string) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, python, "testdata/imaplib_search.py", host, port, "alice", testPassword).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: imaplib: %v\n%s", phase, err, out)
-		}
-		got := map[string]string{}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		if lines[len(lines)-1] != "PASS" {
-			t.Fatalf("%s: imaplib did not pass:\n%s", phase, out)
-		}
-		for _, l := range lines[:len(lines)-1] {
-			name, uids, _ := strings.Cut(l, " ")
-			got[name] = uids
-		}
-		for name, w := range want {
-			if got[name] != w {
-				t.Errorf("%s: SEARCH %s: UIDs %q, want %q", phase, name, got[name], w)
-			}
-		}
+		imaplibSearch(t, phase, python, "testdata/imaplib_search.py", d.addr, want)
 	}
 	run("indexed")
 	if err := d.store.Reindex(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	run("index dropped")
+}
+
+// imaplibSearch runs the imaplib script against the server at addr and
+// checks each search's UIDs against want: the script prints a line a
+// search, "NAME uid uid ...", then PASS.
+func imaplibSearch(t *testing.T, phase, python, script, addr string, want map[string]string) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, python, script, host, port, "alice", testPassword).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: imaplib: %v\n%s", phase, err, out)
+	}
+	got := map[string]string{}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if lines[len(lines)-1] != "PASS" {
+		t.Fatalf("%s: imaplib did not pass:\n%s", phase, out)
+	}
+	for _, l := range lines[:len(lines)-1] {
+		name, uids, _ := strings.Cut(l, " ")
+		got[name] = uids
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("%s: SEARCH %s: UIDs %q, want %q", phase, name, got[name], w)
+		}
+	}
+}
+
+// TestImaplibSearchDecomposed: SEARCH compares texts decomposed (NFKD) and
+// case-folded, as i;unicode-casemap (RFC 5051) does, for a needle sent as
+// a literal with CHARSET UTF-8 and as a quoted string after ENABLE
+// UTF8=ACCEPT, through Python's imaplib: é written as one code point and
+// as e with U+0301 find each other in a subject and a body, e finds both,
+// the ligature ﬁ and fullwidth letters are the letters they stand for;
+// indexed and with the index dropped (every message scanned) alike.
+func TestImaplibSearchDecomposed(t *testing.T) {
+	t.Parallel()
+	python := needTool(t, "python3")
+	r := newRig(t)
+	d := r.device("a")
+	msgs := []string{
+		"From: a@example.org\r\nSubject: Café crème\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe ﬁnal ＲＥＰＯＲＴ, un café ici.\r\n",
+		"From: b@example.org\r\nSubject: =?utf-8?q?Cafe=CC=81_noir?=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nUn cafe\u0301 ici.\r\n",
+		"From: c@example.org\r\nSubject: cafe society\r\n\r\nA final report.\r\n",
+	}
+	var pos uint64
+	for _, m := range msgs {
+		pos = r.Deliver([]byte(m))
+	}
+	d.synced(pos)
+	if _, left, err := d.store.IndexPending(context.Background(), 100); err != nil || left != 0 {
+		t.Fatalf("IndexPending: %d left, %v", left, err)
+	}
+	want := map[string]string{
+		"subject-nfc": "1 2", "subject-nfd": "1 2", "subject-prefix": "1 2 3", "subject-upper-nfd": "1 2",
+		"body-nfc": "1 2", "body-nfd": "1 2", "body-ligature": "1 3", "body-fullwidth": "1 3", "body-fullwidth-needle": "1 3",
+		"accept-subject-nfd": "1 2", "accept-body-nfc": "1 2", "accept-fullwidth": "1 3", "accept-ligature": "1 3",
+	}
+	imaplibSearch(t, "indexed", python, "testdata/imaplib_search_decomposed.py", d.addr, want)
+	if err := d.store.Reindex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	imaplibSearch(t, "index dropped", python, "testdata/imaplib_search_decomposed.py", d.addr, want)
 }

@@ -82,8 +82,11 @@ func textsVersion(p Parser) int {
 
 // foldVersion is the version of foldCase, which a change of the fold of
 // some text raises by one (textsVersion): 0 for strings.ToLower alone, 1
-// with final sigma folded as sigma.
-const foldVersion = 1
+// with final sigma folded as sigma, 2 with each code point folded as the
+// lower case of its upper case and the text decomposed (NFKD), so that a
+// body indexed before is indexed again and found by a needle written
+// decomposed, or composed, as the other (TestFoldVersionGolden).
+const foldVersion = 2
 
 // parsedMessage is what apply stores about a message's bytes.
 type parsedMessage struct {

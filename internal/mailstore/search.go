@@ -11,7 +11,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 
 	"cspool/internal/command"
 )
@@ -31,8 +34,9 @@ import (
 //     addresses as ENVELOPE shows them; TEXT tests the raw header as a
 //     whole and every field's text.
 //
-// "Contains" is strings.Contains over foldCase of both sides:
-// strings.ToLower, final sigma made sigma.
+// "Contains" is strings.Contains over foldCase of both sides: case
+// folded and decomposed (NFKD), as i;unicode-casemap (RFC 5051) has it.
+// "Lower-cased" below means so folded.
 //
 // The index is an FTS5 table with the trigram tokenizer, case-sensitive,
 // over the lower-cased texts: one row per body (rowid = bodies.bid), a
@@ -108,21 +112,40 @@ func ContainsFold(hay, needle string) bool {
 	return strings.Contains(foldCase(hay), foldCase(needle))
 }
 
-// foldCase is what SEARCH compares of a text and a needle:
-// strings.ToLower, and final sigma (ς, U+03C2) made sigma (σ, U+03C3), as
-// i;unicode-casemap (RFC 5051) folds both, to Σ. strings.ToLower keeps a
-// Greek word written in small letters, which ends in ς, apart from the
-// same word in capitals, whose Σ lowers to σ: SEARCH SUBJECT "σοφος"
-// did not find "ΣΟΦΟΣ". Both are two bytes in UTF-8, and each code point
-// is folded by itself, so a text folded a piece at a time gives the bytes
-// of the text folded whole (searchtext.go).
+// foldCase is what SEARCH compares of a text and a needle, as
+// i;unicode-casemap (RFC 5051) compares them: each code point mapped to
+// the lower case of its upper case (foldRune), then the text decomposed
+// to NFKD and its code points mapped so again. The map stands for RFC
+// 5051's titlecase: two code points of the same titlecase have the same
+// upper case, so final sigma (ς) folds as σ, dotless ı as i, long s (ſ)
+// as s, the Kelvin sign as k. NFKD makes é written as one code point the
+// e and U+0301 a client may type, the ligature ﬁ the letters f and i,
+// fullwidth Ａ the A (then a), ™ the letters TM, as RFC 5051 has both
+// sides decomposed; the second map folds the letters decompositions give
+// (ℌ is H). A needle is a substring of the decomposed text, so e finds
+// é, as in Dovecot. One departure from RFC 5051: İ (U+0130) folds as i,
+// its lower case, before it is decomposed, so SEARCH "istanbul" finds
+// "İSTANBUL" as it did before decomposition; RFC 5051 makes it I and
+// U+0307, which i alone does not match. Every byte that is not UTF-8
+// becomes U+FFFD. Decomposition reorders combining marks across the text
+// and so is not a map of each code point: a text is folded whole, never a
+// piece at a time (storeTexts). A change of what foldCase makes of some
+// text raises foldVersion.
 func foldCase(s string) string {
-	s = strings.ToLower(s)
-	if strings.Contains(s, "ς") {
-		s = strings.ReplaceAll(s, "ς", "σ")
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			s = strings.Map(foldRune, s)
+			if norm.NFKD.IsNormalString(s) {
+				return s
+			}
+			return strings.Map(foldRune, norm.NFKD.String(s))
+		}
 	}
-	return s
+	return strings.ToLower(s)
 }
+
+// foldRune is the case map of foldCase.
+func foldRune(r rune) rune { return unicode.ToLower(unicode.ToUpper(r)) }
 
 // column gathers an index column's texts, lower-cased, leaving out those
 // that one already there holds, as long as looking costs it no more than

@@ -2,13 +2,17 @@ package mailstore
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"cspool/internal/command"
 	"cspool/internal/mimeform"
@@ -661,4 +665,76 @@ func TestFoldFinalSigma(t *testing.T) {
 	wantIndexed(t, s, "in small letters", "σοφος", 1, 2)
 	wantIndexed(t, s, "in capitals", "ΣΟΦΟΣ", 1, 2)
 	wantIndexed(t, s, "ending in σ", "ανθρωποσ", 1)
+}
+
+// TestFoldDecomposes: SEARCH compares texts decomposed (NFKD), as
+// i;unicode-casemap (RFC 5051) has them, by the scan's test, in the index
+// and in the texts kept of a body too long for it: é written as one code
+// point finds it written as e and U+0301 and the other way round, the
+// ligature ﬁ is f and i, fullwidth letters are letters, and letters of
+// one upper case (ſ and s, ı and i) are one letter.
+func TestFoldDecomposes(t *testing.T) {
+	t.Parallel()
+	for _, c := range [][2]string{
+		{"Le café", "cafe\u0301"}, {"Le cafe\u0301", "CAFÉ"}, {"the ﬁnal report", "final"}, {"the final report", "ＦＩＮＡＬ"},
+		{"ＦＵＬＬ ｗｉｄｔｈ", "full width"}, {"Glaſs", "glass"}, {"DIŞ", "dış"}, {"KELVIN", "\u212aelvin"}, {"café", "cafe"},
+	} {
+		if !ContainsFold(c[0], c[1]) {
+			t.Errorf("ContainsFold(%q, %q) is false", c[0], c[1])
+		}
+	}
+	for _, c := range [][2]string{{"cafe au lait", "café"}, {"café au lait", "cafe au"}, {"Straße", "strasse"}} {
+		if ContainsFold(c[0], c[1]) {
+			t.Errorf("ContainsFold(%q, %q) is true", c[0], c[1])
+		}
+	}
+	for _, limit := range []int{maxIndexedText, 0} {
+		s := openTest(t)
+		s.textLimits = textLimits{index: limit, piece: 3}
+		var l testLog
+		mustApply(t, s, l.spool(deliverCmd("Subject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nUn café, the ﬁnal ＲＥＰＯＲＴ\r\n")),
+			l.spool(deliverCmd("Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nUn cafe\u0301 au lait, final report\r\n")),
+			l.spool(deliverCmd("Subject: u\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nUn cafe noir\r\n")))
+		indexAll(t, s)
+		var listed int
+		if err := s.rdb.QueryRow("SELECT count(*) FROM unindexable").Scan(&listed); err != nil || (listed == 3) != (limit == 0) {
+			t.Fatalf("limit %d: %d bodies unindexable (%v)", limit, listed, err)
+		}
+		what := fmt.Sprintf("limit %d", limit)
+		wantIndexed(t, s, what+", composed", "un café", 1, 2)
+		wantIndexed(t, s, what+", decomposed", "un cafe\u0301", 1, 2)
+		wantIndexed(t, s, what+", a prefix of é", "un cafe", 1, 2, 3)
+		wantIndexed(t, s, what+", ligature", "ﬁnal report", 1, 2)
+		wantIndexed(t, s, what+", fullwidth", "ｆｉｎａｌ ｒｅｐｏｒｔ", 1, 2)
+		wantIndexed(t, s, what+", é before a", "cafe\u0301 au", 2)
+	}
+}
+
+// TestFoldVersionGolden: what foldCase makes of every code point is the
+// one recorded for foldVersion, so that a change of the fold (or of the
+// Unicode tables it reads, with a new Go or golang.org/x/text) raises
+// foldVersion, and the daemon indexes the bodies indexed before again
+// (textsupgrade.go): a body indexed under another fold is not found by
+// what the needle folds to now.
+func TestFoldVersionGolden(t *testing.T) {
+	t.Parallel()
+	golden := map[int]string{
+		1: "3d1185eb24911382333d24e8fc3d0964e80bf2c7b1482c2fbb97453b32559da0",
+		2: "665828113c1e97bffcf7d9d5b14053cdd8c2a17ddf2db3073d8ef36d2ff5b4fb",
+	}
+	h := sha256.New()
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if utf8.ValidRune(r) {
+			h.Write([]byte(foldCase(string(r)) + "\n"))
+		}
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if golden[foldVersion] != got {
+		t.Errorf("foldCase of every code point hashes to %s, where foldVersion %d recorded %s: raise foldVersion and record the hash", got, foldVersion, golden[foldVersion])
+	}
+	for v, g := range golden {
+		if v != foldVersion && g == got {
+			t.Errorf("foldCase is version %d's, and foldVersion is %d", v, foldVersion)
+		}
+	}
 }

@@ -20,15 +20,16 @@ import (
 // kept instead, once, in table search_texts (schema version 28), by the
 // indexer's transaction that lists it as unindexable: each text of each
 // index column (the body's decoded text parts one by one, the raw header
-// and the fields' texts) lower-cased, cut into pieces of at most
-// textPiece bytes of text before lower-casing (at the start of a code
-// point) and each piece compressed with DEFLATE, Huffman codes only
+// and the fields' texts) lower-cased (foldCase) whole, then cut into
+// pieces of at most textPiece bytes (at the start of a code point) and
+// each piece compressed with DEFLATE, Huffman codes only
 // (textCompression). A text is a "part": a
 // piece never holds two, and a search never looks across two, so that
 // the answer is the scan's for every needle (a match never spans two of
-// the texts the scan tests apart). Lower-casing a text a piece at a time
-// (foldCase) gives the same bytes as lower-casing it whole: it maps each
-// code point, and each byte that is not one, by itself.
+// the texts the scan tests apart). A text is folded whole, not a piece
+// at a time: decomposition (NFKD) reorders the combining marks that
+// follow a letter, which a cut may part, and folding a piece alone gave
+// other bytes than the scan tests.
 //
 // Beside each piece, a filter of its trigrams (grams: gramBits bits, a
 // bit set for every three bytes in a row of the piece's text and of the
@@ -46,10 +47,9 @@ import (
 // two pieces of a part that it reads (the last len(needle)-1 bytes of one
 // before the first of the next).
 
-// textPiece is the most bytes of a text that one piece of search_texts
-// holds before lower-casing (lower-casing makes at most three times as
-// many: an invalid byte becomes U+FFFD; a piece shorter than 4 bytes may
-// take a code point's remaining bytes beyond).
+// textPiece is the most bytes of a text, lower-cased, that one piece of
+// search_texts holds (a piece shorter than 4 bytes may take a code
+// point's remaining bytes beyond).
 const textPiece = 128 << 10
 
 // textCompression is the DEFLATE level of the pieces: Huffman codes
@@ -135,8 +135,8 @@ func textCols(key SearchKey) []int {
 }
 
 // searchTexts are a body's texts by column, as the index would hold them
-// but each text apart: body's lower-cased piece by piece as they are
-// stored, the others lower-cased already (column).
+// but each text apart: body's as the parser gives them (row and
+// storeTexts lower-case them), the others lower-cased already (column).
 type searchTexts struct {
 	body []string
 	cols [1 + len(indexedFields)]column // hdr, then the fields
@@ -202,28 +202,18 @@ func storeTexts(ctx context.Context, st *sql.Stmt, bid int64, t *searchTexts, pi
 	grams := make([]byte, gramBits/8)
 	var ahead []byte
 	n := 0
-	put := func(col, part int, x string, lower bool) error {
+	put := func(col, part int, x string) error {
 		for len(x) > 0 {
 			cut := pieceEnd(x, piece)
 			text := x[:cut]
-			if lower {
-				text = foldCase(text)
-			}
 			// The filter: this piece's trigrams and those of the
-			// textOverlap bytes of the part after it (lower-cased).
+			// textOverlap bytes of the part after it.
 			clear(grams)
 			addGrams(grams, []byte(text))
 			ahead = append(ahead[:0], text[max(len(text)-2, 0):]...)
-			for rest := x[cut:]; len(rest) > 0 && len(ahead) < textOverlap+2; {
-				c := pieceEnd(rest, textOverlap)
-				if lower {
-					ahead = append(ahead, foldCase(rest[:c])...)
-				} else {
-					ahead = append(ahead, rest[:c]...)
-				}
-				rest = rest[c:]
-			}
-			addGrams(grams, ahead[:min(len(ahead), textOverlap+2)])
+			rest := x[cut:]
+			ahead = append(ahead, rest[:min(len(rest), textOverlap)]...)
+			addGrams(grams, ahead)
 			buf.Reset()
 			zw.Reset(&buf)
 			if _, err := io.WriteString(zw, text); err != nil {
@@ -241,13 +231,13 @@ func storeTexts(ctx context.Context, st *sql.Stmt, bid int64, t *searchTexts, pi
 		return nil
 	}
 	for part, x := range t.body {
-		if err := put(colBody, part, x, true); err != nil {
+		if err := put(colBody, part, foldCase(x)); err != nil {
 			return n, err
 		}
 	}
 	for i, c := range t.cols {
 		for part, x := range c.texts {
-			if err := put(colHdr+i, part, x, false); err != nil {
+			if err := put(colHdr+i, part, x); err != nil {
 				return n, err
 			}
 		}
