@@ -14,6 +14,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/runes"
+	"golang.org/x/text/transform"
 	"golang.org/x/text/unicode/norm"
 
 	"cspool/internal/command"
@@ -128,9 +130,10 @@ func ContainsFold(hay, needle string) bool {
 // "İSTANBUL" as it did before decomposition; RFC 5051 makes it I and
 // U+0307, which i alone does not match. Every byte that is not UTF-8
 // becomes U+FFFD. Decomposition reorders combining marks across the text
-// and so is not a map of each code point: a text is folded whole, never a
-// piece at a time (storeTexts). A change of what foldCase makes of some
-// text raises foldVersion.
+// and so is not a map of each code point: pieces of a text folded apart
+// are not the text folded whole; foldTransformer folds a text as it is
+// read, with the bytes of foldCase (storeTexts). A change of what
+// foldCase makes of some text raises foldVersion.
 func foldCase(s string) string {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
@@ -146,6 +149,16 @@ func foldCase(s string) string {
 
 // foldRune is the case map of foldCase.
 func foldRune(r rune) rune { return unicode.ToLower(unicode.ToUpper(r)) }
+
+// foldTransformer returns a transformer that makes of a text, read a
+// chunk at a time, the bytes foldCase makes of it whole
+// (TestStoredTextsLowerAsWhole): it maps each code point, a byte that is
+// not UTF-8 to U+FFFD, decomposes, and maps again, and the normalizer
+// holds back what it has read of a letter's combining marks until it
+// has them all.
+func foldTransformer() transform.Transformer {
+	return transform.Chain(runes.Map(foldRune), norm.NFKD, runes.Map(foldRune))
+}
 
 // column gathers an index column's texts, lower-cased, leaving out those
 // that one already there holds, as long as looking costs it no more than

@@ -10,6 +10,8 @@ import (
 	"io"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/transform"
 )
 
 // The texts of bodies too long for the index (docs/MAILSTORE.md, "Search
@@ -20,16 +22,18 @@ import (
 // kept instead, once, in table search_texts (schema version 28), by the
 // indexer's transaction that lists it as unindexable: each text of each
 // index column (the body's decoded text parts one by one, the raw header
-// and the fields' texts) lower-cased (foldCase) whole, then cut into
-// pieces of at most textPiece bytes (at the start of a code point) and
-// each piece compressed with DEFLATE, Huffman codes only
+// and the fields' texts) lower-cased, the bytes of foldCase of the text
+// whole, cut into pieces of at most textPiece bytes (at the start of a
+// code point) and each piece compressed with DEFLATE, Huffman codes only
 // (textCompression). A text is a "part": a
 // piece never holds two, and a search never looks across two, so that
 // the answer is the scan's for every needle (a match never spans two of
-// the texts the scan tests apart). A text is folded whole, not a piece
-// at a time: decomposition (NFKD) reorders the combining marks that
-// follow a letter, which a cut may part, and folding a piece alone gave
-// other bytes than the scan tests.
+// the texts the scan tests apart). A body's text is folded as it is read
+// (foldTransformer), not a piece at a time: decomposition (NFKD) reorders
+// the combining marks that follow a letter, which a cut may part, and a
+// piece folded alone gave other bytes than the scan tests; nor whole,
+// which would hold up to ten times the text (a ligature of 3 bytes
+// decomposes to 33).
 //
 // Beside each piece, a filter of its trigrams (grams: gramBits bits, a
 // bit set for every three bytes in a row of the piece's text and of the
@@ -194,50 +198,70 @@ func (t *searchTexts) row() []any {
 // (insertText), in pieces of at most piece bytes of text, and returns how
 // many pieces it wrote.
 func storeTexts(ctx context.Context, st *sql.Stmt, bid int64, t *searchTexts, piece int) (int, error) {
-	var buf bytes.Buffer
-	zw, err := flate.NewWriter(&buf, textCompression)
+	var out bytes.Buffer
+	zw, err := flate.NewWriter(&out, textCompression)
 	if err != nil {
 		return 0, err
 	}
 	grams := make([]byte, gramBits/8)
 	var ahead []byte
+	// buf holds a piece of the text, the textOverlap bytes after it and
+	// a code point's bytes beyond: all a piece's filter reads.
+	buf := make([]byte, 0, piece+textOverlap+utf8.UTFMax)
 	n := 0
-	put := func(col, part int, x string) error {
-		for len(x) > 0 {
-			cut := pieceEnd(x, piece)
-			text := x[:cut]
+	put := func(col, part int, src io.Reader) error {
+		buf = buf[:0]
+		eof := false
+		for {
+			for !eof && len(buf) < cap(buf) {
+				k, err := src.Read(buf[len(buf):cap(buf)])
+				buf = buf[:len(buf)+k]
+				if err == io.EOF {
+					eof = true
+				} else if err != nil {
+					return err
+				}
+			}
+			if len(buf) == 0 {
+				return nil
+			}
+			cut := pieceEnd(buf, piece)
+			text, rest := buf[:cut], buf[cut:]
 			// The filter: this piece's trigrams and those of the
 			// textOverlap bytes of the part after it.
 			clear(grams)
-			addGrams(grams, []byte(text))
+			addGrams(grams, text)
 			ahead = append(ahead[:0], text[max(len(text)-2, 0):]...)
-			rest := x[cut:]
 			ahead = append(ahead, rest[:min(len(rest), textOverlap)]...)
 			addGrams(grams, ahead)
-			buf.Reset()
-			zw.Reset(&buf)
-			if _, err := io.WriteString(zw, text); err != nil {
+			out.Reset()
+			zw.Reset(&out)
+			if _, err := zw.Write(text); err != nil {
 				return err
 			}
 			if err := zw.Close(); err != nil {
 				return err
 			}
-			if _, err := st.ExecContext(ctx, bid, n, col, part, len(text), grams, buf.Bytes()); err != nil {
+			if _, err := st.ExecContext(ctx, bid, n, col, part, len(text), grams, out.Bytes()); err != nil {
 				return err
 			}
 			n++
-			x = x[cut:]
+			buf = buf[:copy(buf, rest)]
 		}
-		return nil
 	}
+	var sr strings.Reader
 	for part, x := range t.body {
-		if err := put(colBody, part, foldCase(x)); err != nil {
+		// Folded as it is read (foldTransformer), never whole: a text
+		// of 16 MiB may fold to ten times as many bytes.
+		sr.Reset(x)
+		if err := put(colBody, part, transform.NewReader(&sr, foldTransformer())); err != nil {
 			return n, err
 		}
 	}
 	for i, c := range t.cols {
 		for part, x := range c.texts {
-			if err := put(colHdr+i, part, x); err != nil {
+			sr.Reset(x)
+			if err := put(colHdr+i, part, &sr); err != nil {
 				return n, err
 			}
 		}
@@ -249,7 +273,7 @@ func storeTexts(ctx context.Context, st *sql.Stmt, bid int64, t *searchTexts, pi
 // max bytes in, before the start of a code point (or a byte that is
 // none), or just past max when none is there. A cut there never splits a
 // code point's bytes, so the pieces lower-case as s would whole.
-func pieceEnd(s string, max int) int {
+func pieceEnd[T string | []byte](s T, max int) int {
 	if len(s) <= max {
 		return len(s)
 	}

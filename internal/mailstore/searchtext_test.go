@@ -250,12 +250,15 @@ func TestLongTextsAgainstScan(t *testing.T) {
 // becomes U+FFFD), through letters whose lower case has another length
 // (İ, the Kelvin sign), and between a letter and the combining marks
 // after it, which decomposition reorders (ᾳ and U+0301 is α, U+0301,
-// then ι; e, U+0301 and U+0323 has U+0323 first).
+// then ι; e, U+0301 and U+0323 has U+0323 first), through a run of 40
+// combining marks, past which decomposition puts U+034F, and a
+// ligature that decomposes to 18 code points. The text is folded as it
+// is read, never whole.
 func TestStoredTextsLowerAsWhole(t *testing.T) {
 	t.Parallel()
 	s := openTest(t)
 	ctx := context.Background()
-	text := "Aİ\u212aß😀Σ\xe2\x82x\xff\xc3\xa9É\xf0\x9f\x98" + strings.Repeat("Zürich ", 3) + "ᾳ\u0301 e\u0301\u0323 ﬁ"
+	text := "Aİ\u212aß😀Σ\xe2\x82x\xff\xc3\xa9É\xf0\x9f\x98" + strings.Repeat("Zürich ", 3) + "ᾳ\u0301 e\u0301\u0323 ﬁ o" + strings.Repeat("\u0301\u0323", 20) + "ﷺ"
 	for piece := 1; piece <= len(text)+1; piece++ {
 		tx, err := s.wdb.BeginTx(ctx, nil)
 		if err != nil {
