@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,10 +109,44 @@ func Indexable(needle string) bool {
 
 // ContainsFold is the SEARCH substring test.
 func ContainsFold(hay, needle string) bool {
+	return containsFold(hay, needle, foldChunk)
+}
+
+// foldChunk is the most bytes of a text ContainsFold folds at once: a
+// longer one, unless ASCII (which folds to as many bytes), is folded as
+// it is read (foldTransformer), a chunk at a time, where the whole text
+// folded may take ten times its bytes (ﷺ, 3 bytes, decomposes to 33),
+// and the scan reads texts of up to 16 MiB.
+const foldChunk = 64 << 10
+
+// containsFold is ContainsFold, folding hay chunk bytes at a time when
+// it is longer: it looks for the needle in each chunk after the last
+// len(needle)-1 bytes of the one before.
+func containsFold(hay, needle string, chunk int) bool {
 	if needle == "" {
 		return true
 	}
-	return strings.Contains(foldCase(hay), foldCase(needle))
+	n := []byte(foldCase(needle))
+	if len(hay) <= chunk || isASCII(hay) {
+		// Folded whole: short, or as long as it is (ASCII).
+		return strings.Contains(foldCase(hay), string(n))
+	}
+	r := transform.NewReader(strings.NewReader(hay), foldTransformer())
+	buf := make([]byte, 0, chunk+len(n))
+	for {
+		k, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+k]
+		if bytes.Contains(buf, n) {
+			return true
+		}
+		if err != nil {
+			// The end (io.EOF, io.ErrUnexpectedEOF): the transformers
+			// fail on no string.
+			return false
+		}
+		keep := min(len(n)-1, len(buf))
+		buf = buf[:copy(buf, buf[len(buf)-keep:])]
+	}
 }
 
 // foldCase is what SEARCH compares of a text and a needle, as
@@ -135,16 +170,25 @@ func ContainsFold(hay, needle string) bool {
 // read, with the bytes of foldCase (storeTexts). A change of what
 // foldCase makes of some text raises foldVersion.
 func foldCase(s string) string {
+	if isASCII(s) {
+		return strings.ToLower(s)
+	}
+	s = strings.Map(foldRune, s)
+	if norm.NFKD.IsNormalString(s) {
+		return s
+	}
+	return strings.Map(foldRune, norm.NFKD.String(s))
+}
+
+// isASCII reports whether s is all ASCII, which foldCase lower-cases
+// alone.
+func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
-			s = strings.Map(foldRune, s)
-			if norm.NFKD.IsNormalString(s) {
-				return s
-			}
-			return strings.Map(foldRune, norm.NFKD.String(s))
+			return false
 		}
 	}
-	return strings.ToLower(s)
+	return true
 }
 
 // foldRune is the case map of foldCase.

@@ -738,3 +738,27 @@ func TestFoldVersionGolden(t *testing.T) {
 		}
 	}
 }
+
+// TestContainsFoldChunks: ContainsFold of a text longer than it folds at
+// once (foldChunk) folds it a chunk at a time, and answers as the text
+// folded whole, for chunks of 1 to 40 bytes: needles across a chunk's
+// end, combining marks that decomposition reorders across it, a ligature
+// that decomposes to 18 code points, bytes that are not UTF-8.
+func TestContainsFoldChunks(t *testing.T) {
+	t.Parallel()
+	hay := "Le CAFE\u0301 ᾳ\u0301 e\u0323\u0301 ﬁnal ＲＥＰＯＲＴ \xff\xc3 ﷺ o" + strings.Repeat("\u0301\u0323", 20) + " ΣΟΦΟΣ end"
+	folded := foldCase(hay)
+	needles := []string{"café", "cafe\u0301 ", "ά", "ᾳ", "e\u0301\u0323", "final report", "\ufffd\ufffd", "صلى الله", "σοφοσ end", "\u034f", "o\u0301", "zzz", "le cafe", "αι"}
+	for _, c := range []int{1, 2, 3, 5, 7, 16, 40} {
+		for _, n := range needles {
+			want := strings.Contains(folded, foldCase(n))
+			if got := containsFold(hay, n, c); got != want {
+				t.Errorf("chunks of %d: %q in the text: %v, folded whole %v", c, n, got, want)
+			}
+		}
+		// ASCII, folded whole, as long as it is.
+		if !containsFold("The Final REPORT", "final report", c) || containsFold("The Final REPORT", "final reports", c) {
+			t.Errorf("chunks of %d: an ASCII text answers otherwise", c)
+		}
+	}
+}
