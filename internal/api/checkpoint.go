@@ -57,6 +57,9 @@ func (s *Server) putCheckpoint(w http.ResponseWriter, r *http.Request, c *caller
 		s.fail(w, r, errorf(ErrBadRequest, "pos=%q: want an integer >= 1", v))
 		return
 	}
+	if r.ContentLength > doneCheckAbove && s.checkpointDone(w, r, c, pos) {
+		return
+	}
 	if err := s.checkReads(r, c.user, pos); err != nil {
 		s.fail(w, r, err)
 		return
@@ -226,6 +229,26 @@ func (s *Server) checkReads(r *http.Request, user string, pos uint64) error {
 		}
 	}
 	return nil
+}
+
+// checkpointDone refuses (409), before its body is read, an upload at pos
+// when the store holds a checkpoint at pos or later already, and tells
+// whether it did: the upload can only be refused. A copy of an upload
+// carried out before (a captured request sent again to another process on
+// the store) so held the key's one upload and its Content-Length of the
+// checkpoints' memory until its body, sent as slowly as the server allows,
+// was read (doneBefore, TestReplayedCopyOfDoneRequestHoldsNothing).
+func (s *Server) checkpointDone(w http.ResponseWriter, r *http.Request, c *caller, pos uint64) bool {
+	cp, ok := s.cfg.Store.(spool.CheckpointPositioner)
+	if !ok {
+		return false // no cheap way to tell: refused once stored, as before
+	}
+	have, err := cp.CheckpointPos(r.Context(), c.user)
+	if err != nil || have < pos {
+		return false
+	}
+	s.fail(w, r, errorf(ErrConflict, "a checkpoint at position %d is stored already, at or after %d: nothing changed", have, pos))
+	return true
 }
 
 // holdCheckpoint takes n bytes from the checkpoint uploads' budget, waiting

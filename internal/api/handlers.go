@@ -52,6 +52,9 @@ func (s *Server) appendEntries(w http.ResponseWriter, r *http.Request, c *caller
 			"a delivery must be signed with the spool's key, and this one was signed with the key of user %q: --spool-key names that user's secret key (were --spool-key and --user-key swapped?); nothing appended", c.user))
 		return
 	}
+	if r.ContentLength > doneCheckAbove && s.doneBefore(w, r, c) {
+		return
+	}
 	// A delivery's recipient is looked up before its body is read.
 	var to *keys.PublicKey
 	if c.spool {
@@ -234,6 +237,64 @@ func (s *Server) appendedBefore(w http.ResponseWriter, r *http.Request, c *calle
 		info(r).repeat = true
 		writeJSON(w, http.StatusOK, appendResult{First: first, Count: count})
 	}
+}
+
+// doneCheckAbove is the Content-Length above which an append, or a
+// checkpoint upload, first asks the store whether it was carried out
+// already (doneBefore, checkpointDone): one that holds less costs little
+// held, and needs no question more.
+const doneCheckAbove = chunkedFirstHold
+
+// doneBefore answers, before its body is read, an append that the store
+// shows carried out already, and tells whether it did: one without
+// if_head whose record the store keeps (from another process on the
+// store: this one's own copies are repeats, appendedBefore), with its
+// first answer; one whose if_head the head has passed, with 409. Only a
+// copy of a request can be either: a balancer's retry, or a captured
+// request sent again to a process that has not seen its nonce. Its
+// Content-Length is not signed, and its body's hash is checked only once
+// it has been read: a copy whose body came as slowly as the server allows
+// held its Content-Length of the appends' memory until then (the spool
+// key's copies all of it, a user's a quarter), so that an outsider with
+// four captured deliveries made every append and delivery to that process
+// wait and get 503 (TestReplayedCopyOfDoneRequestHoldsNothing).
+func (s *Server) doneBefore(w http.ResponseWriter, r *http.Request, c *caller) bool {
+	onHead, head, err := parseIfHead(r)
+	switch {
+	case err != nil:
+		return false // refused as before, once its body is read
+	case c.onced:
+		first, count, err := s.cfg.Store.(spool.OnceAppender).Appended(r.Context(), c.once)
+		switch {
+		case errors.Is(err, spool.ErrOnceReused):
+			s.fail(w, r, replayed())
+			return true
+		case err != nil:
+			return false // not recorded (or the store failing): appended as before
+		}
+		info(r).repeat = true
+		closeUnread(w)
+		writeJSON(w, http.StatusOK, appendResult{First: first, Count: count})
+		return true
+	case onHead && !c.spool:
+		h, err := s.cfg.Store.Head(r.Context(), c.user)
+		if err != nil || h <= head {
+			return false
+		}
+		// The head only grows: the append can only be refused.
+		w.Header().Set("Cspool-Head", strconv.FormatUint(h, 10))
+		s.fail(w, r, errorf(ErrConflict, "the log's head is %d, not %d: nothing appended", h, head))
+		return true
+	}
+	return false
+}
+
+// closeUnread ends the connection with an answer given before the
+// request's body was read, and waits for that body no more than a
+// refusal's (fail).
+func closeUnread(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(refusedBodyGrace))
 }
 
 // recipient returns the key a delivery to user must be sealed to, nil when

@@ -471,8 +471,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// under a client still writing its body: a device's checkpoint
 		// over the server's limit got "broken pipe" instead of the 413
 		// that says why (TestServerCheckpointMetrics, under load).
-		w.Header().Set("Connection", "close")
-		http.NewResponseController(w).SetReadDeadline(time.Now().Add(refusedBodyGrace))
+		closeUnread(w)
 	}
 	status := kindStatusOf(se.kind)
 	switch status {
