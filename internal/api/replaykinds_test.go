@@ -13,8 +13,8 @@ import (
 
 // TestReplayEveryKind captures one request of each kind the API takes,
 // all signed at one moment, and replays each: to the process that took
-// it, at once, two seconds before its timestamp leaves the window and a
-// second after; to a process on the same store started after it was
+// it, at once, two seconds before its timestamp leaves the window and
+// two after; to a process on the same store started after it was
 // signed (a restart); and to another process on the same store (SQLite
 // and PostgreSQL) that has not seen its nonce. The process that took a
 // request refuses its copy as a replay (401 with Cspool-Replayed) for as
