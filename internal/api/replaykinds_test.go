@@ -163,3 +163,49 @@ func TestReplayEveryKind(t *testing.T) {
 		})
 	}
 }
+
+// TestReplaySignedAhead: a request signed as far ahead of the server's
+// clock as it allows (a device whose clock is fast) is remembered until
+// its own timestamp leaves the window, not a window after it arrived: its
+// copy is refused as a replay 58 s after that timestamp, 87 s after it
+// was taken, and for its timestamp at 62 s.
+func TestReplaySignedAhead(t *testing.T) {
+	e := newEnv(t, false, nil)
+	var wall atomic.Int64
+	now := func() time.Time {
+		if v := wall.Load(); v != 0 {
+			return time.Unix(0, v)
+		}
+		return time.Now()
+	}
+	s := NewServer(Config{Store: e.store, Users: e.users, SpoolKey: e.spoolK.Public(), Logger: testLogger(t),
+		Started: time.Now().Add(-time.Hour), Now: now})
+	start := time.Now()
+	s.nonces.elapsed = func() time.Duration { return now().Sub(start) }
+	base := serve(t, s).URL
+
+	at := time.Now().Add(29 * time.Second)
+	req, err := http.NewRequest("GET", "http://127.0.0.1/v1/users/alice/head", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SignRequest(req, nil, e.alice, at); err != nil {
+		t.Fatal(err)
+	}
+	head := &capturedRequest{method: "GET", target: "/v1/users/alice/head", header: req.Header}
+	if st, _, msg := head.send(t, base); st != http.StatusOK {
+		t.Fatalf("signed 29 s ahead: %d %s; want 200", st, msg)
+	}
+	ts := time.Unix(at.Unix(), 0)
+	for _, c := range []struct {
+		after  time.Duration
+		header string
+	}{{0, HeaderReplayed}, {45 * time.Second, HeaderReplayed}, {58 * time.Second, HeaderReplayed}, {62 * time.Second, HeaderEarliestTS}} {
+		if c.after > 0 {
+			wall.Store(ts.Add(c.after).UnixNano())
+		}
+		if st, h, msg := head.send(t, base); st != http.StatusUnauthorized || h.Get(c.header) == "" {
+			t.Errorf("sent again %v after its timestamp: %d %s; want 401 with %s", c.after, st, msg, c.header)
+		}
+	}
+}
