@@ -96,6 +96,7 @@ type restoreSetup struct {
 	port              int
 	url               string
 	server            *proc
+	serverArgs        []string // the store's flags; nil: SQLite in spoolDir
 	userKey           *keys.SecretKey
 	sent              int
 	subjects          map[[32]byte]string // by SHA-256 of the delivered message
@@ -108,9 +109,9 @@ type deviceDaemon struct {
 	daemon         *proc
 }
 
-func newRestoreSetup(t *testing.T, bin, python string) *restoreSetup {
+func newRestoreSetup(t *testing.T, bin, python string, serverArgs ...string) *restoreSetup {
 	t.Helper()
-	s := &restoreSetup{bin: bin, dir: t.TempDir(), python: python, subjects: map[[32]byte]string{}}
+	s := &restoreSetup{bin: bin, dir: t.TempDir(), python: python, subjects: map[[32]byte]string{}, serverArgs: serverArgs}
 	s.env = append(os.Environ(), "USER=alice", "PATH="+filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	runCmd(t, s.dir, s.env, "", bin, "gen-keys", "user.sec", "user.pub")
 	runCmd(t, s.dir, s.env, "", bin, "gen-keys", "spool.sec", "spool.pub")
@@ -130,8 +131,12 @@ func newRestoreSetup(t *testing.T, bin, python string) *restoreSetup {
 
 func (s *restoreSetup) startServer(t *testing.T) {
 	t.Helper()
-	s.server = startProc(t, "cspool server", s.dir, s.env, s.bin, "server", "--port", fmt.Sprint(s.port),
-		"--spool-key", "spool.sec", "--spool-dir", s.spoolDir)
+	store := s.serverArgs
+	if store == nil {
+		store = []string{"--spool-dir", s.spoolDir}
+	}
+	s.server = startProc(t, "cspool server", s.dir, s.env, s.bin, append([]string{"server", "--port", fmt.Sprint(s.port),
+		"--spool-key", "spool.sec"}, store...)...)
 	waitHealthy(t, s.url, s.server)
 }
 
@@ -387,11 +392,8 @@ func (s *restoreSetup) spoolPaths() []string {
 // returns the backup file it made.
 func (s *restoreSetup) backupSpool(t *testing.T) string {
 	t.Helper()
-	backup := recipe(t, "### Backups")
-	if len(backup) != 1 {
-		t.Fatalf("docs/OPERATING.md, Backups: %d shell blocks, want 1 (the sqlite3 backup)", len(backup))
-	}
-	runRecipe(t, backup[0], s.dir, s.env, s.spoolPaths(), func(l string) { t.Fatalf("unexpected %q in the backup recipe", l) })
+	backup := backupSteps(t)[0]
+	runRecipe(t, backup, s.dir, s.env, s.spoolPaths(), func(l string) { t.Fatalf("unexpected %q in the backup recipe", l) })
 	names, err := filepath.Glob(filepath.Join(s.backups, "spool-*.db"))
 	if err != nil || len(names) != 1 {
 		t.Fatalf("the backup recipe made %v (%v), want one spool-DATE.db", names, err)
@@ -399,13 +401,25 @@ func (s *restoreSetup) backupSpool(t *testing.T) string {
 	return names[0]
 }
 
+// backupSteps are docs/OPERATING.md's "Backups" recipes: SQLite's and
+// PostgreSQL's.
+func backupSteps(t *testing.T) []string {
+	t.Helper()
+	steps := recipe(t, "### Backups")
+	if len(steps) != 2 || !strings.HasPrefix(steps[0], "sqlite3 ") || !strings.HasPrefix(steps[1], "pg_dump ") {
+		t.Fatalf("docs/OPERATING.md, Backups: shell blocks %q, want 2 (the sqlite3 backup, the pg_dump)", steps)
+	}
+	return steps
+}
+
 // restoreSteps are docs/OPERATING.md's "Restoring a backup" recipes: the
-// operator's and the user's.
+// operator's with SQLite, with PostgreSQL, and the user's.
 func restoreSteps(t *testing.T) []string {
 	t.Helper()
 	steps := recipe(t, "### Restoring a backup")
-	if len(steps) != 2 {
-		t.Fatalf("docs/OPERATING.md, Restoring a backup: %d shell blocks, want 2 (the operator's, the user's)", len(steps))
+	if len(steps) != 3 || !strings.Contains(steps[0], "spool.db") || !strings.Contains(steps[1], "pg_restore ") ||
+		!strings.Contains(steps[2], "cspool recover ") {
+		t.Fatalf("docs/OPERATING.md, Restoring a backup: shell blocks %q, want 3 (the operator's with SQLite, with PostgreSQL, the user's)", steps)
 	}
 	return steps
 }
@@ -432,7 +446,7 @@ func (s *restoreSetup) restoreSpool(t *testing.T, backup string) {
 // it printed.
 func (s *restoreSetup) recoverDevice(t *testing.T, d *deviceDaemon) string {
 	t.Helper()
-	return runRecipe(t, restoreSteps(t)[1], d.home, s.deviceEnv(d), []string{"https://spool.example.org:3999", s.url}, func(l string) {
+	return runRecipe(t, restoreSteps(t)[2], d.home, s.deviceEnv(d), []string{"https://spool.example.org:3999", s.url}, func(l string) {
 		switch l {
 		case "systemctl --user stop cspool-imap@alice":
 			if !d.daemon.exited {
