@@ -295,3 +295,38 @@ func keyMovedRefused(t *testing.T, db *pgRestoreDB, aliceKey string) {
 		t.Errorf("bob given alice's key in the restored database: %v, want the refusal of a key moved", err)
 	}
 }
+
+// TestPostgresMissingTriggerHint starts the server on a database whose
+// schema lacks one of its triggers (restored in part): it exits 1, naming
+// the trigger, with a hint that points at the restore. It ran without it.
+func TestPostgresMissingTriggerHint(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dsn := pgtest.Database(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := pgstore.Open(ctx, dsn, pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Exec(ctx, "DROP TRIGGER cspool_entries_keep_chain ON cspool_entries")
+	c.Close(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	runCmd(t, dir, nil, "", bin, "gen-keys", "spool.sec", "spool.pub")
+	code, out, errOut := runExit(t, dir, nil, bin, "server", "--port", fmt.Sprint(freePort(t)), "--store", "postgres", "--dsn", dsn, "--users-table",
+		"--spool-key", "spool.sec")
+	if code != 1 || !strings.Contains(errOut, "cspool_entries.cspool_entries_keep_chain") || !strings.Contains(errOut, `"Restoring a backup"`) {
+		t.Fatalf("server on a schema without a trigger: exit %d, stdout %q, stderr %q; want 1, naming the trigger, with the restore's hint", code, out, errOut)
+	}
+}

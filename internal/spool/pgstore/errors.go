@@ -19,6 +19,12 @@ import (
 // version cannot know what its schema means, so it refuses to touch it.
 var ErrNewerSchema = errors.New("pgstore: database schema is newer than this program")
 
+// ErrMissingTriggers means the schema is at the newest version but some of
+// the triggers that version makes are missing or disabled, as in a
+// database restored in part: the store refuses to run without the rules
+// they keep (docs/POSTGRES.md, "Schema").
+var ErrMissingTriggers = errors.New("pgstore: the schema lacks triggers the store relies on")
+
 // ErrCompactedLog means a log lost entries to compaction before this
 // version kept chain hashes: its chain cannot be computed, so the migration
 // to schema version 2 refuses to run and changes nothing (docs/POSTGRES.md).

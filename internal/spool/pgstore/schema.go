@@ -103,6 +103,50 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 		if _, err := tx.Exec(ctx, "UPDATE cspool_schema SET version = $1", latest); err != nil {
 			return classify(err)
 		}
-		return nil
+		return checkTriggers(ctx, tx)
 	})
+}
+
+// schemaTriggers are the triggers of the newest schema version, by table:
+// the rules the store's guarantees rest on (a log never deleted, its head
+// never back, a chain hash never changed, a deleted entry's hash kept).
+// The migrations make them once; a database restored without them (a
+// pg_restore of some sections only, a psql run that went on past a failed
+// CREATE TRIGGER) or with them disabled took appends and compactions
+// without a word, a compaction then losing the hashes of the entries it
+// deleted.
+var schemaTriggers = [][2]string{
+	{"cspool_logs", "cspool_logs_head_never_decreases"},
+	{"cspool_logs", "cspool_logs_kept"},
+	{"cspool_logs", "cspool_logs_no_truncate"},
+	{"cspool_chain", "cspool_chain_immutable"},
+	{"cspool_chain", "cspool_chain_no_truncate"},
+	{"cspool_entries", "cspool_entries_chain_immutable"},
+	{"cspool_entries", "cspool_entries_no_truncate"},
+	{"cspool_entries", "cspool_entries_keep_chain"},
+}
+
+// checkTriggers returns an error wrapping ErrMissingTriggers naming the
+// schemaTriggers missing from the tables of the search_path, or there
+// but disabled (they fire in the origin role, 'O', or always, 'A').
+func checkTriggers(ctx context.Context, tx pgx.Tx) error {
+	var tables, names []string
+	for _, tr := range schemaTriggers {
+		tables, names = append(tables, tr[0]), append(names, tr[1])
+	}
+	rows, err := tx.Query(ctx, `SELECT w.t || '.' || w.n FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w (t, n, i)
+		WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g
+			WHERE g.tgrelid = to_regclass(w.t) AND g.tgname = w.n AND g.tgenabled IN ('O', 'A'))
+		ORDER BY w.i`, tables, names)
+	if err != nil {
+		return classify(err)
+	}
+	missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return classify(err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("triggers missing or disabled: %s: %w", strings.Join(missing, ", "), ErrMissingTriggers)
+	}
+	return nil
 }
