@@ -82,11 +82,17 @@ INSERT INTO cspool_user_keys SELECT btrim(public_key, E' \t\r\n\v\f'), name FROM
     ON CONFLICT (public_key) DO NOTHING`
 
 // usersKeysTriggerSQL puts cspool_users_key_moved on cspool_users, once
-// (CREATE OR REPLACE TRIGGER needs PostgreSQL 14).
+// (CREATE OR REPLACE TRIGGER needs PostgreSQL 14), and enables it when it
+// is there but does not fire (disabled, as for a load of rows with
+// pg_restore --disable-triggers or by hand, and left so, which a restore
+// of the database keeps): the guard was then gone without a word.
 const usersKeysTriggerSQL = `DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'cspool_users_key_moved' AND tgrelid = 'cspool_users'::regclass) THEN
         CREATE TRIGGER cspool_users_key_moved AFTER INSERT OR UPDATE ON cspool_users
             FOR EACH ROW EXECUTE FUNCTION cspool_users_key_moved();
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'cspool_users_key_moved' AND tgrelid = 'cspool_users'::regclass
+            AND tgenabled IN ('O', 'A')) THEN
+        ALTER TABLE cspool_users ENABLE TRIGGER cspool_users_key_moved;
     END IF;
 END $$`
 

@@ -333,3 +333,47 @@ func TestLedgerKeyMoved(t *testing.T) {
 		t.Fatalf("server A, bob renamed robert: %v", err)
 	}
 }
+
+// TestPGUsersKeyMovedTriggerEnabled: a table whose trigger
+// cspool_users_key_moved was disabled (a load of rows with pg_restore
+// --disable-triggers, or by hand, left so) has it enabled again by the
+// next OpenPG, which refuses bob given alice's key as she gets a new one.
+// OpenPG made the trigger only when it was missing, so the swap was taken.
+func TestPGUsersKeyMovedTriggerEnabled(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.Schema(t, pgtest.Database(t))
+	db, err := OpenPG(ctx, dsn, 0, nil)
+	if err != nil {
+		t.Fatalf("OpenPG: %v", err)
+	}
+	db.Close()
+	op, err := pgx.Connect(ctx, dsn) // the operator's psql
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close(ctx)
+	alice, alice2, bob := newKey(t), newKey(t), newKey(t)
+	for _, sql := range []string{
+		"INSERT INTO cspool_users VALUES ('alice', '" + alice.String() + "'), ('bob', '" + bob.String() + "')",
+		"ALTER TABLE cspool_users DISABLE TRIGGER cspool_users_key_moved",
+	} {
+		if _, err := op.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	db, err = OpenPG(ctx, dsn, 0, nil)
+	if err != nil {
+		t.Fatalf("OpenPG: %v", err)
+	}
+	defer db.Close()
+	if _, err := op.Exec(ctx, "UPDATE cspool_users SET public_key = $1 WHERE name = 'alice'", alice2.String()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = op.Exec(ctx, "UPDATE cspool_users SET public_key = $1 WHERE name = 'bob'", alice.String())
+	if err == nil || !strings.Contains(err.Error(), "user 'bob' has the key user 'alice' had") {
+		t.Errorf("bob given alice's old key: %v, want it refused", err)
+	}
+	if err := db.Authorize(ctx, "bob", alice); err == nil {
+		t.Error("alice's old key reaches bob's log")
+	}
+}
