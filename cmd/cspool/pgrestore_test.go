@@ -99,10 +99,12 @@ func (db *pgRestoreDB) conn(t *testing.T) *pgx.Conn {
 	return c
 }
 
-// catalog describes what cspool needs of the database besides its rows:
-// the schema version, the functions (with their settings and owners), the
-// triggers, the storage of the entries' bytes, the log ids' sequence, and
-// the rows of the spool key, the users and the keys' users.
+// catalog describes what cspool needs of the database: the schema
+// version, the functions (with their settings and owners), the triggers,
+// the storage of the entries' bytes, the tables' owners and options, the
+// log ids' sequence, and the rows of the spool key, the logs (their
+// usage), the entries (how many, the last position, the hashes), the
+// appends made once, the users and the keys' users.
 func (db *pgRestoreDB) catalog(t *testing.T) []string {
 	t.Helper()
 	c := db.conn(t)
@@ -121,6 +123,9 @@ func (db *pgRestoreDB) catalog(t *testing.T) []string {
 		"SELECT 'table ' || relname || ' ' || pg_get_userbyid(relowner) || ' ' || coalesce(array_to_string(reloptions, ','), '') FROM pg_class WHERE relname LIKE 'cspool%' ORDER BY 1",
 		"SELECT 'sequence ' || coalesce(pg_sequence_last_value('cspool_logs_id_seq'), 0)",
 		"SELECT 'spool key ' || encode(key, 'hex') FROM cspool_spool_key",
+		"SELECT 'log ' || id || ' ' || encode(name, 'escape') || ' ' || bytes FROM cspool_logs ORDER BY 1",
+		"SELECT 'entries ' || count(*) || ' ' || coalesce(max(pos), 0) || ' ' || count(hash) FROM cspool_entries",
+		"SELECT 'once ' || encode(id, 'hex') || ' ' || pos || ' ' || n FROM cspool_once ORDER BY 1",
 		"SELECT 'user ' || name || ' ' || public_key FROM cspool_users ORDER BY 1",
 		"SELECT 'key of ' || name || ' ' || public_key FROM cspool_user_keys ORDER BY 1",
 	} {
