@@ -99,6 +99,40 @@ func (db *pgRestoreDB) conn(t *testing.T) *pgx.Conn {
 	return c
 }
 
+// toolsDir is the bin directory of the machine's PostgreSQL of the
+// server's major version (Debian's /usr/lib/postgresql/N/bin), or "".
+func (db *pgRestoreDB) toolsDir(t *testing.T) string {
+	t.Helper()
+	c := db.conn(t)
+	defer c.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var num int
+	if err := c.QueryRow(ctx, "SELECT current_setting('server_version_num')::int").Scan(&num); err != nil {
+		t.Fatal(err)
+	}
+	dir := fmt.Sprintf("/usr/lib/postgresql/%d/bin", num/10000)
+	if _, err := os.Stat(filepath.Join(dir, "pg_dump")); err != nil {
+		return ""
+	}
+	return dir
+}
+
+// lookPathIn finds name in the PATH of env.
+func lookPathIn(name string, env []string) (string, error) {
+	for _, e := range env {
+		if path, ok := strings.CutPrefix(e, "PATH="); ok {
+			for _, dir := range filepath.SplitList(path) {
+				p := filepath.Join(dir, name)
+				if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+					return p, nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("%s not in the PATH", name)
+}
+
 // catalog describes what cspool needs of the database: the schema
 // version, the functions (with their settings and owners), the triggers,
 // the storage of the entries' bytes, the tables' owners and options, the
@@ -160,12 +194,23 @@ func TestRecoverAfterPostgresRestore(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	python := needTool(t, "python3", "python3")
-	for _, tool := range []string{"pg_dump", "pg_restore", "dropdb", "createdb"} {
-		needTool(t, tool, "postgresql-client")
-	}
 	db := newPGRestoreDB(t)
 	bin := buildServerBinary(t)
 	s := newRestoreSetup(t, bin, python, "--store", "postgres", "--dsn", db.dsn, "--users-table")
+	// The recipes' tools of the server's major version, as the doc says,
+	// where the machine has them; else those on PATH.
+	if dir := db.toolsDir(t); dir != "" {
+		for i, e := range s.env {
+			if strings.HasPrefix(e, "PATH=") {
+				s.env[i] = "PATH=" + dir + string(os.PathListSeparator) + strings.TrimPrefix(e, "PATH=")
+			}
+		}
+	}
+	for _, tool := range []string{"pg_dump", "pg_restore", "dropdb", "createdb"} {
+		if _, err := lookPathIn(tool, s.env); err != nil {
+			needTool(t, tool, "postgresql-client")
+		}
+	}
 	pub, err := os.ReadFile(filepath.Join(s.dir, "user.pub"))
 	if err != nil {
 		t.Fatal(err)
