@@ -37,32 +37,7 @@ func TestPostgresSetupRecipe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	admin, err := pgx.Connect(ctx, pgtest.BaseDSN())
-	cancel()
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("PostgreSQL at $CSPOOL_TEST_POSTGRES (or %s) is required under CI: %v", pgtest.DefaultDSN, err)
-		}
-		t.Skipf("no PostgreSQL server answers (set CSPOOL_TEST_POSTGRES): %v", err)
-	}
-	admin.Close(context.Background())
-	name := pgtest.Name("cspool_test_")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, pgtest.BaseDSN())
-		if err != nil {
-			t.Errorf("dropping the recipe's database and role %s: %v", name, err)
-			return
-		}
-		defer c.Close(context.Background())
-		for _, q := range []string{"DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", "DROP ROLE IF EXISTS " + name} {
-			if _, err := c.Exec(ctx, q); err != nil {
-				t.Errorf("%s: %v", q, err)
-			}
-		}
-	})
+	name := pgScratchName(t)
 
 	blocks := docShellBlocks(t, "docs/POSTGRES.md", "## Setting it up")
 	starts := []string{"createuser ", "cspool server ", "key="}
@@ -113,4 +88,38 @@ func TestPostgresSetupRecipe(t *testing.T) {
 	if log := srv.stderr.String(); !strings.Contains(log, `msg="lmtp delivered"`) || !strings.Contains(log, "user=alice") {
 		t.Errorf("the server's log has no delivery to alice:\n%s", log)
 	}
+}
+
+// pgScratchName returns a name for a role and a database of the test's
+// own, both dropped at its end, once the tests' PostgreSQL answers; a test
+// outside CI is skipped when it does not.
+func pgScratchName(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	admin, err := pgx.Connect(ctx, pgtest.BaseDSN())
+	cancel()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("PostgreSQL at $CSPOOL_TEST_POSTGRES (or %s) is required under CI: %v", pgtest.DefaultDSN, err)
+		}
+		t.Skipf("no PostgreSQL server answers (set CSPOOL_TEST_POSTGRES): %v", err)
+	}
+	admin.Close(context.Background())
+	name := pgtest.Name("cspool_test_")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, pgtest.BaseDSN())
+		if err != nil {
+			t.Errorf("dropping the test's database and role %s: %v", name, err)
+			return
+		}
+		defer c.Close(context.Background())
+		for _, q := range []string{"DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", "DROP ROLE IF EXISTS " + name} {
+			if _, err := c.Exec(ctx, q); err != nil {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+	return name
 }

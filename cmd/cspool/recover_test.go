@@ -314,6 +314,26 @@ func noUIDReused(t *testing.T, device string, before, after clientView) {
 	}
 }
 
+// placed gives where each message of st is, by the subject it was
+// delivered with: "mailbox flags"; a message nobody delivered is an error.
+func (s *restoreSetup) placed(t *testing.T, st *mailstore.State) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	boxes := map[[16]byte]string{}
+	for _, mb := range st.Mailboxes {
+		boxes[mb.ID] = mb.Name
+	}
+	for _, msg := range st.Messages {
+		subject, ok := s.subjects[msg.Digest]
+		if !ok {
+			t.Errorf("a message nobody delivered, in %s", boxes[msg.Mailbox])
+			continue
+		}
+		got[subject] = strings.TrimSpace(boxes[msg.Mailbox] + " " + strings.Join(msg.Flags, " "))
+	}
+	return got
+}
+
 // recipe returns the shell blocks of docs/OPERATING.md's section heading,
 // in order, each without its indentation.
 func recipe(t *testing.T, heading string) []string {
@@ -554,19 +574,7 @@ func TestRecoverAfterRestore(t *testing.T) {
 	}
 
 	// What was acknowledged, on every side of the restore.
-	got := map[string]string{} // subject -> "mailbox flags"
-	boxes := map[[16]byte]string{}
-	for _, mb := range want.Mailboxes {
-		boxes[mb.ID] = mb.Name
-	}
-	for _, msg := range want.Messages {
-		subject, ok := s.subjects[msg.Digest]
-		if !ok {
-			t.Errorf("a message nobody delivered, in %s", boxes[msg.Mailbox])
-			continue
-		}
-		got[subject] = strings.TrimSpace(boxes[msg.Mailbox] + " " + strings.Join(msg.Flags, " "))
-	}
+	got := s.placed(t, want)
 	expect := map[string]string{
 		m[0]: `INBOX \Flagged`, m[2]: "Archive", m[3]: "INBOX", m[4]: `INBOX \Seen`, m[5]: "INBOX", m[6]: "INBOX",
 		n[0]: `INBOX \Flagged`, n[1]: "INBOX", last[0]: "INBOX",
