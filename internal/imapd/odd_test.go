@@ -366,8 +366,9 @@ func appendBinary(w *wire, ms []oddMessage) {
 
 // startDovecot runs a private Dovecot, IMAP only, on a loopback port of
 // the test's range, with one user (alice, testPassword) and its Maildir
-// in a temporary folder; it is stopped when the test ends.
-func startDovecot(t *testing.T, dovecot string) string {
+// in a temporary folder; it is stopped when the test ends. The extra
+// lines are added to its configuration.
+func startDovecot(t *testing.T, dovecot string, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	// Dovecot's auth and mail processes run as users of their own, and
@@ -431,7 +432,7 @@ service imap-login {
     port = 0
   }
 }
-`, port, dir, uid, gid, mail, port)
+`, port, dir, uid, gid, mail, port) + strings.Join(extra, "\n")
 	cf := filepath.Join(dir, "dovecot.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
