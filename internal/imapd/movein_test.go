@@ -173,7 +173,7 @@ func TestMbsyncFromDovecot(t *testing.T) {
 }`)
 	old := dialWire(t, daddr)
 	old.ok(`LOGIN alice "` + testPassword + `"`)
-	for _, f := range []string{"Sent", "Projects", "Projects/2019", "Projects/2019/Q1", "Gr&APwA3w-e", "&AMQ-rger/Rechnungen"} {
+	for _, f := range []string{"Sent", "Projects", "Projects/2019", "Projects/2019/Q1", "Gr&APwA3w-e", "&AMQ-rger/Rechnungen", "INBOX/Sub", "Bills &- Tax", "Caf&AOk-/&ZeVnLIqe-"} {
 		old.ok(`CREATE "` + f + `"`)
 	}
 	type msg struct {
@@ -187,7 +187,7 @@ func TestMbsyncFromDovecot(t *testing.T) {
 			"Date: Mon, 02 Mar 2015 10:00:00 +0100\r\nMessage-ID: <%d.move-in@example.org>\r\n", subject, i)
 	}
 	flagSets := []string{"", `\Seen`, `\Seen \Answered`, `\Flagged`, `\Seen $Forwarded`, `\Seen Work $Label1`, `\Draft`, `\Deleted \Seen`}
-	folders := []string{"INBOX", "INBOX", "INBOX", "Sent", "Projects", "Projects/2019", "Projects/2019/Q1", "Gr&APwA3w-e", "&AMQ-rger/Rechnungen"}
+	folders := []string{"INBOX", "INBOX", "INBOX", "Sent", "INBOX/Sub", "Bills &- Tax", "Caf&AOk-/&ZeVnLIqe-", "Projects", "Projects/2019", "Projects/2019/Q1", "Gr&APwA3w-e", "&AMQ-rger/Rechnungen"}
 	base := time.Date(2009, 6, 1, 8, 0, 0, 0, time.FixedZone("", 2*3600))
 	for i := range 300 {
 		msgs = append(msgs, msg{
