@@ -288,3 +288,50 @@ func TestMbsyncFromDovecot(t *testing.T) {
 		t.Errorf("a second device shows other messages, flags or UIDs than the first")
 	}
 }
+
+// TestMbsyncFromDovecotTooBig moves mail in, as docs/QUICKSTART.md
+// prints it, to a device that takes messages of up to 1 MiB: the 2 MB
+// message is refused (NO [TOOBIG]), mbsync warns and goes on, and the
+// others arrive; a second run ends well too and copies nothing twice.
+func TestMbsyncFromDovecotTooBig(t *testing.T) {
+	t.Parallel()
+	mbsync := needTool(t, "mbsync")
+	daddr := startDovecot(t, needToolIn(t, "dovecot", "dovecot-imapd"), "namespace inbox {\n  inbox = yes\n  separator = /\n}")
+	old := dialWire(t, daddr)
+	old.ok(`LOGIN alice "` + testPassword + `"`)
+	body := map[string]string{"small": "Hello.\r\n", "big": strings.Repeat(strings.Repeat("QUJD", 19)+"\r\n", 27000), "after": "Bye.\r\n"}
+	for i, s := range []string{"small", "big", "after"} {
+		raw := fmt.Sprintf("From: old@example.org\r\nSubject: %s\r\nMessage-ID: <%d.big@example.org>\r\n\r\n%s", s, i, body[s])
+		old.ok(fmt.Sprintf("APPEND INBOX {%d}\r\n%s", len(raw), raw))
+	}
+	r := newRig(t)
+	a := r.deviceWith("a", Config{MaxMessageBytes: 1 << 20})
+	home := filepath.Join(t.TempDir(), "home")
+	if err := os.MkdirAll(filepath.Join(home, ".local", "state", "mbsync-move-in"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(home, ".mbsync-move-in")
+	if err := os.WriteFile(cfg, []byte(quickstartMoveIn(t, daddr, a.addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "HOME="+home)
+	for run := range 2 {
+		out := runToolEnv(t, env, mbsync, "-c", cfg, "move-in")
+		if run == 0 && !strings.Contains(out, "near side refuses to store message") {
+			t.Errorf("mbsync did not warn of the message too big:\n%s", out)
+		}
+		w := loginWire(t, a.addr)
+		got, _ := snapshot(t, w, true)
+		w.ok("LOGOUT")
+		var subjects []string
+		for raw := range got["INBOX"] {
+			_, s, _ := strings.Cut(raw, "Subject: ")
+			s, _, _ = strings.Cut(s, "\r\n")
+			subjects = append(subjects, s)
+		}
+		sort.Strings(subjects)
+		if fmt.Sprint(subjects) != "[after small]" {
+			t.Errorf("run %d: INBOX holds %v, want [after small]", run+1, subjects)
+		}
+	}
+}
