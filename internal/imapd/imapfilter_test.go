@@ -1,14 +1,18 @@
 package imapd
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // imapfilterConfig is a user's filter: urgent mail flagged, then
@@ -137,4 +141,68 @@ func TestImapfilter(t *testing.T) {
 	if other := check(b, "on a second device"); fmt.Sprint(other) != fmt.Sprint(first) {
 		t.Errorf("a second device shows other messages, flags or UIDs than the first")
 	}
+}
+
+// imapfilterIdleConfig waits in IDLE on INBOX once, as a filter run as a
+// daemon does in its loop, then files list mail.
+const imapfilterIdleConfig = `options.timeout = 20
+options.starttls = false
+
+local account = IMAP {
+  server = os.getenv('CSPOOL_HOST'),
+  port = tonumber(os.getenv('CSPOOL_PORT')),
+  username = 'alice',
+  password = os.getenv('CSPOOL_PASSWORD'),
+}
+
+if not account.INBOX:enter_idle() then
+  error('IDLE ended without news')
+end
+account.INBOX:contain_field('List-Id', 'dev.example.org'):move_messages(account['Lists/dev'])
+`
+
+// TestImapfilterIdle runs imapfilter waiting in IDLE, through a logging
+// proxy: mail delivered while it waits wakes it, and it files the mail.
+// The conversation holds no NO or BAD.
+func TestImapfilterIdle(t *testing.T) {
+	t.Parallel()
+	imapfilter := needTool(t, "imapfilter")
+	r := newRig(t)
+	a := r.device("a")
+	w := loginWire(t, a.addr)
+	w.ok(`CREATE "Lists/dev"`)
+	w.ok("LOGOUT")
+	p := newIMAPProxy(t, a.addr)
+	home := filepath.Join(t.TempDir(), "home")
+	if err := os.MkdirAll(filepath.Join(home, ".imapfilter"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(home, ".imapfilter", "config.lua")
+	if err := os.WriteFile(cfg, []byte(imapfilterIdleConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(p.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, imapfilter, "-c", cfg)
+	cmd.Env = append(os.Environ(), "HOME="+home, "CSPOOL_HOST="+host, "CSPOOL_PORT="+port, "CSPOOL_PASSWORD="+testPassword)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	p.idlingNow(t, "INBOX", 20*time.Second)
+	raw := "From: list@example.org\r\nTo: alice@example.net\r\nSubject: news\r\nList-Id: <dev.example.org>\r\nMessage-ID: <idle@example.org>\r\n\r\nNews.\r\n"
+	a.synced(r.Deliver([]byte(raw)))
+	if err := <-done; err != nil {
+		t.Fatalf("imapfilter: %v\n%s", err, out.String())
+	}
+	w = loginWire(t, a.addr)
+	got, _ := snapshot(t, w, false)
+	if len(got["INBOX"]) != 0 || len(got["Lists/dev"]) != 1 {
+		t.Errorf("INBOX holds %d messages and Lists/dev %d, want 0 and 1", len(got["INBOX"]), len(got["Lists/dev"]))
+	}
+	checkConversation(t, p.lines())
 }
