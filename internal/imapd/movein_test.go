@@ -1,14 +1,19 @@
 package imapd
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -365,5 +370,103 @@ func TestMbsyncFromDovecotTooBig(t *testing.T) {
 		if fmt.Sprint(subjects) != "[after small]" {
 			t.Errorf("run %d: INBOX holds %v, want [after small]", run+1, subjects)
 		}
+	}
+}
+
+// cutProxy forwards connections to target and, when the server's answer
+// to the n-th APPEND has come, closes both ends instead of passing it
+// on: the message is stored, but the client never hears so, as when a
+// laptop goes to sleep mid-move.
+func cutProxy(t *testing.T, target string, n int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	appended := regexp.MustCompile(`^\S+ OK \[APPENDUID `)
+	var mu sync.Mutex
+	count := 0
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() {
+				io.Copy(s, c)
+				s.Close()
+			}()
+			go func() {
+				defer c.Close()
+				defer s.Close()
+				br := bufio.NewReader(s)
+				for {
+					line, err := br.ReadString('\n')
+					if appended.MatchString(line) {
+						mu.Lock()
+						count++
+						cut := count == n
+						mu.Unlock()
+						if cut {
+							return
+						}
+					}
+					if _, werr := io.WriteString(c, line); werr != nil || err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestMbsyncFromDovecotCut moves mail in, as docs/QUICKSTART.md prints
+// it, over a connection to the device that breaks just after the device
+// stored the 40th message and before mbsync heard so; mbsync fails. Run
+// again, it finds that message by its X-TUID field and every message is
+// on the device once.
+func TestMbsyncFromDovecotCut(t *testing.T) {
+	t.Parallel()
+	mbsync := needTool(t, "mbsync")
+	daddr := startDovecot(t, needToolIn(t, "dovecot", "dovecot-imapd"), "namespace inbox {\n  inbox = yes\n  separator = /\n}")
+	old := dialWire(t, daddr)
+	old.ok(`LOGIN alice "` + testPassword + `"`)
+	for i := range 80 {
+		raw := fmt.Sprintf("From: old@example.org\r\nSubject: number %d\r\nMessage-ID: <%d.cut@example.org>\r\n\r\nHello.\r\n", i, i)
+		old.ok(fmt.Sprintf("APPEND INBOX (\\Seen) {%d}\r\n%s", len(raw), raw))
+	}
+	r := newRig(t)
+	a := r.device("a")
+	home := filepath.Join(t.TempDir(), "home")
+	if err := os.MkdirAll(filepath.Join(home, ".local", "state", "mbsync-move-in"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(home, ".mbsync-move-in")
+	if err := os.WriteFile(cfg, []byte(quickstartMoveIn(t, daddr, cutProxy(t, a.addr, 40))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "HOME="+home)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, mbsync, "-c", cfg, "move-in")
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("mbsync ended well over a connection that broke:\n%s", out)
+	}
+	if err := os.WriteFile(cfg, []byte(quickstartMoveIn(t, daddr, a.addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runToolEnv(t, env, mbsync, "-c", cfg, "move-in")
+	w := loginWire(t, a.addr)
+	got, _ := snapshot(t, w, false) // a second copy of a message is an error
+	if n := len(got["INBOX"]); n != 80 {
+		t.Errorf("INBOX holds %d messages, want 80", n)
 	}
 }
