@@ -434,6 +434,8 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 	if ms == 0 {
 		ms = 1 // 0 means "no date" in a command
 	}
+	end := s.srv.appendStart(to.ID)
+	defer end()
 	o, err := s.submit(&command.Command{Kind: command.Append, Mailbox: to.Name, MailboxID: to.ID,
 		Flags: flags, Date: ms, Body: body})
 	release()

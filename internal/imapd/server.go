@@ -127,6 +127,9 @@ type Server struct {
 
 	connMu sync.Mutex
 	conns  map[*imapserver.Conn]struct{} // open connections, told BYE by Close
+
+	appendingMu sync.Mutex
+	appending   map[command.ID]map[chan struct{}]struct{} // APPENDs underway, per mailbox (appendStart)
 }
 
 // fill gives the fields left zero their documented defaults.

@@ -177,6 +177,9 @@ func (s *session) Select(name string, opts *imap.SelectOptions) (*imap.SelectDat
 		if err != nil {
 			return nil, s.storeError(err, name)
 		}
+		// An APPEND into it underway on another connection (one that
+		// broke before its answer, say) ends first: its message is shown.
+		s.srv.waitAppends(ctx, info.ID)
 		mb, err = s.srv.acquire(ctx, info.ID)
 		if err != nil {
 			return nil, s.storeError(err, name)
