@@ -30,6 +30,25 @@ func startDesktopSession(t *testing.T, home, disp string) *desktopSession {
 	if err := os.MkdirAll(run, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	// The portals of a desktop, where the machine has them: the bus
+	// would start them when the client asks, and the document portal
+	// mounts a FUSE file system at $XDG_RUNTIME_DIR/doc, which the test's
+	// cleanup then cannot remove ("unlinkat .../run/doc/by-app: operation
+	// not permitted"), and which outlives the test. The session's own
+	// services folder, looked in first, names them with a program that
+	// fails, as on a machine without them; a mount made all the same is
+	// taken down at the end.
+	services := filepath.Join(home, ".local", "share", "dbus-1", "services")
+	if err := os.MkdirAll(services, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"org.freedesktop.portal.Documents", "org.freedesktop.portal.Desktop", "org.freedesktop.impl.portal.desktop.gtk", "org.freedesktop.impl.portal.PermissionStore"} {
+		unit := "[D-BUS Service]\nName=" + name + "\nExec=/bin/false\n"
+		if err := os.WriteFile(filepath.Join(services, name+".service"), []byte(unit), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { unmountPortal(t, filepath.Join(run, "doc")) })
 	bus := filepath.Join(run, "bus")
 	env := append(os.Environ(), "HOME="+home, "DISPLAY="+disp, "XDG_RUNTIME_DIR="+run,
 		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"), "XDG_DATA_HOME="+filepath.Join(home, ".local", "share"),
@@ -62,6 +81,20 @@ func startDesktopSession(t *testing.T, home, disp string) *desktopSession {
 	}
 	t.Cleanup(func() { stopGroup(keyring) })
 	return &desktopSession{t: t, env: env}
+}
+
+// unmountPortal takes down a document portal's FUSE mount at dir, if
+// there is one, so that the test's folder can be removed.
+func unmountPortal(t *testing.T, dir string) {
+	out, err := os.ReadFile("/proc/self/mounts")
+	if err != nil || !strings.Contains(string(out), " "+dir+" ") {
+		return
+	}
+	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+		if out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); err != nil {
+			t.Logf("unmounting the document portal at %s: %v: %s", dir, err, out)
+		}
+	}
 }
 
 // storePassword stores the account's password (testPassword) in the
@@ -147,5 +180,37 @@ func checkArchivedAndTrashed(t *testing.T, a *device, client, uid, trashed strin
 	}
 	if inbox, raw := scanBox(t, a, "INBOX"); len(raw) != 1 || strings.Contains(" "+inbox, " "+uid+"[") || strings.Contains(" "+inbox, " "+trashed+"[") {
 		t.Errorf("INBOX after %s moved messages %s and %s: %s", client, uid, trashed, inbox)
+	}
+}
+
+// TestDesktopSessionStartsNoPortal: the desktop session's bus does not
+// start the document portal where the machine has it (Debian installs
+// it with Geary's recommends): asked for its mount point, the bus fails
+// to start it, and nothing is mounted in the session's runtime folder.
+// It was started, mounted its FUSE file system there, and TestGeary failed
+// in its cleanup ("unlinkat .../run/doc/by-app: operation not
+// permitted"), the portal left running.
+func TestDesktopSessionStartsNoPortal(t *testing.T) {
+	t.Parallel()
+	gdbus, err := exec.LookPath("gdbus")
+	if err != nil {
+		t.Skip("gdbus (libglib2.0-bin) is not installed")
+	}
+	needTool(t, "dbus-daemon")
+	needTool(t, "gnome-keyring-daemon")
+	home := t.TempDir()
+	s := startDesktopSession(t, home, ":0")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gdbus, "call", "--session", "--dest", "org.freedesktop.portal.Documents",
+		"--object-path", "/org/freedesktop/portal/documents", "--method", "org.freedesktop.portal.Documents.GetMountPoint")
+	cmd.Env = s.env
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Errorf("the session's bus started the document portal: %s", out)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mounts")
+	if doc := filepath.Join(home, "run", "doc"); strings.Contains(string(mounts), " "+doc+" ") {
+		t.Errorf("%s is mounted", doc)
 	}
 }
