@@ -271,22 +271,11 @@ func TestRecoverAfterPostgresRestore(t *testing.T) {
 	if diff := mailstore.Diff(want, s.dumpOf(t, c.db), 5); diff != nil {
 		t.Errorf("a new device differs from a: %v", diff)
 	}
-	got := s.placed(t, want)
 	expect := map[string]string{
 		m[0]: `INBOX \Flagged`, m[2]: "Archive", m[3]: "INBOX", m[4]: "INBOX",
 		n[0]: "INBOX", n[1]: "INBOX", last[0]: "INBOX",
 	}
-	for subject, w := range expect {
-		if got[subject] != w {
-			t.Errorf("%s: %q, want %q", subject, got[subject], w)
-		}
-	}
-	if _, ok := got[m[1]]; ok || len(got) != len(expect) {
-		t.Errorf("messages %v, want exactly %v (%s expunged after the backup)", got, expect, m[1])
-	}
-	if !slices.ContainsFunc(want.Mailboxes, func(mb mailstore.MailboxState) bool { return mb.Name == "Projects" }) {
-		t.Error("Projects, created after the backup, is gone")
-	}
+	s.checkPlaced(t, want, expect, m[1], "after the backup")
 }
 
 // keyMovedRefused checks, in a transaction rolled back, that the restored

@@ -314,6 +314,26 @@ func noUIDReused(t *testing.T, device string, before, after clientView) {
 	}
 }
 
+// checkPlaced checks that st holds exactly the messages of expect, by the
+// subject each was delivered with, in the mailboxes and with the flags
+// given ("mailbox flags"), expunged (expunged when) among none of them,
+// and the Projects mailbox, created after the backup.
+func (s *restoreSetup) checkPlaced(t *testing.T, st *mailstore.State, expect map[string]string, expunged, when string) {
+	t.Helper()
+	got := s.placed(t, st)
+	for subject, w := range expect {
+		if got[subject] != w {
+			t.Errorf("%s: %q, want %q", subject, got[subject], w)
+		}
+	}
+	if _, ok := got[expunged]; ok || len(got) != len(expect) {
+		t.Errorf("messages %v, want exactly %v (%s expunged %s)", got, expect, expunged, when)
+	}
+	if !slices.ContainsFunc(st.Mailboxes, func(mb mailstore.MailboxState) bool { return mb.Name == "Projects" }) {
+		t.Error("Projects, created after the backup, is gone")
+	}
+}
+
 // placed gives where each message of st is, by the subject it was
 // delivered with: "mailbox flags"; a message nobody delivered is an error.
 func (s *restoreSetup) placed(t *testing.T, st *mailstore.State) map[string]string {
@@ -574,22 +594,11 @@ func TestRecoverAfterRestore(t *testing.T) {
 	}
 
 	// What was acknowledged, on every side of the restore.
-	got := s.placed(t, want)
 	expect := map[string]string{
 		m[0]: `INBOX \Flagged`, m[2]: "Archive", m[3]: "INBOX", m[4]: `INBOX \Seen`, m[5]: "INBOX", m[6]: "INBOX",
 		n[0]: `INBOX \Flagged`, n[1]: "INBOX", last[0]: "INBOX",
 	}
-	for subject, w := range expect {
-		if got[subject] != w {
-			t.Errorf("%s: %q, want %q", subject, got[subject], w)
-		}
-	}
-	if _, ok := got[m[1]]; ok || len(got) != len(expect) {
-		t.Errorf("messages %v, want exactly %v (%s expunged before the restore)", got, expect, m[1])
-	}
-	if !slices.ContainsFunc(want.Mailboxes, func(mb mailstore.MailboxState) bool { return mb.Name == "Projects" }) {
-		t.Error("Projects, created after the backup, is gone")
-	}
+	s.checkPlaced(t, want, expect, m[1], "before the restore")
 }
 
 func (s *restoreSetup) dumpOf(t *testing.T, path string) *mailstore.State {

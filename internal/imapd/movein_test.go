@@ -18,6 +18,22 @@ import (
 	"time"
 )
 
+// moveInHome writes QUICKSTART.md's mbsync configuration for the old
+// account at far and the device at near into a home folder of the test's
+// own, and returns its path and the environment that runs mbsync there.
+func moveInHome(t *testing.T, far, near string) (cfg string, env []string) {
+	t.Helper()
+	home := filepath.Join(t.TempDir(), "home")
+	if err := os.MkdirAll(filepath.Join(home, ".local", "state", "mbsync-move-in"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg = filepath.Join(home, ".mbsync-move-in")
+	if err := os.WriteFile(cfg, []byte(quickstartMoveIn(t, far, near)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, append(os.Environ(), "HOME="+home)
+}
+
 // quickstartMoveIn returns docs/QUICKSTART.md's mbsync configuration for
 // moving existing mail in, with the accounts' host, port, user and
 // password replaced by far's (the old provider's) and near's (the
@@ -255,15 +271,7 @@ func TestMbsyncFromDovecot(t *testing.T) {
 
 	r := newRig(t)
 	a := r.device("a")
-	home := filepath.Join(t.TempDir(), "home")
-	if err := os.MkdirAll(filepath.Join(home, ".local", "state", "mbsync-move-in"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(home, ".mbsync-move-in")
-	if err := os.WriteFile(cfg, []byte(quickstartMoveIn(t, daddr, a.addr)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "HOME="+home)
+	cfg, env := moveInHome(t, daddr, a.addr)
 	check := func(d *device, when string) folderSnapshot {
 		t.Helper()
 		w := loginWire(t, d.addr)
@@ -343,15 +351,7 @@ func TestMbsyncFromDovecotTooBig(t *testing.T) {
 	}
 	r := newRig(t)
 	a := r.deviceWith("a", Config{MaxMessageBytes: 1 << 20})
-	home := filepath.Join(t.TempDir(), "home")
-	if err := os.MkdirAll(filepath.Join(home, ".local", "state", "mbsync-move-in"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(home, ".mbsync-move-in")
-	if err := os.WriteFile(cfg, []byte(quickstartMoveIn(t, daddr, a.addr)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "HOME="+home)
+	cfg, env := moveInHome(t, daddr, a.addr)
 	for run := range 2 {
 		out := runToolEnv(t, env, mbsync, "-c", cfg, "move-in")
 		if run == 0 && !strings.Contains(out, "near side refuses to store message") {
@@ -444,15 +444,7 @@ func TestMbsyncFromDovecotCut(t *testing.T) {
 	}
 	r := newRig(t)
 	a := r.device("a")
-	home := filepath.Join(t.TempDir(), "home")
-	if err := os.MkdirAll(filepath.Join(home, ".local", "state", "mbsync-move-in"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(home, ".mbsync-move-in")
-	if err := os.WriteFile(cfg, []byte(quickstartMoveIn(t, daddr, cutProxy(t, a.addr, 40))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "HOME="+home)
+	cfg, env := moveInHome(t, daddr, cutProxy(t, a.addr, 40))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, mbsync, "-c", cfg, "move-in")

@@ -41,15 +41,11 @@ func (b *busyOnce) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64
 	return b.Client.CheckpointTo(ctx, w)
 }
 
-// TestRestorationAfterBusyCheckpoint: an alarmed device's daemon whose
-// look at the restoration the other device just wrote fails for a moment
-// (the spool busy with that device's own download under the same key)
-// looks again after the loop's backoff and adopts it. The failure was
-// taken for "no restoration yet", and the daemon waited for the log's next
-// change, a long-poll of up to 5 minutes, with the restoration already
-// there: one run in CI of cmd/cspool's TestRecoverAfterRestore.
-func TestRestorationAfterBusyCheckpoint(t *testing.T) {
-	t.Parallel()
+// rolledBack is a rig whose two devices, a and b, synced 5 deliveries
+// and raised the rollback alarm after the spool was restored to a backup
+// of the first 3 and got one more.
+func rolledBack(t *testing.T) (*rig, *device, *device) {
+	t.Helper()
 	r := newRig(t)
 	a, b := r.device("a"), r.device("b")
 	r.deliver(3)
@@ -66,6 +62,19 @@ func TestRestorationAfterBusyCheckpoint(t *testing.T) {
 			t.Fatalf("%s: no alarm after the restore", d.name)
 		}
 	}
+	return r, a, b
+}
+
+// TestRestorationAfterBusyCheckpoint: an alarmed device's daemon whose
+// look at the restoration the other device just wrote fails for a moment
+// (the spool busy with that device's own download under the same key)
+// looks again after the loop's backoff and adopts it. The failure was
+// taken for "no restoration yet", and the daemon waited for the log's next
+// change, a long-poll of up to 5 minutes, with the restoration already
+// there: one run in CI of cmd/cspool's TestRecoverAfterRestore.
+func TestRestorationAfterBusyCheckpoint(t *testing.T) {
+	t.Parallel()
+	r, a, b := rolledBack(t)
 	// b's daemon, long-polls of 30 s.
 	busy := &busyOnce{Client: b.client}
 	s, err := syncer.New(syncer.Config{User: user, UserKey: r.userKey, SpoolKey: r.spoolKey.Public(), Store: b.st,
@@ -105,19 +114,7 @@ func TestRestorationAfterBusyCheckpoint(t *testing.T) {
 // 503): this key is downloading its checkpoint already".
 func TestOneShotSyncAfterBusyCheckpoint(t *testing.T) {
 	t.Parallel()
-	r := newRig(t)
-	a, b := r.device("a"), r.device("b")
-	r.deliver(3)
-	a.mustSync()
-	b.mustSync()
-	backup := r.backup()
-	r.deliver(2)
-	a.mustSync()
-	r.restore(backup)
-	r.deliver(1)
-	if err := a.sync(); err == nil {
-		t.Fatal("a: no alarm after the restore")
-	}
+	r, a, _ := rolledBack(t)
 	if _, err := a.recover(); err != nil {
 		t.Fatal(err)
 	}
