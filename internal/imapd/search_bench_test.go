@@ -59,6 +59,39 @@ func BenchmarkSearchWire(b *testing.B) {
 	}
 }
 
+// BenchmarkSearchWireUnindexed is BenchmarkSearchWire's SEARCH BODY of a
+// word in every message over a store whose search index is dropped
+// first (Store.Reindex, as `cspool reindex` does, with no indexer
+// running), so that every body is read, decoded and folded: what a
+// SEARCH meets on a new device while its index is still being built. It
+// leaves the store so; BenchmarkTextSearch indexes it again.
+//
+//	CSPOOL_SEARCH_BENCH_DB=/tmp/s.db go test ./internal/imapd -run - -bench SearchWireUnindexed -benchtime 5x
+func BenchmarkSearchWireUnindexed(b *testing.B) {
+	path := os.Getenv("CSPOOL_SEARCH_BENCH_DB")
+	if path == "" {
+		b.Skip("CSPOOL_SEARCH_BENCH_DB names no store")
+	}
+	key := devicedb.Key{7}
+	ms, err := mailstore.OpenWith(path, mailstore.Options{Parser: mimeform.Parser{}, Key: &key})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ms.Close()
+	if err := ms.Reindex(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	do, stop := benchSession(b, ms)
+	defer stop()
+	do("SELECT INBOX")
+	b.ResetTimer()
+	n := 0
+	for range b.N {
+		_, n = do("SEARCH BODY quarterly")
+	}
+	b.ReportMetric(float64(n), "bytes")
+}
+
 // benchSession serves ms over IMAP on loopback, logs in as alice and
 // returns do, which sends one command and returns the lines and bytes of
 // its untagged answer (failing on anything but OK), and stop, which ends

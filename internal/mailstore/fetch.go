@@ -446,6 +446,7 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, uv uint32, want Wa
 	}
 	defer rows.Close()
 	var targets fetchTargets
+	loader := &txStmts{tx: tx}
 	for rows.Next() {
 		m, err := scanFetched(rows, want, &targets)
 		if err != nil {
@@ -457,7 +458,7 @@ func (s *Store) scan(ctx context.Context, mailbox command.ID, uv uint32, want Wa
 		if err := loadLarge(conn, m, want); err != nil {
 			return fmt.Errorf("reading messages of %q: %w", mb.name, err)
 		}
-		m.loader, m.conn, m.reads, m.storedMin = tx, conn, &s.bodyReads, int64(s.textLimits.index/storedTextShare)
+		m.loader, m.conn, m.reads, m.storedMin = loader, conn, &s.bodyReads, int64(s.textLimits.index/storedTextShare)
 		err = fn(m)
 		m.loader, m.conn, m.reads, m.storedMin = s.rdb, nil, nil, 0 // later calls read the current state
 		if err != nil {
