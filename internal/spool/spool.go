@@ -268,6 +268,55 @@ type KeyHolder interface {
 	HoldSpoolKey(ctx context.Context, pub []byte) error
 }
 
+// KeyReplacer is a KeyHolder whose recorded spool key can be replaced by
+// another, logs and all, when the one it records is the previous one: the
+// way out of a leaked spool key (docs/OPERATING.md, "Replacing the spool
+// key"). Both stores implement it. Nothing but the record changes: every
+// log, position, chain hash and checkpoint stays.
+type KeyReplacer interface {
+	KeyHolder
+	// ReplaceSpoolKey does what HoldSpoolKey(pub) does, but records pub
+	// over previous (each the 64 bytes of keys.PublicKey.Bytes), whether
+	// the store holds logs or not, and then holds it. It returns replaced
+	// true if it recorded pub over previous, false if the store recorded
+	// pub already (a second server started with the same flags, or one
+	// restarted with them); a *NotPreviousKeyError if the store records
+	// neither (or none); a *LiveKeyError, recording nothing, while other
+	// open handles hold a key (previous, most likely) on the store, as
+	// HoldSpoolKey does for any other key. The record and its check are
+	// one transaction. previous equal to pub is refused.
+	ReplaceSpoolKey(ctx context.Context, previous, pub []byte) (replaced bool, err error)
+}
+
+// NotPreviousKeyError: ReplaceSpoolKey was refused because the store
+// records neither the previous key nor the new one. Nothing was recorded.
+type NotPreviousKeyError struct {
+	Recorded []byte // the key the store records (nil: none), 64 bytes
+}
+
+func (e *NotPreviousKeyError) Error() string {
+	return fmt.Sprintf("spool: the store records the spool key with id %s, neither the previous key nor the new one: nothing recorded", KeyID(e.Recorded))
+}
+
+// ReplaceKey is KeyReplacer's rule, for the stores: given the key the
+// store records (nil: none), it says whether to record pub over previous,
+// or why not.
+func ReplaceKey(recorded, previous, pub []byte) (record bool, err error) {
+	switch {
+	case len(pub) != 64:
+		return false, fmt.Errorf("spool: a spool key of %d bytes, want 64", len(pub))
+	case len(previous) != 64:
+		return false, fmt.Errorf("spool: a previous spool key of %d bytes, want 64", len(previous))
+	case bytes.Equal(previous, pub):
+		return false, errors.New("spool: the previous spool key is the new one")
+	case bytes.Equal(recorded, pub):
+		return false, nil
+	case bytes.Equal(recorded, previous):
+		return true, nil
+	}
+	return false, &NotPreviousKeyError{Recorded: recorded}
+}
+
 // LiveKeyError: HoldSpoolKey was refused because other open handles (other
 // running servers or deliveries, in this process or others) hold another
 // spool key on the store. Nothing was recorded.

@@ -41,55 +41,60 @@ const holders = `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND g
 // the transaction, which fails while any session holds it (a
 // *spool.LiveKeyError). With hold, the key is then held: the session's
 // lock, shared, kept after the transaction ends, until the connection
-// closes.
-func keepKey(ctx context.Context, tx pgx.Tx, pub []byte, hold bool) error {
+// closes. previous not nil: the rule is spool.ReplaceKey's, not
+// spool.KeepKey's. record: pub was recorded.
+func keepKey(ctx context.Context, tx pgx.Tx, pub, previous []byte, hold bool) (record bool, err error) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", SpoolKeyLockKey); err != nil {
-		return err
+		return false, err
 	}
 	if _, err := tx.Exec(ctx, "LOCK TABLE cspool_spool_key IN SHARE ROW EXCLUSIVE MODE"); err != nil {
-		return err
+		return false, err
 	}
 	var recorded []byte
 	var logs bool
 	var obj int32
 	var obj64 int64
 	if err := tx.QueryRow(ctx, keyState).Scan(&recorded, &logs, &obj, &obj64); err != nil {
-		return err
+		return false, err
 	}
-	record, err := spool.KeepKey(recorded, pub, logs)
+	if previous != nil {
+		record, err = spool.ReplaceKey(recorded, previous, pub)
+	} else {
+		record, err = spool.KeepKey(recorded, pub, logs)
+	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if record {
 		var free bool
 		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1, $2)", HoldLockClass, obj).Scan(&free); err != nil {
-			return err
+			return false, err
 		}
 		if !free {
 			live := &spool.LiveKeyError{Live: recorded}
 			if err := tx.QueryRow(ctx, holders, int64(HoldLockClass), obj64).Scan(&live.Holders); err != nil {
-				return err
+				return false, err
 			}
-			return live
+			return false, live
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO cspool_spool_key (singleton, key) VALUES (true, $1)
 			ON CONFLICT (singleton) DO UPDATE SET key = excluded.key`, pub); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if !hold {
-		return nil
+		return record, nil
 	}
 	// Only a transaction holding SpoolKeyLockKey takes the hold's lock
 	// exclusively, and this one holds it: the try cannot meet one.
 	var held bool
 	if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_lock_shared($1, $2)", HoldLockClass, obj).Scan(&held); err != nil {
-		return err
+		return false, err
 	}
 	if !held {
-		return errors.New("the spool key's hold lock is taken exclusively by another session")
+		return false, errors.New("the spool key's hold lock is taken exclusively by another session")
 	}
-	return nil
+	return record, nil
 }
 
 // HoldSpoolKey implements spool.KeyHolder: keepKey on a connection of the
@@ -102,27 +107,48 @@ func (s *Store) HoldSpoolKey(ctx context.Context, pub []byte) error {
 	if _, err := spool.KeepKey(nil, pub, false); err != nil {
 		return err
 	}
+	_, err := s.hold(ctx, pub, nil)
+	return err
+}
+
+// ReplaceSpoolKey implements spool.KeyReplacer: HoldSpoolKey, with
+// spool.ReplaceKey's rule for keepKey's record. Recording pub over
+// previous takes the hold's lock exclusively for its transaction first,
+// as recording any other key does, so it is refused while any session
+// holds a key. Once the hold is taken, a hold lost and taken again is
+// HoldSpoolKey's: the store records pub by then.
+func (s *Store) ReplaceSpoolKey(ctx context.Context, previous, pub []byte) (bool, error) {
+	if _, err := spool.ReplaceKey(previous, previous, pub); err != nil {
+		return false, err
+	}
+	return s.hold(ctx, pub, previous)
+}
+
+// hold is HoldSpoolKey's and ReplaceSpoolKey's work (previous nil: no
+// replacement); replaced: pub was recorded over previous.
+func (s *Store) hold(ctx context.Context, pub, previous []byte) (bool, error) {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.isClosed {
-		return spool.ErrClosed
+		return false, spool.ErrClosed
 	}
 	if s.stopH != nil {
-		return errors.New("pgstore: the store holds a spool key already")
+		return false, errors.New("pgstore: the store holds a spool key already")
 	}
-	held, err := s.takeHold(ctx, pub, false)
+	held, recorded, err := s.takeHold(ctx, pub, previous, false)
 	if err != nil {
-		if errors.As(err, new(*spool.OtherKeyError)) || errors.As(err, new(*spool.LiveKeyError)) {
-			return err
+		if errors.As(err, new(*spool.OtherKeyError)) || errors.As(err, new(*spool.LiveKeyError)) ||
+			errors.As(err, new(*spool.NotPreviousKeyError)) {
+			return false, err
 		}
-		return callErr(ctx, "holding the spool key", err)
+		return false, callErr(ctx, "holding the spool key", err)
 	}
 	k := bytes.Clone(pub)
 	s.spoolKey.Store(&k)
 	hctx, stop := context.WithCancel(context.Background())
 	s.stopH, s.hDone = stop, make(chan struct{})
 	go s.keepHold(hctx, held, k)
-	return nil
+	return recorded && previous != nil, nil
 }
 
 // heldSession is the connection holding the key, its server process and
@@ -134,37 +160,41 @@ type heldSession struct {
 }
 
 // takeHold connects and runs keepKey with hold on the new connection; on
-// success the connection holds the key. With check, checkSessions runs
-// first (the Store's start ran it already).
-func (s *Store) takeHold(ctx context.Context, pub []byte, check bool) (*heldSession, error) {
+// success the connection holds the key, and recorded says keepKey
+// recorded pub. With check, checkSessions runs first (the Store's start
+// ran it already).
+func (s *Store) takeHold(ctx context.Context, pub, previous []byte, check bool) (_ *heldSession, recorded bool, err error) {
 	cfg, err := pgx.ParseConfig(s.dsn)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	configure(cfg, s.opts)
 	cctx, cancel := context.WithTimeout(ctx, s.opts.ConnectTimeout+s.opts.StatementTimeout)
 	defer cancel()
 	if check {
 		if err := checkSessions(cctx, cfg); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	conn, err := pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	err = pgx.BeginFunc(cctx, conn, func(tx pgx.Tx) error { return keepKey(cctx, tx, pub, true) })
+	err = pgx.BeginFunc(cctx, conn, func(tx pgx.Tx) (err error) {
+		recorded, err = keepKey(cctx, tx, pub, previous, true)
+		return err
+	})
 	if err != nil {
 		closeConn(conn)
-		return nil, err
+		return nil, false, err
 	}
 	h := &heldSession{conn: conn, token: newToken()}
 	var set string
 	if err := scanSimple(cctx, conn, fmt.Sprintf("SELECT pg_backend_pid(), set_config('%s', '%s', false)", probeParam, h.token), &h.pid, &set); err != nil {
 		closeConn(conn)
-		return nil, err
+		return nil, false, err
 	}
-	return h, nil
+	return h, recorded, nil
 }
 
 func closeConn(conn *pgx.Conn) {
@@ -210,7 +240,7 @@ func (s *Store) keepHold(ctx context.Context, held *heldSession, key []byte) {
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, 2*time.Second)
-			held, err = s.takeHold(ctx, key, shared)
+			held, _, err = s.takeHold(ctx, key, nil, shared)
 			if err == nil {
 				if shared {
 					s.pool.Reset() // connections made meanwhile shared sessions too

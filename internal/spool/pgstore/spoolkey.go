@@ -28,7 +28,10 @@ func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
 		return err
 	}
 	defer cancel()
-	err = pgx.BeginFunc(cctx, s.pool, func(tx pgx.Tx) error { return keepKey(cctx, tx, pub, false) })
+	err = pgx.BeginFunc(cctx, s.pool, func(tx pgx.Tx) error {
+		_, err := keepKey(cctx, tx, pub, nil, false)
+		return err
+	})
 	if err != nil && !errors.As(err, new(*spool.OtherKeyError)) && !errors.As(err, new(*spool.LiveKeyError)) {
 		return callErr(ctx, "recording the spool key", err)
 	}

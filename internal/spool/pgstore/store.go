@@ -23,6 +23,7 @@ var (
 	_ spool.HeadAppender         = (*Store)(nil)
 	_ spool.KeyKeeper            = (*Store)(nil)
 	_ spool.KeyHolder            = (*Store)(nil)
+	_ spool.KeyReplacer          = (*Store)(nil)
 	_ spool.OnceAppender         = (*Store)(nil)
 )
 

@@ -242,3 +242,103 @@ func (s *suite) testHoldSpoolKey(t *testing.T) {
 	mustAppend(t, last, "alice", []byte("b2"))
 	checkEntries(t, readAll(t, other, "alice"), 1, [][]byte{[]byte("b1"), []byte("b2")})
 }
+
+// testReplaceSpoolKey: a store that holds logs, recording key a, takes
+// key b over it through ReplaceSpoolKey(a, b), once no handle holds a;
+// the logs, their positions and chain hashes stay as they were, and the
+// next append follows them. While a handle holds a the replacement is
+// refused and nothing is recorded; a store recording neither key, or a
+// previous key equal to the new one, is refused; the same replacement
+// again (another server, or a restart, with the flags left in) holds b
+// and records nothing. After it a handle bound to a appends nothing (the
+// append's own check), a to hold is an *OtherKeyError, and b is held by
+// handles that never name a.
+func (s *suite) testReplaceSpoolKey(t *testing.T) {
+	st := s.store(t)
+	kr := func(st spool.Store) spool.KeyReplacer {
+		kr, ok := st.(spool.KeyReplacer)
+		if !ok {
+			t.Fatalf("%T is not a spool.KeyReplacer: a leaked spool key could not be replaced", st)
+		}
+		return kr
+	}
+	ctx := ctxT(t)
+	a, b, c := bytes.Repeat([]byte{0xa}, 64), bytes.Repeat([]byte{0xb}, 64), bytes.Repeat([]byte{0xc}, 64)
+	if err := kr(st).HoldSpoolKey(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	data := map[string][][]byte{"alice": {nil}, "bob": {nil}}
+	for i, user := range []string{"alice", "bob", "alice", "alice"} {
+		d := []byte(fmt.Sprintf("%s-a-%d", user, i))
+		mustAppend(t, st, user, d)
+		data[user] = append(data[user], d)
+	}
+	// Bound to a without holding it, as a process of a release before
+	// the hold would be.
+	bound := s.reopen(t, st)
+	if err := kr(bound).KeepSpoolKey(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	other := s.reopen(t, st)
+	var le *spool.LiveKeyError
+	if _, err := kr(other).ReplaceSpoolKey(ctx, a, b); !errors.As(err, &le) || !bytes.Equal(le.Live, a) {
+		t.Fatalf("ReplaceSpoolKey(a, b) while a handle holds a: %v, want a *LiveKeyError naming a", err)
+	}
+	d := []byte("alice-a-held")
+	mustAppend(t, st, "alice", d)
+	data["alice"] = append(data["alice"], d)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var np *spool.NotPreviousKeyError
+	if _, err := kr(other).ReplaceSpoolKey(ctx, c, b); !errors.As(err, &np) || !bytes.Equal(np.Recorded, a) {
+		t.Fatalf("ReplaceSpoolKey(c, b) on a store recording a: %v, want a *NotPreviousKeyError naming a", err)
+	}
+	if _, err := kr(other).ReplaceSpoolKey(ctx, a, a); err == nil {
+		t.Fatal("ReplaceSpoolKey(a, a) was taken")
+	}
+	replaced, err := kr(other).ReplaceSpoolKey(ctx, a, b)
+	if err != nil || !replaced {
+		t.Fatalf("ReplaceSpoolKey(a, b) once no handle holds a: replaced %v, %v; want replaced", replaced, err)
+	}
+	for user, want := range data {
+		checkEntries(t, readAll(t, other, user), 1, want[1:])
+		if c, ok := other.(spool.Chainer); ok {
+			checkChain(t, c, user, chainOf(want))
+		}
+	}
+	var kre *spool.KeyReplacedError
+	if _, err := bound.Append(ctx, "alice", [][]byte{[]byte("alice-a-bound")}); !errors.As(err, &kre) || !bytes.Equal(kre.Recorded, b) ||
+		!bytes.Equal(kre.Bound, a) || !errors.Is(err, spool.ErrUnavailable) {
+		t.Fatalf("an append bound to a after the replacement: %v, want a *KeyReplacedError (unavailable) naming b and a", err)
+	}
+	d = []byte("alice-b-0")
+	mustAppend(t, other, "alice", d)
+	data["alice"] = append(data["alice"], d)
+
+	again := s.reopen(t, other)
+	if replaced, err := kr(again).ReplaceSpoolKey(ctx, a, b); err != nil || replaced {
+		t.Fatalf("ReplaceSpoolKey(a, b) again, b recorded and held: replaced %v, %v; want held, nothing replaced", replaced, err)
+	}
+	plain := s.reopen(t, other)
+	if err := kr(plain).HoldSpoolKey(ctx, b); err != nil {
+		t.Fatalf("HoldSpoolKey(b) after the replacement: %v", err)
+	}
+	old := s.reopen(t, other)
+	var ok *spool.OtherKeyError
+	if err := kr(old).HoldSpoolKey(ctx, a); !errors.As(err, &ok) || !bytes.Equal(ok.Recorded, b) {
+		t.Fatalf("HoldSpoolKey(a) after the replacement: %v, want an *OtherKeyError naming b", err)
+	}
+	if _, err := kr(old).ReplaceSpoolKey(ctx, b, a); !errors.As(err, &le) || !bytes.Equal(le.Live, b) {
+		t.Fatalf("ReplaceSpoolKey(b, a) while handles hold b: %v, want a *LiveKeyError naming b", err)
+	}
+	d = []byte("alice-b-1")
+	mustAppend(t, again, "alice", d)
+	data["alice"] = append(data["alice"], d)
+	for user, want := range data {
+		checkEntries(t, readAll(t, plain, user), 1, want[1:])
+		if c, ok := plain.(spool.Chainer); ok {
+			checkChain(t, c, user, chainOf(want))
+		}
+	}
+}

@@ -119,6 +119,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		{"KeyReplaced", s.testKeyReplaced},
 		{"KeyReplacedRace", s.testKeyReplacedRace},
 		{"HoldSpoolKey", s.testHoldSpoolKey},
+		{"ReplaceSpoolKey", s.testReplaceSpoolKey},
 	}
 	tests = append(tests, s.compactTests()...)
 	tests = append(tests, s.chainTests()...)

@@ -38,7 +38,8 @@ func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
 	default:
 		defer l.close()
 	}
-	return s.keep(ctx, pub, l, false)
+	_, err = s.keep(ctx, pub, nil, l, false)
+	return err
 }
 
 // HoldSpoolKey implements spool.KeyHolder: KeepSpoolKey's transaction,
@@ -48,44 +49,65 @@ func (s *Store) HoldSpoolKey(ctx context.Context, pub []byte) error {
 	if _, err := spool.KeepKey(nil, pub, false); err != nil {
 		return err
 	}
+	_, err := s.hold(ctx, pub, nil)
+	return err
+}
+
+// ReplaceSpoolKey implements spool.KeyReplacer: HoldSpoolKey's
+// transaction, with spool.ReplaceKey's rule for its record. Recording pub
+// over previous takes HoldLockName exclusively first, as recording any
+// other key does, so it is refused while any Store holds a key.
+func (s *Store) ReplaceSpoolKey(ctx context.Context, previous, pub []byte) (bool, error) {
+	if _, err := spool.ReplaceKey(previous, previous, pub); err != nil {
+		return false, err
+	}
+	return s.hold(ctx, pub, previous)
+}
+
+// hold is HoldSpoolKey's and ReplaceSpoolKey's work (previous nil: no
+// replacement); replaced: pub was recorded over previous.
+func (s *Store) hold(ctx context.Context, pub, previous []byte) (bool, error) {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if err := s.check(); err != nil {
-		return err
+		return false, err
 	}
 	if s.keyLock != nil {
-		return errors.New("sqlitestore: the store holds a spool key already")
+		return false, errors.New("sqlitestore: the store holds a spool key already")
 	}
 	l, err := openKeyLock(filepath.Join(s.dir, HoldLockName), filepath.Join(s.dir, DBName))
 	if errors.Is(err, errNoFlock) {
-		return s.keep(ctx, pub, nil, false)
+		return s.keep(ctx, pub, previous, nil, false)
 	}
 	if err != nil {
-		return s.dbErr("holding the spool key", err)
+		return false, s.dbErr("holding the spool key", err)
 	}
-	if err := s.keep(ctx, pub, l, true); err != nil {
+	replaced, err := s.keep(ctx, pub, previous, l, true)
+	if err != nil {
 		l.close()
-		return err
+		return false, err
 	}
 	s.keyLock = l
-	return nil
+	return replaced, nil
 }
 
 // keep runs keepSpoolKey on the writer and binds the Store's appends to
-// pub on success.
-func (s *Store) keep(ctx context.Context, pub []byte, l *keyLock, hold bool) error {
-	var err error
-	if werr := s.onWriter(ctx, func(db *sql.DB) { err = keepSpoolKey(ctx, db, pub, l, hold) }); werr != nil {
-		return werr
+// pub on success; replaced: pub was recorded over previous (not nil).
+func (s *Store) keep(ctx context.Context, pub, previous []byte, l *keyLock, hold bool) (replaced bool, err error) {
+	var recorded bool
+	if werr := s.onWriter(ctx, func(db *sql.DB) { recorded, err = keepSpoolKey(ctx, db, pub, previous, l, hold) }); werr != nil {
+		return false, werr
 	}
-	if err != nil && !errors.As(err, new(*spool.OtherKeyError)) && !errors.As(err, new(*spool.LiveKeyError)) {
-		return s.dbErr("recording the spool key", err)
+	if err != nil && !errors.As(err, new(*spool.OtherKeyError)) && !errors.As(err, new(*spool.LiveKeyError)) &&
+		!errors.As(err, new(*spool.NotPreviousKeyError)) {
+		return false, s.dbErr("recording the spool key", err)
 	}
-	if err == nil {
-		k := bytes.Clone(pub)
-		s.spoolKey.Store(&k)
+	if err != nil {
+		return false, err
 	}
-	return err
+	k := bytes.Clone(pub)
+	s.spoolKey.Store(&k)
+	return recorded && previous != nil, nil
 }
 
 // keepSpoolKey reads and records the key in one IMMEDIATE transaction,
@@ -95,34 +117,40 @@ func (s *Store) keep(ctx context.Context, pub []byte, l *keyLock, hold bool) err
 // file holds it (a *spool.LiveKeyError); with hold, l is then left shared.
 // The exclusive lock is dropped before the commit, still under the write
 // lock, so no holder ever meets it. l nil: no lock to check (no flock).
-func keepSpoolKey(ctx context.Context, db *sql.DB, pub []byte, l *keyLock, hold bool) error {
+// previous not nil: the rule is spool.ReplaceKey's, not spool.KeepKey's.
+// record: pub was recorded.
+func keepSpoolKey(ctx context.Context, db *sql.DB, pub, previous []byte, l *keyLock, hold bool) (record bool, err error) {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer tx.Rollback()
 	var recorded []byte
 	var logs bool
 	err = tx.QueryRowContext(ctx, "SELECT (SELECT key FROM spool_key), EXISTS (SELECT 1 FROM users)").Scan(&recorded, &logs)
 	if err != nil {
-		return err
+		return false, err
 	}
-	record, err := spool.KeepKey(recorded, pub, logs)
+	if previous != nil {
+		record, err = spool.ReplaceKey(recorded, previous, pub)
+	} else {
+		record, err = spool.KeepKey(recorded, pub, logs)
+	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if record && l != nil {
 		free, err := l.try(true)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if !free {
-			return &spool.LiveKeyError{Live: recorded}
+			return false, &spool.LiveKeyError{Live: recorded}
 		}
 	}
 	if record {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO spool_key (k, key) VALUES (1, ?) ON CONFLICT (k) DO UPDATE SET key = excluded.key", pub); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if l != nil {
@@ -132,19 +160,19 @@ func keepSpoolKey(ctx context.Context, db *sql.DB, pub []byte, l *keyLock, hold 
 		if hold {
 			held, err := l.try(false)
 			if err != nil {
-				return err
+				return false, err
 			}
 			if !held {
-				return errors.New("the spool key's lock file is locked exclusively by a process not holding the database's write lock")
+				return false, errors.New("the spool key's lock file is locked exclusively by a process not holding the database's write lock")
 			}
 		} else if record {
 			if err := l.unlock(); err != nil {
-				return err
+				return false, err
 			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return err
+		return false, err
 	}
-	return nil
+	return record, nil
 }

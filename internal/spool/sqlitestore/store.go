@@ -92,6 +92,7 @@ var (
 	_ spool.Chainer              = (*Store)(nil)
 	_ spool.HeadAppender         = (*Store)(nil)
 	_ spool.KeyHolder            = (*Store)(nil)
+	_ spool.KeyReplacer          = (*Store)(nil)
 	_ spool.OnceAppender         = (*Store)(nil)
 )
 
