@@ -87,6 +87,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	userKey := fs.String("user-key", "", "the recipient's public key file (or use --users)")
 	usersFile := fs.String("users", "", "users file to find the recipient's public key in, instead of --user-key")
 	spoolKey := fs.String("spool-key", "", "the spool's secret key file (required)")
+	previousKey := fs.String("previous-spool-key", "", "straight into the store: the public key `file` of the spool key the store runs with now (spool.pub), to replace it by --spool-key's, as the server's --previous-spool-key (docs/OPERATING.md, \"Replacing the spool key\")")
 	spoolDir := fs.String("spool-dir", "./spool", "spool directory to append to directly")
 	storeKind := fs.String("store", "sqlite", "the spool to append to directly: sqlite (--spool-dir) or postgres (--dsn)")
 	dsn := fs.String("dsn", "", "PostgreSQL connection URL for --store postgres (default: $CSPOOL_DSN)")
@@ -124,6 +125,8 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		return deliverUsage("--quota must be 0 (none) or more")
 	case *quota > 0 && *server != "":
 		return deliverUsage("--quota is for deliveries straight into the store: the server at --spool-server applies its own")
+	case fs.cmdline["previous-spool-key"] && *server != "":
+		return deliverUsage("--previous-spool-key is for deliveries straight into the store: the server at --spool-server replaces its key itself, started with --previous-spool-key")
 	case *storeKind != "sqlite" && *storeKind != "postgres":
 		return deliverUsage("--store %q: want sqlite or postgres", *storeKind)
 	case *storeKind == "postgres" && *dsn == "" && *server == "":
@@ -140,6 +143,30 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	sk, err := deliverSpoolKey.loadSecret(pass, *spoolKey, *userKey)
 	if err != nil {
 		return &exitError{err, exNoPerm}
+	}
+	if *server != "" {
+		// From the server's config file: the server at --spool-server
+		// makes the replacement.
+		*previousKey = ""
+	}
+	var previous keys.PublicKey
+	if *previousKey != "" {
+		if previous, err = loadPreviousSpoolKey(deliverPreviousSpoolKey, *previousKey, *spoolKey, sk.Public()); err != nil {
+			return &exitError{err, exNoPerm}
+		}
+	}
+	// keep holds the store to the spool key, replacing previous's with
+	// --previous-spool-key.
+	keep := func(st spool.Store, where string) error {
+		if *previousKey == "" {
+			return keepSpoolKey(st, sk.Public(), *spoolKey, where, "")
+		}
+		replaced, err := replaceSpoolKey(st, previous, sk.Public(), *previousKey, *spoolKey, where)
+		if replaced && !*quiet {
+			fmt.Fprintf(e.stderr, "cspool: the spool key with id %x (--previous-spool-key %s) of %s is replaced by the key with id %x (--spool-key %s); its logs are as they were\n",
+				previous.KeyID(), *previousKey, where, sk.Public().KeyID(), *spoolKey)
+		}
+		return err
 	}
 	users, lines, err := loadDirectory(*user, *userKey, *usersFile, *spoolKey)
 	if err != nil {
@@ -183,7 +210,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 			return err
 		}
 		defer st.Close()
-		if err := keepSpoolKey(st, sk.Public(), *spoolKey, "the PostgreSQL store "+pgstore.Redact(*dsn), ""); err != nil {
+		if err := keep(st, "the PostgreSQL store "+pgstore.Redact(*dsn)); err != nil {
 			return &exitError{err, exConfig}
 		}
 		if *usersFile != "" {
@@ -198,7 +225,7 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 			return err
 		}
 		defer st.Close()
-		if err := keepSpoolKey(st, sk.Public(), *spoolKey, *spoolDir, ""); err != nil {
+		if err := keep(st, *spoolDir); err != nil {
 			return &exitError{err, exConfig}
 		}
 		log = withinQuota(st, *quota)
@@ -441,7 +468,7 @@ func deliverFailure(err error, server, usersFile string) error {
 		return &exitError{withHint(err, "a proxy or balancer on the way to "+server+" sent this delivery twice, and the server had refused the first copy: "+
 			"temporary failure, try again later (with a new request, which is delivered once)"), exTempFail}
 	case errors.Is(err, api.ErrUnauthenticated), errors.Is(err, api.ErrForbidden):
-		return &exitError{withHint(err, "the server at "+server+" must be started with this spool key's public half"), exNoPerm}
+		return &exitError{withHint(err, "the server at "+server+" must be started with this spool key's public half; if its spool key was replaced (docs/OPERATING.md, \"Replacing the spool key\"), this is the old one: pass the new spool.sec as --spool-key"), exNoPerm}
 	case errors.Is(err, api.ErrCertificate):
 		return &exitError{withHint(err, api.Hint(err)), exConfig}
 	case errors.Is(err, api.ErrProtocol):

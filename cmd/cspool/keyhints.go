@@ -51,6 +51,10 @@ var (
 		obtain: "pass the spool's secret key file, the one the spool server runs with (--spool-key of cspool server)"}
 	deliverUserPub = keyFlag{flag: "--user-key", secret: false, swap: "--spool-key",
 		obtain: "pass the recipient's public key file (the key registered for the user in the server's users file), or --users FILE"}
+	serverPreviousSpoolKey = keyFlag{flag: "--previous-spool-key", secret: false,
+		obtain: "pass the public file (spool.pub) of the spool key the store runs with now, the one --spool-key replaces"}
+	deliverPreviousSpoolKey = keyFlag{flag: "--previous-spool-key", secret: false, swap: "--spool-key",
+		obtain: "pass the public file (spool.pub) of the spool key the store runs with now, the one --spool-key replaces"}
 	serverSpoolKey = keyFlag{flag: "--spool-key", secret: true,
 		obtain: "pass the spool's secret key file; on a new installation make it with 'cspool gen-keys spool.sec spool.pub'",
 		risk:   "sign deliveries that every device of this spool's users takes as this spool's (it opens no mail)"}

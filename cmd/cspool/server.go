@@ -51,7 +51,10 @@ Never expose a test mode server to people you do not trust.
 
 The spool key (--spool-key, a secret key file) signs LMTP deliveries, and its
 public half may append to any user's log over HTTP ('cspool deliver
---spool-server'). It cannot decrypt anything.
+--spool-server'). It cannot decrypt anything. Given a new --spool-key with
+--previous-spool-key (the old key's public file), the server replaces the
+store's spool key, every log kept, once nothing runs with the old one
+(docs/OPERATING.md, "Replacing the spool key").
 
 A request signed with a key the server does not know is refused before
 anything is stored. Each caller has a share of its own, and a caller over it
@@ -84,6 +87,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	debug := fs.Bool("debug", false, "log at debug level")
 	usersFile := fs.String("users", "", "users file; empty runs the server in TEST MODE")
 	spoolKeyFile := fs.String("spool-key", "", "the spool's secret key file (required with --lmtp)")
+	previousKeyFile := fs.String("previous-spool-key", "", "the public key `file` of the spool key the store runs with now (spool.pub), to replace it by --spool-key's, logs and all (docs/OPERATING.md, \"Replacing the spool key\")")
 	pass := addPassphraseFlag(fs, e)
 	lmtpAddr := fs.String("lmtp", "", "LMTP listen address, e.g. 127.0.0.1:2424; empty: no LMTP")
 	lmtpDomains := fs.String("lmtp-domains", "", "comma-separated recipient domains accepted over LMTP; empty: any")
@@ -132,6 +136,9 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	}
 	if *lmtpAddr != "" && *spoolKeyFile == "" {
 		return usagef("--lmtp needs --spool-key: deliveries are signed with the spool key")
+	}
+	if *previousKeyFile != "" && *spoolKeyFile == "" {
+		return usagef("--previous-spool-key needs --spool-key: the new key that replaces it")
 	}
 	if *entryFormat != "2" && *entryFormat != "3" && *entryFormat != "auto" {
 		return usagef("--entry-format %s: want 2, 3 or auto", *entryFormat)
@@ -205,7 +212,7 @@ cspool server --spool-dir ./spool    # test mode, http://127.0.0.1:3999`)
 	defer s.close()
 	return s.run(serverFlags{
 		httpAddr: net.JoinHostPort(*addr, strconv.Itoa(*port)), spoolDir: *spoolDir, usersFile: *usersFile,
-		pass: pass, spoolKeyFile: *spoolKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, lmtpDelimiter: *lmtpDelimiter, maxMsg: *maxMsg, quota: *quota, quotaMargin: *quotaMargin, entryFormat: *entryFormat, entryFormatAfter: *entryFormatAfter,
+		pass: pass, spoolKeyFile: *spoolKeyFile, previousKeyFile: *previousKeyFile, lmtpAddr: *lmtpAddr, lmtpDomains: *lmtpDomains, lmtpDelimiter: *lmtpDelimiter, maxMsg: *maxMsg, quota: *quota, quotaMargin: *quotaMargin, entryFormat: *entryFormat, entryFormatAfter: *entryFormatAfter,
 		tlsCert: *tlsCert, tlsKey: *tlsKey, storeKind: *storeKind, dsn: *dsn, usersTable: *usersTable,
 		metricsAddr: *metricsAddr, pprofAddr: *pprofAddr, lmtpLimits: lmtpLim, gcPercent: gcText(gcSetting, gov), memoryHeld: gov.hook(),
 		limits: serverLimits{conns: *maxConns, refusals: *refusalRate, polls: *maxPolls,
@@ -244,6 +251,7 @@ func defaultQuotaMargin(maxMsg int64) int64 { return 4<<20 + 2*(maxMsg+maxMsg/8+
 type serverFlags struct {
 	pass                                                                                               *passphraseSource
 	httpAddr, spoolDir, usersFile, spoolKeyFile, lmtpAddr, lmtpDomains, lmtpDelimiter, tlsCert, tlsKey string
+	previousKeyFile                                                                                    string // --previous-spool-key
 	storeKind, dsn, metricsAddr, pprofAddr                                                             string
 	gcPercent                                                                                          string      // the collector's setting, for the log
 	memoryHeld                                                                                         func(int64) // told what the byte budgets hold (gcGovernor)
@@ -312,6 +320,14 @@ func (s *serverRun) run(f serverFlags) error {
 		}
 		spoolKey = k
 	}
+	var previous keys.PublicKey
+	if f.previousKeyFile != "" {
+		p, err := loadPreviousSpoolKey(serverPreviousSpoolKey, f.previousKeyFile, f.spoolKeyFile, spoolKey.Public())
+		if err != nil {
+			return err
+		}
+		previous = p
+	}
 	tlsConfig, err := loadServerTLS(f.tlsCert, f.tlsKey)
 	if err != nil {
 		return err
@@ -336,7 +352,13 @@ func (s *serverRun) run(f serverFlags) error {
 		if f.storeKind == "postgres" {
 			where = "the PostgreSQL store " + pgstore.Redact(f.dsn)
 		}
-		if err := keepSpoolKey(store, spoolKey.Public(), f.spoolKeyFile, where, ""); err != nil {
+		var err error
+		if f.previousKeyFile != "" {
+			err = s.replaceSpoolKey(store, previous, spoolKey.Public(), f.previousKeyFile, f.spoolKeyFile, where)
+		} else {
+			err = keepSpoolKey(store, spoolKey.Public(), f.spoolKeyFile, where, "")
+		}
+		if err != nil {
 			if f.storeKind != "postgres" {
 				if damaged := damagedSpool(err, f.spoolDir); damaged != nil {
 					return damaged
@@ -479,6 +501,25 @@ func (s *serverRun) waitForStop(sigs <-chan os.Signal, errc <-chan error, users 
 			return err
 		}
 	}
+}
+
+// replaceSpoolKey is replaceSpoolKey for the server: the replacement is
+// logged once, at INFO, with both key ids; a store that records the new
+// key already is told to need the flag no longer.
+func (s *serverRun) replaceSpoolKey(st spool.Store, previous, pub keys.PublicKey, prevFile, file, where string) error {
+	replaced, err := replaceSpoolKey(st, previous, pub, prevFile, file, where)
+	switch {
+	case err != nil:
+		return err
+	case replaced:
+		s.log.Info("the spool key was replaced: the store's deliveries are signed by --spool-key's from now on; its logs are as they were",
+			"spool_key_id", fmt.Sprintf("%x", pub.KeyID()), "previous_key_id", fmt.Sprintf("%x", previous.KeyID()), "store", where,
+			"hint", "give the users the new spool.pub, and the old one for their devices' previous-spool-key (docs/OPERATING.md, \"Replacing the spool key\")")
+	default:
+		s.log.Info("the store runs with --spool-key's key already: --previous-spool-key changes nothing, and may go",
+			"spool_key_id", fmt.Sprintf("%x", pub.KeyID()), "previous_key_id", fmt.Sprintf("%x", previous.KeyID()))
+	}
+	return nil
 }
 
 func (s *serverRun) logStart(f serverFlags, users users, spoolKey *keys.SecretKey) {

@@ -46,7 +46,9 @@ func keepSpoolKey(st spool.Store, pub keys.PublicKey, file, where, hint string) 
 		return withHint(err, hint)
 	}
 	return withHint(fmt.Errorf("--spool-key: %w", err),
-		"pass the spool's secret key this spool has always run with: its users' devices trust that key only, and would reject every delivery signed by another. A new spool key needs a new spool, and new device databases")
+		fmt.Sprintf("pass the spool's secret key this spool runs with (the spool_key_id=%s of its servers' 'cspool server started' lines): its users' devices trust that key only. "+
+			"If its key was replaced, this is the old one: pass the new spool.sec. To replace the store's key by this one, stop every server and cspool deliver running with the key with id %s, "+
+			"then start them with this --spool-key and that key's public file as --previous-spool-key (docs/OPERATING.md, \"Replacing the spool key\")", spool.KeyID(other.Recorded), spool.KeyID(other.Recorded)))
 }
 
 // liveKeyError is the refusal to start beside running processes that hold
@@ -65,4 +67,58 @@ func liveKeyError(live *spool.LiveKeyError, pub keys.PublicKey, file, where, hin
 	return withHint(fmt.Errorf("--spool-key: %w", err),
 		fmt.Sprintf("every server of one store runs with one spool key: check this one's --spool-key (a wrong path?) against the spool_key_id=%s of the running servers' 'cspool server started' lines. "+
 			"To give a store that holds no mail yet another key on purpose, stop every server running with the key with id %s first", spool.KeyID(live.Live), spool.KeyID(live.Live)))
+}
+
+// loadPreviousSpoolKey loads --previous-spool-key's file for f, a public
+// key, and refuses one that is the new key (--spool-key file, whose
+// public half is pub): the replacement would change nothing.
+func loadPreviousSpoolKey(f keyFlag, path, file string, pub keys.PublicKey) (keys.PublicKey, error) {
+	previous, err := f.loadPublic(path, file)
+	if err != nil {
+		return keys.PublicKey{}, err
+	}
+	if previous.Equal(pub) {
+		return keys.PublicKey{}, withHint(fmt.Errorf("--previous-spool-key: %s is the public half of --spool-key %s (the key with id %x): nothing to replace", path, file, pub.KeyID()),
+			"--previous-spool-key takes the public file of the spool key the store runs with now, and --spool-key the secret file of the new one (cspool gen-keys makes a new pair); to run on with this key, leave --previous-spool-key out")
+	}
+	return previous, nil
+}
+
+// replaceSpoolKey is keepSpoolKey with --previous-spool-key
+// (spool.KeyReplacer): the store's spool key previous is replaced by pub,
+// its logs kept, and pub is held; if the store records pub already (a
+// second server started with the same flags, or one restarted with them)
+// pub is held and nothing changes. replaced: the store recorded previous
+// until now. prevFile and file are the flags' files, where names the
+// store as for keepSpoolKey.
+func replaceSpoolKey(st spool.Store, previous, pub keys.PublicKey, prevFile, file, where string) (replaced bool, err error) {
+	kr, ok := st.(spool.KeyReplacer)
+	if !ok {
+		return false, fmt.Errorf("--previous-spool-key: %s cannot replace its spool key", where)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	replaced, err = kr.ReplaceSpoolKey(ctx, previous.Bytes(), pub.Bytes())
+	var live *spool.LiveKeyError
+	var np *spool.NotPreviousKeyError
+	switch {
+	case errors.As(err, &live):
+		who, verb := "a running server (or cspool deliver)", "holds"
+		if live.Holders > 1 {
+			who, verb = fmt.Sprintf("%d running servers (or cspool deliver)", live.Holders), "hold"
+		}
+		return false, withHint(fmt.Errorf("--previous-spool-key: replacing the spool key with id %x (%s) by the key with id %x (--spool-key %s), but %s on %s %s the spool key with id %s; nothing replaced, and the running ones go on",
+			previous.KeyID(), prevFile, pub.KeyID(), file, who, where, verb, spool.KeyID(live.Live)),
+			fmt.Sprintf("a spool key is replaced only while nothing runs with it: stop every server (and cspool deliver) running with the key with id %s first, then start them with --spool-key %s --previous-spool-key %s (docs/OPERATING.md, \"Replacing the spool key\")",
+				spool.KeyID(live.Live), file, prevFile))
+	case errors.As(err, &np):
+		recorded := "no spool key yet"
+		if np.Recorded != nil {
+			recorded = "the spool key with id " + spool.KeyID(np.Recorded)
+		}
+		return false, withHint(fmt.Errorf("--previous-spool-key: replacing the spool key with id %x (%s) by the key with id %x (--spool-key %s), but %s records %s, neither of them; nothing replaced",
+			previous.KeyID(), prevFile, pub.KeyID(), file, where, recorded),
+			"--previous-spool-key takes the public file of the spool key the store runs with now (the spool_key_id of its servers' 'cspool server started' lines): check both files, and the store (--spool-dir, --dsn) (docs/OPERATING.md, \"Replacing the spool key\")")
+	}
+	return replaced, err
 }
