@@ -397,7 +397,7 @@ type KeyReplacedError struct {
 
 func (e *KeyReplacedError) Error() string {
 	return fmt.Sprintf("spool key mismatch: the store records the spool key with id %s, but this process signs with the key with id %s "+
-		"(a server or delivery started later with another key, before the store held a log, recorded its own): nothing appended",
+		"(a server or delivery started later with another key, before the store held a log, recorded its own; or the spool key was replaced): nothing appended",
 		KeyID(e.Recorded), KeyID(e.Bound))
 }
 
@@ -411,7 +411,8 @@ func (e *KeyReplacedError) Unwrap() []error { return []error{ErrKeyReplaced, Err
 func LogKeyReplaced(log *slog.Logger, e *KeyReplacedError) {
 	log.Error("spool key mismatch: appends refused, nothing appended (temporary failures: LMTP 451, HTTP 503)",
 		"recorded_key_id", KeyID(e.Recorded), "spool_key_id", KeyID(e.Bound),
-		"hint", "another server or cspool deliver started with another --spool-key on this store before it held a log, and recorded its key over this one's; "+
+		"hint", "another server or cspool deliver started with another --spool-key on this store before it held a log, and recorded its key over this one's, "+
+			"or replaced it (--previous-spool-key) beside this process, which does not hold its key; "+
 			"stop the servers whose spool_key_id is not the recorded one, or restart them with the spool key the store records")
 }
 
