@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +17,8 @@ import (
 	"cspool/internal/spool"
 	"cspool/internal/spool/pgstore"
 	"cspool/internal/spool/pgstore/pgtest"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // spoolKeyRecipe returns what docs/OPERATING.md's "Replacing the spool
@@ -350,5 +353,105 @@ func testReplaceSpoolKey(t *testing.T, newStore func() (args []string, named str
 	}
 	if code, stderr := deliver(append(store, "--spool-key", path("spool.sec"))...); code != exConfig {
 		t.Errorf("cspool deliver with the old key after its replacement: exit %d, want %d\n%s", code, exConfig, stderr)
+	}
+}
+
+// TestReplaceSpoolKeyHoldLostPostgres: a server with the old key whose
+// hold on it was lost (its session ended) when the key was replaced, the
+// one way a process holding the old key meets the new one: its LMTP
+// deliveries get 451 and nothing is appended, its log says the store
+// records another key, and a server with the new key delivers. The
+// replacement is tried right after each end of the old server's session
+// until it finds no holder (the server takes its hold again on its own).
+func TestReplaceSpoolKeyHoldLostPostgres(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	alice, oldK, newK := mustKey(t), mustKey(t), mustKey(t)
+	for name, k := range map[string]*keys.SecretKey{"old": oldK, "new": newK} {
+		if err := keys.WriteFiles(k, path(name+".sec"), path(name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUsersFile(t, path("users"), map[string]*keys.SecretKey{"alice": alice})
+	dsn := pgtest.Database(t)
+	start := func(key string) (*serverProc, string) {
+		t.Helper()
+		lmtp := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		return startServer(t, bin, "--store", "postgres", "--dsn", dsn, "--users", path("users"), "--spool-key", path(key+".sec"), "--lmtp", lmtp), lmtp
+	}
+	send := func(lmtp, tok string) int {
+		t.Helper()
+		lc := dialLMTP(t, lmtp)
+		defer lc.Close()
+		ok, code, err := lmtpSend(lc, []string{"alice"}, "Subject: k\r\n\r\ntoken="+tok+"\r\n")
+		if err != nil && code == 0 {
+			t.Fatalf("LMTP %s: %v", tok, err)
+		}
+		if len(ok) == 1 {
+			return 250
+		}
+		return code
+	}
+	old, lmtpOld := start("old")
+	if code := send(lmtpOld, "old-1"); code != 250 {
+		t.Fatalf("LMTP through the server with the old key: %d, want 250", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := openPostgres(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	replaced := false
+	for try := 0; try < 100 && !replaced; try++ {
+		// This test's store only: other tests run beside it.
+		if _, err := c.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock'
+			AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND classid::bigint = $1 AND objid::bigint = 'cspool_spool_key'::regclass::oid::bigint AND objsubid = 2`, int64(pgstore.HoldLockClass)); err != nil {
+			t.Fatal(err)
+		}
+		var live *spool.LiveKeyError
+		replaced, err = st.ReplaceSpoolKey(ctx, oldK.Public().Bytes(), newK.Public().Bytes())
+		if err != nil && !errors.As(err, &live) {
+			t.Fatalf("ReplaceSpoolKey: %v", err)
+		}
+	}
+	if !replaced {
+		t.Fatal("the old key was never replaced: the server with it always held it again first")
+	}
+	if code := send(lmtpOld, "old-2"); code != 451 {
+		t.Errorf("LMTP through the server with the old key after its replacement: %d, want 451", code)
+	}
+	said := "the store records another spool key"
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(old.stderr.String(), said) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(old.stderr.String(), said) {
+		t.Errorf("the old server's log does not say %q:\n%s", said, old.stderr)
+	}
+	if code := send(lmtpOld, "old-3"); code != 451 {
+		t.Errorf("LMTP through the server with the old key after its replacement: %d, want 451", code)
+	}
+	_, lmtpNew := start("new")
+	if code := send(lmtpNew, "new-1"); code != 250 {
+		t.Errorf("LMTP through a server with the new key: %d, want 250", code)
+	}
+	es, err := st.Read(ctx, "alice", 0, 100, 1<<30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 2 {
+		t.Errorf("alice's log holds %d entries, want the 2 acknowledged (nothing through the old key after the replacement)", len(es))
 	}
 }
