@@ -216,7 +216,9 @@ cspool status --db ~/.local/state/cspool/alice/mail.db --json`)
 	var ue *ownersock.UnsafeDirError
 	switch {
 	case errors.As(err, &ue):
-		return withHint(fmt.Errorf("refusing to talk to the daemon: %w", err),
+		// The directory's own words: the socket's path and the request
+		// made through it add nothing for the user.
+		return withHint(fmt.Errorf("refusing to talk to the daemon: %w", ue),
 			fmt.Sprintf("another user may have put a socket there; the daemon makes %s with mode 0700 and refuses to start otherwise. Remove it, or run: chmod 700 %s",
 				shellQuote(ue.Dir), shellQuote(ue.Dir)))
 	case errors.Is(err, ownersock.ErrNotRunning):

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestStatusUnsafeDirAsDocumented runs `cspool status` against a socket
+// directory of mode 0755 and requires docs/STATUS.md's lines ("The control
+// socket") exactly, with the doc's /home/alice/mail.db for the test's
+// database. The error named the control socket and the HTTP request the
+// client made through it ("fetching DB.run/control.sock: Get
+// \"http://cspool-daemon/status.json\": socket directory ..."), which said
+// nothing to the user that the directory's own words did not.
+func TestStatusUnsafeDirAsDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/STATUS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n### The control socket\n")
+	if !ok {
+		t.Fatal(`docs/STATUS.md has no "### The control socket"`)
+	}
+	blocks := codeBlocks(section)
+	if len(blocks) == 0 || !strings.Contains(blocks[0], "cspool: error: refusing to talk to the daemon:") {
+		t.Fatalf("docs/STATUS.md, The control socket: want the error of cspool status first, got %q", blocks)
+	}
+	var want []string
+	for _, l := range strings.Split(blocks[0], "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			want = append(want, l)
+		}
+	}
+
+	db := filepath.Join(t.TempDir(), "mail.db")
+	if err := os.Mkdir(db+".run", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(db+".run", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+	code := run(e, []string{"status", "--db", db})
+	got := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	wantText := strings.ReplaceAll(strings.Join(want, "\n"), "/home/alice/mail.db", db)
+	if code != 1 || strings.Join(got, "\n") != wantText || stdout.Len() != 0 {
+		t.Errorf("cspool status --db %s on a socket directory of mode 0755: exit %d, stdout %q, stderr\n%s\nwant exit 1 and docs/STATUS.md's\n%s",
+			db, code, stdout.String(), stderr.String(), wantText)
+	}
+}
