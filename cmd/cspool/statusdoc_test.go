@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,50 @@ func TestStatusUnsafeDirAsDocumented(t *testing.T) {
 	if code != 1 || strings.Join(got, "\n") != wantText || stdout.Len() != 0 {
 		t.Errorf("cspool status --db %s on a socket directory of mode 0755: exit %d, stdout %q, stderr\n%s\nwant exit 1 and docs/STATUS.md's\n%s",
 			db, code, stdout.String(), stderr.String(), wantText)
+	}
+}
+
+// TestStatusSynopses keeps docs/STATUS.md's synopses of cspool status and
+// cspool sync ("cspool SUB [--flag ...]", the first block of the
+// subcommand's section) in step with the flags: every flag the subcommand
+// has, and no other. The sync synopsis lacked --debug, --max-message-size
+// and --passphrase-file.
+func TestStatusSynopses(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/STATUS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"status", "sync"} {
+		heading := "\n## `cspool " + sub + "`\n"
+		_, section, ok := strings.Cut(string(doc), heading)
+		if !ok {
+			t.Errorf("docs/STATUS.md has no %q", strings.TrimSpace(heading))
+			continue
+		}
+		blocks := codeBlocks(section)
+		if len(blocks) == 0 || !strings.HasPrefix(blocks[0], "cspool "+sub+" [") {
+			t.Errorf("docs/STATUS.md, cspool %s: want the synopsis \"cspool %s [...]\" first, got %q", sub, sub, blocks)
+			continue
+		}
+		documented := map[string]bool{}
+		for _, m := range regexp.MustCompile(`\[--([a-z][a-z0-9-]*)`).FindAllStringSubmatch(blocks[0], -1) {
+			documented[m[1]] = true
+		}
+		for _, m := range regexp.MustCompile(`\| --([a-z][a-z0-9-]*)`).FindAllStringSubmatch(blocks[0], -1) {
+			documented[m[1]] = true
+		}
+		has := map[string]bool{}
+		for _, f := range flagNames(t, sub) {
+			has[f] = true
+			if !documented[f] {
+				t.Errorf("docs/STATUS.md, the synopsis of cspool %s lacks --%s", sub, f)
+			}
+		}
+		for f := range documented {
+			if !has[f] {
+				t.Errorf("docs/STATUS.md, the synopsis of cspool %s gives --%s, which is no flag of it", sub, f)
+			}
+		}
 	}
 }
