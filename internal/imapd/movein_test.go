@@ -24,7 +24,7 @@ import (
 func moveInHome(t *testing.T, far, near string) (cfg string, env []string) {
 	t.Helper()
 	home := filepath.Join(t.TempDir(), "home")
-	if err := os.MkdirAll(filepath.Join(home, ".local", "state", "mbsync-move-in"), 0o700); err != nil {
+	if err := os.Mkdir(home, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	cfg = filepath.Join(home, ".mbsync-move-in")
@@ -32,6 +32,37 @@ func moveInHome(t *testing.T, far, near string) (cfg string, env []string) {
 		t.Fatal(err)
 	}
 	return cfg, append(os.Environ(), "HOME="+home)
+}
+
+// moveInCommand returns docs/QUICKSTART.md's command that runs the move
+// (the sh block of "Moving existing mail in"), as printed: it makes
+// mbsync's state folder and runs mbsync on ~/.mbsync-move-in.
+func moveInCommand(t *testing.T) string {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "QUICKSTART.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## Moving existing mail in\n")
+	if !ok {
+		t.Fatal(`docs/QUICKSTART.md has no "## Moving existing mail in"`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, ok := strings.Cut(section, "```sh\n")
+	if ok {
+		block, _, ok = strings.Cut(block, "```")
+	}
+	if !ok || !strings.Contains(block, "mbsync -c ~/.mbsync-move-in move-in") {
+		t.Fatal("docs/QUICKSTART.md, Moving existing mail in: no sh block running mbsync -c ~/.mbsync-move-in move-in")
+	}
+	return block
+}
+
+// runMoveIn runs moveInCommand with sh in the environment env (whose HOME
+// holds the configuration) and returns what it printed.
+func runMoveIn(t *testing.T, env []string) string {
+	t.Helper()
+	return runToolEnv(t, env, "sh", "-e", "-c", moveInCommand(t))
 }
 
 // quickstartMoveIn returns docs/QUICKSTART.md's mbsync configuration for
@@ -186,7 +217,7 @@ func snapshot(t *testing.T, w *wire, uids bool) (folderSnapshot, map[string]stri
 // keeping its UID; a second device shows the same.
 func TestMbsyncFromDovecot(t *testing.T) {
 	t.Parallel()
-	mbsync := needTool(t, "mbsync")
+	needTool(t, "mbsync") // run by the documented command
 	daddr := startDovecot(t, needToolIn(t, "dovecot", "dovecot-imapd"), `namespace inbox {
   inbox = yes
   separator = /
@@ -271,7 +302,7 @@ func TestMbsyncFromDovecot(t *testing.T) {
 
 	r := newRig(t)
 	a := r.device("a")
-	cfg, env := moveInHome(t, daddr, a.addr)
+	_, env := moveInHome(t, daddr, a.addr)
 	check := func(d *device, when string) folderSnapshot {
 		t.Helper()
 		w := loginWire(t, d.addr)
@@ -302,9 +333,9 @@ func TestMbsyncFromDovecot(t *testing.T) {
 		w.ok("LOGOUT")
 		return got
 	}
-	runToolEnv(t, env, mbsync, "-c", cfg, "move-in")
+	runMoveIn(t, env)
 	first := check(a, "after the move")
-	runToolEnv(t, env, mbsync, "-c", cfg, "move-in")
+	runMoveIn(t, env)
 	if again := check(a, "after a second run"); fmt.Sprint(again) != fmt.Sprint(first) {
 		t.Errorf("a second run changed the device's folders")
 	}
@@ -317,7 +348,7 @@ func TestMbsyncFromDovecot(t *testing.T) {
 	old.ok(`UID STORE 4:6 -FLAGS (\Seen)`)
 	old.ok(`UID STORE 7 +FLAGS ($Forwarded)`)
 	want, _ = oldState()
-	runToolEnv(t, env, mbsync, "-c", cfg, "move-in")
+	runMoveIn(t, env)
 	third := check(a, "after changes at the old account")
 	for f, ms := range first {
 		for raw, meta := range ms {
@@ -340,7 +371,7 @@ func TestMbsyncFromDovecot(t *testing.T) {
 // others arrive; a second run ends well too and copies nothing twice.
 func TestMbsyncFromDovecotTooBig(t *testing.T) {
 	t.Parallel()
-	mbsync := needTool(t, "mbsync")
+	needTool(t, "mbsync") // run by the documented command
 	daddr := startDovecot(t, needToolIn(t, "dovecot", "dovecot-imapd"), "namespace inbox {\n  inbox = yes\n  separator = /\n}")
 	old := dialWire(t, daddr)
 	old.ok(`LOGIN alice "` + testPassword + `"`)
@@ -351,9 +382,9 @@ func TestMbsyncFromDovecotTooBig(t *testing.T) {
 	}
 	r := newRig(t)
 	a := r.deviceWith("a", Config{MaxMessageBytes: 1 << 20})
-	cfg, env := moveInHome(t, daddr, a.addr)
+	_, env := moveInHome(t, daddr, a.addr)
 	for run := range 2 {
-		out := runToolEnv(t, env, mbsync, "-c", cfg, "move-in")
+		out := runMoveIn(t, env)
 		if run == 0 && !strings.Contains(out, "near side refuses to store message") {
 			t.Errorf("mbsync did not warn of the message too big:\n%s", out)
 		}
@@ -434,7 +465,7 @@ func cutProxy(t *testing.T, target string, n int) string {
 // on the device once.
 func TestMbsyncFromDovecotCut(t *testing.T) {
 	t.Parallel()
-	mbsync := needTool(t, "mbsync")
+	needTool(t, "mbsync") // run by the documented command
 	daddr := startDovecot(t, needToolIn(t, "dovecot", "dovecot-imapd"), "namespace inbox {\n  inbox = yes\n  separator = /\n}")
 	old := dialWire(t, daddr)
 	old.ok(`LOGIN alice "` + testPassword + `"`)
@@ -447,7 +478,7 @@ func TestMbsyncFromDovecotCut(t *testing.T) {
 	cfg, env := moveInHome(t, daddr, cutProxy(t, a.addr, 40))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, mbsync, "-c", cfg, "move-in")
+	cmd := exec.CommandContext(ctx, "sh", "-e", "-c", moveInCommand(t))
 	cmd.Env = env
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Fatalf("mbsync ended well over a connection that broke:\n%s", out)
@@ -455,7 +486,7 @@ func TestMbsyncFromDovecotCut(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(quickstartMoveIn(t, daddr, a.addr)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runToolEnv(t, env, mbsync, "-c", cfg, "move-in")
+	runMoveIn(t, env)
 	w := loginWire(t, a.addr)
 	got, _ := snapshot(t, w, false) // a second copy of a message is an error
 	if n := len(got["INBOX"]); n != 80 {
