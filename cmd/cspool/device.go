@@ -232,10 +232,21 @@ func (d *device) trustSpoolKey() error {
 	if k, perr := keys.PublicKeyFromBytes(other.Recorded); perr == nil {
 		was = k.String()
 	}
-	return withHint(fmt.Errorf("--spool-key: %s trusts the spool key %s for deliveries (recorded when it was first synced), not %s",
-		d.dbPath, was, d.spoolPub),
+	return withHint(&otherSpoolKeyError{fmt.Sprintf("--spool-key: %s trusts the spool key %s for deliveries (recorded when it was first synced), not %s",
+		d.dbPath, was, d.spoolPub), other},
 		"pass the spool's public key this device has always used (the spool.pub of its first sync, which signed the deliveries it applied); with another key every delivery would be rejected. If the spool's key was replaced, or the key recorded was a wrong one taken by a cspool from before schema 26 (cspool status then lists deliveries rejected as \"entry author not trusted\"), move the database away: a new one syncs everything from the spool")
 }
+
+// otherSpoolKeyError is trustSpoolKey's refusal: its text for the user,
+// and mailstore's error beneath, by which cspool sync gives it its exit
+// status (a wrong spool.pub, 77).
+type otherSpoolKeyError struct {
+	msg   string
+	cause *mailstore.OtherSpoolKeyError
+}
+
+func (e *otherSpoolKeyError) Error() string { return e.msg }
+func (e *otherSpoolKeyError) Unwrap() error { return e.cause }
 
 // syncOptions are what the commands choose of a device's sync loop.
 type syncOptions struct {

@@ -75,6 +75,12 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 	var src counter
 	count := func(s syncer.Source) syncer.Source { src = newCountingSource(s); return src }
 	if err := dev.startSync(syncOptions{wrap: count}); err != nil {
+		var other *mailstore.OtherSpoolKeyError
+		if errors.As(err, &other) {
+			// The database refuses --spool-key: a wrong spool.pub, as
+			// when the deliveries are signed by another key (below).
+			return &exitError{err, exNoPerm}
+		}
 		return err
 	}
 	sy := dev.sync
