@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -103,7 +104,12 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 		if errors.As(err, &u) {
 			return deliverUsage("%s", u.msg)
 		}
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		// The config file could not be read: a file it needs, as a key
+		// or users file is.
+		return &exitError{err, exNoPerm}
 	}
 	if *dsn == "" {
 		*dsn = e.getenv("CSPOOL_DSN")
