@@ -18,6 +18,12 @@
 //     (RFC 5322 section 3.6), and its newest resent block (the first run of
 //     Resent- fields) one Resent-From and at most one Resent-Sender; 554
 //     5.6.0 otherwise.
+//   - Every "@" in an originator field, as written and with its RFC 2047
+//     words decoded, is part of an identity (namedAddresses): a display
+//     name, a comment or a quoted string reading as another address is
+//     what readers show as the author; 553 5.7.1 otherwise. An originator
+//     field holds mailboxes only: a group or a route (a ':' or ';' outside
+//     quotes and comments, hasGroup) gets 554 5.6.0.
 //   - Envelope addresses: one holding a control character gets 501, one
 //     beyond ASCII 553 5.6.7 unless MAIL gave SMTPUTF8 (checkAddress):
 //     go-smtp's parser keeps such bytes, and the relay cannot write them.

@@ -238,8 +238,13 @@ func MessageID(msg []byte) string {
 var errNoFrom = errors.New("the message has no From header field")
 
 // originator is an address the message names as its author or sender, and
-// the field that names it.
-type originator struct{ field, address string }
+// the field that names it. named is set for one written elsewhere in the
+// field than as its address: in a display name, a comment, a quoted
+// string or an RFC 2047 encoded word (namedAddresses).
+type originator struct {
+	field, address string
+	named          bool
+}
 
 // originators returns every address of the header's originator fields (RFC
 // 5322 sections 3.6.2 and 3.6.6): From, Sender, and the Resent-From and
@@ -268,6 +273,10 @@ func originators(h mail.Header) ([]originator, error) {
 	var out []originator
 	for _, name := range []string{"From", "Sender", "Resent-From", "Resent-Sender"} {
 		for _, v := range h.Values(name) {
+			if hasGroup(v) {
+				return nil, fmt.Errorf("the %s header field holds a group or a route (a ':' or ';' outside quotes and comments), "+
+					"where it may hold mailboxes only (RFC 5322 sections 3.4 and 3.6.2): readers differ in what they show of it", name)
+			}
 			list, err := mail.ParseAddressList(v)
 			if err != nil {
 				return nil, fmt.Errorf("the %s header field does not parse: %w", name, err)
@@ -278,9 +287,94 @@ func originators(h mail.Header) ([]originator, error) {
 			for _, a := range list {
 				out = append(out, originator{field: name, address: a.Address})
 			}
+			for _, a := range namedAddresses(v) {
+				out = append(out, originator{field: name, address: a, named: true})
+			}
 		}
 	}
 	return out, nil
+}
+
+// hasGroup reports whether an originator field's value v holds a ':' or a
+// ';' outside quoted strings, comments and domain literals: a group
+// ("Team: a@x, b@y;"), which From, Sender, Resent-From and Resent-Sender
+// may not hold (RFC 5322 section 3.6.2, 3.6.6), or an obsolete route
+// ("<@relay:a@x>", section 4.4). net/mail reads a group as its members
+// and drops its name, which may be anything ("boss@example.net": a@x;),
+// and a reader shows the name, or the members, or the text as it is.
+func hasGroup(v string) bool {
+	depth, quoted, literal := 0, false, false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\' && (quoted || literal || depth > 0):
+			i++ // the byte it quotes
+		case quoted:
+			quoted = c != '"'
+		case literal:
+			literal = c != ']'
+		case depth > 0:
+			if c == '(' {
+				depth++
+			} else if c == ')' {
+				depth--
+			}
+		case c == '"':
+			quoted = true
+		case c == '[':
+			literal = true
+		case c == '(':
+			depth++
+		case c == ':' || c == ';':
+			return true
+		}
+	}
+	return false
+}
+
+// namedAddresses returns, for every "@" in an originator field's value
+// v, as written and with its RFC 2047 encoded words decoded, the run of
+// address characters around it (RFC 5322 atext and ".", and every byte
+// beyond ASCII), dots at its ends left out. Each must be an identity: a
+// display name, a comment or a quoted string that reads as an address
+// ("boss@example.net" <alice@example.org>, alice@example.org
+// (boss@example.net), =?utf-8?q?boss=40example.net?= <alice@...>) is
+// what many readers show as the author, some of them (phones, most
+// webmail lists) alone, and net/mail takes a comment for a display name.
+// An "@" with no address around it ("Team @ Home") gives "@", no identity,
+// so it is refused too: a reader that drops the blanks around an "@", as
+// RFC 5322 section 4.4 lets it, reads an address there.
+func namedAddresses(v string) []string {
+	texts := []string{v}
+	if strings.Contains(v, "=?") {
+		if d, ok := mimeform.DecodeHeaderValue(v); ok && d != v {
+			texts = append(texts, d)
+		}
+	}
+	var out []string
+	for _, s := range texts {
+		for i := 0; i < len(s); i++ {
+			if s[i] != '@' {
+				continue
+			}
+			a, b := i, i+1
+			for a > 0 && addressByte(s[a-1]) {
+				a--
+			}
+			for b < len(s) && addressByte(s[b]) {
+				b++
+			}
+			out = append(out, strings.Trim(s[a:b], "."))
+			i = b - 1
+		}
+	}
+	return out
+}
+
+// addressByte reports whether c may be part of an address as
+// namedAddresses reads one.
+func addressByte(c byte) bool {
+	return c >= 0x80 || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		strings.IndexByte("!#$%&'*+-/=?^_`{|}~.@", c) >= 0
 }
 
 // checkNewestResent checks the newest resent block: the first run of

@@ -587,7 +587,14 @@ func (s *session) Data(r io.Reader) error {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
 	}
 	for _, a := range addrs {
-		if !s.srv.allowed(a.address) {
+		switch {
+		case s.srv.allowed(a.address):
+		case a.named:
+			return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1},
+				Message: "the " + a.field + " header field names <" + a.address + "> outside its address (in a display name, a comment, " +
+					"a quoted string or an encoded word), which is not one of your identities (see --identity): readers show it as the author; " +
+					"leave the address out of the name"}
+		default:
 			return errNotIdentity("the " + a.field + " address <" + a.address + ">")
 		}
 	}

@@ -270,6 +270,52 @@ func TestRefusals(t *testing.T) {
 			"Resent-To: bob@example.net\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\nReceived: from x by y; Wed, 2 Dec 2026 06:00:00 +0000\r\n" +
 				"Resent-From: alice@example.org\r\nResent-Date: Tue, 1 Dec 2026 06:30:00 +0000\r\nFrom: alice@example.org\r\n\r\nx\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		// An address outside the address itself: in a display name, a
+		// comment or an encoded word, which readers show as the author
+		// (Python's email reads each of these as the name
+		// "boss@example.org"), or a group, whose name net/mail drops. All
+		// were relayed, through Postfix as they came.
+		{"a display name that is another address", "refused", "alice@example.org",
+			"From: \"boss@example.org\" <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 the From header field names <boss@example.org> outside its address"}},
+		{"a comment that is another address", "refused", "alice@example.org",
+			"From: alice@example.org (boss@example.org)\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"a comment after the angle address", "refused", "alice@example.org",
+			"From: <alice@example.org> (boss@example.org)\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"an encoded word that decodes to another address", "refused", "alice@example.org",
+			"From: =?utf-8?q?=3Cboss=40example=2Eorg=3E?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 the From header field names <boss@example.org> "}},
+		{"a base64 encoded word in a quoted string", "refused", "alice@example.org",
+			"From: \"=?utf-8?b?Ym9zc0BleGFtcGxlLm9yZw==?=\" <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"a Sender display name that is another address", "refused", "alice@example.org",
+			"From: alice@example.org\r\nSender: \"boss@example.org\" <alice@example.org>\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"a folded From whose comment is another address", "refused", "alice@example.org",
+			"From: alice@example.org\r\n (boss@example.org)\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"a group named as another address", "refused", "alice@example.org",
+			"From: \"boss@example.org\": alice@example.org;\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 The From header field holds a group"}},
+		{"a group of identities", "refused", "alice@example.org",
+			"From: Friends: alice@example.org;\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a route address", "refused", "alice@example.org",
+			"From: <@relay.example.net:alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		// A field's name as go-message reads it, blanks before the colon
+		// and case left out, as Postfix reads it; a name with another byte
+		// makes the header not parse.
+		{"a From field with a blank before the colon", "refused", "alice@example.org",
+			"From : boss@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 the From address <boss@example.org>"}},
+		{"a second From field with a blank before the colon", "refused", "alice@example.org",
+			"From: alice@example.org\r\nFROM\t: boss@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a vertical tab before the colon", "refused", "alice@example.org",
+			"From: alice@example.org\r\nFrom\v: boss@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		// A line of blanks continues the field before it: what follows is
+		// header still, and so is all of a message without an empty line.
+		{"a From field after a line of blanks", "refused", "alice@example.org",
+			"From: alice@example.org\r\nX-A: a\r\n \r\nFrom: boss@example.org\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"a From field after a line of blanks, alone", "refused", "alice@example.org",
+			"X-A: a\r\n\t\r\nFrom: boss@example.org\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"a second From field in a message without a body", "refused", "alice@example.org",
+			"From: alice@example.org\r\nTo: bob@example.net\r\nFrom: boss@example.org\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		{"a Resent-From of no address", "refused", "alice@example.org",
 			"Resent-From: undisclosed:;\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\nFrom: alice@example.org\r\n\r\nx\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
@@ -327,6 +373,34 @@ func TestRefusals(t *testing.T) {
 	}
 	if st.Queued != 0 || len(r.host.Received()) != 0 {
 		t.Errorf("refused messages were queued (%d) or relayed (%d)", st.Queued, len(r.host.Received()))
+	}
+}
+
+// TestOriginatorFormsAccepted: the forms of an originator field that
+// name only identities stay accepted, and are relayed as they came: blanks
+// before the colon and another case in the field's name (Postfix reads
+// both as From), a display name that is the address itself (as Outlook
+// writes it), an encoded display name, a comment that names no address,
+// an identity in another case.
+func TestOriginatorFormsAccepted(t *testing.T) {
+	r := newRig(t, 0)
+	forms := []string{
+		"From : alice@example.org",
+		"FROM: alice@example.org",
+		"From: \"alice@example.org\" <alice@example.org>",
+		"From: =?utf-8?q?Al=C3=AFce_=3Calice=40example=2Eorg=3E?= <alice@example.org>",
+		"From: alice@example.org (Alice at home)",
+		"From: \"Alice (work)\" <ALICE.WORK@example.com>",
+		"From: Alice <alice@example.org>, alice.work@example.com\r\nSender: alice@example.org",
+	}
+	for i, f := range forms {
+		msg := fmt.Sprintf("%s\r\nTo: bob@example.net\r\nMessage-ID: <form-%d@example.org>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n", f, i)
+		if got := r.python(password, "send", "alice@example.org", r.file("m.eml", msg), "bob@example.net"); len(got) != 1 || got[0] != "SENT 0" {
+			t.Fatalf("%q: %q, want it sent", f, got)
+		}
+		if got := r.host.Wait(t, i+1, wait)[i]; string(got.Data) != msg {
+			t.Errorf("relayed %q, want the message as submitted %q", got.Data, msg)
+		}
 	}
 }
 
@@ -704,6 +778,30 @@ func TestEnvelopeAddressChecked(t *testing.T) {
 	}
 	if st.Queued != 0 || st.LastError != "" {
 		t.Errorf("outbox: %d queued, last error %q", st.Queued, st.LastError)
+	}
+}
+
+// TestEnvelopeSenderForms: the forms of MAIL FROM off the plain one. The
+// null sender, a trailing dot, an IDNA form of an identity's domain and a
+// route to another address are not identities; a route to an identity, a
+// quoted local part and SMTPUTF8 are read by go-smtp as the identity, and
+// the relay sends that plain address.
+func TestEnvelopeSenderForms(t *testing.T) {
+	r := newRig(t, 0)
+	sc := dialSMTP(t, r.addr)
+	sc.login()
+	for _, f := range []string{"<>", "<alice@example.org.>", "<alice@xn--exmple-cua.org>", "<@relay.example.net:boss@example.org>",
+		"<\"alice@example.org\"@example.net>", "<alice@example.org,boss@example.org>"} {
+		sc.send("MAIL FROM:"+f, "553 5.7.1 ", "MAIL FROM:"+f)
+	}
+	for i, f := range []string{"<@relay.example.net:alice@example.org>", "<\"al\\ice\"@example.org>", "<alice@example.org> SMTPUTF8"} {
+		sc.send("MAIL FROM:"+f, "250 ", "MAIL FROM:"+f)
+		sc.send("RCPT TO:<bob@example.net>", "250 ", "RCPT")
+		sc.send("DATA", "354 ", "DATA")
+		sc.send(fmt.Sprintf("From: alice@example.org\r\nMessage-ID: <sender-%d@example.org>\r\n\r\nhi\r\n.", i), "250 2.0.0 Queued as", "the message")
+		if got := r.host.Wait(t, i+1, wait)[i]; got.From != "alice@example.org" {
+			t.Errorf("MAIL FROM:%s relayed as MAIL FROM:<%s>, want <alice@example.org>", f, got.From)
+		}
 	}
 }
 
