@@ -281,6 +281,14 @@ func originators(h mail.Header) ([]originator, error) {
 			if err != nil {
 				return nil, fmt.Errorf("the %s header field does not parse: %w", name, err)
 			}
+			// An encoded word in a charset not known here is no name that
+			// was read: net/mail drops it after a word that decodes
+			// ("=?utf-8?q?ok?= =?x-new?q?...?= <a@x>" is "ok"), and a
+			// reader that knows the charset shows what it holds.
+			if _, ok := mimeform.DecodeHeaderValue(v); !ok {
+				return nil, fmt.Errorf("the %s header field has an encoded word (RFC 2047) in a charset not known here, "+
+					"which readers may show as another name; write the name in UTF-8", name)
+			}
 			if len(list) == 0 {
 				return nil, fmt.Errorf("the %s header field holds no address", name)
 			}

@@ -288,6 +288,10 @@ func TestRefusals(t *testing.T) {
 		{"a base64 encoded word in a quoted string", "refused", "alice@example.org",
 			"From: \"=?utf-8?b?Ym9zc0BleGFtcGxlLm9yZw==?=\" <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		// net/mail dropped the second word and read the name "ok".
+		{"an encoded word in a charset not known", "refused", "alice@example.org",
+			"From: =?utf-8?q?ok?= =?x-unknown?q?boss=40example=2Eorg?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 The From header field has an encoded word (RFC 2047) in a charset not known here"}},
 		{"a Sender display name that is another address", "refused", "alice@example.org",
 			"From: alice@example.org\r\nSender: \"boss@example.org\" <alice@example.org>\r\n\r\nx\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
 		{"a folded From whose comment is another address", "refused", "alice@example.org",
