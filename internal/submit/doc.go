@@ -23,7 +23,9 @@
 //     name, a comment or a quoted string reading as another address is
 //     what readers show as the author; 553 5.7.1 otherwise. An originator
 //     field holds mailboxes only: a group or a route (a ':' or ';' outside
-//     quotes and comments, hasGroup) gets 554 5.6.0.
+//     quotes and comments, hasGroup) gets 554 5.6.0, and so does a header
+//     field name with blanks before its colon (checkFieldNames), which
+//     Postfix and Python's email read otherwise than go-message.
 //   - Envelope addresses: one holding a control character gets 501, one
 //     beyond ASCII 553 5.6.7 unless MAIL gave SMTPUTF8 (checkAddress):
 //     go-smtp's parser keeps such bytes, and the relay cannot write them.

@@ -123,6 +123,35 @@ func where(msg []byte, end, i int) (string, int) {
 // errNoFinalCRLF: the message's last line does not end with CRLF.
 var errNoFinalCRLF = errors.New("the message does not end with CRLF: SMTP data is lines, each ending with CRLF (RFC 5321 section 2.3.8); end the last BDAT chunk with CRLF")
 
+// checkFieldNames refuses a header field whose name has blanks between
+// it and its colon ("From : a@x"), the obsolete syntax of RFC 5322
+// section 4.5 that readers take two ways: go-message, and so the checks,
+// read it as the field; Postfix takes such a first line for a mailbox
+// separator line ("From " and a blank), writes it as X-Mailbox-Line and
+// adds a From field of its own, and Python's email takes it for the
+// envelope line too, or ends the header at it when it is not the first.
+func checkFieldNames(msg []byte) error {
+	end := HeaderEnd(msg)
+	for off, n := 0, 1; off < end; n++ {
+		next := end
+		if nl := bytes.IndexByte(msg[off:end], '\n'); nl >= 0 {
+			next = off + nl + 1
+		}
+		line := msg[off:next]
+		off = next
+		if line[0] == ' ' || line[0] == '\t' {
+			continue
+		}
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if trimmed := bytes.TrimRight(name, " \t"); ok && len(trimmed) > 0 && len(trimmed) < len(name) {
+			return fmt.Errorf("line %d of the message header has blanks between the field name %q and its colon (obsolete syntax, RFC 5322 section 4.5), "+
+				"which readers take two ways: Postfix and Python's email take a first line \"From :\" for a mailbox separator and drop it, "+
+				"and Python ends the header at such a line; write %q", n, trimmed, string(trimmed)+":")
+		}
+	}
+	return nil
+}
+
 // StripBcc returns msg without its Bcc and Resent-Bcc header fields
 // (with their continuation lines), byte for byte otherwise: what is
 // relayed, since blind recipients are told only by the envelope

@@ -575,6 +575,9 @@ func (s *session) Data(r io.Reader) error {
 	if err := checkLineEnds(data); err != nil {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
 	}
+	if err := checkFieldNames(data); err != nil {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
+	}
 	h, err := ParseHeader(data)
 	if errors.Is(err, ErrHeaderTooLarge) {
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: upperFirst(err.Error())}
