@@ -24,7 +24,8 @@ import (
 // imaplibOps is run by Python: it logs in and performs the operations in
 // its JSON argument, each on the one message of a mailbox whose Subject
 // is given: ["flag", box, subject, flag], ["expunge", box, subject],
-// ["move", box, subject, to], or ["create", name].
+// ["move", box, subject, to], or ["create", name]; or appends a draft of
+// that subject: ["append", box, subject].
 const imaplibOps = `
 import imaplib, json, sys
 host, port, user, password, ops = sys.argv[1:6]
@@ -37,6 +38,10 @@ def ok(what, r):
 for op in json.loads(ops):
     if op[0] == "create":
         ok("create", M.create(op[1]))
+        continue
+    if op[0] == "append":
+        msg = "From: alice@example.org\r\nSubject: %s\r\n\r\nA draft.\r\n" % op[2]
+        ok("append", M.append(op[1], "(\\Draft)", None, msg.encode()))
         continue
     ok("select", M.select(op[1]))
     uids = ok("search", M.uid("SEARCH", "HEADER", "Subject", '"%s"' % op[2]))[0].split()
