@@ -112,6 +112,7 @@ type deviceDaemon struct {
 	imapPort       int
 	password       string
 	daemon         *proc
+	extra          []string // more flags for its daemon
 }
 
 func newRestoreSetup(t *testing.T, bin, python string, serverArgs ...string) *restoreSetup {
@@ -201,14 +202,15 @@ func (s *restoreSetup) deviceEnv(d *deviceDaemon) []string {
 	return append(slices.Clone(s.env), "HOME="+d.home)
 }
 
-// start runs the daemon as the documented user unit's ExecStart does.
+// start runs the daemon as the documented user unit's ExecStart does, with
+// d's extra flags.
 func (s *restoreSetup) start(t *testing.T, d *deviceDaemon) {
 	t.Helper()
 	conf := filepath.Join(d.home, ".config", "cspool")
 	d.imapPort = freePort(t)
-	d.daemon = startProc(t, "cspool imap-server ("+d.name+")", d.home, s.deviceEnv(d), s.bin, "imap-server",
+	d.daemon = startProc(t, "cspool imap-server ("+d.name+")", d.home, s.deviceEnv(d), s.bin, append([]string{"imap-server",
 		"--config", filepath.Join(conf, "alice.conf"),
-		"--port", fmt.Sprint(d.imapPort), "--status-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+		"--port", fmt.Sprint(d.imapPort), "--status-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t))}, d.extra...)...)
 	out := d.daemon.waitOutput(t, "state:", 30*time.Second)
 	d.password = daemonPassword(t, out)
 }
