@@ -141,11 +141,14 @@ func TestDeviceRestoredFromOwnBackup(t *testing.T) {
 		}
 	}
 
-	// Put it back again, this time with the spool away: the mail client
-	// sees the backup's state until the spool answers.
+	// Put it back again, this time with the spool away (the recipe's sync
+	// fails) and the daemon started: the mail client sees the backup's
+	// state until the spool answers.
 	seenA = viewA
 	s.server.stop(t, syscall.SIGTERM, 45*time.Second)
-	s.restoreDevice(t, a, root)
+	a.stop(t)
+	copyState(t, backup, a.stateDir())
+	s.start(t, a)
 	window := s.list(t, a)
 	s.imap(t, a, []string{"append", "INBOX", "draft in the window"})
 	window2 := s.list(t, a)
@@ -309,7 +312,9 @@ func TestDeviceRestoredAcrossCompaction(t *testing.T) {
 	s.synced(t, a)
 	s.synced(t, b)
 
-	s.restoreDevice(t, a, root)
+	if out := s.restoreDevice(t, a, root); !strings.Contains(out, "synced to position") || strings.Contains(out, "ALARM") {
+		t.Errorf("the recipe printed\n%s", out)
+	}
 	a.report(t, "nothing queued", func(r *statuspage.Report) bool { return r.Sync.Queued == 0 })
 	s.synced(t, a)
 	s.synced(t, b)
@@ -321,11 +326,6 @@ func TestDeviceRestoredAcrossCompaction(t *testing.T) {
 	}
 	if n := countSubject(viewA, "queued draft"); n != 1 {
 		t.Errorf("the queued draft is there %d times, want once", n)
-	}
-	ra := a.report(t, "its report", func(*statuspage.Report) bool { return true })
-	t.Logf("a: rebuilds %d, checkpoint %d", ra.Checkpoint.Restores, ra.Checkpoint.Position)
-	if ra.Checkpoint.Restores == 0 {
-		t.Error("the restored device did not rebuild from the checkpoint: the compaction left no hole")
 	}
 }
 
