@@ -20,8 +20,8 @@ import (
 // stateDir is the folder of d's database, as the systemd recipe makes it.
 func (d *deviceDaemon) stateDir() string { return filepath.Dir(d.db) }
 
-// copyState copies d's state folder to dst as a backup tool run while the
-// daemon is stopped does (cp -a of the folder).
+// copyState copies the folder from to the path to, replacing what is there,
+// as a backup tool does with the daemon stopped (cp -a of the folder).
 func copyState(t *testing.T, from, to string) {
 	t.Helper()
 	if err := os.RemoveAll(to); err != nil {
@@ -76,7 +76,11 @@ func countSubject(v clientView, subject string) int {
 // is put back. The restored device must show what the other device shows
 // (same messages, UIDs, flags, mailboxes), hold no alarm, have landed each
 // queued change once, and its mail client must see no UID it was shown
-// name another message under the same UIDVALIDITY.
+// name another message under the same UIDVALIDITY. The folder is then put
+// back again with the spool away and the daemon started on it (the
+// recipe's sync fails): once the spool answers, a mailbox that took an
+// APPEND meanwhile at a UID the log gave another message has a new
+// UIDVALIDITY, and the device converges.
 func TestDeviceRestoredFromOwnBackup(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
