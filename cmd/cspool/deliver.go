@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -479,6 +480,11 @@ func deliverFailure(err error, server, usersFile string) error {
 		return &exitError{withHint(err, api.Hint(err)), exConfig}
 	case errors.Is(err, api.ErrProtocol):
 		return &exitError{withHint(err, api.Hint(err)), exProtocol}
+	case errors.As(err, &remote) && remote.Kind == api.ErrTransport && remote.Status == http.StatusOK:
+		// The server's 200 came and its body did not: a proxy on the way
+		// cut it short. The message is most likely in the log.
+		return &exitError{withHint(err, "something on the way to "+server+" cut the spool's answer short (a proxy: check its log); "+
+			"the message may be in the log, and may be delivered twice if retried"), exTempFail}
 	case errors.Is(err, context.DeadlineExceeded):
 		return &exitError{withHint(err, "the spool did not answer within --timeout; the message may be delivered twice if retried"), exTempFail}
 	}

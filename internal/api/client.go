@@ -516,9 +516,28 @@ func (c *Client) appendBatch(ctx context.Context, user string, batch [][]byte, q
 	defer resp.Body.Close()
 	var res appendResult
 	if err := decodeJSON(resp.Body, &res); err != nil || res.Count != len(batch) || res.First == 0 {
-		return 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: fmt.Sprintf("bad answer %+v", res), Err: err}
+		return 0, badAppendAnswer(op, resp.StatusCode, res, err)
 	}
 	return res.First, nil
+}
+
+// badAppendAnswer is the error of a 200 to an append whose body does not say
+// where the entries went. A body that ended before its JSON did, or failed
+// to read (a proxy that cut the connection after the server's headers, or
+// passed the status on without the body), is an answer lost, ErrTransport,
+// as a connection cut before the headers is: the entries may be in the log.
+// cspool deliver then exits 75 and the mail transfer agent tries again
+// later, where it took ErrProtocol (76) for a bounce of a message that was
+// delivered; a device looks for its change in the log. A body that is not
+// the API's JSON at all is ErrProtocol.
+func badAppendAnswer(op string, status int, res appendResult, err error) *Error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if err != nil && !errors.As(err, &syntax) && !errors.As(err, &typ) {
+		return &Error{Op: op, Status: status, Kind: ErrTransport, Err: err,
+			Msg: "the answer ended before it said where the entries went (cut short on the way): they may be in the log"}
+	}
+	return &Error{Op: op, Status: status, Kind: ErrProtocol, Msg: fmt.Sprintf("bad answer %+v", res), Err: err}
 }
 
 // AppendAt is Append done only if user's head is head (if_head): otherwise
@@ -549,7 +568,7 @@ func (c *Client) AppendAt(ctx context.Context, user string, head uint64, batch [
 	defer resp.Body.Close()
 	var res appendResult
 	if err := decodeJSON(resp.Body, &res); err != nil || res.Count != len(batch) || res.First != head+1 {
-		return 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: fmt.Sprintf("bad answer %+v", res), Err: err}
+		return 0, badAppendAnswer(op, resp.StatusCode, res, err)
 	}
 	return res.First, nil
 }
