@@ -260,8 +260,15 @@ func isConnError(err error) bool {
 
 // spoolUnreachable reports whether err means that no answer came from the
 // spool server (refused, reset, timed out): the sync loop then asks it
-// every half second whether it is back (syncer.Config.Unreachable).
-func spoolUnreachable(err error) bool { return errors.Is(err, api.ErrTransport) }
+// every half second whether it is back (syncer.Config.Unreachable). An
+// answer whose status came and whose body was cut short, or that names
+// another request (a proxy on the way), is not: /v1/health would say the
+// spool is back at once, and the loop would send the request again twice
+// a second for as long as the proxy does so; it waits its backoff.
+func spoolUnreachable(err error) bool {
+	var e *api.Error
+	return errors.Is(err, api.ErrTransport) && !(errors.As(err, &e) && e.Status != 0)
+}
 
 // newStatusCollector is the status page's view of a running daemon.
 func newStatusCollector(sy *syncer.Syncer, store *mailstore.Store, imapAddr net.Addr, user string, pw imapPassword, spoolURL string) *statuspage.Collector {

@@ -457,7 +457,11 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 			if !errors.Is(err, errNonMinimal) && !errors.Is(err, errOverflow) && !errors.Is(err, errTrailing) && !errors.Is(err, errEntryTooBig) {
 				kind = ErrTransport // truncated or the connection failed
 			}
-			return spool.LogRead{}, stalled(&Error{Op: op, Status: resp.StatusCode, Kind: kind, Msg: "reading response body", Err: err})
+			msg := "reading response body"
+			if kind == ErrTransport {
+				msg = fmt.Sprintf("the answer was cut short after %d entries (a proxy or the network on the way)", len(lr.Entries))
+			}
+			return spool.LogRead{}, stalled(&Error{Op: op, Status: resp.StatusCode, Kind: kind, Msg: msg, Err: err})
 		}
 		if pos <= last || pos > lr.Head {
 			return spool.LogRead{}, protoErr(fmt.Sprintf("entry position %d out of order (previous %d, head %d)", pos, last, lr.Head), nil)
