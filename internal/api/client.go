@@ -679,7 +679,7 @@ func (c *Client) sendBody(ctx context.Context, op, method, path string, q url.Va
 		if err != nil {
 			return nil, transportError(op, err)
 		}
-		if got := resp.Header.Values(HeaderNonce); len(got) > 1 || len(got) == 1 && got[0] != nonce {
+		if answersAnother(resp.Header, nonce) {
 			// The answer names another request: a cache or proxy on
 			// the path mixed answers up (another user's, an old one).
 			// Nothing of it is taken; the request may be sent again.
@@ -714,6 +714,23 @@ func (c *Client) sendBody(ctx context.Context, op, method, path string, q url.Va
 		}
 		return nil, e
 	}
+}
+
+// answersAnother reports whether an answer's headers h name another
+// request than the one signed with nonce: a HeaderNonce that is not nonce.
+// A proxy may pass a header on twice, or merge its copies into one list
+// (RFC 9110 section 5.3): copies that all name nonce name this request. A
+// device took such an answer for one to another request, and read again
+// twice a second for as long as the proxy did so.
+func answersAnother(h http.Header, nonce string) bool {
+	for _, v := range h.Values(HeaderNonce) {
+		for item := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(item) != nonce {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // refusedAsReplayed reports whether resp refuses the request's nonce as seen
