@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -388,13 +389,13 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	protoErr := func(msg string, err error) error {
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != ContentType {
-		return spool.LogRead{}, protoErr(fmt.Sprintf("unexpected Content-Type %q", ct), nil)
+	if ct := resp.Header.Get("Content-Type"); !isMediaType(ct, ContentType) {
+		return spool.LogRead{}, protoErr(fmt.Sprintf("unexpected Content-Type %q%s", termtext.Short(ct, 64), passedOnText), nil)
 	}
 	var lr spool.LogRead
 	lr.Head, err = strconv.ParseUint(resp.Header.Get("Cspool-Head"), 10, 64)
 	if err != nil {
-		return spool.LogRead{}, protoErr("missing or bad Cspool-Head", nil)
+		return spool.LogRead{}, protoErr("missing or bad Cspool-Head"+passedOnText, nil)
 	}
 	c.learnQuota(resp.Header)
 	if needCheckpoint {
@@ -613,6 +614,19 @@ func (c *Client) Health(ctx context.Context) error {
 	c.learnEarliest(resp)
 	return nil
 }
+
+// isMediaType reports whether the Content-Type ct is the media type want:
+// names compared without regard to case, parameters (a charset a proxy
+// added) ignored (RFC 9110 section 8.3.1).
+func isMediaType(ct, want string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == want
+}
+
+// passedOnText ends the message of an answer whose API headers are missing
+// or changed: a reverse proxy on the way may have dropped or rewritten
+// them. Hint keys on it.
+const passedOnText = " (the API's answers must reach this device with their headers as sent: a proxy on the way may drop or change them)"
 
 func decodeJSON(r io.Reader, v any) error {
 	return json.NewDecoder(io.LimitReader(r, 1<<16)).Decode(v)

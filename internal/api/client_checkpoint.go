@@ -14,6 +14,7 @@ import (
 
 	"cspool/internal/entry"
 	"cspool/internal/spool"
+	"cspool/internal/termtext"
 )
 
 // maxCheckpoint bounds the checkpoint the client accepts in a download:
@@ -115,12 +116,12 @@ func (c *Client) CheckpointTo(ctx context.Context, w io.Writer) (uint64, int64, 
 	protoErr := func(msg string, err error) error {
 		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: msg, Err: err}
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != CheckpointContentType {
-		return 0, 0, protoErr(fmt.Sprintf("unexpected Content-Type %q", ct), nil)
+	if ct := resp.Header.Get("Content-Type"); !isMediaType(ct, CheckpointContentType) {
+		return 0, 0, protoErr(fmt.Sprintf("unexpected Content-Type %q%s", termtext.Short(ct, 64), passedOnText), nil)
 	}
 	pos, err := strconv.ParseUint(resp.Header.Get("Cspool-Checkpoint-Pos"), 10, 64)
 	if err != nil || pos == 0 {
-		return 0, 0, protoErr("missing or bad Cspool-Checkpoint-Pos", nil)
+		return 0, 0, protoErr("missing or bad Cspool-Checkpoint-Pos"+passedOnText, nil)
 	}
 	if resp.ContentLength > maxCheckpoint {
 		return 0, 0, protoErr(fmt.Sprintf("checkpoint of %d bytes exceeds %d", resp.ContentLength, maxCheckpoint), nil)

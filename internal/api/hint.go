@@ -96,6 +96,10 @@ func Hint(err error) string {
 		if strings.Contains(e.Msg, "TLS") {
 			return "the spool server speaks plain HTTP at this address: write http:// in the spool server URL, or point it at the TLS port"
 		}
+		if strings.Contains(e.Msg, passedOnText) {
+			return "a reverse proxy between this device and the spool server must pass the API's answers on unchanged: their Cspool-* headers, Content-Type and body (docs/API.md §7, \"Behind a proxy\"); " +
+				"without one, check the spool server URL, and that the server runs the same version of cspool"
+		}
 		return "check the spool server URL, and that the server runs the same version of cspool"
 	}
 	return ""
