@@ -380,8 +380,10 @@ func (c *Client) readLog(ctx context.Context, after uint64, maxCount int, maxByt
 	ctx, pace := c.pace(ctx, op, "the spool", wait+c.stall)
 	defer pace.done()
 	stalled := pace.fail
+	began := time.Now()
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/entries", q, nil)
 	if err != nil {
+		endedEarly(err, wait, time.Since(began))
 		return spool.LogRead{}, stalled(err)
 	}
 	defer resp.Body.Close()
@@ -613,6 +615,25 @@ func (c *Client) Health(ctx context.Context) error {
 	// signed no earlier (a restarted server's fence, docs/API.md §2).
 	c.learnEarliest(resp)
 	return nil
+}
+
+// endedEarly names, in err's text, a long poll of wait that a gateway
+// ended after took with 502 or 504: a reverse proxy whose read timeout is
+// shorter than the long poll (nginx's proxy_read_timeout is 60 s, a
+// device asks 5 minutes) answers every idle device's read so, and the
+// device's status said no more than "temporarily unavailable (HTTP 504)".
+func endedEarly(err error, wait, took time.Duration) {
+	var e *Error
+	if wait <= 0 || took < time.Second || took >= wait || !errors.As(err, &e) ||
+		(e.Status != http.StatusBadGateway && e.Status != http.StatusGatewayTimeout) {
+		return
+	}
+	what := fmt.Sprintf("the long poll of %v was ended after %v: a reverse proxy on the way whose read timeout is shorter than the long poll answers so; raise it above the spool server's --max-wait (docs/TLS.md)",
+		wait.Round(time.Second), took.Round(time.Second))
+	if e.Msg != "" {
+		what = e.Msg + "; " + what
+	}
+	e.Msg = what
 }
 
 // isMediaType reports whether the Content-Type ct is the media type want:

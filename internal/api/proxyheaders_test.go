@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"cspool/internal/spool"
 )
@@ -132,5 +133,49 @@ func TestContentTypeAsAProxyPassesIt(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLongPollEndedByProxyNamed: a reverse proxy whose read timeout is
+// shorter than a device's long poll answers an idle device's every read
+// 504 when it runs out. The error, which the device's status and log
+// show, said only "temporarily unavailable (HTTP 504)"; it now names the
+// proxy's timeout and what to raise. A quick 502 (the spool server down
+// behind the proxy) is not taken for it.
+func TestLongPollEndedByProxyNamed(t *testing.T) {
+	e := newEnv(t, false, nil)
+	head := e.deliver(t, 1)
+	u, err := url.Parse(e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Query().Get("wait") {
+		case "":
+			proxy.ServeHTTP(w, r)
+		case "10":
+			time.Sleep(1500 * time.Millisecond) // the proxy's read timeout
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusGatewayTimeout)
+			w.Write([]byte("<html><body>504 Gateway Time-out</body></html>\n"))
+		default:
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusBadGateway)
+			w.Write([]byte("<html><body>502 Bad Gateway</body></html>\n"))
+		}
+	}))
+	t.Cleanup(front.Close)
+	c, err := NewClient(front.URL, "alice", e.alice, &http.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = c.Read(testCtx(t), head, 0, 0, 10*time.Second)
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "read timeout is shorter than the long poll") {
+		t.Errorf("a long poll the proxy ended after 1.5 s with 504: %v; want a temporary error naming the proxy's read timeout", err)
+	}
+	_, _, err = c.Read(testCtx(t), head, 0, 0, 20*time.Second)
+	if !errors.Is(err, ErrUnavailable) || strings.Contains(err.Error(), "read timeout") {
+		t.Errorf("a long poll the proxy answered 502 at once: %v; want a temporary error that does not blame a read timeout", err)
 	}
 }
