@@ -179,3 +179,47 @@ func TestLongPollEndedByProxyNamed(t *testing.T) {
 		t.Errorf("a long poll the proxy answered 502 at once: %v; want a temporary error that does not blame a read timeout", err)
 	}
 }
+
+// TestRetryAfterAsAProxySendsIt: a proxy's own 503 or 429 (maintenance,
+// rate limiting) with a Retry-After the API never sends. The client takes
+// delay-seconds only, at most 2 minutes (maxRetryAfter); anything else is
+// no advice, and the sync loop waits its own backoff (docs/API.md §7,
+// "Behind a proxy"): neither a wait of years nor a retry at once.
+func TestRetryAfterAsAProxySendsIt(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  time.Duration
+	}{
+		{"7", 7 * time.Second},
+		{"", 0},
+		{"0", 0},
+		{"-1", 0},
+		{"Wed, 21 Oct 2015 07:28:00 GMT", 0},
+		{"1e9", 0},
+		{"5, 5", 0},
+		{"3600", maxRetryAfter},
+		{"4000000000", maxRetryAfter},
+		{"99999999999999999999", 0},
+	} {
+		for _, status := range []int{http.StatusServiceUnavailable, http.StatusTooManyRequests} {
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.value != "" {
+					w.Header().Set("Retry-After", tc.value)
+				}
+				w.Header().Set("Content-Type", "text/html")
+				w.WriteHeader(status)
+				w.Write([]byte("<html><body>try later</body></html>\n"))
+			}))
+			c, err := NewClient(front.URL, "alice", genKey(t), &http.Client{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _, err = c.Read(testCtx(t), 0, 0, 0, 0)
+			front.Close()
+			var e *Error
+			if !errors.As(err, &e) || !IsTemporary(err) || e.RetryAfter != tc.want {
+				t.Errorf("%d with Retry-After %q: %v; want a temporary error, retry after %v", status, tc.value, err, tc.want)
+			}
+		}
+	}
+}
