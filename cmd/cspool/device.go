@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/hex"
@@ -45,6 +46,9 @@ var (
 	_ syncer.RoomChecker = (*mailstore.Store)(nil)
 	// The quota the spool stated is kept for the next start.
 	_ syncer.QuotaKept = (*mailstore.Store)(nil)
+	// A restore that keeps a delivery signed by the spool key records the
+	// cutover (--previous-spool-key).
+	_ syncer.CutoverKept = (*mailstore.Store)(nil)
 
 	_ mailstore.Parser      = mimeform.Parser{}
 	_ mailstore.FormsParser = mimeform.Parser{}
@@ -69,9 +73,13 @@ type device struct {
 	user     string
 	userKey  *keys.SecretKey
 	spoolPub keys.PublicKey
-	spoolURL string
-	dbPath   string
-	log      *slog.Logger
+	// previousSpoolPub is the key spoolPub replaced (--previous-spool-key;
+	// zero: none given), trusted for deliveries up to the cutover
+	// (syncer.Config.PreviousSpoolKey).
+	previousSpoolPub keys.PublicKey
+	spoolURL         string
+	dbPath           string
+	log              *slog.Logger
 	// maxMessage is the largest delivery the device takes (its
 	// --max-message-size); 0: command.DefaultMaxMessageBytes.
 	maxMessage int64
@@ -222,19 +230,54 @@ func (d *device) dial() error {
 // it. Before that the key given replaces the one recorded, and the sync
 // loop stops rather than pass deliveries by (syncer's
 // UntrustedSpoolError).
+//
+// With --previous-spool-key, a database that records the previous key
+// moves its record to the new one (mailstore's ReplaceSpoolKey), logged
+// once: the next start finds the new key recorded.
 func (d *device) trustSpoolKey() error {
+	if d.previousSpoolPub.Ed25519 != nil {
+		return d.replaceSpoolKey()
+	}
 	err := d.store.TrustSpoolKey(context.Background(), d.spoolPub.Bytes())
 	var other *mailstore.OtherSpoolKeyError
 	if !errors.As(err, &other) {
 		return err
 	}
-	was := hex.EncodeToString(other.Recorded)
-	if k, perr := keys.PublicKeyFromBytes(other.Recorded); perr == nil {
-		was = k.String()
-	}
 	return withHint(&otherSpoolKeyError{fmt.Sprintf("--spool-key: %s trusts the spool key %s for deliveries (recorded when it was first synced), not %s",
-		d.dbPath, was, d.spoolPub), other},
-		"pass the spool's public key this device has always used (the spool.pub of its first sync, which signed the deliveries it applied); with another key every delivery would be rejected. If the spool's key was replaced, or the key recorded was a wrong one taken by a cspool from before schema 26 (cspool status then lists deliveries rejected as \"entry author not trusted\"), move the database away: a new one syncs everything from the spool")
+		d.dbPath, recordedKey(other.Recorded), d.spoolPub), other},
+		"pass the spool's public key this device has always used (the spool.pub of its first sync, which signed the deliveries it applied); with another key every delivery would be rejected. "+
+			"If the spool's key was replaced, pass the new spool.pub as --spool-key and the one recorded as --previous-spool-key: the database moves to the new key and keeps its mail (docs/OPERATING.md, \"Replacing the spool key\"). "+
+			"If the key recorded was a wrong one taken by a cspool from before schema 26 (cspool status then lists deliveries rejected as \"entry author not trusted\"), move the database away: a new one syncs everything from the spool")
+}
+
+// replaceSpoolKey records --spool-key with --previous-spool-key as the key
+// it replaced, moving a record of the previous key to the new one.
+func (d *device) replaceSpoolKey() error {
+	moved, err := d.store.ReplaceSpoolKey(context.Background(), d.spoolPub.Bytes(), d.previousSpoolPub.Bytes())
+	if moved {
+		d.log.Info("the spool key was replaced: this database trusted the previous spool key and now trusts the new one; deliveries signed by the previous key are taken up to the first entry signed by the new one, and refused after it",
+			"db", d.dbPath, "spool_key_id", fmt.Sprintf("%x", d.spoolPub.KeyID()), "previous_spool_key_id", fmt.Sprintf("%x", d.previousSpoolPub.KeyID()))
+	}
+	var other *mailstore.OtherSpoolKeyError
+	if !errors.As(err, &other) {
+		return err
+	}
+	if other.Replaced != nil && bytes.Equal(other.Recorded, d.spoolPub.Bytes()) {
+		return withHint(&otherSpoolKeyError{fmt.Sprintf("--previous-spool-key: %s trusts the spool key %s, which replaced %s, not %s",
+			d.dbPath, d.spoolPub, recordedKey(other.Replaced), d.previousSpoolPub), other},
+			"pass as --previous-spool-key the spool.pub the spool server ran with before its key was replaced, or leave it out: this database has moved to the new key already")
+	}
+	return withHint(&otherSpoolKeyError{fmt.Sprintf("--previous-spool-key: %s trusts the spool key %s for deliveries (recorded when it was first synced), which is neither --spool-key %s nor --previous-spool-key %s",
+		d.dbPath, recordedKey(other.Recorded), d.spoolPub, d.previousSpoolPub), other},
+		"pass as --previous-spool-key the spool.pub this device synced with before the spool's key was replaced (the key recorded above), and as --spool-key the new one (docs/OPERATING.md, \"Replacing the spool key\")")
+}
+
+// recordedKey formats a key a database records.
+func recordedKey(b []byte) string {
+	if k, err := keys.PublicKeyFromBytes(b); err == nil {
+		return k.String()
+	}
+	return hex.EncodeToString(b)
 }
 
 // otherSpoolKeyError is trustSpoolKey's refusal: its text for the user,
@@ -272,7 +315,7 @@ func (d *device) startSync(o syncOptions) error {
 	if o.wrap != nil {
 		src = o.wrap(src)
 	}
-	cfg := syncer.Config{User: d.user, UserKey: d.userKey, SpoolKey: d.spoolPub, Source: src, Store: d.store,
+	cfg := syncer.Config{User: d.user, UserKey: d.userKey, SpoolKey: d.spoolPub, PreviousSpoolKey: d.previousSpoolPub, Source: src, Store: d.store,
 		Logger: d.log, Unreachable: spoolUnreachable, Permanent: api.Hint, StoreProblem: d.storeProblem,
 		OnContact:     d.keep,
 		CheckpointMin: o.checkpointMin, KeepDir: keptDir(d.dbPath),
@@ -433,6 +476,7 @@ func defaultUser(e *env) string {
 // (imap-server, sync, recover).
 type deviceFlags struct {
 	userKey, userPub, spoolPub, user, db, spoolURL *string
+	previousSpoolPub                               *string
 	maxMessage                                     *int64
 	pass                                           *passphraseSource
 	fs                                             *flagSet
@@ -443,6 +487,8 @@ func addDeviceFlags(fs *flagSet, e *env, userHelp string) *deviceFlags {
 		userKey:  fs.String("user-key", "user.sec", "the user's secret key `file`"),
 		userPub:  fs.String("user-public-key", "user.pub", "the user's public key `file` (must match --user-key); unset, the .pub next to --user-key (X.sec: X.pub) when there is one"),
 		spoolPub: fs.String("spool-key", "spool.pub", "the spool's public key `file` (trusted for deliveries only)"),
+		previousSpoolPub: fs.String("previous-spool-key", "", "the spool's public key `file` that --spool-key replaced: its deliveries are trusted up to the first signed by --spool-key, "+
+			"and a database that recorded it moves to --spool-key (docs/OPERATING.md, \"Replacing the spool key\"); empty: none"),
 		user:     fs.String("user", defaultUser(e), userHelp),
 		db:       fs.String("db", "test.db", "local mail database `file`"),
 		spoolURL: fs.String("spool-server", "http://localhost:3999", "spool server `URL`"),
@@ -471,12 +517,30 @@ func (d *deviceFlags) userPubPath() string {
 	return *d.userPub
 }
 
-// loadKeys checks the user name and loads the device's keys.
-func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
+// loadKeys checks the user name and loads the device's keys: the user's
+// secret key, the spool's public key and the one it replaced (zero: no
+// --previous-spool-key).
+func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, keys.PublicKey, error) {
 	if err := keys.CheckUserName(*d.user); err != nil {
-		return nil, keys.PublicKey{}, usagef("%v", err)
+		return nil, keys.PublicKey{}, keys.PublicKey{}, usagef("%v", err)
 	}
-	return loadDeviceKeys(d.pass, *d.userKey, d.userPubPath(), *d.spoolPub)
+	userKey, spoolPub, err := loadDeviceKeys(d.pass, *d.userKey, d.userPubPath(), *d.spoolPub)
+	if err != nil || *d.previousSpoolPub == "" {
+		return userKey, spoolPub, keys.PublicKey{}, err
+	}
+	prev, err := devicePreviousSpoolPub.loadPublic(*d.previousSpoolPub, "")
+	if err != nil {
+		return nil, keys.PublicKey{}, keys.PublicKey{}, err
+	}
+	switch {
+	case prev.Equal(spoolPub):
+		return nil, keys.PublicKey{}, keys.PublicKey{}, withHint(fmt.Errorf("--previous-spool-key: %s holds the same key as --spool-key %s (key id %x)", *d.previousSpoolPub, *d.spoolPub, spoolPub.KeyID()),
+			"--spool-key takes the spool's new public key, --previous-spool-key the one it replaced; without a replacement leave --previous-spool-key out")
+	case prev.Equal(userKey.Public()):
+		return nil, keys.PublicKey{}, keys.PublicKey{}, withHint(fmt.Errorf("--previous-spool-key: %s holds the user's own public key, not a spool key", *d.previousSpoolPub),
+			"--previous-spool-key takes the spool.pub the spool server ran with before its key was replaced")
+	}
+	return userKey, spoolPub, prev, nil
 }
 
 // open loads the device's keys and opens its database (openDevice), for
@@ -484,14 +548,14 @@ func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, error) {
 // hint when another process holds the database; dropUnread is
 // device.dropUnread.
 func (d *deviceFlags) open(w io.Writer, log *slog.Logger, busy string, dropUnread bool) (*device, error) {
-	userKey, spoolPub, err := d.loadKeys()
+	userKey, spoolPub, prevPub, err := d.loadKeys()
 	if err != nil {
 		return nil, err
 	}
 	if *d.maxMessage <= 0 {
 		return nil, usagef("--max-message-size must be positive")
 	}
-	return openDevice(w, device{user: *d.user, userKey: userKey, spoolPub: spoolPub, spoolURL: *d.spoolURL, dbPath: *d.db, log: log,
+	return openDevice(w, device{user: *d.user, userKey: userKey, spoolPub: spoolPub, previousSpoolPub: prevPub, spoolURL: *d.spoolURL, dbPath: *d.db, log: log,
 		dropUnread: dropUnread, maxMessage: *d.maxMessage}, busy)
 }
 

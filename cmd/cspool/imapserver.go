@@ -106,7 +106,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		}
 		defer stopProfile()
 	}
-	userKey, spoolPub, err := devFlags.loadKeys()
+	userKey, spoolPub, prevPub, err := devFlags.loadKeys()
 	if err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ cspool imap-server --config ~/.config/cspool/alice.conf --addr 0.0.0.0 --imaps-p
 		cleartextWarning(e.stderr, log, "IMAP", *addr, "--addr")
 	}
 
-	dev, err := openDevice(e.stderr, device{user: *userName, userKey: userKey, spoolPub: spoolPub, spoolURL: *spoolURL, dbPath: *dbPath, log: log,
+	dev, err := openDevice(e.stderr, device{user: *userName, userKey: userKey, spoolPub: spoolPub, previousSpoolPub: prevPub, spoolURL: *spoolURL, dbPath: *dbPath, log: log,
 		dropUnread: true, maxMessage: *devFlags.maxMessage}, "a daemon for this database is running already; see it with: cspool status --db "+*dbPath)
 	if err != nil {
 		return err

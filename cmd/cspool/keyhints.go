@@ -47,6 +47,8 @@ var (
 		obtain: "pass the public file made with the user's secret key (user.pub, next to user.sec)"}
 	deviceSpoolPub = keyFlag{flag: "--spool-key", secret: false,
 		obtain: "copy the spool's public key file (spool.pub) from the spool server's operator"}
+	devicePreviousSpoolPub = keyFlag{flag: "--previous-spool-key", secret: false,
+		obtain: "pass the spool's public key file (spool.pub) the spool server ran with before its key was replaced: the one this device synced with until then"}
 	deliverSpoolKey = keyFlag{flag: "--spool-key", secret: true, swap: "--user-key", quiet: true,
 		obtain: "pass the spool's secret key file, the one the spool server runs with (--spool-key of cspool server)"}
 	deliverUserPub = keyFlag{flag: "--user-key", secret: false, swap: "--spool-key",

@@ -14,10 +14,21 @@ import (
 	"cspool/internal/devicedb"
 )
 
-// SpoolSigned reports whether entries hold one signed by the spool key:
-// applied, it makes the recorded key the log's (SpoolKeyUsed).
+// SpoolSigned reports whether entries hold one signed by the spool key
+// recorded (not by the previous one, Entry.Previous): applied, it makes
+// the recorded key the log's (SpoolKeyUsed).
 func SpoolSigned(entries []Entry) bool {
-	return slices.ContainsFunc(entries, func(e Entry) bool { return e.Author == AuthorSpool })
+	return spoolSignedAt(entries) != 0
+}
+
+// spoolSignedAt is the position of the first of entries signed by the
+// spool key recorded; 0: none.
+func spoolSignedAt(entries []Entry) uint64 {
+	i := slices.IndexFunc(entries, func(e Entry) bool { return e.Author == AuthorSpool && !e.Previous })
+	if i < 0 {
+		return 0
+	}
+	return entries[i].Pos
 }
 
 // rejection is returned by a command's apply step when the entry must be
@@ -142,7 +153,7 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 			return nil, fmt.Errorf("unopened entry at position %d outside positions %d to %d: %w", r.Pos, pos+1, newPos, ErrPosition)
 		}
 	}
-	spoolSigned := SpoolSigned(entries)
+	spoolSigned := spoolSignedAt(entries)
 	// Changes made on this device: those the batch starts with are
 	// confirmed; before anything else, the rest is taken back (queue.go).
 	ov, entries, err := openQueue(a, entries)
@@ -172,10 +183,12 @@ func (s *Store) applyChained(ctx context.Context, entries []Entry, unopened []Re
 	if _, err := tx.ExecContext(ctx, "UPDATE state SET position = ?, next_uidvalidity = ?", int64(newPos), a.nextUV); err != nil {
 		return nil, fmt.Errorf("recording position %d: %w", newPos, err)
 	}
-	if spoolSigned {
+	if spoolSigned != 0 {
 		// The recorded spool key signed an entry of the log: it is the
-		// log's (SpoolKeyUsed). One row, written once.
-		if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key_used = 1 WHERE spool_key_used = 0"); err != nil {
+		// log's (SpoolKeyUsed), and its first entry is the cutover after
+		// which the previous key's are refused (SpoolKeyCutover). One
+		// row, written once.
+		if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key_used = 1, spool_key_cutover = ? WHERE spool_key_used = 0", int64(spoolSigned)); err != nil {
 			return nil, fmt.Errorf("recording the spool key as used: %w", err)
 		}
 	}

@@ -176,12 +176,22 @@ func restoreReadCache(c *sql.Conn) {
 }
 
 // OtherSpoolKeyError: the database trusts another spool key than the one
-// given (TrustSpoolKey).
+// given (TrustSpoolKey), and than the previous one given with it
+// (ReplaceSpoolKey).
 type OtherSpoolKeyError struct {
 	Recorded []byte // the key the database trusts
+	// Previous is the previous key given, when one was (ReplaceSpoolKey):
+	// neither the key recorded nor the one it replaced.
+	Previous []byte
+	// Replaced is the key the database trusted before Recorded, when it
+	// records one (ReplaceSpoolKey moved it): another than Previous.
+	Replaced []byte
 }
 
 func (e *OtherSpoolKeyError) Error() string {
+	if e.Previous != nil {
+		return fmt.Sprintf("mailstore: this database trusts the spool key %x for deliveries, and the previous key given, %x, is not the one it trusted before", e.Recorded, e.Previous)
+	}
 	return fmt.Sprintf("mailstore: this database trusts the spool key %x for deliveries, not the one given", e.Recorded)
 }
 
@@ -216,6 +226,79 @@ func (s *Store) TrustSpoolKey(ctx context.Context, key []byte) error {
 			return &OtherSpoolKeyError{Recorded: recorded}
 		}
 	})
+}
+
+// ReplaceSpoolKey records key as the spool key this database trusts for
+// deliveries and previous as the one it replaced, trusted for deliveries
+// until the first entry signed by key (the cutover, SpoolKeyCutover). A
+// database that records previous moves its record to key, as not used
+// yet, and ReplaceSpoolKey reports true: the syncer then stops before
+// deliveries signed by neither key rather than pass them by, as with a
+// key given at a first sync. One that records key already, or none, or
+// another key not used, takes them as TrustSpoolKey does (nothing moved).
+// One that records another key it has used, or key with another previous
+// key than the one given, returns an *OtherSpoolKeyError naming previous:
+// the key replaced is not the one given. key and previous must differ.
+func (s *Store) ReplaceSpoolKey(ctx context.Context, key, previous []byte) (moved bool, err error) {
+	if len(key) != 64 || len(previous) != 64 {
+		return false, fmt.Errorf("mailstore: spool keys of %d and %d bytes, want 64", len(key), len(previous))
+	}
+	if bytes.Equal(key, previous) {
+		return false, errors.New("mailstore: the previous spool key is the spool key")
+	}
+	err = s.writeTx(ctx, "recording the spool key", func(tx *sql.Tx) error {
+		var recorded, replaced []byte
+		var used bool
+		if err := tx.QueryRowContext(ctx, "SELECT spool_key, spool_key_used, previous_spool_key FROM local").Scan(&recorded, &used, &replaced); err != nil {
+			return fmt.Errorf("reading the spool key: %w", err)
+		}
+		switch {
+		case bytes.Equal(recorded, previous):
+			moved = true
+			if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key = ?, previous_spool_key = ?, spool_key_used = 0, spool_key_cutover = 0", key, previous); err != nil {
+				return fmt.Errorf("replacing the spool key: %w", err)
+			}
+			return nil
+		case bytes.Equal(recorded, key) && replaced != nil && !bytes.Equal(replaced, previous):
+			return &OtherSpoolKeyError{Recorded: recorded, Previous: previous, Replaced: replaced}
+		case bytes.Equal(recorded, key), recorded == nil, !used:
+			if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key = ?, previous_spool_key = ?", key, previous); err != nil {
+				return fmt.Errorf("recording the spool key: %w", err)
+			}
+			return nil
+		default:
+			return &OtherSpoolKeyError{Recorded: recorded, Previous: previous, Replaced: replaced}
+		}
+	})
+	return moved, err
+}
+
+// KeepSpoolKeyCutover records that the state a checkpoint restored holds
+// an entry signed by the recorded spool key, the first at position at:
+// the key is used (SpoolKeyUsed) and the cutover lies at or before at
+// (SpoolKeyCutover). A key used already keeps its record.
+func (s *Store) KeepSpoolKeyCutover(ctx context.Context, at uint64) error {
+	return s.writeTx(ctx, "recording the spool key as used", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key_used = 1, spool_key_cutover = ? WHERE spool_key_used = 0", int64(at)); err != nil {
+			return fmt.Errorf("recording the spool key as used: %w", err)
+		}
+		return nil
+	})
+}
+
+// SpoolKeyCutover returns the position of the first entry signed by the
+// recorded spool key that the database applied: deliveries signed by the
+// previous key (ReplaceSpoolKey) are refused after it. 0: none applied, or
+// the first was applied before schema version 32 (SpoolKeyUsed says which).
+func (s *Store) SpoolKeyCutover(ctx context.Context) (uint64, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	var pos int64
+	if err := s.rdb.QueryRowContext(ctx, "SELECT spool_key_cutover FROM local").Scan(&pos); err != nil {
+		return 0, fmt.Errorf("reading the spool key's cutover: %w", err)
+	}
+	return uint64(pos), nil
 }
 
 // SpoolKeyUsed reports whether the database has applied an entry signed by

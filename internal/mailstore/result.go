@@ -29,7 +29,11 @@ type Entry struct {
 	Pos    uint64     // log position (dense, increasing)
 	ID     command.ID // the entry's unique id
 	Author Author
-	Cmd    *command.Command
+	// Previous: an AuthorSpool entry signed by the spool's previous key
+	// (ReplaceSpoolKey), not by the recorded one: it does not make the
+	// recorded key used (SpoolSigned).
+	Previous bool
+	Cmd      *command.Command
 	// Prepared, if set, is Store.Prepare(Cmd), made before Apply.
 	Prepared *Prepared
 }

@@ -603,6 +603,17 @@ CREATE INDEX bodies_forms_version ON bodies (forms_version);
 ALTER TABLE bodies ADD COLUMN texts_version INTEGER NOT NULL DEFAULT 0 CHECK (texts_version >= 0);
 CREATE INDEX bodies_texts_version ON bodies (texts_version);
 `,
+	// 32: the spool key replaced (ReplaceSpoolKey). previous_spool_key is
+	// the key the database trusted before spool_key, given as the
+	// device's --previous-spool-key, trusted for deliveries until the
+	// cutover; spool_key_cutover is the position of the first entry
+	// signed by spool_key the database applied, set with spool_key_used
+	// (0: none, or applied before this version). Deliveries signed by the
+	// previous key after it are rejected as a stranger's.
+	`
+ALTER TABLE local ADD COLUMN previous_spool_key BLOB CHECK (previous_spool_key IS NULL OR length(previous_spool_key) = 64);
+ALTER TABLE local ADD COLUMN spool_key_cutover INTEGER NOT NULL DEFAULT 0 CHECK (spool_key_cutover >= 0);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -623,7 +634,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 31
+const freshSchemaVersion = 32
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

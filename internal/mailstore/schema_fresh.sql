@@ -1,5 +1,5 @@
 -- Written by TestFreshSchemaAsMigrated -update-schema (schema_fresh_test.go)
--- from a database migrated from version 0 to 31; do not edit.
+-- from a database migrated from version 0 to 32; do not edit.
 CREATE TABLE state (
 	k                INTEGER PRIMARY KEY CHECK (k = 1),
 	position         INTEGER NOT NULL CHECK (position >= 0),
@@ -93,7 +93,7 @@ CREATE TABLE uidvalidity_override (
 CREATE TABLE local (
 	k                INTEGER PRIMARY KEY CHECK (k = 1),
 	next_uidvalidity INTEGER NOT NULL CHECK (next_uidvalidity >= 2147483648)
-, spool_key BLOB CHECK (spool_key IS NULL OR length(spool_key) = 64), relocated_bid INTEGER NOT NULL DEFAULT 0, spool_key_used INTEGER NOT NULL DEFAULT 0 CHECK (spool_key_used IN (0, 1)), readers INTEGER NOT NULL DEFAULT 0 CHECK (readers >= 0), quota_usage INTEGER NOT NULL DEFAULT 0 CHECK (quota_usage >= 0), quota_limit INTEGER NOT NULL DEFAULT 0 CHECK (quota_limit >= 0));
+, spool_key BLOB CHECK (spool_key IS NULL OR length(spool_key) = 64), relocated_bid INTEGER NOT NULL DEFAULT 0, spool_key_used INTEGER NOT NULL DEFAULT 0 CHECK (spool_key_used IN (0, 1)), readers INTEGER NOT NULL DEFAULT 0 CHECK (readers >= 0), quota_usage INTEGER NOT NULL DEFAULT 0 CHECK (quota_usage >= 0), quota_limit INTEGER NOT NULL DEFAULT 0 CHECK (quota_limit >= 0), previous_spool_key BLOB CHECK (previous_spool_key IS NULL OR length(previous_spool_key) = 64), spool_key_cutover INTEGER NOT NULL DEFAULT 0 CHECK (spool_key_cutover >= 0));
 CREATE TRIGGER state_never_goes_back
 BEFORE UPDATE ON state
 WHEN ((NEW.position < OLD.position AND NEW.restorations <= OLD.restorations) OR NEW.next_uidvalidity < OLD.next_uidvalidity)
@@ -281,8 +281,8 @@ INSERT INTO subscriptions (name) VALUES
 	('Trash');
 INSERT INTO capture (k, qseq, undoing) VALUES
 	(1, NULL, 0);
-INSERT INTO local (k, next_uidvalidity, spool_key, relocated_bid, spool_key_used, readers, quota_usage, quota_limit) VALUES
-	(1, 2147483648, NULL, 0, 0, 0, 0, 0);
+INSERT INTO local (k, next_uidvalidity, spool_key, relocated_bid, spool_key_used, readers, quota_usage, quota_limit, previous_spool_key, spool_key_cutover) VALUES
+	(1, 2147483648, NULL, 0, 0, 0, 0, 0, NULL, 0);
 INSERT INTO body_count (n) VALUES
 	(0);
 INSERT INTO fts (fts, rank) VALUES ('automerge', 16);

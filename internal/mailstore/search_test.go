@@ -82,7 +82,8 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 	return s
 }
 
-// downgrade makes the database's schema version 30 (no texts_version in
+// downgrade makes the database's schema version 31 (no
+// previous_spool_key and spool_key_cutover in local), 30 (no texts_version in
 // bodies), 29 (no forms_version in bodies), 28 (no quota_usage and
 // quota_limit in local), 27 (no search_texts),
 // 26 (no readers in
@@ -99,6 +100,13 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 // (whose version 8 differs only in what the index holds, versions 9 and 10
 // by a column each).
 func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
+	if version < 32 {
+		for _, q := range to31 {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return fmt.Errorf("%s: %w", q, err)
+			}
+		}
+	}
 	if version == 30 {
 		if err := dropBodiesColumn(ctx, tx, "bodies_texts_version", "texts_version"); err != nil {
 			return err
@@ -169,6 +177,12 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 		}
 	}
 	return nil
+}
+
+// to31 are downgrade's steps from version 32 to 31.
+var to31 = []string{
+	"ALTER TABLE local DROP COLUMN spool_key_cutover",
+	"ALTER TABLE local DROP COLUMN previous_spool_key",
 }
 
 // downgrade29 is downgrade's steps from version 31 to 29: no

@@ -74,7 +74,7 @@ func (s *Syncer) openBatch(datas [][]byte, out []opened) {
 	at := make([]int, 0, len(datas))
 	for i, d := range datas {
 		out[i] = opened{leaf: chain.Leaf(d)}
-		u, err := entry.OpenUnverified(d, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+		u, err := entry.OpenUnverified(d, s.cfg.UserKey, s.cfg.User, s.trusted()...)
 		if err != nil {
 			out[i].err = err
 			continue

@@ -155,16 +155,24 @@ type openedBody struct {
 // the entries its checkpoint keeps: what a new device learns of its spool
 // key from them (checkKeptAuthors).
 type keptAuthors struct {
-	spool    int                  // entries signed by the spool key given
-	stranger *UntrustedSpoolError // those signed by neither that key nor the user's; nil: none
+	spool      int                  // entries signed by the spool key given
+	spoolFirst uint64               // the first of them; 0: none
+	stranger   *UntrustedSpoolError // those signed by neither that key, nor the previous one, nor the user's; nil: none
 }
 
-// note counts b, opened by s.
+// note counts b, opened by s. An entry signed by the previous spool key
+// (Config.PreviousSpoolKey) is neither: the device that wrote the
+// checkpoint applied it before the cutover, and it says nothing of the key
+// given.
 func (k *keptAuthors) note(s *Syncer, b openedBody) {
 	switch {
 	case k == nil || b.author.Equal(s.cfg.UserKey.Public().Ed25519):
 	case s.cfg.SpoolKey.Ed25519 != nil && b.author.Equal(s.cfg.SpoolKey.Ed25519):
 		k.spool++
+		if k.spoolFirst == 0 || b.pos < k.spoolFirst {
+			k.spoolFirst = b.pos
+		}
+	case s.cfg.PreviousSpoolKey.Ed25519 != nil && b.author.Equal(s.cfg.PreviousSpoolKey.Ed25519):
 	default:
 		u := k.stranger
 		if u == nil {
@@ -199,7 +207,7 @@ func (s *Syncer) openBodies(entries []spool.Entry, asked map[uint64]bool) []open
 		for i := from; i < to; i++ {
 			e := entries[at[i]]
 			out[i].pos = e.Pos
-			u, err := entry.OpenUnverified(e.Data, s.cfg.UserKey, s.cfg.User, s.cfg.UserKey.Public(), s.cfg.SpoolKey)
+			u, err := entry.OpenUnverified(e.Data, s.cfg.UserKey, s.cfg.User, s.trusted()...)
 			var ua *entry.UnknownAuthorError
 			if errors.As(err, &ua) {
 				u, err = entry.OpenUnverified(e.Data, s.cfg.UserKey, s.cfg.User, keys.PublicKey{Ed25519: ua.Author})

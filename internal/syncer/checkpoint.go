@@ -411,6 +411,9 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 		return 0, head, fmt.Errorf("restoring from checkpoint %d: %w", cp.Pos, err)
 	}
 	sn := info.Head
+	if kept.spool > 0 {
+		s.keepCutover(ctx, kept.spoolFirst)
+	}
 	s.mu.Lock()
 	s.goneAt = 0
 	s.mu.Unlock()

@@ -111,6 +111,7 @@ func (s *Syncer) loadKeyUsed(ctx context.Context) error {
 		return err
 	}
 	s.keyUsed.Store(used)
+	s.cutoverPassed.Store(used)
 	return nil
 }
 
@@ -267,4 +268,93 @@ func (v *verified) cutBefore(first, pos uint64) bool {
 	v.last = keep
 	v.alarm = nil
 	return true
+}
+
+// The spool key replaced. A device given the key the spool's key replaced
+// as well (Config.PreviousSpoolKey) trusts deliveries signed by it at the
+// positions of the log before the first entry signed by the spool key
+// given: the cutover, after which the spool refuses the previous key. An
+// entry signed by the previous key after the cutover is what one signed by
+// any key not trusted is (refusePrevious): rejected as "entry author not
+// trusted", reported and passed by. The database records the cutover with
+// the key's use (mailstore's SpoolKeyUsed, SpoolKeyCutover), in the apply
+// that first holds an entry signed by the key given, so a restart keeps
+// it; a restore whose checkpoint keeps such an entry records it too
+// (keepCutover), since the log before the checkpoint is not read again.
+// What the previous key signed before the cutover is applied as any
+// delivery by a key the device trusts: whoever holds that key (leaked)
+// could place mail there only until the spool refused it.
+
+// trusted lists the keys whose entries the loop opens: the user's, the
+// spool's, and the previous spool key when one is given.
+func (s *Syncer) trusted() []keys.PublicKey {
+	if s.cfg.PreviousSpoolKey.Ed25519 == nil {
+		return []keys.PublicKey{s.cfg.UserKey.Public(), s.cfg.SpoolKey}
+	}
+	return []keys.PublicKey{s.cfg.UserKey.Public(), s.cfg.SpoolKey, s.cfg.PreviousSpoolKey}
+}
+
+// byPrevious reports whether o was signed by the previous spool key.
+func (s *Syncer) byPrevious(o *entry.Opened) bool {
+	return s.cfg.PreviousSpoolKey.Ed25519 != nil && o.Author.Equal(s.cfg.PreviousSpoolKey)
+}
+
+// refusePrevious applies the cutover to op, an entry of a read taken in
+// log order, passed saying whether the cutover lies before it: an entry
+// signed by the previous spool key after the cutover is made one that did
+// not open, by a key not trusted. It returns whether the cutover lies
+// before the next entry: op, signed by the spool key given, is the cutover
+// if none was before.
+func (s *Syncer) refusePrevious(op *opened, passed bool) bool {
+	if op.err != nil || op.o == nil {
+		return passed
+	}
+	switch {
+	case s.cfg.SpoolKey.Ed25519 != nil && op.o.Author.Equal(s.cfg.SpoolKey):
+		return true
+	case passed && s.byPrevious(op.o):
+		op.err = &entry.UnknownAuthorError{Author: bytes.Clone(op.o.Author.Ed25519)}
+		op.o, op.prep = nil, nil
+	}
+	return passed
+}
+
+// passCutover notes that batch, applied, holds an entry signed by the
+// spool key given: from here on the previous key's are refused. The first
+// time, with a previous key given, it is logged with the cutover's
+// position.
+func (s *Syncer) passCutover(batch []mailstore.Entry) {
+	if s.cutoverPassed.Swap(true) || s.cfg.PreviousSpoolKey.Ed25519 == nil {
+		return
+	}
+	i := slices.IndexFunc(batch, func(e mailstore.Entry) bool { return e.Author == mailstore.AuthorSpool && !e.Previous })
+	if i < 0 {
+		return
+	}
+	s.log.Info("the first entry signed by the new spool key is applied: deliveries signed by the previous spool key are refused from here on",
+		"cutover", batch[i].Pos, "spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()),
+		"previous_spool_key_id", fmt.Sprintf("%x", s.cfg.PreviousSpoolKey.KeyID()))
+}
+
+// CutoverKept is the optional capability of a Store to record that the
+// state a checkpoint restored holds a delivery signed by its spool key,
+// the first at position at (mailstore.Store.KeepSpoolKeyCutover): the key
+// is used, and the previous key's deliveries after it are refused at the
+// next start too.
+type CutoverKept interface {
+	KeepSpoolKeyCutover(ctx context.Context, at uint64) error
+}
+
+// keepCutover notes that a restore's kept entries hold one signed by the
+// spool key given, the first at position at: the key is the log's, and the
+// cutover lies at or before at. A failure to record it is logged: the
+// device then knows it until it stops, and the next delivery records it.
+func (s *Syncer) keepCutover(ctx context.Context, at uint64) {
+	s.keyUsed.Store(true)
+	s.cutoverPassed.Store(true)
+	if ck, ok := s.cfg.Store.(CutoverKept); ok {
+		if err := ck.KeepSpoolKeyCutover(ctx, at); err != nil {
+			s.log.Warn("recording that the checkpoint restored keeps a delivery signed by the spool key failed", "err", err)
+		}
+	}
 }

@@ -142,9 +142,15 @@ type Config struct {
 	User     string
 	UserKey  *keys.SecretKey
 	SpoolKey keys.PublicKey
-	Source   Source
-	Store    Store        // the device's store (store.go): *mailstore.Store
-	Logger   *slog.Logger // nil: slog.Default()
+	// PreviousSpoolKey, if set, is the spool key SpoolKey replaced
+	// (cspool's --previous-spool-key): deliveries signed by it are
+	// trusted at the positions before the first entry signed by
+	// SpoolKey, the cutover, and rejected as a stranger's after it
+	// (spoolkey.go). It must differ from SpoolKey.
+	PreviousSpoolKey keys.PublicKey
+	Source           Source
+	Store            Store        // the device's store (store.go): *mailstore.Store
+	Logger           *slog.Logger // nil: slog.Default()
 
 	// OnApplied, if set, runs after each committed batch, in log order.
 	OnApplied func(*mailstore.Result)
@@ -422,6 +428,7 @@ type Syncer struct {
 	spare              []byte        // the loop's own: the buffer of a read ahead whose bytes were let go, for the next (ahead.go)
 	firstBackoff       time.Duration // the loop's first wait after a failure
 	keyUsed            atomic.Bool   // an entry signed by the spool key was applied, or found in the log (spoolkey.go)
+	cutoverPassed      atomic.Bool   // an entry signed by the spool key was applied, or kept by a checkpoint restored: the previous key's are refused (spoolkey.go)
 	unsignedThrough    uint64        // the loop's own: the log holds no entry signed by the spool key up to here (spoolkey.go)
 	// sentThrough is the last position where entries this device sent may
 	// be in the log without the store having applied them: an append that
@@ -505,6 +512,9 @@ func (c *Config) fill() {
 func New(cfg Config) (*Syncer, error) {
 	if cfg.Store == nil || cfg.Source == nil || cfg.UserKey == nil || cfg.User == "" {
 		return nil, errors.New("syncer: store, source, user and user key are required")
+	}
+	if cfg.PreviousSpoolKey.Ed25519 != nil && cfg.PreviousSpoolKey.Equal(cfg.SpoolKey) {
+		return nil, errors.New("syncer: the previous spool key is the spool key")
 	}
 	autoPolls, autoAppends := cfg.PollRate == 0 && cfg.PollBurst <= 0, cfg.AppendRate == 0 && cfg.AppendBurst <= 0
 	cfg.fill()
@@ -1042,6 +1052,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	s.noteLight(v.batch)
 	if mailstore.SpoolSigned(v.batch) {
 		s.keyUsed.Store(true)
+		s.passCutover(v.batch)
 	}
 	for i, r := range v.unopened {
 		s.log.Warn("rejected entry", "pos", r.Pos, "reason", v.whyNot[i])
@@ -1161,6 +1172,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 	}
 	batchIDs := map[command.ID]uint64{}
 	chainCache := map[uint64]spool.Hash{}
+	passed := s.cutoverPassed.Load()
 	for i, e := range lr.Entries {
 		if f := chain.CheckNext(last, e.Pos, ErrGap); f != nil {
 			return nil, 0, s.raise(ctx, f.Pos, f.Detail)
@@ -1180,6 +1192,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 			}
 		}
 		h = chain.NextLeaf(h, opened[i].leaf)
+		passed = s.refusePrevious(&opened[i], passed)
 		o, err := opened[i].o, opened[i].err
 		if err == nil && known && o.Author.Equal(s.cfg.UserKey.Public()) {
 			// A head is a device's evidence only under the user's key:
@@ -1221,7 +1234,8 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 		if !o.Author.Equal(s.cfg.UserKey.Public()) {
 			author = mailstore.AuthorSpool
 		}
-		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd, Prepared: opened[i].prep})
+		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Previous: s.byPrevious(o),
+			Cmd: o.Cmd, Prepared: opened[i].prep})
 	}
 	if alarm == nil && lr.Chained && known && last == lr.Head {
 		if f := chain.CheckHeadHash(last, h, lr.HeadHash); f != nil {
