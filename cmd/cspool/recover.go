@@ -71,7 +71,7 @@ cspool recover --user alice --db ~/.local/state/cspool/mail.db --spool-server ht
 	defer stop()
 	w := e.stdout
 
-	rep, err := recovery.Recover(ctx, recovery.Config{User: dev.user, UserKey: dev.userKey, SpoolKey: dev.spoolPub,
+	rep, err := recovery.Recover(ctx, recovery.Config{User: dev.user, UserKey: dev.userKey, SpoolKey: dev.spoolPub, PreviousSpoolKey: dev.previousSpoolPub,
 		Source: dev.client, Store: dev.store, Logger: log, TempDir: filepath.Dir(dev.dbPath), OntoEmpty: *ontoEmpty})
 	switch {
 	case errors.Is(err, recovery.ErrNothingToRecover):

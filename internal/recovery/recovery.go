@@ -77,6 +77,12 @@ type Config struct {
 	User     string
 	UserKey  *keys.SecretKey
 	SpoolKey keys.PublicKey
+	// PreviousSpoolKey, if set, is the key SpoolKey replaced, trusted for
+	// deliveries at the positions before the cutover, the first entry
+	// signed by SpoolKey: the one the database records
+	// (mailstore.Store.SpoolKeyCutover), or else the first the recovery
+	// reads (syncer.Config.PreviousSpoolKey).
+	PreviousSpoolKey keys.PublicKey
 	// Source must also be a syncer.Checkpointer and a HeadAppender.
 	Source syncer.Source
 	Store  *mailstore.Store
@@ -164,6 +170,53 @@ type recoverer struct {
 
 	rb    *mailstore.Rebase
 	chain spool.Hash // at rb.Position()
+	// cutover is the position of the first entry signed by the spool key,
+	// after which the previous key's are refused; 0: none known yet.
+	cutover uint64
+}
+
+// loadCutover reads where the database found the cutover, when a previous
+// spool key is given: a key used without a position recorded (applied
+// before schema 32) refuses the previous key everywhere.
+func (r *recoverer) loadCutover(ctx context.Context) error {
+	if r.cfg.PreviousSpoolKey.Ed25519 == nil {
+		return nil
+	}
+	used, err := r.cfg.Store.SpoolKeyUsed(ctx)
+	if err != nil {
+		return err
+	}
+	if r.cutover, err = r.cfg.Store.SpoolKeyCutover(ctx); err != nil {
+		return err
+	}
+	if used && r.cutover == 0 {
+		r.cutover = 1
+	}
+	return nil
+}
+
+// trusted lists the keys whose entries the recovery opens.
+func (r *recoverer) trusted() []keys.PublicKey {
+	if r.cfg.PreviousSpoolKey.Ed25519 == nil {
+		return []keys.PublicKey{r.cfg.UserKey.Public(), r.cfg.SpoolKey}
+	}
+	return []keys.PublicKey{r.cfg.UserKey.Public(), r.cfg.SpoolKey, r.cfg.PreviousSpoolKey}
+}
+
+// refusePrevious returns an error for o, opened at pos, if the previous
+// spool key signed it after the cutover; an entry signed by the spool key
+// is the cutover if none was known.
+func (r *recoverer) refusePrevious(o *entry.Opened, pos uint64) error {
+	switch {
+	case r.cfg.PreviousSpoolKey.Ed25519 == nil:
+	case o.Author.Equal(r.cfg.SpoolKey):
+		if r.cutover == 0 {
+			r.cutover = pos
+		}
+	case o.Author.Equal(r.cfg.PreviousSpoolKey) && r.cutover != 0 && pos > r.cutover:
+		return &entry.UnknownAuthorError{Author: o.Author.Ed25519}
+	}
+	return nil
 }
 
 func (r *recoverer) run(ctx context.Context) (*Report, error) {
@@ -173,6 +226,9 @@ func (r *recoverer) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	r.rep.Position = pos
+	if err := r.loadCutover(ctx); err != nil {
+		return nil, err
+	}
 	lr, err := r.cfg.Source.ReadLog(ctx, pos, 1, 1, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reading the spool's log: %w", err)
@@ -342,7 +398,10 @@ func (r *recoverer) apply(ctx context.Context, pos uint64, lr spool.LogRead) err
 		h = spool.ChainNext(h, e.Data)
 		hashes = append(hashes, h)
 		last = e.Pos
-		o, err := entry.Open(e.Data, r.cfg.UserKey, r.cfg.User, r.cfg.UserKey.Public(), r.cfg.SpoolKey)
+		o, err := entry.Open(e.Data, r.cfg.UserKey, r.cfg.User, r.trusted()...)
+		if err == nil {
+			err = r.refusePrevious(o, e.Pos)
+		}
 		if err != nil {
 			r.log.Warn("rejected entry", "pos", e.Pos, "reason", err)
 			continue
@@ -356,7 +415,8 @@ func (r *recoverer) apply(ctx context.Context, pos uint64, lr spool.LogRead) err
 				return err
 			}
 		}
-		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Cmd: o.Cmd})
+		previous := r.cfg.PreviousSpoolKey.Ed25519 != nil && o.Author.Equal(r.cfg.PreviousSpoolKey)
+		batch = append(batch, mailstore.Entry{Pos: e.Pos, ID: o.ID, Author: author, Previous: previous, Cmd: o.Cmd})
 	}
 	if last == lr.Head {
 		if f := chain.CheckHeadHash(last, h, lr.HeadHash); f != nil {
