@@ -582,11 +582,24 @@ func (w *walFile) padding() {
 	}
 }
 
+// Size is the WAL's size in whole blocks. The adiantum VFS writes and
+// truncates only whole blocks, so a WAL ending inside one was cut by
+// something else: a copy of a running device's folder that stopped in the
+// middle of a block (docs/OPERATING.md, "Restoring a device from its own
+// backup"). Its last part block cannot be decrypted, and no frame that
+// reaches into it is whole; counted in, SQLite's recovery read a frame
+// into it, got a short read, and every open of the database failed with
+// "disk I/O error". Left out, the recovery stops at the last whole frame
+// before it, as at any torn end of a WAL.
 func (w *walFile) Size() (int64, error) {
 	if err := w.settle(); err != nil {
 		return 0, err
 	}
-	return w.File.Size()
+	n, err := w.File.Size()
+	if w.cipher != nil {
+		n &^= blockSize - 1
+	}
+	return n, err
 }
 
 func (w *walFile) Truncate(size int64) error {
