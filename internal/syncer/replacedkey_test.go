@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,6 +188,60 @@ func TestReplacedSpoolKeyMovesRecord(t *testing.T) {
 	}
 	if _, _, _, err := r.replacedDevice("a", nw.Public(), keys.PublicKey{}, 0); err != nil {
 		t.Errorf("the new key alone once moved: %v", err)
+	}
+}
+
+// TestReplacedSpoolKeyBeforeTheDevice: the spool's key is replaced while
+// a device that used the old key runs on with it: the deliveries signed
+// by the new key stop its sync before them, the error saying the key may
+// have been replaced and naming --previous-spool-key, nothing passed by;
+// started with the new key and the old one as previous, it applies them.
+// Before, it passed them by as a stranger's, and they never showed on that
+// device, whatever keys it was given after.
+func TestReplacedSpoolKeyBeforeTheDevice(t *testing.T) {
+	t.Parallel()
+	for _, batch := range []int{1, 1000} {
+		r := newRig(t)
+		ctx := context.Background()
+		old, nw := r.spool, r.evil
+		r.deliver(old, msg(0))
+		s, ms, _, err := r.replacedDevice("a", old.Public(), keys.PublicKey{}, batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		syncAll(t, s)
+		last := r.deliver(old, msg(1))
+		cutover := r.deliver(nw, msg(2))
+		r.deliver(nw, msg(3))
+		var ue *UntrustedSpoolError
+		for i := 0; i < 3; i++ {
+			if _, err = s.SyncOnce(ctx); err != nil {
+				break
+			}
+		}
+		if !errors.As(err, &ue) || !ue.Used || ue.First != cutover {
+			t.Fatalf("batch %d: the new key's deliveries on a device of the old key: %v, want an *UntrustedSpoolError, Used, from %d", batch, err, cutover)
+		}
+		if !strings.Contains(ue.Hint(), "--previous-spool-key") {
+			t.Errorf("batch %d: hint %q does not name --previous-spool-key", batch, ue.Hint())
+		}
+		if st := s.Status(); st.Position != last || st.Rejected != 0 {
+			t.Errorf("batch %d: status %+v, want position %d and none rejected", batch, st, last)
+		}
+		if err := ms.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s, ms, moved, err := r.replacedDevice("a", nw.Public(), old.Public(), batch)
+		if err != nil || !moved {
+			t.Fatalf("batch %d: started with both keys: moved %v, %v", batch, moved, err)
+		}
+		syncAll(t, s)
+		if got, want := inboxDates(t, ms), []int{0, 1, 2, 3}; !slices.Equal(got, want) {
+			t.Errorf("batch %d: INBOX holds messages %v, want %v", batch, got, want)
+		}
+		if c, err := ms.SpoolKeyCutover(ctx); err != nil || c != cutover {
+			t.Errorf("batch %d: cutover recorded %d, %v; want %d", batch, c, err, cutover)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"cspool/internal/entry"
 	"cspool/internal/keys"
@@ -18,9 +19,10 @@ import (
 // A device is given the spool's public key (--spool-key) and trusts the
 // deliveries it signs; the database records it at the first sync
 // (mailstore's TrustSpoolKey). An entry signed by any other key is
-// rejected and passed by: once the device has applied an entry signed by
-// the recorded key, that key is the log's, and others are someone
-// else's, a stranger flooding the log. Before that, the key given may be
+// rejected and passed by when one signed by the recorded key follows it:
+// once the device has applied an entry signed by that key, it is the
+// log's, and others are someone else's, a stranger flooding the log
+// (below: those at the log's head wait). Before that, the key given may be
 // the wrong one: another setup's spool.pub, a copy of the wrong file.
 // Passing by every delivery then would leave an empty mailbox for good,
 // since the position moves past them.
@@ -38,6 +40,18 @@ import (
 // (TrustSpoolKey takes a key not used yet). How the log is cut into reads
 // changes nothing of this. The positions read in vain are remembered
 // (unsignedThrough), so that the loop's retries read only what came since.
+//
+// Once the key is used, the same holds for the entries by a key not
+// trusted after the last one by the spool key: strangers followed by an
+// entry the spool key signed are passed by, but those at the head of the
+// log, with none by the spool key after them, stop the loop before them
+// (an *UntrustedSpoolError with Used set), which reads again a minute
+// later (strangerRecheck). That is what a device meets when the spool's
+// key was replaced and it was not told yet: every delivery from then on
+// is signed by the new key. Passed by, that mail never showed on the
+// device, even once it was given the new key; stopped, the device applies
+// it when started with the new key and --previous-spool-key. A stranger's
+// entry at the head holds a device back only until the next delivery.
 //
 // A new device's first read may find the log compacted: it restores the
 // newest checkpoint, whose messages come from the entries it keeps. Those
@@ -61,8 +75,10 @@ import (
 
 // UntrustedSpoolError is the error of a batch that holds entries signed
 // by neither the user's key nor the spool key given, and no entry signed
-// by the spool key, while the database has applied none signed by it.
-// Nothing from the first such entry on was applied.
+// by the spool key after them up to the read's head: while the database
+// has applied none signed by it (the key given may be the wrong one), or,
+// Used, after it has (the spool's key may have been replaced). Nothing
+// from the first such entry on was applied.
 type UntrustedSpoolError struct {
 	Given   keys.PublicKey      // the spool key given (Config.SpoolKey)
 	Authors []ed25519.PublicKey // the keys the entries name, distinct, in log order, at most maxAuthorsNamed
@@ -74,7 +90,16 @@ type UntrustedSpoolError struct {
 	// entries, when they are those of a restore, which was not made; 0:
 	// entries read from the log.
 	Checkpoint uint64
+	// Used: the database has applied entries signed by Given before
+	// these.
+	Used bool
 }
+
+// strangerRecheck bounds the wait before the loop reads again after an
+// *UntrustedSpoolError once the key is used: entries by a key not trusted
+// at the log's head stop it only until an entry by the spool key follows
+// them, usually the next delivery.
+const strangerRecheck = time.Minute
 
 // maxAuthorsNamed is how many of the keys a batch's untrusted entries name
 // an UntrustedSpoolError lists.
@@ -94,12 +119,20 @@ func (e *UntrustedSpoolError) Error() string {
 	if e.Count > 1 {
 		where = fmt.Sprintf("%d entries at positions %d to %d of the spool's log%s are", e.Count, e.First, e.Last, kept)
 	}
-	return fmt.Sprintf("%s signed by the Ed25519 key %s, not by the spool key given (key id %x, Ed25519 key %x); no entry of the log up to position %d is signed by that key, and this database has applied none: %s",
-		where, strings.Join(names, ", "), e.Given.KeyID(), []byte(e.Given.Ed25519), e.Through, what)
+	applied := "and this database has applied none"
+	if e.Used {
+		applied = "though this database applied entries signed by it before"
+	}
+	return fmt.Sprintf("%s signed by the Ed25519 key %s, not by the spool key given (key id %x, Ed25519 key %x); no entry of the log up to position %d is signed by that key, %s: %s",
+		where, strings.Join(names, ", "), e.Given.KeyID(), []byte(e.Given.Ed25519), e.Through, applied, what)
 }
 
 // Hint says what a person does about it.
 func (e *UntrustedSpoolError) Hint() string {
+	if e.Used {
+		return fmt.Sprintf("the spool's key may have been replaced (ask the spool's operator for the new spool.pub; the server logs its spool_key_id at start, the key given here has id %x): start again with the new one as --spool-key and the one given now as --previous-spool-key (docs/OPERATING.md, \"Replacing the spool key: the devices\"), and these entries are read again and applied. Do not pass the key this message names without checking it against the server's. If the spool's key was not replaced, these entries were written into the log by someone else: report it to the spool's operator",
+			e.Given.KeyID())
+	}
 	return fmt.Sprintf("check --spool-key: it must be the public key of the spool server this device syncs with (the server logs its spool_key_id at start; the key given has id %x). If it is not, start again with the right one: this database takes it and reads these entries again. Do not pass the key this message names without checking it against the server's. If the key given is the server's, these entries were written into the log by someone else: report it to the spool's operator",
 		e.Given.KeyID())
 }
@@ -121,8 +154,23 @@ func (s *Syncer) loadKeyUsed(ctx context.Context) error {
 // trusted, and the log holds none by the spool key, in the batch or after
 // it up to the read's head.
 func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRead, opened []opened) error {
-	if s.keyUsed.Load() || mailstore.SpoolSigned(v.batch) {
+	used := s.keyUsed.Load()
+	if used && v.last <= s.signedAt {
+		// Strangers before an entry by the spool key found ahead.
 		return nil
+	}
+	if !used && mailstore.SpoolSigned(v.batch) {
+		return nil
+	}
+	// The key used, strangers followed by an entry signed by the spool key
+	// in this batch are passed by; those after its last one are checked.
+	var lastSigned uint64
+	if used {
+		for _, e := range v.batch {
+			if e.Author == mailstore.AuthorSpool && !e.Previous {
+				lastSigned = e.Pos
+			}
+		}
 	}
 	var u *UntrustedSpoolError
 	for i, e := range lr.Entries {
@@ -130,11 +178,15 @@ func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRea
 			break
 		}
 		var ua *entry.UnknownAuthorError
-		if !errors.As(opened[i].err, &ua) {
+		if e.Pos < lastSigned || !errors.As(opened[i].err, &ua) {
+			continue
+		}
+		if used && s.cfg.PreviousSpoolKey.Ed25519 != nil && s.cfg.PreviousSpoolKey.Ed25519.Equal(ed25519.PublicKey(ua.Author)) {
+			// The previous key's after the cutover (refusePrevious).
 			continue
 		}
 		if u == nil {
-			u = &UntrustedSpoolError{Given: s.cfg.SpoolKey, First: e.Pos, Last: e.Pos}
+			u = &UntrustedSpoolError{Given: s.cfg.SpoolKey, First: e.Pos, Last: e.Pos, Used: used}
 		}
 		u.add(e.Pos, ua.Author)
 	}
@@ -175,6 +227,7 @@ func (s *Syncer) keySignsAfter(ctx context.Context, after, head uint64) (bool, e
 	}
 	if found {
 		s.keyUsed.Store(true)
+		s.signedAt = max(s.signedAt, through)
 		return true, nil
 	}
 	s.unsignedThrough = max(s.unsignedThrough, through)
@@ -215,7 +268,8 @@ func (s *Syncer) checkKeptAuthors(ctx context.Context, kept *keptAuthors, cp, he
 // spoolSignedAfter reads the log after position after, up to head, for an
 // entry signed by the spool key given, checking each entry with that key
 // alone trusted, without keeping its plaintext; it returns whether it
-// found one, and else the last position it read.
+// found one, and the position of the one it found, else the last
+// position it read.
 func (s *Syncer) spoolSignedAfter(ctx context.Context, after, head uint64) (bool, uint64, error) {
 	for after < head {
 		lr, err := s.cfg.Source.ReadLog(ctx, after, s.cfg.BatchCount, s.cfg.BatchBytes, 0)

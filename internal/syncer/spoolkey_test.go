@@ -119,11 +119,24 @@ func TestWrongSpoolKeyStops(t *testing.T) {
 		t.Errorf("the user's first mailbox: %v", err)
 	}
 
-	// Now a stranger's entries, alone in their batch, are passed by.
-	r.deliver(r.evil, msg(10))
-	last := r.deliver(r.evil, msg(11))
+	// Now a stranger's entries at the head, alone in their batch, stop
+	// the sync before them (the spool's key may have been replaced) until
+	// an entry by the spool key follows them; then they are passed by.
+	at := r.deliver(r.evil, msg(10))
+	r.deliver(r.evil, msg(11))
+	_, err = s.SyncOnce(ctx)
+	if !errors.As(err, &ue) || !ue.Used || ue.First != at || ue.Count != 2 {
+		t.Fatalf("a stranger's entries at the head once the key is used: %v, want an *UntrustedSpoolError, Used, from %d", err, at)
+	}
+	if !strings.Contains(ue.Hint(), "--previous-spool-key") {
+		t.Errorf("hint %q does not say what to do if the spool's key was replaced", ue.Hint())
+	}
+	if st := s.Status(); st.Position != at-1 || st.Rejected != 0 {
+		t.Errorf("status %+v, want position %d and none rejected", st, at-1)
+	}
+	last := r.deliver(r.spool, msg(12))
 	if _, err := s.SyncOnce(ctx); err != nil {
-		t.Fatalf("a stranger's entries once the key is used: %v", err)
+		t.Fatalf("a stranger's entries followed by a delivery: %v", err)
 	}
 	if st := s.Status(); st.Position != last || st.Rejected != 2 {
 		t.Errorf("status %+v, want position %d and 2 rejected", st, last)
@@ -142,27 +155,36 @@ func TestWrongSpoolKeyStops(t *testing.T) {
 // before a delivery signed by the spool key are passed by, as they always
 // were, whether the delivery is in the same read or not (a new device
 // reads one entry first): the log holds one signed by the spool key, so
-// it is the right one.
+// it is the right one. The stranger's entry after it, at the head, waits
+// for the next delivery signed by the spool key, and is then passed by.
 func TestStrangerBesideDeliveries(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	ctx := context.Background()
 	r.deliver(r.evil, msg(0))
 	r.deliver(r.evil, msg(1))
-	r.deliver(r.spool, msg(2))
-	last := r.deliver(r.evil, msg(3))
+	signed := r.deliver(r.spool, msg(2))
+	r.deliver(r.evil, msg(3))
 	s, ms, err := r.keyedDevice("a", r.spool.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
+	var ue *UntrustedSpoolError
+	if _, err := s.SyncOnce(ctx); !errors.As(err, &ue) || !ue.Used || ue.First != signed+1 {
+		t.Fatalf("sync: %v, want an *UntrustedSpoolError, Used, at %d", err, signed+1)
+	}
+	if st := s.Status(); st.Position != signed || st.Rejected != 2 {
+		t.Errorf("status %+v, want position %d and 2 rejected", st, signed)
+	}
+	last := r.deliver(r.spool, msg(4))
 	if _, err := s.SyncOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Status(); st.Position != last || st.Rejected != 3 {
 		t.Errorf("status %+v, want position %d and 3 rejected", st, last)
 	}
-	if _, msgs := inbox(t, ms); len(msgs) != 1 {
-		t.Errorf("INBOX has %d messages, want 1", len(msgs))
+	if _, msgs := inbox(t, ms); len(msgs) != 2 {
+		t.Errorf("INBOX has %d messages, want 2", len(msgs))
 	}
 }
 

@@ -430,6 +430,7 @@ type Syncer struct {
 	keyUsed            atomic.Bool   // an entry signed by the spool key was applied, or found in the log (spoolkey.go)
 	cutoverPassed      atomic.Bool   // an entry signed by the spool key was applied, or kept by a checkpoint restored: the previous key's are refused (spoolkey.go)
 	unsignedThrough    uint64        // the loop's own: the log holds no entry signed by the spool key up to here (spoolkey.go)
+	signedAt           uint64        // the loop's own: an entry signed by the spool key found ahead, at this position (spoolkey.go)
 	// sentThrough is the last position where entries this device sent may
 	// be in the log without the store having applied them: an append that
 	// succeeded, or one without a clear answer, which may land later, but
@@ -639,6 +640,11 @@ func (s *Syncer) Run(ctx context.Context) error {
 			// now and then in case someone fixed the server (or the
 			// store's file was put right).
 			wait = s.cfg.RecheckPermanent
+			if ue != nil && ue.Used {
+				// A stranger's entry at the head stops the loop only until
+				// the spool's key signs the next one (spoolkey.go).
+				wait = min(wait, strangerRecheck)
+			}
 			if msg := err.Error(); msg != logged {
 				logged = msg
 				what := "cannot sync with the spool until this is fixed"
