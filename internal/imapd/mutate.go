@@ -154,79 +154,12 @@ func (s *session) storeChange(ctx context.Context, sel *selected, set imap.NumSe
 	default:
 		kind = command.ReplaceFlags
 	}
-	changed, err := s.flagsChanging(ctx, sel, refs, op, list)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(changed) > 0 {
-		if _, err := s.submitQuiet(sel, &command.Command{Kind: kind, Flags: list, IDs: changed}); err != nil {
+	if len(list) > 0 || kind == command.ReplaceFlags {
+		if _, err := s.submitQuiet(sel, &command.Command{Kind: kind, Flags: list, IDs: ids}); err != nil {
 			return nil, nil, err
 		}
 	}
 	return refs, ids, nil
-}
-
-// flagsChanging returns the ids of the messages of refs whose flags a
-// STORE of op and list changes, as the store has them now (a change
-// queued on the device included): a STORE that changes nothing is no
-// entry in the log. A client storing +FLAGS (\Seen) on 1:* again and
-// again wrote 16 bytes a message to the log, the spool and every device
-// each time.
-func (s *session) flagsChanging(ctx context.Context, sel *selected, refs []ref, op imap.StoreFlagsOp, list []string) ([]command.ID, error) {
-	var ids []command.ID
-	span := imap.UIDSet{{Start: refs[0].uid, Stop: refs[len(refs)-1].uid}}
-	err := sel.box.Fetch(ctx, storeUIDs(span), 0, func(m *mailstore.Message) error {
-		if _, ok := findRef(refs, imap.UID(m.UID)); ok && flagsChange(op, list, m.Flags) {
-			ids = append(ids, m.ID)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, s.selectedError(sel, err)
-	}
-	return ids, nil
-}
-
-// flagsChange reports whether a STORE of op and list changes the flags
-// have. Keywords are matched case-insensitively, as the store matches
-// them; system flags come canonical from canonicalFlags.
-func flagsChange(op imap.StoreFlagsOp, list, have []string) bool {
-	switch op {
-	case imap.StoreFlagsAdd:
-		for _, f := range list {
-			if !hasFlagFold(have, f) {
-				return true
-			}
-		}
-		return false
-	case imap.StoreFlagsDel:
-		for _, f := range list {
-			if hasFlagFold(have, f) {
-				return true
-			}
-		}
-		return false
-	}
-	for _, f := range have {
-		if !hasFlagFold(list, f) {
-			return true
-		}
-	}
-	for _, f := range list {
-		if !hasFlagFold(have, f) {
-			return true
-		}
-	}
-	return false
-}
-
-func hasFlagFold(flags []string, f string) bool {
-	for _, x := range flags {
-		if strings.EqualFold(x, f) {
-			return true
-		}
-	}
-	return false
 }
 
 // writeFlags writes FETCH (FLAGS) for refs with their current flags.

@@ -13,11 +13,9 @@ import (
 // +FLAGS.SILENT is in flight, its messages' flag changes are held back
 // from it (it reports its own change itself, or not at all); a change to
 // the same message by another device, applied in that window, must still
-// reach it, also when the session's own STORE changes nothing on that
-// message (the flag was set already), as when a client marks \Deleted a
-// message another client had marked. (A STORE that changes nothing on
-// any message submits nothing, TestStoreUnchangedWritesNothing; this one
-// changes message 1.)
+// reach it, also when the session's own STORE changes nothing (the flag
+// was set already), as when a client marks \Deleted a message another
+// client had marked.
 func TestSilentStoreKeepsOthersChanges(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -35,7 +33,7 @@ func TestSilentStoreKeepsOthersChanges(t *testing.T) {
 			a.synced(r.Append(r.UserKey, &command.Command{Kind: command.SetFlags, Flags: []string{"FromOther"}, IDs: ids}))
 		})
 	})
-	got := rc.cmdLines("s1", `STORE 1:2 +FLAGS.SILENT (\Flagged)`)
+	got := rc.cmdLines("s1", `STORE 2 +FLAGS.SILENT (\Flagged)`)
 	a.sub.set(false, nil)
 	got = append(got, rc.cmdLines("n1", "NOOP")...)
 	if !strings.Contains(joinLines(got), "FromOther") {
