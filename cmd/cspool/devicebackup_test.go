@@ -67,6 +67,26 @@ func countSubject(v clientView, subject string) int {
 	return n
 }
 
+// backupQueued stops the spool server, has device a flag msg and APPEND
+// "queued draft" (queued, the spool away), and backs a's folder up with
+// its daemon stopped under root (a home folder's copy, the folder at
+// backup); then it starts a and the server again, which sends the queue.
+func (s *restoreSetup) backupQueued(t *testing.T, a *deviceDaemon, msg string) (root, backup string) {
+	t.Helper()
+	s.server.stop(t, syscall.SIGTERM, 45*time.Second)
+	s.imap(t, a, []string{"flag", "INBOX", msg, `\Flagged`}, []string{"append", "INBOX", "queued draft"})
+	a.stop(t)
+	root = filepath.Join(s.dir, "backup")
+	backup = filepath.Join(root, ".local", "state", "cspool", "alice")
+	if err := os.MkdirAll(filepath.Dir(backup), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	copyState(t, a.stateDir(), backup)
+	s.start(t, a)
+	s.startServer(t)
+	return root, backup
+}
+
 // TestDeviceRestoredFromOwnBackup puts a device's folder back from a backup
 // of its own, as a user restores a home folder: the backup is taken with
 // the daemon stopped and changes queued while the spool was away (which
@@ -100,17 +120,7 @@ func TestDeviceRestoredFromOwnBackup(t *testing.T) {
 	s.synced(t, a)
 
 	// Changes queued while the spool is away, in the backup.
-	s.server.stop(t, syscall.SIGTERM, 45*time.Second)
-	s.imap(t, a, []string{"flag", "INBOX", m[1], `\Flagged`}, []string{"append", "INBOX", "queued draft"})
-	a.stop(t)
-	root := filepath.Join(s.dir, "backup")
-	backup := filepath.Join(root, ".local", "state", "cspool", "alice")
-	if err := os.MkdirAll(filepath.Dir(backup), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	copyState(t, a.stateDir(), backup)
-	s.start(t, a)
-	s.startServer(t)
+	root, backup := s.backupQueued(t, a, m[1])
 	s.synced(t, a)
 
 	// The device used after the backup, and the other device too.
@@ -292,17 +302,7 @@ func TestDeviceRestoredAcrossCompaction(t *testing.T) {
 	s.synced(t, a)
 	s.synced(t, b)
 
-	s.server.stop(t, syscall.SIGTERM, 45*time.Second)
-	s.imap(t, a, []string{"flag", "INBOX", m[0], `\Flagged`}, []string{"append", "INBOX", "queued draft"})
-	a.stop(t)
-	root := filepath.Join(s.dir, "backup")
-	backup := filepath.Join(root, ".local", "state", "cspool", "alice")
-	if err := os.MkdirAll(filepath.Dir(backup), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	copyState(t, a.stateDir(), backup)
-	s.start(t, a)
-	s.startServer(t)
+	root, _ := s.backupQueued(t, a, m[0])
 	a.report(t, "nothing queued", func(r *statuspage.Report) bool { return r.Sync.Queued == 0 })
 	s.synced(t, a)
 	sent := s.head(t)
