@@ -46,6 +46,22 @@ func (r *rig) replacedDevice(name string, spoolKey, previous keys.PublicKey, bat
 	return s, ms, moved, nil
 }
 
+// syncedWithOld has device a sync a first delivery signed by old, the
+// spool key it is given, and closes its database: a device that used the
+// old key before the spool's was replaced.
+func (r *rig) syncedWithOld(old *keys.SecretKey) {
+	r.t.Helper()
+	r.deliver(old, msg(0))
+	s, ms, _, err := r.replacedDevice("a", old.Public(), keys.PublicKey{}, 0)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	syncAll(r.t, s)
+	if err := ms.Close(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
 // inboxDates lists the messages in INBOX by msg's number.
 func inboxDates(t *testing.T, ms *mailstore.Store) []int {
 	t.Helper()
@@ -144,15 +160,7 @@ func TestReplacedSpoolKeyMovesRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.deliver(old, msg(0))
-	s, ms, _, err := r.replacedDevice("a", old.Public(), keys.PublicKey{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syncAll(t, s)
-	if err := ms.Close(); err != nil {
-		t.Fatal(err)
-	}
+	r.syncedWithOld(old)
 	// Offline: the old key's last deliveries, the replacement, the new
 	// key's, and one the old key signed after them.
 	r.deliver(old, msg(1))
@@ -331,15 +339,7 @@ func TestReplacedSpoolKeyWrongNew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.deliver(old, msg(0))
-	s, ms, _, err := r.replacedDevice("a", old.Public(), keys.PublicKey{}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syncAll(t, s)
-	if err := ms.Close(); err != nil {
-		t.Fatal(err)
-	}
+	r.syncedWithOld(old)
 	r.deliver(old, msg(1))
 	first := r.deliver(nw, msg(2))
 	s, ms, moved, err := r.replacedDevice("a", wrong.Public(), old.Public(), 0)
