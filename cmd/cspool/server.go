@@ -396,6 +396,9 @@ func (s *serverRun) run(f serverFlags) error {
 		MemoryHeld: f.memoryHeld}
 	if spoolKey != nil {
 		cfg.SpoolKey = spoolKey.Public()
+		if cfg.SpoolKeySuccession, err = spoolKeySuccession(store, spoolKey); err != nil {
+			return err
+		}
 	}
 	// Both stores keep the logs' usage; deliveries, over HTTP and LMTP,
 	// are appended within the quota.

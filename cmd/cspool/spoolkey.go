@@ -122,3 +122,29 @@ func replaceSpoolKey(st spool.Store, previous, pub keys.PublicKey, prevFile, fil
 	}
 	return replaced, err
 }
+
+// spoolKeySuccession is the statement, signed by spoolKey, of the key the
+// store's latest replacement recording it took out (spool.KeyHistory),
+// which the server gives the devices (docs/API.md, "Spool keys"); nil when
+// it replaced none, or the store keeps no history.
+func spoolKeySuccession(st spool.Store, spoolKey *keys.SecretKey) (*keys.Succession, error) {
+	kh, ok := st.(spool.KeyHistory)
+	if !ok {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	prev, err := kh.PreviousSpoolKey(ctx, spoolKey.Public().Bytes())
+	if err != nil || prev == nil {
+		return nil, err
+	}
+	pub, err := keys.PublicKeyFromBytes(prev)
+	if err != nil {
+		return nil, fmt.Errorf("the spool key the store records as replaced: %w", err)
+	}
+	s, err := keys.SignSuccession(spoolKey, pub)
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}

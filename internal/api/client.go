@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -595,6 +596,40 @@ func (c *Client) Head(ctx context.Context) (uint64, error) {
 		return 0, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "bad head answer", Err: err}
 	}
 	return *res.Head, nil
+}
+
+// SpoolKeySuccession implements syncer.KeySuccessor: the server's
+// statement of the key its spool key replaced (docs/API.md, "Spool keys"),
+// ok false when it states none. The statement is not verified here: the
+// device checks it with the spool key it trusts.
+func (c *Client) SpoolKeySuccession(ctx context.Context) (keys.Succession, bool, error) {
+	op := "reading the spool keys for " + c.user
+	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/spool-keys", nil, nil)
+	if err != nil {
+		return keys.Succession{}, false, err
+	}
+	defer resp.Body.Close()
+	var res spoolKeysAnswer
+	if err := decodeJSON(resp.Body, &res); err != nil {
+		return keys.Succession{}, false, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "bad spool keys answer", Err: err}
+	}
+	if res.Previous == "" {
+		return keys.Succession{}, false, nil
+	}
+	bad := func(err error) error {
+		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "bad spool keys answer", Err: err}
+	}
+	var s keys.Succession
+	if s.Key, err = keys.ParsePublic(res.Key); err != nil {
+		return keys.Succession{}, false, bad(err)
+	}
+	if s.Previous, err = keys.ParsePublic(res.Previous); err != nil {
+		return keys.Succession{}, false, bad(err)
+	}
+	if s.Signature, err = base64.RawURLEncoding.Strict().DecodeString(res.Signature); err != nil || len(s.Signature) != 64 {
+		return keys.Succession{}, false, bad(fmt.Errorf("a signature of %d bytes (%v), want 64", len(s.Signature), err))
+	}
+	return s, true, nil
 }
 
 // Health checks that the server answers /v1/health.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,28 @@ func (s *Server) head(w http.ResponseWriter, r *http.Request, c *caller) {
 	}
 	w.Header().Set("Cspool-Head", strconv.FormatUint(h, 10))
 	writeJSON(w, http.StatusOK, map[string]uint64{"head": h})
+}
+
+// spoolKeysAnswer is the JSON answer to GET .../spool-keys (docs/API.md,
+// "Spool keys"): the spool key in its text form, and the key it replaced
+// with the spool key's signature over SuccessionMessage, base64url without
+// padding; empty fields: none.
+type spoolKeysAnswer struct {
+	Key       string `json:"key,omitempty"`
+	Previous  string `json:"previous,omitempty"`
+	Signature string `json:"sig,omitempty"`
+}
+
+func (s *Server) spoolKeys(w http.ResponseWriter, r *http.Request, c *caller) {
+	var res spoolKeysAnswer
+	if s.cfg.SpoolKey.Ed25519 != nil {
+		res.Key = s.cfg.SpoolKey.String()
+	}
+	if sc := s.cfg.SpoolKeySuccession; sc != nil && s.cfg.SpoolKey.Ed25519 != nil && sc.Key.Equal(s.cfg.SpoolKey) {
+		res.Previous = sc.Previous.String()
+		res.Signature = base64.RawURLEncoding.EncodeToString(sc.Signature)
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // appendResult is the JSON answer to an append.

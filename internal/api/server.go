@@ -55,6 +55,11 @@ type Config struct {
 	// SpoolKey, if set, may append entries to any user's log (deliveries
 	// over HTTP) and do nothing else.
 	SpoolKey keys.PublicKey
+	// SpoolKeySuccession, if set, is the statement, signed by the spool
+	// key, of the key it replaced (the store's spool.KeyHistory), served
+	// to the users' devices (docs/API.md, "Spool keys"); nil: the spool
+	// key replaced none.
+	SpoolKeySuccession *keys.Succession
 	// Quota, if above zero, is the most bytes a user's log may hold for a
 	// delivery to be appended to it: a spool key append that would take
 	// the log past it gets 507 (docs/API.md §4). It needs a Store that
@@ -475,6 +480,7 @@ func NewServer(cfg Config) *Server {
 	s.mux.Handle("GET /v1/users/{user}/head", s.authed(s.head, routeRead))
 	s.mux.Handle("PUT /v1/users/{user}/checkpoint", s.authed(s.putCheckpoint, routeUserWrite))
 	s.mux.Handle("GET /v1/users/{user}/checkpoint", s.authed(s.getCheckpoint, routeRead))
+	s.mux.Handle("GET /v1/users/{user}/spool-keys", s.authed(s.spoolKeys, routeRead))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// Anyone can ask for any path, as often as they like: a refusal
 		// before any signature, its log lines thinned out.

@@ -288,6 +288,18 @@ type KeyReplacer interface {
 	ReplaceSpoolKey(ctx context.Context, previous, pub []byte) (replaced bool, err error)
 }
 
+// KeyHistory is a KeyReplacer that keeps the keys it replaced: each
+// ReplaceSpoolKey that records its key over another records which key it
+// replaced, in the same transaction. The server vouches for that key,
+// signed by the key now, so that a device given only the new key trusts
+// the deliveries the old one signed before the cutover (docs/API.md,
+// "Spool keys"). Both stores implement it.
+type KeyHistory interface {
+	// PreviousSpoolKey returns the key that pub (64 bytes) was recorded
+	// over by the latest replacement that recorded it, nil if none did.
+	PreviousSpoolKey(ctx context.Context, pub []byte) ([]byte, error)
+}
+
 // NotPreviousKeyError: ReplaceSpoolKey was refused because the store
 // records neither the previous key nor the new one. Nothing was recorded.
 type NotPreviousKeyError struct {

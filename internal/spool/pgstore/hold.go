@@ -81,6 +81,11 @@ func keepKey(ctx context.Context, tx pgx.Tx, pub, previous []byte, hold bool) (r
 			ON CONFLICT (singleton) DO UPDATE SET key = excluded.key`, pub); err != nil {
 			return false, err
 		}
+		if previous != nil && recorded != nil {
+			if _, err := tx.Exec(ctx, "INSERT INTO cspool_spool_key_replaced (key, replaced_by) VALUES ($1, $2)", recorded, pub); err != nil {
+				return false, err
+			}
+		}
 	}
 	if !hold {
 		return record, nil

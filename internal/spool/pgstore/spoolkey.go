@@ -41,3 +41,21 @@ func (s *Store) KeepSpoolKey(ctx context.Context, pub []byte) error {
 	}
 	return err
 }
+
+// PreviousSpoolKey implements spool.KeyHistory.
+func (s *Store) PreviousSpoolKey(ctx context.Context, pub []byte) ([]byte, error) {
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	var prev []byte
+	err = s.pool.QueryRow(cctx, "SELECT key FROM cspool_spool_key_replaced WHERE replaced_by = $1 ORDER BY seq DESC LIMIT 1", pub).Scan(&prev)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, callErr(ctx, "reading the spool keys replaced", err)
+	}
+	return prev, nil
+}

@@ -342,3 +342,59 @@ func (s *suite) testReplaceSpoolKey(t *testing.T) {
 		}
 	}
 }
+
+// testSpoolKeyHistory: a store that replaced a by b, then b by c, says
+// which key each replaced (spool.KeyHistory), through another handle too;
+// a key no replacement recorded has none, nor does the first key, nor a
+// key recorded over another on a store with no log (that is no
+// replacement); a replacement taken again (a restart with the same flags)
+// records nothing more.
+func (s *suite) testSpoolKeyHistory(t *testing.T) {
+	st := s.store(t)
+	kh, ok := st.(spool.KeyHistory)
+	if !ok {
+		t.Fatalf("%T is not a spool.KeyHistory: a device given only the new spool key could not learn the old one", st)
+	}
+	ctx := ctxT(t)
+	z, a, b, c := bytes.Repeat([]byte{0x9}, 64), bytes.Repeat([]byte{0xa}, 64), bytes.Repeat([]byte{0xb}, 64), bytes.Repeat([]byte{0xc}, 64)
+	previous := func(h spool.KeyHistory, pub, want []byte) {
+		t.Helper()
+		got, err := h.PreviousSpoolKey(ctx, pub)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("PreviousSpoolKey(%x...): %x, %v; want %x", pub[:1], got, err, want)
+		}
+	}
+	// z recorded over on a store with no log: not a replacement.
+	first := s.reopen(t, st)
+	if err := first.(spool.KeyKeeper).KeepSpoolKey(ctx, z); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.(spool.KeyKeeper).KeepSpoolKey(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, st, "alice", []byte("a-1"))
+	previous(kh, a, nil)
+	replace := func(prev, pub []byte) spool.Store {
+		t.Helper()
+		h := s.reopen(t, st)
+		if _, err := h.(spool.KeyReplacer).ReplaceSpoolKey(ctx, prev, pub); err != nil {
+			t.Fatalf("ReplaceSpoolKey: %v", err)
+		}
+		if err := h.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	replace(a, b)
+	replace(a, b)
+	previous(kh, b, a)
+	replace(b, c)
+	other := s.reopen(t, st).(spool.KeyHistory)
+	previous(other, c, b)
+	previous(other, b, a)
+	previous(other, a, nil)
+	previous(other, z, nil)
+}

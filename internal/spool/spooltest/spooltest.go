@@ -120,6 +120,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		{"KeyReplacedRace", s.testKeyReplacedRace},
 		{"HoldSpoolKey", s.testHoldSpoolKey},
 		{"ReplaceSpoolKey", s.testReplaceSpoolKey},
+		{"SpoolKeyHistory", s.testSpoolKeyHistory},
 	}
 	tests = append(tests, s.compactTests()...)
 	tests = append(tests, s.chainTests()...)

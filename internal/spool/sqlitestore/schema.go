@@ -123,6 +123,17 @@ ALTER TABLE users ADD COLUMN reads3_since INTEGER;
 	`
 ALTER TABLE users ADD COLUMN reads4_since INTEGER;
 `,
+	// 9: the spool keys replaced (spool.KeyHistory): each key a
+	// replacement took out of spool_key and the key recorded over it, in
+	// the order of the replacements. Written in ReplaceSpoolKey's
+	// transaction.
+	`
+CREATE TABLE spool_key_replaced (
+	seq         INTEGER PRIMARY KEY,
+	key         BLOB NOT NULL CHECK (length(key) = 64),
+	replaced_by BLOB NOT NULL CHECK (length(replaced_by) = 64)
+);
+`,
 }
 
 // afterStep runs the part of migration step v (to version v) that SQL alone

@@ -152,6 +152,11 @@ func keepSpoolKey(ctx context.Context, db *sql.DB, pub, previous []byte, l *keyL
 		if _, err := tx.ExecContext(ctx, "INSERT INTO spool_key (k, key) VALUES (1, ?) ON CONFLICT (k) DO UPDATE SET key = excluded.key", pub); err != nil {
 			return false, err
 		}
+		if previous != nil && recorded != nil {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO spool_key_replaced (key, replaced_by) VALUES (?, ?)", recorded, pub); err != nil {
+				return false, err
+			}
+		}
 	}
 	if l != nil {
 		// Exclusive to shared (or a first shared lock), or dropped: flock
@@ -175,4 +180,20 @@ func keepSpoolKey(ctx context.Context, db *sql.DB, pub, previous []byte, l *keyL
 		return false, err
 	}
 	return record, nil
+}
+
+// PreviousSpoolKey implements spool.KeyHistory.
+func (s *Store) PreviousSpoolKey(ctx context.Context, pub []byte) ([]byte, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	var prev []byte
+	err := s.rdb.QueryRowContext(ctx, "SELECT key FROM spool_key_replaced WHERE replaced_by = ? ORDER BY seq DESC LIMIT 1", pub).Scan(&prev)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, s.dbErr("reading the spool keys replaced", err)
+	}
+	return prev, nil
 }
