@@ -172,7 +172,7 @@ func (k *keptAuthors) note(s *Syncer, b openedBody) {
 		if k.spoolFirst == 0 || b.pos < k.spoolFirst {
 			k.spoolFirst = b.pos
 		}
-	case s.cfg.PreviousSpoolKey.Ed25519 != nil && b.author.Equal(s.cfg.PreviousSpoolKey.Ed25519):
+	case s.previousKey().Ed25519 != nil && b.author.Equal(s.previousKey().Ed25519):
 	default:
 		u := k.stranger
 		if u == nil {

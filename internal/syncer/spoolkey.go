@@ -181,7 +181,7 @@ func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRea
 		if e.Pos < lastSigned || !errors.As(opened[i].err, &ua) {
 			continue
 		}
-		if used && s.cfg.PreviousSpoolKey.Ed25519 != nil && s.cfg.PreviousSpoolKey.Ed25519.Equal(ed25519.PublicKey(ua.Author)) {
+		if prev := s.previousKey(); used && prev.Ed25519 != nil && prev.Ed25519.Equal(ed25519.PublicKey(ua.Author)) {
 			// The previous key's after the cutover (refusePrevious).
 			continue
 		}
@@ -252,6 +252,12 @@ func (s *Syncer) checkKeptAuthors(ctx context.Context, kept *keptAuthors, cp, he
 	u := kept.stranger
 	if s.keyUsed.Load() || kept.spool > 0 {
 		return nil
+	}
+	if u != nil && len(u.Authors) == 1 && s.previousKey().Ed25519 == nil && s.vouchedPrevious(ctx, u.Authors[0]).Ed25519 != nil {
+		// Every one of them signed by the key the spool key replaced,
+		// as the spool states (succession.go): deliveries before the
+		// cutover, which say nothing of the key given.
+		u = nil
 	}
 	if u == nil {
 		s.log.Warn("the spool key given is not checked yet: the checkpoint restored keeps no delivery, so nothing in it says which key signs this spool's deliveries; the first delivery read checks it",
@@ -342,15 +348,26 @@ func (v *verified) cutBefore(first, pos uint64) bool {
 // trusted lists the keys whose entries the loop opens: the user's, the
 // spool's, and the previous spool key when one is given.
 func (s *Syncer) trusted() []keys.PublicKey {
-	if s.cfg.PreviousSpoolKey.Ed25519 == nil {
+	prev := s.previousKey()
+	if prev.Ed25519 == nil {
 		return []keys.PublicKey{s.cfg.UserKey.Public(), s.cfg.SpoolKey}
 	}
-	return []keys.PublicKey{s.cfg.UserKey.Public(), s.cfg.SpoolKey, s.cfg.PreviousSpoolKey}
+	return []keys.PublicKey{s.cfg.UserKey.Public(), s.cfg.SpoolKey, prev}
+}
+
+// previousKey is the previous spool key: Config.PreviousSpoolKey, or the
+// one the spool vouched for (succession.go); zero: none.
+func (s *Syncer) previousKey() keys.PublicKey {
+	if p := s.previous.Load(); p != nil {
+		return *p
+	}
+	return keys.PublicKey{}
 }
 
 // byPrevious reports whether o was signed by the previous spool key.
 func (s *Syncer) byPrevious(o *entry.Opened) bool {
-	return s.cfg.PreviousSpoolKey.Ed25519 != nil && o.Author.Equal(s.cfg.PreviousSpoolKey)
+	prev := s.previousKey()
+	return prev.Ed25519 != nil && o.Author.Equal(prev)
 }
 
 // refusePrevious applies the cutover to op, an entry of a read taken in
@@ -378,7 +395,8 @@ func (s *Syncer) refusePrevious(op *opened, passed bool) bool {
 // time, with a previous key given, it is logged with the cutover's
 // position.
 func (s *Syncer) passCutover(batch []mailstore.Entry) {
-	if s.cutoverPassed.Swap(true) || s.cfg.PreviousSpoolKey.Ed25519 == nil {
+	prev := s.previousKey()
+	if s.cutoverPassed.Swap(true) || prev.Ed25519 == nil {
 		return
 	}
 	i := slices.IndexFunc(batch, func(e mailstore.Entry) bool { return e.Author == mailstore.AuthorSpool && !e.Previous })
@@ -387,7 +405,7 @@ func (s *Syncer) passCutover(batch []mailstore.Entry) {
 	}
 	s.log.Info("the first entry signed by the new spool key is applied: deliveries signed by the previous spool key are refused from here on",
 		"cutover", batch[i].Pos, "spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()),
-		"previous_spool_key_id", fmt.Sprintf("%x", s.cfg.PreviousSpoolKey.KeyID()))
+		"previous_spool_key_id", fmt.Sprintf("%x", prev.KeyID()))
 }
 
 // CutoverKept is the optional capability of a Store to record that the

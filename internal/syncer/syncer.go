@@ -416,21 +416,23 @@ type Syncer struct {
 	// applyMu serializes the store's applies and queueing with their
 	// OnApplied notices, so sessions hear them in the store's order.
 	applyMu            sync.Mutex
-	wake               chan struct{} // wakeUp: changes were queued
-	hurry              chan struct{} // Submit: a change of this device waits to be read and applied
-	polls              *rate.Limiter // the loop's long-polls (Config.PollRate), nil: no bound
-	appends            *rate.Limiter // this device's appends of its changes (Config.AppendRate), nil: no bound
-	autoPolls          bool          // polls paced to the spool's budget (fitBudget): Config.PollRate and PollBurst were left zero
-	autoAppends        bool          // the same for appends
-	budget             budgetSeen    // the spool's budget the paces were last set for; guarded by mu
-	noHeadSourceLogged bool          // the loop's own
-	ahead              *readAhead    // the loop's own: the next read, made while a batch applies (ahead.go)
-	spare              []byte        // the loop's own: the buffer of a read ahead whose bytes were let go, for the next (ahead.go)
-	firstBackoff       time.Duration // the loop's first wait after a failure
-	keyUsed            atomic.Bool   // an entry signed by the spool key was applied, or found in the log (spoolkey.go)
-	cutoverPassed      atomic.Bool   // an entry signed by the spool key was applied, or kept by a checkpoint restored: the previous key's are refused (spoolkey.go)
-	unsignedThrough    uint64        // the loop's own: the log holds no entry signed by the spool key up to here (spoolkey.go)
-	signedAt           uint64        // the loop's own: an entry signed by the spool key found ahead, at this position (spoolkey.go)
+	wake               chan struct{}                  // wakeUp: changes were queued
+	hurry              chan struct{}                  // Submit: a change of this device waits to be read and applied
+	polls              *rate.Limiter                  // the loop's long-polls (Config.PollRate), nil: no bound
+	appends            *rate.Limiter                  // this device's appends of its changes (Config.AppendRate), nil: no bound
+	autoPolls          bool                           // polls paced to the spool's budget (fitBudget): Config.PollRate and PollBurst were left zero
+	autoAppends        bool                           // the same for appends
+	budget             budgetSeen                     // the spool's budget the paces were last set for; guarded by mu
+	noHeadSourceLogged bool                           // the loop's own
+	ahead              *readAhead                     // the loop's own: the next read, made while a batch applies (ahead.go)
+	spare              []byte                         // the loop's own: the buffer of a read ahead whose bytes were let go, for the next (ahead.go)
+	firstBackoff       time.Duration                  // the loop's first wait after a failure
+	keyUsed            atomic.Bool                    // an entry signed by the spool key was applied, or found in the log (spoolkey.go)
+	cutoverPassed      atomic.Bool                    // an entry signed by the spool key was applied, or kept by a checkpoint restored: the previous key's are refused (spoolkey.go)
+	previous           atomic.Pointer[keys.PublicKey] // the previous spool key: Config.PreviousSpoolKey, or learned from the spool's statement (succession.go); nil: none
+	succession         successionState                // the spool's statement, asked for once (succession.go)
+	unsignedThrough    uint64                         // the loop's own: the log holds no entry signed by the spool key up to here (spoolkey.go)
+	signedAt           uint64                         // the loop's own: an entry signed by the spool key found ahead, at this position (spoolkey.go)
 	// sentThrough is the last position where entries this device sent may
 	// be in the log without the store having applied them: an append that
 	// succeeded, or one without a clear answer, which may land later, but
@@ -550,6 +552,10 @@ func New(cfg Config) (*Syncer, error) {
 	s.sentUnknown = s.status.Queued > 0
 	if err := s.loadIntegrity(context.Background()); err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
+	}
+	if cfg.PreviousSpoolKey.Ed25519 != nil {
+		prev := cfg.PreviousSpoolKey
+		s.previous.Store(&prev)
 	}
 	if err := s.loadKeyUsed(context.Background()); err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
@@ -1005,6 +1011,9 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		opened = s.openAll(lr.Entries)
 		lr = releaseSealed(lr, opened)
 	}
+	// Entries by a key not trusted before the cutover: the previous
+	// spool key's, when the spool vouches for it (succession.go).
+	s.trustVouched(ctx, lr, opened)
 	v, n, err := s.verify(ctx, pos, lr, opened)
 	if v == nil {
 		return n, lr.Head, err
