@@ -201,3 +201,44 @@ func mustPub(t *testing.T, b []byte) keys.PublicKey {
 	}
 	return p
 }
+
+// TestReplacedSpoolKeyVouchedCheckpoint: a new device given only the new
+// key, on a log compacted by a checkpoint that keeps the old key's
+// deliveries alone, with no delivery signed by the new key yet, restores
+// it: the spool vouches for the old key. Before, it stopped with an
+// *UntrustedSpoolError naming the checkpoint, as for a wrong key given.
+func TestReplacedSpoolKeyVouchedCheckpoint(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	old, nw := r.spool, r.evil
+	stated := r.replaceOnStore(old, nw, []int{0, 1, 2})
+	a, _ := r.device("a", nil, nil)
+	a.cfg.CheckpointMin = -1
+	syncAll(t, a)
+	if _, _, err := a.WriteCheckpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	url := r.serve(nw.Public(), stated)
+	b, ms := r.vouchedDevice(url, "b", nw.Public(), 0)
+	if _, err := b.SyncOnce(ctx); err != nil {
+		t.Fatalf("restoring a checkpoint that keeps the old key's deliveries, with the new key alone: %v", err)
+	}
+	if st := b.Status(); st.Restores != 1 {
+		t.Errorf("%d restores, want 1", st.Restores)
+	}
+	if got, want := inboxDates(t, ms), []int{0, 1, 2}; !slices.Equal(got, want) {
+		t.Errorf("INBOX holds messages %v, want %v", got, want)
+	}
+	cutover := r.deliver(nw, msg(3))
+	planted := r.deliver(old, msg(4))
+	r.deliver(nw, msg(5))
+	syncAll(t, b)
+	if got, want := inboxDates(t, ms), []int{0, 1, 2, 3, 5}; !slices.Equal(got, want) {
+		t.Errorf("INBOX holds messages %v, want %v", got, want)
+	}
+	untrustedAt(t, ms, planted)
+	if c, err := ms.SpoolKeyCutover(ctx); err != nil || c != cutover {
+		t.Errorf("cutover recorded %d, %v; want %d", c, err, cutover)
+	}
+}
