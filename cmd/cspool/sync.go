@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"cspool/internal/api"
+	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 	"cspool/internal/syncer"
@@ -236,6 +237,17 @@ func (c *countingSource) Quota() (int64, int64, bool) {
 	return 0, 0, false
 }
 
+// SpoolKeySuccession passes the spool's statement of the key its spool
+// key replaced through (syncer.KeySuccessor), so that a device given only
+// the new key trusts the old one's deliveries before the cutover.
+func (c *countingSource) SpoolKeySuccession(ctx context.Context) (keys.Succession, bool, error) {
+	ks, ok := c.Source.(syncer.KeySuccessor)
+	if !ok {
+		return keys.Succession{}, false, errors.New("the spool client cannot ask for the spool keys")
+	}
+	return ks.SpoolKeySuccession(ctx)
+}
+
 // countingCheckpointer is a countingSource over a source with checkpoints:
 // the syncer finds the capability with a type assertion, so it must stay
 // visible through the wrapper.
@@ -279,6 +291,8 @@ func (c countingCheckpointer) PutCheckpointFrom(ctx context.Context, pos uint64,
 var (
 	_ syncer.Checkpointer       = countingCheckpointer{}
 	_ syncer.CheckpointWriterTo = countingCheckpointer{}
+	_ syncer.KeySuccessor       = countingCheckpointer{}
+	_ syncer.KeySuccessor       = (*countingSource)(nil)
 )
 
 // counter is what progress reads of the source.

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cspool/internal/command"
+	"cspool/internal/entry"
+	"cspool/internal/keys"
+	"cspool/internal/spool/sqlitestore"
+)
+
+// TestVouchedSpoolKey: the spool's key replaced as docs/OPERATING.md
+// says (a server started with --spool-key new.sec --previous-spool-key
+// old.pub), a new device given the new key alone syncs every message,
+// the old key's deliveries before the cutover included, and rejects the
+// old key's placed after it: the server states, signed by the new key,
+// which key it replaced, and keeps stating it after a restart without
+// --previous-spool-key. Before, the new device passed the old key's
+// deliveries by as a stranger's.
+func TestVouchedSpoolKey(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	env := append(os.Environ(), "USER=alice")
+	alice, old, nw := mustKey(t), mustKey(t), mustKey(t)
+	for name, k := range map[string]*keys.SecretKey{"user": alice, "old": old, "new": nw} {
+		if err := keys.WriteFiles(k, path(name+".sec"), path(name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUsersFile(t, path("users"), map[string]*keys.SecretKey{"alice": alice})
+	if err := os.Mkdir(path("spool"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	date := int64(1764000000000)
+	plant := func(author *keys.SecretKey, subjects ...string) {
+		t.Helper()
+		st, err := sqlitestore.Open(path("spool"), sqlitestore.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		for _, s := range subjects {
+			date++
+			b, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: date, Body: []byte("Subject: " + s + "\r\n\r\nbody\r\n")},
+				author, alice.Public(), "alice", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Append(context.Background(), "alice", [][]byte{b}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var srv *serverProc
+	sync := func(db string) (int, string, string) {
+		t.Helper()
+		var code int
+		var stdout, stderr string
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			code, stdout, stderr = runExit(t, dir, env, bin, "sync", "--user", "alice", "--db", db,
+				"--spool-server", srv.url, "--user-key", "user.sec", "--user-public-key", "user.pub", "--spool-key", "new.pub")
+			if code == 0 || strings.Contains(stderr, "spool-key") || time.Now().After(deadline) {
+				return code, stdout, stderr
+			}
+		}
+	}
+	srv = startServer(t, bin, "--spool-dir", path("spool"), "--users", path("users"), "--spool-key", path("old.sec"))
+	srv.stop(t)
+	plant(old, "one", "two")
+	srv = startServer(t, bin, "--spool-dir", path("spool"), "--users", path("users"), "--spool-key", path("new.sec"),
+		"--previous-spool-key", path("old.pub"))
+	srv.stop(t)
+	plant(nw, "three")
+	plant(old, "planted")
+	plant(nw, "four")
+	srv = startServer(t, bin, "--spool-dir", path("spool"), "--users", path("users"), "--spool-key", path("new.sec"))
+	code, out, stderr := sync("new.db")
+	if code != 0 || !strings.Contains(out, "4 applied, 1 rejected") {
+		t.Fatalf("a new device given the new key alone: exit %d, want the old key's two deliveries and the new key's applied, the planted one rejected\n%s\n%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "as the spool states under its signature") || !strings.Contains(stderr, "the first entry signed by the new spool key is applied") {
+		t.Errorf("the previous key vouched for and the cutover are not logged:\n%s", stderr)
+	}
+}
