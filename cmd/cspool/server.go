@@ -519,7 +519,7 @@ func (s *serverRun) replaceSpoolKey(st spool.Store, previous, pub keys.PublicKey
 			"spool_key_id", fmt.Sprintf("%x", pub.KeyID()), "previous_key_id", fmt.Sprintf("%x", previous.KeyID()), "store", where,
 			"hint", "give the users the new spool.pub, and the old one for their devices' previous-spool-key (docs/OPERATING.md, \"Replacing the spool key\")")
 	default:
-		s.log.Info("the store runs with --spool-key's key already: --previous-spool-key changes nothing, and may go",
+		s.log.Info("the store runs with --spool-key's key already: --previous-spool-key may go (the store keeps the key it replaced)",
 			"spool_key_id", fmt.Sprintf("%x", pub.KeyID()), "previous_key_id", fmt.Sprintf("%x", previous.KeyID()))
 	}
 	return nil

@@ -290,7 +290,9 @@ type KeyReplacer interface {
 
 // KeyHistory is a KeyReplacer that keeps the keys it replaced: each
 // ReplaceSpoolKey that records its key over another records which key it
-// replaced, in the same transaction. The server vouches for that key,
+// replaced, in the same transaction; one that finds its key recorded
+// records its previous key when none is recorded for the key yet (a
+// replacement made before the store kept them). The server vouches for that key,
 // signed by the key now, so that a device given only the new key trusts
 // the deliveries the old one signed before the cutover (docs/API.md,
 // "Spool keys"). Both stores implement it.

@@ -81,10 +81,13 @@ func keepKey(ctx context.Context, tx pgx.Tx, pub, previous []byte, hold bool) (r
 			ON CONFLICT (singleton) DO UPDATE SET key = excluded.key`, pub); err != nil {
 			return false, err
 		}
-		if previous != nil && recorded != nil {
-			if _, err := tx.Exec(ctx, "INSERT INTO cspool_spool_key_replaced (key, replaced_by) VALUES ($1, $2)", recorded, pub); err != nil {
-				return false, err
-			}
+	}
+	if previous != nil && recorded != nil {
+		// The replacement, or its record when the store's was made
+		// before the store kept the keys replaced (spool.KeyHistory).
+		if _, err := tx.Exec(ctx, `INSERT INTO cspool_spool_key_replaced (key, replaced_by)
+			SELECT $1, $2 WHERE $3 OR NOT EXISTS (SELECT 1 FROM cspool_spool_key_replaced WHERE replaced_by = $2)`, previous, pub, record); err != nil {
+			return false, err
 		}
 	}
 	if !hold {

@@ -348,7 +348,9 @@ func (s *suite) testReplaceSpoolKey(t *testing.T) {
 // a key no replacement recorded has none, nor does the first key, nor a
 // key recorded over another on a store with no log (that is no
 // replacement); a replacement taken again (a restart with the same flags)
-// records nothing more.
+// records nothing more, nor one naming another previous key. A store
+// recording b with no record of what b replaced (a replacement made
+// before the stores kept them) records a from ReplaceSpoolKey(a, b).
 func (s *suite) testSpoolKeyHistory(t *testing.T) {
 	st := s.store(t)
 	kh, ok := st.(spool.KeyHistory)
@@ -397,4 +399,22 @@ func (s *suite) testSpoolKeyHistory(t *testing.T) {
 	previous(other, b, a)
 	previous(other, a, nil)
 	previous(other, z, nil)
+	// Once recorded, another previous key for c changes nothing.
+	replace(a, c)
+	previous(other, c, b)
+
+	// A store whose key b was recorded over a by a release that kept no
+	// history: the same replacement again (a server restarted with the
+	// same --previous-spool-key) records it.
+	st2 := s.store(t)
+	if err := st2.(spool.KeyKeeper).KeepSpoolKey(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, st2, "alice", []byte("b-1"))
+	previous(st2.(spool.KeyHistory), b, nil)
+	h := s.reopen(t, st2)
+	if replaced, err := h.(spool.KeyReplacer).ReplaceSpoolKey(ctx, a, b); err != nil || replaced {
+		t.Fatalf("ReplaceSpoolKey(a, b) on a store recording b: replaced %v, %v; want b held, nothing replaced", replaced, err)
+	}
+	previous(st2.(spool.KeyHistory), b, a)
 }

@@ -139,6 +139,14 @@ func keepSpoolKey(ctx context.Context, db *sql.DB, pub, previous []byte, l *keyL
 	if err != nil {
 		return false, err
 	}
+	if previous != nil && recorded != nil {
+		// The replacement, or its record when the store's was made
+		// before the store kept the keys replaced (spool.KeyHistory).
+		if _, err := tx.ExecContext(ctx, `INSERT INTO spool_key_replaced (key, replaced_by)
+			SELECT ?1, ?2 WHERE ?3 OR NOT EXISTS (SELECT 1 FROM spool_key_replaced WHERE replaced_by = ?2)`, previous, pub, record); err != nil {
+			return false, err
+		}
+	}
 	if record && l != nil {
 		free, err := l.try(true)
 		if err != nil {
@@ -151,11 +159,6 @@ func keepSpoolKey(ctx context.Context, db *sql.DB, pub, previous []byte, l *keyL
 	if record {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO spool_key (k, key) VALUES (1, ?) ON CONFLICT (k) DO UPDATE SET key = excluded.key", pub); err != nil {
 			return false, err
-		}
-		if previous != nil && recorded != nil {
-			if _, err := tx.ExecContext(ctx, "INSERT INTO spool_key_replaced (key, replaced_by) VALUES (?, ?)", recorded, pub); err != nil {
-				return false, err
-			}
 		}
 	}
 	if l != nil {
