@@ -60,6 +60,9 @@ type mailbox struct {
 	renewed bool              // deleted: made again with another UIDVALIDITY
 	views   map[*imapserver.SessionTracker]*view
 	serial  uint64 // views opened so far
+	// steps counts the messages and ranges walked matching sets to the
+	// list (refsFromLocked), for the tests of that cost.
+	steps int
 }
 
 // load reads the UID list with the listing and the position they reflect,
@@ -356,57 +359,34 @@ func (mb *mailbox) star(st *imapserver.SessionTracker, known int64) (uint32, ima
 
 // resolve returns the messages of set visible to the client, in UID order.
 // A SEARCHRES set ($) is resolved against saved; known is what star takes.
+// A set of a few numbers without * is looked up number by number; any
+// other is made sorted and disjoint once (refSetOf) and walked beside the
+// mailbox's messages (refsFrom): a set of thousands of ranges with * was
+// tested range by range against each message, 7,594 ranges over 20,000
+// messages in 0.15 to 0.6 s, and a UID set of ranges that overlap walked
+// the messages once for each.
 func (mb *mailbox) resolve(st *imapserver.SessionTracker, known int64, set imap.NumSet, saved []imap.UID) []ref {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	if imap.IsSearchRes(set) {
-		var us imap.UIDSet
-		for _, u := range saved {
-			us.AddNum(u)
-		}
-		set = us
-	}
-	var out []ref
-	switch set := set.(type) {
-	case imap.UIDSet:
-		if len(mb.uids) == 0 {
-			return nil
-		}
-		_, last := mb.star(st, known)
+	if set, ok := set.(imap.SeqSet); ok && small(set, len(mb.uids)) {
+		var out []ref
 		for _, r := range set {
-			lo, hi := span(r.Start, r.Stop, last)
-			k, _ := mb.find(lo)
-			for ; k < len(mb.uids) && mb.uids[k] <= hi; k++ {
-				if c := st.EncodeSeqNum(uint32(k + 1)); c != 0 {
-					out = append(out, ref{mb.uids[k], c})
+			lo, hi := min(r.Start, r.Stop), max(r.Start, r.Stop)
+			for c := lo; c <= hi && c != 0; c++ {
+				s := st.DecodeSeqNum(c)
+				if s != 0 && int(s) <= len(mb.uids) && st.EncodeSeqNum(s) == c {
+					out = append(out, ref{mb.uids[s-1], c})
 				}
 			}
 		}
 		sort.Slice(out, func(i, j int) bool { return out[i].uid < out[j].uid })
-		out = slices.CompactFunc(out, func(a, b ref) bool { return a.uid == b.uid })
-	case imap.SeqSet:
-		if small(set, len(mb.uids)) {
-			for _, r := range set {
-				lo, hi := min(r.Start, r.Stop), max(r.Start, r.Stop)
-				for c := lo; c <= hi && c != 0; c++ {
-					s := st.DecodeSeqNum(c)
-					if s != 0 && int(s) <= len(mb.uids) && st.EncodeSeqNum(s) == c {
-						out = append(out, ref{mb.uids[s-1], c})
-					}
-				}
-			}
-			sort.Slice(out, func(i, j int) bool { return out[i].uid < out[j].uid })
-			return slices.CompactFunc(out, func(a, b ref) bool { return a.uid == b.uid })
-		}
-		max, _ := mb.star(st, known)
-		for k, u := range mb.uids {
-			c := st.EncodeSeqNum(uint32(k + 1))
-			if c != 0 && seqIn(set, c, max) {
-				out = append(out, ref{u, c})
-			}
-		}
+		return slices.CompactFunc(out, func(a, b ref) bool { return a.uid == b.uid })
 	}
-	return out
+	rs := mb.refSetLocked(st, known, set, saved)
+	if rs.all {
+		return nil // neither a UID nor a sequence set
+	}
+	return mb.refsFromLocked(st, rs, 0, nil, len(mb.uids))
 }
 
 // small reports whether set has no * and fewer numbers than a scan of n
@@ -423,17 +403,6 @@ func small(set imap.SeqSet, n int) bool {
 		}
 	}
 	return true
-}
-
-// seqIn reports whether client sequence number c is in set, * (0) standing
-// for last, the highest.
-func seqIn(set imap.SeqSet, c, last uint32) bool {
-	for _, r := range set {
-		if lo, hi := span(r.Start, r.Stop, last); c >= lo && c <= hi {
-			return true
-		}
-	}
-	return false
 }
 
 // span returns the numbers a range from start to stop covers, lowest
@@ -606,6 +575,11 @@ type refSet struct {
 func (mb *mailbox) refSetOf(st *imapserver.SessionTracker, known int64, set imap.NumSet, saved []imap.UID) *refSet {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
+	return mb.refSetLocked(st, known, set, saved)
+}
+
+// refSetLocked is refSetOf with mb.mu held.
+func (mb *mailbox) refSetLocked(st *imapserver.SessionTracker, known int64, set imap.NumSet, saved []imap.UID) *refSet {
 	rs := &refSet{}
 	max, last := mb.star(st, known)
 	rs.lastUID = last
@@ -678,13 +652,22 @@ func mergeRanges[R any, N ~uint32](rs []R, ends func(R) (N, N), make func(lo, hi
 func (mb *mailbox) refsFrom(st *imapserver.SessionTracker, rs *refSet, from imap.UID, buf []ref) []ref {
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
+	return mb.refsFromLocked(st, rs, from, buf, cap(buf))
+}
+
+// refsFromLocked is refsFrom with mb.mu held, appending up to limit refs
+// to buf (whatever its capacity). Each message visited and each range
+// passed counts a step in mb.steps.
+func (mb *mailbox) refsFromLocked(st *imapserver.SessionTracker, rs *refSet, from imap.UID, buf []ref, limit int) []ref {
 	k, _ := mb.find(from)
 	r := 0
-	for k < len(mb.uids) && len(buf) < cap(buf) {
+	for k < len(mb.uids) && len(buf) < limit {
+		mb.steps++
 		u := mb.uids[k]
 		if rs.uids != nil {
 			for r < len(rs.uids) && rs.uids[r].Stop < u {
 				r++
+				mb.steps++
 			}
 			if r == len(rs.uids) {
 				break
@@ -703,6 +686,7 @@ func (mb *mailbox) refsFrom(st *imapserver.SessionTracker, rs *refSet, from imap
 		if rs.seqs != nil {
 			for r < len(rs.seqs) && rs.seqs[r].Stop < c {
 				r++
+				mb.steps++
 			}
 			if r == len(rs.seqs) {
 				break

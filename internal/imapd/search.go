@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -264,6 +265,15 @@ type matcher struct {
 
 	index indexAnswers // what the search index says, per text criterion
 
+	// The criteria's sets, made sorted and disjoint with * resolved at
+	// their first use, by the address of their first range, and looked
+	// up by binary search: each message was tested against each range, a
+	// SEARCH of 1,3,5,...,* (7,594 ranges) over 20,000 messages in 0.4 s.
+	// probes counts the ranges looked at, for the tests of that cost.
+	seqSpans map[*imap.SeqRange][]imap.SeqRange
+	uidSpans map[*imap.UIDRange][]imap.UIDRange
+	probes   int
+
 	msg    *mailstore.Message
 	seq    uint32
 	header *textproto.Header // parsed lazily; nil until then
@@ -393,20 +403,49 @@ func (mt *matcher) inSeqSet(set imap.SeqSet) bool {
 	if imap.IsSearchRes(set) {
 		return mt.inSaved()
 	}
-	return seqIn(set, mt.seq, mt.max)
+	if len(set) == 0 {
+		return false
+	}
+	sp, ok := mt.seqSpans[&set[0]]
+	if !ok {
+		for _, r := range set {
+			lo, hi := span(r.Start, r.Stop, mt.max)
+			sp = append(sp, imap.SeqRange{Start: lo, Stop: hi})
+		}
+		sp = mergeRanges(sp, func(r imap.SeqRange) (uint32, uint32) { return r.Start, r.Stop },
+			func(lo, hi uint32) imap.SeqRange { return imap.SeqRange{Start: lo, Stop: hi} })
+		if mt.seqSpans == nil {
+			mt.seqSpans = map[*imap.SeqRange][]imap.SeqRange{}
+		}
+		mt.seqSpans[&set[0]] = sp
+	}
+	k := sort.Search(len(sp), func(i int) bool { mt.probes++; return sp[i].Stop >= mt.seq })
+	return k < len(sp) && sp[k].Start <= mt.seq
 }
 
 func (mt *matcher) inUIDSet(set imap.UIDSet) bool {
 	if imap.IsSearchRes(set) {
 		return mt.inSaved()
 	}
-	uid := imap.UID(mt.msg.UID)
-	for _, r := range set {
-		if lo, hi := span(r.Start, r.Stop, mt.lastUID); uid >= lo && uid <= hi {
-			return true
-		}
+	if len(set) == 0 {
+		return false
 	}
-	return false
+	sp, ok := mt.uidSpans[&set[0]]
+	if !ok {
+		for _, r := range set {
+			lo, hi := span(r.Start, r.Stop, mt.lastUID)
+			sp = append(sp, imap.UIDRange{Start: lo, Stop: hi})
+		}
+		sp = mergeRanges(sp, func(r imap.UIDRange) (imap.UID, imap.UID) { return r.Start, r.Stop },
+			func(lo, hi imap.UID) imap.UIDRange { return imap.UIDRange{Start: lo, Stop: hi} })
+		if mt.uidSpans == nil {
+			mt.uidSpans = map[*imap.UIDRange][]imap.UIDRange{}
+		}
+		mt.uidSpans[&set[0]] = sp
+	}
+	uid := imap.UID(mt.msg.UID)
+	k := sort.Search(len(sp), func(i int) bool { mt.probes++; return sp[i].Stop >= uid })
+	return k < len(sp) && sp[k].Start <= uid
 }
 
 // inSaved reports whether the message is in the saved result, which
