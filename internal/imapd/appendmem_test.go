@@ -64,3 +64,57 @@ func TestAppendsHeldWithinBudget(t *testing.T) {
 		t.Fatalf("the APPEND that waited: %q, want OK", got)
 	}
 }
+
+// TestStalledAppendsGiveBackTheBudget: two APPENDs of the largest size
+// announced, whose bytes never come, hold the whole budget; a third, of
+// 10 bytes, waited behind them until go-imap's 5 minutes for a literal
+// ended. Now a share whose message brings nothing for Config.AppendStall
+// goes back: the small APPEND is asked for its bytes and appended, and a
+// stalled one, when its bytes come at last, gets NO [LIMIT] and appends
+// nothing, on a connection that goes on.
+func TestStalledAppendsGiveBackTheBudget(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	const max = 1 << 20
+	d := r.deviceWith("a", Config{MaxMessageBytes: max, AppendMemory: 2 * max, AppendStall: 100 * time.Millisecond})
+	login := func(tag string) *rawConn {
+		rc := dialRaw(t, d.addr)
+		rc.cmd(tag + ` LOGIN alice "` + testPassword + `"`)
+		if got := rc.until(tag + " "); !strings.Contains(got, tag+" OK") {
+			t.Fatalf("LOGIN: %s", got)
+		}
+		return rc
+	}
+	a, b, c := login("a0"), login("b0"), login("c0")
+	// "+" comes once the share is taken.
+	a.cmd(fmt.Sprintf("a1 APPEND INBOX {%d}", max))
+	a.until("+ ")
+	b.cmd(fmt.Sprintf("b1 APPEND INBOX {%d}", max))
+	b.until("+ ")
+	msg := "Subject: x"
+	c.cmd(fmt.Sprintf("c1 APPEND INBOX {%d}", len(msg)))
+	c.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	line, err := c.br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "+ ") {
+		t.Fatalf("a small APPEND beside two stalled ones: %q, %v; want to be asked for its bytes", line, err)
+	}
+	c.cmd(msg)
+	if got := c.until("c1 "); !strings.Contains(got, "c1 OK") {
+		t.Fatalf("the small APPEND: %q, want OK", got)
+	}
+	// a's bytes come at last: refused, and nothing of them appended.
+	big := bytes.Repeat([]byte("x"), max)
+	copy(big, "Subject: late\r\n\r\n")
+	a.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := a.c.Write(big); err != nil {
+		t.Fatalf("sending the stalled message: %v", err)
+	}
+	a.cmd("")
+	if got := a.until("a1 "); !strings.Contains(got, "a1 NO [LIMIT]") {
+		t.Fatalf("the stalled APPEND: %q, want NO [LIMIT]", got)
+	}
+	a.cmd("a2 STATUS INBOX (MESSAGES)")
+	if got := a.until("a2 "); !strings.Contains(got, "(MESSAGES 1)") || !strings.Contains(got, "a2 OK") {
+		t.Fatalf("after the stalled APPEND: %q, want the small message alone", got)
+	}
+}

@@ -198,7 +198,7 @@ func (r *rig) deviceWith(name string, extra Config) *device {
 	}
 	s, err := New(Config{Store: d.store, Submit: d.sub, User: "alice", Password: testPassword, Logger: logger, Login: extra.Login,
 		MaxMessageBytes: extra.MaxMessageBytes, TLS: extra.TLS, AppendMemory: extra.AppendMemory,
-		Autologout: extra.Autologout})
+		Autologout: extra.Autologout, AppendStall: extra.AppendStall})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -373,16 +374,19 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 			Text: fmt.Sprintf("messages are limited to %d bytes", limit)}
 	}
 	// The message's bytes are taken from the APPENDs' budget before it
-	// is read (the client waits meanwhile), and given back once answered.
+	// is read (the client waits meanwhile), and given back once answered,
+	// or when the message stops coming (readAppend).
 	hold := r.Size()
 	if err := s.srv.appendMem.Acquire(s.srv.ctx, hold); err != nil {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
 			Text: "the server is closing; nothing was appended"}
 	}
-	defer s.srv.appendMem.Release(hold)
-	body, err := io.ReadAll(io.LimitReader(r, limit+1))
+	var once sync.Once
+	giveBack := func() { once.Do(func() { s.srv.appendMem.Release(hold) }) }
+	defer giveBack()
+	body, err := s.srv.readAppend(io.LimitReader(r, limit+1), hold, giveBack)
 	if err != nil {
-		return nil, fmt.Errorf("reading appended message: %w", err)
+		return nil, err
 	}
 	if int64(len(body)) != r.Size() {
 		// The connection ended inside the literal: a part of the
@@ -463,4 +467,78 @@ func (s *session) Append(name string, r imap.LiteralReader, opts *imap.AppendOpt
 		return nil, nil
 	}
 	return &imap.AppendData{UID: imap.UID(p.UID), UIDValidity: p.UIDValidity}, nil
+}
+
+// errAppendStalled answers an APPEND whose message stopped coming.
+var errAppendStalled = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeLimit,
+	Text: "the message stopped coming; its share of the memory for APPENDs went to others; nothing was appended"}
+
+// readAppend reads an APPEND's message of size bytes from r, holding its
+// share of Config.AppendMemory, which giveBack returns. A window of
+// Config.AppendStall that brings less than appendProgress bytes, or the
+// rest of the message, gives the share back and drops what came: the
+// reading goroutine holds only its buffer from then on, and the APPEND
+// gets errAppendStalled when more bytes come (the library reads the rest
+// of the literal and drops it) or an error when the connection ends.
+func (s *Server) readAppend(r io.Reader, size int64, giveBack func()) ([]byte, error) {
+	var (
+		mu     sync.Mutex
+		body   []byte
+		got    int64 // bytes read
+		seen   int64 // got at the start of the window
+		gaveUp bool
+		done   bool
+		timer  *time.Timer
+	)
+	stall := s.cfg.AppendStall
+	check := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			return
+		}
+		if got-seen >= min(appendProgress, size-seen) {
+			seen = got
+			timer.Reset(stall)
+			return
+		}
+		gaveUp, body = true, nil
+		giveBack()
+		s.log.Info("append given up: its message stopped coming", "size", size, "received", got)
+	}
+	mu.Lock()
+	timer = time.AfterFunc(stall, check)
+	mu.Unlock()
+	defer func() {
+		mu.Lock()
+		done = true
+		timer.Stop()
+		mu.Unlock()
+	}()
+	buf := make([]byte, min(size+1, 32<<10))
+	for {
+		n, err := r.Read(buf)
+		mu.Lock()
+		got += int64(n)
+		stalled := gaveUp
+		if !stalled {
+			body = append(body, buf[:n]...)
+			// Read whole: the share is the APPEND's until its answer.
+			done = err == io.EOF
+		}
+		mu.Unlock()
+		if stalled {
+			return nil, errAppendStalled
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading appended message: %w", err)
+		}
+	}
+	if body == nil {
+		body = []byte{}
+	}
+	return body, nil
 }

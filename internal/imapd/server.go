@@ -72,6 +72,16 @@ type Config struct {
 	// instead of taking the machine's memory. Zero means twice
 	// MaxMessageBytes; it is raised to MaxMessageBytes if below.
 	AppendMemory int64
+	// AppendStall is how long an APPEND's message may come without
+	// progress while it holds its share of AppendMemory: a window of it
+	// that brings less than appendProgress bytes (or the rest of the
+	// message) makes the server give the share back and drop what came,
+	// and the APPEND gets NO [LIMIT] once its bytes have come (or the
+	// connection ends). Without it, a client announcing messages of the
+	// largest size and sending nothing held the budget, and every other
+	// APPEND waited behind it, for go-imap's 5 minutes for a literal.
+	// Zero means 30 seconds.
+	AppendStall time.Duration
 	// FetchMemory bounds the memory FETCHes of messages' bytes (BODY[],
 	// RFC822, BODY[n], BINARY[n] and their partials) hold at once, all
 	// connections together. A section of a message larger than 256 KiB
@@ -97,6 +107,15 @@ type Config struct {
 // defaultAutologout is Config.Autologout's default: RFC 9051 section 5.4's
 // least autologout time.
 const defaultAutologout = 30 * time.Minute
+
+// defaultAppendStall is Config.AppendStall's default.
+const defaultAppendStall = 30 * time.Second
+
+// appendProgress is the bytes of an APPEND's message a window of
+// Config.AppendStall must bring (or the rest of the message) for the
+// APPEND to keep its share of Config.AppendMemory: a client sending a
+// byte now and then holds it no longer than one sending none.
+const appendProgress = 64 << 10
 
 // fetchCost is how many times its size a FETCH of a message's bytes read
 // whole holds at its peak: the message, the section the library extracts
@@ -143,6 +162,9 @@ func (c *Config) fill() {
 		c.AppendMemory = 2 * c.MaxMessageBytes
 	}
 	c.AppendMemory = max(c.AppendMemory, c.MaxMessageBytes)
+	if c.AppendStall <= 0 {
+		c.AppendStall = defaultAppendStall
+	}
 	if c.FetchMemory <= 0 {
 		c.FetchMemory = fetchCost * c.MaxMessageBytes
 	}
