@@ -1046,7 +1046,7 @@ func bodySection(m *mailstore.Message, sec *imap.FetchItemBodySection) []byte {
 		}
 	}
 	if out == nil {
-		out = imapserver.ExtractBodySection(bytes.NewReader(read), &whole)
+		out = extractTop(read, &whole)
 	}
 	if out == nil && len(sec.Part) > 0 {
 		out = sectionAgain(read, func(b []byte) []byte { return imapserver.ExtractBodySection(bytes.NewReader(b), &whole) })
@@ -1130,7 +1130,7 @@ func headerFields(h []byte, sec *imap.FetchItemBodySection) []byte {
 	}
 	fields := *sec
 	fields.Part, fields.Partial = nil, nil
-	out := imapserver.ExtractBodySection(bytes.NewReader(mimeform.Lenient(h, false)), &fields)
+	out := extractTop(mimeform.Lenient(h, false), &fields)
 	if out == nil {
 		return []byte{}
 	}

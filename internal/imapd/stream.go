@@ -250,7 +250,7 @@ func (s *stored) bodyPiece(sec *imap.FetchItemBodySection) (piece, bool) {
 	}
 	if len(sec.Part) == 0 {
 		// The header's fields alone: from the header.
-		return bytesPiece(imapserver.ExtractBodySection(bytes.NewReader(top), &whole)), true
+		return bytesPiece(extractTop(top, &whole)), true
 	}
 	return measure(s.reader(read), &whole, nil)
 }
