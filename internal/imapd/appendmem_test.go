@@ -3,9 +3,14 @@ package imapd
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // TestAppendsHeldWithinBudget: APPENDs on several connections at once
@@ -117,4 +122,48 @@ func TestStalledAppendsGiveBackTheBudget(t *testing.T) {
 	if got := a.until("a2 "); !strings.Contains(got, "(MESSAGES 1)") || !strings.Contains(got, "a2 OK") {
 		t.Fatalf("after the stalled APPEND: %q, want the small message alone", got)
 	}
+}
+
+// TestTricklingAppendGivesBackTheBudget: a message that comes a byte at
+// a time, less than appendProgress in each window of AppendStall, loses
+// its share as one that brings nothing does, and its APPEND is refused
+// at the next bytes; what came is not kept.
+func TestTricklingAppendGivesBackTheBudget(t *testing.T) {
+	t.Parallel()
+	const size = 1 << 20
+	s := &Server{cfg: Config{AppendStall: 300 * time.Millisecond}, log: slog.New(slog.DiscardHandler),
+		appendMem: semaphore.NewWeighted(size)}
+	if !s.appendMem.TryAcquire(size) {
+		t.Fatal("the budget is taken")
+	}
+	var once sync.Once
+	giveBack := func() { once.Do(func() { s.appendMem.Release(size) }) }
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		body, err := s.readAppend(pr, size, giveBack)
+		if body != nil {
+			err = fmt.Errorf("read %d bytes and kept them: %v", len(body), err)
+		}
+		done <- err
+	}()
+	// A byte at a time until the share is back (a bounded number).
+	for i := 0; ; i++ {
+		if s.appendMem.TryAcquire(1) {
+			s.appendMem.Release(1)
+			break
+		}
+		if i == 3000 {
+			t.Fatal("the share of a trickling message was never given back")
+		}
+		if _, err := pw.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	go pw.Write([]byte("more"))
+	if err := <-done; err != errAppendStalled {
+		t.Fatalf("the trickling APPEND: %v, want %v", err, errAppendStalled)
+	}
+	pw.Close()
 }
