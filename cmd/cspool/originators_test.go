@@ -49,7 +49,8 @@ for path in sys.argv[1:]:
 // TestOriginatorFormsThroughPostfix: forms of From submitted to alice's
 // device, which relays through a real Postfix to bob. Those naming an
 // address that is not alice's outside the address (a display name, a
-// comment, an encoded word) or holding a group are refused at DATA; before,
+// comment, an encoded word, through an "@" or a look-alike of one such as
+// U+FF20) or holding a group are refused at DATA; before,
 // each was relayed, and Python's email read boss@example.net as the name
 // of the author bob got. So are blanks before a field's colon: Postfix
 // took a first line "From : alice@..." for a mailbox separator line
@@ -73,6 +74,8 @@ func TestOriginatorFormsThroughPostfix(t *testing.T) {
 		"From: alice@example.test\r\nX-A: a\r\n \r\nFrom: boss@example.net",
 		"From : alice@example.test",
 		"X-B: b\r\nFrom\t: alice@example.test",
+		"From: \"boss\uff20example.net\" <alice@example.test>",
+		"From: =?utf-8?q?boss=EF=B9=ABexample=2Enet?= <alice@example.test>",
 	}
 	accepted := []string{
 		"FROM: alice@example.test",

@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
+	"golang.org/x/text/unicode/norm"
 
 	"cspool/internal/mimeform"
 )
@@ -369,7 +371,8 @@ func hasGroup(v string) bool {
 }
 
 // namedAddresses returns, for every "@" in an originator field's value
-// v, as written and with its RFC 2047 encoded words decoded, the run of
+// v, as written and with its RFC 2047 encoded words decoded, and for
+// every character that reads as one (withAts), the run of
 // address characters around it (RFC 5322 atext and ".", and every byte
 // beyond ASCII), dots at its ends left out. Each must be an identity: a
 // display name, a comment or a quoted string that reads as an address
@@ -389,6 +392,7 @@ func namedAddresses(v string) []string {
 	}
 	var out []string
 	for _, s := range texts {
+		s = withAts(s)
 		for i := 0; i < len(s); i++ {
 			if s[i] != '@' {
 				continue
@@ -405,6 +409,35 @@ func namedAddresses(v string) []string {
 		}
 	}
 	return out
+}
+
+// withAts returns s with every character whose NFKC form holds an "@"
+// (U+FF20, a full-width one, and U+FE6B, a small one) written as "@":
+// readers show them as an "@", and "boss＠example.net" reads as an
+// address. Other bytes stay as they are, invalid UTF-8 too.
+func withAts(s string) string {
+	var b []byte
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r >= utf8.RuneSelf && atLike(r) {
+			if b == nil {
+				b = append(make([]byte, 0, len(s)), s[:i]...)
+			}
+			b = append(b, '@')
+		} else if b != nil {
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	if b == nil {
+		return s
+	}
+	return string(b)
+}
+
+// atLike reports whether r's NFKC form holds an "@".
+func atLike(r rune) bool {
+	return r != utf8.RuneError && strings.Contains(norm.NFKC.String(string(r)), "@")
 }
 
 // addressByte reports whether c may be part of an address as

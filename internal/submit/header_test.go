@@ -1,6 +1,14 @@
 package submit
 
-import "testing"
+import (
+	"slices"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+)
 
 // TestStripBcc: Bcc and Resent-Bcc fields go, with their continuation
 // lines, whatever their case and the blanks before the colon, first in
@@ -54,6 +62,28 @@ func TestContentDigest(t *testing.T) {
 	} {
 		if same := string(ContentDigest([]byte(c.copy))) == string(ContentDigest([]byte(sent))); same != c.same {
 			t.Errorf("ContentDigest(%q) equal to the sent message's: %v, want %v", c.copy, same, c.same)
+		}
+	}
+}
+
+// TestAtLookAlikes: every character whose NFKC form holds an "@" (from
+// the Unicode data of golang.org/x/text) is read as an "@" in a display
+// name, and the two Unicode 17 has (U+FE6B, U+FF20) are among them.
+func TestAtLookAlikes(t *testing.T) {
+	var found []rune
+	for r := rune(0x80); r <= unicode.MaxRune; r++ {
+		if !utf8.ValidRune(r) || !strings.Contains(norm.NFKC.String(string(r)), "@") {
+			continue
+		}
+		found = append(found, r)
+		v := "\"boss" + string(r) + "example.net\" <alice@example.org>"
+		if got := namedAddresses(v); !slices.Contains(got, "boss@example.net") {
+			t.Errorf("%U: %q names %q, want boss@example.net among them", r, v, got)
+		}
+	}
+	for _, r := range []rune{0xFE6B, 0xFF20} {
+		if !slices.Contains(found, r) {
+			t.Errorf("%U is not read as an @ (found %U)", r, found)
 		}
 	}
 }

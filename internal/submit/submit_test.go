@@ -288,6 +288,17 @@ func TestRefusals(t *testing.T) {
 		{"a base64 encoded word in a quoted string", "refused", "alice@example.org",
 			"From: \"=?utf-8?b?Ym9zc0BleGFtcGxlLm9yZw==?=\" <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		// A look-alike of an "@" (U+FF20, U+FE6B: NFKC maps each to
+		// one) was no "@" to the check, and the name, which readers show
+		// as an address, was relayed.
+		{"a display name with a full-width at", "refused", "alice@example.org",
+			"From: \"boss\uff20example.org\" <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 the From header field names <boss@example.org> outside its address"}},
+		{"a comment with a small commercial at", "refused", "alice@example.org",
+			"From: alice@example.org (boss\ufe6bexample.org)\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"an encoded word with a full-width at", "refused", "alice@example.org",
+			"From: =?utf-8?q?boss=EF=BC=A0example=2Eorg?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 the From header field names <boss@example.org> "}},
 		// net/mail dropped the second word and read the name "ok".
 		{"an encoded word in a charset not known", "refused", "alice@example.org",
 			"From: =?utf-8?q?ok?= =?x-unknown?q?boss=40example=2Eorg?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
@@ -394,6 +405,7 @@ func TestOriginatorFormsAccepted(t *testing.T) {
 	forms := []string{
 		"FROM: alice@example.org",
 		"From: \"alice@example.org\" <alice@example.org>",
+		"From: \"alice\uff20example.org\" <alice@example.org>",
 		"From: =?utf-8?q?Al=C3=AFce_=3Calice=40example=2Eorg=3E?= <alice@example.org>",
 		"From: alice@example.org (Alice at home)",
 		"From: \"Alice (work)\" <ALICE.WORK@example.com>",
