@@ -76,6 +76,7 @@ func TestOriginatorFormsThroughPostfix(t *testing.T) {
 		"X-B: b\r\nFrom\t: alice@example.test",
 		"From: \"boss\uff20example.net\" <alice@example.test>",
 		"From: =?utf-8?q?boss=EF=B9=ABexample=2Enet?= <alice@example.test>",
+		"Author: boss@example.net\r\nFrom: alice@example.test",
 	}
 	accepted := []string{
 		"FROM: alice@example.test",

@@ -279,13 +279,15 @@ type originator struct {
 
 // originators returns every address of the header's originator fields (RFC
 // 5322 sections 3.6.2 and 3.6.6): From, Sender, and the Resent-From and
-// Resent-Sender of every resent block. Each is the user's claim to have
-// written or sent the message, and each must be an identity: a reader
-// showing a resent message names its newest Resent-From as the one who
-// sent it on, and readers differ in which block they take for the newest.
-// The message must have one From field and at most one Sender, and its
-// newest resent block, when it has one, one Resent-From and at most one
-// Resent-Sender.
+// Resent-Sender of every resent block, and Author (RFC 9057), which
+// names the author where From may not and which readers that know it
+// show in From's place. Each is the user's claim to have written or sent
+// the message, and each must be an identity: a reader showing a resent
+// message names its newest Resent-From as the one who sent it on, and
+// readers differ in which block they take for the newest. The message
+// must have one From field and at most one Sender and one Author, and
+// its newest resent block, when it has one, one Resent-From and at most
+// one Resent-Sender.
 func originators(h mail.Header) ([]originator, error) {
 	if !h.Has("From") {
 		return nil, errNoFrom
@@ -293,7 +295,7 @@ func originators(h mail.Header) ([]originator, error) {
 	// Only one value of each field would be read below, and readers
 	// differ in which one they show: a second From would pass any address
 	// off as the author (RFC 5322 section 3.6: at most one of each).
-	for _, name := range []string{"From", "Sender"} {
+	for _, name := range []string{"From", "Sender", "Author"} {
 		if n := len(h.Values(name)); n > 1 {
 			return nil, fmt.Errorf("the message has %d %s header fields, where one is allowed (RFC 5322 section 3.6)", n, name)
 		}
@@ -302,7 +304,7 @@ func originators(h mail.Header) ([]originator, error) {
 		return nil, err
 	}
 	var out []originator
-	for _, name := range []string{"From", "Sender", "Resent-From", "Resent-Sender"} {
+	for _, name := range []string{"From", "Sender", "Resent-From", "Resent-Sender", "Author"} {
 		for _, v := range h.Values(name) {
 			if hasGroup(v) {
 				return nil, fmt.Errorf("the %s header field holds a group or a route (a ':' or ';' outside quotes and comments), "+

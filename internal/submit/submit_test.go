@@ -270,6 +270,17 @@ func TestRefusals(t *testing.T) {
 			"Resent-To: bob@example.net\r\nResent-Date: Wed, 2 Dec 2026 06:30:00 +0000\r\nReceived: from x by y; Wed, 2 Dec 2026 06:00:00 +0000\r\n" +
 				"Resent-From: alice@example.org\r\nResent-Date: Tue, 1 Dec 2026 06:30:00 +0000\r\nFrom: alice@example.org\r\n\r\nx\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		// Author (RFC 9057) names the message's author, and readers that
+		// know it show it in From's place: it was not checked.
+		{"Author not an identity", "refused", "alice@example.org",
+			"Author: The Boss <boss@example.org>\r\nFrom: alice@example.org\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 the Author address <boss@example.org> is not one of your identities"}},
+		{"an Author display name that is another address", "refused", "alice@example.org",
+			"From: alice@example.org\r\nauthor: \"boss@example.org\" <alice@example.org>\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 "}},
+		{"a second Author field", "refused", "alice@example.org",
+			"From: alice@example.org\r\nAuthor: alice@example.org\r\nAUTHOR: boss@example.org\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"an Author group", "refused", "alice@example.org",
+			"From: alice@example.org\r\nAuthor: Boss: alice@example.org;\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
 		// An address outside the address itself: in a display name, a
 		// comment or an encoded word, which readers show as the author
 		// (Python's email reads each of these as the name
@@ -399,7 +410,7 @@ func TestRefusals(t *testing.T) {
 // another case in the field's name (Postfix reads it as From), a display
 // name that is the address itself (as Outlook
 // writes it), an encoded display name, a comment that names no address,
-// an identity in another case.
+// an identity in another case, an Author that is an identity.
 func TestOriginatorFormsAccepted(t *testing.T) {
 	r := newRig(t, 0)
 	forms := []string{
@@ -410,6 +421,7 @@ func TestOriginatorFormsAccepted(t *testing.T) {
 		"From: alice@example.org (Alice at home)",
 		"From: \"Alice (work)\" <ALICE.WORK@example.com>",
 		"From: Alice <alice@example.org>, alice.work@example.com\r\nSender: alice@example.org",
+		"From: alice@example.org\r\nAuthor: Alice <alice@example.org>",
 	}
 	for i, f := range forms {
 		msg := fmt.Sprintf("%s\r\nTo: bob@example.net\r\nMessage-ID: <form-%d@example.org>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n", f, i)
