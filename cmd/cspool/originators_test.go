@@ -77,6 +77,7 @@ func TestOriginatorFormsThroughPostfix(t *testing.T) {
 		"From: \"boss\uff20example.net\" <alice@example.test>",
 		"From: =?utf-8?q?boss=EF=B9=ABexample=2Enet?= <alice@example.test>",
 		"Author: boss@example.net\r\nFrom: alice@example.test",
+		"From: =?utf-8?b?Ym9zc0BleGFtcGxlLm5ldA?= <alice@example.test>",
 	}
 	accepted := []string{
 		"FROM: alice@example.test",

@@ -318,9 +318,18 @@ func originators(h mail.Header) ([]originator, error) {
 			// was read: net/mail drops it after a word that decodes
 			// ("=?utf-8?q?ok?= =?x-new?q?...?= <a@x>" is "ok"), and a
 			// reader that knows the charset shows what it holds.
-			if _, ok := mimeform.DecodeHeaderValue(v); !ok {
+			d, ok := mimeform.DecodeHeaderValue(v)
+			if !ok {
 				return nil, fmt.Errorf("the %s header field has an encoded word (RFC 2047) in a charset not known here, "+
 					"which readers may show as another name; write the name in UTF-8", name)
+			}
+			// One that does not decode here is left as it is, while
+			// readers decode many leniently: Python's email reads
+			// "=?utf-8?b?Ym9zc0BleGFtcGxlLm5ldA?=", its padding left
+			// out, and one with a blank inside, as boss@example.net.
+			if strings.Contains(d, "=?") {
+				return nil, fmt.Errorf("the %s header field has an encoded word (RFC 2047) that does not decode here, or a \"=?\" in its name, "+
+					"which readers may decode as another name; write the name in UTF-8", name)
 			}
 			if len(list) == 0 {
 				return nil, fmt.Errorf("the %s header field holds no address", name)

@@ -310,6 +310,15 @@ func TestRefusals(t *testing.T) {
 		{"an encoded word with a full-width at", "refused", "alice@example.org",
 			"From: =?utf-8?q?boss=EF=BC=A0example=2Eorg?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 the From header field names <boss@example.org> "}},
+		// An encoded word that does not decode here was left as it
+		// was, and Python's email decodes these leniently (no padding, a
+		// blank inside) as the name "boss@example.org".
+		{"a base64 encoded word without its padding", "refused", "alice@example.org",
+			"From: =?utf-8?b?Ym9zc0BleGFtcGxlLm9yZw?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 The From header field has an encoded word (RFC 2047) that does not decode here"}},
+		{"a base64 encoded word with a blank inside", "refused", "alice@example.org",
+			"From: =?utf-8?b?Ym9z c0BleGFtcGxlLm9yZw==?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 The From header field has an encoded word (RFC 2047) that does not decode here"}},
 		// net/mail dropped the second word and read the name "ok".
 		{"an encoded word in a charset not known", "refused", "alice@example.org",
 			"From: =?utf-8?q?ok?= =?x-unknown?q?boss=40example=2Eorg?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
