@@ -419,7 +419,9 @@ func TestRefusals(t *testing.T) {
 // another case in the field's name (Postfix reads it as From), a display
 // name that is the address itself (as Outlook
 // writes it), an encoded display name, a comment that names no address,
-// an identity in another case, an Author that is an identity.
+// an identity in another case, an Author that is an identity; and
+// Reply-To and Disposition-Notification-To naming any address, since they
+// say where answers go, not who wrote the message.
 func TestOriginatorFormsAccepted(t *testing.T) {
 	r := newRig(t, 0)
 	forms := []string{
@@ -431,6 +433,7 @@ func TestOriginatorFormsAccepted(t *testing.T) {
 		"From: \"Alice (work)\" <ALICE.WORK@example.com>",
 		"From: Alice <alice@example.org>, alice.work@example.com\r\nSender: alice@example.org",
 		"From: alice@example.org\r\nAuthor: Alice <alice@example.org>",
+		"From: alice@example.org\r\nReply-To: \"The Team\" <team@example.net>\r\nDisposition-Notification-To: boss@example.net",
 	}
 	for i, f := range forms {
 		msg := fmt.Sprintf("%s\r\nTo: bob@example.net\r\nMessage-ID: <form-%d@example.org>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nhi\r\n", f, i)
