@@ -78,6 +78,8 @@ func TestOriginatorFormsThroughPostfix(t *testing.T) {
 		"From: =?utf-8?q?boss=EF=B9=ABexample=2Enet?= <alice@example.test>",
 		"Author: boss@example.net\r\nFrom: alice@example.test",
 		"From: =?utf-8?b?Ym9zc0BleGFtcGxlLm5ldA?= <alice@example.test>",
+		"From: alice@example.test (boss\xa3\xc0example.net)",
+		"From: =?utf-8?q?boss=A3=C0example=2Enet?= <alice@example.test>",
 	}
 	accepted := []string{
 		"FROM: alice@example.test",

@@ -310,6 +310,15 @@ func originators(h mail.Header) ([]originator, error) {
 				return nil, fmt.Errorf("the %s header field holds a group or a route (a ':' or ';' outside quotes and comments), "+
 					"where it may hold mailboxes only (RFC 5322 sections 3.4 and 3.6.2): readers differ in what they show of it", name)
 			}
+			// Bytes that are not UTF-8 (RFC 6532) are read by each reader
+			// in a charset of its own, its locale's or the body's: GBK's
+			// and EUC-KR's A3 C0, and Shift_JIS's 81 97, are a full-width
+			// "@", which no check here would see. So are those of an
+			// encoded word labelled UTF-8, which the decoder copies.
+			if !utf8.ValidString(v) {
+				return nil, fmt.Errorf("the %s header field has bytes that are not UTF-8 (RFC 6532), which readers decode in charsets of their own, "+
+					"some into another name; write the field in UTF-8", name)
+			}
 			list, err := mail.ParseAddressList(v)
 			if err != nil {
 				return nil, fmt.Errorf("the %s header field does not parse: %w", name, err)
@@ -327,6 +336,10 @@ func originators(h mail.Header) ([]originator, error) {
 			// readers decode many leniently: Python's email reads
 			// "=?utf-8?b?Ym9zc0BleGFtcGxlLm5ldA?=", its padding left
 			// out, and one with a blank inside, as boss@example.net.
+			if !utf8.ValidString(d) {
+				return nil, fmt.Errorf("the %s header field has an encoded word (RFC 2047) whose text is not UTF-8 (RFC 6532), "+
+					"which readers decode in charsets of their own, some into another name; write the name in UTF-8", name)
+			}
 			if strings.Contains(d, "=?") {
 				return nil, fmt.Errorf("the %s header field has an encoded word (RFC 2047) that does not decode here, or a \"=?\" in its name, "+
 					"which readers may decode as another name; write the name in UTF-8", name)

@@ -310,6 +310,18 @@ func TestRefusals(t *testing.T) {
 		{"an encoded word with a full-width at", "refused", "alice@example.org",
 			"From: =?utf-8?q?boss=EF=BC=A0example=2Eorg?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 553 5.7.1 the From header field names <boss@example.org> "}},
+		// Bytes that are not UTF-8 in a comment (net/mail refuses them
+		// in a display name): GBK and EUC-KR readers show A3 C0 as a
+		// full-width "@" (Shift_JIS ones 81 97), the device as two
+		// windows-1252 letters, and the check saw no "@".
+		{"a comment in GBK with a full-width at", "refused", "alice@example.org",
+			"From: alice@example.org (boss\xa3\xc0example.org)\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 The From header field has bytes that are not UTF-8"}},
+		{"a comment in Shift_JIS with a full-width at", "refused", "alice@example.org",
+			"From: <alice@example.org> (boss\x81\x97example.org)\r\nTo: bob@example.net\r\n\r\npay\r\n", []string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 "}},
+		{"an encoded word labelled UTF-8 holding GBK", "refused", "alice@example.org",
+			"From: =?utf-8?q?boss=A3=C0example=2Eorg?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 The From header field has an encoded word (RFC 2047) whose text is not UTF-8"}},
 		// An encoded word that does not decode here was left as it
 		// was, and Python's email decodes these leniently (no padding, a
 		// blank inside) as the name "boss@example.org".
