@@ -331,6 +331,9 @@ func TestRefusals(t *testing.T) {
 		{"a base64 encoded word with a blank inside", "refused", "alice@example.org",
 			"From: =?utf-8?b?Ym9z c0BleGFtcGxlLm9yZw==?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
 			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 The From header field has an encoded word (RFC 2047) that does not decode here"}},
+		{"a base64 encoded word folded inside", "refused", "alice@example.org",
+			"From: =?utf-8?b?Ym9zc0Bl\r\n eGFtcGxlLm9yZw==?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
+			[]string{"MAIL 250 ", "RCPT 250 ", "DATA 554 5.6.0 The From header field has an encoded word (RFC 2047) that does not decode here"}},
 		// net/mail dropped the second word and read the name "ok".
 		{"an encoded word in a charset not known", "refused", "alice@example.org",
 			"From: =?utf-8?q?ok?= =?x-unknown?q?boss=40example=2Eorg?= <alice@example.org>\r\nTo: bob@example.net\r\n\r\npay\r\n",
