@@ -459,9 +459,15 @@ func withAts(s string) string {
 	return string(b)
 }
 
-// atLike reports whether r's NFKC form holds an "@".
+// atLike reports whether r's NFKC form holds an "@". A rune without a
+// decomposition, most of them, is its own NFKC form, and is looked up
+// alone.
 func atLike(r rune) bool {
-	return r != utf8.RuneError && strings.Contains(norm.NFKC.String(string(r)), "@")
+	s := string(r)
+	if r == utf8.RuneError || norm.NFKC.PropertiesString(s).Decomposition() == nil {
+		return false
+	}
+	return strings.Contains(norm.NFKC.String(s), "@")
 }
 
 // addressByte reports whether c may be part of an address as
