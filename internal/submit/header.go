@@ -297,7 +297,11 @@ func originators(h mail.Header) ([]originator, error) {
 	// off as the author (RFC 5322 section 3.6: at most one of each).
 	for _, name := range []string{"From", "Sender", "Author"} {
 		if n := len(h.Values(name)); n > 1 {
-			return nil, fmt.Errorf("the message has %d %s header fields, where one is allowed (RFC 5322 section 3.6)", n, name)
+			rfc := "RFC 5322 section 3.6"
+			if name == "Author" {
+				rfc = "as for From"
+			}
+			return nil, fmt.Errorf("the message has %d %s header fields, where one is allowed (%s)", n, name, rfc)
 		}
 	}
 	if err := checkNewestResent(h); err != nil {
@@ -313,8 +317,7 @@ func originators(h mail.Header) ([]originator, error) {
 			// Bytes that are not UTF-8 (RFC 6532) are read by each reader
 			// in a charset of its own, its locale's or the body's: GBK's
 			// and EUC-KR's A3 C0, and Shift_JIS's 81 97, are a full-width
-			// "@", which no check here would see. So are those of an
-			// encoded word labelled UTF-8, which the decoder copies.
+			// "@", which no check here would see.
 			if !utf8.ValidString(v) {
 				return nil, fmt.Errorf("the %s header field has bytes that are not UTF-8 (RFC 6532), which readers decode in charsets of their own, "+
 					"some into another name; write the field in UTF-8", name)
@@ -332,14 +335,16 @@ func originators(h mail.Header) ([]originator, error) {
 				return nil, fmt.Errorf("the %s header field has an encoded word (RFC 2047) in a charset not known here, "+
 					"which readers may show as another name; write the name in UTF-8", name)
 			}
-			// One that does not decode here is left as it is, while
-			// readers decode many leniently: Python's email reads
-			// "=?utf-8?b?Ym9zc0BleGFtcGxlLm5ldA?=", its padding left
-			// out, and one with a blank inside, as boss@example.net.
+			// The bytes of a word labelled UTF-8 that are not UTF-8 are
+			// copied as they are, and read as those of the field are.
 			if !utf8.ValidString(d) {
 				return nil, fmt.Errorf("the %s header field has an encoded word (RFC 2047) whose text is not UTF-8 (RFC 6532), "+
 					"which readers decode in charsets of their own, some into another name; write the name in UTF-8", name)
 			}
+			// A word that does not decode here is left as it is, while
+			// readers decode many leniently: Python's email reads
+			// "=?utf-8?b?Ym9zc0BleGFtcGxlLm5ldA?=", its padding left
+			// out, and one with a blank inside, as boss@example.net.
 			if strings.Contains(d, "=?") {
 				return nil, fmt.Errorf("the %s header field has an encoded word (RFC 2047) that does not decode here, or a \"=?\" in its name, "+
 					"which readers may decode as another name; write the name in UTF-8", name)
