@@ -45,8 +45,9 @@ func NeedHeavy(t testing.TB) {
 // measures what the process allocates or holds (runtime.MemStats, SQLite's
 // page cache) at a size that takes minutes under the detector calls it
 // first: the detector changes what is allocated (sync.Pool drops what is
-// put in it) and runs SQLite, which is Go code here, 5 to 10 times slower,
-// and such a test checks a size, not an order between goroutines. CI runs
+// put in it) and, unless the README's -gcflags leave it out, runs
+// SQLite, which is Go code here, 5 to 10 times slower, and such a test
+// checks a size, not an order between goroutines. CI runs
 // every test that calls it in a step without -race (.ci/run finds them by
 // this call, so it must be in the test function itself, not a helper).
 func SkipUnderRace(t testing.TB) {
@@ -59,8 +60,9 @@ func SkipUnderRace(t testing.TB) {
 // Scale returns small under the race detector and large without it. A
 // test whose time is its size (many random cases compared with a
 // reference on one goroutine, not an order between goroutines) calls it
-// for that size: under -race, which runs SQLite (Go code here) 5 to 10
-// times slower, the small size still walks every path the detector can
+// for that size: under -race, which slows the Go code of the test's
+// process (and SQLite's, 5 to 10 times, without the README's -gcflags),
+// the small size still walks every path the detector can
 // watch, and CI runs the test again at its large size in the step without
 // -race (.ci/run finds it by this call, so it must be in the test function
 // itself, not a helper).
