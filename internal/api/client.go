@@ -601,11 +601,17 @@ func (c *Client) Head(ctx context.Context) (uint64, error) {
 // SpoolKeySuccession implements syncer.KeySuccessor: the server's
 // statement of the key its spool key replaced (docs/API.md, "Spool keys"),
 // ok false when it states none. The statement is not verified here: the
-// device checks it with the spool key it trusts.
+// device checks it with the spool key it trusts. A server without the
+// route (a release before it) answers 404 without HeaderUnknownUser: the
+// error then wraps errors.ErrUnsupported.
 func (c *Client) SpoolKeySuccession(ctx context.Context) (keys.Succession, bool, error) {
 	op := "reading the spool keys for " + c.user
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/spool-keys", nil, nil)
 	if err != nil {
+		var ae *Error
+		if errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Err == nil {
+			ae.Err = errors.ErrUnsupported // no such route: the user's 404 names keys.ErrUnknownUser
+		}
 		return keys.Succession{}, false, err
 	}
 	defer resp.Body.Close()

@@ -33,12 +33,16 @@ import (
 // replaced spool key").
 //
 // The statement is asked for at most once per Syncer while the answers
-// are well-formed; a failed ask (the spool unreachable, or of a release
-// without the route) is tried again at most once a strangerRecheck.
+// are well-formed, or the spool answers it has no such route (a release
+// before it: KeySuccessor's error wraps errors.ErrUnsupported, logged once
+// as information); any other failed ask (the spool unreachable) is tried
+// again at most once a strangerRecheck.
 
 // KeySuccessor is the optional capability of a Source to give the spool's
 // statement of the key its spool key replaced: ok false when the spool
-// states none (its key replaced none, as far as its store knows).
+// states none (its key replaced none, as far as its store knows); an error
+// wrapping errors.ErrUnsupported when the spool cannot state one (of a
+// release before the statement).
 type KeySuccessor interface {
 	SpoolKeySuccession(ctx context.Context) (s keys.Succession, ok bool, err error)
 }
@@ -100,6 +104,14 @@ func (s *Syncer) vouchedPrevious(ctx context.Context, author ed25519.PublicKey) 
 			return keys.PublicKey{}
 		}
 		stated, ok, err := ks.SpoolKeySuccession(ctx)
+		if errors.Is(err, errors.ErrUnsupported) {
+			// A spool of a release without the route: it states
+			// nothing, now or at the next ask, so once is enough.
+			st.asked = true
+			s.log.Info("the spool states no key its spool key replaced: its release does not serve the statement; entries signed by a key not trusted are taken as a stranger's",
+				"err", err)
+			return keys.PublicKey{}
+		}
 		if err != nil {
 			st.failedAt = time.Now()
 			s.log.Warn("asking the spool which key its spool key replaced failed; entries signed by a key not trusted are taken as a stranger's until asked again",

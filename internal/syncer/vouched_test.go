@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -11,6 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,6 +64,13 @@ func (r *rig) replaceOnStore(old, nw *keys.SecretKey, before []int) *keys.Succes
 // server's base URL.
 func (r *rig) serve(spoolKey keys.PublicKey, stated *keys.Succession) string {
 	r.t.Helper()
+	return r.serveThrough(spoolKey, stated, nil)
+}
+
+// serveThrough is serve with the API server's handler given to wrap
+// (nil: served as it is).
+func (r *rig) serveThrough(spoolKey keys.PublicKey, stated *keys.Succession, wrap func(http.Handler) http.Handler) string {
+	r.t.Helper()
 	users := filepath.Join(r.dir, "users")
 	if err := os.WriteFile(users, []byte("alice "+r.user.Public().String()+"\n"), 0o600); err != nil {
 		r.t.Fatal(err)
@@ -72,8 +83,12 @@ func (r *rig) serve(spoolKey keys.PublicKey, stated *keys.Succession) string {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	srv := &http.Server{Handler: api.NewServer(api.Config{Store: r.log, Users: db, SpoolKey: spoolKey, SpoolKeySuccession: stated,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})}
+	var h http.Handler = api.NewServer(api.Config{Store: r.log, Users: db, SpoolKey: spoolKey, SpoolKeySuccession: stated,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	r.t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String()
@@ -83,6 +98,13 @@ func (r *rig) serve(spoolKey keys.PublicKey, stated *keys.Succession) string {
 // it as the device does at its start (TrustSpoolKey), and makes a syncer
 // reading batch entries at a time through the API client at url.
 func (r *rig) vouchedDevice(url, name string, spoolKey keys.PublicKey, batch int) (*Syncer, *mailstore.Store) {
+	r.t.Helper()
+	return r.vouchedDeviceLogging(url, name, spoolKey, batch, io.Discard)
+}
+
+// vouchedDeviceLogging is vouchedDevice with the syncer's log lines, as
+// text, written to w.
+func (r *rig) vouchedDeviceLogging(url, name string, spoolKey keys.PublicKey, batch int, w io.Writer) (*Syncer, *mailstore.Store) {
 	r.t.Helper()
 	ms, err := mailstore.Open(filepath.Join(r.dir, name+".db"), mimeform.Parser{})
 	if err != nil {
@@ -98,7 +120,7 @@ func (r *rig) vouchedDevice(url, name string, spoolKey keys.PublicKey, batch int
 	}
 	s, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: spoolKey, Source: client, Store: ms, BatchCount: batch,
 		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, RecheckPermanent: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Logger: slog.New(slog.NewTextHandler(w, nil))})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -240,5 +262,66 @@ func TestReplacedSpoolKeyVouchedCheckpoint(t *testing.T) {
 	untrustedAt(t, ms, planted)
 	if c, err := ms.SpoolKeyCutover(ctx); err != nil || c != cutover {
 		t.Errorf("cutover recorded %d, %v; want %d", c, err, cutover)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the loop's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestReplacedSpoolKeyNoRoute: a spool of a release without the
+// spool-keys route answers it 404, as it answers any path it does not
+// serve (the real server's answer to a path it has no route for): a new
+// device given only the new key takes that as no statement, asked once,
+// with one line of information and no warning; the old key's deliveries
+// stay a stranger's, the new key's are applied. Before, every ask logged
+// a warning and was tried again a minute later, all the run long.
+func TestReplacedSpoolKeyNoRoute(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	old, nw := r.spool, r.evil
+	stated := r.replaceOnStore(old, nw, []int{0, 1})
+	r.deliver(nw, msg(2))
+	var asked atomic.Int32
+	url := r.serveThrough(nw.Public(), stated, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if strings.HasSuffix(req.URL.Path, "/spool-keys") {
+				asked.Add(1)
+				req.URL.Path = strings.TrimSuffix(req.URL.Path, "/spool-keys") + "/no-such-route"
+			}
+			h.ServeHTTP(w, req)
+		})
+	})
+	var logged lockedBuffer
+	s, ms := r.vouchedDeviceLogging(url, "b", nw.Public(), 1, &logged)
+	syncAll(t, s)
+	r.deliver(nw, msg(3))
+	syncAll(t, s)
+	if got, want := inboxDates(t, ms), []int{2, 3}; !slices.Equal(got, want) {
+		t.Errorf("INBOX holds messages %v, want %v", got, want)
+	}
+	untrustedAt(t, ms, 1)
+	untrustedAt(t, ms, 2)
+	if n := asked.Load(); n != 1 {
+		t.Errorf("the spool-keys route was asked %d times, want once", n)
+	}
+	lines := logged.String()
+	warned := strings.Contains(lines, "level=WARN msg=\"asking the spool")
+	if n := strings.Count(lines, "level=INFO msg=\"the spool states no key its spool key replaced"); n != 1 || warned {
+		t.Errorf("a spool without the route: %d lines of information saying it states none (want 1), a warning of the ask %v:\n%s", n, warned, lines)
 	}
 }
