@@ -204,12 +204,12 @@ func (d *device) dial() error {
 	if d.client != nil {
 		return nil
 	}
-	if err := d.trustSpoolKey(); err != nil {
-		return err
-	}
 	c, err := api.NewClient(d.spoolURL, d.user, d.userKey, nil)
 	if err != nil {
 		return usagef("--spool-server: %v", err)
+	}
+	if err := d.trustSpoolKey(c); err != nil {
+		return err
 	}
 	if plainBeyondLocalhost(d.spoolURL) {
 		warnPlainSpool(nil, d.log, d.spoolURL, "a device raises an integrity alarm at those its checks see, and takes a forged quota, "+
@@ -233,8 +233,13 @@ func (d *device) dial() error {
 //
 // With --previous-spool-key, a database that records the previous key
 // moves its record to the new one (mailstore's ReplaceSpoolKey), logged
-// once: the next start finds the new key recorded.
-func (d *device) trustSpoolKey() error {
+// once: the next start finds the new key recorded. Without it, a database
+// that records another key asks the spool at c for its succession
+// statement (vouchedRecorded): one verified under --spool-key naming the
+// key recorded as replaced moves the record as --previous-spool-key
+// would; anything else (the spool not answering within
+// vouchedStartTimeout included) is refused as before.
+func (d *device) trustSpoolKey(c *api.Client) error {
 	if d.previousSpoolPub.Ed25519 != nil {
 		return d.replaceSpoolKey()
 	}
@@ -243,11 +248,49 @@ func (d *device) trustSpoolKey() error {
 	if !errors.As(err, &other) {
 		return err
 	}
-	return withHint(&otherSpoolKeyError{fmt.Sprintf("--spool-key: %s trusts the spool key %s for deliveries (recorded when it was first synced), not %s",
-		d.dbPath, recordedKey(other.Recorded), d.spoolPub), other},
+	prev, why := d.vouchedRecorded(c, other.Recorded)
+	if prev.Ed25519 != nil {
+		d.previousSpoolPub = prev
+		d.log.Info("the spool key given replaced the one this database recorded, as the spool states under its signature: it is taken as --previous-spool-key",
+			"db", d.dbPath, "spool_key_id", fmt.Sprintf("%x", d.spoolPub.KeyID()), "previous_spool_key_id", fmt.Sprintf("%x", prev.KeyID()))
+		return d.replaceSpoolKey()
+	}
+	return withHint(&otherSpoolKeyError{fmt.Sprintf("--spool-key: %s trusts the spool key %s for deliveries (recorded when it was first synced), not %s; %s",
+		d.dbPath, recordedKey(other.Recorded), d.spoolPub, why), other},
 		"pass the spool's public key this device has always used (the spool.pub of its first sync, which signed the deliveries it applied); with another key every delivery would be rejected. "+
 			"If the spool's key was replaced, pass the new spool.pub as --spool-key and the one recorded as --previous-spool-key: the database moves to the new key and keeps its mail (docs/OPERATING.md, \"Replacing the spool key\"). "+
 			"If the key recorded was a wrong one taken by a cspool from before schema 26 (cspool status then lists deliveries rejected as \"entry author not trusted\"), move the database away: a new one syncs everything from the spool")
+}
+
+// vouchedStartTimeout bounds the ask for the spool's succession statement
+// at a device's start.
+const vouchedStartTimeout = 10 * time.Second
+
+// vouchedRecorded asks the spool at c which key its spool key replaced
+// (docs/API.md, "Spool keys") and returns it when the statement verifies
+// under --spool-key and names recorded, the key the database trusts;
+// otherwise the zero key and why not, for the refusal's text.
+func (d *device) vouchedRecorded(c *api.Client, recorded []byte) (keys.PublicKey, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), vouchedStartTimeout)
+	defer cancel()
+	stated, ok, err := c.SpoolKeySuccession(ctx)
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		return keys.PublicKey{}, "the spool states no key its spool key replaced (its release does not serve the statement)"
+	case err != nil:
+		return keys.PublicKey{}, fmt.Sprintf("the spool could not be asked which key its spool key replaced (%v)", err)
+	case !ok:
+		return keys.PublicKey{}, "the spool states no key its spool key replaced"
+	}
+	if err := stated.Verify(d.spoolPub); err != nil {
+		d.log.Warn("the spool's statement of the key its spool key replaced does not verify under the spool key given: ignored",
+			"err", err, "spool_key_id", fmt.Sprintf("%x", d.spoolPub.KeyID()))
+		return keys.PublicKey{}, "the spool's statement of the key its spool key replaced does not verify under it"
+	}
+	if !bytes.Equal(stated.Previous.Bytes(), recorded) {
+		return keys.PublicKey{}, fmt.Sprintf("the spool states that its spool key replaced %s, not the key recorded", stated.Previous)
+	}
+	return stated.Previous, ""
 }
 
 // replaceSpoolKey records --spool-key with --previous-spool-key as the key
