@@ -3,6 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"cspool/internal/keys"
@@ -37,5 +40,26 @@ func TestSpoolKeysRoute(t *testing.T) {
 	none := newEnv(t, false, nil)
 	if _, ok, err := none.client(t, "alice", none.alice).SpoolKeySuccession(ctx); err != nil || ok {
 		t.Errorf("a server whose key replaced none: ok %v, %v; want none stated", ok, err)
+	}
+}
+
+// TestSpoolKeysNoRoute: a server without the route (a release before it)
+// answers 404 as to any path it does not serve, which the client gives as
+// errors.ErrUnsupported, so the device asks no more.
+func TestSpoolKeysNoRoute(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, false, nil)
+	older := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.URL.Path = strings.Replace(r.URL.Path, "/spool-keys", "/no-such-route", 1)
+		e.api.ServeHTTP(w, r)
+	}))
+	t.Cleanup(older.Close)
+	c, err := NewClient(older.URL, "alice", e.alice, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := c.SpoolKeySuccession(ctx); ok || !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("a server without the route: ok %v, %v; want errors.ErrUnsupported", ok, err)
 	}
 }
