@@ -625,12 +625,29 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, c *caller) {
 		var moved, ok bool
 		var waited spool.Tip
 		if moved, waited, ok, err = s.wait(ctx, c.user, p.after, p.wait); err == nil && moved {
-			entries, err = h.first(ctx, c.user, p)
+			if err = s.stillAllowed(ctx, c.user, c.key); err == nil {
+				entries, err = h.first(ctx, c.user, p)
+			}
 		} else if ok {
 			known = &waited
 		}
 	}
 	s.answerRead(ctx, w, r, c.user, p, entries, h, known, err)
+}
+
+// stillAllowed asks the users database again, once a long-poll's wait has
+// ended with entries to send, whether key may still read user's log: the
+// users file may have been reloaded while it waited (a stolen device's key
+// replaced). Before, a read waiting when its key was replaced was answered
+// with the entries appended after the change (docs/API.md §3, "Long-poll").
+// Only a user's key waits (the spool key may not read), and a wait that
+// ends with nothing to send tells nothing the request did not already, so
+// it is not asked again then.
+func (s *Server) stillAllowed(ctx context.Context, user string, key keys.PublicKey) error {
+	if err := s.cfg.Users.Check(ctx, user, key); err != nil {
+		return usersError(err, user)
+	}
+	return nil
 }
 
 // holdRead takes one of the places of key's reads that hold entries

@@ -169,7 +169,9 @@ func (s *Server) answerParked(pk *parked) *limitedConn {
 	h := &readHold{s: s, key: pk.ri.keyID}
 	defer h.release()
 	if err == nil && moved {
-		entries, err = h.first(ctx, pk.user, pk.p)
+		if err = s.stillAllowed(ctx, pk.user, pk.ri.key); err == nil {
+			entries, err = h.first(ctx, pk.user, pk.p)
+		}
 	} else if ok {
 		known = &waited
 	}
