@@ -264,7 +264,7 @@ func TestRenewalsKeepTheirGoroutine(t *testing.T) {
 // TestParkedConnectionServesAnyRequest: on the connection of an answered
 // parked read, what is not a renewal read whole in one piece goes back to
 // net/http with the bytes read of it: another route, a renewal sent in two
-// parts, a request with a body; each is answered as on a fresh connection,
+// parts, a request with a body (an append on a head passed); each is answered as on a fresh connection,
 // and renewals between them are answered too.
 func TestParkedConnectionServesAnyRequest(t *testing.T) {
 	e := newEnv(t, false, func(c *Config) { c.MaxWait = time.Second })
@@ -312,9 +312,22 @@ func TestParkedConnectionServesAnyRequest(t *testing.T) {
 	forged := bytes.Replace(renewal()[0], []byte("after=0"), []byte("after=1"), 1)
 	check("a forged long-poll", [][]byte{forged}, http.StatusUnauthorized, "")
 	check("a long-poll", renewal(), http.StatusOK, "1")
-	raw := signedRaw(t, e, "GET", "/v1/users/alice/entries", "after=0&wait=1")
-	withBody := bytes.Replace(raw, []byte("\r\n\r\n"), []byte("\r\nContent-Length: 2\r\n\r\nhi"), 1)
-	check("a long-poll with a body", [][]byte{withBody}, http.StatusOK, "1")
+	// A read carries no body (TestReadWithBodyRefused): an append on a
+	// head passed long ago, answered 409 with the head, is one that does.
+	body := EncodeBatch([][]byte{[]byte("late")})
+	req, err := http.NewRequest("POST", e.srv.URL+"/v1/users/alice/entries?if_head=0", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", ContentType)
+	if err := SignRequest(req, body, e.alice, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var withBody bytes.Buffer
+	if err := req.Write(&withBody); err != nil {
+		t.Fatal(err)
+	}
+	check("an append with its body", [][]byte{withBody.Bytes()}, http.StatusConflict, "1")
 	check("a long-poll", renewal(), http.StatusOK, "1")
 	// Two requests in one write: the first is answered here, the second
 	// by net/http on the same connection.

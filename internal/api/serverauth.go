@@ -187,6 +187,11 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 	if rt == routeRead && a.bodyHash != emptyHash {
 		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBodyHash, "signed body hash is not that of an empty body"))
 	}
+	if rt == routeRead && r.ContentLength != 0 {
+		// The signature covers an empty body; these bytes (or chunks) it
+		// does not. They were ignored and the read answered.
+		return nil, unverified(authErr(ErrUnauthenticated, AuthReasonBodyHash, "a read carries no body, and this one has one (Content-Length or chunks)"))
+	}
 	spoolKey := s.cfg.SpoolKey.Ed25519 != nil && a.key.Equal(s.cfg.SpoolKey)
 	var claim bool
 	var forbidden *srvError // told only to whoever proves to hold the key
