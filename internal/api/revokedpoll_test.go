@@ -11,16 +11,19 @@ import (
 // TestLongPollOfReplacedKey: a long-poll waiting when its key leaves the
 // users file (the line replaced, the file reloaded) is answered 401 once
 // the log moves, with no entry, whether it waits parked or in its handler
-// (a client that closes its connection after each request). Before, it was
+// (a client that closes its connection after each request), and 403 if
+// the key went to another name (the user renamed). Before, it was
 // answered with the entries appended after the change: a stolen device
 // whose key the operator had just replaced was sent the next delivery.
 func TestLongPollOfReplacedKey(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		keepAlive bool
+		renamed   bool // alice renamed robert, her key with her: 403
 	}{
-		{"parked", true},
-		{"in its handler", false},
+		{"parked", true, false},
+		{"in its handler", false, false},
+		{"parked, the user renamed", true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &recMetrics{}
@@ -51,6 +54,11 @@ func TestLongPollOfReplacedKey(t *testing.T) {
 
 			newKey := genKey(t)
 			text := "alice " + newKey.Public().String() + "\nbob " + e.bob.Public().String() + "\n"
+			want := ErrUnauthenticated
+			if tc.renamed {
+				text = "robert " + e.alice.Public().String() + "\nbob " + e.bob.Public().String() + "\n"
+				want = ErrForbidden
+			}
 			if err := os.WriteFile(filepath.Join(e.dir, "users"), []byte(text), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -61,13 +69,13 @@ func TestLongPollOfReplacedKey(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := <-poll
-			if len(r.entries) != 0 || !errors.Is(r.err, ErrUnauthenticated) {
-				t.Fatalf("long-poll of the replaced key = %d entries, head %d, %v; want none and ErrUnauthenticated (401)",
-					len(r.entries), r.head, r.err)
+			if len(r.entries) != 0 || !errors.Is(r.err, want) {
+				t.Fatalf("long-poll of the replaced key = %d entries, head %d, %v; want none and %v",
+					len(r.entries), r.head, r.err, want)
 			}
 			// Its next request is refused as well.
-			if _, err := c.Head(ctx); !errors.Is(err, ErrUnauthenticated) {
-				t.Fatalf("next request of the replaced key: %v, want ErrUnauthenticated", err)
+			if _, err := c.Head(ctx); !errors.Is(err, want) {
+				t.Fatalf("next request of the replaced key: %v, want %v", err, want)
 			}
 		})
 	}
