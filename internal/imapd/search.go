@@ -403,49 +403,52 @@ func (mt *matcher) inSeqSet(set imap.SeqSet) bool {
 	if imap.IsSearchRes(set) {
 		return mt.inSaved()
 	}
-	if len(set) == 0 {
-		return false
-	}
-	sp, ok := mt.seqSpans[&set[0]]
-	if !ok {
-		for _, r := range set {
-			lo, hi := span(r.Start, r.Stop, mt.max)
-			sp = append(sp, imap.SeqRange{Start: lo, Stop: hi})
-		}
-		sp = mergeRanges(sp, func(r imap.SeqRange) (uint32, uint32) { return r.Start, r.Stop },
-			func(lo, hi uint32) imap.SeqRange { return imap.SeqRange{Start: lo, Stop: hi} })
-		if mt.seqSpans == nil {
-			mt.seqSpans = map[*imap.SeqRange][]imap.SeqRange{}
-		}
-		mt.seqSpans[&set[0]] = sp
-	}
-	k := sort.Search(len(sp), func(i int) bool { mt.probes++; return sp[i].Stop >= mt.seq })
-	return k < len(sp) && sp[k].Start <= mt.seq
+	return inSpans(&mt.seqSpans, set, mt.seq, mt.max, &mt.probes,
+		func(r imap.SeqRange) (uint32, uint32) { return r.Start, r.Stop },
+		func(lo, hi uint32) imap.SeqRange { return imap.SeqRange{Start: lo, Stop: hi} })
 }
 
 func (mt *matcher) inUIDSet(set imap.UIDSet) bool {
 	if imap.IsSearchRes(set) {
 		return mt.inSaved()
 	}
+	return inSpans(&mt.uidSpans, set, imap.UID(mt.msg.UID), mt.lastUID, &mt.probes,
+		func(r imap.UIDRange) (imap.UID, imap.UID) { return r.Start, r.Stop },
+		func(lo, hi imap.UID) imap.UIDRange { return imap.UIDRange{Start: lo, Stop: hi} })
+}
+
+// inSpans reports whether x is in set, a sequence or UID set whose "*"
+// is last: the set's ranges resolved, sorted and merged (mergeRanges) are
+// made once and kept in *spans by the address of the set's first range,
+// which the command's criteria hold for the whole SEARCH, and x is looked
+// for by a binary search, each range looked at counted in *probes.
+func inSpans[R any, N ~uint32](spans *map[*R][]R, set []R, x, last N, probes *int,
+	ends func(R) (N, N), mk func(lo, hi N) R) bool {
 	if len(set) == 0 {
 		return false
 	}
-	sp, ok := mt.uidSpans[&set[0]]
+	sp, ok := (*spans)[&set[0]]
 	if !ok {
 		for _, r := range set {
-			lo, hi := span(r.Start, r.Stop, mt.lastUID)
-			sp = append(sp, imap.UIDRange{Start: lo, Stop: hi})
+			start, stop := ends(r)
+			sp = append(sp, mk(span(start, stop, last)))
 		}
-		sp = mergeRanges(sp, func(r imap.UIDRange) (imap.UID, imap.UID) { return r.Start, r.Stop },
-			func(lo, hi imap.UID) imap.UIDRange { return imap.UIDRange{Start: lo, Stop: hi} })
-		if mt.uidSpans == nil {
-			mt.uidSpans = map[*imap.UIDRange][]imap.UIDRange{}
+		sp = mergeRanges(sp, ends, mk)
+		if *spans == nil {
+			*spans = map[*R][]R{}
 		}
-		mt.uidSpans[&set[0]] = sp
+		(*spans)[&set[0]] = sp
 	}
-	uid := imap.UID(mt.msg.UID)
-	k := sort.Search(len(sp), func(i int) bool { mt.probes++; return sp[i].Stop >= uid })
-	return k < len(sp) && sp[k].Start <= uid
+	k := sort.Search(len(sp), func(i int) bool {
+		*probes++
+		_, hi := ends(sp[i])
+		return hi >= x
+	})
+	if k == len(sp) {
+		return false
+	}
+	lo, _ := ends(sp[k])
+	return lo <= x
 }
 
 // inSaved reports whether the message is in the saved result, which
