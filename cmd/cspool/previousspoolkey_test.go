@@ -30,42 +30,11 @@ func TestPreviousSpoolKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin := buildServerBinary(t)
-	dir := t.TempDir()
-	path := func(name string) string { return filepath.Join(dir, name) }
-	env := append(os.Environ(), "USER=alice")
-	alice, old, nw, other := mustKey(t), mustKey(t), mustKey(t), mustKey(t)
-	for name, k := range map[string]*keys.SecretKey{"user": alice, "old": old, "new": nw, "other": other} {
-		if err := keys.WriteFiles(k, path(name+".sec"), path(name+".pub"), keys.WriteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r := newSpoolKeyRig(t)
+	bin, dir, path, env, plant := r.bin, r.dir, r.path, r.env, r.plant
+	old, nw := r.old, r.nw
 	if err := os.WriteFile(path("damaged.pub"), []byte("cspool-pub-1:not a key\n"), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	writeUsersFile(t, path("users"), map[string]*keys.SecretKey{"alice": alice})
-	if err := os.Mkdir(path("spool"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	date := int64(1764000000000)
-	plant := func(author *keys.SecretKey, subjects ...string) {
-		t.Helper()
-		st, err := sqlitestore.Open(path("spool"), sqlitestore.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		for _, s := range subjects {
-			date++
-			b, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: date, Body: []byte("Subject: " + s + "\r\n\r\nbody\r\n")},
-				author, alice.Public(), "alice", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := st.Append(context.Background(), "alice", [][]byte{b}); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	var srv *serverProc
 	sync := func(flags ...string) (int, string, string) {
@@ -132,5 +101,59 @@ func TestPreviousSpoolKey(t *testing.T) {
 	code, out, stderr = sync("--spool-key", "new.pub", "--previous-spool-key", "old.pub")
 	if code != 0 || strings.Contains(stderr, "the spool key was replaced") {
 		t.Errorf("a second sync with both keys: exit %d, want 0 and the move not logged again\n%s\n%s", code, out, stderr)
+	}
+}
+
+// spoolKeyRig is the setting of the tests of a replaced spool key with
+// real server processes: the binary, a folder holding alice's key pair and
+// three spool key pairs (old, new, other: NAME.sec and NAME.pub; alice's
+// user.sec and user.pub), a users file of alice and a spool folder, into
+// which plant writes deliveries signed by any key.
+type spoolKeyRig struct {
+	t                     *testing.T
+	bin, dir              string
+	env                   []string
+	alice, old, nw, other *keys.SecretKey
+	date                  int64
+}
+
+func newSpoolKeyRig(t *testing.T) *spoolKeyRig {
+	t.Helper()
+	r := &spoolKeyRig{t: t, bin: buildServerBinary(t), dir: t.TempDir(), env: append(os.Environ(), "USER=alice"),
+		alice: mustKey(t), old: mustKey(t), nw: mustKey(t), other: mustKey(t), date: 1764000000000}
+	for name, k := range map[string]*keys.SecretKey{"user": r.alice, "old": r.old, "new": r.nw, "other": r.other} {
+		if err := keys.WriteFiles(k, r.path(name+".sec"), r.path(name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUsersFile(t, r.path("users"), map[string]*keys.SecretKey{"alice": r.alice})
+	if err := os.Mkdir(r.path("spool"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *spoolKeyRig) path(name string) string { return filepath.Join(r.dir, name) }
+
+// plant appends to alice's log, straight into the spool's store (no
+// server may hold it), one delivery signed by author for each subject.
+func (r *spoolKeyRig) plant(author *keys.SecretKey, subjects ...string) {
+	t := r.t
+	t.Helper()
+	st, err := sqlitestore.Open(r.path("spool"), sqlitestore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, s := range subjects {
+		r.date++
+		b, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: r.date, Body: []byte("Subject: " + s + "\r\n\r\nbody\r\n")},
+			author, r.alice.Public(), "alice", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Append(context.Background(), "alice", [][]byte{b}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

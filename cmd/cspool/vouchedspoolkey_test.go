@@ -1,17 +1,9 @@
 package main
 
 import (
-	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"cspool/internal/command"
-	"cspool/internal/entry"
-	"cspool/internal/keys"
-	"cspool/internal/spool/sqlitestore"
 )
 
 // TestVouchedSpoolKey: the spool's key replaced as docs/OPERATING.md
@@ -27,40 +19,9 @@ func TestVouchedSpoolKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin := buildServerBinary(t)
-	dir := t.TempDir()
-	path := func(name string) string { return filepath.Join(dir, name) }
-	env := append(os.Environ(), "USER=alice")
-	alice, old, nw := mustKey(t), mustKey(t), mustKey(t)
-	for name, k := range map[string]*keys.SecretKey{"user": alice, "old": old, "new": nw} {
-		if err := keys.WriteFiles(k, path(name+".sec"), path(name+".pub"), keys.WriteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeUsersFile(t, path("users"), map[string]*keys.SecretKey{"alice": alice})
-	if err := os.Mkdir(path("spool"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	date := int64(1764000000000)
-	plant := func(author *keys.SecretKey, subjects ...string) {
-		t.Helper()
-		st, err := sqlitestore.Open(path("spool"), sqlitestore.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		for _, s := range subjects {
-			date++
-			b, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: date, Body: []byte("Subject: " + s + "\r\n\r\nbody\r\n")},
-				author, alice.Public(), "alice", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := st.Append(context.Background(), "alice", [][]byte{b}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	r := newSpoolKeyRig(t)
+	bin, dir, path, env, plant := r.bin, r.dir, r.path, r.env, r.plant
+	old, nw := r.old, r.nw
 	var srv *serverProc
 	sync := func(db string) (int, string, string) {
 		t.Helper()
@@ -107,40 +68,9 @@ func TestVouchedSpoolKeyExistingDevice(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin := buildServerBinary(t)
-	dir := t.TempDir()
-	path := func(name string) string { return filepath.Join(dir, name) }
-	env := append(os.Environ(), "USER=alice")
-	alice, old, nw, other := mustKey(t), mustKey(t), mustKey(t), mustKey(t)
-	for name, k := range map[string]*keys.SecretKey{"user": alice, "old": old, "new": nw, "other": other} {
-		if err := keys.WriteFiles(k, path(name+".sec"), path(name+".pub"), keys.WriteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeUsersFile(t, path("users"), map[string]*keys.SecretKey{"alice": alice})
-	if err := os.Mkdir(path("spool"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	date := int64(1764000000000)
-	plant := func(author *keys.SecretKey, subjects ...string) {
-		t.Helper()
-		st, err := sqlitestore.Open(path("spool"), sqlitestore.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		for _, s := range subjects {
-			date++
-			b, _, err := entry.Seal(&command.Command{Kind: command.Deliver, Date: date, Body: []byte("Subject: " + s + "\r\n\r\nbody\r\n")},
-				author, alice.Public(), "alice", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := st.Append(context.Background(), "alice", [][]byte{b}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	r := newSpoolKeyRig(t)
+	bin, dir, path, env, plant := r.bin, r.dir, r.path, r.env, r.plant
+	old, nw := r.old, r.nw
 	var srv *serverProc
 	sync := func(url, db, spoolKey string) (int, string, string) {
 		t.Helper()
