@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,10 +46,42 @@ func keepSpoolKey(st spool.Store, pub keys.PublicKey, file, where, hint string) 
 	if hint != "" {
 		return withHint(err, hint)
 	}
+	id := spool.KeyID(other.Recorded)
+	if replacedKey(ctx, st, other.Recorded, pub.Bytes()) {
+		return withHint(fmt.Errorf("--spool-key: %w", err),
+			fmt.Sprintf("If its key was replaced, this is the old one: the store records that it was replaced, and its deliveries are signed by the key with id %s from then on. "+
+				"Pass the new spool.sec (the spool_key_id=%s of its servers' 'cspool server started' lines): its users' devices trust that key (docs/OPERATING.md, \"Replacing the spool key\")", id, id))
+	}
 	return withHint(fmt.Errorf("--spool-key: %w", err),
 		fmt.Sprintf("pass the spool's secret key this spool runs with (the spool_key_id=%s of its servers' 'cspool server started' lines): its users' devices trust that key only. "+
-			"If its key was replaced, this is the old one: pass the new spool.sec. To replace the store's key by this one, stop every server and cspool deliver running with the key with id %s, "+
-			"then start them with this --spool-key and that key's public file as --previous-spool-key (docs/OPERATING.md, \"Replacing the spool key\")", spool.KeyID(other.Recorded), spool.KeyID(other.Recorded)))
+			"If its key was replaced, this is the old one: pass the new spool.sec. "+
+			"If this is the new one and the store was restored from a backup made before the replacement, the store records the old key again: do not go back to it, "+
+			"replace it again by starting with this --spool-key and the key with id %s's public file as --previous-spool-key (docs/OPERATING.md, \"Restoring a backup\"). "+
+			"To replace the store's key by this one, stop every server and cspool deliver running with the key with id %s, "+
+			"then start them with this --spool-key and that key's public file as --previous-spool-key (docs/OPERATING.md, \"Replacing the spool key\")", id, id, id))
+}
+
+// replacedKey says whether the store records pub among the keys that
+// recorded, or a key before it, replaced (spool.KeyHistory): pub is then
+// an old key for certain, not a new one on a store restored from a backup
+// made before its replacement. It follows at most 16 replacements, and
+// says false when the store keeps no history or cannot be read.
+func replacedKey(ctx context.Context, st spool.Store, recorded, pub []byte) bool {
+	kh, ok := st.(spool.KeyHistory)
+	if !ok {
+		return false
+	}
+	for range 16 {
+		prev, err := kh.PreviousSpoolKey(ctx, recorded)
+		if err != nil || prev == nil {
+			return false
+		}
+		if bytes.Equal(prev, pub) {
+			return true
+		}
+		recorded = prev
+	}
+	return false
 }
 
 // liveKeyError is the refusal to start beside running processes that hold

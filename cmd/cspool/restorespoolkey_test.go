@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cspool/internal/keys"
+)
+
+// restoreSpoolKeyLine is the server.conf line docs/OPERATING.md's
+// "Restoring a backup" gives for a backup made before the spool key was
+// replaced: the first code span there that sets previous-spool-key.
+func restoreSpoolKeyLine(t *testing.T) string {
+	t.Helper()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "OPERATING.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(doc), "\n### Restoring a backup\n")
+	if !ok {
+		t.Fatal("docs/OPERATING.md has no \"### Restoring a backup\"")
+	}
+	sec, _, _ = strings.Cut(sec, "\n### ")
+	parts := strings.Split(sec, "`")
+	for k := 1; k < len(parts); k += 2 {
+		if c := strings.Join(strings.Fields(parts[k]), " "); strings.HasPrefix(c, "previous-spool-key = ") {
+			return c
+		}
+	}
+	t.Fatal("docs/OPERATING.md, Restoring a backup: no `previous-spool-key = ...` line for a backup made before the spool key was replaced")
+	return ""
+}
+
+// TestRestoreAfterSpoolKeyReplaced follows docs/OPERATING.md's "Backups"
+// and "Restoring a backup" (SQLite, as printed) with real servers across a
+// replacement of the spool key made after the backup: the restored store
+// records the old key, so the server started with the new key alone is
+// refused and so is cspool deliver straight into it, each with a hint that
+// names the restore and the old key's id; with the line the restore recipe
+// gives put back in server.conf the server replaces the key again, takes
+// mail, records the old key as the one replaced, and starts again once the
+// line is removed. The old key is refused on the restored store from then
+// on, with a hint that says the store records it as replaced (the restore
+// is not named: the key given is the old one for certain).
+func TestRestoreAfterSpoolKeyReplaced(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	needTool(t, "sqlite3", "sqlite3")
+	bin := buildServerBinary(t)
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	spoolDir, backups := path("spool"), path("backup")
+	for _, d := range []string{spoolDir, backups} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := mustKey(t)
+	ks := map[string]*keys.SecretKey{"spool": mustKey(t), "spool-new": mustKey(t)}
+	for name, k := range ks {
+		if err := keys.WriteFiles(k, path(name+".sec"), path(name+".pub"), keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idOld := fmt.Sprintf("%x", ks["spool"].Public().KeyID())
+	writeUsersFile(t, path("users"), map[string]*keys.SecretKey{"alice": alice})
+	env := append(os.Environ(), "USER=alice")
+	conf := func(key string, extra ...string) string {
+		t.Helper()
+		c := "users = " + path("users") + "\nspool-dir = " + spoolDir + "\nspool-key = " + path(key) + "\n" + strings.Join(extra, "\n") + "\n"
+		if err := os.WriteFile(path("server.conf"), []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path("server.conf")
+	}
+	lmtp := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	start := func(args ...string) *serverProc {
+		t.Helper()
+		return startServer(t, bin, append(args, "--lmtp", lmtp)...)
+	}
+	send := func(tok string) {
+		t.Helper()
+		lc := dialLMTP(t, lmtp)
+		defer lc.Close()
+		if ok, code, err := lmtpSend(lc, []string{"alice"}, "Subject: k\r\n\r\ntoken="+tok+"\r\n"); len(ok) != 1 {
+			t.Fatalf("LMTP %s: %d %v, want 250", tok, code, err)
+		}
+	}
+	entries := func() int {
+		t.Helper()
+		st, err := openSpoolDir(spoolDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		es, err := st.Read(ctx, "alice", 0, 1000, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	hinted := func(what, stderr string) {
+		t.Helper()
+		for _, w := range []string{"signed by the key with id " + idOld, "restored from a backup", "the key with id " + idOld + "'s public file as --previous-spool-key",
+			`"Restoring a backup"`} {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("%s does not say %q:\n%s", what, w, stderr)
+			}
+		}
+	}
+
+	// Mail signed by the old key, the backup as documented, then the key
+	// replaced ("Replacing the spool key", step 3) and more mail.
+	srv := start("--config", conf("spool.sec"))
+	send("old-1")
+	send("old-2")
+	runRecipe(t, backupSteps(t)[0], dir, env, []string{"/var/lib/cspool", spoolDir, "/backup/cspool", backups},
+		func(l string) { t.Fatalf("unexpected %q in the backup recipe", l) })
+	names, err := filepath.Glob(filepath.Join(backups, "spool-*.db"))
+	if err != nil || len(names) != 1 {
+		t.Fatalf("the backup recipe made %v (%v), want one spool-DATE.db", names, err)
+	}
+	srv.stop(t)
+	srv = start("--config", conf("spool-new.sec", "previous-spool-key = "+path("spool.pub")))
+	send("new-1")
+	srv.stop(t)
+	srv = start("--config", conf("spool-new.sec")) // the line removed once all started
+	send("new-2")
+
+	// The restore as printed; its start, with the new key alone, is refused.
+	line := strings.ReplaceAll(restoreSpoolKeyLine(t), "/etc/cspool/", dir+"/")
+	runRecipe(t, restoreSteps(t)[0], dir, env,
+		[]string{"/var/lib/cspool", spoolDir, "/backup/cspool", backups, "spool-2026-03-01.db", filepath.Base(names[0])}, func(l string) {
+			switch l {
+			case "systemctl stop cspool-server":
+				srv.stop(t)
+			case "systemctl start cspool-server":
+				code, _, stderr := runExit(t, dir, env, bin, "server", "--port", fmt.Sprint(freePort(t)), "--lmtp", lmtp, "--config", path("server.conf"))
+				if code != 1 {
+					t.Fatalf("the server with the new key alone on the restored store exited %d, want 1:\n%s", code, stderr)
+				}
+				hinted("the server with the new key alone on the restored store", stderr)
+				code, _, stderr = runExitStdin(t, dir, env, []byte("Subject: d\r\n\r\ntoken=deliver\r\n"), bin,
+					"deliver", "--config", path("server.conf"), "--user", "alice", "--quiet")
+				if code == 0 {
+					t.Fatal("cspool deliver with the new key alone into the restored store exited 0")
+				}
+				hinted("cspool deliver with the new key alone into the restored store", stderr)
+				// The recipe's way out: the line put back.
+				srv = start("--config", conf("spool-new.sec", line))
+				if !strings.Contains(srv.stderr.String(), "the spool key was replaced") {
+					t.Errorf("the server with the restore recipe's line did not log the replacement:\n%s", srv.stderr)
+				}
+			default:
+				t.Fatalf("unexpected %q in the operator's recipe", l)
+			}
+		})
+	send("after-restore")
+	srv.stop(t)
+	if n := entries(); n != 3 {
+		t.Errorf("alice's log holds %d entries after the restore, want the backup's 2 and one more", n)
+	}
+	st, err := openSpoolDir(spoolDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	prev, err := st.PreviousSpoolKey(ctx, ks["spool-new"].Public().Bytes())
+	st.Close()
+	if err != nil || !bytes.Equal(prev, ks["spool"].Public().Bytes()) {
+		t.Errorf("the restored store records %x (%v) as the key the new one replaced, want the old one", prev, err)
+	}
+
+	// The line removed: the new key alone starts; the old key is refused.
+	srv = start("--config", conf("spool-new.sec"))
+	send("after-restore-2")
+	srv.stop(t)
+	code, _, stderr := runExit(t, dir, env, bin, "server", "--port", fmt.Sprint(freePort(t)), "--lmtp", lmtp, "--config", conf("spool.sec"))
+	if code != 1 || !strings.Contains(stderr, "this is the old one: the store records that it was replaced") || strings.Contains(stderr, "Restoring a backup") {
+		t.Errorf("the server with the old key on the re-replaced store exited %d, want 1 saying the store records the key as replaced, with no word of a restore:\n%s", code, stderr)
+	}
+}
