@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"cspool/internal/keys"
+	"cspool/internal/mailstore"
+	"cspool/internal/statuspage"
 )
 
 // restoreSpoolKeyLine is the server.conf line docs/OPERATING.md's
@@ -190,4 +194,115 @@ func TestRestoreAfterSpoolKeyReplaced(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "this is the old one: the store records that it was replaced") || strings.Contains(stderr, "Restoring a backup") {
 		t.Errorf("the server with the old key on the re-replaced store exited %d, want 1 saying the store records the key as replaced, with no word of a restore:\n%s", code, stderr)
 	}
+}
+
+// TestRecoverAfterRestoreAcrossSpoolKeyReplacement: a device that applied
+// deliveries signed by the new spool key (past the cutover) before the
+// spool was restored from a backup made before the replacement. The server
+// is started on the restored store as "Restoring a backup" says (the old
+// key's public file as previous-spool-key), and the device, given both
+// keys, is recovered with the documented recipe: its history after the
+// restored head, the new key's deliveries among it, goes back onto the
+// spool. A second device, which dropped previous-spool-key once past the
+// cutover, takes the restoration by itself, and a new device given the
+// new key alone ends with the same mail.
+func TestRecoverAfterRestoreAcrossSpoolKeyReplacement(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	python := needTool(t, "python3", "python3")
+	needTool(t, "sqlite3", "sqlite3")
+	bin := buildServerBinary(t)
+	s := newRestoreSetup(t, bin, python)
+	a, b := s.newDevice(t, "a"), s.newDevice(t, "b")
+	s.start(t, a)
+	s.start(t, b)
+	m := s.deliver(t, 2)
+	s.synced(t, a)
+	s.synced(t, b)
+	backup := s.backupSpool(t)
+
+	// The spool key replaced: the old pair kept as spool-old.*, the new
+	// one under the names the rig signs with.
+	s.server.stop(t, syscall.SIGTERM, 45*time.Second)
+	for _, ext := range []string{".sec", ".pub"} {
+		if err := os.Rename(filepath.Join(s.dir, "spool"+ext), filepath.Join(s.dir, "spool-old"+ext)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCmd(t, s.dir, s.env, "", bin, "gen-keys", "spool.sec", "spool.pub")
+	s.serverArgs = []string{"--spool-dir", s.spoolDir, "--previous-spool-key", "spool-old.pub"}
+	s.startServer(t)
+	// Both devices given both keys ("Replacing the spool key: the
+	// devices").
+	confs := map[*deviceDaemon][]byte{}
+	for _, d := range []*deviceDaemon{a, b} {
+		d.stop(t)
+		conf := filepath.Join(d.home, ".config", "cspool")
+		for _, name := range []string{"spool-old.pub", "spool.pub"} {
+			k, err := os.ReadFile(filepath.Join(s.dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(conf, name), k, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c, err := os.ReadFile(filepath.Join(conf, "alice.conf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		confs[d] = c
+		c = fmt.Appendf(slices.Clone(c), "previous-spool-key = %s\n", filepath.Join(conf, "spool-old.pub"))
+		if err := os.WriteFile(filepath.Join(conf, "alice.conf"), c, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.start(t, d)
+	}
+	m = append(m, s.deliver(t, 2)...) // m[2], m[3]: signed by the new key
+	s.synced(t, a)
+	s.imap(t, a, []string{"flag", "INBOX", m[2], `\Flagged`}, []string{"create", "Projects"})
+	s.synced(t, a)
+	s.synced(t, b)
+	// b, past the cutover, drops previous-spool-key, as the devices'
+	// section allows.
+	b.stop(t)
+	if err := os.WriteFile(filepath.Join(b.home, ".config", "cspool", "alice.conf"), confs[b], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.start(t, b)
+	s.synced(t, b)
+
+	// The restore, its start with the old key's public file as
+	// previous-spool-key (s.serverArgs), as the recipe says.
+	s.restoreSpool(t, backup)
+	n := s.deliver(t, 1) // at a position a applied before the restore
+	a.report(t, "the rollback alarm", func(r *statuspage.Report) bool {
+		return slices.ContainsFunc(r.Alarms, func(a string) bool { return strings.Contains(a, "rolled back") })
+	})
+	out := s.recoverDevice(t, a)
+	for _, want := range []string{"restored head: position 2 ", "message bytes put back: 2 messages", "synced to position"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("cspool recover did not say %q:\n%s", want, out)
+		}
+	}
+	last := s.deliver(t, 1)
+	s.synced(t, a)
+	s.synced(t, b) // took a's restoration by itself, with the new key alone
+
+	c := s.newDevice(t, "c") // the new spool.pub alone
+	runCmd(t, c.home, s.deviceEnv(c), "", bin, "sync", "--config", filepath.Join(c.home, ".config", "cspool", "alice.conf"))
+	a.stop(t)
+	b.stop(t)
+	want := s.dumpOf(t, a.db)
+	for _, d := range []*deviceDaemon{b, c} {
+		if diff := mailstore.Diff(want, s.dumpOf(t, d.db), 5); diff != nil {
+			t.Errorf("%s differs from a: %v", d.name, diff)
+		}
+	}
+	expect := map[string]string{
+		m[0]: "INBOX", m[1]: "INBOX", m[2]: `INBOX \Flagged`, m[3]: "INBOX", n[0]: "INBOX", last[0]: "INBOX",
+	}
+	s.checkPlaced(t, want, expect, "", "after the restore")
 }
