@@ -14,6 +14,7 @@ import (
 
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
+	"cspool/internal/spool"
 	"cspool/internal/statuspage"
 )
 
@@ -41,31 +42,114 @@ func restoreSpoolKeyLine(t *testing.T) string {
 	return ""
 }
 
-// TestRestoreAfterSpoolKeyReplaced follows docs/OPERATING.md's "Backups"
-// and "Restoring a backup" (SQLite, as printed) with real servers across a
-// replacement of the spool key made after the backup: the restored store
-// records the old key, so the server started with the new key alone is
-// refused and so is cspool deliver straight into it, each with a hint that
-// names the restore and the old key's id; with the line the restore recipe
-// gives put back in server.conf the server replaces the key again, takes
-// mail, records the old key as the one replaced, and starts again once the
-// line is removed. The old key is refused on the restored store from then
-// on, with a hint that says the store records it as replaced (the restore
-// is not named: the key given is the old one for certain).
+// TestRestoreAfterSpoolKeyReplaced and
+// TestRestoreAfterSpoolKeyReplacedPostgres follow docs/OPERATING.md's
+// "Backups" and "Restoring a backup" (as printed, for the store) with real
+// servers across a replacement of the spool key made after the backup: the
+// restored store records the old key, so the server started with the new
+// key alone is refused and so is cspool deliver straight into it, each
+// with a hint that names the restore and the old key's id; with the line
+// the restore recipe gives put back in server.conf the server replaces the
+// key again, takes mail, records the old key as the one replaced, and
+// starts again once the line is removed. The old key is refused on the
+// restored store from then on, with a hint that says the store records it
+// as replaced (the restore is not named: the key given is the old one for
+// certain).
 func TestRestoreAfterSpoolKeyReplaced(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
 	needTool(t, "sqlite3", "sqlite3")
-	bin := buildServerBinary(t)
 	dir := t.TempDir()
-	path := func(name string) string { return filepath.Join(dir, name) }
-	spoolDir, backups := path("spool"), path("backup")
-	for _, d := range []string{spoolDir, backups} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatal(err)
+	spoolDir := filepath.Join(dir, "spool")
+	if err := os.Mkdir(spoolDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	testRestoreAfterSpoolKeyReplaced(t, dir, restoreKeyStore{
+		conf:   "spool-dir = " + spoolDir + "\n",
+		flags:  []string{"--spool-dir", spoolDir},
+		step:   0,
+		ext:    ".db",
+		paths:  []string{"/var/lib/cspool", spoolDir},
+		backup: "spool-2026-03-01.db",
+		open: func() spoolKeyStore {
+			st, err := openSpoolDir(spoolDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+	})
+}
+
+func TestRestoreAfterSpoolKeyReplacedPostgres(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	db := newPGRestoreDB(t)
+	dir := t.TempDir()
+	// The recipes' tools of the server's major version, as the doc says,
+	// where the machine has them; else those on PATH.
+	env := os.Environ()
+	if tools := db.toolsDir(t); tools != "" {
+		env = append(env, "PATH="+tools+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
+	for _, tool := range []string{"pg_dump", "pg_restore", "dropdb", "createdb", "psql"} {
+		if _, err := lookPathIn(tool, env); err != nil {
+			needTool(t, tool, "postgresql-client")
 		}
+	}
+	testRestoreAfterSpoolKeyReplaced(t, dir, restoreKeyStore{
+		conf:   "store = postgres\ndsn = " + db.dsn + "\nusers-table = true\n",
+		flags:  []string{"--store", "postgres", "--dsn", db.dsn},
+		table:  db,
+		env:    env,
+		step:   1,
+		ext:    ".pgdump",
+		paths:  db.replace,
+		backup: "spool-2026-03-01.pgdump",
+		open: func() spoolKeyStore {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			st, err := openPostgres(ctx, db.dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
+		},
+	})
+}
+
+// spoolKeyStore is what the restore tests read of a store.
+type spoolKeyStore interface {
+	spool.Store
+	spool.KeyHistory
+}
+
+// restoreKeyStore is one store of testRestoreAfterSpoolKeyReplaced: its
+// server.conf lines and flags, the users table (nil: the users file), the index of
+// its backup and restore recipes, its backup's extension, the recipes'
+// replacements and backup name, and how to open it.
+type restoreKeyStore struct {
+	conf   string
+	flags  []string
+	env    []string // the recipes' environment; nil: os.Environ()
+	table  *pgRestoreDB
+	step   int
+	ext    string
+	paths  []string
+	backup string
+	open   func() spoolKeyStore
+}
+
+func testRestoreAfterSpoolKeyReplaced(t *testing.T, dir string, store restoreKeyStore) {
+	bin := buildServerBinary(t)
+	path := func(name string) string { return filepath.Join(dir, name) }
+	backups := path("backup")
+	if err := os.Mkdir(backups, 0o700); err != nil {
+		t.Fatal(err)
 	}
 	alice := mustKey(t)
 	ks := map[string]*keys.SecretKey{"spool": mustKey(t), "spool-new": mustKey(t)}
@@ -76,10 +160,18 @@ func TestRestoreAfterSpoolKeyReplaced(t *testing.T) {
 	}
 	idOld := fmt.Sprintf("%x", ks["spool"].Public().KeyID())
 	writeUsersFile(t, path("users"), map[string]*keys.SecretKey{"alice": alice})
-	env := append(os.Environ(), "USER=alice")
+	users := "users = " + path("users") + "\n"
+	if store.table != nil {
+		users = ""
+	}
+	env := store.env
+	if env == nil {
+		env = os.Environ()
+	}
+	env = append(slices.Clone(env), "USER=alice")
 	conf := func(key string, extra ...string) string {
 		t.Helper()
-		c := "users = " + path("users") + "\nspool-dir = " + spoolDir + "\nspool-key = " + path(key) + "\n" + strings.Join(extra, "\n") + "\n"
+		c := users + store.conf + "spool-key = " + path(key) + "\n" + strings.Join(extra, "\n") + "\n"
 		if err := os.WriteFile(path("server.conf"), []byte(c), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -100,10 +192,7 @@ func TestRestoreAfterSpoolKeyReplaced(t *testing.T) {
 	}
 	entries := func() int {
 		t.Helper()
-		st, err := openSpoolDir(spoolDir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := store.open()
 		defer st.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -126,13 +215,23 @@ func TestRestoreAfterSpoolKeyReplaced(t *testing.T) {
 	// Mail signed by the old key, the backup as documented, then the key
 	// replaced ("Replacing the spool key", step 3) and more mail.
 	srv := start("--config", conf("spool.sec"))
+	if store.table != nil {
+		c := store.table.conn(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := c.Exec(ctx, "INSERT INTO cspool_users VALUES ('alice', $1)", alice.Public().String())
+		cancel()
+		c.Close(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	send("old-1")
 	send("old-2")
-	runRecipe(t, backupSteps(t)[0], dir, env, []string{"/var/lib/cspool", spoolDir, "/backup/cspool", backups},
+	runRecipe(t, backupSteps(t)[store.step], dir, env, append(slices.Clone(store.paths), "/backup/cspool", backups),
 		func(l string) { t.Fatalf("unexpected %q in the backup recipe", l) })
-	names, err := filepath.Glob(filepath.Join(backups, "spool-*.db"))
+	names, err := filepath.Glob(filepath.Join(backups, "spool-*"+store.ext))
 	if err != nil || len(names) != 1 {
-		t.Fatalf("the backup recipe made %v (%v), want one spool-DATE.db", names, err)
+		t.Fatalf("the backup recipe made %v (%v), want one spool-DATE%s", names, err, store.ext)
 	}
 	srv.stop(t)
 	srv = start("--config", conf("spool-new.sec", "previous-spool-key = "+path("spool.pub")))
@@ -143,8 +242,8 @@ func TestRestoreAfterSpoolKeyReplaced(t *testing.T) {
 
 	// The restore as printed; its start, with the new key alone, is refused.
 	line := strings.ReplaceAll(restoreSpoolKeyLine(t), "/etc/cspool/", dir+"/")
-	runRecipe(t, restoreSteps(t)[0], dir, env,
-		[]string{"/var/lib/cspool", spoolDir, "/backup/cspool", backups, "spool-2026-03-01.db", filepath.Base(names[0])}, func(l string) {
+	runRecipe(t, restoreSteps(t)[store.step], dir, env,
+		append(slices.Clone(store.paths), "/backup/cspool", backups, store.backup, filepath.Base(names[0])), func(l string) {
 			switch l {
 			case "systemctl stop cspool-server":
 				srv.stop(t)
@@ -155,7 +254,7 @@ func TestRestoreAfterSpoolKeyReplaced(t *testing.T) {
 				}
 				hinted("the server with the new key alone on the restored store", stderr)
 				code, _, stderr = runExitStdin(t, dir, env, []byte("Subject: d\r\n\r\ntoken=deliver\r\n"), bin,
-					"deliver", "--config", path("server.conf"), "--user", "alice", "--quiet")
+					append([]string{"deliver", "--spool-key", path("spool-new.sec"), "--user", "alice", "--users", path("users"), "--quiet"}, store.flags...)...)
 				if code == 0 {
 					t.Fatal("cspool deliver with the new key alone into the restored store exited 0")
 				}
@@ -174,10 +273,7 @@ func TestRestoreAfterSpoolKeyReplaced(t *testing.T) {
 	if n := entries(); n != 3 {
 		t.Errorf("alice's log holds %d entries after the restore, want the backup's 2 and one more", n)
 	}
-	st, err := openSpoolDir(spoolDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := store.open()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	prev, err := st.PreviousSpoolKey(ctx, ks["spool-new"].Public().Bytes())
