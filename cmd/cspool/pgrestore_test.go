@@ -20,7 +20,6 @@ import (
 	"cspool/internal/mailstore"
 	"cspool/internal/spool/pgstore"
 	"cspool/internal/spool/pgstore/pgtest"
-	"cspool/internal/statuspage"
 )
 
 // pgRestoreDB is a role and a database it owns, of one test, in place of
@@ -277,15 +276,8 @@ func TestRecoverAfterPostgresRestore(t *testing.T) {
 	keyMovedRefused(t, db, aliceKey)
 
 	n := s.deliver(t, 2) // at positions the device applied before the restore
-	a.report(t, "the rollback alarm", func(r *statuspage.Report) bool {
-		return slices.ContainsFunc(r.Alarms, func(a string) bool { return strings.Contains(a, "rolled back") })
-	})
-	out := s.recoverDevice(t, a)
-	for _, want := range []string{"restored head: position 4 ", "message bytes put back: 2 messages", "synced to position"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("cspool recover did not say %q:\n%s", want, out)
-		}
-	}
+	a.awaitRollbackAlarm(t)
+	s.recoverSaying(t, a, "restored head: position 4 ", "message bytes put back: 2 messages", "synced to position")
 	last := s.deliver(t, 1)
 	s.synced(t, a)
 

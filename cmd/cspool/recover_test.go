@@ -491,6 +491,28 @@ func (s *restoreSetup) restoreSpool(t *testing.T, backup string) {
 // recoverDevice runs the user's recipe of "Restoring a backup" as written
 // on d, stopping and starting its daemon where it says, and returns what
 // it printed.
+// awaitRollbackAlarm waits until d's status lists the alarm of a log
+// rolled back.
+func (d *deviceDaemon) awaitRollbackAlarm(t *testing.T) {
+	t.Helper()
+	d.report(t, "the rollback alarm", func(r *statuspage.Report) bool {
+		return slices.ContainsFunc(r.Alarms, func(a string) bool { return strings.Contains(a, "rolled back") })
+	})
+}
+
+// recoverSaying runs the recovery on d (recoverDevice) and fails the test
+// unless its output says each of wants; it returns the output.
+func (s *restoreSetup) recoverSaying(t *testing.T, d *deviceDaemon, wants ...string) string {
+	t.Helper()
+	out := s.recoverDevice(t, d)
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("cspool recover did not say %q:\n%s", want, out)
+		}
+	}
+	return out
+}
+
 func (s *restoreSetup) recoverDevice(t *testing.T, d *deviceDaemon) string {
 	t.Helper()
 	return runRecipe(t, restoreSteps(t)[2], d.home, s.deviceEnv(d), []string{"https://spool.example.org:3999", s.url}, func(l string) {
@@ -556,9 +578,7 @@ func TestRecoverAfterRestore(t *testing.T) {
 	s.restoreSpool(t, backup)
 
 	n := s.deliver(t, 2) // at positions both devices applied before the restore
-	b.report(t, "the rollback alarm", func(r *statuspage.Report) bool {
-		return slices.ContainsFunc(r.Alarms, func(a string) bool { return strings.Contains(a, "rolled back") })
-	})
+	b.awaitRollbackAlarm(t)
 
 	// The user's recipe on a, whose daemon is stopped already.
 	recover := func(d *deviceDaemon) string { return s.recoverDevice(t, d) }
