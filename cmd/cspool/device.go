@@ -580,7 +580,7 @@ func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, keys.PublicKe
 		return nil, keys.PublicKey{}, keys.PublicKey{}, withHint(fmt.Errorf("--previous-spool-key: %s holds the same key as --spool-key %s (key id %x)", *d.previousSpoolPub, *d.spoolPub, spoolPub.KeyID()),
 			"--spool-key takes the spool's new public key, --previous-spool-key the one it replaced; without a replacement leave --previous-spool-key out")
 	case prev.Equal(userKey.Public()):
-		return nil, keys.PublicKey{}, keys.PublicKey{}, withHint(fmt.Errorf("--previous-spool-key: %s holds the user's own public key, not a spool key", *d.previousSpoolPub),
+		return nil, keys.PublicKey{}, keys.PublicKey{}, withHint(fmt.Errorf("--previous-spool-key: %s holds the user's own public key, not a spool key: %w", *d.previousSpoolPub, errUserKeyAsSpoolKey),
 			"--previous-spool-key takes the spool.pub the spool server ran with before its key was replaced")
 	}
 	return userKey, spoolPub, prev, nil
@@ -626,8 +626,8 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 		// delivery (signed by the spool's key) rejected.
 		// Either flag may name the wrong file: the spool's key pair given
 		// as the user's (--user-key spool.sec) reads the same.
-		return nil, keys.PublicKey{}, withHint(fmt.Errorf("--spool-key: %s holds the user's own public key (the one in %s), not the spool's: --user-key %s and --spool-key %s are one key pair",
-			spoolPubPath, userPubPath, userKeyPath, spoolPubPath),
+		return nil, keys.PublicKey{}, withHint(fmt.Errorf("--spool-key: %s holds the user's own public key (the one in %s), not the spool's: --user-key %s and --spool-key %s are one key pair: %w",
+			spoolPubPath, userPubPath, userKeyPath, spoolPubPath, errUserKeyAsSpoolKey),
 			"--user-key takes the user's secret key (USER.sec, from gen-keys) and --spool-key the spool's public key (spool.pub, from the spool server's operator): one of the two names the other's file")
 	}
 	return userKey, spoolPub, nil
@@ -743,6 +743,11 @@ func damagedHint(dbPath string) string {
 
 // errDatabaseBusy: another process holds the database's lock.
 var errDatabaseBusy = errors.New("database in use by another cspool process")
+
+// errUserKeyAsSpoolKey: a spool key flag names the user's own public key,
+// a wrong spool.pub (or a wrong --user-key): `cspool sync` exits 77 for it,
+// as for any spool key the deliveries or the database refuse.
+var errUserKeyAsSpoolKey = errors.New("a spool key cannot be the user's own key")
 
 // errDatabaseLinked: the database file has more than one name.
 var errDatabaseLinked = errors.New("database has other names")

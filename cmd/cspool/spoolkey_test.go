@@ -101,14 +101,15 @@ func TestOtherSpoolKeyRefused(t *testing.T) {
 	// A database that applied a delivery refuses another key: the same
 	// wrong spool.pub, the same exit 77 (docs/STATUS.md; it was 1, the
 	// status of an unreachable spool). The user's own key is refused
-	// before, as either flag may name the wrong file: 1.
+	// before it reads, either flag naming the wrong file, with the same
+	// 77 (it exited 1).
 	for _, c := range []struct {
 		file string
 		code int
 		want []string
 	}{
 		{"other.pub", exNoPerm, []string{"mail.db trusts the spool key", "not cspool-pub", "hint:", "move the database away"}},
-		{"user.pub", 1, []string{"user.pub holds the user's own public key", "hint:", "spool.pub"}},
+		{"user.pub", exNoPerm, []string{"user.pub holds the user's own public key", "hint:", "spool.pub"}},
 	} {
 		code, _, stderr := sync(c.file)
 		if code != c.code {

@@ -64,6 +64,10 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 	}
 	log := newLogger(e, *debug)
 	dev, err := devFlags.open(e.stderr, log, "it is being synced already; see its state with: cspool status --db "+*dbPath, true)
+	if errors.Is(err, errUserKeyAsSpoolKey) {
+		// A wrong spool.pub, like the refusals below.
+		return &exitError{err, exNoPerm}
+	}
 	if err != nil {
 		return err
 	}
