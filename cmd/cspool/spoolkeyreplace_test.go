@@ -23,7 +23,8 @@ import (
 
 // spoolKeyRecipe returns what docs/OPERATING.md's "Replacing the spool
 // key" gives: the gen-keys command (its line breaks undone) and the
-// server.conf lines of its one fenced block.
+// server.conf lines of its first fenced block (the second is the systemd
+// unit's, spoolkeyunit_test.go).
 func spoolKeyRecipe(t *testing.T) (genKeys, conf string) {
 	t.Helper()
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "OPERATING.md"))
@@ -41,8 +42,8 @@ func spoolKeyRecipe(t *testing.T) (genKeys, conf string) {
 		text = text[:j]
 	}
 	fences := strings.Split(text, "```")
-	if len(fences) != 3 {
-		t.Fatalf("docs/OPERATING.md, Replacing the spool key: %d fenced blocks, want the server.conf lines alone", (len(fences)-1)/2)
+	if len(fences) != 5 || !strings.HasPrefix(fences[3], "sh\n") {
+		t.Fatalf("docs/OPERATING.md, Replacing the spool key: %d fenced blocks, want the server.conf lines, then the commands for the systemd unit", (len(fences)-1)/2)
 	}
 	for _, line := range strings.Split(fences[1], "\n") {
 		if line = strings.TrimSpace(line); line != "" {
