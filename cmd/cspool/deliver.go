@@ -426,7 +426,11 @@ func openSpoolDir(dir string) (*sqlitestore.Store, error) {
 		if errors.Is(err, spool.ErrUnavailable) {
 			code = exTempFail
 		}
-		return nil, &exitError{withHint(err, orNewerSchema(err, "check that this user may write to "+dir)), code}
+		hint := orNewerSchema(err, "check that this user may write to "+dir)
+		if h := unwritableSpoolFile(dir); h != "" {
+			hint = h
+		}
+		return nil, &exitError{withHint(err, hint), code}
 	}
 	return st, nil
 }

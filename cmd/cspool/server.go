@@ -611,9 +611,45 @@ func (s *serverRun) openStore(f serverFlags) (spool.Store, error) {
 		return nil, damaged
 	}
 	if err != nil {
+		if hint := unwritableSpoolFile(f.spoolDir); hint != "" {
+			return nil, withHint(err, hint)
+		}
 		return nil, withHint(err, orNewerSchema(err, "check that --spool-dir names a directory this user can write"))
 	}
 	return st, nil
+}
+
+// unwritableSpoolFile names the first of the spool's database files in dir
+// (spool.db and SQLite's -wal and -shm beside it) that exists and that this
+// process may not open for writing, with its owner and the command that
+// gives it the database's owner and mode; "" when there is none. Such a
+// file is put in place by another user, root copying a backup's
+// spool.db-wal in (docs/OPERATING.md, "Restoring a backup"), and SQLite
+// then says only "attempt to write a readonly database".
+func unwritableSpoolFile(dir string) string {
+	db := filepath.Join(dir, sqlitestore.DBName)
+	for _, name := range []string{db, db + "-wal", db + "-shm"} {
+		fi, err := os.Stat(name)
+		if err != nil {
+			continue
+		}
+		f, err := os.OpenFile(name, os.O_WRONLY, 0)
+		if err == nil {
+			f.Close()
+			continue
+		}
+		owner := ""
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			owner = fmt.Sprintf(", owned by uid %d", st.Uid)
+		}
+		fix := fmt.Sprintf("chown %d:%d %s", os.Geteuid(), os.Getegid(), shellQuote(name))
+		if name != db {
+			fix = fmt.Sprintf("chown --reference=%s %s; chmod --reference=%s %s", shellQuote(db), shellQuote(name), shellQuote(db), shellQuote(name))
+		}
+		return fmt.Sprintf("%s (mode %04o%s) cannot be written by this process (uid %d): a file put in place by another user, root copying a backup in, say; give it to this user: %s",
+			name, fi.Mode().Perm(), owner, os.Geteuid(), fix)
+	}
+	return ""
 }
 
 // usersFileHint is the hint for a users file at path that could not be
