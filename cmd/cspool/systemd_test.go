@@ -339,6 +339,18 @@ cspool deliver --config /etc/cspool/server.conf --spool-server https://spool.exa
 	if out := c.run(t, "alice", aliceDir, "systemctl --user stop cspool-imap@alice && cspool sync --config ~/.config/cspool/alice.conf"); !strings.Contains(out, "synced to position 1 (head 1)") {
 		t.Errorf("cspool sync --config printed:\n%s\nwant synced to position 1", out)
 	}
+
+	// docs/OPERATING.md, "Replacing the spool key", on this install: step
+	// 1's gen-keys and the block for the unit, as printed, then a
+	// delivery signed by the new key.
+	genKeys, _ := spoolKeyRecipe(t)
+	c.run(t, "root", "/etc/cspool", genKeys)
+	c.run(t, "root", "/", recipe(t, "### Replacing the spool key")[0])
+	if j := c.run(t, "root", "/", "journalctl --no-pager -o cat -u cspool-server"); !strings.Contains(j, "the spool key was replaced") {
+		t.Errorf("the journal after the spool key's replacement under the unit: no \"the spool key was replaced\":\n%s", j)
+	}
+	c.run(t, "root", srcDir, `systemctl is-active cspool-server
+cspool deliver --config /etc/cspool/server.conf --spool-server https://spool.example.org:3999 --spool-key /etc/cspool/spool.sec --user alice < message.eml`)
 	t.Logf("recipe run and checked in %v", time.Since(start).Round(time.Millisecond))
 }
 
