@@ -34,8 +34,11 @@ const configFlagUsage = "read flags from this `file` of \"name = value\" lines (
 
 // applyConfigFile sets, from the file at path, every flag of fs that the
 // command line did not set. Mistakes in the file are usage errors naming the
-// file and line.
-func applyConfigFile(fs *flag.FlagSet, path, service string) error {
+// file and line. A setting the command line gives another value is said on
+// stderr (if not nil): the command line wins, and a file edited for a
+// service whose command line names that flag (docs/systemd's unit names
+// its --spool-key) changed nothing without a word.
+func applyConfigFile(fs *flag.FlagSet, path, service string, stderr io.Writer) error {
 	data, info, err := readConfigFile(path)
 	if err != nil {
 		return withHint(fmt.Errorf("reading config file: %w", err), "--config names a file of \"name = value\" lines, see docs/CONFIG.md")
@@ -67,6 +70,15 @@ func applyConfigFile(fs *flag.FlagSet, path, service string) error {
 		case f == nil:
 			return usagef("config file %s:%d: unknown setting %q for %s", path, s.line, s.name, fs.Name())
 		case onCommandLine[s.name]:
+			switch v := f.Value.String(); {
+			case stderr == nil || v == s.value:
+			case secretSettings[s.name] || s.name == "dsn": // values not shown: a password, or a DSN holding one
+				fmt.Fprintf(stderr, "cspool: notice: config file %s:%d: %s is not used: --%s on the command line wins\n",
+					path, s.line, s.name, s.name)
+			default:
+				fmt.Fprintf(stderr, "cspool: notice: config file %s:%d: %s = %s is not used: --%s %s on the command line wins\n",
+					path, s.line, s.name, shellQuote(s.value), s.name, shellQuote(v))
+			}
 			continue
 		}
 		if err := fs.Set(s.name, s.value); err != nil {

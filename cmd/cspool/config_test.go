@@ -244,3 +244,45 @@ func TestConfigByteOrderMark(t *testing.T) {
 		t.Errorf("a config with a byte-order mark: %+v, %v", got, err)
 	}
 }
+
+// TestConfigOverriddenNotice: a setting of the config file that the
+// command line gives another value is said on stderr, naming the file's
+// line and both values (a password's and a DSN's left out); one given the
+// same value, or not on the command line, is not. Before, the file's line
+// was passed over without a word.
+func TestConfigOverriddenNotice(t *testing.T) {
+	t.Parallel()
+	fs, v, _, err := testFlags(t, []string{"--addr", "0.0.0.0", "--spool-dir", "/var/lib/cspool", "--password", "cmdline-secret",
+		"--dsn", "postgres://u:cmdline@db/x"}, `addr = 192.0.2.1
+spool-dir = /var/lib/cspool
+password = file-secret
+dsn = postgres://u:file@db/x
+debug = true
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *v["addr"] != "0.0.0.0" {
+		t.Fatalf("addr = %q, want the command line's", *v["addr"])
+	}
+	got := fs.stderr.(*bytes.Buffer).String()
+	lines := strings.Split(strings.TrimSpace(got), "\n")
+	want := []string{
+		":1: addr = 192.0.2.1 is not used: --addr 0.0.0.0 on the command line wins",
+		":3: password is not used: --password on the command line wins",
+		":4: dsn is not used: --dsn on the command line wins",
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("stderr:\n%s\nwant %d notices", got, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], "cspool: notice: config file ") || !strings.HasSuffix(lines[i], w) {
+			t.Errorf("notice %d: %q, want one ending %q", i+1, lines[i], w)
+		}
+	}
+	for _, secret := range []string{"secret", "cmdline@", "file@"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("the notices show %q:\n%s", secret, got)
+		}
+	}
+}

@@ -237,6 +237,9 @@ type flagSet struct {
 	service string
 	// cmdline holds the flags given on the command line (not by --config).
 	cmdline map[string]bool
+	// stderr takes the notice of a config file's setting that a flag on
+	// the command line overrides.
+	stderr io.Writer
 }
 
 // newFlagSet makes a FlagSet whose -h output lists usage, description, flags
@@ -262,7 +265,7 @@ func newFlagSet(e *env, name, args, desc, example string) *flagSet {
 			fmt.Fprintf(w, "  %s\n", l)
 		}
 	}
-	f := &flagSet{FlagSet: fs, help: help, service: e.configService}
+	f := &flagSet{FlagSet: fs, help: help, service: e.configService, stderr: e.stderr}
 	if e.configFile {
 		f.config = fs.String("config", "", configFlagUsage)
 	}
@@ -291,7 +294,7 @@ func parseFlags(fs *flagSet, args []string) error {
 	fs.cmdline = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { fs.cmdline[f.Name] = true })
 	if fs.config != nil && *fs.config != "" {
-		return applyConfigFile(fs.FlagSet, *fs.config, fs.service)
+		return applyConfigFile(fs.FlagSet, *fs.config, fs.service, fs.stderr)
 	}
 	return nil
 }

@@ -49,7 +49,8 @@ func serverUnit(t *testing.T) (args []string, creds map[string]string) {
 // start, a copy of every LoadCredential= file, as systemd makes it. The
 // doc's server.conf lines do not replace the key there: the unit's
 // --spool-key wins, and the server refuses to start with "nothing to
-// replace", as the doc says. The doc's block for the unit does: the
+// replace", as the doc says, after a notice naming the line of server.conf
+// not used (there was none: the line was passed over without a word). The doc's block for the unit does: the
 // restarted server logs the replacement, takes mail, and the log keeps
 // what it held. Run a second time, the block stops at its first line and
 // changes no file, and the server runs on.
@@ -157,6 +158,10 @@ func TestReplaceSpoolKeySystemdUnit(t *testing.T) {
 	case err := <-done:
 		if err == nil || !strings.Contains(stderr.String(), "nothing to replace") {
 			t.Errorf("the server.conf lines under the unit's command line: %v, want a refusal saying \"nothing to replace\":\n%s", err, &stderr)
+		}
+		// The file's line the command line overrode is named.
+		if want := "spool-key = " + path("spool-new.sec") + " is not used: --spool-key " + filepath.Join(credDir, "spool.sec") + " on the command line wins"; !strings.Contains(stderr.String(), want) {
+			t.Errorf("the server.conf lines under the unit's command line: no %q:\n%s", want, &stderr)
 		}
 	case <-time.After(30 * time.Second):
 		cmd.Process.Signal(syscall.SIGTERM)
