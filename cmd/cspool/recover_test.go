@@ -125,10 +125,8 @@ func newRestoreSetup(t *testing.T, bin, python string, serverArgs ...string) *re
 	if s.userKey, err = keys.LoadSecret(filepath.Join(s.dir, "user.sec")); err != nil {
 		t.Fatal(err)
 	}
+	// The backups' folder is the backup recipe's to make.
 	s.spoolDir, s.backups = filepath.Join(s.dir, "spool"), filepath.Join(s.dir, "backup")
-	if err := os.Mkdir(s.backups, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	s.port = freePort(t)
 	s.url = fmt.Sprintf("http://127.0.0.1:%d", s.port)
 	s.startServer(t)
@@ -445,6 +443,9 @@ func (s *restoreSetup) backupSpool(t *testing.T) string {
 	if err != nil || len(names) != 1 {
 		t.Fatalf("the backup recipe made %v (%v), want one spool-DATE.db", names, err)
 	}
+	if fi, err := os.Stat(s.backups); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("the backups' folder after the recipe: %v, want mode 0700", err)
+	}
 	return names[0]
 }
 
@@ -453,7 +454,7 @@ func (s *restoreSetup) backupSpool(t *testing.T) string {
 func backupSteps(t *testing.T) []string {
 	t.Helper()
 	steps := recipe(t, "### Backups")
-	if len(steps) != 2 || !strings.HasPrefix(steps[0], "sqlite3 ") || !strings.HasPrefix(steps[1], "pg_dump ") {
+	if len(steps) != 2 || !strings.Contains(steps[0], "\nsqlite3 ") || !strings.Contains(steps[1], "\npg_dump ") {
 		t.Fatalf("docs/OPERATING.md, Backups: shell blocks %q, want 2 (the sqlite3 backup, the pg_dump)", steps)
 	}
 	return steps

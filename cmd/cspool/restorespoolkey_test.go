@@ -146,10 +146,7 @@ type restoreKeyStore struct {
 func testRestoreAfterSpoolKeyReplaced(t *testing.T, dir string, store restoreKeyStore) {
 	bin := buildServerBinary(t)
 	path := func(name string) string { return filepath.Join(dir, name) }
-	backups := path("backup")
-	if err := os.Mkdir(backups, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	backups := path("backup") // made by the backup recipe
 	alice := mustKey(t)
 	ks := map[string]*keys.SecretKey{"spool": mustKey(t), "spool-new": mustKey(t)}
 	for name, k := range ks {
