@@ -340,6 +340,19 @@ cspool deliver --config /etc/cspool/server.conf --spool-server https://spool.exa
 		t.Errorf("cspool sync --config printed:\n%s\nwant synced to position 1", out)
 	}
 
+	// docs/OPERATING.md's SQLite backup and restore, as printed, on this
+	// install: the restore's block stops and starts the unit for real, in
+	// its state directory behind /var/lib/cspool; the server then takes
+	// mail. The backup is given the name the restore's block reads.
+	c.run(t, "root", "/", backupSteps(t)[0])
+	c.run(t, "root", "/", `cp "/backup/cspool/spool-$(date +%F).db" /backup/cspool/spool-2026-03-01.db`)
+	c.run(t, "root", "/", restoreSteps(t)[0])
+	if got := c.run(t, "root", srcDir, `systemctl is-active cspool-server
+stat -c '%U %a' /var/lib/private/cspool/spool.db /backup/cspool
+cspool deliver --config /etc/cspool/server.conf --spool-server https://spool.example.org:3999 --spool-key /etc/cspool/spool.sec --user alice < message.eml`); !strings.HasPrefix(got, "active\ncspool 600\nroot 700\n") {
+		t.Errorf("after the restore: the unit, spool.db's owner and mode, the backups' folder's:\n%s\nwant active, cspool 600, root 700", got)
+	}
+
 	// docs/OPERATING.md, "Replacing the spool key", on this install: step
 	// 1's gen-keys and the block for the unit, as printed, then a
 	// delivery signed by the new key.
