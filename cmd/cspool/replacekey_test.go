@@ -136,12 +136,26 @@ func TestReplaceUserKeyRecipe(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	// docs/systemd/README.md: the operator adds alice's line and reloads.
+	// docs/systemd/README.md: the operator adds alice's line and reloads,
+	// with the README's step as printed.
 	if err := os.WriteFile(filepath.Join(etc, "alice.pub"), readOrFail(t, filepath.Join(s.dir, "user.pub")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	runRecipe(t, `echo "alice $(grep '^cspool-pub-1:' alice.pub)" >> /etc/cspool/users`, etc, s.env, []string{"/etc/cspool/users", usersPath}, nil)
-	reload()
+	var addUser string
+	for _, st := range systemdRecipe(t) {
+		if strings.Contains(st.script, ">> /etc/cspool/users") {
+			addUser = st.script
+		}
+	}
+	if addUser == "" {
+		t.Fatal("docs/systemd/README.md: no operator step adding alice to the users file")
+	}
+	runRecipe(t, addUser, etc, s.env, []string{"/etc/cspool/users", usersPath}, func(l string) {
+		if l != "systemctl reload cspool-server" {
+			t.Fatalf("unexpected %q in the operator's step", l)
+		}
+		reload()
+	})
 
 	subjects := map[string]string{} // subject -> body, every message delivered
 	deliver := func(subject string) {
