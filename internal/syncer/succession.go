@@ -22,8 +22,10 @@ import (
 // the loop asks the spool for its succession statement (KeySuccessor; API
 // route GET /v1/users/{user}/spool-keys, docs/API.md "Spool keys"), once,
 // and checks its signature with the spool key given. A statement that
-// verifies and names the key of those entries as the one the spool key
-// replaced makes it the previous key, trusted exactly as one given as
+// verifies and names the key of one of those entries as the one the spool
+// key replaced (not only the first's: entries by a stranger, or by a key
+// two replacements back, may come before the previous key's in a read)
+// makes it the previous key, trusted exactly as one given as
 // Config.PreviousSpoolKey is: up to the cutover and not after it
 // (refusePrevious), and recorded in the database the same way
 // (PreviousKeeper, mailstore's ReplaceSpoolKey). A statement that does not
@@ -77,9 +79,15 @@ func (s *Syncer) trustVouched(ctx context.Context, lr spool.LogRead, opened []op
 			continue
 		}
 		if prev.Ed25519 == nil {
-			if prev = s.vouchedPrevious(ctx, ua.Author); prev.Ed25519 == nil {
-				return
+			// Each author of the read is looked up: the first may be
+			// a stranger's, or a key two back, and the previous key's
+			// entries come after it (vouchedPrevious asks the spool
+			// once, and says the rest from its answer).
+			p := s.vouchedPrevious(ctx, ua.Author)
+			if p.Ed25519 == nil {
+				continue
 			}
+			prev = p
 		}
 		if prev.Ed25519.Equal(ed25519.PublicKey(ua.Author)) {
 			opened[i] = s.openOne(lr.Entries[i].Data)
