@@ -253,10 +253,17 @@ func (s *Syncer) checkKeptAuthors(ctx context.Context, kept *keptAuthors, cp, he
 	if s.keyUsed.Load() || kept.spool > 0 {
 		return nil
 	}
-	if u != nil && len(u.Authors) == 1 && s.previousKey().Ed25519 == nil && s.vouchedPrevious(ctx, u.Authors[0]).Ed25519 != nil {
-		// Every one of them signed by the key the spool key replaced,
-		// as the spool states (succession.go): deliveries before the
-		// cutover, which say nothing of the key given.
+	if u != nil && s.previousKey().Ed25519 == nil && slices.ContainsFunc(u.Authors, func(a ed25519.PublicKey) bool {
+		return s.vouchedPrevious(ctx, a).Ed25519 != nil
+	}) {
+		// Signed by the key the spool key replaced, as the spool states
+		// under the key given (succession.go): deliveries before the
+		// cutover, and the key given is the one the spool signs with
+		// now. The others are a key the previous one replaced in turn
+		// (after two replacements), or a stranger's. Before, only
+		// entries all by the previous key were taken so, and a new
+		// device given the newest key after two replacements stopped
+		// here until the first delivery signed by it.
 		u = nil
 	}
 	if u == nil {

@@ -1,6 +1,7 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"path/filepath"
@@ -8,7 +9,6 @@ import (
 	"testing"
 
 	"cspool/internal/keys"
-	"cspool/internal/spool"
 	"cspool/internal/spool/sqlitestore"
 )
 
@@ -25,31 +25,14 @@ func TestReplacedTwiceVouched(t *testing.T) {
 	t.Parallel()
 	for _, batch := range []int{1, 2, 1000} {
 		r := newRig(t)
-		ctx := context.Background()
 		first := r.spool
 		second, third := r.evil, mustGenerate(t)
 		r.replaceOnStore(first, second, []int{0, 1})
 		r.deliver(second, msg(2))
 		r.deliver(second, msg(3))
-		// The second replacement, by a server started again: another
-		// handle on the store.
-		r.log.(*sqlitestore.Store).Close()
-		st, err := sqlitestore.Open(filepath.Join(r.dir, "spool"), sqlitestore.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		r.log = st
-		kr := r.log.(spool.KeyReplacer)
-		if replaced, err := kr.ReplaceSpoolKey(ctx, second.Public().Bytes(), third.Public().Bytes()); err != nil || !replaced {
-			t.Fatalf("replacing the second key: replaced %v, %v", replaced, err)
-		}
-		stated, err := keys.SignSuccession(third, second.Public())
-		if err != nil {
-			t.Fatal(err)
-		}
+		stated := r.replaceAgain(second, third)
 		r.deliver(third, msg(4))
-		url := r.serve(third.Public(), &stated)
+		url := r.serve(third.Public(), stated)
 		s, ms := r.vouchedDevice(url, "b", third.Public(), batch)
 		syncAll(t, s)
 		if got, want := inboxDates(t, ms), []int{2, 3, 4}; !slices.Equal(got, want) {
@@ -67,4 +50,71 @@ func mustGenerate(t *testing.T) *keys.SecretKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// replaceAgain replaces the store's spool key, prev, by nw, as a server
+// started again with `--spool-key nw --previous-spool-key prev` does (on
+// another handle on the store), and returns the statement the server then
+// makes.
+func (r *rig) replaceAgain(prev, nw *keys.SecretKey) *keys.Succession {
+	r.t.Helper()
+	ctx := context.Background()
+	r.log.(*sqlitestore.Store).Close()
+	st, err := sqlitestore.Open(filepath.Join(r.dir, "spool"), sqlitestore.Options{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { st.Close() })
+	r.log = st
+	if replaced, err := st.ReplaceSpoolKey(ctx, prev.Public().Bytes(), nw.Public().Bytes()); err != nil || !replaced {
+		r.t.Fatalf("replacing the spool key again: replaced %v, %v", replaced, err)
+	}
+	got, err := st.PreviousSpoolKey(ctx, nw.Public().Bytes())
+	if err != nil || !bytes.Equal(got, prev.Public().Bytes()) {
+		r.t.Fatalf("the store's previous key for the newest: %x, %v; want the one it replaced", got, err)
+	}
+	s, err := keys.SignSuccession(nw, prev.Public())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return &s
+}
+
+// TestReplacedTwiceCheckpointRestored: the same two replacements, and a
+// checkpoint written by a device that applied the deliveries of the first
+// and second keys, none by the third yet: a new device given the third key
+// alone restores it, the spool vouching for the third key. Before, the
+// checkpoint's deliveries by two keys not trusted were not checked against
+// the statement (it was asked only when they were all by one key), and the
+// device stopped with an *UntrustedSpoolError telling to check
+// --spool-key, until a delivery signed by the third key came.
+func TestReplacedTwiceCheckpointRestored(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	first := r.spool
+	second, third := r.evil, mustGenerate(t)
+	r.replaceOnStore(first, second, []int{0, 1})
+	r.deliver(second, msg(2))
+	r.spool = second
+	a, _ := r.deviceWith("a", Config{PreviousSpoolKey: first.Public()})
+	a.cfg.CheckpointMin = -1
+	syncAll(t, a)
+	if _, _, err := a.WriteCheckpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stated := r.replaceAgain(second, third)
+	url := r.serve(third.Public(), stated)
+	b, ms := r.vouchedDevice(url, "b", third.Public(), 0)
+	if _, err := b.SyncOnce(ctx); err != nil {
+		t.Fatalf("restoring a checkpoint that keeps the deliveries of the two keys before, with the newest alone: %v", err)
+	}
+	if got, want := inboxDates(t, ms), []int{0, 1, 2}; !slices.Equal(got, want) {
+		t.Errorf("INBOX holds messages %v, want %v", got, want)
+	}
+	r.deliver(third, msg(3))
+	syncAll(t, b)
+	if got, want := inboxDates(t, ms), []int{0, 1, 2, 3}; !slices.Equal(got, want) {
+		t.Errorf("INBOX holds messages %v, want %v", got, want)
+	}
 }
