@@ -38,7 +38,8 @@ import (
 // are well-formed, or the spool answers it has no such route (a release
 // before it: KeySuccessor's error wraps errors.ErrUnsupported, logged once
 // as information); any other failed ask (the spool unreachable) is tried
-// again at most once a strangerRecheck.
+// again at most once a strangerRecheck. An ask not answered within
+// successionAskTimeout (30 s) failed.
 
 // KeySuccessor is the optional capability of a Source to give the spool's
 // statement of the key its spool key replaced: ok false when the spool
@@ -55,6 +56,11 @@ type KeySuccessor interface {
 type PreviousKeeper interface {
 	ReplaceSpoolKey(ctx context.Context, key, previous []byte) (moved bool, err error)
 }
+
+// successionAskTimeout bounds the ask for the statement (Syncer's
+// successionWait): an ask not answered by then failed, and is made again
+// at most once a strangerRecheck.
+const successionAskTimeout = 30 * time.Second
 
 // successionState is what the loop learned of the spool's statement.
 type successionState struct {
@@ -111,7 +117,12 @@ func (s *Syncer) vouchedPrevious(ctx context.Context, author ed25519.PublicKey) 
 		if !st.failedAt.IsZero() && time.Since(st.failedAt) < strangerRecheck {
 			return keys.PublicKey{}
 		}
-		stated, ok, err := ks.SpoolKeySuccession(ctx)
+		// Bounded: the client paces reads alone, and a spool (or a proxy)
+		// that took the ask and never answered held the sync loop, and
+		// with it every read, until the device stopped.
+		actx, cancel := context.WithTimeout(ctx, s.successionWait)
+		stated, ok, err := ks.SpoolKeySuccession(actx)
+		cancel()
 		if errors.Is(err, errors.ErrUnsupported) {
 			// A spool of a release without the route: it states
 			// nothing, now or at the next ask, so once is enough.

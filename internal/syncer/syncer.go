@@ -431,6 +431,7 @@ type Syncer struct {
 	cutoverPassed      atomic.Bool                    // an entry signed by the spool key was applied, or kept by a checkpoint restored: the previous key's are refused (spoolkey.go)
 	previous           atomic.Pointer[keys.PublicKey] // the previous spool key: Config.PreviousSpoolKey, or learned from the spool's statement (succession.go); nil: none
 	succession         successionState                // the spool's statement, asked for once (succession.go)
+	successionWait     time.Duration                  // bounds the ask for it (successionAskTimeout; tests shorten it)
 	unsignedThrough    uint64                         // the loop's own: the log holds no entry signed by the spool key up to here (spoolkey.go)
 	signedAt           uint64                         // the loop's own: an entry signed by the spool key found ahead, at this position (spoolkey.go)
 	// sentThrough is the last position where entries this device sent may
@@ -553,6 +554,7 @@ func New(cfg Config) (*Syncer, error) {
 	if err := s.loadIntegrity(context.Background()); err != nil {
 		return nil, fmt.Errorf("syncer: %w", err)
 	}
+	s.successionWait = successionAskTimeout
 	if cfg.PreviousSpoolKey.Ed25519 != nil {
 		prev := cfg.PreviousSpoolKey
 		s.previous.Store(&prev)

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"cspool/internal/keys"
 	"cspool/internal/spool/sqlitestore"
@@ -116,5 +119,48 @@ func TestReplacedTwiceCheckpointRestored(t *testing.T) {
 	syncAll(t, b)
 	if got, want := inboxDates(t, ms), []int{0, 1, 2, 3}; !slices.Equal(got, want) {
 		t.Errorf("INBOX holds messages %v, want %v", got, want)
+	}
+}
+
+// TestSuccessionAskBounded: a spool (or a proxy before it) that takes the
+// ask for its statement and never answers it: the ask fails within its
+// bound, is logged, and the sync goes on, the old key's deliveries a
+// stranger's and the new key's applied. Before, the ask had no bound (the
+// client paces reads alone), and it held the sync loop, and every read
+// after it, until the device stopped.
+func TestSuccessionAskBounded(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	old, nw := r.spool, r.evil
+	stated := r.replaceOnStore(old, nw, []int{0})
+	r.deliver(nw, msg(1))
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	url := r.serveThrough(nw.Public(), stated, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if strings.HasSuffix(req.URL.Path, "/spool-keys") {
+				select {
+				case <-release:
+				case <-req.Context().Done():
+				}
+				return
+			}
+			h.ServeHTTP(w, req)
+		})
+	})
+	var logged lockedBuffer
+	s, ms := r.vouchedDeviceLogging(url, "b", nw.Public(), 0, &logged)
+	s.successionWait = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := s.SyncOnce(ctx); err != nil {
+		t.Fatalf("a sync whose ask for the statement is never answered: %v", err)
+	}
+	if got, want := inboxDates(t, ms), []int{1}; !slices.Equal(got, want) {
+		t.Errorf("INBOX holds messages %v, want %v", got, want)
+	}
+	untrustedAt(t, ms, 1)
+	if !strings.Contains(logged.String(), "asking the spool which key its spool key replaced failed") {
+		t.Errorf("the failed ask is not logged:\n%s", logged.String())
 	}
 }
