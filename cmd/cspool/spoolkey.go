@@ -134,7 +134,13 @@ func replaceSpoolKey(st spool.Store, previous, pub keys.PublicKey, prevFile, fil
 	replaced, err = kr.ReplaceSpoolKey(ctx, previous.Bytes(), pub.Bytes())
 	var live *spool.LiveKeyError
 	var np *spool.NotPreviousKeyError
+	var rb *spool.ReplacedBeforeError
 	switch {
+	case errors.As(err, &rb):
+		return false, withHint(fmt.Errorf("--previous-spool-key: replacing the spool key with id %x (%s) by the key with id %x (--spool-key %s), but %s records that the key with id %x was replaced, by the key with id %s; nothing replaced",
+			previous.KeyID(), prevFile, pub.KeyID(), file, where, pub.KeyID(), spool.KeyID(rb.ReplacedBy)),
+			"a spool key replaced is not taken back: it may be the one that leaked, and the devices would move to it. If the two files are swapped, --spool-key takes the new secret file and --previous-spool-key the old public one; "+
+				"to leave the key the store runs with now, make a new pair (cspool gen-keys) and replace the key by it (docs/OPERATING.md, \"Replacing the spool key\")")
 	case errors.As(err, &live):
 		who, verb := "a running server (or cspool deliver)", "holds"
 		if live.Holders > 1 {

@@ -315,6 +315,11 @@ func testReplaceSpoolKey(t *testing.T, newStore func() (args []string, named str
 		t.Errorf("cspool deliver with the old key through the server: exit %d, want %d\n%s", code, exNoPerm, stderr)
 	}
 	says("cspool deliver with the old key through the server", stderr, "if its spool key was replaced")
+	// The two files swapped: back to the old key, which the store
+	// records as replaced. Before, only the running servers stopped it
+	// (a *LiveKeyError, whose hint said to stop them and start again so).
+	says("the files swapped, back to the old key", refused(onStore("--spool-key", path("spool.sec"), "--previous-spool-key", path("spool-new.pub"))...),
+		"records that the key with id "+idOld+" was replaced, by the key with id "+idNew, "nothing replaced", "is not taken back", "swapped")
 	code, stderr = deliver("--spool-key", path("spool-new.sec"), "--previous-spool-key", path("spool.pub"), "--spool-server", alone.url)
 	if code != exUsage {
 		t.Errorf("cspool deliver --previous-spool-key with --spool-server: exit %d, want %d\n%s", code, exUsage, stderr)

@@ -283,8 +283,10 @@ type KeyReplacer interface {
 	// restarted with them); a *NotPreviousKeyError if the store records
 	// neither (or none); a *LiveKeyError, recording nothing, while other
 	// open handles hold a key (previous, most likely) on the store, as
-	// HoldSpoolKey does for any other key. The record and its check are
-	// one transaction. previous equal to pub is refused.
+	// HoldSpoolKey does for any other key; a *ReplacedBeforeError,
+	// recording nothing, when pub is a key a replacement took out
+	// (KeyHistory). The record and its check are one transaction.
+	// previous equal to pub is refused.
 	ReplaceSpoolKey(ctx context.Context, previous, pub []byte) (replaced bool, err error)
 }
 
@@ -329,6 +331,22 @@ func ReplaceKey(recorded, previous, pub []byte) (record bool, err error) {
 		return true, nil
 	}
 	return false, &NotPreviousKeyError{Recorded: recorded}
+}
+
+// ReplacedBeforeError: ReplaceSpoolKey was refused because the store
+// records the new key as one a replacement took out (KeyHistory): going
+// back to a key replaced, perhaps because it leaked, or the two flags'
+// files swapped. The store's servers would sign with it again, and state
+// that it replaced the key devices trust now, which would move their
+// records to it. Nothing was recorded.
+type ReplacedBeforeError struct {
+	Key        []byte // the new key given, 64 bytes
+	ReplacedBy []byte // the key that replaced it, the latest such replacement's
+}
+
+func (e *ReplacedBeforeError) Error() string {
+	return fmt.Sprintf("spool: the store records that the spool key with id %s was replaced, by the key with id %s: a key replaced is not taken back; nothing recorded",
+		KeyID(e.Key), KeyID(e.ReplacedBy))
 }
 
 // LiveKeyError: HoldSpoolKey was refused because other open handles (other

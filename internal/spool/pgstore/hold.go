@@ -65,6 +65,16 @@ func keepKey(ctx context.Context, tx pgx.Tx, pub, previous []byte, hold bool) (r
 	if err != nil {
 		return false, err
 	}
+	if previous != nil && record {
+		// Not back to a key a replacement took out (spool.ReplacedBeforeError).
+		var by []byte
+		switch err := tx.QueryRow(ctx, "SELECT replaced_by FROM cspool_spool_key_replaced WHERE key = $1 ORDER BY seq DESC LIMIT 1", pub).Scan(&by); {
+		case err == nil:
+			return false, &spool.ReplacedBeforeError{Key: bytes.Clone(pub), ReplacedBy: by}
+		case !errors.Is(err, pgx.ErrNoRows):
+			return false, err
+		}
+	}
 	if record {
 		var free bool
 		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock($1, $2)", HoldLockClass, obj).Scan(&free); err != nil {
@@ -146,7 +156,7 @@ func (s *Store) hold(ctx context.Context, pub, previous []byte) (bool, error) {
 	held, recorded, err := s.takeHold(ctx, pub, previous, false)
 	if err != nil {
 		if errors.As(err, new(*spool.OtherKeyError)) || errors.As(err, new(*spool.LiveKeyError)) ||
-			errors.As(err, new(*spool.NotPreviousKeyError)) {
+			errors.As(err, new(*spool.NotPreviousKeyError)) || errors.As(err, new(*spool.ReplacedBeforeError)) {
 			return false, err
 		}
 		return false, callErr(ctx, "holding the spool key", err)

@@ -329,8 +329,11 @@ func (s *suite) testReplaceSpoolKey(t *testing.T) {
 	if err := kr(old).HoldSpoolKey(ctx, a); !errors.As(err, &ok) || !bytes.Equal(ok.Recorded, b) {
 		t.Fatalf("HoldSpoolKey(a) after the replacement: %v, want an *OtherKeyError naming b", err)
 	}
-	if _, err := kr(old).ReplaceSpoolKey(ctx, b, a); !errors.As(err, &le) || !bytes.Equal(le.Live, b) {
-		t.Fatalf("ReplaceSpoolKey(b, a) while handles hold b: %v, want a *LiveKeyError naming b", err)
+	// A third key (a, replaced, is not taken back at all:
+	// testSpoolKeyNotTakenBack).
+	third := bytes.Repeat([]byte{0xe}, 64)
+	if _, err := kr(old).ReplaceSpoolKey(ctx, b, third); !errors.As(err, &le) || !bytes.Equal(le.Live, b) {
+		t.Fatalf("ReplaceSpoolKey(b, e) while handles hold b: %v, want a *LiveKeyError naming b", err)
 	}
 	d = []byte("alice-b-1")
 	mustAppend(t, again, "alice", d)
@@ -417,4 +420,47 @@ func (s *suite) testSpoolKeyHistory(t *testing.T) {
 		t.Fatalf("ReplaceSpoolKey(a, b) on a store recording b: replaced %v, %v; want b held, nothing replaced", replaced, err)
 	}
 	previous(st2.(spool.KeyHistory), b, a)
+}
+
+// testSpoolKeyNotTakenBack: a store that replaced a by b, then b by c,
+// refuses to replace c by a or by b, a key a replacement took out (the
+// flags' files swapped, or a key that leaked taken back), with a
+// *spool.ReplacedBeforeError naming the key that replaced it, and records
+// nothing: it still records c, and states no previous key for a. Before,
+// the store recorded a over c, its servers signed with a again and stated
+// that a replaced c, and the devices given a moved their records to it.
+func (s *suite) testSpoolKeyNotTakenBack(t *testing.T) {
+	st := s.store(t)
+	ctx := ctxT(t)
+	a, b, c := bytes.Repeat([]byte{0xa}, 64), bytes.Repeat([]byte{0xb}, 64), bytes.Repeat([]byte{0xc}, 64)
+	if err := st.(spool.KeyKeeper).KeepSpoolKey(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, st, "alice", []byte("a-1"))
+	replace := func(prev, pub []byte) error {
+		t.Helper()
+		h := s.reopen(t, st)
+		defer h.Close()
+		_, err := h.(spool.KeyReplacer).ReplaceSpoolKey(ctx, prev, pub)
+		return err
+	}
+	for _, r := range [][2][]byte{{a, b}, {b, c}} {
+		if err := replace(r[0], r[1]); err != nil {
+			t.Fatalf("ReplaceSpoolKey: %v", err)
+		}
+	}
+	for _, back := range []struct{ key, by []byte }{{a, b}, {b, c}} {
+		var rb *spool.ReplacedBeforeError
+		if err := replace(c, back.key); !errors.As(err, &rb) || !bytes.Equal(rb.Key, back.key) || !bytes.Equal(rb.ReplacedBy, back.by) {
+			t.Fatalf("ReplaceSpoolKey(c, %x...) on a store that replaced it: %v; want a *spool.ReplacedBeforeError naming it and the key that replaced it", back.key[:1], err)
+		}
+	}
+	h := s.reopen(t, st)
+	defer h.Close()
+	if err := h.(spool.KeyKeeper).KeepSpoolKey(ctx, c); err != nil {
+		t.Fatalf("the store's key after the refusals: %v, want c still", err)
+	}
+	if got, err := h.(spool.KeyHistory).PreviousSpoolKey(ctx, a); err != nil || got != nil {
+		t.Fatalf("PreviousSpoolKey(a) after the refusals: %x, %v; want none", got, err)
+	}
 }

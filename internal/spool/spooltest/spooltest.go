@@ -121,6 +121,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		{"HoldSpoolKey", s.testHoldSpoolKey},
 		{"ReplaceSpoolKey", s.testReplaceSpoolKey},
 		{"SpoolKeyHistory", s.testSpoolKeyHistory},
+		{"SpoolKeyNotTakenBack", s.testSpoolKeyNotTakenBack},
 	}
 	tests = append(tests, s.compactTests()...)
 	tests = append(tests, s.chainTests()...)

@@ -99,7 +99,7 @@ func (s *Store) keep(ctx context.Context, pub, previous []byte, l *keyLock, hold
 		return false, werr
 	}
 	if err != nil && !errors.As(err, new(*spool.OtherKeyError)) && !errors.As(err, new(*spool.LiveKeyError)) &&
-		!errors.As(err, new(*spool.NotPreviousKeyError)) {
+		!errors.As(err, new(*spool.NotPreviousKeyError)) && !errors.As(err, new(*spool.ReplacedBeforeError)) {
 		return false, s.dbErr("recording the spool key", err)
 	}
 	if err != nil {
@@ -138,6 +138,16 @@ func keepSpoolKey(ctx context.Context, db *sql.DB, pub, previous []byte, l *keyL
 	}
 	if err != nil {
 		return false, err
+	}
+	if previous != nil && record {
+		// Not back to a key a replacement took out (spool.ReplacedBeforeError).
+		var by []byte
+		switch err := tx.QueryRowContext(ctx, "SELECT replaced_by FROM spool_key_replaced WHERE key = ? ORDER BY seq DESC LIMIT 1", pub).Scan(&by); {
+		case err == nil:
+			return false, &spool.ReplacedBeforeError{Key: bytes.Clone(pub), ReplacedBy: by}
+		case !errors.Is(err, sql.ErrNoRows):
+			return false, err
+		}
 	}
 	if previous != nil && recorded != nil {
 		// The replacement, or its record when the store's was made
