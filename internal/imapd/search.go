@@ -58,13 +58,21 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 		return searchData(kind, refs, sel, opts), nil
 	}
 	view := newRefCursor(sel.mb, sel.st, all)
+	// A message whose test comes to its body's text goes to the pool's
+	// workers, on every core (searchpool.go); others, and one too large
+	// for the pool, are tested here.
+	pool := s.srv.newSearchPool(ctx, c, mt)
 	visit := func(m *mailstore.Message) error {
 		r, ok := view.find(imap.UID(m.UID))
 		if !ok {
 			return nil
 		}
 		mt.msg, mt.seq, mt.header, mt.body, mt.text = m, r.seq, nil, nil, nil
+		mt.deferBody, mt.deferred = pool.takes(m), false
 		ok, err := mt.match(ctx, c)
+		if mt.deferred {
+			return pool.add(ctx, r, m)
+		}
 		if ok {
 			matched = append(matched, r)
 		}
@@ -77,6 +85,8 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	} else {
 		err = sel.box.Scan(ctx, want, visit)
 	}
+	mt.deferBody, mt.msg, mt.header, mt.body, mt.text = false, nil, nil, nil, nil
+	matched, err = pool.wait(matched, err)
 	if err != nil {
 		return nil, s.selectedError(sel, err)
 	}
@@ -279,6 +289,11 @@ type matcher struct {
 	header *textproto.Header // parsed lazily; nil until then
 	body   []byte            // raw bytes, loaded lazily
 	text   []string          // decoded text parts, lazily
+
+	// deferBody: where the test would read the message's raw bytes, it
+	// sets deferred and stops (errNeedsBody), for the message to be
+	// tested again, whole, on a worker of the SEARCH (searchpool.go).
+	deferBody, deferred bool
 }
 
 func (mt *matcher) match(ctx context.Context, c *imap.SearchCriteria) (bool, error) {
@@ -559,6 +574,10 @@ func (mt *matcher) headerFieldsHave(ctx context.Context, s string) bool {
 }
 
 func (mt *matcher) rawBody(ctx context.Context) ([]byte, error) {
+	if mt.body == nil && mt.deferBody {
+		mt.deferred = true
+		return nil, errNeedsBody
+	}
 	if mt.body == nil {
 		b, err := mt.msg.LoadRaw(ctx)
 		if err != nil {

@@ -149,6 +149,14 @@ type Server struct {
 
 	appendingMu sync.Mutex
 	appending   map[command.ID]map[chan struct{}]struct{} // APPENDs underway, per mailbox (appendStart)
+
+	// SEARCH's workers (searchpool.go): how many a SEARCH has (0:
+	// GOMAXPROCS; below 0: none, every body tested on the scan's
+	// goroutine), a function each calls with its number as it takes a
+	// message (tests), and how many messages they were handed.
+	searchWorkers atomic.Int32
+	searchHook    atomic.Pointer[func(worker int)]
+	searchPooled  atomic.Int64
 }
 
 // fill gives the fields left zero their documented defaults.

@@ -118,6 +118,24 @@ func (m *Message) LoadRaw(ctx context.Context) ([]byte, error) {
 	return data, nil
 }
 
+// Detached returns a copy of m that reads nothing more from the store,
+// for testing it on another goroutine than the scan's: its raw bytes
+// loaded now (through the scan's snapshot, within a Scan's fn), which
+// its LoadRaw gives, and no stored texts (StoredTextHas says it has none,
+// and the caller tests the message itself, which gives the same answer:
+// searchtext.go). The snapshot's connection is for the scan's goroutine
+// alone; the copy shares only m's slices, which nothing writes.
+func (m *Message) Detached(ctx context.Context) (*Message, error) {
+	raw, err := m.LoadRaw(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := *m
+	d.Raw = raw
+	d.loader, d.conn, d.reads, d.storedMin = nil, nil, nil, 0
+	return &d, nil
+}
+
 // RawAt returns a reader of the message's bytes (Size of them) read from
 // the store through the snapshot it came from, blobPiece at a time, for a
 // message whose Raw was left for later (WantLargeRawLater): a reader of
