@@ -94,8 +94,8 @@ func (p *searchPool) takes(m *mailstore.Message) bool {
 // once the messages handed over before leave room for it; it returns the
 // pool's failure, if a worker failed, to stop the scan.
 func (p *searchPool) add(ctx context.Context, r ref, m *mailstore.Message) error {
-	if err := p.failure(); err != nil {
-		return err
+	if err := p.ctx.Err(); err != nil {
+		return p.stopped(err)
 	}
 	w := max(m.Size, 1)
 	if err := p.bytes.Acquire(p.ctx, w); err != nil {
