@@ -197,18 +197,34 @@ func TransferEncoding(v string) string {
 // capitals) and has an opening parenthesis after the name, on that line
 // or on the field's continuation lines. A quick look before a
 // message's parts are read again with the comments left out (Mended).
+//
+// It reads b once, from one hyphen to the next (each name has one, after
+// its 7th byte), where it looked for each name in turn: the three
+// searches for a name beginning with a letter as common as r or R were
+// about a seventh of a SEARCH BODY over mail the index lacks.
 func CommentedTransferEncoding(b []byte) bool {
-	for _, name := range [][]byte{[]byte("ransfer-Encoding:"), []byte("ransfer-encoding:"), []byte("RANSFER-ENCODING:")} {
-		for i := 0; ; {
-			j := bytes.Index(b[i:], name)
-			if j < 0 {
-				break
-			}
-			i += j + len(name)
-			if bytes.IndexByte(b[i:fieldEnd(b, lineEnd(b, i))], '(') >= 0 {
-				return true
-			}
+	const dash = len("ransfer") // the hyphen's offset in each name
+	for k := dash; k < len(b); k++ {
+		j := bytes.IndexByte(b[k:], '-')
+		if j < 0 {
+			break
 		}
+		k += j
+		i := k - dash + len("ransfer-Encoding:")
+		if i <= len(b) && transferName(b[k-dash:i]) && bytes.IndexByte(b[i:fieldEnd(b, lineEnd(b, i))], '(') >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// transferName reports whether p is a spelling of the
+// Content-Transfer-Encoding field's name CommentedTransferEncoding looks
+// for, its first letter left out.
+func transferName(p []byte) bool {
+	switch string(p) {
+	case "ransfer-Encoding:", "ransfer-encoding:", "RANSFER-ENCODING:":
+		return true
 	}
 	return false
 }

@@ -3,6 +3,7 @@ package mimeform
 import (
 	"bytes"
 	"maps"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/emersion/go-message/textproto"
@@ -121,5 +122,51 @@ func TestTransferEncoding(t *testing.T) {
 		if got := CommentedTransferEncoding([]byte(in)); got != want {
 			t.Errorf("CommentedTransferEncoding(%q) = %v, want %v", in, got, want)
 		}
+	}
+}
+
+// commentedTransferEncodingByName is CommentedTransferEncoding as it was
+// written first, a search for each name in turn: the reference.
+func commentedTransferEncodingByName(b []byte) bool {
+	for _, name := range [][]byte{[]byte("ransfer-Encoding:"), []byte("ransfer-encoding:"), []byte("RANSFER-ENCODING:")} {
+		for i := 0; ; {
+			j := bytes.Index(b[i:], name)
+			if j < 0 {
+				break
+			}
+			i += j + len(name)
+			if bytes.IndexByte(b[i:fieldEnd(b, lineEnd(b, i))], '(') >= 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestCommentedTransferEncodingOnePass checks the one pass over a
+// message's hyphens against a search for each name in turn, over texts
+// made of the names, their pieces, parentheses, line ends, folds and
+// hyphens, in random order and at every offset.
+func TestCommentedTransferEncodingOnePass(t *testing.T) {
+	pieces := []string{"Content-T", "ransfer-Encoding:", "ransfer-encoding:", "RANSFER-ENCODING:", "ransfer-ENCODING:",
+		"ransfer", "-", "Encoding:", "(", ")", "\r\n", "\n", " ", "\t", "x", "--", "base64", "r", "-E"}
+	r := rand.New(rand.NewPCG(3, 5))
+	found := 0
+	for i := range 20000 {
+		var b []byte
+		for range 1 + r.IntN(12) {
+			b = append(b, pieces[r.IntN(len(pieces))]...)
+		}
+		b = b[r.IntN(len(b)):]
+		want := commentedTransferEncodingByName(b)
+		if got := CommentedTransferEncoding(b); got != want {
+			t.Fatalf("text %d, %q: %v, want %v", i, b, got, want)
+		}
+		if want {
+			found++
+		}
+	}
+	if found < 200 {
+		t.Errorf("only %d texts of 20,000 hold a commented field", found)
 	}
 }
