@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -773,6 +774,44 @@ func TestContainsFoldChunks(t *testing.T) {
 		// ASCII, folded whole, as long as it is.
 		if !containsFold("The Final REPORT", "final report", c) || containsFold("The Final REPORT", "final reports", c) {
 			t.Errorf("chunks of %d: an ASCII text answers otherwise", c)
+		}
+	}
+}
+
+// TestContainsFoldASCIIWindows checks ContainsFold over ASCII texts, which
+// it lower-cases a window at a time (containsLower), against the
+// definition (the text folded whole), with needles across each window's
+// end, at its start and end, longer than the part of a window kept, and
+// not ASCII.
+func TestContainsFoldASCIIWindows(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(9, 9))
+	letters := "abcXYZ Q.-"
+	for i := range 300 {
+		b := make([]byte, r.IntN(3*lowerWindow))
+		for j := range b {
+			b[j] = letters[r.IntN(len(letters))]
+		}
+		hay := string(b)
+		var needles []string
+		for range 12 {
+			if len(hay) == 0 {
+				break
+			}
+			// Cut around a window's end, or anywhere.
+			at := r.IntN(len(hay))
+			if k := len(hay) / lowerWindow; k > 0 && r.IntN(2) == 0 {
+				at = max(0, min(len(hay)-1, lowerWindow*(1+r.IntN(k))-r.IntN(8)))
+			}
+			n := hay[at:min(len(hay), at+1+r.IntN(lowerWindow/4+40))]
+			needles = append(needles, strings.ToUpper(n), n+"zz", "\u212a"+n) // the Kelvin sign: k folded
+		}
+		needles = append(needles, "", "é", "xyz", strings.Repeat("a", lowerWindow/4+1))
+		folded := foldCase(hay)
+		for _, n := range needles {
+			if got, want := ContainsFold(hay, n), strings.Contains(folded, foldCase(n)); got != want {
+				t.Fatalf("text %d (%d bytes), needle of %d bytes at %d: %v, folded whole %v", i, len(hay), len(n), strings.Index(folded, foldCase(n)), got, want)
+			}
 		}
 	}
 }
