@@ -3,7 +3,9 @@ package imapd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 
@@ -60,6 +62,11 @@ type searchPool struct {
 	matched []ref
 	err     error  // the first failure, by sequence number
 	errSeq  uint32 // its message's
+	// panicked is what a worker's test panicked with, and where: wait
+	// panics with it on the SEARCH's goroutine, where go-imap recovers
+	// it and ends the connection, as when the test ran there; on a
+	// worker it would have ended the process.
+	panicked any
 }
 
 type poolJob struct {
@@ -146,25 +153,41 @@ func (p *searchPool) work(i int) {
 	mt := p.proto.clone()
 	for j := range p.jobs {
 		if p.ctx.Err() == nil {
-			if h := p.srv.searchHook.Load(); h != nil {
-				(*h)(i)
-			}
-			mt.msg, mt.seq, mt.header, mt.body, mt.text = j.m, j.r.seq, nil, nil, nil
-			ok, err := mt.match(p.ctx, p.c)
-			mt.msg, mt.header, mt.body, mt.text = nil, nil, nil, nil
-			p.mu.Lock()
-			switch {
-			case err != nil:
-				if p.err == nil || j.r.seq < p.errSeq {
-					p.err, p.errSeq = err, j.r.seq
-				}
-				p.cancel()
-			case ok:
-				p.matched = append(p.matched, j.r)
-			}
-			p.mu.Unlock()
+			p.test(i, mt, j)
 		}
 		p.bytes.Release(j.weight)
+	}
+}
+
+// test tests one message on worker i with mt and records the outcome; a
+// panic stops the pool and is kept for wait.
+func (p *searchPool) test(i int, mt *matcher, j poolJob) {
+	defer func() {
+		mt.msg, mt.header, mt.body, mt.text = nil, nil, nil, nil
+		if v := recover(); v != nil {
+			p.mu.Lock()
+			if p.panicked == nil {
+				p.panicked = fmt.Sprintf("testing message %d of a SEARCH: %v\n%s", j.r.uid, v, debug.Stack())
+			}
+			p.mu.Unlock()
+			p.cancel()
+		}
+	}()
+	if h := p.srv.searchHook.Load(); h != nil {
+		(*h)(i)
+	}
+	mt.msg, mt.seq, mt.header, mt.body, mt.text = j.m, j.r.seq, nil, nil, nil
+	ok, err := mt.match(p.ctx, p.c)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case err != nil:
+		if p.err == nil || j.r.seq < p.errSeq {
+			p.err, p.errSeq = err, j.r.seq
+		}
+		p.cancel()
+	case ok:
+		p.matched = append(p.matched, j.r)
 	}
 }
 
@@ -185,6 +208,9 @@ func (p *searchPool) wait(matched []ref, scanErr error) ([]ref, error) {
 		p.wg.Wait()
 	}
 	p.cancel()
+	if p.panicked != nil {
+		panic(p.panicked)
+	}
 	if p.err != nil && (scanErr == nil || errors.Is(scanErr, context.Canceled)) {
 		return nil, p.err
 	}

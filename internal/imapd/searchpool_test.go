@@ -279,3 +279,40 @@ func TestSearchPoolCancelled(t *testing.T) {
 		t.Errorf("%d workers still running after the SEARCH ended", left)
 	}
 }
+
+// TestSearchPoolPanic makes a worker's test panic: the SEARCH's
+// connection ends, as when the test panicked on the connection's own
+// goroutine (go-imap recovers a command's panic and closes the
+// connection), and the server goes on serving; on the worker the panic
+// ended the process.
+func TestSearchPoolPanic(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t)
+	d := rg.device("a")
+	var last uint64
+	for i := range 6 {
+		last = rg.Deliver(fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\nbody %d\r\n", i, i))
+	}
+	d.synced(last)
+	if err := d.store.Reindex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	hook := func(int) { panic("a test that breaks") }
+	d.srv.searchHook.Store(&hook)
+	d.srv.searchWorkers.Store(2)
+	c := d.client(nil)
+	mustSelect(t, c, "INBOX")
+	if data, err := c.Search(&imap.SearchCriteria{Body: []string{"body"}}, nil).Wait(); err == nil {
+		t.Fatalf("SEARCH whose test panicked: %v, no error", data.AllSeqNums())
+	}
+	d.srv.searchHook.Store(nil)
+	c2 := d.client(nil)
+	mustSelect(t, c2, "INBOX")
+	data, err := c2.Search(&imap.SearchCriteria{Body: []string{"body"}}, nil).Wait()
+	if err != nil {
+		t.Fatalf("SEARCH on a new connection: %v", err)
+	}
+	if got := data.AllSeqNums(); len(got) != 6 {
+		t.Errorf("SEARCH on a new connection: %v, want the 6 messages", got)
+	}
+}
