@@ -30,7 +30,7 @@ func poolMailbox(t *testing.T, r *rand.Rand, rg *rig, d *device) (msgs []string,
 	huge := func(word string) string {
 		var b strings.Builder
 		b.WriteString("From: big@example.org\r\nSubject: big " + word + "\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
-		for b.Len() < searchPoolBytes+searchPoolBytes/4 {
+		for b.Len() < searchPoolBytes+4096 {
 			b.WriteString("filler text of a long message, Straße and σοφία\r\n")
 		}
 		b.WriteString("the end holds " + word + "\r\n")
