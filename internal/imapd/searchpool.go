@@ -34,11 +34,17 @@ import (
 // Memory: the messages handed over and not tested yet hold at most
 // searchPoolBytes of raw bytes together (and each worker the texts of
 // the one it tests); a message larger than that is tested on the scan's
-// goroutine as before, alone.
+// goroutine as before, alone. Those of all SEARCHes of the server hold at
+// most searchServerBytes together: with many connections searching at
+// once, each waits for room as its workers would for theirs.
 
 // searchPoolBytes bounds the raw bytes of the messages handed to a
 // SEARCH's workers and not tested yet.
 const searchPoolBytes = 1 << 20
+
+// searchServerBytes bounds those of every SEARCH of a server together
+// (Server.searchMem).
+const searchServerBytes = 4 * searchPoolBytes
 
 // errNeedsBody stops a matcher that defers bodies (matcher.deferBody) where
 // it would read the message's raw bytes.
@@ -108,9 +114,13 @@ func (p *searchPool) add(ctx context.Context, r ref, m *mailstore.Message) error
 	if err := p.bytes.Acquire(p.ctx, w); err != nil {
 		return p.stopped(err)
 	}
+	if err := p.srv.searchMem.Acquire(p.ctx, w); err != nil {
+		p.bytes.Release(w)
+		return p.stopped(err)
+	}
 	d, err := m.Detached(ctx)
 	if err != nil {
-		p.bytes.Release(w)
+		p.release(w)
 		return err
 	}
 	if !p.started {
@@ -126,9 +136,15 @@ func (p *searchPool) add(ctx context.Context, r ref, m *mailstore.Message) error
 		p.srv.searchPooled.Add(1)
 		return nil
 	case <-p.ctx.Done():
-		p.bytes.Release(w)
+		p.release(w)
 		return p.stopped(p.ctx.Err())
 	}
+}
+
+// release gives back the room a message of weight w took.
+func (p *searchPool) release(w int64) {
+	p.srv.searchMem.Release(w)
+	p.bytes.Release(w)
 }
 
 // stopped is the error for the pool's context having ended: a worker's
@@ -155,7 +171,7 @@ func (p *searchPool) work(i int) {
 		if p.ctx.Err() == nil {
 			p.test(i, mt, j)
 		}
-		p.bytes.Release(j.weight)
+		p.release(j.weight)
 	}
 }
 

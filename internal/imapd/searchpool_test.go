@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"golang.org/x/sync/semaphore"
 
 	"cspool/internal/mailstore"
 )
@@ -314,5 +316,74 @@ func TestSearchPoolPanic(t *testing.T) {
 	}
 	if got := data.AllSeqNums(); len(got) != 6 {
 		t.Errorf("SEARCH on a new connection: %v, want the 6 messages", got)
+	}
+}
+
+// TestSearchPoolsShareABound runs two SEARCHes at once, on two
+// connections, with their workers held: the messages handed over and not
+// tested yet, of both together, stay within the server's bound
+// (Server.searchMem, here three messages' bytes). Before, each SEARCH had
+// a bound of its own alone, so that every connection searching at once
+// held its own 1 MiB: here eight messages, four for each.
+func TestSearchPoolsShareABound(t *testing.T) {
+	t.Parallel()
+	rg := newRig(t)
+	d := rg.device("a")
+	var last uint64
+	const n = 24
+	msg := func(i int) []byte {
+		return fmt.Appendf(nil, "From: a@example.org\r\nSubject: %02d\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nsome text =\r\nwith Needleword in it\r\n", i)
+	}
+	for i := range n {
+		last = rg.Deliver(msg(i))
+	}
+	d.synced(last)
+	if err := d.store.Reindex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d.srv.searchMem = semaphore.NewWeighted(3 * int64(len(msg(0))))
+	entered := make(chan struct{}, 2*n)
+	release := make(chan struct{})
+	hook := func(int) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-time.After(30 * time.Second):
+		}
+	}
+	d.srv.searchHook.Store(&hook)
+	d.srv.searchWorkers.Store(2)
+	before := d.srv.searchPooled.Load()
+	var cmds []*imapclient.SearchCommand
+	for range 2 {
+		c := d.client(nil)
+		mustSelect(t, c, "INBOX")
+		cmds = append(cmds, c.Search(&imap.SearchCriteria{Body: []string{"needleWORD"}}, nil))
+	}
+	// Two workers hold a message each (those of the SEARCH that came
+	// first; the third message waits for one of them).
+	for range 2 {
+		select {
+		case <-entered:
+		case <-time.After(20 * time.Second):
+			close(release)
+			t.Fatalf("no two workers took a message (%d handed over)", d.srv.searchPooled.Load()-before)
+		}
+	}
+	// Time for more to be handed over, if the bound let them.
+	time.Sleep(300 * time.Millisecond)
+	handed := d.srv.searchPooled.Load() - before
+	close(release)
+	if handed > 3 {
+		t.Errorf("%d messages handed to the workers of two SEARCHes while none was tested, want at most 3 (the server's bound)", handed)
+	}
+	for i, cmd := range cmds {
+		data, err := cmd.Wait()
+		if err != nil {
+			t.Fatalf("SEARCH %d: %v", i, err)
+		}
+		if got := data.AllSeqNums(); len(got) != n {
+			t.Errorf("SEARCH %d: %d messages, want all %d", i, len(got), n)
+		}
 	}
 }

@@ -157,6 +157,10 @@ type Server struct {
 	searchWorkers atomic.Int32
 	searchHook    atomic.Pointer[func(worker int)]
 	searchPooled  atomic.Int64
+	// searchMem bounds the raw bytes handed to the workers of all
+	// SEARCHes together and not tested yet (searchServerBytes), each
+	// SEARCH's within its own searchPoolBytes.
+	searchMem *semaphore.Weighted
 }
 
 // fill gives the fields left zero their documented defaults.
@@ -199,7 +203,7 @@ func New(cfg Config) (*Server, error) {
 	log := cfg.Logger
 	s := &Server{cfg: cfg, log: log.With("component", "imap"), boxes: map[command.ID]*mailbox{},
 		floors: map[command.ID]imap.UID{}, appendMem: semaphore.NewWeighted(cfg.AppendMemory), kwLock: make(chan struct{}, 1),
-		fetchMem: semaphore.NewWeighted(cfg.FetchMemory)}
+		fetchMem: semaphore.NewWeighted(cfg.FetchMemory), searchMem: semaphore.NewWeighted(searchServerBytes)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.loadFloors(ctx); err != nil {
