@@ -114,14 +114,15 @@ type spoolKeyRig struct {
 	bin, dir              string
 	env                   []string
 	alice, old, nw, other *keys.SecretKey
+	third                 *keys.SecretKey // the key after nw, for a second replacement
 	date                  int64
 }
 
 func newSpoolKeyRig(t *testing.T) *spoolKeyRig {
 	t.Helper()
 	r := &spoolKeyRig{t: t, bin: buildServerBinary(t), dir: t.TempDir(), env: append(os.Environ(), "USER=alice"),
-		alice: mustKey(t), old: mustKey(t), nw: mustKey(t), other: mustKey(t), date: 1764000000000}
-	for name, k := range map[string]*keys.SecretKey{"user": r.alice, "old": r.old, "new": r.nw, "other": r.other} {
+		alice: mustKey(t), old: mustKey(t), nw: mustKey(t), other: mustKey(t), third: mustKey(t), date: 1764000000000}
+	for name, k := range map[string]*keys.SecretKey{"user": r.alice, "old": r.old, "new": r.nw, "other": r.other, "third": r.third} {
 		if err := keys.WriteFiles(k, r.path(name+".sec"), r.path(name+".pub"), keys.WriteOptions{}); err != nil {
 			t.Fatal(err)
 		}

@@ -396,7 +396,7 @@ func (s *serverRun) run(f serverFlags) error {
 		MemoryHeld: f.memoryHeld}
 	if spoolKey != nil {
 		cfg.SpoolKey = spoolKey.Public()
-		if cfg.SpoolKeySuccession, err = spoolKeySuccession(store, spoolKey); err != nil {
+		if cfg.SpoolKeySuccession, cfg.SpoolKeyEarlier, err = spoolKeySuccession(store, spoolKey); err != nil {
 			return err
 		}
 	}

@@ -165,25 +165,58 @@ func replaceSpoolKey(st spool.Store, previous, pub keys.PublicKey, prevFile, fil
 // spoolKeySuccession is the statement, signed by spoolKey, of the key the
 // store's latest replacement recording it took out (spool.KeyHistory),
 // which the server gives the devices (docs/API.md, "Spool keys"); nil when
-// it replaced none, or the store keeps no history.
-func spoolKeySuccession(st spool.Store, spoolKey *keys.SecretKey) (*keys.Succession, error) {
+// it replaced none, or the store keeps no history. With a store that keeps
+// the statements (spool.KeyChain) it records this one, and returns as
+// earlier the statements recorded before it, newest first, each signed by
+// the key that replaced the one before: the chain back from spoolKey, up
+// to the first replacement whose statement no server recorded (its new key
+// ran with a release before this one) or that does not verify.
+func spoolKeySuccession(st spool.Store, spoolKey *keys.SecretKey) (first *keys.Succession, earlier []keys.Succession, err error) {
 	kh, ok := st.(spool.KeyHistory)
 	if !ok {
-		return nil, nil
+		return nil, nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	prev, err := kh.PreviousSpoolKey(ctx, spoolKey.Public().Bytes())
 	if err != nil || prev == nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pub, err := keys.PublicKeyFromBytes(prev)
 	if err != nil {
-		return nil, fmt.Errorf("the spool key the store records as replaced: %w", err)
+		return nil, nil, fmt.Errorf("the spool key the store records as replaced: %w", err)
 	}
 	s, err := keys.SignSuccession(spoolKey, pub)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &s, nil
+	kc, ok := st.(spool.KeyChain)
+	if !ok {
+		return &s, nil, nil
+	}
+	if err := kc.RecordSpoolKeySuccession(ctx, s.Key.Bytes(), s.Previous.Bytes(), s.Signature); err != nil {
+		return nil, nil, err
+	}
+	links, err := kc.SpoolKeyChain(ctx, s.Key.Bytes())
+	if err != nil {
+		return nil, nil, err
+	}
+	last := s
+	for i := 1; i < len(links); i++ {
+		l := links[i]
+		var e keys.Succession
+		if e.Key, err = keys.PublicKeyFromBytes(l.Key); err != nil || !e.Key.Equal(last.Previous) || l.Sig == nil {
+			break
+		}
+		if e.Previous, err = keys.PublicKeyFromBytes(l.Previous); err != nil {
+			break
+		}
+		e.Signature = l.Sig
+		if e.Verify(e.Key) != nil {
+			break
+		}
+		earlier = append(earlier, e)
+		last = e
+	}
+	return &s, earlier, nil
 }

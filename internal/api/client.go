@@ -605,6 +605,20 @@ func (c *Client) Head(ctx context.Context) (uint64, error) {
 // route (a release before it) answers 404 without HeaderUnknownUser: the
 // error then wraps errors.ErrUnsupported.
 func (c *Client) SpoolKeySuccession(ctx context.Context) (keys.Succession, bool, error) {
+	chain, err := c.SpoolKeyChain(ctx)
+	if err != nil || len(chain) == 0 {
+		return keys.Succession{}, false, err
+	}
+	return chain[0], true, nil
+}
+
+// SpoolKeyChain implements syncer.KeyChainer: the server's statements of
+// the keys its spool key succeeded, newest first (docs/API.md, "Spool
+// keys"): the one signed by the spool key, then those of "earlier"; empty
+// when it states none. Nothing is verified here, and the statements are
+// not checked to follow one another: the device does that, link by link,
+// from the spool key it trusts. Errors as SpoolKeySuccession's.
+func (c *Client) SpoolKeyChain(ctx context.Context) ([]keys.Succession, error) {
 	op := "reading the spool keys for " + c.user
 	resp, err := c.do(ctx, op, http.MethodGet, "/v1/users/"+c.user+"/spool-keys", nil, nil)
 	if err != nil {
@@ -612,30 +626,39 @@ func (c *Client) SpoolKeySuccession(ctx context.Context) (keys.Succession, bool,
 		if errors.As(err, &ae) && ae.Status == http.StatusNotFound && ae.Err == nil {
 			ae.Err = errors.ErrUnsupported // no such route: the user's 404 names keys.ErrUnknownUser
 		}
-		return keys.Succession{}, false, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	var res spoolKeysAnswer
 	if err := decodeJSON(resp.Body, &res); err != nil {
-		return keys.Succession{}, false, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "bad spool keys answer", Err: err}
+		return nil, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "bad spool keys answer", Err: err}
 	}
 	if res.Previous == "" {
-		return keys.Succession{}, false, nil
+		return nil, nil
 	}
-	bad := func(err error) error {
-		return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "bad spool keys answer", Err: err}
+	if len(res.Earlier) >= spool.MaxKeyChain {
+		return nil, &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "bad spool keys answer",
+			Err: fmt.Errorf("%d statements, at most %d are served", len(res.Earlier)+1, spool.MaxKeyChain)}
 	}
-	var s keys.Succession
-	if s.Key, err = keys.ParsePublic(res.Key); err != nil {
-		return keys.Succession{}, false, bad(err)
+	chain := make([]keys.Succession, 0, 1+len(res.Earlier))
+	for i, st := range append([]spoolKeysStatement{{Key: res.Key, Previous: res.Previous, Signature: res.Signature}}, res.Earlier...) {
+		bad := func(err error) error {
+			return &Error{Op: op, Status: resp.StatusCode, Kind: ErrProtocol, Msg: "bad spool keys answer",
+				Err: fmt.Errorf("statement %d: %w", i+1, err)}
+		}
+		var s keys.Succession
+		if s.Key, err = keys.ParsePublic(st.Key); err != nil {
+			return nil, bad(err)
+		}
+		if s.Previous, err = keys.ParsePublic(st.Previous); err != nil {
+			return nil, bad(err)
+		}
+		if s.Signature, err = base64.RawURLEncoding.Strict().DecodeString(st.Signature); err != nil || len(s.Signature) != 64 {
+			return nil, bad(fmt.Errorf("a signature of %d bytes (%v), want 64", len(s.Signature), err))
+		}
+		chain = append(chain, s)
 	}
-	if s.Previous, err = keys.ParsePublic(res.Previous); err != nil {
-		return keys.Succession{}, false, bad(err)
-	}
-	if s.Signature, err = base64.RawURLEncoding.Strict().DecodeString(res.Signature); err != nil || len(s.Signature) != 64 {
-		return keys.Succession{}, false, bad(fmt.Errorf("a signature of %d bytes (%v), want 64", len(s.Signature), err))
-	}
-	return s, true, nil
+	return chain, nil
 }
 
 // Health checks that the server answers /v1/health.

@@ -37,6 +37,17 @@ type spoolKeysAnswer struct {
 	Key       string `json:"key,omitempty"`
 	Previous  string `json:"previous,omitempty"`
 	Signature string `json:"sig,omitempty"`
+	// Earlier: the statements before this one, newest first, each of
+	// the same form (Earlier[0].Key is Previous); absent: none. A device
+	// of a release before it reads the first statement alone.
+	Earlier []spoolKeysStatement `json:"earlier,omitempty"`
+}
+
+// spoolKeysStatement is one statement of spoolKeysAnswer.Earlier.
+type spoolKeysStatement struct {
+	Key       string `json:"key"`
+	Previous  string `json:"previous"`
+	Signature string `json:"sig"`
 }
 
 func (s *Server) spoolKeys(w http.ResponseWriter, r *http.Request, c *caller) {
@@ -47,6 +58,13 @@ func (s *Server) spoolKeys(w http.ResponseWriter, r *http.Request, c *caller) {
 	if sc := s.cfg.SpoolKeySuccession; sc != nil && s.cfg.SpoolKey.Ed25519 != nil && sc.Key.Equal(s.cfg.SpoolKey) {
 		res.Previous = sc.Previous.String()
 		res.Signature = base64.RawURLEncoding.EncodeToString(sc.Signature)
+		for i, e := range s.cfg.SpoolKeyEarlier {
+			if i >= spool.MaxKeyChain-1 {
+				break
+			}
+			res.Earlier = append(res.Earlier, spoolKeysStatement{Key: e.Key.String(), Previous: e.Previous.String(),
+				Signature: base64.RawURLEncoding.EncodeToString(e.Signature)})
+		}
 	}
 	writeJSON(w, http.StatusOK, res)
 }

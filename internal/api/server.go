@@ -60,6 +60,12 @@ type Config struct {
 	// to the users' devices (docs/API.md, "Spool keys"); nil: the spool
 	// key replaced none.
 	SpoolKeySuccession *keys.Succession
+	// SpoolKeyEarlier are the statements before SpoolKeySuccession,
+	// newest first, served with it: SpoolKeyEarlier[0] signed by the key
+	// SpoolKeySuccession names as replaced and naming the key that one
+	// replaced, and so on (the store's spool.KeyChain), at most
+	// spool.MaxKeyChain-1 of them.
+	SpoolKeyEarlier []keys.Succession
 	// Quota, if above zero, is the most bytes a user's log may hold for a
 	// delivery to be appended to it: a spool key append that would take
 	// the log past it gets 507 (docs/API.md §4). It needs a Store that

@@ -39,6 +39,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"time"
 )
 
@@ -302,6 +304,65 @@ type KeyHistory interface {
 	// PreviousSpoolKey returns the key that pub (64 bytes) was recorded
 	// over by the latest replacement that recorded it, nil if none did.
 	PreviousSpoolKey(ctx context.Context, pub []byte) ([]byte, error)
+}
+
+// MaxKeyChain is the most replacements SpoolKeyChain gives, and so the
+// most statements the server chains for the devices (docs/API.md, "Spool
+// keys"): the spool key and the 16 keys before it.
+const MaxKeyChain = 16
+
+// KeyLink is one replacement a store keeps: Key recorded over Previous
+// (64 bytes each), and Sig, Key's Ed25519 signature of the statement
+// (keys.SuccessionMessage(Key, Previous)), nil until a server started with
+// Key records it (KeyChain.RecordSpoolKeySuccession).
+type KeyLink struct {
+	Seq           int64 // the replacement's place in the store's order
+	Key, Previous []byte
+	Sig           []byte
+}
+
+// KeyChain is a KeyHistory that keeps each replacement's signed statement,
+// so that the server can give the devices the whole succession, each
+// statement signed by the key that replaced the one before (docs/API.md,
+// "Spool keys"). Both stores implement it.
+type KeyChain interface {
+	KeyHistory
+	// RecordSpoolKeySuccession records sig as the statement of the latest
+	// replacement recording pub over previous, if it holds none yet. A
+	// statement is deterministic (Ed25519), so servers of one key write
+	// the same bytes.
+	RecordSpoolKeySuccession(ctx context.Context, pub, previous, sig []byte) error
+	// SpoolKeyChain returns the replacements back from pub, newest
+	// first, as ChainOf builds them from the store's records.
+	SpoolKeyChain(ctx context.Context, pub []byte) ([]KeyLink, error)
+}
+
+// ChainOf builds the succession back from pub out of a store's
+// replacements (any order): the latest replacement recording pub, then
+// the latest one before it recording the key that one took out, and so on,
+// each earlier than the one before in the store's order; at most
+// MaxKeyChain, and it stops before a replacement that would take out a key
+// the chain names already (a key replaced and later put back).
+func ChainOf(links []KeyLink, pub []byte) []KeyLink {
+	var chain []KeyLink
+	seen := [][]byte{pub}
+	cur, before := pub, int64(math.MaxInt64)
+	for len(chain) < MaxKeyChain {
+		best := -1
+		for i, l := range links {
+			if l.Seq < before && bytes.Equal(l.Key, cur) && (best < 0 || l.Seq > links[best].Seq) {
+				best = i
+			}
+		}
+		if best < 0 || slices.ContainsFunc(seen, func(k []byte) bool { return bytes.Equal(k, links[best].Previous) }) {
+			break
+		}
+		l := links[best]
+		chain = append(chain, l)
+		seen = append(seen, l.Previous)
+		cur, before = l.Previous, l.Seq
+	}
+	return chain
 }
 
 // NotPreviousKeyError: ReplaceSpoolKey was refused because the store

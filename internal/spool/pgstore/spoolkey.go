@@ -59,3 +59,40 @@ func (s *Store) PreviousSpoolKey(ctx context.Context, pub []byte) ([]byte, error
 	}
 	return prev, nil
 }
+
+// RecordSpoolKeySuccession implements spool.KeyChain.
+func (s *Store) RecordSpoolKeySuccession(ctx context.Context, pub, previous, sig []byte) error {
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	_, err = s.pool.Exec(cctx, `UPDATE cspool_spool_key_replaced SET sig = $3
+		WHERE seq = (SELECT max(seq) FROM cspool_spool_key_replaced WHERE replaced_by = $1) AND key = $2 AND sig IS NULL`, pub, previous, sig)
+	if err != nil {
+		return callErr(ctx, "recording the spool key's statement", err)
+	}
+	return nil
+}
+
+// SpoolKeyChain implements spool.KeyChain.
+func (s *Store) SpoolKeyChain(ctx context.Context, pub []byte) ([]spool.KeyLink, error) {
+	cctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	rows, err := s.pool.Query(cctx, "SELECT seq, replaced_by, key, sig FROM cspool_spool_key_replaced")
+	if err != nil {
+		return nil, callErr(ctx, "reading the spool keys replaced", err)
+	}
+	links, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (spool.KeyLink, error) {
+		var l spool.KeyLink
+		err := r.Scan(&l.Seq, &l.Key, &l.Previous, &l.Sig)
+		return l, err
+	})
+	if err != nil {
+		return nil, callErr(ctx, "reading the spool keys replaced", err)
+	}
+	return spool.ChainOf(links, pub), nil
+}

@@ -464,3 +464,86 @@ func (s *suite) testSpoolKeyNotTakenBack(t *testing.T) {
 		t.Fatalf("PreviousSpoolKey(a) after the refusals: %x, %v; want none", got, err)
 	}
 }
+
+// testSpoolKeyChain: a store that replaced a by b, then b by c, gives the
+// succession back from c, newest first (spool.KeyChain), through another
+// handle too, each replacement with the statement recorded for it, and
+// only for the latest replacement recording its key over the one it
+// names: once recorded, a statement is kept; and the chain holds at most
+// spool.MaxKeyChain replacements, the latest. (A key put back is refused:
+// testSpoolKeyNotTakenBack.)
+func (s *suite) testSpoolKeyChain(t *testing.T) {
+	st := s.store(t)
+	kc, ok := st.(spool.KeyChain)
+	if !ok {
+		t.Fatalf("%T is not a spool.KeyChain: a device given the spool key could not learn the keys before the one it replaced", st)
+	}
+	ctx := ctxT(t)
+	key := func(b byte) []byte { return bytes.Repeat([]byte{b}, 64) }
+	sig := func(b byte) []byte { return bytes.Repeat([]byte{b}, 64) }
+	a, b, c := key(0xa), key(0xb), key(0xc)
+	replace := func(prev, pub []byte) {
+		t.Helper()
+		h := s.reopen(t, st)
+		if _, err := h.(spool.KeyReplacer).ReplaceSpoolKey(ctx, prev, pub); err != nil {
+			t.Fatalf("ReplaceSpoolKey: %v", err)
+		}
+		if err := h.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// want: key, previous, sig (nil: none) of each link, newest first.
+	chain := func(h spool.KeyChain, pub []byte, want ...[]byte) {
+		t.Helper()
+		got, err := h.SpoolKeyChain(ctx, pub)
+		if err != nil {
+			t.Fatalf("SpoolKeyChain(%x...): %v", pub[:1], err)
+		}
+		if len(got)*3 != len(want) {
+			t.Fatalf("SpoolKeyChain(%x...): %d links, want %d", pub[:1], len(got), len(want)/3)
+		}
+		for i, l := range got {
+			if !bytes.Equal(l.Key, want[3*i]) || !bytes.Equal(l.Previous, want[3*i+1]) || !bytes.Equal(l.Sig, want[3*i+2]) {
+				t.Fatalf("SpoolKeyChain(%x...) link %d: %x... over %x... signed %x, want %x... over %x... signed %x",
+					pub[:1], i, l.Key[:1], l.Previous[:1], l.Sig, want[3*i][:1], want[3*i+1][:1], want[3*i+2])
+			}
+		}
+	}
+	if err := st.(spool.KeyKeeper).KeepSpoolKey(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, st, "alice", []byte("a-1"))
+	chain(kc, a)
+	replace(a, b)
+	chain(kc, b, b, a, nil)
+	if err := kc.RecordSpoolKeySuccession(ctx, b, a, sig(0x1b)); err != nil {
+		t.Fatal(err)
+	}
+	replace(b, c)
+	other := s.reopen(t, st).(spool.KeyChain)
+	chain(other, c, c, b, nil, b, a, sig(0x1b))
+	// A statement naming another previous key records nothing; a second
+	// one for the same replacement changes nothing.
+	if err := kc.RecordSpoolKeySuccession(ctx, c, a, sig(0x2a)); err != nil {
+		t.Fatal(err)
+	}
+	if err := kc.RecordSpoolKeySuccession(ctx, b, a, sig(0x2b)); err != nil {
+		t.Fatal(err)
+	}
+	if err := kc.RecordSpoolKeySuccession(ctx, c, b, sig(0x1c)); err != nil {
+		t.Fatal(err)
+	}
+	chain(other, c, c, b, sig(0x1c), b, a, sig(0x1b))
+	chain(other, b, b, a, sig(0x1b))
+
+	// A long succession: the latest spool.MaxKeyChain replacements.
+	prev := a
+	var want [][]byte
+	for i := range spool.MaxKeyChain + 4 {
+		k := key(byte(0x20 + i))
+		replace(prev, k)
+		want = append([][]byte{k, prev, nil}, want...)
+		prev = k
+	}
+	chain(other, prev, want[:3*spool.MaxKeyChain]...)
+}

@@ -122,6 +122,7 @@ func Run(t *testing.T, open func(t *testing.T) spool.Store, opts Options) {
 		{"ReplaceSpoolKey", s.testReplaceSpoolKey},
 		{"SpoolKeyHistory", s.testSpoolKeyHistory},
 		{"SpoolKeyNotTakenBack", s.testSpoolKeyNotTakenBack},
+		{"SpoolKeyChain", s.testSpoolKeyChain},
 	}
 	tests = append(tests, s.compactTests()...)
 	tests = append(tests, s.chainTests()...)

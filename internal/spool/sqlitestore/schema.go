@@ -134,6 +134,13 @@ CREATE TABLE spool_key_replaced (
 	replaced_by BLOB NOT NULL CHECK (length(replaced_by) = 64)
 );
 `,
+	// 10: each replacement's signed statement (spool.KeyChain): sig is
+	// the Ed25519 signature, by replaced_by, of
+	// keys.SuccessionMessage(replaced_by, key), written by the first
+	// server started with replaced_by; NULL until then.
+	`
+ALTER TABLE spool_key_replaced ADD COLUMN sig BLOB CHECK (sig IS NULL OR length(sig) = 64);
+`,
 }
 
 // afterStep runs the part of migration step v (to version v) that SQL alone

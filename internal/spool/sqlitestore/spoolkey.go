@@ -210,3 +210,42 @@ func (s *Store) PreviousSpoolKey(ctx context.Context, pub []byte) ([]byte, error
 	}
 	return prev, nil
 }
+
+// RecordSpoolKeySuccession implements spool.KeyChain.
+func (s *Store) RecordSpoolKeySuccession(ctx context.Context, pub, previous, sig []byte) error {
+	var err error
+	if werr := s.onWriter(ctx, func(db *sql.DB) {
+		_, err = db.ExecContext(ctx, `UPDATE spool_key_replaced SET sig = ?3
+			WHERE seq = (SELECT max(seq) FROM spool_key_replaced WHERE replaced_by = ?1) AND key = ?2 AND sig IS NULL`, pub, previous, sig)
+	}); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return s.dbErr("recording the spool key's statement", err)
+	}
+	return nil
+}
+
+// SpoolKeyChain implements spool.KeyChain.
+func (s *Store) SpoolKeyChain(ctx context.Context, pub []byte) ([]spool.KeyLink, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	rows, err := s.rdb.QueryContext(ctx, "SELECT seq, replaced_by, key, sig FROM spool_key_replaced")
+	if err != nil {
+		return nil, s.dbErr("reading the spool keys replaced", err)
+	}
+	defer rows.Close()
+	var links []spool.KeyLink
+	for rows.Next() {
+		var l spool.KeyLink
+		if err := rows.Scan(&l.Seq, &l.Key, &l.Previous, &l.Sig); err != nil {
+			return nil, s.dbErr("reading the spool keys replaced", err)
+		}
+		links = append(links, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.dbErr("reading the spool keys replaced", err)
+	}
+	return spool.ChainOf(links, pub), nil
+}
