@@ -16,6 +16,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -248,12 +249,16 @@ func (d *device) trustSpoolKey(c *api.Client) error {
 	if !errors.As(err, &other) {
 		return err
 	}
-	prev, why := d.vouchedRecorded(c, other.Recorded)
-	if prev.Ed25519 != nil {
-		d.previousSpoolPub = prev
+	chain, why := d.vouchedRecorded(c, other.Recorded)
+	if len(chain) > 0 {
+		d.previousSpoolPub = chain[0]
 		d.log.Info("the spool key given replaced the one this database recorded, as the spool states under its signature: it is taken as --previous-spool-key",
-			"db", d.dbPath, "spool_key_id", fmt.Sprintf("%x", d.spoolPub.KeyID()), "previous_spool_key_id", fmt.Sprintf("%x", prev.KeyID()))
-		return d.replaceSpoolKey()
+			"db", d.dbPath, "spool_key_id", fmt.Sprintf("%x", d.spoolPub.KeyID()), "previous_spool_key_id", fmt.Sprintf("%x", chain[0].KeyID()),
+			"replacements", len(chain))
+		if len(chain) == 1 {
+			return d.replaceSpoolKey()
+		}
+		return d.replaceSpoolKeyChain(chain)
 	}
 	return withHint(&otherSpoolKeyError{fmt.Sprintf("--spool-key: %s trusts the spool key %s for deliveries (recorded when it was first synced), not %s; %s",
 		d.dbPath, recordedKey(other.Recorded), d.spoolPub, why), other},
@@ -266,31 +271,57 @@ func (d *device) trustSpoolKey(c *api.Client) error {
 // at a device's start.
 const vouchedStartTimeout = 10 * time.Second
 
-// vouchedRecorded asks the spool at c which key its spool key replaced
-// (docs/API.md, "Spool keys") and returns it when the statement verifies
-// under --spool-key and names recorded, the key the database trusts;
-// otherwise the zero key and why not, for the refusal's text.
-func (d *device) vouchedRecorded(c *api.Client, recorded []byte) (keys.PublicKey, string) {
+// vouchedRecorded asks the spool at c for its succession (docs/API.md,
+// "Spool keys") and returns the keys the spool key replaced, newest first,
+// down to recorded, the key the database trusts, when the statements
+// verify link by link from --spool-key and one names recorded; otherwise
+// nil and why not, for the refusal's text.
+func (d *device) vouchedRecorded(c *api.Client, recorded []byte) ([]keys.PublicKey, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), vouchedStartTimeout)
 	defer cancel()
-	stated, ok, err := c.SpoolKeySuccession(ctx)
+	stated, err := c.SpoolKeyChain(ctx)
 	switch {
 	case errors.Is(err, errors.ErrUnsupported):
-		return keys.PublicKey{}, "the spool states no key its spool key replaced (its release does not serve the statement)"
+		return nil, "the spool states no key its spool key replaced (its release does not serve the statement)"
 	case err != nil:
-		return keys.PublicKey{}, fmt.Sprintf("the spool could not be asked which key its spool key replaced (%v)", err)
-	case !ok:
-		return keys.PublicKey{}, "the spool states no key its spool key replaced"
+		return nil, fmt.Sprintf("the spool could not be asked which key its spool key replaced (%v)", err)
+	case len(stated) == 0:
+		return nil, "the spool states no key its spool key replaced"
 	}
-	if err := stated.Verify(d.spoolPub); err != nil {
-		d.log.Warn("the spool's statement of the key its spool key replaced does not verify under the spool key given: ignored",
+	prev, err := keys.VerifyChain(d.spoolPub, stated)
+	if err != nil {
+		d.log.Warn("the spool's statements of the keys its spool key replaced do not verify from the spool key given: ignored",
 			"err", err, "spool_key_id", fmt.Sprintf("%x", d.spoolPub.KeyID()))
-		return keys.PublicKey{}, "the spool's statement of the key its spool key replaced does not verify under it"
+		return nil, fmt.Sprintf("the spool's statement of the key its spool key replaced does not verify under it (%v)", err)
 	}
-	if !bytes.Equal(stated.Previous.Bytes(), recorded) {
-		return keys.PublicKey{}, fmt.Sprintf("the spool states that its spool key replaced %s, not the key recorded", stated.Previous)
+	i := slices.IndexFunc(prev, func(k keys.PublicKey) bool { return bytes.Equal(k.Bytes(), recorded) })
+	if i < 0 {
+		names := make([]string, len(prev))
+		for j, k := range prev {
+			names[j] = k.String()
+		}
+		return nil, fmt.Sprintf("the spool states that its spool key replaced %s, not the key recorded", strings.Join(names, ", then "))
 	}
-	return stated.Previous, ""
+	return prev[:i+1], ""
+}
+
+// replaceSpoolKeyChain records --spool-key with chain, the keys it
+// replaced newest first down to the one the database recorded, as the
+// spool vouched for them: the record moves to the new key, chain[0] as the
+// previous key, and the others trusted each up to its cutover
+// (mailstore's ReplaceSpoolKeyChain).
+func (d *device) replaceSpoolKeyChain(chain []keys.PublicKey) error {
+	bs := make([][]byte, len(chain))
+	for i, k := range chain {
+		bs[i] = k.Bytes()
+	}
+	moved, err := d.store.ReplaceSpoolKeyChain(context.Background(), d.spoolPub.Bytes(), bs)
+	if moved {
+		d.log.Info("the spool key was replaced: this database trusted an earlier spool key and now trusts the new one; deliveries signed by each earlier key are taken up to the first entry signed by a later one, and refused after it",
+			"db", d.dbPath, "spool_key_id", fmt.Sprintf("%x", d.spoolPub.KeyID()), "previous_spool_key_id", fmt.Sprintf("%x", chain[0].KeyID()),
+			"replacements", len(chain))
+	}
+	return err
 }
 
 // replaceSpoolKey records --spool-key with --previous-spool-key as the key

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,4 +87,82 @@ func TestSpoolKeyChainServed(t *testing.T) {
 	}
 	db.Close()
 	chain(1)
+}
+
+// TestVouchedSpoolKeyChain: the spool's key replaced twice (old by new,
+// then new by third), with deliveries under each key, a new device given
+// the third key alone shows every message: it verifies the chain the
+// server serves from the third key back to the old one, and trusts each
+// earlier key up to its own cutover, so a delivery signed by the old key
+// placed after new's first entry, and one signed by new after third's
+// first, are rejected. A device whose database recorded the old key,
+// started with the third key alone, moves its record down the chain and
+// applies the rest the same way, and starts again with the third key. Before,
+// the new device took the old key's deliveries as a stranger's (that mail
+// never showed), and the old key's database was refused with the third
+// key.
+func TestVouchedSpoolKeyChain(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	r := newSpoolKeyRig(t)
+	bin, dir, path, env, plant := r.bin, r.dir, r.path, r.env, r.plant
+	var srv *serverProc
+	sync := func(db, spoolKey string) (int, string, string) {
+		t.Helper()
+		var code int
+		var stdout, stderr string
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			code, stdout, stderr = runExit(t, dir, env, bin, "sync", "--user", "alice", "--db", db,
+				"--spool-server", srv.url, "--user-key", "user.sec", "--user-public-key", "user.pub", "--spool-key", spoolKey)
+			if code == 0 || strings.Contains(stderr, "spool-key") || time.Now().After(deadline) {
+				return code, stdout, stderr
+			}
+		}
+	}
+	srv = startServer(t, bin, "--spool-dir", path("spool"), "--users", path("users"), "--spool-key", path("old.sec"))
+	srv.stop(t)
+	plant(r.old, "one", "two")
+	srv = startServer(t, bin, "--spool-dir", path("spool"), "--users", path("users"), "--spool-key", path("old.sec"))
+	if code, out, stderr := sync("a.db", "old.pub"); code != 0 || !strings.Contains(out, "2 applied") {
+		t.Fatalf("a.db synced with the old key: exit %d\n%s\n%s", code, out, stderr)
+	}
+	srv.stop(t)
+	srv = startServer(t, bin, "--spool-dir", path("spool"), "--users", path("users"), "--spool-key", path("new.sec"),
+		"--previous-spool-key", path("old.pub"))
+	srv.stop(t)
+	plant(r.nw, "three")
+	plant(r.old, "planted old after new")
+	plant(r.nw, "four")
+	srv = startServer(t, bin, "--spool-dir", path("spool"), "--users", path("users"), "--spool-key", path("third.sec"),
+		"--previous-spool-key", path("new.pub"))
+	srv.stop(t)
+	plant(r.third, "five")
+	plant(r.nw, "planted new after third")
+	plant(r.old, "planted old after third")
+	plant(r.third, "six")
+	srv = startServer(t, bin, "--spool-dir", path("spool"), "--users", path("users"), "--spool-key", path("third.sec"))
+	code, out, stderr := sync("new.db", "third.pub")
+	if code != 0 || !strings.Contains(out, "6 applied, 3 rejected") {
+		t.Fatalf("a new device given the third key alone: exit %d, want the six deliveries of the three keys applied, the three planted rejected\n%s\n%s", code, out, stderr)
+	}
+	for _, want := range []string{"as the spool states under its signature", "deliveries signed by an earlier spool key are refused from here on",
+		"the first entry signed by the new spool key is applied"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the new device's log does not say %q:\n%s", want, stderr)
+		}
+	}
+	code, out, stderr = sync("a.db", "third.pub")
+	if code != 0 || !strings.Contains(out, "4 applied, 3 rejected") {
+		t.Fatalf("a device of the old key started with the third key alone: exit %d, want the four later deliveries applied, the three planted rejected\n%s\n%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "it is taken as --previous-spool-key") {
+		t.Errorf("the record moved down the spool's chain is not logged:\n%s", stderr)
+	}
+	for _, db := range []string{"a.db", "new.db"} {
+		if code, out, stderr := sync(db, "third.pub"); code != 0 || !strings.Contains(out, "synced to position 9 (head 9)") {
+			t.Errorf("%s started again with the third key: exit %d\n%s\n%s", db, code, out, stderr)
+		}
+	}
 }

@@ -252,6 +252,17 @@ func (c *countingSource) SpoolKeySuccession(ctx context.Context) (keys.Successio
 	return ks.SpoolKeySuccession(ctx)
 }
 
+// SpoolKeyChain passes the spool's whole succession through
+// (syncer.KeyChainer), so that a device given only the spool key trusts
+// each key before it up to that key's cutover.
+func (c *countingSource) SpoolKeyChain(ctx context.Context) ([]keys.Succession, error) {
+	kc, ok := c.Source.(syncer.KeyChainer)
+	if !ok {
+		return nil, errors.New("the spool client cannot ask for the spool keys")
+	}
+	return kc.SpoolKeyChain(ctx)
+}
+
 // countingCheckpointer is a countingSource over a source with checkpoints:
 // the syncer finds the capability with a type assertion, so it must stay
 // visible through the wrapper.

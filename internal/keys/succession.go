@@ -64,3 +64,30 @@ func (s Succession) Verify(trusted PublicKey) error {
 func (s Succession) Names(author ed25519.PublicKey) bool {
 	return s.Previous.Ed25519 != nil && bytes.Equal(s.Previous.Ed25519, author)
 }
+
+// VerifyChain checks a succession, newest first, from trusted, the spool
+// key given: chain[0] made by trusted, and each statement after it made by
+// the key the one before it names as replaced, each signature verifying
+// under the key it checks from; no key may come twice (trusted included).
+// It returns the keys replaced, newest first: chain[i].Previous for each
+// i. An error wraps ErrSuccession and names the statement (1 the first)
+// that does not hold and why; nothing of the chain is then taken.
+func VerifyChain(trusted PublicKey, chain []Succession) ([]PublicKey, error) {
+	seen := []PublicKey{trusted}
+	prev := make([]PublicKey, 0, len(chain))
+	from := trusted
+	for i, s := range chain {
+		if err := s.Verify(from); err != nil {
+			return nil, fmt.Errorf("statement %d of the spool key succession (the key with id %x replacing %x): %w", i+1, s.Key.KeyID(), s.Previous.KeyID(), err)
+		}
+		for _, k := range seen {
+			if k.Equal(s.Previous) {
+				return nil, fmt.Errorf("statement %d of the spool key succession: %w: the key with id %x comes twice (a loop)", i+1, ErrSuccession, s.Previous.KeyID())
+			}
+		}
+		seen = append(seen, s.Previous)
+		prev = append(prev, s.Previous)
+		from = s.Previous
+	}
+	return prev, nil
+}

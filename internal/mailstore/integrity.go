@@ -7,6 +7,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -258,6 +259,10 @@ func (s *Store) ReplaceSpoolKey(ctx context.Context, key, previous []byte) (move
 			if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key = ?, previous_spool_key = ?, spool_key_used = 0, spool_key_cutover = 0", key, previous); err != nil {
 				return fmt.Errorf("replacing the spool key: %w", err)
 			}
+			// The keys before the one moved from are not the new key's.
+			if _, err := tx.ExecContext(ctx, "DELETE FROM earlier_spool_keys"); err != nil {
+				return fmt.Errorf("replacing the spool key: %w", err)
+			}
 			return nil
 		case bytes.Equal(recorded, key) && replaced != nil && !bytes.Equal(replaced, previous):
 			return &OtherSpoolKeyError{Recorded: recorded, Previous: previous, Replaced: replaced}
@@ -271,6 +276,133 @@ func (s *Store) ReplaceSpoolKey(ctx context.Context, key, previous []byte) (move
 		}
 	})
 	return moved, err
+}
+
+// ReplaceSpoolKeyChain is ReplaceSpoolKey for a succession: previous are
+// the keys key replaced, newest first, as the spool's chain of statements
+// vouches for them (previous[0] the one key replaced, previous[1] the one
+// previous[0] replaced, ...). A database that records any of them moves
+// its record to key, as not used yet, with previous[0] as its previous
+// key, and reports true; otherwise it is ReplaceSpoolKey(key,
+// previous[0]). Either way the database then trusts previous[1:] too,
+// each until its cutover (EarlierSpoolKeys): those it trusted already
+// keep theirs. Moving from previous[i] (i > 0), the keys before it are
+// trusted as well: the log's entries before it were applied under it.
+func (s *Store) ReplaceSpoolKeyChain(ctx context.Context, key []byte, previous [][]byte) (moved bool, err error) {
+	if len(previous) == 0 {
+		return false, errors.New("mailstore: no previous spool key")
+	}
+	for _, p := range previous {
+		if len(p) != 64 {
+			return false, fmt.Errorf("mailstore: a previous spool key of %d bytes, want 64", len(p))
+		}
+	}
+	err = s.writeTx(ctx, "recording the spool key", func(tx *sql.Tx) error {
+		var recorded []byte
+		if err := tx.QueryRowContext(ctx, "SELECT spool_key FROM local").Scan(&recorded); err != nil {
+			return fmt.Errorf("reading the spool key: %w", err)
+		}
+		if i := slices.IndexFunc(previous[1:], func(p []byte) bool { return bytes.Equal(p, recorded) }); i >= 0 {
+			// Recorded a key two or more replacements back: moved as
+			// ReplaceSpoolKey moves from previous[0].
+			moved = true
+			if _, err := tx.ExecContext(ctx, "UPDATE local SET spool_key = ?, previous_spool_key = ?, spool_key_used = 0, spool_key_cutover = 0", key, previous[0]); err != nil {
+				return fmt.Errorf("replacing the spool key: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM earlier_spool_keys"); err != nil {
+				return fmt.Errorf("replacing the spool key: %w", err)
+			}
+			return insertEarlier(ctx, tx, previous[1:])
+		}
+		return nil
+	})
+	if err != nil || moved {
+		return moved, err
+	}
+	if moved, err = s.ReplaceSpoolKey(ctx, key, previous[0]); err != nil {
+		return moved, err
+	}
+	return moved, s.writeTx(ctx, "recording the earlier spool keys", func(tx *sql.Tx) error {
+		return insertEarlier(ctx, tx, previous[1:])
+	})
+}
+
+// insertEarlier makes earlier the keys before previous_spool_key, newest
+// first, keeping the cutover of each the database trusted already.
+func insertEarlier(ctx context.Context, tx *sql.Tx, earlier [][]byte) error {
+	rows, err := tx.QueryContext(ctx, "SELECT key, cutover FROM earlier_spool_keys")
+	if err != nil {
+		return fmt.Errorf("reading the earlier spool keys: %w", err)
+	}
+	cut := map[string]int64{}
+	for rows.Next() {
+		var k []byte
+		var c int64
+		if err := rows.Scan(&k, &c); err != nil {
+			rows.Close()
+			return fmt.Errorf("reading the earlier spool keys: %w", err)
+		}
+		cut[string(k)] = c
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("reading the earlier spool keys: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "DELETE FROM earlier_spool_keys"); err != nil {
+		return fmt.Errorf("recording the earlier spool keys: %w", err)
+	}
+	for i, k := range earlier {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO earlier_spool_keys (ord, key, cutover) VALUES (?, ?, ?)", i+2, k, cut[string(k)]); err != nil {
+			return fmt.Errorf("recording the earlier spool keys: %w", err)
+		}
+	}
+	return nil
+}
+
+// EarlierSpoolKey is a spool key before the previous one the database
+// trusts (ReplaceSpoolKeyChain), with its cutover: the position of the
+// first entry the database applied signed by a later key of the chain; 0:
+// none yet.
+type EarlierSpoolKey struct {
+	Key     []byte
+	Cutover uint64
+}
+
+// EarlierSpoolKeys returns the spool keys before the previous one, newest
+// first.
+func (s *Store) EarlierSpoolKeys(ctx context.Context) ([]EarlierSpoolKey, error) {
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	rows, err := s.rdb.QueryContext(ctx, "SELECT key, cutover FROM earlier_spool_keys ORDER BY ord")
+	if err != nil {
+		return nil, fmt.Errorf("reading the earlier spool keys: %w", err)
+	}
+	defer rows.Close()
+	var out []EarlierSpoolKey
+	for rows.Next() {
+		var e EarlierSpoolKey
+		var c int64
+		if err := rows.Scan(&e.Key, &c); err != nil {
+			return nil, fmt.Errorf("reading the earlier spool keys: %w", err)
+		}
+		e.Cutover = uint64(c)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading the earlier spool keys: %w", err)
+	}
+	return out, nil
+}
+
+// KeepEarlierSpoolKeyCutover records at as the cutover of the earlier
+// spool key key, unless it has one.
+func (s *Store) KeepEarlierSpoolKeyCutover(ctx context.Context, key []byte, at uint64) error {
+	return s.writeTx(ctx, "recording an earlier spool key's cutover", func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "UPDATE earlier_spool_keys SET cutover = ? WHERE key = ? AND cutover = 0", int64(at), key); err != nil {
+			return fmt.Errorf("recording an earlier spool key's cutover: %w", err)
+		}
+		return nil
+	})
 }
 
 // KeepSpoolKeyCutover records that the state a checkpoint restored holds

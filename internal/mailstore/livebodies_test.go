@@ -3,7 +3,6 @@ package mailstore
 import (
 	"context"
 	"database/sql"
-	"slices"
 	"strings"
 	"testing"
 
@@ -150,7 +149,7 @@ func TestSchema18CountsBodies(t *testing.T) {
 		if err := downgrade29(ctx, tx); err != nil {
 			return err
 		}
-		for _, q := range append(append(append(append(append(append(append(append(append(append(append(slices.Clone(to31), to28...), to27...), to26, to25), to24...), to23...), to22...), to21, to20), to19...), to18...), to17...), "PRAGMA user_version = 17") {
+		for _, q := range append(append(append(append(append(append(append(append(append(append(append(append([]string{to32}, to31...), to28...), to27...), to26, to25), to24...), to23...), to22...), to21, to20), to19...), to18...), to17...), "PRAGMA user_version = 17") {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
 				return err
 			}

@@ -614,6 +614,19 @@ CREATE INDEX bodies_texts_version ON bodies (texts_version);
 ALTER TABLE local ADD COLUMN previous_spool_key BLOB CHECK (previous_spool_key IS NULL OR length(previous_spool_key) = 64);
 ALTER TABLE local ADD COLUMN spool_key_cutover INTEGER NOT NULL DEFAULT 0 CHECK (spool_key_cutover >= 0);
 `,
+	// 33: the spool keys before previous_spool_key (ReplaceSpoolKeyChain),
+	// as the spool's chain of statements vouched for them: ord 2 is the key
+	// previous_spool_key replaced, 3 the one before it, and so on. Each is
+	// trusted for deliveries until its cutover, the position of the first
+	// entry the database applied signed by a later key of the chain (0:
+	// none yet); those it signed after it are rejected as a stranger's.
+	`
+CREATE TABLE earlier_spool_keys (
+	ord     INTEGER PRIMARY KEY CHECK (ord >= 2),
+	key     BLOB    NOT NULL UNIQUE CHECK (length(key) = 64),
+	cutover INTEGER NOT NULL DEFAULT 0 CHECK (cutover >= 0)
+);
+`,
 }
 
 // SchemaVersion is the schema version this package writes.
@@ -634,7 +647,7 @@ var freshSchema string
 // freshSchemaVersion is the version freshSchema makes; a migration
 // added since makes it stale, which TestFreshSchemaAsMigrated reports:
 // migrate then takes the steps after it.
-const freshSchemaVersion = 32
+const freshSchemaVersion = 33
 
 // migrateStepwise, when set, makes migrate take every step from version
 // 0 even for a new database (TestFreshSchemaAsMigrated).

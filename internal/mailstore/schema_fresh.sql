@@ -1,5 +1,5 @@
 -- Written by TestFreshSchemaAsMigrated -update-schema (schema_fresh_test.go)
--- from a database migrated from version 0 to 32; do not edit.
+-- from a database migrated from version 0 to 33; do not edit.
 CREATE TABLE state (
 	k                INTEGER PRIMARY KEY CHECK (k = 1),
 	position         INTEGER NOT NULL CHECK (position >= 0),
@@ -195,6 +195,11 @@ BEGIN
 END;
 CREATE INDEX bodies_forms_version ON bodies (forms_version);
 CREATE INDEX bodies_texts_version ON bodies (texts_version);
+CREATE TABLE earlier_spool_keys (
+	ord     INTEGER PRIMARY KEY CHECK (ord >= 2),
+	key     BLOB    NOT NULL UNIQUE CHECK (length(key) = 64),
+	cutover INTEGER NOT NULL DEFAULT 0 CHECK (cutover >= 0)
+);
 CREATE VIEW undo_replay AS SELECT * FROM undo;
 CREATE TRIGGER undo_state_ins AFTER INSERT ON state WHEN (SELECT qseq FROM capture) IS NOT NULL BEGIN INSERT INTO undo (qseq, tbl, op, k0) VALUES ((SELECT qseq FROM capture), 'state', 'ins', NEW.k); END;
 CREATE TRIGGER undo_replay_state_ins INSTEAD OF INSERT ON undo_replay WHEN NEW.tbl = 'state' AND NEW.op = 'ins' BEGIN DELETE FROM state WHERE k = NEW.k0; END;

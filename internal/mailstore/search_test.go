@@ -101,6 +101,11 @@ func reopenedFrom(t *testing.T, s *Store, path string, version int) *Store {
 // (whose version 8 differs only in what the index holds, versions 9 and 10
 // by a column each).
 func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
+	if version < 33 {
+		if _, err := tx.ExecContext(ctx, to32); err != nil {
+			return err
+		}
+	}
 	if version < 32 {
 		for _, q := range to31 {
 			if _, err := tx.ExecContext(ctx, q); err != nil {
@@ -179,6 +184,9 @@ func downgrade(ctx context.Context, tx *sql.Tx, version int) error {
 	}
 	return nil
 }
+
+// to32 is downgrade's step from version 33 to 32.
+const to32 = "DROP TABLE earlier_spool_keys"
 
 // to31 are downgrade's steps from version 32 to 31.
 var to31 = []string{

@@ -160,7 +160,7 @@ func TestQueueAcrossUndoUpgrade(t *testing.T) {
 	// which this package queued with them, with the undo triggers that
 	// name them.
 	if err := s.writeTx(ctx, "test", func(tx *sql.Tx) error {
-		for _, q := range []string{to31[0], to31[1], "DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
+		for _, q := range []string{to32, to31[0], to31[1], "DROP TRIGGER undo_bodies_ins", "DROP TRIGGER undo_bodies_upd", "DROP TRIGGER undo_bodies_del",
 			"DROP INDEX bodies_texts_version", "ALTER TABLE bodies DROP COLUMN texts_version",
 			"DROP INDEX bodies_forms_version", "ALTER TABLE bodies DROP COLUMN forms_version"} {
 			if _, err := tx.ExecContext(ctx, q); err != nil {

@@ -161,7 +161,7 @@ type keptAuthors struct {
 }
 
 // note counts b, opened by s. An entry signed by the previous spool key
-// (Config.PreviousSpoolKey) is neither: the device that wrote the
+// (Config.PreviousSpoolKey), or one before it, is neither: the device that wrote the
 // checkpoint applied it before the cutover, and it says nothing of the key
 // given.
 func (k *keptAuthors) note(s *Syncer, b openedBody) {
@@ -172,7 +172,7 @@ func (k *keptAuthors) note(s *Syncer, b openedBody) {
 		if k.spoolFirst == 0 || b.pos < k.spoolFirst {
 			k.spoolFirst = b.pos
 		}
-	case s.previousKey().Ed25519 != nil && b.author.Equal(s.previousKey().Ed25519):
+	case s.keyIndexEd(b.author) > 0:
 	default:
 		u := k.stranger
 		if u == nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -145,7 +146,7 @@ func (s *Syncer) loadKeyUsed(ctx context.Context) error {
 	}
 	s.keyUsed.Store(used)
 	s.cutoverPassed.Store(used)
-	return nil
+	return s.loadEarlier(ctx)
 }
 
 // checkSpoolKey returns an *UntrustedSpoolError if v, a verified batch of
@@ -181,8 +182,8 @@ func (s *Syncer) checkSpoolKey(ctx context.Context, v *verified, lr spool.LogRea
 		if e.Pos < lastSigned || !errors.As(opened[i].err, &ua) {
 			continue
 		}
-		if prev := s.previousKey(); used && prev.Ed25519 != nil && prev.Ed25519.Equal(ed25519.PublicKey(ua.Author)) {
-			// The previous key's after the cutover (refusePrevious).
+		if used && s.keyIndexEd(ua.Author) > 0 {
+			// A previous key's after its cutover (refusePrevious).
 			continue
 		}
 		if u == nil {
@@ -253,17 +254,10 @@ func (s *Syncer) checkKeptAuthors(ctx context.Context, kept *keptAuthors, cp, he
 	if s.keyUsed.Load() || kept.spool > 0 {
 		return nil
 	}
-	if u != nil && s.previousKey().Ed25519 == nil && slices.ContainsFunc(u.Authors, func(a ed25519.PublicKey) bool {
-		return s.vouchedPrevious(ctx, a).Ed25519 != nil
-	}) {
-		// Signed by the key the spool key replaced, as the spool states
-		// under the key given (succession.go): deliveries before the
-		// cutover, and the key given is the one the spool signs with
-		// now. The others are a key the previous one replaced in turn
-		// (after two replacements), or a stranger's. Before, only
-		// entries all by the previous key were taken so, and a new
-		// device given the newest key after two replacements stopped
-		// here until the first delivery signed by it.
+	if u != nil && len(u.Authors) < maxAuthorsNamed && !slices.ContainsFunc(u.Authors, func(a ed25519.PublicKey) bool { return !s.vouched(ctx, a) }) {
+		// Every one of them signed by a key the spool key succeeded,
+		// as the spool states (succession.go): deliveries before the
+		// cutovers, which say nothing of the key given.
 		u = nil
 	}
 	if u == nil {
@@ -355,11 +349,14 @@ func (v *verified) cutBefore(first, pos uint64) bool {
 // trusted lists the keys whose entries the loop opens: the user's, the
 // spool's, and the previous spool key when one is given.
 func (s *Syncer) trusted() []keys.PublicKey {
-	prev := s.previousKey()
-	if prev.Ed25519 == nil {
-		return []keys.PublicKey{s.cfg.UserKey.Public(), s.cfg.SpoolKey}
+	t := []keys.PublicKey{s.cfg.UserKey.Public(), s.cfg.SpoolKey}
+	if prev := s.previousKey(); prev.Ed25519 != nil {
+		t = append(t, prev)
 	}
-	return []keys.PublicKey{s.cfg.UserKey.Public(), s.cfg.SpoolKey, prev}
+	for _, e := range s.earlierKeys() {
+		t = append(t, e.key)
+	}
+	return t
 }
 
 // previousKey is the previous spool key: Config.PreviousSpoolKey, or the
@@ -371,30 +368,57 @@ func (s *Syncer) previousKey() keys.PublicKey {
 	return keys.PublicKey{}
 }
 
-// byPrevious reports whether o was signed by the previous spool key.
+// byPrevious reports whether o was signed by the previous spool key, or
+// one before it (succession.go).
 func (s *Syncer) byPrevious(o *entry.Opened) bool {
-	prev := s.previousKey()
-	return prev.Ed25519 != nil && o.Author.Equal(prev)
+	return s.keyIndexEd(o.Author.Ed25519) > 0
 }
 
-// refusePrevious applies the cutover to op, an entry of a read taken in
-// log order, passed saying whether the cutover lies before it: an entry
-// signed by the previous spool key after the cutover is made one that did
-// not open, by a key not trusted. It returns whether the cutover lies
-// before the next entry: op, signed by the spool key given, is the cutover
-// if none was before.
-func (s *Syncer) refusePrevious(op *opened, passed bool) bool {
-	if op.err != nil || op.o == nil {
-		return passed
-	}
+// keyIndexEd places author (an Ed25519 key) in the succession of spool
+// keys the device trusts: 0 the spool key given, 1 the previous one, 2
+// the one before it (the first of earlierKeys), and so on; -1: none of
+// them.
+func (s *Syncer) keyIndexEd(author ed25519.PublicKey) int {
 	switch {
-	case s.cfg.SpoolKey.Ed25519 != nil && op.o.Author.Equal(s.cfg.SpoolKey):
-		return true
-	case passed && s.byPrevious(op.o):
+	case author == nil:
+		return -1
+	case s.cfg.SpoolKey.Ed25519 != nil && s.cfg.SpoolKey.Ed25519.Equal(author):
+		return 0
+	}
+	if prev := s.previousKey(); prev.Ed25519 != nil && prev.Ed25519.Equal(author) {
+		return 1
+	}
+	for i, e := range s.earlierKeys() {
+		if e.key.Ed25519.Equal(author) {
+			return i + 2
+		}
+	}
+	return -1
+}
+
+// noneSeen: no spool key of the succession has signed an entry applied.
+const noneSeen = math.MaxInt
+
+// refusePrevious applies the cutovers to op, an entry of a read taken in
+// log order, passed seen: the newest key of the succession (keyIndexEd)
+// that signed an entry before it. An entry signed by an older key than
+// seen is past that key's cutover: it is made one that did not open, by a
+// key not trusted. It returns seen for the next entry: op's key's index,
+// when it is newer.
+func (s *Syncer) refusePrevious(op *opened, seen int) int {
+	if op.err != nil || op.o == nil {
+		return seen
+	}
+	j := s.keyIndexEd(op.o.Author.Ed25519)
+	switch {
+	case j < 0:
+	case j > seen:
 		op.err = &entry.UnknownAuthorError{Author: bytes.Clone(op.o.Author.Ed25519)}
 		op.o, op.prep = nil, nil
+	default:
+		return j
 	}
-	return passed
+	return seen
 }
 
 // passCutover notes that batch, applied, holds an entry signed by the

@@ -5,11 +5,13 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
 	"cspool/internal/entry"
 	"cspool/internal/keys"
+	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 )
 
@@ -50,6 +52,16 @@ type KeySuccessor interface {
 	SpoolKeySuccession(ctx context.Context) (s keys.Succession, ok bool, err error)
 }
 
+// KeyChainer is the optional capability of a Source to give the spool's
+// whole succession, newest first: the statement KeySuccessor gives, then
+// the one the key it names made of the key it replaced, and so on (API
+// route GET /v1/users/{user}/spool-keys, "earlier"); empty when the spool
+// states none. Errors as KeySuccessor's. A Source with it is asked through
+// it alone.
+type KeyChainer interface {
+	SpoolKeyChain(ctx context.Context) ([]keys.Succession, error)
+}
+
 // PreviousKeeper is the optional capability of a Store to record the key
 // the spool key replaced (mailstore.Store.ReplaceSpoolKey); moved reports
 // whether the database recorded previous as its spool key before.
@@ -57,110 +69,272 @@ type PreviousKeeper interface {
 	ReplaceSpoolKey(ctx context.Context, key, previous []byte) (moved bool, err error)
 }
 
-// successionAskTimeout bounds the ask for the statement (Syncer's
+// EarlierKeeper is the optional capability of a Store to record the keys
+// before the previous one, as the spool's chain vouched for them, with
+// each one's cutover (mailstore's ReplaceSpoolKeyChain, EarlierSpoolKeys,
+// KeepEarlierSpoolKeyCutover).
+type EarlierKeeper interface {
+	ReplaceSpoolKeyChain(ctx context.Context, key []byte, previous [][]byte) (moved bool, err error)
+	EarlierSpoolKeys(ctx context.Context) ([]mailstore.EarlierSpoolKey, error)
+	KeepEarlierSpoolKeyCutover(ctx context.Context, key []byte, at uint64) error
+}
+
+// earlierKey is a spool key before the previous one, trusted for the
+// deliveries before its cutover: the first entry applied signed by a
+// later key of the succession (0: none yet).
+type earlierKey struct {
+	key     keys.PublicKey
+	cutover uint64
+}
+
+// earlierCut is the cutover of the earlier key at index idx (keyIndexEd)
+// found at pos in a batch.
+type earlierCut struct {
+	idx int
+	pos uint64
+}
+
+// successionAskTimeout bounds the ask for the statements (Syncer's
 // successionWait): an ask not answered by then failed, and is made again
 // at most once a strangerRecheck.
 const successionAskTimeout = 30 * time.Second
 
-// successionState is what the loop learned of the spool's statement.
+// successionState is what the loop learned of the spool's statements.
 type successionState struct {
 	mu       sync.Mutex
 	asked    bool             // a well-formed answer was had: stated or none
-	stated   *keys.Succession // verified; nil: none, or one that did not verify
+	stated   []keys.PublicKey // the keys replaced, newest first, verified from the spool key; nil: none, or a chain that did not verify
 	failedAt time.Time        // the last ask that failed; zero: none
 }
 
+// earlierKeys returns the spool keys before the previous one, newest
+// first.
+func (s *Syncer) earlierKeys() []earlierKey {
+	if p := s.earlier.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// loadEarlier reads the earlier spool keys the store records.
+func (s *Syncer) loadEarlier(ctx context.Context) error {
+	ek, ok := s.cfg.Store.(EarlierKeeper)
+	if !ok {
+		return nil
+	}
+	recorded, err := ek.EarlierSpoolKeys(ctx)
+	if err != nil {
+		return err
+	}
+	if len(recorded) == 0 {
+		s.earlier.Store(nil)
+		return nil
+	}
+	earlier := make([]earlierKey, 0, len(recorded))
+	for _, r := range recorded {
+		k, err := keys.PublicKeyFromBytes(r.Key)
+		if err != nil {
+			return fmt.Errorf("an earlier spool key the database records: %w", err)
+		}
+		earlier = append(earlier, earlierKey{key: k, cutover: r.Cutover})
+	}
+	s.earlier.Store(&earlier)
+	return nil
+}
+
+// seenInitially is refusePrevious's seen at the position the store
+// applied: 0 once the spool key is the log's; else the newest key whose
+// successor's cutover is recorded (an earlier key's cutover recorded at
+// index i means a key newer than it signed).
+func (s *Syncer) seenInitially() int {
+	if s.cutoverPassed.Load() {
+		return 0
+	}
+	seen := noneSeen
+	for i, e := range s.earlierKeys() {
+		if e.cutover != 0 {
+			seen = min(seen, i+1)
+		}
+	}
+	return seen
+}
+
+// cutsAt adds to cuts the cutovers at pos of the earlier keys that an
+// entry signed by the key at index next passes, seen being the newest
+// key seen before it: those at indexes above next, up to seen, with no
+// cutover yet. The previous key's (index 1) is the spool key's first
+// entry, which the store records with the key's use.
+func (s *Syncer) cutsAt(cuts []earlierCut, pos uint64, next, seen int) []earlierCut {
+	for i, e := range s.earlierKeys() {
+		if idx := i + 2; idx > next && idx <= seen && e.cutover == 0 {
+			cuts = append(cuts, earlierCut{idx: idx, pos: pos})
+		}
+	}
+	return cuts
+}
+
+// passEarlier records the cutovers of earlier keys a batch applied up to
+// last holds: from here on, their deliveries are refused, after a restart
+// too. A failure to record one is logged: the device keeps it until it
+// stops.
+func (s *Syncer) passEarlier(ctx context.Context, cuts []earlierCut, last uint64) {
+	if len(cuts) == 0 {
+		return
+	}
+	earlier := slices.Clone(s.earlierKeys())
+	ek, _ := s.cfg.Store.(EarlierKeeper)
+	for _, c := range cuts {
+		i := c.idx - 2
+		if c.pos > last || i >= len(earlier) || earlier[i].cutover != 0 {
+			continue
+		}
+		earlier[i].cutover = c.pos
+		s.log.Info("an entry signed by a later spool key is applied: deliveries signed by an earlier spool key are refused from here on",
+			"cutover", c.pos, "spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()),
+			"earlier_spool_key_id", fmt.Sprintf("%x", earlier[i].key.KeyID()))
+		if ek != nil {
+			if err := ek.KeepEarlierSpoolKeyCutover(ctx, earlier[i].key.Bytes(), c.pos); err != nil {
+				s.log.Warn("recording an earlier spool key's cutover failed", "err", err)
+			}
+		}
+	}
+	s.earlier.Store(&earlier)
+}
+
 // trustVouched reopens the entries of lr (opened as opened, in place) that
-// did not open for their author, when that is the previous spool key: the
-// one given, or one the spool vouches for (vouchedPrevious). Past the
-// cutover it does nothing: the previous key's entries there are refused.
+// did not open for their author, when that is a previous spool key: the
+// one given, or one the spool vouches for (vouched). Past the spool key's
+// cutover it does nothing: every previous key's entries there are
+// refused.
 func (s *Syncer) trustVouched(ctx context.Context, lr spool.LogRead, opened []opened) {
 	if s.cutoverPassed.Load() || s.cfg.SpoolKey.Ed25519 == nil {
 		return
 	}
-	prev := s.previousKey()
 	for i := range opened {
 		var ua *entry.UnknownAuthorError
 		if !errors.As(opened[i].err, &ua) || lr.Entries[i].Data == nil {
 			continue
 		}
-		if prev.Ed25519 == nil {
-			// Each author of the read is looked up: the first may be
-			// a stranger's, or a key two back, and the previous key's
-			// entries come after it (vouchedPrevious asks the spool
-			// once, and says the rest from its answer).
-			p := s.vouchedPrevious(ctx, ua.Author)
-			if p.Ed25519 == nil {
-				continue
-			}
-			prev = p
-		}
-		if prev.Ed25519.Equal(ed25519.PublicKey(ua.Author)) {
+		if s.keyIndexEd(ua.Author) > 0 || s.vouched(ctx, ua.Author) {
 			opened[i] = s.openOne(lr.Entries[i].Data)
 		}
 	}
 }
 
-// vouchedPrevious returns the previous spool key if the spool's statement,
-// verified with the spool key given, names author as the key the spool
-// key replaced; it is then the Syncer's previous key, recorded in the
-// store. Zero: it does not, or the statement could not be had.
-func (s *Syncer) vouchedPrevious(ctx context.Context, author ed25519.PublicKey) keys.PublicKey {
-	ks, ok := s.cfg.Source.(KeySuccessor)
-	if !ok {
-		return keys.PublicKey{}
+// vouched reports whether author is a previous spool key: one known, or
+// one the spool's chain of statements, verified link by link from the
+// spool key given, names; the keys of that chain are then the Syncer's
+// previous and earlier keys, recorded in the store. False: it is not, or
+// the statements could not be had, or did not verify.
+func (s *Syncer) vouched(ctx context.Context, author ed25519.PublicKey) bool {
+	if s.keyIndexEd(author) > 0 {
+		return true
+	}
+	chain := s.askChain(ctx)
+	if !slices.ContainsFunc(chain, func(k keys.PublicKey) bool { return k.Ed25519.Equal(author) }) {
+		return false
+	}
+	prev := chain[0]
+	if !s.previous.CompareAndSwap(nil, &prev) && !s.previousKey().Equal(prev) {
+		s.log.Warn("the spool states that its spool key replaced another key than the previous spool key given: its statements are ignored",
+			"spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()), "previous_spool_key_id", fmt.Sprintf("%x", s.previousKey().KeyID()),
+			"stated_previous_spool_key_id", fmt.Sprintf("%x", prev.KeyID()))
+		return false
+	}
+	s.log.Info("the spool key given replaced another, as the spool states under its signature: deliveries signed by the previous key are taken up to the first entry signed by the spool key, and refused after it",
+		"spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()), "previous_spool_key_id", fmt.Sprintf("%x", prev.KeyID()), "keys_before", len(chain)-1)
+	earlier := make([]earlierKey, 0, len(chain)-1)
+	for _, k := range chain[1:] {
+		c := uint64(0)
+		for _, e := range s.earlierKeys() {
+			if e.key.Equal(k) {
+				c = e.cutover
+			}
+		}
+		earlier = append(earlier, earlierKey{key: k, cutover: c})
+	}
+	if len(earlier) > 0 {
+		s.earlier.Store(&earlier)
+	}
+	var err error
+	switch st := s.cfg.Store.(type) {
+	case EarlierKeeper:
+		bs := make([][]byte, len(chain))
+		for i, k := range chain {
+			bs[i] = k.Bytes()
+		}
+		if _, err = st.ReplaceSpoolKeyChain(ctx, s.cfg.SpoolKey.Bytes(), bs); err == nil {
+			err = s.loadEarlier(ctx)
+		}
+	case PreviousKeeper:
+		_, err = st.ReplaceSpoolKey(ctx, s.cfg.SpoolKey.Bytes(), prev.Bytes())
+	}
+	if err != nil {
+		s.log.Warn("recording the previous spool keys the spool vouched for failed: they are trusted until this device stops, and asked for again at its next start",
+			"err", err)
+	}
+	return s.keyIndexEd(author) > 0
+}
+
+// askChain returns the keys the spool key replaced, newest first, as the
+// spool's statements give them and they verify from the spool key given;
+// nil: none, or the statements could not be had or did not verify. It
+// asks once (above).
+func (s *Syncer) askChain(ctx context.Context) []keys.PublicKey {
+	var ask func(context.Context) ([]keys.Succession, error)
+	switch src := s.cfg.Source.(type) {
+	case KeyChainer:
+		ask = src.SpoolKeyChain
+	case KeySuccessor:
+		ask = func(ctx context.Context) ([]keys.Succession, error) {
+			st, ok, err := src.SpoolKeySuccession(ctx)
+			if !ok || err != nil {
+				return nil, err
+			}
+			return []keys.Succession{st}, nil
+		}
+	default:
+		return nil
 	}
 	st := &s.succession
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if !st.asked {
-		if !st.failedAt.IsZero() && time.Since(st.failedAt) < strangerRecheck {
-			return keys.PublicKey{}
-		}
-		// Bounded: the client paces reads alone, and a spool (or a proxy)
-		// that took the ask and never answered held the sync loop, and
-		// with it every read, until the device stopped.
-		actx, cancel := context.WithTimeout(ctx, s.successionWait)
-		stated, ok, err := ks.SpoolKeySuccession(actx)
-		cancel()
-		if errors.Is(err, errors.ErrUnsupported) {
-			// A spool of a release without the route: it states
-			// nothing, now or at the next ask, so once is enough.
-			st.asked = true
-			s.log.Info("the spool states no key its spool key replaced: its release does not serve the statement; entries signed by a key not trusted are taken as a stranger's",
-				"err", err)
-			return keys.PublicKey{}
-		}
-		if err != nil {
-			st.failedAt = time.Now()
-			s.log.Warn("asking the spool which key its spool key replaced failed; entries signed by a key not trusted are taken as a stranger's until asked again",
-				"err", err)
-			return keys.PublicKey{}
-		}
+	if st.asked {
+		return st.stated
+	}
+	if !st.failedAt.IsZero() && time.Since(st.failedAt) < strangerRecheck {
+		return nil
+	}
+	// Bounded: the client paces reads alone, and a spool (or a proxy)
+	// that took the ask and never answered held the sync loop, and with
+	// it every read, until the device stopped.
+	actx, cancel := context.WithTimeout(ctx, s.successionWait)
+	chain, err := ask(actx)
+	cancel()
+	if errors.Is(err, errors.ErrUnsupported) {
+		// A spool of a release without the route: it states
+		// nothing, now or at the next ask, so once is enough.
 		st.asked = true
-		if ok {
-			if err := stated.Verify(s.cfg.SpoolKey); err != nil {
-				s.log.Warn("the spool's statement of the key its spool key replaced does not verify under the spool key given: ignored",
-					"err", err, "spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()))
-			} else {
-				st.stated = &stated
-			}
-		}
+		s.log.Info("the spool states no key its spool key replaced: its release does not serve the statement; entries signed by a key not trusted are taken as a stranger's",
+			"err", err)
+		return nil
 	}
-	if st.stated == nil || !st.stated.Names(author) {
-		return keys.PublicKey{}
+	if err != nil {
+		st.failedAt = time.Now()
+		s.log.Warn("asking the spool which key its spool key replaced failed; entries signed by a key not trusted are taken as a stranger's until asked again",
+			"err", err)
+		return nil
 	}
-	prev := st.stated.Previous
-	if !s.previous.CompareAndSwap(nil, &prev) {
-		return s.previousKey()
+	st.asked = true
+	if len(chain) == 0 {
+		return nil
 	}
-	s.log.Info("the spool key given replaced another, as the spool states under its signature: deliveries signed by the previous key are taken up to the first entry signed by the spool key, and refused after it",
-		"spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()), "previous_spool_key_id", fmt.Sprintf("%x", prev.KeyID()))
-	if pk, ok := s.cfg.Store.(PreviousKeeper); ok {
-		if _, err := pk.ReplaceSpoolKey(ctx, s.cfg.SpoolKey.Bytes(), prev.Bytes()); err != nil {
-			s.log.Warn("recording the previous spool key the spool vouched for failed: it is trusted until this device stops, and asked for again at its next start",
-				"err", err)
-		}
+	prev, err := keys.VerifyChain(s.cfg.SpoolKey, chain)
+	if err != nil {
+		s.log.Warn("the spool's statements of the keys its spool key replaced do not verify from the spool key given: ignored",
+			"err", err, "spool_key_id", fmt.Sprintf("%x", s.cfg.SpoolKey.KeyID()))
+		return nil
 	}
+	st.stated = prev
 	return prev
 }

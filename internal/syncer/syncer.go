@@ -432,6 +432,7 @@ type Syncer struct {
 	previous           atomic.Pointer[keys.PublicKey] // the previous spool key: Config.PreviousSpoolKey, or learned from the spool's statement (succession.go); nil: none
 	succession         successionState                // the spool's statement, asked for once (succession.go)
 	successionWait     time.Duration                  // bounds the ask for it (successionAskTimeout; tests shorten it)
+	earlier            atomic.Pointer[[]earlierKey]   // the spool keys before the previous one, newest first, with their cutovers (succession.go); nil: none
 	unsignedThrough    uint64                         // the loop's own: the log holds no entry signed by the spool key up to here (spoolkey.go)
 	signedAt           uint64                         // the loop's own: an entry signed by the spool key found ahead, at this position (spoolkey.go)
 	// sentThrough is the last position where entries this device sent may
@@ -1071,6 +1072,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		s.keyUsed.Store(true)
 		s.passCutover(v.batch)
 	}
+	s.passEarlier(ctx, v.earlierCuts, v.last)
 	for i, r := range v.unopened {
 		s.log.Warn("rejected entry", "pos", r.Pos, "reason", v.whyNot[i])
 	}
@@ -1155,6 +1157,7 @@ type verified struct {
 	rejected     int
 	misdelivered bool
 	alarm        *chain.Failure
+	earlierCuts  []earlierCut // the cutovers of earlier spool keys the batch holds (succession.go)
 }
 
 // verify opens the entries of a read after pos and checks them with
@@ -1172,6 +1175,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 	rejected := 0
 	misdelivered := false
 	var alarm *chain.Failure
+	var cuts []earlierCut
 	// Every entry is opened already (openAll), so replays are looked up
 	// in one query.
 	ids := make([][16]byte, 0, len(lr.Entries))
@@ -1189,7 +1193,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 	}
 	batchIDs := map[command.ID]uint64{}
 	chainCache := map[uint64]spool.Hash{}
-	passed := s.cutoverPassed.Load()
+	seen := s.seenInitially()
 	for i, e := range lr.Entries {
 		if f := chain.CheckNext(last, e.Pos, ErrGap); f != nil {
 			return nil, 0, s.raise(ctx, f.Pos, f.Detail)
@@ -1209,7 +1213,10 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 			}
 		}
 		h = chain.NextLeaf(h, opened[i].leaf)
-		passed = s.refusePrevious(&opened[i], passed)
+		if next := s.refusePrevious(&opened[i], seen); next < seen {
+			cuts = s.cutsAt(cuts, e.Pos, next, seen)
+			seen = next
+		}
 		o, err := opened[i].o, opened[i].err
 		if err == nil && known && o.Author.Equal(s.cfg.UserKey.Public()) {
 			// A head is a device's evidence only under the user's key:
@@ -1268,7 +1275,7 @@ func (s *Syncer) verify(ctx context.Context, pos uint64, lr spool.LogRead, opene
 		}
 		return nil, 0, s.raise(ctx, alarm.Pos, alarm.Detail)
 	}
-	return &verified{batch: batch, unopened: unopened, whyNot: whyNot, hashes: hashes, known: known, last: last,
+	return &verified{earlierCuts: cuts, batch: batch, unopened: unopened, whyNot: whyNot, hashes: hashes, known: known, last: last,
 		rejected: rejected, misdelivered: misdelivered, alarm: alarm}, 0, nil
 }
 

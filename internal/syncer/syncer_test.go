@@ -25,6 +25,7 @@ type rig struct {
 	log               spool.Store
 	user, spool, evil *keys.SecretKey
 	dir               string
+	earlier           []keys.Succession // the statements serve gives after its first (vouched_test.go)
 }
 
 func newRig(t *testing.T) *rig {

@@ -84,7 +84,7 @@ func (r *rig) serveThrough(spoolKey keys.PublicKey, stated *keys.Succession, wra
 		r.t.Fatal(err)
 	}
 	var h http.Handler = api.NewServer(api.Config{Store: r.log, Users: db, SpoolKey: spoolKey, SpoolKeySuccession: stated,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		SpoolKeyEarlier: r.earlier, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if wrap != nil {
 		h = wrap(h)
 	}
