@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -164,5 +166,47 @@ func TestVouchedSpoolKeyChain(t *testing.T) {
 		if code, out, stderr := sync(db, "third.pub"); code != 0 || !strings.Contains(out, "synced to position 9 (head 9)") {
 			t.Errorf("%s started again with the third key: exit %d\n%s\n%s", db, code, out, stderr)
 		}
+	}
+}
+
+// TestSpoolKeyChainServedPostgres: TestSpoolKeyChainServed's succession
+// on a PostgreSQL store: a, then b, then c, the server of c serves c's
+// statement of b, then b's of a, each verifying under its key.
+func TestSpoolKeyChainServedPostgres(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildServerBinary(t)
+	s := newPGSetup(t, "alice")
+	ks := []*keys.SecretKey{s.spoolK, mustKey(t), mustKey(t)}
+	sec, pub := make([]string, len(ks)), make([]string, len(ks))
+	for i, k := range ks {
+		sec[i], pub[i] = filepath.Join(s.dir, fmt.Sprintf("k%d.sec", i)), filepath.Join(s.dir, fmt.Sprintf("k%d.pub", i))
+		if err := keys.WriteFiles(k, sec[i], pub[i], keys.WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func(extra ...string) *serverProc {
+		return startServer(t, bin, append([]string{"--store", "postgres", "--dsn", s.dsn, "--spool-dir", s.dir}, extra...)...)
+	}
+	start("--spool-key", sec[0]).stop(t)
+	start("--spool-key", sec[1], "--previous-spool-key", pub[0]).stop(t)
+	start("--spool-key", sec[2], "--previous-spool-key", pub[1]).stop(t)
+	srv := start("--spool-key", sec[2])
+	defer srv.stop(t)
+	c, err := api.NewClient(srv.url, "alice", s.users["alice"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ch, err := c.SpoolKeyChain(ctx)
+	if err != nil || len(ch) != 2 {
+		t.Fatalf("the spool keys served by the server of the third key: %d statements (%v), want 2", len(ch), err)
+	}
+	prev, err := keys.VerifyChain(ks[2].Public(), ch)
+	if err != nil || !prev[0].Equal(ks[1].Public()) || !prev[1].Equal(ks[0].Public()) {
+		t.Fatalf("the chain served: %v, want the second key, then the first", err)
 	}
 }
