@@ -158,6 +158,7 @@ type keptAuthors struct {
 	spool      int                  // entries signed by the spool key given
 	spoolFirst uint64               // the first of them; 0: none
 	stranger   *UntrustedSpoolError // those signed by neither that key, nor the previous one, nor the user's; nil: none
+	firsts     map[string]uint64    // the first position each key but the user's signed, by its Ed25519 key (keepEarlierCutovers)
 }
 
 // note counts b, opened by s. An entry signed by the previous spool key
@@ -165,6 +166,14 @@ type keptAuthors struct {
 // checkpoint applied it before the cutover, and it says nothing of the key
 // given.
 func (k *keptAuthors) note(s *Syncer, b openedBody) {
+	if k != nil && !b.author.Equal(s.cfg.UserKey.Public().Ed25519) {
+		if k.firsts == nil {
+			k.firsts = map[string]uint64{}
+		}
+		if f, ok := k.firsts[string(b.author)]; !ok || b.pos < f {
+			k.firsts[string(b.author)] = b.pos
+		}
+	}
 	switch {
 	case k == nil || b.author.Equal(s.cfg.UserKey.Public().Ed25519):
 	case s.cfg.SpoolKey.Ed25519 != nil && b.author.Equal(s.cfg.SpoolKey.Ed25519):

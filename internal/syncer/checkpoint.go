@@ -414,6 +414,7 @@ func (s *Syncer) bootstrap(ctx context.Context, head uint64, read []spool.Entry)
 	if kept.spool > 0 {
 		s.keepCutover(ctx, kept.spoolFirst)
 	}
+	s.keepEarlierCutovers(ctx, &kept)
 	s.mu.Lock()
 	s.goneAt = 0
 	s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -199,6 +200,29 @@ func (s *Syncer) passEarlier(ctx context.Context, cuts []earlierCut, last uint64
 		}
 	}
 	s.earlier.Store(&earlier)
+}
+
+// keepEarlierCutovers records the cutovers of the earlier keys that a
+// restore's kept entries pass: for each, the first kept entry signed by a
+// later key of the succession. The log before the checkpoint is not read
+// again, so a cutover among its entries is learned here or never; one
+// recorded at a kept entry after the true cutover refuses the same
+// entries after the checkpoint.
+func (s *Syncer) keepEarlierCutovers(ctx context.Context, kept *keptAuthors) {
+	var cuts []earlierCut
+	for i := range s.earlierKeys() {
+		idx := i + 2
+		var at uint64
+		for a, pos := range kept.firsts {
+			if j := s.keyIndexEd(ed25519.PublicKey(a)); j >= 0 && j < idx && (at == 0 || pos < at) {
+				at = pos
+			}
+		}
+		if at != 0 {
+			cuts = append(cuts, earlierCut{idx: idx, pos: at})
+		}
+	}
+	s.passEarlier(ctx, cuts, math.MaxUint64)
 }
 
 // trustVouched reopens the entries of lr (opened as opened, in place) that

@@ -179,3 +179,41 @@ func TestSpoolKeyChainForged(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolKeyChainCheckpoint: a new device given c alone restores a
+// checkpoint that keeps a delivery signed by a and one signed by b after
+// it, and none by c: it records a's cutover at b's kept delivery, so a
+// delivery a signed after the checkpoint is rejected. Before, the restore
+// recorded no cutover of a key before the previous one, and that delivery
+// showed.
+func TestSpoolKeyChainCheckpoint(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	ctx := context.Background()
+	a, b, c, chain := chainRig(t, r)
+	r.deliver(a, msg(0))
+	r.deliver(b, msg(1))
+	r.earlier = chain[1:]
+	url := r.serve(c.Public(), &chain[0])
+	var logs bytes.Buffer
+	w, _ := r.vouchedDeviceLogging(url, "w", c.Public(), 0, &logs)
+	w.cfg.CheckpointMin = -1
+	syncAll(t, w)
+	if _, _, err := w.WriteCheckpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, ms := r.vouchedDeviceLogging(url, "d", c.Public(), 0, &logs)
+	if _, err := d.SyncOnce(ctx); err != nil {
+		t.Fatalf("restoring the checkpoint: %v\n%s", err, logs.String())
+	}
+	if st := d.Status(); st.Restores != 1 {
+		t.Errorf("%d restores, want 1", st.Restores)
+	}
+	planted := r.deliver(a, msg(2))
+	r.deliver(c, msg(3))
+	syncAll(t, d)
+	if got, want := inboxDates(t, ms), []int{0, 1, 3}; !slices.Equal(got, want) {
+		t.Errorf("INBOX holds messages %v, want %v\n%s", got, want, logs.String())
+	}
+	untrustedAt(t, ms, planted)
+}
