@@ -347,7 +347,8 @@ func (v *verified) cutBefore(first, pos uint64) bool {
 // could place mail there only until the spool refused it.
 
 // trusted lists the keys whose entries the loop opens: the user's, the
-// spool's, and the previous spool key when one is given.
+// spool's, the previous spool key when one is given or learned, and the
+// earlier ones the spool's chain vouched for (succession.go).
 func (s *Syncer) trusted() []keys.PublicKey {
 	t := []keys.PublicKey{s.cfg.UserKey.Public(), s.cfg.SpoolKey}
 	if prev := s.previousKey(); prev.Ed25519 != nil {

@@ -37,6 +37,17 @@ import (
 // and that holder can sign deliveries already (docs/SECURITY.md, "A
 // replaced spool key").
 //
+// After more than one replacement (A, then B, then C) the spool serves
+// the whole succession, newest first (KeyChainer): C's statement of B,
+// then B's of A, each verified under the key the one before names
+// (keys.VerifyChain; a chain that does not hold is ignored whole). B is
+// then the previous key as above, and A an earlier key, trusted up to its
+// own cutover: the first entry applied signed by a later key of the
+// chain (B or C), which the store records (EarlierKeeper; passEarlier,
+// and keepEarlierCutovers for a restore). refusePrevious follows the
+// newest key seen in log order, so an entry by a key older than it is
+// refused.
+//
 // The statement is asked for at most once per Syncer while the answers
 // are well-formed, or the spool answers it has no such route (a release
 // before it: KeySuccessor's error wraps errors.ErrUnsupported, logged once
