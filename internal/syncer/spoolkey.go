@@ -254,10 +254,17 @@ func (s *Syncer) checkKeptAuthors(ctx context.Context, kept *keptAuthors, cp, he
 	if s.keyUsed.Load() || kept.spool > 0 {
 		return nil
 	}
-	if u != nil && len(u.Authors) < maxAuthorsNamed && !slices.ContainsFunc(u.Authors, func(a ed25519.PublicKey) bool { return !s.vouched(ctx, a) }) {
-		// Every one of them signed by a key the spool key succeeded,
-		// as the spool states (succession.go): deliveries before the
-		// cutovers, which say nothing of the key given.
+	if u != nil && slices.ContainsFunc(u.Authors, func(a ed25519.PublicKey) bool { return s.vouched(ctx, a) }) {
+		// Signed by a key the spool key succeeded, as the spool states
+		// under the key given (succession.go): the key given is the one
+		// the spool signs with now, and these are deliveries before the
+		// cutovers. The others may be by a key whose replacement the
+		// spool states no more (a link whose new key ran only with a
+		// release before the statements), which the device that wrote
+		// the checkpoint trusted. Before, only a checkpoint whose
+		// deliveries were all by vouched keys was taken so, and a new
+		// device stopped here until the first delivery signed by the
+		// key given.
 		u = nil
 	}
 	if u == nil {

@@ -537,7 +537,7 @@ func (s *suite) testSpoolKeyChain(t *testing.T) {
 	chain(other, b, b, a, sig(0x1b))
 
 	// A long succession: the latest spool.MaxKeyChain replacements.
-	prev := a
+	prev := c
 	var want [][]byte
 	for i := range spool.MaxKeyChain + 4 {
 		k := key(byte(0x20 + i))
