@@ -185,10 +185,10 @@ func (s *Syncer) cutsAt(cuts []earlierCut, pos uint64, next, seen int) []earlier
 	return cuts
 }
 
-// passEarlier records the cutovers of earlier keys a batch applied up to
-// last holds: from here on, their deliveries are refused, after a restart
-// too. A failure to record one is logged: the device keeps it until it
-// stops.
+// passEarlier records the cutovers of earlier keys a batch up to last
+// holds, before the batch is applied: from here on, their deliveries are
+// refused, after a restart too. A failure to record one is logged: the
+// device keeps it until it stops.
 func (s *Syncer) passEarlier(ctx context.Context, cuts []earlierCut, last uint64) {
 	if len(cuts) == 0 {
 		return

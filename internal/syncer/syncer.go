@@ -1047,6 +1047,11 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	if v.known {
 		record = v.hashes
 	}
+	// The earlier keys' cutovers the batch holds are recorded before it
+	// commits: a stop between the two then leaves them recorded, never
+	// the batch applied without them (the batch read again finds the
+	// same cutovers in the same log).
+	s.passEarlier(ctx, v.earlierCuts, v.last)
 	s.applyMu.Lock()
 	res, err := s.cfg.Store.ApplyChained(ctx, v.batch, v.unopened, v.last, record)
 	var c *mailstore.Contradiction
@@ -1072,7 +1077,6 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		s.keyUsed.Store(true)
 		s.passCutover(v.batch)
 	}
-	s.passEarlier(ctx, v.earlierCuts, v.last)
 	for i, r := range v.unopened {
 		s.log.Warn("rejected entry", "pos", r.Pos, "reason", v.whyNot[i])
 	}

@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"cspool/internal/api"
+	"cspool/internal/chain"
 	"cspool/internal/keys"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool/sqlitestore"
@@ -212,6 +215,72 @@ func TestSpoolKeyChainCheckpoint(t *testing.T) {
 	planted := r.deliver(a, msg(2))
 	r.deliver(c, msg(3))
 	syncAll(t, d)
+	if got, want := inboxDates(t, ms), []int{0, 1, 3}; !slices.Equal(got, want) {
+		t.Errorf("INBOX holds messages %v, want %v\n%s", got, want, logs.String())
+	}
+	untrustedAt(t, ms, planted)
+}
+
+// failingApply is a device's store whose applies fail while fail is set,
+// nothing applied: a device that stops (a crash, a power cut) between
+// what the loop records of a batch and the batch's own commit.
+type failingApply struct {
+	*mailstore.Store
+	fail atomic.Bool
+}
+
+func (f *failingApply) ApplyChained(ctx context.Context, entries []mailstore.Entry, unopened []mailstore.Rejection, newPos uint64, h []chain.Hash) (*mailstore.Result, error) {
+	if f.fail.Load() {
+		return nil, errors.New("the device stopped before the batch's commit")
+	}
+	return f.Store.ApplyChained(ctx, entries, unopened, newPos, h)
+}
+
+// TestSpoolKeyChainCutoverBeforeApply: a device that has applied a's
+// deliveries reads b's first one, and stops before that batch commits.
+// The earlier key's cutover is in the database already, so that once the
+// batch is applied, after any stop, a's delivery placed after it is
+// refused. Before, the cutover was recorded after the batch's commit, in
+// a write of its own: a stop between the two left a trusted up to the
+// next entry signed by a later key.
+func TestSpoolKeyChainCutoverBeforeApply(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	a, b, c, chain := chainRig(t, r)
+	r.deliver(a, msg(0))
+	r.earlier = chain[1:]
+	url := r.serve(c.Public(), &chain[0])
+	var logs bytes.Buffer
+	s, ms := r.vouchedDeviceLogging(url, "d", c.Public(), 0, &logs)
+	syncAll(t, s)
+	first := r.deliver(b, msg(1))
+	fa := &failingApply{Store: ms}
+	fa.fail.Store(true)
+	client, err := api.NewClient(url, "alice", r.user, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashing, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: c.Public(), Source: client, Store: fa,
+		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, RecheckPermanent: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crashing.SyncOnce(context.Background()); err == nil {
+		t.Fatal("a sync whose apply fails: no error")
+	}
+	ek, err := ms.EarlierSpoolKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(ek, func(k mailstore.EarlierSpoolKey) bool { return bytes.Equal(k.Key, a.Public().Bytes()) })
+	if i < 0 || ek[i].Cutover != first {
+		t.Fatalf("after a stop before the batch holding b's first delivery (at %d) committed: the earlier keys recorded %+v; want a's cutover at %d\n%s", first, ek, first, logs.String())
+	}
+	planted := r.deliver(a, msg(2))
+	r.deliver(c, msg(3))
+	again := chainDevice(t, r, url, ms, c.Public(), 0, &logs)
+	syncAll(t, again)
 	if got, want := inboxDates(t, ms), []int{0, 1, 3}; !slices.Equal(got, want) {
 		t.Errorf("INBOX holds messages %v, want %v\n%s", got, want, logs.String())
 	}
