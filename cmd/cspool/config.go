@@ -72,7 +72,7 @@ func applyConfigFile(fs *flag.FlagSet, path, service string, stderr io.Writer) e
 		case onCommandLine[s.name]:
 			switch v := f.Value.String(); {
 			case stderr == nil || v == s.value:
-			case secretSettings[s.name] || s.name == "dsn": // values not shown: a password, or a DSN holding one
+			case valueHidden(s.name): // values not shown: a password, or a DSN holding one
 				fmt.Fprintf(stderr, "cspool: notice: config file %s:%d: %s is not used: --%s on the command line wins\n",
 					path, s.line, s.name, s.name)
 			default:
@@ -91,6 +91,22 @@ func applyConfigFile(fs *flag.FlagSet, path, service string, stderr io.Writer) e
 // secretSettings are the settings a config file may hold only when no
 // other user can read it.
 var secretSettings = map[string]bool{"password": true}
+
+// valueHidden reports whether the notice of a setting the command line
+// overrides leaves its values out: a secret (password, relay-password, a
+// passphrase), or a DSN, which may hold one. By the name's ending, so that
+// a secret flag added later is hidden too.
+func valueHidden(name string) bool {
+	if secretSettings[name] {
+		return true
+	}
+	for _, end := range []string{"password", "passphrase", "secret", "dsn"} {
+		if strings.HasSuffix(name, end) {
+			return true
+		}
+	}
+	return false
+}
 
 // readConfigFile reads the file, and its mode from the same open file.
 func readConfigFile(path string) ([]byte, os.FileInfo, error) {

@@ -286,3 +286,60 @@ debug = true
 		}
 	}
 }
+
+// TestConfigOverriddenNoticeRelayPassword: the smarthost password of a
+// device's config file, given another value on the command line, is
+// named in the notice without either value, as password's and dsn's are.
+// Before, the notice printed both passwords to standard error (the
+// journal, under systemd).
+func TestConfigOverriddenNoticeRelayPassword(t *testing.T) {
+	t.Parallel()
+	e := &env{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }, configFile: true}
+	fs := newFlagSet(e, "device", "", "desc", "example")
+	sf := addSendingFlags(fs)
+	args := []string{"--config", writeConfig(t, "relay-user = mail@example.net\nrelay-password = file-relay-secret\n"),
+		"--relay-user", "other@example.net", "--relay-password", "cmdline-relay-secret"}
+	if err := parseFlags(fs, args); err != nil {
+		t.Fatal(err)
+	}
+	if *sf.relayPassword != "cmdline-relay-secret" {
+		t.Fatalf("relay-password = %q, want the command line's", *sf.relayPassword)
+	}
+	got := e.stderr.(*bytes.Buffer).String()
+	if want := ":2: relay-password is not used: --relay-password on the command line wins"; !strings.Contains(got, want) {
+		t.Errorf("stderr:\n%s\nwant a notice ending %q", got, want)
+	}
+	if want := ":1: relay-user = mail@example.net is not used: --relay-user other@example.net on the command line wins"; !strings.Contains(got, want) {
+		t.Errorf("stderr:\n%s\nwant a notice ending %q", got, want)
+	}
+	if strings.Contains(got, "relay-secret") {
+		t.Errorf("the notices show the smarthost password:\n%s", got)
+	}
+}
+
+// TestRepeatedSecretFlagHidden: a password or DSN given twice on the
+// command line is a usage error naming the flag without its values, which
+// the error would otherwise keep in the journal long after the command
+// line is gone. Before, both values were printed.
+func TestRepeatedSecretFlagHidden(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--password", "first-secret", "--password", "second-secret"},
+		{"--dsn", "postgres://u:first-secret@db/x", "--dsn", "postgres://u:second-secret@db/x"},
+	} {
+		_, _, _, err := testFlags(t, args, "")
+		if err == nil {
+			t.Fatalf("%q: no error", args)
+		}
+		if want := args[0] + " given 2 times on the command line"; !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want it to say %q", args, err, want)
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("%q: the error shows the values: %v", args, err)
+		}
+	}
+	// Others still name both values.
+	if _, _, _, err := testFlags(t, []string{"--addr", "a", "--addr", "b"}, ""); err == nil || !strings.Contains(err.Error(), `("a", "b")`) {
+		t.Errorf("--addr twice: %v", err)
+	}
+}

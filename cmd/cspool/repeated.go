@@ -86,6 +86,12 @@ func (g *givenValues) repeated() error {
 		vals := g.values[name]
 		for _, v := range vals[1:] {
 			if v != vals[0] {
+				if valueHidden(name) {
+					// A secret: the error goes to the journal, which
+					// keeps it after the command line is gone.
+					return usagef("--%s given %d times on the command line (values not shown): it takes one value, and which one was meant cannot be told; give it once",
+						name, len(vals))
+				}
 				quoted := make([]string, len(vals))
 				for i, s := range vals {
 					quoted[i] = fmt.Sprintf("%q", s)
