@@ -823,3 +823,43 @@ func TestContainsFoldASCIIWindows(t *testing.T) {
 		}
 	}
 }
+
+// TestContainsFoldASCIIEdges checks ContainsFold on ASCII texts against the
+// text folded whole where containsLower's windows could go wrong: texts
+// of every ASCII byte (controls and NUL among them), texts of exactly one
+// window and around it, needles of one byte, of exactly lowerWindow/4
+// bytes and one more, and needles longer than the text.
+func TestContainsFoldASCIIEdges(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(5, 5))
+	check := func(hay, n string) {
+		t.Helper()
+		if got, want := ContainsFold(hay, n), strings.Contains(foldCase(hay), foldCase(n)); got != want {
+			t.Fatalf("text of %d bytes, needle of %d: %v, folded whole %v", len(hay), len(n), got, want)
+		}
+	}
+	for range 400 {
+		b := make([]byte, r.IntN(3*lowerWindow))
+		for j := range b {
+			b[j] = byte(r.IntN(128))
+		}
+		hay := string(b)
+		for range 4 {
+			n := ""
+			if len(hay) > 0 {
+				at := r.IntN(len(hay))
+				n = hay[at:min(len(hay), at+1+r.IntN(lowerWindow/4+8))]
+			}
+			check(hay, n)
+			check(hay, strings.ToUpper(n))
+			check(hay, n+"\x00")
+		}
+	}
+	for _, size := range []int{1, lowerWindow - 1, lowerWindow, lowerWindow + 1, 2 * lowerWindow} {
+		hay := strings.Repeat("a", size-1) + "B"
+		for _, nl := range []int{1, 2, lowerWindow/4 - 1, lowerWindow / 4, lowerWindow/4 + 1, size, size + 1} {
+			check(hay, strings.Repeat("A", nl-1)+"b")
+			check(hay, strings.Repeat("A", nl))
+		}
+	}
+}
