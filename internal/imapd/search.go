@@ -62,7 +62,13 @@ func (s *session) Search(kind imapserver.NumKind, c *imap.SearchCriteria, opts *
 	// workers, on every core (searchpool.go); others, and one too large
 	// for the pool, are tested here.
 	pool := s.srv.newSearchPool(ctx, c, mt)
+	// A panic here (go-imap recovers it and ends the connection) ends
+	// the workers too, which would wait for more messages for good.
+	defer pool.abandon()
 	visit := func(m *mailstore.Message) error {
+		if h := s.srv.searchScanHook.Load(); h != nil {
+			(*h)(uint32(m.UID))
+		}
 		r, ok := view.find(imap.UID(m.UID))
 		if !ok {
 			return nil

@@ -60,6 +60,7 @@ type searchPool struct {
 
 	workers int
 	started bool
+	ended   bool // wait or abandon ran: the workers have ended
 	jobs    chan poolJob
 	bytes   *semaphore.Weighted
 	wg      sync.WaitGroup
@@ -219,11 +220,7 @@ func (p *searchPool) wait(matched []ref, scanErr error) ([]ref, error) {
 	if scanErr != nil {
 		p.cancel()
 	}
-	if p.started {
-		close(p.jobs)
-		p.wg.Wait()
-	}
-	p.cancel()
+	p.end()
 	if p.panicked != nil {
 		panic(p.panicked)
 	}
@@ -239,6 +236,31 @@ func (p *searchPool) wait(matched []ref, scanErr error) ([]ref, error) {
 	matched = append(matched, p.matched...)
 	slices.SortFunc(matched, func(a, b ref) int { return int(int64(a.seq) - int64(b.seq)) })
 	return matched, nil
+}
+
+// end lets the workers finish (or drop) the messages handed over and
+// waits for them to end; it then ends the pool's context. Once only.
+func (p *searchPool) end() {
+	if p.ended {
+		return
+	}
+	p.ended = true
+	if p.started {
+		close(p.jobs)
+		p.wg.Wait()
+	}
+	p.cancel()
+}
+
+// abandon ends a pool whose SEARCH did not come to wait (a panic on its
+// goroutine): its workers drop what they hold, and end. Nothing once wait
+// has run.
+func (p *searchPool) abandon() {
+	if p == nil || p.ended {
+		return
+	}
+	p.cancel()
+	p.end()
 }
 
 // clone returns a matcher of the same SEARCH for another goroutine: what

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-imap/v2"
 )
 
 // outsideMessages are messages whose bodies test case folding off the
@@ -291,4 +293,47 @@ var esearchTag = regexp.MustCompile(`\(TAG "[^"]*"\)`)
 
 func countPrefix(ss []string, p string) int {
 	return len(slices.DeleteFunc(slices.Clone(ss), func(s string) bool { return !strings.HasPrefix(s, p) }))
+}
+
+// TestSearchPoolScanPanic makes the SEARCH's own goroutine panic after it
+// handed messages to its workers: go-imap recovers the panic and ends the
+// connection, and the workers end too, the server's bound whole. Before,
+// they waited for more messages for good, GOMAXPROCS goroutines left for
+// each such SEARCH until the daemon stopped. Not parallel: it counts the
+// workers of every SEARCH of the process.
+func TestSearchPoolScanPanic(t *testing.T) {
+	rg := newRig(t)
+	d := rg.device("a")
+	var last uint64
+	for i := range 8 {
+		last = rg.Deliver(fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\nbody %d\r\n", i, i))
+	}
+	d.synced(last)
+	if err := d.store.Reindex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d.srv.searchWorkers.Store(2)
+	hook := func(uid uint32) {
+		if uid == 5 {
+			panic("a scan that breaks")
+		}
+	}
+	d.srv.searchScanHook.Store(&hook)
+	before := d.srv.searchPooled.Load()
+	c := d.client(nil)
+	mustSelect(t, c, "INBOX")
+	if data, err := c.Search(&imap.SearchCriteria{Body: []string{"body"}}, nil).Wait(); err == nil {
+		t.Fatalf("SEARCH whose scan panicked: %v, no error", data.AllSeqNums())
+	}
+	if n := d.srv.searchPooled.Load() - before; n < 2 {
+		t.Fatalf("%d messages handed to the workers before the panic, want 4", n)
+	}
+	d.srv.searchScanHook.Store(nil)
+	poolIdle(t, d.srv)
+	c2 := d.client(nil)
+	mustSelect(t, c2, "INBOX")
+	data, err := c2.Search(&imap.SearchCriteria{Body: []string{"body"}}, nil).Wait()
+	if err != nil || len(data.AllSeqNums()) != 8 {
+		t.Fatalf("SEARCH on a new connection: %v, %v; want the 8 messages", data, err)
+	}
 }

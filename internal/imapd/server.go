@@ -157,6 +157,9 @@ type Server struct {
 	searchWorkers atomic.Int32
 	searchHook    atomic.Pointer[func(worker int)]
 	searchPooled  atomic.Int64
+	// searchScanHook is called on a SEARCH's goroutine with each message
+	// it reads (tests).
+	searchScanHook atomic.Pointer[func(uid uint32)]
 	// searchMem bounds the raw bytes handed to the workers of all
 	// SEARCHes together and not tested yet (searchServerBytes), each
 	// SEARCH's within its own searchPoolBytes.
