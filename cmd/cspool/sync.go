@@ -247,7 +247,9 @@ func (c *countingSource) Quota() (int64, int64, bool) {
 func (c *countingSource) SpoolKeySuccession(ctx context.Context) (keys.Succession, bool, error) {
 	ks, ok := c.Source.(syncer.KeySuccessor)
 	if !ok {
-		return keys.Succession{}, false, errors.New("the spool client cannot ask for the spool keys")
+		// Unsupported, not failed: a failed ask holds the entries of keys
+		// not trusted until one is answered (syncer's trustVouched).
+		return keys.Succession{}, false, fmt.Errorf("the spool client cannot ask for the spool keys: %w", errors.ErrUnsupported)
 	}
 	return ks.SpoolKeySuccession(ctx)
 }

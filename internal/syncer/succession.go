@@ -53,7 +53,12 @@ import (
 // before it: KeySuccessor's error wraps errors.ErrUnsupported, logged once
 // as information); any other failed ask (the spool unreachable) is tried
 // again at most once a strangerRecheck. An ask not answered within
-// successionAskTimeout (30 s) failed.
+// successionAskTimeout (30 s) failed. Until an ask is answered, the
+// entries by a key not trusted before the cutover are held, not passed
+// by: the loop applies what precedes the first of them and reads again
+// after its backoff (errSuccessionPending), so that a spool or a proxy
+// that fails the ask, or stalls it, delays the previous key's deliveries
+// instead of losing them on the device.
 
 // KeySuccessor is the optional capability of a Source to give the spool's
 // statement of the key its spool key replaced: ok false when the spool
@@ -241,9 +246,17 @@ func (s *Syncer) keepEarlierCutovers(ctx context.Context, kept *keptAuthors) {
 // one given, or one the spool vouches for (vouched). Past the spool key's
 // cutover it does nothing: every previous key's entries there are
 // refused.
-func (s *Syncer) trustVouched(ctx context.Context, lr spool.LogRead, opened []opened) {
+//
+// It returns the position of the first entry left not opened for its
+// author while the spool's statements are still to be had (the asks so
+// far failed: the spool unreachable, or not answering within
+// successionWait), else 0: such an entry may be an earlier key's, and is
+// held, not passed by as a stranger's, until an ask is answered
+// (readApply). Before, a failed ask had those entries passed by for good,
+// and a new device given the new key lost the previous key's deliveries.
+func (s *Syncer) trustVouched(ctx context.Context, lr spool.LogRead, opened []opened) (hold uint64) {
 	if s.cutoverPassed.Load() || s.cfg.SpoolKey.Ed25519 == nil {
-		return
+		return 0
 	}
 	for i := range opened {
 		var ua *entry.UnknownAuthorError
@@ -252,8 +265,33 @@ func (s *Syncer) trustVouched(ctx context.Context, lr spool.LogRead, opened []op
 		}
 		if s.keyIndexEd(ua.Author) > 0 || s.vouched(ctx, ua.Author) {
 			opened[i] = s.openOne(lr.Entries[i].Data)
+			continue
+		}
+		if hold == 0 && s.successionPending() {
+			hold = lr.Entries[i].Pos
 		}
 	}
+	return hold
+}
+
+// errSuccessionPending: a read holds entries by a key not trusted before
+// the cutover, and the spool's statements of the keys its spool key
+// replaced could not be had yet: the loop holds before them and asks
+// again (at most once a strangerRecheck).
+var errSuccessionPending = errors.New("entries signed by a key not trusted wait for the spool's statement of the key its spool key replaced, whose ask failed")
+
+// successionPending reports whether the spool's statement is still to be
+// had: the Source can give it, and no ask was answered yet.
+func (s *Syncer) successionPending() bool {
+	switch s.cfg.Source.(type) {
+	case KeyChainer, KeySuccessor:
+	default:
+		return false
+	}
+	st := &s.succession
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return !st.asked
 }
 
 // vouched reports whether author is a previous spool key: one known, or

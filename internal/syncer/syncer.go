@@ -1016,10 +1016,15 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	}
 	// Entries by a key not trusted before the cutover: the previous
 	// spool key's, when the spool vouches for it (succession.go).
-	s.trustVouched(ctx, lr, opened)
+	hold := s.trustVouched(ctx, lr, opened)
 	v, n, err := s.verify(ctx, pos, lr, opened)
 	if v == nil {
 		return n, lr.Head, err
+	}
+	if hold != 0 && hold <= v.last && !v.cutBefore(hold, pos) {
+		// Held until the spool's statement is had (succession.go):
+		// what precedes them was applied by the read before.
+		return 0, lr.Head, fmt.Errorf("%w: held at position %d", errSuccessionPending, hold)
 	}
 	// Entries by a key not trusted, on a device whose spool key may be the
 	// wrong one (spoolkey.go): what precedes them applies, then the loop

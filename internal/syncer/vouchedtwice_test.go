@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,10 +126,13 @@ func TestReplacedTwiceCheckpointRestored(t *testing.T) {
 
 // TestSuccessionAskBounded: a spool (or a proxy before it) that takes the
 // ask for its statement and never answers it: the ask fails within its
-// bound, is logged, and the sync goes on, the old key's deliveries a
-// stranger's and the new key's applied. Before, the ask had no bound (the
-// client paces reads alone), and it held the sync loop, and every read
-// after it, until the device stopped.
+// bound, is logged, and the sync holds before the entries by the key not
+// trusted, passing none by, until an ask is answered; then the old key's
+// deliveries before the cutover are applied with the new key's. Before
+// the bound, the ask held the sync loop, and every read after it, until
+// the device stopped; with the bound and before the hold, the old key's
+// deliveries were passed by as a stranger's for good, and never showed
+// on the device (here message 0 of 0 and 1).
 func TestSuccessionAskBounded(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
@@ -135,10 +140,11 @@ func TestSuccessionAskBounded(t *testing.T) {
 	stated := r.replaceOnStore(old, nw, []int{0})
 	r.deliver(nw, msg(1))
 	release := make(chan struct{})
+	var answering atomic.Bool
 	t.Cleanup(func() { close(release) })
 	url := r.serveThrough(nw.Public(), stated, func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if strings.HasSuffix(req.URL.Path, "/spool-keys") {
+			if strings.HasSuffix(req.URL.Path, "/spool-keys") && !answering.Load() {
 				select {
 				case <-release:
 				case <-req.Context().Done():
@@ -153,14 +159,28 @@ func TestSuccessionAskBounded(t *testing.T) {
 	s.successionWait = 100 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := s.SyncOnce(ctx); err != nil {
-		t.Fatalf("a sync whose ask for the statement is never answered: %v", err)
+	if _, err := s.SyncOnce(ctx); !errors.Is(err, errSuccessionPending) {
+		t.Fatalf("a sync whose ask for the statement is never answered: %v, want errSuccessionPending", err)
 	}
-	if got, want := inboxDates(t, ms), []int{1}; !slices.Equal(got, want) {
-		t.Errorf("INBOX holds messages %v, want %v", got, want)
+	if got := inboxDates(t, ms); len(got) != 0 {
+		t.Errorf("INBOX holds messages %v before the statement is had, want none (the old key's held, the new key's after them)", got)
 	}
-	untrustedAt(t, ms, 1)
+	if st := s.Status(); st.Rejected != 0 {
+		t.Errorf("%d entries rejected while the statement is not had, want none", st.Rejected)
+	}
 	if !strings.Contains(logged.String(), "asking the spool which key its spool key replaced failed") {
 		t.Errorf("the failed ask is not logged:\n%s", logged.String())
+	}
+	// Asked again only after strangerRecheck: held meanwhile.
+	if _, err := s.SyncOnce(ctx); !errors.Is(err, errSuccessionPending) {
+		t.Fatalf("a sync within a minute of the failed ask: %v, want errSuccessionPending", err)
+	}
+	answering.Store(true)
+	s.succession.mu.Lock()
+	s.succession.failedAt = time.Now().Add(-strangerRecheck)
+	s.succession.mu.Unlock()
+	syncAll(t, s)
+	if got, want := inboxDates(t, ms), []int{0, 1}; !slices.Equal(got, want) {
+		t.Errorf("INBOX holds messages %v once the statement is had, want %v", got, want)
 	}
 }
