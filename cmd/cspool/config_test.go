@@ -297,8 +297,8 @@ func TestConfigOverriddenNoticeRelayPassword(t *testing.T) {
 	e := &env{stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }, configFile: true}
 	fs := newFlagSet(e, "device", "", "desc", "example")
 	sf := addSendingFlags(fs)
-	args := []string{"--config", writeConfig(t, "relay-user = mail@example.net\nrelay-password = file-relay-secret\n"),
-		"--relay-user", "other@example.net", "--relay-password", "cmdline-relay-secret"}
+	args := []string{"--config", writeConfig(t, "relay-user = mail@example.net\nrelay-password = file-relay-secret\nrelay = smtps://mail:url-relay-secret@mail.example.net\n"),
+		"--relay-user", "other@example.net", "--relay-password", "cmdline-relay-secret", "--relay", "smtps://mail.example.net"}
 	if err := parseFlags(fs, args); err != nil {
 		t.Fatal(err)
 	}
@@ -310,6 +310,9 @@ func TestConfigOverriddenNoticeRelayPassword(t *testing.T) {
 		t.Errorf("stderr:\n%s\nwant a notice ending %q", got, want)
 	}
 	if want := ":1: relay-user = mail@example.net is not used: --relay-user other@example.net on the command line wins"; !strings.Contains(got, want) {
+		t.Errorf("stderr:\n%s\nwant a notice ending %q", got, want)
+	}
+	if want := ":3: relay = 'smtps://…@mail.example.net' is not used: --relay smtps://mail.example.net on the command line wins"; !strings.Contains(got, want) {
 		t.Errorf("stderr:\n%s\nwant a notice ending %q", got, want)
 	}
 	if strings.Contains(got, "relay-secret") {
@@ -326,6 +329,7 @@ func TestRepeatedSecretFlagHidden(t *testing.T) {
 	for _, args := range [][]string{
 		{"--password", "first-secret", "--password", "second-secret"},
 		{"--dsn", "postgres://u:first-secret@db/x", "--dsn", "postgres://u:second-secret@db/x"},
+		{"--addr", "smtps://u:first-secret@h", "--addr", "smtps://u:second-secret@h"},
 	} {
 		_, _, _, err := testFlags(t, args, "")
 		if err == nil {

@@ -94,7 +94,7 @@ func (g *givenValues) repeated() error {
 				}
 				quoted := make([]string, len(vals))
 				for i, s := range vals {
-					quoted[i] = fmt.Sprintf("%q", s)
+					quoted[i] = fmt.Sprintf("%q", withoutUserinfo(s))
 				}
 				return usagef("--%s given %d times on the command line (%s): it takes one value, and which one was meant cannot be told; give it once",
 					name, len(vals), strings.Join(quoted, ", "))
