@@ -347,3 +347,16 @@ func TestRepeatedSecretFlagHidden(t *testing.T) {
 		t.Errorf("--addr twice: %v", err)
 	}
 }
+
+// TestPlainSpoolWarningHidesPassword: the warning of a spool server
+// reached without TLS, which cspool deliver prints before its client
+// refuses a URL with a name and password, shows neither. Before, it
+// printed the URL whole.
+func TestPlainSpoolWarningHidesPassword(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	warnPlainSpool(&b, nil, "http://alice:s3cret-pw@192.0.2.1:3999", "forged")
+	if !strings.Contains(b.String(), "http://…@192.0.2.1:3999") || strings.Contains(b.String(), "s3cret") {
+		t.Errorf("the warning: %q, want the URL as http://…@192.0.2.1:3999", b.String())
+	}
+}
