@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"cspool/internal/pgsession"
 	"cspool/internal/spool"
@@ -85,12 +86,32 @@ func Redact(dsn string) string {
 		if _, has := u.User.Password(); has {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
 		}
-		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
+		q, changed := u.Query(), false
+		for k := range q {
+			// password, and sslpassword (the client key's passphrase),
+			// in any case.
+			if strings.Contains(strings.ToLower(k), "password") {
+				q.Set(k, "xxxxx")
+				changed = true
+			}
+		}
+		if changed {
 			u.RawQuery = q.Encode()
 		}
 		return u.Redacted()
+	}
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		// A URL url.Parse refuses (a port mistyped, a password holding
+		// "/" unescaped): its name and password, and its query, left
+		// out whole.
+		rest := dsn[i+3:]
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			rest = "xxxxx@" + rest[at+1:]
+		}
+		if q := strings.IndexByte(rest, '?'); q >= 0 {
+			rest = rest[:q] + "?xxxxx"
+		}
+		return dsn[:i+3] + rest
 	}
 	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
 }

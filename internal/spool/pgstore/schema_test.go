@@ -3,6 +3,7 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,6 +71,30 @@ func TestRedact(t *testing.T) {
 		if got := Redact(tc.in); got != tc.want {
 			t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestRedactOddSpellings: the DSN forms Redact left whole or in part:
+// the client key's passphrase (sslpassword) and a password parameter in
+// capitals in a URL's query, a URL url.Parse refuses (a port mistyped, a
+// password holding "/" unescaped), whose password went into the server's
+// start line and its errors as written. The key=value form's sslpassword
+// was redacted already.
+func TestRedactOddSpellings(t *testing.T) {
+	for _, in := range []string{
+		"postgres://bob@db/spool?sslpassword=s3cret&sslmode=require",
+		"postgres://bob@db/spool?PASSWORD=s3cret",
+		"postgres://bob:s3cret@db:54x2/spool",
+		"postgres://bob:s3c/ret@db/spool",
+		"postgresql://bob:s3cret@db:5432/spool?sslpassword=s3cret&x=%zz",
+		"host=db sslpassword=s3cret sslkey=/k",
+	} {
+		if got := Redact(in); strings.Contains(got, "s3c") {
+			t.Errorf("Redact(%q) = %q: the secret shows", in, got)
+		}
+	}
+	if got, want := Redact("postgres://bob:s3cret@db:54x2/spool?sslmode=require"), "postgres://xxxxx@db:54x2/spool?xxxxx"; got != want {
+		t.Errorf("Redact of a URL url.Parse refuses: %q, want %q", got, want)
 	}
 }
 
