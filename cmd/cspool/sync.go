@@ -260,7 +260,8 @@ func (c *countingSource) SpoolKeySuccession(ctx context.Context) (keys.Successio
 func (c *countingSource) SpoolKeyChain(ctx context.Context) ([]keys.Succession, error) {
 	kc, ok := c.Source.(syncer.KeyChainer)
 	if !ok {
-		return nil, errors.New("the spool client cannot ask for the spool keys")
+		// Unsupported, not failed, as above.
+		return nil, fmt.Errorf("the spool client cannot ask for the spool keys: %w", errors.ErrUnsupported)
 	}
 	return kc.SpoolKeyChain(ctx)
 }
