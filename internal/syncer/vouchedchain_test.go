@@ -63,7 +63,7 @@ func chainRig(t *testing.T, r *rig) (a, b, c *keys.SecretKey, chain []keys.Succe
 
 // chainDevice is a syncer given c alone on the mail store ms, through the
 // API at url, logging to w.
-func chainDevice(t *testing.T, r *rig, url string, ms *mailstore.Store, c keys.PublicKey, batch int, w *bytes.Buffer) *Syncer {
+func chainDevice(t *testing.T, r *rig, url string, ms Store, c keys.PublicKey, batch int, w *bytes.Buffer) *Syncer {
 	t.Helper()
 	client, err := api.NewClient(url, "alice", r.user, nil)
 	if err != nil {
@@ -256,16 +256,7 @@ func TestSpoolKeyChainCutoverBeforeApply(t *testing.T) {
 	first := r.deliver(b, msg(1))
 	fa := &failingApply{Store: ms}
 	fa.fail.Store(true)
-	client, err := api.NewClient(url, "alice", r.user, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crashing, err := New(Config{User: "alice", UserKey: r.user, SpoolKey: c.Public(), Source: client, Store: fa,
-		Wait: 2 * time.Second, MaxBackoff: 200 * time.Millisecond, RecheckPermanent: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	crashing := chainDevice(t, r, url, fa, c.Public(), 0, &logs)
 	if _, err := crashing.SyncOnce(context.Background()); err == nil {
 		t.Fatal("a sync whose apply fails: no error")
 	}
