@@ -70,7 +70,11 @@ func countSubject(v clientView, subject string) int {
 // backupQueued stops the spool server, has device a flag msg and APPEND
 // "queued draft" (queued, the spool away), and backs a's folder up with
 // its daemon stopped under root (a home folder's copy, the folder at
-// backup); then it starts a and the server again, which sends the queue.
+// backup); then it starts a and the server again, which sends the queue,
+// and waits until it has: mail delivered before that takes the UIDs the
+// queued APPEND was shown at, and every device, a and the restored one,
+// then rightly gives INBOX a UIDVALIDITY of its own (under load the tests
+// that follow delivered so and failed: the queue was not waited for).
 func (s *restoreSetup) backupQueued(t *testing.T, a *deviceDaemon, msg string) (root, backup string) {
 	t.Helper()
 	s.server.stop(t, syscall.SIGTERM, 45*time.Second)
@@ -84,6 +88,7 @@ func (s *restoreSetup) backupQueued(t *testing.T, a *deviceDaemon, msg string) (
 	copyState(t, a.stateDir(), backup)
 	s.start(t, a)
 	s.startServer(t)
+	a.report(t, "the queue sent", func(r *statuspage.Report) bool { return r.Sync.Queued == 0 })
 	return root, backup
 }
 
