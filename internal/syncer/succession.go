@@ -21,8 +21,7 @@ import (
 // the deliveries the old key signed before the cutover as a stranger's:
 // entries by a key not trusted, followed by ones the spool key signed,
 // which checkSpoolKey passes by. So when a read holds entries by a key
-// not trusted, and no previous key is known and the cutover is not passed,
-// the loop asks the spool for its succession statement (KeySuccessor; API
+// not trusted and the cutover is not passed, the loop asks the spool for its succession statement (KeySuccessor; API
 // route GET /v1/users/{user}/spool-keys, docs/API.md "Spool keys"), once,
 // and checks its signature with the spool key given. A statement that
 // verifies and names the key of one of those entries as the one the spool
