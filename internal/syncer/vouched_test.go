@@ -1,7 +1,6 @@
 package syncer
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +21,7 @@ import (
 	"cspool/internal/mailstore"
 	"cspool/internal/mimeform"
 	"cspool/internal/spool"
+	"cspool/internal/testproc"
 	"cspool/internal/userdb"
 )
 
@@ -265,23 +264,8 @@ func TestReplacedSpoolKeyVouchedCheckpoint(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the loop's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer is a log destination safe for the loop's goroutines.
+type lockedBuffer = testproc.Buffer
 
 // TestReplacedSpoolKeyNoRoute: a spool of a release without the
 // spool-keys route answers it 404, as it answers any path it does not
