@@ -1,13 +1,11 @@
 package imapd
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,14 +45,8 @@ func TestSearchPoolOutsideSameAnswers(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t)
 	d := rg.device("a")
-	var last uint64
-	for _, m := range outsideMessages() {
-		last = rg.Deliver([]byte(m))
-	}
-	d.synced(last)
-	if err := d.store.Reindex(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	ms := outsideMessages()
+	unindexed(t, rg, d, len(ms), func(i int) []byte { return []byte(ms[i]) })
 	w := loginWire(t, d.addr)
 	w.ok("SELECT INBOX")
 	deep := "BODY zzz"
@@ -123,14 +115,8 @@ func TestSearchPoolOutsideSameAnswers(t *testing.T) {
 func TestSearchPoolExpungedMeanwhile(t *testing.T) {
 	rg := newRig(t)
 	d := rg.device("a")
-	var last uint64
-	for _, m := range outsideMessages() {
-		last = rg.Deliver([]byte(m))
-	}
-	d.synced(last)
-	if err := d.store.Reindex(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	ms := outsideMessages()
+	unindexed(t, rg, d, len(ms), func(i int) []byte { return []byte(ms[i]) })
 	w := loginWire(t, d.addr)
 	w.ok("SELECT INBOX")
 	d.srv.searchWorkers.Store(-1)
@@ -141,18 +127,7 @@ func TestSearchPoolExpungedMeanwhile(t *testing.T) {
 		}
 	}
 	d.srv.searchWorkers.Store(2)
-	entered := make(chan struct{}, 32)
-	release := make(chan struct{})
-	var once sync.Once
-	hook := func(int) {
-		entered <- struct{}{}
-		select {
-		case <-release:
-		case <-time.After(30 * time.Second):
-		}
-	}
-	d.srv.searchHook.Store(&hook)
-	defer once.Do(func() { close(release) })
+	entered, release := holdWorkers(t, d, 32)
 	w.n++
 	tag := fmt.Sprintf("t%d", w.n)
 	w.send(tag + " SEARCH BODY e\r\n")
@@ -170,7 +145,7 @@ func TestSearchPoolExpungedMeanwhile(t *testing.T) {
 	other.ok("UNSELECT")
 	other.ok("CREATE Other")
 	other.ok("RENAME INBOX Other/Old") // INBOX's messages move; INBOX stays, empty
-	once.Do(func() { close(release) })
+	release()
 	var u []string
 	var tagged string
 	for i := 0; i < 1000; i++ {
@@ -229,27 +204,11 @@ func poolIdle(t *testing.T, srv *Server) {
 func TestSearchPoolClientsGone(t *testing.T) {
 	rg := newRig(t)
 	d := rg.device("a")
-	var last uint64
-	for i := range 30 {
-		last = rg.Deliver(fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\nsome body text %d, Straße\r\n", i, i))
-	}
-	d.synced(last)
-	if err := d.store.Reindex(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	unindexed(t, rg, d, 30, func(i int) []byte {
+		return fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\nsome body text %d, Straße\r\n", i, i)
+	})
 	d.srv.searchWorkers.Store(2)
-	entered := make(chan struct{}, 256)
-	release := make(chan struct{})
-	var once sync.Once
-	hook := func(int) {
-		entered <- struct{}{}
-		select {
-		case <-release:
-		case <-time.After(30 * time.Second):
-		}
-	}
-	d.srv.searchHook.Store(&hook)
-	defer once.Do(func() { close(release) })
+	entered, release := holdWorkers(t, d, 256)
 	var ws []*wire
 	for i := range 6 {
 		w := loginWire(t, d.addr)
@@ -269,7 +228,7 @@ func TestSearchPoolClientsGone(t *testing.T) {
 	for _, w := range ws[2:] {
 		w.c.Close()
 	}
-	once.Do(func() { close(release) })
+	release()
 	for i, w := range ws[:2] {
 		var got string
 		for j := 0; j < 100; j++ {
@@ -304,14 +263,9 @@ func countPrefix(ss []string, p string) int {
 func TestSearchPoolScanPanic(t *testing.T) {
 	rg := newRig(t)
 	d := rg.device("a")
-	var last uint64
-	for i := range 8 {
-		last = rg.Deliver(fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\nbody %d\r\n", i, i))
-	}
-	d.synced(last)
-	if err := d.store.Reindex(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	unindexed(t, rg, d, 8, func(i int) []byte {
+		return fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\nbody %d\r\n", i, i)
+	})
 	d.srv.searchWorkers.Store(2)
 	hook := func(uid uint32) {
 		if uid == 5 {

@@ -61,6 +61,41 @@ func poolMailbox(t *testing.T, r *rand.Rand, rg *rig, d *device) (msgs []string,
 	return msgs, bigWords
 }
 
+// unindexed delivers msg(i) for each i below n to d, waits until d has
+// applied them, and drops d's search index (Reindex: it is built again in
+// the background), so that a SEARCH of their text reads their bodies.
+func unindexed(t *testing.T, rg *rig, d *device, n int, msg func(i int) []byte) {
+	t.Helper()
+	var last uint64
+	for i := range n {
+		last = rg.Deliver(msg(i))
+	}
+	d.synced(last)
+	if err := d.store.Reindex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// holdWorkers makes each worker of d's SEARCHes wait, as it takes a
+// message, until release is called (or 30 s have passed); entered gets a
+// value for each message taken, with room for n. release may be called
+// more than once; it is called at the test's end.
+func holdWorkers(t *testing.T, d *device, n int) (entered <-chan struct{}, release func()) {
+	in, held := make(chan struct{}, n), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	hook := func(int) {
+		in <- struct{}{}
+		select {
+		case <-held:
+		case <-time.After(30 * time.Second):
+		}
+	}
+	d.srv.searchHook.Store(&hook)
+	t.Cleanup(release)
+	return in, release
+}
+
 // TestSearchPoolSameAsSerial checks that SEARCH gives the same answer with
 // its bodies tested on workers (searchpool.go) as on the scan's goroutine
 // alone, and as the reference matcher over every message: random
@@ -143,19 +178,14 @@ func TestSearchPoolSpreads(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t)
 	d := rg.device("a")
-	var last uint64
 	const n = 24
-	for i := range n {
+	unindexed(t, rg, d, n, func(i int) []byte {
 		word := "plain"
 		if i%3 == 0 {
 			word = "Needleword"
 		}
-		last = rg.Deliver(fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nsome text =\r\nwith %s in it\r\n", i, word))
-	}
-	d.synced(last)
-	if err := d.store.Reindex(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+		return fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nsome text =\r\nwith %s in it\r\n", i, word)
+	})
 	var mu sync.Mutex
 	took := map[int]int{} // messages each worker took
 	both := make(chan struct{})
@@ -291,14 +321,9 @@ func TestSearchPoolPanic(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t)
 	d := rg.device("a")
-	var last uint64
-	for i := range 6 {
-		last = rg.Deliver(fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\nbody %d\r\n", i, i))
-	}
-	d.synced(last)
-	if err := d.store.Reindex(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	unindexed(t, rg, d, 6, func(i int) []byte {
+		return fmt.Appendf(nil, "From: a@example.org\r\nSubject: %d\r\n\r\nbody %d\r\n", i, i)
+	})
 	hook := func(int) { panic("a test that breaks") }
 	d.srv.searchHook.Store(&hook)
 	d.srv.searchWorkers.Store(2)
@@ -329,29 +354,13 @@ func TestSearchPoolsShareABound(t *testing.T) {
 	t.Parallel()
 	rg := newRig(t)
 	d := rg.device("a")
-	var last uint64
 	const n = 24
 	msg := func(i int) []byte {
 		return fmt.Appendf(nil, "From: a@example.org\r\nSubject: %02d\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nsome text =\r\nwith Needleword in it\r\n", i)
 	}
-	for i := range n {
-		last = rg.Deliver(msg(i))
-	}
-	d.synced(last)
-	if err := d.store.Reindex(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	unindexed(t, rg, d, n, msg)
 	d.srv.searchMem = semaphore.NewWeighted(3 * int64(len(msg(0))))
-	entered := make(chan struct{}, 2*n)
-	release := make(chan struct{})
-	hook := func(int) {
-		entered <- struct{}{}
-		select {
-		case <-release:
-		case <-time.After(30 * time.Second):
-		}
-	}
-	d.srv.searchHook.Store(&hook)
+	entered, release := holdWorkers(t, d, 2*n)
 	d.srv.searchWorkers.Store(2)
 	before := d.srv.searchPooled.Load()
 	var cmds []*imapclient.SearchCommand
@@ -366,14 +375,14 @@ func TestSearchPoolsShareABound(t *testing.T) {
 		select {
 		case <-entered:
 		case <-time.After(20 * time.Second):
-			close(release)
+			release()
 			t.Fatalf("no two workers took a message (%d handed over)", d.srv.searchPooled.Load()-before)
 		}
 	}
 	// Time for more to be handed over, if the bound let them.
 	time.Sleep(300 * time.Millisecond)
 	handed := d.srv.searchPooled.Load() - before
-	close(release)
+	release()
 	if handed > 3 {
 		t.Errorf("%d messages handed to the workers of two SEARCHes while none was tested, want at most 3 (the server's bound)", handed)
 	}
