@@ -359,9 +359,9 @@ func (s *restoreSetup) placed(t *testing.T, st *mailstore.State) map[string]stri
 	return got
 }
 
-// recipe returns the shell blocks of docs/OPERATING.md's section heading,
-// in order, each without its indentation.
-func recipe(t *testing.T, heading string) []string {
+// operatingSection returns the text of docs/OPERATING.md's section
+// heading (its "### " line), up to the next such heading.
+func operatingSection(t *testing.T, heading string) string {
 	t.Helper()
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "OPERATING.md"))
 	if err != nil {
@@ -376,6 +376,26 @@ func recipe(t *testing.T, heading string) []string {
 	if j := strings.Index(text, "\n### "); j >= 0 {
 		text = text[:j]
 	}
+	return text
+}
+
+// inlineCode returns what text holds between backquotes, in order, each
+// with its line breaks and runs of blanks undone (a command the doc
+// wraps over lines, as a reader types it).
+func inlineCode(text string) []string {
+	var code []string
+	parts := strings.Split(text, "`")
+	for k := 1; k < len(parts); k += 2 {
+		code = append(code, strings.Join(strings.Fields(parts[k]), " "))
+	}
+	return code
+}
+
+// recipe returns the shell blocks of docs/OPERATING.md's section heading,
+// in order, each without its indentation.
+func recipe(t *testing.T, heading string) []string {
+	t.Helper()
+	text := operatingSection(t, heading)
 	var blocks []string
 	lines := strings.Split(text, "\n")
 	for k := 0; k < len(lines); k++ {

@@ -27,24 +27,8 @@ import (
 // line breaks are undone), by the words they start with.
 func replaceKeyCommands(t *testing.T) map[string]string {
 	t.Helper()
-	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "OPERATING.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const heading = "\n### Replacing a user's key\n"
-	text := string(doc)
-	i := strings.Index(text, heading)
-	if i < 0 {
-		t.Fatalf("docs/OPERATING.md has no %q", strings.TrimSpace(heading))
-	}
-	text = text[i+len(heading):]
-	if j := strings.Index(text, "\n### "); j >= 0 {
-		text = text[:j]
-	}
 	cmds := map[string]string{}
-	parts := strings.Split(text, "`")
-	for k := 1; k < len(parts); k += 2 {
-		c := strings.Join(strings.Fields(parts[k]), " ")
+	for _, c := range inlineCode(operatingSection(t, "### Replacing a user's key")) {
 		for _, p := range []string{"cspool export ", "cspool gen-keys --passphrase", "systemctl reload"} {
 			if strings.HasPrefix(c, p) {
 				cmds[p] = c

@@ -20,22 +20,7 @@ import (
 // database's owner and mode (line breaks in them undone).
 func restoreWalCommands(t *testing.T) (cat, owner string) {
 	t.Helper()
-	doc, err := os.ReadFile("../../docs/OPERATING.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(doc)
-	i := strings.Index(text, "\n### Restoring a backup\n")
-	if i < 0 {
-		t.Fatal("docs/OPERATING.md has no \"### Restoring a backup\"")
-	}
-	text = text[i:]
-	if j := strings.Index(text[1:], "\n### "); j >= 0 {
-		text = text[:j+1]
-	}
-	parts := strings.Split(strings.ReplaceAll(text, "```", ""), "`")
-	for k := 1; k < len(parts); k += 2 {
-		c := strings.Join(strings.Fields(parts[k]), " ")
+	for _, c := range inlineCode(strings.ReplaceAll(operatingSection(t, "### Restoring a backup"), "```", "")) {
 		switch {
 		case strings.HasPrefix(c, "cat ") && strings.HasSuffix(c, "> spool.db-wal"):
 			cat = c

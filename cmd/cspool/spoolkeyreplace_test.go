@@ -27,21 +27,7 @@ import (
 // unit's, spoolkeyunit_test.go).
 func spoolKeyRecipe(t *testing.T) (genKeys, conf string) {
 	t.Helper()
-	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "OPERATING.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const heading = "\n### Replacing the spool key\n"
-	text := string(doc)
-	i := strings.Index(text, heading)
-	if i < 0 {
-		t.Fatalf("docs/OPERATING.md has no %q", strings.TrimSpace(heading))
-	}
-	text = text[i+len(heading):]
-	if j := strings.Index(text, "\n### "); j >= 0 {
-		text = text[:j]
-	}
-	fences := strings.Split(text, "```")
+	fences := strings.Split(operatingSection(t, "### Replacing the spool key"), "```")
 	if len(fences) != 5 || !strings.HasPrefix(fences[3], "sh\n") {
 		t.Fatalf("docs/OPERATING.md, Replacing the spool key: %d fenced blocks, want the server.conf lines, then the commands for the systemd unit", (len(fences)-1)/2)
 	}
@@ -50,9 +36,8 @@ func spoolKeyRecipe(t *testing.T) (genKeys, conf string) {
 			conf += line + "\n"
 		}
 	}
-	parts := strings.Split(fences[0], "`")
-	for k := 1; k < len(parts); k += 2 {
-		if c := strings.Join(strings.Fields(parts[k]), " "); strings.HasPrefix(c, "cspool gen-keys ") {
+	for _, c := range inlineCode(fences[0]) {
+		if strings.HasPrefix(c, "cspool gen-keys ") {
 			genKeys = c
 		}
 	}
