@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"cspool/internal/termtext"
 )
 
 // Configuration files (docs/CONFIG.md) give the long flags of a subcommand
@@ -77,7 +79,7 @@ func applyConfigFile(fs *flag.FlagSet, path, service string, stderr io.Writer) e
 					path, s.line, s.name, s.name)
 			default:
 				fmt.Fprintf(stderr, "cspool: notice: config file %s:%d: %s = %s is not used: --%s %s on the command line wins\n",
-					path, s.line, s.name, shellQuote(withoutUserinfo(s.value)), s.name, shellQuote(withoutUserinfo(v)))
+					path, s.line, s.name, shellQuote(termtext.WithoutUserinfo(s.value)), s.name, shellQuote(termtext.WithoutUserinfo(v)))
 			}
 			continue
 		}
@@ -106,21 +108,6 @@ func valueHidden(name string) bool {
 		}
 	}
 	return false
-}
-
-// withoutUserinfo is v with the name and password of a URL in it (what
-// comes between "://" and the last "@") left out, for notices and errors:
-// smtps://alice:secret@host is said smtps://…@host.
-func withoutUserinfo(v string) string {
-	i := strings.Index(v, "://")
-	if i < 0 {
-		return v
-	}
-	at := strings.LastIndex(v[i+3:], "@")
-	if at < 0 {
-		return v
-	}
-	return v[:i+3] + "…@" + v[i+3+at+1:]
 }
 
 // readConfigFile reads the file, and its mode from the same open file.

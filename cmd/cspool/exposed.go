@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/url"
 	"strings"
+
+	"cspool/internal/termtext"
 )
 
 // beyondLocalhost reports whether a listener on addr, a host:port as a
@@ -83,7 +85,7 @@ func plainBeyondLocalhost(spoolURL string) bool {
 // on a private network only this machine and the server reach is a
 // choice, which the program cannot tell from the internet.
 func warnPlainSpool(w io.Writer, log *slog.Logger, spoolURL, forged string) {
-	spoolURL = withoutUserinfo(spoolURL) // said before the URL is refused for them
+	spoolURL = termtext.WithoutUserinfo(spoolURL) // said before the URL is refused for them
 	risk := "whoever is on the path sees whose log is read and written, how much and when, " +
 		"can hold and replay the signed requests, and can forge the spool's answers (" + forged + ")"
 	instead := "reach the spool server over https:// (docs/TLS.md): serve it with --tls-cert and --tls-key, " +

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"strings"
+
+	"cspool/internal/termtext"
 )
 
 // A flag that takes one value, given twice on the command line with two
@@ -94,7 +96,7 @@ func (g *givenValues) repeated() error {
 				}
 				quoted := make([]string, len(vals))
 				for i, s := range vals {
-					quoted[i] = fmt.Sprintf("%q", withoutUserinfo(s))
+					quoted[i] = fmt.Sprintf("%q", termtext.WithoutUserinfo(s))
 				}
 				return usagef("--%s given %d times on the command line (%s): it takes one value, and which one was meant cannot be told; give it once",
 					name, len(vals), strings.Join(quoted, ", "))

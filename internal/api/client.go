@@ -237,14 +237,11 @@ const maxBudgetWindow = 3600
 // ("spool.example.org:3999", which url.Parse takes for a path or a
 // scheme), and a path or a query, which the API's requests would drop.
 func checkBaseURL(baseURL string) error {
-	if i := strings.Index(baseURL, "://"); i >= 0 {
-		if at := strings.LastIndex(baseURL[i+3:], "@"); at >= 0 {
-			// A name and password (which may hold "/" or ":"): not
-			// quoted, the errors being logged; and never sent, the
-			// requests' Authorization being their signature.
-			return fmt.Errorf("spool server URL %q has a name or password in it: the spool server takes none (each request is signed with the user's key); leave them out",
-				baseURL[:i+3]+"…@"+baseURL[i+3+at+1:])
-		}
+	if hidden := termtext.WithoutUserinfo(baseURL); hidden != baseURL {
+		// A name and password (which may hold "/" or ":"): not quoted,
+		// the errors being logged; and never sent, the requests'
+		// Authorization being their signature.
+		return fmt.Errorf("spool server URL %q has a name or password in it: the spool server takes none (each request is signed with the user's key); leave them out", hidden)
 	}
 	if !strings.Contains(baseURL, "://") {
 		host := strings.TrimPrefix(strings.TrimRight(baseURL, "/"), "//")

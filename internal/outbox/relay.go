@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"cspool/internal/submit"
+	"cspool/internal/termtext"
 )
 
 // Relay is the smarthost every message goes through.
@@ -43,7 +44,7 @@ func ParseRelayURL(s string) (Relay, error) {
 		// url.Parse's error quotes the URL whole, a password in it too,
 		// and its reason may quote a part of the password (taken for a
 		// port): said only of a URL without userinfo.
-		if hidden := withoutUserinfo(s); hidden != s {
+		if hidden := termtext.WithoutUserinfo(s); hidden != s {
 			return Relay{}, fmt.Errorf("%q is not a URL (smtps://host:465 or smtp://host:587; no name or password in it)", hidden)
 		}
 		var ue *url.Error
@@ -53,7 +54,7 @@ func ParseRelayURL(s string) (Relay, error) {
 		return Relay{}, fmt.Errorf("%q: %w", s, err)
 	}
 	if u.User != nil {
-		return Relay{}, fmt.Errorf("%q: no name or password in the URL: give them as --relay-user and --relay-password-file (smtps://host:465 or smtp://host:587)", withoutUserinfo(s))
+		return Relay{}, fmt.Errorf("%q: no name or password in the URL: give them as --relay-user and --relay-password-file (smtps://host:465 or smtp://host:587)", termtext.WithoutUserinfo(s))
 	}
 	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" {
 		return Relay{}, fmt.Errorf("%q: want only scheme, host and port (smtps://host:465 or smtp://host:587)", s)
@@ -78,22 +79,6 @@ func ParseRelayURL(s string) (Relay, error) {
 	}
 	r.Addr = net.JoinHostPort(host, port)
 	return r, nil
-}
-
-// withoutUserinfo is s with what comes between "//" and the last "@"
-// (a name and password, which may hold a "/" or a "?" themselves) left
-// out, for errors.
-func withoutUserinfo(s string) string {
-	i := strings.Index(s, "//")
-	if i < 0 {
-		return s
-	}
-	rest := s[i+2:]
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return s
-	}
-	return s[:i+2] + "…@" + s[i+2+at+1:]
 }
 
 // String is the relay as a URL, without credentials.

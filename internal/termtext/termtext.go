@@ -55,3 +55,20 @@ func escape(s string, n int) string {
 func unprintable(r rune) bool {
 	return r < 0x100 && unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r)
 }
+
+// WithoutUserinfo is s, a URL, with what comes between its "//" and the
+// last "@" after it (a name and password, which may hold a "/", a ":" or
+// a "?" themselves) written as "…", for notices, logs and errors:
+// smtps://alice:secret@host is said smtps://…@host. A text without both
+// is s.
+func WithoutUserinfo(s string) string {
+	i := strings.Index(s, "//")
+	if i < 0 {
+		return s
+	}
+	at := strings.LastIndex(s[i+2:], "@")
+	if at < 0 {
+		return s
+	}
+	return s[:i+2] + "…@" + s[i+2+at+1:]
+}
