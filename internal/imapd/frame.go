@@ -152,6 +152,7 @@ type frameConn struct {
 	tooBig      bool // the command's literal was refused as over maxBufferedLiteral
 	tooLong     bool // the command's lines were cut off as over maxLine together
 	tooDeep     bool // the command's search keys were cut off as nested beyond maxSearchDepth
+	openQuote   bool // a line after a literal was cut off as ending inside a quoted string
 	utf8Names   bool // the session spells mailbox names in UTF-8 (utf8names.go)
 
 	// TLS (RFC 9051 sections 6.2.1 and 11.1): go-imap is told nothing of
@@ -333,6 +334,18 @@ func (fc *frameConn) Read(p []byte) (int, error) {
 					continue
 				}
 			}
+			if quoteOpen(line) {
+				// A quoted string left open at the end of the line:
+				// go-imap reads it on into the client's next lines,
+				// which the framer takes for commands of their own.
+				// Refused as a line over the limit is.
+				fc.mu.Lock()
+				fc.openQuote = true
+				fc.mu.Unlock()
+				fc.literal(end)
+				fc.pending = []byte("\x00\r\n")
+				continue
+			}
 			fc.note(line)
 			if err := fc.handOver(line, fc.command(), false); err != nil {
 				return 0, err
@@ -398,6 +411,9 @@ func (fc *frameConn) nextCommand() error {
 		if problem == "" && authed && !selected && name == "CHECK" {
 			problem = "[CLIENTBUG] CHECK is only valid with a mailbox selected (RFC 3501 section 6.4.1)"
 		}
+		if problem == "" && quoteOpen(line) {
+			problem = openQuoteProblem
+		}
 		if long {
 			problem = fmt.Sprintf("line longer than %d bytes", maxLine)
 		}
@@ -416,7 +432,7 @@ func (fc *frameConn) nextCommand() error {
 		}
 		if problem == "" {
 			fc.mu.Lock()
-			fc.tag, fc.name, fc.ended, fc.contReqs, fc.tooBig, fc.tooLong, fc.tooDeep = tag, name, false, 0, false, false, false
+			fc.tag, fc.name, fc.ended, fc.contReqs, fc.tooBig, fc.tooLong, fc.tooDeep, fc.openQuote = tag, name, false, 0, false, false, false, false
 			fc.text = append(fc.text[:0], line...)
 			if selecting(name) {
 				fc.knownBefore, fc.known = fc.known, -1
@@ -581,6 +597,39 @@ func parseCommandStart(line []byte) (tag, name, problem string) {
 		return tag, "", fmt.Sprintf("unknown command %s", name)
 	}
 	return tag, name, ""
+}
+
+// openQuoteProblem answers a command with a quoted string left open at the
+// end of one of its lines.
+const openQuoteProblem = "[CLIENTBUG] a quoted string does not end on its line " +
+	"(RFC 9051 section 9: a quoted string holds no CR or LF); nothing was done"
+
+// quoteOpen reports whether line, a line of a command (its first, or one
+// after a literal), has a quoted string that a CR or the end of the line
+// falls in: the grammar's quoted strings hold no CR or LF (RFC 9051
+// section 9, QUOTED-CHAR), and go-imap's parser reads a quoted string on
+// until its closing quote, across lines. The framer, which takes each
+// line for a command of its own and a literal announced at a line's end
+// for one, would then hand go-imap the client's next commands as the
+// string, and bytes it passed as a literal's data, unread, as commands:
+// `SELECT "x {23}` and then `"` CRLF `z1 CREATE Smuggled` CRLF as the
+// literal created the mailbox, past every bound the framer keeps.
+func quoteOpen(line []byte) bool {
+	in := false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case !in:
+			in = c == '"'
+		case c == '\r' || c == '\n':
+			return true
+		case c == '\\':
+			i++
+		case c == '"':
+			in = false
+		}
+	}
+	return in
 }
 
 // isAtomChar reports whether c may appear in a tag as go-imap parses it:
@@ -970,6 +1019,8 @@ func (fc *frameConn) Write(p []byte) (int, error) {
 		p = []byte(fmt.Sprintf("%s BAD [CLIENTBUG] command longer than %d bytes (literals excluded); nothing was done\r\n", fc.tag, maxLine))
 	} else if fc.tooDeep && fc.tag != "" && !fc.ended && bytes.HasPrefix(p, []byte(fc.tag+" BAD ")) {
 		p = []byte(fc.tag + " BAD " + searchTooDeep + "\r\n")
+	} else if fc.openQuote && fc.tag != "" && !fc.ended && bytes.HasPrefix(p, []byte(fc.tag+" BAD ")) {
+		p = []byte(fc.tag + " BAD " + openQuoteProblem + "\r\n")
 	}
 	if fc.outStart && fc.outSkip == 0 && !fc.ended && bytes.HasPrefix(p, []byte("* ESEARCH ")) &&
 		(fc.name == "SEARCH" || fc.name == "UID SEARCH") && saveAlone.Match(fc.text) {

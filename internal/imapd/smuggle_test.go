@@ -84,3 +84,49 @@ func TestLongCommandSmugglesNothing(t *testing.T) {
 	w.ok("SEARCH TEXT {1}\r\na" + pad + " TEXT {1}\r\nb")
 	w.ok("DELETE {2}\r\nv2")
 }
+
+// A quoted string left open at the end of a line is refused with its
+// command: go-imap read it on across lines, so the client's next commands
+// became the string (never answered), and the data of a literal the line
+// announced, which the framer passes unread, was parsed as commands: the
+// CREATE below, sent as a literal, created its mailbox.
+func TestOpenQuoteSmugglesNothing(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	w := dialWire(t, d.addr)
+	// Before login too: the line is refused, the next command answered.
+	w.send("q0 LOGIN \"alice\r\n")
+	if got := w.response(); !strings.HasPrefix(got, "q0 BAD [CLIENTBUG] a quoted string does not end on its line") {
+		t.Errorf("LOGIN with an open quote: got %q, want q0 BAD [CLIENTBUG]", got)
+	}
+	w.ok(`LOGIN alice "` + testPassword + `"`)
+	inj := "\"\r\nz1 CREATE Smuggled\r\n"
+	cases := []struct{ name, cmd string }{
+		{"first line", `SELECT "INBOX`},
+		{"escaped quote", `SELECT "INBOX\"`},
+		{"escaped CR", "SELECT \"INBOX\\"},
+		{"synchronizing literal after it", fmt.Sprintf(`SELECT "x {%d}`+"\r\n%s", len(inj), inj)},
+		{"non-synchronizing literal after it", fmt.Sprintf(`SELECT "x {%d+}`+"\r\n%s", len(inj), inj)},
+		{"line after a literal", "SEARCH TEXT {1}\r\na SUBJECT \"b"},
+		{"line after a literal, literal after it", fmt.Sprintf("SEARCH TEXT {1}\r\na SUBJECT \"b {%d+}\r\n%s", len(inj), inj)},
+	}
+	for _, c := range cases {
+		u, tagged := w.run(c.cmd)
+		if !strings.HasPrefix(tagged, fmt.Sprintf("t%d BAD [CLIENTBUG] a quoted string does not end on its line", w.n)) || len(u) != 0 {
+			t.Errorf("%s: got %q %q, want BAD [CLIENTBUG] under the command's tag and nothing else", c.name, u, tagged)
+		}
+		// The next command is answered, alone.
+		u, tagged = w.run("NOOP")
+		if status(tagged) != "OK" || len(u) != 0 {
+			t.Errorf("%s: NOOP after it: got %q %q, want OK alone", c.name, u, tagged)
+		}
+	}
+	if u := w.ok(`LIST "" Smuggled`); len(u) != 0 {
+		t.Errorf("LIST after the open quotes: %q, want no mailbox Smuggled", u)
+	}
+	// Closed on its line, the same strings are taken.
+	w.ok(`SELECT "INBOX"`)
+	w.ok("SEARCH TEXT {1}\r\na SUBJECT \"b\\\"{5}\"")
+}
