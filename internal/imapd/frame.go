@@ -726,6 +726,20 @@ var appendUTF8 = regexp.MustCompile(`(?i) UTF8 \(~\{[0-9]+\+?\}\r?\n$`)
 // dropped once the command is answered (dropRest). Not at that point
 // (the library read on already), it leaves the rest to the library.
 func (fc *frameConn) appendEnd() (string, error) {
+	if fc.lit == 0 && fc.litWait && fc.more && len(fc.pending) == 0 && fc.litBuf == nil {
+		// An empty message ({0}): the library reads none of its bytes,
+		// so it has not asked the framer for them, nor for the "+" of a
+		// synchronizing literal. Asked for the rest of the command after
+		// the session appended, the framer handed it on, and text there
+		// left the APPEND unanswered, its empty message appended.
+		fc.litWait = false
+		if fc.litSync {
+			fc.litSync = false
+			if err := fc.reply("+ Ready for literal data"); err != nil {
+				return "", err
+			}
+		}
+	}
 	if fc.lit != 0 || fc.litWait || !fc.more || len(fc.pending) > 0 {
 		return "", nil
 	}

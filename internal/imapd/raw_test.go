@@ -375,6 +375,44 @@ func TestAppendEndsWithMessage(t *testing.T) {
 	}
 }
 
+// TestAppendEmptyEndsWithMessage: the same for an empty message ({0}),
+// whose bytes go-imap never reads: text after it left the APPEND
+// unanswered, and its empty message appended.
+func TestAppendEmptyEndsWithMessage(t *testing.T) {
+	t.Parallel()
+	rc := selectedRaw(t) // INBOX holds 4 messages
+	for _, tc := range []struct{ send, tag, want string }{
+		{"b1 APPEND INBOX {0+}\r\n extra", "b1", `b1 BAD [CLIENTBUG] " extra" follows the message`},
+		{"n1 NOOP", "n1", "n1 OK"},
+		{"b2 APPEND INBOX (\\Seen) {0+}\r\n {1+}\r\nx", "b2", "b2 BAD [CLIENTBUG] "},
+		{"n2 NOOP", "n2", "n2 OK"},
+		{"g1 APPEND INBOX {0+}\r\n", "g1", "g1 OK [APPENDUID "},
+		{"n3 NOOP", "n3", "n3 OK"},
+	} {
+		rc.cmd(tc.send)
+		if got := rc.until(tc.tag + " "); !strings.Contains(got, tc.want) {
+			t.Errorf("%q: got %q, want %q", tc.send, got, tc.want)
+		}
+	}
+	// A synchronizing literal: "+" first, then the same.
+	rc.cmd("b3 APPEND INBOX {0}")
+	rc.until("+ ")
+	rc.cmd(" junk")
+	if got := rc.until("b3 "); !strings.Contains(got, "b3 BAD [CLIENTBUG] ") {
+		t.Errorf("APPEND of an empty synchronizing literal with text after it: %q", got)
+	}
+	rc.cmd("g2 APPEND INBOX {0}")
+	rc.until("+ ")
+	rc.cmd("")
+	if got := rc.until("g2 "); !strings.Contains(got, "g2 OK [APPENDUID ") {
+		t.Errorf("APPEND of an empty synchronizing literal: %q", got)
+	}
+	rc.cmd("s1 STATUS INBOX (MESSAGES)")
+	if got := rc.until("s1 "); !strings.Contains(got, "(MESSAGES 6)") {
+		t.Errorf("INBOX after the APPENDs: %q, want the 4 messages and the 2 well-formed APPENDs", got)
+	}
+}
+
 // TestAppendDateTimeGetsBAD: an APPEND date-time of another shape than
 // the grammar's ("", "garbage", a date without a time, a two-digit year)
 // got NO [SERVERBUG] from go-imap, telling the client the server failed;
