@@ -58,11 +58,17 @@ var (
 	// a browser talk to the IMAP port.
 	httpRequest = regexp.MustCompile(`^[A-Z]+ \S+ HTTP/\d`)
 	// literalAt matches a literal announcement ending a line:
-	// {N}, {N+}, ~{N} or ~{N+} (RFC 9051 section 4.3, RFC 7888, RFC 3516).
-	literalAt = regexp.MustCompile(`~?\{([0-9]{1,19})(\+?)\}\r?\n$`)
+	// {N}, {N+}, ~{N} or ~{N+} (RFC 9051 section 4.3, RFC 7888, RFC 3516),
+	// and a space before the line's end, which go-imap takes there too
+	// (imapwire's CRLF accepts one, for clients that send it): the framer
+	// passed `{N} ` on as no literal and took the client's next line for
+	// a command, which go-imap read as the literal's data, going on into
+	// the data of that line's own literal, which the framer passes
+	// unread: the two out of step on where commands begin.
+	literalAt = regexp.MustCompile(`~?\{([0-9]{1,19})(\+?)\} ?\r?\n$`)
 	// literalStart matches a literal announcement and its line end at the
 	// start of a string.
-	literalStart = regexp.MustCompile(`^~?\{([0-9]{1,9})\+?\}\r?\n`)
+	literalStart = regexp.MustCompile(`^~?\{([0-9]{1,9})\+?\} ?\r?\n`)
 )
 
 // frameListener wraps each accepted connection in a frameConn. tls, if
@@ -706,11 +712,11 @@ func (fc *frameConn) literal(line []byte) []byte {
 
 // appendNameLiteral matches an APPEND's first line that ends with its
 // mailbox's literal.
-var appendNameLiteral = regexp.MustCompile(`(?i)^[^ ]+ APPEND ~?\{[0-9]+\+?\}\r?\n$`)
+var appendNameLiteral = regexp.MustCompile(`(?i)^[^ ]+ APPEND ~?\{[0-9]+\+?\} ?\r?\n$`)
 
 // appendUTF8 matches the start of an APPEND's UTF8 data extension (RFC
 // 6855 section 4), whose message literal a ")" follows.
-var appendUTF8 = regexp.MustCompile(`(?i) UTF8 \(~\{[0-9]+\+?\}\r?\n$`)
+var appendUTF8 = regexp.MustCompile(`(?i) UTF8 \(~\{[0-9]+\+?\} ?\r?\n$`)
 
 // appendEnd reads what follows an APPEND's message literal, once the
 // session has read the message and before it appends it, and returns it

@@ -130,3 +130,47 @@ func TestOpenQuoteSmugglesNothing(t *testing.T) {
 	w.ok(`SELECT "INBOX"`)
 	w.ok("SEARCH TEXT {1}\r\na SUBJECT \"b\\\"{5}\"")
 }
+
+// A literal announced with a space before the line's end, `{N+} ` CRLF,
+// is one for the framer as it is for go-imap, whose parser takes the
+// space there: the framer took the line for one without a literal, and
+// the client's next line for a command of its own, while go-imap read
+// that line as the literal's data and went on into the data of that
+// line's own literal, which the framer passes unread; the two out of
+// step, the CREATE below got NO [SERVERBUG] and the connection ended.
+// Now the SEARCH after it is the framer's to check, and refused.
+func TestLiteralBeforeSpaceSmugglesNothing(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	d := r.device("a")
+	deliverAll(r, d)
+	w := loginWire(t, d.addr)
+	w.ok("SELECT INBOX")
+	deep := "\r\nz1 SEARCH " + strings.Repeat("NOT ", 1001) + "ALL\r\n"
+	data := fmt.Sprintf("t2 SEARCH TEXT {%d+}\r\n", len(deep))
+	w.send(fmt.Sprintf("a1 CREATE {%d+} \r\n", len(data)) + data + deep)
+	if got := w.response(); !strings.HasPrefix(got, "a1 NO ") {
+		t.Errorf("CREATE of a name holding CRLF: got %q, want a1 NO", got)
+	}
+	if got := w.response(); !strings.HasPrefix(got, "z1 BAD [CLIENTBUG] search keys nested more than 1000 deep") {
+		t.Errorf("the SEARCH after it: got %.80q, want z1 BAD [CLIENTBUG] search keys nested ...", got)
+	}
+	if u, tagged := w.run("NOOP"); status(tagged) != "OK" || len(u) != 0 {
+		t.Errorf("NOOP after them: got %q %q, want OK alone", u, tagged)
+	}
+	// A synchronizing literal so announced: "+", and the name is taken.
+	w.send("s1 EXAMINE {5} \r\n")
+	if got := w.response(); !strings.HasPrefix(got, "+") {
+		t.Fatalf("EXAMINE {5} with a space before CRLF: got %q, want +", got)
+	}
+	w.send("INBOX\r\n")
+	for {
+		got := w.response()
+		if strings.HasPrefix(got, "s1 ") {
+			if !strings.HasPrefix(got, "s1 OK [READ-ONLY]") {
+				t.Errorf("EXAMINE {5} INBOX: got %q, want OK [READ-ONLY]", got)
+			}
+			break
+		}
+	}
+}
