@@ -86,6 +86,43 @@ func (s *Store) Rejected(ctx context.Context, limit int) ([]Rejection, error) {
 	return out, nil
 }
 
+// RejectedAsAfter calls fn with each rejection for reason at a position
+// after `after`, in increasing order of position, reading one row at a
+// time: what the rows cost is one row's, however many the table holds, and
+// the rows at or before after are not visited (the table's key is the
+// position). An error from fn stops the reading and is returned.
+func (s *Store) RejectedAsAfter(ctx context.Context, reason Reason, after uint64, fn func(Rejection) error) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	rows, err := s.rdb.QueryContext(ctx, "SELECT pos, entry, detail, at FROM rejected WHERE pos > ? AND reason = ? ORDER BY pos",
+		int64(min(after, 1<<63-1)), string(reason))
+	if err != nil {
+		return fmt.Errorf("listing rejections: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r := Rejection{Reason: reason}
+		var pos, at int64
+		var id []byte
+		if err := rows.Scan(&pos, &id, &r.Detail, &at); err != nil {
+			return fmt.Errorf("listing rejections: %w", err)
+		}
+		r.Pos, r.At = uint64(pos), time.UnixMilli(at)
+		if len(id) == command.IDSize {
+			r.Entry = new(command.ID)
+			copy(r.Entry[:], id)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("listing rejections: %w", err)
+	}
+	return nil
+}
+
 // RejectionOf returns the rejection of the entry id that was seen first at
 // pos (EntriesSeen), nil if it was applied there. Its position is the
 // rejected table's key, so this is one lookup: an append whose answer was

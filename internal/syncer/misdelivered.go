@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"cspool/internal/entry"
+	"cspool/internal/mailstore"
 )
 
 // Mail sealed to the wrong key (docs/OPERATING.md, "Mail sealed to the
@@ -58,31 +59,59 @@ func (s *Syncer) keep(pos uint64, data []byte, why error) error {
 	return nil
 }
 
-// loadMisdelivered sets Status.Misdelivered from the entries the store
-// recorded as sealed for another key or user whose kept file is still in
-// KeepDir: once the message is delivered again, removing the file ends the
-// alarm (at the next start).
+// misdeliveredTally is what Status.Misdelivered says: how many entries
+// the store recorded as sealed for another key or user (with their kept
+// file in KeepDir), the newest of them, how many of them name another
+// user, and the position of the newest record counted.
+type misdeliveredTally struct {
+	n, others       int
+	newest, through uint64
+}
+
+// loadMisdelivered sets Status.Misdelivered, at the start, from the entries
+// the store recorded as sealed for another key or user whose kept file is
+// still in KeepDir: once the message is delivered again, removing the file
+// ends the alarm (at the next start).
 func (s *Syncer) loadMisdelivered(ctx context.Context) error {
-	rej, err := s.cfg.Store.Rejected(ctx, 0)
+	s.misdelivered = misdeliveredTally{}
+	return s.countMisdelivered(ctx, s.status.Position)
+}
+
+// countMisdelivered adds to the tally the records after the newest it
+// counted, once a batch up to position last is applied, and sets
+// Status.Misdelivered from it. Only the records of that reason are read,
+// one at a time, each once in a run: before, every batch holding a
+// misdelivered entry listed every rejection the store held, of any
+// reason, into memory and looked for a kept file for each, so a spool
+// that served many entries the device rejects (a stranger's, say) and a
+// misdelivered one now and then made each such batch cost memory and
+// time in proportion to all of them. A record is made only at a position
+// applied, so one counted after last means the log was taken back (a
+// restoration): then every record is counted again.
+func (s *Syncer) countMisdelivered(ctx context.Context, last uint64) error {
+	t := s.misdelivered
+	if last < t.through {
+		t = misdeliveredTally{}
+	}
+	err := s.cfg.Store.RejectedAsAfter(ctx, mailstore.Reason(entry.ErrNotForUser.Error()), t.through, func(r mailstore.Rejection) error {
+		t.through = max(t.through, r.Pos)
+		if s.cfg.KeepDir != "" {
+			if _, err := os.Stat(filepath.Join(s.cfg.KeepDir, strconv.FormatUint(r.Pos, 10)+".entry")); err != nil {
+				return nil
+			}
+		}
+		t.n++
+		t.newest = max(t.newest, r.Pos)
+		if strings.HasPrefix(r.Detail, entry.ErrOtherUserName.Error()) {
+			t.others++
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	n, newest, others := 0, uint64(0), 0
-	for _, r := range rej {
-		if string(r.Reason) != entry.ErrNotForUser.Error() {
-			continue
-		}
-		if s.cfg.KeepDir != "" {
-			if _, err := os.Stat(filepath.Join(s.cfg.KeepDir, strconv.FormatUint(r.Pos, 10)+".entry")); err != nil {
-				continue
-			}
-		}
-		n++
-		newest = max(newest, r.Pos)
-		if strings.HasPrefix(r.Detail, entry.ErrOtherUserName.Error()) {
-			others++
-		}
-	}
+	s.misdelivered = t
+	n, newest, others := t.n, t.newest, t.others
 	s.mu.Lock()
 	s.status.Misdelivered = ""
 	s.mu.Unlock()

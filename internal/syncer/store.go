@@ -129,6 +129,9 @@ type Journal interface {
 	// Rejected lists the newest rejections, at most limit (all if
 	// limit <= 0).
 	Rejected(ctx context.Context, limit int) ([]mailstore.Rejection, error)
+	// RejectedAsAfter calls fn with each rejection for reason at a
+	// position after `after`, oldest first, one row at a time.
+	RejectedAsAfter(ctx context.Context, reason mailstore.Reason, after uint64, fn func(mailstore.Rejection) error) error
 	// Forbidden returns how many entries were rejected as beyond their
 	// author's rights, and the newest of them.
 	Forbidden(ctx context.Context) (int, *mailstore.Rejection, error)

@@ -389,6 +389,11 @@ type Syncer struct {
 	goneAt       uint64    // checkpoint whose restore last found bodies gone
 	downSince    time.Time // when the exchanges with the spool started failing
 	cpRefused    time.Time // when the spool last refused a checkpoint as too large (413)
+	// misdelivered tallies the entries recorded as sealed for another
+	// key or user whose kept file is there (misdelivered.go), counted
+	// through position misdelivered.through; only the loop's goroutine
+	// and the start touch it.
+	misdelivered misdeliveredTally
 	// badCheckpointAt is when the last checkpoint was rejected
 	// (Status.BadCheckpoint); another is not downloaded until
 	// Config.RecheckPermanent has passed (checkpointPause).
@@ -1126,7 +1131,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		}
 	}
 	if v.misdelivered {
-		if err := s.loadMisdelivered(ctx); err != nil {
+		if err := s.countMisdelivered(ctx, v.last); err != nil {
 			s.log.Error("reading the rejected entries failed", "err", err)
 		}
 	}
