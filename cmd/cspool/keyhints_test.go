@@ -26,6 +26,10 @@ func TestMixedUpKeys(t *testing.T) {
 			t.Fatalf("gen-keys %s: exit %d: %s", who, code, out.String())
 		}
 	}
+	tlsKey := "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAbcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\n-----END PRIVATE KEY-----\n"
+	if err := os.WriteFile(p("tls.key"), []byte(tlsKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	device := func(userKey, userPub, spoolPub string) []string {
 		return []string{"sync", "--user", "alice", "--db", p("mail.db"), "--spool-server", "http://127.0.0.1:1",
 			"--user-key", userKey, "--user-public-key", userPub, "--spool-key", spoolPub}
@@ -67,6 +71,11 @@ func TestMixedUpKeys(t *testing.T) {
 		{"server: public spool key", []string{"server", "--spool-dir", p("spool"), "--port", "1", "--spool-key", p("spool.pub")},
 			[]string{p("spool.pub"), "--spool-key takes a secret key file"},
 			[]string{"chmod"}},
+		// The TLS key of the same server, a PEM file of several lines:
+		// not a damaged key to restore from a backup.
+		{"server: its TLS key as the spool key", []string{"server", "--spool-dir", p("spool"), "--port", "1", "--spool-key", p("tls.key")},
+			[]string{p("tls.key"), "not a cspool key", "a PEM block (PRIVATE KEY)", "check --spool-key"},
+			[]string{"damaged", "backup", "MC4CAQAw"}},
 		{"gen-keys: no such folder", []string{"gen-keys", p("no/such/dir/a.sec"), p("no/such/dir/a.pub")},
 			[]string{"no/such/dir/a.sec", "check that the folder exists"},
 			[]string{"--force", "replace"}},

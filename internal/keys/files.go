@@ -99,6 +99,12 @@ func keyLine(path, text string) (string, error) {
 			continue
 		}
 		if key != "" {
+			// A file of another kind (a PEM TLS key, a configuration
+			// file) has many lines too: say what it is, not that a key
+			// is damaged, which sends its reader to a backup.
+			if !strings.HasPrefix(strings.ToLower(key), "cspool-") {
+				return "", &FileError{path, notCspoolKey(key, first)}
+			}
 			return "", &FileError{path, fmt.Errorf("%w: more than one key line (lines %d and %d)", ErrMalformed, first, n+1)}
 		}
 		key, first = line, n+1
@@ -274,4 +280,56 @@ func writeFile(path string, data []byte, perm os.FileMode, force bool) error {
 		return &FileError{path, err}
 	}
 	return nil
+}
+
+// notCspoolKey is the error for a file whose first key line, at line n,
+// is no cspool key of any kind: it says what the line looks like when it
+// is a file often kept beside cspool's keys.
+func notCspoolKey(line string, n int) error {
+	if what := foreignKind(line); what != "" {
+		return fmt.Errorf("%w: line %d holds %s; a cspool key file has one line starting with %q or %q", ErrUnknownFormat, n, what, SecretPrefix, PublicPrefix)
+	}
+	return fmt.Errorf("%w: line %d does not start with %q or %q", ErrUnknownFormat, n, SecretPrefix, PublicPrefix)
+}
+
+// foreignKind names the kind of file a line that is no cspool key comes
+// from, when it is one of the files kept beside cspool's keys; "" if it
+// is none of them. It never quotes the line: it may be a secret.
+func foreignKind(line string) string {
+	fields := strings.Fields(line)
+	switch {
+	case strings.HasPrefix(line, "-----BEGIN "):
+		label := strings.TrimSuffix(strings.TrimPrefix(line, "-----BEGIN "), "-----")
+		if len(label) > 40 || strings.ContainsAny(label, "-:") {
+			label = "PEM"
+		}
+		return fmt.Sprintf("a PEM block (%s), as in a TLS key or certificate", label)
+	case strings.HasPrefix(line, "AGE-SECRET-KEY-"):
+		return "an age identity (age-keygen's secret key)"
+	case strings.HasPrefix(line, "age1"):
+		return "an age recipient (age's public key)"
+	case strings.HasPrefix(line, "ssh-"), strings.HasPrefix(line, "ecdsa-sha2-"):
+		return "an OpenSSH public key"
+	case len(fields) == 2 && strings.HasPrefix(strings.ToLower(fields[1]), "cspool-"):
+		return "a users file's line (NAME PUBLIC-KEY), not a key file"
+	case isSetting(line):
+		return "a setting (NAME = VALUE): a configuration file, not a key file"
+	}
+	return ""
+}
+
+// isSetting reports whether line is a configuration file's NAME = VALUE,
+// NAME a long flag's name (lower-case letters, digits and dashes).
+func isSetting(line string) bool {
+	name, _, ok := strings.Cut(line, "=")
+	name = strings.TrimSpace(name)
+	if !ok || name == "" {
+		return false
+	}
+	for _, c := range name {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
 }

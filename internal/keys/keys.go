@@ -217,6 +217,9 @@ func decode(want, other, s string, size int) ([]byte, error) {
 	case strings.HasPrefix(strings.ToLower(s), "cspool-"):
 		return nil, fmt.Errorf("%w: unknown prefix %q (a newer key format?)", ErrUnknownFormat, prefixOf(s))
 	default:
+		if what := foreignKind(s); what != "" {
+			return nil, fmt.Errorf("%w: the key line holds %s; expected a line starting with %q", ErrUnknownFormat, what, want)
+		}
 		return nil, fmt.Errorf("%w: expected a line starting with %q", ErrUnknownFormat, want)
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s[len(want):])

@@ -451,3 +451,47 @@ func TestUsersFolderWritableByAll(t *testing.T) {
 		}
 	}
 }
+
+// TestForeignFileNamed: a file of another kind kept beside the keys (a PEM
+// TLS key, an age identity, a configuration or users file) given as a key
+// is "not a cspool key" saying what it holds, without quoting it. A PEM key
+// and a configuration file were "malformed key: more than one key line",
+// which the commands' hint read as a damaged key to restore from a backup.
+func TestForeignFileNamed(t *testing.T) {
+	dir := t.TempDir()
+	k, err := Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem := "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAbcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\n-----END PRIVATE KEY-----\n"
+	tests := []struct {
+		name, text, want, secretPart string
+	}{
+		{"tls.key", pem, "a PEM block (PRIVATE KEY)", "MC4CAQAw"},
+		{"cert.pem", "-----BEGIN CERTIFICATE-----\nMIIBfz\n-----END CERTIFICATE-----\n", "a PEM block (CERTIFICATE)", "MIIBfz"},
+		{"age.txt", "# created: 2026-12-08T00:00:00Z\n# public key: age1qqqq\nAGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQ\n", "an age identity", "QQQQQQQQ"},
+		{"server.conf", "spool-dir = /var/lib/cspool\nspool-key = /etc/cspool/spool.sec\n", "a configuration file", "/var/lib"},
+		{"users", "alice " + k.Public().String() + "\nbob " + k.Public().String() + "\n", "a users file's line", k.Public().String()},
+	}
+	for _, tc := range tests {
+		path := filepath.Join(dir, tc.name)
+		if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, serr := LoadSecret(path)
+		_, perr := LoadPublic(path)
+		for _, err := range []error{serr, perr} {
+			if !errors.Is(err, ErrUnknownFormat) || errors.Is(err, ErrMalformed) {
+				t.Errorf("%s: got %v, want %v and not %v", tc.name, err, ErrUnknownFormat, ErrMalformed)
+				continue
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.want) || !strings.Contains(msg, path) {
+				t.Errorf("%s: %q does not say %q and name the file", tc.name, msg, tc.want)
+			}
+			if strings.Contains(msg, tc.secretPart) {
+				t.Errorf("%s: %q quotes the file", tc.name, msg)
+			}
+		}
+	}
+}
