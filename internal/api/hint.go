@@ -3,8 +3,11 @@ package api
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 )
 
@@ -59,6 +62,9 @@ func Hint(err error) string {
 		case errors.As(err, &cie) && cie.Reason == x509.Expired:
 			return "the spool server's certificate has expired or is not valid yet: renew it on the server, and check this machine's clock (docs/TLS.md)"
 		}
+		if h := certFileHint(os.Getenv("SSL_CERT_FILE")); h != "" {
+			return h
+		}
 		return "the spool server's certificate is not signed by a certificate authority this machine trusts: if it comes from a private CA or is self-signed, start this program with SSL_CERT_FILE=/path/to/ca.pem (docs/TLS.md)"
 	case ErrUnauthenticated:
 		if errors.Is(err, ErrReplayed) {
@@ -103,4 +109,71 @@ func Hint(err error) string {
 		return "check the spool server URL, and that the server runs the same version of cspool"
 	}
 	return ""
+}
+
+// maxCertFile bounds how much of SSL_CERT_FILE certFileHint reads: a
+// bundle of every public CA is about 200 KB.
+const maxCertFile = 16 << 20
+
+// certFileHint is the hint for a server certificate no trusted CA signed
+// when SSL_CERT_FILE is set (path): the variable was set, so telling to
+// set it does not help. Go passes over a file it cannot read or that holds
+// no certificate without a word, so this says what the file is: missing,
+// a folder, no certificate in it (a private key, a cspool key), or
+// certificates none of which signed the server's. It never shows the
+// file's contents. "" when path is "".
+func certFileHint(path string) string {
+	if path == "" {
+		return ""
+	}
+	const give = "it takes the CA's certificate, or a self-signed server's own certificate (fullchain.pem; its private key never leaves the server), as PEM (docs/TLS.md)"
+	info, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Sprintf("SSL_CERT_FILE names %s, which does not exist, so no certificate of it is trusted: copy the certificate there, or correct the path; %s", path, give)
+	case err != nil:
+		return fmt.Sprintf("SSL_CERT_FILE names %s, which this program cannot read (%v), so no certificate of it is trusted; %s", path, unwrapPath(err), give)
+	case info.IsDir():
+		return fmt.Sprintf("SSL_CERT_FILE names %s, a folder, so no certificate of it is trusted (SSL_CERT_DIR takes folders); %s", path, give)
+	case info.Size() > maxCertFile:
+		return fmt.Sprintf("SSL_CERT_FILE names %s, of %d bytes, not a certificate file; %s", path, info.Size(), give)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("SSL_CERT_FILE names %s, which this program cannot read (%v), so no certificate of it is trusted; %s", path, unwrapPath(err), give)
+	}
+	certs, other := 0, ""
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			if other == "" {
+				other = b.Type
+			}
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err == nil {
+			certs++
+		}
+	}
+	switch {
+	case certs == 0 && other != "":
+		return fmt.Sprintf("SSL_CERT_FILE names %s, which holds no certificate but a PEM %s, so no certificate of it is trusted; %s", path, other, give)
+	case certs == 0:
+		return fmt.Sprintf("SSL_CERT_FILE names %s, which holds no PEM certificate, so no certificate of it is trusted; %s", path, give)
+	}
+	return fmt.Sprintf("SSL_CERT_FILE names %s, and none of the %d certificates in it signed the spool server's certificate: "+
+		"check that it is this spool server's (the server's certificate may have been made again, or the file is another server's); %s", path, certs, give)
+}
+
+// unwrapPath is a *fs.PathError's cause, the path being said already.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
