@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"cspool/internal/keys"
 )
 
 // passwordEnv is the environment variable that may hold the IMAP password:
@@ -178,7 +180,35 @@ func readFirstLine(f *os.File, path, what string) (string, error) {
 	if line = strings.TrimSpace(line); line == "" {
 		return "", withHint(fmt.Errorf("%s %s is empty", what, path), "write the password on its first line (for DB.password: remove the file and a new password is generated)")
 	}
+	if err := notKeyFile(path, what, line); err != nil {
+		return "", err
+	}
 	return line, nil
+}
+
+// notKeyFile refuses a password file whose first line is a key file's: a
+// key file of mode 0600 given as the password file (a setting mixed up)
+// made its first line the password, which is the comment gen-keys writes,
+// "# cspool secret key: keep it private, created TIME", guessable from
+// the time alone, or, in a key file without it, the secret key itself,
+// then typed into mail clients or sent to the smarthost. Nothing of the
+// line is shown.
+func notKeyFile(path, what, line string) error {
+	kind := ""
+	switch {
+	case strings.HasPrefix(line, keys.SecretPrefix):
+		kind = "a cspool secret key"
+	case strings.HasPrefix(line, keys.PublicPrefix):
+		kind = "a cspool public key"
+	case strings.HasPrefix(line, "# cspool "):
+		kind = "a file cspool wrote (a key file or a users file: its first line is cspool's comment)"
+	case strings.HasPrefix(line, "-----BEGIN "):
+		kind = "a PEM block (a passphrase-protected key, a TLS key or certificate)"
+	default:
+		return nil
+	}
+	return withHint(fmt.Errorf("%s %s holds %s, not a password: its first line would be the password", what, path, kind),
+		"name the file whose first line is the password (mode 0600); a key file is never one")
 }
 
 // checkSecretKind refuses what cannot hold a secret: a directory, a device

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -270,5 +271,92 @@ func TestStoredPasswordPlanted(t *testing.T) {
 	again, err := storedPassword(db)
 	if err != nil || again.value != made.value {
 		t.Errorf("second start: %q, %v; want %q", again.value, err, made.value)
+	}
+}
+
+// TestPasswordFileIsAKeyFile: a key file given as the IMAP or the relay
+// password file (the settings mixed up; a secret key file has the mode
+// 0600 a password file needs) is refused, naming the file, before the
+// daemon starts. Its first line was taken as the password: the comment
+// gen-keys writes ("# cspool secret key: keep it private, created
+// TIME"), which whoever knows when the key was made can guess, and
+// an IMAP login with it was accepted; in a key file without the comment,
+// the secret key itself, for mail clients to keep and the smarthost to
+// receive.
+func TestPasswordFileIsAKeyFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, k := range []string{"user", "spool"} {
+		e := &env{stdin: strings.NewReader(""), stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, getenv: func(string) string { return "" }}
+		if code := run(e, []string{"gen-keys", filepath.Join(dir, k+".sec"), filepath.Join(dir, k+".pub")}); code != 0 {
+			t.Fatalf("gen-keys %s: exit %d", k, code)
+		}
+	}
+	userSec := filepath.Join(dir, "user.sec")
+	text, err := os.ReadFile(userSec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comment, _, _ := strings.Cut(string(text), "\n")
+	keyLine := ""
+	for _, l := range strings.Split(string(text), "\n") {
+		if strings.HasPrefix(l, "CSPOOL-SECRET-KEY-1:") {
+			keyLine = l
+		}
+	}
+	bare := writeMode(t, dir, "bare.sec", keyLine+"\n", 0o600)
+	pubText, err := os.ReadFile(filepath.Join(dir, "spool.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoolPub := writeMode(t, dir, "spool-copy.pub", string(pubText), 0o600)
+	// SMTP's port is taken: a daemon not refused stops there, not serving.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	_, takenPort, _ := net.SplitHostPort(taken.Addr().String())
+	for _, c := range []struct {
+		name, flag, file, want string
+	}{
+		{"user.sec as the password file", "--password-file", userSec, "password file " + userSec + " holds a file cspool wrote"},
+		{"a bare key as the password file", "--password-file", bare, "password file " + bare + " holds a cspool secret key, not a password"},
+		{"spool.pub as the password file", "--password-file", spoolPub, "password file " + spoolPub + " holds a file cspool wrote"},
+		{"user.sec as the relay password file", "--relay-password-file", userSec, "relay password file " + userSec + " holds a file cspool wrote"},
+		{"a bare key as the relay password file", "--relay-password-file", bare, "relay password file " + bare + " holds a cspool secret key, not a password"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			e := &env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr, getenv: func(string) string { return "" }}
+			db := filepath.Join(t.TempDir(), "mail.db")
+			args := []string{"imap-server", "--user", "alice", "--db", db, "--user-key", userSec,
+				"--user-public-key", filepath.Join(dir, "user.pub"), "--spool-key", filepath.Join(dir, "spool.pub"),
+				"--port", "0", "--status-addr", "", c.flag, c.file}
+			if c.flag == "--relay-password-file" {
+				args = append(args, "--password", "pw", "--smtp-port", takenPort, "--relay", "smtps://smtp.example.org",
+					"--identity", "alice@example.org", "--relay-user", "alice")
+			}
+			done := make(chan int, 1)
+			go func() { done <- run(e, args) }()
+			var code int
+			select {
+			case code = <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("cspool %v did not stop at the refusal; it is serving", args)
+			}
+			msg := stderr.String()
+			if code != 1 || !strings.Contains(msg, c.want) || !strings.Contains(msg, "hint: name the file whose first line is the password") {
+				t.Errorf("exit %d, want 1 and %q with its hint; stderr %q", code, c.want, msg)
+			}
+			if strings.Contains(msg, keyLine[20:]) || strings.Contains(msg, comment) {
+				t.Errorf("stderr shows the file's first line: %q", msg)
+			}
+			if c.flag == "--password-file" {
+				if _, err := os.Stat(db); err == nil {
+					t.Errorf("the database was created; the refusal came too late")
+				}
+			}
+		})
 	}
 }

@@ -151,6 +151,9 @@ func (f *sendingFlags) relayPasswordFrom(e *env, log *slog.Logger) (string, erro
 		if pw = strings.TrimRight(pw, "\r"); pw == "" {
 			return "", fmt.Errorf("relay password file %s is empty", p)
 		}
+		if err := notKeyFile(p, "relay password file", strings.TrimSpace(pw)); err != nil {
+			return "", err
+		}
 		return pw, nil
 	}
 	if pw := e.getenv(relayPasswordEnv); pw != "" {
