@@ -51,8 +51,8 @@ func TestSyncClearAlarm(t *testing.T) {
 	}
 	code, out, errOut := syncWith(&bad)
 	if code != 1 || !strings.Contains(errOut, "integrity alarm") || !strings.Contains(errOut, rollback) ||
-		!strings.Contains(errOut, "cspool sync --clear-alarm") {
-		t.Fatalf("sync with the rolled-back spool: exit %d, stderr %q; want 1, the alarm %q and a hint naming --clear-alarm", code, errOut, rollback)
+		!strings.Contains(errOut, "cspool sync --clear-alarm") || !strings.Contains(errOut, "and --user (alice) the name this database has always synced") {
+		t.Fatalf("sync with the rolled-back spool: exit %d, stderr %q; want 1, the alarm %q and a hint naming --clear-alarm and --user", code, errOut, rollback)
 	}
 	// The summary gives the head the spool gave, as the alarm does (it
 	// said "head 3", the position, taken for the head).

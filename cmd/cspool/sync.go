@@ -158,8 +158,11 @@ cspool sync --config ~/.config/cspool/alice.conf   # the daemon's config file (d
 		}
 		if errors.Is(err, syncer.ErrIntegrity) && strings.Contains(err.Error(), "rolled back") {
 			// What another server's log of the user looks like.
-			hint = "first check that --spool-server (" + *spoolURL + ") is the user's own spool server: another server's log raises this alarm (an empty one says its head is 0); " +
-				"if it was wrong, sync with the right one and --clear-alarm, and never cspool recover onto another server. Otherwise: " + hint
+			// Or another name's log on the right server: a user renamed
+			// in the users file, the key kept, has a new, empty log.
+			hint = "first check that --spool-server (" + *spoolURL + ") is the user's own spool server, and --user (" + dev.user + ") the name this database has always synced: " +
+				"another server's log, or another user name's (a user renamed in the users file starts an empty log under the new name), raises this alarm (an empty one says its head is 0); " +
+				"if either was wrong, sync with the right one and --clear-alarm, and never cspool recover onto another server or name. Otherwise: " + hint
 		}
 		return withHint(fmt.Errorf("syncing with %s: %w", *spoolURL, err), hint)
 	}
