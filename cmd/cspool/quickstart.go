@@ -228,7 +228,8 @@ func (q *quickstart) prepare(userName string, userSet bool) error {
 		}
 		if k, ok := users[userName]; !ok || !k.Equal(q.userKey.Public()) {
 			return withHint(fmt.Errorf("users file %s does not hold the key in %s", q.path(qsUsers), q.path(qsUserPub)),
-				"remove the state folder to start afresh")
+				fmt.Sprintf("%s and %s are not the key pair this folder was made with (its users file holds that pair's public key), and its mail is sealed to that pair: put it back; %s",
+					q.path(qsUserSec), q.path(qsUserPub), qsAfresh))
 		}
 	case err != nil:
 		return fmt.Errorf("creating users file: %w", err)
@@ -256,14 +257,28 @@ func loadOrMakeKey(sec, pub, comment string) (*keys.SecretKey, error) {
 	}
 	k, err := keys.LoadSecret(sec)
 	if err != nil {
-		return nil, withHint(err, "remove the state folder to start afresh")
+		return nil, withHint(err, qsKeyHint(sec, err))
 	}
 	p, err := keys.LoadPublic(pub)
 	if err != nil || !p.Equal(k.Public()) {
 		return nil, withHint(fmt.Errorf("%s is missing, damaged or not the public half of %s", pub, sec),
-			"remove the state folder to start afresh")
+			fmt.Sprintf("put back the %s written with %s; %s", filepath.Base(pub), filepath.Base(sec), qsAfresh))
 	}
 	return k, nil
+}
+
+// qsAfresh ends a hint about a state folder's file: removing the folder
+// is the last resort, since the mail is in it.
+const qsAfresh = "only to start afresh, losing the mail kept in the folder, remove the state folder"
+
+// qsKeyHint is the hint for a key of the state folder that does not load:
+// a mode to set back, or the key to put back. The hint was to remove the
+// folder whatever the cause, a chmod 644 too, which lost its mail.
+func qsKeyHint(path string, err error) string {
+	if errors.Is(err, keys.ErrTooOpen) {
+		return fmt.Sprintf("run: chmod 600 %s (and check who could have read it)", shellQuote(path))
+	}
+	return fmt.Sprintf("put back the folder's own %s, made at its first run (another key does not fit the mail kept there); %s", filepath.Base(path), qsAfresh)
 }
 
 // run starts the spool server, the LMTP listener and the IMAP daemon, sends

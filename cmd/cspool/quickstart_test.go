@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"cspool/internal/keys"
 	"cspool/internal/spool/sqlitestore"
 )
 
@@ -364,5 +367,65 @@ func TestQuickstartFolderOfOthers(t *testing.T) {
 		if names, _ := os.ReadDir(dir); len(names) != 0 {
 			t.Errorf("state folder %s: the refused quickstart made %d files there", c.name, len(names))
 		}
+	}
+}
+
+// TestQuickstartKeyHints: a state folder whose key was made open to others
+// (chmod 644) or replaced by another pair gets a hint to set the mode back
+// or put the folder's own key back, and the folder is left as it was.
+// Every such refusal said "remove the state folder to start afresh",
+// which, followed, lost the mail kept in it.
+func TestQuickstartKeyHints(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	q := &quickstart{dir: dir}
+	if err := q.prepare("alice", true); err != nil {
+		t.Fatalf("first prepare: %v", err)
+	}
+	hintOf := func(err error) string {
+		var h *hintError
+		if !errors.As(err, &h) {
+			t.Fatalf("no hint with %v", err)
+		}
+		return h.hint
+	}
+	sec := q.path(qsUserSec)
+	if err := os.Chmod(sec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := (&quickstart{dir: dir}).prepare("alice", true)
+	if h := hintOf(err); !errors.Is(err, keys.ErrTooOpen) || !strings.HasPrefix(h, "run: chmod 600 "+sec) {
+		t.Errorf("user.sec open to others: %v, hint %q; want the chmod", err, h)
+	}
+	if err := os.Chmod(sec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Another pair in place of the folder's own.
+	for _, name := range []string{qsUserSec, qsUserPub} {
+		if err := os.Rename(q.path(name), q.path(name+".own")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, err := keys.Generate(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := keys.WriteFiles(other, sec, q.path(qsUserPub), keys.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = (&quickstart{dir: dir}).prepare("alice", true)
+	h := hintOf(err)
+	if !strings.Contains(err.Error(), "does not hold the key in") || !strings.Contains(h, "not the key pair this folder was made with") ||
+		!strings.Contains(h, "put it back") || strings.HasPrefix(h, "remove the state folder") {
+		t.Errorf("another key pair: %v, hint %q; want the pair to be put back first", err, h)
+	}
+	// Put back, the folder opens as before.
+	for _, name := range []string{qsUserSec, qsUserPub} {
+		if err := os.Rename(q.path(name+".own"), q.path(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := (&quickstart{dir: dir}).prepare("alice", true); err != nil {
+		t.Errorf("the folder's own keys put back: %v", err)
 	}
 }
