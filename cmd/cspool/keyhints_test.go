@@ -282,6 +282,9 @@ func TestPassphraseFileHints(t *testing.T) {
 		{p("nothere.txt"), "--passphrase-file: no such file"},
 		{p("open.txt"), "chmod 600"},
 		{dir, "name a file whose first line is the password"},
+		// The key file as its own passphrase file: its first line, the
+		// comment gen-keys writes, is no passphrase.
+		{p("user.sec"), "passphrase file " + p("user.sec") + " holds a file cspool wrote"},
 	} {
 		var stderr bytes.Buffer
 		e := &env{stdout: &stderr, stderr: &stderr, getenv: func(string) string { return "" }}
