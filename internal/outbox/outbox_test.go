@@ -1,8 +1,10 @@
 package outbox_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -1604,5 +1606,124 @@ func TestSentFilterCopyBeforeFiling(t *testing.T) {
 	}
 	if !bytes.Equal(sent[0].Raw, m.Data) {
 		t.Errorf("Sent's copy is\n%q\nwant the message as submitted\n%q", sent[0].Raw, m.Data)
+	}
+}
+
+// scriptedSmarthost is a smarthost over implicit TLS (a certificate from
+// ca) that answers every command 250 (DATA 354), one connection after
+// another; serve, when it returns false, ends the connection's reading
+// right after its 354: the smarthost then reads none of the message and
+// never answers, holding the connection open until the test ends. It
+// returns the address and the messages it took whole.
+func scriptedSmarthost(t *testing.T, ca *sendtest.CA, serve func(conn int) bool) (string, func() [][]byte) {
+	t.Helper()
+	cert, _, _ := ca.Leaf(t, t.TempDir())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got [][]byte
+	var held []net.Conn
+	stopped := make(chan struct{})
+	t.Cleanup(func() {
+		close(stopped)
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	go func() {
+		for n := 1; ; n++ {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, raw)
+			mu.Unlock()
+			go func(n int, c net.Conn) {
+				defer c.Close()
+				tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+				r := bufio.NewReader(tc)
+				fmt.Fprintf(tc, "220 scripted.test ESMTP\r\n")
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch cmd := strings.ToUpper(strings.TrimSpace(line)); {
+					case strings.HasPrefix(cmd, "EHLO"):
+						fmt.Fprintf(tc, "250-scripted.test\r\n250 8BITMIME\r\n")
+					case cmd == "DATA":
+						fmt.Fprintf(tc, "354 go ahead\r\n")
+						if !serve(n) {
+							<-stopped
+							return
+						}
+						var msg bytes.Buffer
+						for {
+							l, err := r.ReadString('\n')
+							if err != nil {
+								return
+							}
+							if l == ".\r\n" {
+								break
+							}
+							msg.WriteString(strings.TrimPrefix(l, "."))
+						}
+						mu.Lock()
+						got = append(got, msg.Bytes())
+						mu.Unlock()
+						fmt.Fprintf(tc, "250 2.0.0 queued\r\n")
+					case cmd == "QUIT":
+						fmt.Fprintf(tc, "221 bye\r\n")
+						return
+					default:
+						fmt.Fprintf(tc, "250 ok\r\n")
+					}
+				}
+			}(n, raw)
+		}
+	}()
+	return ln.Addr().String(), func() [][]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+}
+
+// TestRelayStalledData: a smarthost that answers DATA with 354 and then
+// reads none of the message is given up on after Relay.Timeout without
+// progress, as a command without an answer is, and the message is relayed
+// at the next try, once. The write of the message had no deadline (go-smtp
+// sets one for commands and for the reply to the final dot only), so the
+// relay loop waited on it for good, and every message behind it with it.
+func TestRelayStalledData(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	addr, got := scriptedSmarthost(t, ca, func(conn int) bool { return conn > 1 })
+	o := startOutbox(t, dev, outbox.Relay{Addr: addr, ImplicitTLS: true, RootCAs: ca.Pool, Timeout: 500 * time.Millisecond}, nil)
+	// More than the socket buffers between the two ends hold (a few MB
+	// on loopback while the smarthost reads nothing).
+	body := strings.Repeat(strings.Repeat("x", 76)+"\r\n", (16<<20)/78)
+	m := message("stalled", "")
+	m.Data = append(m.Data, body...)
+	enqueue(t, o, m)
+	for deadline := time.Now().Add(wait); len(got()) == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			st, _ := o.Status(context.Background())
+			t.Fatalf("the message was not relayed within %s after a smarthost that stopped reading it (status %+v)", wait, st)
+		}
+	}
+	if g := got(); len(g) != 1 || !bytes.Equal(g[0], m.Data) {
+		t.Errorf("the smarthost took %d messages, want the message once, whole", len(g))
+	}
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 && st.Relayed == 1 })
+	time.Sleep(500 * time.Millisecond) // longer than the backoff: nothing more may go out
+	if n := len(got()); n != 1 {
+		t.Errorf("the smarthost took the message %d times, want once", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -32,7 +33,8 @@ type Relay struct {
 	Username, Password string
 	// RootCAs verify the smarthost's certificate; nil: the system's.
 	RootCAs *x509.CertPool
-	// Timeout bounds connecting and each command. Zero means 2 minutes.
+	// Timeout bounds connecting, each command and each write of the
+	// message. Zero means 2 minutes.
 	Timeout time.Duration
 }
 
@@ -147,6 +149,7 @@ func (r Relay) dial(ctx context.Context, hostname string) (*relayConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", r.Addr, err)
 	}
+	raw = progressConn{Conn: raw, timeout: r.timeout()}
 	// Cancelling ctx (the daemon stopping) cuts the connection, which
 	// ends any command, after stopGrace: a message whose last reply is on
 	// its way is then recorded as relayed, not sent again after the
@@ -212,6 +215,36 @@ func (r Relay) dial(ctx context.Context, hostname string) (*relayConn, error) {
 		}
 	}
 	return &relayConn{c: c, relay: r, stop: stop}, nil
+}
+
+// progressConn gives every write to the smarthost the relay's timeout to
+// go through. go-smtp sets a deadline for each command and for the reply to
+// the final dot, but none while the message itself is written: a
+// smarthost that answered DATA with 354 and then read nothing (a hung
+// server, its window closed) held the relay loop, and every message queued
+// behind it, until the connection broke, which a peer that keeps its
+// window closed never lets happen. Each write is at most a TLS record or
+// textproto's 4 KiB buffer, so the bound is on progress, not on the
+// message's size.
+type progressConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c progressConn) Write(p []byte) (int, error) {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// dataError says what a failure to write the message, or to read the
+// reply to its final dot, was when it was the relay's timeout.
+func (r Relay) dataError(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%s took none of the message, or gave no reply to its end, for %s: %w", r.Addr, r.timeout(), err)
+	}
+	return err
 }
 
 func (rc *relayConn) close() {
@@ -318,6 +351,7 @@ func (rc *relayConn) send(m *queued) sendResult {
 		return acceptedAll(classify(err), replyText(err), err)
 	}
 	if _, err := w.Write(submit.StripBcc(m.data)); err != nil {
+		err = rc.relay.dataError(err)
 		res.broken = true
 		return acceptedAll(rcptPending, replyText(err), err)
 	}
@@ -341,6 +375,7 @@ func (rc *relayConn) send(m *queued) sendResult {
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
+		err = rc.relay.dataError(err)
 		return acceptedAll(classify(err), replyText(err), err)
 	}
 	return acceptedAll(rcptRelayed, "250 "+resp.StatusText, nil)
