@@ -1727,3 +1727,64 @@ func TestRelayStalledData(t *testing.T) {
 		t.Errorf("the smarthost took the message %d times, want once", n)
 	}
 }
+
+// TestRelayEndlessReply: a smarthost, or anyone on the path before
+// STARTTLS, answering EHLO with "250-" lines that never end is read up to
+// 1 MiB, and the attempt is given up as an outage is: the message stays
+// queued, nothing bounces. go-smtp bounds a reply's line, not its lines,
+// and net/textproto copies the reply whole at each line: 2 MiB of such
+// lines took seconds of CPU and went on until the relay's timeout, and an
+// endless one took the daemon past 20 GB within it.
+func TestRelayEndlessReply(t *testing.T) {
+	dev := newDevice(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	var conns sync.WaitGroup
+	t.Cleanup(func() {
+		close(stopped)
+		ln.Close()
+		conns.Wait()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				defer c.Close()
+				go func() { <-stopped; c.Close() }()
+				fmt.Fprintf(c, "220 path.test ESMTP\r\n")
+				if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+					return
+				}
+				w := bufio.NewWriter(c)
+				line := "250-" + strings.Repeat("a", 1990) + "\r\n"
+				for n := 0; n < 2<<20; n += len(line) {
+					if _, err := w.WriteString(line); err != nil {
+						return
+					}
+				}
+				w.Flush()
+				<-stopped // the reply's last line never comes
+			}()
+		}
+	}()
+	o := startOutbox(t, dev, outbox.Relay{Addr: ln.Addr().String(), Timeout: 3 * time.Second}, nil)
+	enqueue(t, o, message("endless", ""))
+	st := waitStatus(t, o, func(st outbox.Status) bool { return st.LastError != "" })
+	if !strings.Contains(st.LastError, "without waiting for the relay") {
+		t.Errorf("outbox status %+v after an EHLO reply of 2 MiB, want the reply given up after 1 MiB", st)
+	}
+	if st.Queued != 1 || st.Bounced != 0 {
+		t.Errorf("outbox status %+v, want the message queued, none bounced", st)
+	}
+	if inbox := devicetest.Messages(t, dev.Store, "INBOX"); len(inbox) != 0 {
+		t.Errorf("an endless reply bounced the message: %q", inbox[0].Raw)
+	}
+}

@@ -149,7 +149,7 @@ func (r Relay) dial(ctx context.Context, hostname string) (*relayConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", r.Addr, err)
 	}
-	raw = progressConn{Conn: raw, timeout: r.timeout()}
+	raw = &smarthostConn{Conn: raw, timeout: r.timeout()}
 	// Cancelling ctx (the daemon stopping) cuts the connection, which
 	// ends any command, after stopGrace: a message whose last reply is on
 	// its way is then recorded as relayed, not sent again after the
@@ -217,26 +217,57 @@ func (r Relay) dial(ctx context.Context, hostname string) (*relayConn, error) {
 	return &relayConn{c: c, relay: r, stop: stop}, nil
 }
 
-// progressConn gives every write to the smarthost the relay's timeout to
-// go through. go-smtp sets a deadline for each command and for the reply to
-// the final dot, but none while the message itself is written: a
-// smarthost that answered DATA with 354 and then read nothing (a hung
-// server, its window closed) held the relay loop, and every message queued
-// behind it, until the connection broke, which a peer that keeps its
-// window closed never lets happen. Each write is at most a TLS record or
-// textproto's 4 KiB buffer, so the bound is on progress, not on the
-// message's size.
-type progressConn struct {
+// smarthostConn is the connection to the smarthost, under go-smtp (and
+// under TLS), with two bounds go-smtp's client does not have.
+//
+// Every write has the relay's timeout to go through. go-smtp sets a
+// deadline for each command and for the reply to the final dot, but none
+// while the message itself is written: a smarthost that answered DATA
+// with 354 and then read nothing (a hung server, its window closed) held
+// the relay loop, and every message queued behind it, until the
+// connection broke, which a peer that keeps its window closed never lets
+// happen. Each write is at most a TLS record or textproto's 4 KiB buffer,
+// so the bound is on progress, not on the message's size.
+//
+// What is read between two writes, a reply (or the server's part of the
+// TLS handshake), is at most maxReply bytes. go-smtp bounds a reply's
+// line (2,000 bytes) but not its number of lines, and net/textproto
+// joins them into one string, copying it whole at each line: a greeting
+// or an EHLO reply of endless "250-" lines, which anyone on the path can
+// send before STARTTLS, took the daemon past 20 GB within the relay's 2
+// minutes.
+type smarthostConn struct {
 	net.Conn
 	timeout time.Duration
+	read    int // bytes read since the last write
 }
 
-func (c progressConn) Write(p []byte) (int, error) {
+// maxReply bounds what the smarthost sends between two of the relay's
+// writes: RFC 5321 section 4.5.3.1.5 gives a reply line 512 bytes, and a
+// certificate chain in the TLS handshake is tens of KiB.
+const maxReply = 1 << 20
+
+func (c *smarthostConn) Write(p []byte) (int, error) {
+	c.read = 0
 	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.timeout)); err != nil {
 		return 0, err
 	}
 	return c.Conn.Write(p)
 }
+
+func (c *smarthostConn) Read(p []byte) (int, error) {
+	if c.read >= maxReply {
+		return 0, errReplyTooLong
+	}
+	if len(p) > maxReply-c.read {
+		p = p[:maxReply-c.read]
+	}
+	n, err := c.Conn.Read(p)
+	c.read += n
+	return n, err
+}
+
+var errReplyTooLong = fmt.Errorf("the smarthost sent over %d bytes without waiting for the relay (a reply or the TLS handshake): not read further", maxReply)
 
 // dataError says what a failure to write the message, or to read the
 // reply to its final dot, was when it was the relay's timeout.
