@@ -1788,3 +1788,26 @@ func TestRelayEndlessReply(t *testing.T) {
 		t.Errorf("an endless reply bounced the message: %q", inbox[0].Raw)
 	}
 }
+
+// TestRelaySlowFinalReply: a smarthost that takes longer than the relay's
+// command timeout to answer the final dot (a content scan of a large
+// message, a busy server) is waited for, up to Relay.DataTimeout (RFC
+// 5321 section 4.5.3.2.6 asks 10 minutes there, since a client that gives
+// up sends the message again): the message is relayed once. The relay
+// waited as long as for any command (2 minutes), then sent it again.
+func TestRelaySlowFinalReply(t *testing.T) {
+	dev := newDevice(t)
+	ca := sendtest.NewCA(t, t.TempDir())
+	var once sync.Once
+	host := sendtest.NewSmarthost(t, ca, sendtest.SmarthostOptions{AfterData: func() {
+		once.Do(func() { time.Sleep(1500 * time.Millisecond) })
+	}})
+	o := startOutbox(t, dev, outbox.Relay{Addr: host.Addr, RootCAs: ca.Pool, Timeout: 500 * time.Millisecond, DataTimeout: 10 * time.Second}, nil)
+	enqueue(t, o, message("slowdot", ""))
+	devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	waitStatus(t, o, func(st outbox.Status) bool { return st.Queued == 0 })
+	time.Sleep(500 * time.Millisecond) // longer than the backoff: nothing more may go out
+	if n := len(host.Received()); n != 1 {
+		t.Errorf("the smarthost received the message %d times, want once", n)
+	}
+}

@@ -36,6 +36,11 @@ type Relay struct {
 	// Timeout bounds connecting, each command and each write of the
 	// message. Zero means 2 minutes.
 	Timeout time.Duration
+	// DataTimeout bounds the wait for the reply to the final dot. Zero
+	// means 10 minutes, RFC 5321 section 4.5.3.2.6's: a smarthost may
+	// scan a message before it answers, and a client that gives up
+	// sooner sends the message again, which the recipients get twice.
+	DataTimeout time.Duration
 }
 
 // ParseRelayURL reads smtps://host[:465] or smtp://host[:587] (STARTTLS
@@ -104,6 +109,13 @@ func (r Relay) timeout() time.Duration {
 		return r.Timeout
 	}
 	return 2 * time.Minute
+}
+
+func (r Relay) dataTimeout() time.Duration {
+	if r.DataTimeout > 0 {
+		return r.DataTimeout
+	}
+	return 10 * time.Minute
 }
 
 // permanentError is a failure that trying again will not fix: a 5xx reply,
@@ -197,7 +209,7 @@ func (r Relay) dial(ctx context.Context, hostname string) (*relayConn, error) {
 		}
 	}
 	c.CommandTimeout = r.timeout()
-	c.SubmissionTimeout = r.timeout()
+	c.SubmissionTimeout = r.dataTimeout()
 	if err := c.Hello(hostname); err != nil {
 		return fail(connError("greeting "+r.Addr, err))
 	}
@@ -270,10 +282,10 @@ func (c *smarthostConn) Read(p []byte) (int, error) {
 var errReplyTooLong = fmt.Errorf("the smarthost sent over %d bytes without waiting for the relay (a reply or the TLS handshake): not read further", maxReply)
 
 // dataError says what a failure to write the message, or to read the
-// reply to its final dot, was when it was the relay's timeout.
+// reply to its final dot, was when it was a timeout.
 func (r Relay) dataError(err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%s took none of the message, or gave no reply to its end, for %s: %w", r.Addr, r.timeout(), err)
+		return fmt.Errorf("%s took none of the message for %s, or gave no reply to its end within %s: %w", r.Addr, r.timeout(), r.dataTimeout(), err)
 	}
 	return err
 }
