@@ -1811,3 +1811,64 @@ func TestRelaySlowFinalReply(t *testing.T) {
 		t.Errorf("the smarthost received the message %d times, want once", n)
 	}
 }
+
+// lmtpBackend is an LMTP server (go-smtp's, in the test process) that
+// takes every recipient and counts the messages it is given.
+type lmtpBackend struct{ got atomic.Int32 }
+
+func (b *lmtpBackend) NewSession(*smtp.Conn) (smtp.Session, error) { return lmtpSession{b}, nil }
+
+type lmtpSession struct{ b *lmtpBackend }
+
+func (lmtpSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (lmtpSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (s lmtpSession) Data(r io.Reader) error {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	s.b.got.Add(1)
+	return nil
+}
+func (lmtpSession) Reset()        {}
+func (lmtpSession) Logout() error { return nil }
+
+// TestRelayLMTPQuotedLocalPart: over LMTP (the quickstart's relay), a
+// recipient whose local part goes quoted (john doe, sent as "john
+// doe"@...) is relayed once and recorded as relayed. The per-recipient
+// replies were looked up by the address unquoted while go-smtp's client
+// keys them by the path it sent, so the recipient got no outcome, stayed
+// pending with its next try at once, and the message was delivered again
+// and again, about a hundred times a second, into the user's own INBOX
+// through the quickstart's LMTP listener.
+func TestRelayLMTPQuotedLocalPart(t *testing.T) {
+	dev := newDevice(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &lmtpBackend{}
+	srv := smtp.NewServer(b)
+	srv.LMTP = true
+	srv.Domain = "lmtp.test"
+	srv.ErrorLog = slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	o := startOutbox(t, dev, outbox.Relay{Addr: ln.Addr().String(), LMTP: true}, nil)
+	m := message("lmtpquoted", "")
+	m.Recipients = []submit.Recipient{{Address: "john doe@example.net"}, {Address: "bob@example.net"}}
+	enqueue(t, o, m)
+	var st outbox.Status
+	for deadline := time.Now().Add(wait); ; time.Sleep(20 * time.Millisecond) {
+		if st, err = o.Status(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if st.Queued == 0 || b.got.Load() > 1 || time.Now().After(deadline) {
+			break
+		}
+	}
+	devicetest.WaitMessages(t, dev.Store, "Sent", 1, wait)
+	time.Sleep(500 * time.Millisecond) // longer than the backoff: nothing more may go out
+	if n := b.got.Load(); n != 1 || st.Queued != 0 {
+		t.Errorf("the LMTP server was given the message %d times, outbox status %+v; want it once, nothing queued", n, st)
+	}
+}

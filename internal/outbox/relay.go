@@ -406,12 +406,23 @@ func (rc *relayConn) send(m *queued) sendResult {
 		if err != nil && !errors.As(err, &perRcpt) {
 			return acceptedAll(classify(err), replyText(err), err)
 		}
+		// go-smtp keys the replies by the path given to Rcpt, quoted
+		// when the local part is not a dot-atom: looked up by the
+		// address as queued, such a recipient got no outcome, stayed
+		// pending with its next try at once, and was delivered again
+		// at every pass.
 		for _, a := range accepted {
 			r := m.rcpts[a]
-			if se := perRcpt[r.address]; se != nil {
+			path := smtpPath(r.address)
+			if se := perRcpt[path]; se != nil {
 				res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: classify(se), reply: replyText(se), err: se})
-			} else if resp := resps[r.address]; resp != nil {
+			} else if resp := resps[path]; resp != nil {
 				res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: rcptRelayed, reply: "250 " + resp.StatusText})
+			} else {
+				// No reply of its own: a temporary failure, tried
+				// again after the backoff, never at once.
+				err := fmt.Errorf("%s gave no reply for this recipient after the message", rc.relay.Addr)
+				res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: rcptPending, reply: replyText(err), err: err})
 			}
 		}
 		return res
