@@ -452,7 +452,27 @@ func withoutAddresses(reply string) string {
 	if !strings.Contains(reply, "@") {
 		return reply
 	}
-	words := strings.FieldsFunc(reply, func(r rune) bool { return r == ' ' || r == '\t' })
+	// A quoted local part may hold blanks (<"john doe"@example.org>):
+	// it is taken out first, so its @ takes the whole of it. Split at
+	// its blanks, the words before the one with the @ went to the log.
+	var b strings.Builder
+	for i := 0; i < len(reply); i++ {
+		if reply[i] == '"' {
+			j := i + 1
+			for ; j < len(reply) && reply[j] != '"'; j++ {
+				if reply[j] == '\\' {
+					j++
+				}
+			}
+			if j+1 < len(reply) && reply[j+1] == '@' {
+				b.WriteString(`""`)
+				i = j
+				continue
+			}
+		}
+		b.WriteByte(reply[i])
+	}
+	words := strings.FieldsFunc(b.String(), func(r rune) bool { return r == ' ' || r == '\t' })
 	for i, w := range words {
 		if strings.Contains(w, "@") {
 			words[i] = "<address>"
