@@ -472,12 +472,38 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		m.Body = string(opts.Body)
 		m.Return = string(opts.Return)
 		m.EnvelopeID = opts.EnvelopeID
+		if !envelopeIDOK(opts.EnvelopeID) {
+			return errEnvelopeID
+		}
 		if opts.Size > s.srv.cfg.MaxMessageBytes {
 			return s.srv.errTooLarge()
 		}
 	}
 	s.mail, s.rcpts = m, map[string]bool{}
 	return nil
+}
+
+// errEnvelopeID refuses an ENVID of over 100 characters once its xtext is
+// decoded (RFC 3461 section 4.4: a client must not send a longer one).
+// go-smtp's server refuses one that is not printable ASCII, but takes any
+// length, and the relay passed it on as it came: a smarthost that holds
+// to the limit refuses the MAIL, and the message, answered 250 here,
+// bounced.
+var errEnvelopeID = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 5, 4},
+	Message: "ENVID must be printable ASCII of at most 100 characters, as xtext (RFC 3461 section 4.4)"}
+
+// envelopeIDOK reports whether id may be passed on as an ENVID: within
+// 100 characters, and printable ASCII (go-smtp checks that too).
+func envelopeIDOK(id string) bool {
+	if len(id) > 100 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {

@@ -1134,3 +1134,36 @@ func TestResubmissionWithoutMessageID(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvelopeIDChecked: an ENVID (RFC 3461) that decodes to over 100
+// characters, or to a byte outside printable ASCII, gets 501 at MAIL; one
+// of 100 printable characters is taken and the message relayed. One over
+// 100 was answered 250 and passed on as it came, which RFC 3461 section
+// 4.4 forbids a client: a smarthost that holds to it refuses the MAIL,
+// and the message bounced.
+func TestEnvelopeIDChecked(t *testing.T) {
+	r := newRig(t, 0)
+	sc := dialSMTP(t, r.addr)
+	sc.login()
+	for _, bad := range []string{strings.Repeat("x", 101), "a+00b", "a+0D+0AMAIL", "caf+C3+A9", "a+7Fb"} {
+		sc.send("MAIL FROM:<alice@example.org> ENVID="+bad, "501 5.5.4 ", "ENVID="+bad)
+	}
+	sc.send("MAIL FROM:<alice@example.org> ENVID=ok+2Bid+20x"+strings.Repeat("y", 93), "250 ", "a printable ENVID of 100 characters")
+	sc.send("RCPT TO:<bob@example.net>", "250 ", "RCPT")
+	sc.send("DATA", "354 ", "DATA")
+	sc.send("From: alice@example.org\r\nMessage-ID: <envid@example.org>\r\n\r\nhi\r\n.", "250 2.0.0 Queued as", "the message")
+	r.host.Wait(t, 1, wait)
+	var st outbox.Status
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		var err error
+		if st, err = r.box.Status(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if st.Queued == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if st.Queued != 0 || st.LastError != "" {
+		t.Errorf("outbox: %d queued, last error %q", st.Queued, st.LastError)
+	}
+}
