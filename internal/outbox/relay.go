@@ -419,8 +419,11 @@ func (rc *relayConn) send(m *queued) sendResult {
 			} else if resp := resps[path]; resp != nil {
 				res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: rcptRelayed, reply: "250 " + resp.StatusText})
 			} else {
-				// No reply of its own: a temporary failure, tried
-				// again after the backoff, never at once.
+				// No reply of its own (the connection broke among
+				// the replies): a temporary failure, tried again
+				// after the backoff, never at once, on a new
+				// connection.
+				res.broken = true
 				err := fmt.Errorf("%s gave no reply for this recipient after the message", rc.relay.Addr)
 				res.rcpts = append(res.rcpts, rcptResult{idx: r.idx, state: rcptPending, reply: replyText(err), err: err})
 			}
