@@ -226,28 +226,36 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		c.once.Digest = sha256.Sum256(msg)
 		c.once.Expires = time.Unix(a.ts, 0).Add(s.cfg.ClockSkew + time.Second + onceMargin)
 	}
+	// A request refused here spends its nonce all the same, against its
+	// key's budget: it was answered at once, at no cost to its key and
+	// logged every time, and a copy of it was refused again as it was,
+	// at any rate, for as long as its timestamp was in the window.
 	budget := s.cfg.MaxNonces
+	var refuse *srvError
 	switch {
 	case spoolKey && rt != routeAppend:
-		return nil, authErr(ErrForbidden, AuthReasonSpoolKeyForbidden, "the spool key may only append entries")
+		refuse = authErr(ErrForbidden, AuthReasonSpoolKeyForbidden, "the spool key may only append entries")
+		budget = s.cfg.SpoolKeyNonces
 	case spoolKey:
 		c.spool = true
 		ri.spool = true
 		budget = s.cfg.SpoolKeyNonces
 	case forbidden != nil:
-		return nil, forbidden
+		refuse = forbidden
 	case claim:
 		// Test mode: the signature proves the key; the name goes to it.
 		if err := s.cfg.Users.Authorize(r.Context(), user, a.key); err != nil {
 			return nil, usersError(err, user)
 		}
 	}
-	ri.budget = budget
 	var be *budgetError
 	held, err := s.nonces.add(ri.keyID, a.nonce, time.Unix(a.ts, 0).Add(s.nonceHold()), now, budget)
-	ri.held = held
+	if refuse == nil {
+		// The budget is stated to a signer that may use the route only.
+		ri.budget, ri.held = budget, held
+	}
 	switch {
-	case errors.Is(err, errReplayed) && c.onced:
+	case errors.Is(err, errReplayed) && c.onced && refuse == nil:
 		// Answered from the store's record of its append, if it has one
 		// (appendEntries); refused as a replay otherwise.
 		c.repeat = true
@@ -257,6 +265,8 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		e := authErr(ErrTooManyRequests, AuthReasonNonceBudget, "this key made %d requests within %v: try again later", be.budget, s.cfg.ClockSkew)
 		e.retryAfter, e.sampled = be.retry, true
 		return nil, e
+	case refuse != nil:
+		return nil, refuse
 	}
 	s.known.add(a)
 	return c, nil
