@@ -38,8 +38,12 @@ func newSpoolServer(cfg api.Config, d *deliver.Deliverer, opts deliver.LMTPOptio
 	// 16,000 requests waiting (TestRefusalsSlowedOverTLS).
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
+	// A header's bytes bounded (api.MaxHeaderBytes), not net/http's
+	// megabyte: anyone's request is parsed whole before it is refused
+	// (TestHugeHeaderRefused).
 	s.http = &http.Server{Handler: s.api, ReadHeaderTimeout: 30 * time.Second, Protocols: &protocols,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		MaxHeaderBytes: api.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	if d != nil {
 		s.lmtp = deliver.NewLMTP(d, opts)
 	}
