@@ -695,6 +695,14 @@ func (rw *recorder) Unwrap() http.ResponseWriter { return rw.ResponseWriter }
 // (as the fence's refusal does).
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	info(r).anonymous = true
+	if r.ContentLength != 0 {
+		// A health check has no body, and this one announced one: it is
+		// answered without waiting for it, and its connection ends, as a
+		// refusal's (Server.fail). net/http read the body before it wrote
+		// the answer: one that announced a body and sent none held its
+		// connection, unanswered, for the server's read timeout.
+		closeUnread(w)
+	}
 	if s.stopping.Err() != nil {
 		s.fail(w, r, errorf(ErrUnavailable, "shutting down"))
 		return

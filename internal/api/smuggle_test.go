@@ -171,3 +171,48 @@ func TestRefusalDoesNotWaitForTheBody(t *testing.T) {
 		t.Errorf("an append: %d %s, closing %v; want 200 on a connection kept", resp.StatusCode, msg, resp.Close)
 	}
 }
+
+// TestHealthDoesNotWaitForTheBody: /v1/health, which anyone may ask
+// without a key, announced with a body it does not send, is answered at
+// once and its connection ends, as a refusal is
+// (TestRefusalDoesNotWaitForTheBody). Before, net/http waited for the
+// body before it wrote the answer: the stranger's connection was held,
+// unanswered, for the server's read timeout (10 minutes with cspool
+// server, where a header is given 30 s and an idle connection 2
+// minutes). One that sends its body keeps being answered.
+func TestHealthDoesNotWaitForTheBody(t *testing.T) {
+	e := newEnv(t, false, nil)
+	for _, c := range []struct {
+		head string
+		body int
+	}{
+		{"GET /v1/health HTTP/1.1\r\nHost: spool\r\nContent-Length: 1000\r\n\r\n", 0},
+		{"GET /v1/health HTTP/1.1\r\nHost: spool\r\nContent-Length: 100000\r\n\r\n", 10},
+		{"GET /v1/health HTTP/1.1\r\nHost: spool\r\nContent-Length: 1000\r\n\r\n", 1000},
+	} {
+		what := fmt.Sprintf("%s with %d bytes of its body", firstLine([]byte(c.head)), c.body)
+		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := io.WriteString(conn, c.head+strings.Repeat("x", c.body)); err != nil {
+			t.Fatal(err)
+		}
+		// Bounds only a server that waits for the body.
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: no answer (%v); want one at once", what, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !resp.Close {
+			t.Errorf("%s: %s, Connection %q; want 200 closing the connection", what, resp.Status, resp.Header.Get("Connection"))
+		}
+		if rest, err := io.ReadAll(br); len(rest) > 0 || err != nil {
+			t.Errorf("%s: after the answer the connection gave %q (%v); want it closed", what, firstLine(rest), err)
+		}
+	}
+}
