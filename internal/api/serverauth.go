@@ -203,11 +203,13 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		case errors.Is(err, keys.ErrForbidden):
 			forbidden = usersError(err, user)
 		default:
-			e := usersError(err, user)
-			if e.reason != "" { // an unknown key; not the database failing
-				e = unverified(e)
-			}
-			return nil, e
+			// An unknown key, or the users database failing (down, or
+			// refusing connections): either way the signature is not
+			// checked yet, and anyone can send the request again at
+			// will. The database's failures were logged every time and
+			// never slowed: a stranger's flood during an outage wrote a
+			// warning for each request.
+			return nil, unverified(usersError(err, user))
 		}
 	}
 	msg := signedMessage(r.Method, r.URL.Path, q, a)
