@@ -568,7 +568,7 @@ func cleanPath(p string) bool {
 func (s *Server) answered(r *http.Request, rw *recorder, start time.Time, ri *reqInfo) {
 	s.observe(r, rw.status, ri)
 	var suppressed, unasked int
-	if se, ok := ri.err.(*srvError); ok && se.sampled {
+	if se, ok := ri.err.(*srvError); ok && (se.sampled || se.thinned) {
 		var log bool
 		if log, suppressed = s.refusals.allow(start); !log {
 			return

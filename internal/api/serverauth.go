@@ -203,13 +203,18 @@ func (s *Server) authenticate(r *http.Request, rt route) (*caller, error) {
 		case errors.Is(err, keys.ErrForbidden):
 			forbidden = usersError(err, user)
 		default:
-			// An unknown key, or the users database failing (down, or
-			// refusing connections): either way the signature is not
-			// checked yet, and anyone can send the request again at
-			// will. The database's failures were logged every time and
-			// never slowed: a stranger's flood during an outage wrote a
-			// warning for each request.
-			return nil, unverified(usersError(err, user))
+			e := usersError(err, user)
+			if e.reason != "" { // an unknown key; not the database failing
+				return nil, unverified(e)
+			}
+			// The users database failing (down, or refusing
+			// connections): the server's failure, not the caller's, so
+			// its address is not charged for it (TestUsersOutageNotHeld);
+			// but anyone can provoke it at will, before the signature,
+			// and its lines were written every time: a stranger's flood
+			// during an outage wrote a warning for each request.
+			e.thinned = true
+			return nil, e
 		}
 	}
 	msg := signedMessage(r.Method, r.URL.Path, q, a)
@@ -405,7 +410,11 @@ type srvError struct {
 	// sampled: a refusal anyone can repeat at will (before the signature
 	// was checked, a replay, a caller over its own share): its log lines are
 	// thinned out, and its answer is held past the address's RefusalRate.
-	sampled    bool
+	sampled bool
+	// thinned: its log lines are thinned out as a sampled refusal's,
+	// but the answer is not held: the server's own failure that anyone
+	// can provoke (the users database down, at step 4).
+	thinned    bool
 	retryAfter time.Duration // for 503 and 429; zero: Config.RetryAfter
 	earliestTS int64         // HeaderEarliestTS, if not zero
 }
