@@ -29,8 +29,11 @@ func TestStalledTLSHandshakeEnded(t *testing.T) {
 	cert, _, _ := ca.Leaf(t, t.TempDir())
 	srv, err := submit.New(submit.Config{User: user, Password: password, Identities: []string{"alice@example.org"},
 		Queue: &memQueue{}, Hostname: "device.test", Logger: slog.New(slog.DiscardHandler),
-		TLS:   &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		Login: loginguard.Limits{MaxPending: 2, MaxPendingPerSource: 2, LoginDeadline: 2 * time.Second}})
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		// LoginDeadline long enough for the plain connection's EHLO and
+		// STARTTLS on a loaded machine (at 2 s it was closed before its
+		// EHLO was answered once), short of the 20 s the test waits.
+		Login: loginguard.Limits{MaxPending: 2, MaxPendingPerSource: 2, LoginDeadline: 6 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +99,7 @@ func TestStalledTLSHandshakeEnded(t *testing.T) {
 		_, err := c.Read(make([]byte, 64))
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			t.Errorf("connection %d, its TLS handshake stalled: still open after 20 s (MaxPending 2, LoginDeadline 2 s)", i+1)
+			t.Errorf("connection %d, its TLS handshake stalled: still open after 20 s (MaxPending 2, LoginDeadline 6 s)", i+1)
 		}
 	}
 }
