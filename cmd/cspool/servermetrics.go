@@ -41,7 +41,8 @@ func (s *serverRun) startMetrics(addr string, store spool.Store, quotas spool.Qu
 // serveMetrics serves GET /metrics on ln. A listener beyond localhost
 // (--metrics-addr :9399, 0.0.0.0:9399, a public address) is warned about
 // on standard error and in the log at every start: the endpoint has no
-// login and no TLS.
+// login and no TLS. On loopback, a request whose Host does not name this
+// machine gets 421 (knownHostOnly).
 func (s *serverRun) serveMetrics(ln net.Listener, store spool.Store, quotas spool.Quotas, quota int64, errc chan<- error) *metricsRun {
 	addr := ln.Addr().String()
 	if beyondLocalhost(addr) {
@@ -51,7 +52,7 @@ func (s *serverRun) serveMetrics(ln net.Listener, store spool.Store, quotas spoo
 	m := &metricsRun{spool: sp, ln: ln}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics.Handler(reg, s.log))
-	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
+	m.srv = &http.Server{Handler: knownHostOnly(addr, mux), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
 	go func() {
 		if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("serving metrics on %s: %w", addr, err)

@@ -98,11 +98,8 @@ func listenStatusPage(addr string, required bool, log *slog.Logger) (net.Listene
 // serveStatusPage serves the status page on ln (from listenStatusPage)
 // until stop is called.
 func serveStatusPage(ln net.Listener, c statusPageConfig) (stop func(), err error) {
-	host, _, _ := net.SplitHostPort(ln.Addr().String())
-	var hosts []string
-	if isLoopback(host) {
-		hosts = []string{"localhost", "127.0.0.1", "::1", host}
-	} else {
+	hosts := loopbackHosts(ln.Addr().String())
+	if hosts == nil {
 		warnExposed(c.stderr, c.log, statusExposure, ln.Addr().String())
 	}
 	h, err := statuspage.New(statuspage.Config{
