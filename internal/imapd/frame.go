@@ -55,8 +55,12 @@ var (
 	}
 	uidCommands = map[string]bool{"FETCH": true, "EXPUNGE": true, "STORE": true, "COPY": true, "MOVE": true, "SEARCH": true}
 	// httpRequest is the first line of an HTTP request: a web page making
-	// a browser talk to the IMAP port.
+	// a browser talk to the IMAP port. A line over maxLine (a page's URL
+	// of 48 KiB or more) is known by its start (httpMethod) and its end
+	// (httpVersion), the part readLine keeps of it.
 	httpRequest = regexp.MustCompile(`^[A-Z]+ \S+ HTTP/\d`)
+	httpMethod  = regexp.MustCompile(`^[A-Z]+ \S`)
+	httpVersion = regexp.MustCompile(` HTTP/\d(\.\d)?\r?\n$`)
 	// literalAt matches a literal announcement ending a line:
 	// {N}, {N+}, ~{N} or ~{N+} (RFC 9051 section 4.3, RFC 7888, RFC 3516),
 	// and a space before the line's end, which go-imap takes there too
@@ -452,7 +456,7 @@ func (fc *frameConn) nextCommand() error {
 		}
 		// Refused: answer, and skip what the client sends for this
 		// command without being asked (non-synchronizing literals).
-		if !authed && fc.rejected == 0 && httpRequest.Match(line) {
+		if !authed && fc.rejected == 0 && (httpRequest.Match(line) || long && httpMethod.Match(line) && httpVersion.Match(end)) {
 			fc.reply("* BYE this is an IMAP server, not a web server")
 			fc.Conn.Close()
 			return errFramingClosed

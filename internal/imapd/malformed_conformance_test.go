@@ -2,9 +2,13 @@ package imapd
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Malformed input (RFC 9051 sections 2.2, 7.1.3 and 9; RFC 7888; RFC 7889):
@@ -49,6 +53,21 @@ func TestHTTPRequestEndsConnection(t *testing.T) {
 	w.send("POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\na LOGIN alice guess\r\n")
 	if got := w.response(); !strings.HasPrefix(got, "* BYE") {
 		t.Fatalf("HTTP request: got %q, want BYE", got)
+	}
+	// A URL of 48 KiB or more makes the request line longer than a
+	// command's: it ends the connection all the same, and the body's
+	// LOGIN (with the right password here) is never read, however few the
+	// header lines. Before, the line got BAD as too long, and the body was
+	// read as commands once a request had fewer than 10 header lines.
+	long := dialWire(t, d.addr)
+	long.send("POST /" + strings.Repeat("a", 50<<10) + " HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n" +
+		"Content-Length: 30\r\n\r\na LOGIN alice \"" + testPassword + "\"\r\n")
+	if got := long.response(); !strings.HasPrefix(got, "* BYE") {
+		t.Fatalf("HTTP request with a long URL: got %q, want BYE", got)
+	}
+	long.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if rest, err := io.ReadAll(long.br); len(rest) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Errorf("after BYE to an HTTP request with a long URL: %q, %v; want the connection closed", rest, err)
 	}
 	w2 := dialWire(t, d.addr)
 	for i := 0; i < 10; i++ {
