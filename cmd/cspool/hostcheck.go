@@ -58,3 +58,40 @@ func knownHostOnly(addr string, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// notFromOtherSites answers 403 to a request a browser sends for a page of
+// another site or origin (Sec-Fetch-Site cross-site or same-site, or an
+// Origin that is not http:// and the request's Host) and serves next the
+// others: go tool pprof and curl send neither header, and a browser sends
+// Sec-Fetch-Site none for an address typed in, same-origin for a link of
+// the profiles' own index. A web page cannot read the profiles through the
+// user's browser (knownHostOnly), but its
+// <img src="http://127.0.0.1:6060/debug/pprof/profile?seconds=60"> would
+// still start CPU profiles and traces, which cost the process while they
+// run; the browser runs as the user, so the own-user check lets it in.
+func notFromOtherSites(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !fromThisOrigin(r) {
+			http.Error(w, "forbidden: a request from another site's page", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// fromThisOrigin reports whether r came from no page of another origin:
+// by its Sec-Fetch-Site, or, from a browser that sends none, by its
+// Origin.
+func fromThisOrigin(r *http.Request) bool {
+	if site := r.Header.Values("Sec-Fetch-Site"); len(site) > 0 {
+		return len(site) == 1 && (site[0] == "none" || site[0] == "same-origin")
+	}
+	switch origin := r.Header.Values("Origin"); len(origin) {
+	case 0:
+		return true
+	case 1:
+		return strings.EqualFold(origin[0], "http://"+r.Host)
+	default:
+		return false
+	}
+}

@@ -112,3 +112,65 @@ func TestMetricsBeyondLoopbackAnyHost(t *testing.T) {
 		t.Errorf("metrics on 0.0.0.0 with Host metrics.example.org: status %d, body %.200q; want 200 and the metrics", status, body)
 	}
 }
+
+// TestProfilesRefuseOtherSites: a web page cannot read the profiles
+// (TestRebindingRefused), but its <img src> or form sent the user's
+// browser to them with 127.0.0.1 as the Host, and the own-user check lets
+// that browser in: a CPU profile or a trace started so costs the process
+// while it runs. A request a browser sends for another site's page gets
+// 403 before anything starts; go tool pprof, curl (neither header) and an
+// address typed into the browser or a link of the index page are served.
+func TestProfilesRefuseOtherSites(t *testing.T) {
+	t.Parallel()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ps, err := startPprof(addr, make(chan error, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	get := func(path string, hdr map[string][]string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, vs := range hdr {
+			for _, v := range vs {
+				req.Header.Add(k, v)
+			}
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return resp.StatusCode, string(body)
+	}
+	for _, hdr := range []map[string][]string{
+		{"Sec-Fetch-Site": {"cross-site"}, "Sec-Fetch-Mode": {"no-cors"}, "Sec-Fetch-Dest": {"image"}},
+		{"Sec-Fetch-Site": {"same-site"}, "Sec-Fetch-Mode": {"navigate"}, "Sec-Fetch-Dest": {"document"}},
+		{"Sec-Fetch-Site": {"none", "cross-site"}},
+		{"Origin": {"http://evil.example"}},
+		{"Origin": {"null"}},
+		{"Origin": {"http://127.0.0.1:1"}},
+		{"Origin": {"http://127.0.0.1:" + port, "http://evil.example"}},
+	} {
+		for _, path := range []string{"/debug/pprof/profile?seconds=1", "/debug/pprof/trace?seconds=1", "/debug/pprof/cmdline"} {
+			if status, body := get(path, hdr); status != http.StatusForbidden {
+				t.Errorf("GET %s with %v: status %d, body %.100q; want 403", path, hdr, status, body)
+			}
+		}
+	}
+	for _, hdr := range []map[string][]string{
+		nil,
+		{"Sec-Fetch-Site": {"none"}, "Sec-Fetch-Mode": {"navigate"}, "Sec-Fetch-Dest": {"document"}},
+		{"Sec-Fetch-Site": {"same-origin"}, "Sec-Fetch-Mode": {"navigate"}, "Sec-Fetch-Dest": {"document"}},
+		{"Origin": {"http://127.0.0.1:" + port}},
+	} {
+		if status, body := get("/debug/pprof/cmdline", hdr); status != http.StatusOK || !strings.Contains(body, "cspool") {
+			t.Errorf("GET /debug/pprof/cmdline with %v: status %d, body %.100q; want 200 and the command line", hdr, status, body)
+		}
+	}
+}

@@ -35,7 +35,8 @@ func checkPprofAddr(addr string) error {
 // an operator who wants to see where a process's time or memory goes. Off
 // by default; ADDR is a loopback address (checkPprofAddr), only a request
 // whose Host names this machine is served (knownHostOnly: a web page
-// rebound to 127.0.0.1 in the user's browser is not), and only the
+// rebound to 127.0.0.1 in the user's browser is not), none a page of
+// another site makes the browser send (notFromOtherSites), and only the
 // process's own user (ownUserOnly).
 func startPprof(addr string, errc chan<- error) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
@@ -48,7 +49,7 @@ func startPprof(addr string, errc chan<- error) (*http.Server, error) {
 	mux.HandleFunc("GET /debug/pprof/profile", httppprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", httppprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", httppprof.Trace)
-	srv := &http.Server{Handler: knownHostOnly(ln.Addr().String(), ownUserOnly(mux)), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: knownHostOnly(ln.Addr().String(), notFromOtherSites(ownUserOnly(mux))), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("serving profiles on %s: %w", addr, err)
