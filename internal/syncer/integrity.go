@@ -7,6 +7,7 @@ import (
 
 	"cspool/internal/chain"
 	"cspool/internal/command"
+	"cspool/internal/mailstore"
 	"cspool/internal/spool"
 )
 
@@ -172,22 +173,77 @@ func (s *Syncer) loadIntegrity(ctx context.Context) error {
 	return s.loadMisuse(ctx)
 }
 
-// loadMisuse sets Status.Misuse from the entries the store rejected as
-// beyond their author's rights: only the spool's key can sign those, and
-// only by signing something it must not.
+// misuseTally is what Status.Misuse says: how many entries the store
+// recorded as beyond their author's rights, the newest of them, and the
+// position through which the records were counted.
+type misuseTally struct {
+	n       int
+	newest  mailstore.Rejection
+	through uint64
+}
+
+// loadMisuse sets Status.Misuse, at the start, from the entries the store
+// rejected as beyond their author's rights: only the spool's key can sign
+// those, and only by signing something it must not. They are counted once
+// here (Forbidden); countMisuse adds those of each batch after.
 func (s *Syncer) loadMisuse(ctx context.Context) error {
 	n, newest, err := s.cfg.Store.Forbidden(ctx)
-	if err != nil || n == 0 {
+	if err != nil {
 		return err
 	}
+	s.misuse = misuseTally{n: n, through: s.status.Position}
+	if newest != nil {
+		s.misuse.newest = *newest
+		s.misuse.through = max(s.misuse.through, newest.Pos)
+	}
+	s.setMisuse()
+	return nil
+}
+
+// countMisuse adds to the tally the records after the position it counted
+// through, once a batch up to position last that holds such an entry is
+// applied, and sets Status.Misuse from it. Only the records after that
+// position are read (RejectedAsAfter, on the table's key): before, each
+// such batch counted every record of the reason again, a count over the
+// whole table of rejections (the reason has no index), so a spool that
+// served many entries the device rejects (a stranger's, say) and signed
+// such an entry now and then made each of those batches cost in
+// proportion to every rejection ever stored. A record is made only at a
+// position applied, so a tally counted past last means the log was taken
+// back (a restoration): then every record is counted again.
+func (s *Syncer) countMisuse(ctx context.Context, last uint64) error {
+	t := s.misuse
+	if last < t.through {
+		t = misuseTally{}
+	}
+	err := s.cfg.Store.RejectedAsAfter(ctx, mailstore.ReasonForbidden, t.through, func(r mailstore.Rejection) error {
+		t.n++
+		t.newest = r
+		t.through = max(t.through, r.Pos)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	t.through = max(t.through, last)
+	s.misuse = t
+	s.setMisuse()
+	return nil
+}
+
+// setMisuse sets Status.Misuse from the tally; none leaves it as it is.
+func (s *Syncer) setMisuse() {
+	t := s.misuse
+	if t.n == 0 {
+		return
+	}
 	entries := "entry"
-	if n > 1 {
+	if t.n > 1 {
 		entries = "entries"
 	}
 	msg := fmt.Sprintf("the spool's key signed %d %s that only the user may write (the newest at position %d: %s); they were rejected and the mailbox is unchanged, but whoever holds the spool key tried to change it",
-		n, entries, newest.Pos, newest.Detail)
+		t.n, entries, t.newest.Pos, t.newest.Detail)
 	s.mu.Lock()
 	s.status.Misuse = msg
 	s.mu.Unlock()
-	return nil
 }

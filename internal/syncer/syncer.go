@@ -394,6 +394,10 @@ type Syncer struct {
 	// through position misdelivered.through; only the loop's goroutine
 	// and the start touch it.
 	misdelivered misdeliveredTally
+	// misuse tallies the entries recorded as beyond their author's
+	// rights (integrity.go), counted through position misuse.through;
+	// only the loop's goroutine and the start touch it.
+	misuse misuseTally
 	// badCheckpointAt is when the last checkpoint was rejected
 	// (Status.BadCheckpoint); another is not downloaded until
 	// Config.RecheckPermanent has passed (checkpointPause).
@@ -1126,7 +1130,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 	}
 	s.advance(v.last, newChain, len(res.Outcomes)-res.Rejections(), rejected, res)
 	if misused {
-		if err := s.loadMisuse(ctx); err != nil {
+		if err := s.countMisuse(ctx, v.last); err != nil {
 			s.log.Error("reading the rejected entries failed", "err", err)
 		}
 	}
