@@ -398,6 +398,10 @@ type Syncer struct {
 	// rights (integrity.go), counted through position misuse.through;
 	// only the loop's goroutine and the start touch it.
 	misuse misuseTally
+	// rejects bounds the log's lines of rejected entries (rejectlog.go).
+	rejects rejectLog
+	// now is the clock of rejects' windows: time.Now.
+	now func() time.Time
 	// badCheckpointAt is when the last checkpoint was rejected
 	// (Status.BadCheckpoint); another is not downloaded until
 	// Config.RecheckPermanent has passed (checkpointPause).
@@ -546,6 +550,7 @@ func New(cfg Config) (*Syncer, error) {
 		hurry:   make(chan struct{}, 1),
 
 		firstBackoff: 250 * time.Millisecond,
+		now:          time.Now,
 		autoPolls:    autoPolls,
 		autoAppends:  autoAppends,
 	}
@@ -592,6 +597,7 @@ func (s *Syncer) Status() Status {
 // waits for ctx, so the daemon keeps serving reads.
 func (s *Syncer) Run(ctx context.Context) error {
 	defer s.dropAhead()
+	defer s.endRejectWindow(context.Background(), true)
 	firstBackoff := s.firstBackoff
 	backoff := firstBackoff
 	logged := ""         // the permanent error last logged
@@ -764,6 +770,7 @@ func (e *storeError) Unwrap() error { return e.err }
 // most), and returns the number of entries applied.
 func (s *Syncer) SyncOnce(ctx context.Context) (int, error) {
 	defer s.dropAhead()
+	defer s.endRejectWindow(context.Background(), true)
 	total := 0
 	sends := 0
 	for {
@@ -1092,7 +1099,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 		s.passCutover(v.batch)
 	}
 	for i, r := range v.unopened {
-		s.log.Warn("rejected entry", "pos", r.Pos, "reason", v.whyNot[i])
+		s.logRejected(ctx, slog.LevelWarn, r.Reason, r.Pos, "reason", v.whyNot[i])
 	}
 	releaseDelivered(opened)
 	if s.Status().Queued > 0 {
@@ -1112,9 +1119,12 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 				// An MTA's retry: ordinary, not a warning.
 				level = slog.LevelInfo
 			}
-			s.log.Log(ctx, level, "rejected entry", "pos", o.Pos, "reason", o.Reason, "detail", o.Detail)
+			full := s.logRejected(ctx, level, o.Reason, o.Pos, "reason", o.Reason, "detail", o.Detail)
 			if o.Reason == mailstore.ReasonForbidden {
-				s.log.Error("INTEGRITY ALARM: the spool's key signed an entry only the user may write; rejected", "pos", o.Pos, "detail", o.Detail)
+				if full {
+					// The rest are counted in Status.Misuse.
+					s.log.Error("INTEGRITY ALARM: the spool's key signed an entry only the user may write; rejected", "pos", o.Pos, "detail", o.Detail)
+				}
 				misused = true
 			}
 			if o.Reason == mailstore.ReasonReplay && alarm == nil {
@@ -1139,6 +1149,7 @@ func (s *Syncer) readApply(ctx context.Context, wait time.Duration) (n int, head
 			s.log.Error("reading the rejected entries failed", "err", err)
 		}
 	}
+	s.endRejectWindow(ctx, false)
 	if alarm != nil {
 		return len(v.hashes), lr.Head, s.raise(ctx, alarm.Pos, alarm.Detail)
 	}
