@@ -21,7 +21,9 @@ import (
 // tiny entries signed by a stranger's key wrote a line for each, about
 // 170 MB of the device's log, with no bound but the log's own length.
 // The window ends at the end of the first batch applied a minute after it
-// began, and at the end of Run or SyncOnce, so no count is left unsaid.
+// began, or of the first read of Run after that, which a long poll ends
+// within its wait (Config.Wait, 5 minutes) with nothing new, and at the
+// end of Run or SyncOnce, so no count is left unsaid.
 
 // rejectLines is how many rejections of each reason a window logs in full.
 const rejectLines = 5

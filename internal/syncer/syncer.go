@@ -607,6 +607,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 			return err
 		}
 		err := s.step(ctx)
+		// A read that applied nothing (a long poll ended empty, or a
+		// failure) ends a window of rejection lines as well.
+		s.endRejectWindow(ctx, false)
 		if err == nil {
 			err = s.sendQueue(ctx)
 		}
