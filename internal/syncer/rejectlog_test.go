@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,5 +130,53 @@ func TestRejectedFloodLogBounded(t *testing.T) {
 	}
 	if st := s.Status(); st.Rejected != 2*flood+200 || st.Position != next+200 {
 		t.Errorf("status: %d rejected at position %d, want %d at %d", st.Rejected, st.Position, 2*flood+200, next+200)
+	}
+}
+
+// TestRejectedWindowEndsOnAnEmptyRead: the daemon's loop ends a window of
+// rejection lines at the first read a minute on even when nothing new
+// comes (a long poll that ends empty), so a flood that stops has its count
+// logged then, not only at the next batch or when the daemon stops. The
+// syncer's clock is the test's: no count before the minute, one after.
+func TestRejectedWindowEndsOnAnEmptyRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newRig(t)
+	var bs [][]byte
+	for range 20 {
+		bs = append(bs, []byte("garbage"))
+	}
+	r.deliver(r.spool, msg(0))
+	if _, err := r.log.Append(ctx, "alice", bs); err != nil {
+		t.Fatal(err)
+	}
+	last := r.deliver(r.spool, msg(1))
+
+	out := &lockedBuffer{}
+	s, _ := r.deviceWith("a", Config{Logger: slog.New(slog.NewTextHandler(out, nil)), Wait: 200 * time.Millisecond})
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	s.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	stop := run(t, s)
+	defer stop()
+	waitFor(t, 30*time.Second, "the flood applied", func() bool { return s.Status().Position == last })
+	summary := "rejected entries not logged one by one"
+	// Empty long polls before the minute's end say nothing yet.
+	for range 3 {
+		if _, err := r.log.Append(ctx, "alice", [][]byte{[]byte("garbage")}); err != nil {
+			t.Fatal(err)
+		}
+		last = r.deliver(r.spool, msg(2))
+		waitFor(t, 30*time.Second, "a delivery applied", func() bool { return s.Status().Position == last })
+	}
+	if sums := linesOf(out.String(), summary); len(sums) != 0 {
+		t.Fatalf("a count before the minute's end:\n%s", strings.Join(sums, ""))
+	}
+	clock.Add(int64(rejectWindow))
+	waitFor(t, 30*time.Second, "the count logged after an empty read a minute on", func() bool {
+		return len(linesOf(out.String(), summary)) == 1
+	})
+	if sums := linesOf(out.String(), summary); !strings.Contains(sums[0], fmt.Sprintf("reason=\"%s\" count=18 ", entry.ErrCorrupt)) {
+		t.Errorf("count %q, want 18 entries corrupt (23 rejected, 5 logged)", sums[0])
 	}
 }
