@@ -39,8 +39,11 @@ var (
 var replyBadRecipient = &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "the address holds a control character"}
 
 func hasControl(s string) bool {
-	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 })
+	return strings.ContainsFunc(s, isControl)
 }
+
+// isControl reports whether r is a C0 control, DEL or a C1 control.
+func isControl(r rune) bool { return r < 0x20 || r >= 0x7f && r < 0xa0 }
 
 // replyFor maps a delivery error onto its LMTP reply.
 func replyFor(err error) *smtp.SMTPError {

@@ -56,12 +56,14 @@ func traceFields(env Envelope, eol string) []byte {
 
 // fieldAddress writes an address as RFC 5321 section 4.1.2 spells a
 // mailbox: a local part that is not a dot-string is quoted, as go-smtp
-// hands it over unquoted. Control characters, which neither form can hold
-// and which would break the header (a CR or LF), become '?'; a header
-// field is never split by what a sender wrote.
+// hands it over unquoted. Control characters (C0, DEL and C1, as RCPT
+// refuses them: isControl), which neither form can hold and which would
+// break the header (a CR or LF) or a terminal that shows it (CSI, U+009B,
+// starts an escape sequence as ESC [ does), become '?'; a header field is
+// never split by what a sender wrote.
 func fieldAddress(addr string) string {
 	addr = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if isControl(r) {
 			return '?'
 		}
 		return r

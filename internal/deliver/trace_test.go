@@ -29,6 +29,12 @@ func TestLMTPTrace(t *testing.T) {
 			map[string]string{"bob": "Return-Path: <\"b b\\\"q\"@example.net>\r\nDelivered-To: bob@example.org\r\n"}},
 		{"a bare CR in the sender", "<\"a\rb\"@example.net>", []string{"<bob@example.org>"},
 			map[string]string{"bob": "Return-Path: <a?b@example.net>\r\nDelivered-To: bob@example.org\r\n"}},
+		// C1 controls (U+0080 to U+009F) are controls as C0's are: CSI
+		// (U+009B) starts an escape sequence in a terminal that shows
+		// the header, NEL (U+0085) ends a line for some readers. RCPT
+		// refuses them; a sender so written went into Return-Path raw.
+		{"C1 controls in the sender", "<a\u009b31mx\u0085y@example.net> SMTPUTF8", []string{"<bob@example.org>"},
+			map[string]string{"bob": "Return-Path: <a?31mx?y@example.net>\r\nDelivered-To: bob@example.org\r\n"}},
 		{"UTF-8 addresses (SMTPUTF8)", "<j\u00f6ran@b\u00fccher.example> SMTPUTF8", []string{"<alice@b\u00fccher.example>"},
 			map[string]string{"alice": "Return-Path: <j\u00f6ran@b\u00fccher.example>\r\nDelivered-To: alice@b\u00fccher.example\r\n"}},
 		{"one user through two addresses", "<s@example.net>", []string{"<alice+a@example.org>", "<alice@example.org>", "<bob@example.org>"},
@@ -87,6 +93,8 @@ func TestDeliverEnvelope(t *testing.T) {
 			"x", "Return-Path: <s@example.net>\r\nx"},
 		{"recipient only, a newline in it", Envelope{Recipient: "alice\n@example.org"},
 			"", "Delivered-To: alice?@example.org\r\n"},
+		{"recipient only, a C1 control in it", Envelope{Recipient: "alice@example.org\u0085X: y"},
+			"", "Delivered-To: alice@example.org?X: y\r\n"},
 		{"a local part that needs quotes", Envelope{Sender: `a b"c\d`, HasSender: true},
 			"", "Return-Path: <\"a b\\\"c\\\\d\">\r\n"},
 	}
