@@ -192,9 +192,12 @@ cspool deliver --user alice --user-key alice.pub --spool-key spool.sec \
 	}
 	msg = cutFromLine(msg)
 	msg, crs := networkLineEnds(msg)
-	env := deliver.Envelope{Recipient: *recipient}
+	// Either address may come in angle brackets, as in MAIL FROM and
+	// RCPT TO ("<$SENDER>", "<$RECIPIENT>"): the fields write their own.
+	unbracket := func(a string) string { return strings.TrimSuffix(strings.TrimPrefix(a, "<"), ">") }
+	env := deliver.Envelope{Recipient: unbracket(*recipient)}
 	if fs.cmdline["sender"] {
-		env.Sender, env.HasSender = strings.TrimSuffix(strings.TrimPrefix(*sender, "<"), ">"), true
+		env.Sender, env.HasSender = unbracket(*sender), true
 	}
 
 	if *server == "" && *userKey != "" {

@@ -92,6 +92,11 @@ func TestDeliveryTrace(t *testing.T) {
 	want = append(want, network("Return-Path: <bob@example.net>\nDelivered-To: alice@example.org\n"+lf))
 	deliver(crlf, "--sender", "", "--recipient", "alice@example.org")
 	want = append(want, "Return-Path: <>\r\nDelivered-To: alice@example.org\r\n"+crlf)
+	// Both addresses in angle brackets, as SMTP writes them: the
+	// recipient's were kept, and quoted as part of a local part
+	// (Delivered-To: "<alice"@example.org>).
+	deliver(crlf, "--sender", "<bob@example.net>", "--recipient", "<alice@example.org>")
+	want = append(want, "Return-Path: <bob@example.net>\r\nDelivered-To: alice@example.org\r\n"+crlf)
 	// As Postfix's local(8) pipes it to a mailbox_command (local(8),
 	// "EXTERNAL COMMAND DELIVERY"): the "From" line goes, the fields stay.
 	piped := "Return-Path: <bob@example.net>\nX-Original-To: alice@example.org\nDelivered-To: alice@example.org\n" + lf
