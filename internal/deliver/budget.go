@@ -48,7 +48,7 @@ func costFactor(users int) int64 { return 1 + 2*int64(users) }
 
 // inbox collects one message within the size limit and the in-flight
 // budget. Its buffer grows as bytes arrive, each growth reserved first; a
-// declared SIZE sizes the first growth. Once the message cannot be kept
+// declared SIZE sizes the growth that reaches half of it. Once the message cannot be kept
 // (too large, or the budget is used up) the buffer and its reservation are
 // given back and the rest is read and dropped, so that the sender still
 // gets its reply at the end of the message.
@@ -111,8 +111,15 @@ func (in *inbox) keep(p []byte) {
 	}
 	if need > int64(cap(in.buf)) {
 		next := max(need, int64(cap(in.buf))*3/2, inboxFirstGrowth)
-		if cap(in.buf) == 0 && in.hint > 0 {
-			next = max(need, in.hint)
+		if in.hint > next && in.hint <= 2*next {
+			// Half the declared SIZE is within this growth: the
+			// buffer takes all of it, the last growth of a message as
+			// large as it said. Never sooner: a SIZE is a claim, and
+			// reserved at the first byte, a client that declared the
+			// limit and sent one byte held the budget of a whole
+			// message (times its users) for the read timeout, and a
+			// few such connections took it all.
+			next = in.hint
 		}
 		next = in.pool.fit(min(next, in.limit), in.limit)
 		if !in.res.grow(in.factor * (next - int64(cap(in.buf)))) {

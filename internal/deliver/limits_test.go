@@ -204,3 +204,79 @@ func TestLMTPBudgetAsBytesArrive(t *testing.T) {
 		t.Fatalf("log of alice: %d entries, want the two messages", len(got))
 	}
 }
+
+// TestLMTPDeclaredSizeNotHeldAhead: a declared SIZE is a claim, and the
+// budget is reserved for bytes that came. A client that declares the size
+// limit for three users and sends one byte held three times that limit
+// (the buffer and, per user, the sealed entry and the store's copy) for
+// the read timeout, and a few such connections held the whole budget, so
+// every other message got 452 4.3.1. Now it holds what a message of one
+// byte does, the other message is delivered, and the first, sent to its
+// end, is delivered whole: the SIZE still sizes its buffer, once half of
+// it has come.
+func TestLMTPDeclaredSizeNotHeldAhead(t *testing.T) {
+	f := newFixture(t, "alice", "bob", "carol")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const budget, limit = 1 << 20, 4 << 20
+	l := NewLMTP(f.d, LMTPOptions{MaxInflightBytes: budget, MaxMessageBytes: limit,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	done := make(chan error, 1)
+	go func() { done <- l.Serve(ln) }()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	addr := ln.Addr().String()
+	line := strings.Repeat("a", 1000) + "\r\n"
+	big := strings.Repeat(line, limit/len(line)-1)
+
+	a := dialScripted(t, addr)
+	a.cmd("LHLO mta.test", "250 ")
+	a.cmd(fmt.Sprintf("MAIL FROM:<a@example.net> SIZE=%d", len(big)), "250 ")
+	for _, u := range []string{"alice", "bob", "carol"} {
+		a.cmd("RCPT TO:<"+u+"@example.org>", "250 ")
+	}
+	a.cmd("DATA", "354 ")
+	a.write(big[:1])
+	for deadline := time.Now().Add(20 * time.Second); l.inflight.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("nothing in flight 20 s after a message's first byte")
+		}
+	}
+	if held := l.inflight.Load(); held > budget/4 {
+		t.Errorf("a message of one byte so far, declared %d bytes for three users, holds %d bytes of the budget of %d", len(big), held, budget)
+	}
+
+	small := strings.Repeat(line, 100)
+	b := dialScripted(t, addr)
+	b.cmd("LHLO mta.test", "250 ")
+	b.cmd("MAIL FROM:<b@example.net>", "250 ")
+	b.cmd("RCPT TO:<alice@example.org>", "250 ")
+	b.cmd("DATA", "354 ")
+	b.write(small + ".\r\n")
+	b.expect("250 2.0.0 <alice@example.org>")
+	b.cmd("QUIT", "221 ")
+
+	a.write(big[1:] + ".\r\n")
+	for _, u := range []string{"alice", "bob", "carol"} {
+		a.expect("250 2.0.0 <" + u + "@example.org>")
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		got := f.bodies(t, u)
+		want := []string{big}
+		if u == "alice" {
+			want = []string{small, big}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("log of %s: %d entries, want %d", u, len(got), len(want))
+		}
+		for i := range want {
+			if string(got[i]) != want[i] {
+				t.Errorf("log of %s, entry %d: %d bytes, want %d", u, i+1, len(got[i]), len(want[i]))
+			}
+		}
+	}
+}
