@@ -47,8 +47,8 @@ func TestDanglingKeyLink(t *testing.T) {
 	code, out, errOut = runExit(t, dir, nil, bin, sync...)
 	wantKey := "key file link.sec: a symbolic link to " + filepath.Join("keys", "user.sec") + ", which does not exist"
 	wantHint := "--user-key: link.sec is a symbolic link to " + filepath.Join("keys", "user.sec") + ", which is missing"
-	if code != 1 || !strings.Contains(errOut, wantKey) || !strings.Contains(errOut, wantHint) {
-		t.Fatalf("sync with a dangling key link: exit %d, stdout %q, stderr %q; want 1, %q and %q", code, out, errOut, wantKey, wantHint)
+	if code != 77 || !strings.Contains(errOut, wantKey) || !strings.Contains(errOut, wantHint) {
+		t.Fatalf("sync with a dangling key link: exit %d, stdout %q, stderr %q; want 77, %q and %q", code, out, errOut, wantKey, wantHint)
 	}
 	if strings.Contains(errOut, "no such file") {
 		t.Fatalf("sync with a dangling key link still says there is no such file: %q", errOut)

@@ -608,11 +608,11 @@ func (d *deviceFlags) loadKeys() (*keys.SecretKey, keys.PublicKey, keys.PublicKe
 	}
 	switch {
 	case prev.Equal(spoolPub):
-		return nil, keys.PublicKey{}, keys.PublicKey{}, withHint(fmt.Errorf("--previous-spool-key: %s holds the same key as --spool-key %s (key id %x)", *d.previousSpoolPub, *d.spoolPub, spoolPub.KeyID()),
-			"--spool-key takes the spool's new public key, --previous-spool-key the one it replaced; without a replacement leave --previous-spool-key out")
+		return nil, keys.PublicKey{}, keys.PublicKey{}, &exitError{withHint(fmt.Errorf("--previous-spool-key: %s holds the same key as --spool-key %s (key id %x)", *d.previousSpoolPub, *d.spoolPub, spoolPub.KeyID()),
+			"--spool-key takes the spool's new public key, --previous-spool-key the one it replaced; without a replacement leave --previous-spool-key out"), exNoPerm}
 	case prev.Equal(userKey.Public()):
-		return nil, keys.PublicKey{}, keys.PublicKey{}, withHint(fmt.Errorf("--previous-spool-key: %s holds the user's own public key, not a spool key: %w", *d.previousSpoolPub, errUserKeyAsSpoolKey),
-			"--previous-spool-key takes the spool.pub the spool server ran with before its key was replaced")
+		return nil, keys.PublicKey{}, keys.PublicKey{}, &exitError{withHint(fmt.Errorf("--previous-spool-key: %s holds the user's own public key, not a spool key: %w", *d.previousSpoolPub, errUserKeyAsSpoolKey),
+			"--previous-spool-key takes the spool.pub the spool server ran with before its key was replaced"), exNoPerm}
 	}
 	return userKey, spoolPub, prev, nil
 }
@@ -645,8 +645,8 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 		return nil, keys.PublicKey{}, err
 	}
 	if !userPub.Equal(userKey.Public()) {
-		return nil, keys.PublicKey{}, withHint(fmt.Errorf("%s is not the public half of %s", userPubPath, userKeyPath),
-			"pass the .pub file that gen-keys wrote together with the .sec file")
+		return nil, keys.PublicKey{}, &exitError{withHint(fmt.Errorf("%s is not the public half of %s", userPubPath, userKeyPath),
+			"pass the .pub file that gen-keys wrote together with the .sec file"), exNoPerm}
 	}
 	spoolPub, err := deviceSpoolPub.loadPublic(spoolPubPath, "")
 	if err != nil {
@@ -657,9 +657,9 @@ func loadDeviceKeys(src *passphraseSource, userKeyPath, userPubPath, spoolPubPat
 		// delivery (signed by the spool's key) rejected.
 		// Either flag may name the wrong file: the spool's key pair given
 		// as the user's (--user-key spool.sec) reads the same.
-		return nil, keys.PublicKey{}, withHint(fmt.Errorf("--spool-key: %s holds the user's own public key (the one in %s), not the spool's: --user-key %s and --spool-key %s are one key pair: %w",
+		return nil, keys.PublicKey{}, &exitError{withHint(fmt.Errorf("--spool-key: %s holds the user's own public key (the one in %s), not the spool's: --user-key %s and --spool-key %s are one key pair: %w",
 			spoolPubPath, userPubPath, userKeyPath, spoolPubPath, errUserKeyAsSpoolKey),
-			"--user-key takes the user's secret key (USER.sec, from gen-keys) and --spool-key the spool's public key (spool.pub, from the spool server's operator): one of the two names the other's file")
+			"--user-key takes the user's secret key (USER.sec, from gen-keys) and --spool-key the spool's public key (spool.pub, from the spool server's operator): one of the two names the other's file"), exNoPerm}
 	}
 	return userKey, spoolPub, nil
 }

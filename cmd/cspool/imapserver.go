@@ -309,6 +309,15 @@ func connSecurity(addr net.Addr, starttls bool) string {
 // reads it can pose as the server (a group's read, as Debian's ssl-cert
 // group has it, is the operator's choice).
 func loadServerTLS(certFile, keyFile string) (*tls.Config, error) {
+	c, err := loadServerTLSFiles(certFile, keyFile)
+	if err != nil {
+		// A key file, as cspool's own: fix it (77).
+		return nil, &exitError{err, exNoPerm}
+	}
+	return c, nil
+}
+
+func loadServerTLSFiles(certFile, keyFile string) (*tls.Config, error) {
 	if certFile == "" {
 		return nil, nil
 	}

@@ -152,16 +152,17 @@ func holdsKind(path string, secret bool) bool {
 }
 
 // loadSecret loads the secret key file path given to f, asking src for
-// the passphrase if it is protected; an unprotected one gets a notice.
+// the passphrase if it is protected; an unprotected one gets a notice. A
+// key that cannot be loaded exits 77 (EX_NOPERM), from every command.
 // swapPath is the file given to f.swap ("" if none), for the hint.
 func (f keyFlag) loadSecret(src *passphraseSource, path, swapPath string) (*keys.SecretKey, error) {
 	sf, err := keys.LoadSecretWith(path, src.passphrase)
 	var pf *passphraseFileError
 	if errors.As(err, &pf) {
-		return nil, pf.hinted(err)
+		return nil, &exitError{pf.hinted(err), exNoPerm}
 	}
 	if err != nil {
-		return nil, withHint(err, f.hint(path, swapPath, err))
+		return nil, &exitError{withHint(err, f.hint(path, swapPath, err)), exNoPerm}
 	}
 	if !sf.Protected && !f.quiet {
 		noticeUnprotected(src.e, path, f.risk)
@@ -174,7 +175,7 @@ func (f keyFlag) loadSecret(src *passphraseSource, path, swapPath string) (*keys
 func (f keyFlag) loadPublic(path, swapPath string) (keys.PublicKey, error) {
 	k, err := keys.LoadPublic(path)
 	if err != nil {
-		return keys.PublicKey{}, withHint(err, f.hint(path, swapPath, err))
+		return keys.PublicKey{}, &exitError{withHint(err, f.hint(path, swapPath, err)), exNoPerm}
 	}
 	return k, nil
 }

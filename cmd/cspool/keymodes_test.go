@@ -11,7 +11,7 @@ import (
 // TestSecretKeyModes pins what a secret key file open to its group or to
 // others gets, with the binary: the user's key of a device (cspool sync,
 // against a real server) and the spool's key of cspool server, each at
-// 0640, 0604 and 0644. Both are refused (exit 1), as ssh refuses a
+// 0640, 0604 and 0644. Both are refused (exit 77, EX_NOPERM), as ssh refuses a
 // private key with any such bit: the error names the file and its mode,
 // the hint the chmod; nothing is made (no database), and once the file is
 // chmod 600 the same command runs.
@@ -36,8 +36,8 @@ func TestSecretKeyModes(t *testing.T) {
 			}
 			code, out, errOut := runExit(t, dir, nil, bin, c.args...)
 			want := fmt.Sprintf("key file %s: secret key file is readable by its group or others: permissions %04o", c.file, mode)
-			if code != 1 || !strings.Contains(errOut, want) || !strings.Contains(errOut, "hint: run: chmod 600 "+c.file) {
-				t.Errorf("%s with %s at %04o: exit %d, stdout %q, stderr %q; want 1, %q and the chmod", c.args[0], c.file, mode, code, out, errOut, want)
+			if code != 77 || !strings.Contains(errOut, want) || !strings.Contains(errOut, "hint: run: chmod 600 "+c.file) {
+				t.Errorf("%s with %s at %04o: exit %d, stdout %q, stderr %q; want 77, %q and the chmod", c.args[0], c.file, mode, code, out, errOut, want)
 			}
 			if err := os.Chmod(filepath.Join(dir, c.file), 0o600); err != nil {
 				t.Fatal(err)

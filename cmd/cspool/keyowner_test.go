@@ -84,8 +84,8 @@ func TestKeyOwnedByAnother(t *testing.T) {
 	who := userName(65534)
 	want := "--user-key: user.sec belongs to root and is mode 0600, and this command runs as " + who + ", who may not read it"
 	wantCmd := "chown " + chownName(65534) + " user.sec && chmod 600 user.sec"
-	if code != 1 || !strings.Contains(errOut, "key file user.sec: permission denied") || !strings.Contains(errOut, want) || !strings.Contains(errOut, wantCmd) {
-		t.Fatalf("sync as %s with root's key: exit %d, stdout %q, stderr %q; want 1, %q and %q", who, code, out, errOut, want, wantCmd)
+	if code != 77 || !strings.Contains(errOut, "key file user.sec: permission denied") || !strings.Contains(errOut, want) || !strings.Contains(errOut, wantCmd) {
+		t.Fatalf("sync as %s with root's key: exit %d, stdout %q, stderr %q; want 77, %q and %q", who, code, out, errOut, want, wantCmd)
 	}
 	if strings.Contains(errOut, "gen-keys") || strings.Contains(errOut, "another of the user's devices") {
 		t.Fatalf("the hint for an unreadable key sends the user after another key: %q", errOut)

@@ -3,9 +3,13 @@
 // per-device IMAP daemon.
 //
 // Exit status: 0 success; 1 runtime failure (the error is on stderr); 2 usage
-// error (unknown subcommand, bad flag or argument). `cspool deliver` follows
-// sysexits(3) instead, so an MTA can tell temporary from permanent failures:
-// see its help.
+// error (unknown subcommand, bad flag or argument, a config file's line); 75
+// temporary (a port or the device's database in use); 77 a key, users or
+// config file that cannot be used (missing, unreadable, too open, not a key,
+// the wrong kind, a spool key the store or spool refuses); 78 --db names
+// another program's database or another user's (docs/OPERATING.md, "Exit
+// status"). `cspool deliver` follows sysexits(3) throughout, so an MTA can
+// tell temporary from permanent failures: see its help.
 package main
 
 import (
@@ -18,6 +22,9 @@ import (
 	"strings"
 	"syscall"
 
+	"cspool/internal/devicedb"
+	"cspool/internal/mailstore"
+	"cspool/internal/spool"
 	"cspool/internal/termtext"
 )
 
@@ -186,9 +193,29 @@ func report(w io.Writer, name string, err error) int {
 	if errors.As(err, &h) && h.hint != "" {
 		fmt.Fprintf(w, "cspool: hint: %s\n", h.hint)
 	}
+	return exitStatus(err)
+}
+
+// exitStatus is the status a failure exits with: an exitError's code, or
+// the status of its kind for every command (docs/OPERATING.md, "Exit
+// status"), so that a service manager or a script tells a mistake to fix
+// (2, 77, 78: starting again fails again) from a temporary failure (75)
+// and from any other (1).
+func exitStatus(err error) int {
 	var x *exitError
 	if errors.As(err, &x) {
 		return x.code
+	}
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE), errors.Is(err, errDatabaseBusy), errors.Is(err, spool.ErrUnavailable):
+		// A port another program holds (a previous run still stopping),
+		// a database another cspool process holds, a store that cannot
+		// be reached or is locked: try again later.
+		return exTempFail
+	case errors.Is(err, devicedb.ErrForeign), errors.Is(err, mailstore.ErrNotMailstore), errors.Is(err, devicedb.ErrWrongKey):
+		// --db names another program's database, or one made with
+		// another user's key: the configuration names the wrong file.
+		return exConfig
 	}
 	return 1
 }
@@ -225,7 +252,9 @@ func printUsage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run 'cspool SUBCOMMAND -h' for the flags of one subcommand.")
-	fmt.Fprintln(w, "Exit status: 0 success, 1 failure, 2 usage error ('cspool deliver' uses sysexits codes).")
+	fmt.Fprintln(w, "Exit status: 0 success, 1 failure, 2 usage error, 75 temporary (a port or database in use),")
+	fmt.Fprintln(w, "77 a key, users, config or password file that cannot be used, 78 a setting naming the wrong")
+	fmt.Fprintln(w, "key or database (docs/OPERATING.md, \"Exit status\"); 'cspool deliver' uses sysexits codes throughout.")
 }
 
 // flagSet is a FlagSet with its help text.
@@ -294,7 +323,14 @@ func parseFlags(fs *flagSet, args []string) error {
 	fs.cmdline = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { fs.cmdline[f.Name] = true })
 	if fs.config != nil && *fs.config != "" {
-		return applyConfigFile(fs.FlagSet, *fs.config, fs.service, fs.stderr)
+		err := applyConfigFile(fs.FlagSet, *fs.config, fs.service, fs.stderr)
+		var u *usageError
+		if err != nil && !errors.As(err, &u) {
+			// A config file that cannot be read, or that others may
+			// read while it holds a password: fix the file (77).
+			return &exitError{err, exNoPerm}
+		}
+		return err
 	}
 	return nil
 }

@@ -75,8 +75,8 @@ func TestPassphrasePaths(t *testing.T) {
 	}
 	refused := func(name string, code int, out string, want ...string) {
 		t.Helper()
-		if code != 1 {
-			t.Errorf("%s: exit %d, want 1; output:\n%s", name, code, out)
+		if code != 77 {
+			t.Errorf("%s: exit %d, want 77; output:\n%s", name, code, out)
 		}
 		for _, w := range want {
 			if !strings.Contains(out, w) {
@@ -163,8 +163,8 @@ func testPassphraseKeyring(t *testing.T, bin, dir, url, pp string) {
 	// Outside the session nothing holds the passphrase.
 	code, rest := cspoolNoTTY(t, dir, append(os.Environ(), "CREDENTIALS_DIRECTORY=", "DBUS_SESSION_BUS_ADDRESS="), bin,
 		"sync", "--once", "--user", "alice", "--db", "alice.db", "--spool-server", url)
-	if code != 1 || !strings.Contains(rest, "protected by a passphrase") {
-		t.Errorf("sync outside the session: exit %d, want 1 and no passphrase found:\n%s", code, rest)
+	if code != 77 || !strings.Contains(rest, "protected by a passphrase") {
+		t.Errorf("sync outside the session: exit %d, want 77 and no passphrase found:\n%s", code, rest)
 	}
 	code, rest = cspoolNoTTY(t, dir, append(os.Environ(), "CREDENTIALS_DIRECTORY="), bin, "passphrase", "--remove", "--passphrase-file", pp, "user.sec")
 	if code != 0 {
@@ -227,7 +227,7 @@ func testPassphraseTerminal(t *testing.T, bin, dir, url string) {
 	line(syncCmd)
 	waitFor("Passphrase for user.sec:", 2)
 	line("mistyped on a terminal")
-	waitFor("done-1", 1)
+	waitFor("done-77", 1)
 	s := screen()
 	if !strings.Contains(s, "wrong passphrase") || strings.Contains(s, "typed on a terminal") {
 		t.Errorf("a wrong passphrase typed: want the error and no echo of either passphrase:\n%s", s)

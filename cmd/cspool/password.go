@@ -58,7 +58,8 @@ func (p *passwordFlags) resolve(e *env, fs *flagSet, dbPath string, log *slog.Lo
 		}
 		pw, err := readSecretFile(abs, "password file")
 		if err != nil {
-			return imapPassword{}, err
+			// A file the configuration names: fix it (77).
+			return imapPassword{}, &exitError{err, exNoPerm}
 		}
 		return imapPassword{value: pw, file: abs}, nil
 	case fromFlag:

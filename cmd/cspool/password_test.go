@@ -115,17 +115,17 @@ func TestPasswordRefusals(t *testing.T) {
 		code int
 		want []string
 	}{
-		{"password file open to all", []string{"--password-file", openFile}, 1,
+		{"password file open to all", []string{"--password-file", openFile}, 77,
 			[]string{"password file " + openFile + " holds a password and is open to other users (mode 0644)", "hint: run: chmod 600 " + openFile}},
-		{"password file open to the group", []string{"--password-file", groupFile}, 1, []string{"(mode 0640)"}},
-		{"empty password file", []string{"--password-file", emptyFile}, 1, []string{"is empty"}},
-		{"missing password file", []string{"--password-file", filepath.Join(dir, "none")}, 1, []string{"no such file"}},
-		{"password file a device", []string{"--password-file", os.DevNull}, 1,
+		{"password file open to the group", []string{"--password-file", groupFile}, 77, []string{"(mode 0640)"}},
+		{"empty password file", []string{"--password-file", emptyFile}, 77, []string{"is empty"}},
+		{"missing password file", []string{"--password-file", filepath.Join(dir, "none")}, 77, []string{"no such file"}},
+		{"password file a device", []string{"--password-file", os.DevNull}, 77,
 			[]string{"password file " + os.DevNull + " is a device, not a file that holds a password", "hint: name a file"}},
-		{"password file a directory", []string{"--password-file", dir}, 1, []string{"password file " + dir + " is a directory"}},
-		{"config file open to all", []string{"--config", openConf}, 1,
+		{"password file a directory", []string{"--password-file", dir}, 77, []string{"password file " + dir + " is a directory"}},
+		{"config file open to all", []string{"--config", openConf}, 77,
 			[]string{"config file " + openConf + " holds a password and is open to other users (mode 0644)", "chmod 600", "--password-file"}},
-		{"config file open to others", []string{"--config", groupConf}, 1, []string{"(mode 0604)"}},
+		{"config file open to others", []string{"--config", groupConf}, 77, []string{"(mode 0604)"}},
 		{"both flags", []string{"--password", "x", "--password-file", goodFile}, 2, []string{"--password or --password-file, not both"}},
 		// Only a secret makes the mode matter: these reach the user check.
 		{"empty password in an open config", []string{"--config", emptyPwConf}, 2, []string{"-bad"}},
@@ -346,8 +346,8 @@ func TestPasswordFileIsAKeyFile(t *testing.T) {
 				t.Fatalf("cspool %v did not stop at the refusal; it is serving", args)
 			}
 			msg := stderr.String()
-			if code != 1 || !strings.Contains(msg, c.want) || !strings.Contains(msg, "hint: name the file whose first line is the password") {
-				t.Errorf("exit %d, want 1 and %q with its hint; stderr %q", code, c.want, msg)
+			if code != 77 || !strings.Contains(msg, c.want) || !strings.Contains(msg, "hint: name the file whose first line is the password") {
+				t.Errorf("exit %d, want 77 and %q with its hint; stderr %q", code, c.want, msg)
 			}
 			if strings.Contains(msg, keyLine[20:]) || strings.Contains(msg, comment) {
 				t.Errorf("stderr shows the file's first line: %q", msg)

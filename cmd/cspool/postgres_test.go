@@ -380,7 +380,7 @@ func TestPostgresRestartLMTP(t *testing.T) {
 // TestPostgresUsersFilesKeyMoved: servers of one PostgreSQL store, each
 // with a users file of its own. A second server given a file whose keys
 // of alice and bob are swapped, and the first one restarted on it, exit
-// 1 naming the line and both users; each started, with no table of its
+// 77 (as cspool deliver) naming the line and both users; each started, with no table of its
 // own to compare the file with, and bob's key read alice's log through
 // it. cspool deliver straight into the store with that file exits 77; it
 // sealed alice's mail to bob's key.
@@ -413,8 +413,8 @@ func TestPostgresUsersFilesKeyMoved(t *testing.T) {
 		}
 		code, stdout, stderr = runExitStdin(t, s.dir, nil, nil, bin, "server", "--store", "postgres", "--dsn", s.dsn, "--users", tc.users,
 			"--spool-dir", s.dir, "--spool-key", s.spoolSec, "--port", "0")
-		if code != 1 {
-			t.Fatalf("%s: exit %d, want 1\n%s%s", tc.what, code, stdout, stderr)
+		if code != exNoPerm {
+			t.Fatalf("%s: exit %d, want %d\n%s%s", tc.what, code, exNoPerm, stdout, stderr)
 		}
 		saysAll(t, stderr, "users file "+tc.users+": line 1: user \"alice\" has the key user \"bob\" was last given", "is still listed (line 2)",
 			"cspool: hint: give each user the key its own gen-keys printed, in the users file of every server of the store")

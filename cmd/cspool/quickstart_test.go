@@ -103,8 +103,8 @@ func TestQuickstart(t *testing.T) {
 	}
 	// While it runs, a third one cannot take its ports.
 	cmd = exec.Command(bin, args...)
-	if b, err := cmd.CombinedOutput(); exitCode(t, err) != 1 || !strings.Contains(string(b), "already running") {
-		t.Errorf("a second quickstart on the same ports: %v\n%s\nwant exit 1 and a hint", err, b)
+	if b, err := cmd.CombinedOutput(); exitCode(t, err) != 75 || !strings.Contains(string(b), "already running") {
+		t.Errorf("a second quickstart on the same ports: %v\n%s\nwant exit 75 (temporary) and a hint", err, b)
 	}
 	qs2.stop(t, syscall.SIGTERM, 30*time.Second)
 
@@ -228,8 +228,8 @@ func TestQuickstartUsage(t *testing.T) {
 	errb.Reset()
 	taken := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	code := run(e, []string{"quickstart", "--dir", t.TempDir(), "--http-port", "0", "--lmtp-port", "0", "--imap-port", taken})
-	if code != 1 || !strings.Contains(errb.String(), "--imap-port") {
-		t.Errorf("taken IMAP port: exit %d, stderr %q; want 1 and a hint naming --imap-port", code, errb.String())
+	if code != 75 || !strings.Contains(errb.String(), "--imap-port") {
+		t.Errorf("taken IMAP port: exit %d, stderr %q; want 75 (temporary) and a hint naming --imap-port", code, errb.String())
 	}
 	out.Reset()
 	if code := run(e, []string{"quickstart", "-h"}); code != 0 || !strings.Contains(out.String(), "Example:") {
@@ -259,8 +259,8 @@ func TestQuickstartStatusAddr(t *testing.T) {
 	// An explicit address that is taken: no start, a hint naming the flag.
 	taken := squat(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 	code, _, errOut := runExit(t, work, os.Environ(), bin, args("a", "--status-addr", taken.addr)...)
-	if code != 1 || !strings.Contains(errOut, "--status-addr") {
-		t.Errorf("quickstart with a taken --status-addr: exit %d, stderr %q; want 1 and a hint naming --status-addr", code, errOut)
+	if code != 75 || !strings.Contains(errOut, "--status-addr") {
+		t.Errorf("quickstart with a taken --status-addr: exit %d, stderr %q; want 75 (temporary) and a hint naming --status-addr", code, errOut)
 	}
 
 	// Port 0: a page of its own, which shows this quickstart. Started as

@@ -245,8 +245,8 @@ func testRestoreAfterSpoolKeyReplaced(t *testing.T, dir string, store restoreKey
 				srv.stop(t)
 			case "systemctl start cspool-server":
 				code, _, stderr := runExit(t, dir, env, bin, "server", "--port", fmt.Sprint(freePort(t)), "--lmtp", lmtp, "--config", path("server.conf"))
-				if code != 1 {
-					t.Fatalf("the server with the new key alone on the restored store exited %d, want 1:\n%s", code, stderr)
+				if code != 78 {
+					t.Fatalf("the server with the new key alone on the restored store exited %d, want 78:\n%s", code, stderr)
 				}
 				hinted("the server with the new key alone on the restored store", stderr)
 				code, _, stderr = runExitStdin(t, dir, env, []byte("Subject: d\r\n\r\ntoken=deliver\r\n"), bin,
@@ -283,8 +283,8 @@ func testRestoreAfterSpoolKeyReplaced(t *testing.T, dir string, store restoreKey
 	send("after-restore-2")
 	srv.stop(t)
 	code, _, stderr := runExit(t, dir, env, bin, "server", "--port", fmt.Sprint(freePort(t)), "--lmtp", lmtp, "--config", conf("spool.sec"))
-	if code != 1 || !strings.Contains(stderr, "this is the old one: the store records that it was replaced") || strings.Contains(stderr, "Restoring a backup") {
-		t.Errorf("the server with the old key on the re-replaced store exited %d, want 1 saying the store records the key as replaced, with no word of a restore:\n%s", code, stderr)
+	if code != 78 || !strings.Contains(stderr, "this is the old one: the store records that it was replaced") || strings.Contains(stderr, "Restoring a backup") {
+		t.Errorf("the server with the old key on the re-replaced store exited %d, want 78 saying the store records the key as replaced, with no word of a restore:\n%s", code, stderr)
 	}
 }
 

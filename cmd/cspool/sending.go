@@ -135,24 +135,35 @@ func checkPrivate(path, what string) error {
 	return nil
 }
 
+// readRelayPasswordFile reads the smarthost password from the first line
+// of p, a file only its owner may read.
+func readRelayPasswordFile(p string) (string, error) {
+	if err := checkPrivate(p, "relay password file"); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("reading relay password file: %w", err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	if pw = strings.TrimRight(pw, "\r"); pw == "" {
+		return "", fmt.Errorf("relay password file %s is empty", p)
+	}
+	if err := notKeyFile(p, "relay password file", strings.TrimSpace(pw)); err != nil {
+		return "", err
+	}
+	return pw, nil
+}
+
 // relayPasswordFrom finds the smarthost password: the file, the
 // environment, or the flag (warned about on the command line, and refused
 // from a config file others can read).
 func (f *sendingFlags) relayPasswordFrom(e *env, log *slog.Logger) (string, error) {
 	if p := *f.relayPasswordFile; p != "" {
-		if err := checkPrivate(p, "relay password file"); err != nil {
-			return "", err
-		}
-		b, err := os.ReadFile(p)
+		pw, err := readRelayPasswordFile(p)
 		if err != nil {
-			return "", fmt.Errorf("reading relay password file: %w", err)
-		}
-		pw, _, _ := strings.Cut(string(b), "\n")
-		if pw = strings.TrimRight(pw, "\r"); pw == "" {
-			return "", fmt.Errorf("relay password file %s is empty", p)
-		}
-		if err := notKeyFile(p, "relay password file", strings.TrimSpace(pw)); err != nil {
-			return "", err
+			// A file the configuration names: fix it (77).
+			return "", &exitError{err, exNoPerm}
 		}
 		return pw, nil
 	}

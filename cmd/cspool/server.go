@@ -385,7 +385,7 @@ func (s *serverRun) run(f serverFlags) error {
 			if rk := (*userdb.RefusedKeyError)(nil); errors.As(err, &rk) {
 				who = rk.User
 			}
-			return withHint(err, spoolKeyClashHint(who, f.spoolKeyFile, false))
+			return &exitError{withHint(err, spoolKeyClashHint(who, f.spoolKeyFile, false)), exNoPerm}
 		}
 	}
 	errc := make(chan error, 4)
@@ -701,7 +701,7 @@ func (s *serverRun) keepKeysIn(f serverFlags, db *userdb.DB) error {
 	s.pgUser = pg
 	if err := db.UseLedger(ctx, pg); err != nil {
 		if errors.Is(err, userdb.ErrKeyMoved) {
-			return withHint(err, "give each user the key its own gen-keys printed, in the users file of every server of the store; a key moves to another user only with its user renamed (the old name's line gone from every server's file)")
+			return &exitError{withHint(err, "give each user the key its own gen-keys printed, in the users file of every server of the store; a key moves to another user only with its user renamed (the old name's line gone from every server's file)"), exNoPerm}
 		}
 		return withHint(err, "check --dsn: the servers of the store keep there which user each key of their users files was last given")
 	}
@@ -715,10 +715,12 @@ func (s *serverRun) openUsers(f serverFlags) (users, error) {
 	case f.usersFile != "":
 		u, err := userdb.Load(f.usersFile, s.log)
 		if errors.Is(err, keys.ErrSharedKey) {
-			return nil, withHint(err, "put each user's own public key on its line (the one its gen-keys printed): the later line was likely copied from the earlier one")
+			return nil, &exitError{withHint(err, "put each user's own public key on its line (the one its gen-keys printed): the later line was likely copied from the earlier one"), exNoPerm}
 		}
 		if err != nil {
-			return nil, withHint(err, usersFileHint(err, f.usersFile, "each line of the users file is NAME PUBLIC-KEY, the public key the user's gen-keys printed (cspool-pub-1:..., never a secret key)"))
+			// Missing, unreadable, too open, another's, a bad line: fix
+			// the file (77, as cspool deliver --users).
+			return nil, &exitError{withHint(err, usersFileHint(err, f.usersFile, "each line of the users file is NAME PUBLIC-KEY, the public key the user's gen-keys printed (cspool-pub-1:..., never a secret key)")), exNoPerm}
 		}
 		if f.usersTable {
 			s.log.Warn("--users and --users-table both given: using the users file", "file", f.usersFile)

@@ -34,15 +34,23 @@ func keepSpoolKey(st spool.Store, pub keys.PublicKey, file, where, hint string) 
 	var live *spool.LiveKeyError
 	switch {
 	case errors.As(err, &live):
-		return liveKeyError(live, pub, file, where, hint)
+		return &exitError{liveKeyError(live, pub, file, where, hint), exConfig}
 	case !errors.As(err, &other):
 		return err
 	}
+	// The store refuses the key: a wrong --spool-key, the configuration
+	// to fix (78, EX_CONFIG, as cspool deliver's).
+	return &exitError{storeSpoolKeyError(ctx, st, other, pub, file, where, hint), exConfig}
+}
+
+// storeSpoolKeyError is keepSpoolKey's error for a store whose deliveries
+// are signed by another key than pub.
+func storeSpoolKeyError(ctx context.Context, st spool.Store, other *spool.OtherKeyError, pub keys.PublicKey, file, where, hint string) error {
 	was := "another key"
 	if k, kerr := keys.PublicKeyFromBytes(other.Recorded); kerr == nil {
 		was = fmt.Sprintf("the key with id %x", k.KeyID())
 	}
-	err = fmt.Errorf("%s is the spool key with id %x, but the deliveries in %s are signed by %s", file, pub.KeyID(), where, was)
+	err := fmt.Errorf("%s is the spool key with id %x, but the deliveries in %s are signed by %s", file, pub.KeyID(), where, was)
 	if hint != "" {
 		return withHint(err, hint)
 	}
@@ -111,8 +119,8 @@ func loadPreviousSpoolKey(f keyFlag, path, file string, pub keys.PublicKey) (key
 		return keys.PublicKey{}, err
 	}
 	if previous.Equal(pub) {
-		return keys.PublicKey{}, withHint(fmt.Errorf("--previous-spool-key: %s is the public half of --spool-key %s (the key with id %x): nothing to replace", path, file, pub.KeyID()),
-			"--previous-spool-key takes the public file of the spool key the store runs with now, and --spool-key the secret file of the new one (cspool gen-keys makes a new pair); to run on with this key, leave --previous-spool-key out")
+		return keys.PublicKey{}, &exitError{withHint(fmt.Errorf("--previous-spool-key: %s is the public half of --spool-key %s (the key with id %x): nothing to replace", path, file, pub.KeyID()),
+			"--previous-spool-key takes the public file of the spool key the store runs with now, and --spool-key the secret file of the new one (cspool gen-keys makes a new pair); to run on with this key, leave --previous-spool-key out"), exNoPerm}
 	}
 	return previous, nil
 }
@@ -137,27 +145,27 @@ func replaceSpoolKey(st spool.Store, previous, pub keys.PublicKey, prevFile, fil
 	var rb *spool.ReplacedBeforeError
 	switch {
 	case errors.As(err, &rb):
-		return false, withHint(fmt.Errorf("--previous-spool-key: replacing the spool key with id %x (%s) by the key with id %x (--spool-key %s), but %s records that the key with id %x was replaced, by the key with id %s; nothing replaced",
+		return false, &exitError{withHint(fmt.Errorf("--previous-spool-key: replacing the spool key with id %x (%s) by the key with id %x (--spool-key %s), but %s records that the key with id %x was replaced, by the key with id %s; nothing replaced",
 			previous.KeyID(), prevFile, pub.KeyID(), file, where, pub.KeyID(), spool.KeyID(rb.ReplacedBy)),
 			"a spool key replaced is not taken back: it may be the one that leaked, and the devices would move to it. If the two files are swapped, --spool-key takes the new secret file and --previous-spool-key the old public one; "+
-				"to leave the key the store runs with now, make a new pair (cspool gen-keys) and replace the key by it (docs/OPERATING.md, \"Replacing the spool key\")")
+				"to leave the key the store runs with now, make a new pair (cspool gen-keys) and replace the key by it (docs/OPERATING.md, \"Replacing the spool key\")"), exConfig}
 	case errors.As(err, &live):
 		who, verb := "a running server (or cspool deliver)", "holds"
 		if live.Holders > 1 {
 			who, verb = fmt.Sprintf("%d running servers (or cspool deliver)", live.Holders), "hold"
 		}
-		return false, withHint(fmt.Errorf("--previous-spool-key: replacing the spool key with id %x (%s) by the key with id %x (--spool-key %s), but %s on %s %s the spool key with id %s; nothing replaced, and the running ones go on",
+		return false, &exitError{withHint(fmt.Errorf("--previous-spool-key: replacing the spool key with id %x (%s) by the key with id %x (--spool-key %s), but %s on %s %s the spool key with id %s; nothing replaced, and the running ones go on",
 			previous.KeyID(), prevFile, pub.KeyID(), file, who, where, verb, spool.KeyID(live.Live)),
 			fmt.Sprintf("a spool key is replaced only while nothing runs with it: stop every server (and cspool deliver) running with the key with id %s first, then start them with --spool-key %s --previous-spool-key %s (docs/OPERATING.md, \"Replacing the spool key\")",
-				spool.KeyID(live.Live), file, prevFile))
+				spool.KeyID(live.Live), file, prevFile)), exConfig}
 	case errors.As(err, &np):
 		recorded := "no spool key yet"
 		if np.Recorded != nil {
 			recorded = "the spool key with id " + spool.KeyID(np.Recorded)
 		}
-		return false, withHint(fmt.Errorf("--previous-spool-key: replacing the spool key with id %x (%s) by the key with id %x (--spool-key %s), but %s records %s, neither of them; nothing replaced",
+		return false, &exitError{withHint(fmt.Errorf("--previous-spool-key: replacing the spool key with id %x (%s) by the key with id %x (--spool-key %s), but %s records %s, neither of them; nothing replaced",
 			previous.KeyID(), prevFile, pub.KeyID(), file, where, recorded),
-			"--previous-spool-key takes the public file of the spool key the store runs with now (the spool_key_id of its servers' 'cspool server started' lines): check both files, and the store (--spool-dir, --dsn) (docs/OPERATING.md, \"Replacing the spool key\")")
+			"--previous-spool-key takes the public file of the spool key the store runs with now (the spool_key_id of its servers' 'cspool server started' lines): check both files, and the store (--spool-dir, --dsn) (docs/OPERATING.md, \"Replacing the spool key\")"), exConfig}
 	}
 	return replaced, err
 }

@@ -388,24 +388,25 @@ func TestSyncCommand(t *testing.T) {
 	// The daemon holds the database: sync refuses, and says why.
 	s.startDaemon(t, "mail.db")
 	code, _, errOut = runExit(t, s.dir, s.env, bin, sync...)
-	if code != 1 || !strings.Contains(errOut, "database in use by another cspool process") || !strings.Contains(errOut, "cspool status") {
-		t.Errorf("sync beside the daemon: exit %d, stderr %q; want 1, database in use, hint cspool status", code, errOut)
+	if code != 75 || !strings.Contains(errOut, "database in use by another cspool process") || !strings.Contains(errOut, "cspool status") {
+		t.Errorf("sync beside the daemon: exit %d, stderr %q; want 75 (temporary), database in use, hint cspool status", code, errOut)
 	}
 	// A second daemon on the same database is refused too.
 	args := append([]string{"imap-server", "--port", fmt.Sprint(freePort(t)), "--status-addr", ""}, s.keyFlags("mail.db")...)
 	code, _, errOut = runExit(t, s.dir, s.env, bin, args...)
-	if code != 1 || !strings.Contains(errOut, "database in use") {
-		t.Errorf("second daemon: exit %d, stderr %q; want 1, database in use", code, errOut)
+	if code != 75 || !strings.Contains(errOut, "database in use") {
+		t.Errorf("second daemon: exit %d, stderr %q; want 75 (temporary), database in use", code, errOut)
 	}
 	// Nor through another name for the same file: a symlink (it took a
 	// lock of its own, DB.lock by its name, and ran beside the first), or
 	// a hard link (refused even alone: SQLite names the WAL after it).
 	for _, tc := range []struct {
 		db, want string
+		code     int
 		link     func(old, new string) error
 	}{
-		{"other.db", "database in use", os.Symlink},
-		{"linked.db", "database has other names", os.Link},
+		{"other.db", "database in use", 75, os.Symlink},
+		{"linked.db", "database has other names", 1, os.Link},
 	} {
 		db, want := tc.db, tc.want
 		if err := tc.link(filepath.Join(s.dir, "mail.db"), filepath.Join(s.dir, db)); err != nil {
@@ -413,8 +414,8 @@ func TestSyncCommand(t *testing.T) {
 		}
 		args := append([]string{"imap-server", "--port", fmt.Sprint(freePort(t)), "--status-addr", ""}, s.keyFlags(db)...)
 		code, _, errOut = runExit(t, s.dir, s.env, bin, args...)
-		if code != 1 || !strings.Contains(errOut, want) {
-			t.Errorf("second daemon on %s, another name of mail.db: exit %d, stderr %q; want 1, %s", db, code, errOut, want)
+		if code != tc.code || !strings.Contains(errOut, want) {
+			t.Errorf("second daemon on %s, another name of mail.db: exit %d, stderr %q; want %d, %s", db, code, errOut, tc.code, want)
 		}
 	}
 	if err := os.Remove(filepath.Join(s.dir, "linked.db")); err != nil {
@@ -422,11 +423,11 @@ func TestSyncCommand(t *testing.T) {
 	}
 	s.daemon.stop(t, syscall.SIGTERM, 30*time.Second)
 
-	// No spool: exit 1 with a hint, the database untouched.
+	// No spool: exit 75 (temporary) with a hint, the database untouched.
 	s.server.stop(t, syscall.SIGTERM, 30*time.Second)
 	code, out, errOut = runExit(t, s.dir, s.env, bin, sync...)
-	if code != 1 || !strings.Contains(errOut, "syncing with "+s.spoolURL) || !strings.Contains(errOut, "cspool: hint:") {
-		t.Errorf("sync without a spool: exit %d, stderr %q; want 1 naming %s, with a hint", code, errOut, s.spoolURL)
+	if code != 75 || !strings.Contains(errOut, "syncing with "+s.spoolURL) || !strings.Contains(errOut, "cspool: hint:") {
+		t.Errorf("sync without a spool: exit %d, stderr %q; want 75 naming %s, with a hint", code, errOut, s.spoolURL)
 	}
 	if want := fmt.Sprintf("stopped at position %d (head ?)", n+1); !strings.HasPrefix(lastLine(out), want) {
 		t.Errorf("sync without a spool ended with %q, want %q", lastLine(out), want)

@@ -174,8 +174,8 @@ func TestUsersFileMixUps(t *testing.T) {
 	write(strings.Replace(example, bp, sp, 1), 0o644, os.Geteuid())
 	code, stdout, stderr := runExitStdin(t, dir, nil, nil, bin, "server", "--users", users, "--spool-dir", filepath.Join(dir, "spool"),
 		"--spool-key", spoolSec, "--port", "0")
-	if code != 1 {
-		t.Fatalf("cspool server on a users file giving bob the spool's key: exit %d, want 1\n%s%s", code, stdout, stderr)
+	if code != 77 {
+		t.Fatalf("cspool server on a users file giving bob the spool's key: exit %d, want 77\n%s%s", code, stdout, stderr)
 	}
 	saysAll(t, stderr, "cspool: error: users file "+users+": line 3: user \"bob\" has the public key of --spool-key "+spoolSec, "cspool: hint: either --spool-key "+spoolSec+" is bob's own secret key")
 
@@ -183,8 +183,8 @@ func TestUsersFileMixUps(t *testing.T) {
 		write(example, 0o644, 65534)
 		code, stdout, stderr = runExitStdin(t, dir, nil, nil, bin, "server", "--users", users, "--spool-dir", filepath.Join(dir, "spool"),
 			"--spool-key", spoolSec, "--port", "0")
-		if code != 1 {
-			t.Fatalf("cspool server on a users file owned by nobody: exit %d, want 1\n%s%s", code, stdout, stderr)
+		if code != 77 {
+			t.Fatalf("cspool server on a users file owned by nobody: exit %d, want 77\n%s%s", code, stdout, stderr)
 		}
 		saysAll(t, stderr, "users file "+users+": owned by ", "cspool: hint: run, as root: chown root "+users)
 	}
