@@ -725,6 +725,13 @@ func (s *serverRun) openUsers(f serverFlags) (users, error) {
 		if f.usersTable {
 			s.log.Warn("--users and --users-table both given: using the users file", "file", f.usersFile)
 		}
+		if u.Len() == 0 {
+			// Right for a new installation (docs/systemd/README.md
+			// starts with an empty file), and else a mistake that the
+			// users=0 of the line before hid: say what it does.
+			s.log.Warn("the users file lists no user: every delivery is refused as for an unknown user (LMTP 550) and every device's request too, "+
+				"until a line NAME PUBLIC-KEY is added and the server reloaded (systemctl reload, or SIGHUP)", "file", f.usersFile)
+		}
 		return u, nil
 	case f.usersTable:
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
