@@ -364,6 +364,28 @@ cspool deliver --config /etc/cspool/server.conf --spool-server https://spool.exa
 	}
 	c.run(t, "root", srcDir, `systemctl is-active cspool-server
 cspool deliver --config /etc/cspool/server.conf --spool-server https://spool.example.org:3999 --spool-key /etc/cspool/spool.sec --user alice < message.eml`)
+
+	// A mistake to fix is not started again and again: with the users
+	// file gone the server exits 77 and the unit fails at once, never
+	// restarted (RestartPreventExitStatus=, docs/OPERATING.md, "Exit
+	// status"); it exited 1 and Restart=on-failure started it again until
+	// systemd's start limit. Back in place, the unit starts.
+	got := c.run(t, "root", "/", `mv /etc/cspool/users /etc/cspool/users.away
+systemctl restart cspool-server || true
+for i in $(seq 300); do
+	[ "$(systemctl show -p ActiveState --value cspool-server)" = failed ] && break
+	sleep 0.1
+done
+systemctl show -p ActiveState --value cspool-server
+systemctl show -p ExecMainStatus --value cspool-server
+systemctl show -p NRestarts --value cspool-server
+mv /etc/cspool/users.away /etc/cspool/users
+systemctl reset-failed cspool-server
+systemctl start cspool-server
+systemctl is-active cspool-server`)
+	if got != "failed\n77\n0\nactive\n" {
+		t.Errorf("the unit on a missing users file: state, exit status, restarts, then active again once it is back:\n%s\nwant failed, 77, 0 restarts, active", got)
+	}
 	t.Logf("recipe run and checked in %v", time.Since(start).Round(time.Millisecond))
 }
 
