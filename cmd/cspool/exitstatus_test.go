@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"testing"
 
 	"cspool/internal/keys"
+	"cspool/internal/spool/pgstore/pgtest"
 )
 
 // TestStartExitStatuses starts cspool server, imap-server and sync, the
@@ -126,6 +128,46 @@ func TestStartExitStatuses(t *testing.T) {
 	// Nothing above took mail.db from alice.
 	if code, out, errOut := runExit(t, dir, nil, bin, device("sync", "mail.db")...); code != 0 || !strings.Contains(out, "synced to position 1") {
 		t.Fatalf("sync after the refusals: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// TestPostgresStartExitStatuses starts cspool server, the binary, on a
+// --dsn that PostgreSQL refuses (a role or a database it does not have)
+// or that cannot be parsed, each 78 (EX_CONFIG: a start again fails
+// again, and the unit does not restart it), and on a port where no
+// PostgreSQL answers, 75 (temporary: it may be starting). The three
+// refusals exited 1, and the unit restarted the server on them until the
+// start limit.
+func TestPostgresStartExitStatuses(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dsn := pgtest.Database(t)
+	bin := buildServerBinary(t)
+	dir, usersPath, _ := aliceWithSpool(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noRole := *u
+	noRole.User = url.User("cspool_no_such_role")
+	down := *u
+	down.Host = net.JoinHostPort("127.0.0.1", fmt.Sprint(freePort(t)))
+	for _, c := range []struct {
+		what, dsn string
+		code      int
+	}{
+		{"a role PostgreSQL does not have", noRole.String(), 78},
+		{"a database PostgreSQL does not have", pgtest.WithParam(dsn, "dbname", pgtest.Name("cspool_missing_")), 78},
+		{"a DSN that cannot be parsed", pgtest.WithParam(dsn, "sslmode", "bogus"), 78},
+		{"no PostgreSQL on its port", down.String(), 75},
+	} {
+		code, out, errOut := runExit(t, dir, nil, bin, "server", "--port", fmt.Sprint(freePort(t)), "--lmtp", "", "--users", usersPath,
+			"--store", "postgres", "--dsn", c.dsn, "--spool-key", "spool.sec")
+		if code != c.code || !strings.Contains(errOut, "PostgreSQL") {
+			t.Errorf("server on %s: exit %d, want %d (docs/OPERATING.md, \"Exit status\"); stdout %q, stderr %q", c.what, code, c.code, out, errOut)
+		}
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"cspool/internal/devicedb"
 	"cspool/internal/mailstore"
 	"cspool/internal/spool"
+	"cspool/internal/spool/pgstore"
 	"cspool/internal/termtext"
 )
 
@@ -212,9 +213,12 @@ func exitStatus(err error) int {
 		// a database another cspool process holds, a store that cannot
 		// be reached or is locked: try again later.
 		return exTempFail
-	case errors.Is(err, devicedb.ErrForeign), errors.Is(err, mailstore.ErrNotMailstore), errors.Is(err, devicedb.ErrWrongKey):
+	case errors.Is(err, devicedb.ErrForeign), errors.Is(err, mailstore.ErrNotMailstore), errors.Is(err, devicedb.ErrWrongKey),
+		errors.Is(err, pgstore.ErrDSNRefused), errors.Is(err, pgstore.ErrSharedSessions):
 		// --db names another program's database, or one made with
-		// another user's key: the configuration names the wrong file.
+		// another user's key; --dsn cannot be parsed, or names a role or
+		// database PostgreSQL refuses, or a pooler that shares sessions:
+		// the configuration names the wrong thing.
 		return exConfig
 	}
 	return 1

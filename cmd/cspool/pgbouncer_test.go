@@ -112,8 +112,8 @@ func TestPgBouncerRecipe(t *testing.T) {
 		"--spool-dir", t.TempDir(), "--spool-key", s.spoolSec, "--users-table")
 	out, err := cmd.CombinedOutput()
 	ee, isExit := err.(*exec.ExitError)
-	if !isExit || ee.ExitCode() != 1 {
-		t.Fatalf("a server through transaction mode: %v, want exit status 1\n%s", err, out)
+	if !isExit || ee.ExitCode() != exConfig {
+		t.Fatalf("a server through transaction mode: %v, want exit status %d (EX_CONFIG)\n%s", err, exConfig, out)
 	}
 	for _, want := range []string{"sessions are shared between transactions or clients", "cspool: hint: ", "pool_mode = session"} {
 		if !strings.Contains(string(out), want) {

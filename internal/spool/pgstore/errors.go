@@ -34,6 +34,29 @@ var ErrCompactedLog = errors.New("pgstore: a log compacted before schema version
 // compactedLogCode is the SQLSTATE schema/0002.sql raises for such a log.
 const compactedLogCode = "CSP01"
 
+// ErrDSNRefused means what the DSN names is refused, which trying again
+// does not change: the DSN cannot be parsed, PostgreSQL refuses its user's
+// login (SQLSTATE class 28: no such role, a wrong password) or has no
+// database of its name (3D000). Open's error wraps it without changing its
+// text.
+var ErrDSNRefused = errors.New("pgstore: the DSN is refused")
+
+// dsnRefusedError is err, also matching ErrDSNRefused.
+type dsnRefusedError struct{ err error }
+
+func (e *dsnRefusedError) Error() string   { return e.err.Error() }
+func (e *dsnRefusedError) Unwrap() []error { return []error{e.err, ErrDSNRefused} }
+
+// refusedDSN marks err, a failure to connect, with ErrDSNRefused when
+// PostgreSQL refused the login or the database.
+func refusedDSN(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "28") || pe.Code == "3D000") {
+		return &dsnRefusedError{err}
+	}
+	return err
+}
+
 // classify wraps err with spool.ErrUnavailable when it is temporary and with
 // spool.ErrTooLarge when PostgreSQL refused a value's size. Server errors
 // with another SQLSTATE (bugs, constraint violations) are returned as they

@@ -136,7 +136,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	opts.fill()
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parsing the PostgreSQL DSN %s: %w", Redact(dsn), err)
+		return nil, &dsnRefusedError{fmt.Errorf("parsing the PostgreSQL DSN %s: %w", Redact(dsn), err)}
 	}
 	configure(cfg.ConnConfig, opts)
 	cfg.MaxConns = opts.MaxConns
@@ -153,7 +153,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		if errors.Is(err, ErrSharedSessions) {
 			return nil, fmt.Errorf("checking the sessions of %s: %w", Redact(dsn), err)
 		}
-		return nil, fmt.Errorf("connecting to PostgreSQL %s: %w", Redact(dsn), classify(err))
+		return nil, fmt.Errorf("connecting to PostgreSQL %s: %w", Redact(dsn), refusedDSN(classify(err)))
 	}
 	s := &Store{opts: opts, pool: pool, log: opts.Logger, dsn: dsn, closed: make(chan struct{}),
 		waiters: waiters{m: map[string]*waitSlot{}}}
