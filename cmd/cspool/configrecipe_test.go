@@ -172,9 +172,9 @@ func TestSyncMissingFolder(t *testing.T) {
 	missing := filepath.Join(dir, ".local/state/cspool/alice")
 	code, out, errOut := runExit(t, dir, env, bin, "sync", "--user", "alice", "--user-key", "alice.sec", "--user-public-key", "alice.pub",
 		"--spool-key", "spool.pub", "--db", filepath.Join(missing, "mail.db"), "--spool-server", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)))
-	if code != 1 || !strings.Contains(errOut, "cspool: error: the folder "+missing+" of --db does not exist") ||
+	if code != 78 || !strings.Contains(errOut, "cspool: error: the folder "+missing+" of --db does not exist") ||
 		!strings.Contains(errOut, "cspool: hint: make it: mkdir -p -m 0700 "+missing+" ") {
-		t.Errorf("sync into a missing folder: exit %d\n%s%s\nwant 1, the folder named and the mkdir that makes it", code, out, errOut)
+		t.Errorf("sync into a missing folder: exit %d\n%s%s\nwant 78, the folder named and the mkdir that makes it", code, out, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(dir, ".local")); !os.IsNotExist(err) {
 		t.Errorf("the sync made a folder: %v", err)

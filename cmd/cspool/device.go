@@ -809,8 +809,8 @@ func lockDatabase(dbPath, hint string) (unlock func(), err error) {
 		// start an empty database); the systemd unit's ExecStartPre does,
 		// so a first sync before the daemon's first start met this.
 		dir := filepath.Dir(dbPath)
-		return nil, withHint(fmt.Errorf("the folder %s of --db does not exist", dir),
-			"make it: mkdir -p -m 0700 "+shellQuote(dir)+" (no cspool command makes it, so that a mistyped path does not start an empty database)")
+		return nil, &exitError{withHint(fmt.Errorf("the folder %s of --db does not exist", dir),
+			"make it: mkdir -p -m 0700 "+shellQuote(dir)+" (no cspool command makes it, so that a mistyped path does not start an empty database)"), exConfig}
 	}
 	if err != nil {
 		return nil, withHint(fmt.Errorf("opening lock file: %w", err), "check that the directory of --db exists and is writable")

@@ -77,6 +77,13 @@ func TestStartExitStatuses(t *testing.T) {
 	}
 	badUsers := write("bad-users", "alice not-a-key\n")
 	badConf := write("bad.conf", "no-such-setting = 1\n")
+	openDir := filepath.Join(dir, "open")
+	if err := os.Mkdir(openDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	// A port another program holds.
 	held, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -119,6 +126,8 @@ func TestStartExitStatuses(t *testing.T) {
 		{"sync: --spool-key missing", device("sync", "mail.db", "--spool-key", "missing.pub"), 77},
 		{"sync: --spool-key a secret key", device("sync", "mail.db", "--spool-key", "spool.sec"), 77},
 		{"sync: --db another user's", device("sync", "mail.db", "--user-key", "bob.sec", "--user-public-key", "bob.pub"), 78},
+		{"sync: --db in a folder that does not exist", device("sync", filepath.Join(dir, "missing", "mail.db")), 78},
+		{"sync: --db in a folder others may write", device("sync", filepath.Join(openDir, "mail.db")), 77},
 	} {
 		code, out, errOut := runExit(t, dir, nil, bin, c.args...)
 		if code != c.code || !strings.Contains(errOut, "cspool") {

@@ -16,7 +16,7 @@ import (
 // the files in it, or make them first. A folder group may write to is
 // refused too: who is in a group is not this program's to see, and a
 // group gains members later. A folder that does not exist passes: what
-// opens it next says so.
+// opens it next says so. A refusal exits 77, as a key file's mode.
 func checkPrivateFolder(dir, what, kept, hint string) error {
 	info, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -26,12 +26,12 @@ func checkPrivateFolder(dir, what, kept, hint string) error {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return withHint(fmt.Errorf("%s is owned by %s, not by this user (%s): its owner can replace %s",
-			what, userName(int(st.Uid)), userName(os.Geteuid()), kept), hint)
+		return &exitError{withHint(fmt.Errorf("%s is owned by %s, not by this user (%s): its owner can replace %s",
+			what, userName(int(st.Uid)), userName(os.Geteuid()), kept), hint), exNoPerm}
 	}
 	if perm := info.Mode().Perm(); perm&0o022 != 0 {
-		return withHint(fmt.Errorf("%s may be written to by other users (mode %04o): they can replace %s",
-			what, perm, kept), hint+", or run: chmod go-w "+shellQuote(dir))
+		return &exitError{withHint(fmt.Errorf("%s may be written to by other users (mode %04o): they can replace %s",
+			what, perm, kept), hint+", or run: chmod go-w "+shellQuote(dir)), exNoPerm}
 	}
 	return nil
 }

@@ -68,9 +68,9 @@ func TestDBFolderOfOthers(t *testing.T) {
 				t.Fatal(err)
 			}
 			code, _, errOut := runExit(t, keysDir, nil, bin, args(db)...)
-			if code != 1 || !strings.Contains(errOut, "the folder of --db "+db) || !strings.Contains(errOut, c.want) ||
+			if code != 77 || !strings.Contains(errOut, "the folder of --db "+db) || !strings.Contains(errOut, c.want) ||
 				!strings.Contains(errOut, "hint: keep --db in a folder of your own") {
-				t.Errorf("%s, folder %s: exit %d, stderr %q; want 1, the folder named, %q and a hint", name, c.name, code, errOut, c.want)
+				t.Errorf("%s, folder %s: exit %d, stderr %q; want 77, the folder named, %q and a hint", name, c.name, code, errOut, c.want)
 			}
 			if names, _ := os.ReadDir(dir); len(names) != made {
 				t.Errorf("%s, folder %s: the refused command made %d files there", name, c.name, len(names)-made)

@@ -361,8 +361,8 @@ func TestQuickstartFolderOfOthers(t *testing.T) {
 		}
 		code, _, errOut := runExit(t, t.TempDir(), nil, bin, "quickstart", "--dir", dir, "--http-port", "0", "--lmtp-port", "0",
 			"--imap-port", "0", "--smtp-port", "0", "--status-addr", "")
-		if code != 1 || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "hint: pick a folder of your own") {
-			t.Errorf("state folder %s: exit %d, stderr %q; want 1, %q and a hint", c.name, code, errOut, c.want)
+		if code != 77 || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "hint: pick a folder of your own") {
+			t.Errorf("state folder %s: exit %d, stderr %q; want 77, %q and a hint", c.name, code, errOut, c.want)
 		}
 		if names, _ := os.ReadDir(dir); len(names) != 0 {
 			t.Errorf("state folder %s: the refused quickstart made %d files there", c.name, len(names))
