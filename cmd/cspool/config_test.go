@@ -152,19 +152,19 @@ identity        = alice@example.org
 		want string
 	}{
 		// The key files in the file are the ones sync tries to read.
-		{[]string{"sync", "--config", conf}, 1, dir + "/none.sec"},
+		{[]string{"sync", "--config", conf}, 77, dir + "/none.sec"},
 		// A flag on the command line wins over the file.
 		{[]string{"sync", "--config", conf, "--user", "-bad"}, 2, "-bad"},
 		{[]string{"status", "--config", conf}, 1, "no cspool daemon answering for " + dir + "/mail.db"},
 		// The hint starts the daemon the way status found it: from the file.
 		{[]string{"status", "--config", conf}, 1, "start it with: cspool imap-server --config " + conf},
 		{[]string{"export", "--config", conf, dir + "/out"}, 1, dir + "/mail.db"},
-		{[]string{"recover", "--config", conf}, 1, dir + "/none.sec"},
+		{[]string{"recover", "--config", conf}, 77, dir + "/none.sec"},
 		{[]string{"reindex", "--config", conf}, 1, dir + "/mail.db"},
 		{[]string{"status", "--config", writeConfig(t, "db = x.db\nprot = 1143\n")}, 2,
 			`unknown setting "prot" for cspool status (nor cspool imap-server)`},
-		{[]string{"sync", "--config", loose}, 1, "holds a password and is open to other users (mode 0644)"},
-		{[]string{"status", "--config", loose}, 1, "holds a password and is open to other users (mode 0644)"},
+		{[]string{"sync", "--config", loose}, 77, "holds a password and is open to other users (mode 0644)"},
+		{[]string{"status", "--config", loose}, 77, "holds a password and is open to other users (mode 0644)"},
 		// deliver reads the server's file: its store setting is taken.
 		{[]string{"deliver", "--config", server, "--user", "alice", "--spool-key", "spool.sec"}, 64, `--store "mysql"`},
 		{[]string{"deliver", "--config", writeConfig(t, "port = 3999\nmax-sise = 1\n")}, 64, `unknown setting "max-sise" for cspool deliver (nor cspool server)`},
