@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"cspool/internal/statuspage"
 )
 
 // loopbackHosts are the names a request's Host header may carry on a
@@ -71,27 +73,10 @@ func knownHostOnly(addr string, next http.Handler) http.Handler {
 // run; the browser runs as the user, so the own-user check lets it in.
 func notFromOtherSites(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !fromThisOrigin(r) {
+		if !statuspage.FromThisOrigin(r) {
 			http.Error(w, "forbidden: a request from another site's page", http.StatusForbidden)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// fromThisOrigin reports whether r came from no page of another origin:
-// by its Sec-Fetch-Site, or, from a browser that sends none, by its
-// Origin.
-func fromThisOrigin(r *http.Request) bool {
-	if site := r.Header.Values("Sec-Fetch-Site"); len(site) > 0 {
-		return len(site) == 1 && (site[0] == "none" || site[0] == "same-origin")
-	}
-	switch origin := r.Header.Values("Origin"); len(origin) {
-	case 0:
-		return true
-	case 1:
-		return strings.EqualFold(origin[0], "http://"+r.Host)
-	default:
-		return false
-	}
 }

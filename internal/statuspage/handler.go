@@ -143,6 +143,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "misdirected request: unknown host name", http.StatusMisdirectedRequest)
 		return
 	}
+	if !h.owner && !FromThisOrigin(r) && !topLevelNavigation(r) {
+		// Another site's page loading the report (an <img>, a fetch, a
+		// frame) with the login the browser keeps for this address: it
+		// cannot read the answer, but each such request had the daemon
+		// build a whole report. A link followed from elsewhere (a
+		// top-level navigation) is served, as an address typed in is.
+		http.Error(w, "forbidden: a request from another site's page", http.StatusForbidden)
+		return
+	}
 	if !h.owner && !h.login(w, r) {
 		return
 	}
@@ -250,4 +259,31 @@ func (h *Handler) hostAllowed(hostport string) bool {
 		}
 	}
 	return false
+}
+
+// FromThisOrigin reports whether r came from no page of another origin:
+// by its Sec-Fetch-Site (none for an address typed in or a bookmark,
+// same-origin for a page's own links and refresh), or, from a browser that
+// sends none, by its Origin (none at all, or http:// and the request's
+// Host). go tool pprof, curl and cspool's own clients send neither header.
+func FromThisOrigin(r *http.Request) bool {
+	if site := r.Header.Values("Sec-Fetch-Site"); len(site) > 0 {
+		return len(site) == 1 && (site[0] == "none" || site[0] == "same-origin")
+	}
+	switch origin := r.Header.Values("Origin"); len(origin) {
+	case 0:
+		return true
+	case 1:
+		return strings.EqualFold(origin[0], "http://"+r.Host)
+	default:
+		return false
+	}
+}
+
+// topLevelNavigation reports whether a browser sent r to show its answer
+// as the page of a window or tab (a link followed, not an image, a script's
+// fetch or a frame), by Sec-Fetch-Mode and Sec-Fetch-Dest: the page that
+// links there cannot read what the window shows.
+func topLevelNavigation(r *http.Request) bool {
+	return r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.Header.Get("Sec-Fetch-Dest") == "document"
 }

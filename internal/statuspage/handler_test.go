@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,5 +314,67 @@ func TestFailedLoginsSlowed(t *testing.T) {
 	}
 	if resp, _ := get(t, "GET", srv2.URL+"/", "alice", "s3cret", ""); resp.StatusCode != http.StatusOK {
 		t.Errorf("the right password once the guesses are answered: status %d, want 200", resp.StatusCode)
+	}
+}
+
+// countingSource counts the reports built.
+type countingSource struct {
+	fixedSource
+	n atomic.Int64
+}
+
+func (c *countingSource) Report(ctx context.Context) (*Report, error) {
+	c.n.Add(1)
+	return c.fixedSource.Report(ctx)
+}
+
+// TestOtherSitesRefused: a page of another site that has the user's
+// browser load the report (an <img>, a fetch, a frame), the login the
+// browser keeps for the address sent along, gets 403 and builds no
+// report; an address typed in, the page's own refresh, a link followed
+// from elsewhere, and clients that are no browser are served.
+func TestOtherSitesRefused(t *testing.T) {
+	t.Parallel()
+	src := &countingSource{fixedSource: fixedSource{r: sampleReport()}}
+	srv := serve(t, Config{Source: src, User: "alice", Password: "s3cret", Hosts: []string{"127.0.0.1", "localhost"}})
+	host := strings.TrimPrefix(srv.URL, "http://")
+	cases := []struct {
+		name    string
+		headers map[string]string
+		want    int
+	}{
+		{"no browser", nil, http.StatusOK},
+		{"typed in", map[string]string{"Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, http.StatusOK},
+		{"own refresh", map[string]string{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, http.StatusOK},
+		{"link from elsewhere", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}, http.StatusOK},
+		{"image", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}, http.StatusForbidden},
+		{"fetch", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty", "Origin": "http://evil.example"}, http.StatusForbidden},
+		{"frame", map[string]string{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "iframe"}, http.StatusForbidden},
+		{"same site, other port", map[string]string{"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "script"}, http.StatusForbidden},
+		{"old browser, other origin", map[string]string{"Origin": "http://evil.example"}, http.StatusForbidden},
+		{"old browser, own origin", map[string]string{"Origin": "http://" + host}, http.StatusOK},
+	}
+	for _, c := range cases {
+		req, err := http.NewRequest("GET", srv.URL+"/status.json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.SetBasicAuth("alice", "s3cret")
+		for k, v := range c.headers {
+			req.Header.Set(k, v)
+		}
+		before := src.n.Load()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s: status %d, want %d (body %q)", c.name, resp.StatusCode, c.want, body)
+		}
+		if built := src.n.Load() - before; c.want == http.StatusForbidden && built != 0 {
+			t.Errorf("%s: refused, yet %d report(s) built", c.name, built)
+		}
 	}
 }
