@@ -145,6 +145,9 @@ func TestTricklingAppendGivesBackTheBudget(t *testing.T) {
 		if body != nil {
 			err = fmt.Errorf("read %d bytes and kept them: %v", len(body), err)
 		}
+		// Nothing reads the pipe any more: a write of the test's fails
+		// instead of waiting for good.
+		pr.CloseWithError(errAppendStalled)
 		done <- err
 	}()
 	// A byte at a time until the share is back (a bounded number).
@@ -156,14 +159,24 @@ func TestTricklingAppendGivesBackTheBudget(t *testing.T) {
 		if i == 3000 {
 			t.Fatal("the share of a trickling message was never given back")
 		}
-		if _, err := pw.Write([]byte("x")); err != nil {
+		if _, err := pw.Write([]byte("x")); err == errAppendStalled {
+			break // the reading ended (its answer is checked below)
+		} else if err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	go pw.Write([]byte("more"))
-	if err := <-done; err != errAppendStalled {
-		t.Fatalf("the trickling APPEND: %v, want %v", err, errAppendStalled)
+	select {
+	case err := <-done:
+		if err != errAppendStalled {
+			t.Fatalf("the trickling APPEND: %v, want %v", err, errAppendStalled)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the trickling APPEND was still being read a minute after its share was given back")
+	}
+	if !s.appendMem.TryAcquire(size) {
+		t.Fatal("the share of the trickling APPEND is not back whole")
 	}
 	pw.Close()
 }
