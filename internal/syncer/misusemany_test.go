@@ -60,14 +60,7 @@ func TestMisuseAmongManyRejections(t *testing.T) {
 	ctx := context.Background()
 	const strangers, batches, per = 5000, 20, 10
 	r := newRig(t)
-	var bs [][]byte
-	for i := range strangers {
-		b, _, err := entry.Seal(msg(i), r.evil, r.user.Public(), "alice", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, b)
-	}
+	bs := r.strangers(strangers)
 	if _, err := r.log.Append(ctx, "alice", bs); err != nil {
 		t.Fatal(err)
 	}

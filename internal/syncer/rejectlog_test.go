@@ -98,14 +98,7 @@ func TestRejectedFloodLogBounded(t *testing.T) {
 	// began: with the clock a minute on at each look, each batch of 50
 	// logs its first 5 in full and counts the other 45 (the last batch
 	// holds a delivery too).
-	bs = nil
-	for i := range 4 * 50 {
-		b, _, err := entry.Seal(msg(i), r.evil, r.user.Public(), "alice", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		bs = append(bs, b)
-	}
+	bs = r.strangers(4 * 50)
 	next, err := r.log.Append(ctx, "alice", bs)
 	if err != nil {
 		t.Fatal(err)

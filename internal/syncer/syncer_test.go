@@ -80,6 +80,21 @@ func (r *rig) deviceWith(name string, cfg Config) (*Syncer, *mailstore.Store) {
 }
 
 // deliver appends a delivery sealed by author (normally the spool).
+// strangers returns n entries for alice signed by a stranger's key
+// (r.evil), each a delivery of msg(i): what a flooding spool serves.
+func (r *rig) strangers(n int) [][]byte {
+	r.t.Helper()
+	bs := make([][]byte, 0, n)
+	for i := range n {
+		b, _, err := entry.Seal(msg(i), r.evil, r.user.Public(), "alice", nil)
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	return bs
+}
+
 func (r *rig) deliver(author *keys.SecretKey, c *command.Command) uint64 {
 	r.t.Helper()
 	b, _, err := entry.Seal(c, author, r.user.Public(), "alice", nil)
